@@ -1,0 +1,79 @@
+"""The neutral model of one agent turn, whatever API dialect carried it.
+
+Dialects (``proxy.dialects``) turn request and response bytes into these objects; detectors read only
+these objects, never raw bodies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Source(StrEnum):
+    """Where a piece of prompt text came from: it decides which detectors see it and how findings are
+    attributed (an injection in a tool result is indirect)."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL_RESULT = "tool_result"
+    RETRIEVED_DOCUMENT = "retrieved_document"
+    TOOL_DESCRIPTION = "tool_description"
+
+
+@dataclass(slots=True)
+class Part:
+    """One piece of text in a request. ``where`` is a JSON-path-like locator into the body
+    (``messages[3].content[0].text``) used in findings and by rewrites."""
+
+    source: Source
+    text: str
+    where: str
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str | None
+    name: str
+    arguments: str
+    where: str
+
+
+@dataclass(slots=True)
+class Usage:
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+@dataclass(slots=True)
+class RequestView:
+    dialect: str
+    model: str | None = None
+    parts: list[Part] = field(default_factory=list)
+    tools_offered: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    stream: bool = False
+    parse_error: str | None = None
+
+
+@dataclass(slots=True)
+class TextSegment:
+    text: str
+    where: str
+
+
+@dataclass(slots=True)
+class Completion:
+    model: str | None = None
+    text: list[TextSegment] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str | None = None
+    parse_error: str | None = None
+
+    @property
+    def full_text(self) -> str:
+        return "".join(segment.text for segment in self.text)

@@ -1,0 +1,79 @@
+"""The vocabulary every part of egressguard shares: threats, findings, modes and decisions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Threat(StrEnum):
+    PROMPT_INJECTION = "prompt_injection"
+    JAILBREAK = "jailbreak"
+    TOOL_ABUSE = "tool_abuse"
+    DATA_EXFILTRATION = "data_exfiltration"
+    CONTEXT_POISONING = "context_poisoning"
+    CREDENTIAL_THEFT = "credential_theft"
+    LATERAL_MOVEMENT = "lateral_movement"
+    COMPLIANCE_GAP = "compliance_gap"
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Action(StrEnum):
+    """What enforce mode does about a finding."""
+
+    FLAG = "flag"
+    REDACT = "redact"
+    WITHHOLD = "withhold"
+    BLOCK = "block"
+
+
+class Mode(StrEnum):
+    OBSERVE = "observe"
+    ENFORCE = "enforce"
+
+
+class Decision(StrEnum):
+    """What happened to the exchange as a whole."""
+
+    ALLOWED = "allowed"
+    REDACTED = "redacted"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detection. Never holds the detected value itself: a keyed fingerprint at most.
+
+    ``action`` is what enforce mode does; ``enforced`` says whether it was applied to this exchange
+    (False in observe mode, so the finding reads as "enforce mode would have ...").
+    """
+
+    threat: Threat
+    rule: str
+    signal: str
+    severity: Severity
+    action: Action
+    where: str
+    owasp: str | None = None
+    enforced: bool = False
+    fingerprint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_event(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["threat"] = str(self.threat)
+        record["severity"] = str(self.severity)
+        record["action"] = str(self.action)
+        if not self.extra:
+            del record["extra"]
+        return record
+
+
+SEVERITY_ORDER = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
