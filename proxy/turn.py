@@ -1,0 +1,50 @@
+"""What egressguard knows about one agent turn while it is in flight.
+
+The addons keep one ``Turn`` per flow (``flow.metadata["egressguard"]``); each adds what it learns, and
+the audit addon turns it into the ``agent.turn`` event at the end.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from proxy.exchange import Completion, RequestView
+from proxy.model import Decision, Finding
+
+
+@dataclass(slots=True)
+class TurnContext:
+    """Who is behind a request: the authenticated agent and the ids its caller passed along."""
+
+    agent_id: str
+    role: str
+    user_id: str | None = None
+    session_id: str | None = None
+    purpose: str | None = None
+    consent_id: str | None = None
+    approval_id: str | None = None
+
+
+@dataclass(slots=True)
+class Turn:
+    context: TurnContext
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.monotonic)
+    egress_host: str | None = None
+    request: RequestView | None = None
+    completion: Completion | None = None
+    stream: bool = False
+    findings: list[Finding] = field(default_factory=list)
+    decision: Decision = Decision.ALLOWED
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, *findings: Finding) -> None:
+        self.findings.extend(findings)
+
+    def escalate(self, decision: Decision) -> None:
+        """Raise the turn's decision; a turn never goes from blocked back to redacted or allowed."""
+        order = (Decision.ALLOWED, Decision.REDACTED, Decision.BLOCKED)
+        if order.index(decision) > order.index(self.decision):
+            self.decision = decision
