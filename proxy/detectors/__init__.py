@@ -1,0 +1,1 @@
+"""Detectors: pure functions from the neutral exchange model to findings."""
