@@ -1,0 +1,428 @@
+"""Rule packs (YAML data) and the scanner that runs them over text.
+
+A pack file looks like::
+
+    pack: secrets
+    threat: credential_theft        # default threat of its rules
+    enabled: true                   # optional packs say false
+    rules:
+      - id: github-pat
+        description: GitHub personal access token (classic)
+        regex: '(?<![A-Za-z0-9_])ghp_[A-Za-z0-9]{36}(?![A-Za-z0-9_])'
+        keywords: [ghp_]            # any of these in the lowercased text makes the rule run; none = always
+        severity: critical
+        owasp: LLM06
+        examples: {match: [...], no_match: [...]}
+        # optional: entropy (minimum bits/char of the value), validator (a name in proxy.validators),
+        # secret_group (group number or name holding the sensitive value; 0 = whole match),
+        # threat, enabled
+
+Scanning makes one Aho-Corasick pass over the lowercased text to pick the rules whose keywords occur,
+then runs only those regexes, each under a time limit so a pathological input skips a rule instead of
+hanging a request.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import ahocorasick
+import regex
+import yaml
+
+from proxy.model import SEVERITY_ORDER, Severity, Threat
+from proxy.validators import VALIDATORS, shannon_entropy
+
+RULES_PACKAGE = "egressguard_rules"
+
+_RULE_ID = regex.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_REQUIRED_RULE_KEYS = ("id", "description", "regex", "severity", "owasp", "examples")
+_OPTIONAL_RULE_KEYS = ("keywords", "entropy", "validator", "secret_group", "threat", "enabled")
+_PACK_KEYS = ("pack", "threat", "enabled", "description", "version", "rules")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    description: str
+    pattern: regex.Pattern[str]
+    keywords: tuple[str, ...]
+    threat: Threat
+    severity: Severity
+    owasp: str
+    entropy: float | None
+    validator: str | None
+    secret_group: int | str
+    match_examples: tuple[str, ...]
+    no_match_examples: tuple[str, ...]
+    enabled: bool
+    pack: str = ""
+
+
+@dataclass(frozen=True)
+class RulePack:
+    name: str
+    threat: Threat
+    enabled: bool
+    rules: tuple[Rule, ...]
+    path: Path | None = None
+
+    def with_everything_enabled(self) -> RulePack:
+        """This pack with the pack and each of its rules switched on (for optional packs)."""
+        return replace(self, enabled=True, rules=tuple(replace(rule, enabled=True) for rule in self.rules))
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a rule found a sensitive value: the span of the value, not of the whole regex match."""
+
+    rule: Rule
+    start: int
+    end: int
+
+
+@dataclass
+class ScanResult:
+    matches: list[Match] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+
+
+class PackError(Exception):
+    """A rule pack that cannot be loaded. ``problems`` holds every problem found, this one first."""
+
+    def __init__(self, path: Path | str, line: int, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        self.problems: list[PackError] = [self]
+        super().__init__(self.path, line, message)
+
+    def __str__(self) -> str:
+        return "\n".join(f"{problem.path}:{problem.line}: {problem.message}" for problem in self.problems)
+
+
+def _key_lines(node: yaml.Node) -> dict[str, int]:
+    """1-based line of each key's value in a YAML mapping node."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(key.value): value.start_mark.line + 1 for key, value in node.value}
+
+
+class _PackReader:
+    """Collects every problem of one pack file instead of stopping at the first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[PackError] = []
+
+    def problem(self, line: int, message: str) -> None:
+        self.problems.append(PackError(self.path, line, message))
+
+    def read(self) -> RulePack:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise PackError(self.path, 0, f"cannot read pack: {error}") from None
+        try:
+            loader = yaml.SafeLoader(text)
+            try:
+                root = loader.get_single_node()
+                data = loader.construct_document(root) if root is not None else None
+            finally:
+                loader.dispose()
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 0
+            raise PackError(self.path, line, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+        if not isinstance(data, dict) or root is None:
+            raise PackError(self.path, 1, "a pack is a mapping with pack, threat and rules")
+        pack = self._read_pack(data, root)
+        if self.problems:
+            first = self.problems[0]
+            first.problems = self.problems
+            raise first
+        return pack
+
+    def _read_pack(self, data: dict[str, Any], root: yaml.Node) -> RulePack:
+        lines = _key_lines(root)
+        for key in data:
+            if key not in _PACK_KEYS:
+                self.problem(lines.get(str(key), 1), f"unknown pack key {key!r}")
+        name = data.get("pack")
+        if not isinstance(name, str) or not name:
+            self.problem(lines.get("pack", 1), "pack: a non-empty name is required")
+            name = self.path.stem
+        threat = self._threat(data.get("threat"), lines.get("threat", 1))
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.problem(lines.get("enabled", 1), "enabled: must be true or false")
+            enabled = True
+        raw_rules = data.get("rules")
+        if not isinstance(raw_rules, list) or not raw_rules:
+            self.problem(lines.get("rules", 1), "rules: a non-empty list is required")
+            raw_rules = []
+        rule_nodes = _child(root, "rules")
+        node_items: list[yaml.Node] = rule_nodes.value if isinstance(rule_nodes, yaml.SequenceNode) else []
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(raw_rules):
+            node = node_items[index] if index < len(node_items) else None
+            rule = self._read_rule(raw, node, threat or Threat.CREDENTIAL_THEFT, name)
+            if rule is None:
+                continue
+            line = node.start_mark.line + 1 if node is not None else 0
+            if rule.id in seen:
+                self.problem(line, f"duplicate rule id {rule.id!r} (first at line {seen[rule.id]})")
+            seen[rule.id] = line
+            rules.append(rule)
+        return RulePack(name, threat or Threat.CREDENTIAL_THEFT, enabled, tuple(rules), self.path)
+
+    def _threat(self, value: Any, line: int) -> Threat | None:
+        try:
+            return Threat(value)
+        except ValueError:
+            self.problem(line, f"threat: unknown threat {value!r}; one of {', '.join(Threat)}")
+            return None
+
+    def _read_rule(
+        self, raw: Any, node: yaml.Node | None, default_threat: Threat, pack_name: str
+    ) -> Rule | None:
+        start = node.start_mark.line + 1 if node is not None else 0
+        if not isinstance(raw, dict):
+            self.problem(start, "a rule is a mapping")
+            return None
+        lines = _key_lines(node) if node is not None else {}
+        before = len(self.problems)
+
+        def at(key: str) -> int:
+            return lines.get(key, start)
+
+        for key in raw:
+            if key not in _REQUIRED_RULE_KEYS and key not in _OPTIONAL_RULE_KEYS:
+                self.problem(at(str(key)), f"unknown rule key {key!r}")
+        for key in _REQUIRED_RULE_KEYS:
+            if key not in raw:
+                self.problem(start, f"rule {raw.get('id', '?')!r}: {key} is required")
+        rule_id = raw.get("id")
+        if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+            self.problem(at("id"), f"id: {rule_id!r} is not a lowercase id like 'github-pat'")
+            rule_id = "?"
+        label = f"rule {raw.get('id', '?')!r}"
+        description = raw.get("description", "")
+        if not isinstance(description, str):
+            self.problem(at("description"), f"{label}: description must be text")
+        pattern = self._pattern(raw.get("regex"), at("regex"), label)
+        keywords = raw.get("keywords", [])
+        if not isinstance(keywords, list) or not all(isinstance(word, str) and word for word in keywords):
+            self.problem(at("keywords"), f"{label}: keywords must be a list of non-empty strings")
+            keywords = []
+        try:
+            severity = Severity(str(raw.get("severity")))
+        except ValueError:
+            self.problem(at("severity"), f"{label}: severity must be one of {', '.join(Severity)}")
+            severity = Severity.HIGH
+        owasp = raw.get("owasp", "")
+        if not isinstance(owasp, str):
+            self.problem(at("owasp"), f"{label}: owasp must be text like LLM06")
+        threat = default_threat
+        if "threat" in raw:
+            threat = self._threat(raw["threat"], at("threat")) or default_threat
+        entropy = raw.get("entropy")
+        if entropy is not None and (
+            isinstance(entropy, bool) or not isinstance(entropy, int | float) or not 0 <= entropy <= 8
+        ):
+            self.problem(at("entropy"), f"{label}: entropy must be a number of bits per char in 0..8")
+            entropy = None
+        validator = raw.get("validator")
+        if validator is not None and validator not in VALIDATORS:
+            known = ", ".join(sorted(VALIDATORS))
+            self.problem(at("validator"), f"{label}: unknown validator {validator!r}; one of {known}")
+        secret_group = raw.get("secret_group", 0)
+        if pattern is not None and not _group_exists(pattern, secret_group):
+            self.problem(at("secret_group"), f"{label}: secret_group {secret_group!r} is not a group")
+        enabled = raw.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.problem(at("enabled"), f"{label}: enabled must be true or false")
+        match_examples, no_match_examples = self._examples(raw.get("examples"), at("examples"), label)
+        if len(self.problems) > before or pattern is None:
+            return None
+        return Rule(
+            id=rule_id,
+            description=description,
+            pattern=pattern,
+            keywords=tuple(dict.fromkeys(word.lower() for word in keywords)),
+            threat=threat,
+            severity=severity,
+            owasp=owasp,
+            entropy=float(entropy) if entropy is not None else None,
+            validator=validator,
+            secret_group=secret_group,
+            match_examples=match_examples,
+            no_match_examples=no_match_examples,
+            enabled=enabled,
+            pack=pack_name,
+        )
+
+    def _pattern(self, source: Any, line: int, label: str) -> regex.Pattern[str] | None:
+        if not isinstance(source, str) or not source:
+            self.problem(line, f"{label}: regex must be a non-empty string")
+            return None
+        try:
+            return regex.compile(source)
+        except regex.error as error:
+            self.problem(line, f"{label}: regex does not compile: {error}")
+            return None
+
+    def _examples(self, raw: Any, line: int, label: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if not isinstance(raw, dict):
+            self.problem(line, f"{label}: examples must be a mapping with match and no_match lists")
+            return (), ()
+        lists: list[tuple[str, ...]] = []
+        for key in ("match", "no_match"):
+            values = raw.get(key, [])
+            if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+                self.problem(line, f"{label}: examples.{key} must be a list of strings")
+                values = []
+            lists.append(tuple(values))
+        if not lists[0]:
+            self.problem(line, f"{label}: examples.match needs at least one true positive")
+        return lists[0], lists[1]
+
+
+def _child(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == key:
+                return value_node  # type: ignore[no-any-return]
+    return None
+
+
+def _group_exists(pattern: regex.Pattern[str], group: Any) -> bool:
+    if isinstance(group, bool):
+        return False
+    if isinstance(group, int):
+        return 0 <= group <= pattern.groups
+    return isinstance(group, str) and group in pattern.groupindex
+
+
+def load_pack(path: Path) -> RulePack:
+    """Load and validate one pack file; raises PackError listing every problem with its line."""
+    return _PackReader(Path(path)).read()
+
+
+def rules_dir() -> Path:
+    """The rules/ folder: the installed ``egressguard_rules`` package, or ``<repo>/rules`` in a checkout."""
+    try:
+        return Path(str(importlib.resources.files(RULES_PACKAGE)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "rules"
+
+
+def pack_path(name: str) -> Path:
+    return rules_dir() / f"{name}.yaml"
+
+
+def is_text_pack(path: Path) -> bool:
+    """A YAML file with a top-level ``pack:`` whose rules carry a ``regex`` (not a tool or alert list)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    if not isinstance(data, dict) or "pack" not in data:
+        return False
+    rules = data.get("rules")
+    return isinstance(rules, list) and any(isinstance(rule, dict) and "regex" in rule for rule in rules)
+
+
+def packaged_packs(directory: Path | None = None) -> list[Path]:
+    """Every text rule pack in the rules folder, sorted by file name."""
+    folder = directory or rules_dir()
+    return [path for path in sorted(folder.glob("*.yaml")) if is_text_pack(path)]
+
+
+def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
+    return [load_pack(path) for path in packaged_packs(directory)]
+
+
+class Scanner:
+    """Runs the enabled rules of some packs over text and returns the sensitive spans it found."""
+
+    def __init__(self, packs: Iterable[RulePack], *, timeout_s: float = 0.05) -> None:
+        self.rules: tuple[Rule, ...] = tuple(
+            rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
+        )
+        self.timeout_s = timeout_s
+        self._always = tuple(index for index, rule in enumerate(self.rules) if not rule.keywords)
+        by_keyword: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            for keyword in rule.keywords:
+                by_keyword.setdefault(keyword, []).append(index)
+        self._automaton: Any = None
+        if by_keyword:
+            self._automaton = ahocorasick.Automaton()
+            for keyword, indices in by_keyword.items():
+                self._automaton.add_word(keyword, tuple(indices))
+            self._automaton.make_automaton()
+        self._keyword_groups = len(by_keyword)
+
+    @property
+    def max_keyword_length(self) -> int:
+        return max((len(word) for rule in self.rules for word in rule.keywords), default=0)
+
+    def _selected(self, text: str) -> list[int]:
+        """Indices of the rules to run on ``text``, in rule order."""
+        selected = set(self._always)
+        if self._automaton is not None:
+            groups: set[tuple[int, ...]] = set()
+            for _, indices in self._automaton.iter(text.lower()):
+                if indices not in groups:
+                    groups.add(indices)
+                    selected.update(indices)
+                    if len(groups) == self._keyword_groups:
+                        break
+        return sorted(selected)
+
+    def scan(self, text: str, *, merge: bool = True) -> ScanResult:
+        """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule."""
+        result = ScanResult()
+        found: list[tuple[int, int, int]] = []
+        for index in self._selected(text):
+            rule = self.rules[index]
+            check = VALIDATORS[rule.validator] if rule.validator else None
+            try:
+                for hit in rule.pattern.finditer(text, timeout=self.timeout_s):
+                    start, end = hit.span(rule.secret_group)
+                    if start < 0 or start == end:
+                        continue
+                    value = text[start:end]
+                    if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
+                        continue
+                    if check is not None and not check(value):
+                        continue
+                    found.append((start, end, index))
+            except TimeoutError:
+                result.timed_out.append(rule.id)
+        found.sort()
+        if merge:
+            found = self._merge(found)
+        result.matches = [Match(self.rules[index], start, end) for start, end, index in found]
+        return result
+
+    def _rank(self, index: int) -> tuple[int, int]:
+        """Higher wins: more severe, then the rule listed first (packs list specific rules first)."""
+        return SEVERITY_ORDER[self.rules[index].severity], -index
+
+    def _merge(self, spans: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        merged: list[tuple[int, int, int]] = []
+        for start, end, index in spans:
+            if merged and start < merged[-1][1]:
+                last_start, last_end, last_index = merged[-1]
+                winner = max(last_index, index, key=self._rank)
+                merged[-1] = (last_start, max(last_end, end), winner)
+            else:
+                merged.append((start, end, index))
+        return merged

@@ -1,0 +1,177 @@
+"""Named checks that confirm a regex hit is a real value, referred to by name from rule packs.
+
+Each validator takes the sensitive value a rule matched and says whether it is plausibly real.
+Regexes stay weak and fast; these functions carry the arithmetic (Luhn, mod-97, SSN ranges) and the
+judgement calls (placeholders, phone numbering plans).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import phonenumbers
+
+Validator = Callable[[str], bool]
+
+
+def shannon_entropy(value: str) -> float:
+    """Bits per character of ``value`` over its own character frequencies."""
+    if not value:
+        return 0.0
+    length = len(value)
+    return -sum(count / length * math.log2(count / length) for count in Counter(value).values())
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) checksum of a string of digits; separators are ignored."""
+    numbers = [int(char) for char in digits if char.isdigit()]
+    if len(numbers) < 2:
+        return False
+    total = 0
+    for position, number in enumerate(reversed(numbers)):
+        if position % 2 == 1:
+            number *= 2
+            if number > 9:
+                number -= 9
+        total += number
+    return total % 10 == 0
+
+
+# (prefix range low, prefix range high, allowed lengths) per brand, from the card networks' published
+# issuer identification number ranges.
+_CARD_RANGES: tuple[tuple[int, int, frozenset[int]], ...] = (
+    (4, 4, frozenset({13, 16, 19})),  # Visa
+    (51, 55, frozenset({16})),  # Mastercard
+    (2221, 2720, frozenset({16})),  # Mastercard 2-series
+    (34, 34, frozenset({15})),  # American Express
+    (37, 37, frozenset({15})),
+    (6011, 6011, frozenset({16, 17, 18, 19})),  # Discover
+    (644, 649, frozenset({16, 17, 18, 19})),
+    (65, 65, frozenset({16, 17, 18, 19})),
+    (3528, 3589, frozenset({16, 17, 18, 19})),  # JCB
+    (300, 305, frozenset({14, 15, 16, 17, 18, 19})),  # Diners Club
+    (36, 36, frozenset({14, 15, 16, 17, 18, 19})),
+    (38, 39, frozenset({16, 17, 18, 19})),
+    (62, 62, frozenset({16, 17, 18, 19})),  # UnionPay
+    (50, 50, frozenset({12, 13, 14, 15, 16, 17, 18, 19})),  # Maestro
+    (56, 58, frozenset({12, 13, 14, 15, 16, 17, 18, 19})),
+    (67, 69, frozenset({12, 13, 14, 15, 16, 17, 18, 19})),
+)
+
+
+def payment_card_valid(value: str) -> bool:
+    """A card number with a known brand prefix, a length that brand issues, and a valid Luhn digit."""
+    digits = "".join(char for char in value if char.isdigit())
+    if len(set(digits)) < 3:
+        return False
+    for low, high, lengths in _CARD_RANGES:
+        width = len(str(low))
+        if low <= int(digits[:width]) <= high and len(digits) in lengths:
+            return luhn_valid(digits)
+    return False
+
+
+def ssn_valid(value: str) -> bool:
+    """A US SSN the SSA could have issued: area not 000, 666 or 9xx; group not 00; serial not 0000."""
+    digits = "".join(char for char in value if char.isdigit())
+    if len(digits) != 9:
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    if area in {"000", "666"} or area.startswith("9"):
+        return False
+    return group != "00" and serial != "0000"
+
+
+# IBAN lengths per country, from the SWIFT IBAN registry.
+_IBAN_LENGTHS: Mapping[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_valid(value: str) -> bool:
+    """An IBAN with the registered length for its country and a mod-97 check of 1."""
+    compact = "".join(value.split()).upper()
+    if _IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+
+
+def phone_valid(value: str) -> bool:
+    """A number valid in its numbering plan; numbers without a country code are read as US numbers."""
+    try:
+        parsed = phonenumbers.parse(value, None if value.lstrip().startswith("+") else "US")
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.is_valid_number(parsed))
+
+
+_PLACEHOLDER_WORDS = (
+    "your",
+    "example",
+    "placeholder",
+    "sample",
+    "changeme",
+    "change_me",
+    "dummy",
+    "redacted",
+    "insert",
+    "replace",
+    "todo",
+    "fixme",
+    "xxxx",
+    "****",
+    "....",
+    "<",
+    ">",
+    "${",
+    "{{",
+    "process.env",
+    "os.environ",
+    "getenv",
+    "env[",
+    "env.",
+    "secrets.",
+)
+_PLACEHOLDER_VALUES = frozenset(
+    {"password", "secret", "token", "null", "none", "true", "false", "undefined", "test", "admin", "pass"}
+)
+# Variable references rather than values: $VAR, %VAR%, MY_SECRET_VAR, get_secret(...), settings.api_key
+_REFERENCE = re.compile(r"^(?:\$\w+|%\w+%|[A-Z][A-Z0-9]*_[A-Z0-9_]*|\w+\(.*|[a-z_]+(?:\.[a-z_]+)+)$")
+_SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop")
+
+
+def is_placeholder(value: str) -> bool:
+    """True for values that stand in for a secret: ``YOUR_API_KEY``, ``xxxx``, ``$VAR``, ``process.env.X``."""
+    lowered = value.strip("\"'` ").lower()
+    if not lowered or lowered in _PLACEHOLDER_VALUES or len(set(lowered)) <= 2:
+        return True
+    if any(word in lowered for word in _PLACEHOLDER_WORDS):
+        return True
+    if any(lowered in sequence or sequence.startswith(lowered) for sequence in _SEQUENCES):
+        return True
+    return bool(_REFERENCE.match(value.strip("\"'` ")))
+
+
+def not_placeholder(value: str) -> bool:
+    return not is_placeholder(value)
+
+
+VALIDATORS: Mapping[str, Validator] = {
+    "luhn": luhn_valid,
+    "payment_card": payment_card_valid,
+    "ssn": ssn_valid,
+    "iban": iban_valid,
+    "phone": phone_valid,
+    "not_placeholder": not_placeholder,
+}
