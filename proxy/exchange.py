@@ -73,6 +73,9 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = None
     parse_error: str | None = None
+    # Response text the agent will read as input rather than as model output (MCP tool results and tool
+    # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
+    parts: list[Part] = field(default_factory=list)
 
     @property
     def full_text(self) -> str:
