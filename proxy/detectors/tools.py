@@ -1,0 +1,272 @@
+"""Tool abuse: destructive tool calls without approval, odd arguments and never-seen call sequences.
+
+The catalogue of destructive tools is data (``rules/tools.yaml``); a role may add globs or exempt them.
+Everything here is pure: the counts and the set of known sequences live in the state store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import math
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.exchange import ToolCall
+from proxy.model import Action, Finding, Severity, Threat
+
+APPROVAL_HEADER = "X-Approval-Id"
+ROLE_ADDED_RULE = "tool-role-destructive"
+ARGUMENT_ENTROPY_RULE = "tool-argument-entropy"
+UNSEEN_SEQUENCE_RULE = "tool-sequence-unseen"
+_NAMESPACE_SEPARATORS = ("__", ".", "/", ":")
+
+
+class ToolCatalogueError(ValueError):
+    """The catalogue file is not a valid tool catalogue."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    id: str
+    description: str
+    severity: Severity
+    owasp: str | None
+    globs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoleOverrides:
+    """A role's changes to the catalogue: globs it adds as destructive and globs it exempts.
+    An exemption wins over both the catalogue and the role's own additions."""
+
+    destructive: tuple[str, ...] = ()
+    exempt: tuple[str, ...] = ()
+
+
+NO_OVERRIDES = RoleOverrides()
+
+
+def _candidate_names(name: str) -> tuple[str, ...]:
+    """The lowercased name, and its last segment when it is namespaced (``files__delete_file``)."""
+    lowered = name.strip().lower()
+    last = lowered
+    for separator in _NAMESPACE_SEPARATORS:
+        last = last.rsplit(separator, 1)[-1]
+    return (lowered,) if last == lowered or not last else (lowered, last)
+
+
+def _matches_any(names: Iterable[str], globs: Iterable[str]) -> bool:
+    patterns = [glob.lower() for glob in globs]
+    return any(fnmatchcase(name, pattern) for name in names for pattern in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCatalogue:
+    entries: tuple[CatalogueEntry, ...]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ToolCatalogue:
+        """Load a catalogue file; without a path, the one shipped in the rule packs."""
+        if path is None:
+            text = importlib.resources.files("egressguard_rules").joinpath("tools.yaml").read_text("utf-8")
+            origin = "tools.yaml"
+        else:
+            text = Path(path).read_text("utf-8")
+            origin = str(path)
+        return cls.from_mapping(yaml.safe_load(text), origin=origin)
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, origin: str = "<catalogue>") -> ToolCatalogue:
+        if not isinstance(data, Mapping) or data.get("catalogue") != "tools":
+            raise ToolCatalogueError(f"{origin}: not a tool catalogue (expected `catalogue: tools`)")
+        raw_entries = data.get("tools")
+        if not isinstance(raw_entries, list) or not raw_entries:
+            raise ToolCatalogueError(f"{origin}: `tools` must be a non-empty list")
+        entries = []
+        seen_ids: set[str] = set()
+        for index, raw in enumerate(raw_entries):
+            if not isinstance(raw, Mapping):
+                raise ToolCatalogueError(f"{origin}: tools[{index}] must be a mapping")
+            entry_id = raw.get("id")
+            globs = raw.get("globs")
+            if not isinstance(entry_id, str) or not entry_id:
+                raise ToolCatalogueError(f"{origin}: tools[{index}] needs an `id`")
+            if entry_id in seen_ids:
+                raise ToolCatalogueError(f"{origin}: duplicate id {entry_id!r}")
+            seen_ids.add(entry_id)
+            if not isinstance(globs, list) or not globs or not all(isinstance(g, str) and g for g in globs):
+                raise ToolCatalogueError(f"{origin}: {entry_id}: `globs` must be a non-empty list of strings")
+            try:
+                severity = Severity(raw.get("severity", Severity.HIGH))
+            except ValueError:
+                raise ToolCatalogueError(
+                    f"{origin}: {entry_id}: unknown severity {raw['severity']!r}"
+                ) from None
+            entries.append(
+                CatalogueEntry(
+                    id=entry_id,
+                    description=str(raw.get("description", "")),
+                    severity=severity,
+                    owasp=raw.get("owasp"),
+                    globs=tuple(globs),
+                )
+            )
+        return cls(tuple(entries))
+
+    def entry_for(self, name: str, overrides: RoleOverrides = NO_OVERRIDES) -> CatalogueEntry | None:
+        """The catalogue entry that makes this tool destructive for the role, if any."""
+        names = _candidate_names(name)
+        if _matches_any(names, overrides.exempt):
+            return None
+        if _matches_any(names, overrides.destructive):
+            return CatalogueEntry(
+                id=ROLE_ADDED_RULE,
+                description="Declared destructive by the role.",
+                severity=Severity.HIGH,
+                owasp="LLM08",
+                globs=overrides.destructive,
+            )
+        for entry in self.entries:
+            if _matches_any(names, entry.globs):
+                return entry
+        return None
+
+    def is_destructive(self, name: str, overrides: RoleOverrides = NO_OVERRIDES) -> str | None:
+        """The rule id that makes ``name`` destructive for the role, or None."""
+        entry = self.entry_for(name, overrides)
+        return entry.id if entry else None
+
+
+def check_tool_calls(
+    calls: Sequence[ToolCall],
+    approval_id: str | None,
+    catalogue: ToolCatalogue,
+    overrides: RoleOverrides = NO_OVERRIDES,
+) -> list[Finding]:
+    """Findings for the destructive calls in a completion.
+
+    Without an approval id each one is withheld (replaced by :func:`approval_notice` in enforce mode);
+    with one, each is recorded as a low-severity note carrying the approval, so the audit log shows who
+    approved what.
+    """
+    findings = []
+    approved = bool(approval_id and approval_id.strip())
+    for call in calls:
+        entry = catalogue.entry_for(call.name, overrides)
+        if entry is None:
+            continue
+        if approved:
+            findings.append(
+                Finding(
+                    threat=Threat.TOOL_ABUSE,
+                    rule=entry.id,
+                    signal=f"destructive tool {call.name} called under approval",
+                    severity=Severity.LOW,
+                    action=Action.FLAG,
+                    where=call.where,
+                    owasp=entry.owasp,
+                    extra={"tool": call.name, "approval_id": approval_id},
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    threat=Threat.TOOL_ABUSE,
+                    rule=entry.id,
+                    signal=f"destructive tool {call.name} called without approval",
+                    severity=entry.severity,
+                    action=Action.WITHHOLD,
+                    where=call.where,
+                    owasp=entry.owasp,
+                    extra={"tool": call.name},
+                )
+            )
+    return findings
+
+
+def approval_notice(name: str, header: str = APPROVAL_HEADER) -> str:
+    """The assistant text that stands in for a withheld call, telling the caller how to get it run."""
+    return (
+        f"The call to the tool `{name}` was withheld by egressguard: it is a destructive action that "
+        f"needs human approval. To run it, obtain an approval id and resend this request with the header "
+        f"`{header}: <approval id>`."
+    )
+
+
+def shannon_entropy(text: str) -> float:
+    """Shannon entropy of the string's characters, in bits per character (0 for an empty string)."""
+    if not text:
+        return 0.0
+    total = len(text)
+    return -sum(count / total * math.log2(count / total) for count in Counter(text).values())
+
+
+def entropy_outlier(
+    value: float, mean: float, stddev: float, *, z: float = 3.0, min_stddev: float = 0.25
+) -> bool:
+    """Whether ``value`` lies more than ``z`` standard deviations above the baseline mean.
+
+    Only high entropy is suspicious (encoded or encrypted payloads smuggled in arguments). The floor on
+    the deviation keeps a baseline of near-identical arguments from flagging every small change.
+    """
+    return value > mean + z * max(stddev, min_stddev)
+
+
+def argument_entropy_finding(
+    call: ToolCall, mean: float, stddev: float, *, z: float = 3.0, min_stddev: float = 0.25
+) -> Finding | None:
+    """A flag when a call's arguments are far more random than this tool's usual arguments."""
+    entropy = shannon_entropy(call.arguments)
+    if not entropy_outlier(entropy, mean, stddev, z=z, min_stddev=min_stddev):
+        return None
+    return Finding(
+        threat=Threat.TOOL_ABUSE,
+        rule=ARGUMENT_ENTROPY_RULE,
+        signal=f"arguments of {call.name} have unusual entropy ({entropy:.2f} bits/char vs {mean:.2f})",
+        severity=Severity.MEDIUM,
+        action=Action.FLAG,
+        where=call.where,
+        owasp="LLM08",
+        extra={"tool": call.name, "entropy": round(entropy, 3)},
+    )
+
+
+def sequence_key(names: Sequence[str]) -> str:
+    """A fixed-length signature of the order in which tools were called in one turn.
+
+    Case is folded and immediate repeats collapse (search, search, fetch == search, fetch): a loop that
+    runs once more is the same behaviour, a new tool or a new order is not.
+    """
+    collapsed: list[str] = []
+    for name in names:
+        lowered = name.strip().lower()
+        if not collapsed or collapsed[-1] != lowered:
+            collapsed.append(lowered)
+    return hashlib.sha256("\x1f".join(collapsed).encode("utf-8")).hexdigest()[:32]
+
+
+def unseen_sequence_finding(names: Sequence[str], known_keys: Collection[str]) -> Finding | None:
+    """A flag when this turn's tool sequence was never seen for the agent (injected behaviour often
+    shows up as a new chain of calls)."""
+    if not names:
+        return None
+    key = sequence_key(names)
+    if key in known_keys:
+        return None
+    return Finding(
+        threat=Threat.PROMPT_INJECTION,
+        rule=UNSEEN_SEQUENCE_RULE,
+        signal=f"tool sequence never seen for this agent: {' > '.join(names)}",
+        severity=Severity.LOW,
+        action=Action.FLAG,
+        where="completion.tool_calls",
+        owasp="LLM01",
+        extra={"sequence_key": key},
+    )

@@ -1,0 +1,214 @@
+from pathlib import Path
+
+import pytest
+
+from proxy.detectors.tools import (
+    APPROVAL_HEADER,
+    ARGUMENT_ENTROPY_RULE,
+    ROLE_ADDED_RULE,
+    UNSEEN_SEQUENCE_RULE,
+    RoleOverrides,
+    ToolCatalogue,
+    ToolCatalogueError,
+    approval_notice,
+    argument_entropy_finding,
+    check_tool_calls,
+    entropy_outlier,
+    sequence_key,
+    shannon_entropy,
+    unseen_sequence_finding,
+)
+from proxy.exchange import ToolCall
+from proxy.model import Action, Severity, Threat
+
+CATALOGUE = ToolCatalogue.load()
+
+
+def call(name: str, arguments: str = "{}", where: str = "choices[0].message.tool_calls[0]") -> ToolCall:
+    return ToolCall(id="call_1", name=name, arguments=arguments, where=where)
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("shell", "tool-shell-exec"),
+        ("bash", "tool-shell-exec"),
+        ("exec_python", "tool-shell-exec"),
+        ("run_terminal_command", "tool-shell-exec"),
+        ("remote_shell", "tool-shell-exec"),
+        ("delete_user", "tool-delete"),
+        ("drop_table", "tool-delete"),
+        ("remove_file", "tool-delete"),
+        ("rm", "tool-delete"),
+        ("send_email", "tool-outbound-message"),
+        ("wire_funds", "tool-money-movement"),
+        ("transfer_money", "tool-money-movement"),
+        ("pay_invoice", "tool-money-movement"),
+        ("deploy_service", "tool-deploy"),
+        ("kubectl_apply", "tool-deploy"),
+        ("sql_execute", "tool-database-write"),
+    ],
+)
+def test_catalogue_flags_destructive_tools(name: str, rule: str) -> None:
+    """Each catalogued family is recognised by its glob."""
+    assert CATALOGUE.is_destructive(name) == rule
+
+
+@pytest.mark.parametrize("name", ["search", "get_weather", "read_file", "list_users", "payload_schema", "sender"])
+def test_catalogue_leaves_benign_tools_alone(name: str) -> None:
+    """Read-only tools are not destructive."""
+    assert CATALOGUE.is_destructive(name) is None
+
+
+def test_matching_ignores_case() -> None:
+    """Tool names are matched case-insensitively."""
+    assert CATALOGUE.is_destructive("Delete_User") == "tool-delete"
+
+
+def test_namespaced_tool_names_match_on_last_segment() -> None:
+    """MCP-style and dotted names are judged by their last segment."""
+    assert CATALOGUE.is_destructive("filesystem__delete_file") == "tool-delete"
+    assert CATALOGUE.is_destructive("github.delete_repo") == "tool-delete"
+
+
+def test_role_may_exempt_a_tool() -> None:
+    """An exempt glob makes a catalogued tool safe for that role."""
+    overrides = RoleOverrides(exempt=("send_slack_*",))
+    assert CATALOGUE.is_destructive("send_slack_message", overrides) is None
+    assert CATALOGUE.is_destructive("send_email", overrides) == "tool-outbound-message"
+
+
+def test_role_may_add_a_tool() -> None:
+    """A role's own glob makes an uncatalogued tool destructive."""
+    overrides = RoleOverrides(destructive=("approve_loan",))
+    assert CATALOGUE.is_destructive("approve_loan", overrides) == ROLE_ADDED_RULE
+    assert CATALOGUE.is_destructive("approve_loan") is None
+
+
+def test_exemption_wins_over_role_addition() -> None:
+    """When a role both adds and exempts a name, the exemption wins."""
+    overrides = RoleOverrides(destructive=("approve_*",), exempt=("approve_leave",))
+    assert CATALOGUE.is_destructive("approve_leave", overrides) is None
+
+
+def test_destructive_call_without_approval_is_withheld() -> None:
+    """A destructive call with no approval id is withheld with a high or critical severity."""
+    (finding,) = check_tool_calls([call("delete_user", '{"id": 7}')], None, CATALOGUE)
+    assert finding.threat is Threat.TOOL_ABUSE
+    assert finding.rule == "tool-delete"
+    assert finding.action is Action.WITHHOLD
+    assert finding.severity is Severity.HIGH
+    assert finding.where == "choices[0].message.tool_calls[0]"
+    assert finding.extra == {"tool": "delete_user"}
+
+
+def test_blank_approval_id_counts_as_none() -> None:
+    """An empty approval header does not approve anything."""
+    (finding,) = check_tool_calls([call("shell")], "  ", CATALOGUE)
+    assert finding.action is Action.WITHHOLD
+    assert finding.severity is Severity.CRITICAL
+
+
+def test_destructive_call_with_approval_is_a_low_note() -> None:
+    """With an approval id the call passes, noted with the approval it ran under."""
+    (finding,) = check_tool_calls([call("wire_funds")], "APR-42", CATALOGUE)
+    assert finding.action is Action.FLAG
+    assert finding.severity is Severity.LOW
+    assert finding.extra["approval_id"] == "APR-42"
+
+
+def test_benign_calls_give_no_findings() -> None:
+    """Only destructive calls are reported, one finding each."""
+    calls = [call("search"), call("send_email", where="a"), call("get_time"), call("rm", where="b")]
+    assert [f.where for f in check_tool_calls(calls, None, CATALOGUE)] == ["a", "b"]
+
+
+def test_role_overrides_apply_to_checks() -> None:
+    """check_tool_calls honours the role's exemptions."""
+    assert check_tool_calls([call("send_email")], None, CATALOGUE, RoleOverrides(exempt=("send_*",))) == []
+
+
+def test_approval_notice_names_tool_and_header() -> None:
+    """The notice says which tool needs approval and how to resend."""
+    notice = approval_notice("delete_user")
+    assert "`delete_user`" in notice
+    assert f"{APPROVAL_HEADER}: <approval id>" in notice
+    assert "X-Gate" in approval_notice("rm", header="X-Gate")
+
+
+def test_load_rejects_a_file_that_is_not_a_catalogue(tmp_path: Path) -> None:
+    """A file without `catalogue: tools` is refused."""
+    path = tmp_path / "x.yaml"
+    path.write_text("pack: refusal\nrules: []\n")
+    with pytest.raises(ToolCatalogueError, match="not a tool catalogue"):
+        ToolCatalogue.load(path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("catalogue: tools\ntools: []\n", "non-empty list"),
+        ("catalogue: tools\ntools: [{globs: [rm]}]\n", "needs an `id`"),
+        ("catalogue: tools\ntools: [{id: a, globs: []}]\n", "globs"),
+        ("catalogue: tools\ntools: [{id: a, globs: [rm]}, {id: a, globs: [rm]}]\n", "duplicate"),
+        ("catalogue: tools\ntools: [{id: a, globs: [rm], severity: huge}]\n", "unknown severity"),
+    ],
+)
+def test_load_rejects_malformed_entries(tmp_path: Path, body: str, message: str) -> None:
+    """Malformed entries fail at load time with the file named."""
+    path = tmp_path / "tools.yaml"
+    path.write_text(body)
+    with pytest.raises(ToolCatalogueError, match=message):
+        ToolCatalogue.load(path)
+
+
+def test_shannon_entropy_known_values() -> None:
+    """Entropy is 0 for one repeated symbol and log2(n) for n equally frequent ones."""
+    assert shannon_entropy("") == 0.0
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("abcd") == pytest.approx(2.0)
+
+
+def test_entropy_outlier_only_above() -> None:
+    """Only values far above the mean are outliers."""
+    assert entropy_outlier(5.0, mean=3.0, stddev=0.5)
+    assert not entropy_outlier(4.4, mean=3.0, stddev=0.5)
+    assert not entropy_outlier(0.5, mean=3.0, stddev=0.5)
+
+
+def test_entropy_outlier_has_a_deviation_floor() -> None:
+    """A zero-deviation baseline does not make every small change an outlier."""
+    assert not entropy_outlier(3.5, mean=3.0, stddev=0.0)
+    assert entropy_outlier(3.8, mean=3.0, stddev=0.0)
+
+
+def test_argument_entropy_finding_for_random_payload() -> None:
+    """A base64-looking blob in arguments stands out against plain JSON arguments."""
+    blob = '{"q": "' + "".join(chr(33 + (i * 37) % 90) for i in range(200)) + '"}'
+    finding = argument_entropy_finding(call("search", blob), mean=3.2, stddev=0.2)
+    assert finding is not None
+    assert finding.rule == ARGUMENT_ENTROPY_RULE
+    assert argument_entropy_finding(call("search", '{"q": "weather in paris"}'), mean=3.2, stddev=0.2) is None
+
+
+def test_sequence_key_is_order_sensitive_and_collapses_repeats() -> None:
+    """Order matters, case and immediate repeats do not."""
+    assert sequence_key(["search", "fetch"]) != sequence_key(["fetch", "search"])
+    assert sequence_key(["Search", "search", "fetch"]) == sequence_key(["search", "fetch"])
+    assert sequence_key(["a", "b", "a"]) != sequence_key(["a", "b"])
+
+
+def test_sequence_key_does_not_confuse_joined_names() -> None:
+    """Names are separated, so [ab, c] and [a, bc] differ."""
+    assert sequence_key(["ab", "c"]) != sequence_key(["a", "bc"])
+
+
+def test_unseen_sequence_is_flagged_once_known_is_quiet() -> None:
+    """A new sequence is flagged; a known one is not; no calls is not a sequence."""
+    names = ["search", "send_email"]
+    finding = unseen_sequence_finding(names, known_keys=set())
+    assert finding is not None
+    assert finding.rule == UNSEEN_SEQUENCE_RULE
+    assert finding.extra["sequence_key"] == sequence_key(names)
+    assert unseen_sequence_finding(names, {sequence_key(names)}) is None
+    assert unseen_sequence_finding([], set()) is None
