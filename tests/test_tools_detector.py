@@ -54,7 +54,9 @@ def test_catalogue_flags_destructive_tools(name: str, rule: str) -> None:
     assert CATALOGUE.is_destructive(name) == rule
 
 
-@pytest.mark.parametrize("name", ["search", "get_weather", "read_file", "list_users", "payload_schema", "sender"])
+@pytest.mark.parametrize(
+    "name", ["search", "get_weather", "read_file", "list_users", "payload_schema", "sender"]
+)
 def test_catalogue_leaves_benign_tools_alone(name: str) -> None:
     """Read-only tools are not destructive."""
     assert CATALOGUE.is_destructive(name) is None
