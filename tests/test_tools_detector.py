@@ -15,7 +15,6 @@ from proxy.detectors.tools import (
     check_tool_calls,
     entropy_outlier,
     sequence_key,
-    shannon_entropy,
     unseen_sequence_finding,
 )
 from proxy.exchange import ToolCall
@@ -162,13 +161,6 @@ def test_load_rejects_malformed_entries(tmp_path: Path, body: str, message: str)
     path.write_text(body)
     with pytest.raises(ToolCatalogueError, match=message):
         ToolCatalogue.load(path)
-
-
-def test_shannon_entropy_known_values() -> None:
-    """Entropy is 0 for one repeated symbol and log2(n) for n equally frequent ones."""
-    assert shannon_entropy("") == 0.0
-    assert shannon_entropy("aaaa") == 0.0
-    assert shannon_entropy("abcd") == pytest.approx(2.0)
 
 
 def test_entropy_outlier_only_above() -> None:

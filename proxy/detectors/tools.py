@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import math
-from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -20,6 +18,7 @@ import yaml
 
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding, Severity, Threat
+from proxy.validators import shannon_entropy
 
 APPROVAL_HEADER = "X-Approval-Id"
 ROLE_ADDED_RULE = "tool-role-destructive"
@@ -198,14 +197,6 @@ def approval_notice(name: str, header: str = APPROVAL_HEADER) -> str:
         f"needs human approval. To run it, obtain an approval id and resend this request with the header "
         f"`{header}: <approval id>`."
     )
-
-
-def shannon_entropy(text: str) -> float:
-    """Shannon entropy of the string's characters, in bits per character (0 for an empty string)."""
-    if not text:
-        return 0.0
-    total = len(text)
-    return -sum(count / total * math.log2(count / total) for count in Counter(text).values())
 
 
 def entropy_outlier(
