@@ -1,0 +1,244 @@
+"""``egressguard audit verify`` and ``audit pubkey``: check the chain and signatures of audit files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from proxy.audit.keys import (
+    PRIVATE_KEY_NAME,
+    PUBLIC_KEY_NAME,
+    key_id,
+    load_public_key,
+    public_key_pem,
+    signature_valid,
+)
+from proxy.audit.log import CHECKPOINT, GENESIS, RETENTION, checkpoint_message, daily_files, record_hash
+
+DEFAULT_AUDIT_DIRECTORY = Path("data/audit")
+MISSING_START = (
+    "chain does not start at genesis and no retention record names its predecessor "
+    "(earlier records or files were deleted)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    file: Path
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    files: list[Path] = field(default_factory=list)
+    records: int = 0
+    checkpoints: int = 0
+    signatures_checked: bool = False
+    unsigned_tail: int = 0
+    anchored_by_retention: bool = False
+    first_break: ChainBreak | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.first_break is None and bool(self.files)
+
+
+def collect_files(paths: Sequence[Path]) -> list[Path]:
+    """Daily files of directories and files named directly, in chain order (their names are dates)."""
+    found: set[Path] = set()
+    for path in paths:
+        found.update(daily_files(path) if path.is_dir() else [path])
+    return sorted(found, key=lambda path: (path.name, str(path)))
+
+
+def verify_files(files: Sequence[Path], public_key: Ed25519PublicKey | None) -> VerifyReport:
+    """Walk the records of ``files`` in order and stop at the first break of chain or signature."""
+    report = VerifyReport(files=list(files), signatures_checked=public_key is not None)
+    expected_key_id = key_id(public_key) if public_key is not None else None
+    previous_hash: str | None = None
+    previous_file: Path | None = None
+    anchor: tuple[Path, str] | None = None
+    claimed_by_retention = _retention_claims(files)
+    named_by_retention: set[str] = set()
+    for path in files:
+        with path.open("rb") as source:
+            for line_number, raw in enumerate(source, start=1):
+                problem, record = _check_line(raw)
+                if record is not None and problem is None:
+                    if previous_hash is None:
+                        if record["prev_hash"] != GENESIS:
+                            anchor = (path, record["prev_hash"])
+                            if anchor[1] not in claimed_by_retention:
+                                problem = MISSING_START
+                    elif record["prev_hash"] != previous_hash:
+                        problem = _mismatch_reason(line_number, previous_file, path)
+                if record is not None and problem is None and record.get("type") == CHECKPOINT:
+                    problem = _check_checkpoint(record, public_key, expected_key_id)
+                if problem is not None:
+                    report.first_break = ChainBreak(path, line_number, problem)
+                    return report
+                assert record is not None
+                if record.get("type") == RETENTION:
+                    named_by_retention.update(_removed_hashes(record))
+                if record.get("type") == CHECKPOINT:
+                    report.checkpoints += 1
+                    report.unsigned_tail = 0
+                else:
+                    report.unsigned_tail += 1
+                report.records += 1
+                previous_hash = record["hash"]
+                previous_file = path
+    if anchor is not None:
+        # The claim came from a first look at unverified lines; only a record inside the chain counts.
+        if anchor[1] not in named_by_retention:
+            report.first_break = ChainBreak(anchor[0], 1, MISSING_START)
+        else:
+            report.anchored_by_retention = True
+    return report
+
+
+def _retention_claims(files: Sequence[Path]) -> set[str]:
+    """Last hashes named by anything that looks like a retention record, before the chain is checked."""
+    claims: set[str] = set()
+    marker = f'"{RETENTION}"'.encode()
+    for path in files:
+        with path.open("rb") as source:
+            for raw in source:
+                if marker in raw:
+                    try:
+                        claims.update(_removed_hashes(json.loads(raw)))
+                    except (ValueError, TypeError, AttributeError):
+                        continue
+    return claims
+
+
+def _removed_hashes(record: dict[str, Any]) -> set[str]:
+    return {str(entry.get("last_hash")) for entry in record.get("removed", [])}
+
+
+def _check_line(raw: bytes) -> tuple[str | None, dict[str, Any] | None]:
+    if not raw.endswith(b"\n"):
+        return "incomplete last line (record truncated)", None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return "not a JSON record (edited or truncated)", None
+    if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
+        return "record has no hash", None
+    if not isinstance(record.get("prev_hash"), str):
+        return "record has no prev_hash", None
+    if record_hash(record) != record["hash"]:
+        return "record does not match its hash (edited)", None
+    return None, record
+
+
+def _mismatch_reason(line_number: int, previous_file: Path | None, path: Path) -> str:
+    if line_number == 1 and previous_file is not None and previous_file != path:
+        return (
+            f"prev_hash does not match the last record of {previous_file.name} "
+            "(records or a file deleted, or files out of order)"
+        )
+    return "prev_hash does not match the record before it (a record was deleted, reordered or inserted)"
+
+
+def _check_checkpoint(
+    record: dict[str, Any], public_key: Ed25519PublicKey | None, expected_key_id: str | None
+) -> str | None:
+    if record.get("covers") != record["prev_hash"]:
+        return "checkpoint does not cover the record before it"
+    if public_key is None:
+        return None
+    if record.get("key_id") != expected_key_id:
+        return f"checkpoint signed by key {record.get('key_id')}, not by the given key {expected_key_id}"
+    if not signature_valid(public_key, checkpoint_message(record), str(record.get("signature", ""))):
+        return "checkpoint signature is not valid"
+    return None
+
+
+def summary(report: VerifyReport) -> str:
+    start = "after a retention removal" if report.anchored_by_retention else "at genesis"
+    signed = (
+        f"{report.checkpoints} checkpoint signatures verified"
+        if report.signatures_checked
+        else f"{report.checkpoints} checkpoints found, signatures NOT checked (no public key)"
+    )
+    text = f"intact: {report.records} records in {len(report.files)} files, {signed}; chain starts {start}"
+    if report.unsigned_tail:
+        text += f"; {report.unsigned_tail} records after the last checkpoint are not signed yet"
+    return text
+
+
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="audit files or directories holding them")
+    parser.add_argument(
+        "--pubkey",
+        type=Path,
+        help=f"public key that signs checkpoints (default: {PUBLIC_KEY_NAME} in a directory given)",
+    )
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when the chain is intact, 1 at the first break, 2 when there is nothing to verify."""
+    paths: list[Path] = args.paths
+    missing = [path for path in paths if not path.exists()]
+    if missing:
+        print(f"error: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    key_file: Path | None = args.pubkey
+    if key_file is None:
+        key_file = next(
+            (path / PUBLIC_KEY_NAME for path in paths if (path / PUBLIC_KEY_NAME).is_file()), None
+        )
+    public_key = None
+    if key_file is not None:
+        try:
+            public_key = load_public_key(key_file)
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read public key {key_file}: {exc}", file=sys.stderr)
+            return 2
+    files = collect_files(paths)
+    if not files:
+        print("error: no audit files found", file=sys.stderr)
+        return 2
+    report = verify_files(files, public_key)
+    if report.first_break is not None:
+        print(f"BROKEN: {report.first_break}")
+        print(f"{report.records} records before the break verified")
+        return 1
+    print(summary(report))
+    return 0
+
+
+def add_pubkey_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--audit", type=Path, default=DEFAULT_AUDIT_DIRECTORY, help="audit directory holding the key"
+    )
+    parser.add_argument("--key", type=Path, help=f"private key file (default: AUDIT/{PRIVATE_KEY_NAME})")
+    parser.add_argument("--out", type=Path, help="write the PEM here instead of stdout")
+
+
+def run_pubkey(args: argparse.Namespace) -> int:
+    key_file: Path = args.key or args.audit / PRIVATE_KEY_NAME
+    if not key_file.is_file():
+        print(
+            f"error: no signing key at {key_file} (it is created when the audit log is first opened)",
+            file=sys.stderr,
+        )
+        return 2
+    pem = public_key_pem(load_public_key(key_file))
+    if args.out is None:
+        sys.stdout.write(pem.decode())
+    else:
+        args.out.write_bytes(pem)
+    return 0

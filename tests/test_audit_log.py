@@ -1,0 +1,209 @@
+"""The audit log: daily files, one chain across them, checkpoints, retention, crash and disk errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.audit.keys import load_public_key, signature_valid
+from proxy.audit.log import GENESIS, AuditLog, AuditUnavailable, checkpoint_message, record_hash
+from proxy.audit.verify import collect_files, verify_files
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def turn(number: int) -> dict[str, Any]:
+    return {"type": "agent.turn", "event_id": f"e{number}", "agent_id": "bot", "findings": []}
+
+
+def records(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in collect_files([directory]) for line in path.read_text().splitlines()]
+
+
+def intact(directory: Path) -> bool:
+    return verify_files(collect_files([directory]), load_public_key(directory / "audit-signing.pub")).intact
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_append_returns_the_chained_record(tmp_path: Path, clock: Clock) -> None:
+    """The first record chains to genesis and its hash covers everything but the hash."""
+    audit = AuditLog(tmp_path, clock=clock)
+    record = audit.append(turn(1))
+    assert record["prev_hash"] == GENESIS
+    assert record["hash"] == record_hash(record)
+    assert record["ts"] == "2026-03-01T12:00:00.000Z"
+    assert records(tmp_path) == [record]
+
+
+def test_chain_continues_across_daily_files(tmp_path: Path, clock: Clock) -> None:
+    """A new day's file starts from the last hash of the day before."""
+    audit = AuditLog(tmp_path, clock=clock)
+    last_of_day_one = audit.append(turn(1))
+    clock.advance(days=1)
+    first_of_day_two = audit.append(turn(2))
+    assert sorted(path.name for path in tmp_path.glob("audit-*.jsonl")) == [
+        "audit-2026-03-01.jsonl",
+        "audit-2026-03-02.jsonl",
+    ]
+    assert first_of_day_two["prev_hash"] == last_of_day_one["hash"]
+
+
+def test_reopened_log_continues_the_chain(tmp_path: Path, clock: Clock) -> None:
+    """A restart picks the chain up from the last record on disk."""
+    first = AuditLog(tmp_path, clock=clock, checkpoint_every=100).append(turn(1))
+    second = AuditLog(tmp_path, clock=clock, checkpoint_every=100).append(turn(2))
+    assert second["prev_hash"] == first["hash"]
+
+
+def test_signed_checkpoint_every_n_records(tmp_path: Path, clock: Clock) -> None:
+    """Every N records a checkpoint covering the chain so far is signed with the log's key."""
+    audit = AuditLog(tmp_path, clock=clock, checkpoint_every=2)
+    audit.append(turn(1))
+    second = audit.append(turn(2))
+    checkpoint = records(tmp_path)[2]
+    assert checkpoint["type"] == "audit.checkpoint"
+    assert checkpoint["covers"] == checkpoint["prev_hash"] == second["hash"]
+    assert checkpoint["records"] == 2
+    public_key = load_public_key(tmp_path / "audit-signing.pub")
+    assert signature_valid(public_key, checkpoint_message(checkpoint), checkpoint["signature"])
+
+
+def test_close_writes_a_final_checkpoint(tmp_path: Path, clock: Clock) -> None:
+    """Closing signs whatever was appended since the last checkpoint."""
+    audit = AuditLog(tmp_path, clock=clock)
+    audit.append(turn(1))
+    audit.close()
+    assert [record["type"] for record in records(tmp_path)] == ["agent.turn", "audit.checkpoint"]
+
+
+def test_signing_key_is_private_and_public_half_exported(tmp_path: Path, clock: Clock) -> None:
+    """The private key file is mode 0600 and the public key sits beside it as PEM."""
+    AuditLog(tmp_path, clock=clock)
+    assert stat.S_IMODE((tmp_path / "audit-signing.key").stat().st_mode) == 0o600
+    assert (tmp_path / "audit-signing.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+
+
+def test_retention_removes_old_files_and_records_their_last_hash(tmp_path: Path, clock: Clock) -> None:
+    """Files older than retention_days go, and the chain says which and where they ended."""
+    audit = AuditLog(tmp_path, clock=clock, retention_days=2)
+    audit.append(turn(1))
+    clock.advance(days=1)
+    last_removed = audit.append(turn(2))
+    clock.advance(days=3)
+    audit.append(turn(3))
+    audit.close()
+    assert not (tmp_path / "audit-2026-03-01.jsonl").exists()
+    assert not (tmp_path / "audit-2026-03-02.jsonl").exists()
+    retention = next(record for record in records(tmp_path) if record["type"] == "audit.retention")
+    assert retention["removed"][-1] == {"file": "audit-2026-03-02.jsonl", "last_hash": last_removed["hash"]}
+    assert intact(tmp_path)
+
+
+def test_partial_last_line_is_moved_aside_and_chain_resumes(tmp_path: Path, clock: Clock) -> None:
+    """A line cut by a crash goes to a .partial file, is reported, and appending continues the chain."""
+    audit = AuditLog(tmp_path, clock=clock)
+    kept = audit.append(turn(1))
+    day_file = tmp_path / "audit-2026-03-01.jsonl"
+    with day_file.open("a") as sink:
+        sink.write('{"type":"agent.turn","event_id":"e2","ag')
+    reopened = AuditLog(tmp_path, clock=clock)
+    assert [recovery.size for recovery in reopened.recovered] == [
+        len('{"type":"agent.turn","event_id":"e2","ag')
+    ]
+    assert (tmp_path / "audit-2026-03-01.jsonl.partial").read_text().startswith('{"type":"agent.turn"')
+    recovery = records(tmp_path)[1]
+    assert recovery["type"] == "audit.recovery" and recovery["prev_hash"] == kept["hash"]
+    reopened.append(turn(3))
+    assert intact(tmp_path)
+
+
+def break_directory(directory: Path) -> None:
+    """Make the log's directory unwritable even for root: a file takes its place."""
+    shutil.move(directory, directory.with_name("moved"))
+    directory.write_text("not a directory")
+
+
+def restore_directory(directory: Path) -> None:
+    directory.unlink()
+    shutil.move(directory.with_name("moved"), directory)
+
+
+def test_unwritable_directory_buffers_events_when_open(tmp_path: Path, clock: Clock) -> None:
+    """With on_error open, append never raises; buffered events land in order once the disk is back."""
+    directory = tmp_path / "audit"
+    reasons: list[str] = []
+    audit = AuditLog(directory, clock=clock, on_unavailable=reasons.append)
+    audit.append(turn(1))
+    break_directory(directory)
+    provisional = audit.append(turn(2))
+    audit.append(turn(3))
+    assert not audit.available and audit.buffered == 2
+    assert len(reasons) == 1
+    restore_directory(directory)
+    audit.append(turn(4))
+    assert audit.available and audit.buffered == 0
+    written = records(directory)
+    assert [record["event_id"] for record in written] == ["e1", "e2", "e3", "e4"]
+    assert written[1]["hash"] == provisional["hash"]
+    assert intact(directory)
+
+
+def test_full_disk_raises_audit_unavailable_when_closed(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With on_error closed, a disk error surfaces as AuditUnavailable and nothing is half-written."""
+    audit = AuditLog(tmp_path, clock=clock, on_error="closed")
+    audit.append(turn(1))
+
+    def disk_full(path: Path, line: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit, "_write_line", disk_full)
+    with pytest.raises(AuditUnavailable, match="No space left on device"):
+        audit.append(turn(2))
+    assert audit.buffered == 0
+    monkeypatch.undo()
+    audit.append(turn(3))
+    assert [record["event_id"] for record in records(tmp_path)] == ["e1", "e3"]
+    assert intact(tmp_path)
+
+
+def test_buffer_overflow_is_recorded_as_a_gap(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events beyond the memory bound are dropped, and the chain says how many."""
+    audit = AuditLog(tmp_path, clock=clock, max_buffered=2)
+
+    def disk_full(path: Path, line: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit, "_write_line", disk_full)
+    for number in range(1, 6):
+        audit.append(turn(number))
+    monkeypatch.undo()
+    audit.append(turn(6))
+    written = records(tmp_path)
+    assert [record.get("event_id", record["type"]) for record in written] == ["audit.gap", "e4", "e5", "e6"]
+    assert written[0]["dropped"] == 3
+    assert audit.dropped_total == 3
+    assert intact(tmp_path)

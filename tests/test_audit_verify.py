@@ -1,0 +1,172 @@
+"""`audit verify`: an intact chain passes; every kind of tampering is named by file and line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from proxy.audit.keys import load_public_key, public_key_pem, sign
+from proxy.audit.log import AuditLog, checkpoint_message, record_hash
+from proxy.audit.verify import (
+    add_pubkey_arguments,
+    add_verify_arguments,
+    collect_files,
+    run_pubkey,
+    run_verify,
+    verify_files,
+)
+
+DAY_ONE = "audit-2026-03-01.jsonl"
+DAY_TWO = "audit-2026-03-02.jsonl"
+DAY_THREE = "audit-2026-03-03.jsonl"
+
+
+@pytest.fixture
+def audit_dir(tmp_path: Path) -> Path:
+    """Three daily files of four turns each and a checkpoint every three records (the last one too)."""
+    moment = [datetime(2026, 3, 1, 9, 0, tzinfo=UTC)]
+    audit = AuditLog(tmp_path / "audit", clock=lambda: moment[0], checkpoint_every=3)
+    for day in range(3):
+        for number in range(4):
+            audit.append({"type": "agent.turn", "event_id": f"d{day}-{number}", "agent_id": "bot"})
+        moment[0] += timedelta(days=1)
+    audit.close()
+    return tmp_path / "audit"
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def rewrite(path: Path, new_lines: list[str]) -> None:
+    path.write_text("".join(new_lines))
+
+
+def verify(directory: Path) -> int:
+    parser = argparse.ArgumentParser()
+    add_verify_arguments(parser)
+    return run_verify(parser.parse_args([str(directory)]))
+
+
+def first_break(directory: Path) -> tuple[str, int, str]:
+    report = verify_files(collect_files([directory]), load_public_key(directory / "audit-signing.pub"))
+    assert report.first_break is not None
+    return report.first_break.file.name, report.first_break.line, report.first_break.reason
+
+
+def test_intact_log_exits_zero_with_a_summary(audit_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An untouched log verifies: records, files and checkpoints are counted."""
+    assert verify(audit_dir) == 0
+    output = capsys.readouterr().out
+    assert "intact: 16 records in 3 files, 4 checkpoint signatures verified" in output
+
+
+def test_edited_record_is_named(audit_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Changing a field without rehashing breaks at that very line, and the CLI exits 1."""
+    content = lines(audit_dir / DAY_TWO)
+    content[1] = content[1].replace('"agent_id":"bot"', '"agent_id":"other"')
+    rewrite(audit_dir / DAY_TWO, content)
+    assert verify(audit_dir) == 1
+    assert f"{DAY_TWO}:2: record does not match its hash (edited)" in capsys.readouterr().out
+
+
+def test_edited_and_rehashed_record_breaks_the_next_link(audit_dir: Path) -> None:
+    """Recomputing the edited record's hash still breaks the record after it."""
+    content = lines(audit_dir / DAY_TWO)
+    record = json.loads(content[1])
+    record["agent_id"] = "other"
+    record["hash"] = record_hash(record)
+    content[1] = json.dumps(record) + "\n"
+    rewrite(audit_dir / DAY_TWO, content)
+    assert first_break(audit_dir)[:2] == (DAY_TWO, 3)
+
+
+def test_deleted_record_is_named(audit_dir: Path) -> None:
+    """Removing a line breaks the chain at the line that now follows the gap."""
+    content = lines(audit_dir / DAY_ONE)
+    del content[1]
+    rewrite(audit_dir / DAY_ONE, content)
+    assert first_break(audit_dir)[:2] == (DAY_ONE, 2)
+
+
+def test_reordered_records_are_named(audit_dir: Path) -> None:
+    """Swapping two lines breaks at the first of them."""
+    content = lines(audit_dir / DAY_ONE)
+    content[0], content[1] = content[1], content[0]
+    rewrite(audit_dir / DAY_ONE, content)
+    assert first_break(audit_dir)[:2] == (DAY_ONE, 1)
+
+
+def test_truncated_record_is_named(audit_dir: Path) -> None:
+    """A last line cut short reads as a truncated record."""
+    path = audit_dir / DAY_THREE
+    path.write_bytes(path.read_bytes()[:-20])
+    name, line, reason = first_break(audit_dir)
+    assert (name, line) == (DAY_THREE, len(lines(path)))
+    assert "truncated" in reason
+
+
+def test_deleted_middle_file_is_named(audit_dir: Path) -> None:
+    """Removing a whole day breaks at the first line of the day after it."""
+    (audit_dir / DAY_TWO).unlink()
+    name, line, reason = first_break(audit_dir)
+    assert (name, line) == (DAY_THREE, 1)
+    assert DAY_ONE in reason
+
+
+def test_deleted_first_file_without_retention_record_is_named(audit_dir: Path) -> None:
+    """A chain that starts mid-way with no retention record naming its start is a break."""
+    (audit_dir / DAY_ONE).unlink()
+    name, line, reason = first_break(audit_dir)
+    assert (name, line) == (DAY_TWO, 1)
+    assert "retention" in reason
+
+
+def test_forged_checkpoint_signature_is_named(audit_dir: Path) -> None:
+    """A whole chain rewritten and re-signed with another key fails at its first checkpoint."""
+    path = audit_dir / DAY_ONE
+    content = lines(path)
+    forged: dict[str, Any] = json.loads(content[3])
+    assert forged["type"] == "audit.checkpoint"
+    forged["signature"] = sign(Ed25519PrivateKey.generate(), checkpoint_message(forged))
+    forged["hash"] = record_hash(forged)
+    content[3] = json.dumps(forged) + "\n"
+    rewrite(path, content)
+    assert first_break(audit_dir) == (DAY_ONE, 4, "checkpoint signature is not valid")
+
+
+def test_wrong_public_key_is_named(audit_dir: Path, tmp_path: Path) -> None:
+    """Verifying with a key that did not sign the checkpoints fails at the first one."""
+    other = tmp_path / "other.pub"
+    other.write_bytes(public_key_pem(Ed25519PrivateKey.generate().public_key()))
+    report = verify_files(collect_files([audit_dir]), load_public_key(other))
+    assert report.first_break is not None
+    assert (report.first_break.file.name, report.first_break.line) == (DAY_ONE, 4)
+    assert "not by the given key" in report.first_break.reason
+
+
+def test_chain_after_retention_verifies_from_the_named_hash(tmp_path: Path) -> None:
+    """After old files are removed, verification starts from the hash the retention record names."""
+    moment = [datetime(2026, 3, 1, tzinfo=UTC)]
+    audit = AuditLog(tmp_path, clock=lambda: moment[0], retention_days=1)
+    for day in range(4):
+        audit.append({"type": "agent.turn", "event_id": f"d{day}"})
+        moment[0] += timedelta(days=1)
+    audit.close()
+    report = verify_files(collect_files([tmp_path]), load_public_key(tmp_path / "audit-signing.pub"))
+    assert report.intact and report.anchored_by_retention
+
+
+def test_pubkey_command_exports_the_public_key(audit_dir: Path, tmp_path: Path) -> None:
+    """`audit pubkey --out` writes the PEM that verifies the checkpoints."""
+    parser = argparse.ArgumentParser()
+    add_pubkey_arguments(parser)
+    out = tmp_path / "exported.pub"
+    assert run_pubkey(parser.parse_args(["--audit", str(audit_dir), "--out", str(out)])) == 0
+    assert out.read_bytes() == (audit_dir / "audit-signing.pub").read_bytes()
