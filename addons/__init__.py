@@ -1,0 +1,17 @@
+"""The egressguard addon chain. Order matters: mitmproxy runs each hook through this list in order."""
+
+from __future__ import annotations
+
+from addons.audit import Audit
+from addons.config import PolicyLoader
+from addons.identity import AgentIdentity
+from proxy.runtime import Runtime
+
+
+def default_addons(runtime: Runtime | None = None) -> list[object]:
+    runtime = runtime or Runtime()
+    return [
+        PolicyLoader(runtime),
+        AgentIdentity(runtime),
+        Audit(runtime),
+    ]

@@ -1,0 +1,48 @@
+"""Loads the policy named by the ``egressguard_config`` option and shares it with the other addons."""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.addonmanager import Loader
+
+from proxy.model import Mode
+from proxy.policy import load_policy
+from proxy.runtime import Runtime
+from proxy.yamlschema import SchemaError
+
+
+class PolicyLoader:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "egressguard_config",
+            str,
+            "",
+            "Path of the egressguard policy YAML; empty for the embedded default policy.",
+        )
+        loader.add_option(
+            "egressguard_mode",
+            str,
+            "",
+            "Override the policy's mode for every threat: observe or enforce; empty keeps the policy's.",
+        )
+
+    def configure(self, updated: Set[str]) -> None:
+        if not {"egressguard_config", "egressguard_mode"} & updated and self.runtime.policy_or_none:
+            return
+        config = ctx.options.egressguard_config
+        try:
+            policy = load_policy(Path(config) if config else None)
+        except SchemaError as error:
+            raise exceptions.OptionsError(f"invalid egressguard policy:\n{error}") from None
+        mode = ctx.options.egressguard_mode
+        if mode:
+            if mode not in tuple(Mode):
+                raise exceptions.OptionsError(f"egressguard_mode must be observe or enforce, not {mode!r}")
+            policy = policy.with_mode(Mode(mode))
+        self.runtime.policy_or_none = policy

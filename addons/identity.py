@@ -1,0 +1,66 @@
+"""Authenticates agents by their proxy credentials and opens a turn for every request they make.
+
+mitmproxy's own ProxyAuth already parses ``Proxy-Authorization``, answers 407, and remembers a client
+that authenticated on CONNECT for the requests inside its tunnel; this addon gives it a validator backed
+by the policy's agents and turns the authenticated name into a ``Turn``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Set
+
+from mitmproxy import http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.addons.proxyauth import ProxyAuth, Validator
+
+from addons.turns import METADATA_KEY
+from proxy.policy import Agent
+from proxy.runtime import Runtime
+from proxy.turn import Turn, TurnContext
+
+_UNKNOWN_AGENT_TOKEN = b"\x00" * 32
+
+
+class AgentTokens(Validator):
+    """Checks ``agent:token`` against the policy, in constant time whether or not the agent exists."""
+
+    def __init__(self, agents: Mapping[str, Agent]) -> None:
+        self.tokens = {name: agent.token.encode() for name, agent in agents.items()}
+
+    def __call__(self, username: str, password: str) -> bool:
+        expected = self.tokens.get(username)
+        matches = hmac.compare_digest(expected or _UNKNOWN_AGENT_TOKEN, password.encode())
+        return expected is not None and matches
+
+
+class AgentIdentity(ProxyAuth):
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def load(self, loader: Loader) -> None:
+        """Agents come from the policy, so mitmproxy's ``proxyauth`` option is not ours to declare."""
+
+    def configure(self, updated: Set[str]) -> None:
+        self.validator = AgentTokens(self.runtime.policy.agents)
+
+    def http_connect(self, f: http.HTTPFlow) -> None:
+        super().http_connect(f)
+        self._open_turn(f)
+
+    def requestheaders(self, f: http.HTTPFlow) -> None:
+        super().requestheaders(f)
+        self._open_turn(f)
+
+    def _open_turn(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or "proxyauth" not in flow.metadata:
+            return
+        policy = self.runtime.policy
+        agent = policy.agents[flow.metadata["proxyauth"][0]]
+        headers = flow.request.headers
+        values = {field: headers.get(name) or None for field, name in policy.context_headers.items()}
+        for name in policy.context_headers.values():
+            headers.pop(name, None)
+        context = TurnContext(agent_id=agent.name, role=agent.role, **values)
+        flow.metadata[METADATA_KEY] = Turn(context=context, egress_host=flow.request.pretty_host)

@@ -1,0 +1,181 @@
+"""The ``egressguard`` command line (also ``python -m proxy``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy import __version__
+from proxy.model import Mode
+from proxy.policy import Policy, load_policy
+from proxy.yamlschema import SchemaError
+
+DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
+CA_CERT_NAME = "mitmproxy-ca-cert.pem"
+
+
+def _option_pairs(values: Sequence[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, setting = value.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"egressguard: --set takes OPTION=VALUE, not {value!r}")
+        pairs[name] = setting
+    return pairs
+
+
+def _load_or_exit(config: str | None) -> Policy:
+    try:
+        return load_policy(Path(config) if config else None)
+    except SchemaError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _default_agent_token(data_dir: Path) -> Path:
+    """The embedded policy's agent reads its token from the environment; without one, a random token is
+    kept (0600) under the data dir so the same agent configuration keeps working across restarts."""
+    token_file = data_dir / "agent.token"
+    if not token_file.exists():
+        _ensure_private_dir(data_dir)
+        descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as sink:
+            sink.write(secrets.token_urlsafe(24))
+    os.environ[DEFAULT_TOKEN_ENV] = token_file.read_text().strip()
+    return token_file
+
+
+def _confdir(policy: Policy, passthrough: dict[str, str]) -> Path:
+    return Path(passthrough.get("confdir") or policy.data_dir / "ca").expanduser()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from addons.server import StartupError, serve
+
+    passthrough = _option_pairs(args.set)
+    token_file = None
+    if args.config is None and not os.environ.get(DEFAULT_TOKEN_ENV):
+        token_file = _default_agent_token(Path(load_policy_data_dir()))
+    policy = _load_or_exit(args.config)
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    _ensure_private_dir(policy.data_dir)
+    confdir = _confdir(policy, passthrough)
+    passthrough.setdefault("confdir", str(confdir))
+    settings = {
+        "listen_host": args.listen_host,
+        "listen_port": args.listen_port,
+        "egressguard_config": args.config or "",
+        "egressguard_mode": args.mode or "",
+    }
+    _print_banner(policy, args, confdir, token_file)
+    try:
+        serve(settings, [f"{name}={value}" for name, value in passthrough.items()])
+    except StartupError as error:
+        print(f"egressguard: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def load_policy_data_dir() -> str:
+    """The embedded policy's data dir, read before its token exists (the policy needs the token)."""
+    return str(load_policy(None, environ={DEFAULT_TOKEN_ENV: "-"}).data_dir)
+
+
+def _print_banner(policy: Policy, args: argparse.Namespace, confdir: Path, token_file: Path | None) -> None:
+    host = args.listen_host
+    address = f"[{host}]:{args.listen_port}" if ":" in host else f"{host}:{args.listen_port}"
+    mode = args.mode or policy.mode
+    ca = confdir / CA_CERT_NAME
+    print(f"egressguard {__version__} on {address} (mode: {mode}, policy: {policy.source})")
+    print("Set in each agent's environment:")
+    for agent in policy.agents.values():
+        if token_file is not None and agent.name == "agent":
+            token = f"$(cat {token_file})"
+        else:
+            token = "$" + (agent.token_env or f"{agent.name.upper().replace('-', '_')}_TOKEN")
+        print(f"  HTTPS_PROXY=http://{agent.name}:{token}@{address}   # role {agent.role}")
+    print(f"  SSL_CERT_FILE={ca}")
+    print(f"  REQUESTS_CA_BUNDLE={ca}")
+    print(f"  NODE_EXTRA_CA_CERTS={ca}")
+    sys.stdout.flush()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(Path(args.file))
+    except SchemaError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{args.file}: ok ({len(policy.agents)} agents, {len(policy.roles)} roles, mode {policy.mode})")
+    return 0
+
+
+def cmd_ca_export(args: argparse.Namespace) -> int:
+    from mitmproxy.certs import CertStore
+
+    passthrough = _option_pairs(args.set)
+    data_dir = Path(load_policy_data_dir()) if args.config is None else _load_or_exit(args.config).data_dir
+    confdir = Path(passthrough.get("confdir") or data_dir / "ca").expanduser()
+    _ensure_private_dir(confdir)
+    CertStore.from_store(confdir, "mitmproxy", 2048)
+    certificate = (confdir / CA_CERT_NAME).read_bytes()
+    if args.out in (None, "-"):
+        sys.stdout.write(certificate.decode())
+    else:
+        Path(args.out).write_bytes(certificate)
+        print(f"wrote the CA certificate to {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="egressguard", description="Inline security proxy for AI agents.")
+    parser.add_argument("--version", action="version", version=f"egressguard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start the proxy")
+    run.add_argument("--config", help="policy YAML (default: the embedded default policy)")
+    run.add_argument("--listen-host", default="127.0.0.1")
+    run.add_argument("--listen-port", type=int, default=8080)
+    run.add_argument("--mode", choices=[str(mode) for mode in Mode], help="override the policy's mode")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="set a mitmproxy option (repeatable), e.g. ssl_verify_upstream_trusted_ca=FILE",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+    check.set_defaults(handler=cmd_check)
+
+    ca = commands.add_parser("ca", help="the proxy's certificate authority")
+    ca_commands = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    export = ca_commands.add_parser("export", help="write the CA certificate (never the key)")
+    export.add_argument("--out", help="file to write (default: stdout)")
+    export.add_argument("--config", help="policy whose data_dir holds the CA")
+    export.add_argument("--set", action="append", default=[], metavar="confdir=DIR")
+    export.set_defaults(handler=cmd_ca_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from proxy.logs import configure_logging
+
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))

@@ -1,0 +1,57 @@
+"""The ``agent.turn`` audit event, built from a finished turn. Raw text never enters it: only hashes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from proxy.model import Mode
+from proxy.turn import Turn
+
+
+def turn_event(
+    turn: Turn,
+    *,
+    mode: Mode,
+    method: str,
+    path: str,
+    status: int | None,
+    input_sha256: str | None,
+    output_sha256: str | None,
+) -> dict[str, Any]:
+    context = turn.context
+    request = turn.request
+    completion = turn.completion
+    usage = completion.usage if completion else None
+    tool_names = [call.name for call in completion.tool_calls] if completion else []
+    return {
+        "type": "agent.turn",
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "event_id": turn.event_id,
+        "agent_id": context.agent_id,
+        "role": context.role,
+        "user_id": context.user_id,
+        "session_id": context.session_id,
+        "purpose": context.purpose,
+        "consent_id": context.consent_id,
+        "approval_id": context.approval_id,
+        "egress_host": turn.egress_host,
+        "method": method,
+        "path": path,
+        "status": status,
+        "dialect": request.dialect if request else None,
+        "model": (completion.model if completion and completion.model else None)
+        or (request.model if request else None),
+        "stream": turn.stream,
+        "latency_ms": round((time.monotonic() - turn.started) * 1000, 2),
+        "tokens_in": usage.tokens_in if usage else None,
+        "tokens_out": usage.tokens_out if usage else None,
+        "tools": tool_names,
+        "findings": [finding.to_event() for finding in turn.findings],
+        "decision": str(turn.decision),
+        "mode": str(mode),
+        "input_sha256": input_sha256,
+        "output_sha256": output_sha256,
+        "errors": list(turn.errors),
+    }

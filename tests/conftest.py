@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.pki import UpstreamPKI, make_pki
+from tests.upstream import FakeUpstream, Reply
+
+ENVIRONMENT_LEAKS = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's proxy, CA bundle or API endpoints."""
+    for name in ENVIRONMENT_LEAKS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def upstream_pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    return make_pki(tmp_path_factory.mktemp("upstream-pki"))
+
+
+@pytest.fixture(scope="session")
+def upstream_server(upstream_pki: UpstreamPKI) -> Iterator[FakeUpstream]:
+    server = FakeUpstream(upstream_pki)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
+    """The shared fake upstream, with a fresh default reply and an empty request log for each test."""
+    upstream_server.reply = Reply()
+    upstream_server.received.clear()
+    return upstream_server
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, upstream_pki: UpstreamPKI) -> Iterator[Callable[..., Proxy]]:
+    started: list[Proxy] = []
+
+    def start(upstream_ca: Path | None = None, **kwargs: Any) -> Proxy:
+        workdir = tmp_path / f"proxy{len(started)}"
+        workdir.mkdir()
+        proxy = Proxy(workdir, upstream_ca or upstream_pki.ca_cert, **kwargs)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy: Callable[..., Proxy]) -> Proxy:
+    return start_proxy()
+
+
+@pytest.fixture
+def agent_env(proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    """Configure this process like an agent behind egressguard: proxy URL and CA bundle, nothing else."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    return proxy

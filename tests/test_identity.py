@@ -1,0 +1,95 @@
+"""The identity addon: agent tokens, 407 for strangers, turn context from headers."""
+
+from __future__ import annotations
+
+import textwrap
+
+from mitmproxy.addons.proxyauth import mkauth
+from mitmproxy.test import taddons, tflow
+
+from addons.identity import AgentIdentity, AgentTokens
+from addons.turns import turn_of
+from proxy.policy import Agent, parse_policy
+from proxy.runtime import Runtime
+
+POLICY = textwrap.dedent("""\
+    agents:
+      bot: {token: "t0ken", role: support}
+    roles:
+      support: {}
+    identity:
+      headers: {purpose: X-Task}
+    """)
+
+
+def identity() -> AgentIdentity:
+    return AgentIdentity(Runtime(parse_policy(POLICY, "p.yaml", environ={})))
+
+
+def proxied_flow(authorization: str | None) -> tflow.HTTPFlow:
+    flow = tflow.tflow()
+    if authorization is not None:
+        flow.request.headers["Proxy-Authorization"] = authorization
+    return flow
+
+
+def test_tokens_compare_exactly() -> None:
+    """Only the exact token of a known agent validates."""
+    tokens = AgentTokens({"bot": Agent(name="bot", role="r", token="t0ken")})
+    assert tokens("bot", "t0ken")
+    assert not tokens("bot", "t0ke")
+    assert not tokens("bot", "t0ken ")
+    assert not tokens("other", "t0ken")
+
+
+def test_missing_credentials_get_407() -> None:
+    """A request without proxy credentials is answered 407 with a Basic challenge and no turn."""
+    addon = identity()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        flow = proxied_flow(None)
+        addon.requestheaders(flow)
+        assert flow.response is not None and flow.response.status_code == 407
+        assert "Proxy-Authenticate" in flow.response.headers
+        assert turn_of(flow) is None
+
+
+def test_valid_credentials_open_a_turn_with_context() -> None:
+    """Valid credentials open a turn for the agent; configured headers fill the context and are removed."""
+    addon = identity()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        flow = proxied_flow(mkauth("bot", "t0ken"))
+        flow.request.headers["X-User-Id"] = "u-1"
+        flow.request.headers["X-Task"] = "billing"
+        addon.requestheaders(flow)
+        turn = turn_of(flow)
+        assert flow.response is None and turn is not None
+        assert (turn.context.agent_id, turn.context.role) == ("bot", "support")
+        assert (turn.context.user_id, turn.context.purpose) == ("u-1", "billing")
+        assert "X-User-Id" not in flow.request.headers and "X-Task" not in flow.request.headers
+        assert "Proxy-Authorization" not in flow.request.headers
+
+
+def test_connect_authenticates_the_tunnel() -> None:
+    """After an authenticated CONNECT, requests inside the tunnel need no credentials of their own."""
+    addon = identity()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        connect = proxied_flow(mkauth("bot", "t0ken"))
+        connect.request.method = "CONNECT"
+        addon.http_connect(connect)
+        inner = tflow.tflow(client_conn=connect.client_conn)
+        addon.requestheaders(inner)
+        assert inner.response is None and turn_of(inner) is not None
+
+
+def test_already_answered_flow_is_left_alone() -> None:
+    """A flow another addon already answered opens no turn."""
+    addon = identity()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        flow = proxied_flow(mkauth("bot", "t0ken"))
+        flow.response = tflow.tresp()
+        addon._open_turn(flow)
+        assert turn_of(flow) is None

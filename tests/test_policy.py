@@ -1,0 +1,123 @@
+"""Policy loading: every problem reported with its file and line, defaults filled in."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from proxy.model import Mode, Threat
+from proxy.policy import load_policy, parse_policy
+from proxy.yamlschema import SchemaError
+
+ENV = {"BOT_TOKEN": "t0ken"}
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(SchemaError) as raised:
+        parse_policy(textwrap.dedent(text), "policy.yaml", environ=ENV)
+    return [str(problem) for problem in raised.value.problems]
+
+
+def test_minimal_policy_loads_with_defaults() -> None:
+    """A policy with one agent and role loads; unset sections take their defaults."""
+    policy = parse_policy(
+        textwrap.dedent("""\
+        agents:
+          bot: {token_env: BOT_TOKEN, role: support}
+        roles:
+          support:
+            egress: {allow: [api.openai.com]}
+        """),
+        "policy.yaml",
+        environ=ENV,
+    )
+    assert policy.mode is Mode.OBSERVE
+    assert policy.agents["bot"].token == "t0ken"
+    assert policy.roles["support"].egress_allow == ("api.openai.com",)
+    assert policy.audit_path == Path("egressguard-data/audit")
+    assert policy.max_body_bytes == 8 * 1024 * 1024
+
+
+def test_unknown_key_and_undefined_role_both_reported_with_lines() -> None:
+    """An unknown key and an agent naming a missing role are both reported, each on its own line."""
+    found = problems("""\
+        mode: observe
+        agents:
+          bot: {token_env: BOT_TOKEN, role: sales}
+        roles:
+          support:
+            egress: {alow: [api.openai.com]}
+        """)
+    assert any(line.startswith("policy.yaml:6: unknown key 'alow'") for line in found), found
+    assert any(line.startswith("policy.yaml:3: agent 'bot' names role 'sales'") for line in found), found
+
+
+def test_wrong_type_reported_with_line() -> None:
+    """A list where a mapping belongs, and a bad mode value, are reported with their lines."""
+    found = problems("""\
+        mode: paranoid
+        roles: [support]
+        """)
+    assert found[0].startswith("policy.yaml:1: mode must be 'observe' or 'enforce'")
+    assert found[1].startswith("policy.yaml:2: roles must be a mapping")
+
+
+def test_unset_token_env_is_an_error() -> None:
+    """An agent whose token_env is not set in the environment cannot authenticate: an error."""
+    found = problems("""\
+        agents:
+          bot: {token_env: MISSING_TOKEN, role: support}
+        roles:
+          support: {}
+        """)
+    assert found == ["policy.yaml:2: agent 'bot': environment variable MISSING_TOKEN is not set or empty"]
+
+
+def test_literal_token_is_a_warning() -> None:
+    """A literal token works but is warned about, so the file holds no secret unnoticed."""
+    policy = parse_policy("agents:\n  bot: {token: abc, role: r}\nroles:\n  r: {}\n", "p.yaml", environ={})
+    assert policy.agents["bot"].token == "abc"
+    assert str(policy.warnings[0]).startswith("p.yaml:2: agent 'bot' has a literal token")
+
+
+def test_invalid_yaml_reports_line() -> None:
+    """Broken YAML is one problem on the line where the parser gave up."""
+    found = problems("mode: observe\nagents: {bot: [\n")
+    assert len(found) == 1 and found[0].startswith("policy.yaml:3: not valid YAML")
+
+
+def test_duplicate_key_reported() -> None:
+    """A key given twice is an error, not a silent override."""
+    found = problems("mode: observe\nmode: enforce\n")
+    assert found == ["policy.yaml:2: duplicate key 'mode' in "]
+
+
+def test_per_threat_modes() -> None:
+    """A threat can be switched to enforce on its own; --mode overrides them all."""
+    policy = parse_policy("mode: observe\nthreats: {prompt_injection: enforce}\n", "p.yaml", environ={})
+    assert policy.enforces(Threat.PROMPT_INJECTION) and not policy.enforces(Threat.TOOL_ABUSE)
+    assert policy.with_mode(Mode.OBSERVE).mode_for(Threat.PROMPT_INJECTION) is Mode.OBSERVE
+
+
+def test_size_values() -> None:
+    """Inspection caps take human sizes; nonsense is an error on its line."""
+    policy = parse_policy("inspection: {max_body_bytes: 2MiB}\n", "p.yaml", environ={})
+    assert policy.max_body_bytes == 2 * 1024 * 1024
+    assert problems("inspection: {max_body_bytes: lots}\n")[0].startswith(
+        "policy.yaml:1: inspection.max_body_bytes"
+    )
+
+
+def test_embedded_default_policy_loads() -> None:
+    """The embedded default policy is valid and observe-only."""
+    policy = load_policy(None, environ={"EGRESSGUARD_AGENT_TOKEN": "x"})
+    assert policy.mode is Mode.OBSERVE and "agent" in policy.agents
+
+
+def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
+    """A missing policy file is reported, not a traceback."""
+    with pytest.raises(SchemaError) as raised:
+        load_policy(tmp_path / "missing.yaml")
+    assert "cannot read" in str(raised.value)

@@ -1,0 +1,406 @@
+"""A fake model API over TLS that answers in the real OpenAI and Anthropic formats, JSON and SSE.
+
+Tests set ``upstream.reply`` to say what the model answers next and read ``upstream.received`` to see
+what actually reached the upstream through the proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.pki import UpstreamPKI
+
+
+@dataclass
+class ToolCallReply:
+    name: str
+    arguments: dict[str, Any]
+    id: str = "call_0001"
+
+
+@dataclass
+class Reply:
+    """What the fake model says next. Streams send ``text`` in pieces of ``piece_size`` characters."""
+
+    text: str = "Hello from the upstream model."
+    tool_calls: list[ToolCallReply] = field(default_factory=list)
+    model: str = "gpt-4o-mini-2024-07-18"
+    tokens_in: int = 21
+    tokens_out: int = 7
+    piece_size: int = 4
+    pause_after_first_event: float = 0.0
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def pieces(text: str, size: int) -> list[str]:
+    return [text[start : start + size] for start in range(0, len(text), size)] or [""]
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def openai_chat_json(reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in reply.tool_calls
+        ]
+    return {
+        "id": "chatcmpl-test0001",
+        "object": "chat.completion",
+        "created": 1_732_000_000,
+        "model": reply.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.tokens_in,
+            "completion_tokens": reply.tokens_out,
+            "total_tokens": reply.tokens_in + reply.tokens_out,
+        },
+    }
+
+
+def openai_chat_events(reply: Reply) -> Iterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
+        return sse(
+            {
+                "id": "chatcmpl-test0001",
+                "object": "chat.completion.chunk",
+                "created": 1_732_000_000,
+                "model": reply.model,
+                "choices": []
+                if usage
+                else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in pieces(reply.text, reply.piece_size) if reply.text else []:
+        yield chunk({"content": piece})
+    for index, call in enumerate(reply.tool_calls):
+        yield chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": ""},
+                    }
+                ]
+            }
+        )
+        for piece in pieces(json.dumps(call.arguments), reply.piece_size):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, finish="tool_calls" if reply.tool_calls else "stop")
+    yield chunk(
+        {},
+        usage={
+            "prompt_tokens": reply.tokens_in,
+            "completion_tokens": reply.tokens_out,
+            "total_tokens": reply.tokens_in + reply.tokens_out,
+        },
+    )
+    yield sse("[DONE]")
+
+
+def anthropic_json(reply: Reply) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text else []
+    content += [
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+        for call in reply.tool_calls
+    ]
+    return {
+        "id": "msg_test0001",
+        "type": "message",
+        "role": "assistant",
+        "model": reply.model,
+        "content": content,
+        "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": reply.tokens_in, "output_tokens": reply.tokens_out},
+    }
+
+
+def anthropic_events(reply: Reply) -> Iterator[bytes]:
+    message = {
+        **anthropic_json(reply),
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": reply.tokens_in, "output_tokens": 1},
+    }
+    yield sse({"type": "message_start", "message": message}, "message_start")
+    index = 0
+    if reply.text:
+        yield sse(
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            "content_block_start",
+        )
+        yield sse({"type": "ping"}, "ping")
+        for piece in pieces(reply.text, reply.piece_size):
+            yield sse(
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                "content_block_delta",
+            )
+        yield sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        index = 1
+    for offset, call in enumerate(reply.tool_calls):
+        block = index + offset
+        yield sse(
+            {
+                "type": "content_block_start",
+                "index": block,
+                "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}},
+            },
+            "content_block_start",
+        )
+        for piece in pieces(json.dumps(call.arguments), reply.piece_size):
+            yield sse(
+                {
+                    "type": "content_block_delta",
+                    "index": block,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                },
+                "content_block_delta",
+            )
+        yield sse({"type": "content_block_stop", "index": block}, "content_block_stop")
+    yield sse(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": reply.tokens_out},
+        },
+        "message_delta",
+    )
+    yield sse({"type": "message_stop"}, "message_stop")
+
+
+def responses_json(reply: Reply) -> dict[str, Any]:
+    output: list[dict[str, Any]] = []
+    if reply.text:
+        output.append(
+            {
+                "type": "message",
+                "id": "msg_test0001",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            }
+        )
+    output += [
+        {
+            "type": "function_call",
+            "id": f"fc_{call.id}",
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": json.dumps(call.arguments),
+            "status": "completed",
+        }
+        for call in reply.tool_calls
+    ]
+    return {
+        "id": "resp_test0001",
+        "object": "response",
+        "created_at": 1_732_000_000,
+        "status": "completed",
+        "model": reply.model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "usage": {
+            "input_tokens": reply.tokens_in,
+            "output_tokens": reply.tokens_out,
+            "total_tokens": reply.tokens_in + reply.tokens_out,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+def responses_events(reply: Reply) -> Iterator[bytes]:
+    final = responses_json(reply)
+    sequence = iter(range(1_000_000))
+
+    def event(kind: str, **data: Any) -> bytes:
+        return sse({"type": kind, "sequence_number": next(sequence), **data}, kind)
+
+    yield event("response.created", response={**final, "status": "in_progress", "output": [], "usage": None})
+    for output_index, item in enumerate(final["output"]):
+        if item["type"] == "message":
+            yield event(
+                "response.output_item.added",
+                output_index=output_index,
+                item={**item, "status": "in_progress", "content": []},
+            )
+            part = {"type": "output_text", "text": "", "annotations": []}
+            yield event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=output_index,
+                content_index=0,
+                part=part,
+            )
+            for piece in pieces(reply.text, reply.piece_size):
+                yield event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=output_index,
+                    content_index=0,
+                    delta=piece,
+                )
+            yield event(
+                "response.output_text.done",
+                item_id=item["id"],
+                output_index=output_index,
+                content_index=0,
+                text=reply.text,
+            )
+            yield event(
+                "response.content_part.done",
+                item_id=item["id"],
+                output_index=output_index,
+                content_index=0,
+                part={**part, "text": reply.text},
+            )
+        else:
+            yield event(
+                "response.output_item.added",
+                output_index=output_index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            )
+            for piece in pieces(item["arguments"], reply.piece_size):
+                yield event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=output_index,
+                    delta=piece,
+                )
+            yield event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=output_index,
+                arguments=item["arguments"],
+            )
+        yield event("response.output_item.done", output_index=output_index, item=item)
+    yield event("response.completed", response=final)
+
+
+ROUTES = {
+    "/v1/chat/completions": (openai_chat_json, openai_chat_events),
+    "/v1/messages": (anthropic_json, anthropic_events),
+    "/v1/responses": (responses_json, responses_events),
+}
+
+
+class FakeUpstream:
+    def __init__(self, pki: UpstreamPKI) -> None:
+        self.reply = Reply()
+        self.received: list[Received] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the tests read ``received`` instead."""
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                path = self.path.split("?", 1)[0]
+                upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
+                route = ROUTES.get(path)
+                if route is None:
+                    self._send(
+                        404, b'{"error": {"message": "no such route", "type": "invalid_request_error"}}'
+                    )
+                    return
+                as_json, as_events = route
+                reply = upstream.reply
+                try:
+                    wants_stream = bool(json.loads(body or b"{}").get("stream"))
+                except ValueError:
+                    self._send(
+                        400, b'{"error": {"message": "invalid JSON", "type": "invalid_request_error"}}'
+                    )
+                    return
+                if wants_stream:
+                    self._stream(as_events(reply), reply.pause_after_first_event)
+                else:
+                    self._send(200, json.dumps(as_json(reply)).encode())
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _stream(self, events: Iterator[bytes], pause: float) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for number, event in enumerate(events):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    if number == 0 and pause:
+                        time.sleep(pause)
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
