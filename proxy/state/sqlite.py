@@ -1,0 +1,253 @@
+"""The single-process state store: everything in memory, every write also committed to SQLite.
+
+Reads never touch the disk. Each mutation is committed before the call returns (WAL journal), so a
+restart with the same directory forgets nothing; ``durable=True`` also syncs each commit to disk so a
+power loss forgets nothing either, at the cost of an fsync per write. Expired entries are dropped when
+touched, and all of them in a sweep every ``sweep_interval_s`` of clock time.
+
+One process owns a directory; replicas that share state use a networked store behind the same Protocol.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from proxy.state.store import Clock, JSONValue
+
+DATABASE_NAME = "state.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, retention REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hits_by_key_ts ON hits (key, ts);
+CREATE TABLE IF NOT EXISTS members (
+    set_name TEXT NOT NULL, member TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (set_name, member)
+);
+CREATE INDEX IF NOT EXISTS members_by_expiry ON members (expires);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
+"""
+
+
+@dataclass(slots=True)
+class _Window:
+    """Event times of one key, sorted; entries before ``start`` are expired and await compaction."""
+
+    retention: float
+    times: list[float] = field(default_factory=list)
+    start: int = 0
+
+    def add(self, now: float) -> None:
+        if not self.times or now >= self.times[-1]:
+            self.times.append(now)
+        else:
+            bisect.insort(self.times, now, lo=self.start)
+
+    def prune(self, now: float) -> bool:
+        """Drop events older than the retention; True if any were dropped."""
+        cutoff = bisect.bisect_right(self.times, now - self.retention, lo=self.start)
+        if cutoff == self.start:
+            return False
+        self.start = cutoff
+        if self.start * 2 > len(self.times):
+            del self.times[: self.start]
+            self.start = 0
+        return True
+
+    def count(self, window_s: float, now: float) -> int:
+        oldest = now - min(window_s, self.retention)
+        low = bisect.bisect_right(self.times, oldest, lo=self.start)
+        high = bisect.bisect_right(self.times, now, lo=self.start)
+        return max(0, high - low)
+
+    def empty(self) -> bool:
+        return self.start >= len(self.times)
+
+
+def _live(expires: float | None, now: float) -> bool:
+    return expires is None or expires > now
+
+
+class SqliteStateStore:
+    """A ``StateStore`` kept in memory and persisted to ``<directory>/state.sqlite3``.
+
+    ``directory=None`` keeps the database in memory only (for tests and throwaway runs). Thread-safe:
+    one lock serialises every call.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None,
+        *,
+        clock: Clock = time.time,
+        durable: bool = False,
+        sweep_interval_s: float = 300.0,
+    ) -> None:
+        self._clock = clock
+        self._sweep_interval_s = sweep_interval_s
+        self._lock = threading.Lock()
+        self._closed = False
+        if directory is None:
+            target = ":memory:"
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            target = str(directory / DATABASE_NAME)
+        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+        self._counters: dict[str, tuple[int, float | None]] = {}
+        self._windows: dict[str, _Window] = {}
+        self._members: dict[tuple[str, str], float] = {}
+        self._values: dict[str, tuple[str, float | None]] = {}
+        now = clock()
+        self._last_sweep = now
+        self._load(now)
+
+    def _load(self, now: float) -> None:
+        for key, value, expires in self._db.execute("SELECT key, value, expires FROM counters"):
+            if _live(expires, now):
+                self._counters[key] = (value, expires)
+        for key, retention in self._db.execute("SELECT key, retention FROM windows"):
+            self._windows[key] = _Window(retention)
+        for key, ts in self._db.execute("SELECT key, ts FROM hits ORDER BY key, ts"):
+            if key in self._windows:
+                self._windows[key].times.append(ts)
+        for set_name, member, expires in self._db.execute("SELECT set_name, member, expires FROM members"):
+            if _live(expires, now):
+                self._members[(set_name, member)] = expires
+        for key, text, expires in self._db.execute("SELECT key, value, expires FROM kv"):
+            if _live(expires, now):
+                self._values[key] = (text, expires)
+        self._sweep(now)
+
+    # --- counters ---------------------------------------------------------------------------------------
+
+    def incr(self, key: str, amount: int = 1, *, ttl_s: float | None = None) -> int:
+        with self._lock:
+            now = self._begin()
+            current = self._counters.get(key)
+            if current is not None and _live(current[1], now):
+                value, expires = current[0] + amount, current[1]
+            else:
+                value, expires = amount, None if ttl_s is None else now + ttl_s
+            self._counters[key] = (value, expires)
+            self._db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)", (key, value, expires))
+            return value
+
+    def counter(self, key: str) -> int:
+        with self._lock:
+            now = self._begin()
+            current = self._counters.get(key)
+            return current[0] if current is not None and _live(current[1], now) else 0
+
+    # --- sliding windows --------------------------------------------------------------------------------
+
+    def hit(self, key: str, window_s: float, now: float | None = None) -> int:
+        with self._lock:
+            at = self._begin() if now is None else self._begin(now)
+            window = self._windows.get(key)
+            if window is None or window.retention < window_s:
+                window = self._windows.setdefault(key, _Window(window_s))
+                window.retention = window_s
+                self._db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, window_s))
+            window.add(at)
+            self._db.execute("INSERT INTO hits VALUES (?, ?)", (key, at))
+            if window.prune(at):
+                self._db.execute("DELETE FROM hits WHERE key = ? AND ts <= ?", (key, at - window.retention))
+            return window.count(window_s, at)
+
+    def count(self, key: str, window_s: float, now: float | None = None) -> int:
+        with self._lock:
+            at = self._begin() if now is None else self._begin(now)
+            window = self._windows.get(key)
+            return 0 if window is None else window.count(window_s, at)
+
+    # --- expiring sets ----------------------------------------------------------------------------------
+
+    def add_if_new(self, set_name: str, member: str, ttl_s: float) -> bool:
+        with self._lock:
+            now = self._begin()
+            expires = self._members.get((set_name, member))
+            if expires is not None and expires > now:
+                return False
+            self._members[(set_name, member)] = now + ttl_s
+            self._db.execute(
+                "INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (set_name, member, now + ttl_s)
+            )
+            return True
+
+    # --- key/values -------------------------------------------------------------------------------------
+
+    def put(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            now = self._begin()
+            expires = None if ttl_s is None else now + ttl_s
+            self._values[key] = (text, expires)
+            self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, text, expires))
+
+    def get(self, key: str) -> JSONValue | None:
+        with self._lock:
+            now = self._begin()
+            stored = self._values.get(key)
+            if stored is None:
+                return None
+            if not _live(stored[1], now):
+                self._forget_value(key)
+                return None
+            return cast(JSONValue, json.loads(stored[0]))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._begin()
+            self._forget_value(key)
+
+    def _forget_value(self, key: str) -> None:
+        if self._values.pop(key, None) is not None:
+            self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def _begin(self, now: float | None = None) -> float:
+        """Refuse use after close, read the clock, and sweep when one is due; return the time."""
+        if self._closed:
+            raise RuntimeError("the state store is closed")
+        at = self._clock() if now is None else now
+        if at - self._last_sweep >= self._sweep_interval_s:
+            self._sweep(at)
+        return at
+
+    def _sweep(self, now: float) -> None:
+        self._last_sweep = now
+        self._counters = {key: entry for key, entry in self._counters.items() if _live(entry[1], now)}
+        self._members = {key: expires for key, expires in self._members.items() if expires > now}
+        self._values = {key: entry for key, entry in self._values.items() if _live(entry[1], now)}
+        for key in list(self._windows):
+            window = self._windows[key]
+            window.prune(now)
+            if window.empty():
+                del self._windows[key]
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM counters WHERE expires <= ?", (now,))
+        self._db.execute("DELETE FROM members WHERE expires <= ?", (now,))
+        self._db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
+        self._db.execute(
+            "DELETE FROM hits WHERE ts <= ? - (SELECT retention FROM windows WHERE windows.key = hits.key)",
+            (now,),
+        )
+        self._db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM hits)")
+        self._db.execute("COMMIT")

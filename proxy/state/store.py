@@ -1,0 +1,66 @@
+"""The state-store interface the detectors and addons program against.
+
+Every operation is small and maps onto one Redis command or script, so a Redis implementation can sit
+behind the same Protocol for replicas that share state: ``incr`` is INCRBY plus EXPIRE NX, ``hit`` and
+``count`` a sorted set (ZADD, ZREMRANGEBYSCORE, ZCOUNT), ``add_if_new`` SET NX EX on one key per member,
+``put``/``get``/``delete`` SET EX, GET and DEL with the value as JSON.
+
+Times are seconds since the epoch from an injectable clock: wall time, not monotonic, because expiries
+are persisted and must mean the same thing after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+type Clock = Callable[[], float]
+type JSONValue = str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None
+
+
+class StateStore(Protocol):
+    def incr(self, key: str, amount: int = 1, *, ttl_s: float | None = None) -> int:
+        """Add ``amount`` to a counter and return its new value.
+
+        A counter that is absent or expired starts from zero and, given ``ttl_s``, expires that long
+        after this call; later increments keep that expiry (a fixed window).
+        """
+        ...
+
+    def counter(self, key: str) -> int:
+        """A counter's current value; 0 when absent or expired."""
+        ...
+
+    def hit(self, key: str, window_s: float, now: float | None = None) -> int:
+        """Record one event at ``now`` and return how many fell within the last ``window_s`` seconds.
+
+        Events are kept for the longest window a key has been hit with.
+        """
+        ...
+
+    def count(self, key: str, window_s: float, now: float | None = None) -> int:
+        """How many events of ``key`` fell within the ``window_s`` seconds up to ``now``."""
+        ...
+
+    def add_if_new(self, set_name: str, member: str, ttl_s: float) -> bool:
+        """Add ``member`` for ``ttl_s`` seconds; True if it was not there (or had expired), else False.
+
+        A repeated add neither refreshes the expiry nor writes anything.
+        """
+        ...
+
+    def put(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
+        """Store a JSON-shaped value, replacing any previous one; kept forever without ``ttl_s``."""
+        ...
+
+    def get(self, key: str) -> JSONValue | None:
+        """A fresh copy of the stored value, or None when absent or expired."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Forget a stored value (absent is fine)."""
+        ...
+
+    def close(self) -> None:
+        """Release the backing store; the object is unusable afterwards. Calling it twice is fine."""
+        ...
