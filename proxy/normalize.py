@@ -1,0 +1,217 @@
+"""Text normalisation ahead of injection detection.
+
+Attackers hide instructions from keyword filters with tricks that a language model still reads through:
+invisible characters, look-alike letters from other scripts, full-width or "mathematical" letters,
+letter-spaced words and encoded segments. ``normalize`` undoes those tricks so that rules and the
+classifier see one plain, case-folded form, and reports which tricks it met: the trick itself is a signal.
+
+Pure: text in, ``Normalized`` out.
+"""
+
+# The look-alike table and its docs are made of ambiguous letters on purpose.
+# ruff: noqa: RUF001, RUF002
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+import urllib.parse
+from dataclasses import dataclass
+
+HIDDEN_CHARACTERS = "hidden_characters"
+TAG_CHARACTERS = "tag_characters"
+HOMOGLYPHS = "homoglyphs"
+LETTER_SPACING = "letter_spacing"
+BASE64 = "base64"
+HEX = "hex"
+URL_ENCODING = "url_encoding"
+
+MAX_DEPTH = 2
+"""Decoded segments are normalised again, down to this many levels (base64 inside base64, ...)."""
+
+MAX_DECODED_CHARS = 64_000
+"""Total decoded text kept per call, so a body full of base64 cannot make the scan quadratic."""
+
+MAX_SEGMENTS = 32
+
+# Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
+# separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
+_INVISIBLE = re.compile(
+    "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\U000e0000-\U000e007f]"
+)
+_TAG_BLOCK = re.compile("[\U000e0000-\U000e007f]+")
+
+# Look-alikes NFKC leaves alone: Cyrillic and Greek letters drawn like Latin ones, and small capitals.
+_CONFUSABLES: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "в": "b", "с": "c", "е": "e", "һ": "h", "і": "i", "ј": "j", "к": "k", "м": "m", "н": "h",
+    "о": "o", "р": "p", "ԛ": "q", "ѕ": "s", "т": "t", "у": "y", "х": "x", "ԝ": "w", "ӏ": "l", "ү": "y",
+    "А": "A", "В": "B", "С": "C", "Е": "E", "Н": "H", "І": "I", "Ј": "J", "К": "K", "М": "M", "О": "O",
+    "Р": "P", "Ѕ": "S", "Т": "T", "Х": "X", "У": "Y", "ԁ": "d", "ɡ": "g", "ո": "n", "ց": "g",
+    # Greek
+    "α": "a", "ο": "o", "ρ": "p", "ι": "i", "κ": "k", "ν": "v", "τ": "t", "υ": "u", "χ": "x", "ε": "e",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Latin small capitals and other letter-like symbols
+    "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
+    "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
+    "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ı": "i",
+}  # fmt: skip
+_CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+_WORD = re.compile(r"\w+")
+_LATIN_LETTER = re.compile(r"[a-zA-Z]")
+_OTHER_SCRIPT_LETTER = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
+
+# Three or more single letters each followed by one separator (space, dot, dash, underscore, star):
+# "i g n o r e", "i.g.n.o.r.e". Two spaces or more between runs keep the words apart.
+_LETTER_SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*]){2,}[^\W\d_](?![^\W_])")
+_SPACED_SEPARATORS = re.compile(r"[ .\-_*]")
+
+_BASE64_CANDIDATE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX_CANDIDATE = re.compile(r"(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
+_HEX_NOISE = re.compile(r"\\x|0x|[ :]")
+_URL_ENCODED = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]{0,3}){3,}")
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """``texts[0]`` is the whole input in normal form; further entries are decoded or smuggled
+    segments, each in normal form too. ``signals`` names the obfuscations found."""
+
+    texts: tuple[str, ...]
+    signals: frozenset[str]
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
+    """Normalise ``text`` and every encoded segment in it (to ``max_depth`` levels)."""
+    texts: list[str] = []
+    signals: set[str] = set()
+    budget = [MAX_DECODED_CHARS]
+    _normalize_into(text, max_depth, texts, signals, budget)
+    return Normalized(tuple(texts), frozenset(signals))
+
+
+def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], budget: list[int]) -> None:
+    smuggled = [_decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
+    visible = _INVISIBLE.sub("", text)
+    if len(visible) != len(text):
+        signals.add(HIDDEN_CHARACTERS)
+    visible = unicodedata.normalize("NFKC", visible)
+    decoded = _decoded_segments(visible, signals) if depth > 0 else []
+    folded = fold_homoglyphs(visible)
+    if folded != visible:
+        signals.add(HOMOGLYPHS)
+    plain = folded.casefold()
+    despaced = despace(plain)
+    if despaced != plain:
+        signals.add(LETTER_SPACING)
+    texts.append(despaced)
+    for segment in smuggled:
+        if segment.strip():
+            signals.add(TAG_CHARACTERS)
+            texts.append(despace(fold_homoglyphs(unicodedata.normalize("NFKC", segment)).casefold()))
+    for segment in decoded:
+        if len(texts) >= MAX_SEGMENTS or budget[0] <= 0:
+            break
+        segment = segment[: budget[0]]
+        budget[0] -= len(segment)
+        _normalize_into(segment, depth - 1, texts, signals, budget)
+
+
+def _decode_tag_run(run: str) -> str:
+    """Unicode tag characters mirror ASCII (U+E0041 is a tagged "A"): text written in them is invisible
+    on screen but read by models."""
+    return "".join(chr(ord(char) - 0xE0000) for char in run if 0xE0020 <= ord(char) <= 0xE007E)
+
+
+def fold_homoglyphs(text: str) -> str:
+    """Replace look-alike letters by their Latin twin inside words that are written in Latin script.
+
+    A word is folded when it mixes Latin letters with look-alikes ("іgnоrе" with Cyrillic і, о, е), or
+    when it is made only of look-alikes in text that is mostly Latin. Russian or Greek prose stays as it
+    is, so rules written in those languages still apply.
+    """
+    latin = len(_LATIN_LETTER.findall(text))
+    other = len(_OTHER_SCRIPT_LETTER.findall(text))
+    mostly_latin = latin >= other
+
+    def fold(match: re.Match[str]) -> str:
+        word = match.group()
+        folded = word.translate(_CONFUSABLE_TABLE)
+        if folded == word:
+            return word
+        if _LATIN_LETTER.search(word) or (mostly_latin and not _OTHER_SCRIPT_LETTER.search(folded)):
+            return folded
+        return word
+
+    return _WORD.sub(fold, text)
+
+
+def despace(text: str) -> str:
+    """Join letter-spaced words: "i g n o r e" becomes "ignore"."""
+    return _LETTER_SPACED.sub(lambda match: _SPACED_SEPARATORS.sub("", match.group()), text)
+
+
+def _decoded_segments(text: str, signals: set[str]) -> list[str]:
+    segments: list[str] = []
+    for match in _BASE64_CANDIDATE.finditer(text):
+        decoded = _decode_base64(match.group())
+        if decoded is not None:
+            signals.add(BASE64)
+            segments.append(decoded)
+    for match in _HEX_CANDIDATE.finditer(text):
+        decoded = _decode_hex(match.group())
+        if decoded is not None:
+            signals.add(HEX)
+            segments.append(decoded)
+    if _URL_ENCODED.search(text):
+        decoded_url = urllib.parse.unquote(text)
+        if decoded_url != text:
+            signals.add(URL_ENCODING)
+            segments.append(decoded_url)
+    return segments
+
+
+def _decode_base64(candidate: str) -> str | None:
+    # Long runs of letters only are ordinary words or identifiers far more often than base64.
+    if candidate.isalpha() and (candidate.islower() or candidate.isupper()):
+        return None
+    stripped = candidate.rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:
+        raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _as_text(raw)
+
+
+def _decode_hex(candidate: str) -> str | None:
+    digits = _HEX_NOISE.sub("", candidate)
+    if len(digits) % 2:
+        digits = digits[:-1]
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    return _as_text(raw)
+
+
+def _as_text(raw: bytes) -> str | None:
+    """Keep a decoding only if it reads as text: valid UTF-8, mostly printable, some letters."""
+    if len(raw) < 6:
+        return None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(1 for char in decoded if char.isprintable() or char in "\n\r\t")
+    letters = sum(1 for char in decoded if char.isalpha())
+    if printable < 0.95 * len(decoded) or letters < 0.5 * len(decoded.replace(" ", "")):
+        return None
+    return decoded
