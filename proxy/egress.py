@@ -492,7 +492,11 @@ def _describe(name: str, literal: IPAddress | None, hit: _InternalHit) -> str:
 
 
 def _is_metadata_address(address: IPAddress) -> bool:
-    return address in _METADATA_ADDRESSES or _comparable(address) in _METADATA_ADDRESSES
+    if address in _METADATA_ADDRESSES:
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        return any(embedded in _METADATA_ADDRESSES for embedded, _ in _embedded_ipv4(address))
+    return False
 
 
 def _opens(pattern: HostPattern, destination: _Destination, hit: _InternalHit) -> bool:

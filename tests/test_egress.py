@@ -117,6 +117,8 @@ DECISIONS = [
          "169.254.169.254", resolved=("169.254.169.254",)),
     Case("metadata name opened by naming it", ("metadata.google.internal",), "metadata.google.internal",
          "allow", OPENED, "metadata.google.internal", resolved=("169.254.169.254",)),
+    Case("NAT64 form of metadata is metadata", ("api.partner.example",), "api.partner.example", "deny",
+         METADATA, resolved=("64:ff9b::a9fe:a9fe",)),
     Case("mapped IPv6 literal opened by IPv4 CIDR", ("10.0.0.0/8",), "::ffff:10.1.2.3", "allow", OPENED,
          "10.0.0.0/8", resolved=("::ffff:10.1.2.3",)),
     Case("localhost name refused under star", ("*",), "localhost", "deny", INTERNAL, resolved=("127.0.0.1",)),

@@ -1,0 +1,312 @@
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.state import JSONValue, SqliteStateStore, StateStore
+from proxy.state.sqlite import DATABASE_NAME
+
+START = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStateStore]:
+    opened = SqliteStateStore(tmp_path, clock=clock)
+    yield opened
+    opened.close()
+
+
+def on_disk(directory: Path, query: str) -> list[tuple[object, ...]]:
+    """Rows as a second connection sees them: what a restart after a crash would find."""
+    reader = sqlite3.connect(directory / DATABASE_NAME)
+    try:
+        return reader.execute(query).fetchall()
+    finally:
+        reader.close()
+
+
+def reopen(store: SqliteStateStore, directory: Path, clock: FakeClock) -> SqliteStateStore:
+    store.close()
+    return SqliteStateStore(directory, clock=clock)
+
+
+def test_sqlite_store_satisfies_protocol(store: SqliteStateStore) -> None:
+    """The SQLite store is usable wherever a StateStore is expected."""
+    typed: StateStore = store
+    assert typed.counter("nothing") == 0
+
+
+# --- counters --------------------------------------------------------------------------------------------
+
+
+def test_incr_counts_up_from_zero(store: SqliteStateStore) -> None:
+    """incr starts at zero and returns the new value."""
+    assert [store.incr("requests") for _ in range(3)] == [1, 2, 3]
+    assert store.incr("requests", 5) == 8
+    assert store.counter("requests") == 8
+
+
+def test_incr_ttl_is_a_fixed_window(store: SqliteStateStore, clock: FakeClock) -> None:
+    """The TTL runs from the first increment; later increments do not extend it."""
+    store.incr("calls", ttl_s=60)
+    clock.advance(50)
+    assert store.incr("calls", ttl_s=60) == 2
+    clock.advance(10)
+    assert store.counter("calls") == 0
+    assert store.incr("calls", ttl_s=60) == 1
+
+
+def test_counter_without_ttl_never_expires(store: SqliteStateStore, clock: FakeClock) -> None:
+    """A counter created without a TTL survives any amount of time."""
+    store.incr("total")
+    clock.advance(10 * 365 * 86400)
+    assert store.counter("total") == 1
+
+
+# --- sliding windows -------------------------------------------------------------------------------------
+
+
+def test_hit_returns_count_within_window(store: SqliteStateStore, clock: FakeClock) -> None:
+    """hit records an event and returns how many fell within the window."""
+    assert store.hit("tool:delete", 60) == 1
+    clock.advance(30)
+    assert store.hit("tool:delete", 60) == 2
+    clock.advance(31)
+    assert store.hit("tool:delete", 60) == 2
+
+
+def test_hit_accepts_explicit_time(store: SqliteStateStore) -> None:
+    """An explicit ``now`` is used instead of the clock."""
+    assert store.hit("k", 10, now=START + 100) == 1
+    assert store.hit("k", 10, now=START + 105) == 2
+    assert store.count("k", 10, now=START + 111) == 1
+
+
+def test_count_reads_any_window_up_to_retention(store: SqliteStateStore, clock: FakeClock) -> None:
+    """count narrows the window without recording an event."""
+    for _ in range(3):
+        store.hit("k", 3600)
+        clock.advance(600)
+    assert store.count("k", 3600) == 3
+    assert store.count("k", 700) == 1
+    assert store.count("k", 3600) == 3
+
+
+def test_count_never_reaches_past_retention(store: SqliteStateStore, clock: FakeClock) -> None:
+    """Events older than the longest window a key was hit with are gone."""
+    store.hit("k", 60)
+    clock.advance(120)
+    assert store.count("k", 3600) == 0
+
+
+def test_count_of_unknown_key_is_zero(store: SqliteStateStore) -> None:
+    """A key never hit counts zero."""
+    assert store.count("never", 60) == 0
+
+
+def test_out_of_order_hits_are_counted(store: SqliteStateStore) -> None:
+    """An event stamped earlier than the last one still lands in the right place."""
+    store.hit("k", 100, now=START + 50)
+    store.hit("k", 100, now=START + 10)
+    assert store.count("k", 30, now=START + 50) == 1
+    assert store.count("k", 100, now=START + 50) == 2
+
+
+def test_many_hits_stay_bounded_by_window(store: SqliteStateStore, clock: FakeClock, tmp_path: Path) -> None:
+    """A busy key keeps only its window's events, in memory and on disk."""
+    for _ in range(5000):
+        store.hit("busy", 10)
+        clock.advance(0.1)
+    assert store.count("busy", 10) == 100
+    [(rows,)] = on_disk(tmp_path, "SELECT COUNT(*) FROM hits WHERE key = 'busy'")
+    assert isinstance(rows, int)
+    assert rows <= 101
+
+
+# --- expiring sets ---------------------------------------------------------------------------------------
+
+
+def test_add_if_new_true_only_first_time(store: SqliteStateStore) -> None:
+    """A member is new once within its TTL."""
+    assert store.add_if_new("dest:agent-1", "api.openai.com", 3600)
+    assert not store.add_if_new("dest:agent-1", "api.openai.com", 3600)
+    assert store.add_if_new("dest:agent-1", "api.anthropic.com", 3600)
+    assert store.add_if_new("dest:agent-2", "api.openai.com", 3600)
+
+
+def test_add_if_new_again_after_expiry(store: SqliteStateStore, clock: FakeClock) -> None:
+    """Once the TTL has passed the member is new again; repeats do not extend the TTL."""
+    store.add_if_new("s", "m", 100)
+    clock.advance(99)
+    assert not store.add_if_new("s", "m", 100)
+    clock.advance(1)
+    assert store.add_if_new("s", "m", 100)
+
+
+# --- key/values ------------------------------------------------------------------------------------------
+
+
+def test_put_get_round_trips_json(store: SqliteStateStore) -> None:
+    """Values come back as equal JSON-shaped data."""
+    value: JSONValue = {"frozen": True, "by": "rule-7", "rates": [0.1, 0.25], "count": 3, "note": "日本"}
+    store.put("freeze:session-1", value)
+    assert store.get("freeze:session-1") == value
+
+
+def test_get_returns_a_copy(store: SqliteStateStore) -> None:
+    """Mutating a returned value does not change what is stored."""
+    store.put("baseline", {"tools": ["search"]})
+    first = store.get("baseline")
+    assert isinstance(first, dict)
+    first["tools"] = ["rm"]
+    assert store.get("baseline") == {"tools": ["search"]}
+
+
+def test_put_replaces_and_ttl_expires(store: SqliteStateStore, clock: FakeClock) -> None:
+    """A put replaces the old value and its TTL; the value is gone once the TTL passes."""
+    store.put("freeze", "a")
+    store.put("freeze", "b", ttl_s=30)
+    assert store.get("freeze") == "b"
+    clock.advance(30)
+    assert store.get("freeze") is None
+
+
+def test_get_missing_is_none_and_delete_forgets(store: SqliteStateStore) -> None:
+    """A missing key reads None; delete removes a key and tolerates a missing one."""
+    assert store.get("absent") is None
+    store.put("k", 1)
+    store.delete("k")
+    store.delete("k")
+    assert store.get("k") is None
+
+
+def test_put_rejects_non_json(store: SqliteStateStore) -> None:
+    """Only JSON-shaped values are stored, so any backend can hold them."""
+    with pytest.raises(TypeError):
+        store.put("k", {"when": object()})  # type: ignore[dict-item]
+
+
+# --- persistence -----------------------------------------------------------------------------------------
+
+
+def test_everything_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
+    """Close and reopen the same directory: counters, windows, sets and values are all there."""
+    store = SqliteStateStore(tmp_path, clock=clock)
+    store.incr("c", 4, ttl_s=600)
+    store.hit("w", 60)
+    store.hit("w", 60)
+    store.add_if_new("s", "m", 600)
+    store.put("v", {"x": 1}, ttl_s=600)
+    clock.advance(10)
+    store = reopen(store, tmp_path, clock)
+    assert store.counter("c") == 4
+    assert store.count("w", 60) == 2
+    assert store.hit("w", 60) == 3
+    assert not store.add_if_new("s", "m", 600)
+    assert store.get("v") == {"x": 1}
+    store.close()
+
+
+def test_expiry_still_applies_after_reopen(tmp_path: Path, clock: FakeClock) -> None:
+    """Entries keep their expiry across a restart and are not loaded once expired."""
+    store = SqliteStateStore(tmp_path, clock=clock)
+    store.incr("c", ttl_s=60)
+    store.hit("w", 60)
+    store.add_if_new("s", "m", 60)
+    store.put("v", 1, ttl_s=60)
+    clock.advance(60)
+    store = reopen(store, tmp_path, clock)
+    assert store.counter("c") == 0
+    assert store.count("w", 60) == 0
+    assert store.add_if_new("s", "m", 60)
+    assert store.get("v") is None
+    store.close()
+
+
+def test_write_is_on_disk_before_close(tmp_path: Path, clock: FakeClock) -> None:
+    """A second connection sees a write at once: nothing waits for close, so a crash loses nothing."""
+    store = SqliteStateStore(tmp_path, clock=clock)
+    store.put("freeze:s1", True)
+    assert on_disk(tmp_path, "SELECT value FROM kv WHERE key = 'freeze:s1'") == [("true",)]
+    store.close()
+
+
+def test_database_uses_wal(tmp_path: Path, clock: FakeClock) -> None:
+    """The database runs in WAL mode."""
+    SqliteStateStore(tmp_path, clock=clock).close()
+    assert on_disk(tmp_path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_directory_is_created(tmp_path: Path, clock: FakeClock) -> None:
+    """A missing state directory is created."""
+    store = SqliteStateStore(tmp_path / "a" / "b", clock=clock)
+    store.close()
+    assert (tmp_path / "a" / "b" / DATABASE_NAME).exists()
+
+
+def test_sweep_purges_expired_rows(tmp_path: Path, clock: FakeClock) -> None:
+    """Expired entries nobody touches again are purged from disk by the periodic sweep."""
+    store = SqliteStateStore(tmp_path, clock=clock, sweep_interval_s=100)
+    store.incr("c", ttl_s=10)
+    store.add_if_new("s", "m", 10)
+    store.put("v", 1, ttl_s=10)
+    store.hit("w", 10)
+    clock.advance(100)
+    store.counter("anything")
+    tables = ("counters", "members", "kv", "hits", "windows")
+    counts = {table: on_disk(tmp_path, f"SELECT COUNT(*) FROM {table}") for table in tables}  # noqa: S608 -- table names are the literals above
+    assert counts == {table: [(0,)] for table in tables}
+    store.close()
+
+
+# --- lifecycle and threads -------------------------------------------------------------------------------
+
+
+def test_in_memory_store_needs_no_directory(clock: FakeClock) -> None:
+    """Without a directory the store works the same and keeps nothing."""
+    store = SqliteStateStore(None, clock=clock)
+    assert store.incr("c") == 1
+    store.close()
+
+
+def test_use_after_close_raises(store: SqliteStateStore) -> None:
+    """A closed store refuses use; closing twice is fine."""
+    store.close()
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.get("k")
+
+
+def test_concurrent_increments_are_not_lost(store: SqliteStateStore) -> None:
+    """Increments from several threads all count."""
+
+    def work() -> None:
+        for _ in range(200):
+            store.incr("shared")
+            store.hit("window", 60)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.counter("shared") == 800
+    assert store.count("window", 60) == 800
