@@ -1,0 +1,138 @@
+"""Latency added by egressguard, side by side with bare mitmdump and a direct connection, in one run.
+
+The same httpx client sends the same chat-completion request (an 8 KB prompt, a 2 KB reply) to a
+local fake upstream over TLS: directly, through ``mitmdump`` with no addons, and through
+``egressguard run``. It prints the median and p95 per path and the ratio egressguard / bare mitmdump,
+then does the same for a streamed reply (time to first event and total).
+
+    python3 bench/latency.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml  # noqa: E402
+from tests.pki import make_pki  # noqa: E402
+from tests.upstream import FakeUpstream, Reply  # noqa: E402
+
+PROMPT = ("Please review the following support transcript and summarise the customer's problem. " * 100)[:8192]
+REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
+STREAM_PAUSE = 0.2
+
+
+@contextmanager
+def process(command: list[str], port: int, workdir: Path, env: dict[str, str]) -> Iterator[None]:
+    log = (workdir / f"{port}.log").open("wb")
+    child = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=0.2)
+                break
+            except httpx.HTTPError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"{command[0]} did not start; see {log.name}") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+        log.close()
+
+
+def measure(client: httpx.Client, url: str, count: int, stream: bool) -> list[tuple[float, float]]:
+    """(time to first body byte, total) per request, after a warm-up that opens the connection."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
+    timings: list[tuple[float, float]] = []
+    for index in range(count + 5):
+        start = time.perf_counter()
+        with client.stream("POST", url, json=body) as response:
+            response.raise_for_status()
+            first = None
+            for _ in response.iter_raw():
+                first = first or time.perf_counter()
+        end = time.perf_counter()
+        if index >= 5:
+            timings.append(((first or end) - start, end - start))
+    return timings
+
+
+def report(title: str, results: dict[str, list[float]]) -> None:
+    print(f"\n{title}")
+    print(f"  {'path':<14}{'median ms':>12}{'p95 ms':>10}")
+    for name, values in results.items():
+        ordered = sorted(values)
+        p95 = ordered[int(len(ordered) * 0.95) - 1]
+        print(f"  {name:<14}{statistics.median(values) * 1000:>12.2f}{p95 * 1000:>10.2f}")
+    bare, guard, direct = (statistics.median(results[name]) for name in ("bare mitmdump", "egressguard", "direct"))
+    print(f"  egressguard / bare mitmdump: {guard / bare:.2f}x   "
+          f"(added over direct: bare {(bare - direct) * 1000:.2f} ms, egressguard {(guard - direct) * 1000:.2f} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--stream-requests", type=int, default=20)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="egressguard-bench-"))
+    pki = make_pki(workdir / "pki")
+    upstream = FakeUpstream(pki)
+    upstream.reply = Reply(text=REPLY, piece_size=64)
+    url = f"{upstream.url}/v1/chat/completions"
+    env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
+    mitmdump = shutil.which("mitmdump") or "mitmdump"
+    bare_port, guard_port = free_port(), free_port()
+    (workdir / "policy.yaml").write_text(policy_yaml(workdir / "data"))
+    bare = [mitmdump, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(bare_port),
+            "--set", f"confdir={workdir / 'bare-ca'}", "--set", f"ssl_verify_upstream_trusted_ca={pki.ca_cert}"]
+    guard = [sys.executable, "-m", "proxy", "run", "--config", str(workdir / "policy.yaml"),
+             "--listen-port", str(guard_port), "--set", f"ssl_verify_upstream_trusted_ca={pki.ca_cert}"]
+
+    clients: dict[str, Callable[[], httpx.Client]] = {
+        "direct": lambda: httpx.Client(verify=str(pki.ca_cert), timeout=30),
+        "bare mitmdump": lambda: httpx.Client(proxy=f"http://127.0.0.1:{bare_port}", timeout=30,
+                                              verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem")),
+        "egressguard": lambda: httpx.Client(proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
+                                            timeout=30,
+                                            verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem")),
+    }
+    json_results: dict[str, list[float]] = {}
+    first_event: dict[str, list[float]] = {}
+    stream_total: dict[str, list[float]] = {}
+    with process(bare, bare_port, workdir, env), process(guard, guard_port, workdir, env):
+        print(f"{args.requests} requests per path: {len(PROMPT)} B prompt, {len(REPLY)} B reply, TLS, keep-alive")
+        for name, make_client in clients.items():
+            with make_client() as client:
+                upstream.reply = Reply(text=REPLY, piece_size=64)
+                json_results[name] = [total for _, total in measure(client, url, args.requests, stream=False)]
+                upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
+                timings = measure(client, url, args.stream_requests, stream=True)
+                first_event[name] = [first for first, _ in timings]
+                stream_total[name] = [total for _, total in timings]
+    upstream.close()
+    report("JSON chat completion, total per request", json_results)
+    report(f"SSE stream (upstream pauses {STREAM_PAUSE * 1000:.0f} ms after the first event): time to first byte",
+           first_event)
+    report("SSE stream: total", stream_total)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
