@@ -116,6 +116,29 @@ def phone_valid(value: str) -> bool:
     return bool(phonenumbers.is_valid_number(parsed))
 
 
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+
+
+def spanish_dni_valid(value: str) -> bool:
+    """A Spanish DNI/NIE whose control letter matches its number (NIE prefixes X, Y, Z read as 0, 1, 2)."""
+    compact = value.replace("-", "").replace(" ", "").upper()
+    if len(compact) != 9:
+        return False
+    number = compact[:8]
+    if number[0] in "XYZ":
+        number = str("XYZ".index(number[0])) + number[1:]
+    return number.isdigit() and _DNI_LETTERS[int(number) % 23] == compact[8]
+
+
+def dutch_bsn_valid(value: str) -> bool:
+    """A Dutch citizen service number passing the eleven-test."""
+    digits = [int(char) for char in value if char.isdigit()]
+    if len(digits) != 9 or not any(digits):
+        return False
+    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+    return sum(weight * digit for weight, digit in zip(weights, digits, strict=True)) % 11 == 0
+
+
 _PLACEHOLDER_WORDS = (
     "your",
     "example",
@@ -173,5 +196,7 @@ VALIDATORS: Mapping[str, Validator] = {
     "ssn": ssn_valid,
     "iban": iban_valid,
     "phone": phone_valid,
+    "spanish_dni": spanish_dni_valid,
+    "dutch_bsn": dutch_bsn_valid,
     "not_placeholder": not_placeholder,
 }
