@@ -1,0 +1,152 @@
+"""How an alert is put to each kind of destination: Slack, PagerDuty, a generic webhook, stdout,
+syslog or a file. Payload builders are pure; ``deliver`` does the I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sys
+import syslog
+from typing import Any
+
+import httpx
+
+from proxy.alerts.rules import DestinationConfig
+
+SIGNATURE_HEADER = "X-Egressguard-Signature"
+PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
+SYSLOG_PRIORITY = {
+    "critical": syslog.LOG_CRIT,
+    "high": syslog.LOG_ERR,
+    "medium": syslog.LOG_WARNING,
+    "low": syslog.LOG_INFO,
+}
+SLACK_ICON = {"critical": ":rotating_light:", "high": ":warning:", "medium": ":large_orange_diamond:"}
+
+
+class DeliveryError(Exception):
+    """A failed delivery; ``retry`` says whether trying again later can help."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def summary_line(alert: dict[str, Any]) -> str:
+    who = ", ".join(alert["agent_ids"]) or "-"
+    counted = f"(agents: {who}, count: {alert['count']})"
+    return f"[{alert['severity']}] {alert['rule']}: {alert['description']} {counted}"
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_payload(alert: dict[str, Any]) -> dict[str, Any]:
+    def listed(values: list[str]) -> str:
+        return _slack_escape(", ".join(values[:10]) + (" …" if len(values) > 10 else "")) or "-"
+
+    window = f" in {alert['window_seconds'] // 60} min" if alert["window_seconds"] else ""
+    fields = [
+        f"*Severity*\n{alert['severity']}",
+        f"*Count*\n{alert['count']}{window}",
+        f"*Agents*\n{listed(alert['agent_ids'])}",
+        f"*Users*\n{listed(alert['user_ids'])}",
+    ]
+    if alert["threats"]:
+        fields.append(f"*Threats*\n{listed(alert['threats'])}")
+    if alert["finding_rules"]:
+        fields.append(f"*Detections*\n{listed(alert['finding_rules'])}")
+    context = f"alert {alert['alert_id']} · {alert['ts']}"
+    if alert["event_ids"]:
+        context += f" · events: {listed(alert['event_ids'])}"
+    if alert["suppressed"]:
+        context += f" · {alert['suppressed']} similar alerts grouped into this one"
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": f"{SLACK_ICON.get(alert['severity'], '')} {alert['rule']}",
+            },
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(alert["description"])}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
+    ]
+    if alert["rows"]:
+        rows = "\n".join(_slack_escape(json.dumps(row, default=str)) for row in alert["rows"][:10])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{rows}```"}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    return {"text": _slack_escape(summary_line(alert)), "blocks": blocks}
+
+
+def pagerduty_payload(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": alert["dedup_key"],
+        "payload": {
+            "summary": summary_line(alert)[:1024],
+            "source": "egressguard",
+            "severity": PAGERDUTY_SEVERITY.get(alert["severity"], "warning"),
+            "timestamp": alert["ts"],
+            "component": ",".join(alert["agent_ids"][:5]) or "egressguard",
+            "group": alert["rule"],
+            "class": ",".join(alert["threats"]) or alert["rule"],
+            "custom_details": alert,
+        },
+    }
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def http_request(destination: DestinationConfig, alert: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
+    """URL, body and headers of the POST that delivers ``alert`` to an HTTP destination."""
+    if destination.type == "slack":
+        document: dict[str, Any] = slack_payload(alert)
+    elif destination.type == "pagerduty":
+        document = pagerduty_payload(alert, destination.routing_key or "")
+    elif destination.action is not None:
+        document = {"action": destination.action, "alert": alert}
+    else:
+        document = alert
+    body = json.dumps(document, separators=(",", ":"), default=str).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "egressguard-alerts",
+        **dict(destination.headers),
+    }
+    if destination.secret is not None:
+        headers[SIGNATURE_HEADER] = sign_body(destination.secret, body)
+    assert destination.url is not None
+    return destination.url, body, headers
+
+
+def deliver(destination: DestinationConfig, alert: dict[str, Any], client: httpx.Client) -> None:
+    """Send one alert; raise ``DeliveryError`` saying whether a retry can help."""
+    line = json.dumps(alert, separators=(",", ":"), default=str)
+    try:
+        if destination.type == "stdout":
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        elif destination.type == "syslog":
+            syslog.syslog(SYSLOG_PRIORITY.get(alert["severity"], syslog.LOG_WARNING), f"egressguard {line}")
+        elif destination.type == "file":
+            assert destination.path is not None
+            destination.path.parent.mkdir(parents=True, exist_ok=True)
+            with destination.path.open("a", encoding="utf-8") as sink:
+                sink.write(line + "\n")
+        else:
+            url, body, headers = http_request(destination, alert)
+            response = client.post(url, content=body, headers=headers)
+            if response.status_code == 429 or response.status_code >= 500:
+                raise DeliveryError(f"{destination.name}: HTTP {response.status_code}", retry=True)
+            if response.status_code >= 400:
+                raise DeliveryError(f"{destination.name}: HTTP {response.status_code}", retry=False)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{destination.name}: {type(exc).__name__}", retry=True) from exc
+    except OSError as exc:
+        raise DeliveryError(f"{destination.name}: {exc}", retry=True) from exc

@@ -1,0 +1,221 @@
+"""Rule evaluation over audit records: pure and deterministic (time comes from each record's ``ts``).
+
+An alert is built only from the audit record's identifiers and counts; audit records hold no raw text
+and no detected value, so neither can an alert.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from croniter import croniter
+
+from proxy.alerts.rules import AlertRule
+
+MAX_EVENT_IDS = 20
+MAX_ROWS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    rule: str
+    description: str
+    severity: str
+    ts: str
+    dedup_key: str
+    group: dict[str, Any]
+    count: int
+    window_seconds: int
+    agent_ids: list[str]
+    user_ids: list[str]
+    event_ids: list[str]
+    threats: list[str]
+    finding_rules: list[str]
+    suppressed: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    ts: datetime
+    event_id: str
+    agent_id: str | None
+    user_id: str | None
+    threats: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _GroupState:
+    hits: deque[_Hit] = field(default_factory=deque)
+    minute_counts: deque[list[int]] = field(default_factory=deque)
+    minute_total: int = 0
+    last_fired: datetime | None = None
+    suppressed: int = 0
+
+
+def parse_ts(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def format_ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class RuleEngine:
+    """Holds the windows, baselines, first-seen sets and schedules of a set of rules."""
+
+    def __init__(self, rules: Sequence[AlertRule], *, started: datetime) -> None:
+        self.realtime = [rule for rule in rules if rule.schedule is None]
+        self.scheduled = [rule for rule in rules if rule.schedule is not None]
+        self._groups: dict[tuple[str, tuple[Any, ...]], _GroupState] = {}
+        self._seen: dict[str, set[tuple[Any, ...]]] = {
+            rule.id: set() for rule in rules if rule.first_seen is not None
+        }
+        self._observed_since: datetime | None = None
+        self._next_run = {
+            rule.id: croniter(rule.schedule, started).get_next(datetime) for rule in self.scheduled
+        }
+
+    def seed_seen(self, rule_id: str, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Mark combinations as already seen (from the audit log, so a restart does not re-alert)."""
+        self._seen[rule_id].update(tuple(key) for key in keys)
+
+    def evaluate(self, record: Mapping[str, Any]) -> list[tuple[AlertRule, Alert]]:
+        if record.get("type") != "agent.turn":
+            return []
+        now = parse_ts(record["ts"])
+        if self._observed_since is None:
+            self._observed_since = now
+        fired: list[tuple[AlertRule, Alert]] = []
+        for rule in self.realtime:
+            alert = self._evaluate_rule(rule, record, now)
+            if alert is not None:
+                fired.append((rule, alert))
+        return fired
+
+    def due(self, now: datetime) -> list[AlertRule]:
+        """Scheduled rules whose time has come; each is due once per cron slot."""
+        due = []
+        for rule in self.scheduled:
+            if now >= self._next_run[rule.id]:
+                due.append(rule)
+                self._next_run[rule.id] = croniter(rule.schedule, now).get_next(datetime)
+        return due
+
+    def scheduled_alert(
+        self, rule: AlertRule, rows: Sequence[Mapping[str, Any]], now: datetime
+    ) -> Alert | None:
+        if not rows:
+            return None
+        agents = sorted({str(row["agent_id"]) for row in rows if row.get("agent_id")})
+        users = sorted({str(row["user_id"]) for row in rows if row.get("user_id")})
+        return Alert(
+            alert_id=uuid.uuid4().hex,
+            rule=rule.id,
+            description=rule.description,
+            severity=str(rule.severity),
+            ts=format_ts(now),
+            dedup_key=f"{rule.id}:{now.date().isoformat()}",
+            group={},
+            count=len(rows),
+            window_seconds=0,
+            agent_ids=agents,
+            user_ids=users,
+            event_ids=[],
+            threats=[],
+            finding_rules=[],
+            rows=[dict(row) for row in rows[:MAX_ROWS]],
+        )
+
+    def _evaluate_rule(self, rule: AlertRule, record: Mapping[str, Any], now: datetime) -> Alert | None:
+        findings: list[Mapping[str, Any]] = []
+        if rule.match is not None:
+            if not rule.match.turn_matches(record):
+                return None
+            findings = [item for item in record.get("findings") or [] if rule.match.finding_matches(item)]
+            if not findings:
+                return None
+        group_fields = rule.first_seen or rule.group_by
+        group_key = tuple(record.get(name) for name in group_fields)
+        if rule.first_seen is not None:
+            if any(value in (None, "") for value in group_key) or group_key in self._seen[rule.id]:
+                return None
+            self._seen[rule.id].add(group_key)
+        state = self._groups.setdefault((rule.id, group_key), _GroupState())
+        hit = _Hit(
+            ts=now,
+            event_id=str(record.get("event_id", "")),
+            agent_id=record.get("agent_id"),
+            user_id=record.get("user_id"),
+            threats=tuple(sorted({str(item.get("threat")) for item in findings})),
+            rules=tuple(sorted({str(item.get("rule")) for item in findings})),
+        )
+        state.hits.append(hit)
+        while state.hits and state.hits[0].ts <= now - rule.window:
+            state.hits.popleft()
+        if rule.baseline is not None:
+            if not self._spiking(rule, state, now):
+                return None
+        elif rule.threshold is not None and not rule.threshold.met(len(state.hits)):
+            return None
+        if state.last_fired is not None and now < state.last_fired + rule.dedup_window:
+            state.suppressed += 1
+            return None
+        alert = self._build(rule, dict(zip(group_fields, group_key, strict=True)), state, now)
+        state.last_fired = now
+        state.suppressed = 0
+        return alert
+
+    def _spiking(self, rule: AlertRule, state: _GroupState, now: datetime) -> bool:
+        """Window count above ``ratio`` times the average window of the baseline period before it."""
+        assert rule.baseline is not None and self._observed_since is not None
+        minute = int(now.timestamp() // 60)
+        if state.minute_counts and state.minute_counts[-1][0] == minute:
+            state.minute_counts[-1][1] += 1
+        else:
+            state.minute_counts.append([minute, 1])
+        state.minute_total += 1
+        window_minutes = max(1, int(rule.baseline.window.total_seconds() // 60))
+        baseline_minutes = rule.baseline.baseline_days * 24 * 60
+        while state.minute_counts and state.minute_counts[0][0] <= minute - window_minutes - baseline_minutes:
+            state.minute_total -= state.minute_counts.popleft()[1]
+        current = sum(
+            count for bucket, count in reversed(state.minute_counts) if bucket > minute - window_minutes
+        )
+        observed_minutes = (now - self._observed_since).total_seconds() / 60 - window_minutes
+        periods = min(baseline_minutes, observed_minutes) / window_minutes
+        if periods < 1:
+            return False
+        average = (state.minute_total - current) / periods
+        return current >= rule.baseline.min_events and current > rule.baseline.ratio * average
+
+    def _build(self, rule: AlertRule, group: dict[str, Any], state: _GroupState, now: datetime) -> Alert:
+        hits = list(state.hits)
+        group_text = ",".join(f"{key}={value}" for key, value in group.items())
+        return Alert(
+            alert_id=uuid.uuid4().hex,
+            rule=rule.id,
+            description=rule.description,
+            severity=str(rule.severity),
+            ts=format_ts(now),
+            dedup_key=f"{rule.id}:{group_text}" if group_text else rule.id,
+            group=group,
+            count=len(hits),
+            window_seconds=int(rule.window.total_seconds()),
+            agent_ids=sorted({hit.agent_id for hit in hits if hit.agent_id}),
+            user_ids=sorted({hit.user_id for hit in hits if hit.user_id}),
+            event_ids=[hit.event_id for hit in hits[-MAX_EVENT_IDS:]],
+            threats=sorted({threat for hit in hits for threat in hit.threats}),
+            finding_rules=sorted({name for hit in hits for name in hit.rules}),
+            suppressed=state.suppressed,
+        )
