@@ -22,7 +22,7 @@ from proxy.audit.keys import (
 )
 from proxy.audit.log import CHECKPOINT, GENESIS, RETENTION, checkpoint_message, daily_files, record_hash
 
-DEFAULT_AUDIT_DIRECTORY = Path("data/audit")
+DEFAULT_AUDIT_DIRECTORY = Path("egressguard-data/audit")  # the policy's default data_dir / "audit"
 MISSING_START = (
     "chain does not start at genesis and no retention record names its predecessor "
     "(earlier records or files were deleted)"
