@@ -44,6 +44,7 @@ def turn(number: int, *findings: dict[str, Any], at: datetime = START, **fields:
         "agent_id": "bot",
         "role": "support",
         "user_id": "u1",
+        "session_id": "s1",
         "purpose": "support",
         "consent_id": "c1",
         "approval_id": None,
@@ -388,13 +389,13 @@ def test_auto_actions_call_the_handler_or_a_webhook(tmp_path: Path, receiver: Re
     router = AlertRouter(
         config,
         data_dir=tmp_path / "data",
-        action_handler=lambda action, alert: applied.append((action, alert.user_ids)),
+        action_handler=lambda action, alert: applied.append((action, alert.user_ids + alert.session_ids)),
         tick_seconds=0.05,
     )
     router.submit(turn(1, finding()))
     assert wait_until(lambda: router.delivered == 2)
     router.close()
-    assert applied == [("freeze_user", ["u1"])]
+    assert applied == [("freeze_user", ["u1", "s1"])]
     (call,) = receiver.bodies()
     assert call["action"] == "open_ticket" and call["alert"]["rule"] == "leak"
 

@@ -34,6 +34,7 @@ class Alert:
     window_seconds: int
     agent_ids: list[str]
     user_ids: list[str]
+    session_ids: list[str]
     event_ids: list[str]
     threats: list[str]
     finding_rules: list[str]
@@ -50,6 +51,7 @@ class _Hit:
     event_id: str
     agent_id: str | None
     user_id: str | None
+    session_id: str | None
     threats: tuple[str, ...]
     rules: tuple[str, ...]
 
@@ -131,6 +133,7 @@ class RuleEngine:
             window_seconds=0,
             agent_ids=agents,
             user_ids=users,
+            session_ids=sorted({str(row["session_id"]) for row in rows if row.get("session_id")}),
             event_ids=[],
             threats=[],
             finding_rules=[],
@@ -157,6 +160,7 @@ class RuleEngine:
             event_id=str(record.get("event_id", "")),
             agent_id=record.get("agent_id"),
             user_id=record.get("user_id"),
+            session_id=record.get("session_id"),
             threats=tuple(sorted({str(item.get("threat")) for item in findings})),
             rules=tuple(sorted({str(item.get("rule")) for item in findings})),
         )
@@ -214,6 +218,7 @@ class RuleEngine:
             window_seconds=int(rule.window.total_seconds()),
             agent_ids=sorted({hit.agent_id for hit in hits if hit.agent_id}),
             user_ids=sorted({hit.user_id for hit in hits if hit.user_id}),
+            session_ids=sorted({hit.session_id for hit in hits if hit.session_id}),
             event_ids=[hit.event_id for hit in hits[-MAX_EVENT_IDS:]],
             threats=sorted({threat for hit in hits for threat in hit.threats}),
             finding_rules=sorted({name for hit in hits for name in hit.rules}),
