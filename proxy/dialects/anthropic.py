@@ -1,0 +1,298 @@
+"""Anthropic Messages (``/v1/messages``): system, content blocks, tool_use / tool_result, SSE events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.dialects.base import (
+    Dialect,
+    ErrorResponse,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    canonical_arguments,
+    json_error,
+    reparse_arguments,
+)
+from proxy.dialects.locator import parse_locator
+from proxy.dialects.schema import content_texts, schema_descriptions
+from proxy.dialects.stream import StreamFilters, StreamSession, rewritten, synthesised
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.sse import SSEEvent
+
+ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
+_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _require_object(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise TypeError("expected a JSON object")
+    return document
+
+
+def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
+    return ToolCall(
+        id=as_str(block.get("id")),
+        name=as_str(block.get("name")) or "",
+        arguments=canonical_arguments(block.get("input")),
+        where=where,
+    )
+
+
+class Anthropic(Dialect):
+    name = "anthropic"
+
+    def _request_from(self, document: Any) -> RequestView:
+        body = _require_object(document)
+        view = RequestView(
+            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
+        )
+        for where, text in content_texts(body.get("system"), "system"):
+            view.parts.append(Part(Source.SYSTEM, text, where))
+        names_by_call_id: dict[str, str] = {}
+        for position, raw_message in enumerate(as_list(body.get("messages"))):
+            message = as_dict(raw_message)
+            source = ROLE_SOURCES.get(as_str(message.get("role")) or "", Source.USER)
+            base = f"messages[{position}].content"
+            content = message.get("content")
+            if isinstance(content, str):
+                view.parts.append(Part(source, content, base))
+            for index, raw_block in enumerate(as_list(content)):
+                block = as_dict(raw_block)
+                where = f"{base}[{index}]"
+                block_type = as_str(block.get("type"))
+                if block_type == "text" and isinstance(block.get("text"), str):
+                    view.parts.append(Part(source, block["text"], f"{where}.text"))
+                elif block_type == "tool_use":
+                    call = _tool_use(block, where)
+                    view.tool_calls.append(call)
+                    if call.id is not None:
+                        names_by_call_id[call.id] = call.name
+                elif block_type == "tool_result":
+                    call_id = as_str(block.get("tool_use_id"))
+                    name = names_by_call_id.get(call_id or "")
+                    for text_where, text in content_texts(block.get("content"), f"{where}.content"):
+                        view.parts.append(Part(Source.TOOL_RESULT, text, text_where, name, call_id))
+                elif block_type in ("document", "search_result"):
+                    view.parts.extend(_document_parts(block, where))
+        for position, raw_tool in enumerate(as_list(body.get("tools"))):
+            tool = as_dict(raw_tool)
+            name = as_str(tool.get("name")) or as_str(tool.get("type")) or ""
+            view.tools_offered.append(name)
+            described = {key: tool[key] for key in ("description", "input_schema") if key in tool}
+            for where, text in schema_descriptions(described, ("tools", position)):
+                view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        return view
+
+    def _completion_from(self, document: Any) -> Completion:
+        body = _require_object(document)
+        completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("stop_reason")))
+        for index, raw_block in enumerate(as_list(body.get("content"))):
+            block = as_dict(raw_block)
+            block_type = as_str(block.get("type"))
+            text = as_str(block.get("text"))
+            if block_type == "text" and text:
+                completion.text.append(TextSegment(text, f"content[{index}].text"))
+            elif block_type == "tool_use":
+                completion.tool_calls.append(_tool_use(block, f"content[{index}]"))
+        completion.usage = _usage(body.get("usage"))
+        return completion
+
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        removed = {int(parse_locator(call.where)[1]) for call in dropped}
+        content = [
+            block for index, block in enumerate(as_list(document.get("content"))) if index not in removed
+        ]
+        if notice is not None:
+            content.append({"type": "text", "text": notice})
+        document["content"] = content
+        if document.get("stop_reason") == "tool_use" and not any(
+            as_dict(block).get("type") == "tool_use" for block in content
+        ):
+            document["stop_reason"] = "end_turn"
+
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        error_type = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return json_error(status, {"type": "error", "error": {"type": error_type, "message": message}})
+
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
+        return AnthropicStreamSession(filters)
+
+
+def _document_parts(block: dict[str, Any], where: str) -> list[Part]:
+    parts: list[Part] = []
+    source = as_dict(block.get("source"))
+    if isinstance(source.get("data"), str) and source.get("type") == "text":
+        parts.append(Part(Source.RETRIEVED_DOCUMENT, source["data"], f"{where}.source.data"))
+    for text_where, text in content_texts(source.get("content"), f"{where}.source.content"):
+        parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
+    for text_where, text in content_texts(block.get("content"), f"{where}.content"):
+        parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
+    return parts
+
+
+def _usage(value: Any) -> Usage:
+    usage = as_dict(value)
+    return Usage(as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens")))
+
+
+@dataclass(slots=True)
+class _Block:
+    block_type: str
+    text: str = ""
+    call: ToolCall | None = None
+    partial_json: str | None = None
+
+
+class AnthropicStreamSession(StreamSession):
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._model: str | None = None
+        self._stop_reason: str | None = None
+        self._usage = Usage()
+        self._blocks: dict[int, _Block] = {}
+        # Block positions as the agent sees them: the SDKs index their snapshot by it, so no gaps.
+        self._out_index: dict[int, int] = {}
+        self._next_out_index = 0
+        self._released_tool_uses = 0
+        self._dropped: set[int] = set()
+
+    @property
+    def completion(self) -> Completion:
+        completion = Completion(model=self._model, usage=self._usage, stop_reason=self._stop_reason)
+        for index in sorted(self._blocks):
+            block = self._blocks[index]
+            if block.call is not None:
+                arguments = block.call.arguments
+                if block.partial_json is not None:
+                    arguments = reparse_arguments(block.partial_json)
+                completion.tool_calls.append(
+                    ToolCall(block.call.id, block.call.name, arguments, block.call.where)
+                )
+            elif block.block_type == "text" and block.text:
+                completion.text.append(TextSegment(block.text, f"content[{index}].text"))
+        return completion
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        body = as_dict(payload)
+        event_type = as_str(body.get("type")) or event.type
+        if event_type == "message_start":
+            message = as_dict(body.get("message"))
+            self._model = as_str(message.get("model"))
+            self._usage = _usage(message.get("usage"))
+        elif event_type == "content_block_start":
+            index = as_int(body.get("index")) or 0
+            block = as_dict(body.get("content_block"))
+            block_type = as_str(block.get("type")) or ""
+            call = _tool_use(block, f"content[{index}]") if block_type == "tool_use" else None
+            self._blocks[index] = _Block(block_type, as_str(block.get("text")) or "", call)
+        elif event_type == "content_block_delta":
+            block_state = self._blocks.setdefault(as_int(body.get("index")) or 0, _Block("text"))
+            delta = as_dict(body.get("delta"))
+            if delta.get("type") == "text_delta":
+                block_state.text += as_str(delta.get("text")) or ""
+            elif delta.get("type") == "input_json_delta":
+                block_state.partial_json = (block_state.partial_json or "") + (
+                    as_str(delta.get("partial_json")) or ""
+                )
+        elif event_type == "message_delta":
+            self._stop_reason = as_str(as_dict(body.get("delta")).get("stop_reason")) or self._stop_reason
+            usage = as_dict(body.get("usage"))
+            self._usage = Usage(
+                as_int(usage.get("input_tokens")) or self._usage.tokens_in,
+                as_int(usage.get("output_tokens")) or self._usage.tokens_out,
+            )
+        elif event_type == "error":
+            self.notes.append("upstream sent an error event")
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        body = as_dict(payload)
+        event_type = as_str(body.get("type")) or event.type
+        if event_type == "content_block_start":
+            return self._block_start(event, body)
+        if event_type in ("content_block_delta", "content_block_stop"):
+            index = as_int(body.get("index")) or 0
+            if index in self._dropped:
+                return []
+            body["index"] = self._out_index.get(index, index)
+            where = f"content[{index}].text"
+            if event_type == "content_block_stop":
+                flushed = self._close_channel(where)
+                before = [self._text_delta(body["index"], flushed)] if flushed else []
+                return [*before, rewritten(event, body)]
+            delta = as_dict(body.get("delta"))
+            if delta.get("type") == "text_delta":
+                released = self._filter_text(where, as_str(delta.get("text")) or "")
+                if not released:
+                    return []
+                delta["text"] = released
+            return [rewritten(event, body)]
+        if event_type == "message_delta":
+            delta = as_dict(body.get("delta"))
+            if delta.get("stop_reason") == "tool_use" and self._dropped and not self._released_tool_uses:
+                delta["stop_reason"] = "end_turn"
+                return [*self._end_of_stream(), rewritten(event, body)]
+            return [*self._end_of_stream(), event.raw]
+        if event_type == "message_stop":
+            return [*self._end_of_stream(), event.raw]
+        return [event.raw]
+
+    def _block_start(self, event: SSEEvent, body: dict[str, Any]) -> list[bytes]:
+        index = as_int(body.get("index")) or 0
+        block = as_dict(body.get("content_block"))
+        if block.get("type") == "tool_use":
+            call = _tool_use(block, f"content[{index}]")
+            if self.filters.tool_gate is not None and self._decide(call.name, call.id) == "drop":
+                self._dropped.add(index)
+                notice = self._notice(call.name, call.id)
+                return self._notice_block(notice) if notice else []
+            self._released_tool_uses += 1
+        self._out_index[index] = self._next_out_index
+        self._next_out_index += 1
+        body["index"] = self._out_index[index]
+        initial_text = as_str(block.get("text"))
+        if block.get("type") == "text" and initial_text:
+            block["text"] = self._filter_text(f"content[{index}].text", initial_text)
+        return [rewritten(event, body)]
+
+    def _notice_block(self, notice: str) -> list[bytes]:
+        index = self._next_out_index
+        self._next_out_index += 1
+        return [
+            synthesised(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            ),
+            self._text_delta(index, notice),
+            synthesised({"type": "content_block_stop", "index": index}, "content_block_stop"),
+        ]
+
+    def _text_delta(self, out_index: int, text: str) -> bytes:
+        payload = {
+            "type": "content_block_delta",
+            "index": out_index,
+            "delta": {"type": "text_delta", "text": text},
+        }
+        return synthesised(payload, "content_block_delta")
+
+    def _end_of_stream(self) -> list[bytes]:
+        output: list[bytes] = []
+        for where in self._open_channels():
+            index = int(parse_locator(where)[1])
+            flushed = self._close_channel(where)
+            if flushed:
+                output.append(self._text_delta(self._out_index.get(index, index), flushed))
+        return output

@@ -1,0 +1,166 @@
+"""The interface every API dialect implements, and the JSON plumbing they share."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, ClassVar
+
+from proxy.dialects.locator import get_at, set_at
+from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json
+from proxy.exchange import Completion, RequestView, ToolCall
+
+ErrorResponse = tuple[int, dict[str, str], bytes]
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def load_json(body: bytes) -> tuple[Any, str | None]:
+    """The parsed body, or None and the reason it is not JSON."""
+    if not body.strip():
+        return None, "empty body"
+    try:
+        return json.loads(body), None
+    except (ValueError, RecursionError) as error:
+        return None, f"invalid JSON: {type(error).__name__}"
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def canonical_arguments(value: Any) -> str:
+    """Tool arguments given as a JSON object, spelled one way whether they arrived whole or streamed."""
+    return dump_json(value if value is not None else {})
+
+
+def reparse_arguments(text: str) -> str:
+    """Streamed argument text in the canonical spelling when it is complete JSON, else as received."""
+    if not text.strip():
+        return canonical_arguments({})
+    try:
+        return canonical_arguments(json.loads(text))
+    except (ValueError, RecursionError):
+        return text
+
+
+def is_dropped(call: ToolCall, drop_tool_calls: Collection[str]) -> bool:
+    return (call.id is not None and call.id in drop_tool_calls) or call.where in drop_tool_calls
+
+
+class Dialect(ABC):
+    """One API's request, response and stream formats. ``detect`` may return an instance carrying what
+    the path told it (Gemini's model, the JSON-RPC id of an MCP request)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model_hint: str | None = None) -> None:
+        self.model_hint = model_hint
+
+    def parse_request(self, body: bytes) -> RequestView:
+        document, error = load_json(body)
+        if error is not None:
+            return RequestView(dialect=self.name, model=self.model_hint, parse_error=error)
+        try:
+            view = self._request_from(document)
+        except SHAPE_ERRORS as shape_error:
+            return RequestView(dialect=self.name, model=self.model_hint, parse_error=_shape(shape_error))
+        if view.model is None:
+            view.model = self.model_hint
+        return view
+
+    def parse_response(self, body: bytes) -> Completion:
+        document, error = load_json(body)
+        if error is not None:
+            return Completion(parse_error=error)
+        try:
+            return self._completion_from(document)
+        except SHAPE_ERRORS as shape_error:
+            return Completion(parse_error=_shape(shape_error))
+
+    @abstractmethod
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession: ...
+
+    def rewrite_request(self, body: bytes, replacements: Mapping[str, str]) -> bytes:
+        """The body with the string at each locator (a ``Part.where``) replaced.
+        Raises ValueError when the body is not JSON or a locator names no string in it."""
+        document, error = load_json(body)
+        if error is not None:
+            raise ValueError(error)
+        for where, text in replacements.items():
+            document = _replace_string(document, where, text)
+        return dump_json(document).encode()
+
+    def rewrite_response(
+        self,
+        body: bytes,
+        text_map: Callable[[str], str],
+        drop_tool_calls: Collection[str] = frozenset(),
+        notice: str | None = None,
+    ) -> bytes:
+        """The body with every completion text passed through ``text_map``, the tool calls whose id (or
+        ``where``, for calls without an id) is in ``drop_tool_calls`` removed, and ``notice`` added as
+        assistant text. A body that cannot be parsed is returned unchanged."""
+        document, error = load_json(body)
+        if error is not None:
+            return body
+        try:
+            document = self._rewrite_document(document, text_map, drop_tool_calls, notice)
+        except SHAPE_ERRORS:
+            return body
+        return dump_json(document).encode()
+
+    def _rewrite_document(
+        self,
+        document: Any,
+        text_map: Callable[[str], str],
+        drop_tool_calls: Collection[str],
+        notice: str | None,
+    ) -> Any:
+        completion = self._completion_from(document)
+        for segment in completion.text:
+            document = set_at(document, segment.where, text_map(segment.text))
+        dropped = [call for call in completion.tool_calls if is_dropped(call, drop_tool_calls)]
+        if dropped or notice is not None:
+            self._drop_calls(document, dropped, notice)
+        return document
+
+    @abstractmethod
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        """A complete response (status, headers, body) in this API's error shape."""
+
+    @abstractmethod
+    def _request_from(self, document: Any) -> RequestView: ...
+
+    @abstractmethod
+    def _completion_from(self, document: Any) -> Completion: ...
+
+    @abstractmethod
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        """Removes ``dropped`` from the parsed response in place and adds ``notice`` as assistant text."""
+
+
+def _replace_string(document: Any, where: str, text: str) -> Any:
+    if not isinstance(get_at(document, where), str):
+        raise ValueError(f"{where} is not a string")
+    return set_at(document, where, text)
+
+
+def _shape(error: BaseException) -> str:
+    return f"unexpected body shape: {type(error).__name__}"
+
+
+def json_error(status: int, document: dict[str, Any]) -> ErrorResponse:
+    return status, dict(JSON_HEADERS), dump_json(document).encode()

@@ -1,0 +1,328 @@
+"""Google Gemini ``models/<m>:generateContent`` and ``:streamGenerateContent`` (``alt=sse`` or a JSON
+array). The REST API accepts camelCase and snake_case field names; both are read.
+
+A streamed response is equivalent to one response whose consecutive text parts are merged: locators of
+a streamed completion point into that merged response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.dialects.base import (
+    Dialect,
+    ErrorResponse,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    canonical_arguments,
+    json_error,
+)
+from proxy.dialects.locator import parse_locator, walk_strings
+from proxy.dialects.schema import schema_descriptions
+from proxy.dialects.stream import StreamFilters, StreamSession, rewritten, synthesised
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.sse import SSEEvent
+
+ROLE_SOURCES = {"user": Source.USER, "model": Source.ASSISTANT, "function": Source.TOOL_RESULT}
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def field_of(mapping: dict[str, Any], camel: str) -> tuple[str, Any]:
+    """(key, value) for a field spelled in camelCase or snake_case."""
+    if camel in mapping:
+        return camel, mapping[camel]
+    snake = "".join(f"_{char.lower()}" if char.isupper() else char for char in camel)
+    return snake, mapping.get(snake)
+
+
+def _function_call(call: dict[str, Any], where: str) -> ToolCall:
+    return ToolCall(
+        id=as_str(call.get("id")),
+        name=as_str(call.get("name")) or "",
+        arguments=canonical_arguments(call.get("args")),
+        where=where,
+    )
+
+
+def _require_object(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise TypeError("expected a JSON object")
+    return document
+
+
+class Gemini(Dialect):
+    name = "gemini"
+
+    def __init__(self, model_hint: str | None = None, streaming: bool = False) -> None:
+        super().__init__(model_hint)
+        self.streaming = streaming
+
+    def _request_from(self, document: Any) -> RequestView:
+        body = _require_object(document)
+        view = RequestView(dialect=self.name, model=as_str(body.get("model")), stream=self.streaming)
+        system_key, system = field_of(body, "systemInstruction")
+        if isinstance(system, str):
+            view.parts.append(Part(Source.SYSTEM, system, system_key))
+        for position, raw_part in enumerate(as_list(as_dict(system).get("parts"))):
+            text = as_str(as_dict(raw_part).get("text"))
+            if text is not None:
+                view.parts.append(Part(Source.SYSTEM, text, f"{system_key}.parts[{position}].text"))
+        names_by_call_id: dict[str, str] = {}
+        for position, raw_content in enumerate(as_list(body.get("contents"))):
+            content = as_dict(raw_content)
+            source = ROLE_SOURCES.get(as_str(content.get("role")) or "user", Source.USER)
+            for index, raw_part in enumerate(as_list(content.get("parts"))):
+                part = as_dict(raw_part)
+                where = f"contents[{position}].parts[{index}]"
+                _, call = field_of(part, "functionCall")
+                response_key, response = field_of(part, "functionResponse")
+                if isinstance(part.get("text"), str):
+                    view.parts.append(Part(source, part["text"], f"{where}.text"))
+                elif isinstance(call, dict):
+                    tool_call = _function_call(call, where)
+                    view.tool_calls.append(tool_call)
+                    names_by_call_id[tool_call.id or tool_call.name] = tool_call.name
+                elif isinstance(response, dict):
+                    call_id = as_str(response.get("id"))
+                    name = as_str(response.get("name")) or names_by_call_id.get(call_id or "")
+                    steps = ("contents", position, "parts", index, response_key, "response")
+                    for text_where, text in walk_strings(response.get("response"), steps):
+                        view.parts.append(Part(Source.TOOL_RESULT, text, text_where, name, call_id))
+        for position, raw_tool in enumerate(as_list(body.get("tools"))):
+            declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
+            for index, raw_declaration in enumerate(as_list(declarations)):
+                declaration = as_dict(raw_declaration)
+                name = as_str(declaration.get("name")) or ""
+                view.tools_offered.append(name)
+                described = {
+                    key: declaration[key] for key in declaration if key in ("description", "parameters")
+                }
+                declaration_steps = ("tools", position, declarations_key, index)
+                for where, text in schema_descriptions(described, declaration_steps):
+                    view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        return view
+
+    def _completion_from(self, document: Any) -> Completion:
+        if isinstance(document, list):
+            # streamGenerateContent without alt=sse: a JSON array of the chunks an SSE stream would carry.
+            merged = _MergedResponse(self.model_hint)
+            for chunk in document:
+                merged.add(as_dict(chunk))
+            return merged.completion()
+        body = _require_object(document)
+        completion = Completion(model=as_str(field_of(body, "modelVersion")[1]) or self.model_hint)
+        for position, raw_candidate in enumerate(as_list(body.get("candidates"))):
+            candidate = as_dict(raw_candidate)
+            base = f"candidates[{position}].content.parts"
+            for index, raw_part in enumerate(as_list(as_dict(candidate.get("content")).get("parts"))):
+                part = as_dict(raw_part)
+                _, call = field_of(part, "functionCall")
+                text = as_str(part.get("text"))
+                if text and not part.get("thought"):
+                    completion.text.append(TextSegment(text, f"{base}[{index}].text"))
+                elif isinstance(call, dict):
+                    completion.tool_calls.append(_function_call(call, f"{base}[{index}]"))
+            if position == 0:
+                completion.stop_reason = as_str(field_of(candidate, "finishReason")[1])
+        completion.usage = _usage(body)
+        return completion
+
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        removed: set[tuple[int, int]] = set()
+        for call in dropped:
+            steps = parse_locator(call.where)
+            removed.add((int(steps[1]), int(steps[4])))
+        for position, raw_candidate in enumerate(as_list(document.get("candidates"))):
+            content = as_dict(as_dict(raw_candidate).get("content"))
+            parts = as_list(content.get("parts"))
+            kept = [part for index, part in enumerate(parts) if (position, index) not in removed]
+            if notice is not None:
+                kept.append({"text": notice})
+            content["parts"] = kept
+
+    def _rewrite_document(
+        self,
+        document: Any,
+        text_map: Callable[[str], str],
+        drop_tool_calls: Collection[str],
+        notice: str | None,
+    ) -> Any:
+        if not isinstance(document, list):
+            return super()._rewrite_document(document, text_map, drop_tool_calls, notice)
+        last = len(document) - 1
+        return [
+            super(Gemini, self)._rewrite_document(
+                chunk, text_map, drop_tool_calls, notice if position == last else None
+            )
+            for position, chunk in enumerate(document)
+        ]
+
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        status_name = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+        return json_error(status, {"error": {"code": status, "message": message, "status": status_name}})
+
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
+        return GeminiStreamSession(self.model_hint, filters)
+
+
+def _usage(body: dict[str, Any]) -> Usage:
+    usage = as_dict(field_of(body, "usageMetadata")[1])
+    return Usage(
+        as_int(field_of(usage, "promptTokenCount")[1]), as_int(field_of(usage, "candidatesTokenCount")[1])
+    )
+
+
+@dataclass(slots=True)
+class _MergedPart:
+    text: str | None = None
+    thought: bool = False
+    call: ToolCall | None = None
+
+
+@dataclass(slots=True)
+class _MergedCandidate:
+    parts: list[_MergedPart] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class _MergedResponse:
+    """Chunks of a streamed response folded into the one response they are equivalent to."""
+
+    def __init__(self, model_hint: str | None = None) -> None:
+        self.model = model_hint
+        self.usage = Usage()
+        self.candidates: dict[int, _MergedCandidate] = {}
+
+    def add(self, chunk: dict[str, Any]) -> dict[tuple[int, int], int]:
+        """Folds one chunk in; returns where each (candidate, part position) of the chunk landed."""
+        landed: dict[tuple[int, int], int] = {}
+        self.model = as_str(field_of(chunk, "modelVersion")[1]) or self.model
+        if isinstance(field_of(chunk, "usageMetadata")[1], dict):
+            self.usage = _usage(chunk)
+        for position, raw_candidate in enumerate(as_list(chunk.get("candidates"))):
+            candidate = as_dict(raw_candidate)
+            index = as_int(candidate.get("index"))
+            index = position if index is None else index
+            merged = self.candidates.setdefault(index, _MergedCandidate())
+            for part_position, raw_part in enumerate(as_list(as_dict(candidate.get("content")).get("parts"))):
+                landed[(index, part_position)] = self._add_part(index, merged, as_dict(raw_part))
+            merged.finish_reason = as_str(field_of(candidate, "finishReason")[1]) or merged.finish_reason
+        return landed
+
+    @staticmethod
+    def _add_part(index: int, merged: _MergedCandidate, part: dict[str, Any]) -> int:
+        text = as_str(part.get("text"))
+        thought = part.get("thought") is True
+        _, call = field_of(part, "functionCall")
+        last = merged.parts[-1] if merged.parts else None
+        if text is not None and last is not None and last.text is not None and last.thought == thought:
+            last.text += text
+        elif text is not None:
+            merged.parts.append(_MergedPart(text=text, thought=thought))
+        elif isinstance(call, dict):
+            where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
+            merged.parts.append(_MergedPart(call=_function_call(call, where)))
+        else:
+            merged.parts.append(_MergedPart())
+        return len(merged.parts) - 1
+
+    def completion(self) -> Completion:
+        completion = Completion(model=self.model, usage=self.usage)
+        for index in sorted(self.candidates):
+            candidate = self.candidates[index]
+            for position, part in enumerate(candidate.parts):
+                if part.text and not part.thought:
+                    completion.text.append(
+                        TextSegment(part.text, f"candidates[{index}].content.parts[{position}].text")
+                    )
+                elif part.call is not None:
+                    completion.tool_calls.append(part.call)
+        if self.candidates:
+            completion.stop_reason = self.candidates[min(self.candidates)].finish_reason
+        return completion
+
+
+class GeminiStreamSession(StreamSession):
+    def __init__(self, model_hint: str | None, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._merged = _MergedResponse(model_hint)
+        self._landed: dict[tuple[int, int], int] = {}
+        self._open_text: dict[int, str] = {}
+
+    @property
+    def completion(self) -> Completion:
+        return self._merged.completion()
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        if "error" in as_dict(payload):
+            self.notes.append("upstream sent an error event")
+        self._landed = self._merged.add(as_dict(payload))
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        chunk = as_dict(payload)
+        candidates = as_list(chunk.get("candidates"))
+        if not candidates:
+            return [event.raw]
+        for position, raw_candidate in enumerate(candidates):
+            candidate = as_dict(raw_candidate)
+            index = as_int(candidate.get("index"))
+            index = position if index is None else index
+            content = as_dict(candidate.get("content"))
+            parts: list[Any] = []
+            for part_position, raw_part in enumerate(as_list(content.get("parts"))):
+                parts.extend(
+                    self._transform_part(index, self._landed.get((index, part_position), 0), raw_part)
+                )
+            if field_of(candidate, "finishReason")[1]:
+                parts.extend(self._close_text(index))
+            if "parts" in content:
+                content["parts"] = parts
+        return [rewritten(event, chunk)]
+
+    def _transform_part(self, index: int, merged_position: int, raw_part: Any) -> list[Any]:
+        part = as_dict(raw_part)
+        text = as_str(part.get("text"))
+        if text is not None and not part.get("thought"):
+            where = f"candidates[{index}].content.parts[{merged_position}].text"
+            before = self._close_text(index) if self._open_text.get(index, where) != where else []
+            self._open_text[index] = where
+            part["text"] = self._filter_text(where, text)
+            return [*before, part]
+        before = self._close_text(index)
+        _, call = field_of(part, "functionCall")
+        if isinstance(call, dict) and self.filters.tool_gate is not None:
+            name, call_id = as_str(call.get("name")) or "", as_str(call.get("id"))
+            if self._decide(name, call_id) == "drop":
+                notice = self._notice(name, call_id)
+                return [*before, {"text": notice}] if notice else before
+        return [*before, raw_part]
+
+    def _close_text(self, index: int) -> list[Any]:
+        where = self._open_text.pop(index, None)
+        flushed = self._close_channel(where) if where is not None else ""
+        return [{"text": flushed}] if flushed else []
+
+    def _end_of_stream(self) -> list[bytes]:
+        output: list[bytes] = []
+        for index in list(self._open_text):
+            flushed = self._close_text(index)
+            if flushed:
+                candidate = {"content": {"role": "model", "parts": flushed}, "index": index}
+                output.append(synthesised({"candidates": [candidate]}))
+        return output

@@ -1,0 +1,109 @@
+"""Any other body: JSON (every string value is a part) or text (the whole body is one part, ``$``).
+
+It is what bodies sent to non-model hosts are read with, so data leaving for an arbitrary API is still
+scanned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from proxy.dialects.base import Dialect, ErrorResponse, json_error, load_json
+from proxy.dialects.locator import ROOT, set_at, walk_strings
+from proxy.dialects.stream import StreamFilters, StreamSession, rewritten
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
+from proxy.sse import SSEEvent, serialise
+
+
+def _text(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class Generic(Dialect):
+    name = "generic"
+
+    def parse_request(self, body: bytes) -> RequestView:
+        document, error = load_json(body)
+        if error is None:
+            return self._request_from(document)
+        text = _text(body)
+        if text is None:
+            return RequestView(dialect=self.name, parse_error="not UTF-8 text")
+        return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
+
+    def parse_response(self, body: bytes) -> Completion:
+        document, error = load_json(body)
+        if error is None:
+            return self._completion_from(document)
+        text = _text(body)
+        if text is None:
+            return Completion(parse_error="not UTF-8 text")
+        return Completion(text=[TextSegment(text, ROOT)] if text else [])
+
+    def rewrite_request(self, body: bytes, replacements: Mapping[str, str]) -> bytes:
+        if load_json(body)[1] is not None and set(replacements) <= {ROOT}:
+            return replacements.get(ROOT, body.decode("utf-8", errors="replace")).encode()
+        return super().rewrite_request(body, replacements)
+
+    def rewrite_response(
+        self,
+        body: bytes,
+        text_map: Callable[[str], str],
+        drop_tool_calls: Collection[str] = frozenset(),
+        notice: str | None = None,
+    ) -> bytes:
+        if load_json(body)[1] is None:
+            return super().rewrite_response(body, text_map, drop_tool_calls, notice)
+        text = _text(body)
+        return body if text is None else text_map(text).encode()
+
+    def _request_from(self, document: Any) -> RequestView:
+        parts = [Part(Source.USER, text, where) for where, text in walk_strings(document)]
+        return RequestView(dialect=self.name, parts=parts)
+
+    def _completion_from(self, document: Any) -> Completion:
+        return Completion(text=[TextSegment(text, where) for where, text in walk_strings(document)])
+
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        """A generic body has no tool calls and no place for a notice."""
+
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        return json_error(status, {"error": {"message": message, "code": code}})
+
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
+        return GenericStreamSession(filters)
+
+
+class GenericStreamSession(StreamSession):
+    """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
+    the event. Locators are relative to one event's data."""
+
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._completion = Completion()
+
+    @property
+    def completion(self) -> Completion:
+        return self._completion
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        self._completion.text.extend(TextSegment(text, where) for where, text in walk_strings(payload))
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        if self.filters.text_filter is None:
+            return [event.raw]
+        for where, text in list(walk_strings(payload)):
+            payload = set_at(payload, where, self._filter_text(where, text) + self._close_channel(where))
+        return [rewritten(event, payload)]
+
+    def _on_text_event(self, event: SSEEvent) -> list[bytes]:
+        data = event.data or ""
+        self._completion.text.append(TextSegment(data, ROOT))
+        if self.filters.text_filter is None:
+            return [event.raw]
+        released = self._filter_text(ROOT, data) + self._close_channel(ROOT)
+        return [serialise(SSEEvent(data=released, event=event.event, id=event.id, retry=event.retry))]

@@ -1,0 +1,98 @@
+"""JSON-path-like locators (``messages[3].content[0].text``) into a parsed body, and their inverse.
+
+Keys that are identifiers are written ``.key``; any other key is written ``["key"]`` with JSON string
+escaping, so every location in any JSON document has exactly one spelling. The whole document is ``$``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+Step = str | int
+ROOT = "$"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TOKEN = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def format_locator(steps: tuple[Step, ...] | list[Step]) -> str:
+    if not steps:
+        return ROOT
+    pieces: list[str] = []
+    for step in steps:
+        if isinstance(step, int):
+            pieces.append(f"[{step}]")
+        elif _IDENTIFIER.match(step):
+            pieces.append(f".{step}" if pieces else step)
+        else:
+            pieces.append(f"[{json.dumps(step, ensure_ascii=False)}]")
+    return "".join(pieces)
+
+
+def join(base: str, *steps: Step) -> str:
+    """``base`` extended by ``steps``; ``base`` is itself a locator."""
+    return format_locator([*parse_locator(base), *steps])
+
+
+def parse_locator(locator: str) -> list[Step]:
+    if locator == ROOT:
+        return []
+    steps: list[Step] = []
+    position = 0
+    while position < len(locator):
+        match = _TOKEN.match(locator, position)
+        if match is None or (match.group(0).startswith(".") and position == 0):
+            raise ValueError(f"not a locator: {locator!r}")
+        key, index, quoted = match.groups()
+        if key is not None:
+            steps.append(key)
+        elif index is not None:
+            steps.append(int(index))
+        else:
+            steps.append(json.loads(quoted))
+        position = match.end()
+    return steps
+
+
+def get_at(document: Any, locator: str) -> Any:
+    value = document
+    for step in parse_locator(locator):
+        value = _child(value, step)
+    return value
+
+
+def set_at(document: Any, locator: str, new_value: Any) -> Any:
+    """Sets the value at ``locator`` in place; returns the document (a new one when the root is set).
+    Raises ValueError when the locator names no existing value."""
+    steps = parse_locator(locator)
+    if not steps:
+        return new_value
+    parent = document
+    for step in steps[:-1]:
+        parent = _child(parent, step)
+    _child(parent, steps[-1])
+    parent[steps[-1]] = new_value
+    return document
+
+
+def _child(value: Any, step: Step) -> Any:
+    if isinstance(step, int) and isinstance(value, list) and 0 <= step < len(value):
+        return value[step]
+    if isinstance(step, str) and isinstance(value, dict) and step in value:
+        return value[step]
+    raise ValueError(f"no value at step {step!r}")
+
+
+def walk_strings(value: Any, steps: tuple[Step, ...] = ()) -> Iterator[tuple[str, str]]:
+    """Every string in ``value`` with its locator, in document order."""
+    if isinstance(value, str):
+        yield format_locator(steps), value
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from walk_strings(child, (*steps, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from walk_strings(child, (*steps, index))

@@ -1,0 +1,174 @@
+"""MCP over streamable HTTP: JSON-RPC 2.0 messages in a JSON body or an SSE stream.
+
+Requests of interest are ``tools/call`` (a tool call the agent makes, with arguments it wrote). Responses
+carry text the agent will read as input: tool results (TOOL_RESULT), tool descriptions and their schemas
+from ``tools/list`` (TOOL_DESCRIPTION, where tool poisoning hides) and resource contents
+(RETRIEVED_DOCUMENT). Locators are relative to one JSON-RPC message; in a batch they are prefixed by
+the message's position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.dialects.base import (
+    Dialect,
+    ErrorResponse,
+    as_dict,
+    as_list,
+    as_str,
+    canonical_arguments,
+    json_error,
+)
+from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
+from proxy.dialects.schema import schema_descriptions
+from proxy.dialects.stream import StreamFilters, StreamSession, rewritten
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
+from proxy.sse import SSEEvent
+
+JSONRPC_SERVER_ERROR = -32000
+
+
+def is_jsonrpc(document: Any) -> bool:
+    messages = document if isinstance(document, list) else [document]
+    return bool(messages) and all(
+        isinstance(message, dict) and message.get("jsonrpc") == "2.0" for message in messages
+    )
+
+
+def _request_id(message: dict[str, Any]) -> str | None:
+    identifier = message.get("id")
+    return None if identifier is None or isinstance(identifier, bool) else str(identifier)
+
+
+def _messages(document: Any) -> list[tuple[tuple[Step, ...], dict[str, Any]]]:
+    if isinstance(document, list):
+        return [((position,), as_dict(message)) for position, message in enumerate(document)]
+    if not isinstance(document, dict):
+        raise TypeError("expected a JSON-RPC message")
+    return [((), document)]
+
+
+def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list[Part]:
+    """The text in one JSON-RPC response that the agent will read, with its source."""
+    result = message.get("result")
+    if not isinstance(result, dict):
+        return []
+    call_id = _request_id(message)
+    base = (*prefix, "result")
+    parts: list[Part] = []
+    for index, raw_item in enumerate(as_list(result.get("content"))):
+        item = as_dict(raw_item)
+        if isinstance(item.get("text"), str):
+            parts.append(
+                Part(
+                    Source.TOOL_RESULT,
+                    item["text"],
+                    format_locator((*base, "content", index, "text")),
+                    None,
+                    call_id,
+                )
+            )
+        resource = as_dict(item.get("resource"))
+        if isinstance(resource.get("text"), str):
+            where = format_locator((*base, "content", index, "resource", "text"))
+            parts.append(Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id))
+    for where, text in walk_strings(result.get("structuredContent"), (*base, "structuredContent")):
+        parts.append(Part(Source.TOOL_RESULT, text, where, None, call_id))
+    for index, raw_tool in enumerate(as_list(result.get("tools"))):
+        tool = as_dict(raw_tool)
+        name = as_str(tool.get("name"))
+        described = {key: tool[key] for key in ("description", "inputSchema", "outputSchema") if key in tool}
+        for where, text in schema_descriptions(described, (*base, "tools", index)):
+            parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+    for index, raw_content in enumerate(as_list(result.get("contents"))):
+        content = as_dict(raw_content)
+        if isinstance(content.get("text"), str):
+            where = format_locator((*base, "contents", index, "text"))
+            parts.append(Part(Source.RETRIEVED_DOCUMENT, content["text"], where, None, call_id))
+    return parts
+
+
+def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> None:
+    parts = result_parts(message, prefix)
+    completion.parts.extend(parts)
+    completion.text.extend(TextSegment(part.text, part.where) for part in parts)
+    if "error" in message or as_dict(message.get("result")).get("isError") is True:
+        completion.stop_reason = "error"
+
+
+class MCP(Dialect):
+    name = "mcp"
+
+    def __init__(self, request_id: Any = None) -> None:
+        super().__init__()
+        self.request_id = request_id
+
+    def _request_from(self, document: Any) -> RequestView:
+        view = RequestView(dialect=self.name)
+        for prefix, message in _messages(document):
+            params = as_dict(message.get("params"))
+            if message.get("method") != "tools/call":
+                continue
+            name = as_str(params.get("name")) or ""
+            call_id = _request_id(message)
+            view.tool_calls.append(
+                ToolCall(
+                    call_id,
+                    name,
+                    canonical_arguments(params.get("arguments")),
+                    format_locator((*prefix, "params")),
+                )
+            )
+            for where, text in walk_strings(params.get("arguments"), (*prefix, "params", "arguments")):
+                view.parts.append(Part(Source.ASSISTANT, text, where, name, call_id))
+        return view
+
+    def _completion_from(self, document: Any) -> Completion:
+        completion = Completion()
+        for prefix, message in _messages(document):
+            _add_message(completion, message, prefix)
+        return completion
+
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        if notice is None:
+            return
+        for _, message in _messages(document):
+            content = as_dict(message.get("result")).get("content")
+            if isinstance(content, list):
+                content.append({"type": "text", "text": notice})
+
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        """A JSON-RPC error answering the request. Sent with HTTP 200: MCP clients surface a JSON-RPC
+        error's message to the caller, while an HTTP error status reaches it without the body."""
+        error = {"code": JSONRPC_SERVER_ERROR, "message": message, "data": {"code": code, "status": status}}
+        return json_error(200, {"jsonrpc": "2.0", "id": self.request_id, "error": error})
+
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
+        return MCPStreamSession(filters)
+
+
+class MCPStreamSession(StreamSession):
+    """Each event carries one complete JSON-RPC message, so each text is filtered (fed and flushed)
+    within its event."""
+
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._completion = Completion()
+
+    @property
+    def completion(self) -> Completion:
+        return self._completion
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        for prefix, message in _messages(payload):
+            _add_message(self._completion, message, prefix)
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        parts = [part for prefix, message in _messages(payload) for part in result_parts(message, prefix)]
+        if not parts or self.filters.text_filter is None:
+            return [event.raw]
+        for part in parts:
+            released = self._filter_text(part.where, part.text) + self._close_channel(part.where)
+            payload = set_at(payload, part.where, released)
+        return [rewritten(event, payload)]

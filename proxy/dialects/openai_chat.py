@@ -1,0 +1,449 @@
+"""OpenAI Chat Completions (``/v1/chat/completions``, Azure deployments and compatible servers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.dialects.base import (
+    Dialect,
+    ErrorResponse,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    json_error,
+)
+from proxy.dialects.locator import parse_locator
+from proxy.dialects.schema import content_texts, schema_descriptions
+from proxy.dialects.stream import StreamFilters, StreamSession, dump_json, rewritten, synthesised
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.sse import SSEEvent
+
+ROLE_SOURCES = {
+    "system": Source.SYSTEM,
+    "developer": Source.SYSTEM,
+    "user": Source.USER,
+    "assistant": Source.ASSISTANT,
+    "tool": Source.TOOL_RESULT,
+    "function": Source.TOOL_RESULT,
+}
+TEXT_KEYS = ("content", "refusal")
+LEGACY_CALL = -1
+
+_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(status: int, message: str, code: str) -> ErrorResponse:
+    error_type = "server_error" if status >= 500 else _ERROR_TYPES.get(status, "invalid_request_error")
+    return json_error(
+        status, {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    )
+
+
+def _arguments(value: Any) -> str:
+    return value if isinstance(value, str) else dump_json(value)
+
+
+def _require_object(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise TypeError("expected a JSON object")
+    return document
+
+
+class OpenAIChat(Dialect):
+    name = "openai_chat"
+
+    def _request_from(self, document: Any) -> RequestView:
+        body = _require_object(document)
+        view = RequestView(
+            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
+        )
+        names_by_call_id: dict[str, str] = {}
+        for position, raw_message in enumerate(as_list(body.get("messages"))):
+            message = as_dict(raw_message)
+            role = as_str(message.get("role")) or "user"
+            base = f"messages[{position}]"
+            call_id = as_str(message.get("tool_call_id"))
+            tool_name = None
+            if role in ("tool", "function"):
+                tool_name = names_by_call_id.get(call_id or "") or as_str(message.get("name"))
+            for key in TEXT_KEYS:
+                for where, text in content_texts(message.get(key), f"{base}.{key}", ("text", "refusal")):
+                    view.parts.append(
+                        Part(ROLE_SOURCES.get(role, Source.USER), text, where, tool_name, call_id)
+                    )
+            for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
+                call = as_dict(raw_call)
+                function = as_dict(call.get("function"))
+                tool_call = ToolCall(
+                    id=as_str(call.get("id")),
+                    name=as_str(function.get("name")) or "",
+                    arguments=_arguments(function.get("arguments", "")),
+                    where=f"{base}.tool_calls[{index}]",
+                )
+                view.tool_calls.append(tool_call)
+                if tool_call.id is not None:
+                    names_by_call_id[tool_call.id] = tool_call.name
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict):
+                view.tool_calls.append(
+                    ToolCall(
+                        id=None,
+                        name=as_str(legacy.get("name")) or "",
+                        arguments=_arguments(legacy.get("arguments", "")),
+                        where=f"{base}.function_call",
+                    )
+                )
+        for position, raw_tool in enumerate(as_list(body.get("tools"))):
+            function = as_dict(as_dict(raw_tool).get("function"))
+            self._offer(view, function, ("tools", position, "function"))
+        for position, raw_function in enumerate(as_list(body.get("functions"))):
+            self._offer(view, as_dict(raw_function), ("functions", position))
+        return view
+
+    @staticmethod
+    def _offer(view: RequestView, function: dict[str, Any], steps: tuple[str | int, ...]) -> None:
+        name = as_str(function.get("name")) or ""
+        view.tools_offered.append(name)
+        for where, text in schema_descriptions(
+            {key: function[key] for key in ("description", "parameters") if key in function}, steps
+        ):
+            view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+
+    def _completion_from(self, document: Any) -> Completion:
+        body = _require_object(document)
+        completion = Completion(model=as_str(body.get("model")))
+        choices = as_list(body.get("choices"))
+        for position, raw_choice in enumerate(choices):
+            choice = as_dict(raw_choice)
+            message = as_dict(choice.get("message"))
+            base = f"choices[{position}].message"
+            for key in TEXT_KEYS:
+                text = as_str(message.get(key))
+                if text:
+                    completion.text.append(TextSegment(text, f"{base}.{key}"))
+            for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
+                call = as_dict(raw_call)
+                function = as_dict(call.get("function"))
+                completion.tool_calls.append(
+                    ToolCall(
+                        id=as_str(call.get("id")),
+                        name=as_str(function.get("name")) or "",
+                        arguments=_arguments(function.get("arguments", "")),
+                        where=f"{base}.tool_calls[{index}]",
+                    )
+                )
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict):
+                completion.tool_calls.append(
+                    ToolCall(
+                        id=None,
+                        name=as_str(legacy.get("name")) or "",
+                        arguments=_arguments(legacy.get("arguments", "")),
+                        where=f"{base}.function_call",
+                    )
+                )
+        if choices:
+            completion.stop_reason = as_str(as_dict(choices[0]).get("finish_reason"))
+        usage = as_dict(body.get("usage"))
+        completion.usage = Usage(as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens")))
+        return completion
+
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        removed: dict[int, set[int]] = {}
+        for call in dropped:
+            steps = parse_locator(call.where)
+            position = int(steps[1])
+            message = document["choices"][position]["message"]
+            if steps[-1] == "function_call":
+                del message["function_call"]
+            else:
+                removed.setdefault(position, set()).add(int(steps[-1]))
+        for position, raw_choice in enumerate(as_list(document.get("choices"))):
+            choice = as_dict(raw_choice)
+            message = as_dict(choice.get("message"))
+            calls = as_list(message.get("tool_calls"))
+            kept = [call for index, call in enumerate(calls) if index not in removed.get(position, set())]
+            if kept:
+                message["tool_calls"] = kept
+            else:
+                message.pop("tool_calls", None)
+            if (
+                not kept
+                and "function_call" not in message
+                and choice.get("finish_reason")
+                in (
+                    "tool_calls",
+                    "function_call",
+                )
+            ):
+                choice["finish_reason"] = "stop"
+            if notice is not None:
+                existing = as_str(message.get("content"))
+                message["content"] = f"{existing}\n\n{notice}" if existing else notice
+
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        return openai_error(status, message, code)
+
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
+        return ChatStreamSession(filters)
+
+
+@dataclass(slots=True)
+class _CallState:
+    call_id: str | None = None
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class _ChoiceState:
+    texts: dict[str, str] = field(default_factory=dict)
+    calls: dict[int, _CallState] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _GatedCall:
+    held: list[dict[str, Any]] = field(default_factory=list)
+    decision: str | None = None
+    out_index: int = 0
+
+
+class ChatStreamSession(StreamSession):
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._model: str | None = None
+        self._usage = Usage()
+        self._choices: dict[int, _ChoiceState] = {}
+        self._envelope: dict[str, Any] = {"object": "chat.completion.chunk"}
+        self._gated: dict[tuple[int, int], _GatedCall] = {}
+        self._released_calls: dict[int, int] = {}
+
+    @property
+    def completion(self) -> Completion:
+        completion = Completion(model=self._model, usage=self._usage)
+        for index in sorted(self._choices):
+            state = self._choices[index]
+            base = f"choices[{index}].message"
+            for key in TEXT_KEYS:
+                if state.texts.get(key):
+                    completion.text.append(TextSegment(state.texts[key], f"{base}.{key}"))
+            for call_index in sorted(state.calls):
+                call = state.calls[call_index]
+                where = (
+                    f"{base}.function_call"
+                    if call_index == LEGACY_CALL
+                    else f"{base}.tool_calls[{call_index}]"
+                )
+                completion.tool_calls.append(ToolCall(call.call_id, call.name, call.arguments, where))
+        if self._choices:
+            completion.stop_reason = self._choices[min(self._choices)].finish_reason
+        return completion
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        chunk = as_dict(payload)
+        if "error" in chunk:
+            self.notes.append("upstream sent an error event")
+        for key in ("id", "created", "model", "system_fingerprint"):
+            if key in chunk:
+                self._envelope[key] = chunk[key]
+        self._model = as_str(chunk.get("model")) or self._model
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = Usage(as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens")))
+        for position, raw_choice in enumerate(as_list(chunk.get("choices"))):
+            choice = as_dict(raw_choice)
+            state = self._choices.setdefault(_index(choice, position), _ChoiceState())
+            delta = as_dict(choice.get("delta"))
+            for key in TEXT_KEYS:
+                text = as_str(delta.get(key))
+                if text:
+                    state.texts[key] = state.texts.get(key, "") + text
+            for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
+                call_delta = as_dict(raw_call)
+                _accumulate(
+                    state.calls.setdefault(_index(call_delta, call_position), _CallState()), call_delta
+                )
+            legacy = delta.get("function_call")
+            if isinstance(legacy, dict):
+                _accumulate(state.calls.setdefault(LEGACY_CALL, _CallState()), {"function": legacy})
+            finish_reason = as_str(choice.get("finish_reason"))
+            if finish_reason:
+                state.finish_reason = finish_reason
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        chunk = as_dict(payload)
+        choices = as_list(chunk.get("choices"))
+        if not choices:
+            return [event.raw]
+        before: list[bytes] = []
+        for position, raw_choice in enumerate(choices):
+            if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
+                continue
+            choice_index = _index(raw_choice, position)
+            delta = raw_choice["delta"]
+            ending = isinstance(raw_choice.get("finish_reason"), str)
+            for key in TEXT_KEYS:
+                text = as_str(delta.get(key))
+                where = f"choices[{choice_index}].message.{key}"
+                released = self._filter_text(where, text) if text else ""
+                if ending:
+                    released += self._close_channel(where)
+                    if released:
+                        before.append(self._text_chunk(choice_index, key, released))
+                        released = ""
+                if text:
+                    delta[key] = released
+            if self.filters.tool_gate is not None:
+                before.extend(self._gate_calls(choice_index, delta))
+                if ending:
+                    self._drop_undecided(choice_index)
+                    if raw_choice["finish_reason"] in (
+                        "tool_calls",
+                        "function_call",
+                    ) and not self._released_calls.get(choice_index):
+                        raw_choice["finish_reason"] = "stop"
+        if _is_empty_chunk(chunk):
+            return before
+        return [*before, rewritten(event, chunk)]
+
+    def _gate_calls(self, choice_index: int, delta: dict[str, Any]) -> list[bytes]:
+        notices: list[bytes] = []
+        passed: list[dict[str, Any]] = []
+        for position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
+            call_delta = as_dict(raw_call)
+            released, notice = self._gate_one(choice_index, _index(call_delta, position), call_delta)
+            passed.extend(released)
+            notices.extend(notice)
+        if "tool_calls" in delta:
+            if passed:
+                delta["tool_calls"] = passed
+            else:
+                del delta["tool_calls"]
+        legacy = delta.get("function_call")
+        if isinstance(legacy, dict):
+            released, notice = self._gate_one(choice_index, LEGACY_CALL, {"function": legacy})
+            notices.extend(notice)
+            if released:
+                delta["function_call"] = released[0]["function"]
+            else:
+                del delta["function_call"]
+        return notices
+
+    def _gate_one(
+        self, choice_index: int, call_index: int, call_delta: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+        gated = self._gated.setdefault((choice_index, call_index), _GatedCall())
+        if gated.decision == "release":
+            if call_index != LEGACY_CALL:
+                call_delta["index"] = gated.out_index
+            return [call_delta], []
+        if gated.decision == "drop":
+            return [], []
+        gated.held.append(call_delta)
+        merged = _CallState()
+        for held in gated.held:
+            _accumulate(merged, held)
+        if not merged.name:
+            return [], []
+        gated.decision = self._decide(merged.name, merged.call_id)
+        if gated.decision == "drop":
+            gated.held.clear()
+            notice = self._notice(merged.name, merged.call_id)
+            return [], [self._text_chunk(choice_index, "content", notice)] if notice else []
+        gated.out_index = self._released_calls.get(choice_index, 0)
+        if call_index != LEGACY_CALL:
+            self._released_calls[choice_index] = gated.out_index + 1
+        first = gated.held[0] if len(gated.held) == 1 else _merged_delta(merged)
+        if call_index != LEGACY_CALL:
+            first["index"] = gated.out_index
+        gated.held.clear()
+        return [first], []
+
+    def _drop_undecided(self, choice_index: int) -> None:
+        for (gated_choice, _), gated in self._gated.items():
+            if gated_choice == choice_index and gated.decision is None:
+                gated.decision = "drop"
+                self.notes.append("a tool call ended before its name was known; dropped")
+
+    def _on_text_event(self, event: SSEEvent) -> list[bytes]:
+        if (event.data or "").strip() != "[DONE]":
+            return super()._on_text_event(event)
+        if not self.filters.active:
+            return [event.raw]
+        return [*self._end_of_stream(), event.raw]
+
+    def _end_of_stream(self) -> list[bytes]:
+        output: list[bytes] = []
+        for where in self._open_channels():
+            steps = parse_locator(where)
+            released = self._close_channel(where)
+            if released:
+                output.append(self._text_chunk(int(steps[1]), str(steps[-1]), released))
+        for choice_index in {choice for choice, _ in self._gated}:
+            self._drop_undecided(choice_index)
+        return output
+
+    def _text_chunk(self, choice_index: int, key: str, text: str) -> bytes:
+        delta = {key: text}
+        choice = {"index": choice_index, "delta": delta, "logprobs": None, "finish_reason": None}
+        return synthesised({**self._envelope, "choices": [choice]})
+
+
+def _index(item: dict[str, Any], position: int) -> int:
+    index = as_int(item.get("index"))
+    return position if index is None else index
+
+
+def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
+    if state.call_id is None:
+        state.call_id = as_str(call_delta.get("id"))
+    function = as_dict(call_delta.get("function"))
+    # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does.
+    state.name += as_str(function.get("name")) or ""
+    state.arguments += as_str(function.get("arguments")) or ""
+
+
+def _merged_delta(call: _CallState) -> dict[str, Any]:
+    merged: dict[str, Any] = {
+        "index": 0,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+    if call.call_id is not None:
+        merged["id"] = call.call_id
+    return merged
+
+
+def _is_empty_chunk(chunk: dict[str, Any]) -> bool:
+    """A chunk whose every delta lost its content to a filter or the gate: nothing left to send."""
+    if chunk.get("usage") or any(
+        key
+        not in (
+            "id",
+            "object",
+            "created",
+            "model",
+            "system_fingerprint",
+            "choices",
+            "service_tier",
+            "usage",
+            "obfuscation",
+        )
+        for key in chunk
+    ):
+        return False
+    for raw_choice in as_list(chunk.get("choices")):
+        choice = as_dict(raw_choice)
+        if choice.get("finish_reason") is not None or choice.get("logprobs"):
+            return False
+        if any(value not in (None, "", []) for value in as_dict(choice.get("delta")).values()):
+            return False
+    return True

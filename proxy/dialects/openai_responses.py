@@ -1,0 +1,354 @@
+"""OpenAI Responses (``/v1/responses``): instructions, input items, output items, named SSE events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.dialects.base import Dialect, ErrorResponse, as_dict, as_int, as_list, as_str
+from proxy.dialects.locator import parse_locator
+from proxy.dialects.openai_chat import openai_error
+from proxy.dialects.schema import content_texts, schema_descriptions
+from proxy.dialects.stream import StreamFilters, StreamSession, rewritten, synthesised
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.sse import SSEEvent
+
+ROLE_SOURCES = {
+    "system": Source.SYSTEM,
+    "developer": Source.SYSTEM,
+    "user": Source.USER,
+    "assistant": Source.ASSISTANT,
+}
+CONTENT_TEXT_KEYS = {"output_text": "text", "input_text": "text", "refusal": "refusal"}
+TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _require_object(document: Any) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise TypeError("expected a JSON object")
+    return document
+
+
+def _item_type(item: dict[str, Any]) -> str:
+    return as_str(item.get("type")) or ("message" if "role" in item else "")
+
+
+def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
+    arguments = item.get("arguments", "")
+    return ToolCall(
+        id=as_str(item.get("call_id")) or as_str(item.get("id")),
+        name=as_str(item.get("name")) or "",
+        arguments=arguments if isinstance(arguments, str) else "",
+        where=where,
+    )
+
+
+def _message_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
+    segments: list[TextSegment] = []
+    for position, raw_part in enumerate(as_list(item.get("content"))):
+        part = as_dict(raw_part)
+        key = CONTENT_TEXT_KEYS.get(as_str(part.get("type")) or "")
+        text = as_str(part.get(key)) if key else None
+        if key and text:
+            segments.append(TextSegment(text, f"{base}.content[{position}].{key}"))
+    return segments
+
+
+def notice_item(item_id: str, text: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+class OpenAIResponses(Dialect):
+    name = "openai_responses"
+
+    def _request_from(self, document: Any) -> RequestView:
+        body = _require_object(document)
+        view = RequestView(
+            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
+        )
+        instructions = as_str(body.get("instructions"))
+        if instructions is not None:
+            view.parts.append(Part(Source.SYSTEM, instructions, "instructions"))
+        given_input = body.get("input")
+        if isinstance(given_input, str):
+            view.parts.append(Part(Source.USER, given_input, "input"))
+        names_by_call_id: dict[str, str] = {}
+        for position, raw_item in enumerate(as_list(given_input)):
+            item = as_dict(raw_item)
+            base = f"input[{position}]"
+            item_type = _item_type(item)
+            if item_type == "message":
+                source = ROLE_SOURCES.get(as_str(item.get("role")) or "", Source.USER)
+                for where, text in content_texts(item.get("content"), f"{base}.content", ("text", "refusal")):
+                    view.parts.append(Part(source, text, where))
+            elif item_type == "function_call":
+                call = _tool_call(item, base)
+                view.tool_calls.append(call)
+                if call.id is not None:
+                    names_by_call_id[call.id] = call.name
+            elif item_type == "function_call_output":
+                call_id = as_str(item.get("call_id"))
+                tool_name = names_by_call_id.get(call_id or "")
+                for where, text in content_texts(item.get("output"), f"{base}.output"):
+                    view.parts.append(Part(Source.TOOL_RESULT, text, where, tool_name, call_id))
+        for position, raw_tool in enumerate(as_list(body.get("tools"))):
+            tool = as_dict(raw_tool)
+            name = (
+                as_str(tool.get("name")) or as_str(tool.get("server_label")) or as_str(tool.get("type")) or ""
+            )
+            view.tools_offered.append(name)
+            described = {key: tool[key] for key in ("description", "parameters") if key in tool}
+            for where, text in schema_descriptions(described, ("tools", position)):
+                view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        return view
+
+    def _completion_from(self, document: Any) -> Completion:
+        body = _require_object(document)
+        completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("status")))
+        for position, raw_item in enumerate(as_list(body.get("output"))):
+            item = as_dict(raw_item)
+            item_type = _item_type(item)
+            if item_type == "message":
+                completion.text.extend(_message_texts(item, f"output[{position}]"))
+            elif item_type == "function_call":
+                completion.tool_calls.append(_tool_call(item, f"output[{position}]"))
+        completion.usage = _usage(body.get("usage"))
+        return completion
+
+    def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        removed = {int(parse_locator(call.where)[1]) for call in dropped}
+        output = [
+            item for position, item in enumerate(as_list(document.get("output"))) if position not in removed
+        ]
+        if notice is not None:
+            output.append(notice_item("msg_egressguard_notice", notice))
+        document["output"] = output
+
+    def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
+        return openai_error(status, message, code)
+
+    def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
+        return ResponsesStreamSession(filters)
+
+
+def _usage(value: Any) -> Usage:
+    usage = as_dict(value)
+    return Usage(as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens")))
+
+
+@dataclass(slots=True)
+class _Item:
+    item_type: str
+    texts: dict[tuple[int, str], str] = field(default_factory=dict)
+    call: ToolCall | None = None
+
+
+class ResponsesStreamSession(StreamSession):
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._model: str | None = None
+        self._status: str | None = None
+        self._usage = Usage()
+        self._items: dict[int, _Item] = {}
+        # Output positions as the agent sees them: dropped calls leave no gap, or become a notice item.
+        self._out_index: dict[int, int] = {}
+        self._notices: dict[int, dict[str, Any]] = {}
+        self._next_out_index = 0
+
+    @property
+    def completion(self) -> Completion:
+        completion = Completion(model=self._model, usage=self._usage, stop_reason=self._status)
+        for position in sorted(self._items):
+            item = self._items[position]
+            if item.call is not None:
+                completion.tool_calls.append(item.call)
+            for content_index, key in sorted(item.texts):
+                text = item.texts[(content_index, key)]
+                if text:
+                    completion.text.append(
+                        TextSegment(text, f"output[{position}].content[{content_index}].{key}")
+                    )
+        return completion
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        body = as_dict(payload)
+        event_type = as_str(body.get("type")) or event.type
+        response = body.get("response")
+        if isinstance(response, dict):
+            self._model = as_str(response.get("model")) or self._model
+            self._status = as_str(response.get("status")) or self._status
+            if isinstance(response.get("usage"), dict):
+                self._usage = _usage(response["usage"])
+            if event_type in TERMINAL_EVENTS:
+                for position, raw_item in enumerate(as_list(response.get("output"))):
+                    self._record_item(position, as_dict(raw_item))
+            return
+        if event_type == "error":
+            self.notes.append("upstream sent an error event")
+        output_index = as_int(body.get("output_index"))
+        if output_index is None:
+            return
+        if event_type in ("response.output_item.added", "response.output_item.done"):
+            self._record_item(output_index, as_dict(body.get("item")))
+            return
+        item = self._items.setdefault(output_index, _Item("message"))
+        content_index = as_int(body.get("content_index")) or 0
+        delta = as_str(body.get("delta")) or ""
+        if event_type in ("response.output_text.delta", "response.refusal.delta"):
+            key = "text" if event_type == "response.output_text.delta" else "refusal"
+            item.texts[(content_index, key)] = item.texts.get((content_index, key), "") + delta
+        elif event_type == "response.function_call_arguments.delta" and item.call is not None:
+            item.call.arguments += delta
+        elif event_type == "response.function_call_arguments.done" and item.call is not None:
+            item.call.arguments = as_str(body.get("arguments")) or item.call.arguments
+
+    def _record_item(self, position: int, item: dict[str, Any]) -> None:
+        item_type = _item_type(item)
+        where = f"output[{position}]"
+        if item_type == "function_call":
+            self._items[position] = _Item(item_type, call=_tool_call(item, where))
+        elif item_type == "message":
+            recorded = self._items.setdefault(position, _Item(item_type))
+            for segment in _message_texts(item, where):
+                steps = parse_locator(segment.where)
+                recorded.texts[(int(steps[3]), str(steps[4]))] = segment.text
+        else:
+            self._items.setdefault(position, _Item(item_type))
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        body = as_dict(payload)
+        event_type = as_str(body.get("type")) or event.type
+        if event_type in TERMINAL_EVENTS and isinstance(body.get("response"), dict):
+            flushed_events = self._end_of_stream()
+            self._rewrite_output(body["response"])
+            return [*flushed_events, rewritten(event, body)]
+        position = as_int(body.get("output_index"))
+        if position is None:
+            return [event.raw]
+        if event_type == "response.output_item.added":
+            return self._item_added(event, body, position)
+        out_index = self._out_index.get(position)
+        if out_index is None or position in self._notices:
+            return []
+        body["output_index"] = out_index
+        before: list[bytes] = []
+        if event_type in ("response.output_text.delta", "response.refusal.delta"):
+            released = self._filter_text(
+                self._where(body, position, event_type), as_str(body.get("delta")) or ""
+            )
+            if not released:
+                return []
+            body["delta"] = released
+        elif event_type in ("response.output_text.done", "response.refusal.done"):
+            key = "text" if event_type == "response.output_text.done" else "refusal"
+            where = self._where(body, position, event_type)
+            flushed = self._close_channel(where)
+            if flushed:
+                before.append(self._text_delta(body, key, flushed))
+            body[key] = self.released_text.get(where, "")
+        elif event_type == "response.content_part.done":
+            self._rewrite_part(
+                as_dict(body.get("part")),
+                f"output[{position}].content[{as_int(body.get('content_index')) or 0}]",
+            )
+        elif event_type == "response.output_item.done":
+            self._rewrite_message(as_dict(body.get("item")), position)
+        return [*before, rewritten(event, body)]
+
+    def _item_added(self, event: SSEEvent, body: dict[str, Any], position: int) -> list[bytes]:
+        item = as_dict(body.get("item"))
+        if _item_type(item) == "function_call" and self.filters.tool_gate is not None:
+            call = _tool_call(item, f"output[{position}]")
+            if self._decide(call.name, call.id) == "drop":
+                notice = self._notice(call.name, call.id)
+                if notice is None:
+                    return []
+                self._out_index[position] = self._next_out_index
+                self._next_out_index += 1
+                self._notices[position] = notice_item(f"msg_egressguard_{position}", notice)
+                return self._notice_events(body, position, notice)
+        self._out_index[position] = self._next_out_index
+        self._next_out_index += 1
+        if self._out_index[position] == position:
+            return [event.raw]
+        body["output_index"] = self._out_index[position]
+        return [rewritten(event, body)]
+
+    def _notice_events(self, body: dict[str, Any], position: int, notice: str) -> list[bytes]:
+        item = self._notices[position]
+        sequence = body.get("sequence_number")
+        located = {"item_id": item["id"], "output_index": self._out_index[position], "content_index": 0}
+        empty_part = {"type": "output_text", "text": "", "annotations": []}
+        in_progress = {**item, "status": "in_progress", "content": []}
+        events = [
+            {
+                "type": "response.output_item.added",
+                "output_index": located["output_index"],
+                "item": in_progress,
+            },
+            {"type": "response.content_part.added", **located, "part": empty_part},
+            {"type": "response.output_text.delta", **located, "delta": notice, "logprobs": []},
+            {"type": "response.output_text.done", **located, "text": notice, "logprobs": []},
+            {"type": "response.content_part.done", **located, "part": item["content"][0]},
+            {"type": "response.output_item.done", "output_index": located["output_index"], "item": item},
+        ]
+        return [synthesised({**payload, "sequence_number": sequence}, payload["type"]) for payload in events]
+
+    def _where(self, body: dict[str, Any], position: int, event_type: str) -> str:
+        key = "refusal" if event_type.startswith("response.refusal") else "text"
+        return f"output[{position}].content[{as_int(body.get('content_index')) or 0}].{key}"
+
+    def _text_delta(self, body: dict[str, Any], key: str, text: str) -> bytes:
+        event_type = "response.output_text.delta" if key == "text" else "response.refusal.delta"
+        payload = {
+            "type": event_type,
+            "sequence_number": body.get("sequence_number"),
+            "item_id": body.get("item_id"),
+            "output_index": body.get("output_index"),
+            "content_index": body.get("content_index"),
+            "delta": text,
+        }
+        if key == "text":
+            payload["logprobs"] = []
+        return synthesised(payload, event_type)
+
+    def _rewrite_part(self, part: dict[str, Any], base: str) -> None:
+        key = CONTENT_TEXT_KEYS.get(as_str(part.get("type")) or "")
+        if key and f"{base}.{key}" in self.released_text:
+            part[key] = self.released_text[f"{base}.{key}"]
+
+    def _rewrite_message(self, item: dict[str, Any], position: int) -> None:
+        if _item_type(item) != "message":
+            return
+        for content_index, raw_part in enumerate(as_list(item.get("content"))):
+            self._rewrite_part(as_dict(raw_part), f"output[{position}].content[{content_index}]")
+
+    def _rewrite_output(self, response: dict[str, Any]) -> None:
+        output: list[Any] = []
+        for position, raw_item in enumerate(as_list(response.get("output"))):
+            if position in self._notices:
+                output.append(self._notices[position])
+            elif position in self._out_index or not self._out_index:
+                self._rewrite_message(as_dict(raw_item), position)
+                output.append(raw_item)
+        response["output"] = output
+
+    def _end_of_stream(self) -> list[bytes]:
+        output: list[bytes] = []
+        for where in self._open_channels():
+            steps = parse_locator(where)
+            position, content_index, key = int(steps[1]), int(steps[3]), str(steps[4])
+            flushed = self._close_channel(where)
+            if flushed:
+                located = {
+                    "output_index": self._out_index.get(position, position),
+                    "content_index": content_index,
+                }
+                output.append(self._text_delta(located, key, flushed))
+        return output

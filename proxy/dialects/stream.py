@@ -1,0 +1,215 @@
+"""What detectors plug into a streamed response, and the session machinery every dialect shares.
+
+A session reads SSE bytes as they arrive, keeps the neutral ``Completion`` up to date, and when filters
+are given rewrites the stream:
+
+- a ``TextFilter`` per text channel (one per ``TextSegment.where``) sees every text delta and returns the
+  text to release now; what it holds back comes out of ``flush()`` at the channel's end, in a delta event
+  of the dialect's own shape sent before the event that ends the channel;
+- a ``ToolGate`` decides, once a tool call's name is known, whether the call reaches the agent; deltas
+  that arrive before that are held.
+
+Without filters every event is forwarded byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from proxy.exchange import Completion
+from proxy.sse import SSEEvent, SSEParser, serialise
+
+
+class TextFilter(Protocol):
+    """Incremental text transformer: a redactor holds back what might be the start of a secret."""
+
+    def feed(self, text: str) -> str:
+        """Takes the next piece of text; returns the text that may be released now."""
+        ...
+
+    def flush(self) -> str:
+        """The channel ended: returns everything still held."""
+        ...
+
+
+TextFilterFactory = Callable[[str], TextFilter]
+"""Makes the filter for one text channel; receives the channel's locator (``TextSegment.where``)."""
+
+ToolDecision = Literal["release", "drop"]
+ToolGate = Callable[[str, str | None], ToolDecision]
+"""Decides a streamed tool call from its name and call id (None when the API gives none)."""
+
+# A body that is valid JSON but not in the shape a dialect reads is still never an exception: these are
+# what defensive reading of an arbitrary document can raise.
+SHAPE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, IndexError, RecursionError)
+
+DropNotice = Callable[[str, str | None], str | None]
+"""Text to show the agent in place of a dropped call (tool name, call id), or None for no notice."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilters:
+    text_filter: TextFilterFactory | None = None
+    tool_gate: ToolGate | None = None
+    drop_notice: DropNotice | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.text_filter is not None or self.tool_gate is not None
+
+
+class _ChainedFilter:
+    def __init__(self, filters: list[TextFilter]) -> None:
+        self._filters = filters
+
+    def feed(self, text: str) -> str:
+        for text_filter in self._filters:
+            text = text_filter.feed(text)
+        return text
+
+    def flush(self) -> str:
+        released = ""
+        for text_filter in self._filters:
+            released = (
+                text_filter.flush() if not released else text_filter.feed(released) + text_filter.flush()
+            )
+        return released
+
+
+def chain_filters(*factories: TextFilterFactory) -> TextFilterFactory:
+    """One factory whose filters pass text through each given filter in order (redactor, then a
+    system-prompt-leak detector, ...)."""
+
+    def make(where: str) -> TextFilter:
+        return _ChainedFilter([factory(where) for factory in factories])
+
+    return make
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class StreamSession(ABC):
+    """Feeds one SSE response through a dialect. Usable directly as mitmproxy's
+    ``flow.response.stream`` callable: each chunk goes to ``feed``, the final ``b""`` to ``finish``."""
+
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        self.filters = filters or StreamFilters()
+        self.notes: list[str] = []
+        self.dropped_tool_calls: list[tuple[str, str | None]] = []
+        self.released_text: dict[str, str] = {}
+        self._parser = SSEParser()
+        self._channels: dict[str, TextFilter] = {}
+        self._finished = False
+
+    @property
+    @abstractmethod
+    def completion(self) -> Completion:
+        """What the upstream sent so far, as ``parse_response`` of the equivalent JSON would give it."""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        return self.feed(chunk) if chunk else self.finish()
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._finished:
+            return b""
+        output: list[bytes] = []
+        for event in self._parser.feed(chunk):
+            output.extend(self._on_block(event))
+        return b"".join(output)
+
+    def finish(self) -> bytes:
+        if self._finished:
+            return b""
+        self._finished = True
+        last_events, tail = self._parser.finish()
+        output = [piece for event in last_events for piece in self._on_block(event)]
+        if self.filters.active:
+            output.extend(self._end_of_stream())
+        if tail:
+            self.notes.append(f"stream ended inside an event ({len(tail)} bytes)")
+            if not self.filters.active:
+                output.append(tail)
+        return b"".join(output)
+
+    def _on_block(self, event: SSEEvent) -> list[bytes]:
+        if event.data is None:
+            return [event.raw]
+        try:
+            payload = json.loads(event.data)
+        except ValueError:
+            return self._on_text_event(event)
+        try:
+            self._observe(event, payload)
+            if not self.filters.active:
+                return [event.raw]
+            return self._transform(event, payload)
+        except SHAPE_ERRORS as error:
+            self.notes.append(
+                f"event {event.type!r} has an unexpected shape ({type(error).__name__}); passed through"
+            )
+            return [event.raw]
+
+    def _on_text_event(self, event: SSEEvent) -> list[bytes]:
+        self.notes.append(f"event {event.type!r} is not JSON; passed through")
+        return [event.raw]
+
+    @abstractmethod
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        """Updates the completion from one parsed event."""
+
+    @abstractmethod
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        """The bytes to send for one event when filters are active; may mutate ``payload``."""
+
+    def _end_of_stream(self) -> list[bytes]:
+        """Events to send when the stream ends: at least the flushed text of channels still open."""
+        return []
+
+    def _filter_text(self, where: str, text: str) -> str:
+        factory = self.filters.text_filter
+        if factory is None:
+            released = text
+        else:
+            channel = self._channels.get(where)
+            if channel is None:
+                channel = self._channels[where] = factory(where)
+            released = channel.feed(text)
+        self.released_text[where] = self.released_text.get(where, "") + released
+        return released
+
+    def _close_channel(self, where: str) -> str:
+        channel = self._channels.pop(where, None)
+        if channel is None:
+            return ""
+        released = channel.flush()
+        self.released_text[where] = self.released_text.get(where, "") + released
+        return released
+
+    def _open_channels(self) -> list[str]:
+        return list(self._channels)
+
+    def _decide(self, name: str, call_id: str | None) -> ToolDecision:
+        gate = self.filters.tool_gate
+        decision: ToolDecision = "release" if gate is None else gate(name, call_id)
+        if decision == "drop":
+            self.dropped_tool_calls.append((name, call_id))
+        return decision
+
+    def _notice(self, name: str, call_id: str | None) -> str | None:
+        make_notice = self.filters.drop_notice
+        return None if make_notice is None else make_notice(name, call_id)
+
+
+def rewritten(event: SSEEvent, payload: Any) -> bytes:
+    """The event re-serialised with a new JSON payload, keeping its name and id."""
+    return serialise(SSEEvent(data=dump_json(payload), event=event.event, id=event.id, retry=event.retry))
+
+
+def synthesised(payload: Any, event_name: str | None = None) -> bytes:
+    return serialise(SSEEvent(data=dump_json(payload), event=event_name))

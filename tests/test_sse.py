@@ -1,0 +1,109 @@
+"""The incremental SSE parser: framing, fields, line ends and re-serialisation."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.sse import SSEEvent, SSEParser, serialise
+
+
+def parse_all(stream: bytes) -> list[SSEEvent]:
+    parser = SSEParser()
+    events = parser.feed(stream)
+    last_events, tail = parser.finish()
+    assert tail == b""
+    return events + last_events
+
+
+def test_event_is_returned_as_soon_as_its_blank_line_arrives() -> None:
+    """An event comes out of the chunk that completes it, not later."""
+    parser = SSEParser()
+    assert parser.feed(b"data: hel") == []
+    assert parser.feed(b"lo\n") == []
+    events = parser.feed(b"\ndata: next")
+    assert [event.data for event in events] == ["hello"]
+
+
+def test_multiline_data_is_joined_with_newlines() -> None:
+    """Several data lines make one value joined by LF."""
+    (event,) = parse_all(b"data: first\ndata:second\ndata\n\n")
+    assert event.data == "first\nsecond\n"
+
+
+def test_event_id_and_retry_fields_are_read() -> None:
+    """event, id and retry fields land in the event; unknown fields are ignored."""
+    (event,) = parse_all(b"event: message_start\nid: 42\nretry: 1500\nfoo: bar\ndata: {}\n\n")
+    assert (event.event, event.id, event.retry, event.data) == ("message_start", "42", 1500, "{}")
+    assert event.type == "message_start"
+
+
+def test_comment_only_block_is_a_keepalive_without_data() -> None:
+    """A comment block yields an event with no data so its bytes can still be forwarded."""
+    events = parse_all(b": ping\n\ndata: x\n\n")
+    assert [event.data for event in events] == [None, "x"]
+    assert events[0].raw == b": ping\n\n"
+
+
+def test_crlf_and_cr_line_ends_are_accepted() -> None:
+    """CRLF and bare CR end lines just like LF."""
+    assert [event.data for event in parse_all(b"data: a\r\n\r\ndata: b\r\rdata: c\n\n")] == ["a", "b", "c"]
+
+
+def test_crlf_split_between_chunks_is_one_line_end() -> None:
+    """A CR at the end of a chunk followed by LF in the next is one line end, not two."""
+    parser = SSEParser()
+    events = parser.feed(b"data: a\r")
+    events += parser.feed(b"\ndata: b\r\n\r\n")
+    assert [event.data for event in events] == ["a\nb"]
+
+
+def test_byte_order_mark_is_skipped() -> None:
+    """A leading UTF-8 BOM is not part of the first field name."""
+    (event,) = parse_all(b"\xef\xbb\xbfdata: x\n\n")
+    assert event.data == "x"
+
+
+def test_unterminated_event_is_returned_by_finish() -> None:
+    """finish() hands back the bytes of an event that never ended."""
+    parser = SSEParser()
+    assert parser.feed(b"data: done\n\ndata: cut") != []
+    assert parser.finish() == ([], b"data: cut")
+
+
+def test_raw_bytes_cover_the_whole_input() -> None:
+    """Concatenated raw bytes of all events reproduce the input exactly."""
+    stream = b": hi\n\nevent: a\r\ndata: 1\r\n\r\n\n\ndata: 2\n\n"
+    assert b"".join(event.raw for event in parse_all(stream)) == stream
+
+
+def test_serialise_round_trips_through_the_parser() -> None:
+    """A serialised event parses back to the same fields."""
+    original = SSEEvent(data='{"a":1}\nsecond', event="delta", id="7", retry=10)
+    (parsed,) = parse_all(serialise(original))
+    assert (parsed.data, parsed.event, parsed.id, parsed.retry) == (original.data, "delta", "7", 10)
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20), min_size=1, max_size=6
+    ),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+)
+def test_any_chunking_gives_the_same_events(values: list[str], cuts: list[int], line_end: bytes) -> None:
+    """Cutting the byte stream anywhere changes neither the events nor their raw bytes."""
+    stream = b"".join(b"data: " + value.encode() + line_end + line_end for value in values)
+    whole = parse_all(stream)
+    parser = SSEParser()
+    pieces: list[SSEEvent] = []
+    previous = 0
+    for cut in sorted(min(cut, len(stream)) for cut in cuts):
+        pieces += parser.feed(stream[previous:cut])
+        previous = cut
+    pieces += parser.feed(stream[previous:])
+    last_events, tail = parser.finish()
+    pieces += last_events
+    assert tail == b""
+    assert pieces == whole
+    assert [event.data for event in whole] == values
