@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from addons.audit import Audit
 from addons.config import PolicyLoader
+from addons.egress import Egress
 from addons.identity import AgentIdentity
 from proxy.runtime import Runtime
 
@@ -13,5 +14,6 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     return [
         PolicyLoader(runtime),
         AgentIdentity(runtime),
+        Egress(runtime),
         Audit(runtime),
     ]

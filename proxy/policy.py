@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
 from proxy.yamlschema import (
     BOOLEAN,
@@ -51,13 +52,16 @@ def _byte_size(text: str) -> int:
     return int(match[1]) << (10 * exponent)
 
 
-AGENT = Record(
-    {"token_env": STRING, "token": STRING, "role": STRING},
-    required=("role",),
-)
+def _host_pattern(text: str) -> str:
+    HostPattern.parse(text)
+    return text
+
+
+HOST_PATTERNS = ListOf(Custom(_host_pattern, "a host pattern"))
+AGENT = Record({"token_env": STRING, "token": STRING, "role": STRING})
 ROLE = Record(
     {
-        "egress": Record({"allow": ListOf(STRING), "deny": ListOf(STRING)}),
+        "egress": Record({"allow": HOST_PATTERNS, "deny": HOST_PATTERNS}),
     }
 )
 SCHEMA = Record(
@@ -86,8 +90,7 @@ class Agent:
 @dataclass(frozen=True, slots=True)
 class Role:
     name: str
-    egress_allow: tuple[str, ...] = ()
-    egress_deny: tuple[str, ...] = ()
+    egress: EgressRules = field(default_factory=lambda: EgressRules(allow=()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +153,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     raw, problems = check_document(text, source, SCHEMA)
     warnings: list[Problem] = []
 
-    roles = {
-        name: Role(
-            name=name,
-            egress_allow=tuple(((spec or {}).get("egress") or {}).get("allow") or ()),
-            egress_deny=tuple(((spec or {}).get("egress") or {}).get("deny") or ()),
-        )
-        for name, spec in (raw.get("roles") or {}).items()
-    }
+    roles = {name: _role(name, spec or {}) for name, spec in (raw.get("roles") or {}).items()}
 
     agents: dict[str, Agent] = {}
     for name, spec in (raw.get("agents") or {}).items():
@@ -165,18 +161,15 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
             continue
         line = spec["__line__"]
         token = _agent_token(name, spec, env, source, line, problems, warnings)
-        if spec.get("role") is not None and spec["role"] not in roles:
+        role = spec.get("role") or DEFAULT_ROLE
+        if role not in roles:
             problems.append(
-                Problem(
-                    source,
-                    line,
-                    f"agent {name!r} names role {spec.get('role')!r}, which is not defined under roles",
-                )
+                Problem(source, line, f"agent {name!r} names role {role!r}, which is not defined under roles")
             )
         if ":" in name:
             problems.append(Problem(source, line, f"agent name {name!r} cannot contain ':'"))
         if token is not None:
-            agents[name] = Agent(name=name, role=spec["role"], token=token, token_env=spec.get("token_env"))
+            agents[name] = Agent(name=name, role=role, token=token, token_env=spec.get("token_env"))
 
     if problems:
         raise SchemaError(problems)
@@ -199,6 +192,13 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
         warnings=tuple(warnings),
     )
+
+
+def _role(name: str, spec: dict[str, Any]) -> Role:
+    egress = spec.get("egress") or {}
+    allow = [entry for entry in egress.get("allow") or () if entry is not None]
+    deny = [entry for entry in egress.get("deny") or () if entry is not None]
+    return Role(name=name, egress=EgressRules(allow=allow, deny=deny))
 
 
 def _agent_token(

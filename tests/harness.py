@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import socket
@@ -17,13 +19,24 @@ AGENT_TOKEN = "s3cret-support-token"
 AGENT_TOKEN_ENV = "SUPPORT_BOT_TOKEN"
 
 
+def proxy_authorization(agent: str = AGENT, token: str = AGENT_TOKEN) -> bytes:
+    """The header line an agent sends with each CONNECT or plain-HTTP request."""
+    return b"Proxy-Authorization: Basic " + base64.b64encode(f"{agent}:{token}".encode()) + b"\r\n"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def policy_yaml(data_dir: Path, *, mode: str = "observe", extra: str = "") -> str:
+def policy_yaml(
+    data_dir: Path,
+    *,
+    mode: str = "observe",
+    allow: str = "[api.openai.com, api.anthropic.com, localhost]",
+    extra: str = "",
+) -> str:
     return textwrap.dedent(
         f"""\
         version: 1
@@ -33,7 +46,7 @@ def policy_yaml(data_dir: Path, *, mode: str = "observe", extra: str = "") -> st
           {AGENT}: {{token_env: {AGENT_TOKEN_ENV}, role: support}}
         roles:
           support:
-            egress: {{allow: [api.openai.com, api.anthropic.com, localhost]}}
+            egress: {{allow: {allow}}}
         audit: {{path: {data_dir / "audit"}}}
         """
     ) + textwrap.dedent(extra)
@@ -47,16 +60,22 @@ class Proxy:
         workdir: Path,
         upstream_ca: Path,
         *,
-        policy: str | None = None,
-        mode: str = "observe",
         args: tuple[str, ...] = (),
+        **policy_options: str,
     ) -> None:
+        """``policy_options`` (mode, allow, extra) shape the generated policy; see ``policy_yaml``."""
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.policy_path = workdir / "policy.yaml"
-        self.policy_path.write_text(policy or policy_yaml(self.data_dir, mode=mode))
-        self.port = free_port()
+        self.policy_path.write_text(policy_yaml(self.data_dir, **policy_options))
+        self.upstream_ca = upstream_ca
+        self.args = args
         self.log_path = workdir / "proxy.log"
+        self._log = self.log_path.open("ab")
+        self.start()
+
+    def start(self) -> None:
+        self.port = free_port()
         env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
         command = [
             sys.executable,
@@ -68,14 +87,18 @@ class Proxy:
             "--listen-port",
             str(self.port),
             "--set",
-            f"ssl_verify_upstream_trusted_ca={upstream_ca}",
-            *args,
+            f"ssl_verify_upstream_trusted_ca={self.upstream_ca}",
+            *self.args,
         ]
-        self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self._wait_until_listening()
+
+    def restart(self) -> None:
+        """Stop and start again on the same policy and data dir (a new port)."""
+        self._terminate()
+        self.start()
 
     def _wait_until_listening(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -95,6 +118,22 @@ class Proxy:
 
     def url(self, agent: str = AGENT, token: str = AGENT_TOKEN) -> str:
         return f"http://{agent}:{token}@127.0.0.1:{self.port}"
+
+    def raw(self, request: bytes) -> tuple[int, bytes]:
+        """Send raw bytes to the proxy port; return the status code and what came back in the first read
+        window (head and, where the proxy sent one, a short body)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+            connection.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            connection.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):
+                answer += connection.recv(4096)
+        return int(answer.split(b" ", 2)[1]), answer
 
     def output(self) -> str:
         self._log.flush()
@@ -116,6 +155,10 @@ class Proxy:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        self._terminate()
+        self._log.close()
+
+    def _terminate(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -123,4 +166,3 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()

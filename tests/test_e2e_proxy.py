@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
-import socket
 from typing import Any
 
 import anthropic
 import openai
 
 from proxy.audit.log import record_hash
-from tests.harness import AGENT, AGENT_TOKEN, Proxy
+from tests.harness import AGENT, AGENT_TOKEN, Proxy, proxy_authorization
 from tests.upstream import FakeUpstream, Reply
 
 EVENT_FIELDS = {
@@ -51,23 +49,6 @@ def openai_client(upstream: FakeUpstream, **headers: str) -> openai.OpenAI:
     )
 
 
-def proxy_status(proxy: Proxy, request: bytes) -> tuple[int, bytes]:
-    """Send one raw request to the proxy port and return the status code and the raw head."""
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as connection:
-        connection.sendall(request)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = connection.recv(4096)
-            if not chunk:
-                break
-            head += chunk
-    return int(head.split(b" ", 2)[1]), head
-
-
-def basic(agent: str, token: str) -> bytes:
-    return base64.b64encode(f"{agent}:{token}".encode())
-
-
 def test_openai_chat_through_proxy_returns_upstream_answer(agent_env: Proxy, upstream: FakeUpstream) -> None:
     """The OpenAI SDK's chat.completions.create through egressguard returns the upstream's answer."""
     completion = openai_client(upstream).chat.completions.create(
@@ -99,8 +80,7 @@ def test_streamed_chat_arrives_whole(agent_env: Proxy, upstream: FakeUpstream) -
 
 def test_connect_without_credentials_gets_407(proxy: Proxy, upstream: FakeUpstream) -> None:
     """egressguard is never an open proxy: CONNECT without credentials is answered 407."""
-    status, head = proxy_status(
-        proxy,
+    status, head = proxy.raw(
         f"CONNECT localhost:{upstream.port} HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n\r\n".encode(),
     )
     assert status == 407
@@ -111,26 +91,24 @@ def test_connect_without_credentials_gets_407(proxy: Proxy, upstream: FakeUpstre
 def test_connect_with_wrong_token_gets_407(proxy: Proxy, upstream: FakeUpstream) -> None:
     """A known agent with the wrong token is refused like an unknown one."""
     for agent, token in ((AGENT, "wrong-token"), ("nobody", AGENT_TOKEN)):
-        status, _ = proxy_status(
-            proxy,
+        status, _ = proxy.raw(
             b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n"
-            b"Proxy-Authorization: Basic %s\r\n\r\n" % (upstream.port, upstream.port, basic(agent, token)),
+            b"%s\r\n" % (upstream.port, upstream.port, proxy_authorization(agent, token)),
         )
         assert status == 407
 
 
 def test_plain_http_without_credentials_gets_407(proxy: Proxy) -> None:
     """Plain-HTTP proxying needs credentials too."""
-    status, _ = proxy_status(proxy, b"GET http://localhost:9/ HTTP/1.1\r\nHost: localhost:9\r\n\r\n")
+    status, _ = proxy.raw(b"GET http://localhost:9/ HTTP/1.1\r\nHost: localhost:9\r\n\r\n")
     assert status == 407
 
 
 def test_connect_with_valid_token_opens_tunnel(proxy: Proxy, upstream: FakeUpstream) -> None:
     """The right agent and token open a tunnel (200 Connection established)."""
-    status, _ = proxy_status(
-        proxy,
+    status, _ = proxy.raw(
         b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n"
-        b"Proxy-Authorization: Basic %s\r\n\r\n" % (upstream.port, upstream.port, basic(AGENT, AGENT_TOKEN)),
+        b"%s\r\n" % (upstream.port, upstream.port, proxy_authorization()),
     )
     assert status == 200
 

@@ -35,7 +35,7 @@ def test_minimal_policy_loads_with_defaults() -> None:
     )
     assert policy.mode is Mode.OBSERVE
     assert policy.agents["bot"].token == "t0ken"
-    assert policy.roles["support"].egress_allow == ("api.openai.com",)
+    assert [pattern.text for pattern in policy.roles["support"].egress.allow] == ["api.openai.com"]
     assert policy.audit_path == Path("egressguard-data/audit")
     assert policy.max_body_bytes == 8 * 1024 * 1024
 
@@ -92,6 +92,28 @@ def test_duplicate_key_reported() -> None:
     """A key given twice is an error, not a silent override."""
     found = problems("mode: observe\nmode: enforce\n")
     assert found == ["policy.yaml:2: duplicate key 'mode' in "]
+
+
+def test_bad_egress_pattern_reported_on_its_line() -> None:
+    """An egress entry that is not a host pattern is an error on that entry's line."""
+    found = problems("""\
+        roles:
+          support:
+            egress:
+              allow:
+                - api.openai.com
+                - "10.0.0.0/33"
+        """)
+    assert len(found) == 1 and found[0].startswith(
+        "policy.yaml:6: roles.support.egress.allow[1]: invalid egress"
+    )
+
+
+def test_agent_without_role_uses_default_role() -> None:
+    """An agent with no role gets the `default` role, which must then exist."""
+    assert problems("agents:\n  bot: {token: t}\n") == [
+        "policy.yaml:2: agent 'bot' names role 'default', which is not defined under roles"
+    ]
 
 
 def test_per_threat_modes() -> None:

@@ -1,0 +1,136 @@
+"""Applies the egress decision: where an agent may connect, checked before any byte leaves.
+
+The decision itself is ``proxy.egress.decide`` (pure). This addon resolves the destination once, decides
+on the resolved addresses, and pins the upstream connection to the address it checked, so DNS cannot
+answer differently between the check and the connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import MutableMapping
+
+from mitmproxy import connection, http
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+
+from addons.turns import turn_of
+from proxy.egress import (
+    EgressDecision,
+    canonical_host,
+    decide,
+    egress_finding,
+    first_seen,
+    first_seen_finding,
+    fronting_mismatch,
+    resolve,
+)
+from proxy.model import Action, Decision, Finding, Severity, Threat
+from proxy.runtime import Runtime
+from proxy.turn import Turn
+
+
+class Tunnel:
+    """What was decided when a client opened a CONNECT tunnel, for the requests that follow inside it."""
+
+    def __init__(self, host: str, port: int, decision: EgressDecision, addresses: list[str]) -> None:
+        self.host = host
+        self.port = port
+        self.decision = decision
+        self.addresses = addresses
+
+
+class Egress:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tunnels: MutableMapping[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
+        self.pins: MutableMapping[connection.Client, dict[tuple[str, int], str]] = weakref.WeakKeyDictionary()
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        turn = turn_of(flow)
+        if turn is None or flow.response is not None:
+            return
+        host, port = flow.request.host, flow.request.port
+        decision, addresses = await self._decide(turn, host, port)
+        self.tunnels[flow.client_conn] = Tunnel(host, port, decision, addresses)
+        self._apply(flow, turn, decision, addresses)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        turn = turn_of(flow)
+        if turn is None or flow.response is not None:
+            return
+        tunnel = self.tunnels.get(flow.client_conn)
+        if tunnel is None:
+            decision, addresses = await self._decide(turn, flow.request.host, flow.request.port)
+        else:
+            decision, addresses = tunnel.decision, tunnel.addresses
+            fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, flow.request.host_header)
+            if fronting is not None:
+                self._refuse_fronting(flow, turn, fronting)
+                return
+        turn.egress_host = canonical_host(decision.host)
+        self._apply(flow, turn, decision, addresses)
+        if flow.response is None and first_seen(self.runtime.state, turn.context.agent_id, decision.host):
+            turn.add(first_seen_finding(decision.host))
+
+    def server_connect(self, data: ServerConnectionHookData) -> None:
+        """Connect to the address that was checked; keep the name for SNI and certificate checks."""
+        address = data.server.address
+        if address is None:
+            return
+        pinned = self.pins.get(data.client, {}).get((address[0], address[1]))
+        if pinned is None:
+            return
+        if data.server.sni is None:
+            data.server.sni = address[0]
+        data.server.address = (pinned, address[1])
+
+    async def _decide(self, turn: Turn, host: str, port: int) -> tuple[EgressDecision, list[str]]:
+        try:
+            addresses = await asyncio.to_thread(resolve, host, port)
+        except OSError as error:
+            turn.errors.append(f"egress: cannot resolve {canonical_host(host)}: {error.strerror or error}")
+            addresses = []
+        roles = self.runtime.policy.roles
+        role = turn.context.role
+        decision = decide(turn.context.agent_id, role, roles[role].egress, host, port, addresses)
+        return decision, addresses
+
+    def _apply(self, flow: http.HTTPFlow, turn: Turn, decision: EgressDecision, addresses: list[str]) -> None:
+        enforced = self.runtime.policy.enforces(Threat.LATERAL_MOVEMENT)
+        finding = egress_finding(decision, enforced=enforced)
+        if finding is not None:
+            turn.add(finding)
+            if enforced:
+                self._refuse(
+                    flow, turn, f"egress to {canonical_host(decision.host)} refused: {decision.reason}"
+                )
+                return
+        if addresses:
+            self.pins.setdefault(flow.client_conn, {})[(flow.request.host, flow.request.port)] = addresses[0]
+
+    def _refuse_fronting(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
+        enforced = self.runtime.policy.enforces(Threat.LATERAL_MOVEMENT)
+        turn.add(
+            Finding(
+                threat=Threat.LATERAL_MOVEMENT,
+                rule="egress.domain_fronting",
+                signal=reason,
+                severity=Severity.HIGH,
+                action=Action.BLOCK,
+                where="egress",
+                owasp="LLM08",
+                enforced=enforced,
+            )
+        )
+        if enforced:
+            self._refuse(flow, turn, f"request refused: {reason}")
+
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
+        turn.escalate(Decision.BLOCKED)
+        flow.response = http.Response.make(
+            403,
+            f"egressguard: {reason} (event {turn.event_id})\n",
+            {"content-type": "text/plain; charset=utf-8", "x-egressguard-event": turn.event_id},
+        )

@@ -1,0 +1,138 @@
+"""End to end: egress allowlists, the internal-address guard and first-seen destinations."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+
+import openai
+import pytest
+
+from tests.harness import Proxy, proxy_authorization
+from tests.upstream import FakeUpstream
+
+
+def connect(proxy: Proxy, target: str) -> tuple[int, bytes]:
+    return proxy.raw(
+        f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy_authorization() + b"\r\n"
+    )
+
+
+def chat(upstream_url: str) -> str | None:
+    client = openai.OpenAI(base_url=f"{upstream_url}/v1", api_key="sk-test", max_retries=0)
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    return reply.choices[0].message.content
+
+
+def use_proxy(monkeypatch: pytest.MonkeyPatch, proxy: Proxy) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+
+
+def test_enforce_refuses_host_outside_allowlist_over_https(start_proxy: Callable[..., Proxy]) -> None:
+    """In enforce mode a CONNECT to a host outside the role's allowlist gets 403 with the event id."""
+    proxy = start_proxy(mode="enforce")
+    status, answer = connect(proxy, "93.184.216.34:443")
+    assert status == 403
+    assert b"not allowlisted" in answer.lower() or b"allow" in answer.lower()
+    (record,) = proxy.wait_for_records(1)
+    assert record["decision"] == "blocked" and record["egress_host"] == "93.184.216.34"
+    assert record["event_id"].encode() in answer
+    assert [finding["threat"] for finding in record["findings"]] == ["lateral_movement"]
+    assert record["findings"][0]["enforced"] is True
+
+
+def test_enforce_refuses_host_outside_allowlist_over_http(start_proxy: Callable[..., Proxy]) -> None:
+    """Plain-HTTP proxying to a host outside the allowlist gets 403 too."""
+    proxy = start_proxy(mode="enforce")
+    status, _ = proxy.raw(
+        b"GET http://93.184.216.34/ HTTP/1.1\r\nHost: 93.184.216.34\r\n" + proxy_authorization() + b"\r\n"
+    )
+    assert status == 403
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "169.254.169.254:80",
+        "metadata.google.internal:80",
+        "127.0.0.1:{port}",
+        "2130706433:{port}",
+        "0x7f000001:{port}",
+        "0177.0.0.1:{port}",
+        "127.1:{port}",
+        "[::ffff:127.0.0.1]:{port}",
+        "[::1]:{port}",
+        "localhost:{port}",
+        "10.0.0.1:443",
+    ],
+)
+def test_wildcard_allow_never_opens_internal_addresses(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, target: str
+) -> None:
+    """With allow: ["*"], metadata and loopback in every spelling still get 403."""
+    proxy = start_proxy(mode="enforce", allow='["*"]')
+    status, _ = connect(proxy, target.format(port=upstream.port))
+    assert status == 403
+    assert upstream.received == []
+
+
+def test_observe_mode_records_but_does_not_block(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Observe mode lets an internal destination through and records what enforce would have done."""
+    proxy = start_proxy(mode="observe")
+    use_proxy(monkeypatch, proxy)
+    assert chat(f"https://127.0.0.1:{upstream.port}") == "Hello from the upstream model."
+    (record,) = proxy.wait_for_records(1)
+    assert record["decision"] == "allowed"
+    (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
+    assert refusal["threat"] == "lateral_movement" and refusal["enforced"] is False
+
+
+def test_allowlisted_host_passes_in_enforce_mode(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An explicitly allowed internal name (localhost) works in enforce mode."""
+    proxy = start_proxy(mode="enforce")
+    use_proxy(monkeypatch, proxy)
+    assert chat(upstream.url) == "Hello from the upstream model."
+
+
+def test_domain_fronting_refused(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
+    """A Host header that differs from the CONNECT target is refused as domain fronting."""
+    proxy = start_proxy(mode="enforce")
+    context = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+        raw.sendall(
+            f"CONNECT localhost:{upstream.port} HTTP/1.1\r\nHost: localhost\r\n".encode()
+            + proxy_authorization()
+            + b"\r\n"
+        )
+        assert b" 200 " in raw.recv(4096)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            answer = tls.recv(4096)
+    assert answer.split(b" ", 2)[1] == b"403"
+    assert upstream.received == []
+
+
+def test_first_seen_once_per_host_and_survives_restart(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request to a host is a low first-seen finding; repeats and restarts add none."""
+    proxy = start_proxy()
+    use_proxy(monkeypatch, proxy)
+    chat(upstream.url)
+    chat(upstream.url)
+    proxy.restart()
+    use_proxy(monkeypatch, proxy)
+    chat(upstream.url)
+    records = proxy.wait_for_records(3)
+    first_seen = [
+        [f["rule"] for f in record["findings"] if f["rule"] == "egress.first_seen"] for record in records
+    ]
+    assert first_seen == [["egress.first_seen"], [], []]
