@@ -30,7 +30,14 @@ class Audit:
     def configure(self, updated: Set[str]) -> None:
         policy = self.runtime.policy
         if self.sink is None or self.sink.directory != policy.audit_path:
-            self.sink = AuditLog(policy.audit_path, fsync=policy.audit_fsync)
+            settings = policy.audit
+            self.sink = AuditLog(
+                settings.path,
+                fsync=settings.fsync,
+                checkpoint_every=settings.checkpoint_every,
+                retention_days=settings.retention_days,
+                on_error=settings.on_error,
+            )
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT that an earlier addon answered (refused) is a turn of its own."""

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from proxy.alerts import AlertsConfig
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
+from proxy.units import parse_duration, parse_size
 from proxy.yamlschema import (
+    ANYTHING,
     BOOLEAN,
     INTEGER,
     STRING,
@@ -41,15 +44,7 @@ DEFAULT_CONTEXT_HEADERS = {
 MODES = tuple(str(mode) for mode in Mode)
 
 
-_SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
-
-
-def _byte_size(text: str) -> int:
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a size (like 8MiB, 512KiB or 1048576)")
-    exponent = " kmg".index(match[2].lower() or " ")
-    return int(match[1]) << (10 * exponent)
+_LOCATED = re.compile(r"(?P<path>[^:]+?)(?::(?P<line>\d+))?: (?P<message>.*)", re.DOTALL)
 
 
 def _host_pattern(text: str) -> str:
@@ -57,11 +52,18 @@ def _host_pattern(text: str) -> str:
     return text
 
 
+def _seconds(text: str) -> float:
+    return parse_duration(text).total_seconds()
+
+
 HOST_PATTERNS = ListOf(Custom(_host_pattern, "a host pattern"))
+DURATION = Custom(_seconds, "a duration")
+CONTEXT_FIELD_LIST = ListOf(OneOf(*CONTEXT_FIELDS))
 AGENT = Record({"token_env": STRING, "token": STRING, "role": STRING})
 ROLE = Record(
     {
         "egress": Record({"allow": HOST_PATTERNS, "deny": HOST_PATTERNS}),
+        "tools": Record({"destructive": ListOf(STRING), "exempt": ListOf(STRING)}),
     }
 )
 SCHEMA = Record(
@@ -73,8 +75,26 @@ SCHEMA = Record(
         "agents": MapOf(AGENT),
         "roles": MapOf(ROLE),
         "identity": Record({"headers": Record({name: STRING for name in CONTEXT_FIELDS})}),
-        "audit": Record({"path": STRING, "fsync": BOOLEAN}),
-        "inspection": Record({"max_body_bytes": Custom(_byte_size, "a size")}),
+        "audit": Record(
+            {
+                "path": STRING,
+                "fsync": OneOf("always", "batch"),
+                "checkpoint_every": INTEGER,
+                "retention_days": INTEGER,
+                "on_error": OneOf("open", "closed"),
+            }
+        ),
+        "inspection": Record({"max_body_bytes": Custom(parse_size, "a size")}),
+        "redaction": Record(
+            {
+                "style": OneOf("placeholder", "hash", "last4"),
+                "requests": BOOLEAN,
+                "optional_packs": ListOf(STRING),
+            }
+        ),
+        "compliance": Record({"required": CONTEXT_FIELD_LIST, "require": CONTEXT_FIELD_LIST}),
+        "freeze": Record({"after": INTEGER, "window": DURATION, "duration": DURATION}),
+        "alerts": ANYTHING,
     }
 )
 
@@ -91,6 +111,31 @@ class Agent:
 class Role:
     name: str
     egress: EgressRules = field(default_factory=lambda: EgressRules(allow=()))
+    destructive_tools: tuple[str, ...] = ()
+    exempt_tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    path: Path
+    fsync: Literal["always", "batch"] = "batch"
+    checkpoint_every: int = 1000
+    retention_days: int = 90
+    on_error: Literal["open", "closed"] = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionSettings:
+    """How detectors act: redaction style and direction, required context fields, session freezes."""
+
+    redaction_style: str = "placeholder"
+    redact_requests: bool = False
+    optional_packs: tuple[str, ...] = ()
+    required_fields: tuple[str, ...] = ("user_id", "purpose", "consent_id")
+    blocking_fields: tuple[str, ...] = ()
+    freeze_after: int = 3
+    freeze_window_s: float = 24 * 3600.0
+    freeze_for_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +147,15 @@ class Policy:
     agents: dict[str, Agent]
     roles: dict[str, Role]
     context_headers: dict[str, str]
-    audit_path: Path
-    audit_fsync: bool
+    audit: AuditSettings
     max_body_bytes: int
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    alerts: AlertsConfig | None = None
     warnings: tuple[Problem, ...] = ()
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit.path
 
     def mode_for(self, threat: Threat) -> Mode:
         return self.threat_modes.get(threat, self.mode)
@@ -115,19 +165,7 @@ class Policy:
 
     def with_mode(self, mode: Mode) -> Policy:
         """The same policy with every threat switched to ``mode`` (the CLI's ``--mode``)."""
-        return Policy(
-            source=self.source,
-            mode=mode,
-            threat_modes={},
-            data_dir=self.data_dir,
-            agents=self.agents,
-            roles=self.roles,
-            context_headers=self.context_headers,
-            audit_path=self.audit_path,
-            audit_fsync=self.audit_fsync,
-            max_body_bytes=self.max_body_bytes,
-            warnings=self.warnings,
-        )
+        return replace(self, mode=mode, threat_modes={})
 
 
 def default_policy_text() -> str:
@@ -174,8 +212,27 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     if problems:
         raise SchemaError(problems)
 
+    alerts = _alerts(raw.get("alerts"), source, problems)
+    if problems:
+        raise SchemaError(problems)
+
     data_dir = Path(raw.get("data_dir") or "./egressguard-data")
-    audit = raw.get("audit") or {}
+    audit = _without_line(raw.get("audit") or {})
+    audit_path = Path(audit.pop("path")) if audit.get("path") else data_dir / "audit"
+    redaction = raw.get("redaction") or {}
+    compliance = raw.get("compliance") or {}
+    freeze = raw.get("freeze") or {}
+    defaults = DetectionSettings()
+    detection = DetectionSettings(
+        redaction_style=redaction.get("style") or defaults.redaction_style,
+        redact_requests=bool(redaction.get("requests", defaults.redact_requests)),
+        optional_packs=tuple(redaction.get("optional_packs") or ()),
+        required_fields=tuple(compliance.get("required") or defaults.required_fields),
+        blocking_fields=tuple(compliance.get("require") or ()),
+        freeze_after=freeze.get("after") or defaults.freeze_after,
+        freeze_window_s=freeze.get("window") or defaults.freeze_window_s,
+        freeze_for_s=freeze.get("duration") or defaults.freeze_for_s,
+    )
     headers = {**DEFAULT_CONTEXT_HEADERS, **_without_line((raw.get("identity") or {}).get("headers") or {})}
     return Policy(
         source=source,
@@ -187,18 +244,50 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         agents=agents,
         roles=roles,
         context_headers=headers,
-        audit_path=Path(audit["path"]) if audit.get("path") else data_dir / "audit",
-        audit_fsync=bool(audit.get("fsync", False)),
+        audit=AuditSettings(path=audit_path, **audit),
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
+        detection=detection,
+        alerts=alerts,
         warnings=tuple(warnings),
     )
 
 
 def _role(name: str, spec: dict[str, Any]) -> Role:
     egress = spec.get("egress") or {}
-    allow = [entry for entry in egress.get("allow") or () if entry is not None]
-    deny = [entry for entry in egress.get("deny") or () if entry is not None]
-    return Role(name=name, egress=EgressRules(allow=allow, deny=deny))
+    tools = spec.get("tools") or {}
+    return Role(
+        name=name,
+        egress=EgressRules(allow=_present(egress.get("allow")), deny=_present(egress.get("deny"))),
+        destructive_tools=tuple(_present(tools.get("destructive"))),
+        exempt_tools=tuple(_present(tools.get("exempt"))),
+    )
+
+
+def _present(values: list[Any] | None) -> list[Any]:
+    """The entries of a checked list that were valid (a wrong entry is None and already reported)."""
+    return [value for value in values or () if value is not None]
+
+
+def _alerts(section: Any, source: str, problems: list[Problem]) -> AlertsConfig | None:
+    from proxy.alerts import AlertConfigError, load_alerts_config
+
+    if section is not None and not isinstance(section, dict):
+        problems.append(Problem(source, 0, "alerts must be a mapping"))
+        return None
+    base_dir = Path(source).parent if not source.startswith("<") else None
+    try:
+        return load_alerts_config(section, source=source, base_dir=base_dir)
+    except AlertConfigError as error:
+        problems.extend(_as_problem(problem, source) for problem in error.problems)
+        return None
+
+
+def _as_problem(text: str, source: str) -> Problem:
+    """The alert loader reports ``file:line: message`` (or ``file: message``) strings."""
+    located = _LOCATED.fullmatch(text)
+    if located is None:
+        return Problem(source, 0, f"alerts: {text}")
+    return Problem(located["path"], int(located["line"] or 0), located["message"])
 
 
 def _agent_token(

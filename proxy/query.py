@@ -11,7 +11,6 @@ import argparse
 import csv
 import io
 import json
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import duckdb
 
 from proxy.audit.verify import DEFAULT_AUDIT_DIRECTORY, collect_files
+from proxy.units import parse_duration
 
 FINDING_TYPE = (
     'STRUCT(threat VARCHAR, rule VARCHAR, signal VARCHAR, severity VARCHAR, action VARCHAR, "where" VARCHAR,'
@@ -130,8 +130,6 @@ NAMED_QUERIES: dict[str, tuple[str, str]] = {
     ),
 }
 
-DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class QueryError(ValueError):
@@ -145,14 +143,6 @@ class QueryResult:
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``5m``, ``24h``, ``7d``, ``2w``."""
-    match = DURATION.match(text)
-    if match is None:
-        raise QueryError(f"not a duration: {text!r} (use a number and s, m, h, d or w, e.g. 24h)")
-    return timedelta(**{DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
@@ -284,7 +274,7 @@ def run_query(args: argparse.Namespace, now: datetime | None = None) -> int:
         else:
             since = parse_duration(args.since)
             result = run_named(connection, args.name, since=since, now=now or datetime.now(UTC))
-    except QueryError as exc:
+    except ValueError as exc:  # a QueryError, or a --since that is not a duration
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(RENDERERS[args.format](result))

@@ -83,6 +83,18 @@ NUMBER = Scalar(float, "a number")
 BOOLEAN = Scalar(bool, "true or false")
 
 
+class Anything(Spec):
+    """A section checked elsewhere (by its own loader): its plain value, unchecked here."""
+
+    description = "any value"
+
+    def check(self, node: yaml.Node, checker: Checker, where: str) -> Any:
+        return _construct(node)
+
+
+ANYTHING = Anything()
+
+
 class OneOf(Spec):
     def __init__(self, *choices: str) -> None:
         self.choices = choices

@@ -17,11 +17,11 @@ from proxy.query import (
     QueryError,
     add_query_arguments,
     open_audit,
-    parse_duration,
     run_named,
     run_query,
     run_sql,
 )
+from proxy.units import parse_duration
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -155,10 +155,10 @@ def test_empty_directory_gives_empty_results(tmp_path: Path) -> None:
 
 
 def test_unknown_query_and_bad_duration_are_errors(audit_dir: Path) -> None:
-    """A misspelt name or duration raises QueryError with a readable message."""
+    """A misspelt name raises QueryError and a bad duration ValueError, each with a readable message."""
     with pytest.raises(QueryError, match="unknown query"):
         run_named(open_audit([audit_dir]), "incident", since=DAY, now=NOW)
-    with pytest.raises(QueryError, match="not a duration"):
+    with pytest.raises(ValueError, match="not a duration"):
         parse_duration("yesterday")
 
 

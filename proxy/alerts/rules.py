@@ -25,7 +25,7 @@ import yaml
 from croniter import croniter
 
 from proxy.model import SEVERITY_ORDER, Severity, Threat
-from proxy.query import QueryError, parse_duration
+from proxy.units import parse_duration
 
 BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent"})
 DESTINATION_TYPES = frozenset({"slack", "pagerduty", "webhook", "stdout", "syslog", "file"})
@@ -482,7 +482,7 @@ def _duration(
         return default
     try:
         return parse_duration(str(entry[key]))
-    except QueryError as exc:
+    except ValueError as exc:
         problems.add(entry, f"{label}: {exc}", key)
         return default
 
