@@ -388,3 +388,12 @@ class UpperFilter:
 
     def flush(self) -> str:
         return ""
+
+
+def test_responses_gate_without_notice_keeps_output_indexes_contiguous() -> None:
+    """Dropping an item without a notice leaves no gap in output_index and none in the final output."""
+    filters = StreamFilters(tool_gate=lambda name, call_id: "drop")
+    output = run(OpenAIResponses().stream_session(filters), stream_fixture("openai_responses"))
+    indexes = {payload["output_index"] for _, payload in payloads(output) if "output_index" in payload}
+    assert indexes == {0}
+    assert responses_sdk_view(output) == ("The build failed at step 4; re-running now.", [])

@@ -159,6 +159,7 @@ class ResponsesStreamSession(StreamSession):
         # Output positions as the agent sees them: dropped calls leave no gap, or become a notice item.
         self._out_index: dict[int, int] = {}
         self._notices: dict[int, dict[str, Any]] = {}
+        self._dropped: set[int] = set()
         self._next_out_index = 0
 
     @property
@@ -233,10 +234,9 @@ class ResponsesStreamSession(StreamSession):
             return [event.raw]
         if event_type == "response.output_item.added":
             return self._item_added(event, body, position)
-        out_index = self._out_index.get(position)
-        if out_index is None or position in self._notices:
+        if position in self._dropped:
             return []
-        body["output_index"] = out_index
+        body["output_index"] = self._out_index.get(position, position)
         before: list[bytes] = []
         if event_type in ("response.output_text.delta", "response.refusal.delta"):
             released = self._filter_text(
@@ -266,6 +266,7 @@ class ResponsesStreamSession(StreamSession):
         if _item_type(item) == "function_call" and self.filters.tool_gate is not None:
             call = _tool_call(item, f"output[{position}]")
             if self._decide(call.name, call.id) == "drop":
+                self._dropped.add(position)
                 notice = self._notice(call.name, call.id)
                 if notice is None:
                     return []
@@ -334,7 +335,7 @@ class ResponsesStreamSession(StreamSession):
         for position, raw_item in enumerate(as_list(response.get("output"))):
             if position in self._notices:
                 output.append(self._notices[position])
-            elif position in self._out_index or not self._out_index:
+            elif position not in self._dropped:
                 self._rewrite_message(as_dict(raw_item), position)
                 output.append(raw_item)
         response["output"] = output
