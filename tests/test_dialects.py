@@ -88,7 +88,8 @@ def request_view(name: str) -> Any:
         ),
         ("POST", "/v1/responses", b'{"input":"hi"}', "openai_responses"),
         ("GET", "/v1/responses/resp_abc123", b"", "openai_responses"),
-        ("POST", "/v1/messages", b'{"messages":[]}', "anthropic"),
+        ("POST", "/v1/messages", b'{"max_tokens":5,"messages":[]}', "anthropic"),
+        ("POST", "/api/chat/messages", b'{"channel":"C1","text":"hi"}', "generic"),
         ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", b"{}", "gemini"),
         ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", b"{}", "gemini"),
         (

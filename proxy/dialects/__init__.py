@@ -75,7 +75,8 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
         return OpenAIChat(model_hint=azure.group(1) if azure else None)
     if _RESPONSES.search(route):
         return OpenAIResponses()
-    if route.endswith("/messages"):
+    if route.endswith("/messages") and b'"max_tokens"' in body:
+        # Many APIs have a /messages path; max_tokens is required by the Messages API and rare elsewhere.
         return Anthropic()
     gemini = _GEMINI.search(route)
     if gemini:
