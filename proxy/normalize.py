@@ -70,9 +70,9 @@ _LETTER_SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*]){2,}[^\W\d_](?![^\W
 _SPACED_SEPARATORS = re.compile(r"[ .\-_*]")
 
 _BASE64_CANDIDATE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX_CANDIDATE = re.compile(r"(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
+_HEX_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
 _HEX_NOISE = re.compile(r"\\x|0x|[ :]")
-_URL_ENCODED = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]{0,3}){3,}")
+_URL_ENCODED = re.compile(r"(?:[^%\s]*%[0-9a-fA-F]{2}){3,}")
 
 
 @dataclass(frozen=True, slots=True)
