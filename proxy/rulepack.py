@@ -9,13 +9,17 @@ A pack file looks like::
       - id: github-pat
         description: GitHub personal access token (classic)
         regex: '(?<![A-Za-z0-9_])ghp_[A-Za-z0-9]{36}(?![A-Za-z0-9_])'
-        keywords: [ghp_]            # any of these in the lowercased text makes the rule run; none = always
+        keywords: [ghp_]            # any of these in the lowercased text makes the rule run
         severity: critical
         owasp: LLM06
         examples: {match: [...], no_match: [...]}
         # optional: entropy (minimum bits/char of the value), validator (a name in proxy.validators),
         # secret_group (group number or name holding the sensitive value; 0 = whole match),
-        # threat, enabled
+        # shapes (like keywords, but looked for in the text with every digit written as 0, for
+        # numbers: [000-00-0000]), threat, enabled
+
+A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
+its keywords or shapes: a hit only makes the rule run in a window around it.
 
 Scanning makes one Aho-Corasick pass over the lowercased text to pick the rules whose keywords occur,
 then runs only those regexes, each under a time limit so a pathological input skips a rule instead of
@@ -25,6 +29,8 @@ hanging a request.
 from __future__ import annotations
 
 import importlib.resources
+import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,9 +45,12 @@ from proxy.validators import VALIDATORS, shannon_entropy
 
 RULES_PACKAGE = "egressguard_rules"
 
+# The standard library's private regex parser measures a pattern's longest match; `regex` cannot.
+_sre_parse: Any = importlib.import_module("re._parser")
+
 _RULE_ID = regex.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _REQUIRED_RULE_KEYS = ("id", "description", "regex", "severity", "owasp", "examples")
-_OPTIONAL_RULE_KEYS = ("keywords", "entropy", "validator", "secret_group", "threat", "enabled")
+_OPTIONAL_RULE_KEYS = ("keywords", "shapes", "entropy", "validator", "secret_group", "threat", "enabled")
 _PACK_KEYS = ("pack", "threat", "enabled", "description", "version", "rules")
 
 
@@ -61,6 +70,7 @@ class Rule:
     no_match_examples: tuple[str, ...]
     enabled: bool
     pack: str = ""
+    shapes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,6 +230,10 @@ class _PackReader:
         if not isinstance(keywords, list) or not all(isinstance(word, str) and word for word in keywords):
             self.problem(at("keywords"), f"{label}: keywords must be a list of non-empty strings")
             keywords = []
+        shapes = raw.get("shapes", [])
+        if not isinstance(shapes, list) or not all(isinstance(shape, str) and shape for shape in shapes):
+            self.problem(at("shapes"), f"{label}: shapes must be a list of non-empty strings")
+            shapes = []
         try:
             severity = Severity(str(raw.get("severity")))
         except ValueError:
@@ -265,6 +279,7 @@ class _PackReader:
             no_match_examples=no_match_examples,
             enabled=enabled,
             pack=pack_name,
+            shapes=tuple(dict.fromkeys(_digit_shape(shape) for shape in shapes)),
         )
 
     def _pattern(self, source: Any, line: int, label: str) -> regex.Pattern[str] | None:
@@ -309,6 +324,23 @@ def _group_exists(pattern: regex.Pattern[str], group: Any) -> bool:
     return isinstance(group, str) and group in pattern.groupindex
 
 
+def _windows(sorted_ends: list[int], reach: int, length: int) -> list[tuple[int, int]]:
+    """Merged regions reaching ``reach`` characters either side of each hit."""
+    windows: list[tuple[int, int]] = []
+    low_end = high_end = -1
+    for end in sorted_ends:
+        low = end + 1 - reach
+        if low <= high_end:
+            high_end = end + 1 + reach
+            continue
+        if high_end >= 0:
+            windows.append((max(0, low_end), min(length, high_end)))
+        low_end, high_end = low, end + 1 + reach
+    if high_end >= 0:
+        windows.append((max(0, low_end), min(length, high_end)))
+    return windows
+
+
 def load_pack(path: Path) -> RulePack:
     """Load and validate one pack file; raises PackError listing every problem with its line."""
     return _PackReader(Path(path)).read()
@@ -348,65 +380,131 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
     return [load_pack(path) for path in packaged_packs(directory)]
 
 
+# A keyword hit only makes its rule run in a window around the hit: the rule's longest possible match on
+# either side, plus this margin so lookarounds at a match's edge still see the real neighbouring text.
+_WINDOW_MARGIN = 64
+# Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
+_MAX_WINDOWED_WIDTH = 2048
+
+
+def _max_width(source: str) -> int | None:
+    """The longest match a pattern can make, or None if unbounded, very long or not measurable."""
+    try:
+        width: int = _sre_parse.parse(source).getwidth()[1]
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    return width if width <= _MAX_WINDOWED_WIDTH else None
+
+
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+
+
+def _digit_shape(text: str) -> str:
+    return text.translate(_DIGITS_AS_ZERO)
+
+
+class _Trigger:
+    """One Aho-Corasick automaton over a view of the text, mapping each hit to the rules it triggers."""
+
+    def __init__(self, words_of_rule: Sequence[Iterable[str]]) -> None:
+        rules_by_word: dict[str, list[int]] = {}
+        for index, words in enumerate(words_of_rule):
+            for word in words:
+                rules_by_word.setdefault(word, []).append(index)
+        self.words_of_rule: list[list[int]] = [[] for _ in words_of_rule]
+        self.automaton: Any = None
+        if rules_by_word:
+            self.automaton = ahocorasick.Automaton()
+            for word_index, (word, indices) in enumerate(rules_by_word.items()):
+                self.automaton.add_word(word, word_index)
+                for index in indices:
+                    self.words_of_rule[index].append(word_index)
+            self.automaton.make_automaton()
+
+    def hits(self, view: str) -> dict[int, list[int]]:
+        """Ends of the hits in ``view``, by word."""
+        ends: dict[int, list[int]] = {}
+        if self.automaton is not None:
+            for end, word_index in self.automaton.iter(view):
+                if word_index in ends:
+                    ends[word_index].append(end)
+                else:
+                    ends[word_index] = [end]
+        return ends
+
+
 class Scanner:
-    """Runs the enabled rules of some packs over text and returns the sensitive spans it found."""
+    """Runs the enabled rules of some packs over text and returns the sensitive spans it found.
+
+    Rule packs follow one convention the speed depends on: every match of a rule contains one of that
+    rule's keywords or shapes. A hit then only needs the rule's regex around it, not over the whole text.
+    """
 
     def __init__(self, packs: Iterable[RulePack], *, timeout_s: float = 0.05) -> None:
         self.rules: tuple[Rule, ...] = tuple(
             rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
         )
         self.timeout_s = timeout_s
-        self._always = tuple(index for index, rule in enumerate(self.rules) if not rule.keywords)
-        by_keyword: dict[str, list[int]] = {}
-        for index, rule in enumerate(self.rules):
-            for keyword in rule.keywords:
-                by_keyword.setdefault(keyword, []).append(index)
-        self._automaton: Any = None
-        if by_keyword:
-            self._automaton = ahocorasick.Automaton()
-            for keyword, indices in by_keyword.items():
-                self._automaton.add_word(keyword, tuple(indices))
-            self._automaton.make_automaton()
-        self._keyword_groups = len(by_keyword)
+        self._widths = [_max_width(rule.pattern.pattern) for rule in self.rules]
+        self._always = [not rule.keywords and not rule.shapes for rule in self.rules]
+        # Single characters make poor keywords (too many hits): a plain `in` test triggers the whole text.
+        self._single_chars = [tuple(word for word in rule.keywords if len(word) == 1) for rule in self.rules]
+        self._keywords = _Trigger([[word for word in rule.keywords if len(word) > 1] for rule in self.rules])
+        self._shapes = _Trigger([rule.shapes for rule in self.rules])
 
-    @property
-    def max_keyword_length(self) -> int:
-        return max((len(word) for rule in self.rules for word in rule.keywords), default=0)
-
-    def _selected(self, text: str) -> list[int]:
-        """Indices of the rules to run on ``text``, in rule order."""
-        selected = set(self._always)
-        if self._automaton is not None:
-            groups: set[tuple[int, ...]] = set()
-            for _, indices in self._automaton.iter(text.lower()):
-                if indices not in groups:
-                    groups.add(indices)
-                    selected.update(indices)
-                    if len(groups) == self._keyword_groups:
-                        break
-        return sorted(selected)
+    def _regions(self, text: str) -> dict[int, list[tuple[int, int]]]:
+        """For each rule to run, the (start, end) regions of ``text`` to run it on."""
+        lowered = text.lower()
+        # Lowercasing a few characters (e.g. U+0130) changes the length; then offsets do not line up.
+        aligned = len(lowered) == len(text)
+        keyword_ends = self._keywords.hits(lowered)
+        shape_ends = self._shapes.hits(_digit_shape(text)) if self._shapes.automaton is not None else {}
+        whole = [(0, len(text))]
+        regions: dict[int, list[tuple[int, int]]] = {}
+        for index in range(len(self.rules)):
+            if self._always[index] or any(char in lowered for char in self._single_chars[index]):
+                regions[index] = whole
+                continue
+            ends: list[int] = []
+            for word in self._keywords.words_of_rule[index]:
+                ends.extend(keyword_ends.get(word, ()))
+            for shape in self._shapes.words_of_rule[index]:
+                ends.extend(shape_ends.get(shape, ()))
+            if not ends:
+                continue
+            width = self._widths[index]
+            if width is None or not aligned:
+                regions[index] = whole
+                continue
+            regions[index] = _windows(sorted(ends), width + _WINDOW_MARGIN, len(text))
+        return regions
 
     def scan(self, text: str, *, merge: bool = True) -> ScanResult:
         """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule."""
         result = ScanResult()
         found: list[tuple[int, int, int]] = []
-        for index in self._selected(text):
+        for index, windows in sorted(self._regions(text).items()):
             rule = self.rules[index]
             check = VALIDATORS[rule.validator] if rule.validator else None
+            deadline = time.monotonic() + self.timeout_s
             try:
-                for hit in rule.pattern.finditer(text, timeout=self.timeout_s):
-                    start, end = hit.span(rule.secret_group)
-                    if start < 0 or start == end:
-                        continue
-                    value = text[start:end]
-                    if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
-                        continue
-                    if check is not None and not check(value):
-                        continue
-                    found.append((start, end, index))
+                for low, high in windows:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    for hit in rule.pattern.finditer(text, low, high, timeout=remaining):
+                        start, end = hit.span(rule.secret_group)
+                        if start < 0 or start == end:
+                            continue
+                        value = text[start:end]
+                        if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
+                            continue
+                        if check is not None and not check(value):
+                            continue
+                        found.append((start, end, index))
             except TimeoutError:
                 result.timed_out.append(rule.id)
-        found.sort()
+        found = sorted(set(found))
         if merge:
             found = self._merge(found)
         result.matches = [Match(self.rules[index], start, end) for start, end, index in found]
