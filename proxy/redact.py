@@ -1,0 +1,288 @@
+"""Redaction of the spans a Scanner found: in text, inside JSON values, and in a stream of text deltas.
+
+Nothing here returns, logs or raises with a detected value. What leaves is the redacted text and, per
+redaction, the rule id and a keyed fingerprint (HMAC-SHA256) so the same secret can be recognised across
+findings without being stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import regex
+
+from proxy.model import Severity, Threat
+from proxy.rulepack import Match, Rule, Scanner
+
+# Used when the caller has no per-install key: fingerprints then only correlate within this process.
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+class RedactionStyle(StrEnum):
+    PLACEHOLDER = "placeholder"  # [REDACTED:rule-id]
+    HASH = "hash"  # [REDACTED:rule-id:1a2b3c4d]
+    LAST4 = "last4"  # [REDACTED:rule-id:...wxyz]
+
+
+def fingerprint(value: str, key: bytes | None = None) -> str:
+    """Keyed HMAC-SHA256 of a detected value, hex. Stable per key, useless without it."""
+    return hmac.new(key or _PROCESS_KEY, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# Below this length the last four characters are too large a share of the value to show.
+_LAST4_MIN_LENGTH = 12
+
+
+def placeholder(rule_id: str, value: str, style: RedactionStyle, key: bytes | None = None) -> str:
+    if style is RedactionStyle.HASH:
+        return f"[REDACTED:{rule_id}:{fingerprint(value, key)[:8]}]"
+    if style is RedactionStyle.LAST4 and len(value) >= _LAST4_MIN_LENGTH:
+        return f"[REDACTED:{rule_id}:...{value[-4:]}]"
+    return f"[REDACTED:{rule_id}]"
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """One redacted value, as a finding may record it: never the value itself."""
+
+    rule_id: str
+    threat: Threat
+    severity: Severity
+    fingerprint: str
+
+    @classmethod
+    def of(cls, rule: Rule, value: str, key: bytes | None) -> Redaction:
+        return cls(rule.id, rule.threat, rule.severity, fingerprint(value, key))
+
+
+@dataclass
+class RedactedText:
+    text: str
+    redactions: list[Redaction] = field(default_factory=list)
+
+
+def redact_text(
+    text: str,
+    matches: Iterable[Match],
+    style: RedactionStyle = RedactionStyle.PLACEHOLDER,
+    *,
+    key: bytes | None = None,
+) -> str:
+    """``text`` with each match's span replaced by its placeholder; overlapping later spans are skipped."""
+    parts: list[str] = []
+    position = 0
+    for match in sorted(matches, key=lambda item: (item.start, -item.end)):
+        if match.start < position:
+            continue
+        parts.append(text[position : match.start])
+        parts.append(placeholder(match.rule.id, text[match.start : match.end], style, key))
+        position = match.end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+def scan_and_redact(
+    scanner: Scanner,
+    text: str,
+    style: RedactionStyle = RedactionStyle.PLACEHOLDER,
+    *,
+    key: bytes | None = None,
+) -> RedactedText:
+    matches = scanner.scan(text).matches
+    redactions = [Redaction.of(match.rule, text[match.start : match.end], key) for match in matches]
+    return RedactedText(redact_text(text, matches, style, key=key), redactions)
+
+
+def redact_json(
+    value: Any,
+    scanner: Scanner,
+    style: RedactionStyle = RedactionStyle.PLACEHOLDER,
+    *,
+    key: bytes | None = None,
+) -> tuple[Any, list[Redaction]]:
+    """A copy of a decoded JSON value with every string redacted, so it still encodes to valid JSON."""
+    redactions: list[Redaction] = []
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            result = scan_and_redact(scanner, node, style, key=key)
+            redactions.extend(result.redactions)
+            return result.text
+        if isinstance(node, dict):
+            return {name: walk(item) for name, item in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    return walk(value), redactions
+
+
+# Private key blocks are suppressed whole while streaming: from the BEGIN line to the END line nothing
+# is released, and the block is never held in memory either (only a keyed digest of it is kept).
+_KEY_BLOCK_BEGIN = regex.compile(
+    r"-----BEGIN (?P<label>[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?)-----"
+    r"|---- BEGIN (?P<label>SSH2 ENCRYPTED PRIVATE KEY) ----"
+    r"|(?P<label>PuTTY)-User-Key-File-\d: "
+)
+_KEY_BLOCK_END = {
+    "PuTTY": regex.compile(r"Private-MAC: [0-9a-f]{40,64}"),
+    "SSH2 ENCRYPTED PRIVATE KEY": regex.compile(r"---- END SSH2 ENCRYPTED PRIVATE KEY ----"),
+}
+_PEM_END = regex.compile(r"-----END [A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?-----")
+_KEY_BLOCK_RULES = {
+    "RSA PRIVATE KEY": "private-key-rsa",
+    "DSA PRIVATE KEY": "private-key-dsa",
+    "EC PRIVATE KEY": "private-key-ec",
+    "OPENSSH PRIVATE KEY": "private-key-openssh",
+    "PRIVATE KEY": "private-key-pkcs8",
+    "ENCRYPTED PRIVATE KEY": "private-key-pkcs8-encrypted",
+    "PGP PRIVATE KEY BLOCK": "private-key-pgp",
+    "SSH2 ENCRYPTED PRIVATE KEY": "private-key-ssh2-encrypted",
+    "PuTTY": "private-key-putty",
+}
+_LONGEST_END_MARKER = 64
+# A run that could still grow into a match: the trailing whitespace-free token, or a trailing number
+# written with separators (cards, SSNs, phone numbers and IBANs contain spaces).
+_OPEN_TOKEN = regex.compile(r"\S+\Z")
+_OPEN_NUMBER = regex.compile(r"(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
+
+
+class StreamRedactor:
+    """Redacts a stream of text deltas, releasing everything that can no longer become part of a match.
+
+    ``feed`` returns the text that is safe to send now; ``flush`` returns the rest at end of stream. Only
+    the trailing run that could still grow into a match is held back, never more than ``max_hold``
+    characters, so a stream never stalls. ``redactions`` lists what was redacted so far.
+    """
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        style: RedactionStyle = RedactionStyle.PLACEHOLDER,
+        *,
+        key: bytes | None = None,
+        max_hold: int = 2048,
+        context: int = 256,
+    ) -> None:
+        self._scanner = scanner
+        self._style = style
+        self._key = key
+        self._max_hold = max_hold
+        self._context_size = context
+        self._rules = {rule.id: rule for rule in scanner.rules}
+        self._context = ""  # the tail of the original text already released, for rules' lookbehinds
+        self._pending = ""
+        self._key_block: tuple[str, regex.Pattern[str], Any] | None = None  # rule id, end marker, digest
+        self._key_block_tail = ""
+        self.redactions: list[Redaction] = []
+
+    def feed(self, delta: str) -> str:
+        out: list[str] = []
+        text = delta
+        while text:
+            if self._key_block is not None:
+                text = self._consume_key_block(text, out)
+                continue
+            self._pending += text
+            text = ""
+            begin = _KEY_BLOCK_BEGIN.search(self._pending)
+            if begin is not None:
+                out.append(self._release(begin.start(), final=True))
+                text = self._pending
+                self._pending = ""
+                self._start_key_block(begin, text)
+                text = text[begin.end() - begin.start() :]
+                continue
+            out.append(self._release(self._hold_from(), final=False))
+        return "".join(out)
+
+    def flush(self) -> str:
+        out: list[str] = []
+        if self._key_block is not None:
+            out.append(self._close_key_block())
+        out.append(self._release(len(self._pending), final=True))
+        return "".join(out)
+
+    def _hold_from(self) -> int:
+        """Where the part of the pending text that may still grow into a match starts."""
+        pending = self._pending
+        hold = len(pending)
+        for pattern in (_OPEN_TOKEN, _OPEN_NUMBER):
+            found = pattern.search(pending)
+            if found is not None:
+                hold = min(hold, found.start())
+        begin = _KEY_BLOCK_BEGIN.search(pending, partial=True)
+        if begin is not None and begin.partial:
+            hold = min(hold, begin.start())
+        return max(hold, len(pending) - self._max_hold)
+
+    def _release(self, upto: int, *, final: bool) -> str:
+        """Redact and return ``pending[:upto]``; a match crossing ``upto`` is held back whole."""
+        if upto <= 0 and not final:
+            return ""
+        window = self._context + self._pending
+        offset = len(self._context)
+        cut = offset + upto
+        matches = [match for match in self._scanner.scan(window).matches if match.end > offset]
+        if not final:
+            for match in matches:
+                if match.start < cut < match.end and cut - match.start <= self._max_hold:
+                    cut = match.start
+        out: list[str] = []
+        position = offset
+        for match in matches:
+            if match.end > cut:
+                break
+            start = max(match.start, offset)
+            value = window[match.start : match.end]
+            out.append(window[position:start])
+            out.append(placeholder(match.rule.id, value, self._style, self._key))
+            self.redactions.append(Redaction.of(match.rule, value, self._key))
+            position = match.end
+        out.append(window[position:cut])
+        self._context = window[max(0, cut - self._context_size) : cut]
+        self._pending = window[cut:]
+        return "".join(out)
+
+    def _start_key_block(self, begin: regex.Match[str], text: str) -> None:
+        label = begin.group("label")
+        rule_id = _KEY_BLOCK_RULES.get(label, "private-key-other")
+        digest = hmac.new(self._key or _PROCESS_KEY, digestmod=hashlib.sha256)
+        digest.update(text[: begin.end() - begin.start()].encode("utf-8"))
+        self._key_block = (rule_id, _KEY_BLOCK_END.get(label, _PEM_END), digest)
+        self._key_block_tail = ""
+
+    def _consume_key_block(self, text: str, out: list[str]) -> str:
+        """Swallow key material; return what follows the END marker (or "" while the block is open)."""
+        assert self._key_block is not None
+        _, end_marker, digest = self._key_block
+        searchable = self._key_block_tail + text
+        end = end_marker.search(searchable)
+        if end is None:
+            digest.update(text.encode("utf-8"))
+            self._key_block_tail = searchable[-_LONGEST_END_MARKER:]
+            return ""
+        consumed = end.end() - len(self._key_block_tail)
+        digest.update(text[:consumed].encode("utf-8"))
+        out.append(self._close_key_block())
+        return text[consumed:]
+
+    def _close_key_block(self) -> str:
+        assert self._key_block is not None
+        rule_id, _, digest = self._key_block
+        self._key_block = None
+        self._key_block_tail = ""
+        rule = self._rules.get(rule_id)
+        threat = rule.threat if rule else Threat.CREDENTIAL_THEFT
+        severity = rule.severity if rule else Severity.CRITICAL
+        self.redactions.append(Redaction(rule_id, threat, severity, digest.hexdigest()))
+        # The block's digest stands in for the value: the block itself was never kept.
+        if self._style is RedactionStyle.HASH:
+            return f"[REDACTED:{rule_id}:{digest.hexdigest()[:8]}]"
+        return f"[REDACTED:{rule_id}]"

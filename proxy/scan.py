@@ -1,0 +1,181 @@
+"""`egressguard scan`: run the text rule packs over a file or stdin and report findings or redact.
+
+Findings are printed without the detected values. Exit status: 0 no findings, 1 findings, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from proxy.redact import RedactionStyle, redact_text
+from proxy.rulepack import Match, PackError, Scanner, load_packaged_packs
+
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_BAD_INPUT = 2
+# Per-rule time budget while scanning a whole file: generous, a file is not a request on the hot path.
+_SECONDS_PER_MEGABYTE = 1.0
+_MIN_TIMEOUT_S = 0.5
+
+
+class ScanInputError(Exception):
+    """Input that cannot be scanned; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Record:
+    number: int  # 1-based line number of the record in the input
+    text: str
+    source: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", default="-", help="file to scan; - or nothing reads stdin")
+    parser.add_argument(
+        "--input",
+        choices=("text", "jsonl"),
+        default="text",
+        help="text: the whole input is one text; jsonl: one JSON object a line with a 'text' field",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one JSON object per finding; text: one readable line per finding",
+    )
+    parser.add_argument("--redact", action="store_true", help="print the input with findings redacted")
+    parser.add_argument(
+        "--style",
+        choices=[style.value for style in RedactionStyle],
+        default=RedactionStyle.PLACEHOLDER.value,
+        help="placeholder style for --redact",
+    )
+    parser.add_argument("--rules", type=Path, default=None, help="folder of rule packs (default: built in)")
+    parser.add_argument("--all-rules", action="store_true", help="also run optional packs and rules")
+
+
+def _read_input(name: str, stdin: TextIO) -> str:
+    try:
+        if name == "-":
+            return stdin.read()
+        return Path(name).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ScanInputError(f"{name}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ScanInputError(f"{name}: not UTF-8 text (byte {error.start})") from None
+
+
+def _records(name: str, content: str, input_kind: str) -> list[Record]:
+    if input_kind == "text":
+        return [Record(1, content)]
+    records: list[Record] = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ScanInputError(f"{name}:{number}: not a JSON object: {error.msg}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("text"), str):
+            raise ScanInputError(f"{name}:{number}: each record needs a string 'text' field")
+        source = raw.get("source")
+        records.append(Record(number, raw["text"], source if isinstance(source, str) else None, raw))
+    return records
+
+
+def _finding(record: Record, match: Match, line_starts: list[int], input_kind: str) -> dict[str, Any]:
+    if input_kind == "text":
+        index = bisect.bisect_right(line_starts, match.start) - 1
+        line, line_start = index + 1, line_starts[index]
+    else:
+        line, line_start = record.number, 0
+    finding: dict[str, Any] = {
+        "line": line,
+        "start": match.start - line_start,
+        "end": match.end - line_start,
+        "rule": match.rule.id,
+        "pack": match.rule.pack,
+        "threat": str(match.rule.threat),
+        "severity": str(match.rule.severity),
+    }
+    if record.source is not None:
+        finding["source"] = record.source
+    return finding
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    position = text.find("\n")
+    while position >= 0:
+        starts.append(position + 1)
+        position = text.find("\n", position + 1)
+    return starts
+
+
+def run_scan(
+    args: argparse.Namespace,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        packs = load_packaged_packs(args.rules)
+        if args.all_rules:
+            packs = [pack.with_everything_enabled() for pack in packs]
+        content = _read_input(args.file, stdin)
+        records = _records(args.file, content, args.input)
+    except (ScanInputError, PackError) as error:
+        print(f"egressguard scan: {error}", file=stderr)
+        return EXIT_BAD_INPUT
+    if not packs:
+        print("egressguard scan: no rule packs found", file=stderr)
+        return EXIT_BAD_INPUT
+
+    largest = max((len(record.text) for record in records), default=0)
+    scanner = Scanner(packs, timeout_s=max(_MIN_TIMEOUT_S, largest / 1e6 * _SECONDS_PER_MEGABYTE))
+    style = RedactionStyle(args.style)
+    found = 0
+    timed_out: set[str] = set()
+    for record in records:
+        result = scanner.scan(record.text)
+        found += len(result.matches)
+        timed_out.update(result.timed_out)
+        if args.redact:
+            redacted = redact_text(record.text, result.matches, style)
+            if record.raw is None:
+                stdout.write(redacted)
+            else:
+                stdout.write(json.dumps({**record.raw, "text": redacted}, ensure_ascii=False) + "\n")
+            continue
+        line_starts = _line_starts(record.text) if args.input == "text" else []
+        for match in result.matches:
+            finding = _finding(record, match, line_starts, args.input)
+            if args.format == "json":
+                stdout.write(json.dumps(finding) + "\n")
+            else:
+                where = f"{args.file}:{finding['line']}:{finding['start'] + 1}"
+                stdout.write(f"{where}: {finding['rule']} ({finding['threat']}, {finding['severity']})\n")
+    for rule_id in sorted(timed_out):
+        print(f"egressguard scan: rule {rule_id} timed out; its findings may be incomplete", file=stderr)
+    return EXIT_FINDINGS if found else EXIT_CLEAN
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="egressguard scan", description=__doc__.splitlines()[0])
+    add_scan_arguments(parser)
+    return run_scan(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
