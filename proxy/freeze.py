@@ -1,0 +1,149 @@
+"""Freezes: users, sessions and agents that egressguard refuses for a while, kept in the state store.
+
+A freeze is a key with an expiry, so it lifts by itself and survives restarts (and is shared between
+replicas when the store is). Alert rules set them (``freeze_user``, ``revoke_session``, ``block_agent``)
+and so do repeated prompt-injection attempts by one user (``record_injection_attempt``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.alerts import Alert
+from proxy.model import Action, Finding, Severity, Threat
+from proxy.state import StateStore
+
+FreezeKind = Literal["agent", "user", "session"]
+
+_KEY_PREFIX = "freeze"
+_ATTEMPTS_PREFIX = "injection.attempts"
+FREEZE_RULE = "repeat-offender-freeze"
+_ACTION_KINDS: dict[str, FreezeKind] = {
+    "freeze_user": "user",
+    "revoke_session": "session",
+    "block_agent": "agent",
+}
+_STATE_WORDS: dict[FreezeKind, str] = {"agent": "blocked", "user": "frozen", "session": "revoked"}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request is refused: which of its identities is frozen, and the reason given at the time."""
+
+    kind: FreezeKind
+    identity: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.identity!r} is {_STATE_WORDS[self.kind]}: {self.reason}"
+
+
+def _key(kind: FreezeKind, identity: str) -> str:
+    return f"{_KEY_PREFIX}.{kind}:{identity}"
+
+
+def _freeze(store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str) -> None:
+    if ttl_s <= 0:
+        raise ValueError(f"a freeze needs a positive duration, not {ttl_s}")
+    store.put(_key(kind, identity), {"reason": reason}, ttl_s)
+
+
+def freeze_user(store: StateStore, user_id: str, ttl_s: float, reason: str) -> None:
+    """Refuse the user's requests for ``ttl_s`` seconds (a later freeze replaces the earlier one)."""
+    _freeze(store, "user", user_id, ttl_s, reason)
+
+
+def revoke_session(store: StateStore, session_id: str, ttl_s: float, reason: str) -> None:
+    """Refuse every request of the session for ``ttl_s`` seconds."""
+    _freeze(store, "session", session_id, ttl_s, reason)
+
+
+def block_agent(store: StateStore, agent_id: str, ttl_s: float, reason: str) -> None:
+    """Refuse every request of the agent for ``ttl_s`` seconds, whatever the policy's mode."""
+    _freeze(store, "agent", agent_id, ttl_s, reason)
+
+
+def lift(store: StateStore, kind: FreezeKind, identity: str) -> None:
+    """End a freeze before it expires."""
+    store.delete(_key(kind, identity))
+
+
+def refusal(
+    store: StateStore, agent_id: str | None, user_id: str | None, session_id: str | None
+) -> Refusal | None:
+    """The first freeze that applies to these identities (agent, then user, then session), if any."""
+    candidates: tuple[tuple[FreezeKind, str | None], ...] = (
+        ("agent", agent_id),
+        ("user", user_id),
+        ("session", session_id),
+    )
+    for kind, identity in candidates:
+        if not identity:
+            continue
+        stored = store.get(_key(kind, identity))
+        if stored is not None:
+            reason = stored.get("reason") if isinstance(stored, dict) else None
+            return Refusal(kind, identity, str(reason or "no reason recorded"))
+    return None
+
+
+def refusal_reason(
+    store: StateStore, agent_id: str | None, user_id: str | None, session_id: str | None
+) -> str | None:
+    """Why a request from these identities must be refused, or None when none of them is frozen."""
+    found = refusal(store, agent_id, user_id, session_id)
+    return str(found) if found is not None else None
+
+
+def record_injection_attempt(
+    store: StateStore, user_id: str, *, window_s: float, threshold: int, ttl_s: float
+) -> bool:
+    """Count one prompt-injection attempt by ``user_id``; at ``threshold`` attempts within ``window_s``
+    seconds, freeze the user for ``ttl_s`` seconds and return True."""
+    attempts = store.hit(f"{_ATTEMPTS_PREFIX}:{user_id}", window_s)
+    if attempts < threshold:
+        return False
+    freeze_user(
+        store,
+        user_id,
+        ttl_s,
+        f"{attempts} prompt-injection attempts within {_duration(window_s)}",
+    )
+    return True
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def apply_alert_action(store: StateStore, action: str, alert: Alert, ttl_s: float) -> list[str]:
+    """Apply a built-in alert action to the identities the alert names; return those frozen.
+
+    ``freeze_user`` freezes the alert's users, ``revoke_session`` its sessions and ``block_agent``
+    its agents, each for ``ttl_s`` seconds.
+    """
+    kind = _ACTION_KINDS.get(action)
+    if kind is None:
+        raise ValueError(f"unknown alert action {action!r}")
+    identities = {"agent": alert.agent_ids, "user": alert.user_ids, "session": alert.session_ids}[kind]
+    for identity in identities:
+        _freeze(store, kind, identity, ttl_s, f"alert {alert.rule} ({alert.alert_id})")
+    return list(identities)
+
+
+def freeze_finding(found: Refusal, *, enforced: bool) -> Finding:
+    """The finding a refused (or, in observe mode, would-be refused) request carries."""
+    return Finding(
+        threat=Threat.PROMPT_INJECTION,
+        rule=FREEZE_RULE,
+        signal=str(found),
+        severity=Severity.HIGH,
+        action=Action.BLOCK,
+        where="request",
+        owasp="LLM01",
+        enforced=enforced,
+    )

@@ -1,0 +1,271 @@
+"""Freezes: the pure state-store functions and the addon that refuses frozen users, sessions and agents."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+import pytest
+from mitmproxy.test import taddons, tflow
+
+from addons.freeze import FROZEN_CODE, Freeze
+from addons.turns import METADATA_KEY
+from proxy.alerts import Alert
+from proxy.freeze import (
+    FREEZE_RULE,
+    apply_alert_action,
+    block_agent,
+    freeze_user,
+    lift,
+    record_injection_attempt,
+    refusal_reason,
+    revoke_session,
+)
+from proxy.model import Decision, Threat
+from proxy.policy import parse_policy
+from proxy.runtime import Runtime
+from proxy.state import SqliteStateStore
+from proxy.turn import Turn, TurnContext
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(clock: Clock) -> SqliteStateStore:
+    return SqliteStateStore(None, clock=clock)
+
+
+def alert(**ids: list[str]) -> Alert:
+    return Alert(
+        alert_id="a1",
+        rule="critical-secret-leak",
+        description="d",
+        severity="critical",
+        ts="2025-01-01T00:00:00Z",
+        dedup_key="k",
+        group={},
+        count=1,
+        window_seconds=300,
+        agent_ids=ids.get("agents", []),
+        user_ids=ids.get("users", []),
+        session_ids=ids.get("sessions", []),
+        event_ids=["e1"],
+        threats=["credential_theft"],
+        finding_rules=["aws-access-key"],
+    )
+
+
+# -- the pure functions ------------------------------------------------------------------------------
+
+
+def test_nothing_frozen_gives_no_reason(store: SqliteStateStore) -> None:
+    """With no freeze in the store nobody is refused."""
+    assert refusal_reason(store, "bot", "u-1", "s-1") is None
+
+
+def test_frozen_user_is_refused_with_the_reason(store: SqliteStateStore) -> None:
+    """A frozen user's requests are refused, naming the user and the reason given."""
+    freeze_user(store, "u-1", 60, "3 prompt-injection attempts")
+    assert refusal_reason(store, "bot", "u-1", None) == "user 'u-1' is frozen: 3 prompt-injection attempts"
+    assert refusal_reason(store, "bot", "u-2", None) is None
+
+
+def test_revoked_session_and_blocked_agent_are_refused(store: SqliteStateStore) -> None:
+    """A revoked session and a blocked agent are refused; the agent is named first."""
+    revoke_session(store, "s-1", 60, "alert x")
+    assert refusal_reason(store, "bot", None, "s-1") == "session 's-1' is revoked: alert x"
+    block_agent(store, "bot", 60, "alert y")
+    assert refusal_reason(store, "bot", None, "s-1") == "agent 'bot' is blocked: alert y"
+
+
+def test_freeze_lifts_when_its_time_is_up(store: SqliteStateStore, clock: Clock) -> None:
+    """A freeze expires by itself after its duration."""
+    freeze_user(store, "u-1", 60, "r")
+    clock.now += 59
+    assert refusal_reason(store, None, "u-1", None) is not None
+    clock.now += 2
+    assert refusal_reason(store, None, "u-1", None) is None
+
+
+def test_lift_ends_a_freeze_early(store: SqliteStateStore) -> None:
+    """An operator can lift a freeze before it expires."""
+    block_agent(store, "bot", 3600, "r")
+    lift(store, "agent", "bot")
+    assert refusal_reason(store, "bot", None, None) is None
+
+
+def test_freeze_needs_a_positive_duration(store: SqliteStateStore) -> None:
+    """A freeze of zero seconds is a caller's mistake, not a silent no-op."""
+    with pytest.raises(ValueError, match="positive duration"):
+        freeze_user(store, "u-1", 0, "r")
+
+
+def test_injection_attempts_freeze_the_user_at_the_threshold(store: SqliteStateStore) -> None:
+    """The third attempt within the window freezes the user; the first two do not."""
+    outcomes = [
+        record_injection_attempt(store, "u-1", window_s=3600, threshold=3, ttl_s=600) for _ in range(3)
+    ]
+    assert outcomes == [False, False, True]
+    assert (
+        refusal_reason(store, None, "u-1", None)
+        == "user 'u-1' is frozen: 3 prompt-injection attempts within 1h"
+    )
+
+
+def test_injection_attempts_outside_the_window_do_not_count(store: SqliteStateStore, clock: Clock) -> None:
+    """Attempts spread wider than the window never reach the threshold."""
+    for _ in range(5):
+        assert not record_injection_attempt(store, "u-1", window_s=60, threshold=2, ttl_s=600)
+        clock.now += 61
+    assert refusal_reason(store, None, "u-1", None) is None
+
+
+def test_injection_attempts_are_counted_per_user(store: SqliteStateStore) -> None:
+    """One user's attempts never freeze another user."""
+    record_injection_attempt(store, "u-1", window_s=60, threshold=2, ttl_s=600)
+    assert not record_injection_attempt(store, "u-2", window_s=60, threshold=2, ttl_s=600)
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("freeze_user", ("bot", "u-1", None)),
+        ("revoke_session", ("bot", None, "s-1")),
+        ("block_agent", ("bot", None, None)),
+    ],
+)
+def test_alert_actions_freeze_the_identities_the_alert_names(
+    store: SqliteStateStore, action: str, expected: tuple[str, str | None, str | None]
+) -> None:
+    """Each built-in alert action freezes its kind of identity from the alert, naming the alert."""
+    frozen = apply_alert_action(store, action, alert(agents=["bot"], users=["u-1"], sessions=["s-1"]), 60)
+    assert len(frozen) == 1
+    reason = refusal_reason(store, *expected)
+    assert reason is not None and reason.endswith("alert critical-secret-leak (a1)")
+    others = {"freeze_user": (None, None, "s-1"), "revoke_session": (None, "u-1", None)}
+    if action in others:
+        assert refusal_reason(store, *others[action]) is None
+
+
+def test_unknown_alert_action_raises(store: SqliteStateStore) -> None:
+    """An action that is not built in is refused loudly."""
+    with pytest.raises(ValueError, match="unknown alert action"):
+        apply_alert_action(store, "reboot", alert(), 60)
+
+
+# -- the addon ----------------------------------------------------------------------------------------
+
+
+def runtime(mode: str, store: SqliteStateStore) -> Runtime:
+    policy = textwrap.dedent(f"""\
+        mode: {mode}
+        agents:
+          bot: {{token: "t0ken", role: support}}
+        roles:
+          support: {{}}
+        """)
+    return Runtime(parse_policy(policy, "p.yaml", environ={}), store)
+
+
+def chat_flow(user_id: str | None = "u-1", session_id: str | None = None, *, anthropic: bool = False) -> Any:
+    flow = tflow.tflow()
+    flow.request.method = "POST"
+    if anthropic:
+        flow.request.path = "/v1/messages"
+        body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    else:
+        flow.request.path = "/v1/chat/completions"
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    flow.request.headers["content-type"] = "application/json"
+    flow.request.content = json.dumps(body).encode()
+    context = TurnContext(agent_id="bot", role="support", user_id=user_id, session_id=session_id)
+    flow.metadata[METADATA_KEY] = Turn(context=context)
+    return flow
+
+
+def run_request(addon: Freeze, flow: Any) -> Turn:
+    with taddons.context(addon):
+        addon.request(flow)
+    turn = flow.metadata[METADATA_KEY]
+    assert isinstance(turn, Turn)
+    return turn
+
+
+def test_enforced_freeze_answers_403_in_the_api_error_shape(store: SqliteStateStore) -> None:
+    """In enforce mode a frozen user gets a 403 shaped like an OpenAI error, and the turn is blocked."""
+    freeze_user(store, "u-1", 60, "3 prompt-injection attempts")
+    flow = chat_flow()
+    turn = run_request(Freeze(runtime("enforce", store)), flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    error = json.loads(flow.response.content)["error"]
+    assert error["code"] == FROZEN_CODE
+    assert "user 'u-1' is frozen" in error["message"] and turn.event_id in error["message"]
+    assert turn.decision is Decision.BLOCKED
+    (finding,) = turn.findings
+    assert (finding.threat, finding.rule, finding.enforced) == (Threat.PROMPT_INJECTION, FREEZE_RULE, True)
+
+
+def test_anthropic_request_gets_the_anthropic_error_shape(store: SqliteStateStore) -> None:
+    """The refusal follows the dialect of the request: Anthropic callers get Anthropic's error body."""
+    revoke_session(store, "s-1", 60, "alert x")
+    flow = chat_flow(None, "s-1", anthropic=True)
+    run_request(Freeze(runtime("enforce", store)), flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert json.loads(flow.response.content)["type"] == "error"
+
+
+def test_observe_mode_flags_a_frozen_user_without_refusing(store: SqliteStateStore) -> None:
+    """In observe mode the frozen user's request goes on, with a finding of what enforce would do."""
+    freeze_user(store, "u-1", 60, "r")
+    flow = chat_flow()
+    turn = run_request(Freeze(runtime("observe", store)), flow)
+    assert flow.response is None
+    assert turn.decision is Decision.ALLOWED
+    (finding,) = turn.findings
+    assert finding.rule == FREEZE_RULE and not finding.enforced
+
+
+def test_blocked_agent_is_refused_even_in_observe_mode(store: SqliteStateStore) -> None:
+    """An alert's block_agent applies whatever the policy's mode."""
+    block_agent(store, "bot", 60, "alert y")
+    flow = chat_flow()
+    turn = run_request(Freeze(runtime("observe", store)), flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert turn.decision is Decision.BLOCKED
+
+
+def test_unfrozen_request_passes_untouched(store: SqliteStateStore) -> None:
+    """Without a freeze the addon adds nothing."""
+    flow = chat_flow()
+    turn = run_request(Freeze(runtime("enforce", store)), flow)
+    assert flow.response is None and turn.findings == []
+
+
+def test_flow_already_answered_is_left_alone(store: SqliteStateStore) -> None:
+    """A request an earlier addon already answered is not looked at again."""
+    block_agent(store, "bot", 60, "r")
+    flow = chat_flow()
+    flow.response = tflow.tresp()
+    turn = run_request(Freeze(runtime("enforce", store)), flow)
+    assert flow.response.status_code == 200 and turn.findings == []
+
+
+def test_broken_state_store_fails_open(store: SqliteStateStore) -> None:
+    """A state store that raises does not break the request: it goes on unrefused."""
+    freeze_user(store, "u-1", 60, "r")
+    store.close()
+    flow = chat_flow()
+    turn = run_request(Freeze(runtime("enforce", store)), flow)
+    assert flow.response is None and turn.findings == []
