@@ -5,7 +5,9 @@ from __future__ import annotations
 from addons.audit import Audit
 from addons.config import PolicyLoader
 from addons.egress import Egress
+from addons.freeze import Freeze
 from addons.identity import AgentIdentity
+from addons.inspect import Inspect
 from proxy.runtime import Runtime
 
 
@@ -15,5 +17,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         PolicyLoader(runtime),
         AgentIdentity(runtime),
         Egress(runtime),
+        Freeze(runtime),
+        Inspect(runtime),
         Audit(runtime),
     ]

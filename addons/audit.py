@@ -1,43 +1,89 @@
-"""Writes one ``agent.turn`` event per finished turn and one canonical log line per flow."""
+"""Writes one ``agent.turn`` event per finished turn, hands it to the alert router, and logs one line.
+
+When the audit log cannot be written and the policy says ``on_error: closed``, agents' requests are
+refused (503) instead of being forwarded unaudited; with ``on_error: open`` they go on and the log
+buffers. Either way the outage is logged and raised as an alert. No exception leaves a hook: a
+failure here must never turn into a broken connection for the agent.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Set
+from functools import partial
+from pathlib import Path
 
 import structlog
-from mitmproxy import http
+from mitmproxy import exceptions, http
 
 from addons.turns import turn_of
-from proxy.audit import AuditLog
+from proxy import freeze
+from proxy.alerts import Alert, AlertRouter, AlertsConfig
+from proxy.audit import AuditLog, AuditUnavailable
 from proxy.events import turn_event
+from proxy.model import Severity
+from proxy.policy import AuditSettings, Policy
 from proxy.runtime import Runtime
+from proxy.state import StateStore
 
 log = structlog.get_logger("egressguard")
 
 _WRITTEN = "egressguard_audited"
+AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
+UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
 
 
 def _sha256(content: bytes | None) -> str | None:
     return hashlib.sha256(content).hexdigest() if content is not None else None
 
 
+def _failure(exc: BaseException) -> str:
+    """What may be logged about an unexpected error: its type and message, never its frame locals."""
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def unavailable_response(reason: str, event_id: str | None) -> http.Response:
+    message = f"egressguard: audit log unavailable ({reason}); on_error is closed, so requests are refused"
+    if event_id is not None:
+        message += f" (event {event_id})"
+    body = json.dumps({"error": {"message": message, "type": UNAVAILABLE_TYPE}}).encode()
+    return http.Response.make(503, body, {"Content-Type": "application/json"})
+
+
 class Audit:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.sink: AuditLog | None = None
+        self.router: AlertRouter | None = None
+        self._sink_settings: AuditSettings | None = None
+        self._router_settings: tuple[AlertsConfig | None, Path, Path] | None = None
+        self._outage: str | None = None
 
     def configure(self, updated: Set[str]) -> None:
+        """Build the router and the log once per policy; a log that cannot be opened stops the start."""
         policy = self.runtime.policy
-        if self.sink is None or self.sink.directory != policy.audit_path:
-            settings = policy.audit
-            self.sink = AuditLog(
-                settings.path,
-                fsync=settings.fsync,
-                checkpoint_every=settings.checkpoint_every,
-                retention_days=settings.retention_days,
-                on_error=settings.on_error,
-            )
+        router_settings = (policy.alerts, policy.data_dir, policy.audit.path)
+        if router_settings != self._router_settings:
+            self._close_router()
+            self.router = self._build_router(policy)
+            self._router_settings = router_settings
+        if policy.audit != self._sink_settings:
+            previous = self.sink
+            self.sink = self._open_sink(policy.audit)
+            self._sink_settings = policy.audit
+            if previous is not None:
+                previous.close()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """With ``on_error: closed``, refuse requests while the log is known to be unwritable."""
+        turn = turn_of(flow)
+        sink = self.sink
+        if turn is None or flow.response is not None or sink is None:
+            return
+        if sink.on_error == "closed" and not sink.available:
+            flow.response = unavailable_response(self._outage or "not writable", turn.event_id)
+            log.warning("audit.request_refused", event_id=turn.event_id, agent=turn.context.agent_id)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT that an earlier addon answered (refused) is a turn of its own."""
@@ -45,19 +91,98 @@ class Audit:
             self._write(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._write(flow)
+        if not self._write(flow) and flow.response is not None and not flow.response.stream:
+            # The upstream answered but the turn could not be recorded: the agent does not get an
+            # answer nobody can account for.
+            turn = turn_of(flow)
+            event_id = turn.event_id if turn is not None else None
+            flow.response = unavailable_response(self._outage or "not writable", event_id)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._write(flow)
 
     def done(self) -> None:
+        self._close_router()
         if self.sink is not None:
-            self.sink.close()
+            try:
+                self.sink.close()
+            except Exception as exc:
+                log.error("audit.close_failed", error=_failure(exc))
 
-    def _write(self, flow: http.HTTPFlow) -> None:
-        turn = turn_of(flow)
-        if turn is None or flow.metadata.get(_WRITTEN):
+    # -- building --------------------------------------------------------------------------------------
+
+    def _build_router(self, policy: Policy) -> AlertRouter | None:
+        if policy.alerts is None:
+            return None
+        # The store is opened here, on the proxy's thread, and handed to the router's thread.
+        return AlertRouter(
+            policy.alerts,
+            data_dir=policy.data_dir,
+            audit_dir=policy.audit.path,
+            action_handler=partial(self._apply_action, self.runtime.state),
+        )
+
+    def _open_sink(self, settings: AuditSettings) -> AuditLog:
+        try:
+            return AuditLog(
+                settings.path,
+                fsync=settings.fsync,
+                checkpoint_every=settings.checkpoint_every,
+                retention_days=settings.retention_days,
+                on_error=settings.on_error,
+                on_unavailable=self._audit_unavailable,
+            )
+        except AuditUnavailable as exc:
+            raise exceptions.OptionsError(f"egressguard: {exc}") from None
+
+    def _close_router(self) -> None:
+        if self.router is not None:
+            try:
+                self.router.close()
+            except Exception as exc:
+                log.error("alerts.close_failed", error=_failure(exc))
+            self.router = None
+
+    # -- callbacks -------------------------------------------------------------------------------------
+
+    def _audit_unavailable(self, reason: str) -> None:
+        """Called by the log once per outage, on the thread that found the disk refusing writes."""
+        self._outage = reason
+        on_error = self.sink.on_error if self.sink is not None else self.runtime.policy.audit.on_error
+        log.error(
+            "audit.unavailable", reason=reason, on_error=on_error, path=str(self.runtime.policy.audit.path)
+        )
+        if self.router is None:
             return
+        consequence = "agents' requests are refused" if on_error == "closed" else "events are buffered"
+        try:
+            self.router.raise_alert(
+                AUDIT_UNAVAILABLE_RULE,
+                f"The audit log cannot be written ({reason}); {consequence} until it can",
+                Severity.CRITICAL,
+            )
+        except Exception as exc:
+            log.error("alerts.raise_failed", rule=AUDIT_UNAVAILABLE_RULE, error=_failure(exc))
+
+    def _apply_action(self, store: StateStore, action: str, alert: Alert) -> None:
+        """Built-in alert actions, run on the router's thread: freezes in the shared state store."""
+        frozen = freeze.apply_alert_action(store, action, alert, self.runtime.policy.detection.freeze_for_s)
+        log.warning("alerts.action_applied", action=action, rule=alert.rule, targets=frozen)
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def _write(self, flow: http.HTTPFlow) -> bool:
+        """Record the flow's turn (once); False only when the log refused it (``on_error: closed``)."""
+        try:
+            return self._write_turn(flow)
+        except Exception as exc:
+            log.error("audit.write_failed", error=_failure(exc))
+            return True
+
+    def _write_turn(self, flow: http.HTTPFlow) -> bool:
+        turn = turn_of(flow)
+        if turn is None or flow.metadata.get(_WRITTEN) or self.sink is None:
+            return True
         flow.metadata[_WRITTEN] = True
         if flow.error is not None:
             turn.errors.append(f"connection: {flow.error.msg}")
@@ -71,8 +196,13 @@ class Audit:
             input_sha256=_sha256(flow.request.raw_content),
             output_sha256=_sha256(response.raw_content) if response is not None else None,
         )
-        assert self.sink is not None
-        record = self.sink.append(event)
+        try:
+            record = self.sink.append(event)
+        except AuditUnavailable as exc:
+            log.error("audit.turn_not_recorded", event_id=turn.event_id, reason=str(exc))
+            return False
+        if self.router is not None:
+            self.router.submit(record)
         log.info(
             "agent.turn",
             event_id=record["event_id"],
@@ -84,3 +214,4 @@ class Audit:
             latency_ms=record["latency_ms"],
             findings=[finding["rule"] for finding in record["findings"]],
         )
+        return True

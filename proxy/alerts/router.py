@@ -18,6 +18,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,8 +29,9 @@ import httpx
 import structlog
 
 from proxy.alerts.destinations import DeliveryError, deliver
-from proxy.alerts.engine import Alert, RuleEngine
+from proxy.alerts.engine import Alert, RuleEngine, format_ts
 from proxy.alerts.rules import BUILTIN_ACTIONS, AlertRule, AlertsConfig, DestinationConfig
+from proxy.model import Severity
 from proxy.query import QueryError, open_audit, plain, run_sql
 
 SPOOL_DIRECTORY = "alert-spool"
@@ -113,6 +115,32 @@ class AlertRouter:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("alerts.queue_full", dropped=self.dropped)
+
+    def raise_alert(self, rule: str, description: str, severity: Severity) -> str:
+        """Send an alert that no rule produced (egressguard's own trouble, such as an unwritable audit
+        log) to every destination, through the same spool and retries; return its alert id."""
+        now = self.clock()
+        alert = Alert(
+            alert_id=uuid.uuid4().hex,
+            rule=rule,
+            description=description,
+            severity=str(severity),
+            ts=format_ts(now),
+            dedup_key=rule,
+            group={},
+            count=1,
+            window_seconds=0,
+            agent_ids=[],
+            user_ids=[],
+            session_ids=[],
+            event_ids=[],
+            threats=[],
+            finding_rules=[],
+        )
+        log.info("alerts.raised", rule=rule, alert_id=alert.alert_id)
+        for name in self.config.destinations:
+            self._enqueue(name, alert.to_dict())
+        return alert.alert_id
 
     def close(self, timeout_seconds: float = 5.0) -> None:
         """Finish evaluating what was submitted, make one more delivery pass, and stop.

@@ -1,0 +1,171 @@
+"""The audit addon: records turns, feeds the alert router, applies actions, survives an unwritable log."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons, tflow
+
+from addons.audit import UNAVAILABLE_TYPE, Audit
+from addons.turns import METADATA_KEY
+from proxy.alerts import Alert
+from proxy.freeze import refusal_reason
+from proxy.policy import parse_policy
+from proxy.runtime import Runtime
+from proxy.state import SqliteStateStore
+from proxy.turn import Turn, TurnContext
+
+
+def audit_addon(tmp_path: Path, *, on_error: str = "open", audit_path: Path | None = None) -> Audit:
+    alerts_file = tmp_path / "alerts.jsonl"
+    policy = textwrap.dedent(f"""\
+        mode: enforce
+        data_dir: {tmp_path / "data"}
+        agents:
+          bot: {{token: "t0ken", role: support}}
+        roles:
+          support: {{}}
+        audit: {{path: {audit_path or tmp_path / "audit"}, on_error: {on_error}}}
+        alerts:
+          destinations:
+            secops: {{type: file, path: {alerts_file}}}
+        """)
+    runtime = Runtime(parse_policy(policy, "p.yaml", environ={}), SqliteStateStore(None))
+    return Audit(runtime)
+
+
+def turn_flow() -> Any:
+    flow = tflow.tflow(resp=True)
+    flow.metadata[METADATA_KEY] = Turn(context=TurnContext(agent_id="bot", role="support", user_id="u-1"))
+    return flow
+
+
+def break_directory(directory: Path) -> None:
+    """Make the audit directory unusable even for root: a regular file where the directory was."""
+    shutil.rmtree(directory)
+    directory.write_text("not a directory")
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_turn_is_written_and_log_closed_on_done(tmp_path: Path) -> None:
+    """A finished flow becomes one agent.turn record, followed by a signed checkpoint on shutdown."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        addon.response(turn_flow())
+        addon.done()
+    lines = [
+        json.loads(line)
+        for path in (tmp_path / "audit").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert [record["type"] for record in lines] == ["agent.turn", "audit.checkpoint"]
+
+
+def test_configure_twice_with_the_same_policy_keeps_router_and_log(tmp_path: Path) -> None:
+    """The router and the log are built once per policy, not on every option change."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        router, sink = addon.router, addon.sink
+        tctx.configure(addon)
+        assert addon.router is router and addon.sink is sink
+        addon.done()
+
+
+def test_unopenable_audit_directory_stops_the_start(tmp_path: Path) -> None:
+    """An audit path under a regular file is an option error at start, not a failure per request."""
+    (tmp_path / "file").write_text("x")
+    addon = audit_addon(tmp_path, audit_path=tmp_path / "file" / "audit")
+    with taddons.context(addon) as tctx, pytest.raises(exceptions.OptionsError, match="audit log"):
+        tctx.configure(addon)
+    addon.done()
+
+
+def test_closed_log_refuses_requests_with_503(tmp_path: Path) -> None:
+    """With on_error closed, once the log is unwritable the unrecorded answer and later requests get 503."""
+    addon = audit_addon(tmp_path, on_error="closed")
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        break_directory(tmp_path / "audit")
+        answered = turn_flow()
+        addon.response(answered)
+        assert answered.response.status_code == 503
+        refused = turn_flow()
+        refused.response = None
+        addon.requestheaders(refused)
+        assert refused.response is not None and refused.response.status_code == 503
+        error = json.loads(refused.response.content)["error"]
+        assert error["type"] == UNAVAILABLE_TYPE
+        assert error["message"].startswith("egressguard: audit log unavailable")
+        addon.done()
+
+
+def test_open_log_lets_requests_through_while_unwritable(tmp_path: Path) -> None:
+    """With on_error open, an unwritable log never changes the agent's traffic."""
+    addon = audit_addon(tmp_path, on_error="open")
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        break_directory(tmp_path / "audit")
+        answered = turn_flow()
+        addon.response(answered)
+        assert answered.response.status_code == 200
+        later = turn_flow()
+        later.response = None
+        addon.requestheaders(later)
+        assert later.response is None
+        addon.done()
+
+
+def test_unwritable_log_raises_an_alert(tmp_path: Path) -> None:
+    """The first failed write raises a critical audit-unavailable alert to every destination."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        break_directory(tmp_path / "audit")
+        addon.response(turn_flow())
+        alerts_file = tmp_path / "alerts.jsonl"
+        assert wait_for(lambda: alerts_file.exists() and alerts_file.read_text().strip())
+        addon.done()
+    alert = json.loads(alerts_file.read_text().splitlines()[0])
+    assert (alert["rule"], alert["severity"]) == ("audit-unavailable", "critical")
+
+
+def test_alert_action_freezes_the_user_in_the_state_store(tmp_path: Path) -> None:
+    """The router's freeze_user action freezes the alert's users for the policy's freeze duration."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        assert addon.router is not None and addon.router.action_handler is not None
+        alert = Alert("a1", "r", "d", "high", "t", "k", {}, 1, 60, ["bot"], ["u-1"], [], [], [], [])
+        addon.router.action_handler("freeze_user", alert)
+        addon.done()
+    reason = refusal_reason(addon.runtime.state, None, "u-1", None)
+    assert reason == "user 'u-1' is frozen: alert r (a1)"
+
+
+def test_write_failure_never_escapes_the_hook(tmp_path: Path) -> None:
+    """An unexpected error while recording is logged, and the flow goes on."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        flow = turn_flow()
+        flow.metadata[METADATA_KEY].context = None  # a turn broken by a bug elsewhere
+        addon.response(flow)
+        assert flow.response.status_code == 200
+        addon.done()
