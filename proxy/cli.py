@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
+from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
 from proxy.model import Mode
 from proxy.policy import Policy, load_policy
+from proxy.query import add_query_arguments, run_query
 from proxy.yamlschema import SchemaError
 
 DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
@@ -170,6 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--config", help="policy whose data_dir holds the CA")
     export.add_argument("--set", action="append", default=[], metavar="confdir=DIR")
     export.set_defaults(handler=cmd_ca_export)
+
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify", help="check the hash chain and checkpoint signatures (exit 1 at the first break)"
+    )
+    add_verify_arguments(verify)
+    verify.set_defaults(handler=run_verify)
+    pubkey = audit_commands.add_parser("pubkey", help="print the public key that signs checkpoints")
+    add_pubkey_arguments(pubkey)
+    pubkey.set_defaults(handler=run_pubkey)
+
+    query = commands.add_parser("query", help="triage queries over the audit log")
+    add_query_arguments(query)
+    query.set_defaults(handler=run_query)
     return parser
 
 
