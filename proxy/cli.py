@@ -14,6 +14,7 @@ from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_p
 from proxy.model import Mode
 from proxy.policy import Policy, load_policy
 from proxy.query import add_query_arguments, run_query
+from proxy.scan import add_scan_arguments, run_scan
 from proxy.yamlschema import SchemaError
 
 DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
@@ -187,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", help="triage queries over the audit log")
     add_query_arguments(query)
     query.set_defaults(handler=run_query)
+
+    scan = commands.add_parser(
+        "scan", help="run the rule packs over a file or stdin (exit 1 when something is found)"
+    )
+    add_scan_arguments(scan)
+    scan.set_defaults(handler=run_scan)
     return parser
 
 

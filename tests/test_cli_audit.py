@@ -107,3 +107,37 @@ def test_query_without_name_or_sql_exits_2(audit_dir: Path, capsys: pytest.Captu
     """A query needs a name or --sql."""
     assert main(["query", "--audit", str(audit_dir)]) == 2
     assert "give a query name or --sql" in capsys.readouterr().err
+
+
+SYNTHETIC_AWS_KEY = "AKIA" + "Q7ZT4WNB2XK5RM3P"
+
+
+def test_scan_reports_a_secret_without_its_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`scan FILE` exits 1 with a JSON finding naming the rule and line, never the key itself."""
+    source = tmp_path / "notes.txt"
+    source.write_text(f"deploy notes\naws key {SYNTHETIC_AWS_KEY} for staging\n")
+    assert main(["scan", str(source)]) == 1
+    output = capsys.readouterr().out
+    finding = json.loads(output.splitlines()[0])
+    assert (finding["rule"], finding["line"]) == ("aws-access-key-id", 2)
+    assert SYNTHETIC_AWS_KEY not in output
+
+
+def test_scan_redact_prints_the_text_without_the_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scan --redact` prints the input with the key replaced."""
+    source = tmp_path / "notes.txt"
+    source.write_text(f"aws key {SYNTHETIC_AWS_KEY} for staging\n")
+    main(["scan", "--redact", str(source)])
+    output = capsys.readouterr().out
+    assert output.startswith("aws key ") and output.endswith(" for staging\n")
+    assert SYNTHETIC_AWS_KEY not in output
+
+
+def test_scan_of_clean_text_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing found: exit 0 and no output."""
+    source = tmp_path / "clean.txt"
+    source.write_text("the refund for order 4411 went out on Monday\n")
+    assert main(["scan", str(source)]) == 0
+    assert capsys.readouterr().out == ""
