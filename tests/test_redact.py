@@ -1,0 +1,184 @@
+"""Redaction of text, JSON values and streams of deltas."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+import re
+import string
+
+import pytest
+
+from proxy.redact import (
+    RedactionStyle,
+    StreamRedactor,
+    fingerprint,
+    redact_json,
+    redact_text,
+    scan_and_redact,
+)
+from proxy.rulepack import Scanner, load_pack, pack_path
+
+GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+STRIPE_KEY = "sk_live_" + "Zr8Kq2Wm5Tx9Lp3Vb7Nc1Hd6Fg4Js0Ye"
+KEY = b"per-install-test-key"
+# Random base64 lines in the shape of a key body: not a key.
+_BODY_RNG = random.Random(20261124)  # noqa: S311 - synthetic filler, not cryptography
+KEY_BODY = [
+    "".join(_BODY_RNG.choice(string.ascii_letters + string.digits + "+/") for _ in range(64))
+    for _ in range(3)
+]
+PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(KEY_BODY) + "\n-----END RSA PRIVATE KEY-----"
+
+
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    return Scanner([load_pack(pack_path("secrets")), load_pack(pack_path("pii"))])
+
+
+def _stream(redactor: StreamRedactor, text: str, seed: int = 0) -> list[str]:
+    """Feed ``text`` as 1-3 character deltas; return every chunk released, flush included."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible split points, not cryptography
+    chunks: list[str] = []
+    position = 0
+    while position < len(text):
+        size = rng.randint(1, 3)
+        chunks.append(redactor.feed(text[position : position + size]))
+        position += size
+    chunks.append(redactor.flush())
+    return chunks
+
+
+def test_default_placeholder_names_the_rule(scanner: Scanner) -> None:
+    """The default style replaces the value with [REDACTED:<rule-id>]."""
+    result = scan_and_redact(scanner, f"token {GITHUB_TOKEN} here")
+    assert result.text == "token [REDACTED:github-pat] here"
+
+
+def test_hash_style_uses_eight_hex_of_the_keyed_hmac(scanner: Scanner) -> None:
+    """The hash style appends the first 8 hex digits of the keyed fingerprint."""
+    result = scan_and_redact(scanner, GITHUB_TOKEN, RedactionStyle.HASH, key=KEY)
+    assert result.text == f"[REDACTED:github-pat:{fingerprint(GITHUB_TOKEN, KEY)[:8]}]"
+    assert re.fullmatch(r"\[REDACTED:github-pat:[0-9a-f]{8}\]", result.text)
+
+
+def test_last4_style_keeps_the_last_four_characters(scanner: Scanner) -> None:
+    """The last4 style shows only the last four characters of a long value."""
+    result = scan_and_redact(scanner, GITHUB_TOKEN, RedactionStyle.LAST4)
+    assert result.text == f"[REDACTED:github-pat:...{GITHUB_TOKEN[-4:]}]"
+
+
+def test_fingerprint_is_hmac_sha256_and_depends_on_the_key() -> None:
+    """Fingerprints are HMAC-SHA256 hex, stable per key and different across keys."""
+    expected = hmac.new(KEY, GITHUB_TOKEN.encode(), hashlib.sha256).hexdigest()
+    assert fingerprint(GITHUB_TOKEN, KEY) == expected
+    assert fingerprint(GITHUB_TOKEN, b"other-install") != expected
+
+
+def test_redact_text_replaces_every_span(scanner: Scanner) -> None:
+    """redact_text replaces each match and leaves the rest untouched."""
+    text = f"a {GITHUB_TOKEN} b {STRIPE_KEY} c"
+    matches = scanner.scan(text).matches
+    assert redact_text(text, matches) == "a [REDACTED:github-pat] b [REDACTED:stripe-live-secret-key] c"
+
+
+def test_redactions_carry_rule_and_fingerprint_but_never_the_value(scanner: Scanner) -> None:
+    """What is recorded about a redaction holds no part of the value."""
+    result = scan_and_redact(scanner, f"key {STRIPE_KEY}", key=KEY)
+    [redaction] = result.redactions
+    assert redaction.rule_id == "stripe-live-secret-key"
+    assert redaction.fingerprint == fingerprint(STRIPE_KEY, KEY)
+    assert STRIPE_KEY not in repr(result.redactions)
+
+
+def test_json_stays_valid_after_redaction(scanner: Scanner) -> None:
+    """Strings inside a JSON value are redacted; the structure and other values stay as they were."""
+    body = {
+        "messages": [{"role": "user", "content": f"use {GITHUB_TOKEN} please"}],
+        "temperature": 0.2,
+        "meta": {"note": "nothing here", "n": [1, 2, None, True]},
+        "pem": PRIVATE_KEY,
+    }
+    redacted, redactions = redact_json(body, scanner)
+    encoded = json.dumps(redacted)
+    assert json.loads(encoded) == redacted
+    assert redacted["messages"][0]["content"] == "use [REDACTED:github-pat] please"
+    assert redacted["meta"] == body["meta"]
+    assert redacted["pem"] == "[REDACTED:private-key-rsa]"
+    assert {redaction.rule_id for redaction in redactions} == {"github-pat", "private-key-rsa"}
+    assert GITHUB_TOKEN not in encoded
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stream_of_tiny_deltas_redacts_the_secret(scanner: Scanner, seed: int) -> None:
+    """A secret fed as 1-3 character deltas is redacted and the text after it still arrives."""
+    text = f"Your token is {GITHUB_TOKEN} and the rest of the answer follows."
+    chunks = _stream(StreamRedactor(scanner), text, seed)
+    assert "".join(chunks) == "Your token is [REDACTED:github-pat] and the rest of the answer follows."
+    assert all(GITHUB_TOKEN[:8] not in chunk for chunk in chunks)
+
+
+def test_stream_output_equals_whole_text_redaction(scanner: Scanner) -> None:
+    """Streaming yields the same text as redacting the whole text at once."""
+    text = f"one {GITHUB_TOKEN}\ntwo {STRIPE_KEY}, SSN 123-45-6789, card 4539 5787 6362 1486. end"
+    streamed = "".join(_stream(StreamRedactor(scanner), text))
+    assert streamed == scan_and_redact(scanner, text).text
+
+
+def test_spaced_number_split_across_deltas_is_held_whole(scanner: Scanner) -> None:
+    """A card number with spaces is held until it is complete, so no group leaks early."""
+    redactor = StreamRedactor(scanner)
+    released = redactor.feed("card 4539 5787 ") + redactor.feed("6362 1486") + redactor.feed(" ok")
+    released += redactor.flush()
+    assert released == "card [REDACTED:payment-card] ok"
+
+
+def test_plain_text_flows_without_delay(scanner: Scanner) -> None:
+    """Text ending in whitespace is released at once; only the open trailing word is held."""
+    redactor = StreamRedactor(scanner)
+    assert redactor.feed("hello there ") == "hello there "
+    assert redactor.feed("gener") == ""
+    assert redactor.feed("al kenobi") == "general "
+    assert redactor.flush() == "kenobi"
+
+
+def test_private_key_block_is_suppressed_while_streaming(scanner: Scanner) -> None:
+    """Nothing from BEGIN to END reaches the output; the text after the block does."""
+    text = f"Here you go:\n{PRIVATE_KEY}\nKeep it safe."
+    redactor = StreamRedactor(scanner)
+    chunks = _stream(redactor, text)
+    output = "".join(chunks)
+    assert output == "Here you go:\n[REDACTED:private-key-rsa]\nKeep it safe."
+    assert not any(line[:16] in output for line in KEY_BODY)
+    assert [redaction.rule_id for redaction in redactor.redactions] == ["private-key-rsa"]
+
+
+def test_unterminated_private_key_is_suppressed_at_flush(scanner: Scanner) -> None:
+    """A key block cut off by the end of the stream is still withheld."""
+    redactor = StreamRedactor(scanner)
+    text = "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\n" + KEY_BODY[0] + "\n" + KEY_BODY[1]
+    output = "".join(_stream(redactor, text))
+    assert output == "key:\n[REDACTED:private-key-openssh]"
+
+
+def test_long_run_without_whitespace_never_stalls(scanner: Scanner) -> None:
+    """A long unbroken run is released progressively; at most max_hold characters are held."""
+    redactor = StreamRedactor(scanner, max_hold=256)
+    blob = "QUJD" * 2_000
+    released = ""
+    for position in range(0, len(blob), 100):
+        released += redactor.feed(blob[position : position + 100])
+        assert len(blob[: position + 100]) - len(released) <= 256
+    assert released
+    assert released + redactor.flush() == blob
+
+
+def test_stream_records_fingerprints_of_redacted_values(scanner: Scanner) -> None:
+    """The redactor exposes what it redacted, as rule ids and keyed fingerprints."""
+    redactor = StreamRedactor(scanner, RedactionStyle.HASH, key=KEY)
+    "".join(_stream(redactor, f"a {STRIPE_KEY} b"))
+    assert [(redaction.rule_id, redaction.fingerprint) for redaction in redactor.redactions] == [
+        ("stripe-live-secret-key", fingerprint(STRIPE_KEY, KEY))
+    ]

@@ -1,0 +1,336 @@
+"""Rule-pack loading, the scanner (prefilter, windows, timeouts, merging) and the named validators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.model import Severity, Threat
+from proxy.rulepack import (
+    PackError,
+    Rule,
+    RulePack,
+    Scanner,
+    is_text_pack,
+    load_pack,
+    load_packaged_packs,
+    pack_path,
+    packaged_packs,
+    rules_dir,
+)
+from proxy.validators import (
+    dutch_bsn_valid,
+    iban_valid,
+    is_placeholder,
+    luhn_valid,
+    payment_card_valid,
+    phone_valid,
+    shannon_entropy,
+    spanish_dni_valid,
+    ssn_valid,
+)
+
+GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+
+
+def _write_pack(
+    tmp_path: Path, rules_yaml: str, header: str = "pack: test\nthreat: credential_theft\n"
+) -> Path:
+    path = tmp_path / "test.yaml"
+    path.write_text(header + "rules:\n" + rules_yaml, encoding="utf-8")
+    return path
+
+
+def _rule_yaml(
+    rule_id: str, regex: str, keywords: str = "[]", extra: str = "", severity: str = "high"
+) -> str:
+    """One rule as YAML (8 lines plus ``extra``, which is a list of ``key: value`` lines)."""
+    lines = [
+        f"  - id: {rule_id}",
+        "    description: test rule",
+        f"    regex: '{regex}'",
+        f"    keywords: {keywords}",
+        f"    severity: {severity}",
+        "    owasp: LLM06",
+        "    examples: {match: [x]}",
+        *(f"    {line}" for line in extra.splitlines()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _scanner(tmp_path: Path, rules_yaml: str, *, timeout_s: float = 0.5) -> Scanner:
+    return Scanner([load_pack(_write_pack(tmp_path, rules_yaml))], timeout_s=timeout_s)
+
+
+def test_load_pack_reads_rules() -> None:
+    """The secrets pack loads with its default threat and lowercase keywords."""
+    pack = load_pack(pack_path("secrets"))
+    rule = next(rule for rule in pack.rules if rule.id == "github-pat")
+    assert pack.threat is Threat.CREDENTIAL_THEFT
+    assert rule.threat is Threat.CREDENTIAL_THEFT
+    assert rule.keywords == ("ghp_",)
+    assert rule.severity is Severity.CRITICAL
+    assert len(pack.rules) >= 150
+
+
+def test_pack_errors_list_every_problem_with_its_line(tmp_path: Path) -> None:
+    """Every problem of a pack is reported, each as path:line: message."""
+    rules = _rule_yaml("ok-rule", "abc") + _rule_yaml("Bad Id", "(unclosed") + "  - id: no-fields\n"
+    path = _write_pack(tmp_path, rules)
+    with pytest.raises(PackError) as caught:
+        load_pack(path)
+    lines = str(caught.value).splitlines()
+    assert any(line.startswith(f"{path}:11: id:") for line in lines)
+    assert any(line.startswith(f"{path}:13: ") and "does not compile" in line for line in lines)
+    assert any("'no-fields': regex is required" in line for line in lines)
+    assert caught.value.line == 11
+
+
+def test_unknown_validator_is_a_pack_error(tmp_path: Path) -> None:
+    """A rule naming a validator that does not exist is rejected with the validator's line."""
+    path = _write_pack(tmp_path, _rule_yaml("r", "abc", extra="validator: crc99"))
+    with pytest.raises(PackError, match=r"test\.yaml:11: rule 'r': unknown validator 'crc99'"):
+        load_pack(path)
+
+
+def test_secret_group_must_exist(tmp_path: Path) -> None:
+    """secret_group naming a group the regex lacks is rejected."""
+    path = _write_pack(tmp_path, _rule_yaml("r", "a(b)c", extra="secret_group: value"))
+    with pytest.raises(PackError, match="secret_group 'value' is not a group"):
+        load_pack(path)
+
+
+def test_invalid_yaml_is_a_pack_error_with_line(tmp_path: Path) -> None:
+    """A YAML syntax error is reported with its line."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("pack: x\nthreat: credential_theft\nrules: [\n  - {id: a\n", encoding="utf-8")
+    with pytest.raises(PackError, match=r"broken\.yaml:\d+: not valid YAML"):
+        load_pack(path)
+
+
+def test_unknown_threat_is_a_pack_error(tmp_path: Path) -> None:
+    """The pack's threat must be one of the shared threats."""
+    path = _write_pack(tmp_path, _rule_yaml("r", "abc"), header="pack: t\nthreat: espionage\n")
+    with pytest.raises(PackError, match="unknown threat 'espionage'"):
+        load_pack(path)
+
+
+def test_packaged_packs_are_the_text_packs_of_rules_dir() -> None:
+    """The rules folder resolves and only YAML files with pack: and regex rules count as text packs."""
+    paths = packaged_packs()
+    names = {path.name for path in paths}
+    assert {"secrets.yaml", "pii.yaml"} <= names
+    assert all(path.parent == rules_dir() for path in paths)
+    assert all(is_text_pack(path) for path in paths)
+    assert not is_text_pack(rules_dir() / "__init__.py")
+
+
+def test_rule_without_keyword_hit_does_not_run(tmp_path: Path) -> None:
+    """The prefilter skips a rule whose keywords are absent even if its regex would match."""
+    scanner = _scanner(tmp_path, _rule_yaml("r", "abc", keywords="[zzz]"))
+    assert scanner.scan("abc").matches == []
+    assert [match.rule.id for match in scanner.scan("abc zzz").matches] == ["r"]
+
+
+def test_keywords_match_case_insensitively(tmp_path: Path) -> None:
+    """Keywords are compared with the lowercased text."""
+    scanner = _scanner(tmp_path, _rule_yaml("r", "TOKEN=[0-9]+", keywords="[Token=]"))
+    assert len(scanner.scan("TOKEN=123").matches) == 1
+
+
+def test_rule_without_keywords_always_runs(tmp_path: Path) -> None:
+    """A rule with no keywords and no shapes runs on every text."""
+    scanner = _scanner(tmp_path, _rule_yaml("r", "abc"))
+    assert len(scanner.scan("xx abc").matches) == 1
+
+
+def test_shapes_trigger_number_rules(tmp_path: Path) -> None:
+    """A shape is looked for with every digit written as 0."""
+    rule = _rule_yaml("r", r"\d{3}-\d{4}", extra='shapes: ["999-9999"]')
+    scanner = _scanner(tmp_path, rule)
+    assert [(match.start, match.end) for match in scanner.scan("call 555-0132 now").matches] == [(5, 13)]
+    assert scanner.scan("call 5550132 now").matches == []
+
+
+def test_match_far_into_long_text_is_found(tmp_path: Path) -> None:
+    """Windowed scanning finds a match anywhere in a long text, also right at its end."""
+    scanner = Scanner([load_pack(pack_path("secrets"))])
+    filler = "lorem ipsum dolor " * 20_000
+    text = filler + GITHUB_TOKEN + " " + filler + GITHUB_TOKEN
+    starts = [match.start for match in scanner.scan(text).matches if match.rule.id == "github-pat"]
+    assert starts == [len(filler), len(text) - len(GITHUB_TOKEN)]
+
+
+def test_text_whose_lowercase_changes_length_is_still_scanned() -> None:
+    """A character whose lowercase is longer (U+0130) does not shift the spans."""
+    scanner = Scanner([load_pack(pack_path("secrets"))])
+    text = "\u0130" * 50 + " token " + GITHUB_TOKEN
+    matches = scanner.scan(text).matches
+    assert [(text[match.start : match.end]) for match in matches] == [GITHUB_TOKEN]
+
+
+def test_timeout_skips_rule_and_is_reported(tmp_path: Path) -> None:
+    """A regex that runs out of time is reported in timed_out; other rules still report."""
+    rules = _rule_yaml("slow", "(?:a|aa)+$") + _rule_yaml("fast", "b{3}")
+    scanner = _scanner(tmp_path, rules, timeout_s=0.01)
+    result = scanner.scan("bbb " + "a" * 40 + "!")
+    assert result.timed_out == ["slow"]
+    assert [match.rule.id for match in result.matches] == ["fast"]
+
+
+def test_overlapping_spans_merge_under_the_more_severe_rule(tmp_path: Path) -> None:
+    """Overlapping spans become one span carrying the more severe rule's id."""
+    rules = _rule_yaml("weak", "abcdef", severity="low") + _rule_yaml("strong", "defghi", severity="critical")
+    result = _scanner(tmp_path, rules).scan("xx abcdefghi yy")
+    assert [(match.rule.id, match.start, match.end) for match in result.matches] == [("strong", 3, 12)]
+
+
+def test_equal_severity_overlap_keeps_the_earlier_rule(tmp_path: Path) -> None:
+    """On equal severity the rule listed first (the more specific by convention) wins."""
+    rules = _rule_yaml("specific", "ghp_[a-z]+") + _rule_yaml("generic", "[a-z_]{6,}")
+    result = _scanner(tmp_path, rules).scan("ghp_abcdef")
+    assert [match.rule.id for match in result.matches] == ["specific"]
+
+
+def test_adjacent_spans_do_not_merge(tmp_path: Path) -> None:
+    """Spans that touch without overlapping stay separate."""
+    rules = _rule_yaml("a", "aaa") + _rule_yaml("b", "bbb")
+    result = _scanner(tmp_path, rules).scan("aaabbb")
+    assert [(match.rule.id, match.start, match.end) for match in result.matches] == [("a", 0, 3), ("b", 3, 6)]
+
+
+def test_unmerged_scan_keeps_every_rule(tmp_path: Path) -> None:
+    """merge=False returns each rule's own span."""
+    rules = _rule_yaml("weak", "abcdef", severity="low") + _rule_yaml("strong", "defghi", severity="critical")
+    result = _scanner(tmp_path, rules).scan("abcdefghi", merge=False)
+    assert sorted(match.rule.id for match in result.matches) == ["strong", "weak"]
+
+
+def test_secret_group_sets_the_span(tmp_path: Path) -> None:
+    """The match span covers only the secret group."""
+    rule = _rule_yaml("r", "key=(?P<value>[0-9]+)", extra="secret_group: value")
+    match = _scanner(tmp_path, rule).scan("key=12345").matches[0]
+    assert (match.start, match.end) == (4, 9)
+
+
+def test_entropy_threshold_filters_low_entropy_values(tmp_path: Path) -> None:
+    """A value below the rule's entropy threshold is not reported."""
+    scanner = _scanner(tmp_path, _rule_yaml("r", "[a-z0-9]{16}", extra="entropy: 3.5"))
+    assert scanner.scan("aaaaaaaabbbbbbbb").matches == []
+    assert len(scanner.scan("k3j9x2m8q4w7z1p5").matches) == 1
+
+
+def test_validator_filters_invalid_values(tmp_path: Path) -> None:
+    """A value its validator rejects is not reported."""
+    scanner = _scanner(tmp_path, _rule_yaml("r", "[0-9]{16}", extra="validator: luhn"))
+    assert scanner.scan("4539578763621486").matches != []
+    assert scanner.scan("4539578763621487").matches == []
+
+
+def test_disabled_rules_and_packs_do_not_run(tmp_path: Path) -> None:
+    """enabled: false switches a rule or a pack off until it is explicitly enabled."""
+    pack = load_pack(_write_pack(tmp_path, _rule_yaml("r", "abc", extra="enabled: false")))
+    assert Scanner([pack]).scan("abc").matches == []
+    assert len(Scanner([pack.with_everything_enabled()]).scan("abc").matches) == 1
+    off = RulePack("p", Threat.CREDENTIAL_THEFT, False, pack.with_everything_enabled().rules)
+    assert Scanner([off]).scan("abc").matches == []
+
+
+def test_every_packaged_rule_has_an_owasp_tag_and_description() -> None:
+    """Packaged rules are documented: description and OWASP category present."""
+    rules: list[Rule] = [rule for pack in load_packaged_packs() for rule in pack.rules]
+    assert all(rule.description and rule.owasp for rule in rules)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("4539578763621486", True), ("4539 5787 6362 1486", True), ("4539578763621487", False), ("7", False)],
+)
+def test_luhn(value: str, expected: bool) -> None:
+    """Luhn accepts valid check digits and ignores separators."""
+    assert luhn_valid(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("4539578763621486", True),  # Visa
+        ("371449635398431", True),  # American Express, 15 digits
+        ("5555555555554444", False),  # too few distinct digits to be a real card
+        ("9539578763621483", False),  # no brand starts with 9
+        ("45395787636214", False),  # Visa never has 14 digits
+    ],
+)
+def test_payment_card(value: str, expected: bool) -> None:
+    """Cards need a brand prefix, a length that brand issues and a Luhn digit."""
+    assert payment_card_valid(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("123-45-6789", True),
+        ("000-45-6789", False),
+        ("666-45-6789", False),
+        ("900-45-6789", False),
+        ("123-00-6789", False),
+        ("123-45-0000", False),
+    ],
+)
+def test_ssn(value: str, expected: bool) -> None:
+    """SSNs with area 000/666/9xx, group 00 or serial 0000 are rejected."""
+    assert ssn_valid(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("DE89370400440532013000", True),
+        ("GB82 WEST 1234 5698 7654 32", True),
+        ("DE89370400440532013001", False),  # mod-97 fails
+        ("DE8937040044053201300", False),  # one short for Germany
+        ("QQ89370400440532013000", False),  # no such country
+    ],
+)
+def test_iban(value: str, expected: bool) -> None:
+    """IBANs need the country's length and a mod-97 remainder of 1."""
+    assert iban_valid(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("+44 20 7946 0958", True), ("(212) 555-0198", True), ("123-456-7890", False)]
+)
+def test_phone(value: str, expected: bool) -> None:
+    """Phone numbers are checked against their numbering plan (US when no country code)."""
+    assert phone_valid(value) is expected
+
+
+def test_eu_national_ids() -> None:
+    """Spanish DNI control letters and the Dutch BSN eleven-test are checked."""
+    assert spanish_dni_valid("12345678Z")
+    assert not spanish_dni_valid("12345678A")
+    assert dutch_bsn_valid("111222333")
+    assert not dutch_bsn_valid("111222334")
+
+
+def test_entropy() -> None:
+    """Shannon entropy is 0 for one repeated symbol and log2(n) for n distinct ones."""
+    assert shannon_entropy("aaaa") == 0
+    assert shannon_entropy("abcd") == 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["YOUR_API_KEY", "xxxxxxxxxxxx", "****************", "$API_KEY", "${TOKEN}", "process.env.API_KEY",
+     "<your-token>", "os.environ['KEY']", "{{ secrets.TOKEN }}", "changeme", "settings.api_key"],
+)  # fmt: skip
+def test_placeholders_are_recognised(value: str) -> None:
+    """Common stand-ins for secrets count as placeholders."""
+    assert is_placeholder(value)
+
+
+@pytest.mark.parametrize("value", ["k3J9x2M8q4W7z1P5", "Xk9#mQ2$vL7pRt4w", "hunter2hunter3!"])
+def test_real_looking_values_are_not_placeholders(value: str) -> None:
+    """Random-looking values are not mistaken for placeholders."""
+    assert not is_placeholder(value)
