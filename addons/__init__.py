@@ -7,6 +7,7 @@ from addons.config import PolicyLoader
 from addons.egress import Egress
 from addons.freeze import Freeze
 from addons.identity import AgentIdentity
+from addons.inspect import Inspect
 from proxy.runtime import Runtime
 
 
@@ -17,5 +18,6 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         AgentIdentity(runtime),
         Egress(runtime),
         Freeze(runtime),
+        Inspect(runtime),
         Audit(runtime),
     ]

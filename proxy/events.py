@@ -49,9 +49,11 @@ def turn_event(
         "tokens_out": usage.tokens_out if usage else None,
         "tools": tool_names,
         "findings": [finding.to_event() for finding in turn.findings],
+        "refusal": turn.refusal,
+        "context_sources": list(turn.context_sources),
         "decision": str(turn.decision),
         "mode": str(mode),
         "input_sha256": input_sha256,
-        "output_sha256": output_sha256,
+        "output_sha256": turn.output_sha256 or output_sha256,
         "errors": list(turn.errors),
     }

@@ -39,6 +39,10 @@ class Turn:
     findings: list[Finding] = field(default_factory=list)
     decision: Decision = Decision.ALLOWED
     errors: list[str] = field(default_factory=list)
+    refusal: bool | None = None
+    context_sources: list[str] = field(default_factory=list)
+    output_sha256: str | None = None
+    """The sha256 of what the agent received, where the proxy computed it (streams, rewrites)."""
 
     def add(self, *findings: Finding) -> None:
         self.findings.extend(findings)

@@ -36,6 +36,8 @@ class Reply:
     tokens_out: int = 7
     piece_size: int = 4
     pause_after_first_event: float = 0.0
+    hold_after_first_event: threading.Event | None = None
+    """When set, a stream stops after its first event until the test sets this event (or 10 s pass)."""
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,51 @@ def responses_events(reply: Reply) -> Iterator[bytes]:
     yield event("response.completed", response=final)
 
 
+def gemini_json(reply: Reply) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": reply.text}] if reply.text else []
+    parts += [{"functionCall": {"name": call.name, "args": call.arguments}} for call in reply.tool_calls]
+    return {
+        "candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {
+            "promptTokenCount": reply.tokens_in,
+            "candidatesTokenCount": reply.tokens_out,
+            "totalTokenCount": reply.tokens_in + reply.tokens_out,
+        },
+        "modelVersion": reply.model,
+        "responseId": "resp-test0001",
+    }
+
+
+def gemini_events(reply: Reply) -> Iterator[bytes]:
+    final = gemini_json(reply)
+    texts = pieces(reply.text, reply.piece_size) if reply.text else []
+    for piece in texts:
+        yield sse(
+            {
+                **final,
+                "candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
+                "usageMetadata": None,
+            }
+        )
+    calls = [{"functionCall": {"name": call.name, "args": call.arguments}} for call in reply.tool_calls]
+    yield sse(
+        {
+            **final,
+            "candidates": [
+                {"content": {"parts": calls, "role": "model"}, "finishReason": "STOP", "index": 0}
+            ],
+        }
+    )
+
+
+def mcp_json(reply: Reply, request: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request.get("id"),
+        "result": {"content": [{"type": "text", "text": reply.text}], "isError": False},
+    }
+
+
 ROUTES = {
     "/v1/chat/completions": (openai_chat_json, openai_chat_events),
     "/v1/messages": (anthropic_json, anthropic_events),
@@ -348,6 +395,15 @@ class FakeUpstream:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 path = self.path.split("?", 1)[0]
                 upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
+                if path == "/mcp":
+                    self._send(200, json.dumps(mcp_json(upstream.reply, json.loads(body))).encode())
+                    return
+                if ":generateContent" in path or ":streamGenerateContent" in path:
+                    if "alt=sse" in self.path:
+                        self._stream(gemini_events(upstream.reply), upstream.reply)
+                    else:
+                        self._send(200, json.dumps(gemini_json(upstream.reply)).encode())
+                    return
                 route = ROUTES.get(path)
                 if route is None:
                     self._send(
@@ -364,7 +420,7 @@ class FakeUpstream:
                     )
                     return
                 if wants_stream:
-                    self._stream(as_events(reply), reply.pause_after_first_event)
+                    self._stream(as_events(reply), reply)
                 else:
                     self._send(200, json.dumps(as_json(reply)).encode())
 
@@ -375,7 +431,7 @@ class FakeUpstream:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _stream(self, events: Iterator[bytes], pause: float) -> None:
+            def _stream(self, events: Iterator[bytes], reply: Reply) -> None:
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("cache-control", "no-cache")
@@ -384,8 +440,10 @@ class FakeUpstream:
                 for number, event in enumerate(events):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                     self.wfile.flush()
-                    if number == 0 and pause:
-                        time.sleep(pause)
+                    if number == 0 and reply.pause_after_first_event:
+                        time.sleep(reply.pause_after_first_event)
+                    if number == 0 and reply.hold_after_first_event is not None:
+                        reply.hold_after_first_event.wait(10)
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 

@@ -1,0 +1,364 @@
+"""Runs every detector over one turn and says what to do about it. Pure: no mitmproxy, no I/O but the
+state store.
+
+``Detectors`` is built once per policy (rule packs, the injection model, the tool catalogue).
+``TurnInspector`` is made per turn: ``inspect_request`` before the request leaves, then either
+``stream_filters`` (set up before the first event) plus ``inspect_completion`` at the end of a stream, or
+``inspect_completion`` with ``rewrite=True`` for a JSON response.
+
+Findings always come from the same one-shot detection over the upstream's original text, so a streamed
+and a JSON completion give the same findings; enforce mode additionally rewrites what the agent receives
+(stream filters or a JSON rewrite), each threat only when the policy enforces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from proxy import freeze
+from proxy.detectors import compliance, injection, leak, links, refusal, tools
+from proxy.detectors.baseline import DropThresholds, Window, refusal_rate_drop
+from proxy.dialects import StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
+from proxy.egress import decide
+from proxy.exchange import Completion, Part, RequestView, Source
+from proxy.model import Action, Decision, Finding, Severity, Threat
+from proxy.policy import Policy
+from proxy.redact import RedactionStyle, StreamRedactor, fingerprint, redact_text
+from proxy.rulepack import Match, Scanner, load_packaged_packs
+from proxy.state import StateStore
+from proxy.turn import Turn
+
+CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
+INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
+SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
+"""Sources that repeat verbatim in every request of a conversation: inspected the first time an agent
+sends them, so one poisoned tool description is one finding, not one per turn."""
+REFUSAL_WINDOW_S = 3600.0
+REFUSAL_BASELINE_S = 7 * 24 * 3600.0
+SEEN_TTL_S = 30 * 24 * 3600.0
+
+
+class Detectors:
+    """The detectors a policy switches on, loaded once."""
+
+    def __init__(self, policy: Policy, fingerprint_key: bytes) -> None:
+        packs = load_packaged_packs()
+        optional = set(policy.detection.optional_packs)
+        self.sensitive_packs = [
+            pack if pack.name not in optional else pack.with_everything_enabled()
+            for pack in packs
+            if pack.threat in (Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION)
+        ]
+        self.sensitive = Scanner(self.sensitive_packs)
+        enforced = [pack for pack in self.sensitive_packs if policy.enforces(pack.threat)]
+        self.redacting = Scanner(enforced) if enforced else None
+        self.injection = injection.load_default()
+        self.refusal = refusal.default_detector()
+        self.tools = tools.ToolCatalogue.load()
+        self.fingerprint_key = fingerprint_key
+
+
+@dataclass
+class RequestVerdict:
+    """``block`` is the finding that stops the request in enforce mode; ``replacements`` rewrite parts."""
+
+    block: Finding | None = None
+    replacements: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ResponsePlan:
+    text_map: Callable[[str], str] | None = None
+    drop_tool_calls: set[str] = field(default_factory=set)
+    notice: str | None = None
+
+    @property
+    def rewrites(self) -> bool:
+        return self.text_map is not None or bool(self.drop_tool_calls) or self.notice is not None
+
+
+class TurnInspector:
+    def __init__(self, detectors: Detectors, policy: Policy, state: StateStore, turn: Turn) -> None:
+        self.detectors = detectors
+        self.policy = policy
+        self.state = state
+        self.turn = turn
+        role = policy.roles[turn.context.role]
+        self.overrides = tools.RoleOverrides(destructive=role.destructive_tools, exempt=role.exempt_tools)
+        self.egress = role.egress
+        self.system_prompts: list[str] = []
+
+    # -- request -------------------------------------------------------------------------------------
+
+    def inspect_request(self, view: RequestView) -> RequestVerdict:
+        self.system_prompts = [part.text for part in view.parts if part.source is Source.SYSTEM]
+        verdict = RequestVerdict()
+        self._record(self._compliance())
+        for part in self._fresh_parts(view.parts):
+            if part.source in CONTEXT_SOURCES:
+                self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
+            matches = self._sensitive(part.text)
+            request_side = part.source is not Source.TOOL_RESULT
+            self._record(self._sensitive_findings(part.text, matches, part.where, request_side=request_side))
+            if matches and self.policy.detection.redact_requests and self._redacts(matches):
+                verdict.replacements[part.where] = self._redact(part.text, matches)
+            if part.source in INJECTION_SOURCES:
+                found = self.detectors.injection.detect(part.text, part.where, part.source)
+                self._record(found)
+                if part.source is Source.USER and found:
+                    self._count_injection_attempt()
+        verdict.block = next(
+            (
+                finding
+                for finding in self.turn.findings
+                if finding.enforced and finding.action is Action.BLOCK
+            ),
+            None,
+        )
+        if verdict.block is not None:
+            self.turn.escalate(Decision.BLOCKED)
+        elif verdict.replacements:
+            self.turn.escalate(Decision.REDACTED)
+        return verdict
+
+    def _fresh_parts(self, parts: Iterable[Part]) -> list[Part]:
+        """What this request adds to the conversation: everything after the last assistant message (the
+        new user turn, new tool results), plus system prompts and tool descriptions the agent has not sent
+        before. History was inspected when it was fresh."""
+        ordered = list(parts)
+        last_assistant = max(
+            (index for index, part in enumerate(ordered) if part.source is Source.ASSISTANT), default=-1
+        )
+        fresh = []
+        for index, part in enumerate(ordered):
+            if part.source in SEEN_ONCE_SOURCES:
+                digest = hashlib.sha256(f"{part.source}\0{part.text}".encode()).hexdigest()
+                if self.state.add_if_new(f"seen:{self.turn.context.agent_id}", digest, SEEN_TTL_S):
+                    fresh.append(part)
+            elif index > last_assistant and part.source is not Source.ASSISTANT:
+                fresh.append(part)
+        return fresh
+
+    def _compliance(self) -> list[Finding]:
+        settings = self.policy.detection
+        context = self.turn.context
+        values = {name: getattr(context, name) for name in ("user_id", "session_id", "purpose", "consent_id")}
+        blocking = [name for name in settings.required_fields if name in settings.blocking_fields]
+        flagged = [name for name in settings.required_fields if name not in settings.blocking_fields]
+        flagged += [name for name in settings.blocking_fields if name not in settings.required_fields]
+        return compliance.missing_fields(values, flagged) + compliance.missing_fields(
+            values, blocking, block=True
+        )
+
+    def _count_injection_attempt(self) -> None:
+        user = self.turn.context.user_id
+        settings = self.policy.detection
+        if user is None:
+            return
+        if freeze.record_injection_attempt(
+            self.state,
+            user,
+            window_s=settings.freeze_window_s,
+            threshold=settings.freeze_after,
+            ttl_s=settings.freeze_for_s,
+        ):
+            self._record(
+                [
+                    Finding(
+                        threat=Threat.PROMPT_INJECTION,
+                        rule="repeat-offender",
+                        signal=f"{settings.freeze_after} injection attempts within the window: user frozen",
+                        severity=Severity.HIGH,
+                        action=Action.BLOCK,
+                        where="context.user_id",
+                        owasp="LLM01",
+                    )
+                ]
+            )
+
+    # -- response ------------------------------------------------------------------------------------
+
+    def stream_filters(self) -> StreamFilters | None:
+        """Filters that rewrite a stream as it passes, for the threats the policy enforces."""
+        factories: list[TextFilterFactory] = []
+        redacting = self.detectors.redacting
+        if redacting is not None:
+            style, key = RedactionStyle(self.policy.detection.redaction_style), self.detectors.fingerprint_key
+
+            def make_redactor(where: str) -> TextFilter:
+                return StreamRedactor(redacting, style, key=key)
+
+            factories.append(make_redactor)
+        leak_detector = self._leak_detector()
+        if leak_detector is not None:
+            factories.append(lambda where: leak.LeakFilter(leak_detector))
+        if self.policy.enforces(Threat.DATA_EXFILTRATION):
+            factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
+        gate = self._tool_gate()
+        if not factories and gate is None:
+            return None
+        return StreamFilters(
+            text_filter=chain_filters(*factories) if factories else None,
+            tool_gate=gate,
+            drop_notice=(lambda name, call_id: tools.approval_notice(name)) if gate else None,
+        )
+
+    def inspect_completion(self, completion: Completion, *, rewrite: bool) -> ResponsePlan:
+        """Findings for the completion as the upstream sent it; with ``rewrite`` also the JSON rewrite
+        that enforce mode applies."""
+        self.turn.completion = completion
+        leak_detector = self._leak_detector(enforced_only=False)
+        for segment in completion.text:
+            self._record(self._sensitive_findings(segment.text, self._sensitive(segment.text), segment.where))
+            if leak_detector is not None:
+                self._record(leak_detector.findings(segment.text, segment.where))
+            self._record(links.neutralise(segment.text, self._host_allowed, segment.where)[1])
+        for call in completion.tool_calls:
+            self._record(
+                self._sensitive_findings(call.arguments, self._sensitive(call.arguments), call.where)
+            )
+        for part in completion.parts:
+            if part.source in CONTEXT_SOURCES:
+                self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
+                self._record(self.detectors.injection.detect(part.text, part.where, part.source))
+        tool_findings = tools.check_tool_calls(
+            completion.tool_calls, self.turn.context.approval_id, self.detectors.tools, self.overrides
+        )
+        self._record(tool_findings)
+        self._refusal(completion.full_text)
+        if any(finding.enforced and finding.action is not Action.FLAG for finding in self.turn.findings):
+            self.turn.escalate(Decision.REDACTED)
+        return self._json_plan(completion, tool_findings) if rewrite else ResponsePlan()
+
+    def _json_plan(self, completion: Completion, tool_findings: list[Finding]) -> ResponsePlan:
+        plan = ResponsePlan()
+        steps: list[Callable[[str], str]] = []
+        if self.detectors.redacting is not None:
+            steps.append(self._redact_enforced)
+        leak_detector = self._leak_detector()
+        if leak_detector is not None:
+            steps.append(lambda text: leak_detector.redact(text)[0])
+        if self.policy.enforces(Threat.DATA_EXFILTRATION):
+            steps.append(lambda text: links.neutralise(text, self._host_allowed)[0])
+        if steps:
+            plan.text_map = _compose(steps)
+        if self.policy.enforces(Threat.TOOL_ABUSE):
+            withheld = {finding.where for finding in tool_findings if finding.action is Action.WITHHOLD}
+            dropped = [call for call in completion.tool_calls if call.where in withheld]
+            plan.drop_tool_calls = {call.id or call.where for call in dropped}
+            if dropped:
+                plan.notice = "\n\n".join(tools.approval_notice(call.name) for call in dropped)
+        return plan
+
+    def _refusal(self, text: str) -> None:
+        if not text.strip():
+            return
+        found = self.detectors.refusal.finding(text)
+        self.turn.refusal = found is not None
+        if found is not None:
+            self._record([found])
+        agent = self.turn.context.agent_id
+        session = self.turn.context.session_id
+        for scope in (f"agent:{agent}", *([f"session:{session}"] if session else [])):
+            recent, baseline = self._refusal_windows(scope, refused=found is not None)
+            drop = refusal_rate_drop(recent, baseline, DropThresholds(), where=scope.split(":", 1)[0])
+            if drop is not None:
+                self._record([drop])
+
+    def _refusal_windows(self, scope: str, *, refused: bool) -> tuple[Window, Window]:
+        turns_key, refusals_key = f"turns:{scope}", f"refusals:{scope}"
+        self.state.hit(turns_key, REFUSAL_BASELINE_S)
+        if refused:
+            self.state.hit(refusals_key, REFUSAL_BASELINE_S)
+        recent = Window(
+            events=self.state.count(refusals_key, REFUSAL_WINDOW_S),
+            exposure=self.state.count(turns_key, REFUSAL_WINDOW_S),
+        )
+        baseline = Window(
+            events=self.state.count(refusals_key, REFUSAL_BASELINE_S) - recent.events,
+            exposure=self.state.count(turns_key, REFUSAL_BASELINE_S) - recent.exposure,
+        )
+        return recent, baseline
+
+    def _tool_gate(self) -> Callable[[str, str | None], ToolDecision] | None:
+        if not self.policy.enforces(Threat.TOOL_ABUSE) or (self.turn.context.approval_id or "").strip():
+            return None
+        catalogue, overrides = self.detectors.tools, self.overrides
+
+        def gate(name: str, call_id: str | None) -> ToolDecision:
+            return "drop" if catalogue.is_destructive(name, overrides) else "release"
+
+        return gate
+
+    def _leak_detector(self, *, enforced_only: bool = True) -> leak.LeakDetector | None:
+        if enforced_only and not self.policy.enforces(Threat.PROMPT_INJECTION):
+            return None
+        detector = leak.LeakDetector(self.system_prompts)
+        return detector if detector.active else None
+
+    def _host_allowed(self, host: str) -> bool:
+        agent, role = self.turn.context.agent_id, self.turn.context.role
+        return decide(agent, role, self.egress, host, 443, []).allowed
+
+    # -- secrets and PII -----------------------------------------------------------------------------
+
+    def _sensitive(self, text: str) -> list[Match]:
+        if not text:
+            return []
+        result = self.detectors.sensitive.scan(text)
+        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in result.timed_out)
+        return result.matches
+
+    def _sensitive_findings(
+        self, text: str, matches: list[Match], where: str, *, request_side: bool = False
+    ) -> list[Finding]:
+        """Secrets leaving in a prompt are exfiltration; secrets coming back (completions, tool results)
+        are credential theft; PII is exfiltration either way."""
+        findings = []
+        for match in matches:
+            rule = match.rule
+            threat = rule.threat
+            if request_side and threat is Threat.CREDENTIAL_THEFT:
+                threat = Threat.DATA_EXFILTRATION
+            findings.append(
+                Finding(
+                    threat=threat,
+                    rule=rule.id,
+                    signal=rule.description,
+                    severity=rule.severity,
+                    action=Action.REDACT,
+                    where=where,
+                    owasp=rule.owasp,
+                    fingerprint=fingerprint(text[match.start : match.end], self.detectors.fingerprint_key),
+                )
+            )
+        return findings
+
+    def _redacts(self, matches: list[Match]) -> bool:
+        return any(self.policy.enforces(match.rule.threat) for match in matches)
+
+    def _redact(self, text: str, matches: list[Match]) -> str:
+        style = RedactionStyle(self.policy.detection.redaction_style)
+        return redact_text(text, matches, style, key=self.detectors.fingerprint_key)
+
+    def _redact_enforced(self, text: str) -> str:
+        assert self.detectors.redacting is not None
+        matches = self.detectors.redacting.scan(text).matches
+        return self._redact(text, matches) if matches else text
+
+    def _record(self, findings: Iterable[Finding]) -> None:
+        for finding in findings:
+            enforced = finding.action is not Action.FLAG and self.policy.enforces(finding.threat)
+            self.turn.add(dataclasses.replace(finding, enforced=enforced))
+
+
+def _compose(steps: list[Callable[[str], str]]) -> Callable[[str], str]:
+    def apply(text: str) -> str:
+        for step in steps:
+            text = step(text)
+        return text
+
+    return apply
