@@ -1,0 +1,147 @@
+"""`egressguard scan`: exit codes, finding formats, JSONL input and redaction."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+from proxy.scan import EXIT_BAD_INPUT, EXIT_CLEAN, EXIT_FINDINGS, add_scan_arguments, run_scan
+
+GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+
+
+def _run(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser()
+    add_scan_arguments(parser)
+    out, err = io.StringIO(), io.StringIO()
+    code = run_scan(parser.parse_args(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _file(tmp_path: Path, content: str, name: str = "input.txt") -> str:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    return str(path)
+
+
+def test_clean_text_exits_zero(tmp_path: Path) -> None:
+    """No findings: exit 0 and nothing printed."""
+    code, out, _ = _run([_file(tmp_path, "just a friendly note\n")])
+    assert (code, out) == (EXIT_CLEAN, "")
+
+
+def test_findings_exit_one_with_json_lines_without_the_value(tmp_path: Path) -> None:
+    """Findings print one JSON object each with line, span, rule, threat and severity, never the value."""
+    code, out, _ = _run([_file(tmp_path, f"first line\nthe token {GITHUB_TOKEN} leaked\n")])
+    assert code == EXIT_FINDINGS
+    [finding] = [json.loads(line) for line in out.splitlines()]
+    assert finding == {
+        "line": 2,
+        "start": 10,
+        "end": 10 + len(GITHUB_TOKEN),
+        "rule": "github-pat",
+        "pack": "secrets",
+        "threat": "credential_theft",
+        "severity": "critical",
+    }
+    assert GITHUB_TOKEN not in out
+
+
+def test_text_format_prints_one_readable_line_per_finding(tmp_path: Path) -> None:
+    """--format text prints file:line:column: rule (threat, severity)."""
+    path = _file(tmp_path, f"x\nSSN 123-45-6789 and {GITHUB_TOKEN}\n")
+    code, out, _ = _run([path, "--format", "text"])
+    assert code == EXIT_FINDINGS
+    assert out.splitlines() == [
+        f"{path}:2:5: us-ssn (data_exfiltration, high)",
+        f"{path}:2:21: github-pat (credential_theft, critical)",
+    ]
+
+
+def test_stdin_is_read_for_dash() -> None:
+    """- (or no file) reads the text from stdin."""
+    code, out, _ = _run(["-"], stdin=f"token {GITHUB_TOKEN}")
+    assert code == EXIT_FINDINGS
+    assert json.loads(out)["rule"] == "github-pat"
+
+
+def test_redact_prints_the_redacted_text(tmp_path: Path) -> None:
+    """--redact prints the input with each finding replaced by its placeholder."""
+    code, out, _ = _run([_file(tmp_path, f"a {GITHUB_TOKEN} b\n"), "--redact"])
+    assert (code, out) == (EXIT_FINDINGS, "a [REDACTED:github-pat] b\n")
+
+
+def test_jsonl_findings_carry_record_number_and_source(tmp_path: Path) -> None:
+    """--input jsonl reports the record's line number and its source."""
+    records = [
+        {"text": "nothing", "source": "a.log"},
+        {"text": f"x {GITHUB_TOKEN}", "source": "b.log"},
+    ]
+    path = _file(tmp_path, "\n".join(json.dumps(record) for record in records) + "\n", "in.jsonl")
+    code, out, _ = _run([path, "--input", "jsonl"])
+    assert code == EXIT_FINDINGS
+    finding = json.loads(out)
+    assert (finding["line"], finding["start"], finding["source"]) == (2, 2, "b.log")
+
+
+def test_jsonl_redact_keeps_records_valid(tmp_path: Path) -> None:
+    """--redact on JSONL prints each record with its text redacted and other fields kept."""
+    path = _file(tmp_path, json.dumps({"text": f"k {GITHUB_TOKEN}", "id": 7}) + "\n", "in.jsonl")
+    code, out, _ = _run([path, "--input", "jsonl", "--redact"])
+    assert code == EXIT_FINDINGS
+    assert json.loads(out) == {"text": "k [REDACTED:github-pat]", "id": 7}
+
+
+def test_missing_file_exits_two_with_a_message(tmp_path: Path) -> None:
+    """An unreadable file is bad input: exit 2 and a message on stderr."""
+    code, out, err = _run([str(tmp_path / "absent.txt")])
+    assert (code, out) == (EXIT_BAD_INPUT, "")
+    assert "absent.txt: cannot read" in err
+
+
+def test_bad_jsonl_line_exits_two_with_its_line(tmp_path: Path) -> None:
+    """A line that is not a JSON object with text is reported with its line number."""
+    path = _file(tmp_path, '{"text": "ok"}\n{broken\n', "in.jsonl")
+    code, _, err = _run([path, "--input", "jsonl"])
+    assert code == EXIT_BAD_INPUT
+    assert f"{path}:2: not a JSON object" in err
+
+
+def test_jsonl_record_without_text_exits_two(tmp_path: Path) -> None:
+    """Each JSONL record needs a string text field."""
+    path = _file(tmp_path, '{"body": "x"}\n', "in.jsonl")
+    code, _, err = _run([path, "--input", "jsonl"])
+    assert code == EXIT_BAD_INPUT
+    assert "'text' field" in err
+
+
+def test_binary_input_exits_two(tmp_path: Path) -> None:
+    """Input that is not UTF-8 is bad input."""
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    code, _, err = _run([str(path)])
+    assert code == EXIT_BAD_INPUT
+    assert "not UTF-8" in err
+
+
+def test_broken_rule_pack_exits_two_with_its_location(tmp_path: Path) -> None:
+    """A pack that fails to load stops the scan with the pack's path and line."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text(
+        "pack: bad\nthreat: credential_theft\nrules:\n  - id: r\n    regex: '(('\n", encoding="utf-8"
+    )
+    code, _, err = _run(["-", "--rules", str(rules)], stdin="text")
+    assert code == EXIT_BAD_INPUT
+    assert f"{rules / 'bad.yaml'}:4:" in err
+
+
+def test_optional_rules_run_only_with_all_rules(tmp_path: Path) -> None:
+    """Optional rules (IP addresses) are off unless --all-rules is given."""
+    path = _file(tmp_path, "client 203.0.113.42 connected\n")
+    assert _run([path])[0] == EXIT_CLEAN
+    code, out, _ = _run([path, "--all-rules"])
+    assert code == EXIT_FINDINGS
+    assert json.loads(out)["rule"] == "ipv4-address"
