@@ -1,0 +1,223 @@
+"""End to end: findings through a real proxy page a webhook, the written log verifies and answers queries,
+and ``on_error: closed`` refuses agents while the log cannot be written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from proxy.cli import main
+from tests.harness import AGENT, Proxy
+from tests.upstream import FakeUpstream, Reply
+
+PROMPT = "Please summarise ticket 5523: the customer Odile Marchetti asks about invoice 77-0192."
+REPLY_TEXT = "Ticket 5523 concerns a duplicated charge on invoice 77-0192; a refund is pending."
+
+
+class Receiver:
+    """A webhook endpoint on loopback that answers its first delivery 500 and accepts the rest."""
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[int, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the tests read ``attempts``."""
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                status = 500 if not receiver.attempts else 200
+                receiver.attempts.append((status, body))
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/egressguard"
+
+    def accepted(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for status, body in list(self.attempts) if status == 200]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def alerts_yaml(receiver: Receiver) -> str:
+    return f"""\
+alerts:
+  destinations:
+    secops: {{type: webhook, url: "{receiver.url}"}}
+"""
+
+
+def wait_until(predicate: Any, timeout: float = 15.0) -> Any:
+    """Poll until ``predicate()`` is truthy; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def agent_client(proxy: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> openai.OpenAI:
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    return openai.OpenAI(
+        base_url=f"{upstream.url}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        default_headers={"X-User-Id": "u-7", "X-Session-Id": "s-7"},
+    )
+
+
+def ask(client: openai.OpenAI) -> str | None:
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+    return completion.choices[0].message.content
+
+
+def alerts_for(receiver: Receiver, rule: str) -> list[dict[str, Any]]:
+    return [alert for alert in receiver.accepted() if alert.get("rule") == rule]
+
+
+def test_finding_pages_the_webhook_after_a_failed_first_delivery(
+    start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finding through the proxy reaches the webhook within seconds, retried after a 500, with no text."""
+    proxy = start_proxy(extra=alerts_yaml(receiver))
+    upstream.reply = Reply(text=REPLY_TEXT)
+    assert ask(agent_client(proxy, upstream, monkeypatch)) == REPLY_TEXT
+
+    delivered = wait_until(lambda: alerts_for(receiver, "first-seen-egress"))
+    assert delivered, f"no alert delivered; attempts: {receiver.attempts}\n{proxy.output()}"
+    assert receiver.attempts[0][0] == 500
+    (alert,) = delivered
+    assert alert["agent_ids"] == [AGENT] and alert["group"]["egress_host"] == "localhost"
+    for _, body in receiver.attempts:
+        payload = body.decode()
+        assert "Odile" not in payload and "5523" not in payload and "77-0192" not in payload
+
+
+def test_proxy_written_log_verifies_and_tampering_is_located(
+    start_proxy: Any,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`audit verify` passes the log the proxy wrote; an edited or a deleted record fails at its line."""
+    proxy = start_proxy()
+    client = agent_client(proxy, upstream, monkeypatch)
+    for _ in range(3):
+        ask(client)
+    assert len(proxy.wait_for_records(3)) == 3
+    proxy.stop()  # the final checkpoint is signed on shutdown
+    audit = proxy.data_dir / "audit"
+    capsys.readouterr()
+    assert main(["audit", "verify", str(audit)]) == 0
+    assert "intact" in capsys.readouterr().out
+
+    edited = _copy(audit, proxy.workdir / "edited")
+    path, lines = _lines(edited)
+    lines[1] = lines[1].replace('"u-7"', '"u-8"')
+    path.write_text("".join(lines))
+    assert main(["audit", "verify", str(edited)]) == 1
+    assert f"{path}:2:" in capsys.readouterr().out
+
+    deleted = _copy(audit, proxy.workdir / "deleted")
+    path, lines = _lines(deleted)
+    del lines[1]
+    path.write_text("".join(lines))
+    assert main(["audit", "verify", str(deleted)]) == 1
+    assert f"{path}:2:" in capsys.readouterr().out
+
+
+def test_query_incidents_reports_the_proxy_finding(
+    start_proxy: Any,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`query incidents --audit DIR` over the proxy's log reports the finding it recorded."""
+    proxy = start_proxy()
+    ask(agent_client(proxy, upstream, monkeypatch))
+    assert proxy.wait_for_records(1)
+    capsys.readouterr()
+    assert main(["query", "incidents", "--audit", str(proxy.data_dir / "audit"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"threat": "lateral_movement", "severity": "low", "hits": 1} in [
+        {key: row[key] for key in ("threat", "severity", "hits")} for row in rows
+    ]
+
+
+def test_closed_audit_refuses_agents_while_the_log_is_unwritable(
+    start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With on_error closed, an unwritable audit directory turns agents away with 503 and pages on-call;
+    once it is writable again, traffic flows and is recorded."""
+    proxy = start_proxy(extra=alerts_yaml(receiver))
+    audit = proxy.data_dir / "audit"
+    proxy.policy_path.write_text(
+        proxy.policy_path.read_text().replace(
+            f"audit: {{path: {audit}}}", f"audit: {{path: {audit}, on_error: closed}}"
+        )
+    )
+    proxy.restart()
+    client = agent_client(proxy, upstream, monkeypatch)
+    ask(client)
+    assert proxy.wait_for_records(1)
+
+    shutil.rmtree(audit)
+    audit.write_text("a regular file where the audit directory was")  # unwritable even for root
+    with pytest.raises(openai.InternalServerError) as withheld:
+        ask(client)
+    assert "egressguard: audit log unavailable" in str(withheld.value)
+    reached = len(upstream.received)
+    with pytest.raises(openai.InternalServerError) as refused:
+        ask(client)
+    assert "egressguard_audit_unavailable" in str(refused.value.body)
+    assert len(upstream.received) == reached, "a refused request must not reach the upstream"
+    assert wait_until(lambda: alerts_for(receiver, "audit-unavailable"))
+
+    audit.unlink()
+    audit.mkdir()
+    with pytest.raises(openai.InternalServerError):
+        ask(client)  # refused while the log was last known unwritable; its record proves it is back
+    assert ask(client) is not None
+    decisions = [(record["status"], record["decision"]) for record in proxy.wait_for_records(2)]
+    assert decisions[0][0] == 503 and decisions[1][0] == 200
+
+
+def _copy(audit: Path, target: Path) -> Path:
+    shutil.copytree(audit, target)
+    return target
+
+
+def _lines(directory: Path) -> tuple[Path, list[str]]:
+    (path,) = directory.glob("audit-*.jsonl")
+    return path, path.read_text().splitlines(keepends=True)
