@@ -20,6 +20,7 @@ from tests.harness import AGENT, Proxy
 from tests.upstream import FakeUpstream, Reply
 
 PROMPT = "Please summarise ticket 5523: the customer Odile Marchetti asks about invoice 77-0192."
+SYNTHETIC_AWS_KEY = "AKIA" + "Q7ZT4WNB2XK5RM3P"  # shaped like an access key id, issued to nobody
 REPLY_TEXT = "Ticket 5523 concerns a duplicated charge on invoice 77-0192; a refund is pending."
 
 
@@ -106,22 +107,57 @@ def alerts_for(receiver: Receiver, rule: str) -> list[dict[str, Any]]:
     return [alert for alert in receiver.accepted() if alert.get("rule") == rule]
 
 
-def test_finding_pages_the_webhook_after_a_failed_first_delivery(
+def test_leaked_secret_pages_the_webhook_after_a_failed_first_delivery(
     start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A finding through the proxy reaches the webhook within seconds, retried after a 500, with no text."""
+    """A secret in a completion pages the webhook within seconds, retried after a 500, and the payload
+    holds neither the secret nor the prompt or completion text."""
     proxy = start_proxy(extra=alerts_yaml(receiver))
-    upstream.reply = Reply(text=REPLY_TEXT)
-    assert ask(agent_client(proxy, upstream, monkeypatch)) == REPLY_TEXT
+    upstream.reply = Reply(text=f"{REPLY_TEXT} Use the key {SYNTHETIC_AWS_KEY} for the refund bucket.")
+    assert SYNTHETIC_AWS_KEY in (ask(agent_client(proxy, upstream, monkeypatch)) or "")  # observe mode
 
-    delivered = wait_until(lambda: alerts_for(receiver, "first-seen-egress"))
+    delivered = wait_until(lambda: alerts_for(receiver, "critical-secret-leak"))
     assert delivered, f"no alert delivered; attempts: {receiver.attempts}\n{proxy.output()}"
     assert receiver.attempts[0][0] == 500
     (alert,) = delivered
-    assert alert["agent_ids"] == [AGENT] and alert["group"]["egress_host"] == "localhost"
+    assert alert["agent_ids"] == [AGENT] and alert["user_ids"] == ["u-7"]
+    assert "aws-access-key-id" in alert["finding_rules"] and alert["severity"] == "critical"
     for _, body in receiver.attempts:
         payload = body.decode()
-        assert "Odile" not in payload and "5523" not in payload and "77-0192" not in payload
+        assert SYNTHETIC_AWS_KEY not in payload and "Q7ZT4WNB2XK5RM3P" not in payload
+        assert "Odile" not in payload and "77-0192" not in payload and "refund bucket" not in payload
+
+
+def test_alert_action_freezes_the_user_for_their_next_request(
+    start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule with `auto_actions: [freeze_user]` freezes the user behind a leak: their next request is
+    refused 403 in the OpenAI error shape and never reaches the upstream."""
+    rule = """\
+  rules:
+    - id: leak-freezes-user
+      match: {threat: credential_theft, severity: critical}
+      threshold: ">=1"
+      severity: critical
+      destinations: [secops]
+      auto_actions: [freeze_user]
+threats: {prompt_injection: enforce}
+"""
+    proxy = start_proxy(extra=alerts_yaml(receiver) + rule)
+    client = agent_client(proxy, upstream, monkeypatch)
+    upstream.reply = Reply(text=f"The key is {SYNTHETIC_AWS_KEY}.")
+    ask(client)
+    assert wait_until(lambda: "alerts.action_applied" in proxy.output()), proxy.output()
+
+    reached = len(upstream.received)
+    with pytest.raises(openai.PermissionDeniedError) as frozen:
+        ask(client)
+    assert frozen.value.code == "egressguard_frozen"
+    assert "user 'u-7' is frozen: alert leak-freezes-user" in frozen.value.message
+    assert len(upstream.received) == reached
+    refused = proxy.wait_for_records(2)[-1]
+    assert refused["decision"] == "blocked"
+    assert "repeat-offender-freeze" in [finding["rule"] for finding in refused["findings"]]
 
 
 def test_proxy_written_log_verifies_and_tampering_is_located(
