@@ -59,21 +59,25 @@ class Audit:
         self._sink_settings: AuditSettings | None = None
         self._router_settings: tuple[AlertsConfig | None, Path, Path] | None = None
         self._outage: str | None = None
+        self._running = False
 
     def configure(self, updated: Set[str]) -> None:
-        """Build the router and the log once per policy; a log that cannot be opened stops the start."""
+        """Open the log (and, once running, the router) once per policy; a log that cannot be opened
+        stops the start."""
         policy = self.runtime.policy
-        router_settings = (policy.alerts, policy.data_dir, policy.audit.path)
-        if router_settings != self._router_settings:
-            self._close_router()
-            self.router = self._build_router(policy)
-            self._router_settings = router_settings
         if policy.audit != self._sink_settings:
             previous = self.sink
             self.sink = self._open_sink(policy.audit)
             self._sink_settings = policy.audit
             if previous is not None:
                 previous.close()
+        if self._running:
+            self._ensure_router()
+
+    def running(self) -> None:
+        """The router's threads start once the proxy runs, not for the options tried while it starts."""
+        self._running = True
+        self._ensure_router()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """With ``on_error: closed``, refuse requests while the log is known to be unwritable."""
@@ -111,6 +115,14 @@ class Audit:
 
     # -- building --------------------------------------------------------------------------------------
 
+    def _ensure_router(self) -> None:
+        policy = self.runtime.policy
+        router_settings = (policy.alerts, policy.data_dir, policy.audit.path)
+        if router_settings != self._router_settings:
+            self._close_router()
+            self.router = self._build_router(policy)
+            self._router_settings = router_settings
+
     def _build_router(self, policy: Policy) -> AlertRouter | None:
         if policy.alerts is None:
             return None
@@ -133,7 +145,7 @@ class Audit:
                 on_unavailable=self._audit_unavailable,
             )
         except AuditUnavailable as exc:
-            raise exceptions.OptionsError(f"egressguard: {exc}") from None
+            raise exceptions.OptionsError(str(exc)) from None
 
     def _close_router(self) -> None:
         if self.router is not None:

@@ -67,6 +67,7 @@ def test_turn_is_written_and_log_closed_on_done(tmp_path: Path) -> None:
     addon = audit_addon(tmp_path)
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         addon.response(turn_flow())
         addon.done()
     lines = [
@@ -82,9 +83,10 @@ def test_configure_twice_with_the_same_policy_keeps_router_and_log(tmp_path: Pat
     addon = audit_addon(tmp_path)
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         router, sink = addon.router, addon.sink
         tctx.configure(addon)
-        assert addon.router is router and addon.sink is sink
+        assert router is not None and addon.router is router and addon.sink is sink
         addon.done()
 
 
@@ -94,7 +96,18 @@ def test_unopenable_audit_directory_stops_the_start(tmp_path: Path) -> None:
     addon = audit_addon(tmp_path, audit_path=tmp_path / "file" / "audit")
     with taddons.context(addon) as tctx, pytest.raises(exceptions.OptionsError, match="audit log"):
         tctx.configure(addon)
-    addon.done()
+    assert addon.router is None
+
+
+def test_router_waits_for_the_proxy_to_run(tmp_path: Path) -> None:
+    """Options tried while the proxy starts open no router threads; running does."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        assert addon.router is None
+        addon.running()
+        assert addon.router is not None
+        addon.done()
 
 
 def test_closed_log_refuses_requests_with_503(tmp_path: Path) -> None:
@@ -102,6 +115,7 @@ def test_closed_log_refuses_requests_with_503(tmp_path: Path) -> None:
     addon = audit_addon(tmp_path, on_error="closed")
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         break_directory(tmp_path / "audit")
         answered = turn_flow()
         addon.response(answered)
@@ -121,6 +135,7 @@ def test_open_log_lets_requests_through_while_unwritable(tmp_path: Path) -> None
     addon = audit_addon(tmp_path, on_error="open")
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         break_directory(tmp_path / "audit")
         answered = turn_flow()
         addon.response(answered)
@@ -137,6 +152,7 @@ def test_unwritable_log_raises_an_alert(tmp_path: Path) -> None:
     addon = audit_addon(tmp_path)
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         break_directory(tmp_path / "audit")
         addon.response(turn_flow())
         alerts_file = tmp_path / "alerts.jsonl"
@@ -151,6 +167,7 @@ def test_alert_action_freezes_the_user_in_the_state_store(tmp_path: Path) -> Non
     addon = audit_addon(tmp_path)
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         assert addon.router is not None and addon.router.action_handler is not None
         alert = Alert("a1", "r", "d", "high", "t", "k", {}, 1, 60, ["bot"], ["u-1"], [], [], [], [])
         addon.router.action_handler("freeze_user", alert)
@@ -164,6 +181,7 @@ def test_write_failure_never_escapes_the_hook(tmp_path: Path) -> None:
     addon = audit_addon(tmp_path)
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
+        addon.running()
         flow = turn_flow()
         flow.metadata[METADATA_KEY].context = None  # a turn broken by a bug elsewhere
         addon.response(flow)
