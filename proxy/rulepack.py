@@ -16,7 +16,9 @@ A pack file looks like::
         # optional: entropy (minimum bits/char of the value), validator (a name in proxy.validators),
         # secret_group (group number or name holding the sensitive value; 0 = whole match),
         # shapes (like keywords, but looked for in the text with every digit written as 0, for
-        # numbers: [000-00-0000]), threat, enabled
+        # numbers: [000-00-0000]), max_length (longest possible match, for patterns with unbounded
+        # repeats such as "one or more spaces" that would otherwise run over the whole text),
+        # threat, enabled
 
 A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
 its keywords or shapes: a hit only makes the rule run in a window around it.
@@ -53,7 +55,16 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _RULE_ID = regex.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _REQUIRED_RULE_KEYS = ("id", "description", "regex", "severity", "owasp", "examples")
-_OPTIONAL_RULE_KEYS = ("keywords", "shapes", "entropy", "validator", "secret_group", "threat", "enabled")
+_OPTIONAL_RULE_KEYS = (
+    "keywords",
+    "shapes",
+    "max_length",
+    "entropy",
+    "validator",
+    "secret_group",
+    "threat",
+    "enabled",
+)
 _PACK_KEYS = ("pack", "threat", "enabled", "description", "version", "rules")
 
 
@@ -74,6 +85,7 @@ class Rule:
     enabled: bool
     pack: str = ""
     shapes: tuple[str, ...] = ()
+    max_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +249,12 @@ class _PackReader:
         if not isinstance(shapes, list) or not all(isinstance(shape, str) and shape for shape in shapes):
             self.problem(at("shapes"), f"{label}: shapes must be a list of non-empty strings")
             shapes = []
+        max_length = raw.get("max_length")
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            self.problem(at("max_length"), f"{label}: max_length must be a positive number of characters")
+            max_length = None
         try:
             severity = Severity(str(raw.get("severity")))
         except ValueError:
@@ -282,7 +300,8 @@ class _PackReader:
             no_match_examples=no_match_examples,
             enabled=enabled,
             pack=pack_name,
-            shapes=tuple(dict.fromkeys(_digit_shape(shape) for shape in shapes)),
+            shapes=tuple(dict.fromkeys(shapes)),
+            max_length=max_length,
         )
 
     def _pattern(self, source: Any, line: int, label: str) -> regex.Pattern[str] | None:
@@ -333,7 +352,7 @@ def _windows(sorted_ends: list[int], reach: int, length: int) -> list[tuple[int,
     low_end = high_end = -1
     for end in sorted_ends:
         low = end + 1 - reach
-        if low <= high_end:
+        if low <= high_end + _WINDOW_MARGIN:
             high_end = end + 1 + reach
             continue
         if high_end >= 0:
@@ -402,38 +421,9 @@ def _max_width(source: str) -> int | None:
 _DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 
 
-def _digit_shape(text: str) -> str:
-    return text.translate(_DIGITS_AS_ZERO)
-
-
-class _Trigger:
-    """One Aho-Corasick automaton over a view of the text, mapping each hit to the rules it triggers."""
-
-    def __init__(self, words_of_rule: Sequence[Iterable[str]]) -> None:
-        rules_by_word: dict[str, list[int]] = {}
-        for index, words in enumerate(words_of_rule):
-            for word in words:
-                rules_by_word.setdefault(word, []).append(index)
-        self.words_of_rule: list[list[int]] = [[] for _ in words_of_rule]
-        self.automaton: Any = None
-        if rules_by_word:
-            self.automaton = ahocorasick.Automaton()
-            for word_index, (word, indices) in enumerate(rules_by_word.items()):
-                self.automaton.add_word(word, word_index)
-                for index in indices:
-                    self.words_of_rule[index].append(word_index)
-            self.automaton.make_automaton()
-
-    def hits(self, view: str) -> dict[int, list[int]]:
-        """Ends of the hits in ``view``, by word."""
-        ends: dict[int, list[int]] = {}
-        if self.automaton is not None:
-            for end, word_index in self.automaton.iter(view):
-                if word_index in ends:
-                    ends[word_index].append(end)
-                else:
-                    ends[word_index] = [end]
-        return ends
+def _trigger_view(text: str) -> str:
+    """The text as keywords and shapes are looked for in it: lowercased, every digit written as 0."""
+    return text.lower().translate(_DIGITS_AS_ZERO)
 
 
 class Scanner:
@@ -448,38 +438,58 @@ class Scanner:
             rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
         )
         self.timeout_s = timeout_s
-        self._widths = [_max_width(rule.pattern.pattern) for rule in self.rules]
-        self._always = [not rule.keywords and not rule.shapes for rule in self.rules]
+        self._widths = [rule.max_length or _max_width(rule.pattern.pattern) for rule in self.rules]
+        self._always = [
+            index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
+        ]
         # Single characters make poor keywords (too many hits): a plain `in` test triggers the whole text.
-        self._single_chars = [tuple(word for word in rule.keywords if len(word) == 1) for rule in self.rules]
-        self._keywords = _Trigger([[word for word in rule.keywords if len(word) > 1] for rule in self.rules])
-        self._shapes = _Trigger([rule.shapes for rule in self.rules])
+        self._single_chars: dict[int, tuple[str, ...]] = {}
+        rules_by_word: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            words = {_trigger_view(word) for word in (*rule.keywords, *rule.shapes)}
+            singles = tuple(sorted(word for word in words if len(word) == 1))
+            if singles:
+                self._single_chars[index] = singles
+            for word in sorted(words - set(singles)):
+                rules_by_word.setdefault(word, []).append(index)
+        self._automaton: Any = None
+        self._rules_of_word: list[tuple[int, ...]] = []
+        if rules_by_word:
+            self._automaton = ahocorasick.Automaton()
+            for word_index, (word, indices) in enumerate(rules_by_word.items()):
+                self._automaton.add_word(word, word_index)
+                self._rules_of_word.append(tuple(indices))
+            self._automaton.make_automaton()
 
     def _regions(self, text: str) -> dict[int, list[tuple[int, int]]]:
         """For each rule to run, the (start, end) regions of ``text`` to run it on."""
-        lowered = text.lower()
+        view = _trigger_view(text)
         # Lowercasing a few characters (e.g. U+0130) changes the length; then offsets do not line up.
-        aligned = len(lowered) == len(text)
-        keyword_ends = self._keywords.hits(lowered)
-        shape_ends = self._shapes.hits(_digit_shape(text)) if self._shapes.automaton is not None else {}
+        aligned = len(view) == len(text)
         whole = [(0, len(text))]
-        regions: dict[int, list[tuple[int, int]]] = {}
-        for index in range(len(self.rules)):
-            if self._always[index] or any(char in lowered for char in self._single_chars[index]):
+        regions: dict[int, list[tuple[int, int]]] = dict.fromkeys(self._always, whole)
+        for index, chars in self._single_chars.items():
+            if any(char in view for char in chars):
                 regions[index] = whole
-                continue
-            ends: list[int] = []
-            for word in self._keywords.words_of_rule[index]:
-                ends.extend(keyword_ends.get(word, ()))
-            for shape in self._shapes.words_of_rule[index]:
-                ends.extend(shape_ends.get(shape, ()))
-            if not ends:
+        ends_by_rule: dict[int, list[int]] = {}
+        if self._automaton is not None:
+            ends_by_word: dict[int, list[int]] = {}
+            for end, word_index in self._automaton.iter(view):
+                if word_index in ends_by_word:
+                    ends_by_word[word_index].append(end)
+                else:
+                    ends_by_word[word_index] = [end]
+            for word_index, ends in ends_by_word.items():
+                for index in self._rules_of_word[word_index]:
+                    ends_by_rule.setdefault(index, []).extend(ends)
+        for index, ends in ends_by_rule.items():
+            if index in regions:
                 continue
             width = self._widths[index]
             if width is None or not aligned:
                 regions[index] = whole
-                continue
-            regions[index] = _windows(sorted(ends), width + _WINDOW_MARGIN, len(text))
+            else:
+                regions[index] = _windows(sorted(ends), width + _WINDOW_MARGIN, len(text))
         return regions
 
     def scan(self, text: str, *, merge: bool = True) -> ScanResult:

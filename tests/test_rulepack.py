@@ -153,6 +153,21 @@ def test_shapes_trigger_number_rules(tmp_path: Path) -> None:
     assert scanner.scan("call 5550132 now").matches == []
 
 
+def test_max_length_windows_a_rule_with_unbounded_repeats(tmp_path: Path) -> None:
+    """max_length lets a pattern with unbounded repeats run in windows and still find its match."""
+    rule = _rule_yaml("r", r"ignore\s+previous", keywords="[ignore]", extra="max_length: 40")
+    scanner = _scanner(tmp_path, rule)
+    text = "x " * 10_000 + "ignore   previous" + " y" * 10_000
+    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(20_000, 20_017)]
+
+
+def test_max_length_must_be_positive(tmp_path: Path) -> None:
+    """A max_length that is not a positive integer is rejected."""
+    path = _write_pack(tmp_path, _rule_yaml("r", "abc", extra="max_length: 0"))
+    with pytest.raises(PackError, match="max_length must be a positive number"):
+        load_pack(path)
+
+
 def test_match_far_into_long_text_is_found(tmp_path: Path) -> None:
     """Windowed scanning finds a match anywhere in a long text, also right at its end."""
     scanner = Scanner([load_pack(pack_path("secrets"))])
