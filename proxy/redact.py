@@ -149,8 +149,10 @@ _KEY_BLOCK_RULES = {
 _LONGEST_END_MARKER = 64
 # A run that could still grow into a match: the trailing whitespace-free token, or a trailing number
 # written with separators (cards, SSNs, phone numbers and IBANs contain spaces).
-_OPEN_TOKEN = regex.compile(r"\S+\Z")
-_OPEN_NUMBER = regex.compile(r"(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
+# Both are searched backwards from the end ((?r)), so their cost does not grow with the held text.
+_OPEN_TOKEN = regex.compile(r"(?r)\S+\Z")
+_OPEN_NUMBER = regex.compile(r"(?r)(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
+_LONGEST_BEGIN_MARKER = 64
 
 
 class StreamRedactor:
@@ -189,9 +191,11 @@ class StreamRedactor:
             if self._key_block is not None:
                 text = self._consume_key_block(text, out)
                 continue
+            # Only the new text, and a marker that may have started just before it, need a look.
+            look_from = max(0, len(self._pending) - _LONGEST_BEGIN_MARKER)
             self._pending += text
             text = ""
-            begin = _KEY_BLOCK_BEGIN.search(self._pending)
+            begin = _KEY_BLOCK_BEGIN.search(self._pending, look_from)
             if begin is not None:
                 out.append(self._release(begin.start(), final=True))
                 text = self._pending
@@ -217,10 +221,13 @@ class StreamRedactor:
             found = pattern.search(pending)
             if found is not None:
                 hold = min(hold, found.start())
-        begin = _KEY_BLOCK_BEGIN.search(pending, partial=True)
+        begin = _KEY_BLOCK_BEGIN.search(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
         if begin is not None and begin.partial:
             hold = min(hold, begin.start())
-        return max(hold, len(pending) - self._max_hold)
+        if len(pending) - hold > self._max_hold:
+            # Over the cap: release down to half of it, so a long run costs one scan per half cap.
+            hold = len(pending) - self._max_hold // 2
+        return hold
 
     def _release(self, upto: int, *, final: bool) -> str:
         """Redact and return ``pending[:upto]``; a match crossing ``upto`` is held back whole."""
