@@ -1,0 +1,236 @@
+"""Scan throughput of every rule pack on a generated mixed corpus, side by side with detect-secrets.
+
+Prints, for egressguard's scanner and for detect-secrets on the same corpus: wall time, MB/s, findings,
+and how many of the secrets and PII packs' own ``match`` examples each tool finds.
+
+    python3 bench/scan.py [--megabytes 4] [--document-kb 64] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import json
+import random
+import string
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from detect_secrets.core.secrets_collection import SecretsCollection
+from detect_secrets.settings import default_settings
+
+from proxy.model import Threat
+from proxy.rulepack import RulePack, Scanner, load_packaged_packs
+
+PROSE = (
+    "the agent asked for a summary of the quarterly report and then called the search tool with the "
+    "customer name before drafting a reply about shipping delays refunds and the new pricing page it "
+    "also compared three vendors listed their support hours and noted that the migration plan needs one "
+    "more review from the platform team before the release on friday"
+)
+WORDS = PROSE.split()
+
+
+def _prose(rng: random.Random, size: int) -> str:
+    words: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choice(WORDS)
+        words.append(word)
+        length += len(word) + 1
+    return " ".join(words) + ".\n"
+
+
+def _code(rng: random.Random) -> str:
+    name = "".join(rng.choices(string.ascii_lowercase, k=8))
+    return (
+        f"def fetch_{name}(client, token=None):\n"
+        f"    api_key = os.environ['{name.upper()}_API_KEY']\n"
+        f"    headers = {{'Authorization': f'Bearer {{token}}', 'X-Request-Id': '{rng.getrandbits(64):x}'}}\n"
+        f"    password = settings.db_password\n"
+        f"    return client.get('https://api.example.com/v1/{name}', headers=headers, timeout=30)\n\n"
+    )
+
+
+def _json(rng: random.Random) -> str:
+    record = {
+        "id": f"msg_{rng.getrandbits(96):x}",
+        "model": "gpt-4o-mini",
+        "usage": {"prompt_tokens": rng.randint(1, 4000), "completion_tokens": rng.randint(1, 900)},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": _prose(rng, 300)}}],
+        "created": 1_760_000_000 + rng.randint(0, 10_000_000),
+        "secret_santa": False,
+        "access_token_ttl": 3600,
+    }
+    return json.dumps(record) + "\n"
+
+
+def _blob(rng: random.Random) -> str:
+    raw = rng.randbytes(rng.randint(300, 3000))
+    return "attachment: " + base64.b64encode(raw).decode() + "\n"
+
+
+@dataclass
+class Corpus:
+    documents: list[str]
+    planted: int
+
+    @property
+    def size(self) -> int:
+        return sum(len(document.encode()) for document in self.documents)
+
+
+def make_corpus(megabytes: float, document_kb: int, examples: list[str], seed: int) -> Corpus:
+    rng = random.Random(seed)  # noqa: S311 - reproducible filler text, not cryptography
+    makers = (lambda: _prose(rng, 800), lambda: _code(rng), lambda: _json(rng), lambda: _blob(rng))
+    documents: list[str] = []
+    planted = 0
+    target = int(megabytes * 1024 * 1024)
+    total = 0
+    while total < target:
+        parts: list[str] = []
+        size = 0
+        while size < document_kb * 1024:
+            part = rng.choice(makers)()
+            parts.append(part)
+            size += len(part)
+        if rng.random() < 0.3:
+            parts.insert(rng.randrange(len(parts)), f"\nconfig: {rng.choice(examples)}\n")
+            planted += 1
+        document = "".join(parts)
+        documents.append(document)
+        total += len(document.encode())
+    return Corpus(documents, planted)
+
+
+def _example_file(examples: list[str], folder: Path) -> tuple[Path, list[tuple[int, int]]]:
+    """All examples in one file, two blank lines apart; returns each example's 1-based line range."""
+    lines: list[str] = []
+    ranges: list[tuple[int, int]] = []
+    for example in examples:
+        first = len(lines) + 1
+        lines.extend(example.split("\n"))
+        ranges.append((first, len(lines)))
+        lines.extend(["", ""])
+    path = folder / "examples.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path, ranges
+
+
+def _count_found(found_lines: set[int], ranges: list[tuple[int, int]]) -> int:
+    return sum(1 for first, last in ranges if any(line in found_lines for line in range(first, last + 1)))
+
+
+@dataclass
+class Row:
+    tool: str
+    seconds: float
+    megabytes_per_second: float
+    findings: int
+    examples_found: int
+
+
+def bench_egressguard(
+    label: str, corpus: Corpus, packs: list[RulePack], example_text: str, ranges: list[tuple[int, int]]
+) -> Row:
+    scanner = Scanner(packs, timeout_s=1.0)
+    timings = []
+    for _ in range(2):  # best of two: the machine is shared
+        start = time.perf_counter()
+        findings = sum(len(scanner.scan(document).matches) for document in corpus.documents)
+        timings.append(time.perf_counter() - start)
+    seconds = min(timings)
+    line_starts = [0] + [index + 1 for index, char in enumerate(example_text) if char == "\n"]
+    found_lines = {
+        bisect.bisect_right(line_starts, match.start) for match in scanner.scan(example_text).matches
+    }
+    mbps = corpus.size / seconds / 1e6
+    return Row(label, seconds, mbps, findings, _count_found(found_lines, ranges))
+
+
+def bench_detect_secrets(
+    corpus: Corpus, folder: Path, example_path: Path, ranges: list[tuple[int, int]]
+) -> Row:
+    paths = []
+    for number, document in enumerate(corpus.documents):
+        path = folder / f"doc{number}.txt"
+        path.write_text(document, encoding="utf-8")
+        paths.append(path)
+    with default_settings():
+        start = time.perf_counter()
+        collection = SecretsCollection()
+        for path in paths:
+            collection.scan_file(str(path))
+        seconds = time.perf_counter() - start
+        findings = sum(len(secrets) for secrets in collection.data.values())
+        examples = SecretsCollection()
+        examples.scan_file(str(example_path))
+        found_lines = {secret.line_number for secrets in examples.data.values() for secret in secrets}
+    mbps = corpus.size / seconds / 1e6
+    return Row("detect-secrets 1.5", seconds, mbps, findings, _count_found(found_lines, ranges))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=4.0)
+    parser.add_argument("--document-kb", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=7)
+    options = parser.parse_args()
+
+    packs = load_packaged_packs()
+    data_packs = [
+        pack for pack in packs if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
+    ]
+    everything = [pack.with_everything_enabled() for pack in packs]
+    examples = [example for pack in data_packs for rule in pack.rules for example in rule.match_examples]
+    corpus = make_corpus(options.megabytes, options.document_kb, examples, options.seed)
+
+    with tempfile.TemporaryDirectory() as folder_name:
+        folder = Path(folder_name)
+        example_path, ranges = _example_file(examples, folder)
+        example_text = example_path.read_text(encoding="utf-8")
+        data_names = "+".join(pack.name for pack in data_packs)
+        rows = [
+            bench_egressguard(f"eg {data_names}", corpus, data_packs, example_text, ranges),
+            bench_egressguard(
+                f"eg {data_names} +opt",
+                corpus,
+                [pack.with_everything_enabled() for pack in data_packs],
+                example_text,
+                ranges,
+            ),
+            bench_egressguard("eg every pack", corpus, packs, example_text, ranges),
+            bench_egressguard("eg every pack +opt", corpus, everything, example_text, ranges),
+            *(
+                bench_egressguard(f"eg {pack.name} only", corpus, [pack], example_text, ranges)
+                for pack in packs
+                if pack not in data_packs
+            ),
+            bench_detect_secrets(corpus, folder, example_path, ranges),
+        ]
+
+    print(
+        f"corpus: {corpus.size / 1e6:.2f} MB in {len(corpus.documents)} documents "
+        f"of ~{options.document_kb} KB (prose, code, JSON, base64), {corpus.planted} planted secrets"
+    )
+    for pack in everything:
+        default_on = sum(rule.enabled for rule in next(p for p in packs if p.name == pack.name).rules)
+        print(f"  pack {pack.name}: {len(pack.rules)} rules, {default_on} on by default")
+    print(f"match examples of the secrets and PII packs: {len(examples)}\n")
+    header = f"{'tool':<30} {'seconds':>9} {'MB/s':>8} {'findings':>9} {'examples found':>15}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        share = f"{row.examples_found}/{len(examples)}"
+        speed = f"{row.megabytes_per_second:>8.1f}"
+        print(f"{row.tool:<30} {row.seconds:>9.3f} {speed} {row.findings:>9} {share:>15}")
+    ratio = rows[0].megabytes_per_second / rows[-1].megabytes_per_second
+    print(f"\n{rows[0].tool} / detect-secrets throughput: {ratio:.1f}x")
+    print("eg = egressguard; +opt = optional rules switched on; examples = the secrets and PII packs' own")
+
+
+if __name__ == "__main__":
+    main()
