@@ -17,6 +17,7 @@ from proxy.yamlschema import SchemaError
 class PolicyLoader:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.loaded_from: str | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -36,6 +37,11 @@ class PolicyLoader:
         if not {"egressguard_config", "egressguard_mode"} & updated and self.runtime.policy_or_none:
             return
         config = ctx.options.egressguard_config
+        if not config and self.loaded_from:
+            # mitmproxy rolls every option back to its previous value when another addon rejects a
+            # change (a bad --set, an audit directory that cannot be opened); back to "" would swap the
+            # operator's policy for the embedded one. The policy file in force stays until a restart.
+            return
         try:
             policy = load_policy(Path(config) if config else None)
         except SchemaError as error:
@@ -46,3 +52,4 @@ class PolicyLoader:
                 raise exceptions.OptionsError(f"egressguard_mode must be observe or enforce, not {mode!r}")
             policy = policy.with_mode(Mode(mode))
         self.runtime.policy_or_none = policy
+        self.loaded_from = config

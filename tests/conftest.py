@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.harness import Proxy
 from tests.pki import UpstreamPKI, make_pki
@@ -32,6 +33,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's proxy, CA bundle or API endpoints."""
     for name in ENVIRONMENT_LEAKS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def reset_logging() -> Iterator[None]:
+    """``egressguard`` commands configure structlog to the stderr of the moment; undo it after each test."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
