@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_injection as training
+from refusal_eval import refusal_section
 
 from proxy.detectors.injection import CLASSIFIER_RULE, InjectionDetector
 from proxy.exchange import Source
@@ -134,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args(argv)
     injection_section(args.data, args.folds)
+    print()
+    refusal_section()
     return 0
 
 

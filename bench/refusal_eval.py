@@ -105,8 +105,8 @@ def choose(
     return best[1], best[2], best[3]
 
 
-def main() -> None:
-    data_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR
+def refusal_section(data_dir: Path = DATA_DIR) -> None:
+    print("== refusal (jailbreak / role escape) ==")
     scanner = Scanner([load_pack(pack_path("refusal"))])
     names = [rule.id for rule in scanner.rules]
     rows = {model: load_rows(data_dir / f"xstest_v2_completions_{model}.csv", scanner) for model in MODELS}
@@ -134,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    refusal_section(Path(sys.argv[1]) if len(sys.argv) > 1 else DATA_DIR)
