@@ -12,6 +12,11 @@ from proxy.model import Threat
 from proxy.rulepack import Rule, RulePack, Scanner, load_packaged_packs
 
 PACKS = load_packaged_packs()
+# Secrets and PII are looked for anywhere in raw bodies, so their examples must survive being wrapped
+# in other formats and buried in longer text.
+RAW_BODY_PACKS = [
+    pack for pack in PACKS if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
+]
 
 
 def _single_rule_scanner(rule: Rule) -> Scanner:
@@ -45,11 +50,6 @@ def _as_sse(example: str) -> str:
     return "data: " + json.dumps({"choices": [{"delta": {"content": example}}]}, ensure_ascii=False) + "\n\n"
 
 
-# Secrets and PII are looked for in raw bodies too, so their examples must survive being wrapped.
-RAW_BODY_PACKS = [
-    pack for pack in PACKS if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
-]
-
 SHAPES: dict[str, Callable[[str], str]] = {
     "json": lambda example: json.dumps(example, ensure_ascii=False),
     "escaped-json": lambda example: json.dumps(json.dumps(example, ensure_ascii=False), ensure_ascii=False),
@@ -68,6 +68,13 @@ def test_packs_are_found() -> None:
 def test_match_example_is_found(rule: Rule, example: str) -> None:
     """Each true-positive example is found by its own rule."""
     assert _rule_finds(rule, example)
+
+
+@pytest.mark.parametrize(("rule", "example"), _cases("match", RAW_BODY_PACKS))
+def test_match_example_is_found_deep_inside_long_text(rule: Rule, example: str) -> None:
+    """A true positive in the middle of a long text is found: windows around keyword hits reach it."""
+    filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n" * 80
+    assert _rule_finds(rule, filler + example + "\n" + filler)
 
 
 @pytest.mark.parametrize(("rule", "example"), _cases("no_match"))
