@@ -169,8 +169,12 @@ _PLACEHOLDER_WORDS = (
 _PLACEHOLDER_VALUES = frozenset(
     {"password", "secret", "token", "null", "none", "true", "false", "undefined", "test", "admin", "pass"}
 )
-# Variable references rather than values: $VAR, %VAR%, MY_SECRET_VAR, get_secret(...), settings.api_key
-_REFERENCE = re.compile(r"^(?:\$\w+|%\w+%|[A-Z][A-Z0-9]*_[A-Z0-9_]*|\w+\(.*|[a-z_]+(?:\.[a-z_]+)+)$")
+# Names rather than values: $VAR, %VAR%, MY_SECRET_VAR, key_password, ClientSecret (a type annotation),
+# get_secret(...), settings.api_key
+_REFERENCE = re.compile(
+    r"^(?:\$\w+|%\w+%|[A-Z][A-Z0-9]*_[A-Z0-9_]*|[a-z]+(?:_[a-z]+)+|(?:[A-Z][a-z]+){2,}|[\w.]+\(.*"
+    r"|[a-z_]+(?:\.[a-z_]+)+)$"
+)
 _SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop")
 
 

@@ -338,7 +338,8 @@ def test_entropy() -> None:
 @pytest.mark.parametrize(
     "value",
     ["YOUR_API_KEY", "xxxxxxxxxxxx", "****************", "$API_KEY", "${TOKEN}", "process.env.API_KEY",
-     "<your-token>", "os.environ['KEY']", "{{ secrets.TOKEN }}", "changeme", "settings.api_key"],
+     "<your-token>", "os.environ['KEY']", "{{ secrets.TOKEN }}", "changeme", "settings.api_key",
+     "key_password", "SessionClientSecret", "get_password(user)"],
 )  # fmt: skip
 def test_placeholders_are_recognised(value: str) -> None:
     """Common stand-ins for secrets count as placeholders."""
