@@ -60,6 +60,7 @@ _CONFUSABLES: dict[str, str] = {
     "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ı": "i",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+_ANY_CONFUSABLE = re.compile("[" + "".join(_CONFUSABLES) + "]")
 _WORD = re.compile(r"\w+")
 _LATIN_LETTER = re.compile(r"[a-zA-Z]")
 _OTHER_SCRIPT_LETTER = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
@@ -137,6 +138,8 @@ def fold_homoglyphs(text: str) -> str:
     when it is made only of look-alikes in text that is mostly Latin. Russian or Greek prose stays as it
     is, so rules written in those languages still apply.
     """
+    if not _ANY_CONFUSABLE.search(text):
+        return text
     latin = len(_LATIN_LETTER.findall(text))
     other = len(_OTHER_SCRIPT_LETTER.findall(text))
     mostly_latin = latin >= other
@@ -170,7 +173,7 @@ def _decoded_segments(text: str, signals: set[str]) -> list[str]:
         if decoded is not None:
             signals.add(HEX)
             segments.append(decoded)
-    if _URL_ENCODED.search(text):
+    if "%" in text and _URL_ENCODED.search(text):
         decoded_url = urllib.parse.unquote(text)
         if decoded_url != text:
             signals.add(URL_ENCODING)
