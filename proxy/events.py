@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from proxy.dialects import MCP
 from proxy.model import Mode
 from proxy.turn import Turn
 
@@ -24,7 +25,11 @@ def turn_event(
     request = turn.request
     completion = turn.completion
     usage = completion.usage if completion else None
-    tool_names = [call.name for call in completion.tool_calls] if completion else []
+    calls = completion.tool_calls if completion else []
+    if request is not None and request.dialect == MCP.name:
+        # An MCP request is itself the tool call; its response only carries the result.
+        calls = request.tool_calls
+    tool_names = [call.name for call in calls]
     return {
         "type": "agent.turn",
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -15,21 +15,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from proxy import freeze
 from proxy.detectors import compliance, injection, leak, links, refusal, tools
-from proxy.detectors.baseline import DropThresholds, Window, refusal_rate_drop
-from proxy.dialects import StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
+from proxy.detectors.baseline import (
+    DropThresholds,
+    SpikeThresholds,
+    Window,
+    refusal_rate_drop,
+    tool_rate_spike,
+)
+from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
 from proxy.egress import decide
-from proxy.exchange import Completion, Part, RequestView, Source
+from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.policy import Policy
 from proxy.redact import RedactionStyle, StreamRedactor, fingerprint, redact_text
 from proxy.rulepack import Match, Scanner, load_packaged_packs
 from proxy.state import StateStore
 from proxy.turn import Turn
+from proxy.validators import shannon_entropy
 
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
@@ -37,6 +45,11 @@ SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
 """Sources that repeat verbatim in every request of a conversation: inspected the first time an agent
 sends them, so one poisoned tool description is one finding, not one per turn."""
 REFUSAL_WINDOW_S = 3600.0
+TOOL_WINDOW_S = 3600.0
+TOOL_BASELINE_S = 7 * 24 * 3600.0
+SEQUENCE_HISTORY = 20
+"""Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
+ENTROPY_HISTORY = 20
 REFUSAL_BASELINE_S = 7 * 24 * 3600.0
 SEEN_TTL_S = 30 * 24 * 3600.0
 
@@ -81,8 +94,17 @@ class ResponsePlan:
 
 
 class TurnInspector:
-    def __init__(self, detectors: Detectors, policy: Policy, state: StateStore, turn: Turn) -> None:
+    def __init__(
+        self,
+        detectors: Detectors,
+        policy: Policy,
+        state: StateStore,
+        turn: Turn,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.detectors = detectors
+        self.clock = clock
         self.policy = policy
         self.state = state
         self.turn = turn
@@ -110,11 +132,18 @@ class TurnInspector:
                 self._record(found)
                 if part.source is Source.USER and found:
                     self._count_injection_attempt()
+        if view.dialect == MCP.name:
+            # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
+            self._record(
+                tools.check_tool_calls(
+                    view.tool_calls, self.turn.context.approval_id, self.detectors.tools, self.overrides
+                )
+            )
         verdict.block = next(
             (
                 finding
                 for finding in self.turn.findings
-                if finding.enforced and finding.action is Action.BLOCK
+                if finding.enforced and finding.action in (Action.BLOCK, Action.WITHHOLD)
             ),
             None,
         )
@@ -226,7 +255,7 @@ class TurnInspector:
                 self._record(self.detectors.injection.detect(part.text, part.where, part.source))
         tool_findings = tools.check_tool_calls(
             completion.tool_calls, self.turn.context.approval_id, self.detectors.tools, self.overrides
-        )
+        ) + self._tool_behaviour(completion.tool_calls)
         self._record(tool_findings)
         self._refusal(completion.full_text)
         if any(finding.enforced and finding.action is not Action.FLAG for finding in self.turn.findings):
@@ -252,6 +281,88 @@ class TurnInspector:
             if dropped:
                 plan.notice = "\n\n".join(tools.approval_notice(call.name) for call in dropped)
         return plan
+
+    def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
+        """Per-tool rate limits, call frequency against the agent's baseline, argument entropy against the
+        tool's usual arguments, and tool sequences the agent has never produced."""
+        if not calls:
+            return []
+        agent, user = self.turn.context.agent_id, self.turn.context.user_id
+        findings: list[Finding] = []
+        for call in calls:
+            findings += self._rate_limits(call, agent, user)
+            findings += self._entropy(call, agent)
+        for name in {call.name for call in calls}:
+            key = f"tool.calls:{agent}:{name}"
+            for _ in range(sum(call.name == name for call in calls)):
+                self.state.hit(key, TOOL_BASELINE_S)
+            recent_calls = self.state.count(key, TOOL_WINDOW_S)
+            recent = Window(events=recent_calls, exposure=TOOL_WINDOW_S / 3600)
+            baseline = Window(
+                events=self.state.count(key, TOOL_BASELINE_S) - recent_calls,
+                exposure=self._observed_hours(agent),
+            )
+            spike = tool_rate_spike(name, recent, baseline, SpikeThresholds())
+            findings += [spike] if spike else []
+        names = [call.name for call in calls]
+        tool_turns = self.state.incr(f"tool.turns:{agent}")
+        is_new = self.state.add_if_new(f"tool.sequences:{agent}", tools.sequence_key(names), SEEN_TTL_S)
+        if is_new and tool_turns > SEQUENCE_HISTORY:
+            unseen = tools.unseen_sequence_finding(names, known_keys=())
+            findings += [unseen] if unseen else []
+        return findings
+
+    def _observed_hours(self, agent: str) -> float:
+        """Hours of baseline behind the recent window: since the agent was first seen, up to a week."""
+        first = self.state.get(f"tool.first_seen:{agent}")
+        now = self.clock()
+        if not isinstance(first, float | int):
+            self.state.put(f"tool.first_seen:{agent}", now, TOOL_BASELINE_S)
+            return 0.0
+        return max(0.0, min(now - float(first), TOOL_BASELINE_S) - TOOL_WINDOW_S) / 3600
+
+    def _rate_limits(self, call: ToolCall, agent: str, user: str | None) -> list[Finding]:
+        findings = []
+        for glob, limit, window_s in self.policy.roles[self.turn.context.role].tool_limits:
+            if not tools.name_matches(call.name, (glob,)):
+                continue
+            for scope in (f"agent:{agent}", *([f"user:{user}"] if user else [])):
+                calls = self.state.hit(f"tool.limit:{glob}:{scope}", window_s)
+                if calls > limit:
+                    findings.append(
+                        Finding(
+                            threat=Threat.TOOL_ABUSE,
+                            rule="tool-rate-limit",
+                            signal=f"{call.name}: call {calls} in the window, over {limit} per "
+                            f"{scope.split(':')[0]}",
+                            severity=Severity.MEDIUM,
+                            action=Action.WITHHOLD,
+                            where=call.where,
+                            owasp="LLM08",
+                            extra={"tool": call.name, "limit": limit, "window_s": window_s},
+                        )
+                    )
+                    break
+        return findings
+
+    def _entropy(self, call: ToolCall, agent: str) -> list[Finding]:
+        """Running mean and variance (Welford) of the tool's argument entropy; outliers flag once the
+        baseline has enough calls."""
+        key = f"tool.entropy:{agent}:{call.name}"
+        stats = self.state.get(key)
+        count, mean, m2 = 0, 0.0, 0.0
+        if isinstance(stats, dict):
+            count, mean, m2 = int(str(stats["n"])), float(str(stats["mean"])), float(str(stats["m2"]))
+        finding = None
+        if count >= ENTROPY_HISTORY:
+            finding = tools.argument_entropy_finding(call, mean, (m2 / (count - 1)) ** 0.5)
+        value = shannon_entropy(call.arguments)
+        count += 1
+        delta = value - mean
+        mean += delta / count
+        m2 += delta * (value - mean)
+        self.state.put(key, {"n": count, "mean": mean, "m2": m2}, TOOL_BASELINE_S)
+        return [finding] if finding else []
 
     def _refusal(self, text: str) -> None:
         if not text.strip():

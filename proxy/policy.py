@@ -16,7 +16,7 @@ from typing import Any, Literal
 from proxy.alerts import AlertsConfig
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
-from proxy.units import parse_duration, parse_size
+from proxy.units import parse_duration, parse_rate, parse_size
 from proxy.yamlschema import (
     ANYTHING,
     BOOLEAN,
@@ -63,7 +63,13 @@ AGENT = Record({"token_env": STRING, "token": STRING, "role": STRING})
 ROLE = Record(
     {
         "egress": Record({"allow": HOST_PATTERNS, "deny": HOST_PATTERNS}),
-        "tools": Record({"destructive": ListOf(STRING), "exempt": ListOf(STRING)}),
+        "tools": Record(
+            {
+                "destructive": ListOf(STRING),
+                "exempt": ListOf(STRING),
+                "limits": MapOf(Custom(parse_rate, "a rate like 20/1h")),
+            }
+        ),
     }
 )
 SCHEMA = Record(
@@ -113,6 +119,8 @@ class Role:
     egress: EgressRules = field(default_factory=lambda: EgressRules(allow=()))
     destructive_tools: tuple[str, ...] = ()
     exempt_tools: tuple[str, ...] = ()
+    tool_limits: tuple[tuple[str, int, float], ...] = ()
+    """(tool glob, calls, window seconds): more calls than that, per agent or per user, are withheld."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +268,9 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
         egress=EgressRules(allow=_present(egress.get("allow")), deny=_present(egress.get("deny"))),
         destructive_tools=tuple(_present(tools.get("destructive"))),
         exempt_tools=tuple(_present(tools.get("exempt"))),
+        tool_limits=tuple(
+            (glob, *rate) for glob, rate in _without_line(tools.get("limits") or {}).items() if rate is not None
+        ),
     )
 
 

@@ -25,3 +25,11 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a size (like 8MiB, 512KiB or 1048576)")
     exponent = " kmg".index(match[2].lower() or " ")
     return int(match[1]) << (10 * exponent)
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``20/1h`` (calls per window) as (calls, window seconds); raises ValueError otherwise."""
+    calls, sep, window = text.partition("/")
+    if not sep or not calls.strip().isdigit() or int(calls) < 1:
+        raise ValueError(f"not a rate: {text!r} (use calls/window, e.g. 20/1h)")
+    return int(calls), parse_duration(window).total_seconds()

@@ -396,7 +396,11 @@ class FakeUpstream:
                 path = self.path.split("?", 1)[0]
                 upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
                 if path == "/mcp":
-                    self._send(200, json.dumps(mcp_json(upstream.reply, json.loads(body))).encode())
+                    message = mcp_json(upstream.reply, json.loads(body))
+                    if "text/event-stream" in self.headers.get("accept", ""):
+                        self._stream(iter([sse(message, "message")]), upstream.reply)
+                    else:
+                        self._send(200, json.dumps(message).encode())
                     return
                 if ":generateContent" in path or ":streamGenerateContent" in path:
                     if "alt=sse" in self.path:

@@ -66,6 +66,11 @@ def _matches_any(names: Iterable[str], globs: Iterable[str]) -> bool:
     return any(fnmatchcase(name, pattern) for name in names for pattern in patterns)
 
 
+def name_matches(name: str, globs: Iterable[str]) -> bool:
+    """Whether a tool name (or the last segment of a namespaced one) matches any of the globs."""
+    return _matches_any(_candidate_names(name), globs)
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCatalogue:
     entries: tuple[CatalogueEntry, ...]
