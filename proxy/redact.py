@@ -125,13 +125,19 @@ def redact_json(
 
 # Private key blocks are suppressed whole while streaming: from the BEGIN line to the END line nothing
 # is released, and the block is never held in memory either (only a keyed digest of it is kept).
+# A marker only opens a block when its line ends right after it (a real newline, or an escaped one
+# inside a JSON string); a marker quoted in prose is left to the ordinary rules.
 _KEY_BLOCK_BEGIN = regex.compile(
-    r"-----BEGIN (?P<label>[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?)-----"
+    r"(?:-----BEGIN (?P<label>[A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?)-----"
     r"|---- BEGIN (?P<label>SSH2 ENCRYPTED PRIVATE KEY) ----"
-    r"|(?P<label>PuTTY)-User-Key-File-\d: "
+    r"|(?P<label>PuTTY)-User-Key-File-\d: [a-z0-9-]{1,40})"
+    r"[ \t]*(?:\r?\n|(?:\\r)?\\n)"
 )
+# Longer than any key block the secrets pack matches: past this, suppression ends and text flows again.
+_MAX_KEY_BLOCK = 16_000
 _KEY_BLOCK_END = {
-    "PuTTY": regex.compile(r"Private-MAC: [0-9a-f]{40,64}"),
+    # PuTTY v3 MACs are 64 hex digits (HMAC-SHA-256), v2 ones 40 (HMAC-SHA-1).
+    "PuTTY": regex.compile(r"Private-MAC: (?:[0-9a-f]{64}|[0-9a-f]{40}(?=[^0-9a-f]))"),
     "SSH2 ENCRYPTED PRIVATE KEY": regex.compile(r"---- END SSH2 ENCRYPTED PRIVATE KEY ----"),
 }
 _PEM_END = regex.compile(r"-----END [A-Z0-9 ]{0,30}PRIVATE KEY(?: BLOCK)?-----")
@@ -182,6 +188,7 @@ class StreamRedactor:
         self._pending = ""
         self._key_block: tuple[str, regex.Pattern[str], Any] | None = None  # rule id, end marker, digest
         self._key_block_tail = ""
+        self._key_block_size = 0
         self.redactions: list[Redaction] = []
 
     def feed(self, delta: str) -> str:
@@ -264,6 +271,7 @@ class StreamRedactor:
         digest.update(text[: begin.end() - begin.start()].encode("utf-8"))
         self._key_block = (rule_id, _KEY_BLOCK_END.get(label, _PEM_END), digest)
         self._key_block_tail = ""
+        self._key_block_size = 0
 
     def _consume_key_block(self, text: str, out: list[str]) -> str:
         """Swallow key material; return what follows the END marker (or "" while the block is open)."""
@@ -272,7 +280,13 @@ class StreamRedactor:
         searchable = self._key_block_tail + text
         end = end_marker.search(searchable)
         if end is None:
+            room = _MAX_KEY_BLOCK - self._key_block_size
+            if len(text) >= room:
+                digest.update(text[:room].encode("utf-8"))
+                out.append(self._close_key_block())
+                return text[room:]
             digest.update(text.encode("utf-8"))
+            self._key_block_size += len(text)
             self._key_block_tail = searchable[-_LONGEST_END_MARKER:]
             return ""
         consumed = end.end() - len(self._key_block_tail)

@@ -15,6 +15,7 @@ from proxy.normalize import (
     LETTER_SPACING,
     TAG_CHARACTERS,
     URL_ENCODING,
+    _CONFUSABLES,
     despace,
     fold_homoglyphs,
     normalize,
@@ -116,3 +117,21 @@ def test_identifiers_and_hashes_are_not_mistaken_for_encodings() -> None:
     result = normalize(text)
     assert result.texts == (text,)
     assert result.signals == frozenset()
+
+
+def test_each_look_alike_alone_in_a_latin_word_is_folded() -> None:
+    """Every entry of the look-alike table is noticed by the quick test that skips folding."""
+    for look_alike, latin in _CONFUSABLES.items():
+        assert fold_homoglyphs(f"x{look_alike}x") == f"x{latin}x"
+
+
+def test_text_without_look_alikes_comes_back_unchanged() -> None:
+    """Latin, Russian and Chinese text with no look-alike is returned as it is."""
+    for text in ("plain latin words", "Привет, мир", "你好，世界", ""):
+        assert fold_homoglyphs(text) is text
+
+
+def test_percent_encoding_is_decoded_wherever_it_sits() -> None:
+    """Percent escapes in the middle of a long text are still found and decoded."""
+    text = "x " * 500 + urllib.parse.quote(PHRASE, safe="") + " y" * 500
+    assert any(PHRASE in form for form in normalize(text).texts[1:])

@@ -155,12 +155,53 @@ def test_private_key_block_is_suppressed_while_streaming(scanner: Scanner) -> No
     assert [redaction.rule_id for redaction in redactor.redactions] == ["private-key-rsa"]
 
 
+KEY_BLOCK_EXAMPLES = [
+    pytest.param(rule.id, example, id=f"{rule.id}:{number}")
+    for rule in load_pack(pack_path("secrets")).rules
+    if rule.id.startswith("private-key-")
+    for number, example in enumerate(rule.match_examples)
+]
+
+
+@pytest.mark.parametrize(("rule_id", "block"), KEY_BLOCK_EXAMPLES)
+def test_every_kind_of_key_block_is_suppressed_while_streaming(
+    scanner: Scanner, rule_id: str, block: str
+) -> None:
+    """Each private key example of the secrets pack is withheld whole when streamed in tiny deltas."""
+    output = "".join(_stream(StreamRedactor(scanner), f"before\n{block}\nafter"))
+    assert output == f"before\n[REDACTED:{rule_id}]\nafter"
+
+
 def test_unterminated_private_key_is_suppressed_at_flush(scanner: Scanner) -> None:
     """A key block cut off by the end of the stream is still withheld."""
     redactor = StreamRedactor(scanner)
     text = "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\n" + KEY_BODY[0] + "\n" + KEY_BODY[1]
     output = "".join(_stream(redactor, text))
     assert output == "key:\n[REDACTED:private-key-openssh]"
+
+
+def test_private_key_inside_a_json_string_stream_is_suppressed(scanner: Scanner) -> None:
+    """A key streamed as JSON-escaped text (escaped newlines) is suppressed too."""
+    escaped = json.dumps({"content": PRIVATE_KEY, "after": "still here"})
+    output = "".join(_stream(StreamRedactor(scanner), escaped))
+    assert json.loads(output) == {"content": "[REDACTED:private-key-rsa]", "after": "still here"}
+
+
+def test_key_marker_quoted_in_prose_does_not_suppress_the_answer(scanner: Scanner) -> None:
+    """A BEGIN marker mentioned inside a sentence is not a key block: the rest of the text flows."""
+    text = "A PEM key file starts with -----BEGIN RSA PRIVATE KEY----- on its first line. Next point."
+    assert "".join(_stream(StreamRedactor(scanner), text)) == text
+
+
+def test_key_block_without_end_stops_suppressing_after_the_longest_key(scanner: Scanner) -> None:
+    """A block that never ends is cut off after the longest key size and the stream resumes."""
+    redactor = StreamRedactor(scanner)
+    released = redactor.feed("-----BEGIN PRIVATE KEY-----\n")
+    released += redactor.feed(("A" * 63 + "\n") * 300)
+    released += redactor.feed(" and then the answer goes on.") + redactor.flush()
+    assert released.startswith("[REDACTED:private-key-pkcs8]")
+    assert released.endswith(" and then the answer goes on.")
+    assert len(released) < 4000
 
 
 def test_long_run_without_whitespace_never_stalls(scanner: Scanner) -> None:
