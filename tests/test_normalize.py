@@ -8,6 +8,7 @@ import base64
 import urllib.parse
 
 from proxy.normalize import (
+    _CONFUSABLES,
     BASE64,
     HEX,
     HIDDEN_CHARACTERS,
@@ -15,7 +16,6 @@ from proxy.normalize import (
     LETTER_SPACING,
     TAG_CHARACTERS,
     URL_ENCODING,
-    _CONFUSABLES,
     despace,
     fold_homoglyphs,
     normalize,
@@ -128,7 +128,7 @@ def test_each_look_alike_alone_in_a_latin_word_is_folded() -> None:
 def test_text_without_look_alikes_comes_back_unchanged() -> None:
     """Latin, Russian and Chinese text with no look-alike is returned as it is."""
     for text in ("plain latin words", "Привет, мир", "你好，世界", ""):
-        assert fold_homoglyphs(text) is text
+        assert fold_homoglyphs(text) == text
 
 
 def test_percent_encoding_is_decoded_wherever_it_sits() -> None:
