@@ -152,7 +152,7 @@ _KEY_BLOCK_RULES = {
     "SSH2 ENCRYPTED PRIVATE KEY": "private-key-ssh2-encrypted",
     "PuTTY": "private-key-putty",
 }
-_LONGEST_END_MARKER = 64
+_LONGEST_END_MARKER = 128  # longer than any end marker (PuTTY: "Private-MAC: " and 64 hex)
 # A run that could still grow into a match: the trailing whitespace-free token, or a trailing number
 # written with separators (cards, SSNs, phone numbers and IBANs contain spaces).
 # Both are searched backwards from the end ((?r)), so their cost does not grow with the held text.
