@@ -186,6 +186,8 @@ class StreamRedactor:
         self._rules = {rule.id: rule for rule in scanner.rules}
         self._context = ""  # the tail of the original text already released, for rules' lookbehinds
         self._pending = ""
+        self._passed = 0  # original characters released or suppressed so far
+        self._recorded: set[int] = set()  # stream offsets of matches already listed in redactions
         self._key_block: tuple[str, regex.Pattern[str], Any] | None = None  # rule id, end marker, digest
         self._key_block_tail = ""
         self._key_block_size = 0
@@ -208,6 +210,7 @@ class StreamRedactor:
                 text = self._pending
                 self._pending = ""
                 self._start_key_block(begin, text)
+                self._passed += begin.end() - begin.start()
                 text = text[begin.end() - begin.start() :]
                 continue
             out.append(self._release(self._hold_from(), final=False))
@@ -237,11 +240,17 @@ class StreamRedactor:
         return hold
 
     def _release(self, upto: int, *, final: bool) -> str:
-        """Redact and return ``pending[:upto]``; a match crossing ``upto`` is held back whole."""
+        """Redact and return ``pending[:upto]``.
+
+        A match crossing ``upto`` is held back whole unless that would hold more than ``max_hold``, or
+        the release is final (end of stream, or a key block starts): then its part before the cut is
+        redacted now and the rest when it is released.
+        """
         if upto <= 0 and not final:
             return ""
         window = self._context + self._pending
         offset = len(self._context)
+        base = self._passed - offset  # stream offset of window[0]
         cut = offset + upto
         matches = [match for match in self._scanner.scan(window).matches if match.end > offset]
         if not final:
@@ -251,15 +260,19 @@ class StreamRedactor:
         out: list[str] = []
         position = offset
         for match in matches:
-            if match.end > cut:
+            if match.start >= cut:
                 break
-            start = max(match.start, offset)
+            start, end = max(match.start, offset), min(match.end, cut)
             value = window[match.start : match.end]
             out.append(window[position:start])
             out.append(placeholder(match.rule.id, value, self._style, self._key))
-            self.redactions.append(Redaction.of(match.rule, value, self._key))
-            position = match.end
+            if base + match.start not in self._recorded:
+                self._recorded.add(base + match.start)
+                self.redactions.append(Redaction.of(match.rule, value, self._key))
+            position = end
         out.append(window[position:cut])
+        self._passed += cut - offset
+        self._recorded = {start for start in self._recorded if start >= self._passed - self._context_size}
         self._context = window[max(0, cut - self._context_size) : cut]
         self._pending = window[cut:]
         return "".join(out)
@@ -283,14 +296,17 @@ class StreamRedactor:
             room = _MAX_KEY_BLOCK - self._key_block_size
             if len(text) >= room:
                 digest.update(text[:room].encode("utf-8"))
+                self._passed += room
                 out.append(self._close_key_block())
                 return text[room:]
             digest.update(text.encode("utf-8"))
+            self._passed += len(text)
             self._key_block_size += len(text)
             self._key_block_tail = searchable[-_LONGEST_END_MARKER:]
             return ""
         consumed = end.end() - len(self._key_block_tail)
         digest.update(text[:consumed].encode("utf-8"))
+        self._passed += consumed
         out.append(self._close_key_block())
         return text[consumed:]
 
@@ -299,6 +315,8 @@ class StreamRedactor:
         rule_id, _, digest = self._key_block
         self._key_block = None
         self._key_block_tail = ""
+        # Rules must not look back into a key block that was never released.
+        self._context = ""
         rule = self._rules.get(rule_id)
         threat = rule.threat if rule else Threat.CREDENTIAL_THEFT
         severity = rule.severity if rule else Severity.CRITICAL

@@ -10,6 +10,8 @@ import re
 import string
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.redact import (
     RedactionStyle,
@@ -223,3 +225,38 @@ def test_stream_records_fingerprints_of_redacted_values(scanner: Scanner) -> Non
     assert [(redaction.rule_id, redaction.fingerprint) for redaction in redactor.redactions] == [
         ("stripe-live-secret-key", fingerprint(STRIPE_KEY, KEY))
     ]
+
+
+PROVIDER_EXAMPLES = [
+    example
+    for rule in load_pack(pack_path("secrets")).rules
+    if not rule.id.startswith(("generic-", "dotenv-", "private-key-"))
+    for example in rule.match_examples
+]
+FILLER = ["hello", " ", "\n", "token", "=", ": ", '"', "the api_key is ", ",", "password", "x"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(PROVIDER_EXAMPLES) | st.sampled_from(FILLER), min_size=1, max_size=10),
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=20),
+)
+def test_stream_never_releases_what_whole_text_redaction_hides(
+    scanner: Scanner, pieces: list[str], sizes: list[int]
+) -> None:
+    """However the text is split, no 12 characters of a value hidden by whole-text redaction stream out."""
+    text = "".join(pieces)
+    redactor = StreamRedactor(scanner)
+    chunks, position = [], 0
+    for number in range(len(text)):
+        if position >= len(text):
+            break
+        size = sizes[number % len(sizes)]
+        chunks.append(redactor.feed(text[position : position + size]))
+        position += size
+    streamed = "".join(chunks) + redactor.flush()
+    whole = scan_and_redact(scanner, text).text
+    for match in scanner.scan(text, merge=False).matches:
+        value = text[match.start : match.end]
+        hidden = {value[i : i + 12] for i in range(len(value) - 11)} - {""}
+        assert not {part for part in hidden if part not in whole and part in streamed}
