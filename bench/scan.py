@@ -23,6 +23,7 @@ from detect_secrets.core.secrets_collection import SecretsCollection
 from detect_secrets.settings import default_settings
 
 from proxy.model import Threat
+from proxy.redact import StreamRedactor
 from proxy.rulepack import RulePack, Scanner, load_packaged_packs
 
 PROSE = (
@@ -173,6 +174,23 @@ def bench_detect_secrets(
     return Row("detect-secrets 1.5", seconds, mbps, findings, _count_found(found_lines, ranges))
 
 
+def bench_stream(corpus: Corpus, packs: list[RulePack], delta_size: int, kilobytes: int = 256) -> str:
+    """Streaming redaction cost: the corpus fed as deltas of ``delta_size`` characters."""
+    scanner = Scanner(packs)
+    text = "".join(corpus.documents)[: kilobytes * 1024]
+    redactor = StreamRedactor(scanner)
+    start = time.perf_counter()
+    for position in range(0, len(text), delta_size):
+        redactor.feed(text[position : position + delta_size])
+    redactor.flush()
+    seconds = time.perf_counter() - start
+    deltas = -(-len(text) // delta_size)
+    return (
+        f"stream redaction, {delta_size}-char deltas: {len(text) / seconds / 1e6:.1f} MB/s, "
+        f"{seconds / deltas * 1e6:.0f} us per delta"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=4.0)
@@ -230,6 +248,9 @@ def main() -> None:
     ratio = rows[0].megabytes_per_second / rows[-1].megabytes_per_second
     print(f"\n{rows[0].tool} / detect-secrets throughput: {ratio:.1f}x")
     print("eg = egressguard; +opt = optional rules switched on; examples = the secrets and PII packs' own")
+    print()
+    for delta_size in (3, 40):
+        print(f"eg {data_names} {bench_stream(corpus, data_packs, delta_size)}")
 
 
 if __name__ == "__main__":
