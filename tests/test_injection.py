@@ -302,16 +302,3 @@ def test_window_scores_match_features_used_in_training() -> None:
             classifier.weights[bucket] * value for bucket, value in features.items()
         )
         assert score == pytest.approx(1.0 / (1.0 + math.exp(-total)), abs=1e-12)
-
-
-def test_scores_survive_the_n_gram_memory_being_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a memory too small for one text the scores stay those of the reference."""
-    monkeypatch.setattr(injection, "CACHE_LIMIT", 50)
-    classifier = load_default_classifier()
-    text = normalize(EMAIL * 8).text
-    assert classifier.window_scores(text) == pytest.approx(
-        reference_window_scores(classifier, text), abs=1e-12
-    )
-    assert classifier.window_scores(text) == pytest.approx(
-        reference_window_scores(classifier, text), abs=1e-12
-    )

@@ -24,8 +24,8 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from itertools import repeat
+from dataclasses import dataclass
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,9 @@ WINDOW_CHARS = 400
 WINDOW_STEP = 200
 MAX_CLASSIFIER_CHARS = 24_000
 
-CACHE_LIMIT = 400_000
-"""Hashed n-grams remembered across texts (most n-grams of prose recur); past this many the memory is
-dropped and rebuilt."""
-
 _SPACES = re.compile(r"\s+")
+_CHAR_PREFIX_CRC = zlib.crc32(b"c")
+_WORD_PREFIX_CRC = zlib.crc32(b"w")
 _WORDS = re.compile(r"\w+")
 
 
@@ -112,30 +110,6 @@ class FeatureSpec:
         return {bucket: value / norm for bucket, value in buckets.items()}
 
 
-@dataclass(slots=True)
-class _HashedGrams:
-    """Buckets of n-grams already met, for one kind of n-gram (characters or words)."""
-
-    prefix: str
-    buckets: dict[str, int] = field(default_factory=dict)
-
-    def of(self, grams: set[str], dim: int) -> dict[str, int]:
-        """The bucket of each n-gram, hashing those not met yet as ``features`` does (the prefixed
-        UTF-8 string). A small dictionary per text keeps the many lookups that follow cheap."""
-        missing = grams.difference(self.buckets)
-        if len(self.buckets) + len(missing) > CACHE_LIMIT:
-            self.buckets.clear()
-            missing = grams
-        if missing:
-            new = list(missing)
-            encoded = map(str.encode, map(self.prefix.__add__, new))
-            self.buckets.update(
-                zip(new, map(operator.mod, map(zlib.crc32, encoded), repeat(dim)), strict=True)
-            )
-        ordered = list(grams)
-        return dict(zip(ordered, map(self.buckets.__getitem__, ordered), strict=True))
-
-
 @dataclass(frozen=True, slots=True)
 class InjectionClassifier:
     """Two thresholds, each the score that keeps false positives at or under 1 % in cross-validation on
@@ -147,12 +121,6 @@ class InjectionClassifier:
     bias: float
     threshold_direct: float
     threshold_indirect: float
-    _chars: _HashedGrams = field(
-        default_factory=lambda: _HashedGrams("c"), init=False, repr=False, compare=False
-    )
-    _words: _HashedGrams = field(
-        default_factory=lambda: _HashedGrams("w"), init=False, repr=False, compare=False
-    )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InjectionClassifier:
@@ -184,79 +152,141 @@ class InjectionClassifier:
         """The probability that each window (``window_spans``) of a normalised text carries an injection:
         the logistic regression over ``spec.features`` of the window.
 
-        Windows overlap, so instead of building each window's features from scratch every n-gram of the
-        text is made and hashed once, and a window gathers its distinct n-grams from slices of those
-        lists. A window's squeezed form (spaces collapsed, stripped, one space each side) is a slice of
-        the whole text's collapsed form between two spaces, so only the n-grams touching those two
-        spaces and the words the window cuts are its own.
+        Windows overlap by half, so instead of building each window's features from scratch every
+        n-gram of the text is made and hashed once. A window's squeezed form (spaces collapsed,
+        stripped, one space each side) is a slice of the whole text's collapsed form between two
+        spaces: its character n-grams are those starting in its first part (up to where the next
+        window starts) and in its second part, plus the few touching the two spaces. The second part
+        of one window is most of the first part of the next, so each part's set of distinct n-grams
+        and the sum of their weights are made once and shared.
         """
         text = text[:MAX_CLASSIFIER_CHARS]
         spans = window_spans(len(text))
         collapsed, cores = _collapsed_cores(text, spans)
-        char_lists = [(size, list(_ngrams(collapsed, size))) for size in self.spec.char_ngrams]
-        char_sets: list[set[str]] = []
+        grams_by_size = [(size, list(_ngrams(collapsed, size))) for size in self.spec.char_ngrams]
+        longest = max(self.spec.char_ngrams, default=0)
+        edges: list[set[str]] = []
         word_sets: list[set[str]] = []
-        all_chars: set[str] = set()
         for low, high in cores:
             padded = " " + collapsed[low:high] + " "
-            chars: set[str] = set()
-            for size, grams in char_lists:
-                chars.update(grams[low : max(low, high - size + 1)])
-                if len(padded) >= size:
-                    chars.add(padded[:size])
-                    chars.add(padded[-size:])
-                    all_chars.add(padded[:size])
-                    all_chars.add(padded[-size:])
+            edges.append(
+                {
+                    part
+                    for size, _ in grams_by_size
+                    if len(padded) >= size
+                    for part in (padded[:size], padded[-size:])
+                }
+            )
             words = _WORDS.findall(collapsed, low, high)
-            word_grams: set[str] = set()
-            for size in self.spec.word_ngrams:
-                word_grams.update(_ngrams(words, size))
-            char_sets.append(chars)
-            word_sets.append(word_grams)
-        for _, grams in char_lists:
+            word_sets.append(set().union(*(_ngrams(words, size) for size in self.spec.word_ngrams)))
+        all_chars = set().union(*edges)
+        for _, grams in grams_by_size:
             all_chars.update(grams)
-        char_buckets = self._chars.of(all_chars, self.spec.dim)
-        word_buckets = self._words.of(set().union(*word_sets), self.spec.dim)
-        char_weights = dict(
-            zip(char_buckets, map(self.weights.__getitem__, char_buckets.values()), strict=True)
-        )
-        word_weights = dict(
-            zip(word_buckets, map(self.weights.__getitem__, word_buckets.values()), strict=True)
-        )
-        shared_chars = _colliding(char_buckets, word_buckets)
-        shared_words = _colliding(word_buckets, char_buckets)
+        char_weight, word_weight, char_buckets, word_buckets = self._hash(all_chars, set().union(*word_sets))
+        shared_chars = char_buckets.keys()
+        shared_words = word_buckets.keys()
+
+        def weight_of(grams: Iterable[str]) -> float:
+            return sum(map(char_weight.__getitem__, grams))
+
+        def starting_in(low: int, ends: Sequence[int]) -> set[str]:
+            """Distinct n-grams of each size starting from ``low`` up to that size's end."""
+            found: set[str] = set()
+            for (_, grams), end in zip(grams_by_size, ends, strict=True):
+                found.update(grams[low:end])
+            return found
+
         scores: list[float] = []
-        for chars, word_grams in zip(char_sets, word_sets, strict=True):
+        # The second part of the window before, when it is the start of this window's first part.
+        carried: tuple[set[str], float, set[str], list[int]] | None = None
+        for index, (low, high) in enumerate(cores):
+            ends = [max(low, high - size + 1) for size, _ in grams_by_size]
+            middle = cores[index + 1][0] if index + 1 < len(cores) else -1
+            if low <= middle <= high - longest + 1:
+                if carried is not None:
+                    first, first_weight, first_shared, carried_ends = carried
+                    tail = set()
+                    for (_, grams), start in zip(grams_by_size, carried_ends, strict=True):
+                        tail.update(grams[start:middle])
+                    tail.difference_update(first)
+                    first |= tail
+                    first_weight += weight_of(tail)
+                    first_shared |= tail & shared_chars
+                else:
+                    first = starting_in(low, [middle] * len(grams_by_size))
+                    first_weight = weight_of(first)
+                    first_shared = first & shared_chars
+                second = starting_in(middle, ends)
+                second_weight = weight_of(second)
+                second_shared = second & shared_chars
+                both = first & second
+                chars_weight = first_weight + second_weight - weight_of(both)
+                chars_count = len(first) + len(second) - len(both)
+                colliding_chars = first_shared | second_shared
+                own_edges = {edge for edge in edges[index] if edge not in first and edge not in second}
+                # The next window's first part starts where this one's second part does; it carries
+                # on if this second part ends before that first part does.
+                next_middle = cores[index + 2][0] if index + 2 < len(cores) else -1
+                carried = (
+                    (second, second_weight, second_shared, ends)
+                    if all(end <= next_middle for end in ends)
+                    else None
+                )
+            else:
+                whole = starting_in(low, ends)
+                chars_weight = weight_of(whole)
+                chars_count = len(whole)
+                colliding_chars = whole & shared_chars
+                own_edges = edges[index] - whole
+                carried = None
+            word_grams = word_sets[index]
+            count = chars_count + len(own_edges) + len(word_grams)
             total = self.bias
-            count = len(chars) + len(word_grams)
             if count:
                 # Each bucket counts its distinct n-grams: the dot product with the weights is the sum
                 # of the n-grams' weights, the squared norm their number plus what collisions add.
-                dot = sum(map(char_weights.__getitem__, chars)) + sum(
-                    map(word_weights.__getitem__, word_grams)
-                )
+                dot = chars_weight + weight_of(own_edges) + sum(map(word_weight.__getitem__, word_grams))
                 squares = count
-                colliding_chars = chars & shared_chars
+                colliding_chars |= own_edges & shared_chars
                 colliding_words = word_grams & shared_words
                 if colliding_chars or colliding_words:
                     per_bucket = Counter(map(char_buckets.__getitem__, colliding_chars))
                     per_bucket.update(map(word_buckets.__getitem__, colliding_words))
-                    squares += sum(grams * (grams - 1) for grams in per_bucket.values())
+                    in_bucket = per_bucket.values()
+                    squares += (
+                        sum(map(operator.mul, in_bucket, in_bucket))
+                        - len(colliding_chars)
+                        - len(colliding_words)
+                    )
                 total += dot / math.sqrt(squares)
             scores.append(1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, total)))))
         return scores
 
+    def _hash(
+        self, chars: set[str], words: set[str]
+    ) -> tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, int]]:
+        """The weight of each character and word n-gram, hashed as ``features`` hashes it (the prefixed
+        UTF-8 string), and the bucket of those whose bucket holds another n-gram of the text: only
+        windows holding two of these need their squared norm counted bucket by bucket."""
+        char_list, word_list = list(chars), list(words)
+        # crc32 of the prefixed string, continuing from the prefix's crc instead of concatenating.
+        dim = repeat(self.spec.dim)
+        char_crcs = map(zlib.crc32, map(str.encode, char_list), repeat(_CHAR_PREFIX_CRC))
+        word_crcs = map(zlib.crc32, map(str.encode, word_list), repeat(_WORD_PREFIX_CRC))
+        char_buckets = list(map(operator.mod, char_crcs, dim))
+        word_buckets = list(map(operator.mod, word_crcs, dim))
+        per_bucket = Counter(char_buckets)
+        per_bucket.update(word_buckets)
+        shared = set(compress(per_bucket.keys(), map((1).__lt__, per_bucket.values())))
+        return (
+            dict(zip(char_list, map(self.weights.__getitem__, char_buckets), strict=True)),
+            dict(zip(word_list, map(self.weights.__getitem__, word_buckets), strict=True)),
+            dict(compress(zip(char_list, char_buckets, strict=True), map(shared.__contains__, char_buckets))),
+            dict(compress(zip(word_list, word_buckets, strict=True), map(shared.__contains__, word_buckets))),
+        )
+
     def threshold(self, source: Source) -> float:
         return self.threshold_indirect if source in INDIRECT_SOURCES else self.threshold_direct
-
-
-def _colliding(buckets: dict[str, int], other_buckets: dict[str, int]) -> set[str]:
-    """The n-grams of ``buckets`` whose bucket holds another n-gram of the text (of either kind): only
-    windows holding two of them need their squared norm counted bucket by bucket."""
-    per_bucket = Counter(buckets.values())
-    per_bucket.update(other_buckets.values())
-    shared = {bucket for bucket, count in per_bucket.items() if count > 1}
-    return {gram for gram, bucket in buckets.items() if bucket in shared}
 
 
 def _collapsed_cores(text: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list[tuple[int, int]]]:
