@@ -79,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "listen_port": args.listen_port,
         "egressguard_config": args.config or "",
         "egressguard_mode": args.mode or "",
+        # mitmproxy's mitm.it page hands out the CA to anyone who asks; `ca export` is the way here.
+        "onboarding": False,
     }
     _print_banner(policy, args, confdir, token_file)
     try:
