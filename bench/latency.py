@@ -1,9 +1,10 @@
 """Latency added by egressguard, side by side with bare mitmdump and a direct connection, in one run.
 
-The same httpx client sends the same chat-completion request (an 8 KB prompt, a 2 KB reply) to a
-local fake upstream over TLS: directly, through ``mitmdump`` with no addons, and through
-``egressguard run``. It prints the median and p95 per path and the ratio egressguard / bare mitmdump,
-then does the same for a streamed reply (time to first event and total).
+The same httpx client sends the same chat-completion request (an 8 KB prompt, a 2 KB reply; then a
+one-line prompt) to a local fake upstream over TLS: directly, through ``mitmdump`` with no addons, and
+through ``egressguard run`` (embedded-default-like policy, observe mode: every detector runs). It prints
+the median and p95 per path and the ratio egressguard / bare mitmdump, then does the same for a streamed
+reply (time to first event and total).
 
     python3 bench/latency.py [--requests 300]
 """
@@ -26,11 +27,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml  # noqa: E402
-from tests.pki import make_pki  # noqa: E402
-from tests.upstream import FakeUpstream, Reply  # noqa: E402
+from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
+from tests.pki import make_pki
+from tests.upstream import FakeUpstream, Reply
 
-PROMPT = ("Please review the following support transcript and summarise the customer's problem. " * 100)[:8192]
+TRANSCRIPT = "Please review the following support transcript and summarise the customer's problem. "
+PROMPT = (TRANSCRIPT * 100)[:8192]
+SHORT_PROMPT = "What is the status of order 99-1234, and when will it ship?"
 REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
 STREAM_PAUSE = 0.2
 
@@ -56,9 +59,11 @@ def process(command: list[str], port: int, workdir: Path, env: dict[str, str]) -
         log.close()
 
 
-def measure(client: httpx.Client, url: str, count: int, stream: bool) -> list[tuple[float, float]]:
+def measure(
+    client: httpx.Client, url: str, count: int, *, stream: bool, prompt: str = PROMPT
+) -> list[tuple[float, float]]:
     """(time to first body byte, total) per request, after a warm-up that opens the connection."""
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "stream": stream}
     timings: list[tuple[float, float]] = []
     for index in range(count + 5):
         start = time.perf_counter()
@@ -80,9 +85,14 @@ def report(title: str, results: dict[str, list[float]]) -> None:
         ordered = sorted(values)
         p95 = ordered[int(len(ordered) * 0.95) - 1]
         print(f"  {name:<14}{statistics.median(values) * 1000:>12.2f}{p95 * 1000:>10.2f}")
-    bare, guard, direct = (statistics.median(results[name]) for name in ("bare mitmdump", "egressguard", "direct"))
-    print(f"  egressguard / bare mitmdump: {guard / bare:.2f}x   "
-          f"(added over direct: bare {(bare - direct) * 1000:.2f} ms, egressguard {(guard - direct) * 1000:.2f} ms)")
+    bare, guard, direct = (
+        statistics.median(results[name]) for name in ("bare mitmdump", "egressguard", "direct")
+    )
+    added_bare, added_guard = (bare - direct) * 1000, (guard - direct) * 1000
+    print(
+        f"  egressguard / bare mitmdump: {guard / bare:.2f}x   "
+        f"(added over direct: bare {added_bare:.2f} ms, egressguard {added_guard:.2f} ms)"
+    )
 
 
 def main() -> None:
@@ -100,36 +110,68 @@ def main() -> None:
     mitmdump = shutil.which("mitmdump") or "mitmdump"
     bare_port, guard_port = free_port(), free_port()
     (workdir / "policy.yaml").write_text(policy_yaml(workdir / "data"))
-    bare = [mitmdump, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(bare_port),
-            "--set", f"confdir={workdir / 'bare-ca'}", "--set", f"ssl_verify_upstream_trusted_ca={pki.ca_cert}"]
-    guard = [sys.executable, "-m", "proxy", "run", "--config", str(workdir / "policy.yaml"),
-             "--listen-port", str(guard_port), "--set", f"ssl_verify_upstream_trusted_ca={pki.ca_cert}"]
+    bare = [
+        mitmdump,
+        "-q",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(bare_port),
+        "--set",
+        f"confdir={workdir / 'bare-ca'}",
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={pki.ca_cert}",
+    ]
+    guard = [
+        sys.executable,
+        "-m",
+        "proxy",
+        "run",
+        "--config",
+        str(workdir / "policy.yaml"),
+        "--listen-port",
+        str(guard_port),
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={pki.ca_cert}",
+    ]
 
     clients: dict[str, Callable[[], httpx.Client]] = {
         "direct": lambda: httpx.Client(verify=str(pki.ca_cert), timeout=30),
-        "bare mitmdump": lambda: httpx.Client(proxy=f"http://127.0.0.1:{bare_port}", timeout=30,
-                                              verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem")),
-        "egressguard": lambda: httpx.Client(proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
-                                            timeout=30,
-                                            verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem")),
+        "bare mitmdump": lambda: httpx.Client(
+            proxy=f"http://127.0.0.1:{bare_port}",
+            timeout=30,
+            verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
+        ),
+        "egressguard": lambda: httpx.Client(
+            proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
+            timeout=30,
+            verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"),
+        ),
     }
     json_results: dict[str, list[float]] = {}
+    short_results: dict[str, list[float]] = {}
     first_event: dict[str, list[float]] = {}
     stream_total: dict[str, list[float]] = {}
     with process(bare, bare_port, workdir, env), process(guard, guard_port, workdir, env):
-        print(f"{args.requests} requests per path: {len(PROMPT)} B prompt, {len(REPLY)} B reply, TLS, keep-alive")
+        print(f"{args.requests} requests per path, {len(REPLY)} B reply, TLS, keep-alive")
         for name, make_client in clients.items():
             with make_client() as client:
                 upstream.reply = Reply(text=REPLY, piece_size=64)
                 json_results[name] = [total for _, total in measure(client, url, args.requests, stream=False)]
+                short = measure(client, url, args.requests, stream=False, prompt=SHORT_PROMPT)
+                short_results[name] = [total for _, total in short]
                 upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
                 timings = measure(client, url, args.stream_requests, stream=True)
                 first_event[name] = [first for first, _ in timings]
                 stream_total[name] = [total for _, total in timings]
     upstream.close()
-    report("JSON chat completion, total per request", json_results)
-    report(f"SSE stream (upstream pauses {STREAM_PAUSE * 1000:.0f} ms after the first event): time to first byte",
-           first_event)
+    report(f"JSON chat completion, {len(PROMPT)} B prompt: total per request", json_results)
+    report(f"JSON chat completion, {len(SHORT_PROMPT)} B prompt: total per request", short_results)
+    pause_ms = STREAM_PAUSE * 1000
+    report(
+        f"SSE stream (upstream pauses {pause_ms:.0f} ms after the first event): time to first byte",
+        first_event,
+    )
     report("SSE stream: total", stream_total)
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -269,7 +269,9 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
         destructive_tools=tuple(_present(tools.get("destructive"))),
         exempt_tools=tuple(_present(tools.get("exempt"))),
         tool_limits=tuple(
-            (glob, *rate) for glob, rate in _without_line(tools.get("limits") or {}).items() if rate is not None
+            (glob, *rate)
+            for glob, rate in _without_line(tools.get("limits") or {}).items()
+            if rate is not None
         ),
     )
 

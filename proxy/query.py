@@ -131,7 +131,6 @@ NAMED_QUERIES: dict[str, tuple[str, str]] = {
 }
 
 
-
 class QueryError(ValueError):
     """A query that cannot run: unknown name, bad duration or SQL error."""
 
