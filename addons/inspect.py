@@ -176,8 +176,9 @@ class Inspect:
             turn.errors.append(f"response: {completion.parse_error}")
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
         if plan.rewrites:
+            redacted = inspector.redact_tool_calls(body, plan.redact_calls) if plan.redact_calls else body
             rewritten = dialect.rewrite_response(
-                body, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
+                redacted, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
             )
             if rewritten != body:
                 flow.response.content = rewritten

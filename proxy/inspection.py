@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,11 +30,12 @@ from proxy.detectors.baseline import (
     tool_rate_spike,
 )
 from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
+from proxy.dialects.locator import get_at, set_at
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.policy import Policy
-from proxy.redact import RedactionStyle, StreamRedactor, fingerprint, redact_text
+from proxy.redact import RedactionStyle, StreamRedactor, fingerprint, redact_json, redact_text
 from proxy.rulepack import Match, Scanner, load_packaged_packs
 from proxy.state import StateStore
 from proxy.turn import Turn
@@ -87,10 +89,17 @@ class ResponsePlan:
     text_map: Callable[[str], str] | None = None
     drop_tool_calls: set[str] = field(default_factory=set)
     notice: str | None = None
+    redact_calls: list[str] = field(default_factory=list)
+    """Locators of tool calls whose arguments hold a secret to redact."""
 
     @property
     def rewrites(self) -> bool:
-        return self.text_map is not None or bool(self.drop_tool_calls) or self.notice is not None
+        return (
+            self.text_map is not None
+            or bool(self.drop_tool_calls)
+            or self.notice is not None
+            or bool(self.redact_calls)
+        )
 
 
 class TurnInspector:
@@ -274,6 +283,11 @@ class TurnInspector:
             steps.append(lambda text: links.neutralise(text, self._host_allowed)[0])
         if steps:
             plan.text_map = _compose(steps)
+        if self.detectors.redacting is not None:
+            redacting = self.detectors.redacting
+            plan.redact_calls = [
+                call.where for call in completion.tool_calls if redacting.scan(call.arguments).matches
+            ]
         if self.policy.enforces(Threat.TOOL_ABUSE):
             withheld = {finding.where for finding in tool_findings if finding.action is Action.WITHHOLD}
             dropped = [call for call in completion.tool_calls if call.where in withheld]
@@ -363,6 +377,20 @@ class TurnInspector:
         m2 += delta * (value - mean)
         self.state.put(key, {"n": count, "mean": mean, "m2": m2}, TOOL_BASELINE_S)
         return [finding] if finding else []
+
+    def redact_tool_calls(self, body: bytes, locators: list[str]) -> bytes:
+        """The JSON body with every string inside the given tool calls redacted: arguments are a JSON
+        string in some APIs and an object in others, and either way the body stays valid JSON."""
+        assert self.detectors.redacting is not None
+        document = json.loads(body)
+        style = RedactionStyle(self.policy.detection.redaction_style)
+        for where in locators:
+            call = get_at(document, where)
+            redacted, _ = redact_json(
+                call, self.detectors.redacting, style, key=self.detectors.fingerprint_key
+            )
+            document = set_at(document, where, redacted)
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _refusal(self, text: str) -> None:
         if not text.strip():

@@ -249,6 +249,14 @@ def test_secret_in_chat_json_reaches_sdk_redacted(enforce: Proxy, upstream: Fake
     assert finding["threat"] == "credential_theft" and finding["enforced"] is True and finding["fingerprint"]
 
 
+def test_secret_in_tool_call_arguments_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A key inside a tool call's arguments is redacted there, and the arguments stay valid JSON."""
+    upstream.reply = Reply(text="", tool_calls=[ToolCallReply("store_note", {"note": f"key {AWS_KEY}"})])
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    (call,) = message.tool_calls or []
+    assert json.loads(call.function.arguments) == {"note": "key [REDACTED:aws-access-key-id]"}  # type: ignore[union-attr]
+
+
 def test_secret_in_chat_stream_of_tiny_events_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
     """A key split across 2-character SSE events is still redacted, and the text after it still arrives."""
     upstream.reply = Reply(text=LEAK, piece_size=2)
