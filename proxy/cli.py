@@ -100,12 +100,12 @@ def _print_banner(policy: Policy, args: argparse.Namespace, confdir: Path, token
     host = args.listen_host
     address = f"[{host}]:{args.listen_port}" if ":" in host else f"{host}:{args.listen_port}"
     mode = args.mode or policy.mode
-    ca = confdir / CA_CERT_NAME
+    ca = (confdir / CA_CERT_NAME).resolve()
     print(f"egressguard {__version__} on {address} (mode: {mode}, policy: {policy.source})")
     print("Set in each agent's environment:")
     for agent in policy.agents.values():
         if token_file is not None and agent.name == "agent":
-            token = f"$(cat {token_file})"
+            token = f"$(cat {token_file.resolve()})"
         else:
             token = "$" + (agent.token_env or f"{agent.name.upper().replace('-', '_')}_TOKEN")
         print(f"  HTTPS_PROXY=http://{agent.name}:{token}@{address}   # role {agent.role}")
