@@ -90,8 +90,10 @@ class Audit:
             log.warning("audit.request_refused", event_id=turn.event_id, agent=turn.context.agent_id)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """A CONNECT that an earlier addon answered (refused) is a turn of its own."""
-        if flow.response is not None:
+        """A CONNECT that an earlier addon answered (refused), or one whose tunnel is relayed without
+        interception, is a turn of its own."""
+        turn = turn_of(flow)
+        if flow.response is not None or (turn is not None and turn.tunnelled):
             self._write(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:

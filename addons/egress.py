@@ -13,6 +13,7 @@ from collections.abc import MutableMapping
 
 from mitmproxy import connection, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+from mitmproxy.tls import ClientHelloData
 
 from addons.turns import turn_of
 from proxy.egress import (
@@ -33,11 +34,15 @@ from proxy.turn import Turn
 class Tunnel:
     """What was decided when a client opened a CONNECT tunnel, for the requests that follow inside it."""
 
-    def __init__(self, host: str, port: int, decision: EgressDecision, addresses: list[str]) -> None:
+    def __init__(
+        self, host: str, port: int, decision: EgressDecision, addresses: list[str], *, relayed: bool
+    ) -> None:
         self.host = host
         self.port = port
         self.decision = decision
         self.addresses = addresses
+        self.relayed = relayed
+        """True for ``inspect: false`` destinations: TLS passes through untouched."""
 
 
 class Egress:
@@ -52,8 +57,22 @@ class Egress:
             return
         host, port = flow.request.host, flow.request.port
         decision, addresses = await self._decide(turn, host, port)
-        self.tunnels[flow.client_conn] = Tunnel(host, port, decision, addresses)
+        role = self.runtime.policy.roles[turn.context.role]
+        relayed = (
+            decision.allowed
+            and decide(turn.context.agent_id, role.name, role.tunnelled, host, port, addresses).allowed
+        )
+        self.tunnels[flow.client_conn] = Tunnel(host, port, decision, addresses, relayed=relayed)
+        turn.tunnelled = relayed
         self._apply(flow, turn, decision, addresses)
+        if relayed and flow.response is None:
+            self._note_first_seen(turn, decision.host)
+
+    def tls_clienthello(self, data: ClientHelloData) -> None:
+        """Destinations allowed with ``inspect: false`` are relayed without TLS interception."""
+        tunnel = self.tunnels.get(data.context.client)
+        if tunnel is not None and tunnel.relayed:
+            data.ignore_connection = True
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
@@ -70,8 +89,12 @@ class Egress:
                 return
         turn.egress_host = canonical_host(decision.host)
         self._apply(flow, turn, decision, addresses)
-        if flow.response is None and first_seen(self.runtime.state, turn.context.agent_id, decision.host):
-            turn.add(first_seen_finding(decision.host))
+        if flow.response is None:
+            self._note_first_seen(turn, decision.host)
+
+    def _note_first_seen(self, turn: Turn, host: str) -> None:
+        if first_seen(self.runtime.state, turn.context.agent_id, host):
+            turn.add(first_seen_finding(host))
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
         """Connect to the address that was checked; keep the name for SNI and certificate checks."""

@@ -59,6 +59,9 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
     """The decoded body if it can and should be inspected; otherwise None, with the reason on the turn."""
     raw = message.raw_content
+    if raw is None and message.stream:
+        turn.errors.append(f"{what}: body over the inspection cap streamed through uninspected")
+        return None
     if not raw:
         return None
     content_type = message.headers.get("content-type", "").lower()
@@ -165,8 +168,6 @@ class Inspect:
         if isinstance(session, StreamSession):
             turn.errors.extend(f"stream: {note}" for note in session.notes)
             inspector.inspect_completion(session.completion, rewrite=False)
-            return
-        if flow.response.stream:
             return
         body = read_body(flow.response, self.runtime.policy.max_body_bytes, turn, "response")
         if body is None:

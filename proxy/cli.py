@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "egressguard_mode": args.mode or "",
         # mitmproxy's mitm.it page hands out the CA to anyone who asks; `ca export` is the way here.
         "onboarding": False,
+        # Bodies over the inspection cap are relayed as they arrive instead of held in memory whole.
+        "stream_large_bodies": str(policy.max_body_bytes),
     }
     _print_banner(policy, args, confdir, token_file)
     try:

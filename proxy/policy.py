@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from proxy.alerts import AlertsConfig
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
@@ -22,6 +24,7 @@ from proxy.yamlschema import (
     BOOLEAN,
     INTEGER,
     STRING,
+    Checker,
     Custom,
     ListOf,
     MapOf,
@@ -29,6 +32,7 @@ from proxy.yamlschema import (
     Problem,
     Record,
     SchemaError,
+    Spec,
     check_document,
 )
 
@@ -56,13 +60,31 @@ def _seconds(text: str) -> float:
     return parse_duration(text).total_seconds()
 
 
-HOST_PATTERNS = ListOf(Custom(_host_pattern, "a host pattern"))
+HOST_PATTERN = Custom(_host_pattern, "a host pattern")
+HOST_PATTERNS = ListOf(HOST_PATTERN)
+
+
+class AllowEntry(Spec):
+    """A host pattern, or ``{host: PATTERN, inspect: false}`` for a host whose TLS must not be
+    intercepted (certificate pinning, mutual TLS): it is tunnelled, and only the egress decision applies."""
+
+    description = "a host pattern or {host, inspect}"
+    detailed = Record({"host": HOST_PATTERN, "inspect": BOOLEAN}, required=("host",))
+
+    def check(self, node: yaml.Node, checker: Checker, where: str) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            entry = self.detailed.check(node, checker, where)
+            return (entry["host"], entry.get("inspect", True)) if entry and entry.get("host") else None
+        pattern = HOST_PATTERN.check(node, checker, where)
+        return (pattern, True) if pattern else None
+
+
 DURATION = Custom(_seconds, "a duration")
 CONTEXT_FIELD_LIST = ListOf(OneOf(*CONTEXT_FIELDS))
 AGENT = Record({"token_env": STRING, "token": STRING, "role": STRING})
 ROLE = Record(
     {
-        "egress": Record({"allow": HOST_PATTERNS, "deny": HOST_PATTERNS}),
+        "egress": Record({"allow": ListOf(AllowEntry()), "deny": HOST_PATTERNS}),
         "tools": Record(
             {
                 "destructive": ListOf(STRING),
@@ -117,6 +139,8 @@ class Agent:
 class Role:
     name: str
     egress: EgressRules = field(default_factory=lambda: EgressRules(allow=()))
+    tunnelled: EgressRules = field(default_factory=lambda: EgressRules(allow=()))
+    """Allowed destinations relayed without TLS interception (``inspect: false``)."""
     destructive_tools: tuple[str, ...] = ()
     exempt_tools: tuple[str, ...] = ()
     tool_limits: tuple[tuple[str, int, float], ...] = ()
@@ -263,9 +287,11 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
 def _role(name: str, spec: dict[str, Any]) -> Role:
     egress = spec.get("egress") or {}
     tools = spec.get("tools") or {}
+    allow = _present(egress.get("allow"))
     return Role(
         name=name,
-        egress=EgressRules(allow=_present(egress.get("allow")), deny=_present(egress.get("deny"))),
+        egress=EgressRules(allow=[pattern for pattern, _ in allow], deny=_present(egress.get("deny"))),
+        tunnelled=EgressRules(allow=[pattern for pattern, inspect in allow if not inspect]),
         destructive_tools=tuple(_present(tools.get("destructive"))),
         exempt_tools=tuple(_present(tools.get("exempt"))),
         tool_limits=tuple(

@@ -41,6 +41,8 @@ class Turn:
     errors: list[str] = field(default_factory=list)
     refusal: bool | None = None
     context_sources: list[str] = field(default_factory=list)
+    tunnelled: bool = False
+    """The connection is relayed without TLS interception: the CONNECT is all there is to record."""
     output_sha256: str | None = None
     """The sha256 of what the agent received, where the proxy computed it (streams, rewrites)."""
 

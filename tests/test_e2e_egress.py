@@ -6,10 +6,12 @@ import socket
 import ssl
 from collections.abc import Callable
 
+import httpx
 import openai
 import pytest
 
 from tests.harness import Proxy, proxy_authorization
+from tests.pki import UpstreamPKI
 from tests.upstream import FakeUpstream
 
 
@@ -136,3 +138,22 @@ def test_first_seen_once_per_host_and_survives_restart(
         [f["rule"] for f in record["findings"] if f["rule"] == "egress.first_seen"] for record in records
     ]
     assert first_seen == [["egress.first_seen"], [], []]
+
+
+def test_inspect_false_destination_is_relayed_without_interception(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
+) -> None:
+    """An allow entry with `inspect: false` is tunnelled untouched: the client sees the upstream's own
+    certificate, and the CONNECT is recorded."""
+    proxy = start_proxy(mode="enforce", allow="[{host: localhost, inspect: false}]")
+    context = ssl.create_default_context(cafile=upstream_pki.ca_cert)
+    with httpx.Client(proxy=proxy.url(), verify=context) as client:
+        reply = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
+    assert reply.status_code == 200
+    (record,) = proxy.wait_for_records(1)
+    assert (record["method"], record["egress_host"], record["decision"]) == (
+        "CONNECT",
+        "localhost",
+        "allowed",
+    )
+    assert [finding["rule"] for finding in record["findings"]] == ["egress.first_seen"]

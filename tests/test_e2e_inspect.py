@@ -449,3 +449,14 @@ def test_third_injection_freezes_the_user(enforce: Proxy, upstream: FakeUpstream
     assert "frozen" in str(frozen.value).lower()
     bystander = openai_client(upstream, **{"X-User-Id": "alice"})
     assert bystander.chat.completions.create(model="m", messages=ask("What is the weather like?")).choices
+
+
+def test_body_over_the_cap_is_relayed_and_recorded(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request body over inspection.max_body_bytes streams through uninspected, and the event says so."""
+    proxy = _agent(start_proxy(extra="inspection: {max_body_bytes: 1KiB}\n"), monkeypatch)
+    reply = openai_client(upstream).chat.completions.create(model="m", messages=ask("x" * 4096))
+    assert reply.choices[0].message.content and len(upstream.received[-1].body) > 4096
+    record = last_record(proxy)
+    assert any("over the inspection cap" in error for error in record["errors"])
