@@ -18,10 +18,13 @@ A pack file looks like::
         # shapes (like keywords, but looked for in the text with every digit written as 0, for
         # numbers: [000-00-0000]), max_length (longest possible match, for patterns with unbounded
         # repeats such as "one or more spaces" that would otherwise run over the whole text),
+        # anchored (true when every match starts with one of the keywords or shapes: the regex is then
+        # only tried at each hit, never across a window, so even a common word is a cheap keyword),
         # threat, enabled
 
 A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
-its keywords or shapes: a hit only makes the rule run in a window around it.
+its keywords or shapes: a hit only makes the rule run in a window around it. Keywords are looked for
+with any whitespace character read as a space, so "do not" also finds "do\tnot" (not "do  not").
 
 Scanning makes one Aho-Corasick pass over the lowercased text to pick the rules whose keywords occur,
 then runs only those regexes, each under a time limit so a pathological input skips a rule instead of
@@ -33,7 +36,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ _OPTIONAL_RULE_KEYS = (
     "keywords",
     "shapes",
     "max_length",
+    "anchored",
     "entropy",
     "validator",
     "secret_group",
@@ -86,6 +90,7 @@ class Rule:
     pack: str = ""
     shapes: tuple[str, ...] = ()
     max_length: int | None = None
+    anchored: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,10 @@ class _PackReader:
         ):
             self.problem(at("max_length"), f"{label}: max_length must be a positive number of characters")
             max_length = None
+        anchored = raw.get("anchored", False)
+        if not isinstance(anchored, bool):
+            self.problem(at("anchored"), f"{label}: anchored must be true or false")
+            anchored = False
         try:
             severity = Severity(str(raw.get("severity")))
         except ValueError:
@@ -302,6 +311,7 @@ class _PackReader:
             pack=pack_name,
             shapes=tuple(dict.fromkeys(shapes)),
             max_length=max_length,
+            anchored=anchored,
         )
 
     def _pattern(self, source: Any, line: int, label: str) -> regex.Pattern[str] | None:
@@ -346,18 +356,23 @@ def _group_exists(pattern: regex.Pattern[str], group: Any) -> bool:
     return isinstance(group, str) and group in pattern.groupindex
 
 
-def _windows(sorted_ends: list[int], reach: int, length: int) -> list[tuple[int, int]]:
-    """Merged regions reaching ``reach`` characters either side of each hit."""
+def _windows(hits: list[tuple[int, int]], width: int, length: int) -> list[tuple[int, int]]:
+    """Merged regions holding every match of at most ``width`` characters that contains a hit.
+
+    A match containing the hit ``(start, end)`` starts at ``end - width`` or later and ends by
+    ``start + width``; the margin after that lets a lookahead at the match's edge see the real text
+    (lookbehinds and word boundaries see before a region's start by themselves).
+    """
     windows: list[tuple[int, int]] = []
     low_end = high_end = -1
-    for end in sorted_ends:
-        low = end + 1 - reach
+    for start, end in hits:
+        low, high = end - width, start + width + _WINDOW_MARGIN
         if low <= high_end + _WINDOW_MARGIN:
-            high_end = end + 1 + reach
+            high_end = max(high_end, high)
             continue
         if high_end >= 0:
             windows.append((max(0, low_end), min(length, high_end)))
-        low_end, high_end = low, end + 1 + reach
+        low_end, high_end = low, high
     if high_end >= 0:
         windows.append((max(0, low_end), min(length, high_end)))
     return windows
@@ -402,8 +417,9 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
     return [load_pack(path) for path in packaged_packs(directory)]
 
 
-# A keyword hit only makes its rule run in a window around the hit: the rule's longest possible match on
-# either side, plus this margin so lookarounds at a match's edge still see the real neighbouring text.
+# A keyword hit only makes its rule run in a window around the hit: as far either side as the rule's
+# longest possible match reaches, plus this margin after it so lookaheads at a match's edge still see
+# the real neighbouring text. Windows closer than the margin are run as one.
 _WINDOW_MARGIN = 64
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
 _MAX_WINDOWED_WIDTH = 2048
@@ -418,19 +434,35 @@ def _max_width(source: str) -> int | None:
     return width if width <= _MAX_WINDOWED_WIDTH else None
 
 
-_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
+# Every digit reads as 0 (for shapes) and every whitespace character as a space (so a keyword of two
+# words is found across a line break or a tab as the regex's \s is).
+_TRIGGER_TABLE = str.maketrans(
+    {
+        **dict.fromkeys("123456789", "0"),
+        **{chr(code): " " for code in range(0x3000 + 1) if chr(code).isspace() and code != 0x20},
+    }
+)
 
 
 def _trigger_view(text: str) -> str:
-    """The text as keywords and shapes are looked for in it: lowercased, every digit written as 0."""
-    return text.lower().translate(_DIGITS_AS_ZERO)
+    """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space."""
+    return text.lower().translate(_TRIGGER_TABLE)
+
+
+@dataclass
+class _Plan:
+    """Where to run each triggered rule: regions to search, or positions to try (anchored rules)."""
+
+    regions: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    starts: dict[int, list[int]] = field(default_factory=dict)
 
 
 class Scanner:
     """Runs the enabled rules of some packs over text and returns the sensitive spans it found.
 
     Rule packs follow one convention the speed depends on: every match of a rule contains one of that
-    rule's keywords or shapes. A hit then only needs the rule's regex around it, not over the whole text.
+    rule's keywords or shapes. A hit then only needs the rule's regex around it, not over the whole text;
+    for an anchored rule (every match starts with a keyword) only one match attempt at the hit.
     """
 
     def __init__(self, packs: Iterable[RulePack], *, timeout_s: float = 0.05) -> None:
@@ -443,78 +475,109 @@ class Scanner:
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
         # Single characters make poor keywords (too many hits): a plain `in` test triggers the whole text.
+        # An anchored rule's hits are cheap, so its single characters are looked for like other keywords.
         self._single_chars: dict[int, tuple[str, ...]] = {}
         rules_by_word: dict[str, list[int]] = {}
         for index, rule in enumerate(self.rules):
             words = {_trigger_view(word) for word in (*rule.keywords, *rule.shapes)}
-            singles = tuple(sorted(word for word in words if len(word) == 1))
+            singles = () if rule.anchored else tuple(sorted(word for word in words if len(word) == 1))
             if singles:
                 self._single_chars[index] = singles
             for word in sorted(words - set(singles)):
                 rules_by_word.setdefault(word, []).append(index)
         self._automaton: Any = None
         self._rules_of_word: list[tuple[int, ...]] = []
+        self._word_lengths: list[int] = []
         if rules_by_word:
             self._automaton = ahocorasick.Automaton()
             for word_index, (word, indices) in enumerate(rules_by_word.items()):
                 self._automaton.add_word(word, word_index)
                 self._rules_of_word.append(tuple(indices))
+                self._word_lengths.append(len(word))
             self._automaton.make_automaton()
 
-    def _regions(self, text: str) -> dict[int, list[tuple[int, int]]]:
-        """For each rule to run, the (start, end) regions of ``text`` to run it on."""
+    def _plan(self, text: str) -> _Plan:
+        """Which rules to run on ``text``, and where."""
         view = _trigger_view(text)
         # Lowercasing a few characters (e.g. U+0130) changes the length; then offsets do not line up.
         aligned = len(view) == len(text)
         whole = [(0, len(text))]
-        regions: dict[int, list[tuple[int, int]]] = dict.fromkeys(self._always, whole)
+        plan = _Plan(regions=dict.fromkeys(self._always, whole))
         for index, chars in self._single_chars.items():
             if any(char in view for char in chars):
-                regions[index] = whole
-        ends_by_rule: dict[int, list[int]] = {}
-        if self._automaton is not None:
-            ends_by_word: dict[int, list[int]] = {}
-            for end, word_index in self._automaton.iter(view):
-                if word_index in ends_by_word:
-                    ends_by_word[word_index].append(end)
+                plan.regions[index] = whole
+        if self._automaton is None:
+            return plan
+        ends_by_word: dict[int, list[int]] = {}
+        for last, word_index in self._automaton.iter(view):
+            if word_index in ends_by_word:
+                ends_by_word[word_index].append(last + 1)
+            else:
+                ends_by_word[word_index] = [last + 1]
+        hits_by_rule: dict[int, list[tuple[int, int]]] = {}
+        for word_index, ends in ends_by_word.items():
+            length = self._word_lengths[word_index]
+            hits = [(end - length, end) for end in ends]
+            for index in self._rules_of_word[word_index]:
+                if index in hits_by_rule:
+                    hits_by_rule[index].extend(hits)
                 else:
-                    ends_by_word[word_index] = [end]
-            for word_index, ends in ends_by_word.items():
-                for index in self._rules_of_word[word_index]:
-                    ends_by_rule.setdefault(index, []).extend(ends)
-        for index, ends in ends_by_rule.items():
-            if index in regions:
+                    hits_by_rule[index] = list(hits)
+        for index, hits in hits_by_rule.items():
+            if index in plan.regions:
                 continue
             width = self._widths[index]
-            if width is None or not aligned:
-                regions[index] = whole
+            if not aligned:
+                plan.regions[index] = whole
+            elif self.rules[index].anchored:
+                plan.starts[index] = sorted({start for start, _ in hits})
+            elif width is None:
+                plan.regions[index] = whole
             else:
-                regions[index] = _windows(sorted(ends), width + _WINDOW_MARGIN, len(text))
-        return regions
+                plan.regions[index] = _windows(sorted(hits), width, len(text))
+        return plan
+
+    def _spans(self, index: int, text: str, plan: _Plan) -> Iterator[tuple[int, int]]:
+        """The spans of rule ``index``'s regex matches where the plan says to look (anchored: one match
+        attempt per hit, reaching as far as the rule's longest match can)."""
+        pattern = self.rules[index].pattern
+        deadline = time.monotonic() + self.timeout_s
+        if index in plan.starts:
+            width = self._widths[index]
+            reach = len(text) if width is None else width + _WINDOW_MARGIN
+            for start in plan.starts[index]:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                hit = pattern.match(text, start, min(len(text), start + reach), timeout=remaining)
+                if hit is not None:
+                    yield hit.span(self.rules[index].secret_group)
+            return
+        for low, high in plan.regions[index]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            for hit in pattern.finditer(text, low, high, timeout=remaining):
+                yield hit.span(self.rules[index].secret_group)
 
     def scan(self, text: str, *, merge: bool = True) -> ScanResult:
         """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule."""
         result = ScanResult()
         found: list[tuple[int, int, int]] = []
-        for index, windows in sorted(self._regions(text).items()):
+        plan = self._plan(text)
+        for index in sorted({*plan.regions, *plan.starts}):
             rule = self.rules[index]
             check = VALIDATORS[rule.validator] if rule.validator else None
-            deadline = time.monotonic() + self.timeout_s
             try:
-                for low, high in windows:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError
-                    for hit in rule.pattern.finditer(text, low, high, timeout=remaining):
-                        start, end = hit.span(rule.secret_group)
-                        if start < 0 or start == end:
-                            continue
-                        value = text[start:end]
-                        if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
-                            continue
-                        if check is not None and not check(value):
-                            continue
-                        found.append((start, end, index))
+                for start, end in self._spans(index, text, plan):
+                    if start < 0 or start == end:
+                        continue
+                    value = text[start:end]
+                    if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
+                        continue
+                    if check is not None and not check(value):
+                        continue
+                    found.append((start, end, index))
             except TimeoutError:
                 result.timed_out.append(rule.id)
         found = sorted(set(found))

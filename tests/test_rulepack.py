@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,65 @@ def test_max_length_windows_a_rule_with_unbounded_repeats(tmp_path: Path) -> Non
     scanner = _scanner(tmp_path, rule)
     text = "x " * 10_000 + "ignore   previous" + " y" * 10_000
     assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(20_000, 20_017)]
+
+
+def test_anchored_rule_is_tried_at_each_keyword_hit(tmp_path: Path) -> None:
+    """An anchored rule finds a match starting at a keyword hit, however long the match and the text."""
+    rule = _rule_yaml("r", r"ignore\s+previous", keywords="[ignore]", extra="anchored: true")
+    scanner = _scanner(tmp_path, rule)
+    text = "x " * 10_000 + "ignore" + " " * 3_000 + "previous ignore next"
+    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(20_000, 23_014)]
+
+
+def test_anchored_rule_does_not_look_before_its_hits(tmp_path: Path) -> None:
+    """An anchored rule only reports matches that start where a keyword starts (the rule's contract)."""
+    rule = _rule_yaml("r", r"(?:please\s+)?ignore", keywords="[ignore]", extra="anchored: true")
+    assert [(match.start, match.end) for match in _scanner(tmp_path, rule).scan("please ignore").matches] == [
+        (7, 13)
+    ]
+
+
+def test_anchored_rule_runs_at_single_character_keywords(tmp_path: Path) -> None:
+    """A single-character keyword of an anchored rule marks each place to try, not the whole text."""
+    rule = _rule_yaml("r", r"\[system\]", keywords='["["]', extra="anchored: true")
+    matches = _scanner(tmp_path, rule).scan("[a] [b] [system] [c]").matches
+    assert [(match.start, match.end) for match in matches] == [(8, 16)]
+
+
+def test_anchored_must_be_true_or_false(tmp_path: Path) -> None:
+    """An anchored value that is not a boolean is rejected."""
+    path = _write_pack(tmp_path, _rule_yaml("r", "abc", extra="anchored: yes please"))
+    with pytest.raises(PackError, match="anchored must be true or false"):
+        load_pack(path)
+
+
+def test_keyword_with_a_space_is_found_across_any_whitespace(tmp_path: Path) -> None:
+    """A keyword of two words is found when a line break or a tab separates them."""
+    rule = _rule_yaml("r", r"do\s+not\s+tell", keywords='["do not"]', extra="max_length: 30")
+    scanner = _scanner(tmp_path, rule)
+    assert len(scanner.scan("x" * 500 + " do\nnot\ttell").matches) == 1
+
+
+def test_window_start_does_not_hide_a_lookbehind(tmp_path: Path) -> None:
+    """A lookbehind at the start of a window still sees the text before the window."""
+    rule = _rule_yaml("r", "(?<![a-z])tok[0-9]", keywords="[tok]")
+    scanner = _scanner(tmp_path, rule)
+    assert scanner.scan("y" * 500 + "atok1").matches == []
+    assert len(scanner.scan("y" * 500 + " tok1").matches) == 1
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [rule for pack in load_packaged_packs() for rule in pack.rules],
+    ids=lambda rule: rule.id,
+)
+def test_scanner_finds_every_match_a_whole_text_search_finds(rule: Rule) -> None:
+    """On each match example, windows or anchored attempts find every match of the rule's regex."""
+    scanner = Scanner([RulePack(rule.pack, rule.threat, True, (replace(rule, enabled=True),))], timeout_s=1.0)
+    for example in rule.match_examples:
+        expected = {hit.span(rule.secret_group) for hit in rule.pattern.finditer(example)}
+        found = {(match.start, match.end) for match in scanner.scan(example, merge=False).matches}
+        assert {span for span in expected if span[0] < span[1]} <= found, example
 
 
 def test_max_length_must_be_positive(tmp_path: Path) -> None:
