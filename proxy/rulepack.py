@@ -366,8 +366,8 @@ def _windows(hits: list[tuple[int, int]], width: int, length: int) -> list[tuple
     windows: list[tuple[int, int]] = []
     low_end = high_end = -1
     for start, end in hits:
-        low, high = end - width, start + width + _WINDOW_MARGIN
-        if low <= high_end + _WINDOW_MARGIN:
+        low, high = end - width, start + width + _LOOKAHEAD_MARGIN
+        if low <= high_end + _MERGE_GAP:
             high_end = max(high_end, high)
             continue
         if high_end >= 0:
@@ -418,9 +418,11 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
 
 
 # A keyword hit only makes its rule run in a window around the hit: as far either side as the rule's
-# longest possible match reaches, plus this margin after it so lookaheads at a match's edge still see
-# the real neighbouring text. Windows closer than the margin are run as one.
-_WINDOW_MARGIN = 64
+# longest possible match reaches, plus this margin after it so a lookahead at a match's end (rules
+# look at most a few characters past it) still sees the real neighbouring text.
+_LOOKAHEAD_MARGIN = 16
+# Windows closer than this run as one: a regex call costs about as much as searching this many characters.
+_MERGE_GAP = 64
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
 _MAX_WINDOWED_WIDTH = 2048
 
@@ -447,6 +449,17 @@ _TRIGGER_TABLE = str.maketrans(
 def _trigger_view(text: str) -> str:
     """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space."""
     return text.lower().translate(_TRIGGER_TABLE)
+
+
+def _automaton_of(word_indices: dict[str, int]) -> Any:
+    """An Aho-Corasick automaton that reports each word's index; None when there are no words."""
+    if not word_indices:
+        return None
+    automaton = ahocorasick.Automaton()
+    for word, word_index in word_indices.items():
+        automaton.add_word(word, word_index)
+    automaton.make_automaton()
+    return automaton
 
 
 @dataclass
@@ -485,16 +498,15 @@ class Scanner:
                 self._single_chars[index] = singles
             for word in sorted(words - set(singles)):
                 rules_by_word.setdefault(word, []).append(index)
-        self._automaton: Any = None
-        self._rules_of_word: list[tuple[int, ...]] = []
-        self._word_lengths: list[int] = []
-        if rules_by_word:
-            self._automaton = ahocorasick.Automaton()
-            for word_index, (word, indices) in enumerate(rules_by_word.items()):
-                self._automaton.add_word(word, word_index)
-                self._rules_of_word.append(tuple(indices))
-                self._word_lengths.append(len(word))
-            self._automaton.make_automaton()
+        word_indices = {word: word_index for word_index, word in enumerate(rules_by_word)}
+        self._rules_of_word = [tuple(indices) for indices in rules_by_word.values()]
+        self._word_lengths = [len(word) for word in rules_by_word]
+        self._automaton = _automaton_of(word_indices)
+        # The automaton's cost per character grows with how many different characters start a keyword,
+        # and other scripts' keywords add many: a text of plain ASCII is searched without them.
+        self._ascii_automaton = _automaton_of(
+            {word: word_index for word, word_index in word_indices.items() if word.isascii()}
+        )
 
     def _plan(self, text: str) -> _Plan:
         """Which rules to run on ``text``, and where."""
@@ -506,10 +518,11 @@ class Scanner:
         for index, chars in self._single_chars.items():
             if any(char in view for char in chars):
                 plan.regions[index] = whole
-        if self._automaton is None:
+        automaton = self._ascii_automaton if view.isascii() else self._automaton
+        if automaton is None:
             return plan
         ends_by_word: dict[int, list[int]] = {}
-        for last, word_index in self._automaton.iter(view):
+        for last, word_index in automaton.iter(view):
             if word_index in ends_by_word:
                 ends_by_word[word_index].append(last + 1)
             else:
@@ -544,7 +557,7 @@ class Scanner:
         deadline = time.monotonic() + self.timeout_s
         if index in plan.starts:
             width = self._widths[index]
-            reach = len(text) if width is None else width + _WINDOW_MARGIN
+            reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
             for start in plan.starts[index]:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -199,6 +199,16 @@ def test_keyword_with_a_space_is_found_across_any_whitespace(tmp_path: Path) -> 
     assert len(scanner.scan("x" * 500 + " do\nnot\ttell").matches) == 1
 
 
+def test_keywords_in_other_scripts_are_found_and_plain_ascii_text_is_still_scanned(tmp_path: Path) -> None:
+    """Non-ASCII keywords trigger in non-ASCII text; ASCII text is searched for the ASCII keywords."""
+    rules = _rule_yaml("cjk", "忽略指令", keywords="[忽略]") + _rule_yaml("latin", "abc", keywords="[abc]")
+    scanner = _scanner(tmp_path, rules)
+    assert [match.rule.id for match in scanner.scan("请忽略指令 abc").matches] == ["cjk", "latin"]
+    assert [match.rule.id for match in scanner.scan("plain abc").matches] == ["latin"]
+    only_cjk = _scanner(tmp_path, _rule_yaml("cjk", "忽略指令", keywords="[忽略]"))
+    assert only_cjk.scan("plain ascii text").matches == []
+
+
 def test_window_start_does_not_hide_a_lookbehind(tmp_path: Path) -> None:
     """A lookbehind at the start of a window still sees the text before the window."""
     rule = _rule_yaml("r", "(?<![a-z])tok[0-9]", keywords="[tok]")
