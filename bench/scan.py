@@ -225,7 +225,6 @@ def main() -> None:
             *(
                 bench_egressguard(f"eg {pack.name} only", corpus, [pack], example_text, ranges)
                 for pack in packs
-                if pack not in data_packs
             ),
             bench_detect_secrets(corpus, folder, example_path, ranges),
         ]
