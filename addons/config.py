@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions
@@ -34,6 +34,8 @@ class PolicyLoader:
         )
 
     def configure(self, updated: Set[str]) -> None:
+        if "mode" in updated:
+            refuse_unauthenticated_modes(ctx.options.mode)
         if not {"egressguard_config", "egressguard_mode"} & updated and self.runtime.policy_or_none:
             return
         config = ctx.options.egressguard_config
@@ -53,3 +55,18 @@ class PolicyLoader:
             policy = policy.with_mode(Mode(mode))
         self.runtime.policy_or_none = policy
         self.loaded_from = config
+
+
+AUTHENTICATED_MODES = ("regular", "upstream:")
+"""Proxy modes in which every client must present an agent's credentials. The others (socks5, reverse,
+transparent, wireguard, local, dns, ...) have no HTTP proxy authentication to check, and some relay raw TCP
+that no hook inspects: egressguard would be an open relay there."""
+
+
+def refuse_unauthenticated_modes(modes: Sequence[str]) -> None:
+    for spec in modes:
+        if not spec.startswith(AUTHENTICATED_MODES):
+            raise exceptions.OptionsError(
+                f"egressguard runs as a regular (or upstream-chained) HTTP proxy only; mode {spec!r} "
+                f"would let clients in without agent credentials"
+            )

@@ -25,6 +25,7 @@ from proxy.egress import (
     first_seen_finding,
     fronting_mismatch,
     resolve,
+    unresolved,
 )
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
@@ -69,9 +70,13 @@ class Egress:
             self._note_first_seen(turn, decision.host)
 
     def tls_clienthello(self, data: ClientHelloData) -> None:
-        """Destinations allowed with ``inspect: false`` are relayed without TLS interception."""
+        """Destinations allowed with ``inspect: false`` are relayed without TLS interception, as long as
+        the client asks the tunnel's own host for its certificate: a different server name is intercepted
+        like any other tunnel, where the Host and SNI checks refuse it."""
         tunnel = self.tunnels.get(data.context.client)
-        if tunnel is not None and tunnel.relayed:
+        if tunnel is None or not tunnel.relayed:
+            return
+        if fronting_mismatch(tunnel.host, data.client_hello.sni, None) is None:
             data.ignore_connection = True
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -109,15 +114,18 @@ class Egress:
         data.server.address = (pinned, address[1])
 
     async def _decide(self, turn: Turn, host: str, port: int) -> tuple[EgressDecision, list[str]]:
+        """Decide on the name first and look it up only if the role could reach it: a lookup of a name
+        the role may not reach would carry whatever the agent put in it to an outside name server."""
+        agent, role = turn.context.agent_id, turn.context.role
+        rules = self.runtime.policy.roles[role].egress
+        by_name = decide(agent, role, rules, host, port, [])
+        if not by_name.allowed:
+            return by_name, []
         try:
             addresses = await asyncio.to_thread(resolve, host, port)
         except OSError as error:
-            turn.errors.append(f"egress: cannot resolve {canonical_host(host)}: {error.strerror or error}")
-            addresses = []
-        roles = self.runtime.policy.roles
-        role = turn.context.role
-        decision = decide(turn.context.agent_id, role, roles[role].egress, host, port, addresses)
-        return decision, addresses
+            return unresolved(by_name, error.strerror or type(error).__name__), []
+        return decide(agent, role, rules, host, port, addresses), addresses
 
     def _apply(self, flow: http.HTTPFlow, turn: Turn, decision: EgressDecision, addresses: list[str]) -> None:
         enforced = self.runtime.policy.enforces(Threat.LATERAL_MOVEMENT)

@@ -27,7 +27,7 @@ import re
 import socket
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -374,6 +374,7 @@ class EgressCode(StrEnum):
     INTERNAL_ADDRESS = "internal_address"
     CLOUD_METADATA = "cloud_metadata"
     INVALID_DESTINATION = "invalid_destination"
+    UNRESOLVED = "unresolved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +391,17 @@ class EgressDecision:
     @property
     def allowed(self) -> bool:
         return self.result == "allow"
+
+
+def unresolved(decision: EgressDecision, error: str) -> EgressDecision:
+    """The name allowed by the role did not resolve. Refused: letting it through unpinned would let the
+    connection resolve it again, and a rebinding name server answer with an internal address then."""
+    return replace(
+        decision,
+        result="deny",
+        reason=f"{decision.host} does not resolve ({error})",
+        code=EgressCode.UNRESOLVED,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,3 +74,30 @@ def test_run_with_bad_policy_exits_2_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert ":6: unknown key 'alow'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_modes_without_agent_authentication(tmp_path: Path) -> None:
+    """`--set mode=socks5` would let clients in without credentials: run refuses to start."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("agents:\n  bot: {token: t, role: r}\nroles:\n  r: {}\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "run",
+            "--config",
+            str(policy),
+            "--listen-port",
+            "0",
+            "--set",
+            "mode=socks5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "mode 'socks5' would let clients in without agent credentials" in result.stderr

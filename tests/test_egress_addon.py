@@ -1,0 +1,79 @@
+"""The egress addon's own decisions: when it looks names up, and what an unresolvable name gets."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+from mitmproxy.test import taddons, tflow
+
+import addons.egress
+from addons.egress import Egress
+from addons.turns import METADATA_KEY
+from proxy.policy import parse_policy
+from proxy.runtime import Runtime
+from proxy.state import SqliteStateStore
+from proxy.turn import Turn, TurnContext
+
+POLICY = textwrap.dedent("""\
+    mode: enforce
+    agents:
+      bot: {token: t, role: support}
+    roles:
+      support:
+        egress: {allow: ["*.openai.com"]}
+    """)
+
+
+def connect_flow(host: str) -> tflow.HTTPFlow:
+    flow = tflow.tflow()
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = host, 443
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="support"))
+    return flow
+
+
+@pytest.fixture
+def egress() -> Egress:
+    runtime = Runtime(parse_policy(POLICY, "p.yaml", environ={}), SqliteStateStore(None))
+    return Egress(runtime)
+
+
+def test_names_the_role_cannot_reach_are_never_looked_up(
+    egress: Egress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused name is refused before any DNS query, so the query cannot carry data out."""
+    looked_up: list[str] = []
+    monkeypatch.setattr(addons.egress, "resolve", lambda host, port: looked_up.append(host) or ["1.2.3.4"])
+    with taddons.context(egress):
+        flow = connect_flow("secret-data.attacker.example")
+        asyncio.run(egress.http_connect(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert looked_up == []
+
+
+def test_unresolvable_allowed_name_is_refused(egress: Egress, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allowed name that does not resolve is refused, never let through to be resolved again later."""
+
+    def fail(host: str, port: int) -> list[str]:
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(addons.egress, "resolve", fail)
+    with taddons.context(egress):
+        flow = connect_flow("api.openai.com")
+        asyncio.run(egress.http_connect(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert b"does not resolve" in (flow.response.content or b"")
+
+
+def test_resolved_name_is_pinned_to_the_checked_address(
+    egress: Egress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allowed name is connected to the address that was checked."""
+    monkeypatch.setattr(addons.egress, "resolve", lambda host, port: ["104.18.6.192"])
+    with taddons.context(egress):
+        flow = connect_flow("api.openai.com")
+        asyncio.run(egress.http_connect(flow))
+        assert flow.response is None
+        assert egress.pins[flow.client_conn][("api.openai.com", 443)] == "104.18.6.192"
