@@ -21,7 +21,7 @@ from addons.turns import turn_of
 from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
-from proxy.events import turn_event
+from proxy.events import scrub, turn_event
 from proxy.model import Severity
 from proxy.policy import AuditSettings, Policy
 from proxy.runtime import Runtime
@@ -210,6 +210,8 @@ class Audit:
             input_sha256=_sha256(flow.request.raw_content),
             output_sha256=_sha256(response.raw_content) if response is not None else None,
         )
+        detectors = self.runtime.detectors
+        event = scrub(event, detectors.sensitive, detectors.fingerprint_key)
         try:
             record = self.sink.append(event)
         except AuditUnavailable as exc:

@@ -9,10 +9,8 @@ the turn and passed through as it is.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Set
 from functools import wraps
-from pathlib import Path
 
 import structlog
 from mitmproxy import http
@@ -20,7 +18,7 @@ from mitmproxy import http
 from addons.turns import turn_of
 from proxy.dialects import Dialect, StreamSession, detect, is_event_stream
 from proxy.exchange import RequestView
-from proxy.inspection import Detectors, TurnInspector
+from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime
 from proxy.turn import Turn
 
@@ -86,17 +84,15 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
 class Inspect:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.detectors: Detectors | None = None
 
     def configure(self, updated: Set[str]) -> None:
-        policy = self.runtime.policy
-        if self.detectors is None or updated & {"egressguard_config", "egressguard_mode"}:
-            self.detectors = Detectors(policy, _fingerprint_key(policy.data_dir))
+        """Load the rule packs and the model now, not on the first request."""
+        self.runtime.load_detectors()
 
     @fail_open
     def request(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
-        if turn is None or flow.response is not None or self.detectors is None:
+        if turn is None or flow.response is not None:
             return
         policy = self.runtime.policy
         body = read_body(flow.request, policy.max_body_bytes, turn, "request")
@@ -112,7 +108,7 @@ class Inspect:
         turn.request = view
         turn.stream = view.stream
         flow.metadata[DIALECT_KEY] = dialect
-        inspector = TurnInspector(self.detectors, policy, self.runtime.state, turn)
+        inspector = TurnInspector(self.runtime.detectors, policy, self.runtime.state, turn)
         flow.metadata[INSPECTOR_KEY] = inspector
         if view.stream:
             # Compressed event streams cannot be read event by event.
@@ -193,18 +189,3 @@ class Inspect:
             inspector if isinstance(inspector, TurnInspector) else None,
             dialect if isinstance(dialect, Dialect) else None,
         )
-
-
-def _fingerprint_key(data_dir: Path) -> bytes:
-    """A per-install key for the HMAC fingerprints that let repeats of one secret be correlated without
-    storing it. Created once, readable by the owner only."""
-    path = data_dir / FINGERPRINT_KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
-        with os.fdopen(descriptor, "wb") as sink:
-            sink.write(os.urandom(32))
-    return path.read_bytes()

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from proxy.model import Action, Finding, Severity, Threat
-from proxy.state import StateStore
+from proxy.state import StateStore, digest
 
 type IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -582,7 +582,7 @@ def _same_host(first: str, second: str) -> bool:
 
 def first_seen(store: StateStore, agent: str, host: str, window_s: float = FIRST_SEEN_WINDOW_S) -> bool:
     """True the first time ``agent`` reaches ``host`` within ``window_s`` (the window runs from then)."""
-    return store.add_if_new(f"egress.first_seen:{agent}", canonical_host(host), window_s)
+    return store.add_if_new(f"egress.first_seen:{agent}", digest(canonical_host(host)), window_s)
 
 
 def egress_finding(decision: EgressDecision, *, enforced: bool) -> Finding | None:

@@ -8,6 +8,8 @@ from typing import Any
 
 from proxy.dialects import MCP
 from proxy.model import Mode
+from proxy.redact import redact_json
+from proxy.rulepack import Scanner
 from proxy.turn import Turn
 
 
@@ -62,3 +64,37 @@ def turn_event(
         "output_sha256": turn.output_sha256 or output_sha256,
         "errors": list(turn.errors),
     }
+
+
+AGENT_CONTROLLED = (
+    "user_id",
+    "session_id",
+    "purpose",
+    "consent_id",
+    "approval_id",
+    "egress_host",
+    "path",
+    "model",
+    "tools",
+    "errors",
+)
+"""Event fields whose text comes from agents or upstreams (headers, host names, paths, error messages):
+a secret can hide in any of them (a webhook token in a path, data in a host label)."""
+
+
+def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]:
+    """The event with every detected secret in agent-controlled text replaced by its placeholder, so
+    the audit log, the log line and alerts built from it never carry one."""
+    fields = {name: event[name] for name in AGENT_CONTROLLED if name in event}
+    fields["findings"] = [
+        {name: finding[name] for name in ("signal", "extra") if name in finding}
+        for finding in event["findings"]
+    ]
+    clean, redactions = redact_json(fields, scanner, key=key)
+    if not redactions:
+        return event
+    findings = [
+        {**original, **scrubbed}
+        for original, scrubbed in zip(event["findings"], clean.pop("findings"), strict=True)
+    ]
+    return {**event, **clean, "findings": findings}

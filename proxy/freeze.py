@@ -12,7 +12,7 @@ from typing import Literal
 
 from proxy.alerts import Alert
 from proxy.model import Action, Finding, Severity, Threat
-from proxy.state import StateStore
+from proxy.state import StateStore, digest
 
 FreezeKind = Literal["agent", "user", "session"]
 
@@ -40,7 +40,7 @@ class Refusal:
 
 
 def _key(kind: FreezeKind, identity: str) -> str:
-    return f"{_KEY_PREFIX}.{kind}:{identity}"
+    return f"{_KEY_PREFIX}.{kind}:{digest(identity)}"
 
 
 def _freeze(store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str) -> None:
@@ -101,7 +101,7 @@ def record_injection_attempt(
 ) -> bool:
     """Count one prompt-injection attempt by ``user_id``; at ``threshold`` attempts within ``window_s``
     seconds, freeze the user for ``ttl_s`` seconds and return True."""
-    attempts = store.hit(f"{_ATTEMPTS_PREFIX}:{user_id}", window_s)
+    attempts = store.hit(f"{_ATTEMPTS_PREFIX}:{digest(user_id)}", window_s)
     if attempts < threshold:
         return False
     freeze_user(

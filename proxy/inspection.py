@@ -37,7 +37,7 @@ from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.policy import Policy
 from proxy.redact import RedactionStyle, StreamRedactor, fingerprint, redact_json, redact_text
 from proxy.rulepack import Match, Scanner, load_packaged_packs
-from proxy.state import StateStore
+from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.validators import shannon_entropy
 
@@ -307,7 +307,7 @@ class TurnInspector:
             findings += self._rate_limits(call, agent, user)
             findings += self._entropy(call, agent)
         for name in {call.name for call in calls}:
-            key = f"tool.calls:{agent}:{name}"
+            key = f"tool.calls:{agent}:{digest(name)}"
             for _ in range(sum(call.name == name for call in calls)):
                 self.state.hit(key, TOOL_BASELINE_S)
             recent_calls = self.state.count(key, TOOL_WINDOW_S)
@@ -340,8 +340,8 @@ class TurnInspector:
         for glob, limit, window_s in self.policy.roles[self.turn.context.role].tool_limits:
             if not tools.name_matches(call.name, (glob,)):
                 continue
-            for scope in (f"agent:{agent}", *([f"user:{user}"] if user else [])):
-                calls = self.state.hit(f"tool.limit:{glob}:{scope}", window_s)
+            for scope in (f"agent:{agent}", *([f"user:{digest(user)}"] if user else [])):
+                calls = self.state.hit(f"tool.limit:{digest(glob)}:{scope}", window_s)
                 if calls > limit:
                     findings.append(
                         Finding(
@@ -362,7 +362,7 @@ class TurnInspector:
     def _entropy(self, call: ToolCall, agent: str) -> list[Finding]:
         """Running mean and variance (Welford) of the tool's argument entropy; outliers flag once the
         baseline has enough calls."""
-        key = f"tool.entropy:{agent}:{call.name}"
+        key = f"tool.entropy:{agent}:{digest(call.name)}"
         stats = self.state.get(key)
         count, mean, m2 = 0, 0.0, 0.0
         if isinstance(stats, dict):
@@ -401,7 +401,7 @@ class TurnInspector:
             self._record([found])
         agent = self.turn.context.agent_id
         session = self.turn.context.session_id
-        for scope in (f"agent:{agent}", *([f"session:{session}"] if session else [])):
+        for scope in (f"agent:{agent}", *([f"session:{digest(session)}"] if session else [])):
             recent, baseline = self._refusal_windows(scope, refused=found is not None)
             drop = refusal_rate_drop(recent, baseline, DropThresholds(), where=scope.split(":", 1)[0])
             if drop is not None:

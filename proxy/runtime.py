@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from proxy.inspection import Detectors
 from proxy.policy import Policy
 from proxy.state import SqliteStateStore, StateStore
+
+FINGERPRINT_KEY_FILE = "fingerprint.key"
 
 
 class NotConfigured(RuntimeError):
@@ -16,6 +21,7 @@ class NotConfigured(RuntimeError):
 class Runtime:
     policy_or_none: Policy | None = None
     state_or_none: StateStore | None = None
+    _detectors: tuple[Policy, Detectors] | None = field(default=None, repr=False)
 
     @property
     def policy(self) -> Policy:
@@ -30,7 +36,33 @@ class Runtime:
             self.state_or_none = SqliteStateStore(self.policy.data_dir / "state")
         return self.state_or_none
 
+    @property
+    def detectors(self) -> Detectors:
+        return self.load_detectors()
+
+    def load_detectors(self) -> Detectors:
+        """The detectors the current policy switches on, built once per policy."""
+        policy = self.policy
+        if self._detectors is None or self._detectors[0] is not policy:
+            self._detectors = (policy, Detectors(policy, fingerprint_key(policy.data_dir)))
+        return self._detectors[1]
+
     def close(self) -> None:
         if self.state_or_none is not None:
             self.state_or_none.close()
             self.state_or_none = None
+
+
+def fingerprint_key(data_dir: Path) -> bytes:
+    """A per-install key for the HMAC fingerprints that let repeats of one secret be correlated without
+    storing it. Created once, readable by the owner only."""
+    path = data_dir / FINGERPRINT_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(descriptor, "wb") as sink:
+            sink.write(os.urandom(32))
+    return path.read_bytes()

@@ -297,8 +297,9 @@ def test_observe_mode_changes_nothing_but_records(observe: Proxy, upstream: Fake
 def test_no_secret_in_anything_egressguard_wrote(enforce: Proxy, upstream: FakeUpstream) -> None:
     """Neither the key, nor the prompt, nor the agent token appears in any file the proxy wrote or logged."""
     upstream.reply = Reply(text=LEAK)
-    openai_client(upstream).chat.completions.create(model="m", messages=ask(f"my key is {AWS_KEY}"))
-    last_record(enforce)
+    client = openai_client(upstream, **{"X-Session-Id": f"session-{AWS_KEY}"})
+    client.chat.completions.create(model="m", messages=ask(f"my key is {AWS_KEY}"))
+    assert last_record(enforce)["session_id"] == "session-[REDACTED:aws-access-key-id]"
     written = b"".join(path.read_bytes() for path in Path(enforce.data_dir).rglob("*") if path.is_file())
     written += enforce.output().encode()
     for secret in (AWS_KEY, AGENT_TOKEN, "my key is"):

@@ -1,6 +1,7 @@
 """Shared mutable state: counters, sliding windows, expiring sets and key/values behind one Protocol."""
 
+from proxy.state.keys import digest
 from proxy.state.sqlite import SqliteStateStore
 from proxy.state.store import Clock, JSONValue, StateStore
 
-__all__ = ["Clock", "JSONValue", "SqliteStateStore", "StateStore"]
+__all__ = ["Clock", "JSONValue", "SqliteStateStore", "StateStore", "digest"]
