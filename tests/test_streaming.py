@@ -186,7 +186,11 @@ def test_any_chunking_gives_the_same_completion_and_bytes(name: str, cuts: list[
     """Cutting the stream at arbitrary byte positions changes neither the completion nor the output."""
     dialect = DIALECTS[name]
     stream = stream_fixture(name)
-    filters = StreamFilters(text_filter=redactor, tool_gate=lambda tool, call_id: "release")
+    filters = StreamFilters(
+        text_filter=redactor,
+        tool_gate=lambda tool, call_id: "release",
+        argument_filter=lambda where: TrailingRedactor(),
+    )
     whole_session = dialect.stream_session(filters)
     whole = run(whole_session, stream)
     chunked_session = dialect.stream_session(filters)
@@ -397,3 +401,347 @@ def test_responses_gate_without_notice_keeps_output_indexes_contiguous() -> None
     indexes = {payload["output_index"] for _, payload in payloads(output) if "output_index" in payload}
     assert indexes == {0}
     assert responses_sdk_view(output) == ("The build failed at step 4; re-running now.", [])
+
+
+# -- tool-call arguments ---------------------------------------------------------------------------
+
+PLACEHOLDER = "[REDACTED:openai-project-key]"
+ARGUMENT_SECRET = "sk-proj-AbCdEf1234567890XyZ"
+ARGUMENTS = '{"region": "eu-west-1", "token": "' + ARGUMENT_SECRET + '", "note": "sk-pro is not one"}'
+REDACTED_ARGUMENTS = ARGUMENTS.replace(ARGUMENT_SECRET, PLACEHOLDER)
+
+
+class TrailingRedactor:
+    """Like the stream redactor: holds back a trailing margin and any run that may still become a
+    secret, releases the rest with secrets replaced by a placeholder free of quotes and backslashes."""
+
+    MARGIN = 8
+
+    def __init__(self) -> None:
+        self.held = ""
+
+    def feed(self, text: str) -> str:
+        self.held += text
+        cut = min(len(self.held) - self.MARGIN, self._undecided_from())
+        for match in SECRET.finditer(self.held):
+            if match.start() < cut < match.end():
+                cut = match.start()
+        if cut <= 0:
+            return ""
+        released, self.held = self.held[:cut], self.held[cut:]
+        return SECRET.sub(PLACEHOLDER, released)
+
+    def flush(self) -> str:
+        released, self.held = self.held, ""
+        return SECRET.sub(PLACEHOLDER, released)
+
+    def _undecided_from(self) -> int:
+        for match in SECRET.finditer(self.held):
+            if match.end() == len(self.held):
+                return match.start()
+        for size in range(min(len("sk-proj-"), len(self.held)), 0, -1):
+            if self.held.endswith("sk-proj-"[:size]):
+                return len(self.held) - size
+        return len(self.held)
+
+
+def argument_filters(where: str) -> TextFilter:
+    return TrailingRedactor()
+
+
+def split(text: str, sizes: list[int]) -> list[str]:
+    """``text`` in pieces whose lengths cycle through ``sizes``."""
+    pieces, position, turn = [], 0, 0
+    while position < len(text):
+        size = sizes[turn % len(sizes)] if sizes else len(text)
+        pieces.append(text[position : position + size])
+        position += size
+        turn += 1
+    return pieces
+
+
+def sse(payload: Any, event: str | None = None) -> bytes:
+    name = f"event: {event}\n" if event else ""
+    return f"{name}data: {json.dumps(payload)}\n\n".encode()
+
+
+def chat_call_stream(pieces: list[str]) -> bytes:
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse({**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    def call(index: int, piece: str) -> bytes:
+        return chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+
+    def start(index: int, call_id: str, name: str) -> bytes:
+        function = {"name": name, "arguments": ""}
+        return chunk(
+            {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": function}]}
+        )
+
+    return (
+        chunk({"role": "assistant", "content": None})
+        + start(0, "call_1", "deploy")
+        + b"".join(call(0, piece) for piece in pieces)
+        + start(1, "call_2", "notify")
+        + b"".join(call(1, piece) for piece in pieces)
+        + chunk({}, "tool_calls")
+        + b"data: [DONE]\n\n"
+    )
+
+
+def responses_call_stream(pieces: list[str]) -> bytes:
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1", "output": []}
+    response |= {"status": "in_progress", "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    item = {"id": "fc_1", "type": "function_call", "status": "in_progress", "call_id": "call_1"}
+    item |= {"name": "deploy", "arguments": ""}
+    done_item = {**item, "status": "completed", "arguments": ARGUMENTS}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        *(
+            {
+                "type": "response.function_call_arguments.delta",
+                "item_id": "fc_1",
+                "output_index": 0,
+                "delta": piece,
+            }
+            for piece in pieces
+        ),
+        {
+            "type": "response.function_call_arguments.done",
+            "item_id": "fc_1",
+            "output_index": 0,
+            "arguments": ARGUMENTS,
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": done_item},
+        {
+            "type": "response.completed",
+            "response": {**response, "status": "completed", "output": [done_item]},
+        },
+    ]
+    return b"".join(
+        sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)
+    )
+
+
+def anthropic_call_stream(pieces: list[str]) -> bytes:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude"}
+    message |= {"stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Deploying."}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "deploy", "input": {}},
+        },
+        *(
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": piece},
+            }
+            for piece in pieces
+        ),
+        {"type": "content_block_stop", "index": 1},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 9},
+        },
+        {"type": "message_stop"},
+    ]
+    return b"".join(sse(event, event["type"]) for event in events)
+
+
+def gemini_call_stream(pieces: list[str]) -> bytes:
+    call = {"name": "deploy", "args": json.loads(ARGUMENTS)}
+    return sse(
+        {"candidates": [{"content": {"parts": [{"text": "Deploying."}], "role": "model"}, "index": 0}]}
+    ) + sse(
+        {
+            "candidates": [
+                {
+                    "content": {"parts": [{"functionCall": call}], "role": "model"},
+                    "index": 0,
+                    "finishReason": "STOP",
+                }
+            ]
+        }
+    )
+
+
+def chat_sdk_arguments(stream: bytes) -> list[str]:
+    state = ChatCompletionStreamState()
+    for _, payload in payloads(stream):
+        state.handle_chunk(ChatCompletionChunk.model_validate(payload))
+    return [
+        call.function.arguments for call in state.get_final_completion().choices[0].message.tool_calls or []
+    ]
+
+
+def responses_sdk_arguments(stream: bytes) -> list[str]:
+    """The arguments the SDK's snapshot accumulated from the deltas, checked against those of every
+    event that carries them whole."""
+    state = ResponseStreamState[Any](input_tools=omit, text_format=omit)
+    accumulated: dict[int, str] = {}
+    whole: list[str] = []
+    for _, payload in payloads(stream):
+        for event in state.handle_event(RESPONSE_EVENT.validate_python(payload)):
+            if event.type == "response.function_call_arguments.delta":
+                accumulated[event.output_index] = event.snapshot
+            elif event.type == "response.function_call_arguments.done":
+                whole.append(event.arguments)
+            elif event.type == "response.output_item.done" and event.item.type == "function_call":
+                whole.append(event.item.arguments)
+            elif event.type == "response.completed":
+                whole += [item.arguments for item in event.response.output if item.type == "function_call"]
+    assert set(whole) == set(accumulated.values())
+    return list(accumulated.values())
+
+
+def anthropic_sdk_arguments(stream: bytes) -> list[str]:
+    snapshot = None
+    json_buffers: dict[int, bytes] = {}
+    for _, payload in payloads(stream):
+        event = ANTHROPIC_EVENT.validate_python(payload)
+        snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=json_buffers)
+    assert snapshot is not None
+    return [json.dumps(block.input) for block in snapshot.content if block.type == "tool_use"]
+
+
+def gemini_sdk_arguments(stream: bytes) -> list[str]:
+    arguments = []
+    for _, payload in payloads(stream):
+        for part in genai_types.GenerateContentResponse.model_validate(payload).parts or []:
+            if part.function_call is not None:
+                arguments.append(json.dumps(part.function_call.args))
+    return arguments
+
+
+ARGUMENT_CASES = {
+    "openai_chat": (chat_call_stream, chat_sdk_arguments, [ARGUMENTS, ARGUMENTS], [REDACTED_ARGUMENTS] * 2),
+    "openai_responses": (responses_call_stream, responses_sdk_arguments, [ARGUMENTS], [REDACTED_ARGUMENTS]),
+    "anthropic": (
+        anthropic_call_stream,
+        anthropic_sdk_arguments,
+        [json.dumps(json.loads(ARGUMENTS))],
+        [json.dumps(json.loads(REDACTED_ARGUMENTS))],
+    ),
+    "gemini": (
+        gemini_call_stream,
+        gemini_sdk_arguments,
+        [json.dumps(json.loads(ARGUMENTS))],
+        [json.dumps(json.loads(REDACTED_ARGUMENTS))],
+    ),
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(ARGUMENT_CASES)),
+    sizes=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=8),
+)
+def test_secret_in_streamed_arguments_is_redacted_for_the_sdk(
+    name: str, sizes: list[int], cuts: list[int]
+) -> None:
+    """Arguments streamed in 1-3 character deltas reach the SDK redacted and still valid."""
+    make_stream, sdk_arguments, original, redacted = ARGUMENT_CASES[name]
+    stream = make_stream(split(ARGUMENTS, sizes))
+    assert sdk_arguments(stream) == original
+    session = DIALECTS[name].stream_session(StreamFilters(argument_filter=argument_filters))
+    output = run(session, stream, cuts)
+    assert sdk_arguments(output) == redacted
+    assert b"AbCdEf" not in output
+
+
+@pytest.mark.parametrize("name", sorted(ARGUMENT_CASES))
+def test_completion_keeps_the_upstream_arguments(name: str) -> None:
+    """Filtering what the agent sees leaves the completion's arguments as the upstream sent them."""
+    make_stream, _, _, _ = ARGUMENT_CASES[name]
+    stream = make_stream(split(ARGUMENTS, [2, 1, 3]))
+    unfiltered = DIALECTS[name].stream_session()
+    run(unfiltered, stream)
+    session = DIALECTS[name].stream_session(StreamFilters(argument_filter=argument_filters))
+    run(session, stream)
+    assert session.completion == unfiltered.completion
+    assert all(ARGUMENT_SECRET in call.arguments for call in session.completion.tool_calls)
+    assert all(
+        PLACEHOLDER in session.released_arguments[call.where] for call in session.completion.tool_calls
+    )
+
+
+@pytest.mark.parametrize("name", sorted(ARGUMENT_CASES))
+def test_argument_filter_is_made_with_the_tool_call_locator(name: str) -> None:
+    """Each call's argument filter receives the locator its ToolCall carries."""
+    make_stream, _, _, _ = ARGUMENT_CASES[name]
+    seen: list[str] = []
+
+    def factory(where: str) -> TextFilter:
+        seen.append(where)
+        return TrailingRedactor()
+
+    session = DIALECTS[name].stream_session(StreamFilters(argument_filter=factory))
+    run(session, make_stream(split(ARGUMENTS, [3])))
+    assert sorted(set(seen)) == sorted(call.where for call in session.completion.tool_calls)
+
+
+def test_chat_held_arguments_are_flushed_before_the_next_call_starts() -> None:
+    """All of one call's arguments are sent before the next call's first delta."""
+    output = run(
+        OpenAIChat().stream_session(StreamFilters(argument_filter=argument_filters)),
+        chat_call_stream(split(ARGUMENTS, [2])),
+    )
+    first_call_arguments = ""
+    for _, chunk in payloads(output):
+        for choice in chunk["choices"]:
+            calls = choice["delta"].get("tool_calls", [])
+            if any(call.get("id") == "call_2" for call in calls):
+                assert first_call_arguments == REDACTED_ARGUMENTS
+                return
+            first_call_arguments += "".join(
+                call["function"]["arguments"] for call in calls if call["index"] == 0
+            )
+    raise AssertionError("the second call never started")
+
+
+def test_arguments_pass_the_gate_before_the_filter() -> None:
+    """A dropped call's arguments never reach the filter; the released call's are filtered."""
+    seen: list[str] = []
+
+    def factory(where: str) -> TextFilter:
+        seen.append(where)
+        return TrailingRedactor()
+
+    def gate(name: str, call_id: str | None) -> ToolDecision:
+        return "drop" if name == "deploy" else "release"
+
+    filters = StreamFilters(argument_filter=factory, tool_gate=gate)
+    output = run(OpenAIChat().stream_session(filters), chat_call_stream(split(ARGUMENTS, [3])))
+    assert seen == ["choices[0].message.tool_calls[1]"]
+    assert chat_sdk_arguments(output) == [REDACTED_ARGUMENTS]
+
+
+def test_gemini_arguments_filtered_string_by_string_when_the_filter_breaks_json() -> None:
+    """A filter whose output is not valid JSON text is applied to each string of the args instead."""
+
+    class QuotingFilter:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def feed(self, text: str) -> str:
+            self.text += text
+            return ""
+
+        def flush(self) -> str:
+            return SECRET.sub('"secret"', self.text)
+
+    filters = StreamFilters(argument_filter=lambda where: QuotingFilter())
+    output = run(Gemini().stream_session(filters), gemini_call_stream([]))
+    (arguments,) = gemini_sdk_arguments(output)
+    assert json.loads(arguments)["token"] == '"secret"'

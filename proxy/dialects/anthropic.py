@@ -228,13 +228,20 @@ class AnthropicStreamSession(StreamSession):
             if event_type == "content_block_stop":
                 flushed = self._close_channel(where)
                 before = [self._text_delta(body["index"], flushed)] if flushed else []
-                return [*before, rewritten(event, body)]
+                return [*before, *self._end_arguments(index), rewritten(event, body)]
             delta = as_dict(body.get("delta"))
             if delta.get("type") == "text_delta":
                 released = self._filter_text(where, as_str(delta.get("text")) or "")
                 if not released:
                     return []
                 delta["text"] = released
+            elif delta.get("type") == "input_json_delta" and self.filters.argument_filter is not None:
+                released = self._filter_arguments(
+                    f"content[{index}]", as_str(delta.get("partial_json")) or ""
+                )
+                if not released:
+                    return []
+                delta["partial_json"] = released
             return [rewritten(event, body)]
         if event_type == "message_delta":
             delta = as_dict(body.get("delta"))
@@ -256,6 +263,8 @@ class AnthropicStreamSession(StreamSession):
                 notice = self._notice(call.name, call.id)
                 return self._notice_block(notice) if notice else []
             self._released_tool_uses += 1
+            if block.get("input"):
+                block["input"] = self._filter_argument_value(f"content[{index}]", block["input"])
         self._out_index[index] = self._next_out_index
         self._next_out_index += 1
         body["index"] = self._out_index[index]
@@ -288,8 +297,21 @@ class AnthropicStreamSession(StreamSession):
         }
         return synthesised(payload, "content_block_delta")
 
+    def _end_arguments(self, index: int) -> list[bytes]:
+        flushed = self._close_arguments(f"content[{index}]")
+        if not flushed:
+            return []
+        payload = {
+            "type": "content_block_delta",
+            "index": self._out_index.get(index, index),
+            "delta": {"type": "input_json_delta", "partial_json": flushed},
+        }
+        return [synthesised(payload, "content_block_delta")]
+
     def _end_of_stream(self) -> list[bytes]:
         output: list[bytes] = []
+        for where in self._open_argument_channels():
+            output.extend(self._end_arguments(int(parse_locator(where)[1])))
         for where in self._open_channels():
             index = int(parse_locator(where)[1])
             flushed = self._close_channel(where)

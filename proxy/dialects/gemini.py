@@ -311,6 +311,9 @@ class GeminiStreamSession(StreamSession):
             if self._decide(name, call_id) == "drop":
                 notice = self._notice(name, call_id)
                 return [*before, {"text": notice}] if notice else before
+        if isinstance(call, dict) and call.get("args") is not None:
+            where = f"candidates[{index}].content.parts[{merged_position}]"
+            call["args"] = self._filter_argument_value(where, call["args"])
         return [*before, raw_part]
 
     def _close_text(self, index: int) -> list[Any]:

@@ -225,6 +225,8 @@ class ChatStreamSession(StreamSession):
         self._envelope: dict[str, Any] = {"object": "chat.completion.chunk"}
         self._gated: dict[tuple[int, int], _GatedCall] = {}
         self._released_calls: dict[int, int] = {}
+        # Per choice, the released call whose arguments are streaming (calls stream one after another).
+        self._open_arguments: dict[int, int] = {}
 
     @property
     def completion(self) -> Completion:
@@ -237,12 +239,9 @@ class ChatStreamSession(StreamSession):
                     completion.text.append(TextSegment(state.texts[key], f"{base}.{key}"))
             for call_index in sorted(state.calls):
                 call = state.calls[call_index]
-                where = (
-                    f"{base}.function_call"
-                    if call_index == LEGACY_CALL
-                    else f"{base}.tool_calls[{call_index}]"
+                completion.tool_calls.append(
+                    ToolCall(call.call_id, call.name, call.arguments, _call_where(index, call_index))
                 )
-                completion.tool_calls.append(ToolCall(call.call_id, call.name, call.arguments, where))
         if self._choices:
             completion.stop_reason = self._choices[min(self._choices)].finish_reason
         return completion
@@ -301,41 +300,75 @@ class ChatStreamSession(StreamSession):
                         released = ""
                 if text:
                     delta[key] = released
-            if self.filters.tool_gate is not None:
-                before.extend(self._gate_calls(choice_index, delta))
-                if ending:
-                    self._drop_undecided(choice_index)
-                    if raw_choice["finish_reason"] in (
-                        "tool_calls",
-                        "function_call",
-                    ) and not self._released_calls.get(choice_index):
-                        raw_choice["finish_reason"] = "stop"
+            if self.filters.tool_gate is not None or self.filters.argument_filter is not None:
+                before.extend(self._gate_calls(choice_index, delta, ending=ending))
+            if self.filters.tool_gate is not None and ending:
+                self._drop_undecided(choice_index)
+                if raw_choice["finish_reason"] in (
+                    "tool_calls",
+                    "function_call",
+                ) and not self._released_calls.get(choice_index):
+                    raw_choice["finish_reason"] = "stop"
         if _is_empty_chunk(chunk):
             return before
         return [*before, rewritten(event, chunk)]
 
-    def _gate_calls(self, choice_index: int, delta: dict[str, Any]) -> list[bytes]:
-        notices: list[bytes] = []
-        passed: list[dict[str, Any]] = []
+    def _gate_calls(self, choice_index: int, delta: dict[str, Any], *, ending: bool) -> list[bytes]:
+        """Gates and filters the call deltas of one choice; returns chunks to send before this one.
+        A call's arguments end when the next call starts or the choice finishes: what its filter held
+        is sent then, inside this chunk's delta for that call if there is one, so order is kept."""
+        before: list[bytes] = []
+        passed: dict[int, dict[str, Any]] = {}
         for position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
             call_delta = as_dict(raw_call)
-            released, notice = self._gate_one(choice_index, _index(call_delta, position), call_delta)
-            passed.extend(released)
-            notices.extend(notice)
-        if "tool_calls" in delta:
-            if passed:
-                delta["tool_calls"] = passed
-            else:
-                del delta["tool_calls"]
+            call_index = _index(call_delta, position)
+            open_call = self._open_arguments.get(choice_index)
+            if open_call is not None and open_call != call_index:
+                before.extend(self._end_arguments(choice_index, open_call, passed))
+            released, notice = self._gate_one(choice_index, call_index, call_delta)
+            if released:
+                passed[call_index] = released[0]
+            before.extend(notice)
         legacy = delta.get("function_call")
         if isinstance(legacy, dict):
             released, notice = self._gate_one(choice_index, LEGACY_CALL, {"function": legacy})
-            notices.extend(notice)
             if released:
-                delta["function_call"] = released[0]["function"]
+                passed[LEGACY_CALL] = released[0]
+            before.extend(notice)
+        if ending and choice_index in self._open_arguments:
+            before.extend(self._end_arguments(choice_index, self._open_arguments[choice_index], passed))
+        kept = [call for index, call in passed.items() if index != LEGACY_CALL and not _carries_nothing(call)]
+        if "tool_calls" in delta:
+            if kept:
+                delta["tool_calls"] = kept
+            else:
+                del delta["tool_calls"]
+        if isinstance(legacy, dict):
+            if LEGACY_CALL in passed and not _carries_nothing(passed[LEGACY_CALL]):
+                delta["function_call"] = passed[LEGACY_CALL]["function"]
             else:
                 del delta["function_call"]
-        return notices
+        return before
+
+    def _release_arguments(self, choice_index: int, call_index: int, call_delta: dict[str, Any]) -> None:
+        function = call_delta.get("function")
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            where = _call_where(choice_index, call_index)
+            function["arguments"] = self._filter_arguments(where, function["arguments"])
+        self._open_arguments[choice_index] = call_index
+
+    def _end_arguments(
+        self, choice_index: int, call_index: int, passed: dict[int, dict[str, Any]]
+    ) -> list[bytes]:
+        del self._open_arguments[choice_index]
+        flushed = self._close_arguments(_call_where(choice_index, call_index))
+        if not flushed:
+            return []
+        if call_index in passed:
+            function = passed[call_index].setdefault("function", {})
+            function["arguments"] = (as_str(function.get("arguments")) or "") + flushed
+            return []
+        return [self._arguments_chunk(choice_index, call_index, flushed)]
 
     def _gate_one(
         self, choice_index: int, call_index: int, call_delta: dict[str, Any]
@@ -344,6 +377,7 @@ class ChatStreamSession(StreamSession):
         if gated.decision == "release":
             if call_index != LEGACY_CALL:
                 call_delta["index"] = gated.out_index
+            self._release_arguments(choice_index, call_index, call_delta)
             return [call_delta], []
         if gated.decision == "drop":
             return [], []
@@ -351,7 +385,7 @@ class ChatStreamSession(StreamSession):
         merged = _CallState()
         for held in gated.held:
             _accumulate(merged, held)
-        if not merged.name:
+        if not merged.name and self.filters.tool_gate is not None:
             return [], []
         gated.decision = self._decide(merged.name, merged.call_id)
         if gated.decision == "drop":
@@ -365,6 +399,7 @@ class ChatStreamSession(StreamSession):
         if call_index != LEGACY_CALL:
             first["index"] = gated.out_index
         gated.held.clear()
+        self._release_arguments(choice_index, call_index, first)
         return [first], []
 
     def _drop_undecided(self, choice_index: int) -> None:
@@ -387,9 +422,24 @@ class ChatStreamSession(StreamSession):
             released = self._close_channel(where)
             if released:
                 output.append(self._text_chunk(int(steps[1]), str(steps[-1]), released))
+        for choice_index, call_index in list(self._open_arguments.items()):
+            output.extend(self._end_arguments(choice_index, call_index, {}))
         for choice_index in {choice for choice, _ in self._gated}:
             self._drop_undecided(choice_index)
         return output
+
+    def _arguments_chunk(self, choice_index: int, call_index: int, arguments: str) -> bytes:
+        function = {"arguments": arguments}
+        if call_index == LEGACY_CALL:
+            delta: dict[str, Any] = {"function_call": function}
+        else:
+            delta = {
+                "tool_calls": [
+                    {"index": self._gated[(choice_index, call_index)].out_index, "function": function}
+                ]
+            }
+        choice = {"index": choice_index, "delta": delta, "logprobs": None, "finish_reason": None}
+        return synthesised({**self._envelope, "choices": [choice]})
 
     def _text_chunk(self, choice_index: int, key: str, text: str) -> bytes:
         delta = {key: text}
@@ -409,6 +459,22 @@ def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
     # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does.
     state.name += as_str(function.get("name")) or ""
     state.arguments += as_str(function.get("arguments")) or ""
+
+
+def _call_where(choice_index: int, call_index: int) -> str:
+    base = f"choices[{choice_index}].message"
+    return f"{base}.function_call" if call_index == LEGACY_CALL else f"{base}.tool_calls[{call_index}]"
+
+
+def _carries_nothing(call_delta: dict[str, Any]) -> bool:
+    """A continuation delta whose argument text a filter held back entirely."""
+    function = call_delta.get("function")
+    return (
+        set(call_delta) <= {"index", "function"}
+        and isinstance(function, dict)
+        and set(function) <= {"arguments"}
+        and not function.get("arguments")
+    )
 
 
 def _merged_delta(call: _CallState) -> dict[str, Any]:

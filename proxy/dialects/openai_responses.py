@@ -161,6 +161,7 @@ class ResponsesStreamSession(StreamSession):
         self._notices: dict[int, dict[str, Any]] = {}
         self._dropped: set[int] = set()
         self._next_out_index = 0
+        self._call_item_ids: dict[int, str | None] = {}
 
     @property
     def completion(self) -> Completion:
@@ -226,7 +227,7 @@ class ResponsesStreamSession(StreamSession):
         body = as_dict(payload)
         event_type = as_str(body.get("type")) or event.type
         if event_type in TERMINAL_EVENTS and isinstance(body.get("response"), dict):
-            flushed_events = self._end_of_stream()
+            flushed_events = self._end_of_stream(body.get("sequence_number"))
             self._rewrite_output(body["response"])
             return [*flushed_events, rewritten(event, body)]
         position = as_int(body.get("output_index"))
@@ -252,13 +253,25 @@ class ResponsesStreamSession(StreamSession):
             if flushed:
                 before.append(self._text_delta(body, key, flushed))
             body[key] = self.released_text.get(where, "")
+        elif event_type == "response.function_call_arguments.delta":
+            released = self._filter_arguments(f"output[{position}]", as_str(body.get("delta")) or "")
+            if not released:
+                return []
+            body["delta"] = released
+        elif event_type == "response.function_call_arguments.done":
+            before.extend(self._end_arguments(position, body))
+            if self.filters.argument_filter is not None:
+                body["arguments"] = self._released_arguments_of(position, body.get("arguments"))
         elif event_type == "response.content_part.done":
             self._rewrite_part(
                 as_dict(body.get("part")),
                 f"output[{position}].content[{as_int(body.get('content_index')) or 0}]",
             )
         elif event_type == "response.output_item.done":
-            self._rewrite_message(as_dict(body.get("item")), position)
+            item = as_dict(body.get("item"))
+            if _item_type(item) == "function_call":
+                before.extend(self._end_arguments(position, body))
+            self._rewrite_item(item, position)
         return [*before, rewritten(event, body)]
 
     def _item_added(self, event: SSEEvent, body: dict[str, Any], position: int) -> list[bytes]:
@@ -276,6 +289,16 @@ class ResponsesStreamSession(StreamSession):
                 return self._notice_events(body, position, notice)
         self._out_index[position] = self._next_out_index
         self._next_out_index += 1
+        if _item_type(item) == "function_call":
+            self._call_item_ids[position] = as_str(item.get("id")) or as_str(body.get("item_id"))
+            arguments = item.get("arguments")
+            # Opens the call's argument channel, so what it holds is flushed however the call ends.
+            released = self._filter_arguments(
+                f"output[{position}]", arguments if isinstance(arguments, str) else ""
+            )
+            if self.filters.argument_filter is not None and isinstance(arguments, str):
+                item["arguments"] = released
+                return [rewritten(event, {**body, "output_index": self._out_index[position]})]
         if self._out_index[position] == position:
             return [event.raw]
         body["output_index"] = self._out_index[position]
@@ -319,6 +342,37 @@ class ResponsesStreamSession(StreamSession):
             payload["logprobs"] = []
         return synthesised(payload, event_type)
 
+    def _end_arguments(self, position: int, body: dict[str, Any]) -> list[bytes]:
+        """The delta event carrying what the call's filter still held, sent before the event that
+        ends the call's arguments."""
+        flushed = self._close_arguments(f"output[{position}]")
+        if not flushed:
+            return []
+        event_type = "response.function_call_arguments.delta"
+        payload = {
+            "type": event_type,
+            "sequence_number": body.get("sequence_number"),
+            "item_id": self._call_item_ids.get(position) or body.get("item_id"),
+            "output_index": self._out_index.get(position, position),
+            "delta": flushed,
+        }
+        return [synthesised(payload, event_type)]
+
+    def _released_arguments_of(self, position: int, upstream: Any) -> Any:
+        """The call's arguments as the agent was sent them; arguments never streamed are filtered whole."""
+        where = f"output[{position}]"
+        if where in self.released_arguments:
+            return self.released_arguments[where]
+        if not isinstance(upstream, str):
+            return upstream
+        return self._filter_arguments(where, upstream) + self._close_arguments(where)
+
+    def _rewrite_item(self, item: dict[str, Any], position: int) -> None:
+        if _item_type(item) == "function_call" and self.filters.argument_filter is not None:
+            item["arguments"] = self._released_arguments_of(position, item.get("arguments"))
+        else:
+            self._rewrite_message(item, position)
+
     def _rewrite_part(self, part: dict[str, Any], base: str) -> None:
         key = CONTENT_TEXT_KEYS.get(as_str(part.get("type")) or "")
         if key and f"{base}.{key}" in self.released_text:
@@ -336,12 +390,16 @@ class ResponsesStreamSession(StreamSession):
             if position in self._notices:
                 output.append(self._notices[position])
             elif position not in self._dropped:
-                self._rewrite_message(as_dict(raw_item), position)
+                self._rewrite_item(as_dict(raw_item), position)
                 output.append(raw_item)
         response["output"] = output
 
-    def _end_of_stream(self) -> list[bytes]:
+    def _end_of_stream(self, sequence_number: Any = None) -> list[bytes]:
         output: list[bytes] = []
+        for where in self._open_argument_channels():
+            output.extend(
+                self._end_arguments(int(parse_locator(where)[1]), {"sequence_number": sequence_number})
+            )
         for where in self._open_channels():
             steps = parse_locator(where)
             position, content_index, key = int(steps[1]), int(steps[3]), str(steps[4])

@@ -7,7 +7,11 @@ are given rewrites the stream:
   text to release now; what it holds back comes out of ``flush()`` at the channel's end, in a delta event
   of the dialect's own shape sent before the event that ends the channel;
 - a ``ToolGate`` decides, once a tool call's name is known, whether the call reaches the agent; deltas
-  that arrive before that are held.
+  that arrive before that are held;
+- an argument filter (a ``TextFilter`` per released tool call, made with the call's ``ToolCall.where``)
+  sees the call's raw argument text as it streams, with the same hold-back and flush as a text channel.
+  Arguments that are a JSON string stay valid JSON as long as the filter's replacements contain no
+  quote or backslash. ``completion`` keeps the upstream's original arguments either way.
 
 Without filters every event is forwarded byte for byte.
 """
@@ -56,10 +60,11 @@ class StreamFilters:
     text_filter: TextFilterFactory | None = None
     tool_gate: ToolGate | None = None
     drop_notice: DropNotice | None = None
+    argument_filter: TextFilterFactory | None = None
 
     @property
     def active(self) -> bool:
-        return self.text_filter is not None or self.tool_gate is not None
+        return self.text_filter is not None or self.tool_gate is not None or self.argument_filter is not None
 
 
 class _ChainedFilter:
@@ -103,8 +108,11 @@ class StreamSession(ABC):
         self.notes: list[str] = []
         self.dropped_tool_calls: list[tuple[str, str | None]] = []
         self.released_text: dict[str, str] = {}
+        self.released_arguments: dict[str, str] = {}
         self._parser = SSEParser()
+        self._oversized_noted = 0
         self._channels: dict[str, TextFilter] = {}
+        self._argument_channels: dict[str, TextFilter] = {}
         self._finished = False
 
     @property
@@ -121,6 +129,7 @@ class StreamSession(ABC):
         output: list[bytes] = []
         for event in self._parser.feed(chunk):
             output.extend(self._on_block(event))
+        self._note_oversized()
         return b"".join(output)
 
     def finish(self) -> bytes:
@@ -137,7 +146,17 @@ class StreamSession(ABC):
                 output.append(tail)
         return b"".join(output)
 
+    def _note_oversized(self) -> None:
+        limit = self._parser.max_event_bytes
+        fate = "dropped unread" if self.filters.active else "passed through unread"
+        while self._oversized_noted < self._parser.oversized_events:
+            self._oversized_noted += 1
+            self.notes.append(f"an event longer than {limit} bytes was {fate}")
+
     def _on_block(self, event: SSEEvent) -> list[bytes]:
+        if event.oversized:
+            # Its text cannot be filtered without holding all of it: with filters, none of it is sent.
+            return [] if self.filters.active else [event.raw]
         if event.data is None:
             return [event.raw]
         try:
@@ -194,6 +213,45 @@ class StreamSession(ABC):
     def _open_channels(self) -> list[str]:
         return list(self._channels)
 
+    def _filter_arguments(self, where: str, text: str) -> str:
+        """Argument text of the released call at ``where`` that may be sent now."""
+        factory = self.filters.argument_filter
+        if factory is None:
+            released = text
+        else:
+            channel = self._argument_channels.get(where)
+            if channel is None:
+                channel = self._argument_channels[where] = factory(where)
+            released = channel.feed(text)
+        self.released_arguments[where] = self.released_arguments.get(where, "") + released
+        return released
+
+    def _close_arguments(self, where: str) -> str:
+        """The call's arguments ended: what its filter still held."""
+        channel = self._argument_channels.pop(where, None)
+        if channel is None:
+            return ""
+        released = channel.flush()
+        self.released_arguments[where] = self.released_arguments.get(where, "") + released
+        return released
+
+    def _open_argument_channels(self) -> list[str]:
+        return list(self._argument_channels)
+
+    def _filter_argument_value(self, where: str, value: Any) -> Any:
+        """A call's arguments given whole as a JSON value, filtered as their JSON text; if the filter
+        made that text invalid JSON, every string in the value is filtered on its own instead."""
+        factory = self.filters.argument_filter
+        if factory is None:
+            return value
+        filtered = _filter_once(factory(where), dump_json(value))
+        try:
+            result = json.loads(filtered)
+        except ValueError:
+            result = _filter_strings(value, lambda string: _filter_once(factory(where), string))
+        self.released_arguments[where] = dump_json(result)
+        return result
+
     def _decide(self, name: str, call_id: str | None) -> ToolDecision:
         gate = self.filters.tool_gate
         decision: ToolDecision = "release" if gate is None else gate(name, call_id)
@@ -204,6 +262,20 @@ class StreamSession(ABC):
     def _notice(self, name: str, call_id: str | None) -> str | None:
         make_notice = self.filters.drop_notice
         return None if make_notice is None else make_notice(name, call_id)
+
+
+def _filter_once(text_filter: TextFilter, text: str) -> str:
+    return text_filter.feed(text) + text_filter.flush()
+
+
+def _filter_strings(value: Any, transform: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return transform(value)
+    if isinstance(value, list):
+        return [_filter_strings(item, transform) for item in value]
+    if isinstance(value, dict):
+        return {key: _filter_strings(item, transform) for key, item in value.items()}
+    return value
 
 
 def rewritten(event: SSEEvent, payload: Any) -> bytes:
