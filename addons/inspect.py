@@ -16,7 +16,7 @@ import structlog
 from mitmproxy import http
 
 from addons.turns import turn_of
-from proxy.dialects import Dialect, StreamSession, detect, is_event_stream
+from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime
@@ -26,16 +26,6 @@ log = structlog.get_logger("egressguard")
 
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
-BINARY_TYPES = (
-    "image/",
-    "audio/",
-    "video/",
-    "application/octet-stream",
-    "application/pdf",
-    "application/zip",
-    "multipart/",
-)
-FINGERPRINT_KEY_FILE = "fingerprint.key"
 
 
 def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
@@ -55,30 +45,49 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
 
 
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
-    """The decoded body if it can and should be inspected; otherwise None, with the reason on the turn."""
+    """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
+
+    What a body claims to be is not trusted: a body labelled binary is read when it is text, and one
+    whose content-encoding does not decode is read as it stands, since that is what a receiver that
+    ignores the label gets.
+    """
     raw = message.raw_content
     if raw is None and message.stream:
         turn.errors.append(f"{what}: body over the inspection cap streamed through uninspected")
         return None
     if not raw:
         return None
-    content_type = message.headers.get("content-type", "").lower()
-    if content_type.startswith(BINARY_TYPES):
-        turn.errors.append(f"{what}: binary body ({content_type.split(';')[0]}) not inspected")
-        return None
     if len(raw) > cap:
         turn.errors.append(f"{what}: body of {len(raw)} bytes is over the inspection cap of {cap}")
         return None
     try:
-        content = message.get_content(strict=True)
+        content = message.get_content(strict=True) or b""
     except ValueError:
         encoding = message.headers.get("content-encoding", "")
-        turn.errors.append(f"{what}: body does not decode as content-encoding {encoding!r}; not inspected")
-        return None
-    if content is None or len(content) > cap:
+        turn.errors.append(f"{what}: body does not decode as content-encoding {encoding!r}; read as sent")
+        content = raw
+    if len(content) > cap:
         turn.errors.append(f"{what}: decoded body is over the inspection cap of {cap}")
         return None
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
+        turn.errors.append(f"{what}: binary body ({content_type}) not inspected")
+        return None
     return content
+
+
+def _reframe(response: http.Response) -> None:
+    """A body rewritten as it passes changes length: drop the upstream's content-length and, on HTTP/1.1,
+    send chunks."""
+    response.headers.pop("content-length", None)
+    if response.http_version == "HTTP/1.1":
+        response.headers["transfer-encoding"] = "chunked"
+
+
+def looks_like_event_stream(body: bytes) -> bool:
+    return body.lstrip().startswith((b"data:", b"event:", b"id:", b": "))
 
 
 class Inspect:
@@ -134,13 +143,17 @@ class Inspect:
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
         if not is_event_stream(flow.response.headers.get("content-type")):
+            self._redact_large_body(flow, turn, inspector)
             return
         if flow.response.headers.get("content-encoding", "identity").lower() != "identity":
             turn.errors.append("response: compressed event stream passed through uninspected")
             flow.response.stream = True
             return
         turn.stream = True
-        session = dialect.stream_session(inspector.stream_filters())
+        filters = inspector.stream_filters()
+        if filters is not None:
+            _reframe(flow.response)
+        session = dialect.stream_session(filters)
         digest = hashlib.sha256()
 
         def relay(chunk: bytes) -> list[bytes]:
@@ -171,6 +184,11 @@ class Inspect:
         completion = dialect.parse_response(body)
         if completion.parse_error:
             turn.errors.append(f"response: {completion.parse_error}")
+            if looks_like_event_stream(body):
+                self._read_as_stream(flow, dialect, inspector, body)
+                return
+            dialect = Generic()
+            completion = dialect.parse_response(body)
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
         if plan.rewrites:
             redacted = inspector.redact_tool_calls(body, plan.redact_calls) if plan.redact_calls else body
@@ -179,6 +197,37 @@ class Inspect:
             )
             if rewritten != body:
                 flow.response.content = rewritten
+
+    @staticmethod
+    def _read_as_stream(flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, body: bytes) -> None:
+        """An event stream that did not say so: read and filtered as the stream it is."""
+        assert flow.response is not None
+        session = dialect.stream_session(inspector.stream_filters())
+        filtered = session.feed(body) + session.finish()
+        inspector.inspect_completion(session.completion, rewrite=False)
+        if filtered != body:
+            flow.response.content = filtered
+
+    @staticmethod
+    def _redact_large_body(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:
+        """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in
+        enforce mode its text still passes a redactor on the way."""
+        assert flow.response is not None
+        encoding = flow.response.headers.get("content-encoding", "identity").lower()
+        if flow.response.stream is not True or encoding != "identity":
+            return
+        redactor = inspector.body_redactor()
+        if redactor is None:
+            return
+
+        def relay(chunk: bytes) -> list[bytes]:
+            out = redactor.feed(chunk) if chunk else redactor.flush()
+            if not chunk and redactor.gave_up:
+                turn.errors.append("response: large body is not text; relayed unredacted")
+            return [out] if out else []
+
+        _reframe(flow.response)
+        flow.response.stream = relay
 
     @staticmethod
     def _state(flow: http.HTTPFlow) -> tuple[Turn | None, TurnInspector | None, Dialect | None]:

@@ -35,7 +35,14 @@ from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.policy import Policy
-from proxy.redact import RedactionStyle, StreamRedactor, fingerprint, redact_json, redact_text
+from proxy.redact import (
+    ByteStreamRedactor,
+    RedactionStyle,
+    StreamRedactor,
+    fingerprint,
+    redact_json,
+    redact_text,
+)
 from proxy.rulepack import Match, Scanner, load_packaged_packs
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
@@ -242,6 +249,15 @@ class TurnInspector:
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
             drop_notice=(lambda name, call_id: tools.approval_notice(name)) if gate else None,
+        )
+
+    def body_redactor(self) -> ByteStreamRedactor | None:
+        """For a text body too large to hold whole: secrets redacted as it passes, where enforced."""
+        if self.detectors.redacting is None:
+            return None
+        style = RedactionStyle(self.policy.detection.redaction_style)
+        return ByteStreamRedactor(
+            StreamRedactor(self.detectors.redacting, style, key=self.detectors.fingerprint_key)
         )
 
     def inspect_completion(self, completion: Completion, *, rewrite: bool) -> ResponsePlan:

@@ -7,6 +7,7 @@ findings without being stored.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import secrets
@@ -325,3 +326,36 @@ class StreamRedactor:
         if self._style is RedactionStyle.HASH:
             return f"[REDACTED:{rule_id}:{digest.hexdigest()[:8]}]"
         return f"[REDACTED:{rule_id}]"
+
+
+class ByteStreamRedactor:
+    """A :class:`StreamRedactor` over UTF-8 bytes, for text bodies relayed as they arrive because they are
+    too large to hold whole. Bytes that are not UTF-8 switch it to passing everything through unchanged
+    (``gave_up`` says so): it never alters data it cannot read as text."""
+
+    def __init__(self, text: StreamRedactor) -> None:
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.gave_up = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.gave_up:
+            return chunk
+        try:
+            decoded = self._decoder.decode(chunk)
+        except UnicodeDecodeError:
+            self.gave_up = True
+            held = self._text.flush().encode("utf-8")
+            pending, _ = self._decoder.getstate()
+            return held + pending + chunk
+        return self._text.feed(decoded).encode("utf-8")
+
+    def flush(self) -> bytes:
+        if self.gave_up:
+            return b""
+        try:
+            tail = self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            pending, _ = self._decoder.getstate()
+            return self._text.flush().encode("utf-8") + pending
+        return (self._text.feed(tail) + self._text.flush()).encode("utf-8")

@@ -461,3 +461,40 @@ def test_body_over_the_cap_is_relayed_and_recorded(
     assert reply.choices[0].message.content and len(upstream.received[-1].body) > 4096
     record = last_record(proxy)
     assert any("over the inspection cap" in error for error in record["errors"])
+
+
+def test_labels_do_not_hide_a_request_from_inspection(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A prompt labelled as binary, or with a content-encoding it does not have, is still read."""
+    body = json.dumps({"model": "m", "messages": ask(INJECTION)}).encode()
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+        for headers in (
+            {"content-type": "application/octet-stream"},
+            {"content-type": "application/json", "content-encoding": "br"},
+        ):
+            reply = client.post(f"{upstream.url}/v1/chat/completions", content=body, headers=headers)
+            assert reply.status_code == 403
+    assert upstream.received == []
+
+
+def test_event_stream_labelled_json_is_still_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """An event stream sent as application/json is read and filtered as the stream it is."""
+    upstream.reply = Reply(text=LEAK, piece_size=3, content_type="application/json")
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+        reply = client.post(
+            f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": ask(), "stream": True}
+        )
+    assert AWS_KEY not in reply.text and "[REDACTED:" in reply.text
+
+
+def test_completion_over_the_cap_is_redacted_as_it_passes(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion too large to hold whole is relayed as it arrives, its secrets redacted on the way."""
+    _agent(start_proxy(mode="enforce", extra="inspection: {max_body_bytes: 1KiB}\n"), monkeypatch)
+    upstream.reply = Reply(text="filler " * 400 + LEAK + " more" * 400)
+    content = (
+        openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message.content
+    )
+    assert content and AWS_KEY not in content and "[REDACTED:aws-access-key-id]" in content

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.redact import (
+    ByteStreamRedactor,
     RedactionStyle,
     StreamRedactor,
     fingerprint,
@@ -260,3 +261,15 @@ def test_stream_never_releases_what_whole_text_redaction_hides(
         value = text[match.start : match.end]
         hidden = {value[i : i + 12] for i in range(len(value) - 11)} - {""}
         assert not {part for part in hidden if part not in whole and part in streamed}
+
+
+def test_byte_stream_redactor_reads_split_characters_and_leaves_binary_alone() -> None:
+    """UTF-8 characters split across chunks are read whole; bytes that are not text pass unchanged."""
+    scanner = Scanner([load_pack(pack_path("secrets"))])
+    text = "clé 🔑 AKIAQWERTY234567ABCD fin".encode()
+    redactor = ByteStreamRedactor(StreamRedactor(scanner))
+    out = b"".join(redactor.feed(text[index : index + 1]) for index in range(len(text))) + redactor.flush()
+    assert out.decode() == "clé 🔑 [REDACTED:aws-access-key-id] fin"
+    binary = ByteStreamRedactor(StreamRedactor(scanner))
+    blob = b"\x89PNG\r\n\x1a\n\xff\xfe AKIAQWERTY234567ABCD"
+    assert binary.feed(blob[:3]) + binary.feed(blob[3:]) + binary.flush() == blob and binary.gave_up

@@ -36,6 +36,8 @@ class Reply:
     tokens_out: int = 7
     piece_size: int = 4
     pause_after_first_event: float = 0.0
+    content_type: str | None = None
+    """Overrides the content type the reply is labelled with (an event stream labelled JSON, say)."""
     hold_after_first_event: threading.Event | None = None
     """When set, a stream stops after its first event until the test sets this event (or 10 s pass)."""
 
@@ -430,14 +432,14 @@ class FakeUpstream:
 
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", upstream.reply.content_type or "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
             def _stream(self, events: Iterator[bytes], reply: Reply) -> None:
                 self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
+                self.send_header("content-type", reply.content_type or "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
