@@ -4,6 +4,9 @@ Bytes arrive in arbitrary chunks; an event is returned as soon as its terminatin
 read, so the agent can be sent the first token before the last one exists. Every input byte belongs to
 exactly one returned event's ``raw`` (or to the unfinished tail), which lets a proxy pass untouched
 events through byte for byte and re-serialise only the ones it changed.
+
+The bytes held for one unfinished event are capped: past the cap the parser stops reading that event
+and hands its bytes on as they arrive, in ``oversized`` pieces, until the blank line that ends it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _BOM = b"\xef\xbb\xbf"
+_CR = 0x0D
+_LF = 0x0A
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +25,9 @@ class SSEEvent:
 
     ``data`` is None for blocks without a ``data`` field (comments, keep-alives, stray blank lines):
     the SSE spec dispatches nothing for them, but a proxy still forwards their bytes.
+
+    ``oversized`` marks a piece of an event longer than the parser's cap: its fields were not read
+    (``data`` is None) and ``raw`` holds some of its bytes in order.
     """
 
     data: str | None
@@ -26,6 +35,7 @@ class SSEEvent:
     id: str | None = None
     retry: int | None = None
     raw: bytes = b""
+    oversized: bool = False
 
     @property
     def type(self) -> str:
@@ -50,7 +60,12 @@ def serialise(event: SSEEvent) -> bytes:
 class SSEParser:
     """Turns a byte stream into ``SSEEvent`` objects, one chunk at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if max_event_bytes < 1:
+            raise ValueError("max_event_bytes must be positive")
+        self.max_event_bytes = max_event_bytes
+        self.oversized_events = 0
+        """How many events exceeded ``max_event_bytes`` and were handed on unread."""
         # Holds the bytes of the event being read, from its first byte; ``_scanned`` is how far of it
         # has already been split into lines, so a large event fed byte by byte is not re-read.
         self._buffer = bytearray()
@@ -60,14 +75,92 @@ class SSEParser:
         self._event: str | None = None
         self._id: str | None = None
         self._retry: int | None = None
+        # While skipping an oversized event: whether the current line is still empty, and whether the
+        # last byte seen was a CR (an LF right after it belongs to the same line end).
+        self._skipping = False
+        self._line_empty = True
+        self._after_cr = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        self._buffer += chunk
-        return self._read_lines(final=False)
+        events: list[SSEEvent] = []
+        rest = chunk
+        while True:
+            if self._skipping:
+                end = self._end_of_skipped_event(rest)
+                if end is None:
+                    if rest:
+                        events.append(SSEEvent(data=None, raw=rest, oversized=True))
+                    return events
+                events.append(SSEEvent(data=None, raw=rest[:end], oversized=True))
+                self._skipping = False
+                rest = rest[end:]
+            elif self._after_cr and rest:
+                # The oversized event ended on a CR at the end of a chunk: a leading LF is its line end.
+                self._after_cr = False
+                if rest[0] == _LF:
+                    events.append(SSEEvent(data=None, raw=rest[:1], oversized=True))
+                    rest = rest[1:]
+            self._buffer += rest
+            events.extend(self._read_lines(final=False))
+            if len(self._buffer) <= self.max_event_bytes:
+                return events
+            rest = self._give_up_on_event(events)
+
+    def _give_up_on_event(self, events: list[SSEEvent]) -> bytes:
+        """Hands on the lines of the pending event already read and returns its unread remainder, from
+        the start of a line, for the skipping scan."""
+        self.oversized_events += 1
+        read = bytes(self._buffer[: self._scanned])
+        rest = bytes(self._buffer[self._scanned :])
+        self._buffer.clear()
+        self._scanned = 0
+        self._reset_fields()
+        if read:
+            events.append(SSEEvent(data=None, raw=read, oversized=True))
+        self._skipping = True
+        self._line_empty = True
+        self._after_cr = False
+        return rest
+
+    def _end_of_skipped_event(self, chunk: bytes) -> int | None:
+        """The offset just past the blank line that ends the skipped event, or None if ``chunk`` does
+        not reach it. Only two flags are kept between chunks, so memory does not grow."""
+        position = 0
+        length = len(chunk)
+        next_lf = chunk.find(b"\n")
+        next_cr = chunk.find(b"\r")
+        while position < length:
+            if self._after_cr:
+                self._after_cr = False
+                if chunk[position] == _LF:
+                    position += 1
+                    continue
+            if 0 <= next_lf < position:
+                next_lf = chunk.find(b"\n", position)
+            if 0 <= next_cr < position:
+                next_cr = chunk.find(b"\r", position)
+            line_ends = [index for index in (next_lf, next_cr) if index >= 0]
+            if not line_ends:
+                self._line_empty = False
+                return None
+            line_end = min(line_ends)
+            blank = self._line_empty and line_end == position
+            self._line_empty = True
+            position = line_end + 1
+            self._after_cr = chunk[line_end] == _CR
+            if blank:
+                if self._after_cr and position < length:
+                    self._after_cr = False
+                    if chunk[position] == _LF:
+                        position += 1
+                return position
+        return None
 
     def finish(self) -> tuple[list[SSEEvent], bytes]:
         """Ends the stream: the events its last bytes completed (a final CR waits to see whether LF
         follows), and the bytes of an unterminated event, which the SSE spec discards."""
+        self._skipping = False
+        self._after_cr = False
         events = self._read_lines(final=True)
         tail = bytes(self._buffer)
         self._buffer.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -86,7 +87,11 @@ def test_serialise_round_trips_through_the_parser() -> None:
 
 @given(
     st.lists(
-        st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20), min_size=1, max_size=6
+        st.text(
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20
+        ),
+        min_size=1,
+        max_size=6,
     ),
     st.lists(st.integers(min_value=0, max_value=400), max_size=12),
     st.sampled_from([b"\n", b"\r\n", b"\r"]),
@@ -107,3 +112,78 @@ def test_any_chunking_gives_the_same_events(values: list[str], cuts: list[int], 
     assert tail == b""
     assert pieces == whole
     assert [event.data for event in whole] == values
+
+
+def feed_in_pieces(parser: SSEParser, stream: bytes, cuts: list[int]) -> list[SSEEvent]:
+    events: list[SSEEvent] = []
+    previous = 0
+    for cut in sorted(min(cut, len(stream)) for cut in cuts):
+        events += parser.feed(stream[previous:cut])
+        previous = cut
+    events += parser.feed(stream[previous:])
+    last_events, tail = parser.finish()
+    assert tail == b""
+    return events + last_events
+
+
+def test_event_over_the_cap_is_handed_on_as_it_arrives() -> None:
+    """An event that never ends is not held: every byte comes back from the feed that brought it."""
+    parser = SSEParser(max_event_bytes=64)
+    given = b"data: " + b"x" * 100
+    handed_on = b"".join(event.raw for event in parser.feed(given))
+    for _ in range(50):
+        piece = b"y" * 1000
+        events = parser.feed(piece)
+        assert all(event.oversized and event.data is None for event in events)
+        handed_on += b"".join(event.raw for event in events)
+        given += piece
+    assert handed_on == given
+    assert parser.oversized_events == 1
+    assert parser.finish() == ([], b"")
+
+
+def test_parsing_resumes_after_the_oversized_event_ends() -> None:
+    """The blank line that ends an oversized event is found, and the next event is read normally."""
+    parser = SSEParser(max_event_bytes=16)
+    events = parser.feed(b"event: big\ndata: " + b"z" * 40)
+    events += parser.feed(b"z" * 40 + b"\n\ndata: next\n\n")
+    oversized = [event for event in events if event.oversized]
+    assert b"".join(event.raw for event in oversized) == b"event: big\ndata: " + b"z" * 80 + b"\n\n"
+    assert [event.data for event in events if not event.oversized] == ["next"]
+
+
+def test_events_within_the_cap_are_unaffected() -> None:
+    """A cap above every pending event changes nothing."""
+    stream = b"data: one\n\ndata: two\n\n"
+    assert [event.data for event in feed_in_pieces(SSEParser(max_event_bytes=16), stream, [3, 12])] == [
+        "one",
+        "two",
+    ]
+
+
+def test_non_positive_cap_is_rejected() -> None:
+    """A cap of zero bytes is a configuration error."""
+    with pytest.raises(ValueError, match="max_event_bytes"):
+        SSEParser(max_event_bytes=0)
+
+
+@given(
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    st.integers(min_value=1, max_value=300),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_oversized_event_boundary_survives_any_chunking(line_end: bytes, size: int, cuts: list[int]) -> None:
+    """However the bytes are cut, the oversized event's pieces cover exactly its bytes and the events
+    after it are read as if it had been small."""
+    big = b"data: " + b"q" * size + line_end + b"data: more" + line_end + line_end
+    after = b"id: 7" + line_end + b"data: after" + line_end + line_end + b": ping" + line_end + line_end
+    events = feed_in_pieces(SSEParser(max_event_bytes=32), big + after, cuts)
+    oversized = b"".join(event.raw for event in events if event.oversized)
+    rest = [event for event in events if not event.oversized]
+    expected_rest = parse_all(after)
+    if oversized:
+        assert oversized == big
+        assert rest == expected_rest
+    else:
+        # Every cut left the whole event in one chunk: it was never held, so it was read normally.
+        assert [event.data for event in rest] == ["q" * size + "\nmore", "after", None]

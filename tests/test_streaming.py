@@ -745,3 +745,34 @@ def test_gemini_arguments_filtered_string_by_string_when_the_filter_breaks_json(
     output = run(Gemini().stream_session(filters), gemini_call_stream([]))
     (arguments,) = gemini_sdk_arguments(output)
     assert json.loads(arguments)["token"] == '"secret"'
+
+
+# -- oversized events ------------------------------------------------------------------------------
+
+OVERSIZED_EVENT = b'data: {"padding": "' + b"a" * (2 << 20) + b'"}\n\n'
+
+
+def in_chunks(session: StreamSession, stream: bytes, size: int = 65536) -> bytes:
+    output = b"".join(session.feed(stream[start : start + size]) for start in range(0, len(stream), size))
+    return output + session.finish()
+
+
+def test_oversized_event_passes_through_raw_without_filters() -> None:
+    """Without filters an event over the cap is forwarded as it is, noted, and the stream goes on."""
+    stream = OVERSIZED_EVENT + stream_fixture("openai_chat")
+    session = OpenAIChat().stream_session()
+    assert in_chunks(session, stream) == stream
+    assert session.notes == [f"an event longer than {1 << 20} bytes was passed through unread"]
+    assert session.completion == OpenAIChat().parse_response(json_fixture("openai_chat"))
+
+
+def test_oversized_event_is_dropped_when_filters_are_active() -> None:
+    """With filters nothing of an event over the cap is sent; the events after it are filtered as usual."""
+    stream = stream_fixture("openai_chat")
+    first_end = stream.index(b"\n\n") + 2
+    stream = stream[:first_end] + OVERSIZED_EVENT + stream[first_end:]
+    session = OpenAIChat().stream_session(StreamFilters(text_filter=redactor))
+    output = in_chunks(session, stream)
+    assert b"aaaa" not in output
+    assert chat_sdk_view(output)[0] == "Let me check that ticket. Your key is [REDACTED] for now."
+    assert session.notes == [f"an event longer than {1 << 20} bytes was dropped unread"]
