@@ -229,6 +229,7 @@ class TurnInspector:
     def stream_filters(self) -> StreamFilters | None:
         """Filters that rewrite a stream as it passes, for the threats the policy enforces."""
         factories: list[TextFilterFactory] = []
+        redactor: TextFilterFactory | None = None
         redacting = self.detectors.redacting
         if redacting is not None:
             style, key = RedactionStyle(self.policy.detection.redaction_style), self.detectors.fingerprint_key
@@ -236,7 +237,8 @@ class TurnInspector:
             def make_redactor(where: str) -> TextFilter:
                 return StreamRedactor(redacting, style, key=key)
 
-            factories.append(make_redactor)
+            redactor = make_redactor
+            factories.append(redactor)
         leak_detector = self._leak_detector()
         if leak_detector is not None:
             factories.append(lambda where: leak.LeakFilter(leak_detector))
@@ -249,6 +251,7 @@ class TurnInspector:
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
             drop_notice=(lambda name, call_id: tools.approval_notice(name)) if gate else None,
+            argument_filter=redactor,
         )
 
     def body_redactor(self) -> ByteStreamRedactor | None:

@@ -257,6 +257,33 @@ def test_secret_in_tool_call_arguments_redacted(enforce: Proxy, upstream: FakeUp
     assert json.loads(call.function.arguments) == {"note": "key [REDACTED:aws-access-key-id]"}  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("api", ["chat", "anthropic"])
+def test_secret_in_streamed_tool_call_arguments_redacted(
+    enforce: Proxy, upstream: FakeUpstream, api: str
+) -> None:
+    """A key inside streamed tool-call arguments is redacted as the deltas pass."""
+    upstream.reply = Reply(
+        text="",
+        tool_calls=[ToolCallReply("store_note", {"note": f"key {AWS_KEY}"})],
+        piece_size=2,
+        model="claude-test-model",
+    )
+    if api == "chat":
+        stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+        arguments = "".join(
+            chunk.choices[0].delta.tool_calls[0].function.arguments or ""  # type: ignore[index,union-attr]
+            for chunk in stream
+            if chunk.choices and chunk.choices[0].delta.tool_calls
+        )
+        note = json.loads(arguments)["note"]
+    else:
+        with anthropic_client(upstream).messages.stream(
+            model="claude-test-model", max_tokens=64, messages=ask()
+        ) as events:
+            note = events.get_final_message().content[0].input["note"]  # type: ignore[union-attr,index]
+    assert note == "key [REDACTED:aws-access-key-id]"
+
+
 def test_secret_in_chat_stream_of_tiny_events_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
     """A key split across 2-character SSE events is still redacted, and the text after it still arrives."""
     upstream.reply = Reply(text=LEAK, piece_size=2)
