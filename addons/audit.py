@@ -97,6 +97,8 @@ class Audit:
             self._write(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is not None:
+            return  # the turn goes on in WebSocket messages; recorded when the connection ends
         if not self._write(flow) and flow.response is not None and not flow.response.stream:
             # The upstream answered but the turn could not be recorded: the agent does not get an
             # answer nobody can account for.
@@ -105,6 +107,9 @@ class Audit:
             flow.response = unavailable_response(self._outage or "not writable", event_id)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._write(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._write(flow)
 
     def done(self) -> None:

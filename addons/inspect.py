@@ -198,6 +198,19 @@ class Inspect:
             if rewritten != body:
                 flow.response.content = rewritten
 
+    @fail_open
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        turn, inspector, _ = self._state(flow)
+        if turn is None or inspector is None or flow.websocket is None:
+            return
+        message = flow.websocket.messages[-1]
+        if not message.is_text:
+            return
+        where = f"websocket[{len(flow.websocket.messages) - 1}]"
+        forwarded = inspector.inspect_message(message.text, from_client=message.from_client, where=where)
+        if forwarded != message.text:
+            message.text = forwarded
+
     @staticmethod
     def _read_as_stream(flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, body: bytes) -> None:
         """An event stream that did not say so: read and filtered as the stream it is."""

@@ -254,6 +254,18 @@ class TurnInspector:
             argument_filter=redactor,
         )
 
+    def inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
+        """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
+        forward, redacted where the policy enforces it."""
+        matches = self._sensitive(text)
+        self._record(self._sensitive_findings(text, matches, where, request_side=from_client))
+        if from_client:
+            self._record(self.detectors.injection.detect(text, where, Source.USER))
+        if matches and self._redacts(matches) and (not from_client or self.policy.detection.redact_requests):
+            self.turn.escalate(Decision.REDACTED)
+            return self._redact(text, [match for match in matches if self.policy.enforces(match.rule.threat)])
+        return text
+
     def body_redactor(self) -> ByteStreamRedactor | None:
         """For a text body too large to hold whole: secrets redacted as it passes, where enforced."""
         if self.detectors.redacting is None:
