@@ -55,7 +55,7 @@ def test_secret_in_server_message_redacted_in_enforce_mode() -> None:
     assert message.text == '{"delta": "your key is [REDACTED:aws-access-key-id]"}'
     turn = flow.metadata[METADATA_KEY]
     assert [finding.where for finding in turn.findings if finding.rule == "aws-access-key-id"] == [
-        "websocket[2]"
+        "websocket[3]"
     ]
 
 
