@@ -41,7 +41,11 @@ def _load_or_exit(config: str | None) -> Policy:
 
 
 def _ensure_private_dir(path: Path) -> None:
+    """The data dir holds keys, the state store and the audit log: the proxy's user alone may enter it,
+    whoever created it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o700)
 
 
 def _default_agent_token(data_dir: Path) -> Path:

@@ -59,6 +59,15 @@ def test_ca_export_writes_certificate_never_key(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
+def test_ca_export_makes_an_existing_data_dir_private(tmp_path: Path) -> None:
+    """A data dir created open to others is closed to the owner alone before keys go into it."""
+    confdir = tmp_path / "shared" / "ca"
+    confdir.mkdir(parents=True, mode=0o755)
+    confdir.chmod(0o755)
+    assert main(["ca", "export", "--out", str(tmp_path / "ca.pem"), "--set", f"confdir={confdir}"]) == 0
+    assert stat.S_IMODE(confdir.stat().st_mode) == 0o700
+
+
 def test_run_with_bad_policy_exits_2_without_traceback(tmp_path: Path) -> None:
     """`run` refuses to start on a bad policy, printing the problems, never a traceback."""
     policy = tmp_path / "policy.yaml"
