@@ -16,6 +16,7 @@ import structlog
 from mitmproxy import http
 
 from addons.turns import turn_of
+from proxy.decoding import DecodingError, StreamDecoder, supported
 from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector
@@ -145,19 +146,34 @@ class Inspect:
         if not is_event_stream(flow.response.headers.get("content-type")):
             self._redact_large_body(flow, turn, inspector)
             return
-        if flow.response.headers.get("content-encoding", "identity").lower() != "identity":
-            turn.errors.append("response: compressed event stream passed through uninspected")
+        encoding = flow.response.headers.get("content-encoding", "identity").lower()
+        if not supported(encoding):
+            turn.errors.append(f"response: event stream in content-encoding {encoding!r} passed uninspected")
             flow.response.stream = True
             return
+        # An upstream may compress a stream it was asked to send plain: it is decoded as it passes and
+        # forwarded decoded, so it can be read event by event.
+        decoder = StreamDecoder(encoding)
         turn.stream = True
         filters = inspector.stream_filters()
-        if filters is not None:
+        if filters is not None or encoding != "identity":
+            flow.response.headers.pop("content-encoding", None)
             _reframe(flow.response)
         session = dialect.stream_session(filters)
         digest = hashlib.sha256()
 
+        undecodable: list[str] = []
+
         def relay(chunk: bytes) -> list[bytes]:
-            out = session(chunk)
+            out = b""
+            if not undecodable:
+                try:
+                    out = session.feed(decoder.feed(chunk) if chunk else decoder.flush())
+                except DecodingError as error:
+                    undecodable.append(str(error))
+                    turn.errors.append(f"response: event stream does not decode: {error}")
+            if not chunk:
+                out += session.finish()
             digest.update(out)
             if not chunk:
                 turn.output_sha256 = digest.hexdigest()

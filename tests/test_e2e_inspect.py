@@ -291,6 +291,14 @@ def test_secret_in_chat_stream_of_tiny_events_redacted(enforce: Proxy, upstream:
     assert chat_stream_text(stream) == LEAK.replace(AWS_KEY, "[REDACTED:aws-access-key-id]")
 
 
+def test_compressed_stream_is_decoded_and_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A stream the upstream gzips anyway is decoded as it passes, redacted, and delivered plain."""
+    upstream.reply = Reply(text=LEAK, piece_size=3, gzip_stream=True)
+    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    assert chat_stream_text(stream) == LEAK.replace(AWS_KEY, "[REDACTED:aws-access-key-id]")
+    assert not last_record(enforce)["errors"]
+
+
 def test_secret_in_responses_stream_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
     """The Responses API stream is redacted too."""
     upstream.reply = Reply(text=LEAK, piece_size=3)

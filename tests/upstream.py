@@ -10,6 +10,7 @@ import json
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,8 @@ class Reply:
     tokens_out: int = 7
     piece_size: int = 4
     pause_after_first_event: float = 0.0
+    gzip_stream: bool = False
+    """Compress a stream with gzip even though the client asked for it plain."""
     content_type: str | None = None
     """Overrides the content type the reply is labelled with (an event stream labelled JSON, say)."""
     hold_after_first_event: threading.Event | None = None
@@ -373,6 +376,14 @@ def mcp_json(reply: Reply, request: Any) -> dict[str, Any]:
     }
 
 
+def _gzipped(events: Iterator[bytes]) -> Iterator[bytes]:
+    """Each event compressed and flushed on its own, as a server compressing a live stream sends it."""
+    compressor = zlib.compressobj(wbits=31)
+    for event in events:
+        yield compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    yield compressor.flush()
+
+
 ROUTES = {
     "/v1/chat/completions": (openai_chat_json, openai_chat_events),
     "/v1/messages": (anthropic_json, anthropic_events),
@@ -442,6 +453,9 @@ class FakeUpstream:
                 self.send_header("content-type", reply.content_type or "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("transfer-encoding", "chunked")
+                if reply.gzip_stream:
+                    self.send_header("content-encoding", "gzip")
+                    events = _gzipped(events)
                 self.end_headers()
                 for number, event in enumerate(events):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
