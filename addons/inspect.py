@@ -27,6 +27,7 @@ log = structlog.get_logger("egressguard")
 
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
+SESSION_KEY = "egressguard.session"
 
 
 def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
@@ -79,16 +80,57 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     return content
 
 
-def _reframe(response: http.Response) -> None:
-    """A body rewritten as it passes changes length: drop the upstream's content-length and, on HTTP/1.1,
-    send chunks."""
-    response.headers.pop("content-length", None)
-    if response.http_version == "HTTP/1.1":
-        response.headers["transfer-encoding"] = "chunked"
-
-
 def looks_like_event_stream(body: bytes) -> bool:
     return body.lstrip().startswith((b"data:", b"event:", b"id:", b": "))
+
+
+class BodyRelay:
+    """mitmproxy's ``flow.response.stream`` callable for a body read as it passes: decodes what the upstream
+    compressed, hands the plain bytes to ``feed`` (a stream session, a redactor) and sends what it returns;
+    at the end sends what ``finish`` returns and records the sha256 of everything the agent received."""
+
+    def __init__(
+        self,
+        turn: Turn,
+        decoder: StreamDecoder,
+        feed: Callable[[bytes], bytes],
+        finish: Callable[[], bytes],
+        *,
+        rewrites: bool,
+    ) -> None:
+        self.turn = turn
+        self.decoder = decoder
+        self.feed = feed
+        self.finish = finish
+        self.rewrites = rewrites
+        self.digest = hashlib.sha256()
+        self.undecodable = False
+
+    def install(self, response: http.Response) -> BodyRelay:
+        """The headers that go with what the agent receives: plain bytes of a length known only at the end."""
+        if self.rewrites or response.headers.get("content-encoding", "identity").lower() != "identity":
+            response.headers.pop("content-encoding", None)
+            response.headers.pop("content-length", None)
+            if response.http_version == "HTTP/1.1":
+                response.headers["transfer-encoding"] = "chunked"
+        return self
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        out = b""
+        if not self.undecodable:
+            try:
+                out = self.feed(self.decoder.feed(chunk) if chunk else self.decoder.flush())
+            except DecodingError as error:
+                self.undecodable = True
+                self.turn.errors.append(f"response: body does not decode: {error}")
+        if not chunk:
+            out += self.finish()
+        self.digest.update(out)
+        if not chunk:
+            self.turn.output_sha256 = self.digest.hexdigest()
+        # An empty chunk written to a chunked HTTP/1 body is its terminator: send nothing instead while a
+        # filter holds text back.
+        return [out] if out else []
 
 
 class Inspect:
@@ -121,7 +163,7 @@ class Inspect:
         inspector = TurnInspector(self.runtime.detectors, policy, self.runtime.state, turn)
         flow.metadata[INSPECTOR_KEY] = inspector
         if view.stream:
-            # Compressed event streams cannot be read event by event.
+            # Ask for a plain stream; one compressed anyway is decoded as it passes.
             flow.request.headers["accept-encoding"] = "identity"
         verdict = inspector.inspect_request(view)
         if verdict.block is not None:
@@ -151,45 +193,20 @@ class Inspect:
             turn.errors.append(f"response: event stream in content-encoding {encoding!r} passed uninspected")
             flow.response.stream = True
             return
-        # An upstream may compress a stream it was asked to send plain: it is decoded as it passes and
-        # forwarded decoded, so it can be read event by event.
-        decoder = StreamDecoder(encoding)
         turn.stream = True
         filters = inspector.stream_filters()
-        if filters is not None or encoding != "identity":
-            flow.response.headers.pop("content-encoding", None)
-            _reframe(flow.response)
         session = dialect.stream_session(filters)
-        digest = hashlib.sha256()
-
-        undecodable: list[str] = []
-
-        def relay(chunk: bytes) -> list[bytes]:
-            out = b""
-            if not undecodable:
-                try:
-                    out = session.feed(decoder.feed(chunk) if chunk else decoder.flush())
-                except DecodingError as error:
-                    undecodable.append(str(error))
-                    turn.errors.append(f"response: event stream does not decode: {error}")
-            if not chunk:
-                out += session.finish()
-            digest.update(out)
-            if not chunk:
-                turn.output_sha256 = digest.hexdigest()
-            # An empty chunk written to a chunked HTTP/1 body is its terminator: send nothing instead
-            # while a filter holds text back.
-            return [out] if out else []
-
-        flow.response.stream = relay
-        flow.metadata["egressguard.session"] = session
+        flow.response.stream = BodyRelay(
+            turn, StreamDecoder(encoding), session.feed, session.finish, rewrites=filters is not None
+        ).install(flow.response)
+        flow.metadata[SESSION_KEY] = session
 
     @fail_open
     def response(self, flow: http.HTTPFlow) -> None:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
-        session = flow.metadata.get("egressguard.session")
+        session = flow.metadata.get(SESSION_KEY)
         if isinstance(session, StreamSession):
             turn.errors.extend(f"stream: {note}" for note in session.notes)
             inspector.inspect_completion(session.completion, rewrite=False)
@@ -243,20 +260,18 @@ class Inspect:
         enforce mode its text still passes a redactor on the way."""
         assert flow.response is not None
         encoding = flow.response.headers.get("content-encoding", "identity").lower()
-        if flow.response.stream is not True or encoding != "identity":
-            return
         redactor = inspector.body_redactor()
-        if redactor is None:
+        if flow.response.stream is not True or redactor is None or not supported(encoding):
             return
 
-        def relay(chunk: bytes) -> list[bytes]:
-            out = redactor.feed(chunk) if chunk else redactor.flush()
-            if not chunk and redactor.gave_up:
+        def finish() -> bytes:
+            if redactor.gave_up:
                 turn.errors.append("response: large body is not text; relayed unredacted")
-            return [out] if out else []
+            return redactor.flush()
 
-        _reframe(flow.response)
-        flow.response.stream = relay
+        flow.response.stream = BodyRelay(
+            turn, StreamDecoder(encoding), redactor.feed, finish, rewrites=True
+        ).install(flow.response)
 
     @staticmethod
     def _state(flow: http.HTTPFlow) -> tuple[Turn | None, TurnInspector | None, Dialect | None]:
