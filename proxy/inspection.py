@@ -53,14 +53,14 @@ INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
 SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
 """Sources that repeat verbatim in every request of a conversation: inspected the first time an agent
 sends them, so one poisoned tool description is one finding, not one per turn."""
-REFUSAL_WINDOW_S = 3600.0
-TOOL_WINDOW_S = 3600.0
-TOOL_BASELINE_S = 7 * 24 * 3600.0
+SEEN_TTL_S = 30 * 24 * 3600.0
+# Baselines compare the last hour with the week before it.
+REFUSAL_WINDOW_S = TOOL_WINDOW_S = 3600.0
+REFUSAL_BASELINE_S = TOOL_BASELINE_S = 7 * 24 * 3600.0
 SEQUENCE_HISTORY = 20
 """Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
 ENTROPY_HISTORY = 20
-REFUSAL_BASELINE_S = 7 * 24 * 3600.0
-SEEN_TTL_S = 30 * 24 * 3600.0
+"""Calls of a tool needed before its argument entropy has a baseline."""
 
 
 class Detectors:
