@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import ahocorasick
+import ahocorasick_rs
 import regex
 import yaml
 
@@ -451,15 +451,16 @@ def _trigger_view(text: str) -> str:
     return text.lower().translate(_TRIGGER_TABLE)
 
 
-def _automaton_of(word_indices: dict[str, int]) -> Any:
-    """An Aho-Corasick automaton that reports each word's index; None when there are no words."""
-    if not word_indices:
+def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
+    """An automaton reporting every occurrence of each word, overlapping ones too; None without words.
+
+    Overlapping matches need the standard match kind; the DFA form is the fastest to search.
+    """
+    if not words:
         return None
-    automaton = ahocorasick.Automaton()
-    for word, word_index in word_indices.items():
-        automaton.add_word(word, word_index)
-    automaton.make_automaton()
-    return automaton
+    return ahocorasick_rs.AhoCorasick(
+        words, matchkind=ahocorasick_rs.MatchKind.Standard, implementation=ahocorasick_rs.Implementation.DFA
+    )
 
 
 @dataclass
@@ -492,21 +493,20 @@ class Scanner:
         self._single_chars: dict[int, tuple[str, ...]] = {}
         rules_by_word: dict[str, list[int]] = {}
         for index, rule in enumerate(self.rules):
-            words = {_trigger_view(word) for word in (*rule.keywords, *rule.shapes)}
-            singles = () if rule.anchored else tuple(sorted(word for word in words if len(word) == 1))
+            rule_words = {_trigger_view(word) for word in (*rule.keywords, *rule.shapes)}
+            singles = () if rule.anchored else tuple(sorted(word for word in rule_words if len(word) == 1))
             if singles:
                 self._single_chars[index] = singles
-            for word in sorted(words - set(singles)):
+            for word in sorted(rule_words - set(singles)):
                 rules_by_word.setdefault(word, []).append(index)
-        word_indices = {word: word_index for word_index, word in enumerate(rules_by_word)}
+        words = list(rules_by_word)
         self._rules_of_word = [tuple(indices) for indices in rules_by_word.values()]
-        self._word_lengths = [len(word) for word in rules_by_word]
-        self._automaton = _automaton_of(word_indices)
-        # The automaton's cost per character grows with how many different characters start a keyword,
-        # and other scripts' keywords add many: a text of plain ASCII is searched without them.
-        self._ascii_automaton = _automaton_of(
-            {word: word_index for word, word_index in word_indices.items() if word.isascii()}
-        )
+        self._automaton = _automaton_of(words)
+        # Other scripts' keywords make every character cost more to search: a text of plain ASCII is
+        # searched without them (the ASCII automaton's word numbers map back to the full list's).
+        ascii_words = [word_index for word_index, word in enumerate(words) if word.isascii()]
+        self._ascii_automaton = _automaton_of([words[word_index] for word_index in ascii_words])
+        self._rules_of_ascii_word = [self._rules_of_word[word_index] for word_index in ascii_words]
 
     def _plan(self, text: str) -> _Plan:
         """Which rules to run on ``text``, and where."""
@@ -518,24 +518,20 @@ class Scanner:
         for index, chars in self._single_chars.items():
             if any(char in view for char in chars):
                 plan.regions[index] = whole
-        automaton = self._ascii_automaton if view.isascii() else self._automaton
+        if view.isascii():
+            automaton, rules_of_word = self._ascii_automaton, self._rules_of_ascii_word
+        else:
+            automaton, rules_of_word = self._automaton, self._rules_of_word
         if automaton is None:
             return plan
-        ends_by_word: dict[int, list[int]] = {}
-        for last, word_index in automaton.iter(view):
-            if word_index in ends_by_word:
-                ends_by_word[word_index].append(last + 1)
-            else:
-                ends_by_word[word_index] = [last + 1]
+        # Hits come in order of where they end, so each rule's list is ordered too (what _windows needs).
         hits_by_rule: dict[int, list[tuple[int, int]]] = {}
-        for word_index, ends in ends_by_word.items():
-            length = self._word_lengths[word_index]
-            hits = [(end - length, end) for end in ends]
-            for index in self._rules_of_word[word_index]:
+        for word_index, start, end in automaton.find_matches_as_indexes(view, overlapping=True):
+            for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
-                    hits_by_rule[index].extend(hits)
+                    hits_by_rule[index].append((start, end))
                 else:
-                    hits_by_rule[index] = list(hits)
+                    hits_by_rule[index] = [(start, end)]
         for index, hits in hits_by_rule.items():
             if index in plan.regions:
                 continue
@@ -547,7 +543,7 @@ class Scanner:
             elif width is None:
                 plan.regions[index] = whole
             else:
-                plan.regions[index] = _windows(sorted(hits), width, len(text))
+                plan.regions[index] = _windows(hits, width, len(text))
         return plan
 
     def _spans(self, index: int, text: str, plan: _Plan) -> Iterator[tuple[int, int]]:

@@ -209,6 +209,22 @@ def test_keywords_in_other_scripts_are_found_and_plain_ascii_text_is_still_scann
     assert only_cjk.scan("plain ascii text").matches == []
 
 
+def test_keyword_inside_another_keyword_triggers_both_rules(tmp_path: Path) -> None:
+    """Overlapping keyword hits are all reported: a keyword within a longer one still triggers its rule."""
+    rules = _rule_yaml("long", "api_token=[0-9]{4}", keywords="[api_token]")
+    rules += _rule_yaml("short", "token=[0-9]{4}", keywords="[token]")
+    matches = _scanner(tmp_path, rules).scan("x" * 500 + " api_token=1234", merge=False).matches
+    assert sorted(match.rule.id for match in matches) == ["long", "short"]
+
+
+def test_keywords_of_different_lengths_window_every_hit(tmp_path: Path) -> None:
+    """Hits of a long and a short keyword of one rule, far apart and interleaved, each get their window."""
+    rule = _rule_yaml("r", "(?:abcdefgh|cd)-[0-9]{3}", keywords="[abcdefgh, cd]")
+    text = "abcdefgh-111" + " " * 300 + "cd-222" + " " * 300 + "abcdefgh-333"
+    found = [text[match.start : match.end] for match in _scanner(tmp_path, rule).scan(text).matches]
+    assert found == ["abcdefgh-111", "cd-222", "abcdefgh-333"]
+
+
 def test_window_start_does_not_hide_a_lookbehind(tmp_path: Path) -> None:
     """A lookbehind at the start of a window still sees the text before the window."""
     rule = _rule_yaml("r", "(?<![a-z])tok[0-9]", keywords="[tok]")
