@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -33,8 +32,8 @@ from proxy.dialects import (
 )
 from proxy.dialects.locator import format_locator, get_at, parse_locator
 from proxy.exchange import Source
+from tests.dialect_fixtures import fixture, request_fixture, response_fixture
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
 REQUESTS: dict[str, Dialect] = {
     "openai_chat": OpenAIChat(),
     "openai_responses": OpenAIResponses(),
@@ -67,12 +66,8 @@ JSON_VALUES = st.recursive(
 )
 
 
-def fixture(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
-
-
 def request_view(name: str) -> Any:
-    return REQUESTS[name].parse_request(fixture(f"{name}_request.json"))
+    return REQUESTS[name].parse_request(request_fixture(name))
 
 
 @pytest.mark.parametrize(
@@ -246,7 +241,7 @@ def test_generic_reads_json_strings_and_text_bodies() -> None:
 @pytest.mark.parametrize("name", REQUESTS)
 def test_every_request_part_locator_points_at_its_text(name: str) -> None:
     """get_at(body, part.where) is the part's text, so rewrites and findings can find it."""
-    document = json.loads(fixture(f"{name}_request.json"))
+    document = json.loads(request_fixture(name))
     view = request_view(name)
     assert view.parts and view.parse_error is None
     for part in view.parts:
@@ -256,8 +251,8 @@ def test_every_request_part_locator_points_at_its_text(name: str) -> None:
 @pytest.mark.parametrize("name", RESPONSES)
 def test_every_response_segment_locator_points_at_its_text(name: str) -> None:
     """get_at(body, segment.where) is the segment's text."""
-    document = json.loads(fixture(f"{name}_response.json"))
-    completion = RESPONSES[name].parse_response(fixture(f"{name}_response.json"))
+    document = json.loads(response_fixture(name))
+    completion = RESPONSES[name].parse_response(response_fixture(name))
     assert completion.text and completion.parse_error is None
     for segment in completion.text:
         assert get_at(document, segment.where) == segment.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +34,8 @@ from proxy.dialects import (
 )
 from proxy.dialects.stream import StreamSession
 from proxy.sse import SSEParser
+from tests.dialect_fixtures import response_fixture, stream_fixture
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
 DIALECTS: dict[str, Dialect] = {
     "openai_chat": OpenAIChat(),
     "openai_responses": OpenAIResponses(),
@@ -46,14 +45,6 @@ DIALECTS: dict[str, Dialect] = {
 SECRET = re.compile(r"sk-proj-\w+")
 RESPONSE_EVENT = TypeAdapter[Any](ResponseStreamEvent)
 ANTHROPIC_EVENT = TypeAdapter[Any](RawMessageStreamEvent)
-
-
-def stream_fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}_stream.sse").read_bytes()
-
-
-def json_fixture(name: str) -> bytes:
-    return (FIXTURES / f"{name}_response.json").read_bytes()
 
 
 class WordRedactor:
@@ -157,7 +148,7 @@ def test_stream_completion_equals_parse_of_equivalent_json(name: str) -> None:
     dialect = DIALECTS[name]
     session = dialect.stream_session()
     run(session, stream_fixture(name))
-    assert session.completion == dialect.parse_response(json_fixture(name))
+    assert session.completion == dialect.parse_response(response_fixture(name))
     assert session.completion.tool_calls and session.completion.usage.tokens_out
     assert session.notes == []
 
@@ -376,7 +367,7 @@ def test_mcp_stream_filters_tool_result_text() -> None:
     messages = [payload for _, payload in payloads(output)]
     assert messages[-1]["result"]["content"][0]["text"].startswith("EMAIL QUEUED.")
     assert messages[0]["method"] == "notifications/progress"
-    assert session.completion == MCP().parse_response(json_fixture("mcp_tools_call"))
+    assert session.completion == MCP().parse_response(response_fixture("mcp_tools_call"))
 
 
 def test_generic_stream_filters_every_string() -> None:
@@ -763,7 +754,7 @@ def test_oversized_event_passes_through_raw_without_filters() -> None:
     session = OpenAIChat().stream_session()
     assert in_chunks(session, stream) == stream
     assert session.notes == [f"an event longer than {1 << 20} bytes was passed through unread"]
-    assert session.completion == OpenAIChat().parse_response(json_fixture("openai_chat"))
+    assert session.completion == OpenAIChat().parse_response(response_fixture("openai_chat"))
 
 
 def test_oversized_event_is_dropped_when_filters_are_active() -> None:
