@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,28 @@ def break_directory(directory: Path) -> None:
     """Make the audit directory unusable even for root: a regular file where the directory was."""
     shutil.rmtree(directory)
     directory.write_text("not a directory")
+
+
+@contextlib.contextmanager
+def unwritable_log(tmp_path: Path, *, on_error: str) -> Iterator[Audit]:
+    """A running addon whose audit directory breaks after start; shut down when the block ends."""
+    addon = audit_addon(tmp_path, on_error=on_error)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        addon.running()
+        break_directory(tmp_path / "audit")
+        yield addon
+        addon.done()
+
+
+def answer_then_request(addon: Audit) -> tuple[Any, Any]:
+    """One answer through the response hook, then a fresh request through requestheaders."""
+    answered = turn_flow()
+    addon.response(answered)
+    later = turn_flow()
+    later.response = None
+    addon.requestheaders(later)
+    return answered, later
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
@@ -112,52 +136,29 @@ def test_router_waits_for_the_proxy_to_run(tmp_path: Path) -> None:
 
 def test_closed_log_refuses_requests_with_503(tmp_path: Path) -> None:
     """With on_error closed, once the log is unwritable the unrecorded answer and later requests get 503."""
-    addon = audit_addon(tmp_path, on_error="closed")
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon)
-        addon.running()
-        break_directory(tmp_path / "audit")
-        answered = turn_flow()
-        addon.response(answered)
+    with unwritable_log(tmp_path, on_error="closed") as addon:
+        answered, refused = answer_then_request(addon)
         assert answered.response.status_code == 503
-        refused = turn_flow()
-        refused.response = None
-        addon.requestheaders(refused)
         assert refused.response is not None and refused.response.status_code == 503
         error = json.loads(refused.response.content)["error"]
         assert error["type"] == UNAVAILABLE_TYPE
         assert error["message"].startswith("egressguard: audit log unavailable")
-        addon.done()
 
 
 def test_open_log_lets_requests_through_while_unwritable(tmp_path: Path) -> None:
     """With on_error open, an unwritable log never changes the agent's traffic."""
-    addon = audit_addon(tmp_path, on_error="open")
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon)
-        addon.running()
-        break_directory(tmp_path / "audit")
-        answered = turn_flow()
-        addon.response(answered)
+    with unwritable_log(tmp_path, on_error="open") as addon:
+        answered, later = answer_then_request(addon)
         assert answered.response.status_code == 200
-        later = turn_flow()
-        later.response = None
-        addon.requestheaders(later)
         assert later.response is None
-        addon.done()
 
 
 def test_unwritable_log_raises_an_alert(tmp_path: Path) -> None:
     """The first failed write raises a critical audit-unavailable alert to every destination."""
-    addon = audit_addon(tmp_path)
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon)
-        addon.running()
-        break_directory(tmp_path / "audit")
+    with unwritable_log(tmp_path, on_error="open") as addon:
         addon.response(turn_flow())
         alerts_file = tmp_path / "alerts.jsonl"
         assert wait_for(lambda: alerts_file.exists() and alerts_file.read_text().strip())
-        addon.done()
     alert = json.loads(alerts_file.read_text().splitlines()[0])
     assert (alert["rule"], alert["severity"]) == ("audit-unavailable", "critical")
 
