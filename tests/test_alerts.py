@@ -6,11 +6,9 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from proxy.alerts import (
 )
 from proxy.alerts.destinations import SIGNATURE_HEADER
 from proxy.audit.log import AuditLog
+from tests.webhook_receiver import Receiver
 
 START = datetime(2026, 3, 10, 5, 0, tzinfo=UTC)
 
@@ -61,41 +60,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
-
-
-class Receiver:
-    """An HTTP server on loopback that records POSTs and answers with scripted statuses (then 200)."""
-
-    def __init__(self, statuses: list[int] | None = None, port: int = 0) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.statuses = list(statuses or [])
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.requests.append((self.path, dict(self.headers.items()), body))
-                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, _, body in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -283,11 +247,11 @@ def test_webhook_retries_after_failure_and_signs_the_body(
         router.submit(turn(1, finding()))
         assert wait_until(lambda: router.delivered == 1)
         router.close()
-        assert len(server.requests) == 2
-        _, headers, body = server.requests[-1]
-        expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-        assert headers[SIGNATURE_HEADER] == expected
-        assert json.loads(body)["rule"] == "leak" and json.loads(body)["event_ids"] == ["e1"]
+        assert len(server.deliveries) == 2
+        retried = server.deliveries[-1]
+        expected = "sha256=" + hmac.new(b"s3cret", retried.body, hashlib.sha256).hexdigest()
+        assert retried.headers[SIGNATURE_HEADER] == expected
+        assert json.loads(retried.body)["rule"] == "leak" and json.loads(retried.body)["event_ids"] == ["e1"]
     finally:
         server.close()
 
@@ -352,7 +316,7 @@ def test_rejected_alert_is_set_aside(tmp_path: Path) -> None:
         rejected = tmp_path / "data" / "alert-spool" / "hook" / "rejected"
         assert wait_until(lambda: len(list(rejected.glob("*.json"))) == 1)
         router.close()
-        assert len(server.requests) == 1
+        assert len(server.deliveries) == 1
     finally:
         server.close()
 

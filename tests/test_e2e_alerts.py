@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,51 +16,17 @@ import pytest
 from proxy.cli import main
 from tests.harness import AGENT, Proxy
 from tests.upstream import FakeUpstream, Reply
+from tests.webhook_receiver import Receiver
 
 PROMPT = "Please summarise ticket 5523: the customer Odile Marchetti asks about invoice 77-0192."
 SYNTHETIC_AWS_KEY = "AKIA" + "Q7ZT4WNB2XK5RM3P"  # shaped like an access key id, issued to nobody
 REPLY_TEXT = "Ticket 5523 concerns a duplicated charge on invoice 77-0192; a refund is pending."
 
 
-class Receiver:
-    """A webhook endpoint on loopback that answers its first delivery 500 and accepts the rest."""
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[int, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: the tests read ``attempts``."""
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                status = 500 if not receiver.attempts else 200
-                receiver.attempts.append((status, body))
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/egressguard"
-
-    def accepted(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for status, body in list(self.attempts) if status == 200]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+    """A webhook that answers its first delivery 500 and accepts the rest."""
+    server = Receiver(statuses=[500])
     yield server
     server.close()
 
@@ -117,13 +81,13 @@ def test_leaked_secret_pages_the_webhook_after_a_failed_first_delivery(
     assert SYNTHETIC_AWS_KEY in (ask(agent_client(proxy, upstream, monkeypatch)) or "")  # observe mode
 
     delivered = wait_until(lambda: alerts_for(receiver, "critical-secret-leak"))
-    assert delivered, f"no alert delivered; attempts: {receiver.attempts}\n{proxy.output()}"
-    assert receiver.attempts[0][0] == 500
+    assert delivered, f"no alert delivered; deliveries: {receiver.deliveries}\n{proxy.output()}"
+    assert receiver.deliveries[0].status == 500
     (alert,) = delivered
     assert alert["agent_ids"] == [AGENT] and alert["user_ids"] == ["u-7"]
     assert "aws-access-key-id" in alert["finding_rules"] and alert["severity"] == "critical"
-    for _, body in receiver.attempts:
-        payload = body.decode()
+    for delivery in receiver.deliveries:
+        payload = delivery.body.decode()
         assert SYNTHETIC_AWS_KEY not in payload and "Q7ZT4WNB2XK5RM3P" not in payload
         assert "Odile" not in payload and "77-0192" not in payload and "refund bucket" not in payload
 
