@@ -21,6 +21,20 @@ roles:
 """
 
 
+def run_proxy(tmp_path: Path, policy: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """`python -m proxy run` on this policy text, in its own process and working directory."""
+    config = tmp_path / "policy.yaml"
+    config.write_text(policy)
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
 def test_check_prints_every_problem_with_line_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,16 +84,7 @@ def test_ca_export_makes_an_existing_data_dir_private(tmp_path: Path) -> None:
 
 def test_run_with_bad_policy_exits_2_without_traceback(tmp_path: Path) -> None:
     """`run` refuses to start on a bad policy, printing the problems, never a traceback."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(BAD_POLICY)
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy", "run", "--config", str(policy)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
+    result = run_proxy(tmp_path, BAD_POLICY)
     assert result.returncode == 2
     assert ":6: unknown key 'alow'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -87,26 +92,7 @@ def test_run_with_bad_policy_exits_2_without_traceback(tmp_path: Path) -> None:
 
 def test_run_refuses_modes_without_agent_authentication(tmp_path: Path) -> None:
     """`--set mode=socks5` would let clients in without credentials: run refuses to start."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("agents:\n  bot: {token: t, role: r}\nroles:\n  r: {}\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "run",
-            "--config",
-            str(policy),
-            "--listen-port",
-            "0",
-            "--set",
-            "mode=socks5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
+    policy = "agents:\n  bot: {token: t, role: r}\nroles:\n  r: {}\n"
+    result = run_proxy(tmp_path, policy, "--listen-port", "0", "--set", "mode=socks5")
     assert result.returncode == 2
     assert "mode 'socks5' would let clients in without agent credentials" in result.stderr
