@@ -112,15 +112,20 @@ class Dialect(ABC):
     ) -> bytes:
         """The body with every completion text passed through ``text_map``, the tool calls whose id (or
         ``where``, for calls without an id) is in ``drop_tool_calls`` removed, and ``notice`` added as
-        assistant text. A body that cannot be parsed is returned unchanged."""
+        assistant text. A body that is not JSON goes to ``_rewrite_text_response``; one of another
+        shape is returned unchanged."""
         document, error = load_json(body)
         if error is not None:
-            return body
+            return self._rewrite_text_response(body, text_map)
         try:
             document = self._rewrite_document(document, text_map, drop_tool_calls, notice)
         except SHAPE_ERRORS:
             return body
         return dump_json(document).encode()
+
+    def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
+        """A response that is not JSON is not this API's answer: it passes unchanged."""
+        return body
 
     def _rewrite_document(
         self,

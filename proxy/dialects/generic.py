@@ -6,7 +6,7 @@ scanned.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from proxy.dialects.base import Dialect, ErrorResponse, json_error, load_json
@@ -49,15 +49,7 @@ class Generic(Dialect):
             return replacements.get(ROOT, body.decode("utf-8", errors="replace")).encode()
         return super().rewrite_request(body, replacements)
 
-    def rewrite_response(
-        self,
-        body: bytes,
-        text_map: Callable[[str], str],
-        drop_tool_calls: Collection[str] = frozenset(),
-        notice: str | None = None,
-    ) -> bytes:
-        if load_json(body)[1] is None:
-            return super().rewrite_response(body, text_map, drop_tool_calls, notice)
+    def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
         text = _text(body)
         return body if text is None else text_map(text).encode()
 
