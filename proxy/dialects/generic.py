@@ -11,7 +11,7 @@ from typing import Any
 
 from proxy.dialects.base import Dialect, ErrorResponse, json_error, load_json
 from proxy.dialects.locator import ROOT, set_at, walk_strings
-from proxy.dialects.stream import StreamFilters, StreamSession, rewritten
+from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.sse import SSEEvent, serialise
 
@@ -70,17 +70,9 @@ class Generic(Dialect):
         return GenericStreamSession(filters)
 
 
-class GenericStreamSession(StreamSession):
+class GenericStreamSession(PerEventStreamSession):
     """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
     the event. Locators are relative to one event's data."""
-
-    def __init__(self, filters: StreamFilters | None = None) -> None:
-        super().__init__(filters)
-        self._completion = Completion()
-
-    @property
-    def completion(self) -> Completion:
-        return self._completion
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         self._completion.text.extend(TextSegment(text, where) for where, text in walk_strings(payload))
@@ -89,7 +81,7 @@ class GenericStreamSession(StreamSession):
         if self.filters.text_filter is None:
             return [event.raw]
         for where, text in list(walk_strings(payload)):
-            payload = set_at(payload, where, self._filter_text(where, text) + self._close_channel(where))
+            payload = set_at(payload, where, self._filter_within_event(where, text))
         return [rewritten(event, payload)]
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
@@ -97,5 +89,5 @@ class GenericStreamSession(StreamSession):
         self._completion.text.append(TextSegment(data, ROOT))
         if self.filters.text_filter is None:
             return [event.raw]
-        released = self._filter_text(ROOT, data) + self._close_channel(ROOT)
+        released = self._filter_within_event(ROOT, data)
         return [serialise(SSEEvent(data=released, event=event.event, id=event.id, retry=event.retry))]

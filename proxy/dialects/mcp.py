@@ -22,7 +22,7 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
 from proxy.dialects.schema import schema_descriptions
-from proxy.dialects.stream import StreamFilters, StreamSession, rewritten
+from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.sse import SSEEvent
 
@@ -148,17 +148,8 @@ class MCP(Dialect):
         return MCPStreamSession(filters)
 
 
-class MCPStreamSession(StreamSession):
-    """Each event carries one complete JSON-RPC message, so each text is filtered (fed and flushed)
-    within its event."""
-
-    def __init__(self, filters: StreamFilters | None = None) -> None:
-        super().__init__(filters)
-        self._completion = Completion()
-
-    @property
-    def completion(self) -> Completion:
-        return self._completion
+class MCPStreamSession(PerEventStreamSession):
+    """Each event carries one complete JSON-RPC message, so each text is filtered within its event."""
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         for prefix, message in _messages(payload):
@@ -169,6 +160,5 @@ class MCPStreamSession(StreamSession):
         if not parts or self.filters.text_filter is None:
             return [event.raw]
         for part in parts:
-            released = self._filter_text(part.where, part.text) + self._close_channel(part.where)
-            payload = set_at(payload, part.where, released)
+            payload = set_at(payload, part.where, self._filter_within_event(part.where, part.text))
         return [rewritten(event, payload)]

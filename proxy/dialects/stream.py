@@ -264,6 +264,22 @@ class StreamSession(ABC):
         return None if make_notice is None else make_notice(name, call_id)
 
 
+class PerEventStreamSession(StreamSession):
+    """A stream whose every event carries complete texts (generic SSE, MCP's JSON-RPC messages): the
+    completion grows event by event, and each text is filtered (fed and flushed) within its event."""
+
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._completion = Completion()
+
+    @property
+    def completion(self) -> Completion:
+        return self._completion
+
+    def _filter_within_event(self, where: str, text: str) -> str:
+        return self._filter_text(where, text) + self._close_channel(where)
+
+
 def _filter_once(text_filter: TextFilter, text: str) -> str:
     return text_filter.feed(text) + text_filter.flush()
 
