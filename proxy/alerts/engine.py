@@ -11,11 +11,12 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from croniter import croniter
 
 from proxy.alerts.rules import AlertRule
+from proxy.model import Severity
 
 MAX_EVENT_IDS = 20
 MAX_ROWS = 50
@@ -73,6 +74,27 @@ def format_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+class AlertHeading(TypedDict):
+    """The fields every alert opens with, whatever raised it: ``Alert(**alert_heading(...), ...)``."""
+
+    alert_id: str
+    rule: str
+    description: str
+    severity: str
+    ts: str
+
+
+def alert_heading(rule: str, description: str, severity: Severity, now: datetime) -> AlertHeading:
+    """A fresh alert id, the raising rule and the moment it was raised."""
+    return AlertHeading(
+        alert_id=uuid.uuid4().hex,
+        rule=rule,
+        description=description,
+        severity=str(severity),
+        ts=format_ts(now),
+    )
+
+
 class RuleEngine:
     """Holds the windows, baselines, first-seen sets and schedules of a set of rules."""
 
@@ -122,11 +144,7 @@ class RuleEngine:
         agents = sorted({str(row["agent_id"]) for row in rows if row.get("agent_id")})
         users = sorted({str(row["user_id"]) for row in rows if row.get("user_id")})
         return Alert(
-            alert_id=uuid.uuid4().hex,
-            rule=rule.id,
-            description=rule.description,
-            severity=str(rule.severity),
-            ts=format_ts(now),
+            **alert_heading(rule.id, rule.description, rule.severity, now),
             dedup_key=f"{rule.id}:{now.date().isoformat()}",
             group={},
             count=len(rows),
@@ -207,11 +225,7 @@ class RuleEngine:
         hits = list(state.hits)
         group_text = ",".join(f"{key}={value}" for key, value in group.items())
         return Alert(
-            alert_id=uuid.uuid4().hex,
-            rule=rule.id,
-            description=rule.description,
-            severity=str(rule.severity),
-            ts=format_ts(now),
+            **alert_heading(rule.id, rule.description, rule.severity, now),
             dedup_key=f"{rule.id}:{group_text}" if group_text else rule.id,
             group=group,
             count=len(hits),

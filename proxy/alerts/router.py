@@ -18,7 +18,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ import httpx
 import structlog
 
 from proxy.alerts.destinations import DeliveryError, deliver
-from proxy.alerts.engine import Alert, RuleEngine, format_ts
+from proxy.alerts.engine import Alert, RuleEngine, alert_heading
 from proxy.alerts.rules import BUILTIN_ACTIONS, AlertRule, AlertsConfig, DestinationConfig
 from proxy.model import Severity
 from proxy.query import QueryError, open_audit, plain, run_sql
@@ -121,11 +120,7 @@ class AlertRouter:
         log) to every destination, through the same spool and retries; return its alert id."""
         now = self.clock()
         alert = Alert(
-            alert_id=uuid.uuid4().hex,
-            rule=rule,
-            description=description,
-            severity=str(severity),
-            ts=format_ts(now),
+            **alert_heading(rule, description, severity, now),
             dedup_key=rule,
             group={},
             count=1,
