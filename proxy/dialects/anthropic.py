@@ -15,6 +15,7 @@ from proxy.dialects.base import (
     canonical_arguments,
     json_error,
     reparse_arguments,
+    require_object,
 )
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
@@ -33,12 +34,6 @@ _ERROR_TYPES = {
 }
 
 
-def _require_object(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise TypeError("expected a JSON object")
-    return document
-
-
 def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
     return ToolCall(
         id=as_str(block.get("id")),
@@ -52,7 +47,7 @@ class Anthropic(Dialect):
     name = "anthropic"
 
     def _request_from(self, document: Any) -> RequestView:
-        body = _require_object(document)
+        body = require_object(document)
         view = RequestView(
             dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
         )
@@ -94,7 +89,7 @@ class Anthropic(Dialect):
         return view
 
     def _completion_from(self, document: Any) -> Completion:
-        body = _require_object(document)
+        body = require_object(document)
         completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("stop_reason")))
         for index, raw_block in enumerate(as_list(body.get("content"))):
             block = as_dict(raw_block)

@@ -25,6 +25,13 @@ def load_json(body: bytes) -> tuple[Any, str | None]:
         return None, f"invalid JSON: {type(error).__name__}"
 
 
+def require_object(document: Any) -> dict[str, Any]:
+    """The parsed body when it is a JSON object; anything else is a shape error (TypeError)."""
+    if not isinstance(document, dict):
+        raise TypeError("expected a JSON object")
+    return document
+
+
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

@@ -20,6 +20,7 @@ from proxy.dialects.base import (
     as_str,
     canonical_arguments,
     json_error,
+    require_object,
 )
 from proxy.dialects.locator import parse_locator, walk_strings
 from proxy.dialects.schema import schema_descriptions
@@ -60,12 +61,6 @@ def _function_call(call: dict[str, Any], where: str) -> ToolCall:
     )
 
 
-def _require_object(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise TypeError("expected a JSON object")
-    return document
-
-
 class Gemini(Dialect):
     name = "gemini"
 
@@ -74,7 +69,7 @@ class Gemini(Dialect):
         self.streaming = streaming
 
     def _request_from(self, document: Any) -> RequestView:
-        body = _require_object(document)
+        body = require_object(document)
         view = RequestView(dialect=self.name, model=as_str(body.get("model")), stream=self.streaming)
         system_key, system = field_of(body, "systemInstruction")
         if isinstance(system, str):
@@ -125,7 +120,7 @@ class Gemini(Dialect):
             for chunk in document:
                 merged.add(as_dict(chunk))
             return merged.completion()
-        body = _require_object(document)
+        body = require_object(document)
         completion = Completion(model=as_str(field_of(body, "modelVersion")[1]) or self.model_hint)
         for position, raw_candidate in enumerate(as_list(body.get("candidates"))):
             candidate = as_dict(raw_candidate)

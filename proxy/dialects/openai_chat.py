@@ -13,6 +13,7 @@ from proxy.dialects.base import (
     as_list,
     as_str,
     json_error,
+    require_object,
 )
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
@@ -50,17 +51,11 @@ def _arguments(value: Any) -> str:
     return value if isinstance(value, str) else dump_json(value)
 
 
-def _require_object(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise TypeError("expected a JSON object")
-    return document
-
-
 class OpenAIChat(Dialect):
     name = "openai_chat"
 
     def _request_from(self, document: Any) -> RequestView:
-        body = _require_object(document)
+        body = require_object(document)
         view = RequestView(
             dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
         )
@@ -117,7 +112,7 @@ class OpenAIChat(Dialect):
             view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
 
     def _completion_from(self, document: Any) -> Completion:
-        body = _require_object(document)
+        body = require_object(document)
         completion = Completion(model=as_str(body.get("model")))
         choices = as_list(body.get("choices"))
         for position, raw_choice in enumerate(choices):

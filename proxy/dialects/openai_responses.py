@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.dialects.base import Dialect, ErrorResponse, as_dict, as_int, as_list, as_str
+from proxy.dialects.base import Dialect, ErrorResponse, as_dict, as_int, as_list, as_str, require_object
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
@@ -21,12 +21,6 @@ ROLE_SOURCES = {
 }
 CONTENT_TEXT_KEYS = {"output_text": "text", "input_text": "text", "refusal": "refusal"}
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
-
-
-def _require_object(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise TypeError("expected a JSON object")
-    return document
 
 
 def _item_type(item: dict[str, Any]) -> str:
@@ -68,7 +62,7 @@ class OpenAIResponses(Dialect):
     name = "openai_responses"
 
     def _request_from(self, document: Any) -> RequestView:
-        body = _require_object(document)
+        body = require_object(document)
         view = RequestView(
             dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
         )
@@ -109,7 +103,7 @@ class OpenAIResponses(Dialect):
         return view
 
     def _completion_from(self, document: Any) -> Completion:
-        body = _require_object(document)
+        body = require_object(document)
         completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("status")))
         for position, raw_item in enumerate(as_list(body.get("output"))):
             item = as_dict(raw_item)
