@@ -48,9 +48,7 @@ class Anthropic(Dialect):
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
-        view = RequestView(
-            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
-        )
+        view = self._view_with_model_and_stream(body)
         for where, text in content_texts(body.get("system"), "system"):
             view.parts.append(Part(Source.SYSTEM, text, where))
         names_by_call_id: dict[str, str] = {}

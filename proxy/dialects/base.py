@@ -153,6 +153,13 @@ class Dialect(ABC):
     def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
         """A complete response (status, headers, body) in this API's error shape."""
 
+    def _view_with_model_and_stream(self, body: dict[str, Any]) -> RequestView:
+        """An empty view holding the top-level ``model`` and ``stream: true`` of an OpenAI or Anthropic
+        request body."""
+        return RequestView(
+            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
+        )
+
     @abstractmethod
     def _request_from(self, document: Any) -> RequestView: ...
 

@@ -56,9 +56,7 @@ class OpenAIChat(Dialect):
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
-        view = RequestView(
-            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
-        )
+        view = self._view_with_model_and_stream(body)
         names_by_call_id: dict[str, str] = {}
         for position, raw_message in enumerate(as_list(body.get("messages"))):
             message = as_dict(raw_message)

@@ -63,9 +63,7 @@ class OpenAIResponses(Dialect):
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
-        view = RequestView(
-            dialect=self.name, model=as_str(body.get("model")), stream=body.get("stream") is True
-        )
+        view = self._view_with_model_and_stream(body)
         instructions = as_str(body.get("instructions"))
         if instructions is not None:
             view.parts.append(Part(Source.SYSTEM, instructions, "instructions"))
