@@ -51,6 +51,29 @@ def _arguments(value: Any) -> str:
     return value if isinstance(value, str) else dump_json(value)
 
 
+def _message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
+    """A message's ``tool_calls``, then its legacy ``function_call`` (which has no id), in a request's
+    history or a response's choice alike."""
+    calls = []
+    for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
+        call = as_dict(raw_call)
+        function = as_dict(call.get("function"))
+        calls.append(_chat_call(as_str(call.get("id")), function, f"{base}.tool_calls[{index}]"))
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict):
+        calls.append(_chat_call(None, legacy, f"{base}.function_call"))
+    return calls
+
+
+def _chat_call(call_id: str | None, function: dict[str, Any], where: str) -> ToolCall:
+    return ToolCall(
+        id=call_id,
+        name=as_str(function.get("name")) or "",
+        arguments=_arguments(function.get("arguments", "")),
+        where=where,
+    )
+
+
 class OpenAIChat(Dialect):
     name = "openai_chat"
 
@@ -71,28 +94,10 @@ class OpenAIChat(Dialect):
                     view.parts.append(
                         Part(ROLE_SOURCES.get(role, Source.USER), text, where, tool_name, call_id)
                     )
-            for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
-                call = as_dict(raw_call)
-                function = as_dict(call.get("function"))
-                tool_call = ToolCall(
-                    id=as_str(call.get("id")),
-                    name=as_str(function.get("name")) or "",
-                    arguments=_arguments(function.get("arguments", "")),
-                    where=f"{base}.tool_calls[{index}]",
-                )
+            for tool_call in _message_calls(message, base):
                 view.tool_calls.append(tool_call)
                 if tool_call.id is not None:
                     names_by_call_id[tool_call.id] = tool_call.name
-            legacy = message.get("function_call")
-            if isinstance(legacy, dict):
-                view.tool_calls.append(
-                    ToolCall(
-                        id=None,
-                        name=as_str(legacy.get("name")) or "",
-                        arguments=_arguments(legacy.get("arguments", "")),
-                        where=f"{base}.function_call",
-                    )
-                )
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             function = as_dict(as_dict(raw_tool).get("function"))
             self._offer(view, function, ("tools", position, "function"))
@@ -121,27 +126,7 @@ class OpenAIChat(Dialect):
                 text = as_str(message.get(key))
                 if text:
                     completion.text.append(TextSegment(text, f"{base}.{key}"))
-            for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
-                call = as_dict(raw_call)
-                function = as_dict(call.get("function"))
-                completion.tool_calls.append(
-                    ToolCall(
-                        id=as_str(call.get("id")),
-                        name=as_str(function.get("name")) or "",
-                        arguments=_arguments(function.get("arguments", "")),
-                        where=f"{base}.tool_calls[{index}]",
-                    )
-                )
-            legacy = message.get("function_call")
-            if isinstance(legacy, dict):
-                completion.tool_calls.append(
-                    ToolCall(
-                        id=None,
-                        name=as_str(legacy.get("name")) or "",
-                        arguments=_arguments(legacy.get("arguments", "")),
-                        where=f"{base}.function_call",
-                    )
-                )
+            completion.tool_calls.extend(_message_calls(message, base))
         if choices:
             completion.stop_reason = as_str(as_dict(choices[0]).get("finish_reason"))
         usage = as_dict(body.get("usage"))
