@@ -100,17 +100,7 @@ def test_any_chunking_gives_the_same_events(values: list[str], cuts: list[int], 
     """Cutting the byte stream anywhere changes neither the events nor their raw bytes."""
     stream = b"".join(b"data: " + value.encode() + line_end + line_end for value in values)
     whole = parse_all(stream)
-    parser = SSEParser()
-    pieces: list[SSEEvent] = []
-    previous = 0
-    for cut in sorted(min(cut, len(stream)) for cut in cuts):
-        pieces += parser.feed(stream[previous:cut])
-        previous = cut
-    pieces += parser.feed(stream[previous:])
-    last_events, tail = parser.finish()
-    pieces += last_events
-    assert tail == b""
-    assert pieces == whole
+    assert feed_in_pieces(SSEParser(), stream, cuts) == whole
     assert [event.data for event in whole] == values
 
 
