@@ -122,7 +122,8 @@ SCHEMA = Record(
         ),
         "compliance": Record({"required": CONTEXT_FIELD_LIST, "require": CONTEXT_FIELD_LIST}),
         "freeze": Record({"after": INTEGER, "window": DURATION, "duration": DURATION}),
-        "alerts": ANYTHING,
+        # The sections inside are checked by the alert loader (proxy.alerts), which knows their shape.
+        "alerts": Record({"destinations": ANYTHING, "rules": ANYTHING, "actions": ANYTHING}),
     }
 )
 
@@ -244,7 +245,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     if problems:
         raise SchemaError(problems)
 
-    alerts = _alerts(raw.get("alerts"), source, problems)
+    alerts = _alerts(_without_line(raw["alerts"]) if raw.get("alerts") else None, source, problems)
     if problems:
         raise SchemaError(problems)
 

@@ -116,6 +116,22 @@ def test_agent_without_role_uses_default_role() -> None:
     ]
 
 
+def test_unknown_alerts_key_reported_on_its_line() -> None:
+    """A misspelt key in the alerts section is an error with its line, like everywhere else."""
+    found = problems("alerts:\n  destination: {}\n")
+    assert found[0].startswith("policy.yaml:2: unknown key 'destination' in alerts")
+
+
+def test_readme_policy_example_checks_clean() -> None:
+    """The policy shown in the README is valid."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("## The policy", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(example, "README.md", environ={"SUPPORT_BOT_TOKEN": "x"})
+    assert "support-bot" in policy.agents
+
+
 def test_per_threat_modes() -> None:
     """A threat can be switched to enforce on its own; --mode overrides them all."""
     policy = parse_policy("mode: observe\nthreats: {prompt_injection: enforce}\n", "p.yaml", environ={})
