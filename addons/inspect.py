@@ -206,10 +206,7 @@ class Inspect:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
-        session = flow.metadata.get(SESSION_KEY)
-        if isinstance(session, StreamSession):
-            turn.errors.extend(f"stream: {note}" for note in session.notes)
-            inspector.inspect_completion(session.completion, rewrite=False)
+        if self._finish_stream(flow, turn, inspector):
             return
         body = read_body(flow.response, self.runtime.policy.max_body_bytes, turn, "response")
         if body is None:
@@ -230,6 +227,22 @@ class Inspect:
             )
             if rewritten != body:
                 flow.response.content = rewritten
+
+    @fail_open
+    def error(self, flow: http.HTTPFlow) -> None:
+        """A stream that broke off: what arrived before the break is still inspected and recorded."""
+        turn, inspector, _ = self._state(flow)
+        if turn is not None and inspector is not None:
+            self._finish_stream(flow, turn, inspector)
+
+    @staticmethod
+    def _finish_stream(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> bool:
+        session = flow.metadata.pop(SESSION_KEY, None)
+        if not isinstance(session, StreamSession):
+            return False
+        turn.errors.extend(f"stream: {note}" for note in session.notes)
+        inspector.inspect_completion(session.completion, rewrite=False)
+        return True
 
     @fail_open
     def websocket_message(self, flow: http.HTTPFlow) -> None:

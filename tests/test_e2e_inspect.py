@@ -200,6 +200,27 @@ def test_first_event_arrives_while_upstream_holds(observe: Proxy, upstream: Fake
     assert rest == "first and then the rest"
 
 
+def test_stream_cut_mid_event_is_recorded_and_the_proxy_keeps_serving(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """An upstream that drops the connection inside an event: the agent gets what came, the turn is recorded
+    with what was read, and the next request works."""
+    upstream.reply = Reply(text=f"one {AWS_KEY} two three", piece_size=4, cut_after_events=9)
+    received = ""
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        for chunk in openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True):
+            received += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+    assert received == "one [REDACTED:aws-access-key-id] two "
+    upstream.reply = Reply(text="still here")
+    assert (
+        openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message.content
+    )
+    first, second = enforce.wait_for_records(2)[:2]
+    assert first["stream"] is True and first["errors"]
+    assert "aws-access-key-id" in [finding["rule"] for finding in first["findings"]]
+    assert second["decision"] == "allowed"
+
+
 def test_malformed_and_misencoded_bodies_keep_the_proxy_serving(
     observe: Proxy, upstream: FakeUpstream
 ) -> None:

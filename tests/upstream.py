@@ -7,6 +7,7 @@ what actually reached the upstream through the proxy.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -37,6 +38,8 @@ class Reply:
     tokens_out: int = 7
     piece_size: int = 4
     pause_after_first_event: float = 0.0
+    cut_after_events: int | None = None
+    """Drop the connection in the middle of this event (a stream that breaks mid-event)."""
     gzip_stream: bool = False
     """Compress a stream with gzip even though the client asked for it plain."""
     content_type: str | None = None
@@ -458,6 +461,13 @@ class FakeUpstream:
                     events = _gzipped(events)
                 self.end_headers()
                 for number, event in enumerate(events):
+                    if number == reply.cut_after_events:
+                        half = event[: len(event) // 2]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(half), half))
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                     self.wfile.flush()
                     if number == 0 and reply.pause_after_first_event:
