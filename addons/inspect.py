@@ -8,9 +8,8 @@ the turn and passed through as it is.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Callable, Set
 from functools import wraps
 
 import structlog
@@ -29,27 +28,22 @@ log = structlog.get_logger("egressguard")
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
 SESSION_KEY = "egressguard.session"
-REQUEST_TASK_KEY = "egressguard.request_inspection"
 
 
-def fail_open[Hook: Callable[..., Awaitable[None]]](hook: Hook) -> Hook:
+def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
     """A detector bug must never take an agent's request down: record it on the turn and carry on."""
 
     @wraps(hook)
-    async def guarded(self: Inspect, flow: http.HTTPFlow) -> None:
+    def guarded(self: Inspect, flow: http.HTTPFlow) -> None:
         try:
-            await hook(self, flow)
+            hook(self, flow)
         except Exception as error:  # fail open is the policy; the error is recorded
-            _record_failure(flow, hook.__name__, error)
+            turn = turn_of(flow)
+            if turn is not None:
+                turn.errors.append(f"inspect: {type(error).__name__} in {hook.__name__}")
+            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__)
 
     return guarded  # type: ignore[return-value]
-
-
-def _record_failure(flow: http.HTTPFlow, where: str, error: BaseException) -> None:
-    turn = turn_of(flow)
-    if turn is not None:
-        turn.errors.append(f"inspect: {type(error).__name__} in {where}")
-    log.error("inspect.failed", hook=where, error=type(error).__name__)
 
 
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
@@ -148,7 +142,7 @@ class Inspect:
         self.runtime.load_detectors()
 
     @fail_open
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return
@@ -171,13 +165,6 @@ class Inspect:
         if view.stream:
             # Ask for a plain stream; one compressed anyway is decoded as it passes.
             flow.request.headers["accept-encoding"] = "identity"
-        if not inspector.decides_requests():
-            # Nothing it finds can change this request: the detectors run while the upstream answers,
-            # and the response hooks wait for them before reading the completion.
-            flow.metadata[REQUEST_TASK_KEY] = asyncio.ensure_future(
-                asyncio.to_thread(inspector.inspect_request, view)
-            )
-            return
         verdict = inspector.inspect_request(view)
         if verdict.block is not None:
             finding = verdict.block
@@ -194,8 +181,7 @@ class Inspect:
             flow.request.content = dialect.rewrite_request(body, verdict.replacements)
 
     @fail_open
-    async def responseheaders(self, flow: http.HTTPFlow) -> None:
-        await self._request_inspected(flow)
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
@@ -216,8 +202,7 @@ class Inspect:
         flow.metadata[SESSION_KEY] = session
 
     @fail_open
-    async def response(self, flow: http.HTTPFlow) -> None:
-        await self._request_inspected(flow)
+    def response(self, flow: http.HTTPFlow) -> None:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
@@ -244,22 +229,11 @@ class Inspect:
                 flow.response.content = rewritten
 
     @fail_open
-    async def error(self, flow: http.HTTPFlow) -> None:
-        await self._request_inspected(flow)
+    def error(self, flow: http.HTTPFlow) -> None:
         """A stream that broke off: what arrived before the break is still inspected and recorded."""
         turn, inspector, _ = self._state(flow)
         if turn is not None and inspector is not None:
             self._finish_stream(flow, turn, inspector)
-
-    @staticmethod
-    async def _request_inspected(flow: http.HTTPFlow) -> None:
-        """Wait for request inspection running alongside the upstream, if any, before the turn is read."""
-        task = flow.metadata.pop(REQUEST_TASK_KEY, None)
-        if isinstance(task, asyncio.Future):
-            try:
-                await task
-            except Exception as error:  # the request's inspection failed: recorded, the turn goes on
-                _record_failure(flow, "request", error)
 
     @staticmethod
     def _finish_stream(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> bool:
@@ -271,8 +245,7 @@ class Inspect:
         return True
 
     @fail_open
-    async def websocket_message(self, flow: http.HTTPFlow) -> None:
-        await self._request_inspected(flow)
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
         turn, inspector, _ = self._state(flow)
         if turn is None or inspector is None or flow.websocket is None:
             return

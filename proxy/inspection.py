@@ -131,20 +131,6 @@ class TurnInspector:
 
     # -- request -------------------------------------------------------------------------------------
 
-    def decides_requests(self) -> bool:
-        """Whether the policy lets request inspection change a request (block or redact it). When it
-        cannot, the request need not wait for it: inspection can run while the upstream answers."""
-        policy, settings = self.policy, self.policy.detection
-        return (
-            policy.enforces(Threat.PROMPT_INJECTION)
-            or policy.enforces(Threat.TOOL_ABUSE)
-            or (policy.enforces(Threat.COMPLIANCE_GAP) and bool(settings.blocking_fields))
-            or (
-                settings.redact_requests
-                and (policy.enforces(Threat.DATA_EXFILTRATION) or policy.enforces(Threat.CREDENTIAL_THEFT))
-            )
-        )
-
     def inspect_request(self, view: RequestView) -> RequestVerdict:
         self.system_prompts = [part.text for part in view.parts if part.source is Source.SYSTEM]
         verdict = RequestVerdict()
