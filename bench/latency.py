@@ -36,6 +36,7 @@ PROMPT = (TRANSCRIPT * 100)[:8192]
 SHORT_PROMPT = "What is the status of order 99-1234, and when will it ship?"
 REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
 STREAM_PAUSE = 0.2
+THINK_SECONDS = 0.05
 
 
 @contextmanager
@@ -150,6 +151,7 @@ def main() -> None:
     }
     json_results: dict[str, list[float]] = {}
     short_results: dict[str, list[float]] = {}
+    thinking_results: dict[str, list[float]] = {}
     first_event: dict[str, list[float]] = {}
     stream_total: dict[str, list[float]] = {}
     with process(bare, bare_port, workdir, env), process(guard, guard_port, workdir, env):
@@ -160,6 +162,9 @@ def main() -> None:
                 json_results[name] = [total for _, total in measure(client, url, args.requests, stream=False)]
                 short = measure(client, url, args.requests, stream=False, prompt=SHORT_PROMPT)
                 short_results[name] = [total for _, total in short]
+                upstream.reply = Reply(text=REPLY, piece_size=64, think_seconds=THINK_SECONDS)
+                thinking = measure(client, url, args.stream_requests, stream=False)
+                thinking_results[name] = [total for _, total in thinking]
                 upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
                 timings = measure(client, url, args.stream_requests, stream=True)
                 first_event[name] = [first for first, _ in timings]
@@ -167,6 +172,11 @@ def main() -> None:
     upstream.close()
     report(f"JSON chat completion, {len(PROMPT)} B prompt: total per request", json_results)
     report(f"JSON chat completion, {len(SHORT_PROMPT)} B prompt: total per request", short_results)
+    report(
+        f"JSON chat completion, {len(PROMPT)} B prompt, the model thinks {THINK_SECONDS * 1000:.0f} ms: "
+        "total per request",
+        thinking_results,
+    )
     pause_ms = STREAM_PAUSE * 1000
     report(
         f"SSE stream (upstream pauses {pause_ms:.0f} ms after the first event): time to first byte",

@@ -38,6 +38,8 @@ class Reply:
     tokens_out: int = 7
     piece_size: int = 4
     pause_after_first_event: float = 0.0
+    think_seconds: float = 0.0
+    """How long the model takes before it starts answering."""
     cut_after_events: int | None = None
     """Drop the connection in the middle of this event (a stream that breaks mid-event)."""
     gzip_stream: bool = False
@@ -432,6 +434,7 @@ class FakeUpstream:
                     return
                 as_json, as_events = route
                 reply = upstream.reply
+                time.sleep(reply.think_seconds)
                 try:
                     wants_stream = bool(json.loads(body or b"{}").get("stream"))
                 except ValueError:
