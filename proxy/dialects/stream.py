@@ -99,6 +99,38 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+class _Channels:
+    """One filter per channel (a text segment, a tool call's arguments), made on first use, and what each
+    channel released so far."""
+
+    def __init__(self, factory: TextFilterFactory | None) -> None:
+        self.factory = factory
+        self.filters: dict[str, TextFilter] = {}
+        self.released: dict[str, str] = {}
+
+    def feed(self, where: str, text: str) -> str:
+        if self.factory is None:
+            released = text
+        else:
+            channel = self.filters.get(where)
+            if channel is None:
+                channel = self.filters[where] = self.factory(where)
+            released = channel.feed(text)
+        self.released[where] = self.released.get(where, "") + released
+        return released
+
+    def close(self, where: str) -> str:
+        channel = self.filters.pop(where, None)
+        if channel is None:
+            return ""
+        released = channel.flush()
+        self.released[where] = self.released.get(where, "") + released
+        return released
+
+    def open(self) -> list[str]:
+        return list(self.filters)
+
+
 class StreamSession(ABC):
     """Feeds one SSE response through a dialect. Usable directly as mitmproxy's
     ``flow.response.stream`` callable: each chunk goes to ``feed``, the final ``b""`` to ``finish``."""
@@ -107,12 +139,12 @@ class StreamSession(ABC):
         self.filters = filters or StreamFilters()
         self.notes: list[str] = []
         self.dropped_tool_calls: list[tuple[str, str | None]] = []
-        self.released_text: dict[str, str] = {}
-        self.released_arguments: dict[str, str] = {}
+        self._text = _Channels(self.filters.text_filter)
+        self._arguments = _Channels(self.filters.argument_filter)
+        self.released_text = self._text.released
+        self.released_arguments = self._arguments.released
         self._parser = SSEParser()
         self._oversized_noted = 0
-        self._channels: dict[str, TextFilter] = {}
-        self._argument_channels: dict[str, TextFilter] = {}
         self._finished = False
 
     @property
@@ -191,52 +223,24 @@ class StreamSession(ABC):
         return []
 
     def _filter_text(self, where: str, text: str) -> str:
-        factory = self.filters.text_filter
-        if factory is None:
-            released = text
-        else:
-            channel = self._channels.get(where)
-            if channel is None:
-                channel = self._channels[where] = factory(where)
-            released = channel.feed(text)
-        self.released_text[where] = self.released_text.get(where, "") + released
-        return released
+        return self._text.feed(where, text)
 
     def _close_channel(self, where: str) -> str:
-        channel = self._channels.pop(where, None)
-        if channel is None:
-            return ""
-        released = channel.flush()
-        self.released_text[where] = self.released_text.get(where, "") + released
-        return released
+        return self._text.close(where)
 
     def _open_channels(self) -> list[str]:
-        return list(self._channels)
+        return self._text.open()
 
     def _filter_arguments(self, where: str, text: str) -> str:
         """Argument text of the released call at ``where`` that may be sent now."""
-        factory = self.filters.argument_filter
-        if factory is None:
-            released = text
-        else:
-            channel = self._argument_channels.get(where)
-            if channel is None:
-                channel = self._argument_channels[where] = factory(where)
-            released = channel.feed(text)
-        self.released_arguments[where] = self.released_arguments.get(where, "") + released
-        return released
+        return self._arguments.feed(where, text)
 
     def _close_arguments(self, where: str) -> str:
         """The call's arguments ended: what its filter still held."""
-        channel = self._argument_channels.pop(where, None)
-        if channel is None:
-            return ""
-        released = channel.flush()
-        self.released_arguments[where] = self.released_arguments.get(where, "") + released
-        return released
+        return self._arguments.close(where)
 
     def _open_argument_channels(self) -> list[str]:
-        return list(self._argument_channels)
+        return self._arguments.open()
 
     def _filter_argument_value(self, where: str, value: Any) -> Any:
         """A call's arguments given whole as a JSON value, filtered as their JSON text; if the filter
