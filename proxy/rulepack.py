@@ -5,6 +5,8 @@ A pack file looks like::
     pack: secrets
     threat: credential_theft        # default threat of its rules
     enabled: true                   # optional packs say false
+    whole_tokens: true              # a match reaches to the end of the token it starts (secrets)
+    decode: true                    # rules also run over encoded and disguised text (proxy/unmask.py)
     rules:
       - id: github-pat
         description: GitHub personal access token (classic)
@@ -17,7 +19,8 @@ A pack file looks like::
         # secret_group (group number or name holding the sensitive value; 0 = whole match),
         # shapes (like keywords, but looked for in the text with every digit written as 0, for
         # numbers: [000-00-0000]), max_length (longest possible match, for patterns with unbounded
-        # repeats such as "one or more spaces" that would otherwise run over the whole text),
+        # repeats such as "one or more spaces" that would otherwise run over the whole text; in a
+        # whole_tokens pack a token running past it is still covered to its end),
         # anchored (true when every match starts with one of the keywords or shapes: the regex is then
         # only tried at each hit, never across a window, so even a common word is a cheap keyword),
         # threat, enabled
@@ -33,6 +36,7 @@ hanging a request.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 import time
@@ -69,7 +73,7 @@ _OPTIONAL_RULE_KEYS = (
     "threat",
     "enabled",
 )
-_PACK_KEYS = ("pack", "threat", "enabled", "description", "version", "rules")
+_PACK_KEYS = ("pack", "threat", "enabled", "description", "version", "whole_tokens", "decode", "rules")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class Rule:
     shapes: tuple[str, ...] = ()
     max_length: int | None = None
     anchored: bool = False
+    whole_token: bool = False
+    decoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,10 +193,12 @@ class _PackReader:
             self.problem(lines.get("pack", 1), "pack: a non-empty name is required")
             name = self.path.stem
         threat = self._threat(data.get("threat"), lines.get("threat", 1))
-        enabled = data.get("enabled", True)
-        if not isinstance(enabled, bool):
-            self.problem(lines.get("enabled", 1), "enabled: must be true or false")
-            enabled = True
+        flags: dict[str, bool] = {}
+        for key, default in (("enabled", True), ("whole_tokens", False), ("decode", False)):
+            flags[key] = data.get(key, default)
+            if not isinstance(flags[key], bool):
+                self.problem(lines.get(key, 1), f"{key}: must be true or false")
+                flags[key] = default
         raw_rules = data.get("rules")
         if not isinstance(raw_rules, list) or not raw_rules:
             self.problem(lines.get("rules", 1), "rules: a non-empty list is required")
@@ -204,12 +212,13 @@ class _PackReader:
             rule = self._read_rule(raw, node, threat or Threat.CREDENTIAL_THEFT, name)
             if rule is None:
                 continue
+            rule = replace(rule, whole_token=flags["whole_tokens"], decoded=flags["decode"])
             line = node.start_mark.line + 1 if node is not None else 0
             if rule.id in seen:
                 self.problem(line, f"duplicate rule id {rule.id!r} (first at line {seen[rule.id]})")
             seen[rule.id] = line
             rules.append(rule)
-        return RulePack(name, threat or Threat.CREDENTIAL_THEFT, enabled, tuple(rules), self.path)
+        return RulePack(name, threat or Threat.CREDENTIAL_THEFT, flags["enabled"], tuple(rules), self.path)
 
     def _threat(self, value: Any, line: int) -> Threat | None:
         try:
@@ -463,6 +472,41 @@ def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
     )
 
 
+# What a token goes on with: a whole-token rule's match reaches over these characters, so a token longer
+# than the rule's pattern allows (an 800-character JWT, a 2 KB key) is covered to its last character.
+# Letters, digits, "_" and "-" always continue a token; "+", "/", "=", ".", "~" and "%" only when the
+# value matched so far holds them too (a JWT's dots), so "bot123:abc/sendMessage" keeps its path; and
+# a dot, tilde or percent sign only when more of the token follows (a full stop does not). All of
+# base64's "+/=" go on a value holding one of them, or of _LONG_VALUE characters or more (a long opaque
+# token its rule cut short).
+_CONTINUING_MARKS = "+/=.~%"
+_ENDS_NOTHING = "+/="  # these may end a token (base64 padding); the others need more after them
+_LONG_VALUE = 100
+# Longer than any credential: a match never grows over a whole attachment.
+_MAX_TOKEN_REST = 16_384
+
+
+@functools.cache
+def _token_rest(punctuation: str) -> regex.Pattern[str]:
+    trailing = "".join(char for char in punctuation if char in _ENDS_NOTHING)
+    inner = "".join(char for char in punctuation if char not in _ENDS_NOTHING)
+    alternatives = ["[A-Za-z0-9_" + regex.escape(trailing) + "-]"]
+    if inner:
+        alternatives.append("[" + regex.escape(inner) + "](?=[A-Za-z0-9])")
+    return regex.compile("(?:" + "|".join(alternatives) + ")*")
+
+
+def token_end(text: str, start: int, end: int) -> int:
+    """Where the token whose first part is ``text[start:end]`` stops."""
+    value = text[start:end]
+    base64 = len(value) >= _LONG_VALUE or any(char in value for char in _ENDS_NOTHING)
+    punctuation = "".join(
+        char for char in _CONTINUING_MARKS if char in value or (base64 and char in _ENDS_NOTHING)
+    )
+    rest = _token_rest(punctuation).match(text, end, min(len(text), end + _MAX_TOKEN_REST))
+    return rest.end() if rest is not None else end
+
+
 @dataclass
 class _Plan:
     """Where to run each triggered rule: regions to search, or positions to try (anchored rules)."""
@@ -586,6 +630,8 @@ class Scanner:
                         continue
                     if check is not None and not check(value):
                         continue
+                    if rule.whole_token:
+                        end = token_end(text, start, end)
                     found.append((start, end, index))
             except TimeoutError:
                 result.timed_out.append(rule.id)

@@ -19,6 +19,7 @@ from proxy.rulepack import (
     pack_path,
     packaged_packs,
     rules_dir,
+    token_end,
 )
 from proxy.validators import (
     dutch_bsn_valid,
@@ -239,10 +240,13 @@ def test_window_start_does_not_hide_a_lookbehind(tmp_path: Path) -> None:
     ids=lambda rule: rule.id,
 )
 def test_scanner_finds_every_match_a_whole_text_search_finds(rule: Rule) -> None:
-    """On each match example, windows or anchored attempts find every match of the rule's regex."""
+    """On each match example, windows or anchored attempts find every match of the rule's regex (a
+    whole-token rule's match reaching on to the end of its token)."""
     scanner = Scanner([RulePack(rule.pack, rule.threat, True, (replace(rule, enabled=True),))], timeout_s=1.0)
     for example in rule.match_examples:
         expected = {hit.span(rule.secret_group) for hit in rule.pattern.finditer(example)}
+        if rule.whole_token:
+            expected = {(start, token_end(example, start, end)) for start, end in expected}
         found = {(match.start, match.end) for match in scanner.scan(example, merge=False).matches}
         assert {span for span in expected if span[0] < span[1]} <= found, example
 
@@ -436,3 +440,24 @@ def test_placeholders_are_recognised(value: str) -> None:
 def test_real_looking_values_are_not_placeholders(value: str) -> None:
     """Random-looking values are not mistaken for placeholders."""
     assert not is_placeholder(value)
+
+
+def test_whole_token_pack_covers_the_rest_of_a_token(tmp_path: Path) -> None:
+    """In a whole_tokens pack a match reaches over the rest of its token; a full stop after it stays."""
+    rule = _rule_yaml("r", "tok_[a-z+/]{4}", keywords="[tok_]")
+    header = "pack: test\nthreat: credential_theft\nwhole_tokens: true\n"
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rule, header))])
+    text = "a tok_abcdXYZ123-4_5 b tok_wxyz. c tok_mnop/path d tok_q+r/more+x==, e"
+    spans = [text[match.start : match.end] for match in scanner.scan(text).matches]
+    assert spans == ["tok_abcdXYZ123-4_5", "tok_wxyz", "tok_mnop", "tok_q+r/more+x=="]
+    plain = _scanner(tmp_path, rule)
+    first = plain.scan(text).matches[0]
+    assert text[first.start : first.end] == "tok_abcd"
+
+
+@pytest.mark.parametrize("key", ["whole_tokens", "decode", "enabled"])
+def test_pack_flags_must_be_booleans(tmp_path: Path, key: str) -> None:
+    """A pack flag that is not true or false is an error naming its line."""
+    header = f"pack: test\nthreat: credential_theft\n{key}: sometimes\n"
+    with pytest.raises(PackError, match=f":3: {key}: must be true or false"):
+        load_pack(_write_pack(tmp_path, _rule_yaml("r", "x"), header))
