@@ -112,6 +112,14 @@ class Audit:
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._write(flow)
 
+    def hangup(self) -> None:
+        """SIGHUP: sign what is written so far and carry on."""
+        if self.sink is not None:
+            try:
+                self.sink.checkpoint()
+            except Exception as exc:
+                log.error("audit.checkpoint_failed", error=_failure(exc))
+
     def done(self) -> None:
         self._close_router()
         if self.sink is not None:
@@ -142,14 +150,19 @@ class Audit:
         )
 
     def _open_sink(self, settings: AuditSettings) -> AuditLog:
+        if settings.spool.resolve() == settings.path.resolve():
+            raise exceptions.OptionsError("audit.spool must be a directory other than audit.path")
         try:
             return AuditLog(
                 settings.path,
                 fsync=settings.fsync,
                 checkpoint_every=settings.checkpoint_every,
+                checkpoint_seconds=settings.checkpoint_after,
+                heartbeat_seconds=settings.heartbeat,
                 retention_days=settings.retention_days,
                 on_error=settings.on_error,
                 on_unavailable=self._audit_unavailable,
+                spool=settings.spool,
             )
         except AuditUnavailable as exc:
             raise exceptions.OptionsError(str(exc)) from None

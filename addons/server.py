@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from mitmproxy import exceptions, options
+from mitmproxy import exceptions, hooks, options
 from mitmproxy.tools.dump import DumpMaster
 
 from addons import default_addons
@@ -15,6 +16,12 @@ from addons import default_addons
 
 class StartupError(Exception):
     """The proxy could not start: a bad option or a port already in use."""
+
+
+@dataclass
+class HangupHook(hooks.Hook):
+    """SIGHUP arrived: every addon with a ``hangup()`` method acts on it (the audit log signs a
+    checkpoint) and the proxy keeps serving."""
 
 
 def serve(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
@@ -35,4 +42,5 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, master.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, master.addons.trigger, HangupHook())
     await master.run()

@@ -108,6 +108,9 @@ SCHEMA = Record(
                 "path": STRING,
                 "fsync": OneOf("always", "batch"),
                 "checkpoint_every": INTEGER,
+                "checkpoint_after": DURATION,
+                "heartbeat": DURATION,
+                "spool": STRING,
                 "retention_days": INTEGER,
                 "on_error": OneOf("open", "closed"),
             }
@@ -151,8 +154,14 @@ class Role:
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
     path: Path
+    spool: Path
+    """Where events wait while ``path`` refuses writes: a directory away from the log's."""
     fsync: Literal["always", "batch"] = "batch"
     checkpoint_every: int = 1000
+    checkpoint_after: float = 5.0
+    """Seconds within which any record written is covered by a signed checkpoint."""
+    heartbeat: float = 3600.0
+    """Seconds after which an idle log signs a checkpoint anyway, so a cut tail shows by its time."""
     retention_days: int = 90
     on_error: Literal["open", "closed"] = "open"
 
@@ -252,6 +261,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     data_dir = Path(raw.get("data_dir") or "./egressguard-data")
     audit = _without_line(raw.get("audit") or {})
     audit_path = Path(audit.pop("path")) if audit.get("path") else data_dir / "audit"
+    spool_path = Path(audit.pop("spool")) if audit.get("spool") else data_dir / "audit-spool"
     redaction = raw.get("redaction") or {}
     compliance = raw.get("compliance") or {}
     freeze = raw.get("freeze") or {}
@@ -277,7 +287,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         agents=agents,
         roles=roles,
         context_headers=headers,
-        audit=AuditSettings(path=audit_path, **audit),
+        audit=AuditSettings(path=audit_path, spool=spool_path, **audit),
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
         detection=detection,
         alerts=alerts,

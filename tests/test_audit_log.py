@@ -6,6 +6,7 @@ import errno
 import json
 import shutil
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ def turn(number: int) -> dict[str, Any]:
 
 def records(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for path in collect_files([directory]) for line in path.read_text().splitlines()]
+
+
+def names(directory: Path) -> list[str]:
+    """Each record's event id, or its type for the log's own records."""
+    return [record.get("event_id", record["type"]) for record in records(directory)]
 
 
 def intact(directory: Path) -> bool:
@@ -207,3 +213,109 @@ def test_buffer_overflow_is_recorded_as_a_gap(
     assert written[0]["dropped"] == 3
     assert audit.dropped_total == 3
     assert intact(tmp_path)
+
+
+def test_checkpoint_count_carries_across_restarts(tmp_path: Path, clock: Clock) -> None:
+    """Records a previous run left unsigned count towards the next checkpoint."""
+    first = AuditLog(tmp_path, clock=clock, checkpoint_every=3)
+    first.append(turn(1))
+    first.append(turn(2))
+    AuditLog(tmp_path, clock=clock, checkpoint_every=3).append(turn(3))
+    checkpoint = records(tmp_path)[-1]
+    assert checkpoint["type"] == "audit.checkpoint" and checkpoint["records"] == 3
+
+
+def test_checkpoint_signed_once_the_oldest_unsigned_record_is_old_enough(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """With checkpoint_seconds, no record stays unsigned longer than that (plus a timer tick)."""
+    audit = AuditLog(tmp_path, clock=clock, checkpoint_seconds=5)
+    audit.append(turn(1))
+    clock.advance(seconds=4)
+    audit.append(turn(2))
+    audit.tick()
+    assert [record["type"] for record in records(tmp_path)] == ["agent.turn", "agent.turn"]
+    clock.advance(seconds=1)
+    audit.tick()
+    checkpoint = records(tmp_path)[-1]
+    assert checkpoint["type"] == "audit.checkpoint" and checkpoint["records"] == 2
+    audit.tick()
+    assert len(records(tmp_path)) == 3
+    audit.close()
+
+
+def test_idle_log_signs_a_heartbeat_checkpoint(tmp_path: Path, clock: Clock) -> None:
+    """An idle log still signs now and then, so a tail cut from a quiet log shows by its time."""
+    audit = AuditLog(tmp_path, clock=clock, heartbeat_seconds=3600)
+    clock.advance(seconds=3599)
+    audit.tick()
+    assert records(tmp_path) == []
+    clock.advance(seconds=1)
+    audit.tick()
+    assert [(record["type"], record["records"]) for record in records(tmp_path)] == [("audit.checkpoint", 0)]
+    audit.close()
+
+
+def test_unsigned_tail_of_a_crashed_run_is_signed_on_the_first_tick(tmp_path: Path, clock: Clock) -> None:
+    """A run killed before its checkpoint leaves records the next run signs as soon as it can."""
+    AuditLog(tmp_path, clock=clock).append(turn(1))  # never closed: as if killed
+    reopened = AuditLog(tmp_path, clock=clock, checkpoint_seconds=5)
+    clock.advance(seconds=5)
+    reopened.tick()
+    assert [record["type"] for record in records(tmp_path)] == ["agent.turn", "audit.checkpoint"]
+    assert records(tmp_path)[-1]["records"] == 1
+    reopened.close()
+
+
+def test_timer_thread_signs_without_further_writes(tmp_path: Path) -> None:
+    """The checkpoint thread runs on the wall clock: a record is signed within seconds, unprompted."""
+    audit = AuditLog(tmp_path, checkpoint_seconds=0.2)
+    audit.append(turn(1))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(records(tmp_path)) < 2:
+        time.sleep(0.05)
+    assert [record["type"] for record in records(tmp_path)] == ["agent.turn", "audit.checkpoint"]
+    audit.close()
+
+
+def test_events_spooled_during_an_outage_reach_the_log_after_a_crash(tmp_path: Path, clock: Clock) -> None:
+    """Acknowledged while the log's directory was gone, then the process died: the next start writes
+    them from the spool after a gap record saying so, and the chain verifies."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    audit = AuditLog(directory, clock=clock, spool=spool)
+    audit.append(turn(1))
+    break_directory(directory)
+    audit.append(turn(2))
+    audit.append(turn(3))
+    restore_directory(directory)
+    del audit  # killed: never closed, never drained
+    AuditLog(directory, clock=clock, spool=spool).close()
+    written = records(directory)
+    assert names(directory) == ["e1", "audit.gap", "e2", "e3", "audit.checkpoint"]
+    assert written[1]["spooled"] == 2 and written[1]["dropped"] == 0
+    assert intact(directory)
+    assert (spool / "spool.jsonl").read_bytes() == b""
+
+
+def test_spool_is_emptied_when_the_disk_comes_back(tmp_path: Path, clock: Clock) -> None:
+    """Events drained from memory once the disk returns are not written again at the next start."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    audit = AuditLog(directory, clock=clock, spool=spool)
+    break_directory(directory)
+    audit.append(turn(1))
+    restore_directory(directory)
+    audit.append(turn(2))
+    AuditLog(directory, clock=clock, spool=spool).close()
+    assert names(directory) == ["e1", "e2", "audit.checkpoint"]
+
+
+def test_spooled_events_already_in_the_log_are_not_written_twice(tmp_path: Path, clock: Clock) -> None:
+    """A crash between draining the buffer and emptying the spool leaves events in both: one copy is kept."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    audit = AuditLog(directory, clock=clock, spool=spool)
+    audit.append(turn(1))
+    leftover = json.dumps({**turn(1), "ts": records(directory)[0]["ts"]})
+    (spool / "spool.jsonl").write_text(leftover + "\n" + json.dumps({**turn(2), "ts": "x"}) + "\n")
+    AuditLog(directory, clock=clock, spool=spool).close()
+    assert names(directory) == ["e1", "audit.gap", "e2", "audit.checkpoint"]
+    assert records(directory)[1]["spooled"] == 1

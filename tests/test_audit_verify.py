@@ -17,6 +17,7 @@ from proxy.audit.verify import (
     add_pubkey_arguments,
     add_verify_arguments,
     collect_files,
+    parse_moment,
     run_pubkey,
     run_verify,
     verify_files,
@@ -35,6 +36,7 @@ def audit_dir(tmp_path: Path) -> Path:
     for day in range(3):
         for number in range(4):
             audit.append({"type": "agent.turn", "event_id": f"d{day}-{number}", "agent_id": "bot"})
+            moment[0] += timedelta(minutes=1)
         moment[0] += timedelta(days=1)
     audit.close()
     return tmp_path / "audit"
@@ -48,10 +50,10 @@ def rewrite(path: Path, new_lines: list[str]) -> None:
     path.write_text("".join(new_lines))
 
 
-def verify(directory: Path) -> int:
+def verify(directory: Path, *options: str) -> int:
     parser = argparse.ArgumentParser()
     add_verify_arguments(parser)
-    return run_verify(parser.parse_args([str(directory)]))
+    return run_verify(parser.parse_args([*options, str(directory)]))
 
 
 def first_break(directory: Path) -> tuple[str, int, str]:
@@ -170,3 +172,93 @@ def test_pubkey_command_exports_the_public_key(audit_dir: Path, tmp_path: Path) 
     out = tmp_path / "exported.pub"
     assert run_pubkey(parser.parse_args(["--audit", str(audit_dir), "--out", str(out)])) == 0
     assert out.read_bytes() == (audit_dir / "audit-signing.pub").read_bytes()
+
+
+FINAL_CHECKPOINT = "2026-03-03T09:11:00Z"
+"""When the fixture's log was closed (its last checkpoint)."""
+
+
+def cut_tail(directory: Path, keep: int) -> None:
+    """What an attacker with write access does: drop the last records of the newest file."""
+    rewrite(directory / DAY_THREE, lines(directory / DAY_THREE)[:keep])
+
+
+def test_signed_through_is_reported(audit_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary says up to when the log is signed."""
+    assert verify(audit_dir, "--require-signed-through", FINAL_CHECKPOINT) == 0
+    output = capsys.readouterr().out
+    assert "signed through 2026-03-03T09:11:00.000Z" in output
+    assert "nothing written before it was cut" in output
+
+
+@pytest.mark.parametrize(
+    "keep", [5, 4, 2, 0], ids=["last-checkpoint", "checkpoint-and-records", "more", "day"]
+)
+def test_cut_tail_fails_when_signed_through_is_required(
+    audit_dir: Path, keep: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cut tail still chains, so plain verify passes; requiring the time the log was last known
+    signed exposes it."""
+    cut_tail(audit_dir, keep)
+    assert verify(audit_dir, "--pubkey", str(audit_dir / "audit-signing.pub")) == 0
+    assert verify(audit_dir, "--require-signed-through", FINAL_CHECKPOINT) == 1
+    assert "NOT SIGNED THROUGH 2026-03-03T09:11:00.000Z" in capsys.readouterr().out
+
+
+def test_dropped_newest_file_fails_when_signed_through_is_required(audit_dir: Path) -> None:
+    """Deleting the whole last day is a cut tail too."""
+    (audit_dir / DAY_THREE).unlink()
+    assert verify(audit_dir, "--require-signed-through", FINAL_CHECKPOINT) == 1
+
+
+def test_unsigned_tail_is_reported(audit_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Records after the last checkpoint are counted and dated: nothing proves what followed them."""
+    cut_tail(audit_dir, 4)
+    assert verify(audit_dir) == 0
+    output = capsys.readouterr().out
+    assert "unsigned tail: 2 records since 2026-03-03T09:09:00.000Z" in output
+
+
+def test_old_checkpoint_replayed_at_the_end_is_named(audit_dir: Path) -> None:
+    """A genuine signed checkpoint copied to the end does not chain there."""
+    old_checkpoint = lines(audit_dir / DAY_ONE)[3]
+    assert json.loads(old_checkpoint)["type"] == "audit.checkpoint"
+    cut_tail(audit_dir, 3)
+    rewrite(audit_dir / DAY_THREE, [*lines(audit_dir / DAY_THREE), old_checkpoint])
+    assert first_break(audit_dir)[:2] == (DAY_THREE, 4)
+
+
+def test_files_renamed_out_of_order_are_named(audit_dir: Path) -> None:
+    """Swapping two days' files breaks the chain where the first one starts."""
+    (audit_dir / DAY_ONE).rename(audit_dir / "swap")
+    (audit_dir / DAY_TWO).rename(audit_dir / DAY_ONE)
+    (audit_dir / "swap").rename(audit_dir / DAY_TWO)
+    assert first_break(audit_dir)[0] == DAY_ONE
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-04T09:00:00Z", datetime(2026, 3, 4, 9, tzinfo=UTC)),
+        ("2026-03-04T09:00:00", datetime(2026, 3, 4, 9, tzinfo=UTC)),
+        ("2026-03-04T10:00:00+01:00", datetime(2026, 3, 4, 9, tzinfo=UTC)),
+        ("10m", datetime(2026, 3, 4, 8, 50, tzinfo=UTC)),
+        ("1d", datetime(2026, 3, 3, 9, tzinfo=UTC)),
+    ],
+)
+def test_required_time_is_iso_or_an_age(text: str, expected: datetime) -> None:
+    """--require-signed-through takes an ISO time (UTC when unzoned) or an age."""
+    assert parse_moment(text, datetime(2026, 3, 4, 9, tzinfo=UTC)) == expected
+
+
+def test_required_time_needs_a_key_and_a_valid_time(
+    audit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a public key a signature proves nothing, and a bad time is a usage error."""
+    assert verify(audit_dir, "--require-signed-through", "yesterday") == 2
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in audit_dir.glob("*.jsonl"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    assert verify(copy, "--require-signed-through", "1h") == 2
+    assert "needs the public key" in capsys.readouterr().err

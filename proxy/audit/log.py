@@ -7,13 +7,15 @@ Editing, deleting or reordering any record breaks the chain from that record on.
 
 The log writes records of its own into the same chain:
 
-- ``audit.checkpoint`` every ``checkpoint_every`` records and on close: an Ed25519 signature over the
+- ``audit.checkpoint`` every ``checkpoint_every`` records, within ``checkpoint_seconds`` of any record
+  written, every ``heartbeat_seconds`` while idle, and on close: an Ed25519 signature over the
   checkpoint (whose ``prev_hash`` covers everything before it), so a rewritten chain can be told apart
-  from the original by whoever holds the public key;
+  from the original by whoever holds the public key, and a cut tail by the time it was last signed;
 - ``audit.retention`` naming the files removed for age and their last hash, so verification can start
   from the oldest file that is left;
 - ``audit.recovery`` when a partial last line left by a crash was moved aside at start;
-- ``audit.gap`` when events were dropped because the disk stayed unwritable longer than the buffer lasts.
+- ``audit.gap`` when events were dropped because the disk stayed unwritable longer than the buffer lasts,
+  or when a run that ended during an outage left events in the spool (see ``proxy.audit.spool``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -34,6 +36,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
+from proxy.audit.spool import Spool
 
 GENESIS = "0" * 64
 DAILY_FILE = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})\.jsonl$")
@@ -100,6 +103,11 @@ class AuditLog:
     records, at each checkpoint and on close. ``on_error``: ``"open"`` keeps up to ``max_buffered``
     events in memory while the disk refuses writes, retries them on the next append and calls
     ``on_unavailable(reason)`` once per outage; ``"closed"`` makes ``append`` raise ``AuditUnavailable``.
+    With ``spool`` (a directory away from the log's), events held in memory during an outage are also
+    held there, so a crash or stop before the disk returns loses none unrecorded.
+
+    ``checkpoint_seconds`` and ``heartbeat_seconds`` (None: off) start a thread that signs a checkpoint
+    once the oldest unsigned record is that old, and once no checkpoint has been signed for that long.
     The constructor raises ``AuditUnavailable`` if the directory or the signing key cannot be prepared.
     """
 
@@ -116,6 +124,9 @@ class AuditLog:
         key_path: Path | None = None,
         on_unavailable: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        spool: Path | None = None,
+        checkpoint_seconds: float | None = None,
+        heartbeat_seconds: float | None = None,
     ) -> None:
         if fsync is True:
             fsync = "always"
@@ -127,6 +138,8 @@ class AuditLog:
             raise ValueError(f"on_error must be 'open' or 'closed', not {on_error!r}")
         if checkpoint_every < 1 or fsync_batch < 1 or max_buffered < 1:
             raise ValueError("checkpoint_every, fsync_batch and max_buffered must be at least 1")
+        if any(seconds is not None and seconds <= 0 for seconds in (checkpoint_seconds, heartbeat_seconds)):
+            raise ValueError("checkpoint_seconds and heartbeat_seconds must be positive")
         self.directory = directory
         self.fsync: FsyncPolicy = fsync
         self.fsync_batch = fsync_batch
@@ -136,6 +149,8 @@ class AuditLog:
         self.max_buffered = max_buffered
         self.on_unavailable = on_unavailable
         self.clock = clock
+        self.checkpoint_seconds = checkpoint_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.recovered: list[Recovery] = []
         self.dropped_total = 0
         self._lock = threading.Lock()
@@ -152,11 +167,17 @@ class AuditLog:
             self._key: Ed25519PrivateKey = load_or_create_signing_key(signing_key_path)
             self._key_id = key_id(self._key.public_key())
             self._recover_partial_line()
-            self._tail_hash = self._find_tail_hash()
+            self._tail_hash, self._since_checkpoint, last_checkpoint = self._find_tail()
+            self._spool = Spool(spool) if spool is not None else None
         except (OSError, ValueError) as exc:
             raise AuditUnavailable(f"audit log at {directory} cannot be opened: {exc}") from exc
         self._provisional_hash = self._tail_hash
+        started = self.clock()
+        self._last_checkpoint_at = last_checkpoint or started
+        # Records a previous run left unsigned are signed as soon as the timer first looks.
+        self._unsigned_since: datetime | None = started if self._since_checkpoint else None
         with self._lock:
+            self._take_spool()
             for recovery in self.recovered:
                 self._pending.append(
                     {
@@ -167,7 +188,16 @@ class AuditLog:
                         "bytes": recovery.size,
                     }
                 )
-            self._drain_or_hold()
+            if not self._drain_or_hold():
+                self._hold_in_spool(self._pending)
+        self._stop_timer = threading.Event()
+        self._timer: threading.Thread | None = None
+        tick = min(seconds for seconds in (checkpoint_seconds, heartbeat_seconds, 2.0) if seconds is not None)
+        if checkpoint_seconds is not None or heartbeat_seconds is not None:
+            self._timer = threading.Thread(
+                target=self._run_timer, args=(tick / 2,), name="audit-checkpoints", daemon=True
+            )
+            self._timer.start()
 
     @property
     def available(self) -> bool:
@@ -185,8 +215,9 @@ class AuditLog:
         hashes are what they will be once written, unless events had to be dropped meanwhile.
         """
         body = dict(event)
-        body.setdefault("ts", format_ts(self.clock()))
         with self._lock:
+            # Stamped under the lock, so a record's ts is never older than a checkpoint before it.
+            body.setdefault("ts", format_ts(self.clock()))
             self._pending.append(body)
             record = self._chain(body, self._provisional_hash)
             self._provisional_hash = record["hash"]
@@ -196,6 +227,7 @@ class AuditLog:
                 self._pending.pop()
                 self._provisional_hash = self._tail_hash
                 raise AuditUnavailable(f"audit log unavailable: {self._unavailable}")
+            self._hold_in_spool([body])
             while len(self._pending) > self.max_buffered:
                 self._pending.popleft()
                 self._dropped += 1
@@ -211,11 +243,29 @@ class AuditLog:
                 except OSError as exc:
                     self._mark_unavailable(exc)
 
+    def tick(self) -> None:
+        """Sign a checkpoint if one is due by time (called by the timer thread)."""
+        with self._lock:
+            if self._checkpoint_due() and self._drain_or_hold():
+                try:
+                    self._commit_checkpoint()
+                except OSError as exc:
+                    self._mark_unavailable(exc)
+
     def close(self) -> None:
-        """Flush what is buffered, sign a final checkpoint and sync the files."""
+        """Flush what is buffered, sign a final checkpoint and sync the files. Events the disk still
+        refuses stay in the spool for the next start."""
+        if self._timer is not None:
+            self._stop_timer.set()
+            self._timer.join()
+            self._timer = None
         with self._lock:
             if not self._drain_or_hold():
-                log.error("audit.close_with_buffered_events", buffered=len(self._pending))
+                log.error(
+                    "audit.close_with_buffered_events",
+                    buffered=len(self._pending),
+                    spooled=self._spool is not None,
+                )
                 return
             try:
                 if self._since_checkpoint:
@@ -242,10 +292,72 @@ class AuditLog:
             self._mark_unavailable(exc)
             return False
         self._provisional_hash = self._tail_hash
+        if self._spool is not None and self._spool.holding:
+            try:
+                self._spool.release()
+            except OSError as exc:
+                # Written twice at worst: the next start skips spooled events already in the log.
+                log.error("audit.spool_not_released", error=str(exc))
         if self._unavailable is not None:
             log.warning("audit.writable_again", after=self._unavailable)
             self._unavailable = None
         return True
+
+    def _hold_in_spool(self, events: Iterable[dict[str, Any]]) -> None:
+        if self._spool is not None:
+            for event in events:
+                self._spool.hold(event)
+
+    def _take_spool(self) -> None:
+        """Queue what an earlier run left in the spool, after a gap record that says so."""
+        if self._spool is None:
+            return
+        spooled, counted = self._spool.take()
+        if not spooled and not counted:
+            return
+        already = self._keys_in_newest_file()
+        missing = [event for event in spooled if _event_key(event) not in already]
+        self._pending.append(
+            {
+                "type": GAP,
+                "ts": format_ts(self.clock()),
+                "dropped": counted,
+                "spooled": len(missing),
+                "reason": "a previous run ended while the log could not be written; spooled events follow",
+            }
+        )
+        self._pending.extend(missing)
+        log.warning("audit.spool_taken", spooled=len(missing), lost=counted)
+
+    def _keys_in_newest_file(self) -> set[str]:
+        files = daily_files(self.directory)
+        if not files:
+            return set()
+        keys = set()
+        with files[-1].open("rb") as source:
+            for raw in source:
+                try:
+                    keys.add(_event_key(json.loads(raw)))
+                except (ValueError, TypeError):
+                    continue
+        return keys
+
+    def _checkpoint_due(self) -> bool:
+        now = self.clock()
+        unsigned_for = (now - self._unsigned_since).total_seconds() if self._unsigned_since else None
+        idle_for = (now - self._last_checkpoint_at).total_seconds()
+        return (
+            self.checkpoint_seconds is not None
+            and unsigned_for is not None
+            and unsigned_for >= self.checkpoint_seconds
+        ) or (self.heartbeat_seconds is not None and idle_for >= self.heartbeat_seconds)
+
+    def _run_timer(self, interval: float) -> None:
+        while not self._stop_timer.wait(interval):
+            try:
+                self.tick()
+            except Exception as exc:  # the timer must outlive any one failure; the next tick retries
+                log.error("audit.checkpoint_timer_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _chain(self, body: dict[str, Any], prev_hash: str) -> dict[str, Any]:
         record = {**body, "prev_hash": prev_hash}
@@ -258,6 +370,8 @@ class AuditLog:
         self._tail_hash = record["hash"]
         if record.get("type") != CHECKPOINT:
             self._since_checkpoint += 1
+            if self._unsigned_since is None:
+                self._unsigned_since = self.clock()
         return record
 
     def _commit_checkpoint(self) -> None:
@@ -272,6 +386,8 @@ class AuditLog:
         body["signature"] = sign(self._key, checkpoint_message(body))
         self._commit(body)
         self._since_checkpoint = 0
+        self._unsigned_since = None
+        self._last_checkpoint_at = self.clock()
         self._sync()
 
     def _write_line(self, path: Path, line: str) -> None:
@@ -376,27 +492,50 @@ class AuditLog:
         self.recovered.append(Recovery(source=newest, moved_to=moved_to, size=len(partial)))
         log.warning("audit.partial_line_moved", file=newest.name, moved_to=moved_to.name, bytes=len(partial))
 
-    def _find_tail_hash(self) -> str:
+    def _find_tail(self) -> tuple[str, int, datetime | None]:
+        """The last hash on disk, how many records follow the last checkpoint (so ``checkpoint_every``
+        counts across restarts) and when that checkpoint was signed."""
+        tail_hash: str | None = None
+        unsigned = 0
         for path in reversed(daily_files(self.directory)):
-            last = _last_record_hash(path)
-            if last is not None:
-                return last
-        return GENESIS
+            for record in _records_from_end(path):
+                if tail_hash is None:
+                    tail_hash = str(record["hash"])
+                if record.get("type") == CHECKPOINT:
+                    return tail_hash, unsigned, _parse_ts(record.get("ts"))
+                unsigned += 1
+        return tail_hash or GENESIS, unsigned, None
+
+
+def _event_key(record: dict[str, Any]) -> str:
+    """What identifies an event whether it sits in the spool or in the chain."""
+    if isinstance(record.get("event_id"), str):
+        return f"{record.get('type')}:{record['event_id']}"
+    return canonical_json({key: value for key, value in record.items() if key not in ("hash", "prev_hash")})
+
+
+def _parse_ts(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 def _last_record_hash(path: Path) -> str | None:
-    """The ``hash`` of the file's last complete line, read from the end."""
+    return next((str(record["hash"]) for record in _records_from_end(path)), None)
+
+
+def _records_from_end(path: Path) -> Iterator[dict[str, Any]]:
+    """The file's complete records, last first, read in blocks from the end."""
     with path.open("rb") as source:
-        source.seek(0, os.SEEK_END)
-        position = source.tell()
-        tail = b""
+        position = source.seek(0, os.SEEK_END)
+        carry = b""
         while position > 0:
             step = min(1 << 16, position)
             position -= step
             source.seek(position)
-            tail = source.read(step) + tail
-            lines = [line for line in tail.split(b"\n") if line.strip()]
-            complete = lines if position == 0 else lines[1:]
-            if complete:
-                return str(json.loads(complete[-1])["hash"])
-    return None
+            lines = (source.read(step) + carry).split(b"\n")
+            carry = lines.pop(0) if position > 0 else b""
+            for line in reversed(lines):
+                if line.strip():
+                    yield json.loads(line)

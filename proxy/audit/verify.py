@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,17 @@ from proxy.audit.keys import (
     public_key_pem,
     signature_valid,
 )
-from proxy.audit.log import CHECKPOINT, GENESIS, RETENTION, checkpoint_message, daily_files, record_hash
+from proxy.audit.log import (
+    CHECKPOINT,
+    GAP,
+    GENESIS,
+    RETENTION,
+    checkpoint_message,
+    daily_files,
+    format_ts,
+    record_hash,
+)
+from proxy.units import parse_duration
 
 DEFAULT_AUDIT_DIRECTORY = Path("egressguard-data/audit")  # the policy's default data_dir / "audit"
 MISSING_START = (
@@ -46,6 +57,15 @@ class VerifyReport:
     checkpoints: int = 0
     signatures_checked: bool = False
     unsigned_tail: int = 0
+    """Records after the last checkpoint: nothing proves they were not cut."""
+    unsigned_since: str | None = None
+    """The ``ts`` of the first of them."""
+    signed_through: str | None = None
+    """The ``ts`` of the last checkpoint: everything written before it is proved whole, when signatures
+    were checked."""
+    gaps: int = 0
+    """``audit.gap`` records: outages in which events were lost (``dropped``) or written late."""
+    dropped: int = 0
     anchored_by_retention: bool = False
     first_break: ChainBreak | None = None
 
@@ -94,8 +114,15 @@ def verify_files(files: Sequence[Path], public_key: Ed25519PublicKey | None) -> 
                 if record.get("type") == CHECKPOINT:
                     report.checkpoints += 1
                     report.unsigned_tail = 0
+                    report.unsigned_since = None
+                    report.signed_through = str(record.get("ts"))
                 else:
+                    if not report.unsigned_tail:
+                        report.unsigned_since = str(record.get("ts"))
                     report.unsigned_tail += 1
+                if record.get("type") == GAP:
+                    report.gaps += 1
+                    report.dropped += int(record.get("dropped") or 0)
                 report.records += 1
                 previous_hash = record["hash"]
                 previous_file = path
@@ -174,9 +201,44 @@ def summary(report: VerifyReport) -> str:
         else f"{report.checkpoints} checkpoints found, signatures NOT checked (no public key)"
     )
     text = f"intact: {report.records} records in {len(report.files)} files, {signed}; chain starts {start}"
+    if report.signed_through is not None:
+        text += f"\nsigned through {report.signed_through}"
     if report.unsigned_tail:
-        text += f"; {report.unsigned_tail} records after the last checkpoint are not signed yet"
+        text += (
+            f"\nunsigned tail: {report.unsigned_tail} records since {report.unsigned_since} follow the last "
+            "checkpoint; nothing proves records after them were not cut"
+        )
+    if report.gaps:
+        text += f"\ngaps: {report.gaps} audit.gap records, {report.dropped} events lost in outages"
     return text
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """An ISO 8601 time (``2026-03-01T12:00:00Z``; no zone means UTC) or a time ago (``10m``, ``24h``)."""
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use an ISO time like 2026-03-01T12:00:00Z, or an age like 10m or 24h)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def signed_through_problem(report: VerifyReport, required: datetime) -> str | None:
+    """Why the log is not proved whole up to ``required``, or None when it is."""
+    if report.signed_through is None:
+        return f"no signed checkpoint at all, so nothing proves the log whole through {format_ts(required)}"
+    signed = datetime.fromisoformat(report.signed_through)
+    if signed < required:
+        return (
+            f"the last signed checkpoint is at {report.signed_through}, before {format_ts(required)}: "
+            f"records after it ({report.unsigned_tail} left) may have been cut"
+        )
+    return None
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +246,14 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pubkey",
         type=Path,
-        help=f"public key that signs checkpoints (default: {PUBLIC_KEY_NAME} in a directory given)",
+        help=f"public key that signs checkpoints (default: {PUBLIC_KEY_NAME} in a directory given; a key "
+        "kept elsewhere is what proves the log, since whoever can rewrite the log can replace that file)",
+    )
+    parser.add_argument(
+        "--require-signed-through",
+        metavar="TIME",
+        help="fail unless a checkpoint signed at or after TIME (ISO time, or an age such as 10m or 24h) "
+        "covers the chain: proves that no record written before TIME was cut from the end",
     )
 
 
@@ -195,6 +264,13 @@ def run_verify(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file or directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+    required: datetime | None = None
+    if args.require_signed_through is not None:
+        try:
+            required = parse_moment(args.require_signed_through, datetime.now(UTC))
+        except ValueError as exc:
+            print(f"error: --require-signed-through: {exc}", file=sys.stderr)
+            return 2
     key_file: Path | None = args.pubkey
     if key_file is None:
         key_file = next(
@@ -207,8 +283,14 @@ def run_verify(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: cannot read public key {key_file}: {exc}", file=sys.stderr)
             return 2
+    if required is not None and public_key is None:
+        print("error: --require-signed-through needs the public key (--pubkey)", file=sys.stderr)
+        return 2
     files = collect_files(paths)
     if not files:
+        if required is not None:
+            print(f"NOT SIGNED THROUGH {format_ts(required)}: no audit files found")
+            return 1
         print("error: no audit files found", file=sys.stderr)
         return 2
     report = verify_files(files, public_key)
@@ -217,6 +299,17 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"{report.records} records before the break verified")
         return 1
     print(summary(report))
+    if args.pubkey is None and public_key is not None:
+        print(
+            f"note: signatures checked with {key_file}, which sits with the log; "
+            "pass --pubkey with a copy kept elsewhere"
+        )
+    if required is not None:
+        problem = signed_through_problem(report, required)
+        if problem is not None:
+            print(f"NOT SIGNED THROUGH {format_ts(required)}: {problem}")
+            return 1
+        print(f"signed through {format_ts(required)}: nothing written before it was cut")
     return 0
 
 

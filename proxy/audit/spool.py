@@ -1,0 +1,115 @@
+"""Where acknowledged audit events wait while the log's disk refuses them, so that neither a crash nor a
+stop can make one vanish unrecorded.
+
+Each held event is appended to ``spool.jsonl`` and synced. An event that cannot be spooled either is
+counted in ``unrecorded.count``: a file allocated when the spool opens and rewritten in place, so a full
+disk still takes the new count. Both files are opened once, at start, while the disk is known to work,
+and stay open: a directory that later turns unwritable does not close a descriptor already open.
+
+At the next start the log takes what the spool holds: the spooled events are written into the chain (those
+not already there) after an ``audit.gap`` record saying how many were spooled and how many only counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+SPOOL_NAME = "spool.jsonl"
+COUNT_NAME = "unrecorded.count"
+COUNT_WIDTH = 32
+"""Bytes of the count file: a decimal number padded with spaces and a newline, always this long."""
+
+log = structlog.get_logger("egressguard.audit")
+
+
+class Spool:
+    """Opens (creating) ``directory``; raises OSError when it cannot, which stops the start."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._events = os.open(directory / SPOOL_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        self._count = os.open(directory / COUNT_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+        if os.fstat(self._count).st_size < COUNT_WIDTH:
+            existing = self._read_count()
+            os.posix_fallocate(self._count, 0, COUNT_WIDTH)
+            self._write_count(existing)
+        self.spooled = 0
+        self.uncounted = 0
+        self.counted = self._read_count()
+
+    @property
+    def holding(self) -> bool:
+        return self.spooled > 0 or self.counted > 0
+
+    def hold(self, event: dict[str, Any]) -> None:
+        """Keep ``event`` on disk (spooled, or at least counted); never raises."""
+        line = (json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        try:
+            size_before = os.fstat(self._events).st_size
+            try:
+                if os.write(self._events, line) != len(line):
+                    raise OSError(f"short write to {SPOOL_NAME}")
+                os.fsync(self._events)
+            except OSError:
+                os.ftruncate(self._events, size_before)
+                raise
+            self.spooled += 1
+            return
+        except OSError as exc:
+            spool_error = exc
+        try:
+            self._write_count(self.counted + 1)
+            self.counted += 1
+        except OSError as exc:
+            self.uncounted += 1
+            log.critical(
+                "audit.event_unrecorded",
+                spool_error=str(spool_error),
+                count_error=str(exc),
+                unrecorded=self.uncounted,
+            )
+
+    def take(self) -> tuple[list[dict[str, Any]], int]:
+        """What an earlier run left: the spooled events, and how many more were only counted (a line that
+        does not read back, cut by a crash, counts as one)."""
+        events: list[dict[str, Any]] = []
+        lost = self._read_count()
+        with open(self._events, "rb", closefd=False) as source:
+            source.seek(0)
+            for raw in source:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    lost += 1
+                    continue
+                if isinstance(event, dict):
+                    events.append(event)
+                else:
+                    lost += 1
+        self.spooled = len(events)
+        return events, lost
+
+    def release(self) -> None:
+        """Everything held is in the log now: empty the spool and zero the count."""
+        os.ftruncate(self._events, 0)
+        os.fsync(self._events)
+        self._write_count(0)
+        self.spooled = self.counted = 0
+
+    def close(self) -> None:
+        os.close(self._events)
+        os.close(self._count)
+
+    def _read_count(self) -> int:
+        text = os.pread(self._count, COUNT_WIDTH, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else 0
+
+    def _write_count(self, count: int) -> None:
+        os.pwrite(self._count, f"{count}".ljust(COUNT_WIDTH - 1).encode() + b"\n", 0)
+        os.fsync(self._count)
