@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
+from proxy.agentenv import (
+    NODE_PROXY_SWITCH,
+    no_proxy_bypasses,
+    no_proxy_entries,
+    proxy_lines,
+    system_ca_file,
+    trust_lines,
+)
 from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
 from proxy.model import Mode
 from proxy.policy import Policy, load_policy
@@ -18,7 +27,9 @@ from proxy.scan import add_scan_arguments, run_scan
 from proxy.yamlschema import SchemaError
 
 DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
+ADVERTISE_ENV = "EGRESSGUARD_ADVERTISE"
 CA_CERT_NAME = "mitmproxy-ca-cert.pem"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised in order to print a dialable address
 
 
 def _option_pairs(values: Sequence[str]) -> dict[str, str]:
@@ -31,9 +42,9 @@ def _option_pairs(values: Sequence[str]) -> dict[str, str]:
     return pairs
 
 
-def _load_or_exit(config: str | None) -> Policy:
+def _load_or_exit(config: str | None, environ: dict[str, str] | None = None) -> Policy:
     try:
-        return load_policy(Path(config) if config else None)
+        return load_policy(Path(config) if config else None, environ=environ)
     except SchemaError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -69,12 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from addons.server import StartupError, serve
 
     passthrough = _option_pairs(args.set)
-    token_file = None
-    if args.config is None and not os.environ.get(DEFAULT_TOKEN_ENV):
-        token_file = _default_agent_token(Path(load_policy_data_dir()))
+    token_file = _fill_default_token(args.config)
     policy = _load_or_exit(args.config)
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    _warn_no_proxy_bypasses(policy, args.no_proxy)
     _ensure_private_dir(policy.data_dir)
     confdir = _confdir(policy, passthrough)
     passthrough.setdefault("confdir", str(confdir))
@@ -97,39 +107,75 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_policy_data_dir() -> str:
-    """The embedded policy's data dir, read before its token exists (the policy needs the token)."""
-    return str(load_policy(None, environ={DEFAULT_TOKEN_ENV: "-"}).data_dir)
+def _fill_default_token(config: str | None) -> Path | None:
+    """A policy whose agent reads EGRESSGUARD_AGENT_TOKEN (the embedded one, or a copy of it) runs as it
+    is: when the variable is unset, the token kept under that policy's data dir fills it in."""
+    if os.environ.get(DEFAULT_TOKEN_ENV):
+        return None
+    try:
+        policy = load_policy(Path(config) if config else None, environ=_environ_with_default_token())
+    except SchemaError:
+        return None  # the load that follows reports the problems
+    if not any(agent.token_env == DEFAULT_TOKEN_ENV for agent in policy.agents.values()):
+        return None
+    return _default_agent_token(policy.data_dir)
+
+
+def load_policy_data_dir(config: str | None = None) -> Path:
+    """A policy's data dir, read before its default agent's token exists (the policy needs the token)."""
+    return _load_or_exit(config, environ=_environ_with_default_token()).data_dir
+
+
+def _environ_with_default_token() -> dict[str, str]:
+    """This environment, with a stand-in for EGRESSGUARD_AGENT_TOKEN where `run` would fill it in."""
+    return {**os.environ, DEFAULT_TOKEN_ENV: os.environ.get(DEFAULT_TOKEN_ENV) or "-"}
+
+
+def _warn_no_proxy_bypasses(policy: Policy, extra: Sequence[str]) -> None:
+    for bypass in no_proxy_bypasses(no_proxy_entries(os.environ, extra), policy):
+        print(f"warning: {bypass}", file=sys.stderr)
+
+
+def advertised_address(listen_host: str, listen_port: int, advertise: str | None) -> str:
+    """The address agents put in their proxy URL: ``--advertise`` (or EGRESSGUARD_ADVERTISE) when the
+    listener's own address is not one an agent can dial, such as 0.0.0.0 in a container."""
+    host = advertise or (socket.gethostname() if listen_host in WILDCARD_HOSTS else listen_host)
+    has_port = "]:" in host if host.startswith("[") else host.count(":") == 1
+    if has_port:
+        return host
+    return f"[{host}]:{listen_port}" if ":" in host else f"{host}:{listen_port}"
 
 
 def _print_banner(policy: Policy, args: argparse.Namespace, confdir: Path, token_file: Path | None) -> None:
-    host = args.listen_host
-    address = f"[{host}]:{args.listen_port}" if ":" in host else f"{host}:{args.listen_port}"
+    listening = advertised_address(args.listen_host, args.listen_port, args.listen_host or WILDCARD_HOSTS[0])
+    address = advertised_address(args.listen_host, args.listen_port, args.advertise)
     mode = args.mode or policy.mode
     ca = (confdir / CA_CERT_NAME).resolve()
-    print(f"egressguard {__version__} on {address} (mode: {mode}, policy: {policy.source})")
+    print(f"egressguard {__version__} on {listening} (mode: {mode}, policy: {policy.source})")
     print("Set in each agent's environment:")
     for agent in policy.agents.values():
-        if token_file is not None and agent.name == "agent":
+        if token_file is not None and agent.token_env == DEFAULT_TOKEN_ENV:
             token = f"$(cat {token_file.resolve()})"
         else:
             token = "$" + (agent.token_env or f"{agent.name.upper().replace('-', '_')}_TOKEN")
-        print(f"  HTTPS_PROXY=http://{agent.name}:{token}@{address}   # role {agent.role}")
-    print(f"  SSL_CERT_FILE={ca}")
-    print(f"  REQUESTS_CA_BUNDLE={ca}")
-    print(f"  NODE_EXTRA_CA_CERTS={ca}")
+        for line in proxy_lines(agent.name, token, address, agent.role):
+            print(f"  {line}")
+    for line in trust_lines(ca):
+        print(f"  {line}")
+    print(f"  {NODE_PROXY_SWITCH}   # Node 22.21+/24.5+; older Node, Java, Go: README, 'Pointing an agent'")
     sys.stdout.flush()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        policy = load_policy(Path(args.file))
+        policy = load_policy(Path(args.file), environ=_environ_with_default_token())
     except SchemaError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return 2
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    _warn_no_proxy_bypasses(policy, args.no_proxy)
     print(f"{args.file}: ok ({len(policy.agents)} agents, {len(policy.roles)} roles, mode {policy.mode})")
     return 0
 
@@ -138,17 +184,34 @@ def cmd_ca_export(args: argparse.Namespace) -> int:
     from mitmproxy.certs import CertStore
 
     passthrough = _option_pairs(args.set)
-    data_dir = Path(load_policy_data_dir()) if args.config is None else _load_or_exit(args.config).data_dir
+    data_dir = load_policy_data_dir(args.config)
     confdir = Path(passthrough.get("confdir") or data_dir / "ca").expanduser()
     _ensure_private_dir(confdir)
     CertStore.from_store(confdir, "mitmproxy", 2048)
     certificate = (confdir / CA_CERT_NAME).read_bytes()
+    if args.bundle:
+        system = system_ca_file()
+        if system is None:
+            print("egressguard: no system CA bundle found to add egressguard's CA to", file=sys.stderr)
+            return 2
+        certificate = system.read_bytes().rstrip(b"\n") + b"\n" + certificate
     if args.out in (None, "-"):
         sys.stdout.write(certificate.decode())
     else:
         Path(args.out).write_bytes(certificate)
-        print(f"wrote the CA certificate to {args.out}", file=sys.stderr)
+        what = "the system's CAs and egressguard's CA" if args.bundle else "the CA certificate"
+        print(f"wrote {what} to {args.out}", file=sys.stderr)
     return 0
+
+
+def _add_no_proxy_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-proxy",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="the NO_PROXY agents will have (besides this environment's): warn where it bypasses the proxy",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen-port", type=int, default=8080)
     run.add_argument("--mode", choices=[str(mode) for mode in Mode], help="override the policy's mode")
     run.add_argument(
+        "--advertise",
+        default=os.environ.get(ADVERTISE_ENV),
+        metavar="HOST[:PORT]",
+        help=f"the address agents use to reach the proxy, printed in the banner (env {ADVERTISE_ENV})",
+    )
+    _add_no_proxy_argument(run)
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -172,12 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a policy file")
     check.add_argument("file")
+    _add_no_proxy_argument(check)
     check.set_defaults(handler=cmd_check)
 
     ca = commands.add_parser("ca", help="the proxy's certificate authority")
     ca_commands = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
     export = ca_commands.add_parser("export", help="write the CA certificate (never the key)")
     export.add_argument("--out", help="file to write (default: stdout)")
+    export.add_argument(
+        "--bundle",
+        action="store_true",
+        help="write the system's trusted CAs followed by egressguard's CA, for SSL_CERT_FILE",
+    )
     export.add_argument("--config", help="policy whose data_dir holds the CA")
     export.add_argument("--set", action="append", default=[], metavar="confdir=DIR")
     export.set_defaults(handler=cmd_ca_export)

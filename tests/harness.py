@@ -135,6 +135,18 @@ class Proxy:
                 answer += connection.recv(4096)
         return int(answer.split(b" ", 2)[1]), answer
 
+    def banner_environment(self) -> dict[str, str]:
+        """What the banner tells an agent to set (first agent), with its token filled in: the tests of
+        each client runtime set exactly this and nothing else."""
+        lines = self.output().split("Set in each agent's environment:\n", 1)[1].splitlines()
+        environment: dict[str, str] = {}
+        for line in lines:
+            if not line.startswith("  "):
+                break
+            name, _, value = line.strip().partition("=")
+            environment.setdefault(name, value.split("   #")[0].replace(f"${AGENT_TOKEN_ENV}", AGENT_TOKEN))
+        return environment
+
     def output(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import stat
 import subprocess
 import sys
@@ -9,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
+from proxy.agentenv import system_ca_file
+from proxy.cli import DEFAULT_TOKEN_ENV, advertised_address, main
+from proxy.policy import default_policy_text
+from tests.conftest import ENVIRONMENT_LEAKS
+from tests.harness import free_port
 
 BAD_POLICY = """\
 mode: observe
@@ -96,3 +102,109 @@ def test_run_refuses_modes_without_agent_authentication(tmp_path: Path) -> None:
     result = run_proxy(tmp_path, policy, "--listen-port", "0", "--set", "mode=socks5")
     assert result.returncode == 2
     assert "mode 'socks5' would let clients in without agent credentials" in result.stderr
+
+
+def test_ca_export_bundle_holds_system_cas_then_egressguards(tmp_path: Path) -> None:
+    """`ca export --bundle` writes the system's trusted CAs followed by egressguard's CA, so an agent's
+    SSL_CERT_FILE still trusts hosts relayed without interception or listed in NO_PROXY."""
+    confdir = tmp_path / "ca"
+    certificate, bundle = tmp_path / "ca.pem", tmp_path / "bundle.pem"
+    assert main(["ca", "export", "--out", str(certificate), "--set", f"confdir={confdir}"]) == 0
+    assert main(["ca", "export", "--bundle", "--out", str(bundle), "--set", f"confdir={confdir}"]) == 0
+    system = system_ca_file()
+    assert system is not None
+    text = bundle.read_text()
+    assert text.startswith(system.read_text().rstrip("\n"))
+    assert text.endswith(certificate.read_text())
+    assert text.count("BEGIN CERTIFICATE") == system.read_text().count("BEGIN CERTIFICATE") + 1
+    assert "PRIVATE KEY" not in text
+    assert ssl.create_default_context(cafile=str(bundle)).cert_store_stats()["x509_ca"] > 1
+
+
+def start_and_read_banner(tmp_path: Path, *arguments: str, env: dict[str, str]) -> str:
+    """Start `egressguard run`, return what it printed up to its last banner line, and stop it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "run", "--listen-port", str(free_port()), *arguments],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    printed = []
+    try:
+        for line in process.stdout:
+            printed.append(line)
+            if line.startswith("  NODE_USE_ENV_PROXY") or process.poll() is not None:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    return "".join(printed)
+
+
+def agent_environ(**extra: str) -> dict[str, str]:
+    return {
+        **{name: value for name, value in os.environ.items() if name not in ENVIRONMENT_LEAKS},
+        **extra,
+    }
+
+
+def test_copy_of_the_embedded_policy_runs_as_it_is(tmp_path: Path) -> None:
+    """A copy of rules/default-policy.yaml checks clean and starts without EGRESSGUARD_AGENT_TOKEN set:
+    the agent token is kept under the copy's data dir, as with the embedded policy."""
+    copy = tmp_path / "policy.yaml"
+    copy.write_text(default_policy_text())
+    environ = {name: value for name, value in agent_environ().items() if name != DEFAULT_TOKEN_ENV}
+    checked = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(copy)],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    banner = start_and_read_banner(tmp_path, "--config", str(copy), env=environ)
+    token_file = tmp_path / "egressguard-data" / "agent.token"
+    assert f"HTTPS_PROXY=http://agent:$(cat {token_file})@127.0.0.1:" in banner, banner
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_banner_prints_the_advertised_address(tmp_path: Path) -> None:
+    """Listening on every interface (as in a container), the banner gives the address agents dial."""
+    environ = agent_environ(EGRESSGUARD_ADVERTISE="egressguard:8080", EGRESSGUARD_AGENT_TOKEN="t")
+    banner = start_and_read_banner(tmp_path, "--listen-host", "0.0.0.0", env=environ)  # noqa: S104 - a container's listener
+    assert " on 0.0.0.0:" in banner
+    assert "HTTPS_PROXY=http://agent:$EGRESSGUARD_AGENT_TOKEN@egressguard:8080   # role default" in banner
+    assert "HTTP_PROXY=http://agent:$EGRESSGUARD_AGENT_TOKEN@egressguard:8080\n" in banner
+    assert "@0.0.0.0" not in banner
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (None, "127.0.0.1:8080"),
+        ("guard", "guard:8080"),
+        ("guard:3128", "guard:3128"),
+        ("fd00::5", "[fd00::5]:8080"),
+        ("[fd00::5]:3128", "[fd00::5]:3128"),
+    ],
+)
+def test_advertised_address_forms(address: str | None, expected: str) -> None:
+    """A host alone gets the listening port; a host with a port is taken as it is; IPv6 gets brackets."""
+    assert advertised_address("127.0.0.1", 8080, address) == expected
+
+
+def test_no_proxy_bypass_warned_by_check_and_run(tmp_path: Path) -> None:
+    """A NO_PROXY entry covering an allowed model host is a warning at `check` and in the banner."""
+    environ = agent_environ(NO_PROXY="localhost,.openai.com", EGRESSGUARD_AGENT_TOKEN="t")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(default_policy_text())
+    checked = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(policy), "--no-proxy", "anthropic.com"],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0
+    assert "warning: NO_PROXY entry '.openai.com' sends 'api.openai.com'" in checked.stderr
+    assert "warning: NO_PROXY entry 'anthropic.com' sends 'api.anthropic.com'" in checked.stderr
+    assert "'localhost'" not in checked.stderr
+    banner = start_and_read_banner(tmp_path, env=environ)
+    assert "warning: NO_PROXY entry '.openai.com' sends 'api.openai.com'" in banner

@@ -397,7 +397,9 @@ ROUTES = {
 
 
 class FakeUpstream:
-    def __init__(self, pki: UpstreamPKI) -> None:
+    """Over TLS with ``pki``'s server certificate; over plain HTTP when ``pki`` is None."""
+
+    def __init__(self, pki: UpstreamPKI | None) -> None:
         self.reply = Reply()
         self.received: list[Received] = []
         upstream = self
@@ -482,16 +484,19 @@ class FakeUpstream:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(pki.server_cert, pki.server_key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "http"
+        if pki is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(pki.server_cert, pki.server_key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return f"{self.scheme}://localhost:{self.port}"
 
     def close(self) -> None:
         self.server.shutdown()
