@@ -1,7 +1,10 @@
 """Scan throughput of every rule pack on a generated mixed corpus, side by side with detect-secrets.
 
 Prints, for egressguard's scanner and for detect-secrets on the same corpus: wall time, MB/s, findings,
-and how many of the secrets and PII packs' own ``match`` examples each tool finds.
+and how many of the secrets and PII packs' own ``match`` examples each tool finds; then the recall on
+those examples encoded and disguised (bench/disguises.py: base64, hex, percent, JSON and HTML escapes,
+letter spacing, zero-width splits, look-alikes and combinations), the share of found ones redacted
+whole, and false positives on hard negatives (hashes, digests, SRI, images, UUIDs, minified JS, ...).
 
     python3 bench/scan.py [--megabytes 4] [--document-kb 64] [--seed 7]
 """
@@ -13,17 +16,24 @@ import base64
 import bisect
 import json
 import random
+import re
 import string
+import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from detect_secrets.core.secrets_collection import SecretsCollection
 from detect_secrets.settings import default_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from disguises import ENCODERS, disguised_corpus, hard_negatives
+
 from proxy.model import Threat
-from proxy.redact import StreamRedactor
+from proxy.redact import StreamRedactor, scan_and_redact
 from proxy.rulepack import RulePack, Scanner, load_packaged_packs
 
 PROSE = (
@@ -191,6 +201,48 @@ def bench_stream(corpus: Corpus, packs: list[RulePack], delta_size: int, kilobyt
     )
 
 
+_PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
+
+
+def _redacted_whole(scanner: Scanner, text: str, start: int, end: int) -> bool:
+    """No 8-character piece of ``text[start:end]`` is left once the text is redacted."""
+    visible = _PLACEHOLDER.sub("\0", scan_and_redact(scanner, text).text)
+    carrier = text[start:end]
+    return not any(carrier[index : index + 8] in visible for index in range(len(carrier) - 7))
+
+
+def bench_disguised(packs: list[RulePack]) -> list[str]:
+    """Recall on the secrets pack's examples encoded and disguised, and hard-negative false positives."""
+    scanner = Scanner(packs, timeout_s=1.0)
+    items = disguised_corpus([pack for pack in packs if pack.name == "secrets"])
+    found: Counter[str] = Counter()
+    whole: Counter[str] = Counter()
+    for item in items:
+        matches = scanner.scan(item.text).matches
+        if any(m.rule.pack == "secrets" and m.start < item.end and m.end > item.start for m in matches):
+            found[item.encoding] += 1
+            whole[item.encoding] += _redacted_whole(scanner, item.text, item.start, item.end)
+    totals = Counter(item.encoding for item in items)
+    hits, kept_whole = sum(found.values()), sum(whole.values())
+    lines = [
+        f"encoded and disguised examples found: {hits}/{len(items)} = {hits / len(items):.3f}; "
+        f"redacted whole: {kept_whole}/{hits} = {kept_whole / max(1, hits):.3f}"
+    ]
+    lines.extend(
+        f"  {name:<22} {found[name]:>4}/{totals[name]:<4} = {found[name] / max(1, totals[name]):.3f}"
+        for name in ENCODERS
+    )
+    negatives = hard_negatives()
+    flagged: Counter[str] = Counter()
+    for kind, text in negatives:
+        if any(match.rule.pack == "secrets" for match in scanner.scan(text).matches):
+            flagged[kind] += 1
+    share = sum(flagged.values()) / len(negatives)
+    detail = ", ".join(f"{kind}: {count}" for kind, count in sorted(flagged.items())) or "none"
+    lines.append(f"hard negatives flagged: {sum(flagged.values())}/{len(negatives)} = {share:.3f} ({detail})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=4.0)
@@ -250,6 +302,9 @@ def main() -> None:
     print()
     for delta_size in (3, 40):
         print(f"eg {data_names} {bench_stream(corpus, data_packs, delta_size)}")
+    print()
+    for line in bench_disguised(data_packs):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -497,7 +497,7 @@ class TurnInspector:
                 Finding(
                     threat=threat,
                     rule=rule.id,
-                    signal=rule.description,
+                    signal=f"{rule.description} ({match.disguise})" if match.disguise else rule.description,
                     severity=rule.severity,
                     action=Action.REDACT,
                     where=where,

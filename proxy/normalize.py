@@ -18,7 +18,9 @@ import binascii
 import re
 import unicodedata
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 HIDDEN_CHARACTERS = "hidden_characters"
 TAG_CHARACTERS = "tag_characters"
@@ -59,6 +61,8 @@ _CONFUSABLES: dict[str, str] = {
     "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
     "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ı": "i",
 }  # fmt: skip
+LOOKALIKES: Mapping[str, str] = MappingProxyType(_CONFUSABLES)
+"""Each look-alike and its Latin twin, shared with the secret detector's unmasking (proxy/unmask.py)."""
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 _ANY_CONFUSABLE = re.compile("[" + "".join(_CONFUSABLES) + "]")
 _WORD = re.compile(r"\w+")

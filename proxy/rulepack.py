@@ -49,6 +49,7 @@ import ahocorasick_rs
 import regex
 import yaml
 
+from proxy import unmask
 from proxy.model import SEVERITY_ORDER, Severity, Threat
 from proxy.validators import VALIDATORS, shannon_entropy
 
@@ -119,6 +120,8 @@ class Match:
     rule: Rule
     start: int
     end: int
+    disguise: str = ""
+    """How the value was hidden when it was found in a decoded view (``base64``, ``disguise``, ...)."""
 
 
 @dataclass
@@ -455,6 +458,9 @@ _TRIGGER_TABLE = str.maketrans(
 )
 
 
+_SURROGATE = regex.compile("[\ud800-\udfff]")
+
+
 def _trigger_view(text: str) -> str:
     """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space."""
     return text.lower().translate(_TRIGGER_TABLE)
@@ -528,6 +534,7 @@ class Scanner:
             rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
         )
         self.timeout_s = timeout_s
+        self._decoded = frozenset(index for index, rule in enumerate(self.rules) if rule.decoded)
         self._widths = [rule.max_length or _max_width(rule.pattern.pattern) for rule in self.rules]
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
@@ -552,8 +559,15 @@ class Scanner:
         self._ascii_automaton = _automaton_of([words[word_index] for word_index in ascii_words])
         self._rules_of_ascii_word = [self._rules_of_word[word_index] for word_index in ascii_words]
 
-    def _plan(self, text: str) -> _Plan:
-        """Which rules to run on ``text``, and where."""
+    def _plan(self, text: str, only: frozenset[int] | None = None) -> _Plan:
+        """Which rules to run on ``text`` (of ``only``, when given), and where."""
+        plan = self._plan_all(text)
+        if only is not None:
+            plan.regions = {index: where for index, where in plan.regions.items() if index in only}
+            plan.starts = {index: where for index, where in plan.starts.items() if index in only}
+        return plan
+
+    def _plan_all(self, text: str) -> _Plan:
         view = _trigger_view(text)
         # Lowercasing a few characters (e.g. U+0130) changes the length; then offsets do not line up.
         aligned = len(view) == len(text)
@@ -570,7 +584,12 @@ class Scanner:
             return plan
         # Hits come in order of where they end, so each rule's list is ordered too (what _windows needs).
         hits_by_rule: dict[int, list[tuple[int, int]]] = {}
-        for word_index, start, end in automaton.find_matches_as_indexes(view, overlapping=True):
+        try:
+            words_found = automaton.find_matches_as_indexes(view, overlapping=True)
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON's "\ud800" decodes to one) cannot be searched: read it as U+FFFD.
+            words_found = automaton.find_matches_as_indexes(_SURROGATE.sub("\ufffd", view), overlapping=True)
+        for word_index, start, end in words_found:
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
                     hits_by_rule[index].append((start, end))
@@ -614,10 +633,36 @@ class Scanner:
                 yield hit.span(self.rules[index].secret_group)
 
     def scan(self, text: str, *, merge: bool = True) -> ScanResult:
-        """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule."""
+        """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule.
+
+        Rules of ``decode`` packs also run over every view of the text with its encodings and disguises
+        undone (proxy/unmask.py); what they find there is reported over the span that carried it.
+        """
         result = ScanResult()
+        found = self._find(text, self._plan(text), result)
+        disguises: dict[tuple[int, int, int], str] = {}
+        if self._decoded:
+            for view in unmask.views(text):
+                for start, end, index in self._find(view.text, self._plan(view.text, self._decoded), result):
+                    low, high = view.original(start, end)
+                    if view.text[start:end] == text[low:high]:
+                        continue  # nothing was undone here: the plain scan has seen it
+                    if self.rules[index].whole_token:
+                        high = token_end(text, low, high)
+                    found.append((low, high, index))
+                    disguises.setdefault((low, high, index), view.kinds)
+        found = sorted(set(found))
+        if merge:
+            found = self._merge(found)
+        result.matches = [
+            Match(self.rules[index], start, end, disguises.get((start, end, index), ""))
+            for start, end, index in found
+        ]
+        return result
+
+    def _find(self, text: str, plan: _Plan, result: ScanResult) -> list[tuple[int, int, int]]:
+        """The validated spans of the rules the plan runs, as (start, end, rule index)."""
         found: list[tuple[int, int, int]] = []
-        plan = self._plan(text)
         for index in sorted({*plan.regions, *plan.starts}):
             rule = self.rules[index]
             check = VALIDATORS[rule.validator] if rule.validator else None
@@ -634,12 +679,9 @@ class Scanner:
                         end = token_end(text, start, end)
                     found.append((start, end, index))
             except TimeoutError:
-                result.timed_out.append(rule.id)
-        found = sorted(set(found))
-        if merge:
-            found = self._merge(found)
-        result.matches = [Match(self.rules[index], start, end) for start, end, index in found]
-        return result
+                if rule.id not in result.timed_out:
+                    result.timed_out.append(rule.id)
+        return found
 
     def _rank(self, index: int) -> tuple[int, int]:
         """Higher wins: more severe, then the rule listed first (packs list specific rules first)."""

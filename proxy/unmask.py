@@ -1,0 +1,365 @@
+"""Views of a text with its encodings and disguises undone, so secret rules see what a model would read.
+
+A credential written as base64 or hex, percent-encoded, as JSON ``\\u`` escapes or HTML entities,
+letter-spaced, split by zero-width characters, or with look-alike letters from other scripts (``АKIA``
+with a Cyrillic А) reads the same to a model and to anyone it is sent to, but matches no token format.
+``views`` finds such spans and returns each as a ``View``: the decoded text plus the map from every
+offset in it back to the span of the original text that produced it, so a redaction covers the whole
+encoded span that carried the secret.
+
+Two kinds of view, each undone again inside the other down to ``MAX_DEPTH`` levels (base64 of a
+percent-encoded token, entities of a letter-spaced one):
+
+- ``disguise``: regions around escapes, invisible characters, look-alike letters and letter-spaced runs,
+  rewritten character by character (a plain character maps to itself, an escape to its span);
+- ``base64`` and ``hex``: a segment that decodes to UTF-8 text; everything in it maps to the segment.
+
+Cost stays linear: features are found with one C-level regex search per kind, only the regions around
+them are rewritten, and decoded segments are never longer than their encoding. Segments that decode to
+binary (hashes, git SHAs, SRI digests, images) are dropped before any rule runs.
+
+Pure: text in, views out.
+"""
+
+# The docs name look-alike letters on purpose.
+# ruff: noqa: RUF002, RUF003
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import codecs
+import html
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from proxy.normalize import LOOKALIKES
+
+MAX_DEPTH = 2
+"""A view is searched for further encodings down to this many levels."""
+
+BASE64 = "base64"
+HEX = "hex"
+DISGUISE = "disguise"
+
+# Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
+# separator, bidirectional controls and Unicode tag characters: a model reads across them.
+_INVISIBLE = (
+    "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\U000e0000-\U000e007f"
+)
+_LOOKALIKE_CLASS = "".join(sorted(LOOKALIKES))
+
+
+def _fold_table() -> dict[int, str]:
+    """One plain character for each look-alike, full-width form and mathematical letter or digit."""
+    table = {ord(char): latin for char, latin in LOOKALIKES.items()}
+    for code in (*range(0xFF01, 0xFF5F), *range(0x1D400, 0x1D800)):
+        folded = unicodedata.normalize("NFKC", chr(code))
+        if len(folded) == 1 and folded.isascii() and folded.isprintable():
+            table[code] = folded
+    return table
+
+
+_FOLD = _fold_table()
+_WIDE_CLASS = "\uff01-\uff5e\U0001d400-\U0001d7ff"
+_SPACED_CHAR = "A-Za-z0-9_+/=:.~$!*#@-"
+
+# What marks a disguise, each kind looked for only when a cheap test says it can be there. Look-alikes
+# count only next to a plain letter or digit (a mixed-script word such as "АKIA"), so Russian or Greek
+# prose is not rewritten.
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8})")
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_NON_ASCII = re.compile(
+    f"[{_INVISIBLE}]+"
+    f"|[{_LOOKALIKE_CLASS}]+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_LOOKALIKE_CLASS}]+"
+    f"|[{_WIDE_CLASS}]{{4,}}"
+)
+_GAP = "[ \t\u00a0]{1,3}"
+# Eight or more single characters each followed by one to three spaces: "g h p _ 1 a ...". The run is
+# looked for only where a cheap search finds " x x x x " (a search led by a literal space is fast).
+_SPACED_HINT = re.compile(r" \S {1,3}\S {1,3}\S {1,3}\S ")
+_SPACED = re.compile(
+    f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
+)
+# The rewrite itself: each alternative is one unit the view replaces.
+_UNIT = re.compile(
+    r"(?P<percent>(?:%[0-9A-Fa-f]{2})+)"
+    r"|(?P<escape>\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8}))"
+    r"|(?P<entity>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
+    f"|(?P<invisible>[{_INVISIBLE}]+)"
+    f"|(?P<spaced>{_SPACED.pattern})"
+)
+_SPACING = re.compile("[ \t\u00a0]+")
+# A region reaches this far either side of a feature: far enough for the longest token around it.
+_REACH = 4096  # a 4096-bit RSA key in PEM
+# How far back a region's start looks for whitespace, so a view never starts inside a token.
+_SNAP = 256
+
+# Base64 and hex segments are runs of their alphabet found on a one-byte-per-character copy of the text
+# where every base64 character reads "a" and anything else " ": a literal search for twenty "a"s skips
+# through it many times faster than a character-class regex runs over the text.
+_MIN_SEGMENT = 20
+_SEGMENT_CLASSES = bytes(
+    ord("a") if chr(code).isascii() and (chr(code).isalnum() or chr(code) in "+/_-") else ord(" ")
+    for code in range(256)
+)
+_SEGMENT_NEEDLE = b"a" * _MIN_SEGMENT
+_SEGMENT_REST = re.compile(b"a*")
+_HEX_RUN = re.compile("[0-9A-Fa-f]+")
+_MIN_HEX = 24
+# Led by a literal "0x", so the search skips ahead fast.
+_PREFIXED_HEX = re.compile(r"0x[0-9A-Fa-f]{2}[ ,]{0,2}(?:0x[0-9A-Fa-f]{2}[ ,]{0,2}){11,}")
+_HEX_NOISE = re.compile(r"0x|[ ,]")
+# Characters of a long segment decoded first; one that is not text is told within them.
+_PROBE = 64
+# A decoded segment counts as text when nearly all of it is printable.
+_PRINTABLE_SHARE = 0.9
+_UNREADABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """Decoded text and where each part of it came from.
+
+    ``pieces`` run in order over ``text``: ``(view_start, origin_start, origin_end, literal)``; a literal
+    piece maps character by character, any other piece as a whole. Offsets of ``origin`` are in the
+    parent view's text, or in the scanned text when ``parent`` is None.
+    """
+
+    text: str
+    kind: str
+    pieces: tuple[tuple[int, int, int, bool], ...]
+    parent: View | None = None
+
+    def original(self, start: int, end: int) -> tuple[int, int]:
+        """The span of the scanned text that produced ``text[start:end]``."""
+        first = self._origin(start)[0]
+        last = self._origin(max(start, end - 1))[1]
+        if self.parent is not None:
+            return self.parent.original(first, last)
+        return first, last
+
+    def _origin(self, position: int) -> tuple[int, int]:
+        starts = [piece[0] for piece in self.pieces]
+        index = max(0, bisect.bisect_right(starts, position) - 1)
+        view_start, origin_start, origin_end, literal = self.pieces[index]
+        if literal:
+            at = min(origin_start + position - view_start, origin_end - 1)
+            return at, at + 1
+        return origin_start, origin_end
+
+    @property
+    def kinds(self) -> str:
+        """The disguises undone to reach this view, outermost first: ``base64+disguise``."""
+        return self.kind if self.parent is None else f"{self.parent.kinds}+{self.kind}"
+
+
+def views(text: str, *, max_depth: int = MAX_DEPTH) -> Iterator[View]:
+    """Every decoded or undisguised view of ``text``, nested ones included."""
+    yield from _views_of(text, None, max_depth)
+
+
+def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
+    if depth <= 0:
+        return
+    for view in (*_disguise_views(text, parent), *_segment_views(text, parent)):
+        yield view
+        yield from _views_of(view.text, view, depth - 1)
+
+
+def _features(text: str) -> list[tuple[int, int]]:
+    """Spans of every disguise feature, in order."""
+    spans: list[tuple[int, int]] = []
+    for hint, pattern in (("%", _PERCENT), ("\\", _ESCAPE), ("&", _ENTITY)):
+        if hint in text:
+            spans.extend(found.span() for found in pattern.finditer(text))
+    if not text.isascii():
+        spans.extend(found.span() for found in _NON_ASCII.finditer(text))
+    spans.extend(_spaced_runs(text))
+    return sorted(spans)
+
+
+def _spaced_runs(text: str) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for hint in _SPACED_HINT.finditer(text):
+        # The hint starts at the space after a run's first character, or one or two spaces later.
+        for start in range(max(0, hint.start() - 3), hint.start() + 2):
+            if runs and start < runs[-1][1]:
+                continue
+            run = _SPACED.match(text, start)
+            if run is not None:
+                runs.append(run.span())
+                break
+    return runs
+
+
+def _regions(text: str, features: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merged spans around the features, widened to whitespace."""
+    regions: list[tuple[int, int]] = []
+    for start, end in features:
+        low, high = max(0, start - _REACH), min(len(text), end + _REACH)
+        if regions and low <= regions[-1][1]:
+            regions[-1] = (regions[-1][0], max(regions[-1][1], high))
+        else:
+            regions.append((low, high))
+    return [(_snap_start(text, low), _snap_end(text, high)) for low, high in regions]
+
+
+def _snap_start(text: str, low: int) -> int:
+    if low == 0:
+        return 0
+    for index in range(low, max(0, low - _SNAP) - 1, -1):
+        if text[index].isspace():
+            return index + 1
+    return low
+
+
+def _snap_end(text: str, high: int) -> int:
+    for index in range(high, min(len(text), high + _SNAP)):
+        if text[index].isspace():
+            return index
+    return high
+
+
+def _disguise_views(text: str, parent: View | None) -> list[View]:
+    features = _features(text)
+    if not features:
+        return []
+    found = []
+    for low, high in _regions(text, features):
+        view = _undisguise(text, low, high, parent)
+        if view.text != text[low:high]:
+            found.append(view)
+    return found
+
+
+def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
+    parts: list[str] = []
+    pieces: list[tuple[int, int, int, bool]] = []
+    length = 0
+
+    def add(piece: str, start: int, end: int, literal: bool) -> None:
+        nonlocal length
+        if not piece and not literal:
+            return
+        pieces.append((length, start, end, literal))
+        parts.append(piece)
+        length += len(piece)
+
+    position = low
+    for unit in _UNIT.finditer(text, low, high):
+        if unit.start() > position:
+            add(text[position : unit.start()].translate(_FOLD), position, unit.start(), True)
+        kind = unit.lastgroup
+        raw = unit.group()
+        if kind == "spaced":
+            # Each kept character maps to itself, so a match inside the run covers only its letters.
+            for offset, char in enumerate(raw):
+                if not _SPACING.fullmatch(char):
+                    add(char.translate(_FOLD), unit.start() + offset, unit.start() + offset + 1, True)
+        else:
+            add(_decode_unit(kind, raw), unit.start(), unit.end(), False)
+        position = unit.end()
+    if position < high:
+        add(text[position:high].translate(_FOLD), position, high, True)
+    return View("".join(parts), DISGUISE, tuple(pieces), parent)
+
+
+def _decode_unit(kind: str | None, raw: str) -> str:
+    if kind == "percent":
+        return bytes.fromhex(raw.replace("%", "")).decode("utf-8", "replace").translate(_FOLD)
+    if kind == "escape":
+        code = int(raw[2:], 16)
+        if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+            return "\ufffd"  # half of a surrogate pair (or no character): nothing a token is made of
+        return chr(code).translate(_FOLD)
+    if kind == "entity":
+        return html.unescape(raw).translate(_FOLD)
+    return ""  # invisible characters
+
+
+def _segment_views(text: str, parent: View | None) -> list[View]:
+    found = []
+    for start, run_end in _segment_runs(text):
+        end = run_end
+        while end < len(text) and end - run_end < 3 and text[end] == "=":
+            end += 1
+        segment = text[start:end]
+        if len(segment) >= _MIN_HEX and _HEX_RUN.fullmatch(segment):
+            decoded, kind = _decode_hex(segment), HEX
+        else:
+            decoded, kind = _decode_base64(segment), BASE64
+        if decoded is not None:
+            found.append(View(decoded, kind, ((0, start, end, False),), parent))
+    if "0x" in text:
+        for prefixed in _PREFIXED_HEX.finditer(text):
+            decoded = _decode_hex(prefixed.group())
+            if decoded is not None:
+                found.append(View(decoded, HEX, ((0, prefixed.start(), prefixed.end(), False),), parent))
+    return found
+
+
+def _segment_runs(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of the runs of twenty or more base64 characters (every non-ASCII character is one "?")."""
+    classes = text.encode("ascii", "replace").translate(_SEGMENT_CLASSES)
+    position = classes.find(_SEGMENT_NEEDLE)
+    while position >= 0:
+        start = classes.rfind(b" ", 0, position) + 1
+        rest = _SEGMENT_REST.match(classes, position)
+        end = rest.end() if rest is not None else position
+        yield start, end
+        position = classes.find(_SEGMENT_NEEDLE, end)
+
+
+def _decode_base64(candidate: str) -> str | None:
+    # Runs of letters in one case are words or identifiers far more often than base64.
+    if candidate.isalpha() and (candidate.islower() or candidate.isupper()):
+        return None
+    stripped = candidate.rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    # The URL-safe alphabet's "-" and "_" read as "+" and "/"; a segment may mix both alphabets.
+    altchars = b"-_" if "-" in padded or "_" in padded else None
+    try:
+        probe = padded[:_PROBE]
+        if len(padded) > _PROBE and not _starts_as_text(base64.b64decode(probe, altchars, validate=True)):
+            return None
+        return _as_text(base64.b64decode(padded, altchars, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_hex(candidate: str) -> str | None:
+    digits = _HEX_NOISE.sub("", candidate)
+    digits = digits[: len(digits) // 2 * 2]
+    try:
+        if len(digits) > _PROBE and not _starts_as_text(bytes.fromhex(digits[:_PROBE])):
+            return None
+        return _as_text(bytes.fromhex(digits))
+    except ValueError:
+        return None
+
+
+def _starts_as_text(raw: bytes) -> bool:
+    """Whether ``raw`` can begin a UTF-8 text: a segment of binary (an image, a digest) fails here
+    after a few bytes, without decoding the rest of it."""
+    try:
+        codecs.utf_8_decode(raw, "strict", False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _as_text(raw: bytes) -> str | None:
+    """The decoding, if it reads as text: valid UTF-8 and nearly all printable."""
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if decoded.isprintable():
+        return decoded
+    unreadable = len(_UNREADABLE.findall(decoded))
+    return decoded if unreadable <= (1 - _PRINTABLE_SHARE) * len(decoded) else None

@@ -1,0 +1,145 @@
+"""Secrets hidden by encodings and disguises are found and redacted over the span that carried them;
+hard negatives (hashes, digests, images, UUIDs, minified JS, escaped text) stay clean."""
+
+# Look-alike letters are the point of these tests.
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, disguised_corpus, hard_negatives
+from proxy import unmask
+from proxy.model import Threat
+from proxy.redact import StreamRedactor, scan_and_redact
+from proxy.rulepack import Scanner, load_packaged_packs
+
+PACKS = [
+    pack
+    for pack in load_packaged_packs()
+    if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
+]
+SECRETS = [pack for pack in PACKS if pack.name == "secrets"]
+SCANNER = Scanner(PACKS, timeout_s=1.0)
+AWS_KEY = "AKIAQWERTY234567ABCD"
+GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
+
+
+def _found(text: str) -> list[str]:
+    return [match.rule.id for match in SCANNER.scan(text).matches if match.rule.pack == "secrets"]
+
+
+def _leftovers(carrier: str, redacted: str) -> list[str]:
+    """8-character pieces of the carrier still in the redacted text (placeholders left aside)."""
+    visible = PLACEHOLDER.sub("\0", redacted)
+    return [
+        carrier[index : index + 8]
+        for index in range(len(carrier) - 7)
+        if carrier[index : index + 8] in visible
+    ]
+
+
+DISGUISES = {
+    "base64": "note: " + base64.b64encode(AWS_KEY.encode()).decode() + " end",
+    "base64 of a line": base64.b64encode(f"export KEY={GITHUB_TOKEN}\n".encode()).decode(),
+    "base64url unpadded": base64.urlsafe_b64encode(GITHUB_TOKEN.encode()).decode().rstrip("="),
+    "hex": "blob " + GITHUB_TOKEN.encode().hex() + " done",
+    "hex with \\x": "".join(f"\\x{byte:02x}" for byte in AWS_KEY.encode()),
+    "hex with 0x": ", ".join(f"0x{byte:02X}" for byte in AWS_KEY.encode()),
+    "percent": "id=" + "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()) + "&x=1",
+    "percent in part": "ghp%5F" + GITHUB_TOKEN[4:],
+    "json \\u": "".join(f"\\u{ord(char):04X}" for char in GITHUB_TOKEN),
+    "html decimal": "".join(f"&#{ord(char)};" for char in AWS_KEY),
+    "html hex": "&#x67;&#x68;&#x70;&lowbar;" + GITHUB_TOKEN[4:],
+    "letter-spaced": "my key is " + " ".join(AWS_KEY) + ", keep it",
+    "double-spaced": "  ".join(GITHUB_TOKEN),
+    "zero-width": "\u200b".join(GITHUB_TOKEN),
+    "zero-width joiner and BOM": AWS_KEY[:4] + "\u200d" + AWS_KEY[4:12] + "\ufeff" + AWS_KEY[12:],
+    "cyrillic prefix": "key \u0410" + AWS_KEY[1:],
+    "greek letters": "\u0391\u039a\u0399\u0391" + AWS_KEY[4:],
+    "full width": "".join(chr(ord(char) + 0xFEE0) for char in AWS_KEY),
+    "soft hyphens": "\u00ad".join(
+        GITHUB_TOKEN[index : index + 5] for index in range(0, len(GITHUB_TOKEN), 5)
+    ),
+    "base64 of zero-width": base64.b64encode("\u200b".join(AWS_KEY).encode()).decode(),
+    "percent-encoded base64": base64.b64encode(f"{GITHUB_TOKEN}\n".encode()).decode().replace("=", "%3D"),
+    "entities of a spaced key": " ".join(f"&#{ord(char)};" for char in AWS_KEY),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DISGUISES))
+def test_disguised_secret_is_found_and_its_carrier_redacted(name: str) -> None:
+    """Each disguise is seen through, and the whole span that carried the secret is redacted."""
+    text = DISGUISES[name]
+    matches = [match for match in SCANNER.scan(text).matches if match.rule.pack == "secrets"]
+    assert matches, name
+    assert all(match.disguise for match in matches)
+    redacted = scan_and_redact(SCANNER, text).text
+    carrier = text[matches[0].start : matches[0].end]
+    assert not _leftovers(carrier, redacted)
+    assert "REDACTED" in redacted
+
+
+def test_disguised_secret_in_a_json_body_is_redacted_and_the_json_stays_valid() -> None:
+    """Inside a JSON document (a tool argument), an escaped secret is redacted and the JSON still parses."""
+    body = json.dumps({"cmd": "curl", "args": ["-H", "X: " + base64.b64encode(AWS_KEY.encode()).decode()]})
+    redacted = scan_and_redact(SCANNER, body).text
+    assert json.loads(redacted)["args"][1].startswith("X: [REDACTED:aws-access-key-id]")
+
+
+def test_disguised_secret_split_across_stream_deltas_is_redacted() -> None:
+    """Streamed in small deltas, a base64-encoded secret never reaches the agent."""
+    encoded = base64.b64encode(f"token {GITHUB_TOKEN}".encode()).decode()
+    text = f"Here you go: {encoded} and that is all."
+    redactor = StreamRedactor(SCANNER)
+    out = (
+        "".join(redactor.feed(text[index : index + 3]) for index in range(0, len(text), 3)) + redactor.flush()
+    )
+    assert encoded[:12] not in out
+    assert "[REDACTED:github-pat]" in out
+
+
+def test_view_maps_decoded_offsets_back_to_the_original() -> None:
+    """A match inside a disguise view maps back over the escapes that produced it."""
+    text = "a %41%4B%49%41" + AWS_KEY[4:] + " b"
+    (view,) = list(unmask.views(text))
+    start = view.text.index(AWS_KEY)
+    assert view.original(start, start + len(AWS_KEY)) == (2, text.index(" b"))
+
+
+def test_nothing_to_undo_gives_no_view() -> None:
+    """Plain text has no views: the decoded scan costs nothing there."""
+    assert list(unmask.views("plain words, a path /usr/lib and a number 12345")) == []
+
+
+def test_lone_surrogates_do_not_stop_the_scan() -> None:
+    """A lone surrogate (as JSON "\\ud800" decodes) next to a secret, or escaped, does not break scanning."""
+    text = json.loads('"\\ud800 ' + AWS_KEY + ' \\\\ud83d \\\\udc4d"')
+    assert _found(text) == ["aws-access-key-id"]
+
+
+def test_every_encoding_of_the_rule_examples_is_mostly_found() -> None:
+    """Of every secrets-pack match example in every encoding, nearly all are found and fully redacted."""
+    items = disguised_corpus(SECRETS)
+    assert {item.encoding for item in items} == set(ENCODERS)
+    found = fully = 0
+    for item in items:
+        matches = [match for match in SCANNER.scan(item.text).matches if match.rule.pack == "secrets"]
+        if any(match.start < item.end and match.end > item.start for match in matches):
+            found += 1
+            redacted = scan_and_redact(SCANNER, item.text).text
+            fully += not _leftovers(item.text[item.start : item.end], redacted)
+    assert found >= 0.95 * len(items)
+    assert fully >= 0.98 * found
+
+
+def test_hard_negatives_stay_clean() -> None:
+    """Hashes, digests, SRI strings, images, UUIDs, minified JS and escaped text hold no secret."""
+    flagged = Counter(kind for kind, text in hard_negatives(per_kind=15) if _found(text))
+    assert set(HARD_NEGATIVE_KINDS) >= set(flagged)
+    assert sum(flagged.values()) == 0, flagged
