@@ -27,8 +27,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from proxy.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
-from tests.pki import make_pki
 from tests.upstream import FakeUpstream, Reply
 
 TRANSCRIPT = "Please review the following support transcript and summarise the customer's problem. "

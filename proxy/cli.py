@@ -20,6 +20,7 @@ from proxy.agentenv import (
     trust_lines,
 )
 from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
+from proxy.demo import add_demo_arguments, run_demo
 from proxy.model import Mode
 from proxy.policy import Policy, load_policy
 from proxy.query import add_query_arguments, run_query
@@ -278,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_scan_arguments(scan)
     scan.set_defaults(handler=run_scan)
+
+    demo = commands.add_parser(
+        "demo", help="see egressguard catch a leaked key, an injection, a destructive call and a bad host"
+    )
+    add_demo_arguments(demo)
+    demo.set_defaults(handler=run_demo)
     return parser
 
 

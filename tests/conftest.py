@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import structlog
 
+from proxy.localca import UpstreamPKI, make_pki
 from tests.harness import Proxy
-from tests.pki import UpstreamPKI, make_pki
 from tests.upstream import FakeUpstream, Reply
 
 ENVIRONMENT_LEAKS = (

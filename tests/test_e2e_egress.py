@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from proxy.localca import UpstreamPKI
 from tests.harness import Proxy, proxy_authorization
-from tests.pki import UpstreamPKI
 from tests.upstream import FakeUpstream
 
 

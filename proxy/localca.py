@@ -1,4 +1,5 @@
-"""A throwaway certificate authority and a server certificate for the fake upstream."""
+"""A throwaway certificate authority and a server certificate for a local TLS endpoint (the demo's model,
+the tests' fake upstream)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,126 @@
+"""`egressguard demo`: each scripted step shows its finding, and the audit log it leaves verifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.demo import STEPS
+from tests.conftest import ENVIRONMENT_LEAKS
+
+
+def clean_environ() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in ENVIRONMENT_LEAKS}
+
+
+def with_this_python() -> dict[str, str]:
+    """`python3` in a README command is the interpreter running the tests (it has the SDKs)."""
+    environ = clean_environ()
+    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    return environ
+
+
+def readme_block_starting(first_line: str) -> str:
+    """The README's shell block that starts with ``first_line``, as written there."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for block in re.findall(r"```sh\n(.*?)```", readme, re.DOTALL):
+        if block.startswith(first_line):
+            return str(block)
+    raise AssertionError(f"no README block starts with {first_line!r}")
+
+
+def sections(output: str) -> list[str]:
+    """The output of each step, in order."""
+    return re.split(r"\n\[\d/\d\] ", output)[1:]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_every_step_shows_its_finding_and_the_log_verifies(tmp_path: Path, mode: str) -> None:
+    """Each step prints the threat it demonstrates; the run ends with `audit verify` passing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "demo", "--dir", str(tmp_path / "demo"), "--mode", mode],
+        env=clean_environ(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = sections(result.stdout)
+    assert len(steps) == len(STEPS)
+    for step, printed in zip(STEPS, steps, strict=True):
+        assert printed.startswith(step.title)
+        if step.shows:
+            assert f"    {step.shows}: " in printed, printed
+    normal, leak, injection, destructive, upload = steps
+    assert "agent received 200: Paris is the capital of France." in normal
+    assert "credential_theft" not in normal
+    if mode == "enforce":
+        assert "AKIAQWERTY234567ABCD" not in result.stdout + result.stderr
+        assert "[REDACTED:aws-access-key-id]" in leak
+        assert "withheld by egressguard" in destructive
+        assert "refused the connection: 403" in upload
+        assert "-> block (enforced)" in upload
+    else:
+        assert "-> redact (what enforce mode would do)" in leak
+        assert "[tool calls: drop_table]" in destructive
+    assert "prompt_injection" in injection or "context_poisoning" in injection
+    audit = tmp_path / "demo" / "data" / "audit"
+    assert f"Audit log: {audit}" in result.stdout
+    assert re.search(r"\nintact: \d+ records", result.stdout)
+
+
+def test_the_demo_policy_is_the_embedded_one_plus_the_model(tmp_path: Path) -> None:
+    """The demo runs the embedded default policy; the one change is its local model on the allowlist."""
+    from proxy.demo import demo_policy
+    from proxy.policy import load_policy
+
+    embedded = load_policy(None, environ={"EGRESSGUARD_AGENT_TOKEN": "t"})
+    path = tmp_path / "policy.yaml"
+    path.write_text(demo_policy(tmp_path, 4443))
+    demo = load_policy(path, environ={"EGRESSGUARD_AGENT_TOKEN": "t"})
+    assert demo.mode == embedded.mode
+    assert [p.text for p in demo.roles["default"].egress.allow] == [
+        *(p.text for p in embedded.roles["default"].egress.allow),
+        "localhost:4443",
+    ]
+    assert demo.agents.keys() == embedded.agents.keys()
+
+
+def test_quick_start_curl_and_openai_sdk_against_the_kept_demo(tmp_path: Path) -> None:
+    """The README quick start word for word: `egressguard demo --keep-running`, then its block from
+    `. egressguard-demo/agent.env` (one request with curl, one with the openai SDK), each audited; Ctrl-C
+    leaves a verified log."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "demo", "--keep-running"],
+        cwd=tmp_path, env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    try:
+        for line in demo.stdout:
+            if line.startswith("Ctrl-C stops") or demo.poll() is not None:
+                break
+        env_file = tmp_path / "egressguard-demo" / "agent.env"
+        assert env_file.exists()
+        script = readme_block_starting(". egressguard-demo/agent.env")
+        result = subprocess.run(
+            ["/bin/bash", "-c", script], cwd=tmp_path, env=with_this_python(), capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "[REDACTED:aws-access-key-id]" in result.stdout  # curl's request
+        assert "withheld by egressguard" in result.stdout  # the openai SDK's
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest = demo.communicate(timeout=60)[0]
+    assert demo.returncode == 0, rest
+    assert "intact:" in rest
+    audit = (tmp_path / "egressguard-demo" / "data" / "audit").glob("*.jsonl")
+    turns = [json.loads(line) for path in audit for line in path.read_text().splitlines()]
+    rules = {
+        finding["rule"] for turn in turns if turn["type"] == "agent.turn" for finding in turn["findings"]
+    }
+    assert {"aws-access-key-id", "tool-delete"} <= rules
