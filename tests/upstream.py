@@ -373,12 +373,30 @@ def gemini_events(reply: Reply) -> Iterator[bytes]:
     )
 
 
-def mcp_json(reply: Reply, request: Any) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request.get("id"),
-        "result": {"content": [{"type": "text", "text": reply.text}], "isError": False},
+MCP_TOOLS = [
+    {
+        "name": "search_docs",
+        "description": "Search the product documentation.",
+        "inputSchema": {"type": "object", "properties": {"query": {"type": "string"}}},
     }
+]
+
+
+def mcp_json(reply: Reply, request: Any) -> dict[str, Any]:
+    """A JSON-RPC answer in MCP's shape for the methods a client's session uses."""
+    method = request.get("method")
+    result: dict[str, Any]
+    if method == "initialize":
+        result = {
+            "protocolVersion": (request.get("params") or {}).get("protocolVersion", "2025-06-18"),
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "fake-upstream", "version": "1.0.0"},
+        }
+    elif method == "tools/list":
+        result = {"tools": MCP_TOOLS}
+    else:
+        result = {"content": [{"type": "text", "text": reply.text}], "isError": False}
+    return {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
 
 
 def _gzipped(events: Iterator[bytes]) -> Iterator[bytes]:
@@ -411,12 +429,24 @@ class FakeUpstream:
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the tests read ``received`` instead."""
 
+            def do_GET(self) -> None:
+                """No server-initiated stream: MCP clients are told so with 405, as the spec allows."""
+                self._send(405, b"")
+
+            def do_DELETE(self) -> None:
+                """An MCP client ending its session."""
+                self._send(200, b"")
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 path = self.path.split("?", 1)[0]
                 upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
                 if path == "/mcp":
-                    message = mcp_json(upstream.reply, json.loads(body))
+                    request = json.loads(body)
+                    if "id" not in request:  # a notification: accepted, nothing to answer
+                        self._send(202, b"")
+                        return
+                    message = mcp_json(upstream.reply, request)
                     if "text/event-stream" in self.headers.get("accept", ""):
                         self._stream(iter([sse(message, "message")]), upstream.reply)
                     else:
