@@ -200,6 +200,7 @@ def cmd_ca_export(args: argparse.Namespace) -> int:
         sys.stdout.write(certificate.decode())
     else:
         Path(args.out).write_bytes(certificate)
+        Path(args.out).chmod(0o644)  # public: agents running as any user must read it
         what = "the system's CAs and egressguard's CA" if args.bundle else "the CA certificate"
         print(f"wrote {what} to {args.out}", file=sys.stderr)
     return 0

@@ -73,6 +73,7 @@ def test_ca_export_writes_certificate_never_key(tmp_path: Path) -> None:
     assert main(["ca", "export", "--out", str(out), "--set", f"confdir={confdir}"]) == 0
     exported = out.read_text()
     assert exported.startswith("-----BEGIN CERTIFICATE-----")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # agents under any user id can read it
     assert "PRIVATE KEY" not in exported
     key = confdir / "mitmproxy-ca.pem"
     assert "PRIVATE KEY" in key.read_text()
