@@ -14,6 +14,12 @@ from pathlib import Path
 from proxy.egress import HostPattern, PatternKind
 from proxy.policy import Policy
 
+DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
+"""Where the embedded policy's agent reads its token (`run` fills it in from the data dir when unset)."""
+
+CA_CERT_NAME = "mitmproxy-ca-cert.pem"
+"""The CA certificate's file name in the CA directory (``data_dir/ca``)."""
+
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 """Python (ssl, httpx, aiohttp), requests, curl and Node each read their own variable for extra CAs."""
 

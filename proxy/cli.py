@@ -12,6 +12,8 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.agentenv import (
+    CA_CERT_NAME,
+    DEFAULT_TOKEN_ENV,
     NODE_PROXY_SWITCH,
     no_proxy_bypasses,
     no_proxy_entries,
@@ -27,9 +29,7 @@ from proxy.query import add_query_arguments, run_query
 from proxy.scan import add_scan_arguments, run_scan
 from proxy.yamlschema import SchemaError
 
-DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
 ADVERTISE_ENV = "EGRESSGUARD_ADVERTISE"
-CA_CERT_NAME = "mitmproxy-ca-cert.pem"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised in order to print a dialable address
 
 

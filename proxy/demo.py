@@ -28,14 +28,13 @@ from typing import Any
 import httpx
 import yaml
 
-from proxy.agentenv import NODE_PROXY_SWITCH, trust_lines
+from proxy.agentenv import CA_CERT_NAME, DEFAULT_TOKEN_ENV, NODE_PROXY_SWITCH, trust_lines
 from proxy.localca import make_pki
 from proxy.model import Mode
 from proxy.policy import default_policy_text
 
 AGENT = "agent"
-TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
-CA_CERT = Path("data") / "ca" / "mitmproxy-ca-cert.pem"
+CA_CERT = Path("data") / "ca" / CA_CERT_NAME
 CONTEXT_HEADERS = {"X-User-Id": "demo-user", "X-Purpose": "demo", "X-Consent-Id": "demo-consent"}
 
 # What the demo model answers. A fake key in the AWS format (the documentation's example shape).
@@ -257,7 +256,7 @@ def running(directory: Path, mode: Mode, proxy_port: int, model_port: int) -> It
         "--mode", str(mode), "--set", f"ssl_verify_upstream_trusted_ca={model.pki.ca_cert}",
     ]  # fmt: skip
     process = subprocess.Popen(  # noqa: S603 - this very program, with arguments built here
-        command, env={**os.environ, TOKEN_ENV: token}, stdout=log, stderr=subprocess.STDOUT
+        command, env={**os.environ, DEFAULT_TOKEN_ENV: token}, stdout=log, stderr=subprocess.STDOUT
     )
     demo = Demo(directory, port, model, token, process)
     try:
