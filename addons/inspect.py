@@ -177,8 +177,12 @@ class Inspect:
             flow.response = http.Response.make(
                 status, payload, {**headers, "x-egressguard-event": turn.event_id}
             )
+            inspector.request_blocked()
         elif verdict.replacements and body is not None:
-            flow.request.content = dialect.rewrite_request(body, verdict.replacements)
+            rewritten = dialect.rewrite_request(body, verdict.replacements)
+            if rewritten != body:
+                flow.request.content = rewritten
+                inspector.request_sent(dialect.parse_request(rewritten))
 
     @fail_open
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -227,6 +231,7 @@ class Inspect:
             )
             if rewritten != body:
                 flow.response.content = rewritten
+                inspector.response_sent(dialect.parse_response(rewritten), plan)
 
     @fail_open
     def error(self, flow: http.HTTPFlow) -> None:
@@ -242,6 +247,9 @@ class Inspect:
             return False
         turn.errors.extend(f"stream: {note}" for note in session.notes)
         inspector.inspect_completion(session.completion, rewrite=False)
+        relay = flow.response.stream if flow.response is not None else None
+        if isinstance(relay, BodyRelay) and not relay.undecodable:
+            inspector.stream_sent()
         return True
 
     @fail_open
@@ -266,6 +274,7 @@ class Inspect:
         inspector.inspect_completion(session.completion, rewrite=False)
         if filtered != body:
             flow.response.content = filtered
+        inspector.stream_sent()
 
     @staticmethod
     def _redact_large_body(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:

@@ -9,6 +9,11 @@ state store.
 Findings always come from the same one-shot detection over the upstream's original text, so a streamed
 and a JSON completion give the same findings; enforce mode additionally rewrites what the agent receives
 (stream filters or a JSON rewrite), each threat only when the policy enforces it.
+
+A finding is recorded as not enforced, and becomes ``enforced`` only once its action has reached the
+bytes: the addon that applies a block, a rewrite or a stream filter reports it (``request_blocked``,
+``request_sent``, ``response_sent``, ``stream_sent``), and a redaction counts only when the secret is
+gone from what was sent, found by scanning it again. The turn's decision follows the same marks.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class ResponsePlan:
     notice: str | None = None
     redact_calls: list[str] = field(default_factory=list)
     """Locators of tool calls whose arguments hold a secret to redact."""
+    withheld: set[str] = field(default_factory=set)
+    """Locators of the tool calls dropped."""
 
     @property
     def rewrites(self) -> bool:
@@ -128,11 +135,16 @@ class TurnInspector:
         self.overrides = tools.RoleOverrides(destructive=role.destructive_tools, exempt=role.exempt_tools)
         self.egress = role.egress
         self.system_prompts: list[str] = []
+        self._request_from = 0
+        self._response_from = 0
+        """Where the request's and the response's findings start in ``turn.findings``."""
+        self._stream_filters: StreamFilters | None = None
 
     # -- request -------------------------------------------------------------------------------------
 
     def inspect_request(self, view: RequestView) -> RequestVerdict:
         self.system_prompts = [part.text for part in view.parts if part.source is Source.SYSTEM]
+        self._request_from = len(self.turn.findings)
         verdict = RequestVerdict()
         self._record(self._compliance())
         for part in self._fresh_parts(view.parts):
@@ -159,15 +171,26 @@ class TurnInspector:
             (
                 finding
                 for finding in self.turn.findings
-                if finding.enforced and finding.action in (Action.BLOCK, Action.WITHHOLD)
+                if self._enforceable(finding) and finding.action in (Action.BLOCK, Action.WITHHOLD)
             ),
             None,
         )
-        if verdict.block is not None:
-            self.turn.escalate(Decision.BLOCKED)
-        elif verdict.replacements:
-            self.turn.escalate(Decision.REDACTED)
         return verdict
+
+    def request_blocked(self) -> None:
+        """The request was answered with the block response: its blocking findings are enforced."""
+        self._carry_out(
+            self._request_from,
+            lambda finding: finding.action in (Action.BLOCK, Action.WITHHOLD),
+            Decision.BLOCKED,
+        )
+
+    def request_sent(self, sent: RequestView) -> None:
+        """The request left rewritten, as ``sent`` (parsed from the bytes that left): a redaction is
+        enforced when its secret is in none of the parts."""
+        self._carry_out_redactions(
+            self._request_from, [part.text for part in sent.parts], text_rewritten=False
+        )
 
     def _fresh_parts(self, parts: Iterable[Part]) -> list[Part]:
         """What this request adds to the conversation: everything after the last assistant message (the
@@ -247,23 +270,57 @@ class TurnInspector:
         gate = self._tool_gate()
         if not factories and gate is None:
             return None
-        return StreamFilters(
+        self._stream_filters = StreamFilters(
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
             drop_notice=(lambda name, call_id: tools.approval_notice(name)) if gate else None,
             argument_filter=redactor,
         )
+        return self._stream_filters
+
+    def stream_sent(self) -> None:
+        """The completion streamed through the filters from its first byte to its last: redactions ran
+        on every text and argument channel, and destructive calls were dropped by the gate (a call over
+        a rate limit is known only at the end, too late to withhold)."""
+        filters = self._stream_filters
+        if filters is None:
+            return
+
+        def applied(finding: Finding) -> bool:
+            if finding.action is Action.REDACT:
+                return filters.text_filter is not None
+            return (
+                finding.action is Action.WITHHOLD
+                and filters.tool_gate is not None
+                and self.detectors.tools.is_destructive(str(finding.extra.get("tool", "")), self.overrides)
+                is not None
+            )
+
+        self._carry_out(self._response_from, applied, Decision.REDACTED)
+
+    def response_sent(self, received: Completion, plan: ResponsePlan) -> None:
+        """The JSON response went out rewritten by ``plan``, and reads back as ``received``: a redaction
+        is enforced when its secret is gone from every text and argument, a withheld call when the plan
+        dropped it."""
+        self._carry_out(
+            self._response_from,
+            lambda finding: finding.action is Action.WITHHOLD and finding.where in plan.withheld,
+            Decision.REDACTED,
+        )
+        texts = [segment.text for segment in received.text] + [call.arguments for call in received.tool_calls]
+        self._carry_out_redactions(self._response_from, texts, text_rewritten=plan.text_map is not None)
 
     def inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
         """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
         forward, redacted where the policy enforces it."""
+        since = len(self.turn.findings)
         matches = self._sensitive(text)
         self._record(self._sensitive_findings(text, matches, where, request_side=from_client))
         if from_client:
             self._record(self.detectors.injection.detect(text, where, Source.USER))
         if matches and self._redacts(matches) and (not from_client or self.policy.detection.redact_requests):
-            self.turn.escalate(Decision.REDACTED)
-            return self._redact(text, [match for match in matches if self.policy.enforces(match.rule.threat)])
+            text = self._redact(text, [match for match in matches if self.policy.enforces(match.rule.threat)])
+            self._carry_out_redactions(since, [text], text_rewritten=False)
         return text
 
     def body_redactor(self) -> ByteStreamRedactor | None:
@@ -279,6 +336,7 @@ class TurnInspector:
         """Findings for the completion as the upstream sent it; with ``rewrite`` also the JSON rewrite
         that enforce mode applies."""
         self.turn.completion = completion
+        self._response_from = len(self.turn.findings)
         leak_detector = self._leak_detector(enforced_only=False)
         for segment in completion.text:
             self._record(self._sensitive_findings(segment.text, self._sensitive(segment.text), segment.where))
@@ -298,8 +356,6 @@ class TurnInspector:
         ) + self._tool_behaviour(completion.tool_calls)
         self._record(tool_findings)
         self._refusal(completion.full_text)
-        if any(finding.enforced and finding.action is not Action.FLAG for finding in self.turn.findings):
-            self.turn.escalate(Decision.REDACTED)
         return self._json_plan(completion, tool_findings) if rewrite else ResponsePlan()
 
     def _json_plan(self, completion: Completion, tool_findings: list[Finding]) -> ResponsePlan:
@@ -323,6 +379,7 @@ class TurnInspector:
             withheld = {finding.where for finding in tool_findings if finding.action is Action.WITHHOLD}
             dropped = [call for call in completion.tool_calls if call.where in withheld]
             plan.drop_tool_calls = {call.id or call.where for call in dropped}
+            plan.withheld = {call.where for call in dropped}
             if dropped:
                 plan.notice = "\n\n".join(tools.approval_notice(call.name) for call in dropped)
         return plan
@@ -521,8 +578,39 @@ class TurnInspector:
 
     def _record(self, findings: Iterable[Finding]) -> None:
         for finding in findings:
-            enforced = finding.action is not Action.FLAG and self.policy.enforces(finding.threat)
-            self.turn.add(dataclasses.replace(finding, enforced=enforced))
+            self.turn.add(dataclasses.replace(finding, enforced=False))
+
+    def _enforceable(self, finding: Finding) -> bool:
+        """Enforce mode acts on it: an action other than flag, for a threat the policy enforces."""
+        return finding.action is not Action.FLAG and self.policy.enforces(finding.threat)
+
+    def _carry_out(self, since: int, applied: Callable[[Finding], bool], decision: Decision) -> None:
+        """Mark enforced the enforceable findings from index ``since`` whose action ``applied`` says
+        reached the bytes; the turn's decision rises when any did."""
+        findings = self.turn.findings
+        for index in range(since, len(findings)):
+            finding = findings[index]
+            if not finding.enforced and self._enforceable(finding) and applied(finding):
+                findings[index] = dataclasses.replace(finding, enforced=True)
+                self.turn.escalate(decision)
+
+    def _carry_out_redactions(self, since: int, sent: list[str], *, text_rewritten: bool) -> None:
+        """Redactions from index ``since`` whose secret is in none of the ``sent`` texts (scanned again)
+        are enforced; one without a fingerprint (a leaked prompt, a link) when the text was rewritten."""
+        remaining = {
+            fingerprint(text[match.start : match.end], self.detectors.fingerprint_key)
+            for text in sent
+            for match in self._sensitive(text)
+        }
+
+        def applied(finding: Finding) -> bool:
+            if finding.action is not Action.REDACT:
+                return False
+            if finding.fingerprint is None:
+                return text_rewritten
+            return finding.fingerprint not in remaining
+
+        self._carry_out(since, applied, Decision.REDACTED)
 
 
 def _compose(steps: list[Callable[[str], str]]) -> Callable[[str], str]:

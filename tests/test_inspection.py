@@ -106,7 +106,7 @@ def test_tool_rate_limit_withholds_calls_over_the_limit(inspector_for: Callable[
         inspector._record(inspector._tool_behaviour([call("send_email"), call("get_weather", index=1)]))
         findings.append([f for f in inspector.turn.findings if f.rule == "tool-rate-limit"])
     assert [len(found) for found in findings] == [0, 0, 1]
-    assert findings[2][0].where == "tool_calls[0]" and findings[2][0].enforced
+    assert findings[2][0].where == "tool_calls[0]" and findings[2][0].action == "withhold"
 
 
 def test_call_frequency_over_baseline_is_flagged(
