@@ -8,19 +8,26 @@ failure here must never turn into a broken connection for the agent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Set
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import structlog
 from mitmproxy import exceptions, http
+from mitmproxy.flow import Error
 
+from addons.identity import REFUSAL_KEY, AuthRefusal
 from addons.turns import turn_of
 from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
+from proxy.audit.refusals import RefusalCounter
 from proxy.events import scrub, turn_event
 from proxy.model import Severity
 from proxy.policy import AuditSettings, Policy
@@ -32,6 +39,8 @@ log = structlog.get_logger("egressguard")
 _WRITTEN = "egressguard_audited"
 AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
 UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
+CLIENT_GONE = ("Client disconnected", "Stream reset", "stream reset")
+"""How mitmproxy's error messages start when the agent itself went away."""
 
 
 def _sha256(content: bytes | None) -> str | None:
@@ -41,6 +50,22 @@ def _sha256(content: bytes | None) -> str | None:
 def _failure(exc: BaseException) -> str:
     """What may be logged about an unexpected error: its type and message, never its frame locals."""
     return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def received_status(flow: http.HTTPFlow) -> int | None:
+    """The HTTP status the agent received, which is not always the upstream's: None when it received
+    none (it went away first, or the flow was killed)."""
+    response, error = flow.response, flow.error
+    if error is None:
+        return response.status_code if response is not None else None
+    if response is not None and response.stream:
+        return response.status_code  # relayed as it arrived: the head went out before the break
+    if error.msg == Error.KILLED_MESSAGE or error.msg.startswith(CLIENT_GONE):
+        return None
+    if flow.request.timestamp_end is None:
+        # The agent's own request could not be read whole: mitmproxy answers 413 or 400.
+        return 413 if error.msg.startswith("Request body exceeds") else 400
+    return 502  # mitmproxy answers an upstream that failed before its answer was complete with 502
 
 
 def unavailable_response(reason: str, event_id: str | None) -> http.Response:
@@ -60,6 +85,8 @@ class Audit:
         self._router_settings: tuple[AlertsConfig | None, Path, Path] | None = None
         self._outage: str | None = None
         self._running = False
+        self.refusals = RefusalCounter()
+        self._refusal_flusher: asyncio.Task[None] | None = None
 
     def configure(self, updated: Set[str]) -> None:
         """Open the log (and, once running, the router) once per policy; a log that cannot be opened
@@ -78,9 +105,12 @@ class Audit:
         """The router's threads start once the proxy runs, not for the options tried while it starts."""
         self._running = True
         self._ensure_router()
+        with contextlib.suppress(RuntimeError):  # no event loop: nothing to flush on a timer
+            self._refusal_flusher = asyncio.get_running_loop().create_task(self._flush_refusals_on_time())
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """With ``on_error: closed``, refuse requests while the log is known to be unwritable."""
+        self._count_refusal(flow)
         turn = turn_of(flow)
         sink = self.sink
         if turn is None or flow.response is not None or sink is None:
@@ -92,6 +122,7 @@ class Audit:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """A CONNECT that an earlier addon answered (refused), or one whose tunnel is relayed without
         interception, is a turn of its own."""
+        self._count_refusal(flow)
         turn = turn_of(flow)
         if flow.response is not None or (turn is not None and turn.tunnelled):
             self._write(flow)
@@ -121,6 +152,9 @@ class Audit:
                 log.error("audit.checkpoint_failed", error=_failure(exc))
 
     def done(self) -> None:
+        if self._refusal_flusher is not None:
+            self._refusal_flusher.cancel()
+        self._write_refusals(self.refusals.drain())
         self._close_router()
         if self.sink is not None:
             try:
@@ -201,6 +235,38 @@ class Audit:
         frozen = freeze.apply_alert_action(store, action, alert, self.runtime.policy.detection.freeze_for_s)
         log.warning("alerts.action_applied", action=action, rule=alert.rule, targets=frozen)
 
+    # -- refused authentications -------------------------------------------------------------------
+
+    def _count_refusal(self, flow: http.HTTPFlow) -> None:
+        refusal = flow.metadata.pop(REFUSAL_KEY, None)
+        if isinstance(refusal, AuthRefusal):
+            now = datetime.now(UTC)
+            self._write_refusals(self.refusals.refused(refusal.client, refusal.reason, refusal.agent, now))
+
+    async def _flush_refusals_on_time(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            self._write_refusals(self.refusals.due(datetime.now(UTC)))
+
+    def _write_refusals(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            log.warning(
+                "auth.refused",
+                client=event["client"],
+                reason=event["reason"],
+                attempts=event["attempts"],
+                agents=event["agents"],
+            )
+            if self.sink is None:
+                continue
+            try:
+                record = self.sink.append(event)
+            except Exception as exc:  # the refusal stands; only its record is lost, and that is logged
+                log.error("audit.refusal_not_recorded", error=_failure(exc))
+                continue
+            if self.router is not None:
+                self.router.submit(record)
+
     # -- writing ---------------------------------------------------------------------------------------
 
     def _write(self, flow: http.HTTPFlow) -> bool:
@@ -224,7 +290,7 @@ class Audit:
             mode=self.runtime.policy.mode,
             method=flow.request.method,
             path=flow.request.path.split("?", 1)[0],
-            status=response.status_code if response is not None else None,
+            status=received_status(flow),
             input_sha256=_sha256(flow.request.raw_content),
             output_sha256=_sha256(response.raw_content) if response is not None else None,
         )

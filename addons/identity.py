@@ -9,17 +9,36 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Set
+from dataclasses import dataclass
 
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
-from mitmproxy.addons.proxyauth import ProxyAuth, Validator
+from mitmproxy.addons.proxyauth import (
+    ProxyAuth,
+    Validator,
+    http_auth_header,
+    is_http_proxy,
+    parse_http_basic_auth,
+)
 
 from addons.turns import METADATA_KEY
+from proxy.audit.refusals import Reason
 from proxy.policy import Agent
 from proxy.runtime import Runtime
 from proxy.turn import Turn, TurnContext
 
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
+REFUSAL_KEY = "egressguard.auth_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRefusal:
+    """A refused proxy authentication, as the audit records it: never the credential tried."""
+
+    client: str
+    reason: Reason
+    agent: str | None
+    """The agent named in the user name, when it is one (an unknown name could be anything)."""
 
 
 class AgentTokens(Validator):
@@ -46,12 +65,30 @@ class AgentIdentity(ProxyAuth):
         self.validator = AgentTokens(self.runtime.policy.agents)
 
     def http_connect(self, f: http.HTTPFlow) -> None:
+        answered = f.response is not None
         super().http_connect(f)
+        self._note_refusal(f, answered)
         self._open_turn(f)
 
     def requestheaders(self, f: http.HTTPFlow) -> None:
+        answered = f.response is not None
         super().requestheaders(f)
+        self._note_refusal(f, answered)
         self._open_turn(f)
+
+    def _note_refusal(self, flow: http.HTTPFlow, answered_before: bool) -> None:
+        if answered_before or flow.response is None or "proxyauth" in flow.metadata:
+            return
+        header = flow.request.headers.get(http_auth_header(is_http_proxy(flow)), "")
+        try:
+            name: str | None = parse_http_basic_auth(header)[1]
+        except ValueError:
+            name = None
+        flow.metadata[REFUSAL_KEY] = AuthRefusal(
+            client=str(flow.client_conn.peername[0]) if flow.client_conn.peername else "unknown",
+            reason="invalid" if header else "missing",
+            agent=name if name in self.runtime.policy.agents else None,
+        )
 
     def _open_turn(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or "proxyauth" not in flow.metadata:

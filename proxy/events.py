@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from proxy.dialects import MCP
 from proxy.model import Mode
-from proxy.redact import redact_json
+from proxy.redact import RedactionStyle, placeholder, redact_json
 from proxy.rulepack import Scanner
 from proxy.turn import Turn
+from proxy.validators import shannon_entropy
 
 
 def turn_event(
@@ -82,16 +85,68 @@ AGENT_CONTROLLED = (
 a secret can hide in any of them (a webhook token in a path, data in a host label)."""
 
 
+URL_FIELDS = ("path", "egress_host")
+"""Fields that hold a URL part: read percent-decoded, and token-like pieces masked even without a rule."""
+URL_MASK_RULE = "url-token"
+_URL_RUN = re.compile(r"[A-Za-z0-9_\-.~+=]{16,}")
+_PIECE_SEPARATORS = re.compile(r"[-_.~]")
+MIN_TOKEN_PIECE = 16
+MIN_TOKEN_ENTROPY = 3.0
+"""Bits per character: random tokens of 16 or more characters score 3.5 and up; words, dates, version
+strings and hyphenated model names have no piece this long that mixes letters and digits."""
+
+
+def looks_like_token(run: str) -> bool:
+    """A run of URL characters holding a piece of 16+ characters that mixes letters and digits with the
+    entropy of a random string (an API key, a webhook secret, an id). Hyphenated words, dates, UUIDs
+    (pieces of at most 12) and model names (``claude-3-5-sonnet-20241022``) do not."""
+    for piece in _PIECE_SEPARATORS.split(run):
+        if (
+            len(piece) >= MIN_TOKEN_PIECE
+            and any(char.isdigit() for char in piece)
+            and any(char.isalpha() for char in piece)
+            and shannon_entropy(piece) >= MIN_TOKEN_ENTROPY
+        ):
+            return True
+    return False
+
+
+def mask_url_tokens(text: str, key: bytes) -> str:
+    """``text`` (a decoded path or host) with every token-like run replaced by a keyed placeholder: the
+    same id gives the same placeholder, so records still correlate, and a secret no rule knows (or one
+    glued to other characters, ``/botghp_...``) is never written."""
+    return _URL_RUN.sub(
+        lambda run: (
+            placeholder(URL_MASK_RULE, run.group(), RedactionStyle.HASH, key)
+            if looks_like_token(run.group())
+            else run.group()
+        ),
+        text,
+    )
+
+
 def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]:
     """The event with every detected secret in agent-controlled text replaced by its placeholder, so
-    the audit log, the log line and alerts built from it never carry one."""
+    the audit log, the log line and alerts built from it never carry one. URL parts are read decoded and
+    lose token-like pieces too (see ``mask_url_tokens``)."""
     fields = {name: event[name] for name in AGENT_CONTROLLED if name in event}
+    url_parts = {name: fields[name] for name in URL_FIELDS if isinstance(fields.get(name), str)}
+    for name in URL_FIELDS:
+        if isinstance(fields.get(name), str):
+            fields[name] = unquote(fields[name])
     fields["findings"] = [
         {name: finding[name] for name in ("signal", "extra") if name in finding}
         for finding in event["findings"]
     ]
     clean, redactions = redact_json(fields, scanner, key=key)
-    if not redactions:
+    if isinstance(clean.get("path"), str):
+        clean["path"] = mask_url_tokens(clean["path"], key)
+    if isinstance(clean.get("egress_host"), str):
+        # Label by label: the registered domain stays readable when a label before it carries data.
+        clean["egress_host"] = ".".join(
+            mask_url_tokens(label, key) for label in clean["egress_host"].split(".")
+        )
+    if not redactions and all(clean[name] == value for name, value in url_parts.items()):
         return event
     findings = [
         {**original, **scrubbed}

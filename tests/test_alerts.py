@@ -93,7 +93,7 @@ def router_for(
 
 
 def test_shipped_rules_load() -> None:
-    """The five shipped rules load against the default stdout destination."""
+    """The six shipped rules load against the default stdout destination."""
     config = load_alerts_config(None)
     assert [rule.id for rule in config.rules] == [
         "critical-secret-leak",
@@ -101,6 +101,7 @@ def test_shipped_rules_load() -> None:
         "injection-rate-spike",
         "first-seen-egress",
         "compliance-trace-gap",
+        "proxy-auth-failures",
     ]
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import exceptions
+from mitmproxy import exceptions, http
+from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 
 from addons.audit import UNAVAILABLE_TYPE, Audit
@@ -188,3 +189,71 @@ def test_write_failure_never_escapes_the_hook(tmp_path: Path) -> None:
         addon.response(flow)
         assert flow.response.status_code == 200
         addon.done()
+
+
+def recorded_status(tmp_path: Path, prepare: Any) -> Any:
+    """The status written for a flow that ``prepare`` shaped, through the hook mitmproxy would call."""
+    addon = audit_addon(tmp_path)
+    flow = turn_flow()
+    prepare(flow)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        if flow.error is None:
+            addon.response(flow)
+        else:
+            addon.error(flow)
+        addon.done()
+    (record,) = [
+        json.loads(line)
+        for path in (tmp_path / "audit").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+        if '"agent.turn"' in line
+    ]
+    return record["status"]
+
+
+def upstream_broke(flow: Any) -> None:
+    """The upstream's head arrived (200), then its body broke (a bad chunk): mitmproxy answers 502."""
+    flow.error = Error("HTTP/1 protocol error: Malformed chunked body")
+
+
+def stream_broke(flow: Any) -> None:
+    """Streamed: the 200 head went out before the body broke."""
+    flow.response.stream = True
+    upstream_broke(flow)
+
+
+def client_left(flow: Any) -> None:
+    flow.error = Error("Client disconnected.")
+
+
+def killed(flow: Any) -> None:
+    flow.error = Error(Error.KILLED_MESSAGE)
+
+
+def request_unreadable(flow: Any) -> None:
+    flow.response = None
+    flow.request.timestamp_end = None
+    flow.error = Error("Request body exceeds mitmproxy's body_size_limit.")
+
+
+def refused_by_egressguard(flow: Any) -> None:
+    flow.response = http.Response.make(403, b"refused")
+
+
+@pytest.mark.parametrize(
+    ("prepare", "status"),
+    [
+        (lambda flow: None, 200),
+        (upstream_broke, 502),
+        (stream_broke, 200),
+        (client_left, None),
+        (killed, None),
+        (request_unreadable, 413),
+        (refused_by_egressguard, 403),
+    ],
+    ids=["answered", "bad-chunk", "stream-cut", "client-left", "killed", "request-too-large", "refused"],
+)
+def test_status_is_what_the_agent_received(tmp_path: Path, prepare: Any, status: int | None) -> None:
+    """The recorded status is the one the agent got, not the upstream's, and None when it got none."""
+    assert recorded_status(tmp_path, prepare) == status

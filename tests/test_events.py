@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
+import pytest
+
 from proxy.events import scrub, turn_event
 from proxy.model import Action, Finding, Mode, Severity, Threat
 from proxy.rulepack import Scanner, load_packaged_packs
@@ -11,6 +15,7 @@ SLACK_HOOK = "https://hooks.slack.com/services/T01234567/B01234567/abcdefghijklm
 TOKEN = "xoxb-123456789012-123456789012-abcdefghijklmnopqrstuvwx"
 
 
+@functools.cache
 def scanner() -> Scanner:
     return Scanner([pack for pack in load_packaged_packs() if pack.name in ("secrets", "pii")])
 
@@ -60,3 +65,86 @@ def test_clean_event_is_returned_as_is() -> None:
         output_sha256=None,
     )
     assert scrub(event, scanner(), b"k" * 32) is event
+
+
+GH_TOKEN = "ghp_" + "R8zQ2mV7xK4pL9wT3nB6cY1dF5gH0jS2aE7u"  # shaped like a GitHub token, issued to nobody
+TOKEN_PATHS = {
+    "glued to a prefix": f"/bot{GH_TOKEN}/updates",
+    "glued on both sides": f"/x{GH_TOKEN}y/",
+    "percent-encoded": "/bot" + "".join(f"%{ord(char):02X}" for char in GH_TOKEN) + "/x",
+    "partly percent-encoded": f"/bot{GH_TOKEN[:10]}%5F{GH_TOKEN[11:]}/x",
+    "path end": f"/hooks/{GH_TOKEN}",
+    "after a colon": f"/bot123456789:{GH_TOKEN}/sendMessage",
+    "inside a matrix parameter": f"/files;sig={GH_TOKEN}/a",
+    "base64 data": "/collect/ZXhmaWx0cmF0ZWQgc2VjcmV0IGRhdGEgaGVyZQ==/p.png",
+    "url-safe base64": "/c/eyJhbGciOiJIUzI1NiJ9-eyJzdWIiOiIxMjM0NTY3ODkwIn0/x",
+    "hex digest": "/blob/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "key-shaped id": "/u/sk-proj-AbCdEf1234567890GhIjKl/x",
+    "slack webhook secret": "/services/T0A1B2C3D/B0Z9Y8X7W/q8Rk2LmN5pQ7sT1vW3xY6zA9",
+    "random id after a word": "/v1/threads/thread_abc123XYZ789def456GHI/runs",
+    "mixed case and digits": "/a/Zx9Qw8Er7Ty6Ui5Op4As3Df2/b",
+    "tilde separated": f"/a/~{GH_TOKEN}~/b",
+    "plus joined": f"/a/x+{GH_TOKEN}/b",
+}
+PLAIN_PATHS = [
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1beta/models/gemini-1.5-pro-latest:streamGenerateContent",
+    "/v1beta/models/gemini-2.0-flash-thinking-exp-01-21:generateContent",
+    "/openai/deployments/gpt-4o-mini-2024-07-18/chat/completions",
+    "/v1/models/claude-3-5-sonnet-20241022",
+    "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke-with-response-stream",
+    "/v1/threads/3fa85f64-5717-4562-b3fc-2c963f66afa6/runs",
+    "/repos/egressguard/egressguard/pulls/1234/comments",
+    "/api/v2/internationalization-settings/administrators",
+    "/v1/organizations/organization_configuration_endpoint",
+    "/search/AVeryLongCamelCaseWordWithoutDigits",
+    "/2024/12/04/release-notes-for-version-20241204",
+    "/mcp",
+    "/v1/files/file-abc123/content",
+    "/hooks/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+    "/docs/getting-started/installation-and-configuration",
+    "/static/js/main.4f3c2a1b.chunk.js",
+]
+
+
+def scrubbed_path(path: str, host: str = "api.example.com") -> dict[str, object]:
+    event = turn_event(
+        Turn(TurnContext(agent_id="bot", role="r"), egress_host=host),
+        mode=Mode.ENFORCE,
+        method="GET",
+        path=path,
+        status=200,
+        input_sha256=None,
+        output_sha256=None,
+    )
+    return scrub(event, scanner(), b"k" * 32)
+
+
+@pytest.mark.parametrize("path", list(TOKEN_PATHS.values()), ids=list(TOKEN_PATHS))
+def test_token_in_a_path_is_never_written(path: str) -> None:
+    """A token no rule matches where it sits (glued to other characters, encoded) is masked anyway."""
+    written = str(scrubbed_path(path)["path"])
+    assert "[REDACTED:" in written
+    assert GH_TOKEN not in written and GH_TOKEN[4:20] not in written
+    assert "R8zQ2mV7xK4pL9wT" not in written
+
+
+@pytest.mark.parametrize("path", PLAIN_PATHS)
+def test_ordinary_api_paths_are_written_as_they_are(path: str) -> None:
+    """Model names, versions, dates, UUIDs and words are not tokens: triage keeps the real path."""
+    assert scrubbed_path(path)["path"] == path
+
+
+def test_the_same_token_masks_to_the_same_placeholder() -> None:
+    """Masks are keyed fingerprints: one id correlates across records without being written."""
+    first = scrubbed_path(f"/a/{GH_TOKEN}/b")["path"]
+    assert first == scrubbed_path(f"/c/{GH_TOKEN}")["path"].replace("/c/", "/a/") + "/b"  # type: ignore[union-attr]
+
+
+def test_token_in_a_host_label_is_masked() -> None:
+    """A host label carrying data (DNS-style exfiltration through the egress host) is masked too."""
+    host = str(scrubbed_path("/", host="zxhmawx0cmf0zwqgc2vjcmv0ZGF0YQ1.attacker.example")["egress_host"])
+    assert host.endswith(".attacker.example") and host.startswith("[REDACTED:url-token:")

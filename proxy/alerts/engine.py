@@ -20,6 +20,8 @@ from proxy.model import Severity
 
 MAX_EVENT_IDS = 20
 MAX_ROWS = 50
+EVALUATED_TYPES = frozenset({"agent.turn", "auth.refused"})
+"""Records real-time rules look at: agent turns, and refused proxy authentications."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class _Hit:
     session_id: str | None
     threats: tuple[str, ...]
     rules: tuple[str, ...]
+    weight: int = 1
+    """How many events the record stands for (``attempts`` of an aggregated record)."""
 
 
 @dataclass(slots=True)
@@ -115,7 +119,7 @@ class RuleEngine:
         self._seen[rule_id].update(tuple(key) for key in keys)
 
     def evaluate(self, record: Mapping[str, Any]) -> list[tuple[AlertRule, Alert]]:
-        if record.get("type") != "agent.turn":
+        if record.get("type") not in EVALUATED_TYPES:
             return []
         now = parse_ts(record["ts"])
         if self._observed_since is None:
@@ -181,6 +185,7 @@ class RuleEngine:
             session_id=record.get("session_id"),
             threats=tuple(sorted({str(item.get("threat")) for item in findings})),
             rules=tuple(sorted({str(item.get("rule")) for item in findings})),
+            weight=max(1, int(record.get("attempts") or 1)),
         )
         state.hits.append(hit)
         while state.hits and state.hits[0].ts <= now - rule.window:
@@ -188,7 +193,7 @@ class RuleEngine:
         if rule.baseline is not None:
             if not self._spiking(rule, state, now):
                 return None
-        elif rule.threshold is not None and not rule.threshold.met(len(state.hits)):
+        elif rule.threshold is not None and not rule.threshold.met(sum(hit.weight for hit in state.hits)):
             return None
         if state.last_fired is not None and now < state.last_fired + rule.dedup_window:
             state.suppressed += 1
@@ -228,7 +233,7 @@ class RuleEngine:
             **alert_heading(rule.id, rule.description, rule.severity, now),
             dedup_key=f"{rule.id}:{group_text}" if group_text else rule.id,
             group=group,
-            count=len(hits),
+            count=sum(hit.weight for hit in hits),
             window_seconds=int(rule.window.total_seconds()),
             agent_ids=sorted({hit.agent_id for hit in hits if hit.agent_id}),
             user_ids=sorted({hit.user_id for hit in hits if hit.user_id}),

@@ -29,7 +29,9 @@ from proxy.units import parse_duration
 
 BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent"})
 DESTINATION_TYPES = frozenset({"slack", "pagerduty", "webhook", "stdout", "syslog", "file"})
-GROUP_FIELDS = frozenset({"agent_id", "role", "user_id", "session_id", "egress_host", "model", "dialect"})
+GROUP_FIELDS = frozenset(
+    {"agent_id", "role", "user_id", "session_id", "egress_host", "model", "dialect", "client"}
+)
 THRESHOLD = re.compile(r"^\s*(>=|>)\s*(\d+)\s*$")
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 DEFAULT_DESTINATION = "secops"
