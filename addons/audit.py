@@ -93,11 +93,17 @@ class Audit:
         stops the start."""
         policy = self.runtime.policy
         if policy.audit != self._sink_settings:
-            previous = self.sink
-            self.sink = self._open_sink(policy.audit)
-            self._sink_settings = policy.audit
+            previous, previous_settings = self.sink, self._sink_settings
             if previous is not None:
+                # Closed before the new log reads the chain's tail: two writers would fork the chain.
                 previous.close()
+            try:
+                self.sink = self._open_sink(policy.audit)
+            except exceptions.OptionsError:
+                # A rejected change leaves the log recording as it was.
+                self.sink = self._open_sink(previous_settings) if previous_settings is not None else None
+                raise
+            self._sink_settings = policy.audit
         if self._running:
             self._ensure_router()
 

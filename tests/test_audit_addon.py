@@ -8,6 +8,7 @@ import shutil
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from mitmproxy.test import taddons, tflow
 from addons.audit import UNAVAILABLE_TYPE, Audit
 from addons.turns import METADATA_KEY
 from proxy.alerts import Alert
+from proxy.audit.keys import load_public_key
+from proxy.audit.verify import collect_files, verify_files
 from proxy.freeze import refusal_reason
 from proxy.policy import parse_policy
 from proxy.runtime import Runtime
@@ -113,6 +116,31 @@ def test_configure_twice_with_the_same_policy_keeps_router_and_log(tmp_path: Pat
         tctx.configure(addon)
         assert router is not None and addon.router is router and addon.sink is sink
         addon.done()
+
+
+def test_changed_audit_settings_continue_one_chain(tmp_path: Path) -> None:
+    """A policy change that reopens the log (a reload) closes the old writer first: the chain stays one,
+    signed, and a rejected change keeps the old log recording."""
+    addon = audit_addon(tmp_path)
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        addon.response(turn_flow())
+        policy = addon.runtime.policy
+        addon.runtime.policy_or_none = replace(policy, audit=replace(policy.audit, checkpoint_every=5))
+        tctx.configure(addon)
+        addon.response(turn_flow())
+        (tmp_path / "file").write_text("x")
+        addon.runtime.policy_or_none = replace(
+            policy, audit=replace(policy.audit, path=tmp_path / "file" / "a")
+        )
+        with pytest.raises(exceptions.OptionsError):
+            tctx.configure(addon)
+        addon.response(turn_flow())
+        addon.done()
+    directory = tmp_path / "audit"
+    report = verify_files(collect_files([directory]), load_public_key(directory / "audit-signing.pub"))
+    assert report.intact and report.unsigned_tail == 0
+    assert report.records - report.checkpoints == 3
 
 
 def test_unopenable_audit_directory_stops_the_start(tmp_path: Path) -> None:

@@ -262,3 +262,13 @@ def test_required_time_needs_a_key_and_a_valid_time(
         (copy / path.name).write_bytes(path.read_bytes())
     assert verify(copy, "--require-signed-through", "1h") == 2
     assert "needs the public key" in capsys.readouterr().err
+
+
+def test_gaps_are_counted_in_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """audit.gap records are reported with the number of events they say were lost."""
+    audit = AuditLog(tmp_path)
+    audit.append({"type": "audit.gap", "dropped": 3})
+    audit.append({"type": "audit.gap", "dropped": 2, "spooled": 4})
+    audit.close()
+    assert verify(tmp_path) == 0
+    assert "gaps: 2 audit.gap records, 5 events lost in outages" in capsys.readouterr().out

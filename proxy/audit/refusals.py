@@ -19,7 +19,6 @@ from proxy.model import Action, Finding, Severity, Threat
 Reason = Literal["missing", "invalid"]
 AUTH_REFUSED = "auth.refused"
 INVALID_RULE = "proxy-auth-invalid"
-MISSING_RULE = "proxy-auth-missing"
 
 
 @dataclass(slots=True)
@@ -72,17 +71,19 @@ class RefusalCounter:
         client, reason = key
         attempts = window.attempts - window.reported
         window.reported = window.attempts
-        invalid = reason == "invalid"
-        finding = Finding(
-            threat=Threat.CREDENTIAL_THEFT,
-            rule=INVALID_RULE if invalid else MISSING_RULE,
-            signal=f"{attempts} proxy authentication(s) refused: "
-            + ("wrong agent name or token" if invalid else "no credentials sent"),
-            severity=Severity.MEDIUM if invalid else Severity.LOW,
-            action=Action.BLOCK,
-            where="proxy-authorization",
-            enforced=True,
-        )
+        # No credentials at all is how a challenge-response client starts: recorded, but not a finding.
+        findings = []
+        if reason == "invalid":
+            finding = Finding(
+                threat=Threat.CREDENTIAL_THEFT,
+                rule=INVALID_RULE,
+                signal=f"{attempts} proxy authentication(s) refused: wrong agent name or token",
+                severity=Severity.MEDIUM,
+                action=Action.BLOCK,
+                where="proxy-authorization",
+                enforced=True,
+            )
+            findings.append(finding.to_event())
         return {
             "type": AUTH_REFUSED,
             "ts": format_ts(window.last),
@@ -93,5 +94,5 @@ class RefusalCounter:
             "agents": sorted(window.agents),
             "status": 407,
             "decision": "blocked",
-            "findings": [finding.to_event()],
+            "findings": findings,
         }
