@@ -319,3 +319,13 @@ def test_spooled_events_already_in_the_log_are_not_written_twice(tmp_path: Path,
     AuditLog(directory, clock=clock, spool=spool).close()
     assert names(directory) == ["e1", "audit.gap", "e2", "audit.checkpoint"]
     assert records(directory)[1]["spooled"] == 1
+
+
+def test_spool_holding_only_written_events_leaves_no_gap(tmp_path: Path, clock: Clock) -> None:
+    """A crash after the buffer was written but before the spool was emptied lost nothing: no gap."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    AuditLog(directory, clock=clock, spool=spool).append(turn(1))
+    (spool / "spool.jsonl").write_text(json.dumps({**turn(1), "ts": records(directory)[0]["ts"]}) + "\n")
+    AuditLog(directory, clock=clock, spool=spool).close()
+    assert names(directory) == ["e1", "audit.checkpoint"]
+    assert (spool / "spool.jsonl").read_bytes() == b""

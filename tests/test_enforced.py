@@ -243,6 +243,7 @@ def test_enforced_and_decision_follow_the_bytes(setting: str, name: str) -> None
         else:
             carried_out = case.needle.encode() not in outcome.received
         assert finding.enforced == carried_out, (finding, outcome.received[:400])
+    assert not any(finding.enforced for finding in outcome.turn.findings if finding.action is Action.FLAG)
     enforced = [finding for finding in outcome.turn.findings if finding.enforced]
     expected = Decision.BLOCKED if outcome.blocked else Decision.REDACTED if enforced else Decision.ALLOWED
     assert outcome.turn.decision == expected

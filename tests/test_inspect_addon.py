@@ -54,9 +54,10 @@ def test_secret_in_server_message_redacted_in_enforce_mode() -> None:
         addon.websocket_message(flow)
     assert message.text == '{"delta": "your key is [REDACTED:aws-access-key-id]"}'
     turn = flow.metadata[METADATA_KEY]
-    assert [finding.where for finding in turn.findings if finding.rule == "aws-access-key-id"] == [
-        "websocket[3]"
-    ]
+    assert [
+        (finding.where, finding.enforced) for finding in turn.findings if finding.rule == "aws-access-key-id"
+    ] == [("websocket[3]", True)]
+    assert turn.decision == "redacted"
 
 
 def test_observe_mode_leaves_messages_alone() -> None:
@@ -66,4 +67,6 @@ def test_observe_mode_leaves_messages_alone() -> None:
         message = server_says(flow, f"key {AWS_KEY}")
         addon.websocket_message(flow)
     assert message.text == f"key {AWS_KEY}"
-    assert any(finding.rule == "aws-access-key-id" for finding in flow.metadata[METADATA_KEY].findings)
+    turn = flow.metadata[METADATA_KEY]
+    assert [finding.enforced for finding in turn.findings if finding.rule == "aws-access-key-id"] == [False]
+    assert turn.decision == "allowed"
