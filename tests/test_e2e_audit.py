@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -21,7 +24,7 @@ from proxy.audit.log import AuditLog
 from proxy.cli import main
 from tests.harness import Proxy
 from tests.test_e2e_alerts import ask, wait_until
-from tests.upstream import FakeUpstream
+from tests.upstream import FakeUpstream, Reply
 
 
 def with_audit_options(proxy: Proxy, options: str) -> None:
@@ -182,3 +185,28 @@ def test_turns_neither_written_nor_spooled_are_counted_in_a_gap_after_sigkill(tm
 
 def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_status_is_what_the_agent_got_when_the_upstream_breaks(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """An answer that breaks before it is whole reaches the agent as mitmproxy's 502, and 502 is what
+    the audit says, not the upstream's 200; a stream that breaks after its head went out keeps its 200."""
+    proxy = start_proxy()
+    request = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    verify_ca = ssl.create_default_context(cafile=proxy.ca_cert)
+    statuses = []
+    for content_type in ("application/json", None):  # held whole (labelled JSON), then streamed
+        upstream.reply = Reply(
+            text="a long enough answer to be cut", content_type=content_type, cut_after_events=2
+        )
+        with (
+            httpx.Client(proxy=proxy.url(), verify=verify_ca) as client,
+            client.stream("POST", f"{upstream.url}/v1/chat/completions", json=request) as response,
+        ):
+            statuses.append(response.status_code)  # the head the agent received
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                response.read()  # the streamed body breaks off
+    assert statuses == [502, 200]
+    records = proxy.wait_for_records(2)
+    assert [record["status"] for record in records] == [502, 200]
