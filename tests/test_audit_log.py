@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from proxy.audit.keys import load_public_key, signature_valid
+from proxy.audit.keys import load_or_create_signing_key, load_public_key, signature_valid, spool_key
 from proxy.audit.log import GENESIS, AuditLog, AuditUnavailable, checkpoint_message, record_hash
+from proxy.audit.spool import Spool
 from proxy.audit.verify import collect_files, verify_files
 
 
@@ -309,13 +310,35 @@ def test_spool_is_emptied_when_the_disk_comes_back(tmp_path: Path, clock: Clock)
     assert names(directory) == ["e1", "e2", "audit.checkpoint"]
 
 
+def left_behind(directory: Path, spool: Path, *events: dict[str, Any]) -> None:
+    """Spool ``events`` as a run holding the log's key would have."""
+    held = Spool(spool, spool_key(load_or_create_signing_key(directory / "audit-signing.key")))
+    for event in events:
+        held.hold(event)
+    held.close()
+
+
+def test_forged_spool_lines_are_counted_not_written(tmp_path: Path, clock: Clock) -> None:
+    """Whoever can write the spool but lacks the key cannot get events into the signed chain: lines
+    without a valid MAC are counted as lost."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    AuditLog(directory, clock=clock, spool=spool).append(turn(1))
+    forged = json.dumps({**turn(9), "ts": "x"}, sort_keys=True)
+    with (spool / "spool.jsonl").open("a") as sink:
+        sink.write(json.dumps({"event": forged, "mac": "0" * 64}) + "\n")
+        sink.write(forged + "\n")
+    left_behind(directory, spool, {**turn(2), "ts": "y"})
+    AuditLog(directory, clock=clock, spool=spool).close()
+    assert names(directory) == ["e1", "audit.gap", "e2", "audit.checkpoint"]
+    assert (records(directory)[1]["dropped"], records(directory)[1]["spooled"]) == (2, 1)
+
+
 def test_spooled_events_already_in_the_log_are_not_written_twice(tmp_path: Path, clock: Clock) -> None:
     """A crash between draining the buffer and emptying the spool leaves events in both: one copy is kept."""
     directory, spool = tmp_path / "audit", tmp_path / "spool"
     audit = AuditLog(directory, clock=clock, spool=spool)
     audit.append(turn(1))
-    leftover = json.dumps({**turn(1), "ts": records(directory)[0]["ts"]})
-    (spool / "spool.jsonl").write_text(leftover + "\n" + json.dumps({**turn(2), "ts": "x"}) + "\n")
+    left_behind(directory, spool, {**turn(1), "ts": records(directory)[0]["ts"]}, {**turn(2), "ts": "x"})
     AuditLog(directory, clock=clock, spool=spool).close()
     assert names(directory) == ["e1", "audit.gap", "e2", "audit.checkpoint"]
     assert records(directory)[1]["spooled"] == 1
@@ -325,7 +348,7 @@ def test_spool_holding_only_written_events_leaves_no_gap(tmp_path: Path, clock: 
     """A crash after the buffer was written but before the spool was emptied lost nothing: no gap."""
     directory, spool = tmp_path / "audit", tmp_path / "spool"
     AuditLog(directory, clock=clock, spool=spool).append(turn(1))
-    (spool / "spool.jsonl").write_text(json.dumps({**turn(1), "ts": records(directory)[0]["ts"]}) + "\n")
+    left_behind(directory, spool, {**turn(1), "ts": records(directory)[0]["ts"]})
     AuditLog(directory, clock=clock, spool=spool).close()
     assert names(directory) == ["e1", "audit.checkpoint"]
     assert (spool / "spool.jsonl").read_bytes() == b""

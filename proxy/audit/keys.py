@@ -69,3 +69,11 @@ def signature_valid(key: Ed25519PublicKey, message: bytes, signature: str) -> bo
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def spool_key(key: Ed25519PrivateKey) -> bytes:
+    """The HMAC key for spooled events: derived from the signing key, so only its holder can spool."""
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return hashlib.sha256(b"egressguard audit spool\0" + raw).digest()

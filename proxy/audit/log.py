@@ -35,7 +35,7 @@ from typing import Any, Literal
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
+from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign, spool_key
 from proxy.audit.spool import Spool
 
 GENESIS = "0" * 64
@@ -168,7 +168,7 @@ class AuditLog:
             self._key_id = key_id(self._key.public_key())
             self._recover_partial_line()
             self._tail_hash, self._since_checkpoint, last_checkpoint = self._find_tail()
-            self._spool = Spool(spool) if spool is not None else None
+            self._spool = Spool(spool, spool_key(self._key)) if spool is not None else None
         except (OSError, ValueError) as exc:
             raise AuditUnavailable(f"audit log at {directory} cannot be opened: {exc}") from exc
         self._provisional_hash = self._tail_hash

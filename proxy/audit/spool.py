@@ -8,10 +8,15 @@ and stay open: a directory that later turns unwritable does not close a descript
 
 At the next start the log takes what the spool holds: the spooled events are written into the chain (those
 not already there) after an ``audit.gap`` record saying how many were spooled and how many only counted.
+Each spooled line carries an HMAC under a key derived from the log's signing key: whoever can write the
+spool but does not hold the key cannot have forged events written into the signed chain; a line that
+does not verify is counted as lost instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -30,8 +35,9 @@ log = structlog.get_logger("egressguard.audit")
 class Spool:
     """Opens (creating) ``directory``; raises OSError when it cannot, which stops the start."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, mac_key: bytes) -> None:
         self.directory = directory
+        self._mac_key = mac_key
         directory.mkdir(parents=True, exist_ok=True)
         self._events = os.open(directory / SPOOL_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         self._count = os.open(directory / COUNT_NAME, os.O_RDWR | os.O_CREAT, 0o640)
@@ -49,7 +55,8 @@ class Spool:
 
     def hold(self, event: dict[str, Any]) -> None:
         """Keep ``event`` on disk (spooled, or at least counted); never raises."""
-        line = (json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        body = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        line = (json.dumps({"event": body, "mac": self._mac(body)}) + "\n").encode()
         try:
             size_before = os.fstat(self._events).st_size
             try:
@@ -83,15 +90,11 @@ class Spool:
         with open(self._events, "rb", closefd=False) as source:
             source.seek(0)
             for raw in source:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
+                event = self._verified(raw)
+                if event is None:
                     lost += 1
-                    continue
-                if isinstance(event, dict):
-                    events.append(event)
                 else:
-                    lost += 1
+                    events.append(event)
         self.spooled = len(events)
         return events, lost
 
@@ -105,6 +108,21 @@ class Spool:
     def close(self) -> None:
         os.close(self._events)
         os.close(self._count)
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._mac_key, body.encode(), hashlib.sha256).hexdigest()
+
+    def _verified(self, raw: bytes) -> dict[str, Any] | None:
+        """The event a spool line holds, if the line is whole and its MAC is ours."""
+        try:
+            line = json.loads(raw)
+            body, mac = str(line["event"]), str(line["mac"])
+            event = json.loads(body)
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not hmac.compare_digest(mac, self._mac(body)) or not isinstance(event, dict):
+            return None
+        return event
 
     def _read_count(self) -> int:
         text = os.pread(self._count, COUNT_WIDTH, 0).decode("ascii", "replace").strip()
