@@ -160,7 +160,7 @@ class AuditSettings:
     checkpoint_every: int = 1000
     checkpoint_after: float = 5.0
     """Seconds within which any record written is covered by a signed checkpoint."""
-    heartbeat: float = 3600.0
+    heartbeat: float = 60.0
     """Seconds after which an idle log signs a checkpoint anyway, so a cut tail shows by its time."""
     retention_days: int = 90
     on_error: Literal["open", "closed"] = "open"

@@ -55,7 +55,7 @@ def test_sighup_signs_a_checkpoint_and_the_proxy_keeps_serving(
 ) -> None:
     """SIGHUP is not a kill: the chain so far is signed and the next request is served and recorded."""
     proxy = start_proxy()
-    with_audit_options(proxy, "checkpoint_after: 1h")
+    with_audit_options(proxy, "checkpoint_after: 1h, heartbeat: 1h")
     client = client_for(proxy, upstream, monkeypatch)
     assert ask(client) is not None
     assert proxy.wait_for_records(1)
