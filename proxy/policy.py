@@ -18,6 +18,7 @@ import yaml
 from proxy.alerts import AlertsConfig
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
+from proxy.state.redis_store import RedisSettings
 from proxy.units import parse_duration, parse_rate, parse_size
 from proxy.yamlschema import (
     ANYTHING,
@@ -125,6 +126,21 @@ SCHEMA = Record(
         ),
         "compliance": Record({"required": CONTEXT_FIELD_LIST, "require": CONTEXT_FIELD_LIST}),
         "freeze": Record({"after": INTEGER, "window": DURATION, "duration": DURATION}),
+        "state": Record(
+            {
+                "backend": OneOf("sqlite", "redis"),
+                "url": STRING,
+                "url_env": STRING,
+                "namespace": STRING,
+                "username": STRING,
+                "password_env": STRING,
+                "ca_file": STRING,
+                "cert_file": STRING,
+                "key_file": STRING,
+                "timeout": DURATION,
+                "on_error": OneOf("open", "closed"),
+            }
+        ),
         # The sections inside are checked by the alert loader (proxy.alerts), which knows their shape.
         "alerts": Record({"destinations": ANYTHING, "rules": ANYTHING, "actions": ANYTHING}),
     }
@@ -167,6 +183,17 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSettings:
+    """Where counters, windows, freezes and first-seen sets live: SQLite under the data dir (one process),
+    or a Redis server shared by workers and replicas. ``on_error`` says what a process does while Redis
+    cannot be reached: ``open`` serves with its own local state, ``closed`` refuses requests."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis: RedisSettings | None = None
+    on_error: Literal["open", "closed"] = "open"
+
+
+@dataclass(frozen=True, slots=True)
 class DetectionSettings:
     """How detectors act: redaction style and direction, required context fields, session freezes."""
 
@@ -192,6 +219,7 @@ class Policy:
     audit: AuditSettings
     max_body_bytes: int
     detection: DetectionSettings = field(default_factory=DetectionSettings)
+    state: StateSettings = field(default_factory=StateSettings)
     alerts: AlertsConfig | None = None
     warnings: tuple[Problem, ...] = ()
 
@@ -255,6 +283,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         raise SchemaError(problems)
 
     alerts = _alerts(_without_line(raw["alerts"]) if raw.get("alerts") else None, source, problems)
+    state = _state(raw.get("state") or {}, env, source, problems)
     if problems:
         raise SchemaError(problems)
 
@@ -290,6 +319,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         audit=AuditSettings(path=audit_path, spool=spool_path, **audit),
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
         detection=detection,
+        state=state,
         alerts=alerts,
         warnings=tuple(warnings),
     )
@@ -311,6 +341,50 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
             if rate is not None
         ),
     )
+
+
+def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: list[Problem]) -> StateSettings:
+    line = spec.get("__line__", 0)
+    on_error: Literal["open", "closed"] = "closed" if spec.get("on_error") == "closed" else "open"
+    if spec.get("backend") != "redis":
+        extra = sorted(set(_without_line(spec)) - {"backend", "on_error"})
+        if extra:
+            problems.append(Problem(source, line, f"state: {', '.join(extra)} apply to backend: redis only"))
+        return StateSettings(on_error=on_error)
+
+    def from_env(name: str) -> str | None:
+        variable = spec.get(name)
+        if variable is None:
+            return None
+        if not env.get(variable):
+            problems.append(Problem(source, line, f"state.{name}: environment variable {variable} is unset"))
+        return env.get(variable)
+
+    url = spec.get("url") or from_env("url_env")
+    if spec.get("url") and spec.get("url_env"):
+        problems.append(Problem(source, line, "state: give url or url_env, not both"))
+    if not url:
+        if "url_env" not in spec:
+            problems.append(Problem(source, line, "state: backend redis needs url (or url_env)"))
+        return StateSettings(on_error=on_error)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(Problem(source, line, "state.url must start with redis://, rediss:// (TLS) or unix://"))
+    tls_files = [name for name in ("ca_file", "cert_file", "key_file") if spec.get(name)]
+    if tls_files and not url.startswith("rediss://"):
+        problems.append(Problem(source, line, f"state: {', '.join(tls_files)} need a rediss:// (TLS) url"))
+    if bool(spec.get("cert_file")) != bool(spec.get("key_file")):
+        problems.append(Problem(source, line, "state: cert_file and key_file go together"))
+    redis = RedisSettings(
+        url=url,
+        namespace=spec.get("namespace") or "egressguard",
+        username=spec.get("username"),
+        password=from_env("password_env"),
+        ca_file=spec.get("ca_file"),
+        cert_file=spec.get("cert_file"),
+        key_file=spec.get("key_file"),
+        timeout_s=spec.get("timeout") or 1.0,
+    )
+    return StateSettings(backend="redis", redis=redis, on_error=on_error)
 
 
 def _present(values: list[Any] | None) -> list[Any]:

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.inspection import Detectors
-from proxy.policy import Policy
+from proxy.policy import Policy, StateSettings
 from proxy.state import SqliteStateStore, StateStore
+from proxy.state.fallback import FallbackStore
+from proxy.state.redis_store import RedisStateStore
 
 FINGERPRINT_KEY_FILE = "fingerprint.key"
 
@@ -31,9 +33,9 @@ class Runtime:
 
     @property
     def state(self) -> StateStore:
-        """Counters, windows and first-seen sets, persisted under the policy's data dir."""
+        """Counters, windows, freezes and first-seen sets: the store the policy's ``state`` names."""
         if self.state_or_none is None:
-            self.state_or_none = SqliteStateStore(self.policy.data_dir / "state")
+            self.state_or_none = open_state_store(self.policy.state, self.policy.data_dir)
         return self.state_or_none
 
     @property
@@ -51,6 +53,15 @@ class Runtime:
         if self.state_or_none is not None:
             self.state_or_none.close()
             self.state_or_none = None
+
+
+def open_state_store(settings: StateSettings, data_dir: Path) -> StateStore:
+    """SQLite under the data dir, or Redis with this process's in-memory store to fall back on."""
+    if settings.redis is None:
+        return SqliteStateStore(data_dir / "state")
+    return FallbackStore(
+        RedisStateStore(settings.redis), SqliteStateStore(None), on_error=settings.on_error
+    )
 
 
 def fingerprint_key(data_dir: Path) -> bytes:

@@ -9,6 +9,7 @@ import structlog
 
 from proxy.localca import UpstreamPKI, make_pki
 from tests.harness import Proxy
+from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply
 
 ENVIRONMENT_LEAKS = (
@@ -40,6 +41,29 @@ def reset_logging() -> Iterator[None]:
     """``egressguard`` commands configure structlog to the stderr of the moment; undo it after each test."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session's tests that only read and write (skipped if not installed)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(shared_redis: RedisServer) -> RedisServer:
+    """The session's redis-server, emptied for this test."""
+    shared_redis.client().flushall()
+    return shared_redis
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which it may stop and start."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from proxy.state import JSONValue, SqliteStateStore, StateStore
+from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
+from tests.redis_server import RedisServer
 
 START = 1_700_000_000.0
 
@@ -27,8 +29,28 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+type Opener = Callable[[], StateStore]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Opener:
+    """Opens a store on one backend; a second one opened sees what the first one wrote."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return lambda: RedisStateStore(RedisSettings(url=server.url), clock=clock)
+    return lambda: SqliteStateStore(tmp_path, clock=clock)
+
+
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStateStore]:
+def store(open_store: Opener) -> Iterator[StateStore]:
+    """Each behaviour of the Protocol, on every backend."""
+    opened = open_store()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStateStore]:
     opened = SqliteStateStore(tmp_path, clock=clock)
     yield opened
     opened.close()
@@ -43,28 +65,27 @@ def on_disk(directory: Path, query: str) -> list[tuple[object, ...]]:
         reader.close()
 
 
-def reopen(store: SqliteStateStore, directory: Path, clock: FakeClock) -> SqliteStateStore:
+def reopen(store: StateStore, open_store: Opener) -> StateStore:
     store.close()
-    return SqliteStateStore(directory, clock=clock)
+    return open_store()
 
 
-def test_sqlite_store_satisfies_protocol(store: SqliteStateStore) -> None:
-    """The SQLite store is usable wherever a StateStore is expected."""
-    typed: StateStore = store
-    assert typed.counter("nothing") == 0
+def test_store_satisfies_protocol(store: StateStore) -> None:
+    """Every backend is usable wherever a StateStore is expected."""
+    assert store.counter("nothing") == 0
 
 
 # --- counters --------------------------------------------------------------------------------------------
 
 
-def test_incr_counts_up_from_zero(store: SqliteStateStore) -> None:
+def test_incr_counts_up_from_zero(store: StateStore) -> None:
     """incr starts at zero and returns the new value."""
     assert [store.incr("requests") for _ in range(3)] == [1, 2, 3]
     assert store.incr("requests", 5) == 8
     assert store.counter("requests") == 8
 
 
-def test_incr_ttl_is_a_fixed_window(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_incr_ttl_is_a_fixed_window(store: StateStore, clock: FakeClock) -> None:
     """The TTL runs from the first increment; later increments do not extend it."""
     store.incr("calls", ttl_s=60)
     clock.advance(50)
@@ -74,7 +95,7 @@ def test_incr_ttl_is_a_fixed_window(store: SqliteStateStore, clock: FakeClock) -
     assert store.incr("calls", ttl_s=60) == 1
 
 
-def test_counter_without_ttl_never_expires(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_counter_without_ttl_never_expires(store: StateStore, clock: FakeClock) -> None:
     """A counter created without a TTL survives any amount of time."""
     store.incr("total")
     clock.advance(10 * 365 * 86400)
@@ -84,7 +105,7 @@ def test_counter_without_ttl_never_expires(store: SqliteStateStore, clock: FakeC
 # --- sliding windows -------------------------------------------------------------------------------------
 
 
-def test_hit_returns_count_within_window(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_hit_returns_count_within_window(store: StateStore, clock: FakeClock) -> None:
     """hit records an event and returns how many fell within the window."""
     assert store.hit("tool:delete", 60) == 1
     clock.advance(30)
@@ -93,14 +114,14 @@ def test_hit_returns_count_within_window(store: SqliteStateStore, clock: FakeClo
     assert store.hit("tool:delete", 60) == 2
 
 
-def test_hit_accepts_explicit_time(store: SqliteStateStore) -> None:
+def test_hit_accepts_explicit_time(store: StateStore) -> None:
     """An explicit ``now`` is used instead of the clock."""
     assert store.hit("k", 10, now=START + 100) == 1
     assert store.hit("k", 10, now=START + 105) == 2
     assert store.count("k", 10, now=START + 111) == 1
 
 
-def test_count_reads_any_window_up_to_retention(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_count_reads_any_window_up_to_retention(store: StateStore, clock: FakeClock) -> None:
     """count narrows the window without recording an event."""
     for _ in range(3):
         store.hit("k", 3600)
@@ -110,19 +131,19 @@ def test_count_reads_any_window_up_to_retention(store: SqliteStateStore, clock: 
     assert store.count("k", 3600) == 3
 
 
-def test_count_never_reaches_past_retention(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_count_never_reaches_past_retention(store: StateStore, clock: FakeClock) -> None:
     """Events older than the longest window a key was hit with are gone."""
     store.hit("k", 60)
     clock.advance(120)
     assert store.count("k", 3600) == 0
 
 
-def test_count_of_unknown_key_is_zero(store: SqliteStateStore) -> None:
+def test_count_of_unknown_key_is_zero(store: StateStore) -> None:
     """A key never hit counts zero."""
     assert store.count("never", 60) == 0
 
 
-def test_out_of_order_hits_are_counted(store: SqliteStateStore) -> None:
+def test_out_of_order_hits_are_counted(store: StateStore) -> None:
     """An event stamped earlier than the last one still lands in the right place."""
     store.hit("k", 100, now=START + 50)
     store.hit("k", 100, now=START + 10)
@@ -130,8 +151,11 @@ def test_out_of_order_hits_are_counted(store: SqliteStateStore) -> None:
     assert store.count("k", 100, now=START + 50) == 2
 
 
-def test_many_hits_stay_bounded_by_window(store: SqliteStateStore, clock: FakeClock, tmp_path: Path) -> None:
+def test_many_hits_stay_bounded_by_window(
+    sqlite_store: StateStore, clock: FakeClock, tmp_path: Path
+) -> None:
     """A busy key keeps only its window's events, in memory and on disk."""
+    store = sqlite_store
     for _ in range(5000):
         store.hit("busy", 10)
         clock.advance(0.1)
@@ -144,7 +168,7 @@ def test_many_hits_stay_bounded_by_window(store: SqliteStateStore, clock: FakeCl
 # --- expiring sets ---------------------------------------------------------------------------------------
 
 
-def test_add_if_new_true_only_first_time(store: SqliteStateStore) -> None:
+def test_add_if_new_true_only_first_time(store: StateStore) -> None:
     """A member is new once within its TTL."""
     assert store.add_if_new("dest:agent-1", "api.openai.com", 3600)
     assert not store.add_if_new("dest:agent-1", "api.openai.com", 3600)
@@ -152,7 +176,7 @@ def test_add_if_new_true_only_first_time(store: SqliteStateStore) -> None:
     assert store.add_if_new("dest:agent-2", "api.openai.com", 3600)
 
 
-def test_add_if_new_again_after_expiry(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_add_if_new_again_after_expiry(store: StateStore, clock: FakeClock) -> None:
     """Once the TTL has passed the member is new again; repeats do not extend the TTL."""
     store.add_if_new("s", "m", 100)
     clock.advance(99)
@@ -164,14 +188,14 @@ def test_add_if_new_again_after_expiry(store: SqliteStateStore, clock: FakeClock
 # --- key/values ------------------------------------------------------------------------------------------
 
 
-def test_put_get_round_trips_json(store: SqliteStateStore) -> None:
+def test_put_get_round_trips_json(store: StateStore) -> None:
     """Values come back as equal JSON-shaped data."""
     value: JSONValue = {"frozen": True, "by": "rule-7", "rates": [0.1, 0.25], "count": 3, "note": "日本"}
     store.put("freeze:session-1", value)
     assert store.get("freeze:session-1") == value
 
 
-def test_get_returns_a_copy(store: SqliteStateStore) -> None:
+def test_get_returns_a_copy(store: StateStore) -> None:
     """Mutating a returned value does not change what is stored."""
     store.put("baseline", {"tools": ["search"]})
     first = store.get("baseline")
@@ -180,7 +204,7 @@ def test_get_returns_a_copy(store: SqliteStateStore) -> None:
     assert store.get("baseline") == {"tools": ["search"]}
 
 
-def test_put_replaces_and_ttl_expires(store: SqliteStateStore, clock: FakeClock) -> None:
+def test_put_replaces_and_ttl_expires(store: StateStore, clock: FakeClock) -> None:
     """A put replaces the old value and its TTL; the value is gone once the TTL passes."""
     store.put("freeze", "a")
     store.put("freeze", "b", ttl_s=30)
@@ -189,7 +213,7 @@ def test_put_replaces_and_ttl_expires(store: SqliteStateStore, clock: FakeClock)
     assert store.get("freeze") is None
 
 
-def test_get_missing_is_none_and_delete_forgets(store: SqliteStateStore) -> None:
+def test_get_missing_is_none_and_delete_forgets(store: StateStore) -> None:
     """A missing key reads None; delete removes a key and tolerates a missing one."""
     assert store.get("absent") is None
     store.put("k", 1)
@@ -198,7 +222,7 @@ def test_get_missing_is_none_and_delete_forgets(store: SqliteStateStore) -> None
     assert store.get("k") is None
 
 
-def test_put_rejects_non_json(store: SqliteStateStore) -> None:
+def test_put_rejects_non_json(store: StateStore) -> None:
     """Only JSON-shaped values are stored, so any backend can hold them."""
     with pytest.raises(TypeError):
         store.put("k", {"when": object()})  # type: ignore[dict-item]
@@ -207,16 +231,16 @@ def test_put_rejects_non_json(store: SqliteStateStore) -> None:
 # --- persistence -----------------------------------------------------------------------------------------
 
 
-def test_everything_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
-    """Close and reopen the same directory: counters, windows, sets and values are all there."""
-    store = SqliteStateStore(tmp_path, clock=clock)
+def test_everything_survives_reopen(open_store: Opener, clock: FakeClock) -> None:
+    """Close and reopen the same store: counters, windows, sets and values are all there."""
+    store = open_store()
     store.incr("c", 4, ttl_s=600)
     store.hit("w", 60)
     store.hit("w", 60)
     store.add_if_new("s", "m", 600)
     store.put("v", {"x": 1}, ttl_s=600)
     clock.advance(10)
-    store = reopen(store, tmp_path, clock)
+    store = reopen(store, open_store)
     assert store.counter("c") == 4
     assert store.count("w", 60) == 2
     assert store.hit("w", 60) == 3
@@ -225,15 +249,15 @@ def test_everything_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
     store.close()
 
 
-def test_expiry_still_applies_after_reopen(tmp_path: Path, clock: FakeClock) -> None:
+def test_expiry_still_applies_after_reopen(open_store: Opener, clock: FakeClock) -> None:
     """Entries keep their expiry across a restart and are not loaded once expired."""
-    store = SqliteStateStore(tmp_path, clock=clock)
+    store = open_store()
     store.incr("c", ttl_s=60)
     store.hit("w", 60)
     store.add_if_new("s", "m", 60)
     store.put("v", 1, ttl_s=60)
     clock.advance(60)
-    store = reopen(store, tmp_path, clock)
+    store = reopen(store, open_store)
     assert store.counter("c") == 0
     assert store.count("w", 60) == 0
     assert store.add_if_new("s", "m", 60)
@@ -287,7 +311,7 @@ def test_in_memory_store_needs_no_directory(clock: FakeClock) -> None:
     store.close()
 
 
-def test_use_after_close_raises(store: SqliteStateStore) -> None:
+def test_use_after_close_raises(store: StateStore) -> None:
     """A closed store refuses use; closing twice is fine."""
     store.close()
     store.close()
@@ -295,7 +319,7 @@ def test_use_after_close_raises(store: SqliteStateStore) -> None:
         store.get("k")
 
 
-def test_concurrent_increments_are_not_lost(store: SqliteStateStore) -> None:
+def test_concurrent_increments_are_not_lost(store: StateStore) -> None:
     """Increments from several threads all count."""
 
     def work() -> None:

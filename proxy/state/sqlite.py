@@ -172,9 +172,9 @@ class SqliteStateStore:
 
     # --- expiring sets ----------------------------------------------------------------------------------
 
-    def add_if_new(self, set_name: str, member: str, ttl_s: float) -> bool:
+    def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
         with self._lock:
-            now = self._begin()
+            now = self._begin(now)
             expires = self._members.get((set_name, member))
             if expires is not None and expires > now:
                 return False

@@ -15,6 +15,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 type Clock = Callable[[], float]
+
+
+class StateUnavailable(RuntimeError):
+    """The store cannot be reached. A shared store raises it; what happens next is the policy's
+    ``state.on_error`` (``proxy.state.fallback``)."""
+
 type JSONValue = str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None
 
 
@@ -42,10 +48,11 @@ class StateStore(Protocol):
         """How many events of ``key`` fell within the ``window_s`` seconds up to ``now``."""
         ...
 
-    def add_if_new(self, set_name: str, member: str, ttl_s: float) -> bool:
-        """Add ``member`` for ``ttl_s`` seconds; True if it was not there (or had expired), else False.
+    def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
+        """Add ``member`` for ``ttl_s`` seconds from ``now``; True if it was not there (or had expired).
 
-        A repeated add neither refreshes the expiry nor writes anything.
+        A repeated add neither refreshes the expiry nor writes anything. Used as a claim, it is taken by
+        exactly one caller however many processes share the store.
         """
         ...
 

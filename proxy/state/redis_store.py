@@ -1,0 +1,208 @@
+"""The shared state store: the same Protocol on Redis, for workers and replicas that share state.
+
+Every operation is one round trip: a Lua script for each read-modify-write (run atomically by Redis, so
+two processes incrementing one counter never lose an increment), a single command otherwise. Keys are
+namespaced (``<namespace>:<kind>:<key>``) and every key that can expire carries a Redis expiry, so the
+server forgets what nobody needs any more; a sliding window also drops its old events on every hit.
+
+Expiry has two clocks. What the Protocol promises (a counter's fixed window, a member's TTL) is decided
+against the store's clock and stored next to the value, so every process agrees on it and tests can move
+time; the Redis expiry, relative to the server's own time, only reclaims memory.
+
+A connection failure, timeout or server error is raised as ``StateUnavailable``; what to do then is the
+caller's policy (``proxy.state.fallback``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from proxy.state.store import Clock, JSONValue, StateUnavailable
+
+# KEYS: counter. ARGV: amount, now, expires ("" for none), ttl in ms ("" for none).
+_INCR = """
+local expires = redis.call('HGET', KEYS[1], 'e')
+if expires and expires ~= '' and tonumber(expires) <= tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[1])
+end
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+local value = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])
+if fresh and ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[1], 'e', ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return value
+"""
+
+# KEYS: events (sorted set), retention. ARGV: now, window, unique member (or "" to only count).
+_WINDOW = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local retention = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[3] ~= '' then
+    if window > retention then retention = window end
+    local keep_ms = math.ceil(retention * 1000)
+    redis.call('SET', KEYS[2], string.format('%.17g', retention), 'PX', keep_ms)
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now - retention))
+    redis.call('PEXPIRE', KEYS[1], keep_ms)
+end
+local span = math.min(window, retention)
+return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.17g', now - span), ARGV[1])
+"""
+
+# KEYS: member. ARGV: now, expires, ttl in ms.
+_ADD_IF_NEW = """
+local expires = redis.call('GET', KEYS[1])
+if expires and tonumber(expires) > tonumber(ARGV[1]) then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """How to reach the server. ``url`` is ``redis://`` or ``rediss://`` (TLS); a password or user may be
+    in the URL or given here; ``ca_file`` (and a client certificate) apply to TLS."""
+
+    url: str = field(repr=False)
+    namespace: str = "egressguard"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    timeout_s: float = 1.0
+
+    def client(self) -> redis.Redis:
+        options: dict[str, Any] = {
+            "socket_timeout": self.timeout_s,
+            "socket_connect_timeout": self.timeout_s,
+            # A server that is down is the caller's decision (fallback or refusal), taken at once: no
+            # retries that would hold every request for seconds.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self.username is not None:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password
+        if self.url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = "required"
+            if self.ca_file is not None:
+                options["ssl_ca_certs"] = self.ca_file
+            if self.cert_file is not None:
+                options["ssl_certfile"] = self.cert_file
+                options["ssl_keyfile"] = self.key_file
+        return redis.Redis.from_url(self.url, **options)
+
+
+def _ms(ttl_s: float) -> int:
+    return max(1, math.ceil(ttl_s * 1000))
+
+
+def _time(value: float) -> str:
+    return repr(float(value))
+
+
+class RedisStateStore:
+    """A ``StateStore`` on a Redis server, shared by every process pointed at the same namespace."""
+
+    def __init__(self, settings: RedisSettings, *, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._prefix = settings.namespace + ":"
+        self._client = settings.client()
+        self._incr = self._client.register_script(_INCR)
+        self._window = self._client.register_script(_WINDOW)
+        self._add_if_new = self._client.register_script(_ADD_IF_NEW)
+        self._closed = False
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self._prefix}{kind}:{key}"
+
+    def _run[T](self, operation: Callable[[], T]) -> T:
+        if self._closed:
+            raise RuntimeError("the state store is closed")
+        try:
+            return operation()
+        except (redis.RedisError, OSError) as error:
+            raise StateUnavailable(f"redis: {type(error).__name__}: {error}"[:300]) from error
+
+    # --- counters ---------------------------------------------------------------------------------------
+
+    def incr(self, key: str, amount: int = 1, *, ttl_s: float | None = None) -> int:
+        now = self._clock()
+        expiry = ["", ""] if ttl_s is None else [_time(now + ttl_s), _ms(ttl_s)]
+        return int(
+            self._run(lambda: self._incr(keys=[self._key("c", key)], args=[amount, _time(now), *expiry]))
+        )
+
+    def counter(self, key: str) -> int:
+        now = self._clock()
+        value, expires = self._run(lambda: self._client.hmget(self._key("c", key), ["v", "e"]))
+        if value is None or (expires and float(expires) <= now):
+            return 0
+        return int(value)
+
+    # --- sliding windows --------------------------------------------------------------------------------
+
+    def hit(self, key: str, window_s: float, now: float | None = None) -> int:
+        at = self._clock() if now is None else now
+        return self._count(key, window_s, at, f"{_time(at)}:{os.urandom(8).hex()}")
+
+    def count(self, key: str, window_s: float, now: float | None = None) -> int:
+        return self._count(key, window_s, self._clock() if now is None else now, "")
+
+    def _count(self, key: str, window_s: float, at: float, member: str) -> int:
+        keys = [self._key("w", key), self._key("wr", key)]
+        return int(self._run(lambda: self._window(keys=keys, args=[_time(at), _time(window_s), member])))
+
+    # --- expiring sets ----------------------------------------------------------------------------------
+
+    def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
+        at = self._clock() if now is None else now
+        # The set's name is length-prefixed so that no (set, member) pair can spell another's key.
+        name = self._key("s", f"{len(set_name)}:{set_name}:{member}")
+        args: list[str | int] = [_time(at), _time(at + ttl_s), _ms(ttl_s)]
+        return bool(self._run(lambda: self._add_if_new(keys=[name], args=args)))
+
+    # --- key/values -------------------------------------------------------------------------------------
+
+    def put(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if ttl_s is None:
+            self._run(lambda: self._client.set(self._key("v", key), "\n" + text))
+        else:
+            stored = _time(self._clock() + ttl_s) + "\n" + text
+            self._run(lambda: self._client.set(self._key("v", key), stored, px=_ms(ttl_s)))
+
+    def get(self, key: str) -> JSONValue | None:
+        now = self._clock()
+        stored = self._run(lambda: self._client.get(self._key("v", key)))
+        if stored is None:
+            return None
+        expires, _, text = cast(bytes, stored).decode("utf-8").partition("\n")
+        if expires and float(expires) <= now:
+            return None
+        return cast(JSONValue, json.loads(text))
+
+    def delete(self, key: str) -> None:
+        self._run(lambda: self._client.delete(self._key("v", key)))
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
