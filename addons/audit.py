@@ -41,6 +41,7 @@ AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
 UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
 CLIENT_GONE = ("Client disconnected", "Stream reset", "stream reset")
 """How mitmproxy's error messages start when the agent itself went away."""
+DEGRADED_STATE = "state: shared store unavailable; served with this process's local state (on_error: open)"
 
 
 def _sha256(content: bytes | None) -> str | None:
@@ -187,6 +188,7 @@ class Audit:
             data_dir=policy.data_dir,
             audit_dir=policy.audit.path,
             action_handler=partial(self._apply_action, self.runtime.state),
+            store=self.runtime.state,
         )
 
     def _open_sink(self, settings: AuditSettings) -> AuditLog:
@@ -290,6 +292,8 @@ class Audit:
         flow.metadata[_WRITTEN] = True
         if flow.error is not None:
             turn.errors.append(f"connection: {flow.error.msg}")
+        if self.runtime.state_degraded:
+            turn.errors.append(DEGRADED_STATE)
         response = flow.response
         event = turn_event(
             turn,

@@ -15,7 +15,7 @@ from mitmproxy import connection, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
-from addons.turns import turn_of
+from addons.turns import refuse_without_state, turn_of
 from proxy.egress import (
     EgressDecision,
     canonical_host,
@@ -29,6 +29,7 @@ from proxy.egress import (
 )
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
+from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 
@@ -67,7 +68,7 @@ class Egress:
         turn.tunnelled = relayed
         self._apply(flow, turn, decision, addresses)
         if relayed and flow.response is None:
-            self._note_first_seen(turn, decision.host)
+            self._note_first_seen(flow, turn, decision.host)
 
     def tls_clienthello(self, data: ClientHelloData) -> None:
         """Destinations allowed with ``inspect: false`` are relayed without TLS interception, as long as
@@ -95,11 +96,14 @@ class Egress:
         turn.egress_host = canonical_host(decision.host)
         self._apply(flow, turn, decision, addresses)
         if flow.response is None:
-            self._note_first_seen(turn, decision.host)
+            self._note_first_seen(flow, turn, decision.host)
 
-    def _note_first_seen(self, turn: Turn, host: str) -> None:
-        if first_seen(self.runtime.state, turn.context.agent_id, host):
-            turn.add(first_seen_finding(host))
+    def _note_first_seen(self, flow: http.HTTPFlow, turn: Turn, host: str) -> None:
+        try:
+            if first_seen(self.runtime.state, turn.context.agent_id, host):
+                turn.add(first_seen_finding(host))
+        except StateUnavailable as error:  # only raised where state.on_error is closed
+            refuse_without_state(flow, turn, error)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
         """Connect to the address that was checked; keep the name for SNI and certificate checks."""

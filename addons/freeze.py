@@ -10,11 +10,12 @@ from __future__ import annotations
 import structlog
 from mitmproxy import http
 
-from addons.turns import turn_of
+from addons.turns import refuse_without_state, turn_of
 from proxy.dialects import detect
 from proxy.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
 from proxy.model import Decision, Threat
 from proxy.runtime import Runtime
+from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 log = structlog.get_logger("egressguard")
@@ -34,6 +35,8 @@ class Freeze:
             found = self._refusal(turn)
             if found is not None:
                 self._apply(flow, turn, found)
+        except StateUnavailable as error:  # only raised where state.on_error is closed
+            refuse_without_state(flow, turn, error)
         except Exception as exc:
             # A broken state store must not break the agent's request: the freeze check fails open.
             log.error(

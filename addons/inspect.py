@@ -15,12 +15,13 @@ from functools import wraps
 import structlog
 from mitmproxy import http
 
-from addons.turns import turn_of
+from addons.turns import refuse_without_state, turn_of
 from proxy.decoding import DecodingError, StreamDecoder, supported
 from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime
+from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 log = structlog.get_logger("egressguard")
@@ -31,12 +32,17 @@ SESSION_KEY = "egressguard.session"
 
 
 def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
-    """A detector bug must never take an agent's request down: record it on the turn and carry on."""
+    """A detector bug must never take an agent's request down: record it on the turn and carry on. A
+    shared store that is down where the policy says closed refuses the turn instead."""
 
     @wraps(hook)
     def guarded(self: Inspect, flow: http.HTTPFlow) -> None:
         try:
             hook(self, flow)
+        except StateUnavailable as error:  # only raised where state.on_error is closed
+            turn = turn_of(flow)
+            if turn is not None:
+                refuse_without_state(flow, turn, error)
         except Exception as error:  # fail open is the policy; the error is recorded
             turn = turn_of(flow)
             if turn is not None:

@@ -1,14 +1,39 @@
-"""Where a flow's ``Turn`` lives, so every addon finds it the same way."""
+"""Where a flow's ``Turn`` lives, so every addon finds it the same way, and how a turn is refused when
+the shared state it needs cannot be reached."""
 
 from __future__ import annotations
 
 from mitmproxy import http
 
+from proxy.dialects import detect
+from proxy.model import Decision
+from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 METADATA_KEY = "egressguard"
+STATE_UNAVAILABLE_CODE = "egressguard_state_unavailable"
 
 
 def turn_of(flow: http.HTTPFlow) -> Turn | None:
     turn = flow.metadata.get(METADATA_KEY)
     return turn if isinstance(turn, Turn) else None
+
+
+def refuse_without_state(flow: http.HTTPFlow, turn: Turn, error: StateUnavailable) -> None:
+    """The shared store is down and ``state.on_error`` is closed: rate limits, freezes and approvals
+    cannot be checked, so the agent gets a 503 in its API's error shape instead of an unchecked turn
+    (unless a streamed answer is already on its way)."""
+    turn.errors.append(f"state: {error}")
+    turn.escalate(Decision.BLOCKED)
+    if flow.response is not None and flow.response.stream:
+        return
+    request = flow.request
+    dialect = detect(
+        request.method,
+        request.path,
+        request.headers.get("content-type"),
+        request.get_content(strict=False) or b"",
+    )
+    message = f"egressguard: state store unavailable, on_error is closed (event {turn.event_id})"
+    status, headers, body = dialect.error_response(503, message, STATE_UNAVAILABLE_CODE)
+    flow.response = http.Response.make(status, body, headers)

@@ -39,6 +39,12 @@ class Runtime:
         return self.state_or_none
 
     @property
+    def state_degraded(self) -> bool:
+        """True while the shared store is down and this process serves with its own local state."""
+        store = self.state_or_none
+        return isinstance(store, FallbackStore) and store.degraded
+
+    @property
     def detectors(self) -> Detectors:
         return self.load_detectors()
 

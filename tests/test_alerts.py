@@ -24,6 +24,9 @@ from proxy.alerts import (
 )
 from proxy.alerts.destinations import SIGNATURE_HEADER
 from proxy.audit.log import AuditLog
+from proxy.state import SqliteStateStore, StateStore
+from proxy.state.redis_store import RedisSettings, RedisStateStore
+from tests.redis_server import RedisServer
 from tests.webhook_receiver import Receiver
 
 START = datetime(2026, 3, 10, 5, 0, tzinfo=UTC)
@@ -150,9 +153,41 @@ def test_missing_secret_env_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None
 # -- engine ---------------------------------------------------------------------------------------------
 
 
-def engine_for(rule: dict[str, Any]) -> RuleEngine:
+def engine_for(rule: dict[str, Any], store: StateStore | None = None) -> RuleEngine:
     config = load_alerts_config({"destinations": {"hook": {"type": "stdout"}}, "rules": [rule]})
-    return RuleEngine(config.rules, started=START)
+    return RuleEngine(config.rules, started=START, store=store)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
+    """One store two engines share, as workers share SQLite and replicas share Redis."""
+    store: StateStore
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisStateStore(RedisSettings(url=server.url))
+    else:
+        store = SqliteStateStore(None)
+    yield store
+    store.close()
+
+
+def test_a_burst_spread_over_two_engines_fires_once(shared_store: StateStore) -> None:
+    """Two processes sharing a store count one window: the hit that crosses the threshold fires, once."""
+    first, second = (engine_for({**LEAK_RULE, "threshold": ">=4"}, shared_store) for _ in range(2))
+    results = [
+        fired(engine, turn(n, finding(), at=START + timedelta(seconds=n)))
+        for n, engine in enumerate([first, second, first, second, first, second])
+    ]
+    assert [len(alerts) for alerts in results] == [0, 0, 0, 1, 0, 0]
+    assert results[3][0].count == 4
+
+
+def test_first_seen_is_shared_between_engines(shared_store: StateStore) -> None:
+    """A combination seen through one process is not new to another."""
+    rules = [rule for rule in load_alerts_config(None).rules if rule.id == "first-seen-egress"]
+    first, second = (RuleEngine(rules, started=START, store=shared_store) for _ in range(2))
+    assert len(fired(first, turn(1, egress_host="new.example"))) == 1
+    assert fired(second, turn(2, egress_host="new.example")) == []
 
 
 def fired(engine: RuleEngine, record: dict[str, Any]) -> list[Alert]:
@@ -218,7 +253,7 @@ def test_first_seen_egress_fires_once_per_agent_and_host() -> None:
     """A new host fires once; a host seeded from the audit log never does."""
     config = load_alerts_config(None)
     engine = RuleEngine([rule for rule in config.rules if rule.id == "first-seen-egress"], started=START)
-    engine.seed_seen("first-seen-egress", [("bot", "api.openai.com")])
+    engine.seed_seen("first-seen-egress", [("bot", "api.openai.com")], START)
     assert fired(engine, turn(1)) == []
     first = fired(engine, turn(2, egress_host="evil.example"))
     assert [alert.group for alert in first] == [{"agent_id": "bot", "egress_host": "evil.example"}]

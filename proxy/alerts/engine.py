@@ -1,4 +1,10 @@
-"""Rule evaluation over audit records: pure and deterministic (time comes from each record's ``ts``).
+"""Rule evaluation over audit records: deterministic (time comes from each record's ``ts``).
+
+Threshold windows, first-seen sets and the "already fired" marks live in the state store, so workers and
+replicas sharing a store count one burst together and the alert for it fires once: whichever process sees
+the record that crosses the threshold claims the alert (``add_if_new`` on its dedup key), and the others
+find it claimed. The alert's details (event ids, users) are those this process saw; its count is everyone's.
+Ratio-to-baseline rules keep their minute counts in the process.
 
 An alert is built only from the audit record's identifiers and counts; audit records hold no raw text
 and no detected value, so neither can an alert.
@@ -6,6 +12,7 @@ and no detected value, so neither can an alert.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,11 +24,14 @@ from croniter import croniter
 
 from proxy.alerts.rules import AlertRule
 from proxy.model import Severity
+from proxy.state import SqliteStateStore, StateStore, digest
 
 MAX_EVENT_IDS = 20
 MAX_ROWS = 50
 EVALUATED_TYPES = frozenset({"agent.turn", "auth.refused"})
 """Records real-time rules look at: agent turns, and refused proxy authentications."""
+FIRST_SEEN_TTL_S = 90 * 24 * 3600.0
+"""How long a first-seen combination stays seen: the audit log's default retention, which reseeds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,6 @@ class _GroupState:
     hits: deque[_Hit] = field(default_factory=deque)
     minute_counts: deque[list[int]] = field(default_factory=deque)
     minute_total: int = 0
-    last_fired: datetime | None = None
     suppressed: int = 0
 
 
@@ -100,23 +109,29 @@ def alert_heading(rule: str, description: str, severity: Severity, now: datetime
 
 
 class RuleEngine:
-    """Holds the windows, baselines, first-seen sets and schedules of a set of rules."""
+    """Evaluates a set of rules: windows, first-seen sets and fired marks in ``store`` (shared by every
+    process using it; this process's own memory when none is given), baselines and schedules here."""
 
-    def __init__(self, rules: Sequence[AlertRule], *, started: datetime) -> None:
+    def __init__(
+        self, rules: Sequence[AlertRule], *, started: datetime, store: StateStore | None = None
+    ) -> None:
         self.realtime = [rule for rule in rules if rule.schedule is None]
         self.scheduled = [rule for rule in rules if rule.schedule is not None]
+        self.store: StateStore = store if store is not None else SqliteStateStore(None)
         self._groups: dict[tuple[str, tuple[Any, ...]], _GroupState] = {}
-        self._seen: dict[str, set[tuple[Any, ...]]] = {
-            rule.id: set() for rule in rules if rule.first_seen is not None
-        }
         self._observed_since: datetime | None = None
         self._next_run = {
             rule.id: croniter(rule.schedule, started).get_next(datetime) for rule in self.scheduled
         }
 
-    def seed_seen(self, rule_id: str, keys: Iterable[tuple[Any, ...]]) -> None:
+    def seed_seen(self, rule_id: str, keys: Iterable[tuple[Any, ...]], now: datetime) -> None:
         """Mark combinations as already seen (from the audit log, so a restart does not re-alert)."""
-        self._seen[rule_id].update(tuple(key) for key in keys)
+        for key in keys:
+            self._first_seen(rule_id, tuple(key), now)
+
+    def _first_seen(self, rule_id: str, key: tuple[Any, ...], now: datetime) -> bool:
+        member = digest(json.dumps(key, default=str))
+        return self.store.add_if_new(f"alerts.seen:{rule_id}", member, FIRST_SEEN_TTL_S, now.timestamp())
 
     def evaluate(self, record: Mapping[str, Any]) -> list[tuple[AlertRule, Alert]]:
         if record.get("type") not in EVALUATED_TYPES:
@@ -172,10 +187,11 @@ class RuleEngine:
                 return None
         group_fields = rule.first_seen or rule.group_by
         group_key = tuple(record.get(name) for name in group_fields)
-        if rule.first_seen is not None:
-            if any(value in (None, "") for value in group_key) or group_key in self._seen[rule.id]:
-                return None
-            self._seen[rule.id].add(group_key)
+        if rule.first_seen is not None and (
+            any(value in (None, "") for value in group_key) or not self._first_seen(rule.id, group_key, now)
+        ):
+            return None
+        group_id = f"{rule.id}:{digest(json.dumps(group_key, default=str))}"
         state = self._groups.setdefault((rule.id, group_key), _GroupState())
         hit = _Hit(
             ts=now,
@@ -190,16 +206,20 @@ class RuleEngine:
         state.hits.append(hit)
         while state.hits and state.hits[0].ts <= now - rule.window:
             state.hits.popleft()
+        shared = self.store.hit(f"alerts.window:{group_id}", rule.window.total_seconds(), now.timestamp())
+        # The shared window counts records; a record here may stand for several attempts (its weight),
+        # so the other processes' records count once each and this process's with their weights.
+        count = shared - len(state.hits) + sum(hit.weight for hit in state.hits)
         if rule.baseline is not None:
             if not self._spiking(rule, state, now):
                 return None
-        elif rule.threshold is not None and not rule.threshold.met(sum(hit.weight for hit in state.hits)):
+        elif rule.threshold is not None and not rule.threshold.met(count):
             return None
-        if state.last_fired is not None and now < state.last_fired + rule.dedup_window:
+        claim_s = rule.dedup_window.total_seconds()
+        if not self.store.add_if_new("alerts.fired", group_id, claim_s, now.timestamp()):
             state.suppressed += 1
             return None
-        alert = self._build(rule, dict(zip(group_fields, group_key, strict=True)), state, now)
-        state.last_fired = now
+        alert = self._build(rule, dict(zip(group_fields, group_key, strict=True)), state, now, count)
         state.suppressed = 0
         return alert
 
@@ -226,14 +246,16 @@ class RuleEngine:
         average = (state.minute_total - current) / periods
         return current >= rule.baseline.min_events and current > rule.baseline.ratio * average
 
-    def _build(self, rule: AlertRule, group: dict[str, Any], state: _GroupState, now: datetime) -> Alert:
+    def _build(
+        self, rule: AlertRule, group: dict[str, Any], state: _GroupState, now: datetime, count: int
+    ) -> Alert:
         hits = list(state.hits)
         group_text = ",".join(f"{key}={value}" for key, value in group.items())
         return Alert(
             **alert_heading(rule.id, rule.description, rule.severity, now),
             dedup_key=f"{rule.id}:{group_text}" if group_text else rule.id,
             group=group,
-            count=sum(hit.weight for hit in hits),
+            count=max(count, sum(hit.weight for hit in hits)),
             window_seconds=int(rule.window.total_seconds()),
             agent_ids=sorted({hit.agent_id for hit in hits if hit.agent_id}),
             user_ids=sorted({hit.user_id for hit in hits if hit.user_id}),

@@ -32,6 +32,7 @@ from proxy.alerts.engine import Alert, RuleEngine, alert_heading
 from proxy.alerts.rules import BUILTIN_ACTIONS, AlertRule, AlertsConfig, DestinationConfig
 from proxy.model import Severity
 from proxy.query import QueryError, open_audit, plain, run_sql
+from proxy.state import StateStore
 
 SPOOL_DIRECTORY = "alert-spool"
 ActionHandler = Callable[[str, Alert], None]
@@ -54,8 +55,10 @@ class _Pending:
 
 
 class AlertRouter:
-    """Route audit records to alerts. ``action_handler(action, alert)`` applies ``freeze_user``,
-    ``revoke_session`` and ``block_agent``; it runs on the router's thread and must not block long."""
+    """Route audit records to alerts; rule windows and fired marks live in ``store`` when given (shared by
+    workers and replicas, so a burst over all of them alerts once). ``action_handler(action, alert)``
+    applies ``freeze_user``, ``revoke_session`` and ``block_agent``; it runs on the router's thread and
+    must not block long."""
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class AlertRouter:
         data_dir: Path,
         audit_dir: Path | None = None,
         action_handler: ActionHandler | None = None,
+        store: StateStore | None = None,
         clock: Callable[[], datetime] = _utc_now,
         retry_base_seconds: float = 1.0,
         retry_max_seconds: float = 300.0,
@@ -85,7 +89,7 @@ class AlertRouter:
             **config.destinations,
             **{f"action.{name}": action for name, action in config.actions.items()},
         }
-        self._engine = RuleEngine(config.rules, started=clock())
+        self._engine = RuleEngine(config.rules, started=clock(), store=store)
         self._records: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
         self._pending: list[_Pending] = []
         self._sequence = itertools.count()
@@ -184,7 +188,7 @@ class AlertRouter:
                 assert rule.first_seen is not None
                 columns = ", ".join(rule.first_seen)
                 result = run_sql(connection, f"SELECT DISTINCT {columns} FROM turns")  # noqa: S608 - validated names
-                self._engine.seed_seen(rule.id, result.rows)
+                self._engine.seed_seen(rule.id, result.rows, self.clock())
         except QueryError as exc:
             log.error("alerts.first_seen_seed_failed", error=str(exc))
 

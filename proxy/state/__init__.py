@@ -2,6 +2,6 @@
 
 from proxy.state.keys import digest
 from proxy.state.sqlite import SqliteStateStore
-from proxy.state.store import Clock, JSONValue, StateStore
+from proxy.state.store import Clock, JSONValue, StateStore, StateUnavailable
 
-__all__ = ["Clock", "JSONValue", "SqliteStateStore", "StateStore", "digest"]
+__all__ = ["Clock", "JSONValue", "SqliteStateStore", "StateStore", "StateUnavailable", "digest"]
