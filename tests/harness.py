@@ -35,8 +35,10 @@ def policy_yaml(
     *,
     mode: str = "observe",
     allow: str = "[api.openai.com, api.anthropic.com, localhost]",
+    tools: str = "{}",
     extra: str = "",
 ) -> str:
+    """``tools`` is the support role's tools section (flow style); ``extra`` is appended at the top level."""
     return textwrap.dedent(
         f"""\
         version: 1
@@ -47,6 +49,7 @@ def policy_yaml(
         roles:
           support:
             egress: {{allow: {allow}}}
+            tools: {tools}
         audit: {{path: {data_dir / "audit"}}}
         """
     ) + textwrap.dedent(extra)
@@ -63,7 +66,7 @@ class Proxy:
         args: tuple[str, ...] = (),
         **policy_options: str,
     ) -> None:
-        """``policy_options`` (mode, allow, extra) shape the generated policy; see ``policy_yaml``."""
+        """``policy_options`` (mode, allow, tools, extra) shape the generated policy; see ``policy_yaml``."""
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.policy_path = workdir / "policy.yaml"
