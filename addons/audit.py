@@ -27,6 +27,7 @@ from addons.turns import turn_of
 from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
+from proxy.audit.keys import PRIVATE_KEY_NAME
 from proxy.audit.refusals import RefusalCounter
 from proxy.events import scrub, turn_event
 from proxy.model import Severity
@@ -194,9 +195,13 @@ class Audit:
     def _open_sink(self, settings: AuditSettings) -> AuditLog:
         if settings.spool.resolve() == settings.path.resolve():
             raise exceptions.OptionsError("audit.spool must be a directory other than audit.path")
+        # One of several workers keeps its own chain (and spool) in its own directory, signed with the
+        # one key.
+        writer = self.runtime.writer
         try:
             return AuditLog(
-                settings.path,
+                settings.path / writer if writer else settings.path,
+                key_path=settings.path / PRIVATE_KEY_NAME if writer else None,
                 fsync=settings.fsync,
                 checkpoint_every=settings.checkpoint_every,
                 checkpoint_seconds=settings.checkpoint_after,
@@ -204,7 +209,7 @@ class Audit:
                 retention_days=settings.retention_days,
                 on_error=settings.on_error,
                 on_unavailable=self._audit_unavailable,
-                spool=settings.spool,
+                spool=settings.spool / writer if writer else settings.spool,
             )
         except AuditUnavailable as exc:
             raise exceptions.OptionsError(str(exc)) from None

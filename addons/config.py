@@ -11,6 +11,7 @@ from mitmproxy.addonmanager import Loader
 from proxy.model import Mode
 from proxy.policy import load_policy
 from proxy.runtime import Runtime
+from proxy.workers import WORKER_OPTION
 from proxy.yamlschema import SchemaError
 
 
@@ -32,10 +33,19 @@ class PolicyLoader:
             "",
             "Override the policy's mode for every threat: observe or enforce; empty keeps the policy's.",
         )
+        loader.add_option(
+            WORKER_OPTION,
+            str,
+            "",
+            "This process's writer id when it is one of several workers (set by `run --workers`); empty "
+            "for a single process.",
+        )
 
     def configure(self, updated: Set[str]) -> None:
         if "mode" in updated:
             refuse_unauthenticated_modes(ctx.options.mode)
+        if WORKER_OPTION in updated:
+            self.runtime.writer = getattr(ctx.options, WORKER_OPTION)
         if not {"egressguard_config", "egressguard_mode"} & updated and self.runtime.policy_or_none:
             return
         config = ctx.options.egressguard_config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,3 +45,25 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
         loop.add_signal_handler(signum, master.shutdown)
     loop.add_signal_handler(signal.SIGHUP, master.addons.trigger, HangupHook())
     await master.run()
+
+
+def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
+    """One of several workers sharing the listen port (``proxy.workers``)."""
+    _listen_with_reuse_port()
+    try:
+        serve(settings, passthrough)
+    except StartupError as error:
+        print(f"egressguard: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _listen_with_reuse_port() -> None:
+    """mitmproxy opens its listeners with ``asyncio.start_server(handler, host, port)`` and has no
+    option for ``SO_REUSEPORT``. A worker process runs nothing but this proxy, so every listener it
+    opens may share its port with the other workers."""
+    start_server = asyncio.start_server
+
+    async def start_shared_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+        return await start_server(*args, **{**kwargs, "reuse_port": True})
+
+    asyncio.start_server = start_shared_server

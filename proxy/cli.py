@@ -24,7 +24,7 @@ from proxy.agentenv import (
 from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
 from proxy.demo import add_demo_arguments, run_demo
 from proxy.model import Mode
-from proxy.policy import Policy, load_policy
+from proxy.policy import Policy, load_policy, parse_workers
 from proxy.query import add_query_arguments, run_query
 from proxy.scan import add_scan_arguments, run_scan
 from proxy.yamlschema import SchemaError
@@ -99,13 +99,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Bodies over the inspection cap are relayed as they arrive instead of held in memory whole.
         "stream_large_bodies": str(policy.max_body_bytes),
     }
-    _print_banner(policy, args, confdir, token_file)
+    workers = args.workers or policy.workers
+    _print_banner(policy, args, confdir, token_file, workers)
+    options = [f"{name}={value}" for name, value in passthrough.items()]
+    if workers > 1:
+        from addons.server import serve_worker
+        from proxy.workers import supervise
+
+        _create_shared_files(policy, confdir)
+        return supervise(workers, serve_worker, settings, options)
     try:
-        serve(settings, [f"{name}={value}" for name, value in passthrough.items()])
+        serve(settings, options)
     except StartupError as error:
         print(f"egressguard: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _create_shared_files(policy: Policy, confdir: Path) -> None:
+    """The CA and the keys every worker reads, made once before the workers start (each would otherwise
+    make its own at the same moment)."""
+    from mitmproxy.certs import CertStore
+
+    from proxy.audit.keys import PRIVATE_KEY_NAME, load_or_create_signing_key
+    from proxy.runtime import fingerprint_key
+
+    _ensure_private_dir(confdir)
+    CertStore.from_store(confdir, "mitmproxy", 2048)
+    fingerprint_key(policy.data_dir)
+    load_or_create_signing_key(policy.audit.path / PRIVATE_KEY_NAME)
 
 
 def _fill_default_token(config: str | None) -> Path | None:
@@ -147,12 +169,15 @@ def advertised_address(listen_host: str, listen_port: int, advertise: str | None
     return f"[{host}]:{listen_port}" if ":" in host else f"{host}:{listen_port}"
 
 
-def _print_banner(policy: Policy, args: argparse.Namespace, confdir: Path, token_file: Path | None) -> None:
+def _print_banner(
+    policy: Policy, args: argparse.Namespace, confdir: Path, token_file: Path | None, workers: int
+) -> None:
     listening = advertised_address(args.listen_host, args.listen_port, args.listen_host or WILDCARD_HOSTS[0])
     address = advertised_address(args.listen_host, args.listen_port, args.advertise)
     mode = args.mode or policy.mode
     ca = (confdir / CA_CERT_NAME).resolve()
-    print(f"egressguard {__version__} on {listening} (mode: {mode}, policy: {policy.source})")
+    processes = f", {workers} workers" if workers > 1 else ""
+    print(f"egressguard {__version__} on {listening} (mode: {mode}, policy: {policy.source}{processes})")
     print("Set in each agent's environment:")
     for agent in policy.agents.values():
         if token_file is not None and agent.token_env == DEFAULT_TOKEN_ENV:
@@ -216,6 +241,13 @@ def _add_no_proxy_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _workers_argument(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egressguard", description="Inline security proxy for AI agents.")
     parser.add_argument("--version", action="version", version=f"egressguard {__version__}")
@@ -226,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen-host", default="127.0.0.1")
     run.add_argument("--listen-port", type=int, default=8080)
     run.add_argument("--mode", choices=[str(mode) for mode in Mode], help="override the policy's mode")
+    run.add_argument(
+        "--workers",
+        type=_workers_argument,
+        metavar="N|auto",
+        help="proxy processes sharing the port, or auto for one per core (default: the policy's workers, 1)",
+    )
     run.add_argument(
         "--advertise",
         default=os.environ.get(ADVERTISE_ENV),

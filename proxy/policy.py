@@ -57,6 +57,19 @@ def _host_pattern(text: str) -> str:
     return text
 
 
+def parse_workers(value: str) -> int:
+    """``auto`` (one per core) or a positive number of worker processes."""
+    if str(value) == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError("must be a number of processes, or auto for one per core") from None
+    if count < 1:
+        raise ValueError("must be at least 1, or auto for one per core")
+    return count
+
+
 def _seconds(text: str) -> float:
     return parse_duration(text).total_seconds()
 
@@ -101,6 +114,7 @@ SCHEMA = Record(
         "mode": OneOf(*MODES),
         "threats": Record({str(threat): OneOf(*MODES) for threat in Threat}),
         "data_dir": STRING,
+        "workers": Custom(parse_workers, "a number of workers or auto"),
         "agents": MapOf(AGENT),
         "roles": MapOf(ROLE),
         "identity": Record({"headers": Record({name: STRING for name in CONTEXT_FIELDS})}),
@@ -218,6 +232,8 @@ class Policy:
     context_headers: dict[str, str]
     audit: AuditSettings
     max_body_bytes: int
+    workers: int = 1
+    """Proxy processes sharing the listen port (``proxy.workers``)."""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     state: StateSettings = field(default_factory=StateSettings)
     alerts: AlertsConfig | None = None
@@ -318,6 +334,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         context_headers=headers,
         audit=AuditSettings(path=audit_path, spool=spool_path, **audit),
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
+        workers=raw.get("workers") or 1,
         detection=detection,
         state=state,
         alerts=alerts,

@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 
+from proxy.audit.log import daily_files
 from proxy.audit.verify import DEFAULT_AUDIT_DIRECTORY, collect_files
 from proxy.units import parse_duration
 
@@ -145,8 +146,9 @@ class QueryResult:
 
 
 def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the ``turns`` and ``findings`` views over the audit files under ``paths``."""
-    files = collect_files([path for path in paths if path.exists()])
+    """An in-memory DuckDB with the ``turns`` and ``findings`` views over the audit files under ``paths``,
+    every writer's (the workers' directories inside an audit directory) read as one log."""
+    files = collect_files(with_writers([path for path in paths if path.exists()]))
     connection = duckdb.connect(":memory:")
     connection.execute("SET TimeZone = 'UTC'")
     columns = ", ".join(f"'{name}': '{kind.replace("'", "''")}'" for name, kind in TURN_COLUMNS.items())
@@ -169,6 +171,16 @@ def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
         "FROM turns AS turn CROSS JOIN unnest(turn.findings) AS finding_row(finding)"
     )
     return connection
+
+
+def with_writers(paths: Sequence[Path]) -> list[Path]:
+    """The paths, and for each directory the writer directories inside it (``proxy.workers``)."""
+    found: list[Path] = []
+    for path in paths:
+        found.append(path)
+        if path.is_dir():
+            found.extend(sorted(child for child in path.iterdir() if child.is_dir() and daily_files(child)))
+    return found
 
 
 def run_named(

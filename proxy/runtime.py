@@ -11,6 +11,7 @@ from proxy.policy import Policy, StateSettings
 from proxy.state import SqliteStateStore, StateStore
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisStateStore
+from proxy.state.sqlite_shared import SharedSqliteStateStore
 
 FINGERPRINT_KEY_FILE = "fingerprint.key"
 
@@ -23,6 +24,8 @@ class NotConfigured(RuntimeError):
 class Runtime:
     policy_or_none: Policy | None = None
     state_or_none: StateStore | None = None
+    writer: str = ""
+    """This process's writer id when it is one of several workers; empty for a single process."""
     _detectors: tuple[Policy, Detectors] | None = field(default=None, repr=False)
 
     @property
@@ -35,7 +38,9 @@ class Runtime:
     def state(self) -> StateStore:
         """Counters, windows, freezes and first-seen sets: the store the policy's ``state`` names."""
         if self.state_or_none is None:
-            self.state_or_none = open_state_store(self.policy.state, self.policy.data_dir)
+            self.state_or_none = open_state_store(
+                self.policy.state, self.policy.data_dir, shared=bool(self.writer)
+            )
         return self.state_or_none
 
     @property
@@ -61,13 +66,12 @@ class Runtime:
             self.state_or_none = None
 
 
-def open_state_store(settings: StateSettings, data_dir: Path) -> StateStore:
-    """SQLite under the data dir, or Redis with this process's in-memory store to fall back on."""
+def open_state_store(settings: StateSettings, data_dir: Path, *, shared: bool = False) -> StateStore:
+    """SQLite under the data dir (read and written in place when ``shared`` by several workers), or Redis
+    with this process's in-memory store to fall back on."""
     if settings.redis is None:
-        return SqliteStateStore(data_dir / "state")
-    return FallbackStore(
-        RedisStateStore(settings.redis), SqliteStateStore(None), on_error=settings.on_error
-    )
+        return SharedSqliteStateStore(data_dir / "state") if shared else SqliteStateStore(data_dir / "state")
+    return FallbackStore(RedisStateStore(settings.redis), SqliteStateStore(None), on_error=settings.on_error)
 
 
 def fingerprint_key(data_dir: Path) -> bytes:

@@ -156,7 +156,8 @@ class Proxy:
 
     def audit_records(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        for path in sorted((self.data_dir / "audit").glob("*.jsonl")):
+        # Several workers each write their own directory inside the audit directory.
+        for path in sorted((self.data_dir / "audit").rglob("*.jsonl")):
             records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return records
 

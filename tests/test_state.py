@@ -1,3 +1,4 @@
+import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -8,6 +9,7 @@ import pytest
 from proxy.state import JSONValue, SqliteStateStore, StateStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
+from proxy.state.sqlite_shared import SharedSqliteStateStore
 from tests.redis_server import RedisServer
 
 START = 1_700_000_000.0
@@ -32,12 +34,14 @@ def clock() -> FakeClock:
 type Opener = Callable[[], StateStore]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite-shared", "redis"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Opener:
     """Opens a store on one backend; a second one opened sees what the first one wrote."""
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         return lambda: RedisStateStore(RedisSettings(url=server.url), clock=clock)
+    if request.param == "sqlite-shared":
+        return lambda: SharedSqliteStateStore(tmp_path, clock=clock)
     return lambda: SqliteStateStore(tmp_path, clock=clock)
 
 
@@ -151,9 +155,7 @@ def test_out_of_order_hits_are_counted(store: StateStore) -> None:
     assert store.count("k", 100, now=START + 50) == 2
 
 
-def test_many_hits_stay_bounded_by_window(
-    sqlite_store: StateStore, clock: FakeClock, tmp_path: Path
-) -> None:
+def test_many_hits_stay_bounded_by_window(sqlite_store: StateStore, clock: FakeClock, tmp_path: Path) -> None:
     """A busy key keeps only its window's events, in memory and on disk."""
     store = sqlite_store
     for _ in range(5000):
@@ -334,3 +336,28 @@ def test_concurrent_increments_are_not_lost(store: StateStore) -> None:
         thread.join()
     assert store.counter("shared") == 800
     assert store.count("window", 60) == 800
+
+
+def _increment_from_another_process(directory: Path, times: int) -> None:
+    store = SharedSqliteStateStore(directory)
+    for _ in range(times):
+        store.incr("shared")
+        store.hit("window", 60)
+    store.close()
+
+
+def test_worker_processes_share_one_sqlite_file(tmp_path: Path) -> None:
+    """Processes on one host sharing the SQLite file lose no increment and count one window."""
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_increment_from_another_process, args=(tmp_path, 150)) for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    store = SharedSqliteStateStore(tmp_path)
+    assert store.counter("shared") == 450
+    assert store.count("window", 60) == 450
+    store.close()

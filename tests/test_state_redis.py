@@ -259,3 +259,12 @@ def test_sqlite_stays_the_default(tmp_path: Path) -> None:
     store = state_policy(tmp_path, "on_error: open\n", {})
     assert isinstance(store, SqliteStateStore)
     store.close()
+
+
+def test_readme_state_example_checks_clean() -> None:
+    """The Redis section shown in the README is a valid policy section."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("## Shared state", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(example, "README.md", environ={"REDIS_PASSWORD": "pw"})
+    assert policy.state.backend == "redis" and policy.state.redis is not None
+    assert policy.state.redis.ca_file == "/etc/egressguard/redis-ca.pem"

@@ -23,7 +23,7 @@ from proxy.state.store import Clock, JSONValue
 
 DATABASE_NAME = "state.sqlite3"
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL);
 CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, retention REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, ts REAL NOT NULL);
@@ -71,7 +71,7 @@ class _Window:
         return self.start >= len(self.times)
 
 
-def _live(expires: float | None, now: float) -> bool:
+def live(expires: float | None, now: float) -> bool:
     return expires is None or expires > now
 
 
@@ -102,7 +102,7 @@ class SqliteStateStore:
         self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._counters: dict[str, tuple[int, float | None]] = {}
         self._windows: dict[str, _Window] = {}
         self._members: dict[tuple[str, str], float] = {}
@@ -113,7 +113,7 @@ class SqliteStateStore:
 
     def _load(self, now: float) -> None:
         for key, value, expires in self._db.execute("SELECT key, value, expires FROM counters"):
-            if _live(expires, now):
+            if live(expires, now):
                 self._counters[key] = (value, expires)
         for key, retention in self._db.execute("SELECT key, retention FROM windows"):
             self._windows[key] = _Window(retention)
@@ -121,10 +121,10 @@ class SqliteStateStore:
             if key in self._windows:
                 self._windows[key].times.append(ts)
         for set_name, member, expires in self._db.execute("SELECT set_name, member, expires FROM members"):
-            if _live(expires, now):
+            if live(expires, now):
                 self._members[(set_name, member)] = expires
         for key, text, expires in self._db.execute("SELECT key, value, expires FROM kv"):
-            if _live(expires, now):
+            if live(expires, now):
                 self._values[key] = (text, expires)
         self._sweep(now)
 
@@ -134,7 +134,7 @@ class SqliteStateStore:
         with self._lock:
             now = self._begin()
             current = self._counters.get(key)
-            if current is not None and _live(current[1], now):
+            if current is not None and live(current[1], now):
                 value, expires = current[0] + amount, current[1]
             else:
                 value, expires = amount, None if ttl_s is None else now + ttl_s
@@ -146,7 +146,7 @@ class SqliteStateStore:
         with self._lock:
             now = self._begin()
             current = self._counters.get(key)
-            return current[0] if current is not None and _live(current[1], now) else 0
+            return current[0] if current is not None and live(current[1], now) else 0
 
     # --- sliding windows --------------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ class SqliteStateStore:
             stored = self._values.get(key)
             if stored is None:
                 return None
-            if not _live(stored[1], now):
+            if not live(stored[1], now):
                 self._forget_value(key)
                 return None
             return cast(JSONValue, json.loads(stored[0]))
@@ -233,21 +233,26 @@ class SqliteStateStore:
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
-        self._counters = {key: entry for key, entry in self._counters.items() if _live(entry[1], now)}
+        self._counters = {key: entry for key, entry in self._counters.items() if live(entry[1], now)}
         self._members = {key: expires for key, expires in self._members.items() if expires > now}
-        self._values = {key: entry for key, entry in self._values.items() if _live(entry[1], now)}
+        self._values = {key: entry for key, entry in self._values.items() if live(entry[1], now)}
         for key in list(self._windows):
             window = self._windows[key]
             window.prune(now)
             if window.empty():
                 del self._windows[key]
         self._db.execute("BEGIN")
-        self._db.execute("DELETE FROM counters WHERE expires <= ?", (now,))
-        self._db.execute("DELETE FROM members WHERE expires <= ?", (now,))
-        self._db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
-        self._db.execute(
-            "DELETE FROM hits WHERE ts <= ? - (SELECT retention FROM windows WHERE windows.key = hits.key)",
-            (now,),
-        )
-        self._db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM hits)")
+        sweep_database(self._db, now)
         self._db.execute("COMMIT")
+
+
+def sweep_database(db: sqlite3.Connection, now: float) -> None:
+    """Delete every expired row, inside the caller's transaction."""
+    db.execute("DELETE FROM counters WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM members WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
+    db.execute(
+        "DELETE FROM hits WHERE ts <= ? - (SELECT retention FROM windows WHERE windows.key = hits.key)",
+        (now,),
+    )
+    db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM hits)")

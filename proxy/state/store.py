@@ -21,6 +21,7 @@ class StateUnavailable(RuntimeError):
     """The store cannot be reached. A shared store raises it; what happens next is the policy's
     ``state.on_error`` (``proxy.state.fallback``)."""
 
+
 type JSONValue = str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None
 
 

@@ -1,0 +1,166 @@
+"""The state store for several worker processes on one host: the same SQLite file, read and written by all.
+
+``SqliteStateStore`` keeps everything in memory and only persists to disk, so two processes would each
+see their own counts. This store keeps nothing in memory: every operation is one SQLite transaction on
+the shared file (``BEGIN IMMEDIATE`` for read-modify-write, so increments from two workers are never
+lost), in WAL mode so readers do not wait for writers. It is slower per operation than the in-memory
+store (a write transaction each, tens of microseconds, no fsync) and needs no server; for several hosts
+use Redis. Both SQLite stores use one schema, so a data dir can move between one worker and several.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import cast
+
+from proxy.state.sqlite import DATABASE_NAME, SCHEMA, live, sweep_database
+from proxy.state.store import Clock, JSONValue
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SharedSqliteStateStore:
+    """A ``StateStore`` on ``<directory>/state.sqlite3`` that any number of processes may open at once."""
+
+    def __init__(self, directory: Path, *, clock: Clock = time.time, sweep_interval_s: float = 300.0) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._sweep_interval_s = sweep_interval_s
+        self._lock = threading.Lock()
+        self._closed = False
+        self._db = sqlite3.connect(
+            str(directory / DATABASE_NAME), isolation_level=None, check_same_thread=False, timeout=10
+        )
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._last_sweep = clock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken before anything is read so that no other process writes between."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the state store is closed")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read[T](self, query: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the state store is closed")
+            return query(self._db)
+
+    def _now(self, now: float | None = None) -> float:
+        at = self._clock() if now is None else now
+        if at - self._last_sweep >= self._sweep_interval_s:
+            self._last_sweep = at
+            with self._transaction() as db:
+                sweep_database(db, at)
+        return at
+
+    # --- counters ---------------------------------------------------------------------------------------
+
+    def incr(self, key: str, amount: int = 1, *, ttl_s: float | None = None) -> int:
+        now = self._now()
+        with self._transaction() as db:
+            row = db.execute("SELECT value, expires FROM counters WHERE key = ?", (key,)).fetchone()
+            if row is not None and live(row[1], now):
+                value, expires = row[0] + amount, row[1]
+            else:
+                value, expires = amount, None if ttl_s is None else now + ttl_s
+            db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)", (key, value, expires))
+            return int(value)
+
+    def counter(self, key: str) -> int:
+        now = self._now()
+        row = self._read(
+            lambda db: db.execute("SELECT value, expires FROM counters WHERE key = ?", (key,)).fetchone()
+        )
+        return int(row[0]) if row is not None and live(row[1], now) else 0
+
+    # --- sliding windows --------------------------------------------------------------------------------
+
+    def hit(self, key: str, window_s: float, now: float | None = None) -> int:
+        at = self._now(now)
+        with self._transaction() as db:
+            row = db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone()
+            retention = max(window_s, row[0] if row is not None else 0.0)
+            if row is None or row[0] < window_s:
+                db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, retention))
+            db.execute("INSERT INTO hits VALUES (?, ?)", (key, at))
+            db.execute("DELETE FROM hits WHERE key = ? AND ts <= ?", (key, at - retention))
+            return _count(db, key, window_s, retention, at)
+
+    def count(self, key: str, window_s: float, now: float | None = None) -> int:
+        at = self._now(now)
+
+        def query(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone()
+            return 0 if row is None else _count(db, key, window_s, row[0], at)
+
+        return self._read(query)
+
+    # --- expiring sets ----------------------------------------------------------------------------------
+
+    def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
+        at = self._now(now)
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT expires FROM members WHERE set_name = ? AND member = ?", (set_name, member)
+            ).fetchone()
+            if row is not None and row[0] > at:
+                return False
+            db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (set_name, member, at + ttl_s))
+            return True
+
+    # --- key/values -------------------------------------------------------------------------------------
+
+    def put(self, key: str, value: JSONValue, ttl_s: float | None = None) -> None:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        now = self._now()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                (key, text, None if ttl_s is None else now + ttl_s),
+            )
+
+    def get(self, key: str) -> JSONValue | None:
+        now = self._now()
+        row = self._read(
+            lambda db: db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+        )
+        if row is None or not live(row[1], now):
+            return None
+        return cast(JSONValue, json.loads(row[0]))
+
+    def delete(self, key: str) -> None:
+        self._now()
+        with self._transaction() as db:
+            db.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+
+def _count(db: sqlite3.Connection, key: str, window_s: float, retention: float, now: float) -> int:
+    oldest = now - min(window_s, retention)
+    row = db.execute(
+        "SELECT COUNT(*) FROM hits WHERE key = ? AND ts > ? AND ts <= ?", (key, oldest, now)
+    ).fetchone()
+    return int(row[0])
