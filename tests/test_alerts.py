@@ -182,6 +182,16 @@ def test_a_burst_spread_over_two_engines_fires_once(shared_store: StateStore) ->
     assert results[3][0].count == 4
 
 
+def test_a_scheduled_slot_runs_in_one_engine(shared_store: StateStore) -> None:
+    """Processes sharing a store run each cron slot of a scheduled rule once between them."""
+    rules = [rule for rule in load_alerts_config(None).rules if rule.schedule is not None]
+    first, second = (RuleEngine(rules, started=START, store=shared_store) for _ in range(2))
+    slot = START + timedelta(days=1, minutes=1)
+    assert first.due(slot) == rules and second.due(slot) == []
+    next_slot = slot + timedelta(days=1)
+    assert second.due(next_slot) == rules and first.due(next_slot) == []
+
+
 def test_first_seen_is_shared_between_engines(shared_store: StateStore) -> None:
     """A combination seen through one process is not new to another."""
     rules = [rule for rule in load_alerts_config(None).rules if rule.id == "first-seen-egress"]

@@ -30,6 +30,8 @@ MAX_EVENT_IDS = 20
 MAX_ROWS = 50
 EVALUATED_TYPES = frozenset({"agent.turn", "auth.refused"})
 """Records real-time rules look at: agent turns, and refused proxy authentications."""
+SCHEDULE_CLAIM_S = 7 * 24 * 3600.0
+"""How long a scheduled rule's claim on a slot is kept: longer than any process's clock can lag."""
 FIRST_SEEN_TTL_S = 90 * 24 * 3600.0
 """How long a first-seen combination stays seen: the audit log's default retention, which reseeds it."""
 
@@ -147,12 +149,16 @@ class RuleEngine:
         return fired
 
     def due(self, now: datetime) -> list[AlertRule]:
-        """Scheduled rules whose time has come; each is due once per cron slot."""
+        """Scheduled rules whose time has come; each is due once per cron slot, in one process."""
         due = []
         for rule in self.scheduled:
-            if now >= self._next_run[rule.id]:
-                due.append(rule)
+            slot = self._next_run[rule.id]
+            if now >= slot:
                 self._next_run[rule.id] = croniter(rule.schedule, now).get_next(datetime)
+                # Of all the processes sharing the store, the first to reach a slot runs it.
+                claim = f"{rule.id}:{slot.isoformat()}"
+                if self.store.add_if_new("alerts.scheduled", claim, SCHEDULE_CLAIM_S, now.timestamp()):
+                    due.append(rule)
         return due
 
     def scheduled_alert(
