@@ -105,6 +105,26 @@ def test_run_refuses_modes_without_agent_authentication(tmp_path: Path) -> None:
     assert "mode 'socks5' would let clients in without agent credentials" in result.stderr
 
 
+def test_workers_that_cannot_start_stop_the_run(tmp_path: Path) -> None:
+    """With several workers, a worker refusing its options ends `run` with its status, not a hang."""
+    policy = "agents:\n  bot: {token: t, role: r}\nroles:\n  r: {}\n"
+    result = run_proxy(tmp_path, policy, "--workers", "2", "--listen-port", "0", "--set", "mode=socks5")
+    assert result.returncode == 2
+    assert "would let clients in without agent credentials" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_bad_worker_counts_are_refused(
+    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--workers takes a positive number or auto."""
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--config", str(tmp_path / "p.yaml"), "--workers", value])
+    assert exited.value.code == 2
+    assert "--workers" in capsys.readouterr().err
+
+
 def test_ca_export_bundle_holds_system_cas_then_egressguards(tmp_path: Path) -> None:
     """`ca export --bundle` writes the system's trusted CAs followed by egressguard's CA, so an agent's
     SSL_CERT_FILE still trusts hosts relayed without interception or listed in NO_PROXY."""

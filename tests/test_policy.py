@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -159,3 +160,13 @@ def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
     with pytest.raises(SchemaError) as raised:
         load_policy(tmp_path / "missing.yaml")
     assert "cannot read" in str(raised.value)
+
+
+def test_workers_are_a_count_or_auto() -> None:
+    """workers: N or auto (one per core); one process when absent; anything else is an error."""
+    assert parse_policy("mode: observe\n", "p.yaml", environ={}).workers == 1
+    assert parse_policy("workers: 3\n", "p.yaml", environ={}).workers == 3
+    assert parse_policy("workers: auto\n", "p.yaml", environ={}).workers == (os.cpu_count() or 1)
+    assert problems("workers: 0\n") == [
+        "policy.yaml:1: workers: must be at least 1, or auto for one per core"
+    ]
