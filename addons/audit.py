@@ -27,6 +27,7 @@ from addons.turns import turn_of
 from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
+from proxy.audit.heads import publish_head, writer_id
 from proxy.audit.keys import PRIVATE_KEY_NAME
 from proxy.audit.refusals import RefusalCounter
 from proxy.events import scrub, turn_event
@@ -198,9 +199,11 @@ class Audit:
         # One of several workers keeps its own chain (and spool) in its own directory, signed with the
         # one key.
         writer = self.runtime.writer
+        directory = settings.path / writer if writer else settings.path
         try:
+            head = partial(self._publish_head, writer_id(directory, writer))
             return AuditLog(
-                settings.path / writer if writer else settings.path,
+                directory,
                 key_path=settings.path / PRIVATE_KEY_NAME if writer else None,
                 fsync=settings.fsync,
                 checkpoint_every=settings.checkpoint_every,
@@ -210,9 +213,14 @@ class Audit:
                 on_error=settings.on_error,
                 on_unavailable=self._audit_unavailable,
                 spool=settings.spool / writer if writer else settings.spool,
+                on_checkpoint=head,
             )
-        except AuditUnavailable as exc:
+        except (AuditUnavailable, OSError) as exc:
             raise exceptions.OptionsError(str(exc)) from None
+
+    def _publish_head(self, writer: str, checkpoint: dict[str, Any]) -> None:
+        """Each signed checkpoint is also this writer's head in the shared store (``proxy.audit.heads``)."""
+        publish_head(self.runtime.state, writer, checkpoint)
 
     def _close_router(self) -> None:
         if self.router is not None:

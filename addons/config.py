@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence, Set
 from pathlib import Path
 
+import structlog
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
@@ -13,6 +14,8 @@ from proxy.policy import load_policy
 from proxy.runtime import Runtime
 from proxy.workers import WORKER_OPTION
 from proxy.yamlschema import SchemaError
+
+log = structlog.get_logger("egressguard")
 
 
 class PolicyLoader:
@@ -40,6 +43,11 @@ class PolicyLoader:
             "This process's writer id when it is one of several workers (set by `run --workers`); empty "
             "for a single process.",
         )
+
+    def running(self) -> None:
+        """A worker says it listens (its listener is up before this hook runs)."""
+        if self.runtime.writer:
+            log.info("worker.ready", writer=self.runtime.writer)
 
     def configure(self, updated: Set[str]) -> None:
         if "mode" in updated:

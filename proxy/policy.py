@@ -272,6 +272,20 @@ def load_policy(path: Path | None, *, environ: dict[str, str] | None = None) -> 
     return parse_policy(text, str(path), environ=environ)
 
 
+def load_state_settings(path: Path) -> tuple[StateSettings, Path]:
+    """The state store and data dir a policy names, read without its agents' tokens (for commands that
+    read the store from outside the proxy, such as ``audit verify --config``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SchemaError([Problem(str(path), 0, f"cannot read: {error}")]) from None
+    raw, problems = check_document(text, str(path), SCHEMA)
+    state = _state(raw.get("state") or {}, dict(os.environ), str(path), problems)
+    if problems:
+        raise SchemaError(problems)
+    return state, Path(raw.get("data_dir") or "./egressguard-data")
+
+
 def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = None) -> Policy:
     env = dict(os.environ) if environ is None else environ
     raw, problems = check_document(text, source, SCHEMA)

@@ -31,12 +31,16 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def workers(start_proxy: Callable[..., Proxy], receiver: Receiver) -> Proxy:
-    return start_proxy(
+    proxy: Proxy = start_proxy(
         mode="enforce",
         args=("--workers", "2"),
         tools='{limits: {"lookup_*": 2/1h}}',
         extra=alerts_yaml(receiver),
     )
+    deadline = time.monotonic() + 30
+    while proxy.output().count("worker.ready") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proxy
 
 
 def per_writer(proxy: Proxy) -> dict[str, int]:
@@ -74,8 +78,8 @@ def test_a_freeze_holds_on_every_worker(workers: Proxy, upstream: FakeUpstream) 
 def test_a_burst_over_both_workers_alerts_once_and_the_log_reads_as_one(
     workers: Proxy, upstream: FakeUpstream, receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Leaks spread over both workers cross the threshold once; each worker's chain verifies and the
-    query reads every worker's turns."""
+    """Leaks spread over both workers cross the threshold once; the workers' chains verify together,
+    against the heads they published, and the query reads every worker's turns."""
     upstream.reply = Reply(text=f"The deploy key is {AWS_KEY}.")
     for _ in range(AGENTS):
         ask(client(workers, upstream))
@@ -87,10 +91,12 @@ def test_a_burst_over_both_workers_alerts_once_and_the_log_reads_as_one(
     alerts = [alert for alert in receiver.accepted() if alert["rule"] == BURST_RULE]
     assert len(alerts) == 1
     audit = workers.data_dir / "audit"
-    for writer in per_writer(workers):
-        assert (
-            main(["audit", "verify", "--pubkey", str(audit / "audit-signing.pub"), str(audit / writer)]) == 0
-        )
+    workers.stop()  # each worker signs a last checkpoint and publishes it as its head
+    pubkey = str(audit / "audit-signing.pub")
+    config = str(workers.policy_path)
+    assert main(["audit", "verify", "--pubkey", pubkey, "--config", config, str(audit)]) == 0
+    out = capsys.readouterr().out
+    assert f"writer {audit / 'w0'}: intact" in out and f"writer {audit / 'w1'}: intact" in out
     capsys.readouterr()
     assert (
         main(

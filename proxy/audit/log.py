@@ -108,6 +108,7 @@ class AuditLog:
 
     ``checkpoint_seconds`` and ``heartbeat_seconds`` (None: off) start a thread that signs a checkpoint
     once the oldest unsigned record is that old, and once no checkpoint has been signed for that long.
+    ``on_checkpoint(record)`` is called with each checkpoint once it is written (to publish the head).
     The constructor raises ``AuditUnavailable`` if the directory or the signing key cannot be prepared.
     """
 
@@ -127,6 +128,7 @@ class AuditLog:
         spool: Path | None = None,
         checkpoint_seconds: float | None = None,
         heartbeat_seconds: float | None = None,
+        on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if fsync is True:
             fsync = "always"
@@ -151,6 +153,7 @@ class AuditLog:
         self.clock = clock
         self.checkpoint_seconds = checkpoint_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.on_checkpoint = on_checkpoint
         self.recovered: list[Recovery] = []
         self.dropped_total = 0
         self._lock = threading.Lock()
@@ -386,11 +389,16 @@ class AuditLog:
             "prev_hash": self._tail_hash,
         }
         body["signature"] = sign(self._key, checkpoint_message(body))
-        self._commit(body)
+        record = self._commit(body)
         self._since_checkpoint = 0
         self._unsigned_since = None
         self._last_checkpoint_at = self.clock()
         self._sync()
+        if self.on_checkpoint is not None:
+            try:
+                self.on_checkpoint(record)
+            except Exception as exc:  # publishing the head must never stop the log
+                log.error("audit.checkpoint_callback_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     def _write_line(self, path: Path, line: str) -> None:
         data = line.encode()

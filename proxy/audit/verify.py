@@ -13,6 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from proxy.audit.heads import cut_tail, writer_chains
 from proxy.audit.keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -31,7 +32,9 @@ from proxy.audit.log import (
     format_ts,
     record_hash,
 )
+from proxy.state import StateStore
 from proxy.units import parse_duration
+from proxy.yamlschema import SchemaError
 
 DEFAULT_AUDIT_DIRECTORY = Path("egressguard-data/audit")  # the policy's default data_dir / "audit"
 MISSING_START = (
@@ -250,6 +253,11 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "kept elsewhere is what proves the log, since whoever can rewrite the log can replace that file)",
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        help="the proxy's policy: check each writer's files reach the head it published to the state store",
+    )
+    parser.add_argument(
         "--require-signed-through",
         metavar="TIME",
         help="fail unless a checkpoint signed at or after TIME (ISO time, or an age such as 10m or 24h) "
@@ -286,31 +294,69 @@ def run_verify(args: argparse.Namespace) -> int:
     if required is not None and public_key is None:
         print("error: --require-signed-through needs the public key (--pubkey)", file=sys.stderr)
         return 2
-    files = collect_files(paths)
-    if not files:
+    chains = writer_chains(paths)
+    if not chains:
         if required is not None:
             print(f"NOT SIGNED THROUGH {format_ts(required)}: no audit files found")
             return 1
         print("error: no audit files found", file=sys.stderr)
         return 2
-    report = verify_files(files, public_key)
-    if report.first_break is not None:
-        print(f"BROKEN: {report.first_break}")
-        print(f"{report.records} records before the break verified")
-        return 1
-    print(summary(report))
+    try:
+        heads = _head_store(args.config) if args.config else None
+    except SchemaError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    status = 0
+    for directory, files in chains.items():
+        label = f"writer {directory}: " if len(chains) > 1 else ""
+        status = max(status, _verify_chain(label, directory, files, public_key, required, heads))
     if args.pubkey is None and public_key is not None:
         print(
             f"note: signatures checked with {key_file}, which sits with the log; "
             "pass --pubkey with a copy kept elsewhere"
         )
+    if heads is not None:
+        heads.close()
+    return status
+
+
+def _verify_chain(
+    label: str,
+    directory: Path,
+    files: Sequence[Path],
+    public_key: Ed25519PublicKey | None,
+    required: datetime | None,
+    heads: StateStore | None,
+) -> int:
+    """Verify one writer's chain, printing its lines with ``label`` before each; the exit status."""
+    report = verify_files(files, public_key)
+    if report.first_break is not None:
+        print(f"{label}BROKEN: {report.first_break}")
+        print(f"{label}{report.records} records before the break verified")
+        return 1
+    print(label + summary(report).replace("\n", "\n" + label))
+    if heads is not None:
+        cut = cut_tail(heads, directory, files)
+        if cut is not None:
+            print(f"{label}TAIL CUT: {cut}")
+            return 1
     if required is not None:
         problem = signed_through_problem(report, required)
         if problem is not None:
-            print(f"NOT SIGNED THROUGH {format_ts(required)}: {problem}")
+            print(f"{label}NOT SIGNED THROUGH {format_ts(required)}: {problem}")
             return 1
-        print(f"signed through {format_ts(required)}: nothing written before it was cut")
+        print(f"{label}signed through {format_ts(required)}: nothing written before it was cut")
     return 0
+
+
+def _head_store(config: Path) -> StateStore:
+    """The state store the writers of ``config``'s policy publish their heads to, opened to read."""
+    from proxy.policy import load_state_settings
+    from proxy.runtime import open_state_store
+
+    settings, data_dir = load_state_settings(config)
+    return open_state_store(settings, data_dir, shared=True)
 
 
 def add_pubkey_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,99 @@
+"""Audit writers and their published heads: what lets ``audit verify`` notice a chain whose tail was cut.
+
+Every directory an ``AuditLog`` writes (a single process's audit directory, or one worker's inside it)
+is one writer with one hash chain. Its id is kept in the directory (``writer-id``, made on first start
+and never changed), and each checkpoint it signs is also stored in the shared state store under that
+id. Files cut back to an earlier checkpoint still verify on their own, since the chain up to there is
+intact; the published head, kept where the log's host cannot rewrite history, says how far the chain
+really went.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from proxy.audit.log import daily_files
+from proxy.state import JSONValue, StateStore
+
+WRITER_ID_FILE = "writer-id"
+
+
+def writer_id(directory: Path, worker: str = "") -> str:
+    """The id of the writer of ``directory``: read from it, or made (host, worker, random) and kept."""
+    path = directory / WRITER_ID_FILE
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        made = "-".join(part for part in (socket.gethostname(), worker, secrets.token_hex(4)) if part)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as sink:
+                sink.write(made + "\n")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def head_key(writer: str) -> str:
+    return f"audit.head:{writer}"
+
+
+def publish_head(store: StateStore, writer: str, checkpoint: dict[str, Any]) -> None:
+    """Store a writer's latest signed checkpoint (kept without expiry: one small value per writer)."""
+    head: JSONValue = {key: value for key, value in checkpoint.items() if isinstance(value, str | int)}
+    store.put(head_key(writer), head)
+
+
+def writer_chains(paths: Sequence[Path]) -> dict[Path, list[Path]]:
+    """The daily files under ``paths`` grouped by writer directory, each group in chain order: a
+    directory's own files are one writer, each directory inside it holding daily files another."""
+    chains: dict[Path, set[Path]] = {}
+    for path in paths:
+        if not path.is_dir():
+            chains.setdefault(path.parent, set()).add(path)
+            continue
+        for directory in [path, *sorted(child for child in path.iterdir() if child.is_dir())]:
+            files = daily_files(directory)
+            if files:
+                chains.setdefault(directory, set()).update(files)
+    return {
+        directory: sorted(files, key=lambda file: (file.name, str(file)))
+        for directory, files in chains.items()
+    }
+
+
+def cut_tail(store: StateStore, directory: Path, files: Sequence[Path]) -> str | None:
+    """Why the writer's files end before its published head, or None when they do not (or the writer
+    has published nothing yet)."""
+    path = directory / WRITER_ID_FILE
+    if not path.is_file():
+        return None
+    head = store.get(head_key(path.read_text(encoding="utf-8").strip()))
+    if not isinstance(head, dict) or not isinstance(head.get("hash"), str):
+        return None
+    if head["hash"] in _record_hashes(files):
+        return None
+    return (
+        f"the checkpoint this writer published at {head.get('ts')} is not in its files: "
+        "records were cut from the end of the chain"
+    )
+
+
+def _record_hashes(files: Sequence[Path]) -> set[str]:
+    hashes: set[str] = set()
+    for path in files:
+        with path.open("rb") as source:
+            for raw in source:
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("hash"), str):
+                    hashes.add(record["hash"])
+    return hashes
