@@ -201,7 +201,7 @@ class Audit:
         writer = self.runtime.writer
         directory = settings.path / writer if writer else settings.path
         try:
-            head = partial(self._publish_head, writer_id(directory, writer))
+            head = partial(self._publish_head, directory, writer)
             return AuditLog(
                 directory,
                 key_path=settings.path / PRIVATE_KEY_NAME if writer else None,
@@ -215,12 +215,12 @@ class Audit:
                 spool=settings.spool / writer if writer else settings.spool,
                 on_checkpoint=head,
             )
-        except (AuditUnavailable, OSError) as exc:
+        except AuditUnavailable as exc:
             raise exceptions.OptionsError(str(exc)) from None
 
-    def _publish_head(self, writer: str, checkpoint: dict[str, Any]) -> None:
+    def _publish_head(self, directory: Path, worker: str, checkpoint: dict[str, Any]) -> None:
         """Each signed checkpoint is also this writer's head in the shared store (``proxy.audit.heads``)."""
-        publish_head(self.runtime.state, writer, checkpoint)
+        publish_head(self.runtime.state, writer_id(directory, worker), checkpoint)
 
     def _close_router(self) -> None:
         if self.router is not None:

@@ -11,7 +11,9 @@ from typing import Any
 import openai
 import pytest
 
+from proxy.audit.heads import head_key, writer_id
 from proxy.cli import main
+from proxy.state.sqlite_shared import SharedSqliteStateStore
 from tests.harness import Proxy
 from tests.test_e2e_shared_state import AWS_KEY, BURST_RULE, INJECTION, alerts_yaml, ask, client, rules_of
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
@@ -97,6 +99,9 @@ def test_a_burst_over_both_workers_alerts_once_and_the_log_reads_as_one(
     assert main(["audit", "verify", "--pubkey", pubkey, "--config", config, str(audit)]) == 0
     out = capsys.readouterr().out
     assert f"writer {audit / 'w0'}: intact" in out and f"writer {audit / 'w1'}: intact" in out
+    heads = SharedSqliteStateStore(workers.data_dir / "state")
+    assert all(heads.get(head_key(writer_id(audit / writer))) for writer in ("w0", "w1"))
+    heads.close()
     capsys.readouterr()
     assert (
         main(
