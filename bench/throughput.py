@@ -31,8 +31,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import PROMPT, REPLY, process
+from proxy.localca import UpstreamPKI, make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
-from tests.pki import UpstreamPKI, make_pki
 from tests.upstream import FakeUpstream, Reply
 
 WARMUP_SECONDS = 2.0
