@@ -376,7 +376,11 @@ def run_script(demo: Demo, say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Send each step through egressguard and print what came back and what egressguard recorded."""
     turns: list[dict[str, Any]] = []
     with httpx.Client(
-        proxy=demo.proxy_url, verify=str(demo.ca_cert), headers=CONTEXT_HEADERS, timeout=30, trust_env=False
+        proxy=demo.proxy_url,
+        verify=ssl.create_default_context(cafile=demo.ca_cert),
+        headers=CONTEXT_HEADERS,
+        timeout=30,
+        trust_env=False,
     ) as client:
         for number, step in enumerate(STEPS, 1):
             say(f"\n[{number}/{len(STEPS)}] {step.title}")

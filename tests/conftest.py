@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,28 @@ def agent_env(proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> Proxy:
     monkeypatch.setenv("HTTPS_PROXY", proxy.url())
     monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
     return proxy
+
+
+@pytest.fixture
+def named_upstream(tmp_path: Path) -> Iterator[tuple[FakeUpstream, str, Path]]:
+    """The fake upstream under this machine's host name: Java's and Go's proxy selection always connects
+    directly to `localhost` and loopback addresses, so a test on loopback needs a name they do not
+    recognise. Yields the upstream, its base URL and the CA that signed it."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError:
+        address = ""
+    if address != "127.0.0.1":
+        pytest.skip(f"this machine's name {name!r} does not resolve to 127.0.0.1")
+    pki = make_pki(tmp_path / "named-pki", hostnames=(name,))
+    server = FakeUpstream(pki)
+    yield server, f"https://{name}:{server.port}", pki.ca_cert
+    server.close()
+
+
+@pytest.fixture
+def named_proxy(named_upstream: tuple[FakeUpstream, str, Path], start_proxy: Callable[..., Proxy]) -> Proxy:
+    """An egressguard whose policy allows the named upstream and trusts its CA."""
+    _, url, ca = named_upstream
+    return start_proxy(upstream_ca=ca, allow=f"[{url.split('//')[1].split(':')[0]}]")

@@ -6,13 +6,17 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 
-from proxy.demo import STEPS
+from proxy.demo import STEPS, running
+from proxy.model import Mode
 from tests.conftest import ENVIRONMENT_LEAKS
 
 
@@ -124,3 +128,28 @@ def test_quick_start_curl_and_openai_sdk_against_the_kept_demo(tmp_path: Path) -
         finding["rule"] for turn in turns if turn["type"] == "agent.turn" for finding in turn["findings"]
     }
     assert {"aws-access-key-id", "tool-delete"} <= rules
+
+
+def test_demo_model_streams_through_egressguard_for_the_openai_sdk(tmp_path: Path) -> None:
+    """The demo's model answers `stream: true` as the OpenAI API does; through egressguard in enforce
+    mode the streamed key arrives redacted."""
+    with running(tmp_path / "demo", Mode.ENFORCE, 0, 0) as demo:
+        client = openai.OpenAI(
+            base_url=f"{demo.model_url}/v1",
+            api_key="demo",
+            max_retries=0,
+            http_client=httpx.Client(
+                proxy=demo.proxy_url, verify=ssl.create_default_context(cafile=demo.ca_cert), trust_env=False
+            ),
+        )
+        stream = client.chat.completions.create(
+            model="demo-model",
+            messages=[{"role": "user", "content": "Show me the deploy configuration."}],
+            stream=True,
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        turn = demo.next_turn(0)
+    assert "[REDACTED:aws-access-key-id]" in text
+    assert "AKIAQWERTY234567ABCD" not in text
+    assert turn is not None and turn["stream"] is True
+    assert "aws-access-key-id" in {finding["rule"] for finding in turn["findings"]}

@@ -6,43 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from proxy.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, Proxy
 from tests.upstream import FakeUpstream
 
 PROGRAM = Path(__file__).parent / "java" / "ProxiedCall.java"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
-
-
-@pytest.fixture
-def named_upstream(tmp_path: Path) -> Iterator[tuple[FakeUpstream, str, Path]]:
-    """The fake upstream under this machine's host name: the JDK's proxy selector always connects
-    directly to `localhost` and 127.x, whatever http.nonProxyHosts says, so a test on loopback needs a
-    name it does not recognise. Yields the upstream, its base URL and the CA that signed it."""
-    name = socket.gethostname()
-    try:
-        address = socket.gethostbyname(name)
-    except OSError:
-        address = ""
-    if address != "127.0.0.1":
-        pytest.skip(f"this machine's name {name!r} does not resolve to 127.0.0.1")
-    pki = make_pki(tmp_path / "named-pki", hostnames=(name,))
-    server = FakeUpstream(pki)
-    yield server, f"https://{name}:{server.port}", pki.ca_cert
-    server.close()
-
-
-@pytest.fixture
-def java_proxy(named_upstream: tuple[FakeUpstream, str, Path], start_proxy: Callable[..., Proxy]) -> Proxy:
-    _, url, ca = named_upstream
-    return start_proxy(upstream_ca=ca, allow=f"[{url.split('//')[1].split(':')[0]}]")
 
 
 def java_tools() -> tuple[str, str]:
@@ -77,11 +50,11 @@ def java_properties(proxy: Proxy, store: Path) -> list[str]:
 
 
 def test_java_http_client_through_egressguard(
-    java_proxy: Proxy, named_upstream: tuple[FakeUpstream, str, Path], tmp_path: Path
+    named_proxy: Proxy, named_upstream: tuple[FakeUpstream, str, Path], tmp_path: Path
 ) -> None:
     """java.net.http.HttpClient with the README's properties reaches the upstream through egressguard."""
     java, keytool = java_tools()
-    proxy, url = java_proxy, named_upstream[1]
+    proxy, url = named_proxy, named_upstream[1]
     store = truststore(keytool, proxy.ca_cert, tmp_path)
     result = subprocess.run(
         [java, *java_properties(proxy, store), str(PROGRAM), f"{url}/v1/chat/completions", json.dumps(CHAT)],
@@ -94,12 +67,12 @@ def test_java_http_client_through_egressguard(
 
 
 def test_java_ignores_the_proxy_environment(
-    java_proxy: Proxy, named_upstream: tuple[FakeUpstream, str, Path], tmp_path: Path
+    named_proxy: Proxy, named_upstream: tuple[FakeUpstream, str, Path], tmp_path: Path
 ) -> None:
     """Why Java needs properties: with only HTTPS_PROXY in its environment the JDK connects directly
     (here the direct connection fails on the upstream's certificate) and egressguard sees nothing."""
     java, keytool = java_tools()
-    proxy, url = java_proxy, named_upstream[1]
+    proxy, url = named_proxy, named_upstream[1]
     store = truststore(keytool, proxy.ca_cert, tmp_path)
     result = subprocess.run(
         [java, f"-Djavax.net.ssl.trustStore={store}", "-Djavax.net.ssl.trustStorePassword=changeit",
