@@ -145,8 +145,16 @@ def _fill_default_token(config: str | None) -> Path | None:
 
 
 def load_policy_data_dir(config: str | None = None) -> Path:
-    """A policy's data dir, read before its default agent's token exists (the policy needs the token)."""
-    return _load_or_exit(config, environ=_environ_with_default_token()).data_dir
+    """A policy's data dir. Agents' tokens play no part in it, so a missing token variable is no error
+    here (`ca export` runs where the tokens are not, such as a one-shot container)."""
+    return _load_or_exit(config, environ=_AnyTokenEnviron(os.environ)).data_dir
+
+
+class _AnyTokenEnviron(dict[str, str]):
+    """This environment, where a variable that is unset or empty reads as a stand-in token."""
+
+    def get(self, key: str, default: str | None = None) -> str:  # type: ignore[override]
+        return super().get(key) or "-"
 
 
 def _environ_with_default_token() -> dict[str, str]:

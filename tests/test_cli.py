@@ -229,3 +229,15 @@ def test_no_proxy_bypass_warned_by_check_and_run(tmp_path: Path) -> None:
     assert "'localhost'" not in checked.stderr
     banner = start_and_read_banner(tmp_path, env=environ)
     assert "warning: NO_PROXY entry '.openai.com' sends 'api.openai.com'" in banner
+
+
+def test_ca_export_needs_no_agent_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ca export --config` reads only the policy's data dir: it runs where the agents' token variables
+    are not set (the sidecar's one-shot export container)."""
+    monkeypatch.delenv("BOT_TOKEN", raising=False)
+    policy = tmp_path / "policy.yaml"
+    agents = "agents:\n  bot: {token_env: BOT_TOKEN, role: r}\nroles:\n  r: {}\n"
+    policy.write_text(f"data_dir: {tmp_path / 'data'}\n{agents}")
+    out = tmp_path / "ca.pem"
+    assert main(["ca", "export", "--config", str(policy), "--out", str(out)]) == 0
+    assert out.read_bytes() == (tmp_path / "data" / "ca" / "mitmproxy-ca-cert.pem").read_bytes()
