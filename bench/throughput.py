@@ -108,7 +108,8 @@ def main() -> None:
     upstream.start()
     url = f"{receiver.recv()}/v1/chat/completions"
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
-    mitmdump = shutil.which("mitmdump") or "mitmdump"
+    beside = Path(sys.executable).with_name("mitmdump")  # the one installed with this Python's mitmproxy
+    mitmdump = str(beside) if beside.exists() else shutil.which("mitmdump") or "mitmdump"
 
     paths: dict[str, tuple[list[str], int, str, Path]] = {}
     bare_port = free_port()
