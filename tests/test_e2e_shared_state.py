@@ -27,7 +27,10 @@ BURST_RULE = "leak-burst"
 
 
 def state_yaml(redis: RedisServer, on_error: str = "open") -> str:
-    return f"state: {{backend: redis, url: '{redis.url}', namespace: e2e, on_error: {on_error}}}\n"
+    # A generous timeout: on a loaded test machine a slow answer must not count as an outage (a stopped
+    # server is refused at once whatever the timeout).
+    settings = f"backend: redis, url: '{redis.url}', namespace: e2e, timeout: 5s, on_error: {on_error}"
+    return f"state: {{{settings}}}\n"
 
 
 def alerts_yaml(receiver: Receiver) -> str:
