@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +53,7 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
 def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
     """One of several workers sharing the listen port (``proxy.workers``)."""
     _listen_with_reuse_port()
+    _stop_with_supervisor()
     try:
         serve(settings, passthrough)
     except StartupError as error:
@@ -67,3 +71,16 @@ def _listen_with_reuse_port() -> None:
         return await start_server(*args, **{**kwargs, "reuse_port": True})
 
     asyncio.start_server = start_shared_server
+
+
+def _stop_with_supervisor() -> None:
+    """A supervisor killed outright (SIGKILL, OOM) cannot stop its workers: each notices it is gone and
+    stops itself, rather than keep serving the port unsupervised."""
+    supervisor = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="egressguard-supervisor-watch", daemon=True).start()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -121,3 +122,36 @@ def test_a_burst_over_both_workers_alerts_once_and_the_log_reads_as_one(
     )
     rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
     assert rows == [{"turns": AGENTS}]
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_the_supervisor_is_killed(workers: Proxy) -> None:
+    """A supervisor killed outright leaves no worker serving the port on its own."""
+    spawned = [pid for pid in children_of(workers.process.pid) if alive(pid)]
+    assert len(spawned) >= 2
+    workers.process.kill()
+    workers.process.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in spawned)
