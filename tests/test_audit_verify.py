@@ -165,6 +165,25 @@ def test_chain_after_retention_verifies_from_the_named_hash(tmp_path: Path) -> N
     assert report.intact and report.anchored_by_retention
 
 
+def test_retention_record_not_yet_signed_does_not_excuse_a_missing_start(tmp_path: Path) -> None:
+    """With the key, the record that names the removed files counts only once a checkpoint signs it:
+    otherwise it could have been written along with a fabricated chain."""
+    moment = [datetime(2026, 3, 1, tzinfo=UTC)]
+    audit = AuditLog(tmp_path, clock=lambda: moment[0], retention_days=1)
+    for day in range(4):
+        audit.append({"type": "agent.turn", "event_id": f"d{day}"})
+        moment[0] += timedelta(days=1)
+    audit.close()
+    newest = collect_files([tmp_path])[-1]
+    content = lines(newest)
+    assert json.loads(content[-1])["type"] == "audit.checkpoint"
+    rewrite(newest, content[:-1])
+    assert verify_files(collect_files([tmp_path]), None).intact
+    report = verify_files(collect_files([tmp_path]), load_public_key(tmp_path / "audit-signing.pub"))
+    assert report.first_break is not None
+    assert "not covered by a signed checkpoint" in report.first_break.reason
+
+
 def test_pubkey_command_exports_the_public_key(audit_dir: Path, tmp_path: Path) -> None:
     """`audit pubkey --out` writes the PEM that verifies the checkpoints."""
     parser = argparse.ArgumentParser()

@@ -43,6 +43,12 @@ MISSING_START = (
 )
 
 
+UNSIGNED_START = (
+    "chain does not start at genesis and the retention record naming its predecessor is not covered by a "
+    "signed checkpoint"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ChainBreak:
     file: Path
@@ -94,6 +100,8 @@ def verify_files(files: Sequence[Path], public_key: Ed25519PublicKey | None) -> 
     anchor: tuple[Path, str] | None = None
     claimed_by_retention = _retention_claims(files)
     named_by_retention: set[str] = set()
+    signed_by_retention: set[str] = set()
+    """Hashes named by retention records that a checkpoint after them covers."""
     for path in files:
         with path.open("rb") as source:
             for line_number, raw in enumerate(source, start=1):
@@ -115,6 +123,7 @@ def verify_files(files: Sequence[Path], public_key: Ed25519PublicKey | None) -> 
                 if record.get("type") == RETENTION:
                     named_by_retention.update(_removed_hashes(record))
                 if record.get("type") == CHECKPOINT:
+                    signed_by_retention.update(named_by_retention)
                     report.checkpoints += 1
                     report.unsigned_tail = 0
                     report.unsigned_since = None
@@ -133,6 +142,10 @@ def verify_files(files: Sequence[Path], public_key: Ed25519PublicKey | None) -> 
         # The claim came from a first look at unverified lines; only a record inside the chain counts.
         if anchor[1] not in named_by_retention:
             report.first_break = ChainBreak(anchor[0], 1, MISSING_START)
+        elif public_key is not None and anchor[1] not in signed_by_retention:
+            # Without a signature over it, the record that excuses the missing start could be made up
+            # along with everything after it.
+            report.first_break = ChainBreak(anchor[0], 1, UNSIGNED_START)
         else:
             report.anchored_by_retention = True
     return report
