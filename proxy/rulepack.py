@@ -7,6 +7,7 @@ A pack file looks like::
     enabled: true                   # optional packs say false
     whole_tokens: true              # a match reaches to the end of the token it starts (secrets)
     decode: true                    # rules also run over encoded and disguised text (proxy/unmask.py)
+    skip_examples: true             # published doc examples and stand-ins (sk-xxxx...) are no finding
     rules:
       - id: github-pat
         description: GitHub personal access token (classic)
@@ -51,7 +52,7 @@ import yaml
 
 from proxy import unmask
 from proxy.model import SEVERITY_ORDER, Severity, Threat
-from proxy.validators import VALIDATORS, shannon_entropy
+from proxy.validators import VALIDATORS, is_example_value, shannon_entropy
 
 RULES_PACKAGE = "egressguard_rules"
 
@@ -74,7 +75,8 @@ _OPTIONAL_RULE_KEYS = (
     "threat",
     "enabled",
 )
-_PACK_KEYS = ("pack", "threat", "enabled", "description", "version", "whole_tokens", "decode", "rules")
+_PACK_FLAGS = {"enabled": True, "whole_tokens": False, "decode": False, "skip_examples": False}
+_PACK_KEYS = ("pack", "threat", "description", "version", "rules", *_PACK_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class Rule:
     anchored: bool = False
     whole_token: bool = False
     decoded: bool = False
+    skip_examples: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class _PackReader:
             name = self.path.stem
         threat = self._threat(data.get("threat"), lines.get("threat", 1))
         flags: dict[str, bool] = {}
-        for key, default in (("enabled", True), ("whole_tokens", False), ("decode", False)):
+        for key, default in _PACK_FLAGS.items():
             flags[key] = data.get(key, default)
             if not isinstance(flags[key], bool):
                 self.problem(lines.get(key, 1), f"{key}: must be true or false")
@@ -215,7 +218,12 @@ class _PackReader:
             rule = self._read_rule(raw, node, threat or Threat.CREDENTIAL_THEFT, name)
             if rule is None:
                 continue
-            rule = replace(rule, whole_token=flags["whole_tokens"], decoded=flags["decode"])
+            rule = replace(
+                rule,
+                whole_token=flags["whole_tokens"],
+                decoded=flags["decode"],
+                skip_examples=flags["skip_examples"],
+            )
             line = node.start_mark.line + 1 if node is not None else 0
             if rule.id in seen:
                 self.problem(line, f"duplicate rule id {rule.id!r} (first at line {seen[rule.id]})")
@@ -674,6 +682,8 @@ class Scanner:
                     if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
                         continue
                     if check is not None and not check(value):
+                        continue
+                    if rule.skip_examples and is_example_value(value):
                         continue
                     if rule.whole_token:
                         end = token_end(text, start, end)

@@ -194,6 +194,42 @@ def not_placeholder(value: str) -> bool:
     return not is_placeholder(value)
 
 
+# Values published in providers' own documentation as examples: found in every tutorial, never a leak.
+_DOCUMENTED_EXAMPLES = frozenset(
+    {
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",  # Stripe API reference
+        "pk_test_TYooMQauvdEDq54NiTphI7jx",
+        "sk_test_BQokikJOvBiI2HlWgH4olfQ2",
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",  # GitHub REST API docs
+        "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",  # Google Maps docs
+        # jwt.io's sample token
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
+        ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    }
+)
+# Words that mark a value as an example or a stand-in: AWS's documented keys end in EXAMPLE and
+# EXAMPLEKEY; "<your-token>", "my-secret-pw", "sk-xxxx...".
+_EXAMPLE_WORDS = re.compile(
+    r"(?i:example|placeholder|your[_-]?(?:api|token|key|secret|pass)|<[^>]{0,40}>|\$\{|\{\{|dummy|redacted"
+    r"|changeme|change[_-]me|password|passwd|secret[_-]?pw|fake[_-]?(?:key|token))"
+)
+# After a provider prefix ("sk-proj-", "hf_", "xoxb-"), a body of one or two characters over and over,
+# a run of x, X, *, # or 0, or a counting sequence is a stand-in, not a key.
+_PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){0,3}")
+_FILLER_RUN = re.compile(r"([xX*#.0])\1{5,}")
+_COUNTING = ("0123456789", "123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def is_example_value(value: str) -> bool:
+    """True for published documentation examples and obvious stand-ins shaped like a real token."""
+    if value in _DOCUMENTED_EXAMPLES or _EXAMPLE_WORDS.search(value):
+        return True
+    body = value[_PREFIX.match(value).end() :] or value  # type: ignore[union-attr]  # always matches
+    if len(set(body.lower())) <= 2 or _FILLER_RUN.search(body):
+        return True
+    return any(sequence[:8] in body for sequence in _COUNTING) and len(body) <= 40
+
+
 VALIDATORS: Mapping[str, Validator] = {
     "luhn": luhn_valid,
     "payment_card": payment_card_valid,

@@ -161,7 +161,9 @@ def test_private_key_block_is_suppressed_while_streaming(scanner: Scanner) -> No
 KEY_BLOCK_EXAMPLES = [
     pytest.param(rule.id, example, id=f"{rule.id}:{number}")
     for rule in load_pack(pack_path("secrets")).rules
-    if rule.id.startswith("private-key-")
+    # The header rule's examples are keys cut off before their END line: a stream withholds those to
+    # its end (test_unterminated_private_key_is_suppressed_at_flush).
+    if rule.id.startswith("private-key-") and rule.id != "private-key-header"
     for number, example in enumerate(rule.match_examples)
 ]
 

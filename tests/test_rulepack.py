@@ -24,6 +24,7 @@ from proxy.rulepack import (
 from proxy.validators import (
     dutch_bsn_valid,
     iban_valid,
+    is_example_value,
     is_placeholder,
     luhn_valid,
     payment_card_valid,
@@ -461,3 +462,39 @@ def test_pack_flags_must_be_booleans(tmp_path: Path, key: str) -> None:
     header = f"pack: test\nthreat: credential_theft\n{key}: sometimes\n"
     with pytest.raises(PackError, match=f":3: {key}: must be true or false"):
         load_pack(_write_pack(tmp_path, _rule_yaml("r", "x"), header))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "hf_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "sk-proj-XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+        "<your-token>",
+        "ghp_000000000000000000000000000000000000",
+        "xoxb-123456789-abcdefghijklmnop",
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        "my-secret-pw",
+        "glpat-************************",
+    ],
+)
+def test_documentation_examples_and_stand_ins_are_recognised(value: str) -> None:
+    """Published example keys and obvious stand-ins are not taken for secrets."""
+    assert is_example_value(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AKIAQWERTY234567ABCD",
+        GITHUB_TOKEN,
+        "sk-proj-Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W",
+        "xoxb-521530290660-4267974737433-ayOylcQ5XEqdymEUJHa9betV",
+        "AAAAAAAAAAAAAAAAAAAAAAt8DeLq2eSB8mgzmT44DGp0Zx72nG4SAl8Lntd0wI",
+    ],
+)
+def test_real_looking_tokens_are_not_stand_ins(value: str) -> None:
+    """Random token bodies, whatever their prefix, are not stand-ins."""
+    assert not is_example_value(value)

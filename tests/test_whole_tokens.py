@@ -60,7 +60,10 @@ def test_no_fragment_of_an_example_survives_redaction(
     text = "\n\n".join([before + example + after] * copies)
     redacted = scan_and_redact(SCANNER, text).text
     for value in _values(rule, example):
-        assert not _surviving_fragments(value, redacted), (rule.id, redacted)
+        # A piece the example also holds outside the value (a PEM prefix in a certificate) proves nothing.
+        context = example.replace(value, "\0")
+        leaked = [piece for piece in _surviving_fragments(value, redacted) if piece not in context]
+        assert not leaked, (rule.id, redacted)
 
 
 def _b64url(raw: bytes) -> str:
