@@ -4,7 +4,8 @@ Prints, for egressguard's scanner and for detect-secrets on the same corpus: wal
 and how many of the secrets and PII packs' own ``match`` examples each tool finds; then the recall on
 those examples encoded and disguised (bench/disguises.py: base64, hex, percent, JSON and HTML escapes,
 letter spacing, zero-width splits, look-alikes and combinations), the share of found ones redacted
-whole, and false positives on hard negatives (hashes, digests, SRI, images, UUIDs, minified JS, ...).
+whole, and false positives on hard negatives (hashes, digests, SRI, images, UUIDs, minified JS, ...);
+and the PII pack's recall on phone numbers and addresses (bench/pii_corpus.py) with its look-alikes.
 
     python3 bench/scan.py [--megabytes 4] [--document-kb 64] [--seed 7]
 """
@@ -31,6 +32,7 @@ from detect_secrets.settings import default_settings
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from disguises import ENCODERS, disguised_corpus, hard_negatives
+from pii_corpus import pii_corpus, pii_negatives
 
 from proxy.model import Threat
 from proxy.redact import StreamRedactor, scan_and_redact
@@ -243,6 +245,24 @@ def bench_disguised(packs: list[RulePack]) -> list[str]:
     return lines
 
 
+def bench_pii(packs: list[RulePack]) -> list[str]:
+    """Recall on phone numbers (US, UK, DE, FR, IN in every format) and addresses; false positives."""
+    scanner = Scanner(packs, timeout_s=1.0)
+    items = pii_corpus()
+    found = 0
+    for _, text, value in items:
+        start = text.index(value)
+        end = start + len(value)
+        matches = scanner.scan(text).matches
+        found += any(m.rule.pack == "pii" and m.start <= start and m.end >= end for m in matches)
+    negatives = pii_negatives()
+    flagged = sum(1 for _, text in negatives if scanner.scan(text).matches)
+    return [
+        f"PII dev corpus found whole: {found}/{len(items)} = {found / len(items):.3f}; "
+        f"look-alikes flagged: {flagged}/{len(negatives)}"
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=4.0)
@@ -303,7 +323,7 @@ def main() -> None:
     for delta_size in (3, 40):
         print(f"eg {data_names} {bench_stream(corpus, data_packs, delta_size)}")
     print()
-    for line in bench_disguised(data_packs):
+    for line in (*bench_disguised(data_packs), *bench_pii(data_packs)):
         print(line)
 
 

@@ -116,6 +116,23 @@ def phone_valid(value: str) -> bool:
     return bool(phonenumbers.is_valid_number(parsed))
 
 
+# Countries whose national format (trunk prefix 0, or India's ten-digit mobiles) the phone-national rule
+# reads; a number counts when it is valid in one of their numbering plans.
+NATIONAL_PHONE_REGIONS = ("GB", "DE", "FR", "IN")
+
+
+def national_phone_valid(value: str) -> bool:
+    """A number written in national format that is valid in the UK, German, French or Indian plan."""
+    for region in NATIONAL_PHONE_REGIONS:
+        try:
+            parsed = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return True
+    return False
+
+
 _DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
 
 
@@ -236,6 +253,7 @@ VALIDATORS: Mapping[str, Validator] = {
     "ssn": ssn_valid,
     "iban": iban_valid,
     "phone": phone_valid,
+    "national_phone": national_phone_valid,
     "spanish_dni": spanish_dni_valid,
     "dutch_bsn": dutch_bsn_valid,
     "not_placeholder": not_placeholder,

@@ -1,0 +1,32 @@
+"""Personal data in the formats people write it: national and international phone numbers of the
+countries the PII pack claims, e-mail addresses; and the look-alikes that must stay clean."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.pii_corpus import pii_corpus, pii_negatives
+from proxy.rulepack import Scanner, load_packaged_packs
+
+SCANNER = Scanner([pack for pack in load_packaged_packs() if pack.name in {"pii", "secrets"}], timeout_s=1.0)
+
+
+def _covered(text: str, value: str) -> bool:
+    start = text.index(value)
+    end = start + len(value)
+    return any(
+        match.rule.pack == "pii" and match.start <= start and match.end >= end
+        for match in SCANNER.scan(text).matches
+    )
+
+
+@pytest.mark.parametrize(("kind", "text", "value"), pii_corpus(), ids=lambda item: str(item)[:40])
+def test_personal_data_is_found_whole(kind: str, text: str, value: str) -> None:
+    """Each phone number (US, UK, DE, FR, IN; national, E.164, international) and address is found whole."""
+    assert _covered(text, value), kind
+
+
+@pytest.mark.parametrize(("kind", "text"), pii_negatives(), ids=lambda item: str(item)[:30])
+def test_look_alikes_are_not_personal_data(kind: str, text: str) -> None:
+    """Dates, times, versions, hex dumps, order numbers, prices and icon@2x.png are not findings."""
+    assert SCANNER.scan(text).matches == [], kind
