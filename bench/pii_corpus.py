@@ -63,7 +63,11 @@ def pii_negatives() -> list[tuple[str, str]]:
         ("dates", "on 03 04 2025, am 03.04.2025 um 10.30, le 05-06-2024 and 2024-05-06T10:30:00Z"),
         ("times", "between 09.30 - 10.30 and 14:00-15:30, uptime 0:12:45"),
         ("versions", "version 0.12.3, python 3.12.1, node v20.11.0, 1.2.3.4.5"),
-        ("hex dump", "00000010  e4 c4 b5 52 05 88 ef da 05 45 72 04 d0 8a aa 67\n00000020  07 50 33 00 85"),
+        (
+            "hex dump",
+            "00000010  e4 c4 b5 52 05 88 ef da 05 45 72 04 d0 8a aa 67\n"
+            "00000020  7c bf 0b d1 1a 8b 07 50 33 00 85 74 a9 0f 82 26",
+        ),
         ("order numbers", "invoice 0001 2345, ticket #000123456, PO 0042-7781, sku 012345678905"),
         ("prices", "total 0.99 - 1.99 EUR, 1 234 567,89 EUR, 12 345.00"),
         ("image names", '<img src="icon@2x.png"> url(logo@3x.webp) import b from "./button@2x.svg"'),

@@ -443,6 +443,9 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
 _LOOKAHEAD_MARGIN = 16
 # Windows closer than this run as one: a regex call costs about as much as searching this many characters.
 _MERGE_GAP = 64
+# An anchored rule with more hits than this runs over windows like any other: one search in C over a
+# window costs less than many match attempts started from Python.
+_MAX_ANCHORED_HITS = 32
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
 _MAX_WINDOWED_WIDTH = 2048
 
@@ -609,7 +612,7 @@ class Scanner:
             width = self._widths[index]
             if not aligned:
                 plan.regions[index] = whole
-            elif self.rules[index].anchored:
+            elif self.rules[index].anchored and len(hits) <= _MAX_ANCHORED_HITS:
                 plan.starts[index] = sorted({start for start, _ in hits})
             elif width is None:
                 plan.regions[index] = whole

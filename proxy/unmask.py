@@ -100,8 +100,9 @@ _REACH = 4096  # a 4096-bit RSA key in PEM
 _SNAP = 256
 
 # Base64 and hex segments are runs of their alphabet found on a one-byte-per-character copy of the text
-# where every base64 character reads "a" and anything else " ": a literal search for twenty "a"s skips
-# through it many times faster than a character-class regex runs over the text.
+# (every non-ASCII character one "?") where every base64 character reads "a" and anything else " ": a
+# literal search for twenty "a"s skips through it many times faster than a character-class regex runs
+# over the text.
 _MIN_SEGMENT = 20
 _SEGMENT_CLASSES = bytes(
     ord("a") if chr(code).isascii() and (chr(code).isalnum() or chr(code) in "+/_-") else ord(" ")
@@ -304,7 +305,7 @@ def _segment_views(text: str, parent: View | None) -> list[View]:
 
 
 def _segment_runs(text: str) -> Iterator[tuple[int, int]]:
-    """Spans of the runs of twenty or more base64 characters (every non-ASCII character is one "?")."""
+    """Spans of the runs of twenty or more base64 characters."""
     classes = text.encode("ascii", "replace").translate(_SEGMENT_CLASSES)
     position = classes.find(_SEGMENT_NEEDLE)
     while position >= 0:
