@@ -231,10 +231,9 @@ _EXAMPLE_WORDS = re.compile(
     r"|changeme|change[_-]me|password|passwd|secret[_-]?pw|fake[_-]?(?:key|token))"
 )
 # After a provider prefix ("sk-proj-", "hf_", "xoxb-"), a body of one or two characters over and over,
-# a run of x, X, *, # or 0, or a counting sequence is a stand-in, not a key.
+# or with a run of x, X, *, # or 0, is a stand-in, not a key.
 _PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){0,3}")
 _FILLER_RUN = re.compile(r"([xX*#.0])\1{5,}")
-_COUNTING = ("0123456789", "123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def is_example_value(value: str) -> bool:
@@ -242,9 +241,7 @@ def is_example_value(value: str) -> bool:
     if value in _DOCUMENTED_EXAMPLES or _EXAMPLE_WORDS.search(value):
         return True
     body = value[_PREFIX.match(value).end() :] or value  # type: ignore[union-attr]  # always matches
-    if len(set(body.lower())) <= 2 or _FILLER_RUN.search(body):
-        return True
-    return any(sequence[:8] in body for sequence in _COUNTING) and len(body) <= 40
+    return len(set(body.lower())) <= 2 or _FILLER_RUN.search(body) is not None
 
 
 VALIDATORS: Mapping[str, Validator] = {

@@ -474,7 +474,6 @@ def test_pack_flags_must_be_booleans(tmp_path: Path, key: str) -> None:
         "sk-proj-XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
         "<your-token>",
         "ghp_000000000000000000000000000000000000",
-        "xoxb-123456789-abcdefghijklmnop",
         "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
         "my-secret-pw",
         "glpat-************************",
