@@ -40,6 +40,7 @@ log = structlog.get_logger("egressguard")
 
 _WRITTEN = "egressguard_audited"
 AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
+APPROVAL_REQUESTED_RULE = "approval-requested"
 UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
 CLIENT_GONE = ("Client disconnected", "Stream reset", "stream reset")
 """How mitmproxy's error messages start when the agent itself went away."""
@@ -288,6 +289,24 @@ class Audit:
             if self.router is not None:
                 self.router.submit(record)
 
+    def _request_approvals(self, record: dict[str, Any]) -> None:
+        """Each call withheld for approval is routed to the alert destinations, like an alert, naming the
+        approval id (never the arguments: the operator reads their redacted summary in the approval)."""
+        assert self.router is not None
+        for finding in record["findings"]:
+            approval_id = finding.get("extra", {}).get("pending_approval")
+            if not isinstance(approval_id, str):
+                continue
+            tool = finding["extra"].get("tool")
+            self.router.raise_alert(
+                APPROVAL_REQUESTED_RULE,
+                f"Agent {record['agent_id']} asks to run the destructive tool {tool}: approval {approval_id} "
+                f"is pending (egressguard approvals approve|deny {approval_id})",
+                Severity.HIGH,
+                agent_ids=[record["agent_id"]],
+                event_ids=[record["event_id"]],
+            )
+
     # -- writing ---------------------------------------------------------------------------------------
 
     def _write(self, flow: http.HTTPFlow) -> bool:
@@ -326,6 +345,7 @@ class Audit:
             return False
         if self.router is not None:
             self.router.submit(record)
+            self._request_approvals(record)
         log.info(
             "agent.turn",
             event_id=record["event_id"],

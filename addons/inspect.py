@@ -19,7 +19,7 @@ from addons.turns import refuse_without_state, turn_of
 from proxy.decoding import DecodingError, StreamDecoder, supported
 from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream
 from proxy.exchange import RequestView
-from proxy.inspection import TurnInspector
+from proxy.inspection import TurnInspector, block_message
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
@@ -173,12 +173,8 @@ class Inspect:
             flow.request.headers["accept-encoding"] = "identity"
         verdict = inspector.inspect_request(view)
         if verdict.block is not None:
-            finding = verdict.block
             status, headers, payload = dialect.error_response(
-                403,
-                f"egressguard blocked this request: {finding.threat} ({finding.rule}); "
-                f"audit event {turn.event_id}",
-                "egressguard_blocked",
+                403, block_message(verdict.block, turn.event_id), "egressguard_blocked"
             )
             flow.response = http.Response.make(
                 status, payload, {**headers, "x-egressguard-event": turn.event_id}

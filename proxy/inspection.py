@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from proxy import freeze
+from proxy.approvals import Approvals, new_id
 from proxy.detectors import compliance, injection, leak, links, refusal, tools
 from proxy.detectors.baseline import (
     DropThresholds,
@@ -116,6 +117,19 @@ class ResponsePlan:
         )
 
 
+def block_message(finding: Finding, event_id: str) -> str:
+    """What an agent reads when its request is refused: the threat, the rule and the audit event; for a
+    tool call, why, and how to get it approved."""
+    message = f"egressguard blocked this request: {finding.threat} ({finding.rule}); audit event {event_id}"
+    if finding.threat is not Threat.TOOL_ABUSE:
+        return message
+    message += f". {finding.signal}."
+    pending = finding.extra.get("pending_approval")
+    if isinstance(pending, str):
+        message += " " + tools.approval_notice(str(finding.extra.get("tool")), pending)
+    return message
+
+
 class TurnInspector:
     def __init__(
         self,
@@ -139,6 +153,10 @@ class TurnInspector:
         self._response_from = 0
         """Where the request's and the response's findings start in ``turn.findings``."""
         self._stream_filters: StreamFilters | None = None
+        self.approvals = Approvals(state, clock=clock)
+        self.stream_withheld: dict[tuple[str, str | None], str] = {}
+        """Destructive calls a stream's gate dropped, by (name, call id), with the approval id reserved
+        for each when its notice went out."""
 
     # -- request -------------------------------------------------------------------------------------
 
@@ -162,11 +180,9 @@ class TurnInspector:
                     self._count_injection_attempt()
         if view.dialect == MCP.name:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
-            self._record(
-                tools.check_tool_calls(
-                    view.tool_calls, self.turn.context.approval_id, self.detectors.tools, self.overrides
-                )
-            )
+            self._record(self._destructive_calls(view.tool_calls))
+            for call in view.tool_calls:
+                self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
         verdict.block = next(
             (
                 finding
@@ -273,7 +289,7 @@ class TurnInspector:
         self._stream_filters = StreamFilters(
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
-            drop_notice=(lambda name, call_id: tools.approval_notice(name)) if gate else None,
+            drop_notice=self._stream_notice if gate else None,
             argument_filter=redactor,
         )
         return self._stream_filters
@@ -351,9 +367,9 @@ class TurnInspector:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
                 self._record(self.detectors.injection.detect(part.text, part.where, part.source))
-        tool_findings = tools.check_tool_calls(
-            completion.tool_calls, self.turn.context.approval_id, self.detectors.tools, self.overrides
-        ) + self._tool_behaviour(completion.tool_calls)
+        tool_findings = self._destructive_calls(completion.tool_calls) + self._tool_behaviour(
+            completion.tool_calls
+        )
         self._record(tool_findings)
         self._refusal(completion.full_text)
         return self._json_plan(completion, tool_findings) if rewrite else ResponsePlan()
@@ -381,7 +397,14 @@ class TurnInspector:
             plan.drop_tool_calls = {call.id or call.where for call in dropped}
             plan.withheld = {call.where for call in dropped}
             if dropped:
-                plan.notice = "\n\n".join(tools.approval_notice(call.name) for call in dropped)
+                pending = {
+                    finding.where: str(finding.extra["pending_approval"])
+                    for finding in tool_findings
+                    if "pending_approval" in finding.extra
+                }
+                plan.notice = "\n\n".join(
+                    tools.approval_notice(call.name, pending.get(call.where)) for call in dropped
+                )
         return plan
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
@@ -511,14 +534,67 @@ class TurnInspector:
         return recent, baseline
 
     def _tool_gate(self) -> Callable[[str, str | None], ToolDecision] | None:
-        if not self.policy.enforces(Threat.TOOL_ABUSE) or (self.turn.context.approval_id or "").strip():
+        """A stream's tool calls are decided from their name, before their arguments arrive: a destructive
+        call is withheld even under an approval, which binds exact arguments that are not known yet."""
+        if not self.policy.enforces(Threat.TOOL_ABUSE):
             return None
         catalogue, overrides = self.detectors.tools, self.overrides
 
         def gate(name: str, call_id: str | None) -> ToolDecision:
-            return "drop" if catalogue.is_destructive(name, overrides) else "release"
+            if catalogue.is_destructive(name, overrides):
+                self.stream_withheld[(name, call_id)] = new_id()
+                return "drop"
+            return "release"
 
         return gate
+
+    def _stream_notice(self, name: str, call_id: str | None) -> str:
+        return tools.approval_notice(name, self.stream_withheld.get((name, call_id)))
+
+    # -- approvals -----------------------------------------------------------------------------------
+
+    def _destructive_calls(self, calls: list[ToolCall]) -> list[Finding]:
+        """Findings for destructive calls, each checked against the turn's approval; in enforce mode each
+        withheld call registers a pending approval, named in the finding for the notice and the alert."""
+        findings = tools.check_tool_calls(
+            calls, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
+        )
+        if not self.policy.enforces(Threat.TOOL_ABUSE):
+            return findings
+        by_where = {call.where: call for call in calls}
+        requested = []
+        for finding in findings:
+            call = by_where.get(finding.where)
+            if finding.action is Action.WITHHOLD and call is not None:
+                approval = self.approvals.request(
+                    agent_id=self.turn.context.agent_id,
+                    user_id=self.turn.context.user_id,
+                    session_id=self.turn.context.session_id,
+                    tool=call.name,
+                    arguments=call.arguments,
+                    redact=self._redact_all,
+                    approval_id=self.stream_withheld.get((call.name, call.id)),
+                )
+                finding = dataclasses.replace(
+                    finding, extra={**finding.extra, "pending_approval": approval.id}
+                )
+            requested.append(finding)
+        return requested
+
+    def _approve(self, call: ToolCall) -> str | None:
+        if (call.name, call.id) in self.stream_withheld:
+            return "a streamed call is withheld before its arguments arrive; approved calls run unstreamed"
+        return self.approvals.redeem(
+            (self.turn.context.approval_id or "").strip(),
+            agent_id=self.turn.context.agent_id,
+            tool=call.name,
+            arguments=call.arguments,
+        )
+
+    def _redact_all(self, text: str) -> str:
+        """Every secret and PII match replaced, whatever the policy enforces (for text an operator reads)."""
+        matches = self._sensitive(text)
+        return self._redact(text, matches) if matches else text
 
     def _leak_detector(self, *, enforced_only: bool = True) -> leak.LeakDetector | None:
         if enforced_only and not self.policy.enforces(Threat.PROMPT_INJECTION):

@@ -399,7 +399,9 @@ def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: lis
             problems.append(Problem(source, line, "state: backend redis needs url (or url_env)"))
         return StateSettings(on_error=on_error)
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        problems.append(Problem(source, line, "state.url must start with redis://, rediss:// (TLS) or unix://"))
+        problems.append(
+            Problem(source, line, "state.url must start with redis://, rediss:// (TLS) or unix://")
+        )
     tls_files = [name for name in ("ca_file", "cert_file", "key_file") if spec.get(name)]
     if tls_files and not url.startswith("rediss://"):
         problems.append(Problem(source, line, f"state: {', '.join(tls_files)} need a rediss:// (TLS) url"))

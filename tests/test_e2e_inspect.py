@@ -436,8 +436,9 @@ def test_destructive_tool_withheld_in_stream(enforce: Proxy, upstream: FakeUpstr
     assert "delete_customer" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def test_approved_destructive_tool_passes(enforce: Proxy, upstream: FakeUpstream) -> None:
-    """With X-Approval-Id the call passes and the event carries the approval."""
+def test_made_up_approval_id_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """An X-Approval-Id that names no granted approval withholds the call as approval-invalid and registers
+    a pending approval named in the notice."""
     upstream.reply = Reply(text="", tool_calls=DESTRUCTIVE)
     message = (
         openai_client(upstream, **{"X-Approval-Id": "appr-9"})
@@ -445,8 +446,39 @@ def test_approved_destructive_tool_passes(enforce: Proxy, upstream: FakeUpstream
         .choices[0]
         .message
     )
-    assert message.tool_calls and message.tool_calls[0].function.name == "delete_customer"  # type: ignore[union-attr]
-    assert last_record(enforce)["approval_id"] == "appr-9"
+    assert not message.tool_calls
+    record = last_record(enforce)
+    (finding,) = [f for f in record["findings"] if f["threat"] == "tool_abuse"]
+    assert finding["rule"] == "approval-invalid" and finding["enforced"] is True
+    assert finding["extra"]["pending_approval"] in (message.content or "")
+    assert record["approval_id"] == "appr-9"
+
+
+def test_mcp_tool_calls_are_rate_limited(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
+    """MCP tools/call requests count against the role's per-tool limits: the third search_docs within the
+    hour is refused when the limit is 2/1h."""
+    limited = start_proxy(mode="enforce")
+    policy = limited.policy_path.read_text().replace(
+        "egress: {allow:", "tools: {limits: {search_docs: 2/1h}}\n    egress: {allow:"
+    )
+    limited.policy_path.write_text(policy)
+    limited.restart()
+    context = ssl.create_default_context(cafile=limited.ca_cert)
+    statuses = []
+    with httpx.Client(proxy=limited.url(), verify=context) as client:
+        for number in range(3):
+            call = {
+                "jsonrpc": "2.0",
+                "id": number,
+                "method": "tools/call",
+                "params": {"name": "search_docs", "arguments": {"query": "refunds", "n": number}},
+            }
+            reply = client.post(f"{upstream.url}/mcp", json=call)
+            statuses.append("error" in reply.json())
+    assert statuses == [False, False, True]
+    assert len(upstream.received) == 2
+    record = limited.wait_for_records(3)[2]
+    assert "tool-rate-limit" in rules(record, "tool_abuse") and record["decision"] == "blocked"
 
 
 def test_refusal_recorded(observe: Proxy, upstream: FakeUpstream) -> None:

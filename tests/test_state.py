@@ -361,3 +361,18 @@ def test_worker_processes_share_one_sqlite_file(tmp_path: Path) -> None:
     assert store.counter("shared") == 450
     assert store.count("window", 60) == 450
     store.close()
+
+
+def test_items_lists_live_values_under_a_prefix(store: StateStore, clock: FakeClock) -> None:
+    """items() returns every unexpired value whose key starts with the prefix, and nothing else (glob
+    characters in the prefix match themselves)."""
+    store.put("a*b:1", 1)
+    store.put("axb:2", 2)
+    assert store.items("a*b:") == {"a*b:1": 1}
+    store.put("freeze.user:a", {"reason": "x"})
+    store.put("freeze.user:b", 2, ttl_s=10)
+    store.put("freezer", "not under the prefix")
+    assert store.items("freeze.") == {"freeze.user:a": {"reason": "x"}, "freeze.user:b": 2}
+    clock.advance(11)
+    assert store.items("freeze.") == {"freeze.user:a": {"reason": "x"}}
+    assert store.items("nothing:") == {}

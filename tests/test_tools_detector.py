@@ -7,6 +7,7 @@ from proxy.detectors.tools import (
     ARGUMENT_ENTROPY_RULE,
     ROLE_ADDED_RULE,
     UNSEEN_SEQUENCE_RULE,
+    ApprovalCheck,
     RoleOverrides,
     ToolCatalogue,
     ToolCatalogueError,
@@ -110,12 +111,25 @@ def test_blank_approval_id_counts_as_none() -> None:
     assert finding.severity is Severity.CRITICAL
 
 
-def test_destructive_call_with_approval_is_a_low_note() -> None:
-    """With an approval id the call passes, noted with the approval it ran under."""
-    (finding,) = check_tool_calls([call("wire_funds")], "APR-42", CATALOGUE)
+def test_destructive_call_with_an_approved_id_is_a_low_note() -> None:
+    """When the approval check accepts the id the call passes, noted with the approval it ran under."""
+    (finding,) = check_tool_calls([call("wire_funds")], "APR-42", CATALOGUE, approve=lambda call: None)
     assert finding.action is Action.FLAG
     assert finding.severity is Severity.LOW
     assert finding.extra["approval_id"] == "APR-42"
+
+
+@pytest.mark.parametrize("approve", [None, lambda call: "approval APR-42 was given for other arguments"])
+def test_an_approval_id_that_does_not_check_out_is_withheld(approve: ApprovalCheck | None) -> None:
+    """Any id the approval check refuses (or with no check at all) withholds the call as approval-invalid,
+    with the reason."""
+    (finding,) = check_tool_calls([call("wire_funds")], "APR-42", CATALOGUE, approve=approve)
+    assert finding.action is Action.WITHHOLD
+    assert finding.rule == "approval-invalid"
+    assert finding.severity is Severity.CRITICAL or finding.severity is Severity.HIGH
+    assert finding.extra["presented_approval_id"] == "APR-42"
+    if approve is not None:
+        assert "other arguments" in finding.signal
 
 
 def test_benign_calls_give_no_findings() -> None:

@@ -119,9 +119,18 @@ class AlertRouter:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error("alerts.queue_full", dropped=self.dropped)
 
-    def raise_alert(self, rule: str, description: str, severity: Severity) -> str:
+    def raise_alert(
+        self,
+        rule: str,
+        description: str,
+        severity: Severity,
+        *,
+        agent_ids: list[str] | None = None,
+        event_ids: list[str] | None = None,
+    ) -> str:
         """Send an alert that no rule produced (egressguard's own trouble, such as an unwritable audit
-        log) to every destination, through the same spool and retries; return its alert id."""
+        log, or an approval request) to every destination, through the same spool and retries; return
+        its alert id."""
         now = self.clock()
         alert = Alert(
             **alert_heading(rule, description, severity, now),
@@ -129,10 +138,10 @@ class AlertRouter:
             group={},
             count=1,
             window_seconds=0,
-            agent_ids=[],
+            agent_ids=agent_ids or [],
             user_ids=[],
             session_ids=[],
-            event_ids=[],
+            event_ids=event_ids or [],
             threats=[],
             finding_rules=[],
         )

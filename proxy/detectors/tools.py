@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -21,6 +21,7 @@ from proxy.model import Action, Finding, Severity, Threat
 from proxy.validators import shannon_entropy
 
 APPROVAL_HEADER = "X-Approval-Id"
+INVALID_APPROVAL_RULE = "approval-invalid"
 ROLE_ADDED_RULE = "tool-role-destructive"
 ARGUMENT_ENTROPY_RULE = "tool-argument-entropy"
 UNSEEN_SEQUENCE_RULE = "tool-sequence-unseen"
@@ -148,59 +149,72 @@ class ToolCatalogue:
         return entry.id if entry else None
 
 
+ApprovalCheck = Callable[[ToolCall], str | None]
+"""Whether the turn's approval id lets this destructive call run: None when it does, else why not."""
+
+
 def check_tool_calls(
     calls: Sequence[ToolCall],
     approval_id: str | None,
     catalogue: ToolCatalogue,
     overrides: RoleOverrides = NO_OVERRIDES,
+    approve: ApprovalCheck | None = None,
 ) -> list[Finding]:
-    """Findings for the destructive calls in a completion.
+    """Findings for the destructive calls in a completion (or an MCP ``tools/call``).
 
-    Without an approval id each one is withheld (replaced by :func:`approval_notice` in enforce mode);
-    with one, each is recorded as a low-severity note carrying the approval, so the audit log shows who
-    approved what.
+    Without an approval id each one is withheld (replaced by :func:`approval_notice` in enforce mode).
+    With one, ``approve`` decides: an approved call is recorded as a low-severity note carrying the
+    approval, so the audit log shows who approved what; any other is withheld under
+    ``approval-invalid``, with the reason. Without ``approve`` no approval id is honoured.
     """
     findings = []
-    approved = bool(approval_id and approval_id.strip())
+    presented = (approval_id or "").strip()
     for call in calls:
         entry = catalogue.entry_for(call.name, overrides)
         if entry is None:
             continue
-        if approved:
-            findings.append(
-                Finding(
-                    threat=Threat.TOOL_ABUSE,
-                    rule=entry.id,
-                    signal=f"destructive tool {call.name} called under approval",
-                    severity=Severity.LOW,
-                    action=Action.FLAG,
-                    where=call.where,
-                    owasp=entry.owasp,
-                    extra={"tool": call.name, "approval_id": approval_id},
-                )
-            )
+        rule, severity, action, extra = entry.id, entry.severity, Action.WITHHOLD, {"tool": call.name}
+        if not presented:
+            signal = f"destructive tool {call.name} called without approval"
         else:
-            findings.append(
-                Finding(
-                    threat=Threat.TOOL_ABUSE,
-                    rule=entry.id,
-                    signal=f"destructive tool {call.name} called without approval",
-                    severity=entry.severity,
-                    action=Action.WITHHOLD,
-                    where=call.where,
-                    owasp=entry.owasp,
-                    extra={"tool": call.name},
-                )
+            problem = approve(call) if approve is not None else "approvals are not checked here"
+            if problem is None:
+                signal = f"destructive tool {call.name} called under approval"
+                severity, action, extra["approval_id"] = Severity.LOW, Action.FLAG, presented
+            else:
+                signal = f"destructive tool {call.name}: {problem}"
+                rule, extra["presented_approval_id"] = INVALID_APPROVAL_RULE, presented
+        findings.append(
+            Finding(
+                threat=Threat.TOOL_ABUSE,
+                rule=rule,
+                signal=signal,
+                severity=severity,
+                action=action,
+                where=call.where,
+                owasp=entry.owasp,
+                extra=extra,
             )
+        )
     return findings
 
 
-def approval_notice(name: str, header: str = APPROVAL_HEADER) -> str:
+def approval_notice(name: str, approval_id: str | None = None, header: str = APPROVAL_HEADER) -> str:
     """The assistant text that stands in for a withheld call, telling the caller how to get it run."""
-    return (
+    notice = (
         f"The call to the tool `{name}` was withheld by egressguard: it is a destructive action that "
-        f"needs human approval. To run it, obtain an approval id and resend this request with the header "
-        f"`{header}: <approval id>`."
+        f"needs human approval."
+    )
+    if approval_id is None:
+        return notice + (
+            f" To run it, obtain an approval id and resend this request with the header "
+            f"`{header}: <approval id>`."
+        )
+    return notice + (
+        f" Approval {approval_id} is pending (an operator runs "
+        f"`egressguard approvals approve {approval_id}`); "
+        f"once it is granted, resend this request with the header `{header}: {approval_id}`. "
+        f"The approval covers this tool with these exact arguments only."
     )
 
 

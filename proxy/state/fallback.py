@@ -115,6 +115,9 @@ class FallbackStore:
     def delete(self, key: str) -> None:
         self._call(lambda store: store.delete(key))
 
+    def items(self, prefix: str) -> dict[str, JSONValue]:
+        return self._call(lambda store: store.items(prefix))
+
     def close(self) -> None:
         self.shared.close()
         self.local.close()

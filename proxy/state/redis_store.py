@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,16 +190,26 @@ class RedisStateStore:
 
     def get(self, key: str) -> JSONValue | None:
         now = self._clock()
-        stored = self._run(lambda: self._client.get(self._key("v", key)))
-        if stored is None:
-            return None
-        expires, _, text = cast(bytes, stored).decode("utf-8").partition("\n")
-        if expires and float(expires) <= now:
-            return None
-        return cast(JSONValue, json.loads(text))
+        return _live_value(self._run(lambda: self._client.get(self._key("v", key))), now)
 
     def delete(self, key: str) -> None:
         self._run(lambda: self._client.delete(self._key("v", key)))
+
+    def items(self, prefix: str) -> dict[str, JSONValue]:
+        now = self._clock()
+        start = self._key("v", "")
+        pattern = start + re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+
+        def scan() -> list[tuple[bytes, object]]:
+            keys = list(self._client.scan_iter(match=pattern, count=500))
+            return list(zip(keys, self._client.mget(keys), strict=True)) if keys else []
+
+        found: dict[str, JSONValue] = {}
+        for name, stored in self._run(scan):
+            value = _live_value(stored, now)
+            if value is not None:
+                found[name.decode("utf-8")[len(start) :]] = value
+        return found
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -206,3 +217,13 @@ class RedisStateStore:
         if not self._closed:
             self._closed = True
             self._client.close()
+
+
+def _live_value(stored: object, now: float) -> JSONValue | None:
+    """A stored value (``expires\ntext``) when present and not expired by the store's clock."""
+    if stored is None:
+        return None
+    expires, _, text = cast(bytes, stored).decode("utf-8").partition("\n")
+    if expires and float(expires) <= now:
+        return None
+    return cast(JSONValue, json.loads(text))

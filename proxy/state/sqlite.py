@@ -210,6 +210,15 @@ class SqliteStateStore:
             self._begin()
             self._forget_value(key)
 
+    def items(self, prefix: str) -> dict[str, JSONValue]:
+        with self._lock:
+            now = self._begin()
+            return {
+                key: cast(JSONValue, json.loads(text))
+                for key, (text, expires) in self._values.items()
+                if key.startswith(prefix) and live(expires, now)
+            }
+
     def _forget_value(self, key: str) -> None:
         if self._values.pop(key, None) is not None:
             self._db.execute("DELETE FROM kv WHERE key = ?", (key,))

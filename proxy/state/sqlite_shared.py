@@ -151,6 +151,15 @@ class SharedSqliteStateStore:
         with self._transaction() as db:
             db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
+    def items(self, prefix: str) -> dict[str, JSONValue]:
+        now = self._now()
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT key, value, expires FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall()
+        )
+        return {key: cast(JSONValue, json.loads(text)) for key, text, expires in rows if live(expires, now)}
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:

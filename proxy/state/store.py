@@ -3,7 +3,7 @@
 Every operation is small and maps onto one Redis command or script, so a Redis implementation can sit
 behind the same Protocol for replicas that share state: ``incr`` is INCRBY plus EXPIRE NX, ``hit`` and
 ``count`` a sorted set (ZADD, ZREMRANGEBYSCORE, ZCOUNT), ``add_if_new`` SET NX EX on one key per member,
-``put``/``get``/``delete`` SET EX, GET and DEL with the value as JSON.
+``put``/``get``/``delete`` SET EX, GET and DEL with the value as JSON, ``items`` SCAN MATCH plus MGET.
 
 Times are seconds since the epoch from an injectable clock: wall time, not monotonic, because expiries
 are persisted and must mean the same thing after a restart.
@@ -67,6 +67,11 @@ class StateStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Forget a stored value (absent is fine)."""
+        ...
+
+    def items(self, prefix: str) -> dict[str, JSONValue]:
+        """Every live stored value whose key starts with ``prefix`` (for listings an operator reads:
+        freezes, approvals), keyed by the full key."""
         ...
 
     def close(self) -> None:
