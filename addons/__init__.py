@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from addons.admin import Admin
 from addons.audit import Audit
 from addons.config import PolicyLoader
 from addons.egress import Egress
 from addons.freeze import Freeze
 from addons.identity import AgentIdentity
 from addons.inspect import Inspect
+from addons.metrics import TurnMetrics
 from proxy.runtime import Runtime
 
 
@@ -20,4 +22,6 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         Freeze(runtime),
         Inspect(runtime),
         Audit(runtime),
+        Admin(runtime),
+        TurnMetrics(runtime),
     ]

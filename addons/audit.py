@@ -23,7 +23,7 @@ from mitmproxy import exceptions, http
 from mitmproxy.flow import Error
 
 from addons.identity import REFUSAL_KEY, AuthRefusal
-from addons.turns import turn_of
+from addons.turns import policy_of, turn_of
 from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
@@ -106,8 +106,10 @@ class Audit:
             except exceptions.OptionsError:
                 # A rejected change leaves the log recording as it was.
                 self.sink = self._open_sink(previous_settings) if previous_settings is not None else None
+                self.runtime.audit_log = self.sink
                 raise
             self._sink_settings = policy.audit
+            self.runtime.audit_log = self.sink
         if self._running:
             self._ensure_router()
 
@@ -180,6 +182,7 @@ class Audit:
         if router_settings != self._router_settings:
             self._close_router()
             self.router = self._build_router(policy)
+            self.runtime.alert_router = self.router
             self._router_settings = router_settings
 
     def _build_router(self, policy: Policy) -> AlertRouter | None:
@@ -329,7 +332,7 @@ class Audit:
         response = flow.response
         event = turn_event(
             turn,
-            mode=self.runtime.policy.mode,
+            mode=policy_of(flow, self.runtime).mode,
             method=flow.request.method,
             path=flow.request.path.split("?", 1)[0],
             status=received_status(flow),
@@ -341,8 +344,10 @@ class Audit:
         try:
             record = self.sink.append(event)
         except AuditUnavailable as exc:
+            self.runtime.metrics.audit_errors.inc()
             log.error("audit.turn_not_recorded", event_id=turn.event_id, reason=str(exc))
             return False
+        self.runtime.metrics.audit_writes.inc()
         if self.router is not None:
             self.router.submit(record)
             self._request_approvals(record)

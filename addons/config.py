@@ -43,6 +43,14 @@ class PolicyLoader:
             "This process's writer id when it is one of several workers (set by `run --workers`); empty "
             "for a single process.",
         )
+        # Declared here with the other egressguard options: an option added by a later addon would
+        # configure the chain before the policy is loaded.
+        loader.add_option(
+            "egressguard_admin_listen",
+            str,
+            "",
+            "host:port of the admin listener, overriding the policy's admin.listen; 'off' for none.",
+        )
 
     def running(self) -> None:
         """A worker says it listens (its listener is up before this hook runs)."""

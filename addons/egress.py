@@ -15,7 +15,7 @@ from mitmproxy import connection, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
-from addons.turns import refuse_without_state, turn_of
+from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.egress import (
     EgressDecision,
     canonical_host,
@@ -28,6 +28,7 @@ from proxy.egress import (
     unresolved,
 )
 from proxy.model import Action, Decision, Finding, Severity, Threat
+from proxy.policy import Policy
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
@@ -37,7 +38,14 @@ class Tunnel:
     """What was decided when a client opened a CONNECT tunnel, for the requests that follow inside it."""
 
     def __init__(
-        self, host: str, port: int, decision: EgressDecision, addresses: list[str], *, relayed: bool
+        self,
+        host: str,
+        port: int,
+        decision: EgressDecision,
+        addresses: list[str],
+        *,
+        relayed: bool,
+        policy: Policy,
     ) -> None:
         self.host = host
         self.port = port
@@ -45,6 +53,8 @@ class Tunnel:
         self.addresses = addresses
         self.relayed = relayed
         """True for ``inspect: false`` destinations: TLS passes through untouched."""
+        self.policy = policy
+        """The policy the decision was made under: a reload decides the tunnel's next request afresh."""
 
 
 class Egress:
@@ -58,13 +68,16 @@ class Egress:
         if turn is None or flow.response is not None:
             return
         host, port = flow.request.host, flow.request.port
-        decision, addresses = await self._decide(turn, host, port)
-        role = self.runtime.policy.roles[turn.context.role]
+        policy = policy_of(flow, self.runtime)
+        decision, addresses = await self._decide(policy, turn, host, port)
+        role = policy.roles[turn.context.role]
         relayed = (
             decision.allowed
             and decide(turn.context.agent_id, role.name, role.tunnelled, host, port, addresses).allowed
         )
-        self.tunnels[flow.client_conn] = Tunnel(host, port, decision, addresses, relayed=relayed)
+        self.tunnels[flow.client_conn] = Tunnel(
+            host, port, decision, addresses, relayed=relayed, policy=policy
+        )
         turn.tunnelled = relayed
         self._apply(flow, turn, decision, addresses)
         if relayed and flow.response is None:
@@ -85,9 +98,13 @@ class Egress:
         if turn is None or flow.response is not None:
             return
         tunnel = self.tunnels.get(flow.client_conn)
+        policy = policy_of(flow, self.runtime)
         if tunnel is None:
-            decision, addresses = await self._decide(turn, flow.request.host, flow.request.port)
+            decision, addresses = await self._decide(policy, turn, flow.request.host, flow.request.port)
         else:
+            if tunnel.policy is not policy:
+                tunnel.decision, tunnel.addresses = await self._decide(policy, turn, tunnel.host, tunnel.port)
+                tunnel.policy = policy
             decision, addresses = tunnel.decision, tunnel.addresses
             fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, flow.request.host_header)
             if fronting is not None:
@@ -117,11 +134,13 @@ class Egress:
             data.server.sni = address[0]
         data.server.address = (pinned, address[1])
 
-    async def _decide(self, turn: Turn, host: str, port: int) -> tuple[EgressDecision, list[str]]:
+    async def _decide(
+        self, policy: Policy, turn: Turn, host: str, port: int
+    ) -> tuple[EgressDecision, list[str]]:
         """Decide on the name first and look it up only if the role could reach it: a lookup of a name
         the role may not reach would carry whatever the agent put in it to an outside name server."""
         agent, role = turn.context.agent_id, turn.context.role
-        rules = self.runtime.policy.roles[role].egress
+        rules = policy.roles[role].egress
         by_name = decide(agent, role, rules, host, port, [])
         if not by_name.allowed:
             return by_name, []
@@ -132,7 +151,7 @@ class Egress:
         return decide(agent, role, rules, host, port, addresses), addresses
 
     def _apply(self, flow: http.HTTPFlow, turn: Turn, decision: EgressDecision, addresses: list[str]) -> None:
-        enforced = self.runtime.policy.enforces(Threat.LATERAL_MOVEMENT)
+        enforced = policy_of(flow, self.runtime).enforces(Threat.LATERAL_MOVEMENT)
         finding = egress_finding(decision, enforced=enforced)
         if finding is not None:
             turn.add(finding)
@@ -145,7 +164,7 @@ class Egress:
             self.pins.setdefault(flow.client_conn, {})[(flow.request.host, flow.request.port)] = addresses[0]
 
     def _refuse_fronting(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
-        enforced = self.runtime.policy.enforces(Threat.LATERAL_MOVEMENT)
+        enforced = policy_of(flow, self.runtime).enforces(Threat.LATERAL_MOVEMENT)
         turn.add(
             Finding(
                 threat=Threat.LATERAL_MOVEMENT,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import structlog
 from mitmproxy import http
 
-from addons.turns import refuse_without_state, turn_of
+from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.dialects import detect
 from proxy.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
 from proxy.model import Decision, Threat
@@ -51,7 +51,7 @@ class Freeze:
         )
 
     def _apply(self, flow: http.HTTPFlow, turn: Turn, found: Refusal) -> None:
-        enforced = found.kind == "agent" or self.runtime.policy.enforces(Threat.PROMPT_INJECTION)
+        enforced = found.kind == "agent" or policy_of(flow, self.runtime).enforces(Threat.PROMPT_INJECTION)
         turn.add(freeze_finding(found, enforced=enforced))
         log.warning(
             "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind

@@ -21,7 +21,7 @@ from mitmproxy.addons.proxyauth import (
     parse_http_basic_auth,
 )
 
-from addons.turns import METADATA_KEY
+from addons.turns import METADATA_KEY, pin_policy
 from proxy.audit.refusals import Reason
 from proxy.policy import Agent
 from proxy.runtime import Runtime
@@ -94,10 +94,15 @@ class AgentIdentity(ProxyAuth):
         if flow.response is not None or "proxyauth" not in flow.metadata:
             return
         policy = self.runtime.policy
-        agent = policy.agents[flow.metadata["proxyauth"][0]]
+        agent = policy.agents.get(flow.metadata["proxyauth"][0])
+        if agent is None:
+            # Authenticated on a tunnel's CONNECT, removed from the policy by a reload since.
+            flow.response = http.Response.make(407, b"egressguard: this agent is no longer in the policy\n")
+            return
         headers = flow.request.headers
         values = {field: headers.get(name) or None for field, name in policy.context_headers.items()}
         for name in policy.context_headers.values():
             headers.pop(name, None)
         context = TurnContext(agent_id=agent.name, role=agent.role, **values)
         flow.metadata[METADATA_KEY] = Turn(context=context, egress_host=flow.request.pretty_host)
+        pin_policy(flow, policy)

@@ -15,7 +15,7 @@ from functools import wraps
 import structlog
 from mitmproxy import http
 
-from addons.turns import refuse_without_state, turn_of
+from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.decoding import DecodingError, StreamDecoder, supported
 from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream
 from proxy.exchange import RequestView
@@ -152,7 +152,7 @@ class Inspect:
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return
-        policy = self.runtime.policy
+        policy = policy_of(flow, self.runtime)
         body = read_body(flow.request, policy.max_body_bytes, turn, "request")
         dialect = detect(
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
@@ -160,6 +160,7 @@ class Inspect:
         if body is None:
             view = RequestView(dialect=dialect.name, model=dialect.model_hint)
         else:
+            turn.inspected_bytes += len(body)
             view = dialect.parse_request(body)
             if view.parse_error:
                 turn.errors.append(f"request: {view.parse_error}")
@@ -214,9 +215,10 @@ class Inspect:
             return
         if self._finish_stream(flow, turn, inspector):
             return
-        body = read_body(flow.response, self.runtime.policy.max_body_bytes, turn, "response")
+        body = read_body(flow.response, policy_of(flow, self.runtime).max_body_bytes, turn, "response")
         if body is None:
             return
+        turn.inspected_bytes += len(body)
         completion = dialect.parse_response(body)
         if completion.parse_error:
             turn.errors.append(f"response: {completion.parse_error}")
@@ -248,6 +250,8 @@ class Inspect:
         if not isinstance(session, StreamSession):
             return False
         turn.errors.extend(f"stream: {note}" for note in session.notes)
+        turn.stream_events += session.events
+        turn.inspected_bytes += session.bytes
         inspector.inspect_completion(session.completion, rewrite=False)
         relay = flow.response.stream if flow.response is not None else None
         if isinstance(relay, BodyRelay) and not relay.undecodable:

@@ -16,6 +16,7 @@ from mitmproxy import exceptions, hooks, options
 from mitmproxy.tools.dump import DumpMaster
 
 from addons import default_addons
+from proxy.runtime import Runtime
 
 
 class StartupError(Exception):
@@ -36,7 +37,8 @@ def serve(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
 async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    master.addons.add(*default_addons())
+    runtime = Runtime()
+    master.addons.add(*default_addons(runtime))
     try:
         opts.update(**settings)
         if passthrough:
@@ -48,6 +50,8 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
         loop.add_signal_handler(signum, master.shutdown)
     loop.add_signal_handler(signal.SIGHUP, master.addons.trigger, HangupHook())
     await master.run()
+    if runtime.startup_error is not None:
+        raise StartupError(runtime.startup_error)
 
 
 def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:

@@ -7,10 +7,13 @@ from mitmproxy import http
 
 from proxy.dialects import detect
 from proxy.model import Decision
+from proxy.policy import Policy
+from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 METADATA_KEY = "egressguard"
+POLICY_KEY = "egressguard.policy"
 STATE_UNAVAILABLE_CODE = "egressguard_state_unavailable"
 
 
@@ -37,3 +40,13 @@ def refuse_without_state(flow: http.HTTPFlow, turn: Turn, error: StateUnavailabl
     message = f"egressguard: state store unavailable, on_error is closed (event {turn.event_id})"
     status, headers, body = dialect.error_response(503, message, STATE_UNAVAILABLE_CODE)
     flow.response = http.Response.make(status, body, headers)
+
+
+def pin_policy(flow: http.HTTPFlow, policy: Policy) -> None:
+    """A flow finishes under the policy it started with, whatever a reload does meanwhile."""
+    flow.metadata[POLICY_KEY] = policy
+
+
+def policy_of(flow: http.HTTPFlow, runtime: Runtime) -> Policy:
+    pinned = flow.metadata.get(POLICY_KEY)
+    return pinned if isinstance(pinned, Policy) else runtime.policy

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy import __version__
+from proxy.admin.client import add_commands as add_admin_commands
 from proxy.agentenv import (
     CA_CERT_NAME,
     DEFAULT_TOKEN_ENV,
@@ -81,6 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from addons.server import StartupError, serve
 
     passthrough = _option_pairs(args.set)
+    if args.admin_listen not in (None, "off"):
+        host, _, port = args.admin_listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            print(
+                f"egressguard: --admin-listen takes HOST:PORT or off, not {args.admin_listen!r}",
+                file=sys.stderr,
+            )
+            return 2
     token_file = _fill_default_token(args.config)
     policy = _load_or_exit(args.config)
     for warning in policy.warnings:
@@ -94,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "listen_port": args.listen_port,
         "egressguard_config": args.config or "",
         "egressguard_mode": args.mode or "",
+        "egressguard_admin_listen": args.admin_listen or "",
         # mitmproxy's mitm.it page hands out the CA to anyone who asks; `ca export` is the way here.
         "onboarding": False,
         # Bodies over the inspection cap are relayed as they arrive instead of held in memory whole.
@@ -197,7 +207,20 @@ def _print_banner(
     for line in trust_lines(ca):
         print(f"  {line}")
     print(f"  {NODE_PROXY_SWITCH}   # Node 22.21+/24.5+; older Node, Java, Go: README, 'Pointing an agent'")
+    admin = _admin_address(policy, args.admin_listen)
+    if admin is not None:
+        print(f"Admin API: http://{admin} (bearer token in {(policy.data_dir / 'admin.token').resolve()})")
     sys.stdout.flush()
+
+
+def _admin_address(policy: Policy, override: str | None) -> str | None:
+    if override == "off" or (override is None and policy.admin is None):
+        return None
+    if override is not None:
+        return override
+    assert policy.admin is not None
+    host = policy.admin.host
+    return f"[{host}]:{policy.admin.port}" if ":" in host else f"{host}:{policy.admin.port}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -280,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_no_proxy_argument(run)
     run.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="admin listener address over the policy's admin.listen; 'off'",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -332,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_demo_arguments(demo)
     demo.set_defaults(handler=run_demo)
+
+    add_admin_commands(commands)
     return parser
 
 

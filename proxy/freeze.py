@@ -7,14 +7,16 @@ and so do repeated prompt-injection attempts by one user (``record_injection_att
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from proxy.alerts import Alert
 from proxy.model import Action, Finding, Severity, Threat
-from proxy.state import StateStore, digest
+from proxy.state import JSONValue, StateStore, digest
 
 FreezeKind = Literal["agent", "user", "session"]
+FREEZE_KINDS: tuple[FreezeKind, ...] = get_args(FreezeKind)
 
 _KEY_PREFIX = "freeze"
 _ATTEMPTS_PREFIX = "injection.attempts"
@@ -46,7 +48,14 @@ def _key(kind: FreezeKind, identity: str) -> str:
 def _freeze(store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str) -> None:
     if ttl_s <= 0:
         raise ValueError(f"a freeze needs a positive duration, not {ttl_s}")
-    store.put(_key(kind, identity), {"reason": reason}, ttl_s)
+    # The identity is kept in the value (the audit log records it too) so operators can list freezes.
+    entry: dict[str, JSONValue] = {
+        "reason": reason,
+        "kind": kind,
+        "identity": identity,
+        "until": time.time() + ttl_s,
+    }
+    store.put(_key(kind, identity), entry, ttl_s)
 
 
 def freeze_user(store: StateStore, user_id: str, ttl_s: float, reason: str) -> None:
@@ -64,9 +73,18 @@ def block_agent(store: StateStore, agent_id: str, ttl_s: float, reason: str) -> 
     _freeze(store, "agent", agent_id, ttl_s, reason)
 
 
-def lift(store: StateStore, kind: FreezeKind, identity: str) -> None:
-    """End a freeze before it expires."""
-    store.delete(_key(kind, identity))
+def lift(store: StateStore, kind: FreezeKind, identity: str) -> bool:
+    """End a freeze before it expires; False when there was none."""
+    key = _key(kind, identity)
+    present = store.get(key) is not None
+    store.delete(key)
+    return present
+
+
+def active_freezes(store: StateStore) -> list[dict[str, JSONValue]]:
+    """Every freeze in force: kind, identity, reason and until (Unix time), earliest end first."""
+    found = [value for value in store.items(_KEY_PREFIX + ".").values() if isinstance(value, dict)]
+    return sorted(found, key=lambda entry: float(str(entry.get("until") or 0)))
 
 
 def refusal(

@@ -6,6 +6,7 @@ policy that loads is immutable and safe to share between addons.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -94,6 +95,17 @@ class AllowEntry(Spec):
 
 
 DURATION = Custom(_seconds, "a duration")
+DEFAULT_ADMIN_LISTEN = ("127.0.0.1", 9090)
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``."""
+    host, separator, port = str(text).rpartition(":")
+    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
 CONTEXT_FIELD_LIST = ListOf(OneOf(*CONTEXT_FIELDS))
 AGENT = Record({"token_env": STRING, "token": STRING, "role": STRING})
 ROLE = Record(
@@ -155,6 +167,9 @@ SCHEMA = Record(
                 "on_error": OneOf("open", "closed"),
             }
         ),
+        "admin": Record(
+            {"listen": Custom(_address, "host:port"), "token_env": STRING, "read_token_env": STRING}
+        ),
         # The sections inside are checked by the alert loader (proxy.alerts), which knows their shape.
         "alerts": Record({"destinations": ANYTHING, "rules": ANYTHING, "actions": ANYTHING}),
     }
@@ -208,6 +223,17 @@ class StateSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin listener (health, metrics, the operations API). Tokens come from these environment
+    variables, or else from files under the data dir."""
+
+    host: str = DEFAULT_ADMIN_LISTEN[0]
+    port: int = DEFAULT_ADMIN_LISTEN[1]
+    token_env: str | None = None
+    read_token_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DetectionSettings:
     """How detectors act: redaction style and direction, required context fields, session freezes."""
 
@@ -237,6 +263,10 @@ class Policy:
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     state: StateSettings = field(default_factory=StateSettings)
     alerts: AlertsConfig | None = None
+    admin: AdminSettings | None = None
+    """None: no admin listener."""
+    sha256: str = ""
+    """The sha256 of the policy file's text, named in reload records."""
     warnings: tuple[Problem, ...] = ()
 
     @property
@@ -252,6 +282,27 @@ class Policy:
     def with_mode(self, mode: Mode) -> Policy:
         """The same policy with every threat switched to ``mode`` (the CLI's ``--mode``)."""
         return replace(self, mode=mode, threat_modes={})
+
+
+RESTART_ONLY = ("data_dir", "audit", "admin", "state", "workers")
+"""Settings a reload cannot change: the open state store, audit log and admin listener stay as they are."""
+
+
+def reloaded_policy(current: Policy, path: Path | None, mode: Mode | None) -> Policy:
+    """The policy file read again for a reload, with the same mode override; raises SchemaError with its
+    problems, or with the settings that need a restart."""
+    policy = load_policy(path)
+    if mode is not None:
+        policy = policy.with_mode(mode)
+    changed = [name for name in RESTART_ONLY if getattr(policy, name) != getattr(current, name)]
+    if changed:
+        raise SchemaError(
+            [
+                Problem(policy.source, 0, f"{name} cannot change on reload; restart to apply it")
+                for name in changed
+            ]
+        )
+    return policy
 
 
 def default_policy_text() -> str:
@@ -352,7 +403,18 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         detection=detection,
         state=state,
         alerts=alerts,
+        admin=_admin(raw.get("admin")),
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         warnings=tuple(warnings),
+    )
+
+
+def _admin(section: dict[str, Any] | None) -> AdminSettings | None:
+    if section is None:
+        return None
+    host, port = section.get("listen") or DEFAULT_ADMIN_LISTEN
+    return AdminSettings(
+        host=host, port=port, token_env=section.get("token_env"), read_token_env=section.get("read_token_env")
     )
 
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proxy.inspection import Detectors
+from proxy.metrics import Metrics, Sources
 from proxy.policy import Policy, StateSettings
 from proxy.state import SqliteStateStore, StateStore
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisStateStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
+
+if TYPE_CHECKING:
+    from proxy.alerts import AlertRouter
+    from proxy.audit import AuditLog
 
 FINGERPRINT_KEY_FILE = "fingerprint.key"
 
@@ -27,6 +33,11 @@ class Runtime:
     writer: str = ""
     """This process's writer id when it is one of several workers; empty for a single process."""
     _detectors: tuple[Policy, Detectors] | None = field(default=None, repr=False)
+    audit_log: AuditLog | None = None
+    alert_router: AlertRouter | None = None
+    _metrics: Metrics | None = field(default=None, repr=False)
+    startup_error: str | None = None
+    """Set by an addon that could not start (the admin port in use): the proxy stops with it."""
 
     @property
     def policy(self) -> Policy:
@@ -59,6 +70,28 @@ class Runtime:
         if self._detectors is None or self._detectors[0] is not policy:
             self._detectors = (policy, Detectors(policy, fingerprint_key(policy.data_dir)))
         return self._detectors[1]
+
+    @property
+    def metrics(self) -> Metrics:
+        if self._metrics is None:
+            sources = Sources(audit=self._audit_figures, alerts=self._alert_figures)
+            self._metrics = Metrics(self.policy.agents, sources)
+        return self._metrics
+
+    def install(self, policy: Policy, detectors: Detectors) -> None:
+        """Swap in a reloaded policy with its detectors, built beforehand: one assignment each, so a
+        request sees the old policy or the new one, never a mix."""
+        self._detectors = (policy, detectors)
+        self.policy_or_none = policy
+        self.metrics.agents = frozenset(policy.agents)
+
+    def _audit_figures(self) -> tuple[int, int] | None:
+        sink = self.audit_log
+        return None if sink is None else (sink.dropped_total, sink.buffered)
+
+    def _alert_figures(self) -> tuple[int, int, int, int] | None:
+        router = self.alert_router
+        return None if router is None else (router.delivered, router.retried, router.dropped, router.pending)
 
     def close(self) -> None:
         if self.state_or_none is not None:

@@ -45,6 +45,10 @@ class Turn:
     """The connection is relayed without TLS interception: the CONNECT is all there is to record."""
     output_sha256: str | None = None
     """The sha256 of what the agent received, where the proxy computed it (streams, rewrites)."""
+    inspected_bytes: int = 0
+    stream_events: int = 0
+    drill: str | None = None
+    """The drill case this turn is, when an operator's drill sent it (``egressguard drill``)."""
 
     def add(self, *findings: Finding) -> None:
         self.findings.extend(findings)

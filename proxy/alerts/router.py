@@ -18,6 +18,7 @@ import random
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from proxy.query import QueryError, open_audit, plain, run_sql
 from proxy.state import StateStore
 
 SPOOL_DIRECTORY = "alert-spool"
+MAX_OUTCOMES = 1000
 ActionHandler = Callable[[str, Alert], None]
 
 log = structlog.get_logger("egressguard.alerts")
@@ -85,6 +87,10 @@ class AlertRouter:
         self.tick_seconds = tick_seconds
         self.dropped = 0
         self.delivered = 0
+        self.retried = 0
+        self.outcomes: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """The latest outcome per (alert id, destination): ``delivered``, ``retrying: why`` or
+        ``rejected: why``; the most recent 1,000, for drills that check their alerts went out."""
         self._targets: dict[str, DestinationConfig] = {
             **config.destinations,
             **{f"action.{name}": action for name, action in config.actions.items()},
@@ -292,8 +298,11 @@ class AlertRouter:
             item.attempts += 1
             if not exc.retry:
                 log.error("alerts.delivery_rejected", destination=item.target, error=str(exc))
+                self._note(item, f"rejected: {exc}")
                 self._set_aside(item)
                 return
+            self.retried += 1
+            self._note(item, f"retrying: {exc}")
             delay = min(self.retry_max_seconds, self.retry_base_seconds * 2 ** (item.attempts - 1))
             delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter spreads retries, it guards nothing
             log.warning(
@@ -303,8 +312,14 @@ class AlertRouter:
             self._schedule(item)
             return
         self.delivered += 1
+        self._note(item, "delivered")
         if item.path is not None:
             item.path.unlink(missing_ok=True)
+
+    def _note(self, item: _Pending, outcome: str) -> None:
+        self.outcomes[(str(item.alert.get("alert_id")), item.target)] = outcome
+        while len(self.outcomes) > MAX_OUTCOMES:
+            self.outcomes.popitem(last=False)
 
     def _set_aside(self, item: _Pending) -> None:
         """Keep an alert the destination refused (4xx) for a person to look at, out of the retry loop."""

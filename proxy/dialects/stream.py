@@ -146,6 +146,9 @@ class StreamSession(ABC):
         self._parser = SSEParser()
         self._oversized_noted = 0
         self._finished = False
+        self.events = 0
+        self.bytes = 0
+        """Events and bytes read, for the proxy's metrics."""
 
     @property
     @abstractmethod
@@ -159,7 +162,9 @@ class StreamSession(ABC):
         if self._finished:
             return b""
         output: list[bytes] = []
+        self.bytes += len(chunk)
         for event in self._parser.feed(chunk):
+            self.events += 1
             output.extend(self._on_block(event))
         self._note_oversized()
         return b"".join(output)
@@ -169,6 +174,7 @@ class StreamSession(ABC):
             return b""
         self._finished = True
         last_events, tail = self._parser.finish()
+        self.events += len(last_events)
         output = [piece for event in last_events for piece in self._on_block(event)]
         if self.filters.active:
             output.extend(self._end_of_stream())

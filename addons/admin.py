@@ -1,0 +1,153 @@
+"""The admin listener and policy reload: starts the admin API once the proxy runs, reloads the policy
+on SIGHUP or ``POST /api/v1/reload``, and stops the listener at shutdown.
+
+The routes live in ``proxy.admin.api``; this addon gives them what only the running proxy has: the
+mitmproxy master to reconfigure the chain after a reload, the audit log, the listener itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import structlog
+from mitmproxy import ctx, hooks
+
+from proxy.admin import http
+from proxy.admin.api import Control
+from proxy.admin.tokens import load_tokens
+from proxy.inspection import Detectors
+from proxy.model import Mode
+from proxy.policy import AdminSettings, reloaded_policy
+from proxy.runtime import Runtime, fingerprint_key
+from proxy.yamlschema import SchemaError
+
+log = structlog.get_logger("egressguard.admin")
+
+SPOOL_BACKLOG = 1000
+"""More alerts than this waiting for delivery and the proxy is not ready: a destination is down."""
+
+
+class Admin:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.server: asyncio.Server | None = None
+        self.control: Control | None = None
+
+    async def running(self) -> None:
+        settings = self._settings()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (RuntimeError, ValueError):  # not the main thread (tests that run a master elsewhere)
+            log.warning("admin.no_sighup")
+        if settings is None:
+            return
+        policy = self.runtime.policy
+        self.control = Control(
+            self.runtime, self.runtime.metrics, load_tokens(settings, policy.data_dir), self
+        )
+        try:
+            self.server = await http.start(settings.host, settings.port, self.control.handle)
+        except OSError as error:
+            address = f"{settings.host}:{settings.port}"
+            reason = error.strerror or str(error)
+            self.runtime.startup_error = f"the admin listener cannot listen on {address}: {reason}"
+            ctx.master.shutdown()
+            return
+        log.info("admin.listening", address=f"{settings.host}:{settings.port}")
+
+    def done(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def _settings(self) -> AdminSettings | None:
+        override = ctx.options.egressguard_admin_listen
+        configured = self.runtime.policy.admin
+        if override == "off":
+            return None
+        if not override:
+            return configured
+        host, _, port = override.rpartition(":")
+        base = configured or AdminSettings()
+        return AdminSettings(
+            host=host.strip("[]"),
+            port=int(port),
+            token_env=base.token_env,
+            read_token_env=base.read_token_env,
+        )
+
+    def _on_sighup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+
+    # -- what the routes need ---------------------------------------------------------------------------
+
+    async def reload(self, by: str) -> tuple[bool, list[str]]:
+        config = ctx.options.egressguard_config
+        mode = ctx.options.egressguard_mode
+        current = self.runtime.policy
+        try:
+            policy = await asyncio.to_thread(
+                reloaded_policy, current, Path(config) if config else None, Mode(mode) if mode else None
+            )
+            detectors = await asyncio.to_thread(Detectors, policy, fingerprint_key(policy.data_dir))
+        except SchemaError as error:
+            problems = [str(problem) for problem in error.problems]
+            self.runtime.metrics.reloads.labels(result="refused").inc()
+            log.error("policy.reload_refused", by=by, problems=problems)
+            self.record(
+                {"type": "policy.reload_refused", "by": by, "source": current.source, "errors": problems}
+            )
+            return False, problems
+        self.runtime.install(policy, detectors)
+        ctx.master.addons.trigger(hooks.ConfigureHook({"egressguard_policy"}))
+        self.runtime.metrics.reloads.labels(result="loaded").inc()
+        self.runtime.metrics.policy_loaded.set_to_current_time()
+        log.info("policy.reloaded", by=by, sha256=policy.sha256, source=policy.source)
+        self.record(
+            {
+                "type": "policy.reloaded",
+                "by": by,
+                "source": policy.source,
+                "sha256": policy.sha256,
+                "previous_sha256": current.sha256,
+            }
+        )
+        return True, []
+
+    def record(self, event: dict[str, Any]) -> None:
+        sink = self.runtime.audit_log
+        if sink is None:
+            log.error("admin.not_audited", type=event.get("type"))
+            return
+        try:
+            sink.append(event)
+        except Exception as error:
+            log.error(
+                "admin.audit_failed", type=event.get("type"), error=f"{type(error).__name__}: {error}"[:300]
+            )
+
+    def readiness(self) -> dict[str, str | None]:
+        checks: dict[str, str | None] = {
+            "policy": None if self.runtime.policy_or_none is not None else "not loaded"
+        }
+        sink = self.runtime.audit_log
+        checks["audit"] = (
+            "not open"
+            if sink is None
+            else None
+            if sink.available
+            else f"not writable ({sink.buffered} buffered)"
+        )
+        try:
+            self.runtime.state.get("readiness.probe")
+            checks["state"] = None
+        except Exception as error:
+            checks["state"] = f"{type(error).__name__}: {error}"[:200]
+        router = self.runtime.alert_router
+        pending = router.pending if router is not None else 0
+        checks["alert_spool"] = None if pending <= SPOOL_BACKLOG else f"{pending} alerts waiting for delivery"
+        return checks

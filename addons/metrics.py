@@ -1,0 +1,54 @@
+"""Counts every finished turn in the Prometheus metrics (``proxy.metrics``), with its upstream time and
+egressguard's own time. Last in the chain, so it sees each turn as the audit log recorded it."""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from addons.turns import turn_of
+from proxy.runtime import Runtime
+
+_COUNTED = "egressguard.counted"
+_FORWARDED = "egressguard.forwarded"
+
+
+class TurnMetrics:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Every request hook has run: from here on the time is the upstream's."""
+        if flow.response is None:
+            flow.metadata[_FORWARDED] = time.time()
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        turn = turn_of(flow)
+        if flow.response is not None or (turn is not None and turn.tunnelled):
+            self._count(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None:
+            self._count(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    def _count(self, flow: http.HTTPFlow) -> None:
+        turn = turn_of(flow)
+        if turn is None or flow.metadata.get(_COUNTED):
+            return
+        flow.metadata[_COUNTED] = True
+        forwarded = flow.metadata.get(_FORWARDED)
+        response = flow.response
+        upstream_s = None
+        if isinstance(forwarded, float) and response is not None and response.timestamp_end:
+            upstream_s = max(0.0, response.timestamp_end - forwarded)
+        total_s = time.time() - flow.request.timestamp_start
+        self.runtime.metrics.observe_turn(
+            turn, response.status_code if response else None, upstream_s, total_s
+        )

@@ -1,0 +1,305 @@
+"""The admin API's routes: health, readiness, metrics and the JSON operations (approvals, freezes, reload,
+alerts, drills), each with the access it needs. The OpenAPI description is built from the same table, so
+it cannot drift from what is served.
+
+Reading (health aside, which a load balancer probes without a token) needs the read-only token; anything
+that changes state needs the full token, and is written to the audit log with who did it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from proxy import __version__, freeze
+from proxy.admin.http import BadRequest, Request, Response
+from proxy.admin.tokens import Access, AdminTokens
+from proxy.approvals import GRANT_TTL_S, ApprovalError, Approvals
+from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.runtime import Runtime
+from proxy.units import parse_duration
+
+API = "/api/v1"
+
+
+class Operations(Protocol):
+    """What the routes need from the running proxy beyond its runtime."""
+
+    async def reload(self, by: str) -> tuple[bool, list[str]]:
+        """Re-read the policy: (True, []) when it is in force, else (False, the file:line problems)."""
+        ...
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Write an operator's action to the audit log."""
+        ...
+
+    def readiness(self) -> dict[str, str | None]:
+        """Each dependency's problem, or None when it answers."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: str
+    access: Access | None
+    summary: str
+    handler: Callable[[Control, Request, dict[str, str]], Awaitable[Response]]
+    body: dict[str, str] | None = None
+    """Request body fields (name: description), for the OpenAPI description."""
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.pattern) + "$"
+        found = re.match(regex, path)
+        return found.groupdict() if found and method == self.method else None
+
+
+class Control:
+    """Serves admin requests for one running proxy."""
+
+    def __init__(
+        self, runtime: Runtime, metrics: Metrics, tokens: AdminTokens, operations: Operations
+    ) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.tokens = tokens
+        self.operations = operations
+
+    @property
+    def approvals(self) -> Approvals:
+        return Approvals(self.runtime.state)
+
+    async def handle(self, request: Request) -> Response:
+        path_known = False
+        for route in ROUTES:
+            params = route.match(request.method, request.path)
+            if params is None:
+                path_known = path_known or route.match(route.method, request.path) is not None
+                continue
+            if route.access is not None:
+                granted = self.tokens.access(request.headers.get("authorization"))
+                if granted is None:
+                    return Response.error(
+                        401,
+                        "a bearer token is required",
+                        **{"WWW-Authenticate": 'Bearer realm="egressguard"'},
+                    )
+                if route.access is Access.FULL and granted is not Access.FULL:
+                    return Response.error(
+                        403, "this operation needs the full admin token, not the read-only one"
+                    )
+            try:
+                return await route.handler(self, request, params)
+            except BadRequest as error:
+                return Response.error(400, str(error))
+        if path_known:
+            return Response.error(405, f"{request.method} is not allowed here")
+        return Response.error(404, f"no such endpoint: {request.path}")
+
+
+def _operator(request: Request) -> str:
+    """Who acted, as the caller says (``by``), with the token that allowed it."""
+    by = request.json().get("by")
+    if by is not None and (not isinstance(by, str) or not by.strip() or len(by) > 100):
+        raise BadRequest("by must be a non-empty name of at most 100 characters")
+    return f"{(by or 'unnamed').strip()} (admin token)"
+
+
+# -- handlers ------------------------------------------------------------------------------------------
+
+
+async def healthz(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return Response.json(200, {"status": "alive", "version": __version__})
+
+
+async def readyz(control: Control, request: Request, params: dict[str, str]) -> Response:
+    checks = control.operations.readiness()
+    ready = all(problem is None for problem in checks.values())
+    body = {"ready": ready, "checks": {name: problem or "ok" for name, problem in checks.items()}}
+    return Response.json(200 if ready else 503, body)
+
+
+async def metrics(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return Response(200, control.metrics.exposition(), CONTENT_TYPE)
+
+
+async def openapi(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return Response.json(200, openapi_document())
+
+
+async def status(control: Control, request: Request, params: dict[str, str]) -> Response:
+    policy = control.runtime.policy
+    return Response.json(
+        200,
+        {
+            "version": __version__,
+            "policy": {"source": policy.source, "sha256": policy.sha256, "mode": str(policy.mode)},
+            "threat_modes": {str(threat): str(policy.mode_for(threat)) for threat in _threats()},
+            "agents": sorted(policy.agents),
+        },
+    )
+
+
+async def list_approvals(control: Control, request: Request, params: dict[str, str]) -> Response:
+    wanted = request.query.get("status")
+    listed = [
+        approval.to_dict() for approval in control.approvals.list() if wanted in (None, approval.status)
+    ]
+    return Response.json(200, {"approvals": listed})
+
+
+async def show_approval(control: Control, request: Request, params: dict[str, str]) -> Response:
+    approval = control.approvals.get(params["id"])
+    if approval is None:
+        return Response.error(404, f"no approval {params['id']} (unknown or expired)")
+    return Response.json(200, approval.to_dict())
+
+
+async def approve(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return _decide(control, request, params["id"], grant=True)
+
+
+async def deny(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return _decide(control, request, params["id"], grant=False)
+
+
+def _decide(control: Control, request: Request, approval_id: str, *, grant: bool) -> Response:
+    body = request.json()
+    by = _operator(request)
+    uses = body.get("uses", 1)
+    if not isinstance(uses, int) or isinstance(uses, bool):
+        raise BadRequest("uses must be a whole number")
+    try:
+        ttl_s = parse_duration(str(body["ttl"])).total_seconds() if "ttl" in body else GRANT_TTL_S
+    except ValueError as error:
+        raise BadRequest(f"ttl: {error}") from None
+    try:
+        decided = control.approvals.decide(approval_id, grant=grant, by=by, uses=uses, ttl_s=ttl_s)
+    except ApprovalError as error:
+        return Response.error(409 if "already" in str(error) else 404, str(error))
+    control.metrics.approvals.labels(decision=decided.status).inc()
+    control.operations.record(
+        {
+            "type": "admin.approval",
+            "approval_id": decided.id,
+            "decision": decided.status,
+            "by": by,
+            "agent_id": decided.agent_id,
+            "tool": decided.tool,
+            "arguments_sha256": decided.arguments_sha256,
+            "uses": decided.uses,
+        }
+    )
+    return Response.json(200, decided.to_dict())
+
+
+async def list_freezes(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return Response.json(200, {"freezes": freeze.active_freezes(control.runtime.state)})
+
+
+async def lift_freeze(control: Control, request: Request, params: dict[str, str]) -> Response:
+    body = request.json()
+    kind, identity = body.get("kind"), body.get("identity")
+    if kind not in freeze.FREEZE_KINDS or not isinstance(identity, str) or not identity:
+        raise BadRequest(
+            f"kind must be one of {', '.join(freeze.FREEZE_KINDS)} and identity a non-empty string"
+        )
+    by = _operator(request)
+    if not freeze.lift(control.runtime.state, kind, identity):
+        return Response.error(404, f"no {kind} {identity!r} is frozen")
+    control.operations.record({"type": "admin.freeze_lifted", "kind": kind, "identity": identity, "by": by})
+    return Response.json(200, {"lifted": {"kind": kind, "identity": identity}, "by": by})
+
+
+async def reload(control: Control, request: Request, params: dict[str, str]) -> Response:
+    by = _operator(request)
+    loaded, problems = await control.operations.reload(by)
+    if not loaded:
+        return Response.json(422, {"reloaded": False, "errors": problems})
+    policy = control.runtime.policy
+    return Response.json(200, {"reloaded": True, "source": policy.source, "sha256": policy.sha256})
+
+
+def _threats() -> list[Any]:
+    from proxy.model import Threat
+
+    return list(Threat)
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/healthz", None, "Alive: the process answers", healthz),
+    Route("GET", "/readyz", None, "Ready: policy, audit log, state store and alert spool all answer", readyz),
+    Route("GET", "/metrics", Access.READ, "Prometheus metrics", metrics),
+    Route("GET", f"{API}/openapi.json", Access.READ, "This description", openapi),
+    Route("GET", f"{API}/status", Access.READ, "Version, policy in force and its modes", status),
+    Route(
+        "GET", f"{API}/approvals", Access.READ, "Approvals (?status=pending|granted|denied)", list_approvals
+    ),
+    Route("GET", f"{API}/approvals/{{id}}", Access.READ, "One approval", show_approval),
+    Route(
+        "POST",
+        f"{API}/approvals/{{id}}/approve",
+        Access.FULL,
+        "Grant a pending approval",
+        approve,
+        {"by": "who approves", "uses": "calls it covers (default 1)", "ttl": "how long it stays usable (1h)"},
+    ),
+    Route(
+        "POST",
+        f"{API}/approvals/{{id}}/deny",
+        Access.FULL,
+        "Deny a pending approval",
+        deny,
+        {"by": "who denies"},
+    ),
+    Route(
+        "GET", f"{API}/freezes", Access.READ, "Frozen users, revoked sessions, blocked agents", list_freezes
+    ),
+    Route(
+        "POST",
+        f"{API}/freezes/lift",
+        Access.FULL,
+        "Lift a freeze",
+        lift_freeze,
+        {"kind": "agent, user or session", "identity": "its id", "by": "who lifts it"},
+    ),
+    Route("POST", f"{API}/reload", Access.FULL, "Re-read the policy file", reload, {"by": "who reloads"}),
+]
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "security": [] if route.access is None else [{"bearer": []}],
+            "x-access": str(route.access) if route.access else "none",
+            "responses": {"200": {"description": "OK"}},
+        }
+        names = re.findall(r"\{(\w+)\}", route.pattern)
+        if names:
+            operation["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
+            ]
+        if route.body:
+            operation["requestBody"] = {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                name: {"description": description} for name, description in route.body.items()
+                            },
+                        }
+                    }
+                }
+            }
+        paths.setdefault(route.pattern, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "egressguard admin API", "version": __version__},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }

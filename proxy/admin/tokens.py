@@ -1,0 +1,69 @@
+"""The admin listener's bearer tokens: a full token (operations) and a read-only one (health, metrics,
+listings; what a dashboard or a Prometheus scraper gets). Each comes from the environment variable the
+policy names or, without one, from a file under the data dir created on first start (mode 0600)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from proxy.policy import AdminSettings
+
+FULL_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
+READ_TOKEN_FILE = "admin-read.token"  # noqa: S105 - a file name
+DEFAULT_FULL_ENV = "EGRESSGUARD_ADMIN_TOKEN"
+DEFAULT_READ_ENV = "EGRESSGUARD_ADMIN_READ_TOKEN"
+
+
+class Access(StrEnum):
+    READ = "read"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTokens:
+    full: str = field(repr=False)
+    read: str = field(repr=False)
+
+    def access(self, authorization: str | None) -> Access | None:
+        """What a request's ``Authorization: Bearer`` header grants, compared in constant time."""
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        offered = presented.strip().encode()
+        full = hmac.compare_digest(offered, self.full.encode())
+        read = hmac.compare_digest(offered, self.read.encode())
+        return Access.FULL if full else Access.READ if read else None
+
+
+def load_tokens(
+    settings: AdminSettings, data_dir: Path, environ: dict[str, str] | None = None
+) -> AdminTokens:
+    env = os.environ if environ is None else environ
+    return AdminTokens(
+        full=_token(env.get(settings.token_env or DEFAULT_FULL_ENV), data_dir / FULL_TOKEN_FILE),
+        read=_token(env.get(settings.read_token_env or DEFAULT_READ_ENV), data_dir / READ_TOKEN_FILE),
+    )
+
+
+def _token(from_env: str | None, path: Path) -> str:
+    if from_env:
+        return from_env
+    return token_file(path)
+
+
+def token_file(path: Path) -> str:
+    """The token kept in ``path``, created (0600) when absent."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(descriptor, "w") as sink:
+            sink.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
