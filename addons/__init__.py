@@ -5,6 +5,7 @@ from __future__ import annotations
 from addons.admin import Admin
 from addons.audit import Audit
 from addons.config import PolicyLoader
+from addons.drill import DrillMarker, DrillTarget
 from addons.egress import Egress
 from addons.freeze import Freeze
 from addons.identity import AgentIdentity
@@ -18,9 +19,11 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     return [
         PolicyLoader(runtime),
         AgentIdentity(runtime),
+        DrillMarker(runtime),
         Egress(runtime),
         Freeze(runtime),
         Inspect(runtime),
+        DrillTarget(runtime),
         Audit(runtime),
         Admin(runtime),
         TurnMetrics(runtime),

@@ -30,6 +30,7 @@ from proxy.audit import AuditLog, AuditUnavailable
 from proxy.audit.heads import publish_head, writer_id
 from proxy.audit.keys import PRIVATE_KEY_NAME
 from proxy.audit.refusals import RefusalCounter
+from proxy.drill import split_mark
 from proxy.events import scrub, turn_event
 from proxy.model import Severity
 from proxy.policy import AuditSettings, Policy
@@ -41,6 +42,7 @@ log = structlog.get_logger("egressguard")
 _WRITTEN = "egressguard_audited"
 AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
 APPROVAL_REQUESTED_RULE = "approval-requested"
+DRILL_RULE = "egressguard-drill"
 UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
 CLIENT_GONE = ("Client disconnected", "Stream reset", "stream reset")
 """How mitmproxy's error messages start when the agent itself went away."""
@@ -292,6 +294,33 @@ class Audit:
             if self.router is not None:
                 self.router.submit(record)
 
+    def _drill_recorded(self, record: dict[str, Any]) -> None:
+        """A drill turn goes to its run's report and, instead of the alert rules (a drill freezes nobody),
+        raises one drill alert to every destination."""
+        run_id, case = split_mark(record["drill"])
+        run = self.runtime.drills.get(run_id)
+        if run is None:
+            return
+        run.turns[case] = {
+            name: record.get(name) for name in ("event_id", "decision", "status", "egress_host", "mode")
+        } | {
+            "findings": [
+                {name: finding.get(name) for name in ("threat", "rule", "severity", "enforced")}
+                for finding in record["findings"]
+            ]
+        }
+        if self.router is None:
+            return
+        threats = sorted({finding["threat"] for finding in record["findings"]}) or ["nothing"]
+        run.alerts[case] = self.router.raise_alert(
+            DRILL_RULE,
+            f"[DRILL {run_id}] {case}: {', '.join(threats)} detected, decision {record['decision']}. "
+            f"A drill, not an incident.",
+            Severity.LOW,
+            agent_ids=[record["agent_id"]],
+            event_ids=[record["event_id"]],
+        )
+
     def _request_approvals(self, record: dict[str, Any]) -> None:
         """Each call withheld for approval is routed to the alert destinations, like an alert, naming the
         approval id (never the arguments: the operator reads their redacted summary in the approval)."""
@@ -348,7 +377,9 @@ class Audit:
             log.error("audit.turn_not_recorded", event_id=turn.event_id, reason=str(exc))
             return False
         self.runtime.metrics.audit_writes.inc()
-        if self.router is not None:
+        if record.get("drill"):
+            self._drill_recorded(record)
+        elif self.router is not None:
             self.router.submit(record)
             self._request_approvals(record)
         log.info(

@@ -16,6 +16,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
 from addons.turns import policy_of, refuse_without_state, turn_of
+from proxy.drill import DRILL_HOST
 from proxy.egress import (
     EgressDecision,
     canonical_host,
@@ -97,6 +98,8 @@ class Egress:
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return
+        if turn.drill is not None and canonical_host(flow.request.host) == DRILL_HOST:
+            return  # egressguard's own drill target: answered in-process, nothing leaves
         tunnel = self.tunnels.get(flow.client_conn)
         policy = policy_of(flow, self.runtime)
         if tunnel is None:

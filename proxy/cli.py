@@ -12,6 +12,8 @@ from pathlib import Path
 
 from proxy import __version__
 from proxy.admin.client import add_commands as add_admin_commands
+from proxy.admin.drill_client import add_arguments as add_drill_arguments
+from proxy.admin.drill_client import run as run_drill
 from proxy.agentenv import (
     CA_CERT_NAME,
     DEFAULT_TOKEN_ENV,
@@ -362,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=run_demo)
 
     add_admin_commands(commands)
+    drill = commands.add_parser(
+        "drill",
+        help="send synthetic attacks through a running proxy and check every alarm (exit 1 on a miss)",
+    )
+    add_drill_arguments(drill)
+    drill.set_defaults(handler=run_drill)
     return parser
 
 

@@ -66,6 +66,7 @@ def turn_event(
         "input_sha256": input_sha256,
         "output_sha256": turn.output_sha256 or output_sha256,
         "errors": list(turn.errors),
+        **({"drill": turn.drill} if turn.drill is not None else {}),
     }
 
 

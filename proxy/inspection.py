@@ -240,7 +240,7 @@ class TurnInspector:
     def _count_injection_attempt(self) -> None:
         user = self.turn.context.user_id
         settings = self.policy.detection
-        if user is None:
+        if user is None or self.turn.drill is not None:
             return
         if freeze.record_injection_attempt(
             self.state,
@@ -559,7 +559,7 @@ class TurnInspector:
         findings = tools.check_tool_calls(
             calls, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
         )
-        if not self.policy.enforces(Threat.TOOL_ABUSE):
+        if not self.policy.enforces(Threat.TOOL_ABUSE) or self.turn.drill is not None:
             return findings
         by_where = {call.where: call for call in calls}
         requested = []

@@ -57,6 +57,7 @@ TURN_COLUMNS = {
     "input_sha256": "VARCHAR",
     "output_sha256": "VARCHAR",
     "errors": "VARCHAR[]",
+    "drill": "VARCHAR",
     "prev_hash": "VARCHAR",
     "hash": "VARCHAR",
 }
@@ -163,7 +164,7 @@ def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
     connection.execute(f"CREATE VIEW audit_records AS {source}")
     connection.execute(
         "CREATE VIEW turns AS SELECT * EXCLUDE (type, prev_hash, hash) REPLACE (ts::TIMESTAMPTZ AS ts) "
-        "FROM audit_records WHERE type = 'agent.turn'"
+        "FROM audit_records WHERE type = 'agent.turn' AND drill IS NULL"
     )
     finding_columns = ", ".join(f'finding."{name}" AS "{name}"' for name in FINDING_FIELDS)
     connection.execute(

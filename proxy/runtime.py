@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy.drill import DrillRuns
 from proxy.inspection import Detectors
 from proxy.metrics import Metrics, Sources
 from proxy.policy import Policy, StateSettings
@@ -36,6 +37,7 @@ class Runtime:
     audit_log: AuditLog | None = None
     alert_router: AlertRouter | None = None
     _metrics: Metrics | None = field(default=None, repr=False)
+    drills: DrillRuns = field(default_factory=DrillRuns)
     startup_error: str | None = None
     """Set by an addon that could not start (the admin port in use): the proxy stops with it."""
 

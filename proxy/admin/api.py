@@ -9,6 +9,7 @@ that changes state needs the full token, and is written to the audit log with wh
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from proxy import __version__, freeze
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access, AdminTokens
 from proxy.approvals import GRANT_TTL_S, ApprovalError, Approvals
+from proxy.drill import CASES
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.runtime import Runtime
 from proxy.units import parse_duration
@@ -222,6 +224,56 @@ async def reload(control: Control, request: Request, params: dict[str, str]) -> 
     return Response.json(200, {"reloaded": True, "source": policy.source, "sha256": policy.sha256})
 
 
+async def start_drill(control: Control, request: Request, params: dict[str, str]) -> Response:
+    by = _operator(request)
+    run = control.runtime.drills.start()
+    control.operations.record({"type": "drill.started", "drill": run.id, "by": by})
+    return Response.json(
+        201,
+        {
+            "id": run.id,
+            "token": run.token,
+            "expires": run.expires,
+            "cases": [case.name for case in CASES],
+            "destinations": _destinations(control),
+        },
+    )
+
+
+async def drill_report(control: Control, request: Request, params: dict[str, str]) -> Response:
+    run = control.runtime.drills.get(params["id"])
+    if run is None:
+        return Response.error(404, f"no drill {params['id']} (unknown or over)")
+    router = control.runtime.alert_router
+    alerts = {
+        case: {
+            name: (router.outcomes.get((alert_id, name)) if router else None) or "pending"
+            for name in _destinations(control)
+        }
+        for case, alert_id in run.alerts.items()
+    }
+    return Response.json(200, {"id": run.id, "turns": run.turns, "alerts": alerts})
+
+
+async def drill_result(control: Control, request: Request, params: dict[str, str]) -> Response:
+    run = control.runtime.drills.get(params["id"])
+    if run is None:
+        return Response.error(404, f"no drill {params['id']} (unknown or over)")
+    passed = request.json().get("passed")
+    if not isinstance(passed, bool):
+        raise BadRequest("passed must be true or false")
+    by = _operator(request)
+    if passed:
+        control.metrics.drill_success.set(time.time())
+    control.operations.record({"type": "drill.finished", "drill": run.id, "passed": passed, "by": by})
+    return Response.json(200, {"id": run.id, "passed": passed})
+
+
+def _destinations(control: Control) -> list[str]:
+    alerts = control.runtime.policy.alerts
+    return sorted(alerts.destinations) if alerts is not None else []
+
+
 def _threats() -> list[Any]:
     from proxy.model import Threat
 
@@ -266,6 +318,25 @@ ROUTES: list[Route] = [
         {"kind": "agent, user or session", "identity": "its id", "by": "who lifts it"},
     ),
     Route("POST", f"{API}/reload", Access.FULL, "Re-read the policy file", reload, {"by": "who reloads"}),
+    Route(
+        "POST",
+        f"{API}/drills",
+        Access.FULL,
+        "Start a drill run (egressguard drill)",
+        start_drill,
+        {"by": "who"},
+    ),
+    Route(
+        "GET", f"{API}/drills/{{id}}", Access.READ, "A drill run's records and alert deliveries", drill_report
+    ),
+    Route(
+        "POST",
+        f"{API}/drills/{{id}}/result",
+        Access.FULL,
+        "Record a drill's verdict",
+        drill_result,
+        {"passed": "true when every case passed", "by": "who"},
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from proxy.policy import DEFAULT_ADMIN_LISTEN, Policy, load_policy
 from proxy.yamlschema import SchemaError
 
 ADMIN_URL_ENV = "EGRESSGUARD_ADMIN_URL"
+UNREAD_TOKEN = "-"  # noqa: S105 - stands in for agent tokens the client has no use for
 
 
 class AdminError(Exception):
@@ -34,7 +35,7 @@ class _AnyToken(dict[str, str]):
     section and data dir, and must not need the agents' secrets to do so."""
 
     def get(self, key: str, default: Any = None) -> Any:
-        return os.environ.get(key) or "-"
+        return os.environ.get(key) or UNREAD_TOKEN
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ class AdminClient:
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> AdminClient:
-        policy = _client_policy(args.config)
+        policy = client_policy(args.config)
         url = args.admin or os.environ.get(ADMIN_URL_ENV)
         if url is None:
             host, port = (policy.admin.host, policy.admin.port) if policy.admin else DEFAULT_ADMIN_LISTEN
@@ -88,7 +89,7 @@ class AdminClient:
         self.http.close()
 
 
-def _client_policy(config: str | None) -> Policy:
+def client_policy(config: str | None) -> Policy:
     try:
         return load_policy(Path(config) if config else None, environ=_AnyToken())
     except SchemaError as error:
@@ -108,7 +109,7 @@ def _when(timestamp: Any) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
+def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = [header, *rows]
     return "\n".join(
@@ -155,7 +156,7 @@ def approvals_list(client: AdminClient, args: argparse.Namespace) -> int:
         for a in listed
     ]
     print(
-        _table(rows, ["ID", "STATUS", "AGENT", "USER", "CALL", "EXPIRES", "USED"]) if rows else "no approvals"
+        table(rows, ["ID", "STATUS", "AGENT", "USER", "CALL", "EXPIRES", "USED"]) if rows else "no approvals"
     )
     return 0
 
@@ -180,7 +181,7 @@ def freezes_list(client: AdminClient, args: argparse.Namespace) -> int:
         [f.get("kind", "-"), f.get("identity", "-"), _when(f.get("until")), f.get("reason", "-")]
         for f in listed
     ]
-    print(_table(rows, ["KIND", "IDENTITY", "UNTIL", "REASON"]) if rows else "no freezes")
+    print(table(rows, ["KIND", "IDENTITY", "UNTIL", "REASON"]) if rows else "no freezes")
     return 0
 
 

@@ -1,0 +1,62 @@
+"""Drill turns: marks the requests of an operator's drill run and answers them with the built-in target,
+so a drill exercises the whole chain without anything leaving the proxy (``proxy.drill``).
+
+Two classes because the chain runs every hook in list order: the marker must run before the egress
+decision, the target after request inspection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mitmproxy import http
+
+from addons.turns import turn_of
+from proxy.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER, drill_mark, split_mark
+from proxy.runtime import Runtime
+
+
+class DrillMarker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        headers = flow.request.headers
+        token, case = headers.pop(TOKEN_HEADER, None), headers.pop(CASE_HEADER, None)
+        turn = turn_of(flow)
+        if turn is None or token is None or case not in CASES_BY_NAME:
+            return
+        run = self.runtime.drills.by_token(token)
+        if run is not None:
+            turn.drill = drill_mark(run, case)
+
+
+class DrillTarget:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Every drill request that got this far is answered here: a drill never reaches an upstream."""
+        turn = turn_of(flow)
+        if turn is None or turn.drill is None or flow.response is not None:
+            return
+        answer = CASES_BY_NAME[split_mark(turn.drill)[1]].answer
+        content_type, body = answer() if answer is not None else ("application/json", b"{}")
+        flow.response = http.Response.make(200, body, {"content-type": content_type})
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """mitmproxy sends an answer an addon made in one piece and never calls its stream: a drill's event
+        stream is put through the stream filters here, as it would be in transit."""
+        turn = turn_of(flow)
+        response = flow.response
+        if turn is None or turn.drill is None or response is None or not callable(response.stream):
+            return
+        relay = response.stream
+        body = _joined(relay(response.content or b"")) + _joined(relay(b""))
+        response.stream = False
+        response.headers.pop("transfer-encoding", None)
+        response.content = body
+
+
+def _joined(pieces: bytes | Iterable[bytes]) -> bytes:
+    return pieces if isinstance(pieces, bytes) else b"".join(pieces)
