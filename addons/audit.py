@@ -312,13 +312,12 @@ class Audit:
         if self.router is None:
             return
         threats = sorted({finding["threat"] for finding in record["findings"]}) or ["nothing"]
-        run.alerts[case] = self.router.raise_alert(
+        run.alerts[case] = self._alert_about(
+            record,
             DRILL_RULE,
             f"[DRILL {run_id}] {case}: {', '.join(threats)} detected, decision {record['decision']}. "
             f"A drill, not an incident.",
             Severity.LOW,
-            agent_ids=[record["agent_id"]],
-            event_ids=[record["event_id"]],
         )
 
     def _request_approvals(self, record: dict[str, Any]) -> None:
@@ -330,14 +329,20 @@ class Audit:
             if not isinstance(approval_id, str):
                 continue
             tool = finding["extra"].get("tool")
-            self.router.raise_alert(
+            self._alert_about(
+                record,
                 APPROVAL_REQUESTED_RULE,
                 f"Agent {record['agent_id']} asks to run the destructive tool {tool}: approval {approval_id} "
                 f"is pending (egressguard approvals approve|deny {approval_id})",
                 Severity.HIGH,
-                agent_ids=[record["agent_id"]],
-                event_ids=[record["event_id"]],
             )
+
+    def _alert_about(self, record: dict[str, Any], rule: str, description: str, severity: Severity) -> str:
+        """An alert of egressguard's own about one audit record, to every destination; its id."""
+        assert self.router is not None
+        return self.router.raise_alert(
+            rule, description, severity, agent_ids=[record["agent_id"]], event_ids=[record["event_id"]]
+        )
 
     # -- writing ---------------------------------------------------------------------------------------
 
