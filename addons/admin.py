@@ -8,7 +8,6 @@ mitmproxy master to reconfigure the chain after a reload, the audit log, the lis
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,10 @@ class Admin:
         self.runtime = runtime
         self.server: asyncio.Server | None = None
         self.control: Control | None = None
+        self.reloading: asyncio.Task[tuple[bool, list[str]]] | None = None
 
     async def running(self) -> None:
         settings = self._settings()
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        except (RuntimeError, ValueError):  # not the main thread (tests that run a master elsewhere)
-            log.warning("admin.no_sighup")
         if settings is None:
             return
         policy = self.runtime.policy
@@ -80,8 +75,9 @@ class Admin:
             read_token_env=base.read_token_env,
         )
 
-    def _on_sighup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+    def hangup(self) -> None:
+        """SIGHUP (after the audit log has signed a checkpoint, earlier in the chain): reload."""
+        self.reloading = asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
 
     # -- what the routes need ---------------------------------------------------------------------------
 
