@@ -52,8 +52,9 @@ class DrillTarget:
         if turn is None or turn.drill is None or response is None or not callable(response.stream):
             return
         relay = response.stream
+        # The relay stays in place (mitmproxy does not call it for this answer): the inspection addon
+        # reads from it that the stream went through its filters.
         body = _joined(relay(response.content or b"")) + _joined(relay(b""))
-        response.stream = False
         response.headers.pop("transfer-encoding", None)
         response.content = body
 
