@@ -457,12 +457,7 @@ def test_made_up_approval_id_is_refused(enforce: Proxy, upstream: FakeUpstream) 
 def test_mcp_tool_calls_are_rate_limited(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
     """MCP tools/call requests count against the role's per-tool limits: the third search_docs within the
     hour is refused when the limit is 2/1h."""
-    limited = start_proxy(mode="enforce")
-    policy = limited.policy_path.read_text().replace(
-        "egress: {allow:", "tools: {limits: {search_docs: 2/1h}}\n    egress: {allow:"
-    )
-    limited.policy_path.write_text(policy)
-    limited.restart()
+    limited = start_proxy(mode="enforce", tools="{limits: {search_docs: 2/1h}}")
     context = ssl.create_default_context(cafile=limited.ca_cert)
     statuses = []
     with httpx.Client(proxy=limited.url(), verify=context) as client:
