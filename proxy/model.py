@@ -31,6 +31,8 @@ class Action(StrEnum):
     FLAG = "flag"
     REDACT = "redact"
     WITHHOLD = "withhold"
+    QUARANTINE = "quarantine"
+    """Replace the offending span of read content with a notice; the rest of the content passes."""
     BLOCK = "block"
 
 
@@ -52,7 +54,9 @@ class Finding:
     """One detection. Never holds the detected value itself: a keyed fingerprint at most.
 
     ``action`` is what enforce mode does; ``enforced`` says whether it was applied to this exchange
-    (False in observe mode, so the finding reads as "enforce mode would have ...").
+    (False in observe mode, so the finding reads as "enforce mode would have ..."). ``origin`` says who
+    put an injection there: ``user`` (typed it: an attacker) or ``content`` (the agent read it: its user
+    is a victim). ``count`` is how many times the rule matched in that place.
     """
 
     threat: Threat
@@ -65,6 +69,8 @@ class Finding:
     enforced: bool = False
     fingerprint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    origin: str | None = None
+    count: int = 1
 
     def to_event(self) -> dict[str, Any]:
         record = asdict(self)
@@ -73,7 +79,16 @@ class Finding:
         record["action"] = str(self.action)
         if not self.extra:
             del record["extra"]
+        if self.origin is None:
+            del record["origin"]
+        if self.count == 1:
+            del record["count"]
         return record
+
+    @property
+    def identity(self) -> tuple[str, str, str, str, bool, str | None]:
+        """What makes two findings the same finding repeated: one rule, one place, one outcome."""
+        return (self.threat, self.rule, self.where, self.action, self.enforced, self.origin)
 
 
 SEVERITY_ORDER = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}

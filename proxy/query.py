@@ -26,7 +26,7 @@ from proxy.units import parse_duration
 
 FINDING_TYPE = (
     'STRUCT(threat VARCHAR, rule VARCHAR, signal VARCHAR, severity VARCHAR, action VARCHAR, "where" VARCHAR,'
-    " owasp VARCHAR, enforced BOOLEAN, fingerprint VARCHAR)[]"
+    " owasp VARCHAR, enforced BOOLEAN, fingerprint VARCHAR, origin VARCHAR, count INTEGER)[]"
 )
 # Declared rather than inferred: a day of files where a field is always null must still read as a column.
 TURN_COLUMNS = {
@@ -71,6 +71,8 @@ FINDING_FIELDS = (
     "owasp",
     "enforced",
     "fingerprint",
+    "origin",
+    "count",
 )
 
 NAMED_QUERIES: dict[str, tuple[str, str]] = {
@@ -86,12 +88,12 @@ NAMED_QUERIES: dict[str, tuple[str, str]] = {
         """,
     ),
     "injection-users": (
-        "users with at least 3 prompt-injection attempts in the last 7 days",
+        "users who typed at least 3 prompt injections in the last 7 days (not users whose agent read one)",
         """
         SELECT user_id, count(DISTINCT event_id) AS attempts, count(DISTINCT agent_id) AS agents,
                min(ts) AS first_seen, max(ts) AS last_seen
         FROM findings
-        WHERE threat = 'prompt_injection' AND user_id IS NOT NULL
+        WHERE threat = 'prompt_injection' AND origin = 'user' AND user_id IS NOT NULL
           AND ts >= $now - INTERVAL 7 DAY AND ts <= $now
         GROUP BY user_id HAVING count(DISTINCT event_id) >= 3 ORDER BY attempts DESC, user_id
         """,

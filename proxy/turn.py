@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from proxy.exchange import Completion, RequestView
 from proxy.model import Decision, Finding
@@ -49,9 +49,21 @@ class Turn:
     stream_events: int = 0
     drill: str | None = None
     """The drill case this turn is, when an operator's drill sent it (``egressguard drill``)."""
+    _positions: dict[tuple[str, str, str, str, bool, str | None], int] = field(
+        default_factory=dict, repr=False
+    )
 
     def add(self, *findings: Finding) -> None:
-        self.findings.extend(findings)
+        """Record findings; a repeat of one already recorded (same rule, place and outcome) raises that
+        one's count instead, so a tool result with hundreds of e-mail addresses is one finding."""
+        for finding in findings:
+            position = self._positions.get(finding.identity)
+            if position is None:
+                self._positions[finding.identity] = len(self.findings)
+                self.findings.append(finding)
+            else:
+                seen = self.findings[position]
+                self.findings[position] = replace(seen, count=seen.count + finding.count)
 
     def escalate(self, decision: Decision) -> None:
         """Raise the turn's decision; a turn never goes from blocked back to redacted or allowed."""

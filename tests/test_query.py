@@ -28,8 +28,9 @@ DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 
 
-def finding(threat: str, severity: str = "high") -> dict[str, Any]:
-    return {
+def finding(threat: str, severity: str = "high", origin: str | None = None) -> dict[str, Any]:
+    """A finding; prompt-injection findings are typed by the user unless ``origin`` says otherwise."""
+    record: dict[str, Any] = {
         "threat": threat,
         "rule": f"{threat}.rule",
         "signal": "test",
@@ -39,6 +40,9 @@ def finding(threat: str, severity: str = "high") -> dict[str, Any]:
         "owasp": None,
         "enforced": False,
     }
+    if origin is not None or threat == "prompt_injection":
+        record["origin"] = origin or "user"
+    return record
 
 
 def turn(
@@ -109,6 +113,21 @@ def test_injection_users_needs_three_attempts_in_seven_days(audit_dir: Path) -> 
     """Three attempts within 7 days count; two, or three that are older, do not."""
     rows = named(audit_dir, "injection-users")
     assert [(row["user_id"], row["attempts"], row["agents"]) for row in rows] == [("u-evil", 3, 2)]
+
+
+def test_injection_users_lists_attackers_not_victims(tmp_path: Path) -> None:
+    """Users whose agent read a poisoned document (origin content) or whose model leaked its system
+    prompt (no origin) are victims: only users who typed the injections are listed."""
+    audit = AuditLog(tmp_path, clock=lambda: NOW, checkpoint_every=4, retention_days=None)
+    events = [
+        *(turn(DAY, "a", "u-victim", finding("prompt_injection", origin="content")) for _ in range(3)),
+        *(turn(DAY, "a", "u-leaked", {**finding("prompt_injection"), "origin": None}) for _ in range(3)),
+        *(turn(DAY, "a", "u-attacker", finding("prompt_injection", origin="user")) for _ in range(3)),
+    ]
+    for number, event in enumerate(events):
+        audit.append({**event, "event_id": f"v{number}"})
+    audit.close()
+    assert [row["user_id"] for row in named(tmp_path, "injection-users")] == ["u-attacker"]
 
 
 def test_unapproved_tools_skips_approved_turns(audit_dir: Path) -> None:
