@@ -3,13 +3,16 @@
     python3 bench/detect_eval.py [--data ../shared/data] [--folds 5]
 
 Injection: recall and false-positive rate of the rules alone, the classifier alone and both combined (a
-finding from either), on injected documents (every BIPIA train-split attack planted at the start,
-middle or end of clean emails, tables and code threads, scanned as tool results), bare attack
-instructions (scanned as tool results), synthetic direct hijack attempts (scanned as user input),
-NotInject benign prompts (user input) and clean documents (tool results). Classifier scores are
-cross-validated: each item is scored by a fold model that never saw its attack category, synthetic
-family or document, with the thresholds that fold selection picked. These are dev figures; the held-out
-sets named in ../shared/data/README.md are never used here.
+finding from either), family by family. Benign: every kind of tool result (documentation, ops docs and
+Python source from the dev set; BIPIA emails, tables and code threads; generated JSON API answers, search
+results, logs, manifests, diffs and stack traces) scanned as tool results, and benign prompts full of
+trigger words (NotInject, synthetic) scanned as user input. Attacks: BIPIA train-split attacks and
+synthetic multilingual hijacks planted in those same carriers the way each carrier hides text (a line, a
+code comment or docstring, a JSON string value, a markdown or HTML comment), per carrier family; bare
+attack instructions; direct hijacks typed by a user. Classifier scores are cross-validated: each item is
+scored by a fold model that never saw its attack family, its carrier's source file or generated series,
+with the thresholds that fold selection picked. These are dev figures; the held-out sets named in
+../shared/data/README.md are never used here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import carriers
 import train_injection as training
 from refusal_eval import refusal_section
 
@@ -42,47 +46,56 @@ class Case:
     group: str
 
 
-def injection_cases(data: Path, seed: int) -> dict[str, tuple[bool, list[Case]]]:
+def injection_cases(data: Path, folds: int) -> dict[str, tuple[bool, list[Case]]]:
     """Named evaluation sets: (is attack, cases)."""
-    rng = random.Random(seed + 1)  # noqa: S311 - reproducible evaluation sets, nothing secret
-    attacks = training.load_attacks(data)
-    documents = training.load_documents(data)
-    injected = [
-        Case(
-            training.plant(rng.choice(documents)[1], attack, position, rng),
-            Source.TOOL_RESULT,
-            f"bipia-{category}",
+    rng = random.Random(training.SEED)  # noqa: S311 - the carriers training generated, nothing secret
+    benign = carriers.benign_carriers(data, rng)
+    sets: dict[str, tuple[bool, list[Case]]] = {}
+    for carrier in benign:
+        sets.setdefault(f"benign {carrier.family}", (False, []))[1].append(
+            Case(carrier.text, Source.TOOL_RESULT, carrier.group)
         )
-        for category, attack in attacks
-        for position in ("start", "middle", "end")
+    rng = random.Random(training.SEED + 1)  # noqa: S311 - other plantings than training's
+    for group, carrier, text, _, _ in training.planted_documents(data, rng, benign, 3, folds):
+        sets.setdefault(f"planted in {carrier.family}", (True, []))[1].append(
+            Case(text, Source.TOOL_RESULT, group)
+        )
+    task_like = [
+        Case(carriers.plant(rng.choice(benign), attack, rng)[0], Source.TOOL_RESULT, f"bipia-{category}")
+        for category, attack in training.load_attacks(data)
+        if category in training.TASK_LIKE
     ]
-    bare = [Case(attack, Source.TOOL_RESULT, f"bipia-{category}") for category, attack in attacks]
-    synthetic = [
-        Case(example.text, Source.USER, example.group) for example in training.synth_attacks(rng, 30)
-    ]
-    notinject = [
-        Case(prompt, Source.USER, f"notinject-{index}")
-        for index, prompt in enumerate(training.load_notinject(data))
-    ]
-    clean = [Case(text, Source.TOOL_RESULT, f"doc-{doc_id}") for doc_id, text in documents]
-    return {
-        "injected documents": (True, injected),
-        "bare attack instructions": (True, bare),
-        "synthetic hijacks (user)": (True, synthetic),
-        "NotInject benign (user)": (False, notinject),
-        "clean documents": (False, clean),
-    }
+    sets["planted task-like (untrained)"] = (True, task_like)
+    sets["bare attack instructions"] = (
+        True,
+        [
+            Case(attack, Source.TOOL_RESULT, f"bipia-{category}")
+            for category, attack in training.load_attacks(data)
+        ],
+    )
+    sets["synthetic hijacks (user)"] = (
+        True,
+        [Case(example.text, Source.USER, example.group) for example in training.synth_attacks(rng, 30)],
+    )
+    sets["NotInject benign (user)"] = (
+        False,
+        [
+            Case(prompt, Source.USER, f"notinject-{index}")
+            for index, prompt in enumerate(training.load_notinject(data))
+        ],
+    )
+    sets["synthetic benign (user)"] = (
+        False,
+        [Case(example.text, Source.USER, example.group) for example in training.synth_benign(rng)],
+    )
+    return sets
 
 
 def injection_section(data: Path, folds: int) -> None:
     print("== prompt injection ==")
-    examples = training.build_examples(data)
+    examples = training.build_examples(data, folds)
     scores, models = training.cross_validate(examples, folds)
-    direct = training.threshold_for(scores, examples, training.DIRECT_BENIGN)
-    whole_documents = training.whole_document_examples(data)
-    indirect = training.threshold_for(
-        training.out_of_fold_scores(whole_documents, models), whole_documents, training.INDIRECT_BENIGN
-    )
+    direct, indirect = training.thresholds(data, examples, scores, models)
     print(f"cross-validated thresholds: direct {direct:.3f}, indirect {indirect:.3f} ({folds} grouped folds)")
     packs = [load_pack(pack_path("injection"))]
     detectors = [
@@ -92,10 +105,11 @@ def injection_section(data: Path, folds: int) -> None:
         for model in models
     ]
     print(
-        f"{'set':<28}{'n':>6}{'rules':>9}{'classifier':>12}{'combined':>10}"
+        f"{'set':<34}{'n':>6}{'rules':>9}{'classifier':>12}{'combined':>10}"
         "   (recall for attacks, FPR for benign)"
     )
-    for name, (is_attack, cases) in injection_cases(data, training.SEED).items():
+    totals = {True: [0, 0], False: [0, 0]}
+    for name, (is_attack, cases) in injection_cases(data, folds).items():
         rule_hits = classifier_hits = combined_hits = 0
         for case in cases:
             detector = detectors[training.fold_of(case.group, folds)]
@@ -110,20 +124,28 @@ def injection_section(data: Path, folds: int) -> None:
             classifier_hits += by_classifier
             combined_hits += by_rule or by_classifier
         count = len(cases)
+        if "untrained" not in name:
+            totals[is_attack][0] += combined_hits
+            totals[is_attack][1] += count
         print(
-            f"{name:<28}{count:>6}{rule_hits / count:>9.3f}{classifier_hits / count:>12.3f}"
+            f"{name:<34}{count:>6}{rule_hits / count:>9.3f}{classifier_hits / count:>12.3f}"
             f"{combined_hits / count:>10.3f}{'' if is_attack else '   (FPR)'}"
         )
-    documents = [text for _, text in training.load_documents(data)]
-    detector = detectors[0]
+    attacks, benign = totals[True], totals[False]
+    print(
+        f"all attacks but the untrained: recall {attacks[0] / attacks[1]:.3f} (n={attacks[1]}); "
+        f"all benign: FPR {benign[0] / benign[1]:.3f} (n={benign[1]})"
+    )
+    documents = [case.text for _, cases in injection_cases(data, folds).values() for case in cases]
+    detector = InjectionDetector(packs, detectors[0].classifier, cache_entries=0)
     started = time.perf_counter()
     for text in documents:
         detector.detect(text, "eval", Source.TOOL_RESULT)
     elapsed = time.perf_counter() - started
     size = sum(len(text.encode("utf-8")) for text in documents)
     print(
-        f"throughput on clean documents: {size / elapsed / 1e6:.2f} MB/s "
-        f"({len(documents)} documents, {size / 1e6:.2f} MB)"
+        f"throughput over all sets: {size / elapsed / 1e6:.2f} MB/s "
+        f"({len(documents)} texts, {size / 1e6:.2f} MB)"
     )
 
 

@@ -32,12 +32,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import carriers
 
 from proxy.detectors.injection import WINDOW_CHARS, FeatureSpec, InjectionClassifier
 from proxy.normalize import normalize
 
 SEED = 20240601
-SPEC = FeatureSpec(dim=1 << 17, char_ngrams=(3, 4, 5), word_ngrams=(1, 2))
+SPEC = FeatureSpec(bits=18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2))
 TARGET_FPR = 0.01
 L2 = 3e-5
 EPOCHS = 300
@@ -80,43 +83,9 @@ def load_attacks(data: Path) -> list[tuple[str, str]]:
     return attacks
 
 
-def load_documents(data: Path) -> list[tuple[str, str]]:
-    """(document id, text) for the clean BIPIA emails, tables and code threads."""
-    documents: list[tuple[str, str]] = []
-    for kind in ("email", "table", "code"):
-        path = data / "injection" / "bipia" / f"{kind}_train.jsonl"
-        for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            context = json.loads(line)["context"]
-            text = context if isinstance(context, str) else "\n".join(context)
-            documents.append((f"{kind}-{index}", text))
-    return documents
-
-
 def load_notinject(data: Path) -> list[str]:
     items = json.loads((data / "benign" / "notinject_one.json").read_text(encoding="utf-8"))
     return [item["prompt"] for item in items]
-
-
-def plant(document: str, attack: str, position: str, rng: random.Random) -> str:
-    """The document with the attack inserted at its start, middle (at a line or sentence break) or end."""
-    if position == "start":
-        return f"{attack}\n{document}"
-    if position == "end":
-        return f"{document}\n{attack}"
-    middle = len(document) // 2
-    breaks = [index for index, char in enumerate(document) if char in "\n."]
-    cut = min(breaks, key=lambda index: abs(index - middle)) + 1 if breaks else middle
-    separator = rng.choice(["\n", " ", "\n\n"])
-    return f"{document[:cut]}{separator}{attack}{separator}{document[cut:]}"
-
-
-def window_around(text: str, start: int, length: int, rng: random.Random) -> str:
-    """A classifier-sized window of ``text`` that contains [start, start+length) when it fits."""
-    if len(text) <= WINDOW_CHARS:
-        return text
-    slack = max(0, WINDOW_CHARS - length)
-    begin = max(0, min(len(text) - WINDOW_CHARS, start - rng.randint(0, slack)))
-    return text[begin : begin + WINDOW_CHARS]
 
 
 # --- synthetic grammars --------------------------------------------------------------------------------
@@ -697,32 +666,62 @@ def synth_benign(rng: random.Random) -> list[Example]:
 # --- the example set ------------------------------------------------------------------------------------
 
 
-def build_examples(data: Path, seed: int = SEED) -> list[Example]:
+def attack_pool(data: Path, rng: random.Random) -> list[tuple[str, str]]:
+    """(group, attack) for every attack that gets planted in documents: BIPIA's (but the task-like
+    categories), the synthetic hijacks and the directives addressed to an AI reader."""
+    pool = [
+        (f"bipia-{category}", attack) for category, attack in load_attacks(data) if category not in TASK_LIKE
+    ]
+    pool += [(example.group, example.text) for example in synth_attacks(rng, 20)]
+    return pool
+
+
+def fold_of(group: str, folds: int) -> int:
+    return zlib.crc32(group.encode("utf-8")) % folds
+
+
+def planted_documents(
+    data: Path, rng: random.Random, benign: Sequence[carriers.Carrier], per_attack: int, folds: int
+) -> list[tuple[str, carriers.Carrier, str, int, int]]:
+    """(attack group, carrier, injected text, start, end): each attack planted in ``per_attack`` carriers
+    of its own cross-validation fold, so no fold model has seen the carrier or the attack."""
+    by_fold: dict[int, list[carriers.Carrier]] = {}
+    for carrier in benign:
+        by_fold.setdefault(fold_of(carrier.group, folds), []).append(carrier)
+    planted = []
+    for group, attack in attack_pool(data, rng):
+        for _ in range(per_attack):
+            carrier = rng.choice(by_fold.get(fold_of(group, folds)) or list(benign))
+            text, start, end = carriers.plant(carrier, attack, rng)
+            planted.append((group, carrier, text, start, end))
+    return planted
+
+
+def window_around(text: str, start: int, end: int, rng: random.Random) -> str:
+    """A classifier-sized window of ``text`` that contains [start, end) when it fits."""
+    if len(text) <= WINDOW_CHARS:
+        return text
+    slack = max(0, WINDOW_CHARS - (end - start))
+    begin = max(0, min(len(text) - WINDOW_CHARS, start - rng.randint(0, slack)))
+    return text[begin : begin + WINDOW_CHARS]
+
+
+def build_examples(data: Path, folds: int, seed: int = SEED) -> list[Example]:
     rng = random.Random(seed)  # noqa: S311 - a seeded generator makes the data set reproducible, not secret
-    attacks = load_attacks(data)
-    documents = load_documents(data)
+    benign = carriers.benign_carriers(data, rng)
     examples: list[Example] = []
-    for category, attack in attacks:
-        if category in TASK_LIKE:
-            continue
-        examples.append(Example(attack, 1, f"bipia-{category}", "bare attack"))
-        for _ in range(4):
-            _, document = rng.choice(documents)
-            injected = plant(document, attack, rng.choice(["start", "middle", "end"]), rng)
-            text = window_around(injected, injected.find(attack), len(attack), rng)
-            examples.append(Example(text, 1, f"bipia-{category}", "injected document"))
-    synthetic = synth_attacks(rng, 60)
-    examples.extend(synthetic)
-    for example in rng.sample(synthetic, len(synthetic) // 3):
-        _, document = rng.choice(documents)
-        injected = plant(document, example.text, rng.choice(["start", "middle", "end"]), rng)
-        text = window_around(injected, injected.find(example.text), len(example.text), rng)
-        examples.append(Example(text, 1, example.group, "injected document"))
-    for doc_id, document in documents:
-        for _ in range(1 if doc_id.startswith("table") else 4):
-            start = rng.randint(0, max(0, len(document) - WINDOW_CHARS))
+    for category, attack in load_attacks(data):
+        if category not in TASK_LIKE:
+            examples.append(Example(attack, 1, f"bipia-{category}", "bare attack"))
+    for group, _, text, start, end in planted_documents(data, rng, benign, 6, folds):
+        examples.append(Example(window_around(text, start, end, rng), 1, group, "injected document"))
+    examples.extend(synth_attacks(rng, 60))
+    for carrier in benign:
+        # Every window a long document has, up to a bound, so a model sees all its imperatives.
+        starts = range(0, max(1, len(carrier.text) - WINDOW_CHARS // 2), WINDOW_CHARS // 2)
+        for start in list(starts)[:12]:
             examples.append(
-                Example(document[start : start + WINDOW_CHARS], 0, f"doc-{doc_id}", "clean document")
+                Example(carrier.text[start : start + WINDOW_CHARS], 0, carrier.group, "benign tool result")
             )
     for index, prompt in enumerate(load_notinject(data)):
         examples.append(Example(prompt, 0, f"notinject-{index}", "NotInject benign", 3.0))
@@ -735,15 +734,15 @@ def build_examples(data: Path, seed: int = SEED) -> list[Example]:
 
 def featurize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COO triplets (row, column, value) of the normalised texts' features."""
-    rows: list[int] = []
-    columns: list[int] = []
-    values: list[float] = []
+    rows: list[np.ndarray] = []
+    columns: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     for row, text in enumerate(texts):
-        for column, value in SPEC.features(normalize(text).text).items():
-            rows.append(row)
-            columns.append(column)
-            values.append(value)
-    return np.array(rows), np.array(columns), np.array(values)
+        buckets, weights = SPEC.features(normalize(text).text)
+        rows.append(np.full(len(buckets), row))
+        columns.append(buckets)
+        values.append(weights)
+    return np.concatenate(rows), np.concatenate(columns), np.concatenate(values)
 
 
 def train(
@@ -775,13 +774,11 @@ def train(
     return w, float(bias)
 
 
-def classifier_from(w: np.ndarray, bias: float) -> InjectionClassifier:
-    """A fold's model; its thresholds are placeholders, cross-validation picks the real ones."""
-    return InjectionClassifier(SPEC, tuple(float(value) for value in w), bias, 0.5, 0.5)
-
-
-def fold_of(group: str, folds: int) -> int:
-    return zlib.crc32(group.encode("utf-8")) % folds
+def classifier_from(
+    w: np.ndarray, bias: float, direct: float = 0.5, indirect: float = 0.5
+) -> InjectionClassifier:
+    """A model with the weights as the model file stores them (half precision)."""
+    return InjectionClassifier.create(SPEC, w.astype(np.float16), bias, direct, indirect)
 
 
 def cross_validate(examples: Sequence[Example], folds: int) -> tuple[np.ndarray, list[InjectionClassifier]]:
@@ -803,52 +800,50 @@ def cross_validate(examples: Sequence[Example], folds: int) -> tuple[np.ndarray,
         model = classifier_from(w, bias)
         models.append(model)
         for position in np.flatnonzero(~train_rows):
-            example = examples[position]
-            scores[position] = model.score(normalize(example.text).text)
+            scores[position] = model.score(normalize(examples[position].text).text)
     return scores, models
 
 
 DIRECT_BENIGN = ("NotInject benign", "synthetic benign")
-INDIRECT_BENIGN = ("whole clean document",)
 
 
-def whole_document_examples(data: Path) -> list[Example]:
-    """Clean documents in full: the detector scores a tool result by its highest window, so the indirect
-    threshold is calibrated on that maximum rather than on single windows."""
-    return [
-        Example(text, 0, f"doc-{doc_id}", "whole clean document") for doc_id, text in load_documents(data)
-    ]
-
-
-def out_of_fold_scores(examples: Sequence[Example], models: Sequence[InjectionClassifier]) -> np.ndarray:
-    """Each example scored (highest window) by the fold model that did not train on its group."""
+def out_of_fold_scores(texts: Sequence[tuple[str, str]], models: Sequence[InjectionClassifier]) -> np.ndarray:
+    """Each (group, text) scored (highest window of the whole text) by the fold model that did not
+    train on its group."""
     folds = len(models)
-    return np.array(
-        [models[fold_of(example.group, folds)].score(normalize(example.text).text) for example in examples]
-    )
+    return np.array([models[fold_of(group, folds)].score(normalize(text).text) for group, text in texts])
 
 
-def threshold_for(
-    scores: np.ndarray, examples: Sequence[Example], kinds: Sequence[str], target: float = TARGET_FPR
-) -> float:
-    """The lowest threshold that keeps the false-positive rate on the pooled benign ``kinds`` at or
-    under ``target``."""
-    benign = np.sort(
-        [score for score, example in zip(scores, examples, strict=True) if example.kind in kinds]
+def threshold_at(benign_scores: Sequence[float] | np.ndarray, target: float = TARGET_FPR) -> float:
+    """The lowest threshold that keeps the false-positive rate on these benign scores at or under
+    ``target``."""
+    ordered = np.sort(np.asarray(benign_scores))
+    allowed = int(np.floor(target * len(ordered)))
+    return max(0.5, float(ordered[len(ordered) - allowed - 1]) + 1e-4)
+
+
+def thresholds(
+    data: Path, examples: Sequence[Example], scores: np.ndarray, models: Sequence[InjectionClassifier]
+) -> tuple[float, float]:
+    """(direct, indirect): the first on benign prompts, the second on whole benign tool results scored
+    by their highest window, as the detector scores them."""
+    direct = threshold_at(
+        [score for score, example in zip(scores, examples, strict=True) if example.kind in DIRECT_BENIGN]
     )
-    allowed = int(np.floor(target * len(benign)))
-    return max(0.5, float(benign[len(benign) - allowed - 1]) + 1e-4)
+    rng = random.Random(SEED)  # noqa: S311 - the same generated carriers as training
+    whole = [(carrier.group, carrier.text) for carrier in carriers.benign_carriers(data, rng)]
+    return direct, threshold_at(out_of_fold_scores(whole, models))
 
 
 def report(scores: np.ndarray, examples: Sequence[Example], direct: float, indirect: float) -> None:
     for label, kind in sorted({(example.label, example.kind) for example in examples}):
-        in_documents = kind in ("clean document", "injected document")
+        in_documents = kind in ("benign tool result", "injected document", "bare attack")
         threshold = indirect if in_documents else direct
         selected = [score for score, example in zip(scores, examples, strict=True) if example.kind == kind]
         rate = sum(score >= threshold for score in selected) / len(selected)
         name = "recall" if label else "false positives"
         where = "indirect" if in_documents else "direct"
-        print(f"  {kind:<20} n={len(selected):<5} {name} {rate:.3f} ({where} threshold)")
+        print(f"  {kind:<20} n={len(selected):<5} {name} {rate:.3f} ({where} threshold, windows)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -862,15 +857,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args(argv)
 
-    examples = build_examples(args.data)
+    examples = build_examples(args.data, args.folds)
     print(f"{len(examples)} examples, {sum(example.label for example in examples)} positive")
     scores, models = cross_validate(examples, args.folds)
-    whole_documents = whole_document_examples(args.data)
-    direct = threshold_for(scores, examples, DIRECT_BENIGN)
-    indirect = threshold_for(out_of_fold_scores(whole_documents, models), whole_documents, INDIRECT_BENIGN)
+    direct, indirect = thresholds(args.data, examples, scores, models)
     print(
         f"grouped {args.folds}-fold cross-validation; thresholds at <= {TARGET_FPR:.0%} false positives: "
-        f"direct {direct:.3f} (benign prompts), indirect {indirect:.3f} (clean documents)"
+        f"direct {direct:.3f} (benign prompts), indirect {indirect:.3f} (whole benign tool results)"
     )
     report(scores, examples, direct, indirect)
 
@@ -878,18 +871,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = np.array([example.label for example in examples], dtype=float)
     weights = np.array([example.weight for example in examples])
     w, bias = train(coo, labels, weights)
-    model = {
-        "format": "egressguard-injection-logreg-1",
-        "source": "trained by bench/train_injection.py on BIPIA train split (MIT), NotInject one (MIT) "
-        "and synthetic examples",
-        "dim": SPEC.dim,
-        "char_ngrams": list(SPEC.char_ngrams),
-        "word_ngrams": list(SPEC.word_ngrams),
-        "bias": round(bias, 5),
-        "threshold_direct": round(direct, 4),
-        "threshold_indirect": round(indirect, 4),
-        "weights": [round(float(value), 4) for value in w],
-    }
+    model = classifier_from(w, bias, direct, indirect).to_dict()
+    model["source"] = (
+        "trained by bench/train_injection.py on the BIPIA train split (MIT), NotInject one (MIT), benign "
+        "tool results from pallets/flask, encode/httpx (BSD-3-Clause) and docker-library/docs (MIT), and "
+        "synthetic examples"
+    )
     args.out.write_text(json.dumps(model, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -5,7 +5,10 @@ invisible characters, look-alike letters from other scripts, full-width or "math
 letter-spaced words and encoded segments. ``normalize`` undoes those tricks so that rules and the
 classifier see one plain, case-folded form, and reports which tricks it met: the trick itself is a signal.
 
-Pure: text in, ``Normalized`` out.
+Pure: text in, ``Normalized`` out. The expensive steps run only where a cheap check says they could
+change something: ASCII text has no invisible, tag, compatibility or look-alike characters, and the
+decoders and the letter-spacing join look only where an array pass over the code points finds a run that
+could be an encoding or a spaced word.
 """
 
 # The look-alike table and its docs are made of ambiguous letters on purpose.
@@ -21,6 +24,9 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+
+import numpy as np
+import numpy.typing as npt
 
 HIDDEN_CHARACTERS = "hidden_characters"
 TAG_CHARACTERS = "tag_characters"
@@ -74,10 +80,10 @@ _OTHER_SCRIPT_LETTER = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
 _LETTER_SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*]){2,}[^\W\d_](?![^\W_])")
 _SPACED_SEPARATORS = re.compile(r"[ .\-_*]")
 
-_BASE64_CANDIDATE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
 _HEX_NOISE = re.compile(r"\\x|0x|[ :]")
-_URL_ENCODED = re.compile(r"(?:[^%\s]*%[0-9a-fA-F]{2}){3,}")
+# Three percent-escapes in one stretch without whitespace; anchored on "%" so the search skips ahead.
+_URL_ENCODED = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +109,22 @@ def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
 
 
 def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], budget: list[int]) -> None:
-    smuggled = [_decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
-    visible = _INVISIBLE.sub("", text)
-    if len(visible) != len(text):
-        signals.add(HIDDEN_CHARACTERS)
-    visible = unicodedata.normalize("NFKC", visible)
-    decoded = _decoded_segments(visible, signals) if depth > 0 else []
-    folded = fold_homoglyphs(visible)
-    if folded != visible:
-        signals.add(HOMOGLYPHS)
+    if text.isascii():
+        smuggled: list[str] = []
+        visible = folded = text
+    else:
+        smuggled = [_decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
+        visible = _INVISIBLE.sub("", text)
+        if len(visible) != len(text):
+            signals.add(HIDDEN_CHARACTERS)
+        visible = unicodedata.normalize("NFKC", visible)
+        folded = fold_homoglyphs(visible)
+        if folded != visible:
+            signals.add(HOMOGLYPHS)
+    shapes = _Shapes(visible)
+    decoded = _decoded_segments(visible, signals, shapes) if depth > 0 else []
     plain = folded.casefold()
-    despaced = despace(plain)
+    despaced = despace(plain) if shapes.may_be_letter_spaced() else plain
     if despaced != plain:
         signals.add(LETTER_SPACING)
     texts.append(despaced)
@@ -165,14 +176,79 @@ def despace(text: str) -> str:
     return _LETTER_SPACED.sub(lambda match: _SPACED_SEPARATORS.sub("", match.group()), text)
 
 
-def _decoded_segments(text: str, signals: set[str]) -> list[str]:
+class _Shapes:
+    """Cheap array checks over a text's code points, each an over-approximation of a regex: where it
+    finds nothing, the regex cannot match either and is not run."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        self.codes = codes
+        clipped = np.minimum(codes, 128)
+        self.base64 = _BASE64_ALPHABET[clipped]
+        self.hex = _HEX_DIGIT[clipped]
+
+    def base64_runs(self) -> list[tuple[int, int]]:
+        """(start, end) of every run of 16 or more base64-alphabet characters."""
+        edges = np.diff(self.base64.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        starts = np.flatnonzero(edges == 1)
+        ends = np.flatnonzero(edges == -1)
+        long = ends - starts >= _MIN_BASE64
+        return list(zip(starts[long].tolist(), ends[long].tolist(), strict=True))
+
+    def may_hold_hex(self) -> bool:
+        """Whether some stretch is dense enough in hex digits to hold 8 pairs with separators between."""
+        if len(self.codes) < 2 * _MIN_HEX_PAIRS:
+            return False
+        before = np.concatenate(([0], np.cumsum(self.hex, dtype=np.int32)))
+        span = min(len(self.codes), _HEX_SPAN)
+        return bool((before[span:] - before[:-span] >= 2 * _MIN_HEX_PAIRS).any())
+
+    def may_be_letter_spaced(self) -> bool:
+        """Whether three single letters stand one separator apart somewhere (the shape of "i g n"): no
+        word character just before the first or just after the third."""
+        codes = self.codes
+        if len(codes) < 5:
+            return False
+        clipped = np.minimum(codes, 128)
+        letter = _LETTER[clipped]
+        separator = _SEPARATOR[clipped]
+        apart = np.ones(len(codes) + 2, dtype=bool)
+        apart[1:-1] = ~_WORDISH[clipped]
+        shape = letter[:-4] & separator[1:-3] & letter[2:-2] & separator[3:-1] & letter[4:]
+        return bool((shape & apart[: len(codes) - 4] & apart[6:]).any())
+
+
+def _table(characters: str, *, beyond_ascii: bool) -> npt.NDArray[np.bool_]:
+    """A lookup by code point clipped to 128: the ASCII characters given, and everything past ASCII."""
+    table = np.zeros(129, dtype=bool)
+    table[[ord(char) for char in characters]] = True
+    table[128] = beyond_ascii
+    return table
+
+
+_ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_BASE64_ALPHABET = _table(_ASCII_LETTERS + "0123456789+/_-", beyond_ascii=False)
+_HEX_DIGIT = _table("0123456789abcdefABCDEF", beyond_ascii=False)
+_LETTER = _table(_ASCII_LETTERS, beyond_ascii=True)
+_WORDISH = _table(_ASCII_LETTERS + "0123456789", beyond_ascii=False)
+_SEPARATOR = _table(" .-_*", beyond_ascii=False)
+_MIN_BASE64 = 16
+_MIN_HEX_PAIRS = 8
+_HEX_SPAN = 2 * _MIN_HEX_PAIRS + 2 * _MIN_HEX_PAIRS
+"""Eight pairs, each after a separator of at most two characters ("\\x", "0x"), fit in 32 characters:
+a text with no 32 holding 16 hex digits has no hex segment."""
+
+
+def _decoded_segments(text: str, signals: set[str], shapes: _Shapes) -> list[str]:
     segments: list[str] = []
-    for match in _BASE64_CANDIDATE.finditer(text):
-        decoded = _decode_base64(match.group())
+    for start, end in shapes.base64_runs():
+        padding = len(text[end : end + 2]) - len(text[end : end + 2].lstrip("="))
+        decoded = _decode_base64(text[start : end + padding])
         if decoded is not None:
             signals.add(BASE64)
             segments.append(decoded)
-    for match in _HEX_CANDIDATE.finditer(text):
+    for match in _HEX_CANDIDATE.finditer(text) if shapes.may_hold_hex() else ():
         decoded = _decode_hex(match.group())
         if decoded is not None:
             signals.add(HEX)

@@ -5,8 +5,14 @@
 from __future__ import annotations
 
 import base64
+import re
 import urllib.parse
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy import normalize as normalize_module
 from proxy.normalize import (
     _CONFUSABLES,
     BASE64,
@@ -135,3 +141,37 @@ def test_percent_encoding_is_decoded_wherever_it_sits() -> None:
     """Percent escapes in the middle of a long text are still found and decoded."""
     text = "x " * 500 + urllib.parse.quote(PHRASE, safe="") + " y" * 500
     assert any(PHRASE in form for form in normalize(text).texts[1:])
+
+
+_SHAPE_ALPHABET = "ab fxZ09\\=:.-_*+/%\n\u0430é中"
+_BASE64_REGEX = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+
+
+@given(st.text(alphabet=_SHAPE_ALPHABET, max_size=200))
+@settings(max_examples=400, deadline=None)
+def test_cheap_checks_never_skip_what_the_regexes_would_find(text: str) -> None:
+    """Each array check over-approximates its regex: base64 runs are exactly the regex's candidates,
+    and wherever the hex or letter-spacing regex matches, the check says so."""
+    shapes = normalize_module._Shapes(text)
+    runs = [text[start:end] for start, end in shapes.base64_runs()]
+    assert runs == [match.group().rstrip("=") for match in _BASE64_REGEX.finditer(text)]
+    if normalize_module._HEX_CANDIDATE.search(text):
+        assert shapes.may_hold_hex()
+    if normalize_module._LETTER_SPACED.search(text):
+        assert shapes.may_be_letter_spaced()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\x69\\x67\\x6e\\x6f\\x72\\x65\\x20\\x61\\x6c\\x6c",
+        "69 67 6e 6f 72 65 20 61 6c 6c",
+        "0x690x670x6e0x6f0x720x650x200x61",
+        "i.g.n.o.r.e all",
+        "и г н о р",
+    ],
+)
+def test_cheap_checks_see_each_shape(text: str) -> None:
+    """Hex in each separator style and letter spacing in Latin and Cyrillic pass the cheap checks."""
+    shapes = normalize_module._Shapes(text)
+    assert shapes.may_hold_hex() or shapes.may_be_letter_spaced()

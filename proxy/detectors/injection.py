@@ -7,27 +7,34 @@ Two tiers, either of which raises a finding:
   ``proxy.normalize`` produces, so invisible characters, look-alike letters, letter spacing and encoded
   segments do not hide a phrase;
 - a logistic regression over hashed character and word n-grams (``rules/injection_model.json``, trained
-  by ``bench/train_injection.py``), which generalises to phrasings no rule lists. Inference needs only the
-  standard library and the JSON file.
+  by ``bench/train_injection.py`` on benign tool results of many kinds and on attacks planted in them),
+  which generalises to phrasings no rule lists. Featurisation is a handful of numpy array operations per
+  window size, with no Python object per n-gram.
 
 Text that reaches the model from tools or documents (indirect injection) also raises a
-``context_poisoning`` finding. Findings name the rule or the classifier score, never the text.
+``context_poisoning`` finding. Findings name the rule or the classifier score, never the text, and say
+whether the text came from the user (``origin: user``, an attacker) or from content the agent read
+(``origin: content``, whose user is a victim). Verdicts are cached by the text's hash and source: agents
+resend the whole conversation every turn.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.resources
 import json
 import math
-import operator
 import re
 import zlib
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from itertools import compress, repeat
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from proxy.exchange import Source
 from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
@@ -37,77 +44,150 @@ from proxy.rulepack import RULES_PACKAGE, RulePack, Scanner, load_pack, pack_pat
 OWASP = "LLM01"
 CLASSIFIER_RULE = "injection-classifier"
 INDIRECT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
+READ_CONTENT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT})
+"""Data the agent read: judged against documents, where an imperative addressed to the AI is itself the
+anomaly. Tool descriptions are indirect too, but they are written to instruct the model, like a prompt."""
 INDIRECT_ONLY_RULE_PREFIX = "injection-indirect-"
 """Rules about "your response" or "the following code": an attack inside read content, an ordinary
 request when the user types it."""
 
 MODEL_FILE = "injection_model.json"
+MODEL_FORMAT = "egressguard-injection-logreg-2"
 
 # The classifier reads windows, not whole texts: an instruction planted in a long document is a small
 # part of it, and a window keeps its share of the features large enough to count. Windows overlap by
-# half so a planted sentence always lies whole inside one. Past MAX_CLASSIFIER_CHARS of a text the
-# classifier stops (the rules still read everything): its cost is linear in what it reads, and long
-# tool results must not cost more than a bounded number of window scores.
-WINDOW_CHARS = 400
-WINDOW_STEP = 200
-MAX_CLASSIFIER_CHARS = 24_000
+# half so a planted sentence always lies whole inside one. Long texts are read in blocks so the arrays
+# stay small whatever the size of the text; blocks overlap by a window so no window is lost between them.
+WINDOW_CHARS = 256
+WINDOW_STEP = 128
+BLOCK_CHARS = 1 << 16
 
-_SPACES = re.compile(r"\s+")
-_CHAR_PREFIX_CRC = zlib.crc32(b"c")
-_WORD_PREFIX_CRC = zlib.crc32(b"w")
-_WORDS = re.compile(r"\w+")
+# Polynomial hashing modulo 2**64 (numpy's unsigned arithmetic wraps): prefix sums of c[j] * P**j give
+# the hash of any span from two prefixes and one power of P's inverse, so every n-gram of every size
+# costs a few array operations and no Python object.
+_BASE = 0x9E3779B97F4A7C15
+_BASE_INVERSE = pow(_BASE, -1, 1 << 64)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
+_CHAR_SALT, _WORD_SALT = 0x5BD1E995, 0x1B873593
+_SPACE = 32
+_DIGIT_ZERO, _DIGIT_NINE = 48, 57
+_DELETE, _C1_END = 0x7F, 0xA0
+# Word characters: ASCII letters, digits and underscore, and every character past ASCII (squeezed text
+# has no blank there).
+_WORDY = np.zeros(129, dtype=bool)
+_WORDY[[ord(char) for char in "0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = True
+_WORDY[128] = True
 
 
-def window_spans(length: int) -> list[tuple[int, int]]:
-    """(start, end) of the windows the classifier reads in a text of ``length`` characters."""
-    length = min(length, MAX_CLASSIFIER_CHARS)
-    if length <= WINDOW_CHARS:
-        return [(0, length)]
-    last_start = length - WINDOW_CHARS
-    spans = [(start, start + WINDOW_CHARS) for start in range(0, last_start, WINDOW_STEP)]
-    spans.append((last_start, length))
-    return spans
+def _powers(base: int, length: int) -> npt.NDArray[np.uint64]:
+    powers = np.full(length, base, dtype=np.uint64)
+    powers[0] = 1
+    return np.cumprod(powers, dtype=np.uint64)
 
 
-def _ngrams(items: Sequence[str], size: int) -> Iterable[str]:
-    """The runs of ``size`` consecutive items (characters of a string, or words), joined by spaces
-    for words as in training."""
-    if size == 1:
-        return items
-    return map(
-        "".join if isinstance(items, str) else " ".join,
-        zip(*(items[offset:] for offset in range(size)), strict=False),
-    )
+_POWERS = _powers(_BASE, BLOCK_CHARS + 1)
+_INVERSE_POWERS = _powers(_BASE_INVERSE, BLOCK_CHARS + 1)
+
+
+def squeezed_codes(text: str) -> npt.NDArray[np.uint32]:
+    """The code points the classifier reads: whitespace runs collapsed to one space, one space at each
+    end, and every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent)."""
+    codes = np.frombuffer(f" {text} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    # NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
+    blank = (codes <= _SPACE) | ((codes - np.uint32(_DELETE)) <= np.uint32(_C1_END - _DELETE))
+    kept = ~blank
+    kept[0] = True
+    kept[1:] |= ~blank[:-1]
+    squeezed = np.where(blank, _SPACE, codes)[kept]
+    squeezed[(squeezed >= _DIGIT_ZERO) & (squeezed <= _DIGIT_NINE)] = _DIGIT_ZERO
+    return squeezed
+
+
+@dataclass(frozen=True, slots=True)
+class Grams:
+    """The n-grams of a block of squeezed codes, as buckets. ``chars`` has one row per character n-gram
+    size and one column per start position; a row's last columns (n-grams that would run past the
+    block's end) hold the empty bucket ``dim``, whose weight is 0. Word n-grams start where their first
+    word does."""
+
+    chars: npt.NDArray[np.intp]
+    word_starts: npt.NDArray[np.intp]
+    words: npt.NDArray[np.intp]
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """How text becomes a sparse vector; stored in the model file so training and inference agree."""
+    """How text becomes features; stored in the model file so training and inference agree.
 
-    dim: int
+    A feature is a hashed character n-gram or word n-gram; each occurrence counts once, and a window's
+    vector is its counts divided by the square root of its number of occurrences, so short prompts and
+    long windows weigh alike.
+    """
+
+    bits: int
     char_ngrams: tuple[int, ...]
     word_ngrams: tuple[int, ...]
 
-    def features(self, text: str) -> dict[int, float]:
-        """Hashed presence of character n-grams (spaces collapsed) and word n-grams, scaled to unit
-        length so short prompts and long windows weigh alike. ``text`` is already normalised."""
-        squeezed = " " + _SPACES.sub(" ", text).strip() + " "
-        grams: set[str] = set()
-        for size in self.char_ngrams:
-            grams.update("c" + squeezed[index : index + size] for index in range(len(squeezed) - size + 1))
-        words = _WORDS.findall(squeezed)
+    @property
+    def dim(self) -> int:
+        return 1 << self.bits
+
+    def grams(self, codes: npt.NDArray[np.uint32]) -> Grams:
+        """The n-grams of a block of at most ``BLOCK_CHARS`` squeezed codes."""
+        length = len(codes)
+        if length > BLOCK_CHARS:
+            raise ValueError(f"a block holds at most {BLOCK_CHARS} characters, not {length}")
+        longest = max(self.char_ngrams, default=0)
+        # Prefix sums run past the end by the longest n-gram, as if the block went on with zeros.
+        prefix = np.zeros(length + longest + 1, dtype=np.uint64)
+        np.cumsum(codes * _POWERS[:length], out=prefix[1 : length + 1])
+        prefix[length + 1 :] = prefix[length]
+        positions = np.arange(length)
+        inverse = _INVERSE_POWERS[:length]
+        sizes = np.array(self.char_ngrams, dtype=np.intp)[:, None]
+        chars = self._buckets((prefix[positions + sizes] - prefix[positions]) * inverse, _CHAR_SALT * sizes)
+        chars[positions >= length - sizes + 1] = self.dim
+        wordy = _WORDY[np.minimum(codes, 128)]
+        edges = np.diff(wordy.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+        word_starts = np.flatnonzero(edges == 1)
+        word_ends = np.flatnonzero(edges == -1)
+        starts: list[npt.NDArray[np.intp]] = []
+        words: list[npt.NDArray[np.intp]] = []
         for size in self.word_ngrams:
-            grams.update(
-                "w" + " ".join(words[index : index + size]) for index in range(len(words) - size + 1)
-            )
-        if not grams:
-            return {}
-        buckets: dict[int, float] = {}
-        for gram in grams:
-            bucket = zlib.crc32(gram.encode("utf-8")) % self.dim
-            buckets[bucket] = buckets.get(bucket, 0.0) + 1.0
-        norm = math.sqrt(sum(value * value for value in buckets.values()))
-        return {bucket: value / norm for bucket, value in buckets.items()}
+            if len(word_starts) >= size:
+                first = word_starts[: len(word_starts) - size + 1]
+                hashes = (prefix[word_ends[size - 1 :]] - prefix[first]) * inverse[first]
+                starts.append(first)
+                words.append(self._buckets(hashes, _WORD_SALT * size))
+        empty = np.zeros(0, dtype=np.intp)
+        return Grams(
+            chars,
+            np.concatenate(starts) if starts else empty,
+            np.concatenate(words) if words else empty,
+        )
+
+    def _buckets(self, hashes: npt.NDArray[np.uint64], salt: Any) -> npt.NDArray[np.intp]:
+        """Multiplicative hashing: the top bits of (hash + salt) times an odd constant."""
+        mixed = (hashes + np.asarray(salt, dtype=np.uint64)) * _MIX
+        return (mixed >> np.uint64(64 - self.bits)).astype(np.intp)
+
+    def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
+        grams = self.grams(squeezed_codes(text)[:BLOCK_CHARS])
+        buckets = np.concatenate((grams.chars[grams.chars < self.dim], grams.words))
+        if not len(buckets):
+            return buckets, np.zeros(0)
+        unique, counts = np.unique(buckets, return_counts=True)
+        return unique, counts / math.sqrt(len(buckets))
+
+
+def window_bounds(length: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(starts, ends) of the windows over ``length`` squeezed codes: every WINDOW_STEP, the last one
+    flush with the end."""
+    if length <= WINDOW_CHARS:
+        return np.array([0]), np.array([length])
+    starts = np.append(np.arange(0, length - WINDOW_CHARS, WINDOW_STEP), length - WINDOW_CHARS)
+    return starts, starts + WINDOW_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,22 +197,37 @@ class InjectionClassifier:
     and documents tools return (where such an imperative is itself the anomaly)."""
 
     spec: FeatureSpec
-    weights: tuple[float, ...]
+    weights: npt.NDArray[np.float32]
+    """One weight per bucket, and a last one of 0 for the empty bucket."""
     bias: float
     threshold_direct: float
     threshold_indirect: float
 
     @classmethod
+    def create(
+        cls,
+        spec: FeatureSpec,
+        weights: npt.NDArray[np.floating[Any]],
+        bias: float,
+        direct: float,
+        indirect: float,
+    ) -> InjectionClassifier:
+        if len(weights) != spec.dim:
+            raise ValueError(f"model has {len(weights)} weights for a dimension of {spec.dim}")
+        return cls(spec, np.append(weights, 0.0).astype(np.float32), bias, direct, indirect)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InjectionClassifier:
+        if data.get("format") != MODEL_FORMAT:
+            raise ValueError(f"model format {data.get('format')!r} is not {MODEL_FORMAT}")
         spec = FeatureSpec(
-            dim=int(data["dim"]),
+            bits=int(data["bits"]),
             char_ngrams=tuple(int(size) for size in data["char_ngrams"]),
             word_ngrams=tuple(int(size) for size in data["word_ngrams"]),
         )
-        weights = tuple(float(weight) for weight in data["weights"])
-        if len(weights) != spec.dim:
-            raise ValueError(f"model has {len(weights)} weights for a dimension of {spec.dim}")
-        return cls(
+        raw = zlib.decompress(base64.b64decode(data["weights_f16"]))
+        weights = np.frombuffer(raw, dtype="<f2")
+        return cls.create(
             spec,
             weights,
             float(data["bias"]),
@@ -140,191 +235,145 @@ class InjectionClassifier:
             float(data["threshold_indirect"]),
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        packed = zlib.compress(self.weights[:-1].astype("<f2").tobytes(), 9)
+        return {
+            "format": MODEL_FORMAT,
+            "bits": self.spec.bits,
+            "char_ngrams": list(self.spec.char_ngrams),
+            "word_ngrams": list(self.spec.word_ngrams),
+            "bias": round(self.bias, 5),
+            "threshold_direct": round(self.threshold_direct, 4),
+            "threshold_indirect": round(self.threshold_indirect, 4),
+            "weights_f16": base64.b64encode(packed).decode("ascii"),
+        }
+
     @classmethod
     def load(cls, path: Path) -> InjectionClassifier:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def score(self, text: str) -> float:
         """The highest window score of a normalised text."""
-        return max(self.window_scores(text))
+        return float(self.window_scores(text).max())
 
-    def window_scores(self, text: str) -> list[float]:
-        """The probability that each window (``window_spans``) of a normalised text carries an injection:
-        the logistic regression over ``spec.features`` of the window.
-
-        Windows overlap by half, so instead of building each window's features from scratch every
-        n-gram of the text is made and hashed once. A window's squeezed form (spaces collapsed,
-        stripped, one space each side) is a slice of the whole text's collapsed form between two
-        spaces: its character n-grams are those starting in its first part (up to where the next
-        window starts) and in its second part, plus the few touching the two spaces. The second part
-        of one window is most of the first part of the next, so each part's set of distinct n-grams
-        and the sum of their weights are made once and shared.
-        """
-        text = text[:MAX_CLASSIFIER_CHARS]
-        spans = window_spans(len(text))
-        collapsed, cores = _collapsed_cores(text, spans)
-        grams_by_size = [(size, list(_ngrams(collapsed, size))) for size in self.spec.char_ngrams]
-        longest = max(self.spec.char_ngrams, default=0)
-        edges: list[set[str]] = []
-        word_sets: list[set[str]] = []
-        for low, high in cores:
-            padded = " " + collapsed[low:high] + " "
-            edges.append(
-                {
-                    part
-                    for size, _ in grams_by_size
-                    if len(padded) >= size
-                    for part in (padded[:size], padded[-size:])
-                }
-            )
-            words = _WORDS.findall(collapsed, low, high)
-            word_sets.append(set().union(*(_ngrams(words, size) for size in self.spec.word_ngrams)))
-        all_chars = set().union(*edges)
-        for _, grams in grams_by_size:
-            all_chars.update(grams)
-        char_weight, word_weight, char_buckets, word_buckets = self._hash(all_chars, set().union(*word_sets))
-        shared_chars = char_buckets.keys()
-        shared_words = word_buckets.keys()
-
-        def weight_of(grams: Iterable[str]) -> float:
-            return sum(map(char_weight.__getitem__, grams))
-
-        def starting_in(low: int, ends: Sequence[int]) -> set[str]:
-            """Distinct n-grams of each size starting from ``low`` up to that size's end."""
-            found: set[str] = set()
-            for (_, grams), end in zip(grams_by_size, ends, strict=True):
-                found.update(grams[low:end])
-            return found
-
-        scores: list[float] = []
-        # The second part of the window before, when it is the start of this window's first part.
-        carried: tuple[set[str], float, set[str], list[int]] | None = None
-        for index, (low, high) in enumerate(cores):
-            ends = [max(low, high - size + 1) for size, _ in grams_by_size]
-            middle = cores[index + 1][0] if index + 1 < len(cores) else -1
-            if low <= middle <= high - longest + 1:
-                if carried is not None:
-                    first, first_weight, first_shared, carried_ends = carried
-                    tail = set()
-                    for (_, grams), start in zip(grams_by_size, carried_ends, strict=True):
-                        tail.update(grams[start:middle])
-                    tail.difference_update(first)
-                    first |= tail
-                    first_weight += weight_of(tail)
-                    first_shared |= tail & shared_chars
-                else:
-                    first = starting_in(low, [middle] * len(grams_by_size))
-                    first_weight = weight_of(first)
-                    first_shared = first & shared_chars
-                second = starting_in(middle, ends)
-                second_weight = weight_of(second)
-                second_shared = second & shared_chars
-                both = first & second
-                chars_weight = first_weight + second_weight - weight_of(both)
-                chars_count = len(first) + len(second) - len(both)
-                colliding_chars = first_shared | second_shared
-                own_edges = {edge for edge in edges[index] if edge not in first and edge not in second}
-                # The next window's first part starts where this one's second part does; it carries
-                # on if this second part ends before that first part does.
-                next_middle = cores[index + 2][0] if index + 2 < len(cores) else -1
-                carried = (
-                    (second, second_weight, second_shared, ends)
-                    if all(end <= next_middle for end in ends)
-                    else None
-                )
-            else:
-                whole = starting_in(low, ends)
-                chars_weight = weight_of(whole)
-                chars_count = len(whole)
-                colliding_chars = whole & shared_chars
-                own_edges = edges[index] - whole
-                carried = None
-            word_grams = word_sets[index]
-            count = chars_count + len(own_edges) + len(word_grams)
-            total = self.bias
-            if count:
-                # Each bucket counts its distinct n-grams: the dot product with the weights is the sum
-                # of the n-grams' weights, the squared norm their number plus what collisions add.
-                dot = chars_weight + weight_of(own_edges) + sum(map(word_weight.__getitem__, word_grams))
-                squares = count
-                colliding_chars |= own_edges & shared_chars
-                colliding_words = word_grams & shared_words
-                if colliding_chars or colliding_words:
-                    per_bucket = Counter(map(char_buckets.__getitem__, colliding_chars))
-                    per_bucket.update(map(word_buckets.__getitem__, colliding_words))
-                    in_bucket = per_bucket.values()
-                    squares += (
-                        sum(map(operator.mul, in_bucket, in_bucket))
-                        - len(colliding_chars)
-                        - len(colliding_words)
-                    )
-                total += dot / math.sqrt(squares)
-            scores.append(1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, total)))))
-        return scores
-
-    def _hash(
-        self, chars: set[str], words: set[str]
-    ) -> tuple[dict[str, float], dict[str, float], dict[str, int], dict[str, int]]:
-        """The weight of each character and word n-gram, hashed as ``features`` hashes it (the prefixed
-        UTF-8 string), and the bucket of those whose bucket holds another n-gram of the text: only
-        windows holding two of these need their squared norm counted bucket by bucket."""
-        char_list, word_list = list(chars), list(words)
-        # crc32 of the prefixed string, continuing from the prefix's crc instead of concatenating.
-        dim = repeat(self.spec.dim)
-        char_crcs = map(zlib.crc32, map(str.encode, char_list), repeat(_CHAR_PREFIX_CRC))
-        word_crcs = map(zlib.crc32, map(str.encode, word_list), repeat(_WORD_PREFIX_CRC))
-        char_buckets = list(map(operator.mod, char_crcs, dim))
-        word_buckets = list(map(operator.mod, word_crcs, dim))
-        per_bucket = Counter(char_buckets)
-        per_bucket.update(word_buckets)
-        shared = set(compress(per_bucket.keys(), map((1).__lt__, per_bucket.values())))
-        return (
-            dict(zip(char_list, map(self.weights.__getitem__, char_buckets), strict=True)),
-            dict(zip(word_list, map(self.weights.__getitem__, word_buckets), strict=True)),
-            dict(compress(zip(char_list, char_buckets, strict=True), map(shared.__contains__, char_buckets))),
-            dict(compress(zip(word_list, word_buckets, strict=True), map(shared.__contains__, word_buckets))),
+    def window_scores(self, text: str) -> npt.NDArray[np.float64]:
+        """The probability that each window of a normalised text carries an injection, block by block."""
+        codes = squeezed_codes(text)
+        reach = BLOCK_CHARS - WINDOW_CHARS
+        return np.concatenate(
+            [
+                self._block_scores(codes[start : start + BLOCK_CHARS])
+                for start in range(0, max(1, len(codes) - WINDOW_CHARS), reach)
+            ]
         )
 
+    def _block_scores(self, codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+        """A window's logit is the bias plus the sum of its n-grams' weights over the square root of their
+        number (``FeatureSpec.features``): prefix sums of the weights by start position give every
+        window's sum at once."""
+        grams = self.spec.grams(codes)
+        length = len(codes)
+        per_position = self.weights[grams.chars].sum(axis=0, dtype=np.float64)
+        if len(grams.words):
+            per_position += np.bincount(
+                grams.word_starts, weights=self.weights[grams.words], minlength=length
+            )
+        sums = np.zeros(length + 1)
+        np.cumsum(per_position, out=sums[1:])
+        first, last = window_bounds(length)
+        sizes = np.array(self.spec.char_ngrams)[:, None]
+        fits = np.maximum(length - sizes + 1, 0)
+        count = (np.minimum(last, fits) - np.minimum(first, fits)).sum(axis=0, dtype=np.float64)
+        if len(grams.words):
+            words_before = np.zeros(length + 1, dtype=np.intp)
+            np.cumsum(np.bincount(grams.word_starts, minlength=length), out=words_before[1:])
+            count += words_before[last] - words_before[first]
+        logits = self.bias + (sums[last] - sums[first]) / np.sqrt(np.maximum(count, 1))
+        scores: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+        return scores
+
     def threshold(self, source: Source) -> float:
-        return self.threshold_indirect if source in INDIRECT_SOURCES else self.threshold_direct
-
-
-def _collapsed_cores(text: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list[tuple[int, int]]]:
-    """The text with whitespace runs collapsed to one space, and for each window the slice of it that
-    is the window's own collapsed and stripped form (empty for a blank window)."""
-    bounds: list[tuple[int, int]] = []
-    for start, end in spans:
-        window = text[start:end]
-        left = window.lstrip()
-        bounds.append((end - len(left), start + len(window.rstrip())) if left else (0, 0))
-    # Both bounds sit next to a non-space character, so no whitespace run crosses them and the
-    # collapsed length up to a bound adds up piece by piece.
-    offsets: dict[int, int] = {}
-    position = offset = 0
-    for point in sorted({point for bound in bounds for point in bound}):
-        offset += len(_SPACES.sub(" ", text[position:point]))
-        position = point
-        offsets[point] = offset
-    collapsed = _SPACES.sub(" ", text[: max(end for _, end in bounds)])
-    return collapsed, [(offsets[first], offsets[last]) for first, last in bounds]
+        return self.threshold_indirect if source in READ_CONTENT_SOURCES else self.threshold_direct
 
 
 def _severity_for_score(score: float) -> Severity:
     return Severity.HIGH if score >= 0.9 else Severity.MEDIUM
 
 
+USER_ORIGIN = "user"
+CONTENT_ORIGIN = "content"
+CACHE_ENTRIES = 4096
+"""Verdicts kept, keyed by a digest of (source, text): a conversation's history comes back every turn."""
+
+# Where a flagged text is cut into pieces to find the offending ones: blank lines, line breaks, the end
+# of a sentence, and the boundary between two JSON string values.
+_SEGMENT_BREAK = re.compile(r'\n|(?<=[.!?])\s+|(?<=")\s*[,:]\s*(?=")')
+
+
+def origin_of(source: Source) -> str:
+    """Who put an injection there: the user who typed it, or content the agent read."""
+    return USER_ORIGIN if source is Source.USER else CONTENT_ORIGIN
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What the detector found in one text from one source, before the finding is placed (``where``)."""
+
+    hits: tuple[tuple[str, Severity], ...]
+    score: float | None
+    signals: tuple[str, ...]
+
+
 class InjectionDetector:
-    def __init__(self, packs: Iterable[RulePack], classifier: InjectionClassifier | None) -> None:
+    def __init__(
+        self,
+        packs: Iterable[RulePack],
+        classifier: InjectionClassifier | None,
+        *,
+        cache_entries: int = CACHE_ENTRIES,
+    ) -> None:
         self._scanner = Scanner(packs)
         self.classifier = classifier
+        self._cache: OrderedDict[bytes, _Verdict] = OrderedDict()
+        self._cache_entries = cache_entries
 
     def detect(self, text: str, where: str, source: Source) -> list[Finding]:
         """Findings for one piece of prompt text: at most one per rule, plus one for the classifier."""
         if not text.strip():
             return []
+        return self._findings(self._verdict(text, source), where, source)
+
+    def suspect_spans(self, text: str, source: Source) -> list[tuple[int, int]]:
+        """The (start, end) pieces of a flagged text that carry the injection on their own: lines,
+        sentences or JSON values, adjacent ones merged. When no piece does (the attack needs the pieces
+        together), the whole text."""
+        spans: list[tuple[int, int]] = []
+        start = 0
+        for piece_end in [match.start() for match in _SEGMENT_BREAK.finditer(text)] + [len(text)]:
+            piece = text[start:piece_end]
+            if piece.strip() and self._flags(self._judge(piece, source), source):
+                if spans and not text[spans[-1][1] : start].strip():
+                    spans[-1] = (spans[-1][0], piece_end)
+                else:
+                    spans.append((start, piece_end))
+            start = piece_end
+        return spans or [(0, len(text))]
+
+    def _verdict(self, text: str, source: Source) -> _Verdict:
+        key = hashlib.blake2b(f"{source}\0{text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        verdict = self._judge(text, source)
+        self._cache[key] = verdict
+        if len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+        return verdict
+
+    def _judge(self, text: str, source: Source) -> _Verdict:
         indirect = source in INDIRECT_SOURCES
         normalized = normalize(text)
-        signals = sorted(normalized.signals)
         hits: dict[str, Severity] = {}
         for form in normalized.texts:
             for match in self._scanner.scan(form, merge=False).matches:
@@ -332,17 +381,31 @@ class InjectionDetector:
                 if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
                     continue
                 hits[rule.id] = rule.severity
-        score = 0.0
+        score = None
         if self.classifier is not None:
             score = max(self.classifier.score(form) for form in normalized.texts)
-        over_threshold = self.classifier is not None and score >= self.classifier.threshold(source)
-        if not hits and not over_threshold:
-            return []
+        return _Verdict(tuple(hits.items()), score, tuple(sorted(normalized.signals)))
 
+    def _flags(self, verdict: _Verdict, source: Source) -> bool:
+        return bool(verdict.hits) or self._over_threshold(verdict, source)
+
+    def _over_threshold(self, verdict: _Verdict, source: Source) -> bool:
+        return (
+            self.classifier is not None
+            and verdict.score is not None
+            and verdict.score >= self.classifier.threshold(source)
+        )
+
+    def _findings(self, verdict: _Verdict, where: str, source: Source) -> list[Finding]:
+        over_threshold = self._over_threshold(verdict, source)
+        if not verdict.hits and not over_threshold:
+            return []
+        indirect = source in INDIRECT_SOURCES
+        signals = verdict.signals
         action = Action.FLAG if indirect else Action.BLOCK
         extra: dict[str, Any] = {"source": str(source)}
         if signals:
-            extra["obfuscation"] = signals
+            extra["obfuscation"] = list(signals)
         findings = [
             Finding(
                 threat=Threat.PROMPT_INJECTION,
@@ -353,34 +416,33 @@ class InjectionDetector:
                 where=where,
                 owasp=OWASP,
                 extra=extra,
+                origin=origin_of(source),
             )
-            for rule_id, severity in hits.items()
+            for rule_id, severity in verdict.hits
         ]
         if over_threshold:
+            assert verdict.score is not None
             findings.append(
                 Finding(
                     threat=Threat.PROMPT_INJECTION,
                     rule=CLASSIFIER_RULE,
-                    signal=f"classifier score {score:.2f}",
-                    severity=_severity_for_score(score),
+                    signal=f"classifier score {verdict.score:.2f}",
+                    severity=_severity_for_score(verdict.score),
                     action=action,
                     where=where,
                     owasp=OWASP,
                     extra=extra,
+                    origin=origin_of(source),
                 )
             )
         if indirect:
             strongest = max(findings, key=lambda finding: SEVERITY_ORDER[finding.severity])
             findings.append(
-                Finding(
+                replace(
+                    strongest,
                     threat=Threat.CONTEXT_POISONING,
-                    rule=strongest.rule,
                     signal=f"injection in {source} content: {strongest.signal}",
-                    severity=strongest.severity,
                     action=Action.FLAG,
-                    where=where,
-                    owasp=OWASP,
-                    extra=extra,
                 )
             )
         return findings

@@ -1,0 +1,308 @@
+"""Benign tool results of the kinds agents receive, and ways to plant an instruction inside them.
+
+Training (bench/train_injection.py) and the dev figures (bench/detect_eval.py) share these, so a model
+learns the difference between a document that carries instructions for a human and text that addresses
+the AI, whatever the carrier: documentation and source code (the dev set of
+``../shared/data/benign_tool_results``), BIPIA's emails, tables and code threads, and carriers generated
+here from the same vocabulary: JSON API answers (issue lists, search results, records), logs, package
+and deployment manifests, diffs and stack traces.
+
+Planting puts the attack where each carrier's own syntax hides text: a line or sentence of prose, a code
+comment or docstring, a JSON string value, a markdown or HTML comment, a log message, a diff line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TOOL_RESULTS_FILE = Path("benign_tool_results") / "tool_results_dev.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Carrier:
+    """One benign tool result: its family (docs, code_python, json_api ...), a group that keeps whole
+    source files (or generated series) in one cross-validation fold, and the text."""
+
+    family: str
+    group: str
+    text: str
+
+
+def load_tool_results(data: Path) -> list[Carrier]:
+    carriers = []
+    for line in (data / TOOL_RESULTS_FILE).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        carriers.append(Carrier(record["family"], f"file-{record['origin']}", record["text"]))
+    return carriers
+
+
+def load_bipia_documents(data: Path) -> list[Carrier]:
+    carriers = []
+    for kind in ("email", "table", "code"):
+        path = data / "injection" / "bipia" / f"{kind}_train.jsonl"
+        for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            context = json.loads(line)["context"]
+            text = context if isinstance(context, str) else "\n".join(context)
+            carriers.append(Carrier(f"bipia_{kind}", f"doc-{kind}-{index}", text))
+    return carriers
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_HEADING = re.compile(r"^[#=*\-\s]*([A-Z][^\n]{8,80})$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """Sentences and titles taken from real benign text, to fill generated carriers."""
+
+    sentences: tuple[str, ...]
+    titles: tuple[str, ...]
+    identifiers: tuple[str, ...]
+
+    @classmethod
+    def from_texts(cls, texts: list[str]) -> Vocabulary:
+        sentences: set[str] = set()
+        titles: set[str] = set()
+        identifiers: set[str] = set()
+        for text in texts:
+            for sentence in _SENTENCE_END.split(" ".join(text.split())):
+                if 30 <= len(sentence) <= 220 and sentence[0].isupper():
+                    sentences.add(sentence)
+            titles.update(match.group(1).strip() for match in _HEADING.finditer(text))
+            identifiers.update(re.findall(r"\b[a-z][a-z0-9]*_[a-z0-9_]+\b", text))
+        return cls(tuple(sorted(sentences)), tuple(sorted(titles)), tuple(sorted(identifiers)) or ("value",))
+
+
+def _words(rng: random.Random, vocabulary: Vocabulary, count: int) -> str:
+    words = " ".join(rng.choice(vocabulary.sentences) for _ in range(2)).split()
+    start = rng.randint(0, max(0, len(words) - count))
+    return " ".join(words[start : start + count])
+
+
+def json_issues(rng: random.Random, vocabulary: Vocabulary) -> str:
+    issues = [
+        {
+            "number": rng.randint(100, 9999),
+            "title": rng.choice(vocabulary.titles + vocabulary.sentences)[:90],
+            "state": rng.choice(["open", "closed"]),
+            "labels": rng.sample(["bug", "docs", "enhancement", "question", "good first issue"], 2),
+            "user": {"login": rng.choice(vocabulary.identifiers)},
+            "comments": rng.randint(0, 40),
+            "body": " ".join(rng.choice(vocabulary.sentences) for _ in range(rng.randint(1, 4))),
+        }
+        for _ in range(rng.randint(3, 12))
+    ]
+    return json.dumps(issues, indent=rng.choice([None, 2]))
+
+
+def json_search(rng: random.Random, vocabulary: Vocabulary) -> str:
+    results = [
+        {
+            "title": rng.choice(vocabulary.titles + vocabulary.sentences)[:80],
+            "url": f"https://{rng.choice(['docs', 'www', 'blog'])}.example."
+            f"{rng.choice(['com', 'org', 'io'])}/{rng.choice(vocabulary.identifiers).replace('_', '-')}",
+            "snippet": " ".join(rng.choice(vocabulary.sentences) for _ in range(rng.randint(1, 2))),
+        }
+        for _ in range(rng.randint(3, 10))
+    ]
+    return json.dumps({"query": _words(rng, vocabulary, 4), "results": results}, indent=rng.choice([None, 2]))
+
+
+def json_records(rng: random.Random, vocabulary: Vocabulary) -> str:
+    records = [
+        {
+            "id": f"{rng.getrandbits(48):012x}",
+            "name": rng.choice(vocabulary.identifiers),
+            "status": rng.choice(["active", "pending", "failed", "succeeded"]),
+            "created_at": f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+            f"{rng.randint(0, 23):02d}:00:00Z",
+            "count": rng.randint(0, 10_000),
+            "description": rng.choice(vocabulary.sentences),
+        }
+        for _ in range(rng.randint(2, 15))
+    ]
+    return json.dumps({"data": records, "has_more": rng.random() < 0.5}, indent=rng.choice([None, 2]))
+
+
+def log_lines(rng: random.Random, vocabulary: Vocabulary) -> str:
+    lines = []
+    for _ in range(rng.randint(10, 60)):
+        level = rng.choice(["INFO", "INFO", "DEBUG", "WARN", "ERROR"])
+        message = rng.choice(
+            [
+                rng.choice(vocabulary.sentences),
+                f"ignoring unknown option --{rng.choice(vocabulary.identifiers)}",
+                f"retrying request to /api/{rng.choice(vocabulary.identifiers)} after timeout",
+                f"override {rng.choice(vocabulary.identifiers)}={rng.randint(1, 99)} from environment",
+                "skipping previous checkpoint, instructions file not found",
+            ]
+        )
+        lines.append(
+            f"2024-06-{rng.randint(1, 30):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
+            f"{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}Z {level:<5} "
+            f"[{rng.choice(vocabulary.identifiers)}] {message}"
+        )
+    return "\n".join(lines)
+
+
+def manifest(rng: random.Random, vocabulary: Vocabulary) -> str:
+    names = rng.sample(vocabulary.identifiers, min(6, len(vocabulary.identifiers)))
+    if rng.random() < 0.5:
+        package = {
+            "name": names[0].replace("_", "-"),
+            "version": f"{rng.randint(0, 5)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}",
+            "description": rng.choice(vocabulary.sentences),
+            "scripts": {"build": "tsc -p .", "test": "jest --runInBand", "lint": "eslint . --fix"},
+            "dependencies": {name.replace("_", "-"): f"^{rng.randint(1, 9)}.0.0" for name in names[1:]},
+        }
+        return json.dumps(package, indent=2)
+    return (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
+        f"  name: {names[0].replace('_', '-')}\n  annotations:\n"
+        f'    description: "{rng.choice(vocabulary.sentences)}"\nspec:\n  replicas: {rng.randint(1, 5)}\n'
+        "  template:\n    spec:\n      containers:\n"
+        f"        - name: {names[1].replace('_', '-')}\n          image: registry.example.com/{names[2]}:"
+        f"{rng.randint(1, 9)}.{rng.randint(0, 9)}\n          env:\n"
+        + "".join(
+            f'            - name: {name.upper()}\n              value: "{rng.randint(0, 999)}"\n'
+            for name in names[3:]
+        )
+    )
+
+
+def diff(rng: random.Random, vocabulary: Vocabulary, code: str) -> str:
+    lines = code.splitlines()[:40] or ["pass"]
+    start = rng.randint(0, max(0, len(lines) - 8))
+    hunk = lines[start : start + 8]
+    body = []
+    for line in hunk:
+        if rng.random() < 0.25:
+            body.append(f"-{line}")
+            changed = line.replace("(", "( ", 1) if "(" in line else f"{line}  # {_words(rng, vocabulary, 5)}"
+            body.append(f"+{changed}")
+        else:
+            body.append(f" {line}")
+    name = rng.choice(vocabulary.identifiers)
+    return (
+        f"diff --git a/src/{name}.py b/src/{name}.py\n"
+        f"index {rng.getrandbits(28):07x}..{rng.getrandbits(28):07x} 100644\n"
+        f"--- a/src/{name}.py\n+++ b/src/{name}.py\n"
+        f"@@ -{start + 1},{len(hunk)} +{start + 1},{len(hunk)} @@\n"
+        + "\n".join(body)
+    )
+
+
+def stack_trace(rng: random.Random, vocabulary: Vocabulary) -> str:
+    frames = []
+    for _ in range(rng.randint(3, 9)):
+        module = rng.choice(vocabulary.identifiers)
+        frames.append(
+            f'  File "/usr/lib/python3.12/site-packages/{module}/{rng.choice(vocabulary.identifiers)}.py", '
+            f"line {rng.randint(10, 900)}, in {rng.choice(vocabulary.identifiers)}\n"
+            f"    {rng.choice(vocabulary.identifiers)} = self.{rng.choice(vocabulary.identifiers)}(request)"
+        )
+    error = rng.choice(["ValueError", "KeyError", "RuntimeError", "TypeError", "ConnectionError"])
+    return (
+        "Traceback (most recent call last):\n"
+        + "\n".join(frames)
+        + f"\n{error}: {rng.choice(vocabulary.sentences)}"
+    )
+
+
+GENERATED: dict[str, Callable[[random.Random, Vocabulary], str]] = {
+    "json_issues": json_issues,
+    "json_search": json_search,
+    "json_records": json_records,
+    "logs": log_lines,
+    "manifest": manifest,
+    "stack_trace": stack_trace,
+}
+
+
+def generated_carriers(data: Path, rng: random.Random, per_family: int) -> list[Carrier]:
+    """Generated tool results, ``per_family`` of each kind; diffs are made from the dev set's code."""
+    real = load_tool_results(data)
+    vocabulary = Vocabulary.from_texts([carrier.text for carrier in real])
+    code = [carrier.text for carrier in real if carrier.family == "code_python"]
+    carriers = []
+    for family, make in GENERATED.items():
+        carriers.extend(
+            Carrier(family, f"{family}-{index}", make(rng, vocabulary)) for index in range(per_family)
+        )
+    carriers.extend(
+        Carrier("diff", f"diff-{index}", diff(rng, vocabulary, rng.choice(code)))
+        for index in range(per_family)
+    )
+    return carriers
+
+
+def benign_carriers(data: Path, rng: random.Random, per_family: int = 60) -> list[Carrier]:
+    return load_tool_results(data) + load_bipia_documents(data) + generated_carriers(data, rng, per_family)
+
+
+# --- planting -----------------------------------------------------------------------------------------
+
+
+def _breaks(text: str) -> list[int]:
+    return [index + 1 for index, char in enumerate(text) if char == "\n"] or [len(text)]
+
+
+def _near_middle(text: str, positions: list[int], rng: random.Random) -> int:
+    if not positions:
+        return len(text)
+    return rng.choice(positions)
+
+
+def _json_string_positions(text: str) -> list[int]:
+    """Offsets just inside the closing quote of JSON string values."""
+    return [match.end() - 1 for match in re.finditer(r':\s*"(?:[^"\\]|\\.)*"', text)]
+
+
+def plant(carrier: Carrier, attack: str, rng: random.Random) -> tuple[str, int, int]:
+    """The carrier's text with the attack inside, the way its syntax allows; returns the text and the
+    attack's (start, end)."""
+    text = carrier.text
+    family = carrier.family
+    styles = ["line"]
+    if family.startswith("json") or (family == "manifest" and text.lstrip().startswith("{")):
+        styles = ["json_value", "json_value", "line"]
+    elif family in ("code_python", "diff", "bipia_code"):
+        styles = ["comment", "docstring", "line"]
+    elif family in ("docs", "docs_ops", "bipia_email"):
+        styles = ["line", "sentence", "html_comment", "html_comment"]
+    style = rng.choice(styles)
+    if style == "json_value":
+        positions = _json_string_positions(text)
+        if positions:
+            cut = rng.choice(positions)
+            escaped = json.dumps(" " + attack)[1:-1]
+            return text[:cut] + escaped + text[cut:], cut, cut + len(escaped)
+        style = "line"
+    if style == "comment":
+        inserted = "\n".join(f"# {line}" for line in attack.splitlines()) + "\n"
+    elif style == "docstring":
+        inserted = f'    """{attack}"""\n'
+    elif style == "html_comment":
+        inserted = f"<!-- {attack} -->\n"
+    elif style == "sentence":
+        positions = [match.end() for match in _SENTENCE_END.finditer(text)]
+        cut = _near_middle(text, positions, rng)
+        return text[:cut] + attack + " " + text[cut:], cut, cut + len(attack)
+    else:
+        inserted = attack + "\n"
+    position = rng.choice(["start", "middle", "end"])
+    cut = (
+        0
+        if position == "start"
+        else len(text)
+        if position == "end"
+        else _near_middle(text, _breaks(text), rng)
+    )
+    if position == "end" and not text.endswith("\n"):
+        inserted = "\n" + inserted
+    return text[:cut] + inserted + text[cut:], cut, cut + len(inserted)
