@@ -1,10 +1,12 @@
 """Latency added by egressguard, side by side with bare mitmdump and a direct connection, in one run.
 
-The same httpx client sends the same chat-completion request (an 8 KB prompt, a 2 KB reply; then a
-one-line prompt) to a local fake upstream over TLS: directly, through ``mitmdump`` with no addons, and
-through ``egressguard run`` (embedded-default-like policy, observe mode: every detector runs). It prints
-the median and p95 per path and the ratio egressguard / bare mitmdump, then does the same for a streamed
-reply (time to first event and total).
+The same httpx client sends the same chat-completion requests (an 8 KB prompt, a 2 KB reply; a one-line
+prompt; a 64 KB tool result, as a coding agent sends after reading a long file) to a local fake upstream
+over TLS: directly, through ``mitmdump`` with no addons, and through ``egressguard run``
+(embedded-default-like policy, observe mode: every detector runs). Each request's prompt or tool result
+starts with its own number, so no verdict is served from the detector's cache. It prints the median and
+p95 per path and the ratio egressguard / bare mitmdump, then does the same for a streamed reply (time to
+first event and total).
 
     python3 bench/latency.py [--requests 300]
 """
@@ -22,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +37,12 @@ from tests.upstream import FakeUpstream, Reply
 TRANSCRIPT = "Please review the following support transcript and summarise the customer's problem. "
 PROMPT = (TRANSCRIPT * 100)[:8192]
 SHORT_PROMPT = "What is the status of order 99-1234, and when will it ship?"
+DOCUMENT = (
+    "## Configuration\n\nSet `DATABASE_URL` before the first start and run `make migrate`. Ignore the "
+    "warnings about deprecated options; they go away after the first migration. Follow the steps in "
+    "docs/deploy.md to run the service behind a reverse proxy, and do not expose the admin port.\n\n"
+)
+TOOL_RESULT = (DOCUMENT * 300)[: 64 * 1024]
 REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
 STREAM_PAUSE = 0.2
 THINK_SECONDS = 0.05
@@ -60,13 +69,34 @@ def process(command: list[str], port: int, workdir: Path, env: dict[str, str]) -
         log.close()
 
 
+def ask(prompt: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def read_file(content: str) -> list[dict[str, Any]]:
+    """A turn that hands the model what a read_file tool returned."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}
+    return [
+        {"role": "user", "content": "Summarise the configuration section of the docs."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": content},
+    ]
+
+
 def measure(
-    client: httpx.Client, url: str, count: int, *, stream: bool, prompt: str = PROMPT
+    client: httpx.Client,
+    url: str,
+    count: int,
+    *,
+    stream: bool,
+    prompt: str = PROMPT,
+    turn: Callable[[str], list[dict[str, Any]]] = ask,
 ) -> list[tuple[float, float]]:
     """(time to first body byte, total) per request, after a warm-up that opens the connection."""
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "stream": stream}
     timings: list[tuple[float, float]] = []
     for index in range(count + 5):
+        numbered = f"{index:06d} {prompt}"[: len(prompt)]
+        body = {"model": "gpt-4o-mini", "messages": turn(numbered), "stream": stream}
         start = time.perf_counter()
         with client.stream("POST", url, json=body) as response:
             response.raise_for_status()
@@ -151,6 +181,7 @@ def main() -> None:
     }
     json_results: dict[str, list[float]] = {}
     short_results: dict[str, list[float]] = {}
+    tool_results: dict[str, list[float]] = {}
     thinking_results: dict[str, list[float]] = {}
     first_event: dict[str, list[float]] = {}
     stream_total: dict[str, list[float]] = {}
@@ -162,6 +193,8 @@ def main() -> None:
                 json_results[name] = [total for _, total in measure(client, url, args.requests, stream=False)]
                 short = measure(client, url, args.requests, stream=False, prompt=SHORT_PROMPT)
                 short_results[name] = [total for _, total in short]
+                tool = measure(client, url, args.requests, stream=False, prompt=TOOL_RESULT, turn=read_file)
+                tool_results[name] = [total for _, total in tool]
                 upstream.reply = Reply(text=REPLY, piece_size=64, think_seconds=THINK_SECONDS)
                 thinking = measure(client, url, args.stream_requests, stream=False)
                 thinking_results[name] = [total for _, total in thinking]
@@ -172,6 +205,7 @@ def main() -> None:
     upstream.close()
     report(f"JSON chat completion, {len(PROMPT)} B prompt: total per request", json_results)
     report(f"JSON chat completion, {len(SHORT_PROMPT)} B prompt: total per request", short_results)
+    report(f"JSON chat completion, {len(TOOL_RESULT)} B tool result: total per request", tool_results)
     report(
         f"JSON chat completion, {len(PROMPT)} B prompt, the model thinks {THINK_SECONDS * 1000:.0f} ms: "
         "total per request",

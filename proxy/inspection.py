@@ -60,6 +60,9 @@ SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
 """Sources that repeat verbatim in every request of a conversation: inspected the first time an agent
 sends them, so one poisoned tool description is one finding, not one per turn."""
 SEEN_TTL_S = 30 * 24 * 3600.0
+INDIRECT_ACTIONS = {"flag": Action.FLAG, "quarantine": Action.QUARANTINE, "block": Action.BLOCK}
+QUARANTINE_NOTICE = "[egressguard: content withheld as a suspected prompt injection"
+"""How a quarantined span reads in what is sent; it goes on with the rules that matched and the event id."""
 # Baselines compare the last hour with the week before it.
 REFUSAL_WINDOW_S = TOOL_WINDOW_S = 3600.0
 REFUSAL_BASELINE_S = TOOL_BASELINE_S = 7 * 24 * 3600.0
@@ -165,19 +168,35 @@ class TurnInspector:
         self._request_from = len(self.turn.findings)
         verdict = RequestVerdict()
         self._record(self._compliance())
-        for part in self._fresh_parts(view.parts):
+        fresh = self._fresh_parts(view.parts)
+        for part in fresh:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
+            outgoing = part.text
+            if part.source in INJECTION_SOURCES:
+                found = self._injection_findings(part)
+                self._record(found)
+                if part.source is Source.USER and found:
+                    self._count_injection_attempt()
+                outgoing = self._quarantined(part, found)
             matches = self._sensitive(part.text)
             request_side = part.source is not Source.TOOL_RESULT
             self._record(self._sensitive_findings(part.text, matches, part.where, request_side=request_side))
             if matches and self.policy.detection.redact_requests and self._redacts(matches):
-                verdict.replacements[part.where] = self._redact(part.text, matches)
-            if part.source in INJECTION_SOURCES:
-                found = self.detectors.injection.detect(part.text, part.where, part.source)
-                self._record(found)
-                if part.source is Source.USER and found:
-                    self._count_injection_attempt()
+                # Withheld spans take their secrets with them: what is left is scanned again.
+                kept = matches if outgoing is part.text else self._sensitive(outgoing)
+                outgoing = self._redact(outgoing, kept)
+            if outgoing is not part.text:
+                verdict.replacements[part.where] = outgoing
+        # Read content from earlier turns comes back with every request: its verdict is cached, and what
+        # was withheld when it was fresh is withheld again, or the next turn would carry it to the model.
+        for part in view.parts:
+            if part.source in CONTEXT_SOURCES and part not in fresh:
+                found = self._injection_findings(part)
+                outgoing = self._quarantined(part, found)
+                if outgoing is not part.text:
+                    self._record(found)
+                    verdict.replacements[part.where] = outgoing
         if view.dialect == MCP.name:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
@@ -203,10 +222,11 @@ class TurnInspector:
 
     def request_sent(self, sent: RequestView) -> None:
         """The request left rewritten, as ``sent`` (parsed from the bytes that left): a redaction is
-        enforced when its secret is in none of the parts."""
+        enforced when its secret is in none of the parts, a quarantine when its part carries the notice."""
         self._carry_out_redactions(
             self._request_from, [part.text for part in sent.parts], text_rewritten=False
         )
+        self._carry_out_quarantines(self._request_from, sent.parts)
 
     def _fresh_parts(self, parts: Iterable[Part]) -> list[Part]:
         """What this request adds to the conversation: everything after the last assistant message (the
@@ -225,6 +245,57 @@ class TurnInspector:
             elif index > last_assistant and part.source is not Source.ASSISTANT:
                 fresh.append(part)
         return fresh
+
+    def _injection_findings(self, part: Part) -> list[Finding]:
+        """The injection detector's findings for a part; in read content, prompt-injection findings take
+        the action the policy chose for indirect injection."""
+        found = self.detectors.injection.detect(part.text, part.where, part.source)
+        if part.source not in CONTEXT_SOURCES:
+            return found
+        action = INDIRECT_ACTIONS[self.policy.detection.indirect_injection]
+        return [
+            dataclasses.replace(finding, action=action)
+            if finding.threat is Threat.PROMPT_INJECTION
+            else finding
+            for finding in found
+        ]
+
+    def _quarantined(self, part: Part, found: list[Finding], *, whole: Action | None = None) -> str:
+        """The part's text with what carries an injection withheld, when the policy enforces quarantine
+        (or ``whole``, withholding all of it); the part's own text, unchanged, otherwise."""
+        enforceable = [
+            finding
+            for finding in found
+            if finding.threat is Threat.PROMPT_INJECTION
+            and finding.action in (Action.QUARANTINE, whole)
+            and self._enforceable(finding)
+        ]
+        if not enforceable:
+            return part.text
+        rules = ", ".join(sorted({finding.rule for finding in enforceable}))
+        marker = f"{QUARANTINE_NOTICE} ({rules}); event {self.turn.event_id}]"
+        if any(finding.action is whole for finding in enforceable):
+            return marker
+        text = part.text
+        for start, end in reversed(self.detectors.injection.suspect_spans(text, part.source)):
+            text = text[:start] + marker + text[end:]
+        return text
+
+    def _carry_out_quarantines(self, since: int, sent: Iterable[Part]) -> None:
+        """Quarantines from index ``since`` are enforced when the part they name went out carrying this
+        turn's withheld-content notice."""
+        notice = f"{QUARANTINE_NOTICE} ("
+        withheld = {part.where for part in sent if notice in part.text and self.turn.event_id in part.text}
+
+        def applied(finding: Finding) -> bool:
+            return (
+                finding.threat is Threat.PROMPT_INJECTION
+                and finding.action in (Action.QUARANTINE, Action.BLOCK)
+                and finding.origin == injection.CONTENT_ORIGIN
+                and finding.where in withheld
+            )
+
+        self._carry_out(since, applied, Decision.REDACTED)
 
     def _compliance(self) -> list[Finding]:
         settings = self.policy.detection
@@ -325,6 +396,7 @@ class TurnInspector:
         )
         texts = [segment.text for segment in received.text] + [call.arguments for call in received.tool_calls]
         self._carry_out_redactions(self._response_from, texts, text_rewritten=plan.text_map is not None)
+        self._carry_out_quarantines(self._response_from, received.parts)
 
     def inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
         """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
@@ -363,20 +435,31 @@ class TurnInspector:
             self._record(
                 self._sensitive_findings(call.arguments, self._sensitive(call.arguments), call.where)
             )
+        quarantined: dict[str, str] = {}
         for part in completion.parts:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
-                self._record(self.detectors.injection.detect(part.text, part.where, part.source))
+                found = self._injection_findings(part)
+                self._record(found)
+                # A response cannot be blocked half-way: blocking read content there withholds it whole.
+                outgoing = self._quarantined(part, found, whole=Action.BLOCK)
+                if outgoing is not part.text:
+                    quarantined[part.text] = outgoing
         tool_findings = self._destructive_calls(completion.tool_calls) + self._tool_behaviour(
             completion.tool_calls
         )
         self._record(tool_findings)
         self._refusal(completion.full_text)
-        return self._json_plan(completion, tool_findings) if rewrite else ResponsePlan()
+        return self._json_plan(completion, tool_findings, quarantined) if rewrite else ResponsePlan()
 
-    def _json_plan(self, completion: Completion, tool_findings: list[Finding]) -> ResponsePlan:
+    def _json_plan(
+        self, completion: Completion, tool_findings: list[Finding], quarantined: dict[str, str]
+    ) -> ResponsePlan:
+        """``quarantined`` maps read content (MCP tool results and descriptions) to what is sent instead."""
         plan = ResponsePlan()
         steps: list[Callable[[str], str]] = []
+        if quarantined:
+            steps.append(lambda text: quarantined.get(text, text))
         if self.detectors.redacting is not None:
             steps.append(self._redact_enforced)
         leak_detector = self._leak_detector()

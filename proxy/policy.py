@@ -48,6 +48,9 @@ DEFAULT_CONTEXT_HEADERS = {
     "approval_id": "X-Approval-Id",
 }
 MODES = tuple(str(mode) for mode in Mode)
+INDIRECT_INJECTION_ACTIONS = ("flag", "quarantine", "block")
+"""What enforce mode does with an injection found in tool results, retrieved documents and tool
+descriptions: only report it, withhold the offending span and pass the rest, or block the request."""
 
 
 _LOCATED = re.compile(r"(?P<path>[^:]+?)(?::(?P<line>\d+))?: (?P<message>.*)", re.DOTALL)
@@ -170,6 +173,7 @@ SCHEMA = Record(
         "admin": Record(
             {"listen": Custom(_address, "host:port"), "token_env": STRING, "read_token_env": STRING}
         ),
+        "injection": Record({"indirect": OneOf(*INDIRECT_INJECTION_ACTIONS)}),
         # The sections inside are checked by the alert loader (proxy.alerts), which knows their shape.
         "alerts": Record({"destinations": ANYTHING, "rules": ANYTHING, "actions": ANYTHING}),
     }
@@ -235,7 +239,8 @@ class AdminSettings:
 
 @dataclass(frozen=True, slots=True)
 class DetectionSettings:
-    """How detectors act: redaction style and direction, required context fields, session freezes."""
+    """How detectors act: redaction style and direction, required context fields, session freezes, and
+    what becomes of an injection found in content the agent read."""
 
     redaction_style: str = "placeholder"
     redact_requests: bool = False
@@ -245,6 +250,7 @@ class DetectionSettings:
     freeze_after: int = 3
     freeze_window_s: float = 24 * 3600.0
     freeze_for_s: float = 3600.0
+    indirect_injection: Literal["flag", "quarantine", "block"] = "quarantine"
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +391,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         freeze_after=freeze.get("after") or defaults.freeze_after,
         freeze_window_s=freeze.get("window") or defaults.freeze_window_s,
         freeze_for_s=freeze.get("duration") or defaults.freeze_for_s,
+        indirect_injection=(raw.get("injection") or {}).get("indirect") or defaults.indirect_injection,
     )
     headers = {**DEFAULT_CONTEXT_HEADERS, **_without_line((raw.get("identity") or {}).get("headers") or {})}
     return Policy(

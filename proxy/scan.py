@@ -1,6 +1,9 @@
 """`egressguard scan`: run the text rule packs over a file or stdin and report findings or redact.
 
-Findings are printed without the detected values. Exit status: 0 no findings, 1 findings, 2 bad input.
+Prompt injection goes through the proxy's own detector (``proxy.detectors.injection``: normalisation,
+rules, classifier, the thresholds of the text's source), so a text gets the verdict it would get in the
+proxy; the other packs report each match's span. Findings are printed without the detected values.
+Exit status: 0 no findings, 1 findings, 2 bad input.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy.detectors.injection import InjectionDetector, load_default_classifier
+from proxy.exchange import Source
+from proxy.model import Finding, Threat
 from proxy.redact import RedactionStyle, redact_text
 from proxy.rulepack import Match, PackError, Scanner, load_packaged_packs
 
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
+INJECTION_SOURCES = (Source.USER, Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION)
 # Per-rule time budget while scanning a whole file: generous, a file is not a request on the hot path.
 _SECONDS_PER_MEGABYTE = 1.0
 _MIN_TIMEOUT_S = 0.5
@@ -34,6 +41,13 @@ class Record:
     text: str
     source: str | None = None
     raw: dict[str, Any] | None = None
+
+    def prompt_source(self, default: Source) -> Source:
+        """Where the text would reach the model from: the record's ``source`` when it names one
+        (``tool`` is a tool result), else the default."""
+        if self.source == "tool":
+            return Source.TOOL_RESULT
+        return Source(self.source) if self.source in set(Source) else default
 
 
 def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +70,13 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[style.value for style in RedactionStyle],
         default=RedactionStyle.PLACEHOLDER.value,
         help="placeholder style for --redact",
+    )
+    parser.add_argument(
+        "--source",
+        choices=[str(source) for source in INJECTION_SOURCES],
+        default=str(Source.USER),
+        help="where the text would come from in a request, for prompt-injection verdicts (a jsonl "
+        "record's own source wins when it names one)",
     )
     parser.add_argument("--rules", type=Path, default=None, help="folder of rule packs (default: built in)")
     parser.add_argument("--all-rules", action="store_true", help="also run optional packs and rules")
@@ -90,20 +111,43 @@ def _records(name: str, content: str, input_kind: str) -> list[Record]:
     return records
 
 
-def _finding(record: Record, match: Match, line_starts: list[int], input_kind: str) -> dict[str, Any]:
+def _located(
+    record: Record, start: int, end: int, line_starts: list[int], input_kind: str
+) -> dict[str, Any]:
     if input_kind == "text":
-        index = bisect.bisect_right(line_starts, match.start) - 1
+        index = bisect.bisect_right(line_starts, start) - 1
         line, line_start = index + 1, line_starts[index]
     else:
         line, line_start = record.number, 0
+    return {"line": line, "start": start - line_start, "end": end - line_start}
+
+
+def _finding(record: Record, match: Match, line_starts: list[int], input_kind: str) -> dict[str, Any]:
     finding: dict[str, Any] = {
-        "line": line,
-        "start": match.start - line_start,
-        "end": match.end - line_start,
+        **_located(record, match.start, match.end, line_starts, input_kind),
         "rule": match.rule.id,
         "pack": match.rule.pack,
         "threat": str(match.rule.threat),
         "severity": str(match.rule.severity),
+    }
+    if record.source is not None:
+        finding["source"] = record.source
+    return finding
+
+
+def _injection_finding(
+    record: Record, found: Finding, start: int, end: int, line_starts: list[int], input_kind: str
+) -> dict[str, Any]:
+    """A prompt-injection verdict, placed at the first piece of the text that carries it (what the proxy
+    would withhold)."""
+    finding: dict[str, Any] = {
+        **_located(record, start, end, line_starts, input_kind),
+        "rule": found.rule,
+        "pack": "injection",
+        "threat": str(found.threat),
+        "severity": str(found.severity),
+        "signal": found.signal,
+        "origin": found.origin,
     }
     if record.source is not None:
         finding["source"] = record.source
@@ -143,6 +187,9 @@ def run_scan(
         return EXIT_BAD_INPUT
 
     largest = max((len(record.text) for record in records), default=0)
+    injection_packs = [pack for pack in packs if pack.threat is Threat.PROMPT_INJECTION]
+    packs = [pack for pack in packs if pack.threat is not Threat.PROMPT_INJECTION]
+    detector = InjectionDetector(injection_packs, load_default_classifier()) if injection_packs else None
     scanner = Scanner(packs, timeout_s=max(_MIN_TIMEOUT_S, largest / 1e6 * _SECONDS_PER_MEGABYTE))
     style = RedactionStyle(args.style)
     found = 0
@@ -159,8 +206,18 @@ def run_scan(
                 stdout.write(json.dumps({**record.raw, "text": redacted}, ensure_ascii=False) + "\n")
             continue
         line_starts = _line_starts(record.text) if args.input == "text" else []
-        for match in result.matches:
-            finding = _finding(record, match, line_starts, args.input)
+        findings = [_finding(record, match, line_starts, args.input) for match in result.matches]
+        if detector is not None:
+            source = record.prompt_source(Source(args.source))
+            injections = detector.detect(record.text, "scan", source)
+            if injections:
+                start, end = detector.suspect_spans(record.text, source)[0]
+                findings += [
+                    _injection_finding(record, found, start, end, line_starts, args.input)
+                    for found in injections
+                ]
+        found += len(findings) - len(result.matches)
+        for finding in findings:
             if args.format == "json":
                 stdout.write(json.dumps(finding) + "\n")
             else:

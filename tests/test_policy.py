@@ -170,3 +170,13 @@ def test_workers_are_a_count_or_auto() -> None:
     assert problems("workers: 0\n") == [
         "policy.yaml:1: workers: must be at least 1, or auto for one per core"
     ]
+
+
+def test_indirect_injection_choice_defaults_to_quarantine() -> None:
+    """``injection.indirect`` is flag, quarantine or block; quarantine when not given; anything else
+    is reported on its line."""
+    assert parse_policy("mode: enforce\n", "p.yaml", environ={}).detection.indirect_injection == "quarantine"
+    chosen = parse_policy("injection: {indirect: block}\n", "p.yaml", environ={})
+    assert chosen.detection.indirect_injection == "block"
+    messages = problems("version: 1\ninjection:\n  indirect: drop\n")
+    assert any(message.startswith("policy.yaml:3:") and "quarantine" in message for message in messages)

@@ -48,6 +48,8 @@ class Reply:
     """Overrides the content type the reply is labelled with (an event stream labelled JSON, say)."""
     hold_after_first_event: threading.Event | None = None
     """When set, a stream stops after its first event until the test sets this event (or 10 s pass)."""
+    mcp_tools: list[dict[str, Any]] = field(default_factory=list)
+    """What an MCP ``tools/list`` answers, when not the default tools."""
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,7 @@ def mcp_json(reply: Reply, request: Any) -> dict[str, Any]:
             "serverInfo": {"name": "fake-upstream", "version": "1.0.0"},
         }
     elif method == "tools/list":
-        result = {"tools": MCP_TOOLS}
+        result = {"tools": reply.mcp_tools or MCP_TOOLS}
     else:
         result = {"content": [{"type": "text", "text": reply.text}], "isError": False}
     return {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
