@@ -42,7 +42,7 @@ from proxy.normalize import normalize
 SEED = 20240601
 SPEC = FeatureSpec(bits=18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2))
 TARGET_FPR = 0.01
-L2 = 3e-5
+L2 = 1e-5
 EPOCHS = 300
 LEARNING_RATE = 0.05
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
