@@ -5,8 +5,9 @@
 Corpora, each scanned as tool results: prose (documentation and ops docs of the dev set), Python source
 (dev set), JSON API answers (generated issue lists, search results and records) and logs. For each it
 prints the MB/s of ``InjectionDetector.detect`` (normalisation, rules and classifier; best of the rounds,
-cache off), next to the figure the previous detector (pure-Python n-gram featurisation) measured on the
-same corpora, and the share of the time spent normalising, scanning rules and scoring the classifier.
+cache off) per core, from the process's CPU time so that other load on a shared machine does not count;
+next to it the figure the previous detector (pure-Python n-gram featurisation) measured on the same
+corpora, and the share of the time spent normalising, scanning rules and scoring the classifier.
 
 Then a 20-turn conversation: each turn adds a user message and an 8 KB tool result and resends the
 whole history, and every context part is run through the detector, as the proxy does; with the verdict
@@ -34,8 +35,9 @@ from proxy.rulepack import load_pack, pack_path
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 SEED = 20240611
-PREVIOUS_MB_S = {"prose": 0.46, "python source": 0.58, "JSON API answers": 0.36, "logs": 0.41}
-"""The detector before the vectorised classifier, on these corpora and this kind of machine (2 cores)."""
+PREVIOUS_MB_S = {"prose": 0.44, "python source": 0.62, "JSON API answers": 0.43, "logs": 0.41}
+"""The detector before the vectorised classifier (pure-Python n-grams), on these corpora, measured the same
+way (CPU time, best of 3) on the 2-core development machine side by side with the first run of this one."""
 
 
 def corpora(data: Path) -> dict[str, list[str]]:
@@ -53,9 +55,9 @@ def corpora(data: Path) -> dict[str, list[str]]:
 def _best_of(rounds: int, run: Callable[[], object]) -> float:
     best = float("inf")
     for _ in range(rounds):
-        started = time.perf_counter()
+        started = time.process_time()
         run()
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return best
 
 
@@ -100,10 +102,10 @@ def conversation(
             tool_result += rng.choice(texts) + "\n"
         history += [(f"Step {turn}: summarise what the tool returned and go on.", Source.USER)]
         history += [(tool_result[:8_000], Source.TOOL_RESULT)]
-        started = time.perf_counter()
+        started = time.process_time()
         for text, source in history:
             detector.detect(text, "bench", source)
-        costs.append((time.perf_counter() - started) * 1e3)
+        costs.append((time.process_time() - started) * 1e3)
     return costs
 
 
