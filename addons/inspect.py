@@ -17,7 +17,7 @@ from mitmproxy import http
 
 from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.decoding import DecodingError, StreamDecoder, supported
-from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream
+from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream, is_text
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
 from proxy.runtime import Runtime
@@ -77,9 +77,7 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     if len(content) > cap:
         turn.errors.append(f"{what}: decoded body is over the inspection cap of {cap}")
         return None
-    try:
-        content.decode("utf-8")
-    except UnicodeDecodeError:
+    if not is_text(content):
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
         turn.errors.append(f"{what}: binary body ({content_type}) not inspected")
         return None
@@ -292,13 +290,8 @@ class Inspect:
         if flow.response.stream is not True or redactor is None or not supported(encoding):
             return
 
-        def finish() -> bytes:
-            if redactor.gave_up:
-                turn.errors.append("response: large body is not text; relayed unredacted")
-            return redactor.flush()
-
         flow.response.stream = BodyRelay(
-            turn, StreamDecoder(encoding), redactor.feed, finish, rewrites=True
+            turn, StreamDecoder(encoding), redactor.feed, redactor.flush, rewrites=True
         ).install(flow.response)
 
     @staticmethod

@@ -37,6 +37,7 @@ from proxy.detectors.baseline import (
 )
 from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
 from proxy.dialects.locator import get_at, set_at
+from proxy.dialects.stream import encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -171,7 +172,7 @@ class TurnInspector:
         fresh = self._fresh_parts(view.parts)
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
-                self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
+                self.turn.context_sources.append(_text_digest(part.text))
             outgoing = part.text
             if part.source in INJECTION_SOURCES:
                 found = self._injection_findings(part)
@@ -239,7 +240,7 @@ class TurnInspector:
         fresh = []
         for index, part in enumerate(ordered):
             if part.source in SEEN_ONCE_SOURCES:
-                digest = hashlib.sha256(f"{part.source}\0{part.text}".encode()).hexdigest()
+                digest = _text_digest(f"{part.source}\0{part.text}")
                 if self.state.add_if_new(f"seen:{self.turn.context.agent_id}", digest, SEEN_TTL_S):
                     fresh.append(part)
             elif index > last_assistant and part.source is not Source.ASSISTANT:
@@ -438,7 +439,7 @@ class TurnInspector:
         quarantined: dict[str, str] = {}
         for part in completion.parts:
             if part.source in CONTEXT_SOURCES:
-                self.turn.context_sources.append(hashlib.sha256(part.text.encode()).hexdigest())
+                self.turn.context_sources.append(_text_digest(part.text))
                 found = self._injection_findings(part)
                 self._record(found)
                 # A response cannot be blocked half-way: blocking read content there withholds it whole.
@@ -584,7 +585,7 @@ class TurnInspector:
                 call, self.detectors.redacting, style, key=self.detectors.fingerprint_key
             )
             document = set_at(document, where, redacted)
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        return encode_json(document)
 
     def _refusal(self, text: str) -> None:
         if not text.strip():
@@ -770,6 +771,11 @@ class TurnInspector:
             return finding.fingerprint not in remaining
 
         self._carry_out(since, applied, Decision.REDACTED)
+
+
+def _text_digest(text: str) -> str:
+    """sha256 of text that may hold lone surrogates (undecodable bytes, JSON escapes of one)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _compose(steps: list[Callable[[str], str]]) -> Callable[[str], str]:

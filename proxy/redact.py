@@ -33,7 +33,12 @@ class RedactionStyle(StrEnum):
 
 def fingerprint(value: str, key: bytes | None = None) -> str:
     """Keyed HMAC-SHA256 of a detected value, hex. Stable per key, useless without it."""
-    return hmac.new(key or _PROCESS_KEY, value.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(key or _PROCESS_KEY, _utf8(value), hashlib.sha256).hexdigest()
+
+
+def _utf8(text: str) -> bytes:
+    """Text read from a body may hold lone surrogates (undecodable bytes, JSON escapes): hashed as is."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 # Below this length the last four characters are too large a share of the value to show.
@@ -282,7 +287,7 @@ class StreamRedactor:
         label = begin.group("label")
         rule_id = _KEY_BLOCK_RULES.get(label, "private-key-other")
         digest = hmac.new(self._key or _PROCESS_KEY, digestmod=hashlib.sha256)
-        digest.update(text[: begin.end() - begin.start()].encode("utf-8"))
+        digest.update(_utf8(text[: begin.end() - begin.start()]))
         self._key_block = (rule_id, _KEY_BLOCK_END.get(label, _PEM_END), digest)
         self._key_block_tail = ""
         self._key_block_size = 0
@@ -296,17 +301,17 @@ class StreamRedactor:
         if end is None:
             room = _MAX_KEY_BLOCK - self._key_block_size
             if len(text) >= room:
-                digest.update(text[:room].encode("utf-8"))
+                digest.update(_utf8(text[:room]))
                 self._passed += room
                 out.append(self._close_key_block())
                 return text[room:]
-            digest.update(text.encode("utf-8"))
+            digest.update(_utf8(text))
             self._passed += len(text)
             self._key_block_size += len(text)
             self._key_block_tail = searchable[-_LONGEST_END_MARKER:]
             return ""
         consumed = end.end() - len(self._key_block_tail)
-        digest.update(text[:consumed].encode("utf-8"))
+        digest.update(_utf8(text[:consumed]))
         self._passed += consumed
         out.append(self._close_key_block())
         return text[consumed:]
@@ -330,32 +335,21 @@ class StreamRedactor:
 
 class ByteStreamRedactor:
     """A :class:`StreamRedactor` over UTF-8 bytes, for text bodies relayed as they arrive because they are
-    too large to hold whole. Bytes that are not UTF-8 switch it to passing everything through unchanged
-    (``gave_up`` says so): it never alters data it cannot read as text."""
+    too large to hold whole. A byte that is not UTF-8 does not stop it: it is read as a lone surrogate
+    (``surrogateescape``), which no rule matches, and written back as the same byte, so what is not
+    redacted reaches the receiver exactly as sent."""
 
     def __init__(self, text: StreamRedactor) -> None:
         self._text = text
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self.gave_up = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.gave_up:
-            return chunk
-        try:
-            decoded = self._decoder.decode(chunk)
-        except UnicodeDecodeError:
-            self.gave_up = True
-            held = self._text.flush().encode("utf-8")
-            pending, _ = self._decoder.getstate()
-            return held + pending + chunk
-        return self._text.feed(decoded).encode("utf-8")
+        return _restore_bytes(self._text.feed(self._decoder.decode(chunk)))
 
     def flush(self) -> bytes:
-        if self.gave_up:
-            return b""
-        try:
-            tail = self._decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            pending, _ = self._decoder.getstate()
-            return self._text.flush().encode("utf-8") + pending
-        return (self._text.feed(tail) + self._text.flush()).encode("utf-8")
+        tail = self._decoder.decode(b"", final=True)
+        return _restore_bytes(self._text.feed(tail) + self._text.flush())
+
+
+def _restore_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")

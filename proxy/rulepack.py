@@ -465,6 +465,9 @@ _TRIGGER_TABLE = str.maketrans(
     {
         **dict.fromkeys("123456789", "0"),
         **{chr(code): " " for code in range(0x3000 + 1) if chr(code).isspace() and code != 0x20},
+        # Lone surrogates (bytes that were not UTF-8, JSON escapes of half a pair) are no keyword's part,
+        # and the automaton cannot read them.
+        **{chr(code): "\ufffd" for code in range(0xD800, 0xE000)},
     }
 )
 

@@ -11,12 +11,35 @@ and hands its bytes on as they arrive, in ``oversized`` pieces, until the blank 
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 _BOM = b"\xef\xbb\xbf"
 _CR = 0x0D
 _LF = 0x0A
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
+
+
+def _surrogates_as_json(error: UnicodeError) -> tuple[bytes, int]:
+    """Lone surrogates left in decoded text: one that stands for an undecodable input byte
+    (``surrogateescape``) becomes that byte again; any other (a JSON ``\\ud800`` escape) becomes the
+    same escape, which is how it can appear inside a JSON string."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    pieces = []
+    for char in error.object[error.start : error.end]:
+        code = ord(char)
+        pieces.append(bytes([code - 0xDC00]) if 0xDC80 <= code <= 0xDCFF else b"\\u%04x" % code)
+    return b"".join(pieces), error.end
+
+
+codecs.register_error("egressguard-json", _surrogates_as_json)
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 of text read from a body that may hold lone surrogates (see ``_surrogates_as_json``): a
+    string that cannot be encoded must never make a rewritten body or event fall back to its original."""
+    return text.encode("utf-8", "egressguard-json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +77,7 @@ def serialise(event: SSEEvent) -> bytes:
         lines.append(f"retry: {event.retry}")
     if event.data is not None:
         lines.extend(f"data: {line}" for line in event.data.split("\n"))
-    return ("\n".join(lines) + "\n\n").encode()
+    return encode_text("\n".join(lines) + "\n\n")
 
 
 class SSEParser:

@@ -265,13 +265,15 @@ def test_stream_never_releases_what_whole_text_redaction_hides(
         assert not {part for part in hidden if part not in whole and part in streamed}
 
 
-def test_byte_stream_redactor_reads_split_characters_and_leaves_binary_alone() -> None:
-    """UTF-8 characters split across chunks are read whole; bytes that are not text pass unchanged."""
+def test_byte_stream_redactor_reads_split_characters_and_keeps_bytes_that_are_not_text() -> None:
+    """UTF-8 characters split across chunks are read whole; bytes that are not UTF-8 pass unchanged and do
+    not stop the redaction of the text around them."""
     scanner = Scanner([load_pack(pack_path("secrets"))])
     text = "clé 🔑 AKIAQWERTY234567ABCD fin".encode()
     redactor = ByteStreamRedactor(StreamRedactor(scanner))
     out = b"".join(redactor.feed(text[index : index + 1]) for index in range(len(text))) + redactor.flush()
     assert out.decode() == "clé 🔑 [REDACTED:aws-access-key-id] fin"
     binary = ByteStreamRedactor(StreamRedactor(scanner))
-    blob = b"\x89PNG\r\n\x1a\n\xff\xfe AKIAQWERTY234567ABCD"
-    assert binary.feed(blob[:3]) + binary.feed(blob[3:]) + binary.flush() == blob and binary.gave_up
+    blob = b"\x89PNG\r\n\x1a\n\xff\xfe AKIAQWERTY234567ABCD \xe2\x82"
+    out = binary.feed(blob[:3]) + binary.feed(blob[3:]) + binary.flush()
+    assert out == b"\x89PNG\r\n\x1a\n\xff\xfe [REDACTED:aws-access-key-id] \xe2\x82"

@@ -9,7 +9,7 @@ import json
 import re
 
 from proxy.dialects.anthropic import Anthropic
-from proxy.dialects.base import Dialect, ErrorResponse
+from proxy.dialects.base import Dialect, ErrorResponse, is_text
 from proxy.dialects.gemini import Gemini
 from proxy.dialects.generic import Generic
 from proxy.dialects.mcp import MCP, is_jsonrpc
@@ -46,6 +46,7 @@ __all__ = [
     "chain_filters",
     "detect",
     "is_event_stream",
+    "is_text",
 ]
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/chat/completions\Z")

@@ -8,11 +8,40 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 from proxy.dialects.locator import get_at, set_at
-from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json
+from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json, encode_json
 from proxy.exchange import Completion, RequestView, ToolCall
 
 ErrorResponse = tuple[int, dict[str, str], bytes]
 JSON_HEADERS = {"content-type": "application/json"}
+
+
+def body_text(body: bytes) -> str:
+    """A body as text. Bytes that are not UTF-8 do not make it unreadable: each stands in the text as a
+    lone surrogate (``surrogateescape``), is read like any other character that is not a letter, and is
+    written back as the same byte when the body is rewritten (``encode_json``). A body in UTF-16 or
+    UTF-32, which JSON readers detect from its first bytes, is read in that encoding."""
+    encoding = json.detect_encoding(body)
+    if encoding != "utf-8":
+        try:
+            return body.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return body.decode("utf-8", "surrogateescape")
+
+
+def readable_text(body: bytes) -> str | None:
+    """The body as text when it reads as text: a few bytes that are not UTF-8 are kept (see
+    ``body_text``); a body with many of them, or with NUL bytes, is binary."""
+    text = body_text(body)
+    undecodable = sum(1 for char in text if "\udc80" <= char <= "\udcff")
+    if "\x00" in text or undecodable * 16 > len(text):
+        return None
+    return text
+
+
+def is_text(body: bytes) -> bool:
+    """Whether a body is read by the detectors: text, or JSON however many of its bytes are not UTF-8."""
+    return readable_text(body) is not None or load_json(body)[1] is None
 
 
 def load_json(body: bytes) -> tuple[Any, str | None]:
@@ -20,7 +49,7 @@ def load_json(body: bytes) -> tuple[Any, str | None]:
     if not body.strip():
         return None, "empty body"
     try:
-        return json.loads(body), None
+        return json.loads(body_text(body)), None
     except (ValueError, RecursionError) as error:
         return None, f"invalid JSON: {type(error).__name__}"
 
@@ -108,7 +137,7 @@ class Dialect(ABC):
             raise ValueError(error)
         for where, text in replacements.items():
             document = _replace_string(document, where, text)
-        return dump_json(document).encode()
+        return encode_json(document)
 
     def rewrite_response(
         self,
@@ -128,7 +157,7 @@ class Dialect(ABC):
             document = self._rewrite_document(document, text_map, drop_tool_calls, notice)
         except SHAPE_ERRORS:
             return body
-        return dump_json(document).encode()
+        return encode_json(document)
 
     def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
         """A response that is not JSON is not this API's answer: it passes unchanged."""
@@ -182,4 +211,4 @@ def _shape(error: BaseException) -> str:
 
 
 def json_error(status: int, document: dict[str, Any]) -> ErrorResponse:
-    return status, dict(JSON_HEADERS), dump_json(document).encode()
+    return status, dict(JSON_HEADERS), encode_json(document)

@@ -9,18 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from proxy.dialects.base import Dialect, ErrorResponse, json_error, load_json
+from proxy.dialects.base import Dialect, ErrorResponse, body_text, json_error, load_json, readable_text
 from proxy.dialects.locator import ROOT, set_at, walk_strings
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
-from proxy.sse import SSEEvent, serialise
-
-
-def _text(body: bytes) -> str | None:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+from proxy.sse import SSEEvent, encode_text, serialise
 
 
 class Generic(Dialect):
@@ -30,7 +23,7 @@ class Generic(Dialect):
         document, error = load_json(body)
         if error is None:
             return self._request_from(document)
-        text = _text(body)
+        text = readable_text(body)
         if text is None:
             return RequestView(dialect=self.name, parse_error="not UTF-8 text")
         return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
@@ -39,19 +32,19 @@ class Generic(Dialect):
         document, error = load_json(body)
         if error is None:
             return self._completion_from(document)
-        text = _text(body)
+        text = readable_text(body)
         if text is None:
             return Completion(parse_error="not UTF-8 text")
         return Completion(text=[TextSegment(text, ROOT)] if text else [])
 
     def rewrite_request(self, body: bytes, replacements: Mapping[str, str]) -> bytes:
         if load_json(body)[1] is not None and set(replacements) <= {ROOT}:
-            return replacements.get(ROOT, body.decode("utf-8", errors="replace")).encode()
+            return encode_text(replacements.get(ROOT, body_text(body)))
         return super().rewrite_request(body, replacements)
 
     def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
-        text = _text(body)
-        return body if text is None else text_map(text).encode()
+        text = readable_text(body)
+        return body if text is None else encode_text(text_map(text))
 
     def _request_from(self, document: Any) -> RequestView:
         parts = [Part(Source.USER, text, where) for where, text in walk_strings(document)]

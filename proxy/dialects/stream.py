@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from proxy.exchange import Completion
-from proxy.sse import SSEEvent, SSEParser, serialise
+from proxy.sse import SSEEvent, SSEParser, encode_text, serialise
 
 
 class TextFilter(Protocol):
@@ -97,6 +97,11 @@ def chain_filters(*factories: TextFilterFactory) -> TextFilterFactory:
 
 def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as compact JSON bytes, whatever strings it holds: see ``proxy.sse.encode_text``."""
+    return encode_text(dump_json(value))
 
 
 class _Channels:
