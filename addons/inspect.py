@@ -202,7 +202,7 @@ class Inspect:
         filters = inspector.stream_filters()
         session = dialect.stream_session(filters)
         flow.response.stream = BodyRelay(
-            turn, StreamDecoder(encoding), session.feed, session.finish, rewrites=filters is not None
+            turn, StreamDecoder(encoding), session.feed, session.finish, rewrites=filters.active
         ).install(flow.response)
         flow.metadata[SESSION_KEY] = session
 
@@ -226,14 +226,19 @@ class Inspect:
             dialect = Generic()
             completion = dialect.parse_response(body)
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
+        rewritten = body
         if plan.rewrites:
-            redacted = inspector.redact_tool_calls(body, plan.redact_calls) if plan.redact_calls else body
+            try:
+                rewritten = dialect.rewrite_request(body, plan.joined) if plan.joined else body
+            except ValueError:
+                turn.errors.append("response: a secret split across texts could not be located to redact")
             rewritten = dialect.rewrite_response(
-                redacted, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
+                rewritten, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
             )
-            if rewritten != body:
-                flow.response.content = rewritten
-                inspector.response_sent(dialect.parse_response(rewritten), plan)
+        rewritten = inspector.scan_body(rewritten)
+        if rewritten != body:
+            flow.response.content = rewritten
+            inspector.response_sent(dialect.parse_response(rewritten), plan)
 
     @fail_open
     def error(self, flow: http.HTTPFlow) -> None:

@@ -63,6 +63,9 @@ class RequestView:
 class TextSegment:
     text: str
     where: str
+    reasoning: bool = False
+    """The model's reasoning (thinking blocks, reasoning fields): scanned and redacted like any text,
+    but not the answer a refusal is judged on."""
 
 
 @dataclass(slots=True)
@@ -79,4 +82,4 @@ class Completion:
 
     @property
     def full_text(self) -> str:
-        return "".join(segment.text for segment in self.text)
+        return "".join(segment.text for segment in self.text if not segment.reasoning)

@@ -18,9 +18,9 @@ gone from what was sent, found by scanning it again. The turn's decision follows
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,10 +36,10 @@ from proxy.detectors.baseline import (
     tool_rate_spike,
 )
 from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
-from proxy.dialects.locator import get_at, set_at
+from proxy.dialects.base import load_json
 from proxy.dialects.stream import encode_json
 from proxy.egress import decide
-from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.policy import Policy
 from proxy.redact import (
@@ -47,10 +47,10 @@ from proxy.redact import (
     RedactionStyle,
     StreamRedactor,
     fingerprint,
-    redact_json,
     redact_text,
 )
-from proxy.rulepack import Match, Scanner, load_packaged_packs
+from proxy.residual import JsonScan, UnescapingFilter, canonical_escapes
+from proxy.rulepack import Match, Rule, Scanner, load_packaged_packs
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.validators import shannon_entropy
@@ -106,10 +106,10 @@ class ResponsePlan:
     text_map: Callable[[str], str] | None = None
     drop_tool_calls: set[str] = field(default_factory=set)
     notice: str | None = None
-    redact_calls: list[str] = field(default_factory=list)
-    """Locators of tool calls whose arguments hold a secret to redact."""
     withheld: set[str] = field(default_factory=set)
     """Locators of the tool calls dropped."""
+    joined: dict[str, str] = field(default_factory=dict)
+    """Texts at locators that carry part of a secret split across two of them, redacted."""
 
     @property
     def rewrites(self) -> bool:
@@ -117,7 +117,7 @@ class ResponsePlan:
             self.text_map is not None
             or bool(self.drop_tool_calls)
             or self.notice is not None
-            or bool(self.redact_calls)
+            or bool(self.joined)
         )
 
 
@@ -161,6 +161,13 @@ class TurnInspector:
         self.stream_withheld: dict[tuple[str, str | None], str] = {}
         """Destructive calls a stream's gate dropped, by (name, call id), with the approval id reserved
         for each when its notice went out."""
+        self.residual = JsonScan(
+            detectors.sensitive,
+            lambda rule: detectors.redacting is not None and policy.enforces(rule.threat),
+            RedactionStyle(policy.detection.redaction_style),
+            key=detectors.fingerprint_key,
+            rewrites=detectors.redacting is not None,
+        )
 
     # -- request -------------------------------------------------------------------------------------
 
@@ -337,8 +344,9 @@ class TurnInspector:
 
     # -- response ------------------------------------------------------------------------------------
 
-    def stream_filters(self) -> StreamFilters | None:
-        """Filters that rewrite a stream as it passes, for the threats the policy enforces."""
+    def stream_filters(self) -> StreamFilters:
+        """Filters that rewrite a stream as it passes, for the threats the policy enforces; the residual
+        scan also records, in observe mode, what it would redact."""
         factories: list[TextFilterFactory] = []
         redactor: TextFilterFactory | None = None
         redacting = self.detectors.redacting
@@ -356,13 +364,12 @@ class TurnInspector:
         if self.policy.enforces(Threat.DATA_EXFILTRATION):
             factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
         gate = self._tool_gate()
-        if not factories and gate is None:
-            return None
         self._stream_filters = StreamFilters(
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
             drop_notice=self._stream_notice if gate else None,
-            argument_filter=redactor,
+            argument_filter=(lambda where: UnescapingFilter(redactor(where))) if redactor else None,
+            residual=self.residual,
         )
         return self._stream_filters
 
@@ -432,10 +439,11 @@ class TurnInspector:
             if leak_detector is not None:
                 self._record(leak_detector.findings(segment.text, segment.where))
             self._record(links.neutralise(segment.text, self._host_allowed, segment.where)[1])
+        self._record(self._across_findings(completion.text))
         for call in completion.tool_calls:
-            self._record(
-                self._sensitive_findings(call.arguments, self._sensitive(call.arguments), call.where)
-            )
+            # Scanned as the client's json.loads will read them, escapes decoded.
+            arguments = canonical_escapes(call.arguments)
+            self._record(self._sensitive_findings(arguments, self._sensitive(arguments), call.where))
         quarantined: dict[str, str] = {}
         for part in completion.parts:
             if part.source in CONTEXT_SOURCES:
@@ -451,6 +459,7 @@ class TurnInspector:
         )
         self._record(tool_findings)
         self._refusal(completion.full_text)
+        self._record_residual()
         return self._json_plan(completion, tool_findings, quarantined) if rewrite else ResponsePlan()
 
     def _json_plan(
@@ -470,11 +479,7 @@ class TurnInspector:
             steps.append(lambda text: links.neutralise(text, self._host_allowed)[0])
         if steps:
             plan.text_map = _compose(steps)
-        if self.detectors.redacting is not None:
-            redacting = self.detectors.redacting
-            plan.redact_calls = [
-                call.where for call in completion.tool_calls if redacting.scan(call.arguments).matches
-            ]
+        plan.joined = self._redact_across(completion.text)
         if self.policy.enforces(Threat.TOOL_ABUSE):
             withheld = {finding.where for finding in tool_findings if finding.action is Action.WITHHOLD}
             dropped = [call for call in completion.tool_calls if call.where in withheld]
@@ -573,19 +578,77 @@ class TurnInspector:
         self.state.put(key, {"n": count, "mean": mean, "m2": m2}, TOOL_BASELINE_S)
         return [finding] if finding else []
 
-    def redact_tool_calls(self, body: bytes, locators: list[str]) -> bytes:
-        """The JSON body with every string inside the given tool calls redacted: arguments are a JSON
-        string in some APIs and an object in others, and either way the body stays valid JSON."""
-        assert self.detectors.redacting is not None
-        document = json.loads(body)
-        style = RedactionStyle(self.policy.detection.redaction_style)
-        for where in locators:
-            call = get_at(document, where)
-            redacted, _ = redact_json(
-                call, self.detectors.redacting, style, key=self.detectors.fingerprint_key
+    def scan_body(self, body: bytes) -> bytes:
+        """A JSON response body, after the dialect's rewrite, with every string the dialect does not read
+        as text (unknown fields, keys, JSON inside strings, tool arguments as decoded) scanned, and
+        redacted where enforced. Its findings are recorded; a body that is not JSON is returned as is."""
+        document, error = load_json(body)
+        if error is not None:
+            return body
+        filtered, changed = self.residual.filter("", document, ())
+        self._record_residual()
+        return encode_json(filtered) if changed else body
+
+    def _record_residual(self) -> None:
+        """Findings of the residual scan not already recorded from the dialect's own reading."""
+        seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}
+        found, self.residual.found = self.residual.found, []
+        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in self.residual.timed_out)
+        self.residual.timed_out = []
+        for item in found:
+            if (item.rule.id, item.fingerprint) in seen:
+                continue
+            seen.add((item.rule.id, item.fingerprint))
+            self._record([self._finding(item.rule, item.fingerprint, item.where)])
+
+    def _across(self, segments: list[TextSegment]) -> list[tuple[Match, list[tuple[int, int, int]]]]:
+        """Matches in the texts read one after another that span two or more of them, each with its
+        pieces: (segment index, start, end) in that segment's text. The boundary between two content
+        blocks or channels is not one for detection."""
+        if len(segments) < 2:
+            return []
+        starts, position = [], 0
+        for segment in segments:
+            starts.append(position)
+            position += len(segment.text)
+        joined = "".join(segment.text for segment in segments)
+        spanning = []
+        for match in self._sensitive(joined):
+            first = bisect.bisect_right(starts, match.start) - 1
+            last = bisect.bisect_right(starts, match.end - 1) - 1
+            if first == last:
+                continue
+            pieces = []
+            for index in range(first, last + 1):
+                begin, end = starts[index], starts[index] + len(segments[index].text)
+                if max(match.start, begin) < min(match.end, end):
+                    pieces.append((index, max(match.start, begin) - begin, min(match.end, end) - begin))
+            spanning.append((match, pieces))
+        return spanning
+
+    def _across_findings(self, segments: list[TextSegment]) -> list[Finding]:
+        findings = []
+        for match, pieces in self._across(segments):
+            joined = "".join(segments[index].text[start:end] for index, start, end in pieces)
+            findings.append(
+                self._finding(
+                    match.rule,
+                    fingerprint(joined, self.detectors.fingerprint_key),
+                    segments[pieces[0][0]].where,
+                )
             )
-            document = set_at(document, where, redacted)
-        return encode_json(document)
+        return findings
+
+    def _redact_across(self, segments: list[TextSegment]) -> dict[str, str]:
+        """The texts of segments holding part of an enforced secret split across segments, redacted."""
+        spans: dict[int, list[Match]] = {}
+        for match, pieces in self._across(segments):
+            if self.detectors.redacting is not None and self.policy.enforces(match.rule.threat):
+                for index, start, end in pieces:
+                    spans.setdefault(index, []).append(Match(match.rule, start, end))
+        return {
+            segments[index].where: self._redact(segments[index].text, found) for index, found in spans.items()
+        }
 
     def _refusal(self, text: str) -> None:
         if not text.strip():
@@ -704,25 +767,41 @@ class TurnInspector:
     ) -> list[Finding]:
         """Secrets leaving in a prompt are exfiltration; secrets coming back (completions, tool results)
         are credential theft; PII is exfiltration either way."""
-        findings = []
-        for match in matches:
-            rule = match.rule
-            threat = rule.threat
-            if request_side and threat is Threat.CREDENTIAL_THEFT:
-                threat = Threat.DATA_EXFILTRATION
-            findings.append(
-                Finding(
-                    threat=threat,
-                    rule=rule.id,
-                    signal=f"{rule.description} ({match.disguise})" if match.disguise else rule.description,
-                    severity=rule.severity,
-                    action=Action.REDACT,
-                    where=where,
-                    owasp=rule.owasp,
-                    fingerprint=fingerprint(text[match.start : match.end], self.detectors.fingerprint_key),
-                )
+        key = self.detectors.fingerprint_key
+        return [
+            self._finding(
+                match.rule,
+                fingerprint(text[match.start : match.end], key),
+                where,
+                request_side=request_side,
+                disguise=match.disguise,
             )
-        return findings
+            for match in matches
+        ]
+
+    @staticmethod
+    def _finding(
+        rule: Rule,
+        value_fingerprint: str,
+        where: str,
+        *,
+        request_side: bool = False,
+        disguise: str | None = None,
+    ) -> Finding:
+        """A secret or PII finding; ``disguise`` names the encoding the value was found under."""
+        threat = rule.threat
+        if request_side and threat is Threat.CREDENTIAL_THEFT:
+            threat = Threat.DATA_EXFILTRATION
+        return Finding(
+            threat=threat,
+            rule=rule.id,
+            signal=f"{rule.description} ({disguise})" if disguise else rule.description,
+            severity=rule.severity,
+            action=Action.REDACT,
+            where=where,
+            owasp=rule.owasp,
+            fingerprint=value_fingerprint,
+        )
 
     def _redacts(self, matches: list[Match]) -> bool:
         return any(self.policy.enforces(match.rule.threat) for match in matches)
@@ -738,7 +817,12 @@ class TurnInspector:
 
     def _record(self, findings: Iterable[Finding]) -> None:
         for finding in findings:
-            self.turn.add(dataclasses.replace(finding, enforced=False))
+            # A locator spells the keys on its way, and a key can be a secret: never written as one.
+            where = finding.where
+            matches = self.detectors.sensitive.scan(where).matches
+            if matches:
+                where = redact_text(where, matches)
+            self.turn.add(dataclasses.replace(finding, enforced=False, where=where))
 
     def _enforceable(self, finding: Finding) -> bool:
         """Enforce mode acts on it: an action other than flag, for a threat the policy enforces."""

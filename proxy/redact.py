@@ -222,6 +222,12 @@ class StreamRedactor:
             out.append(self._release(self._hold_from(), final=False))
         return "".join(out)
 
+    def continue_from(self, text: str) -> None:
+        """Reads what follows as the continuation of ``text``, which another channel already carried:
+        a secret that began there is redacted from where this channel starts."""
+        if not self._pending and not self._passed:
+            self._context = text[-self._context_size :]
+
     def flush(self) -> str:
         out: list[str] = []
         if self._key_block is not None:
@@ -262,7 +268,8 @@ class StreamRedactor:
         if not final:
             for match in matches:
                 if match.start < cut < match.end and cut - match.start <= self._max_hold:
-                    cut = match.start
+                    # A match that began in text already released is held from where the pending starts.
+                    cut = max(match.start, offset)
         out: list[str] = []
         position = offset
         for match in matches:

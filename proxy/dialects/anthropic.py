@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +20,14 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
+BLOCK_TEXT_KEYS = {"text": "text", "thinking": "thinking"}
+"""Content blocks whose text streams in deltas, and the field that carries it."""
+DELTA_TEXT_KEYS = {"text_delta": "text", "thinking_delta": "thinking"}
 _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -92,9 +96,12 @@ class Anthropic(Dialect):
         for index, raw_block in enumerate(as_list(body.get("content"))):
             block = as_dict(raw_block)
             block_type = as_str(block.get("type"))
-            text = as_str(block.get("text"))
-            if block_type == "text" and text:
-                completion.text.append(TextSegment(text, f"content[{index}].text"))
+            key = BLOCK_TEXT_KEYS.get(block_type or "")
+            text = as_str(block.get(key)) if key else None
+            if key and text:
+                completion.text.append(
+                    TextSegment(text, f"content[{index}].{key}", reasoning=key == "thinking")
+                )
             elif block_type == "tool_use":
                 completion.tool_calls.append(_tool_use(block, f"content[{index}]"))
         completion.usage = _usage(body.get("usage"))
@@ -171,8 +178,11 @@ class AnthropicStreamSession(StreamSession):
                 completion.tool_calls.append(
                     ToolCall(block.call.id, block.call.name, arguments, block.call.where)
                 )
-            elif block.block_type == "text" and block.text:
-                completion.text.append(TextSegment(block.text, f"content[{index}].text"))
+            elif block.block_type in BLOCK_TEXT_KEYS and block.text:
+                key = BLOCK_TEXT_KEYS[block.block_type]
+                completion.text.append(
+                    TextSegment(block.text, f"content[{index}].{key}", reasoning=key == "thinking")
+                )
         return completion
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
@@ -187,12 +197,14 @@ class AnthropicStreamSession(StreamSession):
             block = as_dict(body.get("content_block"))
             block_type = as_str(block.get("type")) or ""
             call = _tool_use(block, f"content[{index}]") if block_type == "tool_use" else None
-            self._blocks[index] = _Block(block_type, as_str(block.get("text")) or "", call)
+            key = BLOCK_TEXT_KEYS.get(block_type)
+            self._blocks[index] = _Block(block_type, (as_str(block.get(key)) if key else None) or "", call)
         elif event_type == "content_block_delta":
             block_state = self._blocks.setdefault(as_int(body.get("index")) or 0, _Block("text"))
             delta = as_dict(body.get("delta"))
-            if delta.get("type") == "text_delta":
-                block_state.text += as_str(delta.get("text")) or ""
+            key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
+            if key:
+                block_state.text += as_str(delta.get(key)) or ""
             elif delta.get("type") == "input_json_delta":
                 block_state.partial_json = (block_state.partial_json or "") + (
                     as_str(delta.get("partial_json")) or ""
@@ -217,17 +229,15 @@ class AnthropicStreamSession(StreamSession):
             if index in self._dropped:
                 return []
             body["index"] = self._out_index.get(index, index)
-            where = f"content[{index}].text"
             if event_type == "content_block_stop":
-                flushed = self._close_channel(where)
-                before = [self._text_delta(body["index"], flushed)] if flushed else []
-                return [*before, *self._end_arguments(index), rewritten(event, body)]
+                return [*self._end_text(index), *self._end_arguments(index), rewritten(event, body)]
             delta = as_dict(body.get("delta"))
-            if delta.get("type") == "text_delta":
-                released = self._filter_text(where, as_str(delta.get("text")) or "")
+            key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
+            if key:
+                released = self._filter_text(f"content[{index}].{key}", as_str(delta.get(key)) or "")
                 if not released:
                     return []
-                delta["text"] = released
+                delta[key] = released
             elif delta.get("type") == "input_json_delta" and self.filters.argument_filter is not None:
                 released = self._filter_arguments(
                     f"content[{index}]", as_str(delta.get("partial_json")) or ""
@@ -261,10 +271,30 @@ class AnthropicStreamSession(StreamSession):
         self._out_index[index] = self._next_out_index
         self._next_out_index += 1
         body["index"] = self._out_index[index]
-        initial_text = as_str(block.get("text"))
-        if block.get("type") == "text" and initial_text:
-            block["text"] = self._filter_text(f"content[{index}].text", initial_text)
+        key = BLOCK_TEXT_KEYS.get(as_str(block.get("type")) or "")
+        initial_text = as_str(block.get(key)) if key else None
+        if key and initial_text:
+            block[key] = self._filter_text(f"content[{index}].{key}", initial_text)
         return [rewritten(event, body)]
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        body = as_dict(payload)
+        event_type = as_str(body.get("type")) or event.type
+        if event_type == "content_block_delta":
+            delta = as_dict(body.get("delta"))
+            key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
+            if key:
+                return {("delta", key)}
+            if delta.get("type") == "input_json_delta":
+                return {("delta", "partial_json")}
+        elif event_type == "content_block_start":
+            block = as_dict(body.get("content_block"))
+            block_type = as_str(block.get("type")) or ""
+            if block_type in BLOCK_TEXT_KEYS:
+                return {("content_block", BLOCK_TEXT_KEYS[block_type])}
+            if block_type == "tool_use":
+                return {("content_block", "input")}
+        return ()
 
     def _notice_block(self, notice: str) -> list[bytes]:
         index = self._next_out_index
@@ -282,13 +312,23 @@ class AnthropicStreamSession(StreamSession):
             synthesised({"type": "content_block_stop", "index": index}, "content_block_stop"),
         ]
 
-    def _text_delta(self, out_index: int, text: str) -> bytes:
+    def _text_delta(self, out_index: int, text: str, key: str = "text") -> bytes:
+        delta_type = "thinking_delta" if key == "thinking" else "text_delta"
         payload = {
             "type": "content_block_delta",
             "index": out_index,
-            "delta": {"type": "text_delta", "text": text},
+            "delta": {"type": delta_type, key: text},
         }
         return synthesised(payload, "content_block_delta")
+
+    def _end_text(self, index: int) -> list[bytes]:
+        """The delta carrying what the block's text filter still held, before the block stops."""
+        output = []
+        for key in BLOCK_TEXT_KEYS.values():
+            flushed = self._close_channel(f"content[{index}].{key}")
+            if flushed:
+                output.append(self._text_delta(self._out_index.get(index, index), flushed, key))
+        return output
 
     def _end_arguments(self, index: int) -> list[bytes]:
         flushed = self._close_arguments(f"content[{index}]")
@@ -306,8 +346,5 @@ class AnthropicStreamSession(StreamSession):
         for where in self._open_argument_channels():
             output.extend(self._end_arguments(int(parse_locator(where)[1])))
         for where in self._open_channels():
-            index = int(parse_locator(where)[1])
-            flushed = self._close_channel(where)
-            if flushed:
-                output.append(self._text_delta(self._out_index.get(index, index), flushed))
+            output.extend(self._end_text(int(parse_locator(where)[1])))
         return output

@@ -24,7 +24,7 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import parse_locator, walk_strings
 from proxy.dialects.schema import schema_descriptions
-from proxy.dialects.stream import StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.sse import SSEEvent
 
@@ -129,8 +129,10 @@ class Gemini(Dialect):
                 part = as_dict(raw_part)
                 _, call = field_of(part, "functionCall")
                 text = as_str(part.get("text"))
-                if text and not part.get("thought"):
-                    completion.text.append(TextSegment(text, f"{base}[{index}].text"))
+                if text:
+                    completion.text.append(
+                        TextSegment(text, f"{base}[{index}].text", part.get("thought") is True)
+                    )
                 elif isinstance(call, dict):
                     completion.tool_calls.append(_function_call(call, f"{base}[{index}]"))
             if position == 0:
@@ -242,10 +244,9 @@ class _MergedResponse:
         for index in sorted(self.candidates):
             candidate = self.candidates[index]
             for position, part in enumerate(candidate.parts):
-                if part.text and not part.thought:
-                    completion.text.append(
-                        TextSegment(part.text, f"candidates[{index}].content.parts[{position}].text")
-                    )
+                if part.text:
+                    where = f"candidates[{index}].content.parts[{position}].text"
+                    completion.text.append(TextSegment(part.text, where, part.thought))
                 elif part.call is not None:
                     completion.tool_calls.append(part.call)
         if self.candidates:
@@ -258,7 +259,8 @@ class GeminiStreamSession(StreamSession):
         super().__init__(filters)
         self._merged = _MergedResponse(model_hint)
         self._landed: dict[tuple[int, int], int] = {}
-        self._open_text: dict[int, str] = {}
+        self._open_text: dict[int, tuple[str, bool]] = {}
+        """Per candidate, the text part being streamed and whether it is a thought."""
 
     @property
     def completion(self) -> Completion:
@@ -293,10 +295,11 @@ class GeminiStreamSession(StreamSession):
     def _transform_part(self, index: int, merged_position: int, raw_part: Any) -> list[Any]:
         part = as_dict(raw_part)
         text = as_str(part.get("text"))
-        if text is not None and not part.get("thought"):
+        if text is not None:
             where = f"candidates[{index}].content.parts[{merged_position}].text"
-            before = self._close_text(index) if self._open_text.get(index, where) != where else []
-            self._open_text[index] = where
+            open_text = self._open_text.get(index)
+            before = self._close_text(index) if open_text is not None and open_text[0] != where else []
+            self._open_text[index] = (where, part.get("thought") is True)
             part["text"] = self._filter_text(where, text)
             return [*before, part]
         before = self._close_text(index)
@@ -312,9 +315,29 @@ class GeminiStreamSession(StreamSession):
         return [*before, raw_part]
 
     def _close_text(self, index: int) -> list[Any]:
-        where = self._open_text.pop(index, None)
-        flushed = self._close_channel(where) if where is not None else ""
-        return [{"text": flushed}] if flushed else []
+        open_text = self._open_text.pop(index, None)
+        if open_text is None:
+            return []
+        where, thought = open_text
+        flushed = self._close_channel(where)
+        if not flushed:
+            return []
+        return [{"text": flushed, "thought": True} if thought else {"text": flushed}]
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        handled: set[Path] = set()
+        for position, raw_candidate in enumerate(as_list(as_dict(payload).get("candidates"))):
+            base = ("candidates", position, "content", "parts")
+            for index, raw_part in enumerate(
+                as_list(as_dict(as_dict(raw_candidate).get("content")).get("parts"))
+            ):
+                part = as_dict(raw_part)
+                if isinstance(part.get("text"), str):
+                    handled.add((*base, index, "text"))
+                call_key, call = field_of(part, "functionCall")
+                if isinstance(call, dict) and call.get("args") is not None:
+                    handled.add((*base, index, call_key, "args"))
+        return handled
 
     def _end_of_stream(self) -> list[bytes]:
         output: list[bytes] = []

@@ -70,10 +70,13 @@ class GenericStreamSession(PerEventStreamSession):
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         self._completion.text.extend(TextSegment(text, where) for where, text in walk_strings(payload))
 
+    def _texts(self, payload: Any) -> list[tuple[str, str]]:
+        return list(walk_strings(payload))
+
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
         if self.filters.text_filter is None:
             return [event.raw]
-        for where, text in list(walk_strings(payload)):
+        for where, text in self._texts(payload):
             payload = set_at(payload, where, self._filter_within_event(where, text))
         return [rewritten(event, payload)]
 

@@ -155,10 +155,17 @@ class MCPStreamSession(PerEventStreamSession):
         for prefix, message in _messages(payload):
             _add_message(self._completion, message, prefix)
 
+    def _texts(self, payload: Any) -> list[tuple[str, str]]:
+        return [
+            (part.where, part.text)
+            for prefix, message in _messages(payload)
+            for part in result_parts(message, prefix)
+        ]
+
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
-        parts = [part for prefix, message in _messages(payload) for part in result_parts(message, prefix)]
-        if not parts or self.filters.text_filter is None:
+        texts = self._texts(payload)
+        if not texts or self.filters.text_filter is None:
             return [event.raw]
-        for part in parts:
-            payload = set_at(payload, part.where, self._filter_within_event(part.where, part.text))
+        for where, text in texts:
+            payload = set_at(payload, where, self._filter_within_event(where, text))
         return [rewritten(event, payload)]

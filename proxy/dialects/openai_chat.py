@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import StreamFilters, StreamSession, dump_json, rewritten, synthesised
+from proxy.dialects.stream import Path, StreamFilters, StreamSession, dump_json, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.sse import SSEEvent
 
@@ -29,7 +30,10 @@ ROLE_SOURCES = {
     "tool": Source.TOOL_RESULT,
     "function": Source.TOOL_RESULT,
 }
-TEXT_KEYS = ("content", "refusal")
+TEXT_KEYS = ("reasoning_content", "reasoning", "content", "refusal")
+"""Message fields that carry text: the reasoning that OpenAI-compatible servers send before the answer
+(``reasoning_content``, ``reasoning``), then the answer."""
+REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})
 LEGACY_CALL = -1
 
 _ERROR_TYPES = {
@@ -125,7 +129,7 @@ class OpenAIChat(Dialect):
             for key in TEXT_KEYS:
                 text = as_str(message.get(key))
                 if text:
-                    completion.text.append(TextSegment(text, f"{base}.{key}"))
+                    completion.text.append(TextSegment(text, f"{base}.{key}", key in REASONING_KEYS))
             completion.tool_calls.extend(_message_calls(message, base))
         if choices:
             completion.stop_reason = as_str(as_dict(choices[0]).get("finish_reason"))
@@ -214,7 +218,9 @@ class ChatStreamSession(StreamSession):
             base = f"choices[{index}].message"
             for key in TEXT_KEYS:
                 if state.texts.get(key):
-                    completion.text.append(TextSegment(state.texts[key], f"{base}.{key}"))
+                    completion.text.append(
+                        TextSegment(state.texts[key], f"{base}.{key}", key in REASONING_KEYS)
+                    )
             for call_index in sorted(state.calls):
                 call = state.calls[call_index]
                 completion.tool_calls.append(
@@ -290,6 +296,21 @@ class ChatStreamSession(StreamSession):
         if _is_empty_chunk(chunk):
             return before
         return [*before, rewritten(event, chunk)]
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        handled: set[Path] = set()
+        for position, raw_choice in enumerate(as_list(as_dict(payload).get("choices"))):
+            delta = as_dict(raw_choice).get("delta") if isinstance(raw_choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            base = ("choices", position, "delta")
+            handled.update((*base, key) for key in TEXT_KEYS if isinstance(delta.get(key), str))
+            for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
+                if isinstance(as_dict(as_dict(raw_call).get("function")).get("arguments"), str):
+                    handled.add((*base, "tool_calls", call_position, "function", "arguments"))
+            if isinstance(as_dict(delta.get("function_call")).get("arguments"), str):
+                handled.add((*base, "function_call", "arguments"))
+        return handled
 
     def _gate_calls(self, choice_index: int, delta: dict[str, Any], *, ending: bool) -> list[bytes]:
         """Gates and filters the call deltas of one choice; returns chunks to send before this one.

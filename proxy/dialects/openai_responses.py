@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ from proxy.dialects.base import Dialect, ErrorResponse, as_dict, as_int, as_list
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.sse import SSEEvent
 
@@ -21,6 +22,34 @@ ROLE_SOURCES = {
 }
 CONTENT_TEXT_KEYS = {"output_text": "text", "input_text": "text", "refusal": "refusal"}
 TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    """A text channel of the stream: the list in its item that holds it (``content`` or ``summary``),
+    the event field that indexes that list, and the field of the part that carries the text."""
+
+    delta_type: str
+    parts: str
+    index_field: str
+    key: str
+    reasoning: bool = False
+
+    def where(self, position: int, body: dict[str, Any]) -> str:
+        return f"output[{position}].{self.parts}[{as_int(body.get(self.index_field)) or 0}].{self.key}"
+
+
+_CHANNELS = [
+    _Channel("response.output_text.delta", "content", "content_index", "text"),
+    _Channel("response.refusal.delta", "content", "content_index", "refusal"),
+    _Channel("response.reasoning_text.delta", "content", "content_index", "text", reasoning=True),
+    _Channel("response.reasoning_summary_text.delta", "summary", "summary_index", "text", reasoning=True),
+]
+DELTA_CHANNELS = {channel.delta_type: channel for channel in _CHANNELS}
+DONE_CHANNELS = {channel.delta_type.removesuffix(".delta") + ".done": channel for channel in _CHANNELS}
+ITEM_TEXTS = {"message": ("content",), "reasoning": ("summary", "content")}
+"""Output items whose parts carry text, and the lists that hold the parts."""
+PART_TEXT_KEYS = {**CONTENT_TEXT_KEYS, "reasoning_text": "text", "summary_text": "text"}
 
 
 def _item_type(item: dict[str, Any]) -> str:
@@ -37,14 +66,17 @@ def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
     )
 
 
-def _message_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
+def _item_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
+    """The texts of a message's or a reasoning item's parts."""
     segments: list[TextSegment] = []
-    for position, raw_part in enumerate(as_list(item.get("content"))):
-        part = as_dict(raw_part)
-        key = CONTENT_TEXT_KEYS.get(as_str(part.get("type")) or "")
-        text = as_str(part.get(key)) if key else None
-        if key and text:
-            segments.append(TextSegment(text, f"{base}.content[{position}].{key}"))
+    reasoning = _item_type(item) == "reasoning"
+    for parts in ITEM_TEXTS.get(_item_type(item), ()):
+        for position, raw_part in enumerate(as_list(item.get(parts))):
+            part = as_dict(raw_part)
+            key = PART_TEXT_KEYS.get(as_str(part.get("type")) or "")
+            text = as_str(part.get(key)) if key else None
+            if key and text:
+                segments.append(TextSegment(text, f"{base}.{parts}[{position}].{key}", reasoning))
     return segments
 
 
@@ -106,8 +138,8 @@ class OpenAIResponses(Dialect):
         for position, raw_item in enumerate(as_list(body.get("output"))):
             item = as_dict(raw_item)
             item_type = _item_type(item)
-            if item_type == "message":
-                completion.text.extend(_message_texts(item, f"output[{position}]"))
+            if item_type in ITEM_TEXTS:
+                completion.text.extend(_item_texts(item, f"output[{position}]"))
             elif item_type == "function_call":
                 completion.tool_calls.append(_tool_call(item, f"output[{position}]"))
         completion.usage = _usage(body.get("usage"))
@@ -137,7 +169,8 @@ def _usage(value: Any) -> Usage:
 @dataclass(slots=True)
 class _Item:
     item_type: str
-    texts: dict[tuple[int, str], str] = field(default_factory=dict)
+    texts: dict[str, TextSegment] = field(default_factory=dict)
+    """By locator, in the order the texts began."""
     call: ToolCall | None = None
 
 
@@ -154,6 +187,7 @@ class ResponsesStreamSession(StreamSession):
         self._dropped: set[int] = set()
         self._next_out_index = 0
         self._call_item_ids: dict[int, str | None] = {}
+        self._channel_of: dict[str, _Channel] = {}
 
     @property
     def completion(self) -> Completion:
@@ -162,12 +196,7 @@ class ResponsesStreamSession(StreamSession):
             item = self._items[position]
             if item.call is not None:
                 completion.tool_calls.append(item.call)
-            for content_index, key in sorted(item.texts):
-                text = item.texts[(content_index, key)]
-                if text:
-                    completion.text.append(
-                        TextSegment(text, f"output[{position}].content[{content_index}].{key}")
-                    )
+            completion.text.extend(segment for segment in item.texts.values() if segment.text)
         return completion
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
@@ -192,11 +221,12 @@ class ResponsesStreamSession(StreamSession):
             self._record_item(output_index, as_dict(body.get("item")))
             return
         item = self._items.setdefault(output_index, _Item("message"))
-        content_index = as_int(body.get("content_index")) or 0
         delta = as_str(body.get("delta")) or ""
-        if event_type in ("response.output_text.delta", "response.refusal.delta"):
-            key = "text" if event_type == "response.output_text.delta" else "refusal"
-            item.texts[(content_index, key)] = item.texts.get((content_index, key), "") + delta
+        channel = DELTA_CHANNELS.get(event_type)
+        if channel is not None:
+            where = channel.where(output_index, body)
+            segment = item.texts.setdefault(where, TextSegment("", where, channel.reasoning))
+            segment.text += delta
         elif event_type == "response.function_call_arguments.delta" and item.call is not None:
             item.call.arguments += delta
         elif event_type == "response.function_call_arguments.done" and item.call is not None:
@@ -207,11 +237,10 @@ class ResponsesStreamSession(StreamSession):
         where = f"output[{position}]"
         if item_type == "function_call":
             self._items[position] = _Item(item_type, call=_tool_call(item, where))
-        elif item_type == "message":
+        elif item_type in ITEM_TEXTS:
             recorded = self._items.setdefault(position, _Item(item_type))
-            for segment in _message_texts(item, where):
-                steps = parse_locator(segment.where)
-                recorded.texts[(int(steps[3]), str(steps[4]))] = segment.text
+            for segment in _item_texts(item, where):
+                recorded.texts[segment.where] = segment
         else:
             self._items.setdefault(position, _Item(item_type))
 
@@ -231,20 +260,20 @@ class ResponsesStreamSession(StreamSession):
             return []
         body["output_index"] = self._out_index.get(position, position)
         before: list[bytes] = []
-        if event_type in ("response.output_text.delta", "response.refusal.delta"):
-            released = self._filter_text(
-                self._where(body, position, event_type), as_str(body.get("delta")) or ""
-            )
+        if event_type in DELTA_CHANNELS:
+            where = DELTA_CHANNELS[event_type].where(position, body)
+            self._channel_of[where] = DELTA_CHANNELS[event_type]
+            released = self._filter_text(where, as_str(body.get("delta")) or "")
             if not released:
                 return []
             body["delta"] = released
-        elif event_type in ("response.output_text.done", "response.refusal.done"):
-            key = "text" if event_type == "response.output_text.done" else "refusal"
-            where = self._where(body, position, event_type)
+        elif event_type in DONE_CHANNELS:
+            channel = DONE_CHANNELS[event_type]
+            where = channel.where(position, body)
             flushed = self._close_channel(where)
             if flushed:
-                before.append(self._text_delta(body, key, flushed))
-            body[key] = self.released_text.get(where, "")
+                before.append(self._text_delta(channel, body, flushed))
+            body[channel.key] = self.released_text.get(where, "")
         elif event_type == "response.function_call_arguments.delta":
             released = self._filter_arguments(f"output[{position}]", as_str(body.get("delta")) or "")
             if not released:
@@ -258,6 +287,11 @@ class ResponsesStreamSession(StreamSession):
             self._rewrite_part(
                 as_dict(body.get("part")),
                 f"output[{position}].content[{as_int(body.get('content_index')) or 0}]",
+            )
+        elif event_type == "response.reasoning_summary_part.done":
+            self._rewrite_part(
+                as_dict(body.get("part")),
+                f"output[{position}].summary[{as_int(body.get('summary_index')) or 0}]",
             )
         elif event_type == "response.output_item.done":
             item = as_dict(body.get("item"))
@@ -316,23 +350,35 @@ class ResponsesStreamSession(StreamSession):
         ]
         return [synthesised({**payload, "sequence_number": sequence}, payload["type"]) for payload in events]
 
-    def _where(self, body: dict[str, Any], position: int, event_type: str) -> str:
-        key = "refusal" if event_type.startswith("response.refusal") else "text"
-        return f"output[{position}].content[{as_int(body.get('content_index')) or 0}].{key}"
-
-    def _text_delta(self, body: dict[str, Any], key: str, text: str) -> bytes:
-        event_type = "response.output_text.delta" if key == "text" else "response.refusal.delta"
+    def _text_delta(self, channel: _Channel, body: dict[str, Any], text: str) -> bytes:
         payload = {
-            "type": event_type,
+            "type": channel.delta_type,
             "sequence_number": body.get("sequence_number"),
             "item_id": body.get("item_id"),
             "output_index": body.get("output_index"),
-            "content_index": body.get("content_index"),
+            channel.index_field: body.get(channel.index_field),
             "delta": text,
         }
-        if key == "text":
+        if channel.delta_type == "response.output_text.delta":
             payload["logprobs"] = []
-        return synthesised(payload, event_type)
+        return synthesised(payload, channel.delta_type)
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        body = as_dict(payload)
+        event_type = as_str(body.get("type")) or event.type
+        if as_int(body.get("output_index")) is None:
+            return ()
+        if event_type in DELTA_CHANNELS or event_type == "response.function_call_arguments.delta":
+            return {("delta",)}
+        if event_type in DONE_CHANNELS:
+            return {(DONE_CHANNELS[event_type].key,)}
+        if event_type == "response.function_call_arguments.done":
+            return {("arguments",)}
+        if event_type in ("response.output_item.added", "response.output_item.done"):
+            item = as_dict(body.get("item"))
+            if _item_type(item) == "function_call" and isinstance(item.get("arguments"), str):
+                return {("item", "arguments")}
+        return ()
 
     def _end_arguments(self, position: int, body: dict[str, Any]) -> list[bytes]:
         """The delta event carrying what the call's filter still held, sent before the event that
@@ -366,15 +412,14 @@ class ResponsesStreamSession(StreamSession):
             self._rewrite_message(item, position)
 
     def _rewrite_part(self, part: dict[str, Any], base: str) -> None:
-        key = CONTENT_TEXT_KEYS.get(as_str(part.get("type")) or "")
+        key = PART_TEXT_KEYS.get(as_str(part.get("type")) or "")
         if key and f"{base}.{key}" in self.released_text:
             part[key] = self.released_text[f"{base}.{key}"]
 
     def _rewrite_message(self, item: dict[str, Any], position: int) -> None:
-        if _item_type(item) != "message":
-            return
-        for content_index, raw_part in enumerate(as_list(item.get("content"))):
-            self._rewrite_part(as_dict(raw_part), f"output[{position}].content[{content_index}]")
+        for parts in ITEM_TEXTS.get(_item_type(item), ()):
+            for index, raw_part in enumerate(as_list(item.get(parts))):
+                self._rewrite_part(as_dict(raw_part), f"output[{position}].{parts}[{index}]")
 
     def _rewrite_output(self, response: dict[str, Any]) -> None:
         output: list[Any] = []
@@ -394,12 +439,13 @@ class ResponsesStreamSession(StreamSession):
             )
         for where in self._open_channels():
             steps = parse_locator(where)
-            position, content_index, key = int(steps[1]), int(steps[3]), str(steps[4])
+            position, index = int(steps[1]), int(steps[3])
             flushed = self._close_channel(where)
+            channel = self._channel_of[where]
             if flushed:
                 located = {
                     "output_index": self._out_index.get(position, position),
-                    "content_index": content_index,
+                    channel.index_field: index,
                 }
-                output.append(self._text_delta(located, key, flushed))
+                output.append(self._text_delta(channel, located, flushed))
         return output

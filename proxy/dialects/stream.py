@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion
 from proxy.sse import SSEEvent, SSEParser, encode_text, serialise
 
@@ -38,6 +39,26 @@ class TextFilter(Protocol):
     def flush(self) -> str:
         """The channel ended: returns everything still held."""
         ...
+
+
+@runtime_checkable
+class Continuing(Protocol):
+    """A filter that can read its channel as the continuation of text another channel carried, so a
+    secret split across two channels (two content blocks, reasoning then answer) is still one match."""
+
+    def continue_from(self, text: str) -> None: ...
+
+
+Path = tuple[str | int, ...]
+
+
+class EventScan(Protocol):
+    """Scans the strings of each event that the dialect does not filter as text (``proxy.residual``).
+    ``rewrites`` says whether it may change them (enforce mode) or only records what it finds."""
+
+    rewrites: bool
+
+    def filter(self, kind: str, document: Any, handled: Collection[Path]) -> tuple[Any, bool]: ...
 
 
 TextFilterFactory = Callable[[str], TextFilter]
@@ -61,10 +82,16 @@ class StreamFilters:
     tool_gate: ToolGate | None = None
     drop_notice: DropNotice | None = None
     argument_filter: TextFilterFactory | None = None
+    residual: EventScan | None = None
 
     @property
     def active(self) -> bool:
-        return self.text_filter is not None or self.tool_gate is not None or self.argument_filter is not None
+        return (
+            self.text_filter is not None
+            or self.tool_gate is not None
+            or self.argument_filter is not None
+            or (self.residual is not None and self.residual.rewrites)
+        )
 
 
 class _ChainedFilter:
@@ -83,6 +110,11 @@ class _ChainedFilter:
                 text_filter.flush() if not released else text_filter.feed(released) + text_filter.flush()
             )
         return released
+
+    def continue_from(self, text: str) -> None:
+        for text_filter in self._filters:
+            if isinstance(text_filter, Continuing):
+                text_filter.continue_from(text)
 
 
 def chain_filters(*factories: TextFilterFactory) -> TextFilterFactory:
@@ -104,14 +136,18 @@ def encode_json(value: Any) -> bytes:
     return encode_text(dump_json(value))
 
 
+_JOIN_CONTEXT = 256
+
+
 class _Channels:
     """One filter per channel (a text segment, a tool call's arguments), made on first use, and what each
-    channel released so far."""
+    channel released so far. A new channel reads on from the end of the text the previous one carried."""
 
     def __init__(self, factory: TextFilterFactory | None) -> None:
         self.factory = factory
         self.filters: dict[str, TextFilter] = {}
         self.released: dict[str, str] = {}
+        self._tail = ""
 
     def feed(self, where: str, text: str) -> str:
         if self.factory is None:
@@ -120,7 +156,10 @@ class _Channels:
             channel = self.filters.get(where)
             if channel is None:
                 channel = self.filters[where] = self.factory(where)
+                if self._tail and isinstance(channel, Continuing):
+                    channel.continue_from(self._tail)
             released = channel.feed(text)
+            self._tail = (self._tail + text)[-_JOIN_CONTEXT:]
         self.released[where] = self.released.get(where, "") + released
         return released
 
@@ -208,9 +247,13 @@ class StreamSession(ABC):
             return self._on_text_event(event)
         try:
             self._observe(event, payload)
+            payload, changed = self._scan_residual(event, payload)
             if not self.filters.active:
                 return [event.raw]
-            return self._transform(event, payload)
+            output = self._transform(event, payload)
+            if changed:
+                output = [rewritten(event, payload) if piece is event.raw else piece for piece in output]
+            return output
         except SHAPE_ERRORS as error:
             self.notes.append(
                 f"event {event.type!r} has an unexpected shape ({type(error).__name__}); passed through"
@@ -220,6 +263,19 @@ class StreamSession(ABC):
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         self.notes.append(f"event {event.type!r} is not JSON; passed through")
         return [event.raw]
+
+    def _scan_residual(self, event: SSEEvent, payload: Any) -> tuple[Any, bool]:
+        residual = self.filters.residual
+        if residual is None:
+            return payload, False
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        handled = self._handled(event, payload)
+        return residual.filter(kind if isinstance(kind, str) else event.type, payload, handled)
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        """Paths of the strings in this event that the dialect filters as text itself (its channels):
+        every other string goes to the residual scan."""
+        return ()
 
     @abstractmethod
     def _observe(self, event: SSEEvent, payload: Any) -> None:
@@ -293,6 +349,13 @@ class PerEventStreamSession(StreamSession):
 
     def _filter_within_event(self, where: str, text: str) -> str:
         return self._filter_text(where, text) + self._close_channel(where)
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        return {tuple(parse_locator(where)) for where, _ in self._texts(payload)}
+
+    def _texts(self, payload: Any) -> list[tuple[str, str]]:
+        """(locator, text) of the strings of one event that this session filters."""
+        return []
 
 
 def _filter_once(text_filter: TextFilter, text: str) -> str:

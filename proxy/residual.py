@@ -1,0 +1,276 @@
+"""Secrets in the strings of a JSON body or event that no dialect reads as text.
+
+A dialect says where an API carries text (completions, reasoning, tool arguments); an upstream can put a
+secret anywhere else too: an unknown field, an id, a key, a field of a newer API version. ``JsonScan``
+scans every string value and every key of a decoded document except those the dialect already filters,
+and redacts what the policy enforces, so what a dialect does not model is not a blind spot:
+
+- a string that is itself JSON (a tool's arguments, a payload inside a field) is decoded and scanned as
+  the receiver's ``json.loads`` will see it, at every level of nesting; one with JSON escapes that does not
+  parse is scanned with its escapes decoded;
+- in a stream, each field (the event type and the field's path, indices aside) keeps the tail of what it
+  carried, so a secret split across two events is caught in the event that completes it; the part sent
+  before is not held back (unknown fields cannot be held: nothing says when they end);
+- a value repeated from the previous event (ids, types, model names) reuses the previous result rather
+  than being scanned again, so the cost per event stays that of the new text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import regex
+
+from proxy.dialects.locator import Step, format_locator
+from proxy.redact import RedactionStyle, fingerprint, redact_text
+from proxy.rulepack import Match, Rule, Scanner
+
+Path = tuple[Step, ...]
+# Between the strings of one batch: no secret pattern reads across a NUL and a line break.
+_SEPARATOR = "\x00\n\x00"
+_CONTEXT = 256
+_MAX_CACHED_KEYS = 4096
+# A JSON escape (\uXXXX or \/) after a run of backslashes; the run's length says at which level of
+# nested JSON the escape is read (1 backslash: this text's; 2: a JSON text inside one of its strings; ...).
+_ESCAPE = regex.compile(r"(\\+)(?:u([0-9a-fA-F]{4})|(/))")
+_PARTIAL_ESCAPE = regex.compile(r"(?r)\\+(?:u[0-9a-fA-F]{0,3})?\Z")
+_MAX_PARTIAL_ESCAPE = 64
+
+
+def _literal_safe(char: str) -> bool:
+    """A character JSON lets a string hold unescaped, at any level of nesting."""
+    code = ord(char)
+    return code >= 0x20 and char not in '"\\' and not 0xD800 <= code < 0xE000
+
+
+def canonical_escapes(text: str) -> str:
+    """JSON text with every ``\\uXXXX`` and ``\\/`` escape of a character that needs no escaping
+    replaced by the character, at every level of nesting: what the receiver decodes is unchanged, and a
+    secret spelled with escapes is spelled plainly for the scanner."""
+
+    def plain(match: regex.Match[str]) -> str:
+        run = match.group(1)
+        level = len(run) & -len(run)  # backslashes that make one escape character at its level
+        char = chr(int(match.group(2), 16)) if match.group(2) else "/"
+        return run[: len(run) - level] + char if _literal_safe(char) else match.group(0)
+
+    return _ESCAPE.sub(plain, text) if "\\" in text else text
+
+
+class UnescapingFilter:
+    """A text filter over streamed JSON text (a tool call's arguments) that hands the filter behind it
+    the text with its escapes made plain (``canonical_escapes``); an escape split across deltas is held
+    until it is whole."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        text = self._held + text
+        partial = _PARTIAL_ESCAPE.search(text)
+        cut = partial.start() if partial and len(text) - partial.start() <= _MAX_PARTIAL_ESCAPE else len(text)
+        self._held = text[cut:]
+        return str(self._inner.feed(canonical_escapes(text[:cut])))
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return str(self._inner.feed(canonical_escapes(held))) + str(self._inner.flush())
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A secret found in a string no dialect models: where, which rule, and its keyed fingerprint."""
+
+    where: str
+    rule: Rule
+    fingerprint: str
+
+
+@dataclass(slots=True)
+class _Piece:
+    path: Path
+    text: str
+    context: str = ""
+    key: bool = False
+    decoded: bool = False
+    """The piece is ``text`` with its escapes made plain: a match replaces the whole value."""
+
+
+class JsonScan:
+    """Scans decoded JSON documents (whole bodies, or the events of one stream in order).
+    ``redacts(rule)`` says whether a match of that rule is redacted or only recorded in ``found``."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        redacts: Callable[[Rule], bool],
+        style: RedactionStyle = RedactionStyle.PLACEHOLDER,
+        *,
+        key: bytes | None = None,
+        rewrites: bool = True,
+    ) -> None:
+        self.rewrites = rewrites
+        """Whether any rule is redacted; when not, documents are only read (observe mode)."""
+        self._scanner = scanner
+        self._redacts = redacts
+        self._style = style
+        self._key = key
+        self.found: list[Found] = []
+        self.timed_out: list[str] = []
+        self._tails: dict[Path, str] = {}
+        self._last: dict[Path, tuple[str, str]] = {}
+        self._keys: dict[str, str] = {}
+
+    def filter(self, kind: str, document: Any, handled: Collection[Path] = ()) -> tuple[Any, bool]:
+        """The document with the secrets of every string outside ``handled`` redacted, and whether
+        anything changed. ``kind`` names the stream's event type ("" for a body)."""
+        values: list[tuple[Path, str]] = []
+        keys: list[tuple[Path, str]] = []
+        _collect(document, (), handled, values, keys)
+        replacements: dict[Path, str] = {}
+        renamed: dict[Path, str] = {}
+        pieces: list[_Piece] = []
+        for path, text in values:
+            channel = (kind, *(-1 if isinstance(step, int) else step for step in path))
+            context = self._tails.get(channel, "")
+            self._tails[channel] = (context + text)[-_CONTEXT:]
+            last = self._last.get(channel)
+            if last is not None and last[0] == text:
+                if last[1] != text:
+                    replacements[path] = last[1]
+                continue
+            nested = self._nested(kind, path, text)
+            if nested is not None:
+                if nested != text:
+                    replacements[path] = nested
+                self._last[channel] = (text, nested)
+                continue
+            pieces.append(_Piece(path, text, context))
+            plain = canonical_escapes(text)
+            if plain != text:
+                pieces.append(_Piece(path, plain, decoded=True))
+        for path, name in keys:
+            cached = self._keys.get(name)
+            if cached is None:
+                pieces.append(_Piece(path, name, key=True))
+            elif cached != name:
+                renamed[path] = cached
+        for piece, text in zip(pieces, self._scan(kind, pieces), strict=True):
+            if piece.key:
+                if len(self._keys) < _MAX_CACHED_KEYS:
+                    self._keys[piece.text] = text
+                if text != piece.text:
+                    renamed[piece.path] = text
+            elif not piece.decoded or text != piece.text:
+                # A value whose plain spelling holds a secret is sent in that spelling, redacted.
+                replacements[piece.path] = text
+        for piece in pieces:
+            if not piece.key and not piece.decoded:
+                channel = (kind, *(-1 if isinstance(step, int) else step for step in piece.path))
+                self._last[channel] = (piece.text, replacements.get(piece.path, piece.text))
+        changed = {path: text for path, text in replacements.items() if text != _at(document, path)}
+        for path, text in changed.items():
+            document = _put(document, path, text)
+        for path, name in sorted(renamed.items(), key=lambda item: -len(item[0])):
+            document = _rename(document, path, name)
+        return document, bool(changed or renamed)
+
+    def _nested(self, kind: str, path: Path, text: str) -> str | None:
+        """A string that is a JSON object or array: its own strings scanned as decoded; else None."""
+        stripped = text.strip()
+        if not (stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]")):
+            return None
+        try:
+            inner = json.loads(text)
+        except (ValueError, RecursionError):
+            return None
+        filtered, changed = self.filter(f"{kind}{format_locator(path)}:", inner)
+        return json.dumps(filtered, ensure_ascii=False, separators=(",", ":")) if changed else text
+
+    def _scan(self, kind: str, pieces: list[_Piece]) -> list[str]:
+        """Each piece's text with the enforced matches in it redacted, from one scan of all of them.
+        A match that starts in a piece's context (an earlier event) is redacted from where the piece
+        starts; one lying wholly in the context was dealt with then."""
+        if not pieces:
+            return []
+        starts: list[int] = []
+        batch: list[str] = []
+        position = 0
+        for piece in pieces:
+            starts.append(position + len(piece.context))
+            batch.append(piece.context + piece.text)
+            position += len(piece.context) + len(piece.text) + len(_SEPARATOR)
+        joined = _SEPARATOR.join(batch)
+        result = self._scanner.scan(joined)
+        self.timed_out.extend(result.timed_out)
+        local: dict[int, list[Match]] = {}
+        for match in result.matches:
+            first = max(0, bisect.bisect_right(starts, match.start) - 1)
+            last = max(0, bisect.bisect_right(starts, match.end - 1) - 1)
+            touched = False
+            for index in range(first, last + 1):
+                begin, end = starts[index], starts[index] + len(pieces[index].text)
+                span = (max(match.start, begin) - begin, min(match.end, end) - begin)
+                if span[0] >= span[1]:
+                    continue
+                touched = True
+                if self._redacts(match.rule):
+                    local.setdefault(index, []).append(Match(match.rule, *span))
+            if touched:
+                where = f"{kind} {format_locator(pieces[first].path)}".strip()
+                value = joined[match.start : match.end]
+                self.found.append(Found(where, match.rule, fingerprint(value, self._key)))
+        return [
+            redact_text(piece.text, local[index], self._style, key=self._key)
+            if index in local
+            else piece.text
+            for index, piece in enumerate(pieces)
+        ]
+
+
+def _collect(
+    value: Any,
+    path: Path,
+    handled: Collection[Path],
+    values: list[tuple[Path, str]],
+    keys: list[tuple[Path, str]],
+) -> None:
+    if path and path in handled:
+        return
+    if isinstance(value, str):
+        values.append((path, value))
+    elif isinstance(value, dict):
+        for name, child in value.items():
+            keys.append(((*path, name), name))
+            _collect(child, (*path, name), handled, values, keys)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _collect(child, (*path, index), handled, values, keys)
+
+
+def _at(document: Any, path: Path) -> Any:
+    for step in path:
+        document = document[step]
+    return document
+
+
+def _put(document: Any, path: Path, value: Any) -> Any:
+    if not path:
+        return value
+    _at(document, path[:-1])[path[-1]] = value
+    return document
+
+
+def _rename(document: Any, path: Path, name: str) -> Any:
+    """The key at ``path`` renamed, keeping the order of its object's keys."""
+    parent = _at(document, path[:-1])
+    old = path[-1]
+    renamed = {(name if key == old else key): child for key, child in parent.items()}
+    parent.clear()
+    parent.update(renamed)
+    return document
