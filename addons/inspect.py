@@ -190,6 +190,14 @@ class Inspect:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
+        scanned = inspector.scan_headers(list(flow.response.headers.items(multi=True)))
+        if scanned is not None:
+            flow.response.headers = http.Headers(
+                [
+                    (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+                    for name, value in scanned
+                ]
+            )
         if not is_event_stream(flow.response.headers.get("content-type")):
             self._redact_large_body(flow, turn, inspector)
             return

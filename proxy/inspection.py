@@ -589,6 +589,20 @@ class TurnInspector:
         self._record_residual()
         return encode_json(filtered) if changed else body
 
+    def scan_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        """Response headers with secrets in their names or values redacted where enforced (findings
+        recorded either way); None when nothing changes. ``set-cookie`` is left alone: a session a
+        server hands its client is that client's own credential, kept by its HTTP stack."""
+        document = [[name, value] for name, value in headers if name.lower() != "set-cookie"]
+        filtered, changed = self.residual.filter("headers", document, ())
+        self._record_residual()
+        if not changed:
+            return None
+        scanned = iter(filtered)
+        return [
+            (name, value) if name.lower() == "set-cookie" else tuple(next(scanned)) for name, value in headers
+        ]
+
     def _record_residual(self) -> None:
         """Findings of the residual scan not already recorded from the dialect's own reading."""
         seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}

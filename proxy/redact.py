@@ -264,7 +264,7 @@ class StreamRedactor:
         offset = len(self._context)
         base = self._passed - offset  # stream offset of window[0]
         cut = offset + upto
-        matches = [match for match in self._scanner.scan(window).matches if match.end > offset]
+        matches = self._matches(window, offset, base)
         if not final:
             for match in matches:
                 if match.start < cut < match.end and cut - match.start <= self._max_hold:
@@ -289,6 +289,25 @@ class StreamRedactor:
         self._context = window[max(0, cut - self._context_size) : cut]
         self._pending = window[cut:]
         return "".join(out)
+
+    def _matches(self, window: str, offset: int, base: int) -> list[Match]:
+        """Matches in the window that reach past its context. While the context holds text of another
+        channel (before stream offset 0), this channel's own text is also scanned alone: the joint text
+        can hide a boundary a rule needs (``abc`` + ``AKIA...`` reads as one word)."""
+        found = [match for match in self._scanner.scan(window).matches if match.end > offset]
+        own = -base
+        if own <= 0:
+            return found
+        found += [
+            Match(match.rule, match.start + own, match.end + own)
+            for match in self._scanner.scan(window[own:]).matches
+            if match.end + own > offset
+        ]
+        kept: list[Match] = []
+        for match in sorted(found, key=lambda item: (item.start, -item.end)):
+            if not kept or match.start >= kept[-1].end:
+                kept.append(match)
+        return kept
 
     def _start_key_block(self, begin: regex.Match[str], text: str) -> None:
         label = begin.group("label")

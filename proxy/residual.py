@@ -11,6 +11,8 @@ and redacts what the policy enforces, so what a dialect does not model is not a 
 - in a stream, each field (the event type and the field's path, indices aside) keeps the tail of what it
   carried, so a secret split across two events is caught in the event that completes it; the part sent
   before is not held back (unknown fields cannot be held: nothing says when they end);
+- a list of byte values (what ``logprobs`` gives for each token) is read as the text it decodes to, and
+  rewritten as the bytes of the redacted text;
 - a value repeated from the previous event (ids, types, model names) reuses the previous result rather
   than being scanned again, so the cost per event stays that of the new text.
 """
@@ -131,15 +133,18 @@ class JsonScan:
         anything changed. ``kind`` names the stream's event type ("" for a body)."""
         values: list[tuple[Path, str]] = []
         keys: list[tuple[Path, str]] = []
-        _collect(document, (), handled, values, keys)
+        byte_lists: set[Path] = set()
+        _collect(document, (), handled, values, keys, byte_lists)
         replacements: dict[Path, str] = {}
         renamed: dict[Path, str] = {}
         pieces: list[_Piece] = []
         for path, text in values:
-            channel = (kind, *(-1 if isinstance(step, int) else step for step in path))
-            context = self._tails.get(channel, "")
-            self._tails[channel] = (context + text)[-_CONTEXT:]
-            last = self._last.get(channel)
+            shape = tuple(-1 if isinstance(step, int) else step for step in path)
+            # The tail is kept per field whatever the event type, so renaming the event does not
+            # split a secret's detection; the cache is per event type and field.
+            context = self._tails.get(shape, "")
+            self._tails[shape] = (context + text)[-_CONTEXT:]
+            last = self._last.get((kind, *shape))
             if last is not None and last[0] == text:
                 if last[1] != text:
                     replacements[path] = last[1]
@@ -148,9 +153,13 @@ class JsonScan:
             if nested is not None:
                 if nested != text:
                     replacements[path] = nested
-                self._last[channel] = (text, nested)
+                self._last[(kind, *shape)] = (text, nested)
                 continue
-            pieces.append(_Piece(path, text, context))
+            pieces.append(_Piece(path, text))
+            if context:
+                # Read on from the field's earlier text too (a secret split across events), and on its
+                # own (a field that is no continuation: the joint text can hide a boundary).
+                pieces.append(_Piece(path, text, context))
             plain = canonical_escapes(text)
             if plain != text:
                 pieces.append(_Piece(path, plain, decoded=True))
@@ -160,22 +169,36 @@ class JsonScan:
                 pieces.append(_Piece(path, name, key=True))
             elif cached != name:
                 renamed[path] = cached
-        for piece, text in zip(pieces, self._scan(kind, pieces), strict=True):
+        spans: dict[Path, list[Match]] = {}
+        for piece, found in zip(pieces, self._scan(kind, pieces), strict=True):
             if piece.key:
+                text = redact_text(piece.text, found, self._style, key=self._key) if found else piece.text
                 if len(self._keys) < _MAX_CACHED_KEYS:
                     self._keys[piece.text] = text
                 if text != piece.text:
                     renamed[piece.path] = text
-            elif not piece.decoded or text != piece.text:
-                # A value whose plain spelling holds a secret is sent in that spelling, redacted.
-                replacements[piece.path] = text
+            elif piece.decoded:
+                if found:
+                    # A value whose plain spelling holds a secret is sent in that spelling, redacted.
+                    replacements[piece.path] = redact_text(piece.text, found, self._style, key=self._key)
+            elif piece.path not in replacements:
+                spans.setdefault(piece.path, []).extend(found)
         for piece in pieces:
-            if not piece.key and not piece.decoded:
-                channel = (kind, *(-1 if isinstance(step, int) else step for step in piece.path))
-                self._last[channel] = (piece.text, replacements.get(piece.path, piece.text))
-        changed = {path: text for path, text in replacements.items() if text != _at(document, path)}
-        for path, text in changed.items():
-            document = _put(document, path, text)
+            if piece.key or piece.decoded or piece.context:
+                continue
+            if spans.get(piece.path):
+                replacements[piece.path] = redact_text(
+                    piece.text, spans[piece.path], self._style, key=self._key
+                )
+            shape = tuple(-1 if isinstance(step, int) else step for step in piece.path)
+            self._last[(kind, *shape)] = (piece.text, replacements.get(piece.path, piece.text))
+        changed: dict[Path, Any] = {
+            path: list(text.encode("utf-8", "surrogateescape")) if path in byte_lists else text
+            for path, text in replacements.items()
+        }
+        changed = {path: value for path, value in changed.items() if value != _at(document, path)}
+        for path, value in changed.items():
+            document = _put(document, path, value)
         for path, name in sorted(renamed.items(), key=lambda item: -len(item[0])):
             document = _rename(document, path, name)
         return document, bool(changed or renamed)
@@ -192,10 +215,10 @@ class JsonScan:
         filtered, changed = self.filter(f"{kind}{format_locator(path)}:", inner)
         return json.dumps(filtered, ensure_ascii=False, separators=(",", ":")) if changed else text
 
-    def _scan(self, kind: str, pieces: list[_Piece]) -> list[str]:
-        """Each piece's text with the enforced matches in it redacted, from one scan of all of them.
-        A match that starts in a piece's context (an earlier event) is redacted from where the piece
-        starts; one lying wholly in the context was dealt with then."""
+    def _scan(self, kind: str, pieces: list[_Piece]) -> list[list[Match]]:
+        """Each piece's enforced matches, as spans of its text, from one scan of all of them. A match
+        that starts in a piece's context (an earlier event) is redacted from where the piece starts; one
+        lying wholly in the context was dealt with then."""
         if not pieces:
             return []
         starts: list[int] = []
@@ -225,12 +248,7 @@ class JsonScan:
                 where = f"{kind} {format_locator(pieces[first].path)}".strip()
                 value = joined[match.start : match.end]
                 self.found.append(Found(where, match.rule, fingerprint(value, self._key)))
-        return [
-            redact_text(piece.text, local[index], self._style, key=self._key)
-            if index in local
-            else piece.text
-            for index, piece in enumerate(pieces)
-        ]
+        return [local.get(index, []) for index in range(len(pieces))]
 
 
 def _collect(
@@ -239,6 +257,7 @@ def _collect(
     handled: Collection[Path],
     values: list[tuple[Path, str]],
     keys: list[tuple[Path, str]],
+    byte_lists: set[Path],
 ) -> None:
     if path and path in handled:
         return
@@ -247,10 +266,14 @@ def _collect(
     elif isinstance(value, dict):
         for name, child in value.items():
             keys.append(((*path, name), name))
-            _collect(child, (*path, name), handled, values, keys)
+            _collect(child, (*path, name), handled, values, keys, byte_lists)
     elif isinstance(value, list):
+        if value and all(type(item) is int and 0 <= item < 256 for item in value):
+            values.append((path, bytes(value).decode("utf-8", "surrogateescape")))
+            byte_lists.add(path)
+            return
         for index, child in enumerate(value):
-            _collect(child, (*path, index), handled, values, keys)
+            _collect(child, (*path, index), handled, values, keys, byte_lists)
 
 
 def _at(document: Any, path: Path) -> Any:

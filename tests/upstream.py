@@ -50,6 +50,12 @@ class Reply:
     """When set, a stream stops after its first event until the test sets this event (or 10 s pass)."""
     mcp_tools: list[dict[str, Any]] = field(default_factory=list)
     """What an MCP ``tools/list`` answers, when not the default tools."""
+    body: bytes | None = None
+    """A crafted answer sent as it is, whatever the route (JSON unless ``content_type`` says otherwise)."""
+    events: list[bytes] | None = None
+    """A crafted event stream: each item sent as it is, as one chunk."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra response headers."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +449,12 @@ class FakeUpstream:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 path = self.path.split("?", 1)[0]
                 upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
+                if upstream.reply.events is not None:
+                    self._stream(iter(upstream.reply.events), upstream.reply)
+                    return
+                if upstream.reply.body is not None:
+                    self._send(200, upstream.reply.body)
+                    return
                 if path == "/mcp":
                     request = json.loads(body)
                     if "id" not in request:  # a notification: accepted, nothing to answer
@@ -485,6 +497,8 @@ class FakeUpstream:
                 self.send_response(status)
                 self.send_header("content-type", upstream.reply.content_type or "application/json")
                 self.send_header("content-length", str(len(body)))
+                for name, value in upstream.reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -493,6 +507,8 @@ class FakeUpstream:
                 self.send_header("content-type", reply.content_type or "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("transfer-encoding", "chunked")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 if reply.gzip_stream:
                     self.send_header("content-encoding", "gzip")
                     events = _gzipped(events)
