@@ -197,6 +197,7 @@ class StreamRedactor:
         self._key_block: tuple[str, regex.Pattern[str], Any] | None = None  # rule id, end marker, digest
         self._key_block_tail = ""
         self._key_block_size = 0
+        self._continued: tuple[int, str] | None = None
         self.redactions: list[Redaction] = []
 
     def feed(self, delta: str) -> str:
@@ -224,9 +225,13 @@ class StreamRedactor:
 
     def continue_from(self, text: str) -> None:
         """Reads what follows as the continuation of ``text``, which another channel already carried:
-        a secret that began there is redacted from where this channel starts."""
+        a secret that began there is redacted from where this channel starts (``continued`` says how
+        much of ``text`` it covered)."""
         if not self._pending and not self._passed:
             self._context = text[-self._context_size :]
+
+    def continued(self) -> tuple[int, str] | None:
+        return self._continued
 
     def flush(self) -> str:
         out: list[str] = []
@@ -278,7 +283,10 @@ class StreamRedactor:
             start, end = max(match.start, offset), min(match.end, cut)
             value = window[match.start : match.end]
             out.append(window[position:start])
-            out.append(placeholder(match.rule.id, value, self._style, self._key))
+            stand_in = placeholder(match.rule.id, value, self._style, self._key)
+            out.append(stand_in)
+            if base + match.start < 0 and self._continued is None:
+                self._continued = (-(base + match.start), stand_in)
             if base + match.start not in self._recorded:
                 self._recorded.add(base + match.start)
                 self.redactions.append(Redaction.of(match.rule, value, self._key))

@@ -101,6 +101,9 @@ class _Piece:
     key: bool = False
     decoded: bool = False
     """The piece is ``text`` with its escapes made plain: a match replaces the whole value."""
+    earlier: tuple[tuple[Path, str], ...] = ()
+    """Values of the same field earlier in this document, whose text ends the context: a match that
+    began in them is redacted there too, since they have not been sent yet."""
 
 
 class JsonScan:
@@ -138,8 +141,11 @@ class JsonScan:
         replacements: dict[Path, str] = {}
         renamed: dict[Path, str] = {}
         pieces: list[_Piece] = []
+        in_document: dict[Path, list[tuple[Path, str]]] = {}
         for path, text in values:
             shape = tuple(-1 if isinstance(step, int) else step for step in path)
+            earlier = tuple(in_document.setdefault(shape, []))
+            in_document[shape].append((path, text))
             # The tail is kept per field whatever the event type, so renaming the event does not
             # split a secret's detection; the cache is per event type and field.
             context = self._tails.get(shape, "")
@@ -159,7 +165,7 @@ class JsonScan:
             if context:
                 # Read on from the field's earlier text too (a secret split across events), and on its
                 # own (a field that is no continuation: the joint text can hide a boundary).
-                pieces.append(_Piece(path, text, context))
+                pieces.append(_Piece(path, text, context, earlier=earlier))
             plain = canonical_escapes(text)
             if plain != text:
                 pieces.append(_Piece(path, plain, decoded=True))
@@ -170,7 +176,16 @@ class JsonScan:
             elif cached != name:
                 renamed[path] = cached
         spans: dict[Path, list[Match]] = {}
-        for piece, found in zip(pieces, self._scan(kind, pieces), strict=True):
+        for piece, (found, reaching) in zip(pieces, self._scan(kind, pieces), strict=True):
+            for rule, covered in reaching:
+                for path, earlier_text in reversed(piece.earlier):
+                    if covered <= 0:
+                        break
+                    take = min(covered, len(earlier_text))
+                    spans.setdefault(path, []).append(
+                        Match(rule, len(earlier_text) - take, len(earlier_text))
+                    )
+                    covered -= take
             if piece.key:
                 text = redact_text(piece.text, found, self._style, key=self._key) if found else piece.text
                 if len(self._keys) < _MAX_CACHED_KEYS:
@@ -215,10 +230,10 @@ class JsonScan:
         filtered, changed = self.filter(f"{kind}{format_locator(path)}:", inner)
         return json.dumps(filtered, ensure_ascii=False, separators=(",", ":")) if changed else text
 
-    def _scan(self, kind: str, pieces: list[_Piece]) -> list[list[Match]]:
-        """Each piece's enforced matches, as spans of its text, from one scan of all of them. A match
-        that starts in a piece's context (an earlier event) is redacted from where the piece starts; one
-        lying wholly in the context was dealt with then."""
+    def _scan(self, kind: str, pieces: list[_Piece]) -> list[tuple[list[Match], list[tuple[Rule, int]]]]:
+        """Each piece's enforced matches, as spans of its text, and those that began in its context
+        (rule, characters of the context covered), from one scan of all of them. A match lying wholly
+        in a context was dealt with where that text was read."""
         if not pieces:
             return []
         starts: list[int] = []
@@ -232,6 +247,7 @@ class JsonScan:
         result = self._scanner.scan(joined)
         self.timed_out.extend(result.timed_out)
         local: dict[int, list[Match]] = {}
+        reaching: dict[int, list[tuple[Rule, int]]] = {}
         for match in result.matches:
             first = max(0, bisect.bisect_right(starts, match.start) - 1)
             last = max(0, bisect.bisect_right(starts, match.end - 1) - 1)
@@ -244,11 +260,14 @@ class JsonScan:
                 touched = True
                 if self._redacts(match.rule):
                     local.setdefault(index, []).append(Match(match.rule, *span))
+                    context_start = begin - len(pieces[index].context)
+                    if context_start <= match.start < begin:
+                        reaching.setdefault(index, []).append((match.rule, begin - match.start))
             if touched:
                 where = f"{kind} {format_locator(pieces[first].path)}".strip()
                 value = joined[match.start : match.end]
                 self.found.append(Found(where, match.rule, fingerprint(value, self._key)))
-        return [local.get(index, []) for index in range(len(pieces))]
+        return [(local.get(index, []), reaching.get(index, [])) for index in range(len(pieces))]
 
 
 def _collect(

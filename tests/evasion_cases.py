@@ -24,6 +24,9 @@ class Case:
     body: bytes | None = None
     events: list[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    whole: bool = True
+    """No piece of the secret reaches the client; False for a secret split across fields that are not
+    held back, where the part sent before its completion already left."""
 
     @property
     def stream(self) -> bool:
@@ -425,6 +428,7 @@ ANTHROPIC_SSE = [
                 {"type": "text_delta", "text": "b", "note": GITHUB[15:]},
             )
         ),
+        whole=False,
     ),
     Case(
         "lone-surrogate-in-event",
@@ -770,6 +774,7 @@ CHAT_SSE = [
             chat_chunk({"content": "a", "x_text": GITHUB[:18]}),
             chat_chunk({"content": "b", "x_text": GITHUB[18:]}),
         ),
+        whole=False,
     ),
     Case("field-name-case", "openai_chat", AWS, events=chat_events(chat_chunk({"Content": f"k {AWS}"}))),
     Case(
@@ -1101,6 +1106,7 @@ RESPONSES_SSE = [
                 for piece in split(GITHUB, 9, 22)
             )
         ),
+        whole=False,
     ),
     Case(
         "only-in-final-response",
@@ -1136,6 +1142,17 @@ def gemini_body(parts: list[Any], **extra: Any) -> dict[str, Any]:
         "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2},
         "modelVersion": "gemini-2.5-flash",
     }
+
+
+def gemini_chunks(*chunks: list[Any]) -> list[bytes]:
+    """A stream of chunks, the last one finishing the candidate."""
+    events = []
+    for number, parts in enumerate(chunks, 1):
+        body = gemini_body(parts)
+        if number < len(chunks):
+            del body["candidates"][0]["finishReason"]
+        events.append(sse(body))
+    return events
 
 
 GEMINI_JSON = [
@@ -1202,17 +1219,15 @@ GEMINI_SSE = [
         "thought-split",
         "gemini",
         AWS,
-        events=[sse(gemini_body([{"text": piece, "thought": True}])) for piece in split(f"key {AWS}", 7, 15)]
-        + [sse(gemini_body([{"text": "Done."}]))],
+        events=gemini_chunks(
+            *([{"text": piece, "thought": True}] for piece in split(f"key {AWS}", 7, 15)), [{"text": "Done."}]
+        ),
     ),
     Case(
         "split-thought-to-text",
         "gemini",
         AWS,
-        events=[
-            sse(gemini_body([{"text": f"print {AWS[:11]}", "thought": True}])),
-            sse(gemini_body([{"text": AWS[11:]}])),
-        ],
+        events=gemini_chunks([{"text": f"print {AWS[:11]}", "thought": True}], [{"text": AWS[11:]}]),
     ),
     Case(
         "function-args-escapes",
@@ -1239,10 +1254,8 @@ GEMINI_SSE = [
         "unknown-part-field-split",
         "gemini",
         GITHUB,
-        events=[
-            sse(gemini_body([{"text": "a", "x": GITHUB[:20]}])),
-            sse(gemini_body([{"text": "b", "x": GITHUB[20:]}])),
-        ],
+        events=gemini_chunks([{"text": "a", "x": GITHUB[:20]}], [{"text": "b", "x": GITHUB[20:]}]),
+        whole=False,
     ),
     Case(
         "lone-surrogate",

@@ -24,6 +24,9 @@ from tests.pki import UpstreamPKI
 from tests.upstream import FakeUpstream, Reply
 
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+FRAGMENT = 8
+"""No piece of a secret this long may reach the client, unless the case says the secret is only caught
+once its last part arrives (split across fields no dialect models, which cannot be held back)."""
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,11 @@ def test_secret_never_reaches_the_client(
         received = [str(error), getattr(error, "body", None)]
     strings = [text for value in received for text in decoded(value)]
     assert not [text for text in strings if case.secret in text]
-    assert case.secret not in "".join(strings)
+    joined = "".join(strings)
+    assert case.secret not in joined
+    if case.whole:
+        pieces = {case.secret[start : start + FRAGMENT] for start in range(len(case.secret) - FRAGMENT + 1)}
+        assert not [piece for piece in pieces if piece in joined]
     record = agent.wait_for_records(turn_count[0])[turn_count[0] - 1]
     assert record["findings"], record
     assert all(case.secret not in json.dumps(finding) for finding in record["findings"])

@@ -127,9 +127,9 @@ class OpenAIChat(Dialect):
             message = as_dict(choice.get("message"))
             base = f"choices[{position}].message"
             for key in TEXT_KEYS:
-                text = as_str(message.get(key))
-                if text:
-                    completion.text.append(TextSegment(text, f"{base}.{key}", key in REASONING_KEYS))
+                for where, text in content_texts(message.get(key), f"{base}.{key}", ("text", "refusal")):
+                    if text:
+                        completion.text.append(TextSegment(text, where, key in REASONING_KEYS))
             completion.tool_calls.extend(_message_calls(message, base))
         if choices:
             completion.stop_reason = as_str(as_dict(choices[0]).get("finish_reason"))
@@ -246,7 +246,7 @@ class ChatStreamSession(StreamSession):
             state = self._choices.setdefault(_index(choice, position), _ChoiceState())
             delta = as_dict(choice.get("delta"))
             for key in TEXT_KEYS:
-                text = as_str(delta.get(key))
+                text = "".join(str(holder[name]) for holder, name in _text_slots(delta, key))
                 if text:
                     state.texts[key] = state.texts.get(key, "") + text
             for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
@@ -274,16 +274,21 @@ class ChatStreamSession(StreamSession):
             delta = raw_choice["delta"]
             ending = isinstance(raw_choice.get("finish_reason"), str)
             for key in TEXT_KEYS:
-                text = as_str(delta.get(key))
                 where = f"choices[{choice_index}].message.{key}"
-                released = self._filter_text(where, text) if text else ""
-                if ending:
-                    released += self._close_channel(where)
-                    if released:
-                        before.append(self._text_chunk(choice_index, key, released))
-                        released = ""
-                if text:
-                    delta[key] = released
+                slots = _text_slots(delta, key)
+                last = len(slots) - 1
+                for position, (holder, name) in enumerate(slots):
+                    released = self._filter_text(where, holder[name]) if holder[name] else ""
+                    if ending and position == last:
+                        released += self._close_channel(where)
+                        if released and holder is delta:
+                            before.append(self._text_chunk(choice_index, key, released))
+                            released = ""
+                    holder[name] = released
+                if ending and not slots:
+                    flushed = self._close_channel(where)
+                    if flushed:
+                        before.append(self._text_chunk(choice_index, key, flushed))
             if self.filters.tool_gate is not None or self.filters.argument_filter is not None:
                 before.extend(self._gate_calls(choice_index, delta, ending=ending))
             if self.filters.tool_gate is not None and ending:
@@ -304,7 +309,11 @@ class ChatStreamSession(StreamSession):
             if not isinstance(delta, dict):
                 continue
             base = ("choices", position, "delta")
-            handled.update((*base, key) for key in TEXT_KEYS if isinstance(delta.get(key), str))
+            for key in TEXT_KEYS:
+                if isinstance(delta.get(key), str):
+                    handled.add((*base, key))
+                for index, part in enumerate(as_list(delta.get(key))):
+                    handled.update((*base, key, index, name) for _, name in _text_slots(part, None))
             for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
                 if isinstance(as_dict(as_dict(raw_call).get("function")).get("arguments"), str):
                     handled.add((*base, "tool_calls", call_position, "function", "arguments"))
@@ -444,6 +453,19 @@ class ChatStreamSession(StreamSession):
         delta = {key: text}
         choice = {"index": choice_index, "delta": delta, "logprobs": None, "finish_reason": None}
         return synthesised({**self._envelope, "choices": [choice]})
+
+
+def _text_slots(holder: Any, key: str | None) -> list[tuple[dict[str, Any], str]]:
+    """Where a delta carries the text of one of its ``TEXT_KEYS``: the key itself when it holds a string,
+    or the ``text`` (``refusal``) of each part when it holds a list of parts. With ``key`` None, the text
+    fields of one part."""
+    if key is None:
+        part = as_dict(holder)
+        return [(part, name) for name in ("text", "refusal") if isinstance(part.get(name), str)]
+    value = as_dict(holder).get(key)
+    if isinstance(value, str):
+        return [(holder, key)]
+    return [slot for part in as_list(value) for slot in _text_slots(part, None)]
 
 
 def _index(item: dict[str, Any], position: int) -> int:

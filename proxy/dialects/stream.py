@@ -48,6 +48,11 @@ class Continuing(Protocol):
 
     def continue_from(self, text: str) -> None: ...
 
+    def continued(self) -> tuple[int, str] | None:
+        """When a redacted match began in the text this channel continues: how many of that text's last
+        characters it covers, and the placeholder that stands for it."""
+        ...
+
 
 Path = tuple[str | int, ...]
 
@@ -116,6 +121,12 @@ class _ChainedFilter:
             if isinstance(text_filter, Continuing):
                 text_filter.continue_from(text)
 
+    def continued(self) -> tuple[int, str] | None:
+        found = [
+            text_filter.continued() for text_filter in self._filters if isinstance(text_filter, Continuing)
+        ]
+        return max((item for item in found if item is not None), default=None)
+
 
 def chain_filters(*factories: TextFilterFactory) -> TextFilterFactory:
     """One factory whose filters pass text through each given filter in order (redactor, then a
@@ -137,6 +148,18 @@ def encode_json(value: Any) -> bytes:
 
 
 _JOIN_CONTEXT = 256
+_MAX_QUEUED_EVENTS = 64
+
+
+@dataclass(slots=True)
+class _Boundary:
+    """A text channel closed on text it had held back, which may be the start of a secret the next
+    channel completes: what follows is queued until that channel has read far enough to say."""
+
+    where: str
+    flushed: str
+    next_filter: TextFilter | None = None
+    ready: bool = False
 
 
 class _Channels:
@@ -174,6 +197,17 @@ class _Channels:
     def open(self) -> list[str]:
         return list(self.filters)
 
+    def end_of(self, where: str, flushed: str, continued: tuple[int, str]) -> str:
+        """Redacts the end of the text a closed channel released, where a secret the next one completed
+        began; returns the new text of its last release."""
+        covered, stand_in = continued
+        cut = min(covered, len(flushed))
+        released = self.released.get(where, "")
+        replaced = flushed[: len(flushed) - cut] + stand_in
+        if released.endswith(flushed):
+            self.released[where] = released[: len(released) - len(flushed)] + replaced
+        return replaced
+
 
 class StreamSession(ABC):
     """Feeds one SSE response through a dialect. Usable directly as mitmproxy's
@@ -193,6 +227,8 @@ class StreamSession(ABC):
         self.events = 0
         self.bytes = 0
         """Events and bytes read, for the proxy's metrics."""
+        self._boundaries: list[_Boundary] = []
+        self._queued: list[bytes] = []
 
     @property
     @abstractmethod
@@ -221,7 +257,10 @@ class StreamSession(ABC):
         self.events += len(last_events)
         output = [piece for event in last_events for piece in self._on_block(event)]
         if self.filters.active:
-            output.extend(self._end_of_stream())
+            output.extend(self._through_boundaries(self._end_of_stream()))
+        for boundary in self._boundaries:
+            boundary.ready = True
+        output.extend(self._through_boundaries([]))
         if tail:
             self.notes.append(f"stream ended inside an event ({len(tail)} bytes)")
             if not self.filters.active:
@@ -236,6 +275,33 @@ class StreamSession(ABC):
             self.notes.append(f"an event longer than {limit} bytes was {fate}")
 
     def _on_block(self, event: SSEEvent) -> list[bytes]:
+        return self._through_boundaries(self._event_output(event))
+
+    def _through_boundaries(self, output: list[bytes]) -> list[bytes]:
+        """The output to send now: all of it while no channel boundary is pending; else it joins the
+        queue, which is sent once every pending boundary is decided (or the queue is too long to wait)."""
+        if not self._boundaries:
+            return output
+        self._queued.extend(output)
+        if (
+            not all(boundary.ready for boundary in self._boundaries)
+            and len(self._queued) <= _MAX_QUEUED_EVENTS
+        ):
+            return []
+        queued, self._queued = self._queued, []
+        for boundary in self._boundaries:
+            continued = (
+                boundary.next_filter.continued() if isinstance(boundary.next_filter, Continuing) else None
+            )
+            if continued is None:
+                continue
+            replaced = self._text.end_of(boundary.where, boundary.flushed, continued)
+            old, new = (encode_text(dump_json(text)[1:-1]) for text in (boundary.flushed, replaced))
+            queued = [piece.replace(old, new) for piece in queued]
+        self._boundaries = []
+        return queued
+
+    def _event_output(self, event: SSEEvent) -> list[bytes]:
         if event.oversized:
             # Its text cannot be filtered without holding all of it: with filters, none of it is sent.
             return [] if self.filters.active else [event.raw]
@@ -290,16 +356,34 @@ class StreamSession(ABC):
         return []
 
     def _filter_text(self, where: str, text: str) -> str:
-        return self._text.feed(where, text)
+        released = self._text.feed(where, text)
+        for boundary in self._boundaries:
+            if boundary.next_filter is None:
+                boundary.next_filter = self._text.filters.get(where)
+            if released and boundary.next_filter is self._text.filters.get(where):
+                boundary.ready = True
+        return released
 
     def _close_channel(self, where: str) -> str:
-        return self._text.close(where)
+        closing = self._text.filters.get(where)
+        flushed = self._text.close(where)
+        if closing is None:
+            return flushed
+        for boundary in self._boundaries:
+            if boundary.next_filter is closing:
+                boundary.ready = True
+        if flushed:
+            self._boundaries.append(_Boundary(where, flushed))
+        return flushed
 
     def _open_channels(self) -> list[str]:
         return self._text.open()
 
     def _filter_arguments(self, where: str, text: str) -> str:
-        """Argument text of the released call at ``where`` that may be sent now."""
+        """Argument text of the released call at ``where`` that may be sent now. Text no longer
+        continues: a pending boundary is decided."""
+        for boundary in self._boundaries:
+            boundary.ready = True
         return self._arguments.feed(where, text)
 
     def _close_arguments(self, where: str) -> str:
