@@ -97,6 +97,7 @@ class Found:
 class _Piece:
     path: Path
     text: str
+    shape: Path = ()
     context: str = ""
     key: bool = False
     decoded: bool = False
@@ -128,47 +129,47 @@ class JsonScan:
         self.found: list[Found] = []
         self.timed_out: list[str] = []
         self._tails: dict[Path, str] = {}
-        self._last: dict[Path, tuple[str, str]] = {}
+        self._last: dict[tuple[str, Path], tuple[str, str]] = {}
         self._keys: dict[str, str] = {}
 
     def filter(self, kind: str, document: Any, handled: Collection[Path] = ()) -> tuple[Any, bool]:
         """The document with the secrets of every string outside ``handled`` redacted, and whether
         anything changed. ``kind`` names the stream's event type ("" for a body)."""
-        values: list[tuple[Path, str]] = []
+        values: list[tuple[Path, Path, str]] = []
         keys: list[tuple[Path, str]] = []
         byte_lists: set[Path] = set()
-        _collect(document, (), handled, values, keys, byte_lists)
+        _collect(document, (), (), handled, values, keys, byte_lists)
         replacements: dict[Path, str] = {}
         renamed: dict[Path, str] = {}
         pieces: list[_Piece] = []
         in_document: dict[Path, list[tuple[Path, str]]] = {}
-        for path, text in values:
-            shape = tuple(-1 if isinstance(step, int) else step for step in path)
-            earlier = tuple(in_document.setdefault(shape, []))
-            in_document[shape].append((path, text))
-            # The tail is kept per field whatever the event type, so renaming the event does not
-            # split a secret's detection; the cache is per event type and field.
-            context = self._tails.get(shape, "")
-            self._tails[shape] = (context + text)[-_CONTEXT:]
-            last = self._last.get((kind, *shape))
+        for path, shape, text in values:
+            # The cache is per event type and field: ids, types and model names repeat in every event.
+            last = self._last.get((kind, shape))
             if last is not None and last[0] == text:
                 if last[1] != text:
                     replacements[path] = last[1]
                 continue
+            # The tail is kept per field whatever the event type, so renaming the event does not split
+            # a secret's detection.
+            earlier = tuple(in_document.setdefault(shape, []))
+            in_document[shape].append((path, text))
+            context = self._tails.get(shape, "")
+            self._tails[shape] = (context + text)[-_CONTEXT:]
             nested = self._nested(kind, path, text)
             if nested is not None:
                 if nested != text:
                     replacements[path] = nested
-                self._last[(kind, *shape)] = (text, nested)
+                self._last[(kind, shape)] = (text, nested)
                 continue
-            pieces.append(_Piece(path, text))
+            pieces.append(_Piece(path, text, shape))
             if context:
                 # Read on from the field's earlier text too (a secret split across events), and on its
                 # own (a field that is no continuation: the joint text can hide a boundary).
-                pieces.append(_Piece(path, text, context, earlier=earlier))
+                pieces.append(_Piece(path, text, shape, context, earlier=earlier))
             plain = canonical_escapes(text)
             if plain != text:
-                pieces.append(_Piece(path, plain, decoded=True))
+                pieces.append(_Piece(path, plain, shape, decoded=True))
         for path, name in keys:
             cached = self._keys.get(name)
             if cached is None:
@@ -205,8 +206,7 @@ class JsonScan:
                 replacements[piece.path] = redact_text(
                     piece.text, spans[piece.path], self._style, key=self._key
                 )
-            shape = tuple(-1 if isinstance(step, int) else step for step in piece.path)
-            self._last[(kind, *shape)] = (piece.text, replacements.get(piece.path, piece.text))
+            self._last[(kind, piece.shape)] = (piece.text, replacements.get(piece.path, piece.text))
         changed: dict[Path, Any] = {
             path: list(text.encode("utf-8", "surrogateescape")) if path in byte_lists else text
             for path, text in replacements.items()
@@ -273,26 +273,31 @@ class JsonScan:
 def _collect(
     value: Any,
     path: Path,
+    shape: Path,
     handled: Collection[Path],
-    values: list[tuple[Path, str]],
+    values: list[tuple[Path, Path, str]],
     keys: list[tuple[Path, str]],
     byte_lists: set[Path],
 ) -> None:
-    if path and path in handled:
-        return
+    """Every string under ``value`` (outside ``handled``) with its path and its shape (the path with each
+    list index as -1: one field across events and list items), every key, and every list of bytes."""
     if isinstance(value, str):
-        values.append((path, value))
+        values.append((path, shape, value))
     elif isinstance(value, dict):
         for name, child in value.items():
-            keys.append(((*path, name), name))
-            _collect(child, (*path, name), handled, values, keys, byte_lists)
+            child_path = (*path, name)
+            keys.append((child_path, name))
+            if child_path not in handled:
+                _collect(child, child_path, (*shape, name), handled, values, keys, byte_lists)
     elif isinstance(value, list):
         if value and all(type(item) is int and 0 <= item < 256 for item in value):
-            values.append((path, bytes(value).decode("utf-8", "surrogateescape")))
+            values.append((path, shape, bytes(value).decode("utf-8", "surrogateescape")))
             byte_lists.add(path)
             return
         for index, child in enumerate(value):
-            _collect(child, (*path, index), handled, values, keys, byte_lists)
+            child_path = (*path, index)
+            if child_path not in handled:
+                _collect(child, child_path, (*shape, -1), handled, values, keys, byte_lists)
 
 
 def _at(document: Any, path: Path) -> Any:

@@ -304,21 +304,25 @@ class ChatStreamSession(StreamSession):
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         handled: set[Path] = set()
-        for position, raw_choice in enumerate(as_list(as_dict(payload).get("choices"))):
-            delta = as_dict(raw_choice).get("delta") if isinstance(raw_choice, dict) else None
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        for position, raw_choice in enumerate(choices if isinstance(choices, list) else ()):
+            delta = raw_choice.get("delta") if isinstance(raw_choice, dict) else None
             if not isinstance(delta, dict):
                 continue
             base = ("choices", position, "delta")
-            for key in TEXT_KEYS:
-                if isinstance(delta.get(key), str):
-                    handled.add((*base, key))
-                for index, part in enumerate(as_list(delta.get(key))):
-                    handled.update((*base, key, index, name) for _, name in _text_slots(part, None))
-            for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
-                if isinstance(as_dict(as_dict(raw_call).get("function")).get("arguments"), str):
-                    handled.add((*base, "tool_calls", call_position, "function", "arguments"))
-            if isinstance(as_dict(delta.get("function_call")).get("arguments"), str):
-                handled.add((*base, "function_call", "arguments"))
+            for key, value in delta.items():
+                if key in TEXT_KEYS:
+                    if isinstance(value, str):
+                        handled.add((*base, key))
+                    else:
+                        for index, part in enumerate(as_list(value)):
+                            handled.update((*base, key, index, name) for _, name in _text_slots(part, None))
+                elif key == "tool_calls":
+                    for call_position, raw_call in enumerate(as_list(value)):
+                        if isinstance(as_dict(as_dict(raw_call).get("function")).get("arguments"), str):
+                            handled.add((*base, "tool_calls", call_position, "function", "arguments"))
+                elif key == "function_call" and isinstance(as_dict(value).get("arguments"), str):
+                    handled.add((*base, "function_call", "arguments"))
         return handled
 
     def _gate_calls(self, choice_index: int, delta: dict[str, Any], *, ending: bool) -> list[bytes]:

@@ -18,9 +18,11 @@ Without filters every event is forwarded byte for byte.
 
 from __future__ import annotations
 
+import copy
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -229,6 +231,7 @@ class StreamSession(ABC):
         """Events and bytes read, for the proxy's metrics."""
         self._boundaries: list[_Boundary] = []
         self._queued: list[bytes] = []
+        self._skeletons: dict[str, Any] = {}
 
     @property
     @abstractmethod
@@ -335,8 +338,20 @@ class StreamSession(ABC):
         if residual is None:
             return payload, False
         kind = payload.get("type") if isinstance(payload, dict) else None
+        kind = kind if isinstance(kind, str) else event.type
         handled = self._handled(event, payload)
-        return residual.filter(kind if isinstance(kind, str) else event.type, payload, handled)
+        with _skeleton(payload, handled) as skeleton:
+            if skeleton is not None and self._skeletons.get(kind) == skeleton:
+                # Every string it does not filter as text is the same as in the last event of its type,
+                # which the scan passed unchanged: scanning it again would find the same nothing.
+                return payload, False
+        filtered, changed = residual.filter(kind, payload, handled)
+        self._skeletons.pop(kind, None)
+        if not changed:
+            with _skeleton(filtered, handled) as skeleton:
+                if skeleton is not None:
+                    self._skeletons[kind] = copy.deepcopy(skeleton)
+        return filtered, changed
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         """Paths of the strings in this event that the dialect filters as text itself (its channels):
@@ -440,6 +455,32 @@ class PerEventStreamSession(StreamSession):
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         """(locator, text) of the strings of one event that this session filters."""
         return []
+
+
+@contextmanager
+def _skeleton(payload: Any, handled: Collection[Path]) -> Iterator[dict[str, Any] | None]:
+    """What of an event the residual scan reads, for comparing two events: while the block runs, the
+    payload with the strings the dialect filters blanked, without its top-level numbers (sequence
+    numbers, indices). None when the payload is not an object."""
+    if not isinstance(payload, dict):
+        yield None
+        return
+    blanked: list[tuple[Any, str | int, Any]] = []
+    try:
+        for path in handled:
+            parent = payload
+            for step in path[:-1]:
+                parent = parent[step]
+            blanked.append((parent, path[-1], parent[path[-1]]))
+            parent[path[-1]] = None
+        yield {
+            key: value
+            for key, value in payload.items()
+            if not isinstance(value, int | float) or isinstance(value, bool)
+        }
+    finally:
+        for parent, step, value in reversed(blanked):
+            parent[step] = value
 
 
 def _filter_once(text_filter: TextFilter, text: str) -> str:
