@@ -43,22 +43,28 @@ _PARTIAL_ESCAPE = regex.compile(r"(?r)\\+(?:u[0-9a-fA-F]{0,3})?\Z")
 _MAX_PARTIAL_ESCAPE = 64
 
 
-def _literal_safe(char: str) -> bool:
-    """A character JSON lets a string hold unescaped, at any level of nesting."""
-    code = ord(char)
-    return code >= 0x20 and char not in '"\\' and not 0xD800 <= code < 0xE000
+def _literal_safe(char: str, level: int) -> bool:
+    """Whether an escape read at ``level`` may be written as the character itself. At the text's own
+    level, any character JSON lets a string hold unescaped: what a reader decodes is unchanged. Deeper
+    in (a JSON text inside a string), only letters and digits, which secrets are made of and escapes of
+    which are rare in ordinary data: there the plain spelling changes the string a reader that does not
+    decode it again would see."""
+    if level == 1:
+        code = ord(char)
+        return code >= 0x20 and char not in '"\\' and not 0xD800 <= code < 0xE000
+    return char.isascii() and char.isalnum()
 
 
 def canonical_escapes(text: str) -> str:
-    """JSON text with every ``\\uXXXX`` and ``\\/`` escape of a character that needs no escaping
-    replaced by the character, at every level of nesting: what the receiver decodes is unchanged, and a
-    secret spelled with escapes is spelled plainly for the scanner."""
+    """JSON text with ``\\uXXXX`` and ``\\/`` escapes spelled plainly (see ``_literal_safe``), at every
+    level of nesting, so a secret spelled with escapes is spelled plainly for the scanner."""
 
     def plain(match: regex.Match[str]) -> str:
         run = match.group(1)
-        level = len(run) & -len(run)  # backslashes that make one escape character at its level
+        width = len(run) & -len(run)  # backslashes that make one escape character at its level
         char = chr(int(match.group(2), 16)) if match.group(2) else "/"
-        return run[: len(run) - level] + char if _literal_safe(char) else match.group(0)
+        level = width.bit_length()
+        return run[: len(run) - width] + char if _literal_safe(char, level) else match.group(0)
 
     return _ESCAPE.sub(plain, text) if "\\" in text else text
 

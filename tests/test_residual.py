@@ -1,0 +1,168 @@
+"""The residual scan: strings no dialect reads as text, JSON escapes, split secrets and byte lists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.model import Threat
+from proxy.redact import StreamRedactor
+from proxy.residual import JsonScan, UnescapingFilter, canonical_escapes
+from proxy.rulepack import Scanner, load_packaged_packs
+
+AWS = "AKIAQWERTY234567ABCD"
+PLACEHOLDER = "[REDACTED:aws-access-key-id]"
+
+
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    packs = load_packaged_packs()
+    return Scanner(
+        [pack for pack in packs if pack.threat in (Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION)]
+    )
+
+
+def scan(scanner: Scanner, *, redacts: bool = True) -> JsonScan:
+    return JsonScan(scanner, lambda rule: redacts, rewrites=redacts)
+
+
+def test_unknown_fields_and_keys_are_redacted(scanner: Scanner) -> None:
+    """Any string value and any key, at any depth, is scanned."""
+    document = {"x_debug": f"key {AWS}", "meta": {AWS: [1, {"deep": [f"({AWS})"]}]}, "n": 3}
+    filtered, changed = scan(scanner).filter("", document)
+    assert changed and AWS not in json.dumps(filtered)
+    assert filtered["x_debug"] == f"key {PLACEHOLDER}" and filtered["meta"][PLACEHOLDER][1]["deep"] == [
+        f"({PLACEHOLDER})"
+    ]
+
+
+def test_handled_paths_are_left_to_the_dialect(scanner: Scanner) -> None:
+    """A string the dialect filters itself is not touched (its own filter holds it back)."""
+    document = {"delta": {"text": AWS}, "other": AWS}
+    filtered, _ = scan(scanner).filter("", document, {("delta", "text")})
+    assert filtered == {"delta": {"text": AWS}, "other": PLACEHOLDER}
+
+
+def test_observe_mode_records_without_changing(scanner: Scanner) -> None:
+    """When nothing is redacted the document is unchanged, and the finding is still recorded, with a
+    location that never spells the secret."""
+    residual = scan(scanner, redacts=False)
+    filtered, changed = residual.filter("", {"a": {"b": AWS}})
+    assert not changed and filtered == {"a": {"b": AWS}}
+    assert [(found.where, found.rule.id) for found in residual.found] == [("a.b", "aws-access-key-id")]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        '{"k": "\\u0041KIAQWERTY234567ABCD"}',
+        '{"k": "\\u0041\\u004b\\u0049\\u0041QWERTY234567ABCD"}',
+        '{"k": "{\\"j\\": \\"\\\\u0041KIAQWERTY234567ABCD\\"}"}',
+        '{"k": ["x", {"y": "AKIAQWERTY234567\\u0041BCD"}]}',
+        '{"\\u0041KIAQWERTY234567ABCD": 1}',
+        '{"k": "AKIA\\u0051\\u0057ERTY234567ABCD"',
+    ],
+)
+def test_json_inside_strings_is_read_as_the_client_decodes_it(scanner: Scanner, arguments: str) -> None:
+    """Tool arguments with escapes, nested JSON, an escaped key, or a truncated JSON text."""
+    filtered, changed = scan(scanner).filter("", {"arguments": arguments})
+    assert changed
+
+    def decoded(value: str) -> str:
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return canonical_escapes(value)
+        return json.dumps(inner, ensure_ascii=False) + "".join(
+            decoded(text) for text in _strings(inner) if text.strip()[:1] in "{["
+        )
+
+    assert AWS not in decoded(filtered["arguments"])
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for child in value.values() for text in _strings(child)]
+    if isinstance(value, list):
+        return [text for child in value for text in _strings(child)]
+    return []
+
+
+def test_split_across_events_of_one_field_is_redacted_where_it_completes(scanner: Scanner) -> None:
+    """A field keeps the tail of what it carried, whatever the event type."""
+    residual = scan(scanner)
+    first, _ = residual.filter("a.delta", {"delta": f"key {AWS[:9]}"})
+    second, changed = residual.filter("b.delta", {"delta": f"{AWS[9:]} rest"})
+    assert first == {"delta": f"key {AWS[:9]}"}
+    assert changed and second == {"delta": f"{PLACEHOLDER} rest"}
+
+
+def test_split_across_values_of_one_document_is_redacted_in_each(scanner: Scanner) -> None:
+    """Content parts or logprob tokens in one body: both parts go, nothing was sent yet."""
+    tokens = [
+        {"token": piece, "bytes": list(piece.encode())} for piece in ("key ", AWS[:4], AWS[4:12], AWS[12:])
+    ]
+    filtered, _ = scan(scanner).filter("", {"content": tokens})
+    text = "".join(token["token"] for token in filtered["content"])
+    spelled = b"".join(bytes(token["bytes"]) for token in filtered["content"]).decode()
+    for piece in (AWS[:8], AWS[4:12], AWS[12:]):
+        assert piece not in text and piece not in spelled
+
+
+def test_a_field_read_on_from_another_still_sees_its_own_boundary(scanner: Scanner) -> None:
+    """Joining a field's earlier text must not hide a secret that stands alone in the new one."""
+    residual = scan(scanner)
+    residual.filter("", {"id": "abc"})
+    filtered, _ = residual.filter("", {"id": AWS})
+    assert filtered == {"id": PLACEHOLDER}
+
+
+def test_repeated_values_reuse_the_previous_result(scanner: Scanner) -> None:
+    """A value repeated in the same field is not rescanned, and keeps its redaction."""
+    residual = scan(scanner)
+    residual.filter("e", {"id": AWS, "model": "m"})
+    filtered, changed = residual.filter("e", {"id": AWS, "model": "m"})
+    assert changed and filtered == {"id": PLACEHOLDER, "model": "m"}
+
+
+@given(st.text())
+def test_canonical_escapes_keep_what_json_decodes(text: str) -> None:
+    """Plain spelling never changes what a JSON reader decodes from a JSON text; inside a nested one, only
+    what the inner reader decodes, so text with escapes of its own is left out of that half."""
+    for spelled in (json.dumps(text), json.dumps(text, ensure_ascii=False)):
+        if "\\" not in text:
+            assert json.loads(canonical_escapes(spelled)) == text
+    nested = json.dumps(json.dumps(text))
+    assert json.loads(json.loads(canonical_escapes(nested))) == text
+
+
+def test_unescaping_filter_holds_an_escape_split_across_deltas(scanner: Scanner) -> None:
+    """``\\u00`` + ``41KIA...``: the escape is completed before the redactor reads it."""
+    text = '{"k": "\\u0041KIAQWERTY234567ABCD"}'
+    for cut in range(len(text)):
+        unescaping = UnescapingFilter(StreamRedactor(scanner))
+        out = unescaping.feed(text[:cut]) + unescaping.feed(text[cut:]) + unescaping.flush()
+        assert out == '{"k": "' + PLACEHOLDER + '"}', cut
+
+
+def test_continued_channel_redacts_from_its_start_and_reports_the_overlap(scanner: Scanner) -> None:
+    """A channel that reads on from another redacts its part of a split secret and says how much of
+    the other channel's text the secret covered."""
+    redactor = StreamRedactor(scanner)
+    redactor.continue_from(f"key {AWS[:9]}")
+    out = "".join(redactor.feed(piece) for piece in (AWS[9:13], AWS[13:], " rest")) + redactor.flush()
+    assert out == f"{PLACEHOLDER} rest"
+    assert redactor.continued() == (9, PLACEHOLDER)
+
+
+def test_continued_channel_still_reads_a_secret_of_its_own(scanner: Scanner) -> None:
+    """The other channel's last word glued to this one's first must not hide a secret here."""
+    redactor = StreamRedactor(scanner)
+    redactor.continue_from("word abc")
+    out = "".join(redactor.feed(piece) for piece in (AWS[:10], AWS[10:], " more")) + redactor.flush()
+    assert out == f"{PLACEHOLDER} more" and redactor.continued() is None
