@@ -1359,3 +1359,323 @@ CASES = [
     *MCP_SSE,
     *HEADERS,
 ]
+
+
+# -- systematic variants --------------------------------------------------------------------------------
+# The same bypass at every kind of cut: a secret split at several places across two events of one channel,
+# across two channels, and spelled with escapes in several ways inside streamed tool arguments.
+
+CUTS = (1, 4, 10, 19)
+
+
+def _upper_escaped(text: str) -> str:
+    return "".join(f"\\u{ord(char):04X}" for char in text)
+
+
+ESCAPINGS = {
+    "every-char": lambda text: escaped(text),
+    "every-other": lambda text: escaped(text, 2),
+    "upper-hex": _upper_escaped,
+    "prefix-only": lambda text: escaped(text[:4]) + text[4:],
+}
+
+VARIANTS = [
+    *(
+        Case(
+            f"text-split-at-{cut}",
+            "anthropic",
+            AWS,
+            events=anthropic_events(*text_block(0, f"k {AWS[:cut]}", AWS[cut:], " end")),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"blocks-split-at-{cut}",
+            "anthropic",
+            AWS,
+            events=anthropic_events(*text_block(0, f"k {AWS[:cut]}"), *text_block(1, AWS[cut:], " end")),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"thinking-to-text-at-{cut}",
+            "anthropic",
+            AWS,
+            events=anthropic_events(*thinking_block(0, AWS[:cut]), *text_block(1, AWS[cut:])),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"input-json-{name}",
+            "anthropic",
+            AWS,
+            events=anthropic_events(*json_block(0, '{"k": "', *split(spell(AWS), 5, 17), '"}')),
+        )
+        for name, spell in ESCAPINGS.items()
+    ),
+    *(
+        Case(
+            f"content-split-at-{cut}",
+            "openai_chat",
+            AWS,
+            events=chat_events(chat_chunk({"content": f"k {AWS[:cut]}"}), chat_chunk({"content": AWS[cut:]})),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"reasoning-to-content-at-{cut}",
+            "openai_chat",
+            AWS,
+            events=chat_events(
+                chat_chunk({"reasoning_content": AWS[:cut]}), chat_chunk({"content": AWS[cut:]})
+            ),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"arguments-{name}",
+            "openai_chat",
+            AWS,
+            events=chat_events(
+                chat_chunk(call_delta('{"k": "', first=True)),
+                *(chat_chunk(call_delta(piece)) for piece in split(spell(AWS), 3, 11)),
+                chat_chunk(call_delta('"}')),
+            ),
+        )
+        for name, spell in ESCAPINGS.items()
+    ),
+    *(
+        Case(
+            f"arguments-json-{name}",
+            "openai_chat",
+            AWS,
+            chat_message(
+                {
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"k": "' + spell(AWS) + '"}'},
+                        }
+                    ]
+                }
+            ),
+        )
+        for name, spell in ESCAPINGS.items()
+    ),
+    *(
+        Case(
+            f"output-text-split-at-{cut}",
+            "openai_responses",
+            AWS,
+            events=responses_events(*text_stream([f"k {AWS[:cut]}", AWS[cut:], " end"])),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"summary-to-text-at-{cut}",
+            "openai_responses",
+            AWS,
+            events=responses_events(
+                *reasoning_stream("reasoning_summary_text", [AWS[:cut]], "summary_index"),
+                *text_stream([AWS[cut:]], output_index=1),
+            ),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"text-chunks-split-at-{cut}",
+            "gemini",
+            AWS,
+            events=gemini_chunks([{"text": f"k {AWS[:cut]}"}], [{"text": AWS[cut:]}]),
+        )
+        for cut in CUTS
+    ),
+    *(
+        Case(
+            f"thought-to-text-at-{cut}",
+            "gemini",
+            AWS,
+            events=gemini_chunks([{"text": AWS[:cut], "thought": True}], [{"text": AWS[cut:]}]),
+        )
+        for cut in CUTS
+    ),
+    Case(
+        "tool-name",
+        "anthropic",
+        AWS,
+        events=anthropic_events(
+            *block(0, {"type": "tool_use", "id": "toolu_1", "name": f"x {AWS}", "input": {}})
+        ),
+    ),
+    Case(
+        "tool-id",
+        "openai_chat",
+        AWS,
+        events=chat_events(
+            chat_chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": AWS,
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": "{}"},
+                        }
+                    ]
+                }
+            )
+        ),
+    ),
+    Case(
+        "event-without-type-field",
+        "anthropic",
+        AWS,
+        events=[
+            *anthropic_events()[:1],
+            sse({"index": 0, "content_block": {"type": "text", "text": f"k {AWS}"}}, "content_block_start"),
+            *anthropic_events()[1:],
+        ],
+    ),
+    Case(
+        "server-tool-result",
+        "anthropic",
+        AWS,
+        anthropic_message(
+            [
+                {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": "srvtoolu_1",
+                    "content": [
+                        {
+                            "type": "web_search_result",
+                            "url": f"https://x.example/{AWS}",
+                            "title": f"t {AWS}",
+                            "encrypted_content": "e",
+                        }
+                    ],
+                }
+            ]
+        ),
+    ),
+    Case(
+        "content-part-added-prefilled",
+        "openai_responses",
+        AWS,
+        events=responses_events(
+            {
+                "type": "response.content_part.added",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "part": {"type": "output_text", "text": f"k {AWS}", "annotations": []},
+            }
+        ),
+    ),
+    Case(
+        "done-text-never-streamed",
+        "openai_responses",
+        AWS,
+        events=responses_events(
+            *text_stream(["Hello."])[:-1],
+            {
+                "type": "response.output_text.done",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "text": f"Hello. {AWS}",
+                "logprobs": [],
+            },
+        ),
+    ),
+    Case(
+        "created-instructions",
+        "openai_responses",
+        AWS,
+        events=[
+            sse(
+                {
+                    "type": "response.created",
+                    "sequence_number": 0,
+                    "response": {**response_body([]), "status": "in_progress", "instructions": f"k {AWS}"},
+                },
+                "response.created",
+            ),
+            *responses_events()[1:],
+        ],
+    ),
+    Case(
+        "function-name",
+        "gemini",
+        AWS,
+        events=gemini_chunks([{"functionCall": {"name": f"x {AWS}", "args": {}}}]),
+    ),
+    Case(
+        "progress-notification",
+        "mcp",
+        AWS,
+        events=[
+            sse(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/progress",
+                    "params": {"progressToken": 1, "progress": 1, "message": f"k {AWS}"},
+                },
+                "message",
+            ),
+            sse({"jsonrpc": "2.0", "id": 1, "result": {"content": []}}, "message"),
+        ],
+    ),
+    Case(
+        "tools-list-schema",
+        "mcp",
+        AWS,
+        mcp_result(
+            {
+                "tools": [
+                    {
+                        "name": "t",
+                        "description": "d",
+                        "inputSchema": {
+                            "type": "object",
+                            "properties": {"k": {"type": "string", "default": AWS}},
+                        },
+                    }
+                ]
+            }
+        ),
+    ),
+    Case("header-name", "openai_chat", AWS, chat_message({"content": "ok"}), headers={f"x-{AWS}": "1"}),
+    Case(
+        "crlf-framing",
+        "openai_chat",
+        AWS,
+        events=[
+            piece.replace(b"\n", b"\r\n")
+            for piece in chat_events(
+                chat_chunk({"content": f"k {AWS[:7]}"}), chat_chunk({"content": AWS[7:]})
+            )
+        ],
+    ),
+    Case(
+        "multiline-data",
+        "openai_chat",
+        AWS,
+        events=[
+            b'data: {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",\n'
+            b'data: "choices": [{"index": 0, "delta": {"content": "k '
+            + AWS.encode()
+            + b'"}, "finish_reason": null}]}\n\n',
+            b"data: [DONE]\n\n",
+        ],
+    ),
+]
+
+CASES += VARIANTS

@@ -370,8 +370,6 @@ class ResponsesStreamSession(StreamSession):
             return ()
         if event_type in DELTA_CHANNELS or event_type == "response.function_call_arguments.delta":
             return {("delta",)}
-        if event_type in DONE_CHANNELS:
-            return {(DONE_CHANNELS[event_type].key,)}
         if event_type == "response.function_call_arguments.done":
             return {("arguments",)}
         if event_type in ("response.output_item.added", "response.output_item.done"):

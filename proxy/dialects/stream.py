@@ -155,13 +155,13 @@ _MAX_QUEUED_EVENTS = 64
 
 @dataclass(slots=True)
 class _Boundary:
-    """A text channel closed on text it had held back, which may be the start of a secret the next
-    channel completes: what follows is queued until that channel has read far enough to say."""
+    """A text channel closed on text it had held back, which may be the start of a secret the channel
+    that follows it completes: what the session sends next is queued until that channel has read far
+    enough to say (it released text, or closed), or text stops continuing."""
 
     where: str
     flushed: str
-    next_filter: TextFilter | None = None
-    ready: bool = False
+    forced: bool = False
 
 
 class _Channels:
@@ -172,7 +172,12 @@ class _Channels:
         self.factory = factory
         self.filters: dict[str, TextFilter] = {}
         self.released: dict[str, str] = {}
+        self.follows: dict[str, str] = {}
+        """Each channel that read on from another, and that other one."""
+        self.retired: dict[str, TextFilter] = {}
+        """Filters of the channels that closed, for what they found at the start."""
         self._tail = ""
+        self._last_fed: str | None = None
 
     def feed(self, where: str, text: str) -> str:
         if self.factory is None:
@@ -183,6 +188,9 @@ class _Channels:
                 channel = self.filters[where] = self.factory(where)
                 if self._tail and isinstance(channel, Continuing):
                     channel.continue_from(self._tail)
+                    if self._last_fed is not None and self._last_fed != where:
+                        self.follows[where] = self._last_fed
+            self._last_fed = where
             released = channel.feed(text)
             self._tail = (self._tail + text)[-_JOIN_CONTEXT:]
         self.released[where] = self.released.get(where, "") + released
@@ -192,12 +200,21 @@ class _Channels:
         channel = self.filters.pop(where, None)
         if channel is None:
             return ""
+        self.retired[where] = channel
         released = channel.flush()
         self.released[where] = self.released.get(where, "") + released
         return released
 
     def open(self) -> list[str]:
         return list(self.filters)
+
+    def follower(self, where: str) -> tuple[str, TextFilter] | None:
+        """The channel that read on from ``where``, with its filter."""
+        for follower, followed in self.follows.items():
+            if followed == where:
+                channel = self.filters.get(follower) or self.retired.get(follower)
+                return (follower, channel) if channel is not None else None
+        return None
 
     def end_of(self, where: str, flushed: str, continued: tuple[int, str]) -> str:
         """Redacts the end of the text a closed channel released, where a secret the next one completed
@@ -262,7 +279,7 @@ class StreamSession(ABC):
         if self.filters.active:
             output.extend(self._through_boundaries(self._end_of_stream()))
         for boundary in self._boundaries:
-            boundary.ready = True
+            boundary.forced = True
         output.extend(self._through_boundaries([]))
         if tail:
             self.notes.append(f"stream ended inside an event ({len(tail)} bytes)")
@@ -286,16 +303,12 @@ class StreamSession(ABC):
         if not self._boundaries:
             return output
         self._queued.extend(output)
-        if (
-            not all(boundary.ready for boundary in self._boundaries)
-            and len(self._queued) <= _MAX_QUEUED_EVENTS
-        ):
+        if len(self._queued) <= _MAX_QUEUED_EVENTS and not all(map(self._decided, self._boundaries)):
             return []
         queued, self._queued = self._queued, []
         for boundary in self._boundaries:
-            continued = (
-                boundary.next_filter.continued() if isinstance(boundary.next_filter, Continuing) else None
-            )
+            follower = self._text.follower(boundary.where)
+            continued = follower[1].continued() if follower and isinstance(follower[1], Continuing) else None
             if continued is None:
                 continue
             replaced = self._text.end_of(boundary.where, boundary.flushed, continued)
@@ -303,6 +316,13 @@ class StreamSession(ABC):
             queued = [piece.replace(old, new) for piece in queued]
         self._boundaries = []
         return queued
+
+    def _decided(self, boundary: _Boundary) -> bool:
+        follower = self._text.follower(boundary.where)
+        if boundary.forced or follower is None:
+            return boundary.forced
+        where = follower[0]
+        return where in self._text.retired or bool(self._text.released.get(where))
 
     def _event_output(self, event: SSEEvent) -> list[bytes]:
         if event.oversized:
@@ -371,22 +391,10 @@ class StreamSession(ABC):
         return []
 
     def _filter_text(self, where: str, text: str) -> str:
-        released = self._text.feed(where, text)
-        for boundary in self._boundaries:
-            if boundary.next_filter is None:
-                boundary.next_filter = self._text.filters.get(where)
-            if released and boundary.next_filter is self._text.filters.get(where):
-                boundary.ready = True
-        return released
+        return self._text.feed(where, text)
 
     def _close_channel(self, where: str) -> str:
-        closing = self._text.filters.get(where)
         flushed = self._text.close(where)
-        if closing is None:
-            return flushed
-        for boundary in self._boundaries:
-            if boundary.next_filter is closing:
-                boundary.ready = True
         if flushed:
             self._boundaries.append(_Boundary(where, flushed))
         return flushed
@@ -398,7 +406,7 @@ class StreamSession(ABC):
         """Argument text of the released call at ``where`` that may be sent now. Text no longer
         continues: a pending boundary is decided."""
         for boundary in self._boundaries:
-            boundary.ready = True
+            boundary.forced = True
         return self._arguments.feed(where, text)
 
     def _close_arguments(self, where: str) -> str:
