@@ -595,9 +595,11 @@ class TurnInspector:
         server hands its client is that client's own credential, kept by its HTTP stack."""
         document = [[name, value] for name, value in headers if name.lower() != "set-cookie"]
         filtered, changed = self.residual.filter("headers", document, ())
+        since = len(self.turn.findings)
         self._record_residual()
         if not changed:
             return None
+        self._carry_out(since, lambda finding: finding.action is Action.REDACT, Decision.REDACTED)
         scanned = iter(filtered)
         return [
             (name, value) if name.lower() == "set-cookie" else tuple(next(scanned)) for name, value in headers

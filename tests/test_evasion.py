@@ -20,7 +20,7 @@ import pytest
 
 from tests.evasion_cases import CASES, Case
 from tests.harness import Proxy
-from tests.pki import UpstreamPKI
+from proxy.localca import UpstreamPKI
 from tests.upstream import FakeUpstream, Reply
 
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
