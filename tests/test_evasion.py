@@ -18,9 +18,9 @@ import httpx
 import openai
 import pytest
 
+from proxy.localca import UpstreamPKI
 from tests.evasion_cases import CASES, Case
 from tests.harness import Proxy
-from proxy.localca import UpstreamPKI
 from tests.upstream import FakeUpstream, Reply
 
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
