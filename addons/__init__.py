@@ -10,6 +10,7 @@ from addons.egress import Egress
 from addons.freeze import Freeze
 from addons.identity import AgentIdentity
 from addons.inspect import Inspect
+from addons.localapi import LocalApi
 from addons.metrics import TurnMetrics
 from proxy.runtime import Runtime
 
@@ -19,6 +20,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     return [
         PolicyLoader(runtime),
         AgentIdentity(runtime),
+        LocalApi(runtime),
         DrillMarker(runtime),
         Egress(runtime),
         Freeze(runtime),

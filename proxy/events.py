@@ -54,7 +54,9 @@ def turn_event(
         "model": (completion.model if completion and completion.model else None)
         or (request.model if request else None),
         "stream": turn.stream,
-        "latency_ms": round((time.monotonic() - turn.started) * 1000, 2),
+        "latency_ms": turn.reported_latency_ms
+        if turn.reported_latency_ms is not None
+        else round((time.monotonic() - turn.started) * 1000, 2),
         "tokens_in": usage.tokens_in if usage else None,
         "tokens_out": usage.tokens_out if usage else None,
         "tools": tool_names,
@@ -63,10 +65,11 @@ def turn_event(
         "context_sources": list(turn.context_sources),
         "decision": str(turn.decision),
         "mode": str(mode),
-        "input_sha256": input_sha256,
+        "input_sha256": turn.input_sha256 or input_sha256,
         "output_sha256": turn.output_sha256 or output_sha256,
         "errors": list(turn.errors),
         **({"drill": turn.drill} if turn.drill is not None else {}),
+        **({"reported_by": turn.reported_by} if turn.reported_by is not None else {}),
     }
 
 
