@@ -14,6 +14,7 @@ from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.dialects import detect
 from proxy.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
 from proxy.model import Decision, Threat
+from proxy.policy import Policy
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
@@ -32,9 +33,9 @@ class Freeze:
         if turn is None or flow.response is not None:
             return
         try:
-            found = self._refusal(turn)
+            found = judge_freeze(self.runtime, turn, policy_of(flow, self.runtime))
             if found is not None:
-                self._apply(flow, turn, found)
+                self._refuse(flow, turn, found)
         except StateUnavailable as error:  # only raised where state.on_error is closed
             refuse_without_state(flow, turn, error)
         except Exception as exc:
@@ -43,22 +44,8 @@ class Freeze:
                 "freeze.check_failed", event_id=turn.event_id, error=f"{type(exc).__name__}: {exc}"[:300]
             )
 
-    def _refusal(self, turn: Turn) -> Refusal | None:
-        store = self.runtime.state
-        context = turn.context
-        return refusal(store, context.agent_id, None, None) or refusal(
-            store, None, context.user_id, context.session_id
-        )
-
-    def _apply(self, flow: http.HTTPFlow, turn: Turn, found: Refusal) -> None:
-        enforced = found.kind == "agent" or policy_of(flow, self.runtime).enforces(Threat.PROMPT_INJECTION)
-        turn.add(freeze_finding(found, enforced=enforced))
-        log.warning(
-            "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind
-        )
-        if not enforced:
-            return
-        turn.escalate(Decision.BLOCKED)
+    @staticmethod
+    def _refuse(flow: http.HTTPFlow, turn: Turn, found: Refusal) -> None:
         request = flow.request
         dialect = detect(
             request.method,
@@ -69,3 +56,24 @@ class Freeze:
         message = f"egressguard: {found} (rule {FREEZE_RULE}, event {turn.event_id})"
         status, headers, body = dialect.error_response(403, message, FROZEN_CODE)
         flow.response = http.Response.make(status, body, headers)
+
+
+def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None:
+    """The freeze to enforce on the turn's agent, user or session (a blocked agent always; users and
+    sessions when prompt injection is enforced), its finding added and the turn escalated to blocked;
+    None when nothing is frozen or observe mode only records that it would refuse."""
+    store, context = runtime.state, turn.context
+    found = refusal(store, context.agent_id, None, None) or refusal(
+        store, None, context.user_id, context.session_id
+    )
+    if found is None:
+        return None
+    enforced = found.kind == "agent" or policy.enforces(Threat.PROMPT_INJECTION)
+    turn.add(freeze_finding(found, enforced=enforced))
+    log.warning(
+        "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind
+    )
+    if not enforced:
+        return None
+    turn.escalate(Decision.BLOCKED)
+    return found

@@ -16,6 +16,7 @@ from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
+from addons.freeze import judge_freeze
 from addons.turns import METADATA_KEY, policy_of, turn_of
 from proxy.egress import canonical_host
 from proxy.inspection import TurnInspector
@@ -27,6 +28,7 @@ from proxy.localapi import (
     inspect,
     parse_json,
     reported_turn,
+    verdict_of,
 )
 from proxy.runtime import Runtime
 from proxy.turn import Turn
@@ -90,9 +92,12 @@ class LocalApi:
         try:
             document = parse_json(flow.request.get_content(strict=False) or b"", LIMITS[path])
             if path == "/v1/inspect":
-                inspector = TurnInspector(
-                    self.runtime.detectors, policy_of(flow, self.runtime), self.runtime.state, turn
-                )
+                policy = policy_of(flow, self.runtime)
+                # A frozen agent, user or session gets every step refused, as its API calls are.
+                if judge_freeze(self.runtime, turn, policy) is not None:
+                    flow.response = _json(200, verdict_of(turn, None).to_json())
+                    return
+                inspector = TurnInspector(self.runtime.detectors, policy, self.runtime.state, turn)
                 flow.response = _json(200, inspect(inspector, document).to_json())
                 return
             turn.egress_host = None

@@ -95,7 +95,7 @@ def inspect(inspector: TurnInspector, document: dict[str, Any]) -> Verdict:
         plan = inspector.inspect_completion(Completion(tool_calls=[call]), rewrite=True)
         if kind in plan.withheld:
             turn.escalate(Decision.BLOCKED)
-        return _verdict(turn, None)
+        return verdict_of(turn, None)
     text = document.get("text")
     if not isinstance(text, str):
         raise BadRequest("'text' must be a string")
@@ -111,10 +111,10 @@ def inspect(inspector: TurnInspector, document: dict[str, Any]) -> Verdict:
         outgoing = verdict.replacements.get(kind, text)
     if outgoing != text:
         turn.escalate(Decision.REDACTED)
-    return _verdict(turn, outgoing)
+    return verdict_of(turn, outgoing)
 
 
-def _verdict(turn: Turn, text: str | None) -> Verdict:
+def verdict_of(turn: Turn, text: str | None) -> Verdict:
     return Verdict(turn.decision, [finding.to_event() for finding in turn.findings], text)
 
 
