@@ -159,11 +159,16 @@ _KEY_BLOCK_RULES = {
     "PuTTY": "private-key-putty",
 }
 _LONGEST_END_MARKER = 128  # longer than any end marker (PuTTY: "Private-MAC: " and 64 hex)
-# A run that could still grow into a match: the trailing whitespace-free token, or a trailing number
-# written with separators (cards, SSNs, phone numbers and IBANs contain spaces).
-# Both are searched backwards from the end ((?r)), so their cost does not grow with the held text.
+# A run that could still grow into a match: the trailing whitespace-free token, a trailing number
+# written with separators (cards, SSNs, phone numbers and IBANs contain spaces) ...
+# Each is searched backwards from the end ((?r)), so its cost does not grow with the held text.
 _OPEN_TOKEN = regex.compile(r"(?r)\S+\Z")
 _OPEN_NUMBER = regex.compile(r"(?r)(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
+# ... or a trailing run of single characters (or escapes of one) one to three spaces apart: a
+# letter-spaced secret ("g h p _ 1 a ...", "&#103; &#104; ...") is only recognised once complete.
+_OPEN_SPACED = regex.compile(
+    r"(?r)(?<!\S)(?:(?:\S|&#?[0-9A-Za-z]{1,8};|%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})[ \t\u00a0]{1,3})+\S{0,8}\Z"
+)
 _LONGEST_BEGIN_MARKER = 64
 
 
@@ -244,7 +249,7 @@ class StreamRedactor:
         """Where the part of the pending text that may still grow into a match starts."""
         pending = self._pending
         hold = len(pending)
-        for pattern in (_OPEN_TOKEN, _OPEN_NUMBER):
+        for pattern in (_OPEN_TOKEN, _OPEN_NUMBER, _OPEN_SPACED):
             found = pattern.search(pending)
             if found is not None:
                 hold = min(hold, found.start())

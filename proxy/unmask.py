@@ -70,9 +70,12 @@ _SPACED_CHAR = "A-Za-z0-9_+/=:.~$!*#@-"
 # What marks a disguise, each kind looked for only when a cheap test says it can be there. Look-alikes
 # count only next to a plain letter or digit (a mixed-script word such as "АKIA"), so Russian or Greek
 # prose is not rewritten.
-_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8})")
-_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_PERCENT_ESCAPE = r"%[0-9A-Fa-f]{2}"
+_CODE_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8})"
+_ENTITY_ESCAPE = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+_PERCENT = re.compile(_PERCENT_ESCAPE)
+_ESCAPE = re.compile(_CODE_ESCAPE)
+_ENTITY = re.compile(_ENTITY_ESCAPE)
 _NON_ASCII = re.compile(
     f"[{_INVISIBLE}]+"
     f"|[{_LOOKALIKE_CLASS}]+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_LOOKALIKE_CLASS}]+"
@@ -87,9 +90,9 @@ _SPACED = re.compile(
 )
 # The rewrite itself: each alternative is one unit the view replaces.
 _UNIT = re.compile(
-    r"(?P<percent>(?:%[0-9A-Fa-f]{2})+)"
-    r"|(?P<escape>\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8}))"
-    r"|(?P<entity>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
+    f"(?P<percent>(?:{_PERCENT_ESCAPE})+)"
+    f"|(?P<escape>{_CODE_ESCAPE})"
+    f"|(?P<entity>{_ENTITY_ESCAPE})"
     f"|(?P<invisible>[{_INVISIBLE}]+)"
     f"|(?P<spaced>{_SPACED.pattern})"
 )

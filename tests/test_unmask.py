@@ -143,3 +143,12 @@ def test_hard_negatives_stay_clean() -> None:
     flagged = Counter(kind for kind, text in hard_negatives(per_kind=15) if _found(text))
     assert set(HARD_NEGATIVE_KINDS) >= set(flagged)
     assert sum(flagged.values()) == 0, flagged
+
+
+@pytest.mark.parametrize("name", ["letter-spaced", "double-spaced", "entities of a spaced key", "percent"])
+def test_disguised_secret_streamed_character_by_character_never_shows(name: str) -> None:
+    """Streamed one character at a time, a spaced or escaped secret is held until it can be read whole."""
+    text = DISGUISES[name]
+    redactor = StreamRedactor(SCANNER)
+    out = "".join(redactor.feed(char) for char in text) + redactor.flush()
+    assert out == scan_and_redact(SCANNER, text).text
