@@ -8,6 +8,7 @@ that changes state needs the full token, and is written to the audit log with wh
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from proxy import __version__, freeze
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access, AdminTokens
+from proxy.alerts import AlertRouter
 from proxy.approvals import GRANT_TTL_S, ApprovalError, Approvals
 from proxy.drill import CASES
 from proxy.metrics import CONTENT_TYPE, Metrics
@@ -269,6 +271,60 @@ async def drill_result(control: Control, request: Request, params: dict[str, str
     return Response.json(200, {"id": run.id, "passed": passed})
 
 
+async def test_alert(control: Control, request: Request, params: dict[str, str]) -> Response:
+    rule, by = _rule_name(request), _operator(request)
+    router = _router(control)
+    try:
+        alert_id, destinations = router.test_alert(rule)
+    except KeyError as error:
+        return Response.error(404, str(error.args[0]))
+    control.operations.record({"type": "alerts.test", "rule": rule, "alert_id": alert_id, "by": by})
+    return Response.json(200, {"rule": rule, "alert_id": alert_id, "destinations": destinations})
+
+
+async def run_rule(control: Control, request: Request, params: dict[str, str]) -> Response:
+    rule, by = _rule_name(request), _operator(request)
+    router = _router(control)
+    try:
+        alert = await asyncio.to_thread(router.run_now, rule)
+    except KeyError as error:
+        return Response.error(404, str(error.args[0]))
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    control.operations.record({"type": "alerts.run", "rule": rule, "by": by})
+    if alert is None:
+        return Response.json(200, {"rule": rule, "rows": 0, "alert_id": None, "destinations": []})
+    destinations = next(r.destinations for r in router.config.rules if r.id == rule)
+    return Response.json(
+        200,
+        {"rule": rule, "rows": alert.count, "alert_id": alert.alert_id, "destinations": list(destinations)},
+    )
+
+
+async def alert_deliveries(control: Control, request: Request, params: dict[str, str]) -> Response:
+    router = _router(control)
+    outcomes = {
+        target: outcome
+        for (alert_id, target), outcome in list(router.outcomes.items())
+        if alert_id == params["id"]
+    }
+    return Response.json(200, {"alert_id": params["id"], "deliveries": outcomes})
+
+
+def _rule_name(request: Request) -> str:
+    rule = request.json().get("rule")
+    if not isinstance(rule, str) or not rule:
+        raise BadRequest("rule must name an alert rule")
+    return rule
+
+
+def _router(control: Control) -> AlertRouter:
+    router = control.runtime.alert_router
+    if router is None:
+        raise BadRequest("the alert router is not running")
+    return router
+
+
 def _destinations(control: Control) -> list[str]:
     alerts = control.runtime.policy.alerts
     return sorted(alerts.destinations) if alerts is not None else []
@@ -318,6 +374,29 @@ ROUTES: list[Route] = [
         {"kind": "agent, user or session", "identity": "its id", "by": "who lifts it"},
     ),
     Route("POST", f"{API}/reload", Access.FULL, "Re-read the policy file", reload, {"by": "who reloads"}),
+    Route(
+        "POST",
+        f"{API}/alerts/test",
+        Access.FULL,
+        "Send one test alert of a rule",
+        test_alert,
+        {"rule": "its id"},
+    ),
+    Route(
+        "POST",
+        f"{API}/alerts/run",
+        Access.FULL,
+        "Evaluate a scheduled rule now",
+        run_rule,
+        {"rule": "its id"},
+    ),
+    Route(
+        "GET",
+        f"{API}/alerts/{{id}}/deliveries",
+        Access.READ,
+        "Each destination's latest outcome for an alert",
+        alert_deliveries,
+    ),
     Route(
         "POST",
         f"{API}/drills",

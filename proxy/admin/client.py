@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,27 @@ def reload(client: AdminClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def alerts_send(client: AdminClient, args: argparse.Namespace) -> int:
+    sent = client.call(
+        "POST", f"/api/v1/alerts/{args.action}", {"rule": args.rule, "by": args.by or operator()}
+    )
+    if sent["alert_id"] is None:
+        print(f"{args.rule}: the query returned no rows, so no alert was raised")
+        return 0
+    deadline = time.monotonic() + args.wait
+    while True:
+        outcomes = client.call("GET", f"/api/v1/alerts/{sent['alert_id']}/deliveries")["deliveries"]
+        settled = all(
+            str(outcomes.get(name, "")).startswith(("delivered", "rejected")) for name in sent["destinations"]
+        )
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for name in sent["destinations"]:
+        print(f"{args.rule} -> {name}: {outcomes.get(name, 'not attempted yet')}")
+    return 0 if all(outcomes.get(name) == "delivered" for name in sent["destinations"]) else 1
+
+
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     approvals = commands.add_parser("approvals", help="withheld destructive tool calls awaiting a decision")
     actions = approvals.add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
@@ -228,6 +250,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     lift.add_argument("--by", help="who lifts it (default: your user name)")
     add_connection_arguments(lift)
     lift.set_defaults(handler=with_client(freezes_lift))
+
+    alerts = commands.add_parser("alerts", help="alert rules: send a test alert, run a scheduled rule now")
+    actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    for action, help_text in (
+        ("test", "send one alert of RULE, marked [TEST], to its destinations (exit 1 if one fails)"),
+        ("run", "evaluate the scheduled rule RULE now and deliver what it finds"),
+    ):
+        sending = actions.add_parser(action, help=help_text)
+        sending.add_argument("rule")
+        sending.add_argument("--wait", type=float, default=15.0, help="seconds to wait for delivery")
+        sending.add_argument("--by", help="who (default: your user name)")
+        add_connection_arguments(sending)
+        sending.set_defaults(handler=with_client(alerts_send), action=action)
 
     reloading = commands.add_parser("reload", help="make the running proxy re-read its policy")
     reloading.add_argument("--by", help="who reloads (default: your user name)")

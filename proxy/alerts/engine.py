@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
@@ -110,6 +111,14 @@ def alert_heading(rule: str, description: str, severity: Severity, now: datetime
     )
 
 
+def next_run(rule: AlertRule, after: datetime) -> datetime:
+    """The rule's next cron slot after ``after``, its fields read in the rule's time zone (UTC unless
+    ``tz`` says otherwise), so ``0 8 * * *`` with ``tz: Europe/Paris`` is 08:00 in Paris all year."""
+    assert rule.schedule is not None
+    local: datetime = croniter(rule.schedule, after.astimezone(ZoneInfo(rule.tz))).get_next(datetime)
+    return local.astimezone(UTC)
+
+
 class RuleEngine:
     """Evaluates a set of rules: windows, first-seen sets and fired marks in ``store`` (shared by every
     process using it; this process's own memory when none is given), baselines and schedules here."""
@@ -122,9 +131,7 @@ class RuleEngine:
         self.store: StateStore = store if store is not None else SqliteStateStore(None)
         self._groups: dict[tuple[str, tuple[Any, ...]], _GroupState] = {}
         self._observed_since: datetime | None = None
-        self._next_run = {
-            rule.id: croniter(rule.schedule, started).get_next(datetime) for rule in self.scheduled
-        }
+        self._next_run = {rule.id: next_run(rule, started) for rule in self.scheduled}
 
     def seed_seen(self, rule_id: str, keys: Iterable[tuple[Any, ...]], now: datetime) -> None:
         """Mark combinations as already seen (from the audit log, so a restart does not re-alert)."""
@@ -154,7 +161,7 @@ class RuleEngine:
         for rule in self.scheduled:
             slot = self._next_run[rule.id]
             if now >= slot:
-                self._next_run[rule.id] = croniter(rule.schedule, now).get_next(datetime)
+                self._next_run[rule.id] = next_run(rule, now)
                 # Of all the processes sharing the store, the first to reach a slot runs it.
                 claim = f"{rule.id}:{slot.isoformat()}"
                 if self.store.add_if_new("alerts.scheduled", claim, SCHEDULE_CLAIM_S, now.timestamp()):

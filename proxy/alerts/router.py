@@ -156,6 +156,43 @@ class AlertRouter:
             self._enqueue(name, alert.to_dict())
         return alert.alert_id
 
+    def test_alert(self, rule_id: str) -> tuple[str, list[str]]:
+        """Send one alert of this rule, marked as a test, to the rule's destinations; its id and the
+        destinations. Raises KeyError for an unknown rule."""
+        rule = self._rule(rule_id)
+        alert = Alert(
+            **alert_heading(rule.id, f"[TEST] {rule.description}", rule.severity, self.clock()),
+            dedup_key=f"test:{rule.id}",
+            group={},
+            count=0,
+            window_seconds=0,
+            agent_ids=[],
+            user_ids=[],
+            session_ids=[],
+            event_ids=[],
+            threats=[],
+            finding_rules=[],
+        )
+        for name in rule.destinations:
+            self._enqueue(name, alert.to_dict())
+        log.info("alerts.test_sent", rule=rule.id, alert_id=alert.alert_id)
+        return alert.alert_id, list(rule.destinations)
+
+    def run_now(self, rule_id: str) -> Alert | None:
+        """Evaluate a scheduled rule now, off its schedule (blocking: its query reads the audit log);
+        the alert it raised, if its query returned rows. Raises KeyError for an unknown rule and
+        ValueError for one that is not scheduled."""
+        rule = self._rule(rule_id)
+        if rule.schedule is None:
+            raise ValueError(f"rule {rule_id} is not a scheduled rule")
+        return self._run_scheduled(rule)
+
+    def _rule(self, rule_id: str) -> AlertRule:
+        for rule in self.config.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(f"no alert rule {rule_id!r}")
+
     def close(self, timeout_seconds: float = 5.0) -> None:
         """Finish evaluating what was submitted, make one more delivery pass, and stop.
 
@@ -207,21 +244,22 @@ class AlertRouter:
         except QueryError as exc:
             log.error("alerts.first_seen_seed_failed", error=str(exc))
 
-    def _run_scheduled(self, rule: AlertRule) -> None:
+    def _run_scheduled(self, rule: AlertRule) -> Alert | None:
         if self.audit_dir is None or rule.query is None:
             log.warning("alerts.scheduled_rule_without_audit", rule=rule.id)
-            return
+            return None
         now = self.clock()
         parameters = {"now": now} if "$now" in rule.query else None
         try:
             result = run_sql(open_audit([self.audit_dir]), rule.query, parameters)
         except QueryError as exc:
             log.error("alerts.scheduled_query_failed", rule=rule.id, error=str(exc))
-            return
+            return None
         rows = [{key: plain(value) for key, value in row.items()} for row in result.as_dicts()]
         alert = self._engine.scheduled_alert(rule, rows, now)
         if alert is not None:
             self._dispatch(rule, alert)
+        return alert
 
     def _dispatch(self, rule: AlertRule, alert: Alert) -> None:
         data = alert.to_dict()

@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
@@ -107,6 +108,8 @@ class AlertRule:
     baseline: Baseline | None = None
     first_seen: tuple[str, ...] | None = None
     schedule: str | None = None
+    tz: str = "UTC"
+    """The time zone the schedule's cron fields are read in (an IANA name)."""
     query: str | None = None
     group_by: tuple[str, ...] = ()
     dedup_window: timedelta = timedelta(minutes=10)
@@ -321,6 +324,7 @@ RULE_KEYS = frozenset(
         "ratio_to_baseline",
         "first_seen",
         "schedule",
+        "tz",
         "query",
         "group_by",
         "dedup_window",
@@ -423,6 +427,13 @@ def _rule(
         query = entry.get("query")
         if not isinstance(query, str) or not query.strip():
             problems.add(entry, f"{label}: a scheduled rule needs an SQL query", "schedule")
+    tz = str(entry.get("tz") or "UTC")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.add(entry, f"{label}: tz {tz!r} is not a time zone name (such as UTC or Europe/Paris)", "tz")
+    if "tz" in entry and schedule is None:
+        problems.add(entry, f"{label}: tz applies to a schedule only", "tz")
     group_by = tuple(_names(entry, "group_by", problems, label))
     _check_fields(entry, "group_by", group_by, problems, label)
     dedup_window = _duration(entry, "dedup_window", problems, label, max(window, timedelta(minutes=10)))
@@ -440,6 +451,7 @@ def _rule(
         baseline=baseline,
         first_seen=first_seen,
         schedule=schedule,
+        tz=tz,
         query=query,
         group_by=group_by,
         dedup_window=dedup_window,
