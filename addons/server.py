@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +30,31 @@ class HangupHook(hooks.Hook):
     checkpoint) and the proxy keeps serving."""
 
 
-def serve(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
-    """Serve until SIGINT or SIGTERM. ``passthrough`` holds raw ``option=value`` mitmproxy settings."""
-    asyncio.run(_serve(settings, passthrough))
+def serve(
+    settings: dict[str, Any], passthrough: Sequence[str] = (), announce: Callable[[], None] = lambda: None
+) -> None:
+    """Serve until SIGINT or SIGTERM. ``passthrough`` holds raw ``option=value`` mitmproxy settings;
+    ``announce`` runs once every option has been accepted, before serving, so a configuration error is
+    reported before the banner."""
+    asyncio.run(_serve(settings, passthrough, announce))
 
 
-async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
+def unavailable(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, not an address of this host), or None."""
+    if port == 0:
+        return None
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+        for family, kind, protocol, _, address in found:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as error:
+        return f"cannot listen on {host}:{port}: {error.strerror or error}"
+    return None
+
+
+async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce: Callable[[], None]) -> None:
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     runtime = Runtime()
@@ -45,6 +65,7 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
             opts.set(*passthrough)
     except exceptions.OptionsError as error:
         raise StartupError(str(error)) from None
+    announce()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, master.shutdown)

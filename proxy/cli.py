@@ -41,7 +41,8 @@ def _option_pairs(values: Sequence[str]) -> dict[str, str]:
     for value in values:
         name, sep, setting = value.partition("=")
         if not sep or not name:
-            raise SystemExit(f"egressguard: --set takes OPTION=VALUE, not {value!r}")
+            print(f"egressguard: --set takes OPTION=VALUE, not {value!r}", file=sys.stderr)
+            raise SystemExit(2)
         pairs[name] = setting
     return pairs
 
@@ -81,7 +82,7 @@ def _confdir(policy: Policy, passthrough: dict[str, str]) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from addons.server import StartupError, serve
+    from addons.server import StartupError, serve, unavailable
 
     passthrough = _option_pairs(args.set)
     if args.admin_listen not in (None, "off"):
@@ -112,16 +113,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         "stream_large_bodies": str(policy.max_body_bytes),
     }
     workers = args.workers or policy.workers
-    _print_banner(policy, args, confdir, token_file, workers)
+    addresses = [(args.listen_host, args.listen_port, "")]
+    admin = _admin_address(policy, args.admin_listen)
+    if admin is not None:
+        host, _, port = admin.rpartition(":")
+        addresses.append((host.strip("[]"), int(port), "the admin listener "))
+    for host, port, what in addresses:
+        problem = unavailable(host, port)
+        if problem is not None:
+            print(f"egressguard: {what}{problem}", file=sys.stderr)
+            return 2
     options = [f"{name}={value}" for name, value in passthrough.items()]
     if workers > 1:
+        _print_banner(policy, args, confdir, token_file, workers)
         from addons.server import serve_worker
         from proxy.workers import supervise
 
         _create_shared_files(policy, confdir)
         return supervise(workers, serve_worker, settings, options)
     try:
-        serve(settings, options)
+        serve(settings, options, announce=lambda: _print_banner(policy, args, confdir, token_file, workers))
     except StartupError as error:
         print(f"egressguard: {error}", file=sys.stderr)
         return 2
