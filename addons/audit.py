@@ -23,7 +23,7 @@ from mitmproxy import exceptions, http
 from mitmproxy.flow import Error
 
 from addons.identity import REFUSAL_KEY, AuthRefusal
-from addons.turns import policy_of, turn_of
+from addons.turns import connect_is_a_turn, policy_of, turn_of
 from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
@@ -134,11 +134,10 @@ class Audit:
             log.warning("audit.request_refused", event_id=turn.event_id, agent=turn.context.agent_id)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """A CONNECT that an earlier addon answered (refused), or one whose tunnel is relayed without
+        """A CONNECT that an earlier addon answered or refused, or one whose tunnel is relayed without
         interception, is a turn of its own."""
         self._count_refusal(flow)
-        turn = turn_of(flow)
-        if flow.response is not None or (turn is not None and turn.tunnelled):
+        if connect_is_a_turn(flow):
             self._write(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:

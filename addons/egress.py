@@ -15,7 +15,8 @@ from mitmproxy import connection, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
-from addons.turns import policy_of, refuse_without_state, turn_of
+from addons.turns import METADATA_KEY, policy_of, refuse_without_state, turn_of
+from proxy.dialects import detect
 from proxy.drill import DRILL_HOST
 from proxy.egress import (
     EgressDecision,
@@ -33,6 +34,8 @@ from proxy.policy import Policy
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
+
+REFUSED_CODE = "egressguard_egress_refused"
 
 
 class Tunnel:
@@ -56,6 +59,10 @@ class Tunnel:
         """True for ``inspect: false`` destinations: TLS passes through untouched."""
         self.policy = policy
         """The policy the decision was made under: a reload decides the tunnel's next request afresh."""
+        self.refusal: tuple[str, str] | None = None
+        """(reason, event id of the CONNECT) when the tunnel was refused: it is opened all the same, so
+        the client's TLS completes against egressguard's CA and its first request gets a refusal its SDK
+        can read; nothing is ever connected upstream."""
 
 
 class Egress:
@@ -107,7 +114,15 @@ class Egress:
         else:
             if tunnel.policy is not policy:
                 tunnel.decision, tunnel.addresses = await self._decide(policy, turn, tunnel.host, tunnel.port)
-                tunnel.policy = policy
+                tunnel.policy, tunnel.refusal = policy, None
+            elif tunnel.refusal is not None:
+                # The tunnel's CONNECT is the recorded turn; this request only carries its refusal back.
+                reason, event_id = tunnel.refusal
+                del flow.metadata[METADATA_KEY]
+                flow.response = refusal_response(
+                    flow.request, f"egressguard: {reason} (event {event_id})", event_id
+                )
+                return
             decision, addresses = tunnel.decision, tunnel.addresses
             fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, flow.request.host_header)
             if fronting is not None:
@@ -126,7 +141,12 @@ class Egress:
             refuse_without_state(flow, turn, error)
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        """Connect to the address that was checked; keep the name for SNI and certificate checks."""
+        """Connect to the address that was checked; keep the name for SNI and certificate checks. A refused
+        tunnel connects nowhere, whatever the client sends through it (TLS, HTTP or raw bytes)."""
+        tunnel = self.tunnels.get(data.client)
+        if tunnel is not None and tunnel.refusal is not None:
+            data.server.error = f"egress refused: {tunnel.refusal[0]}"
+            return
         address = data.server.address
         if address is None:
             return
@@ -183,11 +203,19 @@ class Egress:
         if enforced:
             self._refuse(flow, turn, f"request refused: {reason}")
 
-    @staticmethod
-    def _refuse(flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
+    def _refuse(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
         turn.escalate(Decision.BLOCKED)
-        flow.response = http.Response.make(
-            403,
-            f"egressguard: {reason} (event {turn.event_id})\n",
-            {"content-type": "text/plain; charset=utf-8", "x-egressguard-event": turn.event_id},
-        )
+        if flow.request.method == "CONNECT":
+            self.tunnels[flow.client_conn].refusal = (reason, turn.event_id)
+            return
+        message = f"egressguard: {reason} (event {turn.event_id})"
+        flow.response = refusal_response(flow.request, message, turn.event_id)
+
+
+def refusal_response(request: http.Request, message: str, event_id: str) -> http.Response:
+    """A 403 in the error shape of the API the request speaks, so the agent's SDK raises a readable error.
+    The body has not arrived yet: the Anthropic SDK's version header marks its Messages calls."""
+    hint = b'"max_tokens"' if "anthropic-version" in request.headers else b""
+    dialect = detect(request.method, request.path, request.headers.get("content-type"), hint)
+    status, headers, body = dialect.error_response(403, message, REFUSED_CODE)
+    return http.Response.make(status, body, {**headers, "x-egressguard-event": event_id})

@@ -7,7 +7,7 @@ import time
 
 from mitmproxy import http
 
-from addons.turns import turn_of
+from addons.turns import connect_is_a_turn, turn_of
 from proxy.runtime import Runtime
 
 _COUNTED = "egressguard.counted"
@@ -24,8 +24,7 @@ class TurnMetrics:
             flow.metadata[_FORWARDED] = time.time()
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        turn = turn_of(flow)
-        if flow.response is not None or (turn is not None and turn.tunnelled):
+        if connect_is_a_turn(flow):
             self._count(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -50,3 +50,12 @@ def pin_policy(flow: http.HTTPFlow, policy: Policy) -> None:
 def policy_of(flow: http.HTTPFlow, runtime: Runtime) -> Policy:
     pinned = flow.metadata.get(POLICY_KEY)
     return pinned if isinstance(pinned, Policy) else runtime.policy
+
+
+def connect_is_a_turn(flow: http.HTTPFlow) -> bool:
+    """A CONNECT is recorded on its own when it was answered, refused (its tunnel only carries the
+    refusal back) or relayed without interception (nothing inside it is read)."""
+    turn = turn_of(flow)
+    return flow.response is not None or (
+        turn is not None and (turn.tunnelled or turn.decision is Decision.BLOCKED)
+    )

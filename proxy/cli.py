@@ -109,6 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "egressguard_admin_listen": args.admin_listen or "",
         # mitmproxy's mitm.it page hands out the CA to anyone who asks; `ca export` is the way here.
         "onboarding": False,
+        # Nothing is connected upstream before the first request has been decided: a refused tunnel is
+        # answered by egressguard itself, the client's TLS completed against its CA.
+        "connection_strategy": "lazy",
         # Bodies over the inspection cap are relayed as they arrive instead of held in memory whole.
         "stream_large_bodies": str(policy.max_body_bytes),
     }

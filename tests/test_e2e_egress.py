@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from collections.abc import Callable
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -16,9 +18,34 @@ from tests.upstream import FakeUpstream
 
 
 def connect(proxy: Proxy, target: str) -> tuple[int, bytes]:
-    return proxy.raw(
-        f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy_authorization() + b"\r\n"
-    )
+    """CONNECT to ``target``, speak TLS through the tunnel (trusting egressguard's CA) and send one request;
+    the status and answer of that request, since a refused tunnel answers its first request itself."""
+    host = target.rsplit(":", 1)[0].strip("[]")
+    context = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+        raw.sendall(
+            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy_authorization() + b"\r\n"
+        )
+        assert b" 200 " in raw.recv(4096)
+        with context.wrap_socket(raw, server_hostname=host if not _is_ip(host) else None) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += tls.recv(4096)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            while length is not None and len(body) < int(length[1]):
+                body += tls.recv(4096)
+    return int(answer.split(b" ", 2)[1]), head + b"\r\n\r\n" + body
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
 
 
 def chat(upstream_url: str) -> str | None:
@@ -33,7 +60,8 @@ def use_proxy(monkeypatch: pytest.MonkeyPatch, proxy: Proxy) -> None:
 
 
 def test_enforce_refuses_host_outside_allowlist_over_https(start_proxy: Callable[..., Proxy]) -> None:
-    """In enforce mode a CONNECT to a host outside the role's allowlist gets 403 with the event id."""
+    """In enforce mode a tunnel to a host outside the role's allowlist answers its first request 403 with
+    the reason and the CONNECT's event id; the CONNECT is the one recorded turn."""
     proxy = start_proxy(mode="enforce")
     status, answer = connect(proxy, "93.184.216.34:443")
     assert status == 403
@@ -73,7 +101,7 @@ def test_enforce_refuses_host_outside_allowlist_over_http(start_proxy: Callable[
 def test_wildcard_allow_never_opens_internal_addresses(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, target: str
 ) -> None:
-    """With allow: ["*"], metadata and loopback in every spelling still get 403."""
+    """With allow: ["*"], metadata and loopback in every spelling still get 403, and nothing connects."""
     proxy = start_proxy(mode="enforce", allow='["*"]')
     status, _ = connect(proxy, target.format(port=upstream.port))
     assert status == 403
@@ -157,3 +185,27 @@ def test_inspect_false_destination_is_relayed_without_interception(
         "allowed",
     )
     assert [finding["rule"] for finding in record["findings"]] == ["egress.first_seen"]
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_sdks_raise_a_readable_error_for_a_refused_host(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, sdk: str
+) -> None:
+    """The official SDKs get a 403 in their API's own error shape, naming the reason and the audit event,
+    instead of a bare connection error; nothing reaches the refused host."""
+    proxy = start_proxy(mode="enforce", allow="[api.openai.com]")
+    use_proxy(monkeypatch, proxy)
+    if sdk == "openai":
+        with pytest.raises(openai.PermissionDeniedError) as raised:
+            chat(upstream.url)
+        error: Exception = raised.value
+    else:
+        client = anthropic.Anthropic(base_url=upstream.url, api_key="sk-ant-test", max_retries=0)
+        with pytest.raises(anthropic.PermissionDeniedError) as raised_anthropic:
+            client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        error = raised_anthropic.value
+        assert raised_anthropic.value.body["type"] == "error"  # type: ignore[index]
+    (record,) = proxy.wait_for_records(1)
+    assert "egress to localhost refused" in str(error) and record["event_id"] in str(error)
+    assert record["method"] == "CONNECT" and record["decision"] == "blocked"
+    assert upstream.received == []
