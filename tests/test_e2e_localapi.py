@@ -15,6 +15,8 @@ import pytest
 from proxy.cli import main
 from proxy.guard import GuardUnavailable, Refused, guard
 from tests.harness import Proxy, free_port
+from tests.test_e2e_alerts import alerts_for, alerts_yaml, wait_until
+from tests.webhook_receiver import Receiver
 
 SECRET = "AKIAQWERTY234567ABCD"  # made up, in the AWS access key id format
 
@@ -133,3 +135,29 @@ def test_fail_open_by_default_and_fail_closed_on_request(monkeypatch: pytest.Mon
         assert sec.inspect_output("no proxy, nothing sent") == "no proxy, nothing sent"
     with pytest.raises(GuardUnavailable), guard(fail_closed=True):
         pass
+
+
+def test_a_reported_turn_goes_through_the_alert_rules(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = Receiver()
+    try:
+        rule = """\
+  rules:
+    - id: local-tool-abuse
+      match: {threat: tool_abuse, severity: critical}
+      threshold: ">=1"
+      severity: critical
+      destinations: [secops]
+"""
+        proxy = start_proxy(mode="enforce", extra=alerts_yaml(receiver) + rule)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+        monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+        with pytest.raises(Refused), guard(user_id="u-9", purpose="ops", consent_id="c-9") as sec:
+            sec.inspect_tool("shell", {"command": "rm -rf /"})
+        delivered = wait_until(lambda: alerts_for(receiver, "local-tool-abuse"))
+        assert delivered, f"no alert delivered; deliveries: {receiver.deliveries}"
+        assert delivered[0]["agent_ids"] == ["support-bot"] and delivered[0]["user_ids"] == ["u-9"]
+        assert all(b"rm -rf" not in delivery.body for delivery in receiver.deliveries)
+    finally:
+        receiver.close()
