@@ -254,6 +254,9 @@ def running(directory: Path, mode: Mode, proxy_port: int, model_port: int) -> It
     command = [
         sys.executable, "-m", "proxy", "run", "--config", str(policy), "--listen-port", str(port),
         "--mode", str(mode), "--set", f"ssl_verify_upstream_trusted_ca={model.pki.ca_cert}",
+        # The demo needs no admin listener, and one on the embedded policy's fixed port would collide
+        # with an egressguard already running.
+        "--admin-listen", "off",
     ]  # fmt: skip
     process = subprocess.Popen(  # noqa: S603 - this very program, with arguments built here
         command, env={**os.environ, DEFAULT_TOKEN_ENV: token}, stdout=log, stderr=subprocess.STDOUT

@@ -58,8 +58,7 @@ def test_dockerfile_copies_only_paths_that_exist() -> None:
 def test_image_has_a_healthcheck_and_advertises_the_service_name() -> None:
     """The image checks its own liveness and its banner names the address agents dial, not 0.0.0.0."""
     instructions = dict(dockerfile_instructions())
-    assert "HEALTHCHECK" in instructions
-    assert "8080" in instructions["HEALTHCHECK"]
+    assert "http://127.0.0.1:9090/healthz" in instructions["HEALTHCHECK"]
     assert "EGRESSGUARD_ADVERTISE=egressguard:8080" in instructions["ENV"]
     assert instructions["USER"] == "egressguard"
 
@@ -125,6 +124,7 @@ def test_compose_policy_checks_and_keeps_data_on_the_volume(monkeypatch: pytest.
     monkeypatch.setenv("SUPPORT_BOT_TOKEN", "t")
     policy = load_policy(DOCKER / "policy.yaml")
     assert policy.data_dir == Path("/var/lib/egressguard")
+    assert policy.admin is not None and (policy.admin.host, policy.admin.port) == ("127.0.0.1", 9090)
     assert policy.audit_path.is_relative_to(policy.data_dir)
 
 
