@@ -43,7 +43,7 @@ class Case:
 
     def enforced_outcome(self, status: int, body: bytes) -> bool:
         """Whether what the client received shows the enforcement of this case's threat."""
-        if self.threat in ("credential_theft", "data_exfiltration"):
+        if self.threat == "data_exfiltration":
             return status == 200 and DRILL_SECRET not in _text(body)
         if self.threat == "tool_abuse":
             return status == 200 and not _tool_calls(body) and b"delete_customer" in body
@@ -51,7 +51,7 @@ class Case:
 
     def observed_outcome(self, status: int, body: bytes) -> bool:
         """Whether what the client received is what the target sent, unchanged (observe mode)."""
-        if self.threat in ("credential_theft", "data_exfiltration"):
+        if self.threat == "data_exfiltration":
             return status == 200 and DRILL_SECRET in _text(body)
         if self.threat == "tool_abuse":
             return status == 200 and bool(_tool_calls(body))
@@ -164,7 +164,7 @@ CASES: tuple[Case, ...] = (
     Case(
         "secret-in-completion-json",
         "a completion that leaks an access key (JSON)",
-        "credential_theft",
+        "data_exfiltration",
         "POST",
         CHAT_URL,
         _chat([{"role": "user", "content": "What is the deploy key?"}]),
@@ -174,7 +174,7 @@ CASES: tuple[Case, ...] = (
     Case(
         "secret-in-completion-sse",
         "a completion that leaks an access key (streamed)",
-        "credential_theft",
+        "data_exfiltration",
         "POST",
         CHAT_URL,
         _chat([{"role": "user", "content": "What is the deploy key?"}], stream=True),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from proxy import freeze
 from proxy.approvals import Approvals, new_id
-from proxy.detectors import compliance, injection, leak, links, refusal, tools
+from proxy.detectors import compliance, credentials, injection, leak, links, refusal, tools
 from proxy.detectors.baseline import (
     DropThresholds,
     SpikeThresholds,
@@ -82,8 +82,9 @@ class Detectors:
         self.sensitive_packs = [
             pack if pack.name not in optional else pack.with_everything_enabled()
             for pack in packs
-            if pack.threat in (Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION)
+            if pack.threat is Threat.DATA_EXFILTRATION
         ]
+        self.credential_reads = credentials.credential_scanner(packs)
         self.sensitive = Scanner(self.sensitive_packs)
         enforced = [pack for pack in self.sensitive_packs if policy.enforces(pack.threat)]
         self.redacting = Scanner(enforced) if enforced else None
@@ -188,8 +189,7 @@ class TurnInspector:
                     self._count_injection_attempt()
                 outgoing = self._quarantined(part, found)
             matches = self._sensitive(part.text)
-            request_side = part.source is not Source.TOOL_RESULT
-            self._record(self._sensitive_findings(part.text, matches, part.where, request_side=request_side))
+            self._record(self._sensitive_findings(part.text, matches, part.where))
             if matches and self.policy.detection.redact_requests and self._redacts(matches):
                 # Withheld spans take their secrets with them: what is left is scanned again.
                 kept = matches if outgoing is part.text else self._sensitive(outgoing)
@@ -208,6 +208,7 @@ class TurnInspector:
         if view.dialect == MCP.name:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
+            self._record(credentials.credential_reads(view.tool_calls, self.detectors.credential_reads))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
         verdict.block = next(
@@ -411,7 +412,7 @@ class TurnInspector:
         forward, redacted where the policy enforces it."""
         since = len(self.turn.findings)
         matches = self._sensitive(text)
-        self._record(self._sensitive_findings(text, matches, where, request_side=from_client))
+        self._record(self._sensitive_findings(text, matches, where))
         if from_client:
             self._record(self.detectors.injection.detect(text, where, Source.USER))
         if matches and self._redacts(matches) and (not from_client or self.policy.detection.redact_requests):
@@ -458,6 +459,7 @@ class TurnInspector:
             completion.tool_calls
         )
         self._record(tool_findings)
+        self._record(credentials.credential_reads(completion.tool_calls, self.detectors.credential_reads))
         self._refusal(completion.full_text)
         self._record_residual()
         return self._json_plan(completion, tool_findings, quarantined) if rewrite else ResponsePlan()
@@ -778,18 +780,15 @@ class TurnInspector:
         self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in result.timed_out)
         return result.matches
 
-    def _sensitive_findings(
-        self, text: str, matches: list[Match], where: str, *, request_side: bool = False
-    ) -> list[Finding]:
-        """Secrets leaving in a prompt are exfiltration; secrets coming back (completions, tool results)
-        are credential theft; PII is exfiltration either way."""
+    def _sensitive_findings(self, text: str, matches: list[Match], where: str) -> list[Finding]:
+        """A secret or PII in a prompt, completion or tool output is exfiltration wherever it travels (the
+        taxonomy's own detector); reading credential material is the separate ``credential_theft``."""
         key = self.detectors.fingerprint_key
         return [
             self._finding(
                 match.rule,
                 fingerprint(text[match.start : match.end], key),
                 where,
-                request_side=request_side,
                 disguise=match.disguise,
             )
             for match in matches
@@ -801,15 +800,11 @@ class TurnInspector:
         value_fingerprint: str,
         where: str,
         *,
-        request_side: bool = False,
         disguise: str | None = None,
     ) -> Finding:
         """A secret or PII finding; ``disguise`` names the encoding the value was found under."""
-        threat = rule.threat
-        if request_side and threat is Threat.CREDENTIAL_THEFT:
-            threat = Threat.DATA_EXFILTRATION
         return Finding(
-            threat=threat,
+            threat=rule.threat,
             rule=rule.id,
             signal=f"{rule.description} ({disguise})" if disguise else rule.description,
             severity=rule.severity,

@@ -363,7 +363,7 @@ class StreamRedactor:
         # Rules must not look back into a key block that was never released.
         self._context = ""
         rule = self._rules.get(rule_id)
-        threat = rule.threat if rule else Threat.CREDENTIAL_THEFT
+        threat = rule.threat if rule else Threat.DATA_EXFILTRATION
         severity = rule.severity if rule else Severity.CRITICAL
         self.redactions.append(Redaction(rule_id, threat, severity, digest.hexdigest()))
         # The block's digest stands in for the value: the block itself was never kept.

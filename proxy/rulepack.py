@@ -3,7 +3,7 @@
 A pack file looks like::
 
     pack: secrets
-    threat: credential_theft        # default threat of its rules
+    threat: data_exfiltration       # default threat of its rules
     enabled: true                   # optional packs say false
     whole_tokens: true              # a match reaches to the end of the token it starts (secrets)
     decode: true                    # rules also run over encoded and disguised text (proxy/unmask.py)

@@ -225,7 +225,7 @@ def test_metrics_move_with_traffic(admin: Admin, upstream: FakeUpstream) -> None
         time.sleep(0.05)
     labels = {"agent": "support-bot", "dialect": "openai_chat", "decision": "allowed", "status": "2xx"}
     assert admin.metric("egressguard_requests_total", **labels) == before + 1
-    assert admin.metric("egressguard_findings_total", threat="credential_theft", severity="critical") >= 1
+    assert admin.metric("egressguard_findings_total", threat="data_exfiltration", severity="critical") >= 1
     assert admin.metric("egressguard_upstream_seconds_count") >= 1
     assert admin.metric("egressguard_overhead_seconds_count") >= 1
     assert admin.metric("egressguard_audit_writes_total") >= writes + 1

@@ -61,7 +61,7 @@ def test_every_step_shows_its_finding_and_the_log_verifies(tmp_path: Path, mode:
             assert f"    {step.shows}: " in printed, printed
     normal, leak, injection, destructive, upload = steps
     assert "agent received 200: Paris is the capital of France." in normal
-    assert "credential_theft" not in normal
+    assert "data_exfiltration" not in normal
     if mode == "enforce":
         assert "AKIAQWERTY234567ABCD" not in result.stdout + result.stderr
         assert "[REDACTED:aws-access-key-id]" in leak

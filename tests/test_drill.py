@@ -172,7 +172,7 @@ def test_judge_reads_enforcement_from_the_record() -> None:
     """A case passes only with a finding of its threat, the outcome its enforcement implies, a record and
     every destination delivered."""
     case = CASES_BY_NAME["secret-in-completion-json"]
-    record = {"event_id": "e1", "findings": [{"threat": "credential_theft", "enforced": True}]}
+    record = {"event_id": "e1", "findings": [{"threat": "data_exfiltration", "enforced": True}]}
     redacted = b'{"choices":[{"message":{"content":"[REDACTED:aws-access-key-id]"}}]}'
     assert judge(case, 200, redacted, record, {"hook": "delivered"}).passed
     leaked = redacted.replace(b"[REDACTED:aws-access-key-id]", DRILL_SECRET.encode())

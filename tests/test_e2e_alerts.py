@@ -100,7 +100,7 @@ def test_alert_action_freezes_the_user_for_their_next_request(
     rule = """\
   rules:
     - id: leak-freezes-user
-      match: {threat: credential_theft, severity: critical}
+      match: {threat: data_exfiltration, severity: critical}
       threshold: ">=1"
       severity: critical
       destinations: [secops]

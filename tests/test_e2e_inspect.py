@@ -267,7 +267,7 @@ def test_secret_in_chat_json_reaches_sdk_redacted(enforce: Proxy, upstream: Fake
     record = last_record(enforce)
     assert record["decision"] == "redacted"
     (finding,) = [f for f in record["findings"] if f["rule"] == "aws-access-key-id"]
-    assert finding["threat"] == "credential_theft" and finding["enforced"] is True and finding["fingerprint"]
+    assert finding["threat"] == "data_exfiltration" and finding["enforced"] is True and finding["fingerprint"]
 
 
 def test_secret_in_tool_call_arguments_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:

@@ -40,7 +40,7 @@ alerts:
     hook: {{type: webhook, url: "{receiver.url}"}}
   rules:
     - id: {BURST_RULE}
-      match: {{threat: credential_theft}}
+      match: {{threat: data_exfiltration}}
       threshold: ">=4"
       window: 5m
       group_by: [agent_id]

@@ -21,7 +21,7 @@ PLACEHOLDER = "[REDACTED:aws-access-key-id]"
 def scanner() -> Scanner:
     packs = load_packaged_packs()
     return Scanner(
-        [pack for pack in packs if pack.threat in (Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION)]
+        [pack for pack in packs if pack.threat is Threat.DATA_EXFILTRATION]
     )
 
 

@@ -15,7 +15,7 @@ PACKS = load_packaged_packs()
 # Secrets and PII are looked for anywhere in raw bodies, so their examples must survive being wrapped
 # in other formats and buried in longer text.
 RAW_BODY_PACKS = [
-    pack for pack in PACKS if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
+    pack for pack in PACKS if pack.threat is Threat.DATA_EXFILTRATION
 ]
 
 

@@ -70,8 +70,8 @@ def test_load_pack_reads_rules() -> None:
     """The secrets pack loads with its default threat and lowercase keywords."""
     pack = load_pack(pack_path("secrets"))
     rule = next(rule for rule in pack.rules if rule.id == "github-pat")
-    assert pack.threat is Threat.CREDENTIAL_THEFT
-    assert rule.threat is Threat.CREDENTIAL_THEFT
+    assert pack.threat is Threat.DATA_EXFILTRATION
+    assert rule.threat is Threat.DATA_EXFILTRATION
     assert rule.keywords == ("ghp_",)
     assert rule.severity is Severity.CRITICAL
     assert len(pack.rules) >= 150

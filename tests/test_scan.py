@@ -48,7 +48,7 @@ def test_findings_exit_one_with_json_lines_without_the_value(tmp_path: Path) -> 
         "end": 10 + len(GITHUB_TOKEN),
         "rule": "github-pat",
         "pack": "secrets",
-        "threat": "credential_theft",
+        "threat": "data_exfiltration",
         "severity": "critical",
     }
     assert GITHUB_TOKEN not in out
@@ -61,7 +61,7 @@ def test_text_format_prints_one_readable_line_per_finding(tmp_path: Path) -> Non
     assert code == EXIT_FINDINGS
     assert out.splitlines() == [
         f"{path}:2:5: us-ssn (data_exfiltration, high)",
-        f"{path}:2:21: github-pat (credential_theft, critical)",
+        f"{path}:2:21: github-pat (data_exfiltration, critical)",
     ]
 
 

@@ -21,7 +21,7 @@ from proxy.rulepack import Scanner, load_packaged_packs
 PACKS = [
     pack
     for pack in load_packaged_packs()
-    if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
+    if pack.threat is Threat.DATA_EXFILTRATION
 ]
 SECRETS = [pack for pack in PACKS if pack.name == "secrets"]
 SCANNER = Scanner(PACKS, timeout_s=1.0)

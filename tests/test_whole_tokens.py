@@ -19,7 +19,7 @@ from proxy.rulepack import Rule, Scanner, load_packaged_packs
 PACKS = [
     pack.with_everything_enabled()
     for pack in load_packaged_packs()
-    if pack.threat in {Threat.CREDENTIAL_THEFT, Threat.DATA_EXFILTRATION}
+    if pack.threat is Threat.DATA_EXFILTRATION
 ]
 SCANNER = Scanner(PACKS, timeout_s=1.0)
 EXAMPLES = [(rule, example) for pack in PACKS for rule in pack.rules for example in rule.match_examples]

@@ -1,0 +1,53 @@
+"""Credential theft: a file-read or shell tool call whose arguments name credential material.
+
+The patterns are the `credential_access` rule pack; they run over the arguments of tools that read files
+or run commands, never over prose or other tools' arguments (an email that mentions `.env` is not theft).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from proxy.detectors.tools import name_matches
+from proxy.exchange import ToolCall
+from proxy.model import Action, Finding
+from proxy.rulepack import RulePack, Scanner
+
+PACK = "credential_access"
+# Tools that read files or run commands, by the names agent frameworks and MCP servers give them.
+READING_TOOLS = (
+    "*shell*", "*bash*", "*terminal*", "*exec*", "*command*", "run_*", "*python*", "*code_interpreter*",
+    "*read*", "*cat*", "*file*", "*open*", "*view*", "*fs*", "*head*", "*tail*", "*grep*", "*search_files*",
+)  # fmt: skip
+
+
+def is_reading_tool(name: str) -> bool:
+    return name_matches(name, READING_TOOLS)
+
+
+def credential_reads(calls: Iterable[ToolCall], scanner: Scanner) -> list[Finding]:
+    """One finding per credential rule matched in a reading tool's arguments (flagged: the call is
+    recorded and alertable; whether it runs is left to the tool's own approval rules)."""
+    findings = []
+    for call in calls:
+        if not is_reading_tool(call.name):
+            continue
+        rules = {match.rule.id: match.rule for match in scanner.scan(call.arguments).matches}
+        findings += [
+            Finding(
+                threat=rule.threat,
+                rule=rule.id,
+                signal=f"{call.name}: {rule.description}",
+                severity=rule.severity,
+                action=Action.FLAG,
+                where=call.where,
+                owasp=rule.owasp,
+                extra={"tool": call.name},
+            )
+            for rule in rules.values()
+        ]
+    return findings
+
+
+def credential_scanner(packs: Iterable[RulePack]) -> Scanner:
+    return Scanner([pack for pack in packs if pack.name == PACK])

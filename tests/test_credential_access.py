@@ -1,0 +1,80 @@
+"""Credential theft: reading tools whose arguments name credential files or dump the environment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxy.detectors.credentials import credential_reads, credential_scanner, is_reading_tool
+from proxy.exchange import ToolCall
+from proxy.inspection import Detectors
+from proxy.model import Severity, Threat
+from proxy.policy import parse_policy
+from proxy.rulepack import load_packaged_packs
+
+SCANNER = credential_scanner(load_packaged_packs())
+
+
+def call(name: str, **arguments: str) -> ToolCall:
+    return ToolCall(id="c1", name=name, arguments=json.dumps(arguments), where="tool_calls[0]")
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "rule"),
+    [
+        ("shell", {"command": "cat ~/.aws/credentials"}, "cloud-credentials-file"),
+        ("bash", {"command": "cat .env"}, "dotenv-file"),
+        ("read_file", {"path": "/home/dev/.ssh/id_ed25519"}, "ssh-private-key-file"),
+        ("filesystem__read_text_file", {"path": "/root/.kube/config"}, "kubeconfig-file"),
+        ("run_command", {"cmd": "printenv"}, "environment-dump"),
+        ("execute", {"command": "env"}, "environment-dump"),
+        ("terminal", {"command": "cat /proc/self/environ | tr '\\0' '\\n'"}, "environment-dump"),
+        ("python", {"code": "import os; print(os.environ)"}, "environment-dump"),
+        ("cat", {"file": "~/.netrc"}, "token-store-file"),
+        ("open_file", {"path": "~/.docker/config.json"}, "token-store-file"),
+        ("view", {"path": "~/.config/gcloud/application_default_credentials.json"}, "cloud-credentials-file"),
+    ],
+)
+def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str, str], rule: str) -> None:
+    (finding,) = credential_reads([call(tool, **arguments)], SCANNER)
+    assert finding.threat is Threat.CREDENTIAL_THEFT and finding.rule == rule
+    assert finding.owasp == "LLM06" and finding.severity in (Severity.HIGH, Severity.CRITICAL)
+    assert finding.extra == {"tool": tool}
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("shell", {"command": "cat README.env.md"}),
+        ("shell", {"command": "envsubst < deploy.tmpl > deploy.yaml"}),
+        ("shell", {"command": "env FOO=1 make test"}),
+        ("shell", {"command": "cp .env.example .env.sample"}),
+        ("shell", {"command": "cat ~/.ssh/id_rsa.pub"}),
+        ("python", {"code": "home = os.environ.get('HOME')"}),
+        ("read_file", {"path": "docs/credentials-guide.md"}),
+        # Not a reading tool: a message that mentions credential files is not theft.
+        ("send_email", {"body": "Please rotate ~/.aws/credentials and the .env file"}),
+        ("create_ticket", {"title": "printenv shows the wrong PATH"}),
+    ],
+)
+def test_ordinary_calls_are_not_credential_theft(tool: str, arguments: dict[str, str]) -> None:
+    assert credential_reads([call(tool, **arguments)], SCANNER) == []
+
+
+def test_reading_tools_are_recognised_by_namespaced_names() -> None:
+    assert is_reading_tool("mcp__filesystem__read_file") and is_reading_tool("github.run_shell")
+    assert not is_reading_tool("send_email") and not is_reading_tool("create_issue")
+
+
+def test_prose_about_credential_files_is_no_finding_in_text() -> None:
+    """The credential pack runs over reading tools' arguments only: the secret and PII scanner that reads
+    prompts and completions does not carry it, so an answer explaining `~/.aws/credentials` is clean."""
+    detectors = Detectors(parse_policy("mode: enforce\n", "p.yaml", environ={}), b"k" * 32)
+    prose = "Run printenv, then put the key in ~/.aws/credentials or a .env file."
+    assert detectors.sensitive.scan(prose).matches == []
+    assert {match.rule.id for match in detectors.credential_reads.scan(prose).matches} == {
+        "environment-dump",
+        "cloud-credentials-file",
+        "dotenv-file",
+    }
