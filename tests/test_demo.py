@@ -66,7 +66,7 @@ def test_every_step_shows_its_finding_and_the_log_verifies(tmp_path: Path, mode:
         assert "AKIAQWERTY234567ABCD" not in result.stdout + result.stderr
         assert "[REDACTED:aws-access-key-id]" in leak
         assert "withheld by egressguard" in destructive
-        assert "refused the connection: 403" in upload
+        assert "refused the connection: 403" in upload or "agent received 403: " in upload
         assert "-> block (enforced)" in upload
     else:
         assert "-> redact (what enforce mode would do)" in leak
