@@ -41,7 +41,7 @@ CONTEXT_HEADERS = {"X-User-Id": "demo-user", "X-Purpose": "demo", "X-Consent-Id"
 LEAKED_KEY_TEXT = (
     "Here is the deploy configuration:\n"
     "aws_access_key_id = AKIAQWERTY234567ABCD\n"
-    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    "aws_secret_access_key = 9dQ2vLr7Xk1PzT4mWb8NcY3hJf6GsA0eRuVi5oKq"
 )
 INJECTED_PAGE = (
     "Shipping policy: orders leave within 2 days.\n"
