@@ -176,7 +176,10 @@ class TurnInspector:
         self.system_prompts = [part.text for part in view.parts if part.source is Source.SYSTEM]
         self._request_from = len(self.turn.findings)
         verdict = RequestVerdict()
-        self._record(self._compliance())
+        # Who, why and under what consent belong to turns that carry a prompt or a tool call; a body-less
+        # DELETE or an MCP notification is not a turn an audit asks that of.
+        if view.parts or view.tool_calls:
+            self._record(self._compliance())
         fresh = self._fresh_parts(view.parts)
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
@@ -310,9 +313,9 @@ class TurnInspector:
         settings = self.policy.detection
         context = self.turn.context
         values = {name: getattr(context, name) for name in ("user_id", "session_id", "purpose", "consent_id")}
-        blocking = [name for name in settings.required_fields if name in settings.blocking_fields]
+        # Fields under `require` refuse the turn whether or not `required` also lists them.
+        blocking = list(settings.blocking_fields)
         flagged = [name for name in settings.required_fields if name not in settings.blocking_fields]
-        flagged += [name for name in settings.blocking_fields if name not in settings.required_fields]
         return compliance.missing_fields(values, flagged) + compliance.missing_fields(
             values, blocking, block=True
         )

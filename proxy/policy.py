@@ -24,10 +24,11 @@ from proxy.units import parse_duration, parse_rate, parse_size
 from proxy.yamlschema import (
     ANYTHING,
     BOOLEAN,
-    INTEGER,
+    POSITIVE_INTEGER,
     STRING,
     Checker,
     Custom,
+    IntegerBetween,
     ListOf,
     MapOf,
     OneOf,
@@ -125,7 +126,8 @@ ROLE = Record(
 )
 SCHEMA = Record(
     {
-        "version": INTEGER,
+        # The only policy format there is; another number is a file written for something else.
+        "version": IntegerBetween(1, 1),
         "mode": OneOf(*MODES),
         "threats": Record({str(threat): OneOf(*MODES) for threat in Threat}),
         "data_dir": STRING,
@@ -137,11 +139,11 @@ SCHEMA = Record(
             {
                 "path": STRING,
                 "fsync": OneOf("always", "batch"),
-                "checkpoint_every": INTEGER,
+                "checkpoint_every": POSITIVE_INTEGER,
                 "checkpoint_after": DURATION,
                 "heartbeat": DURATION,
                 "spool": STRING,
-                "retention_days": INTEGER,
+                "retention_days": POSITIVE_INTEGER,
                 "on_error": OneOf("open", "closed"),
             }
         ),
@@ -154,7 +156,7 @@ SCHEMA = Record(
             }
         ),
         "compliance": Record({"required": CONTEXT_FIELD_LIST, "require": CONTEXT_FIELD_LIST}),
-        "freeze": Record({"after": INTEGER, "window": DURATION, "duration": DURATION}),
+        "freeze": Record({"after": POSITIVE_INTEGER, "window": DURATION, "duration": DURATION}),
         "state": Record(
             {
                 "backend": OneOf("sqlite", "redis"),
@@ -386,7 +388,10 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         redaction_style=redaction.get("style") or defaults.redaction_style,
         redact_requests=bool(redaction.get("requests", defaults.redact_requests)),
         optional_packs=tuple(redaction.get("optional_packs") or ()),
-        required_fields=tuple(compliance.get("required") or defaults.required_fields),
+        # `required: []` is taken as written (no field required); only an absent key keeps the default.
+        required_fields=tuple(
+            defaults.required_fields if compliance.get("required") is None else compliance["required"]
+        ),
         blocking_fields=tuple(compliance.get("require") or ()),
         freeze_after=freeze.get("after") or defaults.freeze_after,
         freeze_window_s=freeze.get("window") or defaults.freeze_window_s,

@@ -83,6 +83,32 @@ NUMBER = Scalar(float, "a number")
 BOOLEAN = Scalar(bool, "true or false")
 
 
+class IntegerBetween(Spec):
+    """An integer no smaller than ``minimum`` (and no larger than ``maximum`` when given): a value that
+    cannot mean what it says is an error on its line, never replaced by a default."""
+
+    def __init__(self, minimum: int, maximum: int | None = None) -> None:
+        self.minimum, self.maximum = minimum, maximum
+        if maximum == minimum:
+            self.description = str(minimum)
+        elif maximum is None:
+            self.description = f"an integer of at least {minimum}"
+        else:
+            self.description = f"an integer from {minimum} to {maximum}"
+
+    def check(self, node: yaml.Node, checker: Checker, where: str) -> Any:
+        value = INTEGER.check(node, checker, where)
+        if value is None:
+            return None
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            checker.report(node, f"{where} must be {self.description}, not {node.value!r}")
+            return None
+        return value
+
+
+POSITIVE_INTEGER = IntegerBetween(1)
+
+
 class Anything(Spec):
     """A section checked elsewhere (by its own loader): its plain value, unchecked here."""
 

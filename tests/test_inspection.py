@@ -290,3 +290,24 @@ def test_repeated_findings_of_one_rule_in_one_part_are_one_finding(
     emails = [f for f in inspector.turn.findings if f.where == "messages[1].content" and "email" in f.rule]
     assert len(emails) == 1 and emails[0].count == 267
     assert len(json.dumps([f.to_event() for f in inspector.turn.findings])) < 3_000
+
+
+@pytest.mark.parametrize("dialect", ["mcp", "openai-chat", "unknown"])
+def test_requests_without_a_prompt_or_tool_call_are_no_compliance_gap(
+    detectors: Detectors, policy: Policy, clock: Clock, dialect: str
+) -> None:
+    """An MCP notification or a body-less DELETE carries no turn to account for; the same request with a
+    prompt and no user, purpose or consent is a compliance gap."""
+    state = SqliteStateStore(None, clock=clock)
+    bare = TurnInspector(detectors, policy, state, Turn(TurnContext(agent_id="bot", role="ops")), clock=clock)
+    bare.inspect_request(RequestView(dialect=dialect))
+    assert [f for f in bare.turn.findings if f.threat == "compliance_gap"] == []
+    prompted = TurnInspector(
+        detectors, policy, state, Turn(TurnContext(agent_id="bot", role="ops")), clock=clock
+    )
+    prompted.inspect_request(RequestView(dialect=dialect, parts=[Part(Source.USER, "hello", "messages[0]")]))
+    assert {f.extra["field"] for f in prompted.turn.findings if f.threat == "compliance_gap"} == {
+        "user_id",
+        "purpose",
+        "consent_id",
+    }

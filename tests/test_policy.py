@@ -180,3 +180,48 @@ def test_indirect_injection_choice_defaults_to_quarantine() -> None:
     assert chosen.detection.indirect_injection == "block"
     messages = problems("version: 1\ninjection:\n  indirect: drop\n")
     assert any(message.startswith("policy.yaml:3:") and "quarantine" in message for message in messages)
+
+
+@pytest.mark.parametrize(
+    ("setting", "line", "message"),
+    [
+        ("version: 2", 1, "version must be 1"),
+        ("version: 0", 1, "version must be 1"),
+        ("freeze: {after: 0}", 1, "freeze.after must be an integer of at least 1"),
+        ("freeze:\n  after: -3", 2, "freeze.after must be an integer of at least 1"),
+        ("audit: {retention_days: 0}", 1, "audit.retention_days must be an integer of at least 1"),
+        ("audit:\n  checkpoint_every: -1", 2, "audit.checkpoint_every must be an integer of at least 1"),
+    ],
+)
+def test_values_out_of_range_are_errors_with_their_line(setting: str, line: int, message: str) -> None:
+    """A value that cannot mean what it says is refused on its own line, never replaced by a default."""
+    found = problems(setting + "\n")
+    assert any(problem.startswith(f"policy.yaml:{line}: {message}") for problem in found), found
+
+
+def test_version_one_and_positive_values_load() -> None:
+    policy = parse_policy(
+        "version: 1\nfreeze: {after: 1}\naudit: {retention_days: 1, checkpoint_every: 1}\n",
+        "p.yaml",
+        environ={},
+    )
+    assert policy.detection.freeze_after == 1
+    assert (policy.audit.retention_days, policy.audit.checkpoint_every) == (1, 1)
+
+
+def test_empty_compliance_required_turns_compliance_findings_off() -> None:
+    """`required: []` is taken as written: no field is required. Leaving the key out keeps the default."""
+    assert parse_policy("compliance: {required: []}\n", "p.yaml", environ={}).detection.required_fields == ()
+    assert parse_policy("compliance: {}\n", "p.yaml", environ={}).detection.required_fields == (
+        "user_id",
+        "purpose",
+        "consent_id",
+    )
+
+
+def test_required_fields_block_even_when_compliance_flags_nothing() -> None:
+    """`required: []` with `require: [purpose]` still refuses a turn without a purpose."""
+    detection = parse_policy(
+        "compliance: {required: [], require: [purpose]}\n", "p.yaml", environ={}
+    ).detection
+    assert (detection.required_fields, detection.blocking_fields) == ((), ("purpose",))

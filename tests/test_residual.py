@@ -20,9 +20,7 @@ PLACEHOLDER = "[REDACTED:aws-access-key-id]"
 @pytest.fixture(scope="module")
 def scanner() -> Scanner:
     packs = load_packaged_packs()
-    return Scanner(
-        [pack for pack in packs if pack.threat is Threat.DATA_EXFILTRATION]
-    )
+    return Scanner([pack for pack in packs if pack.threat is Threat.DATA_EXFILTRATION])
 
 
 def scan(scanner: Scanner, *, redacts: bool = True) -> JsonScan:

@@ -14,9 +14,7 @@ from proxy.rulepack import Rule, RulePack, Scanner, load_packaged_packs
 PACKS = load_packaged_packs()
 # Secrets and PII are looked for anywhere in raw bodies, so their examples must survive being wrapped
 # in other formats and buried in longer text.
-RAW_BODY_PACKS = [
-    pack for pack in PACKS if pack.threat is Threat.DATA_EXFILTRATION
-]
+RAW_BODY_PACKS = [pack for pack in PACKS if pack.threat is Threat.DATA_EXFILTRATION]
 
 
 def _single_rule_scanner(rule: Rule) -> Scanner:

@@ -18,11 +18,7 @@ from proxy.model import Threat
 from proxy.redact import StreamRedactor, scan_and_redact
 from proxy.rulepack import Scanner, load_packaged_packs
 
-PACKS = [
-    pack
-    for pack in load_packaged_packs()
-    if pack.threat is Threat.DATA_EXFILTRATION
-]
+PACKS = [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
 SECRETS = [pack for pack in PACKS if pack.name == "secrets"]
 SCANNER = Scanner(PACKS, timeout_s=1.0)
 AWS_KEY = "AKIAQWERTY234567ABCD"
