@@ -277,12 +277,21 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_query(args: argparse.Namespace, now: datetime | None = None) -> int:
-    """Print the result; exit 2 on an unknown query, a bad duration or an SQL error."""
+    """Print the result; exit 2 on a missing audit path, an unknown query, a bad duration or an SQL error."""
     if (args.name is None) == (args.sql is None):
         print("error: give a query name or --sql (one of them)", file=sys.stderr)
         return 2
+    paths = args.audit or [DEFAULT_AUDIT_DIRECTORY]
+    # A mistyped or relative path would otherwise read as an empty log: "0 rows" that mean nothing.
+    missing = [path for path in paths if not path.exists()]
+    if missing:
+        print(
+            f"error: no audit log at {', '.join(str(path) for path in missing)} (give --audit)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        connection = open_audit(args.audit or [DEFAULT_AUDIT_DIRECTORY])
+        connection = open_audit(paths)
         if args.sql is not None:
             result = run_sql(connection, args.sql)
         else:

@@ -214,3 +214,13 @@ def test_cli_sql_error_exits_2(audit_dir: Path, capsys: pytest.CaptureFixture[st
     """A broken SQL statement is reported, not raised."""
     assert cli(audit_dir, "--sql", "SELECT nope FROM turns") == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["no-such-dir", "audit/typo.jsonl"])
+def test_cli_missing_audit_path_exits_2(
+    tmp_path: Path, missing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path that does not exist is an error naming it, not an empty result."""
+    assert cli(tmp_path / missing, "incidents") == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"no audit log at {tmp_path / missing}" in captured.err
