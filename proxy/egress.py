@@ -589,11 +589,8 @@ def egress_finding(decision: EgressDecision, *, enforced: bool) -> Finding | Non
     """The lateral-movement finding for a denied destination; None when the decision allows."""
     if decision.allowed:
         return None
-    severity = {
-        EgressCode.CLOUD_METADATA: Severity.CRITICAL,
-        EgressCode.INTERNAL_ADDRESS: Severity.HIGH,
-        EgressCode.DENYLISTED: Severity.HIGH,
-    }.get(decision.code, Severity.MEDIUM)
+    # The taxonomy rates lateral movement high; the cloud metadata service hands out credentials.
+    severity = Severity.CRITICAL if decision.code is EgressCode.CLOUD_METADATA else Severity.HIGH
     return Finding(
         threat=Threat.LATERAL_MOVEMENT,
         rule=f"egress.{decision.code}",
@@ -615,5 +612,5 @@ def first_seen_finding(host: str) -> Finding:
         severity=Severity.LOW,
         action=Action.FLAG,
         where="egress",
-        owasp="LLM08",
+        owasp="LLM05",
     )

@@ -22,12 +22,12 @@ def test_none_empty_and_blank_values_count_as_missing() -> None:
 
 
 def test_missing_field_is_flagged_by_default() -> None:
-    """Without the policy requiring it, a gap is a low-severity flag."""
+    """Without the policy requiring it, a gap is a flag, at the taxonomy's medium severity."""
     (finding,) = missing_fields({**COMPLETE, "consent_id": None})
     assert finding.threat is Threat.COMPLIANCE_GAP
     assert finding.rule == RULE_ID
     assert finding.action is Action.FLAG
-    assert finding.severity is Severity.LOW
+    assert finding.severity is Severity.MEDIUM
     assert "consent_id" in finding.signal
 
 

@@ -22,7 +22,6 @@ def missing_fields(
     mode rather than only flagged.
     """
     action = Action.BLOCK if block else Action.FLAG
-    severity = Severity.MEDIUM if block else Severity.LOW
     findings = []
     for name in required:
         value = context_values.get(name)
@@ -32,7 +31,7 @@ def missing_fields(
                     threat=Threat.COMPLIANCE_GAP,
                     rule=RULE_ID,
                     signal=f"turn has no {name}",
-                    severity=severity,
+                    severity=Severity.MEDIUM,  # the taxonomy's, flagged or refused
                     action=action,
                     where=f"context.{name}",
                     extra={"field": name},

@@ -42,6 +42,8 @@ from proxy.normalize import normalize
 from proxy.rulepack import RULES_PACKAGE, RulePack, Scanner, load_pack, pack_path
 
 OWASP = "LLM01"
+# The poisoning that matters for an agent is of its context (docs/owasp.md, LLM03).
+CONTEXT_POISONING_OWASP = "LLM03"
 CLASSIFIER_RULE = "injection-classifier"
 INDIRECT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 READ_CONTENT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT})
@@ -443,6 +445,7 @@ class InjectionDetector:
                     threat=Threat.CONTEXT_POISONING,
                     signal=f"injection in {source} content: {strongest.signal}",
                     action=Action.FLAG,
+                    owasp=CONTEXT_POISONING_OWASP,
                 )
             )
         return findings

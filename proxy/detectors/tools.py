@@ -135,7 +135,7 @@ class ToolCatalogue:
                 id=ROLE_ADDED_RULE,
                 description="Declared destructive by the role.",
                 severity=Severity.HIGH,
-                owasp="LLM08",
+                owasp="LLM07",
                 globs=overrides.destructive,
             )
         for entry in self.entries:
