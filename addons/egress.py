@@ -70,6 +70,8 @@ class Egress:
         self.runtime = runtime
         self.tunnels: MutableMapping[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
         self.pins: MutableMapping[connection.Client, dict[tuple[str, int], str]] = weakref.WeakKeyDictionary()
+        self.dialled: dict[str, tuple[str, int]] = {}
+        """Server connection id -> the name it was asked for, while it connects to the pinned address."""
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
@@ -156,6 +158,20 @@ class Egress:
         if data.server.sni is None:
             data.server.sni = address[0]
         data.server.address = (pinned, address[1])
+        self.dialled[data.server.id] = address
+
+    def server_connected(self, data: ServerConnectionHookData) -> None:
+        """Once connected to the checked address, the connection goes by its name again: the next request
+        for that name then reuses it, where a connection known only by its address would never match and
+        every request would open one more."""
+        name = self.dialled.pop(data.server.id, None)
+        if name is not None:
+            # mitmproxy guards the address of an open connection against changes that would redirect it;
+            # this one only renames the established connection back to what was asked for.
+            object.__setattr__(data.server, "address", name)
+
+    def server_connect_error(self, data: ServerConnectionHookData) -> None:
+        self.dialled.pop(data.server.id, None)
 
     async def _decide(
         self, policy: Policy, turn: Turn, host: str, port: int

@@ -204,3 +204,15 @@ def test_tls_to_upstream_is_verified(
     else:
         raise AssertionError("an upstream with an untrusted certificate was accepted")
     assert upstream.received == []
+
+
+def test_one_client_connection_carries_many_requests(agent_env: Proxy, upstream: FakeUpstream) -> None:
+    """An agent that keeps its connection open gets every answer: the upstream connection, pinned to the
+    address that was checked, is reused by the tunnel's next request instead of piling up new ones."""
+    client = openai.OpenAI(base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, timeout=20)
+    for turn in range(12):
+        completion = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"{PROMPT} ({turn})"}]
+        )
+        assert completion.choices[0].message.content == "Hello from the upstream model."
+    assert len(upstream.received) == 12
