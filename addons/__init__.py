@@ -5,6 +5,7 @@ from __future__ import annotations
 from addons.admin import Admin
 from addons.audit import Audit
 from addons.config import PolicyLoader
+from addons.decoding import CappedDecoding
 from addons.drill import DrillMarker, DrillTarget
 from addons.egress import Egress
 from addons.freeze import Freeze
@@ -19,6 +20,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
     return [
         PolicyLoader(runtime),
+        CappedDecoding(runtime),
         AgentIdentity(runtime),
         LocalApi(runtime),
         DrillMarker(runtime),

@@ -26,6 +26,7 @@ from proxy.egress import (
     first_seen,
     first_seen_finding,
     fronting_mismatch,
+    request_fronting,
     resolve,
     unresolved,
 )
@@ -111,8 +112,23 @@ class Egress:
             return  # egressguard's own drill target: answered in-process, nothing leaves
         tunnel = self.tunnels.get(flow.client_conn)
         policy = policy_of(flow, self.runtime)
+        request = flow.request
+        destination = (request.host, request.port) if tunnel is None else (tunnel.host, tunnel.port)
+        fronting = request_fronting(
+            destination,
+            request.authority,
+            request.headers.get_all("host"),
+            x_forwarded_host=request.headers.get_all("x-forwarded-host"),
+            forwarded=request.headers.get_all("forwarded"),
+        )
+        if tunnel is not None and fronting is None:
+            fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, None)
+        if fronting is not None:
+            self._refuse_fronting(flow, turn, fronting)
+            if flow.response is not None:
+                return
         if tunnel is None:
-            decision, addresses = await self._decide(policy, turn, flow.request.host, flow.request.port)
+            decision, addresses = await self._decide(policy, turn, request.host, request.port)
         else:
             if tunnel.policy is not policy:
                 tunnel.decision, tunnel.addresses = await self._decide(policy, turn, tunnel.host, tunnel.port)
@@ -126,10 +142,6 @@ class Egress:
                 )
                 return
             decision, addresses = tunnel.decision, tunnel.addresses
-            fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, flow.request.host_header)
-            if fronting is not None:
-                self._refuse_fronting(flow, turn, fronting)
-                return
         turn.egress_host = canonical_host(decision.host)
         self._apply(flow, turn, decision, addresses)
         if flow.response is None:

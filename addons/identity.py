@@ -74,6 +74,9 @@ class AgentIdentity(ProxyAuth):
         answered = f.response is not None
         super().requestheaders(f)
         self._note_refusal(f, answered)
+        # Credentials for this proxy are never the upstream's business: mitmproxy removes them only from
+        # the request it checked them on, not from requests inside a tunnel, nor a repeated header.
+        f.request.headers.pop("proxy-authorization", None)
         self._open_turn(f)
 
     def _note_refusal(self, flow: http.HTTPFlow, answered_before: bool) -> None:

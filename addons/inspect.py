@@ -8,6 +8,7 @@ the turn and passed through as it is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Set
 from functools import wraps
@@ -16,10 +17,11 @@ import structlog
 from mitmproxy import http
 
 from addons.turns import policy_of, refuse_without_state, turn_of
-from proxy.decoding import DecodingError, StreamDecoder, supported
+from proxy.decoding import DecodingError, OverCapError, StreamDecoder, decode_body, supported
 from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream, is_text
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
+from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
@@ -29,6 +31,9 @@ log = structlog.get_logger("egressguard")
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
 SESSION_KEY = "egressguard.session"
+OVER_CAP_RULE = "inspection.decoded_over_cap"
+OFF_LOOP_BYTES = 256 << 10
+"""Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
 
 
 def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
@@ -55,9 +60,11 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
     """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
 
-    What a body claims to be is not trusted: a body labelled binary is read when it is text, and one
-    whose content-encoding does not decode is read as it stands, since that is what a receiver that
-    ignores the label gets.
+    Raises ``OverCapError`` for a body that decodes past ``cap``: the caller decides whether it passes.
+    What a body claims to be is not trusted: a body labelled binary is read when it is text, and a text
+    body whose content-encoding does not decode is read as it stands, since that is what a receiver that
+    ignores the label gets. Compressed data that turns corrupt or stops part way is inspected as far as
+    it decodes, since that is what a receiver reading as it goes hands on.
     """
     raw = message.raw_content
     if raw is None and message.stream:
@@ -68,20 +75,44 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     if len(raw) > cap:
         turn.errors.append(f"{what}: body of {len(raw)} bytes is over the inspection cap of {cap}")
         return None
+    encoding = message.headers.get("content-encoding", "identity")
     try:
-        content = message.get_content(strict=True) or b""
-    except ValueError:
-        encoding = message.headers.get("content-encoding", "")
+        content, problem = decode_body(raw, encoding, cap)
+    except OverCapError:
+        raise
+    except DecodingError:
+        turn.errors.append(f"{what}: body does not decode as content-encoding {encoding!r}; read as sent")
+        content, problem = raw, None
+    if problem is not None and is_text(raw):
         turn.errors.append(f"{what}: body does not decode as content-encoding {encoding!r}; read as sent")
         content = raw
-    if len(content) > cap:
-        turn.errors.append(f"{what}: decoded body is over the inspection cap of {cap}")
-        return None
+    elif problem is not None:
+        turn.errors.append(f"{what}: {problem}; the part that decodes is inspected")
     if not is_text(content):
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
         turn.errors.append(f"{what}: binary body ({content_type}) not inspected")
         return None
     return content
+
+
+def over_cap_finding(where: str, error: OverCapError, threat: Threat, *, enforced: bool) -> Finding:
+    """A body that decodes past the inspection cap, which no detector can read."""
+    return Finding(
+        threat=threat,
+        rule=OVER_CAP_RULE,
+        signal=f"{where} body {error}; it cannot be inspected",
+        severity=Severity.HIGH,
+        action=Action.BLOCK,
+        where=where,
+        owasp="LLM02",
+        enforced=enforced,
+    )
+
+
+def refusal(dialect: Dialect, turn: Turn, status: int, message: str) -> http.Response:
+    """The error the agent gets instead of the exchange, in its API's own shape."""
+    status, headers, payload = dialect.error_response(status, message, "egressguard_blocked")
+    return http.Response.make(status, payload, {**headers, "x-egressguard-event": turn.event_id})
 
 
 def looks_like_event_stream(body: bytes) -> bool:
@@ -90,8 +121,10 @@ def looks_like_event_stream(body: bytes) -> bool:
 
 class BodyRelay:
     """mitmproxy's ``flow.response.stream`` callable for a body read as it passes: decodes what the upstream
-    compressed, hands the plain bytes to ``feed`` (a stream session, a redactor) and sends what it returns;
-    at the end sends what ``finish`` returns and records the sha256 of everything the agent received."""
+    compressed, hands the plain bytes to ``feed`` (a stream session, a redactor) and, when it ``rewrites``,
+    sends what that returns (at the end, what ``finish`` returns) instead of what the upstream sent; it
+    records the sha256 of everything the agent received. A body that decodes past the decoder's cap is
+    cut there when it rewrites, and passes as sent when it does not (observe mode), recorded either way."""
 
     def __init__(
         self,
@@ -111,8 +144,9 @@ class BodyRelay:
         self.undecodable = False
 
     def install(self, response: http.Response) -> BodyRelay:
-        """The headers that go with what the agent receives: plain bytes of a length known only at the end."""
-        if self.rewrites or response.headers.get("content-encoding", "identity").lower() != "identity":
+        """The headers that go with what the agent receives: plain bytes of a length known only at the end,
+        or the upstream's own headers when the body goes on as sent."""
+        if self.rewrites:
             response.headers.pop("content-encoding", None)
             response.headers.pop("content-length", None)
             if response.http_version == "HTTP/1.1":
@@ -124,11 +158,25 @@ class BodyRelay:
         if not self.undecodable:
             try:
                 out = self.feed(self.decoder.feed(chunk) if chunk else self.decoder.flush())
+            except OverCapError as error:
+                self.undecodable = True
+                self.turn.errors.append(f"response: {error}")
+                self.turn.add(
+                    over_cap_finding("response", error, Threat.DATA_EXFILTRATION, enforced=self.rewrites)
+                )
+                if self.rewrites:
+                    self.turn.escalate(Decision.BLOCKED)
             except DecodingError as error:
                 self.undecodable = True
                 self.turn.errors.append(f"response: body does not decode: {error}")
+            except Exception as error:  # raised into mitmproxy, it would hang the agent's stream
+                self.undecodable = True
+                self.turn.errors.append(f"response: {type(error).__name__} reading the stream; cut there")
+                log.error("inspect.stream_failed", error=type(error).__name__)
         if not chunk:
             out += self.finish()
+        if not self.rewrites:
+            out = chunk  # the decoded copy was only read
         self.digest.update(out)
         if not chunk:
             self.turn.output_sha256 = self.digest.hexdigest()
@@ -145,13 +193,36 @@ class Inspect:
         """Load the rule packs and the model now, not on the first request."""
         self.runtime.load_detectors()
 
+    async def request(self, flow: http.HTTPFlow) -> None:
+        await self._off_loop_if_large(self.inspect_request, flow, flow.request)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._off_loop_if_large(self.inspect_response, flow, flow.response)
+
+    @staticmethod
+    async def _off_loop_if_large(
+        inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
+    ) -> None:
+        """Inspect a large body in a worker thread, so the event loop keeps serving every other agent
+        meanwhile; the same code runs either way, so the verdict is the same. mitmproxy holds the flow
+        until the hook returns, so nothing else touches it while the thread works."""
+        raw = message.raw_content if message is not None else None
+        if raw is not None and len(raw) >= OFF_LOOP_BYTES:
+            await asyncio.to_thread(inspect, flow)
+        else:
+            inspect(flow)
+
     @fail_open
-    def request(self, flow: http.HTTPFlow) -> None:
+    def inspect_request(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return
         policy = policy_of(flow, self.runtime)
-        body = read_body(flow.request, policy.max_body_bytes, turn, "request")
+        over_cap: OverCapError | None = None
+        try:
+            body = read_body(flow.request, policy.max_body_bytes, turn, "request")
+        except OverCapError as error:
+            body, over_cap = None, error
         dialect = detect(
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
         )
@@ -170,14 +241,13 @@ class Inspect:
         if view.stream:
             # Ask for a plain stream; one compressed anyway is decoded as it passes.
             flow.request.headers["accept-encoding"] = "identity"
+        refused = over_cap and self._over_cap(flow, turn, "request", over_cap, Threat.DATA_EXFILTRATION)
+        if refused:
+            flow.response = refusal(dialect, turn, 413, block_message(refused, turn.event_id))
+            return
         verdict = inspector.inspect_request(view)
         if verdict.block is not None:
-            status, headers, payload = dialect.error_response(
-                403, block_message(verdict.block, turn.event_id), "egressguard_blocked"
-            )
-            flow.response = http.Response.make(
-                status, payload, {**headers, "x-egressguard-event": turn.event_id}
-            )
+            flow.response = refusal(dialect, turn, 403, block_message(verdict.block, turn.event_id))
             inspector.request_blocked()
         elif verdict.replacements and body is not None:
             rewritten = dialect.rewrite_request(body, verdict.replacements)
@@ -215,13 +285,19 @@ class Inspect:
         flow.metadata[SESSION_KEY] = session
 
     @fail_open
-    def response(self, flow: http.HTTPFlow) -> None:
+    def inspect_response(self, flow: http.HTTPFlow) -> None:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
         if self._finish_stream(flow, turn, inspector):
             return
-        body = read_body(flow.response, policy_of(flow, self.runtime).max_body_bytes, turn, "response")
+        try:
+            body = read_body(flow.response, policy_of(flow, self.runtime).max_body_bytes, turn, "response")
+        except OverCapError as error:
+            refused = self._over_cap(flow, turn, "response", error, Threat.DATA_EXFILTRATION)
+            if refused is not None:
+                flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+            return
         if body is None:
             return
         turn.inspected_bytes += len(body)
@@ -254,6 +330,21 @@ class Inspect:
         turn, inspector, _ = self._state(flow)
         if turn is not None and inspector is not None:
             self._finish_stream(flow, turn, inspector)
+
+    def _over_cap(
+        self, flow: http.HTTPFlow, turn: Turn, where: str, error: OverCapError, threat: Threat
+    ) -> Finding | None:
+        """Record a body that decodes past the inspection cap; its finding when the policy enforces
+        ``threat``, and the body must not pass."""
+        finding = over_cap_finding(
+            where, error, threat, enforced=policy_of(flow, self.runtime).enforces(threat)
+        )
+        turn.errors.append(f"{where}: {error}")
+        turn.add(finding)
+        if not finding.enforced:
+            return None
+        turn.escalate(Decision.BLOCKED)
+        return finding
 
     @staticmethod
     def _finish_stream(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> bool:

@@ -1,16 +1,21 @@
-"""Incremental decoding of a compressed response body (``Content-Encoding``), one chunk at a time.
+"""Decoding of a compressed body (``Content-Encoding``), whole or one chunk at a time, never unbounded.
 
 An upstream may compress an event stream although the client asked for ``identity``; decoding it as it
 arrives lets the stream still be read and filtered without waiting for its end. The decoded size is
-capped, so a small compressed body that expands enormously (a decompression bomb) fails with a
-``DecodingError`` instead of exhausting memory; every decompressor is asked for at most the bytes left
-under the cap, so the cap holds within a single chunk too.
+capped, so a small compressed body that expands enormously (a decompression bomb) fails with
+``OverCapError`` instead of exhausting memory; every decompressor is asked for at most the bytes left
+under the cap, so the cap holds within a single chunk too. Every gzip member and zstd frame of a body is
+decoded, as curl, browsers, Node and Python do, and each coding is read as leniently as the most lenient
+common client reads it, so nothing a receiver decodes stays hidden from inspection.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
 import zlib
-from typing import Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
 from backports import zstd
@@ -18,10 +23,15 @@ from backports import zstd
 DEFAULT_MAX_DECODED_BYTES = 64 << 20
 _ALIASES = {"x-gzip": "gzip"}
 _CODINGS = ("gzip", "deflate", "br", "zstd")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DecodingError(ValueError):
     """The body cannot be decoded: unsupported coding, corrupt or truncated data, or over the cap."""
+
+
+class OverCapError(DecodingError):
+    """The body decodes to more bytes than the cap allows; decoding stopped at the cap."""
 
 
 def _codings(encoding: str) -> list[str]:
@@ -50,34 +60,32 @@ class _Budget:
     def spend(self, output: bytes) -> bytes:
         self.used += len(output)
         if self.used > self.limit:
-            raise DecodingError(f"decoded body exceeds {self.limit} bytes")
+            raise OverCapError(f"decoded body exceeds the cap of {self.limit} bytes")
         return output
 
 
 class _Stage(Protocol):
-    def feed(self, data: bytes) -> bytes: ...
+    def feed(self, data: bytes, output: list[bytes]) -> None:
+        """Append what ``data`` decodes to; what was appended stays there when it raises."""
 
     def flush(self) -> bytes: ...
 
 
 class _ZlibStage:
-    """gzip (any number of members) or deflate (zlib-wrapped or raw, told apart by the header)."""
+    """gzip or deflate, any number of members, each gzip-, zlib-wrapped or raw as its header says: curl
+    inflates zlib data labelled gzip, and servers send raw deflate labelled deflate."""
 
     def __init__(self, coding: str, budget: _Budget) -> None:
         self._gzip = coding == "gzip"
         self._budget = budget
         self._decompressor: zlib._Decompress | None = None
-        self._head = b""  # deflate: the bytes seen before the two that tell the wrapping apart
-        self._ended = False
+        self._head = b""  # the bytes seen of a member before the two that tell its wrapping apart
 
-    def feed(self, data: bytes) -> bytes:
-        output: list[bytes] = []
+    def feed(self, data: bytes, output: list[bytes]) -> None:
         while data:
             if self._decompressor is None:
-                if self._ended and not self._gzip:
-                    raise DecodingError("data after the end of the deflate stream")
                 data = self._head + data
-                if not self._gzip and len(data) < 2:
+                if len(data) < 2:
                     self._head = data
                     break
                 self._head = b""
@@ -88,13 +96,11 @@ class _ZlibStage:
             except zlib.error as error:
                 raise DecodingError(f"corrupt {self._name} data: {error}") from None
             if decompressor.eof:
-                # A gzip body may hold several members one after another; each decodes on its own.
+                # A body may hold several members one after another; each decodes on its own.
                 self._decompressor = None
-                self._ended = True
                 data = decompressor.unused_data
             else:
                 data = decompressor.unconsumed_tail
-        return b"".join(output)
 
     def flush(self) -> bytes:
         decompressor = self._decompressor
@@ -115,12 +121,14 @@ class _ZlibStage:
         return "gzip" if self._gzip else "deflate"
 
     def _window_bits(self, start: bytes) -> int:
-        if self._gzip:
+        if start.startswith(_GZIP_MAGIC):
             return 16 + zlib.MAX_WBITS
-        # RFC 9110 deflate is zlib-wrapped, but servers also send raw deflate; a zlib header names
-        # method 8 and makes its first two bytes a multiple of 31.
-        wrapped = start[0] & 0x0F == 8 and (start[0] << 8 | start[1]) % 31 == 0
-        return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+        # A zlib header names method 8 and makes its first two bytes a multiple of 31.
+        if start[0] & 0x0F == 8 and (start[0] << 8 | start[1]) % 31 == 0:
+            return zlib.MAX_WBITS
+        if self._gzip:
+            raise DecodingError("corrupt gzip data: neither a gzip nor a zlib header")
+        return -zlib.MAX_WBITS
 
 
 class _BrotliStage:
@@ -128,8 +136,7 @@ class _BrotliStage:
         self._budget = budget
         self._decompressor = brotli.Decompressor()
 
-    def feed(self, data: bytes) -> bytes:
-        output: list[bytes] = []
+    def feed(self, data: bytes, output: list[bytes]) -> None:
         try:
             piece: bytes = self._decompressor.process(data, output_buffer_limit=self._budget.request)
             output.append(self._budget.spend(piece))
@@ -139,7 +146,6 @@ class _BrotliStage:
                 output.append(self._budget.spend(piece))
         except brotli.error as error:
             raise DecodingError(f"corrupt br data: {error}") from None
-        return b"".join(output)
 
     def flush(self) -> bytes:
         if not self._decompressor.is_finished():
@@ -155,8 +161,7 @@ class _ZstdStage:
         self._decompressor = zstd.ZstdDecompressor()
         self._in_frame = False
 
-    def feed(self, data: bytes) -> bytes:
-        output: list[bytes] = []
+    def feed(self, data: bytes, output: list[bytes]) -> None:
         while data or (self._in_frame and not self._decompressor.needs_input):
             self._in_frame = True
             try:
@@ -169,7 +174,6 @@ class _ZstdStage:
                 data = self._decompressor.unused_data
                 self._decompressor = zstd.ZstdDecompressor()
                 self._in_frame = False
-        return b"".join(output)
 
     def flush(self) -> bytes:
         if self._in_frame:
@@ -190,8 +194,9 @@ class StreamDecoder:
     ``br``, ``zstd``, ``x-gzip``, ``identity``, or a comma-separated list of them).
 
     ``feed`` returns the bytes decoded so far from each chunk; ``flush`` ends the body and returns what
-    is left. Both raise ``DecodingError`` on corrupt data, on a body that ends inside compressed data,
-    and when the decoded size would pass ``max_decoded_bytes``.
+    is left. Either raises ``OverCapError`` as soon as the decoded size would pass ``max_decoded_bytes``;
+    ``flush`` raises ``DecodingError`` for corrupt data met on the way (``feed`` has returned what decoded
+    before it, and nothing after it) and for a body that ends inside compressed data.
     """
 
     def __init__(self, encoding: str, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
@@ -200,15 +205,88 @@ class StreamDecoder:
         # The codings were applied in the order listed, so they are undone last first; each stage
         # gets its own cap, so a bomb nested inside another coding is caught as well.
         self._stages = [_stage(coding, _Budget(max_decoded_bytes)) for coding in reversed(_codings(encoding))]
+        self._error: DecodingError | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        data = chunk
-        for stage in self._stages:
-            data = stage.feed(data)
-        return data
+        return self._decode(chunk, end=False)
 
     def flush(self) -> bytes:
-        data = b""
-        for stage in self._stages:
-            data = stage.feed(data) + stage.flush()
+        return self._decode(b"", end=True)
+
+    def _decode(self, data: bytes, *, end: bool) -> bytes:
+        # Corrupt data is reported at the end, as receivers that read as they go notice it: what decoded
+        # before it still passes through the later stages, and nothing after it is decoded.
+        if self._error is not None and not end:
+            return b""
+        if self._error is None:
+            for stage in self._stages:
+                output: list[bytes] = []
+                try:
+                    stage.feed(data, output)
+                    if end:
+                        output.append(stage.flush())
+                except OverCapError:
+                    raise
+                except DecodingError as error:
+                    self._error = self._error or error
+                data = b"".join(output)
+        if end and self._error is not None:
+            raise self._error
         return data
+
+
+class Decoded(NamedTuple):
+    content: bytes
+    problem: str | None
+    """Why the body did not decode to its end (it was truncated); ``content`` is the part that did."""
+
+
+def decode_body(raw: bytes, encoding: str, cap: int) -> Decoded:
+    """A whole body decoded, no stage ever holding more than ``cap`` decoded bytes.
+
+    Raises ``OverCapError`` for a body that decodes past the cap, and ``DecodingError`` for an unsupported
+    coding or corrupt data. A body that ends inside compressed data decodes to the part before the end,
+    which is what clients that read as they receive hand on.
+    """
+    decoder = StreamDecoder(encoding, cap)
+    content = decoder.feed(raw)
+    try:
+        return Decoded(content + decoder.flush(), None)
+    except OverCapError:
+        raise
+    except DecodingError as error:
+        return Decoded(content, str(error))
+
+
+class CappedDecoders(dict[str, Callable[[bytes], bytes | str]]):
+    """A table of whole-body decoders by name, each HTTP coding capped at ``cap`` decoded bytes.
+
+    A Content-Encoding this module supports decodes through ``decode_body`` and raises ``DecodingError``
+    when over the cap, corrupt or truncated; a text charset (the same table decodes ``.text``) decodes
+    to ``str`` as usual; any other name, bytes-to-bytes codecs such as ``bz2`` included, raises.
+    """
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def __missing__(self, name: str) -> Callable[[bytes], bytes | str]:
+        if supported(name):
+            return functools.partial(self._decode, name)
+        try:
+            text_encoding = getattr(codecs.lookup(name), "_is_text_encoding", False)
+        except LookupError:
+            text_encoding = False
+        if text_encoding:
+            return functools.partial(codecs.decode, encoding=name)
+        return functools.partial(self._refuse, name)
+
+    def _decode(self, name: str, raw: bytes) -> bytes:
+        decoded = decode_body(raw, name, self.cap)
+        if decoded.problem is not None:
+            raise DecodingError(decoded.problem)
+        return decoded.content
+
+    @staticmethod
+    def _refuse(name: str, raw: bytes) -> bytes:
+        raise DecodingError(f"unsupported content-encoding {name!r}")

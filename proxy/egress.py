@@ -562,6 +562,57 @@ def fronting_mismatch(connect_host: str | None, sni: str | None, host_header: st
     return None
 
 
+_AUTHORITY = re.compile(
+    r"(?:\[(?P<bracketed>[^\]\s]+)\]|(?P<name>[^\s:@,/\\?#\[\]]+))(?::(?P<port>[0-9]{1,5}))?\Z"
+)
+_FORWARDED_HOST = re.compile(r"(?:^|[;,\s])host\s*=\s*(?:\"([^\"]*)\"|([^;,\s]*))", re.IGNORECASE)
+_MAX_SHOWN = 80
+
+
+def request_fronting(
+    destination: tuple[str, int],
+    authority: str,
+    host_headers: Sequence[str],
+    *,
+    x_forwarded_host: Sequence[str] = (),
+    forwarded: Sequence[str] = (),
+) -> str | None:
+    """Why a request names a destination other than the one it is sent to, or None when it names none.
+
+    ``destination`` is where the connection goes (a CONNECT tunnel's target, or the URL of a plain-HTTP
+    request); ``authority`` the one an absolute-form request target or HTTP/2 ``:authority`` names ("" when
+    none); ``host_headers`` every Host header; ``x_forwarded_host`` and ``forwarded`` the values of those
+    headers. Each must name the destination's host (any case, trailing dot or IP spelling) and, where it
+    names a port, its port. More than one Host header is refused on its own, since servers and
+    intermediaries disagree on which one counts; so is a value that is not a well-formed authority
+    (whitespace, a folded line, userinfo, a list, an unbracketed IPv6 address).
+    """
+    host, port = destination
+    if len(host_headers) > 1:
+        return f"{len(host_headers)} Host headers in one request"
+    named = [("request target", authority)] if authority else []
+    named += [("Host header", value) for value in host_headers]
+    named += [("X-Forwarded-Host", part.strip()) for value in x_forwarded_host for part in value.split(",")]
+    for value in forwarded:
+        named += [("Forwarded host", quoted or bare) for quoted, bare in _FORWARDED_HOST.findall(value)]
+    for label, value in named:
+        parsed = _AUTHORITY.match(value)
+        if parsed is None or (parsed["bracketed"] and ":" not in parsed["bracketed"]):
+            return f"malformed {label} {_shown(value)}"
+        name = canonical_host(parsed["bracketed"] or parsed["name"])
+        if not (_is_valid_name(name) or parse_ip_literal(name)):
+            return f"malformed {label} {_shown(value)}"
+        if not _same_host(name, canonical_host(host)):
+            return f"{label} {_shown(name)} differs from {_shown(canonical_host(host))}"
+        if parsed["port"] is not None and int(parsed["port"]) != port:
+            return f"{label} port {parsed['port']} differs from {port}"
+    return None
+
+
+def _shown(value: str) -> str:
+    return repr(value[:_MAX_SHOWN] + ("..." if len(value) > _MAX_SHOWN else ""))
+
+
 def _host_without_port(value: str | None) -> str:
     if not value:
         return ""

@@ -14,6 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
+IDLE_ADDRESS_SPACE = 1 << 30
+"""An idle proxy maps about this much address space (thread stacks, allocator arenas), little of it used."""
+
 AGENT = "support-bot"
 AGENT_TOKEN = "s3cret-support-token"
 AGENT_TOKEN_ENV = "SUPPORT_BOT_TOKEN"
@@ -64,15 +68,21 @@ class Proxy:
         upstream_ca: Path,
         *,
         args: tuple[str, ...] = (),
+        memory_limit: int | None = None,
         **policy_options: str,
     ) -> None:
-        """``policy_options`` (mode, allow, tools, extra) shape the generated policy; see ``policy_yaml``."""
+        """``policy_options`` (mode, allow, tools, extra) shape the generated policy; see ``policy_yaml``.
+        ``memory_limit`` runs the process in a memory cgroup of that many bytes, which kills it past the
+        limit as a container would; where no cgroup can be made, RLIMIT_AS caps its address space at the
+        limit plus the ~1 GiB of address space an idle proxy maps."""
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(policy_yaml(self.data_dir, **policy_options))
         self.upstream_ca = upstream_ca
         self.args = args
+        self.memory_limit = memory_limit
+        self.cgroup: Path | None = None
         self.log_path = workdir / "proxy.log"
         self._log = self.log_path.open("ab")
         self.start()
@@ -81,6 +91,7 @@ class Proxy:
         self.port = free_port()
         env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
         command = [
+            *self._limit_memory(),
             sys.executable,
             "-m",
             "proxy",
@@ -97,6 +108,19 @@ class Proxy:
             command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self._wait_until_listening()
+
+    def _limit_memory(self) -> list[str]:
+        """The command prefix that puts the proxy under ``memory_limit``."""
+        if self.memory_limit is None:
+            return []
+        cgroup = CGROUP_MEMORY / f"egressguard-test-{os.getpid()}-{self.port}"
+        try:
+            cgroup.mkdir()
+            (cgroup / "memory.limit_in_bytes").write_text(str(self.memory_limit))
+        except OSError:
+            return ["prlimit", f"--as={self.memory_limit + IDLE_ADDRESS_SPACE}", "--"]
+        self.cgroup = cgroup
+        return ["sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "sh"]
 
     def restart(self) -> None:
         """Stop and start again on the same policy and data dir (a new port)."""
@@ -182,3 +206,6 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.cgroup is not None:
+            self.cgroup.rmdir()
+            self.cgroup = None

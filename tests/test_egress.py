@@ -19,6 +19,7 @@ from proxy.egress import (
     internal_address_reason,
     internal_name_reason,
     parse_ip_literal,
+    request_fronting,
     resolve,
     rules_for_role,
 )
@@ -524,6 +525,86 @@ def test_fronting_mismatch_reported(
     mismatch = fronting_mismatch(connect, sni, host_header)
     assert mismatch is not None
     assert mismatch.startswith(reason)
+
+
+DESTINATION = ("api.example.com", 443)
+
+
+@pytest.mark.parametrize(
+    ("authority", "hosts", "forwarded_hosts", "forwarded"),
+    [
+        pytest.param("", ["api.example.com"], [], [], id="host"),
+        pytest.param("", ["API.Example.com.:443"], [], [], id="case-dot-port"),
+        pytest.param("", [], [], [], id="no-host-http1.0"),
+        pytest.param("api.example.com:443", [], [], [], id="authority"),
+        pytest.param("api.example.com", ["api.example.com"], [], [], id="authority-and-host"),
+        pytest.param("", ["api.example.com"], ["api.example.com, api.example.com:443"], [], id="xfh-same"),
+        pytest.param("", ["api.example.com"], [], ["for=10.0.0.1;proto=https"], id="forwarded-without-host"),
+        pytest.param(
+            "", ["api.example.com"], [], ['for=1.2.3.4;host="api.example.com"'], id="forwarded-same"
+        ),
+    ],
+)
+def test_request_naming_its_destination_is_not_fronting(
+    authority: str, hosts: list[str], forwarded_hosts: list[str], forwarded: list[str]
+) -> None:
+    """Every name a request carries agrees with where it is sent."""
+    assert (
+        request_fronting(DESTINATION, authority, hosts, x_forwarded_host=forwarded_hosts, forwarded=forwarded)
+        is None
+    )
+
+
+def test_addresses_compare_by_value() -> None:
+    """An IP destination matches any spelling of its address, bracketed IPv6 included."""
+    assert request_fronting(("127.0.0.1", 80), "", ["2130706433:80"]) is None
+    assert request_fronting(("::1", 443), "[::1]:443", ["[0:0::1]"]) is None
+
+
+@pytest.mark.parametrize(
+    ("authority", "hosts", "forwarded_hosts", "forwarded", "reason"),
+    [
+        pytest.param("", ["api.example.com", "evil.example"], [], [], "2 Host headers", id="two-hosts"),
+        pytest.param("", ["api.example.com"] * 2, [], [], "2 Host headers", id="same-host-twice"),
+        pytest.param(
+            "evil.example", ["api.example.com"], [], [], "request target 'evil.example'", id="target"
+        ),
+        pytest.param("api.example.com:8443", [], [], [], "request target port 8443", id="target-port"),
+        pytest.param("", ["evil.example"], [], [], "Host header 'evil.example' differs", id="host"),
+        pytest.param("", ["api.example.com:80"], [], [], "Host header port 80", id="host-port"),
+        pytest.param("", ["user@api.example.com"], [], [], "malformed Host header", id="userinfo"),
+        pytest.param("", ["api.example.com\r\n evil"], [], [], "malformed Host header", id="folded"),
+        pytest.param("", ["api.example.com evil"], [], [], "malformed Host header", id="space"),
+        pytest.param("", ["api.example.com,evil"], [], [], "malformed Host header", id="list"),
+        pytest.param("", ["::1"], [], [], "malformed Host header", id="unbracketed-ipv6"),
+        pytest.param("", ["[evil.example]"], [], [], "malformed Host header", id="bracketed-name"),
+        pytest.param("", ["api.example.com:99999"], [], [], "Host header port 99999", id="port-out-of-range"),
+        pytest.param("", [""], [], [], "malformed Host header ''", id="empty"),
+        pytest.param("", ["[::1]"], [], [], "Host header '::1' differs", id="ipv6"),
+        pytest.param("", ["api.example.com"], ["evil.example"], [], "X-Forwarded-Host", id="xfh"),
+        pytest.param(
+            "", ["api.example.com"], ["api.example.com, evil"], [], "X-Forwarded-Host", id="xfh-list"
+        ),
+        pytest.param("", ["api.example.com"], [], ["host=evil.example"], "Forwarded host", id="forwarded"),
+        pytest.param(
+            "", ["api.example.com"], [], ['for=a;host="evil.example:443"'], "Forwarded host", id="quoted"
+        ),
+    ],
+)
+def test_request_naming_another_destination_is_fronting(
+    authority: str, hosts: list[str], forwarded_hosts: list[str], forwarded: list[str], reason: str
+) -> None:
+    """Any name that differs, is repeated or is not a well-formed authority is fronting, said plainly."""
+    found = request_fronting(
+        DESTINATION, authority, hosts, x_forwarded_host=forwarded_hosts, forwarded=forwarded
+    )
+    assert found is not None and found.startswith(reason)
+
+
+def test_fronting_reason_shows_a_long_value_shortened() -> None:
+    """An attacker's Host header cannot fill the audit record."""
+    found = request_fronting(DESTINATION, "", ["x" * 5000])
+    assert found is not None and len(found) < 200
 
 
 # --- first seen and findings -----------------------------------------------------------------------------

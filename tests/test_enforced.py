@@ -8,6 +8,7 @@ compared with the record.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from collections.abc import Callable
@@ -171,7 +172,7 @@ def run(setting: str, case: Case) -> Outcome:
     )
     flow.metadata[METADATA_KEY] = turn
     with taddons.context(addon):
-        addon.request(flow)
+        asyncio.run(addon.request(flow))
         blocked = flow.response is not None
         sent = flow.request.content or b""
         if blocked:
@@ -196,7 +197,7 @@ def run(setting: str, case: Case) -> Outcome:
             else:
                 received = body
             flow.response.raw_content = None  # a streamed body is relayed, never stored
-        addon.response(flow)
+        asyncio.run(addon.response(flow))
         if not case.stream:
             received = flow.response.content or b""
     text, names = read_back(received, case.stream)

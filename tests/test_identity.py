@@ -33,6 +33,14 @@ def proxied_flow(authorization: str | None) -> tflow.HTTPFlow:
     return flow
 
 
+def inside_tunnel(addon: AgentIdentity) -> tflow.HTTPFlow:
+    """A request on a connection whose CONNECT the agent authenticated."""
+    connect = proxied_flow(mkauth("bot", "t0ken"))
+    connect.request.method = "CONNECT"
+    addon.http_connect(connect)
+    return tflow.tflow(client_conn=connect.client_conn)
+
+
 def test_tokens_compare_exactly() -> None:
     """Only the exact token of a known agent validates."""
     tokens = AgentTokens({"bot": Agent(name="bot", role="r", token="t0ken")})
@@ -76,12 +84,23 @@ def test_connect_authenticates_the_tunnel() -> None:
     addon = identity()
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
-        connect = proxied_flow(mkauth("bot", "t0ken"))
-        connect.request.method = "CONNECT"
-        addon.http_connect(connect)
-        inner = tflow.tflow(client_conn=connect.client_conn)
+        inner = inside_tunnel(addon)
         addon.requestheaders(inner)
         assert inner.response is None and turn_of(inner) is not None
+
+
+def test_proxy_credentials_inside_a_tunnel_are_removed() -> None:
+    """Proxy-Authorization sent again inside an authenticated tunnel, once or several times, in any case,
+    is removed before the request goes on: the upstream never sees the proxy's credentials."""
+    addon = identity()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        inner = inside_tunnel(addon)
+        inner.request.headers.add("Proxy-Authorization", mkauth("bot", "t0ken"))
+        inner.request.headers.add("proxy-authorization", mkauth("other", "guess"))
+        addon.requestheaders(inner)
+        assert inner.response is None and turn_of(inner) is not None
+        assert inner.request.headers.get_all("proxy-authorization") == []
 
 
 def test_already_answered_flow_is_left_alone() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 
 from mitmproxy.test import taddons, tflow
@@ -34,7 +35,7 @@ def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
     flow = tflow.twebsocketflow()
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
     upgrade, flow.response = flow.response, None  # the request hook runs before the upstream answers
-    addon.request(flow)
+    asyncio.run(addon.request(flow))
     flow.response = upgrade
     return addon, flow
 

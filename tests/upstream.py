@@ -56,6 +56,8 @@ class Reply:
     """A crafted event stream: each item sent as it is, as one chunk."""
     headers: dict[str, str] = field(default_factory=dict)
     """Extra response headers."""
+    encoded_body: tuple[str, bytes] | None = None
+    """A body sent as it is under this content-encoding instead of the reply, JSON or stream."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class Received:
 
 def pieces(text: str, size: int) -> list[str]:
     return [text[start : start + size] for start in range(0, len(text), size)] or [""]
+
+
+def pieces_of(body: bytes, size: int) -> list[bytes]:
+    return [body[start : start + size] for start in range(0, len(body), size)]
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -496,6 +502,9 @@ class FakeUpstream:
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
                 self.send_header("content-type", upstream.reply.content_type or "application/json")
+                if upstream.reply.encoded_body is not None:
+                    encoding, body = upstream.reply.encoded_body
+                    self.send_header("content-encoding", encoding)
                 self.send_header("content-length", str(len(body)))
                 for name, value in upstream.reply.headers.items():
                     self.send_header(name, value)
@@ -512,6 +521,10 @@ class FakeUpstream:
                 if reply.gzip_stream:
                     self.send_header("content-encoding", "gzip")
                     events = _gzipped(events)
+                if reply.encoded_body is not None:
+                    encoding, body = reply.encoded_body
+                    self.send_header("content-encoding", encoding)
+                    events = iter(pieces_of(body, 64 << 10))
                 self.end_headers()
                 for number, event in enumerate(events):
                     if number == reply.cut_after_events:

@@ -1,0 +1,328 @@
+"""End to end: compressed bodies through a real egressguard process under a 1 GiB memory limit.
+
+Compression bombs of every coding (2 GiB of "A" in a few KB to a few MB), as request and as response,
+JSON and event stream, must neither kill nor stall the proxy, and the request after each succeeds; bodies
+of several gzip members or zstd frames are inspected whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import ssl
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
+import httpx
+import openai
+import pytest
+from backports import zstd
+
+from tests.harness import Proxy
+from tests.upstream import FakeUpstream, Reply
+
+MEMORY_LIMIT = 1 << 30
+BOMB_SIZE = 2 << 30
+AWS_KEY = "AKIAQWERTY234567ABCD"
+CONTEXT = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+
+
+def _repeated_member(compress: Callable[[bytes], bytes]) -> bytes:
+    """Codings whose bodies may hold many members: one 64 MiB member, repeated to the bomb's size."""
+    return compress(b"A" * (64 << 20)) * (BOMB_SIZE // (64 << 20))
+
+
+def _brotli_bomb() -> bytes:
+    compressor = brotli.Compressor(quality=5)
+    block = b"A" * (1 << 20)
+    return b"".join(compressor.process(block) for _ in range(BOMB_SIZE >> 20)) + compressor.finish()
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    """Each coding and some stacks of them, every one decoding to 2 GiB."""
+    single = {
+        "gzip": _repeated_member(lambda data: gzip.compress(data, 9)),
+        "deflate": _repeated_member(lambda data: zlib.compress(data, 9)),
+        "br": _brotli_bomb(),
+        "zstd": _repeated_member(lambda data: zstd.compress(data, 19)),
+    }
+    stacked = {
+        "gzip, br": brotli.compress(single["gzip"]),
+        "br, gzip": gzip.compress(single["br"]),
+        "zstd, deflate": zlib.compress(single["zstd"]),
+        "x-gzip, zstd": zstd.compress(single["gzip"]),
+    }
+    return single | stacked
+
+
+ENCODINGS = ["gzip", "deflate", "br", "zstd", "gzip, br", "br, gzip", "zstd, deflate", "x-gzip, zstd"]
+
+
+@pytest.fixture
+def limited(start_proxy: Callable[..., Proxy], request: pytest.FixtureRequest) -> Proxy:
+    mode: str = request.param
+    return start_proxy(mode=mode, memory_limit=MEMORY_LIMIT)
+
+
+def client_for(proxy: Proxy) -> httpx.Client:
+    return httpx.Client(
+        proxy=proxy.url(),
+        verify=ssl.create_default_context(cafile=proxy.ca_cert),
+        timeout=60,
+        headers=CONTEXT,
+    )
+
+
+def sdk(proxy: Proxy, upstream: FakeUpstream) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{upstream.url}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        default_headers=CONTEXT,
+        http_client=client_for(proxy),
+    )
+
+
+def assert_still_serving(proxy: Proxy, upstream: FakeUpstream) -> None:
+    """The proxy is alive and the next request goes through."""
+    upstream.reply = Reply(text="still here")
+    answer = sdk(proxy, upstream).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.choices[0].message.content == "still here"
+    assert proxy.process.poll() is None
+
+
+def over_cap_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [finding for finding in record["findings"] if finding["rule"] == "inspection.decoded_over_cap"]
+
+
+@pytest.mark.parametrize("limited", ["enforce"], indirect=True)
+def test_request_bombs_are_refused_and_the_proxy_keeps_serving(
+    limited: Proxy, upstream: FakeUpstream, bombs: dict[str, bytes]
+) -> None:
+    """Every coding: a prompt that inflates to 2 GiB is refused in the API's shape, never decoded whole."""
+    with client_for(limited) as client:
+        for encoding in ENCODINGS:
+            answer = client.post(
+                f"{upstream.url}/v1/chat/completions",
+                content=bombs[encoding],
+                headers={"content-type": "application/json", "content-encoding": encoding},
+            )
+            assert answer.status_code == 413, encoding
+            assert "inspection.decoded_over_cap" in answer.json()["error"]["message"]
+    assert upstream.received == []
+    assert_still_serving(limited, upstream)
+    records = limited.wait_for_records(len(ENCODINGS) + 1)
+    for record in records[: len(ENCODINGS)]:
+        assert record["decision"] == "blocked" and record["status"] == 413
+        assert [finding["enforced"] for finding in over_cap_findings(record)] == [True]
+
+
+@pytest.mark.parametrize("limited", ["enforce"], indirect=True)
+def test_response_bombs_are_refused_to_the_sdk_and_the_proxy_keeps_serving(
+    limited: Proxy, upstream: FakeUpstream, bombs: dict[str, bytes]
+) -> None:
+    """Every coding: a completion that inflates to 2 GiB reaches the SDK as a 502 error naming the rule."""
+    client = sdk(limited, upstream)
+    for encoding in ENCODINGS:
+        upstream.reply = Reply(encoded_body=(encoding, bombs[encoding]))
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert raised.value.status_code == 502, encoding
+        assert "inspection.decoded_over_cap" in raised.value.message
+    assert_still_serving(limited, upstream)
+    records = limited.wait_for_records(len(ENCODINGS) + 1)
+    for record in records[: len(ENCODINGS)]:
+        assert record["decision"] == "blocked" and record["status"] == 502
+        assert [finding["enforced"] for finding in over_cap_findings(record)] == [True]
+
+
+@pytest.mark.parametrize("limited", ["enforce", "observe"], indirect=True)
+def test_stream_bombs_are_cut_or_passed_by_policy_and_the_proxy_keeps_serving(
+    limited: Proxy, upstream: FakeUpstream, bombs: dict[str, bytes], request: pytest.FixtureRequest
+) -> None:
+    """Every coding: an event stream that inflates to 2 GiB is decoded only up to the cap; enforce mode
+    cuts it there, observe mode passes it as sent; both record why it was not inspected."""
+    enforced = request.node.callspec.params["limited"] == "enforce"
+    for encoding in ENCODINGS:
+        upstream.reply = Reply(encoded_body=(encoding, bombs[encoding]))
+        with (
+            client_for(limited) as client,
+            client.stream(
+                "POST",
+                f"{upstream.url}/v1/chat/completions",
+                json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            ) as answer,
+        ):
+            # Enforce mode sends the decoded text (cut at the cap), observe mode the upstream's bytes.
+            received = sum(len(chunk) for chunk in answer.iter_raw())
+        assert received < BOMB_SIZE if enforced else received == len(bombs[encoding]), encoding
+    assert_still_serving(limited, upstream)
+    records = limited.wait_for_records(len(ENCODINGS) + 1)
+    for record in records[: len(ENCODINGS)]:
+        assert [finding["enforced"] for finding in over_cap_findings(record)] == [enforced]
+        assert record["decision"] == ("blocked" if enforced else "allowed")
+
+
+@pytest.mark.parametrize("limited", ["observe"], indirect=True)
+def test_observe_mode_passes_bombs_as_sent_and_records_them(
+    limited: Proxy, upstream: FakeUpstream, bombs: dict[str, bytes]
+) -> None:
+    """Observe mode changes nothing: each bomb passes as sent, and its record says it was not inspected."""
+    with client_for(limited) as client:
+        for encoding in ENCODINGS:
+            upstream.reply = Reply(encoded_body=(encoding, bombs[encoding]))
+            with client.stream(
+                "POST",
+                f"{upstream.url}/v1/chat/completions",
+                content=bombs[encoding],
+                headers={"content-type": "application/json", "content-encoding": encoding},
+            ) as answer:
+                assert b"".join(answer.iter_raw()) == bombs[encoding]
+            assert upstream.received[-1].body == bombs[encoding]
+    assert_still_serving(limited, upstream)
+    records = limited.wait_for_records(len(ENCODINGS) + 1)
+    for record in records[: len(ENCODINGS)]:
+        assert [finding["where"] for finding in over_cap_findings(record)] == ["request", "response"]
+        assert not any(finding["enforced"] for finding in over_cap_findings(record))
+        assert record["decision"] == "allowed"
+
+
+def _members(compress: Callable[[bytes], bytes], text: bytes) -> bytes:
+    """The text split in two, each half compressed on its own, one member after the other."""
+    half = len(text) // 2
+    return compress(text[:half]) + compress(text[half:])
+
+
+MULTI_MEMBER = {"gzip": gzip.compress, "zstd": zstd.compress, "deflate": zlib.compress}
+DECODERS = {"gzip": gzip.decompress, "zstd": zstd.decompress, "deflate": zlib.decompress}
+
+
+@pytest.mark.parametrize("encoding", sorted(MULTI_MEMBER))
+@pytest.mark.parametrize("limited", ["enforce"], indirect=True)
+def test_every_member_of_a_compressed_body_is_inspected(
+    limited: Proxy, upstream: FakeUpstream, encoding: str
+) -> None:
+    """A secret in the second gzip member or zstd frame is found in a prompt and redacted in a JSON
+    completion and in a stream: the part an SDK decodes is the part inspected."""
+    compress = MULTI_MEMBER[encoding]
+    completion = json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"{'padding ' * 40} key {AWS_KEY}"},
+                }
+            ],
+        }
+    ).encode()
+    upstream.reply = Reply(encoded_body=(encoding, _members(compress, completion)))
+    with (
+        client_for(limited) as client,
+        client.stream(
+            "POST", f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []}
+        ) as answer,
+    ):
+        # The redacted body goes on in the upstream's coding; httpx has no zstd decoder of its own.
+        received = DECODERS[encoding](b"".join(answer.iter_raw()))
+    content = json.loads(received)["choices"][0]["message"]["content"]
+    assert AWS_KEY not in content and "[REDACTED:aws-access-key-id]" in content
+
+    events = b"".join(
+        b"data: %s\n\n" % json.dumps({"choices": [{"index": 0, "delta": {"content": piece}}]}).encode()
+        for piece in ["padding " * 40, "key ", AWS_KEY[:10], AWS_KEY[10:], " done"]
+    )
+    upstream.reply = Reply(encoded_body=(encoding, _members(compress, events + b"data: [DONE]\n\n")))
+    stream = sdk(limited, upstream).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert AWS_KEY not in streamed and streamed.endswith(" done")
+
+    prompt = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"{'pad ' * 50} {AWS_KEY}"}]})
+    upstream.reply = Reply()
+    with client_for(limited) as client:
+        client.post(
+            f"{upstream.url}/v1/chat/completions",
+            content=_members(compress, prompt.encode()),
+            headers={"content-type": "application/json", "content-encoding": encoding},
+        )
+    record = limited.wait_for_records(3)[2]
+    assert "aws-access-key-id" in {finding["rule"] for finding in record["findings"]}
+
+
+def test_small_request_is_answered_while_a_large_prompt_is_inspected(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A 7.5 MB prompt takes seconds to inspect; an agent's small request sent meanwhile is answered
+    before it, and the large prompt's findings are the ones inline inspection records."""
+    proxy = start_proxy(mode="enforce")
+    sentence = "The quarterly report lists revenue by region and the notes explain each change. "
+    large = sentence * (7_500_000 // len(sentence)) + f"deploy key {AWS_KEY}"
+    order: list[str] = []
+    uploaded = threading.Event()
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "http11.send_request_body.complete":
+            uploaded.set()
+
+    def send_large() -> None:
+        with client_for(proxy) as client:
+            answer = client.post(
+                f"{upstream.url}/v1/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": large}]},
+                extensions={"trace": trace},
+            )
+        order.append(f"large {answer.status_code}")
+
+    sender = threading.Thread(target=send_large)
+    sender.start()
+    assert uploaded.wait(60)
+    time.sleep(0.5)  # the proxy has read the body and is inspecting it
+    upstream.reply = Reply(text="small answer")
+    small = sdk(proxy, upstream).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}]
+    )
+    order.append("small")
+    sender.join(120)
+    assert small.choices[0].message.content == "small answer"
+    assert order == ["small", "large 200"]
+    findings = [{finding["rule"] for finding in record["findings"]} for record in proxy.wait_for_records(2)]
+    assert sum("aws-access-key-id" in rules for rules in findings) == 1
+
+
+@pytest.mark.parametrize("tail", [b"trailing garbage", b"\x1f\x8b\x08broken second member"])
+@pytest.mark.parametrize("limited", ["enforce"], indirect=True)
+def test_a_member_followed_by_garbage_is_still_inspected(
+    limited: Proxy, upstream: FakeUpstream, tail: bytes
+) -> None:
+    """httpx hands on a gzip member and drops what follows it; the member is what the proxy inspects, so
+    garbage after it does not make the body an uninspectable binary one."""
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": f"key {AWS_KEY}"},
+            }
+        ],
+    }
+    upstream.reply = Reply(encoded_body=("gzip", gzip.compress(json.dumps(completion).encode()) + tail))
+    with client_for(limited) as client:
+        answer = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
+    assert answer.json()["choices"][0]["message"]["content"] == "key [REDACTED:aws-access-key-id]"
