@@ -10,8 +10,7 @@ from __future__ import annotations
 import structlog
 from mitmproxy import http
 
-from addons.turns import policy_of, refuse_without_state, turn_of
-from proxy.dialects import detect
+from addons.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
 from proxy.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
 from proxy.model import Decision, Threat
 from proxy.policy import Policy
@@ -46,16 +45,8 @@ class Freeze:
 
     @staticmethod
     def _refuse(flow: http.HTTPFlow, turn: Turn, found: Refusal) -> None:
-        request = flow.request
-        dialect = detect(
-            request.method,
-            request.path,
-            request.headers.get("content-type"),
-            request.get_content(strict=False) or b"",
-        )
         message = f"egressguard: {found} (rule {FREEZE_RULE}, event {turn.event_id})"
-        status, headers, body = dialect.error_response(403, message, FROZEN_CODE)
-        flow.response = http.Response.make(status, body, headers)
+        flow.response = answer_in_dialect(flow.request, 403, message, FROZEN_CODE)
 
 
 def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None:

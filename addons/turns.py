@@ -30,16 +30,20 @@ def refuse_without_state(flow: http.HTTPFlow, turn: Turn, error: StateUnavailabl
     turn.escalate(Decision.BLOCKED)
     if flow.response is not None and flow.response.stream:
         return
-    request = flow.request
+    message = f"egressguard: state store unavailable, on_error is closed (event {turn.event_id})"
+    flow.response = answer_in_dialect(flow.request, 503, message, STATE_UNAVAILABLE_CODE)
+
+
+def answer_in_dialect(request: http.Request, status: int, message: str, code: str) -> http.Response:
+    """An error in the shape of the API the request speaks, so the agent's SDK raises a readable error."""
     dialect = detect(
         request.method,
         request.path,
         request.headers.get("content-type"),
         request.get_content(strict=False) or b"",
     )
-    message = f"egressguard: state store unavailable, on_error is closed (event {turn.event_id})"
-    status, headers, body = dialect.error_response(503, message, STATE_UNAVAILABLE_CODE)
-    flow.response = http.Response.make(status, body, headers)
+    status, headers, body = dialect.error_response(status, message, code)
+    return http.Response.make(status, body, headers)
 
 
 def pin_policy(flow: http.HTTPFlow, policy: Policy) -> None:
