@@ -17,11 +17,11 @@ from mitmproxy import ctx, hooks
 from proxy.admin import http
 from proxy.admin.api import Control
 from proxy.admin.tokens import load_tokens
+from proxy.config.policy import AdminSettings, reloaded_policy
+from proxy.config.yamlschema import SchemaError
 from proxy.inspection import Detectors
 from proxy.model import Mode
-from proxy.policy import AdminSettings, reloaded_policy
 from proxy.runtime import Runtime, fingerprint_key
-from proxy.yamlschema import SchemaError
 
 log = structlog.get_logger("egressguard.admin")
 

@@ -24,16 +24,16 @@ from mitmproxy.flow import Error
 
 from addons.identity import REFUSAL_KEY, AuthRefusal
 from addons.turns import connect_is_a_turn, policy_of, turn_of
-from proxy import freeze
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
+from proxy.audit.events import scrub, turn_event
 from proxy.audit.heads import publish_head, writer_id
 from proxy.audit.keys import PRIVATE_KEY_NAME
 from proxy.audit.refusals import RefusalCounter
-from proxy.drill import split_mark
-from proxy.events import scrub, turn_event
+from proxy.config.policy import AuditSettings, Policy
+from proxy.control import freeze
+from proxy.control.drill import split_mark
 from proxy.model import Severity
-from proxy.policy import AuditSettings, Policy
 from proxy.runtime import Runtime
 from proxy.state import StateStore
 

@@ -9,11 +9,11 @@ import structlog
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
+from proxy.commands.workers import WORKER_OPTION
+from proxy.config.policy import load_policy
+from proxy.config.yamlschema import SchemaError
 from proxy.model import Mode
-from proxy.policy import load_policy
 from proxy.runtime import Runtime
-from proxy.workers import WORKER_OPTION
-from proxy.yamlschema import SchemaError
 
 log = structlog.get_logger("egressguard")
 

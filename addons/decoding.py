@@ -18,8 +18,8 @@ from collections.abc import Set
 from mitmproxy import http
 from mitmproxy.net import encoding
 
-from proxy.decoding import CappedDecoders
 from proxy.runtime import Runtime
+from proxy.wire.decoding import CappedDecoders
 
 
 class CappedDecoding:

@@ -1,5 +1,5 @@
 """Drill turns: marks the requests of an operator's drill run and answers them with the built-in target,
-so a drill exercises the whole chain without anything leaving the proxy (``proxy.drill``).
+so a drill exercises the whole chain without anything leaving the proxy (``proxy.control.drill``).
 
 Two classes because the chain runs every hook in list order: the marker must run before the egress
 decision, the target after request inspection.
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from mitmproxy import http
 
 from addons.turns import turn_of
-from proxy.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER, drill_mark, split_mark
+from proxy.control.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER, drill_mark, split_mark
 from proxy.runtime import Runtime
 
 

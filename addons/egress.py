@@ -16,8 +16,9 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
 from addons.turns import METADATA_KEY, policy_of, refuse_without_state, turn_of
+from proxy.config.policy import Policy
+from proxy.control.drill import DRILL_HOST
 from proxy.dialects import detect
-from proxy.drill import DRILL_HOST
 from proxy.egress import (
     EgressDecision,
     canonical_host,
@@ -31,7 +32,6 @@ from proxy.egress import (
     unresolved,
 )
 from proxy.model import Action, Decision, Finding, Severity, Threat
-from proxy.policy import Policy
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn

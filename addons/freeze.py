@@ -1,6 +1,6 @@
 """Refuses requests from frozen users, revoked sessions and blocked agents, before anything reads bodies.
 
-Freezes live in the state store (``proxy.freeze``). A blocked agent is refused in every mode; a frozen
+Freezes live in the state store (``proxy.control.freeze``). A blocked agent is refused in every mode; a frozen
 user or revoked session only when prompt injection is enforced; in observe mode the turn carries the
 finding that says enforce mode would have refused it.
 """
@@ -11,9 +11,9 @@ import structlog
 from mitmproxy import http
 
 from addons.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
-from proxy.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
+from proxy.config.policy import Policy
+from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
 from proxy.model import Decision, Threat
-from proxy.policy import Policy
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn

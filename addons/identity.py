@@ -23,7 +23,7 @@ from mitmproxy.addons.proxyauth import (
 
 from addons.turns import METADATA_KEY, pin_policy
 from proxy.audit.refusals import Reason
-from proxy.policy import Agent
+from proxy.config.policy import Agent
 from proxy.runtime import Runtime
 from proxy.turn import Turn, TurnContext
 

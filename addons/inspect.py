@@ -17,7 +17,6 @@ import structlog
 from mitmproxy import http
 
 from addons.turns import policy_of, refuse_without_state, turn_of
-from proxy.decoding import DecodingError, OverCapError, StreamDecoder, decode_body, supported
 from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream, is_text
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
@@ -25,6 +24,7 @@ from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
+from proxy.wire.decoding import DecodingError, OverCapError, StreamDecoder, decode_body, supported
 
 log = structlog.get_logger("egressguard")
 

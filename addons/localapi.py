@@ -1,5 +1,5 @@
-"""The local API at ``egressguard.internal`` (``proxy.localapi``), answered in-process for authenticated
-agents over plain HTTP and inside CONNECT tunnels.
+"""The local API at ``egressguard.internal`` (``proxy.inprocess.localapi``), answered in-process for
+authenticated agents over plain HTTP and inside CONNECT tunnels.
 
 The agent's turn is set aside as soon as the request is known to be for the local API, so no later addon
 takes it for egress: no DNS lookup, no first-seen host, no upstream connection. A reported turn is put
@@ -19,8 +19,7 @@ from mitmproxy.tls import ClientHelloData
 from addons.freeze import judge_freeze
 from addons.turns import METADATA_KEY, policy_of, turn_of
 from proxy.egress import canonical_host
-from proxy.inspection import TurnInspector
-from proxy.localapi import (
+from proxy.inprocess.localapi import (
     LOCAL_API_HOST,
     MAX_EVENT_BYTES,
     MAX_INSPECT_BYTES,
@@ -30,6 +29,7 @@ from proxy.localapi import (
     reported_turn,
     verdict_of,
 )
+from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime
 from proxy.turn import Turn
 

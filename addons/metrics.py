@@ -1,5 +1,5 @@
-"""Counts every finished turn in the Prometheus metrics (``proxy.metrics``), with its upstream time and
-egressguard's own time. Last in the chain, so it sees each turn as the audit log recorded it."""
+"""Counts every finished turn in the Prometheus metrics (``proxy.control.metrics``), with its upstream time
+and egressguard's own time. Last in the chain, so it sees each turn as the audit log recorded it."""
 
 from __future__ import annotations
 

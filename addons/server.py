@@ -76,7 +76,7 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce:
 
 
 def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
-    """One of several workers sharing the listen port (``proxy.workers``)."""
+    """One of several workers sharing the listen port (``proxy.commands.workers``)."""
     _listen_with_reuse_port()
     _stop_with_supervisor()
     try:

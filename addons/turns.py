@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from proxy.config.policy import Policy
 from proxy.dialects import detect
 from proxy.model import Decision
-from proxy.policy import Policy
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn

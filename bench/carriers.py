@@ -192,8 +192,7 @@ def diff(rng: random.Random, vocabulary: Vocabulary, code: str) -> str:
         f"diff --git a/src/{name}.py b/src/{name}.py\n"
         f"index {rng.getrandbits(28):07x}..{rng.getrandbits(28):07x} 100644\n"
         f"--- a/src/{name}.py\n+++ b/src/{name}.py\n"
-        f"@@ -{start + 1},{len(hunk)} +{start + 1},{len(hunk)} @@\n"
-        + "\n".join(body)
+        f"@@ -{start + 1},{len(hunk)} +{start + 1},{len(hunk)} @@\n" + "\n".join(body)
     )
 
 

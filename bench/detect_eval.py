@@ -36,7 +36,7 @@ from refusal_eval import refusal_section
 from proxy.detectors.injection import CLASSIFIER_RULE, InjectionDetector
 from proxy.exchange import Source
 from proxy.model import Threat
-from proxy.rulepack import load_pack, pack_path
+from proxy.scanning.rulepack import load_pack, pack_path
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.normalize import LOOKALIKES
-from proxy.rulepack import Rule, RulePack
+from proxy.scanning.normalize import LOOKALIKES
+from proxy.scanning.rulepack import Rule, RulePack
 
 # Latin letter -> a look-alike from another script (the first one the table lists).
 _TWIN: dict[str, str] = {}

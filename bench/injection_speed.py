@@ -30,8 +30,8 @@ import carriers
 
 from proxy.detectors.injection import InjectionDetector, load_default, load_default_classifier
 from proxy.exchange import Source
-from proxy.normalize import normalize
-from proxy.rulepack import load_pack, pack_path
+from proxy.scanning.normalize import normalize
+from proxy.scanning.rulepack import load_pack, pack_path
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 SEED = 20240611

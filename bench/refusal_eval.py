@@ -18,7 +18,7 @@ from itertools import combinations
 from pathlib import Path
 
 from proxy.detectors.refusal import COUNTER_RULE_PREFIX, OPENING_CHARS, opening
-from proxy.rulepack import Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 
 DATA_DIR = Path("/work/shared/data/refusal")
 MODELS = ("gpt4", "llama2new", "llama2orig")

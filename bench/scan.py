@@ -35,8 +35,8 @@ from disguises import ENCODERS, disguised_corpus, hard_negatives
 from pii_corpus import pii_corpus, pii_negatives
 
 from proxy.model import Threat
-from proxy.redact import StreamRedactor, scan_and_redact
-from proxy.rulepack import RulePack, Scanner, load_packaged_packs
+from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.rulepack import RulePack, Scanner, load_packaged_packs
 
 PROSE = (
     "the agent asked for a summary of the quarterly report and then called the search tool with the "

@@ -31,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import PROMPT, REPLY, process
-from proxy.localca import UpstreamPKI, make_pki
+from proxy.commands.localca import UpstreamPKI, make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
 from tests.upstream import FakeUpstream, Reply
 

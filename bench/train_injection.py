@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import carriers
 
 from proxy.detectors.injection import WINDOW_CHARS, FeatureSpec, InjectionClassifier
-from proxy.normalize import normalize
+from proxy.scanning.normalize import normalize
 
 SEED = 20240601
 SPEC = FeatureSpec(bits=18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2))

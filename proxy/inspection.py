@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from proxy import freeze
-from proxy.approvals import Approvals, new_id
+from proxy.config.policy import Policy
+from proxy.control import freeze
+from proxy.control.approvals import Approvals, new_id
 from proxy.detectors import compliance, credentials, injection, leak, links, refusal, tools
 from proxy.detectors.baseline import (
     DropThresholds,
@@ -41,19 +42,18 @@ from proxy.dialects.stream import encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
-from proxy.policy import Policy
-from proxy.redact import (
+from proxy.scanning.redact import (
     ByteStreamRedactor,
     RedactionStyle,
     StreamRedactor,
     fingerprint,
     redact_text,
 )
-from proxy.residual import JsonScan, UnescapingFilter, canonical_escapes
-from proxy.rulepack import Match, Rule, Scanner, load_packaged_packs
+from proxy.scanning.residual import JsonScan, UnescapingFilter, canonical_escapes
+from proxy.scanning.rulepack import Match, Rule, Scanner, load_packaged_packs
+from proxy.scanning.validators import shannon_entropy
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
-from proxy.validators import shannon_entropy
 
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.drill import DrillRuns
+from proxy.config.policy import Policy, StateSettings
+from proxy.control.drill import DrillRuns
+from proxy.control.metrics import Metrics, Sources
 from proxy.inspection import Detectors
-from proxy.metrics import Metrics, Sources
-from proxy.policy import Policy, StateSettings
 from proxy.state import SqliteStateStore, StateStore
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisStateStore

@@ -50,8 +50,8 @@ class Turn:
     drill: str | None = None
     """The drill case this turn is, when an operator's drill sent it (``egressguard drill``)."""
     reported_by: str | None = None
-    """``agent`` for a turn the agent reported itself (``proxy.localapi``): its hashes, latency, tools
-    and findings are the agent's word, not what the proxy saw."""
+    """``agent`` for a turn the agent reported itself (``proxy.inprocess.localapi``): its hashes, latency,
+    tools and findings are the agent's word, not what the proxy saw."""
     input_sha256: str | None = None
     reported_latency_ms: float | None = None
     _positions: dict[tuple[str, str, str, str, bool, str | None], int] = field(

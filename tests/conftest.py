@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import structlog
 
-from proxy.localca import UpstreamPKI, make_pki
+from proxy.commands.localca import UpstreamPKI, make_pki
 from tests.harness import Proxy
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply

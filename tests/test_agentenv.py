@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.agentenv import no_proxy_bypasses, no_proxy_entries
-from proxy.policy import Policy, parse_policy
+from proxy.commands.agentenv import no_proxy_bypasses, no_proxy_entries
+from proxy.config.policy import Policy, parse_policy
 
 POLICY = """\
 agents:

@@ -2,7 +2,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.approvals import (
+from proxy.control.approvals import (
     PENDING_TTL_S,
     SUMMARY_CHARS,
     ApprovalError,

@@ -22,8 +22,8 @@ from addons.turns import METADATA_KEY
 from proxy.alerts import Alert
 from proxy.audit.keys import load_public_key
 from proxy.audit.verify import collect_files, verify_files
-from proxy.freeze import refusal_reason
-from proxy.policy import parse_policy
+from proxy.config.policy import parse_policy
+from proxy.control.freeze import refusal_reason
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext

@@ -12,7 +12,7 @@ import pytest
 from proxy.audit.heads import WRITER_ID_FILE, publish_head, writer_id
 from proxy.audit.keys import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME
 from proxy.audit.log import AuditLog, daily_files
-from proxy.cli import main
+from proxy.commands.cli import main
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 
 START = datetime(2026, 3, 10, 5, 0, tzinfo=UTC)

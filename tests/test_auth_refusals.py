@@ -15,7 +15,7 @@ from addons.audit import Audit
 from addons.identity import REFUSAL_KEY, AgentIdentity, AuthRefusal
 from proxy.alerts import RuleEngine, load_alerts_config
 from proxy.audit.refusals import RefusalCounter
-from proxy.policy import parse_policy
+from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from tests.harness import AGENT, AGENT_TOKEN, Proxy

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from proxy.agentenv import system_ca_file
-from proxy.cli import DEFAULT_TOKEN_ENV, advertised_address, main
-from proxy.policy import default_policy_text
+from proxy.commands.agentenv import system_ca_file
+from proxy.commands.cli import DEFAULT_TOKEN_ENV, advertised_address, main
+from proxy.config.policy import default_policy_text
 from tests.conftest import ENVIRONMENT_LEAKS
 from tests.harness import free_port
 

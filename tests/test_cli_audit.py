@@ -1,4 +1,4 @@
-"""The command line's audit, query and scan subcommands, through ``proxy.cli.main``."""
+"""The command line's audit, query and scan subcommands, through ``proxy.commands.cli.main``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from proxy.audit import AuditLog
-from proxy.cli import main
+from proxy.commands.cli import main
 
 
 def turn(event_id: str, *findings: dict[str, Any]) -> dict[str, Any]:

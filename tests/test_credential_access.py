@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from proxy.config.policy import parse_policy
 from proxy.detectors.credentials import credential_reads, credential_scanner, is_reading_tool
 from proxy.exchange import ToolCall
 from proxy.inspection import Detectors
 from proxy.model import Severity, Threat
-from proxy.policy import parse_policy
-from proxy.rulepack import load_packaged_packs
+from proxy.scanning.rulepack import load_packaged_packs
 
 SCANNER = credential_scanner(load_packaged_packs())
 

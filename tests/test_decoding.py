@@ -11,7 +11,14 @@ from backports import zstd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.decoding import CappedDecoders, DecodingError, OverCapError, StreamDecoder, decode_body, supported
+from proxy.wire.decoding import (
+    CappedDecoders,
+    DecodingError,
+    OverCapError,
+    StreamDecoder,
+    decode_body,
+    supported,
+)
 
 EVENTS = b"".join(
     b'data: {"choices":[{"delta":{"content":"token %d "}}]}\n\n' % number for number in range(400)

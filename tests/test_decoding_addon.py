@@ -12,7 +12,7 @@ from mitmproxy.net import encoding
 from mitmproxy.test import taddons, tflow
 
 from addons.decoding import CappedDecoding
-from proxy.policy import parse_policy
+from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 

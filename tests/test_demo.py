@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.demo import STEPS, running
+from proxy.commands.demo import STEPS, running
 from proxy.model import Mode
 from tests.conftest import ENVIRONMENT_LEAKS
 
@@ -79,8 +79,8 @@ def test_every_step_shows_its_finding_and_the_log_verifies(tmp_path: Path, mode:
 
 def test_the_demo_policy_is_the_embedded_one_plus_the_model(tmp_path: Path) -> None:
     """The demo runs the embedded default policy; the one change is its local model on the allowlist."""
-    from proxy.demo import demo_policy
-    from proxy.policy import load_policy
+    from proxy.commands.demo import demo_policy
+    from proxy.config.policy import load_policy
 
     embedded = load_policy(None, environ={"EGRESSGUARD_AGENT_TOKEN": "t"})
     path = tmp_path / "policy.yaml"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.policy import load_policy
+from proxy.config.policy import load_policy
 
 ROOT = Path(__file__).parent.parent
 DOCKER = ROOT / "docker"

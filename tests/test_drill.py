@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.drill import CASES, CASES_BY_NAME, DRILL_SECRET, judge
+from proxy.control.drill import CASES, CASES_BY_NAME, DRILL_SECRET, judge
 from tests.harness import Proxy, free_port
 from tests.test_admin import Admin, start_admin  # noqa: F401 - the fixture is used by name
 from tests.webhook_receiver import Receiver

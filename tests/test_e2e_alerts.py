@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from proxy.cli import main
+from proxy.commands.cli import main
 from tests.harness import AGENT, Proxy
 from tests.upstream import FakeUpstream, Reply
 from tests.webhook_receiver import Receiver

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from proxy.audit.log import AuditLog
-from proxy.cli import main
+from proxy.commands.cli import main
 from tests.harness import Proxy
 from tests.test_e2e_alerts import ask, wait_until
 from tests.upstream import FakeUpstream, Reply

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.localca import UpstreamPKI
+from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy, proxy_authorization
 from tests.upstream import FakeUpstream
 

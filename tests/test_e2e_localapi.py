@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.cli import main
-from proxy.guard import GuardUnavailable, Refused, guard
+from proxy.commands.cli import main
+from proxy.inprocess.guard import GuardUnavailable, Refused, guard
 from tests.harness import Proxy, free_port
 from tests.test_e2e_alerts import alerts_for, alerts_yaml, wait_until
 from tests.webhook_receiver import Receiver

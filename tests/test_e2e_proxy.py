@@ -190,7 +190,7 @@ def test_tls_to_upstream_is_verified(
     start_proxy: Any, upstream: FakeUpstream, monkeypatch: Any, tmp_path: Any
 ) -> None:
     """A proxy that does not trust the upstream's CA refuses its certificate: verification is on."""
-    from proxy.localca import make_pki
+    from proxy.commands.localca import make_pki
 
     proxy = start_proxy(upstream_ca=make_pki(tmp_path / "other-pki").ca_cert)
     monkeypatch.setenv("HTTPS_PROXY", proxy.url())

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from proxy.audit.heads import head_key, writer_id
-from proxy.cli import main
+from proxy.commands.cli import main
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from tests.harness import Proxy
 from tests.test_e2e_shared_state import AWS_KEY, BURST_RULE, INJECTION, alerts_yaml, ask, client, rules_of

@@ -11,7 +11,7 @@ from mitmproxy.test import taddons, tflow
 import addons.egress
 from addons.egress import Egress
 from addons.turns import METADATA_KEY
-from proxy.policy import parse_policy
+from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext

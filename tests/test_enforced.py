@@ -20,8 +20,8 @@ from mitmproxy.test import taddons, tflow
 
 from addons.inspect import Inspect
 from addons.turns import METADATA_KEY
+from proxy.config.policy import parse_policy
 from proxy.model import Action, Decision
-from proxy.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.localca import UpstreamPKI
+from proxy.commands.localca import UpstreamPKI
 from tests.evasion_cases import CASES, Case
 from tests.harness import Proxy
 from tests.upstream import FakeUpstream, Reply

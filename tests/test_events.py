@@ -6,9 +6,9 @@ import functools
 
 import pytest
 
-from proxy.events import scrub, turn_event
+from proxy.audit.events import scrub, turn_event
 from proxy.model import Action, Finding, Mode, Severity, Threat
-from proxy.rulepack import Scanner, load_packaged_packs
+from proxy.scanning.rulepack import Scanner, load_packaged_packs
 from proxy.turn import Turn, TurnContext
 
 SLACK_HOOK = "https://hooks.slack.com/services/T01234567/B01234567/abcdefghijklmnopqrstuvwx"

@@ -12,7 +12,8 @@ from mitmproxy.test import taddons, tflow
 from addons.freeze import FROZEN_CODE, Freeze
 from addons.turns import METADATA_KEY
 from proxy.alerts import Alert
-from proxy.freeze import (
+from proxy.config.policy import parse_policy
+from proxy.control.freeze import (
     FREEZE_RULE,
     apply_alert_action,
     block_agent,
@@ -23,7 +24,6 @@ from proxy.freeze import (
     revoke_session,
 )
 from proxy.model import Decision, Threat
-from proxy.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext

@@ -9,7 +9,7 @@ from mitmproxy.test import taddons, tflow
 
 from addons.identity import AgentIdentity, AgentTokens
 from addons.turns import turn_of
-from proxy.policy import Agent, parse_policy
+from proxy.config.policy import Agent, parse_policy
 from proxy.runtime import Runtime
 
 POLICY = textwrap.dedent("""\

@@ -28,8 +28,8 @@ from proxy.detectors.injection import (
 )
 from proxy.exchange import Source
 from proxy.model import Action, Finding, Threat
-from proxy.normalize import normalize
-from proxy.rulepack import load_pack, pack_path
+from proxy.scanning.normalize import normalize
+from proxy.scanning.rulepack import load_pack, pack_path
 
 WHERE = "messages[1].content"
 EMAIL = (

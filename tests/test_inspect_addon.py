@@ -11,7 +11,7 @@ from wsproto.frame_protocol import Opcode
 
 from addons.inspect import Inspect
 from addons.turns import METADATA_KEY
-from proxy.policy import parse_policy
+from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
+from proxy.config.policy import Policy, parse_policy
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import ENTROPY_HISTORY, SEQUENCE_HISTORY, Detectors, TurnInspector
-from proxy.policy import Policy, parse_policy
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
 

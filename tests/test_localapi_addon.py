@@ -10,7 +10,7 @@ from mitmproxy.test import taddons, tflow
 
 from addons.localapi import LocalApi
 from addons.turns import METADATA_KEY
-from proxy.freeze import block_agent, freeze_user
+from proxy.control.freeze import block_agent, freeze_user
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext

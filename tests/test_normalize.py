@@ -1,6 +1,6 @@
 # Look-alike letters are the subject of these tests.
 # ruff: noqa: RUF001, RUF002
-"""Tests for proxy.normalize: each obfuscation is undone and reported."""
+"""Tests for proxy.scanning.normalize: each obfuscation is undone and reported."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import normalize as normalize_module
-from proxy.normalize import (
+from proxy.scanning import normalize as normalize_module
+from proxy.scanning.normalize import (
     _CONFUSABLES,
     BASE64,
     HEX,

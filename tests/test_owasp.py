@@ -10,7 +10,7 @@ from proxy.detectors import injection, tools
 from proxy.egress import first_seen_finding
 from proxy.exchange import Source, ToolCall
 from proxy.model import Threat
-from proxy.rulepack import load_packaged_packs
+from proxy.scanning.rulepack import load_packaged_packs
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "owasp.md").read_text(encoding="utf-8")
 ENTRIES = set(re.findall(r"^\| (LLM\d\d) ", DOC, flags=re.M))

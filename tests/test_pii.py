@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.pii_corpus import pii_corpus, pii_negatives
-from proxy.rulepack import Scanner, load_packaged_packs
+from proxy.scanning.rulepack import Scanner, load_packaged_packs
 
 SCANNER = Scanner([pack for pack in load_packaged_packs() if pack.name in {"pii", "secrets"}], timeout_s=1.0)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.policy import load_policy, parse_policy
+from proxy.config.yamlschema import SchemaError
 from proxy.model import Mode, Threat
-from proxy.policy import load_policy, parse_policy
-from proxy.yamlschema import SchemaError
 
 ENV = {"BOT_TOKEN": "t0ken"}
 

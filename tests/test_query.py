@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from proxy.audit.log import AuditLog, format_ts
-from proxy.query import (
+from proxy.audit.query import (
     QueryError,
     add_query_arguments,
     open_audit,
@@ -21,7 +21,7 @@ from proxy.query import (
     run_query,
     run_sql,
 )
-from proxy.units import parse_duration
+from proxy.config.units import parse_duration
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.redact import (
+from proxy.scanning.redact import (
     ByteStreamRedactor,
     RedactionStyle,
     StreamRedactor,
@@ -22,7 +22,7 @@ from proxy.redact import (
     redact_text,
     scan_and_redact,
 )
-from proxy.rulepack import Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 STRIPE_KEY = "sk_live_" + "Zr8Kq2Wm5Tx9Lp3Vb7Nc1Hd6Fg4Js0Ye"

@@ -8,7 +8,7 @@ from proxy.detectors.refusal import (
     refusal_verdict,
 )
 from proxy.model import Action, Severity, Threat
-from proxy.rulepack import load_pack, pack_path
+from proxy.scanning.rulepack import load_pack, pack_path
 
 
 @pytest.mark.parametrize(

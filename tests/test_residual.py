@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.model import Threat
-from proxy.redact import StreamRedactor
-from proxy.residual import JsonScan, UnescapingFilter, canonical_escapes
-from proxy.rulepack import Scanner, load_packaged_packs
+from proxy.scanning.redact import StreamRedactor
+from proxy.scanning.residual import JsonScan, UnescapingFilter, canonical_escapes
+from proxy.scanning.rulepack import Scanner, load_packaged_packs
 
 AWS = "AKIAQWERTY234567ABCD"
 PLACEHOLDER = "[REDACTED:aws-access-key-id]"

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from proxy.model import Threat
-from proxy.rulepack import Rule, RulePack, Scanner, load_packaged_packs
+from proxy.scanning.rulepack import Rule, RulePack, Scanner, load_packaged_packs
 
 PACKS = load_packaged_packs()
 # Secrets and PII are looked for anywhere in raw bodies, so their examples must survive being wrapped

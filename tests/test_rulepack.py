@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.model import Severity, Threat
-from proxy.rulepack import (
+from proxy.scanning.rulepack import (
     PackError,
     Rule,
     RulePack,
@@ -21,7 +21,7 @@ from proxy.rulepack import (
     rules_dir,
     token_end,
 )
-from proxy.validators import (
+from proxy.scanning.validators import (
     dutch_bsn_valid,
     iban_valid,
     is_example_value,

@@ -7,10 +7,10 @@ import io
 import json
 from pathlib import Path
 
+from proxy.commands.scan import EXIT_BAD_INPUT, EXIT_CLEAN, EXIT_FINDINGS, add_scan_arguments, run_scan
+from proxy.config.policy import parse_policy
 from proxy.exchange import Part, RequestView, Source
 from proxy.inspection import Detectors, TurnInspector
-from proxy.policy import parse_policy
-from proxy.scan import EXIT_BAD_INPUT, EXIT_CLEAN, EXIT_FINDINGS, add_scan_arguments, run_scan
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.sse import SSEEvent, SSEParser, serialise
+from proxy.wire.sse import SSEEvent, SSEParser, serialise
 
 
 def parse_all(stream: bytes) -> list[SSEEvent]:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.localca import make_pki
-from proxy.policy import parse_policy
+from proxy.commands.localca import make_pki
+from proxy.config.policy import parse_policy
+from proxy.config.yamlschema import SchemaError
 from proxy.runtime import open_state_store
 from proxy.state import SqliteStateStore, StateStore
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.store import StateUnavailable
-from proxy.yamlschema import SchemaError
 from tests.redis_server import RedisServer
 
 PASSWORD = "redis-test-password"

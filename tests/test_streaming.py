@@ -33,7 +33,7 @@ from proxy.dialects import (
     ToolDecision,
 )
 from proxy.dialects.stream import StreamSession
-from proxy.sse import SSEParser
+from proxy.wire.sse import SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
 
 DIALECTS: dict[str, Dialect] = {

@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 
 from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, disguised_corpus, hard_negatives
-from proxy import unmask
 from proxy.model import Threat
-from proxy.redact import StreamRedactor, scan_and_redact
-from proxy.rulepack import Scanner, load_packaged_packs
+from proxy.scanning import unmask
+from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.rulepack import Scanner, load_packaged_packs
 
 PACKS = [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
 SECRETS = [pack for pack in PACKS if pack.name == "secrets"]

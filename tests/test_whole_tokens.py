@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.model import Threat
-from proxy.redact import scan_and_redact
-from proxy.rulepack import Rule, Scanner, load_packaged_packs
+from proxy.scanning.redact import scan_and_redact
+from proxy.scanning.rulepack import Rule, Scanner, load_packaged_packs
 
 PACKS = [
     pack.with_everything_enabled()

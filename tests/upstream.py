@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from proxy.localca import UpstreamPKI
+from proxy.commands.localca import UpstreamPKI
 
 
 @dataclass

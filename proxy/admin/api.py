@@ -15,15 +15,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from proxy import __version__, freeze
+from proxy import __version__
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access, AdminTokens
 from proxy.alerts import AlertRouter
-from proxy.approvals import GRANT_TTL_S, ApprovalError, Approvals
-from proxy.drill import CASES
-from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.config.units import parse_duration
+from proxy.control import freeze
+from proxy.control.approvals import GRANT_TTL_S, ApprovalError, Approvals
+from proxy.control.drill import CASES
+from proxy.control.metrics import CONTENT_TYPE, Metrics
 from proxy.runtime import Runtime
-from proxy.units import parse_duration
 
 API = "/api/v1"
 

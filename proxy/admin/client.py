@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from proxy.admin.tokens import DEFAULT_FULL_ENV, FULL_TOKEN_FILE
-from proxy.policy import DEFAULT_ADMIN_LISTEN, Policy, load_policy
-from proxy.yamlschema import SchemaError
+from proxy.config.policy import DEFAULT_ADMIN_LISTEN, Policy, load_policy
+from proxy.config.yamlschema import SchemaError
 
 ADMIN_URL_ENV = "EGRESSGUARD_ADMIN_URL"
 UNREAD_TOKEN = "-"  # noqa: S105 - stands in for agent tokens the client has no use for

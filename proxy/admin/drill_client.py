@@ -25,7 +25,7 @@ from proxy.admin.client import (
     operator,
     table,
 )
-from proxy.drill import CASE_HEADER, CASES, TOKEN_HEADER, Verdict, judge
+from proxy.control.drill import CASE_HEADER, CASES, TOKEN_HEADER, Verdict, judge
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
 AGENT_TOKEN_FILE = "agent.token"  # noqa: S105 - a file name

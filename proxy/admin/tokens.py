@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from proxy.policy import AdminSettings
+from proxy.config.policy import AdminSettings
 
 FULL_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 READ_TOKEN_FILE = "admin-read.token"  # noqa: S105 - a file name

@@ -31,8 +31,8 @@ import structlog
 from proxy.alerts.destinations import DeliveryError, deliver
 from proxy.alerts.engine import Alert, RuleEngine, alert_heading
 from proxy.alerts.rules import BUILTIN_ACTIONS, AlertRule, AlertsConfig, DestinationConfig
+from proxy.audit.query import QueryError, open_audit, plain, run_sql
 from proxy.model import Severity
-from proxy.query import QueryError, open_audit, plain, run_sql
 from proxy.state import StateStore
 
 SPOOL_DIRECTORY = "alert-spool"

@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from croniter import croniter
 
+from proxy.config.units import parse_duration
 from proxy.model import SEVERITY_ORDER, Severity, Threat
-from proxy.units import parse_duration
 
 BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent"})
 DESTINATION_TYPES = frozenset({"slack", "pagerduty", "webhook", "stdout", "syslog", "file"})

@@ -32,9 +32,9 @@ from proxy.audit.log import (
     format_ts,
     record_hash,
 )
+from proxy.config.units import parse_duration
+from proxy.config.yamlschema import SchemaError
 from proxy.state import StateStore
-from proxy.units import parse_duration
-from proxy.yamlschema import SchemaError
 
 DEFAULT_AUDIT_DIRECTORY = Path("egressguard-data/audit")  # the policy's default data_dir / "audit"
 MISSING_START = (
@@ -365,7 +365,7 @@ def _verify_chain(
 
 def _head_store(config: Path) -> StateStore:
     """The state store the writers of ``config``'s policy publish their heads to, opened to read."""
-    from proxy.policy import load_state_settings
+    from proxy.config.policy import load_state_settings
     from proxy.runtime import open_state_store
 
     settings, data_dir = load_state_settings(config)

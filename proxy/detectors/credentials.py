@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from proxy.detectors.tools import name_matches
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
-from proxy.rulepack import RulePack, Scanner
+from proxy.scanning.rulepack import RulePack, Scanner
 
 PACK = "credential_access"
 # Tools that read files or run commands, by the names agent frameworks and MCP servers give them.

@@ -3,9 +3,9 @@
 Two tiers, either of which raises a finding:
 
 - the rules of ``rules/injection.yaml`` (instruction overrides, role resets, jailbreak personas, prompt
-  extraction, chat-template tokens, forged system markers ...), run on every normal form that
-  ``proxy.normalize`` produces, so invisible characters, look-alike letters, letter spacing and encoded
-  segments do not hide a phrase;
+  extraction, chat-template tokens, forged system markers ...), run on every normal form
+  that ``proxy.scanning.normalize`` produces, so invisible characters, look-alike letters, letter spacing
+  and encoded segments do not hide a phrase;
 - a logistic regression over hashed character and word n-grams (``rules/injection_model.json``, trained
   by ``bench/train_injection.py`` on benign tool results of many kinds and on attacks planted in them),
   which generalises to phrasings no rule lists. Featurisation is a handful of numpy array operations per
@@ -38,8 +38,8 @@ import numpy.typing as npt
 
 from proxy.exchange import Source
 from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
-from proxy.normalize import normalize
-from proxy.rulepack import RULES_PACKAGE, RulePack, Scanner, load_pack, pack_path
+from proxy.scanning.normalize import normalize
+from proxy.scanning.rulepack import RULES_PACKAGE, RulePack, Scanner, load_pack, pack_path
 
 OWASP = "LLM01"
 # The poisoning that matters for an agent is of its context (docs/owasp.md, LLM03).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from proxy.model import Action, Finding, Severity, Threat
-from proxy.rulepack import RulePack, Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import RulePack, Scanner, load_pack, pack_path
 
 COUNTER_RULE_PREFIX = "premise-"
 """Pack rules with this id prefix are counter-evidence: declining a false or impossible premise

@@ -18,7 +18,7 @@ import yaml
 
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding, Severity, Threat
-from proxy.validators import shannon_entropy
+from proxy.scanning.validators import shannon_entropy
 
 APPROVAL_HEADER = "X-Approval-Id"
 INVALID_APPROVAL_RULE = "approval-invalid"

@@ -26,7 +26,7 @@ from proxy.dialects.locator import parse_locator, walk_strings
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
-from proxy.sse import SSEEvent
+from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "model": Source.ASSISTANT, "function": Source.TOOL_RESULT}
 _STATUS_NAMES = {

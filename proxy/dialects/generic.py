@@ -13,7 +13,7 @@ from proxy.dialects.base import Dialect, ErrorResponse, body_text, json_error, l
 from proxy.dialects.locator import ROOT, set_at, walk_strings
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
-from proxy.sse import SSEEvent, encode_text, serialise
+from proxy.wire.sse import SSEEvent, encode_text, serialise
 
 
 class Generic(Dialect):

@@ -24,7 +24,7 @@ from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
-from proxy.sse import SSEEvent
+from proxy.wire.sse import SSEEvent
 
 JSONRPC_SERVER_ERROR = -32000
 

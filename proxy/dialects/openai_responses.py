@@ -12,7 +12,7 @@ from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
-from proxy.sse import SSEEvent
+from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {
     "system": Source.SYSTEM,

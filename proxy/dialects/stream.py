@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion
-from proxy.sse import SSEEvent, SSEParser, encode_text, serialise
+from proxy.wire.sse import SSEEvent, SSEParser, encode_text, serialise
 
 
 class TextFilter(Protocol):
@@ -60,7 +60,7 @@ Path = tuple[str | int, ...]
 
 
 class EventScan(Protocol):
-    """Scans the strings of each event that the dialect does not filter as text (``proxy.residual``).
+    """Scans the strings of each event that the dialect does not filter as text (``proxy.scanning.residual``).
     ``rewrites`` says whether it may change them (enforce mode) or only records what it finds."""
 
     rewrites: bool
@@ -145,7 +145,7 @@ def dump_json(value: Any) -> str:
 
 
 def encode_json(value: Any) -> bytes:
-    """``value`` as compact JSON bytes, whatever strings it holds: see ``proxy.sse.encode_text``."""
+    """``value`` as compact JSON bytes, whatever strings it holds: see ``proxy.wire.sse.encode_text``."""
     return encode_text(dump_json(value))
 
 

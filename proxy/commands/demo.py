@@ -28,10 +28,10 @@ from typing import Any
 import httpx
 import yaml
 
-from proxy.agentenv import CA_CERT_NAME, DEFAULT_TOKEN_ENV, NODE_PROXY_SWITCH, trust_lines
-from proxy.localca import make_pki
+from proxy.commands.agentenv import CA_CERT_NAME, DEFAULT_TOKEN_ENV, NODE_PROXY_SWITCH, trust_lines
+from proxy.commands.localca import make_pki
+from proxy.config.policy import default_policy_text
 from proxy.model import Mode
-from proxy.policy import default_policy_text
 
 AGENT = "agent"
 CA_CERT = Path("data") / "ca" / CA_CERT_NAME

@@ -19,8 +19,8 @@ from typing import Any, TextIO
 from proxy.detectors.injection import InjectionDetector, load_default_classifier
 from proxy.exchange import Source
 from proxy.model import Finding, Threat
-from proxy.redact import RedactionStyle, redact_text
-from proxy.rulepack import Match, PackError, Scanner, load_packaged_packs
+from proxy.scanning.redact import RedactionStyle, redact_text
+from proxy.scanning.rulepack import Match, PackError, Scanner, load_packaged_packs
 
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
@@ -111,9 +111,7 @@ def _records(name: str, content: str, input_kind: str) -> list[Record]:
     return records
 
 
-def _located(
-    record: Record, start: int, end: int, line_starts: list[int], input_kind: str
-) -> dict[str, Any]:
+def _located(record: Record, start: int, end: int, line_starts: list[int], input_kind: str) -> dict[str, Any]:
     if input_kind == "text":
         index = bisect.bisect_right(line_starts, start) - 1
         line, line_start = index + 1, line_starts[index]

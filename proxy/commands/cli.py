@@ -14,7 +14,9 @@ from proxy import __version__
 from proxy.admin.client import add_commands as add_admin_commands
 from proxy.admin.drill_client import add_arguments as add_drill_arguments
 from proxy.admin.drill_client import run as run_drill
-from proxy.agentenv import (
+from proxy.audit.query import add_query_arguments, run_query
+from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
+from proxy.commands.agentenv import (
     CA_CERT_NAME,
     DEFAULT_TOKEN_ENV,
     NODE_PROXY_SWITCH,
@@ -24,13 +26,11 @@ from proxy.agentenv import (
     system_ca_file,
     trust_lines,
 )
-from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
-from proxy.demo import add_demo_arguments, run_demo
+from proxy.commands.demo import add_demo_arguments, run_demo
+from proxy.commands.scan import add_scan_arguments, run_scan
+from proxy.config.policy import Policy, load_policy, parse_workers
+from proxy.config.yamlschema import SchemaError
 from proxy.model import Mode
-from proxy.policy import Policy, load_policy, parse_workers
-from proxy.query import add_query_arguments, run_query
-from proxy.scan import add_scan_arguments, run_scan
-from proxy.yamlschema import SchemaError
 
 ADVERTISE_ENV = "EGRESSGUARD_ADVERTISE"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - recognised in order to print a dialable address
@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if workers > 1:
         _print_banner(policy, args, confdir, token_file, workers)
         from addons.server import serve_worker
-        from proxy.workers import supervise
+        from proxy.commands.workers import supervise
 
         _create_shared_files(policy, confdir)
         return supervise(workers, serve_worker, settings, options)
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from proxy.logs import configure_logging
+    from proxy.commands.logs import configure_logging
 
     configure_logging()
     args = build_parser().parse_args(argv)

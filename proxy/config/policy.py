@@ -17,11 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from proxy.alerts import AlertsConfig
-from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
-from proxy.model import Mode, Threat
-from proxy.state.redis_store import RedisSettings
-from proxy.units import parse_duration, parse_rate, parse_size
-from proxy.yamlschema import (
+from proxy.config.units import parse_duration, parse_rate, parse_size
+from proxy.config.yamlschema import (
     ANYTHING,
     BOOLEAN,
     POSITIVE_INTEGER,
@@ -38,6 +35,9 @@ from proxy.yamlschema import (
     Spec,
     check_document,
 )
+from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
+from proxy.model import Mode, Threat
+from proxy.state.redis_store import RedisSettings
 
 DEFAULT_POLICY_NAME = "default-policy.yaml"
 CONTEXT_FIELDS = ("user_id", "session_id", "purpose", "consent_id", "approval_id")
@@ -267,7 +267,7 @@ class Policy:
     audit: AuditSettings
     max_body_bytes: int
     workers: int = 1
-    """Proxy processes sharing the listen port (``proxy.workers``)."""
+    """Proxy processes sharing the listen port (``proxy.commands.workers``)."""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     state: StateSettings = field(default_factory=StateSettings)
     alerts: AlertsConfig | None = None

@@ -68,7 +68,8 @@ _CONFUSABLES: dict[str, str] = {
     "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ı": "i",
 }  # fmt: skip
 LOOKALIKES: Mapping[str, str] = MappingProxyType(_CONFUSABLES)
-"""Each look-alike and its Latin twin, shared with the secret detector's unmasking (proxy/unmask.py)."""
+"""Each look-alike and its Latin twin, shared with the secret detector's unmasking
+(proxy/scanning/unmask.py)."""
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
 _ANY_CONFUSABLE = re.compile("[" + "".join(_CONFUSABLES) + "]")
 _WORD = re.compile(r"\w+")

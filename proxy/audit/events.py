@@ -10,10 +10,10 @@ from urllib.parse import unquote
 
 from proxy.dialects import MCP
 from proxy.model import Mode
-from proxy.redact import RedactionStyle, placeholder, redact_json
-from proxy.rulepack import Scanner
+from proxy.scanning.redact import RedactionStyle, placeholder, redact_json
+from proxy.scanning.rulepack import Scanner
+from proxy.scanning.validators import shannon_entropy
 from proxy.turn import Turn
-from proxy.validators import shannon_entropy
 
 
 def turn_event(

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.config.policy import Policy
 from proxy.egress import HostPattern, PatternKind
-from proxy.policy import Policy
 
 DEFAULT_TOKEN_ENV = "EGRESSGUARD_AGENT_TOKEN"  # noqa: S105 - the name of a variable, not a token
 """Where the embedded policy's agent reads its token (`run` fills it in from the data dir when unset)."""

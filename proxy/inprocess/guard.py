@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from proxy.localapi import LOCAL_API_HOST
+from proxy.inprocess.localapi import LOCAL_API_HOST
 
 log = logging.getLogger("egressguard.guard")
 

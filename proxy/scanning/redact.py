@@ -19,7 +19,7 @@ from typing import Any
 import regex
 
 from proxy.model import Severity, Threat
-from proxy.rulepack import Match, Rule, Scanner
+from proxy.scanning.rulepack import Match, Rule, Scanner
 
 # Used when the caller has no per-install key: fingerprints then only correlate within this process.
 _PROCESS_KEY = secrets.token_bytes(32)

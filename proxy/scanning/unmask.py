@@ -36,7 +36,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxy.normalize import LOOKALIKES
+from proxy.scanning.normalize import LOOKALIKES
 
 MAX_DEPTH = 2
 """A view is searched for further encodings down to this many levels."""

@@ -28,8 +28,8 @@ from typing import Any
 import regex
 
 from proxy.dialects.locator import Step, format_locator
-from proxy.redact import RedactionStyle, fingerprint, redact_text
-from proxy.rulepack import Match, Rule, Scanner
+from proxy.scanning.redact import RedactionStyle, fingerprint, redact_text
+from proxy.scanning.rulepack import Match, Rule, Scanner
 
 Path = tuple[Step, ...]
 # Between the strings of one batch: no secret pattern reads across a NUL and a line break.

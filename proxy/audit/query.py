@@ -22,7 +22,7 @@ import duckdb
 
 from proxy.audit.log import daily_files
 from proxy.audit.verify import DEFAULT_AUDIT_DIRECTORY, collect_files
-from proxy.units import parse_duration
+from proxy.config.units import parse_duration
 
 FINDING_TYPE = (
     'STRUCT(threat VARCHAR, rule VARCHAR, signal VARCHAR, severity VARCHAR, action VARCHAR, "where" VARCHAR,'
@@ -177,7 +177,7 @@ def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
 
 
 def with_writers(paths: Sequence[Path]) -> list[Path]:
-    """The paths, and for each directory the writer directories inside it (``proxy.workers``)."""
+    """The paths, and for each directory the writer directories inside it (``proxy.commands.workers``)."""
     found: list[Path] = []
     for path in paths:
         found.append(path)

@@ -6,7 +6,7 @@ A pack file looks like::
     threat: data_exfiltration       # default threat of its rules
     enabled: true                   # optional packs say false
     whole_tokens: true              # a match reaches to the end of the token it starts (secrets)
-    decode: true                    # rules also run over encoded and disguised text (proxy/unmask.py)
+    decode: true                    # rules also run over encoded and disguised text (scanning/unmask.py)
     skip_examples: true             # published doc examples and stand-ins (sk-xxxx...) are no finding
     rules:
       - id: github-pat
@@ -16,7 +16,7 @@ A pack file looks like::
         severity: critical
         owasp: LLM06
         examples: {match: [...], no_match: [...]}
-        # optional: entropy (minimum bits/char of the value), validator (a name in proxy.validators),
+        # optional: entropy (minimum bits/char of the value), validator (a name in proxy.scanning.validators),
         # secret_group (group number or name holding the sensitive value; 0 = whole match),
         # shapes (like keywords, but looked for in the text with every digit written as 0, for
         # numbers: [000-00-0000]), max_length (longest possible match, for patterns with unbounded
@@ -50,9 +50,9 @@ import ahocorasick_rs
 import regex
 import yaml
 
-from proxy import unmask
 from proxy.model import SEVERITY_ORDER, Severity, Threat
-from proxy.validators import VALIDATORS, is_example_value, shannon_entropy
+from proxy.scanning import unmask
+from proxy.scanning.validators import VALIDATORS, is_example_value, shannon_entropy
 
 RULES_PACKAGE = "egressguard_rules"
 
@@ -408,7 +408,7 @@ def rules_dir() -> Path:
     try:
         return Path(str(importlib.resources.files(RULES_PACKAGE)))
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "rules"
+        return Path(__file__).resolve().parents[2] / "rules"
 
 
 def pack_path(name: str) -> Path:
@@ -650,7 +650,7 @@ class Scanner:
         """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule.
 
         Rules of ``decode`` packs also run over every view of the text with its encodings and disguises
-        undone (proxy/unmask.py); what they find there is reported over the span that carried it.
+        undone (proxy/scanning/unmask.py); what they find there is reported over the span that carried it.
         """
         result = ScanResult()
         found = self._find(text, self._plan(text), result)

@@ -1,0 +1,1 @@
+"""Operating a running proxy: approvals of withheld calls, freezes, drills and Prometheus metrics."""
