@@ -71,6 +71,8 @@ SEQUENCE_HISTORY = 20
 """Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
 ENTROPY_HISTORY = 20
 """Calls of a tool needed before its argument entropy has a baseline."""
+ENTROPY_SCALE = 1_000_000
+"""Entropies are summed as integers in millionths of a bit, so that store counters can hold them."""
 
 
 class Detectors:
@@ -565,22 +567,25 @@ class TurnInspector:
         return findings
 
     def _entropy(self, call: ToolCall, agent: str) -> list[Finding]:
-        """Running mean and variance (Welford) of the tool's argument entropy; outliers flag once the
-        baseline has enough calls."""
-        key = f"tool.entropy:{agent}:{digest(call.name)}"
-        stats = self.state.get(key)
-        count, mean, m2 = 0, 0.0, 0.0
-        if isinstance(stats, dict):
-            count, mean, m2 = int(str(stats["n"])), float(str(stats["mean"])), float(str(stats["m2"]))
-        finding = None
-        if count >= ENTROPY_HISTORY:
-            finding = tools.argument_entropy_finding(call, mean, (m2 / (count - 1)) ** 0.5)
+        """The tool's argument entropy against the mean and deviation of its earlier calls; outliers flag
+        once the baseline has enough calls.
+
+        The baseline is three counters (calls, sum and sum of squares in millionths) because a counter
+        increment is atomic in every store: workers and replicas sharing one baseline never lose each
+        other's calls, as a read-then-write of a mean and variance would."""
+        prefix = f"tool.entropy:{agent}:{digest(call.name)}"
         value = shannon_entropy(call.arguments)
-        count += 1
-        delta = value - mean
-        mean += delta / count
-        m2 += delta * (value - mean)
-        self.state.put(key, {"n": count, "mean": mean, "m2": m2}, TOOL_BASELINE_S)
+        scaled, scaled_square = round(value * ENTROPY_SCALE), round(value * value * ENTROPY_SCALE)
+        count = self.state.incr(prefix + ":n", ttl_s=TOOL_BASELINE_S) - 1
+        total = (self.state.incr(prefix + ":sum", scaled, ttl_s=TOOL_BASELINE_S) - scaled) / ENTROPY_SCALE
+        squares = (
+            self.state.incr(prefix + ":squares", scaled_square, ttl_s=TOOL_BASELINE_S) - scaled_square
+        ) / ENTROPY_SCALE
+        if count < ENTROPY_HISTORY:
+            return []
+        mean = total / count
+        variance = max(0.0, (squares - count * mean * mean) / (count - 1))
+        finding = tools.argument_entropy_finding(call, mean, variance**0.5)
         return [finding] if finding else []
 
     def scan_body(self, body: bytes) -> bytes:

@@ -7,14 +7,17 @@ import dataclasses
 import json
 import os
 import textwrap
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import ENTROPY_HISTORY, SEQUENCE_HISTORY, Detectors, TurnInspector
-from proxy.state import SqliteStateStore
+from proxy.state import SqliteStateStore, digest
+from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.turn import Turn, TurnContext
 
 POLICY = textwrap.dedent("""\
@@ -137,6 +140,44 @@ def test_argument_entropy_outlier_is_flagged(inspector_for: Callable[[], TurnIns
         inspector_for()._tool_behaviour([call("lookup_order", {"order": f"order number {index}"})])
     blob = base64.b64encode(os.urandom(300)).decode()
     outlier = inspector_for()._tool_behaviour([call("lookup_order", {"order": blob})])
+    assert [f.rule for f in outlier if "entropy" in f.rule]
+
+
+def test_usual_arguments_are_not_an_entropy_outlier(inspector_for: Callable[[], TurnInspector]) -> None:
+    """Arguments like the tool's usual ones pass, and nothing is judged before the baseline is long enough."""
+    early = [
+        inspector_for()._tool_behaviour([call("lookup_order", {"order": f"order number {index}"})])
+        for index in range(ENTROPY_HISTORY)
+    ]
+    usual = inspector_for()._tool_behaviour([call("lookup_order", {"order": "order number 977"})])
+    assert not [f for findings in [*early, usual] for f in findings if "entropy" in f.rule]
+
+
+def test_entropy_baseline_is_shared_and_loses_no_call(
+    tmp_path: Path, detectors: Detectors, policy: Policy
+) -> None:
+    """Workers sharing a store build one entropy baseline, and calls made at the same moment all count."""
+    stores = [SharedSqliteStateStore(tmp_path) for _ in range(2)]
+
+    def calls_through(store: SharedSqliteStateStore, first: int) -> None:
+        for index in range(first, first + 25):
+            turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+            inspector = TurnInspector(detectors, policy, store, turn)
+            inspector._entropy(call("lookup_order", {"order": f"order number {index}"}), "bot")
+
+    threads = [
+        threading.Thread(target=calls_through, args=(store, 100 * n)) for n, store in enumerate(stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[0].counter(f"tool.entropy:bot:{digest('lookup_order')}:n") == 50
+    turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+    blob = base64.b64encode(os.urandom(300)).decode()
+    outlier = TurnInspector(detectors, policy, stores[1], turn)._entropy(
+        call("lookup_order", {"o": blob}), "bot"
+    )
     assert [f.rule for f in outlier if "entropy" in f.rule]
 
 
