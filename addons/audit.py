@@ -23,6 +23,7 @@ from mitmproxy import exceptions, http
 from mitmproxy.flow import Error
 
 from addons.identity import REFUSAL_KEY, AuthRefusal
+from addons.metrics import upstream_seconds
 from addons.turns import connect_is_a_turn, policy_of, turn_of
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
@@ -51,6 +52,10 @@ DEGRADED_STATE = "state: shared store unavailable; served with this process's lo
 
 def _sha256(content: bytes | None) -> str | None:
     return hashlib.sha256(content).hexdigest() if content is not None else None
+
+
+def _milliseconds(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 2) if seconds is not None else None
 
 
 def _failure(exc: BaseException) -> str:
@@ -369,6 +374,7 @@ class Audit:
             method=flow.request.method,
             path=flow.request.path.split("?", 1)[0],
             status=received_status(flow),
+            upstream_ms=_milliseconds(upstream_seconds(flow)),
             input_sha256=_sha256(flow.request.raw_content),
             output_sha256=_sha256(response.raw_content) if response is not None else None,
         )

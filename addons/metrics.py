@@ -42,12 +42,18 @@ class TurnMetrics:
         if turn is None or flow.metadata.get(_COUNTED):
             return
         flow.metadata[_COUNTED] = True
-        forwarded = flow.metadata.get(_FORWARDED)
         response = flow.response
-        upstream_s = None
-        if isinstance(forwarded, float) and response is not None and response.timestamp_end:
-            upstream_s = max(0.0, response.timestamp_end - forwarded)
         total_s = time.time() - flow.request.timestamp_start
         self.runtime.metrics.observe_turn(
-            turn, response.status_code if response else None, upstream_s, total_s
+            turn, response.status_code if response else None, upstream_seconds(flow), total_s
         )
+
+
+def upstream_seconds(flow: http.HTTPFlow) -> float | None:
+    """From forwarding the request to the upstream's last byte; None when nothing was forwarded or the
+    answer is not complete."""
+    forwarded = flow.metadata.get(_FORWARDED)
+    response = flow.response
+    if isinstance(forwarded, float) and response is not None and response.timestamp_end:
+        return max(0.0, response.timestamp_end - forwarded)
+    return None

@@ -23,6 +23,7 @@ def turn_event(
     method: str,
     path: str,
     status: int | None,
+    upstream_ms: float | None = None,
     input_sha256: str | None,
     output_sha256: str | None,
 ) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def turn_event(
         "latency_ms": turn.reported_latency_ms
         if turn.reported_latency_ms is not None
         else round((time.monotonic() - turn.started) * 1000, 2),
+        "upstream_ms": upstream_ms,
         "tokens_in": usage.tokens_in if usage else None,
         "tokens_out": usage.tokens_out if usage else None,
         "tools": tool_names,

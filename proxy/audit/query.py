@@ -20,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from proxy.audit.log import daily_files
+from proxy.audit.log import daily_file_name, daily_files
 from proxy.audit.verify import DEFAULT_AUDIT_DIRECTORY, collect_files
 from proxy.config.units import parse_duration
 
@@ -28,6 +28,8 @@ FINDING_TYPE = (
     'STRUCT(threat VARCHAR, rule VARCHAR, signal VARCHAR, severity VARCHAR, action VARCHAR, "where" VARCHAR,'
     " owasp VARCHAR, enforced BOOLEAN, fingerprint VARCHAR, origin VARCHAR, count INTEGER)[]"
 )
+EVENT_ONLY_COLUMNS = ("type", "passed", "prev_hash", "hash")
+"""Columns of ``audit_records`` (operator events, the chain) that the ``turns`` view leaves out."""
 # Declared rather than inferred: a day of files where a field is always null must still read as a column.
 TURN_COLUMNS = {
     "type": "VARCHAR",
@@ -48,16 +50,19 @@ TURN_COLUMNS = {
     "model": "VARCHAR",
     "stream": "BOOLEAN",
     "latency_ms": "DOUBLE",
+    "upstream_ms": "DOUBLE",
     "tokens_in": "BIGINT",
     "tokens_out": "BIGINT",
     "tools": "VARCHAR[]",
     "findings": FINDING_TYPE,
+    "refusal": "BOOLEAN",
     "decision": "VARCHAR",
     "mode": "VARCHAR",
     "input_sha256": "VARCHAR",
     "output_sha256": "VARCHAR",
     "errors": "VARCHAR[]",
     "drill": "VARCHAR",
+    "passed": "BOOLEAN",
     "prev_hash": "VARCHAR",
     "hash": "VARCHAR",
 }
@@ -165,8 +170,8 @@ def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
         source += " WHERE false"
     connection.execute(f"CREATE VIEW audit_records AS {source}")
     connection.execute(
-        "CREATE VIEW turns AS SELECT * EXCLUDE (type, prev_hash, hash) REPLACE (ts::TIMESTAMPTZ AS ts) "
-        "FROM audit_records WHERE type = 'agent.turn' AND drill IS NULL"
+        f"CREATE VIEW turns AS SELECT * EXCLUDE ({', '.join(EVENT_ONLY_COLUMNS)}) "  # noqa: S608
+        "REPLACE (ts::TIMESTAMPTZ AS ts) FROM audit_records WHERE type = 'agent.turn' AND drill IS NULL"
     )
     finding_columns = ", ".join(f'finding."{name}" AS "{name}"' for name in FINDING_FIELDS)
     connection.execute(
@@ -184,6 +189,16 @@ def with_writers(paths: Sequence[Path]) -> list[Path]:
         if path.is_dir():
             found.extend(sorted(child for child in path.iterdir() if child.is_dir() and daily_files(child)))
     return found
+
+
+def files_since(directory: Path, since: datetime) -> list[Path]:
+    """The daily files of ``directory`` and of its writers' directories that can hold records from
+    ``since`` on (a file is named by the UTC day of its records)."""
+    first = daily_file_name(since.astimezone(UTC).date())
+    if not directory.is_dir():
+        return []
+    folders = [folder for folder in with_writers([directory]) if folder.is_dir()]
+    return [path for folder in folders for path in daily_files(folder) if path.name >= first]
 
 
 def run_named(
