@@ -15,7 +15,8 @@ import structlog
 from mitmproxy import ctx, hooks
 
 from proxy.admin import http
-from proxy.admin.api import Control
+from proxy.admin.api import ROUTES, Control
+from proxy.admin.dashboard import DASHBOARD_ROUTES
 from proxy.admin.tokens import load_tokens
 from proxy.config.policy import AdminSettings, reloaded_policy
 from proxy.config.yamlschema import SchemaError
@@ -42,7 +43,11 @@ class Admin:
             return
         policy = self.runtime.policy
         self.control = Control(
-            self.runtime, self.runtime.metrics, load_tokens(settings, policy.data_dir), self
+            self.runtime,
+            self.runtime.metrics,
+            load_tokens(settings, policy.data_dir),
+            self,
+            [*ROUTES, *DASHBOARD_ROUTES],
         )
         try:
             self.server = await http.start(settings.host, settings.port, self.control.handle)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy import __version__
+from proxy.admin.feed import Feed
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access, AdminTokens
 from proxy.alerts import AlertRouter
@@ -65,12 +66,20 @@ class Control:
     """Serves admin requests for one running proxy."""
 
     def __init__(
-        self, runtime: Runtime, metrics: Metrics, tokens: AdminTokens, operations: Operations
+        self,
+        runtime: Runtime,
+        metrics: Metrics,
+        tokens: AdminTokens,
+        operations: Operations,
+        routes: Sequence[Route] | None = None,
     ) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.tokens = tokens
         self.operations = operations
+        self.routes = ROUTES if routes is None else list(routes)
+        """The API's routes, and the dashboard's where the listener serves it."""
+        self.feed = Feed(lambda: runtime.policy.audit.path)
 
     @property
     def approvals(self) -> Approvals:
@@ -78,7 +87,7 @@ class Control:
 
     async def handle(self, request: Request) -> Response:
         path_known = False
-        for route in ROUTES:
+        for route in self.routes:
             params = route.match(request.method, request.path)
             if params is None:
                 path_known = path_known or route.match(route.method, request.path) is not None
@@ -131,7 +140,7 @@ async def metrics(control: Control, request: Request, params: dict[str, str]) ->
 
 
 async def openapi(control: Control, request: Request, params: dict[str, str]) -> Response:
-    return Response.json(200, openapi_document())
+    return Response.json(200, openapi_document(control.routes))
 
 
 async def status(control: Control, request: Request, params: dict[str, str]) -> Response:
@@ -420,9 +429,9 @@ ROUTES: list[Route] = [
 ]
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(routes: Sequence[Route] | None = None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in ROUTES if routes is None else routes:
         operation: dict[str, Any] = {
             "summary": route.summary,
             "security": [] if route.access is None else [{"bearer": []}],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -50,6 +50,9 @@ class Response:
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    stream: AsyncGenerator[bytes] | None = None
+    """Sent after the head, chunk by chunk, until it ends or the client goes (server-sent events);
+    ``body`` is then unused."""
 
     @classmethod
     def json(cls, status: int, value: Any, **headers: str) -> Response:
@@ -84,6 +87,8 @@ async def start(host: str, port: int, handler: Handler) -> asyncio.Server:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             writer.write(_encode(response))
             await writer.drain()
+            if response.stream is not None:
+                await _relay(response.stream, reader, writer)
             writer.close()
             await writer.wait_closed()
 
@@ -125,14 +130,42 @@ async def _serve_one(reader: asyncio.StreamReader, handler: Handler) -> Response
     )
 
 
+async def _relay(
+    stream: AsyncGenerator[bytes], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Write the stream's chunks until it ends or the client closes its side (which only a read notices
+    while the stream is quiet)."""
+
+    async def pump() -> None:
+        async for chunk in stream:
+            writer.write(chunk)
+            await writer.drain()
+
+    async def until_closed() -> None:
+        while await reader.read(1024):
+            pass  # a client has nothing more to say on this connection; whatever it sends is dropped
+
+    pumping = asyncio.ensure_future(pump())
+    closed = asyncio.ensure_future(until_closed())
+    try:
+        await asyncio.wait({pumping, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, closed):
+            task.cancel()
+        await asyncio.gather(pumping, closed, return_exceptions=True)
+        await stream.aclose()
+
+
 def _encode(response: Response) -> bytes:
     reason = HTTPStatus(response.status).phrase
+    length = [] if response.stream is not None else [f"Content-Length: {len(response.body)}"]
     head = [
         f"HTTP/1.1 {response.status} {reason}",
         f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
+        *length,
         "Cache-Control: no-store",
         "Connection: close",
         *(f"{name}: {value}" for name, value in response.headers.items()),
     ]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body
+    body = response.body if response.stream is None else b""
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
