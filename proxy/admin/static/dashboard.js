@@ -35,7 +35,7 @@ function el(tag, attributes, ...children) {
     else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -45,7 +45,7 @@ function el(tag, attributes, ...children) {
 function svg(tag, attributes, ...children) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
   }
   return node;
@@ -53,7 +53,7 @@ function svg(tag, attributes, ...children) {
 
 function $(selector) { return document.querySelector(selector); }
 
-function fill(container, ...children) { container.replaceChildren(...children.flat()); }
+function fill(container, ...children) { container.replaceChildren(...children.flat(Infinity)); }
 
 function clock(ts) { return ts ? new Date(ts).toLocaleTimeString([], { hour12: false }) : ""; }
 
@@ -178,7 +178,7 @@ const refreshNow = quietly(async () => {
     tile("audit log", now.audit.health === "ok" ? "healthy" : "failing", now.audit.health,
       now.audit.health === "ok" ? "" : "bad"),
     tile("last drill", drill ? (drill.passed ? "passed" : "failed") : "none",
-      drill ? `${ago(drill.age_s)} ago` : "in 31 days", drillLevel));
+      drill ? `${ago(drill.age_s)} ago` : "no drill in 31 days", drillLevel));
 });
 
 // -- approvals and freezes ------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ const refreshLists = quietly(async () => {
 
 // -- charts ---------------------------------------------------------------------------------------------
 
-const W = 640, H = 190, LEFT = 44, BOTTOM = 22, TOP = 8;
+const W = 640, H = 190, LEFT = 58, BOTTOM = 22, TOP = 8;
 
 function buckets(chart) {
   const step = chart.bucket_s * 1000;
@@ -252,7 +252,8 @@ function axes(times, max, unit) {
     const index = Math.round((times.length - 1) * i / ticks);
     const x = LEFT + (W - LEFT) * (index + 0.5) / times.length;
     const label = new Date(times[index]).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
-    parts.push(svg("text", { x, y: H - 6, "text-anchor": "middle" }, label));
+    const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
+    parts.push(svg("text", { x: i === ticks ? W : x, y: H - 6, "text-anchor": anchor }, label));
   }
   return parts;
 }
@@ -427,7 +428,17 @@ function feedRow(turn, fresh) {
   el("td", {}, turn.latency_ms === null ? "" : Math.round(turn.latency_ms)));
 }
 
+function renderLatest() {
+  const latest = state.feed.filter((turn) => turn.findings.length).slice(0, 8);
+  fill($("#latest tbody"), latest.map((turn) => el("tr", { "data-event": turn.event_id,
+    onclick: () => { show("feed"); openTurn(turn.event_id); } },
+  el("td", {}, clock(turn.ts)), el("td", {}, turn.agent_id), el("td", { class: `decision ${turn.decision}` }, turn.decision),
+  el("td", {}, [...new Set(turn.findings.map((f) => f.threat))].map((t) => chip(t))))));
+  $("#latest-empty").hidden = latest.length > 0;
+}
+
 function renderFeed(freshId) {
+  renderLatest();
   const wanted = filters();
   const shown = state.feed.filter((turn) => matches(turn, wanted));
   fill($("#feed tbody"), shown.map((turn) => feedRow(turn, turn.event_id === freshId)));
@@ -506,12 +517,11 @@ const openTurn = quietly(async (eventId) => {
     el("h3", {}, "Why"),
     el("ul", { class: "why" }, found.why.map((line) => el("li", {}, line))),
     el("h3", {}, "Rules"),
-    (record.findings || []).length ? el("table", { class: "rules" },
-      el("thead", {}, el("tr", {}, ["rule", "threat", "severity", "action", "where", "description"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, record.findings.map((f) => el("tr", { "data-rule": f.rule },
-        el("td", {}, el("code", {}, f.rule)), el("td", {}, chip(f.threat)), el("td", {}, f.severity),
-        el("td", {}, `${f.action}${f.enforced ? " (enforced)" : " (observed)"}`), el("td", {}, f.where),
-        el("td", {}, described.get(f.rule) || f.signal || ""))))) : el("p", { class: "muted" }, "No rule matched."),
+    (record.findings || []).length ? el("div", { class: "rules" }, record.findings.map((f) => el("div", { class: "rule", "data-rule": f.rule },
+      el("div", {}, chip(f.threat), " ", el("code", {}, f.rule)),
+      el("div", { class: "muted" }, `${f.severity} · ${f.action}${f.enforced ? " (enforced)" : " (observed)"} · ${f.where}`),
+      el("div", { class: "description" }, described.get(f.rule) || f.signal || ""))))
+      : el("p", { class: "muted" }, "No rule matched."),
     el("h3", {}, "Audit record (hashes, never text)"),
     el("dl", {}, RECORD_FIELDS.filter((name) => record[name] !== undefined && record[name] !== null).map((name) =>
       [el("dt", {}, name), el("dd", {}, Array.isArray(record[name]) ? record[name].join(", ") || "–" : String(record[name]))])));
