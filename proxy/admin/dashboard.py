@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from proxy.admin.api import Control, Route
-from proxy.admin.feed import feed_entry
+from proxy.admin.feed import FEED_FIELDS, feed_entry
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access
 from proxy.audit.query import QueryResult, files_since, open_audit, plain, run_sql
@@ -326,6 +326,7 @@ async def charts(control: Control, request: Request, params: dict[str, str]) -> 
 # -- turns: the feed's history and one turn's record ----------------------------------------------------
 
 
+FEED_COLUMNS = (*FEED_FIELDS, "findings")
 FEED_FILTERS = {
     "agent": "agent_id = ${name}",
     "decision": "decision = ${name}",
@@ -349,26 +350,6 @@ async def turns(control: Control, request: Request, params: dict[str, str]) -> R
     )
     rows = await _query(control, since, lambda sql: _rows(sql(statement, since=since, **wanted)))
     return Response.json(200, {"window": name, "turns": [feed_entry(row) for row in rows]})
-
-
-FEED_COLUMNS = (
-    "event_id",
-    "ts",
-    "agent_id",
-    "user_id",
-    "session_id",
-    "egress_host",
-    "method",
-    "dialect",
-    "model",
-    "status",
-    "decision",
-    "mode",
-    "latency_ms",
-    "upstream_ms",
-    "tools",
-    "findings",
-)
 
 
 TURN_SQL = "SELECT * FROM audit_records WHERE type = 'agent.turn' AND event_id = $event_id LIMIT 1"
