@@ -56,7 +56,7 @@ def test_the_page_is_served_without_a_token_and_the_data_is_not(admin: Admin) ->
     assert admin.get("/static/dashboard.js").headers["content-type"].startswith("text/javascript")
     assert admin.get("/static/dashboard.css").status_code == 200
     assert admin.get("/static/secrets.txt").status_code == 404
-    for path in ("now", "agents", "charts", "turns", "session", "turns/x"):
+    for path in ("now", "drill", "agents", "charts", "turns", "session", "turns/x"):
         assert admin.get(f"{DASHBOARD}/{path}").status_code == 401
         assert admin.get(f"{DASHBOARD}/{path}", "wrong").status_code == 401
     assert _get(admin, f"{DASHBOARD}/session")["can_act"] is False
@@ -85,11 +85,12 @@ def test_now_counts_the_last_hour_and_names_active_agents(
     assert now["last_hour"]["active_agents"] == ["support-bot"]
     assert now["turns_per_second"] == pytest.approx(3 / 60, abs=0.001)
     assert now["audit"]["health"] == "ok" and now["mode"] == "enforce"
-    assert now["last_drill"] is None and now["alerts"]["failing_destinations"] == []
+    assert now["alerts"]["failing_destinations"] == []
+    assert _get(admin, f"{DASHBOARD}/drill") == {"last_drill": None, "window_days": 31}
 
     drill = admin.post("/api/v1/drills", {"by": "erin"}, admin.full).json()
     admin.post(f"/api/v1/drills/{drill['id']}/result", {"passed": False, "by": "erin"}, admin.full)
-    last = _get(admin, f"{DASHBOARD}/now")["last_drill"]
+    last = _get(admin, f"{DASHBOARD}/drill")["last_drill"]
     assert last["id"] == drill["id"] and last["passed"] is False and 0 <= last["age_s"] < 60
 
 

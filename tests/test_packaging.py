@@ -25,3 +25,11 @@ def test_rule_packs_ship_as_package_data() -> None:
     globs = config["package-data"]["egressguard_rules"]
     data = [path for path in (ROOT / "rules").iterdir() if path.suffix in (".yaml", ".json")]
     assert data and all(any(path.match(glob) for glob in globs) for path in data)
+
+
+def test_the_dashboard_ships_as_package_data() -> None:
+    """The dashboard's page, script and style match the package-data globs of proxy.admin."""
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    static = ROOT / "proxy" / "admin" / "static"
+    assets = [path.relative_to(static.parent) for path in static.iterdir()]
+    assert len(assets) == 3 and all(any(path.match(glob) for glob in globs["proxy.admin"]) for path in assets)

@@ -12,7 +12,7 @@ const COLORS = { prompt_injection: "#c62828", jailbreak: "#8e24aa", tool_abuse: 
 const SEVERITIES = ["critical", "high", "medium", "low"];
 const DECISIONS = ["blocked", "redacted", "allowed"];
 const FEED_KEPT = 300;
-const POLL_MS = { now: 3000, lists: 2000, history: 30000 };
+const POLL_MS = { now: 3000, lists: 2000, history: 30000, drill: 60000 };
 
 const state = {
   token: sessionStorage.getItem("egressguard.token") || "",
@@ -22,6 +22,8 @@ const state = {
   feed: [],
   seen: new Set(),
   openTurn: null,
+  now: null,
+  drill: null,
   timers: [],
   stream: null,
 };
@@ -136,11 +138,13 @@ function signOut(message) {
 
 function start() {
   refreshNow();
+  refreshDrill();
   refreshLists();
   refreshHistory();
   loadFeed();
   follow();
   state.timers.push(setInterval(refreshNow, POLL_MS.now));
+  state.timers.push(setInterval(refreshDrill, POLL_MS.drill));
   state.timers.push(setInterval(refreshLists, POLL_MS.lists));
   state.timers.push(setInterval(refreshHistory, POLL_MS.history));
 }
@@ -159,13 +163,24 @@ function tile(label, value, note, level) {
 }
 
 const refreshNow = quietly(async () => {
-  const now = await api(`${API}/dashboard/now`);
+  state.now = await api(`${API}/dashboard/now`);
+  renderNow();
+});
+
+const refreshDrill = quietly(async () => {
+  state.drill = await api(`${API}/dashboard/drill`);
+  renderNow();
+});
+
+function renderNow() {
+  const now = state.now;
+  if (!now || !state.drill) return;
   const hour = now.last_hour;
   const mode = $("#mode");
   mode.textContent = `${now.mode} mode`;
   mode.className = `badge ${now.mode}`;
   const failing = now.alerts.failing_destinations;
-  const drill = now.last_drill;
+  const drill = state.drill.last_drill;
   const drillLevel = !drill ? "warn" : !drill.passed ? "bad" : drill.age_s > 30 * 86400 ? "warn" : "";
   fill($("#now"),
     tile("turns / s", now.turns_per_second.toFixed(2), `${hour.turns} in the last hour`),
@@ -178,8 +193,8 @@ const refreshNow = quietly(async () => {
     tile("audit log", now.audit.health === "ok" ? "healthy" : "failing", now.audit.health,
       now.audit.health === "ok" ? "" : "bad"),
     tile("last drill", drill ? (drill.passed ? "passed" : "failed") : "none",
-      drill ? `${ago(drill.age_s)} ago` : "no drill in 31 days", drillLevel));
-});
+      drill ? `${ago(drill.age_s)} ago` : `no drill in ${state.drill.window_days} days`, drillLevel));
+}
 
 // -- approvals and freezes ------------------------------------------------------------------------------
 
