@@ -4,6 +4,7 @@ per-agent summaries, charts, the feed's history and live stream, one turn's reco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -15,8 +16,9 @@ import httpx
 import openai
 import pytest
 
+from proxy.admin import http
 from proxy.admin.dashboard import explain, rule_descriptions
-from proxy.admin.feed import AuditFollower, feed_entry
+from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
 from tests.test_admin import DELETE_42, Admin, admin, chat, start_admin
 
 __all__ = ["admin", "start_admin"]  # the admin listener's fixtures, used here by name
@@ -371,3 +373,62 @@ def test_rule_descriptions_read_a_given_folder(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("just: text\n")
     (tmp_path / "c.yaml").write_text("- 1\n- 2\n")
     assert rule_descriptions(tmp_path) == {"x": "first"}
+
+
+def test_a_streamed_response_ends_when_the_client_goes() -> None:
+    """The admin server sends a stream's head without a length and its chunks as they come; when the
+    client closes, the stream is closed too (its cleanup runs), even while it waits for its next chunk."""
+    closed = asyncio.Event()
+
+    async def chunks() -> Any:
+        try:
+            yield b"data: first\n\n"
+            await asyncio.sleep(3600)
+            yield b"never"
+        finally:
+            closed.set()
+
+    async def handler(request: http.Request) -> http.Response:
+        return http.Response(200, b"", "text/event-stream", stream=chunks())
+
+    async def scenario() -> bytes:
+        server = await http.start("127.0.0.1", 0, handler)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /feed HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"first" not in received:
+            received += await asyncio.wait_for(reader.read(1024), 5)
+        writer.close()
+        await asyncio.wait_for(closed.wait(), 5)
+        server.close()
+        return received
+
+    received = asyncio.run(scenario())
+    head = received.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"content-type: text/event-stream" in head and b"content-length" not in head
+
+
+def test_the_feed_refuses_streams_past_its_limit_and_tells_a_slow_reader_it_missed_turns(
+    tmp_path: Path,
+) -> None:
+    """Past MAX_SUBSCRIBERS open streams the feed says it is full; a reader that lets its backlog fill
+    gets a gap event (and the newest turns) instead of an unbounded queue."""
+
+    async def scenario() -> tuple[bool, list[bytes]]:
+        feed = Feed(lambda: tmp_path)
+        streams = [feed.stream() for _ in range(MAX_SUBSCRIBERS)]
+        for stream in streams:
+            await anext(stream)  # the hello event: the stream is open
+        full = feed.full
+        for number in range(600):
+            feed.publish({"event_id": f"e{number}"})
+        events = [await anext(streams[0]) for _ in range(3)]
+        for stream in streams:
+            await stream.aclose()
+        return full and not feed.full, events
+
+    closed_up, events = asyncio.run(scenario())
+    assert closed_up
+    assert events[0].startswith(b"event: gap")
+    assert [json.loads(event.split(b"data: ", 1)[1])["event_id"] for event in events[1:]] == ["e500", "e501"]

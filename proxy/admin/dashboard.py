@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from proxy.admin.api import Control, Route
-from proxy.admin.feed import FEED_FIELDS, feed_entry
+from proxy.admin.feed import FEED_FIELDS, MAX_SUBSCRIBERS, feed_entry
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access
 from proxy.audit.query import QueryResult, files_since, open_audit, plain, run_sql
@@ -429,6 +429,8 @@ def rule_descriptions(directory: Path | None = None) -> dict[str, str]:
 
 
 async def feed(control: Control, request: Request, params: dict[str, str]) -> Response:
+    if control.feed.full:
+        return Response.error(503, f"{MAX_SUBSCRIBERS} event streams are open already; close one")
     return Response(
         200,
         b"",

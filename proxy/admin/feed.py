@@ -21,6 +21,8 @@ BACKLOG = 500
 """Records a slow subscriber may have waiting before it misses some (it is told, and reloads)."""
 FOLLOWED_DAYS = 2
 """Only the newest daily files of each writer can grow: yesterday's until midnight's last write."""
+MAX_SUBSCRIBERS = 32
+"""Open event streams at once: each holds a connection and a queue, and a token holder could open many."""
 MAX_READ = 4 * 1024 * 1024
 """Bytes read from one file per poll, so a burst is spread over polls instead of one huge read."""
 
@@ -115,6 +117,10 @@ class Feed:
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.following: asyncio.Task[None] | None = None
 
+    @property
+    def full(self) -> bool:
+        return len(self.subscribers) >= MAX_SUBSCRIBERS
+
     async def stream(self) -> AsyncGenerator[bytes]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(BACKLOG)
         self.subscribers.add(queue)
@@ -154,9 +160,9 @@ class Feed:
     def publish(self, entry: dict[str, Any]) -> None:
         for queue in self.subscribers:
             if queue.full():
-                # Tell the page it missed turns (it reloads the history) instead of growing without end.
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
+                # The reader fell behind: drop its backlog and tell it so (the page reloads the history
+                # from the audit log) instead of growing without end.
+                while not queue.empty():
                     queue.get_nowait()
                 queue.put_nowait(None)
             queue.put_nowait(entry)
