@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from proxy.admin import http
 from proxy.admin.dashboard import explain, rule_descriptions
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
+from proxy.audit.query import files_since
 from tests.test_admin import DELETE_42, Admin, admin, chat, start_admin
 
 __all__ = ["admin", "start_admin"]  # the admin listener's fixtures, used here by name
@@ -432,3 +434,16 @@ def test_the_feed_refuses_streams_past_its_limit_and_tells_a_slow_reader_it_miss
     assert closed_up
     assert events[0].startswith(b"event: gap")
     assert [json.loads(event.split(b"data: ", 1)[1])["event_id"] for event in events[1:]] == ["e500", "e501"]
+
+
+def test_a_window_reads_the_daily_files_of_its_days_from_every_writer(tmp_path: Path) -> None:
+    """Files of days before the window are left unread; each worker's directory is read too."""
+    for name in ("audit-2026-05-31.jsonl", "audit-2026-06-01.jsonl", "w1/audit-2026-06-01.jsonl", "w1/x.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    since = datetime(2026, 6, 1, 0, 30, tzinfo=UTC)
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in files_since(tmp_path, since)) == [
+        "audit-2026-06-01.jsonl",
+        "w1/audit-2026-06-01.jsonl",
+    ]
+    assert files_since(tmp_path / "missing", since) == []
