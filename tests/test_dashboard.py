@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from proxy.admin import http
-from proxy.admin.dashboard import explain, rule_descriptions
+from proxy.admin.dashboard import explain, rule_descriptions, shared_for
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
 from proxy.audit.query import files_since
 from tests.test_admin import DELETE_42, Admin, admin, chat, start_admin
@@ -447,3 +447,27 @@ def test_a_window_reads_the_daily_files_of_its_days_from_every_writer(tmp_path: 
         "w1/audit-2026-06-01.jsonl",
     ]
     assert files_since(tmp_path / "missing", since) == []
+
+
+def test_polls_within_the_sharing_time_are_served_by_one_query() -> None:
+    """Requests for the same path and query share one run; another query or a later request runs anew."""
+    runs: list[str] = []
+
+    @shared_for(0.2)
+    async def handler(control: Any, request: http.Request, params: dict[str, str]) -> http.Response:
+        runs.append(request.query.get("window", ""))
+        await asyncio.sleep(0.01)
+        return http.Response.json(200, {"run": len(runs)})
+
+    def request(window: str) -> http.Request:
+        return http.Request("GET", "/x", {"window": window}, {})
+
+    async def scenario() -> list[Any]:
+        first = await asyncio.gather(*(handler(None, request("1h"), {}) for _ in range(5)))
+        other = await handler(None, request("24h"), {})
+        await asyncio.sleep(0.25)
+        later = await handler(None, request("1h"), {})
+        return [json.loads(response.body)["run"] for response in [*first, other, later]]
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, 2, 3]
+    assert runs == ["1h", "24h", "1h"]

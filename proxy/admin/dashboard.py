@@ -12,7 +12,7 @@ import asyncio
 import functools
 import importlib.resources
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,31 @@ async def _query(control: Control, since: datetime, work: Callable[[Callable[...
     return await asyncio.to_thread(run)
 
 
+Handler = Callable[[Control, Request, dict[str, str]], Awaitable[Response]]
+
+
+def shared_for(seconds: float) -> Callable[[Handler], Handler]:
+    """Serve every request for the same path and query within ``seconds`` from one run of the handler:
+    a page polls, and ten open pages must not read the audit log ten times as often."""
+
+    def wrap(handler: Handler) -> Handler:
+        recent: dict[str, tuple[float, asyncio.Future[Response]]] = {}
+
+        @functools.wraps(handler)
+        async def shared(control: Control, request: Request, params: dict[str, str]) -> Response:
+            moment = time.monotonic()
+            for stale in [key for key, (started, _) in recent.items() if moment - started > seconds]:
+                del recent[stale]
+            key = f"{request.path}?{sorted(request.query.items())}"
+            if key not in recent:
+                recent[key] = (moment, asyncio.ensure_future(handler(control, request, params)))
+            return await asyncio.shield(recent[key][1])
+
+        return shared
+
+    return wrap
+
+
 def _rows(result: QueryResult) -> list[dict[str, Any]]:
     return [plain(row) for row in result.as_dicts()]
 
@@ -124,6 +149,7 @@ WHERE type = 'drill.finished' AND ts::TIMESTAMPTZ >= $since ORDER BY ts DESC LIM
 """
 
 
+@shared_for(1.0)
 async def now(control: Control, request: Request, params: dict[str, str]) -> Response:
     moment = datetime.now(UTC)
     hour = moment - timedelta(hours=1)
@@ -223,6 +249,7 @@ WHERE ts >= $since AND (list_contains($users, user_id) OR list_contains($session
 """
 
 
+@shared_for(5.0)
 async def agents(control: Control, request: Request, params: dict[str, str]) -> Response:
     name, span, bucket = _window(request)
     moment = datetime.now(UTC)
@@ -302,6 +329,7 @@ FROM turns WHERE ts >= $since AND latency_ms IS NOT NULL GROUP BY ALL ORDER BY b
 """
 
 
+@shared_for(5.0)
 async def charts(control: Control, request: Request, params: dict[str, str]) -> Response:
     name, span, bucket = _window(request)
     moment = datetime.now(UTC)
