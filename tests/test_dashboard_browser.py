@@ -190,6 +190,10 @@ def test_a_read_only_token_sees_everything_but_cannot_act(
     page.wait_for_selector("#freezes-empty", state="visible")
     (lifted,) = [r for r in admin.proxy.audit_records() if r["type"] == "admin.freeze_lifted"]
     assert lifted["identity"] == "mallory" and lifted["by"] == "frank (admin token)"
+    page.click("#approvals button.deny")
+    page.wait_for_selector("#approvals-empty", state="visible")
+    (denied,) = [r for r in admin.proxy.audit_records() if r["type"] == "admin.approval"]
+    assert denied["decision"] == "denied" and denied["by"] == "frank (admin token)"
 
 
 def test_screenshots_of_the_overview_and_agents_with_traffic(
@@ -219,6 +223,10 @@ def test_screenshots_of_the_overview_and_agents_with_traffic(
     assert page.inner_text("[data-tile='blocked'] .value") == "3"
     page.wait_for_function("document.querySelectorAll('#latest tbody tr').length >= 5")
     page.screenshot(path=screenshots / "overview.png", full_page=True)
+    with page.expect_response(lambda response: "charts?window=24h" in response.url) as day:
+        page.click("#window button[data-window='24h']")
+    assert day.value.json()["bucket_s"] == 1800
+    page.wait_for_function("document.querySelectorAll('#chart-findings svg text').length > 0")
 
     page.click("#tabs button[data-view=agents]")
     card = page.wait_for_selector("#agents [data-agent='support-bot']")
