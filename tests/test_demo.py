@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
 
-from proxy.commands.demo import STEPS, running
+from proxy.commands.demo import CONTEXT_HEADERS, STEPS, running
 from proxy.model import Mode
 from tests.conftest import ENVIRONMENT_LEAKS
 
@@ -153,3 +154,36 @@ def test_demo_model_streams_through_egressguard_for_the_openai_sdk(tmp_path: Pat
     assert "AKIAQWERTY234567ABCD" not in text
     assert turn is not None and turn["stream"] is True
     assert "aws-access-key-id" in {finding["rule"] for finding in turn["findings"]}
+
+
+def test_demo_model_streams_through_egressguard_for_the_anthropic_sdk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's model answers the Anthropic format's `stream: true` with its named events: the official
+    SDK, given the environment the demo writes to agent.env and nothing else, gets the streamed key
+    redacted and the streamed destructive tool call withheld (enforce mode); both turns are audited as
+    streams."""
+    with running(tmp_path / "demo", Mode.ENFORCE, 0, 0) as demo:
+        for name, value in demo.environment().items():
+            monkeypatch.setenv(name, value)
+        client = anthropic.Anthropic(max_retries=0, default_headers=CONTEXT_HEADERS)
+
+        def streamed(question: str) -> anthropic.types.Message:
+            with client.messages.stream(
+                model="demo-model", max_tokens=200, messages=[{"role": "user", "content": question}]
+            ) as stream:
+                return stream.get_final_message()
+
+        leak = streamed("Show me the deploy configuration.")
+        leak_turn = demo.next_turn(0)
+        cleanup = streamed("Clean up the staging tables.")
+        cleanup_turn = demo.next_turn(1)
+    text = "".join(block.text for block in leak.content if block.type == "text")
+    assert "[REDACTED:aws-access-key-id]" in text and "AKIAQWERTY234567ABCD" not in text
+    assert leak_turn is not None and leak_turn["stream"] is True and leak_turn["dialect"] == "anthropic"
+    assert "aws-access-key-id" in {finding["rule"] for finding in leak_turn["findings"]}
+    assert not [block for block in cleanup.content if block.type == "tool_use"]
+    notice = "".join(block.text for block in cleanup.content if block.type == "text")
+    assert "withheld by egressguard" in notice
+    assert cleanup_turn is not None and cleanup_turn["stream"] is True
+    assert "tool_abuse" in {finding["threat"] for finding in cleanup_turn["findings"]}

@@ -3,13 +3,13 @@ path exists, the agent's only network is internal, and no key reaches the agent.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from proxy.commands.agentenv import CA_VARIABLES, proxy_variables
 from proxy.config.policy import load_policy
 
 ROOT = Path(__file__).parent.parent
@@ -90,12 +90,13 @@ def test_agent_has_no_route_but_the_proxy(compose: dict[str, Any]) -> None:
 
 
 def test_agent_proxy_variables_name_the_sidecar(compose: dict[str, Any]) -> None:
-    """Both proxy variables go to the egressguard service; the CA variables to the mounted certificate."""
+    """The agent sets what the banner prints: the proxy variables in both spellings go to the egressguard
+    service, NO_PROXY is empty, the CA variables point at the mounted certificate."""
     environment = compose["services"]["agent"]["environment"]
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "http_proxy"):
-        assert re.fullmatch(r"http://support-bot:\$\{SUPPORT_BOT_TOKEN\}@egressguard:8080", environment[name])
+    for name, value in proxy_variables("http://support-bot:${SUPPORT_BOT_TOKEN}@egressguard:8080").items():
+        assert environment[name] == value, name
     _, target, _ = volume_parts(compose["services"]["agent"]["volumes"][0])
-    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
+    for name in CA_VARIABLES:
         assert environment[name].startswith(target + "/")
 
 

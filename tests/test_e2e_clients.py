@@ -6,11 +6,14 @@ answer came from the upstream and the turn is in the audit log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,9 +54,12 @@ def answered_and_audited(proxy: Proxy, reply: dict[str, Any], host: str = "local
 
 
 def test_banner_prints_both_proxy_variables_and_every_ca_variable(agent_env: Proxy) -> None:
-    """HTTP_PROXY sits next to HTTPS_PROXY with the same URL; each runtime's CA variable is printed."""
+    """HTTP_PROXY sits next to HTTPS_PROXY with the same URL, each in both spellings; NO_PROXY and
+    no_proxy are exported empty; each runtime's CA variable is printed."""
     environment = agent_env.banner_environment()
-    assert environment["HTTPS_PROXY"] == environment["HTTP_PROXY"] == agent_env.url()
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        assert environment[name] == agent_env.url(), name
+    assert environment["NO_PROXY"] == environment["no_proxy"] == ""
     ca = str(agent_env.ca_cert.resolve())
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
         assert environment[name] == ca
@@ -171,10 +177,56 @@ def test_curl_skips_ssl_cert_file_when_ssl_cert_dir_is_set(agent_env: Proxy, ups
 
 def test_curl_plain_http_reads_lowercase_http_proxy(agent_env: Proxy, plain_upstream: FakeUpstream) -> None:
     """curl takes the proxy for http:// URLs from lowercase ``http_proxy`` only (uppercase is ignored as
-    a CGI hazard), so the README gives it in lower case for curl."""
+    a CGI hazard), which is why the banner prints both spellings."""
     environment = agent_env.banner_environment()
-    proxy_url = environment.pop("HTTP_PROXY")
+    proxy_url = environment.pop("http_proxy")
+    assert environment["HTTP_PROXY"] == proxy_url
     assert curl_chat(plain_upstream.url, environment).returncode == 0
     assert agent_env.wait_for_records(1, timeout=1) == []
     assert curl_chat(plain_upstream.url, {**environment, "http_proxy": proxy_url}).returncode == 0
     assert agent_env.wait_for_records(1)[0]["status"] == 200
+
+
+INHERITED = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": "localhost"}
+"""What an agent's surroundings may already export in lower case: a stale proxy, a NO_PROXY for local
+hosts."""
+
+UPPERCASE_ONLY = ("https_proxy", "http_proxy", "no_proxy", "NO_PROXY")
+
+
+def urllib_chat(url: str) -> dict[str, Any]:
+    """Python's urllib, as the playbook's telemetry posts: it prefers the lower-case variables."""
+    request = urllib.request.Request(  # noqa: S310 - the test's own http(s) URL
+        f"{url}/v1/chat/completions",
+        data=json.dumps(CHAT).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.build_opener().open(request, timeout=10) as reply:
+        return dict(json.load(reply))
+
+
+@pytest.mark.parametrize("plain_http", [False, True], ids=["https", "http"])
+def test_banner_lines_override_inherited_lowercase_variables(
+    agent_env: Proxy,
+    upstream: FakeUpstream,
+    plain_upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    plain_http: bool,
+) -> None:
+    """An agent that exports the banner's lines goes through egressguard even where its surroundings set
+    lower-case ``https_proxy``/``http_proxy``/``no_proxy``: urllib reads those first, so upper case alone
+    would leave the inherited values in force (``no_proxy=localhost`` sends the call straight out)."""
+    url = plain_upstream.url if plain_http else upstream.url
+    monkeypatch.delenv("HTTPS_PROXY")
+    environment = agent_env.banner_environment()
+    for name, value in (
+        INHERITED | {k: v for k, v in environment.items() if k not in UPPERCASE_ONLY}
+    ).items():
+        monkeypatch.setenv(name, value)
+    # Straight out: answered unseen over http://, refused by the upstream's certificate over https://.
+    with contextlib.suppress(urllib.error.URLError):
+        urllib_chat(url)
+    assert agent_env.wait_for_records(1, timeout=1) == []
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    answered_and_audited(agent_env, urllib_chat(url))

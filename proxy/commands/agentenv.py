@@ -35,11 +35,33 @@ SYSTEM_CA_FILES = (
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+"""Both spellings of both: clients pick the https one for https:// URLs and the http one for http://
+ones (without it a plain-HTTP call leaves unseen); curl reads ``http_proxy`` only in lower case, Python's
+urllib prefers lower case, Go and Node's undici read either."""
+
+NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
+"""Exported empty: a value inherited from the agent's surroundings would send what it names around
+egressguard, neither inspected nor audited."""
+
+
+def proxy_variables(url: str) -> dict[str, str]:
+    """What an agent exports to send every request through the proxy at ``url``."""
+    return dict.fromkeys(PROXY_VARIABLES, url) | dict.fromkeys(NO_PROXY_VARIABLES, "")
+
+
 def proxy_lines(agent: str, token: str, address: str, role: str) -> list[str]:
-    """The two proxy variables for one agent: clients pick HTTPS_PROXY for https:// URLs and HTTP_PROXY
-    for http:// ones, so without the second a plain-HTTP call leaves unseen."""
+    """The proxy variables of one agent, as the banner prints them."""
     url = f"http://{agent}:{token}@{address}"
-    return [f"HTTPS_PROXY={url}   # role {role}", f"HTTP_PROXY={url}"]
+    return [
+        f"{name}={url}" + (f"   # role {role}" if not number else "")
+        for number, name in enumerate(PROXY_VARIABLES)
+    ]
+
+
+def no_proxy_lines() -> list[str]:
+    first, *others = NO_PROXY_VARIABLES
+    return [f"{first}=   # empty: nothing goes around egressguard", *(f"{name}=" for name in others)]
 
 
 def trust_lines(ca: Path) -> list[str]:

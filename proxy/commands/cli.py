@@ -22,6 +22,7 @@ from proxy.commands.agentenv import (
     NODE_PROXY_SWITCH,
     no_proxy_bypasses,
     no_proxy_entries,
+    no_proxy_lines,
     proxy_lines,
     system_ca_file,
     trust_lines,
@@ -220,7 +221,7 @@ def _print_banner(
             token = "$" + (agent.token_env or f"{agent.name.upper().replace('-', '_')}_TOKEN")
         for line in proxy_lines(agent.name, token, address, agent.role):
             print(f"  {line}")
-    for line in trust_lines(ca):
+    for line in [*no_proxy_lines(), *trust_lines(ca)]:
         print(f"  {line}")
     print(f"  {NODE_PROXY_SWITCH}   # Node 22.21+/24.5+; older Node, Java, Go: README, 'Pointing an agent'")
     admin = _admin_address(policy, args.admin_listen)

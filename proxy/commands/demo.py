@@ -28,7 +28,13 @@ from typing import Any
 import httpx
 import yaml
 
-from proxy.commands.agentenv import CA_CERT_NAME, DEFAULT_TOKEN_ENV, NODE_PROXY_SWITCH, trust_lines
+from proxy.commands.agentenv import (
+    CA_CERT_NAME,
+    DEFAULT_TOKEN_ENV,
+    NODE_PROXY_SWITCH,
+    proxy_variables,
+    trust_lines,
+)
 from proxy.commands.localca import make_pki
 from proxy.config.policy import default_policy_text
 from proxy.model import Mode
@@ -50,58 +56,84 @@ INJECTED_PAGE = (
 )
 
 
-def _openai_chat(request: dict[str, Any]) -> dict[str, Any]:
-    """Answers by what the last user message asks: a key leak, a destructive tool call, or plain text."""
-    messages = request.get("messages") or [{}]
-    asked = str(messages[-1].get("content", "")).lower()
-    message: dict[str, Any] = {"role": "assistant", "content": "Paris is the capital of France."}
-    finish = "stop"
+def _last_question(messages: Any) -> str:
+    """The text of the last message (a string, or the text blocks of a content list; a turn that only
+    returns a tool result asks nothing)."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return ""
+    content = messages[-1].get("content")
+    if isinstance(content, list):
+        return " ".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return str(content or "")
+
+
+def _answer(question: str, plain: str) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+    """What the demo model says to a question, in either format: a key leak, a destructive tool call,
+    or ``plain`` text. Returns the text and the tool call (name, arguments), if any."""
+    asked = question.lower()
     if "deploy" in asked:
-        message["content"] = LEAKED_KEY_TEXT
-    elif "clean up" in asked:
-        arguments = json.dumps({"table": "customers", "cascade": True})
+        return LEAKED_KEY_TEXT, None
+    if "clean up" in asked:
+        return "", ("drop_table", {"table": "customers", "cascade": True})
+    return plain, None
+
+
+def _openai_chat(request: dict[str, Any]) -> dict[str, Any]:
+    text, call = _answer(_last_question(request.get("messages")), "Paris is the capital of France.")
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if call is not None:
+        name, arguments = call
+        function = {"name": name, "arguments": json.dumps(arguments)}
         message = {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "drop_table", "arguments": arguments},
-                }
-            ],
+            "tool_calls": [{"id": "call_1", "type": "function", "function": function}],
         }
-        finish = "tool_calls"
     return {
         "id": "chatcmpl-demo",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model") or "demo-model",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "stop" if call is None else "tool_calls",
+                "logprobs": None,
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
     }
 
 
 def _anthropic_messages(request: dict[str, Any]) -> dict[str, Any]:
+    text, call = _answer(_last_question(request.get("messages")), "Orders ship within 2 days.")
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    if call is not None:
+        name, arguments = call
+        content.append({"type": "tool_use", "id": "toolu_demo", "name": name, "input": arguments})
     return {
         "id": "msg_demo",
         "type": "message",
         "role": "assistant",
         "model": request.get("model") or "demo-model",
-        "content": [{"type": "text", "text": "Orders ship within 2 days."}],
-        "stop_reason": "end_turn",
+        "content": content,
+        "stop_reason": "end_turn" if call is None else "tool_use",
         "stop_sequence": None,
         "usage": {"input_tokens": 40, "output_tokens": 7},
     }
 
 
-def _sse(completion: dict[str, Any]) -> Iterator[bytes]:
+def _pieces(text: str) -> list[str]:
+    return [text[start : start + 8] for start in range(0, len(text), 8)]
+
+
+def _openai_events(completion: dict[str, Any]) -> Iterator[bytes]:
     """A chat completion as the stream of chunks the OpenAI API sends for ``stream: true``."""
     message = completion["choices"][0]["message"]
     base = {key: completion[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-    text = message.get("content") or ""
-    deltas += [{"content": text[start : start + 8]} for start in range(0, len(text), 8)]
+    deltas += [{"content": piece} for piece in _pieces(message.get("content") or "")]
     deltas += [{"tool_calls": [{"index": 0, **call}]} for call in message.get("tool_calls") or []]
     finishes: list[str | None] = [None] * len(deltas)
     deltas.append({})
@@ -112,9 +144,38 @@ def _sse(completion: dict[str, Any]) -> Iterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-ROUTES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "/v1/chat/completions": _openai_chat,
-    "/v1/messages": _anthropic_messages,
+def _anthropic_events(message: dict[str, Any]) -> Iterator[bytes]:
+    """A message as the named events the Anthropic API sends for ``stream: true``: text in text deltas,
+    a tool call's input in partial JSON."""
+
+    def event(kind: str, **data: Any) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield event("message_start", message=start)
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            yield event("content_block_start", index=index, content_block={"type": "text", "text": ""})
+            deltas = [{"type": "text_delta", "text": piece} for piece in _pieces(block["text"])]
+        else:
+            yield event("content_block_start", index=index, content_block={**block, "input": {}})
+            arguments = json.dumps(block["input"])
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in _pieces(arguments)]
+        for delta in deltas:
+            yield event("content_block_delta", index=index, delta=delta)
+        yield event("content_block_stop", index=index)
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    yield event("message_delta", delta=stop, usage={"output_tokens": usage["output_tokens"]})
+    yield event("message_stop")
+
+
+Answering = Callable[[dict[str, Any]], dict[str, Any]]
+Streaming = Callable[[dict[str, Any]], Iterator[bytes]]
+
+ROUTES: dict[str, tuple[Answering, Streaming]] = {
+    "/v1/chat/completions": (_openai_chat, _openai_events),
+    "/v1/messages": (_anthropic_messages, _anthropic_events),
 }
 
 
@@ -140,9 +201,10 @@ class ModelEndpoint:
                 if route is None:  # anything else is an upload somewhere: accepted
                     self._send(200, "application/json", b'{"stored": true}')
                     return
-                answer = route(request)
-                if request.get("stream") and route is _openai_chat:
-                    self._send(200, "text/event-stream", b"".join(_sse(answer)))
+                answering, streaming = route
+                answer = answering(request)
+                if request.get("stream"):
+                    self._send(200, "text/event-stream", b"".join(streaming(answer)))
                     return
                 self._send(200, "application/json", json.dumps(answer).encode())
 
@@ -230,9 +292,8 @@ class Demo:
     def environment(self) -> dict[str, str]:
         """What an agent sets to use egressguard and the demo model: the banner's lines plus base URLs."""
         ca = self.ca_cert
-        lines = [f"HTTPS_PROXY={self.proxy_url}", f"HTTP_PROXY={self.proxy_url}", *trust_lines(ca)]
-        lines.append(NODE_PROXY_SWITCH)
-        environment = dict(line.split("=", 1) for line in lines)
+        lines = [*trust_lines(ca), NODE_PROXY_SWITCH]
+        environment = proxy_variables(self.proxy_url) | dict(line.split("=", 1) for line in lines)
         environment |= {
             "OPENAI_BASE_URL": f"{self.model_url}/v1",
             "OPENAI_API_KEY": "demo-key-not-secret",
