@@ -69,6 +69,7 @@ class Proxy:
         *,
         args: tuple[str, ...] = (),
         memory_limit: int | None = None,
+        listen_host: str = "127.0.0.1",
         **policy_options: str,
     ) -> None:
         """``policy_options`` (mode, allow, tools, extra) shape the generated policy; see ``policy_yaml``.
@@ -82,6 +83,7 @@ class Proxy:
         self.upstream_ca = upstream_ca
         self.args = args
         self.memory_limit = memory_limit
+        self.listen_host = listen_host
         self.cgroup: Path | None = None
         self.log_path = workdir / "proxy.log"
         self._log = self.log_path.open("ab")
@@ -98,6 +100,8 @@ class Proxy:
             "run",
             "--config",
             str(self.policy_path),
+            "--listen-host",
+            self.listen_host,
             "--listen-port",
             str(self.port),
             "--set",
@@ -133,7 +137,7 @@ class Proxy:
             if self.process.poll() is not None:
                 raise RuntimeError(f"egressguard exited early:\n{self.output()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.listen_host, self.port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -144,12 +148,12 @@ class Proxy:
         return self.data_dir / "ca" / "mitmproxy-ca-cert.pem"
 
     def url(self, agent: str = AGENT, token: str = AGENT_TOKEN) -> str:
-        return f"http://{agent}:{token}@127.0.0.1:{self.port}"
+        return f"http://{agent}:{token}@{self.listen_host}:{self.port}"
 
     def raw(self, request: bytes) -> tuple[int, bytes]:
         """Send raw bytes to the proxy port; return the status code and what came back in the first read
         window (head and, where the proxy sent one, a short body)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as connection:
+        with socket.create_connection((self.listen_host, self.port), timeout=10) as connection:
             connection.sendall(request)
             answer = b""
             while b"\r\n\r\n" not in answer:

@@ -431,7 +431,7 @@ ROUTES = {
 class FakeUpstream:
     """Over TLS with ``pki``'s server certificate; over plain HTTP when ``pki`` is None."""
 
-    def __init__(self, pki: UpstreamPKI | None) -> None:
+    def __init__(self, pki: UpstreamPKI | None, host: str = "127.0.0.1") -> None:
         self.reply = Reply()
         self.received: list[Received] = []
         upstream = self
@@ -543,7 +543,7 @@ class FakeUpstream:
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.scheme = "http"
         if pki is not None:

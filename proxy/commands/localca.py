@@ -25,7 +25,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_pki(directory: Path, hostnames: tuple[str, ...] = ("localhost",)) -> UpstreamPKI:
+def make_pki(
+    directory: Path, hostnames: tuple[str, ...] = ("localhost",), addresses: tuple[str, ...] = ("127.0.0.1",)
+) -> UpstreamPKI:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
@@ -56,7 +58,7 @@ def make_pki(directory: Path, hostnames: tuple[str, ...] = ("localhost",)) -> Up
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(host) for host in hostnames]
-    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    names += [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
     server = (
         x509.CertificateBuilder()
         .subject_name(_name(hostnames[0]))
