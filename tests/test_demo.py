@@ -96,12 +96,14 @@ def test_the_demo_policy_is_the_embedded_one_plus_the_model(tmp_path: Path) -> N
 
 
 def test_quick_start_curl_and_openai_sdk_against_the_kept_demo(tmp_path: Path) -> None:
-    """The README quick start word for word: `egressguard demo --keep-running`, then its block from
+    """The README quick start word for word (its blocks run by bash, `egressguard` and `python3` being this
+    environment's): `egressguard demo --keep-running`, then its block from
     `. egressguard-demo/agent.env` (one request with curl, one with the openai SDK), each audited; Ctrl-C
     leaves a verified log."""
+    start = readme_block_starting("egressguard demo --keep-running")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "demo", "--keep-running"],
-        cwd=tmp_path, env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["/bin/bash", "-c", start], cwd=tmp_path, env=with_this_python(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     assert demo.stdout is not None
     try:
@@ -119,7 +121,7 @@ def test_quick_start_curl_and_openai_sdk_against_the_kept_demo(tmp_path: Path) -
         assert "[REDACTED:aws-access-key-id]" in result.stdout  # curl's request
         assert "withheld by egressguard" in result.stdout  # the openai SDK's
     finally:
-        demo.send_signal(signal.SIGINT)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in that shell
         rest = demo.communicate(timeout=60)[0]
     assert demo.returncode == 0, rest
     assert "intact:" in rest
