@@ -20,7 +20,7 @@ import pytest
 from proxy.admin import http
 from proxy.admin.dashboard import explain, rule_descriptions, shared_for
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
-from proxy.audit.query import files_since
+from proxy.audit.query import QueryError, files_since, open_audit, run_sql
 from tests.test_admin import DELETE_42, Admin, admin, chat, start_admin
 
 __all__ = ["admin", "start_admin"]  # the admin listener's fixtures, used here by name
@@ -471,3 +471,14 @@ def test_polls_within_the_sharing_time_are_served_by_one_query() -> None:
 
     assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, 2, 3]
     assert runs == ["1h", "24h", "1h"]
+
+
+def test_a_line_being_written_is_left_out_of_a_live_read_but_fails_a_triage_query(tmp_path: Path) -> None:
+    """The dashboard skips a malformed line (the next poll reads it whole); `egressguard query` refuses it."""
+    (tmp_path / "audit-2026-06-01.jsonl").write_text(
+        '{"type": "agent.turn", "ts": "2026-06-01T10:00:00Z", "event_id": "e1"}\n{"type": "agent.turn", "ts'
+    )
+    live = open_audit([tmp_path], skip_malformed=True)
+    assert run_sql(live, "SELECT event_id FROM turns").rows == [("e1",)]
+    with pytest.raises(QueryError, match="Malformed JSON"):
+        run_sql(open_audit([tmp_path]), "SELECT event_id FROM turns")

@@ -86,7 +86,7 @@ async def _query(control: Control, since: datetime, work: Callable[[Callable[...
     directory = control.runtime.policy.audit.path
 
     def run() -> Any:
-        connection = open_audit(files_since(directory, since))
+        connection = open_audit(files_since(directory, since), skip_malformed=True)
         try:
             return work(lambda text, **parameters: run_sql(connection, text, parameters or None))
         finally:

@@ -153,9 +153,12 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
+def open_audit(paths: Sequence[Path], *, skip_malformed: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the ``turns`` and ``findings`` views over the audit files under ``paths``,
-    every writer's (the workers' directories inside an audit directory) read as one log."""
+    every writer's (the workers' directories inside an audit directory) read as one log.
+
+    A malformed line (one being written this instant, or damage ``audit verify`` reports) fails a query,
+    unless ``skip_malformed``: then it is left out, which suits a live view polled again in a moment."""
     files = collect_files(with_writers([path for path in paths if path.exists()]))
     connection = duckdb.connect(":memory:")
     connection.execute("SET TimeZone = 'UTC'")
@@ -163,7 +166,8 @@ def open_audit(paths: Sequence[Path]) -> duckdb.DuckDBPyConnection:
     if files:
         listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
         source = (
-            f"SELECT * FROM read_json([{listing}], format = 'newline_delimited', columns = {{{columns}}})"  # noqa: S608
+            f"SELECT * FROM read_json([{listing}], format = 'newline_delimited', columns = {{{columns}}}, "  # noqa: S608
+            f"ignore_errors = {str(skip_malformed).lower()})"
         )
     else:
         source = "SELECT " + ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in TURN_COLUMNS.items())
