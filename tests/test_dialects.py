@@ -30,6 +30,7 @@ from proxy.dialects import (
     detect,
     is_event_stream,
 )
+from proxy.dialects.base import readable_text
 from proxy.dialects.locator import format_locator, get_at, parse_locator
 from proxy.exchange import Source
 from tests.dialect_fixtures import fixture, request_fixture, response_fixture
@@ -457,3 +458,22 @@ def test_mcp_error_is_a_jsonrpc_error_for_the_request() -> None:
 def test_locator_round_trips(steps: list[str | int]) -> None:
     """Every path of keys and indexes has one spelling that parses back to it."""
     assert parse_locator(format_locator(steps)) == steps
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": "plain \xc3\xa9 text"}', '{"a": "plain \u00e9 text"}'),
+        (b"\xef\xbb\xbf" + b'{"a": "with a BOM"}', '{"a": "with a BOM"}'),
+        (
+            b'{"a": "one stray \xff byte in a long enough text"}',
+            '{"a": "one stray \udcff byte in a long enough text"}',
+        ),
+        (b"\x80\x81\x82\x83" * 8, None),
+        (b"text with a NUL \x00 byte", None),
+        ('{"a": "utf-16"}'.encode("utf-16"), '{"a": "utf-16"}'),
+    ],
+)
+def test_readable_text_fast_and_slow_paths_agree(body: bytes, expected: str | None) -> None:
+    """Valid UTF-8 takes the strict decode; a body with stray bytes is still read, keeping each byte."""
+    assert readable_text(body) == expected

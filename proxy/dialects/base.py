@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
@@ -13,6 +14,7 @@ from proxy.exchange import Completion, RequestView, ToolCall
 
 ErrorResponse = tuple[int, dict[str, str], bytes]
 JSON_HEADERS = {"content-type": "application/json"}
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 def body_text(body: bytes) -> str:
@@ -32,8 +34,16 @@ def body_text(body: bytes) -> str:
 def readable_text(body: bytes) -> str | None:
     """The body as text when it reads as text: a few bytes that are not UTF-8 are kept (see
     ``body_text``); a body with many of them, or with NUL bytes, is binary."""
+    if json.detect_encoding(body) == "utf-8":
+        # Almost every body is valid UTF-8: decoded at C speed, it needs no count of undecodable bytes.
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return None if "\x00" in text else text
     text = body_text(body)
-    undecodable = sum(1 for char in text if "\udc80" <= char <= "\udcff")
+    undecodable = len(_UNDECODABLE.findall(text))
     if "\x00" in text or undecodable * 16 > len(text):
         return None
     return text
