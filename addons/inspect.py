@@ -17,7 +17,7 @@ import structlog
 from mitmproxy import http
 
 from addons.turns import policy_of, refuse_without_state, turn_of
-from proxy.dialects import Dialect, Generic, StreamSession, detect, is_event_stream, is_text
+from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -119,6 +119,25 @@ def looks_like_event_stream(body: bytes) -> bool:
     return body.lstrip().startswith((b"data:", b"event:", b"id:", b": "))
 
 
+class ReadBack:
+    """What left for the client, read as the client reads it: the dialect's stream session with no
+    filters, whose scan reads every string its channels do not, so what the record says was enforced
+    is proved from the bytes sent, not from the filters that ran."""
+
+    def __init__(self, dialect: Dialect, inspector: TurnInspector) -> None:
+        self.inspector = inspector
+        self.scan = inspector.json_scan(redacts=False)
+        self.session = dialect.stream_session(StreamFilters(residual=self.scan))
+
+    def feed(self, sent: bytes) -> None:
+        self.session.feed(sent)
+
+    def prove(self) -> None:
+        """The stream ended: findings whose action what was sent bears out are marked enforced."""
+        self.session.finish()
+        self.inspector.stream_sent(self.session.completion, self.scan)
+
+
 class BodyRelay:
     """mitmproxy's ``flow.response.stream`` callable for a body read as it passes: decodes what the upstream
     compressed, hands the plain bytes to ``feed`` (a stream session, a redactor) and, when it ``rewrites``,
@@ -134,12 +153,15 @@ class BodyRelay:
         finish: Callable[[], bytes],
         *,
         rewrites: bool,
+        read_back: ReadBack | None = None,
     ) -> None:
         self.turn = turn
         self.decoder = decoder
         self.feed = feed
         self.finish = finish
         self.rewrites = rewrites
+        self.read_back = read_back
+        """Reads what is sent; None when nothing is rewritten, or reading it failed: nothing is proved."""
         self.digest = hashlib.sha256()
         self.undecodable = False
 
@@ -178,6 +200,12 @@ class BodyRelay:
         if not self.rewrites:
             out = chunk  # the decoded copy was only read
         self.digest.update(out)
+        if self.read_back is not None and out:
+            try:
+                self.read_back.feed(out)
+            except Exception as error:  # what cannot be read back proves nothing, and stops nothing
+                self.read_back = None
+                log.error("inspect.read_back_failed", error=type(error).__name__)
         if not chunk:
             self.turn.output_sha256 = self.digest.hexdigest()
         # An empty chunk written to a chunked HTTP/1 body is its terminator: send nothing instead while a
@@ -246,14 +274,18 @@ class Inspect:
             flow.response = refusal(dialect, turn, 413, block_message(refused, turn.event_id))
             return
         verdict = inspector.inspect_request(view)
+        sent = body
+        if body is not None:
+            rewrites = verdict.replacements and verdict.block is None
+            sent = inspector.scan_request(
+                dialect.rewrite_request(body, verdict.replacements) if rewrites else body, view
+            )
         if verdict.block is not None:
             flow.response = refusal(dialect, turn, 403, block_message(verdict.block, turn.event_id))
             inspector.request_blocked()
-        elif verdict.replacements and body is not None:
-            rewritten = dialect.rewrite_request(body, verdict.replacements)
-            if rewritten != body:
-                flow.request.content = rewritten
-                inspector.request_sent(dialect.parse_request(rewritten))
+        elif sent is not None and sent != body:
+            flow.request.content = sent
+            inspector.request_sent(dialect.parse_request(sent), sent)
 
     @fail_open
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -280,7 +312,12 @@ class Inspect:
         filters = inspector.stream_filters()
         session = dialect.stream_session(filters)
         flow.response.stream = BodyRelay(
-            turn, StreamDecoder(encoding), session.feed, session.finish, rewrites=filters.active
+            turn,
+            StreamDecoder(encoding),
+            session.feed,
+            session.finish,
+            rewrites=filters.active,
+            read_back=ReadBack(dialect, inspector) if filters.active else None,
         ).install(flow.response)
         flow.metadata[SESSION_KEY] = session
 
@@ -322,7 +359,7 @@ class Inspect:
         rewritten = inspector.scan_body(rewritten)
         if rewritten != body:
             flow.response.content = rewritten
-            inspector.response_sent(dialect.parse_response(rewritten), plan)
+            inspector.response_sent(dialect.parse_response(rewritten), rewritten)
 
     @fail_open
     def error(self, flow: http.HTTPFlow) -> None:
@@ -356,8 +393,8 @@ class Inspect:
         turn.inspected_bytes += session.bytes
         inspector.inspect_completion(session.completion, rewrite=False)
         relay = flow.response.stream if flow.response is not None else None
-        if isinstance(relay, BodyRelay) and not relay.undecodable:
-            inspector.stream_sent()
+        if isinstance(relay, BodyRelay) and relay.read_back is not None:
+            relay.read_back.prove()
         return True
 
     @fail_open
@@ -382,7 +419,9 @@ class Inspect:
         inspector.inspect_completion(session.completion, rewrite=False)
         if filtered != body:
             flow.response.content = filtered
-        inspector.stream_sent()
+            read_back = ReadBack(dialect, inspector)
+            read_back.feed(filtered)
+            read_back.prove()
 
     @staticmethod
     def _redact_large_body(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:

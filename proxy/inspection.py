@@ -24,6 +24,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.config.policy import Policy
 from proxy.control import freeze
@@ -38,6 +39,7 @@ from proxy.detectors.baseline import (
 )
 from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
 from proxy.dialects.base import load_json
+from proxy.dialects.locator import parse_locator
 from proxy.dialects.stream import encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -159,17 +161,23 @@ class TurnInspector:
         self._request_from = 0
         self._response_from = 0
         """Where the request's and the response's findings start in ``turn.findings``."""
-        self._stream_filters: StreamFilters | None = None
         self.approvals = Approvals(state, clock=clock)
         self.stream_withheld: dict[tuple[str, str | None], str] = {}
         """Destructive calls a stream's gate dropped, by (name, call id), with the approval id reserved
         for each when its notice went out."""
-        self.residual = JsonScan(
-            detectors.sensitive,
-            lambda rule: detectors.redacting is not None and policy.enforces(rule.threat),
-            RedactionStyle(policy.detection.redaction_style),
-            key=detectors.fingerprint_key,
-            rewrites=detectors.redacting is not None,
+        self.residual = self.json_scan(redacts=True)
+
+    def json_scan(self, *, redacts: bool) -> JsonScan:
+        """A scan of every string of a JSON document (``proxy.scanning.residual``) that redacts what the
+        policy enforces when ``redacts``, and otherwise only finds."""
+        rewrites = redacts and self.detectors.redacting is not None
+        enforces = self.policy.enforces
+        return JsonScan(
+            self.detectors.sensitive,
+            lambda rule: rewrites and enforces(rule.threat),
+            RedactionStyle(self.policy.detection.redaction_style),
+            key=self.detectors.fingerprint_key,
+            rewrites=rewrites,
         )
 
     # -- request -------------------------------------------------------------------------------------
@@ -182,7 +190,8 @@ class TurnInspector:
         # DELETE or an MCP notification is not a turn an audit asks that of.
         if view.parts or view.tool_calls:
             self._record(self._compliance())
-        fresh = self._fresh_parts(view.parts)
+        # An MCP tools/call has no history: its arguments are the agent's data leaving for the tool.
+        fresh = list(view.parts) if view.dialect == MCP.name else self._fresh_parts(view.parts)
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(_text_digest(part.text))
@@ -234,12 +243,25 @@ class TurnInspector:
             Decision.BLOCKED,
         )
 
-    def request_sent(self, sent: RequestView) -> None:
-        """The request left rewritten, as ``sent`` (parsed from the bytes that left): a redaction is
-        enforced when its secret is in none of the parts, a quarantine when its part carries the notice."""
-        self._carry_out_redactions(
-            self._request_from, [part.text for part in sent.parts], text_rewritten=False
-        )
+    def scan_request(self, body: bytes, view: RequestView) -> bytes:
+        """A request body (after the parts' rewrite) with every string no part of ``view`` covers scanned:
+        fields no dialect models (``metadata``, ``user``, ``prediction``, tool definitions' other fields,
+        unknown keys), tool calls in the history, object keys, JSON inside strings, escapes decoded.
+        What it finds is recorded, and redacted where the policy redacts requests."""
+        document, error = load_json(body)
+        if error is not None:
+            return body
+        handled = {tuple(parse_locator(part.where)) for part in view.parts}
+        scan = self.json_scan(redacts=self.policy.detection.redact_requests)
+        filtered, changed = scan.filter("", document, handled)
+        self._record_residual(scan)
+        return encode_json(filtered) if changed else body
+
+    def request_sent(self, sent: RequestView, body: bytes) -> None:
+        """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
+        its secret is nowhere in it (scanned again whole), a quarantine when its part carries the notice."""
+        left = self._left_in([part.text for part in sent.parts], load_json(body)[0])
+        self._carry_out_redactions(self._request_from, left, None)
         self._carry_out_quarantines(self._request_from, sent.parts)
 
     def _fresh_parts(self, parts: Iterable[Part]) -> list[Part]:
@@ -370,47 +392,80 @@ class TurnInspector:
         if self.policy.enforces(Threat.DATA_EXFILTRATION):
             factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
         gate = self._tool_gate()
-        self._stream_filters = StreamFilters(
+        return StreamFilters(
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
             drop_notice=self._stream_notice if gate else None,
             argument_filter=(lambda where: UnescapingFilter(redactor(where))) if redactor else None,
             residual=self.residual,
         )
-        return self._stream_filters
 
-    def stream_sent(self) -> None:
-        """The completion streamed through the filters from its first byte to its last: redactions ran
-        on every text and argument channel, and destructive calls were dropped by the gate (a call over
-        a rate limit is known only at the end, too late to withhold)."""
-        filters = self._stream_filters
-        if filters is None:
-            return
+    def stream_sent(self, received: Completion, scan: JsonScan) -> None:
+        """The stream reached the client as ``received``, read back from the bytes that left by a session
+        of the dialect whose ``scan`` (made with ``json_scan(redacts=False)``) read every other string of
+        its events: what those bytes no longer carry was enforced, whatever filters ran."""
+        left = {found.fingerprint for found in scan.found} | self._left_in_completion(received)
+        self._carry_out_response(received, left)
 
-        def applied(finding: Finding) -> bool:
-            if finding.action is Action.REDACT:
-                return filters.text_filter is not None
-            return (
-                finding.action is Action.WITHHOLD
-                and filters.tool_gate is not None
-                and self.detectors.tools.is_destructive(str(finding.extra.get("tool", "")), self.overrides)
-                is not None
-            )
+    def response_sent(self, received: Completion, body: bytes) -> None:
+        """The JSON response left rewritten as ``body`` and reads back as ``received``: what it no longer
+        carries was enforced (see ``_carry_out_response``)."""
+        left = self._left_in_completion(received) | self._left_in([], load_json(body)[0])
+        self._carry_out_response(received, left)
 
-        self._carry_out(self._response_from, applied, Decision.REDACTED)
+    def _carry_out_response(self, received: Completion, left: set[str]) -> None:
+        """A redaction is enforced when its secret is not among the fingerprints ``left`` in what was
+        sent (one without a fingerprint, a link or a leaked prompt, when reading ``received`` again no
+        longer finds it), a withheld call when ``received`` does not carry it, a quarantine when its part
+        carries the notice."""
+        original = self.turn.completion.tool_calls if self.turn.completion is not None else []
 
-    def response_sent(self, received: Completion, plan: ResponsePlan) -> None:
-        """The JSON response went out rewritten by ``plan``, and reads back as ``received``: a redaction
-        is enforced when its secret is gone from every text and argument, a withheld call when the plan
-        dropped it."""
-        self._carry_out(
-            self._response_from,
-            lambda finding: finding.action is Action.WITHHOLD and finding.where in plan.withheld,
-            Decision.REDACTED,
-        )
-        texts = [segment.text for segment in received.text] + [call.arguments for call in received.tool_calls]
-        self._carry_out_redactions(self._response_from, texts, text_rewritten=plan.text_map is not None)
+        def withheld(finding: Finding) -> bool:
+            call = next((call for call in original if call.where == finding.where), None)
+            if finding.action is not Action.WITHHOLD or call is None:
+                return False
+            if call.id is not None:
+                return not any(sent.id == call.id for sent in received.tool_calls)
+            named = [sent for sent in received.tool_calls if sent.name == call.name]
+            return len(named) < sum(1 for other in original if other.name == call.name)
+
+        self._carry_out(self._response_from, withheld, Decision.REDACTED)
+        self._carry_out_redactions(self._response_from, left, self._found_again(received))
         self._carry_out_quarantines(self._response_from, received.parts)
+
+    def _left_in(self, texts: Iterable[str], document: Any = None) -> set[str]:
+        """Fingerprints of the secrets and PII still in ``texts`` and anywhere in ``document`` (every
+        string and key, JSON inside strings, escapes decoded)."""
+        key = self.detectors.fingerprint_key
+        left = {
+            fingerprint(text[match.start : match.end], key)
+            for text in texts
+            for match in self._sensitive(text)
+        }
+        if document is not None:
+            scan = self.json_scan(redacts=False)
+            scan.filter("", document, ())
+            left |= {found.fingerprint for found in scan.found}
+        return left
+
+    def _left_in_completion(self, received: Completion) -> set[str]:
+        """Fingerprints still in a completion's texts, in texts read one after another, and in its tool
+        calls' arguments as the client decodes them."""
+        texts = [segment.text for segment in received.text]
+        texts += [canonical_escapes(call.arguments) for call in received.tool_calls]
+        return self._left_in(texts) | {
+            finding.fingerprint or "" for finding in self._across_findings(received.text)
+        }
+
+    def _found_again(self, received: Completion) -> set[tuple[str, str]]:
+        """(rule, where) of the link and system-prompt-leak findings that reading ``received`` gives."""
+        found: list[Finding] = []
+        leak_detector = self._leak_detector(enforced_only=False)
+        for segment in received.text:
+            found += links.neutralise(segment.text, self._host_allowed, segment.where)[1]
+            if leak_detector is not None:
+                found += leak_detector.findings(segment.text, segment.where)
+        return {(finding.rule, finding.where) for finding in found}
 
     def inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
         """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
@@ -422,7 +477,7 @@ class TurnInspector:
             self._record(self.detectors.injection.detect(text, where, Source.USER))
         if matches and self._redacts(matches) and (not from_client or self.policy.detection.redact_requests):
             text = self._redact(text, [match for match in matches if self.policy.enforces(match.rule.threat)])
-            self._carry_out_redactions(since, [text], text_rewritten=False)
+            self._carry_out_redactions(since, self._left_in([text]), None)
         return text
 
     def body_redactor(self) -> ByteStreamRedactor | None:
@@ -466,7 +521,7 @@ class TurnInspector:
         self._record(tool_findings)
         self._record(credentials.credential_reads(completion.tool_calls, self.detectors.credential_reads))
         self._refusal(completion.full_text)
-        self._record_residual()
+        self._record_residual(self.residual)
         return self._json_plan(completion, tool_findings, quarantined) if rewrite else ResponsePlan()
 
     def _json_plan(
@@ -596,7 +651,7 @@ class TurnInspector:
         if error is not None:
             return body
         filtered, changed = self.residual.filter("", document, ())
-        self._record_residual()
+        self._record_residual(self.residual)
         return encode_json(filtered) if changed else body
 
     def scan_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
@@ -606,21 +661,21 @@ class TurnInspector:
         document = [[name, value] for name, value in headers if name.lower() != "set-cookie"]
         filtered, changed = self.residual.filter("headers", document, ())
         since = len(self.turn.findings)
-        self._record_residual()
+        self._record_residual(self.residual)
         if not changed:
             return None
-        self._carry_out(since, lambda finding: finding.action is Action.REDACT, Decision.REDACTED)
+        self._carry_out_redactions(since, self._left_in([], filtered), None)
         scanned = iter(filtered)
         return [
             (name, value) if name.lower() == "set-cookie" else tuple(next(scanned)) for name, value in headers
         ]
 
-    def _record_residual(self) -> None:
-        """Findings of the residual scan not already recorded from the dialect's own reading."""
+    def _record_residual(self, scan: JsonScan) -> None:
+        """Findings of a residual scan not already recorded from the dialect's own reading."""
         seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}
-        found, self.residual.found = self.residual.found, []
-        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in self.residual.timed_out)
-        self.residual.timed_out = []
+        found, scan.found = scan.found, []
+        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in scan.timed_out)
+        scan.timed_out = []
         for item in found:
             if (item.rule.id, item.fingerprint) in seen:
                 continue
@@ -857,21 +912,19 @@ class TurnInspector:
                 findings[index] = dataclasses.replace(finding, enforced=True)
                 self.turn.escalate(decision)
 
-    def _carry_out_redactions(self, since: int, sent: list[str], *, text_rewritten: bool) -> None:
-        """Redactions from index ``since`` whose secret is in none of the ``sent`` texts (scanned again)
-        are enforced; one without a fingerprint (a leaked prompt, a link) when the text was rewritten."""
-        remaining = {
-            fingerprint(text[match.start : match.end], self.detectors.fingerprint_key)
-            for text in sent
-            for match in self._sensitive(text)
-        }
+    def _carry_out_redactions(
+        self, since: int, left: set[str], found_again: set[tuple[str, str]] | None
+    ) -> None:
+        """Redactions from index ``since`` whose secret's fingerprint is not ``left`` in what was sent are
+        enforced; one without a fingerprint (a leaked prompt, a link) when ``found_again``, what reading
+        what was sent finds, does not hold its rule and place (never, when None)."""
 
         def applied(finding: Finding) -> bool:
             if finding.action is not Action.REDACT:
                 return False
             if finding.fingerprint is None:
-                return text_rewritten
-            return finding.fingerprint not in remaining
+                return found_again is not None and (finding.rule, finding.where) not in found_again
+            return finding.fingerprint not in left
 
         self._carry_out(since, applied, Decision.REDACTED)
 

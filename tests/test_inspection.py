@@ -240,7 +240,7 @@ def test_poisoned_tool_result_is_quarantined_and_the_rest_passes(detectors: Dete
     assert README_TEXT.strip() in sent and sent.endswith("## License\nMIT\n")
     injection = [f for f in inspector.turn.findings if f.threat == "prompt_injection"]
     assert injection and all(f.action == "quarantine" and not f.enforced for f in injection)
-    inspector.request_sent(sent_view(poisoned_view(), verdict.replacements))
+    inspector.request_sent(sent_view(poisoned_view(), verdict.replacements), b"")
     injection = [f for f in inspector.turn.findings if f.threat == "prompt_injection"]
     assert all(f.enforced for f in injection)
     assert all(f.origin == "content" for f in injection)
@@ -315,7 +315,7 @@ def test_poisoned_mcp_tool_description_is_quarantined_in_the_response(
     withheld = plan.text_map(bad)
     assert "withheld as a suspected prompt injection" in withheld and "system prompt" not in withheld
     received = Completion(parts=[dataclasses.replace(completion.parts[1], text=withheld)])
-    inspector.response_sent(received, plan)
+    inspector.response_sent(received, b"")
     assert any(f.enforced and f.action == "quarantine" for f in inspector.turn.findings)
 
 
