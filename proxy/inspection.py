@@ -166,6 +166,9 @@ class TurnInspector:
         """Destructive calls a stream's gate dropped, by (name, call id), with the approval id reserved
         for each when its notice went out."""
         self.residual = self.json_scan(redacts=True)
+        self._sent_before: set[str] = set()
+        """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
+        redaction of them is enforced."""
 
     def json_scan(self, *, redacts: bool) -> JsonScan:
         """A scan of every string of a JSON document (``proxy.scanning.residual``) that redacts what the
@@ -677,6 +680,8 @@ class TurnInspector:
         self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in scan.timed_out)
         scan.timed_out = []
         for item in found:
+            if item.sent_before:
+                self._sent_before.add(item.fingerprint)
             if (item.rule.id, item.fingerprint) in seen:
                 continue
             seen.add((item.rule.id, item.fingerprint))
@@ -924,7 +929,7 @@ class TurnInspector:
                 return False
             if finding.fingerprint is None:
                 return found_again is not None and (finding.rule, finding.where) not in found_again
-            return finding.fingerprint not in left
+            return finding.fingerprint not in left and finding.fingerprint not in self._sent_before
 
         self._carry_out(since, applied, Decision.REDACTED)
 

@@ -1679,3 +1679,17 @@ VARIANTS = [
 ]
 
 CASES += VARIANTS
+
+UNREAD_SHAPES = [
+    Case(
+        "event-a-bare-json-string",
+        "mcp",
+        AWS,
+        events=[
+            sse(json.dumps(f"k {AWS}"), "message"),
+            sse({"jsonrpc": "2.0", "id": 1, "result": {"content": []}}, "message"),
+        ],
+    ),
+]
+
+CASES += UNREAD_SHAPES

@@ -100,6 +100,23 @@ def test_split_across_events_of_one_field_is_redacted_where_it_completes(scanner
     assert changed and second == {"delta": f"{PLACEHOLDER} rest"}
 
 
+def test_a_split_whose_start_left_in_an_earlier_event_says_so(scanner: Scanner) -> None:
+    """The part sent before the event that completes a secret cannot be recalled: the finding says it
+    was partly sent, so no record claims the redaction kept it from the receiver."""
+    residual = scan(scanner)
+    residual.filter("e", {"x": AWS[:9]})
+    residual.filter("e", {"x": AWS[9:]})
+    (found,) = residual.found
+    assert found.sent_before
+
+
+def test_a_split_within_one_document_was_not_sent_before(scanner: Scanner) -> None:
+    """Two values of one body are redacted together: nothing of the secret left."""
+    residual = scan(scanner)
+    residual.filter("", {"parts": [AWS[:9], AWS[9:]]})
+    assert residual.found and not any(found.sent_before for found in residual.found)
+
+
 def test_split_across_values_of_one_document_is_redacted_in_each(scanner: Scanner) -> None:
     """Content parts or logprob tokens in one body: both parts go, nothing was sent yet."""
     tokens = [

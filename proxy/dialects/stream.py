@@ -345,9 +345,18 @@ class StreamSession(ABC):
             return output
         except SHAPE_ERRORS as error:
             self.notes.append(
-                f"event {event.type!r} has an unexpected shape ({type(error).__name__}); passed through"
+                f"event {event.type!r} has an unexpected shape ({type(error).__name__}); its strings scanned"
             )
+            return self._scan_unread(event)
+
+    def _scan_unread(self, event: SSEEvent) -> list[bytes]:
+        """An event the dialect could not read: every string of it goes to the residual scan, so a shape
+        the dialect does not expect does not carry text past inspection."""
+        residual = self.filters.residual
+        if residual is None or event.data is None:
             return [event.raw]
+        payload, changed = residual.filter(event.type, json.loads(event.data), ())
+        return [rewritten(event, payload)] if changed and self.filters.active else [event.raw]
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         self.notes.append(f"event {event.type!r} is not JSON; passed through")

@@ -97,6 +97,9 @@ class Found:
     where: str
     rule: Rule
     fingerprint: str
+    sent_before: bool = False
+    """The match began in the field's text of an earlier event, which has already been sent: redacting
+    the rest of it does not keep the secret from the receiver."""
 
 
 @dataclass(slots=True)
@@ -257,7 +260,7 @@ class JsonScan:
         for match in result.matches:
             first = max(0, bisect.bisect_right(starts, match.start) - 1)
             last = max(0, bisect.bisect_right(starts, match.end - 1) - 1)
-            touched = False
+            touched = sent_before = False
             for index in range(first, last + 1):
                 begin, end = starts[index], starts[index] + len(pieces[index].text)
                 span = (max(match.start, begin) - begin, min(match.end, end) - begin)
@@ -266,13 +269,16 @@ class JsonScan:
                 touched = True
                 if self._redacts(match.rule):
                     local.setdefault(index, []).append(Match(match.rule, *span))
-                    context_start = begin - len(pieces[index].context)
-                    if context_start <= match.start < begin:
-                        reaching.setdefault(index, []).append((match.rule, begin - match.start))
+                context_start = begin - len(pieces[index].context)
+                if context_start <= match.start < begin:
+                    covered = begin - match.start
+                    if self._redacts(match.rule):
+                        reaching.setdefault(index, []).append((match.rule, covered))
+                    sent_before = covered > sum(len(text) for _, text in pieces[index].earlier)
             if touched:
                 where = f"{kind} {format_locator(pieces[first].path)}".strip()
                 value = joined[match.start : match.end]
-                self.found.append(Found(where, match.rule, fingerprint(value, self._key)))
+                self.found.append(Found(where, match.rule, fingerprint(value, self._key), sent_before))
         return [(local.get(index, []), reaching.get(index, [])) for index in range(len(pieces))]
 
 
