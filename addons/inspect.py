@@ -221,6 +221,23 @@ class Inspect:
         """Load the rule packs and the model now, not on the first request."""
         self.runtime.load_detectors()
 
+    @fail_open
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """A request whose announced length is over the inspection cap is relayed by mitmproxy as it
+        arrives (``stream_large_bodies``), never read whole, so no detector sees it. Where the policy
+        enforces data_exfiltration nothing of it may leave: the flow is cut before any connection upstream
+        (mitmproxy cannot answer a request whose body it relays before that body is read). Elsewhere it
+        passes, and the record says so."""
+        turn = turn_of(flow)
+        if turn is None or flow.response is not None or flow.request.stream is not True:
+            return
+        policy = policy_of(flow, self.runtime)
+        length = flow.request.headers.get("content-length", "an unannounced number of")
+        error = OverCapError(f"has {length} bytes, over the inspection cap of {policy.max_body_bytes}")
+        if self._over_cap(flow, turn, "request", error, Threat.DATA_EXFILTRATION) is not None:
+            turn.errors.append("request: cut before any byte left; the agent's connection is closed")
+            flow.kill()
+
     async def request(self, flow: http.HTTPFlow) -> None:
         await self._off_loop_if_large(self.inspect_request, flow, flow.request)
 
@@ -247,6 +264,10 @@ class Inspect:
             return
         policy = policy_of(flow, self.runtime)
         over_cap: OverCapError | None = None
+        if flow.request.stream and not any(finding.rule == OVER_CAP_RULE for finding in turn.findings):
+            # No length was announced, and the body grew past the cap on its way: it has already left.
+            grew = OverCapError(f"grew past the inspection cap of {policy.max_body_bytes} while relayed")
+            turn.add(over_cap_finding("request", grew, Threat.DATA_EXFILTRATION, enforced=False))
         try:
             body = read_body(flow.request, policy.max_body_bytes, turn, "request")
         except OverCapError as error:
