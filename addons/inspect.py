@@ -334,7 +334,7 @@ class Inspect:
         session = dialect.stream_session(filters)
         flow.response.stream = BodyRelay(
             turn,
-            StreamDecoder(encoding),
+            StreamDecoder(encoding, policy_of(flow, self.runtime).max_stream_decoded_bytes),
             session.feed,
             session.finish,
             rewrites=filters.active,
@@ -444,8 +444,7 @@ class Inspect:
             read_back.feed(filtered)
             read_back.prove()
 
-    @staticmethod
-    def _redact_large_body(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:
+    def _redact_large_body(self, flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:
         """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in
         enforce mode its text still passes a redactor on the way."""
         assert flow.response is not None
@@ -455,7 +454,11 @@ class Inspect:
             return
 
         flow.response.stream = BodyRelay(
-            turn, StreamDecoder(encoding), redactor.feed, redactor.flush, rewrites=True
+            turn,
+            StreamDecoder(encoding, policy_of(flow, self.runtime).max_stream_decoded_bytes),
+            redactor.feed,
+            redactor.flush,
+            rewrites=True,
         ).install(flow.response)
 
     @staticmethod

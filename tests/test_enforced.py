@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gzip
 import json
 import textwrap
 from collections.abc import Callable, Iterator
@@ -372,3 +373,44 @@ def test_a_secret_whose_start_left_in_an_earlier_event_is_not_enforced() -> None
     assert AWS_KEY[:9].encode() in outcome.received and AWS_KEY[9:].encode() not in outcome.received
     findings = [finding for finding in outcome.turn.findings if finding.rule == "aws-access-key-id"]
     assert findings and not any(finding.enforced for finding in findings)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_compressed_stream_past_its_decoding_cap_is_cut_or_passed_by_policy(mode: str) -> None:
+    """``inspection.max_stream_decoded_bytes`` bounds how far a relayed stream may inflate: past it the
+    stream is cut where it is filtered (enforce) and passes as sent in observe mode, recorded either way."""
+    text = (
+        SETTINGS[mode]
+        + "inspection: {max_stream_decoded_bytes: 4KiB}\n"
+        + policy_text(mode)[len(SETTINGS[mode]) :]
+    )
+    policy = parse_policy(text, "p.yaml", environ={})
+    addon = Inspect(Runtime(policy, SqliteStateStore(None)))
+    turn = Turn(TurnContext(agent_id="bot", role="r", purpose="support"))
+    api = APIS["openai_chat"]
+    flow = tflow.tflow(
+        req=tflow.treq(
+            host=api.host,
+            path=api.path(True),
+            headers=http.Headers(content_type="application/json"),
+            content=json.dumps(api.request("hello", True)).encode(),
+        )
+    )
+    flow.metadata[METADATA_KEY] = turn
+    events = b"".join(api.events(Reply(text="filler " * 2000, piece_size=50)))
+    compressed = gzip.compress(events)
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+        flow.response = tflow.tresp(
+            headers=http.Headers(content_type="text/event-stream", content_encoding="gzip"), content=b""
+        )
+        addon.responseheaders(flow)
+        relay = flow.response.stream
+        assert callable(relay)
+        received = b"".join(piece for chunk in (compressed, b"") for piece in relay(chunk))
+        flow.response.raw_content = None
+        asyncio.run(addon.response(flow))
+    over_cap = [finding for finding in turn.findings if finding.rule == "inspection.decoded_over_cap"]
+    assert [finding.enforced for finding in over_cap] == [mode == "enforce"]
+    assert (received == compressed) is (mode == "observe")
+    assert len(received) <= 4096 or mode == "observe"

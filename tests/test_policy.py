@@ -149,6 +149,16 @@ def test_size_values() -> None:
     )
 
 
+def test_stream_decoding_cap_is_a_setting_with_a_default() -> None:
+    """How far a relayed compressed body may inflate is set under inspection; 64 MiB unless said."""
+    assert parse_policy("", "p.yaml", environ={}).max_stream_decoded_bytes == 64 << 20
+    policy = parse_policy("inspection: {max_stream_decoded_bytes: 16MiB}\n", "p.yaml", environ={})
+    assert policy.max_stream_decoded_bytes == 16 << 20
+    assert problems("inspection: {max_stream_decoded_bytes: -1}\n")[0].startswith(
+        "policy.yaml:1: inspection.max_stream_decoded_bytes"
+    )
+
+
 def test_embedded_default_policy_loads() -> None:
     """The embedded default policy is valid and observe-only."""
     policy = load_policy(None, environ={"EGRESSGUARD_AGENT_TOKEN": "x"})

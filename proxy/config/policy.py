@@ -40,6 +40,7 @@ from proxy.model import Mode, Threat
 from proxy.state.redis_store import RedisSettings
 
 DEFAULT_POLICY_NAME = "default-policy.yaml"
+DEFAULT_MAX_STREAM_DECODED_BYTES = 64 << 20
 CONTEXT_FIELDS = ("user_id", "session_id", "purpose", "consent_id", "approval_id")
 DEFAULT_CONTEXT_HEADERS = {
     "user_id": "X-User-Id",
@@ -147,7 +148,12 @@ SCHEMA = Record(
                 "on_error": OneOf("open", "closed"),
             }
         ),
-        "inspection": Record({"max_body_bytes": Custom(parse_size, "a size")}),
+        "inspection": Record(
+            {
+                "max_body_bytes": Custom(parse_size, "a size"),
+                "max_stream_decoded_bytes": Custom(parse_size, "a size"),
+            }
+        ),
         "redaction": Record(
             {
                 "style": OneOf("placeholder", "hash", "last4"),
@@ -266,6 +272,9 @@ class Policy:
     context_headers: dict[str, str]
     audit: AuditSettings
     max_body_bytes: int
+    max_stream_decoded_bytes: int = DEFAULT_MAX_STREAM_DECODED_BYTES
+    """How far a compressed body relayed as it arrives (an event stream, a completion over the cap) may
+    inflate before it is cut (enforce mode) or passed as sent (observe): a compression bomb's bound."""
     workers: int = 1
     """Proxy processes sharing the listen port (``proxy.commands.workers``)."""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
@@ -411,6 +420,8 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         context_headers=headers,
         audit=AuditSettings(path=audit_path, spool=spool_path, **audit),
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
+        max_stream_decoded_bytes=(raw.get("inspection") or {}).get("max_stream_decoded_bytes")
+        or DEFAULT_MAX_STREAM_DECODED_BYTES,
         workers=raw.get("workers") or 1,
         detection=detection,
         state=state,

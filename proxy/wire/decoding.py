@@ -20,7 +20,6 @@ from typing import NamedTuple, Protocol
 import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
 from backports import zstd
 
-DEFAULT_MAX_DECODED_BYTES = 64 << 20
 _ALIASES = {"x-gzip": "gzip"}
 _CODINGS = ("gzip", "deflate", "br", "zstd")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -199,7 +198,7 @@ class StreamDecoder:
     before it, and nothing after it) and for a body that ends inside compressed data.
     """
 
-    def __init__(self, encoding: str, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
+    def __init__(self, encoding: str, max_decoded_bytes: int) -> None:
         if not supported(encoding):
             raise DecodingError(f"unsupported content-encoding {encoding!r}")
         # The codings were applied in the order listed, so they are undone last first; each stage
