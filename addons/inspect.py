@@ -57,6 +57,30 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
     return guarded  # type: ignore[return-value]
 
 
+def transfer_codings(message: http.Message) -> list[str]:
+    """The transfer codings other than chunked (``Transfer-Encoding: gzip, chunked``): mitmproxy undoes
+    chunked only, and a client that honours the rest (curl) would read text no detector saw."""
+    listed = (coding.strip().lower() for coding in message.headers.get("transfer-encoding", "").split(","))
+    return [coding for coding in listed if coding not in ("", "chunked", "identity")]
+
+
+def codings(message: http.Message) -> str:
+    """The codings to undo to read a body as its receiver does: its content codings, then its transfer
+    codings, which were applied after them."""
+    return ", ".join([message.headers.get("content-encoding", "identity"), *transfer_codings(message)])
+
+
+def set_content(message: http.Message, content: bytes) -> None:
+    """Replace a body with ``content`` (plain, or encoded as its Content-Encoding says): its transfer
+    codings other than chunked went with the old bytes."""
+    message.content = content
+    if transfer_codings(message):
+        if message.http_version == "HTTP/1.1":
+            message.headers["transfer-encoding"] = "chunked"
+        else:
+            del message.headers["transfer-encoding"]
+
+
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
     """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
 
@@ -75,7 +99,7 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     if len(raw) > cap:
         turn.errors.append(f"{what}: body of {len(raw)} bytes is over the inspection cap of {cap}")
         return None
-    encoding = message.headers.get("content-encoding", "identity")
+    encoding = codings(message)
     try:
         content, problem = decode_body(raw, encoding, cap)
     except OverCapError:
@@ -171,6 +195,7 @@ class BodyRelay:
         if self.rewrites:
             response.headers.pop("content-encoding", None)
             response.headers.pop("content-length", None)
+            response.headers.pop("transfer-encoding", None)
             if response.http_version == "HTTP/1.1":
                 response.headers["transfer-encoding"] = "chunked"
         return self
@@ -305,7 +330,7 @@ class Inspect:
             flow.response = refusal(dialect, turn, 403, block_message(verdict.block, turn.event_id))
             inspector.request_blocked()
         elif sent is not None and sent != body:
-            flow.request.content = sent
+            set_content(flow.request, sent)
             inspector.request_sent(dialect.parse_request(sent), sent)
 
     @fail_open
@@ -324,7 +349,7 @@ class Inspect:
         if not is_event_stream(flow.response.headers.get("content-type")):
             self._redact_large_body(flow, turn, inspector)
             return
-        encoding = flow.response.headers.get("content-encoding", "identity").lower()
+        encoding = codings(flow.response)
         if not supported(encoding):
             turn.errors.append(f"response: event stream in content-encoding {encoding!r} passed uninspected")
             flow.response.stream = True
@@ -379,7 +404,7 @@ class Inspect:
             )
         rewritten = inspector.scan_body(rewritten)
         if rewritten != body:
-            flow.response.content = rewritten
+            set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)
 
     @fail_open
@@ -439,7 +464,7 @@ class Inspect:
         filtered = session.feed(body) + session.finish()
         inspector.inspect_completion(session.completion, rewrite=False)
         if filtered != body:
-            flow.response.content = filtered
+            set_content(flow.response, filtered)
             read_back = ReadBack(dialect, inspector)
             read_back.feed(filtered)
             read_back.prove()
@@ -448,7 +473,7 @@ class Inspect:
         """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in
         enforce mode its text still passes a redactor on the way."""
         assert flow.response is not None
-        encoding = flow.response.headers.get("content-encoding", "identity").lower()
+        encoding = codings(flow.response)
         redactor = inspector.body_redactor()
         if flow.response.stream is not True or redactor is None or not supported(encoding):
             return

@@ -23,6 +23,7 @@ import pytest
 from backports import zstd
 
 from tests.harness import Proxy
+from tests.test_e2e_fronting import tunnel
 from tests.upstream import FakeUpstream, Reply
 
 MEMORY_LIMIT = 1 << 30
@@ -366,3 +367,61 @@ def test_a_chunked_request_that_grows_past_the_cap_is_recorded_as_not_enforced(
         )
     (record,) = proxy.wait_for_records(1)
     assert [finding["enforced"] for finding in over_cap_findings(record)] == [False]
+
+
+def read_as_curl(tls: ssl.SSLSocket) -> tuple[dict[str, str], bytes]:
+    """Read one HTTP/1.1 answer to its end and decode it as curl does with ``--tr-encoding
+    --compressed``: chunks joined, then every transfer and content coding (gzip) undone."""
+    answer = b""
+    while chunk := tls.recv(65536):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in head.decode().split("\r\n")[1:])
+    }
+    transfer = [
+        coding.strip() for coding in headers.get("transfer-encoding", "").split(",") if coding.strip()
+    ]
+    if transfer and transfer[-1] == "chunked":
+        joined, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            joined, rest = joined + rest[:size], rest[size + 2 :]
+        body, transfer = joined, transfer[:-1]
+    content = [coding.strip() for coding in headers.get("content-encoding", "").split(",") if coding.strip()]
+    for coding in reversed(content + transfer):
+        assert coding == "gzip", coding
+        body = zlib.decompress(body, wbits=31)
+    return headers, body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_transfer_coding_does_not_switch_inspection_off(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
+) -> None:
+    """An answer sent with ``Transfer-Encoding: gzip, chunked`` is decoded and inspected like a content
+    coding: in enforce mode the client that undoes the transfer coding reads it redacted."""
+    proxy = start_proxy(mode=mode)
+    upstream.reply = Reply(text=f"the key is {AWS_KEY} ok", gzip_transfer=True, piece_size=100)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+    with tunnel(proxy, upstream.port) as tls:
+        tls.sendall(
+            (
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                "Content-Type: application/json\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in CONTEXT.items())
+                + f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        )
+        _, received = read_as_curl(tls)
+    (record,) = proxy.wait_for_records(1)
+    assert any(finding["rule"] == "aws-access-key-id" for finding in record["findings"]), record
+    if mode == "enforce":
+        assert AWS_KEY.encode() not in received and b"[REDACTED:aws-access-key-id]" in received
+    else:
+        assert AWS_KEY.encode() in received

@@ -58,6 +58,9 @@ class Reply:
     """Extra response headers."""
     encoded_body: tuple[str, bytes] | None = None
     """A body sent as it is under this content-encoding instead of the reply, JSON or stream."""
+    gzip_transfer: bool = False
+    """Send the answer, JSON or stream, with ``Transfer-Encoding: gzip, chunked``: compressed as a
+    transfer coding, which only some clients (curl) undo."""
 
 
 @dataclass(frozen=True)
@@ -500,6 +503,11 @@ class FakeUpstream:
                     self._send(200, json.dumps(as_json(reply)).encode())
 
             def _send(self, status: int, body: bytes) -> None:
+                if upstream.reply.gzip_transfer:
+                    self._stream(
+                        iter([body]), upstream.reply, upstream.reply.content_type or "application/json"
+                    )
+                    return
                 self.send_response(status)
                 self.send_header("content-type", upstream.reply.content_type or "application/json")
                 if upstream.reply.encoded_body is not None:
@@ -511,15 +519,17 @@ class FakeUpstream:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _stream(self, events: Iterator[bytes], reply: Reply) -> None:
+            def _stream(self, events: Iterator[bytes], reply: Reply, content_type: str | None = None) -> None:
                 self.send_response(200)
-                self.send_header("content-type", reply.content_type or "text/event-stream")
+                self.send_header("content-type", content_type or reply.content_type or "text/event-stream")
                 self.send_header("cache-control", "no-cache")
-                self.send_header("transfer-encoding", "chunked")
+                self.send_header("transfer-encoding", "gzip, chunked" if reply.gzip_transfer else "chunked")
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 if reply.gzip_stream:
                     self.send_header("content-encoding", "gzip")
+                    events = _gzipped(events)
+                if reply.gzip_transfer:
                     events = _gzipped(events)
                 if reply.encoded_body is not None:
                     encoding, body = reply.encoded_body
