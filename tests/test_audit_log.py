@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from proxy.audit.keys import load_or_create_signing_key, load_public_key, signature_valid, spool_key
+from proxy.audit.keys import load_or_create_signing_key, load_public_key, signature_valid
 from proxy.audit.log import GENESIS, AuditLog, AuditUnavailable, checkpoint_message, record_hash
 from proxy.audit.spool import Spool
 from proxy.audit.verify import collect_files, verify_files
@@ -312,7 +312,7 @@ def test_spool_is_emptied_when_the_disk_comes_back(tmp_path: Path, clock: Clock)
 
 def left_behind(directory: Path, spool: Path, *events: dict[str, Any]) -> None:
     """Spool ``events`` as a run holding the log's key would have."""
-    held = Spool(spool, spool_key(load_or_create_signing_key(directory / "audit-signing.key")))
+    held = Spool(spool, load_or_create_signing_key(directory / "audit-signing.key"))
     for event in events:
         held.hold(event)
     held.close()
@@ -352,3 +352,13 @@ def test_spool_holding_only_written_events_leaves_no_gap(tmp_path: Path, clock: 
     AuditLog(directory, clock=clock, spool=spool).close()
     assert names(directory) == ["e1", "audit.checkpoint"]
     assert (spool / "spool.jsonl").read_bytes() == b""
+
+
+def test_a_count_not_signed_by_the_log_s_key_is_recorded_as_such(tmp_path: Path, clock: Clock) -> None:
+    """A count zeroed by whoever lacks the key leaves a gap record saying the count was forged."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    AuditLog(directory, clock=clock, spool=spool).append(turn(1))
+    (spool / "unrecorded.count").write_bytes(b"0".ljust(159) + b"\n")
+    AuditLog(directory, clock=clock, spool=spool).close()
+    (gap,) = [record for record in records(directory) if record["type"] == "audit.gap"]
+    assert "not signed by this log's key" in gap["reason"]

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from proxy.audit.keys import load_public_key, public_key_pem, sign
+from proxy.audit.keys import load_or_create_signing_key, load_public_key, public_key_pem, sign
 from proxy.audit.log import AuditLog, checkpoint_message, record_hash
+from proxy.audit.spool import Spool, count_line
 from proxy.audit.verify import (
     add_pubkey_arguments,
     add_verify_arguments,
@@ -291,3 +292,44 @@ def test_gaps_are_counted_in_the_summary(tmp_path: Path, capsys: pytest.CaptureF
     audit.close()
     assert verify(tmp_path) == 0
     assert "gaps: 2 audit.gap records, 5 events lost in outages" in capsys.readouterr().out
+
+
+def spool_of(directory: Path, spool: Path, *, counted: int = 0) -> None:
+    """The spool a proxy with this log's key leaves: its count signed when opened, then ``counted``
+    events acknowledged that could be neither written nor spooled."""
+    key = load_or_create_signing_key(directory / "audit-signing.key")
+    Spool(spool, key).close()
+    if counted:
+        (spool / "unrecorded.count").write_bytes(count_line(counted, key))
+
+
+def test_an_empty_spool_with_its_count_signed_verifies(
+    audit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The count the proxy leaves carries the log's signature and says nothing is missing."""
+    spool = tmp_path / "spool"
+    spool_of(audit_dir, spool)
+    assert verify(audit_dir, "--spool", str(spool)) == 0
+    assert "spool: empty, its count signed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("forged", [b"0\n", b"0 " + b"A" * 88 + b"\n", b""])
+def test_a_count_without_the_log_s_signature_fails(
+    audit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], forged: bytes
+) -> None:
+    """A count zeroed, lowered or emptied by whoever lacks the key is named as forged."""
+    spool = tmp_path / "spool"
+    spool_of(audit_dir, spool, counted=3)
+    (spool / "unrecorded.count").write_bytes(forged)
+    assert verify(audit_dir, "--spool", str(spool)) == 1
+    assert "SPOOL COUNT FORGED" in capsys.readouterr().out
+
+
+def test_events_counted_but_not_written_make_the_log_not_whole(
+    audit_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Acknowledged events that only reached the count are reported until the proxy records them."""
+    spool = tmp_path / "spool"
+    spool_of(audit_dir, spool, counted=2)
+    assert verify(audit_dir, "--spool", str(spool)) == 1
+    assert "NOT WHOLE: 0 events wait in the spool and 2 were acknowledged" in capsys.readouterr().out

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign, spool_key
+from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
 from proxy.audit.spool import Spool
 
 GENESIS = "0" * 64
@@ -171,7 +171,7 @@ class AuditLog:
             self._key_id = key_id(self._key.public_key())
             self._recover_partial_line()
             self._tail_hash, self._since_checkpoint, last_checkpoint = self._find_tail()
-            self._spool = Spool(spool, spool_key(self._key)) if spool is not None else None
+            self._spool = Spool(spool, self._key) if spool is not None else None
         except (OSError, ValueError) as exc:
             raise AuditUnavailable(f"audit log at {directory} cannot be opened: {exc}") from exc
         self._provisional_hash = self._tail_hash
@@ -316,19 +316,23 @@ class AuditLog:
         if self._spool is None:
             return
         spooled, counted = self._spool.take()
-        if not spooled and not counted:
+        forged = not self._spool.count_signed
+        if not spooled and not counted and not forged:
             return
         already = self._keys_in_newest_file()
         missing = [event for event in spooled if _event_key(event) not in already]
-        if not missing and not counted:
+        if not missing and not counted and not forged:
             return  # all written before the spool was emptied: nothing was lost
+        reason = "a previous run ended while the log could not be written; spooled events follow"
+        if forged:
+            reason += "; the count of events neither written nor spooled was not signed by this log's key"
         self._pending.append(
             {
                 "type": GAP,
                 "ts": format_ts(self.clock()),
                 "dropped": counted,
                 "spooled": len(missing),
-                "reason": "a previous run ended while the log could not be written; spooled events follow",
+                "reason": reason,
             }
         )
         self._pending.extend(missing)

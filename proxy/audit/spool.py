@@ -10,7 +10,10 @@ At the next start the log takes what the spool holds: the spooled events are wri
 not already there) after an ``audit.gap`` record saying how many were spooled and how many only counted.
 Each spooled line carries an HMAC under a key derived from the log's signing key: whoever can write the
 spool but does not hold the key cannot have forged events written into the signed chain; a line that
-does not verify is counted as lost instead.
+does not verify is counted as lost instead. The count is signed with the log's own Ed25519 key, as
+checkpoints are: ``egressguard audit verify --spool DIR`` checks it with the public key alone, so a count
+lowered or zeroed by whoever can write the spool but does not hold the key is found out. (Replaying a
+count the key once signed, an older zero, is not: only the log's gap records say what was lost before.)
 """
 
 from __future__ import annotations
@@ -20,14 +23,42 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from proxy.audit.keys import sign, signature_valid, spool_key
 
 SPOOL_NAME = "spool.jsonl"
 COUNT_NAME = "unrecorded.count"
-COUNT_WIDTH = 32
-"""Bytes of the count file: a decimal number padded with spaces and a newline, always this long."""
+COUNT_WIDTH = 160
+"""Bytes of the count file: a decimal number and its signature, padded with spaces and a newline, always
+this long."""
+_COUNT_SIGNED = b"egressguard audit unrecorded count\0"
+
+
+class Count(NamedTuple):
+    number: int
+    signed: bool | None
+    """True when the key's signature verifies, False when it does not, None when there is none."""
+
+
+def count_line(number: int, key: Ed25519PrivateKey) -> bytes:
+    line = f"{number} {sign(key, _COUNT_SIGNED + str(number).encode())}"
+    return line.ljust(COUNT_WIDTH - 1).encode() + b"\n"
+
+
+def read_count(data: bytes, public_key: Ed25519PublicKey | None) -> Count:
+    """The count a count file holds, and whether ``public_key`` (when given) signed it."""
+    number, _, signature = data.decode("ascii", "replace").strip().partition(" ")
+    value = int(number) if number.isdigit() else 0
+    if not signature:
+        return Count(value, None)
+    if public_key is None:
+        return Count(value, True)
+    return Count(value, signature_valid(public_key, _COUNT_SIGNED + number.encode(), signature))
+
 
 log = structlog.get_logger("egressguard.audit")
 
@@ -35,19 +66,24 @@ log = structlog.get_logger("egressguard.audit")
 class Spool:
     """Opens (creating) ``directory``; raises OSError when it cannot, which stops the start."""
 
-    def __init__(self, directory: Path, mac_key: bytes) -> None:
+    def __init__(self, directory: Path, key: Ed25519PrivateKey) -> None:
         self.directory = directory
-        self._mac_key = mac_key
+        self._key = key
+        self._mac_key = spool_key(key)
         directory.mkdir(parents=True, exist_ok=True)
         self._events = os.open(directory / SPOOL_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         self._count = os.open(directory / COUNT_NAME, os.O_RDWR | os.O_CREAT, 0o640)
-        if os.fstat(self._count).st_size < COUNT_WIDTH:
-            existing = self._read_count()
+        size = os.fstat(self._count).st_size
+        found = self._read_count()
+        if size < COUNT_WIDTH:
             os.posix_fallocate(self._count, 0, COUNT_WIDTH)
-            self._write_count(existing)
+        self.count_signed = size == 0 or found.signed is True
+        """Whether the count an earlier run left carries this log's signature (a new spool has none)."""
+        if found.signed is not True:
+            self._write_count(found.number)
         self.spooled = 0
         self.uncounted = 0
-        self.counted = self._read_count()
+        self.counted = found.number
 
     @property
     def holding(self) -> bool:
@@ -86,7 +122,7 @@ class Spool:
         """What an earlier run left: the spooled events, and how many more were only counted (a line that
         does not read back, cut by a crash, counts as one)."""
         events: list[dict[str, Any]] = []
-        lost = self._read_count()
+        lost = self.counted
         with open(self._events, "rb", closefd=False) as source:
             source.seek(0)
             for raw in source:
@@ -124,10 +160,9 @@ class Spool:
             return None
         return event
 
-    def _read_count(self) -> int:
-        text = os.pread(self._count, COUNT_WIDTH, 0).decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else 0
+    def _read_count(self) -> Count:
+        return read_count(os.pread(self._count, COUNT_WIDTH, 0), self._key.public_key())
 
     def _write_count(self, count: int) -> None:
-        os.pwrite(self._count, f"{count}".ljust(COUNT_WIDTH - 1).encode() + b"\n", 0)
+        os.pwrite(self._count, count_line(count, self._key), 0)
         os.fsync(self._count)

@@ -32,6 +32,7 @@ from proxy.audit.log import (
     format_ts,
     record_hash,
 )
+from proxy.audit.spool import COUNT_NAME, COUNT_WIDTH, SPOOL_NAME, read_count
 from proxy.config.units import parse_duration
 from proxy.config.yamlschema import SchemaError
 from proxy.state import StateStore
@@ -271,6 +272,12 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         help="the proxy's policy: check each writer's files reach the head it published to the state store",
     )
     parser.add_argument(
+        "--spool",
+        type=Path,
+        help="the proxy's audit spool directory (audit.spool): its count of acknowledged events neither "
+        "written nor spooled must carry the log's signature, and nothing may be waiting there",
+    )
+    parser.add_argument(
         "--require-signed-through",
         metavar="TIME",
         help="fail unless a checkpoint signed at or after TIME (ISO time, or an age such as 10m or 24h) "
@@ -324,6 +331,8 @@ def run_verify(args: argparse.Namespace) -> int:
     for directory, files in chains.items():
         label = f"writer {directory}: " if len(chains) > 1 else ""
         status = max(status, _verify_chain(label, directory, files, public_key, required, heads))
+    if args.spool is not None:
+        status = max(status, _verify_spool(args.spool, public_key))
     if args.pubkey is None and public_key is not None:
         print(
             f"note: signatures checked with {key_file}, which sits with the log; "
@@ -360,6 +369,31 @@ def _verify_chain(
             print(f"{label}NOT SIGNED THROUGH {format_ts(required)}: {problem}")
             return 1
         print(f"{label}signed through {format_ts(required)}: nothing written before it was cut")
+    return 0
+
+
+def _verify_spool(directory: Path, public_key: Ed25519PublicKey | None) -> int:
+    """Check the spool's signed count and what waits there; the exit status (1 when the log is not
+    whole: events acknowledged but not in it, or a count the log's key did not sign)."""
+    try:
+        count = read_count((directory / COUNT_NAME).read_bytes()[:COUNT_WIDTH], public_key)
+        waiting = sum(1 for line in (directory / SPOOL_NAME).read_bytes().splitlines() if line.strip())
+    except OSError as exc:
+        print(f"SPOOL UNREADABLE: {exc}")
+        return 1
+    if count.signed is not True:
+        state = "has no signature" if count.signed is None else "does not verify against the log's key"
+        print(f"SPOOL COUNT FORGED: {directory / COUNT_NAME} {state}")
+        return 1
+    if public_key is None:
+        print("note: the spool's count was not checked against a key (pass --pubkey)")
+    if count.number or waiting:
+        print(
+            f"NOT WHOLE: {waiting} events wait in the spool and {count.number} were acknowledged but "
+            "neither written nor spooled; the proxy records them with an audit.gap record at its next start"
+        )
+        return 1
+    print("spool: empty, its count signed")
     return 0
 
 
