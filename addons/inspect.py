@@ -25,6 +25,7 @@ from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
 from proxy.wire.decoding import DecodingError, OverCapError, StreamDecoder, decode_body, supported
+from proxy.wire.multipart import part_spans
 
 log = structlog.get_logger("egressguard")
 
@@ -81,6 +82,15 @@ def set_content(message: http.Message, content: bytes) -> None:
             del message.headers["transfer-encoding"]
 
 
+def as_headers(fields: list[tuple[str, str]]) -> http.Headers:
+    return http.Headers(
+        [
+            (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+            for name, value in fields
+        ]
+    )
+
+
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
     """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
 
@@ -112,7 +122,7 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
         content = raw
     elif problem is not None:
         turn.errors.append(f"{what}: {problem}; the part that decodes is inspected")
-    if not is_text(content):
+    if not is_text(content) and part_spans(content) is None:
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
         turn.errors.append(f"{what}: binary body ({content_type}) not inspected")
         return None
@@ -268,6 +278,18 @@ class Inspect:
 
     async def response(self, flow: http.HTTPFlow) -> None:
         await self._off_loop_if_large(self.inspect_response, flow, flow.response)
+        self.inspect_trailers(flow)
+
+    @fail_open
+    def inspect_trailers(self, flow: http.HTTPFlow) -> None:
+        """Trailers (HTTP/1 chunked or HTTP/2) arrive after the body and reach the client after this hook:
+        scanned and redacted like headers."""
+        turn, inspector, _ = self._state(flow)
+        if turn is None or inspector is None or flow.response is None or not flow.response.trailers:
+            return
+        scanned = inspector.scan_headers(list(flow.response.trailers.items(multi=True)))
+        if scanned is not None:
+            flow.response.trailers = as_headers(scanned)
 
     @staticmethod
     async def _off_loop_if_large(
@@ -340,12 +362,7 @@ class Inspect:
             return
         scanned = inspector.scan_headers(list(flow.response.headers.items(multi=True)))
         if scanned is not None:
-            flow.response.headers = http.Headers(
-                [
-                    (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
-                    for name, value in scanned
-                ]
-            )
+            flow.response.headers = as_headers(scanned)
         if not is_event_stream(flow.response.headers.get("content-type")):
             self._redact_large_body(flow, turn, inspector)
             return
@@ -402,7 +419,7 @@ class Inspect:
             rewritten = dialect.rewrite_response(
                 rewritten, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
             )
-        rewritten = inspector.scan_body(rewritten)
+        rewritten = inspector.scan_body(rewritten, body)
         if rewritten != body:
             set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)

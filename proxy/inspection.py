@@ -22,7 +22,7 @@ import bisect
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from proxy.detectors.baseline import (
     tool_rate_spike,
 )
 from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
-from proxy.dialects.base import load_json
+from proxy.dialects.base import load_json, load_json_with_shadowed
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.stream import encode_json
 from proxy.egress import decide
@@ -51,7 +51,7 @@ from proxy.scanning.redact import (
     fingerprint,
     redact_text,
 )
-from proxy.scanning.residual import JsonScan, UnescapingFilter, canonical_escapes
+from proxy.scanning.residual import JsonScan, Path, UnescapingFilter, canonical_escapes
 from proxy.scanning.rulepack import Match, Rule, Scanner, load_packaged_packs
 from proxy.scanning.validators import shannon_entropy
 from proxy.state import StateStore, digest
@@ -251,14 +251,10 @@ class TurnInspector:
         fields no dialect models (``metadata``, ``user``, ``prediction``, tool definitions' other fields,
         unknown keys), tool calls in the history, object keys, JSON inside strings, escapes decoded.
         What it finds is recorded, and redacted where the policy redacts requests."""
-        document, error = load_json(body)
-        if error is not None:
-            return body
         handled = {tuple(parse_locator(part.where)) for part in view.parts}
-        scan = self.json_scan(redacts=self.policy.detection.redact_requests)
-        filtered, changed = scan.filter("", document, handled)
-        self._record_residual(scan)
-        return encode_json(filtered) if changed else body
+        return self._scan_document(
+            body, self.json_scan(redacts=self.policy.detection.redact_requests), handled
+        )
 
     def request_sent(self, sent: RequestView, body: bytes) -> None:
         """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
@@ -646,15 +642,30 @@ class TurnInspector:
         finding = tools.argument_entropy_finding(call, mean, variance**0.5)
         return [finding] if finding else []
 
-    def scan_body(self, body: bytes) -> bytes:
-        """A JSON response body, after the dialect's rewrite, with every string the dialect does not read
-        as text (unknown fields, keys, JSON inside strings, tool arguments as decoded) scanned, and
-        redacted where enforced. Its findings are recorded; a body that is not JSON is returned as is."""
-        document, error = load_json(body)
+    def scan_body(self, body: bytes, sent_by_upstream: bytes) -> bytes:
+        """A JSON response body, after the dialect's rewrite of what the upstream sent, with every string
+        the dialect does not read as text (unknown fields, keys, JSON inside strings, tool arguments as
+        decoded) scanned, and redacted where enforced. Its findings are recorded; a body that is not JSON
+        is returned as is."""
+        return self._scan_document(body, self.residual, (), sent_by_upstream)
+
+    def _scan_document(
+        self, body: bytes, scan: JsonScan, handled: Collection[Path], original: bytes | None = None
+    ) -> bytes:
+        """``body`` with what ``scan`` redacts outside ``handled`` redacted, its findings recorded. The
+        values a repeated key shadows in it (or in the ``original`` it was rewritten from) are scanned
+        too, and where the scan rewrites, the body is sent without them: a reader that keeps a repeated
+        key's first value must read what was inspected."""
+        document, shadowed, error = load_json_with_shadowed(body)
         if error is not None:
             return body
-        filtered, changed = self.residual.filter("", document, ())
-        self._record_residual(self.residual)
+        if original is not None and original != body:
+            shadowed += load_json_with_shadowed(original)[1]
+        filtered, changed = scan.filter("", document, handled)
+        if shadowed:
+            scan.filter("shadowed by a repeated key", shadowed, ())
+            changed = changed or scan.rewrites
+        self._record_residual(scan)
         return encode_json(filtered) if changed else body
 
     def scan_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:

@@ -1693,3 +1693,80 @@ UNREAD_SHAPES = [
 ]
 
 CASES += UNREAD_SHAPES
+
+
+def framed(events: list[bytes], transform: Any) -> list[bytes]:
+    return [transform(event) for event in events]
+
+
+def _split_data(event: bytes) -> bytes:
+    """One data field spread over two data lines with a comment and an unknown field between them: the
+    client joins the data lines with a newline and ignores the rest."""
+    if not event.startswith(b"data: {"):
+        return event
+    body = event[len(b"data: ") : -2]
+    cut = body.index(b'"choices"')
+    return b"data: " + body[:cut] + b"\n: keep-alive\nfoo: bar\ndata: " + body[cut:] + b"\n\n"
+
+
+FRAMING = [
+    Case(
+        "cr-only-line-ends",
+        "openai_chat",
+        AWS,
+        events=framed(
+            chat_events(chat_chunk({"content": f"k {AWS[:7]}"}), chat_chunk({"content": AWS[7:]})),
+            lambda event: event.replace(b"\n", b"\r"),
+        ),
+    ),
+    Case(
+        "comments-and-fields-between-data-lines",
+        "openai_chat",
+        AWS,
+        events=framed(
+            chat_events(chat_chunk({"content": f"k {AWS[:7]}"}), chat_chunk({"content": AWS[7:]})),
+            _split_data,
+        ),
+    ),
+    Case(
+        "bom-before-the-stream",
+        "openai_chat",
+        AWS,
+        events=[
+            b"\xef\xbb\xbf" + event if number == 0 else event
+            for number, event in enumerate(chat_events(chat_chunk({"content": f"k {AWS}"})))
+        ],
+    ),
+    Case("bom-before-json", "openai_chat", AWS, b"\xef\xbb\xbf" + chat_message({"content": f"k {AWS}"})),
+    Case(
+        "one-event-over-a-mebibyte",
+        "openai_chat",
+        AWS,
+        events=chat_events(chat_chunk({"content": "x" * (1 << 20) + f" k {AWS}"})),
+    ),
+    Case(
+        "duplicate-keys-last-wins",
+        "openai_chat",
+        AWS,
+        chat_message({"content": "ok"}).replace(
+            b'"content": "ok"', b'"content": "ok", "content": "k ' + AWS.encode() + b'"'
+        ),
+    ),
+    Case(
+        "duplicate-keys-first-hidden",
+        "openai_chat",
+        AWS,
+        chat_message({"content": "ok"}).replace(
+            b'"content": "ok"', b'"content": "k ' + AWS.encode() + b'", "content": "ok"'
+        ),
+    ),
+    Case(
+        "ndjson-body",
+        "openai_chat",
+        AWS,
+        b'{"delta": "k ' + escaped(AWS, 2).encode() + b'"}\n{"delta": "done"}\n',
+        headers={"content-type": "application/x-ndjson"},
+    ),
+]
+
+CASES += FRAMING

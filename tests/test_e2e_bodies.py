@@ -369,9 +369,10 @@ def test_a_chunked_request_that_grows_past_the_cap_is_recorded_as_not_enforced(
     assert [finding["enforced"] for finding in over_cap_findings(record)] == [False]
 
 
-def read_as_curl(tls: ssl.SSLSocket) -> tuple[dict[str, str], bytes]:
+def read_as_curl(tls: ssl.SSLSocket) -> tuple[bytes, bytes]:
     """Read one HTTP/1.1 answer to its end and decode it as curl does with ``--tr-encoding
-    --compressed``: chunks joined, then every transfer and content coding (gzip) undone."""
+    --compressed``: chunks joined, then every transfer and content coding (gzip) undone. Returns the
+    head and trailers as received, and the decoded body."""
     answer = b""
     while chunk := tls.recv(65536):
         answer += chunk
@@ -389,6 +390,7 @@ def read_as_curl(tls: ssl.SSLSocket) -> tuple[dict[str, str], bytes]:
             size_line, _, rest = rest.partition(b"\r\n")
             size = int(size_line.split(b";")[0], 16)
             if size == 0:
+                head += b"\r\n" + rest
                 break
             joined, rest = joined + rest[:size], rest[size + 2 :]
         body, transfer = joined, transfer[:-1]
@@ -396,7 +398,7 @@ def read_as_curl(tls: ssl.SSLSocket) -> tuple[dict[str, str], bytes]:
     for coding in reversed(content + transfer):
         assert coding == "gzip", coding
         body = zlib.decompress(body, wbits=31)
-    return headers, body
+    return head, body
 
 
 @pytest.mark.parametrize("stream", [False, True])

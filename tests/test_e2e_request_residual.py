@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -298,3 +299,76 @@ def test_without_request_redaction_the_fields_pass_and_are_recorded_unenforced(
     findings = [finding for finding in last_record(proxy)["findings"] if finding["rule"] == AWS_RULE]
     assert found_count(findings) >= count, findings
     assert not any(finding["enforced"] for finding in findings)
+
+
+MULTIPART_BOUNDARY = "----egressguard-test"
+
+
+def multipart(*parts: tuple[str, str, bytes]) -> bytes:
+    """A multipart/form-data body of (name, content type, content) parts."""
+    body = b""
+    for name, content_type, content in parts:
+        body += (
+            (
+                f'--{MULTIPART_BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+                f"Content-Type: {content_type}\r\n\r\n"
+            ).encode()
+            + content
+            + b"\r\n"
+        )
+    return body + f"--{MULTIPART_BOUNDARY}--\r\n".encode()
+
+
+FRAMED_REQUESTS: dict[str, tuple[str, str, bytes]] = {
+    "form-encoded": (
+        "/v1/records",
+        "application/x-www-form-urlencoded",
+        f"note=key+{secret(0)}&other=1".encode(),
+    ),
+    "form-encoded-percent": (
+        "/v1/records",
+        "application/x-www-form-urlencoded",
+        ("note=" + "".join(f"%{byte:02X}" for byte in secret(0).encode())).encode(),
+    ),
+    "duplicate-key-first-shadowed": (
+        "/v1/chat/completions",
+        "application/json",
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"k": "'
+        + secret(0).encode()
+        + b'", "k": "fine"}}',
+    ),
+    "bom-prefixed-json": (
+        "/v1/chat/completions",
+        "application/json",
+        b"\xef\xbb\xbf"
+        + json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}], "user": secret(0)}
+        ).encode(),
+    ),
+    "multipart-text-field-beside-a-binary-file": (
+        "/v1/files",
+        f"multipart/form-data; boundary={MULTIPART_BOUNDARY}",
+        multipart(
+            ("file", "application/octet-stream", bytes(range(256)) * 64),
+            ("purpose", "text/plain", f"key {secret(0)}".encode()),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FRAMED_REQUESTS)
+def test_request_framings_do_not_carry_a_secret_past_redaction(
+    redacting: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Form-encoded (plain and percent-encoded), a repeated JSON key whose first value a reader may keep,
+    a BOM before JSON, and a text field of a multipart upload beside a binary file: the secret does not
+    reach the upstream in any spelling its reader decodes."""
+    use(redacting, monkeypatch)
+    path, content_type, body = FRAMED_REQUESTS[name]
+    with httpx.Client(verify=trusted(), trust_env=True, headers=HEADERS) as client:
+        client.post(f"{upstream.url}{path}", content=body, headers={"content-type": content_type})
+    received = upstream.received[-1].body
+    assert secret(0).encode() not in received
+    assert secret(0).encode() not in urllib.parse.unquote_to_bytes(received.replace(b"+", b" "))
+    findings = [finding for finding in last_record(redacting)["findings"] if finding["rule"] == AWS_RULE]
+    assert findings and all(finding["enforced"] for finding in findings)

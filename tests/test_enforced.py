@@ -414,3 +414,33 @@ def test_a_compressed_stream_past_its_decoding_cap_is_cut_or_passed_by_policy(mo
     assert [finding.enforced for finding in over_cap] == [mode == "enforce"]
     assert (received == compressed) is (mode == "observe")
     assert len(received) <= 4096 or mode == "observe"
+
+
+@pytest.mark.parametrize("setting", ["enforce", "observe"])
+def test_a_secret_in_a_trailer_is_redacted_where_enforced(setting: str) -> None:
+    """Trailers arrive after the body, past the header scan: they are scanned, and redacted where enforced."""
+    policy, detectors = detectors_for(setting)
+    addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
+    turn = Turn(TurnContext(agent_id="bot", role="r", purpose="support"))
+    api = APIS["openai_chat"]
+    flow = tflow.tflow(
+        req=tflow.treq(
+            host=api.host,
+            path=api.path(False),
+            headers=http.Headers(content_type="application/json"),
+            content=json.dumps(api.request("hello", False)).encode(),
+        )
+    )
+    flow.metadata[METADATA_KEY] = turn
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+        flow.response = tflow.tresp(
+            headers=http.Headers(content_type="application/json"),
+            content=json.dumps(api.json(Reply(text="fine"))).encode(),
+        )
+        flow.response.trailers = http.Headers(x_debug_token=f"k={AWS_KEY}")
+        addon.responseheaders(flow)
+        asyncio.run(addon.response(flow))
+    assert (AWS_KEY in str(flow.response.trailers)) is (setting == "observe")
+    findings = [finding for finding in turn.findings if finding.rule == "aws-access-key-id"]
+    assert [finding.enforced for finding in findings] == [setting == "enforce"]

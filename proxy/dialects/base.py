@@ -64,6 +64,26 @@ def load_json(body: bytes) -> tuple[Any, str | None]:
         return None, f"invalid JSON: {type(error).__name__}"
 
 
+def load_json_with_shadowed(body: bytes) -> tuple[Any, list[Any], str | None]:
+    """``load_json``, and the values of keys repeated in one object that the parsed body drops: a reader
+    that keeps the first of a repeated key (not Python's) sees them instead of what was inspected."""
+    shadowed: list[Any] = []
+
+    def keep_last(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            last = {key: index for index, (key, _) in enumerate(pairs)}
+            shadowed.extend(value for index, (key, value) in enumerate(pairs) if last[key] != index)
+        return document
+
+    if not body.strip():
+        return None, [], "empty body"
+    try:
+        return json.loads(body_text(body), object_pairs_hook=keep_last), shadowed, None
+    except (ValueError, RecursionError) as error:
+        return None, [], f"invalid JSON: {type(error).__name__}"
+
+
 def require_object(document: Any) -> dict[str, Any]:
     """The parsed body when it is a JSON object; anything else is a shape error (TypeError)."""
     if not isinstance(document, dict):

@@ -10,10 +10,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from proxy.dialects.base import Dialect, ErrorResponse, body_text, json_error, load_json, readable_text
-from proxy.dialects.locator import ROOT, set_at, walk_strings
+from proxy.dialects.locator import ROOT, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
+from proxy.wire.multipart import part_spans, replace_parts
 from proxy.wire.sse import SSEEvent, encode_text, serialise
+
+MULTIPART = "multipart"
+"""Locators of a multipart body's text fields: ``multipart[2]`` is its third part."""
 
 
 class Generic(Dialect):
@@ -24,9 +28,18 @@ class Generic(Dialect):
         if error is None:
             return self._request_from(document)
         text = readable_text(body)
-        if text is None:
+        if text is not None:
+            return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
+        spans = part_spans(body)
+        if spans is None:
             return RequestView(dialect=self.name, parse_error="not UTF-8 text")
-        return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
+        # A file upload is binary as a whole; the form fields beside the file are text that leaves.
+        parts = []
+        for index, (start, end) in enumerate(spans):
+            field = readable_text(body[start:end])
+            if field:
+                parts.append(Part(Source.USER, field, format_locator((MULTIPART, index))))
+        return RequestView(dialect=self.name, parts=parts)
 
     def parse_response(self, body: bytes) -> Completion:
         document, error = load_json(body)
@@ -38,9 +51,17 @@ class Generic(Dialect):
         return Completion(text=[TextSegment(text, ROOT)] if text else [])
 
     def rewrite_request(self, body: bytes, replacements: Mapping[str, str]) -> bytes:
-        if load_json(body)[1] is not None and set(replacements) <= {ROOT}:
+        if load_json(body)[1] is None:
+            return super().rewrite_request(body, replacements)
+        if set(replacements) <= {ROOT}:
             return encode_text(replacements.get(ROOT, body_text(body)))
-        return super().rewrite_request(body, replacements)
+        fields = {}
+        for where, text in replacements.items():
+            steps = parse_locator(where)
+            if len(steps) != 2 or steps[0] != MULTIPART or not isinstance(steps[1], int):
+                raise ValueError(f"{where} names no part of this body")
+            fields[steps[1]] = encode_text(text)
+        return replace_parts(body, fields)
 
     def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
         text = readable_text(body)
