@@ -69,6 +69,38 @@ def process(command: list[str], port: int, workdir: Path, env: dict[str, str]) -
         log.close()
 
 
+def proxy_commands(
+    workdir: Path, upstream_ca: Path, bare_port: int, guard_port: int
+) -> tuple[list[str], list[str]]:
+    """The commands that run bare mitmdump (its CA under ``workdir/bare-ca``) and egressguard (with
+    ``workdir/policy.yaml``), both trusting the fake upstream's CA."""
+    bare = [
+        shutil.which("mitmdump") or "mitmdump",
+        "-q",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(bare_port),
+        "--set",
+        f"confdir={workdir / 'bare-ca'}",
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={upstream_ca}",
+    ]
+    guard = [
+        sys.executable,
+        "-m",
+        "proxy",
+        "run",
+        "--config",
+        str(workdir / "policy.yaml"),
+        "--listen-port",
+        str(guard_port),
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={upstream_ca}",
+    ]
+    return bare, guard
+
+
 def ask(prompt: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}]
 
@@ -138,34 +170,9 @@ def main() -> None:
     upstream.reply = Reply(text=REPLY, piece_size=64)
     url = f"{upstream.url}/v1/chat/completions"
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
-    mitmdump = shutil.which("mitmdump") or "mitmdump"
     bare_port, guard_port = free_port(), free_port()
     (workdir / "policy.yaml").write_text(policy_yaml(workdir / "data"))
-    bare = [
-        mitmdump,
-        "-q",
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(bare_port),
-        "--set",
-        f"confdir={workdir / 'bare-ca'}",
-        "--set",
-        f"ssl_verify_upstream_trusted_ca={pki.ca_cert}",
-    ]
-    guard = [
-        sys.executable,
-        "-m",
-        "proxy",
-        "run",
-        "--config",
-        str(workdir / "policy.yaml"),
-        "--listen-port",
-        str(guard_port),
-        "--set",
-        f"ssl_verify_upstream_trusted_ca={pki.ca_cert}",
-    ]
-
+    bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
     clients: dict[str, Callable[[], httpx.Client]] = {
         "direct": lambda: httpx.Client(verify=str(pki.ca_cert), timeout=30),
         "bare mitmdump": lambda: httpx.Client(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import SHORT_PROMPT, TRANSCRIPT, ask, process
+from latency import SHORT_PROMPT, TRANSCRIPT, ask, process, proxy_commands
 
 from proxy.commands.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
@@ -93,32 +92,8 @@ def main() -> None:
     (workdir / "policy.yaml").write_text(
         policy_yaml(workdir / "data", extra="inspection: {max_body_bytes: 16MiB}\n")
     )
-    bare = [
-        shutil.which("mitmdump") or "mitmdump",
-        "-q",
-        "--listen-host",
-        "127.0.0.1",
-        "--listen-port",
-        str(bare_port),
-        "--set",
-        f"confdir={workdir / 'bare-ca'}",
-        "--set",
-        f"ssl_verify_upstream_trusted_ca={pki.ca_cert}",
-        "--set",
-        "stream_large_bodies=16m",
-    ]
-    guard = [
-        sys.executable,
-        "-m",
-        "proxy",
-        "run",
-        "--config",
-        str(workdir / "policy.yaml"),
-        "--listen-port",
-        str(guard_port),
-        "--set",
-        f"ssl_verify_upstream_trusted_ca={pki.ca_cert}",
-    ]
+    bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
+    bare += ["--set", "stream_large_bodies=16m"]  # the same cap as egressguard's policy
     clients: dict[str, Callable[[], httpx.Client]] = {
         "bare mitmdump": lambda: httpx.Client(
             proxy=f"http://127.0.0.1:{bare_port}",

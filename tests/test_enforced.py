@@ -266,19 +266,27 @@ def detectors_for(setting: str) -> tuple[Policy, Detectors]:
     return policy, Runtime(policy, SqliteStateStore(None)).load_detectors()
 
 
-def run(setting: str, case: Case, api: Api = APIS["openai_chat"]) -> Outcome:
-    policy, detectors = detectors_for(setting)
-    addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
-    turn = Turn(TurnContext(agent_id="bot", role="r", purpose=case.purpose))
+def agent_turn(
+    api: Api, prompt: str, *, stream: bool, purpose: str | None = "support"
+) -> tuple[Turn, http.HTTPFlow]:
+    """A turn of the agent asking ``api`` ``prompt``: its flow, before the inspect addon has seen it."""
+    turn = Turn(TurnContext(agent_id="bot", role="r", purpose=purpose))
     flow = tflow.tflow(
         req=tflow.treq(
             host=api.host,
-            path=api.path(case.stream),
+            path=api.path(stream),
             headers=http.Headers(content_type="application/json"),
-            content=json.dumps(api.request(case.prompt, case.stream)).encode(),
+            content=json.dumps(api.request(prompt, stream)).encode(),
         )
     )
     flow.metadata[METADATA_KEY] = turn
+    return turn, flow
+
+
+def run(setting: str, case: Case, api: Api = APIS["openai_chat"]) -> Outcome:
+    policy, detectors = detectors_for(setting)
+    addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
+    turn, flow = agent_turn(api, case.prompt, stream=case.stream, purpose=case.purpose)
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
         blocked = flow.response is not None
@@ -386,17 +394,8 @@ def test_a_compressed_stream_past_its_decoding_cap_is_cut_or_passed_by_policy(mo
     )
     policy = parse_policy(text, "p.yaml", environ={})
     addon = Inspect(Runtime(policy, SqliteStateStore(None)))
-    turn = Turn(TurnContext(agent_id="bot", role="r", purpose="support"))
     api = APIS["openai_chat"]
-    flow = tflow.tflow(
-        req=tflow.treq(
-            host=api.host,
-            path=api.path(True),
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(api.request("hello", True)).encode(),
-        )
-    )
-    flow.metadata[METADATA_KEY] = turn
+    turn, flow = agent_turn(api, "hello", stream=True)
     events = b"".join(api.events(Reply(text="filler " * 2000, piece_size=50)))
     compressed = gzip.compress(events)
     with taddons.context(addon):
@@ -421,17 +420,8 @@ def test_a_secret_in_a_trailer_is_redacted_where_enforced(setting: str) -> None:
     """Trailers arrive after the body, past the header scan: they are scanned, and redacted where enforced."""
     policy, detectors = detectors_for(setting)
     addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
-    turn = Turn(TurnContext(agent_id="bot", role="r", purpose="support"))
     api = APIS["openai_chat"]
-    flow = tflow.tflow(
-        req=tflow.treq(
-            host=api.host,
-            path=api.path(False),
-            headers=http.Headers(content_type="application/json"),
-            content=json.dumps(api.request("hello", False)).encode(),
-        )
-    )
-    flow.metadata[METADATA_KEY] = turn
+    turn, flow = agent_turn(api, "hello", stream=False)
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
         flow.response = tflow.tresp(
