@@ -397,7 +397,20 @@ class TurnInspector:
             drop_notice=self._stream_notice if gate else None,
             argument_filter=(lambda where: UnescapingFilter(redactor(where))) if redactor else None,
             residual=self.residual,
+            content_filter=self._stream_quarantine if self._quarantines() else None,
         )
+
+    def _quarantines(self) -> bool:
+        """Enforce mode withholds injections found in read content (quarantine or block)."""
+        action = INDIRECT_ACTIONS[self.policy.detection.indirect_injection]
+        return action is not Action.FLAG and self.policy.enforces(Threat.PROMPT_INJECTION)
+
+    def _stream_quarantine(self, part: Part) -> str:
+        """A streamed piece of read content as it may go out: as in a JSON answer, quarantined, or
+        withheld whole when the policy blocks (a response cannot be blocked half-way). Its findings are
+        recorded when the stream ends, from the same cached verdict; ``stream_sent`` reads the notice back
+        from the bytes that left."""
+        return self._quarantined(part, self._injection_findings(part), whole=Action.BLOCK)
 
     def stream_sent(self, received: Completion, scan: JsonScan) -> None:
         """The stream reached the client as ``received``, read back from the bytes that left by a session

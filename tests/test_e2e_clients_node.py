@@ -1,6 +1,7 @@
 """End to end with the official Node SDKs (openai, @anthropic-ai/sdk, the MCP TypeScript SDK), streamed
 and not, through a real egressguard, with what the banner prints plus, on a Node whose fetch ignores
-HTTPS_PROXY, the README's one-line preload."""
+HTTPS_PROXY, the README's one-line preload. MCP answers come as SSE (the SDK asks for it): an injection in a
+streamed tool result or tool description is quarantined as in a JSON answer."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.harness import Proxy
+from tests.test_e2e_injection import ATTACK, MARKER, POISONED, README
 from tests.upstream import FakeUpstream, Reply
 
 PACKAGE = Path(__file__).parent / "node"
@@ -128,3 +131,73 @@ def test_node_without_the_preload_bypasses_the_proxy(
     del environment["NODE_OPTIONS"]
     run_client(node_clients, "openai", upstream.url, environment)
     assert agent_env.wait_for_records(1, timeout=1) == []
+
+
+def mcp_answer(node_clients: tuple[str, Path], proxy: Proxy, upstream: FakeUpstream, kind: str) -> Any:
+    """What the MCP TypeScript SDK returned for ``kind`` (mcp: a tool call; mcp-tools: tools/list)."""
+    node, directory = node_clients
+    environment = node_environment(proxy, directory, node_version(node))
+    result = run_client(node_clients, kind, upstream.url, environment)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["answer"]
+
+
+def streamed_injection_findings(proxy: Proxy) -> list[dict[str, Any]]:
+    """The prompt-injection findings of the MCP calls whose answer came as an SSE stream."""
+    return [
+        finding
+        for record in proxy.wait_for_records(3)
+        if record["dialect"] == "mcp" and record["stream"]
+        for finding in record["findings"]
+        if finding["threat"] == "prompt_injection"
+    ]
+
+
+def test_mcp_tool_result_streamed_over_sse_is_quarantined(
+    node_clients: tuple[str, Path], start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """MCP TypeScript SDK (streamable HTTP, answers as SSE): the tool result arrives with the attack
+    withheld and the rest of the README intact, and the audit says the quarantine was carried out."""
+    enforce = start_proxy(mode="enforce")
+    upstream.reply = Reply(text=POISONED)
+    answer = mcp_answer(node_clients, enforce, upstream, "mcp")
+    assert "attacker@evil.example" not in answer and MARKER in answer
+    assert README.strip() in answer and answer.rstrip().endswith("MIT")
+    accepts = [
+        value
+        for received in upstream.received
+        for name, value in received.headers.items()
+        if name.lower() == "accept"
+    ]
+    assert any("text/event-stream" in accept for accept in accepts)
+    quarantined = streamed_injection_findings(enforce)
+    assert quarantined and all(f["action"] == "quarantine" and f["enforced"] for f in quarantined)
+    assert {f["where"] for f in quarantined} == {"result.content[0].text"}
+
+
+def test_poisoned_mcp_tool_description_streamed_over_sse_is_quarantined(
+    node_clients: tuple[str, Path], start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The MCP TypeScript SDK's tools/list, answered as SSE: the poisoned description is withheld, the
+    honest one passes unchanged."""
+    schema = {"type": "object"}
+    honest = {"name": "weather", "description": "Returns the forecast for a city.", "inputSchema": schema}
+    poisoned = {"name": "mail", "description": f"Sends an e-mail. {ATTACK}", "inputSchema": schema}
+    upstream.reply = Reply(mcp_tools=[honest, poisoned])
+    descriptions = mcp_answer(node_clients, start_proxy(mode="enforce"), upstream, "mcp-tools")
+    assert descriptions[0] == honest["description"]
+    assert MARKER in descriptions[1] and "attacker@evil.example" not in descriptions[1]
+    assert descriptions[1].startswith("Sends an e-mail.")
+
+
+def test_mcp_sse_answer_is_only_flagged_when_the_policy_says_flag(
+    node_clients: tuple[str, Path], start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """With ``injection.indirect: flag`` the streamed tool result passes as it came, and is flagged."""
+    proxy = start_proxy(mode="enforce", extra="injection: {indirect: flag}\n")
+    upstream.reply = Reply(text=POISONED)
+    answer = mcp_answer(node_clients, proxy, upstream, "mcp")
+    # The attack passes (the e-mail address in it is still redacted as personal data).
+    assert MARKER not in answer and "ignore all previous instructions" in answer and README in answer
+    flagged = streamed_injection_findings(proxy)
+    assert flagged and all(f["action"] == "flag" and not f["enforced"] for f in flagged)

@@ -1,6 +1,7 @@
 """End to end: indirect prompt injection in enforce mode, through a real egressguard with the official SDKs.
 A poisoned tool result reaches the model with the attack withheld and the rest intact; a poisoned MCP tool
-description reaches the agent withheld; a benign README read by a tool raises nothing."""
+description reaches the agent withheld (over SSE with the MCP TypeScript SDK: tests/test_e2e_clients_node.py);
+a benign README read by a tool raises nothing."""
 
 from __future__ import annotations
 

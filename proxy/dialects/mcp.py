@@ -163,9 +163,15 @@ class MCPStreamSession(PerEventStreamSession):
         ]
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
-        texts = self._texts(payload)
-        if not texts or self.filters.text_filter is None:
+        """Read content is whole in its event: it is quarantined as a JSON answer's would be, then
+        redacted."""
+        parts = [part for prefix, message in _messages(payload) for part in result_parts(message, prefix)]
+        quarantine, text_filter = self.filters.content_filter, self.filters.text_filter
+        if not parts or (quarantine is None and text_filter is None):
             return [event.raw]
-        for where, text in texts:
-            payload = set_at(payload, where, self._filter_within_event(where, text))
+        for part in parts:
+            text = part.text if quarantine is None else quarantine(part)
+            if text_filter is not None:
+                text = self._filter_within_event(part.where, text)
+            payload = set_at(payload, part.where, text)
         return [rewritten(event, payload)]

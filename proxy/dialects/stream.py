@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from proxy.dialects.locator import parse_locator
-from proxy.exchange import Completion
+from proxy.exchange import Completion, Part
 from proxy.wire.sse import SSEEvent, SSEParser, encode_text, serialise
 
 
@@ -82,6 +82,10 @@ SHAPE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, IndexError, Rec
 DropNotice = Callable[[str, str | None], str | None]
 """Text to show the agent in place of a dropped call (tool name, call id), or None for no notice."""
 
+ContentFilter = Callable[[Part], str]
+"""What of one complete piece of read content (an MCP tool result or description) may be sent: its text
+with a suspected injection withheld, or the text unchanged."""
+
 
 @dataclass(frozen=True, slots=True)
 class StreamFilters:
@@ -90,11 +94,13 @@ class StreamFilters:
     drop_notice: DropNotice | None = None
     argument_filter: TextFilterFactory | None = None
     residual: EventScan | None = None
+    content_filter: ContentFilter | None = None
 
     @property
     def active(self) -> bool:
         return (
             self.text_filter is not None
+            or self.content_filter is not None
             or self.tool_gate is not None
             or self.argument_filter is not None
             or (self.residual is not None and self.residual.rewrites)

@@ -1,5 +1,5 @@
 // One call through an official Node SDK, chosen by argv: prints what the client returned, as JSON.
-//   node clients.mjs openai|openai-stream|anthropic|anthropic-stream|mcp BASE_URL
+//   node clients.mjs openai|openai-stream|anthropic|anthropic-stream|mcp|mcp-tools BASE_URL
 import Anthropic from "@anthropic-ai/sdk";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -31,13 +31,25 @@ async function anthropic(stream) {
   return final.content[0].text;
 }
 
-async function mcp() {
+async function mcpClient() {
   const client = new Client({ name: "egressguard-test", version: "1.0.0" });
   await client.connect(new StreamableHTTPClientTransport(new URL(`${baseURL}/mcp`)));
+  return client;
+}
+
+async function mcp() {
+  const client = await mcpClient();
   const tools = await client.listTools();
   const result = await client.callTool({ name: tools.tools[0].name, arguments: { query: "refund policy" } });
   await client.close();
   return result.content[0].text;
+}
+
+async function mcpTools() {
+  const client = await mcpClient();
+  const tools = await client.listTools();
+  await client.close();
+  return tools.tools.map((tool) => tool.description);
 }
 
 const calls = {
@@ -46,5 +58,6 @@ const calls = {
   anthropic: () => anthropic(false),
   "anthropic-stream": () => anthropic(true),
   mcp,
+  "mcp-tools": mcpTools,
 };
 console.log(JSON.stringify({ answer: await calls[kind]() }));
