@@ -144,23 +144,28 @@ class FeatureSpec:
         prefix = np.zeros(length + longest + 1, dtype=np.uint64)
         np.cumsum(codes * _POWERS[:length], out=prefix[1 : length + 1])
         prefix[length + 1 :] = prefix[length]
-        positions = np.arange(length)
         inverse = _INVERSE_POWERS[:length]
-        sizes = np.array(self.char_ngrams, dtype=np.intp)[:, None]
-        chars = self._buckets((prefix[positions + sizes] - prefix[positions]) * inverse, _CHAR_SALT * sizes)
-        chars[positions >= length - sizes + 1] = self.dim
-        wordy = _WORDY[np.minimum(codes, 128)]
-        edges = np.diff(wordy.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-        word_starts = np.flatnonzero(edges == 1)
-        word_ends = np.flatnonzero(edges == -1)
+        chars = np.empty((len(self.char_ngrams), length), dtype=np.intp)
+        # One size at a time over slices, in place: no index arrays and no temporaries of every size.
+        hashes = np.empty(length, dtype=np.uint64)
+        for row, size in enumerate(self.char_ngrams):
+            np.subtract(prefix[size : size + length], prefix[:length], out=hashes)
+            hashes *= inverse
+            chars[row] = self._buckets(hashes, _CHAR_SALT * size)
+            chars[row, max(0, length - size + 1) :] = self.dim
+        # Clipping reads every code past ASCII as the table's last entry, a word character.
+        wordy = np.zeros(length + 2, dtype=bool)
+        np.take(_WORDY, codes, mode="clip", out=wordy[1:-1])
+        word_starts = np.flatnonzero(wordy[1:] > wordy[:-1])
+        word_ends = np.flatnonzero(wordy[1:] < wordy[:-1])
         starts: list[npt.NDArray[np.intp]] = []
         words: list[npt.NDArray[np.intp]] = []
         for size in self.word_ngrams:
             if len(word_starts) >= size:
                 first = word_starts[: len(word_starts) - size + 1]
-                hashes = (prefix[word_ends[size - 1 :]] - prefix[first]) * inverse[first]
+                spans = (prefix[word_ends[size - 1 :]] - prefix[first]) * inverse[first]
                 starts.append(first)
-                words.append(self._buckets(hashes, _WORD_SALT * size))
+                words.append(self._buckets(spans, _WORD_SALT * size).astype(np.intp))
         empty = np.zeros(0, dtype=np.intp)
         return Grams(
             chars,
@@ -168,10 +173,12 @@ class FeatureSpec:
             np.concatenate(words) if words else empty,
         )
 
-    def _buckets(self, hashes: npt.NDArray[np.uint64], salt: Any) -> npt.NDArray[np.intp]:
-        """Multiplicative hashing: the top bits of (hash + salt) times an odd constant."""
-        mixed = (hashes + np.asarray(salt, dtype=np.uint64)) * _MIX
-        return (mixed >> np.uint64(64 - self.bits)).astype(np.intp)
+    def _buckets(self, hashes: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.uint64]:
+        """Multiplicative hashing: the top bits of (hash + salt) times an odd constant, in place."""
+        hashes += np.uint64(salt)
+        hashes *= _MIX
+        hashes >>= np.uint64(64 - self.bits)
+        return hashes
 
     def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
