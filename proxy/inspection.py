@@ -64,8 +64,6 @@ SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
 sends them, so one poisoned tool description is one finding, not one per turn."""
 SEEN_TTL_S = 30 * 24 * 3600.0
 INDIRECT_ACTIONS = {"flag": Action.FLAG, "quarantine": Action.QUARANTINE, "block": Action.BLOCK}
-QUARANTINE_NOTICE = "[egressguard: content withheld as a suspected prompt injection"
-"""How a quarantined span reads in what is sent; it goes on with the rules that matched and the event id."""
 # Baselines compare the last hour with the week before it.
 REFUSAL_WINDOW_S = TOOL_WINDOW_S = 3600.0
 REFUSAL_BASELINE_S = TOOL_BASELINE_S = 7 * 24 * 3600.0
@@ -307,19 +305,15 @@ class TurnInspector:
         ]
         if not enforceable:
             return part.text
-        rules = ", ".join(sorted({finding.rule for finding in enforceable}))
-        marker = f"{QUARANTINE_NOTICE} ({rules}); event {self.turn.event_id}]"
+        marker = injection.quarantine_marker((finding.rule for finding in enforceable), self.turn.event_id)
         if any(finding.action is whole for finding in enforceable):
             return marker
-        text = part.text
-        for start, end in reversed(self.detectors.injection.suspect_spans(text, part.source)):
-            text = text[:start] + marker + text[end:]
-        return text
+        return self.detectors.injection.quarantine(part.text, part.source, marker)
 
     def _carry_out_quarantines(self, since: int, sent: Iterable[Part]) -> None:
         """Quarantines from index ``since`` are enforced when the part they name went out carrying this
         turn's withheld-content notice."""
-        notice = f"{QUARANTINE_NOTICE} ("
+        notice = f"{injection.QUARANTINE_NOTICE} ("
         withheld = {part.where for part in sent if notice in part.text and self.turn.event_id in part.text}
 
         def applied(finding: Finding) -> bool:

@@ -3,6 +3,11 @@
 Prompt injection goes through the proxy's own detector (``proxy.detectors.injection``: normalisation,
 rules, classifier, the thresholds of the text's source), so a text gets the verdict it would get in the
 proxy; the other packs report each match's span. Findings are printed without the detected values.
+
+With ``--redact`` the output is the input with secrets and personal data redacted and, where the text
+carries an injection for its source, the pieces that carry it withheld behind the proxy's quarantine
+marker (``[egressguard: content withheld as a suspected prompt injection (rules)]``), as the proxy
+quarantines read content; the injection findings go to stderr, one line each.
 Exit status: 0 no findings, 1 findings, 2 bad input.
 """
 
@@ -16,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from proxy.detectors.injection import InjectionDetector, load_default_classifier
+from proxy.detectors.injection import (
+    InjectionDetector,
+    load_default_classifier,
+    quarantine_marker,
+    withhold,
+)
 from proxy.exchange import Source
 from proxy.model import Finding, Threat
 from proxy.scanning.redact import RedactionStyle, redact_text
@@ -161,6 +171,15 @@ def _line_starts(text: str) -> list[int]:
     return starts
 
 
+def _report(findings: list[dict[str, Any]], name: str, output_format: str, out: TextIO) -> None:
+    for finding in findings:
+        if output_format == "json":
+            out.write(json.dumps(finding) + "\n")
+        else:
+            where = f"{name}:{finding['line']}:{finding['start'] + 1}"
+            out.write(f"{where}: {finding['rule']} ({finding['threat']}, {finding['severity']})\n")
+
+
 def run_scan(
     args: argparse.Namespace,
     *,
@@ -193,34 +212,38 @@ def run_scan(
     found = 0
     timed_out: set[str] = set()
     for record in records:
-        result = scanner.scan(record.text)
-        found += len(result.matches)
+        source = record.prompt_source(Source(args.source))
+        injections = detector.detect(record.text, "scan", source) if detector is not None else []
+        spans = detector.suspect_spans(record.text, source) if detector and injections else []
+        line_starts = _line_starts(record.text) if args.input == "text" else []
+        findings = [
+            _injection_finding(record, injection, spans[0][0], spans[0][1], line_starts, args.input)
+            for injection in injections
+        ]
+        text = record.text
+        if args.redact and injections:
+            # As the proxy quarantines read content: the spans that carry the injection are withheld, and
+            # what is left is scanned for secrets.
+            text = withhold(text, spans, quarantine_marker(injection.rule for injection in injections))
+        result = scanner.scan(text)
         timed_out.update(result.timed_out)
+        found += len(result.matches) + len(findings)
         if args.redact:
-            redacted = redact_text(record.text, result.matches, style)
+            redacted = redact_text(text, result.matches, style)
             if record.raw is None:
                 stdout.write(redacted)
             else:
                 stdout.write(json.dumps({**record.raw, "text": redacted}, ensure_ascii=False) + "\n")
+            # The redacted text is the output; what was withheld as an injection is said on stderr.
+            _report(findings, args.file, "text", stderr)
             continue
-        line_starts = _line_starts(record.text) if args.input == "text" else []
-        findings = [_finding(record, match, line_starts, args.input) for match in result.matches]
-        if detector is not None:
-            source = record.prompt_source(Source(args.source))
-            injections = detector.detect(record.text, "scan", source)
-            if injections:
-                start, end = detector.suspect_spans(record.text, source)[0]
-                findings += [
-                    _injection_finding(record, found, start, end, line_starts, args.input)
-                    for found in injections
-                ]
-        found += len(findings) - len(result.matches)
-        for finding in findings:
-            if args.format == "json":
-                stdout.write(json.dumps(finding) + "\n")
-            else:
-                where = f"{args.file}:{finding['line']}:{finding['start'] + 1}"
-                stdout.write(f"{where}: {finding['rule']} ({finding['threat']}, {finding['severity']})\n")
+        _report(
+            [_finding(record, match, line_starts, args.input) for match in result.matches],
+            args.file,
+            args.format,
+            stdout,
+        )
+        _report(findings, args.file, args.format, stdout)
     for rule_id in sorted(timed_out):
         print(f"egressguard scan: rule {rule_id} timed out; its findings may be incomplete", file=stderr)
     return EXIT_FINDINGS if found else EXIT_CLEAN

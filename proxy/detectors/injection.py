@@ -309,6 +309,23 @@ def _severity_for_score(score: float) -> Severity:
     return Severity.HIGH if score >= 0.9 else Severity.MEDIUM
 
 
+QUARANTINE_NOTICE = "[egressguard: content withheld as a suspected prompt injection"
+"""How a quarantined span reads: it goes on with the rules that matched and, in the proxy, the event id."""
+
+
+def quarantine_marker(rules: Iterable[str], event_id: str | None = None) -> str:
+    """What stands in for a withheld span: the notice, the rules that found it and the audit event."""
+    named = f"{QUARANTINE_NOTICE} ({', '.join(sorted(set(rules)))})"
+    return f"{named}; event {event_id}]" if event_id else f"{named}]"
+
+
+def withhold(text: str, spans: Iterable[tuple[int, int]], marker: str) -> str:
+    """``text`` with each of the (start, end) ``spans``, in order and apart, replaced by ``marker``."""
+    for start, end in reversed(list(spans)):
+        text = text[:start] + marker + text[end:]
+    return text
+
+
 USER_ORIGIN = "user"
 CONTENT_ORIGIN = "content"
 CACHE_ENTRIES = 4096
@@ -364,9 +381,14 @@ class InjectionDetector:
                 if spans and not text[spans[-1][1] : start].strip():
                     spans[-1] = (spans[-1][0], piece_end)
                 else:
-                    spans.append((start, piece_end))
+                    # The break a piece starts with (a line break, a sentence's space) stays in place.
+                    spans.append((start + len(piece) - len(piece.lstrip()), piece_end))
             start = piece_end
         return spans or [(0, len(text))]
+
+    def quarantine(self, text: str, source: Source, marker: str) -> str:
+        """``text`` with each suspect span (``suspect_spans``) replaced by ``marker``."""
+        return withhold(text, self.suspect_spans(text, source), marker)
 
     def _verdict(self, text: str, source: Source) -> _Verdict:
         key = hashlib.blake2b(f"{source}\0{text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
