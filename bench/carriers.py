@@ -13,10 +13,12 @@ comment or docstring, a JSON string value, a markdown or HTML comment, a log mes
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import random
 import re
-from collections.abc import Callable
+import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,8 +242,72 @@ def generated_carriers(data: Path, rng: random.Random, per_family: int) -> list[
     return carriers
 
 
+# Projects whose files are in the dev set (their files would leak across cross-validation folds), that
+# are reserved for held-out evaluation (../shared/data/README.md), or this project itself (its README
+# quotes attacks): never read from this installation.
+EXCLUDED_PROJECTS = frozenset({"egressguard", "flask", "httpx", "requests", "fastapi", "kubernetes", "pip"})
+LOCAL_CHUNKS = (300, 6000)
+"""Chunk sizes (characters) of local documents, as tool results of the dev set come."""
+
+
+def _chunks(text: str, rng: random.Random) -> Iterator[str]:
+    """Consecutive pieces of ``text`` cut at line breaks, each of a random size in LOCAL_CHUNKS."""
+    lines = text.splitlines(keepends=True)
+    piece: list[str] = []
+    size = 0
+    goal = rng.randint(*LOCAL_CHUNKS)
+    for line in lines:
+        piece.append(line)
+        size += len(line)
+        if size >= goal:
+            yield "".join(piece)
+            piece, size, goal = [], 0, rng.randint(*LOCAL_CHUNKS)
+    if size >= LOCAL_CHUNKS[0]:
+        yield "".join(piece)
+
+
+def _sample(carriers: list[Carrier], rng: random.Random, count: int) -> list[Carrier]:
+    return rng.sample(carriers, min(count, len(carriers)))
+
+
+def local_carriers(rng: random.Random, per_family: int = 300) -> list[Carrier]:
+    """Benign tool results from this Python installation, ``per_family`` chunks of each kind: the standard
+    library's source (code with docstrings and comments full of "you should", "ignore", "override"), the
+    reference documentation it ships (``pydoc_data``) and the READMEs of the installed distributions'
+    metadata, but the excluded projects'. Which files exist depends on the Python version and the
+    installed packages; the sample is seeded."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    code: list[Carrier] = []
+    for path in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
+        relative = path.relative_to(stdlib).as_posix()
+        if relative.split("/")[0] in ("test", "idlelib", "site-packages", "pydoc_data", "lib2to3"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        code.extend(Carrier("code_stdlib", f"stdlib-{relative}", chunk) for chunk in _chunks(text, rng))
+    import pydoc_data.topics
+
+    reference = [
+        Carrier("docs_python", f"pydoc-{topic}", chunk)
+        for topic, text in sorted(pydoc_data.topics.topics.items())
+        for chunk in _chunks(text, rng)
+    ]
+    readmes: list[Carrier] = []
+    for distribution in sorted(importlib.metadata.distributions(), key=lambda dist: dist.metadata["Name"]):
+        name = distribution.metadata["Name"]
+        if name.lower().rstrip("0123456789") in EXCLUDED_PROJECTS:
+            continue
+        text = distribution.metadata.get_payload() or distribution.metadata.get("Description") or ""
+        readmes.extend(Carrier("docs_packages", f"package-{name}", chunk) for chunk in _chunks(text, rng))
+    return [carrier for kind in (code, reference, readmes) for carrier in _sample(kind, rng, per_family)]
+
+
 def benign_carriers(data: Path, rng: random.Random, per_family: int = 60) -> list[Carrier]:
-    return load_tool_results(data) + load_bipia_documents(data) + generated_carriers(data, rng, per_family)
+    return (
+        load_tool_results(data)
+        + load_bipia_documents(data)
+        + generated_carriers(data, rng, per_family)
+        + local_carriers(rng)
+    )
 
 
 # --- planting -----------------------------------------------------------------------------------------
@@ -270,9 +336,9 @@ def plant(carrier: Carrier, attack: str, rng: random.Random) -> tuple[str, int, 
     styles = ["line"]
     if family.startswith("json") or (family == "manifest" and text.lstrip().startswith("{")):
         styles = ["json_value", "json_value", "line"]
-    elif family in ("code_python", "diff", "bipia_code"):
+    elif family.startswith("code") or family in ("diff", "bipia_code"):
         styles = ["comment", "docstring", "line"]
-    elif family in ("docs", "docs_ops", "bipia_email"):
+    elif family.startswith("docs") or family == "bipia_email":
         styles = ["line", "sentence", "html_comment", "html_comment"]
     style = rng.choice(styles)
     if style == "json_value":

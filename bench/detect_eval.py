@@ -5,14 +5,16 @@
 Injection: recall and false-positive rate of the rules alone, the classifier alone and both combined (a
 finding from either), family by family. Benign: every kind of tool result (documentation, ops docs and
 Python source from the dev set; BIPIA emails, tables and code threads; generated JSON API answers, search
-results, logs, manifests, diffs and stack traces) scanned as tool results, and benign prompts full of
-trigger words (NotInject, synthetic) scanned as user input. Attacks: BIPIA train-split attacks and
+results, logs, manifests, diffs and stack traces; the standard library's source, its reference docs and
+installed packages' READMEs) scanned as tool results, and benign prompts full of trigger words
+(NotInject, synthetic) scanned as user input. Attacks: BIPIA train-split attacks and
 synthetic multilingual hijacks planted in those same carriers the way each carrier hides text (a line, a
 code comment or docstring, a JSON string value, a markdown or HTML comment), per carrier family; bare
 attack instructions; direct hijacks typed by a user. Classifier scores are cross-validated: each item is
 scored by a fold model that never saw its attack family, its carrier's source file or generated series,
-with the thresholds that fold selection picked. These are dev figures; the held-out sets named in
-../shared/data/README.md are never used here.
+with thresholds picked on the other folds' out-of-fold scores (the indirect one keeps every tool-result
+family at or under 1 % there), so false-positive rates are held out as well as recall. These are dev
+figures; the held-out sets named in ../shared/data/README.md are never used here.
 """
 
 from __future__ import annotations
@@ -95,15 +97,18 @@ def injection_section(data: Path, folds: int) -> None:
     print("== prompt injection ==")
     examples = training.build_examples(data, folds)
     scores, models = training.cross_validate(examples, folds)
-    direct, indirect = training.thresholds(data, examples, scores, models)
-    print(f"cross-validated thresholds: direct {direct:.3f}, indirect {indirect:.3f} ({folds} grouped folds)")
+    benign_scores = training.benign_document_scores(data, models)
     packs = [load_pack(pack_path("injection"))]
-    detectors = [
-        InjectionDetector(
-            packs, dataclasses.replace(model, threshold_direct=direct, threshold_indirect=indirect)
+    detectors = []
+    for fold, model in enumerate(models):
+        # The fold's thresholds are picked without its items, so its false positives are held out too.
+        direct, indirect = training.thresholds(examples, scores, benign_scores, folds, held_out_fold=fold)
+        print(f"fold {fold}: thresholds from the other folds: direct {direct:.3f}, indirect {indirect:.3f}")
+        detectors.append(
+            InjectionDetector(
+                packs, dataclasses.replace(model, threshold_direct=direct, threshold_indirect=indirect)
+            )
         )
-        for model in models
-    ]
     print(
         f"{'set':<34}{'n':>6}{'rules':>9}{'classifier':>12}{'combined':>10}"
         "   (recall for attacks, FPR for benign)"

@@ -2,17 +2,20 @@
 
     python3 bench/train_injection.py [--data ../shared/data] [--out rules/injection_model.json] [--folds 5]
 
-Data (see ../shared/data/README.md): BIPIA train-split attack instructions, planted at the start, middle
-or end of BIPIA's clean emails, tables and code threads (injected windows are positives, clean windows
-negatives); NotInject benign prompts full of trigger words (negatives); plus examples synthesised here
-from small grammars: direct hijack attempts (override, role reset, persona, prompt extraction, template
-tokens, forged markers) in nine languages, and benign requests that use the same trigger words.
+Data (see ../shared/data/README.md): BIPIA train-split attack instructions and synthetic hijacks, planted
+where each carrier hides text (bench/carriers.py) in benign tool results: the dev set's docs and source,
+BIPIA's clean emails, tables and code threads, generated JSON answers, logs, manifests, diffs and stack
+traces, and this Python installation's standard library source, reference docs and installed packages'
+READMEs (injected windows are positives, clean windows negatives); NotInject benign prompts full of
+trigger words (negatives); plus examples synthesised here from small grammars: direct hijack attempts
+(override, role reset, persona, prompt extraction, template tokens, forged markers) in nine languages,
+and benign requests that use the same trigger words.
 
 Cross-validation is grouped: a fold holds out whole attack categories, whole synthetic families (one
 family in one language) and whole documents, so the figures say how the model does on kinds of attack it
 has not seen. Two thresholds come out of it, each the lowest score that keeps out-of-fold false positives
 at or under 1 %: one on benign prompts (for text users type), one on clean documents (for tool results
-and retrieved documents). numpy is needed here only; inference (proxy/detectors/injection.py) uses the stdlib.
+and retrieved documents), there in every family of tool result on its own.
 """
 
 # The phrase grammars are multilingual: Cyrillic and Greek letters in them are Russian, not look-alikes.
@@ -822,17 +825,53 @@ def threshold_at(benign_scores: Sequence[float] | np.ndarray, target: float = TA
     return max(0.5, float(ordered[len(ordered) - allowed - 1]) + 1e-4)
 
 
-def thresholds(
-    data: Path, examples: Sequence[Example], scores: np.ndarray, models: Sequence[InjectionClassifier]
-) -> tuple[float, float]:
-    """(direct, indirect): the first on benign prompts, the second on whole benign tool results scored
-    by their highest window, as the detector scores them."""
-    direct = threshold_at(
-        [score for score, example in zip(scores, examples, strict=True) if example.kind in DIRECT_BENIGN]
-    )
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A benign tool result's family, group and out-of-fold score (its highest window)."""
+
+    family: str
+    group: str
+    score: float
+
+
+def benign_document_scores(data: Path, models: Sequence[InjectionClassifier]) -> list[Scored]:
     rng = random.Random(SEED)  # noqa: S311 - the same generated carriers as training
-    whole = [(carrier.group, carrier.text) for carrier in carriers.benign_carriers(data, rng)]
-    return direct, threshold_at(out_of_fold_scores(whole, models))
+    benign = carriers.benign_carriers(data, rng)
+    scores = out_of_fold_scores([(carrier.group, carrier.text) for carrier in benign], models)
+    return [
+        Scored(carrier.family, carrier.group, float(score))
+        for carrier, score in zip(benign, scores, strict=True)
+    ]
+
+
+def thresholds(
+    examples: Sequence[Example],
+    scores: np.ndarray,
+    documents: Sequence[Scored],
+    folds: int,
+    held_out_fold: int | None = None,
+) -> tuple[float, float]:
+    """(direct, indirect): the first on benign prompts; the second on whole benign tool results scored
+    by their highest window, as the detector scores them (``benign_document_scores``), the lowest that
+    keeps every family of tool result (docs, code, JSON answers, logs ...) at or under the target on its
+    own, so a large easy family does not buy false positives for a small hard one. With
+    ``held_out_fold``, that fold's items take no part, so the thresholds can be judged on it."""
+
+    def kept(group: str) -> bool:
+        return held_out_fold is None or fold_of(group, folds) != held_out_fold
+
+    direct = threshold_at(
+        [
+            score
+            for score, example in zip(scores, examples, strict=True)
+            if example.kind in DIRECT_BENIGN and kept(example.group)
+        ]
+    )
+    by_family: dict[str, list[float]] = {}
+    for document in documents:
+        if kept(document.group):
+            by_family.setdefault(document.family, []).append(document.score)
+    return direct, max(threshold_at(family_scores) for family_scores in by_family.values())
 
 
 def report(scores: np.ndarray, examples: Sequence[Example], direct: float, indirect: float) -> None:
@@ -860,10 +899,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = build_examples(args.data, args.folds)
     print(f"{len(examples)} examples, {sum(example.label for example in examples)} positive")
     scores, models = cross_validate(examples, args.folds)
-    direct, indirect = thresholds(args.data, examples, scores, models)
+    direct, indirect = thresholds(examples, scores, benign_document_scores(args.data, models), args.folds)
     print(
         f"grouped {args.folds}-fold cross-validation; thresholds at <= {TARGET_FPR:.0%} false positives: "
-        f"direct {direct:.3f} (benign prompts), indirect {indirect:.3f} (whole benign tool results)"
+        f"direct {direct:.3f} (benign prompts), indirect {indirect:.3f} (whole benign tool results, "
+        "every family)"
     )
     report(scores, examples, direct, indirect)
 
