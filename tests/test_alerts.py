@@ -200,6 +200,33 @@ def test_first_seen_is_shared_between_engines(shared_store: StateStore) -> None:
     assert fired(second, turn(2, egress_host="new.example")) == []
 
 
+def test_a_spike_over_baseline_spread_over_two_engines_fires_once(shared_store: StateStore) -> None:
+    """Baseline and spike counts are shared: a steady rate seen half by each process never fires, and a
+    burst of 8 split 4 and 4 (under min_events 5 for either alone) fires once between them."""
+    rules = [rule for rule in load_alerts_config(None).rules if rule.id == "injection-rate-spike"]
+    engines = [RuleEngine(rules, started=START, store=shared_store) for _ in range(2)]
+    injection = finding("prompt_injection", "high", "injection.phrase")
+    moment = START
+    for number in range(48 * 2):
+        assert fired(engines[number % 2], turn(number, injection, at=moment)) == []
+        moment += timedelta(minutes=30)
+    burst = [
+        fired(engines[n % 2], turn(1000 + n, injection, at=moment + timedelta(minutes=n))) for n in range(8)
+    ]
+    assert sum(len(alerts) for alerts in burst) == 1
+    late_process = RuleEngine(rules, started=START, store=shared_store)
+    assert fired(late_process, turn(2000, injection, at=moment + timedelta(minutes=9))) == []
+
+
+def test_a_steady_rate_after_a_quiet_start_does_not_fire() -> None:
+    """Hours observed with no event count in the baseline; hours before observation began do not, so a
+    process that just started never compares a first burst against nothing."""
+    rules = [rule for rule in load_alerts_config(None).rules if rule.id == "injection-rate-spike"]
+    engine = RuleEngine(rules, started=START, store=SqliteStateStore(None))
+    injection = finding("prompt_injection", "high", "injection.phrase")
+    assert [fired(engine, turn(n, injection, at=START + timedelta(minutes=n))) for n in range(10)] == [[]] * 10
+
+
 def fired(engine: RuleEngine, record: dict[str, Any]) -> list[Alert]:
     return [alert for _, alert in engine.evaluate(record)]
 

@@ -4,7 +4,9 @@ Threshold windows, first-seen sets and the "already fired" marks live in the sta
 replicas sharing a store count one burst together and the alert for it fires once: whichever process sees
 the record that crosses the threshold claims the alert (``add_if_new`` on its dedup key), and the others
 find it claimed. The alert's details (event ids, users) are those this process saw; its count is everyone's.
-Ratio-to-baseline rules keep their minute counts in the process.
+Ratio-to-baseline rules count in the store too: the current window is the shared window above, the
+baseline is hourly counters (coarse: the baseline is the whole hours before the window's first hour), and
+the moment observation began is shared, so a spike spread over workers fires once.
 
 An alert is built only from the audit record's identifiers and counts; audit records hold no raw text
 and no detected value, so neither can an alert.
@@ -35,6 +37,7 @@ SCHEDULE_CLAIM_S = 7 * 24 * 3600.0
 """How long a scheduled rule's claim on a slot is kept: longer than any process's clock can lag."""
 FIRST_SEEN_TTL_S = 90 * 24 * 3600.0
 """How long a first-seen combination stays seen: the audit log's default retention, which reseeds it."""
+HOUR_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +80,8 @@ class _Hit:
 @dataclass(slots=True)
 class _GroupState:
     hits: deque[_Hit] = field(default_factory=deque)
-    minute_counts: deque[list[int]] = field(default_factory=deque)
-    minute_total: int = 0
+    closed_hours: dict[int, int] = field(default_factory=dict)
+    """Baseline hours already read from the store: an hour that has ended no longer changes."""
     suppressed: int = 0
 
 
@@ -130,7 +133,8 @@ class RuleEngine:
         self.scheduled = [rule for rule in rules if rule.schedule is not None]
         self.store: StateStore = store if store is not None else SqliteStateStore(None)
         self._groups: dict[tuple[str, tuple[Any, ...]], _GroupState] = {}
-        self._observed_since: datetime | None = None
+        self._observed_since: dict[str, tuple[float, float]] = {}
+        """Per baseline rule: when observation began, and when this process last read and renewed that."""
         self._next_run = {rule.id: next_run(rule, started) for rule in self.scheduled}
 
     def seed_seen(self, rule_id: str, keys: Iterable[tuple[Any, ...]], now: datetime) -> None:
@@ -146,8 +150,6 @@ class RuleEngine:
         if record.get("type") not in EVALUATED_TYPES:
             return []
         now = parse_ts(record["ts"])
-        if self._observed_since is None:
-            self._observed_since = now
         fired: list[tuple[AlertRule, Alert]] = []
         for rule in self.realtime:
             alert = self._evaluate_rule(rule, record, now)
@@ -224,7 +226,7 @@ class RuleEngine:
         # so the other processes' records count once each and this process's with their weights.
         count = shared - len(state.hits) + sum(hit.weight for hit in state.hits)
         if rule.baseline is not None:
-            if not self._spiking(rule, state, now):
+            if not self._spiking(rule, group_id, state, shared, now):
                 return None
         elif rule.threshold is not None and not rule.threshold.met(count):
             return None
@@ -236,28 +238,45 @@ class RuleEngine:
         state.suppressed = 0
         return alert
 
-    def _spiking(self, rule: AlertRule, state: _GroupState, now: datetime) -> bool:
-        """Window count above ``ratio`` times the average window of the baseline period before it."""
-        assert rule.baseline is not None and self._observed_since is not None
-        minute = int(now.timestamp() // 60)
-        if state.minute_counts and state.minute_counts[-1][0] == minute:
-            state.minute_counts[-1][1] += 1
-        else:
-            state.minute_counts.append([minute, 1])
-        state.minute_total += 1
-        window_minutes = max(1, int(rule.baseline.window.total_seconds() // 60))
-        baseline_minutes = rule.baseline.baseline_days * 24 * 60
-        while state.minute_counts and state.minute_counts[0][0] <= minute - window_minutes - baseline_minutes:
-            state.minute_total -= state.minute_counts.popleft()[1]
-        current = sum(
-            count for bucket, count in reversed(state.minute_counts) if bucket > minute - window_minutes
+    def _spiking(
+        self, rule: AlertRule, group_id: str, state: _GroupState, current: int, now: datetime
+    ) -> bool:
+        """``current`` (the shared window's count) at least ``min_events`` and above ``ratio`` times the
+        average window of the baseline: the whole hours observed in the ``baseline_days`` before the
+        window's first hour."""
+        assert rule.baseline is not None
+        baseline_s = rule.baseline.baseline_days * 24 * HOUR_S
+        hour = int(now.timestamp() // HOUR_S)
+        self.store.incr(
+            f"alerts.hourly:{group_id}:{hour}", ttl_s=baseline_s + rule.window.total_seconds() + HOUR_S
         )
-        observed_minutes = (now - self._observed_since).total_seconds() / 60 - window_minutes
-        periods = min(baseline_minutes, observed_minutes) / window_minutes
+        window_start = now.timestamp() - rule.window.total_seconds()
+        first_hour = -(-self._observed(rule, now) // HOUR_S)
+        end_hour = int(window_start // HOUR_S)
+        hours = range(max(int(first_hour), end_hour - baseline_s // HOUR_S), end_hour)
+        periods = len(hours) * HOUR_S / rule.window.total_seconds()
         if periods < 1:
             return False
-        average = (state.minute_total - current) / periods
+        for stale in [known for known in state.closed_hours if known < hours.start]:
+            del state.closed_hours[stale]
+        for missing in (known for known in hours if known not in state.closed_hours):
+            state.closed_hours[missing] = self.store.counter(f"alerts.hourly:{group_id}:{missing}")
+        average = sum(state.closed_hours[known] for known in hours) / periods
         return current >= rule.baseline.min_events and current > rule.baseline.ratio * average
+
+    def _observed(self, rule: AlertRule, now: datetime) -> float:
+        """When the processes sharing the store began observing for ``rule`` (a baseline needs that much
+        history); the mark lasts one baseline period past the last process that saw a record."""
+        assert rule.baseline is not None
+        key = f"alerts.observed:{rule.id}"
+        ttl_s = rule.baseline.baseline_days * 24 * HOUR_S
+        since, renewed = self._observed_since.get(rule.id, (None, 0.0))
+        if since is None or now.timestamp() - renewed >= HOUR_S:
+            stored = self.store.get(key)
+            since = float(stored) if isinstance(stored, (int, float)) else now.timestamp()
+            self.store.put(key, since, ttl_s)
+            self._observed_since[rule.id] = (since, now.timestamp())
+        return since
 
     def _build(
         self, rule: AlertRule, group: dict[str, Any], state: _GroupState, now: datetime, count: int
