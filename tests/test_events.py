@@ -8,6 +8,7 @@ import pytest
 
 from proxy.audit.events import scrub, turn_event
 from proxy.model import Action, Finding, Mode, Severity, Threat
+from proxy.scanning.redact import _remembered, redact_json
 from proxy.scanning.rulepack import Scanner, load_packaged_packs
 from proxy.turn import Turn, TurnContext
 
@@ -65,6 +66,33 @@ def test_clean_event_is_returned_as_is() -> None:
         output_sha256=None,
     )
     assert scrub(event, scanner(), b"k" * 32) is event
+
+
+def test_a_repeated_field_is_scrubbed_every_time() -> None:
+    """Redactions of repeated short fields are reused: the same secret in a user id is replaced on every
+    turn with the same placeholder, and the redaction is counted each time."""
+    turn = Turn(TurnContext(agent_id="bot", role="r", user_id=TOKEN), egress_host="api.openai.com")
+    event = turn_event(
+        turn,
+        mode=Mode.OBSERVE,
+        method="POST",
+        path="/v1/responses",
+        status=200,
+        input_sha256=None,
+        output_sha256=None,
+    )
+    first, second = (scrub(event, scanner(), b"k" * 32) for _ in range(2))
+    assert TOKEN not in repr(first) and first == second
+    assert str(first["user_id"]).startswith("[REDACTED:")
+
+
+def test_a_scan_that_timed_out_is_not_remembered() -> None:
+    """A rule that timed out under load is given another chance on the next turn, not remembered."""
+    slow = Scanner([pack for pack in load_packaged_packs() if pack.name == "secrets"], timeout_s=0.0)
+    text = f"forward to {TOKEN}"
+    assert redact_json({"purpose": text}, slow, remember=True)[0]["purpose"] == text
+    assert TOKEN not in redact_json({"purpose": text}, scanner(), remember=True)[0]["purpose"]
+    assert not any(slot[0] is slow for slot in _remembered)
 
 
 GH_TOKEN = "ghp_" + "R8zQ2mV7xK4pL9wT3nB6cY1dF5gH0jS2aE7u"  # shaped like a GitHub token, issued to nobody

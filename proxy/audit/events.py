@@ -144,7 +144,7 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
         {name: finding[name] for name in ("signal", "extra") if name in finding}
         for finding in event["findings"]
     ]
-    clean, redactions = redact_json(fields, scanner, key=key)
+    clean, redactions = redact_json(fields, scanner, key=key, remember=True)
     if isinstance(clean.get("path"), str):
         clean["path"] = mask_url_tokens(clean["path"], key)
     if isinstance(clean.get("egress_host"), str):

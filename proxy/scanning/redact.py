@@ -100,9 +100,39 @@ def scan_and_redact(
     *,
     key: bytes | None = None,
 ) -> RedactedText:
-    matches = scanner.scan(text).matches
+    return _redacted(scanner, text, scanner.scan(text).matches, style, key)
+
+
+def _redacted(
+    scanner: Scanner, text: str, matches: list[Match], style: RedactionStyle, key: bytes | None
+) -> RedactedText:
     redactions = [Redaction.of(match.rule, text[match.start : match.end], key) for match in matches]
     return RedactedText(redact_text(text, matches, style, key=key), redactions)
+
+
+MAX_REMEMBERED_TEXT = 256
+"""Longest string whose redaction ``redact_json(..., remember=True)`` keeps: ids, hosts, paths, names."""
+MAX_REMEMBERED = 4096
+_remembered: dict[tuple[Scanner, str, RedactionStyle, bytes | None], tuple[str, tuple[Redaction, ...]]] = {}
+
+
+def _redact_remembered(
+    scanner: Scanner, text: str, style: RedactionStyle, key: bytes | None
+) -> tuple[str, tuple[Redaction, ...]]:
+    """The redaction of a short string, computed once: the same user id, host or model name comes back
+    on every turn. A scan in which a rule timed out is not kept, so a slow moment is not remembered."""
+    slot = (scanner, text, style, key)
+    known = _remembered.get(slot)
+    if known is not None:
+        return known
+    scan = scanner.scan(text)
+    result = _redacted(scanner, text, scan.matches, style, key)
+    answer = (result.text, tuple(result.redactions))
+    if not scan.timed_out:
+        if len(_remembered) >= MAX_REMEMBERED:
+            _remembered.clear()
+        _remembered[slot] = answer
+    return answer
 
 
 def redact_json(
@@ -111,12 +141,19 @@ def redact_json(
     style: RedactionStyle = RedactionStyle.PLACEHOLDER,
     *,
     key: bytes | None = None,
+    remember: bool = False,
 ) -> tuple[Any, list[Redaction]]:
-    """A copy of a decoded JSON value with every string redacted, so it still encodes to valid JSON."""
+    """A copy of a decoded JSON value with every string redacted, so it still encodes to valid JSON.
+
+    With ``remember`` the redactions of short strings are kept and reused (for values that repeat)."""
     redactions: list[Redaction] = []
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
+            if remember and len(node) <= MAX_REMEMBERED_TEXT:
+                text, found = _redact_remembered(scanner, node, style, key)
+                redactions.extend(found)
+                return text
             result = scan_and_redact(scanner, node, style, key=key)
             redactions.extend(result.redactions)
             return result.text
