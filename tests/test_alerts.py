@@ -224,7 +224,8 @@ def test_a_steady_rate_after_a_quiet_start_does_not_fire() -> None:
     rules = [rule for rule in load_alerts_config(None).rules if rule.id == "injection-rate-spike"]
     engine = RuleEngine(rules, started=START, store=SqliteStateStore(None))
     injection = finding("prompt_injection", "high", "injection.phrase")
-    assert [fired(engine, turn(n, injection, at=START + timedelta(minutes=n))) for n in range(10)] == [[]] * 10
+    quiet_start = [fired(engine, turn(n, injection, at=START + timedelta(minutes=n))) for n in range(10)]
+    assert quiet_start == [[]] * 10
 
 
 def fired(engine: RuleEngine, record: dict[str, Any]) -> list[Alert]:

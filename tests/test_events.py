@@ -53,10 +53,8 @@ def test_secrets_in_agent_controlled_fields_are_scrubbed() -> None:
     assert clean["findings"][0]["rule"] == "link"
 
 
-def test_clean_event_is_returned_as_is() -> None:
-    """An event with nothing to scrub comes back unchanged."""
-    turn = Turn(TurnContext(agent_id="bot", role="r", user_id="u-1"), egress_host="api.openai.com")
-    event = turn_event(
+def observed_event(turn: Turn) -> dict[str, object]:
+    return turn_event(
         turn,
         mode=Mode.OBSERVE,
         method="POST",
@@ -65,6 +63,12 @@ def test_clean_event_is_returned_as_is() -> None:
         input_sha256=None,
         output_sha256=None,
     )
+
+
+def test_clean_event_is_returned_as_is() -> None:
+    """An event with nothing to scrub comes back unchanged."""
+    turn = Turn(TurnContext(agent_id="bot", role="r", user_id="u-1"), egress_host="api.openai.com")
+    event = observed_event(turn)
     assert scrub(event, scanner(), b"k" * 32) is event
 
 
@@ -72,15 +76,7 @@ def test_a_repeated_field_is_scrubbed_every_time() -> None:
     """Redactions of repeated short fields are reused: the same secret in a user id is replaced on every
     turn with the same placeholder, and the redaction is counted each time."""
     turn = Turn(TurnContext(agent_id="bot", role="r", user_id=TOKEN), egress_host="api.openai.com")
-    event = turn_event(
-        turn,
-        mode=Mode.OBSERVE,
-        method="POST",
-        path="/v1/responses",
-        status=200,
-        input_sha256=None,
-        output_sha256=None,
-    )
+    event = observed_event(turn)
     first, second = (scrub(event, scanner(), b"k" * 32) for _ in range(2))
     assert TOKEN not in repr(first) and first == second
     assert str(first["user_id"]).startswith("[REDACTED:")
