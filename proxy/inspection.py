@@ -69,6 +69,7 @@ REFUSAL_WINDOW_S = TOOL_WINDOW_S = 3600.0
 REFUSAL_BASELINE_S = TOOL_BASELINE_S = 7 * 24 * 3600.0
 SEQUENCE_HISTORY = 20
 """Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
+HISTORY_CACHE_ENTRIES = 8192
 ENTROPY_HISTORY = 20
 """Calls of a tool needed before its argument entropy has a baseline."""
 ENTROPY_SCALE = 1_000_000
@@ -94,6 +95,8 @@ class Detectors:
         self.refusal = refusal.default_detector()
         self.tools = tools.ToolCatalogue.load()
         self.fingerprint_key = fingerprint_key
+        self.history_matches: dict[str, list[Match]] = {}
+        """Secret and PII matches of history texts by digest: a conversation resends them every turn."""
 
 
 @dataclass
@@ -203,23 +206,26 @@ class TurnInspector:
                 if part.source is Source.USER and found:
                     self._count_injection_attempt()
                 outgoing = self._quarantined(part, found)
-            matches = self._sensitive(part.text)
-            self._record(self._sensitive_findings(part.text, matches, part.where))
-            if matches and self.policy.detection.redact_requests and self._redacts(matches):
-                # Withheld spans take their secrets with them: what is left is scanned again.
-                kept = matches if outgoing is part.text else self._sensitive(outgoing)
-                outgoing = self._redact(outgoing, kept)
+            outgoing = self._secrets_redacted(part, outgoing, self._sensitive(part.text))
             if outgoing is not part.text:
                 verdict.replacements[part.where] = outgoing
-        # Read content from earlier turns comes back with every request: its verdict is cached, and what
-        # was withheld when it was fresh is withheld again, or the next turn would carry it to the model.
+        # History comes back with every request. Read content's verdict is cached, and what was withheld
+        # when it was fresh is withheld again, or the next turn would carry it to the model. An agent keeps
+        # its own unredacted history: a secret redacted when it was fresh leaves again in every later
+        # request unless it is redacted again there.
+        fresh_ids = {id(part) for part in fresh}
         for part in view.parts:
-            if part.source in CONTEXT_SOURCES and part not in fresh:
+            if id(part) in fresh_ids:
+                continue
+            outgoing = part.text
+            if part.source in CONTEXT_SOURCES:
                 found = self._injection_findings(part)
                 outgoing = self._quarantined(part, found)
                 if outgoing is not part.text:
                     self._record(found)
-                    verdict.replacements[part.where] = outgoing
+            outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text))
+            if outgoing is not part.text:
+                verdict.replacements[part.where] = outgoing
         if view.dialect == MCP.name:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
@@ -235,6 +241,16 @@ class TurnInspector:
             None,
         )
         return verdict
+
+    def _secrets_redacted(self, part: Part, outgoing: str, matches: list[Match]) -> str:
+        """Records the ``matches`` of a part's text; returns ``outgoing`` (the part's text, or what is sent
+        instead of it) with them redacted where the policy redacts requests. Withheld spans take their
+        secrets with them: what is left of a rewritten text is scanned again."""
+        self._record(self._sensitive_findings(part.text, matches, part.where))
+        if matches and self.policy.detection.redact_requests and self._redacts(matches):
+            kept = matches if outgoing is part.text else self._sensitive(outgoing)
+            outgoing = self._redact(outgoing, kept)
+        return outgoing
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""
@@ -264,7 +280,7 @@ class TurnInspector:
     def _fresh_parts(self, parts: Iterable[Part]) -> list[Part]:
         """What this request adds to the conversation: everything after the last assistant message (the
         new user turn, new tool results), plus system prompts and tool descriptions the agent has not sent
-        before. History was inspected when it was fresh."""
+        before. History was inspected for injection when it was fresh; its secrets are redacted every time."""
         ordered = list(parts)
         last_assistant = max(
             (index for index, part in enumerate(ordered) if part.source is Source.ASSISTANT), default=-1
@@ -858,6 +874,20 @@ class TurnInspector:
         return decide(agent, role, self.egress, host, 443, []).allowed
 
     # -- secrets and PII -----------------------------------------------------------------------------
+
+    def _sensitive_seen(self, text: str) -> list[Match]:
+        """``_sensitive`` for text that repeats in every request of a conversation: cached by its digest."""
+        key = _text_digest(text)
+        cache = self.detectors.history_matches
+        matches = cache.get(key)
+        if matches is None:
+            errors = len(self.turn.errors)
+            matches = self._sensitive(text)
+            if len(self.turn.errors) == errors:  # a rule that timed out is tried again next time
+                if len(cache) >= HISTORY_CACHE_ENTRIES:
+                    cache.clear()
+                cache[key] = matches
+        return matches
 
     def _sensitive(self, text: str) -> list[Match]:
         if not text:

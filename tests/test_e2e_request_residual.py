@@ -372,3 +372,25 @@ def test_request_framings_do_not_carry_a_secret_past_redaction(
     assert secret(0).encode() not in urllib.parse.unquote_to_bytes(received.replace(b"+", b" "))
     findings = [finding for finding in last_record(redacting)["findings"] if finding["rule"] == AWS_RULE]
     assert findings and all(finding["enforced"] for finding in findings)
+
+
+def test_a_secret_redacted_when_fresh_is_redacted_again_in_the_history_of_later_turns(
+    redacting: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent keeps its own unredacted history and resends it every turn: the user's secret from turn
+    one, and one an assistant message carries, must not leave with turn two either."""
+    use(redacting, monkeypatch)
+    client = openai.OpenAI(
+        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, default_headers=HEADERS
+    )
+    history: Any = [{"role": "user", "content": f"my key is {secret(0)}"}]
+    reply = client.chat.completions.create(model="gpt-4o", messages=history)
+    history += [
+        {"role": "assistant", "content": f"{reply.choices[0].message.content} (noted {secret(1)})"},
+        {"role": "user", "content": "thanks, what next?"},
+    ]
+    client.chat.completions.create(model="gpt-4o", messages=history)
+    for received in upstream.received[-2:]:
+        assert not [number for number in (0, 1) if secret(number).encode() in received.body]
+    findings = [finding for finding in last_record(redacting)["findings"] if finding["rule"] == AWS_RULE]
+    assert found_count(findings) >= 2 and all(finding["enforced"] for finding in findings)
