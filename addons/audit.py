@@ -325,12 +325,14 @@ class Audit:
         )
 
     def _request_approvals(self, record: dict[str, Any]) -> None:
-        """Each call withheld for approval is routed to the alert destinations, like an alert, naming the
-        approval id (never the arguments: the operator reads their redacted summary in the approval)."""
+        """Each approval a withheld call opened is routed to the alert destinations, like an alert, naming
+        its id (never the arguments: the operator reads their redacted summary in the approval). A retry
+        of the same call names the same pending approval and asks nobody again."""
         assert self.router is not None
         for finding in record["findings"]:
-            approval_id = finding.get("extra", {}).get("pending_approval")
-            if not isinstance(approval_id, str):
+            extra = finding.get("extra", {})
+            approval_id = extra.get("pending_approval")
+            if not isinstance(approval_id, str) or extra.get("approval_requested") is not True:
                 continue
             tool = finding["extra"].get("tool")
             self._alert_about(

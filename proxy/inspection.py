@@ -28,7 +28,7 @@ from typing import Any
 
 from proxy.config.policy import Policy
 from proxy.control import freeze
-from proxy.control.approvals import Approvals, new_id
+from proxy.control.approvals import Approvals
 from proxy.detectors import compliance, credentials, injection, leak, links, refusal, tools
 from proxy.detectors.baseline import (
     DropThresholds,
@@ -37,7 +37,15 @@ from proxy.detectors.baseline import (
     refusal_rate_drop,
     tool_rate_spike,
 )
-from proxy.dialects import MCP, StreamFilters, TextFilter, TextFilterFactory, ToolDecision, chain_filters
+from proxy.dialects import (
+    MCP,
+    StreamFilters,
+    TextFilter,
+    TextFilterFactory,
+    ToolDecision,
+    ToolGate,
+    chain_filters,
+)
 from proxy.dialects.base import load_json, load_json_with_shadowed
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.stream import encode_json
@@ -163,9 +171,12 @@ class TurnInspector:
         self._response_from = 0
         """Where the request's and the response's findings start in ``turn.findings``."""
         self.approvals = Approvals(state, clock=clock)
-        self.stream_withheld: dict[tuple[str, str | None], str] = {}
-        """Destructive calls a stream's gate dropped, by (name, call id), with the approval id reserved
-        for each when its notice went out."""
+        self.stream_withheld: dict[str, str | None] = {}
+        """Destructive calls a stream's gate dropped, by locator, with the pending approval its notice
+        named (None where none was registered)."""
+        self._decided: dict[str, Finding] = {}
+        """The finding of each destructive call decided in this turn, by locator: an approval is
+        redeemed once per call, though a streamed call is seen by the gate and again at the end."""
         self.residual = self.json_scan(redacts=True)
         self._sent_before: set[str] = set()
         """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
@@ -800,57 +811,74 @@ class TurnInspector:
         )
         return recent, baseline
 
-    def _tool_gate(self) -> Callable[[str, str | None], ToolDecision] | None:
-        """A stream's tool calls are decided from their name, before their arguments arrive: a destructive
-        call is withheld even under an approval, which binds exact arguments that are not known yet."""
+    def _tool_gate(self) -> ToolGate | None:
+        """A stream's destructive call is held from its name until its arguments are complete, then
+        decided on them like a JSON completion's: released under a granted approval for exactly these
+        arguments, else dropped (its notice names the pending approval). Other calls go on at once."""
         if not self.policy.enforces(Threat.TOOL_ABUSE):
             return None
         catalogue, overrides = self.detectors.tools, self.overrides
 
-        def gate(name: str, call_id: str | None) -> ToolDecision:
-            if catalogue.is_destructive(name, overrides):
-                self.stream_withheld[(name, call_id)] = new_id()
-                return "drop"
-            return "release"
+        def gate(call: ToolCall, complete: bool) -> ToolDecision:
+            if catalogue.is_destructive(call.name, overrides) is None:
+                return "release"
+            if not complete:
+                return "hold"
+            (finding,) = self._destructive_calls([call])
+            if finding.action is not Action.WITHHOLD:
+                return "release"
+            pending = finding.extra.get("pending_approval")
+            self.stream_withheld[call.where] = pending if isinstance(pending, str) else None
+            return "drop"
 
         return gate
 
-    def _stream_notice(self, name: str, call_id: str | None) -> str:
-        return tools.approval_notice(name, self.stream_withheld.get((name, call_id)))
+    def _stream_notice(self, call: ToolCall) -> str:
+        return tools.approval_notice(call.name, self.stream_withheld.get(call.where))
 
     # -- approvals -----------------------------------------------------------------------------------
 
     def _destructive_calls(self, calls: list[ToolCall]) -> list[Finding]:
-        """Findings for destructive calls, each checked against the turn's approval; in enforce mode each
-        withheld call registers a pending approval, named in the finding for the notice and the alert."""
-        findings = tools.check_tool_calls(
-            calls, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
+        """Findings for destructive calls, each checked against the turn's approval once (a streamed call
+        is decided when its arguments are complete, and that decision stands at the end of the stream);
+        in enforce mode each withheld call names its pending approval, and ``approval_requested`` marks
+        the finding of the turn that opened it, the one whose alert asks an operator."""
+        undecided = [call for call in calls if call.where not in self._decided]
+        fresh = {
+            finding.where: finding
+            for finding in tools.check_tool_calls(
+                undecided, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
+            )
+        }
+        findings = []
+        for call in calls:
+            if call.where in fresh and call.where not in self._decided:
+                self._decided[call.where] = self._with_pending_approval(fresh[call.where], call)
+            if call.where in self._decided:
+                findings.append(self._decided[call.where])
+        return findings
+
+    def _with_pending_approval(self, finding: Finding, call: ToolCall) -> Finding:
+        if (
+            finding.action is not Action.WITHHOLD
+            or not self.policy.enforces(Threat.TOOL_ABUSE)
+            or self.turn.drill is not None
+        ):
+            return finding
+        approval, opened = self.approvals.request(
+            agent_id=self.turn.context.agent_id,
+            user_id=self.turn.context.user_id,
+            session_id=self.turn.context.session_id,
+            tool=call.name,
+            arguments=call.arguments,
+            redact=self._redact_all,
         )
-        if not self.policy.enforces(Threat.TOOL_ABUSE) or self.turn.drill is not None:
-            return findings
-        by_where = {call.where: call for call in calls}
-        requested = []
-        for finding in findings:
-            call = by_where.get(finding.where)
-            if finding.action is Action.WITHHOLD and call is not None:
-                approval = self.approvals.request(
-                    agent_id=self.turn.context.agent_id,
-                    user_id=self.turn.context.user_id,
-                    session_id=self.turn.context.session_id,
-                    tool=call.name,
-                    arguments=call.arguments,
-                    redact=self._redact_all,
-                    approval_id=self.stream_withheld.get((call.name, call.id)),
-                )
-                finding = dataclasses.replace(
-                    finding, extra={**finding.extra, "pending_approval": approval.id}
-                )
-            requested.append(finding)
-        return requested
+        extra = {**finding.extra, "pending_approval": approval.id}
+        if opened:
+            extra["approval_requested"] = True
+        return dataclasses.replace(finding, extra=extra)
 
     def _approve(self, call: ToolCall) -> str | None:
-        if (call.name, call.id) in self.stream_withheld:
-            return "a streamed call is withheld before its arguments arrive; approved calls run unstreamed"
         return self.approvals.redeem(
             (self.turn.context.approval_id or "").strip(),
             agent_id=self.turn.context.agent_id,

@@ -3,6 +3,7 @@ tokens, policy reload, freezes and approvals, and the CLI that drives them."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import ssl
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -417,3 +419,105 @@ def test_an_mcp_call_is_approved_like_a_completion(
         again = client.post(f"{upstream.url}/mcp", json=call, headers={"X-Approval-Id": approval_id}).json()
         assert "approval-invalid" in again["error"]["message"]
     assert len([r for r in upstream.received if r.path == "/mcp"]) == 1
+
+
+def streamed_call(
+    admin: Admin, upstream: FakeUpstream, dialect: str, **headers: str
+) -> tuple[str, list[Any]]:
+    """One streamed turn through the official SDK's stream helper: the text and the (tool, arguments) the
+    SDK assembled from the events it received."""
+    headers = {**CONTEXT, **headers}
+    if dialect == "anthropic":
+        # This SDK takes its proxy and CA from the environment (the test's monkeypatch), as agents do.
+        claude = anthropic.Anthropic(
+            base_url=upstream.url, api_key="sk-ant-test", max_retries=0, default_headers=headers
+        )
+        with claude.messages.stream(
+            model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "go"}]
+        ) as stream:
+            message = stream.get_final_message()
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return text, [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    context = ssl.create_default_context(cafile=admin.proxy.ca_cert)
+    with httpx.Client(proxy=admin.proxy.url(), verify=context) as http_client:
+        client = openai.OpenAI(
+            base_url=f"{upstream.url}/v1",
+            api_key="sk-test",
+            max_retries=0,
+            default_headers=headers,
+            http_client=http_client,
+        )
+        if dialect == "openai_responses":
+            with client.responses.stream(model="m", input="go") as events:
+                response = events.get_final_response()
+            calls = [(i.name, json.loads(i.arguments)) for i in response.output if i.type == "function_call"]
+            return response.output_text, calls
+        with client.chat.completions.stream(
+            model="m", messages=[{"role": "user", "content": "go"}]
+        ) as chunks:
+            completion = chunks.get_final_completion()
+        choice = completion.choices[0].message
+        return choice.content or "", [
+            (call.function.name, json.loads(call.function.arguments)) for call in choice.tool_calls or []
+        ]
+
+
+@pytest.mark.parametrize("dialect", ["openai_chat", "openai_responses", "anthropic"])
+def test_a_streamed_withheld_call_is_approved_through_the_cli_and_passes_exactly_once(
+    start_admin: Callable[..., Admin], upstream: FakeUpstream, dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed throughout: withheld (one approval, one alert, however often the agent retries) -> approved
+    through the CLI -> the same call streams through once with its arguments intact; then it is refused as
+    used up, and other arguments are refused."""
+    receiver = Receiver()
+    try:
+        admin = start_admin(
+            mode="enforce",
+            extra=f'alerts:\n  destinations:\n    secops: {{type: webhook, url: "{receiver.url}"}}\n',
+        )
+        monkeypatch.setenv("HTTPS_PROXY", admin.proxy.url())
+        monkeypatch.setenv("SSL_CERT_FILE", str(admin.proxy.ca_cert))
+        upstream.reply = Reply(text="Deleting.", tool_calls=[DELETE_42], piece_size=3)
+        text, calls = streamed_call(admin, upstream, dialect)
+        assert calls == []
+        approval_id = _approval_id(text)
+        retried, retried_calls = streamed_call(admin, upstream, dialect)
+        assert retried_calls == [] and _approval_id(retried) == approval_id
+        turns = [r for r in admin.proxy.wait_for_records(2) if r["type"] == "agent.turn"]
+        opened = [
+            f["extra"] for r in turns for f in r["findings"] if "pending_approval" in f.get("extra", {})
+        ]
+        assert [extra.get("approval_requested") for extra in opened] == [True, None]
+        assert all(f["enforced"] for r in turns for f in r["findings"] if f["action"] == "withhold")
+        pending = admin.get("/api/v1/approvals?status=pending", admin.read).json()
+        assert [a["id"] for a in pending["approvals"]] == [approval_id]
+        _wait_for_alerts(receiver, "approval-requested", 1)
+
+        assert admin.cli("approvals", "approve", approval_id, "--by", "dave").returncode == 0
+        before = len(upstream.received)
+        text, calls = streamed_call(admin, upstream, dialect, **{"X-Approval-Id": approval_id})
+        assert calls == [("delete_customer", {"id": 42})] and text == "Deleting."
+        assert len(upstream.received) == before + 1
+        _, again = streamed_call(admin, upstream, dialect, **{"X-Approval-Id": approval_id})
+        assert again == []
+        upstream.reply = Reply(text="", tool_calls=[ToolCallReply("delete_customer", {"id": 43}, id="c2")])
+        other, other_calls = streamed_call(admin, upstream, dialect, **{"X-Approval-Id": approval_id})
+        assert other_calls == [] and _approval_id(other) != approval_id
+        records = admin.proxy.wait_for_records(5)
+        signals = [
+            f["signal"] for r in records[-2:] for f in r["findings"] if f["rule"] == "approval-invalid"
+        ]
+        assert len(signals) == 2 and "used up" in signals[0] and "other arguments" in signals[1]
+        # The first withheld call, the used-up one and the other arguments each opened one approval.
+        _wait_for_alerts(receiver, "approval-requested", 3)
+        time.sleep(0.5)
+        assert len([a for a in receiver.accepted() if a["rule"] == "approval-requested"]) == 3
+    finally:
+        receiver.close()
+
+
+def _wait_for_alerts(receiver: Receiver, rule: str, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len([a for a in receiver.accepted() if a["rule"] == rule]) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} {rule} alerts arrived"
+        time.sleep(0.1)

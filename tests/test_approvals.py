@@ -1,16 +1,20 @@
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from proxy.control.approvals import (
     PENDING_TTL_S,
     SUMMARY_CHARS,
+    Approval,
     ApprovalError,
     Approvals,
     arguments_sha256,
     canonical_arguments,
 )
 from proxy.state import SqliteStateStore
+from proxy.state.sqlite_shared import SharedSqliteStateStore
 from tests.test_state import FakeClock
 
 
@@ -34,10 +38,16 @@ def redeem(approvals: Approvals, approval_id: str, arguments: str = '{"id":42}')
     return approvals.redeem(approval_id, agent_id="bot", tool="delete_customer", arguments=arguments)
 
 
-def pending(approvals: Approvals, arguments: str = '{"id": 42}', tool: str = "delete_customer") -> str:
+def request(
+    approvals: Approvals, arguments: str = '{"id": 42}', tool: str = "delete_customer"
+) -> tuple[Approval, bool]:
     return approvals.request(
         agent_id="bot", user_id="u1", session_id="s1", tool=tool, arguments=arguments, redact=no_redaction
-    ).id
+    )
+
+
+def pending(approvals: Approvals, arguments: str = '{"id": 42}', tool: str = "delete_customer") -> str:
+    return request(approvals, arguments, tool)[0].id
 
 
 @pytest.mark.parametrize(
@@ -61,7 +71,7 @@ def test_text_arguments_are_kept_as_sent() -> None:
 
 def test_request_records_a_pending_approval_with_a_redacted_summary(approvals: Approvals) -> None:
     """A withheld call becomes a pending approval; the summary passes the redactor and is short."""
-    approval = approvals.request(
+    approval, opened = approvals.request(
         agent_id="bot",
         user_id="u1",
         session_id="s1",
@@ -69,17 +79,50 @@ def test_request_records_a_pending_approval_with_a_redacted_summary(approvals: A
         arguments='{"a_token": "SECRET", "note": "' + "x" * 500 + '"}',
         redact=lambda text: text.replace("SECRET", "[REDACTED]"),
     )
-    assert approval.status == "pending" and approval.id.startswith("apr_")
+    assert opened and approval.status == "pending" and approval.id.startswith("apr_")
     assert "SECRET" not in approval.summary and "[REDACTED]" in approval.summary
     assert len(approval.summary) <= SUMMARY_CHARS
     assert approvals.list() == [approval]
 
 
 def test_the_same_withheld_call_reuses_its_pending_approval(approvals: Approvals) -> None:
-    """A retrying agent does not open a new approval per retry; other arguments do."""
+    """A retrying agent does not open a new approval per retry (only the first request opens one); other
+    arguments do."""
+    first, opened = request(approvals)
+    assert opened
+    assert request(approvals, '{ "id" : 42 }') == (first, False)
+    assert request(approvals, '{"id": 7}')[1]
+
+
+@pytest.mark.parametrize("grant", [True, False])
+def test_a_decided_approval_no_longer_stands_for_the_call(approvals: Approvals, grant: bool) -> None:
+    """Once decided, the same call withheld again opens a new pending approval."""
     first = pending(approvals)
-    assert pending(approvals, '{ "id" : 42 }') == first
-    assert pending(approvals, '{"id": 7}') != first
+    approvals.decide(first, grant=grant, by="alice")
+    second, opened = request(approvals)
+    assert opened and second.id != first and second.status == "pending"
+    assert request(approvals) == (second, False)
+
+
+def test_an_expired_pending_approval_is_opened_anew(approvals: Approvals, clock: FakeClock) -> None:
+    """A pending approval nobody decided expires; the call withheld after that asks again."""
+    first = pending(approvals)
+    clock.now += PENDING_TTL_S + 1
+    second, opened = request(approvals)
+    assert opened and second.id != first
+
+
+def test_racing_requests_for_one_call_open_one_approval(clock: FakeClock, tmp_path: Path) -> None:
+    """Two workers withholding the same call at once (two stores on one file) open one approval."""
+    stores = [SharedSqliteStateStore(tmp_path, clock=clock) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda store: request(Approvals(store, clock=clock)), stores * 4))
+        assert len({approval.id for approval, _ in results}) == 1
+        assert sum(opened for _, opened in results) == 1
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_granted_approval_passes_exactly_once(approvals: Approvals) -> None:

@@ -33,6 +33,7 @@ from proxy.dialects import (
     ToolDecision,
 )
 from proxy.dialects.stream import StreamSession
+from proxy.exchange import ToolCall
 from proxy.wire.sse import SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
 
@@ -179,7 +180,7 @@ def test_any_chunking_gives_the_same_completion_and_bytes(name: str, cuts: list[
     stream = stream_fixture(name)
     filters = StreamFilters(
         text_filter=redactor,
-        tool_gate=lambda tool, call_id: "release",
+        tool_gate=lambda call, complete: "release",
         argument_filter=lambda where: TrailingRedactor(),
     )
     whole_session = dialect.stream_session(filters)
@@ -224,10 +225,10 @@ def test_filter_factory_receives_the_segment_locator() -> None:
 
 
 def gate_dropping(*names: str) -> StreamFilters:
-    def gate(name: str, call_id: str | None) -> ToolDecision:
-        return "drop" if name in names else "release"
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        return "drop" if call.name in names else "release"
 
-    return StreamFilters(tool_gate=gate, drop_notice=lambda name, call_id: f"[{name} needs approval]")
+    return StreamFilters(tool_gate=gate, drop_notice=lambda call: f"[{call.name} needs approval]")
 
 
 def test_chat_gate_drops_one_call_and_renumbers_the_rest() -> None:
@@ -268,8 +269,8 @@ def test_chat_gate_holds_deltas_until_the_name_arrives() -> None:
     )
     decisions: list[tuple[str, str | None]] = []
 
-    def gate(name: str, call_id: str | None) -> ToolDecision:
-        decisions.append((name, call_id))
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        decisions.append((call.name, call.id))
         return "release"
 
     output = run(OpenAIChat().stream_session(StreamFilters(tool_gate=gate)), stream)
@@ -291,7 +292,7 @@ def test_anthropic_gate_replaces_dropped_tool_use_with_notice_block() -> None:
 
 def test_anthropic_gate_without_notice_leaves_no_index_gap() -> None:
     """Dropping a block without a notice keeps block indexes contiguous for the SDK."""
-    filters = StreamFilters(tool_gate=lambda name, call_id: "drop")
+    filters = StreamFilters(tool_gate=lambda call, complete: "drop")
     output = run(Anthropic().stream_session(filters), stream_fixture("anthropic"))
     indexes = {payload["index"] for _, payload in payloads(output) if "index" in payload}
     assert indexes == {0}
@@ -387,7 +388,7 @@ class UpperFilter:
 
 def test_responses_gate_without_notice_keeps_output_indexes_contiguous() -> None:
     """Dropping an item without a notice leaves no gap in output_index and none in the final output."""
-    filters = StreamFilters(tool_gate=lambda name, call_id: "drop")
+    filters = StreamFilters(tool_gate=lambda call, complete: "drop")
     output = run(OpenAIResponses().stream_session(filters), stream_fixture("openai_responses"))
     indexes = {payload["output_index"] for _, payload in payloads(output) if "output_index" in payload}
     assert indexes == {0}
@@ -709,8 +710,8 @@ def test_arguments_pass_the_gate_before_the_filter() -> None:
         seen.append(where)
         return TrailingRedactor()
 
-    def gate(name: str, call_id: str | None) -> ToolDecision:
-        return "drop" if name == "deploy" else "release"
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        return "drop" if call.name == "deploy" else "release"
 
     filters = StreamFilters(argument_filter=factory, tool_gate=gate)
     output = run(OpenAIChat().stream_session(filters), chat_call_stream(split(ARGUMENTS, [3])))
@@ -767,3 +768,104 @@ def test_oversized_event_is_dropped_when_filters_are_active() -> None:
     assert b"aaaa" not in output
     assert chat_sdk_view(output)[0] == "Let me check that ticket. Your key is [REDACTED] for now."
     assert session.notes == [f"an event longer than {1 << 20} bytes was dropped unread"]
+
+
+# -- calls held until their arguments are complete -------------------------------------------------
+
+
+class HoldingGate:
+    """Holds ``deploy`` until its arguments are complete, then gives ``verdict``; releases the rest."""
+
+    def __init__(self, verdict: ToolDecision) -> None:
+        self.verdict = verdict
+        self.asked: list[tuple[bool, str]] = []
+
+    def __call__(self, call: ToolCall, complete: bool) -> ToolDecision:
+        if call.name != "deploy":
+            return "release"
+        self.asked.append((complete, call.arguments))
+        return self.verdict if complete else "hold"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(ARGUMENT_CASES)),
+    sizes=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=8),
+    redacting=st.booleans(),
+)
+def test_a_held_call_released_on_its_complete_arguments_reaches_the_sdk_whole(
+    name: str, sizes: list[int], cuts: list[int], redacting: bool
+) -> None:
+    """However the stream is cut, the gate decides a held call once on all of its arguments, and the SDK
+    assembles exactly those (through the argument filter when one runs) with the rest of the turn."""
+    make_stream, sdk_arguments, original, redacted = ARGUMENT_CASES[name]
+    stream = make_stream(split(ARGUMENTS, sizes))
+    gate = HoldingGate("release")
+    filters = StreamFilters(tool_gate=gate, argument_filter=argument_filters if redacting else None)
+    session = DIALECTS[name].stream_session(filters)
+    output = run(session, stream, cuts)
+    assert sdk_arguments(output) == (redacted if redacting else original)
+    (deploy,) = [call for call in session.completion.tool_calls if call.name == "deploy"]
+    assert gate.asked[-1] == (True, deploy.arguments)
+    assert [complete for complete, _ in gate.asked] == ([True] if name == "gemini" else [False, True])
+    assert SDK_VIEWS[name](output)[0] == SDK_VIEWS[name](stream)[0]
+
+
+@pytest.mark.parametrize("name", sorted(ARGUMENT_CASES))
+def test_a_held_call_dropped_on_its_complete_arguments_leaves_only_its_notice(name: str) -> None:
+    """Dropped once its arguments are known: none of them reach the agent, the notice does, and the
+    other calls stream as they came."""
+    make_stream, sdk_arguments, original, _ = ARGUMENT_CASES[name]
+    stream = make_stream(split(ARGUMENTS, [2, 5]))
+    filters = StreamFilters(tool_gate=HoldingGate("drop"), drop_notice=lambda call: f"[{call.name} held]")
+    session = DIALECTS[name].stream_session(filters)
+    output = run(session, stream)
+    text, calls = SDK_VIEWS[name](output)
+    assert "deploy" not in calls and text.endswith("[deploy held]")
+    assert ARGUMENT_SECRET.encode() not in output and b"eu-west-1" not in output
+    assert sdk_arguments(output) == original[1:]  # chat's second call, notify, goes on
+    assert session.dropped_tool_calls[0][0] == "deploy"
+
+
+@pytest.mark.parametrize("name", ["openai_chat", "openai_responses", "anthropic"])
+def test_nothing_of_a_held_call_is_sent_before_its_arguments_end(name: str) -> None:
+    """While a call is held, the events fed so far release nothing of it."""
+    make_stream, _, _, _ = ARGUMENT_CASES[name]
+    stream = make_stream(split(ARGUMENTS, [4]))
+    ending = {
+        "openai_chat": b'"id": "call_2"',
+        "openai_responses": b"response.function_call_arguments.done",
+        "anthropic": b'"type": "content_block_stop", "index": 1',
+    }[name]
+    end_of_arguments = stream.rindex(b"data: ", 0, stream.index(ending)) - 1
+    session = DIALECTS[name].stream_session(StreamFilters(tool_gate=HoldingGate("release")))
+    early = session.feed(stream[:end_of_arguments])
+    assert b"eu-w" in stream[:end_of_arguments]
+    assert b"deploy" not in early and b"eu-w" not in early
+    assert b"deploy" in early + session.feed(stream[end_of_arguments:]) + session.finish()
+
+
+def test_chat_deltas_after_a_held_call_was_sent_whole_are_dropped() -> None:
+    """An upstream that adds to a call's arguments after the call ended cannot change what was decided."""
+    stream = chat_call_stream(split(ARGUMENTS, [6]))
+    late = sse(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "[1]"}}]},
+                    "finish_reason": None,
+                }
+            ],
+        }
+    )
+    cut = stream.index(b"\n\n", stream.index(b'"id": "call_2"')) + 2
+    session = OpenAIChat().stream_session(StreamFilters(tool_gate=HoldingGate("release")))
+    output = run(session, stream[:cut] + late + stream[cut:])
+    assert chat_sdk_arguments(output) == [ARGUMENTS, ARGUMENTS]
+    assert any("after its arguments ended" in note for note in session.notes)

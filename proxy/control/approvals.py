@@ -29,6 +29,11 @@ SUMMARY_CHARS = 200
 _RECORD_PREFIX = "approval:"
 _USES_PREFIX = "approval.used:"
 _PENDING_INDEX = "approval.pending:"
+_GENERATION_SUFFIX = ":generation"
+_GENERATION_TTL_S = 7 * 24 * 3600.0
+"""Outlives every claim made under it (a claim lasts as long as a pending approval)."""
+_CLAIM_READS = 20
+_CLAIM_READ_PAUSE_S = 0.01
 
 Status = Literal["pending", "granted", "denied"]
 
@@ -83,6 +88,10 @@ def new_id() -> str:
     return "apr_" + secrets.token_hex(10)
 
 
+def _pending_index(agent_id: str, tool: str, sha: str) -> str:
+    return f"{_PENDING_INDEX}{digest(agent_id)}:{digest(tool)}:{sha}"
+
+
 class Approvals:
     """Approval records in a state store. ``clock`` is wall time (expiries are persisted)."""
 
@@ -99,20 +108,29 @@ class Approvals:
         tool: str,
         arguments: str,
         redact: Callable[[str], str],
-        approval_id: str | None = None,
-    ) -> Approval:
-        """Register a pending approval for a withheld call; the same call withheld again while one is
-        pending gets that one back, so a retrying agent does not flood operators."""
+    ) -> tuple[Approval, bool]:
+        """The pending approval for a withheld call, and whether this request opened it. The same call
+        withheld again while its approval is pending gets that one back, so a retrying agent raises one
+        request (and one alert), not one per retry; once it is decided or expired the next one is new.
+
+        Of two requests racing for the same call (workers, replicas) the store's atomic ``incr`` on the
+        call's claim lets one open the approval; the other reads it back. A decision starts a new
+        generation of claims for the call."""
         sha = arguments_sha256(arguments)
-        index = f"{_PENDING_INDEX}{digest(agent_id)}:{digest(tool)}:{sha}"
-        existing_id = self.store.get(index)
-        if isinstance(existing_id, str):
-            existing = self.get(existing_id)
-            if existing is not None and existing.status == "pending":
-                return existing
+        index = _pending_index(agent_id, tool, sha)
+        existing = self._pending_at(index)
+        if existing is not None:
+            return existing, False
+        claim = f"{index}:claim:{self.store.counter(index + _GENERATION_SUFFIX)}"
+        if self.store.incr(claim, ttl_s=PENDING_TTL_S) > 1:
+            for _ in range(_CLAIM_READS):
+                existing = self._pending_at(index)
+                if existing is not None:
+                    return existing, False
+                time.sleep(_CLAIM_READ_PAUSE_S)
         now = self.clock()
         approval = Approval(
-            id=approval_id or new_id(),
+            id=new_id(),
             agent_id=agent_id,
             user_id=user_id,
             session_id=session_id,
@@ -124,7 +142,12 @@ class Approvals:
         )
         self._save(approval)
         self.store.put(index, approval.id, PENDING_TTL_S)
-        return approval
+        return approval, True
+
+    def _pending_at(self, index: str) -> Approval | None:
+        approval_id = self.store.get(index)
+        approval = self.get(approval_id) if isinstance(approval_id, str) else None
+        return approval if approval is not None and approval.status == "pending" else None
 
     def get(self, approval_id: str) -> Approval | None:
         stored = self.store.get(_RECORD_PREFIX + approval_id)
@@ -158,6 +181,10 @@ class Approvals:
             expires=now + ttl_s if grant else approval.expires,
         )
         self._save(decided)
+        # Decided, it no longer stands for the call: the same call withheld again asks anew.
+        index = _pending_index(approval.agent_id, approval.tool, approval.arguments_sha256)
+        self.store.delete(index)
+        self.store.incr(index + _GENERATION_SUFFIX, ttl_s=_GENERATION_TTL_S)
         return decided
 
     def redeem(self, approval_id: str, *, agent_id: str, tool: str, arguments: str) -> str | None:

@@ -153,6 +153,15 @@ class _Block:
     partial_json: str | None = None
 
 
+def _block_call(block: _Block) -> ToolCall:
+    """A tool_use block's call, with the input its deltas streamed when they did."""
+    assert block.call is not None
+    if block.partial_json is None:
+        return block.call
+    call = block.call
+    return ToolCall(call.id, call.name, reparse_arguments(block.partial_json), call.where)
+
+
 class AnthropicStreamSession(StreamSession):
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
@@ -165,6 +174,10 @@ class AnthropicStreamSession(StreamSession):
         self._next_out_index = 0
         self._released_tool_uses = 0
         self._dropped: set[int] = set()
+        self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
+        """Events of the tool_use blocks the gate holds until their input is complete, by index."""
+        self._sealed: set[int] = set()
+        """Blocks sent whole after being held: nothing more is added to their input."""
 
     @property
     def completion(self) -> Completion:
@@ -172,12 +185,7 @@ class AnthropicStreamSession(StreamSession):
         for index in sorted(self._blocks):
             block = self._blocks[index]
             if block.call is not None:
-                arguments = block.call.arguments
-                if block.partial_json is not None:
-                    arguments = reparse_arguments(block.partial_json)
-                completion.tool_calls.append(
-                    ToolCall(block.call.id, block.call.name, arguments, block.call.where)
-                )
+                completion.tool_calls.append(_block_call(block))
             elif block.block_type in BLOCK_TEXT_KEYS and block.text:
                 key = BLOCK_TEXT_KEYS[block.block_type]
                 completion.text.append(
@@ -226,7 +234,10 @@ class AnthropicStreamSession(StreamSession):
             return self._block_start(event, body)
         if event_type in ("content_block_delta", "content_block_stop"):
             index = as_int(body.get("index")) or 0
-            if index in self._dropped:
+            if index in self._held:
+                self._held[index].append((event, body))
+                return self._complete_held(index) if event_type == "content_block_stop" else []
+            if index in self._dropped or (index in self._sealed and event_type == "content_block_delta"):
                 return []
             body["index"] = self._out_index.get(index, index)
             if event_type == "content_block_stop":
@@ -247,11 +258,12 @@ class AnthropicStreamSession(StreamSession):
                 delta["partial_json"] = released
             return [rewritten(event, body)]
         if event_type == "message_delta":
+            before = self._end_of_stream()
             delta = as_dict(body.get("delta"))
             if delta.get("stop_reason") == "tool_use" and self._dropped and not self._released_tool_uses:
                 delta["stop_reason"] = "end_turn"
-                return [*self._end_of_stream(), rewritten(event, body)]
-            return [*self._end_of_stream(), event.raw]
+                return [*before, rewritten(event, body)]
+            return [*before, event.raw]
         if event_type == "message_stop":
             return [*self._end_of_stream(), event.raw]
         return [event.raw]
@@ -261,10 +273,12 @@ class AnthropicStreamSession(StreamSession):
         block = as_dict(body.get("content_block"))
         if block.get("type") == "tool_use":
             call = _tool_use(block, f"content[{index}]")
-            if self.filters.tool_gate is not None and self._decide(call.name, call.id) == "drop":
-                self._dropped.add(index)
-                notice = self._notice(call.name, call.id)
-                return self._notice_block(notice) if notice else []
+            decision = self._decide(call) if self.filters.tool_gate is not None else "release"
+            if decision == "hold":
+                self._held[index] = [(event, body)]
+                return []
+            if decision == "drop":
+                return self._drop_block(index, call)
             self._released_tool_uses += 1
             if block.get("input"):
                 block["input"] = self._filter_argument_value(f"content[{index}]", block["input"])
@@ -295,6 +309,26 @@ class AnthropicStreamSession(StreamSession):
             if block_type == "tool_use":
                 return {("content_block", "input")}
         return ()
+
+    def _drop_block(self, index: int, call: ToolCall) -> list[bytes]:
+        self._dropped.add(index)
+        notice = self._notice(call)
+        return self._notice_block(notice) if notice else []
+
+    def _complete_held(self, index: int) -> list[bytes]:
+        """A held tool_use block stopped (or the message ended): decided on its complete input, its
+        events are sent as they came, or the block is dropped for its notice."""
+        held = self._held.pop(index)
+        block = self._blocks.get(index)
+        if block is None or block.call is None:
+            call = _tool_use(as_dict(held[0][1].get("content_block")), f"content[{index}]")
+        else:
+            call = _block_call(block)
+        if self._decide(call, complete=True) == "drop":
+            return self._drop_block(index, call)
+        output = [piece for event, body in held for piece in self._transformed(event, body, changed=True)]
+        self._sealed.add(index)
+        return output
 
     def _notice_block(self, notice: str) -> list[bytes]:
         index = self._next_out_index
@@ -342,7 +376,7 @@ class AnthropicStreamSession(StreamSession):
         return [synthesised(payload, "content_block_delta")]
 
     def _end_of_stream(self) -> list[bytes]:
-        output: list[bytes] = []
+        output = [piece for index in list(self._held) for piece in self._complete_held(index)]
         for where in self._open_argument_channels():
             output.extend(self._end_arguments(int(parse_locator(where)[1])))
         for where in self._open_channels():

@@ -304,13 +304,14 @@ class GeminiStreamSession(StreamSession):
             return [*before, part]
         before = self._close_text(index)
         _, call = field_of(part, "functionCall")
+        where = f"candidates[{index}].content.parts[{merged_position}]"
         if isinstance(call, dict) and self.filters.tool_gate is not None:
-            name, call_id = as_str(call.get("name")) or "", as_str(call.get("id"))
-            if self._decide(name, call_id) == "drop":
-                notice = self._notice(name, call_id)
+            # A function call arrives whole, arguments and all.
+            tool_call = _function_call(call, where)
+            if self._decide(tool_call, complete=True) == "drop":
+                notice = self._notice(tool_call)
                 return [*before, {"text": notice}] if notice else before
         if isinstance(call, dict) and call.get("args") is not None:
-            where = f"candidates[{index}].content.parts[{merged_position}]"
             call["args"] = self._filter_argument_value(where, call["args"])
         return [*before, raw_part]
 

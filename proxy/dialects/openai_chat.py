@@ -18,7 +18,15 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import Path, StreamFilters, StreamSession, dump_json, rewritten, synthesised
+from proxy.dialects.stream import (
+    Path,
+    StreamFilters,
+    StreamSession,
+    ToolDecision,
+    dump_json,
+    rewritten,
+    synthesised,
+)
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
@@ -194,8 +202,10 @@ class _ChoiceState:
 @dataclass(slots=True)
 class _GatedCall:
     held: list[dict[str, Any]] = field(default_factory=list)
-    decision: str | None = None
+    decision: ToolDecision | None = None
     out_index: int = 0
+    sealed: bool = False
+    """Sent whole once its arguments ended: the arguments the gate decided on are all it gets."""
 
 
 class ChatStreamSession(StreamSession):
@@ -337,6 +347,7 @@ class ChatStreamSession(StreamSession):
             open_call = self._open_arguments.get(choice_index)
             if open_call is not None and open_call != call_index:
                 before.extend(self._end_arguments(choice_index, open_call, passed))
+            before.extend(self._complete_held(choice_index, but=call_index))
             released, notice = self._gate_one(choice_index, call_index, call_delta)
             if released:
                 passed[call_index] = released[0]
@@ -347,6 +358,8 @@ class ChatStreamSession(StreamSession):
             if released:
                 passed[LEGACY_CALL] = released[0]
             before.extend(notice)
+        if ending:
+            before.extend(self._complete_held(choice_index))
         if ending and choice_index in self._open_arguments:
             before.extend(self._end_arguments(choice_index, self._open_arguments[choice_index], passed))
         kept = [call for index, call in passed.items() if index != LEGACY_CALL and not _carries_nothing(call)]
@@ -386,6 +399,9 @@ class ChatStreamSession(StreamSession):
         self, choice_index: int, call_index: int, call_delta: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], list[bytes]]:
         gated = self._gated.setdefault((choice_index, call_index), _GatedCall())
+        if gated.decision == "release" and gated.sealed:
+            self.notes.append("a tool call sent whole got more deltas after its arguments ended; dropped")
+            return [], []
         if gated.decision == "release":
             if call_index != LEGACY_CALL:
                 call_delta["index"] = gated.out_index
@@ -394,25 +410,55 @@ class ChatStreamSession(StreamSession):
         if gated.decision == "drop":
             return [], []
         gated.held.append(call_delta)
-        merged = _CallState()
-        for held in gated.held:
-            _accumulate(merged, held)
-        if not merged.name and self.filters.tool_gate is not None:
+        call = self._held_call(choice_index, call_index)
+        if not call.name and self.filters.tool_gate is not None:
             return [], []
-        gated.decision = self._decide(merged.name, merged.call_id)
+        gated.decision = self._decide(call)
+        if gated.decision == "hold":
+            return [], []
+        return self._settle(choice_index, call_index, call)
+
+    def _held_call(self, choice_index: int, call_index: int) -> ToolCall:
+        merged = _CallState()
+        for held in self._gated[(choice_index, call_index)].held:
+            _accumulate(merged, held)
+        return ToolCall(merged.call_id, merged.name, merged.arguments, _call_where(choice_index, call_index))
+
+    def _settle(
+        self, choice_index: int, call_index: int, call: ToolCall
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """A decided call's held deltas: released merged into one delta, or dropped for a notice."""
+        gated = self._gated[(choice_index, call_index)]
         if gated.decision == "drop":
             gated.held.clear()
-            notice = self._notice(merged.name, merged.call_id)
+            notice = self._notice(call)
             return [], [self._text_chunk(choice_index, "content", notice)] if notice else []
         gated.out_index = self._released_calls.get(choice_index, 0)
         if call_index != LEGACY_CALL:
             self._released_calls[choice_index] = gated.out_index + 1
-        first = gated.held[0] if len(gated.held) == 1 else _merged_delta(merged)
+        first = gated.held[0] if len(gated.held) == 1 else _merged_delta(call)
         if call_index != LEGACY_CALL:
             first["index"] = gated.out_index
         gated.held.clear()
         self._release_arguments(choice_index, call_index, first)
         return [first], []
+
+    def _complete_held(self, choice_index: int, but: int | None = None) -> list[bytes]:
+        """The choice's held calls (but the one still streaming) have all their arguments: each is
+        decided on them and sent whole, in one chunk, or dropped for its notice."""
+        output: list[bytes] = []
+        for (gated_choice, call_index), gated in self._gated.items():
+            if gated_choice != choice_index or call_index == but or gated.decision != "hold":
+                continue
+            call = self._held_call(choice_index, call_index)
+            gated.decision = self._decide(call, complete=True)
+            released, notice = self._settle(choice_index, call_index, call)
+            output.extend(notice)
+            if released:
+                gated.sealed = True
+                self._end_arguments(choice_index, call_index, {call_index: released[0]})
+                output.append(self._call_chunk(choice_index, call_index, released[0]))
+        return output
 
     def _drop_undecided(self, choice_index: int) -> None:
         for (gated_choice, _), gated in self._gated.items():
@@ -437,19 +483,21 @@ class ChatStreamSession(StreamSession):
         for choice_index, call_index in list(self._open_arguments.items()):
             output.extend(self._end_arguments(choice_index, call_index, {}))
         for choice_index in {choice for choice, _ in self._gated}:
+            output.extend(self._complete_held(choice_index))
             self._drop_undecided(choice_index)
         return output
 
     def _arguments_chunk(self, choice_index: int, call_index: int, arguments: str) -> bytes:
-        function = {"arguments": arguments}
+        call_delta: dict[str, Any] = {"function": {"arguments": arguments}}
+        if call_index != LEGACY_CALL:
+            call_delta = {"index": self._gated[(choice_index, call_index)].out_index, **call_delta}
+        return self._call_chunk(choice_index, call_index, call_delta)
+
+    def _call_chunk(self, choice_index: int, call_index: int, call_delta: dict[str, Any]) -> bytes:
         if call_index == LEGACY_CALL:
-            delta: dict[str, Any] = {"function_call": function}
+            delta: dict[str, Any] = {"function_call": call_delta["function"]}
         else:
-            delta = {
-                "tool_calls": [
-                    {"index": self._gated[(choice_index, call_index)].out_index, "function": function}
-                ]
-            }
+            delta = {"tool_calls": [call_delta]}
         choice = {"index": choice_index, "delta": delta, "logprobs": None, "finish_reason": None}
         return synthesised({**self._envelope, "choices": [choice]})
 
@@ -502,14 +550,14 @@ def _carries_nothing(call_delta: dict[str, Any]) -> bool:
     )
 
 
-def _merged_delta(call: _CallState) -> dict[str, Any]:
+def _merged_delta(call: ToolCall) -> dict[str, Any]:
     merged: dict[str, Any] = {
         "index": 0,
         "type": "function",
         "function": {"name": call.name, "arguments": call.arguments},
     }
-    if call.call_id is not None:
-        merged["id"] = call.call_id
+    if call.id is not None:
+        merged["id"] = call.id
     return merged
 
 

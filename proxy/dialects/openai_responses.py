@@ -188,6 +188,10 @@ class ResponsesStreamSession(StreamSession):
         self._next_out_index = 0
         self._call_item_ids: dict[int, str | None] = {}
         self._channel_of: dict[str, _Channel] = {}
+        self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
+        """Events of the function calls the gate holds until their arguments are done, by position."""
+        self._sealed: set[int] = set()
+        """Calls sent whole after being held: later events carry the arguments they were decided on."""
 
     @property
     def completion(self) -> Completion:
@@ -256,6 +260,11 @@ class ResponsesStreamSession(StreamSession):
             return [event.raw]
         if event_type == "response.output_item.added":
             return self._item_added(event, body, position)
+        if position in self._held:
+            self._held[position].append((event, body))
+            if event_type in ("response.function_call_arguments.done", "response.output_item.done"):
+                return self._complete_held(position)
+            return []
         if position in self._dropped:
             return []
         body["output_index"] = self._out_index.get(position, position)
@@ -281,7 +290,7 @@ class ResponsesStreamSession(StreamSession):
             body["delta"] = released
         elif event_type == "response.function_call_arguments.done":
             before.extend(self._end_arguments(position, body))
-            if self.filters.argument_filter is not None:
+            if self.filters.argument_filter is not None or position in self._sealed:
                 body["arguments"] = self._released_arguments_of(position, body.get("arguments"))
         elif event_type == "response.content_part.done":
             self._rewrite_part(
@@ -304,15 +313,12 @@ class ResponsesStreamSession(StreamSession):
         item = as_dict(body.get("item"))
         if _item_type(item) == "function_call" and self.filters.tool_gate is not None:
             call = _tool_call(item, f"output[{position}]")
-            if self._decide(call.name, call.id) == "drop":
-                self._dropped.add(position)
-                notice = self._notice(call.name, call.id)
-                if notice is None:
-                    return []
-                self._out_index[position] = self._next_out_index
-                self._next_out_index += 1
-                self._notices[position] = notice_item(f"msg_egressguard_{position}", notice)
-                return self._notice_events(body, position, notice)
+            decision = self._decide(call)
+            if decision == "hold":
+                self._held[position] = [(event, body)]
+                return []
+            if decision == "drop":
+                return self._drop_call(body, position, call)
         self._out_index[position] = self._next_out_index
         self._next_out_index += 1
         if _item_type(item) == "function_call":
@@ -329,6 +335,30 @@ class ResponsesStreamSession(StreamSession):
             return [event.raw]
         body["output_index"] = self._out_index[position]
         return [rewritten(event, body)]
+
+    def _drop_call(self, body: dict[str, Any], position: int, call: ToolCall) -> list[bytes]:
+        self._dropped.add(position)
+        notice = self._notice(call)
+        if notice is None:
+            return []
+        self._out_index[position] = self._next_out_index
+        self._next_out_index += 1
+        self._notices[position] = notice_item(f"msg_egressguard_{position}", notice)
+        return self._notice_events(body, position, notice)
+
+    def _complete_held(self, position: int) -> list[bytes]:
+        """A held call's arguments are done: decided on them, its events are sent as they came (their
+        arguments pinned to what was decided on), or the call is dropped for its notice."""
+        held = self._held.pop(position)
+        item = self._items.get(position)
+        call = item.call if item is not None and item.call is not None else None
+        first_body = held[0][1]
+        if call is None:
+            call = _tool_call(as_dict(first_body.get("item")), f"output[{position}]")
+        if self._decide(call, complete=True) == "drop":
+            return self._drop_call(first_body, position, call)
+        self._sealed.add(position)
+        return [piece for event, body in held for piece in self._transformed(event, body, changed=True)]
 
     def _notice_events(self, body: dict[str, Any], position: int, notice: str) -> list[bytes]:
         item = self._notices[position]
@@ -404,7 +434,9 @@ class ResponsesStreamSession(StreamSession):
         return self._filter_arguments(where, upstream) + self._close_arguments(where)
 
     def _rewrite_item(self, item: dict[str, Any], position: int) -> None:
-        if _item_type(item) == "function_call" and self.filters.argument_filter is not None:
+        if _item_type(item) == "function_call" and (
+            self.filters.argument_filter is not None or position in self._sealed
+        ):
             item["arguments"] = self._released_arguments_of(position, item.get("arguments"))
         else:
             self._rewrite_message(item, position)
@@ -430,7 +462,7 @@ class ResponsesStreamSession(StreamSession):
         response["output"] = output
 
     def _end_of_stream(self, sequence_number: Any = None) -> list[bytes]:
-        output: list[bytes] = []
+        output = [piece for position in list(self._held) for piece in self._complete_held(position)]
         for where in self._open_argument_channels():
             output.extend(
                 self._end_arguments(int(parse_locator(where)[1]), {"sequence_number": sequence_number})

@@ -7,7 +7,8 @@ are given rewrites the stream:
   text to release now; what it holds back comes out of ``flush()`` at the channel's end, in a delta event
   of the dialect's own shape sent before the event that ends the channel;
 - a ``ToolGate`` decides, once a tool call's name is known, whether the call reaches the agent; deltas
-  that arrive before that are held;
+  that arrive before that are held, and so is the whole call when the gate wants its complete arguments
+  (a destructive call under an approval bound to them): it is then sent whole, or dropped, when they end;
 - an argument filter (a ``TextFilter`` per released tool call, made with the call's ``ToolCall.where``)
   sees the call's raw argument text as it streams, with the same hold-back and flush as a text channel.
   Arguments that are a JSON string stay valid JSON as long as the filter's replacements contain no
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from proxy.dialects.locator import parse_locator
-from proxy.exchange import Completion, Part
+from proxy.exchange import Completion, Part, ToolCall
 from proxy.wire.sse import SSEEvent, SSEParser, encode_text, serialise
 
 
@@ -71,16 +72,19 @@ class EventScan(Protocol):
 TextFilterFactory = Callable[[str], TextFilter]
 """Makes the filter for one text channel; receives the channel's locator (``TextSegment.where``)."""
 
-ToolDecision = Literal["release", "drop"]
-ToolGate = Callable[[str, str | None], ToolDecision]
-"""Decides a streamed tool call from its name and call id (None when the API gives none)."""
+ToolDecision = Literal["release", "drop", "hold"]
+ToolGate = Callable[[ToolCall, bool], ToolDecision]
+"""Decides a streamed tool call (its locator, name, id and the arguments so far) and whether they are
+``complete``: asked first once the name is known. A call it holds is kept back whole, nothing of it sent,
+and asked about again with its complete arguments when they end; then it is released or dropped
+(a second ``"hold"`` drops it)."""
 
 # A body that is valid JSON but not in the shape a dialect reads is still never an exception: these are
 # what defensive reading of an arbitrary document can raise.
 SHAPE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, IndexError, RecursionError)
 
-DropNotice = Callable[[str, str | None], str | None]
-"""Text to show the agent in place of a dropped call (tool name, call id), or None for no notice."""
+DropNotice = Callable[[ToolCall], str | None]
+"""Text to show the agent in place of a dropped call, or None for no notice."""
 
 ContentFilter = Callable[[Part], str]
 """What of one complete piece of read content (an MCP tool result or description) may be sent: its text
@@ -255,6 +259,7 @@ class StreamSession(ABC):
         self._boundaries: list[_Boundary] = []
         self._queued: list[bytes] = []
         self._skeletons: dict[str, Any] = {}
+        self._decisions: dict[str, ToolDecision] = {}
 
     @property
     @abstractmethod
@@ -345,10 +350,7 @@ class StreamSession(ABC):
             payload, changed = self._scan_residual(event, payload)
             if not self.filters.active:
                 return [event.raw]
-            output = self._transform(event, payload)
-            if changed:
-                output = [rewritten(event, payload) if piece is event.raw else piece for piece in output]
-            return output
+            return self._transformed(event, payload, changed=changed)
         except SHAPE_ERRORS as error:
             self.notes.append(
                 f"event {event.type!r} has an unexpected shape ({type(error).__name__}); its strings scanned"
@@ -363,6 +365,14 @@ class StreamSession(ABC):
             return [event.raw]
         payload, changed = residual.filter(event.type, json.loads(event.data), ())
         return [rewritten(event, payload)] if changed and self.filters.active else [event.raw]
+
+    def _transformed(self, event: SSEEvent, payload: Any, *, changed: bool) -> list[bytes]:
+        """``_transform`` of one event, its own bytes re-serialised when its payload ``changed``; a held
+        event is replayed through here with ``changed`` True, as what the scan left of it."""
+        output = self._transform(event, payload)
+        if changed:
+            output = [rewritten(event, payload) if piece is event.raw else piece for piece in output]
+        return output
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         self.notes.append(f"event {event.type!r} is not JSON; passed through")
@@ -445,16 +455,24 @@ class StreamSession(ABC):
         self.released_arguments[where] = dump_json(result)
         return result
 
-    def _decide(self, name: str, call_id: str | None) -> ToolDecision:
+    def _decide(self, call: ToolCall, *, complete: bool = False) -> ToolDecision:
+        """The gate's decision for the call at ``call.where``, asked once its name is known and, for a
+        call it held, once more with ``complete`` arguments; later asks get the same answer."""
+        decided = self._decisions.get(call.where)
+        if decided is not None and (decided != "hold" or not complete):
+            return decided
         gate = self.filters.tool_gate
-        decision: ToolDecision = "release" if gate is None else gate(name, call_id)
+        decision: ToolDecision = "release" if gate is None else gate(call, complete)
+        if complete and decision == "hold":
+            decision = "drop"
+        self._decisions[call.where] = decision
         if decision == "drop":
-            self.dropped_tool_calls.append((name, call_id))
+            self.dropped_tool_calls.append((call.name, call.id))
         return decision
 
-    def _notice(self, name: str, call_id: str | None) -> str | None:
+    def _notice(self, call: ToolCall) -> str | None:
         make_notice = self.filters.drop_notice
-        return None if make_notice is None else make_notice(name, call_id)
+        return None if make_notice is None else make_notice(call)
 
 
 class PerEventStreamSession(StreamSession):
