@@ -148,6 +148,8 @@ class Egress:
             self._note_first_seen(flow, turn, decision.host)
 
     def _note_first_seen(self, flow: http.HTTPFlow, turn: Turn, host: str) -> None:
+        if turn.drill is not None:
+            return  # a drill's destinations are not the agent's: they stay unseen for it
         try:
             if first_seen(self.runtime.state, turn.context.agent_id, host):
                 turn.add(first_seen_finding(host))

@@ -300,7 +300,10 @@ class TurnInspector:
         for index, part in enumerate(ordered):
             if part.source in SEEN_ONCE_SOURCES:
                 digest = _text_digest(f"{part.source}\0{part.text}")
-                if self.state.add_if_new(f"seen:{self.turn.context.agent_id}", digest, SEEN_TTL_S):
+                # A drill's prompts are read every time and remembered for nobody.
+                if self.turn.drill is not None or self.state.add_if_new(
+                    f"seen:{self.turn.context.agent_id}", digest, SEEN_TTL_S
+                ):
                     fresh.append(part)
             elif index > last_assistant and part.source is not Source.ASSISTANT:
                 fresh.append(part)
@@ -593,8 +596,9 @@ class TurnInspector:
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
         """Per-tool rate limits, call frequency against the agent's baseline, argument entropy against the
-        tool's usual arguments, and tool sequences the agent has never produced."""
-        if not calls:
+        tool's usual arguments, and tool sequences the agent has never produced. A drill's calls are none
+        of the agent's behaviour: they neither count against its limits nor move its baselines."""
+        if not calls or self.turn.drill is not None:
             return []
         agent, user = self.turn.context.agent_id, self.turn.context.user_id
         findings: list[Finding] = []
@@ -788,6 +792,8 @@ class TurnInspector:
         self.turn.refusal = found is not None
         if found is not None:
             self._record([found])
+        if self.turn.drill is not None:
+            return  # a drill's completions are not the agent's: its refusal rates stay as they were
         agent = self.turn.context.agent_id
         session = self.turn.context.session_id
         for scope in (f"agent:{agent}", *([f"session:{digest(session)}"] if session else [])):

@@ -287,6 +287,33 @@ def test_injection_spike_over_baseline() -> None:
     assert burst[-1] == [] and sum(len(alerts) for alerts in burst) == 1
 
 
+def test_drill_turns_count_in_no_baseline_or_window() -> None:
+    """A drill's burst fires no ratio_to_baseline rule and moves nothing a real burst is compared with:
+    after it, the real burst fires exactly as it does where no drill ran."""
+    config = load_alerts_config(None)
+    rules = [rule for rule in config.rules if rule.id == "injection-rate-spike"]
+    assert rules and rules[0].baseline is not None
+    injection = finding("prompt_injection", "high", "injection.phrase")
+    drilled, undrilled = RuleEngine(rules, started=START), RuleEngine(rules, started=START)
+    moment = START
+    for number in range(48 * 2):
+        for engine in (drilled, undrilled):
+            assert fired(engine, turn(number, injection, at=moment)) == []
+        moment += timedelta(minutes=30)
+    for n in range(40):
+        assert (
+            fired(drilled, turn(500 + n, injection, at=moment + timedelta(seconds=n), drill=f"d:c{n}")) == []
+        )
+    bursts = [
+        [
+            len(fired(engine, turn(1000 + n, injection, at=moment + timedelta(minutes=1 + n))))
+            for n in range(8)
+        ]
+        for engine in (drilled, undrilled)
+    ]
+    assert bursts[0] == bursts[1] and sum(bursts[0]) == 1
+
+
 def test_first_seen_egress_fires_once_per_agent_and_host() -> None:
     """A new host fires once; a host seeded from the audit log never does."""
     config = load_alerts_config(None)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from proxy.control.drill import CASES, CASES_BY_NAME, DRILL_SECRET, judge
+from proxy.state.sqlite import DATABASE_NAME
 from tests.harness import Proxy, free_port
 from tests.test_admin import Admin, start_admin  # noqa: F401 - the fixture is used by name
 from tests.webhook_receiver import Receiver
@@ -104,6 +107,31 @@ def test_drill_passes_against_the_readme_first_command(tmp_path: Path, readme_pr
         timeout=60,
     )
     assert query.returncode == 0 and json.loads(query.stdout or "[]") == []
+    assert baseline_keys(tmp_path / "egressguard-data" / "state" / DATABASE_NAME) == []
+
+
+BASELINE_PREFIXES = (
+    *("tool.", "turns:", "refusals:", "seen:", "egress.first_seen:"),
+    *("alerts.window:", "alerts.seen:", "alerts.fired", "approval"),
+)
+"""What an agent's traffic writes to its baselines, limits, first-seen sets and approvals."""
+
+
+def baseline_keys(database: Path) -> list[str]:
+    """The keys of the state store (read from its file, as any other process sees it) that real traffic
+    would have written: a drill writes none."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        keys = [
+            key
+            for query in (
+                "SELECT key FROM counters",
+                "SELECT key FROM windows",
+                "SELECT set_name FROM members",
+                "SELECT key FROM kv",
+            )
+            for (key,) in connection.execute(query)
+        ]
+    return [key for key in keys if key.startswith(BASELINE_PREFIXES)]
 
 
 def test_drill_in_enforce_mode_proves_each_enforcement(

@@ -352,3 +352,40 @@ def test_requests_without_a_prompt_or_tool_call_are_no_compliance_gap(
         "purpose",
         "consent_id",
     }
+
+
+def test_drill_turns_move_no_baseline(inspector_for: Callable[[], TurnInspector]) -> None:
+    """Drill turns leave the agent's tool and refusal baselines, its rate limits, its seen tool
+    descriptions and its approvals as they were; the same turn from the agent moves each of them."""
+    state = inspector_for().state
+    description = Part(Source.TOOL_DESCRIPTION, TOOL_ATTACK, "tools[0].function.description")
+
+    def turn(drill: str | None) -> TurnInspector:
+        inspector = inspector_for()
+        inspector.turn.drill = drill
+        parts = [description, Part(Source.USER, "Mail the customer.", "messages[0].content")]
+        inspector.inspect_request(RequestView(dialect="openai_chat", parts=parts))
+        refusal = TextSegment("I'm sorry, but I can't help with that request.", "choices[0].message.content")
+        calls = [call("send_email"), call("delete_customer", {"id": 1}, index=1)]
+        inspector.inspect_completion(Completion(text=[refusal], tool_calls=calls), rewrite=True)
+        return inspector
+
+    baselines: dict[str, Callable[[], object]] = {
+        "tool calls": lambda: state.count(f"tool.calls:bot:{digest('send_email')}", 3600),
+        "tool turns": lambda: state.counter("tool.turns:bot"),
+        "tool entropy": lambda: state.counter(f"tool.entropy:bot:{digest('send_email')}:n"),
+        "agent seen since": lambda: state.get("tool.first_seen:bot"),
+        "refusal exposure": lambda: state.count("turns:agent:bot", 3600),
+        "refusals": lambda: state.count("refusals:agent:bot", 3600),
+        "send limit": lambda: state.count(f"tool.limit:{digest('send_*')}:agent:bot", 3600),
+    }
+    drills = [turn(f"drill_1:case-{n}") for n in range(3)]
+    assert all("tool-rate-limit" not in rules_of(drill) for drill in drills)
+    assert all(any(f.where == description.where for f in drill.turn.findings) for drill in drills)
+    assert not any(read() for read in baselines.values())
+    assert drills[0].approvals.list() == []
+    real = turn(None)
+    assert all(read() for read in baselines.values())
+    assert "tool-rate-limit" not in rules_of(real)  # the drills' sends did not count against the limit
+    assert any(f.where == description.where for f in real.turn.findings)  # nor was it seen before
+    assert "delete_customer" in [approval.tool for approval in real.approvals.list()]

@@ -147,7 +147,9 @@ class RuleEngine:
         return self.store.add_if_new(f"alerts.seen:{rule_id}", member, FIRST_SEEN_TTL_S, now.timestamp())
 
     def evaluate(self, record: Mapping[str, Any]) -> list[tuple[AlertRule, Alert]]:
-        if record.get("type") not in EVALUATED_TYPES:
+        """The alerts this record fires. A drill's record counts in no rule's window or baseline: a
+        drill proves delivery with its own alert and must not move what real traffic is compared with."""
+        if record.get("type") not in EVALUATED_TYPES or record.get("drill"):
             return []
         now = parse_ts(record["ts"])
         fired: list[tuple[AlertRule, Alert]] = []
