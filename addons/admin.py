@@ -18,6 +18,7 @@ from proxy.admin import http
 from proxy.admin.api import ROUTES, Control
 from proxy.admin.dashboard import DASHBOARD_ROUTES
 from proxy.admin.tokens import load_tokens
+from proxy.commands.workers import WORKER_SOCKET
 from proxy.config.policy import AdminSettings, reloaded_policy
 from proxy.config.yamlschema import SchemaError
 from proxy.inspection import Detectors
@@ -49,10 +50,15 @@ class Admin:
             self,
             [*ROUTES, *DASHBOARD_ROUTES],
         )
+        # One of several workers serves its API on the socket the supervisor's listener reaches it by.
+        socket = ctx.options.egressguard_admin_listen.removeprefix(WORKER_SOCKET)
         try:
-            self.server = await http.start(settings.host, settings.port, self.control.handle)
+            if ctx.options.egressguard_admin_listen.startswith(WORKER_SOCKET):
+                self.server = await http.start_unix(Path(socket), self.control.handle)
+            else:
+                self.server = await http.start(settings.host, settings.port, self.control.handle)
         except OSError as error:
-            address = f"{settings.host}:{settings.port}"
+            address = socket or f"{settings.host}:{settings.port}"
             reason = error.strerror or str(error)
             self.runtime.startup_error = f"the admin listener cannot listen on {address}: {reason}"
             ctx.master.shutdown()
@@ -71,6 +77,8 @@ class Admin:
             return None
         if not override:
             return configured
+        if override.startswith(WORKER_SOCKET):
+            return configured or AdminSettings()
         host, _, port = override.rpartition(":")
         base = configured or AdminSettings()
         return AdminSettings(

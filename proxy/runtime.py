@@ -37,9 +37,12 @@ class Runtime:
     audit_log: AuditLog | None = None
     alert_router: AlertRouter | None = None
     _metrics: Metrics | None = field(default=None, repr=False)
-    drills: DrillRuns = field(default_factory=DrillRuns)
+    drills: DrillRuns = field(init=False, repr=False)
     startup_error: str | None = None
     """Set by an addon that could not start (the admin port in use): the proxy stops with it."""
+
+    def __post_init__(self) -> None:
+        self.drills = DrillRuns(lambda: self.state)
 
     @property
     def policy(self) -> Policy:

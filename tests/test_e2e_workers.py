@@ -3,19 +3,27 @@ file, keep one audit chain each, and route an alert once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
+from proxy.admin import http
+from proxy.admin.gateway import Gateway
 from proxy.audit.heads import head_key, writer_id
 from proxy.commands.cli import main
+from proxy.control.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER
 from proxy.state.sqlite_shared import SharedSqliteStateStore
-from tests.harness import Proxy
+from tests.harness import Proxy, free_port
+from tests.test_admin import Admin, admin_policy
+from tests.test_drill import _targets, drill
 from tests.test_e2e_shared_state import AWS_KEY, BURST_RULE, INJECTION, alerts_yaml, ask, client, rules_of
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
@@ -155,3 +163,151 @@ def test_workers_stop_when_the_supervisor_is_killed(workers: Proxy) -> None:
     while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(pid) for pid in spawned)
+
+
+@pytest.fixture
+def workers_admin(start_proxy: Callable[..., Proxy], receiver: Receiver) -> Admin:
+    """Two workers behind one admin listener, every worker ready."""
+    port = free_port()
+    proxy = start_proxy(args=("--workers", "2"), extra=admin_policy(port, alerts_yaml(receiver)))
+    admin = Admin(proxy, port)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if admin.get("/readyz").status_code == 200:
+                return admin
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.1)
+
+
+def reloaded_by_writer(proxy: Proxy) -> dict[str, list[str]]:
+    """The policy sha256 of each worker's `policy.reloaded` records, by writer."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((proxy.data_dir / "audit").glob("w*/audit-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["type"] == "policy.reloaded":
+                found.setdefault(path.parent.name, []).append(record["sha256"])
+    return found
+
+
+def test_one_admin_listener_speaks_for_every_worker(workers_admin: Admin, upstream: FakeUpstream) -> None:
+    """With two workers the host has one admin listener: readiness covers both, metrics add up both
+    workers' turns, and tokens are still required."""
+    admin = workers_admin
+    ready = admin.get("/readyz").json()
+    assert ready["ready"] and ready["workers"] == {"w0": True, "w1": True}
+    assert admin.get("/healthz").json()["workers"] == {"w0": True, "w1": True}
+    assert admin.get("/metrics").status_code == 401
+    assert admin.post("/api/v1/reload", {}, admin.read).status_code == 403
+    for _ in range(AGENTS):
+        ask(client(admin.proxy, upstream))
+    admin.proxy.wait_for_records(AGENTS)
+    assert sorted(per_writer(admin.proxy)) == ["w0", "w1"]
+    deadline = time.monotonic() + 10
+    while admin.metric("egressguard_requests_total") < AGENTS:
+        assert time.monotonic() < deadline, admin.get("/metrics", admin.read).text
+        time.sleep(0.1)
+    assert admin.metric("egressguard_requests_total") == AGENTS
+    assert admin.metric("egressguard_audit_writes_total") == AGENTS
+    assert admin.metric("egressguard_upstream_seconds_count") == AGENTS
+
+
+def test_reload_and_sighup_reach_every_worker(workers_admin: Admin, upstream: FakeUpstream) -> None:
+    """`egressguard reload` reloads both workers, each recording it in its own chain; a policy with
+    errors is refused by both, and both keep theirs; SIGHUP to the supervisor reloads both again."""
+    admin = workers_admin
+    policy = admin.proxy.policy_path
+    policy.write_text(policy.read_text().replace("mode: observe", "mode: enforce"))
+    result = admin.cli("reload", "--by", "alice")
+    assert result.returncode == 0, result.stderr
+    status = admin.get("/api/v1/status", admin.read).json()
+    assert status["policy"]["mode"] == "enforce"
+    assert reloaded_by_writer(admin.proxy) == {
+        "w0": [status["policy"]["sha256"]],
+        "w1": [status["policy"]["sha256"]],
+    }
+    assert admin.metric("egressguard_policy_reloads_total", result="loaded") == 2
+    for _ in range(AGENTS):  # enforced on whichever worker the agent reaches
+        with pytest.raises(openai.PermissionDeniedError):
+            ask(client(admin.proxy, upstream), INJECTION)
+
+    good = policy.read_text()
+    policy.write_text(good.replace("mode: enforce", "mode: sometimes"))
+    refused = admin.post("/api/v1/reload", {"by": "bob"}, admin.full)
+    assert refused.status_code == 422
+    assert refused.json()["errors"] and set(refused.json()["workers"]) == {"w0", "w1"}
+    assert admin.metric("egressguard_policy_reloads_total", result="refused") == 2
+
+    policy.write_text(good.replace("mode: enforce", "mode: observe"))
+    admin.proxy.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while [len(shas) for shas in reloaded_by_writer(admin.proxy).values()] != [2, 2]:
+        assert time.monotonic() < deadline, reloaded_by_writer(admin.proxy)
+        time.sleep(0.1)
+    assert admin.proxy.process.poll() is None
+    assert all(ask(client(admin.proxy, upstream), INJECTION).choices for _ in range(4))
+    assert admin.get("/readyz").json()["ready"]
+
+
+def test_a_drill_through_two_workers_passes(workers_admin: Admin) -> None:
+    """`egressguard drill` passes against two workers; a run started through the one admin listener marks
+    its requests on whichever worker they reach, and its report joins both workers' cases."""
+    admin = workers_admin
+    result = drill(admin.proxy.workdir, *_targets(admin), "--config", str(admin.proxy.policy_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "MISS" not in result.stdout
+    assert admin.metric("egressguard_drill_last_success_timestamp_seconds") > time.time() - 120
+
+    run = admin.post("/api/v1/drills", {"by": "carol"}, admin.full).json()
+    case = CASES_BY_NAME["missing-purpose"]
+    for _ in range(AGENTS):  # each on a connection of its own, so both workers serve some
+        with httpx.Client(proxy=admin.proxy.url(), trust_env=False) as agent:
+            headers = {**case.headers, TOKEN_HEADER: run["token"], CASE_HEADER: case.name}
+            assert agent.request(case.method, case.url, json=case.body, headers=headers).status_code == 200
+    marked: dict[str, int] = {}
+    for path in (admin.proxy.data_dir / "audit").glob("w*/audit-*.jsonl"):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        marked[path.parent.name] = sum(
+            record.get("drill") == f"{run['id']}:{case.name}" for record in records
+        )
+    assert sorted(marked) == ["w0", "w1"] and all(marked.values()) and sum(marked.values()) == AGENTS
+    report = admin.get(f"/api/v1/drills/{run['id']}", admin.read).json()
+    assert list(report["turns"]) == [case.name] and report["id"] == run["id"]
+
+
+def test_the_host_is_ready_only_when_every_worker_is(tmp_path: Path) -> None:
+    """Through real sockets: one worker whose audit log is not writable, one that does not answer at all;
+    the host's readiness says which worker fails which check; health names the worker that stopped."""
+
+    async def ready(request: http.Request) -> http.Response:
+        return http.Response.json(200, {"ready": True, "checks": {"audit": "ok", "state": "ok"}})
+
+    async def unwritable(request: http.Request) -> http.Response:
+        checks = {"audit": "not writable (3 buffered)", "state": "ok"}
+        return http.Response.json(503, {"ready": False, "checks": checks})
+
+    async def scenario() -> tuple[dict[str, Any], int, dict[str, Any], int]:
+        servers = [
+            await http.start_unix(tmp_path / "w0", ready),
+            await http.start_unix(tmp_path / "w1", unwritable),
+        ]
+        sockets = {name: tmp_path / name for name in ("w0", "w1", "w2")}
+        gateway = Gateway(sockets, lambda: {"w0": True, "w1": True, "w2": False})
+        answer = await gateway.handle(http.Request("GET", "/readyz", {}, {}))
+        health = await gateway.handle(http.Request("GET", "/healthz", {}, {}))
+        for server in servers:
+            server.close()
+        return json.loads(answer.body), answer.status, json.loads(health.body), health.status
+
+    readiness, status, health, health_status = asyncio.run(scenario())
+    assert status == 503 and readiness["ready"] is False
+    assert readiness["workers"] == {"w0": True, "w1": False, "w2": False}
+    assert readiness["checks"] == {
+        "workers": "w2: not answering",
+        "audit": "w1: not writable (3 buffered)",
+        "state": "ok",
+    }
+    assert health_status == 503 and health["workers"]["w2"] is False

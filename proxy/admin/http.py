@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -73,7 +74,18 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 async def start(host: str, port: int, handler: Handler) -> asyncio.Server:
     """Listen on ``host:port``; raises OSError when the address cannot be bound."""
+    return await asyncio.start_server(_connections(handler), host, port, limit=MAX_HEAD_BYTES)
 
+
+async def start_unix(path: Path, handler: Handler) -> asyncio.Server:
+    """Listen on a Unix socket at ``path`` (a worker's admin API, for the host's admin listener), which
+    only the proxy's user may connect to."""
+    server = await asyncio.start_unix_server(_connections(handler), str(path), limit=MAX_HEAD_BYTES)
+    path.chmod(0o600)
+    return server
+
+
+def _connections(handler: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             response = await asyncio.wait_for(_serve_one(reader, handler), DEADLINE_S)
@@ -92,7 +104,7 @@ async def start(host: str, port: int, handler: Handler) -> asyncio.Server:
             writer.close()
             await writer.wait_closed()
 
-    return await asyncio.start_server(connection, host, port, limit=MAX_HEAD_BYTES)
+    return connection
 
 
 async def _serve_one(reader: asyncio.StreamReader, handler: Handler) -> Response:

@@ -119,9 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers = args.workers or policy.workers
     addresses = [(args.listen_host, args.listen_port, "")]
     admin = _admin_address(policy, args.admin_listen)
+    admin_listen: tuple[str, int] | None = None
     if admin is not None:
         host, _, port = admin.rpartition(":")
-        addresses.append((host.strip("[]"), int(port), "the admin listener "))
+        admin_listen = (host.strip("[]"), int(port))
+        addresses.append((*admin_listen, "the admin listener "))
     for host, port, what in addresses:
         problem = unavailable(host, port)
         if problem is not None:
@@ -133,8 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from addons.server import serve_worker
         from proxy.commands.workers import supervise
 
-        _create_shared_files(policy, confdir)
-        return supervise(workers, serve_worker, settings, options)
+        _create_shared_files(policy, confdir, admin=admin_listen is not None)
+        return supervise(workers, serve_worker, settings, options, admin_listen)
     try:
         serve(settings, options, announce=lambda: _print_banner(policy, args, confdir, token_file, workers))
     except StartupError as error:
@@ -143,18 +145,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create_shared_files(policy: Policy, confdir: Path) -> None:
-    """The CA and the keys every worker reads, made once before the workers start (each would otherwise
-    make its own at the same moment)."""
+def _create_shared_files(policy: Policy, confdir: Path, *, admin: bool) -> None:
+    """The CA and the keys (and admin tokens) every worker reads, made once before the workers start (each
+    would otherwise make its own at the same moment)."""
     from mitmproxy.certs import CertStore
 
+    from proxy.admin.tokens import load_tokens
     from proxy.audit.keys import PRIVATE_KEY_NAME, load_or_create_signing_key
+    from proxy.config.policy import AdminSettings
     from proxy.runtime import fingerprint_key
 
     _ensure_private_dir(confdir)
     CertStore.from_store(confdir, "mitmproxy", 2048)
     fingerprint_key(policy.data_dir)
     load_or_create_signing_key(policy.audit.path / PRIVATE_KEY_NAME)
+    if admin:
+        load_tokens(policy.admin or AdminSettings(), policy.data_dir)
 
 
 def _fill_default_token(config: str | None) -> Path | None:

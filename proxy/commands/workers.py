@@ -11,21 +11,31 @@ What every worker would otherwise create on its first start, at the same moment 
 the fingerprint key, the audit signing key), is created here first, once.
 
 The supervisor stops all workers on SIGINT or SIGTERM, and stops them all if one of them exits: a
-worker that cannot serve is an operator's problem to see, not one to hide behind the others.
+worker that cannot serve is an operator's problem to see, not one to hide behind the others. It passes
+SIGHUP on to every worker, and serves the host's one admin listener (``proxy.admin.gateway``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
-import time
+import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
-from types import FrameType
+from pathlib import Path
 from typing import Any
 
+from proxy.admin import http
+from proxy.admin.gateway import Gateway
+
 WORKER_OPTION = "egressguard_writer"
+WORKER_SOCKET = "unix:"
+"""How the supervisor gives a worker the Unix socket its admin API listens on, in place of host:port."""
 
 
 def writer_id(index: int) -> str:
@@ -33,30 +43,64 @@ def writer_id(index: int) -> str:
 
 
 def supervise(
-    workers: int, target: Callable[..., None], settings: dict[str, Any], passthrough: list[str]
+    workers: int,
+    target: Callable[..., None],
+    settings: dict[str, Any],
+    passthrough: list[str],
+    admin: tuple[str, int] | None = None,
 ) -> int:
     """Run ``target(settings, passthrough)`` in ``workers`` processes until a signal or a worker's exit;
-    return the exit status (that of the first worker to stop on its own, 0 after a signal)."""
+    return the exit status (that of the first worker to stop on its own, 0 after a signal, 2 when the
+    admin listener cannot listen). With ``admin`` (host, port), this process serves the host's one admin
+    listener there, in front of each worker's admin API on a Unix socket of its own
+    (``proxy.admin.gateway``). SIGHUP is passed on to every worker: each re-reads the policy itself."""
+    return asyncio.run(_supervise(workers, target, settings, passthrough, admin))
+
+
+async def _supervise(
+    workers: int,
+    target: Callable[..., None],
+    settings: dict[str, Any],
+    passthrough: list[str],
+    admin: tuple[str, int] | None,
+) -> int:
     context = multiprocessing.get_context("spawn")
-    processes: list[BaseProcess] = []
+    # A private directory (0700) for the workers' admin sockets, short enough for a socket's path.
+    sockets = Path(tempfile.mkdtemp(prefix="egressguard-admin-")) if admin else None
+    processes: dict[str, BaseProcess] = {}
     for index in range(workers):
         worker_settings = {**settings, WORKER_OPTION: writer_id(index)}
+        if sockets is not None:
+            worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
         worker = context.Process(
             target=target, args=(worker_settings, passthrough), name=f"egressguard-{writer_id(index)}"
         )
         worker.start()
-        processes.append(worker)
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        processes[writer_id(index)] = worker
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, _hang_up, processes)
+    server: asyncio.Server | None = None
     status = 0
     try:
-        while not stopping:
-            ended = [process for process in processes if not process.is_alive()]
+        if admin is not None and sockets is not None:
+            gateway = Gateway(
+                {worker: sockets / worker for worker in processes},
+                lambda: {worker: process.is_alive() for worker, process in processes.items()},
+            )
+            try:
+                server = await http.start(admin[0], admin[1], gateway.handle)
+            except OSError as error:
+                print(
+                    f"egressguard: the admin listener cannot listen on {admin[0]}:{admin[1]}: "
+                    f"{error.strerror or error}",
+                    file=sys.stderr,
+                )
+                return 2
+        while not stopping.is_set():
+            ended = [process for process in processes.values() if not process.is_alive()]
             if ended:
                 status = ended[0].exitcode or 0
                 print(
@@ -64,16 +108,31 @@ def supervise(
                     file=sys.stderr,
                 )
                 break
-            time.sleep(0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.2)
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(15)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if server is not None:
+            server.close()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await asyncio.to_thread(_stop, list(processes.values()))
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     return status
+
+
+def _hang_up(processes: dict[str, BaseProcess]) -> None:
+    for process in processes.values():
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGHUP)
+
+
+def _stop(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(15)
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -8,10 +8,11 @@ or anything else an agent or an upstream chooses.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from proxy.dialects import by_name
@@ -158,3 +159,46 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_LATEST = ("_timestamp_seconds",)
+_EARLIEST = ("_created",)
+
+
+class _Merged(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def merge_expositions(texts: Iterable[str]) -> bytes:
+    """One exposition for the processes of one host (the workers), from each one's own: a sample is the
+    sum of its values in every process (counters, histogram buckets, sums and counts, and gauges such as
+    buffered events and spool depth, which each process holds its own part of), but a time: a gauge named
+    ``*_timestamp_seconds`` is the latest of them, a ``*_created`` the earliest."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                values[family.name] = {}
+            combine = (
+                max if family.name.endswith(_LATEST) else min if family.name.endswith(_EARLIEST) else None
+            )
+            samples = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                previous = samples.get(key)
+                if previous is None:
+                    samples[key] = sample.value
+                else:
+                    samples[key] = combine(previous, sample.value) if combine else previous + sample.value
+    for name, family in families.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged(list(families.values())))
+    return generate_latest(registry)
