@@ -18,7 +18,11 @@ import anthropic
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.admin.api import ROUTES, Route
+from proxy.admin.tokens import Access
+from proxy.control.metrics import Metrics, merge_expositions
 from tests.harness import Proxy, free_port
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
@@ -130,29 +134,31 @@ def test_health_and_readiness_answer_without_a_token(admin: Admin) -> None:
     }
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/api/v1/openapi.json", "/api/v1/status", "/api/v1/approvals"])
-def test_reading_needs_a_token(admin: Admin, path: str) -> None:
-    """Without a token, or with a wrong one, every other endpoint answers 401; the read-only token reads."""
-    assert admin.get(path).status_code == 401
-    assert admin.get(path, "not-the-token").status_code == 401
-    assert admin.get(path, admin.read).status_code == 200
-    assert admin.get(path, admin.full).status_code == 200
+def _concrete(route: Route) -> str:
+    return re.sub(r"\{\w+\}", "x", route.pattern)
 
 
-@pytest.mark.parametrize(
-    ("path", "body"),
-    [
-        ("/api/v1/reload", {}),
-        ("/api/v1/approvals/apr_x/approve", {}),
-        ("/api/v1/approvals/apr_x/deny", {}),
-        ("/api/v1/freezes/lift", {"kind": "user", "identity": "u"}),
-    ],
-)
-def test_changing_anything_needs_the_full_token(admin: Admin, path: str, body: dict[str, Any]) -> None:
-    """The read-only token (a dashboard's, a scraper's) is refused every operation with 403."""
-    assert admin.post(path, body).status_code == 401
-    refused = admin.post(path, body, admin.read)
-    assert refused.status_code == 403 and "full admin token" in refused.json()["error"]["message"]
+def test_every_endpoint_but_health_needs_a_token(admin: Admin) -> None:
+    """Every route in the API's table (so every one added later too): without a token, or with a wrong
+    one, it answers 401; the read-only token reads, and is refused every operation with 403; the full
+    token reads too."""
+    guarded = [route for route in ROUTES if route.access is not None]
+    assert {route.pattern for route in ROUTES} - {route.pattern for route in guarded} == {
+        "/healthz",
+        "/readyz",
+    }
+    for route in guarded:
+        call = admin.get if route.method == "GET" else admin.post
+        where = f"{route.method} {route.pattern}"
+        assert call(_concrete(route)).status_code == 401, where
+        assert call(_concrete(route), token="not-the-token").status_code == 401, where
+        with_read = call(_concrete(route), token=admin.read)
+        if route.access is Access.FULL:
+            assert with_read.status_code == 403, where
+            assert "full admin token" in with_read.json()["error"]["message"]
+        else:
+            assert with_read.status_code not in (401, 403), where
+            assert call(_concrete(route), token=admin.full).status_code == with_read.status_code, where
 
 
 def test_tokens_are_private_files(admin: Admin) -> None:
@@ -521,3 +527,31 @@ def _wait_for_alerts(receiver: Receiver, rule: str, count: int) -> None:
     while len([a for a in receiver.accepted() if a["rule"] == rule]) < count:
         assert time.monotonic() < deadline, f"fewer than {count} {rule} alerts arrived"
         time.sleep(0.1)
+
+
+def test_workers_metrics_add_up_and_keep_the_latest_times() -> None:
+    """The host's figures from each worker's: counts and histograms summed over the workers, times the
+    latest (a drill that passed on any worker), each label set on its own."""
+    workers = [Metrics(["bot"]) for _ in range(3)]
+    for index, worker in enumerate(workers):
+        worker.requests.labels(agent="bot", dialect="openai_chat", decision="allowed", status="2xx").inc(
+            index + 1
+        )
+        worker.upstream_seconds.observe(0.2 * (index + 1))
+    workers[0].requests.labels(agent="other", dialect="anthropic", decision="blocked", status="4xx").inc()
+    workers[1].drill_success.set(1_700_000_000)
+    merged = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(
+            merge_expositions(worker.exposition().decode() for worker in workers).decode()
+        )
+        for sample in family.samples
+    }
+    allowed = (("agent", "bot"), ("decision", "allowed"), ("dialect", "openai_chat"), ("status", "2xx"))
+    assert merged[("egressguard_requests_total", allowed)] == 6
+    blocked = (("agent", "other"), ("decision", "blocked"), ("dialect", "anthropic"), ("status", "4xx"))
+    assert merged[("egressguard_requests_total", blocked)] == 1
+    assert merged[("egressguard_upstream_seconds_count", ())] == 3
+    assert merged[("egressguard_upstream_seconds_bucket", (("le", "0.5"),))] == 2
+    assert merged[("egressguard_upstream_seconds_sum", ())] == pytest.approx(1.2)
+    assert merged[("egressguard_drill_last_success_timestamp_seconds", ())] == 1_700_000_000
