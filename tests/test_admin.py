@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin.api import ROUTES, Route
+from proxy.admin.dashboard import DASHBOARD_ROUTES
 from proxy.admin.tokens import Access
 from proxy.control.metrics import Metrics, merge_expositions
 from tests.harness import Proxy, free_port
@@ -139,26 +140,34 @@ def _concrete(route: Route) -> str:
 
 
 def test_every_endpoint_but_health_needs_a_token(admin: Admin) -> None:
-    """Every route in the API's table (so every one added later too): without a token, or with a wrong
+    """Every route the listener serves (so every one added later too): without a token, or with a wrong
     one, it answers 401; the read-only token reads, and is refused every operation with 403; the full
-    token reads too."""
-    guarded = [route for route in ROUTES if route.access is not None]
-    assert {route.pattern for route in ROUTES} - {route.pattern for route in guarded} == {
-        "/healthz",
-        "/readyz",
+    token reads too. Only health, readiness and the dashboard's page and assets answer without one."""
+    routes = [*ROUTES, *DASHBOARD_ROUTES]
+    guarded = [route for route in routes if route.access is not None]
+    assert {route.pattern for route in routes if route.access is None} == {
+        *("/healthz", "/readyz", "/", "/static/{name}")
     }
     for route in guarded:
-        call = admin.get if route.method == "GET" else admin.post
         where = f"{route.method} {route.pattern}"
-        assert call(_concrete(route)).status_code == 401, where
-        assert call(_concrete(route), token="not-the-token").status_code == 401, where
-        with_read = call(_concrete(route), token=admin.read)
+
+        def status(token: str | None, route: Route = route) -> int:
+            """The status alone: a live feed's body never ends."""
+            with httpx.stream(
+                route.method, admin.url + _concrete(route), headers=_bearer(token), trust_env=False
+            ) as answer:
+                return answer.status_code
+
+        assert status(None) == 401, where
+        assert status("not-the-token") == 401, where
+        with_read = status(admin.read)
         if route.access is Access.FULL:
-            assert with_read.status_code == 403, where
-            assert "full admin token" in with_read.json()["error"]["message"]
+            assert with_read == 403, where
         else:
-            assert with_read.status_code not in (401, 403), where
-            assert call(_concrete(route), token=admin.full).status_code == with_read.status_code, where
+            assert with_read not in (401, 403), where
+            assert status(admin.full) == with_read, where
+    refused = admin.post("/api/v1/reload", {}, admin.read)
+    assert "full admin token" in refused.json()["error"]["message"]
 
 
 def test_tokens_are_private_files(admin: Admin) -> None:

@@ -213,6 +213,12 @@ def test_one_admin_listener_speaks_for_every_worker(workers_admin: Admin, upstre
     assert admin.metric("egressguard_requests_total") == AGENTS
     assert admin.metric("egressguard_audit_writes_total") == AGENTS
     assert admin.metric("egressguard_upstream_seconds_count") == AGENTS
+    turns = admin.get("/api/v1/dashboard/turns?window=1h&limit=100", admin.read)
+    assert turns.status_code == 200 and len(turns.json()["turns"]) == AGENTS  # every worker's turns
+    with httpx.stream(
+        "GET", f"{admin.url}/api/v1/dashboard/feed", headers={"Authorization": f"Bearer {admin.read}"}
+    ) as feed:
+        assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
 
 
 def test_reload_and_sighup_reach_every_worker(workers_admin: Admin, upstream: FakeUpstream) -> None:

@@ -5,8 +5,9 @@ What every worker holds its own part of is asked of all of them and joined: ``/r
 when every worker is, ``/metrics`` sums their figures (``proxy.control.metrics.merge_expositions``), a
 reload is made by each worker on its own policy (each swaps it atomically and audits it in its own chain)
 and answers for all, a drill's report and an alert's deliveries are each worker's cases and alerts
-together. Everything else lives in the state store the workers share (approvals, freezes, drill runs)
-and is answered by the first worker that answers. Tokens are checked by the workers, as without workers:
+together. Everything else lives in the state store or the audit log the workers share (approvals,
+freezes, drill runs, the dashboard's reads and live feed) and is answered by the first worker that
+answers. Tokens are checked by the workers, as without workers:
 the gateway passes the request on as it came.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -94,18 +95,38 @@ class Gateway:
         if request.query:
             url += "?" + urlencode(request.query)
         headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
+        client = httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S, trust_env=False)
+        relaying = False
         try:
-            async with httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S, trust_env=False) as client:
-                answer = await client.request(request.method, url, headers=headers, content=request.body)
+            outgoing = client.build_request(request.method, url, headers=headers, content=request.body)
+            answer = await client.send(outgoing, stream=True)
+            kept = {name: answer.headers[name] for name in ("www-authenticate",) if name in answer.headers}
+            content_type = answer.headers.get("content-type", "application/json")
+            if content_type.startswith("text/event-stream"):
+                # The dashboard's live feed: relayed as it comes (every worker's feed reads every writer).
+                relaying = True
+                return Response(answer.status_code, b"", content_type, kept, stream=_relayed(client, answer))
+            return Response(answer.status_code, await answer.aread(), content_type, kept)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             # Nothing was sent: another worker may be asked instead.
             raise WorkerUnavailable(f"{worker}: {type(error).__name__}") from None
         except httpx.HTTPError as error:
             # Sent, but no answer came back: asking another worker could do it twice.
             return Response.error(502, f"worker {worker} did not finish answering ({type(error).__name__})")
-        kept = {name: answer.headers[name] for name in ("www-authenticate",) if name in answer.headers}
-        content_type = answer.headers.get("content-type", "application/json")
-        return Response(answer.status_code, answer.content, content_type, kept)
+        finally:
+            if not relaying:
+                await client.aclose()
+
+
+async def _relayed(client: httpx.AsyncClient, answer: httpx.Response) -> AsyncGenerator[bytes]:
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    except httpx.HTTPError:
+        return
+    finally:
+        await answer.aclose()
+        await client.aclose()
 
 
 def _refusal(answers: Mapping[str, Response | None]) -> Response | None:
