@@ -32,6 +32,7 @@ from proxy.dialects import (
     TextFilter,
     ToolDecision,
 )
+from proxy.dialects import stream as stream_module
 from proxy.dialects.stream import StreamSession
 from proxy.exchange import ToolCall
 from proxy.wire.sse import SSEParser
@@ -869,3 +870,23 @@ def test_chat_deltas_after_a_held_call_was_sent_whole_are_dropped() -> None:
     output = run(session, stream[:cut] + late + stream[cut:])
     assert chat_sdk_arguments(output) == [ARGUMENTS, ARGUMENTS]
     assert any("after its arguments ended" in note for note in session.notes)
+
+
+@pytest.mark.parametrize("name", ["openai_chat", "openai_responses", "anthropic"])
+def test_a_held_call_that_grows_too_long_is_decided_on_what_came(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream cannot make a held call fill memory: past the cap it is decided on the arguments so
+    far (no approval covers those: dropped), and the rest of the stream goes on."""
+    monkeypatch.setattr(stream_module, "MAX_HELD_BYTES", 40)
+    make_stream, sdk_arguments, original, _ = ARGUMENT_CASES[name]
+    stream = make_stream(split(ARGUMENTS, [3]))
+    gate = HoldingGate("drop")
+    filters = StreamFilters(tool_gate=gate, drop_notice=lambda call: f"[{call.name} held]")
+    session = DIALECTS[name].stream_session(filters)
+    output = run(session, stream)
+    (complete, arguments) = gate.asked[-1]
+    assert complete and arguments != ARGUMENTS and len(gate.asked) == 2
+    assert any("grew past 40 bytes" in note for note in session.notes)
+    assert b"eu-west-1" not in output and sdk_arguments(output) == original[1:]
+    assert SDK_VIEWS[name](output)[0].endswith("[deploy held]")

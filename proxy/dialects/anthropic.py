@@ -176,6 +176,7 @@ class AnthropicStreamSession(StreamSession):
         self._dropped: set[int] = set()
         self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
         """Events of the tool_use blocks the gate holds until their input is complete, by index."""
+        self._held_bytes: dict[int, int] = {}
         self._sealed: set[int] = set()
         """Blocks sent whole after being held: nothing more is added to their input."""
 
@@ -236,7 +237,10 @@ class AnthropicStreamSession(StreamSession):
             index = as_int(body.get("index")) or 0
             if index in self._held:
                 self._held[index].append((event, body))
-                return self._complete_held(index) if event_type == "content_block_stop" else []
+                self._held_bytes[index] += len(event.raw)
+                if event_type == "content_block_stop" or self._held_too_long(self._held_bytes[index]):
+                    return self._complete_held(index)
+                return []
             if index in self._dropped or (index in self._sealed and event_type == "content_block_delta"):
                 return []
             body["index"] = self._out_index.get(index, index)
@@ -276,6 +280,7 @@ class AnthropicStreamSession(StreamSession):
             decision = self._decide(call) if self.filters.tool_gate is not None else "release"
             if decision == "hold":
                 self._held[index] = [(event, body)]
+                self._held_bytes[index] = len(event.raw)
                 return []
             if decision == "drop":
                 return self._drop_block(index, call)

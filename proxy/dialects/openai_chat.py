@@ -202,6 +202,8 @@ class _ChoiceState:
 @dataclass(slots=True)
 class _GatedCall:
     held: list[dict[str, Any]] = field(default_factory=list)
+    merged: _CallState = field(default_factory=_CallState)
+    """The held deltas read together, as they arrive."""
     decision: ToolDecision | None = None
     out_index: int = 0
     sealed: bool = False
@@ -410,18 +412,19 @@ class ChatStreamSession(StreamSession):
         if gated.decision == "drop":
             return [], []
         gated.held.append(call_delta)
+        _accumulate(gated.merged, call_delta)
         call = self._held_call(choice_index, call_index)
         if not call.name and self.filters.tool_gate is not None:
             return [], []
         gated.decision = self._decide(call)
         if gated.decision == "hold":
+            if self._held_too_long(len(call.arguments)):
+                return [], self._complete_one(choice_index, call_index)
             return [], []
         return self._settle(choice_index, call_index, call)
 
     def _held_call(self, choice_index: int, call_index: int) -> ToolCall:
-        merged = _CallState()
-        for held in self._gated[(choice_index, call_index)].held:
-            _accumulate(merged, held)
+        merged = self._gated[(choice_index, call_index)].merged
         return ToolCall(merged.call_id, merged.name, merged.arguments, _call_where(choice_index, call_index))
 
     def _settle(
@@ -446,19 +449,23 @@ class ChatStreamSession(StreamSession):
     def _complete_held(self, choice_index: int, but: int | None = None) -> list[bytes]:
         """The choice's held calls (but the one still streaming) have all their arguments: each is
         decided on them and sent whole, in one chunk, or dropped for its notice."""
-        output: list[bytes] = []
-        for (gated_choice, call_index), gated in self._gated.items():
-            if gated_choice != choice_index or call_index == but or gated.decision != "hold":
-                continue
-            call = self._held_call(choice_index, call_index)
-            gated.decision = self._decide(call, complete=True)
-            released, notice = self._settle(choice_index, call_index, call)
-            output.extend(notice)
-            if released:
-                gated.sealed = True
-                self._end_arguments(choice_index, call_index, {call_index: released[0]})
-                output.append(self._call_chunk(choice_index, call_index, released[0]))
-        return output
+        held = [
+            call_index
+            for (gated_choice, call_index), gated in self._gated.items()
+            if gated_choice == choice_index and call_index != but and gated.decision == "hold"
+        ]
+        return [chunk for call_index in held for chunk in self._complete_one(choice_index, call_index)]
+
+    def _complete_one(self, choice_index: int, call_index: int) -> list[bytes]:
+        gated = self._gated[(choice_index, call_index)]
+        call = self._held_call(choice_index, call_index)
+        gated.decision = self._decide(call, complete=True)
+        released, notice = self._settle(choice_index, call_index, call)
+        if not released:
+            return notice
+        gated.sealed = True
+        self._end_arguments(choice_index, call_index, {call_index: released[0]})
+        return [self._call_chunk(choice_index, call_index, released[0])]
 
     def _drop_undecided(self, choice_index: int) -> None:
         for (gated_choice, _), gated in self._gated.items():

@@ -190,6 +190,7 @@ class ResponsesStreamSession(StreamSession):
         self._channel_of: dict[str, _Channel] = {}
         self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
         """Events of the function calls the gate holds until their arguments are done, by position."""
+        self._held_bytes: dict[int, int] = {}
         self._sealed: set[int] = set()
         """Calls sent whole after being held: later events carry the arguments they were decided on."""
 
@@ -262,7 +263,9 @@ class ResponsesStreamSession(StreamSession):
             return self._item_added(event, body, position)
         if position in self._held:
             self._held[position].append((event, body))
-            if event_type in ("response.function_call_arguments.done", "response.output_item.done"):
+            self._held_bytes[position] += len(event.raw)
+            ending = event_type in ("response.function_call_arguments.done", "response.output_item.done")
+            if ending or self._held_too_long(self._held_bytes[position]):
                 return self._complete_held(position)
             return []
         if position in self._dropped:
@@ -316,6 +319,7 @@ class ResponsesStreamSession(StreamSession):
             decision = self._decide(call)
             if decision == "hold":
                 self._held[position] = [(event, body)]
+                self._held_bytes[position] = len(event.raw)
                 return []
             if decision == "drop":
                 return self._drop_call(body, position, call)

@@ -160,6 +160,9 @@ def encode_json(value: Any) -> bytes:
 
 
 _JOIN_CONTEXT = 256
+MAX_HELD_BYTES = 1 << 20
+"""What a held tool call may grow to before it is decided on the arguments it has (which no approval
+covers, so it is dropped): an upstream cannot make a held call fill the proxy's memory."""
 _MAX_QUEUED_EVENTS = 64
 
 
@@ -469,6 +472,13 @@ class StreamSession(ABC):
         if decision == "drop":
             self.dropped_tool_calls.append((call.name, call.id))
         return decision
+
+    def _held_too_long(self, size: int) -> bool:
+        """Whether a held call of ``size`` bytes must be decided now, before its arguments end."""
+        if size <= MAX_HELD_BYTES:
+            return False
+        self.notes.append(f"a held tool call grew past {MAX_HELD_BYTES} bytes; decided on what had come")
+        return True
 
     def _notice(self, call: ToolCall) -> str | None:
         make_notice = self.filters.drop_notice
