@@ -295,9 +295,10 @@ def test_sweep_purges_expired_rows(tmp_path: Path, clock: FakeClock) -> None:
     store.add_if_new("s", "m", 10)
     store.put("v", 1, ttl_s=10)
     store.hit("w", 10)
+    store.merge("m", {"f": 1}, 10)
     clock.advance(100)
     store.counter("anything")
-    tables = ("counters", "members", "kv", "hits", "windows")
+    tables = ("counters", "members", "kv", "hits", "windows", "fields")
     counts = {table: on_disk(tmp_path, f"SELECT COUNT(*) FROM {table}") for table in tables}  # noqa: S608 -- table names are the literals above
     assert counts == {table: [(0,)] for table in tables}
     store.close()
@@ -376,3 +377,50 @@ def test_items_lists_live_values_under_a_prefix(store: StateStore, clock: FakeCl
     clock.advance(11)
     assert store.items("freeze.") == {"freeze.user:a": {"reason": "x"}}
     assert store.items("nothing:") == {}
+
+
+def test_merge_returns_the_fields_before_the_write(store: StateStore) -> None:
+    """merge() sets fields and answers with what the map held before; with no fields it only reads."""
+    assert store.merge("vault:a", {"p1": "one"}, 60) == {}
+    assert store.merge("vault:a", {"p2": {"v": 2}}, 60) == {"p1": "one"}
+    assert store.merge("vault:a", {}, 60) == {"p1": "one", "p2": {"v": 2}}
+    assert store.merge("vault:a", {"p1": "uno"}, 60) == {"p1": "one", "p2": {"v": 2}}
+    assert store.merge("vault:a", {}, 60)["p1"] == "uno"
+    assert store.merge("vault:b", {}, 60) == {}
+
+
+def test_merge_fields_expire_one_by_one(store: StateStore, clock: FakeClock) -> None:
+    """Each field expires ttl after it was last set; setting it again refreshes it, and a read does not."""
+    store.merge("vault:a", {"old": 1, "kept": 2}, 10)
+    clock.advance(6)
+    store.merge("vault:a", {"kept": 3, "new": 4}, 10)
+    clock.advance(6)
+    assert store.merge("vault:a", {}, 10) == {"kept": 3, "new": 4}
+    clock.advance(5)
+    assert store.merge("vault:a", {}, 10) == {}
+
+
+def test_merge_survives_reopen(open_store: Opener, clock: FakeClock) -> None:
+    """Fields are persisted with their expiry."""
+    first = open_store()
+    first.merge("vault:a", {"p": "v"}, 10)
+    second = reopen(first, open_store)
+    assert second.merge("vault:a", {}, 10) == {"p": "v"}
+    clock.advance(11)
+    assert second.merge("vault:a", {}, 10) == {}
+    second.close()
+
+
+def test_concurrent_merges_lose_no_field(store: StateStore) -> None:
+    """Fields set by many threads at once into one map are all kept."""
+
+    def work(worker: int) -> None:
+        for number in range(25):
+            store.merge("vault:shared", {f"{worker}-{number}": number}, 600)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store.merge("vault:shared", {}, 600)) == 100

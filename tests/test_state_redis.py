@@ -34,6 +34,7 @@ def exercise(store: StateStore) -> None:
     store.add_if_new("seen:agent", "host", 600)
     store.put("forever", {"a": 1})
     store.put("freeze:u", {"reason": "x"}, ttl_s=3600)
+    store.merge("vault:a", {"p": "sealed"}, 600)
 
 
 def test_keys_are_namespaced_and_expiring_ones_carry_a_redis_expiry(redis_server: RedisServer) -> None:

@@ -115,6 +115,9 @@ class FallbackStore:
     def delete(self, key: str) -> None:
         self._call(lambda store: store.delete(key))
 
+    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+        return self._call(lambda store: store.merge(key, fields, ttl_s))
+
     def items(self, prefix: str) -> dict[str, JSONValue]:
         return self._call(lambda store: store.items(prefix))
 

@@ -72,6 +72,32 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
+# KEYS: map (a hash of field -> "expires\ntext"). ARGV: now, expires, ttl in ms, then field, text pairs.
+# Returns the live fields before the write as field, text pairs; drops the expired ones.
+_MERGE = """
+local now = tonumber(ARGV[1])
+local before = {}
+local stored = redis.call('HGETALL', KEYS[1])
+for i = 1, #stored, 2 do
+    local cut = string.find(stored[i + 1], '\\n', 1, true)
+    if tonumber(string.sub(stored[i + 1], 1, cut - 1)) > now then
+        table.insert(before, stored[i])
+        table.insert(before, string.sub(stored[i + 1], cut + 1))
+    else
+        redis.call('HDEL', KEYS[1], stored[i])
+    end
+end
+if #ARGV > 3 then
+    for i = 4, #ARGV, 2 do
+        redis.call('HSET', KEYS[1], ARGV[i], ARGV[2] .. '\\n' .. ARGV[i + 1])
+    end
+    if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    end
+end
+return before
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
@@ -127,6 +153,7 @@ class RedisStateStore:
         self._incr = self._client.register_script(_INCR)
         self._window = self._client.register_script(_WINDOW)
         self._add_if_new = self._client.register_script(_ADD_IF_NEW)
+        self._merge = self._client.register_script(_MERGE)
         self._closed = False
 
     def _key(self, kind: str, key: str) -> str:
@@ -194,6 +221,17 @@ class RedisStateStore:
 
     def delete(self, key: str) -> None:
         self._run(lambda: self._client.delete(self._key("v", key)))
+
+    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+        now = self._clock()
+        args: list[str | int] = [_time(now), _time(now + ttl_s), _ms(ttl_s)]
+        for name, value in fields.items():
+            args += [name, json.dumps(value, separators=(",", ":"), ensure_ascii=False)]
+        pairs = self._run(lambda: self._merge(keys=[self._key("m", key)], args=args))
+        return {
+            pairs[index].decode("utf-8"): cast(JSONValue, json.loads(pairs[index + 1]))
+            for index in range(0, len(pairs), 2)
+        }
 
     def items(self, prefix: str) -> dict[str, JSONValue]:
         now = self._clock()

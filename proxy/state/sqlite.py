@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS members (
 );
 CREATE INDEX IF NOT EXISTS members_by_expiry ON members (expires);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
+CREATE TABLE IF NOT EXISTS fields (
+    key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (key, field)
+);
 """
 
 
@@ -107,6 +111,7 @@ class SqliteStateStore:
         self._windows: dict[str, _Window] = {}
         self._members: dict[tuple[str, str], float] = {}
         self._values: dict[str, tuple[str, float | None]] = {}
+        self._maps: dict[str, dict[str, tuple[str, float]]] = {}
         now = clock()
         self._last_sweep = now
         self._load(now)
@@ -126,6 +131,9 @@ class SqliteStateStore:
         for key, text, expires in self._db.execute("SELECT key, value, expires FROM kv"):
             if live(expires, now):
                 self._values[key] = (text, expires)
+        for key, name, text, expires in self._db.execute("SELECT key, field, value, expires FROM fields"):
+            if expires > now:
+                self._maps.setdefault(key, {})[name] = (text, expires)
         self._sweep(now)
 
     # --- counters ---------------------------------------------------------------------------------------
@@ -219,6 +227,26 @@ class SqliteStateStore:
                 if key.startswith(prefix) and live(expires, now)
             }
 
+    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+        texts = {
+            name: json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            for name, value in fields.items()
+        }
+        with self._lock:
+            now = self._begin()
+            stored = {name: entry for name, entry in self._maps.get(key, {}).items() if entry[1] > now}
+            before = {name: cast(JSONValue, json.loads(text)) for name, (text, _) in stored.items()}
+            for name, text in texts.items():
+                stored[name] = (text, now + ttl_s)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)", (key, name, text, now + ttl_s)
+                )
+            if stored:
+                self._maps[key] = stored
+            else:
+                self._maps.pop(key, None)
+            return before
+
     def _forget_value(self, key: str) -> None:
         if self._values.pop(key, None) is not None:
             self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
@@ -245,6 +273,11 @@ class SqliteStateStore:
         self._counters = {key: entry for key, entry in self._counters.items() if live(entry[1], now)}
         self._members = {key: expires for key, expires in self._members.items() if expires > now}
         self._values = {key: entry for key, entry in self._values.items() if live(entry[1], now)}
+        self._maps = {
+            key: live_fields
+            for key, fields in self._maps.items()
+            if (live_fields := {name: entry for name, entry in fields.items() if entry[1] > now})
+        }
         for key in list(self._windows):
             window = self._windows[key]
             window.prune(now)
@@ -260,6 +293,7 @@ def sweep_database(db: sqlite3.Connection, now: float) -> None:
     db.execute("DELETE FROM counters WHERE expires <= ?", (now,))
     db.execute("DELETE FROM members WHERE expires <= ?", (now,))
     db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM fields WHERE expires <= ?", (now,))
     db.execute(
         "DELETE FROM hits WHERE ts <= ? - (SELECT retention FROM windows WHERE windows.key = hits.key)",
         (now,),

@@ -151,6 +151,22 @@ class SharedSqliteStateStore:
         with self._transaction() as db:
             db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
+    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+        texts = {
+            name: json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            for name, value in fields.items()
+        }
+        now = self._now()
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT field, value FROM fields WHERE key = ? AND expires > ?", (key, now)
+            ).fetchall()
+            db.executemany(
+                "INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)",
+                [(key, name, text, now + ttl_s) for name, text in texts.items()],
+            )
+            return {name: cast(JSONValue, json.loads(text)) for name, text in rows}
+
     def items(self, prefix: str) -> dict[str, JSONValue]:
         now = self._now()
         rows = self._read(

@@ -3,7 +3,8 @@
 Every operation is small and maps onto one Redis command or script, so a Redis implementation can sit
 behind the same Protocol for replicas that share state: ``incr`` is INCRBY plus EXPIRE NX, ``hit`` and
 ``count`` a sorted set (ZADD, ZREMRANGEBYSCORE, ZCOUNT), ``add_if_new`` SET NX EX on one key per member,
-``put``/``get``/``delete`` SET EX, GET and DEL with the value as JSON, ``items`` SCAN MATCH plus MGET.
+``put``/``get``/``delete`` SET EX, GET and DEL with the value as JSON, ``items`` SCAN MATCH plus MGET,
+``merge`` a hash whose fields each carry their own expiry, read and written by one script.
 
 Times are seconds since the epoch from an injectable clock: wall time, not monotonic, because expiries
 are persisted and must mean the same thing after a restart.
@@ -67,6 +68,13 @@ class StateStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Forget a stored value (absent is fine)."""
+        ...
+
+    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+        """Set each of ``fields`` in the map at ``key`` for ``ttl_s`` seconds from now (setting a field
+        again refreshes its expiry) and return the live fields as they were before; with no ``fields``,
+        only read. Atomic: fields set at once by several processes are all kept, and none is read half
+        written. Expired fields are dropped."""
         ...
 
     def items(self, prefix: str) -> dict[str, JSONValue]:
