@@ -21,9 +21,8 @@ from proxy.admin.tokens import load_tokens
 from proxy.commands.workers import WORKER_SOCKET
 from proxy.config.policy import AdminSettings, reloaded_policy
 from proxy.config.yamlschema import SchemaError
-from proxy.inspection import Detectors
 from proxy.model import Mode
-from proxy.runtime import Runtime, fingerprint_key
+from proxy.runtime import Runtime, build_detectors
 
 log = structlog.get_logger("egressguard.admin")
 
@@ -102,7 +101,7 @@ class Admin:
             policy = await asyncio.to_thread(
                 reloaded_policy, current, Path(config) if config else None, Mode(mode) if mode else None
             )
-            detectors = await asyncio.to_thread(Detectors, policy, fingerprint_key(policy.data_dir))
+            detectors = await asyncio.to_thread(build_detectors, policy)
         except SchemaError as error:
             problems = [str(problem) for problem in error.problems]
             self.runtime.metrics.reloads.labels(result="refused").inc()

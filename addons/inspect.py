@@ -348,6 +348,8 @@ class Inspect:
             sent = inspector.scan_request(
                 dialect.rewrite_request(body, verdict.replacements) if rewrites else body, view
             )
+            if verdict.block is None:
+                sent = inspector.vault_request(sent, dialect, view)
         if verdict.block is not None:
             flow.response = refusal(dialect, turn, 403, block_message(verdict.block, turn.event_id))
             inspector.request_blocked()
@@ -423,6 +425,10 @@ class Inspect:
         if rewritten != body:
             set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)
+        # Last, once every check has read the upstream's words: what the agent gets has its secrets back.
+        restored = inspector.restore_response(rewritten, dialect)
+        if restored != rewritten:
+            set_content(flow.response, restored)
 
     @fail_open
     def error(self, flow: http.HTTPFlow) -> None:

@@ -39,6 +39,7 @@ from proxy.detectors.baseline import (
 )
 from proxy.dialects import (
     MCP,
+    Dialect,
     StreamFilters,
     TextFilter,
     TextFilterFactory,
@@ -46,8 +47,8 @@ from proxy.dialects import (
     ToolGate,
     chain_filters,
 )
-from proxy.dialects.base import load_json, load_json_with_shadowed
-from proxy.dialects.locator import parse_locator
+from proxy.dialects.base import load_json, load_json_with_shadowed, readable_text
+from proxy.dialects.locator import get_at, parse_locator, set_at
 from proxy.dialects.stream import encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -59,9 +60,19 @@ from proxy.scanning.redact import (
     fingerprint,
     redact_text,
 )
-from proxy.scanning.residual import JsonScan, Path, UnescapingFilter, canonical_escapes
+from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes
 from proxy.scanning.rulepack import Match, Rule, Scanner, load_packaged_packs
 from proxy.scanning.validators import shannon_entropy
+from proxy.scanning.vault import (
+    PREFIX,
+    RestoringFilter,
+    Scope,
+    Sealer,
+    Vault,
+    known_replacer,
+    map_strings,
+    restore,
+)
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
 
@@ -87,7 +98,7 @@ ENTROPY_SCALE = 1_000_000
 class Detectors:
     """The detectors a policy switches on, loaded once."""
 
-    def __init__(self, policy: Policy, fingerprint_key: bytes) -> None:
+    def __init__(self, policy: Policy, fingerprint_key: bytes, *, vault_key: bytes | None = None) -> None:
         packs = load_packaged_packs()
         optional = set(policy.detection.optional_packs)
         self.sensitive_packs = [
@@ -105,6 +116,7 @@ class Detectors:
         self.fingerprint_key = fingerprint_key
         self.history_matches: dict[str, list[Match]] = {}
         """Secret and PII matches of history texts by digest: a conversation resends them every turn."""
+        self.sealer = Sealer(vault_key) if vault_key is not None and policy.detection.vault else None
 
 
 @dataclass
@@ -181,6 +193,19 @@ class TurnInspector:
         self._sent_before: set[str] = set()
         """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
         redaction of them is enforced."""
+        settings = policy.detection.vault
+        self.vault = (
+            Vault(
+                state,
+                Scope(turn.context.agent_id, turn.context.session_id),
+                detectors.sealer,
+                detectors.fingerprint_key,
+                settings.ttl_s,
+            )
+            if settings is not None and detectors.sealer is not None
+            else None
+        )
+        self._uses_recorded = 0
 
     def json_scan(self, *, redacts: bool) -> JsonScan:
         """A scan of every string of a JSON document (``proxy.scanning.residual``) that redacts what the
@@ -207,6 +232,7 @@ class TurnInspector:
             self._record(self._compliance())
         # An MCP tools/call has no history: its arguments are the agent's data leaving for the tool.
         fresh = list(view.parts) if view.dialect == MCP.name else self._fresh_parts(view.parts)
+        vaults = self.vault is not None and view.dialect != MCP.name
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(_text_digest(part.text))
@@ -217,7 +243,7 @@ class TurnInspector:
                 if part.source is Source.USER and found:
                     self._count_injection_attempt()
                 outgoing = self._quarantined(part, found)
-            outgoing = self._secrets_redacted(part, outgoing, self._sensitive(part.text))
+            outgoing = self._secrets_redacted(part, outgoing, self._sensitive(part.text), vaulted=vaults)
             if outgoing is not part.text:
                 verdict.replacements[part.where] = outgoing
         # History comes back with every request. Read content's verdict is cached, and what was withheld
@@ -234,7 +260,7 @@ class TurnInspector:
                 outgoing = self._quarantined(part, found)
                 if outgoing is not part.text:
                     self._record(found)
-            outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text))
+            outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text), vaulted=vaults)
             if outgoing is not part.text:
                 verdict.replacements[part.where] = outgoing
         if view.dialect == MCP.name:
@@ -253,11 +279,11 @@ class TurnInspector:
         )
         return verdict
 
-    def _secrets_redacted(self, part: Part, outgoing: str, matches: list[Match]) -> str:
-        """Records the ``matches`` of a part's text; returns ``outgoing`` (the part's text, or what is sent
-        instead of it) with them redacted where the policy redacts requests. Withheld spans take their
-        secrets with them: what is left of a rewritten text is scanned again."""
-        self._record(self._sensitive_findings(part.text, matches, part.where))
+    def _secrets_redacted(self, part: Part, outgoing: str, matches: list[Match], *, vaulted: bool) -> str:
+        """Records the ``matches`` of a part's text (as vaulted when ``vaulted``); returns ``outgoing`` (the
+        part's text, or what is sent instead of it) with them redacted where the policy redacts requests.
+        Withheld spans take their secrets with them: what is left of a rewritten text is scanned again."""
+        self._record(self._sensitive_findings(part.text, matches, part.where, vaulted=vaulted))
         if matches and self.policy.detection.redact_requests and self._redacts(matches):
             kept = matches if outgoing is part.text else self._sensitive(outgoing)
             outgoing = self._redact(outgoing, kept)
@@ -287,6 +313,142 @@ class TurnInspector:
         left = self._left_in([part.text for part in sent.parts], load_json(body)[0])
         self._carry_out_redactions(self._request_from, left, None)
         self._carry_out_quarantines(self._request_from, sent.parts)
+
+    def vault_request(self, body: bytes, dialect: Dialect, view: RequestView) -> bytes:
+        """The request body as it leaves in vault mode, where the policy enforces it (else ``body``): every
+        secret in any string of it (parts, history, fields no dialect reads, JSON inside strings) and
+        every value the scope already holds replaced by its placeholder. An MCP ``tools/call`` goes to the
+        agent's own tool instead: placeholders in its arguments are replaced by their values."""
+        vault = self._enforced_vault()
+        if vault is None:
+            return body
+        if view.dialect == MCP.name:
+            replacements = {}
+            for part in view.parts:
+                restored = _restored(vault, part.text, part.where)
+                if restored != part.text:
+                    replacements[part.where] = restored
+            self.record_vault_uses()
+            return dialect.rewrite_request(body, replacements) if replacements else body
+        document, error = load_json(body)
+        if error is not None:
+            text = readable_text(body)
+            vaulted = text if text is None else self._vault_text(vault, text)
+            return body if vaulted == text or vaulted is None else vaulted.encode("utf-8", "surrogateescape")
+        scan = JsonScan(
+            self.detectors.sensitive,
+            lambda rule: self.policy.enforces(rule.threat),
+            key=self.detectors.fingerprint_key,
+            stand_in=lambda rule_id, value: vault.stand_in(value),
+        )
+        document, changed = scan.filter("", document, ())
+        replace_known = known_replacer(vault.commit())
+        self._record_vaulted(scan.found)
+        if replace_known is not None:
+            replaced = map_strings(document, replace_known)
+            changed = changed or replaced != document
+            document = replaced
+        return encode_json(document) if changed else body
+
+    def _vault_text(self, vault: Vault, text: str) -> str:
+        """A request body that is not JSON, vaulted as one text."""
+        matches = [match for match in self._sensitive(text) if self.policy.enforces(match.rule.threat)]
+        text = redact_text(text, matches, stand_in=lambda rule_id, value: vault.stand_in(value))
+        replace_known = known_replacer(vault.commit())
+        return text if replace_known is None else replace_known(text)
+
+    def _enforced_vault(self) -> Vault | None:
+        return self.vault if self.policy.enforces(Threat.DATA_EXFILTRATION) else None
+
+    def _record_vaulted(self, found: Iterable[Found]) -> None:
+        """Secrets of the residual scan that entered the vault with this request and that no finding of
+        the turn names yet (what the history carries was recorded when it was fresh)."""
+        assert self.vault is not None
+        seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}
+        for item in found:
+            placeholder = self.vault.placeholder_of(item.fingerprint)
+            if (
+                placeholder is None
+                or not self.vault.is_new(placeholder)
+                or (item.rule.id, item.fingerprint) in seen
+            ):
+                continue
+            seen.add((item.rule.id, item.fingerprint))
+            finding = self._finding(item.rule, item.fingerprint, item.where)
+            self._record(
+                [dataclasses.replace(finding, action=Action.VAULT, extra={"placeholder": placeholder})]
+            )
+
+    def record_vault_uses(self) -> None:
+        """Findings for the placeholders met on the way back since the last call: one per place for those
+        restored (which vaulted secrets this turn used), and one per place for those that do not resolve
+        in this agent's and session's vault, which passed on as text."""
+        vault = self.vault
+        if vault is None:
+            return
+        uses, self._uses_recorded = vault.uses[self._uses_recorded :], len(vault.uses)
+        restored: dict[str, set[str]] = {}
+        unresolved: dict[str, set[str]] = {}
+        for use in uses:
+            (restored if use.value_fingerprint is not None else unresolved).setdefault(use.where, set()).add(
+                use.placeholder
+            )
+        for where, placeholders in restored.items():
+            self.turn.add(
+                Finding(
+                    threat=Threat.DATA_EXFILTRATION,
+                    rule="vault-restore",
+                    signal="vaulted secrets restored for the agent",
+                    severity=Severity.LOW,
+                    action=Action.VAULT,
+                    where=where,
+                    owasp="LLM02",
+                    enforced=True,
+                    extra={"placeholders": sorted(placeholders)},
+                )
+            )
+        for where, placeholders in unresolved.items():
+            self._record(
+                [
+                    Finding(
+                        threat=Threat.CREDENTIAL_THEFT,
+                        rule="vault-unresolved",
+                        signal="placeholders not vaulted for this agent and session (another's, or "
+                        "expired) passed on as text",
+                        severity=Severity.HIGH,
+                        action=Action.FLAG,
+                        where=where,
+                        owasp="LLM06",
+                        extra={"placeholders": sorted(placeholders)},
+                    )
+                ]
+            )
+
+    def restore_response(self, body: bytes, dialect: Dialect) -> bytes:
+        """A JSON response as the agent receives it in vault mode: placeholders in every tool call's
+        arguments (and in the text, when the policy says so) replaced by their values."""
+        vault = self._enforced_vault()
+        if vault is None or PREFIX.encode() not in body:
+            return body
+        document, error = load_json(body)
+        if error is not None:
+            return body
+        completion = dialect.parse_response(body)
+        places = [call.where for call in completion.tool_calls]
+        if self.policy.detection.vault is not None and self.policy.detection.vault.restore_in_text:
+            places += [segment.where for segment in completion.text]
+        for where in places:
+            document = set_at(document, where, _restored(vault, get_at(document, where), where))
+        resolved_before = sum(use.value_fingerprint is not None for use in vault.uses[: self._uses_recorded])
+        self.record_vault_uses()
+        resolved = sum(use.value_fingerprint is not None for use in vault.uses) - resolved_before
+        return encode_json(document) if resolved else body
+
+    def _restoring(self, *, json_text: bool) -> TextFilterFactory | None:
+        vault = self._enforced_vault()
+        if vault is None:
+            return None
+        return lambda where: RestoringFilter(vault.resolver(where), json_text=json_text)
 
     def _fresh_parts(self, parts: Iterable[Part]) -> list[Part]:
         """What this request adds to the conversation: everything after the last assistant message (the
@@ -414,12 +576,20 @@ class TurnInspector:
             factories.append(lambda where: leak.LeakFilter(leak_detector))
         if self.policy.enforces(Threat.DATA_EXFILTRATION):
             factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
+        vault_settings = self.policy.detection.vault
+        text_restorer = self._restoring(json_text=False)
+        if text_restorer is not None and vault_settings is not None and vault_settings.restore_in_text:
+            factories.append(text_restorer)
+        # Placeholders are restored after the redactor has read the arguments: a restored secret is the
+        # agent's own, not one the model leaked.
+        on_arguments = [factory for factory in (redactor, self._restoring(json_text=True)) if factory]
+        arguments = chain_filters(*on_arguments)
         gate = self._tool_gate()
         return StreamFilters(
             text_filter=chain_filters(*factories) if factories else None,
             tool_gate=gate,
             drop_notice=self._stream_notice if gate else None,
-            argument_filter=(lambda where: UnescapingFilter(redactor(where))) if redactor else None,
+            argument_filter=(lambda where: UnescapingFilter(arguments(where))) if on_arguments else None,
             residual=self.residual,
             content_filter=self._stream_quarantine if self._quarantines() else None,
         )
@@ -558,6 +728,8 @@ class TurnInspector:
         self._record(credentials.credential_reads(completion.tool_calls, self.detectors.credential_reads))
         self._refusal(completion.full_text)
         self._record_residual(self.residual)
+        if not rewrite:
+            self.record_vault_uses()  # a stream was restored as it passed
         return self._json_plan(completion, tool_findings, quarantined) if rewrite else ResponsePlan()
 
     def _json_plan(
@@ -930,19 +1102,24 @@ class TurnInspector:
         self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in result.timed_out)
         return result.matches
 
-    def _sensitive_findings(self, text: str, matches: list[Match], where: str) -> list[Finding]:
+    def _sensitive_findings(
+        self, text: str, matches: list[Match], where: str, *, vaulted: bool = False
+    ) -> list[Finding]:
         """A secret or PII in a prompt, completion or tool output is exfiltration wherever it travels (the
-        taxonomy's own detector); reading credential material is the separate ``credential_theft``."""
+        taxonomy's own detector); reading credential material is the separate ``credential_theft``.
+        ``vaulted``: the request is vaulted, and each finding names the placeholder its secret leaves as."""
         key = self.detectors.fingerprint_key
-        return [
-            self._finding(
-                match.rule,
-                fingerprint(text[match.start : match.end], key),
-                where,
-                disguise=match.disguise,
-            )
-            for match in matches
-        ]
+        findings = []
+        for match in matches:
+            value = text[match.start : match.end]
+            finding = self._finding(match.rule, fingerprint(value, key), where, disguise=match.disguise)
+            if vaulted and self.vault is not None:
+                placeholder = self.vault.placeholder(value)
+                finding = dataclasses.replace(
+                    finding, action=Action.VAULT, extra={"placeholder": placeholder}
+                )
+            findings.append(finding)
+        return findings
 
     @staticmethod
     def _finding(
@@ -1007,13 +1184,19 @@ class TurnInspector:
         what was sent finds, does not hold its rule and place (never, when None)."""
 
         def applied(finding: Finding) -> bool:
-            if finding.action is not Action.REDACT:
+            if finding.action not in (Action.REDACT, Action.VAULT):
                 return False
             if finding.fingerprint is None:
                 return found_again is not None and (finding.rule, finding.where) not in found_again
             return finding.fingerprint not in left and finding.fingerprint not in self._sent_before
 
         self._carry_out(since, applied, Decision.REDACTED)
+
+
+def _restored(vault: Vault, value: Any, where: str) -> Any:
+    """``value`` (a decoded JSON value) with the placeholders in its strings resolved, uses recorded."""
+    resolve = vault.resolver(where)
+    return map_strings(value, lambda text: restore(text, resolve))
 
 
 def _text_digest(text: str) -> str:

@@ -33,6 +33,8 @@ class Action(StrEnum):
     WITHHOLD = "withhold"
     QUARANTINE = "quarantine"
     """Replace the offending span of read content with a notice; the rest of the content passes."""
+    VAULT = "vault"
+    """Replace a secret in a request with a placeholder that is restored on the way back to its agent."""
     BLOCK = "block"
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from proxy.audit import AuditLog
 
 FINGERPRINT_KEY_FILE = "fingerprint.key"
+VAULT_KEY_FILE = "vault.key"
 
 
 class NotConfigured(RuntimeError):
@@ -73,7 +74,7 @@ class Runtime:
         """The detectors the current policy switches on, built once per policy."""
         policy = self.policy
         if self._detectors is None or self._detectors[0] is not policy:
-            self._detectors = (policy, Detectors(policy, fingerprint_key(policy.data_dir)))
+            self._detectors = (policy, build_detectors(policy))
         return self._detectors[1]
 
     @property
@@ -112,12 +113,27 @@ def open_state_store(settings: StateSettings, data_dir: Path, *, shared: bool = 
     return FallbackStore(RedisStateStore(settings.redis), SqliteStateStore(None), on_error=settings.on_error)
 
 
+def build_detectors(policy: Policy) -> Detectors:
+    vault = vault_key(policy.data_dir) if policy.detection.vault is not None else None
+    return Detectors(policy, fingerprint_key(policy.data_dir), vault_key=vault)
+
+
 def fingerprint_key(data_dir: Path) -> bytes:
     """A per-install key for the HMAC fingerprints that let repeats of one secret be correlated without
-    storing it. Created once, readable by the owner only."""
-    path = data_dir / FINGERPRINT_KEY_FILE
+    storing it (and that derive the vault's placeholders)."""
+    return _key_file(data_dir / FINGERPRINT_KEY_FILE)
+
+
+def vault_key(data_dir: Path) -> bytes:
+    """The AES-256 key that seals vaulted secrets in the state store; replicas sharing a Redis store
+    share this file too."""
+    return _key_file(data_dir / VAULT_KEY_FILE)
+
+
+def _key_file(path: Path) -> bytes:
+    """32 random bytes kept in ``path``: created once, readable by the owner only."""
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

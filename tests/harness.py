@@ -41,15 +41,19 @@ def policy_yaml(
     allow: str = "[api.openai.com, api.anthropic.com, localhost]",
     tools: str = "{}",
     extra: str = "",
+    other_agent: str = "",
 ) -> str:
-    """``tools`` is the support role's tools section (flow style); ``extra`` is appended at the top level."""
+    """``tools`` is the support role's tools section (flow style); ``extra`` is appended at the top level;
+    ``other_agent`` names a second agent of the same role, whose token is its name reversed."""
+    indent = "\n" + " " * 10  # the agents' indentation in the template below, before it is dedented
+    other = f"{indent}{other_agent}: {{token: {other_agent[::-1]}, role: support}}" if other_agent else ""
     return textwrap.dedent(
         f"""\
         version: 1
         mode: {mode}
         data_dir: {data_dir}
         agents:
-          {AGENT}: {{token_env: {AGENT_TOKEN_ENV}, role: support}}
+          {AGENT}: {{token_env: {AGENT_TOKEN_ENV}, role: support}}{other}
         roles:
           support:
             egress: {{allow: {allow}}}

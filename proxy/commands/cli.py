@@ -153,11 +153,12 @@ def _create_shared_files(policy: Policy, confdir: Path, *, admin: bool) -> None:
     from proxy.admin.tokens import load_tokens
     from proxy.audit.keys import PRIVATE_KEY_NAME, load_or_create_signing_key
     from proxy.config.policy import AdminSettings
-    from proxy.runtime import fingerprint_key
+    from proxy.runtime import fingerprint_key, vault_key
 
     _ensure_private_dir(confdir)
     CertStore.from_store(confdir, "mitmproxy", 2048)
     fingerprint_key(policy.data_dir)
+    vault_key(policy.data_dir)
     load_or_create_signing_key(policy.audit.path / PRIVATE_KEY_NAME)
     if admin:
         load_tokens(policy.admin or AdminSettings(), policy.data_dir)

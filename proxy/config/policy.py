@@ -31,6 +31,7 @@ from proxy.config.yamlschema import (
     OneOf,
     Problem,
     Record,
+    Scalar,
     SchemaError,
     Spec,
     check_document,
@@ -100,6 +101,20 @@ class AllowEntry(Spec):
 
 
 DURATION = Custom(_seconds, "a duration")
+
+
+class RequestRedaction(Spec):
+    """``redaction.requests``: false, true (secrets in prompts redacted) or vault (replaced by
+    placeholders the agent gets back as the real values)."""
+
+    description = "true, false or vault"
+
+    def check(self, node: yaml.Node, checker: Checker, where: str) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.value == "vault":
+            return "vault"
+        return Scalar(bool, self.description).check(node, checker, where)
+
+
 DEFAULT_ADMIN_LISTEN = ("127.0.0.1", 9090)
 
 
@@ -157,8 +172,9 @@ SCHEMA = Record(
         "redaction": Record(
             {
                 "style": OneOf("placeholder", "hash", "last4"),
-                "requests": BOOLEAN,
+                "requests": RequestRedaction(),
                 "optional_packs": ListOf(STRING),
+                "vault": Record({"ttl": DURATION, "restore_in_text": BOOLEAN}),
             }
         ),
         "compliance": Record({"required": CONTEXT_FIELD_LIST, "require": CONTEXT_FIELD_LIST}),
@@ -246,6 +262,16 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VaultSettings:
+    """``redaction.requests: vault``: how long a vaulted secret stays resolvable after a request last
+    carried it, and whether placeholders in the model's prose are restored too (tool-call arguments
+    always are)."""
+
+    ttl_s: float = 24 * 3600.0
+    restore_in_text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DetectionSettings:
     """How detectors act: redaction style and direction, required context fields, session freezes, and
     what becomes of an injection found in content the agent read."""
@@ -259,6 +285,8 @@ class DetectionSettings:
     freeze_window_s: float = 24 * 3600.0
     freeze_for_s: float = 3600.0
     indirect_injection: Literal["flag", "quarantine", "block"] = "quarantine"
+    vault: VaultSettings | None = None
+    """Set when requests are vaulted rather than redacted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +410,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
 
     alerts = _alerts(_without_line(raw["alerts"]) if raw.get("alerts") else None, source, problems)
     state = _state(raw.get("state") or {}, env, source, problems)
+    vault = _vault(raw.get("redaction") or {}, source, problems)
     if problems:
         raise SchemaError(problems)
 
@@ -395,7 +424,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     defaults = DetectionSettings()
     detection = DetectionSettings(
         redaction_style=redaction.get("style") or defaults.redaction_style,
-        redact_requests=bool(redaction.get("requests", defaults.redact_requests)),
+        redact_requests=redaction.get("requests", defaults.redact_requests) is True,
         optional_packs=tuple(redaction.get("optional_packs") or ()),
         # `required: []` is taken as written (no field required); only an absent key keeps the default.
         required_fields=tuple(
@@ -406,6 +435,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         freeze_window_s=freeze.get("window") or defaults.freeze_window_s,
         freeze_for_s=freeze.get("duration") or defaults.freeze_for_s,
         indirect_injection=(raw.get("injection") or {}).get("indirect") or defaults.indirect_injection,
+        vault=vault,
     )
     headers = {**DEFAULT_CONTEXT_HEADERS, **_without_line((raw.get("identity") or {}).get("headers") or {})}
     return Policy(
@@ -503,6 +533,24 @@ def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: lis
         timeout_s=spec.get("timeout") or 1.0,
     )
     return StateSettings(backend="redis", redis=redis, on_error=on_error)
+
+
+def _vault(redaction: dict[str, Any], source: str, problems: list[Problem]) -> VaultSettings | None:
+    section = redaction.get("vault")
+    if redaction.get("requests") != "vault":
+        if section is not None:
+            problems.append(
+                Problem(
+                    source, section.get("__line__", 0), "redaction.vault applies with requests: vault only"
+                )
+            )
+        return None
+    section = section or {}
+    defaults = VaultSettings()
+    return VaultSettings(
+        ttl_s=section.get("ttl") or defaults.ttl_s,
+        restore_in_text=section.get("restore_in_text", defaults.restore_in_text) is True,
+    )
 
 
 def _present(values: list[Any] | None) -> list[Any]:

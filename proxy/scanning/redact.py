@@ -11,7 +11,7 @@ import codecs
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -53,6 +53,10 @@ def placeholder(rule_id: str, value: str, style: RedactionStyle, key: bytes | No
     return f"[REDACTED:{rule_id}]"
 
 
+StandIn = Callable[[str, str], str]
+"""What replaces a detected value, from the rule id and the value (the vault's placeholders)."""
+
+
 @dataclass(frozen=True)
 class Redaction:
     """One redacted value, as a finding may record it: never the value itself."""
@@ -79,15 +83,20 @@ def redact_text(
     style: RedactionStyle = RedactionStyle.PLACEHOLDER,
     *,
     key: bytes | None = None,
+    stand_in: StandIn | None = None,
 ) -> str:
-    """``text`` with each match's span replaced by its placeholder; overlapping later spans are skipped."""
+    """``text`` with each match's span replaced by its placeholder (or by what ``stand_in`` makes of the
+    rule id and the value); overlapping later spans are skipped."""
     parts: list[str] = []
     position = 0
     for match in sorted(matches, key=lambda item: (item.start, -item.end)):
         if match.start < position:
             continue
         parts.append(text[position : match.start])
-        parts.append(placeholder(match.rule.id, text[match.start : match.end], style, key))
+        value = text[match.start : match.end]
+        parts.append(
+            stand_in(match.rule.id, value) if stand_in else placeholder(match.rule.id, value, style, key)
+        )
         position = match.end
     parts.append(text[position:])
     return "".join(parts)

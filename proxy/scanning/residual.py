@@ -28,7 +28,7 @@ from typing import Any
 import regex
 
 from proxy.dialects.locator import Step, format_locator
-from proxy.scanning.redact import RedactionStyle, fingerprint, redact_text
+from proxy.scanning.redact import RedactionStyle, StandIn, fingerprint, redact_text
 from proxy.scanning.rulepack import Match, Rule, Scanner
 
 Path = tuple[Step, ...]
@@ -128,6 +128,7 @@ class JsonScan:
         *,
         key: bytes | None = None,
         rewrites: bool = True,
+        stand_in: StandIn | None = None,
     ) -> None:
         self.rewrites = rewrites
         """Whether any rule is redacted; when not, documents are only read (observe mode)."""
@@ -135,6 +136,7 @@ class JsonScan:
         self._redacts = redacts
         self._style = style
         self._key = key
+        self._stand_in = stand_in
         self.found: list[Found] = []
         self.timed_out: list[str] = []
         self._tails: dict[Path, str] = {}
@@ -197,7 +199,7 @@ class JsonScan:
                     )
                     covered -= take
             if piece.key:
-                text = redact_text(piece.text, found, self._style, key=self._key) if found else piece.text
+                text = self._replace(piece.text, found) if found else piece.text
                 if len(self._keys) < _MAX_CACHED_KEYS:
                     self._keys[piece.text] = text
                 if text != piece.text:
@@ -205,16 +207,14 @@ class JsonScan:
             elif piece.decoded:
                 if found:
                     # A value whose plain spelling holds a secret is sent in that spelling, redacted.
-                    replacements[piece.path] = redact_text(piece.text, found, self._style, key=self._key)
+                    replacements[piece.path] = self._replace(piece.text, found)
             elif piece.path not in replacements:
                 spans.setdefault(piece.path, []).extend(found)
         for piece in pieces:
             if piece.key or piece.decoded or piece.context:
                 continue
             if spans.get(piece.path):
-                replacements[piece.path] = redact_text(
-                    piece.text, spans[piece.path], self._style, key=self._key
-                )
+                replacements[piece.path] = self._replace(piece.text, spans[piece.path])
             self._last[(kind, piece.shape)] = (piece.text, replacements.get(piece.path, piece.text))
         changed: dict[Path, Any] = {
             path: list(text.encode("utf-8", "surrogateescape")) if path in byte_lists else text
@@ -226,6 +226,9 @@ class JsonScan:
         for path, name in sorted(renamed.items(), key=lambda item: -len(item[0])):
             document = _rename(document, path, name)
         return document, bool(changed or renamed)
+
+    def _replace(self, text: str, matches: list[Match]) -> str:
+        return redact_text(text, matches, self._style, key=self._key, stand_in=self._stand_in)
 
     def _nested(self, kind: str, path: Path, text: str) -> str | None:
         """A string that is a JSON object or array: its own strings scanned as decoded; else None."""

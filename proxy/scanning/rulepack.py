@@ -52,7 +52,7 @@ import yaml
 
 from proxy.model import SEVERITY_ORDER, Severity, Threat
 from proxy.scanning import unmask
-from proxy.scanning.validators import VALIDATORS, is_example_value, shannon_entropy
+from proxy.scanning.validators import VALIDATORS, is_example_value, is_vault_placeholder, shannon_entropy
 
 RULES_PACKAGE = "egressguard_rules"
 
@@ -690,6 +690,8 @@ class Scanner:
                     if check is not None and not check(value):
                         continue
                     if rule.skip_examples and is_example_value(value):
+                        continue
+                    if is_vault_placeholder(value):
                         continue
                     if rule.whole_token:
                         end = token_end(text, start, end)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 import phonenumbers
+import regex
 
 Validator = Callable[[str], bool]
 
@@ -234,6 +235,16 @@ _EXAMPLE_WORDS = re.compile(
 # or with a run of x, X, *, # or 0, is a stand-in, not a key.
 _PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){0,3}")
 _FILLER_RUN = re.compile(r"([xX*#.0])\1{5,}")
+
+
+VAULT_PLACEHOLDER = regex.compile(r"egv_[0-9a-f]{20}")
+"""What the vault (proxy/scanning/vault.py) puts in place of a secret."""
+
+
+def is_vault_placeholder(value: str) -> bool:
+    """A value that is a vault placeholder holds no secret: rules that take any word after ``password=``
+    would otherwise vault or redact the stand-in itself."""
+    return VAULT_PLACEHOLDER.fullmatch(value) is not None
 
 
 def is_example_value(value: str) -> bool:

@@ -1,0 +1,264 @@
+"""End to end: the reversible vault with the official SDKs, JSON and SSE. A database password in a prompt
+reaches the model as a placeholder, the model's tool call with the placeholder reaches the agent with the
+password, and the conversation's history never carries the password upstream; another agent replaying
+the placeholder gets nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.harness import Proxy
+from tests.upstream import FakeUpstream, Reply, ToolCallReply
+
+PASSWORD = "Xk9v2!LmQ#p7Rz"
+PROMPT = (
+    "Count yesterday's orders. The database is postgres://app:" + PASSWORD + "@db.internal:5432/prod, "
+    "and psql needs PGPASSWORD=" + PASSWORD + " set."
+)
+INTRUDER = "intruder-bot"
+HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+PLACEHOLDER = re.compile(r"egv_[0-9a-f]{20}")
+
+
+@pytest.fixture
+def vaulting(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    proxy = start_proxy(mode="enforce", extra="redaction: {requests: vault}\n", other_agent=INTRUDER)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    return proxy
+
+
+class Agent:
+    """One agent's conversation through one SDK: sends the history, keeps what the model answered."""
+
+    def __init__(self, sdk: str, upstream: FakeUpstream, *, stream: bool) -> None:
+        self.sdk, self.stream = sdk, stream
+        if sdk == "openai":
+            self.openai = openai.OpenAI(
+                base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, default_headers=HEADERS
+            )
+        else:
+            self.anthropic = anthropic.Anthropic(
+                base_url=upstream.url, api_key="sk-ant-test", max_retries=0, default_headers=HEADERS
+            )
+        self.messages: list[dict[str, Any]] = []
+
+    def say(self, text: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """The user's turn; returns the tool calls the agent received as (id, name, arguments)."""
+        self.messages.append({"role": "user", "content": text})
+        return self._complete()
+
+    def tool_results(self, results: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
+        if self.sdk == "openai":
+            self.messages += [
+                {"role": "tool", "tool_call_id": key, "content": value} for key, value in results.items()
+            ]
+        else:
+            blocks = [
+                {"type": "tool_result", "tool_use_id": key, "content": value}
+                for key, value in results.items()
+            ]
+            self.messages.append({"role": "user", "content": blocks})
+        return self._complete()
+
+    def _complete(self) -> list[tuple[str, str, dict[str, Any]]]:
+        if self.sdk == "openai":
+            text, calls = self._openai()
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = [
+                    {
+                        "id": key,
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(arguments)},
+                    }
+                    for key, name, arguments in calls
+                ]
+        else:
+            text, calls = self._anthropic()
+            content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+            content += [
+                {"type": "tool_use", "id": key, "name": name, "input": arguments}
+                for key, name, arguments in calls
+            ]
+            message = {"role": "assistant", "content": content}
+        self.messages.append(message)
+        return calls
+
+    def _openai(self) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+        create = self.openai.chat.completions.create
+        if not self.stream:
+            reply = create(model="gpt-4o-mini", messages=self.messages)  # type: ignore[arg-type]
+            choice = reply.choices[0].message
+            calls = [
+                (call.id, call.function.name, json.loads(call.function.arguments))
+                for call in choice.tool_calls or []
+                if call.type == "function"
+            ]
+            return choice.content or "", calls
+        text, pending = "", {}
+        for chunk in create(model="gpt-4o-mini", messages=self.messages, stream=True):  # type: ignore[arg-type]
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                for delta in choice.delta.tool_calls or []:
+                    call = pending.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                    call["id"] += delta.id or ""
+                    if delta.function is not None:
+                        call["name"] += delta.function.name or ""
+                        call["arguments"] += delta.function.arguments or ""
+        return text, [(call["id"], call["name"], json.loads(call["arguments"])) for call in pending.values()]
+
+    def _anthropic(self) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
+        arguments: dict[str, Any] = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 256,
+            "messages": self.messages,
+        }
+        if self.stream:
+            with self.anthropic.messages.stream(**arguments) as stream:
+                message = stream.get_final_message()
+        else:
+            message = self.anthropic.messages.create(**arguments)
+        text = "".join(block.text for block in message.content if block.type == "text")
+        calls = [
+            (block.id, block.name, dict(block.input))  # type: ignore[call-overload]
+            for block in message.content
+            if block.type == "tool_use"
+        ]
+        return text, calls
+
+
+def sent_upstream(upstream: FakeUpstream) -> str:
+    return upstream.received[-1].body.decode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_vaulted_password_reaches_the_tool_and_never_the_model(
+    vaulting: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, sdk: str, stream: bool
+) -> None:
+    """The model only ever sees placeholders, turn after turn; the agent's tool call carries the password."""
+    agent = Agent(sdk, upstream, stream=stream)
+    upstream.reply = Reply(text="Sure, I will query it.")
+    assert agent.say(PROMPT) == []
+    first = sent_upstream(upstream)
+    assert PASSWORD not in first
+    placeholder = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", first)
+    assert placeholder is not None
+    vaulted = placeholder.group(1)
+
+    # The model's tool call uses the placeholder, streamed in pieces of 3 characters (split anywhere).
+    upstream.reply = Reply(
+        text="",
+        piece_size=3,
+        tool_calls=[
+            ToolCallReply(
+                "count_orders",
+                {"command": f"PGPASSWORD={vaulted} psql -h db.internal -U app prod", "password": vaulted},
+                id="call_sql",
+            )
+        ],
+    )
+    calls = agent.say("Go ahead.")
+    assert calls == [
+        (
+            "call_sql",
+            "count_orders",
+            {"command": f"PGPASSWORD={PASSWORD} psql -h db.internal -U app prod", "password": PASSWORD},
+        )
+    ]
+    second = sent_upstream(upstream)
+    assert PASSWORD not in second and vaulted in second
+
+    # The history now holds the password in the tool call, and the tool echoed it in words no rule knows.
+    upstream.reply = Reply(text="There were 42 orders.")
+    agent.tool_results({"call_sql": f"logged in with {PASSWORD}; count = 42"})
+    third = sent_upstream(upstream)
+    assert PASSWORD not in third
+    assert third.count(vaulted) >= 3
+
+    records = vaulting.wait_for_records(3)
+    written = [*(vaulting.data_dir / "audit").rglob("*.jsonl"), *(vaulting.data_dir / "state").glob("*")]
+    assert all(PASSWORD.encode() not in path.read_bytes() for path in written)
+    assert PASSWORD not in vaulting.output()
+    first_findings = [finding for finding in records[0]["findings"] if finding["action"] == "vault"]
+    assert first_findings and all(finding["enforced"] for finding in first_findings)
+    assert vaulted in {finding["extra"]["placeholder"] for finding in first_findings}
+    restores = [finding for finding in records[1]["findings"] if finding["rule"] == "vault-restore"]
+    assert restores and restores[0]["extra"]["placeholders"] == [vaulted]
+    assert restores[0]["action"] == "vault"
+
+    # Another agent replaying the placeholder gets it back as it is, and a finding says so.
+    monkeypatch.setenv("HTTPS_PROXY", vaulting.url(INTRUDER, INTRUDER[::-1]))
+    intruder = Agent(sdk, upstream, stream=stream)
+    upstream.reply = Reply(
+        text="", tool_calls=[ToolCallReply("count_orders", {"password": vaulted}, id="call_x")]
+    )
+    assert intruder.say("Run the query.") == [("call_x", "count_orders", {"password": vaulted})]
+    replayed = vaulting.wait_for_records(4)[3]
+    assert replayed["agent_id"] == INTRUDER
+    unresolved = [finding for finding in replayed["findings"] if finding["rule"] == "vault-unresolved"]
+    assert unresolved and unresolved[0]["extra"]["placeholders"] == [vaulted]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_responses_api_tool_call_gets_the_value(
+    vaulting: Proxy, upstream: FakeUpstream, stream: bool
+) -> None:
+    """The OpenAI Responses API: the prompt leaves vaulted, the function call comes back with the value."""
+    client = openai.OpenAI(
+        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, default_headers=HEADERS
+    )
+    upstream.reply = Reply(text="Noted.")
+    client.responses.create(model="gpt-4o-mini", input=PROMPT)
+    first = sent_upstream(upstream)
+    assert PASSWORD not in first
+    found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", first)
+    assert found is not None
+    upstream.reply = Reply(
+        text="",
+        piece_size=2,
+        tool_calls=[ToolCallReply("count_orders", {"password": found.group(1)}, id="call_r")],
+    )
+    if stream:
+        events = list(client.responses.create(model="gpt-4o-mini", input=PROMPT, stream=True))
+        final = [event.response for event in events if event.type == "response.completed"][-1]
+    else:
+        final = client.responses.create(model="gpt-4o-mini", input=PROMPT)
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert [json.loads(call.arguments) for call in calls] == [{"password": PASSWORD}]
+
+
+def test_text_body_to_another_host_is_vaulted(vaulting: Proxy, upstream: FakeUpstream) -> None:
+    """A body that is not JSON leaves with placeholders too."""
+    body = f"deploy log\nexport PGPASSWORD={PASSWORD}\n"
+    with httpx.Client(
+        proxy=vaulting.url(), verify=ssl.create_default_context(cafile=vaulting.ca_cert)
+    ) as client:
+        client.post(f"{upstream.url}/upload", content=body, headers={**HEADERS, "content-type": "text/plain"})
+    sent = sent_upstream(upstream)
+    assert PASSWORD not in sent and PLACEHOLDER.search(sent)
+
+
+def test_observe_mode_records_what_the_vault_would_do(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Observe mode changes nothing: the finding says vault, not enforced."""
+    proxy = start_proxy(mode="observe", extra="redaction: {requests: vault}\n")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    Agent("openai", upstream, stream=False).say(PROMPT)
+    assert PASSWORD in sent_upstream(upstream)
+    findings = [
+        finding for finding in proxy.wait_for_records(1)[0]["findings"] if finding["action"] == "vault"
+    ]
+    assert findings and not any(finding["enforced"] for finding in findings)
