@@ -262,3 +262,25 @@ def test_observe_mode_records_what_the_vault_would_do(
         finding for finding in proxy.wait_for_records(1)[0]["findings"] if finding["action"] == "vault"
     ]
     assert findings and not any(finding["enforced"] for finding in findings)
+
+
+def test_mcp_tool_call_gets_the_value_only_for_its_agent(vaulting: Proxy, upstream: FakeUpstream) -> None:
+    """The agent's own MCP tools/call carries the value behind a placeholder its agent vaulted; another
+    agent's call with the same placeholder goes out as it is."""
+    Agent("openai", upstream, stream=False).say(PROMPT)
+    found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", sent_upstream(upstream))
+    assert found is not None
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "count_orders", "arguments": {"env": {"PGPASSWORD": found.group(1)}}},
+    }
+    context = ssl.create_default_context(cafile=vaulting.ca_cert)
+    for proxy_url, expected in (
+        (vaulting.url(), PASSWORD),
+        (vaulting.url(INTRUDER, INTRUDER[::-1]), found.group(1)),
+    ):
+        with httpx.Client(proxy=proxy_url, verify=context) as client:
+            client.post(f"{upstream.url}/mcp", json=call, headers=HEADERS)
+        assert upstream.received[-1].json()["params"]["arguments"] == {"env": {"PGPASSWORD": expected}}
