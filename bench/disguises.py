@@ -96,6 +96,9 @@ def _hex(text: str) -> str:
     return text.encode().hex()
 
 
+# Around an example wrapped as MIME base64, so that its value may fall across a line break.
+_FILLER = "Forwarded from the build log of the release pipeline, kept for the audit. "
+
 Encoder = Callable[[str, str], str]
 """(example, value) -> the disguised text standing in for the example."""
 
@@ -125,6 +128,11 @@ ENCODERS: dict[str, Encoder] = {
     "percent(base64)": lambda example, value: urllib.parse.quote(_b64(example), safe=""),
     "homoglyph+zero-width": _value(lambda value: _zero_width(_homoglyph(value))),
     "hex(homoglyph)": lambda example, value: _hex(example.replace(value, _homoglyph(value), 1)),
+    "base64-mime": _whole(lambda text: base64.encodebytes(f"{_FILLER}{text}\n{_FILLER}".encode()).decode()),
+    "hex-colon": _whole(lambda text: ":".join(f"{byte:02x}" for byte in text.encode())),
+    "tab-spaced": _value(lambda value: "\t".join(value)),
+    "nbsp-spaced": _value(lambda value: "\u00a0".join(value)),
+    "base64(hex(percent))": lambda example, value: _b64(_hex(example.replace(value, _percent(value), 1))),
 }
 
 

@@ -477,6 +477,10 @@ def test_pack_flags_must_be_booleans(tmp_path: Path, key: str) -> None:
         "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
         "my-secret-pw",
         "glpat-************************",
+        "password",
+        "your_password",
+        "PASSWD",
+        "<password>",
     ],
 )
 def test_documentation_examples_and_stand_ins_are_recognised(value: str) -> None:
@@ -492,6 +496,9 @@ def test_documentation_examples_and_stand_ins_are_recognised(value: str) -> None
         "sk-proj-Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W",
         "xoxb-521530290660-4267974737433-ayOylcQ5XEqdymEUJHa9betV",
         "AAAAAAAAAAAAAAAAAAAAAAt8DeLq2eSB8mgzmT44DGp0Zx72nG4SAl8Lntd0wI",
+        "Summer-Password-2024!",
+        "MyPassw0rdIsLong#17",
+        "db_passwd_Xk9v2LmQ",
     ],
 )
 def test_real_looking_tokens_are_not_stand_ins(value: str) -> None:

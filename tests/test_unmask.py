@@ -40,6 +40,10 @@ def _leftovers(carrier: str, redacted: str) -> list[str]:
     ]
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    return [text[index : index + width] for index in range(0, len(text), width)]
+
+
 DISGUISES = {
     "base64": "note: " + base64.b64encode(AWS_KEY.encode()).decode() + " end",
     "base64 of a line": base64.b64encode(f"export KEY={GITHUB_TOKEN}\n".encode()).decode(),
@@ -65,6 +69,23 @@ DISGUISES = {
     "base64 of zero-width": base64.b64encode("\u200b".join(AWS_KEY).encode()).decode(),
     "percent-encoded base64": base64.b64encode(f"{GITHUB_TOKEN}\n".encode()).decode().replace("=", "%3D"),
     "entities of a spaced key": " ".join(f"&#{ord(char)};" for char in AWS_KEY),
+    "tab-spaced": "key:\t" + "\t".join(AWS_KEY),
+    "no-break-spaced": "key " + "\u00a0".join(GITHUB_TOKEN),
+    "thin-spaced": "\u2009\u2009".join(AWS_KEY),
+    "mixed gaps": "".join(char + " \t\u00a0"[index % 3] for index, char in enumerate(GITHUB_TOKEN)),
+    "colon hex": "fingerprint " + ":".join(f"{byte:02x}" for byte in AWS_KEY.encode()),
+    "dashed hex": "-".join(f"{byte:02X}" for byte in GITHUB_TOKEN.encode()),
+    "hexdump bytes": "0000  " + " ".join(f"{byte:02x}" for byte in GITHUB_TOKEN.encode()),
+    "MIME base64, token across lines": base64.encodebytes(
+        (("Dear team, " * 9) + f"the token is {GITHUB_TOKEN} now.\n" + "Regards. " * 9).encode()
+    ).decode(),
+    "PEM-width base64 with CRLF": "\r\n".join(
+        _wrap(base64.b64encode((("x=1; " * 10) + f"key={AWS_KEY}; " + "y=2; " * 10).encode()).decode(), 64)
+    ),
+    "base64 of hex of percent": base64.b64encode(
+        "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()).encode().hex().encode()
+    ).decode(),
+    "hex of base64 of spaced": base64.b64encode(" ".join(GITHUB_TOKEN).encode()).hex(),
 }
 
 
@@ -141,7 +162,19 @@ def test_hard_negatives_stay_clean() -> None:
     assert sum(flagged.values()) == 0, flagged
 
 
-@pytest.mark.parametrize("name", ["letter-spaced", "double-spaced", "entities of a spaced key", "percent"])
+def test_wrapped_base64_that_is_binary_and_hardware_addresses_stay_clean() -> None:
+    """A MIME-wrapped image, MAC addresses and a short colon-separated fingerprint are not read as text."""
+    image = base64.encodebytes(bytes(range(256)) * 4).decode()
+    macs = "00:1a:2b:3c:4d:5e 00-1A-2B-3C-4D-5F, fe80::1ff:fe23:4567:890a"
+    fingerprint = "SHA256 " + ":".join(f"{byte:02x}" for byte in bytes(range(200, 232)))
+    for text in (image, macs, fingerprint):
+        assert _found(text) == [], text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["letter-spaced", "double-spaced", "entities of a spaced key", "percent", "tab-spaced", "mixed gaps"],
+)
 def test_disguised_secret_streamed_character_by_character_never_shows(name: str) -> None:
     """Streamed one character at a time, a spaced or escaped secret is held until it can be read whole."""
     text = DISGUISES[name]

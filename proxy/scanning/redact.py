@@ -213,7 +213,8 @@ _OPEN_NUMBER = regex.compile(r"(?r)(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
 # ... or a trailing run of single characters (or escapes of one) one to three spaces apart: a
 # letter-spaced secret ("g h p _ 1 a ...", "&#103; &#104; ...") is only recognised once complete.
 _OPEN_SPACED = regex.compile(
-    r"(?r)(?<!\S)(?:(?:\S|&#?[0-9A-Za-z]{1,8};|%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})[ \t\u00a0]{1,3})+\S{0,8}\Z"
+    r"(?r)(?<!\S)(?:(?:\S|&#?[0-9A-Za-z]{1,8};|%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})"
+    r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]{1,3})+\S{0,8}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
 

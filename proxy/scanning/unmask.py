@@ -32,14 +32,16 @@ import bisect
 import codecs
 import html
 import re
+import string
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from proxy.scanning.normalize import LOOKALIKES
 
-MAX_DEPTH = 2
-"""A view is searched for further encodings down to this many levels."""
+MAX_DEPTH = 4
+"""A view is searched for further encodings down to this many levels (base64 of hex of a percent-encoded,
+letter-spaced token is four)."""
 
 BASE64 = "base64"
 HEX = "hex"
@@ -81,9 +83,13 @@ _NON_ASCII = re.compile(
     f"|[{_LOOKALIKE_CLASS}]+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_LOOKALIKE_CLASS}]+"
     f"|[{_WIDE_CLASS}]{{4,}}"
 )
-_GAP = "[ \t\u00a0]{1,3}"
+# Letters may be spaced by spaces, tabs, no-break spaces or the typographic spaces (thin, figure, ...).
+_GAP_CHARS = "\t \u00a0\u2000-\u200a\u202f\u205f\u3000"
+_GAP = f"[{_GAP_CHARS}]{{1,3}}"
+_GAPS_AS_SPACES = {code: " " for code in (0x09, 0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)}
 # Eight or more single characters each followed by one to three spaces: "g h p _ 1 a ...". The run is
-# looked for only where a cheap search finds " x x x x " (a search led by a literal space is fast).
+# looked for only where a cheap search finds " x x x x " (a search led by a literal space is fast), on a
+# copy of the text with every other gap character read as a space.
 _SPACED_HINT = re.compile(r" \S {1,3}\S {1,3}\S {1,3}\S ")
 _SPACED = re.compile(
     f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
@@ -96,7 +102,7 @@ _UNIT = re.compile(
     f"|(?P<invisible>[{_INVISIBLE}]+)"
     f"|(?P<spaced>{_SPACED.pattern})"
 )
-_SPACING = re.compile("[ \t\u00a0]+")
+_SPACING = re.compile(f"[{_GAP_CHARS}]+")
 # A region reaches this far either side of a feature: far enough for the longest token around it.
 _REACH = 4096  # a 4096-bit RSA key in PEM
 # How far back a region's start looks for whitespace, so a view never starts inside a token.
@@ -117,7 +123,20 @@ _HEX_RUN = re.compile("[0-9A-Fa-f]+")
 _MIN_HEX = 24
 # Led by a literal "0x", so the search skips ahead fast.
 _PREFIXED_HEX = re.compile(r"0x[0-9A-Fa-f]{2}[ ,]{0,2}(?:0x[0-9A-Fa-f]{2}[ ,]{0,2}){11,}")
-_HEX_NOISE = re.compile(r"0x|[ ,]")
+_HEX_NOISE = re.compile(r"0x|[ ,:-]")
+# Bytes written as hex pairs with one separator between them ("de:ad:be:ef", "de-ad-...", "de ad ..."),
+# twelve or more: looked for on a copy of the text where each hex digit reads "h" and each separator ":".
+_PAIRS_CLASSES = bytes(
+    ord("h") if chr(code) in string.hexdigits else ord(":") if chr(code) in ": -" else ord(" ")
+    for code in range(256)
+)
+_PAIRS_NEEDLE = b"hh:" * 11 + b"hh"
+_PAIRS = re.compile(r"[0-9A-Fa-f]{2}([:\- ])(?:[0-9A-Fa-f]{2}\1){10,}[0-9A-Fa-f]{2}(?![0-9A-Fa-f])")
+# Base64 wrapped at a fixed width (MIME's 76 characters, PEM's 64): lines of one length, a multiple of
+# four, and a last line no longer, joined before decoding.
+_MIN_WRAP = 40
+_LINE_BREAK = re.compile(r"\r?\n")
+_LAST_LINE = re.compile(rf"\r?\n([A-Za-z0-9+/_-]{{1,{_MIN_SEGMENT - 1}}}={{0,2}})(?![A-Za-z0-9+/_=-])")
 # Characters of a long segment decoded first; one that is not text is told within them.
 _PROBE = 64
 # A decoded segment counts as text when nearly all of it is printable.
@@ -189,7 +208,8 @@ def _features(text: str) -> list[tuple[int, int]]:
 
 def _spaced_runs(text: str) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
-    for hint in _SPACED_HINT.finditer(text):
+    hinted = text if text.isascii() and "\t" not in text else text.translate(_GAPS_AS_SPACES)
+    for hint in _SPACED_HINT.finditer(hinted):
         # The hint starts at the space after a run's first character, or one or two spaces later.
         for start in range(max(0, hint.start() - 3), hint.start() + 2):
             if runs and start < runs[-1][1]:
@@ -288,23 +308,73 @@ def _decode_unit(kind: str | None, raw: str) -> str:
 
 def _segment_views(text: str, parent: View | None) -> list[View]:
     found = []
-    for start, run_end in _segment_runs(text):
-        end = run_end
-        while end < len(text) and end - run_end < 3 and text[end] == "=":
-            end += 1
-        segment = text[start:end]
+    for start, end in _wrapped(text, list(_segment_runs(text))):
+        segment = _LINE_BREAK.sub("", text[start:end])
         if len(segment) >= _MIN_HEX and _HEX_RUN.fullmatch(segment):
             decoded, kind = _decode_hex(segment), HEX
         else:
             decoded, kind = _decode_base64(segment), BASE64
         if decoded is not None:
             found.append(View(decoded, kind, ((0, start, end, False),), parent))
-    if "0x" in text:
-        for prefixed in _PREFIXED_HEX.finditer(text):
-            decoded = _decode_hex(prefixed.group())
-            if decoded is not None:
-                found.append(View(decoded, HEX, ((0, prefixed.start(), prefixed.end(), False),), parent))
+    spans = _hex_pairs(text) + (
+        [match.span() for match in _PREFIXED_HEX.finditer(text)] if "0x" in text else []
+    )
+    for start, end in spans:
+        decoded = _decode_hex(text[start:end])
+        if decoded is not None:
+            found.append(View(decoded, HEX, ((0, start, end, False),), parent))
     return found
+
+
+def _with_padding(text: str, end: int) -> int:
+    run_end = end
+    while end < len(text) and end - run_end < 3 and text[end] == "=":
+        end += 1
+    return end
+
+
+def _wrapped(text: str, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The runs with their padding, those of one base64 text wrapped over several lines joined into one
+    span: lines of one width (a multiple of four, 40 or more) each ending in a line break, then a last
+    line no wider."""
+    spans: list[tuple[int, int]] = []
+    index = 0
+    while index < len(runs):
+        start, end = runs[index]
+        width = end - start
+        last = index
+        while (
+            width >= _MIN_WRAP
+            and width % 4 == 0
+            and last + 1 < len(runs)
+            and runs[last][1] - runs[last][0] == width
+            and _LINE_BREAK.fullmatch(text, runs[last][1], runs[last + 1][0])
+            and runs[last + 1][1] - runs[last + 1][0] <= width
+        ):
+            last += 1
+        end = _with_padding(text, runs[last][1])
+        if width >= _MIN_WRAP and width % 4 == 0 and runs[last][1] - runs[last][0] == width:
+            # A last line shorter than a run of its own.
+            tail = _LAST_LINE.match(text, runs[last][1])
+            if tail is not None and len(tail.group(1)) <= width:
+                end = tail.end()
+        spans.append((start, end))
+        index = last + 1
+    return spans
+
+
+def _hex_pairs(text: str) -> list[tuple[int, int]]:
+    """Spans of twelve or more hex pairs with one separator between them."""
+    classes = text.encode("ascii", "replace").translate(_PAIRS_CLASSES)
+    spans: list[tuple[int, int]] = []
+    position = classes.find(_PAIRS_NEEDLE)
+    while position >= 0:
+        found = _PAIRS.match(text, position) if position == 0 or classes[position - 1] != ord("h") else None
+        end = found.end() if found is not None else position + len(_PAIRS_NEEDLE)
+        if found is not None:
+            spans.append(found.span())
+        position = classes.find(_PAIRS_NEEDLE, end)
+    return spans
 
 
 def _segment_runs(text: str) -> Iterator[tuple[int, int]]:

@@ -229,8 +229,11 @@ _DOCUMENTED_EXAMPLES = frozenset(
 # EXAMPLEKEY; "<your-token>", "my-secret-pw", "sk-xxxx...".
 _EXAMPLE_WORDS = re.compile(
     r"(?i:example|placeholder|your[_-]?(?:api|token|key|secret|pass)|<[^>]{0,40}>|\$\{|\{\{|dummy|redacted"
-    r"|changeme|change[_-]me|password|passwd|secret[_-]?pw|fake[_-]?(?:key|token))"
+    r"|changeme|change[_-]me|secret[_-]?pw|fake[_-]?(?:key|token))"
 )
+# The word itself is a stand-in ("password", "your_password"); a value that merely contains it
+# ("Summer-Password-2024!") is a real, if weak, password.
+_PASSWORD_WORD = re.compile(r"(?i)(?:my|your|the|some|new|old)?[_-]?pass(?:word|wd)s?")
 # After a provider prefix ("sk-proj-", "hf_", "xoxb-"), a body of one or two characters over and over,
 # or with a run of x, X, *, # or 0, is a stand-in, not a key.
 _PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){0,3}")
@@ -249,7 +252,7 @@ def is_vault_placeholder(value: str) -> bool:
 
 def is_example_value(value: str) -> bool:
     """True for published documentation examples and obvious stand-ins shaped like a real token."""
-    if value in _DOCUMENTED_EXAMPLES or _EXAMPLE_WORDS.search(value):
+    if value in _DOCUMENTED_EXAMPLES or _EXAMPLE_WORDS.search(value) or _PASSWORD_WORD.fullmatch(value):
         return True
     body = value[_PREFIX.match(value).end() :] or value  # type: ignore[union-attr]  # always matches
     return len(set(body.lower())) <= 2 or _FILLER_RUN.search(body) is not None
