@@ -136,6 +136,9 @@ ENCODERS: dict[str, Encoder] = {
 }
 
 
+_SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced"}
+
+
 @dataclass(frozen=True)
 class Disguised:
     rule: str
@@ -166,7 +169,8 @@ def disguised_corpus(packs: list[RulePack], seed: int = 7) -> list[Disguised]:
                 if value is None:
                     continue
                 for name, encode in ENCODERS.items():
-                    if name == "letter-spaced" and any(char.isspace() for char in value):
+                    # Spacing out a value that holds white space itself (a PEM block) says nothing.
+                    if name in _SPACINGS and any(char.isspace() for char in value):
                         continue
                     disguised = encode(example, value)
                     if disguised == example:
