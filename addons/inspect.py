@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Set
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import wraps
 
 import structlog
 from mitmproxy import http
 
 from addons.turns import policy_of, refuse_without_state, turn_of
+from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
@@ -32,9 +34,25 @@ log = structlog.get_logger("egressguard")
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
 SESSION_KEY = "egressguard.session"
+PENDING_KEY = "egressguard.inspect.pending"
+ALONGSIDE_THREADS = 4
+"""Threads inspecting observed requests that have already left (they share one core's GIL)."""
 OVER_CAP_RULE = "inspection.decoded_over_cap"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
+
+
+def observes_only(policy: Policy) -> bool:
+    """Nothing request inspection finds can change the request: every threat is observed, and a shared
+    store that is down does not refuse turns either."""
+    return policy.state.on_error != "closed" and not any(policy.enforces(threat) for threat in Threat)
+
+
+async def request_inspected(flow: http.HTTPFlow) -> None:
+    """Wait for request inspection started alongside the request (observe mode), if any."""
+    pending = flow.metadata.pop(PENDING_KEY, None)
+    if isinstance(pending, Future):
+        await asyncio.wrap_future(pending)
 
 
 def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
@@ -42,9 +60,9 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
     shared store that is down where the policy says closed refuses the turn instead."""
 
     @wraps(hook)
-    def guarded(self: Inspect, flow: http.HTTPFlow) -> None:
+    def guarded(self: Inspect, flow: http.HTTPFlow, *args: object) -> None:
         try:
-            hook(self, flow)
+            hook(self, flow, *args)
         except StateUnavailable as error:  # only raised where state.on_error is closed
             turn = turn_of(flow)
             if turn is not None:
@@ -251,6 +269,10 @@ class BodyRelay:
 class Inspect:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._alongside = ThreadPoolExecutor(ALONGSIDE_THREADS, thread_name_prefix="egressguard-inspect")
+
+    def done(self) -> None:
+        self._alongside.shutdown(wait=True)
 
     def configure(self, updated: Set[str]) -> None:
         """Load the rule packs and the model now, not on the first request."""
@@ -274,9 +296,13 @@ class Inspect:
             flow.kill()
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        await self._off_loop_if_large(self.inspect_request, flow, flow.request)
+        if flow.request.raw_content and observes_only(policy_of(flow, self.runtime)):
+            self.start_request_inspection(flow)
+        else:
+            await self._off_loop_if_large(self.inspect_request, flow, flow.request)
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        await request_inspected(flow)
         await self._off_loop_if_large(self.inspect_response, flow, flow.response)
         self.inspect_trailers(flow)
 
@@ -306,9 +332,35 @@ class Inspect:
 
     @fail_open
     def inspect_request(self, flow: http.HTTPFlow) -> None:
+        prepared = self._prepare_request(flow)
+        if prepared is not None:
+            self._decide_request(flow, *prepared)
+
+    @fail_open
+    def start_request_inspection(self, flow: http.HTTPFlow) -> None:
+        """Observe only: the request leaves now and its detectors run in a worker thread meanwhile; the
+        response hooks (and ``error``) wait for them, so the turn is audited with their findings."""
+        prepared = self._prepare_request(flow)
+        if prepared is None:
+            return
+        flow.metadata[PENDING_KEY] = self._alongside.submit(self._inspect_concurrently, flow, *prepared)
+
+    @fail_open
+    def _inspect_concurrently(
+        self, flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView, body: bytes | None
+    ) -> None:
+        verdict = inspector.inspect_request(view)
+        scanned = inspector.scan_request(body, view) if body is not None else body
+        if verdict.block is not None or verdict.replacements or scanned != body:
+            # Observe mode decides nothing; should a verdict come anyway, the record says it was not applied.
+            inspector.turn.errors.append("request: a verdict came after the request had left; not applied")
+
+    def _prepare_request(self, flow: http.HTTPFlow) -> tuple[TurnInspector, RequestView, bytes | None] | None:
+        """Read and parse the request and set up its inspector; None when there is nothing to inspect or
+        the request was refused here (a body over the cap where that is enforced)."""
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
-            return
+            return None
         policy = policy_of(flow, self.runtime)
         over_cap: OverCapError | None = None
         if flow.request.stream and not any(finding.rule == OVER_CAP_RULE for finding in turn.findings):
@@ -340,7 +392,14 @@ class Inspect:
         refused = over_cap and self._over_cap(flow, turn, "request", over_cap, Threat.DATA_EXFILTRATION)
         if refused:
             flow.response = refusal(dialect, turn, 413, block_message(refused, turn.event_id))
-            return
+            return None
+        return inspector, view, body
+
+    @staticmethod
+    def _decide_request(
+        flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView, body: bytes | None
+    ) -> None:
+        turn, dialect = inspector.turn, flow.metadata[DIALECT_KEY]
         verdict = inspector.inspect_request(view)
         sent = body
         if body is not None:
@@ -357,8 +416,12 @@ class Inspect:
             set_content(flow.request, sent)
             inspector.request_sent(dialect.parse_request(sent), sent)
 
+    async def responseheaders(self, flow: http.HTTPFlow) -> None:
+        await request_inspected(flow)
+        self.inspect_response_headers(flow)
+
     @fail_open
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def inspect_response_headers(self, flow: http.HTTPFlow) -> None:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
@@ -430,8 +493,12 @@ class Inspect:
         if restored != rewritten:
             set_content(flow.response, restored)
 
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await request_inspected(flow)
+        self.finish_broken_stream(flow)
+
     @fail_open
-    def error(self, flow: http.HTTPFlow) -> None:
+    def finish_broken_stream(self, flow: http.HTTPFlow) -> None:
         """A stream that broke off: what arrived before the break is still inspected and recorded."""
         turn, inspector, _ = self._state(flow)
         if turn is not None and inspector is not None:

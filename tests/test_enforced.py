@@ -298,7 +298,7 @@ def run(setting: str, case: Case, api: Api = APIS["openai_chat"]) -> Outcome:
         events = list(api.events(reply))
         body = b"".join(events) if case.stream else json.dumps(api.json(reply)).encode()
         flow.response = tflow.tresp(status_code=case.status, headers=http.Headers(**headers), content=body)
-        addon.responseheaders(flow)
+        asyncio.run(addon.responseheaders(flow))
         if case.stream:
             relay = flow.response.stream
             received = (
