@@ -7,6 +7,7 @@ import asyncio
 import json
 import textwrap
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,16 @@ class SlowInspection:
         monkeypatch.setattr(TurnInspector, "inspect_request", held)
 
 
-def audited(tmp_path: Path) -> list[dict[str, Any]]:
+def audited(
+    tmp_path: Path, inspect: Inspect, audit: Audit, exchange: Coroutine[Any, Any, None]
+) -> list[dict[str, Any]]:
+    """Run ``exchange`` through the two addons, then read the turns the audit log holds."""
+    with taddons.context(inspect, audit) as tctx:
+        tctx.configure(audit)
+        audit.running()
+        asyncio.run(exchange)
+        audit.done()
+        inspect.done()
     return [
         json.loads(line)
         for path in sorted((tmp_path / "audit").rglob("*.jsonl"))
@@ -105,13 +115,7 @@ def test_request_leaves_before_inspection_ends_and_the_turn_keeps_its_findings(
         await asyncio.wait_for(answered, 10)
         audit.response(flow)
 
-    with taddons.context(inspect, audit) as tctx:
-        tctx.configure(audit)
-        audit.running()
-        asyncio.run(exchange())
-        audit.done()
-        inspect.done()
-    (record,) = audited(tmp_path)
+    (record,) = audited(tmp_path, inspect, audit, exchange())
     assert "aws-access-key-id" in [finding["rule"] for finding in record["findings"]]
     assert AWS_KEY not in json.dumps(record)
 
@@ -131,13 +135,7 @@ def test_a_connection_error_waits_for_inspection_too(tmp_path: Path, monkeypatch
         assert slow.finished.is_set()
         audit.error(flow)
 
-    with taddons.context(inspect, audit) as tctx:
-        tctx.configure(audit)
-        audit.running()
-        asyncio.run(broken())
-        audit.done()
-        inspect.done()
-    (record,) = audited(tmp_path)
+    (record,) = audited(tmp_path, inspect, audit, broken())
     assert "aws-access-key-id" in [finding["rule"] for finding in record["findings"]]
 
 
