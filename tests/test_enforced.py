@@ -403,7 +403,7 @@ def test_a_compressed_stream_past_its_decoding_cap_is_cut_or_passed_by_policy(mo
         flow.response = tflow.tresp(
             headers=http.Headers(content_type="text/event-stream", content_encoding="gzip"), content=b""
         )
-        addon.responseheaders(flow)
+        asyncio.run(addon.responseheaders(flow))
         relay = flow.response.stream
         assert callable(relay)
         received = b"".join(piece for chunk in (compressed, b"") for piece in relay(chunk))
@@ -429,7 +429,7 @@ def test_a_secret_in_a_trailer_is_redacted_where_enforced(setting: str) -> None:
             content=json.dumps(api.json(Reply(text="fine"))).encode(),
         )
         flow.response.trailers = http.Headers(x_debug_token=f"k={AWS_KEY}")
-        addon.responseheaders(flow)
+        asyncio.run(addon.responseheaders(flow))
         asyncio.run(addon.response(flow))
     assert (AWS_KEY in str(flow.response.trailers)) is (setting == "observe")
     findings = [finding for finding in turn.findings if finding.rule == "aws-access-key-id"]
