@@ -70,7 +70,7 @@ def test_alerts_run_evaluates_a_scheduled_rule_now(
         (alert,) = [a for a in receiver.accepted() if a["rule"] == "compliance-trace-gap"]
         assert alert["rows"][0]["agent_id"] == "support-bot" and alert["rows"][0]["missing_purpose"] == 1
         refused = admin.cli("alerts", "run", "critical-secret-leak")
-        assert refused.returncode == 1 and "not a scheduled rule" in refused.stderr
+        assert refused.returncode == 1 and "not a query rule" in refused.stderr
     finally:
         receiver.close()
 

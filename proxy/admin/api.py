@@ -396,7 +396,7 @@ ROUTES: list[Route] = [
         "POST",
         f"{API}/alerts/run",
         Access.FULL,
-        "Evaluate a scheduled rule now",
+        "Evaluate a query rule now",
         run_rule,
         {"rule": "its id"},
     ),

@@ -251,11 +251,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_connection_arguments(lift)
     lift.set_defaults(handler=with_client(freezes_lift))
 
-    alerts = commands.add_parser("alerts", help="alert rules: send a test alert, run a scheduled rule now")
+    alerts = commands.add_parser("alerts", help="alert rules: send a test alert, run a query rule now")
     actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     for action, help_text in (
         ("test", "send one alert of RULE, marked [TEST], to its destinations (exit 1 if one fails)"),
-        ("run", "evaluate the scheduled rule RULE now and deliver what it finds"),
+        ("run", "evaluate the query rule RULE now and deliver what it finds"),
     ):
         sending = actions.add_parser(action, help=help_text)
         sending.add_argument("rule")

@@ -116,10 +116,23 @@ def alert_heading(rule: str, description: str, severity: Severity, now: datetime
 
 def next_run(rule: AlertRule, after: datetime) -> datetime:
     """The rule's next cron slot after ``after``, its fields read in the rule's time zone (UTC unless
-    ``tz`` says otherwise), so ``0 8 * * *`` with ``tz: Europe/Paris`` is 08:00 in Paris all year."""
-    assert rule.schedule is not None
+    ``tz`` says otherwise), so ``0 8 * * *`` with ``tz: Europe/Paris`` is 08:00 in Paris all year; for a
+    query without a schedule, ``every`` after ``after``."""
+    if rule.schedule is None:
+        assert rule.every is not None
+        return after + rule.every
     local: datetime = croniter(rule.schedule, after.astimezone(ZoneInfo(rule.tz))).get_next(datetime)
     return local.astimezone(UTC)
+
+
+def query_value(rows: Sequence[Mapping[str, Any]]) -> int:
+    """What a query rule's threshold is compared with: the number a query returns as its one cell
+    (``SELECT COUNT(*) ...``), otherwise its number of rows (``SELECT 1 ...`` per match)."""
+    if len(rows) == 1 and len(rows[0]) == 1:
+        (value,) = rows[0].values()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+    return len(rows)
 
 
 class RuleEngine:
@@ -129,8 +142,10 @@ class RuleEngine:
     def __init__(
         self, rules: Sequence[AlertRule], *, started: datetime, store: StateStore | None = None
     ) -> None:
-        self.realtime = [rule for rule in rules if rule.schedule is None]
-        self.scheduled = [rule for rule in rules if rule.schedule is not None]
+        self.realtime = [rule for rule in rules if rule.query is None]
+        self.scheduled = [rule for rule in rules if rule.query is not None]
+        self._records = 0
+        self._records_at_run: dict[str, int] = {}
         self.store: StateStore = store if store is not None else SqliteStateStore(None)
         self._groups: dict[tuple[str, tuple[Any, ...]], _GroupState] = {}
         self._observed_since: dict[str, tuple[float, float]] = {}
@@ -151,6 +166,7 @@ class RuleEngine:
         drill proves delivery with its own alert and must not move what real traffic is compared with."""
         if record.get("type") not in EVALUATED_TYPES or record.get("drill"):
             return []
+        self._records += 1
         now = parse_ts(record["ts"])
         fired: list[tuple[AlertRule, Alert]] = []
         for rule in self.realtime:
@@ -160,12 +176,18 @@ class RuleEngine:
         return fired
 
     def due(self, now: datetime) -> list[AlertRule]:
-        """Scheduled rules whose time has come; each is due once per cron slot, in one process."""
+        """Query rules whose time has come; each is due once per slot, in one process. A query without a
+        schedule is due only when records arrived since it last ran: over an unchanged log it would
+        find what it found before."""
         due = []
         for rule in self.scheduled:
             slot = self._next_run[rule.id]
             if now >= slot:
                 self._next_run[rule.id] = next_run(rule, now)
+                if rule.schedule is None:
+                    if self._records_at_run.get(rule.id) == self._records:
+                        continue
+                    self._records_at_run[rule.id] = self._records
                 # Of all the processes sharing the store, the first to reach a slot runs it.
                 claim = f"{rule.id}:{slot.isoformat()}"
                 if self.store.add_if_new("alerts.scheduled", claim, SCHEDULE_CLAIM_S, now.timestamp()):
@@ -175,7 +197,15 @@ class RuleEngine:
     def scheduled_alert(
         self, rule: AlertRule, rows: Sequence[Mapping[str, Any]], now: datetime
     ) -> Alert | None:
-        if not rows:
+        """The alert a query rule's result raises: any row, or a value meeting its threshold. A query
+        polled every few seconds finds the same rows again while they stay in its window, so it alerts
+        once per ``dedup_window`` (across every process sharing the store)."""
+        value = query_value(rows)
+        if not rows or (rule.threshold is not None and not rule.threshold.met(value)):
+            return None
+        if rule.schedule is None and not self.store.add_if_new(
+            "alerts.fired", rule.id, rule.dedup_window.total_seconds(), now.timestamp()
+        ):
             return None
         agents = sorted({str(row["agent_id"]) for row in rows if row.get("agent_id")})
         users = sorted({str(row["user_id"]) for row in rows if row.get("user_id")})
@@ -183,7 +213,7 @@ class RuleEngine:
             **alert_heading(rule.id, rule.description, rule.severity, now),
             dedup_key=f"{rule.id}:{now.date().isoformat()}",
             group={},
-            count=len(rows),
+            count=value,
             window_seconds=0,
             agent_ids=agents,
             user_ids=users,

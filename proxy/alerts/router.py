@@ -181,12 +181,12 @@ class AlertRouter:
         return alert.alert_id, list(rule.destinations)
 
     def run_now(self, rule_id: str) -> Alert | None:
-        """Evaluate a scheduled rule now, off its schedule (blocking: its query reads the audit log);
-        the alert it raised, if its query returned rows. Raises KeyError for an unknown rule and
-        ValueError for one that is not scheduled."""
+        """Evaluate a query rule now, off its schedule (blocking: its query reads the audit log); the
+        alert it raised, if its query's result called for one. Raises KeyError for an unknown rule and
+        ValueError for one without a query."""
         rule = self._rule(rule_id)
-        if rule.schedule is None:
-            raise ValueError(f"rule {rule_id} is not a scheduled rule")
+        if rule.query is None:
+            raise ValueError(f"rule {rule_id} is not a query rule")
         return self._run_scheduled(rule)
 
     def _rule(self, rule_id: str) -> AlertRule:

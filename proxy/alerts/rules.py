@@ -6,7 +6,12 @@ A rule has exactly one trigger:
 - ``match`` + ``ratio_to_baseline``: the rate in ``window`` against the average window of the last
   ``baseline_days``;
 - ``first_seen``: a combination of turn fields (e.g. agent and egress host) never seen before;
-- ``schedule`` (cron) + ``query``: SQL over the audit log; every returned row is reported.
+- ``query``: SQL over the audit log (its views ``turns``, ``findings`` and the playbook's ``TaskEntry``),
+  run on a ``schedule`` (cron), or without one every ``every`` (default 10s) while records arrive; with
+  a ``threshold`` the result (its one number, or else its row count) must meet it, without one any row
+  alerts. As in the playbook's alert file, ``query`` may also be ``ratio_to_baseline(threat=...,
+  window=..., baseline_days=...)`` (the ratio trigger, its ratio from ``threshold``) or
+  ``see_query_N_above`` (the playbook's triage query N).
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from croniter import croniter
 
+from proxy.audit.playbook import referenced_query
 from proxy.config.units import parse_duration
 from proxy.model import SEVERITY_ORDER, Severity, Threat
 
-BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent"})
+BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent", "rotate_token"})
 DESTINATION_TYPES = frozenset({"slack", "pagerduty", "webhook", "stdout", "syslog", "file"})
 GROUP_FIELDS = frozenset(
     {"agent_id", "role", "user_id", "session_id", "egress_host", "model", "dialect", "client"}
 )
 THRESHOLD = re.compile(r"^\s*(>=|>)\s*(\d+)\s*$")
+RATIO_CALL = re.compile(r"^\s*ratio_to_baseline\s*\((?P<arguments>.*)\)\s*$", re.DOTALL)
+RATIO_ARGUMENT = re.compile(r"\s*(?P<name>\w+)\s*=\s*(?:'(?P<quoted>[^']*)'|(?P<bare>[\w.]+))\s*(?:,|$)")
+DEFAULT_POLL = timedelta(seconds=10)
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 DEFAULT_DESTINATION = "secops"
 
@@ -111,6 +120,8 @@ class AlertRule:
     tz: str = "UTC"
     """The time zone the schedule's cron fields are read in (an IANA name)."""
     query: str | None = None
+    every: timedelta | None = None
+    """How often a query without a schedule runs (while new records arrive)."""
     group_by: tuple[str, ...] = ()
     dedup_window: timedelta = timedelta(minutes=10)
     auto_actions: tuple[str, ...] = ()
@@ -326,12 +337,13 @@ RULE_KEYS = frozenset(
         "schedule",
         "tz",
         "query",
+        "every",
         "group_by",
         "dedup_window",
         "auto_actions",
     }
 )
-TRIGGERS = ("threshold", "ratio_to_baseline", "first_seen", "schedule")
+TRIGGERS = ("match", "ratio_to_baseline", "first_seen", "query")
 MATCH_KEYS = frozenset({"threat", "severity", "rule", "agent", "role", "approved"})
 
 
@@ -374,10 +386,15 @@ def _rule(
     for key in entry:
         if key not in RULE_KEYS:
             problems.add(entry, f"{label}: unknown key {key!r}", key)
+    entry = _playbook_query(entry, problems, label)
     triggers = [key for key in TRIGGERS if key in entry]
+    if "ratio_to_baseline" in entry and "match" in entry:
+        triggers.remove("match")  # the findings the ratio counts
     if len(triggers) != 1:
         problems.add(
-            entry, f"{label}: needs exactly one of threshold, ratio_to_baseline, first_seen, schedule"
+            entry,
+            f"{label}: needs exactly one trigger: match (with threshold), ratio_to_baseline, first_seen"
+            " or query",
         )
     severity = _severity(entry, "severity", problems, label) or Severity.HIGH
     rule_destinations = _names(entry, "destinations", problems, label)
@@ -406,8 +423,10 @@ def _rule(
             problems.add(entry, f"{label}: threshold must look like '>=1' or '>3'", "threshold")
         else:
             threshold = Threshold(inclusive=found.group(1) == ">=", value=int(found.group(2)))
-        if match is None:
-            problems.add(entry, f"{label}: a threshold rule needs a match")
+        if match is None and "query" not in entry:
+            problems.add(entry, f"{label}: a threshold rule needs a match or a query")
+    elif match is not None and "ratio_to_baseline" not in entry:
+        problems.add(entry, f"{label}: a match needs a threshold or a ratio_to_baseline")
     baseline = None
     if "ratio_to_baseline" in entry:
         baseline = _baseline(entry["ratio_to_baseline"], problems, label)
@@ -419,14 +438,28 @@ def _rule(
     if "first_seen" in entry:
         first_seen = tuple(_names(entry, "first_seen", problems, label))
         _check_fields(entry, "first_seen", first_seen, problems, label)
-    schedule = query = None
+    schedule = query = every = None
+    if "query" in entry:
+        query = entry["query"]
+        if not isinstance(query, str) or not query.strip():
+            problems.add(entry, f"{label}: query must be SQL text", "query")
     if "schedule" in entry:
         schedule = str(entry["schedule"])
-        if not croniter.is_valid(schedule):
-            problems.add(entry, f"{label}: schedule {schedule!r} is not a cron expression", "schedule")
-        query = entry.get("query")
-        if not isinstance(query, str) or not query.strip():
+        if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+            problems.add(
+                entry,
+                f"{label}: schedule {schedule!r} is not a cron expression of five fields"
+                " (minute hour day-of-month month day-of-week, e.g. '0 9 * * *')",
+                "schedule",
+            )
+        if query is None:
             problems.add(entry, f"{label}: a scheduled rule needs an SQL query", "schedule")
+        if "every" in entry:
+            problems.add(entry, f"{label}: give a schedule or every, not both", "every")
+    elif query is not None:
+        every = _duration(entry, "every", problems, label, DEFAULT_POLL)
+    elif "every" in entry:
+        problems.add(entry, f"{label}: every applies to a query", "every")
     tz = str(entry.get("tz") or "UTC")
     try:
         ZoneInfo(tz)
@@ -453,10 +486,75 @@ def _rule(
         schedule=schedule,
         tz=tz,
         query=query,
+        every=every,
         group_by=group_by,
         dedup_window=dedup_window,
         auto_actions=tuple(auto_actions),
     )
+
+
+def _playbook_query(entry: Mapping[str, Any], problems: _Problems, label: str) -> Mapping[str, Any]:
+    """The playbook's alert file writes two triggers as a ``query``: ``ratio_to_baseline(threat='...',
+    window='1h', baseline_days=14)`` with a ``threshold`` of ``">3"`` is the ratio trigger, and
+    ``see_query_N_above`` names one of its triage queries. The rule with those read as this loader's
+    own keys (the lines of the original keys kept for messages)."""
+    query = entry.get("query")
+    if not isinstance(query, str):
+        return entry
+    try:
+        referenced = referenced_query(query)
+    except KeyError:
+        problems.add(entry, f"{label}: {query.strip()!r} names no query of the playbook (1 to 5)", "query")
+        return entry
+    if referenced is not None:
+        return _replaced(entry, query=referenced)
+    call = RATIO_CALL.match(query)
+    if call is None:
+        return entry
+    arguments: dict[str, str] = {}
+    rest = call.group("arguments")
+    while rest.strip():
+        found = RATIO_ARGUMENT.match(rest)
+        if found is None:
+            problems.add(entry, f"{label}: cannot read ratio_to_baseline arguments {rest.strip()!r}", "query")
+            return entry
+        arguments[found.group("name")] = (
+            found.group("quoted") if found.group("quoted") is not None else found.group("bare")
+        )
+        rest = rest[found.end() :]
+    unknown = set(arguments) - {"threat", "window", "baseline_days", "min_events"}
+    if unknown:
+        problems.add(
+            entry,
+            f"{label}: ratio_to_baseline takes threat, window, baseline_days and min_events,"
+            f" not {', '.join(sorted(unknown))}",
+            "query",
+        )
+        return entry
+    threshold = THRESHOLD.match(str(entry.get("threshold", "")))
+    if threshold is None:
+        problems.add(
+            entry, f"{label}: ratio_to_baseline needs a threshold such as '>3' (the ratio)", "threshold"
+        )
+        return entry
+    baseline: dict[str, str] = {"ratio": threshold.group(2)}
+    baseline |= {key: arguments[key] for key in ("window", "baseline_days", "min_events") if key in arguments}
+    match = {"threat": arguments["threat"]} if "threat" in arguments else {}
+    return _replaced(entry, query=None, threshold=None, ratio_to_baseline=baseline, match=match)
+
+
+def _replaced(entry: Mapping[str, Any], **values: Any) -> Mapping[str, Any]:
+    """``entry`` with keys replaced (None: removed), keeping the key lines of a located mapping."""
+    replaced = _Located(getattr(entry, "line", 0))
+    replaced.update(entry)
+    replaced.key_lines.update(getattr(entry, "key_lines", {}))
+    for key, value in values.items():
+        if value is None:
+            replaced.pop(key, None)
+            continue
+        replaced[key] = value
+        replaced.key_lines.setdefault(key, replaced.key_lines.get("query", replaced.line))
+    return replaced
 
 
 def _names(entry: Mapping[str, Any], key: str, problems: _Problems, label: str) -> list[str]:

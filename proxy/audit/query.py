@@ -1,8 +1,10 @@
 """Triage queries over the audit log: DuckDB reads the JSONL files in place.
 
-Two views: ``turns`` (one row per ``agent.turn`` record, ``ts`` as a UTC timestamp) and ``findings``
-(one row per finding, with the fields of its turn). Named queries answer on-call's first questions;
-``--sql`` runs anything else over the same views.
+Three views: ``turns`` (one row per ``agent.turn`` record, ``ts`` as a UTC timestamp), ``findings``
+(one row per finding, with the fields of its turn) and ``TaskEntry`` (the turns under the column names
+the playbook's triage queries use, ``findings`` as JSON). Named queries answer on-call's first questions;
+``--sql`` runs anything else over the same views. MySQL's ``JSON_UNQUOTE`` and ``FIELD`` are defined as
+macros so the playbook's queries need only ``JSON_TABLE`` rewritten (``proxy.audit.playbook``).
 """
 
 from __future__ import annotations
@@ -78,6 +80,33 @@ FINDING_FIELDS = (
     "fingerprint",
     "origin",
     "count",
+)
+
+TASK_ENTRY_VIEW = """
+CREATE VIEW TaskEntry AS
+SELECT event_id AS id, ts AS created_at, agent_id, role, user_id, session_id, purpose, consent_id,
+       nullif(approval_id, '') AS approval_id, egress_host, method, path, status, dialect, model, tools,
+       to_json(findings) AS findings, decision, mode, latency_ms, tokens_in, tokens_out, input_sha256,
+       output_sha256
+FROM turns
+"""
+"""The playbook's ``TaskEntry`` table over the audit log: one row per turn, ``created_at`` its time,
+``findings`` a JSON array of ``{threat, rule, signal, severity, ...}`` objects, and an approval id that
+is NULL when the turn carried none (its query 3 asks ``approval_id IS NULL``)."""
+
+
+def _field_overload(count: int) -> str:
+    """FIELD(value, v0, ..., v{count-1}): the 1-based position of value among the others, 0 when absent
+    (DuckDB macros take a fixed number of arguments, so one overload per count)."""
+    names = ", ".join(f"v{index}" for index in range(count))
+    return f"(value, {names}) AS coalesce(list_position([{names}], value), 0)"
+
+
+MYSQL_MACROS = (
+    # DuckDB's own JSON_EXTRACT, JSON_CONTAINS and JSON_OBJECT already behave as MySQL's do on these
+    # documents (containment in an array of objects, '$[*].signal' wildcards).
+    "CREATE MACRO json_unquote(value) AS (value ->> '$')",
+    "CREATE MACRO field" + ", ".join(_field_overload(count) for count in range(1, 13)),
 )
 
 NAMED_QUERIES: dict[str, tuple[str, str]] = {
@@ -182,6 +211,9 @@ def open_audit(paths: Sequence[Path], *, skip_malformed: bool = False) -> duckdb
         f"CREATE VIEW findings AS SELECT turn.* EXCLUDE (findings), {finding_columns} "  # noqa: S608
         "FROM turns AS turn CROSS JOIN unnest(turn.findings) AS finding_row(finding)"
     )
+    connection.execute(TASK_ENTRY_VIEW)
+    for macro in MYSQL_MACROS:
+        connection.execute(macro)
     return connection
 
 
@@ -292,7 +324,9 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--since", default="24h", help="window ending now: 30m, 24h, 7d (default 24h)")
     parser.add_argument("--format", choices=sorted(RENDERERS), default="table")
-    parser.add_argument("--sql", help="run this SQL over the views `turns` and `findings` instead")
+    parser.add_argument(
+        "--sql", help="run this SQL over the views `turns`, `findings` and `TaskEntry` instead"
+    )
 
 
 def run_query(args: argparse.Namespace, now: datetime | None = None) -> int:

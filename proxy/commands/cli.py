@@ -10,10 +10,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from proxy import __version__
 from proxy.admin.client import add_commands as add_admin_commands
 from proxy.admin.drill_client import add_arguments as add_drill_arguments
 from proxy.admin.drill_client import run as run_drill
+from proxy.alerts.check import check_queries, is_rules_file, load_rules_file
+from proxy.alerts.rules import AlertConfigError
 from proxy.audit.query import add_query_arguments, run_query
 from proxy.audit.verify import add_pubkey_arguments, add_verify_arguments, run_pubkey, run_verify
 from proxy.commands.agentenv import (
@@ -248,16 +252,52 @@ def _admin_address(policy: Policy, override: str | None) -> str | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if _is_rules_file(path):
+        return _check_rules_file(path)
     try:
-        policy = load_policy(Path(args.file), environ=_environ_with_default_token())
+        policy = load_policy(path, environ=_environ_with_default_token())
     except SchemaError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return 2
-    for warning in policy.warnings:
+    failing, warnings = check_queries(policy.alerts) if policy.alerts is not None else ([], [])
+    for failure in failing:
+        print(failure, file=sys.stderr)
+    if failing:
+        return 2
+    for warning in [*policy.warnings, *warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     _warn_no_proxy_bypasses(policy, args.no_proxy)
     print(f"{args.file}: ok ({len(policy.agents)} agents, {len(policy.roles)} roles, mode {policy.mode})")
+    return 0
+
+
+def _is_rules_file(path: Path) -> bool:
+    try:
+        return is_rules_file(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the policy loader reports it
+
+
+def _check_rules_file(path: Path) -> int:
+    """An alert rules file on its own (as the playbook ships one): every rule checked, its SQL run over an
+    empty log; the destinations it names are for the policy using it to define."""
+    try:
+        config, destinations = load_rules_file(path)
+    except AlertConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    problems, warnings = check_queries(config)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 2
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    names = ", ".join(destinations)
+    print(f"{path}: ok ({len(config.rules)} alert rules; the policy using it defines destinations {names})")
     return 0
 
 
@@ -340,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
-    check = commands.add_parser("check", help="validate a policy file")
+    check = commands.add_parser("check", help="validate a policy file, or an alert rules file")
     check.add_argument("file")
     _add_no_proxy_argument(check)
     check.set_defaults(handler=cmd_check)
