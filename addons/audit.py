@@ -32,7 +32,7 @@ from proxy.audit.heads import publish_head, writer_id
 from proxy.audit.keys import PRIVATE_KEY_NAME
 from proxy.audit.refusals import RefusalCounter
 from proxy.config.policy import AuditSettings, Policy
-from proxy.control import freeze
+from proxy.control import freeze, tokens
 from proxy.control.drill import split_mark
 from proxy.model import Severity
 from proxy.runtime import Runtime
@@ -262,7 +262,19 @@ class Audit:
             log.error("alerts.raise_failed", rule=AUDIT_UNAVAILABLE_RULE, error=_failure(exc))
 
     def _apply_action(self, store: StateStore, action: str, alert: Alert) -> None:
-        """Built-in alert actions, run on the router's thread: freezes in the shared state store."""
+        """Built-in alert actions, run on the router's thread: freezes and rotated tokens in the shared
+        state store."""
+        if action == "rotate_token":
+            for agent in alert.agent_ids:
+                tokens.rotate(store, agent, f"alert {alert.rule} ({alert.alert_id})")
+                # The old token stops working now; the agent needs the new one from an operator.
+                log.warning(
+                    "alerts.token_rotated",
+                    agent=agent,
+                    rule=alert.rule,
+                    fetch=tokens.HOW_TO_FETCH.format(agent=agent),
+                )
+            return
         frozen = freeze.apply_alert_action(store, action, alert, self.runtime.policy.detection.freeze_for_s)
         log.warning("alerts.action_applied", action=action, rule=alert.rule, targets=frozen)
 

@@ -8,7 +8,7 @@ by the policy's agents and turns the authenticated name into a ``Turn``.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
 from mitmproxy import http
@@ -24,7 +24,9 @@ from mitmproxy.addons.proxyauth import (
 from addons.turns import METADATA_KEY, pin_policy
 from proxy.audit.refusals import Reason
 from proxy.config.policy import Agent
+from proxy.control import tokens
 from proxy.runtime import Runtime
+from proxy.state import StateStore
 from proxy.turn import Turn, TurnContext
 
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
@@ -42,13 +44,18 @@ class AuthRefusal:
 
 
 class AgentTokens(Validator):
-    """Checks ``agent:token`` against the policy, in constant time whether or not the agent exists."""
+    """Checks ``agent:token`` against the policy, in constant time whether or not the agent exists. A
+    token issued by a rotation (``proxy.control.tokens``, in the state store) replaces the policy's."""
 
-    def __init__(self, agents: Mapping[str, Agent]) -> None:
+    def __init__(self, agents: Mapping[str, Agent], store: Callable[[], StateStore] | None = None) -> None:
         self.tokens = {name: agent.token.encode() for name, agent in agents.items()}
+        self.store = store
 
     def __call__(self, username: str, password: str) -> bool:
         expected = self.tokens.get(username)
+        if expected is not None and self.store is not None:
+            rotated = tokens.rotated_token(self.store(), username)
+            expected = rotated.encode() if rotated is not None else expected
         matches = hmac.compare_digest(expected or _UNKNOWN_AGENT_TOKEN, password.encode())
         return expected is not None and matches
 
@@ -62,7 +69,7 @@ class AgentIdentity(ProxyAuth):
         """Agents come from the policy, so mitmproxy's ``proxyauth`` option is not ours to declare."""
 
     def configure(self, updated: Set[str]) -> None:
-        self.validator = AgentTokens(self.runtime.policy.agents)
+        self.validator = AgentTokens(self.runtime.policy.agents, lambda: self.runtime.state)
 
     def http_connect(self, f: http.HTTPFlow) -> None:
         answered = f.response is not None

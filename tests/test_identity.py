@@ -10,7 +10,9 @@ from mitmproxy.test import taddons, tflow
 from addons.identity import AgentIdentity, AgentTokens
 from addons.turns import turn_of
 from proxy.config.policy import Agent, parse_policy
+from proxy.control import tokens
 from proxy.runtime import Runtime
+from proxy.state import SqliteStateStore
 
 POLICY = textwrap.dedent("""\
     agents:
@@ -48,6 +50,23 @@ def test_tokens_compare_exactly() -> None:
     assert not tokens("bot", "t0ke")
     assert not tokens("bot", "t0ken ")
     assert not tokens("other", "t0ken")
+
+
+def test_a_rotated_token_replaces_the_policys() -> None:
+    """After rotate_token the policy's token is refused and only the issued one validates; an agent
+    never rotated keeps the policy's."""
+    store = SqliteStateStore(None)
+    policy_agents = {name: Agent(name=name, role="r", token="t0ken") for name in ("bot", "other")}
+    validator = AgentTokens(policy_agents, lambda: store)
+    assert validator("bot", "t0ken")
+    tokens.rotate(store, "bot", "alert leak (a1)")
+    issued = tokens.rotated_token(store, "bot")
+    assert issued is not None and issued != "t0ken"
+    assert not validator("bot", "t0ken")
+    assert validator("bot", issued)
+    assert not validator("other", issued) and validator("other", "t0ken")
+    assert [entry["agent"] for entry in tokens.rotations(store)] == ["bot"]
+    assert "token" not in tokens.rotations(store)[0]
 
 
 def test_missing_credentials_get_407() -> None:

@@ -5,7 +5,7 @@ secret-leak rule pages a loopback webhook within seconds of a leaked key."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ import pytest
 
 from proxy.alerts.rules import AlertConfigError, load_alerts_config
 from proxy.commands.cli import main
-from tests.harness import AGENT_TOKEN, AGENT_TOKEN_ENV, Proxy
+from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, Proxy, proxy_authorization
+from tests.test_admin import Admin, chat, start_admin  # noqa: F401 - the fixture is used by name
 from tests.upstream import FakeUpstream, Reply
 from tests.webhook_receiver import Receiver
 
@@ -172,3 +173,45 @@ def test_secret_leak_rule_pages_within_seconds(
     assert time.monotonic() - leaked_at < 20
     assert pages[0]["severity"] == "critical" and pages[0]["count"] >= 1
     assert SYNTHETIC_AWS_KEY not in str(pager.bodies())
+
+
+def test_rotate_token_issues_the_agent_a_new_token(
+    start_admin: Callable[..., Admin],  # noqa: F811 - the fixture
+    upstream: FakeUpstream,
+    pager: Receiver,
+    tmp_path: Path,
+) -> None:
+    """The secret-leak rule with its query selecting the ids its actions act on: the leak pages, the
+    agent's old token is refused (407) from then on, and `egressguard tokens show` prints the new one,
+    which works."""
+    rules = fixed_copy(tmp_path)
+    rules.write_text(
+        rules.read_text().replace(
+            "SELECT 1 FROM TaskEntry", "SELECT agent_id, user_id, session_id FROM TaskEntry"
+        )
+    )
+    destinations = "\n".join(f'    {name}: {{type: webhook, url: "{pager.url}"}}' for name in DESTINATIONS)
+    admin = start_admin(extra=f"alerts:\n  destinations:\n{destinations}\n  rules: {rules}\n")
+    upstream.reply = Reply(text=f"Use the key {SYNTHETIC_AWS_KEY} for the bucket.")
+    chat(admin.proxy, upstream)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and admin.cli("tokens", "list").stdout.strip() == "no rotated tokens":
+        time.sleep(0.2)
+    listed = admin.cli("tokens", "list")
+    assert AGENT in listed.stdout and "sec_critical_secret_leak" in listed.stdout, (
+        listed.stdout + listed.stderr
+    )
+    status, _ = admin.proxy.raw(
+        b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n" + proxy_authorization() + b"\r\n"
+    )
+    assert status == 407
+    shown = admin.cli("tokens", "show", AGENT)
+    assert shown.returncode == 0, shown.stderr
+    new_token = shown.stdout.strip()
+    assert new_token and new_token != AGENT_TOKEN
+    status, _ = admin.proxy.raw(
+        b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n"
+        + proxy_authorization(AGENT, new_token)
+        + b"\r\n"
+    )
+    assert status == 200

@@ -21,7 +21,7 @@ from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access, AdminTokens
 from proxy.alerts import AlertRouter
 from proxy.config.units import parse_duration
-from proxy.control import freeze
+from proxy.control import freeze, tokens
 from proxy.control.approvals import GRANT_TTL_S, ApprovalError, Approvals
 from proxy.control.drill import CASES
 from proxy.control.metrics import CONTENT_TYPE, Metrics
@@ -213,6 +213,19 @@ async def list_freezes(control: Control, request: Request, params: dict[str, str
     return Response.json(200, {"freezes": freeze.active_freezes(control.runtime.state)})
 
 
+async def list_token_rotations(control: Control, request: Request, params: dict[str, str]) -> Response:
+    return Response.json(200, {"rotations": tokens.rotations(control.runtime.state)})
+
+
+async def show_token(control: Control, request: Request, params: dict[str, str]) -> Response:
+    agent = params["agent"]
+    token = tokens.rotated_token(control.runtime.state, agent)
+    if token is None:
+        return Response.error(404, f"agent {agent!r} has no rotated token (it uses the policy's)")
+    control.operations.record({"type": "admin.token_shown", "agent_id": agent, "by": _operator(request)})
+    return Response.json(200, {"agent": agent, "token": token})
+
+
 async def lift_freeze(control: Control, request: Request, params: dict[str, str]) -> Response:
     body = request.json()
     kind, identity = body.get("kind"), body.get("identity")
@@ -383,6 +396,8 @@ ROUTES: list[Route] = [
         lift_freeze,
         {"kind": "agent, user or session", "identity": "its id", "by": "who lifts it"},
     ),
+    Route("GET", f"{API}/tokens", Access.READ, "Agents whose token an alert rotated", list_token_rotations),
+    Route("GET", f"{API}/tokens/{{agent}}", Access.FULL, "An agent's rotated token", show_token),
     Route("POST", f"{API}/reload", Access.FULL, "Re-read the policy file", reload, {"by": "who reloads"}),
     Route(
         "POST",

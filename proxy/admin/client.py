@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -193,6 +194,18 @@ def freezes_lift(client: AdminClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def tokens_list(client: AdminClient, args: argparse.Namespace) -> int:
+    listed = client.call("GET", "/api/v1/tokens")["rotations"]
+    rows = [[r.get("agent", "-"), _when(r.get("rotated_at")), r.get("reason", "-")] for r in listed]
+    print(table(rows, ["AGENT", "ROTATED", "REASON"]) if rows else "no rotated tokens")
+    return 0
+
+
+def tokens_show(client: AdminClient, args: argparse.Namespace) -> int:
+    print(client.call("GET", f"/api/v1/tokens/{quote(args.agent, safe='')}")["token"])
+    return 0
+
+
 def reload(client: AdminClient, args: argparse.Namespace) -> int:
     done = client.call("POST", "/api/v1/reload", {"by": args.by or operator()})
     print(f"policy reloaded: {done['source']} (sha256 {done['sha256']})")
@@ -250,6 +263,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     lift.add_argument("--by", help="who lifts it (default: your user name)")
     add_connection_arguments(lift)
     lift.set_defaults(handler=with_client(freezes_lift))
+
+    rotated = commands.add_parser("tokens", help="agent tokens issued by the rotate_token alert action")
+    actions = rotated.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="agents whose token was rotated, when and why")
+    add_connection_arguments(listing)
+    listing.set_defaults(handler=with_client(tokens_list))
+    show = actions.add_parser(
+        "show", help="print an agent's new token (give it to the agent as its proxy password)"
+    )
+    show.add_argument("agent")
+    add_connection_arguments(show)
+    show.set_defaults(handler=with_client(tokens_show))
 
     alerts = commands.add_parser("alerts", help="alert rules: send a test alert, run a query rule now")
     actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
