@@ -24,6 +24,8 @@ from proxy.alerts import (
 )
 from proxy.alerts.destinations import SIGNATURE_HEADER
 from proxy.audit.log import AuditLog
+from proxy.config.policy import load_policy
+from proxy.config.yamlschema import SchemaError
 from proxy.state import SqliteStateStore, StateStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from tests.redis_server import RedisServer
@@ -137,6 +139,31 @@ def test_rule_errors_name_file_and_line(tmp_path: Path) -> None:
         for problem in problems
     )
     assert f"{path}:12: rule 'cron': unknown key 'colour'" in problems
+
+
+def test_rules_inside_a_policy_name_their_lines(tmp_path: Path) -> None:
+    """Rules written in the policy's own alerts section are reported at their lines too, never line 0."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "agents:\n"
+        "  bot: {token: t, role: r}\n"
+        "roles:\n"
+        "  r: {egress: {allow: [api.openai.com]}}\n"
+        "alerts:\n"
+        "  destinations:\n"
+        "    ops: {type: stdout}\n"
+        "  rules:\n"
+        "    - id: daily\n"
+        "      query: SELECT 1 FROM turns\n"
+        "      schedule: '0 9 *'\n"
+        "      destinations: [ops]\n"
+        "      colour: red\n"
+    )
+    with pytest.raises(SchemaError) as raised:
+        load_policy(path)
+    located = [(problem.line, problem.message) for problem in raised.value.problems]
+    assert any(line == 11 and "schedule '0 9 *' is not a cron expression" in text for line, text in located)
+    assert (13, "rule 'daily': unknown key 'colour'") in located
 
 
 def test_missing_secret_env_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

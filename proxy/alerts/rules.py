@@ -32,6 +32,7 @@ from croniter import croniter
 
 from proxy.audit.playbook import referenced_query
 from proxy.config.units import parse_duration
+from proxy.config.yamlschema import LineLoader, LocatedMapping
 from proxy.model import SEVERITY_ORDER, Severity, Threat
 
 BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent", "rotate_token"})
@@ -148,36 +149,10 @@ class AlertsConfig:
     actions: Mapping[str, DestinationConfig] = field(default_factory=dict)
 
 
-class _Located(dict[str, Any]):
-    """A YAML mapping that remembers the line of each key, for error messages."""
-
-    def __init__(self, line: int) -> None:
-        super().__init__()
-        self.line = line
-        self.key_lines: dict[str, int] = {}
-
-
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_located(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Located:
-    loader.flatten_mapping(node)
-    mapping = _Located(node.start_mark.line + 1)
-    for key_node, value_node in node.value:
-        key = str(loader.construct_object(key_node, deep=True))
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_located)
-
-
 def read_yaml(path: Path) -> Any:
     """Parse ``path`` keeping line numbers (mappings come back as dicts that know their lines)."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 - a SafeLoader
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=LineLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -195,7 +170,7 @@ class _Problems:
 
     def add(self, where: Any, message: str, key: str | None = None) -> None:
         line = 0
-        if isinstance(where, _Located):
+        if isinstance(where, LocatedMapping):
             line = where.key_lines.get(key, where.line) if key is not None else where.line
         self.items.append(f"{self.source}:{line}: {message}" if line else f"{self.source}: {message}")
 
@@ -545,7 +520,7 @@ def _playbook_query(entry: Mapping[str, Any], problems: _Problems, label: str) -
 
 def _replaced(entry: Mapping[str, Any], **values: Any) -> Mapping[str, Any]:
     """``entry`` with keys replaced (None: removed), keeping the key lines of a located mapping."""
-    replaced = _Located(getattr(entry, "line", 0))
+    replaced = LocatedMapping(getattr(entry, "line", 0))
     replaced.update(entry)
     replaced.key_lines.update(getattr(entry, "key_lines", {}))
     for key, value in values.items():

@@ -19,7 +19,7 @@ import yaml
 from proxy.alerts import AlertsConfig
 from proxy.config.units import parse_duration, parse_rate, parse_size
 from proxy.config.yamlschema import (
-    ANYTHING,
+    ANYTHING_WITH_LINES,
     BOOLEAN,
     POSITIVE_INTEGER,
     STRING,
@@ -199,7 +199,13 @@ SCHEMA = Record(
         ),
         "injection": Record({"indirect": OneOf(*INDIRECT_INJECTION_ACTIONS)}),
         # The sections inside are checked by the alert loader (proxy.alerts), which knows their shape.
-        "alerts": Record({"destinations": ANYTHING, "rules": ANYTHING, "actions": ANYTHING}),
+        "alerts": Record(
+            {
+                "destinations": ANYTHING_WITH_LINES,
+                "rules": ANYTHING_WITH_LINES,
+                "actions": ANYTHING_WITH_LINES,
+            }
+        ),
     }
 )
 

@@ -121,6 +121,43 @@ class Anything(Spec):
 ANYTHING = Anything()
 
 
+class LocatedMapping(dict[str, Any]):
+    """A YAML mapping that remembers its line and the line of each key, for the messages of loaders
+    that check a section themselves (alert rules)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__()
+        self.line = line
+        self.key_lines: dict[str, int] = {}
+
+
+class LineLoader(yaml.SafeLoader):
+    """A safe loader whose mappings are ``LocatedMapping``s."""
+
+
+def _construct_located(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LocatedMapping:
+    loader.flatten_mapping(node)
+    mapping = LocatedMapping(node.start_mark.line + 1)
+    for key_node, value_node in node.value:
+        key = str(loader.construct_object(key_node, deep=True))
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_located)
+
+
+class AnythingWithLines(Anything):
+    """A section checked by its own loader, its mappings knowing their lines."""
+
+    def check(self, node: yaml.Node, checker: Checker, where: str) -> Any:
+        return LineLoader("").construct_object(node, deep=True)
+
+
+ANYTHING_WITH_LINES = AnythingWithLines()
+
+
 class OneOf(Spec):
     def __init__(self, *choices: str) -> None:
         self.choices = choices
