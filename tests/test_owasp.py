@@ -36,3 +36,15 @@ def test_detections_carry_the_entry_the_doc_maps_them_to() -> None:
     assert destructive.threat is Threat.TOOL_ABUSE and destructive.owasp == "LLM07"
     for entry in ("LLM03", "LLM05", "LLM07"):
         assert entry in ENTRIES
+
+
+def test_model_provider_keys_are_the_llm10_row() -> None:
+    """The secret rules named LLM10 are exactly the rule families the doc's LLM10 row lists, and each
+    family it lists has rules: code and doc cannot disagree about which keys are model theft."""
+    row = next(line for line in DOC.splitlines() if line.startswith("| LLM10 "))
+    families = re.findall(r"`([a-z0-9-]+-)`", row)
+    secrets = [rule for pack in load_packaged_packs() if pack.name == "secrets" for rule in pack.rules]
+    listed = {rule.id for rule in secrets if rule.id.startswith(tuple(families))}
+    assert families and all(any(rule.id.startswith(family) for rule in secrets) for family in families)
+    assert {rule.id for rule in secrets if rule.owasp == "LLM10"} == listed
+    assert {"openai-project-key", "anthropic-api-key", "huggingface-token"} <= listed
