@@ -725,17 +725,23 @@ class TurnInspector:
             completion.tool_calls
         )
         self._record(tool_findings)
-        self._record(credentials.credential_reads(completion.tool_calls, self.detectors.credential_reads))
+        credential_findings = credentials.credential_reads(
+            completion.tool_calls, self.detectors.credential_reads
+        )
+        self._record(credential_findings)
         self._refusal(completion.full_text)
         self._record_residual(self.residual)
         if not rewrite:
             self.record_vault_uses()  # a stream was restored as it passed
-        return self._json_plan(completion, tool_findings, quarantined) if rewrite else ResponsePlan()
+        call_findings = tool_findings + credential_findings
+        return self._json_plan(completion, call_findings, quarantined) if rewrite else ResponsePlan()
 
     def _json_plan(
-        self, completion: Completion, tool_findings: list[Finding], quarantined: dict[str, str]
+        self, completion: Completion, call_findings: list[Finding], quarantined: dict[str, str]
     ) -> ResponsePlan:
-        """``quarantined`` maps read content (MCP tool results and descriptions) to what is sent instead."""
+        """``quarantined`` maps read content (MCP tool results and descriptions) to what is sent instead;
+        ``call_findings`` are those about tool calls, whose calls are withheld where their threat is
+        enforced (destructive calls for ``tool_abuse``, credential reads for ``credential_theft``)."""
         plan = ResponsePlan()
         steps: list[Callable[[str], str]] = []
         if quarantined:
@@ -750,21 +756,28 @@ class TurnInspector:
         if steps:
             plan.text_map = _compose(steps)
         plan.joined = self._redact_across(completion.text)
-        if self.policy.enforces(Threat.TOOL_ABUSE):
-            withheld = {finding.where for finding in tool_findings if finding.action is Action.WITHHOLD}
-            dropped = [call for call in completion.tool_calls if call.where in withheld]
-            plan.drop_tool_calls = {call.id or call.where for call in dropped}
-            plan.withheld = {call.where for call in dropped}
-            if dropped:
-                pending = {
-                    finding.where: str(finding.extra["pending_approval"])
-                    for finding in tool_findings
-                    if "pending_approval" in finding.extra
-                }
-                plan.notice = "\n\n".join(
-                    tools.approval_notice(call.name, pending.get(call.where)) for call in dropped
-                )
+        withholding = [
+            finding
+            for finding in call_findings
+            if finding.action is Action.WITHHOLD and self.policy.enforces(finding.threat)
+        ]
+        dropped = [call for call in completion.tool_calls if call.where in {f.where for f in withholding}]
+        plan.drop_tool_calls = {call.id or call.where for call in dropped}
+        plan.withheld = {call.where for call in dropped}
+        if dropped:
+            plan.notice = "\n\n".join(self._withheld_notice(call, withholding) for call in dropped)
         return plan
+
+    @staticmethod
+    def _withheld_notice(call: ToolCall, withholding: list[Finding]) -> str:
+        """A destructive call's notice says how to get it approved; a credential read's, why it cannot
+        run."""
+        own = [finding for finding in withholding if finding.where == call.where]
+        destructive = [finding for finding in own if finding.threat is Threat.TOOL_ABUSE]
+        if destructive:
+            pending = destructive[0].extra.get("pending_approval")
+            return tools.approval_notice(call.name, str(pending) if pending is not None else None)
+        return credentials.withheld_notice(call.name, [finding.rule for finding in own])
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
         """Per-tool rate limits, call frequency against the agent's baseline, argument entropy against the

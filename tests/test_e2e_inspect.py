@@ -436,6 +436,58 @@ def test_destructive_tool_withheld_in_stream(enforce: Proxy, upstream: FakeUpstr
     assert "delete_customer" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+CREDENTIAL_READ = [ToolCallReply("read_file", {"path": "/home/app/.aws/credentials"}, id="call_read")]
+
+
+def credential_findings(proxy: Proxy) -> list[dict[str, Any]]:
+    return [f for f in last_record(proxy)["findings"] if f["threat"] == "credential_theft"]
+
+
+def test_credential_read_withheld_where_credential_theft_is_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With credential_theft enforced (and only it), a file read naming ~/.aws/credentials is withheld
+    like a destructive call, with a notice saying why; the finding records it enforced."""
+    proxy = _agent(start_proxy(extra="threats: {credential_theft: enforce}\n"), monkeypatch)
+    upstream.reply = Reply(text="", tool_calls=CREDENTIAL_READ)
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    assert not message.tool_calls
+    assert "read_file" in (message.content or "") and "credential material" in (message.content or "")
+    (finding,) = credential_findings(proxy)
+    assert (finding["rule"], finding["action"], finding["enforced"]) == (
+        "cloud-credentials-file",
+        "withhold",
+        True,
+    )
+    assert last_record(proxy)["decision"] == "redacted"
+
+
+def test_credential_read_passes_and_is_recorded_in_observe_mode(
+    observe: Proxy, upstream: FakeUpstream
+) -> None:
+    """Observe mode changes nothing: the call reaches the agent, the finding says what enforce would do."""
+    upstream.reply = Reply(text="", tool_calls=CREDENTIAL_READ)
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    assert [call.function.name for call in message.tool_calls or []] == ["read_file"]
+    (finding,) = credential_findings(observe)
+    assert (finding["action"], finding["enforced"]) == ("withhold", False)
+
+
+def test_credential_read_mcp_call_refused_where_enforced(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """An MCP tools/call reading an SSH private key is refused in enforce mode, never reaching the server."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 11,
+        "method": "tools/call",
+        "params": {"name": "read_text_file", "arguments": {"path": "/root/.ssh/id_ed25519"}},
+    }
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+        reply = client.post(f"{upstream.url}/mcp", json=call, headers={"X-Purpose": "p", "X-User-Id": "u"})
+    assert reply.json()["error"]["message"].startswith("egressguard blocked this request: credential_theft")
+    assert upstream.received == []
+
+
 def test_made_up_approval_id_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
     """An X-Approval-Id that names no granted approval withholds the call as approval-invalid and registers
     a pending approval named in the notice."""

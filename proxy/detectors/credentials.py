@@ -26,8 +26,8 @@ def is_reading_tool(name: str) -> bool:
 
 
 def credential_reads(calls: Iterable[ToolCall], scanner: Scanner) -> list[Finding]:
-    """One finding per credential rule matched in a reading tool's arguments (flagged: the call is
-    recorded and alertable; whether it runs is left to the tool's own approval rules)."""
+    """One finding per credential rule matched in a reading tool's arguments; where the policy enforces
+    ``credential_theft`` the call is withheld (an MCP ``tools/call`` refused), elsewhere recorded."""
     findings = []
     for call in calls:
         if not is_reading_tool(call.name):
@@ -39,7 +39,7 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner) -> list[Findin
                 rule=rule.id,
                 signal=f"{call.name}: {rule.description}",
                 severity=rule.severity,
-                action=Action.FLAG,
+                action=Action.WITHHOLD,
                 where=call.where,
                 owasp=rule.owasp,
                 extra={"tool": call.name},
@@ -51,3 +51,11 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner) -> list[Findin
 
 def credential_scanner(packs: Iterable[RulePack]) -> Scanner:
     return Scanner([pack for pack in packs if pack.name == PACK])
+
+
+def withheld_notice(name: str, rules: Iterable[str]) -> str:
+    """The assistant text that stands in for a withheld credential read."""
+    return (
+        f"The call to the tool `{name}` was withheld by egressguard: its arguments name credential material"
+        f" ({', '.join(sorted(set(rules)))}), and this agent's policy does not let it read credentials."
+    )
