@@ -82,9 +82,7 @@ def hand_off_ms(turns: int) -> tuple[float, float]:
     return (with_router[0] - without[0]) / turns * 1000, (with_router[1] - without[1]) / turns * 1000
 
 
-def _timed(
-    per_turn: Callable[[int], object], turns: int, finish: Callable[[], None]
-) -> tuple[float, float]:
+def _timed(per_turn: Callable[[int], object], turns: int, finish: Callable[[], None]) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     for number in range(turns):
         request_work()
