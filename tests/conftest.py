@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import structlog
 
 from proxy.commands.localca import UpstreamPKI, make_pki
+from proxy.config.paths import DATA_DIR_ENV
 from tests.harness import Proxy
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply
@@ -31,10 +33,16 @@ ENVIRONMENT_LEAKS = (
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's proxy, CA bundle or API endpoints."""
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test sees the developer's proxy, CA bundle or API endpoints, nor writes to the per-user default
+    data dir: each gets its own state home (which the default data dir follows)."""
     for name in ENVIRONMENT_LEAKS:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    own = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "state-home" / own))
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import pytest
 
 from proxy.commands.agentenv import system_ca_file
 from proxy.commands.cli import DEFAULT_TOKEN_ENV, advertised_address, main
+from proxy.config.paths import default_data_dir
 from proxy.config.policy import default_policy_text
 from tests.conftest import ENVIRONMENT_LEAKS
 from tests.harness import free_port
@@ -174,7 +175,7 @@ def agent_environ(**extra: str) -> dict[str, str]:
 
 def test_copy_of_the_embedded_policy_runs_as_it_is(tmp_path: Path) -> None:
     """A copy of rules/default-policy.yaml checks clean and starts without EGRESSGUARD_AGENT_TOKEN set:
-    the agent token is kept under the copy's data dir, as with the embedded policy."""
+    the agent token is kept under the default data dir, as with the embedded policy."""
     copy = tmp_path / "policy.yaml"
     copy.write_text(default_policy_text())
     environ = {name: value for name, value in agent_environ().items() if name != DEFAULT_TOKEN_ENV}
@@ -184,9 +185,11 @@ def test_copy_of_the_embedded_policy_runs_as_it_is(tmp_path: Path) -> None:
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
     banner = start_and_read_banner(tmp_path, "--config", str(copy), env=environ)
-    token_file = tmp_path / "egressguard-data" / "agent.token"
+    token_file = default_data_dir(os.environ) / "agent.token"
     assert f"HTTPS_PROXY=http://agent:$(cat {token_file})@127.0.0.1:" in banner, banner
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    assert not (tmp_path / "egressguard-data").exists()  # nothing lands in the working directory
 
 
 def test_banner_prints_the_advertised_address(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.paths import default_data_dir
 from proxy.control.drill import CASES, CASES_BY_NAME, DRILL_SECRET, judge
 from proxy.state.sqlite import DATABASE_NAME
 from tests.harness import Proxy, free_port
@@ -46,7 +47,7 @@ def readme_proxy(tmp_path: Path) -> Iterator[tuple[int, int]]:
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while not (tmp_path / "egressguard-data" / "admin-read.token").exists() or not _listening(admin_port):
+        while not (default_data_dir(env) / "admin-read.token").exists() or not _listening(admin_port):
             assert process.poll() is None and time.monotonic() < deadline, (
                 tmp_path / "proxy.log"
             ).read_text()
@@ -81,14 +82,14 @@ def test_drill_passes_against_the_readme_first_command(tmp_path: Path, readme_pr
         assert "MISS" not in line and "observed ok" in line
     records = [
         json.loads(line)
-        for path in sorted((tmp_path / "egressguard-data" / "audit").glob("*.jsonl"))
+        for path in sorted((default_data_dir(os.environ) / "audit").glob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
     drills = [record for record in records if record["type"] == "agent.turn"]
     assert len(drills) == len(CASES) and all(record["drill"] for record in drills)
     assert DRILL_SECRET not in "".join(json.dumps(record) for record in records)
     assert [r["passed"] for r in records if r["type"] == "drill.finished"] == [True]
-    read_token = (tmp_path / "egressguard-data" / "admin-read.token").read_text().strip()
+    read_token = (default_data_dir(os.environ) / "admin-read.token").read_text().strip()
     import httpx
 
     metrics = httpx.get(

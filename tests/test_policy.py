@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.paths import default_data_dir
 from proxy.config.policy import load_policy, parse_policy
 from proxy.config.yamlschema import SchemaError
 from proxy.model import Mode, Threat
@@ -37,7 +38,8 @@ def test_minimal_policy_loads_with_defaults() -> None:
     assert policy.mode is Mode.OBSERVE
     assert policy.agents["bot"].token == "t0ken"
     assert [pattern.text for pattern in policy.roles["support"].egress.allow] == ["api.openai.com"]
-    assert policy.audit_path == Path("egressguard-data/audit")
+    assert policy.audit_path == default_data_dir(ENV) / "audit"
+    assert policy.audit_path.is_absolute()
     assert policy.max_body_bytes == 8 * 1024 * 1024
 
 
@@ -235,3 +237,24 @@ def test_required_fields_block_even_when_compliance_flags_nothing() -> None:
         "compliance: {required: [], require: [purpose]}\n", "p.yaml", environ={}
     ).detection
     assert (detection.required_fields, detection.blocking_fields) == ((), ("purpose",))
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"EGRESSGUARD_DATA_DIR": "/srv/guard", "XDG_STATE_HOME": "/x", "HOME": "/home/me"}, "/srv/guard"),
+        ({"XDG_STATE_HOME": "/var/state", "HOME": "/home/me"}, "/var/state/egressguard"),
+        ({"XDG_STATE_HOME": "relative/state", "HOME": "/home/me"}, "/home/me/.local/state/egressguard"),
+        ({"HOME": "/home/me"}, "/home/me/.local/state/egressguard"),
+    ],
+)
+def test_default_data_dir_is_per_user_and_absolute(environ: dict[str, str], expected: str) -> None:
+    """Without data_dir in the policy: EGRESSGUARD_DATA_DIR, else the XDG state home (when absolute, as
+    the spec requires), else ~/.local/state; never the working directory."""
+    text = "agents: {}\nroles: {r: {egress: {allow: [api.openai.com]}}}\n"
+    policy = parse_policy(text, "p.yaml", environ=environ)
+    assert policy.data_dir == Path(expected)
+    assert policy.audit_path == Path(expected) / "audit"
+    assert parse_policy(text + "data_dir: /elsewhere\n", "p.yaml", environ=environ).data_dir == Path(
+        "/elsewhere"
+    )

@@ -93,7 +93,7 @@ class AdminClient:
 
 def client_policy(config: str | None) -> Policy:
     try:
-        return load_policy(Path(config) if config else None, environ=_AnyToken())
+        return load_policy(Path(config) if config else None, environ=_AnyToken(os.environ))
     except SchemaError as error:
         raise AdminError("\n".join(str(problem) for problem in error.problems)) from None
 

@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 
 from proxy.audit.log import daily_file_name, daily_files
-from proxy.audit.verify import DEFAULT_AUDIT_DIRECTORY, collect_files
+from proxy.audit.verify import collect_files, default_audit_directory
 from proxy.config.units import parse_duration
 
 FINDING_TYPE = (
@@ -320,7 +320,7 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
         "--audit",
         type=Path,
         action="append",
-        help=f"audit file or directory, repeatable (default: {DEFAULT_AUDIT_DIRECTORY})",
+        help="audit file or directory, repeatable (default: the default data dir's audit)",
     )
     parser.add_argument("--since", default="24h", help="window ending now: 30m, 24h, 7d (default 24h)")
     parser.add_argument("--format", choices=sorted(RENDERERS), default="table")
@@ -334,7 +334,7 @@ def run_query(args: argparse.Namespace, now: datetime | None = None) -> int:
     if (args.name is None) == (args.sql is None):
         print("error: give a query name or --sql (one of them)", file=sys.stderr)
         return 2
-    paths = args.audit or [DEFAULT_AUDIT_DIRECTORY]
+    paths = args.audit or [default_audit_directory()]
     # A mistyped or relative path would otherwise read as an empty log: "0 rows" that mean nothing.
     missing = [path for path in paths if not path.exists()]
     if missing:

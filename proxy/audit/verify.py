@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,11 +34,17 @@ from proxy.audit.log import (
     record_hash,
 )
 from proxy.audit.spool import COUNT_NAME, COUNT_WIDTH, SPOOL_NAME, read_count
+from proxy.config.paths import default_data_dir
 from proxy.config.units import parse_duration
 from proxy.config.yamlschema import SchemaError
 from proxy.state import StateStore
 
-DEFAULT_AUDIT_DIRECTORY = Path("egressguard-data/audit")  # the policy's default data_dir / "audit"
+
+def default_audit_directory() -> Path:
+    """The audit log of a policy that names no data dir or audit path."""
+    return default_data_dir(os.environ) / "audit"
+
+
 MISSING_START = (
     "chain does not start at genesis and no retention record names its predecessor "
     "(earlier records or files were deleted)"
@@ -408,7 +415,7 @@ def _head_store(config: Path) -> StateStore:
 
 def add_pubkey_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--audit", type=Path, default=DEFAULT_AUDIT_DIRECTORY, help="audit directory holding the key"
+        "--audit", type=Path, default=default_audit_directory(), help="audit directory holding the key"
     )
     parser.add_argument("--key", type=Path, help=f"private key file (default: AUDIT/{PRIVATE_KEY_NAME})")
     parser.add_argument("--out", type=Path, help="write the PEM here instead of stdout")

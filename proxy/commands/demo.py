@@ -233,7 +233,7 @@ def demo_policy(directory: Path, model_port: int) -> str:
     added to the allowlist (loopback is otherwise refused)."""
     policy = yaml.safe_load(default_policy_text())
     policy["data_dir"] = str(directory / "data")
-    policy["audit"]["path"] = str(directory / "data" / "audit")
+    policy["audit"] = {"path": str(directory / "data" / "audit")}
     policy["roles"]["default"]["egress"]["allow"].append(f"localhost:{model_port}")
     return "# The embedded default policy, with the demo's model endpoint allowed.\n" + yaml.safe_dump(
         policy, sort_keys=False

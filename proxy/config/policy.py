@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from proxy.alerts import AlertsConfig
+from proxy.config.paths import default_data_dir
 from proxy.config.units import parse_duration, parse_rate, parse_size
 from proxy.config.yamlschema import (
     ANYTHING_WITH_LINES,
@@ -385,7 +386,7 @@ def load_state_settings(path: Path) -> tuple[StateSettings, Path]:
     state = _state(raw.get("state") or {}, dict(os.environ), str(path), problems)
     if problems:
         raise SchemaError(problems)
-    return state, Path(raw.get("data_dir") or "./egressguard-data")
+    return state, Path(raw["data_dir"]) if raw.get("data_dir") else default_data_dir(os.environ)
 
 
 def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = None) -> Policy:
@@ -420,7 +421,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     if problems:
         raise SchemaError(problems)
 
-    data_dir = Path(raw.get("data_dir") or "./egressguard-data")
+    data_dir = Path(raw["data_dir"]) if raw.get("data_dir") else default_data_dir(env)
     audit = _without_line(raw.get("audit") or {})
     audit_path = Path(audit.pop("path")) if audit.get("path") else data_dir / "audit"
     spool_path = Path(audit.pop("spool")) if audit.get("spool") else data_dir / "audit-spool"
