@@ -11,7 +11,7 @@ from addons.egress import Egress
 from addons.freeze import Freeze
 from addons.identity import AgentIdentity
 from addons.inspect import Inspect
-from addons.localapi import LocalApi
+from addons.localapi import LocalApi, ReservedHosts
 from addons.metrics import TurnMetrics
 from proxy.runtime import Runtime
 
@@ -22,8 +22,9 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         PolicyLoader(runtime),
         CappedDecoding(runtime),
         AgentIdentity(runtime),
-        LocalApi(runtime),
         DrillMarker(runtime),
+        ReservedHosts(),
+        LocalApi(runtime),
         Egress(runtime),
         Freeze(runtime),
         Inspect(runtime),

@@ -17,7 +17,6 @@ from mitmproxy.tls import ClientHelloData
 
 from addons.turns import METADATA_KEY, policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
-from proxy.control.drill import DRILL_HOST
 from proxy.dialects import detect
 from proxy.egress import (
     EgressDecision,
@@ -31,6 +30,7 @@ from proxy.egress import (
     resolve,
     unresolved,
 )
+from proxy.inprocess.reserved import reserved_service
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
@@ -108,8 +108,8 @@ class Egress:
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return
-        if turn.drill is not None and canonical_host(flow.request.host) == DRILL_HOST:
-            return  # egressguard's own drill target: answered in-process, nothing leaves
+        if reserved_service(flow.request.host) is not None:
+            return  # answered in-process (addons.localapi.ReservedHosts), nothing leaves
         tunnel = self.tunnels.get(flow.client_conn)
         policy = policy_of(flow, self.runtime)
         request = flow.request

@@ -1,9 +1,13 @@
-"""The local API at ``egressguard.internal`` (``proxy.inprocess.localapi``), answered in-process for
-authenticated agents over plain HTTP and inside CONNECT tunnels.
+"""Reserved hosts answered in-process (``proxy.inprocess.reserved``), and the local API at
+``egressguard.internal`` (``proxy.inprocess.localapi``) among them, for authenticated agents over plain
+HTTP and inside CONNECT tunnels.
 
-The agent's turn is set aside as soon as the request is known to be for the local API, so no later addon
-takes it for egress: no DNS lookup, no first-seen host, no upstream connection. A reported turn is put
-back only once answered, for the audit addon to chain like any other.
+``ReservedHosts`` is the one path every reserved host takes: a CONNECT to one is accepted without an
+upstream, no TLS is started towards it, no connection to it is ever made, and a request the host's
+service does not take is refused there. The local API sets the agent's turn aside as soon as a request
+is known to be for it, so no later addon takes it for egress (no DNS lookup, no first-seen host); a
+reported turn is put back only once answered, for the audit addon to chain like any other. The drill
+target answers after inspection (``addons.drill``), since a drill exercises the chain.
 """
 
 from __future__ import annotations
@@ -18,9 +22,7 @@ from mitmproxy.tls import ClientHelloData
 
 from addons.freeze import judge_freeze
 from addons.turns import METADATA_KEY, policy_of, turn_of
-from proxy.egress import canonical_host
 from proxy.inprocess.localapi import (
-    LOCAL_API_HOST,
     MAX_EVENT_BYTES,
     MAX_INSPECT_BYTES,
     BadRequest,
@@ -29,6 +31,7 @@ from proxy.inprocess.localapi import (
     reported_turn,
     verdict_of,
 )
+from proxy.inprocess.reserved import Service, reserved_service
 from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime
 from proxy.turn import Turn
@@ -39,39 +42,50 @@ LOCAL_KEY = "egressguard.local_api"
 LIMITS = {"/v1/inspect": MAX_INSPECT_BYTES, "/v1/events": MAX_EVENT_BYTES}
 
 
-def is_local(host: str | None) -> bool:
-    return host is not None and canonical_host(host) == LOCAL_API_HOST
-
-
 def _json(status: int, document: dict[str, Any]) -> http.Response:
     return http.Response.make(status, json.dumps(document).encode(), {"content-type": "application/json"})
 
 
-class LocalApi:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
+class ReservedHosts:
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        """An authenticated CONNECT to the local host is accepted here, without a connection upstream."""
-        if turn_of(flow) is None or flow.response is not None or not is_local(flow.request.host):
+        """An authenticated CONNECT to a reserved host is accepted here, without a connection upstream;
+        the tunnel's requests are the turns."""
+        if turn_of(flow) is None or flow.response is not None or reserved_service(flow.request.host) is None:
             return
         del flow.metadata[METADATA_KEY]
         flow.response = http.Response.make(200)
 
     def tls_clienthello(self, data: ClientHelloData) -> None:
         address = data.context.server.address
-        if address is not None and is_local(address[0]):
+        if address is not None and reserved_service(address[0]) is not None:
             data.establish_server_tls_first = False
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
-        """Whatever path leads here, the local host is never looked up or connected to."""
+        """Whatever path leads here, a reserved host is never looked up or connected to."""
         address = data.server.address
-        if address is not None and is_local(address[0]):
-            data.server.error = f"{LOCAL_API_HOST} is answered by egressguard"
+        service = reserved_service(address[0]) if address is not None else None
+        if service is not None:
+            data.server.error = f"{address[0] if address else ''} is answered by egressguard's {service}"
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """The drill target answers drill runs only: anything else sent there is refused, never taken
+        for egress."""
+        turn = turn_of(flow)
+        if turn is None or flow.response is not None or turn.drill is not None:
+            return
+        if reserved_service(flow.request.host) is Service.DRILL:
+            flow.response = _json(403, {"error": f"{flow.request.host} answers egressguard drill runs only"})
+
+
+class LocalApi:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
-        if turn is None or flow.response is not None or not is_local(flow.request.host):
+        if turn is None or flow.response is not None:
+            return
+        if reserved_service(flow.request.host) is not Service.LOCAL_API:
             return
         flow.metadata[LOCAL_KEY] = flow.metadata.pop(METADATA_KEY)
         path = flow.request.path.split("?", 1)[0]
