@@ -108,7 +108,7 @@ def test_drill_passes_against_the_readme_first_command(tmp_path: Path, readme_pr
         timeout=60,
     )
     assert query.returncode == 0 and json.loads(query.stdout or "[]") == []
-    assert baseline_keys(tmp_path / "egressguard-data" / "state" / DATABASE_NAME) == []
+    assert baseline_keys(default_data_dir(os.environ) / "state" / DATABASE_NAME) == []
 
 
 BASELINE_PREFIXES = (
