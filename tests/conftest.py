@@ -14,6 +14,7 @@ from proxy.config.paths import DATA_DIR_ENV
 from tests.harness import Proxy
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply
+from tests.webhook_receiver import Receiver
 
 ENVIRONMENT_LEAKS = (
     "HTTP_PROXY",
@@ -147,3 +148,11 @@ def named_proxy(named_upstream: tuple[FakeUpstream, str, Path], start_proxy: Cal
     """An egressguard whose policy allows the named upstream and trusts its CA."""
     _, url, ca = named_upstream
     return start_proxy(upstream_ca=ca, allow=f"[{url.split('//')[1].split(':')[0]}]")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver that accepts every delivery (a module may override it)."""
+    server = Receiver()
+    yield server
+    server.close()

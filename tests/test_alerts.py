@@ -67,13 +67,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return predicate()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
-
-
 LEAK_RULE: dict[str, Any] = {
     "id": "leak",
     "description": "secret seen",

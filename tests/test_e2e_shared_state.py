@@ -7,7 +7,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -66,13 +66,6 @@ def ask(agent: openai.OpenAI, content: str = "What is the weather like?") -> ope
 
 def rules_of(record: dict[str, Any]) -> list[str]:
     return [finding["rule"] for finding in record["findings"]]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,6 @@ from tests.webhook_receiver import Receiver
 AGENTS = 12
 """Agents, each on a connection of its own: the kernel spreads connections over the workers, and the
 chance that twelve all land on one of two is 1 in 2048."""
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.close()
 
 
 @pytest.fixture
