@@ -38,6 +38,11 @@ def escaped(text: str, every: int = 1) -> str:
     return "".join(f"\\u{ord(char):04x}" if index % every == 0 else char for index, char in enumerate(text))
 
 
+NESTED_ESCAPED = json.dumps({"k": "SECRET"}).replace("SECRET", escaped(AWS, 2))
+"""A JSON document inside a string, its secret written as \\u escapes: decoded twice by a client."""
+NESTED_ESCAPED_CALL = {"functionCall": {"name": "lookup", "args": {"payload": NESTED_ESCAPED}}}
+
+
 def dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
@@ -1172,20 +1177,7 @@ GEMINI_JSON = [
         "function-args-nested-escapes",
         "gemini",
         AWS,
-        dumps(
-            gemini_body(
-                [
-                    {
-                        "functionCall": {
-                            "name": "lookup",
-                            "args": {
-                                "payload": json.dumps({"k": "SECRET"}).replace("SECRET", escaped(AWS, 2))
-                            },
-                        }
-                    }
-                ]
-            )
-        ),
+        dumps(gemini_body([NESTED_ESCAPED_CALL])),
     ),
     Case(
         "executable-code",
@@ -1233,22 +1225,7 @@ GEMINI_SSE = [
         "function-args-escapes",
         "gemini",
         AWS,
-        events=[
-            sse(
-                gemini_body(
-                    [
-                        {
-                            "functionCall": {
-                                "name": "lookup",
-                                "args": {
-                                    "payload": json.dumps({"k": "SECRET"}).replace("SECRET", escaped(AWS, 2))
-                                },
-                            }
-                        }
-                    ]
-                )
-            )
-        ],
+        events=[sse(gemini_body([NESTED_ESCAPED_CALL]))],
     ),
     Case(
         "unknown-part-field-split",
@@ -1285,9 +1262,7 @@ MCP_JSON = [
         mcp_result(
             {
                 "content": [{"type": "text", "text": "ok"}],
-                "structuredContent": {
-                    "payload": json.dumps({"k": "SECRET"}).replace("SECRET", escaped(AWS, 2))
-                },
+                "structuredContent": {"payload": NESTED_ESCAPED},
             }
         ),
     ),

@@ -24,7 +24,7 @@ from backports import zstd
 
 from tests.harness import Proxy
 from tests.test_e2e_fronting import tunnel
-from tests.upstream import FakeUpstream, Reply
+from tests.upstream import FakeUpstream, Reply, openai_chat_json
 
 MEMORY_LIMIT = 1 << 30
 BOMB_SIZE = 2 << 30
@@ -213,21 +213,7 @@ def test_every_member_of_a_compressed_body_is_inspected(
     """A secret in the second gzip member or zstd frame is found in a prompt and redacted in a JSON
     completion and in a stream: the part an SDK decodes is the part inspected."""
     compress = MULTI_MEMBER[encoding]
-    completion = json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": f"{'padding ' * 40} key {AWS_KEY}"},
-                }
-            ],
-        }
-    ).encode()
+    completion = json.dumps(openai_chat_json(Reply(text=f"{'padding ' * 40} key {AWS_KEY}"))).encode()
     upstream.reply = Reply(encoded_body=(encoding, _members(compress, completion)))
     with (
         client_for(limited) as client,
@@ -310,19 +296,7 @@ def test_a_member_followed_by_garbage_is_still_inspected(
 ) -> None:
     """httpx hands on a gzip member and drops what follows it; the member is what the proxy inspects, so
     garbage after it does not make the body an uninspectable binary one."""
-    completion = {
-        "id": "c",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": f"key {AWS_KEY}"},
-            }
-        ],
-    }
+    completion = openai_chat_json(Reply(text=f"key {AWS_KEY}"))
     upstream.reply = Reply(encoded_body=("gzip", gzip.compress(json.dumps(completion).encode()) + tail))
     with client_for(limited) as client:
         answer = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
