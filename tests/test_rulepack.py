@@ -187,6 +187,30 @@ def test_anchored_rule_runs_at_single_character_keywords(tmp_path: Path) -> None
     assert [(match.start, match.end) for match in matches] == [(8, 16)]
 
 
+def test_anchored_rule_with_many_hits_in_a_long_text_finds_each_match(tmp_path: Path) -> None:
+    """Hundreds of hits spread over a long text (one per line of code) are each tried or searched."""
+    rule = _rule_yaml("r", r"(?<![\w-])env(?=\s*\|)", keywords="[env]", extra="anchored: true")
+    lines = [f"os.environ['V{number}'] # env{number}" for number in range(600)]
+    lines[123] = "env | grep KEY"
+    lines[456] = "  env   | sort"
+    text = "\n".join(lines)
+    starts = [match.start for match in _scanner(tmp_path, rule).scan(text).matches]
+    assert starts == [text.index("env | grep"), text.index("env   | sort")]
+
+
+@pytest.mark.parametrize("hits", [1, 9, 500])
+def test_literal_led_rule_finds_every_match_however_many_hits(tmp_path: Path, hits: int) -> None:
+    """A rule led by a literal finds each match whether it searches windows or the whole text."""
+    rule = _rule_yaml(
+        "r", r"(?<![A-Za-z0-9_])SK[0-9a-f]{8}(?![A-Za-z0-9_])", keywords="[sk]", extra="max_length: 10"
+    )
+    filler = " ".join(["ask the desk about the task"] * hits)
+    text = f"SK0123abcd {filler} SK89abcdef {filler} skdeadbeef"
+    spans = [(match.start, match.end) for match in _scanner(tmp_path, rule).scan(text).matches]
+    second = text.index("SK89")
+    assert spans == [(0, 10), (second, second + 10)]
+
+
 def test_anchored_must_be_true_or_false(tmp_path: Path) -> None:
     """An anchored value that is not a boolean is rejected."""
     path = _write_pack(tmp_path, _rule_yaml("r", "abc", extra="anchored: yes please"))

@@ -58,6 +58,7 @@ RULES_PACKAGE = "egressguard_rules"
 
 # The standard library's private regex parser measures a pattern's longest match; `regex` cannot.
 _sre_parse: Any = importlib.import_module("re._parser")
+_sre_constants: Any = importlib.import_module("re._constants")
 
 # The C loader when libyaml is there (several times faster), otherwise the pure-Python one; both safe.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -443,11 +444,38 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
 _LOOKAHEAD_MARGIN = 16
 # Windows closer than this run as one: a regex call costs about as much as searching this many characters.
 _MERGE_GAP = 64
-# An anchored rule with more hits than this runs over windows like any other: one search in C over a
-# window costs less than many match attempts started from Python.
+# An anchored rule with more hits than this (or than one per _ANCHORED_HIT_SPACING characters of a long
+# text) runs over windows like any other: one search in C over a window then costs less than that many
+# match attempts started from Python.
 _MAX_ANCHORED_HITS = 32
+_ANCHORED_HIT_SPACING = 64
+# A literal-led rule (see _literal_led) with more hits than this searches the whole text once.
+_MAX_LITERAL_LED_HITS = 8
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
 _MAX_WINDOWED_WIDTH = 2048
+
+
+def _literal_led(source: str) -> bool:
+    """Whether every match starts with one case-sensitive literal (lookarounds before it aside): the
+    regex engine then skips through a text to that literal, so one search over the whole text costs less
+    than searching many windows of it. Alternations and case-insensitive starts are searched position by
+    position, and patterns the standard parser cannot read count as not literal-led."""
+    try:
+        parsed = _sre_parse.parse(source)
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return False
+    return not parsed.state.flags & re.IGNORECASE and _starts_with_literal(list(parsed))
+
+
+def _starts_with_literal(items: list[tuple[Any, Any]]) -> bool:
+    for op, argument in items:
+        if op in (_sre_constants.ASSERT, _sre_constants.ASSERT_NOT, _sre_constants.AT):
+            continue
+        if op is _sre_constants.SUBPATTERN:
+            _group, add_flags, _del_flags, inner = argument
+            return not add_flags & re.IGNORECASE and _starts_with_literal(list(inner))
+        return op is _sre_constants.LITERAL
+    return False
 
 
 def _max_width(source: str) -> int | None:
@@ -550,6 +578,7 @@ class Scanner:
         self.timeout_s = timeout_s
         self._decoded = frozenset(index for index, rule in enumerate(self.rules) if rule.decoded)
         self._widths = [rule.max_length or _max_width(rule.pattern.pattern) for rule in self.rules]
+        self._literal_led = [_literal_led(rule.pattern.pattern) for rule in self.rules]
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
@@ -598,6 +627,7 @@ class Scanner:
             return plan
         # Hits come in order of where they end, so each rule's list is ordered too (what _windows needs).
         hits_by_rule: dict[int, list[tuple[int, int]]] = {}
+        max_anchored_hits = max(_MAX_ANCHORED_HITS, len(text) // _ANCHORED_HIT_SPACING)
         try:
             words_found = automaton.find_matches_as_indexes(view, overlapping=True)
         except UnicodeEncodeError:
@@ -613,9 +643,9 @@ class Scanner:
             if index in plan.regions:
                 continue
             width = self._widths[index]
-            if not aligned:
+            if not aligned or (self._literal_led[index] and len(hits) > _MAX_LITERAL_LED_HITS):
                 plan.regions[index] = whole
-            elif self.rules[index].anchored and len(hits) <= _MAX_ANCHORED_HITS:
+            elif self.rules[index].anchored and len(hits) <= max_anchored_hits:
                 plan.starts[index] = sorted({start for start, _ in hits})
             elif width is None:
                 plan.regions[index] = whole

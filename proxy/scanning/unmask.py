@@ -309,7 +309,9 @@ def _decode_unit(kind: str | None, raw: str) -> str:
 def _segment_views(text: str, parent: View | None) -> list[View]:
     found = []
     for start, end in _wrapped(text, list(_segment_runs(text))):
-        segment = _LINE_BREAK.sub("", text[start:end])
+        segment = text[start:end]
+        if "\n" in segment:
+            segment = _LINE_BREAK.sub("", segment)
         if len(segment) >= _MIN_HEX and _HEX_RUN.fullmatch(segment):
             decoded, kind = _decode_hex(segment), HEX
         else:
