@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -147,18 +149,96 @@ _SHAPE_ALPHABET = "ab fxZ09\\=:.-_*+/%\n\u0430é中"
 _BASE64_REGEX = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 
 
+_ENCODINGS: list[Callable[[bytes], str]] = [
+    lambda raw: base64.b64encode(raw).decode(),
+    lambda raw: base64.urlsafe_b64encode(raw).decode(),
+    bytes.hex,
+    lambda raw: raw.hex(" "),
+    lambda raw: raw.hex(":"),
+]
+
+
+def _decodings_of_every_candidate(text: str) -> tuple[list[str | None], list[str | None]]:
+    """What the decoders make of every base64 and hex candidate the plain regexes find in ``text``."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    base64_decodings = [
+        normalize_module._decode_base64(match.group()) for match in _BASE64_REGEX.finditer(text)
+    ]
+    hex_decodings = [
+        normalize_module._decode_hex(match.group().decode("ascii"))
+        for match in normalize_module._HEX_CANDIDATE.finditer(encoded)
+    ]
+    return base64_decodings, hex_decodings
+
+
+def _assert_candidates_lose_no_decoding(text: str) -> None:
+    """The candidates the cheap checks leave are the regexes' candidates minus some that decode to
+    nothing, so every decoded segment is still found, in the same order."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    base64_decodings, hex_decodings = _decodings_of_every_candidate(text)
+    base64_kept = [
+        normalize_module._decode_base64(run) for run in normalize_module._base64_candidates(encoded)
+    ]
+    hex_kept = [normalize_module._decode_hex(run) for run in normalize_module._hex_candidates(encoded)]
+    assert [found for found in base64_kept if found] == [found for found in base64_decodings if found]
+    assert [found for found in hex_kept if found] == [found for found in hex_decodings if found]
+
+
 @given(st.text(alphabet=_SHAPE_ALPHABET, max_size=200))
 @settings(max_examples=400, deadline=None)
 def test_cheap_checks_never_skip_what_the_regexes_would_find(text: str) -> None:
-    """Each array check over-approximates its regex: base64 runs are exactly the regex's candidates,
-    and wherever the hex or letter-spacing regex matches, the check says so."""
-    shapes = normalize_module._Shapes(text)
-    runs = [text[start:end] for start, end in shapes.base64_runs()]
-    assert runs == [match.group().rstrip("=") for match in _BASE64_REGEX.finditer(text)]
-    if normalize_module._HEX_CANDIDATE.search(text):
-        assert shapes.may_hold_hex()
+    """Each cheap check over-approximates its regex: no base64 or hex candidate that decodes is
+    skipped, and wherever the letter-spacing regex matches, the check says so."""
+    _assert_candidates_lose_no_decoding(text)
     if normalize_module._LETTER_SPACED.search(text):
-        assert shapes.may_be_letter_spaced()
+        assert normalize_module._Shapes(text).may_be_letter_spaced()
+
+
+@given(
+    st.text(max_size=60),
+    st.sampled_from(_ENCODINGS),
+    st.integers(min_value=0, max_value=3),
+    st.sampled_from(["", " ", "x=", "é", "\\x", ":", "0x"]),
+)
+@settings(max_examples=600, deadline=None)
+def test_encoded_text_is_never_skipped(
+    text: str, encode: Callable[[bytes], str], cut: int, around: str
+) -> None:
+    """Any text, encoded (standard or URL-safe base64, hex plain or spaced), cut short, wrapped in other
+    characters: whatever the plain regexes' candidates decode to, the cheap checks keep."""
+    encoded = encode(text.encode("utf-8"))
+    _assert_candidates_lose_no_decoding(f"{around}{encoded[: len(encoded) - cut]}{around}")
+    _assert_candidates_lose_no_decoding(f"{around}{encoded.rstrip('=')[cut:]}{around}")
+
+
+def test_texts_on_the_edge_of_readable_are_never_skipped() -> None:
+    """The cheap check decodes whole quadruples only: texts (12 to 22 bytes, the shortest that make a
+    candidate) whose share of letters or of control characters sits right at the limit, or whose last
+    multi-byte character is cut by the last quadruple, with the deciding bytes at the end."""
+    texts = [
+        "1" * digits + " " * spaces + "\x01" * controls + "a" * letters
+        for digits, spaces, controls, letters in itertools.product(range(12), range(3), range(3), range(23))
+        if 12 <= digits + spaces + controls + letters <= 22
+    ]
+    texts += [
+        "a" * before + character + "a" * after
+        for before, after in itertools.product(range(20), range(3))
+        for character in "é€😀\x01"
+    ]
+    for text in texts:
+        for ordered in (text, text[::-1]):
+            encoded = base64.b64encode(ordered.encode("utf-8")).decode()
+            _assert_candidates_lose_no_decoding(encoded)
+            _assert_candidates_lose_no_decoding(encoded.rstrip("="))
+
+
+def test_identifiers_and_paths_are_not_decoded() -> None:
+    """The runs code and docs are full of (names, paths, dashes) are no base64 candidates at all."""
+    text = (
+        "test_get_environment_proxies USE_SYSTEM_CA_CERTS LocalProtocolError instance_relative_config "
+        "com/docker-library/docs/tree/master/websphere-liberty ---------------------- DeprecationWarning"
+    )
+    assert list(normalize_module._base64_candidates(text.encode())) == []
 
 
 @pytest.mark.parametrize(
@@ -167,11 +247,17 @@ def test_cheap_checks_never_skip_what_the_regexes_would_find(text: str) -> None:
         "\\x69\\x67\\x6e\\x6f\\x72\\x65\\x20\\x61\\x6c\\x6c",
         "69 67 6e 6f 72 65 20 61 6c 6c",
         "0x690x670x6e0x6f0x720x650x200x61",
-        "i.g.n.o.r.e all",
-        "и г н о р",
+        "69:67:6e:6f:72:65:20:61:6c:6c",
     ],
 )
-def test_cheap_checks_see_each_shape(text: str) -> None:
-    """Hex in each separator style and letter spacing in Latin and Cyrillic pass the cheap checks."""
-    shapes = normalize_module._Shapes(text)
-    assert shapes.may_hold_hex() or shapes.may_be_letter_spaced()
+def test_hex_in_each_separator_style_is_a_candidate(text: str) -> None:
+    """Hex in each separator style is found inside a sentence, and decodes."""
+    candidates = list(normalize_module._hex_candidates(f"see {text} here".encode()))
+    assert len(candidates) == 1
+    assert (normalize_module._decode_hex(candidates[0]) or "").startswith("ignore a")
+
+
+@pytest.mark.parametrize("text", ["i.g.n.o.r.e all", "и г н о р"])
+def test_letter_spacing_passes_the_cheap_check(text: str) -> None:
+    """Letter spacing in Latin and Cyrillic passes the cheap check."""
+    assert normalize_module._Shapes(text).may_be_letter_spaced()

@@ -6,9 +6,11 @@ letter-spaced words and encoded segments. ``normalize`` undoes those tricks so t
 classifier see one plain, case-folded form, and reports which tricks it met: the trick itself is a signal.
 
 Pure: text in, ``Normalized`` out. The expensive steps run only where a cheap check says they could
-change something: ASCII text has no invisible, tag, compatibility or look-alike characters, and the
-decoders and the letter-spacing join look only where an array pass over the code points finds a run that
-could be an encoding or a spaced word.
+change something: ASCII text has no invisible, tag, compatibility or look-alike characters; the
+letter-spacing join runs only where an array pass over the code points finds the shape of a spaced word;
+the decoders look only inside the stretches made of an encoding's characters (one array pass over the
+UTF-8 bytes), and a base64 run is decoded only when a cheap count over its bytes cannot prove that the
+result is binary noise (identifiers, paths and long words are the runs documents are full of).
 """
 
 # The look-alike table and its docs are made of ambiguous letters on purpose.
@@ -21,7 +23,7 @@ import binascii
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -81,7 +83,7 @@ _OTHER_SCRIPT_LETTER = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
 _LETTER_SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*]){2,}[^\W\d_](?![^\W_])")
 _SPACED_SEPARATORS = re.compile(r"[ .\-_*]")
 
-_HEX_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
+_HEX_CANDIDATE = re.compile(rb"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
 _HEX_NOISE = re.compile(r"\\x|0x|[ :]")
 # Three percent-escapes in one stretch without whitespace; anchored on "%" so the search skips ahead.
 _URL_ENCODED = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
@@ -123,7 +125,7 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         if folded != visible:
             signals.add(HOMOGLYPHS)
     shapes = _Shapes(visible)
-    decoded = _decoded_segments(visible, signals, shapes) if depth > 0 else []
+    decoded = _decoded_segments(visible, signals) if depth > 0 else []
     plain = folded.casefold()
     despaced = despace(plain) if shapes.may_be_letter_spaced() else plain
     if despaced != plain:
@@ -185,25 +187,6 @@ class _Shapes:
         self.text = text
         codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         self.codes = codes
-        clipped = np.minimum(codes, 128)
-        self.base64 = _BASE64_ALPHABET[clipped]
-        self.hex = _HEX_DIGIT[clipped]
-
-    def base64_runs(self) -> list[tuple[int, int]]:
-        """(start, end) of every run of 16 or more base64-alphabet characters."""
-        edges = np.diff(self.base64.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-        starts = np.flatnonzero(edges == 1)
-        ends = np.flatnonzero(edges == -1)
-        long = ends - starts >= _MIN_BASE64
-        return list(zip(starts[long].tolist(), ends[long].tolist(), strict=True))
-
-    def may_hold_hex(self) -> bool:
-        """Whether some stretch is dense enough in hex digits to hold 8 pairs with separators between."""
-        if len(self.codes) < 2 * _MIN_HEX_PAIRS:
-            return False
-        before = np.concatenate(([0], np.cumsum(self.hex, dtype=np.int32)))
-        span = min(len(self.codes), _HEX_SPAN)
-        return bool((before[span:] - before[:-span] >= 2 * _MIN_HEX_PAIRS).any())
 
     def may_be_letter_spaced(self) -> bool:
         """Whether three single letters stand one separator apart somewhere (the shape of "i g n"): no
@@ -220,6 +203,21 @@ class _Shapes:
         return bool((shape & apart[: len(codes) - 4] & apart[6:]).any())
 
 
+def _byte_table(characters: str) -> npt.NDArray[np.bool_]:
+    """A lookup by byte of UTF-8: the ASCII characters given (no byte of a character past ASCII)."""
+    table = np.zeros(256, dtype=bool)
+    table[[ord(char) for char in characters]] = True
+    return table
+
+
+def _runs(encoded: bytes, member: npt.NDArray[np.bool_], minimum: int) -> list[tuple[int, int]]:
+    """(start, end) of every stretch of at least ``minimum`` bytes of ``encoded`` that ``member`` holds."""
+    inside = np.zeros(len(encoded) + 2, dtype=bool)
+    inside[1:-1] = member[np.frombuffer(encoded, dtype=np.uint8)]
+    bounds = np.flatnonzero(inside[1:] != inside[:-1]).reshape(-1, 2)
+    return [(start, end) for start, end in bounds[bounds[:, 1] - bounds[:, 0] >= minimum].tolist()]
+
+
 def _table(characters: str, *, beyond_ascii: bool) -> npt.NDArray[np.bool_]:
     """A lookup by code point clipped to 128: the ASCII characters given, and everything past ASCII."""
     table = np.zeros(129, dtype=bool)
@@ -229,32 +227,73 @@ def _table(characters: str, *, beyond_ascii: bool) -> npt.NDArray[np.bool_]:
 
 
 _ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_BASE64_ALPHABET = _table(_ASCII_LETTERS + "0123456789+/_-", beyond_ascii=False)
-_HEX_DIGIT = _table("0123456789abcdefABCDEF", beyond_ascii=False)
 _LETTER = _table(_ASCII_LETTERS, beyond_ascii=True)
 _WORDISH = _table(_ASCII_LETTERS + "0123456789", beyond_ascii=False)
 _SEPARATOR = _table(" .-_*", beyond_ascii=False)
 _MIN_BASE64 = 16
+_BASE64_OR_PADDING = _byte_table(_ASCII_LETTERS + "0123456789+/_-=")
+_HEX_OR_SEPARATOR = _byte_table("0123456789abcdefABCDEFx\\ :")
+"""The characters a ``_HEX_CANDIDATE`` match is made of."""
 _MIN_HEX_PAIRS = 8
-_HEX_SPAN = 2 * _MIN_HEX_PAIRS + 2 * _MIN_HEX_PAIRS
-"""Eight pairs, each after a separator of at most two characters ("\\x", "0x"), fit in 32 characters:
-a text with no 32 holding 16 hex digits has no hex segment."""
+_URL_SAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDED_RUN = re.compile(b"([^=]+)(={0,2})")
+_CONTROL_BYTES = bytes(byte for byte in [*range(0x20), 0x7F] if chr(byte) not in "\t\n\r")
+_LETTER_BYTES = _ASCII_LETTERS.encode()
 
 
-def _decoded_segments(text: str, signals: set[str], shapes: _Shapes) -> list[str]:
+def _base64_candidates(encoded: bytes) -> Iterator[str]:
+    """Every run of 16 or more base64-alphabet characters with the "=" (at most two) padding it, save
+    those ``_may_be_text`` proves cannot decode to text."""
+    for start, end in _runs(encoded, _BASE64_OR_PADDING, _MIN_BASE64):
+        word = encoded[start:end]
+        for run, padding in _PADDED_RUN.findall(word) if b"=" in word else ((word, b""),):
+            if len(run) >= _MIN_BASE64 and len(run) % 4 != 1 and _may_be_text(run):
+                yield (run + padding).decode("ascii")
+
+
+def _may_be_text(run: bytes) -> bool:
+    """Whether the decoding of ``run`` (base64 whose length is not one more than a multiple of four)
+    could pass ``_as_text``. Most runs of a document are identifiers, paths and long words whose
+    "decoding" is binary noise; this decodes only the whole quadruples (one C call, no exception on the
+    common paths) and refuses a run only where that proves ``_as_text`` would refuse its full decoding,
+    which has at most two bytes more: never on a guess, so no encoded segment is lost."""
+    quads = len(run) // 4 * 4
+    raw = binascii.a2b_base64(run[:quads].translate(_URL_SAFE_TO_STANDARD))
+    more = (len(run) - quads) * 3 // 4
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return error.start >= len(raw) - 3  # only a character cut by the end of the quadruples
+        return True
+    controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
+    letters = len(raw) - len(raw.translate(None, _LETTER_BYTES))
+    # _as_text: at most 5 % unprintable characters, letters at least half of the characters but spaces.
+    return 20 * controls <= len(raw) + more and 2 * (letters + more) >= len(raw) - raw.count(b" ")
+
+
+def _hex_candidates(encoded: bytes) -> Iterator[str]:
+    """Every match of ``_HEX_CANDIDATE``, looked for only inside the stretches made of its characters
+    (the lookbehind still sees the byte before a stretch)."""
+    for start, end in _runs(encoded, _HEX_OR_SEPARATOR, 2 * _MIN_HEX_PAIRS):
+        for match in _HEX_CANDIDATE.finditer(encoded, start, end):
+            yield match.group().decode("ascii")
+
+
+def _decoded_segments(text: str, signals: set[str]) -> list[str]:
     segments: list[str] = []
-    for start, end in shapes.base64_runs():
-        padding = len(text[end : end + 2]) - len(text[end : end + 2].lstrip("="))
-        decoded = _decode_base64(text[start : end + padding])
+    encoded = text.encode("utf-8", "surrogatepass")
+    for candidate in _base64_candidates(encoded):
+        decoded = _decode_base64(candidate)
         if decoded is not None:
             signals.add(BASE64)
             segments.append(decoded)
-    for match in _HEX_CANDIDATE.finditer(text) if shapes.may_hold_hex() else ():
-        decoded = _decode_hex(match.group())
+    for candidate in _hex_candidates(encoded):
+        decoded = _decode_hex(candidate)
         if decoded is not None:
             signals.add(HEX)
             segments.append(decoded)
-    if "%" in text and _URL_ENCODED.search(text):
+    if text.count("%") >= 3 and _URL_ENCODED.search(text):
         decoded_url = urllib.parse.unquote(text)
         if decoded_url != text:
             signals.add(URL_ENCODING)
