@@ -895,17 +895,17 @@ class TurnInspector:
         """Response headers with secrets in their names or values redacted where enforced (findings
         recorded either way); None when nothing changes. ``set-cookie`` is left alone: a session a
         server hands its client is that client's own credential, kept by its HTTP stack."""
-        document = [[name, value] for name, value in headers if name.lower() != "set-cookie"]
+        # One object per header: each name is a field of its own, so a value is read on from the values
+        # of the same header before it (a list joins them), not from every other header's text.
+        document = [{name: value} for name, value in headers if name.lower() != "set-cookie"]
         filtered, changed = self.residual.filter("headers", document, ())
         since = len(self.turn.findings)
         self._record_residual(self.residual)
         if not changed:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
-        scanned = iter(filtered)
-        return [
-            (name, value) if name.lower() == "set-cookie" else tuple(next(scanned)) for name, value in headers
-        ]
+        scanned = (next(iter(field.items())) for field in filtered)
+        return [(name, value) if name.lower() == "set-cookie" else next(scanned) for name, value in headers]
 
     def _record_residual(self, scan: JsonScan) -> None:
         """Findings of a residual scan not already recorded from the dialect's own reading."""
