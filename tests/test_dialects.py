@@ -352,6 +352,15 @@ def test_rewrite_chat_response_drops_call_and_stays_valid() -> None:
     assert [call.id for call in message.tool_calls or []] == ["call_Tk42"]
 
 
+@pytest.mark.parametrize("name", RESPONSES)
+def test_rewrite_that_changes_nothing_returns_the_body_as_sent(name: str) -> None:
+    """A rewrite whose text map changes no text and drops nothing keeps the upstream's bytes (spacing,
+    line ends, key order): enforce mode encodes again only a body it changes."""
+    body = b"  " + fixture(f"{name}_response.json").replace(b"\n", b"\r\n")
+    assert RESPONSES[name].rewrite_response(body, str) is body
+    assert RESPONSES[name].rewrite_response(body, str.upper) != body
+
+
 def test_rewrite_chat_response_dropping_all_calls_stops() -> None:
     """With every call dropped, finish_reason becomes stop and tool_calls disappears."""
     body = OpenAIChat().rewrite_response(

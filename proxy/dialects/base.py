@@ -179,15 +179,23 @@ class Dialect(ABC):
         """The body with every completion text passed through ``text_map``, the tool calls whose id (or
         ``where``, for calls without an id) is in ``drop_tool_calls`` removed, and ``notice`` added as
         assistant text. A body that is not JSON goes to ``_rewrite_text_response``; one of another
-        shape is returned unchanged."""
+        shape, or one in which nothing changes, is returned as it is (not encoded again)."""
         document, error = load_json(body)
         if error is not None:
             return self._rewrite_text_response(body, text_map)
+        changed = bool(drop_tool_calls) or notice is not None
+
+        def mapped(text: str) -> str:
+            nonlocal changed
+            result = text_map(text)
+            changed = changed or result != text
+            return result
+
         try:
-            document = self._rewrite_document(document, text_map, drop_tool_calls, notice)
+            document = self._rewrite_document(document, mapped, drop_tool_calls, notice)
         except SHAPE_ERRORS:
             return body
-        return encode_json(document)
+        return encode_json(document) if changed else body
 
     def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
         """A response that is not JSON is not this API's answer: it passes unchanged."""
