@@ -207,9 +207,10 @@ class TurnInspector:
         )
         self._uses_recorded = 0
 
-    def json_scan(self, *, redacts: bool) -> JsonScan:
+    def json_scan(self, *, redacts: bool, placeholder: Callable[[str], str] | None = None) -> JsonScan:
         """A scan of every string of a JSON document (``proxy.scanning.residual``) that redacts what the
-        policy enforces when ``redacts``, and otherwise only finds."""
+        policy enforces when ``redacts``, and otherwise only finds; with ``placeholder`` (a request in
+        vault mode) what it finds is recorded as vaulted under the placeholder it names."""
         rewrites = redacts and self.detectors.redacting is not None
         enforces = self.policy.enforces
         return JsonScan(
@@ -218,6 +219,7 @@ class TurnInspector:
             RedactionStyle(self.policy.detection.redaction_style),
             key=self.detectors.fingerprint_key,
             rewrites=rewrites,
+            placeholder=placeholder,
         )
 
     # -- request -------------------------------------------------------------------------------------
@@ -301,11 +303,15 @@ class TurnInspector:
         """A request body (after the parts' rewrite) with every string no part of ``view`` covers scanned:
         fields no dialect models (``metadata``, ``user``, ``prediction``, tool definitions' other fields,
         unknown keys), tool calls in the history, object keys, JSON inside strings, escapes decoded.
-        What it finds is recorded, and redacted where the policy redacts requests."""
+        What it finds is recorded, and redacted where the policy redacts requests; in vault mode it is
+        recorded as vaulted (``vault_request`` replaces it)."""
         handled = {tuple(parse_locator(part.where)) for part in view.parts}
-        return self._scan_document(
-            body, self.json_scan(redacts=self.policy.detection.redact_requests), handled
+        vaulted = self.vault is not None and view.dialect != MCP.name
+        scan = self.json_scan(
+            redacts=self.policy.detection.redact_requests,
+            placeholder=self.vault.placeholder if vaulted and self.vault is not None else None,
         )
+        return self._scan_document(body, scan, handled)
 
     def request_sent(self, sent: RequestView, body: bytes) -> None:
         """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
@@ -374,10 +380,7 @@ class TurnInspector:
             ):
                 continue
             seen.add((item.rule.id, item.fingerprint))
-            finding = self._finding(item.rule, item.fingerprint, item.where)
-            self._record(
-                [dataclasses.replace(finding, action=Action.VAULT, extra={"placeholder": placeholder})]
-            )
+            self._record([_vaulted(self._finding(item.rule, item.fingerprint, item.where), placeholder)])
 
     def record_vault_uses(self) -> None:
         """Findings for the placeholders met on the way back since the last call: one per place for those
@@ -919,7 +922,8 @@ class TurnInspector:
             if (item.rule.id, item.fingerprint) in seen:
                 continue
             seen.add((item.rule.id, item.fingerprint))
-            self._record([self._finding(item.rule, item.fingerprint, item.where)])
+            finding = self._finding(item.rule, item.fingerprint, item.where)
+            self._record([finding if item.placeholder is None else _vaulted(finding, item.placeholder)])
 
     def _across(self, segments: list[TextSegment]) -> list[tuple[Match, list[tuple[int, int, int]]]]:
         """Matches in the texts read one after another that span two or more of them, each with its
@@ -1127,10 +1131,7 @@ class TurnInspector:
             value = text[match.start : match.end]
             finding = self._finding(match.rule, fingerprint(value, key), where, disguise=match.disguise)
             if vaulted and self.vault is not None:
-                placeholder = self.vault.placeholder(value)
-                finding = dataclasses.replace(
-                    finding, action=Action.VAULT, extra={"placeholder": placeholder}
-                )
+                finding = _vaulted(finding, self.vault.placeholder(value))
             findings.append(finding)
         return findings
 
@@ -1204,6 +1205,11 @@ class TurnInspector:
             return finding.fingerprint not in left and finding.fingerprint not in self._sent_before
 
         self._carry_out(since, applied, Decision.REDACTED)
+
+
+def _vaulted(finding: Finding, placeholder: str) -> Finding:
+    """A secret finding as the vault carries it out: the secret leaves as ``placeholder``."""
+    return dataclasses.replace(finding, action=Action.VAULT, extra={"placeholder": placeholder})
 
 
 def _restored(vault: Vault, value: Any, where: str) -> Any:

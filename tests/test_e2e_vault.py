@@ -284,3 +284,48 @@ def test_mcp_tool_call_gets_the_value_only_for_its_agent(vaulting: Proxy, upstre
         with httpx.Client(proxy=proxy_url, verify=context) as client:
             client.post(f"{upstream.url}/mcp", json=call, headers=HEADERS)
         assert upstream.received[-1].json()["params"]["arguments"] == {"env": {"PGPASSWORD": expected}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_secret_in_a_field_no_dialect_reads_is_vaulted(
+    vaulting: Proxy, upstream: FakeUpstream, sdk: str, stream: bool
+) -> None:
+    """A password only in a request field the dialect does not model (here an extra body field) leaves as
+    a placeholder, and the record says vault, enforced, with that placeholder."""
+    upstream.reply = Reply(text="Noted.")
+    extra = {"deployment_notes": {"database": f"postgres://app:{PASSWORD}@db.internal:5432/prod"}}
+    if sdk == "openai":
+        client = openai.OpenAI(
+            base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, default_headers=HEADERS
+        )
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Count the orders."}],
+            extra_body=extra,
+            stream=stream,
+        )
+        if stream:
+            list(reply)  # type: ignore[arg-type]
+    else:
+        claude = anthropic.Anthropic(
+            base_url=upstream.url, api_key="sk-ant-test", max_retries=0, default_headers=HEADERS
+        )
+        claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "Count the orders."}],
+            extra_body=extra,
+            stream=stream,
+        )
+    sent = sent_upstream(upstream)
+    assert PASSWORD not in sent
+    placeholder = PLACEHOLDER.search(json.loads(sent)["deployment_notes"]["database"])
+    assert placeholder is not None
+    findings = [
+        finding
+        for finding in vaulting.wait_for_records(1)[0]["findings"]
+        if finding["threat"] == "data_exfiltration" and finding["rule"] != "vault-restore"
+    ]
+    assert findings and all(finding["action"] == "vault" and finding["enforced"] for finding in findings)
+    assert {finding["extra"]["placeholder"] for finding in findings} == {placeholder.group()}

@@ -100,6 +100,8 @@ class Found:
     sent_before: bool = False
     """The match began in the field's text of an earlier event, which has already been sent: redacting
     the rest of it does not keep the secret from the receiver."""
+    placeholder: str | None = None
+    """The vault placeholder the value leaves as, when the scan names them (requests in vault mode)."""
 
 
 @dataclass(slots=True)
@@ -129,6 +131,7 @@ class JsonScan:
         key: bytes | None = None,
         rewrites: bool = True,
         stand_in: StandIn | None = None,
+        placeholder: Callable[[str], str] | None = None,
     ) -> None:
         self.rewrites = rewrites
         """Whether any rule is redacted; when not, documents are only read (observe mode)."""
@@ -137,6 +140,7 @@ class JsonScan:
         self._style = style
         self._key = key
         self._stand_in = stand_in
+        self._placeholder = placeholder
         self.found: list[Found] = []
         self.timed_out: list[str] = []
         self._tails: dict[Path, str] = {}
@@ -281,7 +285,10 @@ class JsonScan:
             if touched:
                 where = f"{kind} {format_locator(pieces[first].path)}".strip()
                 value = joined[match.start : match.end]
-                self.found.append(Found(where, match.rule, fingerprint(value, self._key), sent_before))
+                placeholder = self._placeholder(value) if self._placeholder is not None else None
+                self.found.append(
+                    Found(where, match.rule, fingerprint(value, self._key), sent_before, placeholder)
+                )
         return [(local.get(index, []), reaching.get(index, [])) for index in range(len(pieces))]
 
 
