@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from proxy.scanning.rulepack import load_packaged_packs
 from tests.harness import Proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
@@ -329,3 +330,39 @@ def test_secret_in_a_field_no_dialect_reads_is_vaulted(
     ]
     assert findings and all(finding["action"] == "vault" and finding["enforced"] for finding in findings)
     assert {finding["extra"]["placeholder"] for finding in findings} == {placeholder.group()}
+
+
+KEY_PEM = next(
+    rule.match_examples[0]
+    for pack in load_packaged_packs()
+    for rule in pack.rules
+    if rule.id == "private-key-pkcs8"
+)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_placeholder_in_json_inside_tool_arguments_gets_the_value_at_every_level(
+    vaulting: Proxy, upstream: FakeUpstream, sdk: str, stream: bool
+) -> None:
+    """A vaulted private key (line breaks and all) comes back inside a JSON payload inside a JSON payload
+    inside the tool call's arguments, streamed 3 characters at a time: decoded level by level, the agent
+    reads the key."""
+    agent = Agent(sdk, upstream, stream=stream)
+    upstream.reply = Reply(text="Noted.")
+    agent.say(f"Install this deploy key:\n{KEY_PEM}\n")
+    first = sent_upstream(upstream)
+    assert all(line not in first for line in KEY_PEM.splitlines()[1:])
+    found = PLACEHOLDER.search(first)
+    assert found is not None
+    file = {"path": "/home/app/.ssh/id_deploy", "content": found.group(), "mode": "0600"}
+    upstream.reply = Reply(
+        text="",
+        piece_size=3,
+        tool_calls=[
+            ToolCallReply("write_files", {"batch": json.dumps({"files": [json.dumps(file)]})}, id="call_k")
+        ],
+    )
+    [(_, _, arguments)] = agent.say("Go ahead.")
+    [written] = json.loads(arguments["batch"])["files"]
+    assert json.loads(written) == {**file, "content": KEY_PEM}

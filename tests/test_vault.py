@@ -111,6 +111,48 @@ def test_streamed_placeholder_split_at_every_boundary_is_restored(json_text: boo
         assert json.loads(expected)["password"] == PASSWORD
 
 
+def _nested_arguments(placeholder: str, depth: int) -> str:
+    """Tool arguments whose ``dsn`` holds the placeholder inside ``depth`` levels of JSON text."""
+    value: object = {"dsn": f"postgres://app:{placeholder}@db/prod", "note": 'say "hi" {x}'}
+    for level in range(depth - 1):
+        value = {"payload": json.dumps(value), "level": level}
+    return json.dumps(value)
+
+
+def _unwrap(arguments: str, depth: int) -> object:
+    value = json.loads(arguments)
+    for _ in range(depth - 1):
+        value = json.loads(value["payload"])
+    return value
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_streamed_placeholder_in_json_inside_json_is_escaped_for_every_level(depth: int) -> None:
+    """A placeholder inside JSON text inside an argument string (to any depth) reaches the agent as the
+    value once every level is decoded, wherever the deltas split the escapes and the placeholder."""
+    placeholder = "egv_" + "0123456789abcdef0123"
+    stream = _nested_arguments(placeholder, depth)
+    for size in (1, 2, 3, 5, 8, 13, len(stream)):
+        flt = RestoringFilter({placeholder: PASSWORD}.get, json_text=True)
+        sent = "".join(flt.feed(stream[at : at + size]) for at in range(0, len(stream), size)) + flt.flush()
+        assert _unwrap(sent, depth) == {
+            "dsn": f"postgres://app:{PASSWORD}@db/prod",
+            "note": 'say "hi" {x}',
+        }
+
+
+def test_streamed_placeholder_in_a_plain_string_with_quotes_is_escaped_once() -> None:
+    """A string that is not JSON text (it does not start with a brace) is one level, whatever quotes and
+    braces it holds before the placeholder."""
+    placeholder = "egv_" + "b" * 20
+    arguments = json.dumps(
+        {"command": f'echo "{{" "[" && PGPASSWORD={placeholder} psql', "list": [placeholder]}
+    )
+    flt = RestoringFilter({placeholder: PASSWORD}.get, json_text=True)
+    sent = "".join(flt.feed(char) for char in arguments) + flt.flush()
+    assert json.loads(sent) == {"command": f'echo "{{" "[" && PGPASSWORD={PASSWORD} psql', "list": [PASSWORD]}
+
+
 def test_streamed_placeholder_outside_a_string_is_written_plain() -> None:
     """JSON text with a placeholder outside any string (invalid as it stands) gets the value as is."""
     placeholder = "egv_" + "d" * 20

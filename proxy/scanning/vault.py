@@ -215,18 +215,105 @@ def map_strings(value: Any, transform: Callable[[str], str]) -> Any:
     return value
 
 
+class _JsonStrings:
+    """Follows, character by character, how deep JSON text (as it streams) is inside strings: a string
+    whose content starts with ``{`` or ``[`` is read as JSON text in its turn (tool arguments holding a
+    JSON payload), whose own strings are followed the same way, to any depth."""
+
+    _HEX_DIGITS = 4
+
+    def __init__(self) -> None:
+        self._in_string = False
+        self._opening = False
+        """In a string whose first non-blank character has not come yet (it says whether it is JSON)."""
+        self._escape: str | None = None
+        """The escape being read: "" after a backslash, then the hex digits of a ``\\u`` escape."""
+        self._inner: _JsonStrings | None = None
+
+    @property
+    def depth(self) -> int:
+        """How many strings enclose the current position: what a value written here is escaped for."""
+        if not self._in_string:
+            return 0
+        return 1 + (self._inner.depth if self._inner is not None else 0)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing but a quote or a backslash can change the state (a fast path for plain text)."""
+        if not self._in_string:
+            return True
+        return self._escape is None and not self._opening and (self._inner is None or self._inner.settled)
+
+    def feed(self, text: str) -> None:
+        if self.settled and '"' not in text and "\\" not in text:
+            return
+        for char in text:
+            self._char(char)
+
+    def _char(self, char: str) -> None:
+        if not self._in_string:
+            if char == '"':
+                self._in_string, self._opening, self._inner = True, True, None
+            return
+        if self._escape is not None:
+            self._escaped(char)
+        elif char == "\\":
+            self._escape = ""
+        elif char == '"':
+            self._in_string, self._opening, self._inner = False, False, None
+        else:
+            self._content(char)
+
+    def _escaped(self, char: str) -> None:
+        escape = self._escape or ""
+        if escape == "" and char != "u":
+            self._escape = None
+            self._content(_SIMPLE_ESCAPES.get(char, char))
+            return
+        escape += char
+        if len(escape) <= self._HEX_DIGITS:
+            self._escape = escape
+            return
+        self._escape = None
+        try:
+            self._content(chr(int(escape[1:], 16)))
+        except ValueError:
+            self._content("\ufffd")
+
+    def _content(self, char: str) -> None:
+        """One character of the current string as its reader decodes it."""
+        if self._opening:
+            if char.isspace():
+                return
+            self._opening = False
+            if char in "{[":
+                self._inner = _JsonStrings()
+        if self._inner is not None:
+            self._inner._char(char)
+
+
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+
+
+def escaped_for(value: str, depth: int) -> str:
+    """``value`` as written inside ``depth`` nested JSON strings."""
+    for _ in range(depth):
+        value = json.dumps(value, ensure_ascii=False)[1:-1]
+    return value
+
+
 class RestoringFilter:
     """A stream text filter that replaces placeholders by their values. A trailing run that may still
     become a placeholder (``e``, ``egv_3f``, ...) is held until the next delta decides it, so a
     placeholder split anywhere across deltas is still replaced. With ``json_text`` the text is JSON as it
-    streams (a tool call's arguments): a value landing inside a string is written with JSON escapes."""
+    streams (a tool call's arguments): a value landing inside a string is written with JSON escapes, once
+    for each string it lies in (a JSON payload inside an argument string, and so on down)."""
 
     def __init__(self, resolve: Resolve, *, json_text: bool) -> None:
         self._resolve = resolve
         self._json_text = json_text
         self._held = ""
-        self._in_string = False
-        self._escaped = False
+        self._strings = _JsonStrings()
 
     def feed(self, text: str) -> str:
         text = self._held + text
@@ -246,26 +333,11 @@ class RestoringFilter:
         position = 0
         for match in VAULT_PLACEHOLDER.finditer(text) if PREFIX in text else ():
             before = text[position : match.start()]
-            self._track(before)
+            self._strings.feed(before)
             value = self._resolve(match.group())
-            if value is None:
-                value = match.group()
-            elif self._in_string:
-                value = json.dumps(value, ensure_ascii=False)[1:-1]
-            out += [before, value]
+            self._strings.feed(match.group())
+            out += [before, match.group() if value is None else escaped_for(value, self._strings.depth)]
             position = match.end()
-        self._track(text[position:])
+        self._strings.feed(text[position:])
         out.append(text[position:])
         return "".join(out)
-
-    def _track(self, text: str) -> None:
-        """Follows whether the JSON text is inside a string (a placeholder has no quote or backslash)."""
-        if '"' not in text and not self._escaped and "\\" not in text:
-            return
-        for char in text:
-            if self._escaped:
-                self._escaped = False
-            elif char == "\\" and self._in_string:
-                self._escaped = True
-            elif char == '"':
-                self._in_string = not self._in_string
