@@ -7,6 +7,7 @@ from addons.audit import Audit
 from addons.config import PolicyLoader
 from addons.decoding import CappedDecoding
 from addons.drill import DrillMarker, DrillTarget
+from addons.early import EarlyAnswers
 from addons.egress import Egress
 from addons.freeze import Freeze
 from addons.identity import AgentIdentity
@@ -20,6 +21,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
     return [
         PolicyLoader(runtime),
+        EarlyAnswers(),
         CappedDecoding(runtime),
         AgentIdentity(runtime),
         DrillMarker(runtime),

@@ -281,19 +281,36 @@ class Inspect:
     @fail_open
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """A request whose announced length is over the inspection cap is relayed by mitmproxy as it
-        arrives (``stream_large_bodies``), never read whole, so no detector sees it. Where the policy
-        enforces data_exfiltration nothing of it may leave: the flow is cut before any connection upstream
-        (mitmproxy cannot answer a request whose body it relays before that body is read). Elsewhere it
-        passes, and the record says so."""
+        arrives (``stream_large_bodies``), never read whole, so no detector sees it."""
         turn = turn_of(flow)
         if turn is None or flow.response is not None or flow.request.stream is not True:
             return
-        policy = policy_of(flow, self.runtime)
         length = flow.request.headers.get("content-length", "an unannounced number of")
-        error = OverCapError(f"has {length} bytes, over the inspection cap of {policy.max_body_bytes}")
-        if self._over_cap(flow, turn, "request", error, Threat.DATA_EXFILTRATION) is not None:
-            turn.errors.append("request: cut before any byte left; the agent's connection is closed")
-            flow.kill()
+        cap = policy_of(flow, self.runtime).max_body_bytes
+        error = OverCapError(f"has {length} bytes, over the inspection cap of {cap}")
+        self._refuse_over_cap(flow, turn, error)
+
+    @fail_open
+    def requestovercap(self, flow: http.HTTPFlow) -> None:
+        """A body of no announced length (chunked) grew past the inspection cap while held, before any
+        byte of it left (``addons.early``)."""
+        turn = turn_of(flow)
+        if turn is None or flow.response is not None:
+            return
+        cap = policy_of(flow, self.runtime).max_body_bytes
+        self._refuse_over_cap(flow, turn, OverCapError(f"grew past the inspection cap of {cap} on its way"))
+
+    def _refuse_over_cap(self, flow: http.HTTPFlow, turn: Turn, error: OverCapError) -> None:
+        """Where the policy enforces data_exfiltration, nothing of a body no detector can read may leave:
+        it is answered 413 in the API's shape before its first byte leaves (``addons.early`` sends the
+        answer at once and drops the rest of the body). Elsewhere it is relayed as it arrives, and the
+        record says so."""
+        refused = self._over_cap(flow, turn, "request", error, Threat.DATA_EXFILTRATION)
+        if refused is not None:
+            request = flow.request
+            dialect = detect(request.method, request.path, request.headers.get("content-type"), b"")
+            flow.response = refusal(dialect, turn, 413, block_message(refused, turn.event_id))
+            turn.errors.append("request: refused before any byte of its body left")
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.request.raw_content and observes_only(policy_of(flow, self.runtime)):
@@ -363,10 +380,6 @@ class Inspect:
             return None
         policy = policy_of(flow, self.runtime)
         over_cap: OverCapError | None = None
-        if flow.request.stream and not any(finding.rule == OVER_CAP_RULE for finding in turn.findings):
-            # No length was announced, and the body grew past the cap on its way: it has already left.
-            grew = OverCapError(f"grew past the inspection cap of {policy.max_body_bytes} while relayed")
-            turn.add(over_cap_finding("request", grew, Threat.DATA_EXFILTRATION, enforced=False))
         try:
             body = read_body(flow.request, policy.max_body_bytes, turn, "request")
         except OverCapError as error:

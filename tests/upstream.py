@@ -455,7 +455,7 @@ class FakeUpstream:
                 self._send(200, b"")
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = self._read_body()
                 path = self.path.split("?", 1)[0]
                 upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
                 if upstream.reply.events is not None:
@@ -501,6 +501,17 @@ class FakeUpstream:
                     self._stream(as_events(reply), reply)
                 else:
                     self._send(200, json.dumps(as_json(reply)).encode())
+
+            def _read_body(self) -> bytes:
+                if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = b""
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return body
 
             def _send(self, status: int, body: bytes) -> None:
                 if upstream.reply.gzip_transfer:
