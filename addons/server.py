@@ -18,6 +18,7 @@ from mitmproxy import addonmanager, exceptions, hooks, options
 from mitmproxy.tools.dump import DumpMaster
 
 from addons import default_addons
+from addons.config import PolicyLoader
 from proxy.runtime import Runtime
 
 
@@ -124,12 +125,7 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce:
     HookIndex.install(master.addons)
     runtime = Runtime()
     master.addons.add(*default_addons(runtime))
-    try:
-        opts.update(**settings)
-        if passthrough:
-            opts.set(*passthrough)
-    except exceptions.OptionsError as error:
-        raise StartupError(str(error)) from None
+    _apply(opts, settings, passthrough)
     announce()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +134,29 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce:
     await master.run()
     if runtime.startup_error is not None:
         raise StartupError(runtime.startup_error)
+
+
+def check_options(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
+    """Raise ``StartupError`` for a bad option before any worker starts: the options are tried on a
+    proxy that is built and never run, so a supervisor reports them before its banner as ``serve``
+    does, rather than once per worker after it."""
+    asyncio.run(_check_options(settings, passthrough))
+
+
+async def _check_options(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
+    opts = options.Options()
+    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
+    master.addons.add(PolicyLoader(Runtime()))
+    _apply(opts, settings, passthrough)
+
+
+def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequence[str]) -> None:
+    try:
+        opts.update(**settings)
+        if passthrough:
+            opts.set(*passthrough)
+    except exceptions.OptionsError as error:
+        raise StartupError(str(error)) from None
 
 
 def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:

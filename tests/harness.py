@@ -110,6 +110,8 @@ class Proxy:
             str(self.port),
             "--set",
             f"ssl_verify_upstream_trusted_ca={self.upstream_ca}",
+            # One process unless a test asks for workers (the default is one per core).
+            *([] if "--workers" in self.args else ["--workers", "1"]),
             *self.args,
         ]
         self.process = subprocess.Popen(

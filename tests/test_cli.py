@@ -106,12 +106,15 @@ def test_run_refuses_modes_without_agent_authentication(tmp_path: Path) -> None:
     assert "mode 'socks5' would let clients in without agent credentials" in result.stderr
 
 
-def test_workers_that_cannot_start_stop_the_run(tmp_path: Path) -> None:
-    """With several workers, a worker refusing its options ends `run` with its status, not a hang."""
-    policy = "agents:\n  bot: {token: t, role: r}\nroles:\n  r: {}\n"
-    result = run_proxy(tmp_path, policy, "--workers", "2", "--listen-port", "0", "--set", "mode=socks5")
+def test_a_worker_that_cannot_start_stops_the_run(tmp_path: Path) -> None:
+    """With several workers, one that cannot start (its audit directory is a file) ends `run` with its
+    status and stops the others, not a hang."""
+    policy = f"data_dir: {tmp_path / 'data'}\nagents:\n  bot: {{token: t, role: r}}\nroles:\n  r: {{}}\n"
+    (tmp_path / "data" / "audit").mkdir(parents=True)
+    (tmp_path / "data" / "audit" / "w1").write_text("not a directory")
+    result = run_proxy(tmp_path, policy, "--workers", "2", "--listen-port", "0")
     assert result.returncode == 2
-    assert "would let clients in without agent credentials" in result.stderr
+    assert "worker egressguard-w1 exited with 2; stopping the others" in result.stderr
     assert "Traceback" not in result.stderr
 
 

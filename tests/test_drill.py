@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
+import httpx
 import pytest
 
 from proxy.config.paths import default_data_dir
@@ -47,7 +48,8 @@ def readme_proxy(tmp_path: Path) -> Iterator[tuple[int, int]]:
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while not (default_data_dir(env) / "admin-read.token").exists() or not _listening(admin_port):
+        # Ready, not only listening: by default one worker per core starts behind the admin listener.
+        while not (default_data_dir(env) / "admin-read.token").exists() or not _ready(admin_port):
             assert process.poll() is None and time.monotonic() < deadline, (
                 tmp_path / "proxy.log"
             ).read_text()
@@ -59,13 +61,10 @@ def readme_proxy(tmp_path: Path) -> Iterator[tuple[int, int]]:
         log.close()
 
 
-def _listening(port: int) -> bool:
-    import socket
-
+def _ready(admin_port: int) -> bool:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
+        return httpx.get(f"http://127.0.0.1:{admin_port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
         return False
 
 
@@ -82,7 +81,8 @@ def test_drill_passes_against_the_readme_first_command(tmp_path: Path, readme_pr
         assert "MISS" not in line and "observed ok" in line
     records = [
         json.loads(line)
-        for path in sorted((default_data_dir(os.environ) / "audit").glob("*.jsonl"))
+        # One writer per worker, each in its own directory under the audit directory.
+        for path in sorted((default_data_dir(os.environ) / "audit").rglob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
     drills = [record for record in records if record["type"] == "agent.turn"]
@@ -90,8 +90,6 @@ def test_drill_passes_against_the_readme_first_command(tmp_path: Path, readme_pr
     assert DRILL_SECRET not in "".join(json.dumps(record) for record in records)
     assert [r["passed"] for r in records if r["type"] == "drill.finished"] == [True]
     read_token = (default_data_dir(os.environ) / "admin-read.token").read_text().strip()
-    import httpx
-
     metrics = httpx.get(
         f"http://127.0.0.1:{admin_port}/metrics",
         headers={"Authorization": f"Bearer {read_token}"},

@@ -175,10 +175,12 @@ def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
 
 
 def test_workers_are_a_count_or_auto() -> None:
-    """workers: N or auto (one per core); one process when absent; anything else is an error."""
-    assert parse_policy("mode: observe\n", "p.yaml", environ={}).workers == 1
+    """workers: N or auto (one per core, the cores this process may run on); one per core when absent;
+    anything else is an error."""
+    cores = len(os.sched_getaffinity(0))
+    assert parse_policy("mode: observe\n", "p.yaml", environ={}).workers == cores
     assert parse_policy("workers: 3\n", "p.yaml", environ={}).workers == 3
-    assert parse_policy("workers: auto\n", "p.yaml", environ={}).workers == (os.cpu_count() or 1)
+    assert parse_policy("workers: auto\n", "p.yaml", environ={}).workers == cores
     assert problems("workers: 0\n") == [
         "policy.yaml:1: workers: must be at least 1, or auto for one per core"
     ]

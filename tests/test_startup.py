@@ -42,11 +42,17 @@ def run(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
         (("--admin-listen", "nowhere"), "--admin-listen takes HOST:PORT"),
     ],
 )
-def test_bad_options_exit_2_before_the_banner(tmp_path: Path, options: tuple[str, ...], message: str) -> None:
-    """A bad --set, mode or admin address is refused with the reason, exit 2, and no banner is printed."""
-    result = run(tmp_path, "--listen-port", str(free_port()), *options)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_bad_options_exit_2_before_the_banner(
+    tmp_path: Path, options: tuple[str, ...], message: str, workers: str
+) -> None:
+    """A bad --set, mode or admin address is refused with the reason, exit 2, and no banner is printed,
+    by a single process and by the supervisor of several workers alike (reported once, before any
+    worker starts)."""
+    result = run(tmp_path, "--listen-port", str(free_port()), "--workers", workers, *options)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and BANNER not in result.stdout
+    assert result.stderr.count(message) == 1 and "exited with" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -135,11 +135,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     options = [f"{name}={value}" for name, value in passthrough.items()]
     if workers > 1:
-        _print_banner(policy, args, confdir, token_file, workers)
-        from addons.server import serve_worker
+        from addons.server import check_options, serve_worker
         from proxy.commands.workers import supervise
 
         _create_shared_files(policy, confdir, admin=admin_listen is not None)
+        try:
+            check_options(settings, options)
+        except StartupError as error:
+            print(f"egressguard: {error}", file=sys.stderr)
+            return 2
+        _print_banner(policy, args, confdir, token_file, workers)
         return supervise(workers, serve_worker, settings, options, admin_listen)
     try:
         serve(settings, options, announce=lambda: _print_banner(policy, args, confdir, token_file, workers))
@@ -357,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers_argument,
         metavar="N|auto",
-        help="proxy processes sharing the port, or auto for one per core (default: the policy's workers, 1)",
+        help="proxy processes sharing the port, or auto for one per core (default: the policy's workers, "
+        "else one per core)",
     )
     run.add_argument(
         "--advertise",

@@ -316,8 +316,8 @@ def running(directory: Path, mode: Mode, proxy_port: int, model_port: int) -> It
         sys.executable, "-m", "proxy", "run", "--config", str(policy), "--listen-port", str(port),
         "--mode", str(mode), "--set", f"ssl_verify_upstream_trusted_ca={model.pki.ca_cert}",
         # The demo needs no admin listener, and one on the embedded policy's fixed port would collide
-        # with an egressguard already running.
-        "--admin-listen", "off",
+        # with an egressguard already running; its one scripted agent needs one process.
+        "--admin-listen", "off", "--workers", "1",
     ]  # fmt: skip
     process = subprocess.Popen(  # noqa: S603 - this very program, with arguments built here
         command, env={**os.environ, DEFAULT_TOKEN_ENV: token}, stdout=log, stderr=subprocess.STDOUT

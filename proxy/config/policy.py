@@ -65,10 +65,17 @@ def _host_pattern(text: str) -> str:
     return text
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset narrows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def parse_workers(value: str) -> int:
     """``auto`` (one per core) or a positive number of worker processes."""
     if str(value) == "auto":
-        return os.cpu_count() or 1
+        return available_cores()
     try:
         count = int(value)
     except ValueError:
@@ -310,8 +317,8 @@ class Policy:
     max_stream_decoded_bytes: int = DEFAULT_MAX_STREAM_DECODED_BYTES
     """How far a compressed body relayed as it arrives (an event stream, a completion over the cap) may
     inflate before it is cut (enforce mode) or passed as sent (observe): a compression bomb's bound."""
-    workers: int = 1
-    """Proxy processes sharing the listen port (``proxy.commands.workers``)."""
+    workers: int = field(default_factory=available_cores)
+    """Proxy processes sharing the listen port (``proxy.commands.workers``); one per core unless set."""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     state: StateSettings = field(default_factory=StateSettings)
     alerts: AlertsConfig | None = None
@@ -459,7 +466,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         max_body_bytes=(raw.get("inspection") or {}).get("max_body_bytes") or 8 * 1024 * 1024,
         max_stream_decoded_bytes=(raw.get("inspection") or {}).get("max_stream_decoded_bytes")
         or DEFAULT_MAX_STREAM_DECODED_BYTES,
-        workers=raw.get("workers") or 1,
+        workers=raw.get("workers") or available_cores(),
         detection=detection,
         state=state,
         alerts=alerts,
