@@ -26,7 +26,15 @@ from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
-from proxy.wire.decoding import DecodingError, OverCapError, StreamDecoder, decode_body, supported
+from proxy.wire.decoding import (
+    DecodingError,
+    OverCapError,
+    StreamDecoder,
+    UninspectableError,
+    UnsupportedCodingError,
+    decode_body,
+    supported,
+)
 from proxy.wire.multipart import part_spans
 
 log = structlog.get_logger("egressguard")
@@ -38,6 +46,7 @@ PENDING_KEY = "egressguard.inspect.pending"
 ALONGSIDE_THREADS = 4
 """Threads inspecting observed requests that have already left (they share one core's GIL)."""
 OVER_CAP_RULE = "inspection.decoded_over_cap"
+UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
 
@@ -112,11 +121,12 @@ def as_headers(fields: list[tuple[str, str]]) -> http.Headers:
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
     """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
 
-    Raises ``OverCapError`` for a body that decodes past ``cap``: the caller decides whether it passes.
-    What a body claims to be is not trusted: a body labelled binary is read when it is text, and a text
-    body whose content-encoding does not decode is read as it stands, since that is what a receiver that
-    ignores the label gets. Compressed data that turns corrupt or stops part way is inspected as far as
-    it decodes, since that is what a receiver reading as it goes hands on.
+    Raises ``UninspectableError`` for a body that decodes past ``cap`` or is in a coding that cannot be
+    undone (``compress``): the caller decides whether it passes. What a body claims to be is not trusted:
+    a body labelled binary is read when it is text, and a text body whose content-encoding does not
+    decode is read as it stands, since that is what a receiver that ignores the label gets. Compressed
+    data that turns corrupt or stops part way is inspected as far as it decodes, since that is what a
+    receiver reading as it goes hands on.
     """
     raw = message.raw_content
     if raw is None and message.stream:
@@ -130,7 +140,7 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     encoding = codings(message)
     try:
         content, problem = decode_body(raw, encoding, cap)
-    except OverCapError:
+    except UninspectableError:
         raise
     except DecodingError:
         turn.errors.append(f"{what}: body does not decode as content-encoding {encoding!r}; read as sent")
@@ -147,11 +157,13 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     return content
 
 
-def over_cap_finding(where: str, error: OverCapError, threat: Threat, *, enforced: bool) -> Finding:
-    """A body that decodes past the inspection cap, which no detector can read."""
+def uninspectable_finding(
+    where: str, error: UninspectableError, threat: Threat, *, enforced: bool
+) -> Finding:
+    """A body no detector can read: it decodes past the inspection cap, or not at all."""
     return Finding(
         threat=threat,
-        rule=OVER_CAP_RULE,
+        rule=OVER_CAP_RULE if isinstance(error, OverCapError) else UNSUPPORTED_CODING_RULE,
         signal=f"{where} body {error}; it cannot be inspected",
         severity=Severity.HIGH,
         action=Action.BLOCK,
@@ -159,6 +171,11 @@ def over_cap_finding(where: str, error: OverCapError, threat: Threat, *, enforce
         owasp="LLM02",
         enforced=enforced,
     )
+
+
+def request_refusal_status(error: UninspectableError) -> int:
+    """413 for a body too large to inspect, 415 for one in a coding that cannot be undone."""
+    return 413 if isinstance(error, OverCapError) else 415
 
 
 def refusal(dialect: Dialect, turn: Turn, status: int, message: str) -> http.Response:
@@ -237,7 +254,7 @@ class BodyRelay:
                 self.undecodable = True
                 self.turn.errors.append(f"response: {error}")
                 self.turn.add(
-                    over_cap_finding("response", error, Threat.DATA_EXFILTRATION, enforced=self.rewrites)
+                    uninspectable_finding("response", error, Threat.DATA_EXFILTRATION, enforced=self.rewrites)
                 )
                 if self.rewrites:
                     self.turn.escalate(Decision.BLOCKED)
@@ -266,6 +283,18 @@ class BodyRelay:
         return [out] if out else []
 
 
+class Substitute:
+    """``flow.response.stream`` for a response replaced while its body still arrives: the replacement's
+    body goes out with the first chunk, and everything the upstream sends is dropped."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body: bytes | None = body
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        body, self.body = self.body, None
+        return [body] if body else []
+
+
 class Inspect:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -288,7 +317,7 @@ class Inspect:
         length = flow.request.headers.get("content-length", "an unannounced number of")
         cap = policy_of(flow, self.runtime).max_body_bytes
         error = OverCapError(f"has {length} bytes, over the inspection cap of {cap}")
-        self._refuse_over_cap(flow, turn, error)
+        self._refuse_unread(flow, turn, error)
 
     @fail_open
     def requestovercap(self, flow: http.HTTPFlow) -> None:
@@ -298,14 +327,14 @@ class Inspect:
         if turn is None or flow.response is not None:
             return
         cap = policy_of(flow, self.runtime).max_body_bytes
-        self._refuse_over_cap(flow, turn, OverCapError(f"grew past the inspection cap of {cap} on its way"))
+        self._refuse_unread(flow, turn, OverCapError(f"grew past the inspection cap of {cap} on its way"))
 
-    def _refuse_over_cap(self, flow: http.HTTPFlow, turn: Turn, error: OverCapError) -> None:
+    def _refuse_unread(self, flow: http.HTTPFlow, turn: Turn, error: OverCapError) -> None:
         """Where the policy enforces data_exfiltration, nothing of a body no detector can read may leave:
         it is answered 413 in the API's shape before its first byte leaves (``addons.early`` sends the
         answer at once and drops the rest of the body). Elsewhere it is relayed as it arrives, and the
         record says so."""
-        refused = self._over_cap(flow, turn, "request", error, Threat.DATA_EXFILTRATION)
+        refused = self._uninspectable(flow, turn, "request", error)
         if refused is not None:
             request = flow.request
             dialect = detect(request.method, request.path, request.headers.get("content-type"), b"")
@@ -374,16 +403,16 @@ class Inspect:
 
     def _prepare_request(self, flow: http.HTTPFlow) -> tuple[TurnInspector, RequestView, bytes | None] | None:
         """Read and parse the request and set up its inspector; None when there is nothing to inspect or
-        the request was refused here (a body over the cap where that is enforced)."""
+        the request was refused here (a body that cannot be inspected where that is enforced)."""
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return None
         policy = policy_of(flow, self.runtime)
-        over_cap: OverCapError | None = None
+        unreadable: UninspectableError | None = None
         try:
             body = read_body(flow.request, policy.max_body_bytes, turn, "request")
-        except OverCapError as error:
-            body, over_cap = None, error
+        except UninspectableError as error:
+            body, unreadable = None, error
         dialect = detect(
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
         )
@@ -402,9 +431,10 @@ class Inspect:
         if view.stream:
             # Ask for a plain stream; one compressed anyway is decoded as it passes.
             flow.request.headers["accept-encoding"] = "identity"
-        refused = over_cap and self._over_cap(flow, turn, "request", over_cap, Threat.DATA_EXFILTRATION)
-        if refused:
-            flow.response = refusal(dialect, turn, 413, block_message(refused, turn.event_id))
+        refused = unreadable and self._uninspectable(flow, turn, "request", unreadable)
+        if unreadable and refused:
+            status = request_refusal_status(unreadable)
+            flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
             return None
         return inspector, view, body
 
@@ -441,13 +471,13 @@ class Inspect:
         scanned = inspector.scan_headers(list(flow.response.headers.items(multi=True)))
         if scanned is not None:
             flow.response.headers = as_headers(scanned)
-        if not is_event_stream(flow.response.headers.get("content-type")):
-            self._redact_large_body(flow, turn, inspector)
-            return
         encoding = codings(flow.response)
-        if not supported(encoding):
-            turn.errors.append(f"response: event stream in content-encoding {encoding!r} passed uninspected")
-            flow.response.stream = True
+        event_stream = is_event_stream(flow.response.headers.get("content-type"))
+        if not supported(encoding) and (event_stream or flow.response.stream is True):
+            self._relay_undecodable(flow, turn, dialect, UnsupportedCodingError(encoding))
+            return
+        if not event_stream:
+            self._redact_large_body(flow, turn, inspector)
             return
         turn.stream = True
         filters = inspector.stream_filters()
@@ -471,8 +501,8 @@ class Inspect:
             return
         try:
             body = read_body(flow.response, policy_of(flow, self.runtime).max_body_bytes, turn, "response")
-        except OverCapError as error:
-            refused = self._over_cap(flow, turn, "response", error, Threat.DATA_EXFILTRATION)
+        except UninspectableError as error:
+            refused = self._uninspectable(flow, turn, "response", error)
             if refused is not None:
                 flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
             return
@@ -517,20 +547,36 @@ class Inspect:
         if turn is not None and inspector is not None:
             self._finish_stream(flow, turn, inspector)
 
-    def _over_cap(
-        self, flow: http.HTTPFlow, turn: Turn, where: str, error: OverCapError, threat: Threat
+    def _uninspectable(
+        self, flow: http.HTTPFlow, turn: Turn, where: str, error: UninspectableError
     ) -> Finding | None:
-        """Record a body that decodes past the inspection cap; its finding when the policy enforces
-        ``threat``, and the body must not pass."""
-        finding = over_cap_finding(
-            where, error, threat, enforced=policy_of(flow, self.runtime).enforces(threat)
-        )
+        """Record a body no detector can read; its finding when the policy enforces data_exfiltration,
+        and the body must not pass."""
+        enforced = policy_of(flow, self.runtime).enforces(Threat.DATA_EXFILTRATION)
+        finding = uninspectable_finding(where, error, Threat.DATA_EXFILTRATION, enforced=enforced)
         turn.errors.append(f"{where}: {error}")
         turn.add(finding)
         if not finding.enforced:
             return None
         turn.escalate(Decision.BLOCKED)
         return finding
+
+    def _relay_undecodable(
+        self, flow: http.HTTPFlow, turn: Turn, dialect: Dialect, error: UnsupportedCodingError
+    ) -> None:
+        """A response relayed as it arrives (an event stream, a body over the cap) in a coding that cannot
+        be undone: where enforced the agent gets a 502 in its API's shape instead, and the upstream's bytes
+        are dropped; elsewhere it passes as sent, on the record."""
+        assert flow.response is not None
+        refused = self._uninspectable(flow, turn, "response", error)
+        if refused is None:
+            flow.response.stream = True
+            return
+        replacement = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+        flow.response.status_code = replacement.status_code
+        flow.response.reason = replacement.reason
+        flow.response.headers = replacement.headers
+        flow.response.stream = Substitute(replacement.content or b"")
 
     @staticmethod
     def _finish_stream(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> bool:

@@ -16,6 +16,7 @@ from proxy.wire.decoding import (
     DecodingError,
     OverCapError,
     StreamDecoder,
+    UnsupportedCodingError,
     decode_body,
     supported,
 )
@@ -150,10 +151,46 @@ def test_supported_codings(encoding: str, expected: bool) -> None:
     assert supported(encoding) is expected
 
 
-def test_unsupported_coding_raises_at_construction() -> None:
-    """Asking for an unknown coding fails at once, not on the first chunk."""
-    with pytest.raises(DecodingError, match="unsupported"):
-        StreamDecoder("compress", CAP)
+UNDECODABLE = [
+    "compress",
+    "x-compress",
+    "COMPRESS",
+    "X-Compress",
+    " compress ",
+    "gzip, compress",
+    "compress, gzip",
+    "br,x-compress",
+    "identity, compress",
+    "gzip, br, zstd, compress",
+    "gzip;q=1",
+    "gzip compress",
+    "bzip2",
+    "bz2",
+    "lzma",
+    "xz",
+    "lz4",
+    "snappy",
+    "pack200-gzip",
+    "exi",
+    "aes128gcm",
+    "dcb",
+    "dcz",
+    "base64",
+    "zlib",
+    "gzip, x-unknown",
+]
+"""Coding names and lists this module cannot undo, each spelled as an attacker might."""
+
+
+@pytest.mark.parametrize("encoding", UNDECODABLE)
+def test_an_undecodable_coding_is_unsupported_and_raises_at_construction(encoding: str) -> None:
+    """Any coding that cannot be undone, alone, stacked or oddly spelled, fails at once and as
+    ``UnsupportedCodingError``: the body is uninspectable, never read as if it were plain."""
+    assert not supported(encoding)
+    with pytest.raises(UnsupportedCodingError, match="cannot be decoded"):
+        StreamDecoder(encoding, CAP)
+    with pytest.raises(UnsupportedCodingError):
+        decode_body(b"\x1f\x9d\x90AKIA", encoding, CAP)
 
 
 WRAPPERS = {
@@ -219,8 +256,8 @@ def test_capped_decoders_decode_codings_and_charsets_and_refuse_the_rest() -> No
         decoders["zstd"](zstd.compress(b"x" * 1001))
     with pytest.raises(DecodingError, match="ended early"):
         decoders["gzip"](gzip.compress(EVENTS)[:100])
-    for codec in ("bz2", "zlib", "base64", "x-unknown"):
-        with pytest.raises(DecodingError, match="unsupported"):
+    for codec in ("bz2", "zlib", "base64", "x-unknown", "compress"):
+        with pytest.raises(UnsupportedCodingError):
             decoders[codec](b"QUFB")
 
 

@@ -385,3 +385,67 @@ def test_a_transfer_coding_does_not_switch_inspection_off(
         assert AWS_KEY.encode() not in received and b"[REDACTED:aws-access-key-id]" in received
     else:
         assert AWS_KEY.encode() in received
+
+
+UNDECODABLE = ["compress", "X-Compress", "x-compress", "gzip, compress", "compress, br", "bzip2", "snappy"]
+"""Codings egressguard cannot undo and a receiver might: a secret inside is unreadable to inspection."""
+
+
+def unsupported_coding_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [finding for finding in record["findings"] if finding["rule"] == "inspection.unsupported_coding"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_request_in_an_undecodable_coding_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
+) -> None:
+    """Every spelling of a coding that cannot be undone: refused 415 in the API's shape where enforced,
+    nothing reaching the upstream; relayed as sent where observed; recorded as uninspected either way."""
+    proxy = start_proxy(mode=mode)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"key {AWS_KEY}"}]}).encode()
+    with client_for(proxy) as client:
+        for encoding in UNDECODABLE:
+            answer = client.post(
+                f"{upstream.url}/v1/chat/completions",
+                content=body,
+                headers={"content-type": "application/json", "content-encoding": encoding},
+            )
+            assert answer.status_code == (415 if mode == "enforce" else 200), encoding
+            if mode == "enforce":
+                assert "inspection.unsupported_coding" in answer.json()["error"]["message"]
+    assert len(upstream.received) == (0 if mode == "enforce" else len(UNDECODABLE))
+    records = proxy.wait_for_records(len(UNDECODABLE))
+    for record in records:
+        assert [finding["enforced"] for finding in unsupported_coding_findings(record)] == [mode == "enforce"]
+        assert record["decision"] == ("blocked" if mode == "enforce" else "allowed")
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "event-stream"])
+def test_a_response_in_an_undecodable_coding_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
+) -> None:
+    """A completion, JSON or event stream, in a coding that cannot be undone: the agent gets a 502 in
+    its API's shape where enforced, the upstream's bytes as sent where observed; recorded either way."""
+    proxy = start_proxy(mode=mode)
+    sent = b"\x1f\x9d\x90" + AWS_KEY.encode()
+    with client_for(proxy) as client:
+        for encoding in UNDECODABLE:
+            upstream.reply = Reply(
+                encoded_body=(encoding, sent), content_type="text/event-stream" if stream else None
+            )
+            with client.stream(
+                "POST",
+                f"{upstream.url}/v1/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream},
+            ) as answer:
+                received = b"".join(answer.iter_raw())
+            if mode == "enforce":
+                assert answer.status_code == 502, encoding
+                assert b"inspection.unsupported_coding" in received
+            else:
+                assert (answer.status_code, answer.headers["content-encoding"]) == (200, encoding)
+                assert received == sent
+    records = proxy.wait_for_records(len(UNDECODABLE))
+    for record in records:
+        assert [finding["enforced"] for finding in unsupported_coding_findings(record)] == [mode == "enforce"]

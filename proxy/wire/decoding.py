@@ -29,8 +29,20 @@ class DecodingError(ValueError):
     """The body cannot be decoded: unsupported coding, corrupt or truncated data, or over the cap."""
 
 
-class OverCapError(DecodingError):
+class UninspectableError(DecodingError):
+    """No detector can read the body as its receiver may: where inspection is enforced it must not pass."""
+
+
+class OverCapError(UninspectableError):
     """The body decodes to more bytes than the cap allows; decoding stopped at the cap."""
+
+
+class UnsupportedCodingError(UninspectableError):
+    """The body is in a coding this module cannot undo (``compress``, ``x-compress``, any unknown name, or
+    a list holding one): its receiver may undo it and read what no detector saw."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f"is in content-encoding {encoding!r}, which cannot be decoded")
 
 
 def _codings(encoding: str) -> list[str]:
@@ -200,7 +212,7 @@ class StreamDecoder:
 
     def __init__(self, encoding: str, max_decoded_bytes: int) -> None:
         if not supported(encoding):
-            raise DecodingError(f"unsupported content-encoding {encoding!r}")
+            raise UnsupportedCodingError(encoding)
         # The codings were applied in the order listed, so they are undone last first; each stage
         # gets its own cap, so a bomb nested inside another coding is caught as well.
         self._stages = [_stage(coding, _Budget(max_decoded_bytes)) for coding in reversed(_codings(encoding))]
@@ -243,15 +255,15 @@ class Decoded(NamedTuple):
 def decode_body(raw: bytes, encoding: str, cap: int) -> Decoded:
     """A whole body decoded, no stage ever holding more than ``cap`` decoded bytes.
 
-    Raises ``OverCapError`` for a body that decodes past the cap, and ``DecodingError`` for an unsupported
-    coding or corrupt data. A body that ends inside compressed data decodes to the part before the end,
-    which is what clients that read as they receive hand on.
+    Raises ``OverCapError`` for a body that decodes past the cap, ``UnsupportedCodingError`` for a coding
+    it cannot undo, and ``DecodingError`` for corrupt data. A body that ends inside compressed data
+    decodes to the part before the end, which is what clients that read as they receive hand on.
     """
     decoder = StreamDecoder(encoding, cap)
     content = decoder.feed(raw)
     try:
         return Decoded(content + decoder.flush(), None)
-    except OverCapError:
+    except UninspectableError:
         raise
     except DecodingError as error:
         return Decoded(content, str(error))
@@ -288,4 +300,4 @@ class CappedDecoders(dict[str, Callable[[bytes], bytes | str]]):
 
     @staticmethod
     def _refuse(name: str, raw: bytes) -> bytes:
-        raise DecodingError(f"unsupported content-encoding {name!r}")
+        raise UnsupportedCodingError(name)
