@@ -2,11 +2,12 @@
 
 The same httpx client sends the same chat-completion requests (an 8 KB prompt, a 2 KB reply; a one-line
 prompt; a 64 KB tool result, as a coding agent sends after reading a long file) to a local fake upstream
-over TLS: directly, through ``mitmdump`` with no addons, and through ``egressguard run``
-(embedded-default-like policy, observe mode: every detector runs). Each request's prompt or tool result
-starts with its own number, so no verdict is served from the detector's cache. It prints the median and
-p95 per path and the ratio egressguard / bare mitmdump, then does the same for a streamed reply (time to
-first event and total).
+over TLS: directly, through ``mitmdump`` with no addons, and through ``egressguard run`` with one worker
+in enforce mode with every detector on (every threat enforced, prompts redacted, alert rules evaluated on
+every turn). Each request's prompt or tool result starts with its own number, so no verdict is served from
+the detector's cache. It prints the median and p99 per path and the ratios egressguard / bare mitmdump,
+then does the same for a streamed reply (time to first event and total), the CPU each proxy spends per
+streamed event when a stream's events arrive together, and each proxy's resident memory after the run.
 
     python3 bench/latency.py [--requests 300]
 """
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.commands.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
-from tests.upstream import FakeUpstream, Reply
+from tests.upstream import FakeUpstream, Reply, pieces
 
 TRANSCRIPT = "Please review the following support transcript and summarise the customer's problem. "
 PROMPT = (TRANSCRIPT * 100)[:8192]
@@ -46,10 +47,47 @@ TOOL_RESULT = (DOCUMENT * 300)[: 64 * 1024]
 REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
 STREAM_PAUSE = 0.2
 THINK_SECONDS = 0.05
+DELTA_CHARACTERS = 12
+"""A streamed reply's text per event, as models send it."""
+CONTEXT = {"x-user-id": "bench-user", "x-purpose": "benchmark", "x-consent-id": "bench-consent"}
+"""What each turn names (compliance in enforce mode refuses a turn without a purpose)."""
+
+
+def bench_policy(data_dir: Path, extra: str = "") -> str:
+    """The harness policy in enforce mode with every detector on: prompts redacted too, and alert rules
+    evaluated on every turn (to a file)."""
+    return policy_yaml(
+        data_dir,
+        mode="enforce",
+        extra=f"redaction: {{requests: true}}\n"
+        f"alerts: {{destinations: {{secops: {{type: file, path: {data_dir / 'alerts.jsonl'}}}}}}}\n{extra}",
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def proxy_processes(pid: int) -> list[int]:
+    """The processes that serve traffic: a supervisor's workers, or the process itself."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = [
+        int(child) for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    return workers or [pid]
 
 
 @contextmanager
-def process(command: list[str], port: int, workdir: Path, env: dict[str, str]) -> Iterator[None]:
+def process(
+    command: list[str], port: int, workdir: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
     log = (workdir / f"{port}.log").open("wb")
     child = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -62,7 +100,7 @@ def process(command: list[str], port: int, workdir: Path, env: dict[str, str]) -
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"{command[0]} did not start; see {log.name}") from None
                 time.sleep(0.05)
-        yield
+        yield child
     finally:
         child.terminate()
         child.wait(timeout=10)
@@ -95,6 +133,8 @@ def proxy_commands(
         str(workdir / "policy.yaml"),
         "--listen-port",
         str(guard_port),
+        "--workers",
+        "1",
         "--set",
         f"ssl_verify_upstream_trusted_ca={upstream_ca}",
     ]
@@ -141,21 +181,36 @@ def measure(
     return timings
 
 
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, round(len(ordered) * share) - 1)]
+
+
 def report(title: str, results: dict[str, list[float]]) -> None:
     print(f"\n{title}")
-    print(f"  {'path':<14}{'median ms':>12}{'p95 ms':>10}")
+    print(f"  {'path':<14}{'median ms':>12}{'p99 ms':>10}")
     for name, values in results.items():
-        ordered = sorted(values)
-        p95 = ordered[int(len(ordered) * 0.95) - 1]
-        print(f"  {name:<14}{statistics.median(values) * 1000:>12.2f}{p95 * 1000:>10.2f}")
+        print(
+            f"  {name:<14}{statistics.median(values) * 1000:>12.2f}{percentile(values, 0.99) * 1000:>10.2f}"
+        )
     bare, guard, direct = (
         statistics.median(results[name]) for name in ("bare mitmdump", "egressguard", "direct")
     )
+    bare_p99, guard_p99 = (percentile(results[name], 0.99) for name in ("bare mitmdump", "egressguard"))
     added_bare, added_guard = (bare - direct) * 1000, (guard - direct) * 1000
     print(
-        f"  egressguard / bare mitmdump: {guard / bare:.2f}x   "
+        f"  egressguard / bare mitmdump: median {guard / bare:.2f}x, p99 {guard_p99 / bare_p99:.2f}x   "
         f"(added over direct: bare {added_bare:.2f} ms, egressguard {added_guard:.2f} ms)"
     )
+
+
+def stream_cpu(client: httpx.Client, url: str, pid: int, streams: int) -> float:
+    """CPU seconds ``pid`` spends per streamed event over ``streams`` streamed replies whose events arrive
+    together (a 2 KB reply in deltas of DELTA_CHARACTERS)."""
+    before = cpu_seconds(pid)
+    measure(client, url, streams, stream=True)
+    events = len(pieces(REPLY, DELTA_CHARACTERS)) * (streams + 5)
+    return (cpu_seconds(pid) - before) / events
 
 
 def main() -> None:
@@ -171,19 +226,21 @@ def main() -> None:
     url = f"{upstream.url}/v1/chat/completions"
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
     bare_port, guard_port = free_port(), free_port()
-    (workdir / "policy.yaml").write_text(policy_yaml(workdir / "data"))
+    (workdir / "policy.yaml").write_text(bench_policy(workdir / "data"))
     bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
     clients: dict[str, Callable[[], httpx.Client]] = {
-        "direct": lambda: httpx.Client(verify=str(pki.ca_cert), timeout=30),
+        "direct": lambda: httpx.Client(verify=str(pki.ca_cert), timeout=30, headers=CONTEXT),
         "bare mitmdump": lambda: httpx.Client(
             proxy=f"http://127.0.0.1:{bare_port}",
             timeout=30,
             verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
+            headers=CONTEXT,
         ),
         "egressguard": lambda: httpx.Client(
             proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
             timeout=30,
             verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"),
+            headers=CONTEXT,
         ),
     }
     json_results: dict[str, list[float]] = {}
@@ -192,8 +249,15 @@ def main() -> None:
     thinking_results: dict[str, list[float]] = {}
     first_event: dict[str, list[float]] = {}
     stream_total: dict[str, list[float]] = {}
-    with process(bare, bare_port, workdir, env), process(guard, guard_port, workdir, env):
-        print(f"{args.requests} requests per path, {len(REPLY)} B reply, TLS, keep-alive")
+    event_cpu: dict[str, float] = {}
+    rss: dict[str, float] = {}
+    with (
+        process(bare, bare_port, workdir, env) as bare_process,
+        process(guard, guard_port, workdir, env) as guard_process,
+    ):
+        pids = {"bare mitmdump": bare_process.pid, "egressguard": guard_process.pid}
+        print(f"{args.requests} requests per path, {len(REPLY)} B reply, TLS, keep-alive;")
+        print(f"egressguard: 1 worker, enforce mode, every detector on; {os.cpu_count()} cores, shared")
         for name, make_client in clients.items():
             with make_client() as client:
                 upstream.reply = Reply(text=REPLY, piece_size=64)
@@ -209,6 +273,10 @@ def main() -> None:
                 timings = measure(client, url, args.stream_requests, stream=True)
                 first_event[name] = [first for first, _ in timings]
                 stream_total[name] = [total for _, total in timings]
+                if name in pids:
+                    upstream.reply = Reply(text=REPLY, piece_size=DELTA_CHARACTERS)
+                    event_cpu[name] = stream_cpu(client, url, pids[name], args.stream_requests)
+                    rss[name] = rss_mib(pids[name])
     upstream.close()
     report(f"JSON chat completion, {len(PROMPT)} B prompt: total per request", json_results)
     report(f"JSON chat completion, {len(SHORT_PROMPT)} B prompt: total per request", short_results)
@@ -224,6 +292,16 @@ def main() -> None:
         first_event,
     )
     report("SSE stream: total", stream_total)
+    events = len(pieces(REPLY, DELTA_CHARACTERS))
+    print(
+        f"\nSSE stream of {events} events of {DELTA_CHARACTERS} characters arriving together: CPU per event"
+    )
+    for name, seconds in event_cpu.items():
+        print(f"  {name:<14}{seconds * 1e6:>9.1f} us")
+    print(f"  egressguard / bare mitmdump: {event_cpu['egressguard'] / event_cpu['bare mitmdump']:.2f}x")
+    print("\nresident memory after the run")
+    for name, mib in rss.items():
+        print(f"  {name:<14}{mib:>9.1f} MiB")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

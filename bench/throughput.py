@@ -1,8 +1,10 @@
 """Throughput under concurrency, side by side in one run: bare mitmdump, egressguard with 1 and 2 workers.
 
-32 concurrent agents (one keep-alive TLS connection each) send chat completions with an 8 KB prompt
-to a local fake upstream for a fixed time; the script prints requests per second, median and p99 latency
-per path, egressguard's share of bare mitmdump's throughput, and the 2-worker/1-worker ratio.
+32 concurrent agents (one keep-alive TLS connection each) send chat completions with an 8 KB prompt (each
+its own, so no verdict comes from a cache) to a local fake upstream for a fixed time; egressguard runs in
+enforce mode with every detector on. The script prints requests per second, median and p99 latency per
+path, egressguard's share of bare mitmdump's throughput, the 2-worker/1-worker ratio, and the resident
+memory of each proxy process (each worker) after its load.
 
 The load generator and the fake upstream run in their own processes on the same machine as the proxy,
 so on a 2-core machine all three share the cores: the figures are comparable with each other, not with
@@ -22,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -30,9 +31,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.latency import PROMPT, REPLY, process
+from bench.latency import CONTEXT, PROMPT, REPLY, bench_policy, percentile, process, proxy_processes, rss_mib
 from proxy.commands.localca import UpstreamPKI, make_pki
-from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
+from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port
 from tests.upstream import FakeUpstream, Reply
 
 WARMUP_SECONDS = 2.0
@@ -50,9 +51,10 @@ def serve_upstream(pki: UpstreamPKI, ready: Connection) -> None:
 async def agent(
     client: httpx.AsyncClient, url: str, until: float, counting_from: float, latencies: list[float]
 ) -> int:
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}
     done = 0
     while (start := time.perf_counter()) < until:
+        prompt = f"{start:.9f} {PROMPT}"[: len(PROMPT)]
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
         response = await client.post(url, json=body)
         response.raise_for_status()
         if start >= counting_from:
@@ -69,7 +71,7 @@ async def load(proxy: str, ca: Path, url: str, clients: int, seconds: float) -> 
     agents = []
     async with asyncio.TaskGroup() as group:
         for _ in range(clients):
-            client = httpx.AsyncClient(proxy=proxy, verify=str(ca), timeout=60)
+            client = httpx.AsyncClient(proxy=proxy, verify=str(ca), timeout=60, headers=CONTEXT)
             agents.append((client, group.create_task(agent(client, url, until, counting_from, latencies))))
     for client, _ in agents:
         await client.aclose()
@@ -124,7 +126,7 @@ def main() -> None:
     for workers in (1, 2):
         data = workdir / f"data-{workers}"
         policy = workdir / f"policy-{workers}.yaml"
-        policy.write_text(policy_yaml(data))
+        policy.write_text(bench_policy(data))
         port = free_port()
         proxy = f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{port}"
         paths[f"egressguard {workers}w"] = (
@@ -137,19 +139,19 @@ def main() -> None:
     print(
         f"{args.clients} concurrent clients, {len(PROMPT)} B prompt, {len(REPLY)} B reply, TLS, keep-alive;"
     )
-    print(f"{args.seconds:.0f} s per path after {WARMUP_SECONDS:.0f} s of warm-up; {os.cpu_count()} cores")
-    print(f"  {'path':<18}{'req/s':>9}{'median ms':>11}{'p99 ms':>9}")
+    print(f"egressguard in enforce mode, every detector on; {os.cpu_count()} cores shared by all processes")
+    print(f"{args.seconds:.0f} s per path after {WARMUP_SECONDS:.0f} s of warm-up")
+    print(f"  {'path':<18}{'req/s':>9}{'median ms':>11}{'p99 ms':>9}   RSS after load")
     rates: dict[str, float] = {}
     for name, (command, port, proxy, confdir) in paths.items():
-        with ExitStack() as running:
-            running.enter_context(process(command, port, workdir, env))
+        with process(command, port, workdir, env) as running:
             rate, latencies = asyncio.run(
                 load(proxy, confdir / "mitmproxy-ca-cert.pem", url, args.clients, args.seconds)
             )
-        ordered = sorted(latencies)
-        p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+            rss = " + ".join(f"{rss_mib(pid):.0f}" for pid in proxy_processes(running.pid))
         rates[name] = rate
-        print(f"  {name:<18}{rate:>9.1f}{statistics.median(latencies) * 1000:>11.1f}{p99 * 1000:>9.1f}")
+        median, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+        print(f"  {name:<18}{rate:>9.1f}{median:>11.1f}{p99:>9.1f}   {rss} MiB")
     bare_rate = rates["bare mitmdump"]
     print(f"  egressguard 1 worker / bare mitmdump: {rates['egressguard 1w'] / bare_rate:.0%}")
     print(f"  egressguard 2 workers / bare mitmdump: {rates['egressguard 2w'] / bare_rate:.0%}")
