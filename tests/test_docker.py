@@ -3,6 +3,8 @@ path exists, the agent's only network is internal, and no key reaches the agent.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,37 @@ def test_dockerignore_keeps_keys_and_history_out() -> None:
     """The build context never carries a data dir (keys, audit) or the git history."""
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".git", "egressguard-data/", "**/egressguard-data/"} <= ignored
+
+
+def test_replicas_policy_answers_the_health_check_and_shares_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each replica's policy serves the admin listener the image's health check asks (the balancer starts
+    only once both replicas are healthy) and keeps its state in the compose file's Redis, with the password
+    the compose file passes."""
+    monkeypatch.setenv("SUPPORT_BOT_TOKEN", "t")
+    monkeypatch.setenv("REDIS_PASSWORD", "p")
+    policy = load_policy(DOCKER / "policy-replicas.yaml")
+    assert policy.admin is not None and (policy.admin.host, policy.admin.port) == ("127.0.0.1", 9090)
+    assert policy.state.redis is not None and policy.state.redis.password == "p"
+    replicas = yaml.safe_load((DOCKER / "replicas.yaml").read_text())
+    for name in ("egressguard-1", "egressguard-2"):
+        service = replicas["services"][name]
+        assert "./policy-replicas.yaml:/etc/egressguard/policy.yaml:ro" in service["volumes"]
+        assert service["depends_on"]["redis"] == {"condition": "service_healthy"}
+        assert replicas["services"]["balancer"]["depends_on"][name] == {"condition": "service_healthy"}
+
+
+COMPOSE = shutil.which("docker-compose")
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose (the client) is not installed")
+@pytest.mark.parametrize("name", ["compose.yaml", "replicas.yaml"])
+def test_compose_files_validate(name: str) -> None:
+    """`docker-compose config` (the client alone, no engine) accepts each compose file."""
+    result = subprocess.run(
+        [str(COMPOSE), "-f", str(DOCKER / name), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"SUPPORT_BOT_TOKEN": "t", "REDIS_PASSWORD": "p", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
