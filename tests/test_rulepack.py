@@ -528,3 +528,15 @@ def test_documentation_examples_and_stand_ins_are_recognised(value: str) -> None
 def test_real_looking_tokens_are_not_stand_ins(value: str) -> None:
     """Random token bodies, whatever their prefix, are not stand-ins."""
     assert not is_example_value(value)
+
+
+def test_a_value_ends_at_a_nul_that_joins_texts_scanned_together(tmp_path: Path) -> None:
+    """Texts scanned as one, NUL-separated: a value at a text's end holds no NUL, so its fingerprint,
+    validators and the vault-placeholder check read the value itself."""
+    rule = _rule_yaml(
+        "r", r"password=(?P<secret>[^\s]{8,64})", keywords="[password]", extra="secret_group: secret"
+    )
+    scanner = _scanner(tmp_path, rule)
+    text = "password=Qv7mZ2kLx9pW\x00\n\x00next"
+    assert [text[match.start : match.end] for match in scanner.scan(text).matches] == ["Qv7mZ2kLx9pW"]
+    assert scanner.scan("password=egv_0123456789abcdef0123\x00\n\x00next").matches == []

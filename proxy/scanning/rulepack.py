@@ -715,6 +715,14 @@ class Scanner:
                     if start < 0 or start == end:
                         continue
                     value = text[start:end]
+                    if "\x00" in value:
+                        # A NUL ends every text scanned together with others (and is no credential's
+                        # part): the value is what lies between them.
+                        start += len(value) - len(value.lstrip("\x00"))
+                        value = value.strip("\x00")
+                        end = start + len(value)
+                        if not value:
+                            continue
                     if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
                         continue
                     if check is not None and not check(value):
