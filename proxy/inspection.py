@@ -49,7 +49,7 @@ from proxy.dialects import (
 )
 from proxy.dialects.base import load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, parse_locator, set_at
-from proxy.dialects.stream import encode_json
+from proxy.dialects.stream import EventScan, encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -66,12 +66,14 @@ from proxy.scanning.validators import shannon_entropy
 from proxy.scanning.vault import (
     PREFIX,
     RestoringFilter,
+    RestoringScan,
     Scope,
     Sealer,
     Vault,
     known_replacer,
     map_strings,
     restore,
+    restore_strings,
 )
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
@@ -429,7 +431,8 @@ class TurnInspector:
 
     def restore_response(self, body: bytes, dialect: Dialect) -> bytes:
         """A JSON response as the agent receives it in vault mode: placeholders in every tool call's
-        arguments (and in the text, when the policy says so) replaced by their values."""
+        arguments and every string the dialect does not read as text (and in the text too, when the
+        policy says so) replaced by their values."""
         vault = self._enforced_vault()
         if vault is None or PREFIX.encode() not in body:
             return body
@@ -437,15 +440,20 @@ class TurnInspector:
         if error is not None:
             return body
         completion = dialect.parse_response(body)
-        places = [call.where for call in completion.tool_calls]
-        if self.policy.detection.vault is not None and self.policy.detection.vault.restore_in_text:
-            places += [segment.where for segment in completion.text]
+        calls = [call.where for call in completion.tool_calls]
+        texts = [segment.where for segment in completion.text]
+        places = calls + texts if self._restores_text() else calls
         for where in places:
             document = set_at(document, where, _restored(vault, get_at(document, where), where))
+        skip = {tuple(parse_locator(where)) for where in [*calls, *texts]}
+        document = restore_strings(document, vault.resolver, skip)
         resolved_before = sum(use.value_fingerprint is not None for use in vault.uses[: self._uses_recorded])
         self.record_vault_uses()
         resolved = sum(use.value_fingerprint is not None for use in vault.uses) - resolved_before
         return encode_json(document) if resolved else body
+
+    def _restores_text(self) -> bool:
+        return self.policy.detection.vault is not None and self.policy.detection.vault.restore_in_text
 
     def _restoring(self, *, json_text: bool) -> TextFilterFactory | None:
         vault = self._enforced_vault()
@@ -579,9 +587,8 @@ class TurnInspector:
             factories.append(lambda where: leak.LeakFilter(leak_detector))
         if self.policy.enforces(Threat.DATA_EXFILTRATION):
             factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
-        vault_settings = self.policy.detection.vault
         text_restorer = self._restoring(json_text=False)
-        if text_restorer is not None and vault_settings is not None and vault_settings.restore_in_text:
+        if text_restorer is not None and self._restores_text():
             factories.append(text_restorer)
         # Placeholders are restored after the redactor has read the arguments: a restored secret is the
         # agent's own, not one the model leaked.
@@ -593,9 +600,14 @@ class TurnInspector:
             tool_gate=gate,
             drop_notice=self._stream_notice if gate else None,
             argument_filter=(lambda where: UnescapingFilter(arguments(where))) if on_arguments else None,
-            residual=self.residual,
+            residual=self._restoring_residual(),
             content_filter=self._stream_quarantine if self._quarantines() else None,
         )
+
+    def _restoring_residual(self) -> EventScan:
+        """The residual scan of a stream's events, restoring placeholders after it in vault mode."""
+        vault = self._enforced_vault()
+        return self.residual if vault is None else RestoringScan(self.residual, vault.resolver)
 
     def _quarantines(self) -> bool:
         """Enforce mode withholds injections found in read content (quarantine or block)."""

@@ -18,7 +18,15 @@ import pytest
 
 from proxy.scanning.rulepack import load_packaged_packs
 from tests.harness import Proxy
-from tests.upstream import FakeUpstream, Reply, ToolCallReply
+from tests.upstream import (
+    FakeUpstream,
+    Reply,
+    ToolCallReply,
+    anthropic_events,
+    anthropic_json,
+    openai_chat_events,
+    openai_chat_json,
+)
 
 PASSWORD = "Xk9v2!LmQ#p7Rz"
 PROMPT = (
@@ -366,3 +374,92 @@ def test_placeholder_in_json_inside_tool_arguments_gets_the_value_at_every_level
     [(_, _, arguments)] = agent.say("Go ahead.")
     [written] = json.loads(arguments["batch"])["files"]
     assert json.loads(written) == {**file, "content": KEY_PEM}
+
+
+def _unmodelled(placeholder: str) -> dict[str, Any]:
+    """Fields no dialect models: a plain string, a list, and JSON text holding the placeholder."""
+    return {
+        "dsn": f"postgres://app:{placeholder}@db.internal/prod",
+        "env": [f"PGPASSWORD={placeholder}"],
+        "payload": json.dumps({"auth": {"password": placeholder}}),
+    }
+
+
+def _with_password(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **fields,
+        "payload": json.loads(fields["payload"]),
+    }
+
+
+def _crafted(sdk: str, stream: bool, fields: dict[str, Any], text: str) -> Reply:
+    """A reply whose body (or one of its events) carries ``fields`` under ``x_deployment``."""
+    reply = Reply(text=text)
+    if not stream:
+        document = openai_chat_json(reply) if sdk == "openai" else anthropic_json(reply)
+        return Reply(body=json.dumps({**document, "x_deployment": fields}).encode())
+    events = list(openai_chat_events(reply) if sdk == "openai" else anthropic_events(reply))
+    first = events[0].decode()
+    head, _, data = first.rpartition("data: ")
+    payload = json.loads(data)
+    payload["x_deployment"] = fields
+    events[0] = f"{head}data: {json.dumps(payload)}\n\n".encode()
+    return Reply(events=events, content_type="text/event-stream")
+
+
+def _received_fields(sdk: str, stream: bool, upstream: FakeUpstream, say: str) -> tuple[Any, str]:
+    """``x_deployment`` and the text as the SDK hands them to the agent."""
+    messages: Any = [{"role": "user", "content": say}]
+    if sdk == "openai":
+        client = openai.OpenAI(
+            base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, default_headers=HEADERS
+        )
+        if not stream:
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            return reply.to_dict()["x_deployment"], reply.choices[0].message.content or ""
+        chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
+        text = "".join(choice.delta.content or "" for chunk in chunks for choice in chunk.choices)
+        return chunks[0].to_dict()["x_deployment"], text
+    claude = anthropic.Anthropic(
+        base_url=upstream.url, api_key="sk-ant-test", max_retries=0, default_headers=HEADERS
+    )
+    if not stream:
+        message = claude.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=messages)
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return message.to_dict()["x_deployment"], text
+    events = list(
+        claude.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=messages, stream=True)
+    )
+    text = "".join(
+        event.delta.text
+        for event in events
+        if event.type == "content_block_delta" and event.delta.type == "text_delta"
+    )
+    return events[0].to_dict()["x_deployment"], text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_placeholders_in_fields_no_dialect_models_reach_the_agent_as_values(
+    vaulting: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, sdk: str, stream: bool
+) -> None:
+    """Any string of the answer the dialect does not read as text (an unknown field, a list, JSON text in
+    a string) carries the value to the agent; the text keeps the placeholder (restore_in_text is off);
+    another agent's answer with the same placeholder keeps it, and a finding says so."""
+    Agent(sdk, upstream, stream=False).say(PROMPT)
+    found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", sent_upstream(upstream))
+    assert found is not None
+    vaulted = found.group(1)
+    upstream.reply = _crafted(sdk, stream, _unmodelled(vaulted), f"Used {vaulted}.")
+    fields, text = _received_fields(sdk, stream, upstream, "Deploy.")
+    assert _with_password(fields) == _with_password(_unmodelled(PASSWORD))
+    assert text == f"Used {vaulted}."
+    restores = [f for f in vaulting.wait_for_records(2)[1]["findings"] if f["rule"] == "vault-restore"]
+    assert restores and all(finding["extra"]["placeholders"] == [vaulted] for finding in restores)
+
+    monkeypatch.setenv("HTTPS_PROXY", vaulting.url(INTRUDER, INTRUDER[::-1]))
+    monkeypatch.setenv("SSL_CERT_FILE", str(vaulting.ca_cert))
+    fields, _ = _received_fields(sdk, stream, upstream, "Deploy.")
+    assert fields == _unmodelled(vaulted)
+    unresolved = [f for f in vaulting.wait_for_records(3)[2]["findings"] if f["rule"] == "vault-unresolved"]
+    assert unresolved

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +18,7 @@ from proxy.scanning.vault import (
     map_strings,
     placeholder_for,
     restore,
+    restore_strings,
 )
 from proxy.state import SqliteStateStore
 
@@ -171,3 +173,27 @@ def test_known_values_are_replaced_only_as_whole_words() -> None:
         f'{{"pw": "egv_{"e" * 20}"}} egv_{"f" * 20} xhunter22 hunter22x egv_{"a" * 20} abc'
     )
     assert known_replacer({"egv_" + "9" * 20: "abc"}) is None
+
+
+def test_restore_strings_reaches_every_string_outside_the_skipped_places() -> None:
+    """Every string of a document (lists, JSON text inside strings) resolves, skipped places and keys
+    aside; each resolver is asked for the string's locator; nothing to resolve gives the same object."""
+    placeholder = "egv_" + "a" * 20
+    document = {
+        "text": f"said {placeholder}",
+        "extra": {"env": [f"PW={placeholder}"], "payload": json.dumps({"pw": placeholder}), placeholder: 1},
+    }
+    places: list[str] = []
+
+    def resolver(where: str) -> Callable[[str], str | None]:
+        places.append(where)
+        return {placeholder: PASSWORD}.get
+
+    restored = restore_strings(document, resolver, {("text",)}, kind="message_start")
+    assert restored["text"] == document["text"]
+    assert restored["extra"]["env"] == [f"PW={PASSWORD}"]
+    assert json.loads(restored["extra"]["payload"]) == {"pw": PASSWORD}
+    assert placeholder in restored["extra"]
+    assert places == ["message_start extra.env[0]", "message_start extra.payload"]
+    untouched = {"a": ["b", {"c": "d"}]}
+    assert restore_strings(untouched, resolver) is untouched

@@ -24,7 +24,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,9 @@ import regex
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from proxy.dialects.locator import Step, format_locator
 from proxy.scanning.redact import fingerprint
+from proxy.scanning.residual import JsonScan
 from proxy.scanning.validators import VAULT_PLACEHOLDER
 from proxy.state import StateStore, digest
 
@@ -213,6 +215,53 @@ def map_strings(value: Any, transform: Callable[[str], str]) -> Any:
     if isinstance(value, list):
         return [map_strings(item, transform) for item in value]
     return value
+
+
+def restore_strings(
+    value: Any, resolver: Callable[[str], Resolve], skip: Collection[tuple[Step, ...]] = (), *, kind: str = ""
+) -> Any:
+    """A decoded JSON document with the placeholders of every string outside ``skip`` resolved (JSON
+    inside strings too, escaped for where it lands; see ``map_strings``), the very same object when none
+    changed. ``resolver`` gets the locator of each string (after ``kind``, an event's type) to record
+    where each placeholder was met. Keys are left as they are: a value restored into a key would be a
+    name the agent's code never expects."""
+
+    def walk(item: Any, path: tuple[Step, ...]) -> Any:
+        if path in skip:
+            return item
+        if isinstance(item, str):
+            if PREFIX not in item:
+                return item
+            resolve = resolver(f"{kind} {format_locator(path)}".strip())
+            restored = map_strings(item, lambda text: restore(text, resolve))
+            return item if restored == item else restored
+        if isinstance(item, dict):
+            walked = {name: walk(inner, (*path, name)) for name, inner in item.items()}
+            return item if all(walked[name] is inner for name, inner in item.items()) else walked
+        if isinstance(item, list):
+            items = [walk(inner, (*path, index)) for index, inner in enumerate(item)]
+            return item if all(new is old for new, old in zip(items, item, strict=True)) else items
+        return item
+
+    return walk(value, ())
+
+
+class RestoringScan:
+    """The residual scan of a stream's events (``proxy.scanning.residual.JsonScan``) followed by the
+    restoring of placeholders in every string it reads (those the dialect does not filter as text or
+    arguments itself), so a field no dialect models reaches the agent with its values too. A placeholder
+    split across two events of such a field is not restored: nothing says when a field's text ends."""
+
+    rewrites = True
+
+    def __init__(self, scan: JsonScan, resolver: Callable[[str], Resolve]) -> None:
+        self._scan = scan
+        self._resolver = resolver
+
+    def filter(self, kind: str, document: Any, handled: Collection[tuple[Step, ...]]) -> tuple[Any, bool]:
+        filtered, changed = self._scan.filter(kind, document, handled)
+        restored = restore_strings(filtered, self._resolver, handled, kind=kind)
+        return restored, changed or restored is not filtered
 
 
 class _JsonStrings:
