@@ -343,20 +343,26 @@ class TurnInspector:
             text = readable_text(body)
             vaulted = text if text is None else self._vault_text(vault, text)
             return body if vaulted == text or vaulted is None else vaulted.encode("utf-8", "surrogateescape")
+        document, changed = self._vault_document(vault, document)
+        return encode_json(document) if changed else body
+
+    def _vault_document(self, vault: Vault, document: Any, kind: str = "") -> tuple[Any, bool]:
+        """A decoded JSON request (or message: ``kind`` names it) with its secrets and the values the
+        scope holds replaced by placeholders, and whether anything changed."""
         scan = JsonScan(
             self.detectors.sensitive,
             lambda rule: self.policy.enforces(rule.threat),
             key=self.detectors.fingerprint_key,
             stand_in=lambda rule_id, value: vault.stand_in(value),
         )
-        document, changed = scan.filter("", document, ())
+        document, changed = scan.filter(kind, document, ())
         replace_known = known_replacer(vault.commit())
         self._record_vaulted(scan.found)
         if replace_known is not None:
             replaced = map_strings(document, replace_known)
             changed = changed or replaced != document
             document = replaced
-        return encode_json(document) if changed else body
+        return document, changed
 
     def _vault_text(self, vault: Vault, text: str) -> str:
         """A request body that is not JSON, vaulted as one text."""
@@ -690,16 +696,46 @@ class TurnInspector:
 
     def inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
         """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
-        forward, redacted where the policy enforces it."""
+        forward, redacted where the policy enforces it. In vault mode a message the agent sends leaves
+        with placeholders (as a request does), and one it receives has the placeholders its agent and
+        session vaulted restored in every string (nothing of a message is modelled as text)."""
         since = len(self.turn.findings)
         matches = self._sensitive(text)
-        self._record(self._sensitive_findings(text, matches, where))
+        self._record(
+            self._sensitive_findings(text, matches, where, vaulted=from_client and self.vault is not None)
+        )
         if from_client:
             self._record(self.detectors.injection.detect(text, where, Source.USER))
+        vault = self._enforced_vault()
+        if from_client and vault is not None:
+            text = self._vault_message(vault, text, where)
+            self._carry_out_redactions(since, self._left_in([text]), None)
+            return text
         if matches and self._redacts(matches) and (not from_client or self.policy.detection.redact_requests):
             text = self._redact(text, [match for match in matches if self.policy.enforces(match.rule.threat)])
             self._carry_out_redactions(since, self._left_in([text]), None)
+        if vault is not None and PREFIX in text:
+            text = self._restore_message(vault, text, where)
         return text
+
+    def _vault_message(self, vault: Vault, text: str, where: str) -> str:
+        document, error = load_json(text.encode("utf-8", "surrogatepass"))
+        if error is not None:
+            return self._vault_text(vault, text)
+        document, changed = self._vault_document(vault, document, where)
+        return encode_json(document).decode("utf-8", "surrogatepass") if changed else text
+
+    def _restore_message(self, vault: Vault, text: str, where: str) -> str:
+        document, error = load_json(text.encode("utf-8", "surrogatepass"))
+        if error is not None:
+            restored = restore(text, vault.resolver(where))
+        else:
+            resolved = restore_strings(document, vault.resolver, kind=where)
+            restored = (
+                text if resolved is document else encode_json(resolved).decode("utf-8", "surrogatepass")
+            )
+        self.record_vault_uses()
+        return restored
 
     def body_redactor(self) -> ByteStreamRedactor | None:
         """For a text body too large to hold whole: secrets redacted as it passes, where enforced."""

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
+import websockets.sync.server
 
+from proxy.commands.localca import UpstreamPKI
 from proxy.scanning.rulepack import load_packaged_packs
 from tests.harness import Proxy
 from tests.upstream import (
@@ -463,3 +466,95 @@ def test_placeholders_in_fields_no_dialect_models_reach_the_agent_as_values(
     assert fields == _unmodelled(vaulted)
     unresolved = [f for f in vaulting.wait_for_records(3)[2]["findings"] if f["rule"] == "vault-unresolved"]
     assert unresolved
+
+
+class RealtimeUpstream:
+    """A fake realtime API over TLS WebSocket: records each client event; answers a
+    ``conversation.item.create`` with the function call ``arguments`` the test sets."""
+
+    def __init__(self, pki: UpstreamPKI) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.received: list[dict[str, Any]] = []
+        self.arguments = "{}"
+        self.server = websockets.sync.server.serve(self._serve, "127.0.0.1", 0, ssl=context)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
+        for raw in connection:
+            event = json.loads(raw)
+            self.received.append(event)
+            if event.get("type") == "conversation.item.create":
+                connection.send(
+                    json.dumps(
+                        {
+                            "type": "response.function_call_arguments.done",
+                            "event_id": "event_1",
+                            "response_id": "resp_1",
+                            "item_id": "item_1",
+                            "output_index": 0,
+                            "call_id": "call_rt",
+                            "name": "count_orders",
+                            "arguments": self.arguments,
+                        }
+                    )
+                )
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def realtime(upstream_pki: UpstreamPKI) -> Iterator[RealtimeUpstream]:
+    server = RealtimeUpstream(upstream_pki)
+    yield server
+    server.close()
+
+
+def _realtime_call(proxy_url: str, realtime: RealtimeUpstream, say: str) -> dict[str, Any]:
+    """One user message over the official SDK's realtime connection; the function call's arguments the
+    agent receives."""
+    client = openai.OpenAI(
+        base_url=f"https://localhost:{realtime.port}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        default_headers=HEADERS,
+        websocket_base_url=f"wss://localhost:{realtime.port}/v1",
+    )
+    with client.beta.realtime.connect(
+        model="gpt-4o-realtime-preview", websocket_connection_options={"proxy": proxy_url}
+    ) as connection:
+        connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": say}]}
+        )
+        event = connection.recv()
+        assert event.type == "response.function_call_arguments.done"
+        return dict(json.loads(event.arguments))
+
+
+def test_websocket_messages_are_vaulted_both_ways(vaulting: Proxy, realtime: RealtimeUpstream) -> None:
+    """The realtime API through the official SDK: the password the agent sends leaves as a placeholder,
+    the function call coming back with the placeholder reaches the agent with the password, and another
+    agent replaying it gets the placeholder."""
+    _realtime_call(vaulting.url(), realtime, PROMPT)
+    sent = json.dumps(realtime.received[-1])
+    assert PASSWORD not in sent
+    found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", sent)
+    assert found is not None
+    vaulted = found.group(1)
+    realtime.arguments = json.dumps(
+        {"command": f"PGPASSWORD={vaulted} psql", "nested": json.dumps([vaulted])}
+    )
+    arguments = _realtime_call(vaulting.url(), realtime, "Go ahead.")
+    assert arguments == {"command": f"PGPASSWORD={PASSWORD} psql", "nested": json.dumps([PASSWORD])}
+    assert _realtime_call(vaulting.url(INTRUDER, INTRUDER[::-1]), realtime, "Run it.") == json.loads(
+        realtime.arguments
+    )
+    records = vaulting.wait_for_records(3)
+    vaulted_findings = [finding for finding in records[0]["findings"] if finding["action"] == "vault"]
+    assert vaulted_findings and all(finding["enforced"] for finding in vaulted_findings)
+    assert any(finding["rule"] == "vault-restore" for finding in records[1]["findings"])
+    assert any(finding["rule"] == "vault-unresolved" for finding in records[2]["findings"])
+    written = [*(vaulting.data_dir / "audit").rglob("*.jsonl"), *(vaulting.data_dir / "state").glob("*")]
+    assert all(PASSWORD.encode() not in path.read_bytes() for path in written)
