@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import random
 import re
 import sysconfig
@@ -23,6 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOOL_RESULTS_FILE = Path("benign_tool_results") / "tool_results_dev.jsonl"
+DATA_ENV = "EGRESSGUARD_DEV_DATA"
+
+
+def default_data() -> Path:
+    """The development data: ``$EGRESSGUARD_DEV_DATA``, else the first ``shared/data`` beside the checkout
+    or one of its parents (``../shared/data`` of the repository, or of the folder holding worktrees)."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    repository = Path(__file__).resolve().parent.parent
+    beside = [folder / "shared" / "data" for folder in repository.parents]
+    return next((path for path in beside if path.is_dir()), beside[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Development figures for the detectors, one section per detector.
 
-    python3 bench/detect_eval.py [--data ../shared/data] [--folds 5]
+    python3 bench/detect_eval.py [--data DIR] [--folds 5]
+    (DIR: the development data, by default $EGRESSGUARD_DEV_DATA, else the nearest ../shared/data)
 
 Injection: recall and false-positive rate of the rules alone, the classifier alone and both combined (a
 finding from either), family by family. Benign: every kind of tool result (documentation, ops docs and
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=training.DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=carriers.default_data())
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args(argv)
     injection_section(args.data, args.folds)

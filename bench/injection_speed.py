@@ -1,6 +1,7 @@
 """Throughput of the prompt-injection detector on what agents read, and what the verdict cache saves.
 
-    python3 bench/injection_speed.py [--data ../shared/data] [--rounds 3]
+    python3 bench/injection_speed.py [--data DIR] [--rounds 3]
+    (DIR: the development data, by default $EGRESSGUARD_DEV_DATA, else the nearest ../shared/data)
 
 Corpora, each scanned as tool results: prose (documentation and ops docs of the dev set), Python source
 (dev set), JSON API answers (generated issue lists, search results and records) and logs. For each it
@@ -34,7 +35,6 @@ from proxy.exchange import Source
 from proxy.scanning.normalize import normalize
 from proxy.scanning.rulepack import load_pack, pack_path
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 SEED = 20240611
 PREVIOUS_MB_S = {"prose": 0.44, "python source": 0.62, "JSON API answers": 0.43, "logs": 0.41}
 """The detector before the vectorised classifier (pure-Python n-grams), on these corpora, measured the same
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=carriers.default_data())
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     packs = [load_pack(pack_path("injection"))]

@@ -1,6 +1,7 @@
 """Train the injection classifier (rules/injection_model.json) from the development data.
 
-    python3 bench/train_injection.py [--data ../shared/data] [--out rules/injection_model.json] [--folds 5]
+    python3 bench/train_injection.py [--data DIR] [--out rules/injection_model.json] [--folds 5]
+    (DIR: the development data, by default $EGRESSGUARD_DEV_DATA, else the nearest ../shared/data)
 
 Data (see ../shared/data/README.md): BIPIA train-split attack instructions and synthetic hijacks, planted
 where each carrier hides text (bench/carriers.py) in benign tool results: the dev set's docs and source,
@@ -48,7 +49,6 @@ TARGET_FPR = 0.01
 L2 = 1e-5
 EPOCHS = 300
 LEARNING_RATE = 0.05
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 # BIPIA categories whose "attacks" are ordinary requests ("What is the capital of Brazil?"): typed by a
 # user they are benign, and a linear model cannot learn "a question is an attack inside a document but
@@ -889,7 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=carriers.default_data())
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent.parent / "rules" / "injection_model.json"
     )
