@@ -89,6 +89,13 @@ def _powers(base: int, length: int) -> npt.NDArray[np.uint64]:
 
 _POWERS = _powers(_BASE, BLOCK_CHARS + 1)
 _INVERSE_POWERS = _powers(_BASE_INVERSE, BLOCK_CHARS + 1)
+_MIXED_INVERSE_POWERS = _INVERSE_POWERS * _MIX
+"""A span's hash times the mixing constant, in one product: (p[e] - p[s]) * P**-s * M."""
+
+
+def _mixed(salt: int) -> int:
+    """A salt times the mixing constant, modulo 2**64."""
+    return salt * int(_MIX) % (1 << 64)
 
 
 def squeezed_codes(text: str) -> npt.NDArray[np.uint32]:
@@ -144,14 +151,15 @@ class FeatureSpec:
         prefix = np.zeros(length + longest + 1, dtype=np.uint64)
         np.cumsum(codes * _POWERS[:length], out=prefix[1 : length + 1])
         prefix[length + 1 :] = prefix[length]
-        inverse = _INVERSE_POWERS[:length]
+        mixed_inverse = _MIXED_INVERSE_POWERS[:length]
         chars = np.empty((len(self.char_ngrams), length), dtype=np.intp)
-        # One size at a time over slices, in place: no index arrays and no temporaries of every size.
-        hashes = np.empty(length, dtype=np.uint64)
+        # One size at a time over slices, in place in the row (buckets fit in an intp): no index arrays
+        # and no temporaries of every size.
         for row, size in enumerate(self.char_ngrams):
+            hashes = chars[row].view(np.uint64)
             np.subtract(prefix[size : size + length], prefix[:length], out=hashes)
-            hashes *= inverse
-            chars[row] = self._buckets(hashes, _CHAR_SALT * size)
+            hashes *= mixed_inverse
+            self._buckets(hashes, np.uint64(_mixed(_CHAR_SALT * size)))
             chars[row, max(0, length - size + 1) :] = self.dim
         # Clipping reads every code past ASCII as the table's last entry, a word character.
         wordy = np.zeros(length + 2, dtype=bool)
@@ -163,9 +171,9 @@ class FeatureSpec:
         for size in self.word_ngrams:
             if len(word_starts) >= size:
                 first = word_starts[: len(word_starts) - size + 1]
-                spans = (prefix[word_ends[size - 1 :]] - prefix[first]) * inverse[first]
+                spans = (prefix[word_ends[size - 1 :]] - prefix[first]) * mixed_inverse[first]
                 starts.append(first)
-                words.append(self._buckets(spans, _WORD_SALT * size).astype(np.intp))
+                words.append(self._buckets(spans, np.uint64(_mixed(_WORD_SALT * size))).view(np.intp))
         empty = np.zeros(0, dtype=np.intp)
         return Grams(
             chars,
@@ -173,12 +181,12 @@ class FeatureSpec:
             np.concatenate(words) if words else empty,
         )
 
-    def _buckets(self, hashes: npt.NDArray[np.uint64], salt: int) -> npt.NDArray[np.uint64]:
-        """Multiplicative hashing: the top bits of (hash + salt) times an odd constant, in place."""
-        hashes += np.uint64(salt)
-        hashes *= _MIX
-        hashes >>= np.uint64(64 - self.bits)
-        return hashes
+    def _buckets(self, mixed: npt.NDArray[np.uint64], mixed_salt: np.uint64) -> npt.NDArray[np.uint64]:
+        """Multiplicative hashing, in place: the top bits of (hash + salt) times an odd constant, from
+        the hashes and the salt each already multiplied by it (modulo 2**64, (h + s) * M = h * M + s * M)."""
+        mixed += mixed_salt
+        mixed >>= np.uint64(64 - self.bits)
+        return mixed
 
     def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
