@@ -191,7 +191,7 @@ def test_cheap_checks_never_skip_what_the_regexes_would_find(text: str) -> None:
     skipped, and wherever the letter-spacing regex matches, the check says so."""
     _assert_candidates_lose_no_decoding(text)
     if normalize_module._LETTER_SPACED.search(text):
-        assert normalize_module._Shapes(text).may_be_letter_spaced()
+        assert normalize_module._may_be_letter_spaced(text)
 
 
 @given(
@@ -260,4 +260,4 @@ def test_hex_in_each_separator_style_is_a_candidate(text: str) -> None:
 @pytest.mark.parametrize("text", ["i.g.n.o.r.e all", "и г н о р"])
 def test_letter_spacing_passes_the_cheap_check(text: str) -> None:
     """Letter spacing in Latin and Cyrillic passes the cheap check."""
-    assert normalize_module._Shapes(text).may_be_letter_spaced()
+    assert normalize_module._may_be_letter_spaced(text)

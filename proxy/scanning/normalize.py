@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
-import numpy.typing as npt
 
 HIDDEN_CHARACTERS = "hidden_characters"
 TAG_CHARACTERS = "tag_characters"
@@ -124,10 +123,9 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         folded = fold_homoglyphs(visible)
         if folded != visible:
             signals.add(HOMOGLYPHS)
-    shapes = _Shapes(visible)
     decoded = _decoded_segments(visible, signals) if depth > 0 else []
     plain = folded.casefold()
-    despaced = despace(plain) if shapes.may_be_letter_spaced() else plain
+    despaced = despace(plain) if _may_be_letter_spaced(visible) else plain
     if despaced != plain:
         signals.add(LETTER_SPACING)
     texts.append(despaced)
@@ -179,57 +177,54 @@ def despace(text: str) -> str:
     return _LETTER_SPACED.sub(lambda match: _SPACED_SEPARATORS.sub("", match.group()), text)
 
 
-class _Shapes:
-    """Cheap array checks over a text's code points, each an over-approximation of a regex: where it
-    finds nothing, the regex cannot match either and is not run."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        self.codes = codes
-
-    def may_be_letter_spaced(self) -> bool:
-        """Whether three single letters stand one separator apart somewhere (the shape of "i g n"): no
-        word character just before the first or just after the third."""
-        codes = self.codes
-        if len(codes) < 5:
-            return False
-        clipped = np.minimum(codes, 128)
-        letter = _LETTER[clipped]
-        separator = _SEPARATOR[clipped]
-        apart = np.ones(len(codes) + 2, dtype=bool)
-        apart[1:-1] = ~_WORDISH[clipped]
-        shape = letter[:-4] & separator[1:-3] & letter[2:-2] & separator[3:-1] & letter[4:]
-        return bool((shape & apart[: len(codes) - 4] & apart[6:]).any())
+def _may_be_letter_spaced(text: str) -> bool:
+    """Whether three single letters stand one separator apart somewhere (the shape of "i g n"), with no
+    ASCII letter or digit just before the first or just after the third: an over-approximation of
+    ``_LETTER_SPACED``, so where it finds nothing the regex is not run. Every character past ASCII counts
+    as a letter. The text is turned into one class byte per character (``_SPACING_CLASSES``; UTF-8
+    continuation bytes dropped) and the shape is looked for as a substring, all in C."""
+    classes = text.encode("utf-8", "surrogatepass").translate(_SPACING_CLASSES, _UTF8_CONTINUATION)
+    found = classes.find(_SPACED_SHAPE)
+    while found != -1:
+        before, after = found - 1, found + len(_SPACED_SHAPE)
+        if (before < 0 or not _is_ascii_alnum(text[before])) and (
+            after >= len(text) or not _is_ascii_alnum(text[after])
+        ):
+            return True
+        found = classes.find(_SPACED_SHAPE, found + 1)
+    return False
 
 
-def _byte_table(characters: str) -> npt.NDArray[np.bool_]:
-    """A lookup by byte of UTF-8: the ASCII characters given (no byte of a character past ASCII)."""
-    table = np.zeros(256, dtype=bool)
-    table[[ord(char) for char in characters]] = True
-    return table
+def _is_ascii_alnum(char: str) -> bool:
+    return char.isascii() and char.isalnum()
 
 
-def _runs(encoded: bytes, member: npt.NDArray[np.bool_], minimum: int) -> list[tuple[int, int]]:
-    """(start, end) of every stretch of at least ``minimum`` bytes of ``encoded`` that ``member`` holds."""
-    inside = np.zeros(len(encoded) + 2, dtype=bool)
-    inside[1:-1] = member[np.frombuffer(encoded, dtype=np.uint8)]
+def _byte_table(characters: str) -> bytes:
+    """A ``bytes.translate`` table from UTF-8 bytes to 1 for the ASCII characters given, 0 for the others
+    (bytes of characters past ASCII included)."""
+    return bytes(chr(byte) in characters for byte in range(256))
+
+
+def _runs(encoded: bytes, member: bytes, minimum: int) -> list[tuple[int, int]]:
+    """(start, end) of every stretch of at least ``minimum`` bytes of ``encoded`` that ``member`` (a
+    ``_byte_table``) holds."""
+    inside = np.frombuffer(b"\0" + encoded.translate(member) + b"\0", dtype=np.bool_)
     bounds = np.flatnonzero(inside[1:] != inside[:-1]).reshape(-1, 2)
     return [(start, end) for start, end in bounds[bounds[:, 1] - bounds[:, 0] >= minimum].tolist()]
 
 
-def _table(characters: str, *, beyond_ascii: bool) -> npt.NDArray[np.bool_]:
-    """A lookup by code point clipped to 128: the ASCII characters given, and everything past ASCII."""
-    table = np.zeros(129, dtype=bool)
-    table[[ord(char) for char in characters]] = True
-    table[128] = beyond_ascii
-    return table
-
-
 _ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_LETTER = _table(_ASCII_LETTERS, beyond_ascii=True)
-_WORDISH = _table(_ASCII_LETTERS + "0123456789", beyond_ascii=False)
-_SEPARATOR = _table(" .-_*", beyond_ascii=False)
+_SPACING_CLASSES = bytes(
+    ord("L")
+    if byte >= 0xC0 or chr(byte) in _ASCII_LETTERS
+    else ord("S")
+    if chr(byte) in " .-_*"
+    else ord("O")
+    for byte in range(256)
+)
+"""Letter (an ASCII letter, or the lead byte of any character past ASCII), separator, or other."""
+_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
+_SPACED_SHAPE = b"LSLSL"
 _MIN_BASE64 = 16
 _BASE64_OR_PADDING = _byte_table(_ASCII_LETTERS + "0123456789+/_-=")
 _HEX_OR_SEPARATOR = _byte_table("0123456789abcdefABCDEFx\\ :")
