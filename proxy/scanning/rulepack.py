@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import ahocorasick_rs
+import numpy as np
 import regex
 import yaml
 
@@ -503,9 +504,25 @@ _TRIGGER_TABLE = str.maketrans(
 _SURROGATE = regex.compile("[\ud800-\udfff]")
 
 
+# ``str.translate`` looks a dict up for every character past ASCII (about 80 ns each): the same mapping
+# as a bytes table for ASCII text, and as an array over code points (every key is below U+E000) for the rest.
+_ASCII_TRIGGER_TABLE = bytes(ord(_TRIGGER_TABLE.get(code, chr(code))) for code in range(0x80)) + bytes(
+    range(0x80, 0x100)
+)
+_TRIGGER_CODES = np.arange(0xE000, dtype=np.uint32)
+_TRIGGER_CODES[list(_TRIGGER_TABLE)] = [ord(char) for char in _TRIGGER_TABLE.values()]
+
+
 def _trigger_view(text: str) -> str:
     """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space."""
-    return text.lower().translate(_TRIGGER_TABLE)
+    lowered = text.lower()
+    if lowered.isascii():
+        return lowered.encode("ascii").translate(_ASCII_TRIGGER_TABLE).decode("ascii")
+    codes = np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    mapped = np.where(
+        codes < len(_TRIGGER_CODES), _TRIGGER_CODES[np.minimum(codes, len(_TRIGGER_CODES) - 1)], codes
+    )
+    return mapped.astype("<u4").tobytes().decode("utf-32-le")
 
 
 def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
