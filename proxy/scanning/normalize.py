@@ -36,6 +36,7 @@ LETTER_SPACING = "letter_spacing"
 BASE64 = "base64"
 HEX = "hex"
 URL_ENCODING = "url_encoding"
+ESCAPES = "escapes"
 
 MAX_DEPTH = 2
 """Decoded segments are normalised again, down to this many levels (base64 inside base64, ...)."""
@@ -86,6 +87,13 @@ _HEX_CANDIDATE = re.compile(rb"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\
 _HEX_NOISE = re.compile(r"\\x|0x|[ :]")
 # Three percent-escapes in one stretch without whitespace; anchored on "%" so the search skips ahead.
 _URL_ENCODED = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
+# JSON and JavaScript string escapes: \uXXXX (a surrogate pair as two), and the one-letter ones. Text past
+# ASCII inside a JSON document a tool returns is usually written this way.
+_UNICODE_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
+_STRING_ESCAPE = re.compile(
+    r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[nrtbf\"/\\])"
+)
+_ONE_LETTER_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "/": "/", "\\": "\\"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +301,20 @@ def _decoded_segments(text: str, signals: set[str]) -> list[str]:
         if decoded_url != text:
             signals.add(URL_ENCODING)
             segments.append(decoded_url)
+    if "\\u" in text and _UNICODE_ESCAPE.search(text):
+        signals.add(ESCAPES)
+        segments.append(_STRING_ESCAPE.sub(_unescape, text))
     return segments
+
+
+def _unescape(match: re.Match[str]) -> str:
+    escape = match.group()
+    if escape[1] != "u":
+        return _ONE_LETTER_ESCAPES[escape[1]]
+    if len(escape) == 12:  # a surrogate pair
+        high, low = int(escape[2:6], 16), int(escape[8:12], 16)
+        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+    return chr(int(escape[2:], 16))
 
 
 def _decode_base64(candidate: str) -> str | None:
