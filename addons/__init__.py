@@ -14,6 +14,7 @@ from addons.identity import AgentIdentity
 from addons.inspect import Inspect
 from addons.localapi import LocalApi, ReservedHosts
 from addons.metrics import TurnMetrics
+from addons.trailers import Http1Trailers
 from proxy.runtime import Runtime
 
 
@@ -22,6 +23,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     return [
         PolicyLoader(runtime),
         EarlyAnswers(),
+        Http1Trailers(),
         CappedDecoding(runtime),
         AgentIdentity(runtime),
         DrillMarker(runtime),

@@ -387,6 +387,69 @@ def test_a_transfer_coding_does_not_switch_inspection_off(
         assert AWS_KEY.encode() in received
 
 
+def raw_exchange(proxy: Proxy, port: int, head: str, body: bytes) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request through a tunnel, the connection closed after it; the answer read as curl
+    reads it (head with trailers, decoded body)."""
+    with tunnel(proxy, port) as tls:
+        tls.sendall(
+            (
+                f"{head}\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in CONTEXT.items())
+            ).encode()
+            + body
+        )
+        return read_as_curl(tls)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_response_trailers_reach_the_agent_scanned(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
+) -> None:
+    """A chunked answer that ends with trailer fields arrives whole (it used to hang the agent until its
+    timeout: "incomplete chunked read"), its trailers after the last chunk, a secret in one redacted
+    where enforced."""
+    proxy = start_proxy(mode=mode)
+    upstream.reply = Reply(text="fine", trailers={"x-debug-token": f"k={AWS_KEY}", "x-cost": "3"})
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+    head, received = raw_exchange(
+        proxy,
+        upstream.port,
+        "POST /v1/chat/completions HTTP/1.1",
+        f"Content-Length: {len(body)}\r\n\r\n{body}".encode(),
+    )
+    assert b"fine" in received or b'"f' in received
+    # The head as read ends with the trailers, which nothing else in it names.
+    response_head, _, trailers = head.partition(b"\r\nx-debug-token")
+    assert b"x-cost: 3" in trailers
+    assert AWS_KEY.encode() not in response_head
+    if mode == "enforce":
+        assert AWS_KEY.encode() not in trailers and b"[REDACTED:aws-access-key-id]" in trailers
+    else:
+        assert AWS_KEY.encode() in trailers
+    (record,) = proxy.wait_for_records(1)
+    findings = [finding for finding in record["findings"] if finding["rule"] == "aws-access-key-id"]
+    assert [finding["enforced"] for finding in findings] == [mode == "enforce"]
+
+
+def test_a_chunked_request_with_trailers_is_relayed(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A request body that ends with trailer fields is forwarded whole with them, not dropped mid-way."""
+    proxy = start_proxy()
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\nx-checksum: abc\r\n\r\n" % (len(body), body)
+    head, received = raw_exchange(
+        proxy,
+        upstream.port,
+        "POST /v1/chat/completions HTTP/1.1",
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked,
+    )
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"chat.completion" in received
+    assert upstream.received[-1].body == body
+
+
 UNDECODABLE = ["compress", "X-Compress", "x-compress", "gzip, compress", "compress, br", "bzip2", "snappy"]
 """Codings egressguard cannot undo and a receiver might: a secret inside is unreadable to inspection."""
 

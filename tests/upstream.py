@@ -58,6 +58,8 @@ class Reply:
     """Extra response headers."""
     encoded_body: tuple[str, bytes] | None = None
     """A body sent as it is under this content-encoding instead of the reply, JSON or stream."""
+    trailers: dict[str, str] = field(default_factory=dict)
+    """Trailer fields sent after the last chunk of a stream."""
     gzip_transfer: bool = False
     """Send the answer, JSON or stream, with ``Transfer-Encoding: gzip, chunked``: compressed as a
     transfer coding, which only some clients (curl) undo."""
@@ -514,7 +516,7 @@ class FakeUpstream:
                 return body
 
             def _send(self, status: int, body: bytes) -> None:
-                if upstream.reply.gzip_transfer:
+                if upstream.reply.gzip_transfer or upstream.reply.trailers:
                     self._stream(
                         iter([body]), upstream.reply, upstream.reply.content_type or "application/json"
                     )
@@ -561,7 +563,8 @@ class FakeUpstream:
                         time.sleep(reply.pause_after_first_event)
                     if number == 0 and reply.hold_after_first_event is not None:
                         reply.hold_after_first_event.wait(10)
-                self.wfile.write(b"0\r\n\r\n")
+                trailers = "".join(f"{name}: {value}\r\n" for name, value in reply.trailers.items())
+                self.wfile.write(b"0\r\n" + trailers.encode() + b"\r\n")
                 self.wfile.flush()
 
         self.server = ThreadingHTTPServer((host, 0), Handler)

@@ -1,0 +1,135 @@
+"""HTTP/1 trailer fields read and written, so a chunked body that ends with them neither hangs its
+receiver nor slips past inspection.
+
+mitmproxy's HTTP/1 layer raises "HTTP trailers are not implemented yet" when a chunked body (request or
+response) ends with trailer fields, and the other side waits for a body that never ends; it cannot write
+trailers to an HTTP/1 peer either. ``Http1Trailers`` installs HTTP/1 connections that hand the fields on
+as the trailer events HTTP/2 already uses (so the inspect addon scans them like headers) and write them
+after the last chunk. Where the body goes on with a fixed length instead of chunked, there is no place for
+them and they are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import h11
+from mitmproxy import http
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers import http as http_layer
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import (
+    HttpEvent,
+    RequestEndOfMessage,
+    RequestTrailers,
+    ResponseEndOfMessage,
+    ResponseTrailers,
+)
+from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Connection, Http1Server
+
+CommandGenerator = Generator[commands.Command, Any, None]
+
+
+class TrailerReader:
+    """Wraps h11's body reader: trailer fields at a chunked body's end are handed to ``found`` and the
+    end is reported without them, which is what mitmproxy accepts."""
+
+    def __init__(self, reader: Any, found: Callable[[http.Headers], None]) -> None:
+        self.reader = reader
+        self.found = found
+
+    def __call__(self, buffer: Any) -> Any:
+        event = self.reader(buffer)
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            self.found(http.Headers(list(event.headers.raw_items())))
+            return h11.EndOfMessage()
+        return event
+
+    def read_eof(self) -> Any:
+        return self.reader.read_eof()
+
+
+def is_chunked(message: http.Message | None) -> bool:
+    return message is not None and "chunked" in message.headers.get("transfer-encoding", "").lower()
+
+
+class TrailerFields(Http1Connection):
+    """What reading and writing trailers adds to either end of an HTTP/1 connection."""
+
+    ReceiveTrailers: type[RequestTrailers | ResponseTrailers]
+    SendTrailers: type[RequestTrailers | ResponseTrailers]
+    SendEndOfMessage: type[RequestEndOfMessage | ResponseEndOfMessage]
+    received_trailers: http.Headers | None = None
+    trailers_to_send: http.Headers | None = None
+
+    @property  # type: ignore[override]  # the base declares a plain attribute, assigned per message
+    def body_reader(self) -> TrailerReader:
+        return self._body_reader
+
+    @body_reader.setter
+    def body_reader(self, reader: Any) -> None:
+        self._body_reader = TrailerReader(reader, self._note_trailers)
+
+    def _note_trailers(self, trailers: http.Headers) -> None:
+        self.received_trailers = trailers
+
+    def read_body(self, event: events.Event) -> CommandGenerator:
+        for command in super().read_body(event):
+            if (
+                isinstance(command, ReceiveHttp)
+                and isinstance(command.event, self.ReceiveEndOfMessage)
+                and self.received_trailers is not None
+            ):
+                assert self.stream_id is not None
+                yield ReceiveHttp(self.ReceiveTrailers(self.stream_id, self.received_trailers))
+                self.received_trailers = None
+            yield command
+
+    def send(self, event: HttpEvent) -> CommandGenerator:
+        if isinstance(event, self.SendTrailers):
+            self.trailers_to_send = event.trailers
+            return
+        if isinstance(event, self.SendEndOfMessage) and self.trailers_to_send is not None:
+            trailers, self.trailers_to_send = self.trailers_to_send, None
+            if is_chunked(self.outgoing()):
+                yield commands.SendData(self.conn, b"0\r\n" + bytes(trailers) + b"\r\n")
+                yield from self.mark_done(**{self.done_flag: True})
+                return
+        yield from super().send(event)
+
+    def outgoing(self) -> http.Message | None:
+        raise NotImplementedError
+
+    done_flag: str
+
+
+class TrailerServer(TrailerFields, Http1Server):
+    ReceiveTrailers = RequestTrailers
+    SendTrailers = ResponseTrailers
+    SendEndOfMessage = ResponseEndOfMessage
+    done_flag = "response"
+
+    def outgoing(self) -> http.Message | None:
+        bodyless = self.request is not None and self.request.method.upper() == "HEAD"
+        return None if bodyless else self.response
+
+
+class TrailerClient(TrailerFields, Http1Client):
+    ReceiveTrailers = ResponseTrailers
+    SendTrailers = RequestTrailers
+    SendEndOfMessage = RequestEndOfMessage
+    done_flag = "request"
+
+    def outgoing(self) -> http.Message | None:
+        return self.request
+
+
+class Http1Trailers:
+    """Installs ``TrailerServer`` and ``TrailerClient`` as the HTTP/1 connections mitmproxy's HTTP layer
+    makes."""
+
+    def load(self, loader: object) -> None:
+        # The layer looks its classes up in its module, which does not list them as exported.
+        http_layer.Http1Server = TrailerServer  # type: ignore[attr-defined]
+        http_layer.Http1Client = TrailerClient  # type: ignore[attr-defined]
