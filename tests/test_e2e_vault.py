@@ -558,3 +558,16 @@ def test_websocket_messages_are_vaulted_both_ways(vaulting: Proxy, realtime: Rea
     assert any(finding["rule"] == "vault-unresolved" for finding in records[2]["findings"])
     written = [*(vaulting.data_dir / "audit").rglob("*.jsonl"), *(vaulting.data_dir / "state").glob("*")]
     assert all(PASSWORD.encode() not in path.read_bytes() for path in written)
+
+
+def test_websocket_messages_in_observe_mode_are_recorded_not_vaulted(
+    start_proxy: Callable[..., Proxy], realtime: RealtimeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Observe mode forwards the realtime message as the agent wrote it; the finding says vault, not
+    enforced."""
+    proxy = start_proxy(mode="observe", extra="redaction: {requests: vault}\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    _realtime_call(proxy.url(), realtime, PROMPT)
+    assert PASSWORD in json.dumps(realtime.received[-1])
+    findings = [f for f in proxy.wait_for_records(1)[0]["findings"] if f["action"] == "vault"]
+    assert findings and not any(finding["enforced"] for finding in findings)
