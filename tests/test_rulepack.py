@@ -16,6 +16,7 @@ from proxy.scanning.rulepack import (
     is_text_pack,
     load_pack,
     load_packaged_packs,
+    one_way_repeats,
     pack_path,
     packaged_packs,
     rules_dir,
@@ -540,3 +541,30 @@ def test_a_value_ends_at_a_nul_that_joins_texts_scanned_together(tmp_path: Path)
     text = "password=Qv7mZ2kLx9pW\x00\n\x00next"
     assert [text[match.start : match.end] for match in scanner.scan(text).matches] == ["Qv7mZ2kLx9pW"]
     assert scanner.scan("password=egv_0123456789abcdef0123\x00\n\x00next").matches == []
+
+
+def test_anchored_rule_that_can_backtrack_without_end_still_runs_out_of_time(tmp_path: Path) -> None:
+    """An anchored rule whose repeated part matches in more than one way keeps the per-attempt limit."""
+    rules = _rule_yaml("slow", "x(?:a|aa){1,60}$", keywords="[x]", extra="anchored: true") + _rule_yaml(
+        "fast", "b{3}"
+    )
+    result = _scanner(tmp_path, rules, timeout_s=0.01).scan("bbb x" + "a" * 60 + "!")
+    assert result.timed_out == ["slow"]
+    assert [match.rule.id for match in result.matches] == ["fast"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "one_way"),
+    [
+        (r"(?i:password|pwd)\s{0,8}=\s{0,8}(?P<secret>[^\s]{8,128}+)", True),
+        (r"(?<=(?:^|;)\s*)env(?=\s{0,256}\|)", True),
+        (r"(?:bearer\s{1,8})?token", True),
+        (r"(?:a|aa)+$", False),
+        (r"(?:a+)+b", False),
+        (r"(?:\w{1,4}\s){1,9}x", False),
+        (r"(a)\1{2,}", False),
+    ],
+)
+def test_patterns_whose_repeats_match_one_way_are_told_apart(pattern: str, one_way: bool) -> None:
+    """Only patterns with no repeat or alternation inside a repeat are tried without the time limit."""
+    assert one_way_repeats(pattern) is one_way

@@ -479,6 +479,49 @@ def _starts_with_literal(items: list[tuple[Any, Any]]) -> bool:
     return False
 
 
+def one_way_repeats(source: str) -> bool:
+    """Whether nothing the pattern repeats more than once can itself match in more than one way (no
+    repeat or alternation inside such a repeat). An attempt of such a pattern over a bounded span takes
+    at most polynomially many steps in the span, never the exponential blow-up of ``(a|aa)+``, so the
+    scanner may try it at a keyword hit without the regex module's time limit, whose setup costs more
+    than the attempt itself; the rule's deadline is still checked between attempts. Patterns the
+    standard parser cannot read do not count."""
+    try:
+        parsed = _sre_parse.parse(source)
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return False
+    return _repeats_one_way(list(parsed), inside_repeat=False)
+
+
+def _repeats_one_way(items: list[tuple[Any, Any]], *, inside_repeat: bool) -> bool:
+    constants = _sre_constants
+    for op, argument in items:
+        if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+            _low, high, inner = argument
+            repeats = high > 1
+            if (inside_repeat and repeats) or not _repeats_one_way(
+                list(inner), inside_repeat=inside_repeat or repeats
+            ):
+                return False
+        elif op is constants.BRANCH:
+            if inside_repeat or not all(
+                _repeats_one_way(list(branch), inside_repeat=False) for branch in argument[1]
+            ):
+                return False
+        elif op is constants.SUBPATTERN:
+            if not _repeats_one_way(list(argument[3]), inside_repeat=inside_repeat):
+                return False
+        elif op in (constants.ASSERT, constants.ASSERT_NOT):
+            if not _repeats_one_way(list(argument[1]), inside_repeat=inside_repeat):
+                return False
+        elif op is constants.ATOMIC_GROUP:
+            if not _repeats_one_way(list(argument), inside_repeat=inside_repeat):
+                return False
+        elif op in (constants.GROUPREF, constants.GROUPREF_EXISTS):
+            return False
+    return True
+
+
 def _max_width(source: str) -> int | None:
     """The longest match a pattern can make, or None if unbounded, very long or not measurable."""
     try:
@@ -596,6 +639,10 @@ class Scanner:
         self._decoded = frozenset(index for index, rule in enumerate(self.rules) if rule.decoded)
         self._widths = [rule.max_length or _max_width(rule.pattern.pattern) for rule in self.rules]
         self._literal_led = [_literal_led(rule.pattern.pattern) for rule in self.rules]
+        self._untimed_attempts = [
+            width is not None and one_way_repeats(rule.pattern.pattern)
+            for rule, width in zip(self.rules, self._widths, strict=True)
+        ]
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
@@ -678,11 +725,17 @@ class Scanner:
         if index in plan.starts:
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
+            untimed = self._untimed_attempts[index]
             for start in plan.starts[index]:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                hit = pattern.match(text, start, min(len(text), start + reach), timeout=remaining)
+                end = min(len(text), start + reach)
+                hit = (
+                    pattern.match(text, start, end)
+                    if untimed
+                    else pattern.match(text, start, end, timeout=remaining)
+                )
                 if hit is not None:
                     yield hit.span(self.rules[index].secret_group)
             return
