@@ -117,6 +117,15 @@ class SharedSqliteStateStore:
 
     def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
         at = self._now(now)
+        # Most members asked about (hosts, tool sequences, alert groups) are there already: a read, which
+        # in WAL mode takes no lock, answers them without queueing for the write lock behind other workers.
+        seen = self._read(
+            lambda db: db.execute(
+                "SELECT expires FROM members WHERE set_name = ? AND member = ?", (set_name, member)
+            ).fetchone()
+        )
+        if seen is not None and seen[0] > at:
+            return False
         with self._transaction() as db:
             row = db.execute(
                 "SELECT expires FROM members WHERE set_name = ? AND member = ?", (set_name, member)
