@@ -158,6 +158,9 @@ class AuditLog:
         self.dropped_total = 0
         self._lock = threading.Lock()
         self._pending: deque[dict[str, Any]] = deque()
+        self._chained: tuple[dict[str, Any], dict[str, Any]] | None = None
+        """The event ``append`` is writing, with the record it chained, so that writing it does not hash it
+        again."""
         self._dropped = 0
         self._unavailable: str | None = None
         self._since_checkpoint = 0
@@ -224,7 +227,12 @@ class AuditLog:
             self._pending.append(body)
             record = self._chain(body, self._provisional_hash)
             self._provisional_hash = record["hash"]
-            if self._drain_or_hold():
+            self._chained = (body, record)
+            try:
+                drained = self._drain_or_hold()
+            finally:
+                self._chained = None  # the caller may add to the record it gets: never write that
+            if drained:
                 return record
             if self.on_error == "closed":
                 self._pending.pop()
@@ -374,7 +382,11 @@ class AuditLog:
         return record
 
     def _commit(self, body: dict[str, Any]) -> dict[str, Any]:
-        record = self._chain(body, self._tail_hash)
+        chained = self._chained
+        if chained is not None and chained[0] is body and chained[1]["prev_hash"] == self._tail_hash:
+            record = chained[1]  # hashed by append on the same tail: nothing was written in between
+        else:
+            record = self._chain(body, self._tail_hash)
         self._write_line(self.directory / daily_file_name(self._today()), canonical_json(record) + "\n")
         self._tail_hash = record["hash"]
         if record.get("type") != CHECKPOINT:
