@@ -63,17 +63,21 @@ class AnsweringStream(http_layer.HttpStream):
         if (yield from self.check_killed(True)):
             return
         yield from self.send_response()
+        # mitmproxy sends the end of a response once the request has ended too: here it goes out now.
+        yield http_layer.SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
+        self.server_state = self.state_done
         if http1:
-            yield http_layer.SendHttp(ResponseEndOfMessage(self.stream_id), self.context.client)
             yield commands.CloseConnection(self.context.client)
             self.client_state = self.server_state = self.state_errored
             self.flow.live = False
 
     def state_drop_request_body(self, event: events.Event) -> CommandGenerator:
+        """Over HTTP/2 and HTTP/3: the rest of the stream's body is dropped as it arrives; its end ends
+        the stream."""
         if isinstance(event, RequestEndOfMessage):
             self.client_state = self.state_done
-            if self.server_state == self.state_done:
-                yield from self.flow_done()
+            self.flow.live = False
+            yield http_layer.DropStream(self.stream_id)
 
 
 class EarlyAnswers:

@@ -1,0 +1,156 @@
+"""End to end over HTTP/2: the agent speaks HTTP/2 to egressguard (httpx with ``http2=True``, the OpenAI
+SDK on top of it), egressguard HTTP/1.1 to the TLS fake upstream. Every check that holds over HTTP/1
+holds here: prompts redacted, over-cap and compressed-bomb bodies refused, streamed completions
+redacted, a missing token answered 407, and the connection keeps serving its other streams."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_bodies import AWS_KEY, CONTEXT, over_cap_findings
+from tests.upstream import FakeUpstream, Reply
+
+CAP = 64 << 10
+REDACTED = "[REDACTED:aws-access-key-id]"
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy]) -> Proxy:
+    return start_proxy(
+        mode="enforce",
+        extra=f"inspection: {{max_body_bytes: {CAP}}}\nredaction: {{requests: true}}\n",
+    )
+
+
+class PrefersHttp2(ssl.SSLContext):
+    """A TLS context that offers ``h2`` before ``http/1.1``, as curl, Go and browsers do. httpx offers
+    ``http/1.1`` first and egressguard (like mitmproxy) honours the client's order, so httpx on its own
+    would never be answered in HTTP/2."""
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        super().set_alpn_protocols(["h2", "http/1.1"])
+
+
+def h2_client(proxy: Proxy, proxy_url: str | None = None) -> httpx.Client:
+    context = PrefersHttp2(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(proxy.ca_cert))
+    return httpx.Client(
+        http2=True, proxy=proxy_url or proxy.url(), verify=context, timeout=30, headers=CONTEXT
+    )
+
+
+def chat(client: httpx.Client, upstream: FakeUpstream, content: str, **extra: object) -> httpx.Response:
+    return client.post(
+        f"{upstream.url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": content}], **extra},
+    )
+
+
+def test_the_agent_speaks_http2_to_the_proxy(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """The premise of every test here: the agent's side of the proxy is HTTP/2."""
+    with h2_client(enforce) as client:
+        answer = chat(client, upstream, "hi")
+    assert (answer.status_code, answer.http_version) == (200, "HTTP/2")
+
+
+def test_a_secret_in_a_prompt_is_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    with h2_client(enforce) as client:
+        answer = chat(client, upstream, f"my key is {AWS_KEY}")
+    assert answer.status_code == 200
+    sent = upstream.received[-1].body.decode()
+    assert AWS_KEY not in sent and REDACTED in sent
+
+
+def test_a_secret_in_a_completion_is_redacted_json_and_sdk(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """JSON completions, read with the official SDK over HTTP/2."""
+    upstream.reply = Reply(text=f"the key is {AWS_KEY}")
+    sdk = openai.OpenAI(
+        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, http_client=h2_client(enforce)
+    )
+    answer = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == f"the key is {REDACTED}"
+
+
+def test_a_streamed_completion_is_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """SSE over HTTP/2, a secret split across many small events: the SDK reassembles it redacted."""
+    upstream.reply = Reply(text=f"the key is {AWS_KEY} and more", piece_size=3)
+    sdk = openai.OpenAI(
+        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, http_client=h2_client(enforce)
+    )
+    text = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in sdk.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        if chunk.choices
+    )
+    assert text == f"the key is {REDACTED} and more"
+
+
+def chunks(body: bytes) -> Iterator[bytes]:
+    return (body[start : start + (64 << 10)] for start in range(0, len(body), 64 << 10))
+
+
+@pytest.mark.parametrize("framing", ["content-length", "no length"])
+def test_an_over_cap_prompt_is_refused_413_at_once(
+    enforce: Proxy, upstream: FakeUpstream, framing: str
+) -> None:
+    """Over HTTP/2 a body's length is optional: with or without it, a prompt over the cap is refused with
+    a readable 413 before any byte leaves, and the same connection serves the next request."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (8 << 20)}]}).encode()
+    with h2_client(enforce) as client:
+        started = time.monotonic()
+        answer = client.post(
+            f"{upstream.url}/v1/chat/completions",
+            content=body if framing == "content-length" else chunks(body),
+            headers={"content-type": "application/json"},
+        )
+        took = time.monotonic() - started
+        assert answer.status_code == 413
+        assert "inspection.decoded_over_cap" in answer.json()["error"]["message"]
+        assert took < 5
+        assert upstream.received == []
+        assert chat(client, upstream, "next").status_code == 200
+    (refused, _) = enforce.wait_for_records(2)
+    assert [finding["enforced"] for finding in over_cap_findings(refused)] == [True]
+
+
+def test_a_compressed_bomb_is_refused(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
+    """256 KB that inflate to 256 MiB, under the default 8 MiB cap, as prompt and as completion: refused
+    413 and 502, never decoded whole, and the proxy keeps serving."""
+    proxy = start_proxy(mode="enforce")
+    bomb = gzip.compress(b"A" * (256 << 20), 9)
+    with h2_client(proxy) as client:
+        answer = client.post(
+            f"{upstream.url}/v1/chat/completions",
+            content=bomb,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        assert answer.status_code == 413
+        assert "inspection.decoded_over_cap" in answer.json()["error"]["message"]
+        assert upstream.received == []
+        upstream.reply = Reply(encoded_body=("gzip", bomb))
+        answer = chat(client, upstream, "hi")
+        assert answer.status_code == 502
+        assert "inspection.decoded_over_cap" in answer.json()["error"]["message"]
+        upstream.reply = Reply()
+        assert chat(client, upstream, "next").status_code == 200
+
+
+def test_a_missing_token_is_answered_407(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """HTTP/2 begins inside the tunnel, so a missing token is refused at its CONNECT: httpx raises the
+    proxy's 407 at once."""
+    with (
+        h2_client(enforce, f"http://127.0.0.1:{enforce.port}") as client,
+        pytest.raises(httpx.ProxyError, match="407"),
+    ):
+        chat(client, upstream, "hi")
