@@ -622,9 +622,11 @@ class Inspect:
         """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in
         enforce mode its text still passes a redactor on the way."""
         assert flow.response is not None
+        if flow.response.stream is not True:
+            return  # read whole: the response hook inspects it
         encoding = codings(flow.response)
         redactor = inspector.body_redactor()
-        if flow.response.stream is not True or redactor is None or not supported(encoding):
+        if redactor is None or not supported(encoding):
             return
 
         flow.response.stream = BodyRelay(
