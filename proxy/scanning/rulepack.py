@@ -479,47 +479,70 @@ def _starts_with_literal(items: list[tuple[Any, Any]]) -> bool:
     return False
 
 
-def one_way_repeats(source: str) -> bool:
-    """Whether nothing the pattern repeats more than once can itself match in more than one way (no
-    repeat or alternation inside such a repeat). An attempt of such a pattern over a bounded span takes
-    at most polynomially many steps in the span, never the exponential blow-up of ``(a|aa)+``, so the
-    scanner may try it at a keyword hit without the regex module's time limit, whose setup costs more
-    than the attempt itself; the rule's deadline is still checked between attempts. Patterns the
-    standard parser cannot read do not count."""
+# An anchored rule is tried without the per-call time limit only when a bound on the ways backtracking
+# can split a span among its parts stays under this (a few milliseconds of matching at worst).
+_UNTIMED_PATHS = 10_000_000
+
+
+def backtracking_paths(source: str, reach: int) -> int | None:
+    """An upper bound on the ways an attempt of the pattern over ``reach`` characters can backtrack: the
+    product of each repeat's possible counts (and of each alternation's branches), or None when a part
+    repeated more than once could itself match in more than one way (the ``(a|aa)+`` blow-up) or the
+    standard parser cannot read the pattern. Under ``_UNTIMED_PATHS``, the scanner tries it at a keyword
+    hit without the regex module's time limit, whose setup costs more than the attempt; the rule's
+    deadline is still checked between attempts."""
     try:
         parsed = _sre_parse.parse(source)
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
-        return False
-    return _repeats_one_way(list(parsed), inside_repeat=False)
+        return None
+    return _paths(list(parsed), reach)
 
 
-def _repeats_one_way(items: list[tuple[Any, Any]], *, inside_repeat: bool) -> bool:
+_ONE_CHARACTER = ("LITERAL", "NOT_LITERAL", "IN", "ANY")
+
+
+def _paths(items: list[tuple[Any, Any]], reach: int) -> int | None:
+    """``backtracking_paths`` of a sequence. A lookaround or atomic group is never re-entered once it
+    matched: it costs its own paths once for each way of reaching it, and multiplies nothing after it."""
     constants = _sre_constants
+    total = 1
+    atomic_cost = 0
     for op, argument in items:
         if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
-            _low, high, inner = argument
-            repeats = high > 1
-            if (inside_repeat and repeats) or not _repeats_one_way(
-                list(inner), inside_repeat=inside_repeat or repeats
-            ):
-                return False
+            low, high, body = argument
+            if high > 1:
+                # Only a repeat of single characters matches one way per count.
+                if not all(str(item_op) in _ONE_CHARACTER for item_op, _ in body):
+                    return None
+                total *= 1 if op is constants.POSSESSIVE_REPEAT else min(high, reach) - low + 1
+                continue
+            inner = _paths(list(body), reach)
+            if inner is None:
+                return None
+            total *= 1 + inner
         elif op is constants.BRANCH:
-            if inside_repeat or not all(
-                _repeats_one_way(list(branch), inside_repeat=False) for branch in argument[1]
-            ):
-                return False
+            branches = [_paths(list(branch), reach) for branch in argument[1]]
+            if any(branch is None for branch in branches):
+                return None
+            total *= sum(branch for branch in branches if branch is not None)
         elif op is constants.SUBPATTERN:
-            if not _repeats_one_way(list(argument[3]), inside_repeat=inside_repeat):
-                return False
-        elif op in (constants.ASSERT, constants.ASSERT_NOT):
-            if not _repeats_one_way(list(argument[1]), inside_repeat=inside_repeat):
-                return False
-        elif op is constants.ATOMIC_GROUP:
-            if not _repeats_one_way(list(argument), inside_repeat=inside_repeat):
-                return False
+            inner = _paths(list(argument[3]), reach)
+            if inner is None:
+                return None
+            total *= inner
+        elif op in (constants.ASSERT, constants.ASSERT_NOT, constants.ATOMIC_GROUP):
+            inner = _paths(list(argument if op is constants.ATOMIC_GROUP else argument[1]), reach)
+            if inner is None:
+                return None
+            atomic_cost += total * inner
         elif op in (constants.GROUPREF, constants.GROUPREF_EXISTS):
-            return False
-    return True
+            return None
+    return total + atomic_cost
+
+
+def _untimed(source: str, reach: int) -> bool:
+    paths = backtracking_paths(source, reach)
+    return paths is not None and paths <= _UNTIMED_PATHS
 
 
 def _max_width(source: str) -> int | None:
@@ -640,7 +663,7 @@ class Scanner:
         self._widths = [rule.max_length or _max_width(rule.pattern.pattern) for rule in self.rules]
         self._literal_led = [_literal_led(rule.pattern.pattern) for rule in self.rules]
         self._untimed_attempts = [
-            width is not None and one_way_repeats(rule.pattern.pattern)
+            width is not None and _untimed(rule.pattern.pattern, width + _LOOKAHEAD_MARGIN)
             for rule, width in zip(self.rules, self._widths, strict=True)
         ]
         self._always = [
