@@ -28,7 +28,7 @@ from addons.turns import connect_is_a_turn, policy_of, turn_of
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
 from proxy.audit.events import scrub, turn_event
-from proxy.audit.heads import publish_head, writer_id
+from proxy.audit.heads import StoredCountWitness, publish_head, writer_id
 from proxy.audit.keys import PRIVATE_KEY_NAME
 from proxy.audit.refusals import RefusalCounter
 from proxy.config.policy import AuditSettings, Policy
@@ -224,6 +224,7 @@ class Audit:
                 on_unavailable=self._audit_unavailable,
                 spool=settings.spool / writer if writer else settings.spool,
                 on_checkpoint=head,
+                count_witness=StoredCountWitness(self.runtime.state, partial(writer_id, directory, writer)),
             )
         except AuditUnavailable as exc:
             raise exceptions.OptionsError(str(exc)) from None

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from proxy.audit.keys import load_or_create_signing_key, load_public_key, signature_valid
+from proxy.audit.heads import StoredCountWitness
+from proxy.audit.keys import load_or_create_signing_key, load_public_key, sign, signature_valid
 from proxy.audit.log import GENESIS, AuditLog, AuditUnavailable, checkpoint_message, record_hash
-from proxy.audit.spool import Spool
+from proxy.audit.spool import Spool, read_count
 from proxy.audit.verify import collect_files, verify_files
+from proxy.state import SqliteStateStore
 
 
 class Clock:
@@ -362,3 +364,37 @@ def test_a_count_not_signed_by_the_log_s_key_is_recorded_as_such(tmp_path: Path,
     AuditLog(directory, clock=clock, spool=spool).close()
     (gap,) = [record for record in records(directory) if record["type"] == "audit.gap"]
     assert "not signed by this log's key" in gap["reason"]
+
+
+def witnessed_spool(spool: Path, key_dir: Path, store: SqliteStateStore) -> Spool:
+    witness = StoredCountWitness(store, lambda: "writer-1")
+    return Spool(spool, load_or_create_signing_key(key_dir / "audit-signing.key"), witness)
+
+
+def test_a_signed_count_put_back_over_a_newer_one_is_found_out(tmp_path: Path) -> None:
+    """Every count written raises its sequence and goes to the witness too: the log's own older count,
+    copied back over the newer one, or a spool emptied altogether, is older than the witness's."""
+    store = SqliteStateStore(None)
+    spool = tmp_path / "spool"
+    held = witnessed_spool(spool, tmp_path, store)
+    older = (spool / "unrecorded.count").read_bytes()
+    held.release()
+    held.close()
+    reopened = witnessed_spool(spool, tmp_path, store)
+    assert not reopened.count_replayed
+    reopened.close()
+    (spool / "unrecorded.count").write_bytes(older)
+    replayed = witnessed_spool(spool, tmp_path, store)
+    assert replayed.count_replayed and replayed.count_signed
+    assert replayed.sequence > read_count(older, None).sequence
+    replayed.close()
+    shutil.rmtree(spool)
+    assert witnessed_spool(spool, tmp_path, store).count_replayed
+
+
+def test_a_count_written_before_counts_had_a_sequence_still_verifies(tmp_path: Path) -> None:
+    """A count line an earlier version signed reads as sequence 0, its signature still checked."""
+    key = load_or_create_signing_key(tmp_path / "audit-signing.key")
+    legacy = f"4 {sign(key, b'egressguard audit unrecorded count' + bytes([0]) + b'4')}".encode()
+    assert read_count(legacy, key.public_key()) == (4, True, 0)
+    assert read_count(legacy.replace(b"4 ", b"0 ", 1), key.public_key()).signed is False

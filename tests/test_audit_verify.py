@@ -300,7 +300,7 @@ def spool_of(directory: Path, spool: Path, *, counted: int = 0) -> None:
     key = load_or_create_signing_key(directory / "audit-signing.key")
     Spool(spool, key).close()
     if counted:
-        (spool / "unrecorded.count").write_bytes(count_line(counted, key))
+        (spool / "unrecorded.count").write_bytes(count_line(2, counted, key))
 
 
 def test_an_empty_spool_with_its_count_signed_verifies(

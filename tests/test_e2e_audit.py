@@ -20,9 +20,12 @@ import httpx
 import openai
 import pytest
 
+from proxy.audit.heads import WRITER_ID_FILE, StoredCountWitness
 from proxy.audit.log import AuditLog
 from proxy.commands.cli import main
+from proxy.state.redis_store import RedisSettings, RedisStateStore
 from tests.harness import Proxy
+from tests.redis_server import RedisServer
 from tests.test_e2e_alerts import ask, wait_until
 from tests.upstream import FakeUpstream, Reply
 
@@ -181,6 +184,52 @@ def test_turns_neither_written_nor_spooled_are_counted_in_a_gap_after_sigkill(tm
     assert gap["dropped"] == acknowledged
     assert verify(str(directory)) == 0
     assert datetime.fromisoformat(gap["ts"]) <= datetime.now(UTC)
+
+
+WITNESSED_DISK_FULL_RUN = DISK_FULL_RUN.replace(
+    "log = AuditLog(directory, spool=spool)",
+    "from proxy.audit.heads import StoredCountWitness\n"
+    "from proxy.state.redis_store import RedisSettings, RedisStateStore\n"
+    "witness = StoredCountWitness(RedisStateStore(RedisSettings(url=sys.argv[3])), lambda: 'writer-1')\n"
+    "log = AuditLog(directory, spool=spool, count_witness=witness)\n"
+    "before = (spool / 'unrecorded.count').read_bytes()\n"
+    "print('count before ' + before.hex(), flush=True)",
+)
+
+
+def test_an_older_signed_count_put_back_after_sigkill_is_found_out(
+    tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever can write the spool saves its signed zero before an outage and puts it back after the
+    proxy was killed counting lost turns: the count is the log's own, but older than the one published
+    to the state store. The next start records the witness's count in a gap saying it was replayed, and
+    ``audit verify --spool --config`` fails on the spool as left."""
+    directory, spool = tmp_path / "audit", tmp_path / "spool"
+    run = subprocess.run(
+        [sys.executable, "-c", WITNESSED_DISK_FULL_RUN, str(directory), str(spool), redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    assert run.stdout.count("acknowledged ") == 5
+    older = bytes.fromhex(run.stdout.split("count before ", 1)[1].split()[0])
+    (spool / "unrecorded.count").write_bytes(older)
+    config = tmp_path / "policy.yaml"
+    config.write_text(
+        f"version: 1\ndata_dir: {tmp_path}\nstate: {{backend: redis, url: '{redis_server.url}'}}\n"
+    )
+    (directory / WRITER_ID_FILE).write_text("writer-1\n")
+    capsys.readouterr()
+    assert verify(str(directory), "--spool", str(spool), "--config", str(config)) == 1
+    assert "SPOOL COUNT REPLAYED" in capsys.readouterr().out
+    witness = StoredCountWitness(RedisStateStore(RedisSettings(url=redis_server.url)), lambda: "writer-1")
+    AuditLog(directory, spool=spool, count_witness=witness).close()
+    written = [record for path in sorted(directory.glob("audit-*.jsonl")) for record in _records(path)]
+    (gap,) = [record for record in written if record["type"] == "audit.gap"]
+    assert gap["dropped"] == 5
+    assert "put back" in gap["reason"]
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

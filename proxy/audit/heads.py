@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,27 @@ def publish_head(store: StateStore, writer: str, checkpoint: dict[str, Any]) -> 
     """Store a writer's latest signed checkpoint (kept without expiry: one small value per writer)."""
     head: JSONValue = {key: value for key, value in checkpoint.items() if isinstance(value, str | int)}
     store.put(head_key(writer), head)
+
+
+def spool_count_key(writer: str) -> str:
+    return f"audit.spool_count:{writer}"
+
+
+class StoredCountWitness:
+    """A writer's spool count, also kept in the shared state store (``proxy.audit.spool.CountWitness``).
+    ``writer`` gives the writer's id when first needed: the log makes its directory, where the id is
+    kept, only as it opens."""
+
+    def __init__(self, store: StateStore, writer: Callable[[], str]) -> None:
+        self.store = store
+        self.writer = writer
+
+    def publish(self, line: str) -> None:
+        self.store.put(spool_count_key(self.writer()), line)
+
+    def latest(self) -> str | None:
+        line = self.store.get(spool_count_key(self.writer()))
+        return line if isinstance(line, str) else None
 
 
 def writer_chains(paths: Sequence[Path]) -> dict[Path, list[Path]]:

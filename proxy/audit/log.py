@@ -36,7 +36,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
-from proxy.audit.spool import Spool
+from proxy.audit.spool import CountWitness, Spool
 
 GENESIS = "0" * 64
 DAILY_FILE = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})\.jsonl$")
@@ -108,7 +108,8 @@ class AuditLog:
 
     ``checkpoint_seconds`` and ``heartbeat_seconds`` (None: off) start a thread that signs a checkpoint
     once the oldest unsigned record is that old, and once no checkpoint has been signed for that long.
-    ``on_checkpoint(record)`` is called with each checkpoint once it is written (to publish the head).
+    ``on_checkpoint(record)`` is called with each checkpoint once it is written (to publish the head);
+    ``count_witness`` keeps a second copy of the spool's signed count (``proxy.audit.spool``).
     The constructor raises ``AuditUnavailable`` if the directory or the signing key cannot be prepared.
     """
 
@@ -129,6 +130,7 @@ class AuditLog:
         checkpoint_seconds: float | None = None,
         heartbeat_seconds: float | None = None,
         on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        count_witness: CountWitness | None = None,
     ) -> None:
         if fsync is True:
             fsync = "always"
@@ -174,7 +176,7 @@ class AuditLog:
             self._key_id = key_id(self._key.public_key())
             self._recover_partial_line()
             self._tail_hash, self._since_checkpoint, last_checkpoint = self._find_tail()
-            self._spool = Spool(spool, self._key) if spool is not None else None
+            self._spool = Spool(spool, self._key, count_witness) if spool is not None else None
         except (OSError, ValueError) as exc:
             raise AuditUnavailable(f"audit log at {directory} cannot be opened: {exc}") from exc
         self._provisional_hash = self._tail_hash
@@ -325,15 +327,21 @@ class AuditLog:
             return
         spooled, counted = self._spool.take()
         forged = not self._spool.count_signed
-        if not spooled and not counted and not forged:
+        replayed = self._spool.count_replayed
+        if not spooled and not counted and not forged and not replayed:
             return
         already = self._keys_in_newest_file()
         missing = [event for event in spooled if _event_key(event) not in already]
-        if not missing and not counted and not forged:
+        if not missing and not counted and not forged and not replayed:
             return  # all written before the spool was emptied: nothing was lost
         reason = "a previous run ended while the log could not be written; spooled events follow"
         if forged:
             reason += "; the count of events neither written nor spooled was not signed by this log's key"
+        if replayed:
+            reason += (
+                "; the spool's count was older than the one its witness (the state store) saw last: an "
+                "earlier count was put back, and the witness's is taken"
+            )
         self._pending.append(
             {
                 "type": GAP,

@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from proxy.audit.heads import cut_tail, writer_chains
+from proxy.audit.heads import WRITER_ID_FILE, StoredCountWitness, cut_tail, writer_chains
 from proxy.audit.keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -33,7 +33,7 @@ from proxy.audit.log import (
     format_ts,
     record_hash,
 )
-from proxy.audit.spool import COUNT_NAME, COUNT_WIDTH, SPOOL_NAME, read_count
+from proxy.audit.spool import COUNT_NAME, COUNT_WIDTH, SPOOL_NAME, CountWitness, newest_count, read_count
 from proxy.config.paths import default_data_dir
 from proxy.config.units import parse_duration
 from proxy.config.yamlschema import SchemaError
@@ -339,7 +339,7 @@ def run_verify(args: argparse.Namespace) -> int:
         label = f"writer {directory}: " if len(chains) > 1 else ""
         status = max(status, _verify_chain(label, directory, files, public_key, required, heads))
     if args.spool is not None:
-        status = max(status, _verify_spool(args.spool, public_key))
+        status = max(status, _verify_spool(args.spool, public_key, _count_witness(heads, chains)))
     if args.pubkey is None and public_key is not None:
         print(
             f"note: signatures checked with {key_file}, which sits with the log; "
@@ -379,9 +379,23 @@ def _verify_chain(
     return 0
 
 
-def _verify_spool(directory: Path, public_key: Ed25519PublicKey | None) -> int:
+def _count_witness(heads: StateStore | None, chains: dict[Path, list[Path]]) -> CountWitness | None:
+    """Where the one writer of ``chains`` published its spool's count, when the state store is given."""
+    if heads is None or len(chains) != 1:
+        return None
+    path = next(iter(chains)) / WRITER_ID_FILE
+    if not path.is_file():
+        return None
+    writer = path.read_text(encoding="utf-8").strip()
+    return StoredCountWitness(heads, lambda: writer)
+
+
+def _verify_spool(
+    directory: Path, public_key: Ed25519PublicKey | None, witness: CountWitness | None = None
+) -> int:
     """Check the spool's signed count and what waits there; the exit status (1 when the log is not
-    whole: events acknowledged but not in it, or a count the log's key did not sign)."""
+    whole: events acknowledged but not in it, a count the log's key did not sign, or a count older
+    than the one published to the state store)."""
     try:
         count = read_count((directory / COUNT_NAME).read_bytes()[:COUNT_WIDTH], public_key)
         waiting = sum(1 for line in (directory / SPOOL_NAME).read_bytes().splitlines() if line.strip())
@@ -392,6 +406,15 @@ def _verify_spool(directory: Path, public_key: Ed25519PublicKey | None) -> int:
         state = "has no signature" if count.signed is None else "does not verify against the log's key"
         print(f"SPOOL COUNT FORGED: {directory / COUNT_NAME} {state}")
         return 1
+    if public_key is not None:
+        newest, replayed = newest_count(count, witness, public_key)
+        if replayed:
+            print(
+                f"SPOOL COUNT REPLAYED: {directory / COUNT_NAME} holds count {count.sequence} "
+                f"({count.number} events), older than count {newest.sequence} ({newest.number} events) "
+                "published to the state store: an earlier signed count was put back"
+            )
+            return 1
     if public_key is None:
         print("note: the spool's count was not checked against a key (pass --pubkey)")
     if count.number or waiting:
