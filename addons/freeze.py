@@ -1,4 +1,5 @@
-"""Refuses requests from frozen users, revoked sessions and blocked agents, before anything reads bodies.
+"""Refuses requests from frozen users, revoked sessions and blocked agents, before anything reads bodies
+(before any of a body over the inspection cap leaves, too).
 
 Freezes live in the state store (``proxy.control.freeze``). A blocked agent is refused in every mode; a frozen
 user or revoked session only when prompt injection is enforced; in observe mode the turn carries the
@@ -21,16 +22,29 @@ from proxy.turn import Turn
 log = structlog.get_logger("egressguard")
 
 FROZEN_CODE = "egressguard_frozen"
+JUDGED_KEY = "egressguard.freeze.judged"
 
 
 class Freeze:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """A body over the inspection cap is relayed as it arrives, and the request hook runs only once it
+        has left: such a request is judged on its headers and answered before its body is read
+        (``addons.early``)."""
+        if flow.request.stream:
+            self.request(flow)
+
+    def requestovercap(self, flow: http.HTTPFlow) -> None:
+        """A chunked body that grew past the inspection cap: judged before any of it leaves."""
+        self.request(flow)
+
     def request(self, flow: http.HTTPFlow) -> None:
         turn = turn_of(flow)
-        if turn is None or flow.response is not None:
+        if turn is None or flow.response is not None or flow.metadata.get(JUDGED_KEY):
             return
+        flow.metadata[JUDGED_KEY] = True
         try:
             found = judge_freeze(self.runtime, turn, policy_of(flow, self.runtime))
             if found is not None:

@@ -14,9 +14,13 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import Proxy
+from proxy.control.freeze import block_agent
+from proxy.state.redis_store import RedisSettings, RedisStateStore
+from tests.harness import AGENT, Proxy
+from tests.redis_server import RedisServer
 from tests.test_e2e_bodies import assert_still_serving, client_for, over_cap_findings, sdk
 from tests.test_e2e_fronting import tunnel
+from tests.test_e2e_shared_state import state_yaml
 from tests.upstream import FakeUpstream
 
 CAP = 64 << 10
@@ -167,3 +171,22 @@ def test_a_refused_destination_inside_a_tunnel_is_answered_at_once(
     assert answer.startswith(b"HTTP/1.1 403 ") or answer.startswith(b"HTTP/1.1 400 ")
     assert upstream.received == []
     assert_still_serving(proxy, upstream)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_blocked_agent_is_refused_before_its_large_body_leaves(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, redis_server: RedisServer, framing: str
+) -> None:
+    """A blocked agent is refused in every mode: observe mode relays a body over the cap as it arrives,
+    so the refusal is decided on the headers (or when a chunked body grows past the cap) and answered at
+    once, before any byte of the body reaches the upstream."""
+    proxy = start_proxy(mode="observe", extra=OVER_CAP + state_yaml(redis_server))
+    block_agent(RedisStateStore(RedisSettings(url=redis_server.url, namespace="e2e")), AGENT, 300, "test")
+    with client_for(proxy) as client:
+        answer, took = timed_post(
+            client, f"{upstream.url}/v1/chat/completions", prompt_body(8 << 20), framing
+        )
+    assert answer.status_code == 403
+    assert "frozen" in answer.text or "blocked" in answer.text
+    assert took < PROMPT_TIME
+    assert upstream.received == []

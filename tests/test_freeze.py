@@ -269,3 +269,33 @@ def test_broken_state_store_fails_open(store: SqliteStateStore) -> None:
     flow = chat_flow()
     turn = run_request(Freeze(runtime("enforce", store)), flow)
     assert flow.response is None and turn.findings == []
+
+
+@pytest.mark.parametrize("hook", ["requestheaders", "requestovercap"])
+def test_a_body_relayed_as_it_arrives_is_judged_before_it_leaves(store: SqliteStateStore, hook: str) -> None:
+    """Over the inspection cap a body is relayed as it arrives and the request hook would come after it
+    had left: a blocked agent is refused on the request's headers, or when its chunked body grows past
+    the cap, and the request hook does not judge the turn again."""
+    block_agent(store, "bot", 60, "alert y")
+    addon = Freeze(runtime("observe", store))
+    flow = chat_flow()
+    flow.request.stream = True
+    with taddons.context(addon):
+        getattr(addon, hook)(flow)
+        refusal = flow.response
+        flow.response = None
+        addon.request(flow)
+    assert refusal is not None and refusal.status_code == 403
+    assert [finding.rule for finding in flow.metadata[METADATA_KEY].findings] == [FREEZE_RULE]
+
+
+def test_a_body_read_whole_is_judged_in_the_request_hook(store: SqliteStateStore) -> None:
+    """Under the cap the body is read first: its context (user, session) counts."""
+    freeze_user(store, "u-1", 60, "r")
+    addon = Freeze(runtime("enforce", store))
+    flow = chat_flow()
+    with taddons.context(addon):
+        addon.requestheaders(flow)
+        assert flow.response is None
+        addon.request(flow)
+    assert flow.response is not None and flow.response.status_code == 403
