@@ -10,7 +10,7 @@ The load generator and the fake upstream run in their own processes on the same 
 so on a 2-core machine all three share the cores: the figures are comparable with each other, not with
 a dedicated host.
 
-    python3 bench/throughput.py [--clients 32] [--seconds 10]
+    python3 bench/throughput.py [--clients 32] [--seconds 10] [--runs 3]
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3, help="runs one after the other; ranges are printed")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-throughput-"))
@@ -141,21 +142,31 @@ def main() -> None:
     )
     print(f"egressguard in enforce mode, every detector on; {os.cpu_count()} cores shared by all processes")
     print(f"{args.seconds:.0f} s per path after {WARMUP_SECONDS:.0f} s of warm-up")
-    print(f"  {'path':<18}{'req/s':>9}{'median ms':>11}{'p99 ms':>9}   RSS after load")
-    rates: dict[str, float] = {}
-    for name, (command, port, proxy, confdir) in paths.items():
-        with process(command, port, workdir, env) as running:
-            rate, latencies = asyncio.run(
-                load(proxy, confdir / "mitmproxy-ca-cert.pem", url, args.clients, args.seconds)
-            )
-            rss = " + ".join(f"{rss_mib(pid):.0f}" for pid in proxy_processes(running.pid))
-        rates[name] = rate
-        median, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
-        print(f"  {name:<18}{rate:>9.1f}{median:>11.1f}{p99:>9.1f}   {rss} MiB")
-    bare_rate = rates["bare mitmdump"]
-    print(f"  egressguard 1 worker / bare mitmdump: {rates['egressguard 1w'] / bare_rate:.0%}")
-    print(f"  egressguard 2 workers / bare mitmdump: {rates['egressguard 2w'] / bare_rate:.0%}")
-    print(f"  egressguard 2 workers / 1 worker: {rates['egressguard 2w'] / rates['egressguard 1w']:.2f}x")
+    ratios: list[tuple[float, float, float]] = []
+    for run in range(1, args.runs + 1):
+        print(f"run {run} of {args.runs}")
+        print(f"  {'path':<18}{'req/s':>9}{'median ms':>11}{'p99 ms':>9}   RSS after load")
+        rates: dict[str, float] = {}
+        for name, (command, port, proxy, confdir) in paths.items():
+            with process(command, port, workdir, env) as running:
+                rate, latencies = asyncio.run(
+                    load(proxy, confdir / "mitmproxy-ca-cert.pem", url, args.clients, args.seconds)
+                )
+                rss = " + ".join(f"{rss_mib(pid):.0f}" for pid in proxy_processes(running.pid))
+            rates[name] = rate
+            median, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+            print(f"  {name:<18}{rate:>9.1f}{median:>11.1f}{p99:>9.1f}   {rss} MiB")
+        bare_rate, one, two = rates["bare mitmdump"], rates["egressguard 1w"], rates["egressguard 2w"]
+        ratios.append((one / bare_rate, two / bare_rate, two / one))
+        print(f"  egressguard 1 worker / bare mitmdump: {one / bare_rate:.0%}")
+        print(f"  egressguard 2 workers / bare mitmdump: {two / bare_rate:.0%}")
+        print(f"  egressguard 2 workers / 1 worker: {two / one:.2f}x")
+    if args.runs > 1:
+        low, high = (tuple(map(function, zip(*ratios, strict=True))) for function in (min, max))
+        print(f"over {args.runs} runs (the machine's other load moves single runs):")
+        print(f"  egressguard 1 worker / bare mitmdump: {low[0]:.0%} to {high[0]:.0%}")
+        print(f"  egressguard 2 workers / bare mitmdump: {low[1]:.0%} to {high[1]:.0%}")
+        print(f"  egressguard 2 workers / 1 worker: {low[2]:.2f}x to {high[2]:.2f}x")
     upstream.terminate()
     shutil.rmtree(workdir, ignore_errors=True)
 
