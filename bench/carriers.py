@@ -313,13 +313,15 @@ def local_carriers(rng: random.Random, per_family: int = 300) -> list[Carrier]:
     return [carrier for kind in (code, reference, readmes) for carrier in _sample(kind, rng, per_family)]
 
 
-def benign_carriers(data: Path, rng: random.Random, per_family: int = 60) -> list[Carrier]:
-    return (
-        load_tool_results(data)
-        + load_bipia_documents(data)
-        + generated_carriers(data, rng, per_family)
-        + local_carriers(rng)
-    )
+def benign_carriers(
+    data: Path, rng: random.Random, per_family: int = 60, *, local: bool = False
+) -> list[Carrier]:
+    """The dev set's tool results, BIPIA's clean documents and the generated carriers: what training reads,
+    so that the model depends on the development data and this repository alone. With ``local``, also
+    this Python installation's files (``local_carriers``), which the evaluation reads as families that no
+    model was trained or calibrated on."""
+    found = load_tool_results(data) + load_bipia_documents(data) + generated_carriers(data, rng, per_family)
+    return found + local_carriers(rng) if local else found
 
 
 # --- planting -----------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
 Injection: recall and false-positive rate of the rules alone, the classifier alone and both combined (a
 finding from either), family by family. Benign: every kind of tool result (documentation, ops docs and
 Python source from the dev set; BIPIA emails, tables and code threads; generated JSON API answers, search
-results, logs, manifests, diffs and stack traces; the standard library's source, its reference docs and
-installed packages' READMEs) scanned as tool results, and benign prompts full of trigger words
+results, logs, manifests, diffs and stack traces; and, never trained nor calibrated on, this Python's
+standard library source, its reference docs and installed packages' READMEs) scanned as tool results,
+and benign prompts full of trigger words
 (NotInject, synthetic) scanned as user input. Attacks: BIPIA train-split attacks and
 synthetic multilingual hijacks planted in those same carriers the way each carrier hides text (a line, a
 code comment or docstring, a JSON string value, a markdown or HTML comment), per carrier family; bare
@@ -52,7 +53,7 @@ class Case:
 def injection_cases(data: Path, folds: int) -> dict[str, tuple[bool, list[Case]]]:
     """Named evaluation sets: (is attack, cases)."""
     rng = random.Random(training.SEED)  # noqa: S311 - the carriers training generated, nothing secret
-    benign = carriers.benign_carriers(data, rng)
+    benign = carriers.benign_carriers(data, rng, local=True)
     sets: dict[str, tuple[bool, list[Case]]] = {}
     for carrier in benign:
         sets.setdefault(f"benign {carrier.family}", (False, []))[1].append(

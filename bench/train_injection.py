@@ -6,11 +6,11 @@
 Data (see ../shared/data/README.md): BIPIA train-split attack instructions and synthetic hijacks, planted
 where each carrier hides text (bench/carriers.py) in benign tool results: the dev set's docs and source,
 BIPIA's clean emails, tables and code threads, generated JSON answers, logs, manifests, diffs and stack
-traces, and this Python installation's standard library source, reference docs and installed packages'
-READMEs (injected windows are positives, clean windows negatives); NotInject benign prompts full of
+traces (injected windows are positives, clean windows negatives); NotInject benign prompts full of
 trigger words (negatives); plus examples synthesised here from small grammars: direct hijack attempts
 (override, role reset, persona, prompt extraction, template tokens, forged markers) in nine languages,
-and benign requests that use the same trigger words.
+and benign requests that use the same trigger words. Nothing is read from the Python installation that
+runs the script: the same data and seed give the same model anywhere.
 
 Cross-validation is grouped: a fold holds out whole attack categories, whole synthetic families (one
 family in one language) and whole documents, so the figures say how the model does on kinds of attack it
@@ -709,6 +709,34 @@ def window_around(text: str, start: int, end: int, rng: random.Random) -> str:
     return text[begin : begin + WINDOW_CHARS]
 
 
+def plain_lines(carrier: carriers.Carrier) -> list[str]:
+    """The carrier's lines that read as a sentence for a human (mostly letters and spaces)."""
+    return [
+        line.strip()
+        for line in carrier.text.splitlines()
+        if 25 <= len(line.strip()) <= 200
+        and sum(char.isalpha() or char == " " for char in line) >= 0.8 * len(line.strip())
+    ]
+
+
+def planted_benign(
+    benign: Sequence[carriers.Carrier], rng: random.Random, count: int, folds: int
+) -> list[tuple[carriers.Carrier, str, int, int]]:
+    """(carrier, text, start, end): a benign line of another carrier of the same fold planted the way an
+    attack is (a comment, a docstring, an HTML comment, a JSON value), so that where text hides is no
+    sign of an attack: only what it says to the reader is."""
+    lines_by_fold: dict[int, list[str]] = {}
+    for carrier in benign:
+        lines_by_fold.setdefault(fold_of(carrier.group, folds), []).extend(plain_lines(carrier))
+    planted = []
+    for _ in range(count):
+        carrier = rng.choice(benign)
+        lines = lines_by_fold.get(fold_of(carrier.group, folds))
+        if lines:
+            planted.append((carrier, *carriers.plant(carrier, rng.choice(lines), rng)))
+    return planted
+
+
 def build_examples(data: Path, folds: int, seed: int = SEED) -> list[Example]:
     rng = random.Random(seed)  # noqa: S311 - a seeded generator makes the data set reproducible, not secret
     benign = carriers.benign_carriers(data, rng)
@@ -716,8 +744,11 @@ def build_examples(data: Path, folds: int, seed: int = SEED) -> list[Example]:
     for category, attack in load_attacks(data):
         if category not in TASK_LIKE:
             examples.append(Example(attack, 1, f"bipia-{category}", "bare attack"))
-    for group, _, text, start, end in planted_documents(data, rng, benign, 6, folds):
+    injected = planted_documents(data, rng, benign, 6, folds)
+    for group, _, text, start, end in injected:
         examples.append(Example(window_around(text, start, end, rng), 1, group, "injected document"))
+    for carrier, text, start, end in planted_benign(benign, rng, len(injected) // 2, folds):
+        examples.append(Example(window_around(text, start, end, rng), 0, carrier.group, "benign tool result"))
     examples.extend(synth_attacks(rng, 60))
     for carrier in benign:
         # Every window a long document has, up to a bound, so a model sees all its imperatives.
