@@ -98,9 +98,25 @@ def _mixed(salt: int) -> int:
     return salt * int(_MIX) % (1 << 64)
 
 
+# For ASCII text, the same squeeze in C: every blank byte (controls, DEL) a space and every digit 0, then
+# runs of spaces collapsed by splitting.
+_ASCII_SQUEEZE = bytes(
+    _SPACE
+    if byte <= _SPACE or byte == _DELETE
+    else _DIGIT_ZERO
+    if _DIGIT_ZERO <= byte <= _DIGIT_NINE
+    else byte
+    for byte in range(256)
+)
+
+
 def squeezed_codes(text: str) -> npt.NDArray[np.uint32]:
     """The code points the classifier reads: whitespace runs collapsed to one space, one space at each
     end, and every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent)."""
+    if text.isascii():
+        words = b" ".join(text.encode("ascii").translate(_ASCII_SQUEEZE).split())
+        squeezed_ascii = b" " + words + b" " if words else b" "
+        return np.frombuffer(squeezed_ascii, dtype=np.uint8).astype(np.uint32)
     codes = np.frombuffer(f" {text} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     # NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
     blank = (codes <= _SPACE) | ((codes - np.uint32(_DELETE)) <= np.uint32(_C1_END - _DELETE))
