@@ -1,12 +1,14 @@
 import multiprocessing
 import sqlite3
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from proxy.state import JSONValue, SqliteStateStore, StateStore
+from proxy.state.buckets import bucket_width
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
@@ -155,16 +157,105 @@ def test_out_of_order_hits_are_counted(store: StateStore) -> None:
     assert store.count("k", 100, now=START + 50) == 2
 
 
-def test_many_hits_stay_bounded_by_window(sqlite_store: StateStore, clock: FakeClock, tmp_path: Path) -> None:
-    """A busy key keeps only its window's events, in memory and on disk."""
-    store = sqlite_store
-    for _ in range(5000):
-        store.hit("busy", 10)
-        clock.advance(0.1)
-    assert store.count("busy", 10) == 100
-    [(rows,)] = on_disk(tmp_path, "SELECT COUNT(*) FROM hits WHERE key = 'busy'")
+def stored_buckets(store: StateStore, key: str, tmp_path: Path, request: pytest.FixtureRequest) -> int:
+    """How many entries a window takes where its backend keeps it: Redis fields, SQLite rows."""
+    if isinstance(store, RedisStateStore):
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return int(server.client().hlen(f"egressguard:b:{key}"))
+    reader = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        [rows] = reader.execute("SELECT COUNT(*) FROM buckets WHERE key = ?", (key,)).fetchone()
+    finally:
+        reader.close()
     assert isinstance(rows, int)
-    assert rows <= 101
+    return rows
+
+
+def exact(times: list[float], window_s: float, now: float) -> int:
+    return sum(now - window_s < at <= now for at in times)
+
+
+@pytest.mark.parametrize("window_s", [10.0, 60.0, 3600.0, 7 * 86400.0])
+def test_count_is_never_below_the_window_and_at_most_one_bucket_above(
+    store: StateStore, clock: FakeClock, window_s: float
+) -> None:
+    """Bucketed counts: every event of the window, and only events at most one bucket width older."""
+    width = bucket_width(window_s)
+    times: list[float] = []
+    spacing = window_s / 97.3
+    for step in range(400):
+        clock.advance(spacing * (0.2 + (step * 7919 % 13) / 8))
+        times.append(clock.now)
+        recorded = store.hit("k", window_s)
+        assert exact(times, window_s, clock.now) <= recorded <= exact(times, window_s + width, clock.now)
+        narrow = window_s / 6
+        counted = store.count("k", narrow)
+        assert exact(times, narrow, clock.now) <= counted <= exact(times, narrow + width, clock.now)
+
+
+@pytest.mark.parametrize(("window_s", "buckets"), [(60.0, 61), (7 * 86400.0, 673)])
+def test_a_busy_key_stays_bounded_over_many_windows(
+    store: StateStore,
+    clock: FakeClock,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    window_s: float,
+    buckets: int,
+) -> None:
+    """However many events a key takes, it keeps at most retention / width + 1 buckets, on every backend;
+    the count stays right across many windows."""
+    hits = 4000
+    spacing = window_s * 8 / hits
+    for _ in range(hits):
+        store.hit("busy", window_s)
+        clock.advance(spacing)
+    assert stored_buckets(store, "busy", tmp_path, request) <= buckets
+    per_window = round(window_s / spacing)
+    assert (
+        per_window
+        <= store.count("busy", window_s)
+        <= per_window * (1 + bucket_width(window_s) / window_s) + 1
+    )
+
+
+def test_two_hundred_thousand_hits_cost_a_minute_of_buckets(
+    tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    """A rate-limit key hit 200k times (100 a second for over half an hour) holds 61 one-second buckets
+    in memory and on disk, and the memory it took does not grow with the hits."""
+    store = SqliteStateStore(tmp_path, clock=clock)
+    for _ in range(150_000):
+        store.hit("busy", 60)
+        clock.advance(0.01)
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for _ in range(50_000):
+        store.hit("busy", 60)
+        clock.advance(0.01)
+    grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    assert store.count("busy", 60) in range(6000, 6101)
+    assert stored_buckets(store, "busy", tmp_path, request) <= 61
+    assert grown < 64 * 1024
+    store.close()
+
+
+def test_hits_of_an_older_data_dir_are_folded_into_buckets(tmp_path: Path, clock: FakeClock) -> None:
+    """A data dir written with one row per event opens with the same counts and without that table."""
+    legacy = sqlite3.connect(tmp_path / DATABASE_NAME)
+    legacy.executescript(
+        "CREATE TABLE windows (key TEXT PRIMARY KEY, retention REAL NOT NULL);"
+        "CREATE TABLE hits (key TEXT NOT NULL, ts REAL NOT NULL);"
+    )
+    legacy.execute("INSERT INTO windows VALUES ('k', 3600)")
+    legacy.executemany("INSERT INTO hits VALUES ('k', ?)", [(START - 60 * step,) for step in range(50)])
+    legacy.commit()
+    legacy.close()
+    for opened in (SqliteStateStore(tmp_path, clock=clock), SharedSqliteStateStore(tmp_path, clock=clock)):
+        assert opened.count("k", 3600) == 50
+        assert opened.count("k", 600) in range(10, 12)
+        opened.close()
+    assert on_disk(tmp_path, "SELECT name FROM sqlite_master WHERE name = 'hits'") == []
 
 
 # --- expiring sets ---------------------------------------------------------------------------------------
@@ -258,7 +349,7 @@ def test_expiry_still_applies_after_reopen(open_store: Opener, clock: FakeClock)
     store.hit("w", 60)
     store.add_if_new("s", "m", 60)
     store.put("v", 1, ttl_s=60)
-    clock.advance(60)
+    clock.advance(61)  # a window's bucket (1 s here) is let go once all of it is older than the window
     store = reopen(store, open_store)
     assert store.counter("c") == 0
     assert store.count("w", 60) == 0
@@ -288,9 +379,12 @@ def test_directory_is_created(tmp_path: Path, clock: FakeClock) -> None:
     assert (tmp_path / "a" / "b" / DATABASE_NAME).exists()
 
 
-def test_sweep_purges_expired_rows(tmp_path: Path, clock: FakeClock) -> None:
+@pytest.mark.parametrize("kind", [SqliteStateStore, SharedSqliteStateStore])
+def test_sweep_purges_expired_rows(
+    tmp_path: Path, clock: FakeClock, kind: type[SqliteStateStore | SharedSqliteStateStore]
+) -> None:
     """Expired entries nobody touches again are purged from disk by the periodic sweep."""
-    store = SqliteStateStore(tmp_path, clock=clock, sweep_interval_s=100)
+    store = kind(tmp_path, clock=clock, sweep_interval_s=100)
     store.incr("c", ttl_s=10)
     store.add_if_new("s", "m", 10)
     store.put("v", 1, ttl_s=10)
@@ -298,7 +392,7 @@ def test_sweep_purges_expired_rows(tmp_path: Path, clock: FakeClock) -> None:
     store.merge("m", {"f": 1}, 10)
     clock.advance(100)
     store.counter("anything")
-    tables = ("counters", "members", "kv", "hits", "windows", "fields")
+    tables = ("counters", "members", "kv", "buckets", "windows", "fields")
     counts = {table: on_disk(tmp_path, f"SELECT COUNT(*) FROM {table}") for table in tables}  # noqa: S608 -- table names are the literals above
     assert counts == {table: [(0,)] for table in tables}
     store.close()

@@ -3,7 +3,8 @@
 Every operation is one round trip: a Lua script for each read-modify-write (run atomically by Redis, so
 two processes incrementing one counter never lose an increment), a single command otherwise. Keys are
 namespaced (``<namespace>:<kind>:<key>``) and every key that can expire carries a Redis expiry, so the
-server forgets what nobody needs any more; a sliding window also drops its old events on every hit.
+server forgets what nobody needs any more; a sliding window is a hash of time buckets
+(``proxy.state.buckets``) that drops its expired buckets whenever it opens a new one.
 
 Expiry has two clocks. What the Protocol promises (a counter's fixed window, a member's TTL) is decided
 against the store's clock and stored next to the value, so every process agrees on it and tests can move
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from proxy.state.buckets import BUCKETS_PER_RETENTION, WIDTHS
 from proxy.state.store import Clock, JSONValue, StateUnavailable
 
 # KEYS: counter. ARGV: amount, now, expires ("" for none), ttl in ms ("" for none).
@@ -45,21 +46,51 @@ end
 return value
 """
 
-# KEYS: events (sorted set), retention. ARGV: now, window, unique member (or "" to only count).
+# KEYS: buckets (a hash of "width:start" -> events), retention. ARGV: now, window, "1" to record an event
+# (or "" to only count), then the bucket widths of proxy.state.buckets.WIDTHS and the buckets per retention.
 _WINDOW = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local retention = tonumber(redis.call('GET', KEYS[2]) or '0')
+local stored = redis.call('HGETALL', KEYS[1])
 if ARGV[3] ~= '' then
     if window > retention then retention = window end
-    local keep_ms = math.ceil(retention * 1000)
+    local target = retention / tonumber(ARGV[#ARGV])
+    local width = tonumber(ARGV[4])
+    local largest = tonumber(ARGV[#ARGV - 1])
+    if target >= largest then
+        width = math.floor(target / largest) * largest
+    else
+        for i = 4, #ARGV - 1 do
+            if tonumber(ARGV[i]) <= target then width = tonumber(ARGV[i]) end
+        end
+    end
+    local slot = width .. ':' .. (math.floor(now / width) * width)
+    local keep_ms = math.ceil((retention + width) * 1000)
     redis.call('SET', KEYS[2], string.format('%.17g', retention), 'PX', keep_ms)
-    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.17g', now - retention))
+    if redis.call('HINCRBY', KEYS[1], slot, 1) == 1 then
+        table.insert(stored, slot)
+        table.insert(stored, '1')
+    else
+        for i = 1, #stored, 2 do
+            if stored[i] == slot then stored[i + 1] = tostring(tonumber(stored[i + 1]) + 1) end
+        end
+    end
     redis.call('PEXPIRE', KEYS[1], keep_ms)
 end
-local span = math.min(window, retention)
-return redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.17g', now - span), ARGV[1])
+local oldest = now - math.min(window, retention)
+local found = 0
+for i = 1, #stored, 2 do
+    local cut = string.find(stored[i], ':', 1, true)
+    local width = tonumber(string.sub(stored[i], 1, cut - 1))
+    local start = tonumber(string.sub(stored[i], cut + 1))
+    if start + width <= now - retention then
+        if ARGV[3] ~= '' then redis.call('HDEL', KEYS[1], stored[i]) end
+    elseif start + width > oldest and start <= now then
+        found = found + tonumber(stored[i + 1])
+    end
+end
+return found
 """
 
 # KEYS: member. ARGV: now, expires, ttl in ms.
@@ -187,14 +218,15 @@ class RedisStateStore:
 
     def hit(self, key: str, window_s: float, now: float | None = None) -> int:
         at = self._clock() if now is None else now
-        return self._count(key, window_s, at, f"{_time(at)}:{os.urandom(8).hex()}")
+        return self._count(key, window_s, at, "1")
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         return self._count(key, window_s, self._clock() if now is None else now, "")
 
-    def _count(self, key: str, window_s: float, at: float, member: str) -> int:
-        keys = [self._key("w", key), self._key("wr", key)]
-        return int(self._run(lambda: self._window(keys=keys, args=[_time(at), _time(window_s), member])))
+    def _count(self, key: str, window_s: float, at: float, record: str) -> int:
+        keys = [self._key("b", key), self._key("wr", key)]
+        args: list[str | int] = [_time(at), _time(window_s), record, *WIDTHS, BUCKETS_PER_RETENTION]
+        return int(self._run(lambda: self._window(keys=keys, args=args)))
 
     # --- expiring sets ----------------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ One process owns a directory; replicas that share state use a networked store be
 
 from __future__ import annotations
 
-import bisect
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from proxy.state.buckets import bucket_start, bucket_width, counted, expired
 from proxy.state.store import Clock, JSONValue
 
 DATABASE_NAME = "state.sqlite3"
@@ -26,8 +27,10 @@ DATABASE_NAME = "state.sqlite3"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL);
 CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, retention REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, ts REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS hits_by_key_ts ON hits (key, ts);
+CREATE TABLE IF NOT EXISTS buckets (
+    key TEXT NOT NULL, width INTEGER NOT NULL, start INTEGER NOT NULL, events INTEGER NOT NULL,
+    PRIMARY KEY (key, width, start)
+);
 CREATE TABLE IF NOT EXISTS members (
     set_name TEXT NOT NULL, member TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (set_name, member)
 );
@@ -39,40 +42,66 @@ CREATE TABLE IF NOT EXISTS fields (
 );
 """
 
+RECORD_HIT = (
+    "INSERT INTO buckets VALUES (?, ?, ?, 1)"
+    " ON CONFLICT (key, width, start) DO UPDATE SET events = events + 1"
+)
+
 
 @dataclass(slots=True)
 class _Window:
-    """Event times of one key, sorted; entries before ``start`` are expired and await compaction."""
+    """One key's buckets, ``(width, start) -> events``, ordered by where they end (oldest first)."""
 
     retention: float
-    times: list[float] = field(default_factory=list)
-    start: int = 0
+    buckets: dict[tuple[int, int], int] = field(default_factory=dict)
+    total: int = 0
+    latest_start: float = -math.inf
 
-    def add(self, now: float) -> None:
-        if not self.times or now >= self.times[-1]:
-            self.times.append(now)
-        else:
-            bisect.insort(self.times, now, lo=self.start)
+    def add(self, slot: tuple[int, int], events: int = 1) -> None:
+        behind = (
+            slot not in self.buckets
+            and bool(self.buckets)
+            and _end(next(reversed(self.buckets))) > _end(slot)
+        )
+        self.buckets[slot] = self.buckets.get(slot, 0) + events
+        self.total += events
+        self.latest_start = max(self.latest_start, slot[1])
+        if behind:
+            # An event stamped earlier than the newest bucket: restore the order by end.
+            self.buckets = dict(sorted(self.buckets.items(), key=lambda item: _end(item[0])))
 
     def prune(self, now: float) -> bool:
-        """Drop events older than the retention; True if any were dropped."""
-        cutoff = bisect.bisect_right(self.times, now - self.retention, lo=self.start)
-        if cutoff == self.start:
-            return False
-        self.start = cutoff
-        if self.start * 2 > len(self.times):
-            del self.times[: self.start]
-            self.start = 0
-        return True
+        """Drop the buckets wholly older than the retention; True if any were dropped."""
+        dropped = False
+        while self.buckets:
+            slot = next(iter(self.buckets))
+            if not expired(slot[1], slot[0], now, self.retention):
+                break
+            self.total -= self.buckets.pop(slot)
+            dropped = True
+        return dropped
 
     def count(self, window_s: float, now: float) -> int:
         oldest = now - min(window_s, self.retention)
-        low = bisect.bisect_right(self.times, oldest, lo=self.start)
-        high = bisect.bisect_right(self.times, now, lo=self.start)
-        return max(0, high - low)
+        if not self.buckets:
+            return 0
+        first = next(iter(self.buckets))
+        if counted(first[1], first[0], oldest, now) and self.latest_start <= now:
+            return self.total
+        found = 0
+        for (width, start), events in reversed(self.buckets.items()):
+            if start + width <= oldest:
+                break
+            if start <= now:
+                found += events
+        return found
 
     def empty(self) -> bool:
-        return self.start >= len(self.times)
+        return not self.buckets
+
+
+def _end(slot: tuple[int, int]) -> int:
+    return slot[0] + slot[1]
 
 
 def live(expires: float | None, now: float) -> bool:
@@ -107,6 +136,7 @@ class SqliteStateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(SCHEMA)
+        migrate_hits(self._db)
         self._counters: dict[str, tuple[int, float | None]] = {}
         self._windows: dict[str, _Window] = {}
         self._members: dict[tuple[str, str], float] = {}
@@ -122,9 +152,11 @@ class SqliteStateStore:
                 self._counters[key] = (value, expires)
         for key, retention in self._db.execute("SELECT key, retention FROM windows"):
             self._windows[key] = _Window(retention)
-        for key, ts in self._db.execute("SELECT key, ts FROM hits ORDER BY key, ts"):
+        for key, width, start, events in self._db.execute(
+            "SELECT key, width, start, events FROM buckets ORDER BY start + width"
+        ):
             if key in self._windows:
-                self._windows[key].times.append(ts)
+                self._windows[key].add((width, start), events)
         for set_name, member, expires in self._db.execute("SELECT set_name, member, expires FROM members"):
             if live(expires, now):
                 self._members[(set_name, member)] = expires
@@ -166,10 +198,14 @@ class SqliteStateStore:
                 window = self._windows.setdefault(key, _Window(window_s))
                 window.retention = window_s
                 self._db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, window_s))
-            window.add(at)
-            self._db.execute("INSERT INTO hits VALUES (?, ?)", (key, at))
+            width = bucket_width(window.retention)
+            slot = (width, bucket_start(at, width))
+            window.add(slot)
+            self._db.execute(RECORD_HIT, (key, *slot))
             if window.prune(at):
-                self._db.execute("DELETE FROM hits WHERE key = ? AND ts <= ?", (key, at - window.retention))
+                self._db.execute(
+                    "DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - window.retention)
+                )
             return window.count(window_s, at)
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
@@ -295,7 +331,24 @@ def sweep_database(db: sqlite3.Connection, now: float) -> None:
     db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
     db.execute("DELETE FROM fields WHERE expires <= ?", (now,))
     db.execute(
-        "DELETE FROM hits WHERE ts <= ? - (SELECT retention FROM windows WHERE windows.key = hits.key)",
+        "DELETE FROM buckets WHERE start + width"
+        " <= ? - (SELECT retention FROM windows WHERE windows.key = buckets.key)",
         (now,),
     )
-    db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM hits)")
+    db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM buckets)")
+
+
+def migrate_hits(db: sqlite3.Connection) -> None:
+    """Fold the one-row-per-event ``hits`` table of older data dirs into buckets, then drop it."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hits'").fetchone():
+            rows = db.execute("SELECT hits.key, retention, ts FROM hits JOIN windows USING (key)")
+            for key, retention, ts in rows.fetchall():
+                width = bucket_width(retention)
+                db.execute(RECORD_HIT, (key, width, bucket_start(ts, width)))
+            db.execute("DROP TABLE hits")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

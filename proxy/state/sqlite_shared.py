@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
-from proxy.state.sqlite import DATABASE_NAME, SCHEMA, live, sweep_database
+from proxy.state.buckets import bucket_start, bucket_width
+from proxy.state.sqlite import DATABASE_NAME, RECORD_HIT, SCHEMA, live, migrate_hits, sweep_database
 from proxy.state.store import Clock, JSONValue
 
 BUSY_TIMEOUT_MS = 10_000
@@ -41,6 +42,7 @@ class SharedSqliteStateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        migrate_hits(self._db)
         self._last_sweep = clock()
 
     @contextmanager
@@ -100,8 +102,11 @@ class SharedSqliteStateStore:
             retention = max(window_s, row[0] if row is not None else 0.0)
             if row is None or row[0] < window_s:
                 db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, retention))
-            db.execute("INSERT INTO hits VALUES (?, ?)", (key, at))
-            db.execute("DELETE FROM hits WHERE key = ? AND ts <= ?", (key, at - retention))
+            width = bucket_width(retention)
+            [events] = db.execute(RECORD_HIT + " RETURNING events", (key, width, bucket_start(at, width)))
+            if events == (1,):
+                # A new bucket: the oldest may have left the retention since the last one was opened.
+                db.execute("DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - retention))
             return _count(db, key, window_s, retention, at)
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
@@ -195,6 +200,7 @@ class SharedSqliteStateStore:
 def _count(db: sqlite3.Connection, key: str, window_s: float, retention: float, now: float) -> int:
     oldest = now - min(window_s, retention)
     row = db.execute(
-        "SELECT COUNT(*) FROM hits WHERE key = ? AND ts > ? AND ts <= ?", (key, oldest, now)
+        "SELECT COALESCE(SUM(events), 0) FROM buckets WHERE key = ? AND start + width > ? AND start <= ?",
+        (key, oldest, now),
     ).fetchone()
     return int(row[0])

@@ -2,7 +2,7 @@
 
 Every operation is small and maps onto one Redis command or script, so a Redis implementation can sit
 behind the same Protocol for replicas that share state: ``incr`` is INCRBY plus EXPIRE NX, ``hit`` and
-``count`` a sorted set (ZADD, ZREMRANGEBYSCORE, ZCOUNT), ``add_if_new`` SET NX EX on one key per member,
+``count`` a hash of time buckets (HINCRBY, HGETALL, HDEL), ``add_if_new`` SET NX EX on one key per member,
 ``put``/``get``/``delete`` SET EX, GET and DEL with the value as JSON, ``items`` SCAN MATCH plus MGET,
 ``merge`` a hash whose fields each carry their own expiry, read and written by one script.
 
@@ -42,12 +42,15 @@ class StateStore(Protocol):
     def hit(self, key: str, window_s: float, now: float | None = None) -> int:
         """Record one event at ``now`` and return how many fell within the last ``window_s`` seconds.
 
-        Events are kept for the longest window a key has been hit with.
+        Events are kept for the longest window a key has been hit with, counted in time buckets
+        (``proxy.state.buckets``): the count never misses an event of the window and may include
+        events up to one bucket width older; the memory a key takes is bounded whatever the traffic.
         """
         ...
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
-        """How many events of ``key`` fell within the ``window_s`` seconds up to ``now``."""
+        """How many events of ``key`` fell within the ``window_s`` seconds up to ``now`` (bucketed as
+        ``hit`` says)."""
         ...
 
     def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
