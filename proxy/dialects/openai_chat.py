@@ -258,6 +258,8 @@ class ChatStreamSession(StreamSession):
             state = self._choices.setdefault(_index(choice, position), _ChoiceState())
             delta = as_dict(choice.get("delta"))
             for key in TEXT_KEYS:
+                if key not in delta:
+                    continue
                 text = "".join(str(holder[name]) for holder, name in _text_slots(delta, key))
                 if text:
                     state.texts[key] = state.texts.get(key, "") + text
@@ -286,6 +288,8 @@ class ChatStreamSession(StreamSession):
             delta = raw_choice["delta"]
             ending = isinstance(raw_choice.get("finish_reason"), str)
             for key in TEXT_KEYS:
+                if key not in delta and not ending:
+                    continue
                 where = f"choices[{choice_index}].message.{key}"
                 slots = _text_slots(delta, key)
                 last = len(slots) - 1

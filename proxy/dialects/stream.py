@@ -22,8 +22,7 @@ from __future__ import annotations
 import copy
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -388,17 +387,16 @@ class StreamSession(ABC):
         kind = payload.get("type") if isinstance(payload, dict) else None
         kind = kind if isinstance(kind, str) else event.type
         handled = self._handled(event, payload)
-        with _skeleton(payload, handled) as skeleton:
-            if skeleton is not None and self._skeletons.get(kind) == skeleton:
-                # Every string it does not filter as text is the same as in the last event of its type,
-                # which the scan passed unchanged: scanning it again would find the same nothing.
-                return payload, False
+        skeleton = _skeleton(payload, handled)
+        if skeleton is not None and self._skeletons.get(kind) == skeleton:
+            # Every string it does not filter as text is the same as in the last event of its type,
+            # which the scan passed unchanged: scanning it again would find the same nothing.
+            return payload, False
         filtered, changed = residual.filter(kind, payload, handled)
         self._skeletons.pop(kind, None)
-        if not changed:
-            with _skeleton(filtered, handled) as skeleton:
-                if skeleton is not None:
-                    self._skeletons[kind] = copy.deepcopy(skeleton)
+        if not changed and skeleton is not None:
+            # Kept apart from the payload, which the transform may change before the next event.
+            self._skeletons[kind] = copy.deepcopy(skeleton)
         return filtered, changed
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
@@ -508,30 +506,26 @@ class PerEventStreamSession(StreamSession):
         return []
 
 
-@contextmanager
-def _skeleton(payload: Any, handled: Collection[Path]) -> Iterator[dict[str, Any] | None]:
-    """What of an event the residual scan reads, for comparing two events: while the block runs, the
-    payload with the strings the dialect filters blanked, without its top-level numbers (sequence
-    numbers, indices). None when the payload is not an object."""
+def _skeleton(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
+    """What of an event the residual scan reads, for comparing two events: the payload with the strings
+    the dialect filters blanked, without its top-level numbers (sequence numbers, indices). Only the
+    containers on the way to a blanked string are copied; the payload itself is left as it is. None when
+    the payload is not an object."""
     if not isinstance(payload, dict):
-        yield None
-        return
-    blanked: list[tuple[Any, str | int, Any]] = []
-    try:
-        for path in handled:
-            parent = payload
-            for step in path[:-1]:
-                parent = parent[step]
-            blanked.append((parent, path[-1], parent[path[-1]]))
-            parent[path[-1]] = None
-        yield {
-            key: value
-            for key, value in payload.items()
-            if not isinstance(value, int | float) or isinstance(value, bool)
-        }
-    finally:
-        for parent, step, value in reversed(blanked):
-            parent[step] = value
+        return None
+    skeleton = {
+        key: value
+        for key, value in payload.items()
+        if not isinstance(value, int | float) or isinstance(value, bool)
+    }
+    for path in handled:
+        parent: Any = skeleton
+        for step in path[:-1]:
+            child = parent[step]
+            parent[step] = child = dict(child) if isinstance(child, dict) else list(child)
+            parent = child
+        parent[path[-1]] = None
+    return skeleton
 
 
 def _filter_once(text_filter: TextFilter, text: str) -> str:
