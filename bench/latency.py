@@ -49,6 +49,9 @@ STREAM_PAUSE = 0.2
 THINK_SECONDS = 0.05
 DELTA_CHARACTERS = 12
 """A streamed reply's text per event, as models send it."""
+STREAMING_BARE = "bare mitmdump, streaming"
+"""bare mitmdump with ``stream_large_bodies=1``: it relays each event as it arrives instead of the whole
+reply at its end."""
 CONTEXT = {"x-user-id": "bench-user", "x-purpose": "benchmark", "x-consent-id": "bench-consent"}
 """What each turn names (compliance in enforce mode refuses a turn without a purpose)."""
 
@@ -277,6 +280,21 @@ def main() -> None:
                     upstream.reply = Reply(text=REPLY, piece_size=DELTA_CHARACTERS)
                     event_cpu[name] = stream_cpu(client, url, pids[name], args.stream_requests)
                     rss[name] = rss_mib(pids[name])
+        # Bare mitmdump holds a reply until it ends unless told to stream it: the same CPU per event of a
+        # mitmdump that relays every event as it arrives, as egressguard does.
+        streaming_port = free_port()
+        streaming = [*proxy_commands(workdir, pki.ca_cert, streaming_port, guard_port)[0]]
+        streaming += ["--set", "stream_large_bodies=1"]
+        with (
+            process(streaming, streaming_port, workdir, env) as streaming_process,
+            httpx.Client(
+                proxy=f"http://127.0.0.1:{streaming_port}",
+                timeout=30,
+                verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
+                headers=CONTEXT,
+            ) as client,
+        ):
+            event_cpu[STREAMING_BARE] = stream_cpu(client, url, streaming_process.pid, args.stream_requests)
     upstream.close()
     report(f"JSON chat completion, {len(PROMPT)} B prompt: total per request", json_results)
     report(f"JSON chat completion, {len(SHORT_PROMPT)} B prompt: total per request", short_results)
@@ -297,8 +315,9 @@ def main() -> None:
         f"\nSSE stream of {events} events of {DELTA_CHARACTERS} characters arriving together: CPU per event"
     )
     for name, seconds in event_cpu.items():
-        print(f"  {name:<14}{seconds * 1e6:>9.1f} us")
-    print(f"  egressguard / bare mitmdump: {event_cpu['egressguard'] / event_cpu['bare mitmdump']:.2f}x")
+        print(f"  {name:<30}{seconds * 1e6:>9.1f} us")
+    for name in ("bare mitmdump", STREAMING_BARE):
+        print(f"  egressguard / {name}: {event_cpu['egressguard'] / event_cpu[name]:.2f}x")
     print("\nresident memory after the run")
     for name, mib in rss.items():
         print(f"  {name:<14}{mib:>9.1f} MiB")
