@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     key TEXT NOT NULL, width INTEGER NOT NULL, start INTEGER NOT NULL, events INTEGER NOT NULL,
     PRIMARY KEY (key, width, start)
 );
+CREATE INDEX IF NOT EXISTS buckets_by_start ON buckets (key, start);
 CREATE TABLE IF NOT EXISTS members (
     set_name TEXT NOT NULL, member TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (set_name, member)
 );

@@ -199,8 +199,11 @@ class SharedSqliteStateStore:
 
 def _count(db: sqlite3.Connection, key: str, window_s: float, retention: float, now: float) -> int:
     oldest = now - min(window_s, retention)
+    # Widths only grow with the retention, so no bucket that overlaps the window starts more than today's
+    # width before it: the bound on start lets the index skip the older buckets.
     row = db.execute(
-        "SELECT COALESCE(SUM(events), 0) FROM buckets WHERE key = ? AND start + width > ? AND start <= ?",
-        (key, oldest, now),
+        "SELECT COALESCE(SUM(events), 0) FROM buckets"
+        " WHERE key = ? AND start > ? AND start <= ? AND start + width > ?",
+        (key, oldest - bucket_width(retention), now, oldest),
     ).fetchone()
     return int(row[0])
