@@ -12,6 +12,7 @@ from proxy.state.buckets import bucket_width
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
+from proxy.state.store import SET_CAPACITY
 from tests.redis_server import RedisServer
 
 START = 1_700_000_000.0
@@ -276,6 +277,38 @@ def test_add_if_new_again_after_expiry(store: StateStore, clock: FakeClock) -> N
     assert not store.add_if_new("s", "m", 100)
     clock.advance(1)
     assert store.add_if_new("s", "m", 100)
+
+
+def stored_members(store: StateStore, set_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> int:
+    """How many members a set keeps where its backend keeps them: Redis keys, SQLite rows."""
+    if isinstance(store, RedisStateStore):
+        server: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"egressguard:s:{len(set_name)}:{set_name}:"
+        return sum(1 for _ in server.client().scan_iter(match=prefix + "*", count=1000))
+    reader = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        [rows] = reader.execute("SELECT COUNT(*) FROM members WHERE set_name = ?", (set_name,)).fetchone()
+    finally:
+        reader.close()
+    assert isinstance(rows, int)
+    return rows
+
+
+def test_a_set_keeps_at_most_its_capacity(
+    store: StateStore, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A set fed a new member per event (a prompt part, a host) stops growing at SET_CAPACITY: the oldest
+    members are forgotten and count as new again; the newest are still known; other sets are untouched."""
+    store.add_if_new("other", "kept", 3600)
+    for index in range(SET_CAPACITY + 50):
+        assert store.add_if_new("seen:agent", f"part-{index}", 3600)
+        clock.advance(0.001)
+    assert stored_members(store, "seen:agent", tmp_path, request) == SET_CAPACITY
+    assert not store.add_if_new("seen:agent", f"part-{SET_CAPACITY + 49}", 3600)
+    assert not store.add_if_new("seen:agent", "part-50", 3600)
+    assert store.add_if_new("seen:agent", "part-0", 3600)
+    assert not store.add_if_new("other", "kept", 3600)
+    assert stored_members(store, "seen:agent", tmp_path, request) == SET_CAPACITY
 
 
 # --- key/values ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from proxy.state.buckets import BUCKETS_PER_RETENTION, WIDTHS
-from proxy.state.store import Clock, JSONValue, StateUnavailable
+from proxy.state.store import SET_CAPACITY, Clock, JSONValue, StateUnavailable
 
 # KEYS: counter. ARGV: amount, now, expires ("" for none), ttl in ms ("" for none).
 _INCR = """
@@ -93,13 +93,26 @@ end
 return found
 """
 
-# KEYS: member. ARGV: now, expires, ttl in ms.
+# KEYS: member, the set's members by expiry (a sorted set). ARGV: now, expires, ttl in ms, member, capacity,
+# the prefix of the set's member keys. Beyond the capacity, the members that expire first are forgotten.
 _ADD_IF_NEW = """
 local expires = redis.call('GET', KEYS[1])
 if expires and tonumber(expires) > tonumber(ARGV[1]) then
     return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if excess > 0 then
+    local gone = redis.call('ZPOPMIN', KEYS[2], excess)
+    for i = 1, #gone, 2 do
+        redis.call('DEL', ARGV[6] .. gone[i])
+    end
+end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 return 1
 """
 
@@ -233,9 +246,17 @@ class RedisStateStore:
     def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
         at = self._clock() if now is None else now
         # The set's name is length-prefixed so that no (set, member) pair can spell another's key.
-        name = self._key("s", f"{len(set_name)}:{set_name}:{member}")
-        args: list[str | int] = [_time(at), _time(at + ttl_s), _ms(ttl_s)]
-        return bool(self._run(lambda: self._add_if_new(keys=[name], args=args)))
+        members = f"{len(set_name)}:{set_name}:"
+        keys = [self._key("s", members + member), self._key("so", members)]
+        args: list[str | int] = [
+            _time(at),
+            _time(at + ttl_s),
+            _ms(ttl_s),
+            member,
+            SET_CAPACITY,
+            self._key("s", members),
+        ]
+        return bool(self._run(lambda: self._add_if_new(keys=keys, args=args)))
 
     # --- key/values -------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import cast
 
 from proxy.state.buckets import bucket_start, bucket_width, counted, expired
-from proxy.state.store import Clock, JSONValue
+from proxy.state.store import SET_CAPACITY, Clock, JSONValue
 
 DATABASE_NAME = "state.sqlite3"
 
@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS members (
     set_name TEXT NOT NULL, member TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (set_name, member)
 );
 CREATE INDEX IF NOT EXISTS members_by_expiry ON members (expires);
+CREATE INDEX IF NOT EXISTS members_by_set_expiry ON members (set_name, expires);
+CREATE TABLE IF NOT EXISTS set_sizes (set_name TEXT PRIMARY KEY, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL);
 CREATE TABLE IF NOT EXISTS fields (
     key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, expires REAL NOT NULL,
@@ -140,7 +142,8 @@ class SqliteStateStore:
         migrate_hits(self._db)
         self._counters: dict[str, tuple[int, float | None]] = {}
         self._windows: dict[str, _Window] = {}
-        self._members: dict[tuple[str, str], float] = {}
+        # Per set, member -> expiry, in the order added (with one TTL per set, the order of expiry).
+        self._members: dict[str, dict[str, float]] = {}
         self._values: dict[str, tuple[str, float | None]] = {}
         self._maps: dict[str, dict[str, tuple[str, float]]] = {}
         now = clock()
@@ -158,9 +161,11 @@ class SqliteStateStore:
         ):
             if key in self._windows:
                 self._windows[key].add((width, start), events)
-        for set_name, member, expires in self._db.execute("SELECT set_name, member, expires FROM members"):
+        for set_name, member, expires in self._db.execute(
+            "SELECT set_name, member, expires FROM members ORDER BY expires"
+        ):
             if live(expires, now):
-                self._members[(set_name, member)] = expires
+                self._members.setdefault(set_name, {})[member] = expires
         for key, text, expires in self._db.execute("SELECT key, value, expires FROM kv"):
             if live(expires, now):
                 self._values[key] = (text, expires)
@@ -220,13 +225,19 @@ class SqliteStateStore:
     def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
         with self._lock:
             now = self._begin(now)
-            expires = self._members.get((set_name, member))
+            members = self._members.setdefault(set_name, {})
+            expires = members.get(member)
             if expires is not None and expires > now:
                 return False
-            self._members[(set_name, member)] = now + ttl_s
+            members.pop(member, None)  # an expired member comes back as the newest
+            members[member] = now + ttl_s
             self._db.execute(
                 "INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (set_name, member, now + ttl_s)
             )
+            while len(members) > SET_CAPACITY:
+                oldest = next(iter(members))
+                del members[oldest]
+                self._db.execute("DELETE FROM members WHERE set_name = ? AND member = ?", (set_name, oldest))
             return True
 
     # --- key/values -------------------------------------------------------------------------------------
@@ -308,7 +319,11 @@ class SqliteStateStore:
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
         self._counters = {key: entry for key, entry in self._counters.items() if live(entry[1], now)}
-        self._members = {key: expires for key, expires in self._members.items() if expires > now}
+        self._members = {
+            set_name: live_members
+            for set_name, members in self._members.items()
+            if (live_members := {member: expires for member, expires in members.items() if expires > now})
+        }
         self._values = {key: entry for key, entry in self._values.items() if live(entry[1], now)}
         self._maps = {
             key: live_fields
@@ -329,6 +344,7 @@ def sweep_database(db: sqlite3.Connection, now: float) -> None:
     """Delete every expired row, inside the caller's transaction."""
     db.execute("DELETE FROM counters WHERE expires <= ?", (now,))
     db.execute("DELETE FROM members WHERE expires <= ?", (now,))
+    count_set_members(db)
     db.execute("DELETE FROM kv WHERE expires <= ?", (now,))
     db.execute("DELETE FROM fields WHERE expires <= ?", (now,))
     db.execute(
@@ -337,6 +353,12 @@ def sweep_database(db: sqlite3.Connection, now: float) -> None:
         (now,),
     )
     db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM buckets)")
+
+
+def count_set_members(db: sqlite3.Connection) -> None:
+    """Recount ``set_sizes`` from the members table, inside the caller's transaction."""
+    db.execute("DELETE FROM set_sizes")
+    db.execute("INSERT INTO set_sizes SELECT set_name, COUNT(*) FROM members GROUP BY set_name")
 
 
 def migrate_hits(db: sqlite3.Connection) -> None:

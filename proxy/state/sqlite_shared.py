@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import cast
 
 from proxy.state.buckets import bucket_start, bucket_width
-from proxy.state.sqlite import DATABASE_NAME, RECORD_HIT, SCHEMA, live, migrate_hits, sweep_database
-from proxy.state.store import Clock, JSONValue
+from proxy.state.sqlite import (
+    DATABASE_NAME,
+    RECORD_HIT,
+    SCHEMA,
+    count_set_members,
+    live,
+    migrate_hits,
+    sweep_database,
+)
+from proxy.state.store import SET_CAPACITY, Clock, JSONValue
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -43,6 +51,9 @@ class SharedSqliteStateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         migrate_hits(self._db)
+        # The single-process store does not keep set sizes on disk: count them for a dir it wrote.
+        with self._transaction() as db:
+            count_set_members(db)
         self._last_sweep = clock()
 
     @contextmanager
@@ -138,6 +149,19 @@ class SharedSqliteStateStore:
             if row is not None and row[0] > at:
                 return False
             db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (set_name, member, at + ttl_s))
+            if row is None:
+                [(size,)] = db.execute(
+                    "INSERT INTO set_sizes VALUES (?, 1)"
+                    " ON CONFLICT (set_name) DO UPDATE SET size = size + 1 RETURNING size",
+                    (set_name,),
+                )
+                if size > SET_CAPACITY:
+                    db.execute(
+                        "DELETE FROM members WHERE rowid IN"
+                        " (SELECT rowid FROM members WHERE set_name = ? ORDER BY expires LIMIT ?)",
+                        (set_name, size - SET_CAPACITY),
+                    )
+                    db.execute("UPDATE set_sizes SET size = ? WHERE set_name = ?", (SET_CAPACITY, set_name))
             return True
 
     # --- key/values -------------------------------------------------------------------------------------

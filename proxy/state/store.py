@@ -17,6 +17,10 @@ from typing import Protocol
 
 type Clock = Callable[[], float]
 
+# The most members an expiring set keeps: sets named per agent take one member per new prompt part, host
+# or tool sequence, which traffic alone would grow for their whole TTL.
+SET_CAPACITY = 10_000
+
 
 class StateUnavailable(RuntimeError):
     """The store cannot be reached. A shared store raises it; what happens next is the policy's
@@ -57,7 +61,9 @@ class StateStore(Protocol):
         """Add ``member`` for ``ttl_s`` seconds from ``now``; True if it was not there (or had expired).
 
         A repeated add neither refreshes the expiry nor writes anything. Used as a claim, it is taken by
-        exactly one caller however many processes share the store.
+        exactly one caller however many processes share the store. A set holds at most ``SET_CAPACITY``
+        members: adding one more forgets the member that expires first (the oldest, for a set added to
+        with one TTL), which is then new again if it comes back.
         """
         ...
 
