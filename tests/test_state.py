@@ -63,11 +63,11 @@ def sqlite_store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStateStore]
     opened.close()
 
 
-def on_disk(directory: Path, query: str) -> list[tuple[object, ...]]:
+def on_disk(directory: Path, query: str, parameters: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
     """Rows as a second connection sees them: what a restart after a crash would find."""
     reader = sqlite3.connect(directory / DATABASE_NAME)
     try:
-        return reader.execute(query).fetchall()
+        return reader.execute(query, parameters).fetchall()
     finally:
         reader.close()
 
@@ -163,11 +163,7 @@ def stored_buckets(store: StateStore, key: str, tmp_path: Path, request: pytest.
     if isinstance(store, RedisStateStore):
         server: RedisServer = request.getfixturevalue("redis_server")
         return int(server.client().hlen(f"egressguard:b:{key}"))
-    reader = sqlite3.connect(tmp_path / DATABASE_NAME)
-    try:
-        [rows] = reader.execute("SELECT COUNT(*) FROM buckets WHERE key = ?", (key,)).fetchone()
-    finally:
-        reader.close()
+    [(rows,)] = on_disk(tmp_path, "SELECT COUNT(*) FROM buckets WHERE key = ?", (key,))
     assert isinstance(rows, int)
     return rows
 
@@ -285,11 +281,7 @@ def stored_members(store: StateStore, set_name: str, tmp_path: Path, request: py
         server: RedisServer = request.getfixturevalue("redis_server")
         prefix = f"egressguard:s:{len(set_name)}:{set_name}:"
         return sum(1 for _ in server.client().scan_iter(match=prefix + "*", count=1000))
-    reader = sqlite3.connect(tmp_path / DATABASE_NAME)
-    try:
-        [rows] = reader.execute("SELECT COUNT(*) FROM members WHERE set_name = ?", (set_name,)).fetchone()
-    finally:
-        reader.close()
+    [(rows,)] = on_disk(tmp_path, "SELECT COUNT(*) FROM members WHERE set_name = ?", (set_name,))
     assert isinstance(rows, int)
     return rows
 
