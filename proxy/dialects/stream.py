@@ -149,8 +149,12 @@ def chain_filters(*factories: TextFilterFactory) -> TextFilterFactory:
     return make
 
 
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""One encoder for every event: ``json.dumps`` with options builds a new one per call."""
+
+
 def dump_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT_JSON.encode(value)
 
 
 def encode_json(value: Any) -> bytes:
