@@ -14,6 +14,7 @@ from proxy.dialects.base import (
     as_list,
     as_str,
     canonical_arguments,
+    entry,
     json_error,
     reparse_arguments,
     require_object,
@@ -209,7 +210,7 @@ class AnthropicStreamSession(StreamSession):
             key = BLOCK_TEXT_KEYS.get(block_type)
             self._blocks[index] = _Block(block_type, (as_str(block.get(key)) if key else None) or "", call)
         elif event_type == "content_block_delta":
-            block_state = self._blocks.setdefault(as_int(body.get("index")) or 0, _Block("text"))
+            block_state = entry(self._blocks, as_int(body.get("index")) or 0, lambda: _Block("text"))
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
             if key:

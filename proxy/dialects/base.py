@@ -91,6 +91,14 @@ def require_object(document: Any) -> dict[str, Any]:
     return document
 
 
+def entry[Key, State](states: dict[Key, State], key: Key, make: Callable[[], State]) -> State:
+    """``states[key]``, made on first use: ``setdefault`` would build a new one for every event."""
+    state = states.get(key)
+    if state is None:
+        state = states[key] = make()
+    return state
+
+
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

@@ -19,6 +19,7 @@ from proxy.dialects.base import (
     as_list,
     as_str,
     canonical_arguments,
+    entry,
     json_error,
     require_object,
 )
@@ -216,7 +217,7 @@ class _MergedResponse:
             candidate = as_dict(raw_candidate)
             index = as_int(candidate.get("index"))
             index = position if index is None else index
-            merged = self.candidates.setdefault(index, _MergedCandidate())
+            merged = entry(self.candidates, index, _MergedCandidate)
             for part_position, raw_part in enumerate(as_list(as_dict(candidate.get("content")).get("parts"))):
                 landed[(index, part_position)] = self._add_part(index, merged, as_dict(raw_part))
             merged.finish_reason = as_str(field_of(candidate, "finishReason")[1]) or merged.finish_reason

@@ -13,6 +13,7 @@ from proxy.dialects.base import (
     as_int,
     as_list,
     as_str,
+    entry,
     json_error,
     require_object,
 )
@@ -255,7 +256,7 @@ class ChatStreamSession(StreamSession):
             self._usage = Usage(as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens")))
         for position, raw_choice in enumerate(as_list(chunk.get("choices"))):
             choice = as_dict(raw_choice)
-            state = self._choices.setdefault(_index(choice, position), _ChoiceState())
+            state = entry(self._choices, _index(choice, position), _ChoiceState)
             delta = as_dict(choice.get("delta"))
             for key in TEXT_KEYS:
                 if key not in delta:
@@ -265,12 +266,10 @@ class ChatStreamSession(StreamSession):
                     state.texts[key] = state.texts.get(key, "") + text
             for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
                 call_delta = as_dict(raw_call)
-                _accumulate(
-                    state.calls.setdefault(_index(call_delta, call_position), _CallState()), call_delta
-                )
+                _accumulate(entry(state.calls, _index(call_delta, call_position), _CallState), call_delta)
             legacy = delta.get("function_call")
             if isinstance(legacy, dict):
-                _accumulate(state.calls.setdefault(LEGACY_CALL, _CallState()), {"function": legacy})
+                _accumulate(entry(state.calls, LEGACY_CALL, _CallState), {"function": legacy})
             finish_reason = as_str(choice.get("finish_reason"))
             if finish_reason:
                 state.finish_reason = finish_reason
@@ -404,7 +403,7 @@ class ChatStreamSession(StreamSession):
     def _gate_one(
         self, choice_index: int, call_index: int, call_delta: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], list[bytes]]:
-        gated = self._gated.setdefault((choice_index, call_index), _GatedCall())
+        gated = entry(self._gated, (choice_index, call_index), _GatedCall)
         if gated.decision == "release" and gated.sealed:
             self.notes.append("a tool call sent whole got more deltas after its arguments ended; dropped")
             return [], []

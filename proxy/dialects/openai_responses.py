@@ -6,7 +6,16 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.dialects.base import Dialect, ErrorResponse, as_dict, as_int, as_list, as_str, require_object
+from proxy.dialects.base import (
+    Dialect,
+    ErrorResponse,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    entry,
+    require_object,
+)
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
@@ -225,12 +234,12 @@ class ResponsesStreamSession(StreamSession):
         if event_type in ("response.output_item.added", "response.output_item.done"):
             self._record_item(output_index, as_dict(body.get("item")))
             return
-        item = self._items.setdefault(output_index, _Item("message"))
+        item = entry(self._items, output_index, lambda: _Item("message"))
         delta = as_str(body.get("delta")) or ""
         channel = DELTA_CHANNELS.get(event_type)
         if channel is not None:
             where = channel.where(output_index, body)
-            segment = item.texts.setdefault(where, TextSegment("", where, channel.reasoning))
+            segment = entry(item.texts, where, lambda: TextSegment("", where, channel.reasoning))
             segment.text += delta
         elif event_type == "response.function_call_arguments.delta" and item.call is not None:
             item.call.arguments += delta
