@@ -27,6 +27,8 @@ from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
 from proxy.wire.decoding import (
+    BOMB_RATIO,
+    BombError,
     DecodingError,
     OverCapError,
     StreamDecoder,
@@ -46,6 +48,7 @@ PENDING_KEY = "egressguard.inspect.pending"
 ALONGSIDE_THREADS = 4
 """Threads inspecting observed requests that have already left (they share one core's GIL)."""
 OVER_CAP_RULE = "inspection.decoded_over_cap"
+BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
@@ -96,6 +99,10 @@ def codings(message: http.Message) -> str:
     """The codings to undo to read a body as its receiver does: its content codings, then its transfer
     codings, which were applied after them."""
     return ", ".join([message.headers.get("content-encoding", "identity"), *transfer_codings(message)])
+
+
+def is_compressed(message: http.Message) -> bool:
+    return codings(message).replace("identity", "").strip(", ") != ""
 
 
 def set_content(message: http.Message, content: bytes) -> None:
@@ -157,13 +164,19 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     return content
 
 
+def uninspectable_rule(error: UninspectableError) -> str:
+    if isinstance(error, BombError):
+        return BOMB_RULE
+    return OVER_CAP_RULE if isinstance(error, OverCapError) else UNSUPPORTED_CODING_RULE
+
+
 def uninspectable_finding(
     where: str, error: UninspectableError, threat: Threat, *, enforced: bool
 ) -> Finding:
     """A body no detector can read: it decodes past the inspection cap, or not at all."""
     return Finding(
         threat=threat,
-        rule=OVER_CAP_RULE if isinstance(error, OverCapError) else UNSUPPORTED_CODING_RULE,
+        rule=uninspectable_rule(error),
         signal=f"{where} body {error}; it cannot be inspected",
         severity=Severity.HIGH,
         action=Action.BLOCK,
@@ -368,10 +381,11 @@ class Inspect:
         inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
     ) -> None:
         """Inspect a large body in a worker thread, so the event loop keeps serving every other agent
-        meanwhile; the same code runs either way, so the verdict is the same. mitmproxy holds the flow
-        until the hook returns, so nothing else touches it while the thread works."""
+        meanwhile (a compressed one may be small and decode to the inspection cap); the same code runs
+        either way, so the verdict is the same. mitmproxy holds the flow until the hook returns, so
+        nothing else touches it while the thread works."""
         raw = message.raw_content if message is not None else None
-        if raw is not None and len(raw) >= OFF_LOOP_BYTES:
+        if raw and message is not None and (len(raw) >= OFF_LOOP_BYTES or is_compressed(message)):
             await asyncio.to_thread(inspect, flow)
         else:
             inspect(flow)
@@ -484,7 +498,7 @@ class Inspect:
         session = dialect.stream_session(filters)
         flow.response.stream = BodyRelay(
             turn,
-            StreamDecoder(encoding, policy_of(flow, self.runtime).max_stream_decoded_bytes),
+            self._relay_decoder(flow, encoding),
             session.feed,
             session.finish,
             rewrites=filters.active,
@@ -631,11 +645,17 @@ class Inspect:
 
         flow.response.stream = BodyRelay(
             turn,
-            StreamDecoder(encoding, policy_of(flow, self.runtime).max_stream_decoded_bytes),
+            self._relay_decoder(flow, encoding),
             redactor.feed,
             redactor.flush,
             rewrites=True,
         ).install(flow.response)
+
+    def _relay_decoder(self, flow: http.HTTPFlow, encoding: str) -> StreamDecoder:
+        """The decoder of a body relayed as it arrives: its scan runs on the event loop, chunk by chunk,
+        so no chunk may decode to more than ``BOMB_RATIO`` times its size once past ``BOMB_FLOOR``."""
+        cap = policy_of(flow, self.runtime).max_stream_decoded_bytes
+        return StreamDecoder(encoding, cap, max_ratio=BOMB_RATIO)
 
     @staticmethod
     def _state(flow: http.HTTPFlow) -> tuple[Turn | None, TurnInspector | None, Dialect | None]:

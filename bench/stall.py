@@ -8,12 +8,18 @@ their median and worst latency while the large prompt is in flight, and how long
 egressguard inspects large bodies off the event loop, but its detectors hold Python's GIL while they run,
 so the worst small-request latency is the figure to watch; bare mitmdump shows what the proxy itself costs.
 
-    python3 bench/stall.py [--large-mb 7.5] [--rounds 3]
+Then the same for a compression bomb: a 256 KB gzip completion that inflates to 256 MiB, over an
+inspection cap of 64 KiB, so egressguard (in enforce mode) decodes and redacts it as it arrives, on the
+event loop; the small prompts go to another upstream meanwhile.
+
+    python3 bench/stall.py [--large-mb 7.5] [--rounds 3] [--bomb-mib 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import itertools
 import os
 import statistics
 import sys
@@ -48,18 +54,15 @@ def send_with_new_client(make_client: Callable[[], httpx.Client], url: str, prom
         return timed_post(client, url, prompt)
 
 
-def stall(make_client: Callable[[], httpx.Client], url: str, large: str, rounds: int) -> dict[str, float]:
-    """Small-request latencies idle and while ``large`` is in flight, over ``rounds`` large requests."""
+def small_requests_while(
+    make_client: Callable[[], httpx.Client], url: str, large_request: Callable[[], float], rounds: int
+) -> dict[str, float]:
+    """Small-request latencies while ``large_request`` runs (it returns its own seconds), ``rounds`` times."""
+    during: list[float] = []
+    large_seconds: list[float] = []
     with make_client() as small_client:
-        idle = [timed_post(small_client, url, f"{number} {SHORT_PROMPT}") for number in range(IDLE_REQUESTS)]
-        during: list[float] = []
-        large_seconds: list[float] = []
         for round_number in range(rounds):
-            sender = threading.Thread(
-                target=lambda number=round_number: large_seconds.append(
-                    send_with_new_client(make_client, url, f"{number} {large}")
-                )
-            )
+            sender = threading.Thread(target=lambda: large_seconds.append(large_request()))
             sender.start()
             number = 0
             while sender.is_alive():
@@ -67,7 +70,6 @@ def stall(make_client: Callable[[], httpx.Client], url: str, large: str, rounds:
                 number += 1
             sender.join()
     return {
-        "idle median": statistics.median(idle),
         "during median": statistics.median(during),
         "during worst": max(during),
         "small requests during": len(during) / rounds,
@@ -75,10 +77,72 @@ def stall(make_client: Callable[[], httpx.Client], url: str, large: str, rounds:
     }
 
 
+def stall(make_client: Callable[[], httpx.Client], url: str, large: str, rounds: int) -> dict[str, float]:
+    """Small-request latencies idle and while ``large`` is in flight, over ``rounds`` large requests."""
+    with make_client() as small_client:
+        idle = [timed_post(small_client, url, f"{number} {SHORT_PROMPT}") for number in range(IDLE_REQUESTS)]
+    sent = itertools.count()  # each large prompt differs, as in real traffic
+    during = small_requests_while(
+        make_client, url, lambda: send_with_new_client(make_client, url, f"{next(sent)} {large}"), rounds
+    )
+    return {"idle median": statistics.median(idle), **during}
+
+
+def bomb_stall(
+    make_client: Callable[[], httpx.Client], bomb_url: str, small_url: str, rounds: int
+) -> dict[str, float]:
+    """Small-request latencies while a compression bomb is relayed, over ``rounds`` bombs."""
+
+    def fetch_bomb() -> float:
+        started = time.perf_counter()
+        with make_client() as client:
+            try:
+                with client.stream("POST", bomb_url, json={"model": "m", "messages": ask("hi")}) as answer:
+                    for _ in answer.iter_raw():
+                        pass
+            except httpx.HTTPError:
+                pass  # cut by the proxy: the figure is how long it took
+        return time.perf_counter() - started
+
+    return small_requests_while(make_client, small_url, fetch_bomb, rounds)
+
+
+def print_figures(results: dict[str, dict[str, float]], large: str) -> None:
+    for name, figures in results.items():
+        idle = f"idle {figures['idle median'] * 1000:6.1f} ms   " if "idle median" in figures else ""
+        print(
+            f"  {name:14} {idle}during: median "
+            f"{figures['during median'] * 1000:7.1f} ms, worst {figures['during worst'] * 1000:7.1f} ms "
+            f"({figures['small requests during']:.0f} requests)   {large} {figures['large request']:.2f} s"
+        )
+    guard, bare_figures = results["egressguard"], results["bare mitmdump"]
+    print(
+        f"  worst stall egressguard / bare mitmdump: "
+        f"{guard['during worst'] / bare_figures['during worst']:.1f}x "
+        f"({guard['during worst'] * 1000:.0f} ms vs {bare_figures['during worst'] * 1000:.0f} ms)"
+    )
+
+
+def clients_for(workdir: Path, bare_port: int, guard_port: int) -> dict[str, Callable[[], httpx.Client]]:
+    return {
+        "bare mitmdump": lambda: httpx.Client(
+            proxy=f"http://127.0.0.1:{bare_port}",
+            timeout=120,
+            verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
+        ),
+        "egressguard": lambda: httpx.Client(
+            proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
+            timeout=120,
+            verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"),
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large-mb", type=float, default=7.5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bomb-mib", type=int, default=256)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-stall-"))
@@ -94,36 +158,37 @@ def main() -> None:
     )
     bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
     bare += ["--set", "stream_large_bodies=16m"]  # the same cap as egressguard's policy
-    clients: dict[str, Callable[[], httpx.Client]] = {
-        "bare mitmdump": lambda: httpx.Client(
-            proxy=f"http://127.0.0.1:{bare_port}",
-            timeout=120,
-            verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
-        ),
-        "egressguard": lambda: httpx.Client(
-            proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
-            timeout=120,
-            verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"),
-        ),
-    }
     results: dict[str, dict[str, float]] = {}
     with process(bare, bare_port, workdir, env), process(guard, guard_port, workdir, env):
         print(f"a {len(large) / 1e6:.1f} MB prompt, {args.rounds} rounds; one-line prompts sent meanwhile")
-        for name, make_client in clients.items():
+        for name, make_client in clients_for(workdir, bare_port, guard_port).items():
             results[name] = stall(make_client, url, large, args.rounds)
-    upstream.close()
-    for name, figures in results.items():
-        print(
-            f"  {name:14} idle {figures['idle median'] * 1000:6.1f} ms   during: median "
-            f"{figures['during median'] * 1000:7.1f} ms, worst {figures['during worst'] * 1000:7.1f} ms "
-            f"({figures['small requests during']:.0f} requests)   large one {figures['large request']:.2f} s"
-        )
-    guard, bare_figures = results["egressguard"], results["bare mitmdump"]
-    print(
-        f"  worst stall egressguard / bare mitmdump: "
-        f"{guard['during worst'] / bare_figures['during worst']:.1f}x "
-        f"({guard['during worst'] * 1000:.0f} ms vs {bare_figures['during worst'] * 1000:.0f} ms)"
+    print_figures(results, "large one")
+
+    text = b'{"choices":[{"message":{"content":"' + b"A" * (args.bomb_mib << 20) + b'"}}]}'
+    bomber = FakeUpstream(pki)
+    bomb = gzip.compress(text, 6)
+    bomber.reply = Reply(encoded_body=("gzip", bomb))
+    bomb_dir = workdir / "bomb"
+    bomb_dir.mkdir()
+    (bomb_dir / "policy.yaml").write_text(
+        policy_yaml(bomb_dir / "data", mode="enforce", extra="inspection: {max_body_bytes: 64KiB}\n")
     )
+    bare, guard = proxy_commands(bomb_dir, pki.ca_cert, bare_port, guard_port)
+    bare += ["--set", "stream_large_bodies=64k"]
+    bomb_results: dict[str, dict[str, float]] = {}
+    with process(bare, bare_port, bomb_dir, env), process(guard, guard_port, bomb_dir, env):
+        print(
+            f"a {len(bomb) / 1e3:.0f} KB gzip completion inflating to "
+            f"{args.bomb_mib} MiB (cap 64 KiB, enforce), {args.rounds} rounds; one-line prompts meanwhile"
+        )
+        for name, make_client in clients_for(bomb_dir, bare_port, guard_port).items():
+            bomb_results[name] = bomb_stall(
+                make_client, f"{bomber.url}/v1/chat/completions", url, args.rounds
+            )
+    bomber.close()
+    upstream.close()
+    print_figures(bomb_results, "bomb")
 
 
 if __name__ == "__main__":

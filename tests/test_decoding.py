@@ -12,6 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.wire.decoding import (
+    BOMB_FLOOR,
+    BOMB_RATIO,
+    BombError,
     CappedDecoders,
     DecodingError,
     OverCapError,
@@ -285,3 +288,46 @@ def test_corrupt_data_mid_stream_is_reported_at_the_end() -> None:
     assert decoder.feed(gzip.compress(b"never")) == b""
     with pytest.raises(DecodingError, match="corrupt gzip"):
         decoder.flush()
+
+
+BOMB_CODINGS = {
+    "gzip": lambda data: gzip.compress(data, 9),
+    "deflate": lambda data: zlib.compress(data, 9),
+    "br": brotli.compress,
+    "zstd": lambda data: zstd.compress(data, 19),
+}
+
+
+@pytest.mark.parametrize("coding", sorted(BOMB_CODINGS))
+@pytest.mark.parametrize("filler", [b"A", b"a ", b'{"k":"v"},', b"\x00"])
+def test_a_bomb_is_stopped_at_the_ratio_within_one_chunk(coding: str, filler: bytes) -> None:
+    """Past the floor, no chunk decodes to more than the ratio allows: the one that would raises before
+    handing on anything, so a relayed body never makes its reader scan what a bomb inflates to."""
+    bomb = BOMB_CODINGS[coding](filler * ((64 << 20) // len(filler)))
+    decoder = StreamDecoder(coding, 1 << 30, max_ratio=BOMB_RATIO)
+    decoded = 0
+    with pytest.raises(BombError):
+        for start in range(0, len(bomb), 1024):
+            decoded += len(decoder.feed(bomb[start : start + 1024]))
+    assert decoded <= BOMB_FLOOR
+
+
+@pytest.mark.parametrize("coding", sorted(BOMB_CODINGS))
+def test_an_event_stream_compressed_whole_is_no_bomb(coding: str) -> None:
+    """Real event streams repeat one JSON frame per token and compress 100x and more: under the ratio."""
+    events = b"".join(
+        b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","model":"gpt-4o","choices":'
+        b'[{"index":0,"delta":{"content":" w%d"},"finish_reason":null}]}\n\n' % number
+        for number in range(40_000)
+    )
+    compressed = BOMB_CODINGS[coding](events)
+    decoder = StreamDecoder(coding, 1 << 30, max_ratio=BOMB_RATIO)
+    decoded = b"".join(
+        decoder.feed(compressed[start : start + 4096]) for start in range(0, len(compressed), 4096)
+    )
+    assert decoded + decoder.flush() == events
+
+
+def test_without_a_ratio_only_the_cap_applies() -> None:
+    bomb = gzip.compress(b"A" * (8 << 20))
+    assert len(StreamDecoder("gzip", 16 << 20).feed(bomb)) == 8 << 20

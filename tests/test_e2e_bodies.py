@@ -22,6 +22,7 @@ import openai
 import pytest
 from backports import zstd
 
+from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
 from tests.test_e2e_fronting import tunnel
 from tests.upstream import FakeUpstream, Reply, openai_chat_json
@@ -99,8 +100,11 @@ def assert_still_serving(proxy: Proxy, upstream: FakeUpstream) -> None:
     assert proxy.process.poll() is None
 
 
+OVER_CAP_RULES = {"inspection.decoded_over_cap", "inspection.decompression_bomb"}
+
+
 def over_cap_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
-    return [finding for finding in record["findings"] if finding["rule"] == "inspection.decoded_over_cap"]
+    return [finding for finding in record["findings"] if finding["rule"] in OVER_CAP_RULES]
 
 
 @pytest.mark.parametrize("limited", ["enforce"], indirect=True)
@@ -512,3 +516,62 @@ def test_a_response_in_an_undecodable_coding_is_refused_where_enforced(
     records = proxy.wait_for_records(len(UNDECODABLE))
     for record in records:
         assert [finding["enforced"] for finding in unsupported_coding_findings(record)] == [mode == "enforce"]
+
+
+def _inflating(encoding: str, size: int) -> bytes:
+    """``size`` bytes of JSON-looking text compressed far past any real answer's ratio."""
+    text = b'{"choices":[{"message":{"content":"' + b"A" * size + b'"}}]}'
+    if encoding == "br":
+        return brotli.compress(text, quality=5)
+    return gzip.compress(text, 6) if encoding == "gzip" else zstd.compress(text, 3)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_a_relayed_bomb_does_not_stall_other_agents(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI, encoding: str
+) -> None:
+    """A compressed answer over the inspection cap is decoded and redacted as it arrives, on the event loop:
+    one inflating to 256 MiB must neither hold the other agents up nor reach its agent unscanned. It is
+    cut, recorded as a bomb, and the next request is served."""
+    proxy = start_proxy(mode="enforce", extra="inspection: {max_body_bytes: 64KiB}\n")
+    bomb = _inflating(encoding, 256 << 20)
+    other_upstream = FakeUpstream(upstream_pki)
+    other_upstream.reply = Reply(text="small answer")
+    small_seconds: list[float] = []
+    for stream in (False, True):
+        upstream.reply = Reply(encoded_body=(encoding, bomb))
+        received: list[bytes] = []
+
+        def fetch(stream: bool = stream, received: list[bytes] = received) -> None:
+            payload = {"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+            with (
+                client_for(proxy) as client,
+                client.stream("POST", f"{upstream.url}/v1/chat/completions", json=payload) as answer,
+            ):
+                try:
+                    received.extend(answer.iter_raw())
+                except httpx.HTTPError:
+                    received.append(b"<cut>")
+
+        sent_before = len(upstream.received)
+        bomb_agent = threading.Thread(target=fetch)
+        bomb_agent.start()
+        while len(upstream.received) == sent_before and bomb_agent.is_alive():
+            time.sleep(0.01)
+        other_agent = sdk(proxy, other_upstream)
+        while bomb_agent.is_alive():
+            started = time.perf_counter()
+            answer = other_agent.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+            small_seconds.append(time.perf_counter() - started)
+            assert answer.choices[0].message.content == "small answer"
+        bomb_agent.join()
+        assert sum(len(piece) for piece in received) < (1 << 20), encoding
+        assert b"A" * 1024 not in b"".join(received)
+    other_upstream.close()
+    assert small_seconds and max(small_seconds) < 2, small_seconds
+    assert_still_serving(proxy, upstream)
+    records = proxy.wait_for_records(len(small_seconds) + 3)
+    bombs = [record for record in records if over_cap_findings(record)]
+    assert [record["decision"] for record in bombs] == ["blocked", "blocked"]

@@ -296,8 +296,11 @@ class StreamRedactor:
         """Where the part of the pending text that may still grow into a match starts."""
         pending = self._pending
         hold = len(pending)
+        # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
+        # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
+        look_from = max(0, hold - self._max_hold - 1)
         for pattern in (_OPEN_TOKEN, _OPEN_NUMBER, _OPEN_SPACED):
-            found = pattern.search(pending)
+            found = pattern.search(pending, look_from)
             if found is not None:
                 hold = min(hold, found.start())
         begin = _KEY_BLOCK_BEGIN.search(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)

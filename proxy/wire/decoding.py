@@ -37,6 +37,20 @@ class OverCapError(UninspectableError):
     """The body decodes to more bytes than the cap allows; decoding stopped at the cap."""
 
 
+class BombError(OverCapError):
+    """The body decodes to far more bytes than it was sent in, more than any real API answer does: a
+    decompression bomb, stopped before its output (which every later reader would have to scan) grows."""
+
+
+BOMB_FLOOR = 256 << 10
+"""Decoded bytes a stage may always produce, whatever its ratio: small answers compress very well."""
+BOMB_RATIO = 256
+"""Past the floor, decoded bytes allowed per compressed byte given so far. Event streams of real API
+answers compressed whole reach 100-150x (each event repeats the same JSON frame), JSON answers 3-15x;
+a gzip bomb reaches 1032x, brotli and zstd bombs far more. A bomb is stopped in the chunk that crosses
+the ratio, before any of that chunk's output is scanned, so at most ``BOMB_FLOOR`` bytes of it ever are."""
+
+
 class UnsupportedCodingError(UninspectableError):
     """The body is in a coding this module cannot undo (``compress``, ``x-compress``, any unknown name, or
     a list holding one): its receiver may undo it and read what no detector saw."""
@@ -57,21 +71,38 @@ def supported(encoding: str) -> bool:
 
 
 class _Budget:
-    """The decoded bytes one stage may still produce."""
+    """The decoded bytes one stage may still produce: at most ``limit`` in all and, with ``ratio``, at
+    most ``ratio`` per byte it was given once past ``BOMB_FLOOR``."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, ratio: int | None) -> None:
         self.limit = limit
+        self.ratio = ratio
         self.used = 0
+        self.given = 0
+
+    def give(self, data: bytes) -> bytes:
+        self.given += len(data)
+        return data
+
+    @property
+    def _allowed(self) -> int:
+        if self.ratio is None:
+            return self.limit
+        return min(self.limit, max(BOMB_FLOOR, self.ratio * self.given))
 
     @property
     def request(self) -> int:
-        """How much output to ask a decompressor for: one byte past the cap reveals an overrun."""
-        return self.limit - self.used + 1
+        """How much output to ask a decompressor for: one byte past the allowance reveals an overrun."""
+        return self._allowed - self.used + 1
 
     def spend(self, output: bytes) -> bytes:
         self.used += len(output)
         if self.used > self.limit:
             raise OverCapError(f"decoded body exceeds the cap of {self.limit} bytes")
+        if self.used > self._allowed:
+            raise BombError(
+                f"decodes to over {self.ratio} times its {self.given} compressed bytes (a decompression bomb)"
+            )
         return output
 
 
@@ -93,6 +124,7 @@ class _ZlibStage:
         self._head = b""  # the bytes seen of a member before the two that tell its wrapping apart
 
     def feed(self, data: bytes, output: list[bytes]) -> None:
+        data = self._budget.give(data)
         while data:
             if self._decompressor is None:
                 data = self._head + data
@@ -149,7 +181,9 @@ class _BrotliStage:
 
     def feed(self, data: bytes, output: list[bytes]) -> None:
         try:
-            piece: bytes = self._decompressor.process(data, output_buffer_limit=self._budget.request)
+            piece: bytes = self._decompressor.process(
+                self._budget.give(data), output_buffer_limit=self._budget.request
+            )
             output.append(self._budget.spend(piece))
             # Output held back by the limit comes out of further calls with no input.
             while not self._decompressor.can_accept_more_data():
@@ -173,6 +207,7 @@ class _ZstdStage:
         self._in_frame = False
 
     def feed(self, data: bytes, output: list[bytes]) -> None:
+        data = self._budget.give(data)
         while data or (self._in_frame and not self._decompressor.needs_input):
             self._in_frame = True
             try:
@@ -205,17 +240,21 @@ class StreamDecoder:
     ``br``, ``zstd``, ``x-gzip``, ``identity``, or a comma-separated list of them).
 
     ``feed`` returns the bytes decoded so far from each chunk; ``flush`` ends the body and returns what
-    is left. Either raises ``OverCapError`` as soon as the decoded size would pass ``max_decoded_bytes``;
+    is left. Either raises ``OverCapError`` as soon as the decoded size would pass ``max_decoded_bytes``,
+    or, with ``max_ratio``, ``BombError`` as soon as a stage's output passes ``BOMB_FLOOR`` and
+    ``max_ratio`` times its input (so one chunk never decodes to more than that);
     ``flush`` raises ``DecodingError`` for corrupt data met on the way (``feed`` has returned what decoded
     before it, and nothing after it) and for a body that ends inside compressed data.
     """
 
-    def __init__(self, encoding: str, max_decoded_bytes: int) -> None:
+    def __init__(self, encoding: str, max_decoded_bytes: int, *, max_ratio: int | None = None) -> None:
         if not supported(encoding):
             raise UnsupportedCodingError(encoding)
         # The codings were applied in the order listed, so they are undone last first; each stage
         # gets its own cap, so a bomb nested inside another coding is caught as well.
-        self._stages = [_stage(coding, _Budget(max_decoded_bytes)) for coding in reversed(_codings(encoding))]
+        self._stages = [
+            _stage(coding, _Budget(max_decoded_bytes, max_ratio)) for coding in reversed(_codings(encoding))
+        ]
         self._error: DecodingError | None = None
 
     def feed(self, chunk: bytes) -> bytes:
