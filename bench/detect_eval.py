@@ -8,8 +8,8 @@ finding from either), family by family. Benign: every kind of tool result (docum
 Python source from the dev set; BIPIA emails, tables and code threads; generated JSON API answers, search
 results, logs, manifests, diffs and stack traces; and, never trained nor calibrated on, this Python's
 standard library source, its reference docs and installed packages' READMEs) scanned as tool results,
-and benign prompts full of trigger words
-(NotInject, synthetic) scanned as user input. Attacks: BIPIA train-split attacks and
+and benign prompts full of trigger words (NotInject, synthetic, requests about instructions and injection)
+scanned as user input. Attacks: BIPIA train-split attacks and
 synthetic multilingual hijacks planted in those same carriers the way each carrier hides text (a line, a
 code comment or docstring, a JSON string value, a markdown or HTML comment), per carrier family; bare
 attack instructions; direct hijacks typed by a user. Classifier scores are cross-validated: each item is
@@ -91,6 +91,10 @@ def injection_cases(data: Path, folds: int) -> dict[str, tuple[bool, list[Case]]
     sets["synthetic benign (user)"] = (
         False,
         [Case(example.text, Source.USER, example.group) for example in training.synth_benign(rng)],
+    )
+    sets["trigger-word benign (user)"] = (
+        False,
+        [Case(example.text, Source.USER, example.group) for example in training.trigger_benign()],
     )
     return sets
 

@@ -9,14 +9,16 @@ BIPIA's clean emails, tables and code threads, generated JSON answers, logs, man
 traces (injected windows are positives, clean windows negatives); NotInject benign prompts full of
 trigger words (negatives); plus examples synthesised here from small grammars: direct hijack attempts
 (override, role reset, persona, prompt extraction, template tokens, forged markers) in nine languages,
-and benign requests that use the same trigger words. Nothing is read from the Python installation that
-runs the script: the same data and seed give the same model anywhere.
+and benign requests that use the same trigger words, among them bench/trigger_prompts.py's requests about
+instructions, system prompts, jailbreaks and injection itself. Nothing is read from the Python
+installation that runs the script: the same data and seed give the same model anywhere.
 
 Cross-validation is grouped: a fold holds out whole attack categories, whole synthetic families (one
 family in one language) and whole documents, so the figures say how the model does on kinds of attack it
 has not seen. Two thresholds come out of it, each the lowest score that keeps out-of-fold false positives
-at or under 1 %: one on benign prompts (for text users type), one on clean documents (for tool results
-and retrieved documents), there in every family of tool result on its own.
+at or under 1 %: one on benign prompts (for text users type), there in every kind of benign prompt on its
+own, one on clean documents (for tool results and retrieved documents), there in every family of tool
+result on its own.
 """
 
 # The phrase grammars are multilingual: Cyrillic and Greek letters in them are Russian, not look-alikes.
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import carriers
+from trigger_prompts import trigger_prompts
 
 from proxy.detectors.injection import WINDOW_CHARS, FeatureSpec, InjectionClassifier
 from proxy.scanning.normalize import normalize
@@ -666,6 +669,15 @@ def synth_benign(rng: random.Random) -> list[Example]:
     return examples
 
 
+def trigger_benign(seed: int = SEED) -> list[Example]:
+    """Benign requests about instructions, system prompts, jailbreaks and injection itself
+    (bench/trigger_prompts.py), one group per way of asking; seeded apart from the other data."""
+    return [
+        Example(prompt.text, 0, prompt.group, "trigger-word benign", 2.0)
+        for prompt in trigger_prompts(random.Random(seed + 2))  # noqa: S311 - reproducible, not secret
+    ]
+
+
 # --- the example set ------------------------------------------------------------------------------------
 
 
@@ -760,6 +772,7 @@ def build_examples(data: Path, folds: int, seed: int = SEED) -> list[Example]:
     for index, prompt in enumerate(load_notinject(data)):
         examples.append(Example(prompt, 0, f"notinject-{index}", "NotInject benign", 3.0))
     examples.extend(synth_benign(rng))
+    examples.extend(trigger_benign(seed))
     return examples
 
 
@@ -838,7 +851,7 @@ def cross_validate(examples: Sequence[Example], folds: int) -> tuple[np.ndarray,
     return scores, models
 
 
-DIRECT_BENIGN = ("NotInject benign", "synthetic benign")
+DIRECT_BENIGN = ("NotInject benign", "synthetic benign", "trigger-word benign")
 
 
 def out_of_fold_scores(texts: Sequence[tuple[str, str]], models: Sequence[InjectionClassifier]) -> np.ndarray:
@@ -882,22 +895,22 @@ def thresholds(
     folds: int,
     held_out_fold: int | None = None,
 ) -> tuple[float, float]:
-    """(direct, indirect): the first on benign prompts; the second on whole benign tool results scored
-    by their highest window, as the detector scores them (``benign_document_scores``), the lowest that
-    keeps every family of tool result (docs, code, JSON answers, logs ...) at or under the target on its
-    own, so a large easy family does not buy false positives for a small hard one. With
+    """(direct, indirect): the first on benign prompts, the lowest that keeps every kind of benign prompt
+    (NotInject, synthetic, trigger-word requests) at or under the target on its own; the second on whole
+    benign tool results scored by their highest window, as the detector scores them
+    (``benign_document_scores``), the lowest that keeps every family of tool result (docs, code, JSON
+    answers, logs ...) at or under the target on its own, so a large easy family does not buy false
+    positives for a small hard one. With
     ``held_out_fold``, that fold's items take no part, so the thresholds can be judged on it."""
 
     def kept(group: str) -> bool:
         return held_out_fold is None or fold_of(group, folds) != held_out_fold
 
-    direct = threshold_at(
-        [
-            score
-            for score, example in zip(scores, examples, strict=True)
-            if example.kind in DIRECT_BENIGN and kept(example.group)
-        ]
-    )
+    by_kind: dict[str, list[float]] = {}
+    for score, example in zip(scores, examples, strict=True):
+        if example.kind in DIRECT_BENIGN and kept(example.group):
+            by_kind.setdefault(example.kind, []).append(float(score))
+    direct = max(threshold_at(kind_scores) for kind_scores in by_kind.values())
     by_family: dict[str, list[float]] = {}
     for document in documents:
         if kept(document.group):

@@ -301,6 +301,7 @@ def reference_window_scores(classifier: InjectionClassifier, text: str) -> list[
     spec = classifier.spec
     squeezed = " " + " ".join(text.replace("\x85", " ").split()) + " "
     squeezed = "".join("0" if "0" <= char <= "9" else char for char in squeezed)
+    squeezed = re.sub(r"(.)\1{3,}", r"\1\1\1", squeezed, flags=re.DOTALL)
     if squeezed == "  ":
         squeezed = " "
 
@@ -353,6 +354,8 @@ def scoring_texts() -> list[str]:
         # Blank stretches longer than a window, words cut by window edges.
         "word " * 60 + " " * 900 + "tail " * 60,
         "x" * 401 + " y" * 300,
+        # Runs of one character (banners, rules, padded digits), ASCII and not.
+        "#" * 70 + "\n# section\n" + "=" * 5 + " 2024-01-01 00:00:00 " + "é" * 9 + "中中中中",
     ]
 
 

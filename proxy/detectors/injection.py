@@ -112,11 +112,13 @@ _ASCII_SQUEEZE = bytes(
 
 def squeezed_codes(text: str) -> npt.NDArray[np.uint32]:
     """The code points the classifier reads: whitespace runs collapsed to one space, one space at each
-    end, and every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent)."""
+    end, every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent) and every run
+    of one character cut to its first ``MAX_RUN`` (a rule of 70 "#" or "=" in a source file's banner
+    would otherwise weigh as 70 markers)."""
     if text.isascii():
         words = b" ".join(text.encode("ascii").translate(_ASCII_SQUEEZE).split())
         squeezed_ascii = b" " + words + b" " if words else b" "
-        return np.frombuffer(squeezed_ascii, dtype=np.uint8).astype(np.uint32)
+        return _runs_cut(np.frombuffer(squeezed_ascii, dtype=np.uint8).astype(np.uint32))
     codes = np.frombuffer(f" {text} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     # NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
     blank = (codes <= _SPACE) | ((codes - np.uint32(_DELETE)) <= np.uint32(_C1_END - _DELETE))
@@ -125,7 +127,22 @@ def squeezed_codes(text: str) -> npt.NDArray[np.uint32]:
     kept[1:] |= ~blank[:-1]
     squeezed = np.where(blank, _SPACE, codes)[kept]
     squeezed[(squeezed >= _DIGIT_ZERO) & (squeezed <= _DIGIT_NINE)] = _DIGIT_ZERO
-    return squeezed
+    return _runs_cut(squeezed)
+
+
+MAX_RUN = 3
+
+
+def _runs_cut(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """``codes`` without every code that repeats the ``MAX_RUN`` before it."""
+    if len(codes) <= MAX_RUN:
+        return codes
+    repeats = np.ones(len(codes) - MAX_RUN, dtype=bool)
+    for back in range(1, MAX_RUN + 1):
+        repeats &= codes[MAX_RUN:] == codes[MAX_RUN - back : len(codes) - back]
+    kept = np.ones(len(codes), dtype=bool)
+    kept[MAX_RUN:] = ~repeats
+    return codes[kept]
 
 
 @dataclass(frozen=True, slots=True)
