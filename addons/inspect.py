@@ -246,6 +246,8 @@ class BodyRelay:
         """Reads what is sent; None when nothing is rewritten, or reading it failed: nothing is proved."""
         self.digest = hashlib.sha256()
         self.undecodable = False
+        self.cut = False
+        """The body was cut short where it rewrites: the agent must not take what it got for all of it."""
 
     def install(self, response: http.Response) -> BodyRelay:
         """The headers that go with what the agent receives: plain bytes of a length known only at the end,
@@ -270,6 +272,7 @@ class BodyRelay:
                     uninspectable_finding("response", error, Threat.DATA_EXFILTRATION, enforced=self.rewrites)
                 )
                 if self.rewrites:
+                    self.cut = True
                     self.turn.escalate(Decision.BLOCKED)
             except DecodingError as error:
                 self.undecodable = True
@@ -364,6 +367,11 @@ class Inspect:
         await request_inspected(flow)
         await self._off_loop_if_large(self.inspect_response, flow, flow.response)
         self.inspect_trailers(flow)
+        relay = flow.response.stream if flow.response is not None else None
+        if isinstance(relay, BodyRelay) and relay.cut and flow.killable:
+            # Its headers are gone already: closing the connection before the body's end is the only
+            # way left to tell the agent that what it read is not the whole answer.
+            flow.kill()
 
     @fail_open
     def inspect_trailers(self, flow: http.HTTPFlow) -> None:
