@@ -309,6 +309,35 @@ def bench_pii(packs: list[RulePack]) -> list[str]:
     ]
 
 
+def crafted_shapes() -> dict[str, str]:
+    """Text made to be slow to scan, 1 MB of each (runs of one character, letter-spaced text, digits,
+    base64 and hex alphabets), after 1 MB of prose to compare with."""
+    rng = random.Random(1)  # noqa: S311 - reproducible filler text, not cryptography
+    return {
+        "prose": _prose(rng, 1_000_000),
+        "aaaa": "a" * 1_000_000,
+        "a a a": "a " * 500_000,
+        "a\\ta": "a\t" * 500_000,
+        "a<nbsp>a": "a\u00a0" * 500_000,
+        "x y z": " ".join(rng.choices(string.ascii_lowercase, k=500_000)),
+        "7777": "7" * 1_000_000,
+        "digits": "".join(rng.choices(string.digits, k=1_000_000)),
+        "base64": "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=1_000_000)),
+        "hex": "".join(rng.choices("0123456789abcdef", k=1_000_000)),
+    }
+
+
+def bench_crafted(packs: list[RulePack]) -> str:
+    """MB/s of every pack on each crafted shape, next to prose."""
+    scanner = Scanner(packs, timeout_s=1.0)
+    speeds = []
+    for name, text in crafted_shapes().items():
+        start = time.perf_counter()
+        scanner.scan(text)
+        speeds.append(f"{name} {len(text) / (time.perf_counter() - start) / 1e6:.1f}")
+    return "every pack on text made to be slow, MB/s: " + ", ".join(speeds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=4.0)
@@ -368,6 +397,7 @@ def main() -> None:
     print()
     for line in bench_traffic(packs, everything, examples, options.document_kb, options.seed):
         print(line)
+    print(bench_crafted(packs))
     print()
     for delta_size in (3, 40):
         print(f"eg {data_names} {bench_stream(corpus, data_packs, delta_size)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -569,3 +570,38 @@ def test_anchored_rule_that_can_backtrack_without_end_still_runs_out_of_time(tmp
 def test_backtracking_paths_bound_how_an_attempt_splits_a_span(pattern: str, paths: int | None) -> None:
     """Repeats multiply their counts, lookarounds add theirs; a repeat holding a choice has no bound."""
     assert backtracking_paths(pattern, 100) == paths
+
+
+class _CountingAutomaton:
+    """Counts the keyword hits the scanner's automaton hands back (the work a plan does per hit)."""
+
+    def __init__(self, automaton: Any) -> None:
+        self.automaton = automaton
+        self.hits = 0
+
+    def find_matches_as_indexes(self, text: str, *, overlapping: bool) -> list[tuple[int, int, int]]:
+        found: list[tuple[int, int, int]] = self.automaton.find_matches_as_indexes(
+            text, overlapping=overlapping
+        )
+        self.hits += len(found)
+        return found
+
+
+@pytest.mark.parametrize("run", ["a" * 1_000_000, "A" * 1_000_000, "7" * 1_000_000, "31415926" * 125_000])
+def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str) -> None:
+    """A run of one character (any digits read as one) hits its keywords at its edges only, not at each
+    of its positions, and a secret next to it is still found."""
+    scanner = Scanner(load_packaged_packs())
+    counting = _CountingAutomaton(scanner._ascii_automaton)
+    scanner._ascii_automaton = counting  # type: ignore[assignment]
+    result = scanner.scan(run + " " + GITHUB_TOKEN + " " + run)
+    assert counting.hits < 10_000
+    assert any(match.rule.id == "github-pat" for match in result.matches)
+
+
+def test_rule_triggered_inside_a_run_still_finds_its_match_there(tmp_path: Path) -> None:
+    """A keyword made of the run's character triggers its rule over the whole run, not only its edges."""
+    rule = _rule_yaml("r", r"x{4}-[0-9]{6}", keywords="[xxxx]")
+    scanner = _scanner(tmp_path, rule)
+    text = "x" * 100_000 + "-123456 tail"
+    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(99_996, 100_007)]

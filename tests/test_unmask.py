@@ -181,3 +181,17 @@ def test_disguised_secret_streamed_character_by_character_never_shows(name: str)
     redactor = StreamRedactor(SCANNER)
     out = "".join(redactor.feed(char) for char in text) + redactor.flush()
     assert out == scan_and_redact(SCANNER, text).text
+
+
+@pytest.mark.parametrize("gap", [" ", "\t", "\u00a0", "  "])
+def test_long_letter_spaced_run_is_one_piece_mapped_letter_by_letter(gap: str) -> None:
+    """A megabyte of letter-spaced text becomes a view of a few pieces (not one per letter), and a
+    letter-spaced secret in the middle of it is still found and mapped back over its own letters only."""
+    filler = gap.join("a" * 200_000)
+    text = filler + "\n" + gap.join(GITHUB_TOKEN) + "\n" + filler
+    (view,) = list(unmask.views(text))
+    assert len(view.pieces) < 10
+    start = view.text.index(GITHUB_TOKEN)
+    low, high = view.original(start, start + len(GITHUB_TOKEN))
+    assert text[low:high] == gap.join(GITHUB_TOKEN)
+    assert "github-pat" in _found(text)

@@ -37,6 +37,7 @@ hanging a request.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.resources
 import re
@@ -454,6 +455,12 @@ _ANCHORED_HIT_SPACING = 64
 _MAX_LITERAL_LED_HITS = 8
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
 _MAX_WINDOWED_WIDTH = 2048
+# Runs of one character in the trigger view (aaaa..., or any digits: they all read 0) are found by whole
+# blocks of this many characters; a keyword made of that character hits at every position of the run, so
+# only the run's edges are searched for keywords and a rule triggered there covers the run at once.
+_RUN_BLOCK = 64
+# Stands for a run's inside in the text searched for keywords: no keyword holds it.
+_RUN_FILLER = "\x00"
 
 
 def _literal_led(source: str) -> bool:
@@ -579,6 +586,71 @@ _TRIGGER_CODES = np.arange(0xE000, dtype=np.uint32)
 _TRIGGER_CODES[list(_TRIGGER_TABLE)] = [ord(char) for char in _TRIGGER_TABLE.values()]
 
 
+def _uniform_runs(view: str, shortest: int) -> list[tuple[int, int]]:
+    """Spans of at least ``shortest`` characters of ``view`` made of one character, in order.
+
+    Found by whole aligned blocks of _RUN_BLOCK characters: a run's ragged ends lie outside its span.
+    """
+    count = len(view) // _RUN_BLOCK
+    if count * _RUN_BLOCK < shortest:
+        return []
+    if view.isascii():
+        codes = np.frombuffer(view.encode("ascii"), dtype=np.uint8)
+    else:
+        codes = np.frombuffer(view.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    blocks = codes[: count * _RUN_BLOCK].reshape(count, _RUN_BLOCK)
+    firsts = blocks[:, 0]
+    uniform = np.flatnonzero((blocks == firsts[:, None]).all(axis=1))
+    runs: list[tuple[int, int]] = []
+    group_start = group_end = -1
+    for block in uniform.tolist():
+        if block == group_end and firsts[block] == firsts[group_start]:
+            group_end = block + 1
+            continue
+        if (group_end - group_start) * _RUN_BLOCK >= shortest:
+            runs.append((group_start * _RUN_BLOCK, group_end * _RUN_BLOCK))
+        group_start, group_end = block, block + 1
+    if (group_end - group_start) * _RUN_BLOCK >= shortest:
+        runs.append((group_start * _RUN_BLOCK, group_end * _RUN_BLOCK))
+    return runs
+
+
+def _without_run_insides(view: str, runs: list[tuple[int, int]], edge: int) -> str:
+    """``view`` with each run's inside, all but ``edge`` characters at either end, replaced by filler."""
+    parts: list[str] = []
+    position = 0
+    for low, high in runs:
+        parts.append(view[position : low + edge])
+        parts.append(_RUN_FILLER * (high - low - 2 * edge))
+        position = high - edge
+    parts.append(view[position:])
+    return "".join(parts)
+
+
+def _union(regions: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Overlapping or touching regions merged, clipped to ``length``."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(regions):
+        low, high = max(0, low), min(length, high)
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _run_holding(
+    runs: list[tuple[int, int]], run_starts: list[int], hit: tuple[int, int]
+) -> tuple[int, int] | None:
+    """The run (of ``runs``, starting at ``run_starts``) that the keyword hit lies wholly inside, if any."""
+    if not runs:
+        return None
+    position = bisect.bisect_right(run_starts, hit[0]) - 1
+    if position >= 0 and hit[1] <= runs[position][1]:
+        return runs[position]
+    return None
+
+
 def _trigger_view(text: str) -> str:
     """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space."""
     lowered = text.lower()
@@ -683,6 +755,7 @@ class Scanner:
         words = list(rules_by_word)
         self._rules_of_word = [tuple(indices) for indices in rules_by_word.values()]
         self._automaton = _automaton_of(words)
+        self._longest_word = max((len(word) for word in words), default=1)
         # Other scripts' keywords make every character cost more to search: a text of plain ASCII is
         # searched without them (the ASCII automaton's word numbers map back to the full list's).
         ascii_words = [word_index for word_index, word in enumerate(words) if word.isascii()]
@@ -715,22 +788,36 @@ class Scanner:
         # Hits come in order of where they end, so each rule's list is ordered too (what _windows needs).
         hits_by_rule: dict[int, list[tuple[int, int]]] = {}
         max_anchored_hits = max(_MAX_ANCHORED_HITS, len(text) // _ANCHORED_HIT_SPACING)
+        # A keyword inside a run hits at every position of it: such a hit is seen at the run's kept edges
+        # (as long as the longest keyword), and its rule then covers the whole run (runs_hit below).
+        runs = _uniform_runs(view, 2 * self._longest_word + _RUN_BLOCK) if aligned else []
+        searched = _without_run_insides(view, runs, self._longest_word) if runs else view
         try:
-            words_found = automaton.find_matches_as_indexes(view, overlapping=True)
+            words_found = automaton.find_matches_as_indexes(searched, overlapping=True)
         except UnicodeEncodeError:
             # A lone surrogate (JSON's "\ud800" decodes to one) cannot be searched: read it as U+FFFD.
-            words_found = automaton.find_matches_as_indexes(_SURROGATE.sub("\ufffd", view), overlapping=True)
+            words_found = automaton.find_matches_as_indexes(
+                _SURROGATE.sub("\ufffd", searched), overlapping=True
+            )
         for word_index, start, end in words_found:
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
                     hits_by_rule[index].append((start, end))
                 else:
                     hits_by_rule[index] = [(start, end)]
+        run_starts = [low for low, _ in runs]
         for index, hits in hits_by_rule.items():
             if index in plan.regions:
                 continue
             width = self._widths[index]
+            runs_hit = [run for run in (_run_holding(runs, run_starts, hit) for hit in hits) if run]
             if not aligned or (self._literal_led[index] and len(hits) > _MAX_LITERAL_LED_HITS):
+                plan.regions[index] = whole
+            elif runs_hit and width is not None:
+                reach = width + _LOOKAHEAD_MARGIN
+                covered = [(low - reach, high + reach) for low, high in runs_hit]
+                plan.regions[index] = _union(covered + _windows(hits, width, len(text)), len(text))
+            elif runs_hit:
                 plan.regions[index] = whole
             elif self.rules[index].anchored and len(hits) <= max_anchored_hits:
                 plan.starts[index] = sorted({start for start, _ in hits})

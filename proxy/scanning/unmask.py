@@ -35,7 +35,10 @@ import re
 import string
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
 
 from proxy.scanning.normalize import LOOKALIKES
 
@@ -103,6 +106,7 @@ _UNIT = re.compile(
     f"|(?P<spaced>{_SPACED.pattern})"
 )
 _SPACING = re.compile(f"[{_GAP_CHARS}]+")
+_GAP_CODES = np.array([ord(" "), *_GAPS_AS_SPACES], dtype=np.uint32)
 # A region reaches this far either side of a feature: far enough for the longest token around it.
 _REACH = 4096  # a 4096-bit RSA key in PEM
 # How far back a region's start looks for whitespace, so a view never starts inside a token.
@@ -157,6 +161,8 @@ class View:
     kind: str
     pieces: tuple[tuple[int, int, int, bool], ...]
     parent: View | None = None
+    letters: dict[int, npt.NDArray[np.intp]] = field(default_factory=dict)
+    """For a piece of a letter-spaced run (by index): the origin offset of each of its characters."""
 
     def original(self, start: int, end: int) -> tuple[int, int]:
         """The span of the scanned text that produced ``text[start:end]``."""
@@ -170,6 +176,9 @@ class View:
         starts = [piece[0] for piece in self.pieces]
         index = max(0, bisect.bisect_right(starts, position) - 1)
         view_start, origin_start, origin_end, literal = self.pieces[index]
+        if index in self.letters:
+            at = int(self.letters[index][min(position - view_start, len(self.letters[index]) - 1)])
+            return at, at + 1
         if literal:
             at = min(origin_start + position - view_start, origin_end - 1)
             return at, at + 1
@@ -209,7 +218,9 @@ def _features(text: str) -> list[tuple[int, int]]:
 def _spaced_runs(text: str) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
     hinted = text if text.isascii() and "\t" not in text else text.translate(_GAPS_AS_SPACES)
-    for hint in _SPACED_HINT.finditer(hinted):
+    position = 0
+    while (hint := _SPACED_HINT.search(hinted, position)) is not None:
+        position = hint.end()
         # The hint starts at the space after a run's first character, or one or two spaces later.
         for start in range(max(0, hint.start() - 3), hint.start() + 2):
             if runs and start < runs[-1][1]:
@@ -217,6 +228,8 @@ def _spaced_runs(text: str) -> list[tuple[int, int]]:
             run = _SPACED.match(text, start)
             if run is not None:
                 runs.append(run.span())
+                # Hints inside the run start nothing new; one just before its end may.
+                position = max(position, run.end() - 1)
                 break
     return runs
 
@@ -264,6 +277,7 @@ def _disguise_views(text: str, parent: View | None) -> list[View]:
 def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
     parts: list[str] = []
     pieces: list[tuple[int, int, int, bool]] = []
+    letters: dict[int, npt.NDArray[np.intp]] = {}
     length = 0
 
     def add(piece: str, start: int, end: int, literal: bool) -> None:
@@ -281,16 +295,23 @@ def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
         kind = unit.lastgroup
         raw = unit.group()
         if kind == "spaced":
-            # Each kept character maps to itself, so a match inside the run covers only its letters.
-            for offset, char in enumerate(raw):
-                if not _SPACING.fullmatch(char):
-                    add(char.translate(_FOLD), unit.start() + offset, unit.start() + offset + 1, True)
+            # Each kept character maps to itself, so a match inside the run covers only its letters (all
+            # ASCII: folding leaves them as they are). One piece, mapped through the letters' offsets:
+            # a run may be a megabyte long.
+            letters[len(pieces)] = _letter_offsets(raw) + unit.start()
+            add(_SPACING.sub("", raw), unit.start(), unit.end(), True)
         else:
             add(_decode_unit(kind, raw), unit.start(), unit.end(), False)
         position = unit.end()
     if position < high:
         add(text[position:high].translate(_FOLD), position, high, True)
-    return View("".join(parts), DISGUISE, tuple(pieces), parent)
+    return View("".join(parts), DISGUISE, tuple(pieces), parent, letters)
+
+
+def _letter_offsets(run: str) -> npt.NDArray[np.intp]:
+    """Offsets in a letter-spaced run of its letters (everything but the gaps)."""
+    codes = np.frombuffer(run.encode("utf-32-le"), dtype=np.uint32)
+    return np.flatnonzero(np.isin(codes, _GAP_CODES, invert=True))
 
 
 def _decode_unit(kind: str | None, raw: str) -> str:
