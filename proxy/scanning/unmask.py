@@ -89,7 +89,6 @@ _NON_ASCII = re.compile(
 # Letters may be spaced by spaces, tabs, no-break spaces or the typographic spaces (thin, figure, ...).
 _GAP_CHARS = "\t \u00a0\u2000-\u200a\u202f\u205f\u3000"
 _GAP = f"[{_GAP_CHARS}]{{1,3}}"
-_GAPS_AS_SPACES = {code: " " for code in (0x09, 0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)}
 # Eight or more single characters each followed by one to three spaces: "g h p _ 1 a ...". The run is
 # looked for only where a cheap search finds " x x x x " (a search led by a literal space is fast), on a
 # copy of the text with every other gap character read as a space.
@@ -105,8 +104,7 @@ _UNIT = re.compile(
     f"|(?P<invisible>[{_INVISIBLE}]+)"
     f"|(?P<spaced>{_SPACED.pattern})"
 )
-_SPACING = re.compile(f"[{_GAP_CHARS}]+")
-_GAP_CODES = np.array([ord(" "), *_GAPS_AS_SPACES], dtype=np.uint32)
+_GAP_CODES = np.array([0x09, 0x20, 0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000], dtype=np.uint32)
 # A region reaches this far either side of a feature: far enough for the longest token around it.
 _REACH = 4096  # a 4096-bit RSA key in PEM
 # How far back a region's start looks for whitespace, so a view never starts inside a token.
@@ -217,7 +215,12 @@ def _features(text: str) -> list[tuple[int, int]]:
 
 def _spaced_runs(text: str) -> list[tuple[int, int]]:
     runs: list[tuple[int, int]] = []
-    hinted = text if text.isascii() and "\t" not in text else text.translate(_GAPS_AS_SPACES)
+    if text.isascii() and "\t" not in text:
+        hinted = text
+    else:
+        codes = _codes(text)
+        spaced = np.where(np.isin(codes, _GAP_CODES), np.uint32(ord(" ")), codes)
+        hinted = spaced.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
     position = 0
     while (hint := _SPACED_HINT.search(hinted, position)) is not None:
         position = hint.end()
@@ -298,8 +301,10 @@ def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
             # Each kept character maps to itself, so a match inside the run covers only its letters (all
             # ASCII: folding leaves them as they are). One piece, mapped through the letters' offsets:
             # a run may be a megabyte long.
-            letters[len(pieces)] = _letter_offsets(raw) + unit.start()
-            add(_SPACING.sub("", raw), unit.start(), unit.end(), True)
+            codes = _codes(raw)
+            offsets = np.flatnonzero(np.isin(codes, _GAP_CODES, invert=True))
+            letters[len(pieces)] = offsets + unit.start()
+            add(codes[offsets].astype(np.uint8).tobytes().decode("ascii"), unit.start(), unit.end(), True)
         else:
             add(_decode_unit(kind, raw), unit.start(), unit.end(), False)
         position = unit.end()
@@ -308,10 +313,9 @@ def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
     return View("".join(parts), DISGUISE, tuple(pieces), parent, letters)
 
 
-def _letter_offsets(run: str) -> npt.NDArray[np.intp]:
-    """Offsets in a letter-spaced run of its letters (everything but the gaps)."""
-    codes = np.frombuffer(run.encode("utf-32-le"), dtype=np.uint32)
-    return np.flatnonzero(np.isin(codes, _GAP_CODES, invert=True))
+def _codes(text: str) -> npt.NDArray[np.uint32]:
+    """The code points of ``text`` (lone surrogates included)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 def _decode_unit(kind: str | None, raw: str) -> str:
