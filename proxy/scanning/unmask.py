@@ -96,14 +96,15 @@ _SPACED_HINT = re.compile(r" \S {1,3}\S {1,3}\S {1,3}\S ")
 _SPACED = re.compile(
     f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
 )
-# The rewrite itself: each alternative is one unit the view replaces.
+# The rewrite itself: each alternative is one unit the view replaces (and each letter-spaced run found
+# for the features, read once).
 _UNIT = re.compile(
     f"(?P<percent>(?:{_PERCENT_ESCAPE})+)"
     f"|(?P<escape>{_CODE_ESCAPE})"
     f"|(?P<entity>{_ENTITY_ESCAPE})"
     f"|(?P<invisible>[{_INVISIBLE}]+)"
-    f"|(?P<spaced>{_SPACED.pattern})"
 )
+_SPACED_UNIT = "spaced"
 _GAP_CODES = np.array([0x09, 0x20, 0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000], dtype=np.uint32)
 # A region reaches this far either side of a feature: far enough for the longest token around it.
 _REACH = 4096  # a 4096-bit RSA key in PEM
@@ -201,15 +202,15 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         yield from _views_of(view.text, view, depth - 1)
 
 
-def _features(text: str) -> list[tuple[int, int]]:
-    """Spans of every disguise feature, in order."""
+def _features(text: str, spaced: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans of every disguise feature (the letter-spaced runs ``spaced`` among them), in order."""
     spans: list[tuple[int, int]] = []
     for hint, pattern in (("%", _PERCENT), ("\\", _ESCAPE), ("&", _ENTITY)):
         if hint in text:
             spans.extend(found.span() for found in pattern.finditer(text))
     if not text.isascii():
         spans.extend(found.span() for found in _NON_ASCII.finditer(text))
-    spans.extend(_spaced_runs(text))
+    spans.extend(spaced)
     return sorted(spans)
 
 
@@ -266,18 +267,34 @@ def _snap_end(text: str, high: int) -> int:
 
 
 def _disguise_views(text: str, parent: View | None) -> list[View]:
-    features = _features(text)
+    spaced = _spaced_runs(text)
+    features = _features(text, spaced)
     if not features:
         return []
     found = []
     for low, high in _regions(text, features):
-        view = _undisguise(text, low, high, parent)
+        view = _undisguise(text, low, high, spaced, parent)
         if view.text != text[low:high]:
             found.append(view)
     return found
 
 
-def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
+def _units(
+    text: str, low: int, high: int, spaced: list[tuple[int, int]]
+) -> Iterator[tuple[int, int, str | None]]:
+    """``(start, end, kind)`` of each unit to rewrite in ``text[low:high]``, in order: escapes and
+    invisible characters, and the letter-spaced runs ``spaced`` that lie there."""
+    position = low
+    inside = [run for run in spaced if low <= run[0] and run[1] <= high]
+    for run_start, run_end in (*inside, (high, high)):
+        for unit in _UNIT.finditer(text, position, run_start):
+            yield unit.start(), unit.end(), unit.lastgroup
+        if run_start < run_end:
+            yield run_start, run_end, _SPACED_UNIT
+        position = run_end
+
+
+def _undisguise(text: str, low: int, high: int, spaced: list[tuple[int, int]], parent: View | None) -> View:
     parts: list[str] = []
     pieces: list[tuple[int, int, int, bool]] = []
     letters: dict[int, npt.NDArray[np.intp]] = {}
@@ -292,22 +309,21 @@ def _undisguise(text: str, low: int, high: int, parent: View | None) -> View:
         length += len(piece)
 
     position = low
-    for unit in _UNIT.finditer(text, low, high):
-        if unit.start() > position:
-            add(text[position : unit.start()].translate(_FOLD), position, unit.start(), True)
-        kind = unit.lastgroup
-        raw = unit.group()
-        if kind == "spaced":
+    for start, end, kind in _units(text, low, high, spaced):
+        if start > position:
+            add(text[position:start].translate(_FOLD), position, start, True)
+        raw = text[start:end]
+        if kind == _SPACED_UNIT:
             # Each kept character maps to itself, so a match inside the run covers only its letters (all
             # ASCII: folding leaves them as they are). One piece, mapped through the letters' offsets:
             # a run may be a megabyte long.
             codes = _codes(raw)
             offsets = np.flatnonzero(np.isin(codes, _GAP_CODES, invert=True))
-            letters[len(pieces)] = offsets + unit.start()
-            add(codes[offsets].astype(np.uint8).tobytes().decode("ascii"), unit.start(), unit.end(), True)
+            letters[len(pieces)] = offsets + start
+            add(codes[offsets].astype(np.uint8).tobytes().decode("ascii"), start, end, True)
         else:
-            add(_decode_unit(kind, raw), unit.start(), unit.end(), False)
-        position = unit.end()
+            add(_decode_unit(kind, raw), start, end, False)
+        position = end
     if position < high:
         add(text[position:high].translate(_FOLD), position, high, True)
     return View("".join(parts), DISGUISE, tuple(pieces), parent, letters)
