@@ -195,3 +195,11 @@ def test_long_letter_spaced_run_is_one_piece_mapped_letter_by_letter(gap: str) -
     low, high = view.original(start, start + len(GITHUB_TOKEN))
     assert text[low:high] == gap.join(GITHUB_TOKEN)
     assert "github-pat" in _found(text)
+
+
+@pytest.mark.parametrize("gap", [chr(code) for code in unmask._GAP_CODES.tolist()])
+def test_no_gap_character_is_a_disguise_feature(gap: str) -> None:
+    """Text whose only non-ASCII characters are gaps skips the search for non-ASCII features: a gap
+    must then be no look-alike, invisible or wide character, wherever it stands."""
+    for text in (f"a{gap}b", f"{gap}{gap}{gap}{gap}", f"AKIA{gap}", f"{gap}ghp"):
+        assert unmask._NON_ASCII.search(text) is None

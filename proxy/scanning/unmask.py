@@ -202,26 +202,34 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         yield from _views_of(view.text, view, depth - 1)
 
 
-def _features(text: str, spaced: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Spans of every disguise feature (the letter-spaced runs ``spaced`` among them), in order."""
+def _features(text: str, hinted: str, spaced: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans of every disguise feature (the letter-spaced runs ``spaced`` among them), in order.
+
+    ``hinted`` is ``text`` with its gaps as spaces: when that is ASCII, the only other characters are
+    gaps, and no gap is a look-alike, invisible or wide character.
+    """
     spans: list[tuple[int, int]] = []
     for hint, pattern in (("%", _PERCENT), ("\\", _ESCAPE), ("&", _ENTITY)):
         if hint in text:
             spans.extend(found.span() for found in pattern.finditer(text))
-    if not text.isascii():
+    if not hinted.isascii():
         spans.extend(found.span() for found in _NON_ASCII.finditer(text))
     spans.extend(spaced)
     return sorted(spans)
 
 
-def _spaced_runs(text: str) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
+def _gaps_as_spaces(text: str) -> str:
+    """``text`` with every gap character (tab, no-break and typographic spaces) read as a space."""
     if text.isascii() and "\t" not in text:
-        hinted = text
-    else:
-        codes = _codes(text)
-        spaced = np.where(np.isin(codes, _GAP_CODES), np.uint32(ord(" ")), codes)
-        hinted = spaced.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+        return text
+    codes = _codes(text)
+    spaced = np.where(np.isin(codes, _GAP_CODES), np.uint32(ord(" ")), codes)
+    return spaced.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
+    """Letter-spaced runs of ``text``, looked for where ``hinted`` (its gaps as spaces) hints at one."""
+    runs: list[tuple[int, int]] = []
     position = 0
     while (hint := _SPACED_HINT.search(hinted, position)) is not None:
         position = hint.end()
@@ -267,8 +275,9 @@ def _snap_end(text: str, high: int) -> int:
 
 
 def _disguise_views(text: str, parent: View | None) -> list[View]:
-    spaced = _spaced_runs(text)
-    features = _features(text, spaced)
+    hinted = _gaps_as_spaces(text)
+    spaced = _spaced_runs(text, hinted)
+    features = _features(text, hinted, spaced)
     if not features:
         return []
     found = []
