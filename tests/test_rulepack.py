@@ -588,14 +588,18 @@ class _CountingAutomaton:
 
 
 @pytest.mark.parametrize("run", ["a" * 1_000_000, "A" * 1_000_000, "7" * 1_000_000, "31415926" * 125_000])
-def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str) -> None:
+@pytest.mark.parametrize("lead", ["", "\u0130"], ids=["ascii", "lowercase-longer"])
+def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str, lead: str) -> None:
     """A run of one character (any digits read as one) hits its keywords at its edges only, not at each
-    of its positions, and a secret next to it is still found."""
+    of its positions, and a secret next to it is still found; also in a text holding U+0130, whose
+    lowercase is longer than itself."""
     scanner = Scanner(load_packaged_packs())
-    counting = _CountingAutomaton(scanner._ascii_automaton)
-    scanner._ascii_automaton = counting  # type: ignore[assignment]
-    result = scanner.scan(run + " " + GITHUB_TOKEN + " " + run)
-    assert counting.hits < 10_000
+    ascii_counting = _CountingAutomaton(scanner._ascii_automaton)
+    counting = _CountingAutomaton(scanner._automaton)
+    scanner._ascii_automaton = ascii_counting  # type: ignore[assignment]
+    scanner._automaton = counting  # type: ignore[assignment]
+    result = scanner.scan(lead + run + " " + GITHUB_TOKEN + " " + run)
+    assert ascii_counting.hits + counting.hits < 10_000
     assert any(match.rule.id == "github-pat" for match in result.matches)
 
 

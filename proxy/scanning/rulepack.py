@@ -652,8 +652,10 @@ def _run_holding(
 
 
 def _trigger_view(text: str) -> str:
-    """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space."""
-    lowered = text.lower()
+    """The text as keywords and shapes are looked for in it: lowercased, digits 0, whitespace a space;
+    one character for each of the text's, so offsets in the view are offsets in the text."""
+    # U+0130 is the one character whose lowercase is two (i and a combining dot): it is read as i.
+    lowered = text.replace("\u0130", "i").lower()
     if lowered.isascii():
         return lowered.encode("ascii").translate(_ASCII_TRIGGER_TABLE).decode("ascii")
     codes = np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
@@ -772,8 +774,6 @@ class Scanner:
 
     def _plan_all(self, text: str) -> _Plan:
         view = _trigger_view(text)
-        # Lowercasing a few characters (e.g. U+0130) changes the length; then offsets do not line up.
-        aligned = len(view) == len(text)
         whole = [(0, len(text))]
         plan = _Plan(regions=dict.fromkeys(self._always, whole))
         for index, chars in self._single_chars.items():
@@ -790,7 +790,7 @@ class Scanner:
         max_anchored_hits = max(_MAX_ANCHORED_HITS, len(text) // _ANCHORED_HIT_SPACING)
         # A keyword inside a run hits at every position of it: such a hit is seen at the run's kept edges
         # (as long as the longest keyword), and its rule then covers the whole run (runs_hit below).
-        runs = _uniform_runs(view, 2 * self._longest_word + _RUN_BLOCK) if aligned else []
+        runs = _uniform_runs(view, 2 * self._longest_word + _RUN_BLOCK)
         searched = _without_run_insides(view, runs, self._longest_word) if runs else view
         try:
             words_found = automaton.find_matches_as_indexes(searched, overlapping=True)
@@ -811,7 +811,7 @@ class Scanner:
                 continue
             width = self._widths[index]
             runs_hit = [run for run in (_run_holding(runs, run_starts, hit) for hit in hits) if run]
-            if not aligned or (self._literal_led[index] and len(hits) > _MAX_LITERAL_LED_HITS):
+            if self._literal_led[index] and len(hits) > _MAX_LITERAL_LED_HITS:
                 plan.regions[index] = whole
             elif runs_hit and width is not None:
                 reach = width + _LOOKAHEAD_MARGIN
