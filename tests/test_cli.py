@@ -113,8 +113,11 @@ def test_a_worker_that_cannot_start_stops_the_run(tmp_path: Path) -> None:
     (tmp_path / "data" / "audit").mkdir(parents=True)
     (tmp_path / "data" / "audit" / "w1").write_text("not a directory")
     result = run_proxy(tmp_path, policy, "--workers", "2", "--listen-port", "0")
-    assert result.returncode == 2
-    assert "worker egressguard-w1 exited with 2; stopping the others" in result.stderr
+    assert "audit log at" in result.stderr and "w1 cannot be opened" in result.stderr
+    # The other worker may read the broken directory and give up first: the run ends with whichever
+    # status came first, and the rest are stopped.
+    assert result.returncode in (1, 2)
+    assert f"exited with {result.returncode}; stopping the others" in result.stderr
     assert "Traceback" not in result.stderr
 
 
