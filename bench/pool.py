@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import CONTEXT, PROMPT, TRANSCRIPT, bench_policy, percentile, process
 from bench.stall import stall
-from bench.throughput import guard_command, load, serve_upstream
-from proxy.commands.localca import make_pki
+from bench.throughput import guard_command, load, start_upstream
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port
 
 _detectors: Any = None
@@ -130,13 +129,7 @@ def main() -> None:
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-pool-"))
-    pki = make_pki(workdir / "pki")
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    upstream = multiprocessing.get_context("spawn").Process(
-        target=serve_upstream, args=(pki, sender), daemon=True
-    )
-    upstream.start()
-    url = f"{receiver.recv()}/v1/chat/completions"
+    pki, upstream, url = start_upstream(workdir)
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
     designs: dict[str, Callable[[Path, int], list[str]]] = {
         "workers: 1": lambda policy, port: guard_command(policy, port, pki.ca_cert, 1),

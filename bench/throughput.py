@@ -48,6 +48,17 @@ def serve_upstream(pki: UpstreamPKI, ready: Connection) -> None:
         time.sleep(3600)
 
 
+def start_upstream(workdir: Path) -> tuple[UpstreamPKI, multiprocessing.Process, str]:
+    """A fresh CA under ``workdir`` and the fake upstream in its own process; its chat completions URL."""
+    pki = make_pki(workdir / "pki")
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    upstream = multiprocessing.get_context("spawn").Process(
+        target=serve_upstream, args=(pki, sender), daemon=True
+    )
+    upstream.start()
+    return pki, upstream, f"{receiver.recv()}/v1/chat/completions"
+
+
 async def agent(
     client: httpx.AsyncClient, url: str, until: float, counting_from: float, latencies: list[float]
 ) -> int:
@@ -103,13 +114,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-throughput-"))
-    pki = make_pki(workdir / "pki")
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    upstream = multiprocessing.get_context("spawn").Process(
-        target=serve_upstream, args=(pki, sender), daemon=True
-    )
-    upstream.start()
-    url = f"{receiver.recv()}/v1/chat/completions"
+    pki, upstream, url = start_upstream(workdir)
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
     beside = Path(sys.executable).with_name("mitmdump")  # the one installed with this Python's mitmproxy
     mitmdump = str(beside) if beside.exists() else shutil.which("mitmdump") or "mitmdump"
