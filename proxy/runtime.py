@@ -108,9 +108,17 @@ class Runtime:
 def open_state_store(settings: StateSettings, data_dir: Path, *, shared: bool = False) -> StateStore:
     """SQLite under the data dir (read and written in place when ``shared`` by several workers), or Redis
     with this process's in-memory store to fall back on."""
+    cap = settings.keys_per_kind
     if settings.redis is None:
-        return SharedSqliteStateStore(data_dir / "state") if shared else SqliteStateStore(data_dir / "state")
-    return FallbackStore(RedisStateStore(settings.redis), SqliteStateStore(None), on_error=settings.on_error)
+        directory = data_dir / "state"
+        if shared:
+            return SharedSqliteStateStore(directory, keys_per_kind=cap)
+        return SqliteStateStore(directory, keys_per_kind=cap)
+    return FallbackStore(
+        RedisStateStore(settings.redis, keys_per_kind=cap),
+        SqliteStateStore(None, keys_per_kind=cap),
+        on_error=settings.on_error,
+    )
 
 
 def build_detectors(policy: Policy) -> Detectors:

@@ -40,6 +40,7 @@ from proxy.config.yamlschema import (
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
 from proxy.state.redis_store import RedisSettings
+from proxy.state.store import KEYS_PER_KIND
 
 DEFAULT_POLICY_NAME = "default-policy.yaml"
 DEFAULT_MAX_STREAM_DECODED_BYTES = 64 << 20
@@ -200,6 +201,7 @@ SCHEMA = Record(
                 "key_file": STRING,
                 "timeout": DURATION,
                 "on_error": OneOf("open", "closed"),
+                "keys_per_kind": POSITIVE_INTEGER,
             }
         ),
         "admin": Record(
@@ -262,6 +264,9 @@ class StateSettings:
     backend: Literal["sqlite", "redis"] = "sqlite"
     redis: RedisSettings | None = None
     on_error: Literal["open", "closed"] = "open"
+    keys_per_kind: int = KEYS_PER_KIND
+    """The most entries one kind of expiring key holds (``proxy.state.keys``): what per-session and
+    per-user state can cost, whatever ids agents send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,11 +511,12 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
 def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: list[Problem]) -> StateSettings:
     line = spec.get("__line__", 0)
     on_error: Literal["open", "closed"] = "closed" if spec.get("on_error") == "closed" else "open"
+    keys_per_kind = spec.get("keys_per_kind") or KEYS_PER_KIND
     if spec.get("backend") != "redis":
-        extra = sorted(set(_without_line(spec)) - {"backend", "on_error"})
+        extra = sorted(set(_without_line(spec)) - {"backend", "on_error", "keys_per_kind"})
         if extra:
             problems.append(Problem(source, line, f"state: {', '.join(extra)} apply to backend: redis only"))
-        return StateSettings(on_error=on_error)
+        return StateSettings(on_error=on_error, keys_per_kind=keys_per_kind)
 
     def from_env(name: str) -> str | None:
         variable = spec.get(name)
@@ -526,7 +532,7 @@ def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: lis
     if not url:
         if "url_env" not in spec:
             problems.append(Problem(source, line, "state: backend redis needs url (or url_env)"))
-        return StateSettings(on_error=on_error)
+        return StateSettings(on_error=on_error, keys_per_kind=keys_per_kind)
     if not url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(
             Problem(source, line, "state.url must start with redis://, rediss:// (TLS) or unix://")
@@ -546,7 +552,7 @@ def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: lis
         key_file=spec.get("key_file"),
         timeout_s=spec.get("timeout") or 1.0,
     )
-    return StateSettings(backend="redis", redis=redis, on_error=on_error)
+    return StateSettings(backend="redis", redis=redis, on_error=on_error, keys_per_kind=keys_per_kind)
 
 
 def _vault(redaction: dict[str, Any], source: str, problems: list[Problem]) -> VaultSettings | None:

@@ -115,11 +115,17 @@ class FallbackStore:
     def delete(self, key: str) -> None:
         self._call(lambda store: store.delete(key))
 
-    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
-        return self._call(lambda store: store.merge(key, fields, ttl_s))
+    def merge(
+        self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
+    ) -> dict[str, JSONValue]:
+        return self._call(lambda store: store.merge(key, fields, ttl_s, capacity=capacity))
 
     def items(self, prefix: str) -> dict[str, JSONValue]:
         return self._call(lambda store: store.items(prefix))
+
+    @property
+    def forgotten(self) -> int:
+        return self.shared.forgotten + self.local.forgotten
 
     def close(self) -> None:
         self.shared.close()

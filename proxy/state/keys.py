@@ -2,12 +2,29 @@
 
 Such a value can carry a secret, and the state store is a file on disk: keys hold a digest of the
 value, never the value.
+
+A digest in a key's name is also what marks the key as one of many that agents can grow: the key's
+kind (``kind``) is its name with every digest, id (a run of 16 or more hex digits, with an optional short
+prefix such as ``apr_``) and number read as ``*``. The stores bound how
+many keys of one kind they keep (``proxy.state.store.KEYS_PER_KIND``), so an agent sending a new
+session or user id with every request grows one kind to its cap and no further, and never pushes out
+the keys of another kind (another agent's, or the agent-wide ones above a per-session key).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+
+DIGEST_LENGTH = 32
+_VARYING = re.compile(r"(?<=[:.])(?:(?:[a-z]{1,8}_)?[0-9a-f]{16,}|[0-9]+)(?=[:.]|\Z)")
 
 
 def digest(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
+
+
+def kind(key: str) -> str:
+    """The kind a key counts toward: ``turns:session:<digest>`` is ``turns:session:*``, while
+    ``turns:agent:billing`` (an agent the policy names) is a kind of its own."""
+    return _VARYING.sub("*", key)

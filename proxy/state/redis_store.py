@@ -29,46 +29,113 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from proxy.state.buckets import BUCKETS_PER_RETENTION, WIDTHS
-from proxy.state.store import SET_CAPACITY, Clock, JSONValue, StateUnavailable
+from proxy.state.keys import kind
+from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, Clock, JSONValue, StateUnavailable
 
-# KEYS: counter. ARGV: amount, now, expires ("" for none), ttl in ms ("" for none).
-_INCR = """
+# Keeps a kind of expiring keys within its cap (proxy.state.caps says how): per kind, a sorted set of its
+# keys by expiry and a hash of the entries each holds (the total under the empty name). Called with the
+# two, the key written, its expiry (store clock), its entries, now, the cap and the namespace prefix, and
+# how long the account must outlive this call; returns how many keys it forgot.
+_TRACK = """
+local function track(by_expiry, entries_of, key, expires, entries, now, cap, prefix, keep_ms)
+    for _, gone in ipairs(redis.call('ZRANGEBYSCORE', by_expiry, '-inf', now, 'LIMIT', 0, 64)) do
+        local held = tonumber(redis.call('HGET', entries_of, gone) or '0')
+        redis.call('HDEL', entries_of, gone)
+        redis.call('HINCRBY', entries_of, '', -held)
+        redis.call('ZREM', by_expiry, gone)
+    end
+    local before = redis.call('ZSCORE', by_expiry, key)
+    if not before or tonumber(before) < expires then
+        redis.call('ZADD', by_expiry, expires, key)
+    end
+    local held = tonumber(redis.call('HGET', entries_of, key) or '0')
+    local total = tonumber(redis.call('HINCRBY', entries_of, '', entries - held))
+    redis.call('HSET', entries_of, key, entries)
+    local forgotten = 0
+    while total > cap do
+        local oldest = redis.call('ZRANGE', by_expiry, 0, 1)
+        local victim = oldest[1]
+        if victim == key then victim = oldest[2] end
+        if not victim then break end
+        local victim_entries = tonumber(redis.call('HGET', entries_of, victim) or '0')
+        redis.call('ZREM', by_expiry, victim)
+        redis.call('HDEL', entries_of, victim)
+        total = tonumber(redis.call('HINCRBY', entries_of, '', -victim_entries))
+        redis.call('DEL', prefix .. 'c:' .. victim, prefix .. 'b:' .. victim, prefix .. 'wr:' .. victim,
+            prefix .. 'v:' .. victim, prefix .. 'm:' .. victim)
+        forgotten = forgotten + 1
+    end
+    for _, name in ipairs({by_expiry, entries_of}) do
+        if redis.call('PTTL', name) < keep_ms then redis.call('PEXPIRE', name, keep_ms) end
+    end
+    return forgotten
+end
+"""
+
+# KEYS: counter, then the kind's account. ARGV: amount, now, expires ("" for none), ttl in ms ("" for
+# none), the cap and the namespace prefix. Returns the value and the keys forgotten.
+_INCR = (
+    _TRACK
+    + """
 local expires = redis.call('HGET', KEYS[1], 'e')
 if expires and expires ~= '' and tonumber(expires) <= tonumber(ARGV[2]) then
     redis.call('DEL', KEYS[1])
 end
 local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local value = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])
+local forgotten = 0
 if fresh and ARGV[3] ~= '' then
     redis.call('HSET', KEYS[1], 'e', ARGV[3])
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    forgotten = track(KEYS[2], KEYS[3], ARGV[7], tonumber(ARGV[3]), 1, tonumber(ARGV[2]), tonumber(ARGV[5]),
+        ARGV[6], tonumber(ARGV[4]))
 end
-return value
+return {value, forgotten}
 """
+)
 
-# KEYS: buckets (a hash of "width:start" -> events), retention. ARGV: now, window, "1" to record an event
-# (or "" to only count), then the bucket widths of proxy.state.buckets.WIDTHS and the buckets per retention.
-_WINDOW = """
+# KEYS: value, then the kind's account. ARGV: the stored value, ttl in ms, now, expires, the cap, the
+# namespace prefix, the key. Returns 1 and the keys forgotten.
+_PUT = (
+    _TRACK
+    + """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, track(KEYS[2], KEYS[3], ARGV[7], tonumber(ARGV[4]), 1, tonumber(ARGV[3]), tonumber(ARGV[5]),
+    ARGV[6], tonumber(ARGV[2]))}
+"""
+)
+
+# KEYS: buckets (a hash of "width:start" -> events), retention, then the kind's account. ARGV: now, window,
+# "1" to record an event (or "" to only count), the cap, the namespace prefix, the key, then the bucket
+# widths of proxy.state.buckets.WIDTHS and the buckets per retention. Returns the count and the keys
+# forgotten.
+_WINDOW = (
+    _TRACK
+    + """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local retention = tonumber(redis.call('GET', KEYS[2]) or '0')
 local stored = redis.call('HGETALL', KEYS[1])
+local forgotten = 0
 if ARGV[3] ~= '' then
     if window > retention then retention = window end
     local target = retention / tonumber(ARGV[#ARGV])
-    local width = tonumber(ARGV[4])
+    local width = tonumber(ARGV[7])
     local largest = tonumber(ARGV[#ARGV - 1])
     if target >= largest then
         width = math.floor(target / largest) * largest
     else
-        for i = 4, #ARGV - 1 do
+        for i = 7, #ARGV - 1 do
             if tonumber(ARGV[i]) <= target then width = tonumber(ARGV[i]) end
         end
     end
-    local slot = width .. ':' .. (math.floor(now / width) * width)
+    local start = math.floor(now / width) * width
+    local slot = width .. ':' .. start
     local keep_ms = math.ceil((retention + width) * 1000)
     redis.call('SET', KEYS[2], string.format('%.17g', retention), 'PX', keep_ms)
     if redis.call('HINCRBY', KEYS[1], slot, 1) == 1 then
+        forgotten = track(KEYS[3], KEYS[4], ARGV[6], start + width + retention, 1, now, tonumber(ARGV[4]),
+            ARGV[5], keep_ms)
         table.insert(stored, slot)
         table.insert(stored, '1')
     else
@@ -90,8 +157,9 @@ for i = 1, #stored, 2 do
         found = found + tonumber(stored[i + 1])
     end
 end
-return found
+return {found, forgotten}
 """
+)
 
 # KEYS: member, the set's members by expiry (a sorted set). ARGV: now, expires, ttl in ms, member, capacity,
 # the prefix of the set's member keys. Beyond the capacity, the members that expire first are forgotten.
@@ -116,9 +184,12 @@ end
 return 1
 """
 
-# KEYS: map (a hash of field -> "expires\ntext"). ARGV: now, expires, ttl in ms, then field, text pairs.
-# Returns the live fields before the write as field, text pairs; drops the expired ones.
-_MERGE = """
+# KEYS: map (a hash of field -> "expires\ntext"), then the kind's account. ARGV: now, expires, ttl in ms, the
+# map's capacity ("" for none), the cap, the namespace prefix, the key, then field, text pairs. Returns the
+# live fields before the write as field, text pairs (it drops the expired ones) and the keys forgotten.
+_MERGE = (
+    _TRACK
+    + """
 local now = tonumber(ARGV[1])
 local before = {}
 local stored = redis.call('HGETALL', KEYS[1])
@@ -131,16 +202,34 @@ for i = 1, #stored, 2 do
         redis.call('HDEL', KEYS[1], stored[i])
     end
 end
-if #ARGV > 3 then
-    for i = 4, #ARGV, 2 do
+local forgotten = 0
+if #ARGV > 7 then
+    for i = 8, #ARGV, 2 do
         redis.call('HSET', KEYS[1], ARGV[i], ARGV[2] .. '\\n' .. ARGV[i + 1])
+    end
+    local held = redis.call('HLEN', KEYS[1])
+    if ARGV[4] ~= '' and held > tonumber(ARGV[4]) then
+        local by_expiry = {}
+        local fields = redis.call('HGETALL', KEYS[1])
+        for i = 1, #fields, 2 do
+            local cut = string.find(fields[i + 1], '\\n', 1, true)
+            table.insert(by_expiry, {tonumber(string.sub(fields[i + 1], 1, cut - 1)), fields[i]})
+        end
+        table.sort(by_expiry, function(a, b) return a[1] < b[1] end)
+        for i = 1, held - tonumber(ARGV[4]) do
+            redis.call('HDEL', KEYS[1], by_expiry[i][2])
+        end
+        held = tonumber(ARGV[4])
     end
     if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
         redis.call('PEXPIRE', KEYS[1], ARGV[3])
     end
+    forgotten = track(KEYS[2], KEYS[3], ARGV[7], tonumber(ARGV[2]), held, now, tonumber(ARGV[5]), ARGV[6],
+        tonumber(ARGV[3]))
 end
-return before
+return {before, forgotten}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +279,16 @@ def _time(value: float) -> str:
 class RedisStateStore:
     """A ``StateStore`` on a Redis server, shared by every process pointed at the same namespace."""
 
-    def __init__(self, settings: RedisSettings, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, settings: RedisSettings, *, clock: Clock = time.time, keys_per_kind: int = KEYS_PER_KIND
+    ) -> None:
         self._clock = clock
         self._prefix = settings.namespace + ":"
+        self._keys_per_kind = keys_per_kind
+        self._forgotten = 0
         self._client = settings.client()
         self._incr = self._client.register_script(_INCR)
+        self._put = self._client.register_script(_PUT)
         self._window = self._client.register_script(_WINDOW)
         self._add_if_new = self._client.register_script(_ADD_IF_NEW)
         self._merge = self._client.register_script(_MERGE)
@@ -202,6 +296,21 @@ class RedisStateStore:
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}{kind}:{key}"
+
+    def _account(self, key: str) -> tuple[list[str], list[str | int]]:
+        """The keys of ``key``'s kind account, and the arguments every tracking script takes after its own:
+        the cap, the namespace prefix, the key."""
+        name = kind(key)
+        return [self._key("t", name), self._key("tw", name)], [self._keys_per_kind, self._prefix, key]
+
+    def _tracked(self, reply: list[Any]) -> Any:
+        """A tracking script's own result, counting the keys it forgot."""
+        self._forgotten += int(reply[1])
+        return reply[0]
+
+    @property
+    def forgotten(self) -> int:
+        return self._forgotten
 
     def _run[T](self, operation: Callable[[], T]) -> T:
         if self._closed:
@@ -215,10 +324,10 @@ class RedisStateStore:
 
     def incr(self, key: str, amount: int = 1, *, ttl_s: float | None = None) -> int:
         now = self._clock()
-        expiry = ["", ""] if ttl_s is None else [_time(now + ttl_s), _ms(ttl_s)]
-        return int(
-            self._run(lambda: self._incr(keys=[self._key("c", key)], args=[amount, _time(now), *expiry]))
-        )
+        expiry: list[str | int] = ["", ""] if ttl_s is None else [_time(now + ttl_s), _ms(ttl_s)]
+        account, tracking = self._account(key)
+        keys, args = [self._key("c", key), *account], [amount, _time(now), *expiry, *tracking]
+        return int(self._tracked(self._run(lambda: self._incr(keys=keys, args=args))))
 
     def counter(self, key: str) -> int:
         now = self._clock()
@@ -237,9 +346,10 @@ class RedisStateStore:
         return self._count(key, window_s, self._clock() if now is None else now, "")
 
     def _count(self, key: str, window_s: float, at: float, record: str) -> int:
-        keys = [self._key("b", key), self._key("wr", key)]
-        args: list[str | int] = [_time(at), _time(window_s), record, *WIDTHS, BUCKETS_PER_RETENTION]
-        return int(self._run(lambda: self._window(keys=keys, args=args)))
+        account, tracking = self._account(key)
+        keys = [self._key("b", key), self._key("wr", key), *account]
+        args = [_time(at), _time(window_s), record, *tracking, *WIDTHS, BUCKETS_PER_RETENTION]
+        return int(self._tracked(self._run(lambda: self._window(keys=keys, args=args))))
 
     # --- expiring sets ----------------------------------------------------------------------------------
 
@@ -265,8 +375,12 @@ class RedisStateStore:
         if ttl_s is None:
             self._run(lambda: self._client.set(self._key("v", key), "\n" + text))
         else:
-            stored = _time(self._clock() + ttl_s) + "\n" + text
-            self._run(lambda: self._client.set(self._key("v", key), stored, px=_ms(ttl_s)))
+            now = self._clock()
+            expires = _time(now + ttl_s)
+            account, tracking = self._account(key)
+            keys = [self._key("v", key), *account]
+            args = [expires + "\n" + text, _ms(ttl_s), _time(now), expires, *tracking]
+            self._tracked(self._run(lambda: self._put(keys=keys, args=args)))
 
     def get(self, key: str) -> JSONValue | None:
         now = self._clock()
@@ -275,12 +389,16 @@ class RedisStateStore:
     def delete(self, key: str) -> None:
         self._run(lambda: self._client.delete(self._key("v", key)))
 
-    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+    def merge(
+        self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
+    ) -> dict[str, JSONValue]:
         now = self._clock()
-        args: list[str | int] = [_time(now), _time(now + ttl_s), _ms(ttl_s)]
+        account, tracking = self._account(key)
+        args: list[str | int] = [_time(now), _time(now + ttl_s), _ms(ttl_s), capacity or "", *tracking]
         for name, value in fields.items():
             args += [name, json.dumps(value, separators=(",", ":"), ensure_ascii=False)]
-        pairs = self._run(lambda: self._merge(keys=[self._key("m", key)], args=args))
+        keys = [self._key("m", key), *account]
+        pairs = self._tracked(self._run(lambda: self._merge(keys=keys, args=args)))
         return {
             pairs[index].decode("utf-8"): cast(JSONValue, json.loads(pairs[index + 1]))
             for index in range(0, len(pairs), 2)

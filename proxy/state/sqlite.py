@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import cast
 
 from proxy.state.buckets import bucket_start, bucket_width, counted, expired
-from proxy.state.store import SET_CAPACITY, Clock, JSONValue
+from proxy.state.caps import KindCaps
+from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, Clock, JSONValue
 
 DATABASE_NAME = "state.sqlite3"
 
@@ -43,6 +44,11 @@ CREATE TABLE IF NOT EXISTS fields (
     key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (key, field)
 );
+CREATE TABLE IF NOT EXISTS tracked (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, expires REAL NOT NULL, entries INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tracked_by_kind ON tracked (kind, expires);
+CREATE TABLE IF NOT EXISTS kind_sizes (kind TEXT PRIMARY KEY, entries INTEGER NOT NULL);
 """
 
 RECORD_HIT = (
@@ -102,6 +108,10 @@ class _Window:
     def empty(self) -> bool:
         return not self.buckets
 
+    def expires(self) -> float:
+        """When the newest bucket leaves the retention, and the key with it."""
+        return max(map(_end, self.buckets), default=-math.inf) + self.retention
+
 
 def _end(slot: tuple[int, int]) -> int:
     return slot[0] + slot[1]
@@ -125,8 +135,10 @@ class SqliteStateStore:
         clock: Clock = time.time,
         durable: bool = False,
         sweep_interval_s: float = 300.0,
+        keys_per_kind: int = KEYS_PER_KIND,
     ) -> None:
         self._clock = clock
+        self._caps = KindCaps(keys_per_kind)
         self._sweep_interval_s = sweep_interval_s
         self._lock = threading.Lock()
         self._closed = False
@@ -173,6 +185,15 @@ class SqliteStateStore:
             if expires > now:
                 self._maps.setdefault(key, {})[name] = (text, expires)
         self._sweep(now)
+        expiring = [(expires, key, 1) for key, (_, expires) in self._counters.items() if expires is not None]
+        expiring += [(window.expires(), key, 1) for key, window in self._windows.items()]
+        expiring += [(expires, key, 1) for key, (_, expires) in self._values.items() if expires is not None]
+        expiring += [
+            (max(expires for _, expires in fields.values()), key, len(fields))
+            for key, fields in self._maps.items()
+        ]
+        for expires, key, entries in sorted(expiring):
+            self._keep(key, expires, entries)
 
     # --- counters ---------------------------------------------------------------------------------------
 
@@ -186,6 +207,8 @@ class SqliteStateStore:
                 value, expires = amount, None if ttl_s is None else now + ttl_s
             self._counters[key] = (value, expires)
             self._db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)", (key, value, expires))
+            if expires is not None:
+                self._keep(key, expires)
             return value
 
     def counter(self, key: str) -> int:
@@ -212,6 +235,7 @@ class SqliteStateStore:
                 self._db.execute(
                     "DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - window.retention)
                 )
+            self._keep(key, _end(slot) + window.retention)
             return window.count(window_s, at)
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
@@ -249,6 +273,8 @@ class SqliteStateStore:
             expires = None if ttl_s is None else now + ttl_s
             self._values[key] = (text, expires)
             self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, text, expires))
+            if expires is not None:
+                self._keep(key, expires)
 
     def get(self, key: str) -> JSONValue | None:
         with self._lock:
@@ -275,7 +301,9 @@ class SqliteStateStore:
                 if key.startswith(prefix) and live(expires, now)
             }
 
-    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+    def merge(
+        self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
+    ) -> dict[str, JSONValue]:
         texts = {
             name: json.dumps(value, separators=(",", ":"), ensure_ascii=False)
             for name, value in fields.items()
@@ -285,12 +313,19 @@ class SqliteStateStore:
             stored = {name: entry for name, entry in self._maps.get(key, {}).items() if entry[1] > now}
             before = {name: cast(JSONValue, json.loads(text)) for name, (text, _) in stored.items()}
             for name, text in texts.items():
+                stored.pop(name, None)  # set again, it expires last: the end of the order
                 stored[name] = (text, now + ttl_s)
                 self._db.execute(
                     "INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)", (key, name, text, now + ttl_s)
                 )
+            while capacity is not None and len(stored) > capacity:
+                oldest = next(iter(stored))
+                del stored[oldest]
+                self._db.execute("DELETE FROM fields WHERE key = ? AND field = ?", (key, oldest))
             if stored:
                 self._maps[key] = stored
+                if texts:
+                    self._keep(key, now + ttl_s, len(stored))
             else:
                 self._maps.pop(key, None)
             return before
@@ -298,6 +333,20 @@ class SqliteStateStore:
     def _forget_value(self, key: str) -> None:
         if self._values.pop(key, None) is not None:
             self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            self._caps.untrack(key)
+
+    def _keep(self, key: str, expires: float, entries: int = 1) -> None:
+        """Account for a write of an expiring key, forgetting the keys its kind holds beyond its cap."""
+        for victim in self._caps.track(key, expires, entries):
+            self._counters.pop(victim, None)
+            self._windows.pop(victim, None)
+            self._values.pop(victim, None)
+            self._maps.pop(victim, None)
+            forget_key(self._db, victim)
+
+    @property
+    def forgotten(self) -> int:
+        return self._caps.forgotten
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -335,6 +384,7 @@ class SqliteStateStore:
             window.prune(now)
             if window.empty():
                 del self._windows[key]
+        self._caps.expire(now)
         self._db.execute("BEGIN")
         sweep_database(self._db, now)
         self._db.execute("COMMIT")
@@ -353,6 +403,21 @@ def sweep_database(db: sqlite3.Connection, now: float) -> None:
         (now,),
     )
     db.execute("DELETE FROM windows WHERE key NOT IN (SELECT DISTINCT key FROM buckets)")
+    db.execute("DELETE FROM tracked WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM kind_sizes")
+    db.execute("INSERT INTO kind_sizes SELECT kind, SUM(entries) FROM tracked GROUP BY kind")
+
+
+_FORGET_KEY = tuple(
+    f"DELETE FROM {table} WHERE key = ?"  # noqa: S608 -- the table names are these constants
+    for table in ("counters", "windows", "buckets", "kv", "fields", "tracked")
+)
+
+
+def forget_key(db: sqlite3.Connection, key: str) -> None:
+    """Delete every row of ``key`` (whatever it holds), inside the caller's transaction."""
+    for statement in _FORGET_KEY:
+        db.execute(statement, (key,))
 
 
 def count_set_members(db: sqlite3.Connection) -> None:

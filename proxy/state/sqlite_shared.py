@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import cast
 
 from proxy.state.buckets import bucket_start, bucket_width
+from proxy.state.keys import kind
 from proxy.state.sqlite import (
     DATABASE_NAME,
     RECORD_HIT,
     SCHEMA,
     count_set_members,
+    forget_key,
     live,
     migrate_hits,
     sweep_database,
 )
-from proxy.state.store import SET_CAPACITY, Clock, JSONValue
+from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, Clock, JSONValue
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -37,9 +39,18 @@ BUSY_TIMEOUT_MS = 10_000
 class SharedSqliteStateStore:
     """A ``StateStore`` on ``<directory>/state.sqlite3`` that any number of processes may open at once."""
 
-    def __init__(self, directory: Path, *, clock: Clock = time.time, sweep_interval_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Clock = time.time,
+        sweep_interval_s: float = 300.0,
+        keys_per_kind: int = KEYS_PER_KIND,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self._keys_per_kind = keys_per_kind
+        self._forgotten = 0
         self._sweep_interval_s = sweep_interval_s
         self._lock = threading.Lock()
         self._closed = False
@@ -50,10 +61,16 @@ class SharedSqliteStateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._db.create_function("kind", 1, kind, deterministic=True)
         migrate_hits(self._db)
-        # The single-process store does not keep set sizes on disk: count them for a dir it wrote.
+        # The single-process store keeps neither set sizes nor kinds on disk: count them for a dir it wrote.
         with self._transaction() as db:
             count_set_members(db)
+            track_all(db)
+            for name, entries in db.execute(
+                "SELECT kind, entries FROM kind_sizes WHERE entries > ?", (keys_per_kind,)
+            ).fetchall():
+                self._trim(db, name, entries, None)
         self._last_sweep = clock()
 
     @contextmanager
@@ -95,6 +112,8 @@ class SharedSqliteStateStore:
             else:
                 value, expires = amount, None if ttl_s is None else now + ttl_s
             db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)", (key, value, expires))
+            if expires is not None:
+                self._keep(db, key, expires)
             return int(value)
 
     def counter(self, key: str) -> int:
@@ -114,10 +133,12 @@ class SharedSqliteStateStore:
             if row is None or row[0] < window_s:
                 db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, retention))
             width = bucket_width(retention)
-            [events] = db.execute(RECORD_HIT + " RETURNING events", (key, width, bucket_start(at, width)))
+            start = bucket_start(at, width)
+            [events] = db.execute(RECORD_HIT + " RETURNING events", (key, width, start))
             if events == (1,):
                 # A new bucket: the oldest may have left the retention since the last one was opened.
                 db.execute("DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - retention))
+                self._keep(db, key, start + width + retention)
             return _count(db, key, window_s, retention, at)
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
@@ -174,6 +195,8 @@ class SharedSqliteStateStore:
                 "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
                 (key, text, None if ttl_s is None else now + ttl_s),
             )
+            if ttl_s is not None:
+                self._keep(db, key, now + ttl_s)
 
     def get(self, key: str) -> JSONValue | None:
         now = self._now()
@@ -189,7 +212,9 @@ class SharedSqliteStateStore:
         with self._transaction() as db:
             db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
-    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+    def merge(
+        self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
+    ) -> dict[str, JSONValue]:
         texts = {
             name: json.dumps(value, separators=(",", ":"), ensure_ascii=False)
             for name, value in fields.items()
@@ -199,10 +224,22 @@ class SharedSqliteStateStore:
             rows = db.execute(
                 "SELECT field, value FROM fields WHERE key = ? AND expires > ?", (key, now)
             ).fetchall()
-            db.executemany(
-                "INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)",
-                [(key, name, text, now + ttl_s) for name, text in texts.items()],
-            )
+            if texts:
+                db.execute("DELETE FROM fields WHERE key = ? AND expires <= ?", (key, now))
+                db.executemany(
+                    "INSERT OR REPLACE INTO fields VALUES (?, ?, ?, ?)",
+                    [(key, name, text, now + ttl_s) for name, text in texts.items()],
+                )
+                [(held,)] = db.execute("SELECT COUNT(*) FROM fields WHERE key = ?", (key,))
+                if capacity is not None and held > capacity:
+                    # Replaced rows take new rowids: the lowest are the fields set least recently.
+                    db.execute(
+                        "DELETE FROM fields WHERE rowid IN"
+                        " (SELECT rowid FROM fields WHERE key = ? ORDER BY expires, rowid LIMIT ?)",
+                        (key, held - capacity),
+                    )
+                    held = capacity
+                self._keep(db, key, now + ttl_s, held)
             return {name: cast(JSONValue, json.loads(text)) for name, text in rows}
 
     def items(self, prefix: str) -> dict[str, JSONValue]:
@@ -214,11 +251,81 @@ class SharedSqliteStateStore:
         )
         return {key: cast(JSONValue, json.loads(text)) for key, text, expires in rows if live(expires, now)}
 
+    # --- caps -------------------------------------------------------------------------------------------
+
+    def _keep(self, db: sqlite3.Connection, key: str, expires: float, entries: int = 1) -> None:
+        """Account for a write of an expiring key, forgetting the keys its kind holds beyond its cap."""
+        row = db.execute("SELECT expires, entries FROM tracked WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            name = kind(key)
+            db.execute("INSERT INTO tracked VALUES (?, ?, ?, ?)", (key, name, expires, entries))
+            grown = entries
+        else:
+            if expires > row[0] or entries != row[1]:
+                db.execute(
+                    "UPDATE tracked SET expires = MAX(expires, ?), entries = ? WHERE key = ?",
+                    (expires, entries, key),
+                )
+            grown = entries - row[1]
+            if grown == 0:
+                return
+            name = kind(key)
+        [(total,)] = db.execute(
+            "INSERT INTO kind_sizes VALUES (?, ?)"
+            " ON CONFLICT (kind) DO UPDATE SET entries = entries + excluded.entries RETURNING entries",
+            (name, grown),
+        )
+        if total > self._keys_per_kind:
+            self._trim(db, name, total, key)
+
+    def _trim(self, db: sqlite3.Connection, name: str, total: int, keep: str | None) -> None:
+        """Forget the keys of kind ``name`` that expire first until it holds no more than its cap."""
+        excess = total - self._keys_per_kind
+        candidates = db.execute(
+            "SELECT key, entries FROM tracked WHERE kind = ? AND key IS NOT ? ORDER BY expires LIMIT ?",
+            (name, keep, excess),
+        ).fetchall()
+        forgotten = 0
+        for victim, entries in candidates:
+            if forgotten >= excess:
+                break
+            forget_key(db, victim)
+            forgotten += entries
+            self._forgotten += 1
+        db.execute("UPDATE kind_sizes SET entries = entries - ? WHERE kind = ?", (forgotten, name))
+
+    @property
+    def forgotten(self) -> int:
+        return self._forgotten
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._db.close()
+
+
+_TRACK_HELD = (
+    "INSERT INTO tracked SELECT key, kind(key), expires, 1 FROM counters WHERE expires IS NOT NULL"
+    " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires)",
+    "INSERT INTO tracked SELECT key, kind(key), expires, 1 FROM kv WHERE expires IS NOT NULL"
+    " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires)",
+    "INSERT INTO tracked SELECT key, kind(key), MAX(start + width) + retention, 1"
+    " FROM windows JOIN buckets USING (key) GROUP BY key"
+    " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires)",
+    "INSERT INTO tracked SELECT key, kind(key), MAX(expires), COUNT(*) FROM fields GROUP BY key"
+    " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires), entries = excluded.entries",
+)
+
+
+def track_all(db: sqlite3.Connection) -> None:
+    """Rebuild the account of expiring keys by kind from what the tables hold, inside the caller's
+    transaction."""
+    db.execute("DELETE FROM tracked")
+    for statement in _TRACK_HELD:
+        db.execute(statement)
+    db.execute("DELETE FROM kind_sizes")
+    db.execute("INSERT INTO kind_sizes SELECT kind, SUM(entries) FROM tracked GROUP BY kind")
 
 
 def _count(db: sqlite3.Connection, key: str, window_s: float, retention: float, now: float) -> int:

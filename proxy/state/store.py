@@ -21,6 +21,13 @@ type Clock = Callable[[], float]
 # or tool sequence, which traffic alone would grow for their whole TTL.
 SET_CAPACITY = 10_000
 
+# The most entries the expiring keys of one kind (``proxy.state.keys.kind``) hold, by default: a key
+# counts one, a map one per field. Beyond it the keys of that kind that expire first are forgotten
+# (for keys of one retention, the least recently used), so keys named per session or user id, which
+# an agent can mint with every request, cost a bounded amount of memory. Keys kept forever (no TTL) are
+# written for what the policy bounds (agents, writers, tokens) and are not counted.
+KEYS_PER_KIND = 10_000
+
 
 class StateUnavailable(RuntimeError):
     """The store cannot be reached. A shared store raises it; what happens next is the policy's
@@ -79,16 +86,24 @@ class StateStore(Protocol):
         """Forget a stored value (absent is fine)."""
         ...
 
-    def merge(self, key: str, fields: dict[str, JSONValue], ttl_s: float) -> dict[str, JSONValue]:
+    def merge(
+        self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
+    ) -> dict[str, JSONValue]:
         """Set each of ``fields`` in the map at ``key`` for ``ttl_s`` seconds from now (setting a field
         again refreshes its expiry) and return the live fields as they were before; with no ``fields``,
         only read. Atomic: fields set at once by several processes are all kept, and none is read half
-        written. Expired fields are dropped."""
+        written. Expired fields are dropped. Given ``capacity``, the map keeps at most that many fields:
+        beyond it the fields that expire first (the least recently set) are forgotten."""
         ...
 
     def items(self, prefix: str) -> dict[str, JSONValue]:
         """Every live stored value whose key starts with ``prefix`` (for listings an operator reads:
         freezes, approvals), keyed by the full key."""
+        ...
+
+    @property
+    def forgotten(self) -> int:
+        """How many keys this process has forgotten to keep a kind within its cap, since it started."""
         ...
 
     def close(self) -> None:

@@ -1,0 +1,224 @@
+"""Each kind of expiring key stays within its cap on every backend, whatever ids agents send."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from proxy.state import SqliteStateStore, StateStore, digest
+from proxy.state.redis_store import RedisSettings, RedisStateStore
+from proxy.state.sqlite_shared import SharedSqliteStateStore
+from tests.redis_server import RedisServer
+from tests.test_state import FakeClock, on_disk
+
+CAP = 40
+BEYOND = 3 * CAP
+
+type Opener = Callable[..., StateStore]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["sqlite", "sqlite-shared", "redis"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Opener:
+    """Opens a store with a cap of ``CAP`` entries per kind (or ``cap``) on one backend."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return lambda cap=CAP: RedisStateStore(RedisSettings(url=server.url), clock=clock, keys_per_kind=cap)
+    if request.param == "sqlite-shared":
+        return lambda cap=CAP: SharedSqliteStateStore(tmp_path, clock=clock, keys_per_kind=cap)
+    return lambda cap=CAP: SqliteStateStore(tmp_path, clock=clock, keys_per_kind=cap)
+
+
+@pytest.fixture
+def store(open_store: Opener) -> Iterator[StateStore]:
+    opened = open_store()
+    yield opened
+    opened.close()
+
+
+def held(
+    store: StateStore, tmp_path: Path, request: pytest.FixtureRequest, key_kind: str, pattern: str
+) -> int:
+    """How many keys of a kind the backend holds: Redis keys of ``key_kind`` ("b", "c", "v", "m"), or
+    SQLite rows whose key is LIKE ``pattern``."""
+    if isinstance(store, RedisStateStore):
+        server: RedisServer = request.getfixturevalue("redis_server")
+        match = f"egressguard:{key_kind}:" + pattern.replace("%", "*")
+        return sum(1 for _ in server.client().scan_iter(match=match, count=1000))
+    table = {"b": "windows", "c": "counters", "v": "kv", "m": "fields"}[key_kind]
+    column = "DISTINCT key" if table == "fields" else "key"
+    [(rows,)] = on_disk(tmp_path, f"SELECT COUNT({column}) FROM {table} WHERE key LIKE ?", (pattern,))  # noqa: S608
+    assert isinstance(rows, int)
+    return rows
+
+
+def session(index: int) -> str:
+    return f"turns:session:{digest(f'session-{index}')}"
+
+
+def test_windows_named_per_session_stop_at_the_cap_and_the_agent_wide_window_counts_them_all(
+    store: StateStore, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An agent that sends a new session id with every request grows its per-session windows to the cap
+    and no further (the sessions least recently used are forgotten and count from zero again), while the
+    agent-wide window above them, a kind of its own, counts every request."""
+    for index in range(BEYOND):
+        store.hit(session(index), 3600)
+        store.hit("turns:agent:billing", 3600)
+        clock.advance(1)
+    assert held(store, tmp_path, request, "b", "turns:session:%") == CAP
+    assert store.count("turns:agent:billing", 3600) == BEYOND
+    assert store.count(session(BEYOND - 1), 3600) == 1
+    assert store.count(session(BEYOND - CAP), 3600) == 1
+    assert store.count(session(BEYOND - CAP - 1), 3600) == 0
+    assert store.count(session(0), 3600) == 0
+    assert store.forgotten == BEYOND - CAP
+
+
+def test_a_session_in_use_outlives_a_flood_of_new_ones(store: StateStore, clock: FakeClock) -> None:
+    """The keys forgotten first are those that expire first: a session hit again keeps its count while
+    fresh sessions push out the ones nobody uses."""
+    busy = session(-1)
+    for index in range(BEYOND):
+        store.hit(busy, 60)
+        store.hit(session(index), 60)
+        clock.advance(1)
+    assert store.count(busy, 60) >= 60
+    assert store.count(session(0), 60) == 0
+
+
+def test_per_user_rate_limit_escaped_by_rotating_ids_still_meets_the_agent_limit(
+    store: StateStore, clock: FakeClock
+) -> None:
+    """Rotating user ids forgets per-user windows (and a fresh id starts at zero anyway); the per-agent
+    limit on the same tool, which no user id names, still sees every call."""
+    glob = digest("shell.*")
+    limit = 25
+    over_agent_limit = []
+    for index in range(BEYOND):
+        per_user = store.hit(f"tool.limit:{glob}:user:{digest(f'user-{index}')}", 60)
+        per_agent = store.hit(f"tool.limit:{glob}:agent:billing", 60)
+        assert per_user == 1
+        over_agent_limit.append(per_agent > limit)
+        clock.advance(0.1)
+    assert over_agent_limit.index(True) == limit
+    assert all(over_agent_limit[limit:])
+
+
+def test_counters_and_values_with_a_ttl_are_capped_and_those_kept_forever_are_not(
+    store: StateStore, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    for index in range(BEYOND):
+        store.incr(f"tool.entropy:billing:{digest(str(index))}:n", ttl_s=3600)
+        store.put(f"freeze.user:{digest(str(index))}", {"index": index}, 3600)
+        store.incr(f"forever:{digest(str(index))}")
+        clock.advance(1)
+    assert held(store, tmp_path, request, "c", "tool.entropy:%") == CAP
+    assert held(store, tmp_path, request, "v", "freeze.user:%") == CAP
+    assert store.get(f"freeze.user:{digest(str(BEYOND - 1))}") == {"index": BEYOND - 1}
+    assert store.get(f"freeze.user:{digest('0')}") is None
+    assert store.counter(f"tool.entropy:billing:{digest(str(BEYOND - 1))}:n") == 1
+    assert store.counter(f"tool.entropy:billing:{digest('0')}:n") == 0
+    assert all(store.counter(f"forever:{digest(str(index))}") == 1 for index in range(BEYOND))
+
+
+def test_a_map_keeps_its_capacity_and_its_fields_count_toward_the_kind(
+    store: StateStore, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``capacity`` bounds one map (the fields set least recently go first); every field of every map of
+    a kind counts toward the kind's cap, so many small maps are bounded as one large one would be."""
+    scope = f"vault:billing:{digest('s')}"
+    for index in range(25):
+        store.merge(scope, {f"p{index}": index}, 3600, capacity=10)
+        clock.advance(1)
+    store.merge(scope, {"p16": "again"}, 3600, capacity=10)
+    kept = store.merge(scope, {}, 3600)
+    assert sorted(kept) == sorted(f"p{index}" for index in range(15, 25))
+    assert kept["p16"] == "again"
+    for index in range(BEYOND):
+        clock.advance(1)
+        store.merge(
+            f"vault:billing:{digest(str(index))}", {"a": 1, "b": 2, "c": 3, "d": 4}, 3600, capacity=10
+        )
+    assert held(store, tmp_path, request, "m", "vault:billing:%") == CAP // 4
+    assert store.merge(scope, {}, 3600) == {}
+    assert store.merge(f"vault:billing:{digest(str(BEYOND - 1))}", {}, 3600) == {
+        "a": 1,
+        "b": 2,
+        "c": 3,
+        "d": 4,
+    }
+
+
+def test_kinds_of_other_agents_and_other_rules_are_never_pushed_out(
+    store: StateStore, clock: FakeClock
+) -> None:
+    store.hit(f"refusals:agent:support:{digest('s')}", 3600)
+    store.put(f"freeze.agent:{digest('support')}", {"frozen": True}, 3600)
+    for index in range(BEYOND):
+        store.hit(f"refusals:agent:billing:{digest(str(index))}", 3600)
+        clock.advance(1)
+    assert store.count(f"refusals:agent:support:{digest('s')}", 3600) == 1
+    assert store.get(f"freeze.agent:{digest('support')}") == {"frozen": True}
+
+
+def test_keys_that_expire_leave_room_without_forgetting_others(store: StateStore, clock: FakeClock) -> None:
+    for index in range(CAP):
+        store.hit(session(index), 60)
+    clock.advance(600)
+    for index in range(CAP, 2 * CAP):
+        store.hit(session(index), 3600)
+    assert all(store.count(session(index), 3600) == 1 for index in range(CAP, 2 * CAP))
+
+
+def test_the_cap_holds_across_a_reopen_and_a_smaller_cap_trims(
+    open_store: Opener, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    first = open_store()
+    for index in range(CAP):
+        first.hit(session(index), 3600)
+        clock.advance(1)
+    first.close()
+    second = open_store(CAP // 2)
+    second.hit(session(CAP), 3600)
+    assert second.count(session(CAP), 3600) == 1
+    assert sum(second.count(session(index), 3600) for index in range(CAP + 1)) == CAP // 2
+    assert second.count(session(0), 3600) == 0
+    second.close()
+
+
+def test_a_data_dir_the_single_process_store_wrote_is_capped_by_workers(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    single = SqliteStateStore(tmp_path, clock=clock, keys_per_kind=BEYOND)
+    for index in range(BEYOND):
+        single.hit(session(index), 3600)
+        clock.advance(1)
+    single.close()
+    workers = [SharedSqliteStateStore(tmp_path, clock=clock, keys_per_kind=CAP) for _ in range(2)]
+    for index in range(BEYOND, BEYOND + 10):
+        workers[index % 2].hit(session(index), 3600)
+    counts = [workers[0].count(session(index), 3600) for index in range(BEYOND + 10)]
+    assert sum(counts) == CAP
+    assert counts[-CAP:] == [1] * CAP
+    for worker in workers:
+        worker.close()
+
+
+def test_every_redis_key_of_a_flood_carries_an_expiry(redis_server: RedisServer, clock: FakeClock) -> None:
+    store = RedisStateStore(RedisSettings(url=redis_server.url), clock=clock, keys_per_kind=CAP)
+    for index in range(BEYOND):
+        store.hit(session(index), 3600)
+        store.incr(f"tool.entropy:billing:{digest(str(index))}:n", ttl_s=3600)
+        store.put(f"freeze.user:{digest(str(index))}", 1, 3600)
+        store.merge(f"vault:billing:{digest(str(index))}", {"a": 1}, 3600, capacity=10)
+    client = redis_server.client()
+    names = list(client.scan_iter(match="egressguard:*", count=1000))
+    assert len(names) <= 2 * 4 * (CAP + 1) + 8
+    assert all(client.pttl(name) > 0 for name in names)
+    assert store.forgotten == 4 * (BEYOND - CAP)
+    store.close()
