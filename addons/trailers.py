@@ -7,6 +7,8 @@ trailers to an HTTP/1 peer either. ``Http1Trailers`` installs HTTP/1 connections
 as the trailer events HTTP/2 already uses (so the inspect addon scans them like headers) and write them
 after the last chunk. Where the body goes on with a fixed length instead of chunked, there is no place for
 them and they are dropped.
+
+The same connections hand on the body data that one read brought as one piece (``JoinedData``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,31 @@ class TrailerReader:
 
 def is_chunked(message: http.Message | None) -> bool:
     return message is not None and "chunked" in message.headers.get("transfer-encoding", "").lower()
+
+
+class JoinedData(Http1Connection):
+    """Hands on the body data of one read as one piece. mitmproxy hands on each HTTP/1 chunk on its own,
+    and an event stream's server sends one event per chunk, so every event of a burst went through the
+    HTTP layer, the stream callable and a socket write of its own. What arrived together is joined into
+    one piece instead (never more than the read brought): a body read as it arrives sees the same bytes
+    in fewer, larger pieces, and nothing waits for data that has not come."""
+
+    def read_body(self, event: events.Event) -> CommandGenerator:
+        joined: list[bytes] = []
+        for command in super().read_body(event):
+            if isinstance(command, ReceiveHttp) and isinstance(command.event, self.ReceiveData):
+                joined.append(command.event.data)
+                continue
+            if joined:
+                yield self._joined(joined)
+                joined = []
+            yield command
+        if joined:
+            yield self._joined(joined)
+
+    def _joined(self, pieces: list[bytes]) -> ReceiveHttp:
+        assert self.stream_id is not None
+        return ReceiveHttp(self.ReceiveData(self.stream_id, b"".join(pieces)))
 
 
 class TrailerFields(Http1Connection):
@@ -104,7 +131,7 @@ class TrailerFields(Http1Connection):
     done_flag: str
 
 
-class TrailerServer(TrailerFields, Http1Server):
+class TrailerServer(TrailerFields, JoinedData, Http1Server):
     ReceiveTrailers = RequestTrailers
     SendTrailers = ResponseTrailers
     SendEndOfMessage = ResponseEndOfMessage
@@ -115,7 +142,7 @@ class TrailerServer(TrailerFields, Http1Server):
         return None if bodyless else self.response
 
 
-class TrailerClient(TrailerFields, Http1Client):
+class TrailerClient(TrailerFields, JoinedData, Http1Client):
     ReceiveTrailers = ResponseTrailers
     SendTrailers = RequestTrailers
     SendEndOfMessage = RequestEndOfMessage
