@@ -203,6 +203,7 @@ class TurnInspector:
                 detectors.sealer,
                 detectors.fingerprint_key,
                 settings.ttl_s,
+                settings.max_entries,
             )
             if settings is not None and detectors.sealer is not None
             else None
@@ -424,8 +425,8 @@ class TurnInspector:
                     Finding(
                         threat=Threat.CREDENTIAL_THEFT,
                         rule="vault-unresolved",
-                        signal="placeholders not vaulted for this agent and session (another's, or "
-                        "expired) passed on as text",
+                        signal="placeholders not vaulted for this agent and session (another's, "
+                        "expired, or forgotten beyond the vault's caps) passed on as text",
                         severity=Severity.HIGH,
                         action=Action.FLAG,
                         where=where,

@@ -571,3 +571,39 @@ def test_websocket_messages_in_observe_mode_are_recorded_not_vaulted(
     assert PASSWORD in json.dumps(realtime.received[-1])
     findings = [f for f in proxy.wait_for_records(1)[0]["findings"] if f["action"] == "vault"]
     assert findings and not any(finding["enforced"] for finding in findings)
+
+
+@pytest.mark.parametrize(("sdk", "stream"), [("openai", False), ("anthropic", True)], ids=["json", "sse"])
+def test_a_secret_forgotten_beyond_the_cap_comes_back_as_its_placeholder(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    sdk: str,
+    stream: bool,
+) -> None:
+    """With ``max_entries: 2``, the first of three secrets sent in three conversations is forgotten: the
+    model's call with its placeholder reaches the agent with the placeholder (recorded as unresolved),
+    never the secret, while the newest still resolves."""
+    proxy = start_proxy(mode="enforce", extra="redaction: {requests: vault, vault: {max_entries: 2}}\n")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    passwords = [f"Xk9v2!LmQ#p7R{index}z" for index in range(3)]
+    vaulted = []
+    upstream.reply = Reply(text="Noted.")
+    for password in passwords:
+        Agent(sdk, upstream, stream=stream).say(f"psql needs PGPASSWORD={password} set.")
+        found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", sent_upstream(upstream))
+        assert found is not None
+        vaulted.append(found.group(1))
+    upstream.reply = Reply(
+        text="",
+        tool_calls=[ToolCallReply("login", {"old": vaulted[0], "new": vaulted[2]}, id="call_login")],
+    )
+    calls = Agent(sdk, upstream, stream=stream).say("Log in with both.")
+    assert calls == [("call_login", "login", {"old": vaulted[0], "new": passwords[2]})]
+    record = proxy.wait_for_records(4)[3]
+    unresolved = [finding for finding in record["findings"] if finding["rule"] == "vault-unresolved"]
+    restored = [finding for finding in record["findings"] if finding["rule"] == "vault-restore"]
+    assert unresolved and unresolved[0]["extra"]["placeholders"] == [vaulted[0]]
+    assert restored and restored[0]["extra"]["placeholders"] == [vaulted[2]]
+    assert all(password not in proxy.output() for password in passwords)

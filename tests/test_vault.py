@@ -28,7 +28,7 @@ AGENT = Scope("support-bot")
 
 
 def vault(scope: Scope = AGENT, store: SqliteStateStore | None = None) -> Vault:
-    return Vault(store or SqliteStateStore(None), scope, Sealer(os.urandom(32)), KEY, 600)
+    return Vault(store or SqliteStateStore(None), scope, Sealer(os.urandom(32)), KEY, 600, 1000)
 
 
 def test_placeholder_is_stable_per_scope_and_copyable() -> None:
@@ -62,17 +62,17 @@ def test_vault_resolves_only_its_own_scope() -> None:
     """What one agent vaulted resolves for it, and for no other agent or session on the same store."""
     store = SqliteStateStore(None)
     sealer = Sealer(os.urandom(32))
-    mine = Vault(store, AGENT, sealer, KEY, 600)
+    mine = Vault(store, AGENT, sealer, KEY, 600, 1000)
     placeholder = mine.stand_in(PASSWORD)
     assert mine.commit() == {placeholder: PASSWORD}
     assert mine.is_new(placeholder)
-    again = Vault(store, AGENT, sealer, KEY, 600)
+    again = Vault(store, AGENT, sealer, KEY, 600, 1000)
     assert again.resolver("x")(placeholder) == PASSWORD
     again.stand_in(PASSWORD)
     again.commit()
     assert not again.is_new(placeholder)
     for scope in (Scope("other-bot"), Scope("support-bot", "s-1")):
-        assert Vault(store, scope, sealer, KEY, 600).resolver("x")(placeholder) is None
+        assert Vault(store, scope, sealer, KEY, 600, 1000).resolver("x")(placeholder) is None
     stored = json.dumps(store.merge(AGENT.key, {}, 600))
     assert PASSWORD not in stored and placeholder in stored
 
@@ -197,3 +197,51 @@ def test_restore_strings_reaches_every_string_outside_the_skipped_places() -> No
     assert places == ["message_start extra.env[0]", "message_start extra.payload"]
     untouched = {"a": ["b", {"c": "d"}]}
     assert restore_strings(untouched, resolver) is untouched
+
+
+def test_a_session_beyond_its_cap_forgets_the_secrets_sent_least_recently_and_never_leaks_them() -> None:
+    """A session holds ``max_entries`` secrets: the one sent least recently is forgotten, its placeholder
+    comes back as the placeholder (recorded as a use that did not resolve), never as the secret; one sent
+    again stays."""
+    store = SqliteStateStore(None)
+    sealer = Sealer(os.urandom(32))
+    scope = Scope("support-bot", "s-1")
+    secrets = [f"{PASSWORD}-{index}" for index in range(5)]
+    placeholders = []
+    for index, secret in enumerate(secrets):
+        turn = Vault(store, scope, sealer, KEY, 600, 3)
+        placeholders.append(turn.stand_in(secret))
+        if index == 4:
+            turn.stand_in(secrets[1])
+        turn.commit()
+    later = Vault(store, scope, sealer, KEY, 600, 3)
+    assert set(later.known()) == {placeholders[1], placeholders[3], placeholders[4]}
+    text = " ".join(placeholders)
+    restored = restore(text, later.resolver("x"))
+    assert restored == " ".join([placeholders[0], secrets[1], placeholders[2], secrets[3], secrets[4]])
+    assert secrets[0] not in restored and secrets[2] not in restored
+    forgotten = {use.placeholder for use in later.uses if use.value_fingerprint is None}
+    assert forgotten == {placeholders[0], placeholders[2]}
+
+
+def test_an_agent_minting_sessions_keeps_a_bounded_vault_and_other_agents_keep_theirs() -> None:
+    """Every session's entries count toward the agent's vault (one kind of key): sessions minted per
+    request push out the agent's least recently used sessions, never another agent's."""
+    store = SqliteStateStore(None, keys_per_kind=20)
+    sealer = Sealer(os.urandom(32))
+    other = Vault(store, Scope("billing-bot", "b-1"), sealer, KEY, 600, 1000)
+    kept = other.stand_in(PASSWORD)
+    other.commit()
+    for index in range(200):
+        minted = Vault(store, Scope("support-bot", f"s-{index}"), sealer, KEY, 600, 1000)
+        minted.stand_in(f"{PASSWORD}-{index}-a")
+        minted.stand_in(f"{PASSWORD}-{index}-b")
+        minted.commit()
+    alive = [
+        index
+        for index in range(200)
+        if Vault(store, Scope("support-bot", f"s-{index}"), sealer, KEY, 600, 1000).known()
+    ]
+    assert alive == list(range(190, 200))
+    assert Vault(store, Scope("billing-bot", "b-1"), sealer, KEY, 600, 1000).known() == {kept: PASSWORD}
+    assert store.forgotten == 190

@@ -183,7 +183,9 @@ SCHEMA = Record(
                 "style": OneOf("placeholder", "hash", "last4"),
                 "requests": RequestRedaction(),
                 "optional_packs": ListOf(STRING),
-                "vault": Record({"ttl": DURATION, "restore_in_text": BOOLEAN}),
+                "vault": Record(
+                    {"ttl": DURATION, "restore_in_text": BOOLEAN, "max_entries": POSITIVE_INTEGER}
+                ),
             }
         ),
         "compliance": Record({"required": CONTEXT_FIELD_LIST, "require": CONTEXT_FIELD_LIST}),
@@ -288,6 +290,8 @@ class VaultSettings:
 
     ttl_s: float = 24 * 3600.0
     restore_in_text: bool = False
+    max_entries: int = 1000
+    """The most secrets one agent's session keeps; beyond it the least recently sent are forgotten."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +574,7 @@ def _vault(redaction: dict[str, Any], source: str, problems: list[Problem]) -> V
     return VaultSettings(
         ttl_s=section.get("ttl") or defaults.ttl_s,
         restore_in_text=section.get("restore_in_text", defaults.restore_in_text) is True,
+        max_entries=section.get("max_entries") or defaults.max_entries,
     )
 
 

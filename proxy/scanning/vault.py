@@ -112,6 +112,10 @@ class Vault:
     sealer: Sealer
     fingerprint_key: bytes
     ttl_s: float
+    max_entries: int
+    """The most entries the scope keeps (the store forgets the least recently sent beyond it, and the
+    entries of the agent's least recently used sessions beyond its cap for the kind): a forgotten
+    placeholder stays a placeholder on the way back, recorded as unresolved."""
     uses: list[Use] = field(default_factory=list)
     _pending: dict[str, str] = field(default_factory=dict)
     _known: dict[str, str] | None = None
@@ -138,7 +142,9 @@ class Vault:
             placeholder: self.sealer.seal(self.scope, placeholder, value)
             for placeholder, value in self._pending.items()
         }
-        before = self._open_all(self.store.merge(self.scope.key, sealed, self.ttl_s))
+        before = self._open_all(
+            self.store.merge(self.scope.key, sealed, self.ttl_s, capacity=self.max_entries)
+        )
         self._new |= set(self._pending) - set(before)
         self._known = {**before, **self._pending}
         self._pending = {}
@@ -150,7 +156,9 @@ class Vault:
 
     def known(self) -> dict[str, str]:
         if self._known is None:
-            self._known = self._open_all(self.store.merge(self.scope.key, {}, self.ttl_s))
+            self._known = self._open_all(
+                self.store.merge(self.scope.key, {}, self.ttl_s, capacity=self.max_entries)
+            )
         return self._known
 
     def resolver(self, where: str) -> Resolve:
