@@ -10,6 +10,7 @@ from addons.drill import DrillMarker, DrillTarget
 from addons.early import EarlyAnswers
 from addons.egress import Egress
 from addons.freeze import Freeze
+from addons.heap import LongLivedHeap
 from addons.identity import AgentIdentity
 from addons.inspect import Inspect
 from addons.localapi import LocalApi, ReservedHosts
@@ -36,4 +37,5 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         Audit(runtime),
         Admin(runtime),
         TurnMetrics(runtime),
+        LongLivedHeap(),
     ]

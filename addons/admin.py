@@ -26,6 +26,8 @@ from proxy.runtime import Runtime, build_detectors
 
 log = structlog.get_logger("egressguard.admin")
 
+POLICY_RELOADED = "egressguard_policy"
+"""What the ``configure`` event that follows a reload names as updated (no mitmproxy option changed)."""
 SPOOL_BACKLOG = 1000
 """More alerts than this waiting for delivery and the proxy is not ready: a destination is down."""
 
@@ -111,7 +113,7 @@ class Admin:
             )
             return False, problems
         self.runtime.install(policy, detectors)
-        ctx.master.addons.trigger(hooks.ConfigureHook({"egressguard_policy"}))
+        ctx.master.addons.trigger(hooks.ConfigureHook({POLICY_RELOADED}))
         self.runtime.metrics.reloads.labels(result="loaded").inc()
         self.runtime.metrics.policy_loaded.set_to_current_time()
         log.info("policy.reloaded", by=by, sha256=policy.sha256, source=policy.source)
