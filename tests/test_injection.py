@@ -295,15 +295,18 @@ def test_empty_text_raises_nothing() -> None:
 _MASK = (1 << 64) - 1
 
 
-def reference_window_scores(classifier: InjectionClassifier, text: str) -> list[float]:
-    """The classifier spelt out the slow, obvious way in Python integers: the text squeezed, every
-    window's n-grams listed as strings, each hashed as a polynomial modulo 2**64 and bucketed."""
-    spec = classifier.spec
-    squeezed = " " + " ".join(text.replace("\x85", " ").split()) + " "
+def reference_squeeze(text: str) -> str:
+    """The text as the classifier reads it, spelt out with string operations: blanks (controls, C1
+    controls and the no-break space; NFKC has already made the other spaces U+0020) collapsed to one
+    space, one at each end, digits 0, runs of one character cut to three."""
+    squeezed = re.sub(r"[\x00-\x20\x7f-\xa0]+", " ", f" {text} ")
     squeezed = "".join("0" if "0" <= char <= "9" else char for char in squeezed)
-    squeezed = re.sub(r"(.)\1{3,}", r"\1\1\1", squeezed, flags=re.DOTALL)
-    if squeezed == "  ":
-        squeezed = " "
+    return re.sub(r"(.)\1{3,}", r"\1\1\1", squeezed, flags=re.DOTALL)
+
+
+def reference_grams(spec: FeatureSpec, squeezed: str) -> list[tuple[int, int]]:
+    """(start, bucket) of every n-gram of a squeezed text: each listed as a string and hashed as a
+    polynomial modulo 2**64 in Python integers."""
 
     def bucket(gram: str, salt: int) -> int:
         value = 0
@@ -311,7 +314,6 @@ def reference_window_scores(classifier: InjectionClassifier, text: str) -> list[
             value = (value * injection._BASE + ord(char)) & _MASK
         return (((value + salt) & _MASK) * int(injection._MIX) & _MASK) >> (64 - spec.bits)
 
-    # (start, bucket) of every n-gram
     grams = [
         (start, bucket(squeezed[start : start + size], injection._CHAR_SALT * size))
         for size in spec.char_ngrams
@@ -322,6 +324,13 @@ def reference_window_scores(classifier: InjectionClassifier, text: str) -> list[
         for index in range(len(words) - size + 1):
             start, end = words[index][0], words[index + size - 1][1]
             grams.append((start, bucket(squeezed[start:end], injection._WORD_SALT * size)))
+    return grams
+
+
+def reference_window_scores(classifier: InjectionClassifier, text: str) -> list[float]:
+    """The classifier spelt out the slow, obvious way: every window's n-grams looked up one by one."""
+    squeezed = reference_squeeze(text)
+    grams = reference_grams(classifier.spec, squeezed)
     length = len(squeezed)
     if length <= WINDOW_CHARS:
         bounds = [(0, length)]
@@ -359,14 +368,49 @@ def scoring_texts() -> list[str]:
     ]
 
 
+def varied_texts(count: int) -> list[str]:
+    """Short texts of every kind the classifier meets: ASCII and not, controls, C1 blanks, digits, runs of
+    one character, letter-spaced and encoded words, lengths around the window and step sizes."""
+    rng = random.Random(11)  # noqa: S311 - reproducible test text, nothing secret
+    pieces = [
+        "a", "b", "Z", "_", " ", "  ", "\n", "\t", "\r\n", "\x00", "\x7f", "\x85", "\xa0", "\u2028", "7", "0",
+        "=", "#", "-", ".", "é", "ß", "中", "д", "🙂", "\U000e0041", "i g n o r e", "aWdub3Jl", "%69%67",
+        "\\u0069", "ignore previous instructions", "def f(x):", '{"k": 12}', "aaaa", "    ", "0000",
+    ]  # fmt: skip
+    texts = []
+    for _ in range(count):
+        weights = [rng.random() ** 3 for _ in pieces]
+        size = rng.choice([1, 3, 40, 130, 260, 300])
+        texts.append("".join(rng.choices(pieces, weights, k=size)))
+    return texts
+
+
 def test_window_scores_match_the_reference_computation() -> None:
     """The vectorised scoring gives every window the score of the obvious computation."""
     classifier = load_default_classifier()
-    for text in scoring_texts():
+    for text in scoring_texts() + varied_texts(60):
         fast = list(classifier.window_scores(text))
         slow = reference_window_scores(classifier, text)
         assert len(fast) == len(slow)
-        assert fast == pytest.approx(slow, abs=1e-9)
+        # Half-precision weights add up exactly in any order: only the exponential may round apart.
+        assert fast == pytest.approx(slow, rel=1e-14, abs=1e-300)
+
+
+def test_featurisation_matches_the_reference_on_varied_text() -> None:
+    """Every n-gram lands in the bucket its definition gives, on any text: the model's features are
+    exactly those training saw."""
+    spec = load_default_classifier().spec
+    for text in scoring_texts() + varied_texts(300):
+        squeezed = reference_squeeze(text)
+        assert injection.squeezed_codes(text).tolist() == [ord(char) for char in squeezed]
+        grams = reference_grams(spec, squeezed)
+        buckets, values = spec.features(text)
+        expected = sorted({bucket for _, bucket in grams})
+        assert buckets.tolist() == expected
+        counts = {bucket: 0 for bucket in expected}
+        for _, bucket in grams:
+            counts[bucket] += 1
+        assert values.tolist() == [counts[bucket] / math.sqrt(len(grams)) for bucket in expected]
 
 
 def test_a_short_text_scores_as_training_sees_it() -> None:

@@ -63,6 +63,8 @@ MODEL_FORMAT = "egressguard-injection-logreg-2"
 WINDOW_CHARS = 256
 WINDOW_STEP = 128
 BLOCK_CHARS = 1 << 16
+_STEPS_PER_WINDOW = WINDOW_CHARS // WINDOW_STEP
+assert _STEPS_PER_WINDOW * WINDOW_STEP == WINDOW_CHARS, "a window spans whole steps"
 
 # Polynomial hashing modulo 2**64 (numpy's unsigned arithmetic wraps): prefix sums of c[j] * P**j give
 # the hash of any span from two prefixes and one power of P's inverse, so every n-gram of every size
@@ -98,8 +100,7 @@ def _mixed(salt: int) -> int:
     return salt * int(_MIX) % (1 << 64)
 
 
-# For ASCII text, the same squeeze in C: every blank byte (controls, DEL) a space and every digit 0, then
-# runs of spaces collapsed by splitting.
+# For ASCII text, the same squeeze in C: every blank byte (controls, DEL) a space and every digit 0.
 _ASCII_SQUEEZE = bytes(
     _SPACE
     if byte <= _SPACE or byte == _DELETE
@@ -109,48 +110,46 @@ _ASCII_SQUEEZE = bytes(
     for byte in range(256)
 )
 
-
-def squeezed_codes(text: str) -> npt.NDArray[np.uint32]:
-    """The code points the classifier reads: whitespace runs collapsed to one space, one space at each
-    end, every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent) and every run
-    of one character cut to its first ``MAX_RUN`` (a rule of 70 "#" or "=" in a source file's banner
-    would otherwise weigh as 70 markers)."""
-    if text.isascii():
-        words = b" ".join(text.encode("ascii").translate(_ASCII_SQUEEZE).split())
-        squeezed_ascii = b" " + words + b" " if words else b" "
-        return _runs_cut(np.frombuffer(squeezed_ascii, dtype=np.uint8).astype(np.uint32))
-    codes = np.frombuffer(f" {text} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    # NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
-    blank = (codes <= _SPACE) | ((codes - np.uint32(_DELETE)) <= np.uint32(_C1_END - _DELETE))
-    kept = ~blank
-    kept[0] = True
-    kept[1:] |= ~blank[:-1]
-    squeezed = np.where(blank, _SPACE, codes)[kept]
-    squeezed[(squeezed >= _DIGIT_ZERO) & (squeezed <= _DIGIT_NINE)] = _DIGIT_ZERO
-    return _runs_cut(squeezed)
-
-
 MAX_RUN = 3
 
 
-def _runs_cut(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    """``codes`` without every code that repeats the ``MAX_RUN`` before it."""
-    if len(codes) <= MAX_RUN:
-        return codes
-    repeats = np.ones(len(codes) - MAX_RUN, dtype=bool)
-    for back in range(1, MAX_RUN + 1):
-        repeats &= codes[MAX_RUN:] == codes[MAX_RUN - back : len(codes) - back]
-    kept = np.ones(len(codes), dtype=bool)
-    kept[MAX_RUN:] = ~repeats
+def squeezed_codes(text: str) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint32]:
+    """The code points the classifier reads: whitespace runs collapsed to one space, one space at each
+    end, every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent) and every run
+    of one character cut to its first ``MAX_RUN`` (a rule of 70 "#" or "=" in a source file's banner
+    would otherwise weigh as 70 markers). One byte per code for ASCII text."""
+    if text.isascii():
+        return _squeezed(np.frombuffer(f" {text} ".encode("ascii").translate(_ASCII_SQUEEZE), dtype=np.uint8))
+    codes = np.frombuffer(f" {text} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    # NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
+    blank = (codes <= _SPACE) | ((codes - np.uint32(_DELETE)) <= np.uint32(_C1_END - _DELETE))
+    spaced = np.where(blank, np.uint32(_SPACE), codes)
+    spaced[(spaced >= _DIGIT_ZERO) & (spaced <= _DIGIT_NINE)] = _DIGIT_ZERO
+    return _squeezed(spaced)
+
+
+def _squeezed[Codes: (np.uint8, np.uint32)](codes: npt.NDArray[Codes]) -> npt.NDArray[Codes]:
+    """``codes`` (blanks already spaces) without each space that follows a space and each code that
+    repeats the ``MAX_RUN`` before it. Dropping spaces joins no two runs of another character, so one
+    mask over the codes as they are gives both steps."""
+    repeats = codes[1:] == codes[:-1]
+    dropped = repeats & (codes[1:] == _SPACE)
+    long_run = repeats[MAX_RUN - 1 :]
+    for back in range(1, MAX_RUN):
+        long_run = long_run & repeats[MAX_RUN - 1 - back : len(repeats) - back]
+    dropped[MAX_RUN - 1 :] |= long_run
+    kept = np.empty(len(codes), dtype=bool)
+    kept[0] = True
+    np.logical_not(dropped, out=kept[1:])
     return codes[kept]
 
 
 @dataclass(frozen=True, slots=True)
 class Grams:
-    """The n-grams of a block of squeezed codes, as buckets. ``chars`` has one row per character n-gram
-    size and one column per start position; a row's last columns (n-grams that would run past the
-    block's end) hold the empty bucket ``dim``, whose weight is 0. Word n-grams start where their first
-    word does."""
+    """The n-grams of a block of squeezed codes, as buckets, one row per n-gram size. ``chars`` has one
+    column per start position, ``words`` one per word (its n-grams start where that word does, at
+    ``word_starts``); a row's last columns, n-grams that would run past the block's end, hold the empty
+    bucket ``dim``, whose weight is 0."""
 
     chars: npt.NDArray[np.intp]
     word_starts: npt.NDArray[np.intp]
@@ -174,70 +173,67 @@ class FeatureSpec:
     def dim(self) -> int:
         return 1 << self.bits
 
-    def grams(self, codes: npt.NDArray[np.uint32]) -> Grams:
+    def grams(self, codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> Grams:
         """The n-grams of a block of at most ``BLOCK_CHARS`` squeezed codes."""
         length = len(codes)
         if length > BLOCK_CHARS:
             raise ValueError(f"a block holds at most {BLOCK_CHARS} characters, not {length}")
         longest = max(self.char_ngrams, default=0)
         # Prefix sums run past the end by the longest n-gram, as if the block went on with zeros.
-        prefix = np.zeros(length + longest + 1, dtype=np.uint64)
+        prefix = np.empty(length + longest + 1, dtype=np.uint64)
+        prefix[0] = 0
         np.cumsum(codes * _POWERS[:length], out=prefix[1 : length + 1])
         prefix[length + 1 :] = prefix[length]
-        mixed_inverse = _MIXED_INVERSE_POWERS[:length]
-        chars = np.empty((len(self.char_ngrams), length), dtype=np.intp)
-        # One size at a time over slices, in place in the row (buckets fit in an intp): no index arrays
-        # and no temporaries of every size.
+        chars = np.empty((len(self.char_ngrams), length), dtype=np.uint64)
         for row, size in enumerate(self.char_ngrams):
-            hashes = chars[row].view(np.uint64)
-            np.subtract(prefix[size : size + length], prefix[:length], out=hashes)
-            hashes *= mixed_inverse
-            self._buckets(hashes, np.uint64(_mixed(_CHAR_SALT * size)))
-            chars[row, max(0, length - size + 1) :] = self.dim
+            np.subtract(prefix[size : size + length], prefix[:length], out=chars[row])
+        chars *= _MIXED_INVERSE_POWERS[:length]
+        self._buckets(chars, self.char_ngrams, _CHAR_SALT)
         # Clipping reads every code past ASCII as the table's last entry, a word character.
         wordy = np.zeros(length + 2, dtype=bool)
         np.take(_WORDY, codes, mode="clip", out=wordy[1:-1])
-        word_starts = np.flatnonzero(wordy[1:] > wordy[:-1])
-        word_ends = np.flatnonzero(wordy[1:] < wordy[:-1])
-        starts: list[npt.NDArray[np.intp]] = []
-        words: list[npt.NDArray[np.intp]] = []
-        for size in self.word_ngrams:
-            if len(word_starts) >= size:
-                first = word_starts[: len(word_starts) - size + 1]
-                spans = (prefix[word_ends[size - 1 :]] - prefix[first]) * mixed_inverse[first]
-                starts.append(first)
-                words.append(self._buckets(spans, np.uint64(_mixed(_WORD_SALT * size))).view(np.intp))
-        empty = np.zeros(0, dtype=np.intp)
-        return Grams(
-            chars,
-            np.concatenate(starts) if starts else empty,
-            np.concatenate(words) if words else empty,
-        )
+        # Word characters are False on both sides of the codes: edges alternate between starts and ends.
+        edges = np.flatnonzero(wordy[1:] != wordy[:-1])
+        word_starts = edges[0::2]
+        start_prefix, end_prefix = prefix[word_starts], prefix[edges[1::2]]
+        count = len(word_starts)
+        words = np.empty((len(self.word_ngrams), count), dtype=np.uint64)
+        for row, size in enumerate(self.word_ngrams):
+            fits = max(0, count - size + 1)
+            np.subtract(end_prefix[size - 1 : size - 1 + fits], start_prefix[:fits], out=words[row, :fits])
+        words *= _MIXED_INVERSE_POWERS[word_starts]
+        self._buckets(words, self.word_ngrams, _WORD_SALT)
+        return Grams(chars.view(np.intp), word_starts, words.view(np.intp))
 
-    def _buckets(self, mixed: npt.NDArray[np.uint64], mixed_salt: np.uint64) -> npt.NDArray[np.uint64]:
-        """Multiplicative hashing, in place: the top bits of (hash + salt) times an odd constant, from
-        the hashes and the salt each already multiplied by it (modulo 2**64, (h + s) * M = h * M + s * M)."""
-        mixed += mixed_salt
+    def _buckets(self, mixed: npt.NDArray[np.uint64], sizes: tuple[int, ...], salt: int) -> None:
+        """Multiplicative hashing, in place, one row per n-gram size: the top bits of (hash + salt) times
+        an odd constant, from the hashes and the salt each already multiplied by it (modulo 2**64,
+        (h + s) * M = h * M + s * M). The columns of n-grams that would run past the end (the last
+        ``size - 1``) get the empty bucket."""
+        columns = mixed.shape[1]
+        for row, size in enumerate(sizes):
+            mixed[row] += np.uint64(_mixed(salt * size))
         mixed >>= np.uint64(64 - self.bits)
-        return mixed
+        for row, size in enumerate(sizes):
+            mixed[row, max(0, columns - size + 1) :] = self.dim
 
     def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
         grams = self.grams(squeezed_codes(text)[:BLOCK_CHARS])
-        buckets = np.concatenate((grams.chars[grams.chars < self.dim], grams.words))
+        buckets = np.concatenate((grams.chars[grams.chars < self.dim], grams.words[grams.words < self.dim]))
         if not len(buckets):
             return buckets, np.zeros(0)
         unique, counts = np.unique(buckets, return_counts=True)
         return unique, counts / math.sqrt(len(buckets))
 
 
-def window_bounds(length: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """(starts, ends) of the windows over ``length`` squeezed codes: every WINDOW_STEP, the last one
-    flush with the end."""
-    if length <= WINDOW_CHARS:
-        return np.array([0]), np.array([length])
-    starts = np.append(np.arange(0, length - WINDOW_CHARS, WINDOW_STEP), length - WINDOW_CHARS)
-    return starts, starts + WINDOW_CHARS
+def _fitting(length: int, sizes: tuple[int, ...]) -> npt.NDArray[np.float64]:
+    """How many n-grams of the ``sizes`` start at each of ``length`` units (characters or words) and fit
+    before the end: one of each size, but in the last few units."""
+    fitting = np.full(length, float(len(sizes)))
+    for size in sizes:
+        fitting[max(0, length - size + 1) :] -= 1
+    return fitting
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +243,7 @@ class InjectionClassifier:
     and documents tools return (where such an imperative is itself the anomaly)."""
 
     spec: FeatureSpec
-    weights: npt.NDArray[np.float32]
+    weights: npt.NDArray[np.float64]
     """One weight per bucket, and a last one of 0 for the empty bucket."""
     bias: float
     threshold_direct: float
@@ -264,7 +260,7 @@ class InjectionClassifier:
     ) -> InjectionClassifier:
         if len(weights) != spec.dim:
             raise ValueError(f"model has {len(weights)} weights for a dimension of {spec.dim}")
-        return cls(spec, np.append(weights, 0.0).astype(np.float32), bias, direct, indirect)
+        return cls(spec, np.append(weights, 0.0).astype(np.float64), bias, direct, indirect)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InjectionClassifier:
@@ -309,6 +305,8 @@ class InjectionClassifier:
     def window_scores(self, text: str) -> npt.NDArray[np.float64]:
         """The probability that each window of a normalised text carries an injection, block by block."""
         codes = squeezed_codes(text)
+        if len(codes) <= BLOCK_CHARS:
+            return self._block_scores(codes)
         reach = BLOCK_CHARS - WINDOW_CHARS
         return np.concatenate(
             [
@@ -317,28 +315,39 @@ class InjectionClassifier:
             ]
         )
 
-    def _block_scores(self, codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
+    def _block_scores(self, codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
         """A window's logit is the bias plus the sum of its n-grams' weights over the square root of their
-        number (``FeatureSpec.features``): prefix sums of the weights by start position give every
-        window's sum at once."""
+        number (``FeatureSpec.features``); an n-gram belongs to the window it starts in. The weights and
+        the number of the n-grams starting at each position are summed by steps of WINDOW_STEP, a window
+        being whole steps. The model's weights are half-precision numbers (multiples of 2**-24), whose
+        sums in double precision are exact up to 2**29, so the order of the additions changes no bit of
+        a score."""
         grams = self.spec.grams(codes)
         length = len(codes)
-        per_position = self.weights[grams.chars].sum(axis=0, dtype=np.float64)
-        if len(grams.words):
-            per_position += np.bincount(
-                grams.word_starts, weights=self.weights[grams.words], minlength=length
+        # Row 0: the weights of the n-grams starting at each position; row 1: how many there are.
+        per_position = np.empty((2, length))
+        np.add.reduce(self.weights.take(grams.chars), axis=0, out=per_position[0])
+        per_position[1] = _fitting(length, self.spec.char_ngrams)
+        if grams.words.size:
+            starts = grams.word_starts
+            word_weights = np.add.reduce(self.weights.take(grams.words), axis=0)
+            per_position[0] += np.bincount(starts, weights=word_weights, minlength=length)
+            per_position[1] += np.bincount(
+                starts, weights=_fitting(len(starts), self.spec.word_ngrams), minlength=length
             )
-        sums = np.zeros(length + 1)
-        np.cumsum(per_position, out=sums[1:])
-        first, last = window_bounds(length)
-        sizes = np.array(self.spec.char_ngrams)[:, None]
-        fits = np.maximum(length - sizes + 1, 0)
-        count = (np.minimum(last, fits) - np.minimum(first, fits)).sum(axis=0, dtype=np.float64)
-        if len(grams.words):
-            words_before = np.zeros(length + 1, dtype=np.intp)
-            np.cumsum(np.bincount(grams.word_starts, minlength=length), out=words_before[1:])
-            count += words_before[last] - words_before[first]
-        logits = self.bias + (sums[last] - sums[first]) / np.sqrt(np.maximum(count, 1))
+        if length <= WINDOW_CHARS:
+            sums = per_position.sum(axis=1, keepdims=True)
+        else:
+            # Every window but the last (flush with the end) starts on a step and spans whole steps.
+            regular = -(-(length - WINDOW_CHARS) // WINDOW_STEP)
+            steps = regular + _STEPS_PER_WINDOW - 1
+            step_sums = per_position[:, : steps * WINDOW_STEP].reshape(2, steps, WINDOW_STEP).sum(axis=2)
+            sums = np.empty((2, regular + 1))
+            sums[:, :regular] = step_sums[:, :regular]
+            for step in range(1, _STEPS_PER_WINDOW):
+                sums[:, :regular] += step_sums[:, step : step + regular]
+            sums[:, regular] = per_position[:, length - WINDOW_CHARS :].sum(axis=1)
+        logits = self.bias + sums[0] / np.sqrt(np.maximum(sums[1], 1))
         scores: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
         return scores
 
