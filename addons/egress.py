@@ -37,6 +37,10 @@ from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 REFUSED_CODE = "egressguard_egress_refused"
+MAX_PINS_PER_CLIENT = 256
+"""Names one client connection keeps pinned (a plain-HTTP client may ask for a new name per request):
+beyond it the least recently asked for is unpinned. A pin is set by each request's own decision just
+before its connection is opened, so unpinning an older name never lets a connection go unpinned."""
 
 
 class Tunnel:
@@ -214,7 +218,12 @@ class Egress:
                 )
                 return
         if addresses:
-            self.pins.setdefault(flow.client_conn, {})[(flow.request.host, flow.request.port)] = addresses[0]
+            pins = self.pins.setdefault(flow.client_conn, {})
+            name = (flow.request.host, flow.request.port)
+            pins.pop(name, None)
+            pins[name] = addresses[0]
+            if len(pins) > MAX_PINS_PER_CLIENT:
+                del pins[next(iter(pins))]
 
     def _refuse_fronting(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
         enforced = policy_of(flow, self.runtime).enforces(Threat.LATERAL_MOVEMENT)

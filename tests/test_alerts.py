@@ -533,3 +533,25 @@ def test_submit_never_blocks_when_the_queue_is_full(tmp_path: Path) -> None:
         router.submit(turn(number))
     router.close()
     assert router.dropped > 0
+
+
+def test_groups_named_per_user_stay_within_the_cap_and_a_busy_group_still_fires() -> None:
+    """A rule grouped by user id opens a group per id an agent sends: the process keeps at most
+    ``max_groups`` of them (the least recently hit forgotten), and a group hit all along still reaches
+    its threshold among a flood of new ones."""
+    config = load_alerts_config(
+        {
+            "destinations": {"hook": {"type": "stdout"}},
+            "rules": [{**LEAK_RULE, "threshold": ">=5", "group_by": ["user_id"]}],
+        }
+    )
+    engine = RuleEngine(config.rules, started=START, store=SqliteStateStore(None), max_groups=50)
+    alerts = []
+    for number in range(500):
+        at = START + timedelta(milliseconds=number)
+        alerts += fired(engine, turn(number, finding(), at=at, user_id=f"minted-{number}"))
+        if number % 100 == 0:
+            alerts += fired(engine, turn(number, finding(), at=at, user_id="busy"))
+        assert engine.groups() <= 50
+    assert [alert.group for alert in alerts] == [{"user_id": "busy"}]
+    assert alerts[0].count == 5

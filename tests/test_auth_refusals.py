@@ -192,3 +192,17 @@ def test_wrong_token_through_a_real_proxy_is_recorded(start_proxy: Any) -> None:
     assert refused[0]["client"] == "127.0.0.1" and refused[0]["agents"] == [AGENT]
     assert GUESSED_TOKEN not in json.dumps(proxy.audit_records())
     assert GUESSED_TOKEN not in proxy.output() and "auth.refused" in proxy.output()
+
+
+def test_clients_from_ever_new_addresses_keep_a_bounded_number_of_windows_and_lose_no_count() -> None:
+    """Beyond ``max_open`` windows the oldest closes early with its record: every refusal is still
+    counted in some record."""
+    counter = RefusalCounter(timedelta(seconds=10), max_open=20)
+    events = []
+    for index in range(300):
+        for _ in range(3):
+            events += counter.refused(f"2001:db8::{index:x}", "invalid", None, at(index / 100))
+        assert counter.open_windows() <= 20
+    events += counter.drain()
+    assert sum(event["attempts"] for event in events) == 900
+    assert {event["client"] for event in events} == {f"2001:db8::{index:x}" for index in range(300)}

@@ -84,3 +84,22 @@ def test_resolved_name_is_pinned_to_the_checked_address(
         asyncio.run(egress.http_connect(flow))
         assert flow.response is None
         assert egress.pins[flow.client_conn][("api.openai.com", 443)] == "104.18.6.192"
+
+
+def test_a_client_asking_for_ever_new_names_keeps_a_bounded_set_of_pins(
+    egress: Egress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One client connection naming a new allowed host per request keeps at most MAX_PINS_PER_CLIENT
+    pins, and the name its latest request asked for is always pinned to the address checked for it."""
+    monkeypatch.setattr(addons.egress, "resolve", lambda host, port: [f"104.18.{len(host) % 200}.9"])
+    client = tflow.tflow().client_conn
+    with taddons.context(egress):
+        for index in range(3 * addons.egress.MAX_PINS_PER_CLIENT):
+            host = f"h{index}.openai.com"
+            flow = connect_flow(host)
+            flow.client_conn = client
+            asyncio.run(egress.http_connect(flow))
+            pins = egress.pins[client]
+            assert len(pins) <= addons.egress.MAX_PINS_PER_CLIENT
+            assert pins[(host, 443)] == f"104.18.{len(host) % 200}.9"
+        assert ("h0.openai.com", 443) not in egress.pins[client]

@@ -38,6 +38,9 @@ SCHEDULE_CLAIM_S = 7 * 24 * 3600.0
 FIRST_SEEN_TTL_S = 90 * 24 * 3600.0
 """How long a first-seen combination stays seen: the audit log's default retention, which reseeds it."""
 HOUR_S = 3600
+MAX_GROUPS = 10_000
+"""Groups whose recent hits this process keeps (a rule grouped by user or session id opens one per id an
+agent sends); beyond it the least recently hit are forgotten, and count from the shared window alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +143,14 @@ class RuleEngine:
     process using it; this process's own memory when none is given), baselines and schedules here."""
 
     def __init__(
-        self, rules: Sequence[AlertRule], *, started: datetime, store: StateStore | None = None
+        self,
+        rules: Sequence[AlertRule],
+        *,
+        started: datetime,
+        store: StateStore | None = None,
+        max_groups: int = MAX_GROUPS,
     ) -> None:
+        self.max_groups = max_groups
         self.realtime = [rule for rule in rules if rule.query is None]
         self.scheduled = [rule for rule in rules if rule.query is not None]
         self._records = 0
@@ -239,7 +248,7 @@ class RuleEngine:
         ):
             return None
         group_id = f"{rule.id}:{digest(json.dumps(group_key, default=str))}"
-        state = self._groups.setdefault((rule.id, group_key), _GroupState())
+        state = self._group((rule.id, group_key))
         hit = _Hit(
             ts=now,
             event_id=str(record.get("event_id", "")),
@@ -269,6 +278,18 @@ class RuleEngine:
         alert = self._build(rule, dict(zip(group_fields, group_key, strict=True)), state, now, count)
         state.suppressed = 0
         return alert
+
+    def _group(self, key: tuple[str, tuple[Any, ...]]) -> _GroupState:
+        """The group's state, as the most recently hit; the least recently hit beyond the cap forgotten."""
+        state = self._groups.pop(key, None) or _GroupState()
+        self._groups[key] = state
+        if len(self._groups) > self.max_groups:
+            del self._groups[next(iter(self._groups))]
+        return state
+
+    def groups(self) -> int:
+        """How many groups this process keeps recent hits for."""
+        return len(self._groups)
 
     def _spiking(
         self, rule: AlertRule, group_id: str, state: _GroupState, current: int, now: datetime

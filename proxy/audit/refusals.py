@@ -19,6 +19,9 @@ from proxy.model import Action, Finding, Severity, Threat
 Reason = Literal["missing", "invalid"]
 AUTH_REFUSED = "auth.refused"
 INVALID_RULE = "proxy-auth-invalid"
+MAX_OPEN_WINDOWS = 10_000
+"""Windows open at once: clients from that many addresses (IPv6 gives a host many) within one window
+are counted without growing memory further, the oldest window closed early (its record written then)."""
 
 
 @dataclass(slots=True)
@@ -31,8 +34,9 @@ class _Window:
 
 
 class RefusalCounter:
-    def __init__(self, window: timedelta = timedelta(seconds=10)) -> None:
+    def __init__(self, window: timedelta = timedelta(seconds=10), max_open: int = MAX_OPEN_WINDOWS) -> None:
         self.window = window
+        self.max_open = max_open
         self._open: dict[tuple[str, Reason], _Window] = {}
 
     def refused(self, client: str, reason: Reason, agent: str | None, now: datetime) -> list[dict[str, Any]]:
@@ -45,6 +49,8 @@ class RefusalCounter:
             current = None
         if current is None:
             current = self._open[key] = _Window(started=now, last=now)
+            if len(self._open) > self.max_open:
+                events += self._close(next(iter(self._open)))
         current.attempts += 1
         current.last = now
         if agent is not None:
@@ -52,6 +58,9 @@ class RefusalCounter:
         if current.reported == 0:
             events.append(self._report(key, current))
         return events
+
+    def open_windows(self) -> int:
+        return len(self._open)
 
     def due(self, now: datetime) -> list[dict[str, Any]]:
         """Records for the windows that have ended by ``now``."""
