@@ -222,6 +222,32 @@ def test_cheap_checks_never_skip_what_the_regexes_would_find(text: str) -> None:
         assert normalize_module._may_be_letter_spaced(text)
 
 
+@given(st.binary(min_size=6, max_size=40) | st.text(max_size=12).map(lambda text: text.encode()[:-1]))
+@settings(max_examples=1000, deadline=None)
+def test_a_sure_utf8_error_is_one_the_decoder_reports_as_early(raw: bytes) -> None:
+    """Where the quick search finds a byte that proves the bytes are no UTF-8 before their last four,
+    the decoder fails there or earlier: the base64 check that relies on it refuses only what decoding
+    would refuse."""
+    early = normalize_module._SURE_UTF8_ERROR.search(raw)
+    if early is not None and early.start() < len(raw) - 4:
+        with pytest.raises(UnicodeDecodeError) as failure:
+            raw.decode("utf-8")
+        assert failure.value.start <= early.start() + 1
+
+
+_URL_ENCODED_AS_WRITTEN = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
+
+
+@given(st.text(alphabet="%%%2aF0g \n\t%é", max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_the_percent_search_finds_what_its_plain_form_finds(text: str) -> None:
+    """The search for three percent-escapes, written to start with a plain "%", finds the same match as
+    the pattern written as three repeats of one group."""
+    found = normalize_module._URL_ENCODED.search(text)
+    plain = _URL_ENCODED_AS_WRITTEN.search(text)
+    assert (found and found.span()) == (plain and plain.span())
+
+
 @given(
     st.text(max_size=60),
     st.sampled_from(_ENCODINGS),

@@ -8,9 +8,10 @@ classifier see one plain, case-folded form, and reports which tricks it met: the
 Pure: text in, ``Normalized`` out. The expensive steps run only where a cheap check says they could
 change something: ASCII text has no invisible, tag, compatibility or look-alike characters; the
 letter-spacing join runs only where an array pass over the code points finds the shape of a spaced word;
-the decoders look only inside the stretches made of an encoding's characters (one array pass over the
-UTF-8 bytes), and a base64 run is decoded only when a cheap count over its bytes cannot prove that the
-result is binary noise (identifiers, paths and long words are the runs documents are full of).
+the decoders look only inside the stretches made of an encoding's characters (one translation of the
+UTF-8 bytes and substring searches), and a base64 run is decoded only when a cheap count over its bytes
+cannot prove that the result is binary noise (identifiers, paths and long words are the runs documents
+are full of); text past ASCII is searched once for invisible characters before anything is removed.
 """
 
 # The look-alike table and its docs are made of ambiguous letters on purpose.
@@ -26,8 +27,6 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-
-import numpy as np
 
 HIDDEN_CHARACTERS = "hidden_characters"
 TAG_CHARACTERS = "tag_characters"
@@ -85,8 +84,9 @@ _SPACED_SEPARATORS = re.compile(r"[ .\-_*]")
 
 _HEX_CANDIDATE = re.compile(rb"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
 _HEX_NOISE = re.compile(r"\\x|0x|[ :]")
-# Three percent-escapes in one stretch without whitespace; anchored on "%" so the search skips ahead.
-_URL_ENCODED = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
+# Three percent-escapes in one stretch without whitespace. Led by a plain "%" (not a repeated group), so
+# the search skips ahead to each "%" instead of trying every position.
+_URL_ENCODED = re.compile(r"%[0-9a-fA-F]{2}[^%\s]*(?:%[0-9a-fA-F]{2}[^%\s]*){2}")
 # JSON and JavaScript string escapes: \uXXXX (a surrogate pair as two), and the one-letter ones. Text past
 # ASCII inside a JSON document a tool returns is usually written this way.
 _UNICODE_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
@@ -123,9 +123,12 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         smuggled: list[str] = []
         visible = folded = text
     else:
-        smuggled = [_decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
-        visible = _INVISIBLE.sub("", text)
-        if len(visible) != len(text):
+        # Tag characters are invisible ones too: one search tells whether there is anything to remove.
+        smuggled = []
+        visible = text
+        if _INVISIBLE.search(text):
+            smuggled = [_decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
+            visible = _INVISIBLE.sub("", text)
             signals.add(HIDDEN_CHARACTERS)
         visible = unicodedata.normalize("NFKC", visible)
         folded = fold_homoglyphs(visible)
@@ -213,12 +216,20 @@ def _byte_table(characters: str) -> bytes:
     return bytes(chr(byte) in characters for byte in range(256))
 
 
-def _runs(encoded: bytes, member: bytes, minimum: int) -> list[tuple[int, int]]:
+def _runs(encoded: bytes, member: bytes, minimum: int) -> Iterator[tuple[int, int]]:
     """(start, end) of every stretch of at least ``minimum`` bytes of ``encoded`` that ``member`` (a
-    ``_byte_table``) holds."""
-    inside = np.frombuffer(b"\0" + encoded.translate(member) + b"\0", dtype=np.bool_)
-    bounds = np.flatnonzero(inside[1:] != inside[:-1]).reshape(-1, 2)
-    return [(start, end) for start, end in bounds[bounds[:, 1] - bounds[:, 0] >= minimum].tolist()]
+    ``_byte_table``) holds. Substring searches in C: the first ``minimum`` members in a row found at or
+    after the end of a stretch start the next one (a member just before them would start an earlier
+    match)."""
+    inside = encoded.translate(member)
+    shortest = b"\1" * minimum
+    start = inside.find(shortest)
+    while start != -1:
+        end = inside.find(b"\0", start + minimum)
+        if end == -1:
+            end = len(inside)
+        yield start, end
+        start = inside.find(shortest, end)
 
 
 _ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -234,12 +245,12 @@ _SPACING_CLASSES = bytes(
 _UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
 _SPACED_SHAPE = b"LSLSL"
 _MIN_BASE64 = 16
-_BASE64_OR_PADDING = _byte_table(_ASCII_LETTERS + "0123456789+/_-=")
+_BASE64_ALPHABET = _byte_table(_ASCII_LETTERS + "0123456789+/_-")
+"""Standard and URL-safe base64, without the padding."""
 _HEX_OR_SEPARATOR = _byte_table("0123456789abcdefABCDEFx\\ :")
 """The characters a ``_HEX_CANDIDATE`` match is made of."""
 _MIN_HEX_PAIRS = 8
 _URL_SAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDED_RUN = re.compile(b"([^=]+)(={0,2})")
 _CONTROL_BYTES = bytes(byte for byte in [*range(0x20), 0x7F] if chr(byte) not in "\t\n\r")
 _LETTER_BYTES = _ASCII_LETTERS.encode()
 
@@ -247,11 +258,10 @@ _LETTER_BYTES = _ASCII_LETTERS.encode()
 def _base64_candidates(encoded: bytes) -> Iterator[str]:
     """Every run of 16 or more base64-alphabet characters with the "=" (at most two) padding it, save
     those ``_may_be_text`` proves cannot decode to text."""
-    for start, end in _runs(encoded, _BASE64_OR_PADDING, _MIN_BASE64):
-        word = encoded[start:end]
-        for run, padding in _PADDED_RUN.findall(word) if b"=" in word else ((word, b""),):
-            if len(run) >= _MIN_BASE64 and len(run) % 4 != 1 and _may_be_text(run):
-                yield (run + padding).decode("ascii")
+    for start, end in _runs(encoded, _BASE64_ALPHABET, _MIN_BASE64):
+        if (end - start) % 4 != 1 and _may_be_text(encoded[start:end]):
+            padding = 2 if encoded.startswith(b"==", end) else 1 if encoded.startswith(b"=", end) else 0
+            yield encoded[start : end + padding].decode("ascii")
 
 
 def _may_be_text(run: bytes) -> bool:
@@ -264,6 +274,11 @@ def _may_be_text(run: bytes) -> bool:
     raw = binascii.a2b_base64(run[:quads].translate(_URL_SAFE_TO_STANDARD))
     more = (len(run) - quads) * 3 // 4
     if not raw.isascii():
+        # Most runs are names whose decoding is far from UTF-8: a byte that never starts a character
+        # where one must proves the error early without raising it.
+        early = _SURE_UTF8_ERROR.search(raw)
+        if early is not None and early.start() < len(raw) - 4:
+            return False
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -273,6 +288,13 @@ def _may_be_text(run: bytes) -> bool:
     letters = len(raw) - len(raw.translate(None, _LETTER_BYTES))
     # _as_text: at most 5 % unprintable characters, letters at least half of the characters but spaces.
     return 20 * controls <= len(raw) + more and 2 * (letters + more) >= len(raw) - raw.count(b" ")
+
+
+# A byte no UTF-8 text holds; a continuation byte at the start or after an ASCII one; a lead byte before
+# an ASCII or a lead byte. The error it shows is at the match's start or the byte after, at the latest.
+_SURE_UTF8_ERROR = re.compile(
+    rb"[\xc0\xc1\xf5-\xff]|(?:^|[\x00-\x7f])[\x80-\xbf]|[\xc2-\xf4][\x00-\x7f\xc0-\xff]"
+)
 
 
 def _hex_candidates(encoded: bytes) -> Iterator[str]:
