@@ -365,6 +365,11 @@ def scoring_texts() -> list[str]:
         "x" * 401 + " y" * 300,
         # Runs of one character (banners, rules, padded digits), ASCII and not.
         "#" * 70 + "\n# section\n" + "=" * 5 + " 2024-01-01 00:00:00 " + "é" * 9 + "中中中中",
+        # Lengths where the last windows end among the n-grams too long to fit before the end.
+        *[
+            ("ab cd " * 100)[:length]
+            for length in (253, 254, 255, 256, 257, 258, 383, 384, 385, 386, 387, 513)
+        ],
     ]
 
 

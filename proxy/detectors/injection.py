@@ -178,15 +178,14 @@ class FeatureSpec:
         length = len(codes)
         if length > BLOCK_CHARS:
             raise ValueError(f"a block holds at most {BLOCK_CHARS} characters, not {length}")
-        longest = max(self.char_ngrams, default=0)
-        # Prefix sums run past the end by the longest n-gram, as if the block went on with zeros.
-        prefix = np.empty(length + longest + 1, dtype=np.uint64)
+        prefix = np.empty(length + 1, dtype=np.uint64)
         prefix[0] = 0
-        np.cumsum(codes * _POWERS[:length], out=prefix[1 : length + 1])
-        prefix[length + 1 :] = prefix[length]
+        np.cumsum(codes * _POWERS[:length], out=prefix[1:])
+        # The columns of n-grams that would run past the end are left as they are (_buckets empties them).
         chars = np.empty((len(self.char_ngrams), length), dtype=np.uint64)
         for row, size in enumerate(self.char_ngrams):
-            np.subtract(prefix[size : size + length], prefix[:length], out=chars[row])
+            fits = max(0, length - size + 1)
+            np.subtract(prefix[size : size + fits], prefix[:fits], out=chars[row, :fits])
         chars *= _MIXED_INVERSE_POWERS[:length]
         self._buckets(chars, self.char_ngrams, _CHAR_SALT)
         # Clipping reads every code past ASCII as the table's last entry, a word character.
@@ -227,13 +226,10 @@ class FeatureSpec:
         return unique, counts / math.sqrt(len(buckets))
 
 
-def _fitting(length: int, sizes: tuple[int, ...]) -> npt.NDArray[np.float64]:
-    """How many n-grams of the ``sizes`` start at each of ``length`` units (characters or words) and fit
-    before the end: one of each size, but in the last few units."""
-    fitting = np.full(length, float(len(sizes)))
-    for size in sizes:
-        fitting[max(0, length - size + 1) :] -= 1
-    return fitting
+def _unfitting(first: int, last: int, length: int, sizes: tuple[int, ...]) -> int:
+    """How many n-grams of the ``sizes`` would start at units ``first`` to ``last`` (excluded) of
+    ``length`` and run past the end."""
+    return sum(max(0, last - max(first, length - size + 1)) for size in sizes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,24 +318,25 @@ class InjectionClassifier:
         being whole steps. The model's weights are half-precision numbers (multiples of 2**-24), whose
         sums in double precision are exact up to 2**29, so the order of the additions changes no bit of
         a score."""
-        grams = self.spec.grams(codes)
+        spec = self.spec
+        grams = spec.grams(codes)
         length = len(codes)
-        # Row 0: the weights of the n-grams starting at each position; row 1: how many there are.
+        # Row 0: the weights of the n-grams starting at each position; row 1: how many word n-grams
+        # start there (every position starts one character n-gram of each size, bar the last few).
         per_position = np.empty((2, length))
         np.add.reduce(self.weights.take(grams.chars), axis=0, out=per_position[0])
-        per_position[1] = _fitting(length, self.spec.char_ngrams)
-        if grams.words.size:
-            starts = grams.word_starts
+        starts = grams.word_starts
+        np.multiply(np.bincount(starts, minlength=length), len(spec.word_ngrams), out=per_position[1])
+        if len(starts):
             word_weights = np.add.reduce(self.weights.take(grams.words), axis=0)
             per_position[0] += np.bincount(starts, weights=word_weights, minlength=length)
-            per_position[1] += np.bincount(
-                starts, weights=_fitting(len(starts), self.spec.word_ngrams), minlength=length
-            )
+            for size in spec.word_ngrams:
+                per_position[1, starts[max(0, len(starts) - size + 1) :]] -= 1
+        regular = max(0, -(-(length - WINDOW_CHARS) // WINDOW_STEP))
         if length <= WINDOW_CHARS:
             sums = per_position.sum(axis=1, keepdims=True)
         else:
             # Every window but the last (flush with the end) starts on a step and spans whole steps.
-            regular = -(-(length - WINDOW_CHARS) // WINDOW_STEP)
             steps = regular + _STEPS_PER_WINDOW - 1
             step_sums = per_position[:, : steps * WINDOW_STEP].reshape(2, steps, WINDOW_STEP).sum(axis=2)
             sums = np.empty((2, regular + 1))
@@ -347,8 +344,19 @@ class InjectionClassifier:
             for step in range(1, _STEPS_PER_WINDOW):
                 sums[:, :regular] += step_sums[:, step : step + regular]
             sums[:, regular] = per_position[:, length - WINDOW_CHARS :].sum(axis=1)
-        logits = self.bias + sums[0] / np.sqrt(np.maximum(sums[1], 1))
-        scores: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+        counts = sums[1]
+        counts += len(spec.char_ngrams) * min(length, WINDOW_CHARS)
+        counts[regular] -= _unfitting(max(0, length - WINDOW_CHARS), length, length, spec.char_ngrams)
+        for window in range(regular - 1, -1, -1):
+            start = window * WINDOW_STEP
+            unfit = _unfitting(start, start + WINDOW_CHARS, length, spec.char_ngrams)
+            if not unfit:
+                break
+            counts[window] -= unfit
+        logits = self.bias + sums[0] / np.sqrt(np.maximum(counts, 1))
+        # np.clip's own wrapper costs more than its two ufuncs.
+        clipped = np.minimum(np.maximum(logits, -60.0), 60.0)
+        scores: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-clipped))
         return scores
 
     def threshold(self, source: Source) -> float:
