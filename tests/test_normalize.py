@@ -235,6 +235,19 @@ def test_a_sure_utf8_error_is_one_the_decoder_reports_as_early(raw: bytes) -> No
         assert failure.value.start <= early.start() + 1
 
 
+@given(st.binary(min_size=12, max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_a_run_refused_by_its_first_two_characters_decodes_to_no_text(raw: bytes) -> None:
+    """Any bytes, encoded (standard or URL-safe base64): when the first two characters alone refuse
+    the run, the full check over its decoding refuses it too (a sure UTF-8 error in the first two
+    bytes)."""
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        run = encode(raw).rstrip(b"=")
+        if run[0] << 8 | run[1] in normalize_module._NO_TEXT_START:
+            early = normalize_module._SURE_UTF8_ERROR.search(raw)
+            assert early is not None and early.start() <= 1
+
+
 _URL_ENCODED_AS_WRITTEN = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
 
 
