@@ -265,6 +265,60 @@ def test_stream_never_releases_what_whole_text_redaction_hides(
         assert not {part for part in hidden if part not in whole and part in streamed}
 
 
+def test_text_read_ahead_goes_out_with_its_own_delta(scanner: Scanner) -> None:
+    """Told what its next feeds bring, the redactor releases a word another delta completes at once; past
+    that text it holds the open word again."""
+    redactor = StreamRedactor(scanner)
+    redactor.expect("hello gener" + "al kenobi")
+    assert redactor.feed("hello gener") == "hello gener"
+    assert redactor.feed("al kenobi") == "al "
+    assert redactor.feed(" and") == "kenobi "
+    assert redactor.flush() == "and"
+
+
+def test_a_secret_read_ahead_is_held_from_its_start_and_recorded_once(scanner: Scanner) -> None:
+    redactor = StreamRedactor(scanner)
+    deltas = ["token ", GITHUB_TOKEN[:6], GITHUB_TOKEN[6:20], GITHUB_TOKEN[20:] + " ok", " then"]
+    redactor.expect("".join(deltas[:4]))
+    released = [redactor.feed(delta) for delta in deltas] + [redactor.flush()]
+    assert released == ["token ", "", "", "[REDACTED:github-pat] ", "ok ", "then"]
+    assert [redaction.rule_id for redaction in redactor.redactions] == ["github-pat"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(PROVIDER_EXAMPLES) | st.sampled_from(FILLER), min_size=1, max_size=10),
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=20),
+    bursts=st.lists(st.integers(1, 8), min_size=1, max_size=6),
+)
+def test_bursts_read_ahead_never_release_what_whole_text_redaction_hides(
+    scanner: Scanner, pieces: list[str], sizes: list[int], bursts: list[int]
+) -> None:
+    """Deltas fed in bursts whose text is announced first (``expect``) release no 12 characters of a value
+    that whole-text redaction hides, and give the same text as deltas fed one by one."""
+    text = "".join(pieces)
+    deltas, position = [], 0
+    while position < len(text):
+        deltas.append(text[position : position + sizes[len(deltas) % len(sizes)]])
+        position += len(deltas[-1])
+    redactor, one_by_one = StreamRedactor(scanner), StreamRedactor(scanner)
+    streamed, fed = "", 0
+    for number in range(len(deltas)):
+        if fed >= len(deltas):
+            break
+        burst = deltas[fed : fed + bursts[number % len(bursts)]]
+        fed += len(burst)
+        redactor.expect("".join(burst))
+        streamed += "".join(redactor.feed(delta) for delta in burst)
+    streamed += redactor.flush()
+    assert streamed == "".join(one_by_one.feed(delta) for delta in deltas) + one_by_one.flush()
+    whole = scan_and_redact(scanner, text).text
+    for match in scanner.scan(text, merge=False).matches:
+        value = text[match.start : match.end]
+        hidden = {value[i : i + 12] for i in range(len(value) - 11)} - {""}
+        assert not {part for part in hidden if part not in whole and part in streamed}
+
+
 def test_byte_stream_redactor_reads_split_characters_and_keeps_bytes_that_are_not_text() -> None:
     """UTF-8 characters split across chunks are read whole; bytes that are not UTF-8 pass unchanged and do
     not stop the redaction of the text around them."""

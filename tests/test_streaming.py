@@ -33,8 +33,11 @@ from proxy.dialects import (
     ToolDecision,
 )
 from proxy.dialects import stream as stream_module
-from proxy.dialects.stream import StreamSession
+from proxy.dialects.openai_chat import ChatStreamSession
+from proxy.dialects.stream import StreamSession, UnexpectedText
 from proxy.exchange import ToolCall
+from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 from proxy.wire.sse import SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
 
@@ -890,3 +893,100 @@ def test_a_held_call_that_grows_too_long_is_decided_on_what_came(
     assert any("grew past 40 bytes" in note for note in session.notes)
     assert b"eu-west-1" not in output and sdk_arguments(output) == original[1:]
     assert SDK_VIEWS[name](output)[0].endswith("[deploy held]")
+
+
+SECRETS = Scanner([load_pack(pack_path("secrets"))])
+GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+STRIPE_KEY = "sk_live_" + "Zr8Kq2Wm5Tx9Lp3Vb7Nc1Hd6Fg4Js0Ye"
+ANSWER = f"The token is {GITHUB_TOKEN} and the key\n{STRIPE_KEY}, card 4539 5787 6362 1486 end."
+
+
+def chat_text_stream(pieces: list[str]) -> bytes:
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse({**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    return (
+        chunk({"role": "assistant", "content": ""})
+        + b"".join(chunk({"content": piece}) for piece in pieces)
+        + chunk({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+
+
+class Redactors:
+    """Makes the real stream redactor for each channel and keeps them, for what they recorded."""
+
+    def __init__(self) -> None:
+        self.made: list[StreamRedactor] = []
+
+    def __call__(self, where: str) -> TextFilter:
+        self.made.append(StreamRedactor(SECRETS))
+        return self.made[-1]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=14), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=12),
+)
+def test_bursts_read_ahead_still_redact_every_secret_split_across_deltas(
+    sizes: list[int], cuts: list[int]
+) -> None:
+    """However the events are split and however many arrive together (a burst's text is read ahead,
+    ``Anticipating``), the agent gets the whole-text redaction, no piece of a secret, and every secret
+    is recorded once."""
+    stream = chat_text_stream(split(ANSWER, sizes))
+    redactors = Redactors()
+    output = run(OpenAIChat().stream_session(StreamFilters(text_filter=redactors)), stream, cuts)
+    assert chat_sdk_view(output)[0] == scan_and_redact(SECRETS, ANSWER).text
+    for secret in (GITHUB_TOKEN, STRIPE_KEY):
+        assert not any(secret[i : i + 8].encode() in output for i in range(len(secret) - 7))
+    recorded = [redaction.rule_id for redactor in redactors.made for redaction in redactor.redactions]
+    assert sorted(recorded) == sorted(match.rule.id for match in SECRETS.scan(ANSWER).matches)
+
+
+def test_events_of_a_burst_whose_text_needs_no_change_go_out_as_they_came() -> None:
+    """Read ahead, a word cut between two events is seen whole: only the events whose text a secret or
+    the word still open at the burst's end changes are written anew."""
+    pieces = [
+        "The customer rep",
+        "orts that the ",
+        "invoice is wrong; ",
+        f"here: {GITHUB_TOKEN[:9]}",
+        GITHUB_TOKEN[9:],
+        " and mo",
+        "re",
+    ]
+    stream = chat_text_stream(pieces)
+    output = run(OpenAIChat().stream_session(StreamFilters(text_filter=Redactors())), stream)
+    sent = [event.raw for event in SSEParser().feed(output)]
+    upstream = SSEParser().feed(stream)
+    # the role, three deltas read whole, the two pieces of the token and the open word "mo|re" written
+    # anew, the end written anew (it flushes), [DONE]
+    kept = [True, True, True, True, False, False, False, False, False, True]
+    assert [event.raw in sent for event in upstream] == kept
+    assert chat_sdk_view(output)[0] == "".join(pieces).replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
+
+
+def test_a_channel_fed_other_text_than_it_was_told_to_expect_stops_the_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What was released in a burst was decided on the text announced: if other text comes, nothing of the
+    burst is sent (the relay cuts the stream there)."""
+    stream = chat_text_stream(["Hello ", "wor", "ld"])
+    announced = [("choices[0].message.content", "Hello")]
+    monkeypatch.setattr(ChatStreamSession, "_plain_texts", lambda self, event, payload: announced)
+    with pytest.raises(UnexpectedText):
+        OpenAIChat().stream_session(StreamFilters(text_filter=Redactors())).feed(stream)
+
+
+def test_a_burst_is_not_read_ahead_across_a_private_key_block() -> None:
+    """A key block that begins inside a burst is still suppressed whole: it is never read ahead."""
+    block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow" + "A" * 64 + "\n-----END RSA PRIVATE KEY-----"
+    output = run(
+        OpenAIChat().stream_session(StreamFilters(text_filter=Redactors())),
+        chat_text_stream(split(f"key: {block} ok", [7])),
+    )
+    assert chat_sdk_view(output)[0] == "key: [REDACTED:private-key-rsa] ok"

@@ -24,6 +24,7 @@ from proxy.dialects.stream import (
     StreamFilters,
     StreamSession,
     ToolDecision,
+    as_sent,
     dump_json,
     rewritten,
     synthesised,
@@ -280,12 +281,14 @@ class ChatStreamSession(StreamSession):
         if not choices:
             return [event.raw]
         before: list[bytes] = []
+        touched = False  # whether anything of the chunk may have changed: only then is it written anew
         for position, raw_choice in enumerate(choices):
             if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
                 continue
             choice_index = _index(raw_choice, position)
             delta = raw_choice["delta"]
             ending = isinstance(raw_choice.get("finish_reason"), str)
+            touched = touched or ending or "tool_calls" in delta or "function_call" in delta
             for key in TEXT_KEYS:
                 if key not in delta and not ending:
                     continue
@@ -299,7 +302,9 @@ class ChatStreamSession(StreamSession):
                         if released and holder is delta:
                             before.append(self._text_chunk(choice_index, key, released))
                             released = ""
-                    holder[name] = released
+                    if released != holder[name]:
+                        holder[name] = released
+                        touched = True
                 if ending and not slots:
                     flushed = self._close_channel(where)
                     if flushed:
@@ -315,7 +320,28 @@ class ChatStreamSession(StreamSession):
                     raw_choice["finish_reason"] = "stop"
         if _is_empty_chunk(chunk):
             return before
-        return [*before, rewritten(event, chunk)]
+        return [*before, rewritten(event, chunk) if touched else as_sent(event, chunk)]
+
+    def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not isinstance(choices, list):
+            return None
+        texts: list[tuple[str, str]] = []
+        for position, raw_choice in enumerate(choices):
+            if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
+                continue
+            delta = raw_choice["delta"]
+            calls = "tool_calls" in delta or "function_call" in delta
+            if calls or raw_choice.get("finish_reason") is not None:
+                return None
+            for key in TEXT_KEYS:
+                text = delta.get(key)
+                if isinstance(text, str):
+                    if text:
+                        texts.append((f"choices[{_index(raw_choice, position)}].message.{key}", text))
+                elif text is not None:
+                    return None  # a list of parts
+        return texts
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         handled: set[Path] = set()

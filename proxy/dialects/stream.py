@@ -56,6 +56,19 @@ class Continuing(Protocol):
         ...
 
 
+@runtime_checkable
+class Anticipating(Protocol):
+    """A filter that can be told the text its next feeds bring (the rest of a burst of events read
+    together), so that it decides what to release on all of it: see ``StreamRedactor.expect``."""
+
+    def expect(self, text: str) -> None: ...
+
+
+class UnexpectedText(Exception):
+    """A channel was fed other text than it was told to expect: what its filter released was decided on
+    text that did not come, so nothing of that burst may be sent. (Not a shape error: never passed on.)"""
+
+
 Path = tuple[str | int, ...]
 
 
@@ -118,6 +131,11 @@ class _ChainedFilter:
         for text_filter in self._filters:
             text = text_filter.feed(text)
         return text
+
+    def expect(self, text: str) -> None:
+        # Only the first filter's input is known ahead: the others read what it releases.
+        if isinstance(self._filters[0], Anticipating):
+            self._filters[0].expect(text)
 
     def flush(self) -> str:
         released = ""
@@ -194,11 +212,38 @@ class _Channels:
         """Filters of the channels that closed, for what they found at the start."""
         self._tail = ""
         self._last_fed: str | None = None
+        self._expected: dict[str, tuple[str, int]] = {}
+        """Per channel, the text it was told to expect and how much of it has come."""
+
+    def expect(self, where: str, text: str) -> None:
+        """The next feeds of ``where`` bring ``text``, in order, before the burst being read is done."""
+        self._expected[where] = (text, 0)
+        channel = self.filters.get(where)
+        if isinstance(channel, Anticipating):
+            channel.expect(text)
+
+    def unmet(self) -> list[str]:
+        """Channels whose expected text has not all come."""
+        return list(self._expected)
+
+    def _check_expected(self, where: str, text: str) -> None:
+        expected = self._expected.get(where)
+        if expected is None:
+            return
+        announced, at = expected
+        if not announced.startswith(text, at):
+            raise UnexpectedText(f"{where} was fed other text than it was told to expect")
+        at += len(text)
+        if at == len(announced):
+            del self._expected[where]
+        else:
+            self._expected[where] = (announced, at)
 
     def feed(self, where: str, text: str) -> str:
         if self.factory is None:
             released = text
         else:
+            self._check_expected(where, text)
             channel = self.filters.get(where)
             if channel is None:
                 channel = self.filters[where] = self.factory(where)
@@ -206,6 +251,9 @@ class _Channels:
                     channel.continue_from(self._tail)
                     if self._last_fed is not None and self._last_fed != where:
                         self.follows[where] = self._last_fed
+                if where in self._expected and isinstance(channel, Anticipating):
+                    announced, at = self._expected[where]
+                    channel.expect(announced[at - len(text) :])
             self._last_fed = where
             released = channel.feed(text)
             self._tail = (self._tail + text)[-_JOIN_CONTEXT:]
@@ -280,11 +328,37 @@ class StreamSession(ABC):
             return b""
         output: list[bytes] = []
         self.bytes += len(chunk)
-        for event in self._parser.feed(chunk):
+        events = self._parser.feed(chunk)
+        payloads = [_payload_of(event) for event in events]
+        if len(events) > 1 and self.filters.text_filter is not None:
+            self._anticipate(events, payloads)
+        for event, payload in zip(events, payloads, strict=True):
             self.events += 1
-            output.extend(self._on_block(event))
+            output.extend(self._on_block(event, payload))
+        unmet = self._text.unmet()
+        if unmet:
+            raise UnexpectedText(f"{', '.join(unmet)} did not get all the text it was told to expect")
         self._note_oversized()
         return b"".join(output)
+
+    def _anticipate(self, events: list[SSEEvent], payloads: list[Any]) -> None:
+        """Tells each text channel what the leading events of a burst that carry nothing but text will
+        feed it, so its filter decides on all of it at once (``Anticipating``)."""
+        expected: dict[str, list[str]] = {}
+        for event, payload in zip(events, payloads, strict=True):
+            plain = None if payload is _NOT_JSON else self._plain_texts(event, payload)
+            if plain is None:
+                break
+            for where, text in plain:
+                expected.setdefault(where, []).append(text)
+        for where, texts in expected.items():
+            self._text.expect(where, "".join(texts))
+
+    def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
+        """For an event whose only effect on the text channels is to feed them: each (channel, text) it
+        feeds, in the order ``_transform`` feeds them. None for any other event (one that may close a
+        channel, or that carries anything a gate or another filter reads)."""
+        return None
 
     def finish(self) -> bytes:
         if self._finished:
@@ -292,7 +366,7 @@ class StreamSession(ABC):
         self._finished = True
         last_events, tail = self._parser.finish()
         self.events += len(last_events)
-        output = [piece for event in last_events for piece in self._on_block(event)]
+        output = [piece for event in last_events for piece in self._on_block(event, _payload_of(event))]
         if self.filters.active:
             output.extend(self._through_boundaries(self._end_of_stream()))
         for boundary in self._boundaries:
@@ -311,8 +385,8 @@ class StreamSession(ABC):
             self._oversized_noted += 1
             self.notes.append(f"an event longer than {limit} bytes was {fate}")
 
-    def _on_block(self, event: SSEEvent) -> list[bytes]:
-        return self._through_boundaries(self._event_output(event))
+    def _on_block(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        return self._through_boundaries(self._event_output(event, payload))
 
     def _through_boundaries(self, output: list[bytes]) -> list[bytes]:
         """The output to send now: all of it while no channel boundary is pending; else it joins the
@@ -341,15 +415,14 @@ class StreamSession(ABC):
         where = follower[0]
         return where in self._text.retired or bool(self._text.released.get(where))
 
-    def _event_output(self, event: SSEEvent) -> list[bytes]:
+    def _event_output(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        """What to send for one event; ``payload`` is its data read as JSON, or ``_NOT_JSON``."""
         if event.oversized:
             # Its text cannot be filtered without holding all of it: with filters, none of it is sent.
             return [] if self.filters.active else [event.raw]
         if event.data is None:
             return [event.raw]
-        try:
-            payload = json.loads(event.data)
-        except ValueError:
+        if payload is _NOT_JSON:
             return self._on_text_event(event)
         try:
             self._observe(event, payload)
@@ -510,6 +583,19 @@ class PerEventStreamSession(StreamSession):
         return []
 
 
+_NOT_JSON = object()
+
+
+def _payload_of(event: SSEEvent) -> Any:
+    """An event's data read as JSON, or ``_NOT_JSON`` (no data, an oversized piece, or not JSON)."""
+    if event.data is None or event.oversized:
+        return _NOT_JSON
+    try:
+        return json.loads(event.data)
+    except ValueError:
+        return _NOT_JSON
+
+
 def _skeleton(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
     """What of an event the residual scan reads, for comparing two events: the payload with the strings
     the dialect filters blanked, without its top-level numbers (sequence numbers, indices). Only the
@@ -549,6 +635,12 @@ def _filter_strings(value: Any, transform: Callable[[str], str]) -> Any:
 def rewritten(event: SSEEvent, payload: Any) -> bytes:
     """The event re-serialised with a new JSON payload, keeping its name and id."""
     return serialise(SSEEvent(data=dump_json(payload), event=event.event, id=event.id, retry=event.retry))
+
+
+def as_sent(event: SSEEvent, payload: Any) -> bytes:
+    """An event whose payload the filters left as it came: its own bytes where they are framed as
+    ``serialise`` frames them (so every client reads them as this parser did), else written anew."""
+    return event.raw if serialise(event) == event.raw else rewritten(event, payload)
 
 
 def synthesised(payload: Any, event_name: str | None = None) -> bytes:

@@ -219,6 +219,22 @@ _OPEN_SPACED = regex.compile(
 _LONGEST_BEGIN_MARKER = 64
 
 
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """What a redactor read in the text it was told of ahead (``StreamRedactor.expect``): the scanned text
+    from stream offset ``base`` on, its matches (in the offsets of that text), and the stream offset where
+    the part of it that may still grow into a match starts. Valid while the known text ends where it did."""
+
+    base: int
+    text: str
+    matches: tuple[Match, ...]
+    hold: int
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.text)
+
+
 class StreamRedactor:
     """Redacts a stream of text deltas, releasing everything that can no longer become part of a match.
 
@@ -250,11 +266,33 @@ class StreamRedactor:
         self._key_block_tail = ""
         self._key_block_size = 0
         self._continued: tuple[int, str] | None = None
+        self._expected = 0  # characters of the text announced by ``expect`` that have not come yet
+        self._ahead: _Ahead | None = None
         self.redactions: list[Redaction] = []
+
+    def expect(self, text: str) -> None:
+        """``text`` is what the next feeds bring, in order (the caller vouches for it: the rest of a burst
+        of events already read). What each of those feeds releases is decided on all of it, as if it had
+        come at once: one scan covers it, and text that what follows shows to be no secret's start goes
+        out with its own delta instead of with the next one. Not while a private key block may open in it,
+        or while this channel's start is read on from another's text."""
+        self._expected = 0
+        self._ahead = None
+        base = self._passed - len(self._context)
+        known = self._pending + text
+        begins = _KEY_BLOCK_BEGIN.search(known, max(0, len(self._pending) - _LONGEST_BEGIN_MARKER))
+        if not text or self._key_block is not None or base < 0 or begins is not None:
+            return
+        self._expected = len(text)
+        window = self._context + known
+        offset = len(self._context)
+        matches = tuple(match for match in self._scanner.scan(window).matches if match.end > offset)
+        self._ahead = _Ahead(base, window, matches, self._passed + _hold_in(known, self._max_hold))
 
     def feed(self, delta: str) -> str:
         out: list[str] = []
         text = delta
+        self._expected = max(0, self._expected - len(delta))
         while text:
             if self._key_block is not None:
                 text = self._consume_key_block(text, out)
@@ -294,22 +332,17 @@ class StreamRedactor:
 
     def _hold_from(self) -> int:
         """Where the part of the pending text that may still grow into a match starts."""
-        pending = self._pending
-        hold = len(pending)
-        # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
-        # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
-        look_from = max(0, hold - self._max_hold - 1)
-        for pattern in (_OPEN_TOKEN, _OPEN_NUMBER, _OPEN_SPACED):
-            found = pattern.search(pending, look_from)
-            if found is not None:
-                hold = min(hold, found.start())
-        begin = _KEY_BLOCK_BEGIN.search(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
-        if begin is not None and begin.partial:
-            hold = min(hold, begin.start())
-        if len(pending) - hold > self._max_hold:
-            # Over the cap: release down to half of it, so a long run costs one scan per half cap.
-            hold = len(pending) - self._max_hold // 2
-        return hold
+        ahead = self._known_ahead()
+        if ahead is None:
+            return _hold_in(self._pending, self._max_hold)
+        return max(0, min(len(self._pending), ahead.hold - self._passed))
+
+    def _known_ahead(self) -> _Ahead | None:
+        """What ``expect`` read, while the text known still ends where it did then."""
+        ahead = self._ahead
+        if ahead is not None and ahead.end != self._passed + len(self._pending) + self._expected:
+            ahead = self._ahead = None
+        return ahead
 
     def _release(self, upto: int, *, final: bool) -> str:
         """Redact and return ``pending[:upto]``.
@@ -326,17 +359,16 @@ class StreamRedactor:
         cut = offset + upto
         matches = self._matches(window, offset, base)
         if not final:
-            for match in matches:
+            for match, _ in matches:
                 if match.start < cut < match.end and cut - match.start <= self._max_hold:
                     # A match that began in text already released is held from where the pending starts.
                     cut = max(match.start, offset)
         out: list[str] = []
         position = offset
-        for match in matches:
+        for match, value in matches:
             if match.start >= cut:
                 break
             start, end = max(match.start, offset), min(match.end, cut)
-            value = window[match.start : match.end]
             out.append(window[position:start])
             stand_in = placeholder(match.rule.id, value, self._style, self._key)
             out.append(stand_in)
@@ -353,10 +385,22 @@ class StreamRedactor:
         self._pending = window[cut:]
         return "".join(out)
 
-    def _matches(self, window: str, offset: int, base: int) -> list[Match]:
-        """Matches in the window that reach past its context. While the context holds text of another
-        channel (before stream offset 0), this channel's own text is also scanned alone: the joint text
-        can hide a boundary a rule needs (``abc`` + ``AKIA...`` reads as one word)."""
+    def _matches(self, window: str, offset: int, base: int) -> list[tuple[Match, str]]:
+        """Matches in the window that reach past its context, each with its value; those ``expect`` found
+        may reach before the window or past its end. While the context holds text of another channel
+        (before stream offset 0), this channel's own text is also scanned alone: the joint text can hide a
+        boundary a rule needs (``abc`` + ``AKIA...`` reads as one word)."""
+        ahead = self._known_ahead()
+        if ahead is not None:
+            shift = ahead.base - base
+            return [
+                (Match(hit.rule, hit.start + shift, hit.end + shift), ahead.text[hit.start : hit.end])
+                for hit in ahead.matches
+                if hit.end + shift > offset
+            ]
+        return [(match, window[match.start : match.end]) for match in self._scanned(window, offset, base)]
+
+    def _scanned(self, window: str, offset: int, base: int) -> list[Match]:
         found = [match for match in self._scanner.scan(window).matches if match.end > offset]
         own = -base
         if own <= 0:
@@ -420,6 +464,25 @@ class StreamRedactor:
         if self._style is RedactionStyle.HASH:
             return f"[REDACTED:{rule_id}:{digest.hexdigest()[:8]}]"
         return f"[REDACTED:{rule_id}]"
+
+
+def _hold_in(pending: str, max_hold: int) -> int:
+    """Where the part of ``pending`` that may still grow into a match starts."""
+    hold = len(pending)
+    # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
+    # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
+    look_from = max(0, hold - max_hold - 1)
+    for pattern in (_OPEN_TOKEN, _OPEN_NUMBER, _OPEN_SPACED):
+        found = pattern.search(pending, look_from)
+        if found is not None:
+            hold = min(hold, found.start())
+    begin = _KEY_BLOCK_BEGIN.search(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
+    if begin is not None and begin.partial:
+        hold = min(hold, begin.start())
+    if len(pending) - hold > max_hold:
+        # Over the cap: release down to half of it, so a long run costs one scan per half cap.
+        hold = len(pending) - max_hold // 2
+    return hold
 
 
 class ByteStreamRedactor:
