@@ -111,7 +111,11 @@ class Detectors:
         self.credential_reads = credentials.credential_scanner(packs)
         self.sensitive = Scanner(self.sensitive_packs)
         enforced = [pack for pack in self.sensitive_packs if policy.enforces(pack.threat)]
-        self.redacting = Scanner(enforced) if enforced else None
+        # Where every pack is enforced (the packs share one threat), redacting reads what detection read:
+        # one scanner, so a turn's scan of a text serves both (``TurnInspector._scan_once``).
+        self.redacting = (
+            self.sensitive if enforced == self.sensitive_packs else Scanner(enforced) if enforced else None
+        )
         self.injection = injection.load_default()
         self.refusal = refusal.default_detector()
         self.tools = tools.ToolCatalogue.load()
@@ -191,6 +195,10 @@ class TurnInspector:
         self._decided: dict[str, Finding] = {}
         """The finding of each destructive call decided in this turn, by locator: an approval is
         redeemed once per call, though a streamed call is seen by the gate and again at the end."""
+        self._scanned: dict[str, list[Match]] = {}
+        """The secret and PII matches of each text this turn has scanned (in scans no rule timed out in):
+        the findings, the JSON rewrite, the residual scan of the body and the read-back of what was sent
+        read the same text, and the scan of it is the same each time."""
         self.residual = self.json_scan(redacts=True)
         self._sent_before: set[str] = set()
         """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
@@ -223,6 +231,7 @@ class TurnInspector:
             key=self.detectors.fingerprint_key,
             rewrites=rewrites,
             placeholder=placeholder,
+            known=self._scanned.get,
         )
 
     # -- request -------------------------------------------------------------------------------------
@@ -1164,9 +1173,20 @@ class TurnInspector:
     def _sensitive(self, text: str) -> list[Match]:
         if not text:
             return []
+        matches, timed_out = self._scan_once(text)
+        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in timed_out)
+        return matches
+
+    def _scan_once(self, text: str) -> tuple[list[Match], list[str]]:
+        """The secret and PII matches of ``text`` and the rules that timed out: this turn's earlier scan
+        of the same text if it completed, else a new scan."""
+        known = self._scanned.get(text)
+        if known is not None:
+            return known, []
         result = self.detectors.sensitive.scan(text)
-        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in result.timed_out)
-        return result.matches
+        if not result.timed_out:
+            self._scanned[text] = result.matches
+        return result.matches, result.timed_out
 
     def _sensitive_findings(
         self, text: str, matches: list[Match], where: str, *, vaulted: bool = False
@@ -1212,15 +1232,19 @@ class TurnInspector:
         return redact_text(text, matches, style, key=self.detectors.fingerprint_key)
 
     def _redact_enforced(self, text: str) -> str:
-        assert self.detectors.redacting is not None
-        matches = self.detectors.redacting.scan(text).matches
+        redacting = self.detectors.redacting
+        assert redacting is not None
+        if redacting is self.detectors.sensitive:
+            matches = self._scan_once(text)[0]
+        else:
+            matches = redacting.scan(text).matches
         return self._redact(text, matches) if matches else text
 
     def _record(self, findings: Iterable[Finding]) -> None:
         for finding in findings:
             # A locator spells the keys on its way, and a key can be a secret: never written as one.
             where = finding.where
-            matches = self.detectors.sensitive.scan(where).matches
+            matches = self._scan_once(where)[0]
             if matches:
                 where = redact_text(where, matches)
             self.turn.add(dataclasses.replace(finding, enforced=False, where=where))

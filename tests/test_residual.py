@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -11,20 +14,27 @@ from hypothesis import strategies as st
 from proxy.model import Threat
 from proxy.scanning.redact import StreamRedactor
 from proxy.scanning.residual import JsonScan, UnescapingFilter, canonical_escapes
-from proxy.scanning.rulepack import Scanner, load_packaged_packs
+from proxy.scanning.rulepack import Match, Scanner, load_packaged_packs
 
 AWS = "AKIAQWERTY234567ABCD"
 PLACEHOLDER = "[REDACTED:aws-access-key-id]"
 
 
-@pytest.fixture(scope="module")
-def scanner() -> Scanner:
+@functools.cache
+def exfiltration_scanner() -> Scanner:
     packs = load_packaged_packs()
     return Scanner([pack for pack in packs if pack.threat is Threat.DATA_EXFILTRATION])
 
 
-def scan(scanner: Scanner, *, redacts: bool = True) -> JsonScan:
-    return JsonScan(scanner, lambda rule: redacts, rewrites=redacts)
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    return exfiltration_scanner()
+
+
+def scan(
+    scanner: Scanner, *, redacts: bool = True, known: Callable[[str], list[Match] | None] = lambda text: None
+) -> JsonScan:
+    return JsonScan(scanner, lambda rule: redacts, rewrites=redacts, known=known)
 
 
 def test_unknown_fields_and_keys_are_redacted(scanner: Scanner) -> None:
@@ -181,3 +191,64 @@ def test_continued_channel_still_reads_a_secret_of_its_own(scanner: Scanner) -> 
     redactor.continue_from("word abc")
     out = "".join(redactor.feed(piece) for piece in (AWS[:10], AWS[10:], " more")) + redactor.flush()
     assert out == f"{PLACEHOLDER} more" and redactor.continued() is None
+
+
+def read_before(scanner: Scanner, texts: list[str]) -> dict[str, list[Match]]:
+    """What an inspector's own scans of these texts found (the matches ``known`` hands a residual scan)."""
+    return {text: scanner.scan(text).matches for text in texts}
+
+
+def residual_outcome(
+    residual: JsonScan, document: object
+) -> tuple[object, bool, list[tuple[str, str, str, bool]]]:
+    filtered, changed = residual.filter("", document)
+    found = [(item.where, item.rule.id, item.fingerprint, item.sent_before) for item in residual.found]
+    return filtered, changed, found
+
+
+def test_strings_read_before_give_what_scanning_them_again_gives(scanner: Scanner) -> None:
+    """A value whose matches the inspector already holds is not scanned again, and the redacted body,
+    the findings and their order are those of a scan that reads it again: with every example secret of
+    the packs, alone and among other values, in observe and enforce mode."""
+    examples = [example for rule in scanner.rules for example in rule.match_examples][:120]
+    for index in range(0, len(examples), 3):
+        values = examples[index : index + 3]
+        document = {
+            "id": "chatcmpl-1",
+            "choices": [{"message": {"content": f"here: {values[0]} done"}}],
+            "items": [f"{value} and more" for value in values[1:]] + ["plain text", values[0]],
+            "meta": {"note": values[-1]},
+        }
+        texts = [f"here: {values[0]} done", "plain text", values[0], f"{values[-1]} and more"]
+        known = read_before(scanner, texts)
+        for redacts in (True, False):
+            again = residual_outcome(scan(scanner, redacts=redacts), json.loads(json.dumps(document)))
+            reused = scan(scanner, redacts=redacts, known=known.get)
+            assert residual_outcome(reused, json.loads(json.dumps(document))) == again, values
+
+
+MIXED_VALUES = [
+    AWS,
+    "plain",
+    f"x {AWS} y",
+    "ghp_" + "a1B2" * 9,
+    "",
+    "a@b.example",
+    AWS[:10],
+    AWS[10:],
+    " ".join(AWS),
+    base64.b64encode(f"key={AWS}".encode()).decode(),
+    "call me at +1 415 555 0134",
+]
+
+
+@given(st.lists(st.sampled_from(MIXED_VALUES), max_size=8), st.integers(0, 3))
+def test_any_mix_of_known_and_new_values_gives_the_same_scan(values: list[str], step: int) -> None:
+    """Whichever values are known (split secrets, encodings and letter-spacing included), the outcome
+    is that of scanning them all."""
+    scanner = exfiltration_scanner()
+    document = {"values": values, "nested": {"last": values[-1] if values else ""}}
+    known = read_before(scanner, values[::step] if step else [])
+    again = residual_outcome(scan(scanner), json.loads(json.dumps(document)))
+    reused = scan(scanner, known=known.get)
+    assert residual_outcome(reused, json.loads(json.dumps(document))) == again

@@ -29,7 +29,7 @@ import regex
 
 from proxy.dialects.locator import Step, format_locator
 from proxy.scanning.redact import RedactionStyle, StandIn, fingerprint, redact_text
-from proxy.scanning.rulepack import Match, Rule, Scanner
+from proxy.scanning.rulepack import Match, Rule, Scanner, ScanResult
 
 Path = tuple[Step, ...]
 # Between the strings of one batch: no secret pattern reads across a NUL and a line break.
@@ -116,6 +116,8 @@ class _Piece:
     earlier: tuple[tuple[Path, str], ...] = ()
     """Values of the same field earlier in this document, whose text ends the context: a match that
     began in them is redacted there too, since they have not been sent yet."""
+    known: list[Match] | None = None
+    """The scanner's matches of ``text``, read before (``JsonScan``'s ``known``): not scanned again."""
 
 
 class JsonScan:
@@ -132,7 +134,10 @@ class JsonScan:
         rewrites: bool = True,
         stand_in: StandIn | None = None,
         placeholder: Callable[[str], str] | None = None,
+        known: Callable[[str], list[Match] | None] = lambda text: None,
     ) -> None:
+        """``known(text)``: the matches the same scanner already found in ``text``, or None; a value that
+        is known is not scanned again (a string is scanned apart from its neighbours either way)."""
         self.rewrites = rewrites
         """Whether any rule is redacted; when not, documents are only read (observe mode)."""
         self._scanner = scanner
@@ -141,6 +146,7 @@ class JsonScan:
         self._key = key
         self._stand_in = stand_in
         self._placeholder = placeholder
+        self._known = known
         self.found: list[Found] = []
         self.timed_out: list[str] = []
         self._tails: dict[Path, str] = {}
@@ -177,7 +183,7 @@ class JsonScan:
                     replacements[path] = nested
                 self._last[(kind, shape)] = (text, nested)
                 continue
-            pieces.append(_Piece(path, text, shape))
+            pieces.append(_Piece(path, text, shape, known=self._known(text)))
             if context:
                 # Read on from the field's earlier text too (a secret split across events), and on its
                 # own (a field that is no continuation: the joint text can hide a boundary).
@@ -252,24 +258,33 @@ class JsonScan:
         in a context was dealt with where that text was read."""
         if not pieces:
             return []
+        local: dict[int, list[Match]] = {}
+        reaching: dict[int, list[tuple[Rule, int]]] = {}
+        found: dict[int, list[Found]] = {}
+        """By the piece a match begins in: recorded in the order of the pieces, then of the matches."""
+        batched = [index for index, piece in enumerate(pieces) if piece.known is None]
+        regions: list[int] = []
         starts: list[int] = []
         batch: list[str] = []
         position = 0
-        for piece in pieces:
+        for index in batched:
+            piece = pieces[index]
+            regions.append(position)
             starts.append(position + len(piece.context))
             batch.append(piece.context + piece.text)
             position += len(piece.context) + len(piece.text) + len(_SEPARATOR)
         joined = _SEPARATOR.join(batch)
-        result = self._scanner.scan(joined)
+        result = self._scanner.scan(joined) if batched else ScanResult()
         self.timed_out.extend(result.timed_out)
-        local: dict[int, list[Match]] = {}
-        reaching: dict[int, list[tuple[Rule, int]]] = {}
         for match in result.matches:
-            first = max(0, bisect.bisect_right(starts, match.start) - 1)
+            # The piece whose context or text the match begins in (a context piece follows the piece of
+            # the same value on its own, so either names the same place).
+            first = max(0, bisect.bisect_right(regions, match.start) - 1)
             last = max(0, bisect.bisect_right(starts, match.end - 1) - 1)
             touched = sent_before = False
-            for index in range(first, last + 1):
-                begin, end = starts[index], starts[index] + len(pieces[index].text)
+            for place in range(first, last + 1):
+                index = batched[place]
+                begin, end = starts[place], starts[place] + len(pieces[index].text)
                 span = (max(match.start, begin) - begin, min(match.end, end) - begin)
                 if span[0] >= span[1]:
                     continue
@@ -283,13 +298,24 @@ class JsonScan:
                         reaching.setdefault(index, []).append((match.rule, covered))
                     sent_before = covered > sum(len(text) for _, text in pieces[index].earlier)
             if touched:
-                where = f"{kind} {format_locator(pieces[first].path)}".strip()
+                first_piece = pieces[batched[first]]
                 value = joined[match.start : match.end]
-                placeholder = self._placeholder(value) if self._placeholder is not None else None
-                self.found.append(
-                    Found(where, match.rule, fingerprint(value, self._key), sent_before, placeholder)
+                found.setdefault(batched[first], []).append(
+                    self._found(kind, first_piece, match, value, sent_before)
                 )
+        for index, piece in enumerate(pieces):
+            for match in piece.known or ():
+                if self._redacts(match.rule):
+                    local.setdefault(index, []).append(Match(match.rule, match.start, match.end))
+                value = piece.text[match.start : match.end]
+                found.setdefault(index, []).append(self._found(kind, piece, match, value))
+        self.found.extend(item for index in sorted(found) for item in found[index])
         return [(local.get(index, []), reaching.get(index, [])) for index in range(len(pieces))]
+
+    def _found(self, kind: str, piece: _Piece, match: Match, value: str, sent_before: bool = False) -> Found:
+        where = f"{kind} {format_locator(piece.path)}".strip()
+        placeholder = self._placeholder(value) if self._placeholder is not None else None
+        return Found(where, match.rule, fingerprint(value, self._key), sent_before, placeholder)
 
 
 def _collect(
