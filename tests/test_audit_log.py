@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.audit.heads import StoredCountWitness
 from proxy.audit.keys import load_or_create_signing_key, load_public_key, sign, signature_valid
-from proxy.audit.log import GENESIS, AuditLog, AuditUnavailable, checkpoint_message, record_hash
+from proxy.audit.log import (
+    GENESIS,
+    AuditLog,
+    AuditUnavailable,
+    canonical_json,
+    checkpoint_message,
+    hashed_line,
+    record_hash,
+)
 from proxy.audit.spool import Spool, read_count
 from proxy.audit.verify import collect_files, verify_files
 from proxy.state import SqliteStateStore
@@ -398,3 +408,21 @@ def test_a_count_written_before_counts_had_a_sequence_still_verifies(tmp_path: P
     legacy = f"4 {sign(key, b'egressguard audit unrecorded count' + bytes([0]) + b'4')}".encode()
     assert read_count(legacy, key.public_key()) == (4, True, 0)
     assert read_count(legacy.replace(b"4 ", b"0 ", 1), key.public_key()).signed is False
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(max_size=12).filter(lambda key: key != "hash"), JSON_VALUES, max_size=8))
+def test_a_record_is_hashed_and_written_from_one_encoding(record: dict[str, Any]) -> None:
+    """The line written is the canonical JSON of the record with its hash, and the hash is the one
+    verification recomputes, whichever keys sort before or after ``hash`` (none, all, unicode ones)."""
+    digest, line = hashed_line(record)
+    assert digest == record_hash({**record, "hash": digest})
+    assert line == canonical_json({**record, "hash": digest})

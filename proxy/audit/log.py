@@ -73,6 +73,20 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
+def hashed_line(record: dict[str, Any]) -> tuple[str, str]:
+    """``record_hash(record)`` and the canonical line of ``record`` with that hash, from one encoding: keys
+    are written sorted, so the line is the hashed text with ``"hash"`` put in its place."""
+    before = canonical_json({key: value for key, value in record.items() if key < "hash"})[1:-1]
+    after = canonical_json({key: value for key, value in record.items() if key > "hash"})[1:-1]
+    digest = hashlib.sha256(_object_of(before, after).encode()).hexdigest()
+    return digest, _object_of(before, f'"hash":"{digest}"', after)
+
+
+def _object_of(*members: str) -> str:
+    """A JSON object from the encoded members of others (``canonical_json`` without its braces)."""
+    return "{" + ",".join(member for member in members if member) + "}"
+
+
 def checkpoint_message(record: dict[str, Any]) -> bytes:
     """What a checkpoint's signature covers: the record without its signature and hash."""
     body = {key: value for key, value in record.items() if key not in ("hash", "signature")}
@@ -160,9 +174,11 @@ class AuditLog:
         self.dropped_total = 0
         self._lock = threading.Lock()
         self._pending: deque[dict[str, Any]] = deque()
-        self._chained: tuple[dict[str, Any], dict[str, Any]] | None = None
-        """The event ``append`` is writing, with the record it chained, so that writing it does not hash it
-        again."""
+        self._chained: tuple[dict[str, Any], dict[str, Any], str] | None = None
+        """The event ``append`` is writing, with the record it chained and its line, so that writing it
+        does not hash or encode it again."""
+        self._file: tuple[date, Path] | None = None
+        """Today's file, made once a day rather than for every line."""
         self._dropped = 0
         self._unavailable: str | None = None
         self._since_checkpoint = 0
@@ -227,9 +243,9 @@ class AuditLog:
             # Stamped under the lock, so a record's ts is never older than a checkpoint before it.
             body.setdefault("ts", format_ts(self.clock()))
             self._pending.append(body)
-            record = self._chain(body, self._provisional_hash)
+            record, line = self._chain(body, self._provisional_hash)
             self._provisional_hash = record["hash"]
-            self._chained = (body, record)
+            self._chained = (body, record, line)
             try:
                 drained = self._drain_or_hold()
             finally:
@@ -384,18 +400,19 @@ class AuditLog:
             except Exception as exc:  # the timer must outlive any one failure; the next tick retries
                 log.error("audit.checkpoint_timer_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def _chain(self, body: dict[str, Any], prev_hash: str) -> dict[str, Any]:
+    def _chain(self, body: dict[str, Any], prev_hash: str) -> tuple[dict[str, Any], str]:
+        """The record of ``body`` after ``prev_hash``, and its line."""
         record = {**body, "prev_hash": prev_hash}
-        record["hash"] = record_hash(record)
-        return record
+        record["hash"], line = hashed_line(record)
+        return record, line
 
     def _commit(self, body: dict[str, Any]) -> dict[str, Any]:
         chained = self._chained
         if chained is not None and chained[0] is body and chained[1]["prev_hash"] == self._tail_hash:
-            record = chained[1]  # hashed by append on the same tail: nothing was written in between
+            _, record, line = chained  # hashed by append on the same tail: nothing was written in between
         else:
-            record = self._chain(body, self._tail_hash)
-        self._write_line(self.directory / daily_file_name(self._today()), canonical_json(record) + "\n")
+            record, line = self._chain(body, self._tail_hash)
+        self._write_line(self._todays_file(), line + "\n")
         self._tail_hash = record["hash"]
         if record.get("type") != CHECKPOINT:
             self._since_checkpoint += 1
@@ -469,6 +486,12 @@ class AuditLog:
 
     def _today(self) -> date:
         return self.clock().astimezone(UTC).date()
+
+    def _todays_file(self) -> Path:
+        today = self._today()
+        if self._file is None or self._file[0] != today:
+            self._file = (today, self.directory / daily_file_name(today))
+        return self._file[1]
 
     # -- retention -------------------------------------------------------------------------------------
 
