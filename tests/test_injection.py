@@ -401,6 +401,22 @@ def test_window_scores_match_the_reference_computation() -> None:
         assert fast == pytest.approx(slow, rel=1e-14, abs=1e-300)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 128, 300, 1000])
+def test_long_blocks_weighed_chunk_by_chunk_score_as_one_piece(
+    monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """A block weighed a chunk of positions at a time gives every window the score it gets weighed in one
+    piece, however the chunks cut words, word n-grams and character n-grams (a word longer than
+    several chunks included)."""
+    classifier = load_default_classifier()
+    rng = random.Random(chunk)  # noqa: S311 - reproducible test text, nothing secret
+    texts = [" ".join(varied_texts(40)), "x" * 2500 + " tail of words " * 40, EMAIL * 12 + "y" * 900]
+    texts += ["".join(rng.choice(["ab", "c", " ", "  ", "é", "\n", "0", "w" * 300]) for _ in range(900))]
+    whole = [classifier.window_scores(text).tolist() for text in texts]
+    monkeypatch.setattr(injection, "_CHUNK", chunk)
+    assert [classifier.window_scores(text).tolist() for text in texts] == whole
+
+
 def test_featurisation_matches_the_reference_on_varied_text() -> None:
     """Every n-gram lands in the bucket its definition gives, on any text: the model's features are
     exactly those training saw."""

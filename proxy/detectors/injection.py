@@ -63,6 +63,8 @@ MODEL_FORMAT = "egressguard-injection-logreg-2"
 WINDOW_CHARS = 256
 WINDOW_STEP = 128
 BLOCK_CHARS = 1 << 16
+_CHUNK = 1 << 14
+"""Positions of a block whose n-grams are hashed and weighed together (the arrays stay in the cache)."""
 _STEPS_PER_WINDOW = WINDOW_CHARS // WINDOW_STEP
 assert _STEPS_PER_WINDOW * WINDOW_STEP == WINDOW_CHARS, "a window spans whole steps"
 
@@ -319,19 +321,31 @@ class InjectionClassifier:
         sums in double precision are exact up to 2**29, so the order of the additions changes no bit of
         a score."""
         spec = self.spec
-        grams = spec.grams(codes)
         length = len(codes)
         # Row 0: the weights of the n-grams starting at each position; row 1: how many word n-grams
         # start there (every position starts one character n-gram of each size, bar the last few).
         per_position = np.empty((2, length))
-        np.add.reduce(self.weights.take(grams.chars), axis=0, out=per_position[0])
-        starts = grams.word_starts
-        np.multiply(np.bincount(starts, minlength=length), len(spec.word_ngrams), out=per_position[1])
-        if len(starts):
-            word_weights = np.add.reduce(self.weights.take(grams.words), axis=0)
-            per_position[0] += np.bincount(starts, weights=word_weights, minlength=length)
-            for size in spec.word_ngrams:
-                per_position[1, starts[max(0, len(starts) - size + 1) :]] -= 1
+        if length <= _CHUNK:
+            self._weigh(codes, length, False, per_position)
+        else:
+            # A long block is weighed a chunk of positions at a time, so that the arrays stay in the
+            # cache: each chunk's n-grams are those of a slice that reaches as far as they do.
+            wordy = np.zeros(length + 2, dtype=bool)
+            np.take(_WORDY, codes, mode="clip", out=wordy[1:-1])
+            edges = np.flatnonzero(wordy[1:] != wordy[:-1])
+            starts, ends = edges[0::2], edges[1::2]
+            reach = max(spec.word_ngrams, default=1) - 1
+            for start in range(0, length, _CHUNK):
+                stop = min(length, start + _CHUNK)
+                needed = min(len(starts), int(np.searchsorted(starts, stop)) + reach)
+                end = max(stop + max(spec.char_ngrams, default=1) - 1, ends[needed - 1] if needed else 0)
+                # wordy[start] is whether the code just before the chunk is a word character.
+                self._weigh(
+                    codes[start : min(length, end)],
+                    stop - start,
+                    bool(wordy[start]),
+                    per_position[:, start:stop],
+                )
         regular = max(0, -(-(length - WINDOW_CHARS) // WINDOW_STEP))
         if length <= WINDOW_CHARS:
             sums = per_position.sum(axis=1, keepdims=True)
@@ -358,6 +372,30 @@ class InjectionClassifier:
         clipped = np.minimum(np.maximum(logits, -60.0), 60.0)
         scores: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-clipped))
         return scores
+
+    def _weigh(
+        self,
+        codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32],
+        kept: int,
+        word_continues: bool,
+        out: npt.NDArray[np.float64],
+    ) -> None:
+        """Into ``out`` (two rows of ``kept`` columns): the weights of the n-grams starting at each of the
+        first ``kept`` positions of ``codes``, and how many word n-grams start there. ``codes`` reaches
+        past them as far as their n-grams do; when it starts inside a word (``word_continues``) that
+        word's n-grams belong before it and are left out."""
+        grams = self.spec.grams(codes)
+        np.add.reduce(self.weights.take(grams.chars[:, :kept]), axis=0, out=out[0])
+        starts, words = grams.word_starts, grams.words
+        first = 1 if word_continues and len(starts) and starts[0] == 0 else 0
+        last = int(np.searchsorted(starts, kept)) if len(codes) > kept else len(starts)
+        starts, words = starts[first:last], words[:, first:last]
+        if not len(starts):
+            out[1] = 0
+            return
+        counts = np.add.reduce(words < self.spec.dim, axis=0)
+        out[1] = np.bincount(starts, weights=counts, minlength=kept)
+        out[0] += np.bincount(starts, weights=np.add.reduce(self.weights.take(words), axis=0), minlength=kept)
 
     def threshold(self, source: Source) -> float:
         return self.threshold_indirect if source in READ_CONTENT_SOURCES else self.threshold_direct
