@@ -1,5 +1,8 @@
-"""What a busy sliding window costs as it is hit: resident memory of the single-process store, rows on
-disk, and the time of a count on the shared SQLite store, after each block of hits.
+"""What state costs as agents use it: a busy sliding window as it is hit, and an agent minting a new session
+and user id (and a new vaulted secret) with every request.
+
+Busy window: resident memory of the single-process store, rows on disk, and the time of a count on the
+shared SQLite store, after each block of hits.
 
 The hits are the refusal-rate baseline's: one key kept a week, hit once a second by a fake clock, so three
 blocks of 300,000 hits span ten days and the week-long window fills and then slides (the buckets a key
@@ -8,15 +11,24 @@ Printed per block: hits so
 far, resident memory growth since the start (VmRSS), buckets on disk for the key in each SQLite store, and
 the median time of a week-long and an hour-long ``count`` on the shared store.
 
-    python3 bench/state_growth.py [--hits 300000] [--blocks 3] [--rate 1]
+Minted ids (``--ids``, run in a fresh process per cap so resident memory starts clean): per request, what
+the proxy keeps for a turn of a new session and user (the session's refusal-rate windows, the user's tool
+rate limit beside the agent's, the user's injection-attempt window, a new tool's argument baseline) and
+one secret vaulted in the session's vault, 100 requests a second of fake time. Printed per fifth of the
+requests: resident memory growth, keys the store holds, keys it forgot, with the default cap per kind
+(``state.keys_per_kind``) and, for comparison, with no cap.
+
+    python3 bench/state_growth.py [--hits 300000] [--blocks 3] [--rate 1] [--ids 100000]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +36,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.state import SqliteStateStore
+from proxy.scanning.vault import Scope, Sealer, Vault
+from proxy.state import SqliteStateStore, digest
 from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
+from proxy.state.store import KEYS_PER_KIND
 
 WEEK_S = 7 * 24 * 3600.0
 START = 1_700_000_000.0
@@ -58,12 +72,52 @@ def median_count_us(store: SharedSqliteStateStore, window_s: float, now: float) 
     return statistics.median(times) * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hits", type=int, default=300_000, help="hits per block")
-    parser.add_argument("--blocks", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=1.0, help="hits per second of fake time")
-    args = parser.parse_args()
+def keys_held(directory: Path) -> int:
+    reader = sqlite3.connect(directory / DATABASE_NAME)
+    try:
+        [(rows,)] = reader.execute(
+            "SELECT (SELECT COUNT(*) FROM windows) + (SELECT COUNT(*) FROM counters)"
+            " + (SELECT COUNT(DISTINCT key) FROM fields)"
+        ).fetchall()
+        return int(rows)
+    finally:
+        reader.close()
+
+
+def minted_ids(ids: int, cap: int) -> None:
+    """One agent, a new session and user id per request: the figures for one cap."""
+    tool_limit = digest("shell.*")
+    clock = [START]
+    sealer, fingerprint_key = Sealer(os.urandom(32)), os.urandom(32)
+    with tempfile.TemporaryDirectory() as directory:
+        store = SqliteStateStore(Path(directory), clock=lambda: clock[0], keys_per_kind=cap)
+        gc.collect()
+        baseline = rss_mib()
+        for request in range(1, ids + 1):
+            session, user = digest(f"session-{request}"), digest(f"user-{request}")
+            store.hit(f"turns:session:{session}", WEEK_S)
+            store.hit(f"refusals:session:{session}", WEEK_S)
+            store.hit(f"tool.limit:{tool_limit}:user:{user}", 60)
+            store.hit(f"tool.limit:{tool_limit}:agent:bench", 60)
+            store.hit(f"injection.attempts:{user}", 24 * 3600)
+            store.incr(f"tool.entropy:bench:{digest(f'tool-{request}')}:n", ttl_s=WEEK_S)
+            vault = Vault(
+                store, Scope("bench", f"session-{request}"), sealer, fingerprint_key, 24 * 3600, 1000
+            )
+            vault.stand_in(f"PGPASSWORD=Xk9v2!LmQ#{request}")
+            vault.commit()
+            clock[0] += 0.01
+            if request % (ids // 5) == 0:
+                gc.collect()
+                print(
+                    f"{'none' if cap >= ids * 10 else cap:>8} {request:>8} {rss_mib() - baseline:>9.1f} MiB "
+                    f"{keys_held(Path(directory)):>10} {store.forgotten:>10}",
+                    flush=True,
+                )
+        store.close()
+
+
+def busy_window(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as memory_dir, tempfile.TemporaryDirectory() as shared_dir:
         memory = SqliteStateStore(Path(memory_dir), clock=lambda: START)
         shared = SharedSqliteStateStore(Path(shared_dir), clock=lambda: START)
@@ -92,6 +146,29 @@ def main() -> None:
             )
         memory.close()
         shared.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hits", type=int, default=300_000, help="hits per block")
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=1.0, help="hits per second of fake time")
+    parser.add_argument("--ids", type=int, default=100_000, help="requests with a new session and user id")
+    parser.add_argument("--part", choices=["both", "busy", "ids"], default="both")
+    parser.add_argument("--cap", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cap is not None:
+        minted_ids(args.ids, args.cap)
+        return
+    if args.part in ("both", "busy"):
+        busy_window(args)
+    if args.part in ("both", "ids"):
+        print(
+            f"\n{'cap':>8} {'requests':>8} {'RSS growth':>13} {'keys held':>10} {'forgotten':>10}", flush=True
+        )
+        for cap in (KEYS_PER_KIND, args.ids * 10):
+            command = [sys.executable, __file__, "--ids", str(args.ids), "--cap", str(cap)]
+            subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":

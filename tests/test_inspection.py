@@ -119,6 +119,27 @@ def test_tool_rate_limit_withholds_calls_over_the_limit(inspector_for: Callable[
     assert findings[2][0].where == "tool_calls[0]" and findings[2][0].action == "withhold"
 
 
+def test_rotating_user_ids_past_the_state_cap_still_meets_the_agent_limit(
+    detectors: Detectors, policy: Policy, clock: Clock
+) -> None:
+    """An agent sending each call under a new user id escapes the per-user count and, past the cap on
+    per-user keys, makes the store forget earlier users; the per-agent limit counts every call all the
+    same and withholds the third send of the hour."""
+    state = SqliteStateStore(None, clock=clock, keys_per_kind=1)
+    findings = []
+    for index in range(12):
+        context = TurnContext(
+            agent_id="bot", role="ops", user_id=f"minted-{index}", purpose="p", consent_id="c"
+        )
+        inspector = TurnInspector(detectors, policy, state, Turn(context), clock=clock)
+        found = inspector._tool_behaviour([call("send_email")])
+        findings.append([f.signal for f in found if f.rule == "tool-rate-limit"])
+        clock.now += 1
+    assert state.forgotten > 0
+    assert findings[:2] == [[], []]
+    assert all(signal and signal[0].endswith("per agent") for signal in findings[2:])
+
+
 def test_call_frequency_over_baseline_is_flagged(
     inspector_for: Callable[[], TurnInspector], clock: Clock
 ) -> None:

@@ -1,5 +1,6 @@
 """Each kind of expiring key stays within its cap on every backend, whatever ids agents send."""
 
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -221,4 +222,29 @@ def test_every_redis_key_of_a_flood_carries_an_expiry(redis_server: RedisServer,
     assert len(names) <= 2 * 4 * (CAP + 1) + 8
     assert all(client.pttl(name) > 0 for name in names)
     assert store.forgotten == 4 * (BEYOND - CAP)
+    store.close()
+
+
+def test_memory_of_the_in_process_store_stays_flat_once_kinds_are_full(clock: FakeClock) -> None:
+    """Past the cap, tripling the ids an agent mints leaves the single-process store's memory where it
+    was (traced allocations, not the process's: only what the store keeps)."""
+    store = SqliteStateStore(None, clock=clock, keys_per_kind=500)
+
+    def mint(first: int, last: int) -> None:
+        for index in range(first, last):
+            store.hit(session(index), 3600)
+            store.hit(f"tool.limit:{digest('g')}:user:{digest(str(index))}", 60)
+            store.merge(f"vault:billing:{digest(str(index))}", {"egv_0": "sealed"}, 3600, capacity=10)
+            clock.advance(0.01)
+
+    tracemalloc.start()
+    try:
+        mint(0, 1000)
+        full = tracemalloc.get_traced_memory()[0]
+        mint(1000, 4000)
+        later = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert later < full * 1.1
+    assert store.forgotten == 3 * 3500
     store.close()

@@ -337,12 +337,17 @@ class SqliteStateStore:
 
     def _keep(self, key: str, expires: float, entries: int = 1) -> None:
         """Account for a write of an expiring key, forgetting the keys its kind holds beyond its cap."""
-        for victim in self._caps.track(key, expires, entries):
+        victims = self._caps.track(key, expires, entries)
+        if not victims:
+            return
+        self._db.execute("BEGIN")
+        for victim in victims:
             self._counters.pop(victim, None)
             self._windows.pop(victim, None)
             self._values.pop(victim, None)
             self._maps.pop(victim, None)
             forget_key(self._db, victim)
+        self._db.execute("COMMIT")
 
     @property
     def forgotten(self) -> int:

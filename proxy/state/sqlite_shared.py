@@ -111,9 +111,9 @@ class SharedSqliteStateStore:
                 value, expires = row[0] + amount, row[1]
             else:
                 value, expires = amount, None if ttl_s is None else now + ttl_s
+                if expires is not None:  # a fixed window: tracked once, when it opens
+                    self._keep(db, key, expires)
             db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?, ?)", (key, value, expires))
-            if expires is not None:
-                self._keep(db, key, expires)
             return int(value)
 
     def counter(self, key: str) -> int:
