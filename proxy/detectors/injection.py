@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from proxy.detectors.quoting import discussion_frame
 from proxy.exchange import Source
 from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning.normalize import normalize
@@ -493,6 +494,11 @@ class InjectionDetector:
             self._cache.move_to_end(key)
             return cached
         verdict = self._judge(text, source)
+        if source is Source.USER and self._flags(verdict, source):
+            # A user who quotes an attack to ask about it is not typing one.
+            frame = discussion_frame(text)
+            if frame is not None:
+                verdict = self._judge(frame, source)
         self._cache[key] = verdict
         if len(self._cache) > self._cache_entries:
             self._cache.popitem(last=False)
