@@ -1,12 +1,16 @@
 """Each kind of expiring key stays within its cap on every backend, whatever ids agents send."""
 
+import textwrap
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from proxy.config.policy import parse_policy
+from proxy.runtime import open_state_store
 from proxy.state import SqliteStateStore, StateStore, digest
+from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from tests.redis_server import RedisServer
@@ -247,4 +251,30 @@ def test_memory_of_the_in_process_store_stays_flat_once_kinds_are_full(clock: Fa
         tracemalloc.stop()
     assert later < full * 1.1
     assert store.forgotten == 3 * 3500
+    store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "sqlite-shared", "redis"])
+def test_the_policy_sets_the_cap_on_every_backend_and_the_fallback(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``state.keys_per_kind`` reaches the store the policy opens (and, with Redis, the local store that
+    serves during an outage); ``redaction.vault.max_entries`` reaches the vault settings."""
+    section = "keys_per_kind: 7\n"
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        section += f"backend: redis\nurl: {server.url}\n"
+    text = (
+        f"agents: {{}}\nroles: {{default: {{}}}}\ndata_dir: {tmp_path}\n"
+        "redaction: {requests: vault, vault: {max_entries: 3}}\nstate:\n"
+    )
+    policy = parse_policy(text + textwrap.indent(section, "  "), "p.yaml", environ={})
+    assert policy.detection.vault is not None and policy.detection.vault.max_entries == 3
+    store = open_state_store(policy.state, policy.data_dir, shared=backend == "sqlite-shared")
+    stores = [store.shared, store.local] if isinstance(store, FallbackStore) else [store]
+    for each in stores:
+        for index in range(20):
+            each.hit(session(index), 60)
+        assert sum(each.count(session(index), 60) for index in range(20)) == 7
+    assert store.forgotten == 13 * len(stores)
     store.close()

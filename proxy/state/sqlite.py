@@ -229,13 +229,15 @@ class SqliteStateStore:
                 self._db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, window_s))
             width = bucket_width(window.retention)
             slot = (width, bucket_start(at, width))
+            opened = slot not in window.buckets
             window.add(slot)
             self._db.execute(RECORD_HIT, (key, *slot))
             if window.prune(at):
                 self._db.execute(
                     "DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - window.retention)
                 )
-            self._keep(key, _end(slot) + window.retention)
+            if opened:  # the key lasts longer only when a bucket opens
+                self._keep(key, _end(slot) + window.retention)
             return window.count(window_s, at)
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
