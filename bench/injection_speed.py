@@ -11,6 +11,9 @@ time so that other load on a shared machine does not count; next to it the figur
 (pure-Python n-gram featurisation) measured on the same corpora, and the share of the time spent
 normalising, scanning rules and scoring the classifier.
 
+Then the same for one 64 KB tool result of each kind (the corpus's texts joined, as a search or a file
+listing returns them): one block for the classifier, the case where its arrays outgrow the cache.
+
 Then a 20-turn conversation: each turn adds a user message and an 8 KB tool result and resends the
 whole history, and every context part is run through the detector, as the proxy does; with the verdict
 cache a turn costs about one turn's detection, without it the cost grows with the history.
@@ -87,6 +90,24 @@ def measure(name: str, detector: InjectionDetector, texts: Sequence[str], rounds
     )
 
 
+LARGE_TEXT_BYTES = 64_000
+
+
+def large_text(texts: Sequence[str]) -> str:
+    """About 64 KB of the corpus's texts, joined by line breaks, in the corpus's order."""
+    joined = ""
+    while len(joined.encode("utf-8")) < LARGE_TEXT_BYTES:
+        joined += "\n".join(texts) + "\n"
+    return joined.encode("utf-8")[:LARGE_TEXT_BYTES].decode("utf-8", "ignore")
+
+
+def measure_large(name: str, detector: InjectionDetector, texts: Sequence[str], rounds: int) -> None:
+    text = large_text(texts)
+    elapsed = _best_of(rounds, lambda: detector.detect(text, "bench", Source.TOOL_RESULT))
+    size = len(text.encode("utf-8"))
+    print(f"{name:<18} 64 KB tool result: {elapsed * 1e3:6.2f} ms  {size / elapsed / 1e6:6.2f} MB/s")
+
+
 def conversation(
     detector_factory: Callable[[], InjectionDetector], data: Path, turns: int = 20
 ) -> list[float]:
@@ -121,8 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     classifier = load_default_classifier()
     uncached = InjectionDetector(packs, classifier, cache_entries=0)
     print("injection detector, whole (normalisation, rules, classifier), one core, cache off:")
-    for name, texts in corpora(args.data).items():
+    texts_by_kind = corpora(args.data)
+    for name, texts in texts_by_kind.items():
         measure(name, uncached, texts, args.rounds)
+    for name, texts in texts_by_kind.items():
+        measure_large(name, uncached, texts, args.rounds)
     print(
         "20-turn conversation, 8 KB tool result a turn, history resent every turn (ms of detection per turn):"
     )
