@@ -21,6 +21,7 @@ resend the whole conversation every turn.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -147,6 +148,16 @@ def _squeezed[Codes: (np.uint8, np.uint32)](codes: npt.NDArray[Codes]) -> npt.ND
     return codes[kept]
 
 
+@functools.cache
+def _mixed_salts(salt: int, sizes: tuple[int, ...]) -> tuple[np.uint64, ...]:
+    """The salt of each n-gram size times the mixing constant (``_mixed``), made once."""
+    return tuple(np.uint64(_mixed(salt * size)) for size in sizes)
+
+
+_SHIFTS = [np.uint64(64 - bits) for bits in range(65)]
+"""The shift that keeps the top ``bits`` bits of a hash, for each number of bits."""
+
+
 @dataclass(frozen=True, slots=True)
 class Grams:
     """The n-grams of a block of squeezed codes, as buckets, one row per n-gram size. ``chars`` has one
@@ -213,9 +224,9 @@ class FeatureSpec:
         (h + s) * M = h * M + s * M). The columns of n-grams that would run past the end (the last
         ``size - 1``) get the empty bucket."""
         columns = mixed.shape[1]
-        for row, size in enumerate(sizes):
-            mixed[row] += np.uint64(_mixed(salt * size))
-        mixed >>= np.uint64(64 - self.bits)
+        for row, mixed_salt in enumerate(_mixed_salts(salt, sizes)):
+            mixed[row] += mixed_salt
+        mixed >>= _SHIFTS[self.bits]
         for row, size in enumerate(sizes):
             mixed[row, max(0, columns - size + 1) :] = self.dim
 
