@@ -248,6 +248,17 @@ def test_a_run_refused_by_its_first_two_characters_decodes_to_no_text(raw: bytes
             assert early is not None and early.start() <= 1
 
 
+@given(st.text(alphabet="ab Zé_.-*x1 \n\u0430İß\u0307", max_size=120))
+@settings(max_examples=1500, deadline=None)
+def test_despacing_where_the_shape_is_joins_what_the_whole_substitution_joins(text: str) -> None:
+    """Trying the letter-spacing regex only where the cheap check finds the shape gives the text a
+    substitution over every position gives, whatever the letters, separators and characters around."""
+    joined = normalize_module._LETTER_SPACED.sub(
+        lambda match: normalize_module._SPACED_SEPARATORS.sub("", match.group()), text
+    )
+    assert despace(text) == joined
+
+
 _URL_ENCODED_AS_WRITTEN = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
 
 

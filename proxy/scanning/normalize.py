@@ -184,16 +184,32 @@ def fold_homoglyphs(text: str) -> str:
 
 
 def despace(text: str) -> str:
-    """Join letter-spaced words: "i g n o r e" becomes "ignore"."""
-    return _LETTER_SPACED.sub(lambda match: _SPACED_SEPARATORS.sub("", match.group()), text)
+    """Join letter-spaced words: "i g n o r e" becomes "ignore". Every match starts where
+    ``_spaced_shapes`` finds the shape, so the regex is tried only there (left to right, each after the
+    last match, as a substitution over the whole text would find them): a long text with one "a b c" in
+    it is not searched position by position."""
+    parts: list[str] = []
+    done = 0
+    for start in _spaced_shapes(text):
+        match = _LETTER_SPACED.match(text, start) if start >= done else None
+        if match is not None:
+            parts += [text[done:start], _SPACED_SEPARATORS.sub("", match.group())]
+            done = match.end()
+    return "".join([*parts, text[done:]]) if parts else text
 
 
 def _may_be_letter_spaced(text: str) -> bool:
-    """Whether three single letters stand one separator apart somewhere (the shape of "i g n"), with no
-    ASCII letter or digit just before the first or just after the third: an over-approximation of
-    ``_LETTER_SPACED``, so where it finds nothing the regex is not run. Every character past ASCII counts
-    as a letter. The text is turned into one class byte per character (``_SPACING_CLASSES``; UTF-8
-    continuation bytes dropped) and the shape is looked for as a substring, all in C."""
+    """Whether three single letters stand one separator apart somewhere (``_spaced_shapes``): an
+    over-approximation of ``_LETTER_SPACED``, so where it finds nothing the regex is not run."""
+    return next(_spaced_shapes(text), None) is not None
+
+
+def _spaced_shapes(text: str) -> Iterator[int]:
+    """Where three single letters stand one separator apart (the shape of "i g n"), with no ASCII letter
+    or digit just before the first or just after the third: every match of ``_LETTER_SPACED`` starts at
+    one of them. Every character past ASCII counts as a letter. The text is turned into one class byte
+    per character (``_SPACING_CLASSES``; UTF-8 continuation bytes dropped) and the shape is looked for as
+    a substring, all in C."""
     classes = text.encode("utf-8", "surrogatepass").translate(_SPACING_CLASSES, _UTF8_CONTINUATION)
     found = classes.find(_SPACED_SHAPE)
     while found != -1:
@@ -201,9 +217,8 @@ def _may_be_letter_spaced(text: str) -> bool:
         if (before < 0 or not _is_ascii_alnum(text[before])) and (
             after >= len(text) or not _is_ascii_alnum(text[after])
         ):
-            return True
+            yield found
         found = classes.find(_SPACED_SHAPE, found + 1)
-    return False
 
 
 def _is_ascii_alnum(char: str) -> bool:
