@@ -20,6 +20,7 @@ from mitmproxy import http
 from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
+from proxy.dialects.stream import sent_bytes
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -206,13 +207,25 @@ class ReadBack:
     filters, whose scan reads every string its channels do not, so what the record says was enforced
     is proved from the bytes sent, not from the filters that ran."""
 
-    def __init__(self, dialect: Dialect, inspector: TurnInspector) -> None:
+    def __init__(
+        self, dialect: Dialect, inspector: TurnInspector, sender: StreamSession | None = None
+    ) -> None:
         self.inspector = inspector
         self.scan = inspector.json_scan(redacts=False)
         self.session = dialect.stream_session(StreamFilters(residual=self.scan))
+        self.sender = sender
+        """The session that wrote what is sent: the events it sent as they came are read from what it
+        read of their bytes, which are those bytes parsed."""
+        if sender is not None:
+            sender.keep_sent()
 
     def feed(self, sent: bytes) -> None:
-        self.session.feed(sent)
+        pieces = self.sender.take_sent() if self.sender is not None else []
+        if not pieces or sent_bytes(pieces) != sent:
+            self.session.feed(sent)
+            return
+        for piece in pieces:
+            self.session.read_sent(piece)
 
     def prove(self) -> None:
         """The stream ended: findings whose action what was sent bears out are marked enforced."""
@@ -510,7 +523,7 @@ class Inspect:
             session.feed,
             session.finish,
             rewrites=filters.active,
-            read_back=ReadBack(dialect, inspector) if filters.active else None,
+            read_back=ReadBack(dialect, inspector, session) if filters.active else None,
         ).install(flow.response)
         flow.metadata[SESSION_KEY] = session
 

@@ -34,9 +34,10 @@ from proxy.dialects import (
 )
 from proxy.dialects import stream as stream_module
 from proxy.dialects.openai_chat import ChatStreamSession
-from proxy.dialects.stream import StreamSession, UnexpectedText
+from proxy.dialects.stream import StreamSession, UnexpectedText, sent_bytes
 from proxy.exchange import ToolCall
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.residual import JsonScan
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 from proxy.wire.sse import SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
@@ -915,6 +916,13 @@ def chat_text_stream(pieces: list[str]) -> bytes:
     )
 
 
+SPLIT_AND_CUT = given(
+    sizes=st.lists(st.integers(min_value=1, max_value=14), min_size=1, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=12),
+)
+"""A text in deltas whose lengths cycle through ``sizes``, its stream read in pieces cut at ``cuts``."""
+
+
 class Redactors:
     """Makes the real stream redactor for each channel and keeps them, for what they recorded."""
 
@@ -927,10 +935,7 @@ class Redactors:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    sizes=st.lists(st.integers(min_value=1, max_value=14), min_size=1, max_size=8),
-    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=12),
-)
+@SPLIT_AND_CUT
 def test_bursts_read_ahead_still_redact_every_secret_split_across_deltas(
     sizes: list[int], cuts: list[int]
 ) -> None:
@@ -990,3 +995,36 @@ def test_a_burst_is_not_read_ahead_across_a_private_key_block() -> None:
         chat_text_stream(split(f"key: {block} ok", [7])),
     )
     assert chat_sdk_view(output)[0] == "key: [REDACTED:private-key-rsa] ok"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@SPLIT_AND_CUT
+def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
+    sizes: list[int], cuts: list[int]
+) -> None:
+    """A reader of what a session sent (the read-back) that takes the events sent as they came from the
+    payloads the session read of their bytes sees the same completion and finds the same secrets as one
+    that parses the bytes again."""
+    stream = chat_text_stream(split(f"ids 4539 5787 6362 1486 and {GITHUB_TOKEN} end", sizes))
+    stream = stream.replace(b'"model": "gpt-4o"', f'"model": "gpt-4o", "user": "{STRIPE_KEY}"'.encode(), 3)
+    sender = OpenAIChat().stream_session(StreamFilters(text_filter=Redactors()))
+    sender.keep_sent()
+    scans = [JsonScan(SECRETS, lambda rule: False, rewrites=False) for _ in range(2)]
+    by_pieces, by_bytes = (OpenAIChat().stream_session(StreamFilters(residual=scan)) for scan in scans)
+    read_from_payloads = 0
+    previous = 0
+    for cut in [*sorted(min(cut, len(stream)) for cut in cuts), len(stream), None]:
+        sent = sender.feed(stream[previous:cut]) if cut is not None else sender.finish()
+        previous = cut or previous
+        pieces = sender.take_sent()
+        assert sent_bytes(pieces) == sent
+        by_bytes.feed(sent)
+        for piece in pieces:
+            by_pieces.read_sent(piece)
+            read_from_payloads += not isinstance(piece, bytes)
+    by_pieces.finish()
+    by_bytes.finish()
+    assert read_from_payloads
+    assert by_pieces.completion == by_bytes.completion
+    assert [found.fingerprint for found in scans[0].found] == [found.fingerprint for found in scans[1].found]
+    assert scans[0].found

@@ -24,7 +24,6 @@ from proxy.dialects.stream import (
     StreamFilters,
     StreamSession,
     ToolDecision,
-    as_sent,
     dump_json,
     rewritten,
     synthesised,
@@ -318,9 +317,11 @@ class ChatStreamSession(StreamSession):
                     "function_call",
                 ) and not self._released_calls.get(choice_index):
                     raw_choice["finish_reason"] = "stop"
+        if not touched:
+            return [*before, self._as_sent(event, chunk)]
         if _is_empty_chunk(chunk):
             return before
-        return [*before, rewritten(event, chunk) if touched else as_sent(event, chunk)]
+        return [*before, rewritten(event, chunk)]
 
     def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
         choices = payload.get("choices") if isinstance(payload, dict) else None

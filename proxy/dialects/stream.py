@@ -71,6 +71,13 @@ class UnexpectedText(Exception):
 
 Path = tuple[str | int, ...]
 
+Sent = bytes | tuple[SSEEvent, Any]
+"""A piece of what a session sent: bytes, or an event sent as it came with its payload (``take_sent``)."""
+
+
+def sent_bytes(pieces: list[Sent]) -> bytes:
+    return b"".join(piece if isinstance(piece, bytes) else piece[0].raw for piece in pieces)
+
 
 class EventScan(Protocol):
     """Scans the strings of each event that the dialect does not filter as text (``proxy.scanning.residual``).
@@ -314,6 +321,10 @@ class StreamSession(ABC):
         self._queued: list[bytes] = []
         self._skeletons: dict[str, Any] = {}
         self._decisions: dict[str, ToolDecision] = {}
+        self._as_came: dict[int, tuple[SSEEvent, Any]] | None = None
+        """While what is sent is kept (``keep_sent``): the events of the bytes being read that go out as
+        they came, by the identity of their bytes, with the payload read from them."""
+        self._sent: list[Sent] = []
 
     @property
     @abstractmethod
@@ -322,6 +333,35 @@ class StreamSession(ABC):
 
     def __call__(self, chunk: bytes) -> bytes:
         return self.feed(chunk) if chunk else self.finish()
+
+    def keep_sent(self) -> None:
+        """From now on, keeps what ``feed`` and ``finish`` return as pieces for ``take_sent``."""
+        self._as_came = {}
+
+    def take_sent(self) -> list[Sent]:
+        """What ``feed`` and ``finish`` returned since the last call, in pieces: bytes written here, or an
+        event sent as the upstream sent it with the payload read from its bytes (``read_sent`` reads
+        it without reading those bytes again)."""
+        sent, self._sent = self._sent, []
+        return sent
+
+    def read_sent(self, piece: Sent) -> None:
+        """Reads one piece of what another session sent (``take_sent``), as ``feed`` reads its bytes."""
+        if isinstance(piece, bytes) or self._parser.holding or self._finished:
+            self.feed(piece if isinstance(piece, bytes) else piece[0].raw)
+            return
+        event, payload = piece
+        self.events += 1
+        self.bytes += len(event.raw)
+        self._on_block(event, payload)
+
+    def _keep(self, output: list[bytes]) -> list[bytes]:
+        if self._as_came is not None:
+            for piece in output:
+                came = self._as_came.get(id(piece))
+                self._sent.append(came if came is not None and came[0].raw is piece else piece)
+            self._as_came.clear()
+        return output
 
     def feed(self, chunk: bytes) -> bytes:
         if self._finished:
@@ -339,7 +379,7 @@ class StreamSession(ABC):
         if unmet:
             raise UnexpectedText(f"{', '.join(unmet)} did not get all the text it was told to expect")
         self._note_oversized()
-        return b"".join(output)
+        return b"".join(self._keep(output))
 
     def _anticipate(self, events: list[SSEEvent], payloads: list[Any]) -> None:
         """Tells each text channel what the leading events of a burst that carry nothing but text will
@@ -376,7 +416,7 @@ class StreamSession(ABC):
             self.notes.append(f"stream ended inside an event ({len(tail)} bytes)")
             if not self.filters.active:
                 output.append(tail)
-        return b"".join(output)
+        return b"".join(self._keep(output))
 
     def _note_oversized(self) -> None:
         limit = self._parser.max_event_bytes
@@ -456,6 +496,15 @@ class StreamSession(ABC):
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         self.notes.append(f"event {event.type!r} is not JSON; passed through")
         return [event.raw]
+
+    def _as_sent(self, event: SSEEvent, payload: Any) -> bytes:
+        """An event whose payload the filters left as it came: its own bytes where they are framed as
+        ``serialise`` frames them (so every client reads them as this parser did), else written anew."""
+        if serialise(event) != event.raw:
+            return rewritten(event, payload)
+        if self._as_came is not None:
+            self._as_came[id(event.raw)] = (event, payload)
+        return event.raw
 
     def _scan_residual(self, event: SSEEvent, payload: Any) -> tuple[Any, bool]:
         residual = self.filters.residual
@@ -635,12 +684,6 @@ def _filter_strings(value: Any, transform: Callable[[str], str]) -> Any:
 def rewritten(event: SSEEvent, payload: Any) -> bytes:
     """The event re-serialised with a new JSON payload, keeping its name and id."""
     return serialise(SSEEvent(data=dump_json(payload), event=event.event, id=event.id, retry=event.retry))
-
-
-def as_sent(event: SSEEvent, payload: Any) -> bytes:
-    """An event whose payload the filters left as it came: its own bytes where they are framed as
-    ``serialise`` frames them (so every client reads them as this parser did), else written anew."""
-    return event.raw if serialise(event) == event.raw else rewritten(event, payload)
 
 
 def synthesised(payload: Any, event_name: str | None = None) -> bytes:

@@ -104,6 +104,11 @@ class SSEParser:
         self._line_empty = True
         self._after_cr = False
 
+    @property
+    def holding(self) -> bool:
+        """Whether bytes of an event not yet complete have been read."""
+        return bool(self._buffer) or self._skipping or self._after_cr
+
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         events: list[SSEEvent] = []
         rest = chunk
