@@ -34,13 +34,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.scanning.vault import Scope, Sealer, Vault
 from proxy.state import SqliteStateStore, digest
+from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.state.store import KEYS_PER_KIND
+from tests.redis_server import RedisServer
 
 WEEK_S = 7 * 24 * 3600.0
 START = 1_700_000_000.0
@@ -84,15 +88,30 @@ def keys_held(directory: Path) -> int:
         reader.close()
 
 
-def minted_ids(ids: int, cap: int) -> None:
-    """One agent, a new session and user id per request: the figures for one cap."""
+def minted_ids(ids: int, cap: int, redis_url: str | None) -> None:
+    """One agent, a new session and user id per request: the figures for one cap, of the single-process
+    store (this process's resident memory) or of Redis (the server's ``used_memory``)."""
     tool_limit = digest("shell.*")
     clock = [START]
     sealer, fingerprint_key = Sealer(os.urandom(32)), os.urandom(32)
     with tempfile.TemporaryDirectory() as directory:
-        store = SqliteStateStore(Path(directory), clock=lambda: clock[0], keys_per_kind=cap)
+        store: SqliteStateStore | RedisStateStore
+        if redis_url is None:
+            store = SqliteStateStore(Path(directory), clock=lambda: clock[0], keys_per_kind=cap)
+            client = None
+        else:
+            store = RedisStateStore(RedisSettings(url=redis_url), clock=lambda: clock[0], keys_per_kind=cap)
+            client = redis.Redis.from_url(redis_url)
+            client.flushall()
+
+        def memory_mib() -> float:
+            return rss_mib() if client is None else int(client.info("memory")["used_memory"]) / 2**20
+
+        def keys() -> int:
+            return keys_held(Path(directory)) if client is None else int(client.dbsize())
+
         gc.collect()
-        baseline = rss_mib()
+        baseline = memory_mib()
         for request in range(1, ids + 1):
             session, user = digest(f"session-{request}"), digest(f"user-{request}")
             store.hit(f"turns:session:{session}", WEEK_S)
@@ -110,8 +129,8 @@ def minted_ids(ids: int, cap: int) -> None:
             if request % (ids // 5) == 0:
                 gc.collect()
                 print(
-                    f"{'none' if cap >= ids * 10 else cap:>8} {request:>8} {rss_mib() - baseline:>9.1f} MiB "
-                    f"{keys_held(Path(directory)):>10} {store.forgotten:>10}",
+                    f"{'memory' if client is None else 'redis':>7} {'none' if cap >= ids * 10 else cap:>6} "
+                    f"{request:>8} {memory_mib() - baseline:>9.1f} MiB {keys():>10} {store.forgotten:>10}",
                     flush=True,
                 )
         store.close()
@@ -155,20 +174,37 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="hits per second of fake time")
     parser.add_argument("--ids", type=int, default=100_000, help="requests with a new session and user id")
     parser.add_argument("--part", choices=["both", "busy", "ids"], default="both")
+    parser.add_argument("--redis", action="store_true", help="also on a redis-server started for the run")
     parser.add_argument("--cap", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cap is not None:
-        minted_ids(args.ids, args.cap)
+        minted_ids(args.ids, args.cap, args.redis_url)
         return
     if args.part in ("both", "busy"):
         busy_window(args)
     if args.part in ("both", "ids"):
-        print(
-            f"\n{'cap':>8} {'requests':>8} {'RSS growth':>13} {'keys held':>10} {'forgotten':>10}", flush=True
-        )
-        for cap in (KEYS_PER_KIND, args.ids * 10):
-            command = [sys.executable, __file__, "--ids", str(args.ids), "--cap", str(cap)]
-            subprocess.run(command, check=True)
+        print(f"\n{'store':>7} {'cap':>6} {'requests':>8} {'growth':>13} {'keys held':>10} {'forgotten':>10}")
+        runs = [[], *([["--redis-url"]] if args.redis else [])]
+        with tempfile.TemporaryDirectory() as redis_dir:
+            server = RedisServer(Path(redis_dir)) if args.redis else None
+            try:
+                for run in runs:
+                    for cap in (KEYS_PER_KIND, args.ids * 10):
+                        extra = [*run, server.url] if run and server is not None else []
+                        command = [
+                            sys.executable,
+                            __file__,
+                            "--ids",
+                            str(args.ids),
+                            "--cap",
+                            str(cap),
+                            *extra,
+                        ]
+                        subprocess.run(command, check=True)
+            finally:
+                if server is not None:
+                    server.stop()
 
 
 if __name__ == "__main__":
