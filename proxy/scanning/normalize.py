@@ -7,11 +7,12 @@ classifier see one plain, case-folded form, and reports which tricks it met: the
 
 Pure: text in, ``Normalized`` out. The expensive steps run only where a cheap check says they could
 change something: ASCII text has no invisible, tag, compatibility or look-alike characters; the
-letter-spacing join runs only where an array pass over the code points finds the shape of a spaced word;
-the decoders look only inside the stretches made of an encoding's characters (one translation of the
-UTF-8 bytes and substring searches), and a base64 run is decoded only when a cheap count over its bytes
-cannot prove that the result is binary noise (identifiers, paths and long words are the runs documents
-are full of); text past ASCII is searched once for invisible characters before anything is removed.
+letter-spacing join runs only where a substring search over one class byte per character finds the shape
+of a spaced word, and only there; the decoders look only inside the stretches made of an encoding's
+characters (one translation of the UTF-8 bytes and substring searches), and a base64 run is decoded only
+when a cheap count over its bytes cannot prove that the result is binary noise (identifiers, paths and
+long words are the runs documents are full of); text past ASCII is searched once for invisible characters
+before anything is removed.
 """
 
 # The look-alike table and its docs are made of ambiguous letters on purpose.
