@@ -80,7 +80,7 @@ class Runtime:
     @property
     def metrics(self) -> Metrics:
         if self._metrics is None:
-            sources = Sources(audit=self._audit_figures, alerts=self._alert_figures)
+            sources = Sources(audit=self._audit_figures, alerts=self._alert_figures, state=self._state_figure)
             self._metrics = Metrics(self.policy.agents, sources)
         return self._metrics
 
@@ -94,6 +94,10 @@ class Runtime:
     def _audit_figures(self) -> tuple[int, int] | None:
         sink = self.audit_log
         return None if sink is None else (sink.dropped_total, sink.buffered)
+
+    def _state_figure(self) -> int | None:
+        store = self.state_or_none
+        return None if store is None else store.forgotten
 
     def _alert_figures(self) -> tuple[int, int, int, int] | None:
         router = self.alert_router

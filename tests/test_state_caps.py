@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config.policy import parse_policy
-from proxy.runtime import open_state_store
+from proxy.runtime import Runtime, open_state_store
 from proxy.state import SqliteStateStore, StateStore, digest
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
@@ -278,3 +278,14 @@ def test_the_policy_sets_the_cap_on_every_backend_and_the_fallback(
         assert sum(each.count(session(index), 60) for index in range(20)) == 7
     assert store.forgotten == 13 * len(stores)
     store.close()
+
+
+def test_keys_forgotten_are_counted_on_the_metrics(tmp_path: Path) -> None:
+    """What the store forgets to keep a kind within its cap is a counter an operator can alert on."""
+    text = f"agents: {{}}\nroles: {{default: {{}}}}\ndata_dir: {tmp_path}\nstate: {{keys_per_kind: 3}}\n"
+    runtime = Runtime(parse_policy(text, "p.yaml", environ={}))
+    assert b"egressguard_state_keys_forgotten" not in runtime.metrics.exposition()
+    for index in range(10):
+        runtime.state.hit(session(index), 60)
+    assert b"egressguard_state_keys_forgotten_total 7.0" in runtime.metrics.exposition()
+    runtime.close()

@@ -31,11 +31,14 @@ class Sources:
         self,
         audit: Callable[[], tuple[int, int] | None] = lambda: None,
         alerts: Callable[[], tuple[int, int, int, int] | None] = lambda: None,
+        state: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.audit = audit
         """(events dropped while the disk refused writes, events waiting in memory)."""
         self.alerts = alerts
         """(delivered, retried, dropped, waiting in the spool)."""
+        self.state = state
+        """Expiring state keys forgotten to keep their kind within its cap."""
 
 
 class _Live(Collector):
@@ -62,6 +65,13 @@ class _Live(Collector):
                 "egressguard_alert_records_dropped", "Audit records the alert queue had no room for", dropped
             )
             yield GaugeMetricFamily("egressguard_alert_spool_depth", "Alerts waiting for delivery", spooled)
+        forgotten = self.sources.state()
+        if forgotten is not None:
+            yield CounterMetricFamily(
+                "egressguard_state_keys_forgotten",
+                "State keys per session, user or tool forgotten to keep their kind within its cap",
+                forgotten,
+            )
 
 
 class Metrics:
