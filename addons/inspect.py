@@ -20,6 +20,7 @@ from mitmproxy import http
 from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
+from proxy.dialects.base import ParsedBody, load_json_with_shadowed
 from proxy.dialects.stream import sent_bytes
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
@@ -428,15 +429,22 @@ class Inspect:
 
     @fail_open
     def _inspect_concurrently(
-        self, flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView, body: bytes | None
+        self,
+        flow: http.HTTPFlow,
+        inspector: TurnInspector,
+        view: RequestView,
+        body: bytes | None,
+        parsed: ParsedBody | None,
     ) -> None:
         verdict = inspector.inspect_request(view)
-        scanned = inspector.scan_request(body, view) if body is not None else body
+        scanned = inspector.scan_request(body, view, parsed) if body is not None else body
         if verdict.block is not None or verdict.replacements or scanned != body:
             # Observe mode decides nothing; should a verdict come anyway, the record says it was not applied.
             inspector.turn.errors.append("request: a verdict came after the request had left; not applied")
 
-    def _prepare_request(self, flow: http.HTTPFlow) -> tuple[TurnInspector, RequestView, bytes | None] | None:
+    def _prepare_request(
+        self, flow: http.HTTPFlow
+    ) -> tuple[TurnInspector, RequestView, bytes | None, ParsedBody | None] | None:
         """Read and parse the request and set up its inspector; None when there is nothing to inspect or
         the request was refused here (a body that cannot be inspected where that is enforced)."""
         turn = turn_of(flow)
@@ -451,11 +459,14 @@ class Inspect:
         dialect = detect(
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
         )
+        parsed = None
         if body is None:
             view = RequestView(dialect=dialect.name, model=dialect.model_hint)
         else:
             turn.inspected_bytes += len(body)
-            view = dialect.parse_request(body)
+            # Decoded once: the dialect's reading and the scan of the rest of the body share it.
+            parsed = load_json_with_shadowed(body)
+            view = dialect.parse_request(body, parsed)
             if view.parse_error:
                 turn.errors.append(f"request: {view.parse_error}")
         turn.request = view
@@ -471,20 +482,24 @@ class Inspect:
             status = request_refusal_status(unreadable)
             flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
             return None
-        return inspector, view, body
+        return inspector, view, body, parsed
 
     @staticmethod
     def _decide_request(
-        flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView, body: bytes | None
+        flow: http.HTTPFlow,
+        inspector: TurnInspector,
+        view: RequestView,
+        body: bytes | None,
+        parsed: ParsedBody | None,
     ) -> None:
         turn, dialect = inspector.turn, flow.metadata[DIALECT_KEY]
         verdict = inspector.inspect_request(view)
         sent = body
         if body is not None:
-            rewrites = verdict.replacements and verdict.block is None
-            sent = inspector.scan_request(
-                dialect.rewrite_request(body, verdict.replacements) if rewrites else body, view
-            )
+            if verdict.replacements and verdict.block is None:
+                sent = inspector.scan_request(dialect.rewrite_request(body, verdict.replacements), view)
+            else:
+                sent = inspector.scan_request(body, view, parsed)
             if verdict.block is None:
                 sent = inspector.vault_request(sent, dialect, view)
         if verdict.block is not None:
@@ -544,7 +559,9 @@ class Inspect:
         if body is None:
             return
         turn.inspected_bytes += len(body)
-        completion = dialect.parse_response(body)
+        # Decoded once: the dialect's reading and the scan of the rest of the body share it.
+        parsed = load_json_with_shadowed(body)
+        completion = dialect.parse_response(body, parsed)
         if completion.parse_error:
             turn.errors.append(f"response: {completion.parse_error}")
             if looks_like_event_stream(body):
@@ -562,7 +579,7 @@ class Inspect:
             rewritten = dialect.rewrite_response(
                 rewritten, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
             )
-        rewritten = inspector.scan_body(rewritten, body)
+        rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
         if rewritten != body:
             set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)

@@ -47,7 +47,7 @@ from proxy.dialects import (
     ToolGate,
     chain_filters,
 )
-from proxy.dialects.base import load_json, load_json_with_shadowed, readable_text
+from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, parse_locator, set_at
 from proxy.dialects.stream import EventScan, encode_json
 from proxy.egress import decide
@@ -311,19 +311,19 @@ class TurnInspector:
             Decision.BLOCKED,
         )
 
-    def scan_request(self, body: bytes, view: RequestView) -> bytes:
+    def scan_request(self, body: bytes, view: RequestView, parsed: ParsedBody | None = None) -> bytes:
         """A request body (after the parts' rewrite) with every string no part of ``view`` covers scanned:
         fields no dialect models (``metadata``, ``user``, ``prediction``, tool definitions' other fields,
         unknown keys), tool calls in the history, object keys, JSON inside strings, escapes decoded.
         What it finds is recorded, and redacted where the policy redacts requests; in vault mode it is
-        recorded as vaulted (``vault_request`` replaces it)."""
+        recorded as vaulted (``vault_request`` replaces it). ``parsed``: ``body`` as decoded already."""
         handled = {tuple(parse_locator(part.where)) for part in view.parts}
         vaulted = self.vault is not None and view.dialect != MCP.name
         scan = self.json_scan(
             redacts=self.policy.detection.redact_requests,
             placeholder=self.vault.placeholder if vaulted and self.vault is not None else None,
         )
-        return self._scan_document(body, scan, handled)
+        return self._scan_document(body, scan, handled, parsed=parsed)
 
     def request_sent(self, sent: RequestView, body: bytes) -> None:
         """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
@@ -926,25 +926,31 @@ class TurnInspector:
         finding = tools.argument_entropy_finding(call, mean, variance**0.5)
         return [finding] if finding else []
 
-    def scan_body(self, body: bytes, sent_by_upstream: bytes) -> bytes:
+    def scan_body(self, body: bytes, sent_by_upstream: bytes, parsed: ParsedBody | None = None) -> bytes:
         """A JSON response body, after the dialect's rewrite of what the upstream sent, with every string
         the dialect does not read as text (unknown fields, keys, JSON inside strings, tool arguments as
         decoded) scanned, and redacted where enforced. Its findings are recorded; a body that is not JSON
-        is returned as is."""
-        return self._scan_document(body, self.residual, (), sent_by_upstream)
+        is returned as is. ``parsed``: ``body`` as decoded already."""
+        return self._scan_document(body, self.residual, (), sent_by_upstream, parsed)
 
     def _scan_document(
-        self, body: bytes, scan: JsonScan, handled: Collection[Path], original: bytes | None = None
+        self,
+        body: bytes,
+        scan: JsonScan,
+        handled: Collection[Path],
+        original: bytes | None = None,
+        parsed: ParsedBody | None = None,
     ) -> bytes:
         """``body`` with what ``scan`` redacts outside ``handled`` redacted, its findings recorded. The
         values a repeated key shadows in it (or in the ``original`` it was rewritten from) are scanned
         too, and where the scan rewrites, the body is sent without them: a reader that keeps a repeated
-        key's first value must read what was inspected."""
-        document, shadowed, error = load_json_with_shadowed(body)
+        key's first value must read what was inspected. ``parsed`` is ``body`` decoded (its document is
+        the scan's to change)."""
+        document, shadowed, error = parsed if parsed is not None else load_json_with_shadowed(body)
         if error is not None:
             return body
         if original is not None and original != body:
-            shadowed += load_json_with_shadowed(original)[1]
+            shadowed = shadowed + load_json_with_shadowed(original)[1]
         filtered, changed = scan.filter("", document, handled)
         if shadowed:
             scan.filter("shadowed by a repeated key", shadowed, ())

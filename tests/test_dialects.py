@@ -30,7 +30,7 @@ from proxy.dialects import (
     detect,
     is_event_stream,
 )
-from proxy.dialects.base import readable_text
+from proxy.dialects.base import load_json_with_shadowed, readable_text
 from proxy.dialects.locator import format_locator, get_at, parse_locator
 from proxy.exchange import Source
 from tests.dialect_fixtures import fixture, request_fixture, response_fixture
@@ -486,3 +486,33 @@ def test_locator_round_trips(steps: list[str | int]) -> None:
 def test_readable_text_fast_and_slow_paths_agree(body: bytes, expected: str | None) -> None:
     """Valid UTF-8 takes the strict decode; a body with stray bytes is still read, keeping each byte."""
     assert readable_text(body) == expected
+
+
+DECODED_ONCE_CASES = [
+    (OpenAIChat(), "openai_chat"),
+    (OpenAIResponses(), "openai_responses"),
+    (Anthropic(), "anthropic"),
+    (Gemini("gemini-2.0-flash"), "gemini"),
+    (MCP(), "mcp_tools_call"),
+    (Generic(), "openai_chat"),
+]
+
+
+@pytest.mark.parametrize(("dialect", "name"), DECODED_ONCE_CASES)
+def test_a_body_decoded_by_the_caller_reads_as_one_decoded_by_the_dialect(
+    dialect: Dialect, name: str
+) -> None:
+    """Handing a dialect the body the caller decoded (with the values repeated keys shadow) gives the
+    same view of the request and the response as letting it decode the body itself."""
+    for body, parse in [
+        (request_fixture(name), dialect.parse_request),
+        (response_fixture(name), dialect.parse_response),
+        (
+            b'{"model": "a", "model": "b", "messages": [{"role": "user", "content": "hi"}]}',
+            dialect.parse_request,
+        ),
+        (b"plain text, not JSON", dialect.parse_request),
+        (b"plain text, not JSON", dialect.parse_response),
+        (b"", dialect.parse_request),
+    ]:
+        assert parse(body, load_json_with_shadowed(body)) == parse(body), (name, body[:40])

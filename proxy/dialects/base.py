@@ -64,7 +64,12 @@ def load_json(body: bytes) -> tuple[Any, str | None]:
         return None, f"invalid JSON: {type(error).__name__}"
 
 
-def load_json_with_shadowed(body: bytes) -> tuple[Any, list[Any], str | None]:
+ParsedBody = tuple[Any, list[Any], str | None]
+"""What ``load_json_with_shadowed`` reads from a body: its document, the values repeated keys shadow in
+it, and why it is not JSON (None when it is)."""
+
+
+def load_json_with_shadowed(body: bytes) -> ParsedBody:
     """``load_json``, and the values of keys repeated in one object that the parsed body drops: a reader
     that keeps the first of a repeated key (not Python's) sees them instead of what was inspected."""
     shadowed: list[Any] = []
@@ -143,8 +148,10 @@ class Dialect(ABC):
     def __init__(self, model_hint: str | None = None) -> None:
         self.model_hint = model_hint
 
-    def parse_request(self, body: bytes) -> RequestView:
-        document, error = load_json(body)
+    def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
+        """The neutral view of a request body; ``parsed`` is the body as the caller decoded it already
+        (``load_json_with_shadowed``), so that it is not decoded twice."""
+        document, error = json_of(body, parsed)
         if error is not None:
             return RequestView(dialect=self.name, model=self.model_hint, parse_error=error)
         try:
@@ -155,8 +162,9 @@ class Dialect(ABC):
             view.model = self.model_hint
         return view
 
-    def parse_response(self, body: bytes) -> Completion:
-        document, error = load_json(body)
+    def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
+        """The neutral view of a response body (``parsed`` as for ``parse_request``)."""
+        document, error = json_of(body, parsed)
         if error is not None:
             return Completion(parse_error=error)
         try:
@@ -244,6 +252,12 @@ class Dialect(ABC):
     @abstractmethod
     def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
         """Removes ``dropped`` from the parsed response in place and adds ``notice`` as assistant text."""
+
+
+def json_of(body: bytes, parsed: ParsedBody | None = None) -> tuple[Any, str | None]:
+    """``load_json(body)``, from what the caller decoded when it did (the documents are the same: both
+    keep the last value of a repeated key, where its first stood)."""
+    return (parsed[0], parsed[2]) if parsed is not None else load_json(body)
 
 
 def _replace_string(document: Any, where: str, text: str) -> Any:

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from proxy.dialects.base import Dialect, ErrorResponse, body_text, json_error, load_json, readable_text
+from proxy.dialects.base import (
+    Dialect,
+    ErrorResponse,
+    ParsedBody,
+    body_text,
+    json_error,
+    json_of,
+    load_json,
+    readable_text,
+)
 from proxy.dialects.locator import ROOT, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -23,8 +32,8 @@ MULTIPART = "multipart"
 class Generic(Dialect):
     name = "generic"
 
-    def parse_request(self, body: bytes) -> RequestView:
-        document, error = load_json(body)
+    def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
+        document, error = json_of(body, parsed)
         if error is None:
             return self._request_from(document)
         text = readable_text(body)
@@ -41,8 +50,8 @@ class Generic(Dialect):
                 parts.append(Part(Source.USER, field, format_locator((MULTIPART, index))))
         return RequestView(dialect=self.name, parts=parts)
 
-    def parse_response(self, body: bytes) -> Completion:
-        document, error = load_json(body)
+    def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
+        document, error = json_of(body, parsed)
         if error is None:
             return self._completion_from(document)
         text = readable_text(body)
