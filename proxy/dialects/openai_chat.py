@@ -261,7 +261,9 @@ class ChatStreamSession(StreamSession):
             for key in TEXT_KEYS:
                 if key not in delta:
                     continue
-                text = "".join(str(holder[name]) for holder, name in _text_slots(delta, key))
+                text = delta[key]
+                if not isinstance(text, str):
+                    text = "".join(str(holder[name]) for holder, name in _text_slots(delta, key))
                 if text:
                     state.texts[key] = state.texts.get(key, "") + text
             for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
@@ -279,6 +281,9 @@ class ChatStreamSession(StreamSession):
         choices = as_list(chunk.get("choices"))
         if not choices:
             return [event.raw]
+        plain = _plain_slots(chunk)
+        if plain is not None:
+            return self._transform_plain(event, chunk, plain)
         before: list[bytes] = []
         touched = False  # whether anything of the chunk may have changed: only then is it written anew
         for position, raw_choice in enumerate(choices):
@@ -323,26 +328,24 @@ class ChatStreamSession(StreamSession):
             return before
         return [*before, rewritten(event, chunk)]
 
+    def _transform_plain(
+        self, event: SSEEvent, chunk: dict[str, Any], plain: list[tuple[str, dict[str, Any], str]]
+    ) -> list[bytes]:
+        """``_transform`` of a chunk that only carries text (``_plain_slots``): what the loop above does
+        for it, without walking what it does not carry."""
+        touched = False
+        for where, delta, key in plain:
+            released = self._filter_text(where, delta[key])
+            if released != delta[key]:
+                delta[key] = released
+                touched = True
+        if not touched:
+            return [self._as_sent(event, chunk)]
+        return [] if _is_empty_chunk(chunk) else [rewritten(event, chunk)]
+
     def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
-        choices = payload.get("choices") if isinstance(payload, dict) else None
-        if not isinstance(choices, list):
-            return None
-        texts: list[tuple[str, str]] = []
-        for position, raw_choice in enumerate(choices):
-            if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
-                continue
-            delta = raw_choice["delta"]
-            calls = "tool_calls" in delta or "function_call" in delta
-            if calls or raw_choice.get("finish_reason") is not None:
-                return None
-            for key in TEXT_KEYS:
-                text = delta.get(key)
-                if isinstance(text, str):
-                    if text:
-                        texts.append((f"choices[{_index(raw_choice, position)}].message.{key}", text))
-                elif text is not None:
-                    return None  # a list of parts
-        return texts
+        plain = _plain_slots(payload)
+        return None if plain is None else [(where, delta[key]) for where, delta, key in plain]
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         handled: set[Path] = set()
@@ -542,6 +545,30 @@ class ChatStreamSession(StreamSession):
         delta = {key: text}
         choice = {"index": choice_index, "delta": delta, "logprobs": None, "finish_reason": None}
         return synthesised({**self._envelope, "choices": [choice]})
+
+
+def _plain_slots(payload: Any) -> list[tuple[str, dict[str, Any], str]] | None:
+    """For a chunk that carries nothing but text (no call, no end, no list of parts): the channel, delta
+    and key of each text it carries, in the order ``_transform`` filters them; else None."""
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not isinstance(choices, list):
+        return None
+    slots: list[tuple[str, dict[str, Any], str]] = []
+    for position, raw_choice in enumerate(choices):
+        if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
+            continue
+        delta = raw_choice["delta"]
+        calls = "tool_calls" in delta or "function_call" in delta
+        if calls or raw_choice.get("finish_reason") is not None:
+            return None
+        for key in TEXT_KEYS:
+            text = delta.get(key)
+            if isinstance(text, str):
+                if text:
+                    slots.append((f"choices[{_index(raw_choice, position)}].message.{key}", delta, key))
+            elif text is not None:
+                return None  # a list of parts
+    return slots
 
 
 def _text_slots(holder: Any, key: str | None) -> list[tuple[dict[str, Any], str]]:
