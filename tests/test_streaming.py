@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -916,6 +917,31 @@ def chat_text_stream(pieces: list[str]) -> bytes:
     )
 
 
+def anthropic_text_stream(pieces: list[str]) -> bytes:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude"}
+    message |= {"stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+            for piece in pieces
+        ),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ]
+    return b"".join(sse(event, event["type"]) for event in events)
+
+
+TEXT_STREAMS: dict[
+    str, tuple[Dialect, Callable[[list[str]], bytes], Callable[[bytes], tuple[str, list[str]]]]
+] = {
+    "openai_chat": (OpenAIChat(), chat_text_stream, chat_sdk_view),
+    "anthropic": (Anthropic(), anthropic_text_stream, anthropic_sdk_view),
+}
+"""Per dialect that reads a burst's text ahead: the dialect, a text stream of given deltas, the SDK's view."""
+
 SPLIT_AND_CUT = given(
     sizes=st.lists(st.integers(min_value=1, max_value=14), min_size=1, max_size=8),
     cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=12),
@@ -934,25 +960,39 @@ class Redactors:
         return self.made[-1]
 
 
+@pytest.mark.parametrize("name", TEXT_STREAMS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @SPLIT_AND_CUT
 def test_bursts_read_ahead_still_redact_every_secret_split_across_deltas(
-    sizes: list[int], cuts: list[int]
+    name: str, sizes: list[int], cuts: list[int]
 ) -> None:
     """However the events are split and however many arrive together (a burst's text is read ahead,
     ``Anticipating``), the agent gets the whole-text redaction, no piece of a secret, and every secret
     is recorded once."""
-    stream = chat_text_stream(split(ANSWER, sizes))
+    dialect, text_stream, sdk_view = TEXT_STREAMS[name]
+    stream = text_stream(split(ANSWER, sizes))
     redactors = Redactors()
-    output = run(OpenAIChat().stream_session(StreamFilters(text_filter=redactors)), stream, cuts)
-    assert chat_sdk_view(output)[0] == scan_and_redact(SECRETS, ANSWER).text
+    output = run(dialect.stream_session(StreamFilters(text_filter=redactors)), stream, cuts)
+    assert sdk_view(output)[0] == scan_and_redact(SECRETS, ANSWER).text
     for secret in (GITHUB_TOKEN, STRIPE_KEY):
         assert not any(secret[i : i + 8].encode() in output for i in range(len(secret) - 7))
     recorded = [redaction.rule_id for redactor in redactors.made for redaction in redactor.redactions]
     assert sorted(recorded) == sorted(match.rule.id for match in SECRETS.scan(ANSWER).matches)
 
 
-def test_events_of_a_burst_whose_text_needs_no_change_go_out_as_they_came() -> None:
+@pytest.mark.parametrize(
+    ("name", "around"),
+    [
+        # the role before the text; the end after it (written anew: it flushes), [DONE]
+        ("openai_chat", ([True], [False, True])),
+        # the start and the block's start (numbered anew) before; the block's end (it flushes), the
+        # message's end and stop after
+        ("anthropic", ([True, False], [False, True, True])),
+    ],
+)
+def test_events_of_a_burst_whose_text_needs_no_change_go_out_as_they_came(
+    name: str, around: tuple[list[bool], list[bool]]
+) -> None:
     """Read ahead, a word cut between two events is seen whole: only the events whose text a secret or
     the word still open at the burst's end changes are written anew."""
     pieces = [
@@ -964,15 +1004,14 @@ def test_events_of_a_burst_whose_text_needs_no_change_go_out_as_they_came() -> N
         " and mo",
         "re",
     ]
-    stream = chat_text_stream(pieces)
-    output = run(OpenAIChat().stream_session(StreamFilters(text_filter=Redactors())), stream)
+    dialect, text_stream, sdk_view = TEXT_STREAMS[name]
+    stream = text_stream(pieces)
+    output = run(dialect.stream_session(StreamFilters(text_filter=Redactors())), stream)
     sent = [event.raw for event in SSEParser().feed(output)]
-    upstream = SSEParser().feed(stream)
-    # the role, three deltas read whole, the two pieces of the token and the open word "mo|re" written
-    # anew, the end written anew (it flushes), [DONE]
-    kept = [True, True, True, True, False, False, False, False, False, True]
-    assert [event.raw in sent for event in upstream] == kept
-    assert chat_sdk_view(output)[0] == "".join(pieces).replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
+    # three deltas read whole; the two pieces of the token and of the open word "mo|re" written anew
+    kept = [*around[0], True, True, True, False, False, False, False, *around[1]]
+    assert [event.raw in sent for event in SSEParser().feed(stream)] == kept
+    assert sdk_view(output)[0] == "".join(pieces).replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
 
 
 def test_a_channel_fed_other_text_than_it_was_told_to_expect_stops_the_burst(

@@ -244,15 +244,19 @@ class AnthropicStreamSession(StreamSession):
                 return []
             if index in self._dropped or (index in self._sealed and event_type == "content_block_delta"):
                 return []
+            renumbered = body.get("index") != self._out_index.get(index, index)
             body["index"] = self._out_index.get(index, index)
             if event_type == "content_block_stop":
                 return [*self._end_text(index), *self._end_arguments(index), rewritten(event, body)]
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
             if key:
-                released = self._filter_text(f"content[{index}].{key}", as_str(delta.get(key)) or "")
+                text = delta.get(key)
+                released = self._filter_text(f"content[{index}].{key}", as_str(text) or "")
                 if not released:
                     return []
+                if released == text and not renumbered:
+                    return [self._as_sent(event, body)]
                 delta[key] = released
             elif delta.get("type") == "input_json_delta" and self.filters.argument_filter is not None:
                 released = self._filter_arguments(
@@ -272,6 +276,25 @@ class AnthropicStreamSession(StreamSession):
         if event_type == "message_stop":
             return [*self._end_of_stream(), event.raw]
         return [event.raw]
+
+    def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
+        body = payload if isinstance(payload, dict) else {}
+        if (as_str(body.get("type")) or event.type) != "content_block_delta":
+            return None
+        index = as_int(body.get("index")) or 0
+        delta = body.get("delta")
+        if (
+            index in self._held
+            or index in self._dropped
+            or index in self._sealed
+            or not isinstance(delta, dict)
+        ):
+            return None
+        key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
+        text = delta.get(key) if key else None
+        if not isinstance(text, str):
+            return None
+        return [(f"content[{index}].{key}", text)] if text else []
 
     def _block_start(self, event: SSEEvent, body: dict[str, Any]) -> list[bytes]:
         index = as_int(body.get("index")) or 0

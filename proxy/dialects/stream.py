@@ -370,34 +370,47 @@ class StreamSession(ABC):
         self.bytes += len(chunk)
         events = self._parser.feed(chunk)
         payloads = [_payload_of(event) for event in events]
-        if len(events) > 1 and self.filters.text_filter is not None:
-            self._anticipate(events, payloads)
-        for event, payload in zip(events, payloads, strict=True):
+        anticipates = len(events) > 1 and self.filters.text_filter is not None
+        run_end = 0
+        for position, (event, payload) in enumerate(zip(events, payloads, strict=True)):
+            if anticipates and position >= run_end:
+                run_end = self._anticipate(events, payloads, position)
             self.events += 1
             output.extend(self._on_block(event, payload))
-        unmet = self._text.unmet()
-        if unmet:
-            raise UnexpectedText(f"{', '.join(unmet)} did not get all the text it was told to expect")
+        self._check_expected()
         self._note_oversized()
         return b"".join(self._keep(output))
 
-    def _anticipate(self, events: list[SSEEvent], payloads: list[Any]) -> None:
-        """Tells each text channel what the leading events of a burst that carry nothing but text will
-        feed it, so its filter decides on all of it at once (``Anticipating``)."""
+    def _anticipate(self, events: list[SSEEvent], payloads: list[Any], start: int) -> int:
+        """Tells each text channel what the run of events from ``start`` that carry nothing but text
+        will feed it, so its filter decides on all of it at once (``Anticipating``); returns where the
+        run ends. Asked again after each event that is not such a one, in the state it left."""
+        self._check_expected()
         expected: dict[str, list[str]] = {}
-        for event, payload in zip(events, payloads, strict=True):
-            plain = None if payload is _NOT_JSON else self._plain_texts(event, payload)
+        end = start
+        while end < len(events):
+            payload = payloads[end]
+            plain = None if payload is _NOT_JSON else self._plain_texts(events[end], payload)
             if plain is None:
                 break
             for where, text in plain:
                 expected.setdefault(where, []).append(text)
-        for where, texts in expected.items():
-            self._text.expect(where, "".join(texts))
+            end += 1
+        if end - start > 1:
+            for where, texts in expected.items():
+                self._text.expect(where, "".join(texts))
+        return max(end, start + 1)
+
+    def _check_expected(self) -> None:
+        unmet = self._text.unmet()
+        if unmet:
+            raise UnexpectedText(f"{', '.join(unmet)} did not get all the text it was told to expect")
 
     def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
         """For an event whose only effect on the text channels is to feed them: each (channel, text) it
         feeds, in the order ``_transform`` feeds them. None for any other event (one that may close a
-        channel, or that carries anything a gate or another filter reads)."""
+        channel, or that carries anything a gate or another filter reads). Asked in the state the events
+        before its run left, which events that only feed text do not change."""
         return None
 
     def finish(self) -> bytes:
