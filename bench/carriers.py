@@ -19,6 +19,7 @@ import os
 import random
 import re
 import sysconfig
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,19 @@ def manifest(rng: random.Random, vocabulary: Vocabulary) -> str:
             "dependencies": {name.replace("_", "-"): f"^{rng.randint(1, 9)}.0.0" for name in names[1:]},
         }
         return json.dumps(package, indent=2)
+    if rng.random() < 0.4:
+        return (
+            f'[project]\nname = "{names[0].replace("_", "-")}"\n'
+            f'version = "{rng.randint(0, 5)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}"\n'
+            f'description = "{rng.choice(vocabulary.sentences)}"\n'
+            f'requires-python = ">=3.{rng.randint(8, 12)}"\n'
+            "dependencies = [\n"
+            + "".join(f'    "{name.replace("_", "-")}>={rng.randint(1, 9)}.0",\n' for name in names[1:4])
+            + "]\n\n[project.scripts]\n"
+            f'{names[4].replace("_", "-")} = "{names[0]}.cli:main"\n\n'
+            "[tool.pytest.ini_options]\n"
+            f'# {rng.choice(vocabulary.sentences)}\naddopts = "-ra --strict-markers"\n'
+        )
     return (
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
         f"  name: {names[0].replace('_', '-')}\n  annotations:\n"
@@ -227,6 +241,59 @@ def stack_trace(rng: random.Random, vocabulary: Vocabulary) -> str:
     )
 
 
+# Blocks of characters whose names a data table lists (Latin-1, Greek, Cyrillic, Hebrew, Arabic, box
+# drawing, Latin Extended-A): old enough that every Python gives them the same names.
+_TABLE_BLOCKS = ((0xA0, 0x100), (0x391, 0x3CA), (0x410, 0x450), (0x5D0, 0x5EB), (0x621, 0x64B),
+                 (0x2500, 0x2550), (0x100, 0x17F))  # fmt: skip
+
+
+def code_table(rng: random.Random, vocabulary: Vocabulary) -> str:
+    """A Python module that is mostly a data literal: a codec's decoding table or encoding map, an
+    entity table or a word list, each entry commented with a character's name. Source files like these
+    read as long runs of quoted fragments and arrows, nothing like instructions."""
+    low, high = rng.choice(_TABLE_BLOCKS)
+    codes = [code for code in range(low, high) if unicodedata.name(chr(code), "")]
+    start = rng.randint(0, max(0, len(codes) - 40))
+    entries = codes[start : start + rng.randint(16, 40)]
+    first = rng.randint(0x80, 0xC0)
+    name = rng.choice(vocabulary.identifiers)
+    style = rng.choice(["decoding", "encoding", "entities", "words"])
+    if style == "decoding":
+        escape = rng.choice(["\\u{:04x}", "\\u{:04X}", "literal"])
+        lines = [
+            f"    '{chr(code) if escape == 'literal' else escape.format(code)}'"
+            f"{' ' * rng.randint(1, 5)}#  0x{first + index:02X} -> {unicodedata.name(chr(code))}"
+            for index, code in enumerate(entries)
+        ]
+        body = "### Decoding Table\n\ndecoding_table = (\n" + "\n".join(lines) + "\n)\n"
+    elif style == "encoding":
+        lines = [
+            f"    0x{first + index:04x}: 0x{code:04x},\t# {unicodedata.name(chr(code))}"
+            for index, code in enumerate(entries)
+        ]
+        body = "### Encoding Map\n\nencoding_map = {\n" + "\n".join(lines) + "\n}\n"
+    elif style == "entities":
+        lines = [
+            f"    '{unicodedata.name(chr(code)).split()[-1].lower()}{index}': 0x{code:04x},"
+            f"  # {unicodedata.name(chr(code)).lower()}"
+            for index, code in enumerate(entries)
+        ]
+        body = f"# maps the entity name to its Unicode code point\n{name} = {{\n" + "\n".join(lines) + "\n}\n"
+    else:
+        found = {word.lower().strip(".,;:()`'\"") for word in _words(rng, vocabulary, 60).split()}
+        words = sorted(found - {""})
+        body = f"{name.upper()} = frozenset({{\n    " + ",\n    ".join(map(repr, words)) + ",\n})\n"
+    header = rng.choice(
+        [
+            f'""" Python Character Mapping Codec {name} generated from {name.upper()}.TXT.\n\n"""\n\n'
+            "import codecs\n\n",
+            f'"""Tables for {name.replace("_", " ")}: generated, do not edit."""\n\n',
+            "# -*- coding: utf-8 -*-\n# Data tables; regenerate with tools/gen_tables.py\n\n",
+        ]
+    )
+    return header + body
+
+
 GENERATED: dict[str, Callable[[random.Random, Vocabulary], str]] = {
     "json_issues": json_issues,
     "json_search": json_search,
@@ -234,6 +301,7 @@ GENERATED: dict[str, Callable[[random.Random, Vocabulary], str]] = {
     "logs": log_lines,
     "manifest": manifest,
     "stack_trace": stack_trace,
+    "code_tables": code_table,
 }
 
 
@@ -338,8 +406,12 @@ def _near_middle(text: str, positions: list[int], rng: random.Random) -> int:
 
 
 def _json_string_positions(text: str) -> list[int]:
-    """Offsets just inside the closing quote of JSON string values."""
-    return [match.end() - 1 for match in re.finditer(r':\s*"(?:[^"\\]|\\.)*"', text)]
+    """Offsets just inside the closing quote of JSON string values (and of YAML's and TOML's quoted
+    values: ``key: "..."``, ``key = "..."``)."""
+    return [match.end() - 1 for match in re.finditer(r'[:=]\s*"(?:[^"\\]|\\.)*"', text)]
+
+
+_LOG_PREFIX = re.compile(r"^\S+ +[A-Z]+ +(?:\[[^\]\n]*\] )?", re.MULTILINE)
 
 
 def plant(carrier: Carrier, attack: str, rng: random.Random) -> tuple[str, int, int]:
@@ -350,8 +422,12 @@ def plant(carrier: Carrier, attack: str, rng: random.Random) -> tuple[str, int, 
     styles = ["line"]
     if family.startswith("json") or (family == "manifest" and text.lstrip().startswith("{")):
         styles = ["json_value", "json_value", "line"]
+    elif family == "manifest":
+        styles = ["json_value", "comment", "line"]
+    elif family == "logs":
+        styles = ["log_line", "log_line", "line"]
     elif family.startswith("code") or family in ("diff", "bipia_code"):
-        styles = ["comment", "docstring", "line"]
+        styles = ["comment", "trailing_comment", "docstring", "line"]
     elif family.startswith("docs") or family == "bipia_email":
         styles = ["line", "sentence", "html_comment", "html_comment"]
     style = rng.choice(styles)
@@ -362,6 +438,24 @@ def plant(carrier: Carrier, attack: str, rng: random.Random) -> tuple[str, int, 
             escaped = json.dumps(" " + attack)[1:-1]
             return text[:cut] + escaped + text[cut:], cut, cut + len(escaped)
         style = "line"
+    if style == "log_line":
+        prefixes = list(_LOG_PREFIX.finditer(text))
+        if prefixes:
+            prefix = rng.choice(prefixes)
+            line_end = text.find("\n", prefix.end())
+            cut = len(text) if line_end == -1 else line_end + 1
+            inserted = prefix.group() + " ".join(attack.split()) + "\n"
+            if cut == len(text) and not text.endswith("\n"):
+                inserted = "\n" + inserted
+            return text[:cut] + inserted + text[cut:], cut, cut + len(inserted)
+        style = "line"
+    if style == "trailing_comment":
+        ends = [match.start() for match in re.finditer(r"(?<=[\w)\]}:,])[ \t]*$", text, re.MULTILINE)]
+        if ends and "\n" not in attack:
+            cut = rng.choice(ends)
+            inserted = f"  # {attack}"
+            return text[:cut] + inserted + text[cut:], cut, cut + len(inserted)
+        style = "comment"
     if style == "comment":
         inserted = "\n".join(f"# {line}" for line in attack.splitlines()) + "\n"
     elif style == "docstring":
