@@ -32,7 +32,7 @@ import random
 import sys
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ import carriers
 from trigger_prompts import trigger_prompts
 
 from proxy.detectors.injection import WINDOW_CHARS, FeatureSpec, InjectionClassifier
+from proxy.detectors.quoting import discussion_frame
 from proxy.scanning.normalize import normalize
 
 SEED = 20240601
@@ -772,7 +773,10 @@ def build_examples(data: Path, folds: int, seed: int = SEED) -> list[Example]:
     for index, prompt in enumerate(load_notinject(data)):
         examples.append(Example(prompt, 0, f"notinject-{index}", "NotInject benign", 3.0))
     examples.extend(synth_benign(rng))
-    examples.extend(trigger_benign(seed))
+    # The detector judges a user's question about a quoted attack on its frame (proxy/detectors/quoting.py),
+    # so that is what training sees: the quoted attack itself is not taught as benign.
+    for example in trigger_benign(seed):
+        examples.append(replace(example, text=discussion_frame(example.text) or example.text))
     return examples
 
 
