@@ -524,12 +524,22 @@ def responses_call_stream(pieces: list[str]) -> bytes:
     )
 
 
+ANTHROPIC_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude"}
+ANTHROPIC_MESSAGE |= {
+    "stop_reason": None,
+    "stop_sequence": None,
+    "usage": {"input_tokens": 5, "output_tokens": 1},
+}
+ANTHROPIC_TEXT_START: list[dict[str, Any]] = [
+    {"type": "message_start", "message": ANTHROPIC_MESSAGE},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+]
+"""The first events of an Anthropic stream whose first block is text."""
+
+
 def anthropic_call_stream(pieces: list[str]) -> bytes:
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude"}
-    message |= {"stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}
     events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": message},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *ANTHROPIC_TEXT_START,
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Deploying."}},
         {"type": "content_block_stop", "index": 0},
         {
@@ -918,11 +928,8 @@ def chat_text_stream(pieces: list[str]) -> bytes:
 
 
 def anthropic_text_stream(pieces: list[str]) -> bytes:
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude"}
-    message |= {"stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 5, "output_tokens": 1}}
     events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": message},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *ANTHROPIC_TEXT_START,
         *(
             {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
             for piece in pieces
