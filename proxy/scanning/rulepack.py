@@ -31,8 +31,9 @@ its keywords or shapes: a hit only makes the rule run in a window around it. Key
 with any whitespace character read as a space, so "do not" also finds "do\tnot" (not "do  not").
 
 Scanning makes one Aho-Corasick pass over the lowercased text to pick the rules whose keywords occur,
-then runs only those regexes, each under a time limit so a pathological input skips a rule instead of
-hanging a request.
+drops those whose loosened RE2 form (scanning/relaxed.py, linear time) finds nothing where they would
+look, then runs only the rest's regexes, each under a time limit so a pathological input skips a rule
+instead of hanging a request.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import regex
 import yaml
 
 from proxy.model import SEVERITY_ORDER, Severity, Threat
-from proxy.scanning import unmask
+from proxy.scanning import relaxed, unmask
 from proxy.scanning.validators import VALIDATORS, is_example_value, is_vault_placeholder, shannon_entropy
 
 RULES_PACKAGE = "egressguard_rules"
@@ -740,6 +741,7 @@ class Scanner:
             width is not None and _untimed(rule.pattern.pattern, width + _LOOKAHEAD_MARGIN)
             for rule, width in zip(self.rules, self._widths, strict=True)
         ]
+        self._relaxed = [relaxed.compiled(rule.pattern.pattern) for rule in self.rules]
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
@@ -765,12 +767,34 @@ class Scanner:
         self._rules_of_ascii_word = [self._rules_of_word[word_index] for word_index in ascii_words]
 
     def _plan(self, text: str, only: frozenset[int] | None = None) -> _Plan:
-        """Which rules to run on ``text`` (of ``only``, when given), and where."""
+        """Which rules to run on ``text`` (of ``only``, when given), and where: of the rules its keywords
+        trigger, those whose loosened form (scanning/relaxed.py) finds something where the rule looks."""
         plan = self._plan_all(text)
         if only is not None:
             plan.regions = {index: where for index, where in plan.regions.items() if index in only}
             plan.starts = {index: where for index, where in plan.starts.items() if index in only}
+        self._drop_impossible(text, plan)
         return plan
+
+    def _drop_impossible(self, text: str, plan: _Plan) -> None:
+        """Removes from the plan each rule whose loosened form matches nothing in the stretch of text
+        that holds every place the rule would look: the rule's own pattern cannot match there either."""
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate: RE2 reads UTF-8 only
+        # In ASCII text a character's offset is its byte's; in other text the whole text is searched.
+        same_offsets = len(encoded) == len(text)
+        for index, regions in list(plan.regions.items()):
+            low, high = (regions[0][0], regions[-1][1]) if same_offsets else (0, len(encoded))
+            if not relaxed.possible(self._relaxed[index], encoded, low, high):
+                del plan.regions[index]
+        for index, starts in list(plan.starts.items()):
+            width = self._widths[index]
+            reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
+            low, high = (starts[0], min(len(text), starts[-1] + reach)) if same_offsets else (0, len(encoded))
+            if not relaxed.possible(self._relaxed[index], encoded, low, high):
+                del plan.starts[index]
 
     def _plan_all(self, text: str) -> _Plan:
         view = _trigger_view(text)

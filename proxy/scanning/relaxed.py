@@ -1,0 +1,176 @@
+"""A linear-time necessary condition for a rule: its pattern loosened into one RE2 can run.
+
+RE2 (Google's regex engine, in C++) finds a match in time linear in the text, whatever the pattern, but
+knows no lookarounds, backreferences or atomic groups. The loosened pattern drops every lookaround,
+anchor and word boundary, reads atomic groups and possessive repeats as plain ones, and widens each
+character class it cannot spell exactly (``\\w``, ``\\s``, ``\\d`` become supersets; a negated class
+holding one of them becomes any character): so it matches every string the rule's own pattern matches,
+and more. When it finds nothing in a text, the rule cannot match anywhere in it, and the scanner skips
+the rule's backtracking attempts there, with their per-call time limit.
+
+Case-insensitive letters are spelled out as the ``regex`` module reads them (its table of case
+equivalents, which pairs "i" with "İ" where RE2's does not), so the two engines agree on them. A pattern
+that the standard library's parser cannot read, or reads otherwise than ``regex`` might (POSIX classes,
+fuzzy matching), or that uses a backreference, gets no loosened form: its rule always runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+
+import re2
+import regex
+
+_sre_parse: Any = importlib.import_module("re._parser")
+_sre_constants: Any = importlib.import_module("re._constants")
+_regex_engine: Any = importlib.import_module("regex._regex")
+
+# Counted repeats above this are read as unbounded: RE2 refuses large counts (and a counted repeat
+# copies its body that many times into the program).
+_LARGEST_COUNT = 100
+# A case-insensitive range wider than this is not spelled out character by character.
+_LARGEST_FOLDED_RANGE = 512
+# Supersets of the regex module's Unicode classes: exact over ASCII, every other character past it (the
+# tests check every code point). Spelled out by Unicode property, the classes make programs many times
+# larger and slower to build.
+_PAST_ASCII = r"\x{80}-\x{10FFFF}"
+_WORD = r"0-9A-Za-z_" + _PAST_ASCII
+_SPACE = r"\t-\r\x{1C}-\x{20}" + _PAST_ASCII
+_DIGIT = r"0-9" + _PAST_ASCII
+_ANY = r"\x{0}-\x{10FFFF}"
+_POSITIVE_CATEGORIES = {
+    "CATEGORY_WORD": _WORD,
+    "CATEGORY_SPACE": _SPACE,
+    "CATEGORY_DIGIT": _DIGIT,
+}
+# Syntax the standard parser reads differently from the regex module.
+_REGEX_ONLY = regex.compile(r"\[:\^?[A-Za-z]+:\]|\{[\d\s+<=,edis]*[edis][\d\s+<=,edis]*\}|\(\?[|&]")
+
+
+class _Unrelaxable(Exception):
+    """The pattern holds something a loosened RE2 form cannot stand for."""
+
+
+def relaxed_source(source: str) -> str | None:
+    """An RE2 pattern (UTF-8 mode, case-sensitive) that matches every string ``source`` matches under
+    the ``regex`` module, or None when no such form is built."""
+    if _REGEX_ONLY.search(source):
+        return None
+    try:
+        parsed = _sre_parse.parse(source)
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    flags = parsed.state.flags
+    if flags & re.LOCALE:
+        return None
+    try:
+        return _sequence(list(parsed), bool(flags & re.IGNORECASE))
+    except _Unrelaxable:
+        return None
+
+
+def _sequence(items: list[tuple[Any, Any]], folded: bool) -> str:
+    return "".join(_item(op, argument, folded) for op, argument in items)
+
+
+def _item(op: Any, argument: Any, folded: bool) -> str:
+    constants = _sre_constants
+    if op is constants.LITERAL:
+        return _char_class([_cases(argument, folded)], negated=False)
+    if op is constants.NOT_LITERAL:
+        return _char_class([_cases(argument, folded)], negated=True)
+    if op is constants.ANY:
+        return f"[{_ANY}]"
+    if op is constants.IN:
+        return _in(argument, folded)
+    if op is constants.BRANCH:
+        return "(?:" + "|".join(_sequence(list(branch), folded) for branch in argument[1]) + ")"
+    if op is constants.SUBPATTERN:
+        _group, add_flags, del_flags, inner = argument
+        inner_folded = (folded or bool(add_flags & re.IGNORECASE)) and not del_flags & re.IGNORECASE
+        return "(?:" + _sequence(list(inner), inner_folded) + ")"
+    if op is constants.ATOMIC_GROUP:
+        return "(?:" + _sequence(list(argument), folded) + ")"
+    if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+        low, high, body = argument
+        return "(?:" + _sequence(list(body), folded) + ")" + _count(low, high)
+    if op in (constants.AT, constants.ASSERT, constants.ASSERT_NOT):
+        return ""
+    raise _Unrelaxable(str(op))
+
+
+def _count(low: int, high: int) -> str:
+    if high is _sre_constants.MAXREPEAT or high > _LARGEST_COUNT:
+        return f"{{{low},}}" if low <= _LARGEST_COUNT else "+"
+    return f"{{{low},{high}}}"
+
+
+def _cases(code: int, folded: bool) -> list[int]:
+    """``code`` and, when case is ignored, every character the regex module reads as the same letter."""
+    if not folded:
+        return [code]
+    return sorted({code, *_regex_engine.get_all_cases(regex.IGNORECASE, code)})
+
+
+def _in(items: list[tuple[Any, Any]], folded: bool) -> str:
+    constants = _sre_constants
+    negated = False
+    codes: list[list[int]] = []
+    spelled: list[str] = []
+    for op, argument in items:
+        if op is constants.NEGATE:
+            negated = True
+        elif op is constants.LITERAL:
+            codes.append(_cases(argument, folded))
+        elif op is constants.RANGE:
+            low, high = argument
+            if not folded:
+                spelled.append(f"\\x{{{low:X}}}-\\x{{{high:X}}}")
+            elif high - low <= _LARGEST_FOLDED_RANGE:
+                codes.extend(_cases(code, folded) for code in range(low, high + 1))
+            elif negated:
+                return f"[{_ANY}]"
+            else:
+                spelled.append(_ANY)
+        elif op is constants.CATEGORY and str(argument) in _POSITIVE_CATEGORIES and not negated:
+            spelled.append(_POSITIVE_CATEGORIES[str(argument)])
+        elif op is constants.CATEGORY:
+            # A negated category, or any category in a negated class: only "any character" is sure to
+            # hold every character the regex module's class holds.
+            return f"[{_ANY}]"
+        else:
+            raise _Unrelaxable(str(op))
+    return _char_class(codes, negated, spelled)
+
+
+def _char_class(codes: list[list[int]], negated: bool, spelled: list[str] | None = None) -> str:
+    members = "".join(f"\\x{{{code:X}}}" for group in codes for code in group)
+    return "[" + ("^" if negated else "") + members + "".join(spelled or ()) + "]"
+
+
+# google-re2's search wrapper encodes the text and builds match objects on every call; the scanner
+# encodes a text once and asks its engine object directly whether a stretch holds a match.
+_ENGINE: Any = re2._re2
+_UNANCHORED = _ENGINE.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+
+def compiled(source: str) -> Any:
+    """The loosened form of ``source`` compiled by RE2, or None when there is none."""
+    loosened = relaxed_source(source)
+    if loosened is None:
+        return None
+    options = re2.Options()
+    options.never_capture = True
+    program = _ENGINE.RE2(loosened.encode("utf-8"), options)
+    return program if program.ok() else None
+
+
+def possible(program: Any, encoded: bytes, low: int, high: int) -> bool:
+    """Whether a loosened form (``compiled``) matches in the UTF-8 bytes ``encoded[low:high]``; always
+    True without one."""
+    if program is None:
+        return True
+    return bool(program.Match(_UNANCHORED, encoded, low, high)[0] != _NO_MATCH)
