@@ -27,8 +27,8 @@ _sre_parse: Any = importlib.import_module("re._parser")
 _sre_constants: Any = importlib.import_module("re._constants")
 _regex_engine: Any = importlib.import_module("regex._regex")
 
-# Counted repeats above this are read as unbounded: RE2 refuses large counts (and a counted repeat
-# copies its body that many times into the program).
+# Counts above this are read as "one or more": RE2 refuses large counts (and a counted repeat copies its
+# body that many times into the program).
 _LARGEST_COUNT = 100
 # A case-insensitive range wider than this is not spelled out character by character.
 _LARGEST_FOLDED_RANGE = 512
@@ -102,9 +102,12 @@ def _item(op: Any, argument: Any, folded: bool) -> str:
 
 
 def _count(low: int, high: int) -> str:
-    if high is _sre_constants.MAXREPEAT or high > _LARGEST_COUNT:
-        return f"{{{low},}}" if low <= _LARGEST_COUNT else "+"
-    return f"{{{low},{high}}}"
+    """A repeat's count, with no upper bound: ``.{0,30}`` after a part that can match in many places
+    makes RE2's automaton track thirty places at once, and its states overflow the memory budget
+    (the search then falls back to a slower engine)."""
+    if low == high and low <= _LARGEST_COUNT:
+        return f"{{{low}}}"
+    return f"{{{low},}}" if low <= _LARGEST_COUNT else "+"
 
 
 def _cases(code: int, folded: bool) -> list[int]:

@@ -452,6 +452,9 @@ _MERGE_GAP = 64
 # match attempts started from Python.
 _MAX_ANCHORED_HITS = 32
 _ANCHORED_HIT_SPACING = 64
+# Stretches of text closer than this are asked about in one call of a rule's loosened form: a call costs
+# about as much as RE2 reading this many characters.
+_RELAXED_GAP = 256
 # A literal-led rule (see _literal_led) with more hits than this searches the whole text once.
 _MAX_LITERAL_LED_HITS = 8
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
@@ -628,12 +631,12 @@ def _without_run_insides(view: str, runs: list[tuple[int, int]], edge: int) -> s
     return "".join(parts)
 
 
-def _union(regions: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    """Overlapping or touching regions merged, clipped to ``length``."""
+def _union(regions: list[tuple[int, int]], length: int, gap: int = 0) -> list[tuple[int, int]]:
+    """Overlapping regions, and those less than ``gap`` apart, merged, clipped to ``length``."""
     merged: list[tuple[int, int]] = []
     for low, high in sorted(regions):
         low, high = max(0, low), min(length, high)
-        if merged and low <= merged[-1][1]:
+        if merged and low <= merged[-1][1] + gap:
             merged[-1] = (merged[-1][0], max(merged[-1][1], high))
         else:
             merged.append((low, high))
@@ -777,24 +780,39 @@ class Scanner:
         return plan
 
     def _drop_impossible(self, text: str, plan: _Plan) -> None:
-        """Removes from the plan each rule whose loosened form matches nothing in the stretch of text
-        that holds every place the rule would look: the rule's own pattern cannot match there either."""
-        try:
-            encoded = text.encode("utf-8")
-        except UnicodeEncodeError:
-            return  # a lone surrogate: RE2 reads UTF-8 only
-        # In ASCII text a character's offset is its byte's; in other text the whole text is searched.
-        same_offsets = len(encoded) == len(text)
+        """Removes from the plan each rule whose loosened form matches nothing where the rule would look
+        (its regions, or the reach of each attempt): the rule's own pattern cannot match there either."""
+        encoded = text.encode("ascii") if text.isascii() else None
         for index, regions in list(plan.regions.items()):
-            low, high = (regions[0][0], regions[-1][1]) if same_offsets else (0, len(encoded))
-            if not relaxed.possible(self._relaxed[index], encoded, low, high):
+            if not self._possible(index, text, encoded, regions):
                 del plan.regions[index]
         for index, starts in list(plan.starts.items()):
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
-            low, high = (starts[0], min(len(text), starts[-1] + reach)) if same_offsets else (0, len(encoded))
-            if not relaxed.possible(self._relaxed[index], encoded, low, high):
+            if not self._possible(index, text, encoded, [(start, start + reach) for start in starts]):
                 del plan.starts[index]
+
+    def _possible(
+        self, index: int, text: str, encoded: bytes | None, stretches: list[tuple[int, int]]
+    ) -> bool:
+        """Whether rule ``index``'s loosened form matches in one of the stretches of ``text``
+        (``encoded`` is the text's bytes when it is ASCII, so offsets carry over; other text has each
+        stretch encoded alone)."""
+        program = self._relaxed[index]
+        if program is None:
+            return True
+        for low, high in _union(stretches, len(text), _RELAXED_GAP):
+            if encoded is not None:
+                if relaxed.possible(program, encoded, low, high):
+                    return True
+                continue
+            try:
+                piece = text[low:high].encode("utf-8")
+            except UnicodeEncodeError:
+                return True  # a lone surrogate: RE2 reads UTF-8 only
+            if relaxed.possible(program, piece, 0, len(piece)):
+                return True
+        return False
 
     def _plan_all(self, text: str) -> _Plan:
         view = _trigger_view(text)
