@@ -4,10 +4,12 @@ The same httpx client sends the same chat-completion requests (an 8 KB prompt, a
 prompt; a 64 KB tool result, as a coding agent sends after reading a long file) to a local fake upstream
 over TLS: directly, through ``mitmdump`` with no addons, and through ``egressguard run`` with one worker
 in enforce mode with every detector on (every threat enforced, prompts redacted, alert rules evaluated on
-every turn). Each request's prompt or tool result starts with its own number, so no verdict is served from
-the detector's cache. It prints the median and p99 per path and the ratios egressguard / bare mitmdump,
-then does the same for a streamed reply (time to first event and total), the CPU each proxy spends per
-streamed event when a stream's events arrive together, and each proxy's resident memory after the run.
+every turn), the three paths taking turns request by request so that all meet the machine's other load
+at the same moments. Each request's prompt or tool result starts with its own number, so no verdict is
+served from the detector's cache. It prints the median and p99 per path and the ratios egressguard /
+bare mitmdump, then does the same for a streamed reply (time to first event and total), the CPU each
+proxy spends per streamed event when a stream's events arrive together, and each proxy's resident memory
+after the run.
 
     python3 bench/latency.py [--requests 300]
 """
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,29 +161,38 @@ def read_file(content: str) -> list[dict[str, Any]]:
 
 
 def measure(
-    client: httpx.Client,
+    clients: dict[str, httpx.Client],
     url: str,
     count: int,
     *,
     stream: bool,
     prompt: str = PROMPT,
     turn: Callable[[str], list[dict[str, Any]]] = ask,
-) -> list[tuple[float, float]]:
-    """(time to first body byte, total) per request, after a warm-up that opens the connection."""
-    timings: list[tuple[float, float]] = []
+) -> dict[str, list[tuple[float, float]]]:
+    """(time to first body byte, total) per request and path, after a warm-up that opens each connection.
+    The paths take turns request by request, each in each place of the order in turn, so that all of them
+    meet the machine's other load at the same moments."""
+    names = list(clients)
+    timings: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for index in range(count + 5):
         numbered = f"{index:06d} {prompt}"[: len(prompt)]
         body = {"model": "gpt-4o-mini", "messages": turn(numbered), "stream": stream}
-        start = time.perf_counter()
-        with client.stream("POST", url, json=body) as response:
-            response.raise_for_status()
-            first = None
-            for _ in response.iter_raw():
-                first = first or time.perf_counter()
-        end = time.perf_counter()
-        if index >= 5:
-            timings.append(((first or end) - start, end - start))
+        for step in range(len(names)):
+            name = names[(index + step) % len(names)]
+            start = time.perf_counter()
+            with clients[name].stream("POST", url, json=body) as response:
+                response.raise_for_status()
+                first = None
+                for _ in response.iter_raw():
+                    first = first or time.perf_counter()
+            end = time.perf_counter()
+            if index >= 5:
+                timings[name].append(((first or end) - start, end - start))
     return timings
+
+
+def totals(timings: dict[str, list[tuple[float, float]]]) -> dict[str, list[float]]:
+    return {name: [total for _, total in pairs] for name, pairs in timings.items()}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -211,7 +222,7 @@ def stream_cpu(client: httpx.Client, url: str, pid: int, streams: int) -> float:
     """CPU seconds ``pid`` spends per streamed event over ``streams`` streamed replies whose events arrive
     together (a 2 KB reply in deltas of DELTA_CHARACTERS)."""
     before = cpu_seconds(pid)
-    measure(client, url, streams, stream=True)
+    measure({"proxy": client}, url, streams, stream=True)
     events = len(pieces(REPLY, DELTA_CHARACTERS)) * (streams + 5)
     return (cpu_seconds(pid) - before) / events
 
@@ -246,40 +257,31 @@ def main() -> None:
             headers=CONTEXT,
         ),
     }
-    json_results: dict[str, list[float]] = {}
-    short_results: dict[str, list[float]] = {}
-    tool_results: dict[str, list[float]] = {}
-    thinking_results: dict[str, list[float]] = {}
-    first_event: dict[str, list[float]] = {}
-    stream_total: dict[str, list[float]] = {}
     event_cpu: dict[str, float] = {}
     rss: dict[str, float] = {}
-    with (
-        process(bare, bare_port, workdir, env) as bare_process,
-        process(guard, guard_port, workdir, env) as guard_process,
-    ):
+    with ExitStack() as stack:
+        bare_process = stack.enter_context(process(bare, bare_port, workdir, env))
+        guard_process = stack.enter_context(process(guard, guard_port, workdir, env))
         pids = {"bare mitmdump": bare_process.pid, "egressguard": guard_process.pid}
-        print(f"{args.requests} requests per path, {len(REPLY)} B reply, TLS, keep-alive;")
+        paths = {name: stack.enter_context(make_client()) for name, make_client in clients.items()}
+        print(f"{args.requests} requests per path, paths in turn, {len(REPLY)} B reply, TLS, keep-alive;")
         print(f"egressguard: 1 worker, enforce mode, every detector on; {os.cpu_count()} cores, shared")
-        for name, make_client in clients.items():
-            with make_client() as client:
-                upstream.reply = Reply(text=REPLY, piece_size=64)
-                json_results[name] = [total for _, total in measure(client, url, args.requests, stream=False)]
-                short = measure(client, url, args.requests, stream=False, prompt=SHORT_PROMPT)
-                short_results[name] = [total for _, total in short]
-                tool = measure(client, url, args.requests, stream=False, prompt=TOOL_RESULT, turn=read_file)
-                tool_results[name] = [total for _, total in tool]
-                upstream.reply = Reply(text=REPLY, piece_size=64, think_seconds=THINK_SECONDS)
-                thinking = measure(client, url, args.stream_requests, stream=False)
-                thinking_results[name] = [total for _, total in thinking]
-                upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
-                timings = measure(client, url, args.stream_requests, stream=True)
-                first_event[name] = [first for first, _ in timings]
-                stream_total[name] = [total for _, total in timings]
-                if name in pids:
-                    upstream.reply = Reply(text=REPLY, piece_size=DELTA_CHARACTERS)
-                    event_cpu[name] = stream_cpu(client, url, pids[name], args.stream_requests)
-                    rss[name] = rss_mib(pids[name])
+        upstream.reply = Reply(text=REPLY, piece_size=64)
+        json_results = totals(measure(paths, url, args.requests, stream=False))
+        short_results = totals(measure(paths, url, args.requests, stream=False, prompt=SHORT_PROMPT))
+        tool_results = totals(
+            measure(paths, url, args.requests, stream=False, prompt=TOOL_RESULT, turn=read_file)
+        )
+        upstream.reply = Reply(text=REPLY, piece_size=64, think_seconds=THINK_SECONDS)
+        thinking_results = totals(measure(paths, url, args.stream_requests, stream=False))
+        upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
+        timings = measure(paths, url, args.stream_requests, stream=True)
+        first_event = {name: [first for first, _ in pairs] for name, pairs in timings.items()}
+        stream_total = totals(timings)
+        upstream.reply = Reply(text=REPLY, piece_size=DELTA_CHARACTERS)
+        for name, pid in pids.items():
+            event_cpu[name] = stream_cpu(paths[name], url, pid, args.stream_requests)
+            rss[name] = rss_mib(pid)
         # Bare mitmdump holds a reply until it ends unless told to stream it: the same CPU per event of a
         # mitmdump that relays every event as it arrives, as egressguard does.
         streaming_port = free_port()
