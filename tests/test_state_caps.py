@@ -1,5 +1,6 @@
 """Each kind of expiring key stays within its cap on every backend, whatever ids agents send."""
 
+import sqlite3
 import textwrap
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -8,10 +9,21 @@ from pathlib import Path
 import pytest
 
 from proxy.config.policy import parse_policy
+from proxy.control.freeze import (
+    FREEZE_KINDS,
+    FreezeKind,
+    active_freezes,
+    block_agent,
+    freeze_user,
+    record_injection_attempt,
+    refusal,
+    revoke_session,
+)
 from proxy.runtime import Runtime, open_state_store
 from proxy.state import SqliteStateStore, StateStore, digest
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
+from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from tests.redis_server import RedisServer
 from tests.test_state import FakeClock, on_disk
@@ -63,6 +75,10 @@ def held(
 
 def session(index: int) -> str:
     return f"turns:session:{digest(f'session-{index}')}"
+
+
+def approval_record(index: int) -> str:
+    return f"approval:apr_{digest(str(index))[:20]}"
 
 
 def test_windows_named_per_session_stop_at_the_cap_and_the_agent_wide_window_counts_them_all(
@@ -119,13 +135,13 @@ def test_counters_and_values_with_a_ttl_are_capped_and_those_kept_forever_are_no
 ) -> None:
     for index in range(BEYOND):
         store.incr(f"tool.entropy:billing:{digest(str(index))}:n", ttl_s=3600)
-        store.put(f"freeze.user:{digest(str(index))}", {"index": index}, 3600)
+        store.put(approval_record(index), {"index": index}, 3600)
         store.incr(f"forever:{digest(str(index))}")
         clock.advance(1)
     assert held(store, tmp_path, request, "c", "tool.entropy:%") == CAP
-    assert held(store, tmp_path, request, "v", "freeze.user:%") == CAP
-    assert store.get(f"freeze.user:{digest(str(BEYOND - 1))}") == {"index": BEYOND - 1}
-    assert store.get(f"freeze.user:{digest('0')}") is None
+    assert held(store, tmp_path, request, "v", "approval:%") == CAP
+    assert store.get(approval_record(BEYOND - 1)) == {"index": BEYOND - 1}
+    assert store.get(approval_record(0)) is None
     assert store.counter(f"tool.entropy:billing:{digest(str(BEYOND - 1))}:n") == 1
     assert store.counter(f"tool.entropy:billing:{digest('0')}:n") == 0
     assert all(store.counter(f"forever:{digest(str(index))}") == 1 for index in range(BEYOND))
@@ -169,6 +185,121 @@ def test_kinds_of_other_agents_and_other_rules_are_never_pushed_out(
         clock.advance(1)
     assert store.count(f"refusals:agent:support:{digest('s')}", 3600) == 1
     assert store.get(f"freeze.agent:{digest('support')}") == {"frozen": True}
+
+
+FREEZE = {"user": freeze_user, "session": revoke_session, "agent": block_agent}
+
+
+def frozen(store: StateStore, kind: FreezeKind, identity: str) -> bool:
+    identities = {kind: identity}
+    found = refusal(store, identities.get("agent"), identities.get("user"), identities.get("session"))
+    return found is not None and found.identity == identity
+
+
+def test_an_injection_freeze_outlives_any_number_of_newer_ones(store: StateStore, clock: FakeClock) -> None:
+    """An agent that mints user ids and gets each one frozen (three injection attempts apiece) never
+    unfreezes a user frozen before: every freeze holds, while the attempt windows, counters, are capped."""
+
+    def offend(user: str) -> list[bool]:
+        return [
+            record_injection_attempt(store, user, window_s=24 * 3600, threshold=3, ttl_s=3600)
+            for _ in range(3)
+        ]
+
+    assert offend("mallory") == [False, False, True]
+    for index in range(BEYOND):
+        clock.advance(1)
+        assert offend(f"minted-{index}") == [False, False, True]
+    assert frozen(store, "user", "mallory")
+    assert all(frozen(store, "user", f"minted-{index}") for index in range(BEYOND))
+    assert len(active_freezes(store)) == BEYOND + 1
+    assert store.forgotten == BEYOND + 1 - CAP
+
+
+@pytest.mark.parametrize("kind", FREEZE_KINDS)
+def test_no_flood_of_newer_freezes_of_a_kind_forgets_the_first(
+    store: StateStore, clock: FakeClock, kind: FreezeKind
+) -> None:
+    FREEZE[kind](store, "first", 3600, "alert repeat-leaks")
+    for index in range(BEYOND):
+        clock.advance(1)
+        FREEZE[kind](store, f"minted-{index}", 3600, "alert repeat-leaks")
+    assert frozen(store, kind, "first")
+    assert store.forgotten == 0
+
+
+def test_a_freeze_kept_through_a_flood_still_lifts_at_its_time(
+    store: StateStore, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    freeze_user(store, "mallory", 600, "3 prompt-injection attempts within 24h")
+    for index in range(BEYOND):
+        freeze_user(store, f"minted-{index}", 3600, "3 prompt-injection attempts within 24h")
+    clock.advance(599)
+    assert frozen(store, "user", "mallory")
+    clock.advance(2)
+    assert not frozen(store, "user", "mallory")
+    assert frozen(store, "user", f"minted-{BEYOND - 1}")
+    clock.advance(3600)
+    assert active_freezes(store) == []
+    if isinstance(store, RedisStateStore):
+        # The server reclaims each at its own time, on its own clock.
+        client = request.getfixturevalue("redis_server").client()
+        expiries = {name: client.pttl(name) for name in client.scan_iter(match="egressguard:v:freeze.*")}
+        assert len(expiries) == BEYOND + 1
+        assert all(0 < left <= 3_600_000 for left in expiries.values())
+        assert expiries[f"egressguard:v:freeze.user:{digest('mallory')}".encode()] <= 600_000
+    else:
+        assert held(store, tmp_path, request, "v", "freeze.%") == 0
+
+
+def test_freezes_survive_a_reopen_under_a_smaller_cap(open_store: Opener, clock: FakeClock) -> None:
+    first = open_store(BEYOND * 2)
+    for index in range(BEYOND):
+        freeze_user(first, f"minted-{index}", 3600, "alert repeat-leaks")
+    first.close()
+    second = open_store(CAP // 2)
+    freeze_user(second, "one-more", 3600, "alert repeat-leaks")
+    assert all(frozen(second, "user", f"minted-{index}") for index in range(BEYOND))
+    assert second.forgotten == 0
+    second.close()
+
+
+def test_freezes_a_single_process_store_wrote_are_kept_by_workers(tmp_path: Path, clock: FakeClock) -> None:
+    """Workers opening a data dir rebuild the account of its keys by kind, and leave freezes out of it
+    (the single-process store never counted them, nor should an account an older version left)."""
+    single = SqliteStateStore(tmp_path, clock=clock, keys_per_kind=BEYOND * 2)
+    for index in range(BEYOND):
+        freeze_user(single, f"minted-{index}", 3600, "alert repeat-leaks")
+    single.close()
+    older = sqlite3.connect(tmp_path / DATABASE_NAME)
+    with older:
+        older.execute("INSERT INTO tracked SELECT key, 'freeze.user:*', expires, 1 FROM kv")
+        older.execute("INSERT INTO kind_sizes VALUES ('freeze.user:*', ?)", (BEYOND,))
+    older.close()
+    workers = [SharedSqliteStateStore(tmp_path, clock=clock, keys_per_kind=CAP) for _ in range(2)]
+    for index in range(BEYOND, 2 * BEYOND):
+        freeze_user(workers[index % 2], f"minted-{index}", 3600, "alert repeat-leaks")
+    assert all(frozen(workers[index % 2], "user", f"minted-{index}") for index in range(2 * BEYOND))
+    assert on_disk(tmp_path, "SELECT COUNT(*) FROM tracked WHERE key LIKE 'freeze.%'") == [(0,)]
+    for worker in workers:
+        worker.close()
+
+
+def test_a_live_freeze_costs_the_in_process_store_under_half_a_kilobyte(clock: FakeClock) -> None:
+    """What an agent's flood of freezes costs in memory until they expire (traced allocations)."""
+    store = SqliteStateStore(None, clock=clock, keys_per_kind=CAP)
+    reason = "3 prompt-injection attempts within 24h"
+    tracemalloc.start()
+    try:
+        freeze_user(store, "minted-0", 3600, reason)
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(1, 5001):
+            freeze_user(store, f"minted-{index}", 3600, reason)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert (after - before) / 5000 < 512
+    store.close()
 
 
 def test_keys_that_expire_leave_room_without_forgetting_others(store: StateStore, clock: FakeClock) -> None:
@@ -219,11 +350,12 @@ def test_every_redis_key_of_a_flood_carries_an_expiry(redis_server: RedisServer,
     for index in range(BEYOND):
         store.hit(session(index), 3600)
         store.incr(f"tool.entropy:billing:{digest(str(index))}:n", ttl_s=3600)
-        store.put(f"freeze.user:{digest(str(index))}", 1, 3600)
+        store.put(approval_record(index), 1, 3600)
         store.merge(f"vault:billing:{digest(str(index))}", {"a": 1}, 3600, capacity=10)
+        freeze_user(store, f"user-{index}", 3600, "test")
     client = redis_server.client()
     names = list(client.scan_iter(match="egressguard:*", count=1000))
-    assert len(names) <= 2 * 4 * (CAP + 1) + 8
+    assert len(names) <= 2 * 4 * (CAP + 1) + 8 + BEYOND
     assert all(client.pttl(name) > 0 for name in names)
     assert store.forgotten == 4 * (BEYOND - CAP)
     store.close()

@@ -1,8 +1,10 @@
 """Freezes: users, sessions and agents that egressguard refuses for a while, kept in the state store.
 
 A freeze is a key with an expiry, so it lifts by itself and survives restarts (and is shared between
-replicas when the store is). Alert rules set them (``freeze_user``, ``revoke_session``, ``block_agent``)
-and so do repeated prompt-injection attempts by one user (``record_injection_attempt``).
+replicas when the store is); the store never forgets one earlier to keep its kind within the cap
+(``proxy.state.keys.capped``), however many others are made. Alert rules set them (``freeze_user``,
+``revoke_session``, ``block_agent``) and so do repeated prompt-injection attempts by one user
+(``record_injection_attempt``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Literal, get_args
 from proxy.alerts import Alert
 from proxy.model import Action, Finding, Severity, Threat
 from proxy.state import JSONValue, StateStore, digest
+from proxy.state.keys import FREEZES
 
 FreezeKind = Literal["agent", "user", "session"]
 FREEZE_KINDS: tuple[FreezeKind, ...] = get_args(FreezeKind)
 
-_KEY_PREFIX = "freeze"
 _ATTEMPTS_PREFIX = "injection.attempts"
 FREEZE_RULE = "repeat-offender-freeze"
 _ACTION_KINDS: dict[str, FreezeKind] = {
@@ -42,7 +44,7 @@ class Refusal:
 
 
 def _key(kind: FreezeKind, identity: str) -> str:
-    return f"{_KEY_PREFIX}.{kind}:{digest(identity)}"
+    return f"{FREEZES}{kind}:{digest(identity)}"
 
 
 def _freeze(store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str) -> None:
@@ -83,7 +85,7 @@ def lift(store: StateStore, kind: FreezeKind, identity: str) -> bool:
 
 def active_freezes(store: StateStore) -> list[dict[str, JSONValue]]:
     """Every freeze in force: kind, identity, reason and until (Unix time), earliest end first."""
-    found = [value for value in store.items(_KEY_PREFIX + ".").values() if isinstance(value, dict)]
+    found = [value for value in store.items(FREEZES).values() if isinstance(value, dict)]
     return sorted(found, key=lambda entry: float(str(entry.get("until") or 0)))
 
 

@@ -2,7 +2,8 @@
 
 Per kind (``proxy.state.keys.kind``), the keys in the order they expire (for keys of one retention, the
 order they were last used) with the entries each holds: beyond the cap, the keys that expire first are
-forgotten, never the one just written. The SQLite store shared by workers and the Redis store keep the
+forgotten, never the one just written. A freeze (``proxy.state.keys.capped``) is not accounted for: it is
+never forgotten before it expires. The SQLite store shared by workers and the Redis store keep the
 same account in a table and in a sorted set.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from proxy.state.keys import kind
+from proxy.state.keys import capped, kind
 
 log = structlog.get_logger("egressguard.state")
 
@@ -36,6 +37,8 @@ class KindCaps:
     def track(self, key: str, expires: float, entries: int = 1) -> list[str]:
         """Account for ``key`` written to last until ``expires`` with ``entries`` entries; return the keys
         of its kind to forget to keep the kind within its cap."""
+        if not capped(key):
+            return []
         name = self._kind_of.get(key)
         if name is None:
             name = self._kind_of[key] = kind(key)

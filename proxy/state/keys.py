@@ -9,6 +9,9 @@ prefix such as ``apr_``) and number read as ``*``. The stores bound how
 many keys of one kind they keep (``proxy.state.store.KEYS_PER_KIND``), so an agent sending a new
 session or user id with every request grows one kind to its cap and no further, and never pushes out
 the keys of another kind (another agent's, or the agent-wide ones above a per-session key).
+
+Freezes, which record an enforcement decision, are never forgotten to keep a kind within its cap
+(``capped``): each lasts until its own expiry, so no flood of newer freezes can undo one early.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import hashlib
 import re
 
 DIGEST_LENGTH = 32
+FREEZES = "freeze."
+"""The prefix of a freeze's key (``proxy.control.freeze``): a user, session or agent refused until then."""
 _VARYING = re.compile(r"(?<=[:.])(?:(?:[a-z]{1,8}_)?[0-9a-f]{16,}|[0-9]+)(?=[:.]|\Z)")
 
 
@@ -28,3 +33,11 @@ def kind(key: str) -> str:
     """The kind a key counts toward: ``turns:session:<digest>`` is ``turns:session:*``, while
     ``turns:agent:billing`` (an agent the policy names) is a kind of its own."""
     return _VARYING.sub("*", key)
+
+
+def capped(key: str) -> bool:
+    """Whether a store may forget ``key`` before it expires, to keep its kind within the cap: every
+    expiring key but a freeze. Forgetting a freeze early would undo an enforcement decision; and each is
+    made only by what is recorded and alerted on (a user's injection attempts, an alert's action), so how
+    many are live is bounded by how fast an agent can get frozen times how long each freeze lasts."""
+    return not key.startswith(FREEZES)

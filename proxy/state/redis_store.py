@@ -29,15 +29,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from proxy.state.buckets import BUCKETS_PER_RETENTION, WIDTHS
-from proxy.state.keys import kind
+from proxy.state.keys import capped, kind
 from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, Clock, JSONValue, StateUnavailable
 
 # Keeps a kind of expiring keys within its cap (proxy.state.caps says how): per kind, a sorted set of its
 # keys by expiry and a hash of the entries each holds (the total under the empty name). Called with the
-# two, the key written, its expiry (store clock), its entries, now, the cap and the namespace prefix, and
-# how long the account must outlive this call; returns how many keys it forgot.
+# two, the key written, its expiry (store clock), its entries, now, the cap (nil for a freeze, which is
+# never accounted for: proxy.state.keys.capped) and the namespace prefix, and how long the account must
+# outlive this call; returns how many keys it forgot.
 _TRACK = """
 local function track(by_expiry, entries_of, key, expires, entries, now, cap, prefix, keep_ms)
+    if not cap then return 0 end
     for _, gone in ipairs(redis.call('ZRANGEBYSCORE', by_expiry, '-inf', now, 'LIMIT', 0, 64)) do
         local held = tonumber(redis.call('HGET', entries_of, gone) or '0')
         redis.call('HDEL', entries_of, gone)
@@ -299,9 +301,10 @@ class RedisStateStore:
 
     def _account(self, key: str) -> tuple[list[str], list[str | int]]:
         """The keys of ``key``'s kind account, and the arguments every tracking script takes after its own:
-        the cap, the namespace prefix, the key."""
+        the cap (none for a freeze), the namespace prefix, the key."""
         name = kind(key)
-        return [self._key("t", name), self._key("tw", name)], [self._keys_per_kind, self._prefix, key]
+        cap: int | str = self._keys_per_kind if capped(key) else ""
+        return [self._key("t", name), self._key("tw", name)], [cap, self._prefix, key]
 
     def _tracked(self, reply: list[Any]) -> Any:
         """A tracking script's own result, counting the keys it forgot."""

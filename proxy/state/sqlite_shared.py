@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import cast
 
 from proxy.state.buckets import bucket_start, bucket_width
-from proxy.state.keys import kind
+from proxy.state.keys import capped, kind
 from proxy.state.sqlite import (
     DATABASE_NAME,
     RECORD_HIT,
@@ -62,6 +62,7 @@ class SharedSqliteStateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._db.create_function("kind", 1, kind, deterministic=True)
+        self._db.create_function("capped", 1, capped, deterministic=True)
         migrate_hits(self._db)
         # The single-process store keeps neither set sizes nor kinds on disk: count them for a dir it wrote.
         with self._transaction() as db:
@@ -255,6 +256,8 @@ class SharedSqliteStateStore:
 
     def _keep(self, db: sqlite3.Connection, key: str, expires: float, entries: int = 1) -> None:
         """Account for a write of an expiring key, forgetting the keys its kind holds beyond its cap."""
+        if not capped(key):
+            return
         row = db.execute("SELECT expires, entries FROM tracked WHERE key = ?", (key,)).fetchone()
         if row is None:
             name = kind(key)
@@ -306,21 +309,23 @@ class SharedSqliteStateStore:
 
 
 _TRACK_HELD = (
-    "INSERT INTO tracked SELECT key, kind(key), expires, 1 FROM counters WHERE expires IS NOT NULL"
+    "INSERT INTO tracked SELECT key, kind(key), expires, 1 FROM counters"
+    " WHERE expires IS NOT NULL AND capped(key)"
     " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires)",
-    "INSERT INTO tracked SELECT key, kind(key), expires, 1 FROM kv WHERE expires IS NOT NULL"
+    "INSERT INTO tracked SELECT key, kind(key), expires, 1 FROM kv WHERE expires IS NOT NULL AND capped(key)"
     " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires)",
     "INSERT INTO tracked SELECT key, kind(key), MAX(start + width) + retention, 1"
-    " FROM windows JOIN buckets USING (key) GROUP BY key"
+    " FROM windows JOIN buckets USING (key) WHERE capped(key) GROUP BY key"
     " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires)",
-    "INSERT INTO tracked SELECT key, kind(key), MAX(expires), COUNT(*) FROM fields GROUP BY key"
+    "INSERT INTO tracked SELECT key, kind(key), MAX(expires), COUNT(*) FROM fields"
+    " WHERE capped(key) GROUP BY key"
     " ON CONFLICT (key) DO UPDATE SET expires = MAX(expires, excluded.expires), entries = excluded.entries",
 )
 
 
 def track_all(db: sqlite3.Connection) -> None:
-    """Rebuild the account of expiring keys by kind from what the tables hold, inside the caller's
-    transaction."""
+    """Rebuild the account of expiring keys by kind from what the tables hold (freezes are never
+    accounted for, even where an older version did), inside the caller's transaction."""
     db.execute("DELETE FROM tracked")
     for statement in _TRACK_HELD:
         db.execute(statement)
