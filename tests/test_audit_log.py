@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import stat
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -426,3 +428,43 @@ def test_a_record_is_hashed_and_written_from_one_encoding(record: dict[str, Any]
     digest, line = hashed_line(record)
     assert digest == record_hash({**record, "hash": digest})
     assert line == canonical_json({**record, "hash": digest})
+
+
+def test_batch_syncs_leave_the_appending_thread_and_a_checkpoint_syncs_what_they_left(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full batch's fsync runs on the log's sync thread, never on the thread that appends (the proxy's
+    event loop); every file written before a checkpoint is synced before the checkpoint call returns."""
+    synced_on: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        synced_on.append(threading.current_thread().name)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    audit = AuditLog(tmp_path, clock=clock, fsync="batch", fsync_batch=5, checkpoint_every=1000)
+    for number in range(23):
+        audit.append(turn(number))
+    deadline = time.monotonic() + 10
+    while synced_on.count("audit-sync") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "audit-sync" in synced_on
+    assert threading.current_thread().name not in synced_on
+    audit.checkpoint()
+    assert synced_on[-1] == threading.current_thread().name  # the checkpoint's own sync, on the caller's
+    audit.close()
+    assert intact(tmp_path)
+    assert names(tmp_path).count("audit.checkpoint") == 1
+
+
+def test_a_batch_handed_to_the_sync_thread_may_lose_its_file_to_age(tmp_path: Path, clock: Clock) -> None:
+    """A file removed for age before its sync is skipped, by the sync thread and by a checkpoint."""
+    audit = AuditLog(tmp_path, clock=clock, fsync="batch", fsync_batch=1, retention_days=1)
+    audit.append(turn(1))
+    clock.advance(days=3)
+    audit.append(turn(2))
+    audit.checkpoint()
+    audit.close()
+    assert intact(tmp_path)
+    assert "e2" in names(tmp_path)

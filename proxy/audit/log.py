@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
 from proxy.audit.spool import CountWitness, Spool
+from proxy.audit.sync import BackgroundSync, sync_file
 
 GENESIS = "0" * 64
 DAILY_FILE = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})\.jsonl$")
@@ -114,7 +115,8 @@ class AuditLog:
     """Appends events to ``<directory>/audit-YYYY-MM-DD.jsonl``, continuing the chain already there.
 
     ``fsync``: ``"always"`` (or True) syncs every record; ``"batch"`` (or False) every ``fsync_batch``
-    records, at each checkpoint and on close. ``on_error``: ``"open"`` keeps up to ``max_buffered``
+    records on a thread of its own (``proxy.audit.sync``), and before each checkpoint is published and
+    on close on the writing thread. ``on_error``: ``"open"`` keeps up to ``max_buffered``
     events in memory while the disk refuses writes, retries them on the next append and calls
     ``on_unavailable(reason)`` once per outage; ``"closed"`` makes ``append`` raise ``AuditUnavailable``.
     With ``spool`` (a directory away from the log's), events held in memory during an outage are also
@@ -184,6 +186,8 @@ class AuditLog:
         self._since_checkpoint = 0
         self._unsynced: set[Path] = set()
         self._unsynced_count = 0
+        self._background_sync = BackgroundSync()
+        """Syncs each full batch off the writing thread (see ``proxy.audit.sync``)."""
         self._day: date | None = None
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -288,6 +292,7 @@ class AuditLog:
             self._stop_timer.set()
             self._timer.join()
             self._timer = None
+        self._background_sync.stop()
         with self._lock:
             if not self._drain_or_hold():
                 log.error(
@@ -460,19 +465,19 @@ class AuditLog:
                 self._unsynced.add(path)
                 self._unsynced_count += 1
                 if self._unsynced_count >= self.fsync_batch:
-                    os.fsync(descriptor)
-                    self._unsynced.discard(path)
-                    self._sync()
+                    self._background_sync.hand(self._unsynced)
+                    self._unsynced = set()
+                    self._unsynced_count = 0
         finally:
             os.close(descriptor)
 
     def _sync(self) -> None:
-        for path in sorted(self._unsynced):
-            descriptor = os.open(path, os.O_RDONLY)
+        """Sync every file written since the last sync, those handed to the background sync included."""
+        for path in sorted(self._unsynced | self._background_sync.take()):
             try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+                sync_file(path)
+            except FileNotFoundError:
+                continue  # removed for age: nothing of it is left to keep
         self._unsynced.clear()
         self._unsynced_count = 0
 
