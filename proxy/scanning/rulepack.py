@@ -631,12 +631,31 @@ def _without_run_insides(view: str, runs: list[tuple[int, int]], edge: int) -> s
     return "".join(parts)
 
 
-def _union(regions: list[tuple[int, int]], length: int, gap: int = 0) -> list[tuple[int, int]]:
-    """Overlapping regions, and those less than ``gap`` apart, merged, clipped to ``length``."""
+def _stretches(
+    places: list[tuple[int, int]], length: int, gap: int
+) -> Iterator[tuple[int, int, list[tuple[int, int]]]]:
+    """The stretches (low, high) that ``places`` make when those less than ``gap`` apart are joined,
+    clipped to ``length``, each with the places it holds."""
+    members: list[tuple[int, int]] = []
+    low = high = 0
+    for place in sorted(places):
+        if members and place[0] > high + gap:
+            yield max(0, low), min(length, high), members
+            members = []
+        if not members:
+            low, high = place
+        members.append(place)
+        high = max(high, place[1])
+    if members:
+        yield max(0, low), min(length, high), members
+
+
+def _union(regions: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Overlapping or touching regions merged, clipped to ``length``."""
     merged: list[tuple[int, int]] = []
     for low, high in sorted(regions):
         low, high = max(0, low), min(length, high)
-        if merged and low <= merged[-1][1] + gap:
+        if merged and low <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], high))
         else:
             merged.append((low, high))
@@ -780,9 +799,10 @@ class Scanner:
         return plan
 
     def _drop_impossible(self, text: str, plan: _Plan) -> None:
-        """Removes from the plan each rule whose loosened form matches nothing where the rule would look
-        (its regions, or the reach of each attempt): the rule's own pattern cannot match there either.
-        Rules whose own search costs less than the question are left to run."""
+        """Narrows the plan to the places where each rule's loosened form matches (its regions, or the
+        reach of each attempt, near ones asked about together), and drops a rule left with none: its
+        own pattern cannot match elsewhere. Rules whose own search costs less than the question are
+        left to run as planned."""
         encoded = text.encode("ascii") if text.isascii() else None
         whole = [(0, len(text))]
         for index, regions in list(plan.regions.items()):
@@ -790,7 +810,10 @@ class Scanner:
             # skips to its literal).
             if self._literal_led[index] and regions == whole:
                 continue
-            if not self._possible(index, text, encoded, regions):
+            kept = self._possible_places(index, text, encoded, regions)
+            if kept:
+                plan.regions[index] = kept
+            else:
                 del plan.regions[index]
         for index, starts in list(plan.starts.items()):
             # Attempts without the time limit cost less than asking RE2 (a third of a microsecond).
@@ -798,30 +821,35 @@ class Scanner:
                 continue
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
-            if not self._possible(index, text, encoded, [(start, start + reach) for start in starts]):
+            kept = self._possible_places(index, text, encoded, [(start, start + reach) for start in starts])
+            if kept:
+                plan.starts[index] = [start for start, _ in kept]
+            else:
                 del plan.starts[index]
 
-    def _possible(
-        self, index: int, text: str, encoded: bytes | None, stretches: list[tuple[int, int]]
-    ) -> bool:
-        """Whether rule ``index``'s loosened form matches in one of the stretches of ``text``
-        (``encoded`` is the text's bytes when it is ASCII, so offsets carry over; other text has each
-        stretch encoded alone)."""
+    def _possible_places(
+        self, index: int, text: str, encoded: bytes | None, places: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """Of ``places`` (spans of ``text``, in order), those in a stretch where rule ``index``'s
+        loosened form matches; places less than ``_RELAXED_GAP`` apart make one stretch. ``encoded`` is
+        the text's bytes when it is ASCII, so offsets carry over; other text has each stretch encoded
+        alone."""
         program = self._relaxed[index]
         if program is None:
-            return True
-        for low, high in _union(stretches, len(text), _RELAXED_GAP):
+            return places
+        kept: list[tuple[int, int]] = []
+        for low, high, members in _stretches(places, len(text), _RELAXED_GAP):
             if encoded is not None:
-                if relaxed.possible(program, encoded, low, high):
-                    return True
-                continue
-            try:
-                piece = text[low:high].encode("utf-8")
-            except UnicodeEncodeError:
-                return True  # a lone surrogate: RE2 reads UTF-8 only
-            if relaxed.possible(program, piece, 0, len(piece)):
-                return True
-        return False
+                found = relaxed.possible(program, encoded, low, high)
+            else:
+                try:
+                    piece = text[low:high].encode("utf-8")
+                except UnicodeEncodeError:
+                    piece = None  # a lone surrogate: RE2 reads UTF-8 only, so the rule runs there
+                found = piece is None or relaxed.possible(program, piece, 0, len(piece))
+            if found:
+                kept.extend(members)
+        return kept
 
     def _plan_all(self, text: str) -> _Plan:
         view = _trigger_view(text)
