@@ -157,6 +157,7 @@ def _char_class(codes: list[list[int]], negated: bool, spelled: list[str] | None
 # encodes a text once and asks its engine object directly whether a stretch holds a match.
 _ENGINE: Any = re2._re2
 _UNANCHORED = _ENGINE.RE2.Anchor.UNANCHORED
+_AT_START = _ENGINE.RE2.Anchor.ANCHOR_START
 _NO_MATCH = (-1, -1)
 
 
@@ -171,9 +172,9 @@ def compiled(source: str) -> Any:
     return program if program.ok() else None
 
 
-def possible(program: Any, encoded: bytes, low: int, high: int) -> bool:
-    """Whether a loosened form (``compiled``) matches in the UTF-8 bytes ``encoded[low:high]``; always
-    True without one."""
+def possible(program: Any, encoded: bytes, low: int, high: int, *, at_low: bool = False) -> bool:
+    """Whether a loosened form (``compiled``) matches in the UTF-8 bytes ``encoded[low:high]`` (with
+    ``at_low``, a match starting at ``low``); always True without one."""
     if program is None:
         return True
-    return bool(program.Match(_UNANCHORED, encoded, low, high)[0] != _NO_MATCH)
+    return bool(program.Match(_AT_START if at_low else _UNANCHORED, encoded, low, high)[0] != _NO_MATCH)

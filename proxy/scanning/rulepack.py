@@ -822,6 +822,15 @@ class Scanner:
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
             kept = self._possible_places(index, text, encoded, [(start, start + reach) for start in starts])
+            if kept and encoded is not None:
+                # An attempt's match starts at the attempt: so does a match of the loosened form. One
+                # such check costs a fraction of a timed attempt, and stops where the two part.
+                program = self._relaxed[index]
+                kept = [
+                    (start, end)
+                    for start, end in kept
+                    if relaxed.possible(program, encoded, start, min(end, len(text)), at_low=True)
+                ]
             if kept:
                 plan.starts[index] = [start for start, _ in kept]
             else:
