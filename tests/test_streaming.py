@@ -1074,3 +1074,51 @@ def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
     assert by_pieces.completion == by_bytes.completion
     assert [found.fingerprint for found in scans[0].found] == [found.fingerprint for found in scans[1].found]
     assert scans[0].found
+
+
+def residual_filters() -> StreamFilters:
+    """The redactor on every text channel and the residual scan, which may rewrite, on everything else."""
+    return StreamFilters(
+        text_filter=Redactors(), residual=JsonScan(SECRETS, lambda rule: False, rewrites=True)
+    )
+
+
+def repeat_key(stream: bytes, key: bytes, first: bytes, occurrence: int) -> bytes:
+    """The stream with the ``occurrence``-th ``"key":`` of it preceded by the same key holding ``first``:
+    a reader that keeps a repeated key's first value reads ``first`` there."""
+    marker = b'"' + key + b'":'
+    at = -1
+    for _ in range(occurrence + 1):
+        at = stream.index(marker, at + 1)
+    return stream[:at] + marker + first + b"," + stream[at:]
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "occurrence"),
+    [
+        ("openai_chat", b"content", 2),  # a text delta in the middle of a burst
+        ("openai_chat", b"model", 3),  # the envelope of a text-only chunk
+        ("openai_chat", b"finish_reason", 0),
+        ("anthropic", b"text", 3),
+        ("anthropic", b"stop_reason", 1),  # message_delta, sent as it came
+        ("anthropic", b"index", 2),
+    ],
+)
+@pytest.mark.parametrize("whole", [True, False])
+def test_an_event_that_repeats_a_key_is_written_anew_from_what_was_scanned(
+    name: str, key: bytes, occurrence: int, whole: bool
+) -> None:
+    """JSON readers differ on a repeated key (this one keeps the last value, others the first): an event
+    whose object names a key twice never goes out as it came, so no value the scans did not read does."""
+    dialect, text_stream, sdk_view = TEXT_STREAMS[name]
+    stream = repeat_key(
+        text_stream(["Hello ", "there, ", "how ", "are ", "you?"]),
+        key,
+        f'"{GITHUB_TOKEN}"'.encode(),
+        occurrence,
+    )
+    assert GITHUB_TOKEN.encode() in stream
+    session = dialect.stream_session(residual_filters())
+    output = run(session, stream, None if whole else list(range(0, len(stream), 97)))
+    assert GITHUB_TOKEN.encode() not in output
+    assert sdk_view(output)[0] == "Hello there, how are you?"

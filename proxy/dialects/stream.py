@@ -325,6 +325,9 @@ class StreamSession(ABC):
         """While what is sent is kept (``keep_sent``): the events of the bytes being read that go out as
         they came, by the identity of their bytes, with the payload read from them."""
         self._sent: list[Sent] = []
+        self._rewrite: set[int] = set()
+        """The events of the bytes being read whose payload does not say all their bytes do (by identity):
+        each is written anew from what was read, never sent as it came."""
 
     @property
     @abstractmethod
@@ -355,7 +358,15 @@ class StreamSession(ABC):
         self.bytes += len(event.raw)
         self._on_block(event, payload)
 
+    def _read_payload(self, event: SSEEvent) -> Any:
+        """``_payload_of`` the event; one whose bytes say more than what was read is never sent as it came."""
+        payload, faithful = _payload_of(event)
+        if not faithful:
+            self._rewrite.add(id(event))
+        return payload
+
     def _keep(self, output: list[bytes]) -> list[bytes]:
+        self._rewrite.clear()
         if self._as_came is not None:
             for piece in output:
                 came = self._as_came.get(id(piece))
@@ -369,7 +380,7 @@ class StreamSession(ABC):
         output: list[bytes] = []
         self.bytes += len(chunk)
         events = self._parser.feed(chunk)
-        payloads = [_payload_of(event) for event in events]
+        payloads = [self._read_payload(event) for event in events]
         anticipates = len(events) > 1 and self.filters.text_filter is not None
         run_end = 0
         for position, (event, payload) in enumerate(zip(events, payloads, strict=True)):
@@ -419,7 +430,9 @@ class StreamSession(ABC):
         self._finished = True
         last_events, tail = self._parser.finish()
         self.events += len(last_events)
-        output = [piece for event in last_events for piece in self._on_block(event, _payload_of(event))]
+        output = [
+            piece for event in last_events for piece in self._on_block(event, self._read_payload(event))
+        ]
         if self.filters.active:
             output.extend(self._through_boundaries(self._end_of_stream()))
         for boundary in self._boundaries:
@@ -482,7 +495,7 @@ class StreamSession(ABC):
             payload, changed = self._scan_residual(event, payload)
             if not self.filters.active:
                 return [event.raw]
-            return self._transformed(event, payload, changed=changed)
+            return self._transformed(event, payload, changed=changed or id(event) in self._rewrite)
         except SHAPE_ERRORS as error:
             self.notes.append(
                 f"event {event.type!r} has an unexpected shape ({type(error).__name__}); its strings scanned"
@@ -496,6 +509,7 @@ class StreamSession(ABC):
         if residual is None or event.data is None:
             return [event.raw]
         payload, changed = residual.filter(event.type, json.loads(event.data), ())
+        changed = changed or id(event) in self._rewrite
         return [rewritten(event, payload)] if changed and self.filters.active else [event.raw]
 
     def _transformed(self, event: SSEEvent, payload: Any, *, changed: bool) -> list[bytes]:
@@ -648,14 +662,34 @@ class PerEventStreamSession(StreamSession):
 _NOT_JSON = object()
 
 
-def _payload_of(event: SSEEvent) -> Any:
-    """An event's data read as JSON, or ``_NOT_JSON`` (no data, an oversized piece, or not JSON)."""
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    read = dict(pairs)
+    if len(read) != len(pairs):
+        raise _DuplicateKey
+    return read
+
+
+_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys)
+"""Reads JSON whose objects name each key once. Where a key repeats, this parser keeps the last value
+and another (a client's) may keep the first: the bytes of such an event carry a value no scan read."""
+
+
+def _payload_of(event: SSEEvent) -> tuple[Any, bool]:
+    """An event's data read as JSON, or ``_NOT_JSON`` (no data, an oversized piece, not JSON, or nested
+    past the interpreter's depth), and whether its bytes say just that: an object that repeats a key does
+    not (another reader may take the value this one dropped)."""
     if event.data is None or event.oversized:
-        return _NOT_JSON
+        return _NOT_JSON, True
     try:
-        return json.loads(event.data)
-    except ValueError:
-        return _NOT_JSON
+        return _UNIQUE_KEYS.decode(event.data), True
+    except _DuplicateKey:
+        return json.loads(event.data), False
+    except (ValueError, RecursionError):
+        return _NOT_JSON, True
 
 
 def _skeleton(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
