@@ -1078,9 +1078,7 @@ def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
 
 def residual_filters() -> StreamFilters:
     """The redactor on every text channel and the residual scan, which may rewrite, on everything else."""
-    return StreamFilters(
-        text_filter=Redactors(), residual=JsonScan(SECRETS, lambda rule: False, rewrites=True)
-    )
+    return StreamFilters(text_filter=Redactors(), residual=JsonScan(SECRETS, lambda rule: True))
 
 
 def repeat_key(stream: bytes, key: bytes, first: bytes, occurrence: int) -> bytes:
@@ -1122,3 +1120,29 @@ def test_an_event_that_repeats_a_key_is_written_anew_from_what_was_scanned(
     output = run(session, stream, None if whole else list(range(0, len(stream), 97)))
     assert GITHUB_TOKEN.encode() not in output
     assert sdk_view(output)[0] == "Hello there, how are you?"
+
+
+@pytest.mark.parametrize("name", TEXT_STREAMS)
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"choices":[{"index":0,"delta":{"content":"%s"}}]} trailing',
+        '\ufeff{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"%s"}}',
+        '{"choices":[{"index":0,"delta":{"content":"%s\t"}}]}',
+        '{"x":' + "[" * 5000 + '"%s"' + "]" * 5000 + "}",
+        "%s",
+    ],
+)
+def test_an_event_whose_data_is_not_json_is_scanned_as_text(name: str, data: str) -> None:
+    """Data this parser cannot read as JSON may still be read by a lenient client (a trailing word, a byte
+    order mark, a raw tab inside a string, nesting past the interpreter's depth): its secrets are
+    redacted all the same, and the rest of the stream is read on."""
+    dialect, text_stream, _ = TEXT_STREAMS[name]
+    stream = text_stream(["Hello ", "there"])
+    odd = f"data: {data % GITHUB_TOKEN}\n\n".encode()
+    at = stream.index(b"data: ", stream.index(b"Hello"))
+    session = dialect.stream_session(residual_filters())
+    output = run(session, stream[:at] + odd + stream[at:])
+    assert GITHUB_TOKEN.encode() not in output
+    assert b"[REDACTED:github-pat]" in output
+    assert session.completion.full_text == "Hello there"

@@ -521,8 +521,18 @@ class StreamSession(ABC):
         return output
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
-        self.notes.append(f"event {event.type!r} is not JSON; passed through")
-        return [event.raw]
+        """An event whose data is not JSON (or nests deeper than can be read): a client that reads it
+        leniently (a prefix, a byte order mark, a raw tab) may still find text in it, so its data is
+        scanned whole as one string, and written anew where that redacts."""
+        residual = self.filters.residual
+        data, changed = (
+            (event.data, False) if residual is None else residual.filter(event.type, event.data, ())
+        )
+        if not changed or not self.filters.active:
+            self.notes.append(f"event {event.type!r} is not JSON; passed through")
+            return [event.raw]
+        self.notes.append(f"event {event.type!r} is not JSON; its text redacted")
+        return [serialise(SSEEvent(data=data, event=event.event, id=event.id, retry=event.retry))]
 
     def _as_sent(self, event: SSEEvent, payload: Any) -> bytes:
         """An event whose payload the filters left as it came: its own bytes where they are framed as
