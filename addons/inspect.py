@@ -565,7 +565,7 @@ class Inspect:
         if completion.parse_error:
             turn.errors.append(f"response: {completion.parse_error}")
             if looks_like_event_stream(body):
-                self._read_as_stream(flow, dialect, inspector, body)
+                self._read_as_stream(flow, turn, dialect, inspector, body)
                 return
             dialect = Generic()
             completion = dialect.parse_response(body)
@@ -658,11 +658,24 @@ class Inspect:
             message.text = forwarded
 
     @staticmethod
-    def _read_as_stream(flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, body: bytes) -> None:
-        """An event stream that did not say so: read and filtered as the stream it is."""
+    def _read_as_stream(
+        flow: http.HTTPFlow, turn: Turn, dialect: Dialect, inspector: TurnInspector, body: bytes
+    ) -> None:
+        """An event stream that did not say so: read and filtered as the stream it is. A stream the session
+        stops reading (as a relayed one is cut there) does not pass where it rewrites: raised into the
+        hook, it would leave the upstream's whole body unread."""
         assert flow.response is not None
-        session = dialect.stream_session(inspector.stream_filters())
-        filtered = session.feed(body) + session.finish()
+        filters = inspector.stream_filters()
+        session = dialect.stream_session(filters)
+        try:
+            filtered = session.feed(body) + session.finish()
+        except Exception as error:  # what was read cannot be sent, and what was not must not be
+            turn.errors.append(f"response: {type(error).__name__} reading the stream")
+            if filters.active:
+                message = f"egressguard could not read this response; audit event {turn.event_id}"
+                flow.response = refusal(dialect, turn, 502, message)
+                turn.escalate(Decision.BLOCKED)
+            return
         inspector.inspect_completion(session.completion, rewrite=False)
         if filtered != body:
             set_content(flow.response, filtered)

@@ -1,10 +1,13 @@
-"""The inspect addon's handling of WebSocket messages (realtime APIs), with mitmproxy's test flows."""
+"""The inspect addon with mitmproxy's test flows: WebSocket messages (realtime APIs), and a response body
+read whole as the event stream it is."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 
+from mitmproxy.http import Headers
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
@@ -71,3 +74,55 @@ def test_observe_mode_leaves_messages_alone() -> None:
     turn = flow.metadata[METADATA_KEY]
     assert [finding.enforced for finding in turn.findings if finding.rule == "aws-access-key-id"] == [False]
     assert turn.decision == "allowed"
+
+
+def stream_labelled_json(mode: str, body: bytes) -> tuple[tflow.HTTPFlow, Turn]:
+    """A chat completion answered with an event stream labelled as JSON, through the addon's hooks."""
+    policy = parse_policy(
+        textwrap.dedent(f"""\
+            mode: {mode}
+            agents:
+              bot: {{token: t, role: r}}
+            roles:
+              r: {{egress: {{allow: [api.openai.com]}}}}
+            """),
+        "p.yaml",
+        environ={},
+    )
+    addon = Inspect(Runtime(policy, SqliteStateStore(None)))
+    flow = tflow.tflow()
+    flow.request.host, flow.request.path, flow.request.method = (
+        "api.openai.com",
+        "/v1/chat/completions",
+        "POST",
+    )
+    flow.request.headers["content-type"] = "application/json"
+    flow.request.content = json.dumps({"model": "gpt-4o", "stream": True, "messages": []}).encode()
+    turn = Turn(TurnContext(agent_id="bot", role="r"))
+    flow.metadata[METADATA_KEY] = turn
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+        flow.response = tflow.tresp(content=body, headers=Headers(content_type="application/json"))
+        asyncio.run(addon.responseheaders(flow))
+        asyncio.run(addon.response(flow))
+    return flow, turn
+
+
+def chat_event(content: str, extra: str = "") -> bytes:
+    envelope = f'"id":"c","object":"chat.completion.chunk","created":1,"model":"m"{extra}'
+    choice = f'{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}'
+    return f'data: {{{envelope},"choices":[{choice}]}}\n\n'.encode()
+
+
+def test_an_unlabelled_stream_that_cannot_be_read_does_not_pass_in_enforce_mode() -> None:
+    """A stream read whole because it did not say it was one: where reading it stops (a text-only event
+    nested past what its scan can walk, read ahead in a burst), the body does not pass unread."""
+    deep = "[" * 900 + "]" * 900
+    body = chat_event(f"key {AWS_KEY} ") + chat_event("hello") + chat_event("there", f',"x":{deep}')
+    flow, turn = stream_labelled_json("enforce", body)
+    assert flow.response is not None
+    assert AWS_KEY.encode() not in flow.response.content
+    assert flow.response.status_code == 502
+    assert any("reading the stream" in error for error in turn.errors)
+    observed, _ = stream_labelled_json("observe", body)
+    assert observed.response is not None and observed.response.content == body
