@@ -22,7 +22,8 @@ from proxy.turn import Turn, TurnContext
 AWS_KEY = "AKIAQWERTY234567ABCD"
 
 
-def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
+def inspect_addon(mode: str) -> Inspect:
+    """The addon under a policy of one agent allowed to reach api.openai.com, in ``mode``."""
     policy = parse_policy(
         textwrap.dedent(f"""\
             mode: {mode}
@@ -34,7 +35,11 @@ def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
         "p.yaml",
         environ={},
     )
-    addon = Inspect(Runtime(policy, SqliteStateStore(None)))
+    return Inspect(Runtime(policy, SqliteStateStore(None)))
+
+
+def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
+    addon = inspect_addon(mode)
     flow = tflow.twebsocketflow()
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
     upgrade, flow.response = flow.response, None  # the request hook runs before the upstream answers
@@ -78,18 +83,7 @@ def test_observe_mode_leaves_messages_alone() -> None:
 
 def stream_labelled_json(mode: str, body: bytes) -> tuple[tflow.HTTPFlow, Turn]:
     """A chat completion answered with an event stream labelled as JSON, through the addon's hooks."""
-    policy = parse_policy(
-        textwrap.dedent(f"""\
-            mode: {mode}
-            agents:
-              bot: {{token: t, role: r}}
-            roles:
-              r: {{egress: {{allow: [api.openai.com]}}}}
-            """),
-        "p.yaml",
-        environ={},
-    )
-    addon = Inspect(Runtime(policy, SqliteStateStore(None)))
+    addon = inspect_addon(mode)
     flow = tflow.tflow()
     flow.request.host, flow.request.path, flow.request.method = (
         "api.openai.com",
