@@ -108,13 +108,19 @@ def injection_section(data: Path, folds: int) -> None:
     detectors = []
     for fold, model in enumerate(models):
         # The fold's thresholds are picked without its items, so its false positives are held out too.
-        direct, indirect = training.thresholds(examples, scores, benign_scores, folds, held_out_fold=fold)
-        print(f"fold {fold}: thresholds from the other folds: direct {direct:.3f}, indirect {indirect:.3f}")
-        detectors.append(
-            InjectionDetector(
-                packs, dataclasses.replace(model, threshold_direct=direct, threshold_indirect=indirect)
-            )
+        picked = training.thresholds(examples, scores, benign_scores, folds, held_out_fold=fold)
+        by_structure = ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(picked.by_structure.items()))
+        print(
+            f"fold {fold}: thresholds from the other folds: direct {picked.direct:.3f}, "
+            f"indirect {picked.indirect:.3f} ({by_structure})"
         )
+        fold_model = dataclasses.replace(
+            model,
+            threshold_direct=picked.direct,
+            threshold_indirect=picked.indirect,
+            threshold_by_structure=picked.by_structure,
+        )
+        detectors.append(InjectionDetector(packs, fold_model))
     print(
         f"{'set':<34}{'n':>6}{'rules':>9}{'classifier':>12}{'combined':>10}"
         "   (recall for attacks, FPR for benign)"

@@ -46,10 +46,19 @@ from trigger_prompts import trigger_prompts
 from proxy.detectors.injection import WINDOW_CHARS, FeatureSpec, InjectionClassifier
 from proxy.detectors.quoting import discussion_frame
 from proxy.scanning.normalize import normalize
+from proxy.scanning.structure import Structure, structure_of
 
 SEED = 20240601
 SPEC = FeatureSpec(bits=18, char_ngrams=(3, 4, 5), word_ngrams=(1, 2))
 TARGET_FPR = 0.01
+STRUCTURE_FLOOR = 0.8
+"""No kind of text gets a threshold under this, whatever its dev families allow: the generated JSON
+answers, logs and manifests are more uniform than what other services return."""
+LOWER_THRESHOLD_KINDS = frozenset({Structure.JSON, Structure.LOG})
+"""The kinds of text whose threshold may sit under the one over all tool results. Code and prose keep at
+least that one: their dev families are a few source files each, so a fold holds a handful, and a
+threshold picked on the other folds' handful let a held-out file through (a Python source file at 1.3 %
+in a run where every kind had its own)."""
 L2 = 1e-5
 EPOCHS = 300
 LEARNING_RATE = 0.05
@@ -825,11 +834,13 @@ def train(
     return w, float(bias)
 
 
-def classifier_from(
-    w: np.ndarray, bias: float, direct: float = 0.5, indirect: float = 0.5
-) -> InjectionClassifier:
+def classifier_from(w: np.ndarray, bias: float, picked: Thresholds | None = None) -> InjectionClassifier:
     """A model with the weights as the model file stores them (half precision)."""
-    return InjectionClassifier.create(SPEC, w.astype(np.float16), bias, direct, indirect)
+    if picked is None:
+        return InjectionClassifier.create(SPEC, w.astype(np.float16), bias, 0.5, 0.5)
+    return InjectionClassifier.create(
+        SPEC, w.astype(np.float16), bias, picked.direct, picked.indirect, picked.by_structure
+    )
 
 
 def cross_validate(examples: Sequence[Example], folds: int) -> tuple[np.ndarray, list[InjectionClassifier]]:
@@ -875,10 +886,11 @@ def threshold_at(benign_scores: Sequence[float] | np.ndarray, target: float = TA
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A benign tool result's family, group and out-of-fold score (its highest window)."""
+    """A benign tool result's family, group, kind of text and out-of-fold score (its highest window)."""
 
     family: str
     group: str
+    structure: Structure
     score: float
 
 
@@ -887,9 +899,16 @@ def benign_document_scores(data: Path, models: Sequence[InjectionClassifier]) ->
     benign = carriers.benign_carriers(data, rng)
     scores = out_of_fold_scores([(carrier.group, carrier.text) for carrier in benign], models)
     return [
-        Scored(carrier.family, carrier.group, float(score))
+        Scored(carrier.family, carrier.group, structure_of(carrier.text), float(score))
         for carrier, score in zip(benign, scores, strict=True)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    direct: float
+    indirect: float
+    by_structure: dict[str, float]
 
 
 def thresholds(
@@ -898,13 +917,15 @@ def thresholds(
     documents: Sequence[Scored],
     folds: int,
     held_out_fold: int | None = None,
-) -> tuple[float, float]:
-    """(direct, indirect): the first on benign prompts, the lowest that keeps every kind of benign prompt
-    (NotInject, synthetic, trigger-word requests) at or under the target on its own; the second on whole
-    benign tool results scored by their highest window, as the detector scores them
-    (``benign_document_scores``), the lowest that keeps every family of tool result (docs, code, JSON
+) -> Thresholds:
+    """The direct threshold on benign prompts, the lowest that keeps every kind of benign prompt
+    (NotInject, synthetic, trigger-word requests) at or under the target on its own; the indirect ones on
+    whole benign tool results scored by their highest window, as the detector scores them
+    (``benign_document_scores``), each the lowest that keeps every family of tool result (docs, code, JSON
     answers, logs ...) at or under the target on its own, so a large easy family does not buy false
-    positives for a small hard one. With
+    positives for a small hard one: one over all tool results, and one for each kind of text
+    (``structure_of``) over the tool results of that kind, never below ``STRUCTURE_FLOOR`` and, but for
+    ``LOWER_THRESHOLD_KINDS``, never below the one over all tool results. With
     ``held_out_fold``, that fold's items take no part, so the thresholds can be judged on it."""
 
     def kept(group: str) -> bool:
@@ -916,10 +937,22 @@ def thresholds(
             by_kind.setdefault(example.kind, []).append(float(score))
     direct = max(threshold_at(kind_scores) for kind_scores in by_kind.values())
     by_family: dict[str, list[float]] = {}
+    by_kind_and_family: dict[str, dict[str, list[float]]] = {}
     for document in documents:
         if kept(document.group):
             by_family.setdefault(document.family, []).append(document.score)
-    return direct, max(threshold_at(family_scores) for family_scores in by_family.values())
+            by_kind_and_family.setdefault(document.structure, {}).setdefault(document.family, []).append(
+                document.score
+            )
+    indirect = max(threshold_at(family_scores) for family_scores in by_family.values())
+    by_structure = {
+        str(kind): max(
+            STRUCTURE_FLOOR if kind in LOWER_THRESHOLD_KINDS else indirect,
+            *(threshold_at(family_scores) for family_scores in families.values()),
+        )
+        for kind, families in by_kind_and_family.items()
+    }
+    return Thresholds(direct, indirect, by_structure)
 
 
 def report(scores: np.ndarray, examples: Sequence[Example], direct: float, indirect: float) -> None:
@@ -947,19 +980,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = build_examples(args.data, args.folds)
     print(f"{len(examples)} examples, {sum(example.label for example in examples)} positive")
     scores, models = cross_validate(examples, args.folds)
-    direct, indirect = thresholds(examples, scores, benign_document_scores(args.data, models), args.folds)
+    picked = thresholds(examples, scores, benign_document_scores(args.data, models), args.folds)
+    by_structure = ", ".join(f"{kind} {value:.3f}" for kind, value in sorted(picked.by_structure.items()))
     print(
         f"grouped {args.folds}-fold cross-validation; thresholds at <= {TARGET_FPR:.0%} false positives: "
-        f"direct {direct:.3f} (benign prompts), indirect {indirect:.3f} (whole benign tool results, "
-        "every family)"
+        f"direct {picked.direct:.3f} (benign prompts), indirect {picked.indirect:.3f} (whole benign tool "
+        f"results, every family; by kind of text: {by_structure})"
     )
-    report(scores, examples, direct, indirect)
+    report(scores, examples, picked.direct, picked.indirect)
 
     coo = featurize([example.text for example in examples])
     labels = np.array([example.label for example in examples], dtype=float)
     weights = np.array([example.weight for example in examples])
     w, bias = train(coo, labels, weights)
-    model = classifier_from(w, bias, direct, indirect).to_dict()
+    model = classifier_from(w, bias, picked).to_dict()
     model["source"] = (
         "trained by bench/train_injection.py on the BIPIA train split (MIT), NotInject one (MIT), benign "
         "tool results from pallets/flask, encode/httpx (BSD-3-Clause) and docker-library/docs (MIT), and "

@@ -29,8 +29,8 @@ import math
 import re
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from proxy.exchange import Source
 from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning.normalize import normalize
 from proxy.scanning.rulepack import RULES_PACKAGE, RulePack, Scanner, load_pack, pack_path
+from proxy.scanning.structure import Structure, structure_of
 
 OWASP = "LLM01"
 # The poisoning that matters for an agent is of its context (docs/owasp.md, LLM03).
@@ -250,7 +251,9 @@ def _unfitting(first: int, last: int, length: int, sizes: tuple[int, ...]) -> in
 class InjectionClassifier:
     """Two thresholds, each the score that keeps false positives at or under 1 % in cross-validation on
     its own benign population: requests users type (which are often imperatives addressed to the model)
-    and documents tools return (where such an imperative is itself the anomaly)."""
+    and documents tools return (where such an imperative is itself the anomaly). Documents may also have
+    one threshold per kind of text (``proxy.scanning.structure``): code addresses its reader far more
+    often than a JSON answer or a log does."""
 
     spec: FeatureSpec
     weights: npt.NDArray[np.float64]
@@ -258,6 +261,8 @@ class InjectionClassifier:
     bias: float
     threshold_direct: float
     threshold_indirect: float
+    threshold_by_structure: Mapping[str, float] = field(default_factory=dict)
+    """Thresholds for read content by ``Structure``; a kind not named here takes ``threshold_indirect``."""
 
     @classmethod
     def create(
@@ -267,10 +272,15 @@ class InjectionClassifier:
         bias: float,
         direct: float,
         indirect: float,
+        by_structure: Mapping[str, float] | None = None,
     ) -> InjectionClassifier:
         if len(weights) != spec.dim:
             raise ValueError(f"model has {len(weights)} weights for a dimension of {spec.dim}")
-        return cls(spec, np.append(weights, 0.0).astype(np.float64), bias, direct, indirect)
+        unknown = set(by_structure or ()) - set(Structure)
+        if unknown:
+            raise ValueError(f"thresholds for unknown kinds of text: {sorted(unknown)}")
+        weights64 = np.append(weights, 0.0).astype(np.float64)
+        return cls(spec, weights64, bias, direct, indirect, dict(by_structure or {}))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InjectionClassifier:
@@ -289,6 +299,7 @@ class InjectionClassifier:
             float(data["bias"]),
             float(data["threshold_direct"]),
             float(data["threshold_indirect"]),
+            {str(kind): float(value) for kind, value in data.get("threshold_by_structure", {}).items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -301,6 +312,9 @@ class InjectionClassifier:
             "bias": round(self.bias, 5),
             "threshold_direct": round(self.threshold_direct, 4),
             "threshold_indirect": round(self.threshold_indirect, 4),
+            "threshold_by_structure": {
+                kind: round(value, 4) for kind, value in sorted(self.threshold_by_structure.items())
+            },
             "weights_f16": base64.b64encode(packed).decode("ascii"),
         }
 
@@ -409,8 +423,19 @@ class InjectionClassifier:
         out[1] = np.bincount(starts, weights=counts, minlength=kept)
         out[0] += np.bincount(starts, weights=np.add.reduce(self.weights.take(words), axis=0), minlength=kept)
 
-    def threshold(self, source: Source) -> float:
-        return self.threshold_indirect if source in READ_CONTENT_SOURCES else self.threshold_direct
+    def threshold(self, source: Source, structure: Structure | None = None) -> float:
+        """The threshold for text from ``source``; for read content, that of its kind when known."""
+        if source not in READ_CONTENT_SOURCES:
+            return self.threshold_direct
+        return self.threshold_by_structure.get(structure or "", self.threshold_indirect)
+
+    def needs_structure(self, source: Source, score: float) -> bool:
+        """Whether the kind of a text with this score from this source could change the verdict."""
+        return (
+            source in READ_CONTENT_SOURCES
+            and bool(self.threshold_by_structure)
+            and score >= min(self.threshold_indirect, *self.threshold_by_structure.values())
+        )
 
 
 def _severity_for_score(score: float) -> Severity:
@@ -456,6 +481,8 @@ class _Verdict:
     hits: tuple[tuple[str, Severity], ...]
     score: float | None
     signals: tuple[str, ...]
+    structure: Structure | None = None
+    """The text's kind, when its score made it matter (``InjectionClassifier.needs_structure``)."""
 
 
 class InjectionDetector:
@@ -483,9 +510,11 @@ class InjectionDetector:
         together), the whole text."""
         spans: list[tuple[int, int]] = []
         start = 0
+        # A piece is judged as part of the whole: one line of a JSON answer is still JSON.
+        structure = structure_of(text) if source in READ_CONTENT_SOURCES else None
         for piece_end in [match.start() for match in _SEGMENT_BREAK.finditer(text)] + [len(text)]:
             piece = text[start:piece_end]
-            if piece.strip() and self._flags(self._judge(piece, source), source):
+            if piece.strip() and self._flags(self._judge(piece, source, structure), source):
                 if spans and not text[spans[-1][1] : start].strip():
                     spans[-1] = (spans[-1][0], piece_end)
                 else:
@@ -515,7 +544,7 @@ class InjectionDetector:
             self._cache.popitem(last=False)
         return verdict
 
-    def _judge(self, text: str, source: Source) -> _Verdict:
+    def _judge(self, text: str, source: Source, structure: Structure | None = None) -> _Verdict:
         indirect = source in INDIRECT_SOURCES
         normalized = normalize(text)
         hits: dict[str, Severity] = {}
@@ -528,7 +557,9 @@ class InjectionDetector:
         score = None
         if self.classifier is not None:
             score = max(self.classifier.score(form) for form in normalized.texts)
-        return _Verdict(tuple(hits.items()), score, tuple(sorted(normalized.signals)))
+            if structure is None and self.classifier.needs_structure(source, score):
+                structure = structure_of(text)
+        return _Verdict(tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure)
 
     def _flags(self, verdict: _Verdict, source: Source) -> bool:
         return bool(verdict.hits) or self._over_threshold(verdict, source)
@@ -537,7 +568,7 @@ class InjectionDetector:
         return (
             self.classifier is not None
             and verdict.score is not None
-            and verdict.score >= self.classifier.threshold(source)
+            and verdict.score >= self.classifier.threshold(source, verdict.structure)
         )
 
     def _findings(self, verdict: _Verdict, where: str, source: Source) -> list[Finding]:
