@@ -751,7 +751,9 @@ class Scanner:
     for an anchored rule (every match starts with a keyword) only one match attempt at the hit.
     """
 
-    def __init__(self, packs: Iterable[RulePack], *, timeout_s: float = 0.05) -> None:
+    def __init__(self, packs: Iterable[RulePack], *, timeout_s: float = 0.05, loosened: bool = True) -> None:
+        """``loosened=False`` runs every triggered rule without asking its loosened form first (the same
+        findings, for measuring what the question saves)."""
         self.rules: tuple[Rule, ...] = tuple(
             rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
         )
@@ -763,7 +765,7 @@ class Scanner:
             width is not None and _untimed(rule.pattern.pattern, width + _LOOKAHEAD_MARGIN)
             for rule, width in zip(self.rules, self._widths, strict=True)
         ]
-        self._relaxed = [relaxed.compiled(rule.pattern.pattern) for rule in self.rules]
+        self._relaxed = [relaxed.compiled(rule.pattern.pattern) if loosened else None for rule in self.rules]
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
