@@ -11,7 +11,8 @@ the rule's backtracking attempts there, with their per-call time limit.
 Case-insensitive letters are spelled out as the ``regex`` module reads them (its table of case
 equivalents, which pairs "i" with "İ" where RE2's does not), so the two engines agree on them. A pattern
 that the standard library's parser cannot read, or reads otherwise than ``regex`` might (POSIX classes,
-fuzzy matching), or that uses a backreference, gets no loosened form: its rule always runs.
+fuzzy matching, counts and numeric escapes spread over spaces in verbose mode), or that uses a
+backreference, gets no loosened form: its rule always runs.
 """
 
 from __future__ import annotations
@@ -45,8 +46,17 @@ _POSITIVE_CATEGORIES = {
     "CATEGORY_SPACE": _SPACE,
     "CATEGORY_DIGIT": _DIGIT,
 }
-# Syntax the standard parser reads differently from the regex module.
-_REGEX_ONLY = regex.compile(r"\[:\^?[A-Za-z]+:\]|\{[\d\s+<=,edis]*[edis][\d\s+<=,edis]*\}|\(\?[|&]")
+# Syntax the standard parser reads differently from the regex module, or might: a POSIX class (any "[:"
+# that a ":]" closes, "[[:ASCII_Hex_Digit:]]" too); a branch reset or group call ("(?|", "(?&"); and a
+# brace that opens no plain count ("{2}", "{2,}", "{,5}", "{2,5}") with a letter, digit, space or "#"
+# after it, where the regex module may read a fuzzy constraint ("{e<=1}", "{e<=1:[a-z]}") or, in verbose
+# mode, a count with spaces or a comment inside ("{1, 2}") while the standard parser reads literal text.
+# A brace before anything else is a literal brace to both.
+_REGEX_ONLY = regex.compile(r"\[:[^\]]*:\]|\(\?[|&]|\{(?!(?:\d+(?:,\d*)?|,\d*)\})(?=[\w\s#])")
+# In verbose mode the regex module reads a numeric escape's digits across spaces and comments ("\0 12" is
+# "\012", a line feed), the standard parser stops at the first space ("\0", then "12").
+_VERBOSE = regex.compile(r"\(\?[A-Za-z-]*x")
+_NUMERIC_ESCAPE = regex.compile(r"\\\d")
 
 
 class _Unrelaxable(Exception):
@@ -56,7 +66,7 @@ class _Unrelaxable(Exception):
 def relaxed_source(source: str) -> str | None:
     """An RE2 pattern (UTF-8 mode, case-sensitive) that matches every string ``source`` matches under
     the ``regex`` module, or None when no such form is built."""
-    if _REGEX_ONLY.search(source):
+    if _REGEX_ONLY.search(source) or (_VERBOSE.search(source) and _NUMERIC_ESCAPE.search(source)):
         return None
     try:
         parsed = _sre_parse.parse(source)
@@ -67,7 +77,7 @@ def relaxed_source(source: str) -> str | None:
         return None
     try:
         return _sequence(list(parsed), bool(flags & re.IGNORECASE))
-    except _Unrelaxable:
+    except (_Unrelaxable, RecursionError):
         return None
 
 
@@ -175,6 +185,6 @@ def compiled(source: str) -> Any:
 def possible(program: Any, encoded: bytes, low: int, high: int, *, at_low: bool = False) -> bool:
     """Whether a loosened form (``compiled``) matches in the UTF-8 bytes ``encoded[low:high]`` (with
     ``at_low``, a match starting at ``low``); always True without one."""
-    if program is None:
-        return True
+    if program is None or not 0 <= low <= high <= len(encoded):
+        return True  # RE2 answers "no match" to a stretch outside the text: the rule runs instead
     return bool(program.Match(_AT_START if at_low else _UNANCHORED, encoded, low, high)[0] != _NO_MATCH)
