@@ -1146,3 +1146,41 @@ def test_an_event_whose_data_is_not_json_is_scanned_as_text(name: str, data: str
     assert GITHUB_TOKEN.encode() not in output
     assert b"[REDACTED:github-pat]" in output
     assert session.completion.full_text == "Hello there"
+
+
+def by_numeric_index(stream: bytes) -> dict[float, str]:
+    """The text of each choice as a client that indexes its choices by the number the index spells reads
+    it (a JavaScript array takes 1, 1.0 and "1" for the same place)."""
+    texts: dict[float, str] = {}
+    for _, chunk in payloads(stream):
+        for choice in chunk.get("choices", []) if isinstance(chunk, dict) else []:
+            place = float(choice["index"])
+            texts[place] = texts.get(place, "") + (choice["delta"].get("content") or "")
+    return texts
+
+
+@pytest.mark.parametrize("index", [1.0, "1", True])
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_choice_index_that_is_not_an_integer_is_written_as_the_channel_it_was_read_in(
+    index: Any, whole: bool
+) -> None:
+    """A chunk's text goes to the channel of its choice's integer index, or of its place in the list where
+    the index is no integer: the chunk leaves with that index, so a client that reads 1.0 or "1" as choice 1
+    does not join to choice 1's text what the redactor read as choice 0's."""
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+
+    def chunk(*choices: tuple[Any, str]) -> bytes:
+        listed = [{"index": at, "delta": {"content": text}, "finish_reason": None} for at, text in choices]
+        return sse({**envelope, "choices": listed})
+
+    stream = (
+        chunk((0, "Hello "), (1, f"token {GITHUB_TOKEN[:12]}"))
+        + chunk((0, "world, "))
+        + chunk((index, f"{GITHUB_TOKEN[12:]} is it. "))
+        + chunk((0, "Bye."))
+        + sse({**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        + b"data: [DONE]\n\n"
+    )
+    output = run(OpenAIChat().stream_session(residual_filters()), stream, None if whole else [300, 500])
+    assert not any(GITHUB_TOKEN in text for text in by_numeric_index(output).values())
+    assert by_numeric_index(output)[0] == f"Hello world, {GITHUB_TOKEN[12:]} is it. Bye."

@@ -290,6 +290,11 @@ class ChatStreamSession(StreamSession):
             if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
                 continue
             choice_index = _index(raw_choice, position)
+            if as_int(raw_choice.get("index")) != choice_index:
+                # Its text went to the channel of this index: a client that reads "1", 1.0 or no index
+                # as another choice must not join it to that choice's text.
+                raw_choice["index"] = choice_index
+                touched = True
             delta = raw_choice["delta"]
             ending = isinstance(raw_choice.get("finish_reason"), str)
             touched = touched or ending or "tool_calls" in delta or "function_call" in delta
@@ -559,7 +564,7 @@ def _plain_slots(payload: Any) -> list[tuple[str, dict[str, Any], str]] | None:
             continue
         delta = raw_choice["delta"]
         calls = "tool_calls" in delta or "function_call" in delta
-        if calls or raw_choice.get("finish_reason") is not None:
+        if calls or raw_choice.get("finish_reason") is not None or as_int(raw_choice.get("index")) is None:
             return None
         for key in TEXT_KEYS:
             text = delta.get(key)
