@@ -468,3 +468,70 @@ def test_a_batch_handed_to_the_sync_thread_may_lose_its_file_to_age(tmp_path: Pa
     audit.close()
     assert intact(tmp_path)
     assert "e2" in names(tmp_path)
+
+
+def wait_for(condition: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_checkpoint_reached_by_appending_is_published_after_its_sync_off_the_appending_thread(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head a checkpoint publishes is published only once everything it covers is synced, and both
+    happen on the sync thread, not on the thread that appended (the proxy's event loop)."""
+    steps: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        real_fsync(descriptor)
+        steps.append(("sync", threading.current_thread().name))
+
+    def publish(record: dict[str, Any]) -> None:
+        steps.append(("publish " + record["covers"], threading.current_thread().name))
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    audit = AuditLog(
+        tmp_path, clock=clock, fsync="batch", fsync_batch=1000, checkpoint_every=7, on_checkpoint=publish
+    )
+    for number in range(7):
+        audit.append(turn(number))
+    wait_for(lambda: any(step.startswith("publish") for step, _ in steps))
+    covered = records(tmp_path)[-2]["hash"]
+    assert steps == [("sync", "audit-sync"), ("publish " + covered, "audit-sync")]
+    audit.close()
+    assert intact(tmp_path)
+
+
+def test_a_sync_the_disk_refuses_is_an_outage_and_publishes_no_head(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outages: list[str] = []
+    published: list[dict[str, Any]] = []
+    real_fsync = os.fsync
+
+    def failing_on_the_sync_thread(descriptor: int) -> None:
+        if threading.current_thread().name == "audit-sync":
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", failing_on_the_sync_thread)
+    audit = AuditLog(
+        tmp_path,
+        clock=clock,
+        fsync="batch",
+        checkpoint_every=3,
+        on_checkpoint=published.append,
+        on_unavailable=outages.append,
+    )
+    for number in range(3):
+        audit.append(turn(number))
+    wait_for(lambda: bool(outages))
+    assert outages and "Input/output error" in outages[0]
+    assert published == []
+    audit.append(turn(3))  # the disk takes writes again: the log goes on
+    audit.close()
+    assert audit.available
+    assert [record["type"] for record in published] == ["audit.checkpoint"]
+    assert intact(tmp_path)

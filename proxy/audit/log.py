@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
 from proxy.audit.spool import CountWitness, Spool
-from proxy.audit.sync import BackgroundSync, sync_file
+from proxy.audit.sync import BackgroundSync, run_after_sync, sync_file
 
 GENESIS = "0" * 64
 DAILY_FILE = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})\.jsonl$")
@@ -115,10 +116,11 @@ class AuditLog:
     """Appends events to ``<directory>/audit-YYYY-MM-DD.jsonl``, continuing the chain already there.
 
     ``fsync``: ``"always"`` (or True) syncs every record; ``"batch"`` (or False) every ``fsync_batch``
-    records on a thread of its own (``proxy.audit.sync``), and before each checkpoint is published and
-    on close on the writing thread. ``on_error``: ``"open"`` keeps up to ``max_buffered``
-    events in memory while the disk refuses writes, retries them on the next append and calls
-    ``on_unavailable(reason)`` once per outage; ``"closed"`` makes ``append`` raise ``AuditUnavailable``.
+    records, and before each checkpoint is published, on a thread of its own (``proxy.audit.sync``);
+    ``checkpoint()`` and ``close()`` sync and publish on the caller's thread. ``on_error``: ``"open"``
+    keeps up to ``max_buffered`` events in memory while the disk refuses writes, retries them on the next
+    append and calls ``on_unavailable(reason)`` once per outage (a refused sync is one too);
+    ``"closed"`` makes ``append`` raise ``AuditUnavailable``.
     With ``spool`` (a directory away from the log's), events held in memory during an outage are also
     held there, so a crash or stop before the disk returns loses none unrecorded.
 
@@ -186,7 +188,7 @@ class AuditLog:
         self._since_checkpoint = 0
         self._unsynced: set[Path] = set()
         self._unsynced_count = 0
-        self._background_sync = BackgroundSync()
+        self._background_sync = BackgroundSync(self._sync_failed)
         """Syncs each full batch off the writing thread (see ``proxy.audit.sync``)."""
         self._day: date | None = None
         try:
@@ -272,7 +274,7 @@ class AuditLog:
         with self._lock:
             if self._drain_or_hold():
                 try:
-                    self._commit_checkpoint()
+                    self._commit_checkpoint(wait=True)
                 except OSError as exc:
                     self._mark_unavailable(exc)
 
@@ -303,7 +305,7 @@ class AuditLog:
                 return
             try:
                 if self._since_checkpoint:
-                    self._commit_checkpoint()
+                    self._commit_checkpoint(wait=True)
                 self._sync()
             except OSError as exc:
                 self._mark_unavailable(exc)
@@ -425,7 +427,9 @@ class AuditLog:
                 self._unsigned_since = self.clock()
         return record
 
-    def _commit_checkpoint(self) -> None:
+    def _commit_checkpoint(self, *, wait: bool = False) -> None:
+        """Sign and write a checkpoint; it is published once everything before it is synced, on the sync
+        thread, or on this one when ``wait``."""
         body: dict[str, Any] = {
             "type": CHECKPOINT,
             "ts": format_ts(self.clock()),
@@ -439,12 +443,14 @@ class AuditLog:
         self._since_checkpoint = 0
         self._unsigned_since = None
         self._last_checkpoint_at = self.clock()
-        self._sync()
-        if self.on_checkpoint is not None:
-            try:
-                self.on_checkpoint(record)
-            except Exception as exc:  # publishing the head must never stop the log
-                log.error("audit.checkpoint_callback_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        publish = [partial(self.on_checkpoint, record)] if self.on_checkpoint is not None else []
+        if wait or self.fsync == "always":
+            self._sync()
+            run_after_sync(publish)
+        else:
+            self._background_sync.hand(self._unsynced, *publish)
+            self._unsynced = set()
+            self._unsynced_count = 0
 
     def _write_line(self, path: Path, line: str) -> None:
         data = line.encode()
@@ -472,14 +478,22 @@ class AuditLog:
             os.close(descriptor)
 
     def _sync(self) -> None:
-        """Sync every file written since the last sync, those handed to the background sync included."""
-        for path in sorted(self._unsynced | self._background_sync.take()):
+        """Sync every file written since the last sync, those handed to the sync thread included, then
+        publish the checkpoints that waited for them."""
+        handed, then = self._background_sync.take()
+        for path in sorted(self._unsynced | handed):
             try:
                 sync_file(path)
             except FileNotFoundError:
                 continue  # removed for age: nothing of it is left to keep
         self._unsynced.clear()
         self._unsynced_count = 0
+        run_after_sync(then)
+
+    def _sync_failed(self, error: OSError) -> None:
+        """Called by the sync thread: the disk refused a sync, an outage like a refused write."""
+        with self._lock:
+            self._mark_unavailable(error)
 
     def _mark_unavailable(self, exc: OSError) -> None:
         reason = f"{type(exc).__name__}: {exc.strerror or exc}"
