@@ -17,6 +17,7 @@ backreference, gets no loosened form: its rule always runs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from typing import Any
@@ -171,8 +172,11 @@ _AT_START = _ENGINE.RE2.Anchor.ANCHOR_START
 _NO_MATCH = (-1, -1)
 
 
+@functools.cache
 def compiled(source: str) -> Any:
-    """The loosened form of ``source`` compiled by RE2, or None when there is none."""
+    """The loosened form of ``source`` compiled by RE2, or None when there is none. Made once per
+    process: every scanner (the proxy's for each policy, the detectors', the CLI's) shares it, and RE2
+    matches from any thread."""
     loosened = relaxed_source(source)
     if loosened is None:
         return None
