@@ -192,7 +192,9 @@ class Proxy:
         records: list[dict[str, Any]] = []
         # Several workers each write their own directory inside the audit directory.
         for path in sorted((self.data_dir / "audit").rglob("*.jsonl")):
-            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            # A line the proxy is appending may be read half written: only a line its newline ends is whole.
+            whole_lines = path.read_text().split("\n")[:-1]
+            records += [json.loads(line) for line in whole_lines if line.strip()]
         return records
 
     def wait_for_records(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:

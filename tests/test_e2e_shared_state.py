@@ -175,12 +175,21 @@ def test_open_keeps_serving_when_redis_stops_mid_load(
     and once Redis is back the shared store is used again."""
     proxy = start_proxy(mode="enforce", extra=state_yaml(own_redis, "open"))
 
+    def degraded_turns() -> list[bool]:
+        return [DEGRADED_STATE in record["errors"] for record in proxy.wait_for_records(1, timeout=0)]
+
+    def wait_until(condition: Callable[[list[bool]], bool]) -> None:
+        # Paced by the turns written, not by the clock: on a loaded machine a turn can take a second.
+        deadline = time.monotonic() + 30
+        while not condition(degraded_turns()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def outage() -> None:
-        time.sleep(0.5)
+        wait_until(lambda turns: len(turns) >= 1)
         own_redis.stop()
-        time.sleep(1.5)
+        wait_until(lambda turns: True in turns)
         own_redis.start()
-        time.sleep(2.0)
+        wait_until(lambda turns: True in turns and turns[-1] is False)
 
     outcomes = run_load(proxy, upstream, outage)
     assert outcomes and set(outcomes) == {200}
