@@ -293,6 +293,7 @@ class BodyRelay:
                 self.turn.errors.append(f"response: body does not decode: {error}")
             except Exception as error:  # raised into mitmproxy, it would hang the agent's stream
                 self.undecodable = True
+                self.cut = self.rewrites
                 self.turn.errors.append(f"response: {type(error).__name__} reading the stream; cut there")
                 log.error("inspect.stream_failed", error=type(error).__name__)
         if not chunk:

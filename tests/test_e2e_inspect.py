@@ -18,6 +18,7 @@ import pytest
 
 from tests.harness import AGENT_TOKEN, Proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
+from tests.upstream import sse as upstream_sse
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
 LEAK = f"Sure. The deploy key is {AWS_KEY} and the rest of the answer follows."
@@ -633,3 +634,39 @@ def test_completion_over_the_cap_is_redacted_as_it_passes(
         openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message.content
     )
     assert content and AWS_KEY not in content and "[REDACTED:aws-access-key-id]" in content
+
+
+def test_a_stream_cut_where_its_session_stops_reading_is_not_ended_as_if_whole(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A burst the stream session stops reading (a text-only chunk nested deeper than its scan walks) cuts
+    the stream there: the agent's SDK sees the connection break instead of an answer that looks whole,
+    the turn records why, and the next request works."""
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(content: str, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": {"content": content}, "finish_reason": None}
+        return upstream_sse({**envelope, **extra, "choices": [choice]})
+
+    deep: Any = []
+    for _ in range(900):
+        deep = [deep]
+    upstream.reply = Reply(
+        events=[
+            chunk("Hello "),
+            chunk("there ") + chunk("and more", x=deep) + chunk(" words"),
+            upstream_sse({**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    received = ""
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        for part in openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True):
+            received += (part.choices[0].delta.content or "") if part.choices else ""
+    assert "more" not in received
+    upstream.reply = Reply(text="still here")
+    assert (
+        openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message.content
+    )
+    first = enforce.wait_for_records(2)[0]
+    assert any("reading the stream; cut there" in error for error in first["errors"])
