@@ -7,6 +7,8 @@ corpus are all checked."""
 from __future__ import annotations
 
 import random
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.disguises import disguised_corpus
+from proxy.model import Threat
 from proxy.scanning import relaxed
-from proxy.scanning.rulepack import Scanner, load_packaged_packs
+from proxy.scanning.rulepack import RulePack, Scanner, load_packaged_packs
 
 PACKS = [pack.with_everything_enabled() for pack in load_packaged_packs()]
 RULES = [rule for pack in PACKS for rule in pack.rules]
@@ -339,3 +342,18 @@ def test_the_disguise_corpus_is_found_alike_with_and_without_loosened_forms(
     with_forms = [_found(SCANNER, text) for text in texts]
     monkeypatch.setattr(relaxed, "possible", lambda *_, **__: True)
     assert [_found(SCANNER, text) for text in texts] == with_forms
+
+
+def test_a_rule_compiled_with_flags_its_source_does_not_set_gets_no_loosened_form() -> None:
+    rule = replace(RULES[0], pattern=regex.compile("secret-token", regex.IGNORECASE), keywords=("secret",))
+    scanner = Scanner([RulePack("flagged", Threat.DATA_EXFILTRATION, True, (rule,))])
+    text = "x " * 300 + "a SECRET-TOKEN here" + " y" * 300  # long: the rule looks in a window of it
+    assert [match.rule.id for match in scanner.scan(text).matches] == [rule.id]
+    assert relaxed.compiled("secret-token", regex.compile("secret-token", regex.IGNORECASE).flags) is None
+    assert relaxed.compiled("(?i)secret-token", regex.compile("(?i)secret-token").flags) is not None
+
+
+def test_a_warnings_filter_that_raises_does_not_stop_a_pattern_being_loosened() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert relaxed.relaxed_source("[[a-z]") is not None

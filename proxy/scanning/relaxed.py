@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import warnings
 from typing import Any
 
 import re2
@@ -70,7 +71,11 @@ def relaxed_source(source: str) -> str | None:
     if _REGEX_ONLY.search(source) or (_VERBOSE.search(source) and _NUMERIC_ESCAPE.search(source)):
         return None
     try:
-        parsed = _sre_parse.parse(source)
+        # The standard parser warns of nested sets ("[[") the regex module reads as it does; a warnings
+        # filter set to raise must not make a scanner fail to build.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = _sre_parse.parse(source)
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
         return None
     flags = parsed.state.flags
@@ -173,10 +178,14 @@ _NO_MATCH = (-1, -1)
 
 
 @functools.cache
-def compiled(source: str) -> Any:
-    """The loosened form of ``source`` compiled by RE2, or None when there is none. Made once per
-    process: every scanner (the proxy's for each policy, the detectors', the CLI's) shares it, and RE2
-    matches from any thread."""
+def compiled(source: str, flags: int | None = None) -> Any:
+    """The loosened form of ``source`` compiled by RE2, or None when there is none. ``flags`` are those
+    of the rule's compiled pattern: a flag its source does not set itself (IGNORECASE passed to
+    ``regex.compile``) is not in the loosened form, so such a pattern gets none. Made once per process:
+    every scanner (the proxy's for each policy, the detectors', the CLI's) shares it, and RE2 matches
+    from any thread."""
+    if flags is not None and flags != regex.compile(source).flags:
+        return None
     loosened = relaxed_source(source)
     if loosened is None:
         return None

@@ -765,7 +765,10 @@ class Scanner:
             width is not None and _untimed(rule.pattern.pattern, width + _LOOKAHEAD_MARGIN)
             for rule, width in zip(self.rules, self._widths, strict=True)
         ]
-        self._relaxed = [relaxed.compiled(rule.pattern.pattern) if loosened else None for rule in self.rules]
+        self._relaxed = [
+            relaxed.compiled(rule.pattern.pattern, rule.pattern.flags) if loosened else None
+            for rule in self.rules
+        ]
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
