@@ -357,3 +357,17 @@ def test_a_warnings_filter_that_raises_does_not_stop_a_pattern_being_loosened() 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert relaxed.relaxed_source("[[a-z]") is not None
+
+
+@pytest.mark.parametrize(
+    ("source", "standard_reading"),
+    [("(a)(b)", "(a)"), ("(?P<n>a)", "(?P<m>a)"), ("(?i)a", "a"), ("(?x)a b", "a b"), ("a", "(?i)a")],
+)
+def test_a_pattern_the_two_parsers_read_with_other_groups_or_flags_gets_no_form(
+    source: str, standard_reading: str
+) -> None:
+    """Where the standard parser's reading of a pattern has other groups or global flags than the regex
+    module's, the two read its text otherwise: no loosened form is built from such a reading."""
+    standard = relaxed._sre_parse.parse(standard_reading)
+    assert not relaxed._read_alike(source, standard.state)
+    assert relaxed._read_alike(source, relaxed._sre_parse.parse(source).state)

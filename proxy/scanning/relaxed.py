@@ -79,12 +79,28 @@ def relaxed_source(source: str) -> str | None:
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
         return None
     flags = parsed.state.flags
-    if flags & re.LOCALE:
+    if flags & re.LOCALE or not _read_alike(source, parsed.state):
         return None
     try:
         return _sequence(list(parsed), bool(flags & re.IGNORECASE))
     except (_Unrelaxable, RecursionError):
         return None
+
+
+def _read_alike(source: str, state: Any) -> bool:
+    """Whether the regex module reads ``source`` with the groups and the global case and verbose flags
+    the standard parser read (``state``): where the two part on its parentheses or flags, they part on
+    what it matches."""
+    try:
+        own = regex.compile(source)
+    except (regex.error, ValueError, TypeError, OverflowError, RecursionError):
+        return False
+    return (
+        own.groups == state.groups - 1
+        and dict(own.groupindex) == state.groupdict
+        and bool(own.flags & regex.IGNORECASE) == bool(state.flags & re.IGNORECASE)
+        and bool(own.flags & regex.VERBOSE) == bool(state.flags & re.VERBOSE)
+    )
 
 
 def _sequence(items: list[tuple[Any, Any]], folded: bool) -> str:
