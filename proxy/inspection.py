@@ -91,6 +91,9 @@ REFUSAL_BASELINE_S = TOOL_BASELINE_S = 7 * 24 * 3600.0
 SEQUENCE_HISTORY = 20
 """Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
 HISTORY_CACHE_ENTRIES = 8192
+HEADER_CACHE_ENTRIES = 4096
+HEADER_CACHE_CHARS = 256
+"""Longest response header value whose matches are kept across turns (a date, a server's name, a type)."""
 ENTROPY_HISTORY = 20
 """Calls of a tool needed before its argument entropy has a baseline."""
 ENTROPY_SCALE = 1_000_000
@@ -122,6 +125,9 @@ class Detectors:
         self.fingerprint_key = fingerprint_key
         self.history_matches: dict[str, list[Match]] = {}
         """Secret and PII matches of history texts by digest: a conversation resends them every turn."""
+        self.header_matches: dict[str, list[Match] | None] = {}
+        """Secret and PII matches of response header values by digest, once a value came twice (None: seen
+        once): servers send the same date within a second, the same name and types every time."""
         self.sealer = Sealer(vault_key) if vault_key is not None and policy.detection.vault else None
 
 
@@ -965,6 +971,7 @@ class TurnInspector:
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
         document = [{name: value} for name, value in headers if name.lower() != "set-cookie"]
+        self._know_repeated(value for field in document for value in field.values())
         filtered, changed = self.residual.filter("headers", document, ())
         since = len(self.turn.findings)
         self._record_residual(self.residual)
@@ -973,6 +980,29 @@ class TurnInspector:
         self._carry_out_redactions(since, self._left_in([], filtered), None)
         scanned = (next(iter(field.items())) for field in filtered)
         return [(name, value) if name.lower() == "set-cookie" else next(scanned) for name, value in headers]
+
+    def _know_repeated(self, values: Iterable[str]) -> None:
+        """Make the matches of each short header value that came in an earlier response too known to this
+        turn, so that the residual scan reads them instead of scanning the value again. A value seen for
+        the first time is scanned with the others, as it would be; at its second sighting it is scanned
+        alone and its matches kept (not those of a scan in which a rule timed out)."""
+        cache = self.detectors.header_matches
+        for value in values:
+            if not value or len(value) > HEADER_CACHE_CHARS or value in self._scanned:
+                continue
+            key = _text_digest(value)
+            if key not in cache:
+                if len(cache) >= HEADER_CACHE_ENTRIES:
+                    cache.clear()
+                cache[key] = None
+                continue
+            matches = cache[key]
+            if matches is None:
+                matches, timed_out = self._scan_once(value)
+                if timed_out:
+                    continue  # left to the residual scan, which records what timed out in it
+                cache[key] = matches
+            self._scanned[value] = matches
 
     def _record_residual(self, scan: JsonScan) -> None:
         """Findings of a residual scan not already recorded from the dialect's own reading."""

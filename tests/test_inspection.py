@@ -15,7 +15,7 @@ import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
-from proxy.inspection import ENTROPY_HISTORY, SEQUENCE_HISTORY, Detectors, TurnInspector
+from proxy.inspection import ENTROPY_HISTORY, HEADER_CACHE_CHARS, SEQUENCE_HISTORY, Detectors, TurnInspector
 from proxy.state import SqliteStateStore, digest
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.turn import Turn, TurnContext
@@ -410,3 +410,48 @@ def test_drill_turns_move_no_baseline(inspector_for: Callable[[], TurnInspector]
     assert "tool-rate-limit" not in rules_of(real)  # the drills' sends did not count against the limit
     assert any(f.where == description.where for f in real.turn.findings)  # nor was it seen before
     assert "delete_customer" in [approval.tool for approval in real.approvals.list()]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "AKIAQWERTY234567ABCD",
+        "call 020 7946 0958",
+        "Sat, 05 Dec 2026 08:53:29 GMT",
+        "token=ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+        "AKIAQWERTY234567ABCD " * 20,
+    ],
+)
+def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each_time(
+    detectors: Detectors, policy: Policy, clock: Clock, value: str
+) -> None:
+    """A response header value's matches are kept across turns from its second sighting on (a short one):
+    the first, second and later responses carrying it get the same findings, the same locators and the
+    same headers sent, as a fresh scan gives."""
+    state = SqliteStateStore(None, clock=clock)
+    headers = [
+        ("Date", "Sat, 05 Dec 2026 08:53:30 GMT"),
+        ("X-Debug", value),
+        ("Content-Type", "application/json"),
+    ]
+    outcomes = []
+    for _ in range(4):
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
+        sent = inspector.scan_headers(headers)
+        outcomes.append(
+            (
+                sent,
+                [
+                    (finding.rule, finding.where, finding.fingerprint, finding.enforced)
+                    for finding in turn.findings
+                ],
+            )
+        )
+    kept = [matches for matches in detectors.header_matches.values() if matches is not None]
+    detectors.header_matches.clear()
+    assert len(kept) == (3 if len(value) <= HEADER_CACHE_CHARS else 2)  # the later turns read these
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    found = "GMT" not in value  # a date holds nothing; each other value a secret or a phone number
+    assert bool(outcomes[0][1]) == found
+    assert (outcomes[0][0] is not None) == found  # enforced: redacted
