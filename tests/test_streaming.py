@@ -1184,3 +1184,209 @@ def test_a_choice_index_that_is_not_an_integer_is_written_as_the_channel_it_was_
     output = run(OpenAIChat().stream_session(residual_filters()), stream, None if whole else [300, 500])
     assert not any(GITHUB_TOKEN in text for text in by_numeric_index(output).values())
     assert by_numeric_index(output)[0] == f"Hello world, {GITHUB_TOKEN[12:]} is it. Bye."
+
+
+ODD_INDEXES = [1.0, "1", True, -1]
+"""Indexes a lenient client reads as place 1 of two (JavaScript reads 1.0, "1" and true as 1, a Python
+list reads -1 as its last place) that name no place to the proxy."""
+
+
+def client_place(index: Any, opened: int = 2) -> int:
+    place = int(float(index))
+    return place + opened if place < 0 else place
+
+
+def joined_by_place(pieces: list[tuple[Any, str]]) -> dict[Any, str]:
+    texts: dict[Any, str] = {}
+    for place, text in pieces:
+        texts[place] = texts.get(place, "") + text
+    return texts
+
+
+def split_secret_stream(text_event: Callable[[Any, str], bytes], odd: Any) -> bytes:
+    """A text event at ``odd`` brings the head of a key and place 1 its tail; then place 1 ends on the
+    head of a token and a text event at ``odd`` brings its tail."""
+    return b"".join(
+        [
+            text_event(0, "Hello "),
+            text_event(1, "Intro. "),
+            text_event(odd, f"Or {STRIPE_KEY[:14]}"),
+            text_event(1, f"{STRIPE_KEY[14:]} maybe. "),
+            text_event(0, "world, "),
+            text_event(1, f"token {GITHUB_TOKEN[:12]}"),
+            text_event(odd, f"{GITHUB_TOKEN[12:]} is it. "),
+            text_event(0, "Bye."),
+        ]
+    )
+
+
+def anthropic_split_secret(odd: Any) -> bytes:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+
+    def event(payload: dict[str, Any]) -> bytes:
+        return sse(payload, payload["type"])
+
+    def delta(index: Any, text: str) -> bytes:
+        return event(
+            {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
+        )
+
+    return b"".join(
+        [
+            event({"type": "message_start", "message": message}),
+            *(
+                event(
+                    {
+                        "type": "content_block_start",
+                        "index": at,
+                        "content_block": {"type": "text", "text": ""},
+                    }
+                )
+                for at in (0, 1)
+            ),
+            split_secret_stream(delta, odd),
+            *(event({"type": "content_block_stop", "index": at}) for at in (0, 1)),
+            event(
+                {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}
+            ),
+            event({"type": "message_stop"}),
+        ]
+    )
+
+
+def anthropic_by_place(stream: bytes) -> dict[Any, str]:
+    return joined_by_place(
+        [
+            (client_place(body["index"]), body["delta"]["text"])
+            for kind, body in payloads(stream)
+            if kind == "content_block_delta"
+        ]
+    )
+
+
+def responses_split_secret(odd: Any, odd_field: str) -> bytes:
+    """Two messages (``output_index``) or two parts of one (``content_index``)."""
+
+    def event(payload: dict[str, Any]) -> bytes:
+        return sse(payload, payload["type"])
+
+    def place(at: Any) -> dict[str, Any]:
+        other = "content_index" if odd_field == "output_index" else "output_index"
+        return {odd_field: at, other: 0, "item_id": f"msg_{at}" if odd_field == "output_index" else "msg_0"}
+
+    def delta(at: Any, text: str) -> bytes:
+        return event({"type": "response.output_text.delta", **place(at), "delta": text, "logprobs": []})
+
+    items = (0, 1) if odd_field == "output_index" else (0,)
+    parts = (0,) if odd_field == "output_index" else (0, 1)
+    item = {"type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+
+    def item_event(kind: str, at: int) -> bytes:
+        return event(
+            {"type": f"response.output_item.{kind}", "output_index": at, "item": {**item, "id": f"msg_{at}"}}
+        )
+
+    return b"".join(
+        [
+            event({"type": "response.created", "response": {"id": "resp_1", "output": []}}),
+            *(item_event("added", at) for at in items),
+            *(
+                event(
+                    {
+                        "type": "response.content_part.added",
+                        "output_index": 0,
+                        "content_index": at,
+                        "part": part,
+                    }
+                )
+                for at in parts
+            ),
+            split_secret_stream(delta, odd),
+            *(item_event("done", at) for at in items),
+            event(
+                {
+                    "type": "response.completed",
+                    "response": {"id": "resp_1", "status": "completed", "output": []},
+                }
+            ),
+        ]
+    )
+
+
+def responses_by_place(stream: bytes, odd_field: str) -> dict[Any, str]:
+    return joined_by_place(
+        [
+            (client_place(body[odd_field]), body["delta"])
+            for kind, body in payloads(stream)
+            if kind == "response.output_text.delta"
+        ]
+    )
+
+
+def gemini_split_secret(odd: Any) -> bytes:
+    def chunk(at: Any, text: str) -> bytes:
+        return sse({"candidates": [{"index": at, "content": {"role": "model", "parts": [{"text": text}]}}]})
+
+    finish = [
+        {"index": at, "content": {"role": "model", "parts": []}, "finishReason": "STOP"} for at in (0, 1)
+    ]
+    return split_secret_stream(chunk, odd) + sse({"candidates": finish, "modelVersion": "gemini-2.5-flash"})
+
+
+def gemini_by_place(stream: bytes) -> dict[Any, str]:
+    return joined_by_place(
+        [
+            (client_place(candidate["index"]), part.get("text", ""))
+            for _, body in payloads(stream)
+            for candidate in body.get("candidates", [])
+            for part in candidate["content"]["parts"]
+        ]
+    )
+
+
+PLACED_STREAMS: dict[
+    str, tuple[Callable[[], StreamSession], Callable[[Any], bytes], Callable[[bytes], dict[Any, str]]]
+] = {
+    "anthropic": (
+        lambda: Anthropic().stream_session(residual_filters()),
+        anthropic_split_secret,
+        anthropic_by_place,
+    ),
+    "responses output_index": (
+        lambda: OpenAIResponses().stream_session(residual_filters()),
+        lambda odd: responses_split_secret(odd, "output_index"),
+        lambda stream: responses_by_place(stream, "output_index"),
+    ),
+    "responses content_index": (
+        lambda: OpenAIResponses().stream_session(residual_filters()),
+        lambda odd: responses_split_secret(odd, "content_index"),
+        lambda stream: responses_by_place(stream, "content_index"),
+    ),
+    "gemini": (lambda: Gemini().stream_session(residual_filters()), gemini_split_secret, gemini_by_place),
+}
+
+
+@pytest.mark.parametrize("odd", ODD_INDEXES)
+@pytest.mark.parametrize("whole", [True, False])
+@pytest.mark.parametrize("name", sorted(PLACED_STREAMS))
+def test_text_at_an_index_that_names_no_place_is_not_joined_to_another_places_text(
+    name: str, odd: Any, whole: bool
+) -> None:
+    """Text whose index is 1.0, "1", true or -1 is read by the proxy at another place than a lenient client
+    reads it: it leaves at the place it was read at, or not at all, so no client joins it to the head or the
+    tail of a secret at place 1."""
+    make_session, make_stream, by_place = PLACED_STREAMS[name]
+    output = run(make_session(), make_stream(odd), None if whole else [300, 700, 1100])
+    texts = by_place(output)
+    assert not any(GITHUB_TOKEN in text or STRIPE_KEY in text for text in texts.values())
+    assert texts[0].startswith("Hello ") and "world, " in texts[0] and texts[0].endswith("Bye.")

@@ -12,6 +12,7 @@ from proxy.dialects.base import (
     as_dict,
     as_int,
     as_list,
+    as_position,
     as_str,
     canonical_arguments,
     entry,
@@ -235,7 +236,9 @@ class AnthropicStreamSession(StreamSession):
         if event_type == "content_block_start":
             return self._block_start(event, body)
         if event_type in ("content_block_delta", "content_block_stop"):
-            index = as_int(body.get("index")) or 0
+            index = self._opened(body)
+            if index is None:
+                return self._unplaced(event_type)
             if index in self._held:
                 self._held[index].append((event, body))
                 self._held_bytes[index] += len(event.raw)
@@ -281,10 +284,11 @@ class AnthropicStreamSession(StreamSession):
         body = payload if isinstance(payload, dict) else {}
         if (as_str(body.get("type")) or event.type) != "content_block_delta":
             return None
-        index = as_int(body.get("index")) or 0
+        index = self._opened(body)
         delta = body.get("delta")
         if (
-            index in self._held
+            index is None
+            or index in self._held
             or index in self._dropped
             or index in self._sealed
             or not isinstance(delta, dict)
@@ -295,6 +299,15 @@ class AnthropicStreamSession(StreamSession):
         if not isinstance(text, str):
             return None
         return [(f"content[{index}].{key}", text)] if text else []
+
+    def _opened(self, body: dict[str, Any]) -> int | None:
+        """The block an event's index names, if a start opened it: the SDKs take index -1 or 1.0 for a
+        block the filters did not read the event's text with."""
+        index = as_position(body.get("index"))
+        started = index is not None and (
+            index in self._out_index or index in self._held or index in self._dropped
+        )
+        return index if started else None
 
     def _block_start(self, event: SSEEvent, body: dict[str, Any]) -> list[bytes]:
         index = as_int(body.get("index")) or 0

@@ -120,6 +120,14 @@ def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def as_position(value: Any) -> int | None:
+    """A place in a list as every client reads it: clients differ on 1.0, "1" and true, and -1 is the
+    last place to one in Python and no place to one in JavaScript, so only a plain non-negative integer
+    is read as a place."""
+    position = as_int(value)
+    return position if position is not None and position >= 0 else None
+
+
 def canonical_arguments(value: Any) -> str:
     """Tool arguments given as a JSON object, spelled one way whether they arrived whole or streamed."""
     return dump_json(value if value is not None else {})

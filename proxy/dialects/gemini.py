@@ -17,6 +17,7 @@ from proxy.dialects.base import (
     as_dict,
     as_int,
     as_list,
+    as_position,
     as_str,
     canonical_arguments,
     entry,
@@ -199,6 +200,13 @@ class _MergedCandidate:
     finish_reason: str | None = None
 
 
+def candidate_index(candidate: dict[str, Any], position: int) -> int:
+    """The candidate a streamed candidate's text belongs to: its index, or its place in the chunk where
+    the index names no place."""
+    index = as_position(candidate.get("index"))
+    return position if index is None else index
+
+
 class _MergedResponse:
     """Chunks of a streamed response folded into the one response they are equivalent to."""
 
@@ -215,8 +223,7 @@ class _MergedResponse:
             self.usage = _usage(chunk)
         for position, raw_candidate in enumerate(as_list(chunk.get("candidates"))):
             candidate = as_dict(raw_candidate)
-            index = as_int(candidate.get("index"))
-            index = position if index is None else index
+            index = candidate_index(candidate, position)
             merged = entry(self.candidates, index, _MergedCandidate)
             for part_position, raw_part in enumerate(as_list(as_dict(candidate.get("content")).get("parts"))):
                 landed[(index, part_position)] = self._add_part(index, merged, as_dict(raw_part))
@@ -279,8 +286,11 @@ class GeminiStreamSession(StreamSession):
             return [event.raw]
         for position, raw_candidate in enumerate(candidates):
             candidate = as_dict(raw_candidate)
-            index = as_int(candidate.get("index"))
-            index = position if index is None else index
+            index = candidate_index(candidate, position)
+            if as_position(candidate.get("index")) != index:
+                # Its text went to the candidate of this index: a client that reads "1", 1.0 or -1 as
+                # another candidate must not join it to that candidate's text.
+                candidate["index"] = index
             content = as_dict(candidate.get("content"))
             parts: list[Any] = []
             for part_position, raw_part in enumerate(as_list(content.get("parts"))):

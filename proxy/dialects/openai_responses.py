@@ -12,6 +12,7 @@ from proxy.dialects.base import (
     as_dict,
     as_int,
     as_list,
+    as_position,
     as_str,
     entry,
     require_object,
@@ -45,8 +46,15 @@ class _Channel:
     reasoning: bool = False
 
     def where(self, position: int, body: dict[str, Any]) -> str:
-        return f"output[{position}].{self.parts}[{as_int(body.get(self.index_field)) or 0}].{self.key}"
+        return f"output[{position}].{self.parts}[{part_index(body, self.index_field)}].{self.key}"
 
+
+def part_index(body: dict[str, Any], index_field: str) -> int:
+    """The part of its item an event's text is read into: the first where the index names no place."""
+    return as_position(body.get(index_field)) or 0
+
+
+PART_INDEX_FIELDS = ("content_index", "summary_index")
 
 _CHANNELS = [
     _Channel("response.output_text.delta", "content", "content_index", "text"),
@@ -228,7 +236,7 @@ class ResponsesStreamSession(StreamSession):
             return
         if event_type == "error":
             self.notes.append("upstream sent an error event")
-        output_index = as_int(body.get("output_index"))
+        output_index = as_position(body.get("output_index"))
         if output_index is None:
             return
         if event_type in ("response.output_item.added", "response.output_item.done"):
@@ -265,9 +273,16 @@ class ResponsesStreamSession(StreamSession):
             flushed_events = self._end_of_stream(body.get("sequence_number"))
             self._rewrite_output(body["response"])
             return [*flushed_events, rewritten(event, body)]
-        position = as_int(body.get("output_index"))
-        if position is None:
+        if "output_index" not in body:
             return [event.raw]
+        position = as_position(body.get("output_index"))
+        if position is None:
+            return self._unplaced(event_type)
+        for index_field in PART_INDEX_FIELDS:
+            if index_field in body:
+                # The event leaves with the part its text was read into, which a client reading "1" or
+                # 1.0 as part 1 would otherwise join it to.
+                body[index_field] = part_index(body, index_field)
         if event_type == "response.output_item.added":
             return self._item_added(event, body, position)
         if position in self._held:
@@ -279,7 +294,9 @@ class ResponsesStreamSession(StreamSession):
             return []
         if position in self._dropped:
             return []
-        body["output_index"] = self._out_index.get(position, position)
+        if position not in self._out_index:
+            return self._unplaced(event_type)
+        body["output_index"] = self._out_index[position]
         before: list[bytes] = []
         if event_type in DELTA_CHANNELS:
             where = DELTA_CHANNELS[event_type].where(position, body)
@@ -307,12 +324,12 @@ class ResponsesStreamSession(StreamSession):
         elif event_type == "response.content_part.done":
             self._rewrite_part(
                 as_dict(body.get("part")),
-                f"output[{position}].content[{as_int(body.get('content_index')) or 0}]",
+                f"output[{position}].content[{part_index(body, 'content_index')}]",
             )
         elif event_type == "response.reasoning_summary_part.done":
             self._rewrite_part(
                 as_dict(body.get("part")),
-                f"output[{position}].summary[{as_int(body.get('summary_index')) or 0}]",
+                f"output[{position}].summary[{part_index(body, 'summary_index')}]",
             )
         elif event_type == "response.output_item.done":
             item = as_dict(body.get("item"))
@@ -409,7 +426,7 @@ class ResponsesStreamSession(StreamSession):
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         body = as_dict(payload)
         event_type = as_str(body.get("type")) or event.type
-        if as_int(body.get("output_index")) is None:
+        if as_position(body.get("output_index")) is None:
             return ()
         if event_type in DELTA_CHANNELS or event_type == "response.function_call_arguments.delta":
             return {("delta",)}

@@ -641,6 +641,12 @@ class StreamSession(ABC):
         self.notes.append(f"a held tool call grew past {MAX_HELD_BYTES} bytes; decided on what had come")
         return True
 
+    def _unplaced(self, event_type: str) -> list[bytes]:
+        """Drops an event that puts text at a place the stream never opened, or names its place in a way
+        clients read differently: a client would join it to text the filters read apart from it."""
+        self.notes.append(f"event {event_type!r} names a place the stream never opened; dropped")
+        return []
+
     def _notice(self, call: ToolCall) -> str | None:
         make_notice = self.filters.drop_notice
         return None if make_notice is None else make_notice(call)
