@@ -180,6 +180,13 @@ _ATOMS = [
     " ",
     "\n",
     "[[:alpha:]]",
+    "[[:ASCII_Hex_Digit:]]",
+    "[[:L&:]]",
+    "{e<=1:[a-z]}",
+    "{s<=1:\\d}",
+    "\\0 12",
+    "\\0 7",
+    "{2 ,}",
     "[:a:]",
 ]
 _WRAPPERS = [
@@ -232,6 +239,8 @@ _TEXT_PIECES = [atom for atom in _ATOMS if len(atom) == 1 or not atom.startswith
     "fi",
     "aa",
     "kk",
+    "A",
+    "\x07",
 ]
 
 
