@@ -380,3 +380,11 @@ def test_a_pattern_the_two_parsers_read_with_other_groups_or_flags_gets_no_form(
     standard = relaxed._sre_parse.parse(standard_reading)
     assert not relaxed._read_alike(source, standard.state)
     assert relaxed._read_alike(source, relaxed._sre_parse.parse(source).state)
+
+
+def test_a_pattern_valid_only_under_a_flag_passed_to_the_regex_module_gets_no_form() -> None:
+    pattern = regex.compile(r"[a--b]+", regex.VERSION1)  # an error to the regex module's default
+    assert relaxed.compiled(pattern.pattern, pattern.flags) is None
+    rule = replace(RULES[0], pattern=pattern, keywords=("b",), anchored=False)
+    scanner = Scanner([RulePack("flagged", Threat.DATA_EXFILTRATION, True, (rule,))])
+    assert [(match.start, match.end) for match in scanner.scan("b aab").matches] == [(2, 4)]

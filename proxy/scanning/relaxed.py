@@ -200,7 +200,7 @@ def compiled(source: str, flags: int | None = None) -> Any:
     ``regex.compile``) is not in the loosened form, so such a pattern gets none. Made once per process:
     every scanner (the proxy's for each policy, the detectors', the CLI's) shares it, and RE2 matches
     from any thread."""
-    if flags is not None and flags != regex.compile(source).flags:
+    if flags is not None and flags != _own_flags(source):
         return None
     loosened = relaxed_source(source)
     if loosened is None:
@@ -209,6 +209,15 @@ def compiled(source: str, flags: int | None = None) -> Any:
     options.never_capture = True
     program = _ENGINE.RE2(loosened.encode("utf-8"), options)
     return program if program.ok() else None
+
+
+def _own_flags(source: str) -> int | None:
+    """The flags the regex module compiles ``source`` with by itself; None when it cannot compile it
+    alone (a pattern valid only under a flag passed to ``regex.compile``, VERSION1's set operations)."""
+    try:
+        return regex.compile(source).flags
+    except (regex.error, ValueError, TypeError, OverflowError, RecursionError):
+        return None
 
 
 def possible(program: Any, encoded: bytes, low: int, high: int, *, at_low: bool = False) -> bool:
