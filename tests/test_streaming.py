@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -1203,24 +1204,24 @@ def joined_by_place(pieces: list[tuple[Any, str]]) -> dict[Any, str]:
     return texts
 
 
-def split_secret_stream(text_event: Callable[[Any, str], bytes], odd: Any) -> bytes:
+def split_secret_stream(text_event: Callable[[Any, str], bytes], odd: Any, second: int = 1) -> bytes:
     """A text event at ``odd`` brings the head of a key and place 1 its tail; then place 1 ends on the
     head of a token and a text event at ``odd`` brings its tail."""
     return b"".join(
         [
             text_event(0, "Hello "),
-            text_event(1, "Intro. "),
+            text_event(second, "Intro. "),
             text_event(odd, f"Or {STRIPE_KEY[:14]}"),
-            text_event(1, f"{STRIPE_KEY[14:]} maybe. "),
+            text_event(second, f"{STRIPE_KEY[14:]} maybe. "),
             text_event(0, "world, "),
-            text_event(1, f"token {GITHUB_TOKEN[:12]}"),
+            text_event(second, f"token {GITHUB_TOKEN[:12]}"),
             text_event(odd, f"{GITHUB_TOKEN[12:]} is it. "),
             text_event(0, "Bye."),
         ]
     )
 
 
-def anthropic_split_secret(odd: Any) -> bytes:
+def anthropic_split_secret(odd: Any, second: int = 1) -> bytes:
     message = {
         "id": "msg_1",
         "type": "message",
@@ -1251,10 +1252,10 @@ def anthropic_split_secret(odd: Any) -> bytes:
                         "content_block": {"type": "text", "text": ""},
                     }
                 )
-                for at in (0, 1)
+                for at in (0, second)
             ),
-            split_secret_stream(delta, odd),
-            *(event({"type": "content_block_stop", "index": at}) for at in (0, 1)),
+            split_secret_stream(delta, odd, second),
+            *(event({"type": "content_block_stop", "index": at}) for at in (0, second)),
             event(
                 {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}
             ),
@@ -1273,7 +1274,7 @@ def anthropic_by_place(stream: bytes) -> dict[Any, str]:
     )
 
 
-def responses_split_secret(odd: Any, odd_field: str) -> bytes:
+def responses_split_secret(odd: Any, odd_field: str, second: int = 1) -> bytes:
     """Two messages (``output_index``) or two parts of one (``content_index``)."""
 
     def event(payload: dict[str, Any]) -> bytes:
@@ -1286,7 +1287,7 @@ def responses_split_secret(odd: Any, odd_field: str) -> bytes:
     def delta(at: Any, text: str) -> bytes:
         return event({"type": "response.output_text.delta", **place(at), "delta": text, "logprobs": []})
 
-    items = (0, 1) if odd_field == "output_index" else (0,)
+    items = (0, second) if odd_field == "output_index" else (0,)
     parts = (0,) if odd_field == "output_index" else (0, 1)
     item = {"type": "message", "role": "assistant", "status": "in_progress", "content": []}
     part = {"type": "output_text", "text": "", "annotations": []}
@@ -1311,7 +1312,7 @@ def responses_split_secret(odd: Any, odd_field: str) -> bytes:
                 )
                 for at in parts
             ),
-            split_secret_stream(delta, odd),
+            split_secret_stream(delta, odd, second),
             *(item_event("done", at) for at in items),
             event(
                 {
@@ -1364,12 +1365,12 @@ PLACED_STREAMS: dict[
     ),
     "responses output_index": (
         lambda: OpenAIResponses().stream_session(residual_filters()),
-        lambda odd: responses_split_secret(odd, "output_index"),
+        partial(responses_split_secret, odd_field="output_index"),
         lambda stream: responses_by_place(stream, "output_index"),
     ),
     "responses content_index": (
         lambda: OpenAIResponses().stream_session(residual_filters()),
-        lambda odd: responses_split_secret(odd, "content_index"),
+        partial(responses_split_secret, odd_field="content_index"),
         lambda stream: responses_by_place(stream, "content_index"),
     ),
     "gemini": (lambda: Gemini().stream_session(residual_filters()), gemini_split_secret, gemini_by_place),
@@ -1390,3 +1391,26 @@ def test_text_at_an_index_that_names_no_place_is_not_joined_to_another_places_te
     texts = by_place(output)
     assert not any(GITHUB_TOKEN in text or STRIPE_KEY in text for text in texts.values())
     assert texts[0].startswith("Hello ") and "world, " in texts[0] and texts[0].endswith("Bye.")
+
+
+@pytest.mark.parametrize("whole", [True, False])
+@pytest.mark.parametrize(
+    ("make_session", "make_stream", "by_place"),
+    [PLACED_STREAMS["anthropic"], PLACED_STREAMS["responses output_index"]],
+    ids=["anthropic", "responses"],
+)
+def test_text_at_a_place_never_started_is_not_joined_to_the_place_renumbered_to_it(
+    make_session: Callable[[], StreamSession],
+    make_stream: Callable[..., bytes],
+    by_place: Callable[[bytes], dict[Any, str]],
+    whole: bool,
+) -> None:
+    """Upstream places 0 and 5 reach the client as 0 and 1: text at place 1, which no start opened, is dropped
+    and noted, not sent at place 1, where the client joins it to the text the filters read at place 5."""
+    session = make_session()
+    output = run(session, make_stream(1, second=5), None if whole else [300, 700, 1100])
+    texts = by_place(output)
+    assert not any(GITHUB_TOKEN in text or STRIPE_KEY in text for text in texts.values())
+    assert sorted(texts) == [0, 1] and texts[1].startswith("Intro. ")
+    assert "Or " not in texts[1] and "is it. " not in texts[1]
+    assert any("never opened" in note for note in session.notes)
