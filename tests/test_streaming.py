@@ -1149,18 +1149,18 @@ def test_an_event_whose_data_is_not_json_is_scanned_as_text(name: str, data: str
     assert session.completion.full_text == "Hello there"
 
 
-def by_numeric_index(stream: bytes) -> dict[float, str]:
+def by_numeric_index(stream: bytes) -> dict[int, str]:
     """The text of each choice as a client that indexes its choices by the number the index spells reads
-    it (a JavaScript array takes 1, 1.0 and "1" for the same place)."""
-    texts: dict[float, str] = {}
+    it (a JavaScript array takes 1, 1.0 and "1" for the same place, a Python list -1 for its last)."""
+    texts: dict[int, str] = {}
     for _, chunk in payloads(stream):
         for choice in chunk.get("choices", []) if isinstance(chunk, dict) else []:
-            place = float(choice["index"])
+            place = client_place(choice["index"])
             texts[place] = texts.get(place, "") + (choice["delta"].get("content") or "")
     return texts
 
 
-@pytest.mark.parametrize("index", [1.0, "1", True])
+@pytest.mark.parametrize("index", [1.0, "1", True, -1])
 @pytest.mark.parametrize("whole", [True, False])
 def test_a_choice_index_that_is_not_an_integer_is_written_as_the_channel_it_was_read_in(
     index: Any, whole: bool

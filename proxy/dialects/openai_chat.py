@@ -12,6 +12,7 @@ from proxy.dialects.base import (
     as_dict,
     as_int,
     as_list,
+    as_position,
     as_str,
     entry,
     json_error,
@@ -290,7 +291,7 @@ class ChatStreamSession(StreamSession):
             if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
                 continue
             choice_index = _index(raw_choice, position)
-            if as_int(raw_choice.get("index")) != choice_index:
+            if as_position(raw_choice.get("index")) != choice_index:
                 # Its text went to the channel of this index: a client that reads "1", 1.0 or no index
                 # as another choice must not join it to that choice's text.
                 raw_choice["index"] = choice_index
@@ -564,7 +565,11 @@ def _plain_slots(payload: Any) -> list[tuple[str, dict[str, Any], str]] | None:
             continue
         delta = raw_choice["delta"]
         calls = "tool_calls" in delta or "function_call" in delta
-        if calls or raw_choice.get("finish_reason") is not None or as_int(raw_choice.get("index")) is None:
+        if (
+            calls
+            or raw_choice.get("finish_reason") is not None
+            or as_position(raw_choice.get("index")) is None
+        ):
             return None
         for key in TEXT_KEYS:
             text = delta.get(key)
@@ -590,7 +595,7 @@ def _text_slots(holder: Any, key: str | None) -> list[tuple[dict[str, Any], str]
 
 
 def _index(item: dict[str, Any], position: int) -> int:
-    index = as_int(item.get("index"))
+    index = as_position(item.get("index"))
     return position if index is None else index
 
 
