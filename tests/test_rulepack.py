@@ -227,6 +227,19 @@ def test_keyword_with_a_space_is_found_across_any_whitespace(tmp_path: Path) -> 
     assert len(scanner.scan("x" * 500 + " do\nnot\ttell").matches) == 1
 
 
+@pytest.mark.parametrize("anchored", [False, True])
+@pytest.mark.parametrize("gap", ["  ", "\n    ", " \t ", "\u00a0\u3000", " " * 70])
+def test_keyword_with_a_space_is_found_across_a_run_of_whitespace(
+    tmp_path: Path, gap: str, anchored: bool
+) -> None:
+    """However much whitespace separates a keyword's words, the rule runs where its regex matches."""
+    extra = f"max_length: 100\nanchored: {str(anchored).lower()}"
+    rule = _rule_yaml("r", r"do\s+not\s+tell", keywords='["do not"]', extra=extra)
+    scanner = _scanner(tmp_path, rule)
+    text = "x" * 500 + f" do{gap}not tell" + "  y" * 50
+    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(501, 511 + len(gap))]
+
+
 def test_keywords_in_other_scripts_are_found_and_plain_ascii_text_is_still_scanned(tmp_path: Path) -> None:
     """Non-ASCII keywords trigger in non-ASCII text; ASCII text is searched for the ASCII keywords."""
     rules = _rule_yaml("cjk", "忽略指令", keywords="[忽略]") + _rule_yaml("latin", "abc", keywords="[abc]")
@@ -267,10 +280,12 @@ def test_window_start_does_not_hide_a_lookbehind(tmp_path: Path) -> None:
     ids=lambda rule: rule.id,
 )
 def test_scanner_finds_every_match_a_whole_text_search_finds(rule: Rule) -> None:
-    """On each match example, windows or anchored attempts find every match of the rule's regex (a
-    whole-token rule's match reaching on to the end of its token)."""
+    """On each match example, and on it with its words spread apart, windows or anchored attempts find
+    every match of the rule's regex (a whole-token rule's match reaching on to the end of its token)."""
     scanner = Scanner([RulePack(rule.pack, rule.threat, True, (replace(rule, enabled=True),))], timeout_s=1.0)
-    for example in rule.match_examples:
+    # The same examples with their words further apart: keywords of two words are found across the run.
+    spread = [example.replace(" ", gap) for example in rule.match_examples for gap in ("  ", "\n    ")]
+    for example in (*rule.match_examples, *spread):
         expected = {hit.span(rule.secret_group) for hit in rule.pattern.finditer(example)}
         if rule.whole_token:
             expected = {(start, token_end(example, start, end)) for start, end in expected}

@@ -688,6 +688,40 @@ def _trigger_view(text: str) -> str:
     return mapped.astype("<u4").tobytes().decode("utf-32-le")
 
 
+def _hits_across_space_runs(
+    automaton: ahocorasick_rs.AhoCorasick | None, view: str
+) -> list[tuple[int, int, int]]:
+    """Hits of ``automaton``'s words in ``view`` read with each run of spaces as one space, as spans of
+    ``view``: only those that cross such a run, the others being what the plain search finds.
+
+    A rule's pattern takes any run of whitespace between the words of its keyword (``\\s+``), so
+    "send  the" or "send\\n    the" must trigger what "send the" does."""
+    if automaton is None or "  " not in view:
+        return []
+    ascii_view = view.isascii()
+    if ascii_view:
+        codes = np.frombuffer(view.encode("ascii"), dtype=np.uint8)
+    else:
+        codes = np.frombuffer(view.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    space = codes == ord(" ")
+    kept = ~space
+    kept[1:] |= ~space[:-1]  # of a run of spaces, its first is kept
+    kept[0] = True
+    places = np.flatnonzero(kept)  # where each character of the collapsed view stands in the view
+    kept_codes = codes[kept].tobytes()
+    collapsed = kept_codes.decode("ascii") if ascii_view else kept_codes.decode("utf-32-le", "surrogatepass")
+    try:
+        found = automaton.find_matches_as_indexes(collapsed, overlapping=True)
+    except UnicodeEncodeError:
+        found = automaton.find_matches_as_indexes(_SURROGATE.sub("\ufffd", collapsed), overlapping=True)
+    hits: list[tuple[int, int, int]] = []
+    for word_index, start, end in found:
+        low, high = int(places[start]), int(places[end - 1]) + 1
+        if high - low != end - start:
+            hits.append((word_index, low, high))
+    return hits
+
+
 def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
     """An automaton reporting every occurrence of each word, overlapping ones too; None without words.
 
@@ -792,6 +826,9 @@ class Scanner:
         ascii_words = [word_index for word_index, word in enumerate(words) if word.isascii()]
         self._ascii_automaton = _automaton_of([words[word_index] for word_index in ascii_words])
         self._rules_of_ascii_word = [self._rules_of_word[word_index] for word_index in ascii_words]
+        spaced_words = [word_index for word_index, word in enumerate(words) if " " in word.strip(" ")]
+        self._spaced_automaton = _automaton_of([words[word_index] for word_index in spaced_words])
+        self._rules_of_spaced_word = [self._rules_of_word[word_index] for word_index in spaced_words]
 
     def _plan(self, text: str, only: frozenset[int] | None = None) -> _Plan:
         """Which rules to run on ``text`` (of ``only``, when given), and where: of the rules its keywords
@@ -898,6 +935,13 @@ class Scanner:
                     hits_by_rule[index].append((start, end))
                 else:
                     hits_by_rule[index] = [(start, end)]
+        across_runs = _hits_across_space_runs(self._spaced_automaton, view)
+        for word_index, start, end in across_runs:
+            for index in self._rules_of_spaced_word[word_index]:
+                hits_by_rule.setdefault(index, []).append((start, end))
+        if across_runs:
+            for hits in hits_by_rule.values():
+                hits.sort(key=lambda hit: hit[1])
         run_starts = [low for low, _ in runs]
         for index, hits in hits_by_rule.items():
             if index in plan.regions:
