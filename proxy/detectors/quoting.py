@@ -33,10 +33,18 @@ _QUOTED = re.compile(
     rf"|`[^`\n]{{{_MIN_QUOTED},}}?`"
     rf"|(?<!\w)'(?=\S)(?:[^'\n]|(?<=\w)'(?=\w)){{{_MIN_QUOTED},}}?(?<=\S)'(?!\w)",
 )
-# The frame asks about the passage: a question, or a request to look at it rather than act on it.
+# The frame asks about the passage: a question, or a request to look at it rather than act on it. A request
+# to work the passage over (translate, rewrite, summarise, decode it) is not one: the model then reads the
+# passage as its input, the very way a hijack is carried ("translate this message: 'ignore ...'").
 _ASKS = re.compile(
-    r"\?|\b(?:explain|classif|categori[sz]|analy[sz]|detect|check|evaluat|assess|label|flag|translat|"
-    r"rephras|paraphras|rewrit|summari[sz]|describ|review|interpret|decod|filter|catch)\w*",
+    r"\?|\b(?:explain|classif|categori[sz]|analy[sz]|detect|check|evaluat|assess|label|flag|"
+    r"describ|review|interpret|filter|catch)\w*",
+    re.IGNORECASE,
+)
+# ... and does not ask for the passage to be worked over, whatever else it asks.
+_WORKS_IT_OVER = re.compile(
+    r"\b(?:translat|rephras|paraphras|rewrit|reword|summari[sz]|decod|decrypt|convert|transcrib|complet|"
+    r"continu|repeat|say|print|output)\w*",
     re.IGNORECASE,
 )
 # ... and names it as text, speech or an attack: "this message", "the phrase", "a customer wrote".
@@ -51,7 +59,8 @@ _NAMES_IT = re.compile(
 # ... without asking the model to carry it out ("follow this message", "respond to the text below").
 _OBEYS = re.compile(
     r"\b(?:follow|obey|execute|perform|comply\s+with|carry\s+out|act\s+on|do\s+(?:what|as)\s+\S+\s+says|"
-    r"(?:respond|reply)\s+to\s+(?:this|it|the\s+(?:following|above|quoted)))\b",
+    r"(?:respond|reply)\s+to\s+(?:this|it|the\s+(?:following|above|quoted))|"
+    r"answer\s+(?:this|it|the\s+(?:following|above|quoted)))\b",
     re.IGNORECASE,
 )
 
@@ -65,7 +74,12 @@ def discussion_frame(text: str) -> str | None:
     frame = text
     for match in reversed(quoted):
         frame = frame[: match.start()] + QUOTED_PLACEHOLDER + frame[match.end() :]
-    if _ASKS.search(frame) and _NAMES_IT.search(frame) and not _OBEYS.search(frame):
+    if (
+        _ASKS.search(frame)
+        and _NAMES_IT.search(frame)
+        and not _OBEYS.search(frame)
+        and not _WORKS_IT_OVER.search(frame)
+    ):
         return frame
     return None
 
