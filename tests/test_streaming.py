@@ -1355,6 +1355,42 @@ def gemini_by_place(stream: bytes) -> dict[Any, str]:
     )
 
 
+def chat_calls_split_secret(odd: Any) -> bytes:
+    """The arguments of two tool calls of one choice (``tool_calls[].index``)."""
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse({**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    def arguments(at: Any, text: str) -> bytes:
+        return chunk({"tool_calls": [{"index": at, "function": {"arguments": text}}]})
+
+    starts = (
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": at, "id": f"call_{at}", "type": "function", "function": {"name": "echo"}}
+                ]
+            }
+        )
+        for at in (0, 1)
+    )
+    return b"".join(
+        [*starts, split_secret_stream(arguments, odd), chunk({}, "tool_calls"), b"data: [DONE]\n\n"]
+    )
+
+
+def chat_calls_by_place(stream: bytes) -> dict[Any, str]:
+    return joined_by_place(
+        [
+            (client_place(call["index"]), call.get("function", {}).get("arguments") or "")
+            for _, body in payloads(stream)
+            for choice in body["choices"]
+            for call in choice["delta"].get("tool_calls", [])
+        ]
+    )
+
+
 PLACED_STREAMS: dict[
     str, tuple[Callable[[], StreamSession], Callable[[Any], bytes], Callable[[bytes], dict[Any, str]]]
 ] = {
@@ -1374,6 +1410,11 @@ PLACED_STREAMS: dict[
         lambda stream: responses_by_place(stream, "content_index"),
     ),
     "gemini": (lambda: Gemini().stream_session(residual_filters()), gemini_split_secret, gemini_by_place),
+    "chat tool_calls": (
+        lambda: OpenAIChat().stream_session(residual_filters()),
+        chat_calls_split_secret,
+        chat_calls_by_place,
+    ),
 }
 
 

@@ -290,13 +290,12 @@ class ChatStreamSession(StreamSession):
         for position, raw_choice in enumerate(choices):
             if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
                 continue
-            choice_index = _index(raw_choice, position)
-            if as_position(raw_choice.get("index")) != choice_index:
-                # Its text went to the channel of this index: a client that reads "1", 1.0 or no index
-                # as another choice must not join it to that choice's text.
-                raw_choice["index"] = choice_index
-                touched = True
+            touched = _write_index(raw_choice, position) or touched
+            choice_index = raw_choice["index"]
             delta = raw_choice["delta"]
+            for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
+                if isinstance(raw_call, dict):
+                    _write_index(raw_call, call_position)
             ending = isinstance(raw_choice.get("finish_reason"), str)
             touched = touched or ending or "tool_calls" in delta or "function_call" in delta
             for key in TEXT_KEYS:
@@ -597,6 +596,17 @@ def _text_slots(holder: Any, key: str | None) -> list[tuple[dict[str, Any], str]
 def _index(item: dict[str, Any], position: int) -> int:
     index = as_position(item.get("index"))
     return position if index is None else index
+
+
+def _write_index(item: dict[str, Any], position: int) -> bool:
+    """Gives a choice or call the index its text was read at, where it names no place (no index, or -1,
+    1.0, "1", true): a client that reads it as another place must not join it to that place's text.
+    Returns whether the index changed."""
+    index = _index(item, position)
+    if as_position(item.get("index")) == index:
+        return False
+    item["index"] = index
+    return True
 
 
 def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
