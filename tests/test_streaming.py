@@ -1455,3 +1455,22 @@ def test_text_at_a_place_never_started_is_not_joined_to_the_place_renumbered_to_
     assert sorted(texts) == [0, 1] and texts[1].startswith("Intro. ")
     assert "Or " not in texts[1] and "is it. " not in texts[1]
     assert any("never opened" in note for note in session.notes)
+
+
+@pytest.mark.parametrize("odd", ODD_INDEXES)
+@pytest.mark.parametrize("filtering", [True, False])
+def test_anthropic_text_at_an_index_that_names_no_block_is_read_apart_from_every_block(
+    odd: Any, filtering: bool
+) -> None:
+    """The completion a stream is recorded by joins a delta at an index that names no started block to no
+    block's text (filtered, that delta is dropped), and the residual scan reads it on its own, so a secret
+    whole in it is still found."""
+    scan = JsonScan(SECRETS, lambda rule: filtering, rewrites=filtering)
+    filters = (
+        StreamFilters(text_filter=Redactors(), residual=scan) if filtering else StreamFilters(residual=scan)
+    )
+    session = Anthropic().stream_session(filters)
+    run(session, anthropic_split_secret(odd).replace(b" is it. ", f" is it. {GITHUB_TOKEN} ".encode()))
+    recorded = [segment.text for segment in session.completion.text]
+    assert recorded == ["Hello world, Bye.", f"Intro. {STRIPE_KEY[14:]} maybe. token {GITHUB_TOKEN[:12]}"]
+    assert "github-pat" in {found.rule.id for found in scan.found}

@@ -15,7 +15,6 @@ from proxy.dialects.base import (
     as_position,
     as_str,
     canonical_arguments,
-    entry,
     json_error,
     reparse_arguments,
     require_object,
@@ -210,8 +209,7 @@ class AnthropicStreamSession(StreamSession):
             call = _tool_use(block, f"content[{index}]") if block_type == "tool_use" else None
             key = BLOCK_TEXT_KEYS.get(block_type)
             self._blocks[index] = _Block(block_type, (as_str(block.get(key)) if key else None) or "", call)
-        elif event_type == "content_block_delta":
-            block_state = entry(self._blocks, as_int(body.get("index")) or 0, lambda: _Block("text"))
+        elif event_type == "content_block_delta" and (block_state := self._started_block(body)) is not None:
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
             if key:
@@ -300,6 +298,13 @@ class AnthropicStreamSession(StreamSession):
             return None
         return [(f"content[{index}].{key}", text)] if text else []
 
+    def _started_block(self, body: dict[str, Any]) -> _Block | None:
+        """The block a delta's index names, if its start was read. A delta at no such place is joined to
+        no block's text (filtered, it is dropped; unfiltered, clients place it differently): the residual
+        scan reads its strings on their own."""
+        index = as_position(body.get("index"))
+        return None if index is None else self._blocks.get(index)
+
     def _opened(self, body: dict[str, Any]) -> int | None:
         """The block an event's index names, if a start opened it: the SDKs take index -1 or 1.0 for a
         block the filters did not read the event's text with."""
@@ -336,7 +341,7 @@ class AnthropicStreamSession(StreamSession):
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         body = as_dict(payload)
         event_type = as_str(body.get("type")) or event.type
-        if event_type == "content_block_delta":
+        if event_type == "content_block_delta" and self._started_block(body) is not None:
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
             if key:
