@@ -688,6 +688,15 @@ def _trigger_view(text: str) -> str:
     return mapped.astype("<u4").tobytes().decode("utf-32-le")
 
 
+def _words_in(automaton: ahocorasick_rs.AhoCorasick, view: str) -> list[tuple[int, int, int]]:
+    """Every occurrence of ``automaton``'s words in ``view``: (word, start, end), overlapping ones too."""
+    try:
+        return automaton.find_matches_as_indexes(view, overlapping=True)
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON's "\ud800" decodes to one) cannot be searched: read it as U+FFFD.
+        return automaton.find_matches_as_indexes(_SURROGATE.sub("\ufffd", view), overlapping=True)
+
+
 def _hits_across_space_runs(
     automaton: ahocorasick_rs.AhoCorasick | None, view: str
 ) -> list[tuple[int, int, int]]:
@@ -710,12 +719,8 @@ def _hits_across_space_runs(
     places = np.flatnonzero(kept)  # where each character of the collapsed view stands in the view
     kept_codes = codes[kept].tobytes()
     collapsed = kept_codes.decode("ascii") if ascii_view else kept_codes.decode("utf-32-le", "surrogatepass")
-    try:
-        found = automaton.find_matches_as_indexes(collapsed, overlapping=True)
-    except UnicodeEncodeError:
-        found = automaton.find_matches_as_indexes(_SURROGATE.sub("\ufffd", collapsed), overlapping=True)
     hits: list[tuple[int, int, int]] = []
-    for word_index, start, end in found:
+    for word_index, start, end in _words_in(automaton, collapsed):
         low, high = int(places[start]), int(places[end - 1]) + 1
         if high - low != end - start:
             hits.append((word_index, low, high))
@@ -922,13 +927,7 @@ class Scanner:
         # (as long as the longest keyword), and its rule then covers the whole run (runs_hit below).
         runs = _uniform_runs(view, 2 * self._longest_word + _RUN_BLOCK)
         searched = _without_run_insides(view, runs, self._longest_word) if runs else view
-        try:
-            words_found = automaton.find_matches_as_indexes(searched, overlapping=True)
-        except UnicodeEncodeError:
-            # A lone surrogate (JSON's "\ud800" decodes to one) cannot be searched: read it as U+FFFD.
-            words_found = automaton.find_matches_as_indexes(
-                _SURROGATE.sub("\ufffd", searched), overlapping=True
-            )
+        words_found = _words_in(automaton, searched)
         for word_index, start, end in words_found:
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
