@@ -860,7 +860,7 @@ class TurnInspector:
         for name in {call.name for call in calls}:
             key = f"tool.calls:{agent}:{digest(name)}"
             for _ in range(sum(call.name == name for call in calls)):
-                self.state.hit(key, TOOL_BASELINE_S)
+                self.state.tally(key, TOOL_BASELINE_S)
             recent_calls = self.state.count(key, TOOL_WINDOW_S)
             recent = Window(events=recent_calls, exposure=TOOL_WINDOW_S / 3600)
             baseline = Window(
@@ -1087,9 +1087,9 @@ class TurnInspector:
 
     def _refusal_windows(self, scope: str, *, refused: bool) -> tuple[Window, Window]:
         turns_key, refusals_key = f"turns:{scope}", f"refusals:{scope}"
-        self.state.hit(turns_key, REFUSAL_BASELINE_S)
+        self.state.tally(turns_key, REFUSAL_BASELINE_S)
         if refused:
-            self.state.hit(refusals_key, REFUSAL_BASELINE_S)
+            self.state.tally(refusals_key, REFUSAL_BASELINE_S)
         recent = Window(
             events=self.state.count(refusals_key, REFUSAL_WINDOW_S),
             exposure=self.state.count(turns_key, REFUSAL_WINDOW_S),

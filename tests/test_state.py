@@ -1,6 +1,8 @@
 import multiprocessing
+import os
 import sqlite3
 import threading
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from proxy.state.buckets import bucket_width
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
-from proxy.state.store import SET_CAPACITY
+from proxy.state.store import SET_CAPACITY, TALLY_WRITE_S
 from tests.redis_server import RedisServer
 
 START = 1_700_000_000.0
@@ -456,6 +458,91 @@ def test_concurrent_increments_are_not_lost(store: StateStore) -> None:
         thread.join()
     assert store.counter("shared") == 800
     assert store.count("window", 60) == 800
+
+
+def test_a_tally_counts_at_once_like_a_hit(store: StateStore, clock: FakeClock) -> None:
+    """A tallied event is in every count from the moment the call returns, in the same window as a hit's,
+    and a hit after tallies counts them."""
+    for _ in range(5):
+        store.tally("turns:agent:a", 600)
+    assert store.count("turns:agent:a", 600) == 5
+    assert store.hit("turns:agent:a", 600) == 6
+    clock.advance(700)
+    store.tally("turns:agent:a", 600)
+    assert store.count("turns:agent:a", 600) == 1
+
+
+def test_tallies_reach_the_disk_within_their_write_period(tmp_path: Path, clock: FakeClock) -> None:
+    """Tallies are committed together at most ``TALLY_WRITE_S`` after the first of them, with the window
+    row they opened, without waiting for close; and again after a quiet spell."""
+    store = SqliteStateStore(tmp_path, clock=clock)
+    query = "SELECT SUM(events) FROM buckets WHERE key = ?"
+    for expected in (20, 21):
+        for _ in range(20 if expected == 20 else 1):
+            store.tally("refusals:agent:a", 3600)
+        deadline = time.monotonic() + TALLY_WRITE_S + 2
+        while on_disk(tmp_path, query, ("refusals:agent:a",)) != [(expected,)]:
+            assert time.monotonic() < deadline, "tallies were not written"
+            time.sleep(0.05)
+    assert on_disk(tmp_path, "SELECT retention FROM windows WHERE key = 'refusals:agent:a'") == [(3600.0,)]
+    store.close()
+
+
+def test_close_writes_every_tally(open_store: Opener) -> None:
+    """A store closed right after tallies (a clean stop) loses none of them."""
+    store = open_store()
+    for _ in range(7):
+        store.tally("turns:session:0123456789abcdef0123456789abcdef", 3600)
+    store = reopen(store, open_store)
+    assert store.count("turns:session:0123456789abcdef0123456789abcdef", 3600) == 7
+    store.close()
+
+
+def _tally_then_crash(directory: Path) -> None:
+    store = SqliteStateStore(directory)
+    for _ in range(30):
+        store.tally("turns:agent:a", 3600)
+    time.sleep(TALLY_WRITE_S + 1)
+    store.tally("turns:agent:a", 3600)
+    os._exit(0)  # no close: what a crash leaves on disk
+
+
+def test_a_crash_loses_at_most_the_last_period_of_tallies(tmp_path: Path) -> None:
+    """A process that dies without closing its store has written every tally older than one write period;
+    only those of its last moments may be missing."""
+    worker = multiprocessing.get_context("spawn").Process(target=_tally_then_crash, args=(tmp_path,))
+    worker.start()
+    worker.join(60)
+    assert worker.exitcode == 0
+    store = SqliteStateStore(tmp_path)
+    assert 30 <= store.count("turns:agent:a", 3600) <= 31
+    store.close()
+
+
+def test_a_hit_after_a_tally_of_its_key_is_written_with_its_window(tmp_path: Path, clock: FakeClock) -> None:
+    """A hit is on disk when it returns, with the window row a tally of the same key opened before it."""
+    store = SqliteStateStore(tmp_path, clock=clock)
+    store.tally("tool.calls:a", 3600)
+    store.hit("tool.calls:a", 3600)
+    assert on_disk(tmp_path, "SELECT retention FROM windows WHERE key = 'tool.calls:a'") == [(3600.0,)]
+    assert on_disk(tmp_path, "SELECT SUM(events) FROM buckets WHERE key = 'tool.calls:a'") == [(2,)]
+    store.close()
+
+
+def test_a_forgotten_key_leaves_no_tally_on_disk(tmp_path: Path, clock: FakeClock) -> None:
+    """Tallies of a key the kind's cap forgets are written before it is deleted, never after: a reopened
+    store finds only the keys kept."""
+    store = SqliteStateStore(tmp_path, clock=clock, keys_per_kind=3)
+    keys = [f"turns:session:{index:032x}" for index in range(6)]
+    for key in keys:
+        store.tally(key, 3600)
+        clock.advance(1)
+    store.close()
+    on_file = {row[0] for row in on_disk(tmp_path, "SELECT DISTINCT key FROM buckets")}
+    assert on_file == set(keys[3:])
+    reopened = SqliteStateStore(tmp_path, clock=clock, keys_per_kind=3)
+    assert [reopened.count(key, 3600) for key in keys] == [0, 0, 0, 1, 1, 1]
+    reopened.close()
 
 
 def _increment_from_another_process(directory: Path, times: int) -> None:

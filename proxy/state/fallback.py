@@ -100,6 +100,9 @@ class FallbackStore:
     def hit(self, key: str, window_s: float, now: float | None = None) -> int:
         return self._call(lambda store: store.hit(key, window_s, now))
 
+    def tally(self, key: str, window_s: float) -> None:
+        self._call(lambda store: store.tally(key, window_s))
+
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         return self._call(lambda store: store.count(key, window_s, now))
 

@@ -345,6 +345,9 @@ class RedisStateStore:
         at = self._clock() if now is None else now
         return self._count(key, window_s, at, "1")
 
+    def tally(self, key: str, window_s: float) -> None:
+        self.hit(key, window_s)
+
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         return self._count(key, window_s, self._clock() if now is None else now, "")
 

@@ -5,6 +5,11 @@ restart with the same directory forgets nothing; ``durable=True`` also syncs eac
 power loss forgets nothing either, at the cost of an fsync per write. Expired entries are dropped when
 touched, and all of them in a sweep every ``sweep_interval_s`` of clock time.
 
+The one write that waits is ``tally``, the hit of a statistic (refusal rates, tool call rates): it counts
+in memory at once and is committed with the others of the same ``TALLY_WRITE_S`` in one transaction, by
+a thread of the store's own, so a crash of the process loses at most that last second of them (``close``
+and every delete write them first, so none lands after its key is forgotten).
+
 One process owns a directory; replicas that share state use a networked store behind the same Protocol.
 """
 
@@ -19,9 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import structlog
+
 from proxy.state.buckets import bucket_start, bucket_width, counted, expired
 from proxy.state.caps import KindCaps
-from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, Clock, JSONValue
+from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, TALLY_WRITE_S, Clock, JSONValue
+
+log = structlog.get_logger("egressguard.state")
 
 DATABASE_NAME = "state.sqlite3"
 
@@ -54,6 +63,10 @@ CREATE TABLE IF NOT EXISTS kind_sizes (kind TEXT PRIMARY KEY, entries INTEGER NO
 RECORD_HIT = (
     "INSERT INTO buckets VALUES (?, ?, ?, 1)"
     " ON CONFLICT (key, width, start) DO UPDATE SET events = events + 1"
+)
+RECORD_HITS = (
+    "INSERT INTO buckets VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (key, width, start) DO UPDATE SET events = events + excluded.events"
 )
 
 
@@ -142,6 +155,12 @@ class SqliteStateStore:
         self._sweep_interval_s = sweep_interval_s
         self._lock = threading.Lock()
         self._closed = False
+        self._tallied: dict[tuple[str, int, int], int] = {}
+        """Events of tallies not written yet, by bucket (key, width, start)."""
+        self._tallied_windows: dict[str, float] = {}
+        """Retentions of windows tallies opened or widened, not written yet."""
+        self._tallies_due = threading.Condition(self._lock)
+        self._writer: threading.Thread | None = None
         if directory is None:
             target = ":memory:"
         else:
@@ -222,23 +241,84 @@ class SqliteStateStore:
     def hit(self, key: str, window_s: float, now: float | None = None) -> int:
         with self._lock:
             at = self._begin() if now is None else self._begin(now)
-            window = self._windows.get(key)
-            if window is None or window.retention < window_s:
-                window = self._windows.setdefault(key, _Window(window_s))
-                window.retention = window_s
-                self._db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, window_s))
-            width = bucket_width(window.retention)
-            slot = (width, bucket_start(at, width))
-            opened = slot not in window.buckets
-            window.add(slot)
-            self._db.execute(RECORD_HIT, (key, *slot))
-            if window.prune(at):
-                self._db.execute(
-                    "DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - window.retention)
-                )
-            if opened:  # the key lasts longer only when a bucket opens
-                self._keep(key, _end(slot) + window.retention)
+            if key in self._tallied_windows:
+                self._write_tallies()  # the key's window row goes to disk before this hit's bucket does
+            window = self._record_hit(key, window_s, at, tallied=False)
             return window.count(window_s, at)
+
+    def tally(self, key: str, window_s: float) -> None:
+        with self._lock:
+            at = self._begin()
+            waiting = bool(self._tallied or self._tallied_windows)
+            self._record_hit(key, window_s, at, tallied=True)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="state-tallies", daemon=True)
+                self._writer.start()
+            elif not waiting:
+                self._tallies_due.notify()
+
+    def _record_hit(self, key: str, window_s: float, at: float, *, tallied: bool) -> _Window:
+        """One event of ``key`` at ``at``, in memory, and on disk now or with the next tallies."""
+        window = self._windows.get(key)
+        if window is None or window.retention < window_s:
+            window = self._windows.setdefault(key, _Window(window_s))
+            window.retention = window_s
+            if tallied:
+                self._tallied_windows[key] = window_s
+            else:
+                self._db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, window_s))
+        width = bucket_width(window.retention)
+        slot = (width, bucket_start(at, width))
+        opened = slot not in window.buckets
+        window.add(slot)
+        if tallied:
+            bucket = (key, *slot)
+            self._tallied[bucket] = self._tallied.get(bucket, 0) + 1
+        else:
+            self._db.execute(RECORD_HIT, (key, *slot))
+        if window.prune(at):
+            self._write_tallies()  # a delete comes after every write before it
+            self._db.execute(
+                "DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - window.retention)
+            )
+        if opened:  # the key lasts longer only when a bucket opens
+            self._keep(key, _end(slot) + window.retention)
+        return window
+
+    def _write_loop(self) -> None:
+        """Write the tallies of each second together, ``TALLY_WRITE_S`` after the first of them."""
+        with self._lock:
+            while not self._closed:
+                if not (self._tallied or self._tallied_windows):
+                    self._tallies_due.wait()
+                    continue
+                self._tallies_due.wait(TALLY_WRITE_S)
+                if self._closed:
+                    return
+                try:
+                    self._write_tallies()
+                except sqlite3.Error as error:
+                    log.error("state.tallies_unwritten", error=str(error))
+
+    def _write_tallies(self) -> None:
+        """Commit the tallies held in memory, in one transaction (the caller holds the lock)."""
+        if not (self._tallied or self._tallied_windows):
+            return
+        windows, self._tallied_windows = self._tallied_windows, {}
+        buckets, self._tallied = self._tallied, {}
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?)", windows.items())
+            self._db.executemany(RECORD_HITS, [(*bucket, events) for bucket, events in buckets.items()])
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            # Kept for the next write: a bucket's events add up, so memory grows with keys, not events.
+            self._tallied_windows = windows | self._tallied_windows
+            for bucket, events in buckets.items():
+                self._tallied[bucket] = self._tallied.get(bucket, 0) + events
+            raise
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         with self._lock:
@@ -342,6 +422,7 @@ class SqliteStateStore:
         victims = self._caps.track(key, expires, entries)
         if not victims:
             return
+        self._write_tallies()
         self._db.execute("BEGIN")
         for victim in victims:
             self._counters.pop(victim, None)
@@ -360,7 +441,9 @@ class SqliteStateStore:
     def close(self) -> None:
         with self._lock:
             if not self._closed:
+                self._write_tallies()
                 self._closed = True
+                self._tallies_due.notify_all()
                 self._db.close()
 
     def _begin(self, now: float | None = None) -> float:
@@ -392,6 +475,7 @@ class SqliteStateStore:
             if window.empty():
                 del self._windows[key]
         self._caps.expire(now)
+        self._write_tallies()
         self._db.execute("BEGIN")
         sweep_database(self._db, now)
         self._db.execute("COMMIT")

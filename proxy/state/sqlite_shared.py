@@ -142,6 +142,10 @@ class SharedSqliteStateStore:
                 self._keep(db, key, start + width + retention)
             return _count(db, key, window_s, retention, at)
 
+    def tally(self, key: str, window_s: float) -> None:
+        # Written at once: the other workers read the counts from the file, not from this one's memory.
+        self.hit(key, window_s)
+
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         at = self._now(now)
 

@@ -29,6 +29,11 @@ SET_CAPACITY = 10_000
 KEYS_PER_KIND = 10_000
 
 
+TALLY_WRITE_S = 1.0
+"""How long a ``tally`` may wait in memory before it is written: the most a crash of the process can lose
+of the statistics kept with it (a clean stop writes them all)."""
+
+
 class StateUnavailable(RuntimeError):
     """The store cannot be reached. A shared store raises it; what happens next is the policy's
     ``state.on_error`` (``proxy.state.fallback``)."""
@@ -57,6 +62,13 @@ class StateStore(Protocol):
         (``proxy.state.buckets``): the count never misses an event of the window and may include
         events up to one bucket width older; the memory a key takes is bounded whatever the traffic.
         """
+        ...
+
+    def tally(self, key: str, window_s: float) -> None:
+        """``hit`` now, for a statistic whose last moment a crash may lose (a refusal rate, a tool's call
+        rate against its baseline), never for a limit or anything else enforced: the event counts at once
+        for every process that reads the store, as a hit does, but a store that keeps its state in this
+        process's memory may write it to disk up to ``TALLY_WRITE_S`` later."""
         ...
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
