@@ -8,10 +8,10 @@ every turn), the three paths taking turns request by request so that all meet th
 at the same moments. Each request's prompt or tool result starts with its own number, so no verdict is
 served from the detector's cache. It prints the median and p99 per path and the ratios egressguard /
 bare mitmdump, then does the same for a streamed reply (time to first event and total), the CPU each
-proxy spends per streamed event when a stream's events arrive together, and each proxy's resident memory
-after the run.
+proxy spends per streamed event of the chat, Responses and Gemini streams, when a stream's events arrive
+together and when they arrive one at a time, and each proxy's resident memory after the run.
 
-    python3 bench/latency.py [--requests 300]
+    python3 bench/latency.py [--requests 300] [--stream-requests 20] [--stream-cpu-only]
 """
 
 from __future__ import annotations
@@ -160,14 +160,36 @@ def read_file(content: str) -> list[dict[str, Any]]:
     ]
 
 
+Request = Callable[[str], dict[str, Any]]
+"""The JSON body of a request that carries the given prompt."""
+
+
+def chat(*, stream: bool, turn: Callable[[str], list[dict[str, Any]]] = ask) -> Request:
+    return lambda prompt: {"model": "gpt-4o-mini", "messages": turn(prompt), "stream": stream}
+
+
+STREAMS: dict[str, tuple[str, Request]] = {
+    "chat": ("/v1/chat/completions", chat(stream=True)),
+    "responses": ("/v1/responses", lambda prompt: {"model": "gpt-4o-mini", "input": prompt, "stream": True}),
+    "gemini": (
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        lambda prompt: {"contents": [{"role": "user", "parts": [{"text": prompt}]}]},
+    ),
+}
+"""Per streaming API: the path of a streamed answer and the request that asks for it."""
+EVENT_PAUSE = 0.002
+"""The pause after each event of a stream whose events arrive one at a time (a model that writes slower
+than the proxy reads): each event is read, filtered and sent on its own."""
+CPU_ROUNDS = 4
+
+
 def measure(
     clients: dict[str, httpx.Client],
     url: str,
     count: int,
     *,
-    stream: bool,
+    request: Request,
     prompt: str = PROMPT,
-    turn: Callable[[str], list[dict[str, Any]]] = ask,
 ) -> dict[str, list[tuple[float, float]]]:
     """(time to first body byte, total) per request and path, after a warm-up that opens each connection.
     The paths take turns request by request, each in each place of the order in turn, so that all of them
@@ -175,8 +197,7 @@ def measure(
     names = list(clients)
     timings: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for index in range(count + 5):
-        numbered = f"{index:06d} {prompt}"[: len(prompt)]
-        body = {"model": "gpt-4o-mini", "messages": turn(numbered), "stream": stream}
+        body = request(f"{index:06d} {prompt}"[: len(prompt)])
         for step in range(len(names)):
             name = names[(index + step) % len(names)]
             start = time.perf_counter()
@@ -218,86 +239,128 @@ def report(title: str, results: dict[str, list[float]]) -> None:
     )
 
 
-def stream_cpu(client: httpx.Client, url: str, pid: int, streams: int) -> float:
-    """CPU seconds ``pid`` spends per streamed event over ``streams`` streamed replies whose events arrive
-    together (a 2 KB reply in deltas of DELTA_CHARACTERS)."""
-    before = cpu_seconds(pid)
-    measure({"proxy": client}, url, streams, stream=True)
-    events = len(pieces(REPLY, DELTA_CHARACTERS)) * (streams + 5)
-    return (cpu_seconds(pid) - before) / events
+def stream_cpu(
+    clients: dict[str, httpx.Client], pids: dict[str, int], url: str, request: Request, streams: int
+) -> dict[str, float]:
+    """CPU seconds each proxy spends per streamed text event over ``streams`` streamed replies (a 2 KB
+    reply in deltas of DELTA_CHARACTERS), the proxies taking turns in rounds so that all of them meet the
+    machine's other load at the same moments."""
+    spent = dict.fromkeys(clients, 0.0)
+    names = list(clients)
+    per_round = max(1, streams // CPU_ROUNDS)
+    for round_number in range(CPU_ROUNDS):
+        for step in range(len(names)):
+            name = names[(round_number + step) % len(names)]
+            before = cpu_seconds(pids[name])
+            measure({name: clients[name]}, url, per_round, request=request)
+            spent[name] += cpu_seconds(pids[name]) - before
+    events = len(pieces(REPLY, DELTA_CHARACTERS)) * (per_round + 5) * CPU_ROUNDS
+    return {name: seconds / events for name, seconds in spent.items()}
+
+
+def proxy_client(port: int, verify: Path, credentials: str = "") -> httpx.Client:
+    return httpx.Client(
+        proxy=f"http://{credentials}127.0.0.1:{port}", timeout=30, verify=str(verify), headers=CONTEXT
+    )
+
+
+def report_stream_cpu(results: dict[str, dict[str, float]]) -> None:
+    print(
+        f"\nSSE CPU per streamed text event ({len(pieces(REPLY, DELTA_CHARACTERS))} events of "
+        f"{DELTA_CHARACTERS} characters), one worker each"
+    )
+    print(f"  {'stream':<32}{'bare':>9}{'streaming':>11}{'egressguard':>13}{'/ bare':>9}{'/ streaming':>13}")
+    for case, spent in results.items():
+        bare, streaming, guard = (spent[name] for name in ("bare mitmdump", STREAMING_BARE, "egressguard"))
+        print(
+            f"  {case:<32}{bare * 1e6:>6.1f} us{streaming * 1e6:>8.1f} us{guard * 1e6:>10.1f} us"
+            f"{guard / bare:>8.2f}x{guard / streaming:>12.2f}x"
+        )
+    print("  (bare: mitmdump holding each reply until it ends; streaming: with stream_large_bodies=1)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream-requests", type=int, default=20)
+    parser.add_argument(
+        "--stream-cpu-only", action="store_true", help="measure only the CPU per streamed event"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-bench-"))
     pki = make_pki(workdir / "pki")
     upstream = FakeUpstream(pki)
-    upstream.reply = Reply(text=REPLY, piece_size=64)
     url = f"{upstream.url}/v1/chat/completions"
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
-    bare_port, guard_port = free_port(), free_port()
+    bare_port, guard_port, streaming_port = free_port(), free_port(), free_port()
     (workdir / "policy.yaml").write_text(bench_policy(workdir / "data"))
     bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
+    # Bare mitmdump holds a reply until it ends unless told to stream it: the same CPU per event of a
+    # mitmdump that relays every event as it arrives, as egressguard does.
+    streaming = [*proxy_commands(workdir, pki.ca_cert, streaming_port, guard_port)[0]]
+    streaming += ["--set", "stream_large_bodies=1"]
+    bare_ca = workdir / "bare-ca" / "mitmproxy-ca-cert.pem"
+    guard_ca = workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"
     clients: dict[str, Callable[[], httpx.Client]] = {
         "direct": lambda: httpx.Client(verify=str(pki.ca_cert), timeout=30, headers=CONTEXT),
-        "bare mitmdump": lambda: httpx.Client(
-            proxy=f"http://127.0.0.1:{bare_port}",
-            timeout=30,
-            verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
-            headers=CONTEXT,
-        ),
-        "egressguard": lambda: httpx.Client(
-            proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
-            timeout=30,
-            verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"),
-            headers=CONTEXT,
-        ),
+        "bare mitmdump": lambda: proxy_client(bare_port, bare_ca),
+        "egressguard": lambda: proxy_client(guard_port, guard_ca, f"{AGENT}:{AGENT_TOKEN}@"),
+        STREAMING_BARE: lambda: proxy_client(streaming_port, bare_ca),
     }
-    event_cpu: dict[str, float] = {}
+    event_cpu: dict[str, dict[str, float]] = {}
     rss: dict[str, float] = {}
     with ExitStack() as stack:
         bare_process = stack.enter_context(process(bare, bare_port, workdir, env))
         guard_process = stack.enter_context(process(guard, guard_port, workdir, env))
-        pids = {"bare mitmdump": bare_process.pid, "egressguard": guard_process.pid}
-        paths = {name: stack.enter_context(make_client()) for name, make_client in clients.items()}
+        streaming_process = stack.enter_context(process(streaming, streaming_port, workdir, env))
+        pids = {
+            "bare mitmdump": bare_process.pid,
+            "egressguard": guard_process.pid,
+            STREAMING_BARE: streaming_process.pid,
+        }
+        opened = {name: stack.enter_context(make_client()) for name, make_client in clients.items()}
+        paths = {name: opened[name] for name in ("direct", "bare mitmdump", "egressguard")}
         print(f"{args.requests} requests per path, paths in turn, {len(REPLY)} B reply, TLS, keep-alive;")
         print(f"egressguard: 1 worker, enforce mode, every detector on; {os.cpu_count()} cores, shared")
-        upstream.reply = Reply(text=REPLY, piece_size=64)
-        json_results = totals(measure(paths, url, args.requests, stream=False))
-        short_results = totals(measure(paths, url, args.requests, stream=False, prompt=SHORT_PROMPT))
-        tool_results = totals(
-            measure(paths, url, args.requests, stream=False, prompt=TOOL_RESULT, turn=read_file)
-        )
-        upstream.reply = Reply(text=REPLY, piece_size=64, think_seconds=THINK_SECONDS)
-        thinking_results = totals(measure(paths, url, args.stream_requests, stream=False))
-        upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
-        timings = measure(paths, url, args.stream_requests, stream=True)
-        first_event = {name: [first for first, _ in pairs] for name, pairs in timings.items()}
-        stream_total = totals(timings)
-        upstream.reply = Reply(text=REPLY, piece_size=DELTA_CHARACTERS)
-        for name, pid in pids.items():
-            event_cpu[name] = stream_cpu(paths[name], url, pid, args.stream_requests)
-            rss[name] = rss_mib(pid)
-        # Bare mitmdump holds a reply until it ends unless told to stream it: the same CPU per event of a
-        # mitmdump that relays every event as it arrives, as egressguard does.
-        streaming_port = free_port()
-        streaming = [*proxy_commands(workdir, pki.ca_cert, streaming_port, guard_port)[0]]
-        streaming += ["--set", "stream_large_bodies=1"]
-        with (
-            process(streaming, streaming_port, workdir, env) as streaming_process,
-            httpx.Client(
-                proxy=f"http://127.0.0.1:{streaming_port}",
-                timeout=30,
-                verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
-                headers=CONTEXT,
-            ) as client,
-        ):
-            event_cpu[STREAMING_BARE] = stream_cpu(client, url, streaming_process.pid, args.stream_requests)
+        print(f"load average at the start: {os.getloadavg()[0]:.1f}")
+        if not args.stream_cpu_only:
+            latency(paths, upstream, url, args.requests, args.stream_requests)
+        cpu_paths = {name: opened[name] for name in pids}
+        for api, (route, request) in STREAMS.items():
+            for pause, arriving in ((0.0, "arriving together"), (EVENT_PAUSE, "one at a time")):
+                upstream.reply = Reply(text=REPLY, piece_size=DELTA_CHARACTERS, pause_between_events=pause)
+                event_cpu[f"{api}, {arriving}"] = stream_cpu(
+                    cpu_paths, pids, f"{upstream.url}{route}", request, args.stream_requests
+                )
+        rss = {name: rss_mib(pid) for name, pid in pids.items()}
     upstream.close()
+    report_stream_cpu(event_cpu)
+    print(
+        f"  ({EVENT_PAUSE * 1000:.0f} ms after each event when one at a time; load average at the end: "
+        f"{os.getloadavg()[0]:.1f})"
+    )
+    print("\nresident memory after the run")
+    for name, mib in rss.items():
+        print(f"  {name:<30}{mib:>9.1f} MiB")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def latency(
+    paths: dict[str, httpx.Client], upstream: FakeUpstream, url: str, requests: int, stream_requests: int
+) -> None:
+    """Measures and prints the latency of JSON and streamed answers per path."""
+    upstream.reply = Reply(text=REPLY, piece_size=64)
+    json_results = totals(measure(paths, url, requests, request=chat(stream=False)))
+    short_results = totals(measure(paths, url, requests, request=chat(stream=False), prompt=SHORT_PROMPT))
+    tool_results = totals(
+        measure(paths, url, requests, request=chat(stream=False, turn=read_file), prompt=TOOL_RESULT)
+    )
+    upstream.reply = Reply(text=REPLY, piece_size=64, think_seconds=THINK_SECONDS)
+    thinking_results = totals(measure(paths, url, stream_requests, request=chat(stream=False)))
+    upstream.reply = Reply(text=REPLY, piece_size=64, pause_after_first_event=STREAM_PAUSE)
+    timings = measure(paths, url, stream_requests, request=chat(stream=True))
+    first_event = {name: [first for first, _ in pairs] for name, pairs in timings.items()}
     report(f"JSON chat completion, {len(PROMPT)} B prompt: total per request", json_results)
     report(f"JSON chat completion, {len(SHORT_PROMPT)} B prompt: total per request", short_results)
     report(f"JSON chat completion, {len(TOOL_RESULT)} B tool result: total per request", tool_results)
@@ -306,24 +369,12 @@ def main() -> None:
         "total per request",
         thinking_results,
     )
-    pause_ms = STREAM_PAUSE * 1000
     report(
-        f"SSE stream (upstream pauses {pause_ms:.0f} ms after the first event): time to first byte",
+        f"SSE stream (upstream pauses {STREAM_PAUSE * 1000:.0f} ms after the first event): "
+        "time to first byte",
         first_event,
     )
-    report("SSE stream: total", stream_total)
-    events = len(pieces(REPLY, DELTA_CHARACTERS))
-    print(
-        f"\nSSE stream of {events} events of {DELTA_CHARACTERS} characters arriving together: CPU per event"
-    )
-    for name, seconds in event_cpu.items():
-        print(f"  {name:<30}{seconds * 1e6:>9.1f} us")
-    for name in ("bare mitmdump", STREAMING_BARE):
-        print(f"  egressguard / {name}: {event_cpu['egressguard'] / event_cpu[name]:.2f}x")
-    print("\nresident memory after the run")
-    for name, mib in rss.items():
-        print(f"  {name:<14}{mib:>9.1f} MiB")
-    shutil.rmtree(workdir, ignore_errors=True)
+    report("SSE stream: total", totals(timings))
 
 
 if __name__ == "__main__":

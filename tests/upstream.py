@@ -38,6 +38,8 @@ class Reply:
     tokens_out: int = 7
     piece_size: int = 4
     pause_after_first_event: float = 0.0
+    pause_between_events: float = 0.0
+    """How long a stream waits after each event: a model that writes slower than the proxy reads."""
     think_seconds: float = 0.0
     """How long the model takes before it starts answering."""
     cut_after_events: int | None = None
@@ -561,6 +563,8 @@ class FakeUpstream:
                     self.wfile.flush()
                     if number == 0 and reply.pause_after_first_event:
                         time.sleep(reply.pause_after_first_event)
+                    if reply.pause_between_events:
+                        time.sleep(reply.pause_between_events)
                     if number == 0 and reply.hold_after_first_event is not None:
                         reply.hold_after_first_event.wait(10)
                 trailers = "".join(f"{name}: {value}\r\n" for name, value in reply.trailers.items())
