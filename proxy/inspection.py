@@ -91,9 +91,11 @@ REFUSAL_BASELINE_S = TOOL_BASELINE_S = 7 * 24 * 3600.0
 SEQUENCE_HISTORY = 20
 """Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
 HISTORY_CACHE_ENTRIES = 8192
-HEADER_CACHE_ENTRIES = 4096
-HEADER_CACHE_CHARS = 256
-"""Longest response header value whose matches are kept across turns (a date, a server's name, a type)."""
+REPEATED_ENTRIES = 4096
+REPEATED_CHARS = 256
+"""Longest string of a JSON body or of the response headers (a key, a value no dialect reads as text, a
+header's name or value) whose matches are kept across turns once it came twice: field names, a date, a
+server's name, types, model names."""
 ENTROPY_HISTORY = 20
 """Calls of a tool needed before its argument entropy has a baseline."""
 ENTROPY_SCALE = 1_000_000
@@ -125,9 +127,13 @@ class Detectors:
         self.fingerprint_key = fingerprint_key
         self.history_matches: dict[str, list[Match]] = {}
         """Secret and PII matches of history texts by digest: a conversation resends them every turn."""
-        self.header_matches: dict[str, list[Match] | None] = {}
-        """Secret and PII matches of response header values by digest, once a value came twice (None: seen
-        once): servers send the same date within a second, the same name and types every time."""
+        self.repeated_matches: dict[str, list[Match] | None] = {}
+        """Secret and PII matches of short strings (``REPEATED_CHARS``) by digest, once one came twice
+        (None: seen once): APIs send the same field names, types and model names in every body, servers
+        the same header names, the same date within a second."""
+        self.clean_repeats: set[str] = set()
+        """Short strings that came twice and in which a scan of their own found nothing (names, types):
+        answered without a digest. They hold no secret, so they are kept as they are."""
         self.sealer = Sealer(vault_key) if vault_key is not None and policy.detection.vault else None
 
 
@@ -237,7 +243,7 @@ class TurnInspector:
             key=self.detectors.fingerprint_key,
             rewrites=rewrites,
             placeholder=placeholder,
-            known=self._scanned.get,
+            known=self._known,
         )
 
     # -- request -------------------------------------------------------------------------------------
@@ -971,7 +977,6 @@ class TurnInspector:
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
         document = [{name: value} for name, value in headers if name.lower() != "set-cookie"]
-        self._know_repeated(value for field in document for value in field.values())
         filtered, changed = self.residual.filter("headers", document, ())
         since = len(self.turn.findings)
         self._record_residual(self.residual)
@@ -981,28 +986,38 @@ class TurnInspector:
         scanned = (next(iter(field.items())) for field in filtered)
         return [(name, value) if name.lower() == "set-cookie" else next(scanned) for name, value in headers]
 
-    def _know_repeated(self, values: Iterable[str]) -> None:
-        """Make the matches of each short header value that came in an earlier response too known to this
-        turn, so that the residual scan reads them instead of scanning the value again. A value seen for
-        the first time is scanned with the others, as it would be; at its second sighting it is scanned
-        alone and its matches kept (not those of a scan in which a rule timed out)."""
-        cache = self.detectors.header_matches
-        for value in values:
-            if not value or len(value) > HEADER_CACHE_CHARS or value in self._scanned:
-                continue
-            key = _text_digest(value)
-            if key not in cache:
-                if len(cache) >= HEADER_CACHE_ENTRIES:
-                    cache.clear()
-                cache[key] = None
-                continue
-            matches = cache[key]
-            if matches is None:
-                matches, timed_out = self._scan_once(value)
-                if timed_out:
-                    continue  # left to the residual scan, which records what timed out in it
+    def _known(self, text: str) -> list[Match] | None:
+        """The matches of ``text`` known without scanning it with the rest of its document: this turn's scan
+        of it, or, for a short string that came in an earlier turn too, a scan of its own kept across
+        turns; else None. A string seen for the first time is scanned with the others, as it would be; at
+        its second sighting it is scanned alone and its matches kept (not those of a scan in which a rule
+        timed out, which the residual scan then records)."""
+        known = self._scanned.get(text)
+        if known is not None or len(text) > REPEATED_CHARS:
+            return known
+        if not text or text in self.detectors.clean_repeats:
+            return []
+        cache = self.detectors.repeated_matches
+        key = _text_digest(text)
+        if key not in cache:
+            if len(cache) >= REPEATED_ENTRIES:
+                cache.clear()
+            cache[key] = None
+            return None
+        matches = cache[key]
+        if matches is None:
+            matches, timed_out = self._scan_once(text)
+            if timed_out:
+                return None
+            if matches:
                 cache[key] = matches
-            self._scanned[value] = matches
+            else:
+                del cache[key]
+                if len(self.detectors.clean_repeats) >= REPEATED_ENTRIES:
+                    self.detectors.clean_repeats.clear()
+                self.detectors.clean_repeats.add(text)
+        self._scanned[text] = matches
+        return matches
 
     def _record_residual(self, scan: JsonScan) -> None:
         """Findings of a residual scan not already recorded from the dialect's own reading."""

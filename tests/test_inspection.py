@@ -10,12 +10,13 @@ import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from random import Random
 
 import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
-from proxy.inspection import ENTROPY_HISTORY, HEADER_CACHE_CHARS, SEQUENCE_HISTORY, Detectors, TurnInspector
+from proxy.inspection import ENTROPY_HISTORY, REPEATED_CHARS, SEQUENCE_HISTORY, Detectors, TurnInspector
 from proxy.state import SqliteStateStore, digest
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.turn import Turn, TurnContext
@@ -448,10 +449,79 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
                 ],
             )
         )
-    kept = [matches for matches in detectors.header_matches.values() if matches is not None]
-    detectors.header_matches.clear()
-    assert len(kept) == (3 if len(value) <= HEADER_CACHE_CHARS else 2)  # the later turns read these
-    assert all(outcome == outcomes[0] for outcome in outcomes)
+    kept = [matches for matches in detectors.repeated_matches.values() if matches is not None]
+    clean = set(detectors.clean_repeats)
+    detectors.repeated_matches.clear()
+    detectors.clean_repeats.clear()
     found = "GMT" not in value  # a date holds nothing; each other value a secret or a phone number
+    # The later turns read these: a short value that holds something by digest, the names and the values
+    # that hold nothing as they are.
+    assert {"Date", "X-Debug", "Content-Type", "application/json", headers[0][1]} <= clean
+    assert len(kept) == (found and len(value) <= REPEATED_CHARS)
+    assert all(outcome == outcomes[0] for outcome in outcomes)
     assert bool(outcomes[0][1]) == found
     assert (outcomes[0][0] is not None) == found  # enforced: redacted
+
+
+SECRET = "AKIAQWERTY234567ABCD"
+REPEATED_POOL = [
+    "chat.completion",
+    "assistant",
+    "stop",
+    "gpt-4o-mini-2024-07-18",
+    "",
+    SECRET,
+    "token=ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "call 020 7946 0958",
+    "Sat, 05 Dec 2026 08:53:30 GMT",
+    " ".join(SECRET),
+    base64.b64encode(f"aws_access_key_id={SECRET}".encode()).decode(),
+    json.dumps({"key": SECRET}),
+    "AKIAQWERTY\u200b234567ABCD",
+    "x" * (REPEATED_CHARS - 20) + SECRET,
+    "x" * REPEATED_CHARS + SECRET,
+]
+
+
+def _repeated_turn(random: Random, number: int) -> tuple[bytes, list[tuple[str, str]]]:
+    """A response body and headers of strings drawn from the pool (as keys and values, in lists, inside
+    JSON strings), with an id of its own."""
+    document: dict[str, object] = {"id": f"chatcmpl-{number:08x}", "object": "chat.completion"}
+    for _ in range(random.randint(2, 6)):
+        document[random.choice(REPEATED_POOL)] = random.choice(REPEATED_POOL)
+    document["choices"] = [{"message": {"role": "assistant", "content": random.choice(REPEATED_POOL)}}]
+    document["metadata"] = [random.choice(REPEATED_POOL) for _ in range(random.randint(0, 3))]
+    headers = [(random.choice(["Date", "X-Debug", SECRET]), random.choice(REPEATED_POOL)) for _ in range(3)]
+    return json.dumps(document).encode(), headers
+
+
+def test_short_strings_repeated_over_turns_are_found_and_redacted_as_a_fresh_scan_finds_them(
+    detectors: Detectors, policy: Policy, clock: Clock
+) -> None:
+    """Strings kept across turns (keys, values, header names and values seen before) give each turn the
+    same findings (rule, locator, fingerprint, enforcement), the same body and headers sent and the same
+    request body as an inspector that has seen none of them: secrets plain, spaced, encoded, in JSON inside
+    a string, as keys, over the length kept."""
+    fresh = Detectors(policy, b"k" * 32)
+    state = SqliteStateStore(None, clock=clock)
+    random = Random(14)  # noqa: S311 - reproducible test documents, nothing secret
+    found = 0
+    for number in range(40):
+        body, headers = _repeated_turn(random, number)
+        outcomes = []
+        for used in (detectors, fresh):
+            fresh.repeated_matches.clear()
+            fresh.clean_repeats.clear()
+            turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+            inspector = TurnInspector(used, policy, state, turn, clock=clock)
+            sent = (
+                inspector.scan_headers(headers),
+                inspector.scan_body(body, body),
+                inspector.scan_request(body, RequestView(dialect="openai_chat")),
+            )
+            findings = [(f.rule, f.where, f.fingerprint, f.enforced) for f in turn.findings]
+            outcomes.append((sent, findings))
+        assert outcomes[0] == outcomes[1]
+        found += len(outcomes[0][1])
+    assert found > 100
+    assert detectors.clean_repeats and any(detectors.repeated_matches.values())

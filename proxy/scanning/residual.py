@@ -194,7 +194,7 @@ class JsonScan:
         for path, name in keys:
             cached = self._keys.get(name)
             if cached is None:
-                pieces.append(_Piece(path, name, key=True))
+                pieces.append(_Piece(path, name, key=True, known=self._known(name)))
             elif cached != name:
                 renamed[path] = cached
         spans: dict[Path, list[Match]] = {}
