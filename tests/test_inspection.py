@@ -480,6 +480,8 @@ REPEATED_POOL = [
     "AKIAQWERTY\u200b234567ABCD",
     "x" * (REPEATED_CHARS - 20) + SECRET,
     "x" * REPEATED_CHARS + SECRET,
+    SECRET[:10],  # the halves of a secret split across two items of a list
+    SECRET[10:],
 ]
 
 
@@ -491,6 +493,8 @@ def _repeated_turn(random: Random, number: int) -> tuple[bytes, list[tuple[str, 
         document[random.choice(REPEATED_POOL)] = random.choice(REPEATED_POOL)
     document["choices"] = [{"message": {"role": "assistant", "content": random.choice(REPEATED_POOL)}}]
     document["metadata"] = [random.choice(REPEATED_POOL) for _ in range(random.randint(0, 3))]
+    if number % 3 == 0:
+        document["split"] = [SECRET[:10], SECRET[10:]]
     headers = [(random.choice(["Date", "X-Debug", SECRET]), random.choice(REPEATED_POOL)) for _ in range(3)]
     return json.dumps(document).encode(), headers
 
@@ -523,5 +527,8 @@ def test_short_strings_repeated_over_turns_are_found_and_redacted_as_a_fresh_sca
             outcomes.append((sent, findings))
         assert outcomes[0] == outcomes[1]
         found += len(outcomes[0][1])
+        if number % 3 == 0:  # the split secret is redacted in both items, the first one read alone
+            assert not {SECRET[:10], SECRET[10:]} & set(json.loads(outcomes[0][0][1])["split"])
     assert found > 100
-    assert detectors.clean_repeats and any(detectors.repeated_matches.values())
+    assert any(detectors.repeated_matches.values())
+    assert {SECRET[:10], "chat.completion", "metadata"} <= detectors.clean_repeats

@@ -164,6 +164,8 @@ class JsonScan:
         renamed: dict[Path, str] = {}
         pieces: list[_Piece] = []
         in_document: dict[Path, list[tuple[Path, str]]] = {}
+        read: list[tuple[Path, Path, str]] = []
+        """The values read here (not from the cache, not as JSON), in order: each ends as its field's last."""
         for path, shape, text in values:
             # The cache is per event type and field: ids, types and model names repeat in every event.
             last = self._last.get((kind, shape))
@@ -183,7 +185,10 @@ class JsonScan:
                     replacements[path] = nested
                 self._last[(kind, shape)] = (text, nested)
                 continue
-            pieces.append(_Piece(path, text, shape, known=self._known(text)))
+            read.append((path, shape, text))
+            known = self._known(text)
+            if known != []:  # a value known to hold nothing adds nothing to the scan
+                pieces.append(_Piece(path, text, shape, known=known))
             if context:
                 # Read on from the field's earlier text too (a secret split across events), and on its
                 # own (a field that is no continuation: the joint text can hide a boundary).
@@ -194,7 +199,11 @@ class JsonScan:
         for path, name in keys:
             cached = self._keys.get(name)
             if cached is None:
-                pieces.append(_Piece(path, name, key=True, known=self._known(name)))
+                known = self._known(name)
+                if known != []:
+                    pieces.append(_Piece(path, name, key=True, known=known))
+                elif len(self._keys) < _MAX_CACHED_KEYS:
+                    self._keys[name] = name
             elif cached != name:
                 renamed[path] = cached
         spans: dict[Path, list[Match]] = {}
@@ -220,12 +229,11 @@ class JsonScan:
                     replacements[piece.path] = self._replace(piece.text, found)
             elif piece.path not in replacements:
                 spans.setdefault(piece.path, []).extend(found)
-        for piece in pieces:
-            if piece.key or piece.decoded or piece.context:
-                continue
-            if spans.get(piece.path):
-                replacements[piece.path] = self._replace(piece.text, spans[piece.path])
-            self._last[(kind, piece.shape)] = (piece.text, replacements.get(piece.path, piece.text))
+        for path, shape, text in read:
+            if spans.get(path):
+                # Its own matches, or those of a later value of the field that began in it.
+                replacements[path] = self._replace(text, spans[path])
+            self._last[(kind, shape)] = (text, replacements.get(path, text))
         changed: dict[Path, Any] = {
             path: list(text.encode("utf-8", "surrogateescape")) if path in byte_lists else text
             for path, text in replacements.items()
