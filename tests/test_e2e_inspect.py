@@ -321,12 +321,48 @@ def test_compressed_stream_is_decoded_and_redacted(enforce: Proxy, upstream: Fak
     assert not last_record(enforce)["errors"]
 
 
-def test_secret_in_responses_stream_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
-    """The Responses API stream is redacted too."""
-    upstream.reply = Reply(text=LEAK, piece_size=3)
-    events = openai_client(upstream).responses.create(model="m", input="hi", stream=True)
+STREAM_PACES = pytest.mark.parametrize("pause", [0.0, 0.002], ids=["together", "one-at-a-time"])
+"""Events that arrive together (read ahead as one burst) and one at a time (each read on its own)."""
+
+
+def assert_redacted_once(proxy: Proxy) -> None:
+    """The record holds the key's finding once, enforced."""
+    record = last_record(proxy)
+    (finding,) = [found for found in record["findings"] if found["rule"] == "aws-access-key-id"]
+    assert finding["enforced"] and not record["errors"]
+
+
+@STREAM_PACES
+def test_secret_in_responses_stream_redacted(enforce: Proxy, upstream: FakeUpstream, pause: float) -> None:
+    """The Responses API stream is redacted too, in the deltas and in every event that repeats the text."""
+    upstream.reply = Reply(text=LEAK, piece_size=3, pause_between_events=pause)
+    events = list(openai_client(upstream).responses.create(model="m", input="hi", stream=True))
     text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
-    assert text == LEAK.replace(AWS_KEY, "[REDACTED:aws-access-key-id]")
+    redacted = LEAK.replace(AWS_KEY, "[REDACTED:aws-access-key-id]")
+    assert text == redacted
+    (completed,) = [event for event in events if event.type == "response.completed"]
+    assert completed.response.output_text == redacted
+    assert AWS_KEY[4:12] not in json.dumps([event.model_dump() for event in events])
+    assert_redacted_once(enforce)
+
+
+@STREAM_PACES
+def test_secret_in_gemini_stream_redacted(enforce: Proxy, upstream: FakeUpstream, pause: float) -> None:
+    """The Gemini stream (alt=sse) is redacted too, read through the google-genai SDK."""
+    from google import genai
+    from google.genai import types
+
+    upstream.reply = Reply(text=LEAK, piece_size=3, pause_between_events=pause, model="gemini-2.5-flash")
+    headers = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+    client = genai.Client(
+        api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url, headers=headers)
+    )
+    chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="hello"))
+    assert "".join(chunk.text or "" for chunk in chunks) == LEAK.replace(
+        AWS_KEY, "[REDACTED:aws-access-key-id]"
+    )
+    assert AWS_KEY[4:12] not in json.dumps([chunk.model_dump(mode="json") for chunk in chunks])
+    assert_redacted_once(enforce)
 
 
 def test_secret_in_anthropic_stream_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:

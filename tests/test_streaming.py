@@ -942,11 +942,51 @@ def anthropic_text_stream(pieces: list[str]) -> bytes:
     return b"".join(sse(event, event["type"]) for event in events)
 
 
+def responses_text_stream(pieces: list[str]) -> bytes:
+    text = "".join(pieces)
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1", "output": []}
+    response |= {"status": "in_progress", "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    done_part = {**part, "text": text}
+    done_item = {**item, "status": "completed", "content": [done_part]}
+    place = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", **place, "part": part},
+        *(
+            {"type": "response.output_text.delta", **place, "delta": piece, "logprobs": []}
+            for piece in pieces
+        ),
+        {"type": "response.output_text.done", **place, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **place, "part": done_part},
+        {"type": "response.output_item.done", "output_index": 0, "item": done_item},
+        {
+            "type": "response.completed",
+            "response": {**response, "status": "completed", "output": [done_item]},
+        },
+    ]
+    return b"".join(
+        sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)
+    )
+
+
+def gemini_text_stream(pieces: list[str]) -> bytes:
+    def chunk(parts: list[dict[str, Any]], **more: Any) -> bytes:
+        candidate = {"content": {"role": "model", "parts": parts}, "index": 0, **more}
+        return sse({"candidates": [candidate], "modelVersion": "gemini-2.5-flash"})
+
+    return b"".join(chunk([{"text": piece}]) for piece in pieces) + chunk([], finishReason="STOP")
+
+
 TEXT_STREAMS: dict[
     str, tuple[Dialect, Callable[[list[str]], bytes], Callable[[bytes], tuple[str, list[str]]]]
 ] = {
     "openai_chat": (OpenAIChat(), chat_text_stream, chat_sdk_view),
     "anthropic": (Anthropic(), anthropic_text_stream, anthropic_sdk_view),
+    "openai_responses": (OpenAIResponses(), responses_text_stream, responses_sdk_view),
+    "gemini": (Gemini(model_hint="gemini-2.5-flash"), gemini_text_stream, gemini_sdk_view),
 }
 """Per dialect that reads a burst's text ahead: the dialect, a text stream of given deltas, the SDK's view."""
 
@@ -988,18 +1028,29 @@ def test_bursts_read_ahead_still_redact_every_secret_split_across_deltas(
     assert sorted(recorded) == sorted(match.rule.id for match in SECRETS.scan(ANSWER).matches)
 
 
+READ_WHOLE = [True, True, True, False, False, False, False]
+"""The text events of the stream below: three deltas read whole; the two pieces of the token and of the
+open word "mo|re" written anew."""
+
+
 @pytest.mark.parametrize(
-    ("name", "around"),
+    ("name", "kept"),
     [
         # the role before the text; the end after it (written anew: it flushes), [DONE]
-        ("openai_chat", ([True], [False, True])),
+        ("openai_chat", [True, *READ_WHOLE, False, True]),
         # the start and the block's start (numbered anew) before; the block's end (it flushes), the
         # message's end and stop after
-        ("anthropic", ([True, False], [False, True, True])),
+        ("anthropic", [True, False, *READ_WHOLE, False, True, True]),
+        # the response and its item before, then the part's start (written anew, as every event that
+        # carries a part or the item); after the text, its end, the part's and item's ends, completed
+        ("openai_responses", [True, True, False, *READ_WHOLE, False, False, False, False]),
+        # the first text chunk opens the part, so it is not read ahead: its open word "rep" goes out
+        # with the second, which is written anew too; the last chunk ends the candidate (it flushes)
+        ("gemini", [False, False, *READ_WHOLE[2:], False]),
     ],
 )
 def test_events_of_a_burst_whose_text_needs_no_change_go_out_as_they_came(
-    name: str, around: tuple[list[bool], list[bool]]
+    name: str, kept: list[bool]
 ) -> None:
     """Read ahead, a word cut between two events is seen whole: only the events whose text a secret or
     the word still open at the burst's end changes are written anew."""
@@ -1016,8 +1067,6 @@ def test_events_of_a_burst_whose_text_needs_no_change_go_out_as_they_came(
     stream = text_stream(pieces)
     output = run(dialect.stream_session(StreamFilters(text_filter=Redactors())), stream)
     sent = [event.raw for event in SSEParser().feed(output)]
-    # three deltas read whole; the two pieces of the token and of the open word "mo|re" written anew
-    kept = [*around[0], True, True, True, False, False, False, False, *around[1]]
     assert [event.raw in sent for event in SSEParser().feed(stream)] == kept
     assert sdk_view(output)[0] == "".join(pieces).replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
 
@@ -1034,30 +1083,48 @@ def test_a_channel_fed_other_text_than_it_was_told_to_expect_stops_the_burst(
         OpenAIChat().stream_session(StreamFilters(text_filter=Redactors())).feed(stream)
 
 
-def test_a_burst_is_not_read_ahead_across_a_private_key_block() -> None:
+@pytest.mark.parametrize("name", TEXT_STREAMS)
+def test_a_burst_is_not_read_ahead_across_a_private_key_block(name: str) -> None:
     """A key block that begins inside a burst is still suppressed whole: it is never read ahead."""
+    dialect, text_stream, sdk_view = TEXT_STREAMS[name]
     block = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow" + "A" * 64 + "\n-----END RSA PRIVATE KEY-----"
     output = run(
-        OpenAIChat().stream_session(StreamFilters(text_filter=Redactors())),
-        chat_text_stream(split(f"key: {block} ok", [7])),
+        dialect.stream_session(StreamFilters(text_filter=Redactors())),
+        text_stream(split(f"key: {block} ok", [7])),
     )
-    assert chat_sdk_view(output)[0] == "key: [REDACTED:private-key-rsa] ok"
+    assert sdk_view(output)[0] == "key: [REDACTED:private-key-rsa] ok"
+    assert b"MIIEow" not in output
 
 
+NON_TEXT_STRING = {
+    "openai_chat": b'"model": "gpt-4o"',
+    "anthropic": b'"model": "claude"',
+    "openai_responses": b'"logprobs": []',
+    "gemini": b'"modelVersion": "gemini-2.5-flash"',
+}
+"""Per dialect of ``TEXT_STREAMS``: a field of its events after which a string no channel filters may
+stand (in events no filter drops)."""
+
+
+@pytest.mark.parametrize("name", TEXT_STREAMS)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @SPLIT_AND_CUT
 def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
-    sizes: list[int], cuts: list[int]
+    name: str, sizes: list[int], cuts: list[int]
 ) -> None:
     """A reader of what a session sent (the read-back) that takes the events sent as they came from the
     payloads the session read of their bytes sees the same completion and finds the same secrets as one
     that parses the bytes again."""
-    stream = chat_text_stream(split(f"ids 4539 5787 6362 1486 and {GITHUB_TOKEN} end", sizes))
-    stream = stream.replace(b'"model": "gpt-4o"', f'"model": "gpt-4o", "user": "{STRIPE_KEY}"'.encode(), 3)
-    sender = OpenAIChat().stream_session(StreamFilters(text_filter=Redactors()))
+    dialect, text_stream, _ = TEXT_STREAMS[name]
+    text = f"ids 4539 5787 6362 1486 and {GITHUB_TOKEN} end"
+    # A first event that ends a word: sent as it came however the rest is cut.
+    stream = text_stream(["Hello ", *split(text, sizes)])
+    field = NON_TEXT_STRING[name]
+    stream = stream.replace(field, field + f', "user": "{STRIPE_KEY}"'.encode(), 3)
+    sender = dialect.stream_session(StreamFilters(text_filter=Redactors()))
     sender.keep_sent()
     scans = [JsonScan(SECRETS, lambda rule: False, rewrites=False) for _ in range(2)]
-    by_pieces, by_bytes = (OpenAIChat().stream_session(StreamFilters(residual=scan)) for scan in scans)
+    by_pieces, by_bytes = (dialect.stream_session(StreamFilters(residual=scan)) for scan in scans)
     read_from_payloads = 0
     previous = 0
     for cut in [*sorted(min(cut, len(stream)) for cut in cuts), len(stream), None]:

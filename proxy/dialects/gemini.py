@@ -180,6 +180,11 @@ class Gemini(Dialect):
         return GeminiStreamSession(self.model_hint, filters)
 
 
+def _calls(part: dict[str, Any]) -> bool:
+    """Whether a part names a function call, in either spelling."""
+    return "functionCall" in part or "function_call" in part
+
+
 def _usage(body: dict[str, Any]) -> Usage:
     usage = as_dict(field_of(body, "usageMetadata")[1])
     return Usage(
@@ -284,6 +289,7 @@ class GeminiStreamSession(StreamSession):
         candidates = as_list(chunk.get("candidates"))
         if not candidates:
             return [event.raw]
+        as_came = True  # whether the filters left every part as it came: then so are the event's bytes
         for position, raw_candidate in enumerate(candidates):
             candidate = as_dict(raw_candidate)
             index = candidate_index(candidate, position)
@@ -291,17 +297,73 @@ class GeminiStreamSession(StreamSession):
                 # Its text went to the candidate of this index: a client that reads "1", 1.0 or -1 as
                 # another candidate must not join it to that candidate's text.
                 candidate["index"] = index
+                as_came = False
             content = as_dict(candidate.get("content"))
             parts: list[Any] = []
             for part_position, raw_part in enumerate(as_list(content.get("parts"))):
-                parts.extend(
-                    self._transform_part(index, self._landed.get((index, part_position), 0), raw_part)
+                part = as_dict(raw_part)
+                text = part.get("text")
+                sent = self._transform_part(index, self._landed.get((index, part_position), 0), raw_part)
+                as_came = (
+                    as_came
+                    and len(sent) == 1
+                    and sent[0] is raw_part
+                    and (part.get("text") == text if isinstance(text, str) else not _calls(part))
                 )
+                parts.extend(sent)
             if field_of(candidate, "finishReason")[1]:
-                parts.extend(self._close_text(index))
+                closed = self._close_text(index)
+                as_came = as_came and not closed
+                parts.extend(closed)
             if "parts" in content:
                 content["parts"] = parts
-        return [rewritten(event, chunk)]
+        return [self._as_sent(event, chunk) if as_came else rewritten(event, chunk)]
+
+    def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
+        """A chunk whose every candidate only carries text that joins the text part each is streaming."""
+        candidates = as_dict(payload).get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            return None
+        plain: list[tuple[str, str]] = []
+        indexes: set[int] = set()
+        for raw_candidate in candidates:
+            candidate = as_dict(raw_candidate)
+            index = as_position(candidate.get("index"))
+            parts = as_dict(candidate.get("content")).get("parts")
+            open_text = self._open_text.get(index) if index is not None else None
+            if (
+                index is None
+                or index in indexes
+                or open_text is None
+                or field_of(candidate, "finishReason")[1]
+                or not isinstance(parts, list)
+                or not self._streams_into(index, open_text)
+            ):
+                return None
+            indexes.add(index)
+            where, thought = open_text
+            for raw_part in parts:
+                part = as_dict(raw_part)
+                text = part.get("text")
+                if not isinstance(text, str) or (part.get("thought") is True) != thought or _calls(part):
+                    return None
+                if text:
+                    plain.append((where, text))
+        return plain
+
+    def _streams_into(self, index: int, open_text: tuple[str, bool]) -> bool:
+        """Whether text parts of ``index`` that come next join the open text part (``_MergedResponse``):
+        it is the candidate's last part."""
+        merged = self._merged.candidates.get(index)
+        if merged is None or not merged.parts:
+            return False
+        last = merged.parts[-1]
+        where, thought = open_text
+        return (
+            last.text is not None
+            and last.thought == thought
+            and where == f"candidates[{index}].content.parts[{len(merged.parts) - 1}].text"
+        )
 
     def _transform_part(self, index: int, merged_position: int, raw_part: Any) -> list[Any]:
         part = as_dict(raw_part)

@@ -278,10 +278,12 @@ class ResponsesStreamSession(StreamSession):
         position = as_position(body.get("output_index"))
         if position is None:
             return self._unplaced(event_type)
+        renumbered = False
         for index_field in PART_INDEX_FIELDS:
             if index_field in body:
                 # The event leaves with the part its text was read into, which a client reading "1" or
                 # 1.0 as part 1 would otherwise join it to.
+                renumbered = renumbered or as_position(body[index_field]) is None
                 body[index_field] = part_index(body, index_field)
         if event_type == "response.output_item.added":
             return self._item_added(event, body, position)
@@ -296,14 +298,18 @@ class ResponsesStreamSession(StreamSession):
             return []
         if position not in self._out_index:
             return self._unplaced(event_type)
+        renumbered = renumbered or body["output_index"] != self._out_index[position]
         body["output_index"] = self._out_index[position]
         before: list[bytes] = []
         if event_type in DELTA_CHANNELS:
             where = DELTA_CHANNELS[event_type].where(position, body)
             self._channel_of[where] = DELTA_CHANNELS[event_type]
-            released = self._filter_text(where, as_str(body.get("delta")) or "")
+            delta = body.get("delta")
+            released = self._filter_text(where, as_str(delta) or "")
             if not released:
                 return []
+            if released == delta and not renumbered:
+                return [self._as_sent(event, body)]
             body["delta"] = released
         elif event_type in DONE_CHANNELS:
             channel = DONE_CHANNELS[event_type]
@@ -337,6 +343,22 @@ class ResponsesStreamSession(StreamSession):
                 before.extend(self._end_arguments(position, body))
             self._rewrite_item(item, position)
         return [*before, rewritten(event, body)]
+
+    def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
+        body = payload if isinstance(payload, dict) else {}
+        channel = DELTA_CHANNELS.get(as_str(body.get("type")) or event.type)
+        position = as_position(body.get("output_index"))
+        delta = body.get("delta")
+        if (
+            channel is None
+            or position is None
+            or position in self._held
+            or position in self._dropped
+            or position not in self._out_index
+            or not isinstance(delta, str)
+        ):
+            return None
+        return [(channel.where(position, body), delta)] if delta else []
 
     def _item_added(self, event: SSEEvent, body: dict[str, Any], position: int) -> list[bytes]:
         item = as_dict(body.get("item"))
