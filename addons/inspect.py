@@ -578,7 +578,11 @@ class Inspect:
             except ValueError:
                 turn.errors.append("response: a secret split across texts could not be located to redact")
             rewritten = dialect.rewrite_response(
-                rewritten, plan.text_map or (lambda text: text), plan.drop_tool_calls, plan.notice
+                rewritten,
+                plan.text_map or (lambda text: text),
+                plan.drop_tool_calls,
+                plan.notice,
+                parsed if rewritten is body else None,
             )
         rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
         if rewritten != body:

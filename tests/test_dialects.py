@@ -516,3 +516,82 @@ def test_a_body_decoded_by_the_caller_reads_as_one_decoded_by_the_dialect(
         (b"", dialect.parse_request),
     ]:
         assert parse(body, load_json_with_shadowed(body)) == parse(body), (name, body[:40])
+
+
+GEMINI_CHUNKS = [
+    {"candidates": [{"content": {"parts": [{"text": "Deleting the "}], "role": "model"}, "index": 0}]},
+    {"candidates": [{"content": {"parts": [{"text": "branch now."}], "role": "model"}, "index": 0}]},
+    {
+        "candidates": [
+            {
+                "content": {"parts": [{"functionCall": {"name": "delete_branch", "args": {"name": "main"}}}]},
+                "index": 0,
+                "finishReason": "STOP",
+            }
+        ]
+    },
+]
+REWRITTEN_BODIES = {
+    **{name: (dialect, fixture(f"{name}_response.json")) for name, dialect in RESPONSES.items()},
+    "gemini_array": (Gemini(), json.dumps(GEMINI_CHUNKS, indent=1).encode()),
+}
+
+
+def _first_text_changed(dialect: Dialect, body: bytes) -> Any:
+    """A text map that changes the first text of the completion only (a redaction of one secret)."""
+    texts = dialect.parse_response(body).text
+    target = texts[0].text if texts else None
+    return lambda text: text + " [checked]" if text == target else text
+
+
+@pytest.mark.parametrize("name", REWRITTEN_BODIES)
+@pytest.mark.parametrize("mapping", ["same", "first text", "upper"])
+@pytest.mark.parametrize("drops", ["none", "unknown", "every call"])
+@pytest.mark.parametrize("notice", [None, "Held."])
+def test_a_rewrite_changes_the_body_exactly_when_its_document_changes(
+    name: str, mapping: str, drops: str, notice: str | None
+) -> None:
+    """Whether a rewrite returns the upstream's bytes is decided exactly, for every dialect and the Gemini
+    array: the body as sent when the rewritten document equals the one received (a map that changes
+    nothing, drops that name no call of it), else the new encoding; deciding it on the caller's parse
+    gives the same bytes and leaves that parse as it was."""
+    dialect, body = REWRITTEN_BODIES[name]
+    text_map = {
+        "same": str,
+        "first text": _first_text_changed(dialect, body),
+        "upper": str.upper,
+    }[mapping]
+    calls = dialect.parse_response(body).tool_calls
+    drop = {
+        "none": set(),
+        "unknown": {"call_unknown", "candidates[7].content.parts[0]"},
+        "every call": {call.id or call.where for call in calls},
+    }[drops]
+    parsed = load_json_with_shadowed(body)
+    before = json.dumps(parsed[0])
+    rewritten = dialect.rewrite_response(body, text_map, drop, notice)
+    assert dialect.rewrite_response(body, text_map, drop, notice, parsed) == rewritten
+    assert json.dumps(parsed[0]) == before
+    assert (rewritten is body) == (json.loads(rewritten) == json.loads(body))
+    if rewritten is not body:
+        assert dialect.rewrite_response(body, text_map, drop, notice, parsed) is not body
+    after = dialect.parse_response(rewritten)
+    assert after.tool_calls == ([] if drops == "every call" else calls)
+
+
+def test_a_call_in_a_gemini_array_is_dropped_by_its_place_in_the_merged_response() -> None:
+    """The calls of streamGenerateContent's JSON array are named as the merged response has them (a
+    call's part counts the text parts merged before it): the chunk holding the named call loses it, the
+    other chunks keep theirs, and the notice ends the last chunk."""
+    chunks = [*GEMINI_CHUNKS[:2], GEMINI_CHUNKS[2], GEMINI_CHUNKS[2]]
+    body = json.dumps(chunks).encode()
+    dialect = Gemini()
+    first, second = dialect.parse_response(body).tool_calls
+    assert (first.where, second.where) == ("candidates[0].content.parts[1]", "candidates[0].content.parts[2]")
+    rewritten = json.loads(dialect.rewrite_response(body, str, {second.where}, "Held."))
+    assert [len(chunk["candidates"][0]["content"]["parts"]) for chunk in rewritten] == [1, 1, 1, 1]
+    assert "functionCall" in rewritten[2]["candidates"][0]["content"]["parts"][0]
+    assert rewritten[3]["candidates"][0]["content"]["parts"] == [{"text": "Held."}]
+    assert [call.where for call in dialect.parse_response(json.dumps(rewritten).encode()).tool_calls] == [
+        first.where
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from abc import ABC, abstractmethod
@@ -199,24 +200,34 @@ class Dialect(ABC):
         text_map: Callable[[str], str],
         drop_tool_calls: Collection[str] = frozenset(),
         notice: str | None = None,
+        parsed: ParsedBody | None = None,
     ) -> bytes:
         """The body with every completion text passed through ``text_map``, the tool calls whose id (or
         ``where``, for calls without an id) is in ``drop_tool_calls`` removed, and ``notice`` added as
         assistant text. A body that is not JSON goes to ``_rewrite_text_response``; one of another
-        shape, or one in which nothing changes, is returned as it is (not encoded again)."""
+        shape, or one in which nothing changes, is returned as it is (not encoded again). ``parsed`` is
+        the body as the caller decoded it (``load_json_with_shadowed``), read and left as it is: a body
+        whose texts the map keeps, with no call to drop and no notice, is decided on it, and the body is
+        decoded again only to be rewritten."""
+        mapped: dict[str, str] = {}
+
+        def mapping(text: str) -> str:
+            result = mapped.get(text)
+            if result is None:
+                result = mapped[text] = text_map(text)
+            return result
+
+        if parsed is not None and parsed[2] is None:
+            try:
+                if not self._rewrite_document(parsed[0], mapping, drop_tool_calls, notice, apply=False)[1]:
+                    return body
+            except SHAPE_ERRORS:
+                return body
         document, error = load_json(body)
         if error is not None:
             return self._rewrite_text_response(body, text_map)
-        changed = bool(drop_tool_calls) or notice is not None
-
-        def mapped(text: str) -> str:
-            nonlocal changed
-            result = text_map(text)
-            changed = changed or result != text
-            return result
-
         try:
-            document = self._rewrite_document(document, mapped, drop_tool_calls, notice)
+            document, changed = self._rewrite_document(document, mapping, drop_tool_calls, notice)
         except SHAPE_ERRORS:
             return body
         return encode_json(document) if changed else body
@@ -231,14 +242,42 @@ class Dialect(ABC):
         text_map: Callable[[str], str],
         drop_tool_calls: Collection[str],
         notice: str | None,
-    ) -> Any:
+        *,
+        apply: bool = True,
+    ) -> tuple[Any, bool]:
+        """The document rewritten in place and whether that changed it (a text the map changes, a call
+        dropped, a notice added); without ``apply``, the document as it is and whether the rewrite may
+        change it (False only where it changes nothing)."""
         completion = self._completion_from(document)
-        for segment in completion.text:
-            document = set_at(document, segment.where, text_map(segment.text))
         dropped = [call for call in completion.tool_calls if is_dropped(call, drop_tool_calls)]
+        return self._rewrite_completion(document, completion, text_map, dropped, notice, apply=apply)
+
+    def _rewrite_completion(
+        self,
+        document: Any,
+        completion: Completion,
+        text_map: Callable[[str], str],
+        dropped: list[ToolCall],
+        notice: str | None,
+        *,
+        apply: bool,
+    ) -> tuple[Any, bool]:
+        """``_rewrite_document`` once the completion is read and the calls to drop are known."""
+        changed = False
+        for segment in completion.text:
+            text = text_map(segment.text)
+            if text != segment.text:
+                changed = True
+                if apply:
+                    document = set_at(document, segment.where, text)
         if dropped or notice is not None:
+            if not apply:
+                return document, True  # whether dropping changes anything is known once it is done
+            # Rare (a call withheld): a dialect's drop may find nothing to remove or no place for the notice.
+            before = copy.deepcopy(document)
             self._drop_calls(document, dropped, notice)
-        return document
+            changed = changed or document != before
+        return document, changed
 
     @abstractmethod
     def error_response(self, status: int, message: str, code: str) -> ErrorResponse:

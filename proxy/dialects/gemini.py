@@ -8,7 +8,7 @@ a streamed completion point into that merged response.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.dialects.base import (
@@ -21,6 +21,7 @@ from proxy.dialects.base import (
     as_str,
     canonical_arguments,
     entry,
+    is_dropped,
     json_error,
     require_object,
 )
@@ -161,16 +162,31 @@ class Gemini(Dialect):
         text_map: Callable[[str], str],
         drop_tool_calls: Collection[str],
         notice: str | None,
-    ) -> Any:
+        *,
+        apply: bool = True,
+    ) -> tuple[Any, bool]:
         if not isinstance(document, list):
-            return super()._rewrite_document(document, text_map, drop_tool_calls, notice)
+            return super()._rewrite_document(document, text_map, drop_tool_calls, notice, apply=apply)
+        # A JSON array of chunks: each is rewritten on its own, its calls dropped by the id or the locator
+        # they have in the merged response (what the completion read, and so the drops, name).
+        merged = _MergedResponse(self.model_hint)
+        changed = False
         last = len(document) - 1
-        return [
-            super(Gemini, self)._rewrite_document(
-                chunk, text_map, drop_tool_calls, notice if position == last else None
+        for position, chunk in enumerate(document):
+            landed = merged.add(as_dict(chunk))
+            completion = self._completion_from(chunk)
+            dropped = [
+                call
+                for call in completion.tool_calls
+                if is_dropped(replace(call, where=_merged_where(chunk, call.where, landed)), drop_tool_calls)
+            ]
+            chunk, chunk_changed = self._rewrite_completion(
+                chunk, completion, text_map, dropped, notice if position == last else None, apply=apply
             )
-            for position, chunk in enumerate(document)
-        ]
+            if apply:
+                document[position] = chunk
+            changed = changed or chunk_changed
+        return document, changed
 
     def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
         status_name = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
@@ -183,6 +199,15 @@ class Gemini(Dialect):
 def _calls(part: dict[str, Any]) -> bool:
     """Whether a part names a function call, in either spelling."""
     return "functionCall" in part or "function_call" in part
+
+
+def _merged_where(chunk: dict[str, Any], where: str, landed: dict[tuple[int, int], int]) -> str:
+    """The locator in the merged response of the call at ``where`` in ``chunk`` (``landed``: where the
+    chunk's parts landed in it, from ``_MergedResponse.add``)."""
+    steps = parse_locator(where)
+    position, part = int(steps[1]), int(steps[4])
+    index = candidate_index(as_dict(as_list(chunk["candidates"])[position]), position)
+    return f"candidates[{index}].content.parts[{landed[(index, part)]}]"
 
 
 def _usage(body: dict[str, Any]) -> Usage:
