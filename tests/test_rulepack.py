@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
 from proxy.scanning.rulepack import (
@@ -23,6 +26,8 @@ from proxy.scanning.rulepack import (
     rules_dir,
     token_end,
 )
+from proxy.scanning.rulepack import _hits_across_space_runs as hits_across_space_runs
+from proxy.scanning.rulepack import _Keywords as Keywords
 from proxy.scanning.validators import (
     dutch_bsn_valid,
     iban_valid,
@@ -594,7 +599,7 @@ class _CountingAutomaton:
         self.automaton = automaton
         self.hits = 0
 
-    def find_matches_as_indexes(self, text: str, *, overlapping: bool) -> list[tuple[int, int, int]]:
+    def find_matches_as_indexes(self, text: str | bytes, *, overlapping: bool) -> list[tuple[int, int, int]]:
         found: list[tuple[int, int, int]] = self.automaton.find_matches_as_indexes(
             text, overlapping=overlapping
         )
@@ -609,10 +614,10 @@ def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str, l
     of its positions, and a secret next to it is still found; also in a text holding U+0130, whose
     lowercase is longer than itself."""
     scanner = Scanner(load_packaged_packs())
-    ascii_counting = _CountingAutomaton(scanner._ascii_automaton)
-    counting = _CountingAutomaton(scanner._automaton)
-    scanner._ascii_automaton = ascii_counting  # type: ignore[assignment]
-    scanner._automaton = counting  # type: ignore[assignment]
+    ascii_counting = _CountingAutomaton(scanner._keywords._ascii_automaton)
+    counting = _CountingAutomaton(scanner._keywords._automaton)
+    scanner._keywords._ascii_automaton = ascii_counting  # type: ignore[assignment]
+    scanner._keywords._automaton = counting  # type: ignore[assignment]
     result = scanner.scan(lead + run + " " + GITHUB_TOKEN + " " + run)
     assert ascii_counting.hits + counting.hits < 10_000
     assert any(match.rule.id == "github-pat" for match in result.matches)
@@ -624,3 +629,91 @@ def test_rule_triggered_inside_a_run_still_finds_its_match_there(tmp_path: Path)
     scanner = _scanner(tmp_path, rule)
     text = "x" * 100_000 + "-123456 tail"
     assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(99_996, 100_007)]
+
+
+KEYWORDS = [
+    "ignore",
+    "ign",
+    "gnore",
+    "do not",
+    "not tell",
+    " x",
+    "y ",
+    "a b c",
+    "\u00e9t\u00e9",
+    "\u5ffd\u7565",
+    "  ",
+]
+# Pieces of text that make keywords, parts of them, runs of spaces and other scripts.
+PIECES = [
+    "ignore",
+    "ig",
+    "nore",
+    "do",
+    "not",
+    "tell",
+    "x",
+    "y",
+    "a",
+    "b",
+    "c",
+    " ",
+    "  ",
+    "     ",
+    "\u00e9t\u00e9",
+]
+PIECES += ["\u5ffd", "\u7565", "\x00", "-"]
+
+
+def _occurrences(words: list[str], text: str) -> Counter[tuple[int, int, int]]:
+    """Every occurrence of each word in ``text``, overlapping ones too, found one by one."""
+    found: Counter[tuple[int, int, int]] = Counter()
+    for word_index, word in enumerate(words):
+        start = text.find(word)
+        while start >= 0:
+            found[(word_index, start, start + len(word))] += 1
+            start = text.find(word, start + 1)
+    return found
+
+
+def _by_word(found: list[tuple[int, int, int]], rules: Any) -> Counter[tuple[int, int, int]]:
+    """Hits as (word, start, end), each word triggering the rule of its own number."""
+    return Counter((rules[word_index][0], start, end) for word_index, start, end in found)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=60))
+def test_keyword_search_finds_every_occurrence_of_every_keyword(pieces: list[str]) -> None:
+    """ASCII text (searched as bytes for the ASCII keywords) and other text alike: each occurrence."""
+    text = "".join(pieces)
+    keywords = Keywords(KEYWORDS, [(word_index,) for word_index in range(len(KEYWORDS))])
+    found, rules = keywords.find(text)
+    assert _by_word(found, rules) == _occurrences(KEYWORDS, text)
+
+
+def _collapsed(view: str) -> tuple[str, list[int]]:
+    """``view`` with each run of spaces read as its first, and where each kept character stands."""
+    places = [
+        place for place in range(len(view)) if not (view[place] == " " and view[place - 1 : place] == " ")
+    ]
+    return "".join(view[place] for place in places), places
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=60))
+def test_hits_across_runs_of_spaces_are_the_keywords_of_the_collapsed_view_that_span_a_run(
+    pieces: list[str],
+) -> None:
+    """A hit in the view read with runs of spaces as one space, mapped back to the view: those whose
+    span in the view is longer than the keyword (they cross a run), and only those."""
+    view = "".join(pieces)
+    words = [word for word in KEYWORDS if " " in word.strip(" ")]
+    keywords = Keywords(words, [(word_index,) for word_index in range(len(words))])
+    collapsed, places = _collapsed(view)
+    expected: Counter[tuple[int, int, int]] = Counter()
+    for (word_index, start, end), count in _occurrences(words, collapsed).items():
+        low, high = places[start], places[end - 1] + 1
+        if high - low != end - start:
+            expected[(word_index, low, high)] += count
+    found, rules = hits_across_space_runs(keywords, view)
+    assert _by_word(found, rules) == expected

@@ -455,6 +455,10 @@ _ANCHORED_HIT_SPACING = 64
 # Stretches of text closer than this are asked about in one call of a rule's loosened form: a call costs
 # about as much as RE2 reading this many characters.
 _RELAXED_GAP = 256
+# When asking each triggered rule's loosened form about its own stretches would read a text more than
+# this many times over, all the forms are first asked together, in one pass (an RE2 set reads a byte in
+# about the time one form does), which of them match anywhere in it.
+_ONE_PASS_READING = 2
 # A literal-led rule (see _literal_led) with more hits than this searches the whole text once.
 _MAX_LITERAL_LED_HITS = 8
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
@@ -579,6 +583,7 @@ _TRIGGER_TABLE = str.maketrans(
 
 
 _SURROGATE = regex.compile("[\ud800-\udfff]")
+_SPACE_CODE = ord(" ")
 
 
 # ``str.translate`` looks a dict up for every character past ASCII (about 80 ns each): the same mapping
@@ -688,43 +693,81 @@ def _trigger_view(text: str) -> str:
     return mapped.astype("<u4").tobytes().decode("utf-32-le")
 
 
-def _words_in(automaton: ahocorasick_rs.AhoCorasick, view: str) -> list[tuple[int, int, int]]:
-    """Every occurrence of ``automaton``'s words in ``view``: (word, start, end), overlapping ones too."""
-    try:
-        return automaton.find_matches_as_indexes(view, overlapping=True)
-    except UnicodeEncodeError:
-        # A lone surrogate (JSON's "\ud800" decodes to one) cannot be searched: read it as U+FFFD.
-        return automaton.find_matches_as_indexes(_SURROGATE.sub("\ufffd", view), overlapping=True)
+class _Keywords:
+    """Keywords as the trigger view reads them, each with the rules it triggers, and their automata.
+
+    A view of plain ASCII is searched as bytes for the ASCII keywords alone: no other script's keyword
+    can occur in it, its byte offsets are its character offsets, and a bytes search costs about a fifth
+    of a str search over the same text (which turns every hit's byte offsets into character offsets).
+    """
+
+    def __init__(self, words: Sequence[str], rules: Sequence[tuple[int, ...]]) -> None:
+        ascii_words = [word_index for word_index, word in enumerate(words) if word.isascii()]
+        self.longest = max((len(word) for word in words), default=1)
+        self._automaton = _automaton_of(words)
+        self._rules = tuple(rules)
+        self._ascii_automaton = _bytes_automaton_of(
+            [words[word_index].encode("ascii") for word_index in ascii_words]
+        )
+        self._ascii_rules = tuple(rules[word_index] for word_index in ascii_words)
+
+    def __bool__(self) -> bool:
+        return self._automaton is not None
+
+    def find(self, view: str) -> tuple[list[tuple[int, int, int]], Sequence[tuple[int, ...]]]:
+        """Every occurrence of a keyword in ``view``, overlapping ones too, as (word, start, end), and
+        the rules each word number triggers."""
+        if view.isascii():
+            if self._ascii_automaton is None:
+                return [], self._ascii_rules
+            found = self._ascii_automaton.find_matches_as_indexes(view.encode("ascii"), overlapping=True)
+            return found, self._ascii_rules
+        if self._automaton is None:
+            return [], self._rules
+        try:
+            return self._automaton.find_matches_as_indexes(view, overlapping=True), self._rules
+        except UnicodeEncodeError:
+            # A lone surrogate (JSON's "\ud800" decodes to one) cannot be searched: read it as U+FFFD.
+            searched = _SURROGATE.sub("\ufffd", view)
+            return self._automaton.find_matches_as_indexes(searched, overlapping=True), self._rules
 
 
 def _hits_across_space_runs(
-    automaton: ahocorasick_rs.AhoCorasick | None, view: str
-) -> list[tuple[int, int, int]]:
-    """Hits of ``automaton``'s words in ``view`` read with each run of spaces as one space, as spans of
-    ``view``: only those that cross such a run, the others being what the plain search finds.
+    keywords: _Keywords, view: str
+) -> tuple[list[tuple[int, int, int]], Sequence[tuple[int, ...]]]:
+    """Hits of the ``keywords`` in ``view`` read with each run of spaces as one space, as spans of
+    ``view``: only those that cross such a run, the others being what the plain search finds; and the
+    rules each word number triggers.
 
     A rule's pattern takes any run of whitespace between the words of its keyword (``\\s+``), so
     "send  the" or "send\\n    the" must trigger what "send the" does."""
-    if automaton is None or "  " not in view:
-        return []
+    if not keywords or "  " not in view:
+        return [], ()
     ascii_view = view.isascii()
     if ascii_view:
         codes = np.frombuffer(view.encode("ascii"), dtype=np.uint8)
     else:
         codes = np.frombuffer(view.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    space = codes == ord(" ")
-    kept = ~space
-    kept[1:] |= ~space[:-1]  # of a run of spaces, its first is kept
-    kept[0] = True
-    places = np.flatnonzero(kept)  # where each character of the collapsed view stands in the view
-    kept_codes = codes[kept].tobytes()
+    # Of a run of spaces, all but its first are dropped.
+    space = codes == _SPACE_CODE
+    dropped = np.zeros(len(codes), dtype=bool)
+    np.logical_and(space[1:], space[:-1], out=dropped[1:])
+    kept_codes = codes[~dropped].tobytes()
     collapsed = kept_codes.decode("ascii") if ascii_view else kept_codes.decode("utf-32-le", "surrogatepass")
-    hits: list[tuple[int, int, int]] = []
-    for word_index, start, end in _words_in(automaton, collapsed):
-        low, high = int(places[start]), int(places[end - 1]) + 1
-        if high - low != end - start:
-            hits.append((word_index, low, high))
-    return hits
+    found, rules = keywords.find(collapsed)
+    if not found:
+        return [], rules
+    # Character c of the collapsed view stands at c plus the number of characters dropped before it
+    # in the view: those whose place in the view, less the number dropped before them, is c or less.
+    drops = np.flatnonzero(dropped)
+    shifted = drops - np.arange(len(drops))
+    table = np.array(found, dtype=np.intp)
+    starts, lasts = table[:, 1], table[:, 2] - 1
+    lows = starts + np.searchsorted(shifted, starts, side="right")
+    highs = lasts + np.searchsorted(shifted, lasts, side="right") + 1
+    crossing = np.flatnonzero(highs - lows != lasts + 1 - starts)
+    words = table[crossing, 0].tolist()
+    return list(zip(words, lows[crossing].tolist(), highs[crossing].tolist(), strict=True)), rules
 
 
 def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
@@ -735,6 +778,15 @@ def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
     if not words:
         return None
     return ahocorasick_rs.AhoCorasick(
+        words, matchkind=ahocorasick_rs.MatchKind.Standard, implementation=ahocorasick_rs.Implementation.DFA
+    )
+
+
+def _bytes_automaton_of(words: Sequence[bytes]) -> ahocorasick_rs.BytesAhoCorasick | None:
+    """``_automaton_of`` for bytes."""
+    if not words:
+        return None
+    return ahocorasick_rs.BytesAhoCorasick(
         words, matchkind=ahocorasick_rs.MatchKind.Standard, implementation=ahocorasick_rs.Implementation.DFA
     )
 
@@ -808,6 +860,12 @@ class Scanner:
             relaxed.compiled(rule.pattern.pattern, rule.pattern.flags) if loosened else None
             for rule in self.rules
         ]
+        # The loosened forms all asked together, in one pass over a text (_loosened_nowhere).
+        self._loosened_rules = [index for index, program in enumerate(self._relaxed) if program is not None]
+        self._loosened_forms = tuple(
+            relaxed.loosened(self.rules[index].pattern.pattern, self.rules[index].pattern.flags) or ""
+            for index in self._loosened_rules
+        )
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
@@ -823,17 +881,13 @@ class Scanner:
             for word in sorted(rule_words - set(singles)):
                 rules_by_word.setdefault(word, []).append(index)
         words = list(rules_by_word)
-        self._rules_of_word = [tuple(indices) for indices in rules_by_word.values()]
-        self._automaton = _automaton_of(words)
-        self._longest_word = max((len(word) for word in words), default=1)
-        # Other scripts' keywords make every character cost more to search: a text of plain ASCII is
-        # searched without them (the ASCII automaton's word numbers map back to the full list's).
-        ascii_words = [word_index for word_index, word in enumerate(words) if word.isascii()]
-        self._ascii_automaton = _automaton_of([words[word_index] for word_index in ascii_words])
-        self._rules_of_ascii_word = [self._rules_of_word[word_index] for word_index in ascii_words]
+        rules_of_word = [tuple(indices) for indices in rules_by_word.values()]
+        self._keywords = _Keywords(words, rules_of_word)
         spaced_words = [word_index for word_index, word in enumerate(words) if " " in word.strip(" ")]
-        self._spaced_automaton = _automaton_of([words[word_index] for word_index in spaced_words])
-        self._rules_of_spaced_word = [self._rules_of_word[word_index] for word_index in spaced_words]
+        self._spaced_keywords = _Keywords(
+            [words[word_index] for word_index in spaced_words],
+            [rules_of_word[word_index] for word_index in spaced_words],
+        )
 
     def _plan(self, text: str, only: frozenset[int] | None = None) -> _Plan:
         """Which rules to run on ``text`` (of ``only``, when given), and where: of the rules its keywords
@@ -852,23 +906,28 @@ class Scanner:
         left to run as planned."""
         encoded = text.encode("ascii") if text.isascii() else None
         whole = [(0, len(text))]
-        for index, regions in list(plan.regions.items()):
-            # A literal-led rule searches the whole text faster than RE2 reads it (the regex engine
-            # skips to its literal).
-            if self._literal_led[index] and regions == whole:
+        # A literal-led rule searches the whole text faster than RE2 reads it (the regex engine skips to
+        # its literal); attempts without the time limit cost less than asking RE2 (a third of a
+        # microsecond). The others are asked where they would look.
+        asked = {
+            index: regions
+            for index, regions in plan.regions.items()
+            if not (self._literal_led[index] and regions == whole)
+        }
+        for index, starts in plan.starts.items():
+            if not self._untimed_attempts[index]:
+                width = self._widths[index]
+                reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
+                asked[index] = [(start, start + reach) for start in starts]
+        nowhere = self._loosened_nowhere(text, encoded, asked)
+        for index, places in asked.items():
+            kept = [] if index in nowhere else self._possible_places(index, text, encoded, places)
+            if index in plan.regions:
+                if kept:
+                    plan.regions[index] = kept
+                else:
+                    del plan.regions[index]
                 continue
-            kept = self._possible_places(index, text, encoded, regions)
-            if kept:
-                plan.regions[index] = kept
-            else:
-                del plan.regions[index]
-        for index, starts in list(plan.starts.items()):
-            # Attempts without the time limit cost less than asking RE2 (a third of a microsecond).
-            if self._untimed_attempts[index]:
-                continue
-            width = self._widths[index]
-            reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
-            kept = self._possible_places(index, text, encoded, [(start, start + reach) for start in starts])
             if kept and encoded is not None:
                 # An attempt's match starts at the attempt: so does a match of the loosened form. One
                 # such check costs a fraction of a timed attempt, and stops where the two part.
@@ -882,6 +941,29 @@ class Scanner:
                 plan.starts[index] = [start for start, _ in kept]
             else:
                 del plan.starts[index]
+
+    def _loosened_nowhere(
+        self, text: str, encoded: bytes | None, asked: dict[int, list[tuple[int, int]]]
+    ) -> frozenset[int]:
+        """Rules whose loosened form matches nowhere in ``text`` (and so in none of their places), found in
+        one pass over it when asking each rule about its places (``asked``, in order) would read more of
+        it than ``_ONE_PASS_READING`` times its length; otherwise, or when RE2 cannot tell, none."""
+        reading = sum(
+            min(len(text), places[-1][1]) - places[0][0]
+            for index, places in asked.items()
+            if places and self._relaxed[index] is not None
+        )
+        if reading <= _ONE_PASS_READING * len(text):
+            return frozenset()
+        if encoded is None:
+            try:
+                encoded = text.encode("utf-8")
+            except UnicodeEncodeError:
+                return frozenset()  # a lone surrogate: RE2 reads UTF-8 only
+        found = relaxed.matching(self._loosened_forms, encoded)
+        if found is None:
+            return frozenset()
+        return frozenset(index for form, index in enumerate(self._loosened_rules) if form not in found)
 
     def _possible_places(
         self, index: int, text: str, encoded: bytes | None, places: list[tuple[int, int]]
@@ -914,29 +996,24 @@ class Scanner:
         for index, chars in self._single_chars.items():
             if any(char in view for char in chars):
                 plan.regions[index] = whole
-        if view.isascii():
-            automaton, rules_of_word = self._ascii_automaton, self._rules_of_ascii_word
-        else:
-            automaton, rules_of_word = self._automaton, self._rules_of_word
-        if automaton is None:
-            return plan
         # Hits come in order of where they end, so each rule's list is ordered too (what _windows needs).
         hits_by_rule: dict[int, list[tuple[int, int]]] = {}
         max_anchored_hits = max(_MAX_ANCHORED_HITS, len(text) // _ANCHORED_HIT_SPACING)
         # A keyword inside a run hits at every position of it: such a hit is seen at the run's kept edges
         # (as long as the longest keyword), and its rule then covers the whole run (runs_hit below).
-        runs = _uniform_runs(view, 2 * self._longest_word + _RUN_BLOCK)
-        searched = _without_run_insides(view, runs, self._longest_word) if runs else view
-        words_found = _words_in(automaton, searched)
+        longest = self._keywords.longest
+        runs = _uniform_runs(view, 2 * longest + _RUN_BLOCK)
+        searched = _without_run_insides(view, runs, longest) if runs else view
+        words_found, rules_of_word = self._keywords.find(searched)
         for word_index, start, end in words_found:
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
                     hits_by_rule[index].append((start, end))
                 else:
                     hits_by_rule[index] = [(start, end)]
-        across_runs = _hits_across_space_runs(self._spaced_automaton, view)
+        across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
         for word_index, start, end in across_runs:
-            for index in self._rules_of_spaced_word[word_index]:
+            for index in rules_of_spaced_word[word_index]:
                 hits_by_rule.setdefault(index, []).append((start, end))
         if across_runs:
             for hits in hits_by_rule.values():
@@ -946,7 +1023,9 @@ class Scanner:
             if index in plan.regions:
                 continue
             width = self._widths[index]
-            runs_hit = [run for run in (_run_holding(runs, run_starts, hit) for hit in hits) if run]
+            runs_hit = (
+                [run for run in (_run_holding(runs, run_starts, hit) for hit in hits) if run] if runs else []
+            )
             if self._literal_led[index] and len(hits) > _MAX_LITERAL_LED_HITS:
                 plan.regions[index] = whole
             elif runs_hit and width is not None:
