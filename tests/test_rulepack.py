@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
 from proxy.scanning.rulepack import (
+    _RUN_BLOCK,
     PackError,
     Rule,
     RulePack,
@@ -28,6 +29,7 @@ from proxy.scanning.rulepack import (
 )
 from proxy.scanning.rulepack import _hits_across_space_runs as hits_across_space_runs
 from proxy.scanning.rulepack import _Keywords as Keywords
+from proxy.scanning.rulepack import _uniform_runs as uniform_runs
 from proxy.scanning.validators import (
     dutch_bsn_valid,
     iban_valid,
@@ -621,6 +623,36 @@ def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str, l
     result = scanner.scan(lead + run + " " + GITHUB_TOKEN + " " + run)
     assert ascii_counting.hits + counting.hits < 10_000
     assert any(match.rule.id == "github-pat" for match in result.matches)
+
+
+def runs_by_definition(view: str, shortest: int) -> list[tuple[int, int]]:
+    """Maximal stretches of whole aligned blocks made of one same character, at least ``shortest`` long."""
+    blocks = [view[start : start + _RUN_BLOCK] for start in range(0, len(view) - _RUN_BLOCK + 1, _RUN_BLOCK)]
+    runs: list[tuple[int, int]] = []
+    for number, block in enumerate(blocks):
+        if len(set(block)) != 1:
+            continue
+        if runs and runs[-1][1] == number * _RUN_BLOCK and view[runs[-1][0]] == block[0]:
+            runs[-1] = (runs[-1][0], (number + 1) * _RUN_BLOCK)
+        else:
+            runs.append((number * _RUN_BLOCK, (number + 1) * _RUN_BLOCK))
+    return [(low, high) for low, high in runs if high - low >= shortest]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.tuples(st.sampled_from("ab0 \u0130\U0001f600"), st.integers(min_value=1, max_value=200)),
+        max_size=30,
+    ),
+    shortest=st.sampled_from([_RUN_BLOCK, 2 * _RUN_BLOCK, 3 * _RUN_BLOCK + 5]),
+)
+def test_runs_of_one_character_are_found_by_whole_blocks(
+    pieces: list[tuple[str, int]], shortest: int
+) -> None:
+    """Short and long texts alike (below and above the size numpy is set up for)."""
+    view = "".join(char * length for char, length in pieces)
+    assert uniform_runs(view, shortest) == runs_by_definition(view, shortest)
 
 
 def test_rule_triggered_inside_a_run_still_finds_its_match_there(tmp_path: Path) -> None:

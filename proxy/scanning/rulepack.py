@@ -467,6 +467,8 @@ _MAX_WINDOWED_WIDTH = 2048
 # blocks of this many characters; a keyword made of that character hits at every position of the run, so
 # only the run's edges are searched for keywords and a rule triggered there covers the run at once.
 _RUN_BLOCK = 64
+_FEW_BLOCKS = 16
+"""Up to this many blocks, a text with no block of one character is told apart without numpy."""
 # Stands for a run's inside in the text searched for keywords: no keyword holds it.
 _RUN_FILLER = "\x00"
 
@@ -602,6 +604,13 @@ def _uniform_runs(view: str, shortest: int) -> list[tuple[int, int]]:
     """
     count = len(view) // _RUN_BLOCK
     if count * _RUN_BLOCK < shortest:
+        return []
+    if count <= _FEW_BLOCKS and not any(
+        view[start : start + _RUN_BLOCK] == view[start] * _RUN_BLOCK
+        for start in range(0, count * _RUN_BLOCK, _RUN_BLOCK)
+    ):
+        # No block is made of one character, so the search below would find no run: a few blocks are
+        # compared faster one by one than numpy sets up its arrays (a stream's window each delta).
         return []
     if view.isascii():
         codes = np.frombuffer(view.encode("ascii"), dtype=np.uint8)
