@@ -463,6 +463,32 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
     assert (outcomes[0][0] is not None) == found  # enforced: redacted
 
 
+STARTING_SECRETS = [
+    # Their rules want the match to start a text or follow a space or a quote.
+    "pass_phrase = hunter2hunter2",
+    "_auth = 70/xNe40zvPd3ammygQuKEfHqviyz0rF",
+    "SERVICE_AUTH=cPiQZAudtpHyDYEbXZbs5HlK",
+]
+
+
+@pytest.mark.parametrize("value", STARTING_SECRETS)
+def test_a_secret_that_starts_a_field_after_others_is_redacted_the_first_time(
+    policy: Policy, clock: Clock, value: str
+) -> None:
+    """A secret whose rule wants it to start a text (or follow a space) is redacted from a field no
+    dialect reads whatever fields come before it, at its first sighting (read with the fields around it,
+    none of them seen before) as at later ones."""
+    detectors = Detectors(policy, b"k" * 32)
+    state = SqliteStateStore(None, clock=clock)
+    body = json.dumps({"object": "chat.completion", "metadata": {"a": "first", "b": value}}).encode()
+    for _ in range(3):
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
+        sent = json.loads(inspector.scan_body(body, body))
+        assert sent["metadata"]["b"] != value
+        assert [finding.where for finding in inspector.turn.findings] == ["metadata.b"]
+
+
 SECRET = "AKIAQWERTY234567ABCD"
 REPEATED_POOL = [
     "chat.completion",
@@ -482,6 +508,7 @@ REPEATED_POOL = [
     "x" * REPEATED_CHARS + SECRET,
     SECRET[:10],  # the halves of a secret split across two items of a list
     SECRET[10:],
+    *STARTING_SECRETS,
 ]
 
 

@@ -32,8 +32,10 @@ from proxy.scanning.redact import RedactionStyle, StandIn, fingerprint, redact_t
 from proxy.scanning.rulepack import Match, Rule, Scanner, ScanResult
 
 Path = tuple[Step, ...]
-# Between the strings of one batch: no secret pattern reads across a NUL and a line break.
-_SEPARATOR = "\x00\n\x00"
+# Between the strings of one batch: no secret pattern reads across a NUL and a line break, and each string
+# starts after a line break and ends before one, where a rule that wants its match to start a text or
+# follow a space (``(?<![^\s"'])``) reads it as it reads the string alone.
+_SEPARATOR = "\n\x00\n"
 _CONTEXT = 256
 _MAX_CACHED_KEYS = 4096
 # A JSON escape (\uXXXX or \/) after a run of backslashes; the run's length says at which level of
