@@ -32,7 +32,9 @@ class HangupHook(hooks.Hook):
     checkpoint) and the proxy keeps serving."""
 
 
-Handler = tuple[object, Callable[..., Any] | None]
+Handler = tuple[object, Callable[..., Any] | None, bool]
+"""An addon, its own handler of the hook, and whether it has sub-addons. No handler and no sub-addons:
+its attribute of the hook's name cannot be called, which mitmproxy's walk reports."""
 
 
 class HookIndex(addonmanager.AddonManager):
@@ -69,29 +71,34 @@ class HookIndex(addonmanager.AddonManager):
         if handlers is None:
             handlers = []
             for addon in self.chain:
-                if hasattr(addon, "addons"):
-                    handlers.append((addon, None))
-                    continue
                 handler = getattr(addon, name, None)
                 if callable(handler):
-                    handlers.append((addon, handler))
+                    handlers.append((addon, handler, hasattr(addon, "addons")))
                 elif handler is not None and not inspect.ismodule(handler):
-                    handlers.append((addon, None))  # mitmproxy's own walk reports it as not callable
+                    handlers.append((addon, None, False))
+                elif hasattr(addon, "addons"):
+                    handlers.append((addon, None, True))
             self._index[name] = handlers
         return handlers
 
     async def trigger_event(self, event: hooks.Hook) -> None:
         handlers = self._handlers(event.name)
-        if not handlers:
-            return  # the ``update`` after each flow event, for one: not even its arguments are read
-        arguments = event.args()
-        for addon, handler in handlers:
+        # Read only for a handler that runs: the ``update`` after each flow event, for one, runs none.
+        arguments: list[Any] | None = None
+        for addon, handler, parent in handlers:
             # mitmproxy's ``safecall`` is entered only for a handler that failed, to log it as mitmproxy
             # does: entering it around every call (fifty or so a request) cost more than most handlers.
             try:
-                if handler is None:
+                # Sub-addons are read at each event (a script reload swaps them) and walked as mitmproxy
+                # walks them; a parent that has none (the script loader without scripts) runs its own
+                # handler alone, or nothing, without a walk.
+                if (parent and getattr(addon, "addons", None)) or (handler is None and not parent):
                     await self.invoke_addon(addon, event)
                     continue
+                if handler is None:
+                    continue
+                if arguments is None:
+                    arguments = event.args()
                 result = handler(*arguments)
                 if result is not None and inspect.isawaitable(result):
                     await result

@@ -115,3 +115,43 @@ def test_halt_ends_the_event_and_an_error_is_logged_and_passed(caplog: pytest.Lo
         trigger(master.addons, HttpRequestHook(tflow.tflow()))
     assert calls == ["a.request", "b.request", "c.request"]
     assert "Addon error: boom" in caplog.text
+
+
+class RecordingParent(Parent, Recorder):
+    """A parent with a handler of its own."""
+
+    def __init__(self, name: str, calls: list[str], children: list[object]) -> None:
+        Parent.__init__(self, children)
+        Recorder.__init__(self, name, calls)
+
+
+class NotCallable:
+    request = "not a handler"
+
+
+def test_a_parent_without_sub_addons_runs_its_own_handler_alone() -> None:
+    """A parent runs its own handler with or without children, each child's once it has some, and a
+    parent with neither (the script loader without scripts) runs nothing."""
+    calls: list[str] = []
+    master = indexed_master()
+    parent = RecordingParent("loader", calls, [])
+    master.addons.add(Parent([]), parent)
+    trigger(master.addons, HttpRequestHook(tflow.tflow()))
+    parent.addons = [Recorder("child", calls)]
+    trigger(master.addons, HttpRequestHook(tflow.tflow()))
+    parent.addons = []
+    trigger(master.addons, HttpRequestHook(tflow.tflow()))
+    assert calls == ["loader.request", "loader.request", "child.request", "loader.request"]
+
+
+def test_a_handler_that_cannot_be_called_is_reported_and_the_others_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An attribute of a hook's name that is not callable is reported as mitmproxy reports it."""
+    calls: list[str] = []
+    master = indexed_master()
+    master.addons.add(NotCallable(), Recorder("b", calls))
+    with caplog.at_level(logging.ERROR):
+        trigger(master.addons, HttpRequestHook(tflow.tflow()))
+    assert calls == ["b.request"]
+    assert "not callable" in caplog.text
