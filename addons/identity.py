@@ -20,6 +20,7 @@ from mitmproxy.addons.proxyauth import (
     is_http_proxy,
     parse_http_basic_auth,
 )
+from mitmproxy.utils.strutils import always_bytes
 
 from addons.turns import METADATA_KEY, pin_policy
 from proxy.audit.refusals import Reason
@@ -110,9 +111,15 @@ class AgentIdentity(ProxyAuth):
             flow.response = http.Response.make(407, b"egressguard: this agent is no longer in the policy\n")
             return
         headers = flow.request.headers
-        values = {field: headers.get(name) or None for field, name in policy.context_headers.items()}
-        for name in policy.context_headers.values():
-            headers.pop(name, None)
+        # One pass over the fields says which context headers came: most requests carry few of them, and
+        # each lookup of an absent one would walk every field.
+        sent = {name.lower() for name, _ in headers.fields}
+        values: dict[str, str | None] = {}
+        for field, name in policy.context_headers.items():
+            values[field] = None
+            if always_bytes(name, "utf-8", "surrogateescape").lower() in sent:
+                values[field] = headers.get(name) or None
+                del headers[name]
         context = TurnContext(agent_id=agent.name, role=agent.role, **values)
         flow.metadata[METADATA_KEY] = Turn(context=context, egress_host=flow.request.pretty_host)
         pin_policy(flow, policy)

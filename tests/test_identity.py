@@ -131,3 +131,24 @@ def test_already_answered_flow_is_left_alone() -> None:
         flow.response = tflow.tresp()
         addon._open_turn(flow)
         assert turn_of(flow) is None
+
+
+def test_context_headers_are_read_in_any_case_repeated_and_all_removed() -> None:
+    """A context header is found whatever its case; a repeated one reads as its values joined, an empty
+    one as absent; every copy of each leaves the request, and the other headers stay."""
+    addon = identity()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        flow = proxied_flow(mkauth("bot", "t0ken"))
+        flow.request.headers.add("x-user-id", "u-1")
+        flow.request.headers.add("X-USER-ID", "u-2")
+        flow.request.headers["x-task"] = ""
+        flow.request.headers["X-Other"] = "kept"
+        addon.requestheaders(flow)
+        turn = turn_of(flow)
+        assert turn is not None
+        context = turn.context
+        assert (context.user_id, context.purpose, context.session_id) == ("u-1, u-2", None, None)
+        assert [name.lower() for name in flow.request.headers] == [
+            name.lower() for name in tflow.tflow().request.headers
+        ] + ["x-other"]
