@@ -644,6 +644,8 @@ class Inspect:
         turn.stream_events += session.events
         turn.inspected_bytes += session.bytes
         inspector.inspect_completion(session.completion, rewrite=False)
+        inspector.inspect_other_readings(session.other_readings())
+        inspector.stream_ambiguities(session.ambiguities, normalised=session.filters.active)
         relay = flow.response.stream if flow.response is not None else None
         if isinstance(relay, BodyRelay) and relay.read_back is not None:
             relay.read_back.prove()
@@ -682,6 +684,8 @@ class Inspect:
                 turn.escalate(Decision.BLOCKED)
             return
         inspector.inspect_completion(session.completion, rewrite=False)
+        inspector.inspect_other_readings(session.other_readings())
+        inspector.stream_ambiguities(session.ambiguities, normalised=filters.active)
         if filtered != body:
             set_content(flow.response, filtered)
             read_back = ReadBack(dialect, inspector)

@@ -49,7 +49,7 @@ from proxy.dialects import (
 )
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, parse_locator, set_at
-from proxy.dialects.stream import EventScan, encode_json
+from proxy.dialects.stream import AMBIGUOUS_RULES, EventScan, encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -808,6 +808,52 @@ class TurnInspector:
             self.record_vault_uses()  # a stream was restored as it passed
         call_findings = tool_findings + credential_findings
         return self._json_plan(completion, call_findings, quarantined) if rewrite else ResponsePlan()
+
+    def inspect_other_readings(self, readings: list[tuple[str, Completion]]) -> None:
+        """Findings in what clients that read a stream otherwise than its dialect's session read
+        (``StreamSession.other_readings``): secrets and PII in texts (across texts too) and arguments,
+        destructive calls and credential reads, injection in read content. Recorded once, marked with the
+        reading, where the session's own reading did not find them; none changes what was sent (what is
+        read otherwise is only left unrewritten where nothing filters the stream)."""
+        known = {(finding.rule, finding.fingerprint or finding.where) for finding in self.turn.findings}
+        for reading, completion in readings:
+            found: list[Finding] = []
+            for segment in completion.text:
+                found += self._sensitive_findings(segment.text, self._sensitive(segment.text), segment.where)
+            found += self._across_findings(completion.text)
+            for call in completion.tool_calls:
+                arguments = canonical_escapes(call.arguments)
+                found += self._sensitive_findings(arguments, self._sensitive(arguments), call.where)
+            found += tools.check_tool_calls(completion.tool_calls, None, self.detectors.tools, self.overrides)
+            found += credentials.credential_reads(completion.tool_calls, self.detectors.credential_reads)
+            for part in completion.parts:
+                if part.source in CONTEXT_SOURCES:
+                    found += self._injection_findings(part)
+            for finding in found:
+                if (finding.rule, finding.fingerprint or finding.where) in known:
+                    continue
+                known.add((finding.rule, finding.fingerprint or finding.where))
+                self._record([dataclasses.replace(finding, extra={**finding.extra, "read_as": reading})])
+
+    def stream_ambiguities(self, ambiguities: dict[str, int], *, normalised: bool) -> None:
+        """Records the events of a stream that clients read differently (``StreamSession.ambiguities``):
+        ``normalised`` when every one left rewritten to the one reading that was inspected."""
+        for rule, count in ambiguities.items():
+            self.turn.add(
+                Finding(
+                    threat=Threat.DATA_EXFILTRATION,
+                    rule=rule,
+                    signal=AMBIGUOUS_RULES[rule],
+                    severity=Severity.MEDIUM,
+                    action=Action.REDACT,
+                    where="stream",
+                    owasp="LLM02",
+                    enforced=normalised,
+                    count=count,
+                )
+            )
+            if normalised:
+                self.turn.escalate(Decision.REDACTED)
 
     def _json_plan(
         self, completion: Completion, call_findings: list[Finding], quarantined: dict[str, str]

@@ -164,6 +164,8 @@ def _block_call(block: _Block) -> ToolCall:
 
 
 class AnthropicStreamSession(StreamSession):
+    READS_PLACES = True
+
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
         self._model: str | None = None

@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 from proxy.dialects.locator import get_at, set_at
+from proxy.dialects.readings import read_with_shadowed
 from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json, encode_json
 from proxy.exchange import Completion, RequestView, ToolCall
 
@@ -73,19 +74,10 @@ it, and why it is not JSON (None when it is)."""
 def load_json_with_shadowed(body: bytes) -> ParsedBody:
     """``load_json``, and the values of keys repeated in one object that the parsed body drops: a reader
     that keeps the first of a repeated key (not Python's) sees them instead of what was inspected."""
-    shadowed: list[Any] = []
-
-    def keep_last(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        document = dict(pairs)
-        if len(document) != len(pairs):
-            last = {key: index for index, (key, _) in enumerate(pairs)}
-            shadowed.extend(value for index, (key, value) in enumerate(pairs) if last[key] != index)
-        return document
-
     if not body.strip():
         return None, [], "empty body"
     try:
-        return json.loads(body_text(body), object_pairs_hook=keep_last), shadowed, None
+        return (*read_with_shadowed(body_text(body)), None)
     except (ValueError, RecursionError) as error:
         return None, [], f"invalid JSON: {type(error).__name__}"
 

@@ -293,6 +293,8 @@ class _MergedResponse:
 
 
 class GeminiStreamSession(StreamSession):
+    READS_PLACES = True
+
     def __init__(self, model_hint: str | None, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
         self._merged = _MergedResponse(model_hint)

@@ -213,6 +213,8 @@ class _GatedCall:
 
 
 class ChatStreamSession(StreamSession):
+    READS_PLACES = True
+
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
         self._model: str | None = None

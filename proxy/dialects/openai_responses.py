@@ -192,6 +192,8 @@ class _Item:
 
 
 class ResponsesStreamSession(StreamSession):
+    READS_PLACES = True
+
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
         self._model: str | None = None

@@ -24,8 +24,9 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
+from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion, Part, ToolCall
 from proxy.wire.sse import SSEEvent, SSEParser, encode_text, serialise
@@ -299,9 +300,22 @@ class _Channels:
         return replaced
 
 
+DUPLICATE_KEY_RULE = "inspection.duplicate_key"
+MISPLACED_RULE = "inspection.ambiguous_place"
+REPEATED_PLACE_RULE = "inspection.repeated_place"
+AMBIGUOUS_RULES = {
+    DUPLICATE_KEY_RULE: "a key repeated in one JSON object, whose first value some readers keep",
+    MISPLACED_RULE: "a streamed delta at an index clients read as different places (1.0, \"1\", true, -1)",
+    REPEATED_PLACE_RULE: "two entries of one streamed list at the same index, which clients join or not",
+}
+
+
 class StreamSession(ABC):
     """Feeds one SSE response through a dialect. Usable directly as mitmproxy's
     ``flow.response.stream`` callable: each chunk goes to ``feed``, the final ``b""`` to ``finish``."""
+
+    READS_PLACES: ClassVar[bool] = False
+    """Whether the dialect puts deltas at places named by index (``readings.PLACE_KEYS``)."""
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         self.filters = filters or StreamFilters()
@@ -328,6 +342,17 @@ class StreamSession(ABC):
         self._rewrite: set[int] = set()
         """The events of the bytes being read whose payload does not say all their bytes do (by identity):
         each is written anew from what was read, never sent as it came."""
+        self.ambiguities: dict[str, int] = {}
+        """Per rule (``AMBIGUOUS_RULES``), how many events clients may read otherwise than this session."""
+        self._highest: dict[str, int] = {}
+        self._apart: dict[str, int] = {}
+        self._others: dict[int, dict[str, Any]] = {}
+        """Per event of the bytes being read (by identity), its payload under each reading it differs in."""
+        self._shadowed: dict[int, list[Any]] = {}
+        """Per event of the bytes being read, the values its repeated keys shadow."""
+        self._readings: dict[str, StreamSession] = {}
+        """Once a stream has an event some client reads otherwise (and no filter rewrites it to one
+        reading), a copy of this session per such reading, fed every event as that reading gives it."""
 
     @property
     @abstractmethod
@@ -359,14 +384,76 @@ class StreamSession(ABC):
         self._on_block(event, payload)
 
     def _read_payload(self, event: SSEEvent) -> Any:
-        """``_payload_of`` the event; one whose bytes say more than what was read is never sent as it came."""
+        """``_payload_of`` the event; one whose bytes say more than what was read is never sent as it came,
+        and one that clients read otherwise is noted, and read their ways too (``other_readings``)."""
         payload, faithful = _payload_of(event)
+        others: dict[str, Any] = {}
         if not faithful:
             self._rewrite.add(id(event))
+            self._ambiguous(DUPLICATE_KEY_RULE)
+            assert event.data is not None
+            self._shadowed[id(event)] = readings.read_with_shadowed(event.data)[1]
+            others[readings.FIRST_VALUE] = readings.first_values(event.data)
+        if self.READS_PLACES and payload is not _NOT_JSON:
+            odd = readings.examine(payload, self._highest)
+            if odd.misplaced:
+                self._ambiguous(MISPLACED_RULE)
+            if odd.repeated:
+                self._ambiguous(REPEATED_PLACE_RULE)
+                if self.filters.active:
+                    payload = readings.without_repeats(payload)[0]
+                    self._rewrite.add(id(event))
+                else:
+                    others[readings.LISTED] = readings.listed(payload)
+            if odd.misplaced and not self.filters.active:
+                others[readings.LENIENT] = readings.lenient(payload, self._highest)
+                others[readings.APART] = readings.apart(payload, self._apart)
+        if others:
+            self._others[id(event)] = others
         return payload
+
+    def _ambiguous(self, rule: str) -> None:
+        self.ambiguities[rule] = self.ambiguities.get(rule, 0) + 1
+
+    def other_readings(self) -> list[tuple[str, Completion]]:
+        """What the stream read so far says to clients that read its events otherwise than this session
+        (``proxy.dialects.readings``), each with a description of that reading."""
+        return [(readings.READINGS[name], shadow.completion) for name, shadow in self._readings.items()]
+
+    def _read_otherwise(self, event: SSEEvent, payload: Any) -> None:
+        """Feeds the event to the copy of this session of each other reading, as that reading gives it; a
+        copy is made, from the state before this event, by the first event that reading differs in."""
+        others = self._others.pop(id(event), {})
+        for name in [*self._readings, *(name for name in others if name not in self._readings)]:
+            shadow = self._readings.get(name)
+            if shadow is None:
+                shadow = self._readings[name] = self._reader()
+            try:
+                shadow._observe(event, others.get(name, payload))
+            except SHAPE_ERRORS:
+                continue
+
+    def _reader(self) -> StreamSession:
+        """A copy of what this session read, with nothing of what it sends: it only reads on."""
+        fresh: dict[str, Any] = {
+            "filters": StreamFilters(),
+            "_text": _Channels(None),
+            "_arguments": _Channels(None),
+            "_parser": SSEParser(),
+            "_readings": {},
+            "_others": {},
+            "_shadowed": {},
+            "_sent": [],
+            "_queued": [],
+            "_boundaries": [],
+        }
+        memo = {id(getattr(self, name)): value for name, value in fresh.items()}
+        return copy.deepcopy(self, memo)
 
     def _keep(self, output: list[bytes]) -> list[bytes]:
         self._rewrite.clear()
+        self._others.clear()
+        self._shadowed.clear()
         if self._as_came is not None:
             for piece in output:
                 came = self._as_came.get(id(piece))
@@ -491,7 +578,10 @@ class StreamSession(ABC):
         if payload is _NOT_JSON:
             return self._on_text_event(event)
         try:
+            if not self.filters.active:
+                self._read_otherwise(event, payload)
             self._observe(event, payload)
+            self._scan_shadowed(event)
             payload, changed = self._scan_residual(event, payload)
             if not self.filters.active:
                 return [event.raw]
@@ -542,6 +632,12 @@ class StreamSession(ABC):
         if self._as_came is not None:
             self._as_came[id(event.raw)] = (event, payload)
         return event.raw
+
+    def _scan_shadowed(self, event: SSEEvent) -> None:
+        """The values the event's repeated keys shadow are read by some clients: scanned, never sent."""
+        shadowed = self._shadowed.pop(id(event), None)
+        if shadowed and self.filters.residual is not None:
+            self.filters.residual.filter("shadowed by a repeated key", shadowed, ())
 
     def _scan_residual(self, event: SSEEvent, payload: Any) -> tuple[Any, bool]:
         residual = self.filters.residual

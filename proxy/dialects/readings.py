@@ -1,0 +1,225 @@
+"""Other readings of one stream event: where clients disagree on what an event says.
+
+Clients join a streamed delta's text to the place its index names, and they read an index that is no
+plain non-negative integer differently: JavaScript takes 1.0, "1" and true for place 1, a Python list
+takes -1 for its last place and true for 1, and either may keep such an index as a place of its own.
+A list that names one place twice in one event is joined by a client that reads indexes, while one
+that takes ``choices[0]`` reads the first alone. A key repeated in one object is read as its last
+value by Python and JavaScript and as its first by others. A session reads an event one way; these
+are the other ways, so that what any of those clients reads is inspected too.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PLACE_KEYS = ("index", "output_index", "content_index", "summary_index")
+"""The fields that name the place of a streamed delta, in every dialect that streams places."""
+
+LENIENT = "lenient"
+APART = "apart"
+LISTED = "listed"
+FIRST_VALUE = "first value"
+READINGS = {
+    LENIENT: 'an index read as the number it spells (1.0, "1", true as 1; -1 as the last place)',
+    APART: "an index that names no place read as a place of its own",
+    LISTED: "a place named twice in one list read by its position in the list",
+    FIRST_VALUE: "a key repeated in one object read as its first value",
+}
+
+_NUMERAL = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_APART_BASE = 1 << 40
+"""Places made for indexes read apart lie far beyond any place a stream opens."""
+
+
+@dataclass(slots=True)
+class Oddities:
+    """What one event has that clients read differently."""
+
+    misplaced: bool = False
+    """An index that is no plain non-negative integer."""
+    repeated: bool = False
+    """A list in which two entries name one place."""
+
+
+def is_place(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def examine(payload: Any, highest: dict[str, int]) -> Oddities:
+    """The event's oddities; ``highest`` keeps, per kind of index, the highest place named so far."""
+    found = Oddities()
+    _examine(payload, "", highest, found)
+    return found
+
+
+def _examine(value: Any, shape: str, highest: dict[str, int], found: Oddities) -> None:
+    if isinstance(value, dict):
+        for key in PLACE_KEYS:
+            if key not in value:
+                continue
+            index = value[key]
+            if is_place(index):
+                if index > highest.get(shape + key, -1):
+                    highest[shape + key] = index
+            else:
+                found.misplaced = True
+        for key, child in value.items():
+            if isinstance(child, dict | list):
+                _examine(child, f"{shape}{key}.", highest, found)
+    elif isinstance(value, list):
+        named: set[Any] = set()
+        for item in value:
+            if isinstance(item, dict) and "index" in item:
+                place = _marker(item["index"])
+                found.repeated = found.repeated or place in named
+                named.add(place)
+            if isinstance(item, dict | list):
+                _examine(item, f"{shape}[].", highest, found)
+
+
+def _marker(index: Any) -> Any:
+    """One value per place a lenient client reads an index at."""
+    number = _number(index)
+    return number if number is not None else ("unread", json.dumps(index, sort_keys=True, default=str))
+
+
+def _number(index: Any) -> int | None:
+    """The integer an index spells to a lenient client, or None."""
+    if isinstance(index, bool):
+        return int(index)
+    if isinstance(index, int):
+        return index
+    if isinstance(index, float) and index.is_integer():
+        return int(index)
+    if isinstance(index, str) and _NUMERAL.fullmatch(index):
+        return int(index)
+    return None
+
+
+def lenient(payload: Any, highest: dict[str, int]) -> Any:
+    """The event with every index as a lenient client reads it: the number it spells, counted from the
+    end of the places named so far when negative. ``highest`` is as it stood before this event."""
+
+    def read(index: Any, shape: str) -> Any:
+        number = _number(index)
+        if number is None:
+            return index
+        if number < 0:
+            number += highest.get(shape, -1) + 1
+        return number if number >= 0 else index
+
+    return _reindexed(payload, read)
+
+
+def apart(payload: Any, places: dict[str, int]) -> Any:
+    """The event with every index that names no place read as a place of its own (one per spelling, kept
+    in ``places`` across events), as a client that keys its places by the raw index does."""
+
+    def read(index: Any, shape: str) -> Any:
+        if is_place(index):
+            return index
+        spelled = f"{shape}={json.dumps(index, sort_keys=True, default=str)}"
+        return places.setdefault(spelled, _APART_BASE + len(places))
+
+    return _reindexed(payload, read)
+
+
+def listed(payload: Any) -> Any:
+    """The event with each entry of a list that names one place twice read at its position in the list."""
+    copied = copy.deepcopy(payload)
+    _by_position(copied)
+    return copied
+
+
+def without_repeats(payload: Any) -> tuple[Any, bool]:
+    """The event with every later entry of a list that names a place an earlier entry named removed, and
+    whether any was: what leaves is then read alike by clients that read indexes and those that read
+    positions."""
+    removed = False
+
+    def prune(value: Any) -> Any:
+        nonlocal removed
+        if isinstance(value, dict):
+            return {key: prune(child) for key, child in value.items()}
+        if not isinstance(value, list):
+            return value
+        named: set[Any] = set()
+        kept = []
+        for item in value:
+            if isinstance(item, dict) and "index" in item:
+                place = _marker(item["index"])
+                if place in named:
+                    removed = True
+                    continue
+                named.add(place)
+            kept.append(prune(item))
+        return kept
+
+    pruned = prune(payload)
+    return (pruned, True) if removed else (payload, False)
+
+
+def _by_position(value: Any) -> None:
+    if isinstance(value, dict):
+        for child in value.values():
+            _by_position(child)
+    elif isinstance(value, list):
+        markers = [_marker(item["index"]) for item in value if isinstance(item, dict) and "index" in item]
+        repeats = len(set(markers)) != len(markers)
+        for position, item in enumerate(value):
+            if repeats and isinstance(item, dict) and "index" in item:
+                item["index"] = position
+            _by_position(item)
+
+
+def _reindexed(payload: Any, read: Callable[[Any, str], Any]) -> Any:
+    copied = copy.deepcopy(payload)
+    _apply(copied, "", read)
+    return copied
+
+
+def _apply(value: Any, shape: str, read: Callable[[Any, str], Any]) -> None:
+    if isinstance(value, dict):
+        for key in PLACE_KEYS:
+            if key in value:
+                value[key] = read(value[key], shape + key)
+        for key, child in value.items():
+            if isinstance(child, dict | list):
+                _apply(child, f"{shape}{key}.", read)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                _apply(item, f"{shape}[].", read)
+
+
+def _keep_first(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        document.setdefault(key, value)
+    return document
+
+
+def first_values(text: str) -> Any:
+    """JSON text read as a reader that keeps the first value of a repeated key reads it."""
+    return json.loads(text, object_pairs_hook=_keep_first)
+
+
+def read_with_shadowed(text: str) -> tuple[Any, list[Any]]:
+    """JSON text as Python reads it (a repeated key keeps its last value), and the values that drops,
+    which a reader keeping the first value reads instead."""
+    shadowed: list[Any] = []
+
+    def keep_last(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        document = dict(pairs)
+        if len(document) != len(pairs):
+            last = {key: index for index, (key, _) in enumerate(pairs)}
+            shadowed.extend(value for index, (key, value) in enumerate(pairs) if last[key] != index)
+        return document
+
+    return json.loads(text, object_pairs_hook=keep_last), shadowed

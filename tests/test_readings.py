@@ -1,0 +1,250 @@
+"""Streams that clients read differently: what is recorded covers every reading, and enforce mode leaves
+only one reading to make."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+
+from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses, StreamFilters
+from proxy.dialects import readings as readings_module
+from proxy.dialects.stream import (
+    DUPLICATE_KEY_RULE,
+    MISPLACED_RULE,
+    REPEATED_PLACE_RULE,
+    StreamSession,
+)
+from proxy.exchange import Completion
+from proxy.scanning.residual import JsonScan
+from tests.test_streaming import (
+    GITHUB_TOKEN,
+    ODD_INDEXES,
+    SECRETS,
+    STRIPE_KEY,
+    anthropic_by_place,
+    anthropic_split_secret,
+    chat_calls_by_place,
+    chat_calls_split_secret,
+    gemini_by_place,
+    gemini_split_secret,
+    joined_by_place,
+    payloads,
+    residual_filters,
+    responses_by_place,
+    responses_split_secret,
+    run,
+    sse,
+)
+
+ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+
+
+def chat_choice(at: Any, text: str) -> bytes:
+    return sse({**ENVELOPE, "choices": [{"index": at, "delta": {"content": text}, "finish_reason": None}]})
+
+
+def chat_split_secret(odd: Any) -> bytes:
+    """Two choices; text at ``odd`` brings a head and a tail of secrets whose other parts are choice 1's."""
+    return b"".join(
+        [
+            chat_choice(0, "Hello "),
+            chat_choice(1, "Intro. "),
+            chat_choice(odd, f"Or {STRIPE_KEY[:14]}"),
+            chat_choice(1, f"{STRIPE_KEY[14:]} maybe. "),
+            chat_choice(0, "world, "),
+            chat_choice(1, f"token {GITHUB_TOKEN[:12]}"),
+            chat_choice(odd, f"{GITHUB_TOKEN[12:]} is it. "),
+            chat_choice(0, "Bye."),
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+
+def chat_by_place(stream: bytes) -> dict[Any, str]:
+    from tests.test_streaming import client_place
+
+    return joined_by_place(
+        [
+            (client_place(choice["index"]), choice["delta"].get("content") or "")
+            for _, body in payloads(stream)
+            if isinstance(body, dict)
+            for choice in body.get("choices", [])
+        ]
+    )
+
+
+STREAMS: dict[
+    str, tuple[Callable[[], StreamSession], Callable[[Any], bytes], Callable[[bytes], dict[Any, str]]]
+]
+STREAMS = {
+    "chat choices": (lambda: OpenAIChat().stream_session(observing()), chat_split_secret, chat_by_place),
+    "chat tool_calls": (
+        lambda: OpenAIChat().stream_session(observing()),
+        chat_calls_split_secret,
+        chat_calls_by_place,
+    ),
+    "anthropic": (
+        lambda: Anthropic().stream_session(observing()),
+        anthropic_split_secret,
+        anthropic_by_place,
+    ),
+    "responses output_index": (
+        lambda: OpenAIResponses().stream_session(observing()),
+        partial(responses_split_secret, odd_field="output_index"),
+        lambda stream: responses_by_place(stream, "output_index"),
+    ),
+    "responses content_index": (
+        lambda: OpenAIResponses().stream_session(observing()),
+        partial(responses_split_secret, odd_field="content_index"),
+        lambda stream: responses_by_place(stream, "content_index"),
+    ),
+    "gemini": (lambda: Gemini().stream_session(observing()), gemini_split_secret, gemini_by_place),
+}
+
+
+def observing() -> StreamFilters:
+    """What observe mode gives a stream: the residual scan, which only records."""
+    return StreamFilters(residual=JsonScan(SECRETS, lambda rule: False, rewrites=False))
+
+
+def read_texts(completion: Completion) -> list[str]:
+    return [segment.text for segment in completion.text] + [call.arguments for call in completion.tool_calls]
+
+
+def every_reading(session: StreamSession) -> list[str]:
+    texts = read_texts(session.completion)
+    for _, completion in session.other_readings():
+        texts += read_texts(completion)
+    return texts
+
+
+@pytest.mark.parametrize("odd", ODD_INDEXES)
+@pytest.mark.parametrize("whole", [True, False])
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_observed_stream_at_odd_indexes_is_read_as_every_client_reads_it(
+    name: str, odd: Any, whole: bool
+) -> None:
+    """Observe mode sends an odd index as it came; a secret a lenient client joins from the text at that
+    index and another place's text is whole in one of the readings recorded, and the event is noted."""
+    make_session, make_stream, by_place = STREAMS[name]
+    stream = make_stream(odd)
+    session = make_session()
+    output = run(session, stream, None if whole else [300, 700, 1100])
+    assert output == stream
+    assert session.ambiguities.get(MISPLACED_RULE, 0) >= 2
+    client_secrets = {
+        secret
+        for text in by_place(output).values()
+        for secret in (GITHUB_TOKEN, STRIPE_KEY)
+        if secret in text
+    }
+    assert client_secrets, "the stream is meant to join a secret for a lenient client"
+    read = every_reading(session)
+    for secret in client_secrets:
+        assert any(secret in text for text in read), f"{secret[:6]}... joined by a client, read by none"
+
+
+def test_a_stream_read_alike_by_every_client_makes_no_other_reading() -> None:
+    """A stream whose indexes are plain places costs no other reading and notes nothing."""
+    session = OpenAIChat().stream_session(observing())
+    run(session, b"".join(chat_choice(at, "text ") for at in (0, 1, 0, 1)) + b"data: [DONE]\n\n")
+    assert session.other_readings() == [] and session.ambiguities == {}
+
+
+def repeated_choice_stream() -> bytes:
+    """One chunk names choice 0 twice: a client reading indexes joins both, one reading ``choices[0]`` the
+    first alone; a key's head and tail sit around the second entry."""
+
+    def chunk(*entries: str) -> bytes:
+        listed = [{"index": 0, "delta": {"content": text}, "finish_reason": None} for text in entries]
+        return sse({**ENVELOPE, "choices": listed})
+
+    return chunk(f"Key {STRIPE_KEY[:14]}", "zz ") + chunk(f"{STRIPE_KEY[14:]} ok.") + b"data: [DONE]\n\n"
+
+
+def first_entries(stream: bytes) -> str:
+    return "".join(
+        body["choices"][0]["delta"].get("content") or ""
+        for _, body in payloads(stream)
+        if isinstance(body, dict) and body.get("choices")
+    )
+
+
+def test_observed_repeated_place_is_read_by_position_too() -> None:
+    """Observed, a list naming one place twice passes as it came and is read by position as well, where the
+    key the first entries join is found."""
+    session = OpenAIChat().stream_session(observing())
+    stream = repeated_choice_stream()
+    assert run(session, stream) == stream
+    assert STRIPE_KEY in first_entries(stream)
+    assert session.ambiguities == {REPEATED_PLACE_RULE: 1}
+    assert any(STRIPE_KEY in text for text in every_reading(session))
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_enforced_repeated_place_leaves_once(whole: bool) -> None:
+    """Filtered, the later entry naming a place already named in its list is dropped: every client reads
+    the text the redactor read, and the key is redacted for the client reading ``choices[0]`` too."""
+    session = OpenAIChat().stream_session(residual_filters())
+    output = run(session, repeated_choice_stream(), None if whole else [40, 120])
+    assert STRIPE_KEY not in first_entries(output)
+    assert "zz" not in output.decode()
+    assert session.ambiguities == {REPEATED_PLACE_RULE: 1}
+
+
+def duplicate_key_stream(filters: StreamFilters) -> tuple[StreamSession, bytes]:
+    """A chunk whose ``content`` is sent twice: a reader keeping the first value joins it to the next
+    chunk's text into a key."""
+    first = json.dumps(
+        {**ENVELOPE, "choices": [{"index": 0, "delta": {"content": "decoy"}, "finish_reason": None}]}
+    ).replace('"content": "decoy"', f'"content": "Key {STRIPE_KEY[:14]}", "content": "decoy"')
+    stream = f"data: {first}\n\n".encode() + chat_choice(0, f"{STRIPE_KEY[14:]} ok.") + b"data: [DONE]\n\n"
+    session = OpenAIChat().stream_session(filters)
+    return session, run(session, stream)
+
+
+def test_observed_duplicate_key_is_read_as_a_first_value_reader_reads_it() -> None:
+    session, _ = duplicate_key_stream(observing())
+    assert session.ambiguities == {DUPLICATE_KEY_RULE: 1}
+    assert STRIPE_KEY not in session.completion.full_text
+    assert any(STRIPE_KEY in text for text in every_reading(session))
+    assert [reading for reading, _ in session.other_readings()] == [
+        readings_module.READINGS[readings_module.FIRST_VALUE]
+    ]
+
+
+def test_shadowed_value_of_a_streamed_event_is_scanned() -> None:
+    """A secret whole in a value a repeated key shadows is found, though no reading joins it to anything."""
+    scan = JsonScan(SECRETS, lambda rule: False, rewrites=False)
+    event = json.dumps({"type": "ping", "note": "x"}).replace(
+        '"note": "x"', f'"note": "{GITHUB_TOKEN}", "note": "x"'
+    )
+    run(Anthropic().stream_session(StreamFilters(residual=scan)), f"event: ping\ndata: {event}\n\n".encode())
+    assert "github-pat" in {found.rule.id for found in scan.found}
+
+
+def test_enforced_duplicate_key_leaves_with_the_value_read() -> None:
+    _, output = duplicate_key_stream(residual_filters())
+    assert STRIPE_KEY[:14].encode() not in output and b"decoy" in output
+
+
+@pytest.mark.parametrize(
+    ("index", "highest", "expected"),
+    [
+        (1.0, 1, 1),
+        ("1", 1, 1),
+        (True, 1, 1),
+        (False, 1, 0),
+        (-1, 1, 1),
+        (-2, 1, 0),
+        (-3, 1, -3),
+        ("x", 1, "x"),
+    ],
+)
+def test_lenient_reading_of_an_index(index: Any, highest: int, expected: Any) -> None:
+    read = readings_module.lenient({"index": index}, {"index": highest})
+    assert read == {"index": expected} and type(read["index"]) is type(expected)
