@@ -9,6 +9,7 @@ the turn and passed through as it is.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Callable, Set
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,8 +21,9 @@ from mitmproxy import http
 from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
-from proxy.dialects.base import ParsedBody, load_json_with_shadowed
-from proxy.dialects.stream import sent_bytes
+from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed
+from proxy.dialects.readings import FIRST_VALUE, READINGS, first_values
+from proxy.dialects.stream import encode_json, sent_bytes
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -46,6 +48,8 @@ log = structlog.get_logger("egressguard")
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
 SESSION_KEY = "egressguard.session"
+READER_KEY = "egressguard.request_reader"
+"""The dialect the request body was read with: its API's, or the generic reader where that cannot."""
 PENDING_KEY = "egressguard.inspect.pending"
 ALONGSIDE_THREADS = 4
 """Threads inspecting observed requests that have already left (they share one core's GIL)."""
@@ -438,6 +442,9 @@ class Inspect:
         parsed: ParsedBody | None,
     ) -> None:
         verdict = inspector.inspect_request(view)
+        if body is not None and parsed is not None and parsed[1]:
+            other = flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body))))
+            inspector.inspect_other_request(view, other, READINGS[FIRST_VALUE])
         scanned = inspector.scan_request(body, view, parsed) if body is not None else body
         if verdict.block is not None or verdict.replacements or scanned != body:
             # Observe mode decides nothing; should a verdict come anyway, the record says it was not applied.
@@ -461,6 +468,7 @@ class Inspect:
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
         )
         parsed = None
+        reader = dialect
         if body is None:
             view = RequestView(dialect=dialect.name, model=dialect.model_hint)
         else:
@@ -470,9 +478,15 @@ class Inspect:
             view = dialect.parse_request(body, parsed)
             if view.parse_error:
                 turn.errors.append(f"request: {view.parse_error}")
+                if not isinstance(dialect, Generic):
+                    # Its upstream may read what this parser cannot (a lenient or deeper-nesting JSON
+                    # reader): the body is read, and rewritten, as the text it is.
+                    reader = Generic()
+                    view = dataclasses.replace(reader.parse_request(body), dialect=dialect.name)
         turn.request = view
         turn.stream = view.stream
         flow.metadata[DIALECT_KEY] = dialect
+        flow.metadata[READER_KEY] = reader
         inspector = TurnInspector(self.runtime.detectors, policy, self.runtime.state, turn)
         flow.metadata[INSPECTOR_KEY] = inspector
         if view.stream:
@@ -493,22 +507,23 @@ class Inspect:
         body: bytes | None,
         parsed: ParsedBody | None,
     ) -> None:
-        turn, dialect = inspector.turn, flow.metadata[DIALECT_KEY]
+        turn, dialect, reader = inspector.turn, flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
         verdict = inspector.inspect_request(view)
         sent = body
         if body is not None:
             if verdict.replacements and verdict.block is None:
-                sent = inspector.scan_request(dialect.rewrite_request(body, verdict.replacements), view)
+                rewritten = reader.rewrite_request(body, verdict.replacements)
+                sent = inspector.scan_request(rewritten, view, original=body)
             else:
                 sent = inspector.scan_request(body, view, parsed)
             if verdict.block is None:
-                sent = inspector.vault_request(sent, dialect, view)
+                sent = inspector.vault_request(sent, reader, view)
         if verdict.block is not None:
             flow.response = refusal(dialect, turn, 403, block_message(verdict.block, turn.event_id))
             inspector.request_blocked()
         elif sent is not None and sent != body:
             set_content(flow.request, sent)
-            inspector.request_sent(dialect.parse_request(sent), sent)
+            inspector.request_sent(reader.parse_request(sent), sent)
 
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         await request_inspected(flow)
@@ -585,6 +600,10 @@ class Inspect:
                 parsed if rewritten is body else None,
             )
         rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
+        if parsed[1] and rewritten == body:
+            # Left as it came (nothing is enforced): what a reader keeping first values reads is recorded.
+            other = dialect.parse_response(encode_json(first_values(body_text(body))))
+            inspector.inspect_other_readings([(READINGS[FIRST_VALUE], other)])
         if rewritten != body:
             set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)
@@ -645,7 +664,7 @@ class Inspect:
         turn.inspected_bytes += session.bytes
         inspector.inspect_completion(session.completion, rewrite=False)
         inspector.inspect_other_readings(session.other_readings())
-        inspector.stream_ambiguities(session.ambiguities, normalised=session.filters.active)
+        inspector.record_ambiguities(session.ambiguities, "stream", normalised=session.filters.active)
         relay = flow.response.stream if flow.response is not None else None
         if isinstance(relay, BodyRelay) and relay.read_back is not None:
             relay.read_back.prove()
@@ -685,7 +704,7 @@ class Inspect:
             return
         inspector.inspect_completion(session.completion, rewrite=False)
         inspector.inspect_other_readings(session.other_readings())
-        inspector.stream_ambiguities(session.ambiguities, normalised=filters.active)
+        inspector.record_ambiguities(session.ambiguities, "stream", normalised=filters.active)
         if filtered != body:
             set_content(flow.response, filtered)
             read_back = ReadBack(dialect, inspector)

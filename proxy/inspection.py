@@ -49,7 +49,7 @@ from proxy.dialects import (
 )
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, parse_locator, set_at
-from proxy.dialects.stream import AMBIGUOUS_RULES, EventScan, encode_json
+from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
 from proxy.egress import decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -323,19 +323,22 @@ class TurnInspector:
             Decision.BLOCKED,
         )
 
-    def scan_request(self, body: bytes, view: RequestView, parsed: ParsedBody | None = None) -> bytes:
+    def scan_request(
+        self, body: bytes, view: RequestView, parsed: ParsedBody | None = None, original: bytes | None = None
+    ) -> bytes:
         """A request body (after the parts' rewrite) with every string no part of ``view`` covers scanned:
         fields no dialect models (``metadata``, ``user``, ``prediction``, tool definitions' other fields,
         unknown keys), tool calls in the history, object keys, JSON inside strings, escapes decoded.
         What it finds is recorded, and redacted where the policy redacts requests; in vault mode it is
-        recorded as vaulted (``vault_request`` replaces it). ``parsed``: ``body`` as decoded already."""
+        recorded as vaulted (``vault_request`` replaces it). ``parsed``: ``body`` as decoded already;
+        ``original``: the body as the agent sent it, when ``body`` is its rewrite."""
         handled = {tuple(parse_locator(part.where)) for part in view.parts}
         vaulted = self.vault is not None and view.dialect != MCP.name
         scan = self.json_scan(
             redacts=self.policy.detection.redact_requests,
             placeholder=self.vault.placeholder if vaulted and self.vault is not None else None,
         )
-        return self._scan_document(body, scan, handled, parsed=parsed)
+        return self._scan_document(body, scan, handled, original, parsed)
 
     def request_sent(self, sent: RequestView, body: bytes) -> None:
         """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
@@ -815,7 +818,6 @@ class TurnInspector:
         destructive calls and credential reads, injection in read content. Recorded once, marked with the
         reading, where the session's own reading did not find them; none changes what was sent (what is
         read otherwise is only left unrewritten where nothing filters the stream)."""
-        known = {(finding.rule, finding.fingerprint or finding.where) for finding in self.turn.findings}
         for reading, completion in readings:
             found: list[Finding] = []
             for segment in completion.text:
@@ -829,15 +831,38 @@ class TurnInspector:
             for part in completion.parts:
                 if part.source in CONTEXT_SOURCES:
                     found += self._injection_findings(part)
-            for finding in found:
-                if (finding.rule, finding.fingerprint or finding.where) in known:
-                    continue
-                known.add((finding.rule, finding.fingerprint or finding.where))
-                self._record([dataclasses.replace(finding, extra={**finding.extra, "read_as": reading})])
+            self._record_read_as(found, reading)
 
-    def stream_ambiguities(self, ambiguities: dict[str, int], *, normalised: bool) -> None:
-        """Records the events of a stream that clients read differently (``StreamSession.ambiguities``):
-        ``normalised`` when every one left rewritten to the one reading that was inspected."""
+    def inspect_other_request(self, view: RequestView, other: RequestView, reading: str) -> None:
+        """Findings in ``other``, the request as a reader that reads its body otherwise than ``view`` reads
+        it (a repeated key's first value), where its parts differ: injection, secrets and PII, and for an
+        MCP call destructive tools and credential reads. Recorded, marked with the reading; the body that
+        left is what it was (only observe mode leaves it so)."""
+        read = {part.text for part in view.parts}
+        found: list[Finding] = []
+        for part in other.parts:
+            if part.text in read:
+                continue
+            if part.source in INJECTION_SOURCES:
+                found += self._injection_findings(part)
+            found += self._sensitive_findings(part.text, self._sensitive(part.text), part.where)
+        if other.dialect == MCP.name:
+            found += tools.check_tool_calls(other.tool_calls, None, self.detectors.tools, self.overrides)
+            found += credentials.credential_reads(other.tool_calls, self.detectors.credential_reads)
+        self._record_read_as(found, reading)
+
+    def _record_read_as(self, found: list[Finding], reading: str) -> None:
+        """Findings of another reading that the turn does not hold yet, marked with that reading."""
+        known = {(finding.rule, finding.fingerprint or finding.where) for finding in self.turn.findings}
+        for finding in found:
+            if (finding.rule, finding.fingerprint or finding.where) in known:
+                continue
+            known.add((finding.rule, finding.fingerprint or finding.where))
+            self._record([dataclasses.replace(finding, extra={**finding.extra, "read_as": reading})])
+
+    def record_ambiguities(self, ambiguities: dict[str, int], where: str, *, normalised: bool) -> None:
+        """Records what clients read differently in a body or stream (``StreamSession.ambiguities``):
+        ``normalised`` when it left rewritten to the one reading that was inspected."""
         for rule, count in ambiguities.items():
             self.turn.add(
                 Finding(
@@ -846,7 +871,7 @@ class TurnInspector:
                     signal=AMBIGUOUS_RULES[rule],
                     severity=Severity.MEDIUM,
                     action=Action.REDACT,
-                    where="stream",
+                    where=where,
                     owasp="LLM02",
                     enforced=normalised,
                     count=count,
@@ -1012,9 +1037,16 @@ class TurnInspector:
         filtered, changed = scan.filter("", document, handled)
         if shadowed:
             scan.filter("shadowed by a repeated key", shadowed, ())
-            changed = changed or scan.rewrites
+            changed = changed or self.normalises
+            self.record_ambiguities({DUPLICATE_KEY_RULE: len(shadowed)}, "body", normalised=changed)
         self._record_residual(scan)
         return encode_json(filtered) if changed else body
+
+    @property
+    def normalises(self) -> bool:
+        """Whether a body that readers may read otherwise leaves as the one reading inspected: where the
+        policy enforces any threat, since every verdict is made on that reading."""
+        return any(self.policy.enforces(threat) for threat in Threat)
 
     def scan_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
         """Response headers with secrets in their names or values redacted where enforced (findings

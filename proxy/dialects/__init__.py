@@ -5,7 +5,6 @@ OpenAI-compatible servers on any host are read as OpenAI.
 
 from __future__ import annotations
 
-import json
 import re
 
 from proxy.dialects.anthropic import Anthropic
@@ -25,6 +24,7 @@ from proxy.dialects.stream import (
     ToolGate,
     chain_filters,
 )
+from proxy.wire import jsontext
 
 __all__ = [
     "MCP",
@@ -62,7 +62,7 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
     route = path.split("?", 1)[0].rstrip("/")
     if b'"jsonrpc"' in body:
         try:
-            document = json.loads(body)
+            document = jsontext.loads(body)
         except (ValueError, RecursionError):
             document = None
         if is_jsonrpc(document):

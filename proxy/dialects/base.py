@@ -13,6 +13,7 @@ from proxy.dialects.locator import get_at, set_at
 from proxy.dialects.readings import read_with_shadowed
 from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json, encode_json
 from proxy.exchange import Completion, RequestView, ToolCall
+from proxy.wire import jsontext
 
 ErrorResponse = tuple[int, dict[str, str], bytes]
 JSON_HEADERS = {"content-type": "application/json"}
@@ -61,7 +62,7 @@ def load_json(body: bytes) -> tuple[Any, str | None]:
     if not body.strip():
         return None, "empty body"
     try:
-        return json.loads(body_text(body)), None
+        return jsontext.loads(body_text(body)), None
     except (ValueError, RecursionError) as error:
         return None, f"invalid JSON: {type(error).__name__}"
 
@@ -131,7 +132,7 @@ def reparse_arguments(text: str) -> str:
     if not text.strip():
         return canonical_arguments({})
     try:
-        return canonical_arguments(json.loads(text))
+        return canonical_arguments(jsontext.loads(text))
     except (ValueError, RecursionError):
         return text
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.wire import jsontext
+
 PLACE_KEYS = ("index", "output_index", "content_index", "summary_index")
 """The fields that name the place of a streamed delta, in every dialect that streams places."""
 
@@ -207,7 +209,7 @@ def _keep_first(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def first_values(text: str) -> Any:
     """JSON text read as a reader that keeps the first value of a repeated key reads it."""
-    return json.loads(text, object_pairs_hook=_keep_first)
+    return jsontext.loads(text, object_pairs_hook=_keep_first)
 
 
 def read_with_shadowed(text: str) -> tuple[Any, list[Any]]:
@@ -222,4 +224,4 @@ def read_with_shadowed(text: str) -> tuple[Any, list[Any]]:
             shadowed.extend(value for index, (key, value) in enumerate(pairs) if last[key] != index)
         return document
 
-    return json.loads(text, object_pairs_hook=keep_last), shadowed
+    return jsontext.loads(text, object_pairs_hook=keep_last), shadowed

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion, Part, ToolCall
+from proxy.wire import jsontext
 from proxy.wire.sse import SSEEvent, SSEParser, encode_text, serialise
 
 
@@ -305,7 +306,7 @@ MISPLACED_RULE = "inspection.ambiguous_place"
 REPEATED_PLACE_RULE = "inspection.repeated_place"
 AMBIGUOUS_RULES = {
     DUPLICATE_KEY_RULE: "a key repeated in one JSON object, whose first value some readers keep",
-    MISPLACED_RULE: "a streamed delta at an index clients read as different places (1.0, \"1\", true, -1)",
+    MISPLACED_RULE: 'a streamed delta at an index clients read as different places (1.0, "1", true, -1)',
     REPEATED_PLACE_RULE: "two entries of one streamed list at the same index, which clients join or not",
 }
 
@@ -598,7 +599,7 @@ class StreamSession(ABC):
         residual = self.filters.residual
         if residual is None or event.data is None:
             return [event.raw]
-        payload, changed = residual.filter(event.type, json.loads(event.data), ())
+        payload, changed = residual.filter(event.type, jsontext.loads(event.data), ())
         changed = changed or id(event) in self._rewrite
         return [rewritten(event, payload)] if changed and self.filters.active else [event.raw]
 
@@ -709,7 +710,7 @@ class StreamSession(ABC):
             return value
         filtered = _filter_once(factory(where), dump_json(value))
         try:
-            result = json.loads(filtered)
+            result = jsontext.loads(filtered)
         except ValueError:
             result = _filter_strings(value, lambda string: _filter_once(factory(where), string))
         self.released_arguments[where] = dump_json(result)
@@ -785,7 +786,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return read
 
 
-_UNIQUE_KEYS = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_UNIQUE_KEYS = jsontext.decoder(_unique_keys)
 """Reads JSON whose objects name each key once. Where a key repeats, this parser keeps the last value
 and another (a client's) may keep the first: the bytes of such an event carry a value no scan read."""
 
@@ -799,7 +800,7 @@ def _payload_of(event: SSEEvent) -> tuple[Any, bool]:
     try:
         return _UNIQUE_KEYS.decode(event.data), True
     except _DuplicateKey:
-        return json.loads(event.data), False
+        return jsontext.loads(event.data), False
     except (ValueError, RecursionError):
         return _NOT_JSON, True
 

@@ -30,6 +30,7 @@ import regex
 from proxy.dialects.locator import Step, format_locator
 from proxy.scanning.redact import RedactionStyle, StandIn, fingerprint, redact_text
 from proxy.scanning.rulepack import Match, Rule, Scanner, ScanResult
+from proxy.wire import jsontext
 
 Path = tuple[Step, ...]
 # Between the strings of one batch: no secret pattern reads across a NUL and a line break, and each string
@@ -256,7 +257,7 @@ class JsonScan:
         if not (stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]")):
             return None
         try:
-            inner = json.loads(text)
+            inner = jsontext.loads(text)
         except (ValueError, RecursionError):
             return None
         filtered, changed = self.filter(f"{kind}{format_locator(path)}:", inner)

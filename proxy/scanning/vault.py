@@ -37,6 +37,7 @@ from proxy.scanning.redact import fingerprint
 from proxy.scanning.residual import JsonScan
 from proxy.scanning.validators import VAULT_PLACEHOLDER
 from proxy.state import StateStore, digest
+from proxy.wire import jsontext
 
 PREFIX = "egv_"
 DIGITS = 20
@@ -212,7 +213,7 @@ def map_strings(value: Any, transform: Callable[[str], str]) -> Any:
         stripped = value.strip()
         if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
             try:
-                inner = json.loads(value)
+                inner = jsontext.loads(value)
             except (ValueError, RecursionError):
                 return transform(value)
             mapped = map_strings(inner, transform)
