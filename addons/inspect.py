@@ -21,7 +21,7 @@ from mitmproxy import http
 from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
-from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed
+from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
 from proxy.dialects.readings import FIRST_VALUE, READINGS, first_values
 from proxy.dialects.stream import encode_json, sent_bytes
 from proxy.exchange import RequestView
@@ -56,6 +56,7 @@ ALONGSIDE_THREADS = 4
 OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
+BINARY_MESSAGE_NOTE = "websocket: a binary message that is not text passed uninspected"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
 
@@ -676,12 +677,17 @@ class Inspect:
         if turn is None or inspector is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
-        if not message.is_text:
-            return
         where = f"websocket[{len(flow.websocket.messages) - 1}]"
-        forwarded = inspector.inspect_message(message.text, from_client=message.from_client, where=where)
-        if forwarded != message.text:
-            message.text = forwarded
+        # A binary frame whose bytes are text is read as text by a receiver that decodes it: inspected
+        # like a text frame, and rewritten as the same kind of frame.
+        text = message.text if message.is_text else readable_text(message.content)
+        if text is None:
+            if BINARY_MESSAGE_NOTE not in turn.errors:
+                turn.errors.append(BINARY_MESSAGE_NOTE)
+            return
+        forwarded = inspector.inspect_message(text, from_client=message.from_client, where=where)
+        if forwarded != text:
+            message.content = forwarded.encode("utf-8", "surrogateescape")
 
     @staticmethod
     def _read_as_stream(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import textwrap
 
+import pytest
 from mitmproxy.http import Headers
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
@@ -120,3 +121,37 @@ def test_an_unlabelled_stream_that_cannot_be_read_does_not_pass_in_enforce_mode(
     assert any("reading the stream" in error for error in turn.errors)
     observed, _ = stream_labelled_json("observe", body)
     assert observed.response is not None and observed.response.content == body
+
+
+def server_sends_binary(flow: tflow.HTTPFlow, content: bytes) -> WebSocketMessage:
+    assert flow.websocket is not None
+    message = WebSocketMessage(Opcode.BINARY, False, content)
+    flow.websocket.messages.append(message)
+    return message
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_binary_message_that_is_text_is_read_as_text(mode: str) -> None:
+    """A binary frame carrying text (a client that decodes it reads a key) is inspected as a text frame is,
+    and redacted in enforce mode, still a binary frame."""
+    addon, flow = inspected_websocket(mode)
+    with taddons.context(addon):
+        message = server_sends_binary(flow, f'{{"delta": "your key is {AWS_KEY}"}}'.encode())
+        addon.websocket_message(flow)
+    turn = flow.metadata[METADATA_KEY]
+    enforcing = mode == "enforce"
+    assert [f.enforced for f in turn.findings if f.rule == "aws-access-key-id"] == [enforcing]
+    assert (AWS_KEY.encode() in message.content) is not enforcing
+    assert not message.is_text
+
+
+def test_a_binary_message_that_is_not_text_is_noted() -> None:
+    addon, flow = inspected_websocket("enforce")
+    with taddons.context(addon):
+        message = server_sends_binary(flow, bytes(range(256)))
+        addon.websocket_message(flow)
+        server_sends_binary(flow, bytes(range(256)))
+        addon.websocket_message(flow)
+    turn = flow.metadata[METADATA_KEY]
+    assert message.content == bytes(range(256))
+    assert turn.errors.count("websocket: a binary message that is not text passed uninspected") == 1
