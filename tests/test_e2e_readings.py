@@ -289,3 +289,40 @@ def test_a_secret_in_a_request_with_a_huge_integer_is_redacted(
     assert post(mode_proxy, upstream, body).status_code == 200
     received = upstream.received[-1].body
     assert GITHUB_TOKEN.encode() not in received and b"[REDACTED:github-pat]" in received
+
+
+AWS_KEY = "AKIAQWERTY234567ABCD"
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+@pytest.mark.parametrize(
+    "ending", ["\n\n", "", "\n\ndata: [DONE]\n\n"], ids=["blank line", "none", "then an event"]
+)
+def test_a_json_answer_labelled_as_an_event_stream_is_read(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, ending: str
+) -> None:
+    """A JSON completion sent as ``text/event-stream``: an SSE reader finds no event in it, a client that
+    reads the body as JSON reads the key. The key is recorded; enforced, it never reaches the client."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"key {AWS_KEY}"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    upstream.reply = Reply(
+        body=json.dumps(completion).encode() + ending.encode(), content_type="text/event-stream"
+    )
+    received = post(
+        mode_proxy, upstream, json.dumps({"model": "m", "messages": ask(), "stream": True}).encode()
+    )
+    assert (AWS_KEY.encode() in received.content) is not enforcing
+    found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] is enforcing for f in found)

@@ -528,6 +528,7 @@ class StreamSession(ABC):
         output.extend(self._through_boundaries([]))
         if tail:
             self.notes.append(f"stream ended inside an event ({len(tail)} bytes)")
+            self._scan_raw("unfinished event", tail)
             if not self.filters.active:
                 output.append(tail)
         return b"".join(self._keep(output))
@@ -575,7 +576,7 @@ class StreamSession(ABC):
             # Its text cannot be filtered without holding all of it: with filters, none of it is sent.
             return [] if self.filters.active else [event.raw]
         if event.data is None:
-            return [event.raw]
+            return self._on_dataless_event(event)
         if payload is _NOT_JSON:
             return self._on_text_event(event)
         try:
@@ -610,6 +611,26 @@ class StreamSession(ABC):
         if changed:
             output = [rewritten(event, payload) if piece is event.raw else piece for piece in output]
         return output
+
+    def _on_dataless_event(self, event: SSEEvent) -> list[bytes]:
+        """An event without data (a comment, a name alone, or lines no SSE field names): an SSE client
+        reads nothing in it, but a client that reads the body otherwise (a JSON answer labelled as an event
+        stream) reads all of it, so its bytes are scanned as text, and written redacted where that
+        redacts."""
+        scanned = self._scan_raw(event.type, event.raw)
+        if scanned is None or not self.filters.active:
+            return [event.raw]
+        self.notes.append("an event without data carried text; redacted")
+        ending = event.raw[len(event.raw.rstrip(b"\r\n")) :]
+        return [encode_text(scanned.rstrip("\r\n")) + ending]
+
+    def _scan_raw(self, kind: str, raw: bytes) -> str | None:
+        """``raw`` read as text by the residual scan; the redacted text when the scan changed it."""
+        residual = self.filters.residual
+        if residual is None or not raw.strip():
+            return None
+        scanned, changed = residual.filter(kind, raw.decode("utf-8", "surrogateescape"), ())
+        return scanned if changed else None
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         """An event whose data is not JSON (or nests deeper than can be read): a client that reads it
