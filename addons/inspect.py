@@ -56,6 +56,7 @@ ALONGSIDE_THREADS = 4
 OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
+UNREADABLE_JSON_RULE = "inspection.unreadable_json"
 BINARY_MESSAGE_NOTE = "websocket: a binary message that is not text passed uninspected"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
@@ -185,6 +186,26 @@ def uninspectable_finding(
         threat=threat,
         rule=uninspectable_rule(error),
         signal=f"{where} body {error}; it cannot be inspected",
+        severity=Severity.HIGH,
+        action=Action.BLOCK,
+        where=where,
+        owasp="LLM02",
+        enforced=enforced,
+    )
+
+
+def looks_like_json(body: bytes) -> bool:
+    return body_text(body).lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
+
+
+def unreadable_json_finding(where: str, reason: str, *, enforced: bool) -> Finding:
+    """A body of an API dialect that looks like JSON Python cannot read (nested past its reader's depth,
+    a comment, a trailing comma): a lenient receiver may read calls and fields in it that no detector
+    saw, so where anything is enforced it does not pass."""
+    return Finding(
+        threat=Threat.DATA_EXFILTRATION,
+        rule=UNREADABLE_JSON_RULE,
+        signal=f"{where} body looks like JSON but cannot be read ({reason}); it was read as text",
         severity=Severity.HIGH,
         action=Action.BLOCK,
         where=where,
@@ -470,6 +491,7 @@ class Inspect:
         )
         parsed = None
         reader = dialect
+        misread: str | None = None
         if body is None:
             view = RequestView(dialect=dialect.name, model=dialect.model_hint)
         else:
@@ -480,6 +502,7 @@ class Inspect:
             if view.parse_error:
                 turn.errors.append(f"request: {view.parse_error}")
                 if not isinstance(dialect, Generic):
+                    misread = view.parse_error
                     # Its upstream may read what this parser cannot (a lenient or deeper-nesting JSON
                     # reader): the body is read, and rewritten, as the text it is.
                     reader = Generic()
@@ -498,6 +521,13 @@ class Inspect:
             status = request_refusal_status(unreadable)
             flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
             return None
+        if misread is not None and body is not None and looks_like_json(body):
+            finding = unreadable_json_finding("request", misread, enforced=inspector.normalises)
+            turn.add(finding)
+            if finding.enforced:
+                turn.escalate(Decision.BLOCKED)
+                flow.response = refusal(dialect, turn, 400, block_message(finding, turn.event_id))
+                return None
         return inspector, view, body, parsed
 
     @staticmethod
@@ -584,6 +614,15 @@ class Inspect:
             if looks_like_event_stream(body):
                 self._read_as_stream(flow, turn, dialect, inspector, body)
                 return
+            if not isinstance(dialect, Generic) and looks_like_json(body):
+                finding = unreadable_json_finding(
+                    "response", completion.parse_error, enforced=inspector.normalises
+                )
+                turn.add(finding)
+                if finding.enforced:
+                    turn.escalate(Decision.BLOCKED)
+                    flow.response = refusal(dialect, turn, 502, block_message(finding, turn.event_id))
+                    return
             dialect = Generic()
             completion = dialect.parse_response(body)
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)

@@ -248,31 +248,93 @@ def deeply_nested(depth: int) -> str:
 
 
 UNREADABLE_TO_PYTHON = {
-    "integer of 5000 digits": '"n": 1' + "0" * 5000 + ", ",
-    "integer of 40000 digits in a list": '"n": [1, ' + "7" * 40000 + "], ",
     "nested 5000 deep": f'"x": {deeply_nested(5000)}, ',
     "trailing comma": '"x": [1, 2,], ',
     "comment": "/* lenient readers skip this */ ",
-    "NaN spelled nan": '"t": nan, ',
+    "nan": '"t": nan, ',
+}
+HUGE_INTEGERS = {
+    "integer of 5000 digits": '"n": 1' + "0" * 5000 + ", ",
+    "integer of 40000 digits in a list": '"n": [1, ' + "7" * 40000 + "], ",
 }
 
 
-@pytest.mark.parametrize("mode_proxy", ["enforce"], indirect=True)
+LENIENT_ANSWER = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+).encode()
+
+
+def chat_request(prefix: str, content: str = INJECTION) -> bytes:
+    messages = json.dumps([{"role": "user", "content": content}])
+    return f'{{"model": "m", {prefix}"messages": {messages}}}'.encode()
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
 @pytest.mark.parametrize("shape", sorted(UNREADABLE_TO_PYTHON))
-def test_a_request_python_cannot_read_as_json_is_read_as_text(
+def test_a_request_python_cannot_read_as_json_is_refused_or_read_as_text(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, shape: str
+) -> None:
+    """A request whose JSON Python's reader refuses (nesting past its depth, what lenient readers accept)
+    may be read whole by a lenient upstream: enforced, it is refused; observed, it passes and is read as
+    the text it is, the injection in it recorded."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    upstream.reply = Reply(body=LENIENT_ANSWER)  # an upstream that reads what Python's reader cannot
+    response = post(mode_proxy, upstream, chat_request(UNREADABLE_TO_PYTHON[shape]))
+    assert response.status_code == (400 if enforcing else 200)
+    record = last_record(mode_proxy)
+    found = {finding["rule"]: finding for finding in record["findings"]}
+    assert found["inspection.unreadable_json"]["enforced"] is enforcing
+    if enforcing:
+        assert record["decision"] == "blocked" and "error" in response.json()
+    else:
+        assert "prompt_injection" in {finding["threat"] for finding in record["findings"]}
+
+
+@pytest.mark.parametrize("mode_proxy", ["enforce"], indirect=True)
+@pytest.mark.parametrize("shape", sorted(HUGE_INTEGERS))
+def test_a_request_with_an_integer_over_pythons_digit_limit_is_read(
     mode_proxy: Proxy, upstream: FakeUpstream, shape: str
 ) -> None:
-    """A request whose JSON Python's reader refuses (an integer over its digit limit, nesting past its
-    recursion limit, what lenient readers accept) still reaches a lenient upstream whole: its prompt is
-    read as the text it is, and the injection in it refused."""
+    """An integer of more digits than Python's reader takes is read as the number it spells: the body is
+    read as JSON and the injection in it refused like any other."""
     upstream.reply = Reply(text="hi")
-    messages = json.dumps([{"role": "user", "content": INJECTION}])
-    body = f'{{"model": "m", {UNREADABLE_TO_PYTHON[shape]}"messages": {messages}}}'.encode()
-    response = post(mode_proxy, upstream, body)
-    assert response.status_code == 403
+    assert post(mode_proxy, upstream, chat_request(HUGE_INTEGERS[shape])).status_code == 403
     record = last_record(mode_proxy)
     assert "prompt_injection" in {finding["threat"] for finding in record["findings"]}
-    assert record["decision"] == "blocked"
+    assert "inspection.unreadable_json" not in {finding["rule"] for finding in record["findings"]}
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+def test_a_json_answer_python_cannot_read_is_refused_where_enforced(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A completion nested past Python's reader's depth, whose destructive call a deeper-reading client
+    would run: enforced, the agent gets a 502 in its API's shape; observed, it passes, recorded."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    call = {"id": "call_1", "type": "function", "function": {"name": "drop_table", "arguments": "{}"}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    body = json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+        }
+    )
+    body = body[:-1] + f', "x": {deeply_nested(5000)}}}'
+    upstream.reply = Reply(body=body.encode())
+    response = post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode())
+    assert response.status_code == (502 if enforcing else 200)
+    found = {finding["rule"]: finding for finding in last_record(mode_proxy)["findings"]}
+    assert found["inspection.unreadable_json"]["enforced"] is enforcing
+    assert (b"drop_table" in response.content) is not enforcing
 
 
 @pytest.mark.parametrize(
