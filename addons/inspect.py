@@ -182,10 +182,21 @@ def uninspectable_finding(
     where: str, error: UninspectableError, threat: Threat, *, enforced: bool
 ) -> Finding:
     """A body no detector can read: it decodes past the inspection cap, or not at all."""
+    return body_finding(
+        uninspectable_rule(error),
+        f"{where} body {error}; it cannot be inspected",
+        where,
+        threat,
+        enforced=enforced,
+    )
+
+
+def body_finding(rule: str, signal: str, where: str, threat: Threat, *, enforced: bool) -> Finding:
+    """A body the detectors cannot vouch for: refused where ``enforced``."""
     return Finding(
         threat=threat,
-        rule=uninspectable_rule(error),
-        signal=f"{where} body {error}; it cannot be inspected",
+        rule=rule,
+        signal=signal,
         severity=Severity.HIGH,
         action=Action.BLOCK,
         where=where,
@@ -202,16 +213,8 @@ def unreadable_json_finding(where: str, reason: str, *, enforced: bool) -> Findi
     """A body of an API dialect that looks like JSON Python cannot read (nested past its reader's depth,
     a comment, a trailing comma): a lenient receiver may read calls and fields in it that no detector
     saw, so where anything is enforced it does not pass."""
-    return Finding(
-        threat=Threat.DATA_EXFILTRATION,
-        rule=UNREADABLE_JSON_RULE,
-        signal=f"{where} body looks like JSON but cannot be read ({reason}); it was read as text",
-        severity=Severity.HIGH,
-        action=Action.BLOCK,
-        where=where,
-        owasp="LLM02",
-        enforced=enforced,
-    )
+    signal = f"{where} body looks like JSON but cannot be read ({reason}); it was read as text"
+    return body_finding(UNREADABLE_JSON_RULE, signal, where, Threat.DATA_EXFILTRATION, enforced=enforced)
 
 
 def request_refusal_status(error: UninspectableError) -> int:

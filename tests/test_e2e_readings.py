@@ -6,60 +6,20 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, anthropic_client, ask, last_record, openai_client
+from tests.test_streaming import GITHUB_TOKEN, STRIPE_KEY, anthropic_split_secret
 from tests.upstream import FakeUpstream, Reply
-from tests.upstream import sse as upstream_sse
-
-GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
-MESSAGE = {
-    "id": "msg_1",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-sonnet-4-5",
-    "content": [],
-    "stop_reason": None,
-    "stop_sequence": None,
-    "usage": {"input_tokens": 1, "output_tokens": 1},
-}
-
-
-def anthropic_event(payload: dict[str, Any]) -> bytes:
-    return upstream_sse(payload, payload["type"])
-
-
-def anthropic_delta(index: Any, text: str) -> bytes:
-    return anthropic_event(
-        {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
-    )
 
 
 def anthropic_last_block_stream() -> list[bytes]:
-    """Two text blocks; a delta at index -1, which the Anthropic SDK reads as its last block, brings the
-    tail of a token whose head ends block 1."""
-    return [
-        anthropic_event({"type": "message_start", "message": MESSAGE}),
-        anthropic_event(
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        ),
-        anthropic_delta(0, "Hello. "),
-        anthropic_event({"type": "content_block_stop", "index": 0}),
-        anthropic_event(
-            {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}
-        ),
-        anthropic_delta(1, f"The token is {GITHUB_TOKEN[:12]}"),
-        anthropic_delta(-1, f"{GITHUB_TOKEN[12:]} today."),
-        anthropic_event({"type": "content_block_stop", "index": 1}),
-        anthropic_event(
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}
-        ),
-        anthropic_event({"type": "message_stop"}),
-    ]
+    """Two text blocks; deltas at index -1, which the Anthropic SDK reads as its last block, bring the
+    head and the tail of keys whose other parts are block 1's."""
+    return [anthropic_split_secret(-1)]
 
 
 def sdk_text(upstream: FakeUpstream) -> str:
@@ -83,10 +43,14 @@ def test_observed_anthropic_delta_the_sdk_joins_to_its_last_block_is_recorded(
     """Observe mode passes the stream as it came: the SDK joins the token whole, and the audit records the
     token (read as the SDK reads -1) and the odd index."""
     upstream.reply = Reply(events=anthropic_last_block_stream())
-    assert GITHUB_TOKEN in sdk_text(upstream)
+    text = sdk_text(upstream)
+    assert GITHUB_TOKEN in text and STRIPE_KEY in text
     record = last_record(mode_proxy)
     found = {finding["rule"]: finding for finding in record["findings"]}
-    assert "github-pat" in found and "read_as" in found["github-pat"]["extra"]
+    assert all(
+        rule in found and "read_as" in found[rule]["extra"]
+        for rule in ("github-pat", "stripe-live-secret-key")
+    )
     assert found["inspection.ambiguous_place"]["enforced"] is False
 
 
@@ -98,7 +62,7 @@ def test_enforced_anthropic_delta_at_no_started_block_never_reaches_the_sdk(
     dealt with."""
     upstream.reply = Reply(events=anthropic_last_block_stream())
     text = sdk_text(upstream)
-    assert GITHUB_TOKEN not in text and GITHUB_TOKEN[12:] not in text
+    assert GITHUB_TOKEN not in text and GITHUB_TOKEN[12:] not in text and STRIPE_KEY not in text
     found = {finding["rule"]: finding for finding in last_record(mode_proxy)["findings"]}
     assert found["inspection.ambiguous_place"]["enforced"] is True
 
