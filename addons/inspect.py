@@ -22,7 +22,7 @@ from addons.turns import policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
-from proxy.dialects.readings import FIRST_VALUE, READINGS, first_values
+from proxy.dialects.readings import FIRST_VALUE, FOLDED_KEYS, READINGS, first_values, folded_keys
 from proxy.dialects.stream import encode_json, sent_bytes
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
@@ -57,6 +57,9 @@ OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
+KEY_CASE_RULE = "inspection.key_case"
+FOLDED_KEY = "egressguard.inspect.folded"
+"""The request as a reader matching keys regardless of case reads it, where that differs."""
 BINARY_MESSAGE_NOTE = "websocket: a binary message that is not text passed uninspected"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
@@ -470,6 +473,9 @@ class Inspect:
         if body is not None and parsed is not None and parsed[1]:
             other = flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body))))
             inspector.inspect_other_request(view, other, READINGS[FIRST_VALUE])
+        folded = flow.metadata.pop(FOLDED_KEY, None)
+        if isinstance(folded, RequestView):
+            inspector.inspect_other_request(view, folded, READINGS[FOLDED_KEYS])
         scanned = inspector.scan_request(body, view, parsed) if body is not None else body
         if verdict.block is not None or verdict.replacements or scanned != body:
             # Observe mode decides nothing; should a verdict come anyway, the record says it was not applied.
@@ -524,6 +530,13 @@ class Inspect:
             status = request_refusal_status(unreadable)
             flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
             return None
+        if body is not None and parsed is not None and parsed[2] is None:
+            folded = self._read_folded(turn, inspector, body, lambda found: reader.parse_request(body, found))
+            if folded is not None and inspector.normalises:
+                flow.response = refusal(dialect, turn, 400, block_message(turn.findings[-1], turn.event_id))
+                return None
+            if folded is not None:
+                flow.metadata[FOLDED_KEY] = folded
         if misread is not None and body is not None and looks_like_json(body):
             finding = unreadable_json_finding("request", misread, enforced=inspector.normalises)
             turn.add(finding)
@@ -532,6 +545,28 @@ class Inspect:
                 flow.response = refusal(dialect, turn, 400, block_message(finding, turn.event_id))
                 return None
         return inspector, view, body, parsed
+
+    @staticmethod
+    def _read_folded[Read](
+        turn: Turn, inspector: TurnInspector, body: bytes, read: Callable[[ParsedBody], Read]
+    ) -> Read | None:
+        """The body as a reader that matches keys to fields regardless of case reads it (Go's
+        encoding/json: ``"Messages"`` for ``messages``), where that reading differs from the dialect's:
+        recorded as an ``inspection.key_case`` finding, enforced (the body refused) where the policy
+        enforces any threat. None where every reader reads the body alike."""
+        folding = folded_keys(body_text(body))
+        if folding is None:
+            return None
+        document, folds = folding
+        other = read((document, [], None))
+        if not folds:
+            return None
+        enforced = inspector.normalises
+        signal = f"keys read otherwise by a reader ignoring case: {', '.join(sorted(set(folds))[:5])}"
+        turn.add(body_finding(KEY_CASE_RULE, signal, "body", Threat.DATA_EXFILTRATION, enforced=enforced))
+        if enforced:
+            turn.escalate(Decision.BLOCKED)
+        return other
 
     @staticmethod
     def _decide_request(
@@ -628,6 +663,14 @@ class Inspect:
                     return
             dialect = Generic()
             completion = dialect.parse_response(body)
+        folded = (
+            self._read_folded(turn, inspector, body, lambda found: dialect.parse_response(body, found))
+            if parsed[2] is None
+            else None
+        )
+        if folded is not None and inspector.normalises:
+            flow.response = refusal(dialect, turn, 502, block_message(turn.findings[-1], turn.event_id))
+            return
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
         rewritten = body
         if plan.rewrites:
@@ -647,6 +690,8 @@ class Inspect:
             # Left as it came (nothing is enforced): what a reader keeping first values reads is recorded.
             other = dialect.parse_response(encode_json(first_values(body_text(body))))
             inspector.inspect_other_readings([(READINGS[FIRST_VALUE], other)])
+        if folded is not None:
+            inspector.inspect_other_readings([(READINGS[FOLDED_KEYS], folded)])
         if rewritten != body:
             set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)

@@ -352,3 +352,62 @@ def test_a_json_answer_labelled_as_an_event_stream_is_read(
     assert (AWS_KEY.encode() in received.content) is not enforcing
     found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
     assert found and all(f["enforced"] is enforcing for f in found)
+
+
+CASE_VARIANTS = {
+    "Messages": '"Messages"',
+    "MESSAGES beside messages": '"messages": [{"role": "user", "content": "hello"}], "MESSAGES"',
+    "long s": '"me\u017f\u017fages"',
+    "escaped capital": '"\\u004dessages"',
+    "Content in a message": None,
+}
+
+
+def case_variant_request(shape: str) -> bytes:
+    messages = json.dumps([{"role": "user", "content": INJECTION}])
+    key = CASE_VARIANTS[shape]
+    if key is None:
+        return json.dumps({"model": "m", "messages": [{"role": "user", "Content": INJECTION}]}).encode()
+    return f'{{"model": "m", {key}: {messages}}}'.encode()
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+@pytest.mark.parametrize("shape", sorted(CASE_VARIANTS))
+def test_a_key_spelled_in_another_case_is_read_as_a_case_insensitive_upstream_reads_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, shape: str
+) -> None:
+    """An upstream in Go reads ``Messages`` (or the same with long s letters) as ``messages``: the
+    injection it carries is recorded as that reading finds it; enforced, the request is refused."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    upstream.reply = Reply(body=LENIENT_ANSWER)
+    response = post(mode_proxy, upstream, case_variant_request(shape).decode("utf-8").encode())
+    assert response.status_code == (400 if enforcing else 200)
+    record = last_record(mode_proxy)
+    found = {finding["rule"]: finding for finding in record["findings"]}
+    assert found["inspection.key_case"]["enforced"] is enforcing
+    if not enforcing:
+        assert any(f["threat"] == "prompt_injection" and "read_as" in f["extra"] for f in record["findings"])
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+def test_a_response_key_in_another_case_is_read_as_a_case_insensitive_client_reads_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A completion whose message names ``Tool_Calls``: a Go client runs the destructive call in it.
+    Observed, the call is recorded as that reading finds it; enforced, the agent gets a 502."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    call = {"id": "call_1", "type": "function", "function": {"name": "drop_table", "arguments": "{}"}}
+    message = {"role": "assistant", "content": "done", "Tool_Calls": [call]}
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    upstream.reply = Reply(
+        body=json.dumps(
+            {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [choice]}
+        ).encode()
+    )
+    response = post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode())
+    assert response.status_code == (502 if enforcing else 200)
+    record = last_record(mode_proxy)
+    found = {finding["rule"]: finding for finding in record["findings"]}
+    assert found["inspection.key_case"]["enforced"] is enforcing
+    if not enforcing:
+        assert any(f["threat"] == "tool_abuse" and "read_as" in f["extra"] for f in record["findings"])

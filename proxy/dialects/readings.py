@@ -225,3 +225,50 @@ def read_with_shadowed(text: str) -> tuple[Any, list[Any]]:
         return document
 
     return jsontext.loads(text, object_pairs_hook=keep_last), shadowed
+
+
+FOLDED_KEYS = "keys matched regardless of case"
+READINGS[FOLDED_KEYS] = (
+    "a key matched to the field it names regardless of case, the last such key winning (Go's encoding/json)"
+)
+_FOLDABLE_KEY = re.compile(r'"[^"]*?[A-Z\\\u0080-\U0010ffff][^"]*"\s*:')
+"""A key a case-insensitive reader may match to a field spelled otherwise: an upper-case letter, an
+escape or a letter outside ASCII (Go folds the long s, U+017F, to "s" and the Kelvin sign to "k")."""
+
+
+class _Folded(dict[str, Any]):
+    """A JSON object as a reader that matches keys to fields regardless of case reads it: a key asked for
+    is the last of the object's keys equal to it under case folding. Each lookup answered by a key
+    spelled otherwise is noted in ``folds``."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], folds: list[str]) -> None:
+        super().__init__(pairs)
+        self._folds = folds
+        self._last = {key.casefold(): key for key, _ in pairs}
+
+    def _key(self, key: Any) -> Any:
+        if not isinstance(key, str):
+            return key
+        actual = self._last.get(key.casefold(), key)
+        if actual != key:
+            self._folds.append(key)
+        return actual
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._key(key), default)
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+
+def folded_keys(text: str) -> tuple[Any, list[str]] | None:
+    """JSON text as a case-insensitive reader reads it, and the list that notes each lookup it answers
+    otherwise than an exact reader (filled as the document is read); None when no key of the text could
+    be read so (the common case, found by one regular-expression search)."""
+    if _FOLDABLE_KEY.search(text) is None:
+        return None
+    folds: list[str] = []
+    return jsontext.loads(text, object_pairs_hook=lambda pairs: _Folded(pairs, folds)), folds
