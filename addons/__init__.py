@@ -15,7 +15,7 @@ from addons.identity import AgentIdentity
 from addons.inspect import Inspect
 from addons.localapi import LocalApi, ReservedHosts
 from addons.metrics import TurnMetrics
-from addons.trailers import Http1Trailers
+from addons.trailers import Http1Trailers, Http2JoinedData
 from proxy.runtime import Runtime
 
 
@@ -25,6 +25,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         PolicyLoader(runtime),
         EarlyAnswers(),
         Http1Trailers(),
+        Http2JoinedData(),
         CappedDecoding(runtime),
         AgentIdentity(runtime),
         DrillMarker(runtime),

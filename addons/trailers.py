@@ -8,7 +8,8 @@ as the trailer events HTTP/2 already uses (so the inspect addon scans them like 
 after the last chunk. Where the body goes on with a fixed length instead of chunked, there is no place for
 them and they are dropped.
 
-The same connections hand on the body data that one read brought as one piece (``JoinedData``).
+The same connections hand on the body data that one read brought as one piece (``JoinedData``), and so do
+the HTTP/2 connections ``Http2JoinedData`` installs (``JoinedFrames``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     HttpEvent,
+    RequestData,
     RequestEndOfMessage,
     RequestTrailers,
+    ResponseData,
     ResponseEndOfMessage,
     ResponseTrailers,
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Connection, Http1Server
+from mitmproxy.proxy.layers.http._http2 import Http2Client, Http2Connection, Http2Server
 
 CommandGenerator = Generator[commands.Command, Any, None]
 
@@ -56,6 +60,34 @@ def is_chunked(message: http.Message | None) -> bool:
     return message is not None and "chunked" in message.headers.get("transfer-encoding", "").lower()
 
 
+def joined_data(commands: CommandGenerator, receive: type[RequestData | ResponseData]) -> CommandGenerator:
+    """``commands`` with the body data they hand on for one stream one after another (``receive``
+    events) joined into one piece; anything else passes in its place, in order, and what the layer sends
+    back for a command reaches ``commands``."""
+    joined: list[bytes] = []
+    stream_id = 0
+    reply: Any = None
+    while True:
+        try:
+            command = commands.send(reply)
+        except StopIteration:
+            break
+        reply = None
+        data = (
+            command.event if isinstance(command, ReceiveHttp) and isinstance(command.event, receive) else None
+        )
+        if joined and (data is None or data.stream_id != stream_id):
+            yield ReceiveHttp(receive(stream_id, b"".join(joined)))
+            joined = []
+        if data is not None:
+            joined.append(data.data)
+            stream_id = data.stream_id
+            continue
+        reply = yield command
+    if joined:
+        yield ReceiveHttp(receive(stream_id, b"".join(joined)))
+
+
 class JoinedData(Http1Connection):
     """Hands on the body data of one read as one piece. mitmproxy hands on each HTTP/1 chunk on its own,
     and an event stream's server sends one event per chunk, so every event of a burst went through the
@@ -64,21 +96,35 @@ class JoinedData(Http1Connection):
     in fewer, larger pieces, and nothing waits for data that has not come."""
 
     def read_body(self, event: events.Event) -> CommandGenerator:
-        joined: list[bytes] = []
-        for command in super().read_body(event):
-            if isinstance(command, ReceiveHttp) and isinstance(command.event, self.ReceiveData):
-                joined.append(command.event.data)
-                continue
-            if joined:
-                yield self._joined(joined)
-                joined = []
-            yield command
-        if joined:
-            yield self._joined(joined)
+        yield from joined_data(super().read_body(event), self.ReceiveData)
 
-    def _joined(self, pieces: list[bytes]) -> ReceiveHttp:
-        assert self.stream_id is not None
-        return ReceiveHttp(self.ReceiveData(self.stream_id, b"".join(pieces)))
+
+class JoinedFrames(Http2Connection):
+    """``JoinedData`` for HTTP/2: the DATA frames of one stream that one read brought reach the HTTP layer
+    as one piece (mitmproxy hands on each frame on its own; a server sends one event per frame)."""
+
+    def _handle_event(self, event: events.Event) -> CommandGenerator:
+        if isinstance(event, events.DataReceived):
+            yield from joined_data(super()._handle_event(event), self.ReceiveData)
+        else:
+            yield from super()._handle_event(event)
+
+
+class JoinedHttp2Server(JoinedFrames, Http2Server):
+    pass
+
+
+class JoinedHttp2Client(JoinedFrames, Http2Client):
+    pass
+
+
+class Http2JoinedData:
+    """Installs ``JoinedHttp2Server`` and ``JoinedHttp2Client`` as the HTTP/2 connections mitmproxy's HTTP
+    layer makes."""
+
+    def load(self, loader: object) -> None:
+        http_layer.Http2Server = JoinedHttp2Server  # type: ignore[attr-defined]
+        http_layer.Http2Client = JoinedHttp2Client  # type: ignore[attr-defined]
 
 
 class TrailerFields(Http1Connection):
