@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -675,6 +676,12 @@ KEYWORDS = [
     "\u00e9t\u00e9",
     "\u5ffd\u7565",
     "  ",
+    # Holding the separator of the stretches searched for keywords across runs.
+    "x\x00 x",
+    "y \x00",
+    # As long as the longest, with a space as far from a run as it can be.
+    "ignore x",
+    " x ignor",
 ]
 # Pieces of text that make keywords, parts of them, runs of spaces and other scripts.
 PIECES = [
@@ -733,6 +740,12 @@ def _collapsed(view: str) -> tuple[str, list[int]]:
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=60))
+# A run as far from a keyword's end or start as the keyword's length allows, in a long text.
+@hypothesis.example(["q" * 40, "ignore", "   ", "x", "q" * 40])
+@hypothesis.example(["q" * 40, "  ", "x ignor", "q" * 40])
+# Stretches around two runs, one ending in "x", the next starting with " x": joined, they spell a
+# keyword that holds the separator, which is no hit of the text.
+@hypothesis.example(["a" * 100, "  ", "bbbbbbx", "dddddd", " x", "cccc", "  ", "e" * 100])
 def test_hits_across_runs_of_spaces_are_the_keywords_of_the_collapsed_view_that_span_a_run(
     pieces: list[str],
 ) -> None:

@@ -50,6 +50,7 @@ from typing import Any
 
 import ahocorasick_rs
 import numpy as np
+import numpy.typing as npt
 import regex
 import yaml
 
@@ -459,6 +460,10 @@ _RELAXED_GAP = 256
 # this many times over, all the forms are first asked together, in one pass (an RE2 set reads a byte in
 # about the time one form does), which of them match anywhere in it.
 _ONE_PASS_READING = 2
+# A keyword crossing a run of spaces lies within its length of the run: where such stretches make up less
+# than this share of a text, only they are searched for keywords across runs (joined by the separator).
+_AROUND_RUNS_SHARE = 0.5
+_STRETCH_SEPARATOR = "\x00"
 # A literal-led rule (see _literal_led) with more hits than this searches the whole text once.
 _MAX_LITERAL_LED_HITS = 8
 # Rules whose match can be longer than this (or unbounded) run over the whole text once triggered.
@@ -763,20 +768,51 @@ def _hits_across_space_runs(
     np.logical_and(space[1:], space[:-1], out=dropped[1:])
     kept_codes = codes[~dropped].tobytes()
     collapsed = kept_codes.decode("ascii") if ascii_view else kept_codes.decode("utf-32-le", "surrogatepass")
-    found, rules = keywords.find(collapsed)
-    if not found:
-        return [], rules
     # Character c of the collapsed view stands at c plus the number of characters dropped before it
     # in the view: those whose place in the view, less the number dropped before them, is c or less.
+    # So each of these places is that of the character after a run, the run's kept space just before.
     drops = np.flatnonzero(dropped)
     shifted = drops - np.arange(len(drops))
-    table = np.array(found, dtype=np.intp)
-    starts, lasts = table[:, 1], table[:, 2] - 1
+    # The places are in order: those of a run are one and the same.
+    after_runs = shifted[np.r_[True, shifted[1:] != shifted[:-1]]]
+    found, rules = _hits_around(keywords, collapsed, after_runs - 1)
+    if not len(found):
+        return [], rules
+    starts, lasts = found[:, 1], found[:, 2] - 1
     lows = starts + np.searchsorted(shifted, starts, side="right")
     highs = lasts + np.searchsorted(shifted, lasts, side="right") + 1
     crossing = np.flatnonzero(highs - lows != lasts + 1 - starts)
-    words = table[crossing, 0].tolist()
+    words = found[crossing, 0].tolist()
     return list(zip(words, lows[crossing].tolist(), highs[crossing].tolist(), strict=True)), rules
+
+
+def _hits_around(
+    keywords: _Keywords, collapsed: str, runs: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], Sequence[tuple[int, ...]]]:
+    """Hits of the ``keywords`` in ``collapsed`` (word, start, end; one row each), and the rules each
+    word number triggers: at least every hit that holds one of its ``runs`` (the kept space of each, in
+    order) and the character after it. Such a hit lies within a keyword's length of its run: when those
+    stretches make up less than ``_AROUND_RUNS_SHARE`` of the text, only they are searched, joined. A
+    hit that runs from one stretch over the separator into the next is read at its start's stretch; it
+    holds no run and the character after it there (the next run is further than a keyword's length)."""
+    longest = keywords.longest
+    lows = np.maximum(runs - longest + 2, 0)
+    highs = np.minimum(runs + longest, len(collapsed))
+    apart = np.flatnonzero(lows[1:] > highs[:-1]) + 1
+    lows, highs = lows[np.r_[0, apart]], highs[np.r_[apart - 1, len(highs) - 1]]
+    if int((highs - lows).sum()) > _AROUND_RUNS_SHARE * len(collapsed):
+        found, rules = keywords.find(collapsed)
+        return np.array(found, dtype=np.intp).reshape(-1, 3), rules
+    pieces = (collapsed[low:high] for low, high in zip(lows.tolist(), highs.tolist(), strict=True))
+    found, rules = keywords.find(_STRETCH_SEPARATOR.join(pieces))
+    table = np.array(found, dtype=np.intp).reshape(-1, 3)
+    # Where each stretch starts in the joined text.
+    offsets = np.empty(len(lows), dtype=np.intp)
+    offsets[0] = 0
+    np.cumsum(highs[:-1] - lows[:-1] + len(_STRETCH_SEPARATOR), out=offsets[1:])
+    stretch = np.searchsorted(offsets, table[:, 1], side="right") - 1
+    table[:, 1:] += (lows[stretch] - offsets[stretch])[:, None]
+    return table, rules
 
 
 def _automaton_of(words: Sequence[str]) -> ahocorasick_rs.AhoCorasick | None:
