@@ -15,6 +15,7 @@ import pytest
 
 from proxy.state import digest
 from proxy.state.sqlite import DATABASE_NAME
+from proxy.state.store import TALLY_WRITE_S
 from tests.harness import AGENT, Proxy
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
@@ -77,12 +78,19 @@ def test_minted_ids_stay_within_the_cap_and_the_agent_limit_still_withholds(
             [(rows,)] = database.execute("SELECT COUNT(*) FROM windows WHERE key LIKE ?", (pattern,))
             return int(rows)
 
+        def agent_turns() -> int:
+            [(turns,)] = database.execute(
+                "SELECT SUM(events) FROM buckets WHERE key = ?", (f"turns:agent:{AGENT}",)
+            )
+            return int(turns or 0)
+
+        # The turns are tallies, which each worker writes within TALLY_WRITE_S.
+        deadline = time.monotonic() + TALLY_WRITE_S + 5
+        while agent_turns() < REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert agent_turns() == REQUESTS
         assert windows("turns:session:%") == CAP
         assert windows(f"tool.limit:{digest('lookup_*')}:user:%") == CAP
-        [(agent_turns,)] = database.execute(
-            "SELECT SUM(events) FROM buckets WHERE key = ?", (f"turns:agent:{AGENT}",)
-        )
-        assert agent_turns == REQUESTS
     finally:
         database.close()
 

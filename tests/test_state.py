@@ -472,10 +472,27 @@ def test_a_tally_counts_at_once_like_a_hit(store: StateStore, clock: FakeClock) 
     assert store.count("turns:agent:a", 600) == 1
 
 
-def test_tallies_reach_the_disk_within_their_write_period(tmp_path: Path, clock: FakeClock) -> None:
+def test_close_writes_every_tally(open_store: Opener) -> None:
+    """A store closed right after tallies (a clean stop) loses none of them."""
+    store = open_store()
+    for _ in range(7):
+        store.tally("turns:session:0123456789abcdef0123456789abcdef", 3600)
+    store = reopen(store, open_store)
+    assert store.count("turns:session:0123456789abcdef0123456789abcdef", 3600) == 7
+    store.close()
+
+
+SQLITE_STORES = pytest.mark.parametrize("sqlite_store_class", [SqliteStateStore, SharedSqliteStateStore])
+type SqliteStoreClass = type[SqliteStateStore] | type[SharedSqliteStateStore]
+
+
+@SQLITE_STORES
+def test_tallies_reach_the_disk_within_their_write_period(
+    tmp_path: Path, clock: FakeClock, sqlite_store_class: SqliteStoreClass
+) -> None:
     """Tallies are committed together at most ``TALLY_WRITE_S`` after the first of them, with the window
     row they opened, without waiting for close; and again after a quiet spell."""
-    store = SqliteStateStore(tmp_path, clock=clock)
+    store = sqlite_store_class(tmp_path, clock=clock)
     query = "SELECT SUM(events) FROM buckets WHERE key = ?"
     for expected in (20, 21):
         for _ in range(20 if expected == 20 else 1):
@@ -488,18 +505,101 @@ def test_tallies_reach_the_disk_within_their_write_period(tmp_path: Path, clock:
     store.close()
 
 
-def test_close_writes_every_tally(open_store: Opener) -> None:
-    """A store closed right after tallies (a clean stop) loses none of them."""
-    store = open_store()
-    for _ in range(7):
-        store.tally("turns:session:0123456789abcdef0123456789abcdef", 3600)
-    store = reopen(store, open_store)
-    assert store.count("turns:session:0123456789abcdef0123456789abcdef", 3600) == 7
+def test_a_worker_counts_its_tallies_at_once_and_the_others_once_written(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Workers sharing the file: a tally counts at once in its own worker and in the others' counts
+    within ``TALLY_WRITE_S``; a hit counts at once everywhere, and a hit after tallies counts them."""
+    mine, other = (SharedSqliteStateStore(tmp_path, clock=clock) for _ in range(2))
+    for _ in range(3):
+        mine.tally("refusals:agent:a", 3600)
+    assert mine.count("refusals:agent:a", 3600) == 3
+    assert mine.count("refusals:agent:a", 60) == 3
+    deadline = time.monotonic() + TALLY_WRITE_S + 2
+    while other.count("refusals:agent:a", 3600) != 3:
+        assert time.monotonic() < deadline, "the other worker never counted the tallies"
+        time.sleep(0.05)
+    mine.tally("refusals:agent:a", 3600)
+    assert other.hit("refusals:agent:a", 3600) == 4  # the other's hit does not wait for the tally
+    assert mine.count("refusals:agent:a", 3600) == 5  # its own tally, and the other's hit, at once
+    mine.tally("refusals:agent:a", 3600)
+    assert mine.hit("refusals:agent:a", 3600) == 7  # a hit writes the tallies before it
+    assert other.count("refusals:agent:a", 3600) == 7
+    clock.advance(3700)
+    assert mine.count("refusals:agent:a", 3600) == other.count("refusals:agent:a", 3600) == 0
+    mine.close()
+    other.close()
+
+
+def test_a_worker_reads_what_another_wrote_at_once_after_reading_it_before(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A worker keeps what it read only while the file is unchanged: each write of another worker, and
+    each of its own, is read by the very next read of the same thing."""
+    mine, other = (SharedSqliteStateStore(tmp_path, clock=clock) for _ in range(2))
+
+    def reads() -> tuple[object, ...]:
+        return (
+            mine.get("freeze:user:mallory"),
+            mine.items("freeze:"),
+            mine.counter("limit:agent:a"),
+            mine.count("turns:agent:a", 60),
+            mine.count("turns:agent:a", 3600),
+            mine.add_if_new("hosts:agent:a", "example.com", 3600),
+        )
+
+    writes: list[Callable[[SharedSqliteStateStore], object]] = [
+        lambda store: store.put("freeze:user:mallory", {"reason": "injection"}),
+        lambda store: store.incr("limit:agent:a"),
+        lambda store: store.hit("turns:agent:a", 3600),
+        lambda store: store.delete("freeze:user:mallory"),
+        lambda store: store.hit("turns:agent:a", 3600),
+    ]
+    seen = [reads(), reads()]
+    assert seen[0][:-1] == seen[1][:-1] and seen[1][-1] is False  # the first read claimed the host
+    for writer in (other, mine):
+        for write in writes:
+            before = reads()[:-1]
+            write(writer)
+            after = reads()[:-1]
+            assert after != before, write
+    fresh = SharedSqliteStateStore(tmp_path, clock=clock)
+    assert (
+        reads()[:-1]
+        == (
+            fresh.get("freeze:user:mallory"),
+            fresh.items("freeze:"),
+            fresh.counter("limit:agent:a"),
+            fresh.count("turns:agent:a", 60),
+            fresh.count("turns:agent:a", 3600),
+        )
+        == (None, {}, 2, 4, 4)
+    )
+    clock.advance(66)  # time alone moves a window's count (by 5 s buckets here), with nothing written
+    assert mine.count("turns:agent:a", 60) == fresh.count("turns:agent:a", 60) == 0
+    assert mine.count("turns:agent:a", 3600) == 4
+    for store in (mine, other, fresh):
+        store.close()
+
+
+def test_an_unwritten_tally_of_a_wider_window_counts_in_the_buckets_it_will_be_written_to(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A tally that widens a key's retention counts, before it is written, as it will once written."""
+    store = SharedSqliteStateStore(tmp_path, clock=clock)
+    store.hit("turns:agent:a", 60)
+    clock.advance(30)
+    store.tally("turns:agent:a", 7 * 86400)
+    before = [store.count("turns:agent:a", window) for window in (10, 60, 3600)]
     store.close()
+    reopened = SharedSqliteStateStore(tmp_path, clock=clock)
+    assert [reopened.count("turns:agent:a", window) for window in (10, 60, 3600)] == before
+    assert before[-1] == 2
+    reopened.close()
 
 
-def _tally_then_crash(directory: Path) -> None:
-    store = SqliteStateStore(directory)
+def _tally_then_crash(directory: Path, sqlite_store_class: SqliteStoreClass) -> None:
+    store = sqlite_store_class(directory)
     for _ in range(30):
         store.tally("turns:agent:a", 3600)
     time.sleep(TALLY_WRITE_S + 1)
@@ -507,21 +607,29 @@ def _tally_then_crash(directory: Path) -> None:
     os._exit(0)  # no close: what a crash leaves on disk
 
 
-def test_a_crash_loses_at_most_the_last_period_of_tallies(tmp_path: Path) -> None:
+@SQLITE_STORES
+def test_a_crash_loses_at_most_the_last_period_of_tallies(
+    tmp_path: Path, sqlite_store_class: SqliteStoreClass
+) -> None:
     """A process that dies without closing its store has written every tally older than one write period;
     only those of its last moments may be missing."""
-    worker = multiprocessing.get_context("spawn").Process(target=_tally_then_crash, args=(tmp_path,))
+    worker = multiprocessing.get_context("spawn").Process(
+        target=_tally_then_crash, args=(tmp_path, sqlite_store_class)
+    )
     worker.start()
     worker.join(60)
     assert worker.exitcode == 0
-    store = SqliteStateStore(tmp_path)
+    store = sqlite_store_class(tmp_path)
     assert 30 <= store.count("turns:agent:a", 3600) <= 31
     store.close()
 
 
-def test_a_hit_after_a_tally_of_its_key_is_written_with_its_window(tmp_path: Path, clock: FakeClock) -> None:
+@SQLITE_STORES
+def test_a_hit_after_a_tally_of_its_key_is_written_with_its_window(
+    tmp_path: Path, clock: FakeClock, sqlite_store_class: SqliteStoreClass
+) -> None:
     """A hit is on disk when it returns, with the window row a tally of the same key opened before it."""
-    store = SqliteStateStore(tmp_path, clock=clock)
+    store = sqlite_store_class(tmp_path, clock=clock)
     store.tally("tool.calls:a", 3600)
     store.hit("tool.calls:a", 3600)
     assert on_disk(tmp_path, "SELECT retention FROM windows WHERE key = 'tool.calls:a'") == [(3600.0,)]
@@ -529,10 +637,13 @@ def test_a_hit_after_a_tally_of_its_key_is_written_with_its_window(tmp_path: Pat
     store.close()
 
 
-def test_a_forgotten_key_leaves_no_tally_on_disk(tmp_path: Path, clock: FakeClock) -> None:
+@SQLITE_STORES
+def test_a_forgotten_key_leaves_no_tally_on_disk(
+    tmp_path: Path, clock: FakeClock, sqlite_store_class: SqliteStoreClass
+) -> None:
     """Tallies of a key the kind's cap forgets are written before it is deleted, never after: a reopened
     store finds only the keys kept."""
-    store = SqliteStateStore(tmp_path, clock=clock, keys_per_kind=3)
+    store = sqlite_store_class(tmp_path, clock=clock, keys_per_kind=3)
     keys = [f"turns:session:{index:032x}" for index in range(6)]
     for key in keys:
         store.tally(key, 3600)
@@ -540,7 +651,7 @@ def test_a_forgotten_key_leaves_no_tally_on_disk(tmp_path: Path, clock: FakeCloc
     store.close()
     on_file = {row[0] for row in on_disk(tmp_path, "SELECT DISTINCT key FROM buckets")}
     assert on_file == set(keys[3:])
-    reopened = SqliteStateStore(tmp_path, clock=clock, keys_per_kind=3)
+    reopened = sqlite_store_class(tmp_path, clock=clock, keys_per_kind=3)
     assert [reopened.count(key, 3600) for key in keys] == [0, 0, 0, 1, 1, 1]
     reopened.close()
 

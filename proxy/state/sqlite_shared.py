@@ -1,29 +1,42 @@
 """The state store for several worker processes on one host: the same SQLite file, read and written by all.
 
 ``SqliteStateStore`` keeps everything in memory and only persists to disk, so two processes would each
-see their own counts. This store keeps nothing in memory: every operation is one SQLite transaction on
-the shared file (``BEGIN IMMEDIATE`` for read-modify-write, so increments from two workers are never
+see their own counts. This store reads everything from the shared file: every operation is one SQLite
+transaction on it (``BEGIN IMMEDIATE`` for read-modify-write, so increments from two workers are never
 lost), in WAL mode so readers do not wait for writers. It is slower per operation than the in-memory
 store (a write transaction each, tens of microseconds, no fsync) and needs no server; for several hosts
 use Redis. Both SQLite stores use one schema, so a data dir can move between one worker and several.
+
+The one write that waits is ``tally``, the hit of a statistic (a refusal rate, a tool's call rate), which
+every turn makes: written at once, it was a write transaction per turn, each queueing for the file's
+write lock behind the other workers' (and sleeping a millisecond or more in SQLite's busy handler when
+it met one) while the worker's event loop waited. A tally counts at once in this process's counts and
+is written with the others of the same ``TALLY_WRITE_S`` in one transaction, by a thread of the store's
+own, or earlier by any write transaction of this process (each writes the tallies first, so no delete,
+sweep or forgotten key is followed by an older tally of it). The other workers count it once written,
+at most ``TALLY_WRITE_S`` later, and a crash loses at most that last second of them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from proxy.state.buckets import bucket_start, bucket_width
+import structlog
+
+from proxy.state.buckets import bucket_start, bucket_width, counted
 from proxy.state.keys import capped, kind
 from proxy.state.sqlite import (
     DATABASE_NAME,
-    RECORD_HIT,
+    RECORD_HITS,
     SCHEMA,
     count_set_members,
     forget_key,
@@ -31,9 +44,27 @@ from proxy.state.sqlite import (
     migrate_hits,
     sweep_database,
 )
-from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, Clock, JSONValue
+from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, TALLY_WRITE_S, Clock, JSONValue
+
+log = structlog.get_logger("egressguard.state")
 
 BUSY_TIMEOUT_MS = 10_000
+ANSWERS_KEPT = 4096
+"""The most answers a store keeps between changes of the file (they are all dropped at each change)."""
+
+
+@dataclass(slots=True)
+class _Tallies:
+    """One key's tallies not written yet: the longest window they were made for, and their events by
+    whole second (every bucket width is a whole number of seconds, so a second falls in one bucket)."""
+
+    window_s: float
+    events: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: _Tallies) -> None:
+        self.window_s = max(self.window_s, other.window_s)
+        for second, events in other.events.items():
+            self.events[second] = self.events.get(second, 0) + events
 
 
 class SharedSqliteStateStore:
@@ -54,6 +85,11 @@ class SharedSqliteStateStore:
         self._sweep_interval_s = sweep_interval_s
         self._lock = threading.Lock()
         self._closed = False
+        self._tallied: dict[str, _Tallies] = {}
+        self._tallies_due = threading.Condition(self._lock)
+        self._writer: threading.Thread | None = None
+        self._answers: dict[tuple[object, ...], object] = {}
+        self._version: int | None = None
         self._db = sqlite3.connect(
             str(directory / DATABASE_NAME), isolation_level=None, check_same_thread=False, timeout=10
         )
@@ -76,23 +112,51 @@ class SharedSqliteStateStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken before anything is read so that no other process writes between."""
+        """One write transaction, taken before anything is read so that no other process writes between;
+        it writes this process's tallies first."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the state store is closed")
             self._db.execute("BEGIN IMMEDIATE")
+            # This process's own commits leave the file's data_version as it is.
+            self._answers.clear()
+            tallies, self._tallied = self._tallied, {}
             try:
+                for key, pending in tallies.items():
+                    retention = self._widen(self._db, key, pending.window_s)
+                    for second, events in pending.events.items():
+                        self._record(self._db, key, retention, second, events)
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                # Kept for the next write: a second's events add up, so memory grows with keys, not events.
+                for key, pending in tallies.items():
+                    self._tallied.setdefault(key, _Tallies(pending.window_s)).add(pending)
                 raise
-            self._db.execute("COMMIT")
 
     def _read[T](self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """``query`` under the lock, the answers kept by ``_answer`` forgotten if the file changed."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the state store is closed")
+            [(version,)] = self._db.execute("PRAGMA data_version")
+            if version != self._version:
+                self._version = version
+                self._answers.clear()
             return query(self._db)
+
+    def _answer[T](self, question: tuple[object, ...], ask: Callable[[], T]) -> T:
+        """The answer read to ``question`` since the file last changed, or ``ask()``'s, kept (in a read:
+        the caller holds the lock and has checked the file's version)."""
+        if question in self._answers:
+            return cast(T, self._answers[question])
+        answer = ask()
+        if len(self._answers) >= ANSWERS_KEPT:
+            self._answers.clear()
+        self._answers[question] = answer
+        return answer
 
     def _now(self, now: float | None = None) -> float:
         at = self._clock() if now is None else now
@@ -120,7 +184,10 @@ class SharedSqliteStateStore:
     def counter(self, key: str) -> int:
         now = self._now()
         row = self._read(
-            lambda db: db.execute("SELECT value, expires FROM counters WHERE key = ?", (key,)).fetchone()
+            lambda db: self._answer(
+                ("counter", key),
+                lambda: db.execute("SELECT value, expires FROM counters WHERE key = ?", (key,)).fetchone(),
+            )
         )
         return int(row[0]) if row is not None and live(row[1], now) else 0
 
@@ -129,29 +196,89 @@ class SharedSqliteStateStore:
     def hit(self, key: str, window_s: float, now: float | None = None) -> int:
         at = self._now(now)
         with self._transaction() as db:
-            row = db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone()
-            retention = max(window_s, row[0] if row is not None else 0.0)
-            if row is None or row[0] < window_s:
-                db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, retention))
-            width = bucket_width(retention)
-            start = bucket_start(at, width)
-            [events] = db.execute(RECORD_HIT + " RETURNING events", (key, width, start))
-            if events == (1,):
-                # A new bucket: the oldest may have left the retention since the last one was opened.
-                db.execute("DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - retention))
-                self._keep(db, key, start + width + retention)
+            retention = self._widen(db, key, window_s)
+            self._record(db, key, retention, at, 1)
             return _count(db, key, window_s, retention, at)
 
+    def _widen(self, db: sqlite3.Connection, key: str, window_s: float) -> float:
+        """The retention of ``key``'s events, made at least ``window_s``."""
+        row = db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] >= window_s:
+            return float(row[0])
+        db.execute("INSERT OR REPLACE INTO windows VALUES (?, ?)", (key, window_s))
+        return window_s
+
+    def _record(self, db: sqlite3.Connection, key: str, retention: float, at: float, events: int) -> None:
+        """``events`` events of ``key`` at ``at``."""
+        width = bucket_width(retention)
+        start = bucket_start(at, width)
+        [(held,)] = db.execute(RECORD_HITS + " RETURNING events", (key, width, start, events))
+        if held == events:
+            # A new bucket: the oldest may have left the retention since the last one was opened.
+            db.execute("DELETE FROM buckets WHERE key = ? AND start + width <= ?", (key, at - retention))
+            self._keep(db, key, start + width + retention)
+
     def tally(self, key: str, window_s: float) -> None:
-        # Written at once: the other workers read the counts from the file, not from this one's memory.
-        self.hit(key, window_s)
+        second = math.floor(self._now())
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the state store is closed")
+            waiting = bool(self._tallied)
+            pending = self._tallied.setdefault(key, _Tallies(window_s))
+            pending.window_s = max(pending.window_s, window_s)
+            pending.events[second] = pending.events.get(second, 0) + 1
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="state-tallies", daemon=True)
+                self._writer.start()
+            elif not waiting:
+                self._tallies_due.notify()
+
+    def _write_loop(self) -> None:
+        """Write the tallies of each second together, ``TALLY_WRITE_S`` after the first of them."""
+        while True:
+            with self._lock:
+                while not (self._closed or self._tallied):
+                    self._tallies_due.wait()
+                if not self._closed:
+                    self._tallies_due.wait(TALLY_WRITE_S)
+                if self._closed:
+                    return
+                if not self._tallied:  # another write took them
+                    continue
+            try:
+                with self._transaction():
+                    pass
+            except RuntimeError:  # closed meanwhile, and the close wrote them
+                return
+            except sqlite3.Error as error:
+                log.error("state.tallies_unwritten", error=str(error))
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         at = self._now(now)
 
         def query(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone()
-            return 0 if row is None else _count(db, key, window_s, row[0], at)
+            row = self._answer(
+                ("retention", key),
+                lambda: db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone(),
+            )
+            pending = self._tallied.get(key)
+            if row is None and pending is None:
+                return 0
+            # The tallies not written yet count as the buckets they will be written to.
+            retention = max(row[0] if row is not None else 0.0, pending.window_s if pending else 0.0)
+            width = bucket_width(retention)
+            oldest = at - min(window_s, retention)
+            unwritten = sum(
+                events
+                for second, events in (pending.events.items() if pending else ())
+                if counted(bucket_start(second, width), width, oldest, at)
+            )
+            if row is None:
+                return unwritten
+            # Buckets start and end on whole seconds, so the same ones overlap every window whose ends
+            # fall in the same two seconds: one answer serves a second's turns.
+            bounds = ("events", key, math.floor(oldest), math.floor(at))
+            return unwritten + self._answer(bounds, lambda: _count(db, key, window_s, retention, at))
 
         return self._read(query)
 
@@ -162,9 +289,12 @@ class SharedSqliteStateStore:
         # Most members asked about (hosts, tool sequences, alert groups) are there already: a read, which
         # in WAL mode takes no lock, answers them without queueing for the write lock behind other workers.
         seen = self._read(
-            lambda db: db.execute(
-                "SELECT expires FROM members WHERE set_name = ? AND member = ?", (set_name, member)
-            ).fetchone()
+            lambda db: self._answer(
+                ("member", set_name, member),
+                lambda: db.execute(
+                    "SELECT expires FROM members WHERE set_name = ? AND member = ?", (set_name, member)
+                ).fetchone(),
+            )
         )
         if seen is not None and seen[0] > at:
             return False
@@ -206,7 +336,10 @@ class SharedSqliteStateStore:
     def get(self, key: str) -> JSONValue | None:
         now = self._now()
         row = self._read(
-            lambda db: db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+            lambda db: self._answer(
+                ("value", key),
+                lambda: db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone(),
+            )
         )
         if row is None or not live(row[1], now):
             return None
@@ -250,9 +383,12 @@ class SharedSqliteStateStore:
     def items(self, prefix: str) -> dict[str, JSONValue]:
         now = self._now()
         rows = self._read(
-            lambda db: db.execute(
-                "SELECT key, value, expires FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
-            ).fetchall()
+            lambda db: self._answer(
+                ("values", prefix),
+                lambda: db.execute(
+                    "SELECT key, value, expires FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+                ).fetchall(),
+            )
         )
         return {key: cast(JSONValue, json.loads(text)) for key, text, expires in rows if live(expires, now)}
 
@@ -306,10 +442,23 @@ class SharedSqliteStateStore:
         return self._forgotten
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        """Write the tallies held, then close."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                if not self._tallied:
+                    self._closed = True
+                    self._tallies_due.notify_all()
+                    self._db.close()
+                    return
+            try:
+                with self._transaction():
+                    pass  # writes them
+            except sqlite3.Error as error:
+                log.error("state.tallies_unwritten", error=str(error))
+                with self._lock:
+                    self._tallied.clear()
 
 
 _TRACK_HELD = (

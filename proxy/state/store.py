@@ -67,8 +67,8 @@ class StateStore(Protocol):
     def tally(self, key: str, window_s: float) -> None:
         """``hit`` now, for a statistic whose last moment a crash may lose (a refusal rate, a tool's call
         rate against its baseline), never for a limit or anything else enforced: the event counts at once
-        for every process that reads the store, as a hit does, but a store that keeps its state in this
-        process's memory may write it to disk up to ``TALLY_WRITE_S`` later."""
+        in this process's counts, but a SQLite store may write it to its file up to ``TALLY_WRITE_S``
+        later, so that workers sharing the file count it that much later (Redis writes it at once)."""
         ...
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
