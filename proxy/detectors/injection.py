@@ -150,9 +150,9 @@ def _squeezed[Codes: (np.uint8, np.uint32)](codes: npt.NDArray[Codes]) -> npt.ND
 
 
 @functools.cache
-def _mixed_salts(salt: int, sizes: tuple[int, ...]) -> tuple[np.uint64, ...]:
-    """The salt of each n-gram size times the mixing constant (``_mixed``), made once."""
-    return tuple(np.uint64(_mixed(salt * size)) for size in sizes)
+def _mixed_salts(salt: int, sizes: tuple[int, ...]) -> npt.NDArray[np.uint64]:
+    """The salt of each n-gram size times the mixing constant (``_mixed``), one row each, made once."""
+    return np.array([[_mixed(salt * size)] for size in sizes], dtype=np.uint64)
 
 
 _SHIFTS = [np.uint64(64 - bits) for bits in range(65)]
@@ -225,8 +225,7 @@ class FeatureSpec:
         (h + s) * M = h * M + s * M). The columns of n-grams that would run past the end (the last
         ``size - 1``) get the empty bucket."""
         columns = mixed.shape[1]
-        for row, mixed_salt in enumerate(_mixed_salts(salt, sizes)):
-            mixed[row] += mixed_salt
+        mixed += _mixed_salts(salt, sizes)
         mixed >>= _SHIFTS[self.bits]
         for row, size in enumerate(sizes):
             mixed[row, max(0, columns - size + 1) :] = self.dim
@@ -416,12 +415,12 @@ class InjectionClassifier:
         first = 1 if word_continues and len(starts) and starts[0] == 0 else 0
         last = int(np.searchsorted(starts, kept)) if len(codes) > kept else len(starts)
         starts, words = starts[first:last], words[:, first:last]
+        out[1] = 0
         if not len(starts):
-            out[1] = 0
             return
-        counts = np.add.reduce(words < self.spec.dim, axis=0)
-        out[1] = np.bincount(starts, weights=counts, minlength=kept)
-        out[0] += np.bincount(starts, weights=np.add.reduce(self.weights.take(words), axis=0), minlength=kept)
+        # Each word starts at a place of its own: its sums go there, no two into one.
+        out[1, starts] = np.add.reduce(words < self.spec.dim, axis=0)
+        out[0, starts] += np.add.reduce(self.weights.take(words), axis=0)
 
     def threshold(self, source: Source, structure: Structure | None = None) -> float:
         """The threshold for text from ``source``; for read content, that of its kind when known."""
