@@ -4,11 +4,15 @@ only one reading to make."""
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses, StreamFilters
 from proxy.dialects import readings as readings_module
@@ -248,3 +252,26 @@ def test_enforced_duplicate_key_leaves_with_the_value_read() -> None:
 def test_lenient_reading_of_an_index(index: Any, highest: int, expected: Any) -> None:
     read = readings_module.lenient({"index": index}, {"index": highest})
     assert read == {"index": expected} and type(read["index"]) is type(expected)
+
+
+FOLDABLE_PIECES = ['"', ":", " ", "\n", "a", "Z", "\\", "\u00e9", "k", "{", ",", '\\"', "x" * 20, "Messages"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(FOLDABLE_PIECES), max_size=40))
+def test_a_key_a_case_insensitive_reader_may_fold_is_found_as_its_definition_finds_it(
+    pieces: list[str],
+) -> None:
+    """Some quoted string holding an upper-case letter, an escape or a character past ASCII is followed
+    by a colon (the definition, spelled with a lazy repeat)."""
+    text = "".join(pieces)
+    definition = re.compile(r'"[^"]*?[A-Z\\\u0080-\U0010ffff][^"]*"\s*:')
+    assert (readings_module._FOLDABLE_KEY.search(text) is None) == (definition.search(text) is None)
+
+
+def test_a_long_value_full_of_capitals_is_searched_for_foldable_keys_in_linear_time() -> None:
+    """A 1 MB tool result of upper-case prose costs milliseconds, not a quadratic search."""
+    body = json.dumps({"messages": [{"role": "tool", "content": "Set DATABASE_URL First. " * 40_000}]})
+    started = time.process_time()
+    assert readings_module.folded_keys(body) is None
+    assert time.process_time() - started < 0.5
