@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from mitmproxy import addonmanager, exceptions, hooks, options
@@ -175,9 +177,12 @@ def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequenc
         raise StartupError(str(error)) from None
 
 
-def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
-    """One of several workers sharing the listen port (``proxy.commands.workers``)."""
-    _listen_with_reuse_port()
+def serve_worker(
+    settings: dict[str, Any], passthrough: Sequence[str] = (), together: Barrier | None = None
+) -> None:
+    """One of several workers sharing the listen port (``proxy.commands.workers``); with ``together``,
+    a barrier of every worker, it starts accepting connections only once they have all bound it."""
+    _listen_with_reuse_port(together)
     _stop_with_supervisor()
     try:
         serve(settings, passthrough)
@@ -186,14 +191,33 @@ def serve_worker(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> N
         sys.exit(2)
 
 
-def _listen_with_reuse_port() -> None:
+LISTEN_TOGETHER_S = 60.0
+"""How long a worker waits for the others to bind the port before it accepts connections alone."""
+
+
+def _listen_with_reuse_port(together: Barrier | None) -> None:
     """mitmproxy opens its listeners with ``asyncio.start_server(handler, host, port)`` and has no
     option for ``SO_REUSEPORT``. A worker process runs nothing but this proxy, so every listener it
-    opens may share its port with the other workers."""
+    opens may share its port with the other workers.
+
+    The kernel spreads each connection over the listeners there are when it arrives, and a keep-alive
+    connection stays on its worker for its life: agents that connect while one worker listens alone
+    (all of them, when they reconnect after a restart) would all stay on it, the others idle. So the
+    first listener a worker opens is bound at once (a port in use is reported as before) but accepts
+    only after ``together``, the barrier of every worker, lets it through (or after
+    ``LISTEN_TOGETHER_S``, should another worker never get there)."""
     start_server = asyncio.start_server
+    barriers = [together] if together is not None else []
 
     async def start_shared_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-        return await start_server(*args, **{**kwargs, "reuse_port": True})
+        if not barriers:
+            return await start_server(*args, **{**kwargs, "reuse_port": True})
+        barrier = barriers.pop()
+        server = await start_server(*args, **{**kwargs, "reuse_port": True, "start_serving": False})
+        with contextlib.suppress(threading.BrokenBarrierError):
+            await asyncio.to_thread(barrier.wait, LISTEN_TOGETHER_S)
+        await server.start_serving()
+        return server
 
     asyncio.start_server = start_shared_server
 

@@ -4,8 +4,11 @@ file, keep one audit chain each, and route an alert once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,6 +159,42 @@ def test_workers_stop_when_the_supervisor_is_killed(workers: Proxy) -> None:
     while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(pid) for pid in spawned)
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established TCP connections to ``port`` process ``pid`` has accepted (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    held = 0
+    for descriptor in Path(f"/proc/{pid}/fd").glob("*"):
+        with contextlib.suppress(OSError):
+            held += os.readlink(descriptor) in inodes
+    return held
+
+
+def test_agents_connecting_the_moment_the_port_opens_are_spread_over_every_worker(
+    start_proxy: Callable[..., Proxy],
+) -> None:
+    """No worker accepts before every worker has bound the port: connections opened the moment it first
+    accepts one (agents reconnecting after a restart) reach both workers, where the first worker up
+    used to take them all and keep them for their life. (Sixteen connections all on one of two by
+    chance: 1 in 32768.)"""
+    proxy = start_proxy(args=("--workers", "2"))  # returns as soon as the port accepts a connection
+    agents = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(16)]
+    try:
+        spawned = children_of(proxy.process.pid)
+        deadline = time.monotonic() + 20
+        while sum(held := [connections_held(pid, proxy.port) for pid in spawned]) < len(agents):
+            assert time.monotonic() < deadline, f"accepted: {held}"
+            time.sleep(0.05)
+        assert len([count for count in held if count]) == 2, held
+    finally:
+        for agent in agents:
+            agent.close()
 
 
 @pytest.fixture

@@ -49,7 +49,8 @@ def supervise(
     passthrough: list[str],
     admin: tuple[str, int] | None = None,
 ) -> int:
-    """Run ``target(settings, passthrough)`` in ``workers`` processes until a signal or a worker's exit;
+    """Run ``target(settings, passthrough, together)`` in ``workers`` processes until a signal or a
+    worker's exit (``together`` is a barrier of all of them, which each passes once it has bound the port);
     return the exit status (that of the first worker to stop on its own, 0 after a signal, 2 when the
     admin listener cannot listen). With ``admin`` (host, port), this process serves the host's one admin
     listener there, in front of each worker's admin API on a Unix socket of its own
@@ -68,12 +69,15 @@ async def _supervise(
     # A private directory (0700) for the workers' admin sockets, short enough for a socket's path.
     sockets = Path(tempfile.mkdtemp(prefix="egressguard-admin-")) if admin else None
     processes: dict[str, BaseProcess] = {}
+    together = context.Barrier(workers)
     for index in range(workers):
         worker_settings = {**settings, WORKER_OPTION: writer_id(index)}
         if sockets is not None:
             worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
         worker = context.Process(
-            target=target, args=(worker_settings, passthrough), name=f"egressguard-{writer_id(index)}"
+            target=target,
+            args=(worker_settings, passthrough, together),
+            name=f"egressguard-{writer_id(index)}",
         )
         worker.start()
         processes[writer_id(index)] = worker
