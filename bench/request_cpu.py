@@ -2,13 +2,14 @@
 checkout and, with ``--against``, egressguard from another checkout (the code before a change).
 
 The same chat-completion requests as ``bench/latency.py`` (an 8 KB prompt, a one-line prompt, a 64 KB tool
-result; a 2 KB reply) go over TLS with keep-alive through each proxy in turn, one request at a time (each
-proxy in each place of the order in turn) and each with its own prompt, so every proxy meets the
-machine's other load at the same moments: on a shared machine this compares the proxies far more steadily
-than runs one after the other. egressguard runs with one worker in enforce mode with every detector on.
-For each case and round it prints the CPU (user and system, from /proc) each proxy process spent per
-request and its median latency, then the range over the rounds of each egressguard's CPU per request
-against bare mitmdump's (and against ``--against``'s).
+result; a 2 KB reply), and the one-line prompt at the end of a 120-message conversation, go over TLS with
+keep-alive through each proxy in turn, one request at a time (each proxy in each place of the order in
+turn) and each with its own prompt, so every proxy meets the machine's other load at the same moments:
+on a shared machine this compares the proxies far more steadily than runs one after the other.
+egressguard runs with one worker in enforce mode with every detector on. For each case and round it
+prints the CPU (user and system, from /proc) each proxy process spent per request and its median
+latency, then the range over the rounds of each egressguard's CPU per request against bare mitmdump's
+(and against ``--against``'s).
 
     python3 bench/request_cpu.py [--requests 200] [--rounds 3] [--against ../other-checkout]
 """
@@ -52,10 +53,32 @@ from tests.upstream import FakeUpstream, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 10
+HISTORY = [
+    message
+    for turn in range(60)
+    for message in (
+        {
+            "role": "user",
+            "content": f"Question {turn}: which settings does the service need for the new database?",
+        },
+        {
+            "role": "assistant",
+            "content": f"Answer {turn}: set DATABASE_URL, run make migrate, then restart. " * 3,
+        },
+    )
+]
+"""A conversation of 120 messages an agent sends again with every new prompt."""
+
+
+def after_history(prompt: str) -> list[dict[str, Any]]:
+    return [*HISTORY, *ask(prompt)]
+
+
 CASES: dict[str, tuple[str, Callable[[str], list[dict[str, Any]]]]] = {
     f"{len(PROMPT)} B prompt": (PROMPT, ask),
     f"{len(SHORT_PROMPT)} B prompt": (SHORT_PROMPT, ask),
     f"{len(TOOL_RESULT)} B tool result": (TOOL_RESULT, read_file),
+    f"{len(SHORT_PROMPT)} B prompt after {len(HISTORY)} messages": (SHORT_PROMPT, after_history),
 }
 
 

@@ -92,10 +92,11 @@ SEQUENCE_HISTORY = 20
 """Tool-using turns an agent needs behind it before a new tool sequence counts as unusual."""
 HISTORY_CACHE_ENTRIES = 8192
 REPEATED_ENTRIES = 4096
-REPEATED_CHARS = 256
+REPEATED_CHARS = 512
 """Longest string of a JSON body or of the response headers (a key, a value no dialect reads as text, a
-header's name or value) whose matches are kept across turns once it came twice: field names, a date, a
-server's name, types, model names."""
+header's name or value, or a short value read on from the tail of the values of its field before it)
+whose matches are kept across turns once it came twice: field names, a date, a server's name, types,
+model names, the roles of a conversation's messages."""
 ENTROPY_HISTORY = 20
 """Calls of a tool needed before its argument entropy has a baseline."""
 ENTROPY_SCALE = 1_000_000

@@ -514,7 +514,7 @@ REPEATED_POOL = [
 
 def _repeated_turn(random: Random, number: int) -> tuple[bytes, list[tuple[str, str]]]:
     """A response body and headers of strings drawn from the pool (as keys and values, in lists, inside
-    JSON strings), with an id of its own."""
+    JSON strings, in a history that grows by one item a turn), with an id of its own."""
     document: dict[str, object] = {"id": f"chatcmpl-{number:08x}", "object": "chat.completion"}
     for _ in range(random.randint(2, 6)):
         document[random.choice(REPEATED_POOL)] = random.choice(REPEATED_POOL)
@@ -522,6 +522,12 @@ def _repeated_turn(random: Random, number: int) -> tuple[bytes, list[tuple[str, 
     document["metadata"] = [random.choice(REPEATED_POOL) for _ in range(random.randint(0, 3))]
     if number % 3 == 0:
         document["split"] = [SECRET[:10], SECRET[10:]]
+    # A conversation sent again every turn, one item longer each time: each item's strings are read on
+    # from the same field's strings before them, and a secret is split across two of them.
+    document["history"] = [
+        {"role": ("user", "assistant")[index % 2], "name": REPEATED_POOL[index % len(REPEATED_POOL)]}
+        for index in range(number)
+    ]
     headers = [(random.choice(["Date", "X-Debug", SECRET]), random.choice(REPEATED_POOL)) for _ in range(3)]
     return json.dumps(document).encode(), headers
 

@@ -6,6 +6,7 @@ escaping, so every location in any JSON document has exactly one spelling. The w
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ ROOT = "$"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOKEN = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+_REMEMBERED = 8192
+_REMEMBERED_LENGTH = 128
+"""Locators up to this long are parsed once and remembered (the most recent ``_REMEMBERED``)."""
 
 
 def format_locator(steps: tuple[Step, ...] | list[Step]) -> str:
@@ -38,6 +42,18 @@ def join(base: str, *steps: Step) -> str:
 
 
 def parse_locator(locator: str) -> list[Step]:
+    if len(locator) <= _REMEMBERED_LENGTH:
+        # A conversation's history gives the same hundred locators (``messages[12].content``) every turn.
+        return list(_remembered_steps(locator))
+    return _steps(locator)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_steps(locator: str) -> tuple[Step, ...]:
+    return tuple(_steps(locator))
+
+
+def _steps(locator: str) -> list[Step]:
     if locator == ROOT:
         return []
     steps: list[Step] = []

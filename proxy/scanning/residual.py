@@ -192,9 +192,11 @@ class JsonScan:
             known = self._known(text)
             if known != []:  # a value known to hold nothing adds nothing to the scan
                 pieces.append(_Piece(path, text, shape, known=known))
-            if context:
-                # Read on from the field's earlier text too (a secret split across events), and on its
-                # own (a field that is no continuation: the joint text can hide a boundary).
+            if context and (kind or self._known(context + text) != []):
+                # Read on from the field's earlier text too (a secret split across events or list items),
+                # and on its own (a field that is no continuation: the joint text can hide a boundary).
+                # In a body, the joint text of an item of a history the agent sends again every turn
+                # comes again too: one known to hold nothing adds nothing.
                 pieces.append(_Piece(path, text, shape, context, earlier=earlier))
             plain = canonical_escapes(text)
             if plain != text:
