@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ import httpx
 import openai
 import pytest
 
+from addons.server import _listen_with_reuse_port
 from proxy.admin import http
 from proxy.admin.gateway import Gateway
 from proxy.audit.heads import head_key, writer_id
@@ -195,6 +198,49 @@ def test_agents_connecting_the_moment_the_port_opens_are_spread_over_every_worke
     finally:
         for agent in agents:
             agent.close()
+
+
+def bind_unless_second(settings: dict[str, Any], passthrough: list[str], together: Any) -> None:
+    """A worker target for ``supervise``: the first worker binds a port and waits for the others as a
+    proxy worker does, stopping gracefully on SIGTERM; the second never gets as far as binding."""
+    if settings["egressguard_writer"] != "w0":
+        time.sleep(600)
+    _listen_with_reuse_port(together)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        listening = asyncio.create_task(asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0))
+        await asyncio.sleep(0.5)
+        Path(settings["waiting"]).touch()
+        await stop.wait()
+        listening.cancel()
+
+    asyncio.run(serve())
+
+
+def test_a_stop_while_a_worker_waits_for_the_others_to_bind_is_prompt(tmp_path: Path) -> None:
+    """Stopped while one worker has bound the port and waits for another that never gets there (a worker
+    that fails to start), the supervisor and its workers are gone within seconds, not once the wait or
+    the grace period before a kill runs out."""
+    supervisor = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from proxy.commands.workers import supervise\n"
+            "from tests.test_e2e_workers import bind_unless_second\n"
+            f"supervise(2, bind_unless_second, {{'waiting': {str(tmp_path / 'waiting')!r}}}, [])",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "waiting").exists():  # the first worker waits for the second
+        assert time.monotonic() < deadline and supervisor.poll() is None
+        time.sleep(0.05)
+    supervisor.send_signal(signal.SIGTERM)
+    began = time.monotonic()
+    supervisor.wait(30)
+    assert time.monotonic() - began < 5
 
 
 @pytest.fixture

@@ -119,6 +119,9 @@ async def _supervise(
             server.close()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        # A worker still waiting for the others to bind the port would otherwise stop only once its
+        # wait ran out.
+        together.abort()
         await asyncio.to_thread(_stop, list(processes.values()))
         if sockets is not None:
             shutil.rmtree(sockets, ignore_errors=True)
