@@ -7,6 +7,13 @@ lost), in WAL mode so readers do not wait for writers. It is slower per operatio
 store (a write transaction each, tens of microseconds, no fsync) and needs no server; for several hosts
 use Redis. Both SQLite stores use one schema, so a data dir can move between one worker and several.
 
+A read keeps its answer for as long as no process has committed to the file since (``PRAGMA
+data_version``, which each read asks first; this process's own writes drop the answers too), so a
+freeze, a claim or a limit another worker writes is read by the next read, and the reads every turn
+repeats (a freeze, a first-seen host, the refusal windows) cost a lookup while the file is unchanged.
+A window count is kept by the whole seconds its ends fall in, over which it sums the same buckets: a
+week-long window holds 672 of them, and summing them from the file took about ten times as long.
+
 The one write that waits is ``tally``, the hit of a statistic (a refusal rate, a tool's call rate), which
 every turn makes: written at once, it was a write transaction per turn, each queueing for the file's
 write lock behind the other workers' (and sleeping a millisecond or more in SQLite's busy handler when
