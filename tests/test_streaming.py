@@ -1028,6 +1028,26 @@ def test_bursts_read_ahead_still_redact_every_secret_split_across_deltas(
     assert sorted(recorded) == sorted(match.rule.id for match in SECRETS.scan(ANSWER).matches)
 
 
+@pytest.mark.parametrize("name", TEXT_STREAMS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(min_value=1, max_value=14), min_size=1, max_size=8))
+def test_events_read_one_at_a_time_still_redact_every_secret_split_across_them(
+    name: str, sizes: list[int]
+) -> None:
+    """A model that writes slower than the proxy reads: each event is read on its own, nothing is read
+    ahead, and the agent still gets the whole-text redaction, no piece of a secret, each recorded once."""
+    dialect, text_stream, sdk_view = TEXT_STREAMS[name]
+    events = [event.raw for event in SSEParser().feed(text_stream(split(ANSWER, sizes)))]
+    redactors = Redactors()
+    session = dialect.stream_session(StreamFilters(text_filter=redactors))
+    output = b"".join(session.feed(event) for event in events) + session.finish()
+    assert sdk_view(output)[0] == scan_and_redact(SECRETS, ANSWER).text
+    for secret in (GITHUB_TOKEN, STRIPE_KEY):
+        assert not any(secret[i : i + 8].encode() in output for i in range(len(secret) - 7))
+    recorded = [redaction.rule_id for redactor in redactors.made for redaction in redactor.redactions]
+    assert sorted(recorded) == sorted(match.rule.id for match in SECRETS.scan(ANSWER).matches)
+
+
 READ_WHOLE = [True, True, True, False, False, False, False]
 """The text events of the stream below: three deltas read whole; the two pieces of the token and of the
 open word "mo|re" written anew."""
