@@ -306,7 +306,10 @@ def main() -> None:
         "of the machine's other work, which then takes only what they leave; needs root)",
     )
     args = parser.parse_args()
-    os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by the upstream and the proxies
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by the upstream and the proxies
+    except PermissionError:
+        parser.error(f"--nice {args.nice} needs root (or CAP_SYS_NICE)")
     # Where the kernel groups processes by session (autogroup), a nice value weighs only within the
     # session; the session's own weight is set here.
     with contextlib.suppress(OSError):
