@@ -296,7 +296,7 @@ def main() -> None:
         "--runs",
         type=int,
         default=3,
-        help="runs one after the other, each the other way round; ranges are printed",
+        help="runs one after the other, every other one in the reverse order; ranges are printed",
     )
     parser.add_argument(
         "--nice",
