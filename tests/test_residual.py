@@ -273,3 +273,19 @@ def test_any_mix_of_known_and_new_values_gives_the_same_scan(values: list[str], 
     again = residual_outcome(scan(scanner), json.loads(json.dumps(document)))
     reused = scan(scanner, known=known.get)
     assert residual_outcome(reused, json.loads(json.dumps(document))) == again
+
+
+@pytest.mark.parametrize("before", [0, 3, 40])
+def test_a_secret_split_over_many_items_of_a_long_list_is_redacted_in_each(
+    scanner: Scanner, before: int
+) -> None:
+    """A secret whose pieces are the last items of a list, after items of other text, is found and
+    redacted in every item it touches, however many items come before it; those stay as sent."""
+    secret = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    pieces = [secret[index : index + 8] for index in range(0, len(secret), 8)]
+    others = [f"line {index} of the log. " for index in range(before)]
+    document = {"lines": [*others, "token ", *pieces]}
+    filtered, changed = scan(scanner).filter("", json.loads(json.dumps(document)))
+    assert changed
+    assert filtered["lines"][: before + 1] == [*others, "token "]
+    assert not any(piece in item for piece in pieces for item in filtered["lines"][before + 1 :])

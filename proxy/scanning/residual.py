@@ -178,8 +178,8 @@ class JsonScan:
                 continue
             # The tail is kept per field whatever the event type, so renaming the event does not split
             # a secret's detection.
-            earlier = tuple(in_document.setdefault(shape, []))
-            in_document[shape].append((path, text))
+            field_values = in_document.setdefault(shape, [])
+            field_values.append((path, text))
             context = self._tails.get(shape, "")
             self._tails[shape] = (context + text)[-_CONTEXT:]
             nested = self._nested(kind, path, text)
@@ -197,7 +197,7 @@ class JsonScan:
                 # and on its own (a field that is no continuation: the joint text can hide a boundary).
                 # In a body, the joint text of an item of a history the agent sends again every turn
                 # comes again too: one known to hold nothing adds nothing.
-                pieces.append(_Piece(path, text, shape, context, earlier=earlier))
+                pieces.append(_Piece(path, text, shape, context, earlier=_within_reach(field_values)))
             plain = canonical_escapes(text)
             if plain != text:
                 pieces.append(_Piece(path, plain, shape, decoded=True))
@@ -329,6 +329,18 @@ class JsonScan:
         where = f"{kind} {format_locator(piece.path)}".strip()
         placeholder = self._placeholder(value) if self._placeholder is not None else None
         return Found(where, match.rule, fingerprint(value, self._key), sent_before, placeholder)
+
+
+def _within_reach(values: list[tuple[Path, str]]) -> tuple[tuple[Path, str], ...]:
+    """The values of a field before its last that a match read on from the field's context can reach back
+    into: the fewest that hold ``_CONTEXT`` characters, or all (a long list is not copied whole for
+    every item)."""
+    start = len(values) - 1
+    held = 0
+    while start > 0 and held < _CONTEXT:
+        start -= 1
+        held += len(values[start][1])
+    return tuple(values[start:-1])
 
 
 def _collect(
