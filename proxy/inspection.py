@@ -132,6 +132,9 @@ class Detectors:
         """Secret and PII matches of short strings (``REPEATED_CHARS``) by digest, once one came twice
         (None: seen once): APIs send the same field names, types and model names in every body, servers
         the same header names, the same date within a second."""
+        self.quiet_reads: set[tuple[str, str]] = set()
+        """Pairs (a field's text, a short value after it) in which a residual scan found nothing: each
+        stream reads the same types and model names after the same text of their field."""
         self.clean_repeats: set[str] = set()
         """Short strings that came twice and in which a scan of their own found nothing (names, types):
         answered without a digest. They hold no secret, so they are kept as they are."""
@@ -245,6 +248,7 @@ class TurnInspector:
             rewrites=rewrites,
             placeholder=placeholder,
             known=self._known,
+            quiet=self.detectors.quiet_reads,
         )
 
     # -- request -------------------------------------------------------------------------------------

@@ -450,12 +450,13 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
             )
         )
     kept = [matches for matches in detectors.repeated_matches.values() if matches is not None]
-    clean = set(detectors.clean_repeats)
+    clean = detectors.clean_repeats | {text for context, text in detectors.quiet_reads if not context}
     detectors.repeated_matches.clear()
     detectors.clean_repeats.clear()
+    detectors.quiet_reads.clear()
     found = "GMT" not in value  # a date holds nothing; each other value a secret or a phone number
     # The later turns read these: a short value that holds something by digest, the names and the values
-    # that hold nothing as they are.
+    # that hold nothing as they are (a value first in its field as a quiet reading).
     assert {"Date", "X-Debug", "Content-Type", "application/json", headers[0][1]} <= clean
     assert len(kept) == (found and len(value) <= REPEATED_CHARS)
     assert all(outcome == outcomes[0] for outcome in outcomes)
@@ -549,6 +550,7 @@ def test_short_strings_repeated_over_turns_are_found_and_redacted_as_a_fresh_sca
         for used in (detectors, fresh):
             fresh.repeated_matches.clear()
             fresh.clean_repeats.clear()
+            fresh.quiet_reads.clear()
             turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
             inspector = TurnInspector(used, policy, state, turn, clock=clock)
             sent = (
@@ -564,4 +566,5 @@ def test_short_strings_repeated_over_turns_are_found_and_redacted_as_a_fresh_sca
             assert not {SECRET[:10], SECRET[10:]} & set(json.loads(outcomes[0][0][1])["split"])
     assert found > 100
     assert any(detectors.repeated_matches.values())
-    assert {SECRET[:10], "chat.completion", "metadata"} <= detectors.clean_repeats
+    quiet = {text for context, text in detectors.quiet_reads if not context}
+    assert {SECRET[:10], "chat.completion", "metadata"} <= detectors.clean_repeats | quiet

@@ -8,13 +8,13 @@ import json
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.model import Threat
 from proxy.scanning.redact import StreamRedactor
-from proxy.scanning.residual import JsonScan, UnescapingFilter, canonical_escapes
-from proxy.scanning.rulepack import Match, Scanner, load_packaged_packs
+from proxy.scanning.residual import _CONTEXT, JsonScan, UnescapingFilter, canonical_escapes
+from proxy.scanning.rulepack import Match, Scanner, ScanResult, load_packaged_packs
 
 AWS = "AKIAQWERTY234567ABCD"
 PLACEHOLDER = "[REDACTED:aws-access-key-id]"
@@ -147,12 +147,105 @@ def test_a_field_read_on_from_another_still_sees_its_own_boundary(scanner: Scann
     assert filtered == {"id": PLACEHOLDER}
 
 
-def test_repeated_values_reuse_the_previous_result(scanner: Scanner) -> None:
-    """A value repeated in the same field is not rescanned, and keeps its redaction."""
+def test_repeated_values_keep_their_redaction(scanner: Scanner) -> None:
+    """A secret repeated in the same field is redacted each time it comes."""
     residual = scan(scanner)
     residual.filter("e", {"id": AWS, "model": "m"})
-    filtered, changed = residual.filter("e", {"id": AWS, "model": "m"})
-    assert changed and filtered == {"id": PLACEHOLDER, "model": "m"}
+    for _ in range(3):
+        filtered, changed = residual.filter("e", {"id": AWS, "model": "m"})
+        assert changed and filtered == {"id": PLACEHOLDER, "model": "m"}
+
+
+def test_values_repeated_after_the_same_text_are_not_scanned_again(scanner: Scanner) -> None:
+    """Ids, types and model names repeated in every event are scanned only until their field's text is
+    nothing but their repeats; from then on an event of them scans nothing and moves no field's text."""
+    residual = scan(scanner)
+    event = {"id": "chatcmpl-9x2", "object": "chat.completion.chunk", "model": "gpt-4o", "tier": ""}
+    for _ in range(_CONTEXT // len("gpt-4o") + 2):
+        residual.filter("chunk", json.loads(json.dumps(event)))
+    settled = residual.generation
+    for _ in range(5):
+        assert residual.filter("chunk", json.loads(json.dumps(event))) == (event, False)
+    assert residual.generation == settled and not residual.found
+
+
+class CountingScanner(Scanner):
+    """A scanner that counts the texts it scans."""
+
+    scans = 0
+
+    def scan(self, text: str, *, merge: bool = True) -> ScanResult:
+        self.scans += 1
+        return super().scan(text, merge=merge)
+
+
+def test_a_stream_reads_the_quiet_values_other_streams_read(scanner: Scanner) -> None:
+    """Streams that share what they read quietly scan the same types and model names once: a later
+    stream scans only its own id, and finds and sends what a stream of its own finds and sends."""
+    counting = CountingScanner(
+        [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
+    )
+    shared: set[tuple[str, str]] = set()
+
+    def stream(number: int, residual: JsonScan) -> list[object]:
+        envelope = {"id": f"chatcmpl-{number}", "object": "chat.completion.chunk", "model": "gpt-4o"}
+        halves = [AWS[:9], AWS[9:]]
+        return [residual.filter("chunk", {**envelope, "n": halves[step % 2]}) for step in range(60)]
+
+    first = stream(1, JsonScan(counting, lambda rule: True, quiet=shared))
+    start = counting.scans
+    alone = stream(2, JsonScan(counting, lambda rule: True))
+    middle = counting.scans
+    later = JsonScan(counting, lambda rule: True, quiet=shared)
+    assert stream(2, later) == alone and stream(1, JsonScan(scanner, lambda rule: True)) == first
+    assert counting.scans - middle < middle - start and later.found
+
+
+REPEATING_SPLITS = [
+    # A token sent a letter at a time: a doubled letter comes as two equal events.
+    list("ghp_aaB2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"),
+    # Two equal halves.
+    ["AKIAQWERTY", "AKIAQWERTY"],
+    # A doubled last letter ends the secret, and the stream.
+    ["ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7", "R", "R"],
+    # A doubled letter in the middle, then the rest at once.
+    ["key ghp_a1B2c3D4e5F6g7H8", "i", "i", "9J0k1L2m3N4o5P6q7R end"],
+]
+
+
+@pytest.mark.parametrize("pieces", REPEATING_SPLITS)
+@pytest.mark.parametrize("between", [False, True])
+def test_a_value_repeating_the_fields_last_one_is_read_on_from_its_text(
+    scanner: Scanner, pieces: list[str], between: bool
+) -> None:
+    """A field's values across events are read as one text even where a value repeats the last one (a
+    client that joins them reads the secret): it is found where it completes, and what is left of it
+    there is redacted; with events of another type between them too."""
+    residual = scan(scanner)
+    sent = []
+    for piece in pieces:
+        event = {"object": "chat.completion.chunk", "choices": [{"delta": {"future_text": piece}}]}
+        filtered, _ = residual.filter("chunk", event)
+        sent.append(filtered["choices"][0]["delta"]["future_text"])
+        if between:
+            residual.filter("ping", {"choices": [{"delta": {"future_text": ""}}]})
+    assert residual.found
+    joined = "".join(pieces)
+    secret = joined.split()[1] if " " in joined else joined
+    assert secret not in "".join(sent)
+
+
+@settings(deadline=None)  # the first example builds what the scanner makes once per process
+@given(st.sampled_from(["ghp_aaB2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "AKIAQWERTYAKIAQWERTY"]), st.data())
+def test_any_split_of_a_secret_in_one_field_is_found(secret: str, data: st.DataObject) -> None:
+    """Whatever the cuts of a secret over the events of one field, equal pieces in a row included, the
+    joint text is read and the secret found."""
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(secret) - 1), max_size=len(secret) - 1)))
+    pieces = [secret[low:high] for low, high in zip([0, *cuts], [*cuts, len(secret)], strict=True)]
+    residual = scan(exfiltration_scanner())
+    for piece in pieces:
+        residual.filter("delta", {"delta": {"future_text": piece}, "type": "delta"})
+    assert residual.found, pieces
 
 
 @given(st.text())

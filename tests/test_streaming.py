@@ -1236,6 +1236,47 @@ def test_an_event_whose_data_is_not_json_is_scanned_as_text(name: str, data: str
     assert session.completion.full_text == "Hello there"
 
 
+def with_unmodelled_field(stream: bytes, marker: str, values: list[str]) -> bytes:
+    """The stream with each event that carries the text ``marker`` given the next of ``values`` in a
+    top-level field no dialect models (``x_annotation_delta``), as a newer API version might stream it."""
+    parser = SSEParser()
+    events = parser.feed(stream) + parser.finish()[0]
+    left = iter(values)
+    output = b""
+    for event in events:
+        payload = json.loads(event.data) if event.data not in (None, "[DONE]") else None
+        if isinstance(payload, dict) and marker in json.dumps(payload):
+            payload["x_annotation_delta"] = next(left)
+            output += sse(payload, event.event)
+        else:
+            output += event.raw
+    assert next(left, None) is None
+    return output
+
+
+@pytest.mark.parametrize("name", TEXT_STREAMS)
+@pytest.mark.parametrize(
+    "secret", ["ghp_aaB2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7RR"]
+)
+def test_a_secret_a_letter_an_event_in_a_field_no_dialect_models_never_leaves_whole(
+    name: str, secret: str
+) -> None:
+    """A secret streamed a letter an event in a field no dialect models (each event otherwise the same as
+    the last) leaves redacted where it completes, doubled letters and all: a client that joins the field
+    does not read it whole."""
+    dialect, text_stream, _ = TEXT_STREAMS[name]
+    stream = with_unmodelled_field(text_stream(["~"] * len(secret)), '"~"', list(secret))
+    filters = residual_filters()
+    session = dialect.stream_session(filters)
+    sent = run(session, stream)
+    joined = "".join(
+        payload.get("x_annotation_delta", "") for _, payload in payloads(sent) if isinstance(payload, dict)
+    )
+    assert secret not in joined
+    assert filters.residual is not None and filters.residual.found
+    assert session.completion.full_text == "~" * len(secret)
+
+
 def by_numeric_index(stream: bytes) -> dict[int, str]:
     """The text of each choice as a client that indexes its choices by the number the index spells reads
     it (a JavaScript array takes 1, 1.0 and "1" for the same place, a Python list -1 for its last)."""

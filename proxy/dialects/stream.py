@@ -87,6 +87,12 @@ class EventScan(Protocol):
 
     rewrites: bool
 
+    @property
+    def generation(self) -> int:
+        """Moves whenever it scans or a field's text changes: an event whose reading scanned nothing and
+        changed nothing reads the same again while it stands still."""
+        ...
+
     def filter(self, kind: str, document: Any, handled: Collection[Path]) -> tuple[Any, bool]: ...
 
 
@@ -669,15 +675,17 @@ class StreamSession(ABC):
         kind = kind if isinstance(kind, str) else event.type
         handled = self._handled(event, payload)
         skeleton = _skeleton(payload, handled)
-        if skeleton is not None and self._skeletons.get(kind) == skeleton:
-            # Every string it does not filter as text is the same as in the last event of its type,
-            # which the scan passed unchanged: scanning it again would find the same nothing.
+        if skeleton is not None and self._skeletons.get(kind) == (residual.generation, skeleton):
+            # Every string it does not filter as text is the same as in the last event of its type, whose
+            # reading scanned nothing and changed nothing, and no field's text has moved since: reading
+            # it again would find the same nothing.
             return payload, False
+        generation = residual.generation
         filtered, changed = residual.filter(kind, payload, handled)
         self._skeletons.pop(kind, None)
-        if not changed and skeleton is not None:
+        if not changed and skeleton is not None and residual.generation == generation:
             # Kept apart from the payload, which the transform may change before the next event.
-            self._skeletons[kind] = copy.deepcopy(skeleton)
+            self._skeletons[kind] = (generation, copy.deepcopy(skeleton))
         return filtered, changed
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:

@@ -13,8 +13,11 @@ and redacts what the policy enforces, so what a dialect does not model is not a 
   before is not held back (unknown fields cannot be held: nothing says when they end);
 - a list of byte values (what ``logprobs`` gives for each token) is read as the text it decodes to, and
   rewritten as the bytes of the redacted text;
-- a value repeated from the previous event (ids, types, model names) reuses the previous result rather
-  than being scanned again, so the cost per event stays that of the new text.
+- a value read after the same text of its field as the last time it came, when that reading found
+  nothing, is not scanned again (ids, types and model names, once the field's text is nothing but their
+  repeats): the cost per event stays that of the new text. A value that repeats the last one is read
+  on from the field's text all the same (a token sent a letter at a time doubles some letters; a secret
+  can be two equal halves), so the joint text is the one a client that joins the values reads.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ Path = tuple[Step, ...]
 _SEPARATOR = "\n\x00\n"
 _CONTEXT = 256
 _MAX_CACHED_KEYS = 4096
+_MAX_SHARED_QUIET = 4096
+_SHARED_QUIET_CHARS = 256
+"""Longest value whose quiet readings (``JsonScan``'s ``quiet``) are shared."""
 # A JSON escape (\uXXXX or \/) after a run of backslashes; the run's length says at which level of
 # nested JSON the escape is read (1 backslash: this text's; 2: a JSON text inside one of its strings; ...).
 _ESCAPE = regex.compile(r"(\\+)(?:u([0-9a-fA-F]{4})|(/))")
@@ -138,9 +144,12 @@ class JsonScan:
         stand_in: StandIn | None = None,
         placeholder: Callable[[str], str] | None = None,
         known: Callable[[str], list[Match] | None] = lambda text: None,
+        quiet: set[tuple[str, str]] | None = None,
     ) -> None:
         """``known(text)``: the matches the same scanner already found in ``text``, or None; a value that
-        is known is not scanned again (a string is scanned apart from its neighbours either way)."""
+        is known is not scanned again (a string is scanned apart from its neighbours either way).
+        ``quiet``: pairs (a field's text, a short value after it) whose reading by the same scanner found
+        nothing, shared with other scans of it (each stream carries the same types and model names)."""
         self.rewrites = rewrites
         """Whether any rule is redacted; when not, documents are only read (observe mode)."""
         self._scanner = scanner
@@ -153,8 +162,14 @@ class JsonScan:
         self.found: list[Found] = []
         self.timed_out: list[str] = []
         self._tails: dict[Path, str] = {}
-        self._last: dict[tuple[str, Path], tuple[str, str]] = {}
+        self._quiet: dict[tuple[str, Path], tuple[str, str]] = {}
+        """By event type and field: the field's text before its last value and that value, when reading
+        them found nothing (no rule timing out): read again after the same text, it finds nothing again."""
+        self._shared_quiet = quiet if quiet is not None else set()
         self._keys: dict[str, str] = {}
+        self.generation = 0
+        """Counts the scans and the changes of a field's text: a document read again while it stands still,
+        whose reading then scanned nothing and changed nothing, reads the same now."""
 
     def filter(self, kind: str, document: Any, handled: Collection[Path] = ()) -> tuple[Any, bool]:
         """The document with the secrets of every string outside ``handled`` redacted, and whether
@@ -167,28 +182,30 @@ class JsonScan:
         renamed: dict[Path, str] = {}
         pieces: list[_Piece] = []
         in_document: dict[Path, list[tuple[Path, str]]] = {}
-        read: list[tuple[Path, Path, str]] = []
-        """The values read here (not from the cache, not as JSON), in order: each ends as its field's last."""
+        read: list[tuple[Path, Path, str, str]] = []
+        """The values read here (not as JSON) with the field's text before each, in order."""
+        timeouts = len(self.timed_out)
         for path, shape, text in values:
-            # The cache is per event type and field: ids, types and model names repeat in every event.
-            last = self._last.get((kind, shape))
-            if last is not None and last[0] == text:
-                if last[1] != text:
-                    replacements[path] = last[1]
-                continue
             # The tail is kept per field whatever the event type, so renaming the event does not split
             # a secret's detection.
             field_values = in_document.setdefault(shape, [])
             field_values.append((path, text))
             context = self._tails.get(shape, "")
-            self._tails[shape] = (context + text)[-_CONTEXT:]
+            tail = (context + text)[-_CONTEXT:]
+            if tail != context:
+                self._tails[shape] = tail
+                self.generation += 1
+            # Per event type and field: ids, types and model names repeat in every event.
+            if self._quiet.get((kind, shape)) == (context, text) or (context, text) in self._shared_quiet:
+                read.append((path, shape, context, text))  # a later value's match may reach back into it
+                continue
             nested = self._nested(kind, path, text)
             if nested is not None:
+                # Read again each time: its strings are read on from their own fields' text.
                 if nested != text:
                     replacements[path] = nested
-                self._last[(kind, shape)] = (text, nested)
                 continue
-            read.append((path, shape, text))
+            read.append((path, shape, context, text))
             known = self._known(text)
             if known != []:  # a value known to hold nothing adds nothing to the scan
                 pieces.append(_Piece(path, text, shape, known=known))
@@ -212,7 +229,12 @@ class JsonScan:
             elif cached != name:
                 renamed[path] = cached
         spans: dict[Path, list[Match]] = {}
-        for piece, (found, reaching) in zip(pieces, self._scan(kind, pieces), strict=True):
+        touched: set[Path] = set()
+        if pieces:
+            self.generation += 1
+        for piece, (found, reaching, any_found) in zip(pieces, self._scan(kind, pieces), strict=True):
+            if any_found:
+                touched.add(piece.path)
             for rule, covered in reaching:
                 for path, earlier_text in reversed(piece.earlier):
                     if covered <= 0:
@@ -234,11 +256,20 @@ class JsonScan:
                     replacements[piece.path] = self._replace(piece.text, found)
             elif piece.path not in replacements:
                 spans.setdefault(piece.path, []).extend(found)
-        for path, shape, text in read:
+        # Where a rule timed out, finding nothing says nothing.
+        certain = len(self.timed_out) == timeouts
+        for path, shape, context, text in read:
             if spans.get(path):
                 # Its own matches, or those of a later value of the field that began in it.
                 replacements[path] = self._replace(text, spans[path])
-            self._last[(kind, shape)] = (text, replacements.get(path, text))
+            if certain and path not in touched and path not in replacements:
+                self._quiet[(kind, shape)] = (context, text)
+                if len(text) <= _SHARED_QUIET_CHARS and (context, text) not in self._shared_quiet:
+                    if len(self._shared_quiet) >= _MAX_SHARED_QUIET:
+                        self._shared_quiet.clear()
+                    self._shared_quiet.add((context, text))
+            else:
+                self._quiet.pop((kind, shape), None)
         changed: dict[Path, Any] = {
             path: list(text.encode("utf-8", "surrogateescape")) if path in byte_lists else text
             for path, text in replacements.items()
@@ -265,10 +296,13 @@ class JsonScan:
         filtered, changed = self.filter(f"{kind}{format_locator(path)}:", inner)
         return json.dumps(filtered, ensure_ascii=False, separators=(",", ":")) if changed else text
 
-    def _scan(self, kind: str, pieces: list[_Piece]) -> list[tuple[list[Match], list[tuple[Rule, int]]]]:
-        """Each piece's enforced matches, as spans of its text, and those that began in its context
-        (rule, characters of the context covered), from one scan of all of them. A match lying wholly
-        in a context was dealt with where that text was read."""
+    def _scan(
+        self, kind: str, pieces: list[_Piece]
+    ) -> list[tuple[list[Match], list[tuple[Rule, int]], bool]]:
+        """Each piece's enforced matches, as spans of its text, those that began in its context (rule,
+        characters of the context covered), and whether anything (enforced or not) was found in it, from
+        one scan of all of them. A match lying wholly in a context was dealt with where that text was
+        read."""
         if not pieces:
             return []
         local: dict[int, list[Match]] = {}
@@ -323,7 +357,9 @@ class JsonScan:
                 value = piece.text[match.start : match.end]
                 found.setdefault(index, []).append(self._found(kind, piece, match, value))
         self.found.extend(item for index in sorted(found) for item in found[index])
-        return [(local.get(index, []), reaching.get(index, [])) for index in range(len(pieces))]
+        return [
+            (local.get(index, []), reaching.get(index, []), index in found) for index in range(len(pieces))
+        ]
 
     def _found(self, kind: str, piece: _Piece, match: Match, value: str, sent_before: bool = False) -> Found:
         where = f"{kind} {format_locator(piece.path)}".strip()

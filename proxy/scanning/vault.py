@@ -267,6 +267,10 @@ class RestoringScan:
         self._scan = scan
         self._resolver = resolver
 
+    @property
+    def generation(self) -> int:
+        return self._scan.generation
+
     def filter(self, kind: str, document: Any, handled: Collection[tuple[Step, ...]]) -> tuple[Any, bool]:
         filtered, changed = self._scan.filter(kind, document, handled)
         restored = restore_strings(filtered, self._resolver, handled, kind=kind)
