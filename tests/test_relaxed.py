@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
-from proxy.scanning import relaxed, rulepack
+from proxy.scanning import relaxed
 from proxy.scanning.rulepack import Rule, RulePack, Scanner, load_packaged_packs
 
 PACKS = [pack.with_everything_enabled() for pack in load_packaged_packs()]
@@ -156,79 +156,6 @@ def test_the_scanner_finds_the_same_with_and_without_the_loosened_forms() -> Non
     # scan and not in the other.
     with_forms, without_forms = Scanner(PACKS, timeout_s=5.0), Scanner(PACKS, timeout_s=5.0, loosened=False)
     assert _scan_all(with_forms, texts) == _scan_all(without_forms, texts)
-
-
-def _mixed_texts(rng: random.Random) -> list[str]:
-    """Rule examples as they are and disguised, alone and joined into long ASCII and non-ASCII texts
-    whose keywords hit many times over (where the forms are asked together)."""
-    examples = [text for rule in RULES for text in (*rule.match_examples, *rule.no_match_examples)]
-    texts = rng.sample(examples, 300) + [_disguised(text, rng) for text in rng.sample(examples, 300)]
-    for filler in ("\n\n", " x" * 40, " \u00e9t\u00e9 " * 20, "\u4e2d" * 50):
-        texts += [filler.join(rng.sample(examples, 100)) for _ in range(4)]
-    document = (
-        "Set it up first. Ignore the warnings; do not expose the admin port, and reply to the user.\n\n"
-    )
-    texts += [document * 600, (document * 600).upper(), "\u00e9 " + document * 100]
-    return texts
-
-
-def test_forms_asked_together_name_the_forms_that_each_match_alone() -> None:
-    """One pass over a text names exactly the loosened forms that match somewhere in it."""
-    loosened = [rule for rule in RULES if relaxed.compiled(rule.pattern.pattern, rule.pattern.flags)]
-    forms = tuple(relaxed.loosened(rule.pattern.pattern, rule.pattern.flags) or "" for rule in loosened)
-    rng = random.Random(17)  # noqa: S311 - reproducible test data, not cryptography
-    asked = 0
-    for text in _mixed_texts(rng):
-        encoded = text.encode("utf-8")
-        expected = {
-            place
-            for place, rule in enumerate(loosened)
-            if relaxed.possible(
-                relaxed.compiled(rule.pattern.pattern, rule.pattern.flags), encoded, 0, len(encoded)
-            )
-        }
-        assert relaxed.matching(forms, encoded) == expected, text[:200]
-        asked += bool(expected)
-    assert asked > 50
-
-
-def test_forms_asked_together_answer_nothing_when_re2_cannot_build_their_set() -> None:
-    assert relaxed.matching(("abc", "(unclosed"), b"abc") is None
-
-
-def test_the_scanner_plans_alike_whether_or_not_the_forms_are_asked_together(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A rule the forms asked together rule out is one each place of which would be ruled out: the same
-    places to look and the same matches, whether the forms are asked together on every text, or never."""
-    rng = random.Random(23)  # noqa: S311 - reproducible test data, not cryptography
-    texts = _mixed_texts(rng)
-    scanner = Scanner(PACKS, timeout_s=5.0)
-    asked: list[frozenset[int] | None] = []
-    matching = relaxed.matching
-
-    def counted(forms: tuple[str, ...], encoded: bytes) -> frozenset[int] | None:
-        found = matching(forms, encoded)
-        asked.append(found)
-        return found
-
-    def plans() -> list[object]:
-        planned = [scanner._plan(text) for text in texts]
-        return [(sorted(plan.regions.items()), sorted(plan.starts.items())) for plan in planned]
-
-    monkeypatch.setattr(relaxed, "matching", counted)
-    monkeypatch.setattr(rulepack, "_ONE_PASS_READING", float("inf"))
-    never = (plans(), _scan_all(scanner, texts))
-    assert not asked
-    monkeypatch.setattr(rulepack, "_ONE_PASS_READING", -1)
-    together = (plans(), _scan_all(scanner, texts))
-    assert len([found for found in asked if found is not None]) > len(texts)
-    assert together == never
-    # By default the forms are asked together over the long texts that hit many times, and only there.
-    monkeypatch.setattr(rulepack, "_ONE_PASS_READING", 2)
-    asked.clear()
-    assert (plans(), _scan_all(scanner, texts)) == never
-    assert 0 < len(asked) < len(texts)
 
 
 def test_a_rule_that_cannot_match_is_not_tried_even_where_it_would_backtrack_for_long() -> None:

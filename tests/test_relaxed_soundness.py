@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bench.disguises import disguised_corpus
 from proxy.model import Threat
-from proxy.scanning import relaxed, rulepack
+from proxy.scanning import relaxed
 from proxy.scanning.rulepack import RulePack, Scanner, load_packaged_packs
 
 PACKS = [pack.with_everything_enabled() for pack in load_packaged_packs()]
@@ -313,13 +313,6 @@ def _placed(example: str, rng: random.Random) -> list[str]:
     return placed
 
 
-def _without_loosened_forms(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The scanner as if no rule had a loosened form: each is possible everywhere, and none is ruled out
-    by the forms asked together."""
-    monkeypatch.setattr(relaxed, "possible", lambda *_, **__: True)
-    monkeypatch.setattr(relaxed, "matching", lambda *_, **__: None)
-
-
 def _found(scanner: Scanner, text: str) -> set[tuple[str, int, int]]:
     return {(match.rule.id, match.start, match.end) for match in scanner.scan(text, merge=False).matches}
 
@@ -343,14 +336,10 @@ def test_every_rule_finds_its_changed_examples_with_and_without_loosened_forms(
     rule = RULES[rule_index]
     texts = [text for text in _texts_of(rule_index) if rule.pattern.search(text) is not None]
     with_forms = [_found(SCANNER, text) for text in texts]
-    # Every form asked first, together, in one pass over each text (as over long texts with many hits).
-    monkeypatch.setattr(rulepack, "_ONE_PASS_READING", -1)
-    asked_together = [_found(SCANNER, text) for text in texts]
-    _without_loosened_forms(monkeypatch)
+    monkeypatch.setattr(relaxed, "possible", lambda *_, **__: True)
     without_forms = [_found(SCANNER, text) for text in texts]
-    for text, found, together, expected in zip(texts, with_forms, asked_together, without_forms, strict=True):
+    for text, found, expected in zip(texts, with_forms, without_forms, strict=True):
         assert found == expected, (rule.id, text[:200])
-        assert together == expected, (rule.id, text[:200])
     for text in texts:
         assert possible_everywhere(rule.pattern.pattern, text), (rule.id, text[:200])
 
@@ -360,9 +349,7 @@ def test_the_disguise_corpus_is_found_alike_with_and_without_loosened_forms(
 ) -> None:
     texts = [item.text for item in disguised_corpus(PACKS)]
     with_forms = [_found(SCANNER, text) for text in texts]
-    monkeypatch.setattr(rulepack, "_ONE_PASS_READING", -1)
-    assert [_found(SCANNER, text) for text in texts] == with_forms
-    _without_loosened_forms(monkeypatch)
+    monkeypatch.setattr(relaxed, "possible", lambda *_, **__: True)
     assert [_found(SCANNER, text) for text in texts] == with_forms
 
 

@@ -194,31 +194,21 @@ _NO_MATCH = (-1, -1)
 
 
 @functools.cache
-def loosened(source: str, flags: int | None = None) -> str | None:
-    """The loosened form of ``source`` when RE2 compiles it, else None. ``flags`` are those of the rule's
-    compiled pattern: a flag its source does not set itself (IGNORECASE passed to ``regex.compile``) is
-    not in the loosened form, so such a pattern gets none."""
+def compiled(source: str, flags: int | None = None) -> Any:
+    """The loosened form of ``source`` compiled by RE2, or None when there is none. ``flags`` are those
+    of the rule's compiled pattern: a flag its source does not set itself (IGNORECASE passed to
+    ``regex.compile``) is not in the loosened form, so such a pattern gets none. Made once per process:
+    every scanner (the proxy's for each policy, the detectors', the CLI's) shares it, and RE2 matches
+    from any thread."""
     if flags is not None and flags != _own_flags(source):
         return None
-    form = relaxed_source(source)
-    if form is None or not _program(form).ok():
+    loosened = relaxed_source(source)
+    if loosened is None:
         return None
-    return form
-
-
-def compiled(source: str, flags: int | None = None) -> Any:
-    """The loosened form of ``source`` compiled by RE2, or None when there is none (see ``loosened``).
-    Made once per process: every scanner (the proxy's for each policy, the detectors', the CLI's) shares
-    it, and RE2 matches from any thread."""
-    form = loosened(source, flags)
-    return None if form is None else _program(form)
-
-
-@functools.cache
-def _program(form: str) -> Any:
     options = re2.Options()
     options.never_capture = True
-    return _ENGINE.RE2(form.encode("utf-8"), options)
+    program = _ENGINE.RE2(loosened.encode("utf-8"), options)
+    return program if program.ok() else None
 
 
 def _own_flags(source: str) -> int | None:
@@ -236,36 +226,3 @@ def possible(program: Any, encoded: bytes, low: int, high: int, *, at_low: bool 
     if program is None or not 0 <= low <= high <= len(encoded):
         return True  # RE2 answers "no match" to a stretch outside the text: the rule runs instead
     return bool(program.Match(_AT_START if at_low else _UNANCHORED, encoded, low, high)[0] != _NO_MATCH)
-
-
-# Matches every text (at its start): the last member of each set, so that an answer naming no member
-# is told apart from one that found none (RE2's set search has no fallback when its memory runs out).
-_EVERY_TEXT = ""
-
-
-@functools.cache
-def _set_of(forms: tuple[str, ...]) -> Any:
-    program_set = _ENGINE.Set(_UNANCHORED, _set_options())
-    for form in (*forms, _EVERY_TEXT):
-        if program_set.Add(form.encode("utf-8")) < 0:
-            return None
-    return program_set if program_set.Compile() else None
-
-
-def _set_options() -> Any:
-    options = re2.Options()
-    options.never_capture = True
-    options.log_errors = False
-    return options
-
-
-def matching(forms: tuple[str, ...], encoded: bytes) -> frozenset[int] | None:
-    """Which of the loosened ``forms`` (``loosened``) match somewhere in the UTF-8 bytes ``encoded``, by
-    their place in ``forms``, found in one pass over the text; None when RE2 could not tell. A form that
-    matches nowhere in a text matches in none of its stretches (no form has an anchor, a lookaround or a
-    word boundary: a match depends on nothing outside it)."""
-    program_set = _set_of(forms)
-    if program_set is None:
-        return None
-    found = frozenset(program_set.Match(encoded))
-    return found - {len(forms)} if len(forms) in found else None

@@ -456,10 +456,6 @@ _ANCHORED_HIT_SPACING = 64
 # Stretches of text closer than this are asked about in one call of a rule's loosened form: a call costs
 # about as much as RE2 reading this many characters.
 _RELAXED_GAP = 256
-# When asking each triggered rule's loosened form about its own stretches would read a text more than
-# this many times over, all the forms are first asked together, in one pass (an RE2 set reads a byte in
-# about the time one form does), which of them match anywhere in it.
-_ONE_PASS_READING = 2
 # A keyword crossing a run of spaces lies within its length of the run: where such stretches make up less
 # than this share of a text, only they are searched for keywords across runs (joined by the separator).
 _AROUND_RUNS_SHARE = 0.5
@@ -905,12 +901,6 @@ class Scanner:
             relaxed.compiled(rule.pattern.pattern, rule.pattern.flags) if loosened else None
             for rule in self.rules
         ]
-        # The loosened forms all asked together, in one pass over a text (_loosened_nowhere).
-        self._loosened_rules = [index for index, program in enumerate(self._relaxed) if program is not None]
-        self._loosened_forms = tuple(
-            relaxed.loosened(self.rules[index].pattern.pattern, self.rules[index].pattern.flags) or ""
-            for index in self._loosened_rules
-        )
         self._always = [
             index for index, rule in enumerate(self.rules) if not rule.keywords and not rule.shapes
         ]
@@ -951,28 +941,23 @@ class Scanner:
         left to run as planned."""
         encoded = text.encode("ascii") if text.isascii() else None
         whole = [(0, len(text))]
-        # A literal-led rule searches the whole text faster than RE2 reads it (the regex engine skips to
-        # its literal); attempts without the time limit cost less than asking RE2 (a third of a
-        # microsecond). The others are asked where they would look.
-        asked = {
-            index: regions
-            for index, regions in plan.regions.items()
-            if not (self._literal_led[index] and regions == whole)
-        }
-        for index, starts in plan.starts.items():
-            if not self._untimed_attempts[index]:
-                width = self._widths[index]
-                reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
-                asked[index] = [(start, start + reach) for start in starts]
-        nowhere = self._loosened_nowhere(text, encoded, asked)
-        for index, places in asked.items():
-            kept = [] if index in nowhere else self._possible_places(index, text, encoded, places)
-            if index in plan.regions:
-                if kept:
-                    plan.regions[index] = kept
-                else:
-                    del plan.regions[index]
+        for index, regions in list(plan.regions.items()):
+            # A literal-led rule searches the whole text faster than RE2 reads it (the regex engine
+            # skips to its literal).
+            if self._literal_led[index] and regions == whole:
                 continue
+            kept = self._possible_places(index, text, encoded, regions)
+            if kept:
+                plan.regions[index] = kept
+            else:
+                del plan.regions[index]
+        for index, starts in list(plan.starts.items()):
+            # Attempts without the time limit cost less than asking RE2 (a third of a microsecond).
+            if self._untimed_attempts[index]:
+                continue
+            width = self._widths[index]
+            reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
+            kept = self._possible_places(index, text, encoded, [(start, start + reach) for start in starts])
             if kept and encoded is not None:
                 # An attempt's match starts at the attempt: so does a match of the loosened form. One
                 # such check costs a fraction of a timed attempt, and stops where the two part.
@@ -986,29 +971,6 @@ class Scanner:
                 plan.starts[index] = [start for start, _ in kept]
             else:
                 del plan.starts[index]
-
-    def _loosened_nowhere(
-        self, text: str, encoded: bytes | None, asked: dict[int, list[tuple[int, int]]]
-    ) -> frozenset[int]:
-        """Rules whose loosened form matches nowhere in ``text`` (and so in none of their places), found in
-        one pass over it when asking each rule about its places (``asked``, in order) would read more of
-        it than ``_ONE_PASS_READING`` times its length; otherwise, or when RE2 cannot tell, none."""
-        reading = sum(
-            min(len(text), places[-1][1]) - places[0][0]
-            for index, places in asked.items()
-            if places and self._relaxed[index] is not None
-        )
-        if reading <= _ONE_PASS_READING * len(text):
-            return frozenset()
-        if encoded is None:
-            try:
-                encoded = text.encode("utf-8")
-            except UnicodeEncodeError:
-                return frozenset()  # a lone surrogate: RE2 reads UTF-8 only
-        found = relaxed.matching(self._loosened_forms, encoded)
-        if found is None:
-            return frozenset()
-        return frozenset(index for form, index in enumerate(self._loosened_rules) if form not in found)
 
     def _possible_places(
         self, index: int, text: str, encoded: bytes | None, places: list[tuple[int, int]]
