@@ -464,6 +464,93 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
     assert (outcomes[0][0] is not None) == found  # enforced: redacted
 
 
+def _body_turn(
+    detectors: Detectors,
+    policy: Policy,
+    state: SqliteStateStore,
+    clock: Clock,
+    body: bytes,
+    agent: str = "bot",
+) -> tuple[bytes, list[tuple[str, str, str | None]]]:
+    """A response body scanned in a turn of its own: what is sent and the findings (rule, place, value)."""
+    turn = Turn(TurnContext(agent_id=agent, role="ops", user_id="u-1", purpose="p", consent_id="c"))
+    sent = TurnInspector(detectors, policy, state, turn, clock=clock).scan_body(body, body)
+    return sent, [(finding.rule, finding.where, finding.fingerprint) for finding in turn.findings]
+
+
+def _short_values_body(value: str) -> bytes:
+    return json.dumps({"object": "chat.completion", "model": "m", "metadata": {"note": value}}).encode()
+
+
+def test_a_value_read_while_rules_time_out_is_not_kept_as_holding_nothing(
+    policy: Policy, clock: Clock
+) -> None:
+    """Turns in which every rule times out find nothing in a short value that came before; none of that is
+    kept across turns, so the next turn finds and redacts the secret as a fresh scan does."""
+    detectors = Detectors(policy, b"k" * 32)
+    state = SqliteStateStore(None, clock=clock)
+    body = _short_values_body(f"key {SECRET}")
+    expected = _body_turn(Detectors(policy, b"k" * 32), policy, state, clock, body)
+    assert expected[1]
+    timeout_s = detectors.sensitive.timeout_s
+    detectors.sensitive.timeout_s = 0.0
+    try:
+        for _ in range(3):
+            sent, found = _body_turn(detectors, policy, state, clock, body)
+            assert not found and sent == body  # nothing found: every rule timed out (recorded as errors)
+    finally:
+        detectors.sensitive.timeout_s = timeout_s
+    assert _body_turn(detectors, policy, state, clock, body) == expected
+
+
+def test_kept_values_flooded_past_their_size_still_find_the_secret(policy: Policy, clock: Clock) -> None:
+    """Thousands of short values that hold nothing, sent to fill every cross-turn store, only make the
+    proxy scan again: the secret that came before and after them is found and redacted each time."""
+    detectors = Detectors(policy, b"k" * 32)
+    state = SqliteStateStore(None, clock=clock)
+    body = _short_values_body(f"key {SECRET}")
+    expected = _body_turn(detectors, policy, state, clock, body)
+    flood = json.dumps({f"k{number}": [f"v{number}", f"w{number}"] for number in range(3000)}).encode()
+    for _ in range(3):
+        _body_turn(detectors, policy, state, clock, flood)
+        assert _body_turn(detectors, policy, state, clock, body) == expected
+    assert expected[1] and SECRET.encode() not in expected[0]
+
+
+def test_a_reloaded_policy_reads_values_kept_under_the_old_rules_afresh(clock: Clock) -> None:
+    """Values kept as holding nothing under one policy (an IP address, with the optional PII pack off)
+    are found at their first sighting under the policy that replaces it (the pack on): each policy's
+    detectors keep their own."""
+    before = parse_policy(POLICY, "policy.yaml", environ={})
+    after = parse_policy(POLICY + "redaction: {optional_packs: [pii]}\n", "policy.yaml", environ={})
+    state = SqliteStateStore(None, clock=clock)
+    body = _short_values_body("10.12.0.7")
+    old = Detectors(before, b"k" * 32)
+    for _ in range(3):
+        assert _body_turn(old, before, state, clock, body) == (body, [])
+    sent, found = _body_turn(Detectors(after, b"k" * 32), after, state, clock, body)
+    assert [rule for rule, _, _ in found] == ["ipv4-address"] and b"10.12.0.7" not in sent
+
+
+def test_one_agents_repeats_change_nothing_another_agents_turn_finds(
+    detectors: Detectors, policy: Policy, clock: Clock
+) -> None:
+    """What one agent's turns leave kept across turns (its secrets, split or whole, the values around
+    them) gives another agent's turn the findings and the body a fresh scan gives it."""
+    state = SqliteStateStore(None, clock=clock)
+    bodies = [
+        _short_values_body(value)
+        for value in (SECRET, f"key {SECRET}", SECRET[:10], SECRET[10:], "plain", *STARTING_SECRETS)
+    ]
+    for body in bodies * 3:
+        _body_turn(detectors, policy, state, clock, body, agent="bot")
+    for body in bodies:
+        fresh = Detectors(policy, b"k" * 32)
+        assert _body_turn(detectors, policy, state, clock, body, agent="other") == _body_turn(
+            fresh, policy, state, clock, body, agent="other"
+        )
+
+
 STARTING_SECRETS = [
     # Their rules want the match to start a text or follow a space or a quote.
     "pass_phrase = hunter2hunter2",
