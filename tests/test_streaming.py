@@ -1602,3 +1602,44 @@ def test_anthropic_text_at_an_index_that_names_no_block_is_read_apart_from_every
     recorded = [segment.text for segment in session.completion.text]
     assert recorded == ["Hello world, Bye.", f"Intro. {STRIPE_KEY[14:]} maybe. token {GITHUB_TOKEN[:12]}"]
     assert "github-pat" in {found.rule.id for found in scan.found}
+
+
+def gemini_text_and_call(*, snake: bool) -> dict[str, Any]:
+    """A Gemini answer whose part carries text and a function call at once (the SDK runs the call)."""
+    call_key = "function_call" if snake else "functionCall"
+    part = {"text": f"see {STRIPE_KEY} ", call_key: {"name": "deploy", "args": {"token": GITHUB_TOKEN}}}
+    return {"candidates": [{"index": 0, "content": {"role": "model", "parts": [part]}}]}
+
+
+@pytest.mark.parametrize("snake", [False, True], ids=["camelCase", "snake_case"])
+@pytest.mark.parametrize("verdict", ["drop", "release"])
+def test_a_gemini_part_with_text_and_a_call_is_read_as_the_call(snake: bool, verdict: ToolDecision) -> None:
+    """The gate decides the call, its arguments are filtered, and its text is read by the residual scan:
+    neither passes unread beside the other."""
+    asked: list[str] = []
+
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        asked.append(call.name)
+        return verdict
+
+    filters = StreamFilters(
+        tool_gate=gate,
+        drop_notice=lambda call: f"[{call.name} needs approval]",
+        argument_filter=Redactors(),
+        residual=JsonScan(SECRETS, lambda rule: True),
+    )
+    session = Gemini(model_hint="gemini-2.5-flash").stream_session(filters)
+    finish = {"candidates": [{"index": 0, "content": {"role": "model", "parts": []}, "finishReason": "STOP"}]}
+    output = run(session, sse(gemini_text_and_call(snake=snake)) + sse(finish))
+    assert asked == ["deploy"]
+    assert [call.name for call in session.completion.tool_calls] == ["deploy"]
+    assert GITHUB_TOKEN[4:12].encode() not in output and STRIPE_KEY[8:16].encode() not in output
+    assert gemini_sdk_view(output)[1] == ([] if verdict == "drop" else ["deploy"])
+
+
+@pytest.mark.parametrize("snake", [False, True], ids=["camelCase", "snake_case"])
+def test_a_gemini_answer_part_with_text_and_a_call_records_the_call(snake: bool) -> None:
+    """The same part in a JSON answer is read as the call it names."""
+    body = json.dumps(gemini_text_and_call(snake=snake)).encode()
+    completion = Gemini(model_hint="gemini-2.5-flash").parse_response(body)
+    assert [call.name for call in completion.tool_calls] == ["deploy"]

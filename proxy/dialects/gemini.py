@@ -90,12 +90,12 @@ class Gemini(Dialect):
                 where = f"contents[{position}].parts[{index}]"
                 _, call = field_of(part, "functionCall")
                 response_key, response = field_of(part, "functionResponse")
-                if isinstance(part.get("text"), str):
-                    view.parts.append(Part(source, part["text"], f"{where}.text"))
-                elif isinstance(call, dict):
+                if isinstance(call, dict):
                     tool_call = _function_call(call, where)
                     view.tool_calls.append(tool_call)
                     names_by_call_id[tool_call.id or tool_call.name] = tool_call.name
+                elif isinstance(part.get("text"), str):
+                    view.parts.append(Part(source, part["text"], f"{where}.text"))
                 elif isinstance(response, dict):
                     call_id = as_str(response.get("id"))
                     name = as_str(response.get("name")) or names_by_call_id.get(call_id or "")
@@ -132,12 +132,12 @@ class Gemini(Dialect):
                 part = as_dict(raw_part)
                 _, call = field_of(part, "functionCall")
                 text = as_str(part.get("text"))
-                if text:
+                if isinstance(call, dict):
+                    completion.tool_calls.append(_function_call(call, f"{base}[{index}]"))
+                elif text:
                     completion.text.append(
                         TextSegment(text, f"{base}[{index}].text", part.get("thought") is True)
                     )
-                elif isinstance(call, dict):
-                    completion.tool_calls.append(_function_call(call, f"{base}[{index}]"))
             if position == 0:
                 completion.stop_reason = as_str(field_of(candidate, "finishReason")[1])
         completion.usage = _usage(body)
@@ -266,13 +266,13 @@ class _MergedResponse:
         thought = part.get("thought") is True
         _, call = field_of(part, "functionCall")
         last = merged.parts[-1] if merged.parts else None
-        if text is not None and last is not None and last.text is not None and last.thought == thought:
+        if isinstance(call, dict):
+            where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
+            merged.parts.append(_MergedPart(call=_function_call(call, where)))
+        elif text is not None and last is not None and last.text is not None and last.thought == thought:
             last.text += text
         elif text is not None:
             merged.parts.append(_MergedPart(text=text, thought=thought))
-        elif isinstance(call, dict):
-            where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
-            merged.parts.append(_MergedPart(call=_function_call(call, where)))
         else:
             merged.parts.append(_MergedPart())
         return len(merged.parts) - 1
@@ -395,7 +395,7 @@ class GeminiStreamSession(StreamSession):
     def _transform_part(self, index: int, merged_position: int, raw_part: Any) -> list[Any]:
         part = as_dict(raw_part)
         text = as_str(part.get("text"))
-        if text is not None:
+        if text is not None and not isinstance(field_of(part, "functionCall")[1], dict):
             where = f"candidates[{index}].content.parts[{merged_position}].text"
             open_text = self._open_text.get(index)
             before = self._close_text(index) if open_text is not None and open_text[0] != where else []
@@ -433,11 +433,14 @@ class GeminiStreamSession(StreamSession):
                 as_list(as_dict(as_dict(raw_candidate).get("content")).get("parts"))
             ):
                 part = as_dict(raw_part)
-                if isinstance(part.get("text"), str):
-                    handled.add((*base, index, "text"))
                 call_key, call = field_of(part, "functionCall")
-                if isinstance(call, dict) and call.get("args") is not None:
-                    handled.add((*base, index, call_key, "args"))
+                if isinstance(call, dict):
+                    # A part that names a call is read as the call (clients run it): its text, if any,
+                    # is read by the residual scan.
+                    if call.get("args") is not None:
+                        handled.add((*base, index, call_key, "args"))
+                elif isinstance(part.get("text"), str):
+                    handled.add((*base, index, "text"))
         return handled
 
     def _end_of_stream(self) -> list[bytes]:
