@@ -235,11 +235,24 @@ def test_a_value_repeating_the_fields_last_one_is_read_on_from_its_text(
     assert secret not in "".join(sent)
 
 
+DOUBLED = "ghp_aaB2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+SPLIT_FORMS = [
+    DOUBLED,
+    "AKIAQWERTYAKIAQWERTY",
+    " ".join(DOUBLED),
+    base64.b64encode(f"token={DOUBLED}".encode()).decode(),
+    "".join(f"%{ord(char):02X}" for char in DOUBLED),
+    "".join(f"\\u{ord(char):04x}" for char in DOUBLED),
+]
+"""Secrets with a doubled letter or two equal halves, plain, letter-spaced, in base64, percent-encoded
+and as JSON escapes the receiver decodes again."""
+
+
 @settings(deadline=None)  # the first example builds what the scanner makes once per process
-@given(st.sampled_from(["ghp_aaB2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "AKIAQWERTYAKIAQWERTY"]), st.data())
+@given(st.sampled_from(SPLIT_FORMS), st.data())
 def test_any_split_of_a_secret_in_one_field_is_found(secret: str, data: st.DataObject) -> None:
-    """Whatever the cuts of a secret over the events of one field, equal pieces in a row included, the
-    joint text is read and the secret found."""
+    """Whatever the cuts of a secret over the events of one field, in any of its spellings, equal pieces
+    in a row included, the joint text is read and the secret found."""
     cuts = sorted(data.draw(st.sets(st.integers(1, len(secret) - 1), max_size=len(secret) - 1)))
     pieces = [secret[low:high] for low, high in zip([0, *cuts], [*cuts, len(secret)], strict=True)]
     residual = scan(exfiltration_scanner())
