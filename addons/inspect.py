@@ -470,6 +470,7 @@ class Inspect:
         parsed: ParsedBody | None,
     ) -> None:
         verdict = inspector.inspect_request(view)
+        inspector.scan_url(flow.request.pretty_host, flow.request.path)
         if body is not None and parsed is not None and parsed[1]:
             other = flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body))))
             inspector.inspect_other_request(view, other, READINGS[FIRST_VALUE])
@@ -578,6 +579,9 @@ class Inspect:
     ) -> None:
         turn, dialect, reader = inspector.turn, flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
         verdict = inspector.inspect_request(view)
+        target = inspector.scan_url(flow.request.pretty_host, flow.request.path)
+        if target is not None and verdict.block is None:
+            flow.request.path = target
         sent = body
         if body is not None:
             if verdict.replacements and verdict.block is None:

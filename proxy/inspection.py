@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote, unquote_plus
 
 from proxy.config.policy import Policy
 from proxy.control import freeze
@@ -319,6 +320,26 @@ class TurnInspector:
             kept = matches if outgoing is part.text else self._sensitive(outgoing)
             outgoing = self._redact(outgoing, kept)
         return outgoing
+
+    def scan_url(self, host: str, target: str) -> str | None:
+        """A request's destination: its host and its target (path and query), read percent-decoded (a
+        query's ``+`` as a space), scanned for secrets and PII, since data leaves in a URL as in a body;
+        recorded under ``url``. Returns the target with what the policy redacts in requests redacted (the
+        host is the destination: it is never rewritten), or None when nothing changes."""
+        since = len(self.turn.findings)
+        for text in {unquote(host), unquote(target), unquote_plus(target)}:
+            self._record(self._sensitive_findings(text, self._sensitive(text), "url"))
+        decoded = unquote_plus(target) if "+" in target else unquote(target)
+        matches = self._sensitive(decoded)
+        if not (matches and self.policy.detection.redact_requests and self._redacts(matches)):
+            return None
+        redacted = self._redact(
+            decoded, [match for match in matches if self.policy.enforces(match.rule.threat)]
+        )
+        sent = quote(redacted, safe="/?&=:;,@!$'()*~+")
+        left = self._left_in({unquote(sent), unquote_plus(sent)})
+        self._carry_out_redactions(since, left, None)
+        return sent
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import urllib.parse
 from collections.abc import Callable
 
 import httpx
@@ -411,3 +412,43 @@ def test_a_response_key_in_another_case_is_read_as_a_case_insensitive_client_rea
     assert found["inspection.key_case"]["enforced"] is enforcing
     if not enforcing:
         assert any(f["threat"] == "tool_abuse" and "read_as" in f["extra"] for f in record["findings"])
+
+
+def percent_encoded(text: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in text.encode())
+
+
+URL_SHAPES = {
+    "query": f"/v1/chat/completions?note={AWS_KEY}",
+    "percent-encoded query": f"/v1/chat/completions?note={percent_encoded(AWS_KEY)}",
+    "path segment": f"/v1/chat/completions/{AWS_KEY[:8]}%{ord(AWS_KEY[8]):02x}{AWS_KEY[9:]}",
+    "query with plus": f"/v1/chat/completions?note=key+{AWS_KEY}",
+}
+
+
+@pytest.mark.parametrize(
+    "mode_proxy",
+    ["observe", ("enforce", "redaction: {requests: true}\n")],
+    indirect=True,
+    ids=["observe", "enforce-redacting"],
+)
+@pytest.mark.parametrize("shape", sorted(URL_SHAPES))
+def test_a_secret_leaving_in_the_url_is_found(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, shape: str
+) -> None:
+    """Data leaves in a request's URL as in its body: a key in the query or the path, plain or
+    percent-encoded, is recorded; where requests are redacted it leaves redacted."""
+    redacting = request.node.callspec.params["mode_proxy"] != "observe"
+    upstream.reply = Reply(text="hi")
+    with httpx.Client(
+        proxy=mode_proxy.url(), verify=ssl.create_default_context(cafile=mode_proxy.ca_cert), timeout=30
+    ) as client:
+        client.post(
+            upstream.url + URL_SHAPES[shape],
+            json={"model": "m", "messages": ask()},
+            headers=CONTEXT,
+        )
+    path = urllib.parse.unquote_plus(upstream.received[-1].path)
+    assert (AWS_KEY in path) is not redacting
+    found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["where"] == "url" and f["enforced"] is redacting for f in found)
