@@ -136,6 +136,19 @@ def as_headers(fields: list[tuple[str, str]]) -> http.Headers:
     )
 
 
+def scan_request_fields(inspector: TurnInspector, request: http.Request) -> dict[str, list[tuple[str, str]]]:
+    """A request's headers and trailers scanned as data it sends (``TurnInspector.scan_headers``): what
+    changes, by the attribute that holds it."""
+    scanned = {}
+    for name in ("headers", "trailers"):
+        fields = getattr(request, name)
+        if fields:
+            changed = inspector.scan_headers(list(fields.items(multi=True)), sent_by_agent=True)
+            if changed is not None:
+                scanned[name] = changed
+    return scanned
+
+
 def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
     """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
 
@@ -471,6 +484,7 @@ class Inspect:
     ) -> None:
         verdict = inspector.inspect_request(view)
         inspector.scan_url(flow.request.pretty_host, flow.request.path)
+        scan_request_fields(inspector, flow.request)
         if body is not None and parsed is not None and parsed[1]:
             other = flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body))))
             inspector.inspect_other_request(view, other, READINGS[FIRST_VALUE])
@@ -580,8 +594,12 @@ class Inspect:
         turn, dialect, reader = inspector.turn, flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
         verdict = inspector.inspect_request(view)
         target = inspector.scan_url(flow.request.pretty_host, flow.request.path)
+        fields = scan_request_fields(inspector, flow.request)
         if target is not None and verdict.block is None:
             flow.request.path = target
+        if verdict.block is None:
+            for name, scanned in fields.items():
+                setattr(flow.request, name, as_headers(scanned))
         sent = body
         if body is not None:
             if verdict.replacements and verdict.block is None:

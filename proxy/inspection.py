@@ -79,6 +79,20 @@ from proxy.scanning.vault import (
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
 
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "x-amz-security-token",
+        "ocp-apim-subscription-key",
+    }
+)
+"""Request headers that carry the agent's own credentials for the API it calls, not data it sends."""
+RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
 SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
@@ -1074,21 +1088,29 @@ class TurnInspector:
         policy enforces any threat, since every verdict is made on that reading."""
         return any(self.policy.enforces(threat) for threat in Threat)
 
-    def scan_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
-        """Response headers with secrets in their names or values redacted where enforced (findings
-        recorded either way); None when nothing changes. ``set-cookie`` is left alone: a session a
-        server hands its client is that client's own credential, kept by its HTTP stack."""
+    def scan_headers(
+        self, headers: list[tuple[str, str]], *, sent_by_agent: bool = False
+    ) -> list[tuple[str, str]] | None:
+        """Response headers (or, ``sent_by_agent``, a request's) with secrets in their names or values
+        redacted where enforced (for a request, where requests are redacted); findings recorded either
+        way; None when nothing changes. Left alone: ``set-cookie`` in a response (a session a server hands
+        its client is that client's own credential) and a request's ``CREDENTIAL_HEADERS`` (the agent's
+        own credentials for the API it calls)."""
+        kept = CREDENTIAL_HEADERS if sent_by_agent else RESPONSE_CREDENTIAL_HEADERS
+        scan = (
+            self.json_scan(redacts=self.policy.detection.redact_requests) if sent_by_agent else self.residual
+        )
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
-        document = [{name: value} for name, value in headers if name.lower() != "set-cookie"]
-        filtered, changed = self.residual.filter("headers", document, ())
+        document = [{name: value} for name, value in headers if name.lower() not in kept]
+        filtered, changed = scan.filter("headers", document, ())
         since = len(self.turn.findings)
-        self._record_residual(self.residual)
+        self._record_residual(scan)
         if not changed:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
         scanned = (next(iter(field.items())) for field in filtered)
-        return [(name, value) if name.lower() == "set-cookie" else next(scanned) for name, value in headers]
+        return [(name, value) if name.lower() in kept else next(scanned) for name, value in headers]
 
     def _known(self, text: str) -> list[Match] | None:
         """The matches of ``text`` known without scanning it with the rest of its document: this turn's scan

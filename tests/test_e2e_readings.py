@@ -452,3 +452,36 @@ def test_a_secret_leaving_in_the_url_is_found(
     assert (AWS_KEY in path) is not redacting
     found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
     assert found and all(f["where"] == "url" and f["enforced"] is redacting for f in found)
+
+
+OWN_API_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh3iJk6l"
+
+
+@pytest.mark.parametrize(
+    "mode_proxy",
+    ["observe", ("enforce", "redaction: {requests: true}\n")],
+    indirect=True,
+    ids=["observe", "enforce-redacting"],
+)
+def test_a_secret_leaving_in_a_request_header_is_found(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A key in a header of the agent's own choosing leaves as data: recorded, and redacted where requests
+    are; the agent's credential for the API in ``Authorization`` is neither."""
+    redacting = request.node.callspec.params["mode_proxy"] != "observe"
+    upstream.reply = Reply(text="hi")
+    with httpx.Client(
+        proxy=mode_proxy.url(), verify=ssl.create_default_context(cafile=mode_proxy.ca_cert), timeout=30
+    ) as client:
+        client.post(
+            f"{upstream.url}/v1/chat/completions",
+            json={"model": "m", "messages": ask()},
+            headers={**CONTEXT, "X-Debug": f"key={AWS_KEY}", "Authorization": f"Bearer {OWN_API_KEY}"},
+        )
+    received = {name.lower(): value for name, value in upstream.received[-1].headers.items()}
+    assert (AWS_KEY in received["x-debug"]) is not redacting
+    assert received["authorization"] == f"Bearer {OWN_API_KEY}"
+    findings = last_record(mode_proxy)["findings"]
+    found = [f for f in findings if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] is redacting for f in found)
+    assert not any("openai" in f["rule"] for f in findings)

@@ -13,7 +13,7 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.inspect import Inspect
+from addons.inspect import Inspect, request_inspected
 from addons.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
@@ -23,11 +23,12 @@ from proxy.turn import Turn, TurnContext
 AWS_KEY = "AKIAQWERTY234567ABCD"
 
 
-def inspect_addon(mode: str) -> Inspect:
+def inspect_addon(mode: str, extra: str = "") -> Inspect:
     """The addon under a policy of one agent allowed to reach api.openai.com, in ``mode``."""
     policy = parse_policy(
         textwrap.dedent(f"""\
             mode: {mode}
+            {extra}
             agents:
               bot: {{token: t, role: r}}
             roles:
@@ -155,3 +156,21 @@ def test_a_binary_message_that_is_not_text_is_noted() -> None:
     turn = flow.metadata[METADATA_KEY]
     assert message.content == bytes(range(256))
     assert turn.errors.count("websocket: a binary message that is not text passed uninspected") == 1
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_secret_in_request_trailers_is_treated_as_in_a_header(mode: str) -> None:
+    """Request trailers (HTTP/2, or chunked HTTP/1) carry data as headers do: a key there is recorded, and
+    redacted where requests are redacted."""
+    addon = inspect_addon(mode, "redaction: {requests: true}")
+    flow = tflow.tflow()
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    flow.request.trailers = Headers([(b"x-checksum", f"key {AWS_KEY}".encode())])
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+        asyncio.run(request_inspected(flow))  # observe mode inspects alongside the request
+    turn = flow.metadata[METADATA_KEY]
+    enforcing = mode == "enforce"
+    assert [f.enforced for f in turn.findings if f.rule == "aws-access-key-id"] == [enforcing]
+    assert flow.request.trailers is not None
+    assert (AWS_KEY in flow.request.trailers["x-checksum"]) is not enforcing
