@@ -114,15 +114,30 @@ def duplicated_messages_request() -> bytes:
     return f'{{"model": "m", "messages": {first}, "messages": {last}}}'.encode()
 
 
-def post(proxy: Proxy, upstream: FakeUpstream, body: bytes) -> httpx.Response:
+def post(
+    proxy: Proxy,
+    upstream: FakeUpstream,
+    body: bytes,
+    *,
+    path: str = "/v1/chat/completions",
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     with httpx.Client(
         proxy=proxy.url(), verify=ssl.create_default_context(cafile=proxy.ca_cert), timeout=30
     ) as client:
         return client.post(
-            f"{upstream.url}/v1/chat/completions",
+            upstream.url + path,
             content=body,
-            headers={**CONTEXT, "content-type": "application/json"},
+            headers={**CONTEXT, "content-type": "application/json", **(headers or {})},
         )
+
+
+REDACTING_OR_OBSERVING = pytest.mark.parametrize(
+    "mode_proxy",
+    ["observe", ("enforce", "redaction: {requests: true}\n")],
+    indirect=True,
+    ids=["observe", "enforce-redacting"],
+)
 
 
 @pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
@@ -426,12 +441,7 @@ URL_SHAPES = {
 }
 
 
-@pytest.mark.parametrize(
-    "mode_proxy",
-    ["observe", ("enforce", "redaction: {requests: true}\n")],
-    indirect=True,
-    ids=["observe", "enforce-redacting"],
-)
+@REDACTING_OR_OBSERVING
 @pytest.mark.parametrize("shape", sorted(URL_SHAPES))
 def test_a_secret_leaving_in_the_url_is_found(
     mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, shape: str
@@ -440,14 +450,7 @@ def test_a_secret_leaving_in_the_url_is_found(
     percent-encoded, is recorded; where requests are redacted it leaves redacted."""
     redacting = request.node.callspec.params["mode_proxy"] != "observe"
     upstream.reply = Reply(text="hi")
-    with httpx.Client(
-        proxy=mode_proxy.url(), verify=ssl.create_default_context(cafile=mode_proxy.ca_cert), timeout=30
-    ) as client:
-        client.post(
-            upstream.url + URL_SHAPES[shape],
-            json={"model": "m", "messages": ask()},
-            headers=CONTEXT,
-        )
+    post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode(), path=URL_SHAPES[shape])
     path = urllib.parse.unquote_plus(upstream.received[-1].path)
     assert (AWS_KEY in path) is not redacting
     found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
@@ -457,12 +460,7 @@ def test_a_secret_leaving_in_the_url_is_found(
 OWN_API_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh3iJk6l"
 
 
-@pytest.mark.parametrize(
-    "mode_proxy",
-    ["observe", ("enforce", "redaction: {requests: true}\n")],
-    indirect=True,
-    ids=["observe", "enforce-redacting"],
-)
+@REDACTING_OR_OBSERVING
 def test_a_secret_leaving_in_a_request_header_is_found(
     mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
 ) -> None:
@@ -470,14 +468,8 @@ def test_a_secret_leaving_in_a_request_header_is_found(
     are; the agent's credential for the API in ``Authorization`` is neither."""
     redacting = request.node.callspec.params["mode_proxy"] != "observe"
     upstream.reply = Reply(text="hi")
-    with httpx.Client(
-        proxy=mode_proxy.url(), verify=ssl.create_default_context(cafile=mode_proxy.ca_cert), timeout=30
-    ) as client:
-        client.post(
-            f"{upstream.url}/v1/chat/completions",
-            json={"model": "m", "messages": ask()},
-            headers={**CONTEXT, "X-Debug": f"key={AWS_KEY}", "Authorization": f"Bearer {OWN_API_KEY}"},
-        )
+    headers = {"X-Debug": f"key={AWS_KEY}", "Authorization": f"Bearer {OWN_API_KEY}"}
+    post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode(), headers=headers)
     received = {name.lower(): value for name, value in upstream.received[-1].headers.items()}
     assert (AWS_KEY in received["x-debug"]) is not redacting
     assert received["authorization"] == f"Bearer {OWN_API_KEY}"
