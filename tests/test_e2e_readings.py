@@ -477,3 +477,90 @@ def test_a_secret_leaving_in_a_request_header_is_found(
     found = [f for f in findings if f["rule"] == "aws-access-key-id"]
     assert found and all(f["enforced"] is redacting for f in found)
     assert not any("openai" in f["rule"] for f in findings)
+
+
+DESTRUCTIVE_CALL = {"id": "call_1", "type": "function", "function": {"name": "drop_table", "arguments": "{}"}}
+CHAT_CALL_ANSWER = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [DESTRUCTIVE_CALL]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+).encode()
+ANTHROPIC_CALL_ANSWER = json.dumps(
+    {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "drop_table", "input": {}}],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+).encode()
+ROUTE_SPELLINGS = {
+    "chat, a percent-encoded letter": ("/v1/chat/complet%69ons", CHAT_CALL_ANSWER, None),
+    "chat, an encoded slash": ("/v1/chat%2Fcompletions", CHAT_CALL_ANSWER, None),
+    "anthropic, an escaped max_tokens": ("/v1/messages", ANTHROPIC_CALL_ANSWER, '"max\\u005ftokens": 50, '),
+    "anthropic, a percent-encoded route": ("/v1/m%65ssages", ANTHROPIC_CALL_ANSWER, '"max_tokens": 50, '),
+}
+
+
+@pytest.mark.parametrize("mode_proxy", ["enforce"], indirect=True)
+@pytest.mark.parametrize("spelling", sorted(ROUTE_SPELLINGS))
+def test_an_api_is_recognised_however_its_route_and_keys_are_spelled(
+    mode_proxy: Proxy, upstream: FakeUpstream, spelling: str
+) -> None:
+    """A route spelled with percent-escapes, or the Messages API's ``max_tokens`` written with a JSON
+    escape, names the API its server routes it to: the destructive call in its answer is withheld."""
+    path, answer, extra = ROUTE_SPELLINGS[spelling]
+    upstream.reply = Reply(body=answer)
+    body = f'{{"model": "m", {extra or ""}"messages": {json.dumps(ask())}}}'.encode()
+    response = post(mode_proxy, upstream, body, path=path)
+    assert response.status_code == 200 and b"withheld by egressguard" in response.content
+    record = last_record(mode_proxy)
+    assert any(f["threat"] == "tool_abuse" and f["enforced"] for f in record["findings"])
+
+
+def ndjson_answer(pieces: list[str]) -> bytes:
+    """An Ollama-style answer streamed as NDJSON: the text a piece a line, then a final line."""
+    lines = [
+        {
+            "model": "llama3",
+            "created_at": f"2024-01-01T00:00:0{index}Z",
+            "message": {"role": "assistant", "content": piece},
+            "done": False,
+        }
+        for index, piece in enumerate(pieces)
+    ]
+    lines.append({"model": "llama3", "message": {"role": "assistant", "content": ""}, "done": True})
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+@REDACTING_OR_OBSERVING
+def test_a_secret_split_across_ndjson_lines_is_found(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """An NDJSON answer carries its text a piece a line, and its client joins each field's pieces: a key
+    split across lines is found there, and redacted in enforce mode, both pieces."""
+    enforcing = request.node.callspec.params["mode_proxy"] != "observe"
+    upstream.reply = Reply(
+        body=ndjson_answer(["The key is ", AWS_KEY[:7], AWS_KEY[7:14], AWS_KEY[14:], " ok."]),
+        content_type="application/x-ndjson",
+    )
+    response = post(
+        mode_proxy, upstream, json.dumps({"model": "llama3", "messages": ask()}).encode(), path="/api/chat"
+    )
+    joined = "".join(json.loads(line)["message"]["content"] for line in response.text.splitlines() if line)
+    assert (AWS_KEY in joined) is not enforcing
+    found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] is enforcing for f in found)

@@ -6,6 +6,7 @@ OpenAI-compatible servers on any host are read as OpenAI.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from proxy.dialects.anthropic import Anthropic
 from proxy.dialects.base import Dialect, ErrorResponse, is_text
@@ -58,8 +59,9 @@ _NAMES: dict[str, type[Dialect]] = {
 
 
 def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dialect:
-    """The dialect of a request. ``path`` may carry a query string; ``body`` is decoded content."""
-    route = path.split("?", 1)[0].rstrip("/")
+    """The dialect of a request. ``path`` may carry a query string; ``body`` is decoded content. The
+    route is read percent-decoded, as the servers that route it read it (``/chat/complet%69ons``)."""
+    route = unquote(path.split("?", 1)[0]).rstrip("/")
     if b'"jsonrpc"' in body:
         try:
             document = jsontext.loads(body)
@@ -76,13 +78,27 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
         return OpenAIChat(model_hint=azure.group(1) if azure else None)
     if _RESPONSES.search(route):
         return OpenAIResponses()
-    if route.endswith("/messages") and b'"max_tokens"' in body:
+    if route.endswith("/messages") and _names_max_tokens(body):
         # Many APIs have a /messages path; max_tokens is required by the Messages API and rare elsewhere.
         return Anthropic()
     gemini = _GEMINI.search(route)
     if gemini:
         return Gemini(model_hint=gemini.group(1), streaming=gemini.group(2) == "streamGenerateContent")
     return Generic()
+
+
+def _names_max_tokens(body: bytes) -> bool:
+    """Whether a body names ``max_tokens`` at its top level, however its key is spelled (``max\\u005ftokens``
+    is the same key to the server)."""
+    if b'"max_tokens"' in body:
+        return True
+    if b"\\u" not in body:
+        return False
+    try:
+        document = jsontext.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and "max_tokens" in document
 
 
 def by_name(name: str) -> Dialect:

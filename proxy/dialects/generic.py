@@ -19,9 +19,10 @@ from proxy.dialects.base import (
     load_json,
     readable_text,
 )
-from proxy.dialects.locator import ROOT, format_locator, parse_locator, set_at, walk_strings
-from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
+from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
+from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, encode_json, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
+from proxy.wire import jsontext
 from proxy.wire.multipart import part_spans, replace_parts
 from proxy.wire.sse import SSEEvent, encode_text, serialise
 
@@ -36,6 +37,11 @@ class Generic(Dialect):
         document, error = json_of(body, parsed)
         if error is None:
             return self._request_from(document)
+        lines = ndjson_documents(body)
+        if lines is not None:
+            return RequestView(
+                dialect=self.name, parts=[Part(Source.USER, text, where) for where, text in by_field(lines)]
+            )
         text = readable_text(body)
         if text is not None:
             return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
@@ -54,6 +60,9 @@ class Generic(Dialect):
         document, error = json_of(body, parsed)
         if error is None:
             return self._completion_from(document)
+        lines = ndjson_documents(body)
+        if lines is not None:
+            return Completion(text=[TextSegment(text, where) for where, text in by_field(lines)])
         text = readable_text(body)
         if text is None:
             return Completion(parse_error="not UTF-8 text")
@@ -62,6 +71,11 @@ class Generic(Dialect):
     def rewrite_request(self, body: bytes, replacements: Mapping[str, str]) -> bytes:
         if load_json(body)[1] is None:
             return super().rewrite_request(body, replacements)
+        lines = ndjson_documents(body)
+        if lines is not None:
+            for where, text in replacements.items():
+                lines = set_at(lines, where, text)
+            return encode_ndjson(lines)
         if set(replacements) <= {ROOT}:
             return encode_text(replacements.get(ROOT, body_text(body)))
         fields = {}
@@ -73,6 +87,14 @@ class Generic(Dialect):
         return replace_parts(body, fields)
 
     def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
+        lines = ndjson_documents(body)
+        if lines is not None:
+            changed = False
+            for where, piece in list(walk_strings(lines)):
+                mapped = text_map(piece)
+                if mapped != piece:
+                    lines, changed = set_at(lines, where, mapped), True
+            return encode_ndjson(lines) if changed else body
         text = readable_text(body)
         return body if text is None else encode_text(text_map(text))
 
@@ -91,6 +113,33 @@ class Generic(Dialect):
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
         return GenericStreamSession(filters)
+
+
+def ndjson_documents(body: bytes) -> list[Any] | None:
+    """A body of JSON documents one a line (NDJSON, as Ollama streams its answers): the documents, or None
+    when it is not one (fewer than two lines, or a line that is not JSON)."""
+    text = readable_text(body)
+    lines = [line for line in text.splitlines() if line.strip()] if text is not None else []
+    if len(lines) < 2:
+        return None
+    try:
+        return [jsontext.loads(line) for line in lines]
+    except (ValueError, RecursionError):
+        return None
+
+
+def encode_ndjson(documents: list[Any]) -> bytes:
+    return b"".join(encode_json(document) + b"\n" for document in documents)
+
+
+def by_field(documents: list[Any]) -> list[tuple[str, str]]:
+    """Every string of the documents with its locator (``[line].field``), those of one field read one
+    after another across the lines: a client of an NDJSON stream joins a field's pieces so, and a secret
+    split across lines is whole there."""
+    fields: dict[tuple[Step, ...], list[tuple[str, str]]] = {}
+    for where, text in walk_strings(documents):
+        fields.setdefault(tuple(parse_locator(where)[1:]), []).append((where, text))
+    return [item for pieces in fields.values() for item in pieces]
 
 
 class GenericStreamSession(PerEventStreamSession):
