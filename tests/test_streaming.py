@@ -1604,16 +1604,19 @@ def test_anthropic_text_at_an_index_that_names_no_block_is_read_apart_from_every
     assert "github-pat" in {found.rule.id for found in scan.found}
 
 
-def gemini_text_and_call(*, snake: bool) -> dict[str, Any]:
+def gemini_text_and_call(*, snake: bool, text: str = f"see {STRIPE_KEY} ") -> dict[str, Any]:
     """A Gemini answer whose part carries text and a function call at once (the SDK runs the call)."""
     call_key = "function_call" if snake else "functionCall"
-    part = {"text": f"see {STRIPE_KEY} ", call_key: {"name": "deploy", "args": {"token": GITHUB_TOKEN}}}
+    part = {"text": text, call_key: {"name": "deploy", "args": {"token": GITHUB_TOKEN}}}
     return {"candidates": [{"index": 0, "content": {"role": "model", "parts": [part]}}]}
 
 
+@pytest.mark.parametrize("text", [f"see {STRIPE_KEY} ", "plain words "], ids=["secret-text", "plain-text"])
 @pytest.mark.parametrize("snake", [False, True], ids=["camelCase", "snake_case"])
 @pytest.mark.parametrize("verdict", ["drop", "release"])
-def test_a_gemini_part_with_text_and_a_call_is_read_as_the_call(snake: bool, verdict: ToolDecision) -> None:
+def test_a_gemini_part_with_text_and_a_call_is_read_as_the_call(
+    snake: bool, verdict: ToolDecision, text: str
+) -> None:
     """The gate decides the call, its arguments are filtered, and its text is read by the residual scan:
     neither passes unread beside the other."""
     asked: list[str] = []
@@ -1630,7 +1633,7 @@ def test_a_gemini_part_with_text_and_a_call_is_read_as_the_call(snake: bool, ver
     )
     session = Gemini(model_hint="gemini-2.5-flash").stream_session(filters)
     finish = {"candidates": [{"index": 0, "content": {"role": "model", "parts": []}, "finishReason": "STOP"}]}
-    output = run(session, sse(gemini_text_and_call(snake=snake)) + sse(finish))
+    output = run(session, sse(gemini_text_and_call(snake=snake, text=text)) + sse(finish))
     assert asked == ["deploy"]
     assert [call.name for call in session.completion.tool_calls] == ["deploy"]
     assert GITHUB_TOKEN[4:12].encode() not in output and STRIPE_KEY[8:16].encode() not in output

@@ -335,7 +335,8 @@ class GeminiStreamSession(StreamSession):
                     as_came
                     and len(sent) == 1
                     and sent[0] is raw_part
-                    and (part.get("text") == text if isinstance(text, str) else not _calls(part))
+                    and not _calls(part)
+                    and (not isinstance(text, str) or part.get("text") == text)
                 )
                 parts.extend(sent)
             if field_of(candidate, "finishReason")[1]:
