@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import hypothesis
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
+from proxy.scanning import rulepack
 from proxy.scanning.rulepack import (
     _RUN_BLOCK,
     PackError,
@@ -761,4 +763,8 @@ def test_hits_across_runs_of_spaces_are_the_keywords_of_the_collapsed_view_that_
         if high - low != end - start:
             expected[(word_index, low, high)] += count
     found, rules = hits_across_space_runs(keywords, view)
+    assert _by_word(found, rules) == expected
+    # Searched near the runs only, as a long text is.
+    with mock.patch.object(rulepack, "_AROUND_RUNS_MIN", 0):
+        found, rules = hits_across_space_runs(keywords, view)
     assert _by_word(found, rules) == expected

@@ -456,9 +456,12 @@ _ANCHORED_HIT_SPACING = 64
 # Stretches of text closer than this are asked about in one call of a rule's loosened form: a call costs
 # about as much as RE2 reading this many characters.
 _RELAXED_GAP = 256
-# A keyword crossing a run of spaces lies within its length of the run: where such stretches make up less
-# than this share of a text, only they are searched for keywords across runs (joined by the separator).
+# A keyword crossing a run of spaces lies within its length of the run: where such stretches can make up
+# no more than this share of a text, only they are searched for keywords across runs (joined by the
+# separator).
 _AROUND_RUNS_SHARE = 0.5
+# Below this many characters a whole search costs less than cutting the stretches out.
+_AROUND_RUNS_MIN = 16_384
 _STRETCH_SEPARATOR = "\x00"
 # A literal-led rule (see _literal_led) with more hits than this searches the whole text once.
 _MAX_LITERAL_LED_HITS = 8
@@ -767,13 +770,24 @@ def _hits_across_space_runs(
     # Character c of the collapsed view stands at c plus the number of characters dropped before it
     # in the view: those whose place in the view, less the number dropped before them, is c or less.
     # So each of these places is that of the character after a run, the run's kept space just before.
+    # A hit that crosses a run lies within a keyword's length of the run: in a long text where those
+    # stretches (at most one a dropped space) make up a small part of it, only they are searched.
+    dropped_count = len(codes) - len(collapsed)
+    near_runs = len(
+        collapsed
+    ) >= _AROUND_RUNS_MIN and 2 * keywords.longest * dropped_count <= _AROUND_RUNS_SHARE * len(collapsed)
+    if not near_runs:
+        listed, rules = keywords.find(collapsed)
+        if not listed:
+            return [], rules
     drops = np.flatnonzero(dropped)
     shifted = drops - np.arange(len(drops))
-    # The places are in order: those of a run are one and the same.
-    after_runs = shifted[np.r_[True, shifted[1:] != shifted[:-1]]]
-    found, rules = _hits_around(keywords, collapsed, after_runs - 1)
-    if not len(found):
-        return [], rules
+    if near_runs:
+        found, rules = _hits_near_runs(keywords, collapsed, shifted)
+        if not len(found):
+            return [], rules
+    else:
+        found = np.array(listed, dtype=np.intp)
     starts, lasts = found[:, 1], found[:, 2] - 1
     lows = starts + np.searchsorted(shifted, starts, side="right")
     highs = lasts + np.searchsorted(shifted, lasts, side="right") + 1
@@ -782,23 +796,30 @@ def _hits_across_space_runs(
     return list(zip(words, lows[crossing].tolist(), highs[crossing].tolist(), strict=True)), rules
 
 
-def _hits_around(
-    keywords: _Keywords, collapsed: str, runs: npt.NDArray[np.intp]
+def _hits_near_runs(
+    keywords: _Keywords, collapsed: str, shifted: npt.NDArray[np.intp]
 ) -> tuple[npt.NDArray[np.intp], Sequence[tuple[int, ...]]]:
     """Hits of the ``keywords`` in ``collapsed`` (word, start, end; one row each), and the rules each
-    word number triggers: at least every hit that holds one of its ``runs`` (the kept space of each, in
-    order) and the character after it. Such a hit lies within a keyword's length of its run: when those
-    stretches make up less than ``_AROUND_RUNS_SHARE`` of the text, only they are searched, joined. A
-    hit that runs from one stretch over the separator into the next is read at its start's stretch; it
-    holds no run and the character after it there (the next run is further than a keyword's length)."""
+    word number triggers: at least every hit that holds the kept space of a run and the character after
+    it (at one of the places ``shifted``, in order, one for each space dropped). Such a hit lies within a
+    keyword's length of its run: only those stretches are searched, joined. A hit that runs from one
+    stretch over the separator into the next is read at its start's stretch; it holds no run and the
+    character after it there (the next run is further than a keyword's length)."""
     longest = keywords.longest
+    first_of_run = np.empty(len(shifted), dtype=bool)
+    first_of_run[0] = True
+    np.not_equal(shifted[1:], shifted[:-1], out=first_of_run[1:])
+    runs = shifted[first_of_run] - 1
     lows = np.maximum(runs - longest + 2, 0)
     highs = np.minimum(runs + longest, len(collapsed))
-    apart = np.flatnonzero(lows[1:] > highs[:-1]) + 1
-    lows, highs = lows[np.r_[0, apart]], highs[np.r_[apart - 1, len(highs) - 1]]
-    if int((highs - lows).sum()) > _AROUND_RUNS_SHARE * len(collapsed):
-        found, rules = keywords.find(collapsed)
-        return np.array(found, dtype=np.intp).reshape(-1, 3), rules
+    # Stretches that overlap or touch are one.
+    opens = np.empty(len(runs), dtype=bool)
+    opens[0] = True
+    np.greater(lows[1:], highs[:-1], out=opens[1:])
+    closes = np.empty(len(runs), dtype=bool)
+    closes[-1] = True
+    closes[:-1] = opens[1:]
+    lows, highs = lows[opens], highs[closes]
     pieces = (collapsed[low:high] for low, high in zip(lows.tolist(), highs.tolist(), strict=True))
     found, rules = keywords.find(_STRETCH_SEPARATOR.join(pieces))
     table = np.array(found, dtype=np.intp).reshape(-1, 3)
