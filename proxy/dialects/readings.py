@@ -22,6 +22,7 @@ from proxy.wire import jsontext
 
 PLACE_KEYS = ("index", "output_index", "content_index", "summary_index")
 """The fields that name the place of a streamed delta, in every dialect that streams places."""
+_PLACE_KEYS = frozenset(PLACE_KEYS)
 
 LENIENT = "lenient"
 APART = "apart"
@@ -61,27 +62,26 @@ def examine(payload: Any, highest: dict[str, int]) -> Oddities:
 
 
 def _examine(value: Any, shape: str, highest: dict[str, int], found: Oddities) -> None:
-    if isinstance(value, dict):
-        for key in PLACE_KEYS:
-            if key not in value:
-                continue
-            index = value[key]
-            if is_place(index):
-                if index > highest.get(shape + key, -1):
-                    highest[shape + key] = index
-            else:
-                found.misplaced = True
+    # Run on every event of a stream: one pass over each container, exact types compared.
+    if type(value) is dict:
         for key, child in value.items():
-            if isinstance(child, dict | list):
+            if key in _PLACE_KEYS:
+                if type(child) is int and child >= 0:
+                    if child > highest.get(shape + key, -1):
+                        highest[shape + key] = child
+                else:
+                    found.misplaced = True
+            elif type(child) is dict or type(child) is list:
                 _examine(child, f"{shape}{key}.", highest, found)
-    elif isinstance(value, list):
+    elif type(value) is list:
         named: set[Any] = set()
         for item in value:
-            if isinstance(item, dict) and "index" in item:
-                place = _marker(item["index"])
-                found.repeated = found.repeated or place in named
-                named.add(place)
-            if isinstance(item, dict | list):
+            if type(item) is dict and "index" in item:
+                place = item["index"]
+                marker = place if type(place) is int else _marker(place)
+                found.repeated = found.repeated or marker in named
+                named.add(marker)
+            if type(item) is dict or type(item) is list:
                 _examine(item, f"{shape}[].", highest, found)
 
 

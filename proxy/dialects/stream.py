@@ -401,7 +401,7 @@ class StreamSession(ABC):
             assert event.data is not None
             self._shadowed[id(event)] = readings.read_with_shadowed(event.data)[1]
             others[readings.FIRST_VALUE] = readings.first_values(event.data)
-        if self.READS_PLACES and payload is not _NOT_JSON:
+        if self.READS_PLACES and payload is not _NOT_JSON and _may_name_places(event.data):
             odd = readings.examine(payload, self._highest)
             if odd.misplaced:
                 self._ambiguous(MISPLACED_RULE)
@@ -832,6 +832,12 @@ def _payload_of(event: SSEEvent) -> tuple[Any, bool]:
         return jsontext.loads(event.data), False
     except (ValueError, RecursionError):
         return _NOT_JSON, True
+
+
+def _may_name_places(data: str | None) -> bool:
+    """Whether an event's data may hold a place index (``readings.PLACE_KEYS`` all end so), spelled
+    plainly or with escapes: most events of a stream that names no place skip the walk."""
+    return data is not None and ('index"' in data or "\\" in data)
 
 
 def _skeleton(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
