@@ -1742,6 +1742,38 @@ FRAMING = [
         b'{"delta": "k ' + escaped(AWS, 2).encode() + b'"}\n{"delta": "done"}\n',
         headers={"content-type": "application/x-ndjson"},
     ),
+    Case(
+        "ndjson-split-across-lines",
+        "openai_chat",
+        AWS,
+        b"".join(
+            dumps({"message": {"role": "assistant", "content": piece}, "done": False}) + b"\n"
+            for piece in ("key ", AWS[:6], AWS[6:13], AWS[13:], " ok")
+        ),
+        headers={"content-type": "application/x-ndjson"},
+    ),
+    Case(
+        "json-answer-labelled-event-stream",
+        "openai_chat",
+        AWS,
+        chat_message({"content": f"key {AWS}"}) + b"\n\n",
+        headers={"content-type": "text/event-stream"},
+    ),
+    Case(
+        "repeated-choice-index",
+        "openai_chat",
+        AWS,
+        events=chat_events(
+            {
+                **chat_chunk({"content": f"key {AWS[:7]}"}),
+                "choices": [
+                    {"index": 0, "delta": {"content": f"key {AWS[:7]}"}, "finish_reason": None},
+                    {"index": 0, "delta": {"content": "zz "}, "finish_reason": None},
+                ],
+            },
+            chat_chunk({"content": f"{AWS[7:]} ok"}),
+        ),
+    ),
 ]
 
 CASES += FRAMING
