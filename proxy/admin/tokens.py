@@ -32,11 +32,12 @@ class AdminTokens:
     def access(self, authorization: str | None) -> Access | None:
         """What a request's ``Authorization: Bearer`` header grants, compared in constant time."""
         scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return None
         offered = presented.strip().encode()
-        full = hmac.compare_digest(offered, self.full.encode())
-        read = hmac.compare_digest(offered, self.read.encode())
+        if scheme.lower() != "bearer" or not offered:
+            return None
+        # An empty token is never one: it would match any blank bearer ("Bearer  ").
+        full = hmac.compare_digest(offered, self.full.encode()) and bool(self.full.strip())
+        read = hmac.compare_digest(offered, self.read.encode()) and bool(self.read.strip())
         return Access.FULL if full else Access.READ if read else None
 
 
@@ -51,19 +52,27 @@ def load_tokens(
 
 
 def _token(from_env: str | None, path: Path) -> str:
-    if from_env:
+    if from_env and from_env.strip():
         return from_env
     return token_file(path)
 
 
 def token_file(path: Path) -> str:
-    """The token kept in ``path``, created (0600) when absent."""
+    """The token kept in ``path``, created (0600) when absent. A file left blank (a crash between creating
+    and writing it, or ``touch``) holds no token anyone knows: it gets a fresh one, never an empty one."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return path.read_text().strip()
+            return token_file(path)
         with os.fdopen(descriptor, "w") as sink:
             sink.write(secrets.token_urlsafe(32))
+    token = path.read_text().strip()
+    if token:
+        return token
+    fresh = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    with os.fdopen(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as sink:
+        sink.write(secrets.token_urlsafe(32))
+    fresh.replace(path)
     return path.read_text().strip()
