@@ -137,7 +137,7 @@ class Proxy:
         self._terminate()
         self.start()
 
-    def _wait_until_listening(self, timeout: float = 30.0) -> None:
+    def _wait_until_listening(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
