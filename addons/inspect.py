@@ -23,7 +23,7 @@ from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
 from proxy.dialects.readings import FIRST_VALUE, FOLDED_KEYS, READINGS, first_values, folded_keys
-from proxy.dialects.stream import encode_json, sent_bytes
+from proxy.dialects.stream import KEY_CASE_RULE, encode_json, sent_bytes
 from proxy.exchange import RequestView
 from proxy.inspection import TurnInspector, block_message
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -57,7 +57,6 @@ OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
-KEY_CASE_RULE = "inspection.key_case"
 FOLDED_KEY = "egressguard.inspect.folded"
 """The request as a reader matching keys regardless of case reads it, where that differs."""
 BINARY_MESSAGE_NOTE = "websocket: a binary message that is not text passed uninspected"

@@ -18,6 +18,7 @@ from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses, Strea
 from proxy.dialects import readings as readings_module
 from proxy.dialects.stream import (
     DUPLICATE_KEY_RULE,
+    KEY_CASE_RULE,
     MISPLACED_RULE,
     REPEATED_PLACE_RULE,
     StreamSession,
@@ -275,3 +276,39 @@ def test_a_long_value_full_of_capitals_is_searched_for_foldable_keys_in_linear_t
     started = time.process_time()
     assert readings_module.folded_keys(body) is None
     assert time.process_time() - started < 0.5
+
+
+def test_observed_key_in_another_case_is_read_as_a_case_insensitive_client_reads_it() -> None:
+    """A chunk whose delta names ``Content`` and ``Tool_Calls``: a Go client reads them as ``content`` and
+    ``tool_calls``, joining a key and running a call that Python's reading never sees; observed, the
+    stream passes as it came and that reading holds both, the events noted."""
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "drop_table", "arguments": "{}"},
+    }
+    stream = (
+        chat_choice(0, f"Key {STRIPE_KEY[:14]}")
+        + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Content": f"{STRIPE_KEY[14:]} ok."}}]})
+        + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Tool_Calls": [call]}}]})
+        + b"data: [DONE]\n\n"
+    )
+    session = OpenAIChat().stream_session(observing())
+    assert run(session, stream) == stream
+    assert STRIPE_KEY not in session.completion.full_text and not session.completion.tool_calls
+    assert session.ambiguities == {KEY_CASE_RULE: 2}
+    ((reading, folded),) = session.other_readings()
+    assert reading == readings_module.READINGS[readings_module.FOLDED_KEYS]
+    assert STRIPE_KEY in folded.full_text and [call.name for call in folded.tool_calls] == ["drop_table"]
+
+
+def test_gemini_camel_case_keys_make_no_other_reading() -> None:
+    """Gemini's own keys are camelCase: its streams are read once."""
+    stream = b"".join(
+        sse({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": None}]})
+        for text in ("Hello ", "there")
+    )
+    session = Gemini().stream_session(observing())
+    run(session, stream)
+    assert session.other_readings() == [] and session.ambiguities == {}

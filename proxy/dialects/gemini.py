@@ -294,6 +294,7 @@ class _MergedResponse:
 
 class GeminiStreamSession(StreamSession):
     READS_PLACES = True
+    CASED_KEYS = True
 
     def __init__(self, model_hint: str | None, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)

@@ -310,10 +310,12 @@ class _Channels:
 DUPLICATE_KEY_RULE = "inspection.duplicate_key"
 MISPLACED_RULE = "inspection.ambiguous_place"
 REPEATED_PLACE_RULE = "inspection.repeated_place"
+KEY_CASE_RULE = "inspection.key_case"
 AMBIGUOUS_RULES = {
     DUPLICATE_KEY_RULE: "a key repeated in one JSON object, whose first value some readers keep",
     MISPLACED_RULE: 'a streamed delta at an index clients read as different places (1.0, "1", true, -1)',
     REPEATED_PLACE_RULE: "two entries of one streamed list at the same index, which clients join or not",
+    KEY_CASE_RULE: "a key spelled in another case than its field, which case-insensitive readers take for it",
 }
 
 
@@ -323,6 +325,9 @@ class StreamSession(ABC):
 
     READS_PLACES: ClassVar[bool] = False
     """Whether the dialect puts deltas at places named by index (``readings.PLACE_KEYS``)."""
+    CASED_KEYS: ClassVar[bool] = False
+    """Whether the dialect's own keys carry capitals (Gemini's camelCase): if not, an event with a key a
+    case-insensitive reader may fold is also read as such a reader reads it, where nothing filters."""
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         self.filters = filters or StreamFilters()
@@ -357,6 +362,9 @@ class StreamSession(ABC):
         """Per event of the bytes being read (by identity), its payload under each reading it differs in."""
         self._shadowed: dict[int, list[Any]] = {}
         """Per event of the bytes being read, the values its repeated keys shadow."""
+        self._folds: dict[int, list[str]] = {}
+        """Per event of the bytes being read that a case-insensitive reader may read otherwise, the keys
+        its reading answered otherwise (filled as that reading is fed)."""
         self._readings: dict[str, StreamSession] = {}
         """Once a stream has an event some client reads otherwise (and no filter rewrites it to one
         reading), a copy of this session per such reading, fed every event as that reading gives it."""
@@ -415,6 +423,11 @@ class StreamSession(ABC):
             if odd.misplaced and not self.filters.active:
                 others[readings.LENIENT] = readings.lenient(payload, self._highest)
                 others[readings.APART] = readings.apart(payload, self._apart)
+        if not self.CASED_KEYS and not self.filters.active and payload is not _NOT_JSON and event.data:
+            folding = readings.folded_keys(event.data)
+            if folding is not None:
+                others[readings.FOLDED_KEYS] = folding[0]
+                self._folds[id(event)] = folding[1]
         if others:
             self._others[id(event)] = others
         return payload
@@ -439,6 +452,8 @@ class StreamSession(ABC):
                 shadow._observe(event, others.get(name, payload))
             except SHAPE_ERRORS:
                 continue
+        if self._folds.pop(id(event), None):
+            self._ambiguous(KEY_CASE_RULE)
 
     def _reader(self) -> StreamSession:
         """A copy of what this session read, with nothing of what it sends: it only reads on."""
@@ -450,6 +465,7 @@ class StreamSession(ABC):
             "_readings": {},
             "_others": {},
             "_shadowed": {},
+            "_folds": {},
             "_sent": [],
             "_queued": [],
             "_boundaries": [],
@@ -461,6 +477,7 @@ class StreamSession(ABC):
         self._rewrite.clear()
         self._others.clear()
         self._shadowed.clear()
+        self._folds.clear()
         if self._as_came is not None:
             for piece in output:
                 came = self._as_came.get(id(piece))
