@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from proxy.model import Severity, Threat
 from proxy.scanning import rulepack
 from proxy.scanning.rulepack import (
+    _FEW_BLOCKS,
     _RUN_BLOCK,
     PackError,
     Rule,
@@ -628,6 +629,10 @@ def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str, l
     assert any(match.rule.id == "github-pat" for match in result.matches)
 
 
+LONG_LEAD = "ab" * (_FEW_BLOCKS * _RUN_BLOCK // 2)
+"""A lead of as many blocks as are looked for without numpy, none of them made of one character."""
+
+
 def runs_by_definition(view: str, shortest: int) -> list[tuple[int, int]]:
     """Maximal stretches of whole aligned blocks made of one same character, at least ``shortest`` long."""
     blocks = [view[start : start + _RUN_BLOCK] for start in range(0, len(view) - _RUN_BLOCK + 1, _RUN_BLOCK)]
@@ -649,13 +654,45 @@ def runs_by_definition(view: str, shortest: int) -> list[tuple[int, int]]:
         max_size=30,
     ),
     shortest=st.sampled_from([_RUN_BLOCK, 2 * _RUN_BLOCK, 3 * _RUN_BLOCK + 5]),
+    long=st.booleans(),
 )
 def test_runs_of_one_character_are_found_by_whole_blocks(
-    pieces: list[tuple[str, int]], shortest: int
+    pieces: list[tuple[str, int]], shortest: int, long: bool
 ) -> None:
-    """Short and long texts alike (below and above the size numpy is set up for)."""
-    view = "".join(char * length for char, length in pieces)
+    """Short and long texts alike (below and above the number of blocks numpy is set up for)."""
+    view = (LONG_LEAD if long else "") + "".join(char * length for char, length in pieces)
     assert uniform_runs(view, shortest) == runs_by_definition(view, shortest)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    blocks=st.lists(
+        st.tuples(
+            st.sampled_from("a0 \u0130\U0001f600"),
+            st.one_of(st.none(), st.integers(min_value=0, max_value=_RUN_BLOCK - 1)),
+            st.sampled_from("b\U0001f601"),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    offset=st.integers(min_value=0, max_value=3),
+    long=st.booleans(),
+)
+def test_a_block_of_one_character_but_one_place_is_no_run(
+    blocks: list[tuple[str, int | None, str]], offset: int, long: bool
+) -> None:
+    """Blocks made of one character except at one place (any place: the middle the search looks at
+    first and all the others), and whole ones, in any order and alignment, in short and long texts."""
+    view = (
+        (LONG_LEAD if long else "")
+        + "x" * offset
+        + "".join(
+            char * _RUN_BLOCK if place is None else char * place + other + char * (_RUN_BLOCK - place - 1)
+            for char, place, other in blocks
+        )
+    )
+    for shortest in (_RUN_BLOCK, 2 * _RUN_BLOCK):
+        assert uniform_runs(view, shortest) == runs_by_definition(view, shortest)
 
 
 def test_rule_triggered_inside_a_run_still_finds_its_match_there(tmp_path: Path) -> None:

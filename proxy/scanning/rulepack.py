@@ -41,10 +41,12 @@ from __future__ import annotations
 import bisect
 import functools
 import importlib.resources
+import operator
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -471,8 +473,9 @@ _MAX_WINDOWED_WIDTH = 2048
 # blocks of this many characters; a keyword made of that character hits at every position of the run, so
 # only the run's edges are searched for keywords and a rule triggered there covers the run at once.
 _RUN_BLOCK = 64
-_FEW_BLOCKS = 16
-"""Up to this many blocks, a text with no block of one character is told apart without numpy."""
+_FEW_BLOCKS = 256
+"""Up to this many blocks, blocks of one character are looked for without numpy (which costs more to set
+up than so few blocks take to read); above, numpy reads every block faster."""
 # Stands for a run's inside in the text searched for keywords: no keyword holds it.
 _RUN_FILLER = "\x00"
 
@@ -609,24 +612,29 @@ def _uniform_runs(view: str, shortest: int) -> list[tuple[int, int]]:
     count = len(view) // _RUN_BLOCK
     if count * _RUN_BLOCK < shortest:
         return []
-    if count <= _FEW_BLOCKS and not any(
-        view[start : start + _RUN_BLOCK] == view[start] * _RUN_BLOCK
-        for start in range(0, count * _RUN_BLOCK, _RUN_BLOCK)
-    ):
-        # No block is made of one character, so the search below would find no run: a few blocks are
-        # compared faster one by one than numpy sets up its arrays (a stream's window each delta).
-        return []
-    if view.isascii():
-        codes = np.frombuffer(view.encode("ascii"), dtype=np.uint8)
+    end = count * _RUN_BLOCK
+    uniform: list[int]
+    if count <= _FEW_BLOCKS:
+        # A block of one character has the same character at its start and its middle: comparing the
+        # strided slices of those places rules most blocks out together, and only the others are read whole.
+        firsts = view[0:end:_RUN_BLOCK]
+        middles = view[_RUN_BLOCK // 2 : end : _RUN_BLOCK]
+        uniform = [
+            block
+            for block in compress(range(count), map(operator.eq, firsts, middles))
+            if view[block * _RUN_BLOCK : (block + 1) * _RUN_BLOCK] == firsts[block] * _RUN_BLOCK
+        ]
     else:
-        codes = np.frombuffer(view.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    blocks = codes[: count * _RUN_BLOCK].reshape(count, _RUN_BLOCK)
-    firsts = blocks[:, 0]
-    uniform = np.flatnonzero((blocks == firsts[:, None]).all(axis=1))
+        if view.isascii():
+            codes = np.frombuffer(view.encode("ascii"), dtype=np.uint8)
+        else:
+            codes = np.frombuffer(view.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        blocks = codes[:end].reshape(count, _RUN_BLOCK)
+        uniform = np.flatnonzero((blocks == blocks[:, :1]).all(axis=1)).tolist()
     runs: list[tuple[int, int]] = []
     group_start = group_end = -1
-    for block in uniform.tolist():
-        if block == group_end and firsts[block] == firsts[group_start]:
+    for block in uniform:
+        if block == group_end and view[block * _RUN_BLOCK] == view[group_start * _RUN_BLOCK]:
             group_end = block + 1
             continue
         if (group_end - group_start) * _RUN_BLOCK >= shortest:
