@@ -113,7 +113,7 @@ def chat_event(content: str, extra: str = "") -> bytes:
 def test_an_unlabelled_stream_that_cannot_be_read_does_not_pass_in_enforce_mode() -> None:
     """A stream read whole because it did not say it was one: where reading it stops (a text-only event
     nested past what its scan can walk, read ahead in a burst), the body does not pass unread."""
-    deep = "[" * 900 + "]" * 900
+    deep = "[" * 1200 + "]" * 1200  # JSON reads it (its parser nests to 1,500), the residual scan cannot
     body = chat_event(f"key {AWS_KEY} ") + chat_event("hello") + chat_event("there", f',"x":{deep}')
     flow, turn = stream_labelled_json("enforce", body)
     assert flow.response is not None
