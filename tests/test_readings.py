@@ -312,3 +312,56 @@ def test_gemini_camel_case_keys_make_no_other_reading() -> None:
     session = Gemini().stream_session(observing())
     run(session, stream)
     assert session.other_readings() == [] and session.ambiguities == {}
+
+
+PLACE_VALUES = st.one_of(
+    st.integers(min_value=-3, max_value=3),
+    st.sampled_from([1.0, 0.5, "1", "x", True, False, None, [0], {"i": 0}]),
+)
+EVENT_KEYS = st.sampled_from([*readings_module.PLACE_KEYS, "delta", "choices", "parts", "text"])
+EVENTS = st.recursive(
+    st.one_of(st.text(max_size=3), st.integers(), PLACE_VALUES),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(EVENT_KEYS, children | PLACE_VALUES, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def containers(value: Any, shape: str = "") -> list[tuple[str, Any]]:
+    """Every dict and list of a JSON value with the shape ``examine`` names its places by."""
+    found = [(shape, value)]
+    children = value.items() if isinstance(value, dict) else (("[]", item) for item in value)
+    for key, child in children:
+        if isinstance(child, dict | list):
+            found += containers(child, f"{shape}{key}.")
+    return found
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.dictionaries(EVENT_KEYS, EVENTS, max_size=4), min_size=1, max_size=3))
+def test_every_odd_index_and_repeated_place_is_found_at_any_depth(events: list[dict[str, Any]]) -> None:
+    highest: dict[str, int] = {}
+    expected_highest: dict[str, int] = {}
+    for event in events:
+        everywhere = containers(event)
+        places = [
+            (shape + key, value[key])
+            for shape, value in everywhere
+            if isinstance(value, dict)
+            for key in readings_module.PLACE_KEYS
+            if key in value
+        ]
+        lists = [value for _, value in everywhere if isinstance(value, list)]
+        markers = [
+            [readings_module._marker(item["index"]) for item in entries if "index" in item]
+            for entries in lists
+            for entries in [[item for item in entries if isinstance(item, dict)]]
+        ]
+        odd = readings_module.examine(event, highest)
+        assert odd.misplaced == any(not readings_module.is_place(index) for _, index in places)
+        assert odd.repeated == any(len(set(named)) != len(named) for named in markers)
+        for where, index in places:
+            if readings_module.is_place(index):
+                expected_highest[where] = max(expected_highest.get(where, -1), index)
+        assert highest == expected_highest

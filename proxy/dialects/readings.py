@@ -69,14 +69,16 @@ def _examine(value: Any, shape: str, highest: dict[str, int], found: Oddities) -
                 if type(child) is int and child >= 0:
                     if child > highest.get(shape + key, -1):
                         highest[shape + key] = child
-                else:
-                    found.misplaced = True
-            elif type(child) is dict or type(child) is list:
+                    continue
+                found.misplaced = True
+            if type(child) is dict or type(child) is list:
+                # Under a place key too: what an odd index holds is read by some client all the same.
                 _examine(child, f"{shape}{key}.", highest, found)
     elif type(value) is list:
         named: set[Any] = set()
+        several = len(value) > 1  # one entry cannot name a place twice
         for item in value:
-            if type(item) is dict and "index" in item:
+            if several and type(item) is dict and "index" in item:
                 place = item["index"]
                 marker = place if type(place) is int else _marker(place)
                 found.repeated = found.repeated or marker in named
