@@ -8,10 +8,12 @@ answer differently between the check and the connect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import weakref
 from collections.abc import MutableMapping
 
-from mitmproxy import connection, http
+from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
@@ -20,12 +22,14 @@ from proxy.config.policy import Policy
 from proxy.dialects import detect
 from proxy.egress import (
     EgressDecision,
+    IPAddress,
     canonical_host,
     decide,
     egress_finding,
     first_seen,
     first_seen_finding,
     fronting_mismatch,
+    own_listeners,
     request_fronting,
     resolve,
     unresolved,
@@ -198,14 +202,15 @@ class Egress:
         the role may not reach would carry whatever the agent put in it to an outside name server."""
         agent, role = turn.context.agent_id, turn.context.role
         rules = policy.roles[role].egress
-        by_name = decide(agent, role, rules, host, port, [])
+        own = own_listeners(_listener_ports(policy), _is_local_address)
+        by_name = decide(agent, role, rules, host, port, [], own_listener=own)
         if not by_name.allowed:
             return by_name, []
         try:
             addresses = await asyncio.to_thread(resolve, host, port)
         except OSError as error:
             return unresolved(by_name, error.strerror or type(error).__name__), []
-        return decide(agent, role, rules, host, port, addresses), addresses
+        return decide(agent, role, rules, host, port, addresses, own_listener=own), addresses
 
     def _apply(self, flow: http.HTTPFlow, turn: Turn, decision: EgressDecision, addresses: list[str]) -> None:
         enforced = policy_of(flow, self.runtime).enforces(Threat.LATERAL_MOVEMENT)
@@ -249,6 +254,28 @@ class Egress:
             return
         message = f"egressguard: {reason} (event {turn.event_id})"
         flow.response = refusal_response(flow.request, message, turn.event_id)
+
+
+def _listener_ports(policy: Policy) -> set[int]:
+    """The ports egressguard listens on: the proxy port and the admin listener's (``run --admin-listen``
+    overrides the policy's; a worker's own admin API is a Unix socket, no port)."""
+    ports = {int(ctx.options.listen_port or 8080)}
+    if policy.admin is not None:
+        ports.add(policy.admin.port)
+    override = str(getattr(ctx.options, "egressguard_admin_listen", "") or "")
+    host, _, port = override.rpartition(":")
+    if host and port.isdigit():
+        ports.add(int(port))
+    return ports
+
+
+def _is_local_address(address: IPAddress) -> bool:
+    """Whether ``address`` is assigned to this host: only then can a socket be bound to it."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((str(address), 0))
+        return True
+    return False
 
 
 def refusal_response(request: http.Request, message: str, event_id: str) -> http.Response:

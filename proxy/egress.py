@@ -26,7 +26,7 @@ import ipaddress
 import re
 import socket
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -37,6 +37,8 @@ from proxy.state import StateStore, digest
 type IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 type IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 type GetAddrInfo = Callable[[str, int, int, int], Sequence[tuple[Any, ...]]]
+type OwnListener = Callable[[IPAddress, int], bool]
+"""Whether a connection to this address and port would reach one of egressguard's own listeners."""
 
 DEFAULT_ROLE = "default"
 FIRST_SEEN_WINDOW_S = 30 * 24 * 3600.0
@@ -375,6 +377,7 @@ class EgressCode(StrEnum):
     CLOUD_METADATA = "cloud_metadata"
     INVALID_DESTINATION = "invalid_destination"
     UNRESOLVED = "unresolved"
+    OWN_LISTENER = "own_listener"
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,12 +429,16 @@ def decide(
     host: str,
     port: int,
     resolved_ips: Sequence[str],
+    *,
+    own_listener: OwnListener | None = None,
 ) -> EgressDecision:
     """Allow or deny a connection from ``agent`` (acting as ``role``) to ``host:port``.
 
     ``resolved_ips`` are the addresses the caller will connect to (``resolve``'s answer); each is
-    checked like the host itself. Order: deny entries, then the internal-address guard, then allow
-    entries; nothing matched means deny.
+    checked like the host itself. Order: egressguard's own listeners (``own_listener``: its proxy port and
+    admin listener, which no entry opens: an agent reaching them through the proxy would loop or talk to
+    the admin API), deny entries, then the internal-address guard, then allow entries; nothing matched
+    means deny.
     """
     name = canonical_host(host)
 
@@ -452,6 +459,15 @@ def decide(
             return verdict("deny", EgressCode.INVALID_DESTINATION, f"resolved address {text!r} is not an IP")
         resolved.append(address)
     destination = _Destination(name, literal, port, tuple(resolved))
+
+    if own_listener is not None:
+        for address in (*([literal] if literal is not None else []), *resolved):
+            if own_listener(_comparable(address), port):
+                return verdict(
+                    "deny",
+                    EgressCode.OWN_LISTENER,
+                    f"{name}:{port} is egressguard's own listener ({address})",
+                )
 
     for pattern in rules.deny:
         if pattern.matches(destination, every_address=False):
@@ -524,6 +540,18 @@ def _opens(pattern: HostPattern, destination: _Destination, hit: _InternalHit) -
 
 
 # --- resolution, fronting, first-seen -------------------------------------------------------------------
+
+
+def own_listeners(ports: Set[int], is_local_address: Callable[[IPAddress], bool]) -> OwnListener:
+    """The ``own_listener`` check for listeners on ``ports``: any address of this host (loopback, or one
+    ``is_local_address`` says is assigned here) on one of those ports. Whatever address a listener is
+    bound to, taking every local address with its port closes it in every spelling and behind any name
+    that resolves to it, at the cost of another local service sharing the port number."""
+
+    def reaches(address: IPAddress, port: int) -> bool:
+        return port in ports and (address.is_loopback or address.is_unspecified or is_local_address(address))
+
+    return reaches
 
 
 def resolve(host: str, port: int, *, getaddrinfo: GetAddrInfo = socket.getaddrinfo) -> list[str]:
