@@ -236,7 +236,9 @@ READINGS[FOLDED_KEYS] = (
 # A quoted string holding an upper-case letter, an escape or a character past ASCII, then a colon. What
 # comes before the first such character cannot be one, so a search that fails reads each string once (a
 # lazy repeat retried the rest of a string at each capital: quadratic in a long value full of them).
-_FOLDABLE_KEY = re.compile(r'"[^"A-Z\\\u0080-\U0010ffff]*[A-Z\\\u0080-\U0010ffff][^"]*"\s*:')
+# Each repeat is possessive: what follows it is a character it cannot read, so giving characters back
+# finds nothing, and a value's string (which no colon follows) was read back to its start before failing.
+_FOLDABLE_KEY = re.compile(r'"[^"A-Z\\\u0080-\U0010ffff]*+[A-Z\\\u0080-\U0010ffff][^"]*+"\s*+:')
 """A key a case-insensitive reader may match to a field spelled otherwise: an upper-case letter, an
 escape or a letter outside ASCII (Go folds the long s, U+017F, to "s" and the Kelvin sign to "k")."""
 
