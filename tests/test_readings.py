@@ -365,3 +365,37 @@ def test_every_odd_index_and_repeated_place_is_found_at_any_depth(events: list[d
             if readings_module.is_place(index):
                 expected_highest[where] = max(expected_highest.get(where, -1), index)
         assert highest == expected_highest
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_filtered_event_a_case_insensitive_client_reads_otherwise_is_not_sent(whole: bool) -> None:
+    """Filtered, an event a Go client reads otherwise (``Content``, ``Tool_Calls`` for its fields) cannot
+    be rewritten into one reading: it is dropped and noted, so no client reads the key it completes or
+    the call it carries; the rest of the stream flows."""
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "drop_table", "arguments": "{}"},
+    }
+    stream = (
+        chat_choice(0, f"Key {STRIPE_KEY[:14]}")
+        + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Content": f"{STRIPE_KEY[14:]} ok."}}]})
+        + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Tool_Calls": [call]}}]})
+        + chat_choice(0, " Bye.")
+        + b"data: [DONE]\n\n"
+    )
+    session = OpenAIChat().stream_session(residual_filters())
+    output = run(session, stream, None if whole else [150, 400])
+    assert b"Tool_Calls" not in output and b"drop_table" not in output
+    assert STRIPE_KEY[14:].encode() not in output and b"Bye." in output
+    assert session.ambiguities == {KEY_CASE_RULE: 2}
+
+
+def test_filtered_event_whose_capitals_a_case_insensitive_client_reads_alike_is_sent() -> None:
+    """An event whose capitalised keys name no field the dialect reads (a tool schema's ``maxLength``)
+    passes as any other."""
+    chunk = {**ENVELOPE, "choices": [{"index": 0, "delta": {"content": "Hi"}}], "extra": {"maxLength": 3}}
+    session = OpenAIChat().stream_session(residual_filters())
+    output = run(session, sse(chunk) + b"data: [DONE]\n\n")
+    assert b"maxLength" in output and b"Hi" in output and session.ambiguities == {}

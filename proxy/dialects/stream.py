@@ -19,6 +19,7 @@ Without filters every event is forwarded byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from abc import ABC, abstractmethod
@@ -362,6 +363,9 @@ class StreamSession(ABC):
         """Per event of the bytes being read (by identity), its payload under each reading it differs in."""
         self._shadowed: dict[int, list[Any]] = {}
         """Per event of the bytes being read, the values its repeated keys shadow."""
+        self._folding: dict[int, tuple[Any, list[str]]] = {}
+        """Per event of the bytes being read that a case-insensitive reader may read otherwise, where
+        filters rewrite the stream: the event as such a reader reads it."""
         self._folds: dict[int, list[str]] = {}
         """Per event of the bytes being read that a case-insensitive reader may read otherwise, the keys
         its reading answered otherwise (filled as that reading is fed)."""
@@ -423,9 +427,11 @@ class StreamSession(ABC):
             if odd.misplaced and not self.filters.active:
                 others[readings.LENIENT] = readings.lenient(payload, self._highest)
                 others[readings.APART] = readings.apart(payload, self._apart)
-        if not self.CASED_KEYS and not self.filters.active and payload is not _NOT_JSON and event.data:
+        if not self.CASED_KEYS and payload is not _NOT_JSON and event.data:
             folding = readings.folded_keys(event.data)
-            if folding is not None:
+            if folding is not None and self.filters.active:
+                self._folding[id(event)] = folding
+            elif folding is not None:
                 others[readings.FOLDED_KEYS] = folding[0]
                 self._folds[id(event)] = folding[1]
         if others:
@@ -455,6 +461,21 @@ class StreamSession(ABC):
         if self._folds.pop(id(event), None):
             self._ambiguous(KEY_CASE_RULE)
 
+    def _folded_otherwise(self, event: SSEEvent) -> bool:
+        """Whether a case-insensitive reader (a Go client) reads this event otherwise than this session:
+        a copy of the session reads it as such a reader does. Where filters rewrite the stream, such an
+        event cannot be rewritten into one reading, so it is not sent (``_unplaced``)."""
+        folding = self._folding.pop(id(event), None)
+        if folding is None:
+            return False
+        folded, folds = folding
+        with contextlib.suppress(*SHAPE_ERRORS):
+            self._reader()._observe(event, folded)
+        if not folds:
+            return False
+        self._ambiguous(KEY_CASE_RULE)
+        return True
+
     def _reader(self) -> StreamSession:
         """A copy of what this session read, with nothing of what it sends: it only reads on."""
         fresh: dict[str, Any] = {
@@ -466,6 +487,7 @@ class StreamSession(ABC):
             "_others": {},
             "_shadowed": {},
             "_folds": {},
+            "_folding": {},
             "_sent": [],
             "_queued": [],
             "_boundaries": [],
@@ -478,6 +500,7 @@ class StreamSession(ABC):
         self._others.clear()
         self._shadowed.clear()
         self._folds.clear()
+        self._folding.clear()
         if self._as_came is not None:
             for piece in output:
                 came = self._as_came.get(id(piece))
@@ -512,7 +535,8 @@ class StreamSession(ABC):
         end = start
         while end < len(events):
             payload = payloads[end]
-            plain = None if payload is _NOT_JSON else self._plain_texts(events[end], payload)
+            odd = payload is _NOT_JSON or id(events[end]) in self._folding
+            plain = None if odd else self._plain_texts(events[end], payload)
             if plain is None:
                 break
             for where, text in plain:
@@ -605,6 +629,8 @@ class StreamSession(ABC):
         try:
             if not self.filters.active:
                 self._read_otherwise(event, payload)
+            elif self._folded_otherwise(event):
+                return self._unplaced(event.type)
             self._observe(event, payload)
             self._scan_shadowed(event)
             payload, changed = self._scan_residual(event, payload)
