@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
+import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -92,6 +93,19 @@ CREDENTIAL_HEADERS = frozenset(
     }
 )
 """Request headers that carry the agent's own credentials for the API it calls, not data it sends."""
+CREDENTIAL_HEADER_NAME = re.compile(
+    r"(?:^|[-_])(?:[a-z]*(?:token|secret|password|passwd|credentials?)|(?:api|access|private)?key|auth"
+    r"(?:entication|orization)?)(?:$|[-_])"
+)
+"""A request header named as a credential (``PRIVATE-TOKEN``, ``X-Auth-Token``, ``DD-API-KEY``,
+``X-Vault-Token``, ``apikey``): tool APIs each name their own, and an agent sends them on every call."""
+
+
+def is_credential_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in CREDENTIAL_HEADERS or CREDENTIAL_HEADER_NAME.search(lowered) is not None
+
+
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
@@ -1094,15 +1108,20 @@ class TurnInspector:
         """Response headers (or, ``sent_by_agent``, a request's) with secrets in their names or values
         redacted where enforced (for a request, where requests are redacted); findings recorded either
         way; None when nothing changes. Left alone: ``set-cookie`` in a response (a session a server hands
-        its client is that client's own credential) and a request's ``CREDENTIAL_HEADERS`` (the agent's
-        own credentials for the API it calls)."""
-        kept = CREDENTIAL_HEADERS if sent_by_agent else RESPONSE_CREDENTIAL_HEADERS
+        its client is that client's own credential) and a request's credential headers (the agent's own
+        credentials for the API it calls: ``is_credential_header``)."""
+
+        def kept(name: str) -> bool:
+            if sent_by_agent:
+                return is_credential_header(name)
+            return name.lower() in RESPONSE_CREDENTIAL_HEADERS
+
         scan = (
             self.json_scan(redacts=self.policy.detection.redact_requests) if sent_by_agent else self.residual
         )
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
-        document = [{name: value} for name, value in headers if name.lower() not in kept]
+        document = [{name: value} for name, value in headers if not kept(name)]
         filtered, changed = scan.filter("headers", document, ())
         since = len(self.turn.findings)
         self._record_residual(scan)
@@ -1110,7 +1129,7 @@ class TurnInspector:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
         scanned = (next(iter(field.items())) for field in filtered)
-        return [(name, value) if name.lower() in kept else next(scanned) for name, value in headers]
+        return [(name, value) if kept(name) else next(scanned) for name, value in headers]
 
     def _known(self, text: str) -> list[Match] | None:
         """The matches of ``text`` known without scanning it with the rest of its document: this turn's scan

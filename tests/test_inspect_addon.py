@@ -174,3 +174,35 @@ def test_a_secret_in_request_trailers_is_treated_as_in_a_header(mode: str) -> No
     assert [f.enforced for f in turn.findings if f.rule == "aws-access-key-id"] == [enforcing]
     assert flow.request.trailers is not None
     assert (AWS_KEY in flow.request.trailers["x-checksum"]) is not enforcing
+
+
+@pytest.mark.parametrize(
+    ("name", "credential"),
+    [
+        ("PRIVATE-TOKEN", True),
+        ("X-Auth-Token", True),
+        ("DD-API-KEY", True),
+        ("X-Vault-Token", True),
+        ("apikey", True),
+        ("X-Shopify-Access-Token", True),
+        ("x-client-secret", True),
+        ("X-Debug", False),
+        ("X-Author", False),
+        ("X-Keyboard-Layout", False),
+        ("x-request-id", False),
+    ],
+)
+def test_a_request_header_named_as_a_credential_is_the_agents_own_and_left_alone(
+    name: str, credential: bool
+) -> None:
+    """Tool APIs name their credential headers each their own way; an agent sends its key in one on every
+    call, so such a header is not data it sends, while any other header holding a key is."""
+    addon = inspect_addon("enforce", "redaction: {requests: true}")
+    flow = tflow.tflow()
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    flow.request.headers[name] = AWS_KEY
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+    turn = flow.metadata[METADATA_KEY]
+    assert (flow.request.headers[name] == AWS_KEY) is credential
+    assert any(f.rule == "aws-access-key-id" for f in turn.findings) is not credential
