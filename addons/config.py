@@ -51,6 +51,13 @@ class PolicyLoader:
             "",
             "host:port of the admin listener, overriding the policy's admin.listen; 'off' for none.",
         )
+        loader.add_option(
+            "egressguard_admin_port",
+            int,
+            0,
+            "The host's admin listener port, which egress refuses as a destination (a worker's own "
+            "egressguard_admin_listen is a Unix socket); 0 for none.",
+        )
 
     def running(self) -> None:
         """A worker says it listens (its listener is up before this hook runs)."""

@@ -257,15 +257,14 @@ class Egress:
 
 
 def _listener_ports(policy: Policy) -> set[int]:
-    """The ports egressguard listens on: the proxy port and the admin listener's (``run --admin-listen``
-    overrides the policy's; a worker's own admin API is a Unix socket, no port)."""
+    """The ports egressguard listens on: the proxy port and the admin listener's, as ``run`` set it (the
+    policy's, or ``--admin-listen``), and the policy's (a reload may have named another)."""
     ports = {int(ctx.options.listen_port or 8080)}
     if policy.admin is not None:
         ports.add(policy.admin.port)
-    override = str(getattr(ctx.options, "egressguard_admin_listen", "") or "")
-    host, _, port = override.rpartition(":")
-    if host and port.isdigit():
-        ports.add(int(port))
+    admin_port = int(getattr(ctx.options, "egressguard_admin_port", 0) or 0)
+    if admin_port:
+        ports.add(admin_port)
     return ports
 
 

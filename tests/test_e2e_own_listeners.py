@@ -96,3 +96,37 @@ def test_observe_mode_records_a_request_to_an_own_listener(
     findings = [finding for record in records for finding in record.get("findings", [])]
     assert any(finding["rule"] == "egress.own_listener" and not finding["enforced"] for finding in findings)
     assert httpx.get(admin.url + "/healthz", trust_env=False).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "egressguard.internal.evil"])
+def test_an_origin_form_request_to_the_proxy_port_never_reaches_the_admin_listener(
+    start_admin_allowing_loopback: Callable[[str], Admin], host: str
+) -> None:
+    """The proxy port spoken to as if it were a web server, the Host naming the admin listener."""
+    admin = start_admin_allowing_loopback("enforce")
+    admin_port = int(admin.url.rsplit(":", 1)[1])
+    status, answer = admin.proxy.raw(
+        f"GET /api/v1/status HTTP/1.1\r\nHost: {host}:{admin_port}\r\n".encode()
+        + proxy_authorization()
+        + b"Connection: close\r\n\r\n"
+    )
+    assert status in (400, 403), answer[:300]
+    assert b'"policy' not in answer and b"sha256" not in answer
+
+
+def test_workers_refuse_the_admin_listener_run_moved_with_admin_listen(
+    start_proxy: Callable[..., Proxy],
+) -> None:
+    """With workers, the host's admin listener is the supervisor's, at the address ``--admin-listen``
+    gives, not the policy's: the workers refuse that one too."""
+    moved = free_port()
+    proxy = start_proxy(
+        mode="enforce",
+        allow=ALLOWS_LOOPBACK,
+        extra=admin_policy(free_port()),
+        args=("--workers", "2", "--admin-listen", f"127.0.0.1:{moved}"),
+    )
+    _wait_for_port(moved)
+    for _ in range(4):  # each connection may land on either worker
+        status, answer = _through_proxy(proxy, "localhost", moved, "/healthz")
+        assert status == 403 and b"own listener" in answer, answer[:300]

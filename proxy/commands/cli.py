@@ -128,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         host, _, port = admin.rpartition(":")
         admin_listen = (host.strip("[]"), int(port))
         addresses.append((*admin_listen, "the admin listener "))
+        settings["egressguard_admin_port"] = admin_listen[1]
     for host, port, what in addresses:
         problem = unavailable(host, port)
         if problem is not None:
