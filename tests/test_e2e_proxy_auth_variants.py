@@ -115,3 +115,22 @@ def test_inside_a_tunnel_another_agent_s_credentials_change_nothing(enforcing: P
             pass
     records = enforcing.wait_for_records(1)
     assert records and all(record["agent_id"] == AGENT for record in records)
+
+
+def test_each_plain_http_request_on_a_kept_alive_connection_needs_credentials(enforcing: Proxy) -> None:
+    """Only a CONNECT authenticates a connection: after a plain-HTTP request with credentials, the next
+    one on the same connection without them gets 407, not the first one's identity."""
+    target = "egressguard.internal"  # answered in-process, so the connection stays open between the two
+    credentials = _basic(f"{AGENT}:{AGENT_TOKEN}")
+    first = f"GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {credentials}\r\n\r\n"
+    second = f"GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    answer = b""
+    with socket.create_connection(("127.0.0.1", enforcing.port), timeout=10) as connection:
+        connection.sendall(first.encode())
+        answer = connection.recv(65536)
+        assert not answer.startswith(b"HTTP/1.1 407 "), answer[:200]
+        connection.sendall(second.encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 407 "), answer[:200]
