@@ -31,6 +31,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
 
+import idna
+
 from proxy.model import Action, Finding, Severity, Threat
 from proxy.state import StateStore, digest
 
@@ -60,15 +62,26 @@ def canonical_host(host: str) -> str:
         text = unicodedata.normalize("NFKC", text)
         for dot in _UNICODE_DOTS:
             text = text.replace(dot, ".")
-        # Not a valid IDN: left as is, it then fails host validation and matches nothing.
-        with contextlib.suppress(UnicodeError):
-            text = text.encode("idna").decode("ascii")
+        text = _to_ascii(text)
     text = text.lower()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     if text.endswith("."):
         text = text[:-1]
     return text
+
+
+def _to_ascii(name: str) -> str:
+    """A Unicode name as clients look it up: UTS 46 without transitional mapping (browsers, curl, Go,
+    Node), so ``straße.de`` is ``xn--strae-oqa.de``, not ``strasse.de``. A name UTS 46 refuses, which no
+    such client connects to, still gets the older IDNA 2003 mapping, so ``localhost`` hidden behind an
+    invisible character stays ``localhost``; one neither takes is left as is, fails host validation and
+    matches nothing."""
+    with contextlib.suppress(idna.IDNAError, UnicodeError):
+        return str(idna.encode(name, uts46=True, transitional=False).decode("ascii"))
+    with contextlib.suppress(UnicodeError):
+        return name.encode("idna").decode("ascii")
+    return name
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:

@@ -209,3 +209,29 @@ def test_another_host_on_the_listener_port_is_not_the_listener() -> None:
     own = own_listeners({8080}, lambda address: False)
     decision = decide("a", "r", EgressRules(allow=["*"]), "api.example", 8080, PUBLIC, own_listener=own)
     assert decision.allowed
+
+
+@pytest.mark.parametrize(
+    ("written", "reached"),
+    [
+        ("straße.de", "xn--strae-oqa.de"),
+        ("STRASSE.de", "strasse.de"),
+        ("ςλ.gr", "xn--wxan.gr"),
+        ("faß.example", "xn--fa-hia.example"),
+        ("bücher.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_a_unicode_entry_means_the_name_clients_resolve_for_it(written: str, reached: str) -> None:
+    """Clients (browsers, curl, Go, Node) encode names per UTS 46 without transitional mapping, so
+    ``straße.de`` is ``xn--strae-oqa.de``, a different domain from ``strasse.de``: an entry means that
+    name, whether written in Unicode or punycode, and never the other."""
+    for entry in (written, f"*.{written}"):
+        host = reached if not entry.startswith("*.") else f"www.{reached}"
+        denied = EgressRules(allow=["*"], deny=[entry])
+        allowed = EgressRules(allow=[entry])
+        assert not decide("a", "r", denied, host, 443, PUBLIC).allowed, (entry, host)
+        assert decide("a", "r", allowed, host, 443, PUBLIC).allowed, (entry, host)
+        unicode_host = written if not entry.startswith("*.") else f"www.{written}"
+        assert decide("a", "r", allowed, unicode_host, 443, PUBLIC).allowed, (entry, unicode_host)
+    if reached != "strasse.de":
+        assert decide("a", "r", EgressRules(allow=["*"], deny=[written]), "strasse.de", 443, PUBLIC).allowed
