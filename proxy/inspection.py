@@ -97,13 +97,27 @@ CREDENTIAL_HEADER_NAME = re.compile(
     r"(?:^|[-_])(?:[a-z]*(?:token|secret|password|passwd|credentials?)|(?:api|access|private)?key|auth"
     r"(?:entication|orization)?)(?:$|[-_])"
 )
-"""A request header named as a credential (``PRIVATE-TOKEN``, ``X-Auth-Token``, ``DD-API-KEY``,
-``X-Vault-Token``, ``apikey``): tool APIs each name their own, and an agent sends them on every call."""
+"""A request header or query parameter named as a credential (``PRIVATE-TOKEN``, ``X-Auth-Token``,
+``DD-API-KEY``, ``apikey``, ``?key=``, ``?access_token=``): tool APIs each name their own, and an agent
+sends its key in one on every call."""
 
 
 def is_credential_header(name: str) -> bool:
     lowered = name.lower()
     return lowered in CREDENTIAL_HEADERS or CREDENTIAL_HEADER_NAME.search(lowered) is not None
+
+
+def credential_values(target: str) -> list[tuple[int, int]]:
+    """The spans of a decoded request target's query values whose parameter is named as a credential."""
+    path, mark, query = target.partition("?")
+    spans: list[tuple[int, int]] = []
+    at = len(path) + len(mark)
+    for pair in query.split("&") if mark else ():
+        name, equals, value = pair.partition("=")
+        if equals and value and CREDENTIAL_HEADER_NAME.search(name.lower()):
+            spans.append((at + len(name) + 1, at + len(pair)))
+        at += len(pair) + 1
+    return spans
 
 
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
@@ -352,13 +366,14 @@ class TurnInspector:
     def scan_url(self, host: str, target: str) -> str | None:
         """A request's destination: its host and its target (path and query), read percent-decoded (a
         query's ``+`` as a space), scanned for secrets and PII, since data leaves in a URL as in a body;
-        recorded under ``url``. Returns the target with what the policy redacts in requests redacted (the
-        host is the destination: it is never rewritten), or None when nothing changes."""
+        recorded under ``url`` (not the agent's own key in a parameter named as a credential). Returns the
+        target with what the policy redacts in requests redacted (the host is the destination: it is never
+        rewritten), or None when nothing changes."""
         since = len(self.turn.findings)
         for text in {unquote(host), unquote(target), unquote_plus(target)}:
-            self._record(self._sensitive_findings(text, self._sensitive(text), "url"))
+            self._record(self._sensitive_findings(text, self._not_own_credentials(text), "url"))
         decoded = unquote_plus(target) if "+" in target else unquote(target)
-        matches = self._sensitive(decoded)
+        matches = self._not_own_credentials(decoded)
         if not (matches and self.policy.detection.redact_requests and self._redacts(matches)):
             return None
         redacted = self._redact(
@@ -368,6 +383,15 @@ class TurnInspector:
         left = self._left_in({unquote(sent), unquote_plus(sent)})
         self._carry_out_redactions(since, left, None)
         return sent
+
+    def _not_own_credentials(self, target: str) -> list[Match]:
+        """The matches in a decoded request target read without the agent's own key for the API, a query
+        parameter named as a credential (``?key=`` of Google's REST APIs), as in such a header. The key is
+        blanked, not its matches dropped: a match may run from it on into the parameters after it."""
+        masked = target
+        for start, end in credential_values(target):
+            masked = masked[:start] + "\n" * (end - start) + masked[end:]
+        return self._sensitive(masked)
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""

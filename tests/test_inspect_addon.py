@@ -206,3 +206,22 @@ def test_a_request_header_named_as_a_credential_is_the_agents_own_and_left_alone
     turn = flow.metadata[METADATA_KEY]
     assert (flow.request.headers[name] == AWS_KEY) is credential
     assert any(f.rule == "aws-access-key-id" for f in turn.findings) is not credential
+
+
+GOOGLE_KEY = "AIzaSyD3mQ7v9XkLp2Rw8TnB4cYhJ6sUe1fGa0Z"
+
+
+@pytest.mark.parametrize("parameter", ["key", "api_key", "access_token", "apikey"])
+def test_the_agents_own_key_in_a_query_parameter_named_as_a_credential_is_left_alone(parameter: str) -> None:
+    """Google's REST APIs take their key as ``?key=``: it is the agent's own credential for the API, as in
+    a header; a key in any other parameter, or in the path, is data the agent sends and is redacted."""
+    addon = inspect_addon("enforce", "redaction: {requests: true}")
+    flow = tflow.tflow()
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    flow.request.path = f"/v1/items/{AWS_KEY}?{parameter}={GOOGLE_KEY}&note={AWS_KEY}%20x"
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+    turn = flow.metadata[METADATA_KEY]
+    assert f"{parameter}={GOOGLE_KEY}&" in flow.request.path
+    assert AWS_KEY not in flow.request.path
+    assert {f.rule for f in turn.findings if f.enforced} == {"aws-access-key-id"}
