@@ -278,22 +278,29 @@ def test_a_long_value_full_of_capitals_is_searched_for_foldable_keys_in_linear_t
     assert time.process_time() - started < 0.5
 
 
-def test_observed_key_in_another_case_is_read_as_a_case_insensitive_client_reads_it() -> None:
-    """A chunk whose delta names ``Content`` and ``Tool_Calls``: a Go client reads them as ``content`` and
-    ``tool_calls``, joining a key and running a call that Python's reading never sees; observed, the
-    stream passes as it came and that reading holds both, the events noted."""
+def key_case_stream(tail: bytes = b"") -> bytes:
+    """A chat stream whose second chunk names ``Content`` (the rest of a key) and third ``Tool_Calls`` (a
+    destructive call), fields a Go client reads regardless of case, then ``tail``."""
     call = {
         "index": 0,
         "id": "call_1",
         "type": "function",
         "function": {"name": "drop_table", "arguments": "{}"},
     }
-    stream = (
+    return (
         chat_choice(0, f"Key {STRIPE_KEY[:14]}")
         + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Content": f"{STRIPE_KEY[14:]} ok."}}]})
         + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Tool_Calls": [call]}}]})
+        + tail
         + b"data: [DONE]\n\n"
     )
+
+
+def test_observed_key_in_another_case_is_read_as_a_case_insensitive_client_reads_it() -> None:
+    """A chunk whose delta names ``Content`` and ``Tool_Calls``: a Go client reads them as ``content`` and
+    ``tool_calls``, joining a key and running a call that Python's reading never sees; observed, the
+    stream passes as it came and that reading holds both, the events noted."""
+    stream = key_case_stream()
     session = OpenAIChat().stream_session(observing())
     assert run(session, stream) == stream
     assert STRIPE_KEY not in session.completion.full_text and not session.completion.tool_calls
@@ -372,19 +379,7 @@ def test_filtered_event_a_case_insensitive_client_reads_otherwise_is_not_sent(wh
     """Filtered, an event a Go client reads otherwise (``Content``, ``Tool_Calls`` for its fields) cannot
     be rewritten into one reading: it is dropped and noted, so no client reads the key it completes or
     the call it carries; the rest of the stream flows."""
-    call = {
-        "index": 0,
-        "id": "call_1",
-        "type": "function",
-        "function": {"name": "drop_table", "arguments": "{}"},
-    }
-    stream = (
-        chat_choice(0, f"Key {STRIPE_KEY[:14]}")
-        + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Content": f"{STRIPE_KEY[14:]} ok."}}]})
-        + sse({**ENVELOPE, "choices": [{"index": 0, "delta": {"Tool_Calls": [call]}}]})
-        + chat_choice(0, " Bye.")
-        + b"data: [DONE]\n\n"
-    )
+    stream = key_case_stream(chat_choice(0, " Bye."))
     session = OpenAIChat().stream_session(residual_filters())
     output = run(session, stream, None if whole else [150, 400])
     assert b"Tool_Calls" not in output and b"drop_table" not in output
