@@ -451,8 +451,10 @@ def test_batch_syncs_leave_the_appending_thread_and_a_checkpoint_syncs_what_they
         time.sleep(0.01)
     assert "audit-sync" in synced_on
     assert threading.current_thread().name not in synced_on
+    before = len(synced_on)
     audit.checkpoint()
-    assert synced_on[-1] == threading.current_thread().name  # the checkpoint's own sync, on the caller's
+    # The checkpoint's own sync, on the caller's thread (a batch sync still queued may follow it).
+    assert threading.current_thread().name in synced_on[before:]
     audit.close()
     assert intact(tmp_path)
     assert names(tmp_path).count("audit.checkpoint") == 1
