@@ -25,7 +25,7 @@ from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, 
 from proxy.dialects.readings import FIRST_VALUE, FOLDED_KEYS, READINGS, first_values, folded_keys
 from proxy.dialects.stream import KEY_CASE_RULE, encode_json, sent_bytes
 from proxy.exchange import RequestView
-from proxy.inspection import TurnInspector, block_message
+from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
@@ -224,12 +224,18 @@ def looks_like_json(body: bytes) -> bool:
     return body_text(body).lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
 
 
-def unreadable_json_finding(where: str, reason: str, *, enforced: bool) -> Finding:
+def unreadable_json_finding(where: str, reason: str, inspector: TurnInspector) -> Finding:
     """A body of an API dialect that looks like JSON Python cannot read (nested past its reader's depth,
     a comment, a trailing comma): a lenient receiver may read calls and fields in it that no detector
-    saw, so where anything is enforced it does not pass."""
+    saw, so where a threat decided on its words is enforced it does not pass."""
     signal = f"{where} body looks like JSON but cannot be read ({reason}); it was read as text"
-    return body_finding(UNREADABLE_JSON_RULE, signal, where, Threat.DATA_EXFILTRATION, enforced=enforced)
+    return body_finding(
+        UNREADABLE_JSON_RULE,
+        signal,
+        where,
+        inspection_threat(inspector.policy),
+        enforced=inspector.normalises,
+    )
 
 
 def request_refusal_status(error: UninspectableError) -> int:
@@ -293,9 +299,13 @@ class BodyRelay:
         finish: Callable[[], bytes],
         *,
         rewrites: bool,
+        threat: Threat,
         read_back: ReadBack | None = None,
     ) -> None:
         self.turn = turn
+        self.threat = threat
+        """The threat whose enforcement rewrites the body (``inspection_threat``): a body cut short for
+        decoding past its cap is recorded under it."""
         self.decoder = decoder
         self.feed = feed
         self.finish = finish
@@ -326,9 +336,7 @@ class BodyRelay:
             except OverCapError as error:
                 self.undecodable = True
                 self.turn.errors.append(f"response: {error}")
-                self.turn.add(
-                    uninspectable_finding("response", error, Threat.DATA_EXFILTRATION, enforced=self.rewrites)
-                )
+                self.turn.add(uninspectable_finding("response", error, self.threat, enforced=self.rewrites))
                 if self.rewrites:
                     self.cut = True
                     self.turn.escalate(Decision.BLOCKED)
@@ -552,7 +560,7 @@ class Inspect:
             if folded is not None:
                 flow.metadata[FOLDED_KEY] = folded
         if misread is not None and body is not None and looks_like_json(body):
-            finding = unreadable_json_finding("request", misread, enforced=inspector.normalises)
+            finding = unreadable_json_finding("request", misread, inspector)
             turn.add(finding)
             if finding.enforced:
                 turn.escalate(Decision.BLOCKED)
@@ -577,7 +585,8 @@ class Inspect:
             return None
         enforced = inspector.normalises
         signal = f"keys read otherwise by a reader ignoring case: {', '.join(sorted(set(folds))[:5])}"
-        turn.add(body_finding(KEY_CASE_RULE, signal, "body", Threat.DATA_EXFILTRATION, enforced=enforced))
+        threat = inspection_threat(inspector.policy)
+        turn.add(body_finding(KEY_CASE_RULE, signal, "body", threat, enforced=enforced))
         if enforced:
             turn.escalate(Decision.BLOCKED)
         return other
@@ -644,6 +653,7 @@ class Inspect:
             session.feed,
             session.finish,
             rewrites=filters.active,
+            threat=inspection_threat(inspector.policy),
             read_back=ReadBack(dialect, inspector, session) if filters.active else None,
         ).install(flow.response)
         flow.metadata[SESSION_KEY] = session
@@ -674,9 +684,7 @@ class Inspect:
                 self._read_as_stream(flow, turn, dialect, inspector, body)
                 return
             if not isinstance(dialect, Generic) and looks_like_json(body):
-                finding = unreadable_json_finding(
-                    "response", completion.parse_error, enforced=inspector.normalises
-                )
+                finding = unreadable_json_finding("response", completion.parse_error, inspector)
                 turn.add(finding)
                 if finding.enforced:
                     turn.escalate(Decision.BLOCKED)
@@ -735,10 +743,11 @@ class Inspect:
     def _uninspectable(
         self, flow: http.HTTPFlow, turn: Turn, where: str, error: UninspectableError
     ) -> Finding | None:
-        """Record a body no detector can read; its finding when the policy enforces data_exfiltration,
-        and the body must not pass."""
-        enforced = policy_of(flow, self.runtime).enforces(Threat.DATA_EXFILTRATION)
-        finding = uninspectable_finding(where, error, Threat.DATA_EXFILTRATION, enforced=enforced)
+        """Record a body no detector can read; its finding when the policy enforces a threat decided on
+        what a body says (``reading_threat``), and the body must not pass."""
+        policy = policy_of(flow, self.runtime)
+        enforced = reading_threat(policy) is not None
+        finding = uninspectable_finding(where, error, inspection_threat(policy), enforced=enforced)
         turn.errors.append(f"{where}: {error}")
         turn.add(finding)
         if not finding.enforced:
@@ -842,6 +851,7 @@ class Inspect:
             redactor.feed,
             redactor.flush,
             rewrites=True,
+            threat=inspection_threat(inspector.policy),
         ).install(flow.response)
 
     def _relay_decoder(self, flow: http.HTTPFlow, encoding: str) -> StreamDecoder:

@@ -120,6 +120,30 @@ def credential_values(target: str) -> list[tuple[int, int]]:
     return spans
 
 
+READING_THREATS = (
+    Threat.DATA_EXFILTRATION,
+    Threat.PROMPT_INJECTION,
+    Threat.TOOL_ABUSE,
+    Threat.CREDENTIAL_THEFT,
+)
+"""The threats whose enforcement acts on what a body says (redact, block, quarantine, withhold), in the
+order a finding about how a body reads (``inspection.*``: read otherwise by some clients, or not at all)
+is filed under them. The others decide on destinations and headers (``lateral_movement``,
+``compliance_gap``) or only flag (``jailbreak``, ``context_poisoning``)."""
+
+
+def reading_threat(policy: Policy) -> Threat | None:
+    """The threat whose enforcement refuses, cuts or normalises a body no detector can vouch for, since
+    its verdicts are made on one reading of it; None where the policy enforces none of ``READING_THREATS``."""
+    return next((threat for threat in READING_THREATS if policy.enforces(threat)), None)
+
+
+def inspection_threat(policy: Policy) -> Threat:
+    """The threat an ``inspection.*`` finding is filed under: ``reading_threat``, or ``data_exfiltration``
+    (observed) where none is enforced. Its ``enforced`` can then only say what that threat's policy did."""
+    return reading_threat(policy) or Threat.DATA_EXFILTRATION
+
+
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
@@ -941,10 +965,11 @@ class TurnInspector:
     def record_ambiguities(self, ambiguities: dict[str, int], where: str, *, normalised: bool) -> None:
         """Records what clients read differently in a body or stream (``StreamSession.ambiguities``):
         ``normalised`` when it left rewritten to the one reading that was inspected."""
+        normalised = normalised and self.normalises
         for rule, count in ambiguities.items():
             self.turn.add(
                 Finding(
-                    threat=Threat.DATA_EXFILTRATION,
+                    threat=inspection_threat(self.policy),
                     rule=rule,
                     signal=AMBIGUOUS_RULES[rule],
                     severity=Severity.MEDIUM,
@@ -1122,9 +1147,10 @@ class TurnInspector:
 
     @property
     def normalises(self) -> bool:
-        """Whether a body that readers may read otherwise leaves as the one reading inspected: where the
-        policy enforces any threat, since every verdict is made on that reading."""
-        return any(self.policy.enforces(threat) for threat in Threat)
+        """Whether a body that readers may read otherwise leaves as the one reading inspected (or is
+        refused): where the policy enforces a threat decided on what the body says (``reading_threat``),
+        since every verdict is made on that reading."""
+        return reading_threat(self.policy) is not None
 
     def scan_headers(
         self, headers: list[tuple[str, str]], *, sent_by_agent: bool = False

@@ -164,17 +164,32 @@ def test_a_request_key_sent_twice_is_read_both_ways_or_leaves_once(
     )
 
 
-@pytest.mark.parametrize(
-    "mode_proxy",
-    ["observe", "enforce", ("observe", "threats: {compliance_gap: enforce}\n")],
-    indirect=True,
-)
-def test_a_request_key_sent_twice_leaves_once_where_anything_is_enforced(
+NORMALISING = {
+    "observe": None,
+    "enforce": "data_exfiltration",
+    "observe, injection enforced": "prompt_injection",
+    "observe, tools enforced": "tool_abuse",
+    "observe, compliance enforced": None,
+}
+"""Per setting, the threat whose enforcement leaves a body clients read otherwise as the one reading
+inspected (None: nothing a body's words decide is enforced, and it leaves as sent)."""
+SETTING_PROXIES = [
+    ("observe", ""),
+    ("enforce", ""),
+    ("observe", "threats: {prompt_injection: enforce}\n"),
+    ("observe", "threats: {tool_abuse: enforce}\n"),
+    ("observe", "threats: {compliance_gap: enforce}\n"),
+]
+
+
+@pytest.mark.parametrize("mode_proxy", SETTING_PROXIES, indirect=True, ids=list(NORMALISING))
+def test_a_request_key_sent_twice_leaves_once_where_a_threat_on_its_words_is_enforced(
     mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
 ) -> None:
-    """With a benign first value, the request passes: where any threat is enforced the upstream receives
-    it with one ``messages``, the value inspected; in observe mode as sent."""
-    normalising = request.node.callspec.params["mode_proxy"] != "observe"
+    """With a benign first value, the request passes: where a threat decided on a body's words is enforced
+    the upstream receives it with one ``messages``, the value inspected, and the finding is filed under
+    that threat, enforced; otherwise (observe mode, compliance alone enforced) it leaves as sent."""
+    threat = NORMALISING[request.node.callspec.id]
     upstream.reply = Reply(text="hi")
     body = (
         b'{"model": "m", "messages": [{"role": "user", "content": "first"}], '
@@ -182,12 +197,31 @@ def test_a_request_key_sent_twice_leaves_once_where_anything_is_enforced(
     )
     assert post(mode_proxy, upstream, body).status_code == 200
     received = upstream.received[-1].body
-    if normalising:
+    if threat is not None:
         assert received.count(b'"messages"') == 1 and b"last" in received and b"first" not in received
     else:
         assert received == body
     found = {finding["rule"]: finding for finding in last_record(mode_proxy)["findings"]}
-    assert found["inspection.duplicate_key"]["enforced"] is normalising
+    assert found["inspection.duplicate_key"]["enforced"] is (threat is not None)
+    assert found["inspection.duplicate_key"]["threat"] == (threat or "data_exfiltration")
+
+
+@pytest.mark.parametrize("mode_proxy", SETTING_PROXIES, indirect=True, ids=list(NORMALISING))
+def test_a_key_in_another_case_is_refused_under_the_threat_that_enforces_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A request a case-insensitive upstream reads otherwise is refused only where a threat decided on a
+    body's words is enforced, and the record names that threat; it never claims a refusal under a threat
+    the policy observes."""
+    threat = NORMALISING[request.node.callspec.id]
+    upstream.reply = Reply(body=LENIENT_ANSWER)
+    response = post(mode_proxy, upstream, case_variant_request("Messages"))
+    assert response.status_code == (400 if threat else 200)
+    record = last_record(mode_proxy)
+    (finding,) = [finding for finding in record["findings"] if finding["rule"] == "inspection.key_case"]
+    assert finding["enforced"] is (threat is not None)
+    assert finding["threat"] == (threat or "data_exfiltration")
+    assert record["decision"] == ("blocked" if threat else "allowed")
 
 
 @pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)

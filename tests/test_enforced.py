@@ -26,7 +26,7 @@ from addons.inspect import Inspect
 from addons.turns import METADATA_KEY
 from proxy.config.policy import Policy, parse_policy
 from proxy.inspection import Detectors
-from proxy.model import Action, Decision
+from proxy.model import Action, Decision, Threat
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
@@ -46,10 +46,20 @@ SETTINGS = {
     "observe, tools enforced": "mode: observe\nthreats: {tool_abuse: enforce}\n",
     "observe, injection enforced": "mode: observe\nthreats: {prompt_injection: enforce}\n",
 }
+INSPECTION_SETTINGS = {
+    **SETTINGS,
+    "observe, compliance enforced": "mode: observe\nthreats: {compliance_gap: enforce}\n",
+    "observe, egress enforced": "mode: observe\nthreats: {lateral_movement: enforce}\n",
+    "observe, credential theft enforced": "mode: observe\nthreats: {credential_theft: enforce}\n",
+    "observe, jailbreak and poisoning enforced": (
+        "mode: observe\nthreats: {jailbreak: enforce, context_poisoning: enforce}\n"
+    ),
+}
+"""Besides ``SETTINGS``, policies enforcing only threats that are not decided on what a body says."""
 
 
 def policy_text(setting: str) -> str:
-    return SETTINGS[setting] + textwrap.dedent("""\
+    return INSPECTION_SETTINGS[setting] + textwrap.dedent("""\
         agents:
           bot: {token: t, role: r}
         roles:
@@ -434,3 +444,129 @@ def test_a_secret_in_a_trailer_is_redacted_where_enforced(setting: str) -> None:
     assert (AWS_KEY in str(flow.response.trailers)) is (setting == "observe")
     findings = [finding for finding in turn.findings if finding.rule == "aws-access-key-id"]
     assert [finding.enforced for finding in findings] == [setting == "enforce"]
+
+
+CHAT_MESSAGES = json.dumps([{"role": "user", "content": "hello"}])
+CHAT_CHUNK = '{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [%s]}'
+CHAT_CHOICE = '{"index": %s, "delta": {%s}, "finish_reason": null}'
+
+
+def chat_answer(message: str) -> bytes:
+    return (
+        '{"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": '
+        f'[{{"index": 0, "message": {message}, "finish_reason": "stop"}}]}}'
+    ).encode()
+
+
+def chat_events(*choices: str) -> bytes:
+    return b"".join(f"data: {CHAT_CHUNK % choice}\n\n".encode() for choice in choices) + b"data: [DONE]\n\n"
+
+
+PLAIN_ANSWER = chat_answer('{"role": "assistant", "content": "ok"}')
+AMBIGUOUS_EXCHANGES: dict[str, tuple[bytes, bytes, bool]] = {
+    "request key in another case": (
+        f'{{"model": "m", "Messages": {CHAT_MESSAGES}}}'.encode(),
+        PLAIN_ANSWER,
+        False,
+    ),
+    "request key sent twice": (
+        f'{{"model": "m", "messages": {CHAT_MESSAGES}, "messages": {CHAT_MESSAGES}}}'.encode(),
+        PLAIN_ANSWER,
+        False,
+    ),
+    "request JSON Python cannot read": (
+        f'{{"model": "m", "messages": {CHAT_MESSAGES},}}'.encode(),
+        PLAIN_ANSWER,
+        False,
+    ),
+    "answer key in another case": (
+        f'{{"model": "m", "messages": {CHAT_MESSAGES}}}'.encode(),
+        chat_answer('{"role": "assistant", "content": "ok", "Content": "other"}'),
+        False,
+    ),
+    "answer key sent twice": (
+        f'{{"model": "m", "messages": {CHAT_MESSAGES}}}'.encode(),
+        chat_answer('{"role": "assistant", "content": "ok", "content": "other"}'),
+        False,
+    ),
+    "answer JSON Python cannot read": (
+        f'{{"model": "m", "messages": {CHAT_MESSAGES}}}'.encode(),
+        PLAIN_ANSWER[:-1] + b", /* lenient readers skip this */}",
+        False,
+    ),
+    "streamed key sent twice": (
+        f'{{"model": "m", "stream": true, "messages": {CHAT_MESSAGES}}}'.encode(),
+        chat_events(CHAT_CHOICE % ("0", '"content": "ok", "content": "other"')),
+        True,
+    ),
+    "streamed key in another case": (
+        f'{{"model": "m", "stream": true, "messages": {CHAT_MESSAGES}}}'.encode(),
+        chat_events(CHAT_CHOICE % ("0", '"content": "ok", "Content": "other"')),
+        True,
+    ),
+    "streamed index clients read otherwise": (
+        f'{{"model": "m", "stream": true, "messages": {CHAT_MESSAGES}}}'.encode(),
+        chat_events(CHAT_CHOICE % ("0", '"content": "ok"'), CHAT_CHOICE % ("0.0", '"content": "more"')),
+        True,
+    ),
+}
+
+
+def run_raw(setting: str, request_body: bytes, response_body: bytes, *, stream: bool) -> tuple[Outcome, bool]:
+    """One chat exchange of the given bodies through the inspect addon: its outcome, and whether the
+    answer reached the agent changed."""
+    policy, detectors = detectors_for(setting)
+    addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
+    turn = Turn(TurnContext(agent_id="bot", role="r", purpose="support"))
+    flow = tflow.tflow(
+        req=tflow.treq(
+            host="api.openai.com",
+            path="/v1/chat/completions",
+            headers=http.Headers(content_type="application/json"),
+            content=request_body,
+        )
+    )
+    flow.metadata[METADATA_KEY] = turn
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+        sent = flow.request.content or b""
+        if flow.response is not None:
+            return Outcome(turn, True, sent, b"", []), True
+        content_type = "text/event-stream" if stream else "application/json"
+        flow.response = tflow.tresp(headers=http.Headers(content_type=content_type), content=response_body)
+        asyncio.run(addon.responseheaders(flow))
+        received = response_body
+        if stream:
+            relay = flow.response.stream
+            if callable(relay):
+                received = b"".join(piece for chunk in (response_body, b"") for piece in relay(chunk))
+            flow.response.raw_content = None
+        asyncio.run(addon.response(flow))
+        if not stream:
+            received = flow.response.content or b""
+    refused = flow.response.status_code >= 400
+    return Outcome(turn, refused, sent, received, []), sent != request_body or received != response_body
+
+
+CONTENT_ENFORCING = ("data_exfiltration", "prompt_injection", "tool_abuse", "credential_theft")
+
+
+@pytest.mark.parametrize("setting", list(INSPECTION_SETTINGS))
+@pytest.mark.parametrize("shape", list(AMBIGUOUS_EXCHANGES))
+def test_an_inspection_finding_claims_only_what_its_own_threat_enforced(setting: str, shape: str) -> None:
+    """A body or event clients read otherwise is filed under the threat whose enforcement acted on it:
+    enforced only where the policy enforces that threat and the exchange was refused or changed; a policy
+    enforcing nothing a body's words decide (egress, compliance, flag-only threats) leaves it as sent."""
+    policy, _ = detectors_for(setting)
+    request_body, response_body, stream = AMBIGUOUS_EXCHANGES[shape]
+    outcome, changed = run_raw(setting, request_body, response_body, stream=stream)
+    inspection = [finding for finding in outcome.turn.findings if finding.rule.startswith("inspection.")]
+    assert inspection, outcome.turn.findings
+    guarding = [threat for threat in CONTENT_ENFORCING if policy.enforces(Threat(threat))]
+    for finding in inspection:
+        assert finding.threat == (guarding[0] if guarding else "data_exfiltration"), finding
+        assert finding.enforced is bool(guarding and (outcome.blocked or changed)), finding
+    for finding in outcome.turn.findings:
+        assert not finding.enforced or policy.enforces(finding.threat), finding
+    if not guarding:
+        assert not changed and not outcome.blocked
