@@ -19,7 +19,7 @@ from typing import Any
 import regex
 
 from proxy.model import Severity, Threat
-from proxy.scanning.rulepack import Match, Rule, Scanner
+from proxy.scanning.rulepack import Match, Rule, Scanner, Triggered
 
 # Used when the caller has no per-install key: fingerprints then only correlate within this process.
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -220,6 +220,15 @@ _LONGEST_BEGIN_MARKER = 64
 
 
 @dataclass(frozen=True, slots=True)
+class _Trigger:
+    """Something the stream brought that a rule or a decoded view may start from, in stream offsets: it
+    lies before ``before``, and a match holding it ends before ``reach``."""
+
+    before: int
+    reach: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Ahead:
     """What a redactor read in the text it was told of ahead (``StreamRedactor.expect``): the scanned text
     from stream offset ``base`` on, its matches (in the offsets of that text), and the stream offset where
@@ -268,6 +277,8 @@ class StreamRedactor:
         self._continued: tuple[int, str] | None = None
         self._expected = 0  # characters of the text announced by ``expect`` that have not come yet
         self._ahead: _Ahead | None = None
+        self._watch = scanner.watch()
+        self._triggers: list[_Trigger] = []  # those that may still make a scan find something
         self.redactions: list[Redaction] = []
 
     def expect(self, text: str) -> None:
@@ -286,7 +297,9 @@ class StreamRedactor:
         self._expected = len(text)
         window = self._context + known
         offset = len(self._context)
-        matches = tuple(match for match in self._scanner.scan(window).matches if match.end > offset)
+        matches: tuple[Match, ...] = ()
+        if not self._quiet() or self._watch.look(text) is not None:
+            matches = tuple(match for match in self._scanner.scan(window).matches if match.end > offset)
         self._ahead = _Ahead(base, window, matches, self._passed + _hold_in(known, self._max_hold))
 
     def feed(self, delta: str) -> str:
@@ -300,6 +313,7 @@ class StreamRedactor:
             # Only the new text, and a marker that may have started just before it, need a look.
             look_from = max(0, len(self._pending) - _LONGEST_BEGIN_MARKER)
             self._pending += text
+            self._note(self._watch.feed(text))
             text = ""
             begin = _KEY_BLOCK_BEGIN.search(self._pending, look_from)
             if begin is not None:
@@ -398,7 +412,26 @@ class StreamRedactor:
                 for hit in ahead.matches
                 if hit.end + shift > offset
             ]
+        if self._quiet():
+            return []
         return [(match, window[match.start : match.end]) for match in self._scanned(window, offset, base)]
+
+    def _note(self, triggered: Triggered | None) -> None:
+        if triggered is not None:
+            end = self._passed + len(self._pending)
+            self._triggers.append(_Trigger(end + triggered.extent, end + triggered.reach))
+
+    def _quiet(self) -> bool:
+        """Whether a scan of the context and the pending text would find nothing that reaches the pending
+        text, so none is needed: each trigger the stream brought either lies before the context (a scan
+        of it does not run the rule it triggers) or lets no match reach as far as the pending text. Nor
+        can a match end in the context and grow over the pending text as a token does, since the context
+        ends in whitespace. A context read from another channel is always scanned."""
+        start = self._passed - len(self._context)
+        self._triggers = [
+            trigger for trigger in self._triggers if trigger.before > start and trigger.reach >= self._passed
+        ]
+        return not self._triggers and start >= 0 and (not self._context or self._context[-1].isspace())
 
     def _scanned(self, window: str, offset: int, base: int) -> list[Match]:
         found = [match for match in self._scanner.scan(window).matches if match.end > offset]

@@ -896,6 +896,73 @@ def token_end(text: str, start: int, end: int) -> int:
     return rest.end() if rest is not None else end
 
 
+UNBOUNDED = 1 << 62
+"""A reach past any text: a match of a rule of no known width, or one read in a decoded view, can end
+anywhere while what triggered it is in the text scanned."""
+
+
+@dataclass(frozen=True, slots=True)
+class Triggered:
+    """What a piece of a growing text brought (``TriggerWatch``), in characters past the end of the piece:
+    the trigger lies before ``extent``, and a match holding it ends before ``reach``."""
+
+    extent: int
+    reach: int
+
+
+_SPACE_RUN = re.compile(" {2,}")
+
+
+class TriggerWatch:
+    """Reads a text piece by piece as a stream brings it, and tells of each piece whether it brought
+    something a scan starts from: a keyword, shape or single character of a rule (found across runs of
+    spaces, as the scanner finds them), or what a decoded view starts at (scanning/unmask.py). A piece
+    costs in proportion to its length: only it and the few characters before it that such a trigger
+    can begin in are read.
+
+    None is exact: every rule's match holds a trigger (the packs' convention the scanner relies on) and
+    every view starts at a feature, so a scan of any part of the text finds nothing that holds what the
+    piece brought. A trigger the pieces before it began and the piece ends is told of too."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        self._scanner = scanner
+        self._view_tail = ""  # the trigger view's last characters, runs of spaces as one
+        self._text_tail = ""
+        self._keep = max(1, scanner._keywords.longest) - 1
+
+    def feed(self, piece: str) -> Triggered | None:
+        found, self._view_tail, self._text_tail = self._read(piece)
+        return found
+
+    def look(self, piece: str) -> Triggered | None:
+        """What ``feed`` would say of ``piece``, without reading it."""
+        return self._read(piece)[0]
+
+    def _read(self, piece: str) -> tuple[Triggered | None, str, str]:
+        scanner = self._scanner
+        view = _trigger_view(piece)
+        if "  " in view:
+            view = _SPACE_RUN.sub(" ", view)
+        if view.startswith(" ") and self._view_tail.endswith(" "):
+            view = view[1:]
+        joined = self._view_tail + view
+        text = self._text_tail + piece
+        reach = 0 if scanner._watchable else UNBOUNDED
+        since = len(self._view_tail)
+        found, rules = scanner._keywords.find(joined)
+        if found:
+            reaches = scanner._word_reaches(rules)
+            reach = max(reach, max((reaches[word] for word, _, end in found if end > since), default=0))
+        for char, char_reach in scanner._single_reaches.items():
+            if char in view:
+                reach = max(reach, char_reach)
+        extent = 0
+        if scanner._decoded and unmask.may_unmask(text, len(self._text_tail)):
+            extent, reach = unmask.VIEW_OVERHANG, UNBOUNDED
+        triggered = Triggered(extent, reach) if reach else None
+        return triggered, joined[len(joined) - self._keep :], text[-unmask.FEATURE_REACH :]
+
+
 @dataclass
 class _Plan:
     """Where to run each triggered rule: regions to search, or positions to try (anchored rules)."""
@@ -952,6 +1019,34 @@ class Scanner:
             [words[word_index] for word_index in spaced_words],
             [rules_of_word[word_index] for word_index in spaced_words],
         )
+        # How far past a trigger a match holding it can end. A rule's max_length is not taken at its word
+        # (a search over the whole text is not held to it), nor a width the standard parser cannot tell.
+        self._reaches = [
+            width + _LOOKAHEAD_MARGIN if rule.max_length is None and width is not None else UNBOUNDED
+            for rule, width in zip(self.rules, self._widths, strict=True)
+        ]
+        self._reaches_by_list: dict[int, list[int]] = {}
+        self._single_reaches: dict[str, int] = {}
+        for index, chars in self._single_chars.items():
+            for char in chars:
+                self._single_reaches[char] = max(self._single_reaches.get(char, 0), self._reaches[index])
+        # A watch reads each piece's trigger view alone, with runs of spaces as one: no word may need two
+        # spaces, nor a sigma (its lowercase depends on the letter after it).
+        self._watchable = not self._always and not any(
+            "  " in word or "\u03c3" in word or "\u03c2" in word for word in words
+        )
+
+    def _word_reaches(self, rules_of_word: Sequence[tuple[int, ...]]) -> list[int]:
+        """The reach of each keyword's hit (the widest of its rules'), for one of the automata's lists."""
+        known = self._reaches_by_list.get(id(rules_of_word))
+        if known is None:
+            known = [max(self._reaches[index] for index in rules) for rules in rules_of_word]
+            self._reaches_by_list[id(rules_of_word)] = known
+        return known
+
+    def watch(self) -> TriggerWatch:
+        """A reader of a growing text that tells which new piece can make a rule match (TriggerWatch)."""
+        return TriggerWatch(self)
 
     def _plan(self, text: str, only: frozenset[int] | None = None) -> _Plan:
         """Which rules to run on ``text`` (of ``only``, when given), and where: of the rules its keywords

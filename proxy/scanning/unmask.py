@@ -202,6 +202,41 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         yield from _views_of(view.text, view, depth - 1)
 
 
+FEATURE_REACH = 35
+"""The longest of what ``may_unmask`` looks for (twelve hex pairs; an HTML entity is 34 characters)."""
+# What a view starts at, in one search: an escape or entity, "0x", a run of base64 as long as the shortest
+# segment, twelve hex pairs, and a letter-spaced run's hint (gaps read as spaces there).
+_VIEW_START = re.compile(
+    f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
+    f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
+    f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]"
+)
+# What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
+# look-alike next to a plain letter or digit.
+_DISGUISING = re.compile(
+    f"[{_INVISIBLE}{_WIDE_CLASS}]|[{_LOOKALIKE_CLASS}](?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_LOOKALIKE_CLASS}]"
+)
+VIEW_OVERHANG = 32
+"""How far past the last thing it was found by a view reaches: the padding and short last line of wrapped
+base64, the last pair or character of hex and letter-spaced runs."""
+
+
+def may_unmask(text: str, since: int) -> bool:
+    """Whether ``text[since:]``, the newest part of a growing text, brings what ``views`` starts a view
+    at (an escape, entity, invisible, wide or look-alike character, a letter-spaced run's hint, a run of
+    base64 or hex, hex pairs, ``0x`` bytes) or ends one begun before it. ``text`` holds at least
+    ``FEATURE_REACH`` characters before ``since``, or all the text there is.
+
+    False is exact: every view of the whole text then starts at something an earlier part brought, and
+    reaches at most ``VIEW_OVERHANG`` characters past where that part ended. True may also be said of
+    something that ended up to ``FEATURE_REACH`` characters before ``since``."""
+    if since >= len(text):
+        return False
+    if not text.isascii() and _DISGUISING.search(text, max(0, since - 1)) is not None:
+        return True
+    return _VIEW_START.search(text, max(0, since - FEATURE_REACH + 1)) is not None
+
+
 def _features(text: str, hinted: str, spaced: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Spans of every disguise feature (the letter-spaced runs ``spaced`` among them), in order.
 

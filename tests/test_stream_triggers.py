@@ -1,0 +1,304 @@
+"""The stream redactor scans only where something the stream brought can still make a rule match: a
+watch reads each delta for the rules' keywords, shapes and single characters and for what a decoded
+view starts at, and a delta far from all of them is released without a scan. These tests hold the fast
+path to the redactor that scans on every delta, at every split, and to whole-text redaction."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.scanning import unmask
+from proxy.scanning.redact import RedactionStyle, StreamRedactor, scan_and_redact
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+
+KEY = b"per-install-test-key"
+PROSE = "The customer reports that the invoice total does not match the order confirmation. "
+"""Prose no rule's keyword occurs in: the stream needs no scan while only it is near."""
+
+
+@pytest.fixture(scope="module")
+def scanner() -> Scanner:
+    return Scanner([load_pack(pack_path("secrets")), load_pack(pack_path("pii"))])
+
+
+class CountingScanner(Scanner):
+    scans = 0
+
+    def scan(self, text: str, *, merge: bool = True):  # type: ignore[no-untyped-def]
+        self.scans += 1
+        return super().scan(text, merge=merge)
+
+
+class ScanningEveryDelta(StreamRedactor):
+    """The redactor as it was before it watched for triggers: every release scans its window."""
+
+    def _quiet(self) -> bool:
+        return False
+
+
+_PACKS = (load_pack(pack_path("secrets")), load_pack(pack_path("pii")))
+SCANNER = Scanner(_PACKS)
+SECRETS = [
+    example
+    for pack in _PACKS
+    for rule in pack.rules
+    # Key blocks are suppressed by their markers, not by scanning (tests/test_redact.py).
+    if not rule.id.startswith("private-key-")
+    for example in rule.match_examples
+]
+NEAR_MISSES = [example for pack in _PACKS for rule in pack.rules for example in rule.no_match_examples]
+FILLER = [
+    PROSE,
+    PROSE * 4,
+    "ask the task owner ",
+    "password: ",
+    "api_key = ",
+    'token": "',
+    "Bearer ",
+    "\n",
+    "    ",
+    "\t",
+    ", ",
+    "!",
+    "@",
+    "+",
+    " 4539 ",
+    "2024-05-01 ",
+    "clé ",
+    "🔑 ",
+    "Привет, мир. ",
+    "日本語のテキスト。",
+    "%20",
+    "&amp;",
+    "\\u0041",
+    "0x41 0x42 ",
+    "g h p _ ",
+    "\u200b",
+    "\uff21\uff22\uff23\uff24",
+]
+
+
+def _disguised(kind: int, value: str) -> str:
+    """``value`` as a model may write it to hide it: encoded, escaped, spaced out or with look-alikes."""
+    forms = (
+        lambda: base64.b64encode(value.encode()).decode(),
+        lambda: urllib.parse.quote(value, safe=""),
+        lambda: " ".join(value),
+        lambda: "\u200b".join(value),
+        lambda: json.dumps(value)[1:-1].replace("a", "\\u0061"),
+        lambda: value.replace("A", "\u0410").replace("o", "\u043e"),
+        lambda: "".join(f"&#{ord(char)};" if index % 3 == 0 else char for index, char in enumerate(value)),
+        lambda: value.encode().hex(),
+    )
+    return forms[kind % len(forms)]()
+
+
+# A value named by a keyword that the stream releases before the value comes.
+ASSIGNMENTS = [
+    "password: ",
+    'db_password = "',
+    "export API_KEY=",
+    "client_secret => '",
+    "Authorization: Bearer ",
+    "the token for prod is ",
+    "mysql://admin:",
+    "ssn ",
+]
+VALUES = ["Xk9#mP2$vL7qR4wZ", "Xk9mP2vL7qR4wZa8Tq3", "hunter2-Plover-77", "078-05-1120", "s3cr3t"]
+
+PIECES = (
+    st.sampled_from(SECRETS)
+    | st.sampled_from(NEAR_MISSES)
+    | st.sampled_from(FILLER)
+    | st.builds(_disguised, st.integers(0, 7), st.sampled_from(SECRETS))
+    | st.builds(str.__add__, st.sampled_from(ASSIGNMENTS), st.sampled_from(VALUES))
+)
+
+
+def _deltas(text: str, sizes: list[int]) -> list[str]:
+    deltas, position = [], 0
+    while position < len(text):
+        deltas.append(text[position : position + sizes[len(deltas) % len(sizes)]])
+        position += len(deltas[-1])
+    return deltas
+
+
+def _streamed(
+    redactor: StreamRedactor, deltas: list[str], bursts: list[int]
+) -> tuple[list[str], list[tuple[str, str]], tuple[int, str] | None]:
+    """What each delta releases (fed alone, or in bursts announced with ``expect`` when ``bursts`` is
+    given), the flush, the redactions and what the stream continued."""
+    released: list[str] = []
+    fed = 0
+    while fed < len(deltas):
+        count = bursts[len(released) % len(bursts)] if bursts else 1
+        burst = deltas[fed : fed + count]
+        if count > 1:
+            redactor.expect("".join(burst))
+        released += [redactor.feed(delta) for delta in burst]
+        fed += len(burst)
+    released.append(redactor.flush())
+    redactions = [(redaction.rule_id, redaction.fingerprint) for redaction in redactor.redactions]
+    return released, redactions, redactor.continued()
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    pieces=st.lists(PIECES, min_size=1, max_size=14),
+    sizes=st.lists(st.integers(1, 24), min_size=1, max_size=8),
+    bursts=st.lists(st.integers(1, 6), max_size=4),
+    style=st.sampled_from(RedactionStyle),
+)
+def test_watching_releases_what_scanning_every_delta_releases(
+    pieces: list[str], sizes: list[int], bursts: list[int], style: RedactionStyle
+) -> None:
+    """Secrets of every rule, near misses, encoded and disguised secrets, keywords far from or next to
+    values, multi-byte text: split anywhere, fed alone or in announced bursts, the watching redactor
+    releases the same text at every delta and records the same redactions as one that scans each time."""
+    deltas = _deltas(PROSE * 4 + "".join(pieces), sizes)
+    watching = _streamed(StreamRedactor(SCANNER, style, key=KEY), deltas, bursts)
+    assert watching == _streamed(ScanningEveryDelta(SCANNER, style, key=KEY), deltas, bursts)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    secrets=st.lists(st.sampled_from(SECRETS), min_size=1, max_size=4),
+    gap=st.sampled_from(["", " ", PROSE, PROSE * 4, "é" * 300, "x=" * 200]),
+    sizes=st.lists(st.integers(1, 16), min_size=1, max_size=8),
+)
+def test_secrets_after_long_quiet_text_are_hidden_at_every_split(
+    scanner: Scanner, secrets: list[str], gap: str, sizes: list[int]
+) -> None:
+    """Each secret comes after text in which no rule can match (where the redactor scans nothing), and
+    spans many deltas: none of its value that whole-text redaction hides is released."""
+    text = PROSE * 4 + gap.join(secrets) + " " + PROSE
+    redactor = StreamRedactor(scanner)
+    streamed = "".join(redactor.feed(delta) for delta in _deltas(text, sizes)) + redactor.flush()
+    whole = scan_and_redact(scanner, text).text
+    for match in scanner.scan(text, merge=False).matches:
+        value = text[match.start : match.end]
+        hidden = {value[index : index + 12] for index in range(len(value) - 11)}
+        assert not {part for part in hidden if part not in whole and part in streamed}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("value", VALUES)
+def test_a_value_whose_keyword_went_out_before_it_is_redacted_as_when_scanning_every_delta(
+    assignment: str, value: str
+) -> None:
+    """The keyword that names a value leaves before the value comes: the deltas that bring the value are
+    still scanned, at every delta size."""
+    text = PROSE * 4 + assignment + value + " then " + PROSE
+    for size in range(1, 8):
+        deltas = _deltas(text, [size])
+        watching = _streamed(StreamRedactor(SCANNER), deltas, [])
+        assert watching == _streamed(ScanningEveryDelta(SCANNER), deltas, [])
+
+
+@pytest.mark.parametrize(
+    ("value", "rule_id"),
+    [
+        ("4539 5787 6362 1486", "payment-card"),  # Luhn decides once the last digit is in
+        ("GB82 WEST 1234 5698 7654 32", "iban"),  # mod 97 over the whole number
+        ("+44 20 7946 0958", "phone-international"),  # the numbering plan, once the number ends
+        ("AKIALACI57K43PEADJ4S", "aws-access-key-id"),
+    ],
+)
+def test_a_value_checked_after_it_ends_is_held_and_redacted_a_character_a_delta(
+    scanner: Scanner, value: str, rule_id: str
+) -> None:
+    """A value whose validator decides only when it is complete, streamed a character at a time after
+    quiet text, is held until then and redacted whole."""
+    text = PROSE * 4 + "reach me on " + value + " today. " + PROSE
+    redactor = StreamRedactor(scanner)
+    released = [redactor.feed(character) for character in text] + [redactor.flush()]
+    assert "".join(released) == scan_and_redact(scanner, text).text
+    assert f"[REDACTED:{rule_id}]" in "".join(released)
+    assert not any(value[:6] in chunk for chunk in released)
+
+
+def test_quiet_prose_is_released_without_a_scan() -> None:
+    """Text in which nothing can start a match costs no scan, however long; each delta goes out as it
+    comes but for its open word."""
+    counting = CountingScanner(_PACKS)
+    redactor = StreamRedactor(counting)
+    text = PROSE * 30
+    released = [redactor.feed(delta) for delta in _deltas(text, [12])]
+    assert counting.scans == 0
+    assert released[:2] == ["The ", "customer reports "]
+    assert "".join(released) + redactor.flush() == text
+
+
+def test_a_trigger_is_scanned_for_only_while_a_match_holding_it_can_reach_the_held_text() -> None:
+    """A keyword makes the deltas near it scanned; once no match of its rules can reach the held text
+    and no decoded view can start in the window, the deltas are released without a scan again."""
+    counting = CountingScanner(_PACKS)
+    redactor = StreamRedactor(counting)
+    deltas = _deltas(PROSE * 2 + "Ask the team. " + PROSE * 6, [12])
+    scanned = []
+    for delta in deltas:
+        before = counting.scans
+        redactor.feed(delta)
+        scanned.append(counting.scans > before)
+    near = [index for index, was in enumerate(scanned) if was]
+    assert near, "the keyword was never scanned for"
+    # "sk" of "Ask" belongs to rules whose matches are a few dozen characters long.
+    assert near[-1] - near[0] < 8
+    assert not any(scanned[near[-1] + 1 :])
+
+
+def test_an_encoded_secret_far_from_any_keyword_is_redacted(scanner: Scanner) -> None:
+    """Base64 holds no keyword of the rule it hides: the run itself makes the deltas scanned."""
+    secret = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+    encoded = base64.b64encode(f"token {secret}".encode()).decode()
+    text = PROSE * 4 + encoded + " " + PROSE
+    redactor = StreamRedactor(scanner)
+    released = [redactor.feed(delta) for delta in _deltas(text, [5])] + [redactor.flush()]
+    assert "".join(released) == scan_and_redact(scanner, text).text
+    assert not any(encoded[:12] in chunk for chunk in released)
+
+
+@pytest.mark.parametrize(
+    "feature",
+    [
+        "%41",
+        "\\u0041",
+        "\\x41",
+        "&amp;",
+        "&#65;",
+        "0x41",
+        "QUJDREVGR0hJSktMTU5PUFFS",
+        "de:ad:be:ef:" * 3 + "00",
+        " a b c d e ",
+        "\u200b",
+        "\uff21\uff22\uff23\uff24",
+        "\u0410B",
+    ],
+)
+def test_what_a_view_starts_at_is_told_of_by_the_delta_it_ends_in(feature: str) -> None:
+    """Wherever the delta holding its last character starts, what a decoded view starts at is told of
+    then; prose is not."""
+    text = PROSE + feature
+    for since in range(len(PROSE), len(text)):
+        assert unmask.may_unmask(text, since)
+    assert not unmask.may_unmask(PROSE * 2, len(PROSE))
+
+
+def test_a_keyword_split_over_deltas_and_runs_of_spaces_is_told_of(scanner: Scanner) -> None:
+    """A keyword (or shape) is seen across the deltas it is split over and across runs of spaces,
+    which the scanner reads as one."""
+    watch = scanner.watch()
+    assert watch.feed(PROSE) is None
+    assert watch.feed("pass") is not None  # "pass" is a keyword itself
+    watch = scanner.watch()
+    assert watch.feed(PROSE + "the card 4539 5787") is not None
+    watch = scanner.watch()
+    assert watch.feed(PROSE + "45") is None
+    assert watch.feed("39   ") is None
+    assert watch.feed("  57") is not None  # "0000 00": digits apart by a run of spaces
