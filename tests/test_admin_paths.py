@@ -8,6 +8,7 @@ import base64
 import re
 import socket
 
+from proxy.admin import gateway
 from proxy.admin.api import ROUTES, Route
 from proxy.admin.dashboard import DASHBOARD_ROUTES
 from tests.harness import AGENT, AGENT_TOKEN
@@ -79,3 +80,45 @@ def test_no_spelling_of_a_guarded_path_answers_without_an_admin_token(admin: Adm
             for presented in presentations:
                 status, answer = _status(admin, route.method, target, presented)
                 assert status in (400, 401, 404, 405), (route.method, target, presented, answer[:200])
+
+
+CONTROL_SUFFIXES = ["\n", "\r\n", "\r", "\x00", "\t", "\x0b", "\x0c", "\x1b", "\x7f", "\x85", "\u2028"]
+"""Characters a pattern anchored with ``$`` lets follow a route (the first), and others of its kind."""
+
+
+def test_a_route_matches_its_whole_path_and_nothing_after_it() -> None:
+    """Each route (the dashboard's too) matches a path whole: not with a newline or another control
+    character after it (``$`` also matches before a final newline), nor with one inside a parameter."""
+    for route in [*ROUTES, *DASHBOARD_ROUTES]:
+        path = _concrete(route)
+        assert route.match(route.method, path) is not None, path
+        for suffix in CONTROL_SUFFIXES:
+            assert route.match(route.method, path + suffix) is None, (path, suffix)
+            if "{" in route.pattern:
+                inside = re.sub(r"\{\w+\}", f"x{suffix}y", route.pattern, count=1)
+                assert route.match(route.method, inside) is None, (inside, suffix)
+
+
+def test_the_gateway_joins_only_whole_paths() -> None:
+    """The host's gateway answers a drill or a delivery listing from every worker only for the path itself."""
+    for path in ("/api/v1/drills/d1", "/api/v1/alerts/a1/deliveries"):
+        assert gateway.joined_route(path)
+        for suffix in CONTROL_SUFFIXES:
+            assert not gateway.joined_route(path + suffix), (path, suffix)
+
+
+def test_a_path_with_a_control_character_is_no_route_even_with_the_admin_token(
+    admin: Admin,  # noqa: F811
+) -> None:
+    """With the full admin token, a readable route spelled with an encoded newline or other control
+    character after it, or inside its parameter, is answered 404, never with the route's data."""
+    suffixes = ["%0a", "%0d%0a", "%0d", "%00", "%09", "%0b", "%1b", "%7f", "%c2%85", "%e2%80%a8"]
+    for route in GUARDED:
+        if route.method != "GET":
+            continue
+        targets = [_concrete(route) + suffix for suffix in suffixes]
+        if "{" in route.pattern:
+            targets += [re.sub(r"\{\w+\}", f"x{suffix}y", route.pattern) for suffix in suffixes]
+        for target in targets:
+            status, answer = _status(admin, "GET", target, f"Authorization: Bearer {admin.full}")
+            assert status in (400, 404), (target, answer[:200])

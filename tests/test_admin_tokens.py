@@ -68,3 +68,18 @@ def test_each_token_grants_its_access_in_any_scheme_case_and_nothing_near_it() -
         assert tokens.access("Bearer " + near) is None, near
     assert tokens.access("Basic " + "f" * 43) is None
     assert tokens.access("Token " + "f" * 43) is None
+
+
+def test_a_token_variable_is_read_without_the_whitespace_around_it(tmp_path: Path) -> None:
+    """A token variable written with a trailing newline or spaces is the token inside them: presented
+    without them it grants its access, and blank presentations still grant nothing."""
+    full, read = "f" * 43, "r" * 43
+    tokens = load_tokens(
+        AdminSettings(),
+        tmp_path,
+        environ={"EGRESSGUARD_ADMIN_TOKEN": f" {full}\n", "EGRESSGUARD_ADMIN_READ_TOKEN": f"\t{read} "},
+    )
+    assert tokens.access(f"Bearer {full}") is Access.FULL
+    assert tokens.access(f"Bearer {read}") is Access.READ
+    for presented in EMPTY_PRESENTATIONS:
+        assert tokens.access(presented) is None, repr(presented)

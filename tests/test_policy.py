@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -16,9 +17,9 @@ from proxy.model import Mode, Threat
 ENV = {"BOT_TOKEN": "t0ken"}
 
 
-def problems(text: str) -> list[str]:
+def problems(text: str, environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(SchemaError) as raised:
-        parse_policy(textwrap.dedent(text), "policy.yaml", environ=ENV)
+        parse_policy(textwrap.dedent(text), "policy.yaml", environ=ENV if environ is None else environ)
     return [str(problem) for problem in raised.value.problems]
 
 
@@ -76,6 +77,18 @@ def test_unset_token_env_is_an_error() -> None:
           support: {}
         """)
     assert found == ["policy.yaml:2: agent 'bot': environment variable MISSING_TOKEN is not set or empty"]
+
+
+@pytest.mark.parametrize("blank", [" ", "\t", "\n", "  \r\n"])
+def test_a_blank_agent_token_is_an_error(blank: str) -> None:
+    """A token of nothing but whitespace, in the environment or the file, is no token: an agent whose
+    proxy password is a space must not exist."""
+    from_env = problems(
+        "agents:\n  bot: {token_env: BOT_TOKEN, role: r}\nroles:\n  r: {}\n", environ={"BOT_TOKEN": blank}
+    )
+    assert from_env == ["policy.yaml:2: agent 'bot': environment variable BOT_TOKEN is not set or empty"]
+    literal = problems(f"agents:\n  bot: {{token: {json.dumps(blank)}, role: r}}\nroles:\n  r: {{}}\n")
+    assert literal == ["policy.yaml:2: agent 'bot' needs token_env (or token)"]
 
 
 def test_literal_token_is_a_warning() -> None:

@@ -9,6 +9,7 @@ that changes state needs the full token, and is written to the audit log with wh
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,9 +58,18 @@ class Route:
     """Request body fields (name: description), for the OpenAPI description."""
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.pattern) + "$"
-        found = re.match(regex, path)
-        return found.groupdict() if found and method == self.method else None
+        """The route's parameters, when ``path`` (percent-decoded) is the whole of its pattern: a path
+        holding a control character (a newline, which ``$`` lets through at the end, NUL, a line
+        separator) is no route's, nor is one with anything after the pattern."""
+        if method != self.method or not path.isprintable():
+            return None
+        found = _route_regex(self.pattern).fullmatch(path)
+        return found.groupdict() if found else None
+
+
+@functools.cache
+def _route_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern))
 
 
 class Control:

@@ -29,8 +29,13 @@ from proxy.control.metrics import CONTENT_TYPE, merge_expositions
 
 FORWARDED_HEADERS = ("authorization", "content-type")
 TIMEOUT_S = 30.0
-_DRILL = re.compile(r"^/api/v1/drills/[^/]+$")
-_DELIVERIES = re.compile(r"^/api/v1/alerts/[^/]+/deliveries$")
+_JOINED_ROUTES = (re.compile(r"/api/v1/drills/[^/]+"), re.compile(r"/api/v1/alerts/[^/]+/deliveries"))
+"""Readings whose answer joins every worker's report (a drill's cases, an alert's deliveries)."""
+
+
+def joined_route(path: str) -> bool:
+    """Whether ``path`` is, whole, one of ``_JOINED_ROUTES`` (a control character anywhere in it is none)."""
+    return path.isprintable() and any(route.fullmatch(path) for route in _JOINED_ROUTES)
 
 
 class WorkerUnavailable(Exception):
@@ -54,9 +59,7 @@ class Gateway:
             ("POST", "/api/v1/reload"): _reloads,
         }
         join = answers_of_all.get((request.method, request.path))
-        if join is None and request.method == "GET" and _DRILL.match(request.path):
-            join = _joined_reports
-        if join is None and request.method == "GET" and _DELIVERIES.match(request.path):
+        if join is None and request.method == "GET" and joined_route(request.path):
             join = _joined_reports
         if join is not None:
             answers = await self._ask_all(request)

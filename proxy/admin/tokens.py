@@ -53,7 +53,7 @@ def load_tokens(
 
 def _token(from_env: str | None, path: Path) -> str:
     if from_env and from_env.strip():
-        return from_env
+        return from_env.strip()
     return token_file(path)
 
 

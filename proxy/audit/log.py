@@ -41,7 +41,7 @@ from proxy.audit.spool import CountWitness, Spool
 from proxy.audit.sync import BackgroundSync, run_after_sync, sync_file
 
 GENESIS = "0" * 64
-DAILY_FILE = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})\.jsonl$")
+DAILY_FILE = re.compile(r"audit-(\d{4}-\d{2}-\d{2})\.jsonl\Z")
 CHECKPOINT = "audit.checkpoint"
 RETENTION = "audit.retention"
 RECOVERY = "audit.recovery"

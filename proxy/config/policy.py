@@ -617,7 +617,8 @@ def _agent_token(
     if spec.get("token_env") and spec.get("token"):
         problems.append(Problem(source, line, f"agent {name!r} has both token_env and token; keep one"))
         return None
-    if spec.get("token"):
+    # A token of nothing but whitespace is none: an agent whose proxy password is a space must not exist.
+    if str(spec.get("token") or "").strip():
         warnings.append(
             Problem(
                 source,
@@ -632,7 +633,7 @@ def _agent_token(
         problems.append(Problem(source, line, f"agent {name!r} needs token_env (or token)"))
         return None
     token = env.get(variable)
-    if not token:
+    if not token or not token.strip():
         problems.append(
             Problem(source, line, f"agent {name!r}: environment variable {variable} is not set or empty")
         )

@@ -69,7 +69,7 @@ _sre_constants: Any = importlib.import_module("re._constants")
 # The C loader when libyaml is there (several times faster), otherwise the pure-Python one; both safe.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-_RULE_ID = regex.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_RULE_ID = regex.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _REQUIRED_RULE_KEYS = ("id", "description", "regex", "severity", "owasp", "examples")
 _OPTIONAL_RULE_KEYS = (
     "keywords",

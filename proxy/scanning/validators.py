@@ -191,7 +191,7 @@ _PLACEHOLDER_VALUES = frozenset(
 # get_secret(...), settings.api_key
 _REFERENCE = re.compile(
     r"^(?:\$\w+|%\w+%|[A-Z][A-Z0-9]*_[A-Z0-9_]*|[a-z]+(?:_[a-z]+)+|(?:[A-Z][a-z]+){2,}|[\w.]+\(.*"
-    r"|[a-z_]+(?:\.[a-z_]+)+)$"
+    r"|[a-z_]+(?:\.[a-z_]+)+)\Z"
 )
 _SEQUENCES = ("0123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiop")
 
