@@ -82,10 +82,9 @@ _SPACE = 32
 _DIGIT_ZERO, _DIGIT_NINE = 48, 57
 _DELETE, _C1_END = 0x7F, 0xA0
 # Word characters: ASCII letters, digits and underscore, and every character past ASCII (squeezed text
-# has no blank there).
-_WORDY = np.zeros(129, dtype=bool)
-_WORDY[[ord(char) for char in "0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = True
-_WORDY[128] = True
+# has no blank there), as a bytes.translate table from a code (past ASCII: clipped to 128) to 1 or 0.
+_WORD_CHARACTERS = "0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_WORDY = bytes(code >= 128 or chr(code) in _WORD_CHARACTERS for code in range(256))
 
 
 def _powers(base: int, length: int) -> npt.NDArray[np.uint64]:
@@ -149,6 +148,14 @@ def _squeezed[Codes: (np.uint8, np.uint32)](codes: npt.NDArray[Codes]) -> npt.ND
     return codes[kept]
 
 
+def _word_mask(codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
+    """Whether each of ``codes`` is a word character, with False before and after them all: where it
+    changes, words start and end by turns."""
+    if codes.dtype != np.uint8:
+        codes = np.minimum(codes, 128).astype(np.uint8)
+    return np.frombuffer(b"\0" + codes.tobytes().translate(_WORDY) + b"\0", dtype=np.bool_)
+
+
 @functools.cache
 def _mixed_salts(salt: int, sizes: tuple[int, ...]) -> npt.NDArray[np.uint64]:
     """The salt of each n-gram size times the mixing constant (``_mixed``), one row each, made once."""
@@ -169,6 +176,8 @@ class Grams:
     chars: npt.NDArray[np.intp]
     word_starts: npt.NDArray[np.intp]
     words: npt.NDArray[np.intp]
+    every: npt.NDArray[np.intp]
+    """The buckets of ``chars`` then ``words``, in one array (of which they are views)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,55 +204,90 @@ class FeatureSpec:
             raise ValueError(f"a block holds at most {BLOCK_CHARS} characters, not {length}")
         prefix = np.empty(length + 1, dtype=np.uint64)
         prefix[0] = 0
-        np.cumsum(codes * _POWERS[:length], out=prefix[1:])
-        # The columns of n-grams that would run past the end are left as they are (_buckets empties them).
-        chars = np.empty((len(self.char_ngrams), length), dtype=np.uint64)
+        np.multiply(codes, _POWERS[:length], out=prefix[1:])
+        np.cumsum(prefix[1:], out=prefix[1:])
+        wordy = _word_mask(codes)
+        edges = np.flatnonzero(wordy[1:] != wordy[:-1])
+        word_starts = edges[0::2]
+        count = len(word_starts)
+        # One array for every n-gram: shifting and weighing them is one operation each.
+        char_columns = len(self.char_ngrams) * length
+        every = np.empty(char_columns + len(self.word_ngrams) * count, dtype=np.uint64)
+        chars = every[:char_columns].reshape(len(self.char_ngrams), length)
+        words = every[char_columns:].reshape(len(self.word_ngrams), count)
+        # The columns of n-grams that would run past the end are left as they are, and emptied at the end.
         for row, size in enumerate(self.char_ngrams):
             fits = max(0, length - size + 1)
             np.subtract(prefix[size : size + fits], prefix[:fits], out=chars[row, :fits])
         chars *= _MIXED_INVERSE_POWERS[:length]
-        self._buckets(chars, self.char_ngrams, _CHAR_SALT)
-        # Clipping reads every code past ASCII as the table's last entry, a word character.
-        wordy = np.zeros(length + 2, dtype=bool)
-        np.take(_WORDY, codes, mode="clip", out=wordy[1:-1])
-        # Word characters are False on both sides of the codes: edges alternate between starts and ends.
-        edges = np.flatnonzero(wordy[1:] != wordy[:-1])
-        word_starts = edges[0::2]
+        chars += _mixed_salts(_CHAR_SALT, self.char_ngrams)
         start_prefix, end_prefix = prefix[word_starts], prefix[edges[1::2]]
-        count = len(word_starts)
-        words = np.empty((len(self.word_ngrams), count), dtype=np.uint64)
         for row, size in enumerate(self.word_ngrams):
             fits = max(0, count - size + 1)
             np.subtract(end_prefix[size - 1 : size - 1 + fits], start_prefix[:fits], out=words[row, :fits])
         words *= _MIXED_INVERSE_POWERS[word_starts]
-        self._buckets(words, self.word_ngrams, _WORD_SALT)
-        return Grams(chars.view(np.intp), word_starts, words.view(np.intp))
-
-    def _buckets(self, mixed: npt.NDArray[np.uint64], sizes: tuple[int, ...], salt: int) -> None:
-        """Multiplicative hashing, in place, one row per n-gram size: the top bits of (hash + salt) times
-        an odd constant, from the hashes and the salt each already multiplied by it (modulo 2**64,
-        (h + s) * M = h * M + s * M). The columns of n-grams that would run past the end (the last
-        ``size - 1``) get the empty bucket."""
-        columns = mixed.shape[1]
-        mixed += _mixed_salts(salt, sizes)
-        mixed >>= _SHIFTS[self.bits]
-        for row, size in enumerate(sizes):
-            mixed[row, max(0, columns - size + 1) :] = self.dim
+        words += _mixed_salts(_WORD_SALT, self.word_ngrams)
+        # Multiplicative hashing: the top bits of (hash + salt) times an odd constant, from the hashes
+        # and the salts each already multiplied by it (modulo 2**64, (h + s) * M = h * M + s * M).
+        every >>= _SHIFTS[self.bits]
+        for rows, sizes in ((chars, self.char_ngrams), (words, self.word_ngrams)):
+            columns = rows.shape[1]
+            for row, size in enumerate(sizes):
+                if size > 1:
+                    rows[row, max(0, columns - size + 1) :] = self.dim
+        return Grams(chars.view(np.intp), word_starts, words.view(np.intp), every.view(np.intp))
 
     def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
         grams = self.grams(squeezed_codes(text)[:BLOCK_CHARS])
-        buckets = np.concatenate((grams.chars[grams.chars < self.dim], grams.words[grams.words < self.dim]))
+        buckets = grams.every[grams.every < self.dim]
         if not len(buckets):
             return buckets, np.zeros(0)
         unique, counts = np.unique(buckets, return_counts=True)
         return unique, counts / math.sqrt(len(buckets))
 
 
-def _unfitting(first: int, last: int, length: int, sizes: tuple[int, ...]) -> int:
-    """How many n-grams of the ``sizes`` would start at units ``first`` to ``last`` (excluded) of
-    ``length`` and run past the end."""
-    return sum(max(0, last - max(first, length - size + 1)) for size in sizes)
+WEIGHT_SCALE = 24
+"""Half-precision weights are multiples of 2**-24: times 2**24 each is an integer."""
+_MAX_WEIGHT = 1 << 7
+"""Weights lie below this in magnitude (the trained ones are under 5), so a window's tallies add up to
+well under 2**63."""
+MAX_SIZES = 8
+"""N-gram sizes a model may have, character and word ones together."""
+_COUNT_BITS = (WINDOW_CHARS * MAX_SIZES).bit_length()
+"""A window's tally keeps its number of n-grams in these low bits: at most one n-gram of each size
+starts at each position."""
+
+
+def _tallies(weights: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Each bucket's tally: its weight times 2**24 (an integer) shifted past ``_COUNT_BITS`` bits that
+    count the n-gram, and 0 for the empty bucket (the last), which is no n-gram. Tallies add up as the
+    weights and the counts do side by side: the count bits never carry into the weight's, and an
+    arithmetic shift gives the weight back whatever its sign."""
+    scaled = np.ldexp(weights, WEIGHT_SCALE)
+    if not (np.all(np.abs(weights) < _MAX_WEIGHT) and np.array_equal(scaled, np.round(scaled))):
+        raise ValueError(f"weights must be half-precision numbers under {_MAX_WEIGHT} in magnitude")
+    tallies = (scaled.astype(np.int64) << _COUNT_BITS) + 1
+    tallies[-1] = 0
+    return tallies
+
+
+def _probabilities(sums: npt.NDArray[np.int64], bias: float) -> npt.NDArray[np.float64]:
+    """The logistic of each window's logit from its sum of tallies: the bias plus the sum of weights
+    over the square root of the number of n-grams (at least 1)."""
+    counts = np.bitwise_and(sums, (1 << _COUNT_BITS) - 1)
+    np.maximum(counts, 1, out=counts)
+    scores: npt.NDArray[np.float64] = np.ldexp(sums >> _COUNT_BITS, -WEIGHT_SCALE)
+    scores /= np.sqrt(counts)
+    scores += bias
+    # np.clip's own wrapper costs more than its two ufuncs.
+    np.maximum(scores, -60.0, out=scores)
+    np.minimum(scores, 60.0, out=scores)
+    np.negative(scores, out=scores)
+    np.exp(scores, out=scores)
+    scores += 1.0
+    np.divide(1.0, scores, out=scores)
+    return scores
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +306,15 @@ class InjectionClassifier:
     threshold_indirect: float
     threshold_by_structure: Mapping[str, float] = field(default_factory=dict)
     """Thresholds for read content by ``Structure``; a kind not named here takes ``threshold_indirect``."""
+    _tallies: npt.NDArray[np.int64] = field(init=False, repr=False, compare=False)
+    """Each bucket's weight and count in one integer (``_tally``): a window's sum of them is both its
+    sum of weights and its number of n-grams, from one lookup per n-gram."""
+
+    def __post_init__(self) -> None:
+        sizes = len(self.spec.char_ngrams) + len(self.spec.word_ngrams)
+        if sizes > MAX_SIZES:
+            raise ValueError(f"model has {sizes} n-gram sizes, more than {MAX_SIZES}")
+        object.__setattr__(self, "_tallies", _tallies(self.weights))
 
     @classmethod
     def create(
@@ -340,23 +393,24 @@ class InjectionClassifier:
 
     def _block_scores(self, codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
         """A window's logit is the bias plus the sum of its n-grams' weights over the square root of their
-        number (``FeatureSpec.features``); an n-gram belongs to the window it starts in. The weights and
-        the number of the n-grams starting at each position are summed by steps of WINDOW_STEP, a window
-        being whole steps. The model's weights are half-precision numbers (multiples of 2**-24), whose
-        sums in double precision are exact up to 2**29, so the order of the additions changes no bit of
-        a score."""
+        number (``FeatureSpec.features``); an n-gram belongs to the window it starts in. The tallies of
+        the n-grams starting at each position (``_tally``) are summed by steps of WINDOW_STEP, a window
+        being whole steps. The sums are of integers, exact in any order, and each window's sum of
+        weights is exactly what adding its half-precision weights in double precision gives."""
         spec = self.spec
         length = len(codes)
-        # Row 0: the weights of the n-grams starting at each position; row 1: how many word n-grams
-        # start there (every position starts one character n-gram of each size, bar the last few).
-        per_position = np.empty((2, length))
+        if length <= WINDOW_CHARS:
+            # One window: where each n-gram starts does not matter.
+            return _probabilities(
+                np.add.reduce(self._tallies.take(spec.grams(codes).every), keepdims=True), self.bias
+            )
+        per_position = np.empty(length, dtype=np.int64)
         if length <= _CHUNK:
             self._weigh(codes, length, False, per_position)
         else:
             # A long block is weighed a chunk of positions at a time, so that the arrays stay in the
             # cache: each chunk's n-grams are those of a slice that reaches as far as they do.
-            wordy = np.zeros(length + 2, dtype=bool)
-            np.take(_WORDY, codes, mode="clip", out=wordy[1:-1])
+            wordy = _word_mask(codes)
             edges = np.flatnonzero(wordy[1:] != wordy[:-1])
             starts, ends = edges[0::2], edges[1::2]
             reach = max(spec.word_ngrams, default=1) - 1
@@ -369,58 +423,38 @@ class InjectionClassifier:
                     codes[start : min(length, end)],
                     stop - start,
                     bool(wordy[start]),
-                    per_position[:, start:stop],
+                    per_position[start:stop],
                 )
-        regular = max(0, -(-(length - WINDOW_CHARS) // WINDOW_STEP))
-        if length <= WINDOW_CHARS:
-            sums = per_position.sum(axis=1, keepdims=True)
-        else:
-            # Every window but the last (flush with the end) starts on a step and spans whole steps.
-            steps = regular + _STEPS_PER_WINDOW - 1
-            step_sums = per_position[:, : steps * WINDOW_STEP].reshape(2, steps, WINDOW_STEP).sum(axis=2)
-            sums = np.empty((2, regular + 1))
-            sums[:, :regular] = step_sums[:, :regular]
-            for step in range(1, _STEPS_PER_WINDOW):
-                sums[:, :regular] += step_sums[:, step : step + regular]
-            sums[:, regular] = per_position[:, length - WINDOW_CHARS :].sum(axis=1)
-        counts = sums[1]
-        counts += len(spec.char_ngrams) * min(length, WINDOW_CHARS)
-        counts[regular] -= _unfitting(max(0, length - WINDOW_CHARS), length, length, spec.char_ngrams)
-        for window in range(regular - 1, -1, -1):
-            start = window * WINDOW_STEP
-            unfit = _unfitting(start, start + WINDOW_CHARS, length, spec.char_ngrams)
-            if not unfit:
-                break
-            counts[window] -= unfit
-        logits = self.bias + sums[0] / np.sqrt(np.maximum(counts, 1))
-        # np.clip's own wrapper costs more than its two ufuncs.
-        clipped = np.minimum(np.maximum(logits, -60.0), 60.0)
-        scores: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-clipped))
-        return scores
+        # Every window but the last (flush with the end) starts on a step and spans whole steps.
+        regular = -(-(length - WINDOW_CHARS) // WINDOW_STEP)
+        steps = regular + _STEPS_PER_WINDOW - 1
+        step_sums = np.add.reduce(per_position[: steps * WINDOW_STEP].reshape(steps, WINDOW_STEP), axis=1)
+        sums = np.empty(regular + 1, dtype=np.int64)
+        np.add(step_sums[:regular], step_sums[1 : regular + 1], out=sums[:regular])
+        for step in range(2, _STEPS_PER_WINDOW):
+            sums[:regular] += step_sums[step : step + regular]
+        sums[regular] = np.add.reduce(per_position[length - WINDOW_CHARS :])
+        return _probabilities(sums, self.bias)
 
     def _weigh(
         self,
         codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32],
         kept: int,
         word_continues: bool,
-        out: npt.NDArray[np.float64],
+        out: npt.NDArray[np.int64],
     ) -> None:
-        """Into ``out`` (two rows of ``kept`` columns): the weights of the n-grams starting at each of the
-        first ``kept`` positions of ``codes``, and how many word n-grams start there. ``codes`` reaches
-        past them as far as their n-grams do; when it starts inside a word (``word_continues``) that
-        word's n-grams belong before it and are left out."""
+        """Into ``out`` (``kept`` tallies): the sum of the tallies of the n-grams starting at each of the
+        first ``kept`` positions of ``codes``. ``codes`` reaches past them as far as their n-grams do;
+        when it starts inside a word (``word_continues``) that word's n-grams belong before it and are
+        left out."""
         grams = self.spec.grams(codes)
-        np.add.reduce(self.weights.take(grams.chars[:, :kept]), axis=0, out=out[0])
+        np.add.reduce(self._tallies.take(grams.chars[:, :kept]), axis=0, out=out)
         starts, words = grams.word_starts, grams.words
         first = 1 if word_continues and len(starts) and starts[0] == 0 else 0
         last = int(np.searchsorted(starts, kept)) if len(codes) > kept else len(starts)
-        starts, words = starts[first:last], words[:, first:last]
-        out[1] = 0
-        if not len(starts):
-            return
-        # Each word starts at a place of its own: its sums go there, no two into one.
-        out[1, starts] = np.add.reduce(words < self.spec.dim, axis=0)
-        out[0, starts] += np.add.reduce(self.weights.take(words), axis=0)
+        if last > first:
+            # Each word starts at a place of its own: its sums go there, no two into one.
+            out[starts[first:last]] += np.add.reduce(self._tallies.take(words[:, first:last]), axis=0)
 
     def threshold(self, source: Source, structure: Structure | None = None) -> float:
         """The threshold for text from ``source``; for read content, that of its kind when known."""
