@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from proxy.scanning import unmask
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, scan_and_redact
-from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import Scanner, holds_whitespace, load_pack, pack_path
 
 KEY = b"per-install-test-key"
 PROSE = "The customer reports that the invoice total does not match the order confirmation. "
@@ -302,3 +302,35 @@ def test_a_keyword_split_over_deltas_and_runs_of_spaces_is_told_of(scanner: Scan
     assert watch.feed(PROSE + "45") is None
     assert watch.feed("39   ") is None
     assert watch.feed("  57") is not None  # "0000 00": digits apart by a run of spaces
+
+
+@pytest.mark.parametrize(
+    ("pattern", "holds"),
+    [
+        (r"(?<![A-Za-z0-9_])ghp_[A-Za-z0-9]{36}(?![A-Za-z0-9_])", False),
+        (r"(?i)(?<=\s)sk-[\w-]{20,}", False),  # lookarounds hold nothing
+        (r"AKIA[A-Z2-7]{16}|ASIA[^\W_]{16}", False),
+        (r"\d{3}-\d{2}-\d{4}", False),
+        (r"\d{4}[ -]?\d{4}", True),
+        (r"key\s*=\s*\w+", True),
+        (r"token:[^\"]+", True),  # a negated class holds whitespace
+        (r"x\S+", True),  # the regex module's \S holds the separators U+001C to U+001F
+        (r"x.y", True),
+        (r"x[[:space:]]y", True),  # a POSIX class, which the standard parser misreads
+        (r"(?:a|b\u3000)c", True),
+        (r"a(?: ){0}b", False),
+    ],
+)
+def test_a_pattern_holds_whitespace_where_a_match_can(pattern: str, holds: bool) -> None:
+    assert holds_whitespace(pattern) is holds
+
+
+def test_rules_read_as_holding_no_whitespace_match_their_examples_without_any(scanner: Scanner) -> None:
+    """Where a rule's matches are read as holding no whitespace, its triggers stop mattering once their
+    word is out: its examples bear that out."""
+    for rule in scanner.rules:
+        if holds_whitespace(rule.pattern.pattern):
+            continue
+        for example in rule.match_examples:
+            for found in rule.pattern.finditer(example):
+                assert not any(char.isspace() for char in found.group(0)), (rule.id, example)

@@ -569,6 +569,78 @@ def _untimed(source: str, reach: int) -> bool:
     return paths is not None and paths <= _UNTIMED_PATHS
 
 
+# Every character str.isspace() reads as whitespace (none lies past U+3000), and of them those each of the
+# regex module's classes holds.
+_WHITESPACE = frozenset(chr(code) for code in range(0x3000 + 1) if chr(code).isspace())
+_WHITESPACE_IN_CATEGORY = {
+    name: frozenset(char for char in _WHITESPACE if regex.match(pattern, char))
+    for name, pattern in (
+        ("CATEGORY_DIGIT", r"\d"),
+        ("CATEGORY_NOT_DIGIT", r"\D"),
+        ("CATEGORY_SPACE", r"\s"),
+        ("CATEGORY_NOT_SPACE", r"\S"),
+        ("CATEGORY_WORD", r"\w"),
+        ("CATEGORY_NOT_WORD", r"\W"),
+    )
+}
+
+
+def holds_whitespace(source: str) -> bool:
+    """Whether a match of the pattern can hold a whitespace character (lookarounds aside: they hold
+    nothing). True too for a pattern the standard parser may read otherwise than the regex module (the
+    same test as the loosened forms', scanning/relaxed.py) or holding what is not told apart here."""
+    if relaxed.relaxed_source(source) is None:
+        return True
+    try:
+        parsed = _sre_parse.parse(source)
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return True
+    return _holds_whitespace(list(parsed))
+
+
+def _holds_whitespace(items: list[tuple[Any, Any]]) -> bool:
+    constants = _sre_constants
+    for op, argument in items:
+        if op in (constants.AT, constants.ASSERT, constants.ASSERT_NOT):
+            continue
+        if op is constants.LITERAL:
+            found = chr(argument) in _WHITESPACE
+        elif op is constants.IN:
+            found = any(_in_class(argument, char) for char in _WHITESPACE)
+        elif op is constants.BRANCH:
+            found = any(_holds_whitespace(list(branch)) for branch in argument[1])
+        elif op is constants.SUBPATTERN:
+            found = _holds_whitespace(list(argument[3]))
+        elif op is constants.ATOMIC_GROUP:
+            found = _holds_whitespace(list(argument))
+        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+            found = argument[1] > 0 and _holds_whitespace(list(argument[2]))
+        else:
+            found = True  # any character, one but a literal, a backreference: it may
+        if found:
+            return True
+    return False
+
+
+def _in_class(items: list[tuple[Any, Any]], char: str) -> bool:
+    """Whether a character class holds ``char`` (True where an item is not told apart)."""
+    constants = _sre_constants
+    negated = False
+    held = False
+    for op, argument in items:
+        if op is constants.NEGATE:
+            negated = True
+        elif op is constants.LITERAL:
+            held = held or chr(argument) == char
+        elif op is constants.RANGE:
+            held = held or argument[0] <= ord(char) <= argument[1]
+        elif op is constants.CATEGORY and str(argument) in _WHITESPACE_IN_CATEGORY:
+            held = held or char in _WHITESPACE_IN_CATEGORY[str(argument)]
+        else:
+            return True
+    return held != negated
+
+
 def _max_width(source: str) -> int | None:
     """The longest match a pattern can make, or None if unbounded, very long or not measurable."""
     try:
@@ -904,7 +976,9 @@ anywhere while what triggered it is in the text scanned."""
 @dataclass(frozen=True, slots=True)
 class Triggered:
     """What a piece of a growing text brought (``TriggerWatch``), in characters past the end of the piece:
-    the trigger lies before ``extent``, and a match holding it ends before ``reach``."""
+    the trigger lies before ``extent``, and a match holding it ends before ``reach``, or within the run
+    of non-whitespace characters that holds the trigger (the rule's matches hold no whitespace) when
+    ``reach`` is 0."""
 
     extent: int
     reach: int
@@ -947,19 +1021,19 @@ class TriggerWatch:
             view = view[1:]
         joined = self._view_tail + view
         text = self._text_tail + piece
-        reach = 0 if scanner._watchable else UNBOUNDED
+        reach = -1 if scanner._watchable else UNBOUNDED
         since = len(self._view_tail)
         found, rules = scanner._keywords.find(joined)
         if found:
             reaches = scanner._word_reaches(rules)
-            reach = max(reach, max((reaches[word] for word, _, end in found if end > since), default=0))
+            reach = max(reach, max((reaches[word] for word, _, end in found if end > since), default=-1))
         for char, char_reach in scanner._single_reaches.items():
             if char in view:
                 reach = max(reach, char_reach)
         extent = 0
         if scanner._decoded and unmask.may_unmask(text, len(self._text_tail)):
             extent, reach = unmask.VIEW_OVERHANG, UNBOUNDED
-        triggered = Triggered(extent, reach) if reach else None
+        triggered = Triggered(extent, reach) if reach >= 0 else None
         return triggered, joined[len(joined) - self._keep :], text[-unmask.FEATURE_REACH :]
 
 
@@ -1019,10 +1093,16 @@ class Scanner:
             [words[word_index] for word_index in spaced_words],
             [rules_of_word[word_index] for word_index in spaced_words],
         )
-        # How far past a trigger a match holding it can end. A rule's max_length is not taken at its word
-        # (a search over the whole text is not held to it), nor a width the standard parser cannot tell.
+        # How far past a trigger a match holding it can end: for a rule whose matches hold no whitespace,
+        # no further than the run of non-whitespace it lies in (0: TriggerWatch); otherwise its widest
+        # match. A rule's max_length is not taken at its word (a search over the whole text is not held
+        # to it), nor a width the standard parser cannot tell.
         self._reaches = [
-            width + _LOOKAHEAD_MARGIN if rule.max_length is None and width is not None else UNBOUNDED
+            0
+            if not holds_whitespace(rule.pattern.pattern)
+            else width + _LOOKAHEAD_MARGIN
+            if rule.max_length is None and width is not None
+            else UNBOUNDED
             for rule, width in zip(self.rules, self._widths, strict=True)
         ]
         self._reaches_by_list: dict[int, list[int]] = {}
