@@ -154,14 +154,15 @@ def _streamed(
     sizes=st.lists(st.integers(1, 24), min_size=1, max_size=8),
     bursts=st.lists(st.integers(1, 6), max_size=4),
     style=st.sampled_from(RedactionStyle),
+    prefix=st.sampled_from(["", "\U0001f511 ", PROSE, PROSE * 4]),
 )
 def test_watching_releases_what_scanning_every_delta_releases(
-    pieces: list[str], sizes: list[int], bursts: list[int], style: RedactionStyle
+    pieces: list[str], sizes: list[int], bursts: list[int], style: RedactionStyle, prefix: str
 ) -> None:
     """Secrets of every rule, near misses, encoded and disguised secrets, keywords far from or next to
     values, multi-byte text: split anywhere, fed alone or in announced bursts, the watching redactor
     releases the same text at every delta and records the same redactions as one that scans each time."""
-    deltas = _deltas(PROSE * 4 + "".join(pieces), sizes)
+    deltas = _deltas(prefix + "".join(pieces), sizes)
     watching = _streamed(StreamRedactor(SCANNER, style, key=KEY), deltas, bursts)
     assert watching == _streamed(ScanningEveryDelta(SCANNER, style, key=KEY), deltas, bursts)
 
@@ -334,3 +335,19 @@ def test_rules_read_as_holding_no_whitespace_match_their_examples_without_any(sc
         for example in rule.match_examples:
             for found in rule.pattern.finditer(example):
                 assert not any(char.isspace() for char in found.group(0)), (rule.id, example)
+
+
+@pytest.mark.parametrize("keyword", ["token", "api_key", "begin rsa private key"])
+def test_a_keyword_is_told_of_by_the_delta_it_ends_in_after_any_text_split_anyhow(
+    scanner: Scanner, keyword: str
+) -> None:
+    """However short the deltas before it, and wherever it is split, a keyword is told of by the delta
+    that brings its last character."""
+    for before in range(0, 40, 3):
+        for size in range(1, 8):
+            for split in range(1, len(keyword)):
+                watch = scanner.watch()
+                prefix = PROSE[:before]
+                assert not any(watch.feed(prefix[at : at + size]) for at in range(0, len(prefix), size))
+                watch.feed(keyword[:split])
+                assert watch.feed(keyword[split:] + " ") is not None

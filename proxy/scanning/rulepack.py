@@ -1034,7 +1034,7 @@ class TriggerWatch:
         if scanner._decoded and unmask.may_unmask(text, len(self._text_tail)):
             extent, reach = unmask.VIEW_OVERHANG, UNBOUNDED
         triggered = Triggered(extent, reach) if reach >= 0 else None
-        return triggered, joined[len(joined) - self._keep :], text[-unmask.FEATURE_REACH :]
+        return triggered, joined[max(0, len(joined) - self._keep) :], text[-unmask.FEATURE_REACH :]
 
 
 @dataclass
