@@ -10,7 +10,7 @@ import json
 import urllib.parse
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.scanning import unmask
@@ -24,7 +24,7 @@ PROSE = "The customer reports that the invoice total does not match the order co
 
 @pytest.fixture(scope="module")
 def scanner() -> Scanner:
-    return Scanner([load_pack(pack_path("secrets")), load_pack(pack_path("pii"))])
+    return SCANNER
 
 
 class CountingScanner(Scanner):
@@ -43,7 +43,9 @@ class ScanningEveryDelta(StreamRedactor):
 
 
 _PACKS = (load_pack(pack_path("secrets")), load_pack(pack_path("pii")))
-SCANNER = Scanner(_PACKS)
+# A rule that runs out of time on a loaded machine is skipped in that scan only: the redactors compared
+# here get all the time they need, so that they differ by what they scan, never by the machine's load.
+SCANNER = Scanner(_PACKS, timeout_s=60)
 SECRETS = [
     example
     for pack in _PACKS
@@ -148,7 +150,7 @@ def _streamed(
     return released, redactions, redactor.continued()
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pieces=st.lists(PIECES, min_size=1, max_size=14),
     sizes=st.lists(st.integers(1, 24), min_size=1, max_size=8),
@@ -167,7 +169,7 @@ def test_watching_releases_what_scanning_every_delta_releases(
     assert watching == _streamed(ScanningEveryDelta(SCANNER, style, key=KEY), deltas, bursts)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secrets=st.lists(st.sampled_from(SECRETS), min_size=1, max_size=4),
     gap=st.sampled_from(["", " ", PROSE, PROSE * 4, "é" * 300, "x=" * 200]),
