@@ -415,7 +415,9 @@ class TurnInspector:
         masked = target
         for start, end in credential_values(target):
             masked = masked[:start] + "\n" * (end - start) + masked[end:]
-        return self._sensitive(masked)
+        # An agent calls the same host and path turn after turn: the scan of a repeated one is kept.
+        known = self._known(masked)
+        return self._sensitive(masked) if known is None else known
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""

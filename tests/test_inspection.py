@@ -464,6 +464,45 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
     assert (outcomes[0][0] is not None) == found  # enforced: redacted
 
 
+@pytest.mark.parametrize(
+    ("target", "found"),
+    [
+        ("/v1/chat/completions", False),
+        ("/v1/search?q=AKIAQWERTY234567ABCD", True),
+        # The agent's own key, in a parameter named as a credential, is left alone.
+        ("/v1/models/gemini:generateContent?key=AIzaSyA1234567890abcdefghijklmnopqrstuv&alt=sse", False),
+        ("/notes?text=call+020+7946+0958", True),
+        ("/v1/" + "x" * 600 + "?q=ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", True),
+    ],
+)
+def test_a_url_repeated_over_turns_is_found_and_redacted_alike_each_time(
+    detectors: Detectors, policy: Policy, clock: Clock, target: str, found: bool
+) -> None:
+    """The scan of a request's host and target is kept across turns from their second sighting on: the
+    first and later turns sending the same URL get the same findings, locators and target sent as a fresh
+    scan gives, and a target changed in one place is scanned anew."""
+    state = SqliteStateStore(None, clock=clock)
+
+    def outcome(host: str, sent: str) -> tuple[str | None, list[tuple[str, str, str | None, bool]]]:
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
+        redacted = inspector.scan_url(host, sent)
+        return redacted, [(f.rule, f.where, f.fingerprint, f.enforced) for f in turn.findings]
+
+    try:
+        outcomes = [outcome("api.example.com", target) for _ in range(4)]
+        changed = target.replace("ABCD", "ABCE").replace("0958", "0959").replace("R8", "R9")
+        changed_outcome = outcome("api.example.com", changed)
+    finally:
+        detectors.repeated_matches.clear()
+        detectors.clean_repeats.clear()
+    assert all(each == outcomes[0] for each in outcomes)
+    assert bool(outcomes[0][1]) == found
+    if changed != target:
+        assert changed_outcome != outcomes[0]
+        assert changed_outcome == outcome("api.example.com", changed)
+
+
 def _body_turn(
     detectors: Detectors,
     policy: Policy,
