@@ -98,17 +98,37 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
     return guarded  # type: ignore[return-value]
 
 
+def coding_headers(message: http.Message) -> tuple[str | None, str]:
+    """The ``Content-Encoding`` (None when absent) and ``Transfer-Encoding`` values, each header's fields
+    joined as ``Headers.get`` joins them, from one pass over the fields (each lookup walks them all)."""
+    content: list[bytes] = []
+    transfer: list[bytes] = []
+    for name, value in message.headers.fields:
+        lowered = name.lower()
+        if lowered == b"content-encoding":
+            content.append(value)
+        elif lowered == b"transfer-encoding":
+            transfer.append(value)
+    joined = b", ".join(transfer).decode("utf-8", "surrogateescape")
+    return (b", ".join(content).decode("utf-8", "surrogateescape") if content else None), joined
+
+
 def transfer_codings(message: http.Message) -> list[str]:
     """The transfer codings other than chunked (``Transfer-Encoding: gzip, chunked``): mitmproxy undoes
     chunked only, and a client that honours the rest (curl) would read text no detector saw."""
-    listed = (coding.strip().lower() for coding in message.headers.get("transfer-encoding", "").split(","))
+    return _listed_transfer_codings(coding_headers(message)[1])
+
+
+def _listed_transfer_codings(value: str) -> list[str]:
+    listed = (coding.strip().lower() for coding in value.split(","))
     return [coding for coding in listed if coding not in ("", "chunked", "identity")]
 
 
 def codings(message: http.Message) -> str:
     """The codings to undo to read a body as its receiver does: its content codings, then its transfer
     codings, which were applied after them."""
-    return ", ".join([message.headers.get("content-encoding", "identity"), *transfer_codings(message)])
+    content, transfer = coding_headers(message)
+    return ", ".join([content if content is not None else "identity", *_listed_transfer_codings(transfer)])
 
 
 def is_compressed(message: http.Message) -> bool:

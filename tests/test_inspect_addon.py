@@ -8,12 +8,14 @@ import json
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy.http import Headers
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.inspect import Inspect, request_inspected
+from addons.inspect import Inspect, codings, request_inspected, transfer_codings
 from addons.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
@@ -225,3 +227,30 @@ def test_the_agents_own_key_in_a_query_parameter_named_as_a_credential_is_left_a
     assert f"{parameter}={GOOGLE_KEY}&" in flow.request.path
     assert AWS_KEY not in flow.request.path
     assert {f.rule for f in turn.findings if f.enforced} == {"aws-access-key-id"}
+
+
+CODING_FIELD_NAMES = [
+    b"Content-Encoding",
+    b"content-encoding",
+    b"CONTENT-encoding",
+    b"Transfer-Encoding",
+    b"transfer-encoding",
+    b"Content-Type",
+    b"X-Content-Encoding",
+]
+CODING_FIELD_VALUES = [b"gzip", b"", b"br, chunked", b"identity", b"chunked", b"GZip , deflate", b"\xff\xfe"]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(CODING_FIELD_NAMES), st.sampled_from(CODING_FIELD_VALUES)), max_size=6)
+)
+def test_codings_read_in_one_pass_are_those_headers_lookups_read(fields: list[tuple[bytes, bytes]]) -> None:
+    """The codings read from one pass over the fields are those two ``Headers`` lookups read, whatever
+    the names' case, repeats, empty values and undecodable bytes."""
+    message = tflow.tflow(resp=True).response
+    assert message is not None
+    message.headers = Headers(fields)
+    listed = (coding.strip().lower() for coding in message.headers.get("transfer-encoding", "").split(","))
+    transfer = [coding for coding in listed if coding not in ("", "chunked", "identity")]
+    assert transfer_codings(message) == transfer
+    assert codings(message) == ", ".join([message.headers.get("content-encoding", "identity"), *transfer])
