@@ -22,7 +22,7 @@ from mitmproxy.addons.proxyauth import (
 )
 from mitmproxy.utils.strutils import always_bytes
 
-from addons.turns import METADATA_KEY, pin_policy
+from addons.turns import METADATA_KEY, pin_policy, pretty_host
 from proxy.audit.refusals import Reason
 from proxy.config.policy import Agent
 from proxy.control import tokens
@@ -121,5 +121,5 @@ class AgentIdentity(ProxyAuth):
                 values[field] = headers.get(name) or None
                 del headers[name]
         context = TurnContext(agent_id=agent.name, role=agent.role, **values)
-        flow.metadata[METADATA_KEY] = Turn(context=context, egress_host=flow.request.pretty_host)
+        flow.metadata[METADATA_KEY] = Turn(context=context, egress_host=pretty_host(flow.request))
         pin_policy(flow, policy)

@@ -18,7 +18,7 @@ from functools import wraps
 import structlog
 from mitmproxy import http
 
-from addons.turns import policy_of, refuse_without_state, turn_of
+from addons.turns import policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
@@ -510,7 +510,7 @@ class Inspect:
         parsed: ParsedBody | None,
     ) -> None:
         verdict = inspector.inspect_request(view)
-        inspector.scan_url(flow.request.pretty_host, flow.request.path)
+        inspector.scan_url(pretty_host(flow.request), flow.request.path)
         scan_request_fields(inspector, flow.request)
         if body is not None and parsed is not None and parsed[1]:
             other = flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body))))
@@ -621,7 +621,7 @@ class Inspect:
     ) -> None:
         turn, dialect, reader = inspector.turn, flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
         verdict = inspector.inspect_request(view)
-        target = inspector.scan_url(flow.request.pretty_host, flow.request.path)
+        target = inspector.scan_url(pretty_host(flow.request), flow.request.path)
         fields = scan_request_fields(inspector, flow.request)
         if target is not None and verdict.block is None:
             flow.request.path = target

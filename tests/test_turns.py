@@ -1,0 +1,57 @@
+"""Flow helpers shared by the addons."""
+
+from __future__ import annotations
+
+import pytest
+from mitmproxy.test import tflow
+
+from addons import turns
+from addons.turns import pretty_host
+
+HOST_VALUES = [
+    "api.openai.com",
+    "API.OpenAI.com:443",
+    "127.0.0.1:8443",
+    "[::1]:8080",
+    "[2001:db8::1]",
+    "bücher.example",
+    "xn--bcher-kva.example:444",
+    "evil.example:99999",
+    "a b",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", HOST_VALUES)
+def test_pretty_host_is_mitmproxys_for_every_host_value(value: str) -> None:
+    """The kept host part of a Host value is what mitmproxy's ``pretty_host`` reads, read twice."""
+    request = tflow.tflow().request
+    request.headers["host"] = value
+    assert pretty_host(request) == request.pretty_host
+    assert pretty_host(request) == request.pretty_host
+
+
+def test_pretty_host_of_http2_reads_the_authority() -> None:
+    request = tflow.tflow().request
+    request.http_version = "HTTP/2.0"
+    request.authority = "models.example:8443"
+    assert pretty_host(request) == request.pretty_host == "models.example"
+
+
+def test_pretty_host_follows_a_changed_host_value() -> None:
+    """A request whose Host value changed is read anew, never served the host kept for the old value."""
+    request = tflow.tflow().request
+    request.headers["host"] = "allowed.example"
+    assert pretty_host(request) == "allowed.example"
+    request.headers["host"] = "other.example:8080"
+    assert pretty_host(request) == "other.example"
+    del request.headers["host"]
+    assert pretty_host(request) == request.host
+
+
+def test_pretty_hosts_kept_are_bounded() -> None:
+    request = tflow.tflow().request
+    for number in range(turns.PRETTY_HOSTS + 5):
+        request.headers["host"] = f"host{number}.example"
+        assert pretty_host(request) == f"host{number}.example"
+    assert len(turns._pretty_hosts) <= turns.PRETTY_HOSTS
