@@ -22,6 +22,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OTHER = "other"
 
+LABELLED_CHILDREN = 4096
+"""Children of one labelled counter kept for the next turn with the same labels."""
+
 
 class Sources:
     """Where the collected-on-scrape figures come from: callables, so the objects behind them (audit
@@ -80,6 +83,7 @@ class Metrics:
         self.agents = frozenset(agents)
         self.sources = sources or Sources()
         self.registry.register(_Live(self.sources))
+        self._children: dict[Counter, dict[tuple[str, ...], Counter]] = {}
         self.requests = Counter(
             "egressguard_requests",
             "Agent turns, by agent, API dialect, decision and status class",
@@ -141,24 +145,35 @@ class Metrics:
         )
         self.policy_loaded.set(time.time())
 
+    def _labelled(self, family: Counter, labels: tuple[str, ...]) -> Counter:
+        """``family.labels(*labels)``, its child kept by the exact label values: looking one up through
+        prometheus_client validates and locks each time. The labels are bounded sets, and so is this."""
+        children = self._children.setdefault(family, {})
+        child = children.get(labels)
+        if child is None:
+            if len(children) >= LABELLED_CHILDREN:
+                children.clear()
+            child = children[labels] = family.labels(*labels)
+        return child
+
     def agent_label(self, agent: str) -> str:
         return agent if agent in self.agents else OTHER
 
     def observe_turn(self, turn: Turn, status: int | None, upstream_s: float | None, total_s: float) -> None:
         dialect = by_name(turn.request.dialect).name if turn.request is not None else "none"
-        self.requests.labels(
-            agent=self.agent_label(turn.context.agent_id),
-            dialect=dialect,
-            decision=str(turn.decision),
-            status=f"{status // 100}xx" if status is not None and 100 <= status < 600 else "none",
+        status_class = f"{status // 100}xx" if status is not None and 100 <= status < 600 else "none"
+        self._labelled(
+            self.requests,
+            (self.agent_label(turn.context.agent_id), dialect, str(turn.decision), status_class),
         ).inc()
         for finding in turn.findings:
-            self.findings.labels(
-                threat=str(finding.threat),
-                severity=str(finding.severity),
-                action=str(finding.action),
-                enforced=str(finding.enforced).lower(),
-            ).inc()
+            labels = (
+                str(finding.threat),
+                str(finding.severity),
+                str(finding.action),
+                str(finding.enforced).lower(),
+            )
+            self._labelled(self.findings, labels).inc()
         if upstream_s is not None:
             self.upstream_seconds.observe(upstream_s)
         self.overhead_seconds.observe(max(0.0, total_s - (upstream_s or 0.0)))
