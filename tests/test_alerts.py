@@ -380,6 +380,22 @@ def test_webhook_retries_after_failure_and_signs_the_body(
         server.close()
 
 
+def test_records_past_the_queue_bound_are_dropped_and_counted(tmp_path: Path, receiver: Receiver) -> None:
+    """The hand-off holds at most ``queue_size`` records the router has not taken: more are dropped and
+    counted, never block the proxy; what it holds is still evaluated and delivered at close."""
+    router = router_for(
+        tmp_path, {"type": "webhook", "url": receiver.url}, queue_size=3, batch_pause_seconds=1.0
+    )
+    router.submit(turn(1, finding()))
+    # The router takes the first record, then pauses for the batch: the rest wait in the queue.
+    assert wait_until(lambda: router._records.qsize() == 0)
+    for number in range(2, 12):
+        router.submit(turn(number, finding()))
+    assert router.dropped == 7
+    router.close()
+    assert router.delivered >= 1
+
+
 def test_slack_gets_readable_blocks(tmp_path: Path, receiver: Receiver) -> None:
     """Slack receives a header with the rule and fields for severity, agents and users."""
     router = router_for(tmp_path, {"type": "slack", "url": receiver.url})
