@@ -537,3 +537,68 @@ def test_a_sync_the_disk_refuses_is_an_outage_and_publishes_no_head(
     assert audit.available
     assert [record["type"] for record in published] == ["audit.checkpoint"]
     assert intact(tmp_path)
+
+
+def test_each_record_is_on_disk_when_append_returns(tmp_path: Path, clock: Clock) -> None:
+    """The file stays open between records, but nothing is held back in the process: what ``append``
+    returned is in the file for any other reader (and for the next start after a crash)."""
+    audit = AuditLog(tmp_path, clock=clock)
+    for number in range(1, 4):
+        audit.append(turn(number))
+        assert names(tmp_path)[-1] == f"e{number}"
+    recovered = AuditLog(tmp_path, clock=clock)  # a second start without the first's close
+    recovered.append(turn(4))
+    assert names(tmp_path) == ["e1", "e2", "e3", "e4"]
+    assert intact(tmp_path)
+
+
+@pytest.mark.parametrize("how", ["moved", "removed"])
+def test_a_file_moved_or_removed_while_open_is_written_anew(tmp_path: Path, clock: Clock, how: str) -> None:
+    """A daily file an operator moves or removes while the log runs is not written behind its back: the
+    next record goes to a new file under the day's name, as when every record opened the file."""
+    audit = AuditLog(tmp_path, clock=clock)
+    audit.append(turn(1))
+    (today,) = tmp_path.glob("audit-*.jsonl")
+    if how == "moved":
+        today.rename(tmp_path / "elsewhere.jsonl")
+    else:
+        today.unlink()
+    audit.append(turn(2))
+    assert [json.loads(line)["event_id"] for line in today.read_text().splitlines()] == ["e2"]
+    if how == "moved":
+        assert [
+            json.loads(line)["event_id"] for line in (tmp_path / "elsewhere.jsonl").read_text().splitlines()
+        ] == ["e1"]
+
+
+def test_a_new_day_writes_to_its_own_file(tmp_path: Path, clock: Clock) -> None:
+    audit = AuditLog(tmp_path, clock=clock)
+    audit.append(turn(1))
+    clock.advance(days=1)
+    audit.append(turn(2))
+    audit.close()
+    files = sorted(tmp_path.glob("audit-*.jsonl"))
+    assert len(files) == 2
+    assert [json.loads(line).get("event_id") for line in files[1].read_text().splitlines()][:1] == ["e2"]
+    assert intact(tmp_path)
+
+
+def test_a_short_write_is_taken_back(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line the disk took only in part is cut off again, so the file never holds half a record."""
+    audit = AuditLog(tmp_path, clock=clock, on_error="closed")
+    audit.append(turn(1))
+    (today,) = tmp_path.glob("audit-*.jsonl")
+    size = today.stat().st_size
+    real_write = os.write
+
+    def short_write(descriptor: int, data: bytes) -> int:
+        return real_write(descriptor, data[: len(data) // 2])
+
+    monkeypatch.setattr(os, "write", short_write)
+    with pytest.raises(AuditUnavailable, match="short write"):
+        audit.append(turn(2))
+    monkeypatch.undo()
+    assert today.stat().st_size == size
+    audit.append(turn(3))
+    assert names(tmp_path) == ["e1", "e3"]
+    assert intact(tmp_path)

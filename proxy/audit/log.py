@@ -66,8 +66,12 @@ class Recovery:
     size: int
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""``json.dumps`` with these options builds an encoder for every call; this one is built once."""
+
+
 def canonical_json(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(record)
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -183,6 +187,8 @@ class AuditLog:
         does not hash or encode it again."""
         self._file: tuple[date, Path] | None = None
         """Today's file, made once a day rather than for every line."""
+        self._held: tuple[Path, int, tuple[int, int]] | None = None
+        """The file lines are appended to, its descriptor and its identity (device, inode)."""
         self._dropped = 0
         self._unavailable: str | None = None
         self._since_checkpoint = 0
@@ -296,19 +302,25 @@ class AuditLog:
             self._timer = None
         self._background_sync.stop()
         with self._lock:
-            if not self._drain_or_hold():
-                log.error(
-                    "audit.close_with_buffered_events",
-                    buffered=len(self._pending),
-                    spooled=self._spool is not None,
-                )
-                return
             try:
-                if self._since_checkpoint:
-                    self._commit_checkpoint(wait=True)
-                self._sync()
-            except OSError as exc:
-                self._mark_unavailable(exc)
+                self._close_locked()
+            finally:
+                self._release_descriptor()
+
+    def _close_locked(self) -> None:
+        if not self._drain_or_hold():
+            log.error(
+                "audit.close_with_buffered_events",
+                buffered=len(self._pending),
+                spooled=self._spool is not None,
+            )
+            return
+        try:
+            if self._since_checkpoint:
+                self._commit_checkpoint(wait=True)
+            self._sync()
+        except OSError as exc:
+            self._mark_unavailable(exc)
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -454,27 +466,56 @@ class AuditLog:
 
     def _write_line(self, path: Path, line: str) -> None:
         data = line.encode()
+        descriptor = self._descriptor_of(path)
+        try:
+            written = os.write(descriptor, data)
+        except OSError:
+            self._release_descriptor()  # nothing of the line was written: the next one opens anew
+            raise
+        if written != len(data):
+            # A half-written line would read as tampering: take it back before giving up.
+            try:
+                os.ftruncate(descriptor, os.fstat(descriptor).st_size - written)
+            finally:
+                self._release_descriptor()
+            raise OSError(f"short write to {path.name}: {written} of {len(data)} bytes")
+        if self.fsync == "always":
+            os.fsync(descriptor)
+        else:
+            self._unsynced.add(path)
+            self._unsynced_count += 1
+            if self._unsynced_count >= self.fsync_batch:
+                self._background_sync.hand(self._unsynced)
+                self._unsynced = set()
+                self._unsynced_count = 0
+
+    def _descriptor_of(self, path: Path) -> int:
+        """A descriptor appending to ``path``, kept from line to line while ``path`` still names the file it
+        opened: one moved or removed, or whose directory was, is opened anew, as each line once was. A line
+        is in the operating system's hands when ``os.write`` returns either way, so a crash loses none."""
+        held = self._held
+        if held is not None:
+            held_path, descriptor, identity = held
+            if held_path == path:
+                try:
+                    status = os.stat(path)
+                except OSError:
+                    status = None
+                if status is not None and (status.st_dev, status.st_ino) == identity:
+                    return descriptor
+            self._release_descriptor()
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            size_before = os.fstat(descriptor).st_size
-            try:
-                written = os.write(descriptor, data)
-                if written != len(data):
-                    raise OSError(f"short write to {path.name}: {written} of {len(data)} bytes")
-            except OSError:
-                # A half-written line would read as tampering: take it back before giving up.
-                os.ftruncate(descriptor, size_before)
-                raise
-            if self.fsync == "always":
-                os.fsync(descriptor)
-            else:
-                self._unsynced.add(path)
-                self._unsynced_count += 1
-                if self._unsynced_count >= self.fsync_batch:
-                    self._background_sync.hand(self._unsynced)
-                    self._unsynced = set()
-                    self._unsynced_count = 0
-        finally:
+            status = os.fstat(descriptor)
+        except OSError:
+            os.close(descriptor)
+            raise
+        self._held = (path, descriptor, (status.st_dev, status.st_ino))
+        return descriptor
+
+    def _release_descriptor(self) -> None:
+        if self._held is not None:
+            descriptor, self._held = self._held[1], None
             os.close(descriptor)
 
     def _sync(self) -> None:
