@@ -17,6 +17,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
+from addons.fields import field_values
 from addons.turns import METADATA_KEY, policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import detect
@@ -122,12 +123,13 @@ class Egress:
         policy = policy_of(flow, self.runtime)
         request = flow.request
         destination = (request.host, request.port) if tunnel is None else (tunnel.host, tunnel.port)
+        named = field_values(request.headers, b"host", b"x-forwarded-host", b"forwarded")
         fronting = request_fronting(
             destination,
             request.authority,
-            request.headers.get_all("host"),
-            x_forwarded_host=request.headers.get_all("x-forwarded-host"),
-            forwarded=request.headers.get_all("forwarded"),
+            named[b"host"],
+            x_forwarded_host=named[b"x-forwarded-host"],
+            forwarded=named[b"forwarded"],
         )
         if tunnel is not None and fronting is None:
             fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, None)

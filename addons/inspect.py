@@ -18,6 +18,7 @@ from functools import wraps
 import structlog
 from mitmproxy import http
 
+from addons.fields import field_values
 from addons.turns import policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
@@ -100,17 +101,10 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
 
 def coding_headers(message: http.Message) -> tuple[str | None, str]:
     """The ``Content-Encoding`` (None when absent) and ``Transfer-Encoding`` values, each header's fields
-    joined as ``Headers.get`` joins them, from one pass over the fields (each lookup walks them all)."""
-    content: list[bytes] = []
-    transfer: list[bytes] = []
-    for name, value in message.headers.fields:
-        lowered = name.lower()
-        if lowered == b"content-encoding":
-            content.append(value)
-        elif lowered == b"transfer-encoding":
-            transfer.append(value)
-    joined = b", ".join(transfer).decode("utf-8", "surrogateescape")
-    return (b", ".join(content).decode("utf-8", "surrogateescape") if content else None), joined
+    joined as ``Headers.get`` joins them, from one walk of the fields."""
+    found = field_values(message.headers, b"content-encoding", b"transfer-encoding")
+    content = found[b"content-encoding"]
+    return (", ".join(content) if content else None), ", ".join(found[b"transfer-encoding"])
 
 
 def transfer_codings(message: http.Message) -> list[str]:

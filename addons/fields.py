@@ -1,0 +1,16 @@
+"""Header fields read in one pass: each ``Headers`` lookup walks every field, lower-casing each name."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+
+def field_values(headers: http.Headers, *names: bytes) -> dict[bytes, list[str]]:
+    """The values of each of ``names`` (lower case) in order, decoded as ``Headers.get_all`` decodes
+    them, from one walk of the fields."""
+    found: dict[bytes, list[str]] = {name: [] for name in names}
+    for name, value in headers.fields:
+        values = found.get(name.lower())
+        if values is not None:
+            values.append(value.decode("utf-8", "surrogateescape"))
+    return found
