@@ -6,12 +6,21 @@ the audit addon turns it into the ``agent.turn`` event at the end.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 
 from proxy.exchange import Completion, RequestView
 from proxy.model import Decision, Finding
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID in hex, as ``uuid.uuid4().hex`` spells it, without building a ``UUID``
+    (whose constructor costs several times the 16 random bytes)."""
+    value = int.from_bytes(os.urandom(16))
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # the RFC 4122 variant
+    value = (value & ~(0xF000 << 64)) | (4 << 76)  # version 4
+    return f"{value:032x}"
 
 
 @dataclass(slots=True)
@@ -30,7 +39,7 @@ class TurnContext:
 @dataclass(slots=True)
 class Turn:
     context: TurnContext
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = field(default_factory=new_event_id)
     started: float = field(default_factory=time.monotonic)
     egress_host: str | None = None
     request: RequestView | None = None

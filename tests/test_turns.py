@@ -1,12 +1,17 @@
-"""Flow helpers shared by the addons."""
+"""Flow helpers shared by the addons, and the ids of turns."""
 
 from __future__ import annotations
+
+import uuid
+from random import Random
 
 import pytest
 from mitmproxy.test import tflow
 
 from addons import turns
 from addons.turns import pretty_host
+from proxy import turn as turn_module
+from proxy.turn import new_event_id
 
 HOST_VALUES = [
     "api.openai.com",
@@ -55,3 +60,17 @@ def test_pretty_hosts_kept_are_bounded() -> None:
         request.headers["host"] = f"host{number}.example"
         assert pretty_host(request) == f"host{number}.example"
     assert len(turns._pretty_hosts) <= turns.PRETTY_HOSTS
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_event_ids_are_version_4_uuids_of_16_random_bytes(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event id is what ``uuid.UUID(bytes=..., version=4).hex`` spells for the same random bytes."""
+    raw = Random(seed).randbytes(16) if seed else b"\xff" * 16  # noqa: S311 - reproducible test bytes
+    monkeypatch.setattr(turn_module.os, "urandom", lambda size: raw[:size])
+    assert new_event_id() == uuid.UUID(bytes=raw, version=4).hex
+
+
+def test_event_ids_differ() -> None:
+    ids = {new_event_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(hex=event_id).version == 4 for event_id in ids)
