@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from proxy.scanning import unmask
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, scan_and_redact
-from proxy.scanning.rulepack import Scanner, holds_whitespace, load_pack, pack_path
+from proxy.scanning.rulepack import (
+    RUN_LOOKBEHIND,
+    Scanner,
+    Triggered,
+    confined_to_runs,
+    holds_whitespace,
+    load_pack,
+    pack_path,
+)
 
 KEY = b"per-install-test-key"
 PROSE = "The customer reports that the invoice total does not match the order confirmation. "
@@ -29,17 +37,19 @@ def scanner() -> Scanner:
 
 class CountingScanner(Scanner):
     scans = 0
+    longest = 0
 
     def scan(self, text: str, *, merge: bool = True):  # type: ignore[no-untyped-def]
         self.scans += 1
+        self.longest = max(self.longest, len(text))
         return super().scan(text, merge=merge)
 
 
 class ScanningEveryDelta(StreamRedactor):
-    """The redactor as it was before it watched for triggers: every release scans its window."""
+    """The redactor as it was before it watched for triggers: every release scans its whole window."""
 
-    def _quiet(self) -> bool:
-        return False
+    def _context_to_scan(self, ahead: Triggered | None = None) -> int:
+        return len(self._context)
 
 
 _PACKS = (load_pack(pack_path("secrets")), load_pack(pack_path("pii")))
@@ -353,3 +363,32 @@ def test_a_keyword_is_told_of_by_the_delta_it_ends_in_after_any_text_split_anyho
                 assert not any(watch.feed(prefix[at : at + size]) for at in range(0, len(prefix), size))
                 watch.feed(keyword[:split])
                 assert watch.feed(keyword[split:] + " ") is not None
+
+
+def test_a_delta_near_words_of_token_formats_is_scanned_with_the_few_characters_before_it() -> None:
+    """Words that hold a keyword of rules whose matches hold no whitespace ("ask", "task", "Great!")
+    make their deltas scanned, but only with the held text and the few characters such a rule looks
+    back at, not the whole context."""
+    counting = CountingScanner(_PACKS)
+    redactor = StreamRedactor(counting)
+    text = ("Ask the team to check the task list and the risk register. Great! " * 20)[:1200]
+    for delta in _deltas(text, [12]):
+        redactor.feed(delta)
+    assert counting.scans > 0
+    assert counting.longest <= RUN_LOOKBEHIND + 24
+
+
+@pytest.mark.parametrize(
+    ("pattern", "confined"),
+    [
+        (r"(?<![A-Za-z0-9_])ghp_[A-Za-z0-9]{36}", True),
+        (r"(?<=api_token=)[A-Za-z0-9]{20}", False),  # looks back further than a few characters
+        (r"(?<=x+)[A-Za-z0-9]{20}", False),
+        (r"[A-Za-z0-9]{20}(?=\s)", True),
+        (r"key: [A-Za-z0-9]{20}", False),
+    ],
+)
+def test_a_pattern_is_confined_to_runs_where_its_matches_and_lookbehinds_are(
+    pattern: str, confined: bool
+) -> None:
+    assert confined_to_runs(pattern) is confined

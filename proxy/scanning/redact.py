@@ -12,14 +12,14 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import regex
 
 from proxy.model import Severity, Threat
-from proxy.scanning.rulepack import Match, Rule, Scanner, Triggered
+from proxy.scanning.rulepack import RUN_LOOKBEHIND, Match, Rule, Scanner, Triggered
 
 # Used when the caller has no per-install key: fingerprints then only correlate within this process.
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -222,10 +222,12 @@ _LONGEST_BEGIN_MARKER = 64
 @dataclass(frozen=True, slots=True)
 class _Trigger:
     """Something the stream brought that a rule or a decoded view may start from, in stream offsets: it
-    lies before ``before``, and a match holding it ends before ``reach``."""
+    lies before ``before``, and a match holding it ends before ``reach``, or within its run of
+    non-whitespace when it is ``confined`` (``Triggered``)."""
 
     before: int
     reach: int
+    confined: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,12 +297,14 @@ class StreamRedactor:
         if not text or self._key_block is not None or base < 0 or begins is not None:
             return
         self._expected = len(text)
-        window = self._context + known
-        offset = len(self._context)
+        scanned = self._context_to_scan(self._watch.look(text))
+        offset = scanned or 0
+        window = self._context[len(self._context) - offset :] + known
         matches: tuple[Match, ...] = ()
-        if not self._quiet() or self._watch.look(text) is not None:
+        if scanned is not None:
             matches = tuple(match for match in self._scanner.scan(window).matches if match.end > offset)
-        self._ahead = _Ahead(base, window, matches, self._passed + _hold_in(known, self._max_hold))
+        hold = self._passed + _hold_in(known, self._max_hold)
+        self._ahead = _Ahead(self._passed - offset, window, matches, hold)
 
     def feed(self, delta: str) -> str:
         out: list[str] = []
@@ -412,26 +416,47 @@ class StreamRedactor:
                 for hit in ahead.matches
                 if hit.end + shift > offset
             ]
-        if self._quiet():
+        scanned = self._context_to_scan()
+        if scanned is None:
             return []
-        return [(match, window[match.start : match.end]) for match in self._scanned(window, offset, base)]
+        left_out = offset - scanned
+        return [
+            (
+                replace(match, start=match.start + left_out, end=match.end + left_out),
+                window[match.start + left_out : match.end + left_out],
+            )
+            for match in self._scanned(window[left_out:], scanned, base + left_out)
+        ]
 
     def _note(self, triggered: Triggered | None) -> None:
         if triggered is not None:
             end = self._passed + len(self._pending)
-            self._triggers.append(_Trigger(end + triggered.extent, end + triggered.reach))
+            reach = end + triggered.reach
+            self._triggers.append(_Trigger(end + triggered.extent, reach, confined=triggered.reach == 0))
 
-    def _quiet(self) -> bool:
-        """Whether a scan of the context and the pending text would find nothing that reaches the pending
-        text, so none is needed: each trigger the stream brought either lies before the context (a scan
-        of it does not run the rule it triggers) or lets no match reach as far as the pending text. Nor
-        can a match end in the context and grow over the pending text as a token does, since the context
-        ends in whitespace. A context read from another channel is always scanned."""
+    def _context_to_scan(self, ahead: Triggered | None = None) -> int | None:
+        """How many characters of the context a scan of the window needs to find every match that reaches
+        the pending text (and the text ``ahead``, which ``ahead`` says what it brings); None when no
+        scan can find one.
+
+        Each trigger the stream brought either lies before the context (a scan of the window does not
+        run the rules it triggers), or lets no match reach as far as the pending text, or is confined to
+        its run of non-whitespace: since the context ends in whitespace (so no token grows over it
+        either), the matches of the last kind that reach the pending text lie in it, and need only the
+        few characters before it that such a rule looks back at. A context read from another channel,
+        or cut inside a token, is scanned whole."""
         start = self._passed - len(self._context)
         self._triggers = [
             trigger for trigger in self._triggers if trigger.before > start and trigger.reach >= self._passed
         ]
-        return not self._triggers and start >= 0 and (not self._context or self._context[-1].isspace())
+        if start < 0 or (self._context and not self._context[-1].isspace()):
+            return len(self._context)
+        confined = all(trigger.confined for trigger in self._triggers)
+        if ahead is not None:
+            confined = confined and ahead.reach == 0
+        elif not self._triggers:
+            return None
+        return min(len(self._context), RUN_LOOKBEHIND) if confined else len(self._context)
 
     def _scanned(self, window: str, offset: int, base: int) -> list[Match]:
         found = [match for match in self._scanner.scan(window).matches if match.end > offset]

@@ -598,6 +598,50 @@ def holds_whitespace(source: str) -> bool:
     return _holds_whitespace(list(parsed))
 
 
+RUN_LOOKBEHIND = 8
+"""How far before itself a match confined to a run of non-whitespace (``confined_to_runs``) may look."""
+
+
+def confined_to_runs(source: str) -> bool:
+    """Whether every match of the pattern lies within one run of non-whitespace characters, and what
+    decides it within that run and the ``RUN_LOOKBEHIND`` characters before it (and the lookahead
+    margin after it, as for every rule)."""
+    if holds_whitespace(source):
+        return False
+    look_back = _looks_back(list(_sre_parse.parse(source)))
+    return look_back is not None and look_back <= RUN_LOOKBEHIND
+
+
+def _looks_back(items: list[tuple[Any, Any]]) -> int | None:
+    """The furthest a lookbehind of the pattern reads before where it stands, or None when unbounded."""
+    constants = _sre_constants
+    furthest = 0
+    for op, argument in items:
+        inner: list[list[tuple[Any, Any]]] = []
+        if op in (constants.ASSERT, constants.ASSERT_NOT):
+            direction, body = argument
+            if direction < 0:
+                width = body.getwidth()[1]
+                if width >= _sre_constants.MAXREPEAT:
+                    return None
+                furthest = max(furthest, width)
+            inner = [list(body)]
+        elif op is constants.BRANCH:
+            inner = [list(branch) for branch in argument[1]]
+        elif op is constants.SUBPATTERN:
+            inner = [list(argument[3])]
+        elif op is constants.ATOMIC_GROUP:
+            inner = [list(argument)]
+        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+            inner = [list(argument[2])]
+        for part in inner:
+            found = _looks_back(part)
+            if found is None:
+                return None
+            furthest = max(furthest, found)
+    return furthest
+
+
 def _holds_whitespace(items: list[tuple[Any, Any]]) -> bool:
     constants = _sre_constants
     for op, argument in items:
@@ -976,9 +1020,9 @@ anywhere while what triggered it is in the text scanned."""
 @dataclass(frozen=True, slots=True)
 class Triggered:
     """What a piece of a growing text brought (``TriggerWatch``), in characters past the end of the piece:
-    the trigger lies before ``extent``, and a match holding it ends before ``reach``, or within the run
-    of non-whitespace characters that holds the trigger (the rule's matches hold no whitespace) when
-    ``reach`` is 0."""
+    the trigger lies before ``extent``, and a match holding it ends before ``reach``; or, when ``reach`` is
+    0, it lies within the run of non-whitespace that holds the trigger, decided by that run and the
+    ``RUN_LOOKBEHIND`` characters before it (``confined_to_runs``)."""
 
     extent: int
     reach: int
@@ -1093,13 +1137,13 @@ class Scanner:
             [words[word_index] for word_index in spaced_words],
             [rules_of_word[word_index] for word_index in spaced_words],
         )
-        # How far past a trigger a match holding it can end: for a rule whose matches hold no whitespace,
-        # no further than the run of non-whitespace it lies in (0: TriggerWatch); otherwise its widest
-        # match. A rule's max_length is not taken at its word (a search over the whole text is not held
-        # to it), nor a width the standard parser cannot tell.
+        # How far past a trigger a match holding it can end: for a rule whose matches are confined to a
+        # run of non-whitespace, no further than the run the trigger lies in (0: Triggered); otherwise
+        # its widest match. A rule's max_length is not taken at its word (a search over the whole text
+        # is not held to it), nor a width the standard parser cannot tell.
         self._reaches = [
             0
-            if not holds_whitespace(rule.pattern.pattern)
+            if confined_to_runs(rule.pattern.pattern)
             else width + _LOOKAHEAD_MARGIN
             if rule.max_length is None and width is not None
             else UNBOUNDED
