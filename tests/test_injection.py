@@ -595,7 +595,7 @@ def test_development_texts_score_as_the_reference_computes() -> None:
     texts = development_texts()
     assert len(texts) > 300
     for text in texts:
-        fast = classifier.window_scores(text).tolist()
+        fast = classifier.window_scores(text)
         slow = reference_window_scores(classifier, text)
         assert fast == pytest.approx(slow, rel=1e-14, abs=1e-300)
         for threshold in thresholds:
@@ -608,7 +608,7 @@ def test_any_text_scores_as_the_reference_computes(text: str) -> None:
     """Whatever the text (blanks, digits, runs, scripts past ASCII, lengths around windows and steps),
     every window scores as the obvious computation scores it."""
     classifier = load_default_classifier()
-    assert classifier.window_scores(text).tolist() == pytest.approx(
+    assert classifier.window_scores(text) == pytest.approx(
         reference_window_scores(classifier, text), rel=1e-14, abs=1e-300
     )
 
@@ -624,9 +624,9 @@ def test_long_blocks_weighed_chunk_by_chunk_score_as_one_piece(
     rng = random.Random(chunk)  # noqa: S311 - reproducible test text, nothing secret
     texts = [" ".join(varied_texts(40)), "x" * 2500 + " tail of words " * 40, EMAIL * 12 + "y" * 900]
     texts += ["".join(rng.choice(["ab", "c", " ", "  ", "é", "\n", "0", "w" * 300]) for _ in range(900))]
-    whole = [classifier.window_scores(text).tolist() for text in texts]
+    whole = [classifier.window_scores(text) for text in texts]
     monkeypatch.setattr(injection, "_CHUNK", chunk)
-    assert [classifier.window_scores(text).tolist() for text in texts] == whole
+    assert [classifier.window_scores(text) for text in texts] == whole
 
 
 def test_featurisation_matches_the_reference_on_varied_text() -> None:

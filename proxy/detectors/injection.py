@@ -257,6 +257,7 @@ MAX_SIZES = 8
 _COUNT_BITS = (WINDOW_CHARS * MAX_SIZES).bit_length()
 """A window's tally keeps its number of n-grams in these low bits: at most one n-gram of each size
 starts at each position."""
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
 
 
 def _tallies(weights: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
@@ -270,24 +271,6 @@ def _tallies(weights: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     tallies = (scaled.astype(np.int64) << _COUNT_BITS) + 1
     tallies[-1] = 0
     return tallies
-
-
-def _probabilities(sums: npt.NDArray[np.int64], bias: float) -> npt.NDArray[np.float64]:
-    """The logistic of each window's logit from its sum of tallies: the bias plus the sum of weights
-    over the square root of the number of n-grams (at least 1)."""
-    counts = np.bitwise_and(sums, (1 << _COUNT_BITS) - 1)
-    np.maximum(counts, 1, out=counts)
-    scores: npt.NDArray[np.float64] = np.ldexp(sums >> _COUNT_BITS, -WEIGHT_SCALE)
-    scores /= np.sqrt(counts)
-    scores += bias
-    # np.clip's own wrapper costs more than its two ufuncs.
-    np.maximum(scores, -60.0, out=scores)
-    np.minimum(scores, 60.0, out=scores)
-    np.negative(scores, out=scores)
-    np.exp(scores, out=scores)
-    scores += 1.0
-    np.divide(1.0, scores, out=scores)
-    return scores
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,35 +358,49 @@ class InjectionClassifier:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def score(self, text: str) -> float:
-        """The highest window score of a normalised text."""
-        return float(self.window_scores(text).max())
+        """The highest window score of a normalised text: that of the window with the highest logit, as
+        every step from a window's tally to its score keeps the order (the bias is added and the scale
+        applied to that window alone, which rounds as adding and scaling each would)."""
+        tallies = self._window_tallies(text)
+        if len(tallies) == 1:
+            return self._probability(int(tallies[0]))
+        ratios = (tallies >> _COUNT_BITS) / np.sqrt(np.maximum(tallies & _COUNT_MASK, 1))
+        return self._probability(int(tallies[np.argmax(ratios)]))
 
-    def window_scores(self, text: str) -> npt.NDArray[np.float64]:
-        """The probability that each window of a normalised text carries an injection, block by block."""
+    def window_scores(self, text: str) -> list[float]:
+        """The probability that each window of a normalised text carries an injection."""
+        return [self._probability(int(tally)) for tally in self._window_tallies(text)]
+
+    def _probability(self, tally: int) -> float:
+        """A window's score from its tally: the logistic of the bias plus its sum of weights over the
+        square root of its number of n-grams (at least 1)."""
+        ratio = (tally >> _COUNT_BITS) / math.sqrt(max(tally & _COUNT_MASK, 1))
+        logit = self.bias + math.ldexp(ratio, -WEIGHT_SCALE)
+        return float(1.0 / (1.0 + np.exp(-min(max(logit, -60.0), 60.0))))
+
+    def _window_tallies(self, text: str) -> npt.NDArray[np.int64]:
+        """The tally of each window of a normalised text, block by block."""
         codes = squeezed_codes(text)
         if len(codes) <= BLOCK_CHARS:
-            return self._block_scores(codes)
+            return self._block_tallies(codes)
         reach = BLOCK_CHARS - WINDOW_CHARS
         return np.concatenate(
             [
-                self._block_scores(codes[start : start + BLOCK_CHARS])
+                self._block_tallies(codes[start : start + BLOCK_CHARS])
                 for start in range(0, max(1, len(codes) - WINDOW_CHARS), reach)
             ]
         )
 
-    def _block_scores(self, codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]:
-        """A window's logit is the bias plus the sum of its n-grams' weights over the square root of their
-        number (``FeatureSpec.features``); an n-gram belongs to the window it starts in. The tallies of
-        the n-grams starting at each position (``_tally``) are summed by steps of WINDOW_STEP, a window
-        being whole steps. The sums are of integers, exact in any order, and each window's sum of
-        weights is exactly what adding its half-precision weights in double precision gives."""
+    def _block_tallies(self, codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+        """Each window's tally (``_tallies``): the sum of those of the n-grams starting in it (an n-gram
+        belongs to the window it starts in), summed by steps of WINDOW_STEP, a window being whole steps.
+        The sums are of integers, exact in any order: each window's sum of weights is exactly what adding
+        its half-precision weights in double precision gives."""
         spec = self.spec
         length = len(codes)
         if length <= WINDOW_CHARS:
             # One window: where each n-gram starts does not matter.
-            return _probabilities(
-                np.add.reduce(self._tallies.take(spec.grams(codes).every), keepdims=True), self.bias
-            )
+            return np.add.reduce(self._tallies.take(spec.grams(codes).every), keepdims=True)
         per_position = np.empty(length, dtype=np.int64)
         if length <= _CHUNK:
             self._weigh(codes, length, False, per_position)
@@ -434,7 +431,7 @@ class InjectionClassifier:
         for step in range(2, _STEPS_PER_WINDOW):
             sums[:regular] += step_sums[step : step + regular]
         sums[regular] = np.add.reduce(per_position[length - WINDOW_CHARS :])
-        return _probabilities(sums, self.bias)
+        return sums
 
     def _weigh(
         self,
