@@ -156,6 +156,12 @@ def _word_mask(codes: npt.NDArray[np.uint8] | npt.NDArray[np.uint32]) -> npt.NDA
     return np.frombuffer(b"\0" + codes.tobytes().translate(_WORDY) + b"\0", dtype=np.bool_)
 
 
+def _rows(values: npt.NDArray[np.uint64], first: int, count: int, columns: int) -> npt.NDArray[np.uint64]:
+    """A view of ``values`` as ``count`` rows of ``columns``, row r starting at ``values[first + r]``."""
+    step = values.itemsize
+    return np.ndarray((count, columns), values.dtype, values, first * step, (step, step))
+
+
 @functools.cache
 def _mixed_salts(salt: int, sizes: tuple[int, ...]) -> npt.NDArray[np.uint64]:
     """The salt of each n-gram size times the mixing constant (``_mixed``), one row each, made once."""
@@ -192,6 +198,13 @@ class FeatureSpec:
     bits: int
     char_ngrams: tuple[int, ...]
     word_ngrams: tuple[int, ...]
+    """Each kind's sizes are consecutive, smallest first (3, 4, 5): their n-grams are read as rows of
+    one view."""
+
+    def __post_init__(self) -> None:
+        for sizes in (self.char_ngrams, self.word_ngrams):
+            if sizes and (sizes[0] < 1 or sizes != tuple(range(sizes[0], sizes[0] + len(sizes)))):
+                raise ValueError(f"n-gram sizes {sizes} are not consecutive from the smallest")
 
     @property
     def dim(self) -> int:
@@ -202,10 +215,11 @@ class FeatureSpec:
         length = len(codes)
         if length > BLOCK_CHARS:
             raise ValueError(f"a block holds at most {BLOCK_CHARS} characters, not {length}")
-        prefix = np.empty(length + 1, dtype=np.uint64)
-        prefix[0] = 0
-        np.multiply(codes, _POWERS[:length], out=prefix[1:])
-        np.cumsum(prefix[1:], out=prefix[1:])
+        # Prefix sums of codes[j] * P**j, then zeros: n-grams that would run past the end read them, and
+        # are emptied at the end.
+        prefix = np.zeros(length + max(self.char_ngrams, default=0) + 1, dtype=np.uint64)
+        np.multiply(codes, _POWERS[:length], out=prefix[1 : length + 1])
+        np.add.accumulate(prefix[1 : length + 1], out=prefix[1 : length + 1])
         wordy = _word_mask(codes)
         edges = np.flatnonzero(wordy[1:] != wordy[:-1])
         word_starts = edges[0::2]
@@ -215,16 +229,18 @@ class FeatureSpec:
         every = np.empty(char_columns + len(self.word_ngrams) * count, dtype=np.uint64)
         chars = every[:char_columns].reshape(len(self.char_ngrams), length)
         words = every[char_columns:].reshape(len(self.word_ngrams), count)
-        # The columns of n-grams that would run past the end are left as they are, and emptied at the end.
-        for row, size in enumerate(self.char_ngrams):
-            fits = max(0, length - size + 1)
-            np.subtract(prefix[size : size + fits], prefix[:fits], out=chars[row, :fits])
+        if self.char_ngrams:
+            # The n-gram of size n at i ends at i + n; sizes are consecutive: one row each, in one view.
+            ends = _rows(prefix, self.char_ngrams[0], len(self.char_ngrams), length)
+            np.subtract(ends, prefix[:length], out=chars)
         chars *= _MIXED_INVERSE_POWERS[:length]
         chars += _mixed_salts(_CHAR_SALT, self.char_ngrams)
-        start_prefix, end_prefix = prefix[word_starts], prefix[edges[1::2]]
-        for row, size in enumerate(self.word_ngrams):
-            fits = max(0, count - size + 1)
-            np.subtract(end_prefix[size - 1 : size - 1 + fits], start_prefix[:fits], out=words[row, :fits])
+        if self.word_ngrams:
+            # The word n-gram of size n at word k ends where word k + n - 1 does.
+            end_prefix = np.zeros(count + self.word_ngrams[-1], dtype=np.uint64)
+            np.take(prefix, edges[1::2], out=end_prefix[:count])
+            word_ends = _rows(end_prefix, self.word_ngrams[0] - 1, len(self.word_ngrams), count)
+            np.subtract(word_ends, prefix[word_starts], out=words)
         words *= _MIXED_INVERSE_POWERS[word_starts]
         words += _mixed_salts(_WORD_SALT, self.word_ngrams)
         # Multiplicative hashing: the top bits of (hash + salt) times an odd constant, from the hashes
