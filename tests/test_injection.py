@@ -440,6 +440,51 @@ def test_findings_never_quote_the_text() -> None:
         assert "launch code" not in str(finding.to_event())
 
 
+def cache_texts() -> list[tuple[str, Source]]:
+    """Texts the cache must tell apart: benign documents, the same with an attack planted, one
+    character changed, quoted or asked about, each from every source."""
+    attacks = [*QUOTED_ATTACKS, *(frame.format(attack=QUOTED_ATTACKS[0]) for frame in ASKING_FRAMES)]
+    texts = [EMAIL, EMAIL * 3, *attacks, *varied_texts(40)]
+    texts += [EMAIL + attack for attack in attacks] + [attack.replace("a", "4", 1) for attack in attacks]
+    texts += [text[:-1] for text in texts if len(text) > 1] + [text + "." for text in texts]
+    return [(text, source) for text in texts for source in Source]
+
+
+def test_cached_verdicts_are_those_judged_afresh() -> None:
+    """Whatever came before, a text's findings from the cache are those a detector without a cache
+    gives it: a text one character away from a cached one, the same text from another source, a benign
+    text after an attack that contains it and the other way round."""
+    packs = [load_pack(pack_path("injection"))]
+    cached = InjectionDetector(packs, load_default_classifier())
+    fresh = InjectionDetector(packs, load_default_classifier(), cache_entries=0)
+    rng = random.Random(13)  # noqa: S311 - reproducible order, nothing secret
+    texts = cache_texts()
+    for _ in range(2):
+        rng.shuffle(texts)
+        for text, source in texts:
+            assert cached.detect(text, WHERE, source) == fresh.detect(text, WHERE, source), (text, source)
+    assert fresh._cache == {}
+
+
+def test_the_cache_keeps_the_most_recent_verdicts_up_to_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache holds at most its number of verdicts; one read again stays, the least recently used
+    goes first and is judged again when it comes back."""
+    detector = InjectionDetector(
+        [load_pack(pack_path("injection"))], load_default_classifier(), cache_entries=4
+    )
+    judged: list[str] = []
+    judge = detector._judge
+    monkeypatch.setattr(detector, "_judge", lambda text, source: judged.append(text) or judge(text, source))
+    texts = [f"Document {index}: the quarterly numbers are attached." for index in range(10)]
+    for text in texts:
+        detector.detect(text, WHERE, Source.TOOL_RESULT)
+        detector.detect(texts[0], WHERE, Source.TOOL_RESULT)
+        assert len(detector._cache) <= 4
+    assert judged == texts
+    detector.detect(texts[1], WHERE, Source.TOOL_RESULT)
+    assert judged == [*texts, texts[1]]
+
+
 def test_empty_text_raises_nothing() -> None:
     """Blank text is skipped."""
     assert detector().detect("  \n", WHERE, Source.USER) == []

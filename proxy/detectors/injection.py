@@ -26,6 +26,7 @@ import hashlib
 import importlib.resources
 import json
 import math
+import os
 import re
 import zlib
 from collections import OrderedDict
@@ -508,7 +509,9 @@ def withhold(text: str, spans: Iterable[tuple[int, int]], marker: str) -> str:
 USER_ORIGIN = "user"
 CONTENT_ORIGIN = "content"
 CACHE_ENTRIES = 4096
-"""Verdicts kept, keyed by a digest of (source, text): a conversation's history comes back every turn."""
+"""Verdicts kept, the least recently used dropped first, keyed by a digest of (source, text): a
+conversation's history comes back every turn. A new policy or model makes a new detector, whose cache
+starts empty."""
 
 # Where a flagged text is cut into pieces to find the offending ones: blank lines, line breaks, the end
 # of a sentence, and the boundary between two JSON string values.
@@ -543,6 +546,8 @@ class InjectionDetector:
         self.classifier = classifier
         self._cache: OrderedDict[bytes, _Verdict] = OrderedDict()
         self._cache_entries = cache_entries
+        # A secret of this detector's own: nobody can make two texts that share a key without it.
+        self._cache_salt = os.urandom(16)
 
     def detect(self, text: str, where: str, source: Source) -> list[Finding]:
         """Findings for one piece of prompt text: at most one per rule, plus one for the classifier."""
@@ -574,7 +579,7 @@ class InjectionDetector:
         return withhold(text, self.suspect_spans(text, source), marker)
 
     def _verdict(self, text: str, source: Source) -> _Verdict:
-        key = hashlib.blake2b(f"{source}\0{text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = self._cache_key(text, source)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -589,6 +594,15 @@ class InjectionDetector:
         if len(self._cache) > self._cache_entries:
             self._cache.popitem(last=False)
         return verdict
+
+    def _cache_key(self, text: str, source: Source) -> bytes:
+        """A salted SHA-256 of the source and the text (SHA-256 is the quickest 256-bit hash where the
+        processor computes it): two texts share a key only by a collision of 256-bit hashes of a secret
+        prefix, so no text can be made to take another's verdict."""
+        digest = hashlib.sha256(self._cache_salt)
+        digest.update(f"{source}\0".encode())
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        return digest.digest()
 
     def _judge(self, text: str, source: Source, structure: Structure | None = None) -> _Verdict:
         indirect = source in INDIRECT_SOURCES
