@@ -334,6 +334,13 @@ def test_weights_that_do_not_add_up_exactly_are_refused(weight: float) -> None:
         InjectionClassifier.create(FeatureSpec(3, (3,), (1,)), weights, 0.0, 0.9, 0.6)
 
 
+@pytest.mark.parametrize("sizes", [((3, 5), (1,)), ((4, 3), (1,)), ((3,), (1, 3)), ((0, 1), (1,))], ids=repr)
+def test_feature_specs_with_sizes_not_consecutive_are_refused(sizes: tuple[tuple[int, ...], ...]) -> None:
+    """The n-grams of every size of a kind are read as rows of one view: their sizes must follow on."""
+    with pytest.raises(ValueError, match="consecutive"):
+        FeatureSpec(18, *sizes)
+
+
 def test_models_with_more_ngram_sizes_than_a_tally_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="n-gram sizes"):
         InjectionClassifier.create(FeatureSpec(3, (2, 3, 4, 5, 6), (1, 2, 3, 4)), np.zeros(8), 0.0, 0.9, 0.6)
