@@ -5,6 +5,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.state.store import SET_CAPACITY, TALLY_WRITE_S
+from proxy.state.wal_index import WalIndexHeader
 from tests.redis_server import RedisServer
 
 START = 1_700_000_000.0
@@ -531,6 +533,16 @@ def test_a_worker_counts_its_tallies_at_once_and_the_others_once_written(
     other.close()
 
 
+@pytest.fixture(params=["index header", "data_version only"])
+def change_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a shared store learns that the file changed: from the WAL index's header first, or, where the
+    index cannot be mapped, by asking SQLite at every read."""
+    if request.param == "data_version only":
+        monkeypatch.setattr(WalIndexHeader, "open", classmethod(lambda cls, database: None))
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("change_check")
 def test_a_worker_reads_what_another_wrote_at_once_after_reading_it_before(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -580,6 +592,88 @@ def test_a_worker_reads_what_another_wrote_at_once_after_reading_it_before(
     assert mine.count("turns:agent:a", 3600) == 4
     for store in (mine, other, fresh):
         store.close()
+
+
+WRITES_FROM_ANOTHER_PROCESS: dict[str, Callable[[SharedSqliteStateStore], object]] = {
+    "freeze": lambda store: store.put("freeze:agent:a", {"reason": "injection"}),
+    "limit": lambda store: store.incr("limit:agent:a"),
+    "hit": lambda store: store.hit("turns:agent:a", 3600),
+    "thaw": lambda store: store.delete("freeze:agent:a"),
+}
+
+
+def _write_when_asked(directory: Path, asked: Connection) -> None:
+    """Another worker: makes each write it is sent, answering once it is committed."""
+    store = SharedSqliteStateStore(directory)
+    while (write := asked.recv()) is not None:
+        WRITES_FROM_ANOTHER_PROCESS[write](store)
+        asked.send(write)
+    store.close()
+
+
+@pytest.mark.usefixtures("change_check")
+def test_a_worker_reads_what_another_process_committed_by_its_next_read(tmp_path: Path) -> None:
+    """Workers are processes: every read made after another process's write returned sees the write,
+    however often the same thing was read (and kept) before it."""
+    mine = SharedSqliteStateStore(tmp_path)
+
+    def reads() -> tuple[object, ...]:
+        return (
+            mine.get("freeze:agent:a"),
+            mine.items("freeze:"),
+            mine.counter("limit:agent:a"),
+            mine.count("turns:agent:a", 3600),
+        )
+
+    asking, asked = multiprocessing.get_context("spawn").Pipe()
+    other = multiprocessing.get_context("spawn").Process(target=_write_when_asked, args=(tmp_path, asked))
+    other.start()
+    try:
+        expected = {
+            "freeze": lambda seen: seen[0] == {"reason": "injection"} and seen[1] != {},
+            "limit": lambda seen: seen[2] == 1,
+            "hit": lambda seen: seen[3] == 1,
+            "thaw": lambda seen: seen[0] is None and seen[1] == {},
+        }
+        for write, written in expected.items():
+            for _ in range(3):
+                assert not written(reads()), write
+            asking.send(write)
+            assert asking.recv() == write
+            assert written(reads()), write
+        asking.send(None)
+        other.join(60)
+        assert other.exitcode == 0
+    finally:
+        if other.is_alive():
+            other.kill()
+        mine.close()
+
+
+def test_a_read_of_an_unchanged_file_runs_no_statement(tmp_path: Path, clock: FakeClock) -> None:
+    """While no one commits, the reads a turn repeats are answered from memory without a statement (not
+    even ``PRAGMA data_version``); one commit by another store makes the next reads ask the file."""
+    mine, other = (SharedSqliteStateStore(tmp_path, clock=clock) for _ in range(2))
+    statements: list[str] = []
+    mine._db.set_trace_callback(statements.append)
+
+    def turn() -> None:
+        mine.get("freeze:agent:a")
+        mine.count("turns:agent:a", 3600)
+        mine.add_if_new("hosts:agent:a", "example.com", 3600)
+
+    turn()  # claims the host: a commit of its own, after which the reads ask the file again
+    turn()
+    assert statements
+    statements.clear()
+    for _ in range(5):
+        turn()
+    assert statements == []
+    other.put("freeze:agent:b", {"reason": "injection"})
+    turn()
+    assert "PRAGMA data_version" in statements and len(statements) > 1
+    mine.close()
+    other.close()
 
 
 def test_an_unwritten_tally_of_a_wider_window_counts_in_the_buckets_it_will_be_written_to(

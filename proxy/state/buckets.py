@@ -18,6 +18,7 @@ Every backend applies these rules: the in-memory store here, the SQLite stores i
 
 from __future__ import annotations
 
+import functools
 import math
 
 # Each a divisor-friendly step; beyond the last, widths are whole hours.
@@ -25,6 +26,7 @@ WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 BUCKETS_PER_RETENTION = 600
 
 
+@functools.lru_cache(maxsize=256)  # a few retentions, asked on every count
 def bucket_width(retention_s: float) -> int:
     """The bucket width in seconds for a key kept ``retention_s`` seconds."""
     target = retention_s / BUCKETS_PER_RETENTION

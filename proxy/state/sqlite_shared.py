@@ -11,6 +11,9 @@ A read keeps its answer for as long as no process has committed to the file sinc
 data_version``, which each read asks first; this process's own writes drop the answers too), so a
 freeze, a claim or a limit another worker writes is read by the next read, and the reads every turn
 repeats (a freeze, a first-seen host, the refusal windows) cost a lookup while the file is unchanged.
+Asking ``data_version`` opens a read transaction, most of a read's cost once its answer is kept: a
+read first looks at the header of the file's WAL index (``proxy.state.wal_index``), which every commit
+rewrites, and asks only when it is not what it was at the last asking.
 A window count is kept by the whole seconds its ends fall in, over which it sums the same buckets: a
 week-long window holds 672 of them, and summing them from the file took about ten times as long.
 
@@ -52,6 +55,7 @@ from proxy.state.sqlite import (
     sweep_database,
 )
 from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, TALLY_WRITE_S, Clock, JSONValue
+from proxy.state.wal_index import WalIndexHeader
 
 log = structlog.get_logger("egressguard.state")
 
@@ -97,9 +101,10 @@ class SharedSqliteStateStore:
         self._writer: threading.Thread | None = None
         self._answers: dict[tuple[object, ...], object] = {}
         self._version: int | None = None
-        self._db = sqlite3.connect(
-            str(directory / DATABASE_NAME), isolation_level=None, check_same_thread=False, timeout=10
-        )
+        self._version_header = b""
+        """The WAL index's header when ``_version`` was read (empty: ask again at the next read)."""
+        database = directory / DATABASE_NAME
+        self._db = sqlite3.connect(str(database), isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -115,6 +120,8 @@ class SharedSqliteStateStore:
                 "SELECT kind, entries FROM kind_sizes WHERE entries > ?", (keys_per_kind,)
             ).fetchall():
                 self._trim(db, name, entries, None)
+        # The WAL index exists once a transaction has run in WAL mode.
+        self._header = WalIndexHeader.open(database)
         self._last_sweep = clock()
 
     @contextmanager
@@ -148,10 +155,14 @@ class SharedSqliteStateStore:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the state store is closed")
-            [(version,)] = self._db.execute("PRAGMA data_version")
-            if version != self._version:
-                self._version = version
-                self._answers.clear()
+            # Read before asking, so that a commit between the two is seen as a change at the next read.
+            header = self._header.read() if self._header is not None else b""
+            if not header or header != self._version_header:
+                [(version,)] = self._db.execute("PRAGMA data_version")
+                if version != self._version:
+                    self._version = version
+                    self._answers.clear()
+                self._version_header = header if WalIndexHeader.settled(header) else b""
             return query(self._db)
 
     def _answer[T](self, question: tuple[object, ...], ask: Callable[[], T]) -> T:
@@ -458,6 +469,8 @@ class SharedSqliteStateStore:
                     self._closed = True
                     self._tallies_due.notify_all()
                     self._db.close()
+                    if self._header is not None:
+                        self._header.release()
                     return
             try:
                 with self._transaction():
