@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -321,7 +322,8 @@ def test_a_keyword_split_over_deltas_and_runs_of_spaces_is_told_of(scanner: Scan
     ("pattern", "holds"),
     [
         (r"(?<![A-Za-z0-9_])ghp_[A-Za-z0-9]{36}(?![A-Za-z0-9_])", False),
-        (r"(?i)(?<=\s)sk-[\w-]{20,}", False),  # lookarounds hold nothing
+        (r"(?i)(?<![\w-])sk-[\w-]{20,}(?=\s)", False),  # a lookahead reads past the match only
+        (r"(?<=key:\s)[\w-]{20,}", True),  # a lookbehind reads where the keyword may stand
         (r"AKIA[A-Z2-7]{16}|ASIA[^\W_]{16}", False),
         (r"\d{3}-\d{2}-\d{4}", False),
         (r"\d{4}[ -]?\d{4}", True),
@@ -392,3 +394,36 @@ def test_a_pattern_is_confined_to_runs_where_its_matches_and_lookbehinds_are(
     pattern: str, confined: bool
 ) -> None:
     assert confined_to_runs(pattern) is confined
+
+
+LOOKBEHIND_PACK = """\
+pack: lookbehind
+threat: data_exfiltration
+rules:
+  - id: value-after-its-name
+    description: a value whose name is read by a lookbehind, before the match
+    regex: '(?<=pin:[ ])[A-Z0-9]{12}(?![A-Z0-9])'
+    keywords: ["pin:"]
+    severity: high
+    owasp: LLM06
+    examples:
+      match: ["pin: 7QX2M9KD4ZT1"]
+      no_match: ["pin: 7QX2"]
+"""
+
+
+def test_a_keyword_a_lookbehind_reads_before_whitespace_keeps_its_value_scanned(tmp_path: Path) -> None:
+    """A rule may read its keyword in a lookbehind, before a space, and match only the value after it
+    (no whitespace in the match, a lookbehind of a few characters): the value's deltas are scanned
+    though the keyword went out before they came."""
+    pack_file = tmp_path / "lookbehind.yaml"
+    pack_file.write_text(LOOKBEHIND_PACK, encoding="utf-8")
+    rules = Scanner([load_pack(pack_file)], timeout_s=60)
+    assert not confined_to_runs(rules.rules[0].pattern.pattern)
+    text = PROSE * 3 + "the pin: 7QX2M9KD4ZT1 and then " + PROSE
+    for size in range(1, 9):
+        deltas = _deltas(text, [size])
+        released = _streamed(StreamRedactor(rules), deltas, [])
+        assert released == _streamed(ScanningEveryDelta(rules), deltas, [])
+        assert "".join(released[0]) == scan_and_redact(rules, text).text
+        assert "7QX2M9" not in "".join(released[0])

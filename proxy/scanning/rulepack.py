@@ -586,9 +586,10 @@ _WHITESPACE_IN_CATEGORY = {
 
 
 def holds_whitespace(source: str) -> bool:
-    """Whether a match of the pattern can hold a whitespace character (lookarounds aside: they hold
-    nothing). True too for a pattern the standard parser may read otherwise than the regex module (the
-    same test as the loosened forms', scanning/relaxed.py) or holding what is not told apart here."""
+    """Whether a match of the pattern, or what a lookbehind of it reads (where a rule's keyword may
+    stand, before the match), can hold a whitespace character. True too for a pattern the standard
+    parser may read otherwise than the regex module (the same test as the loosened forms',
+    scanning/relaxed.py) or holding what is not told apart here."""
     if relaxed.relaxed_source(source) is None:
         return True
     try:
@@ -645,9 +646,11 @@ def _looks_back(items: list[tuple[Any, Any]]) -> int | None:
 def _holds_whitespace(items: list[tuple[Any, Any]]) -> bool:
     constants = _sre_constants
     for op, argument in items:
-        if op in (constants.AT, constants.ASSERT, constants.ASSERT_NOT):
+        if op is constants.AT or (op in (constants.ASSERT, constants.ASSERT_NOT) and argument[0] > 0):
             continue
-        if op is constants.LITERAL:
+        if op in (constants.ASSERT, constants.ASSERT_NOT):
+            found = _holds_whitespace(list(argument[1]))
+        elif op is constants.LITERAL:
             found = chr(argument) in _WHITESPACE
         elif op is constants.IN:
             found = any(_in_class(argument, char) for char in _WHITESPACE)
@@ -1137,17 +1140,13 @@ class Scanner:
             [words[word_index] for word_index in spaced_words],
             [rules_of_word[word_index] for word_index in spaced_words],
         )
-        # How far past a trigger a match holding it can end: for a rule whose matches are confined to a
-        # run of non-whitespace, no further than the run the trigger lies in (0: Triggered); otherwise
-        # its widest match. A rule's max_length is not taken at its word (a search over the whole text
-        # is not held to it), nor a width the standard parser cannot tell.
+        # How far past a trigger a match holding it (or reading it in a lookbehind) can end: for a rule
+        # whose matches are confined to a run of non-whitespace, no further than the run the trigger lies
+        # in (0: Triggered); otherwise its widest match and lookbehind. A rule's max_length is not taken
+        # at its word (a search over the whole text is not held to it), nor a width the standard parser
+        # cannot tell.
         self._reaches = [
-            0
-            if confined_to_runs(rule.pattern.pattern)
-            else width + _LOOKAHEAD_MARGIN
-            if rule.max_length is None and width is not None
-            else UNBOUNDED
-            for rule, width in zip(self.rules, self._widths, strict=True)
+            self._reach(rule, width) for rule, width in zip(self.rules, self._widths, strict=True)
         ]
         self._reaches_by_list: dict[int, list[int]] = {}
         self._single_reaches: dict[str, int] = {}
@@ -1159,6 +1158,15 @@ class Scanner:
         self._watchable = not self._always and not any(
             "  " in word or "\u03c3" in word or "\u03c2" in word for word in words
         )
+
+    @staticmethod
+    def _reach(rule: Rule, width: int | None) -> int:
+        if confined_to_runs(rule.pattern.pattern):
+            return 0
+        if rule.max_length is not None or width is None:
+            return UNBOUNDED
+        look_back = _looks_back(list(_sre_parse.parse(rule.pattern.pattern)))
+        return UNBOUNDED if look_back is None else width + look_back + _LOOKAHEAD_MARGIN
 
     def _word_reaches(self, rules_of_word: Sequence[tuple[int, ...]]) -> list[int]:
         """The reach of each keyword's hit (the widest of its rules'), for one of the automata's lists."""
