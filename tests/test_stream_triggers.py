@@ -427,3 +427,13 @@ def test_a_keyword_a_lookbehind_reads_before_whitespace_keeps_its_value_scanned(
         assert released == _streamed(ScanningEveryDelta(rules), deltas, [])
         assert "".join(released[0]) == scan_and_redact(rules, text).text
         assert "7QX2M9" not in "".join(released[0])
+
+
+def test_deltas_of_a_character_each_full_of_triggers_release_what_scanning_every_delta_releases() -> None:
+    """A trigger in every delta, for hundreds of deltas (many triggers kept at once, then stood for by
+    one), with secrets among them: the same text at every delta as when scanning every delta."""
+    secret = next(example for example in SECRETS if example.startswith("ghp_"))
+    text = "mail a@b.co or +1 or ask! " * 20 + secret + " then " + "@!+" * 60 + " " + PROSE
+    deltas = _deltas(text, [1, 1, 2, 1])
+    watching = _streamed(StreamRedactor(SCANNER), deltas, [])
+    assert watching == _streamed(ScanningEveryDelta(SCANNER), deltas, [])

@@ -217,6 +217,7 @@ _OPEN_SPACED = regex.compile(
     r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]{1,3})+\S{0,8}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
+_MAX_TRIGGERS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,10 +430,21 @@ class StreamRedactor:
         ]
 
     def _note(self, triggered: Triggered | None) -> None:
-        if triggered is not None:
-            end = self._passed + len(self._pending)
-            reach = end + triggered.reach
-            self._triggers.append(_Trigger(end + triggered.extent, reach, confined=triggered.reach == 0))
+        if triggered is None:
+            return
+        end = self._passed + len(self._pending)
+        self._triggers.append(_Trigger(end + triggered.extent, end + triggered.reach, triggered.reach == 0))
+        if len(self._triggers) > _MAX_TRIGGERS:
+            # Tiny deltas full of triggers: one that lasts as long as the longest-lasting of them stands
+            # for all, so a release never reads more than a few.
+            triggers = self._triggers
+            self._triggers = [
+                _Trigger(
+                    max(trigger.before for trigger in triggers),
+                    max(trigger.reach for trigger in triggers),
+                    all(trigger.confined for trigger in triggers),
+                )
+            ]
 
     def _context_to_scan(self, ahead: Triggered | None = None) -> int | None:
         """How many characters of the context a scan of the window needs to find every match that reaches
