@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from mitmproxy import http
 
 
@@ -14,3 +16,9 @@ def field_values(headers: http.Headers, *names: bytes) -> dict[bytes, list[str]]
         if values is not None:
             values.append(value.decode("utf-8", "surrogateescape"))
     return found
+
+
+def drop_fields(headers: http.Headers, names: Set[bytes]) -> None:
+    """Remove every field named one of ``names`` (lower case), in one rewrite of the fields."""
+    if names:
+        headers.fields = tuple(field for field in headers.fields if field[0].lower() not in names)

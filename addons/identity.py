@@ -22,6 +22,7 @@ from mitmproxy.addons.proxyauth import (
 )
 from mitmproxy.utils.strutils import always_bytes
 
+from addons.fields import drop_fields, field_values
 from addons.turns import METADATA_KEY, pin_policy, pretty_host
 from proxy.audit.refusals import Reason
 from proxy.config.policy import Agent
@@ -65,6 +66,7 @@ class AgentIdentity(ProxyAuth):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
+        self._names: tuple[Mapping[str, str], tuple[tuple[str, bytes], ...]] | None = None
 
     def load(self, loader: Loader) -> None:
         """Agents come from the policy, so mitmproxy's ``proxyauth`` option is not ours to declare."""
@@ -84,8 +86,7 @@ class AgentIdentity(ProxyAuth):
         self._note_refusal(f, answered)
         # Credentials for this proxy are never the upstream's business: mitmproxy removes them only from
         # the request it checked them on, not from requests inside a tunnel, nor a repeated header.
-        f.request.headers.pop("proxy-authorization", None)
-        self._open_turn(f)
+        self._open_turn(f, dropped=(b"proxy-authorization",))
 
     def _note_refusal(self, flow: http.HTTPFlow, answered_before: bool) -> None:
         if answered_before or flow.response is None or "proxyauth" in flow.metadata:
@@ -101,25 +102,38 @@ class AgentIdentity(ProxyAuth):
             agent=name if name in self.runtime.policy.agents else None,
         )
 
-    def _open_turn(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or "proxyauth" not in flow.metadata:
-            return
+    def _open_turn(self, flow: http.HTTPFlow, dropped: tuple[bytes, ...] = ()) -> None:
+        """Open the flow's turn with the context its headers carry, and take those headers (and the
+        ``dropped`` ones, whether or not a turn opens) off the request: the fields are read in one walk,
+        and rewritten once, rather than walked for each name."""
         policy = self.runtime.policy
+        opening = flow.response is None and "proxyauth" in flow.metadata
+        names = self._context_names(policy.context_headers) if opening else ()
+        headers = flow.request.headers
+        found = field_values(headers, *dropped, *(name for _, name in names))
+        drop_fields(headers, {name for name, values in found.items() if values})
+        if not opening:
+            return
         agent = policy.agents.get(flow.metadata["proxyauth"][0])
         if agent is None:
             # Authenticated on a tunnel's CONNECT, removed from the policy by a reload since.
             flow.response = http.Response.make(407, b"egressguard: this agent is no longer in the policy\n")
             return
-        headers = flow.request.headers
-        # One pass over the fields says which context headers came: most requests carry few of them, and
-        # each lookup of an absent one would walk every field.
-        sent = {name.lower() for name, _ in headers.fields}
         values: dict[str, str | None] = {}
-        for field, name in policy.context_headers.items():
-            values[field] = None
-            if always_bytes(name, "utf-8", "surrogateescape").lower() in sent:
-                values[field] = headers.get(name) or None
-                del headers[name]
+        for field, name in names:
+            # Every copy of a header is read, joined as Headers.get joins them, by the first field naming it.
+            values[field] = ", ".join(found.pop(name, ())) or None
         context = TurnContext(agent_id=agent.name, role=agent.role, **values)
         flow.metadata[METADATA_KEY] = Turn(context=context, egress_host=pretty_host(flow.request))
         pin_policy(flow, policy)
+
+    def _context_names(self, context_headers: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+        """Each context field and the lower-case name of its header, made once per policy."""
+        kept = self._names
+        if kept is None or kept[0] is not context_headers:
+            names = tuple(
+                (field, always_bytes(name, "utf-8", "surrogateescape").lower())
+                for field, name in context_headers.items()
+            )
+            kept = self._names = (context_headers, names)
+        return kept[1]

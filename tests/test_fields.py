@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy.http import Headers
 
-from addons.fields import field_values
+from addons.fields import drop_fields, field_values
 
 NAMES = [
     b"Host",
@@ -30,3 +30,17 @@ def test_field_values_are_those_get_all_reads(fields: list[tuple[bytes, bytes]])
     assert found == {
         name.encode(): headers.get_all(name) for name in ("host", "x-forwarded-host", "forwarded")
     }
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=8),
+    st.sets(st.sampled_from([b"host", b"x-forwarded-host", b"forwarded"])),
+)
+def test_dropped_fields_are_those_del_removes(fields: list[tuple[bytes, bytes]], names: set[bytes]) -> None:
+    """Dropping names in one rewrite leaves the fields ``del headers[name]`` for each leaves, in order."""
+    dropped, deleted = Headers(fields), Headers(fields)
+    drop_fields(dropped, names)
+    for name in names:
+        if name.decode() in deleted:
+            del deleted[name.decode()]
+    assert dropped.fields == deleted.fields
