@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,7 @@ from proxy.scanning.redact import (
     fingerprint,
     redact_text,
 )
-from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes
+from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes, looks_nested
 from proxy.scanning.rulepack import Match, Rule, Scanner, load_packaged_packs
 from proxy.scanning.validators import shannon_entropy
 from proxy.scanning.vault import (
@@ -1171,17 +1172,44 @@ class TurnInspector:
         scan = (
             self.json_scan(redacts=self.policy.detection.redact_requests) if sent_by_agent else self.residual
         )
+        fields = [(name, value) for name, value in headers if not kept(name)]
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
-        document = [{name: value} for name, value in headers if not kept(name)]
+        if sent_by_agent:
+            # The scan is this call's alone: a header it would only file away (its name and value known to
+            # hold nothing, no other value of its name to read on into) is left out, its place kept.
+            named = Counter(name for name, _ in fields)
+            document = [
+                {} if named[name] == 1 and self._reads_as_nothing(name, value) else {name: value}
+                for name, value in fields
+            ]
+        else:
+            document = [{name: value} for name, value in fields]
         filtered, changed = scan.filter("headers", document, ())
         since = len(self.turn.findings)
         self._record_residual(scan)
         if not changed:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
-        scanned = (next(iter(field.items())) for field in filtered)
+        scanned = (next(iter(item.items()), field) for field, item in zip(fields, filtered, strict=True))
         return [(name, value) if kept(name) else next(scanned) for name, value in headers]
+
+    def _reads_as_nothing(self, name: str, value: str) -> bool:
+        """Whether a header first of its name, in a scan of its own, adds nothing to it: its name and value
+        known to hold nothing (a value with an escape or that may be JSON is read decoded too), or its value
+        read before, first of its field, finding nothing."""
+        if not self._known_clean(name):
+            return False
+        if ("", value) in self.detectors.quiet_reads:
+            return True
+        return self._known_clean(value) and "\\" not in value and not looks_nested(value)
+
+    def _known_clean(self, text: str) -> bool:
+        """``_known(text) == []``, without counting a sighting of ``text``."""
+        known = self._scanned.get(text)
+        if known is not None:
+            return not known
+        return len(text) <= REPEATED_CHARS and (not text or text in self.detectors.clean_repeats)
 
     def _known(self, text: str) -> list[Match] | None:
         """The matches of ``text`` known without scanning it with the rest of its document: this turn's scan

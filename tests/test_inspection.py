@@ -694,3 +694,53 @@ def test_short_strings_repeated_over_turns_are_found_and_redacted_as_a_fresh_sca
     assert any(detectors.repeated_matches.values())
     quiet = {text for context, text in detectors.quiet_reads if not context}
     assert {SECRET[:10], "chat.completion", "metadata"} <= detectors.clean_repeats | quiet
+
+
+REQUEST_HEADER_NAMES = ["User-Agent", "X-Debug", "x-debug", "Accept", "Content-Length", SECRET, "X-Api-Key"]
+REQUEST_HEADER_VALUES = [
+    *REPEATED_POOL,
+    "python-httpx/0.27.0",
+    "*/*",
+    "8300",
+    "\\u0041KIAQWERTY234567ABCD",  # the escape spells a secret to a reader that decodes it
+    " [1, 2] ",
+    json.dumps([SECRET]),
+    "",
+]
+
+
+def test_request_headers_known_to_hold_nothing_are_left_out_of_their_scan_alike(clock: Clock) -> None:
+    """A request header whose name and value are known to hold nothing (and no other header of its name
+    is sent) is left out of its scan: forty turns of header lists drawn from a pool (secrets plain,
+    escaped, in JSON, split across two headers of one name, credentials, names and values repeated over
+    turns) give the same findings, locators and headers sent as an inspector that has seen none."""
+    policy = parse_policy(POLICY + "redaction: {requests: true}\n", "policy.yaml", environ={})
+    seen, fresh = Detectors(policy, b"k" * 32), Detectors(policy, b"k" * 32)
+    state = SqliteStateStore(None, clock=clock)
+    random = Random(21)  # noqa: S311 - reproducible test headers, nothing secret
+    left_out = 0
+    for number in range(40):
+        headers = [
+            (random.choice(REQUEST_HEADER_NAMES), random.choice(REQUEST_HEADER_VALUES))
+            for _ in range(random.randint(1, 8))
+        ]
+        if number % 4 == 0:
+            headers += [("X-Split", SECRET[:10]), ("X-Split", SECRET[10:])]
+        outcomes = []
+        for used in (seen, fresh):
+            fresh.repeated_matches.clear()
+            fresh.clean_repeats.clear()
+            fresh.quiet_reads.clear()
+            turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+            inspector = TurnInspector(used, policy, state, turn, clock=clock)
+            left_out += used is seen and sum(
+                inspector._reads_as_nothing(name, value) for name, value in headers
+            )
+            sent = inspector.scan_headers(headers, sent_by_agent=True)
+            outcomes.append((sent, [(f.rule, f.where, f.fingerprint, f.enforced) for f in turn.findings]))
+        assert outcomes[0] == outcomes[1]
+        if number % 4 == 0:
+            assert outcomes[0][0] is not None
+            split = [value for name, value in outcomes[0][0] if name == "X-Split"]
+            assert not {SECRET[:10], SECRET[10:]} & set(split)
+    assert left_out > 40

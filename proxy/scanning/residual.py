@@ -78,6 +78,12 @@ def canonical_escapes(text: str) -> str:
     return _ESCAPE.sub(plain, text) if "\\" in text else text
 
 
+def looks_nested(text: str) -> bool:
+    """Whether a string may be a JSON object or array, whose own strings a scan reads as decoded."""
+    stripped = text.strip()
+    return stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]")
+
+
 class UnescapingFilter:
     """A text filter over streamed JSON text (a tool call's arguments) that hands the filter behind it
     the text with its escapes made plain (``canonical_escapes``); an escape split across deltas is held
@@ -286,8 +292,7 @@ class JsonScan:
 
     def _nested(self, kind: str, path: Path, text: str) -> str | None:
         """A string that is a JSON object or array: its own strings scanned as decoded; else None."""
-        stripped = text.strip()
-        if not (stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]")):
+        if not looks_nested(text):
             return None
         try:
             inner = jsontext.loads(text)
