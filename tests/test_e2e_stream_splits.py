@@ -1,0 +1,51 @@
+"""End to end: a secret in a streamed completion is redacted however the upstream splits the text into
+events, through a real egressguard process and the official SDKs; each event arrives on its own, so each
+delta is read alone and not as part of a burst."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_inspect import anthropic_client, ask, chat_stream_text, last_record, openai_client
+from tests.upstream import FakeUpstream, Reply
+
+# The keyword that names the value ("PASSWORD") is split over two events of fifteen characters, at a
+# point where the text before it filled a keyword's length of the watch's memory only in part.
+PASSWORD = "Xk9mP2vL7qR4wZa8Tq3"
+ASSIGNMENT = f"config to of for config DB_PASSWORD={PASSWORD} and that is all."
+REDACTED = ASSIGNMENT.replace(PASSWORD, "[REDACTED:generic-password-assignment]")
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    proxy = start_proxy(mode="enforce")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    return proxy
+
+
+@pytest.mark.parametrize("piece_size", [15])
+def test_a_keyword_split_over_events_still_names_its_value_in_a_chat_stream(
+    enforce: Proxy, upstream: FakeUpstream, piece_size: int
+) -> None:
+    upstream.reply = Reply(text=ASSIGNMENT, piece_size=piece_size, pause_between_events=0.01)
+    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    assert chat_stream_text(stream) == REDACTED
+    record = last_record(enforce)
+    assert "generic-password-assignment" in [finding["rule"] for finding in record["findings"]]
+
+
+def test_a_keyword_split_over_events_still_names_its_value_in_an_anthropic_stream(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    upstream.reply = Reply(
+        text=ASSIGNMENT, piece_size=15, pause_between_events=0.01, model="claude-test-model"
+    )
+    with anthropic_client(upstream).messages.stream(
+        model="claude-test-model", max_tokens=64, messages=ask()
+    ) as events:
+        message = events.get_final_message()
+    assert message.content[0].text == REDACTED  # type: ignore[union-attr]
