@@ -116,6 +116,14 @@ _ASCII_SQUEEZE = bytes(
 )
 
 MAX_RUN = 3
+SHORT_TEXT = WINDOW_CHARS
+"""Texts up to this many characters are squeezed by two regular-expression substitutions, which cost less
+than a dozen array operations there (and far more over a long text)."""
+# NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
+_BLANK_RUN = re.compile(r"[\x00-\x20\x7f-\xa0]+")
+_DIGITS_AS_ZERO = str.maketrans("123456789", "0" * 9)
+_LONG_RUN = re.compile(f"(.)\\1{{{MAX_RUN},}}", re.DOTALL)
+_RUN_KEPT = "\\1" * MAX_RUN
 
 
 def squeezed_codes(text: str) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint32]:
@@ -123,10 +131,14 @@ def squeezed_codes(text: str) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint32]:
     end, every ASCII digit read as 0 (ids, timestamps and counts say nothing about intent) and every run
     of one character cut to its first ``MAX_RUN`` (a rule of 70 "#" or "=" in a source file's banner
     would otherwise weigh as 70 markers). One byte per code for ASCII text."""
+    if len(text) <= SHORT_TEXT:
+        squeezed = _LONG_RUN.sub(_RUN_KEPT, _BLANK_RUN.sub(" ", f" {text} ").translate(_DIGITS_AS_ZERO))
+        if squeezed.isascii():
+            return np.frombuffer(squeezed.encode("ascii"), dtype=np.uint8)
+        return np.frombuffer(squeezed.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     if text.isascii():
         return _squeezed(np.frombuffer(f" {text} ".encode("ascii").translate(_ASCII_SQUEEZE), dtype=np.uint8))
     codes = np.frombuffer(f" {text} ".encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    # NFKC has made the Unicode spaces U+0020; what is left blank is controls (C0, DEL, C1).
     blank = (codes <= _SPACE) | ((codes - np.uint32(_DELETE)) <= np.uint32(_C1_END - _DELETE))
     spaced = np.where(blank, np.uint32(_SPACE), codes)
     spaced[(spaced >= _DIGIT_ZERO) & (spaced <= _DIGIT_NINE)] = _DIGIT_ZERO
