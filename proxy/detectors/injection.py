@@ -231,10 +231,11 @@ class FeatureSpec:
         # Prefix sums of codes[j] * P**j, then zeros: n-grams that would run past the end read them, and
         # are emptied at the end.
         prefix = np.zeros(length + max(self.char_ngrams, default=0) + 1, dtype=np.uint64)
-        np.multiply(codes, _POWERS[:length], out=prefix[1 : length + 1])
-        np.add.accumulate(prefix[1 : length + 1], out=prefix[1 : length + 1])
+        sums = prefix[1 : length + 1]
+        np.multiply(codes, _POWERS[:length], out=sums)
+        np.add.accumulate(sums, out=sums)
         wordy = _word_mask(codes)
-        edges = np.flatnonzero(wordy[1:] != wordy[:-1])
+        edges = (wordy[1:] != wordy[:-1]).nonzero()[0]
         word_starts = edges[0::2]
         count = len(word_starts)
         # One array for every n-gram: shifting and weighing them is one operation each.
@@ -259,12 +260,19 @@ class FeatureSpec:
         # Multiplicative hashing: the top bits of (hash + salt) times an odd constant, from the hashes
         # and the salts each already multiplied by it (modulo 2**64, (h + s) * M = h * M + s * M).
         every >>= _SHIFTS[self.bits]
-        for rows, sizes in ((chars, self.char_ngrams), (words, self.word_ngrams)):
-            columns = rows.shape[1]
-            for row, size in enumerate(sizes):
-                if size > 1:
-                    rows[row, max(0, columns - size + 1) :] = self.dim
+        every[self._unfitting(length, count)] = self.dim
         return Grams(chars.view(np.intp), word_starts, words.view(np.intp), every.view(np.intp))
+
+    def _unfitting(self, length: int, words: int) -> list[int]:
+        """Where in a block's array of n-grams (``Grams.every``) lie those that would run past the end:
+        the last size - 1 of each row."""
+        places: list[int] = []
+        row_start = 0
+        for sizes, columns in ((self.char_ngrams, length), (self.word_ngrams, words)):
+            for size in sizes:
+                places += range(row_start + max(0, columns - size + 1), row_start + columns)
+                row_start += columns
+        return places
 
     def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
@@ -437,7 +445,7 @@ class InjectionClassifier:
             # A long block is weighed a chunk of positions at a time, so that the arrays stay in the
             # cache: each chunk's n-grams are those of a slice that reaches as far as they do.
             wordy = _word_mask(codes)
-            edges = np.flatnonzero(wordy[1:] != wordy[:-1])
+            edges = (wordy[1:] != wordy[:-1]).nonzero()[0]
             starts, ends = edges[0::2], edges[1::2]
             reach = max(spec.word_ngrams, default=1) - 1
             for start in range(0, length, _CHUNK):
