@@ -18,11 +18,17 @@ listing returns them): one block for the classifier, the case where its arrays o
 Then a 20-turn conversation: each turn adds a user message and an 8 KB tool result and resends the
 whole history, and every context part is run through the detector, as the proxy does; with the verdict
 cache a turn costs about one turn's detection, without it the cost grows with the history.
+
+Last, the CPU of one text, best of the rounds over distinct texts (each numbered, as bench/latency.py
+numbers its prompts): the 8 KB and the one-line prompt of bench/latency.py typed by a user, split into
+normalisation, rules and classifier, and an 8 KB tool result the detector has judged before (what each
+text of a resent history costs: the verdict cache's lookup), with the load average beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import carriers
+from latency import PROMPT, SHORT_PROMPT
 
 from proxy.detectors.injection import InjectionDetector, load_default, load_default_classifier
 from proxy.exchange import Source
@@ -136,13 +143,60 @@ def conversation(
     return costs
 
 
+PER_TEXT = 300
+"""Distinct texts per round of the per-text figures."""
+
+
+def numbered(text: str, count: int) -> list[str]:
+    """``count`` texts as long as ``text``, each starting with its own number."""
+    return [f"{index:06d} {text}"[: len(text)] for index in range(count)]
+
+
+def prompt_costs(detector: InjectionDetector, texts: Sequence[str], rounds: int) -> dict[str, float]:
+    """Microseconds of CPU per text of the detector and of its parts, over prompts typed by a user."""
+    forms = [normalize(text).text for text in texts]
+    scanner, classifier = detector._scanner, detector.classifier  # the bench breaks the time down
+    assert classifier is not None
+    parts: dict[str, Callable[[], object]] = {
+        "detect": lambda: [detector.detect(text, "bench", Source.USER) for text in texts],
+        "normalise": lambda: [normalize(text) for text in texts],
+        "rules": lambda: [scanner.scan(form, merge=False) for form in forms],
+        "classifier": lambda: [classifier.score(form) for form in forms],
+    }
+    return {part: _best_of(rounds, run) / len(texts) * 1e6 for part, run in parts.items()}
+
+
+def per_text(rounds: int) -> None:
+    """Microseconds of CPU per text: prompts judged afresh, and a tool result judged before."""
+    uncached = InjectionDetector(
+        [load_pack(pack_path("injection"))], load_default_classifier(), cache_entries=0
+    )
+    print(f"one text, one core (us of CPU, best of {rounds} rounds of {PER_TEXT} distinct texts):")
+    for prompt in (PROMPT, SHORT_PROMPT):
+        costs = prompt_costs(uncached, numbered(prompt, PER_TEXT), rounds)
+        detail = ", ".join(f"{part} {cost:.0f}" for part, cost in costs.items() if part != "detect")
+        print(f"  {f'{len(prompt)} B prompt':<34}{costs['detect']:6.0f} us  ({detail})")
+    cached = load_default()
+    seen = numbered(PROMPT, PER_TEXT)
+    for text in seen:
+        cached.detect(text, "bench", Source.TOOL_RESULT)
+    again = _best_of(rounds, lambda: [cached.detect(text, "bench", Source.TOOL_RESULT) for text in seen])
+    label = f"{len(PROMPT)} B tool result seen before"
+    print(f"  {label:<34}{again / PER_TEXT * 1e6:6.1f} us  (the verdict cache's lookup)")
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=carriers.default_data())
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--per-text-only", action="store_true", help="only the per-text figures")
     args = parser.parse_args(argv)
+    if args.per_text_only:
+        per_text(args.rounds)
+        return 0
     packs = [load_pack(pack_path("injection"))]
     classifier = load_default_classifier()
     uncached = InjectionDetector(packs, classifier, cache_entries=0)
@@ -160,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, costs in (("with the verdict cache:", cached), ("without it:", fresh)):
         mean = sum(costs) / len(costs)
         print(f"  {label:<24}first turn {costs[0]:.1f}, last {costs[-1]:.1f}, mean {mean:.1f}")
+    per_text(args.rounds)
     return 0
 
 
