@@ -552,6 +552,9 @@ class _Verdict:
     signals: tuple[str, ...]
     structure: Structure | None = None
     """The text's kind, when its score made it matter (``InjectionClassifier.needs_structure``)."""
+    complete: bool = field(default=True, compare=False)
+    """False when a rule ran out of time on the text (``Scanner.scan``'s ``timed_out``): what it would
+    have found is unknown, so the verdict is not cached and the text is judged again when it returns."""
 
 
 class InjectionDetector:
@@ -605,14 +608,17 @@ class InjectionDetector:
             self._cache.move_to_end(key)
             return cached
         verdict = self._judge(text, source)
+        complete = verdict.complete
         if source is Source.USER and self._flags(verdict, source):
             # A user who quotes an attack to ask about it is not typing one.
             frame = discussion_frame(text)
             if frame is not None:
                 verdict = self._judge(frame, source)
-        self._cache[key] = verdict
-        if len(self._cache) > self._cache_entries:
-            self._cache.popitem(last=False)
+                complete = complete and verdict.complete
+        if complete:
+            self._cache[key] = verdict
+            if len(self._cache) > self._cache_entries:
+                self._cache.popitem(last=False)
         return verdict
 
     def _cache_key(self, text: str, source: Source) -> bytes:
@@ -628,8 +634,11 @@ class InjectionDetector:
         indirect = source in INDIRECT_SOURCES
         normalized = normalize(text)
         hits: dict[str, Severity] = {}
+        complete = True
         for form in normalized.texts:
-            for match in self._scanner.scan(form, merge=False).matches:
+            scanned = self._scanner.scan(form, merge=False)
+            complete = complete and not scanned.timed_out
+            for match in scanned.matches:
                 rule = match.rule
                 if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
                     continue
@@ -639,7 +648,7 @@ class InjectionDetector:
             score = max(self.classifier.score(form) for form in normalized.texts)
             if structure is None and self.classifier.needs_structure(source, score):
                 structure = structure_of(text)
-        return _Verdict(tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure)
+        return _Verdict(tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure, complete)
 
     def _flags(self, verdict: _Verdict, source: Source) -> bool:
         return bool(verdict.hits) or self._over_threshold(verdict, source)
