@@ -1518,9 +1518,12 @@ class TurnInspector:
 
     def _record(self, findings: Iterable[Finding]) -> None:
         for finding in findings:
-            # A locator spells the keys on its way, and a key can be a secret: never written as one.
+            # A locator spells the keys on its way, and a key can be a secret: never written as one. The
+            # same locators come turn after turn (``messages[3].content``): their scan is kept across turns.
             where = finding.where
-            matches = self._scan_once(where)[0]
+            matches = self._known(where)
+            if matches is None:
+                matches = self._scan_once(where)[0]
             if matches:
                 where = redact_text(where, matches)
             self.turn.add(dataclasses.replace(finding, enforced=False, where=where))

@@ -744,3 +744,32 @@ def test_request_headers_known_to_hold_nothing_are_left_out_of_their_scan_alike(
             split = [value for name, value in outcomes[0][0] if name == "X-Split"]
             assert not {SECRET[:10], SECRET[10:]} & set(split)
     assert left_out > 40
+
+
+def test_finding_locators_repeated_over_turns_are_redacted_alike_each_time(
+    detectors: Detectors, policy: Policy, clock: Clock
+) -> None:
+    """A finding's locator is read for secrets (a key on its way can be one) through the scan kept across
+    turns: the same body in four turns gives the same findings and locators, a secret in a key is never
+    written in one, and a key changed in one character is read anew."""
+    state = SqliteStateStore(None, clock=clock)
+
+    def findings_of(key: str) -> list[tuple[str, str, str | None]]:
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
+        body = json.dumps({"metadata": {key: "call 020 7946 0958", "note": SECRET}}).encode()
+        inspector.scan_body(body, body)
+        return [(finding.rule, finding.where, finding.fingerprint) for finding in turn.findings]
+
+    try:
+        outcomes = [findings_of(SECRET) for _ in range(4)]
+        changed = findings_of(SECRET[:-1] + "E")
+    finally:
+        detectors.repeated_matches.clear()
+        detectors.clean_repeats.clear()
+        detectors.quiet_reads.clear()
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    assert len(outcomes[0]) >= 2
+    assert all(SECRET not in where for _, where, _ in outcomes[0])
+    assert changed != outcomes[0]
+    assert all(SECRET[:-1] + "E" not in where for _, where, _ in changed)
