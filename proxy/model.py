@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -75,16 +76,26 @@ class Finding:
     count: int = 1
 
     def to_event(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["threat"] = str(self.threat)
-        record["severity"] = str(self.severity)
-        record["action"] = str(self.action)
-        if not self.extra:
-            del record["extra"]
-        if self.origin is None:
-            del record["origin"]
-        if self.count == 1:
-            del record["count"]
+        """The finding as the audit event records it: built field by field (``dataclasses.asdict`` walks
+        and copies every field, several times the cost, for each finding of each turn); ``extra``, JSON
+        values, is copied."""
+        record: dict[str, Any] = {
+            "threat": str(self.threat),
+            "rule": self.rule,
+            "signal": self.signal,
+            "severity": str(self.severity),
+            "action": str(self.action),
+            "where": self.where,
+            "owasp": self.owasp,
+            "enforced": self.enforced,
+            "fingerprint": self.fingerprint,
+        }
+        if self.extra:
+            record["extra"] = copy.deepcopy(self.extra)
+        if self.origin is not None:
+            record["origin"] = self.origin
+        if self.count != 1:
+            record["count"] = self.count
         return record
 
     @property
