@@ -22,7 +22,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons.inspect import Inspect
+from addons.inspect import BodyRelay, Inspect
 from addons.turns import METADATA_KEY
 from proxy.config.policy import Policy, parse_policy
 from proxy.inspection import Detectors
@@ -293,7 +293,13 @@ def agent_turn(
     return turn, flow
 
 
-def run(setting: str, case: Case, api: Api = APIS["openai_chat"]) -> Outcome:
+def run(
+    setting: str,
+    case: Case,
+    api: Api = APIS["openai_chat"],
+    on_the_way: Callable[[bytes], bytes] | None = None,
+) -> Outcome:
+    """``on_the_way`` changes what the stream session sends before it leaves (and is read back)."""
     policy, detectors = detectors_for(setting)
     addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
     turn, flow = agent_turn(api, case.prompt, stream=case.stream, purpose=case.purpose)
@@ -311,6 +317,10 @@ def run(setting: str, case: Case, api: Api = APIS["openai_chat"]) -> Outcome:
         asyncio.run(addon.responseheaders(flow))
         if case.stream:
             relay = flow.response.stream
+            if on_the_way is not None and isinstance(relay, BodyRelay):
+                feed, finish = relay.feed, relay.finish
+                relay.feed = lambda chunk: on_the_way(feed(chunk))
+                relay.finish = lambda: on_the_way(finish())
             received = (
                 b"".join(piece for chunk in [*events, b""] for piece in relay(chunk))
                 if callable(relay)
@@ -391,6 +401,23 @@ def test_a_secret_whose_start_left_in_an_earlier_event_is_not_enforced() -> None
     assert AWS_KEY[:9].encode() in outcome.received and AWS_KEY[9:].encode() not in outcome.received
     findings = [finding for finding in outcome.turn.findings if finding.rule == "aws-access-key-id"]
     assert findings and not any(finding.enforced for finding in findings)
+
+
+@pytest.mark.parametrize("api", list(APIS))
+def test_a_stream_whose_bytes_changed_after_they_were_written_is_proved_from_those_bytes(api: str) -> None:
+    """The read-back takes an event the session wrote from what it wrote it from only while those are
+    the bytes that leave: here the secret is put back into the event that redacted it on the way out, so
+    those bytes are read, and the redaction is not recorded as enforced."""
+    case = CASES["secret in streamed completion (redact)"]
+    placeholder = b"[REDACTED:aws-access-key-id]"
+    outcome = run("enforce", case, APIS[api], lambda sent: sent.replace(placeholder, AWS_KEY.encode()))
+    findings = [finding for finding in outcome.turn.findings if finding.rule == "aws-access-key-id"]
+    assert AWS_KEY.encode() in outcome.received
+    assert findings and not any(finding.enforced for finding in findings)
+    untouched = run("enforce", case, APIS[api])
+    assert [
+        finding.enforced for finding in untouched.turn.findings if finding.rule == "aws-access-key-id"
+    ] == [True]
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.wire.sse import SSEEvent, SSEParser, serialise
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser, serialise
 
 
 def parse_all(stream: bytes) -> list[SSEEvent]:
@@ -83,6 +83,57 @@ def test_serialise_round_trips_through_the_parser() -> None:
     original = SSEEvent(data='{"a":1}\nsecond', event="delta", id="7", retry=10)
     (parsed,) = parse_all(serialise(original))
     assert (parsed.data, parsed.event, parsed.id, parsed.retry) == (original.data, "delta", "7", 10)
+
+
+def test_a_json_event_is_written_as_bytes_that_say_it() -> None:
+    """An event written from JSON data reads back as itself, and says so; bytes made from those bytes
+    (replaced, sliced, joined) are plain bytes, which a reader parses."""
+    written = serialise(SSEEvent(data='{"text":"h\u00e9llo"}', event="delta", id="7", retry=10))
+    assert type(written) is Serialised
+    assert parse_all(written) == [written.reading()]
+    for derived in (written.replace(b"h", b"H"), written.replace(b"?", b"!"), written[:], written + b""):
+        assert type(derived) is bytes
+    assert type(b"".join([written])) is bytes
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SSEEvent(data='"\udcff"'),  # a byte that was not UTF-8, written back as that byte
+        SSEEvent(data='"\ud800"'),  # a JSON escape of a lone surrogate
+        SSEEvent(data="a\rb"),
+        SSEEvent(data="x", event=""),
+        SSEEvent(data="x", event="a\nb"),
+        SSEEvent(data="x", id="1\x002"),
+        SSEEvent(data="x", id="1\r"),
+        SSEEvent(data=None, event="ping"),
+    ],
+)
+def test_an_event_the_parser_reads_otherwise_is_written_as_plain_bytes(event: SSEEvent) -> None:
+    """Fields the parser would read otherwise than they were written never make bytes that claim them."""
+    assert type(serialise(event)) is bytes
+
+
+FIELD_TEXT = st.text(
+    alphabet=st.one_of(st.characters(), st.sampled_from(["\r", "\n", "\x00", "\ud800", "\udcff", "\ufeff"])),
+    max_size=12,
+)
+
+
+@given(
+    st.one_of(st.none(), FIELD_TEXT),
+    st.one_of(st.none(), FIELD_TEXT),
+    st.one_of(st.none(), FIELD_TEXT),
+    st.one_of(st.none(), st.integers(min_value=-3, max_value=10**6)),
+)
+def test_bytes_that_say_their_event_read_back_as_it(
+    data: str | None, name: str | None, event_id: str | None, retry: int | None
+) -> None:
+    """Whatever the fields hold (line ends, NUL, lone surrogates, nothing), bytes ``serialise`` marks as
+    its event's are read by the parser as exactly that event."""
+    written = serialise(SSEEvent(data=data, event=name, id=event_id, retry=retry))
+    if type(written) is Serialised:
+        assert parse_all(written) == [written.reading()]
 
 
 @given(

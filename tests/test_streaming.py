@@ -41,7 +41,7 @@ from proxy.exchange import ToolCall
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
 from proxy.scanning.residual import JsonScan
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
-from proxy.wire.sse import SSEParser
+from proxy.wire.sse import Serialised, SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
 
 DIALECTS: dict[str, Dialect] = {
@@ -1133,8 +1133,8 @@ def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
     name: str, sizes: list[int], cuts: list[int]
 ) -> None:
     """A reader of what a session sent (the read-back) that takes the events sent as they came from the
-    payloads the session read of their bytes sees the same completion and finds the same secrets as one
-    that parses the bytes again."""
+    payloads the session read of their bytes, and the events it wrote from what it wrote them from, sees
+    the same completion and finds the same secrets as one that parses the bytes again."""
     dialect, text_stream, _ = TEXT_STREAMS[name]
     text = f"ids 4539 5787 6362 1486 and {GITHUB_TOKEN} end"
     # A first event that ends a word: sent as it came however the rest is cut.
@@ -1145,7 +1145,7 @@ def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
     sender.keep_sent()
     scans = [JsonScan(SECRETS, lambda rule: False, rewrites=False) for _ in range(2)]
     by_pieces, by_bytes = (dialect.stream_session(StreamFilters(residual=scan)) for scan in scans)
-    read_from_payloads = 0
+    read_from_payloads = read_as_written = 0
     previous = 0
     for cut in [*sorted(min(cut, len(stream)) for cut in cuts), len(stream), None]:
         sent = sender.feed(stream[previous:cut]) if cut is not None else sender.finish()
@@ -1155,13 +1155,59 @@ def test_what_was_sent_reads_the_same_from_its_pieces_as_from_its_bytes(
         by_bytes.feed(sent)
         for piece in pieces:
             by_pieces.read_sent(piece)
-            read_from_payloads += not isinstance(piece, bytes)
+            read_from_payloads += isinstance(piece, tuple)
+            if isinstance(piece, Serialised):
+                read_as_written += 1
+                assert SSEParser().feed(piece) == [piece.reading()]
     by_pieces.finish()
     by_bytes.finish()
-    assert read_from_payloads
+    assert read_from_payloads and read_as_written
     assert by_pieces.completion == by_bytes.completion
     assert [found.fingerprint for found in scans[0].found] == [found.fingerprint for found in scans[1].found]
     assert scans[0].found
+
+
+def test_events_rewritten_after_they_were_written_are_read_from_the_bytes_that_left() -> None:
+    """A secret begun at the end of one text block and completed in the next is redacted in events the
+    session had written and queued: the read-back reads those events from the bytes that left, not from
+    what they were first written from, and sees no piece of the secret."""
+    head, tail = GITHUB_TOKEN[:12], GITHUB_TOKEN[12:]
+
+    def block(index: int, pieces: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            *(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": piece},
+                }
+                for piece in pieces
+            ),
+            {"type": "content_block_stop", "index": index},
+        ]
+
+    events = [ANTHROPIC_TEXT_START[0], *block(0, ["see ", head]), *block(1, [tail, " done"])]
+    stream = b"".join(sse(event, event["type"]) for event in events)
+    sender = Anthropic().stream_session(StreamFilters(text_filter=Redactors()))
+    sender.keep_sent()
+    scan = JsonScan(SECRETS, lambda rule: False, rewrites=False)
+    read_back = Anthropic().stream_session(StreamFilters(residual=scan))
+    pieces: list[Any] = []
+    for event in SSEParser().feed(stream):
+        sender.feed(event.raw)
+        pieces += sender.take_sent()
+    sender.finish()
+    pieces += sender.take_sent()
+    for piece in pieces:
+        read_back.read_sent(piece)
+    read_back.finish()
+    assert [segment.text for segment in read_back.completion.text] == [
+        "see [REDACTED:github-pat]",
+        "[REDACTED:github-pat] done",
+    ]
+    assert not scan.found
+    assert head.encode() not in sent_bytes(pieces)
 
 
 def residual_filters() -> StreamFilters:

@@ -31,7 +31,7 @@ from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion, Part, ToolCall
 from proxy.wire import jsontext
-from proxy.wire.sse import SSEEvent, SSEParser, encode_text, serialise
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, serialise
 
 
 class TextFilter(Protocol):
@@ -75,7 +75,8 @@ class UnexpectedText(Exception):
 Path = tuple[str | int, ...]
 
 Sent = bytes | tuple[SSEEvent, Any]
-"""A piece of what a session sent: bytes, or an event sent as it came with its payload (``take_sent``)."""
+"""A piece of what a session sent: bytes (``Serialised`` for an event written here), or an event sent as
+it came with its payload (``take_sent``)."""
 
 
 def sent_bytes(pieces: list[Sent]) -> bytes:
@@ -393,11 +394,20 @@ class StreamSession(ABC):
         return sent
 
     def read_sent(self, piece: Sent) -> None:
-        """Reads one piece of what another session sent (``take_sent``), as ``feed`` reads its bytes."""
-        if isinstance(piece, bytes) or self._parser.holding or self._finished:
+        """Reads one piece of what another session sent (``take_sent``), as ``feed`` reads its bytes: an
+        event sent as it came from the payload read of its bytes, an event written here (``Serialised``)
+        from the data it was written from, any other bytes parsed."""
+        if isinstance(piece, tuple) and not (self._parser.holding or self._finished):
+            event, payload = piece
+        elif type(piece) is Serialised and not (self._parser.holding or self._finished):
+            event = piece.reading()
+            payload, faithful = _payload_of(event)
+            if not faithful:
+                self.feed(piece)
+                return
+        else:
             self.feed(piece if isinstance(piece, bytes) else piece[0].raw)
             return
-        event, payload = piece
         self.events += 1
         self.bytes += len(event.raw)
         self._on_block(event, payload)

@@ -66,8 +66,21 @@ class SSEEvent:
         return self.event or "message"
 
 
+class Serialised(bytes):
+    """Bytes ``serialise`` wrote that ``SSEParser`` reads back as exactly the event they were written from
+    (``reading``), so a reader of what was sent may take that event instead of parsing them again. Only
+    these objects say so: bytes made from them (``replace``, a slice, a join) are plain bytes, parsed."""
+
+    _fields: tuple[str | None, str | None, str | None, int | None]
+
+    def reading(self) -> SSEEvent:
+        data, name, event_id, retry = self._fields
+        return SSEEvent(data=data, event=name, id=event_id, retry=retry, raw=self)
+
+
 def serialise(event: SSEEvent) -> bytes:
-    """The event in wire form with LF line ends; ``raw`` is ignored."""
+    """The event in wire form with LF line ends; ``raw`` is ignored. A ``Serialised`` where the parser
+    reads those bytes back as the same event."""
     lines: list[str] = []
     if event.event is not None:
         lines.append(f"event: {event.event}")
@@ -77,7 +90,33 @@ def serialise(event: SSEEvent) -> bytes:
         lines.append(f"retry: {event.retry}")
     if event.data is not None:
         lines.extend(f"data: {line}" for line in event.data.split("\n"))
-    return encode_text("\n".join(lines) + "\n\n")
+    text = "\n".join(lines) + "\n\n"
+    if not _reads_back(event):
+        return encode_text(text)
+    try:
+        written = Serialised(text, "utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as an escape or a byte, is not read back as one
+        return encode_text(text)
+    written._fields = (event.data, event.event, event.id, event.retry)
+    return written
+
+
+def _reads_back(event: SSEEvent) -> bool:
+    """Whether ``SSEParser`` reads the lines ``serialise`` writes for the event as the same fields: data
+    with no line end but the LFs it splits at (a CR is one more to the parser), a name that is not empty
+    (read as none) and an id, both without a line end (and the id without NUL, which the parser drops),
+    a retry it reads as digits, and some data (an event of no field writes a blank line alone)."""
+    return (
+        event.data is not None
+        and "\r" not in event.data
+        and (event.event is None or (event.event != "" and not _has_line_end(event.event)))
+        and (event.id is None or ("\x00" not in event.id and not _has_line_end(event.id)))
+        and (event.retry is None or (type(event.retry) is int and event.retry >= 0))
+    )
+
+
+def _has_line_end(text: str) -> bool:
+    return "\n" in text or "\r" in text
 
 
 class SSEParser:
