@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -989,6 +990,41 @@ TEXT_STREAMS: dict[
     "gemini": (Gemini(model_hint="gemini-2.5-flash"), gemini_text_stream, gemini_sdk_view),
 }
 """Per dialect that reads a burst's text ahead: the dialect, a text stream of given deltas, the SDK's view."""
+
+
+class PassThrough:
+    """A text filter that releases every piece as it comes."""
+
+    def feed(self, text: str) -> str:
+        return text
+
+    def flush(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize("name", TEXT_STREAMS)
+def test_a_long_reply_is_read_in_time_linear_in_its_length(name: str) -> None:
+    """The completion and what each channel released grow by keeping the pieces, not by copying all
+    that came before each one: four times the text in pieces of the same size takes about four times
+    as long (copying made it ten), and the completion is the whole text."""
+    dialect, text_stream, _ = TEXT_STREAMS[name]
+
+    def seconds(size: int) -> float:
+        text = "word " * (size // 5)
+        stream = text_stream(split(text, [512]))
+        best = float("inf")
+        for _ in range(2):
+            session = dialect.stream_session(StreamFilters(text_filter=lambda where: PassThrough()))
+            started = time.process_time()
+            session.feed(stream)
+            session.finish()
+            completion = session.completion
+            best = min(best, time.process_time() - started)
+            assert "".join(segment.text for segment in completion.text) == text
+        return best
+
+    assert seconds(4 << 20) < 6.5 * seconds(1 << 20)
+
 
 SPLIT_AND_CUT = given(
     sizes=st.lists(st.integers(min_value=1, max_value=14), min_size=1, max_size=8),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.dialects.base import (
@@ -21,7 +21,7 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
@@ -149,9 +149,9 @@ def _usage(value: Any) -> Usage:
 @dataclass(slots=True)
 class _Block:
     block_type: str
-    text: str = ""
+    text: GrowingText = field(default_factory=GrowingText)
     call: ToolCall | None = None
-    partial_json: str | None = None
+    partial_json: GrowingText | None = None
 
 
 def _block_call(block: _Block) -> ToolCall:
@@ -160,7 +160,7 @@ def _block_call(block: _Block) -> ToolCall:
     if block.partial_json is None:
         return block.call
     call = block.call
-    return ToolCall(call.id, call.name, reparse_arguments(block.partial_json), call.where)
+    return ToolCall(call.id, call.name, reparse_arguments(block.partial_json.text), call.where)
 
 
 class AnthropicStreamSession(StreamSession):
@@ -193,7 +193,7 @@ class AnthropicStreamSession(StreamSession):
             elif block.block_type in BLOCK_TEXT_KEYS and block.text:
                 key = BLOCK_TEXT_KEYS[block.block_type]
                 completion.text.append(
-                    TextSegment(block.text, f"content[{index}].{key}", reasoning=key == "thinking")
+                    TextSegment(block.text.text, f"content[{index}].{key}", reasoning=key == "thinking")
                 )
         return completion
 
@@ -210,16 +210,17 @@ class AnthropicStreamSession(StreamSession):
             block_type = as_str(block.get("type")) or ""
             call = _tool_use(block, f"content[{index}]") if block_type == "tool_use" else None
             key = BLOCK_TEXT_KEYS.get(block_type)
-            self._blocks[index] = _Block(block_type, (as_str(block.get(key)) if key else None) or "", call)
+            text = GrowingText((as_str(block.get(key)) if key else None) or "")
+            self._blocks[index] = _Block(block_type, text, call)
         elif event_type == "content_block_delta" and (block_state := self._started_block(body)) is not None:
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
             if key:
-                block_state.text += as_str(delta.get(key)) or ""
+                block_state.text.add(as_str(delta.get(key)) or "")
             elif delta.get("type") == "input_json_delta":
-                block_state.partial_json = (block_state.partial_json or "") + (
-                    as_str(delta.get("partial_json")) or ""
-                )
+                if block_state.partial_json is None:
+                    block_state.partial_json = GrowingText()
+                block_state.partial_json.add(as_str(delta.get("partial_json")) or "")
         elif event_type == "message_delta":
             self._stop_reason = as_str(as_dict(body.get("delta")).get("stop_reason")) or self._stop_reason
             usage = as_dict(body.get("usage"))

@@ -27,7 +27,7 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import parse_locator, walk_strings
 from proxy.dialects.schema import schema_descriptions
-from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
@@ -219,7 +219,7 @@ def _usage(body: dict[str, Any]) -> Usage:
 
 @dataclass(slots=True)
 class _MergedPart:
-    text: str | None = None
+    text: GrowingText | None = None
     thought: bool = False
     call: ToolCall | None = None
 
@@ -270,9 +270,9 @@ class _MergedResponse:
             where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
             merged.parts.append(_MergedPart(call=_function_call(call, where)))
         elif text is not None and last is not None and last.text is not None and last.thought == thought:
-            last.text += text
+            last.text.add(text)
         elif text is not None:
-            merged.parts.append(_MergedPart(text=text, thought=thought))
+            merged.parts.append(_MergedPart(text=GrowingText(text), thought=thought))
         else:
             merged.parts.append(_MergedPart())
         return len(merged.parts) - 1
@@ -284,7 +284,7 @@ class _MergedResponse:
             for position, part in enumerate(candidate.parts):
                 if part.text:
                     where = f"candidates[{index}].content.parts[{position}].text"
-                    completion.text.append(TextSegment(part.text, where, part.thought))
+                    completion.text.append(TextSegment(part.text.text, where, part.thought))
                 elif part.call is not None:
                     completion.tool_calls.append(part.call)
         if self.candidates:

@@ -21,6 +21,7 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import (
+    GrowingText,
     Path,
     StreamFilters,
     StreamSession,
@@ -190,13 +191,16 @@ class OpenAIChat(Dialect):
 @dataclass(slots=True)
 class _CallState:
     call_id: str | None = None
-    name: str = ""
-    arguments: str = ""
+    name: GrowingText = field(default_factory=GrowingText)
+    arguments: GrowingText = field(default_factory=GrowingText)
+
+    def call(self, where: str) -> ToolCall:
+        return ToolCall(self.call_id, self.name.text, self.arguments.text, where)
 
 
 @dataclass(slots=True)
 class _ChoiceState:
-    texts: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, GrowingText] = field(default_factory=dict)
     calls: dict[int, _CallState] = field(default_factory=dict)
     finish_reason: str | None = None
 
@@ -235,13 +239,10 @@ class ChatStreamSession(StreamSession):
             for key in TEXT_KEYS:
                 if state.texts.get(key):
                     completion.text.append(
-                        TextSegment(state.texts[key], f"{base}.{key}", key in REASONING_KEYS)
+                        TextSegment(state.texts[key].text, f"{base}.{key}", key in REASONING_KEYS)
                     )
             for call_index in sorted(state.calls):
-                call = state.calls[call_index]
-                completion.tool_calls.append(
-                    ToolCall(call.call_id, call.name, call.arguments, _call_where(index, call_index))
-                )
+                completion.tool_calls.append(state.calls[call_index].call(_call_where(index, call_index)))
         if self._choices:
             completion.stop_reason = self._choices[min(self._choices)].finish_reason
         return completion
@@ -268,7 +269,7 @@ class ChatStreamSession(StreamSession):
                 if not isinstance(text, str):
                     text = "".join(str(holder[name]) for holder, name in _text_slots(delta, key))
                 if text:
-                    state.texts[key] = state.texts.get(key, "") + text
+                    entry(state.texts, key, GrowingText).add(text)
             for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
                 call_delta = as_dict(raw_call)
                 _accumulate(entry(state.calls, _index(call_delta, call_position), _CallState), call_delta)
@@ -453,19 +454,19 @@ class ChatStreamSession(StreamSession):
             return [], []
         gated.held.append(call_delta)
         _accumulate(gated.merged, call_delta)
-        call = self._held_call(choice_index, call_index)
-        if not call.name and self.filters.tool_gate is not None:
-            return [], []
-        gated.decision = self._decide(call)
+        if gated.decision is None:
+            # Asked once the name is known; a call it holds is asked again only when its arguments end.
+            if not gated.merged.name and self.filters.tool_gate is not None:
+                return [], []
+            gated.decision = self._decide(self._held_call(choice_index, call_index))
         if gated.decision == "hold":
-            if self._held_too_long(len(call.arguments)):
+            if self._held_too_long(len(gated.merged.arguments)):
                 return [], self._complete_one(choice_index, call_index)
             return [], []
-        return self._settle(choice_index, call_index, call)
+        return self._settle(choice_index, call_index, self._held_call(choice_index, call_index))
 
     def _held_call(self, choice_index: int, call_index: int) -> ToolCall:
-        merged = self._gated[(choice_index, call_index)].merged
-        return ToolCall(merged.call_id, merged.name, merged.arguments, _call_where(choice_index, call_index))
+        return self._gated[(choice_index, call_index)].merged.call(_call_where(choice_index, call_index))
 
     def _settle(
         self, choice_index: int, call_index: int, call: ToolCall
@@ -616,8 +617,8 @@ def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
         state.call_id = as_str(call_delta.get("id"))
     function = as_dict(call_delta.get("function"))
     # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does.
-    state.name += as_str(function.get("name")) or ""
-    state.arguments += as_str(function.get("arguments")) or ""
+    state.name.add(as_str(function.get("name")) or "")
+    state.arguments.add(as_str(function.get("arguments")) or "")
 
 
 def _call_where(choice_index: int, call_index: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.dialects.base import (
@@ -20,7 +20,7 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import Path, StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
@@ -186,9 +186,23 @@ def _usage(value: Any) -> Usage:
 @dataclass(slots=True)
 class _Item:
     item_type: str
-    texts: dict[str, TextSegment] = field(default_factory=dict)
-    """By locator, in the order the texts began."""
+    texts: dict[str, tuple[GrowingText, bool]] = field(default_factory=dict)
+    """By locator, in the order the texts began: each text, and whether it is reasoning."""
     call: ToolCall | None = None
+    arguments: GrowingText | None = None
+    """The call's arguments as their deltas brought them, until they are done."""
+
+    def tool_call(self) -> ToolCall | None:
+        if self.call is None or self.arguments is None:
+            return self.call
+        return replace(self.call, arguments=self.arguments.text)
+
+    def segments(self) -> list[TextSegment]:
+        return [
+            TextSegment(text.text, where, reasoning)
+            for where, (text, reasoning) in self.texts.items()
+            if text
+        ]
 
 
 class ResponsesStreamSession(StreamSession):
@@ -218,9 +232,10 @@ class ResponsesStreamSession(StreamSession):
         completion = Completion(model=self._model, usage=self._usage, stop_reason=self._status)
         for position in sorted(self._items):
             item = self._items[position]
-            if item.call is not None:
-                completion.tool_calls.append(item.call)
-            completion.text.extend(segment for segment in item.texts.values() if segment.text)
+            call = item.tool_call()
+            if call is not None:
+                completion.tool_calls.append(call)
+            completion.text.extend(item.segments())
         return completion
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
@@ -249,12 +264,15 @@ class ResponsesStreamSession(StreamSession):
         channel = DELTA_CHANNELS.get(event_type)
         if channel is not None:
             where = channel.where(output_index, body)
-            segment = entry(item.texts, where, lambda: TextSegment("", where, channel.reasoning))
-            segment.text += delta
+            entry(item.texts, where, lambda: (GrowingText(), channel.reasoning))[0].add(delta)
         elif event_type == "response.function_call_arguments.delta" and item.call is not None:
-            item.call.arguments += delta
+            if item.arguments is None:
+                item.arguments = GrowingText(item.call.arguments)
+            item.arguments.add(delta)
         elif event_type == "response.function_call_arguments.done" and item.call is not None:
-            item.call.arguments = as_str(body.get("arguments")) or item.call.arguments
+            done = as_str(body.get("arguments"))
+            if done:
+                item.call.arguments, item.arguments = done, None
 
     def _record_item(self, position: int, item: dict[str, Any]) -> None:
         item_type = _item_type(item)
@@ -264,7 +282,7 @@ class ResponsesStreamSession(StreamSession):
         elif item_type in ITEM_TEXTS:
             recorded = self._items.setdefault(position, _Item(item_type))
             for segment in _item_texts(item, where):
-                recorded.texts[segment.where] = segment
+                recorded.texts[segment.where] = (GrowingText(segment.text), segment.reasoning)
         else:
             self._items.setdefault(position, _Item(item_type))
 
@@ -405,7 +423,7 @@ class ResponsesStreamSession(StreamSession):
         arguments pinned to what was decided on), or the call is dropped for its notice."""
         held = self._held.pop(position)
         item = self._items.get(position)
-        call = item.call if item is not None and item.call is not None else None
+        call = item.tool_call() if item is not None else None
         first_body = held[0][1]
         if call is None:
             call = _tool_call(as_dict(first_body.get("item")), f"output[{position}]")

@@ -23,7 +23,7 @@ import contextlib
 import copy
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -197,6 +197,49 @@ def encode_json(value: Any) -> bytes:
     return encode_text(dump_json(value))
 
 
+class GrowingText:
+    """Text a stream brings piece by piece. A str extended piece by piece copies all it holds each time
+    (quadratic in the length of a reply): the pieces are kept and joined when the text is read, and kept
+    joined, so a text read once at its end costs its length however many pieces it came in."""
+
+    __slots__ = ("_length", "_pieces")
+
+    def __init__(self, text: str = "") -> None:
+        self._pieces = [text] if text else []
+        self._length = len(text)
+
+    def add(self, piece: str) -> None:
+        if piece:
+            self._pieces.append(piece)
+            self._length += len(piece)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def text(self) -> str:
+        pieces = self._pieces
+        if len(pieces) > 1:
+            pieces[:] = ["".join(pieces)]
+        return pieces[0] if pieces else ""
+
+
+class TextsRead(Mapping[str, str]):
+    """Growing texts by key, read as text."""
+
+    def __init__(self, texts: dict[str, GrowingText]) -> None:
+        self._texts = texts
+
+    def __getitem__(self, key: str) -> str:
+        return self._texts[key].text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+
 _JOIN_CONTEXT = 256
 MAX_HELD_BYTES = 1 << 20
 """What a held tool call may grow to before it is decided on the arguments it has (which no approval
@@ -222,7 +265,7 @@ class _Channels:
     def __init__(self, factory: TextFilterFactory | None) -> None:
         self.factory = factory
         self.filters: dict[str, TextFilter] = {}
-        self.released: dict[str, str] = {}
+        self.released: dict[str, GrowingText] = {}
         self.follows: dict[str, str] = {}
         """Each channel that read on from another, and that other one."""
         self.retired: dict[str, TextFilter] = {}
@@ -274,8 +317,15 @@ class _Channels:
             self._last_fed = where
             released = channel.feed(text)
             self._tail = (self._tail + text)[-_JOIN_CONTEXT:]
-        self.released[where] = self.released.get(where, "") + released
+        self._release(where, released)
         return released
+
+    def _release(self, where: str, text: str) -> None:
+        released = self.released.get(where)
+        if released is None:
+            self.released[where] = GrowingText(text)
+        else:
+            released.add(text)
 
     def close(self, where: str) -> str:
         channel = self.filters.pop(where, None)
@@ -283,7 +333,7 @@ class _Channels:
             return ""
         self.retired[where] = channel
         released = channel.flush()
-        self.released[where] = self.released.get(where, "") + released
+        self._release(where, released)
         return released
 
     def open(self) -> list[str]:
@@ -302,10 +352,10 @@ class _Channels:
         began; returns the new text of its last release."""
         covered, stand_in = continued
         cut = min(covered, len(flushed))
-        released = self.released.get(where, "")
+        released = self.released[where].text if where in self.released else ""
         replaced = flushed[: len(flushed) - cut] + stand_in
         if released.endswith(flushed):
-            self.released[where] = released[: len(released) - len(flushed)] + replaced
+            self.released[where] = GrowingText(released[: len(released) - len(flushed)] + replaced)
         return replaced
 
 
@@ -337,8 +387,9 @@ class StreamSession(ABC):
         self.dropped_tool_calls: list[tuple[str, str | None]] = []
         self._text = _Channels(self.filters.text_filter)
         self._arguments = _Channels(self.filters.argument_filter)
-        self.released_text = self._text.released
-        self.released_arguments = self._arguments.released
+        self.released_text = TextsRead(self._text.released)
+        self.released_arguments = TextsRead(self._arguments.released)
+        """What each text channel and each call's arguments released so far."""
         self._parser = SSEParser()
         self._oversized_noted = 0
         self._finished = False
@@ -795,7 +846,7 @@ class StreamSession(ABC):
             result = jsontext.loads(filtered)
         except ValueError:
             result = _filter_strings(value, lambda string: _filter_once(factory(where), string))
-        self.released_arguments[where] = dump_json(result)
+        self._arguments.released[where] = GrowingText(dump_json(result))
         return result
 
     def _decide(self, call: ToolCall, *, complete: bool = False) -> ToolDecision:
