@@ -7,6 +7,7 @@ a streamed completion point into that merged response.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,8 +52,14 @@ def field_of(mapping: dict[str, Any], camel: str) -> tuple[str, Any]:
     """(key, value) for a field spelled in camelCase or snake_case."""
     if camel in mapping:
         return camel, mapping[camel]
-    snake = "".join(f"_{char.lower()}" if char.isupper() else char for char in camel)
+    snake = _snake_case(camel)
     return snake, mapping.get(snake)
+
+
+@functools.cache
+def _snake_case(camel: str) -> str:
+    # Asked for the few field names this module reads, for every streamed chunk that lacks them.
+    return "".join(f"_{char.lower()}" if char.isupper() else char for char in camel)
 
 
 def _function_call(call: dict[str, Any], where: str) -> ToolCall:
