@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.wire.sse import Serialised, SSEEvent, SSEParser, serialise
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser, is_serialised, serialise
 
 
 def parse_all(stream: bytes) -> list[SSEEvent]:
@@ -94,6 +94,18 @@ def test_a_json_event_is_written_as_bytes_that_say_it() -> None:
     for derived in (written.replace(b"h", b"H"), written.replace(b"?", b"!"), written[:], written + b""):
         assert type(derived) is bytes
     assert type(b"".join([written])) is bytes
+
+
+def test_an_event_is_known_to_be_framed_as_serialise_frames_it_by_its_bytes() -> None:
+    """Bytes the parser reads are as ``serialise`` writes them, or not (other spacing, CRLF, a comment)."""
+    for stream, framed in [
+        (b"event: delta\ndata: {}\n\n", True),
+        (b"event:delta\ndata: {}\n\n", False),
+        (b"data: {}\r\n\r\n", False),
+        (b": note\ndata: {}\n\n", False),
+    ]:
+        (event,) = parse_all(stream)
+        assert is_serialised(event) is framed
 
 
 @pytest.mark.parametrize(

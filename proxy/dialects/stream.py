@@ -31,7 +31,7 @@ from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion, Part, ToolCall
 from proxy.wire import jsontext
-from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, serialise
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, serialise
 
 
 class TextFilter(Protocol):
@@ -759,7 +759,7 @@ class StreamSession(ABC):
     def _as_sent(self, event: SSEEvent, payload: Any) -> bytes:
         """An event whose payload the filters left as it came: its own bytes where they are framed as
         ``serialise`` frames them (so every client reads them as this parser did), else written anew."""
-        if serialise(event) != event.raw:
+        if not is_serialised(event):
             return rewritten(event, payload)
         if self._as_came is not None:
             self._as_came[id(event.raw)] = (event, payload)

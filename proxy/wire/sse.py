@@ -81,6 +81,24 @@ class Serialised(bytes):
 def serialise(event: SSEEvent) -> bytes:
     """The event in wire form with LF line ends; ``raw`` is ignored. A ``Serialised`` where the parser
     reads those bytes back as the same event."""
+    text = _wire_text(event)
+    if not _reads_back(event):
+        return encode_text(text)
+    try:
+        written = Serialised(text, "utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as an escape or a byte, is not read back as one
+        return encode_text(text)
+    written._fields = (event.data, event.event, event.id, event.retry)
+    return written
+
+
+def is_serialised(event: SSEEvent) -> bool:
+    """Whether the event's bytes are those ``serialise`` writes for it."""
+    return encode_text(_wire_text(event)) == event.raw
+
+
+def _wire_text(event: SSEEvent) -> str:
+    """The text of the event's wire form, which ``serialise`` encodes."""
     lines: list[str] = []
     if event.event is not None:
         lines.append(f"event: {event.event}")
@@ -90,15 +108,7 @@ def serialise(event: SSEEvent) -> bytes:
         lines.append(f"retry: {event.retry}")
     if event.data is not None:
         lines.extend(f"data: {line}" for line in event.data.split("\n"))
-    text = "\n".join(lines) + "\n\n"
-    if not _reads_back(event):
-        return encode_text(text)
-    try:
-        written = Serialised(text, "utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, written as an escape or a byte, is not read back as one
-        return encode_text(text)
-    written._fields = (event.data, event.event, event.id, event.retry)
-    return written
+    return "\n".join(lines) + "\n\n"
 
 
 def _reads_back(event: SSEEvent) -> bool:
