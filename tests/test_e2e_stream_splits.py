@@ -4,6 +4,8 @@ delta is read alone and not as part of a burst."""
 
 from __future__ import annotations
 
+import base64
+import textwrap
 from collections.abc import Callable
 
 import pytest
@@ -49,3 +51,19 @@ def test_a_keyword_split_over_events_still_names_its_value_in_an_anthropic_strea
     ) as events:
         message = events.get_final_message()
     assert message.content[0].text == REDACTED  # type: ignore[union-attr]
+
+
+GITHUB_TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+NOTE = f"notes for the week: the ci runners use {GITHUB_TOKEN} for deploys".encode()
+HEX_DUMP = " ".join(f"{byte:02x}" for byte in NOTE)
+WRAPPED = "\n".join(textwrap.wrap(base64.b64encode(NOTE * 3).decode(), 76))
+
+
+@pytest.mark.parametrize("encoded", [HEX_DUMP, WRAPPED], ids=["hex pairs", "wrapped base64"])
+def test_a_token_encoded_over_whitespace_leaves_a_chat_stream_redacted_whole(
+    enforce: Proxy, upstream: FakeUpstream, encoded: str
+) -> None:
+    """Not one byte of the encoded token goes out ahead of the decoded view that finds it."""
+    upstream.reply = Reply(text=f"Here it is:\n{encoded}\nDone.", piece_size=4)
+    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    assert chat_stream_text(stream) == "Here it is:\n[REDACTED:github-pat]\nDone."

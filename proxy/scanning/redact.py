@@ -217,6 +217,17 @@ _OPEN_SPACED = regex.compile(
     r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]{1,3})+\S{0,8}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
+# ... or a trailing run of an encoding that holds whitespace, which a decoded view reads as one segment
+# (scanning/unmask.py) only once it is whole: base64 wrapped over lines of 40 characters or more, hex
+# pairs a space apart, and "0x" bytes a space or comma apart, each from a pair or byte that no letter or
+# digit is glued to (a word ending in "ed" starts no run). Released as it came, the start of such a run
+# (most of a token it encodes) went out before the view that decodes it could be read.
+_OPEN_SEGMENTS = (
+    regex.compile(r"(?r)(?:[A-Za-z0-9+/_-]{40,}={0,2}\r?\n)+[A-Za-z0-9+/_=-]*\Z"),
+    regex.compile(r"(?r)(?:[A-Za-z0-9+/_-]{40,}={0,2}\r?\n)*[A-Za-z0-9+/_-]{40,}={0,2}\r\Z"),
+    regex.compile(r"(?r)(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2} )+[0-9A-Fa-f]{0,2}\Z"),
+    regex.compile(r"(?r)(?<![0-9A-Za-z])(?:0x[0-9A-Fa-f]{2}[ ,]{1,2})+(?:0(?:x[0-9A-Fa-f]{0,2})?)?\Z"),
+)
 _MAX_TRIGGERS = 32
 
 
@@ -546,6 +557,13 @@ def _hold_in(pending: str, max_hold: int) -> int:
         found = pattern.search(pending, look_from)
         if found is not None:
             hold = min(hold, found.start())
+    for pattern in _OPEN_SEGMENTS:
+        found = pattern.search(pending, look_from)
+        if found is not None:
+            # From the start of the word the run begins in ("bytes:de ad ..."), so what is released ends
+            # in whitespace as before.
+            word = _OPEN_TOKEN.search(pending, look_from, found.start())
+            hold = min(hold, found.start() if word is None else word.start())
     begin = _KEY_BLOCK_BEGIN.search(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
     if begin is not None and begin.partial:
         hold = min(hold, begin.start())

@@ -1,0 +1,67 @@
+"""A token encoded in a form that holds whitespace (base64 wrapped over lines, hex pairs a space apart,
+"0x" bytes a space or comma apart) is read by a decoded view only once the run is whole. The stream
+redactor holds such a run back while it may still grow, so what the stream releases is what whole-text
+redaction releases, at every delta size: none of the encoding leaves before the view is read."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+from collections.abc import Callable
+
+import pytest
+
+from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+
+_PACKS = (load_pack(pack_path("secrets")), load_pack(pack_path("pii")))
+SCANNER = Scanner(_PACKS, timeout_s=5)
+TOKEN_RULES = (
+    "github-pat",
+    "aws-access-key-id",
+    "slack-bot-token",
+    "openai-project-key",
+    "stripe-live-secret-key",
+)
+TOKENS = [rule.match_examples[0] for pack in _PACKS for rule in pack.rules if rule.id in TOKEN_RULES]
+
+
+def _wrapped(width: int, newline: str) -> Callable[[bytes], str]:
+    return lambda data: newline.join(textwrap.wrap(base64.b64encode(data).decode(), width))
+
+
+ENCODINGS: dict[str, Callable[[bytes], str]] = {
+    "base64 wrapped at 76": _wrapped(76, "\n"),
+    "base64 wrapped at 64, CRLF": _wrapped(64, "\r\n"),
+    "hex pairs a space apart": lambda data: " ".join(f"{byte:02x}" for byte in data),
+    "labelled hex pairs": lambda data: "bytes:" + " ".join(f"{byte:02X}" for byte in data),
+    "0x bytes a space apart": lambda data: " ".join(f"0x{byte:02x}" for byte in data),
+    "0x bytes a comma and space apart": lambda data: ", ".join(f"0x{byte:02x}" for byte in data),
+}
+
+
+def _streamed(text: str, size: int) -> str:
+    redactor = StreamRedactor(SCANNER)
+    released = [redactor.feed(text[position : position + size]) for position in range(0, len(text), size)]
+    return "".join(released) + redactor.flush()
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("token", TOKENS)
+def test_an_encoded_token_is_released_as_whole_text_redaction_releases_it(encoding: str, token: str) -> None:
+    note = f"notes for the week: the ci runners use {token} for deploys, rotate it monthly\n"
+    text = "Here is the file, as you asked:\n" + ENCODINGS[encoding](note.encode() * 2) + "\nThat is all."
+    whole = scan_and_redact(SCANNER, text).text
+    assert "[REDACTED:" in whole
+    for size in (1, 3, 7, 13, 20, 41):
+        assert _streamed(text, size) == whole, size
+
+
+def test_words_ending_in_hex_letters_are_released_whole_and_unscanned() -> None:
+    """Prose whose words end in letters a hex pair is made of ("need", "code", "face") starts no run:
+    each delta still goes out as it comes but for its open word."""
+    text = "we need the code and the face of the page to be made ready " * 4
+    redactor = StreamRedactor(SCANNER)
+    released = [redactor.feed(text[position : position + 9]) for position in range(0, len(text), 9)]
+    assert released[:3] == ["we need ", "the code ", "and the "]
+    assert "".join(released) + redactor.flush() == text
