@@ -23,14 +23,23 @@ from addons.turns import policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
-from proxy.dialects.readings import FIRST_VALUE, FOLDED_KEYS, READINGS, first_values, folded_keys
+from proxy.dialects.readings import DECLARED, FIRST_VALUE, FOLDED_KEYS, READINGS, first_values, folded_keys
 from proxy.dialects.stream import KEY_CASE_RULE, encode_json, sent_bytes
-from proxy.exchange import RequestView
+from proxy.exchange import Completion, RequestView
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
+from proxy.wire.charsets import (
+    CHARSET_RULE,
+    PART_ENCODING_RULE,
+    UnreadableEncodingError,
+    declared_charsets,
+    part_readings,
+    read_in,
+    reads_as_utf8,
+)
 from proxy.wire.decoding import (
     BOMB_RATIO,
     BombError,
@@ -58,8 +67,9 @@ OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
-FOLDED_KEY = "egressguard.inspect.folded"
-"""The request as a reader matching keys regardless of case reads it, where that differs."""
+OTHER_READINGS_KEY = "egressguard.inspect.other_readings"
+"""The request as readers that read it otherwise read it (keys matched regardless of case, the charset
+or part encodings it declares), by reading, where the request leaves as sent: inspected too."""
 BINARY_MESSAGE_NOTE = "websocket: a binary message that is not text passed uninspected"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
@@ -194,14 +204,78 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
         content = raw
     elif problem is not None:
         turn.errors.append(f"{what}: {problem}; the part that decodes is inspected")
-    if not is_text(content) and part_spans(content) is None:
+    charsets = declared_charsets(message.headers.get("content-type"))
+    if not is_text(content) and part_spans(content) is None and all(map(reads_as_utf8, charsets)):
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
         turn.errors.append(f"{what}: binary body ({content_type}) not inspected")
         return None
     return content
 
 
+def declared_readings(
+    message: http.Message, body: bytes
+) -> tuple[list[bytes], UnreadableEncodingError | None]:
+    """``body`` (UTF-8) as receivers honouring the charset it declares, or the transfer encodings and
+    charsets of its parts, read it, where that differs from the detectors' reading; and the finding's
+    error for such a body (a charset or encoding no codec here undoes: no reading at all)."""
+    try:
+        readings = part_readings(body) or []
+        rule = PART_ENCODING_RULE if readings else CHARSET_RULE
+        declared = declared_charsets(message.headers.get("content-type"))
+        charsets = [charset for charset in declared if not reads_as_utf8(charset)]
+        ours = body_text(body) if charsets else ""
+        for charset in charsets:
+            readings += [
+                text.encode("utf-8", "surrogatepass") for text in read_in(body, charset) if text != ours
+            ]
+    except UnreadableEncodingError as error:
+        return [], error
+    if not readings:
+        return [], None
+    what = f"charset {', '.join(map(repr, charsets))}" if rule == CHARSET_RULE else "a part's own encoding"
+    message_text = f"declares {what}, in which it reads otherwise than as UTF-8; read both ways"
+    return readings, UnreadableEncodingError(rule, message_text)
+
+
+def read_request(reader: Dialect, body: bytes) -> RequestView:
+    """A request body as ``reader`` reads it, or as text where it cannot."""
+    view = reader.parse_request(body)
+    if view.parse_error and not isinstance(reader, Generic):
+        return dataclasses.replace(Generic().parse_request(body), dialect=reader.name)
+    return view
+
+
+def read_response(dialect: Dialect, body: bytes) -> Completion:
+    """A response body as ``dialect`` reads it, or as text where it cannot."""
+    completion = dialect.parse_response(body)
+    return Generic().parse_response(body) if completion.parse_error else completion
+
+
+def read_otherwise(
+    flow: http.HTTPFlow,
+    inspector: TurnInspector,
+    view: RequestView,
+    body: bytes | None,
+    parsed: ParsedBody | None,
+) -> None:
+    """Where the request leaves as the agent sent it, what readers that read it otherwise than ``view``
+    read is inspected too (``TurnInspector.inspect_other_request``): a repeated key's first value, keys
+    matched regardless of case, the charset or part encodings it declares. Where a threat decided on its
+    words is enforced, such a body was refused or leaves as the one reading inspected."""
+    others = flow.metadata.pop(OTHER_READINGS_KEY, [])
+    if inspector.normalises:
+        return
+    if body is not None and parsed is not None and parsed[1]:
+        others.append(
+            (FIRST_VALUE, flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body)))))
+        )
+    for reading, other in others:
+        inspector.inspect_other_request(view, other, READINGS[reading])
+
+
 def uninspectable_rule(error: UninspectableError) -> str:
+    if isinstance(error, UnreadableEncodingError):
+        return error.rule
     if isinstance(error, BombError):
         return BOMB_RULE
     return OVER_CAP_RULE if isinstance(error, OverCapError) else UNSUPPORTED_CODING_RULE
@@ -210,10 +284,12 @@ def uninspectable_rule(error: UninspectableError) -> str:
 def uninspectable_finding(
     where: str, error: UninspectableError, threat: Threat, *, enforced: bool
 ) -> Finding:
-    """A body no detector can read: it decodes past the inspection cap, or not at all."""
+    """A body no detector can read: it decodes past the inspection cap, or not at all; or one read in its
+    declared encoding too, which clients read otherwise."""
+    unread = "" if isinstance(error, UnreadableEncodingError) else "; it cannot be inspected"
     return body_finding(
         uninspectable_rule(error),
-        f"{where} body {error}; it cannot be inspected",
+        f"{where} body {error}{unread}",
         where,
         threat,
         enforced=enforced,
@@ -506,12 +582,7 @@ class Inspect:
         verdict = inspector.inspect_request(view)
         inspector.scan_url(pretty_host(flow.request), flow.request.path)
         scan_request_fields(inspector, flow.request)
-        if body is not None and parsed is not None and parsed[1]:
-            other = flow.metadata[READER_KEY].parse_request(encode_json(first_values(body_text(body))))
-            inspector.inspect_other_request(view, other, READINGS[FIRST_VALUE])
-        folded = flow.metadata.pop(FOLDED_KEY, None)
-        if isinstance(folded, RequestView):
-            inspector.inspect_other_request(view, folded, READINGS[FOLDED_KEYS])
+        read_otherwise(flow, inspector, view, body, parsed)
         scanned = inspector.scan_request(body, view, parsed) if body is not None else body
         if verdict.block is not None or verdict.replacements or scanned != body:
             # Observe mode decides nothing; should a verdict come anyway, the record says it was not applied.
@@ -531,6 +602,9 @@ class Inspect:
             body = read_body(flow.request, policy.max_body_bytes, turn, "request")
         except UninspectableError as error:
             body, unreadable = None, error
+        declared: list[bytes] = []
+        if body is not None:
+            declared, unreadable = declared_readings(flow.request, body)
         dialect = detect(
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
         )
@@ -566,13 +640,15 @@ class Inspect:
             status = request_refusal_status(unreadable)
             flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
             return None
+        others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
             folded = self._read_folded(turn, inspector, body, lambda found: reader.parse_request(body, found))
             if folded is not None and inspector.normalises:
                 flow.response = refusal(dialect, turn, 400, block_message(turn.findings[-1], turn.event_id))
                 return None
             if folded is not None:
-                flow.metadata[FOLDED_KEY] = folded
+                others.append((FOLDED_KEYS, folded))
+        flow.metadata[OTHER_READINGS_KEY] = others
         if misread is not None and body is not None and looks_like_json(body):
             finding = unreadable_json_finding("request", misread, inspector)
             turn.add(finding)
@@ -617,6 +693,7 @@ class Inspect:
         verdict = inspector.inspect_request(view)
         target = inspector.scan_url(pretty_host(flow.request), flow.request.path)
         fields = scan_request_fields(inspector, flow.request)
+        read_otherwise(flow, inspector, view, body, parsed)
         if target is not None and verdict.block is None:
             flow.request.path = target
         if verdict.block is None:
@@ -651,10 +728,21 @@ class Inspect:
         if scanned is not None:
             flow.response.headers = as_headers(scanned)
         encoding = codings(flow.response)
-        event_stream = is_event_stream(flow.response.headers.get("content-type"))
-        if not supported(encoding) and (event_stream or flow.response.stream is True):
-            self._relay_undecodable(flow, turn, dialect, UnsupportedCodingError(encoding))
+        content_type = flow.response.headers.get("content-type")
+        event_stream = is_event_stream(content_type)
+        relayed = event_stream or flow.response.stream is True
+        if not supported(encoding) and relayed:
+            if not self._refuse_relayed(flow, turn, dialect, UnsupportedCodingError(encoding)):
+                flow.response.stream = True
             return
+        charsets = declared_charsets(content_type)
+        if relayed and not all(map(reads_as_utf8, charsets)):
+            # Read as it passes, a body is read as UTF-8, as event streams are; a client honouring the
+            # declared charset would read what no detector did.
+            declared = ", ".join(map(repr, charsets))
+            error = UnreadableEncodingError(CHARSET_RULE, f"is relayed as it arrives in charset {declared}")
+            if self._refuse_relayed(flow, turn, dialect, error):
+                return
         if not event_stream:
             self._redact_large_body(flow, turn, inspector)
             return
@@ -687,6 +775,11 @@ class Inspect:
                 flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
             return
         if body is None:
+            return
+        declared, otherwise = declared_readings(flow.response, body)
+        refused = self._uninspectable(flow, turn, "response", otherwise) if otherwise else None
+        if refused is not None:
+            flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
             return
         turn.inspected_bytes += len(body)
         # Decoded once: the dialect's reading and the scan of the rest of the body share it.
@@ -735,6 +828,9 @@ class Inspect:
             inspector.inspect_other_readings([(READINGS[FIRST_VALUE], other)])
         if folded is not None:
             inspector.inspect_other_readings([(READINGS[FOLDED_KEYS], folded)])
+        inspector.inspect_other_readings(
+            [(READINGS[DECLARED], read_response(dialect, other)) for other in declared]
+        )
         if rewritten != body:
             set_content(flow.response, rewritten)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)
@@ -769,22 +865,23 @@ class Inspect:
         turn.escalate(Decision.BLOCKED)
         return finding
 
-    def _relay_undecodable(
-        self, flow: http.HTTPFlow, turn: Turn, dialect: Dialect, error: UnsupportedCodingError
-    ) -> None:
-        """A response relayed as it arrives (an event stream, a body over the cap) in a coding that cannot
-        be undone: where enforced the agent gets a 502 in its API's shape instead, and the upstream's bytes
-        are dropped; elsewhere it passes as sent, on the record."""
+    def _refuse_relayed(
+        self, flow: http.HTTPFlow, turn: Turn, dialect: Dialect, error: UninspectableError
+    ) -> bool:
+        """A response relayed as it arrives (an event stream, a body over the cap) that cannot be read as
+        its client reads it (a coding that cannot be undone, a charset other than UTF-8): where enforced
+        the agent gets a 502 in its API's shape instead, and the upstream's bytes are dropped (True);
+        elsewhere it passes, on the record."""
         assert flow.response is not None
         refused = self._uninspectable(flow, turn, "response", error)
         if refused is None:
-            flow.response.stream = True
-            return
+            return False
         replacement = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
         flow.response.status_code = replacement.status_code
         flow.response.reason = replacement.reason
         flow.response.headers = replacement.headers
         flow.response.stream = Substitute(replacement.content or b"")
+        return True
 
     @staticmethod
     def _finish_stream(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> bool:

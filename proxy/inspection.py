@@ -145,6 +145,28 @@ def inspection_threat(policy: Policy) -> Threat:
     return reading_threat(policy) or Threat.DATA_EXFILTRATION
 
 
+_PARAMETER_INDEX = re.compile(r"(?:\[[^\]]*\])+$")
+
+
+def repeated_parameters(target: str) -> list[list[tuple[int, int]]]:
+    """For each query parameter of a decoded request target named more than once (in any case, and with
+    or without an index: ``n``, ``N``, ``n[]``, ``n[0]``), the spans of its values in order: a server
+    reading it as one field (a list, a case-insensitive lookup, a PHP array) reads them one after another.
+    Parameters named as a credential are the agent's own key (``credential_values``)."""
+    path, mark, query = target.partition("?")
+    fields: dict[str, list[tuple[int, int]]] = {}
+    at = len(path) + len(mark)
+    for pair in query.split("&") if mark else ():
+        name, equals, value = pair.partition("=")
+        lowered = name.lower()
+        if equals and value and not CREDENTIAL_HEADER_NAME.search(lowered):
+            fields.setdefault(_PARAMETER_INDEX.sub("", lowered), []).append(
+                (at + len(name) + 1, at + len(pair))
+            )
+        at += len(pair) + 1
+    return [spans for spans in fields.values() if len(spans) > 1]
+
+
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
@@ -397,15 +419,21 @@ class TurnInspector:
         since = len(self.turn.findings)
         for text in {unquote(host), unquote(target), unquote_plus(target)}:
             self._record(self._sensitive_findings(text, self._not_own_credentials(text), "url"))
+            self._record(finding for finding, _ in self._across_parameters(text))
         decoded = unquote_plus(target) if "+" in target else unquote(target)
-        matches = self._not_own_credentials(decoded)
+        matches = self._not_own_credentials(decoded) + [
+            piece for finding, pieces in self._across_parameters(decoded) for piece in pieces
+        ]
         if not (matches and self.policy.detection.redact_requests and self._redacts(matches)):
             return None
         redacted = self._redact(
             decoded, [match for match in matches if self.policy.enforces(match.rule.threat)]
         )
         sent = quote(redacted, safe="/?&=:;,@!$'()*~+")
-        left = self._left_in({unquote(sent), unquote_plus(sent)})
+        texts = {unquote(sent), unquote_plus(sent)}
+        left = self._left_in(texts) | {
+            finding.fingerprint or "" for text in texts for finding, _ in self._across_parameters(text)
+        }
         self._carry_out_redactions(since, left, None)
         return sent
 
@@ -419,6 +447,30 @@ class TurnInspector:
         # An agent calls the same host and path turn after turn: the scan of a repeated one is kept.
         known = self._known(masked)
         return self._sensitive(masked) if known is None else known
+
+    def _across_parameters(self, target: str) -> list[tuple[Finding, list[Match]]]:
+        """Secrets and PII a repeated query parameter's values spell read one after another
+        (``repeated_parameters``), where no one value holds them: each finding, under ``url``, with the
+        pieces of it in ``target``."""
+        found = []
+        for spans in repeated_parameters(target):
+            segments = [TextSegment(target[start:end], "url") for start, end in spans]
+            for match, pieces in self._across(segments):
+                joined = "".join(segments[index].text[start:end] for index, start, end in pieces)
+                finding = self._finding(
+                    match.rule, fingerprint(joined, self.detectors.fingerprint_key), "url"
+                )
+                at = [spans[index][0] for index, _, _ in pieces]
+                found.append(
+                    (
+                        finding,
+                        [
+                            Match(match.rule, base + start, base + end)
+                            for base, (_, start, end) in zip(at, pieces, strict=True)
+                        ],
+                    )
+                )
+        return found
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""
@@ -1169,23 +1221,41 @@ class TurnInspector:
                 return is_credential_header(name)
             return name.lower() in RESPONSE_CREDENTIAL_HEADERS
 
-        scan = (
-            self.json_scan(redacts=self.policy.detection.redact_requests) if sent_by_agent else self.residual
-        )
+        redacts = self.policy.detection.redact_requests if sent_by_agent else True
+        scan = self.json_scan(redacts=redacts) if sent_by_agent else self.residual
         fields = [(name, value) for name, value in headers if not kept(name)]
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
         if sent_by_agent:
             # The scan is this call's alone: a header it would only file away (its name and value known to
-            # hold nothing, no other value of its name to read on into) is left out, its place kept.
-            named = Counter(name for name, _ in fields)
+            # hold nothing, no other value of its name, in any case, to read on into) is left out, its place
+            # kept.
+            named = Counter(name.lower() for name, _ in fields)
             document = [
-                {} if named[name] == 1 and self._reads_as_nothing(name, value) else {name: value}
+                {} if named[name.lower()] == 1 and self._reads_as_nothing(name, value) else {name: value}
                 for name, value in fields
             ]
         else:
             document = [{name: value} for name, value in fields]
         filtered, changed = scan.filter("headers", document, ())
+        spellings: dict[str, set[str]] = {}
+        for entry in filtered:
+            for name in entry:
+                spellings.setdefault(name.lower(), set()).add(name)
+        if any(len(names) > 1 for names in spellings.values()):
+            # A header named in several cases is one field to its receiver: read again under one name,
+            # its values are read on from one another as those of one spelling are.
+            folded = [{name.lower(): value for name, value in entry.items()} for entry in filtered]
+            rescan = self.json_scan(redacts=redacts)
+            refolded, changed_again = rescan.filter("headers", folded, ())
+            scan.found += rescan.found
+            scan.timed_out += rescan.timed_out
+            if changed_again:
+                filtered = [
+                    dict(zip(entry, again.values(), strict=True))
+                    for entry, again in zip(filtered, refolded, strict=True)
+                ]
+                changed = True
         since = len(self.turn.findings)
         self._record_residual(scan)
         if not changed:

@@ -222,6 +222,10 @@ def test_a_key_in_another_case_is_refused_under_the_threat_that_enforces_it(
     assert finding["enforced"] is (threat is not None)
     assert finding["threat"] == (threat or "data_exfiltration")
     assert record["decision"] == ("blocked" if threat else "allowed")
+    if threat is None:
+        # Left as sent, it is read as the upstream reads it too, whether the request was held (a threat
+        # is enforced) or inspected alongside.
+        assert any(f["threat"] == "prompt_injection" and "read_as" in f["extra"] for f in record["findings"])
 
 
 @pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
@@ -598,3 +602,51 @@ def test_a_secret_split_across_ndjson_lines_is_found(
     assert (AWS_KEY in joined) is not enforcing
     found = [f for f in last_record(mode_proxy)["findings"] if f["rule"] == "aws-access-key-id"]
     assert found and all(f["enforced"] is enforcing for f in found)
+
+
+SPLIT_HEADERS = {
+    "one name twice": [("X-Debug", AWS_KEY[:8]), ("X-Debug", AWS_KEY[8:])],
+    "names differing in case": [("X-Debug", AWS_KEY[:8]), ("x-debug", AWS_KEY[8:])],
+    "three pieces, three spellings": [
+        ("X-Note", AWS_KEY[:6]),
+        ("x-note", AWS_KEY[6:13]),
+        ("X-NOTE", AWS_KEY[13:]),
+    ],
+}
+SPLIT_QUERIES = {
+    "one parameter twice": f"?n={AWS_KEY[:8]}&n={AWS_KEY[8:]}",
+    "names differing in case": f"?note={AWS_KEY[:8]}&Note={AWS_KEY[8:]}",
+    "a PHP array": f"?n[]={AWS_KEY[:8]}&n[]={AWS_KEY[8:]}",
+    "indexed, percent-encoded": f"?n%5B0%5D={AWS_KEY[:8]}&n%5B1%5D={AWS_KEY[8:]}",
+    "between other parameters": f"?a=1&n={AWS_KEY[:5]}&b=2&N={AWS_KEY[5:]}&c=3",
+}
+
+
+@REDACTING_OR_OBSERVING
+def test_a_secret_split_across_values_of_one_field_is_found(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A key split across repeated request headers (whose names differ only in case, which HTTP/1 allows
+    and receivers join) or repeated query parameters (in any case, as a list or a PHP array) is read as
+    the receiver joins it: recorded, and where requests are redacted, no piece of it leaves."""
+    redacting = request.node.callspec.params["mode_proxy"] != "observe"
+    upstream.reply = Reply(text="hi")
+    body = json.dumps({"model": "m", "messages": ask()}).encode()
+    shapes = [(headers, "") for headers in SPLIT_HEADERS.values()]
+    shapes += [([], query) for query in SPLIT_QUERIES.values()]
+    with httpx.Client(
+        proxy=mode_proxy.url(), verify=ssl.create_default_context(cafile=mode_proxy.ca_cert), timeout=30
+    ) as client:
+        for number, (headers, query) in enumerate(shapes, start=1):
+            sent = [*CONTEXT.items(), ("content-type", "application/json"), *headers]
+            response = client.post(upstream.url + "/v1/chat/completions" + query, content=body, headers=sent)
+            assert response.status_code == 200
+            received = upstream.received[-1]
+            leaving = urllib.parse.unquote(received.path) + " ".join(received.headers.values())
+            # The upstream keeps one value of a header repeated under one spelling: the last piece is read.
+            assert (AWS_KEY[-5:] in leaving) is not redacting, (headers, query)
+            assert AWS_KEY[:5] not in leaving or not redacting, (headers, query)
+            found = [
+                f for f in last_record(mode_proxy, number)["findings"] if f["rule"] == "aws-access-key-id"
+            ]
+            assert found and all(f["enforced"] is redacting for f in found), (headers, query)

@@ -28,11 +28,13 @@ LENIENT = "lenient"
 APART = "apart"
 LISTED = "listed"
 FIRST_VALUE = "first value"
+DECLARED = "declared encoding"
 READINGS = {
     LENIENT: 'an index read as the number it spells (1.0, "1", true as 1; -1 as the last place)',
     APART: "an index that names no place read as a place of its own",
     LISTED: "a place named twice in one list read by its position in the list",
     FIRST_VALUE: "a key repeated in one object read as its first value",
+    DECLARED: "the body, or a part of it, decoded in the charset or transfer encoding it declares",
 }
 
 _NUMERAL = re.compile(r"-?(?:0|[1-9][0-9]*)")

@@ -15,25 +15,49 @@ _FIRST_LINE = re.compile(rb"--([^\r\n]{1,200})\r\n")
 def part_spans(body: bytes) -> list[tuple[int, int]] | None:
     """The (start, end) offsets of each part's content, after its headers; None when the body does not
     begin with a multipart boundary line."""
+    found = _parts(body)
+    return None if found is None else [(start, end) for _, start, end in found]
+
+
+def part_headers(body: bytes) -> list[tuple[dict[str, str], int, int]] | None:
+    """Each part's headers (names in lower case; the last of a repeated name) with the offsets of its
+    content; None when the body does not begin with a multipart boundary line."""
+    found = _parts(body)
+    if found is None:
+        return None
+    return [(_headers(body[head:start]), start, end) for head, start, end in found]
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    headers = {}
+    for line in block.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _parts(body: bytes) -> list[tuple[int, int, int]] | None:
+    """(start of its headers, start of its content, end) of each part."""
     first = _FIRST_LINE.match(body)
     if first is None:
         return None
     delimiter = b"\r\n--" + first.group(1)
-    spans: list[tuple[int, int]] = []
+    parts: list[tuple[int, int, int]] = []
     position = first.end()
     while True:
         headers_end = body.find(b"\r\n\r\n", position)
         if headers_end < 0:
-            return spans
+            return parts
         start = headers_end + 4
         end = body.find(delimiter, start)
         if end < 0:
-            spans.append((start, len(body)))
-            return spans
-        spans.append((start, end))
+            parts.append((position, start, len(body)))
+            return parts
+        parts.append((position, start, end))
         position = end + len(delimiter)
         if body[position : position + 2] == b"--":
-            return spans
+            return parts
         position += 2  # the CRLF after the boundary
 
 

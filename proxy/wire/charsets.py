@@ -1,0 +1,150 @@
+"""What a body says to a receiver that honours the charset its ``Content-Type`` declares, and what each
+part of a multipart body says once its own ``Content-Transfer-Encoding`` and charset are undone.
+
+The detectors read a body as UTF-8 (or the UTF-16 or UTF-32 JSON readers detect from its first bytes).
+A receiver that decodes ``charset=utf-7``, ``utf-16``, an EBCDIC code page (``cp500``, ``IBM037``) or a
+part in base64 or quoted-printable reads words that reading never shows. Each reading such a receiver may
+make is given here as text, so that it is inspected too; a charset or transfer encoding no codec here
+undoes is ``UnreadableEncodingError``: its receiver may read anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from collections.abc import Callable
+
+from proxy.wire.decoding import UninspectableError
+from proxy.wire.multipart import part_headers, replace_parts
+
+CHARSET_RULE = "inspection.charset"
+PART_ENCODING_RULE = "inspection.part_encoding"
+AS_UTF8 = frozenset({"utf-8", "ascii"})
+"""Codecs whose reading is the detectors' own: a byte outside ASCII means to them what UTF-8 says."""
+_CHARSET = re.compile(r"""(?:^|;)\s*charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^;\s]*))""", re.IGNORECASE)
+_WITHOUT_ORDER_MARK = {"utf-16": ("utf-16-be", "utf-16-le"), "utf-32": ("utf-32-be", "utf-32-le")}
+"""Without a byte order mark, receivers disagree on these (RFC 2781 says big-endian, Python reads
+little-endian): both readings are made."""
+_ORDER_MARKS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+class UnreadableEncodingError(UninspectableError):
+    """A declared charset or part encoding that no codec here undoes, or one whose reading differs from
+    the detectors' where the policy wants one reading: ``rule`` names which."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+def declared_charsets(content_type: str | None) -> list[str]:
+    """Every charset a Content-Type value declares (receivers take the first or the last of several)."""
+    if not content_type:
+        return []
+    _, _, parameters = content_type.partition(";")
+    found = (
+        next(group for group in match.groups() if group is not None)
+        for match in _CHARSET.finditer(";" + parameters)
+    )
+    return [name.strip() for name in found if name.strip()]
+
+
+def _codec(charset: str) -> codecs.CodecInfo:
+    try:
+        codec = codecs.lookup(charset)
+    except LookupError:
+        codec = None
+    if codec is None or not getattr(codec, "_is_text_encoding", True):
+        raise UnreadableEncodingError(
+            CHARSET_RULE, f"declares charset {charset!r}, which no codec here reads"
+        )
+    return codec
+
+
+def read_in(body: bytes, charset: str) -> list[str]:
+    """``body`` as receivers decoding it in ``charset`` read it (both byte orders of a UTF-16 or UTF-32
+    body without a byte order mark); empty where that is UTF-8's reading. Raises
+    ``UnreadableEncodingError`` for a charset no codec here decodes."""
+    codec = _codec(charset)
+    if codec.name in AS_UTF8:
+        return []
+    names: tuple[str, ...] = (codec.name,)
+    if codec.name in _WITHOUT_ORDER_MARK and not body.startswith(_ORDER_MARKS):
+        names = _WITHOUT_ORDER_MARK[codec.name]
+    readings = []
+    for name in names:
+        try:
+            readings.append(body.decode(name, "replace"))
+        except Exception as error:  # a codec that decodes nothing (``undefined``) reads as no receiver can
+            raise UnreadableEncodingError(
+                CHARSET_RULE, f"declares charset {charset!r}, which does not decode"
+            ) from error
+    return readings
+
+
+def _quoted_printable(content: bytes) -> bytes:
+    return binascii.a2b_qp(content)
+
+
+def _base64(content: bytes) -> bytes:
+    # Receivers skip what is not of the alphabet (line breaks, spaces) and missing padding.
+    letters = re.sub(rb"[^A-Za-z0-9+/]", b"", content)
+    return base64.b64decode(letters + b"=" * (-len(letters) % 4))
+
+
+TRANSFER_DECODERS: dict[str, Callable[[bytes], bytes]] = {
+    "7bit": bytes,
+    "8bit": bytes,
+    "binary": bytes,
+    "base64": _base64,
+    "quoted-printable": _quoted_printable,
+}
+
+
+def part_readings(body: bytes) -> list[bytes] | None:
+    """For a multipart body with a part in a transfer encoding or a charset other than UTF-8, the body
+    (as UTF-8) with each such part as its receiver decodes it, once per reading; None for a body that is
+    not multipart or whose parts all read as they are. Raises ``UnreadableEncodingError`` for a part
+    encoding or charset no codec here undoes."""
+    found = part_headers(body)
+    if found is None:
+        return None
+    decoded: dict[int, list[bytes]] = {}
+    for index, (headers, start, end) in enumerate(found):
+        content = body[start:end]
+        coding = headers.get("content-transfer-encoding", "").strip().lower()
+        if coding:
+            decoder = TRANSFER_DECODERS.get(coding)
+            if decoder is None:
+                raise UnreadableEncodingError(
+                    PART_ENCODING_RULE,
+                    f"part {index} is in transfer encoding {coding!r}, which cannot be undone",
+                )
+            try:
+                content = decoder(content)
+            except (ValueError, binascii.Error) as error:
+                raise UnreadableEncodingError(
+                    PART_ENCODING_RULE, f"part {index} does not decode as {coding!r}"
+                ) from error
+        texts: list[bytes] = [content] if content != body[start:end] else []
+        for charset in declared_charsets(headers.get("content-type")):
+            texts += [text.encode("utf-8", "surrogatepass") for text in read_in(content, charset)]
+        if texts:
+            decoded[index] = texts
+    if not decoded:
+        return None
+    widest = max(len(texts) for texts in decoded.values())
+    return [
+        replace_parts(body, {index: texts[min(turn, len(texts) - 1)] for index, texts in decoded.items()})
+        for turn in range(widest)
+    ]
+
+
+def reads_as_utf8(charset: str) -> bool:
+    """Whether receivers decoding in ``charset`` read what the detectors read (UTF-8, ASCII)."""
+    try:
+        return codecs.lookup(charset).name in AS_UTF8
+    except LookupError:
+        return False
