@@ -773,3 +773,18 @@ def test_finding_locators_repeated_over_turns_are_redacted_alike_each_time(
     assert all(SECRET not in where for _, where, _ in outcomes[0])
     assert changed != outcomes[0]
     assert all(SECRET[:-1] + "E" not in where for _, where, _ in changed)
+
+
+@pytest.mark.parametrize("sent_by_agent", [True, False])
+def test_a_key_split_across_headers_named_in_two_cases_is_found_every_time(
+    detectors: Detectors, policy: Policy, clock: Clock, sent_by_agent: bool
+) -> None:
+    """Headers whose names differ only in case are one field to their receiver: a key split across them
+    is found in the first turn and in every later one, once each piece is a short string seen before."""
+    state = SqliteStateStore(None, clock=clock)
+    headers = [("X-Debug", "AKIAQWER"), ("Accept", "*/*"), ("x-debug", "TY234567ABCD")]
+    for _ in range(4):
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
+        inspector.scan_headers(headers, sent_by_agent=sent_by_agent)
+        assert [finding.rule for finding in turn.findings] == ["aws-access-key-id"]
