@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -254,7 +255,7 @@ def test_a_trigger_is_scanned_for_only_while_a_match_holding_it_can_reach_the_he
     and no decoded view can start in the window, the deltas are released without a scan again."""
     counting = CountingScanner(_PACKS)
     redactor = StreamRedactor(counting)
-    deltas = _deltas(PROSE * 2 + "Ask the team. " + PROSE * 6, [12])
+    deltas = _deltas(PROSE * 2 + "Fill in the SSN field. " + PROSE * 6, [12])
     scanned = []
     for delta in deltas:
         before = counting.scans
@@ -262,9 +263,27 @@ def test_a_trigger_is_scanned_for_only_while_a_match_holding_it_can_reach_the_he
         scanned.append(counting.scans > before)
     near = [index for index, was in enumerate(scanned) if was]
     assert near, "the keyword was never scanned for"
-    # "sk" of "Ask" belongs to rules whose matches are a few dozen characters long.
+    # "ssn" belongs to rules whose matches are a few dozen characters long.
     assert near[-1] - near[0] < 8
     assert not any(scanned[near[-1] + 1 :])
+
+
+def test_a_word_too_short_for_the_token_formats_its_keyword_belongs_to_costs_no_scan() -> None:
+    """ "Ask", "task" and "Great!" hold keywords of token formats ("sk", "!") whose shortest match is longer
+    than the word: a word closed by whitespace in the delta that brings it costs no scan (one left open
+    at a delta's end may still grow, and is scanned with the held text); a token that long is."""
+    counting = CountingScanner(_PACKS)
+    redactor = StreamRedactor(counting)
+    text = "Great! Ask the team to check the task list and the risk register. " * 10
+    released = [redactor.feed(word) for word in re.findall(r"\S+\s*", text)]
+    assert counting.scans == 0
+    assert "".join(released) + redactor.flush() == text
+    secret = next(example for example in SECRETS if example.startswith("sk-"))
+    text = PROSE + f"Ask for {secret} then. " + PROSE
+    deltas = _deltas(text, [12])
+    watching = _streamed(StreamRedactor(SCANNER), deltas, [])
+    assert watching == _streamed(ScanningEveryDelta(SCANNER), deltas, [])
+    assert "[REDACTED:" in "".join(watching[0])
 
 
 def test_an_encoded_secret_far_from_any_keyword_is_redacted(scanner: Scanner) -> None:
@@ -367,17 +386,17 @@ def test_a_keyword_is_told_of_by_the_delta_it_ends_in_after_any_text_split_anyho
                 assert watch.feed(keyword[split:] + " ") is not None
 
 
-def test_a_delta_near_words_of_token_formats_is_scanned_with_the_few_characters_before_it() -> None:
-    """Words that hold a keyword of rules whose matches hold no whitespace ("ask", "task", "Great!")
-    make their deltas scanned, but only with the held text and the few characters such a rule looks
+def test_a_delta_near_tokens_of_token_formats_is_scanned_with_the_few_characters_before_it() -> None:
+    """Tokens long enough to be of a format whose matches hold no whitespace (an "sk-..." word that is no
+    key) make their deltas scanned, but only with the held text and the few characters such a rule looks
     back at, not the whole context."""
     counting = CountingScanner(_PACKS)
     redactor = StreamRedactor(counting)
-    text = ("Ask the team to check the task list and the risk register. Great! " * 20)[:1200]
+    text = ("Use sk-this.one.is.only.a.long.made.up.word for the demo and the rest. " * 20)[:1200]
     for delta in _deltas(text, [12]):
         redactor.feed(delta)
     assert counting.scans > 0
-    assert counting.longest <= RUN_LOOKBEHIND + 24
+    assert counting.longest <= RUN_LOOKBEHIND + 64  # the held token and a delta; the context is 256
 
 
 @pytest.mark.parametrize(
@@ -437,3 +456,46 @@ def test_deltas_of_a_character_each_full_of_triggers_release_what_scanning_every
     deltas = _deltas(text, [1, 1, 2, 1])
     watching = _streamed(StreamRedactor(SCANNER), deltas, [])
     assert watching == _streamed(ScanningEveryDelta(SCANNER), deltas, [])
+
+
+def test_every_example_of_every_rule_streams_as_when_scanning_every_delta() -> None:
+    """Each rule's match and no-match examples, between words, fed a character, a few characters and a
+    word at a time, release what the redactor scanning every delta releases: among them the values
+    that hold no base64 run (e-mail addresses, dotted and colon-separated tokens), which only their
+    keyword's run-length check stands between."""
+    for example in SECRETS + NEAR_MISSES:
+        text = f"Ask the team. {example} and then the rest."
+        for deltas in (_deltas(text, [1]), _deltas(text, [5, 3]), re.findall(r"\S+\s*", text)):
+            watching = _streamed(StreamRedactor(SCANNER), deltas, [])
+            assert watching == _streamed(ScanningEveryDelta(SCANNER), deltas, []), example
+
+
+LATE_KEYWORD_PACK = """\
+pack: late
+threat: data_exfiltration
+rules:
+  - id: dotted-code-then-its-name
+    description: a value whose keyword closes it, longer than the characters a watch keeps
+    regex: '(?<![a-z.])(?:[a-z][.]){20}XYZ(?![A-Za-z])'
+    keywords: ["xyz"]
+    severity: high
+    owasp: LLM06
+    examples:
+      match: ["a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.XYZ"]
+      no_match: ["a.b.c.XYZ"]
+"""
+
+
+def test_a_run_longer_than_the_watch_keeps_is_not_taken_for_too_short(tmp_path: Path) -> None:
+    """A keyword at the end of a run longer than the characters the watch keeps: the run's start is not
+    known to it, so the run is scanned however short the part it sees."""
+    pack_file = tmp_path / "late.yaml"
+    pack_file.write_text(LATE_KEYWORD_PACK, encoding="utf-8")
+    rules = Scanner([load_pack(pack_file)], timeout_s=60)
+    value = "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.XYZ"
+    text = f"{PROSE}{value} and then {PROSE}"
+    start = len(PROSE)
+    deltas = [text[:start], *_deltas(value[:-3], [10]), "XYZ and then ", PROSE]
+    released = _streamed(StreamRedactor(rules), deltas, [])
+    assert released == _streamed(ScanningEveryDelta(rules), deltas, [])
+    assert "[REDACTED:dotted-code-then-its-name]" in "".join(released[0])

@@ -1073,15 +1073,33 @@ class TriggerWatch:
         found, rules = scanner._keywords.find(joined)
         if found:
             reaches = scanner._word_reaches(rules)
-            reach = max(reach, max((reaches[word] for word, _, end in found if end > since), default=-1))
+            for word, start, end in found:
+                if end > since:
+                    reach = max(reach, self._hit_reach(joined, start, end, reaches[word]))
         for char, char_reach in scanner._single_reaches.items():
-            if char in view:
-                reach = max(reach, char_reach)
+            at = joined.find(char, since)
+            while at >= 0:
+                reach = max(reach, self._hit_reach(joined, at, at + 1, char_reach))
+                at = joined.find(char, at + 1)
         extent = 0
         if scanner._decoded and unmask.may_unmask(text, len(self._text_tail)):
             extent, reach = unmask.VIEW_OVERHANG, UNBOUNDED
         triggered = Triggered(extent, reach) if reach >= 0 else None
         return triggered, joined[max(0, len(joined) - self._keep) :], text[-unmask.FEATURE_REACH :]
+
+    def _hit_reach(self, joined: str, start: int, end: int, reach: tuple[int, int]) -> int:
+        """The reach of a trigger at ``joined[start:end]`` whose rules reach ``reach``: the widest reach of
+        those not confined to runs (-1 without any), and the shortest match of those that are (-1
+        without any). A run-confined rule matches only in the run that holds the trigger: a run already
+        closed on both sides and shorter than its shortest match holds none (0 where it may)."""
+        spread, shortest = reach
+        if shortest < 0 or spread >= 0:
+            return max(spread, 0 if shortest >= 0 else -1)
+        left = joined.rfind(" ", 0, start)
+        right = joined.find(" ", end)
+        if right < 0 or (left < 0 and len(self._view_tail) >= self._keep) or " " in joined[start:end]:
+            return 0
+        return 0 if right - left - 1 >= shortest else -1
 
 
 @dataclass
@@ -1148,11 +1166,15 @@ class Scanner:
         self._reaches = [
             self._reach(rule, width) for rule, width in zip(self.rules, self._widths, strict=True)
         ]
-        self._reaches_by_list: dict[int, list[int]] = {}
-        self._single_reaches: dict[str, int] = {}
-        for index, chars in self._single_chars.items():
-            for char in chars:
-                self._single_reaches[char] = max(self._single_reaches.get(char, 0), self._reaches[index])
+        self._shortest = [
+            _sre_parse.parse(rule.pattern.pattern).getwidth()[0] if reach == 0 else -1
+            for rule, reach in zip(self.rules, self._reaches, strict=True)
+        ]
+        self._reaches_by_list: dict[int, list[tuple[int, int]]] = {}
+        self._single_reaches = {
+            char: self._reach_of(index for index, chars in self._single_chars.items() if char in chars)
+            for char in {char for chars in self._single_chars.values() for char in chars}
+        }
         # A watch reads each piece's trigger view alone, with runs of spaces as one: no word may need two
         # spaces, nor a sigma (its lowercase depends on the letter after it).
         self._watchable = not self._always and not any(
@@ -1168,13 +1190,21 @@ class Scanner:
         look_back = _looks_back(list(_sre_parse.parse(rule.pattern.pattern)))
         return UNBOUNDED if look_back is None else width + look_back + _LOOKAHEAD_MARGIN
 
-    def _word_reaches(self, rules_of_word: Sequence[tuple[int, ...]]) -> list[int]:
-        """The reach of each keyword's hit (the widest of its rules'), for one of the automata's lists."""
+    def _word_reaches(self, rules_of_word: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
+        """The reach of each keyword's hit (``TriggerWatch._hit_reach``), for one of the automata's lists."""
         known = self._reaches_by_list.get(id(rules_of_word))
         if known is None:
-            known = [max(self._reaches[index] for index in rules) for rules in rules_of_word]
+            known = [self._reach_of(rules) for rules in rules_of_word]
             self._reaches_by_list[id(rules_of_word)] = known
         return known
+
+    def _reach_of(self, rules: Iterable[int]) -> tuple[int, int]:
+        """The widest reach of ``rules`` not confined to runs, and the shortest match of those that are
+        (-1 where there is none)."""
+        indices = list(rules)
+        spread = max((self._reaches[index] for index in indices if self._reaches[index]), default=-1)
+        shortest = min((self._shortest[index] for index in indices if not self._reaches[index]), default=-1)
+        return spread, shortest
 
     def watch(self) -> TriggerWatch:
         """A reader of a growing text that tells which new piece can make a rule match (TriggerWatch)."""
