@@ -642,7 +642,9 @@ class Inspect:
             return None
         others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
-            folded = self._read_folded(turn, inspector, body, lambda found: reader.parse_request(body, found))
+            folded = self._read_folded(
+                turn, inspector, body, lambda found: reader.parse_request(body, found), dialect.CASED_KEYS
+            )
             if folded is not None and inspector.normalises:
                 flow.response = refusal(dialect, turn, 400, block_message(turn.findings[-1], turn.event_id))
                 return None
@@ -660,13 +662,17 @@ class Inspect:
 
     @staticmethod
     def _read_folded[Read](
-        turn: Turn, inspector: TurnInspector, body: bytes, read: Callable[[ParsedBody], Read]
+        turn: Turn,
+        inspector: TurnInspector,
+        body: bytes,
+        read: Callable[[ParsedBody], Read],
+        cased: frozenset[str],
     ) -> Read | None:
         """The body as a reader that matches keys to fields regardless of case reads it (Go's
         encoding/json: ``"Messages"`` for ``messages``), where that reading differs from the dialect's:
         recorded as an ``inspection.key_case`` finding, enforced (the body refused) where the policy
         enforces any threat. None where every reader reads the body alike."""
-        folding = folded_keys(body_text(body))
+        folding = folded_keys(body_text(body), cased)
         if folding is None:
             return None
         document, folds = folding
@@ -800,7 +806,9 @@ class Inspect:
             dialect = Generic()
             completion = dialect.parse_response(body)
         folded = (
-            self._read_folded(turn, inspector, body, lambda found: dialect.parse_response(body, found))
+            self._read_folded(
+                turn, inspector, body, lambda found: dialect.parse_response(body, found), dialect.CASED_KEYS
+            )
             if parsed[2] is None
             else None
         )

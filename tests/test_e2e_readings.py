@@ -7,6 +7,7 @@ import json
 import ssl
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -417,6 +418,15 @@ CASE_VARIANTS = {
 }
 
 
+def assert_read_as_go_reads(record: dict[str, Any], *, enforcing: bool, threat: str) -> None:
+    """The record of a body a case-insensitive reader reads otherwise: its ``inspection.key_case`` finding
+    enforced as the mode says and, observed, a finding of ``threat`` in that reading."""
+    found = {finding["rule"]: finding for finding in record["findings"]}
+    assert found["inspection.key_case"]["enforced"] is enforcing
+    if not enforcing:
+        assert any(f["threat"] == threat and "read_as" in f["extra"] for f in record["findings"])
+
+
 def case_variant_request(shape: str) -> bytes:
     messages = json.dumps([{"role": "user", "content": INJECTION}])
     key = CASE_VARIANTS[shape]
@@ -436,11 +446,7 @@ def test_a_key_spelled_in_another_case_is_read_as_a_case_insensitive_upstream_re
     upstream.reply = Reply(body=LENIENT_ANSWER)
     response = post(mode_proxy, upstream, case_variant_request(shape).decode("utf-8").encode())
     assert response.status_code == (400 if enforcing else 200)
-    record = last_record(mode_proxy)
-    found = {finding["rule"]: finding for finding in record["findings"]}
-    assert found["inspection.key_case"]["enforced"] is enforcing
-    if not enforcing:
-        assert any(f["threat"] == "prompt_injection" and "read_as" in f["extra"] for f in record["findings"])
+    assert_read_as_go_reads(last_record(mode_proxy), enforcing=enforcing, threat="prompt_injection")
 
 
 @pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
@@ -460,11 +466,7 @@ def test_a_response_key_in_another_case_is_read_as_a_case_insensitive_client_rea
     )
     response = post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode())
     assert response.status_code == (502 if enforcing else 200)
-    record = last_record(mode_proxy)
-    found = {finding["rule"]: finding for finding in record["findings"]}
-    assert found["inspection.key_case"]["enforced"] is enforcing
-    if not enforcing:
-        assert any(f["threat"] == "tool_abuse" and "read_as" in f["extra"] for f in record["findings"])
+    assert_read_as_go_reads(last_record(mode_proxy), enforcing=enforcing, threat="tool_abuse")
 
 
 def percent_encoded(text: str) -> str:
@@ -650,3 +652,79 @@ def test_a_secret_split_across_values_of_one_field_is_found(
                 f for f in last_record(mode_proxy, number)["findings"] if f["rule"] == "aws-access-key-id"
             ]
             assert found and all(f["enforced"] is redacting for f in found), (headers, query)
+
+
+def gemini_chunk(parts: str) -> bytes:
+    chunk = f'{{"candidates": [{{"content": {{"role": "model", "parts": [{parts}]}}, "index": 0}}]}}'
+    return f"data: {chunk}\r\n\r\n".encode()
+
+
+GEMINI_CALL = '{"name": "drop_table", "args": {"table": "users"}}'
+GEMINI_CASE_VARIANTS = {
+    "functioncall in lower case": '{"functioncall": ' + GEMINI_CALL + "}",
+    "FunctionCall": '{"FunctionCall": ' + GEMINI_CALL + "}",
+    "an escaped capital": '{"\\u0046unctionCall": ' + GEMINI_CALL + "}",
+    "Text beside text": '{"text": "fine", "Text": "' + AWS_KEY + '"}',
+    "Parts beside parts": None,
+}
+
+
+def gemini_case_stream(shape: str) -> list[bytes]:
+    first = gemini_chunk('{"text": "Let me see. "}')
+    variant = GEMINI_CASE_VARIANTS[shape]
+    if variant is None:
+        chunk = (
+            '{"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}], '
+            '"Parts": [{"functionCall": ' + GEMINI_CALL + '}]}, "index": 0}]}'
+        )
+        return [first, f"data: {chunk}\r\n\r\n".encode()]
+    return [first, gemini_chunk(variant)]
+
+
+GEMINI_STREAM_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+def test_a_gemini_stream_key_in_another_case_is_read_as_a_go_client_reads_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A Gemini stream's event whose key a case-insensitive client (the Go SDK) reads as a field spelled
+    otherwise (``functioncall``, ``FunctionCall``, an escaped letter, ``Text`` beside ``text``, ``Parts``)
+    is an ``inspection.key_case`` finding, as in a body: observed, that reading is inspected too (the
+    destructive call, the key); enforced, the event is not sent."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode()
+    for number, shape in enumerate(GEMINI_CASE_VARIANTS, start=1):
+        upstream.reply = Reply(events=gemini_case_stream(shape))
+        response = post(mode_proxy, upstream, body, path=GEMINI_STREAM_PATH)
+        assert response.status_code == 200, shape
+        record = last_record(mode_proxy, number)
+        found = {finding["rule"]: finding for finding in record["findings"]}
+        assert "inspection.key_case" in found, (shape, record)
+        assert found["inspection.key_case"]["enforced"] is enforcing, shape
+        if enforcing:
+            assert "drop_table" not in response.text and AWS_KEY not in response.text, shape
+        else:
+            # The call a Go client runs is recorded as that reading finds it; the key, which the scan of
+            # fields no dialect models finds in ``Text`` too, is recorded either way.
+            assert any(
+                "read_as" in f.get("extra", {}) or f["rule"] == "aws-access-key-id"
+                for f in record["findings"]
+            ), shape
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+def test_a_gemini_answer_with_a_key_in_lower_case_is_read_as_a_go_client_reads_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A Gemini JSON answer whose only keys are in lower case (``functioncall``): no capital anywhere, yet
+    a Go client runs the call in it. Enforced, the agent gets a 502; observed, the call is recorded."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    answer = (
+        '{"candidates": [{"content": {"role": "model", "parts": [{"functioncall": ' + GEMINI_CALL + "}]}}]}"
+    )
+    upstream.reply = Reply(body=answer.encode())
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode()
+    response = post(mode_proxy, upstream, body, path="/v1beta/models/gemini-2.5-flash:generateContent")
+    assert response.status_code == (502 if enforcing else 200)
+    assert_read_as_go_reads(last_record(mode_proxy), enforcing=enforcing, threat="tool_abuse")

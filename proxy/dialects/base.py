@@ -146,6 +146,10 @@ class Dialect(ABC):
     the path told it (Gemini's model, the JSON-RPC id of an MCP request)."""
 
     name: ClassVar[str]
+    CASED_KEYS: ClassVar[frozenset[str]] = frozenset()
+    """The keys the API itself spells with capitals (Gemini's camelCase): a body holding no other key
+    with a capital, an escape or a letter outside ASCII, nor one of these in lower case, reads alike in
+    every reader, whether or not it matches keys regardless of case."""
 
     def __init__(self, model_hint: str | None = None) -> None:
         self.model_hint = model_hint

@@ -71,8 +71,105 @@ def _function_call(call: dict[str, Any], where: str) -> ToolCall:
     )
 
 
+GEMINI_CASED_KEYS = frozenset(
+    {
+        # Requests
+        "systemInstruction",
+        "generationConfig",
+        "safetySettings",
+        "toolConfig",
+        "functionDeclarations",
+        "functionCallingConfig",
+        "allowedFunctionNames",
+        "cachedContent",
+        "maxOutputTokens",
+        "topP",
+        "topK",
+        "candidateCount",
+        "stopSequences",
+        "presencePenalty",
+        "frequencyPenalty",
+        "responseMimeType",
+        "responseSchema",
+        "responseJsonSchema",
+        "responseModalities",
+        "thinkingConfig",
+        "thinkingBudget",
+        "includeThoughts",
+        "speechConfig",
+        "mediaResolution",
+        "googleSearch",
+        "googleSearchRetrieval",
+        "codeExecution",
+        "urlContext",
+        "parametersJsonSchema",
+        "responseLogprobs",
+        "enableEnhancedCivicAnswers",
+        # Parts, both ways
+        "functionCall",
+        "functionResponse",
+        "inlineData",
+        "fileData",
+        "mimeType",
+        "fileUri",
+        "executableCode",
+        "codeExecutionResult",
+        "thoughtSignature",
+        "videoMetadata",
+        "partMetadata",
+        "willContinue",
+        # Responses
+        "finishReason",
+        "finishMessage",
+        "safetyRatings",
+        "citationMetadata",
+        "citationSources",
+        "startIndex",
+        "endIndex",
+        "groundingMetadata",
+        "groundingChunks",
+        "groundingSupports",
+        "webSearchQueries",
+        "searchEntryPoint",
+        "renderedContent",
+        "retrievalMetadata",
+        "avgLogprobs",
+        "logprobsResult",
+        "topCandidates",
+        "chosenCandidates",
+        "logProbability",
+        "tokenId",
+        "tokenCount",
+        "usageMetadata",
+        "promptTokenCount",
+        "candidatesTokenCount",
+        "totalTokenCount",
+        "cachedContentTokenCount",
+        "thoughtsTokenCount",
+        "toolUsePromptTokenCount",
+        "promptTokensDetails",
+        "candidatesTokensDetails",
+        "cacheTokensDetails",
+        "toolUsePromptTokensDetails",
+        "modelVersion",
+        "responseId",
+        "createTime",
+        "promptFeedback",
+        "blockReason",
+        "blockReasonMessage",
+        "urlContextMetadata",
+        "urlMetadata",
+        "retrievedUrl",
+        "urlRetrievalStatus",
+    }
+)
+"""The camelCase keys of the Gemini API: any other key with a capital is read again as a case-insensitive
+reader (the Go SDK's encoding/json) reads it, as is one of these in lower case (``functioncall``)."""
+
+
 class Gemini(Dialect):
     name = "gemini"
+    CASED_KEYS = GEMINI_CASED_KEYS
 
     def __init__(self, model_hint: str | None = None, streaming: bool = False) -> None:
         super().__init__(model_hint)
@@ -301,7 +398,7 @@ class _MergedResponse:
 
 class GeminiStreamSession(StreamSession):
     READS_PLACES = True
-    CASED_KEYS = True
+    CASED_KEYS = GEMINI_CASED_KEYS
 
     def __init__(self, model_hint: str | None, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)

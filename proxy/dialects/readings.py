@@ -12,6 +12,7 @@ are the other ways, so that what any of those clients reads is inspected too.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -273,11 +274,33 @@ class _Folded(dict[str, Any]):
         return super().__contains__(self._key(key))
 
 
-def folded_keys(text: str) -> tuple[Any, list[str]] | None:
+_KEY = re.compile(r'"((?:[^"\\]|\\.)*+)"\s*+:')
+
+
+def _may_fold(text: str, cased: frozenset[str]) -> bool:
+    """Whether a key of ``text`` may be read as a field spelled otherwise, for a dialect whose own keys
+    ``cased`` carry capitals: any other key with a capital, an escape or a letter outside ASCII, or one
+    of its keys spelled in lower case (``functioncall``)."""
+    lowered = _lowered(cased)
+    for key in _KEY.findall(text):
+        if key in cased:
+            continue
+        if key != key.lower() or "\\" in key or not key.isascii() or key in lowered:
+            return True
+    return False
+
+
+@functools.cache
+def _lowered(cased: frozenset[str]) -> frozenset[str]:
+    return frozenset(key.lower() for key in cased)
+
+
+def folded_keys(text: str, cased: frozenset[str] = frozenset()) -> tuple[Any, list[str]] | None:
     """JSON text as a case-insensitive reader reads it, and the list that notes each lookup it answers
     otherwise than an exact reader (filled as the document is read); None when no key of the text could
-    be read so (the common case, found by one regular-expression search)."""
-    if _FOLDABLE_KEY.search(text) is None:
+    be read so (the common case, found by one regular-expression search). ``cased``: the keys the
+    dialect itself spells with capitals (Gemini's camelCase), which alone are not read twice."""
+    if not (_may_fold(text, cased) if cased else _FOLDABLE_KEY.search(text) is not None):
         return None
     folds: list[str] = []
     return jsontext.loads(text, object_pairs_hook=lambda pairs: _Folded(pairs, folds)), folds

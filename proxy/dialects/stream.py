@@ -377,9 +377,9 @@ class StreamSession(ABC):
 
     READS_PLACES: ClassVar[bool] = False
     """Whether the dialect puts deltas at places named by index (``readings.PLACE_KEYS``)."""
-    CASED_KEYS: ClassVar[bool] = False
-    """Whether the dialect's own keys carry capitals (Gemini's camelCase): if not, an event with a key a
-    case-insensitive reader may fold is also read as such a reader reads it, where nothing filters."""
+    CASED_KEYS: ClassVar[frozenset[str]] = frozenset()
+    """The keys the dialect itself spells with capitals (``Dialect.CASED_KEYS``): an event with any other
+    key a case-insensitive reader may fold is also read as such a reader reads it."""
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         self.filters = filters or StreamFilters()
@@ -488,8 +488,8 @@ class StreamSession(ABC):
             if odd.misplaced and not self.filters.active:
                 others[readings.LENIENT] = readings.lenient(payload, self._highest)
                 others[readings.APART] = readings.apart(payload, self._apart)
-        if not self.CASED_KEYS and payload is not _NOT_JSON and event.data:
-            folding = readings.folded_keys(event.data)
+        if payload is not _NOT_JSON and event.data:
+            folding = readings.folded_keys(event.data, self.CASED_KEYS)
             if folding is not None and self.filters.active:
                 self._folding[id(event)] = folding
             elif folding is not None:
