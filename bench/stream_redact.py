@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proxy.scanning.redact import StreamRedactor
-from proxy.scanning.rulepack import Scanner, ScanResult, Triggered, load_pack, pack_path
+from proxy.scanning.rulepack import Scanner, ScanResult, load_pack, pack_path
 
 REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
 TEXTS = {
@@ -66,7 +66,7 @@ class CountingScanner(Scanner):
 class ScanningEveryDelta(StreamRedactor):
     """The redactor with its trigger watch set aside: every release scans the whole context."""
 
-    def _context_to_scan(self, ahead: Triggered | None = None) -> int:
+    def _context_to_scan(self) -> int:
         return len(self._context)
 
 

@@ -20,7 +20,6 @@ from proxy.scanning.redact import RedactionStyle, StreamRedactor, scan_and_redac
 from proxy.scanning.rulepack import (
     RUN_LOOKBEHIND,
     Scanner,
-    Triggered,
     confined_to_runs,
     holds_whitespace,
     load_pack,
@@ -50,7 +49,7 @@ class CountingScanner(Scanner):
 class ScanningEveryDelta(StreamRedactor):
     """The redactor as it was before it watched for triggers: every release scans its whole window."""
 
-    def _context_to_scan(self, ahead: Triggered | None = None) -> int:
+    def _context_to_scan(self) -> int:
         return len(self._context)
 
 
@@ -499,3 +498,23 @@ def test_a_run_longer_than_the_watch_keeps_is_not_taken_for_too_short(tmp_path: 
     released = _streamed(StreamRedactor(rules), deltas, [])
     assert released == _streamed(ScanningEveryDelta(rules), deltas, [])
     assert "[REDACTED:dotted-code-then-its-name]" in "".join(released[0])
+
+
+def test_text_announced_and_not_fed_before_the_next_announcement_leaves_nothing_unscanned() -> None:
+    """``expect`` lets the watch read a burst before its deltas come. When a new burst is announced
+    before all of the last one came, what the watch read may not be the stream (here "tok" was followed
+    by "XYZ" in what it read, by "en" in the stream): the windows holding that place are scanned whole,
+    and the value the keyword split over the two bursts names is redacted as when scanning every delta."""
+    value = "Xk9mP2vL7qR4wZa8Tq3"  # no run of base64 long enough to be decoded
+
+    def streamed(redactor: StreamRedactor) -> list[str]:
+        released = [redactor.feed(PROSE)]
+        redactor.expect("the api tok" + "XYZ")  # "XYZ" never comes
+        released.append(redactor.feed("the api tok"))
+        redactor.expect(f"en: {value} then ")
+        released += [redactor.feed(f"en: {value} then "), redactor.feed(PROSE)]
+        return [*released, redactor.flush()]
+
+    watching = streamed(StreamRedactor(SCANNER))
+    assert watching == streamed(ScanningEveryDelta(SCANNER))
+    assert value not in "".join(watching)

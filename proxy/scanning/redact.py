@@ -19,7 +19,7 @@ from typing import Any
 import regex
 
 from proxy.model import Severity, Threat
-from proxy.scanning.rulepack import RUN_LOOKBEHIND, Match, Rule, Scanner, Triggered
+from proxy.scanning.rulepack import RUN_LOOKBEHIND, UNBOUNDED, Match, Rule, Scanner, Triggered
 
 # Used when the caller has no per-install key: fingerprints then only correlate within this process.
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -292,6 +292,7 @@ class StreamRedactor:
         self._expected = 0  # characters of the text announced by ``expect`` that have not come yet
         self._ahead: _Ahead | None = None
         self._watch = scanner.watch()
+        self._read_ahead = 0  # characters announced by ``expect`` that the watch has read and not come yet
         self._triggers: list[_Trigger] = []  # those that may still make a scan find something
         self.redactions: list[Redaction] = []
 
@@ -303,13 +304,20 @@ class StreamRedactor:
         or while this channel's start is read on from another's text."""
         self._expected = 0
         self._ahead = None
+        if self._read_ahead:
+            # Text announced before has not all come: what the watch read of it may not be what follows.
+            # Windows holding the place are scanned whole, and the watch starts afresh.
+            self._watch = self._scanner.watch()
+            self._read_ahead = 0
+            self._note(Triggered(0, UNBOUNDED))
         base = self._passed - len(self._context)
         known = self._pending + text
         begins = _KEY_BLOCK_BEGIN.search(known, max(0, len(self._pending) - _LONGEST_BEGIN_MARKER))
         if not text or self._key_block is not None or base < 0 or begins is not None:
             return
-        self._expected = len(text)
-        scanned = self._context_to_scan(self._watch.look(text))
+        self._expected = self._read_ahead = len(text)
+        self._note(self._watch.feed(text), self._passed + len(known))
+        scanned = self._context_to_scan()
         offset = scanned or 0
         window = self._context[len(self._context) - offset :] + known
         matches: tuple[Match, ...] = ()
@@ -329,7 +337,11 @@ class StreamRedactor:
             # Only the new text, and a marker that may have started just before it, need a look.
             look_from = max(0, len(self._pending) - _LONGEST_BEGIN_MARKER)
             self._pending += text
-            self._note(self._watch.feed(text))
+            # What ``expect`` announced, the watch has read.
+            read = min(self._read_ahead, len(text))
+            self._read_ahead -= read
+            if read < len(text):
+                self._note(self._watch.feed(text[read:]))
             text = ""
             begin = _KEY_BLOCK_BEGIN.search(self._pending, look_from)
             if begin is not None:
@@ -440,10 +452,12 @@ class StreamRedactor:
             for match in self._scanned(window[left_out:], scanned, base + left_out)
         ]
 
-    def _note(self, triggered: Triggered | None) -> None:
+    def _note(self, triggered: Triggered | None, end: int | None = None) -> None:
+        """Keeps what the watch found in the text that ends at stream offset ``end`` (the pending text's
+        end by default)."""
         if triggered is None:
             return
-        end = self._passed + len(self._pending)
+        end = self._passed + len(self._pending) if end is None else end
         self._triggers.append(_Trigger(end + triggered.extent, end + triggered.reach, triggered.reach == 0))
         if len(self._triggers) > _MAX_TRIGGERS:
             # Tiny deltas full of triggers: one that lasts as long as the longest-lasting of them stands
@@ -457,10 +471,9 @@ class StreamRedactor:
                 )
             ]
 
-    def _context_to_scan(self, ahead: Triggered | None = None) -> int | None:
+    def _context_to_scan(self) -> int | None:
         """How many characters of the context a scan of the window needs to find every match that reaches
-        the pending text (and the text ``ahead``, which ``ahead`` says what it brings); None when no
-        scan can find one.
+        the pending text (and the text announced after it); None when no scan can find one.
 
         Each trigger the stream brought either lies before the context (a scan of the window does not
         run the rules it triggers), or lets no match reach as far as the pending text, or is confined to
@@ -474,12 +487,11 @@ class StreamRedactor:
         ]
         if start < 0 or (self._context and not self._context[-1].isspace()):
             return len(self._context)
-        confined = all(trigger.confined for trigger in self._triggers)
-        if ahead is not None:
-            confined = confined and ahead.reach == 0
-        elif not self._triggers:
+        if not self._triggers:
             return None
-        return min(len(self._context), RUN_LOOKBEHIND) if confined else len(self._context)
+        if all(trigger.confined for trigger in self._triggers):
+            return min(len(self._context), RUN_LOOKBEHIND)
+        return len(self._context)
 
     def _scanned(self, window: str, offset: int, base: int) -> list[Match]:
         found = [match for match in self._scanner.scan(window).matches if match.end > offset]
