@@ -5,6 +5,7 @@ delta is read alone and not as part of a burst."""
 from __future__ import annotations
 
 import base64
+import json
 import textwrap
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import anthropic_client, ask, chat_stream_text, last_record, openai_client
-from tests.upstream import FakeUpstream, Reply
+from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 # The keyword that names the value ("PASSWORD") is split over two events of fifteen characters, at a
 # point where the text before it filled a keyword's length of the watch's memory only in part.
@@ -67,3 +68,33 @@ def test_a_token_encoded_over_whitespace_leaves_a_chat_stream_redacted_whole(
     upstream.reply = Reply(text=f"Here it is:\n{encoded}\nDone.", piece_size=4)
     stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
     assert chat_stream_text(stream) == "Here it is:\n[REDACTED:github-pat]\nDone."
+
+
+DISGUISED = {
+    "base64": base64.b64encode(NOTE).decode(),
+    "full-width": "".join(chr(ord(char) + 0xFEE0) for char in GITHUB_TOKEN),
+    "look-alike": GITHUB_TOKEN.replace("o", "\u043e").replace("A", "\u0410"),
+    "hex pairs": HEX_DUMP,
+}
+
+
+def test_streamed_tool_arguments_are_redacted_as_the_same_arguments_in_json(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A secret written right after a line break in a streamed call's arguments (JSON text, where the
+    break is the escape \\n) is redacted as in the same call answered as JSON, in every disguise."""
+    for name, disguised in DISGUISED.items():
+        call = [ToolCallReply(name="save_note", arguments={"note": f"Here:\n{disguised}\nDone."})]
+        upstream.reply = Reply(text="ok", tool_calls=call)
+        answer = openai_client(upstream).chat.completions.create(model="m", messages=ask())
+        expected = json.loads(answer.choices[0].message.tool_calls[0].function.arguments)  # type: ignore[index]
+        assert expected == {"note": "Here:\n[REDACTED:github-pat]\nDone."}, name
+        for piece_size in (1, 7):
+            upstream.reply = Reply(text="ok", tool_calls=call, piece_size=piece_size)
+            arguments = ""
+            for chunk in openai_client(upstream).chat.completions.create(
+                model="m", messages=ask(), stream=True
+            ):
+                if chunk.choices and chunk.choices[0].delta.tool_calls:
+                    arguments += chunk.choices[0].delta.tool_calls[0].function.arguments or ""  # type: ignore[union-attr]
+            assert json.loads(arguments) == expected, (name, piece_size)

@@ -84,10 +84,38 @@ def looks_nested(text: str) -> bool:
     return stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]")
 
 
+# The whitespace escapes of a JSON string (\n, \r, \t after an odd run of backslashes: this text's own
+# level) are read as the characters they stand for, as a client decoding the string reads them: written as
+# "\n", a line break glues its "n" to the token after it ("\nghp_..."), which no token rule then reads as
+# a token's start, nor a decoded view as the start of a base64 run. The raw whitespace JSON allows only
+# between its tokens stands in the meantime for control characters no JSON text holds raw (one that does,
+# which no strict reader accepts, is escaped), so the filter's output is written back exactly.
+_WHITESPACE_ESCAPE = regex.compile(r"(\\+)([nrt])")
+_WHITESPACE_OF = {"n": "\n", "r": "\r", "t": "\t"}
+_STAND_INS = str.maketrans(
+    {"\x0b": "\\u000b", "\x0c": "\\u000c", "\x1c": "\\u001c", "\n": "\x0b", "\t": "\x0c", "\r": "\x1c"}
+)
+_WRITTEN_BACK = str.maketrans(
+    {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x0b": "\n", "\x0c": "\t", "\x1c": "\r"}
+)
+
+
+def _read_whitespace(text: str) -> str:
+    def plain(match: regex.Match[str]) -> str:
+        run, letter = match.group(1), match.group(2)
+        if len(run) % 2 == 0:
+            return match.group(0)
+        return run[:-1] + _WHITESPACE_OF[letter]
+
+    text = text.translate(_STAND_INS)
+    return _WHITESPACE_ESCAPE.sub(plain, text) if "\\" in text else text
+
+
 class UnescapingFilter:
     """A text filter over streamed JSON text (a tool call's arguments) that hands the filter behind it
-    the text with its escapes made plain (``canonical_escapes``); an escape split across deltas is held
-    until it is whole."""
+    the text with its escapes made plain (``canonical_escapes``) and its whitespace escapes read as the
+    whitespace they stand for (``_read_whitespace``), and writes what it releases back as JSON text; an
+    escape split across deltas is held until it is whole."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -98,11 +126,16 @@ class UnescapingFilter:
         partial = _PARTIAL_ESCAPE.search(text)
         cut = partial.start() if partial and len(text) - partial.start() <= _MAX_PARTIAL_ESCAPE else len(text)
         self._held = text[cut:]
-        return str(self._inner.feed(canonical_escapes(text[:cut])))
+        return self._written(self._inner.feed(_read_whitespace(canonical_escapes(text[:cut]))))
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        return str(self._inner.feed(canonical_escapes(held))) + str(self._inner.flush())
+        released = self._written(self._inner.feed(_read_whitespace(canonical_escapes(held))))
+        return released + self._written(self._inner.flush())
+
+    @staticmethod
+    def _written(released: Any) -> str:
+        return str(released).translate(_WRITTEN_BACK)
 
 
 @dataclass(frozen=True, slots=True)
