@@ -728,3 +728,57 @@ def test_a_gemini_answer_with_a_key_in_lower_case_is_read_as_a_go_client_reads_i
     response = post(mode_proxy, upstream, body, path="/v1beta/models/gemini-2.5-flash:generateContent")
     assert response.status_code == (502 if enforcing else 200)
     assert_read_as_go_reads(last_record(mode_proxy), enforcing=enforcing, threat="tool_abuse")
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+def test_a_gemini_tool_result_keyed_in_lower_case_is_read_as_a_go_upstream_reads_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A part keyed ``functionresponse`` (no capital anywhere in the body) is a tool result to a
+    case-insensitive upstream: the injection in it is recorded as that reading finds it; enforced, the
+    request is refused. ``functionresponses``, which no field folds to, is no finding."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    upstream.reply = Reply(
+        body=b'{"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}}]}'
+    )
+    for number, key in enumerate(["functionresponse", "functionresponses"], start=1):
+        result = {key: {"name": "fetch_page", "response": {"content": INJECTION}}}
+        body = {"contents": [{"role": "user", "parts": [{"text": "summarise"}, result]}]}
+        response = post(
+            mode_proxy,
+            upstream,
+            json.dumps(body).encode(),
+            path="/v1beta/models/gemini-2.5-flash:generateContent",
+        )
+        folds = key == "functionresponse"
+        assert response.status_code == (400 if enforcing and folds else 200), key
+        if folds:
+            assert_read_as_go_reads(
+                last_record(mode_proxy, number), enforcing=enforcing, threat="prompt_injection"
+            )
+        else:
+            rules = {finding["rule"] for finding in last_record(mode_proxy, number)["findings"]}
+            assert "inspection.key_case" not in rules
+
+
+MCP_HIDDEN_RESULT = {"content": [{"type": "text", "text": "Done."}], "structuredcontent": {"note": INJECTION}}
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_an_mcp_result_field_keyed_in_lower_case_is_read_as_a_go_client_reads_it(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, accept: str
+) -> None:
+    """A tools/call result keyed ``structuredcontent``: a Go MCP client reads it as ``structuredContent``
+    and hands its text to the model. Observed, the injection in it is recorded as that reading finds it;
+    enforced, it never reaches the agent."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    answer = {"jsonrpc": "2.0", "id": 7, "result": MCP_HIDDEN_RESULT}
+    if accept == "application/json":
+        upstream.reply = Reply(body=json.dumps(answer).encode())
+    else:
+        upstream.reply = Reply(events=[f"event: message\ndata: {json.dumps(answer)}\n\n".encode()])
+    call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "fetch", "arguments": {}}}
+    response = post(mode_proxy, upstream, json.dumps(call).encode(), path="/mcp", headers={"accept": accept})
+    assert (INJECTION in response.text) is not enforcing
+    assert_read_as_go_reads(last_record(mode_proxy), enforcing=enforcing, threat="prompt_injection")

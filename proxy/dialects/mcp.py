@@ -97,8 +97,15 @@ def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[
         completion.stop_reason = "error"
 
 
+MCP_CASED_KEYS = frozenset({"structuredContent", "isError", "inputSchema", "outputSchema"})
+"""The camelCase fields this dialect reads: a key holding no capital, escape or letter outside ASCII is
+read as one of them by a case-insensitive reader (a Go client) only if it spells one in lower case
+(``structuredcontent``)."""
+
+
 class MCP(Dialect):
     name = "mcp"
+    CASED_KEYS = MCP_CASED_KEYS
 
     def __init__(self, request_id: Any = None) -> None:
         super().__init__()
@@ -150,6 +157,8 @@ class MCP(Dialect):
 
 class MCPStreamSession(PerEventStreamSession):
     """Each event carries one complete JSON-RPC message, so each text is filtered within its event."""
+
+    CASED_KEYS = MCP_CASED_KEYS
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         for prefix, message in _messages(payload):
