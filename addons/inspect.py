@@ -712,10 +712,12 @@ class Inspect:
                 sent = inspector.scan_request(rewritten, view, original=body)
             else:
                 sent = inspector.scan_request(body, view, parsed)
-            if verdict.block is None:
-                sent = inspector.vault_request(sent, reader, view)
-        if verdict.block is not None:
-            flow.response = refusal(dialect, turn, 403, block_message(verdict.block, turn.event_id))
+        # The URL, header and residual scans may refuse it too (a rule that ran out of time there).
+        block = verdict.block or inspector.request_block()
+        if sent is not None and block is None:
+            sent = inspector.vault_request(sent, reader, view)
+        if block is not None:
+            flow.response = refusal(dialect, turn, 403, block_message(block, turn.event_id))
             inspector.request_blocked()
         elif sent is not None and sent != body:
             set_content(flow.request, sent)

@@ -139,6 +139,11 @@ def reading_threat(policy: Policy) -> Threat | None:
     return next((threat for threat in READING_THREATS if policy.enforces(threat)), None)
 
 
+SCAN_TIMEOUT_RULE = "inspection.scan_timeout"
+"""A secret or PII rule ran out of time on a text twice (``Scanner.rescan_s``): what it looks for there is
+not known. Filed under that rule's threat, and refused where the policy enforces it."""
+
+
 def inspection_threat(policy: Policy) -> Threat:
     """The threat an ``inspection.*`` finding is filed under: ``reading_threat``, or ``data_exfiltration``
     (observed) where none is enforced. Its ``enforced`` can then only say what that threat's policy did."""
@@ -205,12 +210,18 @@ class Detectors:
             if pack.threat is Threat.DATA_EXFILTRATION
         ]
         self.credential_reads = credentials.credential_scanner(packs)
-        self.sensitive = Scanner(self.sensitive_packs)
+        time_limit = policy.detection.rule_time_limit_s
+        self.sensitive = Scanner(self.sensitive_packs, timeout_s=time_limit)
+        self.sensitive_rules = {rule.id: rule for rule in self.sensitive.rules}
         enforced = [pack for pack in self.sensitive_packs if policy.enforces(pack.threat)]
         # Where every pack is enforced (the packs share one threat), redacting reads what detection read:
         # one scanner, so a turn's scan of a text serves both (``TurnInspector._scan_once``).
         self.redacting = (
-            self.sensitive if enforced == self.sensitive_packs else Scanner(enforced) if enforced else None
+            self.sensitive
+            if enforced == self.sensitive_packs
+            else Scanner(enforced, timeout_s=time_limit)
+            if enforced
+            else None
         )
         self.injection = injection.load_default()
         self.refusal = refusal.default_detector()
@@ -305,6 +316,9 @@ class TurnInspector:
         """The secret and PII matches of each text this turn has scanned (in scans no rule timed out in):
         the findings, the JSON rewrite, the residual scan of the body and the read-back of what was sent
         read the same text, and the scan of it is the same each time."""
+        self._timed_out: dict[str, tuple[list[Match], list[str]]] = {}
+        """The scans of this turn in which a rule ran out of time even when run again: a text crafted to
+        keep a rule busy costs its budgets once per turn, not once for each of those readings."""
         self.residual = self.json_scan(redacts=True)
         self._sent_before: set[str] = set()
         """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
@@ -364,7 +378,9 @@ class TurnInspector:
                 if part.source is Source.USER and found:
                     self._count_injection_attempt()
                 outgoing = self._quarantined(part, found)
-            outgoing = self._secrets_redacted(part, outgoing, self._sensitive(part.text), vaulted=vaults)
+            outgoing = self._secrets_redacted(
+                part, outgoing, self._sensitive(part.text, part.where), vaulted=vaults
+            )
             if outgoing is not part.text:
                 verdict.replacements[part.where] = outgoing
         # History comes back with every request. Read content's verdict is cached, and what was withheld
@@ -390,14 +406,7 @@ class TurnInspector:
             self._record(credentials.credential_reads(view.tool_calls, self.detectors.credential_reads))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
-        verdict.block = next(
-            (
-                finding
-                for finding in self.turn.findings
-                if self._enforceable(finding) and finding.action in (Action.BLOCK, Action.WITHHOLD)
-            ),
-            None,
-        )
+        verdict.block = self.request_block()
         return verdict
 
     def _secrets_redacted(self, part: Part, outgoing: str, matches: list[Match], *, vaulted: bool) -> str:
@@ -446,7 +455,7 @@ class TurnInspector:
             masked = masked[:start] + "\n" * (end - start) + masked[end:]
         # An agent calls the same host and path turn after turn: the scan of a repeated one is kept.
         known = self._known(masked)
-        return self._sensitive(masked) if known is None else known
+        return self._sensitive(masked, "url") if known is None else known
 
     def _across_parameters(self, target: str) -> list[tuple[Finding, list[Match]]]:
         """Secrets and PII a repeated query parameter's values spell read one after another
@@ -882,7 +891,7 @@ class TurnInspector:
         with placeholders (as a request does), and one it receives has the placeholders its agent and
         session vaulted restored in every string (nothing of a message is modelled as text)."""
         since = len(self.turn.findings)
-        matches = self._sensitive(text)
+        matches = self._sensitive(text, where)
         self._record(
             self._sensitive_findings(text, matches, where, vaulted=from_client and self.vault is not None)
         )
@@ -935,7 +944,8 @@ class TurnInspector:
         self._response_from = len(self.turn.findings)
         leak_detector = self._leak_detector(enforced_only=False)
         for segment in completion.text:
-            self._record(self._sensitive_findings(segment.text, self._sensitive(segment.text), segment.where))
+            matches = self._sensitive(segment.text, segment.where)
+            self._record(self._sensitive_findings(segment.text, matches, segment.where))
             if leak_detector is not None:
                 self._record(leak_detector.findings(segment.text, segment.where))
             self._record(links.neutralise(segment.text, self._host_allowed, segment.where)[1])
@@ -943,7 +953,8 @@ class TurnInspector:
         for call in completion.tool_calls:
             # Scanned as the client's json.loads will read them, escapes decoded.
             arguments = canonical_escapes(call.arguments)
-            self._record(self._sensitive_findings(arguments, self._sensitive(arguments), call.where))
+            matches = self._sensitive(arguments, call.where)
+            self._record(self._sensitive_findings(arguments, matches, call.where))
         quarantined: dict[str, str] = {}
         for part in completion.parts:
             if part.source in CONTEXT_SOURCES:
@@ -1257,7 +1268,7 @@ class TurnInspector:
                 ]
                 changed = True
         since = len(self.turn.findings)
-        self._record_residual(scan)
+        self._record_residual(scan, "headers")
         if not changed:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
@@ -1314,11 +1325,12 @@ class TurnInspector:
         self._scanned[text] = matches
         return matches
 
-    def _record_residual(self, scan: JsonScan) -> None:
-        """Findings of a residual scan not already recorded from the dialect's own reading."""
+    def _record_residual(self, scan: JsonScan, where: str = "body") -> None:
+        """Findings of a residual scan not already recorded from the dialect's own reading; a rule that ran
+        out of time in it is recorded at ``where``."""
         seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}
         found, scan.found = scan.found, []
-        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in scan.timed_out)
+        self._record_timeouts(scan.timed_out, where)
         scan.timed_out = []
         for item in found:
             if item.sent_before:
@@ -1516,21 +1528,70 @@ class TurnInspector:
                 cache[key] = matches
         return matches
 
-    def _sensitive(self, text: str) -> list[Match]:
+    def _sensitive(self, text: str, where: str = "body") -> list[Match]:
+        """The secret and PII matches of ``text``, read at ``where``; a rule that ran out of time on it is
+        recorded (``_record_timeouts``)."""
         if not text:
             return []
         matches, timed_out = self._scan_once(text)
-        self.turn.errors.extend(f"rule {rule} timed out and was skipped" for rule in timed_out)
+        self._record_timeouts(timed_out, where)
         return matches
+
+    def _record_timeouts(self, rule_ids: Iterable[str], where: str) -> None:
+        """A finding for each rule that ran out of time on a text at ``where`` even when run again alone
+        with a larger budget: a blocking one under the rule's threat, so that a text crafted to make a rule
+        run long is refused where the policy enforces that threat, and recorded where it observes it.
+        Its signal names the rule, never the text."""
+        known = {
+            (finding.extra.get("rule"), finding.where)
+            for finding in self.turn.findings
+            if finding.rule == SCAN_TIMEOUT_RULE
+        }
+        for rule_id in rule_ids:
+            self.turn.errors.append(f"rule {rule_id} timed out")
+            rule = self.detectors.sensitive_rules[rule_id]
+            if (rule_id, where) in known:
+                continue
+            known.add((rule_id, where))
+            signal = f"rule {rule_id} ran out of time on the text twice; what it looks for there is not known"
+            self._record(
+                [
+                    Finding(
+                        threat=rule.threat,
+                        rule=SCAN_TIMEOUT_RULE,
+                        signal=signal,
+                        severity=Severity.HIGH,
+                        action=Action.BLOCK,
+                        where=where,
+                        owasp=rule.owasp,
+                        extra={"rule": rule_id},
+                    )
+                ]
+            )
+
+    def request_block(self) -> Finding | None:
+        """The first finding that enforce mode refuses the request for, if any (read before its response)."""
+        return next(
+            (
+                finding
+                for finding in self.turn.findings
+                if self._enforceable(finding) and finding.action in (Action.BLOCK, Action.WITHHOLD)
+            ),
+            None,
+        )
 
     def _scan_once(self, text: str) -> tuple[list[Match], list[str]]:
         """The secret and PII matches of ``text`` and the rules that timed out: this turn's earlier scan
-        of the same text if it completed, else a new scan."""
+        of the same text, else a new scan."""
         known = self._scanned.get(text)
         if known is not None:
             return known, []
+        if text in self._timed_out:
+            return self._timed_out[text]
         result = self.detectors.sensitive.scan(text)
-        if not result.timed_out:
+        if result.timed_out:
+            self._timed_out[text] = result.matches, result.timed_out
+        else:
             self._scanned[text] = result.matches
         return result.matches, result.timed_out
 

@@ -16,7 +16,14 @@ import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
-from proxy.inspection import ENTROPY_HISTORY, REPEATED_CHARS, SEQUENCE_HISTORY, Detectors, TurnInspector
+from proxy.inspection import (
+    ENTROPY_HISTORY,
+    REPEATED_CHARS,
+    SCAN_TIMEOUT_RULE,
+    SEQUENCE_HISTORY,
+    Detectors,
+    TurnInspector,
+)
 from proxy.state import SqliteStateStore, digest
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.turn import Turn, TurnContext
@@ -531,14 +538,15 @@ def test_a_value_read_while_rules_time_out_is_not_kept_as_holding_nothing(
     body = _short_values_body(f"key {SECRET}")
     expected = _body_turn(Detectors(policy, b"k" * 32), policy, state, clock, body)
     assert expected[1]
-    timeout_s = detectors.sensitive.timeout_s
-    detectors.sensitive.timeout_s = 0.0
+    budgets = detectors.sensitive.timeout_s, detectors.sensitive.rescan_s
+    detectors.sensitive.timeout_s = detectors.sensitive.rescan_s = 0.0
     try:
         for _ in range(3):
             sent, found = _body_turn(detectors, policy, state, clock, body)
-            assert not found and sent == body  # nothing found: every rule timed out (recorded as errors)
+            # No secret found: every rule timed out, and each that ran on the value is recorded as such.
+            assert sent == body and found and {rule for rule, _, _ in found} == {SCAN_TIMEOUT_RULE}
     finally:
-        detectors.sensitive.timeout_s = timeout_s
+        detectors.sensitive.timeout_s, detectors.sensitive.rescan_s = budgets
     assert _body_turn(detectors, policy, state, clock, body) == expected
 
 

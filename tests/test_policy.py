@@ -174,6 +174,17 @@ def test_stream_decoding_cap_is_a_setting_with_a_default() -> None:
     )
 
 
+def test_rule_time_limit_is_a_setting_in_milliseconds_or_seconds() -> None:
+    """How long a secret or PII rule may run over one text: 50 ms unless said."""
+    assert parse_policy("", "p.yaml", environ={}).detection.rule_time_limit_s == 0.05
+    for written, seconds in (("200ms", 0.2), ("2s", 2.0)):
+        policy = parse_policy(f"inspection: {{rule_time_limit: {written}}}\n", "p.yaml", environ={})
+        assert policy.detection.rule_time_limit_s == seconds
+    assert problems("inspection: {rule_time_limit: soon}\n")[0].startswith(
+        "policy.yaml:1: inspection.rule_time_limit"
+    )
+
+
 def test_embedded_default_policy_loads() -> None:
     """The embedded default policy is valid and observe-only."""
     policy = load_policy(None, environ={"EGRESSGUARD_AGENT_TOKEN": "x"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from proxy.scanning import rulepack
 from proxy.scanning.rulepack import (
     _FEW_BLOCKS,
     _RUN_BLOCK,
+    RESCAN_FACTOR,
     PackError,
     Rule,
     RulePack,
@@ -333,6 +335,50 @@ def test_timeout_skips_rule_and_is_reported(tmp_path: Path) -> None:
     rules = _rule_yaml("slow", "(?:a|aa)+$") + _rule_yaml("fast", "b{3}")
     scanner = _scanner(tmp_path, rules, timeout_s=0.01)
     result = scanner.scan("bbb " + "a" * 40 + "!")
+    assert result.timed_out == ["slow"]
+    assert [match.rule.id for match in result.matches] == ["fast"]
+
+
+def test_a_rule_that_runs_out_of_time_is_run_again_with_the_larger_budget(tmp_path: Path) -> None:
+    """A rule out of time under the scan's budget (none here: as on a machine too loaded to start it) is
+    run once more alone with ``rescan_s``: it finishes there, and its match is reported, nothing timed out."""
+    rules = _rule_yaml("slowish", "(?:a|aa)+b", keywords="[b]") + _rule_yaml("fast", "c{3}")
+    pack = load_pack(_write_pack(tmp_path, rules))
+    text = "ccc " + "a" * 18 + "b"
+    result = Scanner([pack], timeout_s=0.0, rescan_s=5.0).scan(text)
+    assert result.timed_out == []
+    assert sorted((match.rule.id, text[match.start : match.end]) for match in result.matches) == [
+        ("fast", "ccc"),
+        ("slowish", "a" * 18 + "b"),
+    ]
+    assert Scanner([pack], timeout_s=0.0, rescan_s=0.0).scan(text).timed_out == ["slowish", "fast"]
+
+
+def test_the_run_again_has_a_larger_budget_by_default(tmp_path: Path) -> None:
+    scanner = _scanner(tmp_path, _rule_yaml("fast", "b{3}"), timeout_s=0.05)
+    assert scanner.rescan_s == pytest.approx(0.05 * RESCAN_FACTOR) and scanner.rescan_s >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("regex", "text"),
+    [
+        ("(?:a|aa)+$", "a" * 40 + "!"),
+        ("(?:a|a)+$", "a" * 40 + "!"),
+        ("(?:aa|a)+$", "a" * 40 + "-"),
+        ("k=(?:a|aa)+$", "k=" + "a" * 40 + "."),
+    ],
+)
+def test_a_rule_backtracking_without_end_is_reported_after_its_run_again(
+    tmp_path: Path, regex: str, text: str
+) -> None:
+    """Text crafted to make a rule backtrack without end outlasts the run again too: the rule is reported
+    as timed out (the caller decides what that means), other rules still report, and the scan ends within
+    about the two budgets."""
+    rules = _rule_yaml("slow", regex) + _rule_yaml("fast", "b{3}")
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.005, rescan_s=0.05)
+    started = time.monotonic()
+    result = scanner.scan("bbb " + text)
+    assert time.monotonic() - started < 2.0
     assert result.timed_out == ["slow"]
     assert [match.rule.id for match in result.matches] == ["fast"]
 

@@ -176,6 +176,7 @@ SCHEMA = Record(
             {
                 "max_body_bytes": Custom(parse_size, "a size"),
                 "max_stream_decoded_bytes": Custom(parse_size, "a size"),
+                "rule_time_limit": DURATION,
             }
         ),
         "redaction": Record(
@@ -308,6 +309,9 @@ class DetectionSettings:
     freeze_window_s: float = 24 * 3600.0
     freeze_for_s: float = 3600.0
     indirect_injection: Literal["flag", "quarantine", "block"] = "quarantine"
+    rule_time_limit_s: float = 0.05
+    """How long a secret or PII rule may run over one text before it is run again with more
+    (``Scanner.rescan_s``), and then recorded as ``inspection.scan_timeout``."""
     vault: VaultSettings | None = None
     """Set when requests are vaulted rather than redacted."""
 
@@ -458,6 +462,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         freeze_window_s=freeze.get("window") or defaults.freeze_window_s,
         freeze_for_s=freeze.get("duration") or defaults.freeze_for_s,
         indirect_injection=(raw.get("injection") or {}).get("indirect") or defaults.indirect_injection,
+        rule_time_limit_s=(raw.get("inspection") or {}).get("rule_time_limit") or defaults.rule_time_limit_s,
         vault=vault,
     )
     headers = {**DEFAULT_CONTEXT_HEADERS, **_without_line((raw.get("identity") or {}).get("headers") or {})}

@@ -5,16 +5,23 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
-_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"\s*(\d+)\s*(ms|[smhdw])\s*")
+_DURATION_UNITS = {
+    "ms": "milliseconds",
+    "s": "seconds",
+    "m": "minutes",
+    "h": "hours",
+    "d": "days",
+    "w": "weeks",
+}
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
 
 
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``5m``, ``24h``, ``7d``, ``2w``; raises ValueError otherwise."""
+    """``50ms``, ``90s``, ``5m``, ``24h``, ``7d``, ``2w``; raises ValueError otherwise."""
     match = _DURATION.fullmatch(text)
     if match is None:
-        raise ValueError(f"not a duration: {text!r} (use a number and s, m, h, d or w, e.g. 24h)")
+        raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h, d or w, e.g. 24h)")
     return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
 

@@ -444,6 +444,13 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
     return [load_pack(path) for path in packaged_packs(directory)]
 
 
+RESCAN_FACTOR = 20
+"""A rule that runs out of time on a text is run once more, alone on that text, with this many times the
+scan's budget (50 ms: 1 s): a merely loaded machine then finishes it, where skipping it would switch the
+rule off for text crafted to make it run long. Only a rule that runs out twice is reported as timed out,
+and the turn's policy then decides (``inspection.scan_timeout``)."""
+
+
 # A keyword hit only makes its rule run in a window around the hit: as far either side as the rule's
 # longest possible match reaches, plus this margin after it so a lookahead at a match's end (rules
 # look at most a few characters past it) still sees the real neighbouring text.
@@ -1118,13 +1125,22 @@ class Scanner:
     for an anchored rule (every match starts with a keyword) only one match attempt at the hit.
     """
 
-    def __init__(self, packs: Iterable[RulePack], *, timeout_s: float = 0.05, loosened: bool = True) -> None:
-        """``loosened=False`` runs every triggered rule without asking its loosened form first (the same
-        findings, for measuring what the question saves)."""
+    def __init__(
+        self,
+        packs: Iterable[RulePack],
+        *,
+        timeout_s: float = 0.05,
+        rescan_s: float | None = None,
+        loosened: bool = True,
+    ) -> None:
+        """``timeout_s`` bounds each rule's run over a text, ``rescan_s`` its one run again after it ran out
+        (``RESCAN_FACTOR`` times ``timeout_s`` unless given). ``loosened=False`` runs every triggered rule
+        without asking its loosened form first (the same findings, for measuring what the question saves)."""
         self.rules: tuple[Rule, ...] = tuple(
             rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
         )
         self.timeout_s = timeout_s
+        self.rescan_s = timeout_s * RESCAN_FACTOR if rescan_s is None else rescan_s
         self._decoded = frozenset(index for index, rule in enumerate(self.rules) if rule.decoded)
         self._widths = [rule.max_length or _max_width(rule.pattern.pattern) for rule in self.rules]
         self._literal_led = [_literal_led(rule.pattern.pattern) for rule in self.rules]
@@ -1335,11 +1351,11 @@ class Scanner:
                 plan.regions[index] = _windows(hits, width, len(text))
         return plan
 
-    def _spans(self, index: int, text: str, plan: _Plan) -> Iterator[tuple[int, int]]:
+    def _spans(self, index: int, text: str, plan: _Plan, budget: float) -> Iterator[tuple[int, int]]:
         """The spans of rule ``index``'s regex matches where the plan says to look (anchored: one match
-        attempt per hit, reaching as far as the rule's longest match can)."""
+        attempt per hit, reaching as far as the rule's longest match can), within ``budget`` seconds."""
         pattern = self.rules[index].pattern
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + budget
         if index in plan.starts:
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
@@ -1393,39 +1409,51 @@ class Scanner:
         return result
 
     def _find(self, text: str, plan: _Plan, result: ScanResult) -> list[tuple[int, int, int]]:
-        """The validated spans of the rules the plan runs, as (start, end, rule index)."""
+        """The validated spans of the rules the plan runs, as (start, end, rule index). A rule that runs
+        out of time is run again alone with ``rescan_s``; one that runs out then too is in ``timed_out``."""
         found: list[tuple[int, int, int]] = []
         for index in sorted({*plan.regions, *plan.starts}):
-            rule = self.rules[index]
-            check = VALIDATORS[rule.validator] if rule.validator else None
+            # What a run found before it ran out is kept (the same spans found twice are one in ``scan``).
             try:
-                for start, end in self._spans(index, text, plan):
-                    if start < 0 or start == end:
-                        continue
-                    value = text[start:end]
-                    if "\x00" in value:
-                        # A NUL ends every text scanned together with others (and is no credential's
-                        # part): the value is what lies between them.
-                        start += len(value) - len(value.lstrip("\x00"))
-                        value = value.strip("\x00")
-                        end = start + len(value)
-                        if not value:
-                            continue
-                    if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
-                        continue
-                    if check is not None and not check(value):
-                        continue
-                    if rule.skip_examples and is_example_value(value):
-                        continue
-                    if is_vault_placeholder(value):
-                        continue
-                    if rule.whole_token:
-                        end = token_end(text, start, end)
-                    found.append((start, end, index))
+                self._validated(index, text, plan, self.timeout_s, found)
             except TimeoutError:
-                if rule.id not in result.timed_out:
-                    result.timed_out.append(rule.id)
+                try:
+                    self._validated(index, text, plan, self.rescan_s, found)
+                except TimeoutError:
+                    if self.rules[index].id not in result.timed_out:
+                        result.timed_out.append(self.rules[index].id)
         return found
+
+    def _validated(
+        self, index: int, text: str, plan: _Plan, budget: float, found: list[tuple[int, int, int]]
+    ) -> None:
+        """Adds rule ``index``'s spans that pass its checks to ``found``; raises TimeoutError past
+        ``budget`` seconds."""
+        rule = self.rules[index]
+        check = VALIDATORS[rule.validator] if rule.validator else None
+        for start, end in self._spans(index, text, plan, budget):
+            if start < 0 or start == end:
+                continue
+            value = text[start:end]
+            if "\x00" in value:
+                # A NUL ends every text scanned together with others (and is no credential's
+                # part): the value is what lies between them.
+                start += len(value) - len(value.lstrip("\x00"))
+                value = value.strip("\x00")
+                end = start + len(value)
+                if not value:
+                    continue
+            if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
+                continue
+            if check is not None and not check(value):
+                continue
+            if rule.skip_examples and is_example_value(value):
+                continue
+            if is_vault_placeholder(value):
+                continue
+            if rule.whole_token:
+                end = token_end(text, start, end)
+            found.append((start, end, index))
 
     def _rank(self, index: int) -> tuple[int, int]:
         """Higher wins: more severe, then the rule listed first (packs list specific rules first)."""
