@@ -796,3 +796,28 @@ def test_a_key_split_across_headers_named_in_two_cases_is_found_every_time(
         inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
         inspector.scan_headers(headers, sent_by_agent=sent_by_agent)
         assert [finding.rule for finding in turn.findings] == ["aws-access-key-id"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_rule_out_of_time_in_a_url_or_a_header_refuses_the_request_where_enforced(
+    mode: str, clock: Clock
+) -> None:
+    """A rule that ran out of time twice on a request's URL or one of its headers is a finding there under
+    the rule's threat: the request's refusal where the policy enforces it, a record alone in observe mode;
+    its signal never holds the text."""
+    policy = parse_policy(POLICY.replace("mode: enforce", f"mode: {mode}"), "policy.yaml", environ={})
+    detectors = Detectors(policy, b"k" * 32)
+    detectors.sensitive.timeout_s = detectors.sensitive.rescan_s = 0.0
+    card = "4111 1111 1111 1111"
+    for scan in (
+        lambda inspector: inspector.scan_url("api.openai.com", f"/v1/records?card={card}"),
+        lambda inspector: inspector.scan_headers([("x-note", f"card {card}")], sent_by_agent=True),
+    ):
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+        scan(inspector)
+        timeouts = [finding for finding in turn.findings if finding.rule == SCAN_TIMEOUT_RULE]
+        assert timeouts and {finding.where for finding in timeouts} <= {"url", "headers"}
+        assert all(finding.threat.value == "data_exfiltration" for finding in timeouts)
+        assert not any("4111" in finding.signal for finding in turn.findings)
+        assert (inspector.request_block() is not None) is (mode == "enforce")
