@@ -23,8 +23,17 @@ from addons.turns import policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
-from proxy.dialects.readings import DECLARED, FIRST_VALUE, FOLDED_KEYS, READINGS, first_values, folded_keys
-from proxy.dialects.stream import KEY_CASE_RULE, encode_json, sent_bytes
+from proxy.dialects.readings import (
+    DECLARED,
+    FIRST_VALUE,
+    FOLDED_KEYS,
+    READINGS,
+    SPELLED_TWICE,
+    first_values,
+    folded_keys,
+    spelled_twice,
+)
+from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_bytes
 from proxy.exchange import Completion, RequestView
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -642,14 +651,13 @@ class Inspect:
             return None
         others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
-            folded = self._read_folded(
-                turn, inspector, body, lambda found: reader.parse_request(body, found), dialect.CASED_KEYS
+            keys_read_otherwise = self._read_keys_otherwise(
+                turn, inspector, body, parsed, lambda found: reader.parse_request(body, found), dialect
             )
-            if folded is not None and inspector.normalises:
+            if keys_read_otherwise and inspector.normalises:
                 flow.response = refusal(dialect, turn, 400, block_message(turn.findings[-1], turn.event_id))
                 return None
-            if folded is not None:
-                others.append((FOLDED_KEYS, folded))
+            others += keys_read_otherwise
         flow.metadata[OTHER_READINGS_KEY] = others
         if misread is not None and body is not None and looks_like_json(body):
             finding = unreadable_json_finding("request", misread, inspector)
@@ -661,31 +669,50 @@ class Inspect:
         return inspector, view, body, parsed
 
     @staticmethod
-    def _read_folded[Read](
+    def _read_keys_otherwise[Read](
         turn: Turn,
         inspector: TurnInspector,
         body: bytes,
+        parsed: ParsedBody,
         read: Callable[[ParsedBody], Read],
-        cased: frozenset[str],
-    ) -> Read | None:
-        """The body as a reader that matches keys to fields regardless of case reads it (Go's
-        encoding/json: ``"Messages"`` for ``messages``), where that reading differs from the dialect's:
-        recorded as an ``inspection.key_case`` finding, enforced (the body refused) where the policy
-        enforces any threat. None where every reader reads the body alike."""
-        folding = folded_keys(body_text(body), cased)
-        if folding is None:
-            return None
-        document, folds = folding
-        other = read((document, [], None))
-        if not folds:
-            return None
-        enforced = inspector.normalises
-        signal = f"keys read otherwise by a reader ignoring case: {', '.join(sorted(set(folds))[:5])}"
-        threat = inspection_threat(inspector.policy)
-        turn.add(body_finding(KEY_CASE_RULE, signal, "body", threat, enforced=enforced))
-        if enforced:
-            turn.escalate(Decision.BLOCKED)
-        return other
+        dialect: Dialect,
+    ) -> list[tuple[str, Read]]:
+        """The body as readers that read its keys otherwise than the dialect read it, where they do: one
+        matching keys to fields regardless of case (Go's encoding/json: ``"Messages"`` for ``messages``),
+        recorded as an ``inspection.key_case`` finding, and one taking a field given in both camelCase
+        and snake_case as its snake_case value, recorded as an ``inspection.duplicate_key`` finding; each
+        enforced (the body refused) where the policy enforces any threat."""
+        text = body_text(body)
+        candidates = [
+            (
+                FOLDED_KEYS,
+                KEY_CASE_RULE,
+                "keys read otherwise by a reader ignoring case",
+                folded_keys(text, dialect.CASED_KEYS),
+            )
+        ]
+        if dialect.SNAKE_CASE_TOO:
+            twice = spelled_twice(text, parsed[0], dialect.CASED_KEYS)
+            candidates.append(
+                (SPELLED_TWICE, DUPLICATE_KEY_RULE, "fields given in camelCase and snake_case", twice)
+            )
+        found: list[tuple[str, Read]] = []
+        for reading, rule, said, other in candidates:
+            if other is None:
+                continue
+            document, names = other
+            read_so = read((document, [], None))
+            if not names:  # noted as the document is read
+                continue
+            enforced = inspector.normalises
+            signal = f"{said}: {', '.join(sorted(set(names))[:5])}"
+            turn.add(
+                body_finding(rule, signal, "body", inspection_threat(inspector.policy), enforced=enforced)
+            )
+            if enforced:
+                turn.escalate(Decision.BLOCKED)
+            found.append((reading, read_so))
+        return found
 
     @staticmethod
     def _decide_request(
@@ -807,14 +834,14 @@ class Inspect:
                     return
             dialect = Generic()
             completion = dialect.parse_response(body)
-        folded = (
-            self._read_folded(
-                turn, inspector, body, lambda found: dialect.parse_response(body, found), dialect.CASED_KEYS
+        keys_read_otherwise = (
+            self._read_keys_otherwise(
+                turn, inspector, body, parsed, lambda found: dialect.parse_response(body, found), dialect
             )
             if parsed[2] is None
-            else None
+            else []
         )
-        if folded is not None and inspector.normalises:
+        if keys_read_otherwise and inspector.normalises:
             flow.response = refusal(dialect, turn, 502, block_message(turn.findings[-1], turn.event_id))
             return
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
@@ -836,8 +863,7 @@ class Inspect:
             # Left as it came (nothing is enforced): what a reader keeping first values reads is recorded.
             other = dialect.parse_response(encode_json(first_values(body_text(body))))
             inspector.inspect_other_readings([(READINGS[FIRST_VALUE], other)])
-        if folded is not None:
-            inspector.inspect_other_readings([(READINGS[FOLDED_KEYS], folded)])
+        inspector.inspect_other_readings([(READINGS[name], other) for name, other in keys_read_otherwise])
         inspector.inspect_other_readings(
             [(READINGS[DECLARED], read_response(dialect, other)) for other in declared]
         )

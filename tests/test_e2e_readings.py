@@ -782,3 +782,39 @@ def test_an_mcp_result_field_keyed_in_lower_case_is_read_as_a_go_client_reads_it
     response = post(mode_proxy, upstream, json.dumps(call).encode(), path="/mcp", headers={"accept": accept})
     assert (INJECTION in response.text) is not enforcing
     assert_read_as_go_reads(last_record(mode_proxy), enforcing=enforcing, threat="prompt_injection")
+
+
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+def test_a_gemini_field_given_in_camel_and_snake_case_is_read_both_ways_or_refused(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A part giving ``functionResponse`` (harmless) and ``function_response`` (an injection): the proxy
+    reads the first, an upstream may take the second. Recorded as a duplicate key; observed, the other
+    value is inspected too; enforced, the request is refused. So for an answer's ``function_call``."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    path = "/v1beta/models/gemini-2.5-flash:generateContent"
+    harmless = {"name": "fetch_page", "response": {"content": "The page is about cats."}}
+    hidden = {"name": "fetch_page", "response": {"content": INJECTION}}
+    part = {"functionResponse": harmless, "function_response": hidden}
+    body = json.dumps({"contents": [{"role": "user", "parts": [{"text": "summarise"}, part]}]}).encode()
+    upstream.reply = Reply(
+        body=b'{"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}}]}'
+    )
+    assert post(mode_proxy, upstream, body, path=path).status_code == (400 if enforcing else 200)
+    found = {finding["rule"]: finding for finding in last_record(mode_proxy)["findings"]}
+    assert found["inspection.duplicate_key"]["enforced"] is enforcing
+    injection = [f for f in found.values() if f["threat"] == "prompt_injection" and "read_as" in f["extra"]]
+    assert bool(injection) is not enforcing
+
+    calls = {
+        "functionCall": {"name": "list_tables", "args": {}},
+        "function_call": {"name": "drop_table", "args": {}},
+    }
+    answer = {"candidates": [{"content": {"role": "model", "parts": [calls]}}]}
+    upstream.reply = Reply(body=json.dumps(answer).encode())
+    question = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode()
+    assert post(mode_proxy, upstream, question, path=path).status_code == (502 if enforcing else 200)
+    findings = last_record(mode_proxy, 2)["findings"]
+    assert {f["rule"]: f for f in findings}["inspection.duplicate_key"]["enforced"] is enforcing
+    if not enforcing:
+        assert any(f["threat"] == "tool_abuse" and "read_as" in f["extra"] for f in findings)

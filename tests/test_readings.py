@@ -522,3 +522,42 @@ def test_every_cased_key_spelled_in_lower_case_is_found_as_a_key_and_not_as_a_va
     for field in cased:
         assert readings_module.folded_keys(json.dumps({"a": [{field.lower(): 1}]}), cased) is not None
         assert readings_module.folded_keys(json.dumps({"note": field.lower(), field: 1}), cased) is None
+
+
+@pytest.mark.parametrize(
+    ("document", "twice"),
+    [
+        ({"systemInstruction": "a", "system_instruction": "b"}, ["systemInstruction"]),
+        ({"parts": [{"functionCall": {}, "function_call": {"name": "x"}}]}, ["functionCall"]),
+        ({"a": {"b": [{"usageMetadata": 1, "usage_metadata": 2}]}}, ["usageMetadata"]),
+        ({"systemInstruction": "a", "note": "system_instruction"}, None),
+        ({"system_instruction": "b"}, None),
+        ({"systemInstruction": "a", "x": {"system_instruction": "b"}}, None),
+    ],
+)
+def test_a_field_given_in_camel_and_snake_case_is_read_as_its_snake_case_value(
+    document: dict[str, Any], twice: list[str] | None
+) -> None:
+    """Gemini reads ``systemInstruction`` where ``system_instruction`` is given too; a reader taking the
+    snake_case spelling reads the other value. Only an object giving one field both ways is read so."""
+    text = json.dumps(document)
+    found = readings_module.spelled_twice(text, json.loads(text), Gemini.CASED_KEYS)
+    if twice is None:
+        assert found is None
+        return
+    assert found is not None
+    other, names = found
+    assert names == twice
+    assert twice[0] not in json.dumps(other) and readings_module.snake_case(twice[0]) in json.dumps(other)
+
+
+def test_a_gemini_request_giving_a_tool_result_both_ways_is_read_with_the_snake_case_one() -> None:
+    result = {"name": "fetch_page", "response": {"content": "The page is about cats."}}
+    hidden = {"name": "fetch_page", "response": {"content": HIDDEN}}
+    body = json.dumps(
+        {"contents": [{"role": "user", "parts": [{"functionResponse": result, "function_response": hidden}]}]}
+    )
+    assert HIDDEN not in {part.text for part in Gemini().parse_request(body.encode()).parts}
+    found = readings_module.spelled_twice(body, json.loads(body), Gemini.CASED_KEYS)
+    assert found is not None
+    assert HIDDEN in {part.text for part in Gemini().parse_request(body.encode(), (found[0], [], None)).parts}

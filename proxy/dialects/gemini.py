@@ -7,7 +7,6 @@ a streamed completion point into that merged response.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,6 +26,7 @@ from proxy.dialects.base import (
     require_object,
 )
 from proxy.dialects.locator import parse_locator, walk_strings
+from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
@@ -52,14 +52,8 @@ def field_of(mapping: dict[str, Any], camel: str) -> tuple[str, Any]:
     """(key, value) for a field spelled in camelCase or snake_case."""
     if camel in mapping:
         return camel, mapping[camel]
-    snake = _snake_case(camel)
+    snake = snake_case(camel)
     return snake, mapping.get(snake)
-
-
-@functools.cache
-def _snake_case(camel: str) -> str:
-    # Asked for the few field names this module reads, for every streamed chunk that lacks them.
-    return "".join(f"_{char.lower()}" if char.isupper() else char for char in camel)
 
 
 def _function_call(call: dict[str, Any], where: str) -> ToolCall:
@@ -170,6 +164,7 @@ reader (the Go SDK's encoding/json) reads it, as is one of these in lower case (
 class Gemini(Dialect):
     name = "gemini"
     CASED_KEYS = GEMINI_CASED_KEYS
+    SNAKE_CASE_TOO = True
 
     def __init__(self, model_hint: str | None = None, streaming: bool = False) -> None:
         super().__init__(model_hint)

@@ -304,3 +304,42 @@ def folded_keys(text: str, cased: frozenset[str] = frozenset()) -> tuple[Any, li
         return None
     folds: list[str] = []
     return jsontext.loads(text, object_pairs_hook=lambda pairs: _Folded(pairs, folds)), folds
+
+
+SPELLED_TWICE = "fields spelled both ways"
+READINGS[SPELLED_TWICE] = "a field given in camelCase and in snake_case read as its snake_case value"
+
+
+@functools.cache
+def snake_case(camel: str) -> str:
+    """``systemInstruction`` as ``system_instruction``."""
+    # Asked for the few field names Gemini's reader reads, for every streamed chunk that lacks them.
+    return "".join(f"_{char.lower()}" if char.isupper() else char for char in camel)
+
+
+@functools.cache
+def _snake_keys(cased: frozenset[str]) -> re.Pattern[str]:
+    names = sorted(snake_case(key) for key in cased)
+    return re.compile(r'"(?:' + "|".join(map(re.escape, names)) + r')"\s*+:')
+
+
+def spelled_twice(text: str, document: Any, cased: frozenset[str]) -> tuple[Any, list[str]] | None:
+    """For a dialect that reads each of its camelCase fields ``cased`` in snake_case too (taking the
+    camelCase one where both are given), the document as a reader that takes the snake_case one reads
+    it, and the fields given both ways; None where no object gives a field both ways (the common case,
+    found by one search of the text for a snake_case key)."""
+    if not cased or _snake_keys(cased).search(text) is None:
+        return None
+    twice: list[str] = []
+
+    def snake_first(value: Any) -> Any:
+        if isinstance(value, list):
+            return [snake_first(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        both = [key for key in cased if key in value and snake_case(key) in value]
+        twice.extend(both)
+        return {key: snake_first(child) for key, child in value.items() if key not in both}
+
+    other = snake_first(document)
+    return (other, twice) if twice else None
