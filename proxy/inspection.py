@@ -64,7 +64,7 @@ from proxy.scanning.redact import (
     redact_text,
 )
 from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes, looks_nested
-from proxy.scanning.rulepack import Match, Rule, Scanner, load_packaged_packs
+from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, Match, Rule, Scanner, load_packaged_packs
 from proxy.scanning.validators import shannon_entropy
 from proxy.scanning.vault import (
     PREFIX,
@@ -137,11 +137,6 @@ def reading_threat(policy: Policy) -> Threat | None:
     """The threat whose enforcement refuses, cuts or normalises a body no detector can vouch for, since
     its verdicts are made on one reading of it; None where the policy enforces none of ``READING_THREATS``."""
     return next((threat for threat in READING_THREATS if policy.enforces(threat)), None)
-
-
-SCAN_TIMEOUT_RULE = "inspection.scan_timeout"
-"""A secret or PII rule ran out of time on a text twice (``Scanner.rescan_s``): what it looks for there is
-not known. Filed under that rule's threat, and refused where the policy enforces it."""
 
 
 def inspection_threat(policy: Policy) -> Threat:
@@ -375,7 +370,8 @@ class TurnInspector:
             if part.source in INJECTION_SOURCES:
                 found = self._injection_findings(part)
                 self._record(found)
-                if part.source is Source.USER and found:
+                # A rule that ran out of time is no attempt by the user: it refuses, it does not freeze.
+                if part.source is Source.USER and any(finding.rule != SCAN_TIMEOUT_RULE for finding in found):
                     self._count_injection_attempt()
                 outgoing = self._quarantined(part, found)
             outgoing = self._secrets_redacted(
@@ -706,7 +702,8 @@ class TurnInspector:
         if not enforceable:
             return part.text
         marker = injection.quarantine_marker((finding.rule for finding in enforceable), self.turn.event_id)
-        if any(finding.action is whole for finding in enforceable):
+        # Where a rule ran out of time, no span of the text is known to be clean.
+        if any(finding.action is whole or finding.rule == SCAN_TIMEOUT_RULE for finding in enforceable):
             return marker
         return self.detectors.injection.quarantine(part.text, part.source, marker)
 

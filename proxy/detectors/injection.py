@@ -42,7 +42,14 @@ from proxy.detectors.quoting import discussion_frame
 from proxy.exchange import Source
 from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning.normalize import normalize
-from proxy.scanning.rulepack import RULES_PACKAGE, RulePack, Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import (
+    RULES_PACKAGE,
+    SCAN_TIMEOUT_RULE,
+    RulePack,
+    Scanner,
+    load_pack,
+    pack_path,
+)
 from proxy.scanning.structure import Structure, structure_of
 
 OWASP = "LLM01"
@@ -552,9 +559,10 @@ class _Verdict:
     signals: tuple[str, ...]
     structure: Structure | None = None
     """The text's kind, when its score made it matter (``InjectionClassifier.needs_structure``)."""
-    complete: bool = field(default=True, compare=False)
-    """False when a rule ran out of time on the text (``Scanner.scan``'s ``timed_out``): what it would
-    have found is unknown, so the verdict is not cached and the text is judged again when it returns."""
+    timed_out: tuple[str, ...] = field(default=(), compare=False)
+    """The rules that ran out of time on the text even when run again (``Scanner.scan``'s ``timed_out``):
+    what they would have found is unknown, so the verdict is not cached and the text is judged again when
+    it returns, and each is a finding of its own (``SCAN_TIMEOUT_RULE``)."""
 
 
 class InjectionDetector:
@@ -608,14 +616,14 @@ class InjectionDetector:
             self._cache.move_to_end(key)
             return cached
         verdict = self._judge(text, source)
-        complete = verdict.complete
         if source is Source.USER and self._flags(verdict, source):
             # A user who quotes an attack to ask about it is not typing one.
             frame = discussion_frame(text)
             if frame is not None:
+                timed_out = verdict.timed_out
                 verdict = self._judge(frame, source)
-                complete = complete and verdict.complete
-        if complete:
+                verdict = replace(verdict, timed_out=tuple(dict.fromkeys(timed_out + verdict.timed_out)))
+        if not verdict.timed_out:
             self._cache[key] = verdict
             if len(self._cache) > self._cache_entries:
                 self._cache.popitem(last=False)
@@ -634,10 +642,10 @@ class InjectionDetector:
         indirect = source in INDIRECT_SOURCES
         normalized = normalize(text)
         hits: dict[str, Severity] = {}
-        complete = True
+        timed_out: dict[str, None] = {}
         for form in normalized.texts:
             scanned = self._scanner.scan(form, merge=False)
-            complete = complete and not scanned.timed_out
+            timed_out.update(dict.fromkeys(scanned.timed_out))
             for match in scanned.matches:
                 rule = match.rule
                 if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
@@ -648,7 +656,9 @@ class InjectionDetector:
             score = max(self.classifier.score(form) for form in normalized.texts)
             if structure is None and self.classifier.needs_structure(source, score):
                 structure = structure_of(text)
-        return _Verdict(tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure, complete)
+        return _Verdict(
+            tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure, tuple(timed_out)
+        )
 
     def _flags(self, verdict: _Verdict, source: Source) -> bool:
         return bool(verdict.hits) or self._over_threshold(verdict, source)
@@ -662,8 +672,9 @@ class InjectionDetector:
 
     def _findings(self, verdict: _Verdict, where: str, source: Source) -> list[Finding]:
         over_threshold = self._over_threshold(verdict, source)
+        timeouts = _timeout_findings(verdict, where, source)
         if not verdict.hits and not over_threshold:
-            return []
+            return timeouts
         indirect = source in INDIRECT_SOURCES
         signals = verdict.signals
         action = Action.FLAG if indirect else Action.BLOCK
@@ -710,7 +721,29 @@ class InjectionDetector:
                     owasp=CONTEXT_POISONING_OWASP,
                 )
             )
-        return findings
+        return findings + timeouts
+
+
+def _timeout_findings(verdict: _Verdict, where: str, source: Source) -> list[Finding]:
+    """A finding for each rule that ran out of time on the text twice, with the action of the rule's own
+    findings there (block typed text; read content takes the policy's action for indirect injection),
+    so a text crafted to keep a rule busy does not pass where the policy enforces prompt injection. Its
+    signal names the rule, never the text."""
+    action = Action.FLAG if source in INDIRECT_SOURCES else Action.BLOCK
+    return [
+        Finding(
+            threat=Threat.PROMPT_INJECTION,
+            rule=SCAN_TIMEOUT_RULE,
+            signal=f"rule {rule_id} ran out of time on the text twice; what it looks for there is not known",
+            severity=Severity.HIGH,
+            action=action,
+            where=where,
+            owasp=OWASP,
+            extra={"rule": rule_id, "source": str(source)},
+            origin=origin_of(source),
+        )
+        for rule_id in verdict.timed_out
+    ]
 
 
 def load_default_classifier() -> InjectionClassifier:

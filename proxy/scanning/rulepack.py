@@ -448,7 +448,10 @@ RESCAN_FACTOR = 20
 """A rule that runs out of time on a text is run once more, alone on that text, with this many times the
 scan's budget (50 ms: 1 s): a merely loaded machine then finishes it, where skipping it would switch the
 rule off for text crafted to make it run long. Only a rule that runs out twice is reported as timed out,
-and the turn's policy then decides (``inspection.scan_timeout``)."""
+and the turn's policy then decides (``SCAN_TIMEOUT_RULE``)."""
+SCAN_TIMEOUT_RULE = "inspection.scan_timeout"
+"""The finding a rule that ran out of time twice on a text makes: what it looks for there is not known.
+Filed under that rule's threat, and refused where the policy enforces it."""
 
 
 # A keyword hit only makes its rule run in a window around the hit: as far either side as the rule's
