@@ -542,6 +542,8 @@ def test_a_field_given_in_camel_and_snake_case_is_read_as_its_snake_case_value(
     snake_case spelling reads the other value. Only an object giving one field both ways is read so."""
     text = json.dumps(document)
     found = readings_module.spelled_twice(text, json.loads(text), Gemini.CASED_KEYS)
+    escaped = text.replace("_", "\\u005f")  # the same keys to every reader, spelled with escapes
+    assert readings_module.spelled_twice(escaped, json.loads(escaped), Gemini.CASED_KEYS) == found
     if twice is None:
         assert found is None
         return

@@ -318,17 +318,36 @@ def snake_case(camel: str) -> str:
 
 
 @functools.cache
-def _snake_keys(cased: frozenset[str]) -> re.Pattern[str]:
-    names = sorted(snake_case(key) for key in cased)
-    return re.compile(r'"(?:' + "|".join(map(re.escape, names)) + r')"\s*+:')
+def _snake_names(cased: frozenset[str]) -> frozenset[str]:
+    return frozenset(snake_case(key) for key in cased)
+
+
+# A key in snake_case, then a colon; also any key spelled with an escape (``"function\u005fcall"``),
+# looked for only in a text with an escape (reading each string to its end costs five times as much).
+_SNAKE_KEY = re.compile(r'"([a-z0-9]++_[a-z0-9_]*+)"\s*+:')
+_SNAKE_OR_ESCAPED_KEY = re.compile(r'"([a-z0-9]++_[a-z0-9_]*+|[^"\\]*+\\.(?:[^"\\]|\\.)*+)"\s*+:')
+
+
+def _gives_snake_case(text: str, cased: frozenset[str]) -> bool:
+    """Whether a key of ``text`` is the snake_case spelling of one of ``cased``."""
+    names = _snake_names(cased)
+    for key in (_SNAKE_OR_ESCAPED_KEY if "\\" in text else _SNAKE_KEY).findall(text):
+        if "\\" in key:
+            try:
+                key = json.loads(f'"{key}"')
+            except ValueError:
+                continue
+        if key in names:
+            return True
+    return False
 
 
 def spelled_twice(text: str, document: Any, cased: frozenset[str]) -> tuple[Any, list[str]] | None:
     """For a dialect that reads each of its camelCase fields ``cased`` in snake_case too (taking the
     camelCase one where both are given), the document as a reader that takes the snake_case one reads
     it, and the fields given both ways; None where no object gives a field both ways (the common case,
-    found by one search of the text for a snake_case key)."""
-    if not cased or _snake_keys(cased).search(text) is None:
+    found by one search of the text's keys in snake_case or with escapes)."""
+    if not cased or not _gives_snake_case(text, cased):
         return None
     twice: list[str] = []
 
