@@ -859,6 +859,10 @@ class Inspect:
                 parsed if rewritten is body else None,
             )
         rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
+        refused = inspector.response_refused()
+        if refused is not None:
+            flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+            return
         if parsed[1] and rewritten == body:
             # Left as it came (nothing is enforced): what a reader keeping first values reads is recorded.
             other = dialect.parse_response(encode_json(first_values(body_text(body))))

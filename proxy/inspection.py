@@ -477,6 +477,23 @@ class TurnInspector:
                 )
         return found
 
+    def response_refused(self) -> Finding | None:
+        """The response's first finding that a rule ran out of time on it where the policy enforces that
+        rule's threat: the answer is refused (its finding enforced, the turn blocked); None otherwise."""
+        refused = next(
+            (
+                finding
+                for finding in self.turn.findings[self._response_from :]
+                if finding.rule == SCAN_TIMEOUT_RULE and self._enforceable(finding)
+            ),
+            None,
+        )
+        if refused is not None:
+            self._carry_out(
+                self._response_from, lambda finding: finding.rule == SCAN_TIMEOUT_RULE, Decision.BLOCKED
+            )
+        return refused
+
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""
         self._carry_out(

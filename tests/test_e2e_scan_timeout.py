@@ -16,7 +16,7 @@ import pytest
 from proxy.inspection import SCAN_TIMEOUT_RULE
 from tests.harness import Proxy
 from tests.test_evasion import HEADERS
-from tests.upstream import FakeUpstream
+from tests.upstream import FakeUpstream, Reply
 
 NEAR_CARDS = "4111 1111 1111 1112 " * 20_000
 """400 KB the payment-card rule reads whole in about half a second (no card: the checksum fails)."""
@@ -78,3 +78,27 @@ def test_observe_mode_passes_it_and_records_what_enforce_mode_would_do(
     _, findings = timeout_findings(proxy)
     assert findings and not any(finding["enforced"] for finding in findings), findings
     assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_an_answer_a_rule_ran_out_of_time_on_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The model's JSON answer carries the run: enforce mode gives the agent a 502 in its API's shape
+    instead, observe mode hands the answer on; both record the finding, enforced only where it was."""
+    proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
+    upstream.reply = Reply(text=NEAR_CARDS)
+    client = client_through(proxy, upstream, monkeypatch)
+    if mode == "enforce":
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "list them"}]
+            )
+    else:
+        answer = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "list them"}]
+        )
+        assert answer.choices[0].message.content == NEAR_CARDS
+    record, findings = timeout_findings(proxy)
+    assert findings and all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
+    assert (record["decision"] == "blocked") is (mode == "enforce")
