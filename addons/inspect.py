@@ -181,8 +181,17 @@ def scan_request_fields(inspector: TurnInspector, request: http.Request) -> dict
     return scanned
 
 
-def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | None:
-    """The decoded body if it can be inspected; otherwise None, with the reason on the turn.
+@dataclasses.dataclass(frozen=True, slots=True)
+class BinaryBody:
+    """A decoded body that is not text: read for secrets in its printable runs alone
+    (``TurnInspector.inspect_binary``)."""
+
+    content: bytes
+
+
+def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes | BinaryBody | None:
+    """The decoded body if it can be inspected (a binary one as ``BinaryBody``); otherwise None, with the
+    reason on the turn.
 
     Raises ``UninspectableError`` for a body that decodes past ``cap`` or is in a coding that cannot be
     undone (``compress``): the caller decides whether it passes. What a body claims to be is not trusted:
@@ -216,8 +225,8 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     charsets = declared_charsets(message.headers.get("content-type"))
     if not is_text(content) and part_spans(content) is None and all(map(reads_as_utf8, charsets)):
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
-        turn.errors.append(f"{what}: binary body ({content_type}) not inspected")
-        return None
+        turn.errors.append(f"{what}: binary body ({content_type}) read for secrets in its printable runs")
+        return BinaryBody(content)
     return content
 
 
@@ -607,10 +616,12 @@ class Inspect:
             return None
         policy = policy_of(flow, self.runtime)
         unreadable: UninspectableError | None = None
+        read: bytes | BinaryBody | None = None
         try:
-            body = read_body(flow.request, policy.max_body_bytes, turn, "request")
+            read = read_body(flow.request, policy.max_body_bytes, turn, "request")
         except UninspectableError as error:
-            body, unreadable = None, error
+            unreadable = error
+        body = read if isinstance(read, bytes) else None
         declared: list[bytes] = []
         if body is not None:
             declared, unreadable = declared_readings(flow.request, body)
@@ -649,6 +660,12 @@ class Inspect:
             status = request_refusal_status(unreadable)
             flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
             return None
+        if isinstance(read, BinaryBody):
+            turn.inspected_bytes += len(read.content)
+            secret = inspector.inspect_binary(read.content, "request body")
+            if secret is not None:
+                flow.response = refusal(dialect, turn, 403, block_message(secret, turn.event_id))
+                return None
         others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
             keys_read_otherwise = self._read_keys_otherwise(
@@ -808,6 +825,12 @@ class Inspect:
             refused = self._uninspectable(flow, turn, "response", error)
             if refused is not None:
                 flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+            return
+        if isinstance(body, BinaryBody):
+            turn.inspected_bytes += len(body.content)
+            secret = inspector.inspect_binary(body.content, "response body")
+            if secret is not None:
+                flow.response = refusal(dialect, turn, 502, block_message(secret, turn.event_id))
             return
         if body is None:
             return

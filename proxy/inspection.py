@@ -80,6 +80,7 @@ from proxy.scanning.vault import (
 )
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
+from proxy.wire.printable import printable_runs
 
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -941,6 +942,16 @@ class TurnInspector:
             )
         self.record_vault_uses()
         return restored
+
+    def inspect_binary(self, body: bytes, where: str) -> Finding | None:
+        """A binary body's printable runs (``printable_runs``) scanned for secrets as any text is; its
+        findings recorded. Binary cannot be rewritten: a finding whose threat the policy enforces refuses
+        it, and is returned (None when nothing refuses it)."""
+        since = len(self.turn.findings)
+        text = "\n".join(printable_runs(body))
+        self._record(self._sensitive_findings(text, self._sensitive(text, where), where))
+        self._carry_out(since, lambda _: True, Decision.BLOCKED)
+        return next((finding for finding in self.turn.findings[since:] if finding.enforced), None)
 
     def body_redactor(self) -> ByteStreamRedactor | None:
         """For a text body too large to hold whole: secrets redacted as it passes, where enforced."""

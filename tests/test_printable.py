@@ -1,0 +1,62 @@
+"""The printable runs of binary bodies: what a secret hidden among binary bytes still reads as."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import zlib
+
+import pytest
+
+from proxy.wire.printable import MIN_RUN, printable_runs
+
+TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00" + TOKEN.encode(),
+        TOKEN.encode() + b"\x00",
+        b"\xff\xfe\x80" + TOKEN.encode() + b"\x9f\x00\x01",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + TOKEN.encode() + b"\x00IEND",
+        TOKEN.encode("utf-16-le"),
+        b"\x00\x01" + TOKEN.encode("utf-16-le") + b"\x00\x00\xff",
+        TOKEN.encode("utf-16-be"),
+        b"\xff\xfe" + TOKEN.encode("utf-16-be") + b"\x80",
+    ],
+)
+def test_a_token_among_binary_bytes_is_read(body: bytes) -> None:
+    assert any(TOKEN in run for run in printable_runs(body))
+
+
+def test_a_run_keeps_its_whitespace() -> None:
+    assert printable_runs(b"\x00key = value\n\tnext line\x01") == ["key = value\n\tnext line"]
+
+
+def test_one_byte_that_is_not_printable_ends_a_run() -> None:
+    for junk in (b"\x00", b"\x7f", b"\x80", b"\xff", b"\x1b"):
+        assert printable_runs(b"abcdefgh" + junk + b"ijklmnop") == ["abcdefgh", "ijklmnop"]
+    assert printable_runs("abcdefgh".encode("utf-16-le") + b"\x01\x00" + "ijklmnop".encode("utf-16-le")) == [
+        "abcdefgh",
+        "ijklmnop",
+    ]
+
+
+def test_runs_shorter_than_the_minimum_are_not_read() -> None:
+    short = b"a" * (MIN_RUN - 1)
+    assert printable_runs(b"\x00" + short + b"\x01" + short.decode().encode("utf-16-le")) == []
+    assert printable_runs(b"\x00" + b"a" * MIN_RUN + b"\x00") == ["a" * MIN_RUN]
+    assert printable_runs(b"\x00abcd\x00", min_length=4) == ["abcd"]
+
+
+def test_no_run_is_read_twice() -> None:
+    assert printable_runs(b"\x00samesame\x00samesame\x00") == ["samesame"]
+
+
+def test_random_and_compressed_bytes_have_only_short_runs() -> None:
+    """Random bytes hold printable runs by chance, a few hundred a MB, and almost all of them short."""
+    noise = random.Random(7).randbytes(1 << 20)  # noqa: S311 - reproducible test bytes, nothing secret
+    for body in (noise, gzip.compress(noise), zlib.compress(bytes(range(256)) * 4096)):
+        runs = printable_runs(body)
+        assert all(len(run) < 40 for run in runs)
