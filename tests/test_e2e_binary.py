@@ -100,3 +100,14 @@ def test_a_secret_in_a_binary_response_is_withheld_where_enforced(
     reply = _post(proxy, upstream, b'{"purpose": "download"}')
     assert reply.status_code == 502 and TOKEN not in reply.text
     assert _secret_findings(proxy.wait_for_records(1)[0])
+
+
+def test_a_secret_in_a_binary_response_is_recorded_where_observed(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    proxy = start_proxy(mode="observe")
+    upstream.reply = Reply(body=PADDED["junk"], content_type="application/octet-stream")
+    reply = _post(proxy, upstream, b'{"purpose": "download"}')
+    assert reply.status_code == 200 and reply.content == PADDED["junk"]
+    found = _secret_findings(proxy.wait_for_records(1)[0])
+    assert found and not any(finding["enforced"] for finding in found)
