@@ -851,3 +851,18 @@ def test_hits_across_runs_of_spaces_are_the_keywords_of_the_collapsed_view_that_
     with mock.patch.object(rulepack, "_AROUND_RUNS_MIN", 0):
         found, rules = hits_across_space_runs(keywords, view)
     assert _by_word(found, rules) == expected
+
+
+def test_the_runs_again_of_one_scan_share_one_budget(tmp_path: Path) -> None:
+    """Text crafted to make many rules backtrack without end costs one run-again budget in all, not one
+    a rule: every such rule is still reported as timed out, and the rule that finishes still reports."""
+    slow = [f"slow{number}" for number in range(6)]
+    rules = "".join(_rule_yaml(rule_id, "(?:a|aa)+$") for rule_id in slow) + _rule_yaml("fast", "b{3}")
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.005, rescan_s=0.3)
+    started = time.monotonic()
+    result = scanner.scan("bbb " + "a" * 40 + "!")
+    elapsed = time.monotonic() - started
+    assert sorted(result.timed_out) == slow
+    assert [match.rule.id for match in result.matches] == ["fast"]
+    # One budget of 0.3 s plus six first runs of 5 ms; one budget a rule would be 1.8 s.
+    assert elapsed < 1.2

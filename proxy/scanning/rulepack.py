@@ -140,6 +140,13 @@ class ScanResult:
     timed_out: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _RescanBudget:
+    """The seconds one scan has left to run again the rules that ran out of time in it."""
+
+    left: float
+
+
 class PackError(Exception):
     """A rule pack that cannot be loaded. ``problems`` holds every problem found, this one first."""
 
@@ -448,7 +455,9 @@ RESCAN_FACTOR = 20
 """A rule that runs out of time on a text is run once more, alone on that text, with this many times the
 scan's budget (50 ms: 1 s): a merely loaded machine then finishes it, where skipping it would switch the
 rule off for text crafted to make it run long. Only a rule that runs out twice is reported as timed out,
-and the turn's policy then decides (``SCAN_TIMEOUT_RULE``)."""
+and the turn's policy then decides (``SCAN_TIMEOUT_RULE``). The larger budget is one scan's in all, shared
+by every rule and decoded view run again in it: text crafted to make many rules run long costs one
+budget, not one a rule and view."""
 SCAN_TIMEOUT_RULE = "inspection.scan_timeout"
 """The finding a rule that ran out of time twice on a text makes: what it looks for there is not known.
 Filed under that rule's threat, and refused where the policy enforces it."""
@@ -1136,9 +1145,10 @@ class Scanner:
         rescan_s: float | None = None,
         loosened: bool = True,
     ) -> None:
-        """``timeout_s`` bounds each rule's run over a text, ``rescan_s`` its one run again after it ran out
-        (``RESCAN_FACTOR`` times ``timeout_s`` unless given). ``loosened=False`` runs every triggered rule
-        without asking its loosened form first (the same findings, for measuring what the question saves)."""
+        """``timeout_s`` bounds each rule's run over a text, ``rescan_s`` a scan's runs again of the rules
+        that ran out, together (``RESCAN_FACTOR`` times ``timeout_s`` unless given). ``loosened=False``
+        runs every triggered rule without asking its loosened form first (the same findings, for measuring
+        what the question saves)."""
         self.rules: tuple[Rule, ...] = tuple(
             rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
         )
@@ -1390,11 +1400,13 @@ class Scanner:
         undone (proxy/scanning/unmask.py); what they find there is reported over the span that carried it.
         """
         result = ScanResult()
-        found = self._find(text, self._plan(text), result)
+        rescan = _RescanBudget(self.rescan_s)
+        found = self._find(text, self._plan(text), result, rescan)
         disguises: dict[tuple[int, int, int], str] = {}
         if self._decoded:
             for view in unmask.views(text):
-                for start, end, index in self._find(view.text, self._plan(view.text, self._decoded), result):
+                plan = self._plan(view.text, self._decoded)
+                for start, end, index in self._find(view.text, plan, result, rescan):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:
                         continue  # nothing was undone here: the plain scan has seen it
@@ -1411,20 +1423,26 @@ class Scanner:
         ]
         return result
 
-    def _find(self, text: str, plan: _Plan, result: ScanResult) -> list[tuple[int, int, int]]:
+    def _find(
+        self, text: str, plan: _Plan, result: ScanResult, rescan: _RescanBudget
+    ) -> list[tuple[int, int, int]]:
         """The validated spans of the rules the plan runs, as (start, end, rule index). A rule that runs
-        out of time is run again alone with ``rescan_s``; one that runs out then too is in ``timed_out``."""
+        out of time is run again alone with what is left of ``rescan``; one that runs out then too is in
+        ``timed_out``."""
         found: list[tuple[int, int, int]] = []
         for index in sorted({*plan.regions, *plan.starts}):
             # What a run found before it ran out is kept (the same spans found twice are one in ``scan``).
             try:
                 self._validated(index, text, plan, self.timeout_s, found)
             except TimeoutError:
+                started = time.monotonic()
                 try:
-                    self._validated(index, text, plan, self.rescan_s, found)
+                    self._validated(index, text, plan, rescan.left, found)
                 except TimeoutError:
                     if self.rules[index].id not in result.timed_out:
                         result.timed_out.append(self.rules[index].id)
+                finally:
+                    rescan.left -= time.monotonic() - started
         return found
 
     def _validated(
