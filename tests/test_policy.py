@@ -185,6 +185,24 @@ def test_rule_time_limit_is_a_setting_in_milliseconds_or_seconds() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "written", ["0ms", "0s", "-5ms", "-1s", "1h", "6s", "5001ms", "99999999999999999999w", "0.5ms", "ms"]
+)
+def test_a_rule_time_limit_of_nothing_or_out_of_all_measure_is_a_problem_on_its_line(written: str) -> None:
+    """No limit, a negative one or one of hours is no limit to run rules under: the policy is refused,
+    naming the file and line, rather than run on the default."""
+    text = f"mode: enforce\ninspection:\n  max_body_bytes: 8MiB\n  rule_time_limit: {written}\n"
+    found = problems(text)
+    assert len(found) == 1 and found[0].startswith("policy.yaml:4: inspection.rule_time_limit: "), found
+
+
+def test_rule_time_limit_bounds_are_accepted() -> None:
+    """A millisecond and five seconds are the ends of the range."""
+    for written, seconds in (("1ms", 0.001), ("5s", 5.0), ("5000ms", 5.0)):
+        policy = parse_policy(f"inspection: {{rule_time_limit: {written}}}\n", "p.yaml", environ={})
+        assert policy.detection.rule_time_limit_s == seconds
+
+
 def test_embedded_default_policy_loads() -> None:
     """The embedded default policy is valid and observe-only."""
     policy = load_policy(None, environ={"EGRESSGUARD_AGENT_TOKEN": "x"})

@@ -90,6 +90,19 @@ def _seconds(text: str) -> float:
     return parse_duration(text).total_seconds()
 
 
+RULE_TIME_LIMIT_RANGE_S = (0.001, 5.0)
+"""What ``inspection.rule_time_limit`` may be: a limit under a millisecond times out rules on ordinary
+text, and one of seconds lets one crafted text hold a request for minutes (20 times it per direction)."""
+
+
+def _rule_time_limit(text: str) -> float:
+    seconds = _seconds(text)
+    low, high = RULE_TIME_LIMIT_RANGE_S
+    if not low <= seconds <= high:
+        raise ValueError(f"{text.strip()!r} is out of range: a rule time limit is from 1ms to 5s")
+    return seconds
+
+
 HOST_PATTERN = Custom(_host_pattern, "a host pattern")
 HOST_PATTERNS = ListOf(HOST_PATTERN)
 
@@ -176,7 +189,7 @@ SCHEMA = Record(
             {
                 "max_body_bytes": Custom(parse_size, "a size"),
                 "max_stream_decoded_bytes": Custom(parse_size, "a size"),
-                "rule_time_limit": DURATION,
+                "rule_time_limit": Custom(_rule_time_limit, "a duration"),
             }
         ),
         "redaction": Record(

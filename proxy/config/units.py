@@ -22,7 +22,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(text)
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h, d or w, e.g. 24h)")
-    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text.strip()!r} is too long a duration") from None
 
 
 def parse_size(text: str) -> int:
