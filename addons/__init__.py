@@ -15,6 +15,7 @@ from addons.identity import AgentIdentity
 from addons.inspect import Inspect
 from addons.localapi import LocalApi, ReservedHosts
 from addons.metrics import TurnMetrics
+from addons.rawstreams import RawStreams
 from addons.trailers import Http1Trailers, Http2JoinedData
 from proxy.runtime import Runtime
 
@@ -34,6 +35,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         Egress(runtime),
         Freeze(runtime),
         Inspect(runtime),
+        RawStreams(runtime),
         DrillTarget(runtime),
         Audit(runtime),
         Admin(runtime),

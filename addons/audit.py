@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from mitmproxy import exceptions, http
+from mitmproxy import exceptions, http, tcp
 from mitmproxy.flow import Error
 
 from addons.identity import REFUSAL_KEY, AuthRefusal
 from addons.metrics import upstream_seconds
+from addons.rawstreams import ORIGIN_KEY
 from addons.turns import connect_is_a_turn, policy_of, turn_of
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
@@ -160,6 +161,13 @@ class Audit:
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._write(flow)
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        """A tunnel carrying a stream that is not HTTP is recorded as its CONNECT's turn
+        (``addons.rawstreams``)."""
+        origin = flow.metadata.get(ORIGIN_KEY)
+        if isinstance(origin, http.HTTPFlow):
+            self._write(origin)
 
     def hangup(self) -> None:
         """SIGHUP: sign what is written so far and carry on."""
