@@ -44,6 +44,19 @@ def raw_stream_on(origin: tflow.HTTPFlow) -> tflow.TCPFlow:
     return flow
 
 
+def raw_stream_in_tunnel(
+    addon: RawStreams, *, tunnelled: bool = False
+) -> tuple[tflow.HTTPFlow, tflow.TCPFlow]:
+    """A CONNECT (relayed without interception where ``tunnelled``) and the raw stream that follows it."""
+    with taddons.context(addon):
+        connect = turn_flow()
+        connect.metadata[METADATA_KEY].tunnelled = tunnelled
+        addon.http_connect(connect)
+        stream = raw_stream_on(connect)
+        addon.tcp_start(stream)
+    return connect, stream
+
+
 def connects(addon: RawStreams, client: connection.Client) -> bool:
     server = connection.Server(address=("api.openai.com", 443))
     addon.server_connect(ServerConnectionHookData(client=client, server=server))
@@ -62,12 +75,8 @@ def test_a_tunnel_that_carries_no_http_connects_nowhere_in_enforce_mode() -> Non
     """Raw bytes in an intercepted tunnel never reach a server: the turn is blocked, its finding enforced,
     and the stream carries the CONNECT for the audit to record."""
     addon = raw_streams("enforce")
-    with taddons.context(addon):
-        connect = turn_flow()
-        addon.http_connect(connect)
-        stream = raw_stream_on(connect)
-        addon.tcp_start(stream)
-        assert not connects(addon, stream.client_conn)
+    connect, stream = raw_stream_in_tunnel(addon)
+    assert not connects(addon, stream.client_conn)
     assert findings(connect) == [(RAW_STREAM_RULE, True)]
     assert str(connect.metadata[METADATA_KEY].decision) == "blocked"
     assert stream.metadata[ORIGIN_KEY] is connect
@@ -75,12 +84,8 @@ def test_a_tunnel_that_carries_no_http_connects_nowhere_in_enforce_mode() -> Non
 
 def test_observe_mode_relays_the_raw_stream_on_the_record() -> None:
     addon = raw_streams("observe")
-    with taddons.context(addon):
-        connect = turn_flow()
-        addon.http_connect(connect)
-        stream = raw_stream_on(connect)
-        addon.tcp_start(stream)
-        assert connects(addon, stream.client_conn)
+    connect, stream = raw_stream_in_tunnel(addon)
+    assert connects(addon, stream.client_conn)
     assert findings(connect) == [(RAW_STREAM_RULE, False)]
     assert str(connect.metadata[METADATA_KEY].decision) == "allowed"
 
@@ -88,23 +93,16 @@ def test_observe_mode_relays_the_raw_stream_on_the_record() -> None:
 def test_only_threats_decided_on_words_refuse_a_raw_stream() -> None:
     """A policy enforcing only where agents connect lets the stream pass, recorded as not enforced."""
     addon = raw_streams("observe", "threats: {lateral_movement: enforce}")
-    with taddons.context(addon):
-        connect = turn_flow()
-        addon.http_connect(connect)
-        addon.tcp_start(raw_stream_on(connect))
-        assert connects(addon, connect.client_conn)
+    connect, _ = raw_stream_in_tunnel(addon)
+    assert connects(addon, connect.client_conn)
     assert findings(connect) == [(RAW_STREAM_RULE, False)]
 
 
 def test_a_tunnel_relayed_without_interception_carries_what_it_carries() -> None:
     """``inspect: false`` destinations are relayed raw by policy: no finding, nothing refused."""
     addon = raw_streams("enforce")
-    with taddons.context(addon):
-        connect = turn_flow()
-        connect.metadata[METADATA_KEY].tunnelled = True
-        addon.http_connect(connect)
-        addon.tcp_start(raw_stream_on(connect))
-        assert connects(addon, connect.client_conn)
+    connect, _ = raw_stream_in_tunnel(addon, tunnelled=True)
+    assert connects(addon, connect.client_conn)
     assert findings(connect) == []
 
 
