@@ -17,6 +17,7 @@ from functools import wraps
 
 import structlog
 from mitmproxy import http
+from mitmproxy.net.http import status_codes
 
 from addons.fields import field_values
 from addons.turns import policy_of, pretty_host, refuse_without_state, turn_of
@@ -75,6 +76,8 @@ ALONGSIDE_THREADS = 4
 OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
+REASON_FIELD = ":reason"
+"""The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
 OTHER_READINGS_KEY = "egressguard.inspect.other_readings"
 """The request as readers that read it otherwise read it (keys matched regardless of case, the charset
@@ -169,8 +172,10 @@ def as_headers(fields: list[tuple[str, str]]) -> http.Headers:
 
 
 def scan_request_fields(inspector: TurnInspector, request: http.Request) -> dict[str, list[tuple[str, str]]]:
-    """A request's headers and trailers scanned as data it sends (``TurnInspector.scan_headers``): what
-    changes, by the attribute that holds it."""
+    """A request's method, headers and trailers scanned as data it sends (``TurnInspector.scan_method``,
+    ``scan_headers``): what changes, by the attribute that holds it (a method is never rewritten)."""
+    # As sent: ``request.method`` reads it in upper case, which is not what leaves.
+    inspector.scan_method(request.data.method.decode("utf-8", "surrogateescape"))
     scanned = {}
     for name in ("headers", "trailers"):
         fields = getattr(request, name)
@@ -776,9 +781,17 @@ class Inspect:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
-        scanned = inspector.scan_headers(list(flow.response.headers.items(multi=True)))
+        response = flow.response
+        fields = list(response.headers.items(multi=True))
+        # An HTTP/1 reason phrase is any text an upstream likes, relayed to the agent: read with the headers.
+        reason = response.reason
+        if reason == status_codes.RESPONSES.get(response.status_code):
+            reason = ""
+        scanned = inspector.scan_headers([(REASON_FIELD, reason), *fields] if reason else fields)
         if scanned is not None:
-            flow.response.headers = as_headers(scanned)
+            if reason:
+                response.reason = scanned.pop(0)[1]
+            response.headers = as_headers(scanned)
         encoding = codings(flow.response)
         content_type = flow.response.headers.get("content-type")
         event_stream = is_event_stream(content_type)

@@ -122,6 +122,11 @@ def credential_values(target: str) -> list[tuple[int, int]]:
     return spans
 
 
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+METHOD_FIELD = ":method"
+"""The name a request method is scanned under with the headers: no header can be named so."""
+METHOD_RULE = "inspection.method"
+
 READING_THREATS = (
     Threat.DATA_EXFILTRATION,
     Threat.PROMPT_INJECTION,
@@ -442,6 +447,31 @@ class TurnInspector:
         }
         self._carry_out_redactions(since, left, None)
         return sent
+
+    def scan_method(self, method: str) -> None:
+        """A request's method is a token of any length and letters, sent upstream like a header: scanned
+        as one (``scan_headers``). A method cannot be rewritten, so one holding what the policy redacts in
+        requests refuses the request (``inspection.method``, under the secret's threat)."""
+        if method in STANDARD_METHODS:
+            return
+        since = len(self.turn.findings)
+        self.scan_headers([(METHOD_FIELD, method)], sent_by_agent=True)
+        redacted = [finding for finding in self.turn.findings[since:] if finding.action is Action.REDACT]
+        if redacted and self.policy.detection.redact_requests:
+            signal = "the request method holds what is redacted in requests; a method cannot be rewritten"
+            self._record(
+                [
+                    Finding(
+                        redacted[0].threat,
+                        METHOD_RULE,
+                        signal,
+                        Severity.HIGH,
+                        Action.BLOCK,
+                        "method",
+                        "LLM02",
+                    )
+                ]
+            )
 
     def _not_own_credentials(self, target: str) -> list[Match]:
         """The matches in a decoded request target read without the agent's own key for the API, a query

@@ -18,9 +18,11 @@ from proxy.config.policy import Policy, parse_policy
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import (
     ENTROPY_HISTORY,
+    METHOD_RULE,
     REPEATED_CHARS,
     SCAN_TIMEOUT_RULE,
     SEQUENCE_HISTORY,
+    STANDARD_METHODS,
     Detectors,
     TurnInspector,
 )
@@ -847,3 +849,28 @@ def test_an_injection_rule_out_of_time_refuses_a_prompt_and_withholds_read_conte
         assert README_TEXT.strip() not in verdict.replacements["messages[2].content"]
     else:
         assert verdict.block is None and not verdict.replacements
+
+
+@pytest.mark.parametrize("redact_requests", [True, False])
+def test_a_secret_in_a_request_method_refuses_the_request_where_requests_are_redacted(
+    detectors: Detectors, clock: Clock, redact_requests: bool
+) -> None:
+    """A method cannot be rewritten: one holding a secret is an ``inspection.method`` block where
+    requests are redacted; elsewhere the secret is recorded as a header's would be."""
+    policy = parse_policy(
+        POLICY + f"redaction: {{requests: {str(redact_requests).lower()}}}\n", "p.yaml", environ={}
+    )
+    turn = Turn(TurnContext(agent_id="bot", role="ops"))
+    inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+    inspector.scan_method("ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP")
+    block = inspector.request_block()
+    assert "github-pat" in rules_of(inspector)
+    assert (block is not None and block.rule == METHOD_RULE) is redact_requests
+    assert (METHOD_RULE in rules_of(inspector)) is redact_requests
+
+
+def test_standard_request_methods_are_not_scanned(inspector_for: Callable[[], TurnInspector]) -> None:
+    inspector = inspector_for()
+    for method in STANDARD_METHODS:
+        inspector.scan_method(method)
+    assert inspector.turn.findings == []

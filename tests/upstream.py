@@ -65,6 +65,8 @@ class Reply:
     gzip_transfer: bool = False
     """Send the answer, JSON or stream, with ``Transfer-Encoding: gzip, chunked``: compressed as a
     transfer coding, which only some clients (curl) undo."""
+    reason: str | None = None
+    """The reason phrase of the status line, when not the status code's own."""
 
 
 @dataclass(frozen=True)
@@ -523,7 +525,7 @@ class FakeUpstream:
                         iter([body]), upstream.reply, upstream.reply.content_type or "application/json"
                     )
                     return
-                self.send_response(status)
+                self.send_response(status, upstream.reply.reason)
                 self.send_header("content-type", upstream.reply.content_type or "application/json")
                 if upstream.reply.encoded_body is not None:
                     encoding, body = upstream.reply.encoded_body
@@ -535,7 +537,7 @@ class FakeUpstream:
                 self.wfile.write(body)
 
             def _stream(self, events: Iterator[bytes], reply: Reply, content_type: str | None = None) -> None:
-                self.send_response(200)
+                self.send_response(200, reply.reason)
                 self.send_header("content-type", content_type or reply.content_type or "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("transfer-encoding", "gzip, chunked" if reply.gzip_transfer else "chunked")

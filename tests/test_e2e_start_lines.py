@@ -1,0 +1,127 @@
+"""End to end: the start lines of HTTP/1 messages carry text too. A request method is any token an agent
+likes and a reason phrase any text an upstream likes, and mitmproxy relays both as they are."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from proxy.commands.localca import UpstreamPKI
+from tests.harness import Proxy, proxy_authorization
+from tests.upstream import FakeUpstream
+
+AWS_KEY = "AKIAQWERTY234567ABCD"
+GITHUB_TOKEN = "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"
+HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+
+
+@pytest.fixture(scope="module", params=["enforce", "observe"])
+def proxy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, upstream_pki: UpstreamPKI
+) -> Iterator[Proxy]:
+    started = Proxy(
+        tmp_path_factory.mktemp("start-lines"),
+        upstream_pki.ca_cert,
+        mode=request.param,
+        extra="redaction: {requests: true}\n",
+    )
+    yield started
+    started.stop()
+
+
+def enforcing(proxy: Proxy) -> bool:
+    return "mode: enforce" in proxy.policy_path.read_text()
+
+
+def last_record(proxy: Proxy) -> dict[str, object]:
+    count = len([record for record in proxy.audit_records() if record.get("type") == "agent.turn"])
+    return proxy.wait_for_records(count)[-1]
+
+
+def client(proxy: Proxy) -> httpx.Client:
+    trusted = ssl.create_default_context(cafile=proxy.ca_cert)
+    return httpx.Client(verify=trusted, proxy=proxy.url(), headers=HEADERS, timeout=10)
+
+
+def send_with_method(proxy: Proxy, upstream: FakeUpstream, method: str) -> bytes:
+    """A request with ``method`` as sent (clients such as httpx send every method in upper case) through
+    a tunnel; the status line and headers of the answer."""
+    connection = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    connection.sendall(b"CONNECT localhost:%d HTTP/1.1\r\n%s\r\n" % (upstream.port, proxy_authorization()))
+    assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+    trusted = ssl.create_default_context(cafile=proxy.ca_cert)
+    with trusted.wrap_socket(connection, server_hostname="localhost") as tls:
+        head = "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items())
+        tls.sendall(
+            f"{method} /v1/records HTTP/1.1\r\nHost: localhost:{upstream.port}\r\n{head}\r\n".encode()
+        )
+        return tls.recv(65536)
+
+
+@pytest.mark.parametrize(
+    "method", [GITHUB_TOKEN, AWS_KEY, base64.b64encode(AWS_KEY.encode()).decode().rstrip("=")]
+)
+def test_a_secret_as_the_request_method_does_not_leave(
+    proxy: Proxy, upstream: FakeUpstream, method: str
+) -> None:
+    """A method cannot be rewritten: where requests are redacted, a request whose method holds a secret
+    (as it is, or base64-encoded) is refused (403) before it leaves; in observe mode it leaves, recorded.
+    (A method that does not start with three letters is not read as HTTP at all: a raw stream.)"""
+    answer = send_with_method(proxy, upstream, method)
+    found = {
+        (finding["rule"], finding["enforced"])
+        for finding in last_record(proxy)["findings"]  # type: ignore[union-attr]
+        if finding["rule"] != "egress.first_seen"
+    }
+    secret_rule = "github-pat" if method == GITHUB_TOKEN else "aws-access-key-id"
+    # Refused here, or answered by the upstream, which speaks no such method.
+    assert answer.startswith(b"HTTP/1.1 403" if enforcing(proxy) else b"HTTP/1.1 501")
+    assert found == {("inspection.method", enforcing(proxy)), (secret_rule, enforcing(proxy))}
+
+
+def test_standard_methods_pass_unread(proxy: Proxy, upstream: FakeUpstream) -> None:
+    with client(proxy) as agent:
+        assert agent.delete(f"{upstream.url}/mcp").status_code == 200
+    rules = [finding["rule"] for finding in last_record(proxy)["findings"]]  # type: ignore[union-attr]
+    assert "inspection.method" not in rules
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_secret_in_the_reason_phrase_does_not_reach_the_agent(
+    proxy: Proxy, upstream: FakeUpstream, stream: bool
+) -> None:
+    """The status line's reason phrase is scanned with the headers, JSON answer or event stream, and
+    redacted where the policy enforces it."""
+    upstream.reply.reason = f"OK {GITHUB_TOKEN}"
+    with client(proxy) as agent:
+        answer = agent.post(
+            f"{upstream.url}/v1/chat/completions",
+            json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert answer.status_code == 200
+    assert (GITHUB_TOKEN in answer.reason_phrase) is not enforcing(proxy)
+    found = [f for f in last_record(proxy)["findings"] if f["rule"] == "github-pat"]  # type: ignore[union-attr]
+    assert found and all(finding["enforced"] is enforcing(proxy) for finding in found)
+
+
+def test_an_sdk_reads_an_answer_with_its_reason_phrase_redacted(proxy: Proxy, upstream: FakeUpstream) -> None:
+    upstream.reply.reason = f"OK {AWS_KEY}"
+    trusted = ssl.create_default_context(cafile=proxy.ca_cert)
+    sdk = openai.OpenAI(
+        base_url=f"{upstream.url}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        default_headers=HEADERS,
+        http_client=httpx.Client(verify=trusted, proxy=proxy.url()),
+    )
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert (AWS_KEY in raw.http_response.reason_phrase) is not enforcing(proxy)
+    assert raw.parse().choices[0].message.content == "Hello from the upstream model."
