@@ -14,7 +14,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import MutableMapping
 
-from mitmproxy import connection, http, tcp
+import wsproto.handshake
+from mitmproxy import connection, ctx, http, tcp
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 from addons.inspect import body_finding
@@ -28,6 +29,7 @@ RAW_STREAM_RULE = "inspection.raw_stream"
 RAW_STREAM_CODE = "egressguard_raw_stream"
 ORIGIN_KEY = "egressguard.raw_stream_origin"
 """On a TCP flow: the HTTP flow whose turn records it (``addons.audit`` writes that turn)."""
+REFUSAL_KEY = "egressguard.raw_stream_refusal"
 TUNNEL_SIGNAL = "the tunnel carried bytes that are not HTTP; they cannot be inspected"
 UPGRADE_SIGNAL = "the upstream switched the connection to {protocol!r}, not HTTP; it cannot be inspected"
 
@@ -44,10 +46,12 @@ class RawStreams:
         if turn_of(flow) is not None and flow.response is None:
             self.origins[flow.client_conn] = flow
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """Decided on the head: the upstream's side of the connection reads on as a raw stream from the
+        moment it parsed a 101, before the response hook."""
         turn = turn_of(flow)
         response = flow.response
-        if turn is None or response is None or response.status_code != 101 or flow.websocket is not None:
+        if turn is None or response is None or response.status_code != 101 or is_websocket(flow):
             return
         signal = UPGRADE_SIGNAL.format(protocol=response.headers.get("upgrade", "")[:40])
         finding = self._record(flow, turn, signal, "response")
@@ -55,10 +59,18 @@ class RawStreams:
             self.origins[flow.client_conn] = flow
             return
         message = f"egressguard blocked this response: {finding.threat} ({finding.rule}); audit event "
-        message += turn.event_id
-        flow.response = answer_in_dialect(flow.request, 502, message, RAW_STREAM_CODE)
-        # The upstream's side of the connection has switched protocols: nothing more is read from it.
-        flow.response.headers["connection"] = "close"
+        refusal = answer_in_dialect(flow.request, 502, message + turn.event_id, RAW_STREAM_CODE)
+        refusal.headers["connection"] = "close"
+        # Rewritten in place, not replaced: the upstream's side of the connection holds this same response
+        # and, seeing a 502 that closes the connection rather than a 101, relays nothing more either way.
+        response.data = refusal.data
+        flow.metadata[REFUSAL_KEY] = refusal.content
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """The refusal's body, which the end of the 101's (empty) body replaced."""
+        refusal = flow.metadata.pop(REFUSAL_KEY, None)
+        if isinstance(refusal, bytes) and flow.response is not None:
+            flow.response.content = refusal
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         origin = self.origins.pop(flow.client_conn, None)
@@ -87,3 +99,15 @@ class RawStreams:
         reason = self.refused.get(data.client)
         if reason is not None:
             data.server.error = f"egressguard refused it: {reason}"
+
+
+def is_websocket(flow: http.HTTPFlow) -> bool:
+    """Whether mitmproxy reads what follows this 101 as WebSocket messages (which ``addons.inspect``
+    inspects), by the test it applies once the response is whole."""
+    assert flow.response is not None
+    return (
+        flow.response.headers.get("upgrade", "").lower() == "websocket"
+        and flow.request.headers.get("sec-websocket-version", "").encode()
+        == wsproto.handshake.WEBSOCKET_VERSION
+        and bool(ctx.options.websocket)
+    )

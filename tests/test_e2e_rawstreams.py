@@ -125,7 +125,8 @@ def test_an_upgrade_to_a_protocol_that_is_not_websocket(
     start_proxy: Callable[..., Proxy], mode: str, protocol: bytes
 ) -> None:
     """A 101 to anything but WebSocket would turn the connection into raw bytes both ways: in enforce mode
-    the agent gets a 502 in its API's shape and nothing after the upgrade request leaves."""
+    the agent gets a 502 in its API's shape, nothing after the upgrade request leaves and nothing after
+    the 101's head comes back."""
     server = RawServer(greeting=UPGRADE % protocol)
     proxy = start_proxy(mode=mode)
     try:
@@ -145,6 +146,8 @@ def test_an_upgrade_to_a_protocol_that_is_not_websocket(
     assert (GITHUB_TOKEN.encode() in answer) is not enforcing
     assert (AWS_KEY.encode() in server.received) is not enforcing
     assert raw_stream_findings(proxy) == [(enforcing, "blocked" if enforcing else "allowed")]
+    # The upstream's bytes after its 101 are neither relayed nor read as events of a finished exchange.
+    assert "Traceback" not in proxy.output() and GITHUB_TOKEN not in proxy.output()
 
 
 def test_a_destination_relayed_without_interception_carries_raw_bytes(

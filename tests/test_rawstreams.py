@@ -123,6 +123,7 @@ def test_an_upgrade_to_what_is_not_websocket_is_answered_502_in_enforce_mode(pro
     with taddons.context(addon):
         flow = turn_flow("GET")
         upgrade_answer(flow, protocol)
+        addon.responseheaders(flow)
         addon.response(flow)
     assert flow.response is not None and flow.response.status_code == 502
     assert flow.response.headers["connection"] == "close"
@@ -135,6 +136,7 @@ def test_an_upgrade_in_observe_mode_is_relayed_and_recorded_on_its_turn() -> Non
     with taddons.context(addon):
         flow = turn_flow("GET")
         upgrade_answer(flow, "h2c")
+        addon.responseheaders(flow)
         addon.response(flow)
         stream = raw_stream_on(flow)
         addon.tcp_start(stream)
@@ -149,6 +151,7 @@ def test_a_websocket_upgrade_is_left_to_the_websocket_inspection() -> None:
     with taddons.context(addon):
         flow = tflow.twebsocketflow()
         flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="support"))
+        addon.responseheaders(flow)
         addon.response(flow)
     assert flow.response is not None and flow.response.status_code == 101
     assert findings(flow) == []
