@@ -9,6 +9,7 @@ from addons.decoding import CappedDecoding
 from addons.drill import DrillMarker, DrillTarget
 from addons.early import EarlyAnswers
 from addons.egress import Egress
+from addons.errorpages import QuietErrorPages
 from addons.freeze import Freeze
 from addons.heap import LongLivedHeap
 from addons.identity import AgentIdentity
@@ -25,6 +26,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     return [
         PolicyLoader(runtime),
         EarlyAnswers(),
+        QuietErrorPages(),
         Http1Trailers(),
         Http2JoinedData(),
         CappedDecoding(runtime),
