@@ -321,6 +321,9 @@ class TurnInspector:
         """The scans of this turn in which a rule ran out of time even when run again: a text crafted to
         keep a rule busy costs its budgets once per turn, not once for each of those readings."""
         self.residual = self.json_scan(redacts=True)
+        self._message_scans: dict[bool, JsonScan] = {}
+        """The scans of a WebSocket connection's messages, one per direction (True: the agent's), each
+        keeping the tail of every field's text across messages."""
         self._sent_before: set[str] = set()
         """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
         redaction of them is enforced."""
@@ -950,9 +953,29 @@ class TurnInspector:
         if matches and self._redacts(matches) and (not from_client or self.policy.detection.redact_requests):
             text = self._redact(text, [match for match in matches if self.policy.enforces(match.rule.threat)])
             self._carry_out_redactions(since, self._left_in([text]), None)
+        text = self._read_on_across_messages(text, from_client, where)
         if vault is not None and PREFIX in text:
             text = self._restore_message(vault, text, where)
         return text
+
+    def _read_on_across_messages(self, text: str, from_client: bool, where: str) -> str:
+        """A message's strings read on from the same field's text in the messages before it, as the
+        events of a stream are (``JsonScan``): a realtime API sends a reply a delta a message, and a secret
+        split across messages is found in the one that completes it, its part there redacted where the
+        policy enforces it (the part sent before has left: that finding is not enforced)."""
+        scan = self._message_scans.get(from_client)
+        if scan is None:
+            redacts = not from_client or self.policy.detection.redact_requests
+            scan = self._message_scans[from_client] = self.json_scan(redacts=redacts)
+        document, error = load_json(text.encode("utf-8", "surrogatepass"))
+        since = len(self.turn.findings)
+        filtered, changed = scan.filter("websocket", text if error is not None else document, ())
+        self._record_residual(scan, where)
+        if not changed:
+            return text
+        sent = filtered if error is not None else encode_json(filtered).decode("utf-8", "surrogatepass")
+        self._carry_out_redactions(since, self._left_in([sent]), None)
+        return str(sent)
 
     def _vault_message(self, vault: Vault, text: str, where: str) -> str:
         document, error = load_json(text.encode("utf-8", "surrogatepass"))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+import websockets.exceptions
 import websockets.sync.client
 import websockets.sync.server
 
@@ -69,3 +72,61 @@ def test_a_key_in_a_binary_frame_is_treated_as_in_a_text_frame(
         f["count"] for f in found
     ) >= 2
     assert all(f["enforced"] is enforcing for f in found)
+
+
+GITHUB_TOKEN = "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"
+
+
+class Realtime(Sender):
+    """A TLS WebSocket server speaking like a realtime API: a reply a delta a message, a key split over
+    two of them, and a token whole in a third; it keeps what the agent sends."""
+
+    def __init__(self, pki: UpstreamPKI) -> None:
+        self.received: list[str | bytes] = []
+        super().__init__(pki)
+
+    def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
+        for delta in ("The key is AKIAQWERTY", "234567ABCD", f" and {GITHUB_TOKEN}."):
+            connection.send(json.dumps({"type": "response.text.delta", "delta": delta}))
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
+            while True:
+                self.received.append(connection.recv(timeout=5))
+
+
+@pytest.fixture
+def realtime(upstream_pki: UpstreamPKI) -> Iterator[Realtime]:
+    server = Realtime(upstream_pki)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_key_split_across_messages_is_found_in_the_one_that_completes_it(
+    start_proxy: Callable[..., Proxy], realtime: Realtime, mode: str
+) -> None:
+    """Each message is read on from the same field's text in the messages before it, both ways: a key
+    split across two is found, and in enforce mode its part in the completing message is redacted (the
+    part before has left, so that finding is not enforced); a token whole in one message is redacted
+    and enforced as before."""
+    proxy = start_proxy(mode=mode, extra="redaction: {requests: true}\n")
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with websockets.sync.client.connect(
+        f"wss://localhost:{realtime.port}/v1/realtime",
+        proxy=proxy.url(),
+        ssl=context,
+        additional_headers=HEADERS,
+        open_timeout=10,
+    ) as connection:
+        deltas = [json.loads(connection.recv(timeout=10))["delta"] for _ in range(3)]
+        for text in ("send AKIAQWERTY", "234567ABCD now"):
+            connection.send(json.dumps({"type": "input_text", "text": text}))
+    enforcing = mode == "enforce"
+    assert ("234567ABCD" in deltas[1]) is not enforcing and (GITHUB_TOKEN in deltas[2]) is not enforcing
+    sent = [json.loads(message)["text"] for message in realtime.received]
+    assert len(sent) == 2 and ("234567ABCD" in sent[1]) is not enforcing
+    found = [
+        (finding["rule"], finding["enforced"])
+        for finding in proxy.wait_for_records(1)[0]["findings"]
+        if finding["rule"] in ("aws-access-key-id", "github-pat")
+    ]
+    assert sorted(found) == [("aws-access-key-id", False), ("github-pat", enforcing)]

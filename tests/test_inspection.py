@@ -874,3 +874,20 @@ def test_standard_request_methods_are_not_scanned(inspector_for: Callable[[], Tu
     for method in STANDARD_METHODS:
         inspector.scan_method(method)
     assert inspector.turn.findings == []
+
+
+def test_websocket_messages_are_read_on_from_the_messages_before_them(
+    inspector_for: Callable[[], TurnInspector],
+) -> None:
+    """A key split across two messages of one direction is found in the second and its part there
+    redacted (the first part left: not enforced); the other direction's messages are read apart."""
+    inspector = inspector_for()
+    first = inspector.inspect_message('{"delta": "key AKIAQWERTY"}', from_client=False, where="websocket[0]")
+    other = inspector.inspect_message('{"delta": "234567ABCD"}', from_client=True, where="websocket[1]")
+    second = inspector.inspect_message('{"delta": "234567ABCD."}', from_client=False, where="websocket[2]")
+    plain = inspector.inspect_message("and a plain AKIAQWERTY", from_client=False, where="websocket[3]")
+    assert first == '{"delta": "key AKIAQWERTY"}' and other == '{"delta": "234567ABCD"}'
+    assert "234567ABCD" not in second and "[REDACTED:aws-access-key-id]" in second
+    assert plain == "and a plain AKIAQWERTY"  # a text message is its own field: nothing before it
+    found = [(finding.rule, finding.enforced) for finding in inspector.turn.findings]
+    assert found == [("aws-access-key-id", False)]
