@@ -11,19 +11,17 @@ import socket
 import sys
 import threading
 import time
-import types
-import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from mitmproxy import addonmanager, exceptions, hooks, http, options
+from mitmproxy import addonmanager, exceptions, hooks, options
 from mitmproxy.tools.dump import DumpMaster
-from mitmproxy.utils import typecheck
 
 from addons import default_addons
 from addons.config import PolicyLoader
+from addons.speedups import install_speedups
 from proxy.runtime import Runtime
 
 
@@ -116,57 +114,6 @@ class HookIndex(addonmanager.AddonManager):
                     raise error
 
 
-FieldCheck = tuple[str, Any, tuple[type, ...] | None]
-"""A message field's name, its declared type, and the classes a value of it may be an instance of (None
-where mitmproxy's check is more than an ``isinstance``)."""
-_FIELD_CHECKS: dict[type, tuple[FieldCheck, ...]] = {}
-
-
-def accepted_classes(declared: Any) -> tuple[type, ...] | None:
-    """The classes whose instances pass mitmproxy's ``check_option_type`` against ``declared``: a class,
-    or a union of classes, with an int accepted for a float as it accepts one. None for any other kind of
-    type (tuples, sequences, ``Any``, I/O), whose check is left to mitmproxy whatever the value."""
-    union = typing.get_origin(declared) in (typing.Union, types.UnionType)
-    accepted: list[type] = []
-    for member in typing.get_args(declared) if union else (declared,):
-        if (
-            not isinstance(member, type)
-            or member is typing.Any
-            or typing.get_origin(member) is not None
-            or issubclass(member, typing.IO)
-        ):
-            return None
-        accepted += [member, int] if member is float else [member]
-    return tuple(accepted)
-
-
-def _field_checks(kind: type) -> tuple[FieldCheck, ...]:
-    checks = _FIELD_CHECKS.get(kind)
-    if checks is None:
-        checks = tuple((field.name, field.type, accepted_classes(field.type)) for field in fields(kind))
-        _FIELD_CHECKS[kind] = checks
-    return checks
-
-
-def _check_message_fields(message: http.MessageData) -> None:
-    """mitmproxy's check of a new message's fields, with the same outcome: a value of an accepted class
-    passes at once, and any other is handed to mitmproxy's checker, which raises its ``TypeError``."""
-    for name, declared, accepted in _field_checks(type(message)):
-        value = getattr(message, name)
-        if accepted is None or not isinstance(value, accepted):
-            typecheck.check_option_type(name, value, declared)
-
-
-def install_message_checks() -> None:
-    """Where Python runs without -O, mitmproxy checks every field of each request and response it builds
-    (``MessageData.__post_init__``) with a general checker that formats an error message for each field
-    and raises and catches a ``TypeError`` for each optional field left empty: about 20 µs of a request's
-    CPU and 15 of a response's, and three exceptions a message whose tracebacks are reference cycles the
-    garbage collector has to find. The check stays, done as ``_check_message_fields`` does it."""
-    if "__post_init__" in vars(http.MessageData):  # absent under -O, where mitmproxy checks nothing
-        http.MessageData.__post_init__ = _check_message_fields  # type: ignore[method-assign]
-
-
 def serve(
     settings: dict[str, Any], passthrough: Sequence[str] = (), announce: Callable[[], None] = lambda: None
 ) -> None:
@@ -195,7 +142,7 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce:
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     HookIndex.install(master.addons)
-    install_message_checks()
+    install_speedups()
     runtime = Runtime()
     master.addons.add(*default_addons(runtime))
     _apply(opts, settings, passthrough)

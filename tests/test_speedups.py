@@ -1,4 +1,4 @@
-"""The proxy checks the fields of each request and response mitmproxy builds as mitmproxy does, cheaply."""
+"""mitmproxy's general code paths and their direct equivalents give the same results for every input."""
 
 from __future__ import annotations
 
@@ -8,10 +8,20 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import http
+from mitmproxy.coretypes.multidict import _MultiDict
 from mitmproxy.utils import typecheck
 
-from addons.server import _check_message_fields, accepted_classes, install_message_checks
+from addons.speedups import (
+    _check_message_fields,
+    accepted_classes,
+    has_header,
+    header_value,
+    header_values,
+    install_speedups,
+)
 
 SAMPLES: list[Any] = [b"", b"x", "", "x", 0, 7, 1.5, True, None, http.Headers(), [], (), {}, object()]
 """Values of every kind a message field may be given, right or wrong."""
@@ -74,11 +84,19 @@ def test_every_field_and_value_is_judged_as_mitmproxy_judges_it() -> None:
     assert judged == len(SAMPLES) * (len(fields(http.RequestData)) + len(fields(http.ResponseData)))
 
 
-def test_a_wrong_field_raises_mitmproxy_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once installed, building a message with a field of the wrong type raises mitmproxy's TypeError."""
-    # Put mitmproxy's own check back afterwards: the other tests of this process build messages too.
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speedups installed for one test, mitmproxy's own code put back after it: the other tests of
+    this process use mitmproxy too."""
     monkeypatch.setattr(http.MessageData, "__post_init__", http.MessageData.__post_init__)
-    install_message_checks()
+    for name in ("get_all", "get", "__contains__"):
+        monkeypatch.setattr(http.Headers, name, getattr(http.Headers, name))
+    install_speedups()
+
+
+@pytest.mark.usefixtures("installed")
+def test_a_wrong_field_raises_mitmproxy_error() -> None:
+    """Once installed, building a message with a field of the wrong type raises mitmproxy's TypeError."""
     assert http.MessageData.__post_init__ is _check_message_fields
     with pytest.raises(TypeError, match=r"Expected .* for timestamp_end"):
         http.Request(
@@ -97,3 +115,60 @@ def test_a_wrong_field_raises_mitmproxy_error(monkeypatch: pytest.MonkeyPatch) -
         )
     built = http.Response.make(204)
     assert built.data.content == b"" and built.data.trailers is None
+
+
+def mitmproxy_get_all(headers: http.Headers, name: str | bytes) -> list[str]:
+    """mitmproxy's ``Headers.get_all``, from the generic multidict it is built on."""
+    return [http._native(value) for value in _MultiDict.get_all(headers, http._always_bytes(name))]
+
+
+def mitmproxy_get(headers: http.Headers, name: str | bytes, default: object) -> object:
+    """mitmproxy's ``Headers.get`` (the mapping's: ``self[name]``, a ``KeyError`` meaning the default)."""
+    values = mitmproxy_get_all(headers, name)
+    return http.Headers._reduce_values(values) if values else default
+
+
+NAMES = [
+    "Host",
+    "host",
+    "HOST",
+    "Content-Length",
+    "content-length",
+    "Transfer-Encoding",
+    "X-Ünï",
+    "x-ünï",
+    "a",
+]
+header_fields = st.lists(
+    st.tuples(
+        st.sampled_from(NAMES).map(http._always_bytes) | st.binary(max_size=6),
+        st.binary(max_size=8) | st.sampled_from([b"", b"chunked", b"\xff\xfe", b"gzip, br"]),
+    ),
+    max_size=8,
+)
+asked = st.sampled_from(NAMES) | st.sampled_from(NAMES).map(http._always_bytes) | st.text(max_size=5)
+
+
+@given(header_fields, asked)
+def test_header_lookups_answer_as_mitmproxy(fields_: list[tuple[bytes, bytes]], name: str | bytes) -> None:
+    """Values, folded value and presence of any name, in any case, str or bytes, among fields of any
+    bytes (values that are not UTF-8 included), are mitmproxy's."""
+    headers = http.Headers(fields_)
+    assert header_values(headers, name) == mitmproxy_get_all(headers, name)
+    assert header_value(headers, name, "absent") == mitmproxy_get(headers, name, "absent")
+    assert header_value(headers, name) == mitmproxy_get(headers, name, None)
+    assert has_header(headers, name) == bool(mitmproxy_get_all(headers, name))
+
+
+@pytest.mark.usefixtures("installed")
+def test_installed_header_lookups_serve_mitmproxy_callers() -> None:
+    """Once installed, the headers' own methods (which mitmproxy's HTTP layers call) are the equivalents."""
+    headers = http.Headers([(b"Content-Length", b"12"), (b"x-a", b"1"), (b"X-A", b"2")])
+    assert headers.get_all("x-a") == ["1", "2"]
+    assert headers.get("X-A") == "1, 2"
+    assert headers["content-length"] == "12"
+    assert headers.get("transfer-encoding") is None
+    assert "CONTENT-LENGTH" in headers and "transfer-encoding" not in headers
+    assert headers.pop("x-a") == "1, 2" and "x-a" not in headers
+    with pytest.raises(KeyError):
+        headers["transfer-encoding"]
