@@ -6,6 +6,7 @@ import contextlib
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -120,6 +121,9 @@ def test_a_key_split_across_messages_is_found_in_the_one_that_completes_it(
         deltas = [json.loads(connection.recv(timeout=10))["delta"] for _ in range(3)]
         for text in ("send AKIAQWERTY", "234567ABCD now"):
             connection.send(json.dumps({"type": "input_text", "text": text}))
+        deadline = time.monotonic() + 10
+        while len(realtime.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # both reach the server before the connection closes
     enforcing = mode == "enforce"
     assert ("234567ABCD" in deltas[1]) is not enforcing and (GITHUB_TOKEN in deltas[2]) is not enforcing
     sent = [json.loads(message)["text"] for message in realtime.received]
