@@ -167,13 +167,18 @@ def test_any_chunking_gives_the_same_events(values: list[str], cuts: list[int], 
     assert [event.data for event in whole] == values
 
 
-def feed_in_pieces(parser: SSEParser, stream: bytes, cuts: list[int]) -> list[SSEEvent]:
+def feed_at(parser: SSEParser, stream: bytes, cuts: list[int]) -> list[SSEEvent]:
+    """The events of ``stream`` fed in pieces cut at ``cuts``, before ``finish``."""
     events: list[SSEEvent] = []
     previous = 0
     for cut in sorted(min(cut, len(stream)) for cut in cuts):
         events += parser.feed(stream[previous:cut])
         previous = cut
-    events += parser.feed(stream[previous:])
+    return events + parser.feed(stream[previous:])
+
+
+def feed_in_pieces(parser: SSEParser, stream: bytes, cuts: list[int]) -> list[SSEEvent]:
+    events = feed_at(parser, stream, cuts)
     last_events, tail = parser.finish()
     assert tail == b""
     return events + last_events
@@ -240,3 +245,87 @@ def test_oversized_event_boundary_survives_any_chunking(line_end: bytes, size: i
     else:
         # Every cut left the whole event in one chunk: it was never held, so it was read normally.
         assert [event.data for event in rest] == ["q" * size + "\nmore", "after", None]
+
+
+BLOCKS = st.sampled_from(
+    [
+        b"data: plain\n\n",
+        b"data:no space\n\n",
+        b"data:  two spaces\n\n",
+        b"data: \xff\xfe not UTF-8\n\n",
+        b'data: {"a": "\xe2\x82\xac"}\n\n',
+        b"data: \n\n",
+        b"data\n\n",
+        b"data: first\ndata: second\n\n",
+        b"data: crlf\r\n\r\n",
+        b"data: cr\r\r",
+        b"data: split\r\ndata: ends\n\n",
+        b": comment\n\n",
+        b"event: named\ndata: x\n\n",
+        b"data: x\nid: 9\n\n",
+        b"\n",
+        b"\n\n",
+        b"datum: not data\n\n",
+        b"data: unfinished",
+        b"data: line\n",
+        b"\xef\xbb\xbfdata: bom\n\n",
+        b"data: " + b"L" * 70 + b"\n\n",
+    ]
+)
+
+
+def feed_bytewise(parser: SSEParser, stream: bytes) -> list[SSEEvent]:
+    events: list[SSEEvent] = []
+    for at in range(len(stream)):
+        events += parser.feed(stream[at : at + 1])
+    last_events, tail = parser.finish()
+    return [*events, *last_events, SSEEvent(data=None, raw=tail)]
+
+
+def feed_chunked(parser: SSEParser, stream: bytes, cuts: list[int], lead: bytes) -> list[SSEEvent]:
+    """``lead`` (the stream's first bytes) in a chunk of its own, then the rest cut at ``cuts``."""
+    events = parser.feed(lead) + feed_at(parser, stream, cuts)
+    last_events, tail = parser.finish()
+    return [*events, *last_events, SSEEvent(data=None, raw=tail)]
+
+
+class LineReader(SSEParser):
+    """The parser without its shortcut for whole ``data`` events: every chunk goes to the line reader."""
+
+    @staticmethod
+    def _read_data_events(chunk: bytes, events: list[SSEEvent]) -> bytes:
+        return chunk
+
+
+@given(
+    st.lists(BLOCKS, max_size=12),
+    st.lists(st.integers(min_value=0, max_value=600), max_size=10),
+    st.sampled_from([64, 1 << 20]),
+    st.sampled_from([b"data: first\n\n", b"", b"\xef\xbb\xbf", b"\xef", b"\xef\xbb\xbfdata: x\n\n"]),
+)
+def test_whole_events_in_one_chunk_read_as_the_line_reader_reads_them(
+    blocks: list[bytes], cuts: list[int], cap: int, lead: bytes
+) -> None:
+    """Chunks that bring whole ``data`` events are read by a shortcut: whatever else the chunks hold (CR
+    and CRLF line ends, several data lines, comments, other fields, blank lines alone, bytes not UTF-8,
+    an event cut anywhere or longer than the cap, a byte order mark), every event and every byte comes
+    out as the line reader gives them from the same chunks, and, under a cap no event reaches, as it
+    gives them from one byte at a time."""
+    stream = b"".join(blocks)
+    for chunks in (cuts, []):
+        expected = feed_chunked(LineReader(max_event_bytes=cap), stream, chunks, lead)
+        assert feed_chunked(SSEParser(max_event_bytes=cap), stream, chunks, lead) == expected
+    if cap > len(stream):
+        assert feed_chunked(SSEParser(), stream, cuts, lead) == feed_bytewise(SSEParser(), lead + stream)
+
+
+def test_an_event_over_a_mebibyte_in_one_chunk_is_read_whole() -> None:
+    """A complete event longer than the cap that arrives in one chunk is read, as the line reader reads
+    it, and the events around it too."""
+    big = b"data: " + b"x" * (1 << 20) + b"\n\n"
+    parser = SSEParser()
+    parser.feed(b"data: a\n\n")
+    events = parser.feed(big + b"data: b\n\n")
+    assert [(event.data or "")[:3] for event in events] == ["xxx", "b"]
+    assert b"".join(event.raw for event in events) == big + b"data: b\n\n"
+    assert not any(event.oversized for event in events)

@@ -161,6 +161,12 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         events: list[SSEEvent] = []
         rest = chunk
+        if self._at_stream_start and chunk.startswith(b"data:"):
+            self._at_stream_start = False  # no byte order mark
+        if not (self._buffer or self._skipping or self._after_cr or self._at_stream_start):
+            rest = self._read_data_events(chunk, events)
+            if not rest:
+                return events
         while True:
             if self._skipping:
                 end = self._end_of_skipped_event(rest)
@@ -182,6 +188,24 @@ class SSEParser:
             if len(self._buffer) <= self.max_event_bytes:
                 return events
             rest = self._give_up_on_event(events)
+
+    @staticmethod
+    def _read_data_events(chunk: bytes, events: list[SSEEvent]) -> bytes:
+        """Reads the events at the start of ``chunk`` that are one ``data`` line each, LF-terminated (how
+        model APIs frame every event), as the line reader would, and returns the rest for it: from the
+        first block of another shape (a CR anywhere, more lines, another field, a comment, a blank line
+        alone) or the event not yet complete. Only called between events, where nothing is held, and past
+        a byte order mark."""
+        if b"\r" in chunk:
+            return chunk
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0 or not chunk.startswith(b"data:", start) or chunk[end + 1 : end + 2] != b"\n":
+                return chunk[start:] if start else chunk
+            value = chunk[start + 6 if chunk[start + 5 : start + 6] == b" " else start + 5 : end]
+            events.append(SSEEvent(data=value.decode("utf-8", errors="replace"), raw=chunk[start : end + 2]))
+            start = end + 2
 
     def _give_up_on_event(self, events: list[SSEEvent]) -> bytes:
         """Hands on the lines of the pending event already read and returns its unread remainder, from
