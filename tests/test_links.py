@@ -141,13 +141,13 @@ def test_stream_filter_gives_up_on_an_oversized_construct() -> None:
     assert stream.feed(text).startswith('<img src="https://')
 
 
-def stream_in_pieces(text: str, seed: int) -> tuple[str, list[Finding]]:
-    """What a LinkFilter releases when ``text`` arrives 1-3 characters at a time."""
+def stream_in_pieces(text: str, seed: int, largest: int = 3) -> tuple[str, list[Finding]]:
+    """What a LinkFilter releases when ``text`` arrives 1 to ``largest`` characters at a time."""
     rng = random.Random(seed)  # noqa: S311 - chunk sizes for a test, not a secret
     stream = LinkFilter(allowed)
     released, position = [], 0
     while position < len(text):
-        size = rng.randint(1, 3)
+        size = rng.randint(1, largest)
         released.append(stream.feed(text[position : position + size]))
         position += size
     released.append(stream.flush())
@@ -339,3 +339,17 @@ def test_stream_filter_matches_one_shot_on_random_fragments() -> None:
         expected = neutralise(text, allowed)
         assert stream_in_pieces(text, 0) == expected, text
         assert stream_in_pieces(text, 1) == expected, text
+
+
+PROSE = ["The answer ", "is on ", "the page", ", see ", "docs", " today. ", "plain words ", "42 "]
+
+
+def test_stream_filter_matches_one_shot_when_prose_comes_between_constructs() -> None:
+    """Deltas of prose alone (released at once, without a walk) between deltas that open, continue and
+    close constructs stream exactly as the whole text is neutralised in one shot."""
+    rng = random.Random(13)  # noqa: S311 - test data, not a secret
+    for _ in range(300):
+        text = "".join(rng.choice(FRAGMENTS + PROSE * 3) for _ in range(rng.randint(1, 40)))
+        expected = neutralise(text, allowed)
+        for seed in range(3):
+            assert stream_in_pieces(text, seed, largest=16) == expected, text

@@ -534,6 +534,11 @@ class LinkFilter:
     def feed(self, text: str) -> str:
         self._pending += text
         scanned = self._context + self._pending
+        if self._pending and _CONSTRUCT_START.search(scanned, len(self._context)) is None:
+            # No construct can start in it (most deltas): the walks would find nothing and release it all.
+            released, self._pending = self._pending, ""
+            self._context = scanned[-1]
+            return released
         hold = _walk(scanned, len(self._context), self.allowed, probing=True)[1]
         if len(scanned) - hold > self.max_held:
             hold = _walk(scanned, max(hold + 1, len(scanned) - self.max_held), self.allowed, probing=True)[1]
