@@ -10,7 +10,10 @@ import textwrap
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxy.scanning import redact
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 
@@ -65,3 +68,43 @@ def test_words_ending_in_hex_letters_are_released_whole_and_unscanned() -> None:
     released = [redactor.feed(text[position : position + 9]) for position in range(0, len(text), 9)]
     assert released[:3] == ["we need ", "the code ", "and the "]
     assert "".join(released) + redactor.flush() == text
+
+
+def _hold_searching_every_pattern(pending: str, max_hold: int) -> int:
+    """What ``_hold_in`` gives, from every pattern searched whatever the text holds."""
+    hold = len(pending)
+    look_from = max(0, hold - max_hold - 1)
+    for pattern in (redact._OPEN_TOKEN, redact._OPEN_NUMBER, redact._OPEN_SPACED):
+        found = pattern.search(pending, look_from)
+        if found is not None:
+            hold = min(hold, found.start())
+    for pattern, _ in redact._OPEN_SEGMENTS:
+        found = pattern.search(pending, look_from)
+        if found is not None:
+            word = redact._OPEN_TOKEN.search(pending, look_from, found.start())
+            hold = min(hold, found.start() if word is None else word.start())
+    begin = redact._KEY_BLOCK_BEGIN.search(
+        pending, max(0, len(pending) - redact._LONGEST_BEGIN_MARKER), partial=True
+    )
+    if begin is not None and begin.partial:
+        hold = min(hold, begin.start())
+    if len(pending) - hold > max_hold:
+        hold = len(pending) - max_hold // 2
+    return hold
+
+
+HOLD_PIECES = [
+    "0x", "0x1f ", "0xab, ", "0x0", "1f ", "ab ", "e", " ", ", ", "\n", "\r", "\r\n", "-", "-----BEGIN ",
+    "---- BEGIN SSH2", "-----BEGIN RSA PRIV", "PuTTY-User-Key", "PuTTY-User-Key-File-3: ssh-rsa", "P", "the ",
+    "word", "A", "B9", "(", ")", ".", "&#104; ", "%41", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MTIzNDU2Nzg5",
+    "\\u0067 ", "g ",
+]  # fmt: skip
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from(HOLD_PIECES), max_size=12), st.sampled_from([2048, 16]))
+def test_the_hold_skips_only_searches_that_cannot_match(pieces: list[str], max_hold: int) -> None:
+    """Where the redactor holds back the open end of its text is the same whether or not it skips the
+    searches whose patterns the text cannot match (no "0x", no space near the end, no "-" or "P")."""
+    pending = "".join(pieces)
+    assert redact._hold_in(pending, max_hold) == _hold_searching_every_pattern(pending, max_hold)
