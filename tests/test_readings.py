@@ -563,3 +563,33 @@ def test_a_gemini_request_giving_a_tool_result_both_ways_is_read_with_the_snake_
     found = readings_module.spelled_twice(body, json.loads(body), Gemini.CASED_KEYS)
     assert found is not None
     assert HIDDEN in {part.text for part in Gemini().parse_request(body.encode(), (found[0], [], None)).parts}
+
+
+CASED_PIECES = [
+    *FOLDABLE_PIECES, '"usageMetadata":', '"usagemetadata":', '"text": ', '"Text":', '"parts":',
+    '"a\\u0041":', '"\u017f":', '"K" :', '"modelVersion"', "usageMetadata", "\\u0041",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(CASED_PIECES), max_size=30), min_size=1, max_size=4))
+def test_keys_found_unfoldable_once_are_not_looked_at_again_to_the_same_verdict(
+    texts: list[list[str]],
+) -> None:
+    """For a dialect with keys of its own in camelCase, whether a text has a key that may fold is the
+    same after the keys of other texts were found not to fold (and kept) as read from its definition:
+    each key (strings read with their escapes) that is not one of the dialect's own, with a capital, an
+    escape or a letter past ASCII, or one of its own in lower case."""
+    cased = frozenset({"usageMetadata", "modelVersion"})
+    lowered = {field.lower() for field in cased}
+    key = re.compile(r'"((?:[^"\\]|\\.)*+)"\s*+:')
+
+    def definition(text: str) -> bool:
+        return any(
+            name not in cased
+            and (name != name.lower() or "\\" in name or not name.isascii() or name in lowered)
+            for name in key.findall(text)
+        )
+
+    for text in ["".join(pieces) for pieces in texts] * 2:
+        assert readings_module._may_fold(text, cased) == definition(text), text

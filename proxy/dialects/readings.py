@@ -274,7 +274,9 @@ class _Folded(dict[str, Any]):
         return super().__contains__(self._key(key))
 
 
-_KEY = re.compile(r'"((?:[^"\\]|\\.)*+)"\s*+:')
+# A string's characters in runs between its escapes: read a character at a time (``(?:[^"\\]|\\.)*+``),
+# the values of a chunk cost five times as much to pass over.
+_KEY = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"\s*+:')
 
 
 def _may_fold(text: str, cased: frozenset[str]) -> bool:
@@ -282,12 +284,23 @@ def _may_fold(text: str, cased: frozenset[str]) -> bool:
     ``cased`` carry capitals: any other key with a capital, an escape or a letter outside ASCII, or one
     of its keys spelled in lower case (``functioncall``)."""
     lowered = _lowered(cased)
-    for key in _KEY.findall(text):
-        if key in cased:
-            continue
+    unread = _unfolded(cased)
+    for key in set(_KEY.findall(text)).difference(cased, unread):
         if key != key.lower() or "\\" in key or not key.isascii() or key in lowered:
             return True
+        if len(unread) < _MAX_UNFOLDED:
+            unread.add(key)
     return False
+
+
+_MAX_UNFOLDED = 4096
+
+
+@functools.cache
+def _unfolded(cased: frozenset[str]) -> set[str]:
+    """Keys found to be no other spelling of one of ``cased`` (every chunk of a stream names the same
+    few): not looked at again."""
+    return set()
 
 
 @functools.cache
@@ -325,7 +338,7 @@ def _snake_names(cased: frozenset[str]) -> frozenset[str]:
 # A key in snake_case, then a colon; also any key spelled with an escape (``"function\u005fcall"``),
 # looked for only in a text with an escape (reading each string to its end costs five times as much).
 _SNAKE_KEY = re.compile(r'"([a-z0-9]++_[a-z0-9_]*+)"\s*+:')
-_SNAKE_OR_ESCAPED_KEY = re.compile(r'"([a-z0-9]++_[a-z0-9_]*+|[^"\\]*+\\.(?:[^"\\]|\\.)*+)"\s*+:')
+_SNAKE_OR_ESCAPED_KEY = re.compile(r'"([a-z0-9]++_[a-z0-9_]*+|[^"\\]*+\\.[^"\\]*+(?:\\.[^"\\]*+)*+)"\s*+:')
 
 
 def _gives_snake_case(text: str, cased: frozenset[str]) -> bool:
