@@ -341,15 +341,17 @@ class ChatStreamSession(StreamSession):
     ) -> list[bytes]:
         """``_transform`` of a chunk that only carries text (``_plain_slots``): what the loop above does
         for it, without walking what it does not carry."""
-        touched = False
+        touched = carries = False
         for where, delta, key in plain:
             released = self._filter_text(where, delta[key])
+            carries = carries or bool(released)
             if released != delta[key]:
                 delta[key] = released
                 touched = True
         if not touched:
             return [self._as_sent(event, chunk)]
-        return [] if _is_empty_chunk(chunk) else [rewritten(event, chunk)]
+        # A delta left with text is no empty chunk.
+        return [] if not carries and _is_empty_chunk(chunk) else [rewritten(event, chunk)]
 
     def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
         plain = _plain_slots(payload)
