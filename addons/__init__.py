@@ -11,6 +11,7 @@ from addons.early import EarlyAnswers
 from addons.egress import Egress
 from addons.errorpages import QuietErrorPages
 from addons.freeze import Freeze
+from addons.heads import HeadLimits
 from addons.heap import LongLivedHeap
 from addons.identity import AgentIdentity
 from addons.inspect import Inspect
@@ -28,6 +29,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         EarlyAnswers(),
         QuietErrorPages(),
         Http1Trailers(),
+        HeadLimits(),
         Http2JoinedData(),
         CappedDecoding(runtime),
         AgentIdentity(runtime),

@@ -1,0 +1,70 @@
+"""What a peer sends and HTTP/1 has not yet parsed has a size limit, so no peer can fill the proxy's
+memory with it.
+
+mitmproxy's HTTP/1 connections buffer what a peer sends until a line ends, with no bound ("FIXME: protect
+against header size DoS"): the head before its blank line, a chunk's size line, the trailer fields, and
+the bytes a client sends while its last answer is still coming. A client, before it has authenticated,
+or an upstream could send one endless line and have the proxy hold it all (300 MB sent made it 1 GB).
+``HeadLimits`` installs HTTP/1 connections that stop reading a peer once more than ``MAX_UNPARSED_BYTES``
+wait unparsed: an agent's head is answered 431, an agent's body that stops parsing ends its request, an
+upstream's answer ends as a 502 to the agent, and the connection is closed. Body data itself is handed on
+as it arrives and never waits here. These are subclasses of ``addons.trailers``' connections, so
+``HeadLimits`` comes after ``Http1Trailers`` in the chain.
+"""
+
+from __future__ import annotations
+
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers import http as http_layer
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError, ResponseProtocolError
+from mitmproxy.proxy.layers.http._http1 import Http1Connection, make_error_response
+
+from addons.trailers import CommandGenerator, TrailerClient, TrailerServer
+
+MAX_UNPARSED_BYTES = 1 << 20
+"""A head's limit in Go's net/http (``DefaultMaxHeaderBytes``); nginx and Node refuse far less."""
+
+
+class BoundedBuffer(Http1Connection):
+    def _handle_event(self, event: events.Event) -> CommandGenerator:
+        yield from super()._handle_event(event)
+        if (
+            isinstance(event, events.DataReceived)
+            and self.state not in (self.passthrough, self.done)
+            and len(self.buf) > MAX_UNPARSED_BYTES
+        ):
+            state, self.state = self.state, self.done
+            yield from self.overflowed(
+                reading_head=state == self.read_headers, in_message=state == self.read_body
+            )
+
+    def overflowed(self, *, reading_head: bool, in_message: bool) -> CommandGenerator:
+        raise NotImplementedError
+
+
+class BoundedServer(BoundedBuffer, TrailerServer):
+    def overflowed(self, *, reading_head: bool, in_message: bool) -> CommandGenerator:
+        message = f"over {MAX_UNPARSED_BYTES} bytes sent without a line end"
+        if reading_head:
+            yield commands.SendData(self.conn, make_error_response(431, message))
+        yield commands.CloseConnection(self.conn)
+        if in_message and self.stream_id is not None:
+            yield ReceiveHttp(RequestProtocolError(self.stream_id, message, ErrorCode.GENERIC_CLIENT_ERROR))
+
+
+class BoundedClient(BoundedBuffer, TrailerClient):
+    def overflowed(self, *, reading_head: bool, in_message: bool) -> CommandGenerator:
+        yield commands.CloseConnection(self.conn)
+        if self.stream_id is not None:
+            message = f"the upstream sent over {MAX_UNPARSED_BYTES} bytes without a line end"
+            yield ReceiveHttp(ResponseProtocolError(self.stream_id, message, ErrorCode.GENERIC_SERVER_ERROR))
+
+
+class HeadLimits:
+    """Installs ``BoundedServer`` and ``BoundedClient`` as the HTTP/1 connections mitmproxy's HTTP layer
+    makes."""
+
+    def load(self, loader: object) -> None:
+        http_layer.Http1Server = BoundedServer  # type: ignore[attr-defined]
+        http_layer.Http1Client = BoundedClient  # type: ignore[attr-defined]
