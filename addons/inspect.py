@@ -20,7 +20,7 @@ from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
 from addons.fields import field_values
-from addons.turns import policy_of, pretty_host, refuse_without_state, turn_of
+from addons.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
@@ -76,6 +76,8 @@ ALONGSIDE_THREADS = 4
 OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
+INSPECTION_FAILED_RULE = "inspection.failed"
+BLOCKED_CODE = "egressguard_blocked"
 REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
@@ -101,8 +103,11 @@ async def request_inspected(flow: http.HTTPFlow) -> None:
 
 
 def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
-    """A detector bug must never take an agent's request down: record it on the turn and carry on. A
-    shared store that is down where the policy says closed refuses the turn instead."""
+    """A detector bug must never take the proxy down: record it on the turn and carry on. What the hook
+    was reading is then uninspected, so where the policy enforces a threat decided on a body's words it
+    does not pass (``refuse_uninspected``: text crafted to make a detector fail, such as JSON nested
+    deeper than a walker's recursion, would otherwise switch inspection off); elsewhere it passes, on the
+    record. A shared store that is down where the policy says closed refuses the turn instead."""
 
     @wraps(hook)
     def guarded(self: Inspect, flow: http.HTTPFlow, *args: object) -> None:
@@ -112,13 +117,42 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
             turn = turn_of(flow)
             if turn is not None:
                 refuse_without_state(flow, turn, error)
-        except Exception as error:  # fail open is the policy; the error is recorded
+        except Exception as error:  # recorded; refused where a reading threat is enforced
             turn = turn_of(flow)
             if turn is not None:
                 turn.errors.append(f"inspect: {type(error).__name__} in {hook.__name__}")
+                refuse_uninspected(flow, turn, policy_of(flow, self.runtime), hook.__name__)
             log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__)
 
     return guarded  # type: ignore[return-value]
+
+
+def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> None:
+    """Where the policy enforces a threat decided on a body's words, what a failed hook left uninspected
+    does not reach its receiver: a WebSocket message is dropped, a request refused (403), a whole answer
+    replaced by a 502, and one whose head is on its way (or already relayed) cut by closing the
+    connection. An ``inspection.failed`` finding records it."""
+    threat = reading_threat(policy)
+    if threat is None:
+        return
+    finding = body_finding(
+        INSPECTION_FAILED_RULE, f"{hook} failed: not inspected", "inspection", threat, enforced=True
+    )
+    turn.add(finding)
+    turn.escalate(Decision.BLOCKED)
+    response = flow.response
+    if flow.websocket is not None and flow.websocket.messages:
+        flow.websocket.messages[-1].drop()
+    elif response is None:
+        flow.response = answer_in_dialect(
+            flow.request, 403, block_message(finding, turn.event_id), BLOCKED_CODE
+        )
+    elif response.timestamp_end is not None and not response.stream:
+        flow.response = answer_in_dialect(
+            flow.request, 502, block_message(finding, turn.event_id), BLOCKED_CODE
+        )
+    elif flow.killable:
+        flow.kill()
 
 
 def coding_headers(message: http.Message) -> tuple[str | None, str]:
@@ -358,7 +392,7 @@ def request_refusal_status(error: UninspectableError) -> int:
 
 def refusal(dialect: Dialect, turn: Turn, status: int, message: str) -> http.Response:
     """The error the agent gets instead of the exchange, in its API's own shape."""
-    status, headers, payload = dialect.error_response(status, message, "egressguard_blocked")
+    status, headers, payload = dialect.error_response(status, message, BLOCKED_CODE)
     return http.Response.make(status, payload, {**headers, "x-egressguard-event": turn.event_id})
 
 

@@ -1,0 +1,75 @@
+"""A hook that fails leaves what it read uninspected: refused where the policy enforces a threat decided
+on a body's words, passed on the record elsewhere."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from mitmproxy.test import tflow
+
+from addons.inspect import INSPECTION_FAILED_RULE, refuse_uninspected
+from addons.turns import METADATA_KEY
+from proxy.config.policy import Policy, parse_policy
+from proxy.turn import Turn, TurnContext
+
+
+def policy(mode: str) -> Policy:
+    return parse_policy(
+        textwrap.dedent(f"""\
+            mode: {mode}
+            agents:
+              bot: {{token: t, role: support}}
+            roles:
+              support:
+                egress: {{allow: [api.openai.com]}}
+            """),
+        "p.yaml",
+        environ={},
+    )
+
+
+def refused(flow: tflow.HTTPFlow, mode: str) -> Turn:
+    turn = Turn(TurnContext(agent_id="bot", role="support"))
+    flow.metadata[METADATA_KEY] = turn
+    refuse_uninspected(flow, turn, policy(mode), "inspect_request")
+    return turn
+
+
+def test_a_request_is_refused_403() -> None:
+    flow = tflow.tflow()
+    turn = refused(flow, "enforce")
+    assert flow.response is not None and flow.response.status_code == 403
+    assert INSPECTION_FAILED_RULE in flow.response.text
+    assert [(f.rule, f.enforced) for f in turn.findings] == [(INSPECTION_FAILED_RULE, True)]
+    assert str(turn.decision) == "blocked"
+
+
+def test_a_whole_answer_is_replaced_by_a_502() -> None:
+    flow = tflow.tflow(resp=True)
+    refused(flow, "enforce")
+    assert flow.response is not None and flow.response.status_code == 502
+
+
+@pytest.mark.parametrize("relayed", [False, True], ids=["head only", "relayed"])
+def test_an_answer_on_its_way_is_cut(relayed: bool) -> None:
+    """At the head, a replaced answer would be filled with the upstream's body; a relayed one has left in
+    part: the connection is closed instead."""
+    flow = tflow.tflow(resp=True)
+    assert flow.response is not None
+    flow.response.timestamp_end = None if not relayed else flow.response.timestamp_end
+    flow.response.stream = relayed
+    refused(flow, "enforce")
+    assert flow.response.status_code == 200 and flow.killable is False
+
+
+def test_a_websocket_message_is_dropped() -> None:
+    flow = tflow.twebsocketflow()
+    refused(flow, "enforce")
+    assert flow.websocket is not None and flow.websocket.messages[-1].dropped
+
+
+def test_observe_mode_passes_on_the_record() -> None:
+    flow = tflow.tflow()
+    turn = refused(flow, "observe")
+    assert flow.response is None and turn.findings == []
