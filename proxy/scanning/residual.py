@@ -434,7 +434,13 @@ def _collect(
         for name, child in value.items():
             child_path = (*path, name)
             keys.append((child_path, name))
-            if child_path not in handled:
+            # Strings are taken here, and numbers, booleans and nulls hold none: only containers are
+            # walked by a call (most of an event's fields are not).
+            if child_path in handled:
+                continue
+            if isinstance(child, str):
+                values.append((child_path, (*shape, name), child))
+            elif isinstance(child, (dict, list)):
                 _collect(child, child_path, (*shape, name), handled, values, keys, byte_lists)
     elif isinstance(value, list):
         if value and all(type(item) is int and 0 <= item < 256 for item in value):
@@ -443,7 +449,11 @@ def _collect(
             return
         for index, child in enumerate(value):
             child_path = (*path, index)
-            if child_path not in handled:
+            if child_path in handled:
+                continue
+            if isinstance(child, str):
+                values.append((child_path, (*shape, -1), child))
+            elif isinstance(child, (dict, list)):
                 _collect(child, child_path, (*shape, -1), handled, values, keys, byte_lists)
 
 
