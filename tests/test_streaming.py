@@ -1728,3 +1728,31 @@ def test_a_gemini_answer_part_with_text_and_a_call_records_the_call(snake: bool)
     body = json.dumps(gemini_text_and_call(snake=snake)).encode()
     completion = Gemini(model_hint="gemini-2.5-flash").parse_response(body)
     assert [call.name for call in completion.tool_calls] == ["deploy"]
+
+
+@pytest.mark.parametrize("name", TEXT_STREAMS)
+def test_a_secret_as_the_key_of_a_number_is_redacted_after_a_long_run_of_equal_events(name: str) -> None:
+    """Once a stream's fields have settled (each event reads the same as the last, so the residual scan
+    is not run again), an event that adds a top-level field holding a number, whose key is a secret, is
+    still read: the key leaves redacted and the finding is recorded."""
+    secret = "AKIA" + "Q3EGRIZLJ5X7B2NV"
+    dialect, text_stream, _ = TEXT_STREAMS[name]
+    parser = SSEParser()
+    events = parser.feed(text_stream(["word "] * 400)) + parser.finish()[0]
+    marked = 0
+    stream = b""
+    for event in events:
+        payload = json.loads(event.data) if event.data not in (None, "[DONE]") else None
+        if isinstance(payload, dict) and "word" in json.dumps(payload) and marked < 400:
+            marked += 1
+            if marked == 380:
+                payload[secret] = 7
+            stream += sse(payload, event.event)
+        else:
+            stream += event.raw
+    filters = residual_filters()
+    sent = run(dialect.stream_session(filters), stream)
+    assert secret.encode() not in sent
+    assert filters.residual is not None and [found.rule.id for found in filters.residual.found] == [
+        "aws-access-key-id"
+    ]

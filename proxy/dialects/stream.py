@@ -946,15 +946,15 @@ def _may_name_places(data: str | None) -> bool:
 
 def _skeleton(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
     """What of an event the residual scan reads, for comparing two events: the payload with the strings
-    the dialect filters blanked, without its top-level numbers (sequence numbers, indices). Only the
-    containers on the way to a blanked string are copied; the payload itself is left as it is. None when
-    the payload is not an object."""
+    the dialect filters blanked, and its top-level numbers too (sequence numbers, indices), not their keys:
+    a key the residual scan reads all the same, whatever it holds. Only the containers on the way to a
+    blanked string are copied; the payload itself is left as it is. None when the payload is not an
+    object."""
     if not isinstance(payload, dict):
         return None
     skeleton = {
-        key: value
+        key: None if isinstance(value, int | float) and not isinstance(value, bool) else value
         for key, value in payload.items()
-        if not isinstance(value, int | float) or isinstance(value, bool)
     }
     for path in handled:
         parent: Any = skeleton
