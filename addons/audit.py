@@ -239,7 +239,7 @@ class Audit:
 
     def _publish_head(self, directory: Path, worker: str, checkpoint: dict[str, Any]) -> None:
         """Each signed checkpoint is also this writer's head in the shared store (``proxy.audit.heads``)."""
-        publish_head(self.runtime.state, writer_id(directory, worker), checkpoint)
+        publish_head(self.runtime.state, directory, worker, checkpoint)
 
     def _close_router(self) -> None:
         if self.router is not None:

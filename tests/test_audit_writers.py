@@ -3,9 +3,11 @@ a writer whose tail was cut is caught by the head it published to the state stor
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,7 @@ def write_writer(audit: Path, writer: str, turns: int, store: SharedSqliteStateS
     """One worker's log under ``audit/writer``, signed with the key in ``audit``, checkpointed every 3."""
     directory = audit / writer
     moments = iter(START + timedelta(seconds=second) for second in range(10_000))
-    on_checkpoint = partial(publish_head, store, writer_id(directory, writer)) if store is not None else None
+    on_checkpoint = partial(publish_head, store, directory, writer) if store is not None else None
     log = AuditLog(
         directory,
         key_path=audit / PRIVATE_KEY_NAME,
@@ -95,3 +97,89 @@ def test_a_writer_keeps_its_id(tmp_path: Path) -> None:
     assert first == writer_id(tmp_path / "w3", "w3")
     assert "w3" in first and (tmp_path / "w3" / WRITER_ID_FILE).read_text().strip() == first
     assert writer_id(tmp_path / "w4", "w4") != first
+
+
+def cut_to_first_checkpoint(directory: Path) -> None:
+    (path,) = daily_files(directory)
+    lines = path.read_text().splitlines(keepends=True)
+    first_checkpoint = next(index for index, line in enumerate(lines) if '"audit.checkpoint"' in line)
+    path.write_text("".join(lines[: first_checkpoint + 1]))
+
+
+def _forget_id(directory: Path) -> None:
+    (directory / WRITER_ID_FILE).unlink()
+
+
+def _swap_ids(directory: Path) -> None:
+    other = directory.parent / "w0"
+    mine, theirs = (directory / WRITER_ID_FILE).read_text(), (other / WRITER_ID_FILE).read_text()
+    (directory / WRITER_ID_FILE).write_text(theirs)
+    (other / WRITER_ID_FILE).write_text(mine)
+
+
+def _fresh_id(directory: Path) -> None:
+    (directory / WRITER_ID_FILE).write_text("someone-else-1234\n")
+
+
+@pytest.mark.parametrize(
+    "cover_up",
+    [_forget_id, _swap_ids, _fresh_id, lambda directory: None],
+    ids=["writer-id deleted", "writer-ids swapped", "writer-id replaced", "cut only"],
+)
+def test_a_cut_tail_is_caught_whatever_the_writer_id_file_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cover_up: Any
+) -> None:
+    """The writer-id file sits with the log, so whoever cuts a tail can change it too: the head names
+    the directory it was published for, and that directory's files must reach it."""
+    policy = policy_for(tmp_path)
+    audit = tmp_path / "audit"
+    store = SharedSqliteStateStore(tmp_path / "data" / "state")
+    write_writer(audit, "w0", 7, store)
+    write_writer(audit, "w1", 7, store)
+    store.close()
+    cut_to_first_checkpoint(audit / "w1")
+    cover_up(audit / "w1")
+    capsys.readouterr()
+    pubkey = str(audit / PUBLIC_KEY_NAME)
+    assert main(["audit", "verify", "--pubkey", pubkey, "--config", str(policy), str(audit)]) == 1
+    assert f"writer {audit / 'w1'}: TAIL CUT:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("removed", ["w1", "w1/*.jsonl"])
+def test_a_removed_writer_is_caught_by_its_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], removed: str
+) -> None:
+    """A writer whose directory or every file is gone leaves its head in the state store: verify names
+    the writer missing rather than checking the writers left."""
+    policy = policy_for(tmp_path)
+    audit = tmp_path / "audit"
+    store = SharedSqliteStateStore(tmp_path / "data" / "state")
+    write_writer(audit, "w0", 7, store)
+    write_writer(audit, "w1", 7, store)
+    store.close()
+    if removed == "w1":
+        shutil.rmtree(audit / "w1")
+    else:
+        for path in daily_files(audit / "w1"):
+            path.unlink()
+    capsys.readouterr()
+    pubkey = str(audit / PUBLIC_KEY_NAME)
+    assert main(["audit", "verify", "--pubkey", pubkey, "--config", str(policy), str(audit)]) == 1
+    out = capsys.readouterr().out
+    assert f"writer {audit / 'w1'}: TAIL CUT:" in out
+    assert f"writer {audit / 'w0'}: TAIL CUT" not in out
+
+
+def test_heads_of_other_directories_are_not_this_verify_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica's writers publish to the same store: verifying one audit directory checks only the heads
+    published for writers in it."""
+    policy = policy_for(tmp_path)
+    store = SharedSqliteStateStore(tmp_path / "data" / "state")
+    write_writer(tmp_path / "audit", "w0", 7, store)
+    write_writer(tmp_path / "elsewhere", "w0", 7, store)
+    store.close()
+    audit = tmp_path / "audit"
+    pubkey = str(audit / PUBLIC_KEY_NAME)
+    assert main(["audit", "verify", "--pubkey", pubkey, "--config", str(policy), str(audit)]) == 0

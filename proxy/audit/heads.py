@@ -5,7 +5,9 @@ is one writer with one hash chain. Its id is kept in the directory (``writer-id`
 and never changed), and each checkpoint it signs is also stored in the shared state store under that
 id. Files cut back to an earlier checkpoint still verify on their own, since the chain up to there is
 intact; the published head, kept where the log's host cannot rewrite history, says how far the chain
-really went.
+really went. The head also names the host and directory it was written from: the ``writer-id`` file sits
+with the log, so whoever cuts a tail can delete or change it, or remove the writer's files altogether,
+and only the heads themselves say which directories must reach them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,17 @@ def head_key(writer: str) -> str:
     return f"audit.head:{writer}"
 
 
-def publish_head(store: StateStore, writer: str, checkpoint: dict[str, Any]) -> None:
-    """Store a writer's latest signed checkpoint (kept without expiry: one small value per writer)."""
-    head: JSONValue = {key: value for key, value in checkpoint.items() if isinstance(value, str | int)}
-    store.put(head_key(writer), head)
+HEAD_PREFIX = head_key("")
+
+
+def publish_head(store: StateStore, directory: Path, worker: str, checkpoint: dict[str, Any]) -> None:
+    """Store the latest signed checkpoint of the writer of ``directory`` (kept without expiry: one small
+    value per writer), with where it was written."""
+    head: dict[str, JSONValue] = {
+        key: value for key, value in checkpoint.items() if isinstance(value, str | int)
+    }
+    head.update(host=socket.gethostname(), directory=str(directory.resolve()))
+    store.put(head_key(writer_id(directory, worker)), head)
 
 
 def spool_count_key(writer: str) -> str:
@@ -89,21 +98,37 @@ def writer_chains(paths: Sequence[Path]) -> dict[Path, list[Path]]:
     }
 
 
-def cut_tail(store: StateStore, directory: Path, files: Sequence[Path]) -> str | None:
-    """Why the writer's files end before its published head, or None when they do not (or the writer
-    has published nothing yet)."""
-    path = directory / WRITER_ID_FILE
-    if not path.is_file():
-        return None
-    head = store.get(head_key(path.read_text(encoding="utf-8").strip()))
-    if not isinstance(head, dict) or not isinstance(head.get("hash"), str):
-        return None
-    if head["hash"] in _record_hashes(files):
-        return None
-    return (
-        f"the checkpoint this writer published at {head.get('ts')} is not in its files: "
-        "records were cut from the end of the chain"
-    )
+def cut_tails(
+    store: StateStore, roots: Sequence[Path], chains: Mapping[Path, Sequence[Path]]
+) -> dict[Path, str]:
+    """Each writer directory whose files end before a head published for it, with why: the head named by
+    its ``writer-id`` file, and every head published from this host for a directory in ``roots`` (which
+    no change to the files can hide), whether or not the directory still holds files."""
+    expected: dict[Path, list[dict[str, JSONValue]]] = {}
+    for directory in chains:
+        path = directory / WRITER_ID_FILE
+        head = store.get(head_key(path.read_text(encoding="utf-8").strip())) if path.is_file() else None
+        if isinstance(head, dict):
+            expected.setdefault(directory, []).append(head)
+    resolved_chains = {directory.resolve(): directory for directory in chains}
+    resolved_roots = [root.resolve() for root in roots]
+    host = socket.gethostname()
+    for head in store.items(HEAD_PREFIX).values():
+        if not isinstance(head, dict) or head.get("host") != host:
+            continue
+        written_in = Path(str(head.get("directory")))
+        if any(written_in == root or written_in.parent == root for root in resolved_roots):
+            expected.setdefault(resolved_chains.get(written_in, written_in), []).append(head)
+    cut: dict[Path, str] = {}
+    for directory, heads in expected.items():
+        hashes = _record_hashes(chains.get(directory, ()))
+        missing = [head for head in heads if isinstance(head.get("hash"), str) and head["hash"] not in hashes]
+        if missing:
+            cut[directory] = (
+                f"the checkpoint this writer published at {missing[0].get('ts')} is not in its files: "
+                "records were cut from the end of the chain"
+            )
+    return cut
 
 
 def _record_hashes(files: Sequence[Path]) -> set[str]:

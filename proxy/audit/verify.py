@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from proxy.audit.heads import WRITER_ID_FILE, StoredCountWitness, cut_tail, writer_chains
+from proxy.audit.heads import WRITER_ID_FILE, StoredCountWitness, cut_tails, writer_chains
 from proxy.audit.keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -334,10 +334,15 @@ def run_verify(args: argparse.Namespace) -> int:
         for problem in error.problems:
             print(problem, file=sys.stderr)
         return 2
+    roots = [path if path.is_dir() else path.parent for path in paths]
+    cut = cut_tails(heads, roots, chains) if heads is not None else {}
     status = 0
     for directory, files in chains.items():
         label = f"writer {directory}: " if len(chains) > 1 else ""
-        status = max(status, _verify_chain(label, directory, files, public_key, required, heads))
+        status = max(status, _verify_chain(label, files, public_key, required, cut.get(directory)))
+    for directory in cut.keys() - chains.keys():
+        print(f"writer {directory}: TAIL CUT: {cut[directory]} (none of its files are left)")
+        status = 1
     if args.spool is not None:
         status = max(status, _verify_spool(args.spool, public_key, _count_witness(heads, chains)))
     if args.pubkey is None and public_key is not None:
@@ -352,24 +357,22 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def _verify_chain(
     label: str,
-    directory: Path,
     files: Sequence[Path],
     public_key: Ed25519PublicKey | None,
     required: datetime | None,
-    heads: StateStore | None,
+    cut: str | None,
 ) -> int:
-    """Verify one writer's chain, printing its lines with ``label`` before each; the exit status."""
+    """Verify one writer's chain, printing its lines with ``label`` before each; the exit status. ``cut``
+    says why its files end before a head it published, when they do."""
     report = verify_files(files, public_key)
     if report.first_break is not None:
         print(f"{label}BROKEN: {report.first_break}")
         print(f"{label}{report.records} records before the break verified")
         return 1
     print(label + summary(report).replace("\n", "\n" + label))
-    if heads is not None:
-        cut = cut_tail(heads, directory, files)
-        if cut is not None:
-            print(f"{label}TAIL CUT: {cut}")
-            return 1
+    if cut is not None:
+        print(f"{label}TAIL CUT: {cut}")
+        return 1
     if required is not None:
         problem = signed_through_problem(report, required)
         if problem is not None:
