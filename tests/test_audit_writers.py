@@ -43,6 +43,18 @@ def policy_for(tmp_path: Path) -> Path:
     return policy
 
 
+def two_published_writers(tmp_path: Path) -> tuple[Path, Path]:
+    """Writers w0 and w1 of 7 turns each, publishing their heads; the policy naming their store, and
+    the audit directory."""
+    policy = policy_for(tmp_path)
+    audit = tmp_path / "audit"
+    store = SharedSqliteStateStore(tmp_path / "data" / "state")
+    write_writer(audit, "w0", 7, store)
+    write_writer(audit, "w1", 7, store)
+    store.close()
+    return policy, audit
+
+
 def test_writers_verify_together_and_report_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`audit verify AUDIT` checks every writer's chain on its own and names each in the report."""
     audit = tmp_path / "audit"
@@ -71,18 +83,10 @@ def test_a_cut_tail_is_caught_by_the_published_head(
 ) -> None:
     """A writer's file cut back to an earlier checkpoint still verifies on its own; against the head it
     published to the state store, the cut shows."""
-    policy = policy_for(tmp_path)
-    audit = tmp_path / "audit"
-    store = SharedSqliteStateStore(tmp_path / "data" / "state")
-    write_writer(audit, "w0", 7, store)
-    write_writer(audit, "w1", 7, store)
-    store.close()
+    policy, audit = two_published_writers(tmp_path)
     pubkey = str(audit / PUBLIC_KEY_NAME)
     assert main(["audit", "verify", "--pubkey", pubkey, "--config", str(policy), str(audit)]) == 0
-    (path,) = daily_files(audit / "w1")
-    lines = path.read_text().splitlines(keepends=True)
-    first_checkpoint = next(index for index, line in enumerate(lines) if '"audit.checkpoint"' in line)
-    path.write_text("".join(lines[: first_checkpoint + 1]))
+    cut_to_first_checkpoint(audit / "w1")
     capsys.readouterr()
     assert main(["audit", "verify", "--pubkey", pubkey, str(audit)]) == 0  # the files alone look whole
     assert main(["audit", "verify", "--pubkey", pubkey, "--config", str(policy), str(audit)]) == 1
@@ -131,12 +135,7 @@ def test_a_cut_tail_is_caught_whatever_the_writer_id_file_says(
 ) -> None:
     """The writer-id file sits with the log, so whoever cuts a tail can change it too: the head names
     the directory it was published for, and that directory's files must reach it."""
-    policy = policy_for(tmp_path)
-    audit = tmp_path / "audit"
-    store = SharedSqliteStateStore(tmp_path / "data" / "state")
-    write_writer(audit, "w0", 7, store)
-    write_writer(audit, "w1", 7, store)
-    store.close()
+    policy, audit = two_published_writers(tmp_path)
     cut_to_first_checkpoint(audit / "w1")
     cover_up(audit / "w1")
     capsys.readouterr()
@@ -151,12 +150,7 @@ def test_a_removed_writer_is_caught_by_its_head(
 ) -> None:
     """A writer whose directory or every file is gone leaves its head in the state store: verify names
     the writer missing rather than checking the writers left."""
-    policy = policy_for(tmp_path)
-    audit = tmp_path / "audit"
-    store = SharedSqliteStateStore(tmp_path / "data" / "state")
-    write_writer(audit, "w0", 7, store)
-    write_writer(audit, "w1", 7, store)
-    store.close()
+    policy, audit = two_published_writers(tmp_path)
     if removed == "w1":
         shutil.rmtree(audit / "w1")
     else:
