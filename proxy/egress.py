@@ -9,7 +9,10 @@ Pattern language (one string per allow or deny entry):
 - ``api.openai.com`` one host; ``*.openai.com`` any subdomain of it (not the apex itself);
 - ``203.0.113.5`` or ``2001:db8::1`` one address; ``10.0.0.0/8`` or ``fd00::/8`` a network;
 - ``*`` any public host;
-- any of these may carry a port: ``api.openai.com:443``, ``*:443``, ``10.0.0.0/8:5432``, ``[fd00::/8]:443``.
+- any of these may carry a port: ``api.openai.com:443``, ``*:443``, ``10.0.0.0/8:5432``, ``[fd00::/8]:443``,
+  or ``:*`` for every port (``localhost:*``, ``[::1]:*``). An allow entry without a port covers the web
+  ports, 443 and 80, only: ``api.openai.com`` does not open ``api.openai.com:22`` or ``:6379``. A deny entry
+  without a port covers every port of what it names.
 
 Deny entries win over allow entries. Internal destinations (loopback, private, link-local, CGNAT,
 unique-local, multicast, reserved, cloud metadata) are refused even under ``*``; only an allow entry that
@@ -49,6 +52,10 @@ _MAX_HOST_LENGTH = 253
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z", re.ASCII)
 _IPV4_PART = re.compile(r"0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*", re.ASCII)
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+WEB_PORTS = frozenset({443, 80})
+"""The ports an allow entry without a port covers: what a security team reads ``api.openai.com`` to allow."""
+EVERY_PORT = "*"
+"""The port written for every port (``localhost:*``); a deny entry without a port means it too."""
 _UNICODE_DOTS = ("\u3002", "\uff0e", "\uff61")
 
 
@@ -261,22 +268,24 @@ class HostPattern:
     kind: PatternKind
     name: str = ""
     network: IPNetwork | None = None
-    port: int | None = None
+    port: frozenset[int] | None = None
+    """The ports covered; None for every port."""
 
     @classmethod
-    def parse(cls, text: str) -> HostPattern:
-        """Compile one entry; raise ValueError naming the entry and what is wrong with it."""
+    def parse(cls, text: str, unported: frozenset[int] | None = WEB_PORTS) -> HostPattern:
+        """Compile one entry, which covers the ports ``unported`` (None: every port) when it names none;
+        raise ValueError naming the entry and what is wrong with it."""
         try:
-            return cls._parse(text)
+            return cls._parse(text, unported)
         except ValueError as error:
             raise ValueError(f"invalid egress pattern {text!r}: {error}") from None
 
     @classmethod
-    def _parse(cls, text: str) -> HostPattern:
+    def _parse(cls, text: str, unported: frozenset[int] | None) -> HostPattern:
         entry = text.strip()
         if not entry:
             raise ValueError("empty pattern")
-        host, port = _split_pattern_port(entry)
+        host, port = _split_pattern_port(entry, unported)
         if host == "*":
             return cls(entry, PatternKind.ANY_PUBLIC, port=port)
         if host.startswith("*."):
@@ -301,7 +310,7 @@ class HostPattern:
         return cls(entry, PatternKind.HOST, name=host, port=port)
 
     def port_matches(self, port: int) -> bool:
-        return self.port is None or self.port == port
+        return self.port is None or port in self.port
 
     def matches(self, destination: _Destination, *, every_address: bool) -> bool:
         """Whether this entry covers ``destination``.
@@ -328,37 +337,40 @@ class HostPattern:
         return destination.host.endswith("." + self.name)
 
 
-def _split_pattern_port(entry: str) -> tuple[str, int | None]:
+def _split_pattern_port(entry: str, unported: frozenset[int] | None) -> tuple[str, frozenset[int] | None]:
     if entry.startswith("["):
         close = entry.find("]")
         if close < 0:
             raise ValueError("unclosed '['")
         host, rest = entry[1:close], entry[close + 1 :]
         if not rest:
-            return host, None
+            return host, unported
         if not rest.startswith(":"):
             raise ValueError("unexpected text after ']'")
         return host, _parse_port(rest[1:])
     if entry.count(":") == 1:
         host, port_text = entry.split(":")
         return host, _parse_port(port_text)
-    return entry, None  # no port, or a bare IPv6 address or network
+    return entry, unported  # no port, or a bare IPv6 address or network
 
 
-def _parse_port(text: str) -> int:
+def _parse_port(text: str) -> frozenset[int] | None:
+    if text == EVERY_PORT:
+        return None
     if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"port must be a number from 1 to 65535, not {text!r}")
-    return int(text)
+        raise ValueError(f"port must be a number from 1 to 65535 or '*', not {text!r}")
+    return frozenset({int(text)})
 
 
 class EgressRules:
-    """One role's compiled allow and deny entries. Raises ValueError on the first invalid entry."""
+    """One role's compiled allow and deny entries. Raises ValueError on the first invalid entry. An allow
+    entry without a port covers ``WEB_PORTS``; a deny entry without one, every port."""
 
     __slots__ = ("allow", "deny")
 
     def __init__(self, allow: Sequence[str], deny: Sequence[str] = ()) -> None:
         self.allow: tuple[HostPattern, ...] = tuple(HostPattern.parse(text) for text in allow)
-        self.deny: tuple[HostPattern, ...] = tuple(HostPattern.parse(text) for text in deny)
+        self.deny: tuple[HostPattern, ...] = tuple(HostPattern.parse(text, None) for text in deny)
 
     def __repr__(self) -> str:
         allow = [pattern.text for pattern in self.allow]
@@ -493,6 +505,8 @@ def decide(
             opener = next((pattern for pattern in rules.allow if _opens(pattern, destination, hit)), None)
             if opener is None:
                 code = EgressCode.CLOUD_METADATA if hit.metadata else EgressCode.INTERNAL_ADDRESS
+                if any(_opens(replace(pattern, port=None), destination, hit) for pattern in rules.allow):
+                    return verdict("deny", code, _port_not_allowed(name, port, role))
                 return verdict(
                     "deny", code, f"{_describe(name, literal, hit)}; only an explicit allow entry opens it"
                 )
@@ -505,7 +519,17 @@ def decide(
     for pattern in rules.allow:
         if pattern.matches(destination, every_address=True):
             return verdict("allow", EgressCode.ALLOWLISTED, f"allowed by rule {pattern.text!r}", pattern.text)
+    if any(replace(pattern, port=None).matches(destination, every_address=True) for pattern in rules.allow):
+        return verdict("deny", EgressCode.NOT_ALLOWLISTED, _port_not_allowed(name, port, role))
     return verdict("deny", EgressCode.NOT_ALLOWLISTED, f"{name} is not in the allowlist of role {role!r}")
+
+
+def _port_not_allowed(name: str, port: int, role: str) -> str:
+    """The reason for a refusal that only the port decided, saying how to open the port."""
+    return (
+        f"port {port} of {name} is not in the allowlist of role {role!r} (an entry without a port covers "
+        f"443 and 80 only: allow {name}:{port}, or {name}:* for every port)"
+    )
 
 
 def _internal_hits(destination: _Destination) -> list[_InternalHit]:

@@ -147,7 +147,7 @@ def named_upstream(tmp_path: Path) -> Iterator[tuple[FakeUpstream, str, Path]]:
 def named_proxy(named_upstream: tuple[FakeUpstream, str, Path], start_proxy: Callable[..., Proxy]) -> Proxy:
     """An egressguard whose policy allows the named upstream and trusts its CA."""
     _, url, ca = named_upstream
-    return start_proxy(upstream_ca=ca, allow=f"[{url.split('//')[1].split(':')[0]}]")
+    return start_proxy(upstream_ca=ca, allow=f"['{url.split('//')[1].split(':')[0]}:*']")
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def policy_yaml(
     data_dir: Path,
     *,
     mode: str = "observe",
-    allow: str = "[api.openai.com, api.anthropic.com, localhost]",
+    allow: str = "[api.openai.com, api.anthropic.com, 'localhost:*']",
     tools: str = "{}",
     extra: str = "",
     other_agent: str = "",

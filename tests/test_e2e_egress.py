@@ -173,7 +173,7 @@ def test_inspect_false_destination_is_relayed_without_interception(
 ) -> None:
     """An allow entry with `inspect: false` is tunnelled untouched: the client sees the upstream's own
     certificate, and the CONNECT is recorded."""
-    proxy = start_proxy(mode="enforce", allow="[{host: localhost, inspect: false}]")
+    proxy = start_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
     context = ssl.create_default_context(cafile=upstream_pki.ca_cert)
     with httpx.Client(proxy=proxy.url(), verify=context) as client:
         reply = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
@@ -209,3 +209,69 @@ def test_sdks_raise_a_readable_error_for_a_refused_host(
     assert "egress to localhost refused" in str(error) and record["event_id"] in str(error)
     assert record["method"] == "CONNECT" and record["decision"] == "blocked"
     assert upstream.received == []
+
+
+def absolute_form(proxy: Proxy, url: str) -> tuple[int, bytes]:
+    """One plain-HTTP request in absolute form (``GET http://host:port/ HTTP/1.1``): its status and answer."""
+    authority = url.split("//", 1)[1].split("/", 1)[0]
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+        raw.sendall(
+            f"GET {url} HTTP/1.1\r\nHost: {authority}\r\n".encode()
+            + proxy_authorization()
+            + b"Connection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+@pytest.mark.parametrize(
+    ("allow", "host"),
+    [
+        ("[localhost]", "localhost"),
+        ("[LOCALHOST.]", "localhost"),
+        ("['127.0.0.0/8']", "127.0.0.1"),
+        ("['127.0.0.1']", "127.0.0.1"),
+        ("[{host: localhost, inspect: false}]", "localhost"),
+    ],
+)
+def test_an_entry_without_a_port_opens_no_other_port(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, allow: str, host: str
+) -> None:
+    """An allow entry without a port covers 443 and 80 only: a CONNECT and an absolute-form request to the
+    same host on another port (a database, SSH, a local service) are refused, the reason says how to open
+    the port, and nothing connects."""
+    proxy = start_proxy(mode="enforce", allow=allow)
+    hint = f"port {upstream.port} of {host} is not in the allowlist"
+    status, answer = connect(proxy, f"{host}:{upstream.port}")
+    assert status == 403 and hint in answer.decode()
+    status, answer = absolute_form(proxy, f"http://{host}:{upstream.port}/v1/models")
+    assert status == 403 and hint in answer.decode()
+    assert upstream.received == []
+    records = proxy.wait_for_records(2)
+    assert [record["decision"] for record in records] == ["blocked", "blocked"]
+    refusals = [f for record in records for f in record["findings"] if f["threat"] == "lateral_movement"]
+    assert refusals and all(f["enforced"] and hint in f["signal"] for f in refusals)
+
+
+@pytest.mark.parametrize("allow", ["['localhost:{port}']", "['localhost:*']", "['127.0.0.0/8:*']"])
+def test_an_entry_naming_the_port_or_every_port_opens_it(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, allow: str
+) -> None:
+    """``host:port`` and ``host:*`` open the port an entry without one does not: the SDK call goes through."""
+    proxy = start_proxy(mode="enforce", allow=allow.format(port=upstream.port))
+    use_proxy(monkeypatch, proxy)
+    host = "127.0.0.1" if "127" in allow else "localhost"
+    assert chat(f"https://{host}:{upstream.port}") == "Hello from the upstream model."
+
+
+def test_sdk_call_to_another_port_of_an_allowed_host_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official SDK gets a readable 403 for an allowed host on a port no entry names."""
+    proxy = start_proxy(mode="enforce", allow="[api.openai.com, localhost]")
+    use_proxy(monkeypatch, proxy)
+    with pytest.raises(openai.PermissionDeniedError) as raised:
+        chat(upstream.url)
+    assert f"{upstream.port}" in str(raised.value) and upstream.received == []

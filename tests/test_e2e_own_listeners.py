@@ -22,7 +22,9 @@ LOOPBACK_SPELLINGS = [
     "0x7f000001",
     "[::ffff:127.0.0.1]",
 ]
-ALLOWS_LOOPBACK = "[api.openai.com, localhost, LOCALHOST, 127.0.0.0/8, '::ffff:127.0.0.0/104']"
+ALLOWS_LOOPBACK = (
+    "[api.openai.com, 'localhost:*', 'LOCALHOST:*', '127.0.0.0/8:*', '[::ffff:127.0.0.0/104]:*']"
+)
 
 
 @pytest.fixture

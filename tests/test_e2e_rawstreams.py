@@ -155,7 +155,7 @@ def test_a_destination_relayed_without_interception_carries_raw_bytes(
 ) -> None:
     """``inspect: false`` is the policy saying a destination is relayed as it is: its raw stream passes in
     enforce mode, and its CONNECT is the turn."""
-    proxy = start_proxy(mode="enforce", allow="[{host: localhost, inspect: false}]")
+    proxy = start_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
     with open_tunnel(proxy, raw_server.port, tls=False) as connection:
         connection.sendall(b"HELLO\r\n")
         answer = read_until_quiet(connection)

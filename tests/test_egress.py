@@ -7,6 +7,7 @@ import pytest
 
 from proxy.egress import (
     DEFAULT_ROLE,
+    WEB_PORTS,
     EgressCode,
     EgressRules,
     HostPattern,
@@ -192,27 +193,32 @@ def test_no_default_role_denies_everything() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "kind", "port"),
+    ("text", "kind", "ports"),
     [
-        pytest.param("api.openai.com", PatternKind.HOST, None, id="host"),
-        pytest.param("*.openai.com", PatternKind.SUBDOMAIN, None, id="subdomain"),
-        pytest.param("api.openai.com:443", PatternKind.HOST, 443, id="host-port"),
-        pytest.param("*", PatternKind.ANY_PUBLIC, None, id="star"),
-        pytest.param("*:443", PatternKind.ANY_PUBLIC, 443, id="star-port"),
-        pytest.param("10.0.0.0/8", PatternKind.NETWORK, None, id="cidr4"),
-        pytest.param("10.0.0.0/8:5432", PatternKind.NETWORK, 5432, id="cidr4-port"),
-        pytest.param("fd00::/8", PatternKind.NETWORK, None, id="cidr6"),
-        pytest.param("[fd00::/8]:443", PatternKind.NETWORK, 443, id="cidr6-port"),
-        pytest.param("2001:db8::1", PatternKind.NETWORK, None, id="ipv6"),
-        pytest.param("[2001:db8::1]:8443", PatternKind.NETWORK, 8443, id="ipv6-port"),
-        pytest.param("203.0.113.5", PatternKind.NETWORK, None, id="ipv4"),
-        pytest.param("bücher.example", PatternKind.HOST, None, id="idn"),
+        pytest.param("api.openai.com", PatternKind.HOST, WEB_PORTS, id="host"),
+        pytest.param("*.openai.com", PatternKind.SUBDOMAIN, WEB_PORTS, id="subdomain"),
+        pytest.param("api.openai.com:443", PatternKind.HOST, frozenset({443}), id="host-port"),
+        pytest.param("*", PatternKind.ANY_PUBLIC, WEB_PORTS, id="star"),
+        pytest.param("*:443", PatternKind.ANY_PUBLIC, frozenset({443}), id="star-port"),
+        pytest.param("10.0.0.0/8", PatternKind.NETWORK, WEB_PORTS, id="cidr4"),
+        pytest.param("10.0.0.0/8:5432", PatternKind.NETWORK, frozenset({5432}), id="cidr4-port"),
+        pytest.param("fd00::/8", PatternKind.NETWORK, WEB_PORTS, id="cidr6"),
+        pytest.param("[fd00::/8]:443", PatternKind.NETWORK, frozenset({443}), id="cidr6-port"),
+        pytest.param("2001:db8::1", PatternKind.NETWORK, WEB_PORTS, id="ipv6"),
+        pytest.param("[2001:db8::1]:8443", PatternKind.NETWORK, frozenset({8443}), id="ipv6-port"),
+        pytest.param("203.0.113.5", PatternKind.NETWORK, WEB_PORTS, id="ipv4"),
+        pytest.param("bücher.example", PatternKind.HOST, WEB_PORTS, id="idn"),
+        pytest.param("localhost:*", PatternKind.HOST, None, id="host-every-port"),
+        pytest.param("*:*", PatternKind.ANY_PUBLIC, None, id="star-every-port"),
+        pytest.param("[fd00::/8]:*", PatternKind.NETWORK, None, id="cidr6-every-port"),
+        pytest.param("10.0.0.0/8:*", PatternKind.NETWORK, None, id="cidr4-every-port"),
     ],
 )
-def test_pattern_parses(text: str, kind: PatternKind, port: int | None) -> None:
-    """Every documented pattern form compiles to the expected kind and port."""
+def test_pattern_parses(text: str, kind: PatternKind, ports: frozenset[int] | None) -> None:
+    """Every documented pattern form compiles to the expected kind and ports (None: every port); an allow
+    entry without a port covers the web ports only."""
     pattern = HostPattern.parse(text)
-    assert (pattern.kind, pattern.port, pattern.text) == (kind, port, text)
+    assert (pattern.kind, pattern.port, pattern.text) == (kind, ports, text)
 
 
 def test_idn_pattern_matches_punycode_host() -> None:
@@ -653,3 +659,55 @@ def test_first_seen_finding_is_a_low_flag() -> None:
         Severity.LOW,
     )
     assert finding.signal == "first connection to api.example.com"
+
+
+@pytest.mark.parametrize(
+    ("allow", "deny", "port", "allowed"),
+    [
+        pytest.param(["api.openai.com"], [], 443, True, id="bare-443"),
+        pytest.param(["api.openai.com"], [], 80, True, id="bare-80"),
+        pytest.param(["api.openai.com"], [], 22, False, id="bare-ssh"),
+        pytest.param(["api.openai.com"], [], 6379, False, id="bare-redis"),
+        pytest.param(["api.openai.com"], [], 8443, False, id="bare-8443"),
+        pytest.param(["*.openai.com"], [], 5432, False, id="subdomain-postgres"),
+        pytest.param(["*"], [], 25, False, id="star-smtp"),
+        pytest.param(["93.184.216.0/24"], [], 3306, False, id="cidr-mysql"),
+        pytest.param(["api.openai.com:22"], [], 22, True, id="named-port"),
+        pytest.param(["api.openai.com:22"], [], 443, False, id="named-port-only"),
+        pytest.param(["api.openai.com:*"], [], 6379, True, id="every-port"),
+        pytest.param(["*:*"], [], 6379, True, id="star-every-port"),
+        pytest.param(["*:*"], ["api.openai.com"], 6379, False, id="bare-deny-every-port"),
+        pytest.param(["*:*"], ["api.openai.com:443"], 6379, True, id="ported-deny-its-port-only"),
+    ],
+)
+def test_an_allow_entry_without_a_port_covers_the_web_ports(
+    allow: list[str], deny: list[str], port: int, allowed: bool
+) -> None:
+    """An allow entry without a port opens 443 and 80, never a database, SSH or mail port of the same host;
+    ``host:port`` and ``host:*`` open others; a deny entry without a port closes every port."""
+    decision = decide("a", "r", EgressRules(allow=allow, deny=deny), "api.openai.com", port, [PUBLIC])
+    assert decision.allowed is allowed
+
+
+@pytest.mark.parametrize(
+    ("allow", "host", "resolved"),
+    [
+        (["api.openai.com"], "api.openai.com", [PUBLIC]),
+        (["localhost"], "localhost", ["127.0.0.1"]),
+        (["127.0.0.0/8"], "127.0.0.1", []),
+    ],
+)
+def test_a_refusal_for_the_port_alone_says_how_to_open_it(
+    allow: list[str], host: str, resolved: list[str]
+) -> None:
+    """Where only the port kept an allowed host out, the reason names the port and the entry that opens it."""
+    decision = decide("a", "r", EgressRules(allow=allow), host, 6379, resolved)
+    assert not decision.allowed
+    assert f"port 6379 of {host}" in decision.reason and f"{host}:6379" in decision.reason
+
+
+@pytest.mark.parametrize("text", ["api.openai.com:**", "api.openai.com:", "[::1]:*x", "*:0"])
+def test_bad_ports_are_refused(text: str) -> None:
+    """A port that is neither a number from 1 to 65535 nor ``*`` is an error naming the entry."""
+    with pytest.raises(ValueError, match="invalid egress pattern"):
+        HostPattern.parse(text)

@@ -207,7 +207,7 @@ def test_the_own_listeners_are_refused_even_where_the_role_opens_their_host(
 
 def test_another_host_on_the_listener_port_is_not_the_listener() -> None:
     own = own_listeners({8080}, lambda address: False)
-    decision = decide("a", "r", EgressRules(allow=["*"]), "api.example", 8080, PUBLIC, own_listener=own)
+    decision = decide("a", "r", EgressRules(allow=["*:*"]), "api.example", 8080, PUBLIC, own_listener=own)
     assert decision.allowed
 
 

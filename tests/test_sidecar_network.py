@@ -131,7 +131,7 @@ def guard(namespaces: dict[str, str], model_pki: UpstreamPKI, start_proxy: Calla
     """egressguard in its own namespace, listening on the internal network, the model on its allowlist."""
     with inside(namespaces["guard"]):
         return start_proxy(
-            upstream_ca=model_pki.ca_cert, listen_host=GUARD_INTERNAL, allow=f"[{MODEL_ADDRESS}]"
+            upstream_ca=model_pki.ca_cert, listen_host=GUARD_INTERNAL, allow=f"['{MODEL_ADDRESS}:*']"
         )
 
 
