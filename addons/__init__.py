@@ -16,6 +16,7 @@ from addons.heap import LongLivedHeap
 from addons.identity import AgentIdentity
 from addons.inspect import Inspect
 from addons.localapi import LocalApi, ReservedHosts
+from addons.logscrub import ScrubbedLogs
 from addons.metrics import TurnMetrics
 from addons.rawstreams import RawStreams
 from addons.trailers import Http1Trailers, Http2JoinedData
@@ -26,6 +27,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
     return [
         PolicyLoader(runtime),
+        ScrubbedLogs(runtime),
         EarlyAnswers(),
         QuietErrorPages(),
         Http1Trailers(),

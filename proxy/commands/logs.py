@@ -1,12 +1,18 @@
-"""Structured logging: one JSON object a line on stderr, the shape log shippers expect."""
+"""Structured logging: one JSON object a line on stderr, the shape log shippers expect; and what a log
+line may hold of text it quotes."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
 import structlog.tracebacks
+
+from proxy.audit.events import mask_url_tokens
+from proxy.scanning.redact import RedactionStyle, scan_and_redact
+from proxy.scanning.rulepack import Scanner
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -24,3 +30,24 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+MAX_LOG_TEXT = 2000
+"""Longest message a log line keeps of text the proxy did not write (mitmproxy's own messages quote
+hosts, SNI and exceptions): the rest is counted, never written."""
+
+
+def safe_log_text(text: str, scanner: Scanner | None, key: bytes, limit: int = MAX_LOG_TEXT) -> str:
+    """``text`` fit for a log line: each detected secret, and each token-like run no rule knows, replaced
+    by its placeholder; control characters (a newline that would forge a line, terminal escapes) written
+    as escapes; cut to ``limit`` characters with the count of those dropped."""
+    if scanner is not None:
+        text = scan_and_redact(scanner, text, RedactionStyle.HASH, key=key).text
+    text = mask_url_tokens(text, key)
+    text = _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")

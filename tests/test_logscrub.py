@@ -1,0 +1,124 @@
+"""mitmproxy's own log lines quote what agents send (a TLS server name, a host, an exception's message):
+each is written with its secrets and token-like runs masked, its control characters escaped and its
+length bounded."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy.test import taddons
+
+from addons.logscrub import ScrubbedLogs
+from proxy.commands.localca import UpstreamPKI
+from proxy.commands.logs import MAX_LOG_TEXT, safe_log_text
+from proxy.config.policy import parse_policy
+from proxy.runtime import Runtime
+from tests.harness import Proxy, proxy_authorization
+
+GITHUB_TOKEN = "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"
+KEY = b"k" * 32
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"The client does not trust the proxy's certificate for evil-{GITHUB_TOKEN.lower()}.example",
+        f"Bad request line: b'GET /{GITHUB_TOKEN} HTTP/1.1'",
+        f"invalid literal for int() with base 10: '{GITHUB_TOKEN}'",
+        "server connect api.AKIAQWERTY234567ABCD.example:443",
+        "x" * 3 + "sk-proj-" + "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6kM9n",
+        "host q9Zx3Lp7Rt2Vw8Ky4Nm6Bc1Df5Gh0Jk.example.com",
+    ],
+)
+def test_a_quoted_secret_never_reaches_the_line(text: str) -> None:
+    """A secret a rule knows, or a token-like run no rule knows, is replaced, upper or lower case."""
+    runtime = loaded_runtime()
+    detectors = runtime.detectors
+    line = safe_log_text(text, detectors.sensitive, detectors.fingerprint_key)
+    for secret in (GITHUB_TOKEN, "AKIAQWERTY234567ABCD", "Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6kM9n"):
+        assert secret.lower() not in line.lower()
+    assert "q9Zx3Lp7Rt2Vw8Ky4Nm6Bc1Df5Gh0Jk" not in line
+    assert "REDACTED" in line
+
+
+@pytest.mark.parametrize("control", ["\n", "\r\n", "\x1b[2J", "\x00", "\u2028", "\x85", "\u202e"])
+def test_a_control_character_cannot_forge_a_line(control: str) -> None:
+    """A newline, a terminal escape or a bidi override quoted from a request is written as an escape."""
+    line = safe_log_text(f"bad host a{control}2026-01-01 [info] agent.turn decision=allowed", None, KEY)
+    assert line.isprintable() and "\\" in line
+
+
+def test_text_is_bounded() -> None:
+    """A megabyte quoted from a request costs its first characters and a count."""
+    line = safe_log_text("word " * 200_000, None, KEY)
+    assert len(line) < MAX_LOG_TEXT + 50 and line.endswith(f"({1_000_000 - MAX_LOG_TEXT} more characters)")
+
+
+def test_ordinary_lines_read_as_they_were() -> None:
+    """Words, addresses, ports and short ids are left alone."""
+    text = "[12:00:01.123][127.0.0.1:52086] client disconnect: api.openai.com:443 (HTTP/2 stream 3 reset)"
+    assert safe_log_text(text, loaded_runtime().detectors.sensitive, KEY) == text
+
+
+def loaded_runtime() -> Runtime:
+    return Runtime(parse_policy("version: 1\nagents: {}\nroles: {default: {}}\n", "p.yaml", environ={}))
+
+
+@pytest.fixture
+def root_handler() -> Iterator[io.StringIO]:
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    logging.getLogger().addHandler(handler)
+    yield written
+    logging.getLogger().removeHandler(handler)
+
+
+def test_the_addon_scrubs_every_root_handler_and_traceback(root_handler: io.StringIO) -> None:
+    """A record logged through the standard library, with its arguments and its exception, is written
+    scrubbed by a handler of the root logger; the filter goes at ``done``."""
+    addon = ScrubbedLogs(loaded_runtime())
+    with taddons.context(addon):
+        addon.running()
+        try:
+            int(GITHUB_TOKEN)
+        except ValueError:
+            logging.getLogger("mitmproxy.proxy.server").warning(
+                "client said %s\nforged", GITHUB_TOKEN, exc_info=True
+            )
+        addon.done()
+    text = root_handler.getvalue()
+    assert GITHUB_TOKEN not in text and "client said [REDACTED:github-pat" in text
+    assert text.count("\n") == 1  # the record's own end of line only: the traceback is escaped with it
+    assert all(addon.filter not in handler.filters for handler in logging.getLogger().handlers)
+
+
+def test_e2e_a_token_in_a_failed_handshake_s_server_name_is_not_logged(
+    tmp_path: Path, upstream_pki: UpstreamPKI
+) -> None:
+    """An agent that does not trust the proxy's CA fails its handshake; mitmproxy logs the server name it
+    asked for, which here carries a token (a DNS label is lower case, so is the token)."""
+    proxy = Proxy(tmp_path, upstream_pki.ca_cert, allow="[api.openai.com]")
+    try:
+        secret_host = f"evil-{GITHUB_TOKEN.lower()}.example"
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as connection:
+                connection.sendall(
+                    f"CONNECT {secret_host}:443 HTTP/1.1\r\nHost: {secret_host}:443\r\n".encode()
+                    + proxy_authorization()
+                    + b"\r\n"
+                )
+                assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+                untrusting = ssl.create_default_context()
+                with pytest.raises(ssl.SSLError):
+                    untrusting.wrap_socket(connection, server_hostname=secret_host).close()
+        output = proxy.output()
+    finally:
+        proxy.stop()
+    assert "handshake failed" in output.lower()
+    assert GITHUB_TOKEN.lower() not in output.lower()
