@@ -20,6 +20,7 @@ from addons.logscrub import ScrubbedLogs
 from addons.metrics import TurnMetrics
 from addons.rawstreams import RawStreams
 from addons.trailers import Http1Trailers, Http2JoinedData
+from addons.wslimits import WebSocketLimits
 from proxy.runtime import Runtime
 
 
@@ -42,6 +43,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         Freeze(runtime),
         Inspect(runtime),
         RawStreams(runtime),
+        WebSocketLimits(runtime),
         DrillTarget(runtime),
         Audit(runtime),
         Admin(runtime),

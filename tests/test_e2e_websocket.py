@@ -8,6 +8,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import websockets.exceptions
@@ -40,6 +41,18 @@ class Sender:
         self.server.shutdown()
 
 
+def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.ClientConnection:
+    """An agent's WebSocket connection to ``port`` through ``proxy``."""
+    return websockets.sync.client.connect(
+        f"wss://localhost:{port}/v1/realtime",
+        proxy=proxy.url(),
+        ssl=ssl.create_default_context(cafile=proxy.ca_cert),
+        additional_headers=HEADERS,
+        open_timeout=10,
+        **options,
+    )
+
+
 @pytest.fixture
 def sender(upstream_pki: UpstreamPKI) -> Iterator[Sender]:
     server = Sender(upstream_pki)
@@ -54,14 +67,7 @@ def test_a_key_in_a_binary_frame_is_treated_as_in_a_text_frame(
     """A binary frame whose bytes are text carries a key as a text frame would: redacted in enforce mode
     (the agent still gets a binary frame), recorded either way."""
     proxy = start_proxy(mode=mode)
-    context = ssl.create_default_context(cafile=proxy.ca_cert)
-    with websockets.sync.client.connect(
-        f"wss://localhost:{sender.port}/v1/realtime",
-        proxy=proxy.url(),
-        ssl=context,
-        additional_headers=HEADERS,
-        open_timeout=10,
-    ) as connection:
+    with connect(proxy, sender.port) as connection:
         binary, text = connection.recv(timeout=10), connection.recv(timeout=10)
         connection.send("bye")
     assert isinstance(binary, bytes) and isinstance(text, str)
@@ -110,14 +116,7 @@ def test_a_key_split_across_messages_is_found_in_the_one_that_completes_it(
     part before has left, so that finding is not enforced); a token whole in one message is redacted
     and enforced as before."""
     proxy = start_proxy(mode=mode, extra="redaction: {requests: true}\n")
-    context = ssl.create_default_context(cafile=proxy.ca_cert)
-    with websockets.sync.client.connect(
-        f"wss://localhost:{realtime.port}/v1/realtime",
-        proxy=proxy.url(),
-        ssl=context,
-        additional_headers=HEADERS,
-        open_timeout=10,
-    ) as connection:
+    with connect(proxy, realtime.port) as connection:
         deltas = [json.loads(connection.recv(timeout=10))["delta"] for _ in range(3)]
         for text in ("send AKIAQWERTY", "234567ABCD now"):
             connection.send(json.dumps({"type": "input_text", "text": text}))
@@ -134,3 +133,20 @@ def test_a_key_split_across_messages_is_found_in_the_one_that_completes_it(
         if finding["rule"] in ("aws-access-key-id", "github-pat")
     ]
     assert sorted(found) == [("aws-access-key-id", False), ("github-pat", enforcing)]
+
+
+def test_a_message_past_the_inspection_cap_closes_the_connection(
+    start_proxy: Callable[..., Proxy], realtime: Realtime
+) -> None:
+    """mitmproxy joins a message's fragments in memory, with no bound: one growing past the inspection cap
+    closes the connection (1009 to both sides) before the proxy holds it, and the turn records it."""
+    proxy = start_proxy(mode="observe", extra="inspection: {max_body_bytes: 1MiB}\n")
+    with (
+        connect(proxy, realtime.port, max_size=None) as connection,
+        contextlib.suppress(websockets.exceptions.ConnectionClosed),
+    ):
+        connection.send(b"a" * (256 << 10) for _ in range(64))  # 16 MiB in fragments of 256 KiB
+    assert all(len(message) < (1 << 20) for message in realtime.received)
+    record = proxy.wait_for_records(1)[0]
+    found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"].startswith("inspection.")]
+    assert found == [("inspection.message_over_cap", True)] and record["decision"] == "blocked"

@@ -1,0 +1,80 @@
+"""A WebSocket connection holds at most one message under the inspection cap, however long it lives.
+
+mitmproxy joins a message's frames in memory before anyone sees it, with no bound (one message in 1 MiB
+fragments grew the proxy by 2.5 times what was sent), and keeps every message of a connection on its
+flow until the connection closes (a realtime session streaming audio grows for as long as it lasts).
+``WebSocketLimits`` installs connections that close both sides with 1009 (message too big) once a message
+grows past ``inspection.max_body_bytes`` (it could not be inspected whole anyway), and lets go of each
+message's content once the next one arrives (its place and count stay: findings name messages by index).
+The turn records it (``inspection.message_over_cap``). It comes after ``addons.inspect`` and before
+``addons.audit`` in the chain.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, MutableMapping, Set
+
+import wsproto.events
+from mitmproxy import connection, http
+from mitmproxy.proxy.layers import websocket
+
+from addons.inspect import body_finding
+from addons.turns import policy_of, turn_of
+from proxy.inspection import inspection_threat
+from proxy.model import Decision
+from proxy.runtime import Runtime
+
+TOO_BIG = 1009
+"""RFC 6455's close code for a message too big to process."""
+OVER_CAP_RULE = "inspection.message_over_cap"
+OVERFLOWED: MutableMapping[connection.Connection, int] = weakref.WeakKeyDictionary()
+"""The connections (agent's or upstream's side) whose peer sent a message over the cap, with the cap."""
+
+
+class BoundedConnection(websocket.WebsocketConnection):
+    max_message_bytes = 8 << 20
+    """Set from the policy (``WebSocketLimits.configure``)."""
+
+    _message_bytes = 0
+
+    def events(self) -> Iterator[wsproto.events.Event]:
+        for event in super().events():
+            if isinstance(event, wsproto.events.Message):
+                self._message_bytes += len(event.data)
+                if self._message_bytes > self.max_message_bytes:
+                    OVERFLOWED[self.conn] = self.max_message_bytes
+                    reason = f"message over {self.max_message_bytes} bytes"
+                    yield wsproto.events.CloseConnection(code=TOO_BIG, reason=reason)
+                    return
+                if event.message_finished:
+                    self._message_bytes = 0
+            yield event
+
+
+class WebSocketLimits:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def load(self, loader: object) -> None:
+        websocket.WebsocketConnection = BoundedConnection  # type: ignore[misc]  # the layer looks it up here
+
+    def configure(self, updated: Set[str]) -> None:
+        BoundedConnection.max_message_bytes = self.runtime.policy.max_body_bytes
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """The turn records a connection closed for a message over the cap: closed in every mode, since
+        holding the message whole is what the cap prevents."""
+        turn = turn_of(flow)
+        cap = OVERFLOWED.pop(flow.client_conn, None) or OVERFLOWED.pop(flow.server_conn, None)
+        if turn is None or cap is None:
+            return
+        policy = policy_of(flow, self.runtime)
+        signal = f"a WebSocket message grew past the inspection cap of {cap} bytes; the connection was closed"
+        turn.add(body_finding(OVER_CAP_RULE, signal, "websocket", inspection_threat(policy), enforced=True))
+        turn.escalate(Decision.BLOCKED)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        messages = flow.websocket.messages if flow.websocket is not None else []
+        if len(messages) > 1:
+            messages[-2].content = b""

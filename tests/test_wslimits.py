@@ -1,0 +1,62 @@
+"""A WebSocket connection holds at most one message under the cap, and lets go of each message once the
+next one arrives."""
+
+from __future__ import annotations
+
+import wsproto
+import wsproto.events
+from mitmproxy import connection
+from mitmproxy.test import tflow
+from mitmproxy.websocket import WebSocketMessage
+from wsproto.frame_protocol import Opcode
+
+from addons.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits
+from proxy.config.policy import parse_policy
+from proxy.runtime import Runtime
+from proxy.state import SqliteStateStore
+
+
+def received(fragments: list[bytes], cap: int) -> tuple[list[wsproto.events.Event], connection.Client]:
+    """What a bounded server connection reads of ``fragments`` (each a frame of one binary message), and
+    its peer."""
+    client = wsproto.Connection(wsproto.ConnectionType.CLIENT)
+    wire = b"".join(
+        client.send(wsproto.events.BytesMessage(fragment, message_finished=index == len(fragments) - 1))
+        for index, fragment in enumerate(fragments)
+    )
+    peer = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=0)
+    server = BoundedConnection(wsproto.ConnectionType.SERVER, conn=peer)
+    server.max_message_bytes = cap
+    server.receive_data(wire)
+    return list(server.events()), peer
+
+
+def test_a_message_past_the_cap_closes_with_1009() -> None:
+    events, peer = received([b"a" * 600, b"a" * 600], cap=1000)
+    assert [type(event) for event in events] == [wsproto.events.BytesMessage, wsproto.events.CloseConnection]
+    close = events[-1]
+    assert isinstance(close, wsproto.events.CloseConnection) and close.code == TOO_BIG
+    assert OVERFLOWED[peer] == 1000
+
+
+def test_messages_under_the_cap_each_count_alone() -> None:
+    events = received([b"a" * 600], cap=1000)[0] + received([b"a" * 600], cap=1000)[0]
+    assert all(isinstance(event, wsproto.events.BytesMessage) for event in events)
+
+
+def test_each_message_is_let_go_once_the_next_arrives() -> None:
+    runtime = Runtime(
+        parse_policy(
+            "agents: {bot: {token: t, role: r}}\nroles: {r: {egress: {allow: [a.example]}}}\n",
+            "p.yaml",
+            environ={},
+        ),
+        SqliteStateStore(None),
+    )
+    limits = WebSocketLimits(runtime)
+    flow = tflow.twebsocketflow()
+    assert flow.websocket is not None
+    for number in range(3):
+        flow.websocket.messages.append(WebSocketMessage(Opcode.TEXT, True, b"message %d" % number))
+        limits.websocket_message(flow)
+    assert [message.content for message in flow.websocket.messages[-3:]] == [b"", b"", b"message 2"]
