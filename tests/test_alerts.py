@@ -22,7 +22,7 @@ from proxy.alerts import (
     load_alerts_config,
     load_alerts_file,
 )
-from proxy.alerts.destinations import SIGNATURE_HEADER
+from proxy.alerts.destinations import SIGNATURE_HEADER, slack_payload
 from proxy.audit.log import AuditLog
 from proxy.config.policy import load_policy
 from proxy.config.yamlschema import SchemaError
@@ -571,3 +571,50 @@ def test_groups_named_per_user_stay_within_the_cap_and_a_busy_group_still_fires(
         assert engine.groups() <= 50
     assert [alert.group for alert in alerts] == [{"user_id": "busy"}]
     assert alerts[0].count == 5
+
+
+SLACK_LIMITS = {"header": 150, "section": 3000, "field": 2000, "context": 2000}
+"""Slack's documented lengths for block texts: a message over any of them is refused (400), and an alert
+refused with a 4xx is set aside, never retried."""
+
+
+def slack_texts(message: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for block in message["blocks"]:
+        if block["type"] in ("header", "section") and "text" in block:
+            yield block["type"], block["text"]["text"]
+        for entry in block.get("fields", []):
+            yield "field", entry["text"]
+        for element in block.get("elements", []):
+            yield "context", element["text"]
+
+
+@pytest.mark.parametrize("size", [1, 300, 5000])
+def test_a_slack_message_keeps_within_slack_s_limits_whatever_it_lists(size: int) -> None:
+    """Long user or agent ids, many event ids, a long rule name and query rows of any size are cut to fit
+    each block, so Slack never refuses an alert for what an agent sent."""
+    long = "v" * size
+    alert = Alert(
+        alert_id="a1",
+        rule="r" * min(size, 200),
+        description="d" * size,
+        severity="critical",
+        ts="2025-01-01T00:00:00Z",
+        dedup_key="k",
+        group={},
+        count=3,
+        window_seconds=300,
+        agent_ids=[long] * 3,
+        user_ids=[f"{long}{number}" for number in range(20)],
+        session_ids=[],
+        event_ids=[f"{long}e{number}" for number in range(20)],
+        threats=["credential_theft"],
+        finding_rules=[long] * 12,
+        rows=[{"user_id": long, "n": number} for number in range(10)],
+    )
+    message = slack_payload(alert.to_dict())
+    texts = list(slack_texts(message))
+    assert {kind for kind, _ in texts} == {"header", "section", "field", "context"}
+    for kind, text in texts:
+        assert len(text) <= SLACK_LIMITS[kind], (kind, len(text))
+    if size == 1:
+        assert ("field", "*Users*\n" + ", ".join(f"v{number}" for number in range(10)) + " …") in texts

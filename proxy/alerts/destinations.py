@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sys
 import syslog
 from typing import Any
@@ -39,13 +40,26 @@ def summary_line(alert: dict[str, Any]) -> str:
     return f"[{alert['severity']}] {alert['rule']}: {alert['description']} {counted}"
 
 
-def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+SLACK_HEADER_LIMIT = 150
+SLACK_FIELD_LIMIT = 2000
+SLACK_SECTION_LIMIT = 3000
+"""Slack's lengths for a header's text, a section field's and a section's (and a context element's,
+here kept to a field's): a longer one gets the whole message refused with a 400, and an alert refused
+with a 4xx is set aside, never retried."""
+_CUT_ENTITY = re.compile(r"&[a-z]{0,3}$")
+
+
+def _slack_escape(text: str, limit: int = SLACK_FIELD_LIMIT) -> str:
+    """``text`` escaped for mrkdwn and cut to ``limit`` characters (an escape the cut split is dropped)."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if len(escaped) <= limit:
+        return escaped
+    return _CUT_ENTITY.sub("", escaped[: limit - 1]) + "…"
 
 
 def slack_payload(alert: dict[str, Any]) -> dict[str, Any]:
-    def listed(values: list[str]) -> str:
-        return _slack_escape(", ".join(values[:10]) + (" …" if len(values) > 10 else "")) or "-"
+    def listed(values: list[str], limit: int = SLACK_FIELD_LIMIT - 20) -> str:
+        return _slack_escape(", ".join(values[:10]) + (" …" if len(values) > 10 else ""), limit) or "-"
 
     window = f" in {alert['window_seconds'] // 60} min" if alert["window_seconds"] else ""
     fields = [
@@ -60,22 +74,22 @@ def slack_payload(alert: dict[str, Any]) -> dict[str, Any]:
         fields.append(f"*Detections*\n{listed(alert['finding_rules'])}")
     context = f"alert {alert['alert_id']} · {alert['ts']}"
     if alert["event_ids"]:
-        context += f" · events: {listed(alert['event_ids'])}"
+        context += f" · events: {listed(alert['event_ids'], SLACK_FIELD_LIMIT // 2)}"
     if alert["suppressed"]:
         context += f" · {alert['suppressed']} similar alerts grouped into this one"
+    header = f"{SLACK_ICON.get(alert['severity'], '')} {alert['rule']}"
+    if len(header) > SLACK_HEADER_LIMIT:
+        header = header[: SLACK_HEADER_LIMIT - 1] + "…"
+    description = _slack_escape(alert["description"], SLACK_SECTION_LIMIT)
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {
-                "type": "plain_text",
-                "text": f"{SLACK_ICON.get(alert['severity'], '')} {alert['rule']}",
-            },
-        },
-        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(alert["description"])}},
+        {"type": "header", "text": {"type": "plain_text", "text": header}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": description}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
     ]
     if alert["rows"]:
-        rows = "\n".join(_slack_escape(json.dumps(row, default=str)) for row in alert["rows"][:10])
+        rows = _slack_escape(
+            "\n".join(json.dumps(row, default=str) for row in alert["rows"][:10]), SLACK_SECTION_LIMIT - 6
+        )
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{rows}```"}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {"text": _slack_escape(summary_line(alert)), "blocks": blocks}

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from proxy.dialects import MCP
 from proxy.model import Mode
-from proxy.scanning.redact import RedactionStyle, placeholder, redact_json
+from proxy.scanning.redact import RedactionStyle, fingerprint, placeholder, redact_json
 from proxy.scanning.rulepack import Scanner
 from proxy.scanning.validators import shannon_entropy
 from proxy.turn import Turn
@@ -94,6 +94,8 @@ a secret can hide in any of them (a webhook token in a path, data in a host labe
 URL_FIELDS = ("path", "egress_host")
 """Fields that hold a URL part: read percent-decoded, and token-like pieces masked even without a rule."""
 URL_MASK_RULE = "url-token"
+MAX_RECORDED_TEXT = 512
+"""Characters an event keeps of one agent-controlled text (a user id, a path, a finding's signal)."""
 _URL_RUN = re.compile(r"[A-Za-z0-9_\-.~+=]{16,}")
 _PIECE_SEPARATORS = re.compile(r"[-_.~]")
 MIN_TOKEN_PIECE = 16
@@ -131,10 +133,35 @@ def mask_url_tokens(text: str, key: bytes) -> str:
     )
 
 
+def bounded_text(text: str, key: bytes, limit: int = MAX_RECORDED_TEXT) -> str:
+    """``text``, or when longer than ``limit`` its first characters with the count of the rest and a
+    keyed hash of the whole (the same value always ends the same way, so records still correlate)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}[{len(text) - limit} more characters:{fingerprint(text, key)[:8]}]"
+
+
+def _bounded(value: Any, key: bytes) -> tuple[Any, bool]:
+    """``value`` with every string in it bounded (``bounded_text``), and whether any was cut."""
+    if isinstance(value, str):
+        cut = bounded_text(value, key)
+        return cut, cut is not value
+    if isinstance(value, list | tuple):
+        items = [_bounded(item, key) for item in value]
+        return ([item for item, _ in items], True) if any(cut for _, cut in items) else (value, False)
+    if isinstance(value, dict):
+        entries = {name: _bounded(item, key) for name, item in value.items()}
+        if any(cut for _, cut in entries.values()):
+            return {name: item for name, (item, _) in entries.items()}, True
+    return value, False
+
+
 def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]:
     """The event with every detected secret in agent-controlled text replaced by its placeholder, so
     the audit log, the log line and alerts built from it never carry one. URL parts are read decoded and
-    lose token-like pieces too (see ``mask_url_tokens``)."""
+    lose token-like pieces too (see ``mask_url_tokens``). Each of those texts is bounded: a header, a
+    path or an upstream's error message of any length costs the record at most ``MAX_RECORDED_TEXT``
+    characters of it."""
     fields = {name: event[name] for name in AGENT_CONTROLLED if name in event}
     url_parts = {name: fields[name] for name in URL_FIELDS if isinstance(fields.get(name), str)}
     for name in URL_FIELDS:
@@ -152,7 +179,8 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
         clean["egress_host"] = ".".join(
             mask_url_tokens(label, key) for label in clean["egress_host"].split(".")
         )
-    if not redactions and all(clean[name] == value for name, value in url_parts.items()):
+    clean, cut = _bounded(clean, key)
+    if not redactions and not cut and all(clean[name] == value for name, value in url_parts.items()):
         return event
     findings = [
         {**original, **scrubbed}
