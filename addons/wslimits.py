@@ -1,4 +1,5 @@
-"""A WebSocket connection holds at most one message under the inspection cap, however long it lives.
+"""A WebSocket connection holds at most one message under the inspection cap, however long it lives,
+and its pings carry nothing across the proxy.
 
 mitmproxy joins a message's frames in memory before anyone sees it, with no bound (one message in 1 MiB
 fragments grew the proxy by 2.5 times what was sent), and keeps every message of a connection on its
@@ -6,13 +7,18 @@ flow until the connection closes (a realtime session streaming audio grows for a
 ``WebSocketLimits`` installs connections that close both sides with 1009 (message too big) once a message
 grows past ``inspection.max_body_bytes`` (it could not be inspected whole anyway), and lets go of each
 message's content once the next one arrives (its place and count stay: findings name messages by index).
-The turn records it (``inspection.message_over_cap``). It comes after ``addons.inspect`` and before
-``addons.audit`` in the chain.
+The turn records it (``inspection.message_over_cap``). A ping's payload, which mitmproxy relays
+unread both ways (up to 125 bytes a frame), crosses as a keyed digest of it, and the pong that echoes the
+digest goes back with the payload: keepalives work, and no data rides on them. ``WebSocketLimits``
+comes after ``addons.inspect`` and before ``addons.audit`` in the chain.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping, Set
 
 import wsproto.events
@@ -27,9 +33,35 @@ from proxy.runtime import Runtime
 
 TOO_BIG = 1009
 """RFC 6455's close code for a message too big to process."""
+PING_KEY = secrets.token_bytes(32)
+PING_TOKEN_BYTES = 8
+MAX_PINGS = 4096
+PINGED: OrderedDict[bytes, bytes] = OrderedDict()
+"""Ping payloads by the stand-in they were relayed as, until their pong: a ping's payload (up to 125
+bytes a frame, any number of frames) never crosses the proxy, where it was relayed unread both ways."""
 OVER_CAP_RULE = "inspection.message_over_cap"
 OVERFLOWED: MutableMapping[connection.Connection, int] = weakref.WeakKeyDictionary()
 """The connections (agent's or upstream's side) whose peer sent a message over the cap, with the cap."""
+
+
+def stand_in(payload: bytes) -> bytes:
+    """What a ping's payload is relayed as: a keyed digest of it, remembered until its pong comes back."""
+    if not payload:
+        return payload
+    token = hmac.digest(PING_KEY, payload, "sha256")[:PING_TOKEN_BYTES]
+    PINGED[token] = payload
+    PINGED.move_to_end(token)
+    while len(PINGED) > MAX_PINGS:
+        PINGED.popitem(last=False)
+    return token
+
+
+def answered(payload: bytes) -> bytes:
+    """What a pong's payload is relayed as: the payload of the ping it answers, or (a pong no relayed
+    ping asked for) a stand-in that is never answered."""
+    if not payload:
+        return payload
+    return PINGED.pop(payload, None) or hmac.digest(PING_KEY, payload, "sha256")[:PING_TOKEN_BYTES]
 
 
 class BoundedConnection(websocket.WebsocketConnection):
@@ -40,7 +72,11 @@ class BoundedConnection(websocket.WebsocketConnection):
 
     def events(self) -> Iterator[wsproto.events.Event]:
         for event in super().events():
-            if isinstance(event, wsproto.events.Message):
+            if isinstance(event, wsproto.events.Ping):
+                event = wsproto.events.Ping(payload=stand_in(bytes(event.payload)))
+            elif isinstance(event, wsproto.events.Pong):
+                event = wsproto.events.Pong(payload=answered(bytes(event.payload)))
+            elif isinstance(event, wsproto.events.Message):
                 self._message_bytes += len(event.data)
                 if self._message_bytes > self.max_message_bytes:
                     OVERFLOWED[self.conn] = self.max_message_bytes

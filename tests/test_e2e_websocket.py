@@ -150,3 +150,12 @@ def test_a_message_past_the_inspection_cap_closes_the_connection(
     record = proxy.wait_for_records(1)[0]
     found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"].startswith("inspection.")]
     assert found == [("inspection.message_over_cap", True)] and record["decision"] == "blocked"
+
+
+def test_pings_through_the_proxy_are_answered(start_proxy: Callable[..., Proxy], realtime: Realtime) -> None:
+    """A ping's payload crosses as a stand-in (``addons.wslimits``), and its pong comes back with the
+    payload sent: an agent's keepalive, which waits for the pong echoing its ping, still works."""
+    proxy = start_proxy(mode="enforce")
+    with connect(proxy, realtime.port) as connection:
+        for payload in (b"1234", AWS_KEY.encode(), b""):
+            assert connection.ping(payload).wait(10)

@@ -10,7 +10,7 @@ from mitmproxy.test import tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits
+from addons.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits, answered, stand_in
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
@@ -60,3 +60,25 @@ def test_each_message_is_let_go_once_the_next_arrives() -> None:
         flow.websocket.messages.append(WebSocketMessage(Opcode.TEXT, True, b"message %d" % number))
         limits.websocket_message(flow)
     assert [message.content for message in flow.websocket.messages[-3:]] == [b"", b"", b"message 2"]
+
+
+def test_a_ping_crosses_as_a_stand_in_and_its_pong_comes_back_as_sent() -> None:
+    """A ping's payload never crosses: the other side sees a keyed digest, and the pong echoing it goes
+    back with the payload the pinging side expects."""
+    secret = b"AKIAQWERTY234567ABCD"
+    relayed = stand_in(secret)
+    assert secret not in relayed and relayed
+    assert answered(relayed) == secret
+    assert answered(relayed) != secret  # answered once
+    assert answered(b"unasked " + secret) not in (b"", b"unasked " + secret)
+    assert stand_in(b"") == b"" and answered(b"") == b""
+
+
+def test_a_bounded_connection_relays_pings_as_stand_ins() -> None:
+    client = wsproto.Connection(wsproto.ConnectionType.CLIENT)
+    wire = client.send(wsproto.events.Ping(payload=b"ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"))
+    peer = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=0)
+    server = BoundedConnection(wsproto.ConnectionType.SERVER, conn=peer)
+    server.receive_data(wire)
+    [ping] = list(server.events())
+    assert isinstance(ping, wsproto.events.Ping) and b"ghp_" not in ping.payload
