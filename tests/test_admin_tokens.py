@@ -3,12 +3,19 @@ token file left empty (a crash between creating and writing it, or ``touch``) is
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from proxy.admin.api import Control
+from proxy.admin.http import Request
 from proxy.admin.tokens import FULL_TOKEN_FILE, READ_TOKEN_FILE, Access, AdminTokens, load_tokens
 from proxy.config.policy import AdminSettings
+from proxy.control.metrics import Metrics
+from proxy.runtime import Runtime
 
 EMPTY_PRESENTATIONS = [
     None,
@@ -83,3 +90,35 @@ def test_a_token_variable_is_read_without_the_whitespace_around_it(tmp_path: Pat
     assert tokens.access(f"Bearer {read}") is Access.READ
     for presented in EMPTY_PRESENTATIONS:
         assert tokens.access(presented) is None, repr(presented)
+
+
+class FailingStore:
+    """What the proxy's readiness says while its Redis refuses connections."""
+
+    async def reload(self, by: str) -> tuple[bool, list[str]]:
+        raise AssertionError("not called")
+
+    def record(self, event: dict[str, Any]) -> None:
+        raise AssertionError("not called")
+
+    def readiness(self) -> dict[str, str | None]:
+        return {
+            "policy": None,
+            "state": "redis: AuthenticationError: WRONGPASS for user ops at 10.20.30.40:6380",
+        }
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Basic Zm9vOmJhcg=="])
+def test_readiness_without_a_token_names_the_failing_check_and_nothing_of_why(
+    authorization: str | None,
+) -> None:
+    """A load balancer needs ready or not and which check fails; the failing dependency's message (an
+    internal address, a user name) is for a token holder."""
+    control = Control(Runtime(), Metrics(frozenset()), AdminTokens("full-1", "read-1"), FailingStore())
+    headers = {"authorization": authorization} if authorization else {}
+    answer = asyncio.run(control.handle(Request("GET", "/readyz", {}, headers)))
+    assert answer.status == 503
+    assert json.loads(answer.body)["checks"] == {"policy": "ok", "state": "failing"}
+    assert b"10.20.30.40" not in answer.body and b"ops" not in answer.body
+    detailed = asyncio.run(control.handle(Request("GET", "/readyz", {}, {"authorization": "Bearer read-1"})))
+    assert json.loads(detailed.body)["checks"]["state"].startswith("redis: AuthenticationError")

@@ -139,10 +139,16 @@ async def healthz(control: Control, request: Request, params: dict[str, str]) ->
 
 
 async def readyz(control: Control, request: Request, params: dict[str, str]) -> Response:
+    """Served without a token, for load balancers: which check fails. Why (a dependency's error, which
+    can name an internal address or a user) only with a token."""
     checks = control.operations.readiness()
     ready = all(problem is None for problem in checks.values())
-    body = {"ready": ready, "checks": {name: problem or "ok" for name, problem in checks.items()}}
-    return Response.json(200 if ready else 503, body)
+    detailed = control.tokens.access(request.headers.get("authorization")) is not None
+    shown = {
+        name: "ok" if problem is None else problem if detailed else "failing"
+        for name, problem in checks.items()
+    }
+    return Response.json(200 if ready else 503, {"ready": ready, "checks": shown})
 
 
 async def metrics(control: Control, request: Request, params: dict[str, str]) -> Response:
