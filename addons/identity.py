@@ -23,12 +23,12 @@ from mitmproxy.addons.proxyauth import (
 from mitmproxy.utils.strutils import always_bytes
 
 from addons.fields import drop_fields, field_values
-from addons.turns import METADATA_KEY, pin_policy, pretty_host
+from addons.turns import METADATA_KEY, STATE_UNAVAILABLE_CODE, answer_in_dialect, pin_policy, pretty_host
 from proxy.audit.refusals import Reason
 from proxy.config.policy import Agent
 from proxy.control import tokens
 from proxy.runtime import Runtime
-from proxy.state import StateStore
+from proxy.state import StateStore, StateUnavailable
 from proxy.turn import Turn, TurnContext
 
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
@@ -52,11 +52,20 @@ class AgentTokens(Validator):
     def __init__(self, agents: Mapping[str, Agent], store: Callable[[], StateStore] | None = None) -> None:
         self.tokens = {name: agent.token.encode() for name, agent in agents.items()}
         self.store = store
+        self.unavailable = False
+        """Set by a check that could not read the store (``state.on_error`` closed): whether the agent's
+        token was rotated is unknown, so the credential was neither right nor wrong. mitmproxy calls the
+        validator and answers inside one hook, on the event loop, so the hook reads this right after."""
 
     def __call__(self, username: str, password: str) -> bool:
+        self.unavailable = False
         expected = self.tokens.get(username)
         if expected is not None and self.store is not None:
-            rotated = tokens.rotated_token(self.store(), username)
+            try:
+                rotated = tokens.rotated_token(self.store(), username)
+            except StateUnavailable:
+                self.unavailable = True
+                return False
             expected = rotated.encode() if rotated is not None else expected
         matches = hmac.compare_digest(expected or _UNKNOWN_AGENT_TOKEN, password.encode())
         return expected is not None and matches
@@ -67,12 +76,13 @@ class AgentIdentity(ProxyAuth):
         super().__init__()
         self.runtime = runtime
         self._names: tuple[Mapping[str, str], tuple[tuple[str, bytes], ...]] | None = None
+        self.tokens = AgentTokens({})
 
     def load(self, loader: Loader) -> None:
         """Agents come from the policy, so mitmproxy's ``proxyauth`` option is not ours to declare."""
 
     def configure(self, updated: Set[str]) -> None:
-        self.validator = AgentTokens(self.runtime.policy.agents, lambda: self.runtime.state)
+        self.validator = self.tokens = AgentTokens(self.runtime.policy.agents, lambda: self.runtime.state)
 
     def http_connect(self, f: http.HTTPFlow) -> None:
         answered = f.response is not None
@@ -90,6 +100,11 @@ class AgentIdentity(ProxyAuth):
 
     def _note_refusal(self, flow: http.HTTPFlow, answered_before: bool) -> None:
         if answered_before or flow.response is None or "proxyauth" in flow.metadata:
+            return
+        if self.tokens.unavailable:
+            self.tokens.unavailable = False
+            message = "egressguard: state store unavailable, on_error is closed: credentials not checked"
+            flow.response = answer_in_dialect(flow.request, 503, message, STATE_UNAVAILABLE_CODE)
             return
         header = flow.request.headers.get(http_auth_header(is_http_proxy(flow)), "")
         try:

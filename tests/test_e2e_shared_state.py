@@ -16,7 +16,7 @@ import pytest
 
 from addons.audit import DEGRADED_STATE
 from addons.turns import STATE_UNAVAILABLE_CODE
-from tests.harness import Proxy
+from tests.harness import Proxy, proxy_authorization
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
@@ -223,3 +223,34 @@ def test_closed_refuses_while_redis_is_down(
     assert proxy.process.poll() is None
     records = proxy.wait_for_records(4)
     assert [record["decision"] for record in records] == ["allowed", "blocked", "blocked", "allowed"]
+
+
+def test_closed_a_new_connection_while_redis_is_down_is_not_a_wrong_token(
+    start_proxy: Callable[..., Proxy], own_redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    """on_error closed: whether an agent's token was rotated is in Redis, so while it is down a new
+    connection's credentials can be neither accepted nor called wrong: a 503, never a 407 recorded as an
+    invalid credential (a credential_theft finding, paging as a brute force)."""
+    proxy = start_proxy(mode="enforce", extra=state_yaml(own_redis, "closed"))
+    assert ask(client(proxy, upstream)).choices
+    own_redis.stop()
+    status, answer = proxy.raw(
+        f"GET http://localhost:{upstream.port}/v1/models HTTP/1.1\r\nHost: localhost\r\n".encode()
+        + proxy_authorization()
+        + b"\r\n"
+    )
+    assert status == 503 and b"state store unavailable" in answer
+    connect = b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n"
+    status, _ = proxy.raw(connect + proxy_authorization() + b"\r\n")
+    assert status == 503
+    status, _ = proxy.raw(connect + b"\r\n")
+    assert status == 407  # no credentials at all is still no credentials
+    own_redis.start()
+    time.sleep(1.2)
+    assert ask(client(proxy, upstream)).choices
+    # The first refusal of each client and reason is written at once (the rest when its window ends).
+    deadline = time.monotonic() + 10
+    while not (refusals := [r for r in proxy.audit_records() if r.get("type") == "auth.refused"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert [record["reason"] for record in refusals] == ["missing"]

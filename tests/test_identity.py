@@ -7,12 +7,15 @@ import textwrap
 from mitmproxy.addons.proxyauth import mkauth
 from mitmproxy.test import taddons, tflow
 
-from addons.identity import AgentIdentity, AgentTokens
+from addons.identity import REFUSAL_KEY, AgentIdentity, AgentTokens
 from addons.turns import turn_of
 from proxy.config.policy import Agent, parse_policy
 from proxy.control import tokens
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
+from proxy.state.fallback import FallbackStore
+from proxy.state.redis_store import RedisSettings, RedisStateStore
+from tests.redis_server import RedisServer
 
 POLICY = textwrap.dedent("""\
     agents:
@@ -152,3 +155,25 @@ def test_context_headers_are_read_in_any_case_repeated_and_all_removed() -> None
         assert [name.lower() for name in flow.request.headers] == [
             name.lower() for name in tflow.tflow().request.headers
         ] + ["x-other"]
+
+
+def test_an_unreadable_store_makes_a_credential_unchecked_not_wrong(own_redis: RedisServer) -> None:
+    """With the shared store down and on_error closed, whether the agent's token was rotated is unknown:
+    the request gets a 503, and no refused authentication (an 'invalid' credential) is noted."""
+    runtime = Runtime(parse_policy(POLICY, "p.yaml", environ={}))
+    shared = RedisStateStore(RedisSettings(url=own_redis.url, timeout_s=0.5))
+    runtime.state_or_none = FallbackStore(shared, SqliteStateStore(None), on_error="closed")
+    addon = AgentIdentity(runtime)
+    own_redis.stop()
+    with taddons.context(addon) as context:
+        context.configure(addon)
+        for method in ("GET", "CONNECT"):
+            flow = proxied_flow(mkauth("bot", "t0ken"))
+            flow.request.method = method
+            (addon.http_connect if method == "CONNECT" else addon.requestheaders)(flow)
+            assert flow.response is not None and flow.response.status_code == 503
+            assert REFUSAL_KEY not in flow.metadata and turn_of(flow) is None
+        wrong = proxied_flow(None)
+        addon.requestheaders(wrong)
+        assert wrong.response is not None and wrong.response.status_code == 407
+        assert wrong.metadata[REFUSAL_KEY].reason == "missing"
