@@ -7,6 +7,7 @@ by the policy's agents and turns the authenticated name into a ``Turn``.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from proxy.config.policy import Agent
 from proxy.control import tokens
 from proxy.runtime import Runtime
 from proxy.state import StateStore, StateUnavailable
+from proxy.state.fallback import FallbackStore
 from proxy.turn import Turn, TurnContext
 
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
@@ -56,16 +58,28 @@ class AgentTokens(Validator):
         """Set by a check that could not read the store (``state.on_error`` closed): whether the agent's
         token was rotated is unknown, so the credential was neither right nor wrong. mitmproxy calls the
         validator and answers inside one hook, on the event loop, so the hook reads this right after."""
+        self.rotated: dict[str, str] = {}
+        """Rotated tokens read from the store, at start and by each check since. While the shared store is
+        away under ``on_error: open`` the store answers from this process's local state, which knows no
+        rotation: the token an alert rotated away (the one that leaked) is not let in again meanwhile."""
+        if store is not None:
+            with contextlib.suppress(StateUnavailable):
+                self.rotated = tokens.rotated_tokens(store())
 
     def __call__(self, username: str, password: str) -> bool:
         self.unavailable = False
         expected = self.tokens.get(username)
         if expected is not None and self.store is not None:
+            store = self.store()
             try:
-                rotated = tokens.rotated_token(self.store(), username)
+                rotated = tokens.rotated_token(store, username)
             except StateUnavailable:
                 self.unavailable = True
                 return False
+            if rotated is not None:
+                self.rotated[username] = rotated
+            elif isinstance(store, FallbackStore) and store.degraded:
+                rotated = self.rotated.get(username)
             expected = rotated.encode() if rotated is not None else expected
         matches = hmac.compare_digest(expected or _UNKNOWN_AGENT_TOKEN, password.encode())
         return expected is not None and matches

@@ -177,3 +177,23 @@ def test_an_unreadable_store_makes_a_credential_unchecked_not_wrong(own_redis: R
         addon.requestheaders(wrong)
         assert wrong.response is not None and wrong.response.status_code == 407
         assert wrong.metadata[REFUSAL_KEY].reason == "missing"
+
+
+def test_a_rotated_token_stays_rotated_while_the_store_is_down_and_on_error_open(
+    own_redis: RedisServer,
+) -> None:
+    """on_error open serves from this process's local state while Redis is away, which holds no rotation:
+    the token an alert rotated away (the one that leaked) must not be let in again meanwhile. Rotations
+    read at start and since are kept in the process."""
+    shared = RedisStateStore(RedisSettings(url=own_redis.url, timeout_s=0.5))
+    store = FallbackStore(shared, SqliteStateStore(None), on_error="open")
+    agents = {name: Agent(name=name, role="r", token="t0ken") for name in ("bot", "seen", "other")}
+    tokens.rotate(store, "bot", "alert leak (a1)")
+    tokens.rotate(store, "seen", "alert leak (a2)")
+    validator = AgentTokens(agents, lambda: store)  # made at start (configure): bot was rotated before
+    issued_bot, issued_seen = tokens.rotated_token(store, "bot"), tokens.rotated_token(store, "seen")
+    assert issued_bot and issued_seen and validator("seen", issued_seen)
+    own_redis.stop()
+    assert not validator("bot", "t0ken") and not validator("seen", "t0ken")
+    assert validator("bot", issued_bot) and validator("seen", issued_seen)
+    assert validator("other", "t0ken")  # never rotated: the policy's token

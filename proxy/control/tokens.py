@@ -34,6 +34,16 @@ def rotated_token(store: StateStore, agent: str) -> str | None:
     return str(entry["token"]) if isinstance(entry, dict) and "token" in entry else None
 
 
+def rotated_tokens(store: StateStore) -> dict[str, str]:
+    """Every rotated agent's token, by agent."""
+    found = store.items(_KEY_PREFIX).values()
+    return {
+        str(entry["agent"]): str(entry["token"])
+        for entry in found
+        if isinstance(entry, dict) and "agent" in entry and "token" in entry
+    }
+
+
 def rotations(store: StateStore) -> list[dict[str, JSONValue]]:
     """Every rotated agent with when and why, oldest first; never the tokens."""
     found = [entry for entry in store.items(_KEY_PREFIX).values() if isinstance(entry, dict)]
