@@ -39,6 +39,7 @@ from proxy.exchange import Completion, RequestView
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
+from proxy.scanning.rulepack import ScanTimeout
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
 from proxy.wire.charsets import (
@@ -448,8 +449,12 @@ class BodyRelay:
         rewrites: bool,
         threat: Threat,
         read_back: ReadBack | None = None,
+        refused: Callable[[], Finding | None] = lambda: None,
     ) -> None:
         self.turn = turn
+        self.refused = refused
+        """Asked after each chunk where it rewrites: the finding that refuses the rest of the body (a rule
+        that ran out of time on it where that is enforced: ``TurnInspector.stream_refused``)."""
         self.threat = threat
         """The threat whose enforcement rewrites the body (``inspection_threat``): a body cut short for
         decoding past its cap is recorded under it."""
@@ -463,6 +468,8 @@ class BodyRelay:
         self.undecodable = False
         self.cut = False
         """The body was cut short where it rewrites: the agent must not take what it got for all of it."""
+        self.timed_out = False
+        """It was cut for a rule that ran out of time on it (``refused``)."""
 
     def install(self, response: http.Response) -> BodyRelay:
         """The headers that go with what the agent receives: plain bytes of a length known only at the end,
@@ -480,6 +487,11 @@ class BodyRelay:
         if not self.undecodable:
             try:
                 out = self.feed(self.decoder.feed(chunk) if chunk else self.decoder.flush())
+                if self.rewrites and self.refused() is not None:
+                    out = self._cut_for_timeout()
+            except ScanTimeout:
+                # A filter cannot tell what of its text is clean: none of what it holds may go out.
+                out = self._cut_for_timeout()
             except OverCapError as error:
                 self.undecodable = True
                 self.turn.errors.append(f"response: {error}")
@@ -495,8 +507,8 @@ class BodyRelay:
                 self.cut = self.rewrites
                 self.turn.errors.append(f"response: {type(error).__name__} reading the stream; cut there")
                 log.error("inspect.stream_failed", error=type(error).__name__)
-        if not chunk:
-            out += self.finish()
+        if not chunk and not self.cut:
+            out += self._finished()
         if not self.rewrites:
             out = chunk  # the decoded copy was only read
         self.digest.update(out)
@@ -511,6 +523,27 @@ class BodyRelay:
         # An empty chunk written to a chunked HTTP/1 body is its terminator: send nothing instead while a
         # filter holds text back.
         return [out] if out else []
+
+    def _finished(self) -> bytes:
+        """What ``finish`` sends at the body's end (what filters held back), unless a rule runs out of
+        time on it."""
+        try:
+            out = self.finish()
+        except ScanTimeout:
+            return self._cut_for_timeout()
+        return self._cut_for_timeout() if self.rewrites and self.refused() is not None else out
+
+    def _cut_for_timeout(self) -> bytes:
+        """A rule ran out of time on the body: nothing more of it is sent, and the connection is closed
+        at its end (``cut``), as for any body cut short; its finding is enforced (``refused``)."""
+        self.undecodable = True
+        self.cut = self.rewrites
+        self.timed_out = True
+        self.refused()
+        self.turn.errors.append("response: a rule ran out of time on the body; cut there")
+        if self.cut:
+            self.turn.escalate(Decision.BLOCKED)
+        return b""
 
 
 class Substitute:
@@ -591,12 +624,23 @@ class Inspect:
     def inspect_trailers(self, flow: http.HTTPFlow) -> None:
         """Trailers (HTTP/1 chunked or HTTP/2) arrive after the body and reach the client after this hook:
         scanned and redacted like headers."""
-        turn, inspector, _ = self._state(flow)
+        turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or flow.response is None or not flow.response.trailers:
             return
         scanned = inspector.scan_headers(list(flow.response.trailers.items(multi=True)))
         if scanned is not None:
             flow.response.trailers = as_headers(scanned)
+        refused = inspector.stream_refused()
+        if refused is None:
+            return
+        # They come after the body: one relayed already is cut before its end (``response``), one read
+        # whole is refused.
+        if isinstance(flow.response.stream, BodyRelay):
+            flow.response.stream.cut = True
+        elif dialect is not None and not flow.response.stream:
+            flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+        elif flow.killable:
+            flow.kill()
 
     @staticmethod
     async def _off_loop_if_large(
@@ -815,6 +859,7 @@ class Inspect:
         turn, inspector, dialect = self._state(flow)
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
+        inspector.begin_response()
         response = flow.response
         fields = list(response.headers.items(multi=True))
         # An HTTP/1 reason phrase is any text an upstream likes, relayed to the agent: read with the headers.
@@ -830,6 +875,11 @@ class Inspect:
         content_type = flow.response.headers.get("content-type")
         event_stream = is_event_stream(content_type)
         relayed = event_stream or flow.response.stream is True
+        # A body read whole is refused by the response hook; one relayed leaves with these headers.
+        refused = inspector.stream_refused() if relayed else None
+        if refused is not None:
+            self._substitute(flow, turn, dialect, refused)
+            return
         if not supported(encoding) and relayed:
             if not self._refuse_relayed(flow, turn, dialect, UnsupportedCodingError(encoding)):
                 flow.response.stream = True
@@ -856,6 +906,7 @@ class Inspect:
             rewrites=filters.active,
             threat=inspection_threat(inspector.policy),
             read_back=ReadBack(dialect, inspector, session) if filters.active else None,
+            refused=inspector.stream_refused,
         ).install(flow.response)
         flow.metadata[SESSION_KEY] = session
 
@@ -982,16 +1033,22 @@ class Inspect:
         its client reads it (a coding that cannot be undone, a charset other than UTF-8): where enforced
         the agent gets a 502 in its API's shape instead, and the upstream's bytes are dropped (True);
         elsewhere it passes, on the record."""
-        assert flow.response is not None
         refused = self._uninspectable(flow, turn, "response", error)
         if refused is None:
             return False
+        self._substitute(flow, turn, dialect, refused)
+        return True
+
+    @staticmethod
+    def _substitute(flow: http.HTTPFlow, turn: Turn, dialect: Dialect, refused: Finding) -> None:
+        """A response about to be relayed is answered with a 502 in its API's shape instead, naming
+        ``refused``; the upstream's bytes are dropped."""
+        assert flow.response is not None
         replacement = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
         flow.response.status_code = replacement.status_code
         flow.response.reason = replacement.reason
         flow.response.headers = replacement.headers
         flow.response.stream = Substitute(replacement.content or b"")
-        return True
 
     @staticmethod
     def _finish_stream(flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> bool:
@@ -1005,6 +1062,8 @@ class Inspect:
         inspector.inspect_other_readings(session.other_readings())
         inspector.record_ambiguities(session.ambiguities, "stream", normalised=session.filters.active)
         relay = flow.response.stream if flow.response is not None else None
+        if isinstance(relay, BodyRelay) and relay.timed_out:
+            inspector.response_refused()  # what the whole of it reads as is refused with the rest
         if isinstance(relay, BodyRelay) and relay.read_back is not None:
             relay.read_back.prove()
         return True
@@ -1024,7 +1083,10 @@ class Inspect:
                 turn.errors.append(BINARY_MESSAGE_NOTE)
             return
         forwarded = inspector.inspect_message(text, from_client=message.from_client, where=where)
-        if forwarded != text:
+        if forwarded is None:
+            # A rule ran out of time on it where that is enforced: no part of it is known to be clean.
+            message.drop()
+        elif forwarded != text:
             message.content = forwarded.encode("utf-8", "surrogateescape")
 
     @staticmethod
@@ -1049,6 +1111,10 @@ class Inspect:
         inspector.inspect_completion(session.completion, rewrite=False)
         inspector.inspect_other_readings(session.other_readings())
         inspector.record_ambiguities(session.ambiguities, "stream", normalised=filters.active)
+        refused = inspector.response_refused()
+        if refused is not None:
+            flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+            return
         if filtered != body:
             set_content(flow.response, filtered)
             read_back = ReadBack(dialect, inspector)
@@ -1073,6 +1139,7 @@ class Inspect:
             redactor.flush,
             rewrites=True,
             threat=inspection_threat(inspector.policy),
+            refused=inspector.stream_refused,
         ).install(flow.response)
 
     def _relay_decoder(self, flow: http.HTTPFlow, encoding: str) -> StreamDecoder:

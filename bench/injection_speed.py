@@ -80,7 +80,9 @@ def measure(name: str, detector: InjectionDetector, texts: Sequence[str], rounds
     forms = [normalize(text).texts for text in texts]
     normalizing = _best_of(rounds, lambda: [normalize(text) for text in texts])
     scanner = detector._scanner  # the bench breaks the detector's time down
-    rules = _best_of(rounds, lambda: [scanner.scan(form, merge=False) for group in forms for form in group])
+    rules = _best_of(
+        rounds, lambda: [scanner.scan_alone(form, merge=False) for group in forms for form in group]
+    )
     # Each place a plan keeps is one regex call: a window searched, or an attempt at a keyword.
     plans = [scanner._plan(form) for group in forms for form in group]
     calls = sum(len(places) for plan in plans for places in (*plan.regions.values(), *plan.starts.values()))
@@ -160,7 +162,7 @@ def prompt_costs(detector: InjectionDetector, texts: Sequence[str], rounds: int)
     parts: dict[str, Callable[[], object]] = {
         "detect": lambda: [detector.detect(text, "bench", Source.USER) for text in texts],
         "normalise": lambda: [normalize(text) for text in texts],
-        "rules": lambda: [scanner.scan(form, merge=False) for form in forms],
+        "rules": lambda: [scanner.scan_alone(form, merge=False) for form in forms],
         "classifier": lambda: [classifier.score(form) for form in forms],
     }
     return {part: _best_of(rounds, run) / len(texts) * 1e6 for part, run in parts.items()}

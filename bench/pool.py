@@ -57,9 +57,9 @@ def _build(config: str) -> None:
 
 def _scan(scanner: str, text: str, merge: bool) -> tuple[list[tuple[int, int, int, str]], list[str]]:
     found = getattr(_detectors, scanner)
-    result = found.scan(text, merge=merge)
+    result = found.scan_alone(text, merge=merge)
     numbers = {id(rule): number for number, rule in enumerate(found.rules)}
-    return [(numbers[id(m.rule)], m.start, m.end, m.disguise) for m in result.matches], result.timed_out
+    return [(numbers[id(m.rule)], m.start, m.end, m.disguise) for m in result.found], list(result.timed_out)
 
 
 def _detect(text: str, where: str, source: Any) -> Any:
@@ -72,7 +72,7 @@ def serve_with_pool(config: str, processes: int, pool_min: int, run: list[str]) 
     from proxy.commands.cli import main
     from proxy.detectors.injection import InjectionDetector
     from proxy.runtime import Runtime
-    from proxy.scanning.rulepack import Match, Scanner, ScanResult
+    from proxy.scanning.rulepack import Match, ScanBudget, Scanner, ScanResult
 
     pool = ProcessPoolExecutor(
         processes, multiprocessing.get_context("spawn"), initializer=_build, initargs=(config,)
@@ -88,16 +88,20 @@ def serve_with_pool(config: str, processes: int, pool_min: int, run: list[str]) 
         names.update({id(detectors.sensitive): "sensitive", id(detectors.redacting): "redacting"})
         return detectors
 
-    def scan(self: Scanner, text: str, *, merge: bool = True) -> ScanResult:
+    def scan(self: Scanner, text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
         which = names.get(id(self))
         if which is None or len(text) < pool_min or threading.current_thread() is threading.main_thread():
-            return local_scan(self, text, merge=merge)
+            return local_scan(self, text, budget, merge=merge)
+        # A pool process scans with a budget of its own: the turn's budget only learns what ran out.
         matches, timed_out = pool.submit(_scan, which, text, merge).result()
-        return ScanResult([Match(self.rules[n], s, e, d) for n, s, e, d in matches], timed_out)
+        by_id = {rule.id: rule for rule in self.rules}
+        for rule_id in timed_out:
+            budget.timed_out.setdefault(rule_id, by_id[rule_id])
+        return ScanResult([Match(self.rules[n], s, e, d) for n, s, e, d in matches], tuple(timed_out))
 
-    def detect(self: InjectionDetector, text: str, where: str, source: Any) -> Any:
+    def detect(self: InjectionDetector, text: str, where: str, source: Any, budget: Any = None) -> Any:
         if threading.current_thread() is threading.main_thread():
-            return local_detect(self, text, where, source)
+            return local_detect(self, text, where, source, budget)
         return pool.submit(_detect, text, where, source).result()
 
     async def in_a_thread(inspect: Callable[[Any], None], flow: Any, message: Any) -> None:

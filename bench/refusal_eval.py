@@ -55,7 +55,7 @@ def load_rows(path: Path, scanner: Scanner) -> list[Row]:
     with path.open(newline="", encoding="utf-8") as handle:
         for record in csv.DictReader(handle):
             offsets = [NO_MATCH] * len(scanner.rules)
-            for match in scanner.scan(
+            for match in scanner.scan_alone(
                 opening(record["completion"], max(OPENING_CHOICES)), merge=False
             ).matches:
                 index = rule_index[match.rule.id]

@@ -180,10 +180,10 @@ def bench_egressguard(
 ) -> Row:
     scanner = Scanner(packs, timeout_s=1.0)
     mbps = _megabytes_per_second(scanner, corpus)
-    findings = sum(len(scanner.scan(document).matches) for document in corpus.documents)
+    findings = sum(len(scanner.scan_alone(document).matches) for document in corpus.documents)
     line_starts = [0] + [index + 1 for index, char in enumerate(example_text) if char == "\n"]
     found_lines = {
-        bisect.bisect_right(line_starts, match.start) for match in scanner.scan(example_text).matches
+        bisect.bisect_right(line_starts, match.start) for match in scanner.scan_alone(example_text).matches
     }
     return Row(label, corpus.size / mbps / 1e6, mbps, findings, _count_found(found_lines, ranges))
 
@@ -194,7 +194,7 @@ def _megabytes_per_second(scanner: Scanner, corpus: Corpus) -> float:
     for _ in range(2):
         start = time.perf_counter()
         for document in corpus.documents:
-            scanner.scan(document)
+            scanner.scan_alone(document)
         timings.append(time.perf_counter() - start)
     return corpus.size / min(timings) / 1e6
 
@@ -224,7 +224,7 @@ def bench_loosened(packs: list[RulePack], examples: list[str], document_kb: int,
             for loosened, scanner in scanners.items():
                 start = time.process_time()
                 for document in corpus.documents:
-                    scanner.scan(document)
+                    scanner.scan_alone(document)
                 best[loosened] = min(best[loosened], time.process_time() - start)
         parts.append(f"{kind} {corpus.size / best[False] / 1e6:.1f} -> {corpus.size / best[True] / 1e6:.1f}")
     return "every pack, CPU time, without -> with the loosened-form check, MB/s: " + ", ".join(parts)
@@ -286,7 +286,7 @@ def bench_disguised(packs: list[RulePack]) -> list[str]:
     found: Counter[str] = Counter()
     whole: Counter[str] = Counter()
     for item in items:
-        matches = scanner.scan(item.text).matches
+        matches = scanner.scan_alone(item.text).matches
         if any(m.rule.pack == "secrets" and m.start < item.end and m.end > item.start for m in matches):
             found[item.encoding] += 1
             whole[item.encoding] += _redacted_whole(scanner, item.text, item.start, item.end)
@@ -303,7 +303,7 @@ def bench_disguised(packs: list[RulePack]) -> list[str]:
     negatives = hard_negatives()
     flagged: Counter[str] = Counter()
     for kind, text in negatives:
-        if any(match.rule.pack == "secrets" for match in scanner.scan(text).matches):
+        if any(match.rule.pack == "secrets" for match in scanner.scan_alone(text).matches):
             flagged[kind] += 1
     share = sum(flagged.values()) / len(negatives)
     detail = ", ".join(f"{kind}: {count}" for kind, count in sorted(flagged.items())) or "none"
@@ -319,10 +319,10 @@ def bench_pii(packs: list[RulePack]) -> list[str]:
     for _, text, value in items:
         start = text.index(value)
         end = start + len(value)
-        matches = scanner.scan(text).matches
+        matches = scanner.scan_alone(text).matches
         found += any(m.rule.pack == "pii" and m.start <= start and m.end >= end for m in matches)
     negatives = pii_negatives()
-    flagged = sum(1 for _, text in negatives if scanner.scan(text).matches)
+    flagged = sum(1 for _, text in negatives if scanner.scan_alone(text).matches)
     return [
         f"PII dev corpus found whole: {found}/{len(items)} = {found / len(items):.3f}; "
         f"look-alikes flagged: {flagged}/{len(negatives)}"
@@ -353,7 +353,7 @@ def bench_crafted(packs: list[RulePack]) -> str:
     speeds = []
     for name, text in crafted_shapes().items():
         start = time.perf_counter()
-        scanner.scan(text)
+        scanner.scan_alone(text)
         speeds.append(f"{name} {len(text) / (time.perf_counter() - start) / 1e6:.1f}")
     return "every pack on text made to be slow, MB/s: " + ", ".join(speeds)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proxy.scanning.redact import StreamRedactor
-from proxy.scanning.rulepack import Scanner, ScanResult, load_pack, pack_path
+from proxy.scanning.rulepack import ScanBudget, Scanner, ScanResult, load_pack, pack_path
 
 REPLY = ("The customer reports that the invoice total does not match the order confirmation. " * 30)[:2048]
 TEXTS = {
@@ -58,9 +58,9 @@ TEXTS = {
 class CountingScanner(Scanner):
     scans = 0
 
-    def scan(self, text: str, *, merge: bool = True) -> ScanResult:
+    def scan(self, text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
         self.scans += 1
-        return super().scan(text, merge=merge)
+        return super().scan(text, budget, merge=merge)
 
 
 class ScanningEveryDelta(StreamRedactor):

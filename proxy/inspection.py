@@ -64,7 +64,14 @@ from proxy.scanning.redact import (
     redact_text,
 )
 from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes, looks_nested
-from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, Match, Rule, Scanner, load_packaged_packs
+from proxy.scanning.rulepack import (
+    SCAN_TIMEOUT_RULE,
+    Match,
+    Rule,
+    Scanner,
+    load_packaged_packs,
+    scan_timeout_finding,
+)
 from proxy.scanning.validators import shannon_entropy
 from proxy.scanning.vault import (
     PREFIX,
@@ -224,7 +231,7 @@ class Detectors:
             if enforced
             else None
         )
-        self.injection = injection.load_default()
+        self.injection = injection.load_default(time_limit)
         self.refusal = refusal.default_detector()
         self.tools = tools.ToolCatalogue.load()
         self.fingerprint_key = fingerprint_key
@@ -317,9 +324,15 @@ class TurnInspector:
         """The secret and PII matches of each text this turn has scanned (in scans no rule timed out in):
         the findings, the JSON rewrite, the residual scan of the body and the read-back of what was sent
         read the same text, and the scan of it is the same each time."""
-        self._timed_out: dict[str, tuple[list[Match], list[str]]] = {}
+        self._timed_out: dict[str, tuple[list[Match], tuple[str, ...]]] = {}
         """The scans of this turn in which a rule ran out of time even when run again: a text crafted to
         keep a rule busy costs its budgets once per turn, not once for each of those readings."""
+        self.budget = detectors.sensitive.budget()
+        """What every scan of the request, then of the response (``begin_response``) or of one WebSocket
+        message, may spend on rules that run out of time, whichever detector runs them; the rules that
+        did are settled into findings before anything of it is let through (``_settle_timeouts``)."""
+        self._direction_from = 0
+        """Where the findings of the request, response or message being read start in ``turn.findings``."""
         self.residual = self.json_scan(redacts=True)
         self._message_scans: dict[bool, JsonScan] = {}
         """The scans of a WebSocket connection's messages, one per direction (True: the agent's), each
@@ -357,6 +370,7 @@ class TurnInspector:
             placeholder=placeholder,
             known=self._known,
             quiet=self.detectors.quiet_reads,
+            budget=self.budget,
         )
 
     # -- request -------------------------------------------------------------------------------------
@@ -408,7 +422,7 @@ class TurnInspector:
         if view.dialect == MCP.name:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
-            self._record(credentials.credential_reads(view.tool_calls, self.detectors.credential_reads))
+            self._record(self._credential_reads(view.tool_calls))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
         verdict.block = self.request_block()
@@ -513,20 +527,35 @@ class TurnInspector:
 
     def response_refused(self) -> Finding | None:
         """The response's first finding that a rule ran out of time on it where the policy enforces that
-        rule's threat: the answer is refused (its finding enforced, the turn blocked); None otherwise."""
+        rule's threat (any the budget saw settled first): the answer is refused (its findings enforced,
+        the turn blocked); None otherwise."""
+        return self._refused("response")
+
+    def _refused(self, where: str) -> Finding | None:
+        """``response_refused`` of what is being read (a response, a WebSocket message), the findings the
+        budget settles placed at ``where``."""
+        self._settle_timeouts(where)
         refused = next(
             (
                 finding
-                for finding in self.turn.findings[self._response_from :]
+                for finding in self.turn.findings[self._direction_from :]
                 if finding.rule == SCAN_TIMEOUT_RULE and self._enforceable(finding)
             ),
             None,
         )
         if refused is not None:
             self._carry_out(
-                self._response_from, lambda finding: finding.rule == SCAN_TIMEOUT_RULE, Decision.BLOCKED
+                self._direction_from, lambda finding: finding.rule == SCAN_TIMEOUT_RULE, Decision.BLOCKED
             )
         return refused
+
+    def stream_refused(self) -> Finding | None:
+        """``response_refused`` for a response relayed as it arrives, asked after each piece: cheap while no
+        rule has run out of time on it."""
+        return self.response_refused() if self.budget.timed_out else None
+
+    def _credential_reads(self, calls: list[ToolCall]) -> list[Finding]:
+        return credentials.credential_reads(calls, self.detectors.credential_reads, self.budget)
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: its blocking findings are enforced."""
@@ -592,6 +621,7 @@ class TurnInspector:
             lambda rule: self.policy.enforces(rule.threat),
             key=self.detectors.fingerprint_key,
             stand_in=lambda rule_id, value: vault.stand_in(value),
+            budget=self.budget,
         )
         document, changed = scan.filter(kind, document, ())
         replace_known = known_replacer(vault.commit())
@@ -729,7 +759,7 @@ class TurnInspector:
     def _injection_findings(self, part: Part) -> list[Finding]:
         """The injection detector's findings for a part; in read content, prompt-injection findings take
         the action the policy chose for indirect injection."""
-        found = self.detectors.injection.detect(part.text, part.where, part.source)
+        found = self.detectors.injection.detect(part.text, part.where, part.source, self.budget)
         if part.source not in CONTEXT_SOURCES:
             return found
         action = INDIRECT_ACTIONS[self.policy.detection.indirect_injection]
@@ -756,7 +786,7 @@ class TurnInspector:
         # Where a rule ran out of time, no span of the text is known to be clean.
         if any(finding.action is whole or finding.rule == SCAN_TIMEOUT_RULE for finding in enforceable):
             return marker
-        return self.detectors.injection.quarantine(part.text, part.source, marker)
+        return self.detectors.injection.quarantine(part.text, part.source, marker, self.budget)
 
     def _carry_out_quarantines(self, since: int, sent: Iterable[Part]) -> None:
         """Quarantines from index ``since`` are enforced when the part they name went out carrying this
@@ -823,7 +853,7 @@ class TurnInspector:
             style, key = RedactionStyle(self.policy.detection.redaction_style), self.detectors.fingerprint_key
 
             def make_redactor(where: str) -> TextFilter:
-                return StreamRedactor(redacting, style, key=key)
+                return StreamRedactor(redacting, style, key=key, budget=self.budget)
 
             redactor = make_redactor
             factories.append(redactor)
@@ -933,18 +963,26 @@ class TurnInspector:
                 found += leak_detector.findings(segment.text, segment.where)
         return {(finding.rule, finding.where) for finding in found}
 
-    def inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
+    def inspect_message(self, text: str, *, from_client: bool, where: str) -> str | None:
         """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
         forward, redacted where the policy enforces it. In vault mode a message the agent sends leaves
         with placeholders (as a request does), and one it receives has the placeholders its agent and
-        session vaulted restored in every string (nothing of a message is modelled as text)."""
+        session vaulted restored in every string (nothing of a message is modelled as text). None where a
+        rule ran out of time on it and the policy enforces that rule's threat: the message must not be
+        forwarded (its finding is then enforced). Each message has a budget of its own."""
+        self._direction_from = len(self.turn.findings)
+        self.budget.renew()
+        forwarded = self._inspect_message(text, from_client=from_client, where=where)
+        return None if self._refused(where) is not None else forwarded
+
+    def _inspect_message(self, text: str, *, from_client: bool, where: str) -> str:
         since = len(self.turn.findings)
         matches = self._sensitive(text, where)
         self._record(
             self._sensitive_findings(text, matches, where, vaulted=from_client and self.vault is not None)
         )
         if from_client:
-            self._record(self.detectors.injection.detect(text, where, Source.USER))
+            self._record(self.detectors.injection.detect(text, where, Source.USER, self.budget))
         vault = self._enforced_vault()
         if from_client and vault is not None:
             text = self._vault_message(vault, text, where)
@@ -1012,7 +1050,9 @@ class TurnInspector:
             return None
         style = RedactionStyle(self.policy.detection.redaction_style)
         return ByteStreamRedactor(
-            StreamRedactor(self.detectors.redacting, style, key=self.detectors.fingerprint_key)
+            StreamRedactor(
+                self.detectors.redacting, style, key=self.detectors.fingerprint_key, budget=self.budget
+            )
         )
 
     def inspect_completion(self, completion: Completion, *, rewrite: bool) -> ResponsePlan:
@@ -1047,9 +1087,7 @@ class TurnInspector:
             completion.tool_calls
         )
         self._record(tool_findings)
-        credential_findings = credentials.credential_reads(
-            completion.tool_calls, self.detectors.credential_reads
-        )
+        credential_findings = self._credential_reads(completion.tool_calls)
         self._record(credential_findings)
         self._refusal(completion.full_text)
         self._record_residual(self.residual)
@@ -1073,7 +1111,7 @@ class TurnInspector:
                 arguments = canonical_escapes(call.arguments)
                 found += self._sensitive_findings(arguments, self._sensitive(arguments), call.where)
             found += tools.check_tool_calls(completion.tool_calls, None, self.detectors.tools, self.overrides)
-            found += credentials.credential_reads(completion.tool_calls, self.detectors.credential_reads)
+            found += self._credential_reads(completion.tool_calls)
             for part in completion.parts:
                 if part.source in CONTEXT_SOURCES:
                     found += self._injection_findings(part)
@@ -1094,7 +1132,7 @@ class TurnInspector:
             found += self._sensitive_findings(part.text, self._sensitive(part.text), part.where)
         if other.dialect == MCP.name:
             found += tools.check_tool_calls(other.tool_calls, None, self.detectors.tools, self.overrides)
-            found += credentials.credential_reads(other.tool_calls, self.detectors.credential_reads)
+            found += self._credential_reads(other.tool_calls)
         self._record_read_as(found, reading)
 
     def _record_read_as(self, found: list[Finding], reading: str) -> None:
@@ -1471,7 +1509,7 @@ class TurnInspector:
     def _refusal(self, text: str) -> None:
         if not text.strip():
             return
-        found = self.detectors.refusal.finding(text)
+        found = self.detectors.refusal.finding(text, budget=self.budget)
         self.turn.refusal = found is not None
         if found is not None:
             self._record([found])
@@ -1616,10 +1654,9 @@ class TurnInspector:
         return matches
 
     def _record_timeouts(self, rule_ids: Iterable[str], where: str) -> None:
-        """A finding for each rule that ran out of time on a text at ``where`` even when run again alone
-        with a larger budget: a blocking one under the rule's threat, so that a text crafted to make a rule
-        run long is refused where the policy enforces that threat, and recorded where it observes it.
-        Its signal names the rule, never the text."""
+        """A finding for each rule that ran out of time on a text at ``where`` (``scan_timeout_finding``):
+        a blocking one under the rule's threat, so that a text crafted to make a rule run long is refused
+        where the policy enforces that threat, and recorded where it observes it."""
         known = {
             (finding.extra.get("rule"), finding.where)
             for finding in self.turn.findings
@@ -1627,28 +1664,37 @@ class TurnInspector:
         }
         for rule_id in rule_ids:
             self.turn.errors.append(f"rule {rule_id} timed out")
-            rule = self.detectors.sensitive_rules[rule_id]
             if (rule_id, where) in known:
                 continue
             known.add((rule_id, where))
-            signal = f"rule {rule_id} ran out of time on the text twice; what it looks for there is not known"
-            self._record(
-                [
-                    Finding(
-                        threat=rule.threat,
-                        rule=SCAN_TIMEOUT_RULE,
-                        signal=signal,
-                        severity=Severity.HIGH,
-                        action=Action.BLOCK,
-                        where=where,
-                        owasp=rule.owasp,
-                        extra={"rule": rule_id},
-                    )
-                ]
-            )
+            self._record([scan_timeout_finding(self.detectors.sensitive_rules[rule_id], where)])
+
+    def _settle_timeouts(self, where: str) -> None:
+        """A finding at ``where`` for each rule the budget of what is being read saw run out of time that
+        no finding of it names yet: whichever detector or scan ran it, and whatever its caller made of
+        it, what is read is not let through as if the rule had read it."""
+        if not self.budget.timed_out:
+            return
+        named = {
+            finding.extra.get("rule")
+            for finding in self.turn.findings[self._direction_from :]
+            if finding.rule == SCAN_TIMEOUT_RULE
+        }
+        self._record(
+            scan_timeout_finding(rule, where)
+            for rule_id, rule in self.budget.timed_out.items()
+            if rule_id not in named
+        )
+
+    def begin_response(self) -> None:
+        """The request is read: what is read from now on is the response's, with a budget of its own."""
+        self._settle_timeouts("request")
+        self._direction_from = len(self.turn.findings)
+        self.budget.renew()
 
     def request_block(self) -> Finding | None:
         """The first finding that enforce mode refuses the request for, if any (read before its response)."""
+        self._settle_timeouts("request")
         return next(
             (
                 finding
@@ -1658,20 +1704,23 @@ class TurnInspector:
             None,
         )
 
-    def _scan_once(self, text: str) -> tuple[list[Match], list[str]]:
+    def _scan_once(self, text: str) -> tuple[list[Match], tuple[str, ...]]:
         """The secret and PII matches of ``text`` and the rules that timed out: this turn's earlier scan
-        of the same text, else a new scan."""
+        of the same text, else a new scan (charged to ``budget``)."""
         known = self._scanned.get(text)
         if known is not None:
-            return known, []
+            return known, ()
         if text in self._timed_out:
-            return self._timed_out[text]
-        result = self.detectors.sensitive.scan(text)
+            matches, timed_out = self._timed_out[text]
+            for rule_id in timed_out:
+                self.budget.timed_out.setdefault(rule_id, self.detectors.sensitive_rules[rule_id])
+            return matches, timed_out
+        result = self.detectors.sensitive.scan(text, self.budget)
         if result.timed_out:
-            self._timed_out[text] = result.matches, result.timed_out
+            self._timed_out[text] = result.found, result.timed_out
         else:
-            self._scanned[text] = result.matches
-        return result.matches, result.timed_out
+            self._scanned[text] = result.found
+        return result.found, result.timed_out
 
     def _sensitive_findings(
         self, text: str, matches: list[Match], where: str, *, vaulted: bool = False
@@ -1722,7 +1771,8 @@ class TurnInspector:
         if redacting is self.detectors.sensitive:
             matches = self._scan_once(text)[0]
         else:
-            matches = redacting.scan(text).matches
+            # A rule out of time is the budget's to settle (``response_refused``).
+            matches = redacting.scan(text, self.budget).found
         return self._redact(text, matches) if matches else text
 
     def _record(self, findings: Iterable[Finding]) -> None:

@@ -37,7 +37,7 @@ def call(name: str, **arguments: str) -> ToolCall:
     ],
 )
 def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str, str], rule: str) -> None:
-    (finding,) = credential_reads([call(tool, **arguments)], SCANNER)
+    (finding,) = credential_reads([call(tool, **arguments)], SCANNER, SCANNER.budget())
     assert finding.threat is Threat.CREDENTIAL_THEFT and finding.rule == rule
     assert finding.owasp == "LLM06" and finding.severity in (Severity.HIGH, Severity.CRITICAL)
     assert finding.extra == {"tool": tool}
@@ -59,7 +59,7 @@ def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str,
     ],
 )
 def test_ordinary_calls_are_not_credential_theft(tool: str, arguments: dict[str, str]) -> None:
-    assert credential_reads([call(tool, **arguments)], SCANNER) == []
+    assert credential_reads([call(tool, **arguments)], SCANNER, SCANNER.budget()) == []
 
 
 def test_reading_tools_are_recognised_by_namespaced_names() -> None:
@@ -72,8 +72,8 @@ def test_prose_about_credential_files_is_no_finding_in_text() -> None:
     prompts and completions does not carry it, so an answer explaining `~/.aws/credentials` is clean."""
     detectors = Detectors(parse_policy("mode: enforce\n", "p.yaml", environ={}), b"k" * 32)
     prose = "Run printenv, then put the key in ~/.aws/credentials or a .env file."
-    assert detectors.sensitive.scan(prose).matches == []
-    assert {match.rule.id for match in detectors.credential_reads.scan(prose).matches} == {
+    assert detectors.sensitive.scan_alone(prose).matches == []
+    assert {match.rule.id for match in detectors.credential_reads.scan_alone(prose).matches} == {
         "environment-dump",
         "cloud-credentials-file",
         "dotenv-file",

@@ -484,7 +484,7 @@ def test_a_verdict_whose_rules_ran_out_of_time_is_not_cached() -> None:
     assert "injection-ignore-instructions-en" not in rule_ids(
         detector.detect(attack, WHERE, Source.TOOL_RESULT)
     )
-    detector._scanner.timeout_s = 60
+    detector._scanner.timeout_s = detector._scanner.rescan_s = 60
     assert "injection-ignore-instructions-en" in rule_ids(detector.detect(attack, WHERE, Source.TOOL_RESULT))
 
 
@@ -496,7 +496,9 @@ def test_the_cache_keeps_the_most_recent_verdicts_up_to_its_size(monkeypatch: py
     )
     judged: list[str] = []
     judge = detector._judge
-    monkeypatch.setattr(detector, "_judge", lambda text, source: judged.append(text) or judge(text, source))
+    monkeypatch.setattr(
+        detector, "_judge", lambda text, source, budget: judged.append(text) or judge(text, source, budget)
+    )
     texts = [f"Document {index}: the quarterly numbers are attached." for index in range(10)]
     for text in texts:
         detector.detect(text, WHERE, Source.TOOL_RESULT)

@@ -83,7 +83,7 @@ def test_fingerprint_is_hmac_sha256_and_depends_on_the_key() -> None:
 def test_redact_text_replaces_every_span(scanner: Scanner) -> None:
     """redact_text replaces each match and leaves the rest untouched."""
     text = f"a {GITHUB_TOKEN} b {STRIPE_KEY} c"
-    matches = scanner.scan(text).matches
+    matches = scanner.scan_alone(text).matches
     assert redact_text(text, matches) == "a [REDACTED:github-pat] b [REDACTED:stripe-live-secret-key] c"
 
 
@@ -261,7 +261,7 @@ def test_stream_never_releases_what_whole_text_redaction_hides(
         position += size
     streamed = "".join(chunks) + redactor.flush()
     whole = scan_and_redact(scanner, text).text
-    for match in scanner.scan(text, merge=False).matches:
+    for match in scanner.scan_alone(text, merge=False).matches:
         value = text[match.start : match.end]
         hidden = {value[i : i + 12] for i in range(len(value) - 11)} - {""}
         assert not {part for part in hidden if part not in whole and part in streamed}
@@ -315,7 +315,7 @@ def test_bursts_read_ahead_never_release_what_whole_text_redaction_hides(
         streamed += "".join(redactor.feed(delta) for delta in burst)
     streamed += redactor.flush()
     whole = scan_and_redact(scanner, text).text
-    for match in scanner.scan(text, merge=False).matches:
+    for match in scanner.scan_alone(text, merge=False).matches:
         value = text[match.start : match.end]
         hidden = {value[i : i + 12] for i in range(len(value) - 11)} - {""}
         assert not {part for part in hidden if part not in whole and part in streamed}
@@ -338,7 +338,7 @@ def test_two_glued_fly_tokens_stream_as_whole_text_redaction_hides_them(scanner:
         streamed += redactor.feed(character)
     streamed += redactor.flush()
     whole = scan_and_redact(scanner, text).text
-    for match in scanner.scan(text, merge=False).matches:
+    for match in scanner.scan_alone(text, merge=False).matches:
         value = text[match.start : match.end]
         hidden = {value[i : i + 12] for i in range(len(value) - 11)}
         assert not {part for part in hidden if part not in whole and part in streamed}

@@ -138,7 +138,7 @@ def test_a_rule_that_matches_a_text_is_always_possible_there(
 def _scan_all(scanner: Scanner, texts: list[str]) -> list[object]:
     results: list[object] = []
     for text in texts:
-        found = scanner.scan(text, merge=False)
+        found = scanner.scan_alone(text, merge=False)
         results.append(([(m.rule.id, m.start, m.end, m.disguise) for m in found.matches], found.timed_out))
     return results
 
@@ -176,7 +176,7 @@ def test_a_rule_that_cannot_match_is_not_tried_even_where_it_would_backtrack_for
     )
     scanner = Scanner([RulePack("test", Threat.CREDENTIAL_THEFT, True, (rule,))], timeout_s=2.0)
     started = time.process_time()
-    result = scanner.scan("a" * 40 + "c")
-    assert result.matches == [] and result.timed_out == []
+    result = scanner.scan_alone("a" * 40 + "c")
+    assert result.matches == [] and result.timed_out == ()
     assert time.process_time() - started < 0.5
-    assert [(m.start, m.end) for m in scanner.scan("x aaaaab").matches] == [(2, 8)]
+    assert [(m.start, m.end) for m in scanner.scan_alone("x aaaaab").matches] == [(2, 8)]

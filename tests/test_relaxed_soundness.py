@@ -108,7 +108,7 @@ def test_a_custom_pack_with_such_patterns_finds_what_its_regexes_find(tmp_path: 
     scanner = Scanner([custom])
     for rule in custom.rules:
         example = rule.match_examples[0]
-        found = {match.rule.id for match in scanner.scan(f"note: {example} end", merge=False).matches}
+        found = {match.rule.id for match in scanner.scan_alone(f"note: {example} end", merge=False).matches}
         assert rule.id in found, (rule.pattern.pattern, example)
 
 
@@ -314,7 +314,9 @@ def _placed(example: str, rng: random.Random) -> list[str]:
 
 
 def _found(scanner: Scanner, text: str) -> set[tuple[str, int, int]]:
-    return {(match.rule.id, match.start, match.end) for match in scanner.scan(text, merge=False).matches}
+    return {
+        (match.rule.id, match.start, match.end) for match in scanner.scan_alone(text, merge=False).matches
+    }
 
 
 def _texts_of(rule_index: int) -> list[str]:
@@ -357,7 +359,7 @@ def test_a_rule_compiled_with_flags_its_source_does_not_set_gets_no_loosened_for
     rule = replace(RULES[0], pattern=regex.compile("secret-token", regex.IGNORECASE), keywords=("secret",))
     scanner = Scanner([RulePack("flagged", Threat.DATA_EXFILTRATION, True, (rule,))])
     text = "x " * 300 + "a SECRET-TOKEN here" + " y" * 300  # long: the rule looks in a window of it
-    assert [match.rule.id for match in scanner.scan(text).matches] == [rule.id]
+    assert [match.rule.id for match in scanner.scan_alone(text).matches] == [rule.id]
     assert relaxed.compiled("secret-token", regex.compile("secret-token", regex.IGNORECASE).flags) is None
     assert relaxed.compiled("(?i)secret-token", regex.compile("(?i)secret-token").flags) is not None
 
@@ -387,4 +389,4 @@ def test_a_pattern_valid_only_under_a_flag_passed_to_the_regex_module_gets_no_fo
     assert relaxed.compiled(pattern.pattern, pattern.flags) is None
     rule = replace(RULES[0], pattern=pattern, keywords=("b",), anchored=False)
     scanner = Scanner([RulePack("flagged", Threat.DATA_EXFILTRATION, True, (rule,))])
-    assert [(match.start, match.end) for match in scanner.scan("b aab").matches] == [(2, 4)]
+    assert [(match.start, match.end) for match in scanner.scan_alone("b aab").matches] == [(2, 4)]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from proxy.model import Threat
 from proxy.scanning.redact import StreamRedactor
 from proxy.scanning.residual import _CONTEXT, JsonScan, UnescapingFilter, canonical_escapes
-from proxy.scanning.rulepack import Match, Scanner, ScanResult, load_packaged_packs
+from proxy.scanning.rulepack import Match, ScanBudget, Scanner, ScanResult, load_packaged_packs
 
 AWS = "AKIAQWERTY234567ABCD"
 PLACEHOLDER = "[REDACTED:aws-access-key-id]"
@@ -174,9 +174,9 @@ class CountingScanner(Scanner):
 
     scans = 0
 
-    def scan(self, text: str, *, merge: bool = True) -> ScanResult:
+    def scan(self, text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
         self.scans += 1
-        return super().scan(text, merge=merge)
+        return super().scan(text, budget, merge=merge)
 
 
 def test_a_stream_reads_the_quiet_values_other_streams_read(scanner: Scanner) -> None:
@@ -301,7 +301,7 @@ def test_continued_channel_still_reads_a_secret_of_its_own(scanner: Scanner) -> 
 
 def read_before(scanner: Scanner, texts: list[str]) -> dict[str, list[Match]]:
     """What an inspector's own scans of these texts found (the matches ``known`` hands a residual scan)."""
-    return {text: scanner.scan(text).matches for text in texts}
+    return {text: scanner.scan_alone(text).matches for text in texts}
 
 
 def residual_outcome(

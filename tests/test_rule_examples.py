@@ -23,7 +23,7 @@ def _single_rule_scanner(rule: Rule) -> Scanner:
 
 
 def _rule_finds(rule: Rule, text: str) -> bool:
-    return any(match.rule.id == rule.id for match in _single_rule_scanner(rule).scan(text).matches)
+    return any(match.rule.id == rule.id for match in _single_rule_scanner(rule).scan_alone(text).matches)
 
 
 def _cases(kind: str, packs: list[RulePack] = PACKS) -> list[pytest.ParameterSet]:

@@ -24,6 +24,7 @@ from proxy.scanning.rulepack import (
     Rule,
     RulePack,
     Scanner,
+    ScanTimeout,
     backtracking_paths,
     is_text_pack,
     load_pack,
@@ -147,28 +148,30 @@ def test_packaged_packs_are_the_text_packs_of_rules_dir() -> None:
 def test_rule_without_keyword_hit_does_not_run(tmp_path: Path) -> None:
     """The prefilter skips a rule whose keywords are absent even if its regex would match."""
     scanner = _scanner(tmp_path, _rule_yaml("r", "abc", keywords="[zzz]"))
-    assert scanner.scan("abc").matches == []
-    assert [match.rule.id for match in scanner.scan("abc zzz").matches] == ["r"]
+    assert scanner.scan_alone("abc").matches == []
+    assert [match.rule.id for match in scanner.scan_alone("abc zzz").matches] == ["r"]
 
 
 def test_keywords_match_case_insensitively(tmp_path: Path) -> None:
     """Keywords are compared with the lowercased text."""
     scanner = _scanner(tmp_path, _rule_yaml("r", "TOKEN=[0-9]+", keywords="[Token=]"))
-    assert len(scanner.scan("TOKEN=123").matches) == 1
+    assert len(scanner.scan_alone("TOKEN=123").matches) == 1
 
 
 def test_rule_without_keywords_always_runs(tmp_path: Path) -> None:
     """A rule with no keywords and no shapes runs on every text."""
     scanner = _scanner(tmp_path, _rule_yaml("r", "abc"))
-    assert len(scanner.scan("xx abc").matches) == 1
+    assert len(scanner.scan_alone("xx abc").matches) == 1
 
 
 def test_shapes_trigger_number_rules(tmp_path: Path) -> None:
     """A shape is looked for with every digit written as 0."""
     rule = _rule_yaml("r", r"\d{3}-\d{4}", extra='shapes: ["999-9999"]')
     scanner = _scanner(tmp_path, rule)
-    assert [(match.start, match.end) for match in scanner.scan("call 555-0132 now").matches] == [(5, 13)]
-    assert scanner.scan("call 5550132 now").matches == []
+    assert [(match.start, match.end) for match in scanner.scan_alone("call 555-0132 now").matches] == [
+        (5, 13)
+    ]
+    assert scanner.scan_alone("call 5550132 now").matches == []
 
 
 def test_max_length_windows_a_rule_with_unbounded_repeats(tmp_path: Path) -> None:
@@ -176,7 +179,7 @@ def test_max_length_windows_a_rule_with_unbounded_repeats(tmp_path: Path) -> Non
     rule = _rule_yaml("r", r"ignore\s+previous", keywords="[ignore]", extra="max_length: 40")
     scanner = _scanner(tmp_path, rule)
     text = "x " * 10_000 + "ignore   previous" + " y" * 10_000
-    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(20_000, 20_017)]
+    assert [(match.start, match.end) for match in scanner.scan_alone(text).matches] == [(20_000, 20_017)]
 
 
 def test_anchored_rule_is_tried_at_each_keyword_hit(tmp_path: Path) -> None:
@@ -184,21 +187,21 @@ def test_anchored_rule_is_tried_at_each_keyword_hit(tmp_path: Path) -> None:
     rule = _rule_yaml("r", r"ignore\s+previous", keywords="[ignore]", extra="anchored: true")
     scanner = _scanner(tmp_path, rule)
     text = "x " * 10_000 + "ignore" + " " * 3_000 + "previous ignore next"
-    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(20_000, 23_014)]
+    assert [(match.start, match.end) for match in scanner.scan_alone(text).matches] == [(20_000, 23_014)]
 
 
 def test_anchored_rule_does_not_look_before_its_hits(tmp_path: Path) -> None:
     """An anchored rule only reports matches that start where a keyword starts (the rule's contract)."""
     rule = _rule_yaml("r", r"(?:please\s+)?ignore", keywords="[ignore]", extra="anchored: true")
-    assert [(match.start, match.end) for match in _scanner(tmp_path, rule).scan("please ignore").matches] == [
-        (7, 13)
-    ]
+    assert [
+        (match.start, match.end) for match in _scanner(tmp_path, rule).scan_alone("please ignore").matches
+    ] == [(7, 13)]
 
 
 def test_anchored_rule_runs_at_single_character_keywords(tmp_path: Path) -> None:
     """A single-character keyword of an anchored rule marks each place to try, not the whole text."""
     rule = _rule_yaml("r", r"\[system\]", keywords='["["]', extra="anchored: true")
-    matches = _scanner(tmp_path, rule).scan("[a] [b] [system] [c]").matches
+    matches = _scanner(tmp_path, rule).scan_alone("[a] [b] [system] [c]").matches
     assert [(match.start, match.end) for match in matches] == [(8, 16)]
 
 
@@ -209,7 +212,7 @@ def test_anchored_rule_with_many_hits_in_a_long_text_finds_each_match(tmp_path: 
     lines[123] = "env | grep KEY"
     lines[456] = "  env   | sort"
     text = "\n".join(lines)
-    starts = [match.start for match in _scanner(tmp_path, rule).scan(text).matches]
+    starts = [match.start for match in _scanner(tmp_path, rule).scan_alone(text).matches]
     assert starts == [text.index("env | grep"), text.index("env   | sort")]
 
 
@@ -221,7 +224,7 @@ def test_literal_led_rule_finds_every_match_however_many_hits(tmp_path: Path, hi
     )
     filler = " ".join(["ask the desk about the task"] * hits)
     text = f"SK0123abcd {filler} SK89abcdef {filler} skdeadbeef"
-    spans = [(match.start, match.end) for match in _scanner(tmp_path, rule).scan(text).matches]
+    spans = [(match.start, match.end) for match in _scanner(tmp_path, rule).scan_alone(text).matches]
     second = text.index("SK89")
     assert spans == [(0, 10), (second, second + 10)]
 
@@ -237,7 +240,7 @@ def test_keyword_with_a_space_is_found_across_any_whitespace(tmp_path: Path) -> 
     """A keyword of two words is found when a line break or a tab separates them."""
     rule = _rule_yaml("r", r"do\s+not\s+tell", keywords='["do not"]', extra="max_length: 30")
     scanner = _scanner(tmp_path, rule)
-    assert len(scanner.scan("x" * 500 + " do\nnot\ttell").matches) == 1
+    assert len(scanner.scan_alone("x" * 500 + " do\nnot\ttell").matches) == 1
 
 
 @pytest.mark.parametrize("anchored", [False, True])
@@ -250,24 +253,24 @@ def test_keyword_with_a_space_is_found_across_a_run_of_whitespace(
     rule = _rule_yaml("r", r"do\s+not\s+tell", keywords='["do not"]', extra=extra)
     scanner = _scanner(tmp_path, rule)
     text = "x" * 500 + f" do{gap}not tell" + "  y" * 50
-    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(501, 511 + len(gap))]
+    assert [(match.start, match.end) for match in scanner.scan_alone(text).matches] == [(501, 511 + len(gap))]
 
 
 def test_keywords_in_other_scripts_are_found_and_plain_ascii_text_is_still_scanned(tmp_path: Path) -> None:
     """Non-ASCII keywords trigger in non-ASCII text; ASCII text is searched for the ASCII keywords."""
     rules = _rule_yaml("cjk", "忽略指令", keywords="[忽略]") + _rule_yaml("latin", "abc", keywords="[abc]")
     scanner = _scanner(tmp_path, rules)
-    assert [match.rule.id for match in scanner.scan("请忽略指令 abc").matches] == ["cjk", "latin"]
-    assert [match.rule.id for match in scanner.scan("plain abc").matches] == ["latin"]
+    assert [match.rule.id for match in scanner.scan_alone("请忽略指令 abc").matches] == ["cjk", "latin"]
+    assert [match.rule.id for match in scanner.scan_alone("plain abc").matches] == ["latin"]
     only_cjk = _scanner(tmp_path, _rule_yaml("cjk", "忽略指令", keywords="[忽略]"))
-    assert only_cjk.scan("plain ascii text").matches == []
+    assert only_cjk.scan_alone("plain ascii text").matches == []
 
 
 def test_keyword_inside_another_keyword_triggers_both_rules(tmp_path: Path) -> None:
     """Overlapping keyword hits are all reported: a keyword within a longer one still triggers its rule."""
     rules = _rule_yaml("long", "api_token=[0-9]{4}", keywords="[api_token]")
     rules += _rule_yaml("short", "token=[0-9]{4}", keywords="[token]")
-    matches = _scanner(tmp_path, rules).scan("x" * 500 + " api_token=1234", merge=False).matches
+    matches = _scanner(tmp_path, rules).scan_alone("x" * 500 + " api_token=1234", merge=False).matches
     assert sorted(match.rule.id for match in matches) == ["long", "short"]
 
 
@@ -275,7 +278,7 @@ def test_keywords_of_different_lengths_window_every_hit(tmp_path: Path) -> None:
     """Hits of a long and a short keyword of one rule, far apart and interleaved, each get their window."""
     rule = _rule_yaml("r", "(?:abcdefgh|cd)-[0-9]{3}", keywords="[abcdefgh, cd]")
     text = "abcdefgh-111" + " " * 300 + "cd-222" + " " * 300 + "abcdefgh-333"
-    found = [text[match.start : match.end] for match in _scanner(tmp_path, rule).scan(text).matches]
+    found = [text[match.start : match.end] for match in _scanner(tmp_path, rule).scan_alone(text).matches]
     assert found == ["abcdefgh-111", "cd-222", "abcdefgh-333"]
 
 
@@ -283,8 +286,8 @@ def test_window_start_does_not_hide_a_lookbehind(tmp_path: Path) -> None:
     """A lookbehind at the start of a window still sees the text before the window."""
     rule = _rule_yaml("r", "(?<![a-z])tok[0-9]", keywords="[tok]")
     scanner = _scanner(tmp_path, rule)
-    assert scanner.scan("y" * 500 + "atok1").matches == []
-    assert len(scanner.scan("y" * 500 + " tok1").matches) == 1
+    assert scanner.scan_alone("y" * 500 + "atok1").matches == []
+    assert len(scanner.scan_alone("y" * 500 + " tok1").matches) == 1
 
 
 @pytest.mark.parametrize(
@@ -302,7 +305,7 @@ def test_scanner_finds_every_match_a_whole_text_search_finds(rule: Rule) -> None
         expected = {hit.span(rule.secret_group) for hit in rule.pattern.finditer(example)}
         if rule.whole_token:
             expected = {(start, token_end(example, start, end)) for start, end in expected}
-        found = {(match.start, match.end) for match in scanner.scan(example, merge=False).matches}
+        found = {(match.start, match.end) for match in scanner.scan_alone(example, merge=False).matches}
         assert {span for span in expected if span[0] < span[1]} <= found, example
 
 
@@ -318,7 +321,7 @@ def test_match_far_into_long_text_is_found(tmp_path: Path) -> None:
     scanner = Scanner([load_pack(pack_path("secrets"))])
     filler = "lorem ipsum dolor " * 20_000
     text = filler + GITHUB_TOKEN + " " + filler + GITHUB_TOKEN
-    starts = [match.start for match in scanner.scan(text).matches if match.rule.id == "github-pat"]
+    starts = [match.start for match in scanner.scan_alone(text).matches if match.rule.id == "github-pat"]
     assert starts == [len(filler), len(text) - len(GITHUB_TOKEN)]
 
 
@@ -326,7 +329,7 @@ def test_text_whose_lowercase_changes_length_is_still_scanned() -> None:
     """A character whose lowercase is longer (U+0130) does not shift the spans."""
     scanner = Scanner([load_pack(pack_path("secrets"))])
     text = "\u0130" * 50 + " token " + GITHUB_TOKEN
-    matches = scanner.scan(text).matches
+    matches = scanner.scan_alone(text).matches
     assert [(text[match.start : match.end]) for match in matches] == [GITHUB_TOKEN]
 
 
@@ -334,9 +337,9 @@ def test_timeout_skips_rule_and_is_reported(tmp_path: Path) -> None:
     """A regex that runs out of time is reported in timed_out; other rules still report."""
     rules = _rule_yaml("slow", "(?:a|aa)+$") + _rule_yaml("fast", "b{3}")
     scanner = _scanner(tmp_path, rules, timeout_s=0.01)
-    result = scanner.scan("bbb " + "a" * 40 + "!")
-    assert result.timed_out == ["slow"]
-    assert [match.rule.id for match in result.matches] == ["fast"]
+    result = scanner.scan_alone("bbb " + "a" * 40 + "!")
+    assert result.timed_out == ("slow",)
+    assert [match.rule.id for match in result.found] == ["fast"]
 
 
 def test_a_rule_that_runs_out_of_time_is_run_again_with_the_larger_budget(tmp_path: Path) -> None:
@@ -345,13 +348,13 @@ def test_a_rule_that_runs_out_of_time_is_run_again_with_the_larger_budget(tmp_pa
     rules = _rule_yaml("slowish", "(?:a|aa)+b", keywords="[b]") + _rule_yaml("fast", "c{3}")
     pack = load_pack(_write_pack(tmp_path, rules))
     text = "ccc " + "a" * 18 + "b"
-    result = Scanner([pack], timeout_s=0.0, rescan_s=5.0).scan(text)
-    assert result.timed_out == []
-    assert sorted((match.rule.id, text[match.start : match.end]) for match in result.matches) == [
+    result = Scanner([pack], timeout_s=0.0, rescan_s=5.0).scan_alone(text)
+    assert result.timed_out == ()
+    assert sorted((match.rule.id, text[match.start : match.end]) for match in result.found) == [
         ("fast", "ccc"),
         ("slowish", "a" * 18 + "b"),
     ]
-    assert Scanner([pack], timeout_s=0.0, rescan_s=0.0).scan(text).timed_out == ["slowish", "fast"]
+    assert Scanner([pack], timeout_s=0.0, rescan_s=0.0).scan_alone(text).timed_out == ("slowish", "fast")
 
 
 def test_the_run_again_has_a_larger_budget_by_default(tmp_path: Path) -> None:
@@ -377,68 +380,68 @@ def test_a_rule_backtracking_without_end_is_reported_after_its_run_again(
     rules = _rule_yaml("slow", regex) + _rule_yaml("fast", "b{3}")
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.005, rescan_s=0.05)
     started = time.monotonic()
-    result = scanner.scan("bbb " + text)
+    result = scanner.scan_alone("bbb " + text)
     assert time.monotonic() - started < 2.0
-    assert result.timed_out == ["slow"]
-    assert [match.rule.id for match in result.matches] == ["fast"]
+    assert result.timed_out == ("slow",)
+    assert [match.rule.id for match in result.found] == ["fast"]
 
 
 def test_overlapping_spans_merge_under_the_more_severe_rule(tmp_path: Path) -> None:
     """Overlapping spans become one span carrying the more severe rule's id."""
     rules = _rule_yaml("weak", "abcdef", severity="low") + _rule_yaml("strong", "defghi", severity="critical")
-    result = _scanner(tmp_path, rules).scan("xx abcdefghi yy")
+    result = _scanner(tmp_path, rules).scan_alone("xx abcdefghi yy")
     assert [(match.rule.id, match.start, match.end) for match in result.matches] == [("strong", 3, 12)]
 
 
 def test_equal_severity_overlap_keeps_the_earlier_rule(tmp_path: Path) -> None:
     """On equal severity the rule listed first (the more specific by convention) wins."""
     rules = _rule_yaml("specific", "ghp_[a-z]+") + _rule_yaml("generic", "[a-z_]{6,}")
-    result = _scanner(tmp_path, rules).scan("ghp_abcdef")
+    result = _scanner(tmp_path, rules).scan_alone("ghp_abcdef")
     assert [match.rule.id for match in result.matches] == ["specific"]
 
 
 def test_adjacent_spans_do_not_merge(tmp_path: Path) -> None:
     """Spans that touch without overlapping stay separate."""
     rules = _rule_yaml("a", "aaa") + _rule_yaml("b", "bbb")
-    result = _scanner(tmp_path, rules).scan("aaabbb")
+    result = _scanner(tmp_path, rules).scan_alone("aaabbb")
     assert [(match.rule.id, match.start, match.end) for match in result.matches] == [("a", 0, 3), ("b", 3, 6)]
 
 
 def test_unmerged_scan_keeps_every_rule(tmp_path: Path) -> None:
     """merge=False returns each rule's own span."""
     rules = _rule_yaml("weak", "abcdef", severity="low") + _rule_yaml("strong", "defghi", severity="critical")
-    result = _scanner(tmp_path, rules).scan("abcdefghi", merge=False)
+    result = _scanner(tmp_path, rules).scan_alone("abcdefghi", merge=False)
     assert sorted(match.rule.id for match in result.matches) == ["strong", "weak"]
 
 
 def test_secret_group_sets_the_span(tmp_path: Path) -> None:
     """The match span covers only the secret group."""
     rule = _rule_yaml("r", "key=(?P<value>[0-9]+)", extra="secret_group: value")
-    match = _scanner(tmp_path, rule).scan("key=12345").matches[0]
+    match = _scanner(tmp_path, rule).scan_alone("key=12345").matches[0]
     assert (match.start, match.end) == (4, 9)
 
 
 def test_entropy_threshold_filters_low_entropy_values(tmp_path: Path) -> None:
     """A value below the rule's entropy threshold is not reported."""
     scanner = _scanner(tmp_path, _rule_yaml("r", "[a-z0-9]{16}", extra="entropy: 3.5"))
-    assert scanner.scan("aaaaaaaabbbbbbbb").matches == []
-    assert len(scanner.scan("k3j9x2m8q4w7z1p5").matches) == 1
+    assert scanner.scan_alone("aaaaaaaabbbbbbbb").matches == []
+    assert len(scanner.scan_alone("k3j9x2m8q4w7z1p5").matches) == 1
 
 
 def test_validator_filters_invalid_values(tmp_path: Path) -> None:
     """A value its validator rejects is not reported."""
     scanner = _scanner(tmp_path, _rule_yaml("r", "[0-9]{16}", extra="validator: luhn"))
-    assert scanner.scan("4539578763621486").matches != []
-    assert scanner.scan("4539578763621487").matches == []
+    assert scanner.scan_alone("4539578763621486").matches != []
+    assert scanner.scan_alone("4539578763621487").matches == []
 
 
 def test_disabled_rules_and_packs_do_not_run(tmp_path: Path) -> None:
     """enabled: false switches a rule or a pack off until it is explicitly enabled."""
     pack = load_pack(_write_pack(tmp_path, _rule_yaml("r", "abc", extra="enabled: false")))
-    assert Scanner([pack]).scan("abc").matches == []
-    assert len(Scanner([pack.with_everything_enabled()]).scan("abc").matches) == 1
+    assert Scanner([pack]).scan_alone("abc").matches == []
+    assert len(Scanner([pack.with_everything_enabled()]).scan_alone("abc").matches) == 1
     off = RulePack("p", Threat.CREDENTIAL_THEFT, False, pack.with_everything_enabled().rules)
-    assert Scanner([off]).scan("abc").matches == []
+    assert Scanner([off]).scan_alone("abc").matches == []
 
 
 def test_every_packaged_rule_has_an_owasp_tag_and_description() -> None:
@@ -547,10 +550,10 @@ def test_whole_token_pack_covers_the_rest_of_a_token(tmp_path: Path) -> None:
     header = "pack: test\nthreat: credential_theft\nwhole_tokens: true\n"
     scanner = Scanner([load_pack(_write_pack(tmp_path, rule, header))])
     text = "a tok_abcdXYZ123-4_5 b tok_wxyz. c tok_mnop/path d tok_q+r/more+x==, e"
-    spans = [text[match.start : match.end] for match in scanner.scan(text).matches]
+    spans = [text[match.start : match.end] for match in scanner.scan_alone(text).matches]
     assert spans == ["tok_abcdXYZ123-4_5", "tok_wxyz", "tok_mnop", "tok_q+r/more+x=="]
     plain = _scanner(tmp_path, rule)
-    first = plain.scan(text).matches[0]
+    first = plain.scan_alone(text).matches[0]
     assert text[first.start : first.end] == "tok_abcd"
 
 
@@ -612,8 +615,8 @@ def test_a_value_ends_at_a_nul_that_joins_texts_scanned_together(tmp_path: Path)
     )
     scanner = _scanner(tmp_path, rule)
     text = "password=Qv7mZ2kLx9pW\x00\n\x00next"
-    assert [text[match.start : match.end] for match in scanner.scan(text).matches] == ["Qv7mZ2kLx9pW"]
-    assert scanner.scan("password=egv_0123456789abcdef0123\x00\n\x00next").matches == []
+    assert [text[match.start : match.end] for match in scanner.scan_alone(text).matches] == ["Qv7mZ2kLx9pW"]
+    assert scanner.scan_alone("password=egv_0123456789abcdef0123\x00\n\x00next").matches == []
 
 
 def test_anchored_rule_that_can_backtrack_without_end_still_runs_out_of_time(tmp_path: Path) -> None:
@@ -621,9 +624,9 @@ def test_anchored_rule_that_can_backtrack_without_end_still_runs_out_of_time(tmp
     rules = _rule_yaml("slow", "x(?:a|aa){1,60}$", keywords="[x]", extra="anchored: true") + _rule_yaml(
         "fast", "b{3}"
     )
-    result = _scanner(tmp_path, rules, timeout_s=0.01).scan("bbb x" + "a" * 60 + "!")
-    assert result.timed_out == ["slow"]
-    assert [match.rule.id for match in result.matches] == ["fast"]
+    result = _scanner(tmp_path, rules, timeout_s=0.01).scan_alone("bbb x" + "a" * 60 + "!")
+    assert result.timed_out == ("slow",)
+    assert [match.rule.id for match in result.found] == ["fast"]
 
 
 @pytest.mark.parametrize(
@@ -670,7 +673,7 @@ def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str, l
     counting = _CountingAutomaton(scanner._keywords._automaton)
     scanner._keywords._ascii_automaton = ascii_counting  # type: ignore[assignment]
     scanner._keywords._automaton = counting  # type: ignore[assignment]
-    result = scanner.scan(lead + run + " " + GITHUB_TOKEN + " " + run)
+    result = scanner.scan_alone(lead + run + " " + GITHUB_TOKEN + " " + run)
     assert ascii_counting.hits + counting.hits < 10_000
     assert any(match.rule.id == "github-pat" for match in result.matches)
 
@@ -746,7 +749,7 @@ def test_rule_triggered_inside_a_run_still_finds_its_match_there(tmp_path: Path)
     rule = _rule_yaml("r", r"x{4}-[0-9]{6}", keywords="[xxxx]")
     scanner = _scanner(tmp_path, rule)
     text = "x" * 100_000 + "-123456 tail"
-    assert [(match.start, match.end) for match in scanner.scan(text).matches] == [(99_996, 100_007)]
+    assert [(match.start, match.end) for match in scanner.scan_alone(text).matches] == [(99_996, 100_007)]
 
 
 KEYWORDS = [
@@ -860,9 +863,55 @@ def test_the_runs_again_of_one_scan_share_one_budget(tmp_path: Path) -> None:
     rules = "".join(_rule_yaml(rule_id, "(?:a|aa)+$") for rule_id in slow) + _rule_yaml("fast", "b{3}")
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.005, rescan_s=0.3)
     started = time.monotonic()
-    result = scanner.scan("bbb " + "a" * 40 + "!")
+    result = scanner.scan_alone("bbb " + "a" * 40 + "!")
     elapsed = time.monotonic() - started
     assert sorted(result.timed_out) == slow
-    assert [match.rule.id for match in result.matches] == ["fast"]
+    assert [match.rule.id for match in result.found] == ["fast"]
     # One budget of 0.3 s plus six first runs of 5 ms; one budget a rule would be 1.8 s.
     assert elapsed < 1.2
+
+
+def test_a_partial_reading_is_not_taken_for_a_whole_one_without_saying_so(tmp_path: Path) -> None:
+    """Where a rule ran out of time, ``matches`` raises: a caller reads what the others found only by
+    asking for it (``found``), with the rules out of time beside it."""
+    rules = _rule_yaml("slow", "(?:a|aa)+$") + _rule_yaml("fast", "b{3}")
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.002, rescan_s=0.01)
+    result = scanner.scan_alone("bbb " + "a" * 40 + "!")
+    with pytest.raises(ScanTimeout) as raised:
+        _ = result.matches
+    assert raised.value.result is result and "slow" in str(raised.value)
+    assert [match.rule.id for match in result.found] == ["fast"]
+    assert scanner.scan_alone("bbb").matches[0].rule.id == "fast"
+
+
+def test_many_crafted_texts_cost_one_budget_not_one_a_text(tmp_path: Path) -> None:
+    """Texts of one request share its budget: N texts that each make a rule backtrack without end cost
+    about the budget in all, not N times it. Once it is spent, every rule a later text triggers is out
+    of time at once (not run), and a rule no text triggers is not named."""
+    slow = "".join(_rule_yaml(f"slow{number}", "k=(?:a|aa)+$", keywords="[k=]") for number in range(3))
+    rules = slow + _rule_yaml("fast", "b{3}", keywords="[bbb]") + _rule_yaml("idle", "z{3}", keywords="[zzz]")
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.005, rescan_s=0.2)
+    budget = scanner.budget()
+    crafted = "bbb k=" + "a" * 40 + "!"
+    started = time.monotonic()
+    results = [scanner.scan(crafted, budget) for _ in range(40)]
+    elapsed = time.monotonic() - started
+    # One budget of 0.2 s and a first run or two of 5 ms past it (a loaded machine stretches both);
+    # one budget a text would be 8 s.
+    assert elapsed < 2.0, elapsed
+    assert budget.spent and set(budget.timed_out) == {"slow0", "slow1", "slow2", "fast"}
+    assert all(set(result.timed_out) >= {"slow0", "slow1", "slow2"} for result in results)
+    assert results[0].found and results[0].found[0].rule.id == "fast"
+    assert results[-1].timed_out == ("slow0", "slow1", "slow2", "fast") and results[-1].found == []
+    assert scanner.scan("nothing to trigger here", budget).timed_out == ()
+
+
+def test_a_renewed_budget_has_all_its_seconds_and_no_rule_out_of_time(tmp_path: Path) -> None:
+    """The budget of the next response or message starts afresh."""
+    rules = _rule_yaml("slow", "k=(?:a|aa)+$", keywords="[k=]")
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.002, rescan_s=0.01)
+    budget = scanner.budget()
+    scanner.scan("k=" + "a" * 40 + "!", budget)
+    assert budget.spent and list(budget.timed_out) == ["slow"]
+    budget.renew()
+    assert not budget.spent and budget.left == 0.01 and budget.timed_out == {}

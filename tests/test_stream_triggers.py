@@ -19,6 +19,7 @@ from proxy.scanning import unmask
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, scan_and_redact
 from proxy.scanning.rulepack import (
     RUN_LOOKBEHIND,
+    ScanBudget,
     Scanner,
     confined_to_runs,
     holds_whitespace,
@@ -40,10 +41,10 @@ class CountingScanner(Scanner):
     scans = 0
     longest = 0
 
-    def scan(self, text: str, *, merge: bool = True):  # type: ignore[no-untyped-def]
+    def scan(self, text: str, budget: ScanBudget, *, merge: bool = True):  # type: ignore[no-untyped-def]
         self.scans += 1
         self.longest = max(self.longest, len(text))
-        return super().scan(text, merge=merge)
+        return super().scan(text, budget, merge=merge)
 
 
 class ScanningEveryDelta(StreamRedactor):
@@ -195,7 +196,7 @@ def test_secrets_after_long_quiet_text_are_hidden_at_every_split(
     redactor = StreamRedactor(scanner)
     streamed = "".join(redactor.feed(delta) for delta in _deltas(text, sizes)) + redactor.flush()
     whole = scan_and_redact(scanner, text).text
-    for match in scanner.scan(text, merge=False).matches:
+    for match in scanner.scan_alone(text, merge=False).matches:
         value = text[match.start : match.end]
         hidden = {value[index : index + 12] for index in range(len(value) - 11)}
         assert not {part for part in hidden if part not in whole and part in streamed}

@@ -225,11 +225,12 @@ def run_scan(
             # As the proxy quarantines read content: the spans that carry the injection are withheld, and
             # what is left is scanned for secrets.
             text = withhold(text, spans, quarantine_marker(injection.rule for injection in injections))
-        result = scanner.scan(text)
+        # Each text with a budget of its own; a rule out of time on it is said on stderr below.
+        result = scanner.scan_alone(text)
         timed_out.update(result.timed_out)
-        found += len(result.matches) + len(findings)
+        found += len(result.found) + len(findings)
         if args.redact:
-            redacted = redact_text(text, result.matches, style)
+            redacted = redact_text(text, result.found, style)
             if record.raw is None:
                 stdout.write(redacted)
             else:
@@ -238,7 +239,7 @@ def run_scan(
             _report(findings, args.file, "text", stderr)
             continue
         _report(
-            [_finding(record, match, line_starts, args.input) for match in result.matches],
+            [_finding(record, match, line_starts, args.input) for match in result.found],
             args.file,
             args.format,
             stdout,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from proxy.detectors.tools import name_matches
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
-from proxy.scanning.rulepack import RulePack, Scanner
+from proxy.scanning.rulepack import RulePack, ScanBudget, Scanner, scan_timeout_finding
 
 PACK = "credential_access"
 # Tools that read files or run commands, by the names agent frameworks and MCP servers give them.
@@ -25,14 +25,22 @@ def is_reading_tool(name: str) -> bool:
     return name_matches(name, READING_TOOLS)
 
 
-def credential_reads(calls: Iterable[ToolCall], scanner: Scanner) -> list[Finding]:
-    """One finding per credential rule matched in a reading tool's arguments; where the policy enforces
-    ``credential_theft`` the call is withheld (an MCP ``tools/call`` refused), elsewhere recorded."""
+def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBudget) -> list[Finding]:
+    """One finding per credential rule matched in a reading tool's arguments (or out of time on them:
+    ``SCAN_TIMEOUT_RULE``); where the policy enforces ``credential_theft`` the call is withheld (an MCP
+    ``tools/call`` refused), elsewhere recorded. The scans are charged to ``budget``."""
     findings = []
+    scanner_rules = {rule.id: rule for rule in scanner.rules}
     for call in calls:
         if not is_reading_tool(call.name):
             continue
-        rules = {match.rule.id: match.rule for match in scanner.scan(call.arguments).matches}
+        scan = scanner.scan(call.arguments, budget)
+        rules = {match.rule.id: match.rule for match in scan.found}
+        # A rule out of time may have read a credential path there: the call is withheld all the same.
+        findings += [
+            scan_timeout_finding(scanner_rules[rule_id], call.where, action=Action.WITHHOLD, tool=call.name)
+            for rule_id in scan.timed_out
+        ]
         findings += [
             Finding(
                 threat=rule.threat,

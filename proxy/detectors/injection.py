@@ -44,11 +44,13 @@ from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning.normalize import normalize
 from proxy.scanning.rulepack import (
     RULES_PACKAGE,
-    SCAN_TIMEOUT_RULE,
+    Rule,
     RulePack,
+    ScanBudget,
     Scanner,
     load_pack,
     pack_path,
+    scan_timeout_finding,
 )
 from proxy.scanning.structure import Structure, structure_of
 
@@ -572,31 +574,43 @@ class InjectionDetector:
         classifier: InjectionClassifier | None,
         *,
         cache_entries: int = CACHE_ENTRIES,
+        timeout_s: float = 0.05,
     ) -> None:
-        self._scanner = Scanner(packs)
+        """``timeout_s``: each rule's time limit over a text (``Scanner``)."""
+        self._scanner = Scanner(packs, timeout_s=timeout_s)
+        self._rules = {rule.id: rule for rule in self._scanner.rules}
         self.classifier = classifier
         self._cache: OrderedDict[bytes, _Verdict] = OrderedDict()
         self._cache_entries = cache_entries
         # A secret of this detector's own: nobody can make two texts that share a key without it.
         self._cache_salt = os.urandom(16)
 
-    def detect(self, text: str, where: str, source: Source) -> list[Finding]:
-        """Findings for one piece of prompt text: at most one per rule, plus one for the classifier."""
+    def detect(
+        self, text: str, where: str, source: Source, budget: ScanBudget | None = None
+    ) -> list[Finding]:
+        """Findings for one piece of prompt text: at most one per rule, plus one for the classifier. Its
+        scans are charged to ``budget`` (that of the request, response or message the text is part of;
+        else one of its own)."""
         if not text.strip():
             return []
-        return self._findings(self._verdict(text, source), where, source)
+        return self._findings(self._verdict(text, source, budget or self._scanner.budget()), where, source)
 
-    def suspect_spans(self, text: str, source: Source) -> list[tuple[int, int]]:
-        """The (start, end) pieces of a flagged text that carry the injection on their own: lines,
-        sentences or JSON values, adjacent ones merged. When no piece does (the attack needs the pieces
-        together), the whole text."""
+    def suspect_spans(
+        self, text: str, source: Source, budget: ScanBudget | None = None
+    ) -> list[tuple[int, int]]:
+        """The (start, end) pieces of a flagged text that carry the injection on their own (or that a
+        rule ran out of time on: none of it is known to be clean): lines, sentences or JSON values,
+        adjacent ones merged. When no piece does (the attack needs the pieces together), the whole
+        text."""
+        budget = budget or self._scanner.budget()
         spans: list[tuple[int, int]] = []
         start = 0
         # A piece is judged as part of the whole: one line of a JSON answer is still JSON.
         structure = structure_of(text) if source in READ_CONTENT_SOURCES else None
         for piece_end in [match.start() for match in _SEGMENT_BREAK.finditer(text)] + [len(text)]:
             piece = text[start:piece_end]
-            if piece.strip() and self._flags(self._judge(piece, source, structure), source):
+            verdict = self._judge(piece, source, budget, structure) if piece.strip() else None
+            if verdict is not None and (verdict.timed_out or self._flags(verdict, source)):
                 if spans and not text[spans[-1][1] : start].strip():
                     spans[-1] = (spans[-1][0], piece_end)
                 else:
@@ -605,23 +619,23 @@ class InjectionDetector:
             start = piece_end
         return spans or [(0, len(text))]
 
-    def quarantine(self, text: str, source: Source, marker: str) -> str:
+    def quarantine(self, text: str, source: Source, marker: str, budget: ScanBudget | None = None) -> str:
         """``text`` with each suspect span (``suspect_spans``) replaced by ``marker``."""
-        return withhold(text, self.suspect_spans(text, source), marker)
+        return withhold(text, self.suspect_spans(text, source, budget), marker)
 
-    def _verdict(self, text: str, source: Source) -> _Verdict:
+    def _verdict(self, text: str, source: Source, budget: ScanBudget) -> _Verdict:
         key = self._cache_key(text, source)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        verdict = self._judge(text, source)
+        verdict = self._judge(text, source, budget)
         if source is Source.USER and self._flags(verdict, source):
             # A user who quotes an attack to ask about it is not typing one.
             frame = discussion_frame(text)
             if frame is not None:
                 timed_out = verdict.timed_out
-                verdict = self._judge(frame, source)
+                verdict = self._judge(frame, source, budget)
                 verdict = replace(verdict, timed_out=tuple(dict.fromkeys(timed_out + verdict.timed_out)))
         if not verdict.timed_out:
             self._cache[key] = verdict
@@ -638,15 +652,17 @@ class InjectionDetector:
         digest.update(text.encode("utf-8", "surrogatepass"))
         return digest.digest()
 
-    def _judge(self, text: str, source: Source, structure: Structure | None = None) -> _Verdict:
+    def _judge(
+        self, text: str, source: Source, budget: ScanBudget, structure: Structure | None = None
+    ) -> _Verdict:
         indirect = source in INDIRECT_SOURCES
         normalized = normalize(text)
         hits: dict[str, Severity] = {}
         timed_out: dict[str, None] = {}
         for form in normalized.texts:
-            scanned = self._scanner.scan(form, merge=False)
+            scanned = self._scanner.scan(form, budget, merge=False)
             timed_out.update(dict.fromkeys(scanned.timed_out))
-            for match in scanned.matches:
+            for match in scanned.found:
                 rule = match.rule
                 if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
                     continue
@@ -672,7 +688,7 @@ class InjectionDetector:
 
     def _findings(self, verdict: _Verdict, where: str, source: Source) -> list[Finding]:
         over_threshold = self._over_threshold(verdict, source)
-        timeouts = _timeout_findings(verdict, where, source)
+        timeouts = _timeout_findings(verdict, self._rules, where, source)
         if not verdict.hits and not over_threshold:
             return timeouts
         indirect = source in INDIRECT_SOURCES
@@ -724,22 +740,18 @@ class InjectionDetector:
         return findings + timeouts
 
 
-def _timeout_findings(verdict: _Verdict, where: str, source: Source) -> list[Finding]:
-    """A finding for each rule that ran out of time on the text twice, with the action of the rule's own
-    findings there (block typed text; read content takes the policy's action for indirect injection),
-    so a text crafted to keep a rule busy does not pass where the policy enforces prompt injection. Its
-    signal names the rule, never the text."""
+def _timeout_findings(verdict: _Verdict, rules: dict[str, Rule], where: str, source: Source) -> list[Finding]:
+    """A finding for each rule that ran out of time on the text (``scan_timeout_finding``), with the
+    action of the rule's own findings there (block typed text; read content takes the policy's action for
+    indirect injection), so a text crafted to keep a rule busy does not pass where the policy enforces
+    prompt injection."""
     action = Action.FLAG if source in INDIRECT_SOURCES else Action.BLOCK
     return [
-        Finding(
-            threat=Threat.PROMPT_INJECTION,
-            rule=SCAN_TIMEOUT_RULE,
-            signal=f"rule {rule_id} ran out of time on the text twice; what it looks for there is not known",
-            severity=Severity.HIGH,
-            action=action,
-            where=where,
+        replace(
+            scan_timeout_finding(
+                rules[rule_id], where, action=action, threat=Threat.PROMPT_INJECTION, source=str(source)
+            ),
             owasp=OWASP,
-            extra={"rule": rule_id, "source": str(source)},
             origin=origin_of(source),
         )
         for rule_id in verdict.timed_out
@@ -755,6 +767,8 @@ def load_default_classifier() -> InjectionClassifier:
         return InjectionClassifier.load(pack_path("injection").with_name(MODEL_FILE))
 
 
-def load_default() -> InjectionDetector:
-    """The detector with the packaged injection rules and model."""
-    return InjectionDetector([load_pack(pack_path("injection"))], load_default_classifier())
+def load_default(timeout_s: float = 0.05) -> InjectionDetector:
+    """The detector with the packaged injection rules and model, each rule's time limit ``timeout_s``."""
+    return InjectionDetector(
+        [load_pack(pack_path("injection"))], load_default_classifier(), timeout_s=timeout_s
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from proxy.model import Action, Finding, Severity, Threat
-from proxy.scanning.rulepack import RulePack, Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import RulePack, ScanBudget, Scanner, load_pack, pack_path
 
 COUNTER_RULE_PREFIX = "premise-"
 """Pack rules with this id prefix are counter-evidence: declining a false or impossible premise
@@ -55,9 +55,11 @@ class RefusalDetector:
         self.opening_chars = opening_chars
         self._scanner = Scanner(packs if packs is not None else [load_pack(pack_path("refusal"))])
 
-    def assess(self, text: str) -> RefusalVerdict:
+    def assess(self, text: str, budget: ScanBudget | None = None) -> RefusalVerdict:
+        """Whether ``text`` opens with a refusal. A phrase rule out of time there (charged to ``budget``,
+        which names it, or one of the assessment's own) finds nothing: refusals are only counted."""
         head = opening(text, self.opening_chars)
-        matches = self._scanner.scan(head, merge=False).matches
+        matches = self._scanner.scan(head, budget or self._scanner.budget(), merge=False).found
         refusals = [match for match in matches if not match.rule.id.startswith(COUNTER_RULE_PREFIX)]
         if not refusals or len(refusals) < len(matches):
             return NOT_A_REFUSAL
@@ -69,9 +71,11 @@ class RefusalDetector:
     def is_refusal(self, text: str) -> bool:
         return self.assess(text).refusal
 
-    def finding(self, text: str, where: str = "completion") -> Finding | None:
+    def finding(
+        self, text: str, where: str = "completion", budget: ScanBudget | None = None
+    ) -> Finding | None:
         """A low-severity jailbreak note for a refusal, so the audit log and the rate baseline see it."""
-        verdict = self.assess(text)
+        verdict = self.assess(text, budget)
         if not verdict.refusal or verdict.rule is None:
             return None
         return Finding(

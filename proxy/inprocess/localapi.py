@@ -43,7 +43,8 @@ class Verdict:
     decision: Decision
     findings: list[dict[str, Any]]
     text: str | None
-    """The text as the proxy would let it through (redacted where enforced); None for a tool call."""
+    """The text as the proxy would let it through (redacted where enforced); None for a tool call, and
+    for an output refused whole (a rule ran out of time on it where that is enforced)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"decision": str(self.decision), "findings": self.findings, "text": self.text}
@@ -93,7 +94,7 @@ def inspect(inspector: TurnInspector, document: dict[str, Any]) -> Verdict:
             raise BadRequest("'arguments' must be a JSON object")
         call = ToolCall(id=None, name=tool, arguments=json.dumps(arguments, sort_keys=True), where=kind)
         plan = inspector.inspect_completion(Completion(tool_calls=[call]), rewrite=True)
-        if kind in plan.withheld:
+        if kind in plan.withheld or inspector.response_refused() is not None:
             turn.escalate(Decision.BLOCKED)
         return verdict_of(turn, None)
     text = document.get("text")
@@ -101,6 +102,9 @@ def inspect(inspector: TurnInspector, document: dict[str, Any]) -> Verdict:
         raise BadRequest("'text' must be a string")
     if kind == "output":
         plan = inspector.inspect_completion(Completion(text=[TextSegment(text, kind)]), rewrite=True)
+        if inspector.response_refused() is not None:
+            # A rule ran out of time on it where that is enforced: no part of it is known to be clean.
+            return verdict_of(turn, None)
         outgoing = plan.text_map(text) if plan.text_map is not None else text
     else:
         source = Source.USER if kind == "input" else Source.TOOL_RESULT

@@ -19,7 +19,17 @@ from typing import Any
 import regex
 
 from proxy.model import Severity, Threat
-from proxy.scanning.rulepack import RUN_LOOKBEHIND, UNBOUNDED, Match, Rule, Scanner, Triggered
+from proxy.scanning.rulepack import (
+    RUN_LOOKBEHIND,
+    SCAN_TIMEOUT_RULE,
+    UNBOUNDED,
+    Match,
+    Rule,
+    ScanBudget,
+    Scanner,
+    ScanResult,
+    Triggered,
+)
 
 # Used when the caller has no per-install key: fingerprints then only correlate within this process.
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -108,13 +118,25 @@ def scan_and_redact(
     style: RedactionStyle = RedactionStyle.PLACEHOLDER,
     *,
     key: bytes | None = None,
+    budget: ScanBudget | None = None,
 ) -> RedactedText:
-    return _redacted(scanner, text, scanner.scan(text).matches, style, key)
+    """``text`` with what ``scanner`` finds redacted (charged to ``budget``, or one of its own); a text a
+    rule ran out of time on is replaced whole (``SCAN_TIMEOUT_RULE``): no span of it is known to be
+    clean."""
+    return _redacted(scanner, text, scanner.scan(text, budget or scanner.budget()), style, key)
 
 
 def _redacted(
-    scanner: Scanner, text: str, matches: list[Match], style: RedactionStyle, key: bytes | None
+    scanner: Scanner, text: str, scan: ScanResult, style: RedactionStyle, key: bytes | None
 ) -> RedactedText:
+    if scan.timed_out:
+        rule = next(rule for rule in scanner.rules if rule.id == scan.timed_out[0])
+        whole = RedactionStyle.HASH if style is RedactionStyle.HASH else RedactionStyle.PLACEHOLDER
+        return RedactedText(
+            placeholder(SCAN_TIMEOUT_RULE, text, whole, key),
+            [Redaction(SCAN_TIMEOUT_RULE, rule.threat, Severity.HIGH, fingerprint(text, key))],
+        )
+    matches = scan.matches
     redactions = [Redaction.of(match.rule, text[match.start : match.end], key) for match in matches]
     return RedactedText(redact_text(text, matches, style, key=key), redactions)
 
@@ -126,7 +148,7 @@ _remembered: dict[tuple[Scanner, str, RedactionStyle, bytes | None], tuple[str, 
 
 
 def _redact_remembered(
-    scanner: Scanner, text: str, style: RedactionStyle, key: bytes | None
+    scanner: Scanner, text: str, style: RedactionStyle, key: bytes | None, budget: ScanBudget
 ) -> tuple[str, tuple[Redaction, ...]]:
     """The redaction of a short string, computed once: the same user id, host or model name comes back
     on every turn. A scan in which a rule timed out is not kept, so a slow moment is not remembered."""
@@ -134,8 +156,8 @@ def _redact_remembered(
     known = _remembered.get(slot)
     if known is not None:
         return known
-    scan = scanner.scan(text)
-    result = _redacted(scanner, text, scan.matches, style, key)
+    scan = scanner.scan(text, budget)
+    result = _redacted(scanner, text, scan, style, key)
     answer = (result.text, tuple(result.redactions))
     if not scan.timed_out:
         if len(_remembered) >= MAX_REMEMBERED:
@@ -154,16 +176,18 @@ def redact_json(
 ) -> tuple[Any, list[Redaction]]:
     """A copy of a decoded JSON value with every string redacted, so it still encodes to valid JSON.
 
-    With ``remember`` the redactions of short strings are kept and reused (for values that repeat)."""
+    With ``remember`` the redactions of short strings are kept and reused (for values that repeat). Its
+    strings share one budget (``ScanBudget``); one a rule ran out of time on is replaced whole."""
     redactions: list[Redaction] = []
+    budget = scanner.budget()
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
             if remember and len(node) <= MAX_REMEMBERED_TEXT:
-                text, found = _redact_remembered(scanner, node, style, key)
+                text, found = _redact_remembered(scanner, node, style, key, budget)
                 redactions.extend(found)
                 return text
-            result = scan_and_redact(scanner, node, style, key=key)
+            result = scan_and_redact(scanner, node, style, key=key, budget=budget)
             redactions.extend(result.redactions)
             return result.text
         if isinstance(node, dict):
@@ -285,8 +309,13 @@ class StreamRedactor:
         key: bytes | None = None,
         max_hold: int = 2048,
         context: int = 256,
+        budget: ScanBudget | None = None,
     ) -> None:
+        """``budget``: that of the response (or message) the stream is part of, else one of its own. A
+        rule that runs out of time on a window raises ``ScanTimeout`` out of ``expect``, ``feed`` or
+        ``flush``: no text of that window is known to be clean, so none of it may be released."""
         self._scanner = scanner
+        self._budget = budget or scanner.budget()
         self._style = style
         self._key = key
         self._max_hold = max_hold
@@ -333,7 +362,7 @@ class StreamRedactor:
         window = self._context[len(self._context) - offset :] + known
         matches: tuple[Match, ...] = ()
         if scanned is not None:
-            matches = tuple(match for match in self._scanner.scan(window).matches if match.end > offset)
+            matches = tuple(match for match in self._scan(window) if match.end > offset)
         hold = self._passed + _hold_in(known, self._max_hold)
         self._ahead = _Ahead(self._passed - offset, window, matches, hold)
 
@@ -504,14 +533,17 @@ class StreamRedactor:
             return min(len(self._context), RUN_LOOKBEHIND)
         return len(self._context)
 
+    def _scan(self, window: str) -> list[Match]:
+        return self._scanner.scan(window, self._budget).matches
+
     def _scanned(self, window: str, offset: int, base: int) -> list[Match]:
-        found = [match for match in self._scanner.scan(window).matches if match.end > offset]
+        found = [match for match in self._scan(window) if match.end > offset]
         own = -base
         if own <= 0:
             return found
         found += [
             Match(match.rule, match.start + own, match.end + own)
-            for match in self._scanner.scan(window[own:]).matches
+            for match in self._scan(window[own:])
             if match.end + own > offset
         ]
         kept: list[Match] = []

@@ -32,7 +32,7 @@ import regex
 
 from proxy.dialects.locator import Step, format_locator
 from proxy.scanning.redact import RedactionStyle, StandIn, fingerprint, redact_text
-from proxy.scanning.rulepack import Match, Rule, Scanner, ScanResult
+from proxy.scanning.rulepack import Match, Rule, ScanBudget, Scanner, ScanResult
 from proxy.wire import jsontext
 
 Path = tuple[Step, ...]
@@ -184,14 +184,18 @@ class JsonScan:
         placeholder: Callable[[str], str] | None = None,
         known: Callable[[str], list[Match] | None] = lambda text: None,
         quiet: set[tuple[str, str]] | None = None,
+        budget: ScanBudget | None = None,
     ) -> None:
         """``known(text)``: the matches the same scanner already found in ``text``, or None; a value that
         is known is not scanned again (a string is scanned apart from its neighbours either way).
         ``quiet``: pairs (a field's text, a short value after it) whose reading by the same scanner found
-        nothing, shared with other scans of it (each stream carries the same types and model names)."""
+        nothing, shared with other scans of it (each stream carries the same types and model names).
+        ``budget``: that of the request, response or message the documents are part of (else one of the
+        scan's own), charged with the rules that run out of time."""
         self.rewrites = rewrites
         """Whether any rule is redacted; when not, documents are only read (observe mode)."""
         self._scanner = scanner
+        self._budget = budget or scanner.budget()
         self._redacts = redacts
         self._style = style
         self._key = key
@@ -359,9 +363,10 @@ class JsonScan:
             batch.append(piece.context + piece.text)
             position += len(piece.context) + len(piece.text) + len(_SEPARATOR)
         joined = _SEPARATOR.join(batch)
-        result = self._scanner.scan(joined) if batched else ScanResult()
+        result = self._scanner.scan(joined, self._budget) if batched else ScanResult()
+        # A rule out of time is named in ``timed_out`` (and the budget's) for the caller to decide on.
         self.timed_out.extend(result.timed_out)
-        for match in result.matches:
+        for match in result.found:
             # The piece whose context or text the match begins in (a context piece follows the piece of
             # the same value on its own, so either names the same place).
             first = max(0, bisect.bisect_right(regions, match.start) - 1)

@@ -56,7 +56,7 @@ import numpy.typing as npt
 import regex
 import yaml
 
-from proxy.model import SEVERITY_ORDER, Severity, Threat
+from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning import relaxed, unmask
 from proxy.scanning.validators import VALIDATORS, is_example_value, is_vault_placeholder, shannon_entropy
 
@@ -134,17 +134,55 @@ class Match:
     """How the value was hidden when it was found in a decoded view (``base64``, ``disguise``, ...)."""
 
 
-@dataclass
+class ScanTimeout(Exception):
+    """A rule ran out of time on a text even when run again (or its budget was spent before it could
+    run): what it looks for there is not known. Raised by ``ScanResult.matches``; ``result`` holds what
+    the other rules found."""
+
+    def __init__(self, result: ScanResult) -> None:
+        self.result = result
+        super().__init__(f"rules out of time: {', '.join(result.timed_out)}")
+
+
+@dataclass(frozen=True)
 class ScanResult:
-    matches: list[Match] = field(default_factory=list)
-    timed_out: list[str] = field(default_factory=list)
+    found: list[Match] = field(default_factory=list)
+    """What the rules found: all there is only where ``timed_out`` is empty."""
+    timed_out: tuple[str, ...] = ()
+    """The rules that ran out of time on the text (ids, in the order they ran)."""
+
+    @property
+    def matches(self) -> list[Match]:
+        """What the rules found; raises ``ScanTimeout`` where a rule ran out of time, so that a caller
+        cannot take a partial reading for a whole one without saying so (``found``)."""
+        if self.timed_out:
+            raise ScanTimeout(self)
+        return self.found
 
 
-@dataclass
-class _RescanBudget:
-    """The seconds one scan has left to run again the rules that ran out of time in it."""
+class ScanBudget:
+    """The seconds the scans of one request, one response or one WebSocket message may spend on rules
+    that run out of time, shared by every scanner and every text read for it, and the rules that ran out
+    for good in them. Each rule's first run over a text has its own time limit; only runs that reach it,
+    and the runs again after them, are charged. Once the budget is spent no rule runs any more: every
+    rule a later text triggers is out of time at once, so a request of many crafted texts costs about
+    one budget, not one a text."""
 
-    left: float
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.left = seconds
+        self.timed_out: dict[str, Rule] = {}
+        """By id, every rule that ran out of time in a scan charged here (rules of several scanners)."""
+
+    @property
+    def spent(self) -> bool:
+        """More was charged than it held (a budget of 0 still lets each rule have its first run)."""
+        return self.left < 0
+
+    def renew(self) -> None:
+        """The budget of the next request, response or message: all seconds back, no rule out of time."""
+        self.left = self.seconds
+        self.timed_out = {}
 
 
 class PackError(Exception):
@@ -455,12 +493,29 @@ RESCAN_FACTOR = 20
 """A rule that runs out of time on a text is run once more, alone on that text, with this many times the
 scan's budget (50 ms: 1 s): a merely loaded machine then finishes it, where skipping it would switch the
 rule off for text crafted to make it run long. Only a rule that runs out twice is reported as timed out,
-and the turn's policy then decides (``SCAN_TIMEOUT_RULE``). The larger budget is one scan's in all, shared
-by every rule and decoded view run again in it: text crafted to make many rules run long costs one
-budget, not one a rule and view."""
+and the turn's policy then decides (``SCAN_TIMEOUT_RULE``). The larger budget is one request's,
+response's or message's in all (``ScanBudget``), shared by every text, rule and decoded view read for it:
+text crafted to make many rules run long costs one budget, not one a rule, view and text."""
 SCAN_TIMEOUT_RULE = "inspection.scan_timeout"
 """The finding a rule that ran out of time twice on a text makes: what it looks for there is not known.
 Filed under that rule's threat, and refused where the policy enforces it."""
+
+
+def scan_timeout_finding(
+    rule: Rule, where: str, *, action: Action = Action.BLOCK, threat: Threat | None = None, **extra: str
+) -> Finding:
+    """The ``SCAN_TIMEOUT_RULE`` finding of ``rule`` at ``where``, under the rule's threat unless
+    ``threat`` says otherwise. Its signal names the rule, never the text."""
+    return Finding(
+        threat=threat or rule.threat,
+        rule=SCAN_TIMEOUT_RULE,
+        signal=f"rule {rule.id} ran out of time on the text; what it looks for there is not known",
+        severity=Severity.HIGH,
+        action=action,
+        where=where,
+        owasp=rule.owasp,
+        extra={"rule": rule.id, **extra},
+    )
 
 
 # A keyword hit only makes its rule run in a window around the hit: as far either side as the rule's
@@ -1145,8 +1200,9 @@ class Scanner:
         rescan_s: float | None = None,
         loosened: bool = True,
     ) -> None:
-        """``timeout_s`` bounds each rule's run over a text, ``rescan_s`` a scan's runs again of the rules
-        that ran out, together (``RESCAN_FACTOR`` times ``timeout_s`` unless given). ``loosened=False``
+        """``timeout_s`` bounds each rule's run over a text, ``rescan_s`` is the seconds of a budget
+        (``budget``) for the runs that reach it and the runs again after them, together
+        (``RESCAN_FACTOR`` times ``timeout_s`` unless given). ``loosened=False``
         runs every triggered rule without asking its loosened form first (the same findings, for measuring
         what the question saves)."""
         self.rules: tuple[Rule, ...] = tuple(
@@ -1393,20 +1449,21 @@ class Scanner:
             for hit in pattern.finditer(text, low, high, timeout=remaining):
                 yield hit.span(self.rules[index].secret_group)
 
-    def scan(self, text: str, *, merge: bool = True) -> ScanResult:
+    def scan(self, text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
         """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule.
+        Rules that run out of time are charged to ``budget`` (shared by every text of one request,
+        response or message) and named in the result's ``timed_out`` and the budget's.
 
         Rules of ``decode`` packs also run over every view of the text with its encodings and disguises
         undone (proxy/scanning/unmask.py); what they find there is reported over the span that carried it.
         """
-        result = ScanResult()
-        rescan = _RescanBudget(self.rescan_s)
-        found = self._find(text, self._plan(text), result, rescan)
+        timed_out: dict[str, None] = {}
+        found = self._find(text, self._plan(text), timed_out, budget)
         disguises: dict[tuple[int, int, int], str] = {}
         if self._decoded:
             for view in unmask.views(text):
                 plan = self._plan(view.text, self._decoded)
-                for start, end, index in self._find(view.text, plan, result, rescan):
+                for start, end, index in self._find(view.text, plan, timed_out, budget):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:
                         continue  # nothing was undone here: the plain scan has seen it
@@ -1417,33 +1474,60 @@ class Scanner:
         found = sorted(set(found))
         if merge:
             found = self._merge(found)
-        result.matches = [
+        matches = [
             Match(self.rules[index], start, end, disguises.get((start, end, index), ""))
             for start, end, index in found
         ]
-        return result
+        return ScanResult(matches, tuple(timed_out))
+
+    def scan_alone(self, text: str, *, merge: bool = True) -> ScanResult:
+        """``scan`` with a budget of its own: for a text read by itself (a file the CLI scans, a test)."""
+        return self.scan(text, self.budget(), merge=merge)
+
+    def budget(self) -> ScanBudget:
+        """A fresh budget of ``rescan_s`` for the scans of one request, response or message."""
+        return ScanBudget(self.rescan_s)
 
     def _find(
-        self, text: str, plan: _Plan, result: ScanResult, rescan: _RescanBudget
+        self, text: str, plan: _Plan, timed_out: dict[str, None], budget: ScanBudget
     ) -> list[tuple[int, int, int]]:
         """The validated spans of the rules the plan runs, as (start, end, rule index). A rule that runs
-        out of time is run again alone with what is left of ``rescan``; one that runs out then too is in
-        ``timed_out``."""
+        out of time is run again alone with what is left of ``budget``; one that runs out then too, or
+        that the budget has no time left for, is in ``timed_out`` and the budget's."""
         found: list[tuple[int, int, int]] = []
-        for index in sorted({*plan.regions, *plan.starts}):
-            # What a run found before it ran out is kept (the same spans found twice are one in ``scan``).
-            try:
-                self._validated(index, text, plan, self.timeout_s, found)
-            except TimeoutError:
-                started = time.monotonic()
-                try:
-                    self._validated(index, text, plan, rescan.left, found)
-                except TimeoutError:
-                    if self.rules[index].id not in result.timed_out:
-                        result.timed_out.append(self.rules[index].id)
-                finally:
-                    rescan.left -= time.monotonic() - started
+        # Every rule has its first run before any runs again, so one that eats the budget costs the others
+        # on the same text nothing. What a run found before it ran out is kept (the same spans found twice
+        # are one in ``scan``).
+        again = [
+            index
+            for index in sorted({*plan.regions, *plan.starts})
+            if budget.spent or self._ran_out(index, text, plan, self.timeout_s, found, budget)
+        ]
+        for index in again:
+            if budget.spent or self._ran_out(index, text, plan, budget.left, found, budget):
+                rule = self.rules[index]
+                timed_out[rule.id] = None
+                budget.timed_out.setdefault(rule.id, rule)
         return found
+
+    def _ran_out(
+        self,
+        index: int,
+        text: str,
+        plan: _Plan,
+        seconds: float,
+        found: list[tuple[int, int, int]],
+        budget: ScanBudget,
+    ) -> bool:
+        """Runs rule ``index`` for at most ``seconds`` (``_validated``); whether it ran out of time, the
+        time of such a run charged to ``budget``."""
+        started = time.monotonic()
+        try:
+            self._validated(index, text, plan, seconds, found)
+        except TimeoutError:
+            budget.left -= time.monotonic() - started
+            return True
+        return False
 
     def _validated(
         self, index: int, text: str, plan: _Plan, budget: float, found: list[tuple[int, int, int]]
