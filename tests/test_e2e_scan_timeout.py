@@ -6,13 +6,21 @@ observe mode lets it pass and records that it would have. No record holds the te
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
+import websockets.sync.client
+import websockets.sync.server
 
+from proxy.commands.localca import UpstreamPKI
 from proxy.inspection import SCAN_TIMEOUT_RULE
 from tests.harness import Proxy
 from tests.test_evasion import HEADERS
@@ -101,4 +109,158 @@ def test_an_answer_a_rule_ran_out_of_time_on_is_refused_where_enforced(
         assert answer.choices[0].message.content == NEAR_CARDS
     record, findings = timeout_findings(proxy)
     assert findings and all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
+    assert (record["decision"] == "blocked") is (mode == "enforce")
+
+
+def chunk_event(delta: dict[str, Any], **fields: Any) -> bytes:
+    chunk = {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    chunk |= {"choices": [{"index": 0, "delta": delta, "finish_reason": None}], **fields}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+CARRIED_STREAM = [
+    chunk_event({"role": "assistant", "content": "Here they are."}),
+    chunk_event({"content": " The numbers"}, x_attachment=NEAR_CARDS),
+    chunk_event({"content": " follow."}),
+    b"data: [DONE]\n\n",
+]
+"""A stream whose second event carries the run in a field no dialect reads (every other string of an
+event is read by the residual scan): the payment-card rule runs out of time there, twice."""
+
+
+def streamed_text(client: openai.OpenAI) -> str:
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "list them"}], stream=True
+    )
+    return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+def test_enforce_mode_cuts_a_stream_where_a_rule_ran_out_of_time(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of the event a rule ran out of time on, nor of what follows it, is sent, and the
+    connection is closed before the stream's end, as for any stream cut short; the record says the rule
+    ran out of time, enforced, and the turn blocked."""
+    proxy = start_proxy(mode="enforce", extra=TIME_LIMIT)
+    upstream.reply = Reply(events=CARRIED_STREAM)
+    client = client_through(proxy, upstream, monkeypatch)
+    received: list[str] = []
+    with pytest.raises((openai.APIError, httpx.HTTPError)):
+        stream = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "list them"}], stream=True
+        )
+        received += (chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert " The numbers" not in received and " follow." not in received
+    record, findings = timeout_findings(proxy)
+    assert findings and all(finding["enforced"] for finding in findings), findings
+    assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+    assert record["decision"] == "blocked"
+
+
+def test_observe_mode_passes_such_a_stream_whole_and_records_the_timeout(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Observe mode changes nothing of the stream; the finding says what enforce mode would have done."""
+    proxy = start_proxy(mode="observe", extra=TIME_LIMIT)
+    upstream.reply = Reply(events=CARRIED_STREAM)
+    assert streamed_text(client_through(proxy, upstream, monkeypatch)) == "Here they are. The numbers follow."
+    record, findings = timeout_findings(proxy)
+    assert findings and not any(finding["enforced"] for finding in findings), findings
+    assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+    assert record["decision"] != "blocked"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_streamed_text_a_rule_ran_out_of_time_on_only_whole_is_recorded_as_not_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Streamed as text, the run is read by the stream redactor window by window, each in time, and
+    passes; the rule runs out of time only on the whole text read when the stream has ended, which is
+    recorded and, the stream being sent, never claimed as enforced."""
+    proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
+    upstream.reply = Reply(text=NEAR_CARDS[:60_000], piece_size=2_000)
+    assert streamed_text(client_through(proxy, upstream, monkeypatch)) == NEAR_CARDS[:60_000]
+    record, findings = timeout_findings(proxy)
+    assert findings and not any(finding["enforced"] for finding in findings), findings
+    assert record["decision"] != "blocked"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_responses_api_answer_a_rule_ran_out_of_time_on_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The Responses API's JSON answer carries the run: a 502 in enforce mode, handed on in observe."""
+    proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
+    upstream.reply = Reply(text=NEAR_CARDS)
+    client = client_through(proxy, upstream, monkeypatch)
+    if mode == "enforce":
+        with pytest.raises(openai.InternalServerError):
+            client.responses.create(model="gpt-4o", input="list them")
+    else:
+        assert client.responses.create(model="gpt-4o", input="list them").output_text == NEAR_CARDS
+    record, findings = timeout_findings(proxy)
+    assert findings and all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
+    assert (record["decision"] == "blocked") is (mode == "enforce")
+
+
+class Relay:
+    """A TLS WebSocket server that sends each connection the run and then ``done``, and keeps what the
+    client sends it."""
+
+    def __init__(self, pki: UpstreamPKI) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.received: list[str | bytes] = []
+        self.server = websockets.sync.server.serve(self._serve, "127.0.0.1", 0, ssl=context)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
+        connection.send(json.dumps({"delta": NEAR_CARDS[:100_000]}))
+        connection.send("done")
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
+            while True:
+                self.received.append(connection.recv(timeout=5))
+
+
+@pytest.fixture
+def relay(upstream_pki: UpstreamPKI) -> Iterator[Relay]:
+    server = Relay(upstream_pki)
+    yield server
+    server.server.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_websocket_message_a_rule_ran_out_of_time_on_is_dropped_where_enforced(
+    start_proxy: Callable[..., Proxy], relay: Relay, mode: str
+) -> None:
+    """Either way: enforce mode forwards neither the server's message nor the agent's, and the next
+    message of each still passes; observe mode forwards both. Each message has a budget of its own."""
+    proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with websockets.sync.client.connect(
+        f"wss://localhost:{relay.port}/v1/realtime",
+        proxy=proxy.url(),
+        ssl=context,
+        additional_headers=HEADERS,
+        open_timeout=10,
+        max_size=None,
+    ) as connection:
+        first = connection.recv(timeout=10)
+        if mode == "observe":
+            assert NEAR_CARDS[:1000] in str(first)
+            first = connection.recv(timeout=10)
+        assert first == "done"
+        connection.send(NEAR_CARDS[:100_000])
+        connection.send("bye")
+        deadline = time.monotonic() + 10
+        while "bye" not in relay.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert relay.received[-1] == "bye"
+    assert (NEAR_CARDS[:100_000] in relay.received) is (mode == "observe")
+    record = proxy.wait_for_records(1)[-1]
+    assert "4111 1111" not in json.dumps(record)
+    findings = [finding for finding in record["findings"] if finding["rule"] == SCAN_TIMEOUT_RULE]
+    assert {"websocket[0]", "websocket[2]"} <= {finding["where"] for finding in findings}, findings
+    assert all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
     assert (record["decision"] == "blocked") is (mode == "enforce")
