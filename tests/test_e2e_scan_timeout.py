@@ -174,15 +174,25 @@ def test_observe_mode_passes_such_a_stream_whole_and_records_the_timeout(
 def test_a_streamed_text_a_rule_ran_out_of_time_on_only_whole_is_recorded_as_not_enforced(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    """Streamed as text, the run is read by the stream redactor window by window, each in time, and
-    passes; the rule runs out of time only on the whole text read when the stream has ended, which is
-    recorded and, the stream being sent, never claimed as enforced."""
+    """Streamed as text, the run is read by the stream redactor window by window, each in about the
+    limit; the rule runs out of time on the whole text read when the stream has ended, which is recorded
+    and, the stream being sent, not claimed as enforced. Where a machine too loaded runs the windows past
+    the limit too and enforce mode cuts the stream, the record says that instead: never one without the
+    other."""
     proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
     upstream.reply = Reply(text=NEAR_CARDS[:60_000], piece_size=2_000)
-    assert streamed_text(client_through(proxy, upstream, monkeypatch)) == NEAR_CARDS[:60_000]
+    try:
+        received: str | None = streamed_text(client_through(proxy, upstream, monkeypatch))
+    except (openai.APIError, httpx.HTTPError):
+        received = None
     record, findings = timeout_findings(proxy)
-    assert findings and not any(finding["enforced"] for finding in findings), findings
-    assert record["decision"] != "blocked"
+    assert findings
+    if received is None:
+        assert mode == "enforce" and record["decision"] == "blocked"
+        assert any(finding["enforced"] for finding in findings), findings
+    else:
+        assert received == NEAR_CARDS[:60_000] and record["decision"] != "blocked"
+        assert not any(finding["enforced"] for finding in findings), findings
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])

@@ -15,7 +15,7 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.inspect import Inspect, codings, request_inspected, transfer_codings
+from addons.inspect import INSPECTOR_KEY, Inspect, Substitute, codings, request_inspected, transfer_codings
 from addons.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
@@ -254,3 +254,36 @@ def test_codings_read_in_one_pass_are_those_headers_lookups_read(fields: list[tu
     transfer = [coding for coding in listed if coding not in ("", "chunked", "identity")]
     assert transfer_codings(message) == transfer
     assert codings(message) == ", ".join([message.headers.get("content-encoding", "identity"), *transfer])
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_stream_whose_headers_a_rule_ran_out_of_time_on_is_answered_502_where_enforced(mode: str) -> None:
+    """A relayed answer leaves with its headers: where a rule ran out of time on them and that is
+    enforced, the agent gets a 502 in its API's shape instead and none of the upstream's bytes; observe
+    mode relays it and records the finding, not enforced."""
+    addon = inspect_addon(mode)
+    flow = tflow.tflow()
+    flow.request.host, flow.request.path, flow.request.method = (
+        "api.openai.com",
+        "/v1/chat/completions",
+        "POST",
+    )
+    flow.request.headers["content-type"] = "application/json"
+    flow.request.content = json.dumps({"model": "gpt-4o", "stream": True, "messages": []}).encode()
+    turn = Turn(TurnContext(agent_id="bot", role="r"))
+    flow.metadata[METADATA_KEY] = turn
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+        # As on a machine too loaded to run a rule in time: no first run, no time to run one again.
+        inspector = flow.metadata[INSPECTOR_KEY]
+        inspector.detectors.sensitive.timeout_s = inspector.budget.seconds = 0.0
+        flow.response = tflow.tresp(
+            content=chat_event("hello"),
+            headers=Headers(content_type="text/event-stream", x_note="card 4111 1111 1111 1112"),
+        )
+        asyncio.run(addon.responseheaders(flow))
+    timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
+    assert timeouts and all(finding.enforced is (mode == "enforce") for finding in timeouts)
+    assert flow.response is not None and (flow.response.status_code == 502) is (mode == "enforce")
+    if mode == "enforce":
+        assert isinstance(flow.response.stream, Substitute) and turn.decision == "blocked"

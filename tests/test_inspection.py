@@ -899,3 +899,31 @@ def test_websocket_messages_are_read_on_from_the_messages_before_them(
     assert plain == "and a plain AKIAQWERTY"  # a text message is its own field: nothing before it
     found = [(finding.rule, finding.enforced) for finding in inspector.turn.findings]
     assert found == [("aws-access-key-id", False)]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_request_of_many_crafted_texts_costs_about_one_budget_not_one_a_text(
+    mode: str, clock: Clock
+) -> None:
+    """Ten messages that each keep the payment-card rule past a 1 ms limit share the request's budget of
+    20 ms: the first ones spend it, every later one is out of time at once, without a run. No more
+    than about the budget is charged in all (a budget a text would be ten times it), each message is an
+    ``inspection.scan_timeout`` finding, refusing the request in enforce mode, and the response has a
+    budget of its own."""
+    near_cards = "4111 1111 1111 1112 " * 2_000
+    extra = "inspection: {rule_time_limit: 1ms}\n"
+    policy = parse_policy(POLICY.replace("mode: enforce", f"mode: {mode}") + extra, "policy.yaml", environ={})
+    detectors = Detectors(policy, b"k" * 32)
+    turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+    inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+    parts = [Part(Source.USER, f"{index}: {near_cards}", f"messages[{index}].content") for index in range(10)]
+    verdict = inspector.inspect_request(RequestView(dialect="openai_chat", parts=parts))
+    timeouts = {finding.where for finding in turn.findings if finding.rule == SCAN_TIMEOUT_RULE}
+    # The first texts may each finish within a first run and a run again, but charge the budget for it;
+    # once it is spent, every later one is out of time.
+    assert {part.where for part in parts[5:]} <= timeouts
+    # Spent, by no more than the last run's overshoot (a loaded machine stretches it a little).
+    assert inspector.budget.spent and inspector.budget.left > -0.05, inspector.budget.left
+    assert (verdict.block is not None) is (mode == "enforce")
+    inspector.begin_response()
+    assert not inspector.budget.spent and inspector.budget.timed_out == {}

@@ -10,9 +10,11 @@ import re
 import string
 
 import pytest
+import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.model import Severity, Threat
 from proxy.scanning.redact import (
     ByteStreamRedactor,
     RedactionStyle,
@@ -22,7 +24,7 @@ from proxy.scanning.redact import (
     redact_text,
     scan_and_redact,
 )
-from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import Rule, RulePack, Scanner, ScanTimeout, load_pack, pack_path
 
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 STRIPE_KEY = "sk_live_" + "Zr8Kq2Wm5Tx9Lp3Vb7Nc1Hd6Fg4Js0Ye"
@@ -356,3 +358,61 @@ def test_byte_stream_redactor_reads_split_characters_and_keeps_bytes_that_are_no
     blob = b"\x89PNG\r\n\x1a\n\xff\xfe AKIAQWERTY234567ABCD \xe2\x82"
     out = binary.feed(blob[:3]) + binary.feed(blob[3:]) + binary.flush()
     assert out == b"\x89PNG\r\n\x1a\n\xff\xfe [REDACTED:aws-access-key-id] \xe2\x82"
+
+
+def backtracking_scanner() -> Scanner:
+    """A pack whose one rule backtracks without end on ``k=`` and a run of ``a`` not ended by ``b``."""
+    rule = Rule(
+        id="slow",
+        description="backtracks without end",
+        pattern=regex.compile(r"k=(?:a|aa)+b"),
+        keywords=("k=",),
+        threat=Threat.DATA_EXFILTRATION,
+        severity=Severity.HIGH,
+        owasp="LLM02",
+        entropy=None,
+        validator=None,
+        secret_group=0,
+        match_examples=("k=ab",),
+        no_match_examples=(),
+        enabled=True,
+    )
+    return Scanner(
+        [RulePack("slow", Threat.DATA_EXFILTRATION, True, (rule,))], timeout_s=0.002, rescan_s=0.02
+    )
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 9])
+def test_a_stream_redactor_releases_nothing_of_a_window_a_rule_ran_out_of_time_on(pieces: int) -> None:
+    """However the text comes, a window a rule runs out of time on raises ScanTimeout out of the
+    redactor instead of being released: no part of it is known to be clean. The budget it shares names
+    the rule."""
+    scanner = backtracking_scanner()
+    budget = scanner.budget()
+    redactor = StreamRedactor(scanner, budget=budget)
+    text = "fine so far. k=" + "a" * 40 + "!"
+    size = -(-len(text) // pieces)
+    released = ""
+    with pytest.raises(ScanTimeout):
+        for start in range(0, len(text), size):
+            released += redactor.feed(text[start : start + size])
+        released += redactor.flush()
+    assert "k=" not in released and list(budget.timed_out) == ["slow"]
+
+
+def test_a_stream_redactor_whose_budget_is_spent_releases_nothing_a_rule_would_read() -> None:
+    """Once the response's budget is spent, text a rule would read is out of time at once: the redactor
+    of the next channel raises too, and text no rule reads still goes out."""
+    scanner = backtracking_scanner()
+    budget = scanner.budget()
+    first = StreamRedactor(scanner, budget=budget)
+    with pytest.raises(ScanTimeout):
+        first.feed("k=" + "a" * 40 + "!")
+        first.flush()
+    assert budget.spent
+    other = StreamRedactor(scanner, budget=budget)
+    assert other.feed("plain words ") + other.flush() == "plain words "
+    with pytest.raises(ScanTimeout):
+        third = StreamRedactor(scanner, budget=budget)
+        third.feed("k=ab ")
+        third.flush()

@@ -40,10 +40,11 @@ from proxy.dialects.openai_chat import ChatStreamSession
 from proxy.dialects.stream import StreamSession, UnexpectedText, sent_bytes
 from proxy.exchange import ToolCall
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
-from proxy.scanning.residual import JsonScan
-from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+from proxy.scanning.residual import JsonScan, UnescapingFilter
+from proxy.scanning.rulepack import Scanner, ScanTimeout, load_pack, pack_path
 from proxy.wire.sse import Serialised, SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
+from tests.test_redact import backtracking_scanner
 
 DIALECTS: dict[str, Dialect] = {
     "openai_chat": OpenAIChat(),
@@ -1756,3 +1757,47 @@ def test_a_secret_as_the_key_of_a_number_is_redacted_after_a_long_run_of_equal_e
     assert filters.residual is not None and [found.rule.id for found in filters.residual.found] == [
         "aws-access-key-id"
     ]
+
+
+def _stopped(session: StreamSession, stream: bytes) -> bytes:
+    """What the session sent of ``stream`` before ``ScanTimeout`` left it (which it must)."""
+    sent = b""
+    with pytest.raises(ScanTimeout):
+        for start in range(0, len(stream), 64):
+            sent += session.feed(stream[start : start + 64])
+        sent += session.finish()
+    return sent
+
+
+RUN_OUT = "k=" + "a" * 40 + "!"
+
+
+@pytest.mark.parametrize("name", sorted(ARGUMENT_CASES))
+def test_a_rule_out_of_time_on_streamed_arguments_stops_the_session(name: str) -> None:
+    """In every dialect, where the stream redactor of a tool call's arguments runs a rule out of time,
+    ``ScanTimeout`` leaves the session (the relay cuts the stream there): nothing of what it read was
+    sent."""
+    scanner = backtracking_scanner()
+    budget = scanner.budget()
+    session = DIALECTS[name].stream_session(
+        StreamFilters(argument_filter=lambda where: UnescapingFilter(StreamRedactor(scanner, budget=budget)))
+    )
+    pieces = split(json.dumps({"note": RUN_OUT}), [7])
+    # Gemini gives a call whole, its arguments as an object.
+    call = {"functionCall": {"name": "deploy", "args": {"note": RUN_OUT}}}
+    gemini = sse({"candidates": [{"content": {"parts": [call], "role": "model"}, "index": 0}]})
+    sent = _stopped(session, gemini if name == "gemini" else ARGUMENT_CASES[name][0](pieces))
+    assert b"k=" not in sent and list(budget.timed_out) == ["slow"]
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_STREAMS))
+def test_a_rule_out_of_time_on_streamed_text_stops_the_session(name: str) -> None:
+    """The same for the text a stream redactor reads."""
+    scanner = backtracking_scanner()
+    budget = scanner.budget()
+    dialect, text_stream, _ = TEXT_STREAMS[name]
+    session = dialect.stream_session(
+        StreamFilters(text_filter=lambda where: StreamRedactor(scanner, budget=budget))
+    )
+    sent = _stopped(session, text_stream(split("Here: " + RUN_OUT, [7])))
+    assert b"k=" not in sent and list(budget.timed_out) == ["slow"]
