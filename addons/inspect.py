@@ -1103,6 +1103,8 @@ class Inspect:
             filtered = session.feed(body) + session.finish()
         except Exception as error:  # what was read cannot be sent, and what was not must not be
             turn.errors.append(f"response: {type(error).__name__} reading the stream")
+            # A rule that ran out of time there (``ScanTimeout``) is a finding, enforced by the refusal.
+            inspector.response_refused()
             if filters.active:
                 message = f"egressguard could not read this response; audit event {turn.event_id}"
                 flow.response = refusal(dialect, turn, 502, message)

@@ -10,12 +10,13 @@ import textwrap
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mitmproxy import http
 from mitmproxy.http import Headers
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.inspect import INSPECTOR_KEY, Inspect, Substitute, codings, request_inspected, transfer_codings
+from addons.inspect import Inspect, Substitute, codings, request_inspected, transfer_codings
 from addons.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
@@ -85,9 +86,14 @@ def test_observe_mode_leaves_messages_alone() -> None:
     assert turn.decision == "allowed"
 
 
-def stream_labelled_json(mode: str, body: bytes) -> tuple[tflow.HTTPFlow, Turn]:
-    """A chat completion answered with an event stream labelled as JSON, through the addon's hooks."""
+def streamed_chat(
+    mode: str, response: http.Response, *, no_time: bool = False, whole: bool = True
+) -> tuple[tflow.HTTPFlow, Turn]:
+    """A streamed chat completion answered with ``response``, through the addon's hooks (up to its
+    headers unless ``whole``); ``no_time``: as on a machine too loaded to run a secret rule in time."""
     addon = inspect_addon(mode)
+    if no_time:
+        addon.runtime.detectors.sensitive.timeout_s = addon.runtime.detectors.sensitive.rescan_s = 0.0
     flow = tflow.tflow()
     flow.request.host, flow.request.path, flow.request.method = (
         "api.openai.com",
@@ -100,10 +106,18 @@ def stream_labelled_json(mode: str, body: bytes) -> tuple[tflow.HTTPFlow, Turn]:
     flow.metadata[METADATA_KEY] = turn
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
-        flow.response = tflow.tresp(content=body, headers=Headers(content_type="application/json"))
+        flow.response = response
         asyncio.run(addon.responseheaders(flow))
-        asyncio.run(addon.response(flow))
+        if whole:
+            asyncio.run(addon.response(flow))
     return flow, turn
+
+
+def stream_labelled_json(mode: str, body: bytes, *, no_time: bool = False) -> tuple[tflow.HTTPFlow, Turn]:
+    """A chat completion answered with an event stream labelled as JSON."""
+    return streamed_chat(
+        mode, tflow.tresp(content=body, headers=Headers(content_type="application/json")), no_time=no_time
+    )
 
 
 def chat_event(content: str, extra: str = "") -> bytes:
@@ -261,29 +275,25 @@ def test_a_stream_whose_headers_a_rule_ran_out_of_time_on_is_answered_502_where_
     """A relayed answer leaves with its headers: where a rule ran out of time on them and that is
     enforced, the agent gets a 502 in its API's shape instead and none of the upstream's bytes; observe
     mode relays it and records the finding, not enforced."""
-    addon = inspect_addon(mode)
-    flow = tflow.tflow()
-    flow.request.host, flow.request.path, flow.request.method = (
-        "api.openai.com",
-        "/v1/chat/completions",
-        "POST",
+    response = tflow.tresp(
+        content=chat_event("hello"),
+        headers=Headers(content_type="text/event-stream", x_note="card 4111 1111 1111 1112"),
     )
-    flow.request.headers["content-type"] = "application/json"
-    flow.request.content = json.dumps({"model": "gpt-4o", "stream": True, "messages": []}).encode()
-    turn = Turn(TurnContext(agent_id="bot", role="r"))
-    flow.metadata[METADATA_KEY] = turn
-    with taddons.context(addon):
-        asyncio.run(addon.request(flow))
-        # As on a machine too loaded to run a rule in time: no first run, no time to run one again.
-        inspector = flow.metadata[INSPECTOR_KEY]
-        inspector.detectors.sensitive.timeout_s = inspector.budget.seconds = 0.0
-        flow.response = tflow.tresp(
-            content=chat_event("hello"),
-            headers=Headers(content_type="text/event-stream", x_note="card 4111 1111 1111 1112"),
-        )
-        asyncio.run(addon.responseheaders(flow))
+    flow, turn = streamed_chat(mode, response, no_time=True, whole=False)
     timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
     assert timeouts and all(finding.enforced is (mode == "enforce") for finding in timeouts)
     assert flow.response is not None and (flow.response.status_code == 502) is (mode == "enforce")
     if mode == "enforce":
         assert isinstance(flow.response.stream, Substitute) and turn.decision == "blocked"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_an_unlabelled_stream_a_rule_ran_out_of_time_on_is_refused_where_enforced(mode: str) -> None:
+    """A stream read whole because it did not say it was one, whose text a secret rule runs out of time
+    on: a 502 where enforced, its finding enforced; observe mode hands it on and records the finding."""
+    body = chat_event("card 4111 1111 1111 1112 ") + chat_event("done")
+    flow, turn = stream_labelled_json(mode, body, no_time=True)
+    assert flow.response is not None and (flow.response.status_code == 502) is (mode == "enforce")
+    timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
+    assert timeouts and all(finding.enforced is (mode == "enforce") for finding in timeouts)
+    assert (turn.decision == "blocked") is (mode == "enforce")
