@@ -254,6 +254,7 @@ def test_a_websocket_message_a_rule_ran_out_of_time_on_is_dropped_where_enforced
         ssl=context,
         additional_headers=HEADERS,
         open_timeout=10,
+        close_timeout=2,
         max_size=None,
     ) as connection:
         first = connection.recv(timeout=10)
