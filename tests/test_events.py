@@ -215,3 +215,19 @@ def test_a_long_path_host_error_and_finding_are_bounded() -> None:
     assert len(repr(clean)) < len(repr(event)) // 10
     for text in (clean["path"], clean["egress_host"], clean["errors"][0], clean["findings"][0]["signal"]):
         assert len(text) <= MAX_RECORDED_TEXT + 40 and "more characters" in text
+
+
+def test_a_token_no_rule_knows_quoted_in_an_error_is_masked() -> None:
+    """Errors quote what upstreams and agents sent (a content type, an encoding, a parser's complaint): a
+    token-like run in them is masked as in a path, and the rest of the sentence is kept."""
+    turn = Turn(TurnContext(agent_id="bot", role="r"), egress_host="api.openai.com")
+    event = observed_event(turn)
+    secret = "q9Zx3Lp7Rt2Vw8Ky4Nm6Bc1Df5Gh0Jk"
+    event["errors"] = [
+        f"response: binary body (application/x-{secret}) read for secrets in its printable runs",
+        "response: body of 2000000 bytes is over the inspection cap of 1048576",
+    ]
+    clean = scrub(event, scanner(), b"k" * 32)
+    assert secret not in repr(clean)
+    assert clean["errors"][0].startswith("response: binary body (application/[REDACTED:url-token:")
+    assert clean["errors"][1] == event["errors"][1]

@@ -93,6 +93,8 @@ a secret can hide in any of them (a webhook token in a path, data in a host labe
 
 URL_FIELDS = ("path", "egress_host")
 """Fields that hold a URL part: read percent-decoded, and token-like pieces masked even without a rule."""
+MASKED_FIELDS = (*URL_FIELDS, "errors")
+"""Fields whose token-like pieces are masked even without a rule."""
 URL_MASK_RULE = "url-token"
 MAX_RECORDED_TEXT = 512
 """Characters an event keeps of one agent-controlled text (a user id, a path, a finding's signal)."""
@@ -163,7 +165,7 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
     path or an upstream's error message of any length costs the record at most ``MAX_RECORDED_TEXT``
     characters of it."""
     fields = {name: event[name] for name in AGENT_CONTROLLED if name in event}
-    url_parts = {name: fields[name] for name in URL_FIELDS if isinstance(fields.get(name), str)}
+    masked = {name: fields[name] for name in MASKED_FIELDS if name in fields}
     for name in URL_FIELDS:
         if isinstance(fields.get(name), str):
             fields[name] = unquote(fields[name])
@@ -179,8 +181,14 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
         clean["egress_host"] = ".".join(
             mask_url_tokens(label, key) for label in clean["egress_host"].split(".")
         )
+    if isinstance(clean.get("errors"), list):
+        # Sentences of the proxy's quoting what an upstream or agent sent (a content type, a parser's
+        # complaint): a token no rule knows is masked there as in a path.
+        clean["errors"] = [
+            mask_url_tokens(error, key) if isinstance(error, str) else error for error in clean["errors"]
+        ]
     clean, cut = _bounded(clean, key)
-    if not redactions and not cut and all(clean[name] == value for name, value in url_parts.items()):
+    if not redactions and not cut and all(clean[name] == value for name, value in masked.items()):
         return event
     findings = [
         {**original, **scrubbed}
