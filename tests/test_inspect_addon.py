@@ -297,3 +297,28 @@ def test_an_unlabelled_stream_a_rule_ran_out_of_time_on_is_refused_where_enforce
     timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
     assert timeouts and all(finding.enforced is (mode == "enforce") for finding in timeouts)
     assert (turn.decision == "blocked") is (mode == "enforce")
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_an_answer_whose_trailers_a_rule_ran_out_of_time_on_is_refused_where_enforced(mode: str) -> None:
+    """Trailers come after the body and reach the agent after the response hook: a rule out of time on
+    them refuses a JSON answer read whole (502) where enforced, its finding enforced; observe mode hands
+    it on and records the finding."""
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+        ],
+    }
+    response = tflow.tresp(
+        content=json.dumps(completion).encode(), headers=Headers(content_type="application/json")
+    )
+    response.trailers = Headers([(b"x-note", b"card 4111 1111 1111 1112")])
+    flow, turn = streamed_chat(mode, response, no_time=True)
+    assert flow.response is not None and (flow.response.status_code == 502) is (mode == "enforce")
+    timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
+    assert timeouts and all(finding.enforced is (mode == "enforce") for finding in timeouts)
+    assert (turn.decision == "blocked") is (mode == "enforce")
