@@ -181,6 +181,8 @@ def repeated_parameters(target: str) -> list[list[tuple[int, int]]]:
 
 
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
+HEADERS_WHERE = "headers"
+"""Where a finding in a message's headers is: ``headers`` and the header's locator after a space."""
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
 SEEN_ONCE_SOURCES = frozenset({Source.SYSTEM, Source.TOOL_DESCRIPTION})
@@ -1349,7 +1351,9 @@ class TurnInspector:
             return name.lower() in RESPONSE_CREDENTIAL_HEADERS
 
         redacts = self.policy.detection.redact_requests if sent_by_agent else True
-        scan = self.json_scan(redacts=redacts) if sent_by_agent else self.residual
+        # A scan of their own: a body's scan reads each field on from its text before (in a stream, from
+        # the events before), and a header read into it would redact a body value by a header's text.
+        scan = self.json_scan(redacts=redacts)
         fields = [(name, value) for name, value in headers if not kept(name)]
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
@@ -1364,7 +1368,7 @@ class TurnInspector:
             ]
         else:
             document = [{name: value} for name, value in fields]
-        filtered, changed = scan.filter("headers", document, ())
+        filtered, changed = scan.filter(HEADERS_WHERE, document, ())
         spellings: dict[str, set[str]] = {}
         for entry in filtered:
             for name in entry:
@@ -1374,7 +1378,7 @@ class TurnInspector:
             # its values are read on from one another as those of one spelling are.
             folded = [{name.lower(): value for name, value in entry.items()} for entry in filtered]
             rescan = self.json_scan(redacts=redacts)
-            refolded, changed_again = rescan.filter("headers", folded, ())
+            refolded, changed_again = rescan.filter(HEADERS_WHERE, folded, ())
             scan.found += rescan.found
             scan.timed_out += rescan.timed_out
             if changed_again:
@@ -1384,7 +1388,7 @@ class TurnInspector:
                 ]
                 changed = True
         since = len(self.turn.findings)
-        self._record_residual(scan, "headers")
+        self._record_residual(scan, HEADERS_WHERE)
         if not changed:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
@@ -1444,7 +1448,14 @@ class TurnInspector:
     def _record_residual(self, scan: JsonScan, where: str = "body") -> None:
         """Findings of a residual scan not already recorded from the dialect's own reading; a rule that ran
         out of time in it is recorded at ``where``."""
-        seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}
+        # A secret found in the headers is found in the body too, where it is: each place is redacted
+        # (or not) on its own, and its finding says so.
+        in_headers = _in_headers(where)
+        seen = {
+            (finding.rule, finding.fingerprint)
+            for finding in self.turn.findings
+            if _in_headers(finding.where) == in_headers
+        }
         found, scan.found = scan.found, []
         self._record_timeouts(scan.timed_out, where)
         scan.timed_out = []
@@ -1827,6 +1838,11 @@ def _restored(vault: Vault, value: Any, where: str) -> Any:
     """``value`` (a decoded JSON value) with the placeholders in its strings resolved, uses recorded."""
     resolve = vault.resolver(where)
     return map_strings(value, lambda text: restore(text, resolve))
+
+
+def _in_headers(where: str) -> bool:
+    """Whether a finding's place is a message's headers (or trailers, or start line), not its body."""
+    return where == HEADERS_WHERE or where.startswith(HEADERS_WHERE + " ")
 
 
 def _text_digest(text: str) -> str:

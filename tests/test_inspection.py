@@ -927,3 +927,56 @@ def test_a_request_of_many_crafted_texts_costs_about_one_budget_not_one_a_text(
     assert (verdict.block is not None) is (mode == "enforce")
     inspector.begin_response()
     assert not inspector.budget.spent and inspector.budget.timed_out == {}
+
+
+HEADER_BODY_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+
+
+@pytest.mark.parametrize("cut", [4, 12, 20, 30, 39])
+@pytest.mark.parametrize("name", ["x-note", "X-Note", "content-type"])
+def test_a_token_split_between_a_response_header_and_the_body_changes_neither(
+    inspector_for: Callable[[], TurnInspector], cut: int, name: str
+) -> None:
+    """A response header and a body field of the same name are read apart: a header's text is no context
+    for the body, so a body value that holds nothing alone is sent as it came and nothing is recorded."""
+    inspector = inspector_for()
+    assert inspector.scan_headers([(name, HEADER_BODY_TOKEN[:cut])]) is None
+    body = json.dumps([{name: HEADER_BODY_TOKEN[cut:]}, {name.lower(): HEADER_BODY_TOKEN[cut:]}]).encode()
+    assert inspector.scan_body(body, body) == body
+    assert inspector.turn.findings == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"x-note": HEADER_BODY_TOKEN}],
+        {"note": HEADER_BODY_TOKEN},
+        {"x-note": f"see {HEADER_BODY_TOKEN} here"},
+        {"nested": json.dumps({"x-note": HEADER_BODY_TOKEN})},
+    ],
+)
+def test_a_secret_in_a_response_header_does_not_hide_it_in_the_body(
+    inspector_for: Callable[[], TurnInspector], body: object
+) -> None:
+    """The same secret in a header and in the body is two findings, one at each place, each redacted:
+    the header's finding does not stand for the body's."""
+    inspector = inspector_for()
+    sent_headers = inspector.scan_headers([("x-note", HEADER_BODY_TOKEN)])
+    raw = json.dumps(body).encode()
+    sent = inspector.scan_body(raw, raw)
+    assert sent_headers == [("x-note", "[REDACTED:github-pat]")]
+    assert HEADER_BODY_TOKEN not in sent.decode() and b"[REDACTED:github-pat]" in sent
+    places = [(finding.rule, finding.where.startswith("headers ")) for finding in inspector.turn.findings]
+    assert sorted(places) == [("github-pat", False), ("github-pat", True)]
+
+
+def test_a_secret_in_the_request_headers_does_not_hide_it_in_the_request_body(
+    inspector_for: Callable[[], TurnInspector],
+) -> None:
+    """A request header holding a secret the body holds too leaves the body's finding recorded."""
+    inspector = inspector_for()
+    inspector.scan_headers([("x-note", HEADER_BODY_TOKEN)], sent_by_agent=True)
+    body = json.dumps({"model": "m", "messages": [], "metadata": {"x-note": HEADER_BODY_TOKEN}}).encode()
+    inspector.scan_request(body, RequestView(dialect="openai_chat", parts=[]))
+    places = sorted(finding.where.startswith("headers ") for finding in inspector.turn.findings)
+    assert places == [False, True]
