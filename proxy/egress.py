@@ -312,13 +312,19 @@ class HostPattern:
     def port_matches(self, port: int) -> bool:
         return self.port is None or port in self.port
 
-    def matches(self, destination: _Destination, *, every_address: bool) -> bool:
+    def names(self, host: str) -> bool:
+        """Whether this entry covers the (canonical) name or address ``host``, whatever the port and
+        without resolving it."""
+        literal = parse_ip_literal(host)
+        return self.matches(_Destination(host, literal, 0, ()), every_address=True, any_port=True)
+
+    def matches(self, destination: _Destination, *, every_address: bool, any_port: bool = False) -> bool:
         """Whether this entry covers ``destination``.
 
         A network entry covers a named host through its resolved addresses: all of them for an allow
         entry (``every_address``), any of them for a deny entry.
         """
-        if not self.port_matches(destination.port):
+        if not (any_port or self.port_matches(destination.port)):
             return False
         if self.kind is PatternKind.ANY_PUBLIC:
             return True

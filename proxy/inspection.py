@@ -40,6 +40,12 @@ from proxy.detectors.baseline import (
     refusal_rate_drop,
     tool_rate_spike,
 )
+from proxy.detectors.credential_channel import (
+    UNSENT_FIELDS,
+    expected_rules,
+    is_provider_key,
+    unexpected_finding,
+)
 from proxy.dialects import (
     MCP,
     Dialect,
@@ -53,7 +59,7 @@ from proxy.dialects import (
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, parse_locator, set_at
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
-from proxy.egress import decide
+from proxy.egress import canonical_host, decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.scanning.redact import (
@@ -116,17 +122,23 @@ def is_credential_header(name: str) -> bool:
     return lowered in CREDENTIAL_HEADERS or CREDENTIAL_HEADER_NAME.search(lowered) is not None
 
 
-def credential_values(target: str) -> list[tuple[int, int]]:
-    """The spans of a decoded request target's query values whose parameter is named as a credential."""
+def credential_parameters(target: str) -> list[tuple[str, int, int]]:
+    """The query parameters of a decoded request target named as a credential: each name and the span of
+    its value."""
     path, mark, query = target.partition("?")
-    spans: list[tuple[int, int]] = []
+    found: list[tuple[str, int, int]] = []
     at = len(path) + len(mark)
     for pair in query.split("&") if mark else ():
         name, equals, value = pair.partition("=")
         if equals and value and CREDENTIAL_HEADER_NAME.search(name.lower()):
-            spans.append((at + len(name) + 1, at + len(pair)))
+            found.append((name, at + len(name) + 1, at + len(pair)))
         at += len(pair) + 1
-    return spans
+    return found
+
+
+def credential_values(target: str) -> list[tuple[int, int]]:
+    """The spans of a decoded request target's query values whose parameter is named as a credential."""
+    return [(start, end) for _, start, end in credential_parameters(target)]
 
 
 STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
@@ -450,6 +462,16 @@ class TurnInspector:
         for text in {unquote(host), unquote(target), unquote_plus(target)}:
             self._record(self._sensitive_findings(text, self._not_own_credentials(text), "url"))
             self._record(finding for finding, _ in self._across_parameters(text))
+        self._record(
+            {
+                (finding.where, finding.fingerprint): finding
+                for text in {unquote(target), unquote_plus(target)}
+                for name, start, end in credential_parameters(text)
+                for finding in self._unexpected_credentials(
+                    canonical_host(unquote(host)), "query parameter", name, text[start:end], f"url ?{name}"
+                )
+            }.values()
+        )
         decoded = unquote_plus(target) if "+" in target else unquote(target)
         matches = self._not_own_credentials(decoded) + [
             piece for finding, pieces in self._across_parameters(decoded) for piece in pieces
@@ -491,6 +513,24 @@ class TurnInspector:
                     )
                 ]
             )
+
+    def _unexpected_credentials(
+        self, host: str, kind: str, name: str, value: str, where: str
+    ) -> list[Finding]:
+        """A credential header's or query parameter's (``kind``) provider keys that ``host`` does not expect
+        in a field so named (``proxy.detectors.credential_channel``); a key in the name itself is never
+        expected."""
+        if name.lower() in UNSENT_FIELDS:
+            return []
+        expected = expected_rules(self.policy.credentials, host, name.lower())
+        found = []
+        for text, expects in ((name, frozenset[str]()), (value, expected)):
+            known = self._known(text)
+            for match in self._sensitive(text, where) if known is None else known:
+                if is_provider_key(match.rule) and match.rule.id not in expects:
+                    key = fingerprint(text[match.start : match.end], self.detectors.fingerprint_key)
+                    found.append(unexpected_finding(match.rule, kind, where, host, key))
+        return found
 
     def _not_own_credentials(self, target: str) -> list[Match]:
         """The matches in a decoded request target read without the agent's own key for the API, a query
@@ -1368,6 +1408,12 @@ class TurnInspector:
             ]
         else:
             document = [{name: value} for name, value in fields]
+        if sent_by_agent:
+            host = self.turn.egress_host or ""
+            for name, value in headers:
+                if is_credential_header(name):
+                    where = f'{HEADERS_WHERE} ["{name}"]'
+                    self._record(self._unexpected_credentials(host, "header", name, value, where))
         filtered, changed = scan.filter(HEADERS_WHERE, document, ())
         spellings: dict[str, set[str]] = {}
         for entry in filtered:

@@ -498,15 +498,22 @@ def test_a_secret_leaving_in_the_url_is_found(
 
 
 OWN_API_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh3iJk6l"
+TAKES_OPENAI_KEYS = "credentials: {localhost: {rules: [openai-project-key], fields: [authorization]}}\n"
+"""The fake upstream takes OpenAI's keys as OpenAI does (``proxy.detectors.credential_channel``)."""
 
 
-@REDACTING_OR_OBSERVING
+@pytest.mark.parametrize(
+    "mode_proxy",
+    [("observe", TAKES_OPENAI_KEYS), ("enforce", "redaction: {requests: true}\n" + TAKES_OPENAI_KEYS)],
+    indirect=True,
+    ids=["observe", "enforce-redacting"],
+)
 def test_a_secret_leaving_in_a_request_header_is_found(
     mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
 ) -> None:
     """A key in a header of the agent's own choosing leaves as data: recorded, and redacted where requests
     are; the agent's credential for the API in ``Authorization`` is neither."""
-    redacting = request.node.callspec.params["mode_proxy"] != "observe"
+    redacting = request.node.callspec.params["mode_proxy"][0] != "observe"
     upstream.reply = Reply(text="hi")
     headers = {"X-Debug": f"key={AWS_KEY}", "Authorization": f"Bearer {OWN_API_KEY}"}
     post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode(), headers=headers)
@@ -516,7 +523,7 @@ def test_a_secret_leaving_in_a_request_header_is_found(
     findings = last_record(mode_proxy)["findings"]
     found = [f for f in findings if f["rule"] == "aws-access-key-id"]
     assert found and all(f["enforced"] is redacting for f in found)
-    assert not any("openai" in f["rule"] for f in findings)
+    assert not any("openai" in f["rule"] or f["rule"] == "credential.unexpected" for f in findings)
 
 
 DESTRUCTIVE_CALL = {"id": "call_1", "type": "function", "function": {"name": "drop_table", "arguments": "{}"}}

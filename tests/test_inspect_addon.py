@@ -227,20 +227,60 @@ def test_a_request_header_named_as_a_credential_is_the_agents_own_and_left_alone
 GOOGLE_KEY = "AIzaSyD3mQ7v9XkLp2Rw8TnB4cYhJ6sUe1fGa0Z"
 
 
-@pytest.mark.parametrize("parameter", ["key", "api_key", "access_token", "apikey"])
-def test_the_agents_own_key_in_a_query_parameter_named_as_a_credential_is_left_alone(parameter: str) -> None:
-    """Google's REST APIs take their key as ``?key=``: it is the agent's own credential for the API, as in
-    a header; a key in any other parameter, or in the path, is data the agent sends and is redacted."""
-    addon = inspect_addon("enforce", "redaction: {requests: true}")
+def request_to(host: str, path: str, redaction: str = "") -> tuple[http.HTTPFlow, Turn]:
+    """A request to ``host`` and ``path`` through the addon in enforce mode (``redaction``: that section's
+    settings): the flow and its turn."""
+    addon = inspect_addon("enforce", f"redaction: {{{redaction}}}" if redaction else "")
     flow = tflow.tflow()
+    flow.request.host, flow.request.path = host, path
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
-    flow.request.path = f"/v1/items/{AWS_KEY}?{parameter}={GOOGLE_KEY}&note={AWS_KEY}%20x"
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
-    turn = flow.metadata[METADATA_KEY]
-    assert f"{parameter}={GOOGLE_KEY}&" in flow.request.path
+    return flow, flow.metadata[METADATA_KEY]
+
+
+@pytest.mark.parametrize(
+    ("host", "parameter", "value"),
+    [
+        ("generativelanguage.googleapis.com", "key", GOOGLE_KEY),
+        ("tool.example", "api_key", "tool-7f3a9c2b1d0e4f56a7b8"),
+        ("tool.example", "access_token", "tool-7f3a9c2b1d0e4f56a7b8"),
+        ("tool.example", "apikey", "tool-7f3a9c2b1d0e4f56a7b8"),
+    ],
+)
+def test_the_agents_own_key_in_a_query_parameter_named_as_a_credential_is_left_alone(
+    host: str, parameter: str, value: str
+) -> None:
+    """Google's REST APIs take their key as ``?key=``, a tool its own opaque key: the agent's own credential
+    for the API, as in a header; a key in any other parameter, or in the path, is data the agent sends and
+    is redacted."""
+    flow, turn = request_to(
+        host, f"/v1/items/{AWS_KEY}?{parameter}={value}&note={AWS_KEY}%20x", "requests: true"
+    )
+    assert f"{parameter}={value}&" in flow.request.path
     assert AWS_KEY not in flow.request.path
     assert {f.rule for f in turn.findings if f.enforced} == {"aws-access-key-id"}
+
+
+@pytest.mark.parametrize(
+    ("host", "parameter", "value"),
+    [
+        ("tool.example", "key", GOOGLE_KEY),
+        ("generativelanguage.googleapis.com", "access_token", GOOGLE_KEY),
+        ("generativelanguage.googleapis.com", "key", AWS_KEY),
+        ("api.openai.com", "api_key", GOOGLE_KEY),
+    ],
+)
+def test_a_providers_key_a_destination_does_not_take_in_a_credential_parameter_refuses_the_request(
+    host: str, parameter: str, value: str
+) -> None:
+    """A key of a provider's format in a parameter named as a credential where the destination takes no
+    such key there is a ``credential.unexpected`` finding, refused in enforce mode with nothing sent."""
+    flow, turn = request_to(host, f"/v1/items?{parameter}={value}")
+    assert flow.response is not None and flow.response.status_code == 403
+    (finding,) = [f for f in turn.findings if f.rule == "credential.unexpected"]
+    assert finding.enforced and finding.threat == "credential_theft" and finding.where == f"url ?{parameter}"
+    assert value not in json.dumps([finding.signal, finding.where, finding.extra])
 
 
 CODING_FIELD_NAMES = [

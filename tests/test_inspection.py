@@ -478,8 +478,9 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
     [
         ("/v1/chat/completions", False),
         ("/v1/search?q=AKIAQWERTY234567ABCD", True),
-        # The agent's own key, in a parameter named as a credential, is left alone.
-        ("/v1/models/gemini:generateContent?key=AIzaSyA1234567890abcdefghijklmnopqrstuv&alt=sse", False),
+        # The agent's own key for a tool (no provider's format), in a parameter named as a credential, is
+        # left alone.
+        ("/v1/models/gemini:generateContent?key=tool-7f3a9c2b1d0e4f56a7b8&alt=sse", False),
         ("/notes?text=call+020+7946+0958", True),
         ("/v1/" + "x" * 600 + "?q=ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", True),
     ],

@@ -37,6 +37,7 @@ from proxy.config.yamlschema import (
     Spec,
     check_document,
 )
+from proxy.detectors.credential_channel import DEFAULT_EXPECTED, Expected, expectations
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
 from proxy.state.redis_store import RedisSettings
@@ -148,6 +149,31 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class ExpectedCredentials(Spec):
+    """``credentials``: by host (``api.example.com``, ``*.example.com``, an address or network; no port),
+    the secret rule ids of the credentials it takes and, optionally, the header or query parameter names
+    it takes them in (``proxy.detectors.credential_channel``)."""
+
+    description = "a mapping from hosts to {rules: [...], fields: [...]}"
+    entry = Record({"rules": ListOf(STRING), "fields": ListOf(STRING)}, required=("rules",))
+
+    def check(self, node: yaml.Node, checker: Checker, where: str) -> Any:
+        entries = MapOf(self.entry).check(node, checker, where)
+        if entries is None or not isinstance(node, yaml.MappingNode):
+            return None
+        expected: dict[str, Expected] = {}
+        for key_node, _ in node.value:
+            host, entry = str(key_node.value), entries.get(str(key_node.value))
+            lists = [entry.get("rules"), entry.get("fields") or []] if entry else [None]
+            if any(values is None or None in values for values in lists):
+                continue  # reported where it is wrong
+            try:
+                expected[host] = Expected.of(host, entry["rules"], entry.get("fields") or ())
+            except ValueError as error:
+                checker.report(key_node, f"{where}.{host}: {error}")
+        return expected
+
+
 CONTEXT_FIELD_LIST = ListOf(OneOf(*CONTEXT_FIELDS))
 AGENT = Record({"token_env": STRING, "token": STRING, "role": STRING})
 ROLE = Record(
@@ -224,6 +250,7 @@ SCHEMA = Record(
             {"listen": Custom(_address, "host:port"), "token_env": STRING, "read_token_env": STRING}
         ),
         "injection": Record({"indirect": OneOf(*INDIRECT_INJECTION_ACTIONS)}),
+        "credentials": ExpectedCredentials(),
         # The sections inside are checked by the alert loader (proxy.alerts), which knows their shape.
         "alerts": Record(
             {
@@ -353,6 +380,8 @@ class Policy:
     sha256: str = ""
     """The sha256 of the policy file's text, named in reload records."""
     warnings: tuple[Problem, ...] = ()
+    credentials: tuple[Expected, ...] = DEFAULT_EXPECTED
+    """The credentials each destination takes in its credential headers and query parameters."""
 
     @property
     def audit_path(self) -> Path:
@@ -500,6 +529,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         admin=_admin(raw.get("admin")),
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         warnings=tuple(warnings),
+        credentials=expectations(raw.get("credentials") or {}),
     )
 
 

@@ -1,0 +1,205 @@
+"""The credential channel: provider keys a destination does not take in its credential headers and query
+parameters are findings; its own kind of key, and opaque values, pass."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+
+import pytest
+
+from proxy.config.policy import Policy, parse_policy
+from proxy.config.yamlschema import SchemaError
+from proxy.detectors.credential_channel import DEFAULT_EXPECTED, RULE, Expected, expected_rules
+from proxy.inspection import Detectors, TurnInspector
+from proxy.model import Threat
+from proxy.state import SqliteStateStore
+from proxy.turn import Turn, TurnContext
+
+GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+AWS = "AKIAQWERTY234567ABCD"
+OPENAI = (
+    "sk-proj-F056SrJlbzK0Fr5eu_8enJPV7DPeWHtmzqGq6vfX82s2T0d3FYeklV2hSBf17e_q-GVD8H9_PkT3BlbkFJYcELnFdYprur"
+    "GjvxnGNZ_RN-UvgyCIXCwnLiZveqMrgxAbbkEUEGAeZpMQJPYsB5DyaJ2qN_l8"
+)
+ANTHROPIC = (
+    "sk-ant-api03-TOt9aL0Mk6OCVJ3iWHwF2dylxG5C1YLDa2iqN1Zv7SScN1TeqLcC5FJp5jjEMXiE09JQkk6aMnAlo9yYo6MJWjIX"
+    "OjznMAA"
+)
+GEMINI = "AIzannhlfRIcV-fxvkKqp9zIgbo6hEbWuMtO4dQ"
+OPAQUE = "tool-7f3a9c2b1d0e4f56a7b8"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+POLICY = """\
+    mode: enforce
+    agents: {bot: {token: t, role: r}}
+    roles: {r: {egress: {allow: ["*"]}}}
+    """
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return parse_policy(textwrap.dedent(POLICY), "policy.yaml", environ={})
+
+
+@pytest.fixture(scope="module")
+def detectors(policy: Policy) -> Detectors:
+    return Detectors(policy, b"k" * 32)
+
+
+def inspect(
+    detectors: Detectors, policy: Policy, host: str, headers: list[tuple[str, str]], target: str = "/v1/x"
+) -> TurnInspector:
+    turn = Turn(TurnContext(agent_id="bot", role="r", user_id="u", purpose="p", consent_id="c"))
+    turn.egress_host = host
+    inspector = TurnInspector(detectors, policy, SqliteStateStore(None), turn)
+    inspector.scan_headers(headers, sent_by_agent=True)
+    inspector.scan_url(host, target)
+    return inspector
+
+
+ALLOWED = [
+    pytest.param("api.openai.com", [("Authorization", f"Bearer {OPENAI}")], id="openai-bearer"),
+    pytest.param("API.OpenAI.com.", [("authorization", f"Bearer {OPENAI}")], id="openai-host-spelling"),
+    pytest.param("api.anthropic.com", [("x-api-key", ANTHROPIC)], id="anthropic-x-api-key"),
+    pytest.param("generativelanguage.googleapis.com", [("x-goog-api-key", GEMINI)], id="gemini-header"),
+    pytest.param("tool.example", [("X-Api-Key", OPAQUE)], id="opaque-tool-key"),
+    pytest.param("tool.example", [("Authorization", f"Bearer {JWT}")], id="jwt-bearer"),
+    pytest.param("tool.example", [("Authorization", basic("bot", "hunter2-not-a-key"))], id="basic-opaque"),
+    pytest.param("tool.example", [("Cookie", "session=abc123; csrftoken=zzz")], id="cookie"),
+    pytest.param("tool.example", [("PRIVATE-TOKEN", OPAQUE)], id="gitlab-style-opaque"),
+    pytest.param("tool.example", [("Proxy-Authorization", basic("bot", GITHUB))], id="proxy-credentials"),
+]
+
+
+@pytest.mark.parametrize(("host", "headers"), ALLOWED)
+def test_the_key_a_destination_takes_and_opaque_keys_pass(
+    detectors: Detectors, policy: Policy, host: str, headers: list[tuple[str, str]]
+) -> None:
+    """A destination's own kind of key in its field, an opaque value, a JWT or a session cookie: nothing."""
+    inspector = inspect(detectors, policy, host, headers)
+    assert inspector.turn.findings == [] and inspector.request_block() is None
+
+
+REFUSED = [
+    pytest.param("tool.example", [("X-Api-Key", GITHUB)], "github-pat", id="github-in-x-api-key"),
+    pytest.param(
+        "api.anthropic.com", [("x-api-key", OPENAI)], "openai-project-key", id="openai-to-anthropic"
+    ),
+    pytest.param("api.openai.com", [("x-api-key", OPENAI)], "openai-project-key", id="openai-wrong-field"),
+    pytest.param(
+        "api.openai.com", [("Authorization", f"Bearer {OPENAI} {GITHUB}")], "github-pat", id="second-secret"
+    ),
+    pytest.param(
+        "api.openai.com",
+        [("Authorization", f"Bearer {OPENAI}"), ("X-Auth-Token", AWS)],
+        "aws-access-key-id",
+        id="extra-header",
+    ),
+    pytest.param("tool.example", [("Authorization", f"token {GITHUB}")], "github-pat", id="no-scheme-host"),
+    pytest.param("tool.example", [("Authorization", basic("x", GITHUB))], "github-pat", id="in-basic-auth"),
+    pytest.param("tool.example", [("Cookie", f"s=1; t={GITHUB}")], "github-pat", id="in-a-cookie"),
+    pytest.param("tool.example", [("x-token-" + GITHUB, OPAQUE)], "github-pat", id="in-the-name"),
+    pytest.param("tool.example", [("DD-API-KEY", GEMINI)], "gcp-api-key", id="gemini-key-elsewhere"),
+    pytest.param(
+        "generativelanguage.googleapis.com",
+        [("x-goog-api-key", ANTHROPIC)],
+        "anthropic-api-key",
+        id="wrong-kind",
+    ),
+]
+
+
+@pytest.mark.parametrize(("host", "headers", "rule"), REFUSED)
+def test_a_key_the_destination_does_not_take_is_a_blocking_finding(
+    detectors: Detectors, policy: Policy, host: str, headers: list[tuple[str, str]], rule: str
+) -> None:
+    """Any other provider's key in a credential header is ``credential.unexpected`` (credential theft),
+    blocking where enforced; the record names the rule, never the value."""
+    inspector = inspect(detectors, policy, host, headers)
+    findings = [f for f in inspector.turn.findings if f.rule == RULE]
+    assert [f.extra["secret_rule"] for f in findings] == [rule]
+    (finding,) = findings
+    assert finding.threat is Threat.CREDENTIAL_THEFT and inspector.request_block() is finding
+    shown = f"{finding.signal} {finding.where} {finding.extra} {finding.fingerprint}"
+    assert all(secret not in shown for secret in (GITHUB, OPENAI, AWS, GEMINI, ANTHROPIC))
+
+
+@pytest.mark.parametrize(
+    ("host", "target", "flagged"),
+    [
+        ("generativelanguage.googleapis.com", f"/v1/m:generate?key={GEMINI}", False),
+        ("generativelanguage.googleapis.com", f"/v1/m:generate?alt=sse&key={GEMINI}&x=1", False),
+        ("tool.example", f"/q?access_token={AWS}", True),
+        ("tool.example", f"/q?access_token={OPAQUE}", False),
+        ("tool.example", f"/q?api_key={OPENAI}", True),
+        ("generativelanguage.googleapis.com", f"/v1/m?key={GEMINI}%20{GITHUB}", True),
+        ("generativelanguage.googleapis.com", f"/v1/m?key={GEMINI}+{GITHUB}", True),
+        ("api.openai.com", f"/v1/models?key={GEMINI}", True),
+    ],
+)
+def test_query_parameters_named_as_credentials_follow_the_same_rule(
+    detectors: Detectors, policy: Policy, host: str, target: str, flagged: bool
+) -> None:
+    """``?key=`` takes Gemini's key at Gemini only; any other provider's key in such a parameter is found,
+    percent- or plus-encoded after the real one too."""
+    inspector = inspect(detectors, policy, host, [], target)
+    assert any(f.rule == RULE for f in inspector.turn.findings) is flagged
+    assert (inspector.request_block() is not None) is flagged
+
+
+def test_a_configured_host_takes_its_keys_and_replaces_a_default() -> None:
+    """``credentials`` adds a tool host's key kinds (in the named fields only) and replaces a default."""
+    policy = parse_policy(
+        textwrap.dedent(POLICY)
+        + textwrap.dedent("""\
+            credentials:
+              api.github.com: {rules: [github-pat, github-fine-grained-pat], fields: [authorization]}
+              "*.aws.example": {rules: [aws-access-key-id]}
+              api.openai.com: {rules: []}
+            """),
+        "policy.yaml",
+        environ={},
+    )
+    detectors = Detectors(policy, b"k" * 32)
+    assert not inspect(
+        detectors, policy, "api.github.com", [("Authorization", f"token {GITHUB}")]
+    ).turn.findings
+    assert inspect(detectors, policy, "api.github.com", [("X-Api-Key", GITHUB)]).turn.findings
+    assert not inspect(detectors, policy, "s3.aws.example", [("X-Auth", AWS)]).turn.findings
+    assert inspect(detectors, policy, "api.openai.com", [("Authorization", f"Bearer {OPENAI}")]).turn.findings
+    assert not inspect(
+        detectors, policy, "api.anthropic.com", [("x-api-key", ANTHROPIC)]
+    ).turn.findings  # the defaults of other hosts stay
+
+
+@pytest.mark.parametrize(
+    ("entry", "line", "message"),
+    [
+        ("api.openai.com:443: {rules: [x]}", 5, "takes no port"),
+        ("'bad host!': {rules: [x]}", 5, "invalid egress pattern"),
+        ("api.x.com: {fields: [authorization]}", 5, "needs 'rules'"),
+        ("api.x.com: {rules: x}", 5, "must be a list"),
+        ("api.x.com: {rules: [x], where: [y]}", 5, "unknown key 'where'"),
+    ],
+)
+def test_a_bad_credentials_entry_is_an_error_on_its_line(entry: str, line: int, message: str) -> None:
+    """A host that is not one, a port, a missing or malformed rule list: ``file:line: message``."""
+    with pytest.raises(SchemaError) as raised:
+        parse_policy(textwrap.dedent(POLICY) + "credentials:\n  " + entry + "\n", "policy.yaml", environ={})
+    assert f"policy.yaml:{line}:" in str(raised.value) and message in str(raised.value)
+
+
+def test_the_defaults_name_the_three_providers_fields() -> None:
+    """OpenAI takes its keys as Authorization, Anthropic as x-api-key, Gemini as x-goog-api-key or ?key=."""
+    assert "openai-project-key" in expected_rules(DEFAULT_EXPECTED, "api.openai.com", "authorization")
+    assert not expected_rules(DEFAULT_EXPECTED, "api.openai.com", "x-api-key")
+    assert "anthropic-api-key" in expected_rules(DEFAULT_EXPECTED, "api.anthropic.com", "x-api-key")
+    gemini = "generativelanguage.googleapis.com"
+    assert {"gcp-api-key"} <= expected_rules(DEFAULT_EXPECTED, gemini, "key")
+    assert not expected_rules(DEFAULT_EXPECTED, "evil.example", "authorization")
+    with pytest.raises(ValueError, match="no port"):
+        Expected.of("api.openai.com:*", ["x"])

@@ -1,0 +1,143 @@
+"""End to end: provider keys in credential headers and query parameters that the destination does not take
+are refused in enforce mode (403 in the API's error shape, nothing sent) and recorded in observe mode;
+the destination's own kind of key and opaque keys pass. No record or log line carries the key."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.harness import Proxy
+from tests.test_credential_channel import ANTHROPIC, AWS, GITHUB, OPENAI
+from tests.upstream import FakeUpstream
+
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+EXPECTS_OPENAI_KEYS = """\
+credentials:
+  localhost: {rules: [openai-project-key], fields: [authorization]}
+"""
+
+
+def openai_client(proxy: Proxy, upstream: FakeUpstream, key: str, **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{upstream.url}/v1",
+        api_key=key,
+        max_retries=0,
+        default_headers=headers or None,
+        http_client=httpx.Client(
+            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        ),
+    )
+
+
+def unexpected(record: dict[str, object]) -> list[dict[str, object]]:
+    findings = record["findings"]
+    assert isinstance(findings, list)
+    return [finding for finding in findings if finding["rule"] == "credential.unexpected"]
+
+
+def assert_never_written(proxy: Proxy, *secrets: str) -> None:
+    written = proxy.output() + "".join(
+        path.read_text() for path in (proxy.data_dir / "audit").rglob("*.jsonl")
+    )
+    assert not any(secret in written for secret in secrets)
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "rule"),
+    [
+        pytest.param(GITHUB, {}, "github-pat", id="github-token-as-the-api-key"),
+        pytest.param("sk-test", {"X-Api-Key": AWS}, "aws-access-key-id", id="aws-key-in-x-api-key"),
+        pytest.param(f"sk-test {GITHUB}", {}, "github-pat", id="a-second-secret-after-the-key"),
+        pytest.param(
+            OPENAI, {"X-Api-Key": OPENAI}, "openai-project-key", id="the-right-key-in-another-field"
+        ),
+    ],
+)
+def test_the_openai_sdk_carrying_a_key_the_host_does_not_take_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, key: str, headers: dict[str, str], rule: str
+) -> None:
+    """Through the real proxy: a key of a provider's format that the destination does not take in that
+    field is refused with a readable 403; nothing reaches the upstream and the record names only the rule."""
+    proxy = start_proxy(mode="enforce", extra=EXPECTS_OPENAI_KEYS)
+    with pytest.raises(openai.PermissionDeniedError) as raised:
+        openai_client(proxy, upstream, key, **headers).chat.completions.create(model="m", messages=MESSAGES)
+    assert "credential.unexpected" in str(raised.value) and upstream.received == []
+    (record,) = proxy.wait_for_records(1)
+    (finding,) = unexpected(record)
+    assert (finding["threat"], finding["enforced"], finding["extra"]) == (
+        "credential_theft",
+        True,
+        {"secret_rule": rule},
+    )
+    assert record["decision"] == "blocked"
+    assert_never_written(proxy, GITHUB, AWS, OPENAI)
+
+
+def test_the_key_the_host_takes_and_an_opaque_key_pass(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The destination's configured kind of key in its field, and a key no rule recognises, go through."""
+    proxy = start_proxy(mode="enforce", extra=EXPECTS_OPENAI_KEYS)
+    for key in (OPENAI, "sk-test"):
+        reply = openai_client(proxy, upstream, key).chat.completions.create(model="m", messages=MESSAGES)
+        assert reply.choices[0].message.content == "Hello from the upstream model."
+    sent = [{name.lower(): value for name, value in request.headers.items()} for request in upstream.received]
+    assert [headers["authorization"] for headers in sent] == [
+        f"Bearer {OPENAI}",
+        "Bearer sk-test",
+    ]
+    assert all(not unexpected(record) for record in proxy.wait_for_records(2))
+
+
+def test_an_openai_key_in_the_anthropic_sdks_x_api_key_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Anthropic SDK sends its key as ``x-api-key``: an OpenAI key there, to a host that takes none, is
+    refused in Anthropic's error shape."""
+    proxy = start_proxy(mode="enforce")
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    client = anthropic.Anthropic(base_url=upstream.url, api_key=OPENAI, max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as raised:
+        client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.body["type"] == "error"  # type: ignore[index]
+    assert upstream.received == []
+    (record,) = proxy.wait_for_records(1)
+    assert [finding["extra"] for finding in unexpected(record)] == [{"secret_rule": "openai-project-key"}]
+    assert_never_written(proxy, OPENAI, ANTHROPIC)
+
+
+@pytest.mark.parametrize("parameter", ["access_token", "api_key", "key"])
+def test_a_key_in_a_credential_query_parameter_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, parameter: str
+) -> None:
+    """A database's or cloud's key in ``?access_token=`` (or any parameter named as a credential) to a tool
+    host that takes none is refused; nothing is sent."""
+    proxy = start_proxy(mode="enforce")
+    with httpx.Client(
+        proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+    ) as client:
+        reply = client.post(f"{upstream.url}/v1/search?{parameter}={AWS}", json={"q": "x"})
+    assert reply.status_code == 403 and upstream.received == []
+    (record,) = proxy.wait_for_records(1)
+    assert [finding["where"] for finding in unexpected(record)] == [f"url ?{parameter}"]
+    assert_never_written(proxy, AWS)
+
+
+def test_observe_mode_records_without_refusing(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Observe mode lets the request through and records what enforce mode would have refused."""
+    proxy = start_proxy(mode="observe")
+    reply = openai_client(proxy, upstream, GITHUB).chat.completions.create(model="m", messages=MESSAGES)
+    assert reply.choices[0].message.content == "Hello from the upstream model."
+    (record,) = proxy.wait_for_records(1)
+    (finding,) = unexpected(record)
+    assert finding["enforced"] is False and finding["action"] == "block"
+    assert_never_written(proxy, GITHUB)
