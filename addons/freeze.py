@@ -68,8 +68,8 @@ def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None
     sessions when prompt injection is enforced), its finding added and the turn escalated to blocked;
     None when nothing is frozen or observe mode only records that it would refuse."""
     store, context = runtime.state, turn.context
-    found = refusal(store, context.agent_id, None, None) or refusal(
-        store, None, context.user_id, context.session_id
+    found = refusal(store, context.agent_id, None, None, runtime.freezes) or refusal(
+        store, None, context.user_id, context.session_id, runtime.freezes
     )
     if found is None:
         return None

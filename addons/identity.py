@@ -30,7 +30,7 @@ from proxy.config.policy import Agent
 from proxy.control import tokens
 from proxy.runtime import Runtime
 from proxy.state import StateStore, StateUnavailable
-from proxy.state.fallback import FallbackStore
+from proxy.state.fallback import serving_locally
 from proxy.turn import Turn, TurnContext
 
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
@@ -78,7 +78,7 @@ class AgentTokens(Validator):
                 return False
             if rotated is not None:
                 self.rotated[username] = rotated
-            elif isinstance(store, FallbackStore) and store.degraded:
+            elif serving_locally(store):
                 rotated = self.rotated.get(username)
             expected = rotated.encode() if rotated is not None else expected
         matches = hmac.compare_digest(expected or _UNKNOWN_AGENT_TOKEN, password.encode())

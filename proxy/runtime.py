@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from proxy.config.policy import Policy, StateSettings
 from proxy.control.drill import DrillRuns
+from proxy.control.freeze import FreezeMemory
 from proxy.control.metrics import Metrics, Sources
 from proxy.inspection import Detectors
 from proxy.state import SqliteStateStore, StateStore
@@ -39,6 +40,8 @@ class Runtime:
     alert_router: AlertRouter | None = None
     _metrics: Metrics | None = field(default=None, repr=False)
     drills: DrillRuns = field(init=False, repr=False)
+    freezes: FreezeMemory = field(default_factory=FreezeMemory, repr=False)
+    """The freezes this process has read, for while the shared store is away (``on_error: open``)."""
     startup_error: str | None = None
     """Set by an addon that could not start (the admin port in use): the proxy stops with it."""
 

@@ -16,6 +16,8 @@ import pytest
 
 from addons.audit import DEGRADED_STATE
 from addons.turns import STATE_UNAVAILABLE_CODE
+from proxy.control.freeze import freeze_user
+from proxy.state.redis_store import RedisSettings, RedisStateStore
 from tests.harness import Proxy, proxy_authorization
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
@@ -254,3 +256,22 @@ def test_closed_a_new_connection_while_redis_is_down_is_not_a_wrong_token(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert [record["reason"] for record in refusals] == ["missing"]
+
+
+def test_open_a_freeze_holds_while_redis_is_down(
+    start_proxy: Callable[..., Proxy], own_redis: RedisServer, upstream: FakeUpstream
+) -> None:
+    """on_error open: a user an alert froze (in Redis) stays refused while Redis is down, though the
+    process then serves from its local state, which holds no freeze; other users are served."""
+    proxy = start_proxy(mode="enforce", extra=state_yaml(own_redis, "open"))
+    assert ask(client(proxy, upstream, user="mallory")).choices
+    shared = RedisStateStore(RedisSettings(url=own_redis.url, namespace="e2e"))
+    freeze_user(shared, "mallory", 3600, "alert a1")
+    shared.close()
+    with pytest.raises(openai.PermissionDeniedError):
+        ask(client(proxy, upstream, user="mallory"))
+    own_redis.stop()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        ask(client(proxy, upstream, user="mallory"))
+    assert "egressguard_frozen" in json.dumps(refused.value.body)
+    assert ask(client(proxy, upstream, user="u-2")).choices

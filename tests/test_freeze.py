@@ -15,18 +15,23 @@ from proxy.alerts import Alert
 from proxy.config.policy import parse_policy
 from proxy.control.freeze import (
     FREEZE_RULE,
+    FreezeMemory,
     apply_alert_action,
     block_agent,
     freeze_user,
     lift,
     record_injection_attempt,
+    refusal,
     refusal_reason,
     revoke_session,
 )
 from proxy.model import Decision, Threat
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
+from proxy.state.fallback import FallbackStore
+from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.turn import Turn, TurnContext
+from tests.redis_server import RedisServer
 
 
 class Clock:
@@ -299,3 +304,25 @@ def test_a_body_read_whole_is_judged_in_the_request_hook(store: SqliteStateStore
         assert flow.response is None
         addon.request(flow)
     assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_freezes_hold_while_the_shared_store_is_away_under_on_error_open(own_redis: RedisServer) -> None:
+    """on_error open serves from this process's local state while Redis is away, which holds no freeze:
+    a blocked agent, frozen user or revoked session stays refused meanwhile, from the freezes the
+    process read at its first check and since; a freeze lifted while Redis answered is forgotten."""
+    shared = RedisStateStore(RedisSettings(url=own_redis.url, timeout_s=0.5))
+    store = FallbackStore(shared, SqliteStateStore(None), on_error="open")
+    memory = FreezeMemory()
+    block_agent(store, "rogue", 3600, "alert a1")
+    freeze_user(store, "mallory", 3600, "alert a2")
+    revoke_session(store, "s-9", 3600, "alert a3")
+    freeze_user(store, "lifted", 3600, "alert a4")
+    assert refusal(store, "bot", "lifted", None, memory) is not None
+    assert lift(store, "user", "lifted")
+    assert refusal(store, "bot", "lifted", None, memory) is None
+    own_redis.stop()
+    assert refusal(store, "rogue", None, None, memory) is not None  # read at the first check
+    assert refusal(store, "bot", "mallory", None, memory) is not None
+    assert refusal(store, "bot", "u-1", "s-9", memory) is not None
+    assert refusal(store, "bot", "lifted", None, memory) is None
+    assert refusal(store, "bot", "u-1", "s-1", memory) is None

@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from proxy.alerts import Alert
 from proxy.model import Action, Finding, Severity, Threat
 from proxy.state import JSONValue, StateStore, digest
+from proxy.state.fallback import serving_locally
 from proxy.state.keys import FREEZES
 
 FreezeKind = Literal["agent", "user", "session"]
@@ -89,10 +90,46 @@ def active_freezes(store: StateStore) -> list[dict[str, JSONValue]]:
     return sorted(found, key=lambda entry: float(str(entry.get("until") or 0)))
 
 
+class FreezeMemory:
+    """The freezes one process has read from the store: all of them at its first check, then each as it
+    is checked again (a lifted one forgotten). While the shared store is away under ``on_error: open``
+    the store answers from this process's local state, which holds none, and a blocked agent, frozen
+    user or revoked session is still refused from here until its end."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, JSONValue] = {}
+        self.loaded = False
+
+    def through(self, store: StateStore, key: str, stored: JSONValue | None) -> JSONValue | None:
+        """What the store answered for ``key``, or while it serves locally what was read before."""
+        if serving_locally(store):
+            return stored if stored is not None else self._live(key)
+        if not self.loaded:
+            everything = store.items(FREEZES)
+            if not serving_locally(store):
+                self.known, self.loaded = dict(everything), True
+        if stored is None:
+            self.known.pop(key, None)
+        else:
+            self.known[key] = stored
+        return stored
+
+    def _live(self, key: str) -> JSONValue | None:
+        entry = self.known.get(key)
+        if isinstance(entry, dict) and float(str(entry.get("until") or 0)) > time.time():
+            return entry
+        return None
+
+
 def refusal(
-    store: StateStore, agent_id: str | None, user_id: str | None, session_id: str | None
+    store: StateStore,
+    agent_id: str | None,
+    user_id: str | None,
+    session_id: str | None,
+    memory: FreezeMemory | None = None,
 ) -> Refusal | None:
-    """The first freeze that applies to these identities (agent, then user, then session), if any."""
+    """The first freeze that applies to these identities (agent, then user, then session), if any;
+    ``memory`` answers for the shared store while it is away."""
     candidates: tuple[tuple[FreezeKind, str | None], ...] = (
         ("agent", agent_id),
         ("user", user_id),
@@ -101,7 +138,10 @@ def refusal(
     for kind, identity in candidates:
         if not identity:
             continue
-        stored = store.get(_key(kind, identity))
+        key = _key(kind, identity)
+        stored = store.get(key)
+        if memory is not None:
+            stored = memory.through(store, key, stored)
         if stored is not None:
             reason = stored.get("reason") if isinstance(stored, dict) else None
             return Refusal(kind, identity, str(reason or "no reason recorded"))

@@ -133,3 +133,9 @@ class FallbackStore:
     def close(self) -> None:
         self.shared.close()
         self.local.close()
+
+
+def serving_locally(store: StateStore) -> bool:
+    """Whether ``store`` answers from this process's local state: a shared store found away under
+    ``on_error: open``. What only the shared store holds (a rotated token, a freeze) is then unknown."""
+    return isinstance(store, FallbackStore) and store.degraded
