@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
 import os
+import queue
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +68,124 @@ def policy_yaml(
     ) + textwrap.dedent(extra)
 
 
+class ForkedProcess:
+    """An egressguard process the fork server started: what the tests use of ``subprocess.Popen``."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.server.wait(self.pid, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"egressguard (pid {self.pid})", timeout or 0.0)
+        self.returncode = code
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """``tests/forkserver.py``: a Python with egressguard imported and its detectors built once, which
+    forks each proxy a test starts (a fresh interpreter spends most of a proxy's start on just that).
+    One a test process, started with its first proxy."""
+
+    _shared: ForkServer | None = None
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> ForkServer:
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+                atexit.register(cls._shared.close)
+            return cls._shared
+
+    def __init__(self) -> None:
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - held open for the server's life
+        self._process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("forkserver.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
+        )  # fmt: skip
+        self._lock = threading.Lock()
+        self._started: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._exits: dict[int, int] = {}
+        self._exited = threading.Condition()
+        assert self._process.stdout is not None
+        if json.loads(self._process.stdout.readline() or "{}").get("ready") is not True:
+            raise RuntimeError(f"the fork server did not start:\n{self._error_text()}")
+        threading.Thread(target=self._read_replies, name="fork-server-replies", daemon=True).start()
+
+    def _error_text(self) -> str:
+        self._errors.seek(0)
+        return self._errors.read().decode(errors="replace")
+
+    def _read_replies(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            reply = json.loads(line)
+            if "exited" in reply:
+                with self._exited:
+                    self._exits[reply["exited"]] = reply["code"]
+                    self._exited.notify_all()
+            else:
+                with self._exited:
+                    # The exit of an earlier process that had this pid (pids are reused) is not this one's.
+                    self._exits.pop(reply.get("pid"), None)
+                self._started.put(reply)
+        self._started.put({"error": f"the fork server exited:\n{self._error_text()}"})
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
+        """Run ``egressguard`` with ``argv`` in a forked process, its output appended to ``log``."""
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
+        with self._lock:
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps(request).encode() + b"\n")
+            self._process.stdin.flush()
+            reply = self._started.get(timeout=30)
+        if "pid" not in reply:
+            raise RuntimeError(reply.get("error", reply))
+        return ForkedProcess(self, int(reply["pid"]))
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._exited:
+            return self._exits.get(pid)
+
+    def wait(self, pid: int, timeout: float | None) -> int | None:
+        with self._exited:
+            self._exited.wait_for(lambda: pid in self._exits, timeout)
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        """Closing its stdin ends the server, which ends the processes it forked that still run."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=30)
+
+
+HOME_NETWORK = os.stat("/proc/thread-self/ns/net").st_ino
+"""The network namespace the tests start in (the fork server's)."""
+
+
+def _in_own_network_namespace() -> bool:
+    """Whether this thread has entered a network namespace other than the one the tests start in."""
+    return os.stat("/proc/thread-self/ns/net").st_ino != HOME_NETWORK
+
+
 class Proxy:
     """One egressguard process. ``url(agent, token)`` is what goes into an agent's HTTPS_PROXY."""
 
@@ -96,11 +219,7 @@ class Proxy:
     def start(self) -> None:
         self.port = free_port()
         env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
-        command = [
-            *self._limit_memory(),
-            sys.executable,
-            "-m",
-            "proxy",
+        arguments = [
             "run",
             "--config",
             str(self.policy_path),
@@ -114,9 +233,17 @@ class Proxy:
             *([] if "--workers" in self.args else ["--workers", "1"]),
             *self.args,
         ]
-        self.process = subprocess.Popen(
-            command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self.process: subprocess.Popen[bytes] | ForkedProcess
+        if self.memory_limit is None and "--workers" not in self.args and not _in_own_network_namespace():
+            self.process = ForkServer.shared().start(arguments, env, self.workdir, self.log_path)
+        else:
+            # A memory limit applies to a command of its own; several workers start their own
+            # interpreters (``spawn``), which a fresh ``python -m proxy`` sets up as it does in use; a
+            # test that entered a network namespace starts the proxy in it, where the server is not.
+            command = [*self._limit_memory(), sys.executable, "-m", "proxy", *arguments]
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            )
         self._wait_until_listening()
 
     def _limit_memory(self) -> list[str]:
@@ -141,7 +268,8 @@ class Proxy:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"egressguard exited early:\n{self.output()}")
+                code = self.process.returncode
+                raise RuntimeError(f"egressguard exited early ({code}):\n{self.output()}")
             try:
                 socket.create_connection((self.listen_host, self.port), timeout=0.2).close()
                 return
