@@ -2,7 +2,8 @@
 (before any of a body over the inspection cap leaves, too).
 
 Freezes live in the state store (``proxy.control.freeze``). A blocked agent is refused in every mode; a frozen
-user or revoked session only when prompt injection is enforced; in observe mode the turn carries the
+user or revoked session only where the policy enforces the threat the freeze answers (prompt injection
+for repeated attempts, an alert's findings' threat for its actions); in observe mode the turn carries the
 finding that says enforce mode would have refused it.
 """
 
@@ -14,7 +15,7 @@ from mitmproxy import http
 from addons.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
-from proxy.model import Decision, Threat
+from proxy.model import Decision
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
@@ -65,15 +66,15 @@ class Freeze:
 
 def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None:
     """The freeze to enforce on the turn's agent, user or session (a blocked agent always; users and
-    sessions when prompt injection is enforced), its finding added and the turn escalated to blocked;
-    None when nothing is frozen or observe mode only records that it would refuse."""
+    sessions where the threat the freeze answers is enforced), its finding added and the turn escalated
+    to blocked; None when nothing is frozen or observe mode only records that it would refuse."""
     store, context = runtime.state, turn.context
     found = refusal(store, context.agent_id, None, None, runtime.freezes) or refusal(
         store, None, context.user_id, context.session_id, runtime.freezes
     )
     if found is None:
         return None
-    enforced = found.kind == "agent" or policy.enforces(Threat.PROMPT_INJECTION)
+    enforced = found.kind == "agent" or policy.enforces(found.threat)
     turn.add(freeze_finding(found, enforced=enforced))
     log.warning(
         "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind

@@ -95,8 +95,9 @@ def test_leaked_secret_pages_the_webhook_after_a_failed_first_delivery(
 def test_alert_action_freezes_the_user_for_their_next_request(
     start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A rule with `auto_actions: [freeze_user]` freezes the user behind a leak: their next request is
-    refused 403 in the OpenAI error shape and never reaches the upstream."""
+    """A rule with `auto_actions: [freeze_user]` freezes the user behind a leak: where the leak's threat is
+    enforced their next request is refused 403 in the OpenAI error shape, recorded under that threat, and
+    never reaches the upstream."""
     rule = """\
   rules:
     - id: leak-freezes-user
@@ -105,7 +106,7 @@ def test_alert_action_freezes_the_user_for_their_next_request(
       severity: critical
       destinations: [secops]
       auto_actions: [freeze_user]
-threats: {prompt_injection: enforce}
+threats: {data_exfiltration: enforce}
 """
     proxy = start_proxy(extra=alerts_yaml(receiver) + rule)
     client = agent_client(proxy, upstream, monkeypatch)
@@ -121,7 +122,8 @@ threats: {prompt_injection: enforce}
     assert len(upstream.received) == reached
     refused = proxy.wait_for_records(2)[-1]
     assert refused["decision"] == "blocked"
-    assert "repeat-offender-freeze" in [finding["rule"] for finding in refused["findings"]]
+    (freeze,) = [finding for finding in refused["findings"] if finding["rule"] == "repeat-offender-freeze"]
+    assert (freeze["threat"], freeze["enforced"]) == ("data_exfiltration", True)
 
 
 def test_proxy_written_log_verifies_and_tampering_is_located(

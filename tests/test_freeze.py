@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from typing import Any
@@ -16,6 +17,7 @@ from proxy.config.policy import parse_policy
 from proxy.control.freeze import (
     FREEZE_RULE,
     FreezeMemory,
+    UNNAMED_CAUSE,
     apply_alert_action,
     block_agent,
     freeze_user,
@@ -173,9 +175,10 @@ def test_unknown_alert_action_raises(store: SqliteStateStore) -> None:
 # -- the addon ----------------------------------------------------------------------------------------
 
 
-def runtime(mode: str, store: SqliteStateStore) -> Runtime:
+def runtime(mode: str, store: SqliteStateStore, threats: str = "") -> Runtime:
     policy = textwrap.dedent(f"""\
         mode: {mode}
+        threats: {{{threats}}}
         agents:
           bot: {{token: "t0ken", role: support}}
         roles:
@@ -210,7 +213,7 @@ def run_request(addon: Freeze, flow: Any) -> Turn:
 
 def test_enforced_freeze_answers_403_in_the_api_error_shape(store: SqliteStateStore) -> None:
     """In enforce mode a frozen user gets a 403 shaped like an OpenAI error, and the turn is blocked."""
-    freeze_user(store, "u-1", 60, "3 prompt-injection attempts")
+    freeze_user(store, "u-1", 60, "3 prompt-injection attempts", Threat.PROMPT_INJECTION)
     flow = chat_flow()
     turn = run_request(Freeze(runtime("enforce", store)), flow)
     assert flow.response is not None and flow.response.status_code == 403
@@ -326,3 +329,59 @@ def test_freezes_hold_while_the_shared_store_is_away_under_on_error_open(own_red
     assert refusal(store, "bot", "u-1", "s-9", memory) is not None
     assert refusal(store, "bot", "lifted", None, memory) is None
     assert refusal(store, "bot", "u-1", "s-1", memory) is None
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+def test_a_blocked_agent_is_refused_under_the_threat_its_alert_answers(
+    store: SqliteStateStore, mode: str
+) -> None:
+    """An alert's block_agent refuses the agent in every mode, the finding filed under the threat of the
+    alert's findings (credential theft here), not prompt injection."""
+    apply_alert_action(store, "block_agent", alert(agents=["bot"]), 60)
+    turn = run_request(Freeze(runtime(mode, store)), chat_flow())
+    (finding,) = turn.findings
+    assert (finding.threat, finding.owasp, finding.enforced) == (Threat.CREDENTIAL_THEFT, "LLM06", True)
+    assert "alert critical-secret-leak" in finding.signal and turn.decision is Decision.BLOCKED
+
+
+def test_a_freeze_that_names_no_threat_is_filed_as_an_egress_control(store: SqliteStateStore) -> None:
+    """An alert over an SQL query names no threat (nor did freezes made before threats were kept)."""
+    nameless = dataclasses.replace(alert(agents=["bot"]), threats=[])
+    apply_alert_action(store, "block_agent", nameless, 60)
+    (finding,) = run_request(Freeze(runtime("observe", store)), chat_flow()).findings
+    assert (finding.threat, finding.enforced) == (
+        UNNAMED_CAUSE,
+        True,
+    ) and UNNAMED_CAUSE is not Threat.PROMPT_INJECTION
+
+
+def test_a_query_alerts_rows_name_its_threat(store: SqliteStateStore) -> None:
+    queried = dataclasses.replace(
+        alert(users=["u-1"]), threats=[], rows=[{"user_id": "u-1", "threat": "data_exfiltration"}]
+    )
+    apply_alert_action(store, "freeze_user", queried, 60)
+    (finding,) = run_request(Freeze(runtime("enforce", store)), chat_flow()).findings
+    assert finding.threat is Threat.DATA_EXFILTRATION
+
+
+@pytest.mark.parametrize(
+    ("enforced_threat", "refused"), [("credential_theft", True), ("prompt_injection", False)]
+)
+def test_a_frozen_user_is_refused_where_the_freezes_threat_is_enforced(
+    store: SqliteStateStore, enforced_threat: str, refused: bool
+) -> None:
+    """A user frozen by an alert on credential theft is refused where that threat is enforced, and only
+    recorded where only prompt injection is."""
+    apply_alert_action(store, "freeze_user", alert(users=["u-1"]), 60)
+    flow = chat_flow()
+    turn = run_request(Freeze(runtime("observe", store, f"{enforced_threat}: enforce")), flow)
+    (finding,) = turn.findings
+    assert (flow.response is not None) is refused and finding.enforced is refused
+    assert finding.threat is Threat.CREDENTIAL_THEFT
+
+
+def test_injection_attempts_freeze_under_prompt_injection(store: SqliteStateStore, clock: Clock) -> None:
+    for _ in range(3):
+        record_injection_attempt(store, "u-1", window_s=60, threshold=3, ttl_s=60)
+    (finding,) = run_request(Freeze(runtime("enforce", store)), chat_flow()).findings
+    assert (finding.threat, finding.owasp, finding.enforced) == (Threat.PROMPT_INJECTION, "LLM01", True)

@@ -32,13 +32,21 @@ _ACTION_KINDS: dict[str, FreezeKind] = {
 _STATE_WORDS: dict[FreezeKind, str] = {"agent": "blocked", "user": "frozen", "session": "revoked"}
 
 
+UNNAMED_CAUSE = Threat.LATERAL_MOVEMENT
+"""The threat a freeze is filed under when what made it names none (an alert over an SQL query, a freeze
+made before freezes kept their threat): refusing an identity's every request is an egress control, the
+taxonomy's answer to lateral movement, and no detector's finding is claimed for it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a request is refused: which of its identities is frozen, and the reason given at the time."""
+    """Why a request is refused: which of its identities is frozen, the reason given at the time, and the
+    threat the freeze answers (what made it: injection attempts, an alert's findings)."""
 
     kind: FreezeKind
     identity: str
     reason: str
+    threat: Threat = UNNAMED_CAUSE
 
     def __str__(self) -> str:
         return f"{self.kind} {self.identity!r} is {_STATE_WORDS[self.kind]}: {self.reason}"
@@ -48,7 +56,9 @@ def _key(kind: FreezeKind, identity: str) -> str:
     return f"{FREEZES}{kind}:{digest(identity)}"
 
 
-def _freeze(store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str) -> None:
+def _freeze(
+    store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str, threat: Threat | None
+) -> None:
     if ttl_s <= 0:
         raise ValueError(f"a freeze needs a positive duration, not {ttl_s}")
     # The identity is kept in the value (the audit log records it too) so operators can list freezes.
@@ -58,22 +68,32 @@ def _freeze(store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, re
         "identity": identity,
         "until": time.time() + ttl_s,
     }
+    if threat is not None:
+        entry["threat"] = str(threat)
     store.put(_key(kind, identity), entry, ttl_s)
 
 
-def freeze_user(store: StateStore, user_id: str, ttl_s: float, reason: str) -> None:
-    """Refuse the user's requests for ``ttl_s`` seconds (a later freeze replaces the earlier one)."""
-    _freeze(store, "user", user_id, ttl_s, reason)
+def freeze_user(
+    store: StateStore, user_id: str, ttl_s: float, reason: str, threat: Threat | None = None
+) -> None:
+    """Refuse the user's requests for ``ttl_s`` seconds (a later freeze replaces the earlier one), in
+    answer to ``threat`` (``UNNAMED_CAUSE`` when None)."""
+    _freeze(store, "user", user_id, ttl_s, reason, threat)
 
 
-def revoke_session(store: StateStore, session_id: str, ttl_s: float, reason: str) -> None:
-    """Refuse every request of the session for ``ttl_s`` seconds."""
-    _freeze(store, "session", session_id, ttl_s, reason)
+def revoke_session(
+    store: StateStore, session_id: str, ttl_s: float, reason: str, threat: Threat | None = None
+) -> None:
+    """Refuse every request of the session for ``ttl_s`` seconds, in answer to ``threat``."""
+    _freeze(store, "session", session_id, ttl_s, reason, threat)
 
 
-def block_agent(store: StateStore, agent_id: str, ttl_s: float, reason: str) -> None:
-    """Refuse every request of the agent for ``ttl_s`` seconds, whatever the policy's mode."""
-    _freeze(store, "agent", agent_id, ttl_s, reason)
+def block_agent(
+    store: StateStore, agent_id: str, ttl_s: float, reason: str, threat: Threat | None = None
+) -> None:
+    """Refuse every request of the agent for ``ttl_s`` seconds, whatever the policy's mode, in answer to
+    ``threat``."""
+    _freeze(store, "agent", agent_id, ttl_s, reason, threat)
 
 
 def lift(store: StateStore, kind: FreezeKind, identity: str) -> bool:
@@ -143,8 +163,11 @@ def refusal(
         if memory is not None:
             stored = memory.through(store, key, stored)
         if stored is not None:
-            reason = stored.get("reason") if isinstance(stored, dict) else None
-            return Refusal(kind, identity, str(reason or "no reason recorded"))
+            entry = stored if isinstance(stored, dict) else {}
+            reason = str(entry.get("reason") or "no reason recorded")
+            named = str(entry.get("threat"))
+            threat = Threat(named) if named in set(Threat) else UNNAMED_CAUSE
+            return Refusal(kind, identity, reason, threat)
     return None
 
 
@@ -169,6 +192,7 @@ def record_injection_attempt(
         user_id,
         ttl_s,
         f"{attempts} prompt-injection attempts within {_duration(window_s)}",
+        Threat.PROMPT_INJECTION,
     )
     return True
 
@@ -190,20 +214,41 @@ def apply_alert_action(store: StateStore, action: str, alert: Alert, ttl_s: floa
     if kind is None:
         raise ValueError(f"unknown alert action {action!r}")
     identities = {"agent": alert.agent_ids, "user": alert.user_ids, "session": alert.session_ids}[kind]
+    threat = alert_threat(alert)
     for identity in identities:
-        _freeze(store, kind, identity, ttl_s, f"alert {alert.rule} ({alert.alert_id})")
+        _freeze(store, kind, identity, ttl_s, f"alert {alert.rule} ({alert.alert_id})", threat)
     return list(identities)
 
 
+def alert_threat(alert: Alert) -> Threat | None:
+    """The threat an alert's freeze answers: of the threats its findings (or, for a rule over an SQL
+    query, its rows' ``threat`` column) name, the first in the taxonomy's order; None where none is named."""
+    named = set(alert.threats) | {str(row.get("threat")) for row in alert.rows}
+    return next((threat for threat in Threat if threat in named), None)
+
+
+_OWASP = {
+    # The taxonomy's OWASP LLM column (DESIGN.md), first entry of each row.
+    Threat.PROMPT_INJECTION: "LLM01",
+    Threat.JAILBREAK: "LLM01",
+    Threat.TOOL_ABUSE: "LLM07",
+    Threat.DATA_EXFILTRATION: "LLM02",
+    Threat.CONTEXT_POISONING: "LLM03",
+    Threat.CREDENTIAL_THEFT: "LLM06",
+    Threat.LATERAL_MOVEMENT: "LLM08",
+}
+
+
 def freeze_finding(found: Refusal, *, enforced: bool) -> Finding:
-    """The finding a refused (or, in observe mode, would-be refused) request carries."""
+    """The finding a refused (or, in observe mode, would-be refused) request carries, filed under the
+    threat the freeze answers."""
     return Finding(
-        threat=Threat.PROMPT_INJECTION,
+        threat=found.threat,
         rule=FREEZE_RULE,
         signal=str(found),
         severity=Severity.HIGH,
         action=Action.BLOCK,
         where="request",
-        owasp="LLM01",
+        owasp=_OWASP.get(found.threat),
         enforced=enforced,
     )
