@@ -308,6 +308,41 @@ def decode_body(raw: bytes, encoding: str, cap: int) -> Decoded:
         return Decoded(content, str(error))
 
 
+class Inflated(NamedTuple):
+    content: bytes
+    rest: bytes
+    """The bytes after the stream's end (empty when it did not end)."""
+    ended: bool
+    """The stream reached its end; False when it broke off (corrupt or cut), ``content`` what came first."""
+
+
+_INFLATE_CHUNK = 64 << 10
+
+
+def inflate(data: bytes, window_bits: int, cap: int) -> Inflated:
+    """The one gzip, zlib or raw deflate stream (as ``window_bits`` says, zlib's convention) at the start
+    of ``data``, decoded under the limits a relayed body's decoder has: at most ``cap`` bytes, and at most
+    ``BOMB_RATIO`` per compressed byte past ``BOMB_FLOOR`` (``OverCapError``, ``BombError``). Corrupt data
+    ends it where it breaks, what decoded before kept, as a receiver reading as it goes keeps it."""
+    budget = _Budget(cap, BOMB_RATIO)
+    decompressor = zlib.decompressobj(window_bits)
+    output: list[bytes] = []
+    position, pending = 0, b""
+    while pending or position < len(data):
+        if not pending:
+            # Given a chunk at a time, so the ratio is checked against what was read so far.
+            pending = budget.give(data[position : position + _INFLATE_CHUNK])
+            position += _INFLATE_CHUNK
+        try:
+            output.append(budget.spend(decompressor.decompress(pending, budget.request)))
+        except zlib.error:
+            return Inflated(b"".join(output), b"", ended=False)
+        if decompressor.eof:
+            return Inflated(b"".join(output), decompressor.unused_data + data[position:], ended=True)
+        pending = decompressor.unconsumed_tail
+    return Inflated(b"".join(output), b"", ended=False)
+
+
 class CappedDecoders(dict[str, Callable[[bytes], bytes | str]]):
     """A table of whole-body decoders by name, each HTTP coding capped at ``cap`` decoded bytes.
 

@@ -1,0 +1,134 @@
+"""Compressed streams inside binary content (a gzip'd upload, a zip, a zlib blob) are opened, within the
+relayed body's limits, so that the text inside is read."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import tarfile
+import zipfile
+import zlib
+
+import pytest
+
+from proxy.wire.decoding import BombError, OverCapError
+from proxy.wire.embedded import MAX_DEPTH, opened
+
+TOKEN = b"ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+NOISE = random.Random(5)  # noqa: S311 - reproducible test bytes, nothing secret
+CAP = 8 << 20
+
+
+def raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def zipped(members: dict[str, bytes], stored: tuple[str, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data, zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def streamed_zip(data: bytes) -> bytes:
+    """A zip written to a pipe: sizes in a data descriptor after each member."""
+
+    class Pipe(io.RawIOBase):
+        def __init__(self) -> None:
+            self.written = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, chunk: bytes) -> int:  # type: ignore[override]
+            self.written += chunk
+            return len(chunk)
+
+    pipe = Pipe()
+    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a.log", "w") as member:
+            member.write(data)
+        with archive.open("b.log", "w") as member:
+            member.write(b"second " + TOKEN)
+    return bytes(pipe.written)
+
+
+def tar_gz(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+TEXT = b"log line\nkey=" + TOKEN + b"\n"
+WRAPPED = {
+    "gzip": gzip.compress(TEXT),
+    "gzip members": gzip.compress(b"first member\n") + gzip.compress(TEXT),
+    "zlib": zlib.compress(TEXT),
+    "raw deflate": raw_deflate(TEXT),
+    "zip": zipped({"readme.txt": b"hello", "env.txt": TEXT}),
+    "zip stored beside deflated": zipped({"a.bin": NOISE.randbytes(300), "env.txt": TEXT}, ("a.bin",)),
+    "zip with descriptors": streamed_zip(TEXT),
+    "tar.gz": tar_gz(TEXT),
+    "gzip in zip": zipped({"env.gz": gzip.compress(TEXT)}),
+    "zip in gzip": gzip.compress(zipped({"env.txt": TEXT})),
+    "utf-16 in gzip": gzip.compress(TEXT.decode().encode("utf-16")),
+    "gzip cut short": gzip.compress(TEXT + NOISE.randbytes(4000))[:-3000],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRAPPED))
+def test_the_text_inside_is_opened(name: str) -> None:
+    found = opened(WRAPPED[name], CAP)
+    assert found.error is None
+    assert any(
+        TOKEN in content or TOKEN.decode().encode("utf-16-le") in content for content in found.contents
+    )
+
+
+def test_nesting_is_opened_to_its_depth_only() -> None:
+    nested = TEXT
+    for _ in range(MAX_DEPTH):
+        nested = gzip.compress(nested)
+    assert TEXT in opened(nested, CAP).contents
+    assert TEXT not in opened(gzip.compress(nested), CAP).contents
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        NOISE.randbytes(1 << 16),
+        b"\x89PNG\r\n\x1a\n" + NOISE.randbytes(4096),
+        b"\xff\xd8\xff\xe0" + NOISE.randbytes(4096),
+        b"%PDF-1.7\n" + NOISE.randbytes(4096),
+    ],
+)
+def test_content_that_is_no_stream_opens_to_nothing_long(body: bytes) -> None:
+    """Random bytes tried as raw deflate decode to short noise at most, never to an error."""
+    found = opened(body, CAP)
+    assert found.error is None and sum(map(len, found.contents)) < 4096
+
+
+def test_a_bomb_stops_at_the_ratio() -> None:
+    found = opened(gzip.compress(bytes(64 << 20)), 256 << 20)
+    assert isinstance(found.error, BombError)
+    assert sum(map(len, found.contents)) < 64 << 20
+
+
+@pytest.mark.parametrize("wrap", [gzip.compress, zlib.compress, raw_deflate, lambda d: zipped({"a": d})])
+def test_what_decodes_past_the_cap_stops_there(wrap: object) -> None:
+    assert callable(wrap)
+    found = opened(wrap(NOISE.randbytes(1 << 20)), 1 << 19)
+    assert isinstance(found.error, OverCapError) and sum(map(len, found.contents)) <= 1 << 19
+
+
+def test_the_cap_holds_over_all_streams_together() -> None:
+    members = zipped({f"{n}.bin": NOISE.randbytes(300_000) for n in range(4)})
+    found = opened(members, 1 << 20)
+    assert isinstance(found.error, OverCapError) and sum(map(len, found.contents)) <= 1 << 20
