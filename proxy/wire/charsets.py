@@ -13,9 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import dataclasses
+import json
 import re
 from collections.abc import Callable
 
+from proxy.wire import jsontext
 from proxy.wire.decoding import UninspectableError
 from proxy.wire.multipart import part_headers, replace_parts
 
@@ -148,3 +151,97 @@ def reads_as_utf8(charset: str) -> bool:
         return codecs.lookup(charset).name in AS_UTF8
     except LookupError:
         return False
+
+
+_ORDERED = {
+    codecs.BOM_UTF32_LE: "utf-32-le",
+    codecs.BOM_UTF32_BE: "utf-32-be",
+    codecs.BOM_UTF16_LE: "utf-16-le",
+    codecs.BOM_UTF16_BE: "utf-16-be",
+}
+"""Byte order marks, longest first (UTF-32LE's begins with UTF-16LE's), and the codec each names."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextEncoding:
+    """The one encoding, other than UTF-8, in which every receiver of a body reads its text: the body is
+    inspected (and rewritten) as UTF-8, and what is sent goes back in this encoding."""
+
+    codec: str
+    mark: bytes = b""
+    """The byte order mark the body began with, written back before the text."""
+
+    def to_utf8(self, body: bytes) -> bytes:
+        return body[len(self.mark) :].decode(self.codec).encode("utf-8", "surrogatepass")
+
+    def from_utf8(self, body: bytes) -> bytes | None:
+        """``body`` (UTF-8) in this encoding; None where it holds a character the encoding has none for
+        (text the body did not come with: its receiver must be told the body is UTF-8)."""
+        try:
+            return self.mark + body.decode("utf-8", "surrogatepass").encode(self.codec)
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            return None
+
+
+def text_encoding(body: bytes, content_type: str | None) -> TextEncoding | None:
+    """The encoding, other than UTF-8, that every receiver reads ``body`` in: the one charset its
+    Content-Type declares where the body decodes in it without error and a receiver reading it as UTF-8
+    reads no other text (the body is not UTF-8, or holds NULs no text has, or reads the same); else, with no
+    charset declared, UTF-16 or UTF-32 that JSON's rule detects from its first bytes where it is JSON so
+    read. None for a body read as UTF-8, and where receivers may read it otherwise (charsets that differ,
+    a UTF-16 or UTF-32 body without a byte order mark, UTF-7): ``read_in`` gives each reading."""
+    declared = declared_charsets(content_type)
+    if declared:
+        try:
+            names = {codecs.lookup(charset).name for charset in declared}
+        except LookupError:
+            return None
+        if len(names) != 1 or names <= AS_UTF8:
+            return None
+        encoding = _encoding(body, names.pop())
+        if encoding is None or _read_otherwise_as_utf8(body, encoding):
+            return None
+        return encoding
+    detected = json.detect_encoding(body)
+    if detected in ("utf-8", "utf-8-sig"):
+        return None
+    encoding = _encoding(body, codecs.lookup(detected).name)
+    if encoding is None:
+        return None
+    try:
+        jsontext.loads(encoding.to_utf8(body))
+    except (ValueError, RecursionError):
+        return None
+    return encoding
+
+
+def _encoding(body: bytes, name: str) -> TextEncoding | None:
+    """``name``'s encoding of ``body``, where the body decodes in it without error; the byte order of a
+    UTF-16 or UTF-32 body from its mark (None without one: receivers disagree on the order)."""
+    encoding = TextEncoding(name)
+    if name in _WITHOUT_ORDER_MARK:
+        mark = next((mark for mark in _ORDERED if body.startswith(mark)), None)
+        if mark is None or not _ORDERED[mark].startswith(name):
+            return None
+        encoding = TextEncoding(_ORDERED[mark], mark)
+    try:
+        encoding.to_utf8(body)
+    except Exception:  # an error in its charset, or a codec that decodes nothing (``undefined``)
+        return None
+    return encoding
+
+
+def _read_otherwise_as_utf8(body: bytes, encoding: TextEncoding) -> bool:
+    """Whether a receiver reading ``body`` as UTF-8 reads text other than ``encoding`` gives: it is UTF-8,
+    without the NULs no text holds, and says something else in it (UTF-7, a mislabelled UTF-8 body)."""
+    try:
+        as_utf8 = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return "\x00" not in as_utf8 and as_utf8.encode("utf-8", "surrogatepass") != encoding.to_utf8(body)
+
+
+def labelled_utf8(content_type: str) -> str:
+    """``content_type`` with the charsets it declares replaced by ``utf-8``."""
+    media_type = _CHARSET.sub("", content_type).rstrip("; \t")
+    return f"{media_type}; charset=utf-8"
