@@ -24,6 +24,7 @@ from addons.turns import answer_in_dialect, policy_of, pretty_host, refuse_witho
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
+from proxy.dialects.generic import binary_parts
 from proxy.dialects.readings import (
     DECLARED,
     FIRST_VALUE,
@@ -45,11 +46,14 @@ from proxy.turn import Turn
 from proxy.wire.charsets import (
     CHARSET_RULE,
     PART_ENCODING_RULE,
+    TextEncoding,
     UnreadableEncodingError,
     declared_charsets,
+    labelled_utf8,
     part_readings,
     read_in,
     reads_as_utf8,
+    text_encoding,
 )
 from proxy.wire.decoding import (
     BOMB_RATIO,
@@ -62,7 +66,9 @@ from proxy.wire.decoding import (
     decode_body,
     supported,
 )
+from proxy.wire.embedded import opened
 from proxy.wire.multipart import part_spans
+from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES
 
 log = structlog.get_logger("egressguard")
 
@@ -82,10 +88,11 @@ BLOCKED_CODE = "egressguard_blocked"
 REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
+TEXT_ENCODING_KEY = "egressguard.inspect.text_encoding"
+"""The encoding other than UTF-8 the request body came in (``as_utf8``), which a rewrite goes back in."""
 OTHER_READINGS_KEY = "egressguard.inspect.other_readings"
 """The request as readers that read it otherwise read it (keys matched regardless of case, the charset
 or part encodings it declares), by reading, where the request leaves as sent: inspected too."""
-BINARY_MESSAGE_NOTE = "websocket: a binary message that is not text passed uninspected"
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
 
@@ -270,18 +277,40 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     return content
 
 
+def as_utf8(message: http.Message, body: bytes) -> tuple[bytes, TextEncoding | None]:
+    """A body in the one encoding other than UTF-8 all its receivers read it in (``text_encoding``: a
+    Latin-1, EBCDIC or UTF-16 body that declares so, UTF-16 JSON) as the UTF-8 the detectors read, with
+    that encoding; the body as it is, and None, otherwise."""
+    encoding = text_encoding(body, message.headers.get("content-type"))
+    return (body, None) if encoding is None else (encoding.to_utf8(body), encoding)
+
+
+def set_text(message: http.Message, content: bytes, encoding: TextEncoding | None) -> None:
+    """Replace a body with ``content``, the UTF-8 the detectors read, in the encoding the body came in
+    (``as_utf8``); as UTF-8, labelled so, where that encoding has no character for something written into
+    it: the Content-Type always says what the bytes are."""
+    if encoding is not None:
+        encoded = encoding.from_utf8(content)
+        if encoded is not None:
+            set_content(message, encoded)
+            return
+        message.headers["content-type"] = labelled_utf8(message.headers.get("content-type", "text/plain"))
+    set_content(message, content)
+
+
 def declared_readings(
-    message: http.Message, body: bytes
+    message: http.Message, body: bytes, *, transcoded: bool = False
 ) -> tuple[list[bytes], UnreadableEncodingError | None]:
     """``body`` (UTF-8) as receivers honouring the charset it declares, or the transfer encodings and
     charsets of its parts, read it, where that differs from the detectors' reading; and the finding's
-    error for such a body (a charset or encoding no codec here undoes: no reading at all)."""
+    error for such a body (a charset or encoding no codec here undoes: no reading at all). A body
+    ``transcoded`` from its declared charset (``as_utf8``) is read in it already."""
     try:
         readings = part_readings(body) or []
         rule = PART_ENCODING_RULE if readings else CHARSET_RULE
-        declared = declared_charsets(message.headers.get("content-type"))
+        declared = [] if transcoded else declared_charsets(message.headers.get("content-type"))
         charsets = [charset for charset in declared if not reads_as_utf8(charset)]
-        ours = body_text(body) if charsets else ""
+        ours = (readable_text(body) or "") if charsets else ""
         for charset in charsets:
             readings += [
                 text.encode("utf-8", "surrogatepass") for text in read_in(body, charset) if text != ours
@@ -401,10 +430,18 @@ def looks_like_event_stream(body: bytes) -> bool:
     return body.lstrip().startswith((b"data:", b"event:", b"id:", b": "))
 
 
+READ_BACK_EVENT_BYTES = 8 * DEFAULT_MAX_EVENT_BYTES
+"""The longest event sent that the read-back holds whole. The filtering session sends no event it read
+over 1 MiB, but what it writes from one may be longer (a 6-character address redacted to a placeholder
+five times its length): 8 MiB covers every rewrite of a 1 MiB event. An event sent that is longer still
+cannot be read back: the stream is cut there and nothing the filters did is claimed."""
+
+
 class ReadBack:
     """What left for the client, read as the client reads it: the dialect's stream session with no
     filters, whose scan reads every string its channels do not, so what the record says was enforced
-    is proved from the bytes sent, not from the filters that ran."""
+    is proved from the bytes sent, not from the filters that ran. An event too long to read back
+    (``READ_BACK_EVENT_BYTES``) proves nothing: ``unproved``."""
 
     def __init__(
         self, dialect: Dialect, inspector: TurnInspector, sender: StreamSession | None = None
@@ -412,6 +449,7 @@ class ReadBack:
         self.inspector = inspector
         self.scan = inspector.json_scan(redacts=False)
         self.session = dialect.stream_session(StreamFilters(residual=self.scan))
+        self.session.read_events_of(READ_BACK_EVENT_BYTES)
         self.sender = sender
         """The session that wrote what is sent: the events it sent as they came are read from what it
         read of their bytes, which are those bytes parsed."""
@@ -426,9 +464,21 @@ class ReadBack:
         for piece in pieces:
             self.session.read_sent(piece)
 
+    @property
+    def unproved(self) -> bool:
+        """An event sent was too long to read back: what it carries is not known."""
+        return self.session.unread_events > 0
+
     def prove(self) -> None:
-        """The stream ended: findings whose action what was sent bears out are marked enforced."""
+        """The stream ended: findings whose action what was sent bears out are marked enforced; none where
+        an event sent could not be read back, said in the turn's errors."""
         self.session.finish()
+        if self.unproved:
+            self.inspector.turn.errors.append(
+                f"read-back: an event sent was over {READ_BACK_EVENT_BYTES} bytes and could not be read back;"
+                " no action on the stream is claimed enforced"
+            )
+            return
         self.inspector.stream_sent(self.session.completion, self.scan)
 
 
@@ -470,6 +520,8 @@ class BodyRelay:
         """The body was cut short where it rewrites: the agent must not take what it got for all of it."""
         self.timed_out = False
         """It was cut for a rule that ran out of time on it (``refused``)."""
+        self.withheld = False
+        """Nothing more is sent: an event could not be read back (``ReadBack.unproved``)."""
 
     def install(self, response: http.Response) -> BodyRelay:
         """The headers that go with what the agent receives: plain bytes of a length known only at the end,
@@ -511,13 +563,17 @@ class BodyRelay:
             out += self._finished()
         if not self.rewrites:
             out = chunk  # the decoded copy was only read
-        self.digest.update(out)
+        if self.withheld:
+            out = b""
         if self.read_back is not None and out:
             try:
                 self.read_back.feed(out)
             except Exception as error:  # what cannot be read back proves nothing, and stops nothing
                 self.read_back = None
                 log.error("inspect.read_back_failed", error=type(error).__name__)
+            else:
+                out = self._withhold_unproved(out)
+        self.digest.update(out)
         if not chunk:
             self.turn.output_sha256 = self.digest.hexdigest()
         # An empty chunk written to a chunked HTTP/1 body is its terminator: send nothing instead while a
@@ -543,6 +599,17 @@ class BodyRelay:
         self.turn.errors.append("response: a rule ran out of time on the body; cut there")
         if self.cut:
             self.turn.escalate(Decision.BLOCKED)
+        return b""
+
+    def _withhold_unproved(self, out: bytes) -> bytes:
+        """``out``, or nothing once it holds an event too long to read back: the event is not finished at
+        the agent (it never reads it) and the stream is cut there, the turn blocked."""
+        assert self.read_back is not None
+        if not self.read_back.unproved or self.withheld:
+            return out
+        self.withheld = self.cut = True
+        self.turn.errors.append("response: an event too long to read back was not sent; the stream cut there")
+        self.turn.escalate(Decision.BLOCKED)
         return b""
 
 
@@ -707,7 +774,9 @@ class Inspect:
         body = read if isinstance(read, bytes) else None
         declared: list[bytes] = []
         if body is not None:
-            declared, unreadable = declared_readings(flow.request, body)
+            body, encoding = as_utf8(flow.request, body)
+            flow.metadata[TEXT_ENCODING_KEY] = encoding
+            declared, unreadable = declared_readings(flow.request, body, transcoded=encoding is not None)
         dialect = detect(
             flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
         )
@@ -740,22 +809,19 @@ class Inspect:
             flow.request.headers["accept-encoding"] = "identity"
         refused = unreadable and self._uninspectable(flow, turn, "request", unreadable)
         if unreadable and refused:
-            status = request_refusal_status(unreadable)
-            flow.response = refusal(dialect, turn, status, block_message(refused, turn.event_id))
+            self._refuse_request(flow, dialect, inspector, request_refusal_status(unreadable), refused)
             return None
-        if isinstance(read, BinaryBody):
-            turn.inspected_bytes += len(read.content)
-            secret = inspector.inspect_binary(read.content, "request body")
-            if secret is not None:
-                flow.response = refusal(dialect, turn, 403, block_message(secret, turn.event_id))
-                return None
+        secret = self._read_binaries(flow, inspector, read, "request")
+        if secret is not None:
+            self._refuse_request(flow, dialect, inspector, 403, secret)
+            return None
         others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
             keys_read_otherwise = self._read_keys_otherwise(
                 turn, inspector, body, parsed, lambda found: reader.parse_request(body, found), dialect
             )
             if keys_read_otherwise and inspector.normalises:
-                flow.response = refusal(dialect, turn, 400, block_message(turn.findings[-1], turn.event_id))
+                self._refuse_request(flow, dialect, inspector, 400, turn.findings[-1])
                 return None
             others += keys_read_otherwise
         flow.metadata[OTHER_READINGS_KEY] = others
@@ -763,8 +829,7 @@ class Inspect:
             finding = unreadable_json_finding("request", misread, inspector)
             turn.add(finding)
             if finding.enforced:
-                turn.escalate(Decision.BLOCKED)
-                flow.response = refusal(dialect, turn, 400, block_message(finding, turn.event_id))
+                self._refuse_request(flow, dialect, inspector, 400, finding)
                 return None
         return inspector, view, body, parsed
 
@@ -822,7 +887,7 @@ class Inspect:
         body: bytes | None,
         parsed: ParsedBody | None,
     ) -> None:
-        turn, dialect, reader = inspector.turn, flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
+        dialect, reader = flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
         verdict = inspector.inspect_request(view)
         target = inspector.scan_url(pretty_host(flow.request), flow.request.path)
         fields = scan_request_fields(inspector, flow.request)
@@ -844,10 +909,9 @@ class Inspect:
         if sent is not None and block is None:
             sent = inspector.vault_request(sent, reader, view)
         if block is not None:
-            flow.response = refusal(dialect, turn, 403, block_message(block, turn.event_id))
-            inspector.request_blocked()
+            Inspect._refuse_request(flow, dialect, inspector, 403, block)
         elif sent is not None and sent != body:
-            set_content(flow.request, sent)
+            set_text(flow.request, sent, flow.metadata.get(TEXT_ENCODING_KEY))
             inspector.request_sent(reader.parse_request(sent), sent)
 
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -860,6 +924,7 @@ class Inspect:
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
         inspector.begin_response()
+        inspector.begin_answer()
         response = flow.response
         fields = list(response.headers.items(multi=True))
         # An HTTP/1 reason phrase is any text an upstream likes, relayed to the agent: read with the headers.
@@ -917,25 +982,25 @@ class Inspect:
             return
         if self._finish_stream(flow, turn, inspector):
             return
+        inspector.begin_answer()
         try:
             body = read_body(flow.response, policy_of(flow, self.runtime).max_body_bytes, turn, "response")
         except UninspectableError as error:
             refused = self._uninspectable(flow, turn, "response", error)
             if refused is not None:
-                flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+                self._withhold(flow, dialect, inspector, refused)
             return
-        if isinstance(body, BinaryBody):
-            turn.inspected_bytes += len(body.content)
-            secret = inspector.inspect_binary(body.content, "response body")
-            if secret is not None:
-                flow.response = refusal(dialect, turn, 502, block_message(secret, turn.event_id))
+        secret = self._read_binaries(flow, inspector, body, "response")
+        if secret is not None:
+            self._withhold(flow, dialect, inspector, secret)
             return
-        if body is None:
+        if not isinstance(body, bytes):
             return
-        declared, otherwise = declared_readings(flow.response, body)
+        body, encoding = as_utf8(flow.response, body)
+        declared, otherwise = declared_readings(flow.response, body, transcoded=encoding is not None)
         refused = self._uninspectable(flow, turn, "response", otherwise) if otherwise else None
         if refused is not None:
-            flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+            self._withhold(flow, dialect, inspector, refused)
             return
         turn.inspected_bytes += len(body)
         # Decoded once: the dialect's reading and the scan of the rest of the body share it.
@@ -944,14 +1009,14 @@ class Inspect:
         if completion.parse_error:
             turn.errors.append(f"response: {completion.parse_error}")
             if looks_like_event_stream(body):
-                self._read_as_stream(flow, turn, dialect, inspector, body)
+                self._read_as_stream(flow, dialect, inspector, body, encoding)
                 return
             if not isinstance(dialect, Generic) and looks_like_json(body):
                 finding = unreadable_json_finding("response", completion.parse_error, inspector)
                 turn.add(finding)
                 if finding.enforced:
                     turn.escalate(Decision.BLOCKED)
-                    flow.response = refusal(dialect, turn, 502, block_message(finding, turn.event_id))
+                    self._withhold(flow, dialect, inspector, finding)
                     return
             dialect = Generic()
             completion = dialect.parse_response(body)
@@ -963,7 +1028,7 @@ class Inspect:
             else []
         )
         if keys_read_otherwise and inspector.normalises:
-            flow.response = refusal(dialect, turn, 502, block_message(turn.findings[-1], turn.event_id))
+            self._withhold(flow, dialect, inspector, turn.findings[-1])
             return
         plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
         rewritten = body
@@ -982,7 +1047,7 @@ class Inspect:
         rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
         refused = inspector.response_refused()
         if refused is not None:
-            flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+            self._withhold(flow, dialect, inspector, refused)
             return
         if parsed[1] and rewritten == body:
             # Left as it came (nothing is enforced): what a reader keeping first values reads is recorded.
@@ -993,12 +1058,12 @@ class Inspect:
             [(READINGS[DECLARED], read_response(dialect, other)) for other in declared]
         )
         if rewritten != body:
-            set_content(flow.response, rewritten)
+            set_text(flow.response, rewritten, encoding)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)
         # Last, once every check has read the upstream's words: what the agent gets has its secrets back.
         restored = inspector.restore_response(rewritten, dialect)
         if restored != rewritten:
-            set_content(flow.response, restored)
+            set_text(flow.response, restored, encoding)
 
     async def error(self, flow: http.HTTPFlow) -> None:
         await request_inspected(flow)
@@ -1010,6 +1075,25 @@ class Inspect:
         turn, inspector, _ = self._state(flow)
         if turn is not None and inspector is not None:
             self._finish_stream(flow, turn, inspector)
+
+    @staticmethod
+    def _refuse_request(
+        flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, status: int, finding: Finding
+    ) -> None:
+        """The request is refused for ``finding`` before it leaves: the agent gets ``status`` in its API's
+        shape, and none of the request's findings left (``TurnInspector.request_blocked``)."""
+        turn = inspector.turn
+        flow.response = refusal(dialect, turn, status, block_message(finding, turn.event_id))
+        inspector.request_blocked()
+        turn.escalate(Decision.BLOCKED)
+
+    @staticmethod
+    def _withhold(flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, finding: Finding) -> None:
+        """The answer is refused for ``finding``: the agent gets a 502 in its API's shape instead, and
+        none of the answer's findings reached it (``TurnInspector.answer_withheld``)."""
+        turn = inspector.turn
+        flow.response = refusal(dialect, turn, 502, block_message(finding, turn.event_id))
+        inspector.answer_withheld()
 
     def _uninspectable(
         self, flow: http.HTTPFlow, turn: Turn, where: str, error: UninspectableError
@@ -1045,6 +1129,9 @@ class Inspect:
         ``refused``; the upstream's bytes are dropped."""
         assert flow.response is not None
         replacement = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
+        inspector = Inspect._state(flow)[1]
+        if inspector is not None:
+            inspector.answer_withheld()
         flow.response.status_code = replacement.status_code
         flow.response.reason = replacement.reason
         flow.response.headers = replacement.headers
@@ -1079,8 +1166,9 @@ class Inspect:
         # like a text frame, and rewritten as the same kind of frame.
         text = message.text if message.is_text else readable_text(message.content)
         if text is None:
-            if BINARY_MESSAGE_NOTE not in turn.errors:
-                turn.errors.append(BINARY_MESSAGE_NOTE)
+            # Not rewritable: a message holding what the policy enforces against is not delivered.
+            if self._read_binary(flow, inspector, message.content, where, "websocket") is not None:
+                message.drop()
             return
         forwarded = inspector.inspect_message(text, from_client=message.from_client, where=where)
         if forwarded is None:
@@ -1089,14 +1177,49 @@ class Inspect:
         elif forwarded != text:
             message.content = forwarded.encode("utf-8", "surrogateescape")
 
+    def _read_binaries(
+        self, flow: http.HTTPFlow, inspector: TurnInspector, body: bytes | BinaryBody | None, side: str
+    ) -> Finding | None:
+        """A binary body, or the binary parts of a multipart one (files, images), each read as binary
+        (``_read_binary``): the finding that refuses the message, if any."""
+        if isinstance(body, BinaryBody):
+            return self._read_binary(flow, inspector, body.content, f"{side} body", side)
+        for where, content in binary_parts(body) if body is not None else []:
+            inspector.turn.errors.append(f"{side}: binary part {where} read for secrets in printable runs")
+            refused = self._read_binary(flow, inspector, content, f"{side} body {where}", side)
+            if refused is not None:
+                return refused
+        return None
+
+    def _read_binary(
+        self, flow: http.HTTPFlow, inspector: TurnInspector, content: bytes, where: str, side: str
+    ) -> Finding | None:
+        """Binary content read for secrets and PII in its printable runs, and in those of what the
+        compressed streams it starts with decode to (``proxy.wire.embedded``), within the inspection cap
+        and the bomb ratio; one that stops there is an uninspectable finding. Returns the finding that
+        refuses it where the policy enforces, else None (recorded)."""
+        turn = inspector.turn
+        inside = opened(content, policy_of(flow, self.runtime).max_body_bytes)
+        turn.inspected_bytes += len(content) + sum(map(len, inside.contents))
+        if inside.contents:
+            turn.errors.append(f"{where}: {len(inside.contents)} compressed stream(s) inside opened and read")
+        secret = inspector.inspect_binary(b"\x00".join([content, *inside.contents]), where)
+        unread = self._uninspectable(flow, turn, side, inside.error) if inside.error is not None else None
+        return secret or unread
+
     @staticmethod
     def _read_as_stream(
-        flow: http.HTTPFlow, turn: Turn, dialect: Dialect, inspector: TurnInspector, body: bytes
+        flow: http.HTTPFlow,
+        dialect: Dialect,
+        inspector: TurnInspector,
+        body: bytes,
+        encoding: TextEncoding | None,
     ) -> None:
         """An event stream that did not say so: read and filtered as the stream it is. A stream the session
         stops reading (as a relayed one is cut there) does not pass where it rewrites: raised into the
         hook, it would leave the upstream's whole body unread."""
         assert flow.response is not None
+        turn = inspector.turn
         filters = inspector.stream_filters()
         session = dialect.stream_session(filters)
         try:
@@ -1108,7 +1231,7 @@ class Inspect:
             if filters.active:
                 message = f"egressguard could not read this response; audit event {turn.event_id}"
                 flow.response = refusal(dialect, turn, 502, message)
-                turn.escalate(Decision.BLOCKED)
+                inspector.answer_withheld()
             return
         inspector.inspect_completion(session.completion, rewrite=False)
         inspector.inspect_other_readings(session.other_readings())
@@ -1118,10 +1241,15 @@ class Inspect:
             flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))
             return
         if filtered != body:
-            set_content(flow.response, filtered)
             read_back = ReadBack(dialect, inspector)
             read_back.feed(filtered)
             read_back.prove()
+            if read_back.unproved:
+                message = f"egressguard could not read back this response; audit event {turn.event_id}"
+                flow.response = refusal(dialect, turn, 502, message)
+                inspector.answer_withheld()
+                return
+            set_text(flow.response, filtered, encoding)
 
     def _redact_large_body(self, flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:
         """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in

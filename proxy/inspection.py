@@ -327,6 +327,8 @@ class TurnInspector:
         self._request_from = 0
         self._response_from = 0
         """Where the request's and the response's findings start in ``turn.findings``."""
+        self._answer_from: int | None = None
+        """Where the findings of the answer (its headers on) start: ``begin_answer``."""
         self.approvals = Approvals(state, clock=clock)
         self.stream_withheld: dict[str, str | None] = {}
         """Destructive calls a stream's gate dropped, by locator, with the pending approval its notice
@@ -600,12 +602,24 @@ class TurnInspector:
         return credentials.credential_reads(calls, self.detectors.credential_reads, self.budget)
 
     def request_blocked(self) -> None:
-        """The request was answered with the block response: its blocking findings are enforced."""
-        self._carry_out(
-            self._request_from,
-            lambda finding: finding.action in (Action.BLOCK, Action.WITHHOLD),
-            Decision.BLOCKED,
-        )
+        """The request was answered with the block response: nothing of it left, so each of its findings
+        whose threat the policy enforces is enforced, whatever its action (a secret it would have
+        redacted did not leave either)."""
+        self._carry_out(self._request_from, lambda _: True, Decision.BLOCKED)
+
+    def begin_answer(self) -> None:
+        """The answer's headers arrived: its findings start here (once)."""
+        if self._answer_from is None:
+            self._answer_from = len(self.turn.findings)
+
+    def answer_withheld(self) -> None:
+        """The answer was replaced whole by a refusal: nothing of it reached the agent, so each of its
+        findings (headers, body, other readings) whose threat the policy enforces is enforced, whatever
+        its action, and the turn is blocked."""
+        self.begin_answer()
+        assert self._answer_from is not None
+        self._carry_out(self._answer_from, lambda _: True, Decision.BLOCKED)
+        self.turn.escalate(Decision.BLOCKED)
 
     def scan_request(
         self, body: bytes, view: RequestView, parsed: ParsedBody | None = None, original: bytes | None = None

@@ -595,3 +595,19 @@ def test_a_call_in_a_gemini_array_is_dropped_by_its_place_in_the_merged_response
     assert [call.where for call in dialect.parse_response(json.dumps(rewritten).encode()).tool_calls] == [
         first.where
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00{" + b"ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W",
+        b"A\x00" + b"AKIAQWERTY234567ABCD",
+        b"\x00\x00\x00[abcd",
+    ],
+)
+def test_bytes_read_as_utf16_only_by_their_nuls_are_binary_unless_json(body: bytes) -> None:
+    """JSON's encoding rule reads NULs in the first bytes as UTF-16 or UTF-32: bytes that are no JSON in
+    that reading are binary (their runs are read), not text of CJK letters hiding the ASCII in them."""
+    assert readable_text(body) is None
+    assert readable_text('{"a": "b"}'.encode("utf-16-le")) == '{"a": "b"}'
+    assert readable_text("plain".encode("utf-16")) == "plain"

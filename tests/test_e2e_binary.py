@@ -4,12 +4,16 @@ printable runs; a secret there refuses it where the policy enforces that, and is
 from __future__ import annotations
 
 import gzip
+import io
 import random
 import ssl
+import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from tests.harness import Proxy
@@ -24,6 +28,7 @@ PADDED = {
     "nul": b"\x00" + TOKEN.encode(),
     "junk": NOISE.randbytes(64) + b"\xff" + TOKEN.encode() + b"\x80" + NOISE.randbytes(64),
     "utf16": b"\xff\xfe" + f"key={AWS_KEY}".encode("utf-16-le") + b"\x00\x00",
+    "nul-led pairs": b"\x00{" + TOKEN.encode(),  # JSON's rule reads an even length as UTF-16BE letters
     "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00" + AWS_KEY.encode() + b"\x00IEND\xaeB`\x82",
 }
 HEADERS = {
@@ -111,3 +116,140 @@ def test_a_secret_in_a_binary_response_is_recorded_where_observed(
     assert reply.status_code == 200 and reply.content == PADDED["junk"]
     found = _secret_findings(proxy.wait_for_records(1)[0])
     assert found and not any(finding["enforced"] for finding in found)
+
+
+def _upload(proxy: Proxy, upstream: FakeUpstream, name: str, content: bytes, media_type: str) -> Any:
+    """A file upload as the official OpenAI SDK sends it: multipart/form-data, the file one part."""
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    client = openai.OpenAI(
+        base_url=f"{upstream.url}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        http_client=httpx.Client(proxy=proxy.url(), verify=context, timeout=60),
+    )
+    return client.files.create(file=(name, content, media_type), purpose="assistants")
+
+
+def _zip(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+ENV_FILE = f"# deploy\nGITHUB_TOKEN={TOKEN}\nREGION=eu\n".encode()
+FILES = {
+    "octet-stream junk": ("blob.bin", PADDED["junk"], "application/octet-stream"),
+    "png": ("shot.png", PADDED["png"], "image/png"),
+    "utf-16 among binary": (
+        "app.res",
+        b"\x01\x00\x02" + ENV_FILE.decode().encode("utf-16-le"),
+        "application/x-res",
+    ),
+    "gzip": ("env.gz", gzip.compress(ENV_FILE), "application/gzip"),
+    "zip": ("env.zip", _zip(".env", ENV_FILE), "application/zip"),
+    "zlib": ("env.z", zlib.compress(ENV_FILE), "application/octet-stream"),
+    "tar.gz of a zip": ("bundle.gz", gzip.compress(_zip(".env", ENV_FILE)), "application/octet-stream"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_a_secret_in_an_uploaded_binary_file_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str
+) -> None:
+    """The file part of an SDK upload is read in its printable runs and what it decompresses to: a key
+    there refuses the upload in enforce mode, nothing leaves."""
+    proxy = start_proxy(mode="enforce")
+    with pytest.raises(openai.PermissionDeniedError, match="egressguard blocked this request"):
+        _upload(proxy, upstream, *FILES[name])
+    assert upstream.received == []
+    record = proxy.wait_for_records(1)[0]
+    found = _secret_findings(record)
+    assert record["decision"] == "blocked" and found and all(f["enforced"] for f in found)
+    assert any("multipart[" in f["where"] for f in found)
+    assert TOKEN not in str(record) and AWS_KEY not in str(record)
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_a_secret_in_an_uploaded_binary_file_is_recorded_where_observed(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str
+) -> None:
+    proxy = start_proxy(mode="observe")
+    upstream.reply = UPLOADED
+    _upload(proxy, upstream, *FILES[name])
+    assert FILES[name][1] in upstream.received[-1].body
+    found = _secret_findings(proxy.wait_for_records(1)[0])
+    assert found and not any(f["enforced"] for f in found)
+
+
+def test_uploads_without_a_secret_pass_untouched(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Random images, archives and compressed noise uploaded through the SDK raise nothing."""
+    proxy = start_proxy(mode="enforce")
+    upstream.reply = UPLOADED
+    files = [
+        (f"f.{kind}", header + NOISE.randbytes(1 << 18), "application/octet-stream")
+        for kind, header in HEADERS.items()
+    ]
+    files.append(("n.gz", gzip.compress(NOISE.randbytes(1 << 18)), "application/gzip"))
+    files.append(("n.zip", _zip("n.bin", NOISE.randbytes(1 << 18)), "application/zip"))
+    for file in files:
+        _upload(proxy, upstream, *file)
+        assert file[1] in upstream.received[-1].body
+    for record in proxy.wait_for_records(len(files)):
+        assert record["decision"] == "allowed" and _secret_findings(record) == []
+        assert not any(f["rule"].startswith("inspection.") for f in record["findings"])
+
+
+def test_a_gzip_bomb_in_an_upload_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A compressed part that decodes past the bomb ratio is not read to its end: refused in enforce
+    mode as a bomb in the body's own coding is."""
+    proxy = start_proxy(mode="enforce")
+    with pytest.raises(openai.APIStatusError):
+        _upload(proxy, upstream, "zeros.gz", gzip.compress(bytes(4 << 20)), "application/gzip")
+    assert upstream.received == []
+    record = proxy.wait_for_records(1)[0]
+    assert any(f["rule"] == "inspection.decompression_bomb" and f["enforced"] for f in record["findings"])
+
+
+def _multipart_answer(*parts: tuple[str, bytes]) -> bytes:
+    body = b""
+    for content_type, content in parts:
+        body += f"--mixed\r\ncontent-type: {content_type}\r\n\r\n".encode() + content + b"\r\n"
+    return body + b"--mixed--\r\n"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_secret_in_a_binary_part_of_an_answer_is_withheld_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
+) -> None:
+    """A multipart answer (a batch response, a download with its metadata) with a gzip'd file part."""
+    proxy = start_proxy(mode=mode)
+    answer = _multipart_answer(
+        ("application/json", b'{"ok": true}'), ("application/gzip", gzip.compress(ENV_FILE))
+    )
+    upstream.reply = Reply(body=answer, content_type="multipart/mixed; boundary=mixed")
+    reply = _post(proxy, upstream, b'{"purpose": "download"}')
+    found = _secret_findings(proxy.wait_for_records(1)[0])
+    assert found and all(f["enforced"] is (mode == "enforce") for f in found)
+    if mode == "enforce":
+        assert reply.status_code == 502 and TOKEN not in reply.text
+    else:
+        assert reply.status_code == 200 and reply.content == answer
+
+
+def test_a_secret_in_a_text_part_of_an_answer_is_redacted_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The text parts beside a binary one are read and redacted as text, the binary part left whole."""
+    proxy = start_proxy(mode="enforce")
+    picture = HEADERS["png"] + NOISE.randbytes(2048)
+    answer = _multipart_answer(("text/plain", f"key {AWS_KEY}".encode()), ("image/png", picture))
+    upstream.reply = Reply(body=answer, content_type="multipart/mixed; boundary=mixed")
+    reply = _post(proxy, upstream, b'{"purpose": "download"}')
+    assert reply.status_code == 200 and AWS_KEY.encode() not in reply.content and picture in reply.content
+    found = _secret_findings(proxy.wait_for_records(1)[0])
+    assert found and all(f["enforced"] for f in found)

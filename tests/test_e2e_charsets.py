@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Proxy
-from tests.test_e2e_inspect import _agent, last_record
+from tests.test_e2e_inspect import _agent, last_record, openai_client
 from tests.test_e2e_readings import post
 from tests.upstream import FakeUpstream, Reply
 
@@ -233,3 +233,82 @@ def test_an_event_stream_in_another_charset_is_not_passed_unread_where_enforced(
     assert response.status_code == (502 if enforcing(guard) else 200)
     assert (AWS_KEY in response.content.decode("utf-7", "replace")) is not enforcing(guard)
     assert charset_finding(Turns(guard).next())["enforced"] is enforcing(guard)
+
+
+LATIN_TEXT = "Grüße aus Köln, señor. À bientôt, Ça va?"
+LEGIBLE = {
+    "latin-1": ("text/plain; charset=iso-8859-1", LATIN_TEXT.encode("latin-1")),
+    "windows-1252 json": (
+        "application/json; charset=windows-1252",
+        json.dumps({"note": LATIN_TEXT}, ensure_ascii=False).encode("cp1252"),
+    ),
+    "ebcdic": ("text/plain; charset=cp500", LATIN_TEXT.encode("cp500")),
+    "utf-16 with a bom": ("text/plain; charset=utf-16", LATIN_TEXT.encode("utf-16")),
+}
+
+
+def test_legitimate_text_in_its_declared_charset_passes_in_every_mode(
+    guard: Proxy, upstream: FakeUpstream
+) -> None:
+    """Latin-1, Windows-1252, EBCDIC or UTF-16 text with letters outside ASCII is read in the charset it
+    declares, as every receiver reads it: nothing to refuse, it leaves as sent, with no charset finding."""
+    upstream.reply = Reply(body=b'{"ok": true}')
+    turns = Turns(guard)
+    for name, (content_type, body) in LEGIBLE.items():
+        response = post(guard, upstream, body, path="/upload", headers={"content-type": content_type})
+        assert response.status_code == 200, name
+        assert upstream.received[-1].body == body, name
+        assert not {f["rule"] for f in turns.next()} & {"inspection.charset", "inspection.part_encoding"}, (
+            name
+        )
+
+
+@pytest.mark.parametrize("name", sorted(LEGIBLE))
+def test_a_redacted_answer_goes_back_in_its_charset(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """An answer in a declared charset with a key among letters outside ASCII is redacted and written back
+    in the charset it came in, its Content-Type unchanged and true."""
+    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    content_type, _ = LEGIBLE[name]
+    charset = content_type.rpartition("charset=")[2]
+    upstream.reply = Reply(body=f"{LATIN_TEXT} {LEAK}".encode(charset), content_type=content_type)
+    response = post(proxy, upstream, json.dumps({"note": "hello"}).encode(), path="/download")
+    assert response.status_code == 200 and response.headers["content-type"] == content_type
+    received = response.content.decode(charset)
+    assert LATIN_TEXT in received and AWS_KEY not in received and "[REDACTED" in received
+    assert all(f["enforced"] for f in secrets_in(Turns(proxy).next()))
+
+
+def test_a_utf16_json_answer_is_redacted_in_utf16_for_the_sdk(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat completion answered in UTF-16 JSON (which JSON readers detect from its first bytes, and the
+    OpenAI SDK reads): the key is redacted, the answer stays UTF-16 under the label it came with."""
+    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"{LATIN_TEXT} {LEAK}"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    body = json.dumps(completion, ensure_ascii=False).encode("utf-16")
+    upstream.reply = Reply(body=body, content_type="application/json; charset=utf-16")
+    client = openai_client(upstream)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    answer = raw.parse().choices[0].message.content or ""
+    assert LATIN_TEXT in answer and AWS_KEY not in answer and "[REDACTED" in answer
+    assert raw.http_response.content.startswith(b"\xff\xfe") or raw.http_response.content.startswith(
+        b"\xfe\xff"
+    )
+    assert raw.http_response.headers["content-type"] == "application/json; charset=utf-16"
+    assert all(f["enforced"] for f in secrets_in(Turns(proxy).next()))

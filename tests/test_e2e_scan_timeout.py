@@ -275,3 +275,19 @@ def test_a_websocket_message_a_rule_ran_out_of_time_on_is_dropped_where_enforced
     assert {"websocket[0]", "websocket[2]"} <= {finding["where"] for finding in findings}, findings
     assert all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
     assert (record["decision"] == "blocked") is (mode == "enforce")
+
+
+def test_the_other_findings_of_an_answer_refused_whole_are_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer refused for a rule that ran out of time carried a key too: none of it reached the agent,
+    so the key's finding is enforced as well, the turn blocked."""
+    proxy = start_proxy(mode="enforce", extra=TIME_LIMIT)
+    upstream.reply = Reply(text=f"your key is AKIAQWERTY234567ABCD. {NEAR_CARDS}")
+    client = client_through(proxy, upstream, monkeypatch)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "list them"}])
+    record, findings = timeout_findings(proxy)
+    assert findings and record["decision"] == "blocked"
+    keys = [f for f in record["findings"] if f["rule"] == "aws-access-key-id"]
+    assert keys and all(f["enforced"] for f in keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import ssl
 import threading
@@ -22,10 +23,17 @@ AWS_KEY = "AKIAQWERTY234567ABCD"
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 
 
-class Sender:
-    """A TLS WebSocket server that answers each connection with one binary frame and one text frame."""
+BINARY_TEXT = f'{{"delta": "binary key {AWS_KEY}"}}'.encode()
+GZIPPED_TEXT = gzip.compress(BINARY_TEXT, mtime=0)
+PROTOBUF_WITH_KEY = b"\x08\x96\x01\x12\x14" + AWS_KEY.encode() + b"\x1a\x03\xff\x80\x00"
 
-    def __init__(self, pki: UpstreamPKI) -> None:
+
+class Sender:
+    """A TLS WebSocket server that answers each connection with its frames (by default one binary frame
+    that is text and one text frame), then waits for one message."""
+
+    def __init__(self, pki: UpstreamPKI, frames: tuple[bytes | str, ...] | None = None) -> None:
+        self.frames = frames or (BINARY_TEXT, f'{{"delta": "text key {AWS_KEY}"}}')
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(pki.server_cert, pki.server_key)
         self.server = websockets.sync.server.serve(self._serve, "127.0.0.1", 0, ssl=context)
@@ -33,8 +41,8 @@ class Sender:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
-        connection.send(f'{{"delta": "binary key {AWS_KEY}"}}'.encode())
-        connection.send(f'{{"delta": "text key {AWS_KEY}"}}')
+        for frame in self.frames:
+            connection.send(frame)
         connection.recv()
 
     def close(self) -> None:
@@ -58,6 +66,40 @@ def sender(upstream_pki: UpstreamPKI) -> Iterator[Sender]:
     server = Sender(upstream_pki)
     yield server
     server.close()
+
+
+@pytest.fixture
+def binary_sender(upstream_pki: UpstreamPKI) -> Iterator[Sender]:
+    """Sends a protobuf-like frame with a key among its bytes, a gzip'd frame with one, then "done"."""
+    server = Sender(upstream_pki, (PROTOBUF_WITH_KEY, GZIPPED_TEXT, "done"))
+    yield server
+    server.close()
+
+
+def receive(proxy: Proxy, port: int) -> list[bytes | str]:
+    """The messages an agent receives through the proxy, up to "done"."""
+    received: list[bytes | str] = []
+    with connect(proxy, port) as connection:
+        while "done" not in received:
+            received.append(connection.recv(timeout=10))
+        connection.send("bye")
+    return received
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_key_in_a_binary_frame_that_is_not_text_withholds_it_where_enforced(
+    start_proxy: Callable[..., Proxy], binary_sender: Sender, mode: str
+) -> None:
+    """A binary frame that is not text is read in its printable runs and what its compressed start
+    decodes to: it cannot be rewritten, so in enforce mode it is not delivered (the next frames are)."""
+    proxy = start_proxy(mode=mode)
+    received = receive(proxy, binary_sender.port)
+    enforcing = mode == "enforce"
+    assert received == (["done"] if enforcing else [PROTOBUF_WITH_KEY, GZIPPED_TEXT, "done"])
+    record = proxy.wait_for_records(1)[0]
+    found = [f for f in record["findings"] if f["rule"] == "aws-access-key-id"]
+    assert {f["where"] for f in found} == {"websocket[0]", "websocket[1]"}
+    assert all(f["enforced"] is enforcing for f in found)
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])

@@ -22,7 +22,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons.inspect import BodyRelay, Inspect
+from addons.inspect import READ_BACK_EVENT_BYTES, BodyRelay, Inspect
 from addons.turns import METADATA_KEY
 from proxy.config.policy import Policy, parse_policy
 from proxy.inspection import Detectors
@@ -597,3 +597,23 @@ def test_an_inspection_finding_claims_only_what_its_own_threat_enforced(setting:
         assert not finding.enforced or policy.enforces(finding.threat), finding
     if not guarding:
         assert not changed and not outcome.blocked
+
+
+def test_an_event_sent_too_long_to_read_back_is_cut_and_claims_nothing() -> None:
+    """Should the filters ever write an event longer than the read-back holds whole (here one carrying the
+    key, padded past it, sent in two pieces), that event never reaches the agent (the stream is cut
+    before its end), the turn is blocked, and no finding of the stream says enforced."""
+    case = CASES["secret in streamed completion (redact)"]
+    padding = b" " * (READ_BACK_EVENT_BYTES + 1)
+    opened = b'data: {"choices": [{"index": 0, "delta": {"content": "' + AWS_KEY.encode() + padding
+    pieces = [opened, b'"}}]}\n\n']
+
+    def add_in_pieces(out: bytes) -> bytes:
+        return out + pieces.pop(0) if pieces and out else out
+
+    outcome = run("enforce", case, APIS["openai_chat"], on_the_way=add_in_pieces)
+    assert not pieces and AWS_KEY.encode() not in outcome.received
+    findings = [finding for finding in outcome.turn.findings if finding.rule.startswith("aws")]
+    assert findings and not any(finding.enforced for finding in findings)
+    assert outcome.turn.decision == Decision.BLOCKED
+    assert any("could not be read back" in error for error in outcome.turn.errors)

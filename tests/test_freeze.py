@@ -16,8 +16,8 @@ from proxy.alerts import Alert
 from proxy.config.policy import parse_policy
 from proxy.control.freeze import (
     FREEZE_RULE,
-    FreezeMemory,
     UNNAMED_CAUSE,
+    FreezeMemory,
     apply_alert_action,
     block_agent,
     freeze_user,

@@ -4,8 +4,10 @@ read whole as the event stream it is."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import textwrap
+import zlib
 
 import pytest
 from hypothesis import given
@@ -162,16 +164,37 @@ def test_a_binary_message_that_is_text_is_read_as_text(mode: str) -> None:
     assert not message.is_text
 
 
-def test_a_binary_message_that_is_not_text_is_noted() -> None:
+def test_a_binary_message_without_a_secret_is_read_and_delivered() -> None:
     addon, flow = inspected_websocket("enforce")
     with taddons.context(addon):
-        message = server_sends_binary(flow, bytes(range(256)))
-        addon.websocket_message(flow)
-        server_sends_binary(flow, bytes(range(256)))
+        message = server_sends_binary(flow, bytes(range(256)) * 4)
         addon.websocket_message(flow)
     turn = flow.metadata[METADATA_KEY]
-    assert message.content == bytes(range(256))
-    assert turn.errors.count("websocket: a binary message that is not text passed uninspected") == 1
+    assert message.content == bytes(range(256)) * 4 and not message.dropped
+    assert [f for f in turn.findings if f.where.startswith("websocket")] == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00\x01" + AWS_KEY.encode() + b"\xff" * 40,
+        b"\x08\x96\x01" + f"key={AWS_KEY}".encode("utf-16-le") + b"\x00\x00\x80",
+        gzip.compress(f"key={AWS_KEY}".encode()),
+        zlib.compress(f'{{"delta": "{AWS_KEY}"}}'.encode()),
+    ],
+)
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_secret_in_a_binary_message_drops_it_where_enforced(content: bytes, mode: str) -> None:
+    """A binary message that is not text (protobuf, UTF-16, compressed) is read in its printable runs and
+    what its compressed start decodes to: it cannot be rewritten, so where enforced it is not delivered."""
+    addon, flow = inspected_websocket(mode)
+    with taddons.context(addon):
+        message = server_sends_binary(flow, content)
+        addon.websocket_message(flow)
+    turn = flow.metadata[METADATA_KEY]
+    enforcing = mode == "enforce"
+    assert [f.enforced for f in turn.findings if f.rule == "aws-access-key-id"] == [enforcing]
+    assert message.dropped is enforcing and message.content == content
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])

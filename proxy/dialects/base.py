@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 import re
@@ -18,6 +19,7 @@ from proxy.wire import jsontext
 ErrorResponse = tuple[int, dict[str, str], bytes]
 JSON_HEADERS = {"content-type": "application/json"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
+_ORDER_MARKS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def body_text(body: bytes) -> str:
@@ -37,7 +39,8 @@ def body_text(body: bytes) -> str:
 def readable_text(body: bytes) -> str | None:
     """The body as text when it reads as text: a few bytes that are not UTF-8 are kept (see
     ``body_text``); a body with many of them, or with NUL bytes, is binary."""
-    if json.detect_encoding(body) == "utf-8":
+    encoding = json.detect_encoding(body)
+    if encoding == "utf-8":
         # Almost every body is valid UTF-8: decoded at C speed, it needs no count of undecodable bytes.
         try:
             text = body.decode("utf-8")
@@ -46,10 +49,22 @@ def readable_text(body: bytes) -> str | None:
         else:
             return None if "\x00" in text else text
     text = body_text(body)
+    if encoding.startswith(("utf-16", "utf-32")) and not body.startswith(_ORDER_MARKS) and not _is_json(text):
+        # Read as UTF-16 or UTF-32 only because its first bytes hold NULs where JSON's would: bytes that
+        # are no JSON read so as CJK letters, hiding the ASCII among them. Binary: its runs are read.
+        return None
     undecodable = len(_UNDECODABLE.findall(text))
     if "\x00" in text or undecodable * 16 > len(text):
         return None
     return text
+
+
+def _is_json(text: str) -> bool:
+    try:
+        jsontext.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def is_text(body: bytes) -> bool:

@@ -6,6 +6,7 @@ scanned.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +24,8 @@ from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, se
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, encode_json, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.wire import jsontext
-from proxy.wire.multipart import part_spans, replace_parts
+from proxy.wire.charsets import TRANSFER_DECODERS
+from proxy.wire.multipart import part_headers, part_spans, replace_parts
 from proxy.wire.sse import SSEEvent, encode_text, serialise
 
 MULTIPART = "multipart"
@@ -45,16 +47,12 @@ class Generic(Dialect):
         text = readable_text(body)
         if text is not None:
             return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
-        spans = part_spans(body)
-        if spans is None:
+        fields = multipart_texts(body)
+        if fields is None:
             return RequestView(dialect=self.name, parse_error="not UTF-8 text")
-        # A file upload is binary as a whole; the form fields beside the file are text that leaves.
-        parts = []
-        for index, (start, end) in enumerate(spans):
-            field = readable_text(body[start:end])
-            if field:
-                parts.append(Part(Source.USER, field, format_locator((MULTIPART, index))))
-        return RequestView(dialect=self.name, parts=parts)
+        return RequestView(
+            dialect=self.name, parts=[Part(Source.USER, field, where) for where, field in fields.items()]
+        )
 
     def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
         document, error = json_of(body, parsed)
@@ -64,9 +62,12 @@ class Generic(Dialect):
         if lines is not None:
             return Completion(text=[TextSegment(text, where) for where, text in by_field(lines)])
         text = readable_text(body)
-        if text is None:
+        if text is not None:
+            return Completion(text=[TextSegment(text, ROOT)] if text else [])
+        fields = multipart_texts(body)
+        if fields is None:
             return Completion(parse_error="not UTF-8 text")
-        return Completion(text=[TextSegment(text, ROOT)] if text else [])
+        return Completion(text=[TextSegment(field, where) for where, field in fields.items()])
 
     def rewrite_request(self, body: bytes, replacements: Mapping[str, str]) -> bytes:
         if load_json(body)[1] is None:
@@ -96,7 +97,12 @@ class Generic(Dialect):
                     lines, changed = set_at(lines, where, mapped), True
             return encode_ndjson(lines) if changed else body
         text = readable_text(body)
-        return body if text is None else encode_text(text_map(text))
+        if text is not None:
+            return encode_text(text_map(text))
+        parts = multipart_texts(body) or {}
+        replacements = {where: text_map(part) for where, part in parts.items()}
+        replacements = {where: part for where, part in replacements.items() if part != parts[where]}
+        return self.rewrite_request(body, replacements) if replacements else body
 
     def _request_from(self, document: Any) -> RequestView:
         parts = [Part(Source.USER, text, where) for where, text in walk_strings(document)]
@@ -113,6 +119,38 @@ class Generic(Dialect):
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
         return GenericStreamSession(filters)
+
+
+def multipart_texts(body: bytes) -> dict[str, str] | None:
+    """The text fields of a multipart body (a file upload is binary as a whole; the form fields beside the
+    file are text) by locator (``multipart[2]``); None when the body is not multipart."""
+    spans = part_spans(body)
+    if spans is None:
+        return None
+    fields = {}
+    for index, (start, end) in enumerate(spans):
+        field = readable_text(body[start:end])
+        if field:
+            fields[format_locator((MULTIPART, index))] = field
+    return fields
+
+
+def binary_parts(body: bytes) -> list[tuple[str, bytes]]:
+    """The parts of a multipart body that are not text (a file, an image, an archive), each by locator
+    with its content once its transfer encoding (base64, quoted-printable) is undone: read for what its
+    printable runs and compressed streams hold, as ``multipart_texts`` are read as text."""
+    found = part_headers(body)
+    binaries = []
+    for index, (headers, start, end) in enumerate(found or []):
+        content = body[start:end]
+        decoder = TRANSFER_DECODERS.get(headers.get("content-transfer-encoding", "").strip().lower())
+        if decoder is not None:
+            # Read as sent where it does not decode: the charset check refuses such a part where enforced.
+            with contextlib.suppress(ValueError):
+                content = decoder(content)
+        if readable_text(content) is None:
+            binaries.append((format_locator((MULTIPART, index)), content))
+    return binaries
 
 
 def ndjson_documents(body: bytes) -> list[Any] | None:

@@ -433,6 +433,16 @@ class StreamSession(ABC):
     def __call__(self, chunk: bytes) -> bytes:
         return self.feed(chunk) if chunk else self.finish()
 
+    def read_events_of(self, max_event_bytes: int) -> None:
+        """Before any byte is fed: hold events up to ``max_event_bytes`` long whole, handing on unread only
+        longer ones (``unread_events``)."""
+        self._parser = SSEParser(max_event_bytes)
+
+    @property
+    def unread_events(self) -> int:
+        """Events longer than the parser holds, handed on with their fields unread."""
+        return self._parser.oversized_events
+
     def keep_sent(self) -> None:
         """From now on, keeps what ``feed`` and ``finish`` return as pieces for ``take_sent``."""
         self._as_came = {}
