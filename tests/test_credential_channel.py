@@ -183,7 +183,9 @@ def test_a_configured_host_takes_its_keys_and_replaces_a_default() -> None:
         ("'bad host!': {rules: [x]}", 5, "invalid egress pattern"),
         ("api.x.com: {fields: [authorization]}", 5, "needs 'rules'"),
         ("api.x.com: {rules: x}", 5, "must be a list"),
-        ("api.x.com: {rules: [x], where: [y]}", 5, "unknown key 'where'"),
+        ("api.x.com: {rules: [github-pat], where: [y]}", 5, "unknown key 'where'"),
+        ("api.x.com: {rules: [github-pat, gihtub-pat]}", 5, "not a rule of the secrets pack: 'gihtub-pat'"),
+        ("api.x.com: {rules: [us-ssn]}", 5, "not a rule of the secrets pack: 'us-ssn'"),
     ],
 )
 def test_a_bad_credentials_entry_is_an_error_on_its_line(entry: str, line: int, message: str) -> None:

@@ -6,6 +6,7 @@ policy that loads is immutable and safe to share between addons.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -37,9 +38,10 @@ from proxy.config.yamlschema import (
     Spec,
     check_document,
 )
-from proxy.detectors.credential_channel import DEFAULT_EXPECTED, Expected, expectations
+from proxy.detectors.credential_channel import DEFAULT_EXPECTED, SECRETS_PACK, Expected, expectations
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
+from proxy.scanning.rulepack import pack_path
 from proxy.state.redis_store import RedisSettings
 from proxy.state.store import KEYS_PER_KIND
 
@@ -167,11 +169,22 @@ class ExpectedCredentials(Spec):
             lists = [entry.get("rules"), entry.get("fields") or []] if entry else [None]
             if any(values is None or None in values for values in lists):
                 continue  # reported where it is wrong
+            unknown = sorted(set(entry["rules"]) - secret_rule_ids())
+            if unknown:
+                names = ", ".join(map(repr, unknown))
+                checker.report(key_node, f"{where}.{host}: not a rule of the secrets pack: {names}")
             try:
                 expected[host] = Expected.of(host, entry["rules"], entry.get("fields") or ())
             except ValueError as error:
                 checker.report(key_node, f"{where}.{host}: {error}")
         return expected
+
+
+@functools.cache
+def secret_rule_ids() -> frozenset[str]:
+    """The ids of the secrets pack's rules: what a ``credentials`` entry may name."""
+    pack = yaml.safe_load(pack_path(SECRETS_PACK).read_text(encoding="utf-8"))
+    return frozenset(str(rule["id"]) for rule in pack["rules"])
 
 
 CONTEXT_FIELD_LIST = ListOf(OneOf(*CONTEXT_FIELDS))
