@@ -194,6 +194,8 @@ def repeated_parameters(target: str) -> list[list[tuple[int, int]]]:
 
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
 HEADERS_WHERE = "headers"
+UNREAD_LOCATOR = "(a place whose name a rule ran out of time on)"
+"""A finding's locator where reading it for secrets ran out of time: written in no record as it was."""
 """Where a finding in a message's headers is: ``headers`` and the header's locator after a space."""
 CONTEXT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 INJECTION_SOURCES = CONTEXT_SOURCES | {Source.USER}
@@ -604,7 +606,8 @@ class TurnInspector:
     def request_blocked(self) -> None:
         """The request was answered with the block response: nothing of it left, so each of its findings
         whose threat the policy enforces is enforced, whatever its action (a secret it would have
-        redacted did not leave either)."""
+        redacted did not leave either), the rules that ran out of time on it among them."""
+        self._settle_timeouts("request")
         self._carry_out(self._request_from, lambda _: True, Decision.BLOCKED)
 
     def begin_answer(self) -> None:
@@ -618,6 +621,7 @@ class TurnInspector:
         its action, and the turn is blocked."""
         self.begin_answer()
         assert self._answer_from is not None
+        self._settle_timeouts("response")
         self._carry_out(self._answer_from, lambda _: True, Decision.BLOCKED)
         self.turn.escalate(Decision.BLOCKED)
 
@@ -1850,13 +1854,19 @@ class TurnInspector:
         for finding in findings:
             # A locator spells the keys on its way, and a key can be a secret: never written as one. The
             # same locators come turn after turn (``messages[3].content``): their scan is kept across turns.
-            where = finding.where
-            matches = self._known(where)
-            if matches is None:
-                matches = self._scan_once(where)[0]
-            if matches:
-                where = redact_text(where, matches)
-            self.turn.add(dataclasses.replace(finding, enforced=False, where=where))
+            self.turn.add(dataclasses.replace(finding, enforced=False, where=self._locator(finding.where)))
+
+    def _locator(self, where: str) -> str:
+        """``where`` as a record may hold it: its secrets redacted, or ``UNREAD_LOCATOR`` where a rule ran
+        out of time on it. Its scan has a budget of its own: a locator is the proxy's account of a place, not
+        a text it relays, so it neither spends what is left for the request nor makes a finding of its own."""
+        matches = self._known(where)
+        if matches is None:
+            scan = self.detectors.sensitive.scan(where, self.detectors.sensitive.budget())
+            if scan.timed_out:
+                return UNREAD_LOCATOR
+            matches = self._scanned[where] = scan.found
+        return redact_text(where, matches) if matches else where
 
     def _enforceable(self, finding: Finding) -> bool:
         """Enforce mode acts on it: an action other than flag, for a threat the policy enforces."""

@@ -52,6 +52,10 @@ class Decision(StrEnum):
     BLOCKED = "blocked"
 
 
+FindingIdentity = tuple[str, str, str, str, bool, str | None, str | None]
+"""``Finding.identity``: threat, rule, place, action, enforced, origin, and the rule a finding names."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One detection. Never holds the detected value itself: a keyed fingerprint at most.
@@ -99,9 +103,18 @@ class Finding:
         return record
 
     @property
-    def identity(self) -> tuple[str, str, str, str, bool, str | None]:
-        """What makes two findings the same finding repeated: one rule, one place, one outcome."""
-        return (self.threat, self.rule, self.where, self.action, self.enforced, self.origin)
+    def identity(self) -> FindingIdentity:
+        """What makes two findings the same finding repeated: one rule, one place, one outcome. A finding
+        about another rule (a rule that ran out of time) is one finding per rule it names."""
+        return (
+            self.threat,
+            self.rule,
+            self.where,
+            self.action,
+            self.enforced,
+            self.origin,
+            self.extra.get("rule"),
+        )
 
 
 SEVERITY_ORDER = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from proxy.exchange import Completion, RequestView
-from proxy.model import Decision, Finding
+from proxy.model import Decision, Finding, FindingIdentity
 
 
 def new_event_id() -> str:
@@ -63,9 +63,7 @@ class Turn:
     tools and findings are the agent's word, not what the proxy saw."""
     input_sha256: str | None = None
     reported_latency_ms: float | None = None
-    _positions: dict[tuple[str, str, str, str, bool, str | None], int] = field(
-        default_factory=dict, repr=False
-    )
+    _positions: dict[FindingIdentity, int] = field(default_factory=dict, repr=False)
 
     def add(self, *findings: Finding) -> None:
         """Record findings; a repeat of one already recorded (same rule, place and outcome) raises that

@@ -911,7 +911,7 @@ def test_a_request_of_many_crafted_texts_costs_about_one_budget_not_one_a_text(
     than about the budget is charged in all (a budget a text would be ten times it), each message is an
     ``inspection.scan_timeout`` finding, refusing the request in enforce mode, and the response has a
     budget of its own."""
-    near_cards = "4111 1111 1111 1112 " * 2_000
+    near_cards = "4111 1111 1111 1112 " * 20_000
     extra = "inspection: {rule_time_limit: 1ms}\n"
     policy = parse_policy(POLICY.replace("mode: enforce", f"mode: {mode}") + extra, "policy.yaml", environ={})
     detectors = Detectors(policy, b"k" * 32)
