@@ -345,6 +345,9 @@ class TurnInspector:
         self._timed_out: dict[str, tuple[list[Match], tuple[str, ...]]] = {}
         """The scans of this turn in which a rule ran out of time even when run again: a text crafted to
         keep a rule busy costs its budgets once per turn, not once for each of those readings."""
+        self.locator_budget = detectors.sensitive.budget()
+        """The budget of reading findings' locators (``_locator``): the proxy's account of where a finding
+        is, kept apart so it neither spends ``budget`` nor is bounded by one budget a finding."""
         self.budget = detectors.sensitive.budget()
         """What every scan of the request, then of the response (``begin_response``) or of one WebSocket
         message, may spend on rules that run out of time, whichever detector runs them; the rules that
@@ -1032,6 +1035,7 @@ class TurnInspector:
         forwarded (its finding is then enforced). Each message has a budget of its own."""
         self._direction_from = len(self.turn.findings)
         self.budget.renew()
+        self.locator_budget.renew()
         forwarded = self._inspect_message(text, from_client=from_client, where=where)
         return None if self._refused(where) is not None else forwarded
 
@@ -1766,6 +1770,7 @@ class TurnInspector:
         self._settle_timeouts("request")
         self._direction_from = len(self.turn.findings)
         self.budget.renew()
+        self.locator_budget.renew()
 
     def request_block(self) -> Finding | None:
         """The first finding that enforce mode refuses the request for, if any (read before its response)."""
@@ -1859,10 +1864,10 @@ class TurnInspector:
     def _locator(self, where: str) -> str:
         """``where`` as a record may hold it: its secrets redacted, or ``UNREAD_LOCATOR`` where a rule ran
         out of time on it. Its scan has a budget of its own: a locator is the proxy's account of a place, not
-        a text it relays, so it neither spends what is left for the request nor makes a finding of its own."""
+        a text it relays, so it makes no finding of its own (``locator_budget``)."""
         matches = self._known(where)
         if matches is None:
-            scan = self.detectors.sensitive.scan(where, self.detectors.sensitive.budget())
+            scan = self.detectors.sensitive.scan(where, self.locator_budget)
             if scan.timed_out:
                 return UNREAD_LOCATOR
             matches = self._scanned[where] = scan.found

@@ -23,6 +23,7 @@ from proxy.inspection import (
     SCAN_TIMEOUT_RULE,
     SEQUENCE_HISTORY,
     STANDARD_METHODS,
+    UNREAD_LOCATOR,
     Detectors,
     TurnInspector,
 )
@@ -928,6 +929,25 @@ def test_a_request_of_many_crafted_texts_costs_about_one_budget_not_one_a_text(
     assert (verdict.block is not None) is (mode == "enforce")
     inspector.begin_response()
     assert not inspector.budget.spent and inspector.budget.timed_out == {}
+
+
+def test_a_locator_a_rule_runs_out_of_time_on_is_written_as_a_placeholder_on_a_budget_of_its_own(
+    clock: Clock,
+) -> None:
+    """A finding's place is read for secrets before a record holds it: a place spelled to keep a rule
+    busy is written as ``UNREAD_LOCATOR``, makes no finding of its own, and spends nothing of the
+    request's budget, which stays the texts' to settle."""
+    near_cards = "4111 1111 1111 1112 " * 20_000
+    policy = parse_policy(POLICY + "inspection: {rule_time_limit: 1ms}\n", "policy.yaml", environ={})
+    detectors = Detectors(policy, b"k" * 32)
+    turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+    inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+    token = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+    part = Part(Source.USER, token, near_cards)
+    inspector.inspect_request(RequestView(dialect="openai_chat", parts=[part]))
+    assert [finding.where for finding in turn.findings] == [UNREAD_LOCATOR]
+    assert turn.findings[0].rule != SCAN_TIMEOUT_RULE
+    assert not inspector.budget.timed_out and inspector.locator_budget.timed_out
 
 
 HEADER_BODY_TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
