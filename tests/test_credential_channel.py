@@ -10,9 +10,10 @@ import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.config.yamlschema import SchemaError
-from proxy.detectors.credential_channel import DEFAULT_EXPECTED, RULE, Expected, expected_rules
-from proxy.inspection import Detectors, TurnInspector
+from proxy.detectors.credential_channel import DEFAULT_EXPECTED, RULE, SECRETS_PACK, Expected, expected_rules
+from proxy.inspection import Detectors, TurnInspector, is_credential_header
 from proxy.model import Threat
+from proxy.scanning.rulepack import load_pack, pack_path
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
 
@@ -205,3 +206,96 @@ def test_the_defaults_name_the_three_providers_fields() -> None:
     assert not expected_rules(DEFAULT_EXPECTED, "evil.example", "authorization")
     with pytest.raises(ValueError, match="no port"):
         Expected.of("api.openai.com:*", ["x"])
+
+
+SECRET_RULES = {rule.id: rule for rule in load_pack(pack_path(SECRETS_PACK)).rules}
+DEFAULTS = [
+    pytest.param(entry, rule, field, id=f"{entry.host}-{rule}-{field}")
+    for entry in DEFAULT_EXPECTED
+    for rule in sorted(entry.rules)
+    for field in sorted(entry.fields)
+]
+
+
+def own_key(rule_id: str) -> str:
+    """The key a rule's first must-match example holds: the provider's own kind of key."""
+    rule = SECRET_RULES[rule_id]
+    found = rule.pattern.search(rule.match_examples[0])
+    assert found is not None
+    return found.group(rule.secret_group)
+
+
+def field_value(field: str, key: str) -> str:
+    return f"Bearer {key}" if field == "authorization" else key
+
+
+@pytest.mark.parametrize(("entry", "rule", "field"), DEFAULTS)
+def test_every_default_takes_its_own_key_and_no_other_providers(
+    detectors: Detectors, policy: Policy, entry: Expected, rule: str, field: str
+) -> None:
+    """Each provider's default: its own key in its own field at its host (a subdomain for ``*.``) passes;
+    a foreign provider's key there (GitHub's, or OpenAI's at GitHub's hosts) is refused."""
+    assert is_credential_header(field)
+    host = entry.host.replace("*.", "tenant.")
+    own = inspect(detectors, policy, host, [(field, field_value(field, own_key(rule)))])
+    assert [f for f in own.turn.findings if f.rule == RULE] == []
+    foreign, foreign_rule = (
+        (OPENAI, "openai-project-key") if rule.startswith("github") else (GITHUB, "github-pat")
+    )
+    refused = inspect(detectors, policy, host, [(field, field_value(field, foreign))])
+    assert [f.extra["secret_rule"] for f in refused.turn.findings if f.rule == RULE] == [foreign_rule]
+    assert refused.request_block() is not None
+
+
+@pytest.mark.parametrize(
+    ("host", "headers", "rule"),
+    [
+        ("api.github.com", [("Authorization", f"Bearer {OPENAI}")], "openai-project-key"),
+        ("slack.com", [("Authorization", f"Bearer {GITHUB}")], "github-pat"),
+        ("api.stripe.com", [("Authorization", basic(GITHUB, ""))], "github-pat"),
+        ("gitlab.com", [("PRIVATE-TOKEN", GITHUB)], "github-pat"),
+        ("s3.us-east-1.amazonaws.com", [("X-Api-Key", OPENAI)], "openai-project-key"),
+        ("api.github.com.evil.example", [("Authorization", f"token {GITHUB}")], "github-pat"),
+        ("githubusercontent.evil", [("Authorization", f"token {GITHUB}")], "github-pat"),
+        ("api.github.com", [("X-Api-Key", GITHUB)], "github-pat"),
+    ],
+)
+def test_a_provider_key_at_another_providers_host_or_field_is_still_refused(
+    detectors: Detectors, policy: Policy, host: str, headers: list[tuple[str, str]], rule: str
+) -> None:
+    """The defaults open a provider's key to its own hosts and fields only."""
+    inspector = inspect(detectors, policy, host, headers)
+    assert [f.extra["secret_rule"] for f in inspector.turn.findings if f.rule == RULE] == [rule]
+
+
+@pytest.mark.parametrize(
+    ("host", "headers"),
+    [
+        ("api.github.com", [("Authorization", f"token {GITHUB}")]),
+        ("github.com", [("Authorization", basic("x-access-token", GITHUB))]),
+        ("uploads.github.com", [("Authorization", f"Bearer {GITHUB}")]),
+        ("slack.com", [("Authorization", "Bearer " + own_key("slack-bot-token"))]),
+        ("hooks.slack.com", [("Authorization", "Bearer " + own_key("slack-user-token"))]),
+        ("api.stripe.com", [("Authorization", basic(own_key("stripe-live-secret-key"), ""))]),
+        ("gitlab.com", [("PRIVATE-TOKEN", own_key("gitlab-pat"))]),
+        ("upload.pypi.org", [("Authorization", basic("__token__", own_key("pypi-upload-token")))]),
+        ("us5.datadoghq.com", [("DD-API-KEY", own_key("datadog-api-key"))]),
+        (
+            "s3.us-east-1.amazonaws.com",
+            [
+                (
+                    "Authorization",
+                    f"AWS4-HMAC-SHA256 Credential={AWS}/20260101/us-east-1/s3/aws4_request, "
+                    "SignedHeaders=host, Signature=" + "ab" * 32,
+                )
+            ],
+        ),
+    ],
+)
+def test_tool_calls_with_the_tools_own_keys_pass(
+    detectors: Detectors, policy: Policy, host: str, headers: list[tuple[str, str]]
+) -> None:
+    """The everyday spellings: a GitHub token as ``token``, ``Bearer`` or Basic, Stripe's key as the Basic
+    user, PyPI's ``__token__``, a SigV4 ``Credential=`` access key id."""
+    inspector = inspect(detectors, policy, host, headers)
+    assert [f for f in inspector.turn.findings if f.rule == RULE] == []

@@ -41,10 +41,6 @@ looks like as often as anything else."""
 UNSENT_FIELDS = frozenset({"proxy-authorization"})
 """Credential headers that never leave egressguard: the agent's credentials for the proxy itself."""
 
-OPENAI_KEYS = ("openai-project-key", "openai-admin-key", "openai-service-account-key", "openai-legacy-key")
-ANTHROPIC_KEYS = ("anthropic-api-key", "anthropic-admin-key", "anthropic-oauth-token")
-GEMINI_KEYS = ("gcp-api-key", "google-ai-studio-key")
-
 
 @dataclass(frozen=True, slots=True)
 class Expected:
@@ -69,15 +65,197 @@ class Expected:
         return self.pattern.names(canonical_host(host)) and (not self.fields or field in self.fields)
 
 
-DEFAULT_EXPECTED: tuple[Expected, ...] = (
-    Expected.of("api.openai.com", OPENAI_KEYS, ["authorization"]),
-    Expected.of("api.anthropic.com", ANTHROPIC_KEYS, ["x-api-key", "authorization"]),
-    Expected.of("generativelanguage.googleapis.com", GEMINI_KEYS, ["x-goog-api-key", "key"]),
-    Expected.of("generativelanguage.googleapis.com", ["google-oauth-access-token"], ["authorization"]),
+BEARER = ("authorization",)
+"""``Authorization``: a bearer token, or a key in Basic auth (git over HTTPS, registry uploads)."""
+PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    # (hosts, secret rule ids, fields): each provider's own keys where its API takes them.
+    (
+        ("api.openai.com",),
+        ("openai-project-key", "openai-admin-key", "openai-service-account-key", "openai-legacy-key"),
+        BEARER,
+    ),
+    (
+        ("api.anthropic.com",),
+        ("anthropic-api-key", "anthropic-admin-key", "anthropic-oauth-token"),
+        ("x-api-key", "authorization"),
+    ),
+    (
+        ("generativelanguage.googleapis.com",),
+        ("gcp-api-key", "google-ai-studio-key"),
+        ("x-goog-api-key", "key"),
+    ),
+    (("generativelanguage.googleapis.com",), ("google-oauth-access-token",), BEARER),
+    (
+        ("*.googleapis.com",),
+        ("gcp-api-key", "google-oauth-access-token"),
+        ("authorization", "x-goog-api-key", "key"),
+    ),
+    (("*.openai.azure.com", "*.cognitiveservices.azure.com"), ("azure-openai-api-key",), ("api-key",)),
+    (
+        ("*.amazonaws.com",),
+        ("aws-access-key-id", "aws-temporary-access-key-id", "aws-session-token", "aws-bedrock-api-key"),
+        ("authorization", "x-amz-security-token", "x-amz-credential"),
+    ),
+    (
+        ("api.github.com", "uploads.github.com", "github.com"),
+        (
+            "github-pat",
+            "github-fine-grained-pat",
+            "github-oauth-token",
+            "github-user-to-server-token",
+            "github-server-to-server-token",
+            "github-refresh-token",
+        ),
+        BEARER,
+    ),
+    (
+        ("gitlab.com",),
+        (
+            "gitlab-pat",
+            "gitlab-deploy-token",
+            "gitlab-ci-job-token",
+            "gitlab-oauth-app-secret",
+            "gitlab-feed-token",
+            "gitlab-pipeline-trigger-token",
+            "gitlab-runner-auth-token",
+            "gitlab-agent-token",
+            "gitlab-scim-token",
+        ),
+        ("authorization", "private-token", "job-token", "private_token", "job_token", "feed_token", "token"),
+    ),
+    (("api.bitbucket.org", "bitbucket.org"), ("bitbucket-app-password", "bitbucket-access-token"), BEARER),
+    (
+        ("slack.com", "*.slack.com"),
+        (
+            "slack-bot-token",
+            "slack-user-token",
+            "slack-app-token",
+            "slack-config-token",
+            "slack-legacy-token",
+        ),
+        ("authorization", "token"),
+    ),
+    (
+        ("api.stripe.com", "files.stripe.com"),
+        (
+            "stripe-live-secret-key",
+            "stripe-test-secret-key",
+            "stripe-restricted-key",
+            "stripe-test-restricted-key",
+        ),
+        BEARER,
+    ),
+    (("huggingface.co", "*.huggingface.co"), ("huggingface-token", "huggingface-org-token"), BEARER),
+    (("api.groq.com",), ("groq-api-key",), BEARER),
+    (("api.mistral.ai", "codestral.mistral.ai"), ("mistral-api-key",), BEARER),
+    (("api.cohere.com", "api.cohere.ai"), ("cohere-api-key",), BEARER),
+    (("api.replicate.com",), ("replicate-api-token",), BEARER),
+    (("api.together.xyz", "api.together.ai"), ("together-api-key", "together-legacy-key"), BEARER),
+    (("api.perplexity.ai",), ("perplexity-api-key",), BEARER),
+    (("openrouter.ai",), ("openrouter-api-key",), BEARER),
+    (("api.deepseek.com",), ("deepseek-api-key",), BEARER),
+    (("api.x.ai",), ("xai-api-key",), BEARER),
+    (("api.fireworks.ai",), ("fireworks-api-key",), BEARER),
+    (("api.cerebras.ai",), ("cerebras-api-key",), BEARER),
+    (("api.ai21.com",), ("ai21-api-key",), BEARER),
+    (("api.voyageai.com",), ("voyage-api-key",), BEARER),
+    (("api.elevenlabs.io",), ("elevenlabs-api-key",), ("xi-api-key",)),
+    (("*.pinecone.io",), ("pinecone-api-key",), ("api-key",)),
+    (("api.smith.langchain.com",), ("langsmith-api-key",), ("x-api-key",)),
+    (
+        ("api.twilio.com", "*.twilio.com"),
+        ("twilio-api-key-sid", "twilio-auth-token", "twilio-credentials-pair"),
+        BEARER,
+    ),
+    (("api.sendgrid.com",), ("sendgrid-api-key",), BEARER),
+    (("api.mailgun.net", "api.eu.mailgun.net"), ("mailgun-api-key",), BEARER),
+    (("*.api.mailchimp.com",), ("mailchimp-api-key",), BEARER),
+    (("api.postmarkapp.com",), ("postmark-server-token",), ("x-postmark-server-token",)),
+    (("discord.com",), ("discord-bot-token",), BEARER),
+    (("registry.npmjs.org",), ("npm-access-token",), BEARER),
+    (("upload.pypi.org",), ("pypi-upload-token",), BEARER),
+    (("test.pypi.org",), ("testpypi-upload-token",), BEARER),
+    (
+        ("hub.docker.com", "auth.docker.io", "registry-1.docker.io"),
+        ("dockerhub-pat", "dockerhub-org-token"),
+        BEARER,
+    ),
+    (("api.notion.com",), ("notion-integration-token",), BEARER),
+    (("api.linear.app",), ("linear-api-key", "linear-oauth-token"), BEARER),
+    (("*.atlassian.net", "api.atlassian.com"), ("atlassian-api-token", "atlassian-legacy-api-token"), BEARER),
+    (
+        ("*.datadoghq.com", "*.datadoghq.eu", "*.ddog-gov.com"),
+        ("datadog-api-key", "datadog-app-key"),
+        ("dd-api-key", "dd-application-key"),
+    ),
+    (
+        ("api.newrelic.com", "*.newrelic.com"),
+        ("newrelic-user-api-key", "newrelic-license-key", "newrelic-insert-key", "newrelic-query-key"),
+        ("api-key", "x-license-key", "x-insert-key", "x-query-key"),
+    ),
+    (("sentry.io", "*.sentry.io"), ("sentry-user-token", "sentry-org-token", "sentry-legacy-token"), BEARER),
+    (
+        ("api.cloudflare.com",),
+        ("cloudflare-api-token", "cloudflare-global-api-key", "cloudflare-origin-ca-key"),
+        ("authorization", "x-auth-key", "x-auth-user-service-key"),
+    ),
+    (("api.vercel.com",), ("vercel-token",), BEARER),
+    (("api.netlify.com",), ("netlify-token", "netlify-legacy-token"), BEARER),
+    (("api.heroku.com",), ("heroku-api-key", "heroku-legacy-api-key"), BEARER),
+    (("api.digitalocean.com",), ("digitalocean-pat", "digitalocean-oauth-token"), BEARER),
+    (("app.terraform.io",), ("terraform-cloud-token",), BEARER),
+    (
+        ("api.doppler.com",),
+        (
+            "doppler-personal-token",
+            "doppler-service-token",
+            "doppler-service-account-token",
+            "doppler-cli-token",
+        ),
+        BEARER,
+    ),
+    (("api.pulumi.com",), ("pulumi-access-token",), BEARER),
+    (("circleci.com",), ("circleci-pat",), ("circle-token", "authorization")),
+    (("api.buildkite.com",), ("buildkite-token",), BEARER),
+    (("api.airtable.com",), ("airtable-pat",), BEARER),
+    (("api.figma.com",), ("figma-pat",), ("x-figma-token", "authorization")),
+    (("api.supabase.com",), ("supabase-access-token",), BEARER),
+    (("*.supabase.co",), ("supabase-secret-key",), ("apikey", "authorization")),
+    (
+        ("*.myshopify.com",),
+        ("shopify-access-token", "shopify-custom-app-token", "shopify-private-app-token"),
+        ("x-shopify-access-token", "authorization"),
+    ),
+    (("api.hubapi.com",), ("hubspot-private-app-token",), BEARER),
+    (("api.intercom.io",), ("intercom-access-token",), BEARER),
+    (("*.zendesk.com",), ("zendesk-api-token",), BEARER),
+    (("api.snyk.io", "snyk.io"), ("snyk-token",), BEARER),
+    (("api.getpostman.com",), ("postman-api-key",), ("x-api-key",)),
+    (("*.grafana.net",), ("grafana-cloud-token", "grafana-service-account-token", "grafana-api-key"), BEARER),
+    (("api.dropboxapi.com", "content.dropboxapi.com"), ("dropbox-access-token",), BEARER),
+    (("api.mapbox.com",), ("mapbox-secret-token",), ("access_token",)),
+    (("api.render.com",), ("render-api-key",), BEARER),
+    (("rubygems.org",), ("rubygems-api-key",), BEARER),
+    (("api.nuget.org", "www.nuget.org"), ("nuget-api-key",), ("x-nuget-apikey",)),
+    (("crates.io",), ("crates-io-token",), BEARER),
+    (("api.tailscale.com",), ("tailscale-key",), BEARER),
+    (("*.okta.com",), ("okta-api-token",), BEARER),
+    (("api.twitter.com", "api.x.com"), ("twitter-bearer-token",), BEARER),
+    (("graph.facebook.com",), ("facebook-access-token",), ("authorization", "access_token")),
+    (("*.cloud.databricks.com", "*.azuredatabricks.net"), ("databricks-token",), BEARER),
+    (("connect.squareup.com",), ("square-access-token", "square-legacy-access-token"), BEARER),
+    (("sourcegraph.com",), ("sourcegraph-token",), BEARER),
+    (("api.typeform.com",), ("typeform-pat",), BEARER),
+    (("api.contentful.com", "cdn.contentful.com"), ("contentful-pat",), BEARER),
+    (("app.launchdarkly.com",), ("launchdarkly-access-token",), BEARER),
+    (("dev.azure.com", "*.visualstudio.com"), ("azure-devops-pat",), BEARER),
 )
-"""What the three big model APIs take: OpenAI a key as ``Authorization: Bearer``, Anthropic ``x-api-key``
-(or an OAuth token as a bearer), Gemini an ``AIza`` key in ``x-goog-api-key`` or ``?key=`` (or an OAuth
-access token)."""
+"""Tools agents call every day with the tool's own key: the hosts (``*.`` where a provider serves from
+subdomains), its key rules, and the fields it reads them from."""
+DEFAULT_EXPECTED: tuple[Expected, ...] = tuple(
+    Expected.of(host, rules, fields) for hosts, rules, fields in PROVIDERS for host in hosts
+)
+"""What each provider's API takes by default; a policy entry for the same host replaces it."""
 
 
 def expectations(configured: Mapping[str, Expected]) -> tuple[Expected, ...]:
