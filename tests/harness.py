@@ -23,6 +23,9 @@ CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
 IDLE_ADDRESS_SPACE = 1 << 30
 """An idle proxy maps about this much address space (thread stacks, allocator arenas), little of it used."""
 
+BANNER_MARK = b"Set in each agent's environment:"
+"""A line of the banner a proxy prints once its options are accepted."""
+
 AGENT = "support-bot"
 AGENT_TOKEN = "s3cret-support-token"
 AGENT_TOKEN_ENV = "SUPPORT_BOT_TOKEN"
@@ -218,6 +221,8 @@ class Proxy:
 
     def start(self) -> None:
         self.port = free_port()
+        self._log.flush()
+        self._output_before_start = self.log_path.stat().st_size
         env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
         arguments = [
             "run",
@@ -265,17 +270,34 @@ class Proxy:
         self.start()
 
     def _wait_until_listening(self, timeout: float = 90.0) -> None:
+        """Ready means this start of the proxy has accepted its options (the banner it prints once they
+        are, which is after its CA is written), its CA is whole, and its port accepts: a connection
+        alone could reach another test's server that took the free port first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 raise RuntimeError(f"egressguard exited early ({code}):\n{self.output()}")
-            try:
-                socket.create_connection((self.listen_host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+            if self._announced() and self._ca_written():
+                try:
+                    socket.create_connection((self.listen_host, self.port), timeout=0.2).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.05)
         raise RuntimeError(f"egressguard did not start listening:\n{self.output()}")
+
+    def _announced(self) -> bool:
+        self._log.flush()
+        with self.log_path.open("rb") as log:
+            log.seek(self._output_before_start)
+            return BANNER_MARK in log.read()
+
+    def _ca_written(self) -> bool:
+        try:
+            return b"-----END CERTIFICATE-----" in self.ca_cert.read_bytes()
+        except OSError:
+            return False
 
     @property
     def ca_cert(self) -> Path:
@@ -303,7 +325,7 @@ class Proxy:
     def banner_environment(self) -> dict[str, str]:
         """What the banner tells an agent to set (first agent), with its token filled in: the tests of
         each client runtime set exactly this and nothing else."""
-        lines = self.output().split("Set in each agent's environment:\n", 1)[1].splitlines()
+        lines = self.output().split(BANNER_MARK.decode() + "\n", 1)[1].splitlines()
         environment: dict[str, str] = {}
         for line in lines:
             if not line.startswith("  "):
@@ -345,7 +367,10 @@ class Proxy:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait()
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(f"egressguard (pid {self.process.pid}) outlived SIGKILL") from None
         if self.cgroup is not None:
             self.cgroup.rmdir()
             self.cgroup = None

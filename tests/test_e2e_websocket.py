@@ -20,6 +20,9 @@ from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
+WAIT_S = 20.0
+"""The bound on every wait of an agent or a server here (a handshake through a proxy on a loaded machine
+included): one that runs out fails the test where a wait without one would hang it."""
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 
 
@@ -36,17 +39,24 @@ class Sender:
         self.frames = frames or (BINARY_TEXT, f'{{"delta": "text key {AWS_KEY}"}}')
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(pki.server_cert, pki.server_key)
-        self.server = websockets.sync.server.serve(self._serve, "127.0.0.1", 0, ssl=context)
+        self.server = websockets.sync.server.serve(
+            self._serve, "127.0.0.1", 0, ssl=context, open_timeout=WAIT_S, close_timeout=WAIT_S
+        )
         self.port = self.server.socket.getsockname()[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
         for frame in self.frames:
             connection.send(frame)
-        connection.recv()
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
+            connection.recv(timeout=WAIT_S)
 
     def close(self) -> None:
-        self.server.shutdown()
+        """``shutdown`` waits for every connection's handler to return, without a bound of its own."""
+        stopping = threading.Thread(target=self.server.shutdown, daemon=True)
+        stopping.start()
+        stopping.join(3 * WAIT_S)
+        assert not stopping.is_alive(), "the WebSocket server's connection handlers did not end"
 
 
 def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.ClientConnection:
@@ -56,7 +66,8 @@ def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.C
         proxy=proxy.url(),
         ssl=ssl.create_default_context(cafile=proxy.ca_cert),
         additional_headers=HEADERS,
-        open_timeout=10,
+        open_timeout=WAIT_S,
+        close_timeout=WAIT_S,
         **options,
     )
 
@@ -81,7 +92,7 @@ def receive(proxy: Proxy, port: int) -> list[bytes | str]:
     received: list[bytes | str] = []
     with connect(proxy, port) as connection:
         while "done" not in received:
-            received.append(connection.recv(timeout=10))
+            received.append(connection.recv(timeout=WAIT_S))
         connection.send("bye")
     return received
 
@@ -110,7 +121,7 @@ def test_a_key_in_a_binary_frame_is_treated_as_in_a_text_frame(
     (the agent still gets a binary frame), recorded either way."""
     proxy = start_proxy(mode=mode)
     with connect(proxy, sender.port) as connection:
-        binary, text = connection.recv(timeout=10), connection.recv(timeout=10)
+        binary, text = connection.recv(timeout=WAIT_S), connection.recv(timeout=WAIT_S)
         connection.send("bye")
     assert isinstance(binary, bytes) and isinstance(text, str)
     enforcing = mode == "enforce"
@@ -139,7 +150,7 @@ class Realtime(Sender):
             connection.send(json.dumps({"type": "response.text.delta", "delta": delta}))
         with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
             while True:
-                self.received.append(connection.recv(timeout=5))
+                self.received.append(connection.recv(timeout=WAIT_S / 2))
 
 
 @pytest.fixture
@@ -159,10 +170,10 @@ def test_a_key_split_across_messages_is_found_in_the_one_that_completes_it(
     and enforced as before."""
     proxy = start_proxy(mode=mode, extra="redaction: {requests: true}\n")
     with connect(proxy, realtime.port) as connection:
-        deltas = [json.loads(connection.recv(timeout=10))["delta"] for _ in range(3)]
+        deltas = [json.loads(connection.recv(timeout=WAIT_S))["delta"] for _ in range(3)]
         for text in ("send AKIAQWERTY", "234567ABCD now"):
             connection.send(json.dumps({"type": "input_text", "text": text}))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_S
         while len(realtime.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # both reach the server before the connection closes
     enforcing = mode == "enforce"
@@ -200,4 +211,4 @@ def test_pings_through_the_proxy_are_answered(start_proxy: Callable[..., Proxy],
     proxy = start_proxy(mode="enforce")
     with connect(proxy, realtime.port) as connection:
         for payload in (b"1234", AWS_KEY.encode(), b""):
-            assert connection.ping(payload).wait(10)
+            assert connection.ping(payload).wait(WAIT_S)
