@@ -199,13 +199,16 @@ class Proxy:
         *,
         args: tuple[str, ...] = (),
         memory_limit: int | None = None,
+        hosts: dict[str, str] | None = None,
         listen_host: str = "127.0.0.1",
         **policy_options: str,
     ) -> None:
         """``policy_options`` (mode, allow, tools, extra) shape the generated policy; see ``policy_yaml``.
         ``memory_limit`` runs the process in a memory cgroup of that many bytes, which kills it past the
         limit as a container would; where no cgroup can be made, RLIMIT_AS caps its address space at the
-        limit plus the ~1 GiB of address space an idle proxy maps."""
+        limit plus the ~1 GiB of address space an idle proxy maps. ``hosts`` (name: address) is what the
+        proxy's resolver answers for those names, through an ``/etc/hosts`` of its own in a mount namespace
+        of its own, so a test can call a provider's real host name and reach the fake upstream."""
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.policy_path = workdir / "policy.yaml"
@@ -213,6 +216,7 @@ class Proxy:
         self.upstream_ca = upstream_ca
         self.args = args
         self.memory_limit = memory_limit
+        self.hosts = hosts or {}
         self.listen_host = listen_host
         self.cgroup: Path | None = None
         self.log_path = workdir / "proxy.log"
@@ -239,13 +243,18 @@ class Proxy:
             *self.args,
         ]
         self.process: subprocess.Popen[bytes] | ForkedProcess
-        if self.memory_limit is None and "--workers" not in self.args and not _in_own_network_namespace():
+        if (
+            self.memory_limit is None
+            and not self.hosts
+            and "--workers" not in self.args
+            and not _in_own_network_namespace()
+        ):
             self.process = ForkServer.shared().start(arguments, env, self.workdir, self.log_path)
         else:
             # A memory limit applies to a command of its own; several workers start their own
             # interpreters (``spawn``), which a fresh ``python -m proxy`` sets up as it does in use; a
             # test that entered a network namespace starts the proxy in it, where the server is not.
-            command = [*self._limit_memory(), sys.executable, "-m", "proxy", *arguments]
+            command = [*self._limit_memory(), *self._own_hosts(), sys.executable, "-m", "proxy", *arguments]
             self.process = subprocess.Popen(
                 command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
             )
@@ -263,6 +272,23 @@ class Proxy:
             return ["prlimit", f"--as={self.memory_limit + IDLE_ADDRESS_SPACE}", "--"]
         self.cgroup = cgroup
         return ["sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "sh"]
+
+    def _own_hosts(self) -> list[str]:
+        """The command prefix that gives the proxy ``hosts`` as its ``/etc/hosts``."""
+        if not self.hosts:
+            return []
+        hosts_file = self.workdir / "hosts"
+        lines = [f"{address} {name}" for name, address in self.hosts.items()]
+        hosts_file.write_text("\n".join(["127.0.0.1 localhost", *lines, ""]))
+        return [
+            "unshare",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            f'mount --bind {hosts_file} /etc/hosts && exec "$@"',
+            "sh",
+        ]
 
     def restart(self) -> None:
         """Stop and start again on the same policy and data dir (a new port)."""

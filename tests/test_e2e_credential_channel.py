@@ -5,13 +5,14 @@ the destination's own kind of key and opaque keys pass. No record or log line ca
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anthropic
 import httpx
 import openai
 import pytest
 
+from proxy.commands.localca import UpstreamPKI, make_pki
 from tests.harness import Proxy
 from tests.test_credential_channel import ANTHROPIC, AWS, GITHUB, OPENAI
 from tests.upstream import FakeUpstream
@@ -141,3 +142,75 @@ def test_observe_mode_records_without_refusing(
     (finding,) = unexpected(record)
     assert finding["enforced"] is False and finding["action"] == "block"
     assert_never_written(proxy, GITHUB)
+
+
+TOOL_HOSTS = ("api.github.com", "slack.com")
+SLACK = "xoxb-521530290660-4267974737433-ayOylcQ5XEqdymEUJHa9betV"
+
+
+@pytest.fixture(scope="module")
+def tool_pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    return make_pki(tmp_path_factory.mktemp("tool-pki"), hostnames=TOOL_HOSTS)
+
+
+@pytest.fixture(scope="module")
+def tool_upstream(tool_pki: UpstreamPKI) -> Iterator[FakeUpstream]:
+    """A fake upstream whose certificate names the tools' real hosts, which the proxy resolves to it."""
+    server = FakeUpstream(tool_pki)
+    server.reply.body = b'{"ok": true}'
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "authorization", "refused_rule"),
+    [
+        pytest.param("api.github.com", "/repos/o/r/issues", f"token {GITHUB}", None, id="github-token"),
+        pytest.param("slack.com", "/api/chat.postMessage", f"Bearer {SLACK}", None, id="slack-token"),
+        pytest.param(
+            "api.github.com", "/repos/o/r/issues", f"Bearer {OPENAI}", "openai-project-key", id="openai-key"
+        ),
+        pytest.param(
+            "slack.com", "/api/chat.postMessage", f"token {GITHUB}", "github-pat", id="github-at-slack"
+        ),
+    ],
+)
+def test_tool_apis_take_their_own_keys_by_default_and_no_others(
+    start_proxy: Callable[..., Proxy],
+    tool_pki: UpstreamPKI,
+    tool_upstream: FakeUpstream,
+    host: str,
+    path: str,
+    authorization: str,
+    refused_rule: str | None,
+) -> None:
+    """Through the real proxy in enforce mode with no ``credentials`` section, calling the tools by their
+    real host names: GitHub's token to api.github.com and Slack's to slack.com reach the tool; an OpenAI key
+    to GitHub, or GitHub's token to Slack, is refused and never sent."""
+    tool_upstream.received.clear()
+    proxy = start_proxy(
+        mode="enforce",
+        allow="['api.github.com:*', 'slack.com:*']",
+        upstream_ca=tool_pki.ca_cert,
+        hosts=dict.fromkeys(TOOL_HOSTS, "127.0.0.1"),
+    )
+    port = tool_upstream.url.rsplit(":", 1)[1]
+    with httpx.Client(
+        proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+    ) as client:
+        response = client.post(
+            f"https://{host}:{port}{path}",
+            json={"text": "build is green"},
+            headers={"Authorization": authorization},
+        )
+    (record,) = proxy.wait_for_records(1)
+    if refused_rule is None:
+        assert response.status_code == 200 and response.json() == {"ok": True}
+        assert [request.headers["Authorization"] for request in tool_upstream.received] == [authorization]
+        assert unexpected(record) == []
+    else:
+        assert response.status_code == 403 and "credential.unexpected" in response.text
+        assert tool_upstream.received == []
+        assert [finding["extra"] for finding in unexpected(record)] == [{"secret_rule": refused_rule}]
+        assert record["decision"] == "blocked"
+    assert_never_written(proxy, GITHUB, OPENAI, SLACK)
