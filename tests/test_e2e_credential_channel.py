@@ -4,6 +4,8 @@ the destination's own kind of key and opaque keys pass. No record or log line ca
 
 from __future__ import annotations
 
+import os
+import shutil
 import ssl
 from collections.abc import Callable, Iterator
 
@@ -150,6 +152,8 @@ SLACK = "xoxb-521530290660-4267974737433-ayOylcQ5XEqdymEUJHa9betV"
 
 @pytest.fixture(scope="module")
 def tool_pki(tmp_path_factory: pytest.TempPathFactory) -> UpstreamPKI:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("giving the proxy an /etc/hosts of its own needs root and unshare")
     return make_pki(tmp_path_factory.mktemp("tool-pki"), hostnames=TOOL_HOSTS)
 
 
