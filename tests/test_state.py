@@ -7,6 +7,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from proxy.state import JSONValue, SqliteStateStore, StateStore
 from proxy.state.buckets import bucket_width
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.state.sqlite import DATABASE_NAME
-from proxy.state.sqlite_shared import SharedSqliteStateStore
+from proxy.state.sqlite_shared import SharedSqliteStateStore, enter_wal
 from proxy.state.store import SET_CAPACITY, TALLY_WRITE_S
 from proxy.state.wal_index import WalIndexHeader
 from tests.redis_server import RedisServer
@@ -835,3 +836,62 @@ def test_concurrent_merges_lose_no_field(store: StateStore) -> None:
     for thread in threads:
         thread.join()
     assert len(store.merge("vault:shared", {}, 600)) == 100
+
+
+class _SwitchedOnThirdTry:
+    """A connection whose switch to WAL another process's switch refuses twice, as SQLite refuses it."""
+
+    def __init__(self, refusal: sqlite3.OperationalError) -> None:
+        self.refusal = refusal
+        self.tries = 0
+
+    def execute(self, sql: str) -> None:
+        assert sql == "PRAGMA journal_mode=WAL"
+        self.tries += 1
+        if self.tries < 3:
+            raise self.refusal
+
+
+def _refusal(message: str, code: int) -> sqlite3.OperationalError:
+    refusal = sqlite3.OperationalError(message)
+    refusal.sqlite_errorcode = code
+    return refusal
+
+
+def test_the_switch_to_wal_is_tried_again_while_another_process_switches() -> None:
+    """Processes that open a new shared database together: the one SQLite answers "locked" at once (not
+    after its busy timeout) tries again; any other error is raised as it is."""
+    db = _SwitchedOnThirdTry(_refusal("database is locked", sqlite3.SQLITE_BUSY))
+    enter_wal(db)  # type: ignore[arg-type]
+    assert db.tries == 3
+    broken = _SwitchedOnThirdTry(_refusal("disk I/O error", sqlite3.SQLITE_IOERR))
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        enter_wal(broken)  # type: ignore[arg-type]
+    assert broken.tries == 1
+
+
+def _open_shared_store(directory: Path, start: Any, opened: Any) -> None:
+    start.wait()
+    try:
+        SharedSqliteStateStore(directory).close()
+        opened.put("opened")
+    except sqlite3.Error as error:
+        opened.put(repr(error))
+
+
+def test_workers_opening_a_new_shared_store_together_all_open_it(tmp_path: Path) -> None:
+    """Workers start at once: each of four processes opens the same new store, rounds on end."""
+    context = multiprocessing.get_context("forkserver")
+    outcomes = []
+    for round_ in range(20):
+        start, opened = context.Barrier(4), context.Queue()
+        workers = [
+            context.Process(target=_open_shared_store, args=(tmp_path / str(round_), start, opened))
+            for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        outcomes += [opened.get(timeout=5) for _ in workers]
+    assert set(outcomes) == {"opened"}

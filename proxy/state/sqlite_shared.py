@@ -64,6 +64,22 @@ ANSWERS_KEPT = 4096
 """The most answers a store keeps between changes of the file (they are all dropped at each change)."""
 
 
+def enter_wal(db: sqlite3.Connection) -> None:
+    """Puts the database in WAL mode, waiting up to ``BUSY_TIMEOUT_MS`` for other processes. Two that
+    open a new database at once both read it in rollback mode and then want its exclusive lock to switch:
+    SQLite answers one of them "locked" at once instead of calling its busy handler (waiting would be a
+    deadlock), so the one refused tries again once the other has switched."""
+    give_up = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > give_up:
+                raise
+            time.sleep(0.01)
+
+
 @dataclass(slots=True)
 class _Tallies:
     """One key's tallies not written yet: the longest window they were made for, and their events by
@@ -106,7 +122,7 @@ class SharedSqliteStateStore:
         database = directory / DATABASE_NAME
         self._db = sqlite3.connect(str(database), isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enter_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._db.create_function("kind", 1, kind, deterministic=True)
