@@ -1290,7 +1290,7 @@ class TurnInspector:
             recent_calls = self.state.count(key, TOOL_WINDOW_S)
             recent = Window(events=recent_calls, exposure=TOOL_WINDOW_S / 3600)
             baseline = Window(
-                events=self.state.count(key, TOOL_BASELINE_S) - recent_calls,
+                events=max(0, self.state.count(key, TOOL_BASELINE_S) - recent_calls),
                 exposure=self._observed_hours(agent),
             )
             spike = tool_rate_spike(name, recent, baseline, SpikeThresholds())
@@ -1611,9 +1611,11 @@ class TurnInspector:
             events=self.state.count(refusals_key, REFUSAL_WINDOW_S),
             exposure=self.state.count(turns_key, REFUSAL_WINDOW_S),
         )
+        # The four counts are four reads: a shared store that goes away between them (state.on_error
+        # open) answers the later ones from the local store, whose longer window can hold fewer.
         baseline = Window(
-            events=self.state.count(refusals_key, REFUSAL_BASELINE_S) - recent.events,
-            exposure=self.state.count(turns_key, REFUSAL_BASELINE_S) - recent.exposure,
+            events=max(0, self.state.count(refusals_key, REFUSAL_BASELINE_S) - recent.events),
+            exposure=max(0, self.state.count(turns_key, REFUSAL_BASELINE_S) - recent.exposure),
         )
         return recent, baseline
 

@@ -19,6 +19,7 @@ from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, T
 from proxy.inspection import (
     ENTROPY_HISTORY,
     METHOD_RULE,
+    REFUSAL_BASELINE_S,
     REPEATED_CHARS,
     SCAN_TIMEOUT_RULE,
     SEQUENCE_HISTORY,
@@ -28,7 +29,9 @@ from proxy.inspection import (
     TurnInspector,
 )
 from proxy.state import SqliteStateStore, digest
+from proxy.state.fallback import FallbackStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
+from proxy.state.store import StateUnavailable
 from proxy.turn import Turn, TurnContext
 
 POLICY = textwrap.dedent("""\
@@ -1001,3 +1004,39 @@ def test_a_secret_in_the_request_headers_does_not_hide_it_in_the_request_body(
     inspector.scan_request(body, RequestView(dialect="openai_chat", parts=[]))
     places = sorted(finding.where.startswith("headers ") for finding in inspector.turn.findings)
     assert places == [False, True]
+
+
+class _GoesAwayMidTurn(SqliteStateStore):
+    """A shared store that answers a turn's first ``answered`` counts, then is unreachable, as a Redis
+    stopped between two of a turn's reads."""
+
+    def __init__(self, clock: Clock, answered: int) -> None:
+        super().__init__(None, clock=clock)
+        self.answered = answered
+
+    def count(self, key: str, window_s: float, now: float | None = None) -> int:
+        if self.answered <= 0:
+            raise StateUnavailable("redis: ConnectionError: Connection closed by server.")
+        self.answered -= 1
+        return super().count(key, window_s, now)
+
+
+@pytest.mark.parametrize("answered", range(4))
+def test_a_shared_store_going_away_between_a_turns_reads_leaves_its_refusal_baseline_whole(
+    detectors: Detectors, policy: Policy, clock: Clock, answered: int
+) -> None:
+    """Under state.on_error open, reads after the shared store went away come from the local store: the
+    refusal baseline (a week's count less the last hour's, read apart) never goes below nothing, and
+    the answer is inspected, where the turn failed with a negative window and was refused."""
+    shared = _GoesAwayMidTurn(clock, answered=4)
+    for _ in range(5):
+        shared.tally("turns:agent:bot", REFUSAL_BASELINE_S)
+        shared.tally("refusals:agent:bot", REFUSAL_BASELINE_S)
+    shared.answered = answered
+    state = FallbackStore(shared, SqliteStateStore(None, clock=clock), on_error="open")
+    turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+    inspector = TurnInspector(detectors, policy, state, turn, clock=clock)
+    refusal = TextSegment("I'm sorry, but I can't help with that request.", "choices[0].message.content")
+    inspector.inspect_completion(Completion(text=[refusal], tool_calls=[]), rewrite=True)
+    assert state.degraded
+    assert not turn.errors
