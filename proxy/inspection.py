@@ -1033,9 +1033,7 @@ class TurnInspector:
         session vaulted restored in every string (nothing of a message is modelled as text). None where a
         rule ran out of time on it and the policy enforces that rule's threat: the message must not be
         forwarded (its finding is then enforced). Each message has a budget of its own."""
-        self._direction_from = len(self.turn.findings)
-        self.budget.renew()
-        self.locator_budget.renew()
+        self._begin_direction()
         forwarded = self._inspect_message(text, from_client=from_client, where=where)
         return None if self._refused(where) is not None else forwarded
 
@@ -1770,6 +1768,10 @@ class TurnInspector:
     def begin_response(self) -> None:
         """The request is read: what is read from now on is the response's, with a budget of its own."""
         self._settle_timeouts("request")
+        self._begin_direction()
+
+    def _begin_direction(self) -> None:
+        """What is read from here on (a response, a WebSocket message) has findings and budgets of its own."""
         self._direction_from = len(self.turn.findings)
         self.budget.renew()
         self.locator_budget.renew()
