@@ -231,3 +231,38 @@ def test_a_token_no_rule_knows_quoted_in_an_error_is_masked() -> None:
     assert secret not in repr(clean)
     assert clean["errors"][0].startswith("response: binary body (application/[REDACTED:url-token:")
     assert clean["errors"][1] == event["errors"][1]
+
+
+def test_a_refused_host_is_masked_in_the_egress_finding_as_in_egress_host() -> None:
+    """Data in a host label no rule knows (a lower-cased key, an encoded record) is masked in the egress
+    finding that names the host as it is in ``egress_host``, the registered domain kept readable; other
+    findings' signals and plain host names are written as they are."""
+    label = "q8rk2lmn5pq7st1vw3xy6za9"
+    host = f"{label}.collector.example"
+    turn = Turn(TurnContext(agent_id="bot", role="r"), egress_host=host)
+    for where, signal in (("egress", f"{host} is not in the allowlist of role 'r'"), ("prompt", "plain")):
+        turn.add(
+            Finding(
+                Threat.LATERAL_MOVEMENT, "egress.not_allowlisted", signal, Severity.HIGH, Action.BLOCK, where
+            )
+        )
+    clean = scrub(observed_event(turn), scanner(), b"k" * 32)
+    assert label not in repr(clean)
+    egress, other = clean["findings"]
+    assert egress["signal"].startswith("[REDACTED:url-token:") and egress["signal"].endswith(
+        ".collector.example is not in the allowlist of role 'r'"
+    )
+    assert other["signal"] == "plain"
+    plain = Turn(TurnContext(agent_id="bot", role="r"), egress_host="api.example.com")
+    plain.add(
+        Finding(
+            Threat.LATERAL_MOVEMENT,
+            "egress.not_allowlisted",
+            "api.example.com is not in the allowlist of role 'r'",
+            Severity.HIGH,
+            Action.BLOCK,
+            "egress",
+        )
+    )
+    unchanged = observed_event(plain)
+    assert scrub(unchanged, scanner(), b"k" * 32) is unchanged

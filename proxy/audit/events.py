@@ -99,6 +99,7 @@ URL_MASK_RULE = "url-token"
 MAX_RECORDED_TEXT = 512
 """Characters an event keeps of one agent-controlled text (a user id, a path, a finding's signal)."""
 _URL_RUN = re.compile(r"[A-Za-z0-9_\-.~+=]{16,}")
+_HOST_LABEL_RUN = re.compile(r"[A-Za-z0-9_\-~+=]{16,}")
 _PIECE_SEPARATORS = re.compile(r"[-_.~]")
 MIN_TOKEN_PIECE = 16
 MIN_TOKEN_ENTROPY = 3.0
@@ -125,7 +126,18 @@ def mask_url_tokens(text: str, key: bytes) -> str:
     """``text`` (a decoded path or host) with every token-like run replaced by a keyed placeholder: the
     same id gives the same placeholder, so records still correlate, and a secret no rule knows (or one
     glued to other characters, ``/botghp_...``) is never written."""
-    return _URL_RUN.sub(
+    return _mask_token_runs(_URL_RUN, text, key)
+
+
+def mask_host_labels(text: str, key: bytes) -> str:
+    """``text`` (a host name, or a sentence naming one) with every token-like label replaced as in
+    ``mask_url_tokens``, label by label: the registered domain stays readable when a label before it
+    carries data."""
+    return _mask_token_runs(_HOST_LABEL_RUN, text, key)
+
+
+def _mask_token_runs(runs: re.Pattern[str], text: str, key: bytes) -> str:
+    return runs.sub(
         lambda run: (
             placeholder(URL_MASK_RULE, run.group(), RedactionStyle.HASH, key)
             if looks_like_token(run.group())
@@ -177,10 +189,14 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
     if isinstance(clean.get("path"), str):
         clean["path"] = mask_url_tokens(clean["path"], key)
     if isinstance(clean.get("egress_host"), str):
-        # Label by label: the registered domain stays readable when a label before it carries data.
-        clean["egress_host"] = ".".join(
-            mask_url_tokens(label, key) for label in clean["egress_host"].split(".")
-        )
+        clean["egress_host"] = mask_host_labels(clean["egress_host"], key)
+    masked_signals = False
+    for original, finding in zip(event["findings"], clean["findings"], strict=True):
+        # An egress finding names the host it refused, which may carry data in a label as egress_host does.
+        if original.get("where") == "egress" and isinstance(finding.get("signal"), str):
+            signal = mask_host_labels(finding["signal"], key)
+            masked_signals |= signal != finding["signal"]
+            finding["signal"] = signal
     if isinstance(clean.get("errors"), list):
         # Sentences of the proxy's quoting what an upstream or agent sent (a content type, a parser's
         # complaint): a token no rule knows is masked there as in a path.
@@ -188,7 +204,12 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
             mask_url_tokens(error, key) if isinstance(error, str) else error for error in clean["errors"]
         ]
     clean, cut = _bounded(clean, key)
-    if not redactions and not cut and all(clean[name] == value for name, value in masked.items()):
+    if (
+        not redactions
+        and not cut
+        and not masked_signals
+        and all(clean[name] == value for name, value in masked.items())
+    ):
         return event
     findings = [
         {**original, **scrubbed}
