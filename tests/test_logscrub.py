@@ -12,11 +12,12 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from mitmproxy.test import taddons
 
 from addons.logscrub import ScrubbedLogs
 from proxy.commands.localca import UpstreamPKI
-from proxy.commands.logs import MAX_LOG_TEXT, safe_log_text
+from proxy.commands.logs import MAX_LOG_TEXT, configure_logging, safe_log_text
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from tests.harness import Proxy, proxy_authorization
@@ -139,3 +140,24 @@ def test_e2e_a_huge_context_header_and_path_are_bounded_in_the_record(proxy: Pro
     assert record["user_id"].startswith("u" * 100) and "more characters" in record["user_id"]
     assert len(record["user_id"]) < 600 and len(record["path"]) < 600
     assert len(json.dumps(record)) < 4000
+
+
+def test_every_line_of_egressguard_is_bounded_and_follows_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A field of any length (an exception's message quoting a peer) is cut to ``MAX_LOG_TEXT``, and lines
+    go to ``sys.stderr`` as it is when they are written, not to the stream it was when logging was set up
+    (which its owner may have closed)."""
+    configure_logging()
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    structlog.get_logger().error("state.tallies_unwritten", error="y" * (MAX_LOG_TEXT + 500))
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    structlog.get_logger().error("state.tallies_unwritten", error="short")
+    line = json.loads(second.getvalue())
+    assert line["error"] == "short"
+    monkeypatch.setattr("sys.stderr", third := io.StringIO())
+    structlog.get_logger().error("audit.sync_failed", error="z" * (MAX_LOG_TEXT + 500))
+    cut = json.loads(third.getvalue())["error"]
+    assert cut == "z" * MAX_LOG_TEXT + "... (500 more characters)"

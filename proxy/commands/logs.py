@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 import structlog.tracebacks
@@ -24,12 +26,35 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
+            _bounded_texts,
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
+
+
+class _CurrentStderr:
+    """``sys.stderr`` as it is at each line: whoever replaces it after logging is set up (an embedding
+    program, a test's capture) gets the lines, and a stream it closed is never written to."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _bounded_texts(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Every text of a line cut to ``MAX_LOG_TEXT``: an exception's message or a peer's words quoted in
+    a field cannot make one line of any length."""
+    for name, value in event.items():
+        if isinstance(value, str):
+            event[name] = _cut(value, MAX_LOG_TEXT)
+    return event
 
 
 MAX_LOG_TEXT = 2000
@@ -45,9 +70,11 @@ def safe_log_text(text: str, scanner: Scanner | None, key: bytes, limit: int = M
         text = scan_and_redact(scanner, text, RedactionStyle.HASH, key=key).text
     text = mask_url_tokens(text, key)
     text = _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
-    return text
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
