@@ -1,5 +1,5 @@
 """A WebSocket connection holds at most one message under the inspection cap, however long it lives,
-and its pings carry nothing across the proxy.
+and its pings and close reasons carry nothing across the proxy.
 
 mitmproxy joins a message's frames in memory before anyone sees it, with no bound (one message in 1 MiB
 fragments grew the proxy by 2.5 times what was sent), and keeps every message of a connection on its
@@ -9,7 +9,8 @@ grows past ``inspection.max_body_bytes`` (it could not be inspected whole anyway
 message's content once the next one arrives (its place and count stay: findings name messages by index).
 The turn records it (``inspection.message_over_cap``). A ping's payload, which mitmproxy relays
 unread both ways (up to 125 bytes a frame), crosses as a keyed digest of it, and the pong that echoes the
-digest goes back with the payload: keepalives work, and no data rides on them. ``WebSocketLimits``
+digest goes back with the payload: keepalives work, and no data rides on them. A close frame crosses
+with its code and without its reason, which mitmproxy relayed unread both ways. ``WebSocketLimits``
 comes after ``addons.inspect`` and before ``addons.audit`` in the chain.
 """
 
@@ -76,6 +77,9 @@ class BoundedConnection(websocket.WebsocketConnection):
                 event = wsproto.events.Ping(payload=stand_in(bytes(event.payload)))
             elif isinstance(event, wsproto.events.Pong):
                 event = wsproto.events.Pong(payload=answered(bytes(event.payload)))
+            elif isinstance(event, wsproto.events.CloseConnection) and event.reason:
+                # A close reason is up to 123 bytes of text mitmproxy relays unread to both sides.
+                event = wsproto.events.CloseConnection(code=event.code)
             elif isinstance(event, wsproto.events.Message):
                 self._message_bytes += len(event.data)
                 if self._message_bytes > self.max_message_bytes:

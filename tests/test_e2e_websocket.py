@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import websockets.exceptions
+import websockets.frames
 import websockets.sync.client
 import websockets.sync.server
 
@@ -212,3 +213,54 @@ def test_pings_through_the_proxy_are_answered(start_proxy: Callable[..., Proxy],
     with connect(proxy, realtime.port) as connection:
         for payload in (b"1234", AWS_KEY.encode(), b""):
             assert connection.ping(payload).wait(WAIT_S)
+
+
+class Closer(Sender):
+    """A TLS WebSocket server that closes each connection with ``reason``, or (``reason`` None) waits for
+    the agent to close and keeps the close frame it receives."""
+
+    def __init__(self, pki: UpstreamPKI, reason: str | None = None) -> None:
+        self.reason = reason
+        self.closes: list[websockets.frames.Close] = []
+        super().__init__(pki)
+
+    def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
+        if self.reason is not None:
+            connection.close(4000, self.reason)
+            return
+        with contextlib.suppress(TimeoutError):
+            try:
+                connection.recv(timeout=WAIT_S)
+            except websockets.exceptions.ConnectionClosed as closed:
+                if closed.rcvd is not None:
+                    self.closes.append(closed.rcvd)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_close_reason_carries_nothing_across(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI, mode: str
+) -> None:
+    """A close frame's reason (up to 123 bytes of text, relayed unread both ways by mitmproxy) does not
+    cross the proxy, from the agent or from the upstream: its code does, so each side still learns why."""
+    proxy = start_proxy(mode=mode)
+    listener = Closer(upstream_pki)
+    try:
+        with connect(proxy, listener.port) as connection:
+            connection.close(4000, f"key {GITHUB_TOKEN}")
+        deadline = time.monotonic() + WAIT_S
+        while not listener.closes and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.close()
+    assert [(close.code, close.reason) for close in listener.closes] == [(4000, "")]
+    closing = Closer(upstream_pki, reason=f"key {GITHUB_TOKEN}")
+    try:
+        with (
+            connect(proxy, closing.port) as connection,
+            pytest.raises(websockets.exceptions.ConnectionClosed) as closed,
+        ):
+            connection.recv(timeout=WAIT_S)
+    finally:
+        closing.close()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "")
