@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from addons.admin import Admin
 from addons.audit import Audit
+from addons.backpressure import HeldReads
 from addons.config import PolicyLoader
 from addons.decoding import CappedDecoding
 from addons.drill import DrillMarker, DrillTarget
@@ -33,6 +34,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         QuietErrorPages(),
         Http1Trailers(),
         HeadLimits(),
+        HeldReads(),
         Http2JoinedData(),
         CappedDecoding(runtime),
         AgentIdentity(runtime),
