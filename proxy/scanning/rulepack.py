@@ -869,6 +869,21 @@ def _stretches(
         yield max(0, low), min(length, high), members
 
 
+def _start_stretches(
+    starts: list[int], reach: int, length: int, gap: int
+) -> Iterator[tuple[int, int, list[int]]]:
+    """``_stretches`` of the places (start, start + ``reach``) of ``starts`` (in order, apart), each with
+    the starts it holds: with one reach, a place's end is the furthest yet, so a stretch ends where two
+    starts lie more than ``reach + gap`` apart."""
+    first = 0
+    for index in range(1, len(starts)):
+        if starts[index] - starts[index - 1] > reach + gap:
+            yield starts[first], min(length, starts[index - 1] + reach), starts[first:index]
+            first = index
+    if starts:
+        yield starts[first], min(length, starts[-1] + reach), starts[first:]
+
+
 def _union(regions: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
     """Overlapping or touching regions merged, clipped to ``length``."""
     merged: list[tuple[int, int]] = []
@@ -1317,7 +1332,7 @@ class Scanner:
             # skips to its literal).
             if self._literal_led[index] and regions == whole:
                 continue
-            kept = self._possible_places(index, text, encoded, regions)
+            kept = self._possible_places(index, text, encoded, _stretches(regions, len(text), _RELAXED_GAP))
             if kept:
                 plan.regions[index] = kept
             else:
@@ -1328,34 +1343,36 @@ class Scanner:
                 continue
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
-            kept = self._possible_places(index, text, encoded, [(start, start + reach) for start in starts])
-            if kept and encoded is not None:
+            kept_starts = self._possible_places(
+                index, text, encoded, _start_stretches(starts, reach, len(text), _RELAXED_GAP)
+            )
+            if kept_starts and encoded is not None:
                 # An attempt's match starts at the attempt: so does a match of the loosened form. One
                 # such check costs a fraction of a timed attempt, and stops where the two part.
                 program = self._relaxed[index]
-                kept = [
-                    (start, end)
-                    for start, end in kept
-                    if relaxed.possible(program, encoded, start, min(end, len(text)), at_low=True)
+                kept_starts = [
+                    start
+                    for start in kept_starts
+                    if relaxed.possible(program, encoded, start, min(start + reach, len(text)), at_low=True)
                 ]
-            if kept:
-                plan.starts[index] = [start for start, _ in kept]
+            if kept_starts:
+                plan.starts[index] = kept_starts
             else:
                 del plan.starts[index]
 
-    def _possible_places(
-        self, index: int, text: str, encoded: bytes | None, places: list[tuple[int, int]]
-    ) -> list[tuple[int, int]]:
-        """Of ``places`` (spans of ``text``, in order), those in a stretch where rule ``index``'s
-        loosened form matches; places less than ``_RELAXED_GAP`` apart make one stretch. ``encoded`` is
-        the text's bytes when it is ASCII, so offsets carry over; other text has each stretch encoded
-        alone."""
+    def _possible_places[Place](
+        self, index: int, text: str, encoded: bytes | None, stretches: Iterable[tuple[int, int, list[Place]]]
+    ) -> list[Place]:
+        """Of the places of ``stretches`` (``_stretches``, ``_start_stretches``: spans of ``text`` less
+        than ``_RELAXED_GAP`` apart, each stretch with the places it holds), those in a stretch where rule
+        ``index``'s loosened form matches. ``encoded`` is the text's bytes when it is ASCII, so offsets
+        carry over; other text has each stretch encoded alone."""
         program = self._relaxed[index]
-        if program is None:
-            return places
-        kept: list[tuple[int, int]] = []
-        for low, high, members in _stretches(places, len(text), _RELAXED_GAP):
-            if encoded is not None:
+        kept: list[Place] = []
+        for low, high, members in stretches:
+            if program is None:
+                found = True
+            elif encoded is not None:
                 found = relaxed.possible(program, encoded, low, high)
             else:
                 try:
