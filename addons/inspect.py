@@ -272,7 +272,7 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     charsets = declared_charsets(message.headers.get("content-type"))
     if not is_text(content) and part_spans(content) is None and all(map(reads_as_utf8, charsets)):
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
-        turn.errors.append(f"{what}: binary body ({content_type}) read for secrets in its printable runs")
+        turn.errors.append(f"{what}: binary body ({content_type}) read in its printable runs")
         return BinaryBody(content)
     return content
 
@@ -1167,7 +1167,10 @@ class Inspect:
         text = message.text if message.is_text else readable_text(message.content)
         if text is None:
             # Not rewritable: a message holding what the policy enforces against is not delivered.
-            if self._read_binary(flow, inspector, message.content, where, "websocket") is not None:
+            read = self._read_binary(
+                flow, inspector, message.content, where, "websocket", sent_by_agent=message.from_client
+            )
+            if read is not None:
                 message.drop()
             return
         forwarded = inspector.inspect_message(text, from_client=message.from_client, where=where)
@@ -1183,27 +1186,44 @@ class Inspect:
         """A binary body, or the binary parts of a multipart one (files, images), each read as binary
         (``_read_binary``): the finding that refuses the message, if any."""
         if isinstance(body, BinaryBody):
-            return self._read_binary(flow, inspector, body.content, f"{side} body", side)
+            return self._read_binary(
+                flow, inspector, body.content, f"{side} body", side, sent_by_agent=side == "request"
+            )
         for where, content in binary_parts(body) if body is not None else []:
-            inspector.turn.errors.append(f"{side}: binary part {where} read for secrets in printable runs")
-            refused = self._read_binary(flow, inspector, content, f"{side} body {where}", side)
+            inspector.turn.errors.append(f"{side}: binary part {where} read in its printable runs")
+            refused = self._read_binary(
+                flow, inspector, content, f"{side} body {where}", side, sent_by_agent=side == "request"
+            )
             if refused is not None:
                 return refused
         return None
 
     def _read_binary(
-        self, flow: http.HTTPFlow, inspector: TurnInspector, content: bytes, where: str, side: str
+        self,
+        flow: http.HTTPFlow,
+        inspector: TurnInspector,
+        content: bytes,
+        where: str,
+        side: str,
+        *,
+        sent_by_agent: bool,
     ) -> Finding | None:
-        """Binary content read for secrets and PII in its printable runs, and in those of what the
-        compressed streams it starts with decode to (``proxy.wire.embedded``), within the inspection cap
-        and the bomb ratio; one that stops there is an uninspectable finding. Returns the finding that
-        refuses it where the policy enforces, else None (recorded)."""
+        """Binary content read in its printable runs, and in those of what the compressed streams it
+        starts with decode to (``proxy.wire.embedded``), within the inspection cap and the bomb ratio
+        (``TurnInspector.inspect_binary``: secrets and PII; the runs that read as words for what the same
+        text sent by the agent, or in an answer, is read for); one that stops there is an uninspectable
+        finding. Returns the finding that refuses it where the policy enforces, else None (recorded)."""
         turn = inspector.turn
         inside = opened(content, policy_of(flow, self.runtime).max_body_bytes)
         turn.inspected_bytes += len(content) + sum(map(len, inside.contents))
         if inside.contents:
             turn.errors.append(f"{where}: {len(inside.contents)} compressed stream(s) inside opened and read")
-        secret = inspector.inspect_binary(b"\x00".join([content, *inside.contents]), where)
+        secret = inspector.inspect_binary(
+            b"\x00".join([content, *inside.contents]),
+            where,
+            sent_by_agent=sent_by_agent,
+            answer=side == "response",
+        )
         unread = self._uninspectable(flow, turn, side, inside.error) if inside.error is not None else None
         return secret or unread
 

@@ -93,7 +93,7 @@ from proxy.scanning.vault import (
 )
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
-from proxy.wire.printable import printable_runs
+from proxy.wire.printable import printable_runs, text_runs
 
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -1096,13 +1096,33 @@ class TurnInspector:
         self.record_vault_uses()
         return restored
 
-    def inspect_binary(self, body: bytes, where: str) -> Finding | None:
-        """A binary body's printable runs (``printable_runs``) scanned for secrets as any text is; its
-        findings recorded. Binary cannot be rewritten: a finding whose threat the policy enforces refuses
-        it, and is returned (None when nothing refuses it)."""
+    def inspect_binary(self, body: bytes, where: str, *, sent_by_agent: bool, answer: bool) -> Finding | None:
+        """A binary body's printable runs (``printable_runs``) scanned for secrets as any text is, and read
+        as the same text in its place is: what the agent sends for prompt injection in its runs that read
+        as words (``text_runs``), each on its own (a text file's paragraph, as a text part is read); an
+        answer (``answer``) for a leaked system prompt and links to hosts outside the allowlist in every
+        run (constructs random bytes do not spell). Its findings are recorded. Binary cannot be rewritten:
+        a finding whose threat the policy enforces refuses it, and is returned (None when nothing refuses
+        it). A link there is flagged, not refused: a file is not rendered by the agent's client, so
+        nothing fetches its links unasked, and a package would be refused for the badges in its README."""
         since = len(self.turn.findings)
         text = "\n".join(printable_runs(body))
         self._record(self._sensitive_findings(text, self._sensitive(text, where), where))
+        if sent_by_agent:
+            found = [
+                finding
+                for run in text_runs(body)
+                for finding in self.detectors.injection.detect(run, where, Source.USER, self.budget)
+            ]
+            self._record(found)
+            if any(finding.rule != SCAN_TIMEOUT_RULE for finding in found):
+                self._count_injection_attempt()
+        elif answer:
+            leak_detector = self._leak_detector(enforced_only=False)
+            if leak_detector is not None:
+                self._record(leak_detector.findings(text, where))
+            linked = links.neutralise(text, self._host_allowed, where)[1]
+            self._record(dataclasses.replace(finding, action=Action.FLAG) for finding in linked)
         self._carry_out(since, lambda _: True, Decision.BLOCKED)
         return next((finding for finding in self.turn.findings[since:] if finding.enforced), None)
 
