@@ -97,6 +97,23 @@ def test_poisoned_tool_result_block_is_quarantined_for_anthropic(
     assert "attacker@evil.example" not in sent and MARKER in sent and README.strip() in sent
 
 
+def test_poisoned_custom_tool_output_is_quarantined_for_responses(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """OpenAI SDK, Responses: a custom tool's output is a tool result like a function's."""
+    turn: Any = [
+        {"role": "user", "content": "What does the README say?"},
+        {"type": "custom_tool_call", "call_id": "call_1", "name": "read_file", "input": "README.md"},
+        {"type": "custom_tool_call_output", "call_id": "call_1", "output": POISONED},
+    ]
+    upstream.reply = Reply(
+        body=json.dumps({"object": "response", "status": "completed", "output": []}).encode()
+    )
+    openai_client(upstream).responses.create(model="m", input=turn)
+    sent = json.loads(upstream.received[0].body)["input"][2]["output"]
+    assert "attacker@evil.example" not in sent and MARKER in sent and README.strip() in sent
+
+
 def test_benign_readme_as_a_tool_result_raises_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
     """Documentation full of imperatives for a human is not an injection: no finding, nothing rewritten."""
     openai_client(upstream).chat.completions.create(model="m", messages=openai_tool_turn(README))

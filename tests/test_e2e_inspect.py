@@ -473,6 +473,30 @@ def test_destructive_tool_withheld_in_stream(enforce: Proxy, upstream: FakeUpstr
     assert "delete_customer" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+def test_destructive_custom_tool_withheld_in_json(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A custom tool's call (free-form input, ``type: custom`` in Chat Completions, a
+    ``custom_tool_call`` item in Responses) is a tool call like a function's: withheld when destructive."""
+    custom_call = {"id": "call_del", "type": "custom", "custom": {"name": "delete_customer", "input": "42"}}
+    message = {"role": "assistant", "content": None, "tool_calls": [custom_call]}
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    upstream.reply = Reply(body=json.dumps({"object": "chat.completion", "choices": [choice]}).encode())
+    answer = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    assert not answer.tool_calls and "delete_customer" in (answer.content or "")
+    item = {"type": "custom_tool_call", "call_id": "call_del", "name": "delete_customer", "input": "42"}
+    upstream.reply = Reply(
+        body=json.dumps({"object": "response", "status": "completed", "output": [item]}).encode()
+    )
+    output = openai_client(upstream).responses.create(model="m", input="hi").output
+    assert [entry.type for entry in output] == ["message"]
+    withheld = [
+        f for record in enforce.wait_for_records(2) for f in record["findings"] if f["threat"] == "tool_abuse"
+    ]
+    assert [(f["where"], f["enforced"]) for f in withheld] == [
+        ("choices[0].message.tool_calls[0]", True),
+        ("output[0]", True),
+    ]
+
+
 CREDENTIAL_READ = [ToolCallReply("read_file", {"path": "/home/app/.aws/credentials"}, id="call_read")]
 
 

@@ -67,13 +67,19 @@ def _arguments(value: Any) -> str:
 
 
 def _message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
-    """A message's ``tool_calls``, then its legacy ``function_call`` (which has no id), in a request's
-    history or a response's choice alike."""
+    """A message's ``tool_calls`` (a function's, or a custom tool's with its free-form ``input`` for
+    arguments), then its legacy ``function_call`` (which has no id), in a request's history or a
+    response's choice alike."""
     calls = []
     for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
         call = as_dict(raw_call)
-        function = as_dict(call.get("function"))
-        calls.append(_chat_call(as_str(call.get("id")), function, f"{base}.tool_calls[{index}]"))
+        where = f"{base}.tool_calls[{index}]"
+        if call.get("type") == "custom":
+            custom = as_dict(call.get("custom"))
+            name = as_str(custom.get("name")) or ""
+            calls.append(ToolCall(as_str(call.get("id")), name, _arguments(custom.get("input", "")), where))
+        else:
+            calls.append(_chat_call(as_str(call.get("id")), as_dict(call.get("function")), where))
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         calls.append(_chat_call(None, legacy, f"{base}.function_call"))

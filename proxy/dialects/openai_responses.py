@@ -73,8 +73,14 @@ def _item_type(item: dict[str, Any]) -> str:
     return as_str(item.get("type")) or ("message" if "role" in item else "")
 
 
+CALL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
+"""Items that call a tool the agent runs, and the field holding what the call passes (a custom tool takes
+free-form text)."""
+OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output")
+
+
 def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
-    arguments = item.get("arguments", "")
+    arguments = item.get(CALL_ITEMS.get(_item_type(item), "arguments"), "")
     return ToolCall(
         id=as_str(item.get("call_id")) or as_str(item.get("id")),
         name=as_str(item.get("name")) or "",
@@ -128,12 +134,12 @@ class OpenAIResponses(Dialect):
                 source = ROLE_SOURCES.get(as_str(item.get("role")) or "", Source.USER)
                 for where, text in content_texts(item.get("content"), f"{base}.content", ("text", "refusal")):
                     view.parts.append(Part(source, text, where))
-            elif item_type == "function_call":
+            elif item_type in CALL_ITEMS:
                 call = _tool_call(item, base)
                 view.tool_calls.append(call)
                 if call.id is not None:
                     names_by_call_id[call.id] = call.name
-            elif item_type == "function_call_output":
+            elif item_type in OUTPUT_ITEMS:
                 call_id = as_str(item.get("call_id"))
                 tool_name = names_by_call_id.get(call_id or "")
                 for where, text in content_texts(item.get("output"), f"{base}.output"):
@@ -157,7 +163,7 @@ class OpenAIResponses(Dialect):
             item_type = _item_type(item)
             if item_type in ITEM_TEXTS:
                 completion.text.extend(_item_texts(item, f"output[{position}]"))
-            elif item_type == "function_call":
+            elif item_type in CALL_ITEMS:
                 completion.tool_calls.append(_tool_call(item, f"output[{position}]"))
         completion.usage = _usage(body.get("usage"))
         return completion
