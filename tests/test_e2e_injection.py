@@ -114,6 +114,34 @@ def test_poisoned_custom_tool_output_is_quarantined_for_responses(
     assert "attacker@evil.example" not in sent and MARKER in sent and README.strip() in sent
 
 
+@pytest.mark.parametrize(
+    "block",
+    [
+        {
+            "type": "search_result",
+            "source": "https://docs.example",
+            "title": "README",
+            "content": [{"type": "text", "text": POISONED}],
+        },
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": POISONED}},
+    ],
+    ids=["search_result", "document"],
+)
+def test_poisoned_block_inside_a_tool_result_is_quarantined_for_anthropic(
+    enforce: Proxy, upstream: FakeUpstream, block: dict[str, Any]
+) -> None:
+    """Anthropic SDK: a tool result may hold search results and documents, which the model reads as it
+    reads the result's text: the attack in one is quarantined the same way."""
+    messages: Any = [
+        {"role": "user", "content": "What does the README say?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "search", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": [block]}]},
+    ]
+    anthropic_client(upstream).messages.create(model="claude", max_tokens=64, messages=messages)
+    sent = json.dumps(json.loads(upstream.received[0].body)["messages"][2]["content"][0]["content"])
+    assert "attacker@evil.example" not in sent and MARKER in sent
+
+
 def test_benign_readme_as_a_tool_result_raises_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
     """Documentation full of imperatives for a human is not an injection: no finding, nothing rewritten."""
     openai_client(upstream).chat.completions.create(model="m", messages=openai_tool_turn(README))

@@ -80,7 +80,11 @@ class Anthropic(Dialect):
                     name = names_by_call_id.get(call_id or "")
                     for text_where, text in content_texts(block.get("content"), f"{where}.content"):
                         view.parts.append(Part(Source.TOOL_RESULT, text, text_where, name, call_id))
-                elif block_type in ("document", "search_result"):
+                    # A tool result may hold search results and documents, which the model reads too.
+                    for inner, raw_inner in enumerate(as_list(block.get("content"))):
+                        if _is_document(inner_block := as_dict(raw_inner)):
+                            view.parts.extend(_document_parts(inner_block, f"{where}.content[{inner}]"))
+                elif _is_document(block):
                     view.parts.extend(_document_parts(block, where))
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             tool = as_dict(raw_tool)
@@ -127,6 +131,10 @@ class Anthropic(Dialect):
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
         return AnthropicStreamSession(filters)
+
+
+def _is_document(block: dict[str, Any]) -> bool:
+    return block.get("type") in ("document", "search_result")
 
 
 def _document_parts(block: dict[str, Any], where: str) -> list[Part]:
