@@ -497,6 +497,33 @@ def test_destructive_custom_tool_withheld_in_json(enforce: Proxy, upstream: Fake
     ]
 
 
+def test_built_in_shell_calls_withheld_in_json(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """The Responses API's built-in tools the agent runs itself (``local_shell_call``, ``shell_call``)
+    are tool calls under their tools' names: a shell reading credentials is withheld like a function."""
+    action = {"type": "exec", "command": ["cat", "/home/app/.aws/credentials"], "env": {}}
+    items = [
+        {"type": "local_shell_call", "call_id": "call_1", "action": action, "status": "completed"},
+        {
+            "type": "shell_call",
+            "call_id": "call_2",
+            "action": {"commands": ["printenv"]},
+            "status": "completed",
+        },
+    ]
+    upstream.reply = Reply(
+        body=json.dumps({"object": "response", "status": "completed", "output": items}).encode()
+    )
+    output = openai_client(upstream).responses.create(model="m", input="hi").output
+    assert [entry.type for entry in output] == ["message"]
+    findings = last_record(enforce)["findings"]
+    assert {(f["threat"], f["where"]) for f in findings if f["enforced"]} >= {
+        ("tool_abuse", "output[0]"),
+        ("tool_abuse", "output[1]"),
+        ("credential_theft", "output[0]"),
+        ("credential_theft", "output[1]"),
+    }
+
+
 CREDENTIAL_READ = [ToolCallReply("read_file", {"path": "/home/app/.aws/credentials"}, id="call_read")]
 
 

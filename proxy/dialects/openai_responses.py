@@ -20,7 +20,15 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import (
+    GrowingText,
+    Path,
+    StreamFilters,
+    StreamSession,
+    dump_json,
+    rewritten,
+    synthesised,
+)
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
@@ -73,18 +81,31 @@ def _item_type(item: dict[str, Any]) -> str:
     return as_str(item.get("type")) or ("message" if "role" in item else "")
 
 
-CALL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
-"""Items that call a tool the agent runs, and the field holding what the call passes (a custom tool takes
-free-form text)."""
-OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output")
+CALL_ITEMS: dict[str, tuple[str, str | None]] = {
+    "function_call": ("arguments", None),
+    "custom_tool_call": ("input", None),
+    "local_shell_call": ("action", "local_shell"),
+    "shell_call": ("action", "shell"),
+    "apply_patch_call": ("operation", "apply_patch"),
+}
+"""Items that call a tool the agent runs: the field holding what the call passes (a custom tool takes
+free-form text, a built-in tool an object), and a built-in tool's name (None: the item's ``name``)."""
+OUTPUT_ITEMS = (
+    "function_call_output",
+    "custom_tool_call_output",
+    "local_shell_call_output",
+    "shell_call_output",
+    "apply_patch_call_output",
+)
 
 
 def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
-    arguments = item.get(CALL_ITEMS.get(_item_type(item), "arguments"), "")
+    field_name, built_in = CALL_ITEMS.get(_item_type(item), ("arguments", None))
+    arguments = item.get(field_name, "")
     return ToolCall(
         id=as_str(item.get("call_id")) or as_str(item.get("id")),
-        name=as_str(item.get("name")) or "",
-        arguments=arguments if isinstance(arguments, str) else "",
+        name=built_in or as_str(item.get("name")) or "",
+        arguments=arguments if isinstance(arguments, str) else dump_json(arguments),
         where=where,
     )
 
@@ -142,7 +163,9 @@ class OpenAIResponses(Dialect):
             elif item_type in OUTPUT_ITEMS:
                 call_id = as_str(item.get("call_id"))
                 tool_name = names_by_call_id.get(call_id or "")
-                for where, text in content_texts(item.get("output"), f"{base}.output"):
+                for where, text in content_texts(
+                    item.get("output"), f"{base}.output", ("text", "stdout", "stderr")
+                ):
                     view.parts.append(Part(Source.TOOL_RESULT, text, where, tool_name, call_id))
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             tool = as_dict(raw_tool)
