@@ -430,6 +430,36 @@ def looks_like_event_stream(body: bytes) -> bool:
     return body.lstrip().startswith((b"data:", b"event:", b"id:", b": "))
 
 
+def stream_session(dialect: Dialect, filters: StreamFilters, policy: Policy) -> StreamSession:
+    """The dialect's session for an answer's event stream. One that filters holds an event whole before
+    anything of it is sent, so an event over ``DEFAULT_MAX_EVENT_BYTES`` is dropped unread; one that only
+    reads (the upstream's bytes go on as they came) reads every event up to the inspection cap."""
+    session = dialect.stream_session(filters)
+    if not filters.active:
+        session.read_events_of(max(DEFAULT_MAX_EVENT_BYTES, policy.max_body_bytes))
+    return session
+
+
+def record_unread_events(inspector: TurnInspector, session: StreamSession) -> None:
+    """Events of a stream too long for its session to read (``stream_session``): an
+    ``inspection.decoded_over_cap`` finding, enforced where they were dropped, not sent."""
+    if not session.unread_events:
+        return
+    dropped = session.filters.active
+    limit = session.max_event_bytes
+    fate = "dropped unread" if dropped else "passed through unread"
+    finding = body_finding(
+        OVER_CAP_RULE,
+        f"an event longer than {limit} bytes was {fate}",
+        "stream",
+        inspection_threat(inspector.policy),
+        enforced=dropped,
+    )
+    inspector.turn.add(dataclasses.replace(finding, count=session.unread_events))
+    if dropped:
+        inspector.turn.escalate(Decision.REDACTED)
+
+
 READ_BACK_EVENT_BYTES = 8 * DEFAULT_MAX_EVENT_BYTES
 """The longest event sent that the read-back holds whole. The filtering session sends no event it read
 over 1 MiB, but what it writes from one may be longer (a 6-character address redacted to a placeholder
@@ -962,7 +992,7 @@ class Inspect:
             return
         turn.stream = True
         filters = inspector.stream_filters()
-        session = dialect.stream_session(filters)
+        session = stream_session(dialect, filters, inspector.policy)
         flow.response.stream = BodyRelay(
             turn,
             self._relay_decoder(flow, encoding),
@@ -1148,6 +1178,7 @@ class Inspect:
         inspector.inspect_completion(session.completion, rewrite=False)
         inspector.inspect_other_readings(session.other_readings())
         inspector.record_ambiguities(session.ambiguities, "stream", normalised=session.filters.active)
+        record_unread_events(inspector, session)
         relay = flow.response.stream if flow.response is not None else None
         if isinstance(relay, BodyRelay) and relay.timed_out:
             inspector.response_refused()  # what the whole of it reads as is refused with the rest
@@ -1241,7 +1272,7 @@ class Inspect:
         assert flow.response is not None
         turn = inspector.turn
         filters = inspector.stream_filters()
-        session = dialect.stream_session(filters)
+        session = stream_session(dialect, filters, inspector.policy)
         try:
             filtered = session.feed(body) + session.finish()
         except Exception as error:  # what was read cannot be sent, and what was not must not be
@@ -1256,6 +1287,7 @@ class Inspect:
         inspector.inspect_completion(session.completion, rewrite=False)
         inspector.inspect_other_readings(session.other_readings())
         inspector.record_ambiguities(session.ambiguities, "stream", normalised=filters.active)
+        record_unread_events(inspector, session)
         refused = inspector.response_refused()
         if refused is not None:
             flow.response = refusal(dialect, turn, 502, block_message(refused, turn.event_id))

@@ -18,9 +18,10 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.inspect import Inspect, Substitute, codings, request_inspected, transfer_codings
+from addons.inspect import Inspect, Substitute, codings, request_inspected, stream_session, transfer_codings
 from addons.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
+from proxy.dialects import OpenAIChat, StreamFilters
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
@@ -385,3 +386,22 @@ def test_an_answer_whose_trailers_a_rule_ran_out_of_time_on_is_refused_where_enf
     timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
     assert timeouts and all(finding.enforced is (mode == "enforce") for finding in timeouts)
     assert (turn.decision == "blocked") is (mode == "enforce")
+
+
+def test_a_session_that_only_reads_reads_events_up_to_the_inspection_cap() -> None:
+    """Observe mode sends the upstream's bytes as they came: its session may hold an event to the cap.
+    One that filters holds what it has not sent: it reads events of 1 MiB at most."""
+    policy = inspect_addon("observe", "inspection: {max_body_bytes: 4MiB}").runtime.policy
+    event = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"a " * (1 << 20) + b'k"}}]}\n\n'
+    chunks = [event[start : start + 65536] for start in range(0, len(event), 65536)]
+    reading = stream_session(OpenAIChat(), StreamFilters(), policy)
+    for chunk in chunks:
+        reading.feed(chunk)
+    reading.finish()
+    assert reading.unread_events == 0 and reading.completion.text[0].text.endswith("a k")
+    gate = StreamFilters(tool_gate=lambda call, complete: "release")
+    filtering = stream_session(OpenAIChat(), gate, policy)
+    for chunk in chunks:
+        filtering.feed(chunk)
+    filtering.finish()
+    assert filtering.unread_events == 1 and filtering.completion.text == []

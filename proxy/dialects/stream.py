@@ -439,6 +439,11 @@ class StreamSession(ABC):
         self._parser = SSEParser(max_event_bytes)
 
     @property
+    def max_event_bytes(self) -> int:
+        """The longest event read whole (``read_events_of``)."""
+        return self._parser.max_event_bytes
+
+    @property
     def unread_events(self) -> int:
         """Events longer than the parser holds, handed on with their fields unread."""
         return self._parser.oversized_events
