@@ -42,7 +42,6 @@ from proxy.detectors.baseline import (
 )
 from proxy.detectors.credential_channel import (
     UNSENT_FIELDS,
-    expected_rules,
     is_provider_key,
     unexpected_finding,
 )
@@ -529,7 +528,7 @@ class TurnInspector:
         expected."""
         if name.lower() in UNSENT_FIELDS:
             return []
-        expected = expected_rules(self.policy.credentials, host, name.lower())
+        expected = self.policy.credentials.expected(host, name.lower())
         found = []
         for text, expects in ((name, frozenset[str]()), (value, expected)):
             known = self._known(text)

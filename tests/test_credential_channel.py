@@ -10,7 +10,15 @@ import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.config.yamlschema import SchemaError
-from proxy.detectors.credential_channel import DEFAULT_EXPECTED, RULE, SECRETS_PACK, Expected, expected_rules
+from proxy.detectors.credential_channel import (
+    DEFAULT_EXPECTED,
+    KNOWN_LOOKUPS,
+    RULE,
+    SECRETS_PACK,
+    CredentialTable,
+    Expected,
+    expected_rules,
+)
 from proxy.inspection import Detectors, TurnInspector, is_credential_header
 from proxy.model import Threat
 from proxy.scanning.rulepack import load_pack, pack_path
@@ -206,6 +214,45 @@ def test_the_defaults_name_the_three_providers_fields() -> None:
     assert not expected_rules(DEFAULT_EXPECTED, "evil.example", "authorization")
     with pytest.raises(ValueError, match="no port"):
         Expected.of("api.openai.com:*", ["x"])
+
+
+def test_a_table_answers_each_host_and_field_as_its_entries_do() -> None:
+    """The table keeps each host and field's answer: asked again, for a host in any spelling, an address,
+    a subdomain of a ``*.`` entry or its bare domain, after a policy's ``*`` and network entries, and
+    past the answers it keeps, it answers as its entries read one by one do."""
+    configured = [
+        *DEFAULT_EXPECTED,
+        Expected.of("*", ["github-pat"], ["x-everywhere"]),
+        Expected.of("10.0.0.0/8", ["gitlab-pat"]),
+        Expected.of("*.internal.example", ["slack-bot-token"], ["token"]),
+    ]
+    table = CredentialTable(configured)
+    hosts = [
+        "api.openai.com",
+        "API.OpenAI.com.",
+        "generativelanguage.googleapis.com",
+        "storage.googleapis.com",
+        "googleapis.com",
+        "slack.com",
+        "hooks.slack.com",
+        "x.y.internal.example",
+        "internal.example",
+        "10.1.2.3",
+        "[::1]",
+        "evil.example",
+        "",
+    ]
+    fields = ["authorization", "x-api-key", "key", "token", "x-everywhere", "api-key"]
+    for _ in range(2):
+        for host in hosts:
+            for field in fields:
+                assert table.expected(host, field) == expected_rules(configured, host, field), (host, field)
+    for number in range(KNOWN_LOOKUPS + 10):
+        host = f"h{number}.slack.com"
+        assert table.expected(host, "token") == expected_rules(configured, host, "token")
+    assert table.expected("api.openai.com", "authorization") == expected_rules(
+        configured, "api.openai.com", "authorization"
+    )
 
 
 SECRET_RULES = {rule.id: rule for rule in load_pack(pack_path(SECRETS_PACK)).rules}

@@ -38,7 +38,13 @@ from proxy.config.yamlschema import (
     Spec,
     check_document,
 )
-from proxy.detectors.credential_channel import DEFAULT_EXPECTED, SECRETS_PACK, Expected, expectations
+from proxy.detectors.credential_channel import (
+    DEFAULT_EXPECTED,
+    SECRETS_PACK,
+    CredentialTable,
+    Expected,
+    expectations,
+)
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
 from proxy.scanning.rulepack import pack_path
@@ -393,7 +399,7 @@ class Policy:
     sha256: str = ""
     """The sha256 of the policy file's text, named in reload records."""
     warnings: tuple[Problem, ...] = ()
-    credentials: tuple[Expected, ...] = DEFAULT_EXPECTED
+    credentials: CredentialTable = field(default_factory=lambda: CredentialTable(DEFAULT_EXPECTED))
     """The credentials each destination takes in its credential headers and query parameters."""
 
     @property

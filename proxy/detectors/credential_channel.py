@@ -40,6 +40,8 @@ SHAPE_ONLY_RULES = frozenset(
 looks like as often as anything else."""
 UNSENT_FIELDS = frozenset({"proxy-authorization"})
 """Credential headers that never leave egressguard: the agent's credentials for the proxy itself."""
+KNOWN_LOOKUPS = 4096
+"""The hosts and fields a ``CredentialTable`` keeps the answers for; it starts again when full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,16 +260,47 @@ DEFAULT_EXPECTED: tuple[Expected, ...] = tuple(
 """What each provider's API takes by default; a policy entry for the same host replaces it."""
 
 
-def expectations(configured: Mapping[str, Expected]) -> tuple[Expected, ...]:
-    """The defaults, each replaced by the policy's entry for the same host, then the policy's others."""
-    return tuple(entry for entry in DEFAULT_EXPECTED if entry.host not in configured) + tuple(
-        configured.values()
-    )
-
-
 def expected_rules(table: Sequence[Expected], host: str, field: str) -> frozenset[str]:
     """The rule ids whose matches ``host`` expects in the credential field ``field`` (lower case)."""
     return frozenset(rule for entry in table if entry.covers(host, field) for rule in entry.rules)
+
+
+class CredentialTable:
+    """A policy's ``Expected`` entries, with ``expected_rules`` of each host and field worked out once: an
+    agent sends the same credential fields to the same few hosts turn after turn, and matching a host
+    against every one of the table's hundred-odd patterns cost more than the rest of a header's check."""
+
+    __slots__ = ("_known", "entries")
+
+    def __init__(self, entries: Iterable[Expected]) -> None:
+        self.entries = tuple(entries)
+        self._known: dict[tuple[str, str], frozenset[str]] = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CredentialTable) and self.entries == other.entries
+
+    def __hash__(self) -> int:
+        return hash(self.entries)
+
+    def __repr__(self) -> str:
+        return f"CredentialTable({len(self.entries)} entries)"
+
+    def expected(self, host: str, field: str) -> frozenset[str]:
+        """``expected_rules`` of the entries."""
+        key = (host, field)
+        rules = self._known.get(key)
+        if rules is None:
+            if len(self._known) >= KNOWN_LOOKUPS:
+                self._known.clear()
+            rules = self._known[key] = expected_rules(self.entries, host, field)
+        return rules
+
+
+def expectations(configured: Mapping[str, Expected]) -> CredentialTable:
+    """The defaults, each replaced by the policy's entry for the same host, then the policy's others."""
+    return CredentialTable(
+        (*(entry for entry in DEFAULT_EXPECTED if entry.host not in configured), *configured.values())
+    )
 
 
 def is_provider_key(rule: Rule) -> bool:
