@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import hashlib
 import re
 import time
@@ -116,7 +117,9 @@ CREDENTIAL_HEADER_NAME = re.compile(
 sends its key in one on every call."""
 
 
+@functools.lru_cache(maxsize=1024)
 def is_credential_header(name: str) -> bool:
+    # Asked for every header of every request, of the same few names turn after turn.
     lowered = name.lower()
     return lowered in CREDENTIAL_HEADERS or CREDENTIAL_HEADER_NAME.search(lowered) is not None
 
@@ -1424,16 +1427,15 @@ class TurnInspector:
         its client is that client's own credential) and a request's credential headers (the agent's own
         credentials for the API it calls: ``is_credential_header``)."""
 
-        def kept(name: str) -> bool:
-            if sent_by_agent:
-                return is_credential_header(name)
-            return name.lower() in RESPONSE_CREDENTIAL_HEADERS
-
+        kept = [
+            is_credential_header(name) if sent_by_agent else name.lower() in RESPONSE_CREDENTIAL_HEADERS
+            for name, _ in headers
+        ]
         redacts = self.policy.detection.redact_requests if sent_by_agent else True
         # A scan of their own: a body's scan reads each field on from its text before (in a stream, from
         # the events before), and a header read into it would redact a body value by a header's text.
         scan = self.json_scan(redacts=redacts)
-        fields = [(name, value) for name, value in headers if not kept(name)]
+        fields = [header for header, credential in zip(headers, kept, strict=True) if not credential]
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text.
         if sent_by_agent:
@@ -1449,8 +1451,8 @@ class TurnInspector:
             document = [{name: value} for name, value in fields]
         if sent_by_agent:
             host = self.turn.egress_host or ""
-            for name, value in headers:
-                if is_credential_header(name):
+            for (name, value), credential in zip(headers, kept, strict=True):
+                if credential:
                     where = f'{HEADERS_WHERE} ["{name}"]'
                     self._record(self._unexpected_credentials(host, "header", name, value, where))
         filtered, changed = scan.filter(HEADERS_WHERE, document, ())
@@ -1478,7 +1480,9 @@ class TurnInspector:
             return None
         self._carry_out_redactions(since, self._left_in([], filtered), None)
         scanned = (next(iter(item.items()), field) for field, item in zip(fields, filtered, strict=True))
-        return [(name, value) if kept(name) else next(scanned) for name, value in headers]
+        return [
+            header if credential else next(scanned) for header, credential in zip(headers, kept, strict=True)
+        ]
 
     def _reads_as_nothing(self, name: str, value: str) -> bool:
         """Whether a header first of its name, in a scan of its own, adds nothing to it: its name and value
