@@ -11,9 +11,12 @@ from collections.abc import Iterable
 
 from mitmproxy import http
 
+from addons.fields import take_fields
 from addons.turns import turn_of
 from proxy.control.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER, drill_mark, split_mark
 from proxy.runtime import Runtime
+
+TOKEN_FIELD, CASE_FIELD = TOKEN_HEADER.lower().encode(), CASE_HEADER.lower().encode()
 
 
 class DrillMarker:
@@ -21,8 +24,9 @@ class DrillMarker:
         self.runtime = runtime
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        headers = flow.request.headers
-        token, case = headers.pop(TOKEN_HEADER, None), headers.pop(CASE_HEADER, None)
+        found = take_fields(flow.request.headers, TOKEN_FIELD, CASE_FIELD)
+        # Every copy of a header, joined as ``Headers.pop`` joins them.
+        token, case = (", ".join(found[name]) if found[name] else None for name in (TOKEN_FIELD, CASE_FIELD))
         turn = turn_of(flow)
         if turn is None or token is None or case not in CASES_BY_NAME:
             return

@@ -23,7 +23,7 @@ from mitmproxy.addons.proxyauth import (
 )
 from mitmproxy.utils.strutils import always_bytes
 
-from addons.fields import drop_fields, field_values
+from addons.fields import take_fields
 from addons.turns import METADATA_KEY, STATE_UNAVAILABLE_CODE, answer_in_dialect, pin_policy, pretty_host
 from proxy.audit.refusals import Reason
 from proxy.config.policy import Agent
@@ -139,8 +139,7 @@ class AgentIdentity(ProxyAuth):
         opening = flow.response is None and "proxyauth" in flow.metadata
         names = self._context_names(policy.context_headers) if opening else ()
         headers = flow.request.headers
-        found = field_values(headers, *dropped, *(name for _, name in names))
-        drop_fields(headers, {name for name, values in found.items() if values})
+        found = take_fields(headers, *dropped, *(name for _, name in names))
         if not opening:
             return
         agent = policy.agents.get(flow.metadata["proxyauth"][0])

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy.http import Headers
 
-from addons.fields import drop_fields, field_values
+from addons.fields import drop_fields, field_values, take_fields
 
 NAMES = [
     b"Host",
@@ -44,3 +44,15 @@ def test_dropped_fields_are_those_del_removes(fields: list[tuple[bytes, bytes]],
         if name.decode() in deleted:
             del deleted[name.decode()]
     assert dropped.fields == deleted.fields
+
+
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=8))
+def test_taken_fields_are_what_pop_returns_and_leaves(fields: list[tuple[bytes, bytes]]) -> None:
+    """Taking names gives each name's values (joined, what ``Headers.pop`` returns; none where it returns
+    its default) and leaves the fields that popping each leaves."""
+    taken, popped = Headers(fields), Headers(fields)
+    found = take_fields(taken, b"host", b"forwarded")
+    for name in ("host", "forwarded"):
+        values = found[name.encode()]
+        assert (", ".join(values) if values else None) == popped.pop(name, None)
+    assert taken.fields == popped.fields
