@@ -298,6 +298,8 @@ def decode_body(raw: bytes, encoding: str, cap: int) -> Decoded:
     it cannot undo, and ``DecodingError`` for corrupt data. A body that ends inside compressed data
     decodes to the part before the end, which is what clients that read as they receive hand on.
     """
+    if not _codings(encoding):
+        return Decoded(raw, None)  # nothing to undo (``identity``): most bodies
     decoder = StreamDecoder(encoding, cap)
     content = decoder.feed(raw)
     try:
