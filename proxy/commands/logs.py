@@ -30,7 +30,8 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
+        # One write a line: print() writes the line and its end apart, two system calls every turn.
+        logger_factory=structlog.WriteLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
 
