@@ -598,9 +598,8 @@ class BodyRelay:
         if self.read_back is not None and out:
             try:
                 self.read_back.feed(out)
-            except Exception as error:  # what cannot be read back proves nothing, and stops nothing
-                self.read_back = None
-                log.error("inspect.read_back_failed", error=type(error).__name__)
+            except Exception as error:  # what cannot be read back proves nothing: it is not sent
+                out = self._withhold_unread(error)
             else:
                 out = self._withhold_unproved(out)
         self.digest.update(out)
@@ -629,6 +628,27 @@ class BodyRelay:
         self.turn.errors.append("response: a rule ran out of time on the body; cut there")
         if self.cut:
             self.turn.escalate(Decision.BLOCKED)
+        return b""
+
+    def _withhold_unread(self, error: Exception) -> bytes:
+        """Reading back what is sent failed: nothing the filters did is proved (no finding of the stream
+        claims enforced), so nothing more is sent; the stream is cut there, the turn blocked, and an
+        ``inspection.failed`` finding says so."""
+        self.read_back = None
+        self.withheld = self.cut = True
+        name = type(error).__name__
+        self.turn.errors.append(f"read-back: {name} reading what was sent; the stream cut there")
+        self.turn.add(
+            body_finding(
+                INSPECTION_FAILED_RULE,
+                "reading back what was sent failed: the stream was cut there",
+                "response",
+                self.threat,
+                enforced=True,
+            )
+        )
+        self.turn.escalate(Decision.BLOCKED)
+        log.error("inspect.read_back_failed", error=name)
         return b""
 
     def _withhold_unproved(self, out: bytes) -> bytes:

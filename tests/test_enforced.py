@@ -22,7 +22,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
-from addons.inspect import READ_BACK_EVENT_BYTES, BodyRelay, Inspect
+from addons.inspect import READ_BACK_EVENT_BYTES, BodyRelay, Inspect, ReadBack
 from addons.turns import METADATA_KEY
 from proxy.config.policy import Policy, parse_policy
 from proxy.inspection import Detectors
@@ -617,3 +617,33 @@ def test_an_event_sent_too_long_to_read_back_is_cut_and_claims_nothing() -> None
     assert findings and not any(finding.enforced for finding in findings)
     assert outcome.turn.decision == Decision.BLOCKED
     assert any("could not be read back" in error for error in outcome.turn.errors)
+
+
+def test_a_stream_whose_read_back_fails_is_cut_and_claims_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should reading back what was sent ever raise, nothing the filters did is proved: nothing more of
+    the stream reaches the agent (it is cut there), the turn is blocked, an ``inspection.failed`` finding
+    and the errors say so, and no finding of the stream claims enforced."""
+    case = CASES["secret in streamed completion (redact)"]
+
+    def fails(self: ReadBack, sent: bytes) -> None:
+        raise RecursionError("reading back")
+
+    monkeypatch.setattr(ReadBack, "feed", fails)
+    outcome = run("enforce", case, APIS["openai_chat"])
+    assert outcome.received == b""
+    failed = [finding for finding in outcome.turn.findings if finding.rule == "inspection.failed"]
+    assert len(failed) == 1 and failed[0].enforced
+    secrets = [finding for finding in outcome.turn.findings if finding.rule.startswith("aws")]
+    assert secrets and not any(finding.enforced for finding in secrets)
+    assert outcome.turn.decision == Decision.BLOCKED
+    assert any("read-back: RecursionError" in error for error in outcome.turn.errors)
+
+
+def test_a_stream_read_back_whole_claims_what_it_proves() -> None:
+    """The same stream read back: its redaction is proved from what was sent, and nothing failed."""
+    outcome = run("enforce", CASES["secret in streamed completion (redact)"], APIS["openai_chat"])
+    secrets = [finding for finding in outcome.turn.findings if finding.rule.startswith("aws")]
+    assert (
+        secrets and all(finding.enforced for finding in secrets) and AWS_KEY.encode() not in outcome.received
+    )
+    assert not any(finding.rule == "inspection.failed" for finding in outcome.turn.findings)
