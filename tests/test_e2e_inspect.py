@@ -497,6 +497,29 @@ def test_destructive_custom_tool_withheld_in_json(enforce: Proxy, upstream: Fake
     ]
 
 
+def test_destructive_custom_tool_withheld_in_responses_stream(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A streamed custom tool call is gated as a function call is: dropped once its name is known."""
+    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_del", "name": "delete_customer"}
+    done = {**item, "input": "42", "status": "completed"}
+    response = {"id": "resp_1", "object": "response", "status": "completed", "model": "m", "output": [done]}
+    upstream.reply = Reply(
+        events=[
+            upstream_sse(
+                {"type": "response.output_item.added", "output_index": 0, "item": {**item, "input": ""}}
+            ),
+            upstream_sse({"type": "response.custom_tool_call_input.delta", "output_index": 0, "delta": "42"}),
+            upstream_sse({"type": "response.custom_tool_call_input.done", "output_index": 0, "input": "42"}),
+            upstream_sse({"type": "response.output_item.done", "output_index": 0, "item": done}),
+            upstream_sse({"type": "response.completed", "response": response}),
+        ]
+    )
+    events = list(openai_client(upstream).responses.create(model="m", input="hi", stream=True))
+    sent = [event.model_dump() for event in events]
+    assert "custom_tool_call" not in json.dumps(sent) and "delete_customer" in json.dumps(sent)
+    withheld = [f for f in last_record(enforce)["findings"] if f["threat"] == "tool_abuse"]
+    assert [(f["where"], f["enforced"]) for f in withheld] == [("output[0]", True)]
+
+
 def test_built_in_shell_calls_withheld_in_json(enforce: Proxy, upstream: FakeUpstream) -> None:
     """The Responses API's built-in tools the agent runs itself (``local_shell_call``, ``shell_call``)
     are tool calls under their tools' names: a shell reading credentials is withheld like a function."""

@@ -90,6 +90,12 @@ CALL_ITEMS: dict[str, tuple[str, str | None]] = {
 }
 """Items that call a tool the agent runs: the field holding what the call passes (a custom tool takes
 free-form text, a built-in tool an object), and a built-in tool's name (None: the item's ``name``)."""
+INPUT_DELTAS = ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta")
+INPUT_DONES = {
+    "response.function_call_arguments.done": "arguments",
+    "response.custom_tool_call_input.done": "input",
+}
+"""The events that stream what a call passes, and the field of the event ending it that holds it whole."""
 OUTPUT_ITEMS = (
     "function_call_output",
     "custom_tool_call_output",
@@ -294,19 +300,19 @@ class ResponsesStreamSession(StreamSession):
         if channel is not None:
             where = channel.where(output_index, body)
             entry(item.texts, where, lambda: (GrowingText(), channel.reasoning))[0].add(delta)
-        elif event_type == "response.function_call_arguments.delta" and item.call is not None:
+        elif event_type in INPUT_DELTAS and item.call is not None:
             if item.arguments is None:
                 item.arguments = GrowingText(item.call.arguments)
             item.arguments.add(delta)
-        elif event_type == "response.function_call_arguments.done" and item.call is not None:
-            done = as_str(body.get("arguments"))
+        elif event_type in INPUT_DONES and item.call is not None:
+            done = as_str(body.get(INPUT_DONES[event_type]))
             if done:
                 item.call.arguments, item.arguments = done, None
 
     def _record_item(self, position: int, item: dict[str, Any]) -> None:
         item_type = _item_type(item)
         where = f"output[{position}]"
-        if item_type == "function_call":
+        if item_type in CALL_ITEMS:
             self._items[position] = _Item(item_type, call=_tool_call(item, where))
         elif item_type in ITEM_TEXTS:
             recorded = self._items.setdefault(position, _Item(item_type))
@@ -339,7 +345,7 @@ class ResponsesStreamSession(StreamSession):
         if position in self._held:
             self._held[position].append((event, body))
             self._held_bytes[position] += len(event.raw)
-            ending = event_type in ("response.function_call_arguments.done", "response.output_item.done")
+            ending = event_type in INPUT_DONES or event_type == "response.output_item.done"
             if ending or self._held_too_long(self._held_bytes[position]):
                 return self._complete_held(position)
             return []
@@ -411,7 +417,7 @@ class ResponsesStreamSession(StreamSession):
 
     def _item_added(self, event: SSEEvent, body: dict[str, Any], position: int) -> list[bytes]:
         item = as_dict(body.get("item"))
-        if _item_type(item) == "function_call" and self.filters.tool_gate is not None:
+        if _item_type(item) in CALL_ITEMS and self.filters.tool_gate is not None:
             call = _tool_call(item, f"output[{position}]")
             decision = self._decide(call)
             if decision == "hold":
