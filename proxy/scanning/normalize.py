@@ -287,7 +287,7 @@ def _may_be_text(run: bytes) -> bool:
     and the others have only their whole quadruples decoded (one C call, no exception on the common
     paths). A run is refused only where that proves ``_as_text`` would refuse its full decoding, which
     has at most two bytes more: never on a guess, so no encoded segment is lost."""
-    if run[0] << 8 | run[1] in _NO_TEXT_START:
+    if starts_binary(run[0], run[1]):
         return False
     quads = len(run) // 4 * 4
     raw = binascii.a2b_base64(run[:quads].translate(_URL_SAFE_TO_STANDARD))
@@ -340,6 +340,12 @@ def _no_text_starts() -> frozenset[int]:
 
 
 _NO_TEXT_START = _no_text_starts()
+
+
+def starts_binary(first: int, second: int) -> bool:
+    """Whether base64 whose first two characters have these codes (standard or URL-safe alphabet)
+    decodes to bytes no UTF-8 text starts with (``_no_text_starts``)."""
+    return first << 8 | second in _NO_TEXT_START
 
 
 def _hex_candidates(encoded: bytes) -> Iterator[str]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from proxy.scanning.normalize import LOOKALIKES
+from proxy.scanning.normalize import LOOKALIKES, starts_binary
 
 MAX_DEPTH = 4
 """A view is searched for further encodings down to this many levels (base64 of hex of a percent-encoded,
@@ -96,16 +96,24 @@ _SPACED_HINT = re.compile(r" \S {1,3}\S {1,3}\S {1,3}\S ")
 _SPACED = re.compile(
     f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
 )
-# The rewrite itself: each alternative is one unit the view replaces (and each letter-spaced run found
-# for the features, read once).
-_UNIT = re.compile(
-    f"(?P<percent>(?:{_PERCENT_ESCAPE})+)"
-    f"|(?P<escape>{_CODE_ESCAPE})"
-    f"|(?P<entity>{_ENTITY_ESCAPE})"
-    f"|(?P<invisible>[{_INVISIBLE}]+)"
+# The rewrite itself: the units a view replaces, each kind led by a character of its own that no unit of
+# another kind holds (and each letter-spaced run found for the features, read once). Each kind is looked
+# for alone, with a pattern that opens with its literal: such a search skips ahead in C, where one
+# alternation of them all, or a repeated group, steps through every character.
+_ESCAPE_UNITS = (
+    ("%", "percent", re.compile(f"{_PERCENT_ESCAPE}(?:{_PERCENT_ESCAPE})*")),
+    ("\\", "escape", _ESCAPE),
+    ("&", "entity", _ENTITY),
 )
+_INVISIBLE_UNIT = "invisible"
+_INVISIBLE_RUN = re.compile(f"[{_INVISIBLE}]+")
+# Spelt as one character then more (not "+"), so that the search skips to the first in C.
+_PAST_ASCII_RUN = re.compile(r"[^\x00-\x7f][^\x00-\x7f]*")
 _SPACED_UNIT = "spaced"
 _GAP_CODES = np.array([0x09, 0x20, 0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000], dtype=np.uint32)
+_IS_GAP = np.zeros(int(_GAP_CODES.max()) + 2, dtype=bool)
+_IS_GAP[_GAP_CODES] = True
+"""Whether each code up to the last gap's is a gap; every code past it reads the last entry, False."""
 # A region reaches this far either side of a feature: far enough for the longest token around it.
 _REACH = 4096  # a 4096-bit RSA key in PEM
 # How far back a region's start looks for whitespace, so a view never starts inside a token.
@@ -248,18 +256,26 @@ def _features(text: str, hinted: str, spaced: list[tuple[int, int]]) -> list[tup
         if hint in text:
             spans.extend(found.span() for found in pattern.finditer(text))
     if not hinted.isascii():
-        spans.extend(found.span() for found in _NON_ASCII.finditer(text))
+        # Every feature found so is made of characters past ASCII: each run of them is searched alone,
+        # with the ASCII character either side of it for the lookarounds.
+        for run in _PAST_ASCII_RUN.finditer(text):
+            spans.extend(found.span() for found in _NON_ASCII.finditer(text, run.start(), run.end() + 1))
     spans.extend(spaced)
     return sorted(spans)
 
 
 def _gaps_as_spaces(text: str) -> str:
     """``text`` with every gap character (tab, no-break and typographic spaces) read as a space."""
-    if text.isascii() and "\t" not in text:
-        return text
+    if text.isascii():
+        return text.replace("\t", " ")
     codes = _codes(text)
-    spaced = np.where(np.isin(codes, _GAP_CODES), np.uint32(ord(" ")), codes)
+    spaced = np.where(_gaps(codes), np.uint32(ord(" ")), codes)
     return spaced.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _gaps(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
+    """Whether each of ``codes`` is a gap character (``_GAP_CODES``)."""
+    return _IS_GAP[np.minimum(codes, len(_IS_GAP) - 1)]
 
 
 def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
@@ -331,11 +347,39 @@ def _units(
     position = low
     inside = [run for run in spaced if low <= run[0] and run[1] <= high]
     for run_start, run_end in (*inside, (high, high)):
-        for unit in _UNIT.finditer(text, position, run_start):
-            yield unit.start(), unit.end(), unit.lastgroup
+        yield from _escape_units(text, position, run_start)
         if run_start < run_end:
             yield run_start, run_end, _SPACED_UNIT
         position = run_end
+
+
+def _escape_units(text: str, low: int, high: int) -> list[tuple[int, int, str]]:
+    """``(start, end, kind)`` of the escapes, entities and runs of invisible characters in
+    ``text[low:high]``, in order. No unit holds a character another kind's unit starts with, so the
+    searches for each kind alone find what one search for any of them would; invisible characters are
+    looked for only in the runs of characters past ASCII."""
+    units = [
+        (found.start(), found.end(), kind)
+        for lead, kind, pattern in _ESCAPE_UNITS
+        if text.find(lead, low, high) >= 0
+        for found in pattern.finditer(text, low, high)
+    ]
+    if not text.isascii():
+        units += [
+            (found.start(), found.end(), _INVISIBLE_UNIT)
+            for run in _PAST_ASCII_RUN.finditer(text, low, high)
+            for found in _INVISIBLE_RUN.finditer(text, run.start(), run.end())
+        ]
+    return sorted(units)
+
+
+def _folded(text: str) -> str:
+    """``text`` with look-alike, full-width and mathematical letters and digits plain (``_FOLD``). Only
+    characters past ASCII have a fold, so only their runs are translated: ``str.translate`` looks the
+    table up for every character of a text that holds one past ASCII."""
+    if text.isascii():
+        return text
+    return _PAST_ASCII_RUN.sub(lambda run: run.group().translate(_FOLD), text)
 
 
 def _undisguise(text: str, low: int, high: int, spaced: list[tuple[int, int]], parent: View | None) -> View:
@@ -355,21 +399,21 @@ def _undisguise(text: str, low: int, high: int, spaced: list[tuple[int, int]], p
     position = low
     for start, end, kind in _units(text, low, high, spaced):
         if start > position:
-            add(text[position:start].translate(_FOLD), position, start, True)
+            add(_folded(text[position:start]), position, start, True)
         raw = text[start:end]
         if kind == _SPACED_UNIT:
             # Each kept character maps to itself, so a match inside the run covers only its letters (all
             # ASCII: folding leaves them as they are). One piece, mapped through the letters' offsets:
             # a run may be a megabyte long.
             codes = _codes(raw)
-            offsets = np.flatnonzero(np.isin(codes, _GAP_CODES, invert=True))
+            offsets = np.flatnonzero(~_gaps(codes))
             letters[len(pieces)] = offsets + start
             add(codes[offsets].astype(np.uint8).tobytes().decode("ascii"), start, end, True)
         else:
             add(_decode_unit(kind, raw), start, end, False)
         position = end
     if position < high:
-        add(text[position:high].translate(_FOLD), position, high, True)
+        add(_folded(text[position:high]), position, high, True)
     return View("".join(parts), DISGUISE, tuple(pieces), parent, letters)
 
 
@@ -478,6 +522,10 @@ def _segment_runs(text: str) -> Iterator[tuple[int, int]]:
 def _decode_base64(candidate: str) -> str | None:
     # Runs of letters in one case are words or identifiers far more often than base64.
     if candidate.isalpha() and (candidate.islower() or candidate.isupper()):
+        return None
+    # Most runs are names and paths whose decoding no UTF-8 text starts with: the first two characters
+    # tell (both alphabets give "-" and "_" the values of "+" and "/").
+    if starts_binary(ord(candidate[0]), ord(candidate[1])):
         return None
     stripped = candidate.rstrip("=")
     padded = stripped + "=" * (-len(stripped) % 4)
