@@ -96,7 +96,7 @@ def process(
     log = (workdir / f"{port}.log").open("wb")
     child = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a supervisor and its workers start slowly on a busy machine
         while True:
             try:
                 httpx.get(f"http://127.0.0.1:{port}/", timeout=0.2)

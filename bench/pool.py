@@ -1,6 +1,6 @@
 """The other way to use every core, measured beside workers: one I/O process with the pure scans in a pool.
 
-Issue 14 asked for both designs to be measured on the same machine before one is kept. This script runs
+Both designs are measured on the same machine, so that the one kept is the one that scales. This script runs
 the second as a prototype, beside the one kept (``run --workers N``), in one run:
 
 - **pool**: one egressguard process (one event loop) in which every inspection runs in a thread, and the
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import CONTEXT, PROMPT, TRANSCRIPT, bench_policy, percentile, process
 from bench.stall import stall
-from bench.throughput import guard_command, load, start_upstream
+from bench.throughput import Target, guard_command, measure, start_upstream
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port
 
 _detectors: Any = None
@@ -71,6 +71,7 @@ def serve_with_pool(config: str, processes: int, pool_min: int, run: list[str]) 
     from addons.inspect import Inspect
     from proxy.commands.cli import main
     from proxy.detectors.injection import InjectionDetector
+    from proxy.inspection import Detectors
     from proxy.runtime import Runtime
     from proxy.scanning.rulepack import Match, ScanBudget, Scanner, ScanResult
 
@@ -83,7 +84,7 @@ def serve_with_pool(config: str, processes: int, pool_min: int, run: list[str]) 
     local_scan, local_detect = Scanner.scan, InjectionDetector.detect
     load_detectors = Runtime.load_detectors
 
-    def named(runtime: Runtime) -> Any:
+    def named(runtime: Runtime) -> Detectors:
         detectors = load_detectors(runtime)
         names.update({id(detectors.sensitive): "sensitive", id(detectors.redacting): "redacting"})
         return detectors
@@ -107,10 +108,10 @@ def serve_with_pool(config: str, processes: int, pool_min: int, run: list[str]) 
     async def in_a_thread(inspect: Callable[[Any], None], flow: Any, message: Any) -> None:
         await asyncio.to_thread(inspect, flow)
 
-    Runtime.load_detectors = named  # type: ignore[method-assign]
+    Runtime.load_detectors = named  # type: ignore[method-assign,assignment]
     Scanner.scan = scan  # type: ignore[method-assign]
     InjectionDetector.detect = detect  # type: ignore[method-assign]
-    Inspect._off_loop_if_large = staticmethod(in_a_thread)  # type: ignore[method-assign, assignment]
+    Inspect._off_loop_if_large = staticmethod(in_a_thread)  # type: ignore[method-assign]
     try:
         sys.exit(main(run))
     finally:
@@ -133,11 +134,12 @@ def main() -> None:
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-pool-"))
-    pki, upstream, url = start_upstream(workdir)
+    upstream_ca, upstream, url = start_upstream(workdir)
+    assert upstream.pid is not None
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
     designs: dict[str, Callable[[Path, int], list[str]]] = {
-        "workers: 1": lambda policy, port: guard_command(policy, port, pki.ca_cert, 1),
-        "workers: 2": lambda policy, port: guard_command(policy, port, pki.ca_cert, 2),
+        "workers: 1": lambda policy, port: guard_command(policy, port, upstream_ca, 1),
+        "workers: 2": lambda policy, port: guard_command(policy, port, upstream_ca, 2),
         f"pool: 1 + {args.pool}": lambda policy, port: [
             sys.executable,
             __file__,
@@ -146,7 +148,7 @@ def main() -> None:
             "--pool-min",
             str(args.pool_min),
             "--serve",
-            *guard_command(policy, port, pki.ca_cert, 1)[3:],
+            *guard_command(policy, port, upstream_ca, 1)[3:],
         ],
     }
     large = (TRANSCRIPT * (int(args.large_mb * 1e6) // len(TRANSCRIPT) + 1))[: int(args.large_mb * 1e6)]
@@ -158,16 +160,18 @@ def main() -> None:
         data = workdir / f"data-{number}"
         policy = workdir / f"policy-{number}.yaml"
         policy.write_text(bench_policy(data, extra="inspection: {max_body_bytes: 16MiB}\n"))
-        port = free_port()
         ca = data / "ca" / "mitmproxy-ca-cert.pem"
-        proxy = f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{port}"
-        with process(command(policy, port), port, workdir, env):
-            rate, latencies = asyncio.run(load(proxy, ca, url, args.clients, args.seconds))
+        workers = 2 if name == "workers: 2" else 1
+        port = free_port()
+        target = Target(name, command(policy, port), port, ca, (AGENT, AGENT_TOKEN), workers)
+        result = measure(target, workdir, url, upstream.pid, args.clients, args.seconds)
+        proxy = f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{target.port}"
+        with process(target.command, target.port, workdir, env):
             client = partial(httpx.Client, proxy=proxy, verify=str(ca), timeout=120, headers=CONTEXT)
-            stalled = stall(client, url, large, args.rounds)
-        median, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+            stalled = stall(client, f"{url}/v1/chat/completions", large, args.rounds)
+        median, p99 = statistics.median(result.latencies) * 1000, percentile(result.latencies, 0.99) * 1000
         print(
-            f"  {name:<14}{rate:>8.1f}{median:>11.1f}{p99:>9.1f}"
+            f"  {name:<14}{result.rate:>8.1f}{median:>11.1f}{p99:>9.1f}"
             f"{stalled['during worst'] * 1000:>11.0f} ms{stalled['during median'] * 1000:>6.0f} ms"
         )
     upstream.terminate()
