@@ -13,6 +13,7 @@ comment or docstring, a JSON string value, a markdown or HTML comment, a log mes
 
 from __future__ import annotations
 
+import email.message
 import importlib.metadata
 import json
 import os
@@ -360,7 +361,7 @@ def generated_carriers(data: Path, rng: random.Random, per_family: int) -> list[
     real = load_tool_results(data)
     vocabulary = Vocabulary.from_texts([carrier.text for carrier in real])
     code = [carrier.text for carrier in real if carrier.family == "code_python"]
-    carriers = []
+    carriers: list[Carrier] = []
     for family, make in GENERATED.items():
         carriers.extend(
             Carrier(family, f"{family}-{index}", make(rng, vocabulary)) for index in range(per_family)
@@ -426,7 +427,9 @@ def local_carriers(rng: random.Random, per_family: int = 300) -> list[Carrier]:
         name = distribution.metadata["Name"]
         if name.lower().rstrip("0123456789") in EXCLUDED_PROJECTS:
             continue
-        text = distribution.metadata.get_payload() or distribution.metadata.get("Description") or ""
+        metadata = distribution.metadata
+        body = metadata.get_payload() if isinstance(metadata, email.message.Message) else None
+        text = (body if isinstance(body, str) else None) or metadata.get("Description") or ""
         readmes.extend(Carrier("docs_packages", f"package-{name}", chunk) for chunk in _chunks(text, rng))
     return [carrier for kind in (code, reference, readmes) for carrier in _sample(kind, rng, per_family)]
 

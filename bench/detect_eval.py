@@ -31,12 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import carriers
-import train_injection as training
-from refusal_eval import refusal_section
-
+from bench import carriers
+from bench import train_injection as training
+from bench.refusal_eval import refusal_section
 from proxy.detectors.injection import CLASSIFIER_RULE, InjectionDetector
 from proxy.exchange import Source
 from proxy.model import Threat

@@ -36,11 +36,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import carriers
-from latency import PROMPT, SHORT_PROMPT
-
+from bench import carriers
+from bench.latency import PROMPT, SHORT_PROMPT
 from proxy.detectors.injection import InjectionDetector, load_default, load_default_classifier
 from proxy.exchange import Source
 from proxy.scanning.normalize import normalize
@@ -85,7 +83,7 @@ def measure(name: str, detector: InjectionDetector, texts: Sequence[str], rounds
     )
     # Each place a plan keeps is one regex call: a window searched, or an attempt at a keyword.
     plans = [scanner._plan(form) for group in forms for form in group]
-    calls = sum(len(places) for plan in plans for places in (*plan.regions.values(), *plan.starts.values()))
+    calls = sum(sum(map(len, plan.regions.values())) + sum(map(len, plan.starts.values())) for plan in plans)
     classifier = detector.classifier
     scoring = (
         _best_of(rounds, lambda: [classifier.score(form) for group in forms for form in group])

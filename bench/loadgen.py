@@ -306,7 +306,11 @@ def sdk_chat_request(url: str, prompt: str, headers: dict[str, str]) -> ChatRequ
 
     with httpx.Client(transport=httpx.MockTransport(answer)) as http:
         client = openai.OpenAI(
-            api_key="sk-test", base_url=f"{url}/v1", default_headers=headers, http_client=http, max_retries=0
+            api_key="sk-test",
+            base_url=f"{url}/v1",
+            default_headers=headers,
+            http_client=http,  # type: ignore[arg-type]  # annotated as httpx2's; an httpx client serves as well
+            max_retries=0,
         )
         content = placeholder + prompt[NUMBER_WIDTH:]
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": content}])

@@ -32,11 +32,10 @@ from pathlib import Path
 from detect_secrets.core.secrets_collection import SecretsCollection
 from detect_secrets.settings import default_settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from disguises import ENCODERS, disguised_corpus, hard_negatives
-from pii_corpus import pii_corpus, pii_negatives
-
+from bench.disguises import ENCODERS, disguised_corpus, hard_negatives
+from bench.pii_corpus import pii_corpus, pii_negatives
 from proxy.model import Threat
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
 from proxy.scanning.rulepack import RulePack, Scanner, load_packaged_packs

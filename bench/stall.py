@@ -32,10 +32,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import SHORT_PROMPT, TRANSCRIPT, ask, process, proxy_commands
-
+from bench.latency import SHORT_PROMPT, TRANSCRIPT, ask, process, proxy_commands
 from proxy.commands.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
 from tests.upstream import FakeUpstream, Reply

@@ -38,11 +38,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import carriers
-from trigger_prompts import trigger_prompts
-
+from bench import carriers
+from bench.trigger_prompts import trigger_prompts
 from proxy.detectors.injection import WINDOW_CHARS, FeatureSpec, InjectionClassifier
 from proxy.detectors.quoting import discussion_frame
 from proxy.scanning.normalize import normalize
@@ -862,7 +860,7 @@ def cross_validate(examples: Sequence[Example], folds: int) -> tuple[np.ndarray,
         model = classifier_from(w, bias)
         models.append(model)
         for position in np.flatnonzero(~train_rows):
-            scores[position] = model.score(normalize(examples[position].text).text)
+            scores[position] = model.score(normalize(examples[int(position)].text).text)
     return scores, models
 
 
