@@ -497,6 +497,36 @@ def test_destructive_custom_tool_withheld_in_json(enforce: Proxy, upstream: Fake
     ]
 
 
+def test_destructive_custom_tool_withheld_in_chat_stream(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A custom tool's call streamed in Chat Completions deltas is dropped once its name is known."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return upstream_sse(
+            {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
+        )
+
+    call = {
+        "index": 0,
+        "id": "call_del",
+        "type": "custom",
+        "custom": {"name": "delete_customer", "input": ""},
+    }
+    upstream.reply = Reply(
+        events=[
+            chunk({"role": "assistant", "tool_calls": [call]}),
+            chunk({"tool_calls": [{"index": 0, "custom": {"input": "42"}}]}),
+            chunk({}, "tool_calls"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    chunks = [chunk.model_dump() for chunk in stream]
+    assert '"custom"' not in json.dumps(chunks) and "delete_customer" in json.dumps(chunks)
+    withheld = [f for f in last_record(enforce)["findings"] if f["threat"] == "tool_abuse"]
+    assert [(f["where"], f["enforced"]) for f in withheld] == [("choices[0].message.tool_calls[0]", True)]
+
+
 def test_destructive_custom_tool_withheld_in_responses_stream(enforce: Proxy, upstream: FakeUpstream) -> None:
     """A streamed custom tool call is gated as a function call is: dropped once its name is known."""
     item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_del", "name": "delete_customer"}

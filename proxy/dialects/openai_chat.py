@@ -46,6 +46,8 @@ TEXT_KEYS = ("reasoning_content", "reasoning", "content", "refusal")
 (``reasoning_content``, ``reasoning``), then the answer."""
 REASONING_KEYS = frozenset({"reasoning_content", "reasoning"})
 LEGACY_CALL = -1
+CALL_HOLDERS = {"function": "arguments", "custom": "input"}
+"""The objects of a tool call that carry its name, and the field holding what the call passes."""
 
 _ERROR_TYPES = {
     401: "authentication_error",
@@ -199,6 +201,7 @@ class _CallState:
     call_id: str | None = None
     name: GrowingText = field(default_factory=GrowingText)
     arguments: GrowingText = field(default_factory=GrowingText)
+    custom: bool = False
 
     def call(self, where: str) -> ToolCall:
         return ToolCall(self.call_id, self.name.text, self.arguments.text, where)
@@ -488,7 +491,7 @@ class ChatStreamSession(StreamSession):
         gated.out_index = self._released_calls.get(choice_index, 0)
         if call_index != LEGACY_CALL:
             self._released_calls[choice_index] = gated.out_index + 1
-        first = gated.held[0] if len(gated.held) == 1 else _merged_delta(call)
+        first = gated.held[0] if len(gated.held) == 1 else _merged_delta(call, gated.merged.custom)
         if call_index != LEGACY_CALL:
             first["index"] = gated.out_index
         gated.held.clear()
@@ -623,10 +626,15 @@ def _write_index(item: dict[str, Any], position: int) -> bool:
 def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
     if state.call_id is None:
         state.call_id = as_str(call_delta.get("id"))
-    function = as_dict(call_delta.get("function"))
+    # A custom tool's call streams its name and free-form input as a function's does, its type (or its
+    # ``custom`` object alone) in the first delta saying which the call is, as a client reads it.
+    if call_delta.get("type") == "custom" or ("custom" in call_delta and "function" not in call_delta):
+        state.custom = True
+    holder = "custom" if state.custom else "function"
+    part = as_dict(call_delta.get(holder))
     # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does.
-    state.name.add(as_str(function.get("name")) or "")
-    state.arguments.add(as_str(function.get("arguments")) or "")
+    state.name.add(as_str(part.get("name")) or "")
+    state.arguments.add(as_str(part.get(CALL_HOLDERS[holder])) or "")
 
 
 def _call_where(choice_index: int, call_index: int) -> str:
@@ -645,11 +653,12 @@ def _carries_nothing(call_delta: dict[str, Any]) -> bool:
     )
 
 
-def _merged_delta(call: ToolCall) -> dict[str, Any]:
+def _merged_delta(call: ToolCall, custom: bool) -> dict[str, Any]:
+    holder = "custom" if custom else "function"
     merged: dict[str, Any] = {
         "index": 0,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments},
+        "type": holder,
+        holder: {"name": call.name, CALL_HOLDERS[holder]: call.arguments},
     }
     if call.id is not None:
         merged["id"] = call.id
