@@ -24,9 +24,27 @@ def loads(
     text: str | bytes, *, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None
 ) -> Any:
     """``json.loads`` with integers of any length read."""
+    if object_pairs_hook is None and isinstance(text, str) and not text.startswith("\ufeff"):
+        return _PLAIN.decode(text)
     return json.loads(text, parse_int=parse_int, object_pairs_hook=object_pairs_hook)
 
 
-def decoder(object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> json.JSONDecoder:
-    """A ``json.JSONDecoder`` reading integers of any length, with ``object_pairs_hook``."""
-    return json.JSONDecoder(parse_int=parse_int, object_pairs_hook=object_pairs_hook)
+class Decoder:
+    """``JSONDecoder.decode`` with integers of any length read and ``object_pairs_hook``, made once
+    (``json.loads`` with options builds a decoder per call). A text shorter than the digit limit holds no
+    integer that reaches it: Python's own integer reading reads it alike, without a call per number."""
+
+    def __init__(self, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> None:
+        self._short = json.JSONDecoder(object_pairs_hook=object_pairs_hook)
+        self._long = json.JSONDecoder(parse_int=parse_int, object_pairs_hook=object_pairs_hook)
+
+    def decode(self, text: str) -> Any:
+        return (self._short if len(text) < _MAX_DIGITS else self._long).decode(text)
+
+
+_PLAIN = Decoder()
+
+
+def decoder(object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> Decoder:
+    """A ``Decoder`` reading integers of any length, with ``object_pairs_hook``."""
+    return Decoder(object_pairs_hook)
