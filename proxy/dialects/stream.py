@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -424,6 +425,11 @@ class StreamSession(ABC):
         self._readings: dict[str, StreamSession] = {}
         """Once a stream has an event some client reads otherwise (and no filter rewrites it to one
         reading), a copy of this session per such reading, fed every event as that reading gives it."""
+        self._shapes: list[_Shape] = []
+        """The shapes of the last events read whose one text the dialect filters (``_Shape``), newest
+        first: an event of one of them is read without what its shape already answered."""
+        self._read_as: dict[int, _Read] = {}
+        """Per event of the bytes being read (by identity), what reading it found (``_Read``)."""
 
     @property
     @abstractmethod
@@ -464,13 +470,19 @@ class StreamSession(ABC):
         event sent as it came from the payload read of its bytes, an event written here (``Serialised``)
         from the data it was written from, any other bytes parsed."""
         if isinstance(piece, tuple) and not (self._parser.holding or self._finished):
+            # Sent as it came: read from its bytes, with nothing taken out.
             event, payload = piece
+            self._read_as[id(event)] = _Read(True, alike=False, whole=True, shape=None, among=[])
         elif type(piece) is Serialised and not (self._parser.holding or self._finished):
             event = piece.reading()
-            payload, faithful = _payload_of(event)
+            shape = self._shape_of(event)
+            payload, faithful = (
+                (jsontext.loads(event.data or ""), True) if shape and shape.faithful else _payload_of(event)
+            )
             if not faithful:
                 self.feed(piece)
                 return
+            self._read_as[id(event)] = _Read(True, alike=False, whole=True, shape=shape, among=self._shapes)
         else:
             self.feed(piece if isinstance(piece, bytes) else piece[0].raw)
             return
@@ -480,9 +492,15 @@ class StreamSession(ABC):
 
     def _read_payload(self, event: SSEEvent) -> Any:
         """``_payload_of`` the event; one whose bytes say more than what was read is never sent as it came,
-        and one that clients read otherwise is noted, and read their ways too (``other_readings``)."""
+        and one that clients read otherwise is noted, and read their ways too (``other_readings``). An
+        event of a shape (``_Shape``) that read as it came and that clients read alike is read alike."""
+        shape = self._shape_of(event)
+        if shape is not None and shape.faithful and shape.ordinary:
+            self._read_as[id(event)] = _Read(True, alike=True, whole=True, shape=shape, among=self._shapes)
+            return jsontext.loads(event.data or "")
         payload, faithful = _payload_of(event)
         others: dict[str, Any] = {}
+        read_alike = faithful
         if not faithful:
             self._rewrite.add(id(event))
             self._ambiguous(DUPLICATE_KEY_RULE)
@@ -491,6 +509,7 @@ class StreamSession(ABC):
             others[readings.FIRST_VALUE] = readings.first_values(event.data)
         if self.READS_PLACES and payload is not _NOT_JSON and _may_name_places(event.data):
             odd = readings.examine(payload, self._highest)
+            read_alike = read_alike and not (odd.misplaced or odd.repeated)
             if odd.misplaced:
                 self._ambiguous(MISPLACED_RULE)
             if odd.repeated:
@@ -505,6 +524,7 @@ class StreamSession(ABC):
                 others[readings.APART] = readings.apart(payload, self._apart)
         if payload is not _NOT_JSON and event.data:
             folding = readings.folded_keys(event.data, self.CASED_KEYS)
+            read_alike = read_alike and folding is None
             if folding is not None and self.filters.active:
                 self._folding[id(event)] = folding
             elif folding is not None:
@@ -512,6 +532,8 @@ class StreamSession(ABC):
                 self._folds[id(event)] = folding[1]
         if others:
             self._others[id(event)] = others
+        whole = id(event) not in self._rewrite
+        self._read_as[id(event)] = _Read(faithful, read_alike, whole, shape, self._shapes)
         return payload
 
     def _ambiguous(self, rule: str) -> None:
@@ -564,6 +586,7 @@ class StreamSession(ABC):
             "_shadowed": {},
             "_folds": {},
             "_folding": {},
+            "_read_as": {},
             "_sent": [],
             "_queued": [],
             "_boundaries": [],
@@ -573,6 +596,7 @@ class StreamSession(ABC):
 
     def _keep(self, output: list[bytes]) -> list[bytes]:
         self._rewrite.clear()
+        self._read_as.clear()
         self._others.clear()
         self._shadowed.clear()
         self._folds.clear()
@@ -793,19 +817,57 @@ class StreamSession(ABC):
         kind = payload.get("type") if isinstance(payload, dict) else None
         kind = kind if isinstance(kind, str) else event.type
         handled = self._handled(event, payload)
+        read = self._read_as.get(id(event))
+        shape = read.shape if read is not None and read.among is self._shapes else self._shape_of(event)
+        if shape is not None and shape.handled == handled and shape.quiet == (kind, residual.generation):
+            # Every byte but its text's is that of an event of its shape whose reading scanned nothing
+            # and changed nothing, and no field's text has moved since (as for a skeleton, below).
+            return payload, False
         skeleton = _skeleton(payload, handled)
         if skeleton is not None and self._skeletons.get(kind) == (residual.generation, skeleton):
             # Every string it does not filter as text is the same as in the last event of its type, whose
             # reading scanned nothing and changed nothing, and no field's text has moved since: reading
             # it again would find the same nothing.
+            if shape is not None and shape.handled == handled:
+                shape.quiet = (kind, residual.generation)
             return payload, False
         generation = residual.generation
         filtered, changed = residual.filter(kind, payload, handled)
         self._skeletons.pop(kind, None)
-        if not changed and skeleton is not None and residual.generation == generation:
+        quiet = not changed and residual.generation == generation
+        if shape is None:
+            shape = self._new_shape(event, payload, handled)
+        if shape is not None and shape.handled == handled:
+            shape.quiet = (kind, generation) if quiet else None
+        if quiet and skeleton is not None:
             # Kept apart from the payload, which the transform may change before the next event.
             self._skeletons[kind] = (generation, copy.deepcopy(skeleton))
         return filtered, changed
+
+    def _shape_of(self, event: SSEEvent) -> _Shape | None:
+        """The shape of the event among the last ones read, if it has one of them."""
+        data = event.data
+        if data is None or event.oversized:
+            return None
+        for shape in self._shapes:
+            if (
+                data.startswith(shape.prefix)
+                and data.endswith(shape.suffix)
+                and event.type == shape.event_type
+                and _PLAIN_STRING.fullmatch(data, len(shape.prefix), len(data) - len(shape.suffix))
+            ):
+                return shape
+        return None
+
+    def _new_shape(self, event: SSEEvent, payload: Any, handled: Collection[Path]) -> _Shape | None:
+        """The event's shape, kept among the last ones read, where it has one."""
+        read = self._read_as.get(id(event))
+        if read is None or not read.whole:
+            return None
+        shape = _Shape.of(event, payload, handled, faithful=read.faithful, ordinary=read.alike)
+        if shape is not None:
+            self._shapes = [shape, *self._shapes[: _SHAPES_KEPT - 1]]
+        return shape
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         """Paths of the strings in this event that the dialect filters as text itself (its channels):
@@ -921,6 +983,71 @@ class PerEventStreamSession(StreamSession):
 
 
 _NOT_JSON = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What reading one event found: whether its bytes say all its payload does (``_payload_of``),
+    whether clients read it alike (no place or key read otherwise), whether its payload is its data read
+    as JSON and nothing else (``whole``: no repeated place taken out), and its shape among ``among``, the
+    shapes kept when it was read (None: none of them)."""
+
+    faithful: bool
+    alike: bool
+    whole: bool
+    shape: _Shape | None
+    among: list[_Shape]
+
+
+_SHAPES_KEPT = 4
+"""Shapes a session keeps: the upstream's and what egressguard wrote (read back), a few event kinds."""
+_PLAIN_STRING = re.compile(r'"[^"\\\x00-\x1f]*"')
+"""A JSON string written without an escape."""
+
+
+@dataclass(slots=True)
+class _Shape:
+    """An event's data whose one text the dialect filters (its only place in ``handled``) is written as
+    a string without an escape, in data that holds no other escape and no other string of the same text:
+    that string is the only place in the data its spelling occurs. Data that begins with what came before
+    that string, ends with what came after it, and has a string without an escape in between is read as
+    the same JSON but for that text: the same keys, places and values elsewhere. So what was learnt of the
+    event that set the shape holds for it: whether its keys are unique (``faithful``), whether clients
+    read it alike (``ordinary``: no place or key read otherwise), and, for the same paths filtered as text
+    and the same state of the residual scan, that reading its other strings finds nothing (``quiet``)."""
+
+    event_type: str
+    prefix: str
+    suffix: str
+    handled: Collection[Path]
+    faithful: bool
+    ordinary: bool
+    quiet: tuple[str, int] | None = None
+    """The event kind and the residual scan's generation at which its strings read as nothing."""
+
+    @classmethod
+    def of(
+        cls, event: SSEEvent, payload: Any, handled: Collection[Path], *, faithful: bool, ordinary: bool
+    ) -> _Shape | None:
+        data = event.data
+        if data is None or len(handled) != 1 or "\\" in data:
+            return None
+        (path,) = handled
+        text: Any = payload
+        try:
+            for step in path:
+                text = text[step]
+        except SHAPE_ERRORS:
+            return None
+        if not isinstance(text, str):
+            return None
+        spelled = f'"{text}"'
+        if _PLAIN_STRING.fullmatch(spelled) is None or data.count(spelled) != 1:
+            return None
+        start = data.index(spelled)
+        return cls(
+            event.type, data[:start], data[start + len(spelled) :], frozenset(handled), faithful, ordinary
+        )
 
 
 class _DuplicateKey(ValueError):

@@ -1,0 +1,220 @@
+"""An event read by its shape (the bytes of an earlier event but for its one text) is read as if read whole.
+
+A session that knows an event's shape skips what that shape already answered: reading keys twice, the
+places and key spellings clients read otherwise, the residual scan of strings it read as nothing. Random
+streams of one dialect's text events, with now and then an event that differs elsewhere than its text (a
+secret in another field, a repeated key, an escape, an index clients read otherwise, the text spelled as
+another field's value, another event name), are read by a session that keeps shapes and by one that never
+does, filtering (as enforce mode) and reading back what was sent (as the read-back): both must send the
+same bytes, read the same completion and find the same secrets and ambiguities.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.dialects import Anthropic, Dialect, Gemini, OpenAIChat, OpenAIResponses, StreamFilters
+from proxy.dialects import stream as stream_module
+from proxy.dialects.stream import StreamSession
+from proxy.scanning.redact import StreamRedactor
+from proxy.scanning.residual import JsonScan
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+
+SECRETS = Scanner([load_pack(pack_path("secrets"))])
+KEY = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+MODEL = "gpt-4o-mini"
+
+
+def chat(text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+
+
+def responses(text: str) -> dict[str, Any]:
+    return {
+        "type": "response.output_text.delta",
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "model": MODEL,
+        "delta": text,
+    }
+
+
+def anthropic(text: str) -> dict[str, Any]:
+    return {
+        "type": "content_block_delta",
+        "index": 0,
+        "model": MODEL,
+        "delta": {"type": "text_delta", "text": text},
+    }
+
+
+def gemini(text: str) -> dict[str, Any]:
+    return {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}],
+        "modelVersion": MODEL,
+    }
+
+
+ANTHROPIC_START = (
+    b'event: message_start\ndata: {"type": "message_start", "message": {"id": "msg_1", "type": "message", '
+    b'"role": "assistant", "model": "claude", "content": [], '
+    b'"usage": {"input_tokens": 1, "output_tokens": 1}}}\n\n'
+    b'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, '
+    b'"content_block": {"type": "text", "text": ""}}\n\n'
+)
+RESPONSES_START = (
+    b'event: response.output_item.added\ndata: {"type": "response.output_item.added", "output_index": 0, '
+    b'"item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}\n\n'
+    b'event: response.content_part.added\ndata: {"type": "response.content_part.added", "item_id": "msg_1", '
+    b'"output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": ""}}\n\n'
+)
+DIALECTS: dict[str, tuple[Callable[[], Dialect], Callable[[str], dict[str, Any]], str | None, bytes]] = {
+    "openai_chat": (OpenAIChat, chat, None, b""),
+    "openai_responses": (OpenAIResponses, responses, "response.output_text.delta", RESPONSES_START),
+    "anthropic": (Anthropic, anthropic, "content_block_delta", ANTHROPIC_START),
+    "gemini": (lambda: Gemini(model_hint="gemini-2.5-flash"), gemini, None, b""),
+}
+
+VARIANTS = [
+    "text spelled with an escape",
+    "text spelled with an escape, secret elsewhere",
+    "plain",
+    "plain",
+    "plain",
+    "secret elsewhere",
+    "repeated key",
+    "escaped",
+    "odd index",
+    "as model",
+    "renamed",
+]
+
+
+def event(build: Callable[[str], dict[str, Any]], name: str | None, text: str, variant: str) -> bytes:
+    spelled = variant.startswith("text spelled with an escape")
+    payload = build("@text@" if spelled else MODEL if variant == "as model" else text)
+    if variant.endswith("secret elsewhere"):
+        payload["model"] = KEY
+    if variant == "odd index":
+        payload["index" if "index" in payload else "output_index"] = 0.0
+        if "choices" in payload:
+            payload["choices"][0]["index"] = "0"
+        if "candidates" in payload:
+            payload["candidates"][0]["index"] = True
+    data = json.dumps(payload, ensure_ascii=variant == "escaped")
+    if variant == "repeated key":
+        data = data.replace('"model": ', f'"model": "{KEY}", "model": ', 1)
+    if variant == "escaped":
+        data = data.replace('"model"', '"mod\\u0065l"', 1)
+    if spelled:
+        # The model's name, as the text: where it is spelled plainly, it is the other field.
+        data = data.replace('"@text@"', f'"{MODEL.replace("-", "\\u002d")}"')
+    if variant == "renamed" and name is not None:
+        name = "unnamed.event"
+    head = b"" if name is None else f"event: {name}\n".encode()
+    return head + f"data: {data}\n\n".encode()
+
+
+def sessions(dialect: Dialect, *, shapes: bool) -> tuple[StreamSession, StreamSession, JsonScan, JsonScan]:
+    sending = JsonScan(SECRETS, lambda rule: True)
+    reading = JsonScan(SECRETS, lambda rule: False, rewrites=False)
+    sender = dialect.stream_session(
+        StreamFilters(text_filter=lambda where: StreamRedactor(SECRETS), residual=sending)
+    )
+    reader = dialect.stream_session(StreamFilters(residual=reading))
+    sender.keep_sent()
+    if not shapes:
+        for session in (sender, reader):
+            session._shape_of = lambda event: None  # type: ignore[method-assign]
+            session._new_shape = lambda event, payload, handled: None  # type: ignore[method-assign]
+    return sender, reader, sending, reading
+
+
+def relay(dialect: Dialect, chunks: list[bytes], *, shapes: bool) -> tuple[Any, ...]:
+    sender, reader, sending, reading = sessions(dialect, shapes=shapes)
+    sent = b""
+    for chunk in [*chunks, b""]:
+        out = sender(chunk)
+        for piece in sender.take_sent():
+            reader.read_sent(piece)
+        sent += out
+    reader.finish()
+    return (
+        sent,
+        sender.completion,
+        reader.completion,
+        sender.ambiguities,
+        reader.ambiguities,
+        sender.notes,
+        [(found.where, found.rule.id, found.fingerprint) for found in sending.found],
+        [(found.where, found.rule.id, found.fingerprint) for found in reading.found],
+    )
+
+
+TEXTS = st.lists(st.sampled_from([*'ab AZ09_-."\\\n\u00e9\u2028', "ghp_", MODEL]), max_size=8).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(list(DIALECTS)),
+    events=st.lists(st.tuples(TEXTS, st.sampled_from(VARIANTS)), min_size=1, max_size=24),
+    together=st.lists(st.integers(1, 4), min_size=1, max_size=24),
+)
+def test_reading_by_shape_reads_as_reading_whole(
+    name: str, events: list[tuple[str, str]], together: list[int]
+) -> None:
+    make, build, event_name, start = DIALECTS[name]
+    written = [event(build, event_name, text, variant) for text, variant in events]
+    chunks = [start] if start else []
+    at = 0
+    for size in together * len(written):
+        if at >= len(written):
+            break
+        chunks.append(b"".join(written[at : at + size]))
+        at += size
+    assert relay(make(), chunks, shapes=True) == relay(make(), chunks, shapes=False)
+
+
+def test_a_text_spelled_otherwise_than_another_field_sets_no_shape() -> None:
+    """The event's text is the model's name spelled with an escape: the name's plain spelling is the other
+    field's, so the next event, the same but for that field, is not taken for one of its shape."""
+    for name, (make, build, event_name, start) in DIALECTS.items():
+        written = [event(build, event_name, "", "text spelled with an escape")] * 30
+        written.append(event(build, event_name, "", "text spelled with an escape, secret elsewhere"))
+        chunks = [start, *written] if start else written
+        read = relay(make(), chunks, shapes=True)
+        assert [rule for _, rule, _ in read[-2]] == ["github-pat"], name
+        assert read == relay(make(), chunks, shapes=False), name
+
+
+def test_a_stream_of_one_shape_is_read_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shortcut is taken: once the residual scan's fields stand still, the events of a stream of one
+    shape are not taken apart for it in either session, and a secret in another field of one of them is
+    still found and redacted."""
+    skeletons: list[int] = []
+    skeleton = stream_module._skeleton
+    monkeypatch.setattr(stream_module, "_skeleton", lambda *args: skeletons.append(1) or skeleton(*args))
+    sender, reader, sending, reading = sessions(OpenAIChat(), shapes=True)
+    written = [event(chat, None, f"word{number} ", "plain") for number in range(100)]
+    written[80] = event(chat, None, "word80 ", "secret elsewhere")
+    sent = b""
+    for chunk in [*written, b""]:
+        sent += sender(chunk)
+        for piece in sender.take_sent():
+            reader.read_sent(piece)
+    assert len(skeletons) < 100
+    assert KEY not in sent.decode()
+    assert [found.rule.id for found in sending.found] == ["github-pat"]
+    assert reading.found == []
