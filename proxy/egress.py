@@ -25,6 +25,7 @@ point at the metadata service.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import re
 import socket
@@ -658,6 +659,29 @@ def request_fronting(
     intermediaries disagree on which one counts; so is a value that is not a well-formed authority
     (whitespace, a folded line, userinfo, a list, an unbracketed IPv6 address).
     """
+    named = (authority, tuple(host_headers), tuple(x_forwarded_host), tuple(forwarded))
+    length = (
+        len(authority)
+        + sum(map(len, host_headers))
+        + sum(map(len, x_forwarded_host))
+        + sum(map(len, forwarded))
+    )
+    # An agent names the same host the same way turn after turn: a short spelling's verdict is kept.
+    return (_kept_fronting if length <= FRONTING_KEPT_CHARS else _fronting)(destination, *named)
+
+
+FRONTING_KEPT_CHARS = 512
+"""The longest spelling of a request's destination (its request target's authority and header values)
+whose ``request_fronting`` verdict is kept."""
+
+
+def _fronting(
+    destination: tuple[str, int],
+    authority: str,
+    host_headers: tuple[str, ...],
+    x_forwarded_host: tuple[str, ...],
+    forwarded: tuple[str, ...],
+) -> str | None:
     host, port = destination
     if len(host_headers) > 1:
         return f"{len(host_headers)} Host headers in one request"
@@ -678,6 +702,9 @@ def request_fronting(
         if parsed["port"] is not None and int(parsed["port"]) != port:
             return f"{label} port {parsed['port']} differs from {port}"
     return None
+
+
+_kept_fronting = functools.lru_cache(maxsize=1024)(_fronting)
 
 
 def _shown(value: str) -> str:

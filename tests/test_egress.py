@@ -613,6 +613,24 @@ def test_fronting_reason_shows_a_long_value_shortened() -> None:
     assert found is not None and len(found) < 200
 
 
+def test_a_kept_fronting_verdict_is_that_of_its_own_destination_and_names() -> None:
+    """Asked again, the verdict is that of the same destination and the same names: another port or
+    host, another header list or a long spelling past what is kept each get their own."""
+    for _ in range(2):
+        assert request_fronting(("api.openai.com", 443), "", ["api.openai.com"]) is None
+        assert request_fronting(("api.openai.com", 443), "", ["API.openai.com.:443"]) is None
+        assert request_fronting(("api.openai.com", 8443), "", ["api.openai.com:443"]) is not None
+        assert request_fronting(("evil.example", 443), "", ["api.openai.com"]) is not None
+        assert request_fronting(("api.openai.com", 443), "", ["api.openai.com"] * 2) is not None
+        assert request_fronting(
+            ("api.openai.com", 443), "", ["api.openai.com"], x_forwarded_host=["a.example"]
+        )
+        assert (
+            request_fronting(("a.example", 443), "", ["a.example"], forwarded=["host=" + "b" * 600])
+            is not None
+        )
+
+
 # --- first seen and findings -----------------------------------------------------------------------------
 
 
