@@ -1437,18 +1437,14 @@ class TurnInspector:
         scan = self.json_scan(redacts=redacts)
         fields = [header for header, credential in zip(headers, kept, strict=True) if not credential]
         # One object per header: each name is a field of its own, so a value is read on from the values
-        # of the same header before it (a list joins them), not from every other header's text.
-        if sent_by_agent:
-            # The scan is this call's alone: a header it would only file away (its name and value known to
-            # hold nothing, no other value of its name, in any case, to read on into) is left out, its place
-            # kept.
-            named = Counter(name.lower() for name, _ in fields)
-            document = [
-                {} if named[name.lower()] == 1 and self._reads_as_nothing(name, value) else {name: value}
-                for name, value in fields
-            ]
-        else:
-            document = [{name: value} for name, value in fields]
+        # of the same header before it (a list joins them), not from every other header's text. The scan
+        # is this call's alone: a header it would only file away (its name and value known to hold
+        # nothing, no other value of its name, in any case, to read on into) is left out, its place kept.
+        named = Counter(name.lower() for name, _ in fields)
+        document = [
+            {} if named[name.lower()] == 1 and self._reads_as_nothing(name, value) else {name: value}
+            for name, value in fields
+        ]
         if sent_by_agent:
             host = self.turn.egress_host or ""
             for (name, value), credential in zip(headers, kept, strict=True):

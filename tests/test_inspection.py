@@ -711,8 +711,17 @@ def test_short_strings_repeated_over_turns_are_found_and_redacted_as_a_fresh_sca
     assert {SECRET[:10], "chat.completion", "metadata"} <= detectors.clean_repeats | quiet
 
 
-REQUEST_HEADER_NAMES = ["User-Agent", "X-Debug", "x-debug", "Accept", "Content-Length", SECRET, "X-Api-Key"]
-REQUEST_HEADER_VALUES = [
+HEADER_NAMES = [
+    "User-Agent",
+    "X-Debug",
+    "x-debug",
+    "Accept",
+    "Content-Length",
+    SECRET,
+    "X-Api-Key",
+    "Set-Cookie",
+]
+HEADER_VALUES = [
     *REPEATED_POOL,
     "python-httpx/0.27.0",
     "*/*",
@@ -724,11 +733,15 @@ REQUEST_HEADER_VALUES = [
 ]
 
 
-def test_request_headers_known_to_hold_nothing_are_left_out_of_their_scan_alike(clock: Clock) -> None:
-    """A request header whose name and value are known to hold nothing (and no other header of its name
-    is sent) is left out of its scan: forty turns of header lists drawn from a pool (secrets plain,
-    escaped, in JSON, split across two headers of one name, credentials, names and values repeated over
-    turns) give the same findings, locators and headers sent as an inspector that has seen none."""
+@pytest.mark.parametrize("sent_by_agent", [True, False], ids=["request", "response"])
+def test_headers_known_to_hold_nothing_are_left_out_of_their_scan_alike(
+    clock: Clock, sent_by_agent: bool
+) -> None:
+    """A request's or response's header whose name and value are known to hold nothing (and no other
+    header of its name is sent) is left out of its scan: forty turns of header lists drawn from a pool
+    (secrets plain, escaped, in JSON, split across two headers of one name, credentials, names and values
+    repeated over turns) give the same findings, locators and headers sent as an inspector that has seen
+    none."""
     policy = parse_policy(POLICY + "redaction: {requests: true}\n", "policy.yaml", environ={})
     seen, fresh = Detectors(policy, b"k" * 32), Detectors(policy, b"k" * 32)
     state = SqliteStateStore(None, clock=clock)
@@ -736,8 +749,7 @@ def test_request_headers_known_to_hold_nothing_are_left_out_of_their_scan_alike(
     left_out = 0
     for number in range(40):
         headers = [
-            (random.choice(REQUEST_HEADER_NAMES), random.choice(REQUEST_HEADER_VALUES))
-            for _ in range(random.randint(1, 8))
+            (random.choice(HEADER_NAMES), random.choice(HEADER_VALUES)) for _ in range(random.randint(1, 8))
         ]
         if number % 4 == 0:
             headers += [("X-Split", SECRET[:10]), ("X-Split", SECRET[10:])]
@@ -751,7 +763,7 @@ def test_request_headers_known_to_hold_nothing_are_left_out_of_their_scan_alike(
             left_out += used is seen and sum(
                 inspector._reads_as_nothing(name, value) for name, value in headers
             )
-            sent = inspector.scan_headers(headers, sent_by_agent=True)
+            sent = inspector.scan_headers(headers, sent_by_agent=sent_by_agent)
             outcomes.append((sent, [(f.rule, f.where, f.fingerprint, f.enforced) for f in turn.findings]))
         assert outcomes[0] == outcomes[1]
         if number % 4 == 0:
