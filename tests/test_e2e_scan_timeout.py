@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +24,7 @@ from proxy.inspection import SCAN_TIMEOUT_RULE
 from tests.harness import Proxy
 from tests.test_evasion import HEADERS
 from tests.upstream import FakeUpstream, Reply
+from tests.wsupstream import WebSocketUpstream
 
 NEAR_CARDS = "4111 1111 1111 1112 " * 20_000
 """400 KB the payment-card rule reads whole in about half a second (no card: the checksum fails)."""
@@ -213,17 +213,8 @@ def test_a_responses_api_answer_a_rule_ran_out_of_time_on_is_refused_where_enfor
     assert (record["decision"] == "blocked") is (mode == "enforce")
 
 
-class Relay:
-    """A TLS WebSocket server that sends each connection the run and then ``done``, and keeps what the
-    client sends it."""
-
-    def __init__(self, pki: UpstreamPKI) -> None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(pki.server_cert, pki.server_key)
-        self.received: list[str | bytes] = []
-        self.server = websockets.sync.server.serve(self._serve, "127.0.0.1", 0, ssl=context)
-        self.port = self.server.socket.getsockname()[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+class Relay(WebSocketUpstream):
+    """Sends each connection the run and then ``done``, and keeps what the client sends it."""
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
         connection.send(json.dumps({"delta": NEAR_CARDS[:100_000]}))
@@ -237,7 +228,7 @@ class Relay:
 def relay(upstream_pki: UpstreamPKI) -> Iterator[Relay]:
     server = Relay(upstream_pki)
     yield server
-    server.server.shutdown()
+    server.close()
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])

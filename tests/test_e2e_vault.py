@@ -5,6 +5,7 @@ the placeholder gets nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import ssl
@@ -16,6 +17,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import websockets.exceptions
 import websockets.sync.server
 
 from proxy.commands.localca import UpstreamPKI
@@ -30,6 +32,7 @@ from tests.upstream import (
     openai_chat_events,
     openai_chat_json,
 )
+from tests.wsupstream import WAIT_S, WebSocketUpstream
 
 PASSWORD = "Xk9v2!LmQ#p7Rz"
 PROMPT = (
@@ -468,41 +471,34 @@ def test_placeholders_in_fields_no_dialect_models_reach_the_agent_as_values(
     assert unresolved
 
 
-class RealtimeUpstream:
-    """A fake realtime API over TLS WebSocket: records each client event; answers a
-    ``conversation.item.create`` with the function call ``arguments`` the test sets."""
+class RealtimeUpstream(WebSocketUpstream):
+    """A fake realtime API: keeps each client event; answers a ``conversation.item.create`` with the
+    function call ``arguments`` the test sets."""
 
     def __init__(self, pki: UpstreamPKI) -> None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(pki.server_cert, pki.server_key)
-        self.received: list[dict[str, Any]] = []
         self.arguments = "{}"
-        self.server = websockets.sync.server.serve(self._serve, "127.0.0.1", 0, ssl=context)
-        self.port = self.server.socket.getsockname()[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(pki)
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
-        for raw in connection:
-            event = json.loads(raw)
-            self.received.append(event)
-            if event.get("type") == "conversation.item.create":
-                connection.send(
-                    json.dumps(
-                        {
-                            "type": "response.function_call_arguments.done",
-                            "event_id": "event_1",
-                            "response_id": "resp_1",
-                            "item_id": "item_1",
-                            "output_index": 0,
-                            "call_id": "call_rt",
-                            "name": "count_orders",
-                            "arguments": self.arguments,
-                        }
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
+            while True:
+                raw = connection.recv(timeout=WAIT_S)
+                self.received.append(raw)
+                if json.loads(raw).get("type") == "conversation.item.create":
+                    connection.send(
+                        json.dumps(
+                            {
+                                "type": "response.function_call_arguments.done",
+                                "event_id": "event_1",
+                                "response_id": "resp_1",
+                                "item_id": "item_1",
+                                "output_index": 0,
+                                "call_id": "call_rt",
+                                "name": "count_orders",
+                                "arguments": self.arguments,
+                            }
+                        )
                     )
-                )
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -522,13 +518,23 @@ def _realtime_call(proxy_url: str, realtime: RealtimeUpstream, say: str) -> dict
         default_headers=HEADERS,
         websocket_base_url=f"wss://localhost:{realtime.port}/v1",
     )
+    options = {"proxy": proxy_url, "open_timeout": WAIT_S, "close_timeout": WAIT_S}
     with client.beta.realtime.connect(
-        model="gpt-4o-realtime-preview", websocket_connection_options={"proxy": proxy_url}
+        model="gpt-4o-realtime-preview", websocket_connection_options=options
     ) as connection:
         connection.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": say}]}
         )
-        event = connection.recv()
+        # The SDK's recv has no bound of its own: closing the connection ends a wait that runs out.
+        watchdog = threading.Timer(WAIT_S, connection.close)
+        watchdog.start()
+        try:
+            event = connection.recv()
+        except websockets.exceptions.ConnectionClosed as closed:
+            sent = [json.loads(raw)["type"] for raw in realtime.received]
+            pytest.fail(f"no answer within {WAIT_S} s ({closed}); the server received {sent}")
+        finally:
+            watchdog.cancel()
         assert event.type == "response.function_call_arguments.done"
         return dict(json.loads(event.arguments))
 
@@ -538,7 +544,7 @@ def test_websocket_messages_are_vaulted_both_ways(vaulting: Proxy, realtime: Rea
     the function call coming back with the placeholder reaches the agent with the password, and another
     agent replaying it gets the placeholder."""
     _realtime_call(vaulting.url(), realtime, PROMPT)
-    sent = json.dumps(realtime.received[-1])
+    sent = str(realtime.received[-1])
     assert PASSWORD not in sent
     found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", sent)
     assert found is not None
@@ -568,7 +574,7 @@ def test_websocket_messages_in_observe_mode_are_recorded_not_vaulted(
     proxy = start_proxy(mode="observe", extra="redaction: {requests: vault}\n")
     monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
     _realtime_call(proxy.url(), realtime, PROMPT)
-    assert PASSWORD in json.dumps(realtime.received[-1])
+    assert PASSWORD in str(realtime.received[-1])
     findings = [f for f in proxy.wait_for_records(1)[0]["findings"] if f["action"] == "vault"]
     assert findings and not any(finding["enforced"] for finding in findings)
 

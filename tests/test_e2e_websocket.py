@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,11 +18,9 @@ import websockets.sync.server
 
 from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
+from tests.wsupstream import WAIT_S, WebSocketUpstream
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
-WAIT_S = 20.0
-"""The bound on every wait of an agent or a server here (a handshake through a proxy on a loaded machine
-included): one that runs out fails the test where a wait without one would hang it."""
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 
 
@@ -32,32 +29,19 @@ GZIPPED_TEXT = gzip.compress(BINARY_TEXT, mtime=0)
 PROTOBUF_WITH_KEY = b"\x08\x96\x01\x12\x14" + AWS_KEY.encode() + b"\x1a\x03\xff\x80\x00"
 
 
-class Sender:
-    """A TLS WebSocket server that answers each connection with its frames (by default one binary frame
-    that is text and one text frame), then waits for one message."""
+class Sender(WebSocketUpstream):
+    """Answers each connection with its frames (by default one binary frame that is text and one text
+    frame), then waits for one message."""
 
     def __init__(self, pki: UpstreamPKI, frames: tuple[bytes | str, ...] | None = None) -> None:
         self.frames = frames or (BINARY_TEXT, f'{{"delta": "text key {AWS_KEY}"}}')
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(pki.server_cert, pki.server_key)
-        self.server = websockets.sync.server.serve(
-            self._serve, "127.0.0.1", 0, ssl=context, open_timeout=WAIT_S, close_timeout=WAIT_S
-        )
-        self.port = self.server.socket.getsockname()[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(pki)
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
         for frame in self.frames:
             connection.send(frame)
         with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
             connection.recv(timeout=WAIT_S)
-
-    def close(self) -> None:
-        """``shutdown`` waits for every connection's handler to return, without a bound of its own."""
-        stopping = threading.Thread(target=self.server.shutdown, daemon=True)
-        stopping.start()
-        stopping.join(3 * WAIT_S)
-        assert not stopping.is_alive(), "the WebSocket server's connection handlers did not end"
 
 
 def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.ClientConnection:
@@ -138,13 +122,9 @@ def test_a_key_in_a_binary_frame_is_treated_as_in_a_text_frame(
 GITHUB_TOKEN = "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"
 
 
-class Realtime(Sender):
-    """A TLS WebSocket server speaking like a realtime API: a reply a delta a message, a key split over
-    two of them, and a token whole in a third; it keeps what the agent sends."""
-
-    def __init__(self, pki: UpstreamPKI) -> None:
-        self.received: list[str | bytes] = []
-        super().__init__(pki)
+class Realtime(WebSocketUpstream):
+    """Speaks like a realtime API: a reply a delta a message, a key split over two of them, and a token
+    whole in a third; it keeps what the agent sends."""
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
         for delta in ("The key is AKIAQWERTY", "234567ABCD", f" and {GITHUB_TOKEN}."):
