@@ -169,6 +169,43 @@ def test_poisoned_mcp_tool_description_is_quarantined(enforce: Proxy, upstream: 
     assert any(f["action"] == "quarantine" and f["enforced"] for f in record["findings"])
 
 
+MCP_ANSWERS = {
+    "prompts/get": {
+        "result": {
+            "description": "Summarise a ticket",
+            "messages": [{"role": "user", "content": {"type": "text", "text": POISONED}}],
+        }
+    },
+    "prompts/list": {"result": {"prompts": [{"name": "summarise", "description": f"Summarises. {ATTACK}"}]}},
+    "resources/list": {"result": {"resources": [{"uri": "file:///r", "name": "r", "description": ATTACK}]}},
+    "sampling/createMessage": {
+        "method": "sampling/createMessage",
+        "params": {
+            "messages": [{"role": "user", "content": {"type": "text", "text": POISONED}}],
+            "maxTokens": 9,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("method", sorted(MCP_ANSWERS))
+def test_poisoned_mcp_prompt_and_listing_are_quarantined(
+    enforce: Proxy, upstream: FakeUpstream, method: str
+) -> None:
+    """What an MCP server hands the agent for its model besides tool results (a prompt's messages, the
+    descriptions of its prompts and resources, a sampling request's messages) reaches it with the attack
+    withheld."""
+    upstream.reply = Reply(body=json.dumps({"jsonrpc": "2.0", "id": 4, **MCP_ANSWERS[method]}).encode())
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+        answer = client.post(
+            f"{upstream.url}/mcp",
+            json={"jsonrpc": "2.0", "id": 4, "method": method, "params": {"name": "summarise"}},
+            headers={"X-Purpose": "p", "X-User-Id": "u", "X-Consent-Id": "c"},
+        )
+    assert "attacker@evil.example" not in answer.text and MARKER in answer.text
+
+
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_secret_in_a_refused_prompt_is_recorded_as_not_having_left(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str

@@ -49,38 +49,75 @@ def _messages(document: Any) -> list[tuple[tuple[Step, ...], dict[str, Any]]]:
     return [((), document)]
 
 
+DESCRIBED_LISTINGS = {
+    "tools": ("description", "inputSchema", "outputSchema"),
+    "prompts": ("description", "arguments"),
+    "resources": ("description",),
+    "resourceTemplates": ("description",),
+}
+"""What a server lists, and the fields that describe each entry to the model (where tool poisoning hides):
+prompts, resources and templates are described as tools are."""
+
+
+def _item_parts(item: Any, steps: tuple[Step, ...], source: Source, call_id: str | None) -> list[Part]:
+    """The text of one content item at ``steps``: a text item's as ``source``, an embedded resource's as
+    retrieved."""
+    item = as_dict(item)
+    parts: list[Part] = []
+    if isinstance(item.get("text"), str):
+        parts.append(Part(source, item["text"], format_locator((*steps, "text")), None, call_id))
+    resource = as_dict(item.get("resource"))
+    if isinstance(resource.get("text"), str):
+        where = format_locator((*steps, "resource", "text"))
+        parts.append(Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id))
+    return parts
+
+
+def _prompt_messages(holder: dict[str, Any], steps: tuple[Step, ...], call_id: str | None) -> list[Part]:
+    """The messages a server hands the agent's model (a prompt's, a sampling request's): each message's
+    content is one item, or a list of them."""
+    parts: list[Part] = []
+    for index, raw_message in enumerate(as_list(holder.get("messages"))):
+        content = as_dict(raw_message).get("content")
+        at = (*steps, "messages", index, "content")
+        items = [(at, content)] if isinstance(content, dict) else []
+        items += [((*at, position), item) for position, item in enumerate(as_list(content))]
+        for item_steps, item in items:
+            parts += _item_parts(item, item_steps, Source.RETRIEVED_DOCUMENT, call_id)
+    return parts
+
+
 def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list[Part]:
-    """The text in one JSON-RPC response that the agent will read, with its source."""
+    """The text in one JSON-RPC message from a server that the agent or its model will read, with its
+    source: a response's results and listings, and a sampling request's messages."""
+    call_id = _request_id(message)
+    if message.get("method") == "sampling/createMessage":
+        params = as_dict(message.get("params"))
+        base = (*prefix, "params")
+        parts = _prompt_messages(params, base, call_id)
+        if isinstance(params.get("systemPrompt"), str):
+            where = format_locator((*base, "systemPrompt"))
+            parts.append(Part(Source.RETRIEVED_DOCUMENT, params["systemPrompt"], where, None, call_id))
+        return parts
     result = message.get("result")
     if not isinstance(result, dict):
         return []
-    call_id = _request_id(message)
     base = (*prefix, "result")
-    parts: list[Part] = []
-    for index, raw_item in enumerate(as_list(result.get("content"))):
-        item = as_dict(raw_item)
-        if isinstance(item.get("text"), str):
-            parts.append(
-                Part(
-                    Source.TOOL_RESULT,
-                    item["text"],
-                    format_locator((*base, "content", index, "text")),
-                    None,
-                    call_id,
-                )
-            )
-        resource = as_dict(item.get("resource"))
-        if isinstance(resource.get("text"), str):
-            where = format_locator((*base, "content", index, "resource", "text"))
-            parts.append(Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id))
+    parts = [
+        part
+        for index, item in enumerate(as_list(result.get("content")))
+        for part in _item_parts(item, (*base, "content", index), Source.TOOL_RESULT, call_id)
+    ]
     for where, text in walk_strings(result.get("structuredContent"), (*base, "structuredContent")):
         parts.append(Part(Source.TOOL_RESULT, text, where, None, call_id))
-    for index, raw_tool in enumerate(as_list(result.get("tools"))):
-        tool = as_dict(raw_tool)
-        name = as_str(tool.get("name"))
-        described = {key: tool[key] for key in ("description", "inputSchema", "outputSchema") if key in tool}
-        for where, text in schema_descriptions(described, (*base, "tools", index)):
-            parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+    for listing, described_keys in DESCRIBED_LISTINGS.items():
+        for index, raw_entry in enumerate(as_list(result.get(listing))):
+            listed = as_dict(raw_entry)
+            described = {key: listed[key] for key in described_keys if key in listed}
+            name = as_str(listed.get("name"))
+            for where, text in schema_descriptions(described, (*base, listing, index)):
+                parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+    parts += _prompt_messages(result, base, call_id)
     for index, raw_content in enumerate(as_list(result.get("contents"))):
         content = as_dict(raw_content)
         if isinstance(content.get("text"), str):
@@ -97,7 +134,9 @@ def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[
         completion.stop_reason = "error"
 
 
-MCP_CASED_KEYS = frozenset({"structuredContent", "isError", "inputSchema", "outputSchema"})
+MCP_CASED_KEYS = frozenset(
+    {"structuredContent", "isError", "inputSchema", "outputSchema", "resourceTemplates", "systemPrompt"}
+)
 """The camelCase fields this dialect reads: a key holding no capital, escape or letter outside ASCII is
 read as one of them by a case-insensitive reader (a Go client) only if it spells one in lower case
 (``structuredcontent``)."""
