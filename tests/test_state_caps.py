@@ -1,5 +1,6 @@
 """Each kind of expiring key stays within its cap on every backend, whatever ids agents send."""
 
+import hashlib
 import sqlite3
 import textwrap
 import tracemalloc
@@ -421,3 +422,11 @@ def test_keys_forgotten_are_counted_on_the_metrics(tmp_path: Path) -> None:
         runtime.state.hit(session(index), 60)
     assert b"egressguard_state_keys_forgotten_total 7.0" in runtime.metrics.exposition()
     runtime.close()
+
+
+def test_a_digest_is_the_values_sha256_whether_kept_or_not() -> None:
+    """A short value's digest is kept: asked again, it is still the value's own, as a long value's is."""
+    values = ["support-bot", "api.openai.com", "session-é", "u" * 256, "u" * 257, "x" * 5000]
+    for _ in range(2):
+        for value in values:
+            assert digest(value) == hashlib.sha256(value.encode()).hexdigest()[:32]

@@ -16,6 +16,7 @@ Freezes, which record an enforcement decision, are never forgotten to keep a kin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -26,7 +27,19 @@ _VARYING = re.compile(r"(?<=[:.])(?:(?:[a-z]{1,8}_)?[0-9a-f]{16,}|[0-9]+)(?=[:.]
 
 
 def digest(value: str) -> str:
+    # The same few agent, user and session ids and hosts are digested for several keys every turn.
+    return _kept_digest(value) if len(value) <= KEPT_DIGEST_CHARS else _digest(value)
+
+
+KEPT_DIGEST_CHARS = 256
+"""The longest value whose digest is kept (the 4,096 most recent)."""
+
+
+def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
+
+
+_kept_digest = functools.lru_cache(maxsize=4096)(_digest)
 
 
 def kind(key: str) -> str:
