@@ -1729,7 +1729,9 @@ class TurnInspector:
     # -- secrets and PII -----------------------------------------------------------------------------
 
     def _sensitive_seen(self, text: str) -> list[Match]:
-        """``_sensitive`` for text that repeats in every request of a conversation: cached by its digest."""
+        """``_sensitive`` for text that repeats in every request of a conversation: cached by its digest,
+        and taken as this turn's scan of it, so the turn's other readings of the same text (the residual
+        scan of the body, the read-back of what was sent) do not scan it again."""
         key = _text_digest(text)
         cache = self.detectors.history_matches
         matches = cache.get(key)
@@ -1740,6 +1742,8 @@ class TurnInspector:
                 if len(cache) >= HISTORY_CACHE_ENTRIES:
                     cache.clear()
                 cache[key] = matches
+        else:
+            self._scanned.setdefault(text, matches)
         return matches
 
     def _sensitive(self, text: str, where: str = "body") -> list[Match]:

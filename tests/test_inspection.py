@@ -1108,3 +1108,43 @@ def test_binary_without_text_or_with_ordinary_text_raises_nothing(
             inspector = inspector_for()
             read = inspector.inspect_binary(content, "body", sent_by_agent=sent_by_agent, answer=True)
             assert read is None and inspector.turn.findings == []
+
+
+def test_a_resent_history_is_scanned_once_and_read_as_when_fresh(
+    policy: Policy, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation's history comes back with every request: the turn that resends it takes its
+    earlier scan for every reading of it (the parts, the residual scan of the body, the read-back of
+    what was sent) and records what a detector that never saw it records."""
+    from proxy.dialects.openai_chat import OpenAIChat
+
+    secret = "AKIA" + "QYLPMN5HHHFPZAM2"
+    history = [
+        {"role": "user", "content": f"Deploy with key {secret} please."},
+        {"role": "assistant", "content": "Done: the service is deployed."},
+    ]
+    body = json.dumps(
+        {"model": "m", "messages": [*history, {"role": "user", "content": "And now?"}]}
+    ).encode()
+    view = OpenAIChat().parse_request(body)
+
+    def read(detectors: Detectors) -> list[tuple[str, str, bool]]:
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+        inspector.inspect_request(view)
+        inspector.scan_request(body, view)
+        inspector.request_sent(view, body)
+        return sorted((finding.rule, finding.where, finding.enforced) for finding in turn.findings)
+
+    seen = Detectors(policy, b"k" * 32)
+    first = read(seen)
+    scanned: list[str] = []
+    scan = seen.sensitive.scan
+    monkeypatch.setattr(
+        seen.sensitive,
+        "scan",
+        lambda text, *args, **kwargs: scanned.append(text) or scan(text, *args, **kwargs),
+    )
+    assert read(seen) == first == read(Detectors(policy, b"k" * 32))
+    assert any(rule.startswith("aws") for rule, _, _ in first)
+    assert not [text for text in scanned if any(message["content"] in text for message in history)]
