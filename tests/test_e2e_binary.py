@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from tests.harness import Proxy
+from tests.test_embedded import tar_of
 from tests.upstream import FakeUpstream, Reply
 
 TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
@@ -150,6 +151,16 @@ FILES = {
     "zip": ("env.zip", _zip(".env", ENV_FILE), "application/zip"),
     "zlib": ("env.z", zlib.compress(ENV_FILE), "application/octet-stream"),
     "tar.gz of a zip": ("bundle.gz", gzip.compress(_zip(".env", ENV_FILE)), "application/octet-stream"),
+    "gzip in a tar": (
+        "bundle.tar",
+        tar_of({"README": b"notes " * 300, ".env.gz": gzip.compress(ENV_FILE)}),
+        "application/x-tar",
+    ),
+    "zip after a stub": (
+        "setup.exe",
+        b"MZ\x90\x00" + NOISE.randbytes(4096) + _zip(".env", ENV_FILE),
+        "application/octet-stream",
+    ),
 }
 
 

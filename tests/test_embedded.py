@@ -13,7 +13,7 @@ import zlib
 import pytest
 
 from proxy.wire.decoding import BombError, OverCapError
-from proxy.wire.embedded import MAX_DEPTH, opened
+from proxy.wire.embedded import MAX_DEPTH, MAX_STARTS, opened
 
 TOKEN = b"ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 NOISE = random.Random(5)  # noqa: S311 - reproducible test bytes, nothing secret
@@ -132,3 +132,58 @@ def test_the_cap_holds_over_all_streams_together() -> None:
     members = zipped({f"{n}.bin": NOISE.randbytes(300_000) for n in range(4)})
     found = opened(members, 1 << 20)
     assert isinstance(found.error, OverCapError) and sum(map(len, found.contents)) <= 1 << 20
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+PDF_STREAM = b"%PDF-1.7\n1 0 obj\n<< /Filter /FlateDecode /Length 99 >>\nstream\r\n"
+LATER = {
+    "gzip in a tar": tar_of({"readme.txt": b"hello " * 200, "env.gz": gzip.compress(TEXT)}),
+    "gzip after a header": b"HDR1" + NOISE.randbytes(700) + gzip.compress(TEXT),
+    "zip after a self-extractor stub": b"MZ\x90\x00" + NOISE.randbytes(2000) + zipped({"env.txt": TEXT}),
+    "second gzip after junk": gzip.compress(b"first") + b"\x00junk\x00" + gzip.compress(TEXT),
+    "gzip stored in a zip": zipped({"env.gz": gzip.compress(TEXT)}, ("env.gz",)),
+    "tar.gz of a tar of a gzip": gzip.compress(tar_of({"inner.gz": gzip.compress(TEXT)})),
+    "zlib in a pdf stream": PDF_STREAM + zlib.compress(TEXT) + b"\r\nendstream\nendobj\n",
+    "gzip after a header whose lengths lie": b"PK\x03\x04"
+    + b"\x00" * 22
+    + b"\xff\xff\xff\xff"
+    + gzip.compress(TEXT),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_streams_that_start_later_are_found_by_their_magic_bytes(name: str) -> None:
+    found = opened(LATER[name], CAP)
+    assert found.error is None and any(TOKEN in content for content in found.contents)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        NOISE.randbytes(8 << 20),
+        b"\x1f\x8b\x08\x08" + bytes(6) + b"a" * (1 << 20),  # a gzip header whose name never ends
+        b"PK\x03\x04" * (1 << 12),
+        b"stream\nxx" + NOISE.randbytes(4096),
+        PDF_STREAM + b"\xff\xd8\xff\xe0" + NOISE.randbytes(4096),  # a JPEG in a PDF stream
+    ],
+)
+def test_magic_bytes_that_start_no_stream_open_nothing(body: bytes) -> None:
+    found = opened(body, CAP)
+    assert found.error is None and sum(map(len, found.contents)) < 4096
+
+
+def test_decoys_past_the_bound_stop_the_opening_as_an_error() -> None:
+    """A content of more failed starts than are tried cannot be read through: its reading says so."""
+    decoys = b"\x1f\x8b\x08\x1f" * MAX_STARTS
+    found = opened(decoys + gzip.compress(TEXT), CAP)
+    assert isinstance(found.error, OverCapError) and "may start" in str(found.error)
+    assert opened(decoys[:-8] + gzip.compress(TEXT), CAP).error is None

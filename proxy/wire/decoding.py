@@ -80,7 +80,7 @@ class _Budget:
         self.used = 0
         self.given = 0
 
-    def give(self, data: bytes) -> bytes:
+    def give[Data: (bytes, memoryview)](self, data: Data) -> Data:
         self.given += len(data)
         return data
 
@@ -312,8 +312,8 @@ def decode_body(raw: bytes, encoding: str, cap: int) -> Decoded:
 
 class Inflated(NamedTuple):
     content: bytes
-    rest: bytes
-    """The bytes after the stream's end (empty when it did not end)."""
+    used: int
+    """The bytes of ``data`` the stream took, up to its end (all of them when it did not end)."""
     ended: bool
     """The stream reached its end; False when it broke off (corrupt or cut), ``content`` what came first."""
 
@@ -321,28 +321,34 @@ class Inflated(NamedTuple):
 _INFLATE_CHUNK = 64 << 10
 
 
-def inflate(data: bytes, window_bits: int, cap: int) -> Inflated:
+def inflate(data: bytes | memoryview, window_bits: int, cap: int, *, probe: int | None = None) -> Inflated:
     """The one gzip, zlib or raw deflate stream (as ``window_bits`` says, zlib's convention) at the start
     of ``data``, decoded under the limits a relayed body's decoder has: at most ``cap`` bytes, and at most
     ``BOMB_RATIO`` per compressed byte past ``BOMB_FLOOR`` (``OverCapError``, ``BombError``). Corrupt data
-    ends it where it breaks, what decoded before kept, as a receiver reading as it goes keeps it."""
+    ends it where it breaks, what decoded before kept, as a receiver reading as it goes keeps it. With
+    ``probe``, data whose first ``probe`` bytes decode to nothing is taken for no stream (not ended)."""
     budget = _Budget(cap, BOMB_RATIO)
     decompressor = zlib.decompressobj(window_bits)
     output: list[bytes] = []
-    position, pending = 0, b""
+    position, pending = 0, memoryview(b"")
+    view = memoryview(data)
     while pending or position < len(data):
         if not pending:
+            if probe is not None and position >= probe and not any(output):
+                return Inflated(b"", len(data), ended=False)
             # Given a chunk at a time, so the ratio is checked against what was read so far.
-            pending = budget.give(data[position : position + _INFLATE_CHUNK])
-            position += _INFLATE_CHUNK
+            size = _INFLATE_CHUNK if probe is None or position >= probe else probe
+            pending = budget.give(view[position : position + size])
+            position += size
         try:
             output.append(budget.spend(decompressor.decompress(pending, budget.request)))
         except zlib.error:
-            return Inflated(b"".join(output), b"", ended=False)
+            return Inflated(b"".join(output), len(data), ended=False)
         if decompressor.eof:
-            return Inflated(b"".join(output), decompressor.unused_data + data[position:], ended=True)
-        pending = decompressor.unconsumed_tail
-    return Inflated(b"".join(output), b"", ended=False)
+            used = min(position, len(data)) - len(decompressor.unused_data)
+            return Inflated(b"".join(output), used, ended=True)
+        pending = memoryview(decompressor.unconsumed_tail)
+    return Inflated(b"".join(output), len(data), ended=False)
 
 
 class CappedDecoders(dict[str, Callable[[bytes], bytes | str]]):
