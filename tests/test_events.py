@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from proxy.audit.events import MAX_RECORDED_TEXT, scrub, turn_event
+from proxy.audit.events import MAX_RECORDED_TEXT, mask_host_labels, mask_url_tokens, scrub, turn_event
 from proxy.model import Action, Finding, Mode, Severity, Threat
 from proxy.scanning.redact import _remembered, redact_json
 from proxy.scanning.rulepack import Scanner, load_packaged_packs
@@ -266,3 +266,16 @@ def test_a_refused_host_is_masked_in_the_egress_finding_as_in_egress_host() -> N
     )
     unchanged = observed_event(plain)
     assert scrub(unchanged, scanner(), b"k" * 32) is unchanged
+
+
+def test_a_kept_masking_is_that_of_its_own_text_and_key() -> None:
+    """Asked again, a short path or host masks as it did, under its own key: another key gives another
+    placeholder, and a long path past what is kept masks the same way."""
+    for _ in range(2):
+        path = f"/a/{GH_TOKEN}/b"
+        keyed = mask_url_tokens(path, b"k" * 32)
+        assert keyed.startswith("/a/[REDACTED:") and keyed.endswith("/b")
+        assert mask_url_tokens(path, b"j" * 32) != keyed
+        long_path = "/x" * 200 + path
+        assert mask_url_tokens(long_path, b"k" * 32) == "/x" * 200 + keyed
+        assert mask_host_labels("api.example.com", b"k" * 32) == "api.example.com"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -137,6 +138,15 @@ def mask_host_labels(text: str, key: bytes) -> str:
 
 
 def _mask_token_runs(runs: re.Pattern[str], text: str, key: bytes) -> str:
+    # An agent calls the same few paths and hosts turn after turn: a short text's masking is kept.
+    return (_kept_masking if len(text) <= KEPT_MASKING_CHARS else _masking)(runs, text, key)
+
+
+KEPT_MASKING_CHARS = 256
+"""The longest text whose masked spelling is kept (the 1,024 most recent)."""
+
+
+def _masking(runs: re.Pattern[str], text: str, key: bytes) -> str:
     return runs.sub(
         lambda run: (
             placeholder(URL_MASK_RULE, run.group(), RedactionStyle.HASH, key)
@@ -145,6 +155,9 @@ def _mask_token_runs(runs: re.Pattern[str], text: str, key: bytes) -> str:
         ),
         text,
     )
+
+
+_kept_masking = functools.lru_cache(maxsize=1024)(_masking)
 
 
 def bounded_text(text: str, key: bytes, limit: int = MAX_RECORDED_TEXT) -> str:
