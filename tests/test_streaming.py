@@ -220,6 +220,27 @@ def test_secret_split_across_deltas_never_reaches_the_agent() -> None:
     assert chat_sdk_view(output)[0] == "Let me check that ticket. Your key is [REDACTED] for now."
 
 
+def test_chat_chunk_written_for_held_text_carries_the_envelope_the_residual_scan_left() -> None:
+    """The last chunk's model names a key and its text is held to the stream's end: the chunk written
+    for that text takes the id and model of what the residual scan left, never the key."""
+    key = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    secrets = Scanner([load_pack(pack_path("secrets"))])
+    scan = JsonScan(secrets, lambda rule: True)
+    session = OpenAIChat().stream_session(
+        StreamFilters(text_filter=lambda where: StreamRedactor(secrets), residual=scan)
+    )
+    envelope = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1}
+    chunks = [
+        {**envelope, "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "Done "}}]},
+        {**envelope, "model": key, "choices": [{"index": 0, "delta": {"content": "now"}}]},
+    ]
+    stream = b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
+    output = run(session, stream)
+    assert key.encode() not in output
+    assert chat_sdk_view(output)[0] == "Done now"
+    assert [found.rule.id for found in scan.found] == ["github-pat"]
+
+
 def test_filter_factory_receives_the_segment_locator() -> None:
     """Each text channel's filter is made with the locator its TextSegment carries."""
     seen: list[str] = []

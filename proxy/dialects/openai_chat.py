@@ -260,9 +260,6 @@ class ChatStreamSession(StreamSession):
         chunk = as_dict(payload)
         if "error" in chunk:
             self.notes.append("upstream sent an error event")
-        for key in ("id", "created", "model", "system_fingerprint"):
-            if key in chunk:
-                self._envelope[key] = chunk[key]
         self._model = as_str(chunk.get("model")) or self._model
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -291,6 +288,10 @@ class ChatStreamSession(StreamSession):
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
         chunk = as_dict(payload)
+        # Taken from what the residual scan left of the chunk: the chunks written here carry it.
+        for key in ("id", "created", "model", "system_fingerprint"):
+            if key in chunk:
+                self._envelope[key] = chunk[key]
         choices = as_list(chunk.get("choices"))
         if not choices:
             return [event.raw]
