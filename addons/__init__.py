@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from addons.admin import Admin
+from addons.alpn import AlpnOffers
 from addons.audit import Audit
 from addons.backpressure import HeldReads
 from addons.config import PolicyLoader
@@ -42,6 +43,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         ReservedHosts(),
         LocalApi(runtime),
         Egress(runtime),
+        AlpnOffers(),
         Freeze(runtime),
         Inspect(runtime),
         RawStreams(runtime),

@@ -34,6 +34,8 @@ class RawServer:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.received = bytearray()
+        self.protocols: list[str | None] = []
+        """The ALPN protocol each TLS connection agreed on."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -48,6 +50,7 @@ class RawServer:
             client.settimeout(5)
             if self.tls is not None:
                 client = self.tls.wrap_socket(client, server_side=True)
+                self.protocols.append(client.selected_alpn_protocol())
             while data := client.recv(65536):
                 self.received += data
                 if not answered:
@@ -81,13 +84,15 @@ def read_until_quiet(connection: socket.socket, seconds: float = 1.5) -> bytes:
     return received
 
 
-def open_tunnel(proxy: Proxy, port: int, *, tls: bool) -> socket.socket:
+def open_tunnel(proxy: Proxy, port: int, *, tls: bool, protocols: tuple[str, ...] = ()) -> socket.socket:
     connection = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
     connection.sendall(b"CONNECT localhost:%d HTTP/1.1\r\n%s\r\n" % (port, proxy_authorization()))
     assert connection.recv(4096).startswith(b"HTTP/1.1 200")
     if not tls:
         return connection
     context = ssl.create_default_context(cafile=proxy.ca_cert)
+    if protocols:
+        context.set_alpn_protocols(list(protocols))
     return context.wrap_socket(connection, server_hostname="localhost")
 
 
@@ -161,3 +166,20 @@ def test_a_destination_relayed_without_interception_carries_raw_bytes(
         answer = read_until_quiet(connection)
     assert GITHUB_TOKEN.encode() in answer
     assert raw_stream_findings(proxy) == []
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_alpn_offers_carry_no_data_upstream(
+    start_proxy: Callable[..., Proxy], raw_tls_server: RawServer, mode: str
+) -> None:
+    """An agent's ALPN offers (any bytes, up to 255 a name) were copied into the proxy's own handshake with
+    the upstream, unread: only the protocol ids registered for ALPN are offered upstream."""
+    assert raw_tls_server.tls is not None
+    raw_tls_server.tls.set_alpn_protocols([GITHUB_TOKEN, "http/1.1"])
+    proxy = start_proxy(mode=mode)
+    with open_tunnel(
+        proxy, raw_tls_server.port, tls=True, protocols=(GITHUB_TOKEN, "http/1.1")
+    ) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % raw_tls_server.port)
+        read_until_quiet(connection)
+    assert raw_tls_server.protocols == ["http/1.1"]
