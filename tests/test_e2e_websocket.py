@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import json
+import os
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,9 +19,11 @@ import websockets.exceptions
 import websockets.frames
 import websockets.sync.client
 import websockets.sync.server
+from wsproto.frame_protocol import FrameProtocol, Opcode
+from wsproto.utilities import generate_accept_token
 
 from proxy.commands.localca import UpstreamPKI
-from tests.harness import Proxy
+from tests.harness import Proxy, proxy_authorization
 from tests.wsupstream import WAIT_S, WebSocketUpstream
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
@@ -244,3 +250,119 @@ def test_a_close_reason_carries_nothing_across(
         closing.close()
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "")
+
+
+class OneWriteUpstream:
+    """A TLS upstream that answers the upgrade with its 101 and its first message in one write, so both
+    reach the proxy in one read, then echoes the agent's first message."""
+
+    def __init__(self, pki: UpstreamPKI) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(pki.server_cert, pki.server_key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(WAIT_S)
+        self.port = self.listener.getsockname()[1]
+        self.received: list[bytes] = []
+        self.serving = threading.Thread(target=self._serve, daemon=True)
+        self.serving.start()
+
+    def _serve(self) -> None:
+        raw, _ = self.listener.accept()
+        with self.context.wrap_socket(raw, server_side=True) as connection:
+            connection.settimeout(WAIT_S)
+            head, rest = read_head(connection)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            frames = FrameProtocol(client=False, extensions=[])
+            connection.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: "
+                + generate_accept_token(key)
+                + b"\r\n\r\n"
+                + frames.send_data('{"type": "session.created"}', fin=True)
+            )
+            (message,) = read_messages(connection, frames, rest, 1)
+            self.received.append(message)
+            connection.sendall(frames.send_data("echo " + message.decode(), fin=True))
+            with contextlib.suppress(OSError):
+                connection.recv(1)  # until the agent goes
+
+    def close(self) -> None:
+        self.listener.close()
+        self.serving.join(WAIT_S)
+
+
+def read_head(connection: socket.socket) -> tuple[list[bytes], bytes]:
+    """An HTTP/1 head's lines, and what came after it in the same reads."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        assert chunk, f"the connection closed before the end of the head: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head.split(b"\r\n"), rest
+
+
+def read_messages(connection: socket.socket, frames: FrameProtocol, data: bytes, count: int) -> list[bytes]:
+    """The payloads of the next ``count`` text frames, ``data`` read already."""
+    messages: list[bytes] = []
+    while True:
+        frames.receive_bytes(data)
+        for frame in frames.received_frames():
+            assert frame.opcode == Opcode.TEXT, f"{frame.opcode.name} {frame.payload!r} after {messages}"
+            messages.append(str(frame.payload).encode())
+        if len(messages) >= count:
+            return messages
+        data = connection.recv(65536)
+        assert data, f"the connection closed after {messages}"
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["after-101", "with-its-request"])
+def test_a_first_message_in_the_same_read_as_the_upgrade_is_relayed(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI, early: bool
+) -> None:
+    """The orderings at the upgrade, provoked rather than left to load: the upstream's first message reaches
+    the proxy in one read with its 101, and the agent's first message with its request (before the 101
+    came back) or after it. Each reaches the other side (the upgrade is read whole, with the head cap, the
+    joined body data and the message limits in place) and the connection goes on."""
+    proxy = start_proxy(mode="enforce")
+    upstream = OneWriteUpstream(upstream_pki)
+    try:
+        with socket.create_connection((proxy.listen_host, proxy.port), timeout=WAIT_S) as raw:
+            target = f"localhost:{upstream.port}".encode()
+            raw.sendall(
+                b"CONNECT "
+                + target
+                + b" HTTP/1.1\r\nHost: "
+                + target
+                + b"\r\n"
+                + proxy_authorization()
+                + b"\r\n"
+            )
+            answer, _ = read_head(raw)
+            assert answer[0].split()[1] == b"200", answer
+            context = ssl.create_default_context(cafile=proxy.ca_cert)
+            with context.wrap_socket(raw, server_hostname="localhost") as connection:
+                frames = FrameProtocol(client=True, extensions=[])
+                request = (
+                    b"GET /v1/realtime HTTP/1.1\r\nHost: " + target + b"\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                    + base64.b64encode(os.urandom(16))
+                    + b"\r\n"
+                    + b"".join(f"{name}: {value}\r\n".encode() for name, value in HEADERS.items())
+                    + b"\r\n"
+                )
+                first = frames.send_data('{"type": "input_text", "text": "hi"}', fin=True)
+                connection.sendall(request + first if early else request)
+                head, rest = read_head(connection)
+                assert b" 101 " in head[0], head
+                if not early:
+                    connection.sendall(first)
+                messages = read_messages(connection, frames, rest, 2)
+    finally:
+        upstream.close()
+    assert messages == [b'{"type": "session.created"}', b'echo {"type": "input_text", "text": "hi"}']
+    assert upstream.received == [b'{"type": "input_text", "text": "hi"}']
