@@ -2,9 +2,10 @@
 checkout and, with ``--against``, egressguard from another checkout (the code before a change).
 
 The same chat-completion requests as ``bench/latency.py`` (an 8 KB prompt, a one-line prompt, a 64 KB tool
-result; a 2 KB reply), and the one-line prompt at the end of a 120-message conversation, go over TLS with
-keep-alive through each proxy in turn, one request at a time (each proxy in each place of the order in
-turn) and each with its own prompt, so every proxy meets the machine's other load at the same moments:
+result; a 2 KB reply), and the one-line prompt at the end of a 120-message conversation, with an API key
+in ``Authorization`` as the SDK sends it, go over TLS with keep-alive through each proxy in turn, one
+request at a time (each proxy in each place of the order in turn) and each with its own prompt, so every
+proxy meets the machine's other load at the same moments:
 on a shared machine this compares the proxies far more steadily than runs one after the other.
 egressguard runs with one worker in enforce mode with every detector on. For each case and round it
 prints the CPU (user and system, from /proc) each proxy process spent per request and its median
@@ -68,6 +69,9 @@ HISTORY = [
     )
 ]
 """A conversation of 120 messages an agent sends again with every new prompt."""
+HEADERS = {**CONTEXT, "authorization": "Bearer sk-test"}
+"""Each turn's context, and the API key in the header the OpenAI SDK sends it in (as
+``bench/throughput.py``'s agents do): a credential field egressguard reads every turn."""
 
 
 def after_history(prompt: str) -> list[dict[str, Any]]:
@@ -120,7 +124,7 @@ def main() -> None:
                         proxy=f"http://127.0.0.1:{bare_port}",
                         timeout=30,
                         verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
-                        headers=CONTEXT,
+                        headers=HEADERS,
                     )
                 ),
             )
@@ -137,7 +141,7 @@ def main() -> None:
                 proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{port}",
                 timeout=30,
                 verify=str(home / "data" / "ca" / "mitmproxy-ca-cert.pem"),
-                headers=CONTEXT,
+                headers=HEADERS,
             )
             proxies.append(Proxy(name, proxy_processes(guard_process.pid)[0], stack.enter_context(client)))
 
