@@ -93,7 +93,7 @@ from proxy.scanning.vault import (
 )
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
-from proxy.wire.printable import printable_runs, text_runs
+from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -1099,8 +1099,9 @@ class TurnInspector:
         return restored
 
     def inspect_binary(self, body: bytes, where: str, *, sent_by_agent: bool, answer: bool) -> Finding | None:
-        """A binary body's printable runs (``printable_runs``) scanned for secrets as any text is, and read
-        as the same text in its place is: what the agent sends for prompt injection in its runs that read
+        """A binary body's printable runs (``printable_runs``), and its tokens split by junk bytes or
+        invisible characters read joined (``bridged_runs``), scanned for secrets as any text is; its runs
+        read as the same text in its place is: what the agent sends for prompt injection in its runs that read
         as words (``text_runs``), each on its own (a text file's paragraph, as a text part is read); an
         answer (``answer``) for a leaked system prompt and links to hosts outside the allowlist in every
         run (constructs random bytes do not spell). Its findings are recorded. Binary cannot be rewritten:
@@ -1109,7 +1110,8 @@ class TurnInspector:
         nothing fetches its links unasked, and a package would be refused for the badges in its README."""
         since = len(self.turn.findings)
         text = "\n".join(printable_runs(body))
-        self._record(self._sensitive_findings(text, self._sensitive(text, where), where))
+        tokens = "\n".join([text, *bridged_runs(body)])
+        self._record(self._sensitive_findings(tokens, self._sensitive(tokens, where), where))
         if sent_by_agent:
             found = [
                 finding

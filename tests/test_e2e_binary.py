@@ -31,6 +31,11 @@ PADDED = {
     "utf16": b"\xff\xfe" + f"key={AWS_KEY}".encode("utf-16-le") + b"\x00\x00",
     "nul-led pairs": b"\x00{" + TOKEN.encode(),  # JSON's rule reads an even length as UTF-16BE letters
     "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00" + AWS_KEY.encode() + b"\x00IEND\xaeB`\x82",
+    "split by a nul": b"\x00" + TOKEN[:11].encode() + b"\x00" + TOKEN[11:].encode() + b"\x00\xff",
+    "split by a zero-width space": b"IHDR\x00"
+    + AWS_KEY[:4].encode()
+    + "\u200b".encode()
+    + AWS_KEY[4:].encode(),
 }
 HEADERS = {
     "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",

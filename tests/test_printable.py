@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from proxy.wire.printable import MIN_RUN, MIN_TEXT_RUN, printable_runs, text_runs
+from proxy.wire.printable import MIN_RUN, MIN_TEXT_RUN, bridged_runs, printable_runs, text_runs
 
 TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 
@@ -108,3 +108,42 @@ def test_random_and_compressed_bytes_hold_no_text() -> None:
     for body in (noise, gzip.compress(noise), zlib.compress(noise)):
         assert text_runs(body) == []
     assert MIN_TEXT_RUN > MIN_RUN
+
+
+PROJECT_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7dEf0hIj3kLm6nOp9qRs2tUv5wXy8zA"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        PROJECT_KEY[:11].encode() + b"\x00" + PROJECT_KEY[11:].encode(),
+        b"\x00" + TOKEN[:7].encode() + b"\xff" + TOKEN[7:].encode() + b"\x00",
+        b"IHDR\x00"
+        + TOKEN[:4].encode()
+        + b"\xe2\x80\x8b"
+        + TOKEN[4:].encode()
+        + b"\x00IEND",  # zero-width space
+        b"x\x01"
+        + TOKEN[:5].encode()
+        + b"\xc2\xad"
+        + TOKEN[5:20].encode()
+        + b"\x7f"
+        + TOKEN[20:].encode()
+        + b"\x02y",
+    ],
+)
+def test_a_token_split_by_single_junk_bytes_is_read_joined(body: bytes) -> None:
+    joined = bridged_runs(body)
+    assert TOKEN in joined or PROJECT_KEY in joined
+    assert not any(TOKEN in run or PROJECT_KEY in run for run in printable_runs(body))
+
+
+def test_what_two_junk_bytes_part_or_a_space_ends_is_not_joined() -> None:
+    assert bridged_runs(b"abcdefgh\x00\x00ijklmnop") == []
+    assert bridged_runs(b"key one\x00two") == []  # "one" and "two" joined are under the minimum
+    assert bridged_runs(b"short\x00bit") == ["shortbit"]
+
+
+def test_random_bytes_bridge_into_no_long_token() -> None:
+    noise = random.Random(8).randbytes(1 << 20)  # noqa: S311 - reproducible test bytes, nothing secret
+    assert all(len(run) < 40 for run in bridged_runs(noise))

@@ -1,6 +1,8 @@
 """The printable runs of a binary body: the text a secret hidden in binary (a NUL byte before it, junk
 bytes around it, UTF-16 as Windows writes strings) still reads as, found the way ``strings`` finds it;
-and among them the runs that read as words (``text_runs``), what a text file inside binary says."""
+the tokens split by single junk bytes or invisible characters read joined (``bridged_runs``), as the
+text scan reads across invisible characters; and among the runs those that read as words
+(``text_runs``), what a text file inside binary says."""
 
 from __future__ import annotations
 
@@ -49,6 +51,37 @@ def printable_runs(body: bytes, min_length: int = MIN_RUN) -> list[str]:
     runs += [match.group().decode("utf-16-le") for match in little_endian.finditer(body)]
     runs += [match.group().decode("utf-16-be") for match in big_endian.finditer(body)]
     return list(dict.fromkeys(runs))
+
+
+_TOKEN = b"[A-Za-z0-9_+/=.:~-]"
+_SEPARATOR = (
+    b"\\xe2\\x80[\\x8b-\\x8f]|\\xe2\\x81[\\xa0-\\xa4]|\\xef\\xbb\\xbf|\\xc2\\xad|[^\\t\\n\\r\\x20-\\x7e]"
+)
+"""One junk byte, or one invisible character in UTF-8 (zero-width space, joiners, word joiner, byte order
+mark, soft hyphen), which the text scan reads across."""
+_BRIDGED = re.compile(_TOKEN + b"+(?:(?:" + _SEPARATOR + b")" + _TOKEN + b"+)+")
+_SEPARATORS = re.compile(_SEPARATOR)
+MAX_BRIDGED_PIECES = 4
+"""A token read joined across up to this many pieces (three separators)."""
+
+
+def bridged_runs(body: bytes) -> list[str]:
+    """The tokens that single separators split (``sk-proj-abc\\x00def``, ``AKIA\\u200b...``), read with
+    the separators taken out: of each stretch of token characters split so, every join of up to
+    ``MAX_BRIDGED_PIECES`` consecutive pieces at least ``MIN_RUN`` long, each once. Every window is read,
+    not the whole stretch, since what stands before or after the token (a chunk name, a length read as
+    a letter) would glue to it and hide it from rules that want it to stand alone."""
+    runs: dict[str, None] = {}
+    for stretch in _BRIDGED.finditer(body):
+        if stretch.end() - stretch.start() <= MIN_RUN:  # random bytes hold many, all short
+            continue
+        pieces = _SEPARATORS.split(stretch.group())
+        for start in range(len(pieces) - 1):
+            for end in range(start + 2, min(start + MAX_BRIDGED_PIECES, len(pieces)) + 1):
+                joined = b"".join(pieces[start:end])
+                if len(joined) >= MIN_RUN:
+                    runs[joined.decode("ascii")] = None
+    return list(runs)
 
 
 def text_runs(body: bytes) -> list[str]:
