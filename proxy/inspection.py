@@ -1434,9 +1434,6 @@ class TurnInspector:
             for name, _ in headers
         ]
         redacts = self.policy.detection.redact_requests if sent_by_agent else True
-        # A scan of their own: a body's scan reads each field on from its text before (in a stream, from
-        # the events before), and a header read into it would redact a body value by a header's text.
-        scan = self.json_scan(redacts=redacts)
         fields = [header for header, credential in zip(headers, kept, strict=True) if not credential]
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text. The scan
@@ -1453,6 +1450,11 @@ class TurnInspector:
                 if credential:
                     where = f'{HEADERS_WHERE} ["{name}"]'
                     self._record(self._unexpected_credentials(host, "header", name, value, where))
+        if not any(document):
+            return None  # every header left out: the scan would read nothing
+        # A scan of their own: a body's scan reads each field on from its text before (in a stream, from
+        # the events before), and a header read into it would redact a body value by a header's text.
+        scan = self.json_scan(redacts=redacts)
         filtered, changed = scan.filter(HEADERS_WHERE, document, ())
         spellings: dict[str, set[str]] = {}
         for entry in filtered:
