@@ -622,6 +622,13 @@ def fronting_mismatch(connect_host: str | None, sni: str | None, host_header: st
     Absent values are skipped. Ports are ignored; names compare case-insensitively without a trailing
     dot, and addresses by value whatever their spelling.
     """
+    # Every request through a tunnel asks again for the tunnel's host and server name.
+    length = sum(len(value) for value in (connect_host, sni, host_header) if value)
+    mismatch = _kept_mismatch if length <= FRONTING_KEPT_CHARS else _mismatch
+    return mismatch(connect_host, sni, host_header)
+
+
+def _mismatch(connect_host: str | None, sni: str | None, host_header: str | None) -> str | None:
     connect = _host_without_port(connect_host)
     server_name = canonical_host(sni) if sni else ""
     header = _host_without_port(host_header)
@@ -632,6 +639,9 @@ def fronting_mismatch(connect_host: str | None, sni: str | None, host_header: st
         if expected and not _same_host(header, expected):
             return f"Host header {header!r} differs from {label} {expected!r}"
     return None
+
+
+_kept_mismatch = functools.lru_cache(maxsize=1024)(_mismatch)
 
 
 _AUTHORITY = re.compile(
@@ -671,8 +681,8 @@ def request_fronting(
 
 
 FRONTING_KEPT_CHARS = 512
-"""The longest spelling of a request's destination (its request target's authority and header values)
-whose ``request_fronting`` verdict is kept."""
+"""The longest spelling of a request's destination (its request target's authority and header values, or
+its tunnel's host and server name) whose ``request_fronting`` or ``fronting_mismatch`` verdict is kept."""
 
 
 def _fronting(

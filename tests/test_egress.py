@@ -615,7 +615,7 @@ def test_fronting_reason_shows_a_long_value_shortened() -> None:
 
 def test_a_kept_fronting_verdict_is_that_of_its_own_destination_and_names() -> None:
     """Asked again, the verdict is that of the same destination and the same names: another port or
-    host, another header list or a long spelling past what is kept each get their own."""
+    host, another header list or server name, or a long spelling past what is kept each get their own."""
     for _ in range(2):
         assert request_fronting(("api.openai.com", 443), "", ["api.openai.com"]) is None
         assert request_fronting(("api.openai.com", 443), "", ["API.openai.com.:443"]) is None
@@ -629,6 +629,11 @@ def test_a_kept_fronting_verdict_is_that_of_its_own_destination_and_names() -> N
             request_fronting(("a.example", 443), "", ["a.example"], forwarded=["host=" + "b" * 600])
             is not None
         )
+        assert fronting_mismatch("api.openai.com:443", "api.openai.com", None) is None
+        assert fronting_mismatch("api.openai.com:443", "evil.example", None) is not None
+        assert fronting_mismatch("evil.example:443", "api.openai.com", None) is not None
+        assert fronting_mismatch("api.openai.com", "API.openai.com.", "api.openai.com") is None
+        assert fronting_mismatch("a.example", "a.example", "b" * 600 + ".example") is not None
 
 
 # --- first seen and findings -----------------------------------------------------------------------------
