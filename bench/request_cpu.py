@@ -2,10 +2,11 @@
 checkout and, with ``--against``, egressguard from another checkout (the code before a change).
 
 The same chat-completion requests as ``bench/latency.py`` (an 8 KB prompt, a one-line prompt, a 64 KB tool
-result; a 2 KB reply), and the one-line prompt at the end of a 120-message conversation, with an API key
-in ``Authorization`` as the SDK sends it, go over TLS with keep-alive through each proxy in turn, one
-request at a time (each proxy in each place of the order in turn) and each with its own prompt, so every
-proxy meets the machine's other load at the same moments:
+result; a 2 KB reply), and the one-line prompt at the end of a 120-message conversation (also with a key
+in its first message, which every request carries again redacted), with an API key in ``Authorization``
+as the SDK sends it, go over TLS with keep-alive through each proxy in turn, one request at a time (each
+proxy in each place of the order in turn) and each with its own prompt, so every proxy meets the
+machine's other load at the same moments:
 on a shared machine this compares the proxies far more steadily than runs one after the other.
 egressguard runs with one worker in enforce mode with every detector on. For each case and round it
 prints the CPU (user and system, from /proc) each proxy process spent per request and its median
@@ -74,8 +75,20 @@ HEADERS = {**CONTEXT, "authorization": "Bearer sk-test"}
 ``bench/throughput.py``'s agents do): a credential field egressguard reads every turn."""
 
 
+SECRET_HISTORY = [
+    {"role": "user", "content": "Deploy with the key AKIA" + "QYLPMN5HHHFPZAM2, please."},
+    *HISTORY[1:],
+]
+"""The same conversation with an AWS access key in its first message: enforce mode redacts it again in
+every request, so every request is rewritten and what was sent is read back."""
+
+
 def after_history(prompt: str) -> list[dict[str, Any]]:
     return [*HISTORY, *ask(prompt)]
+
+
+def after_secret_history(prompt: str) -> list[dict[str, Any]]:
+    return [*SECRET_HISTORY, *ask(prompt)]
 
 
 CASES: dict[str, tuple[str, Callable[[str], list[dict[str, Any]]]]] = {
@@ -83,6 +96,10 @@ CASES: dict[str, tuple[str, Callable[[str], list[dict[str, Any]]]]] = {
     f"{len(SHORT_PROMPT)} B prompt": (SHORT_PROMPT, ask),
     f"{len(TOOL_RESULT)} B tool result": (TOOL_RESULT, read_file),
     f"{len(SHORT_PROMPT)} B prompt after {len(HISTORY)} messages": (SHORT_PROMPT, after_history),
+    f"{len(SHORT_PROMPT)} B prompt after {len(HISTORY)} messages, a key in the first": (
+        SHORT_PROMPT,
+        after_secret_history,
+    ),
 }
 
 
