@@ -1080,7 +1080,8 @@ class Inspect:
         if keys_read_otherwise and inspector.normalises:
             self._withhold(flow, dialect, inspector, turn.findings[-1])
             return
-        plan = inspector.inspect_completion(completion, rewrite=flow.response.status_code < 400)
+        # An error answer is rewritten as any other: the upstream picks the status.
+        plan = inspector.inspect_completion(completion, rewrite=True)
         rewritten = body
         if plan.rewrites:
             try:

@@ -473,6 +473,25 @@ def test_destructive_tool_withheld_in_stream(enforce: Proxy, upstream: FakeUpstr
     assert "delete_customer" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+@pytest.mark.parametrize("status", [400, 500, 599, 999])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
+def test_a_secret_in_an_error_answer_is_redacted(
+    enforce: Proxy, upstream: FakeUpstream, status: int, content_type: str
+) -> None:
+    """An upstream picks its answer's status: a key in an error answer (a stack trace, an echoed
+    environment) is redacted as in any other, where it reached the agent whole."""
+    text = f"deploy failed: AWS_ACCESS_KEY_ID={AWS_KEY}"
+    body = json.dumps({"error": {"message": text}}) if content_type == "application/json" else text
+    upstream.reply = Reply(body=body.encode(), status=status, content_type=content_type)
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+        answer = client.post(f"{upstream.url}/v1/tools/deploy", json={"target": "staging"})
+    assert answer.status_code == status
+    assert AWS_KEY not in answer.text and "deploy failed" in answer.text
+    found = [f for f in last_record(enforce)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] for f in found)
+
+
 def test_destructive_custom_tool_withheld_in_json(enforce: Proxy, upstream: FakeUpstream) -> None:
     """A custom tool's call (free-form input, ``type: custom`` in Chat Completions, a
     ``custom_tool_call`` item in Responses) is a tool call like a function's: withheld when destructive."""

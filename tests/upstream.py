@@ -54,6 +54,8 @@ class Reply:
     """What an MCP ``tools/list`` answers, when not the default tools."""
     body: bytes | None = None
     """A crafted answer sent as it is, whatever the route (JSON unless ``content_type`` says otherwise)."""
+    status: int = 200
+    """The status a crafted ``body`` is sent with."""
     events: list[bytes] | None = None
     """A crafted event stream: each item sent as it is, as one chunk."""
     headers: dict[str, str] = field(default_factory=dict)
@@ -468,7 +470,7 @@ class FakeUpstream:
                     self._stream(iter(upstream.reply.events), upstream.reply)
                     return
                 if upstream.reply.body is not None:
-                    self._send(200, upstream.reply.body)
+                    self._send(upstream.reply.status, upstream.reply.body)
                     return
                 if path == "/mcp":
                     request = json.loads(body)
