@@ -112,13 +112,20 @@ def process(
         log.close()
 
 
+def mitmdump() -> str:
+    """The mitmdump installed with this Python's mitmproxy (a virtual environment's, which need not be on
+    PATH), else the one on PATH."""
+    beside = Path(sys.executable).with_name("mitmdump")
+    return str(beside) if beside.exists() else shutil.which("mitmdump") or "mitmdump"
+
+
 def proxy_commands(
     workdir: Path, upstream_ca: Path, bare_port: int, guard_port: int
 ) -> tuple[list[str], list[str]]:
     """The commands that run bare mitmdump (its CA under ``workdir/bare-ca``) and egressguard (with
     ``workdir/policy.yaml``), both trusting the fake upstream's CA."""
     bare = [
-        shutil.which("mitmdump") or "mitmdump",
+        mitmdump(),
         "-q",
         "--listen-host",
         "127.0.0.1",

@@ -40,7 +40,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.latency import CONTEXT, PROMPT, REPLY, bench_policy, percentile, process, proxy_processes, rss_mib
+from bench.latency import (
+    CONTEXT,
+    PROMPT,
+    REPLY,
+    bench_policy,
+    mitmdump,
+    percentile,
+    process,
+    proxy_processes,
+    rss_mib,
+)
 from bench.loadgen import Agents, Tunnel, sdk_chat_request, serve_upstream
 from proxy.commands.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port
@@ -217,10 +227,8 @@ def guard_command(policy: Path, port: int, ca: Path, workers: int) -> list[str]:
 
 
 def paths_to_measure(workdir: Path, upstream_ca: Path) -> list[Target]:
-    beside = Path(sys.executable).with_name("mitmdump")  # the one installed with this Python's mitmproxy
-    mitmdump = str(beside) if beside.exists() else shutil.which("mitmdump") or "mitmdump"
     port = free_port()
-    bare = [mitmdump, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
+    bare = [mitmdump(), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port)]
     bare += [
         "--set",
         f"confdir={workdir / 'bare-ca'}",
