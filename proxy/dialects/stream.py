@@ -428,6 +428,9 @@ class StreamSession(ABC):
         self._shapes: list[_Shape] = []
         """The shapes of the last events read whose one text the dialect filters (``_Shape``), newest
         first: an event of one of them is read without what its shape already answered."""
+        self._fruitless: dict[str | None, int] = {}
+        """Per event name, the shapes made since one of them last served: events that differ elsewhere
+        than in their text (a sequence number) are not given more than a few."""
         self._read_as: dict[int, _Read] = {}
         """Per event of the bytes being read (by identity), what reading it found (``_Read``)."""
 
@@ -856,17 +859,20 @@ class StreamSession(ABC):
                 and event.type == shape.event_type
                 and _PLAIN_STRING.fullmatch(data, len(shape.prefix), len(data) - len(shape.suffix))
             ):
+                self._fruitless[event.type] = 0
                 return shape
         return None
 
     def _new_shape(self, event: SSEEvent, payload: Any, handled: Collection[Path]) -> _Shape | None:
         """The event's shape, kept among the last ones read, where it has one."""
         read = self._read_as.get(id(event))
-        if read is None or not read.whole:
+        made = self._fruitless.get(event.type, 0)
+        if read is None or not read.whole or made >= _SHAPES_KEPT:
             return None
         shape = _Shape.of(event, payload, handled, faithful=read.faithful, ordinary=read.alike)
         if shape is not None:
             self._shapes = [shape, *self._shapes[: _SHAPES_KEPT - 1]]
+            self._fruitless[event.type] = made + 1
         return shape
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
@@ -985,7 +991,7 @@ class PerEventStreamSession(StreamSession):
 _NOT_JSON = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Read:
     """What reading one event found: whether its bytes say all its payload does (``_payload_of``),
     whether clients read it alike (no place or key read otherwise), whether its payload is its data read
