@@ -32,14 +32,15 @@ def digest(value: str) -> str:
 
 
 KEPT_DIGEST_CHARS = 256
-"""The longest value whose digest is kept (the 4,096 most recent)."""
+"""The longest value whose digest is kept (the 256 most recent: the ids and hosts of the turns in flight,
+while the memory of a store whose kinds are full stays flat)."""
 
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
 
 
-_kept_digest = functools.lru_cache(maxsize=4096)(_digest)
+_kept_digest = functools.lru_cache(maxsize=256)(_digest)
 
 
 def kind(key: str) -> str:
