@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import os
 import signal
@@ -13,15 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from mitmproxy import addonmanager, exceptions, hooks, options
+from mitmproxy.proxy import mode_servers, mode_specs
 from mitmproxy.tools.dump import DumpMaster
 
 from addons import default_addons
 from addons.config import PolicyLoader
 from addons.speedups import install_speedups
+from proxy.commands.workers import LISTEN_BACKLOG, Listener, Sockets
 from proxy.runtime import Runtime
 
 
@@ -156,18 +156,28 @@ async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce:
         raise StartupError(runtime.startup_error)
 
 
-def check_options(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> None:
+def check_options(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> list[Listener]:
     """Raise ``StartupError`` for a bad option before any worker starts: the options are tried on a
     proxy that is built and never run, so a supervisor reports them before its banner as ``serve``
-    does, rather than once per worker after it."""
-    asyncio.run(_check_options(settings, passthrough))
+    does, rather than once per worker after it. Return where the proxy's modes listen."""
+    return asyncio.run(_check_options(settings, passthrough))
 
 
-async def _check_options(settings: dict[str, Any], passthrough: Sequence[str]) -> None:
+async def _check_options(settings: dict[str, Any], passthrough: Sequence[str]) -> list[Listener]:
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
     master.addons.add(PolicyLoader(Runtime()))
     _apply(opts, settings, passthrough)
+    listeners = []
+    for spec in opts.mode:
+        mode = mode_specs.ProxyMode.parse(spec)
+        port = mode.listen_port(opts.listen_port)
+        assert port is not None  # the modes allowed (regular, upstream) listen on a port
+        listener = Listener(
+            mode.full_spec, mode.listen_host(opts.listen_host), port, mode.custom_listen_port is None
+        )
+        listeners.append(listener)
+    return listeners
 
 
 def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequence[str]) -> None:
@@ -179,12 +189,10 @@ def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequenc
         raise StartupError(str(error)) from None
 
 
-def serve_worker(
-    settings: dict[str, Any], passthrough: Sequence[str] = (), together: Barrier | None = None
-) -> None:
-    """One of several workers sharing the listen port (``proxy.commands.workers``); with ``together``,
-    a barrier of every worker, it starts accepting connections only once they have all bound it."""
-    _listen_with_reuse_port(together)
+def serve_worker(settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets) -> None:
+    """One of several workers sharing the listen port (``proxy.commands.workers``): it serves each proxy
+    mode on the listening sockets the supervisor made for it (``sockets``)."""
+    _serve_on(sockets)
     _stop_with_supervisor()
     try:
         serve(settings, passthrough)
@@ -193,35 +201,25 @@ def serve_worker(
         sys.exit(2)
 
 
-LISTEN_TOGETHER_S = 60.0
-"""How long a worker waits for the others to bind the port before it accepts connections alone."""
+def _serve_on(sockets: Sockets) -> None:
+    """mitmproxy's servers bind their own sockets (``AsyncioServerInstance.listen``) and have no way to be
+    given one. A worker process runs nothing but this proxy, so each of its modes serves instead on the
+    sockets the supervisor bound and made listen for it before starting any worker (the kernel spreads
+    connections only over sockets that listen). A mode started again (or a new one) has none left: it
+    fails to listen, as a mode on a port in use does, rather than take a socket outside the workers'."""
 
+    async def listen_on_given_sockets(
+        instance: mode_servers.AsyncioServerInstance[Any], host: str, port: int
+    ) -> list[Any]:
+        given = sockets.pop(instance.mode.full_spec, None)
+        if given is None:
+            raise OSError(f"the supervisor made no listening socket for {instance.mode.full_spec}")
+        return [
+            await asyncio.start_server(instance.handle_stream, sock=listening, backlog=LISTEN_BACKLOG)
+            for listening in given
+        ]
 
-def _listen_with_reuse_port(together: Barrier | None) -> None:
-    """mitmproxy opens its listeners with ``asyncio.start_server(handler, host, port)`` and has no
-    option for ``SO_REUSEPORT``. A worker process runs nothing but this proxy, so every listener it
-    opens may share its port with the other workers.
-
-    The kernel spreads each connection over the listeners there are when it arrives, and a keep-alive
-    connection stays on its worker for its life: agents that connect while one worker listens alone
-    (all of them, when they reconnect after a restart) would all stay on it, the others idle. So the
-    first listener a worker opens is bound at once (a port in use is reported as before) but accepts
-    only after ``together``, the barrier of every worker, lets it through (or after
-    ``LISTEN_TOGETHER_S``, should another worker never get there)."""
-    start_server = asyncio.start_server
-    barriers = [together] if together is not None else []
-
-    async def start_shared_server(*args: Any, **kwargs: Any) -> asyncio.Server:
-        if not barriers:
-            return await start_server(*args, **{**kwargs, "reuse_port": True})
-        barrier = barriers.pop()
-        server = await start_server(*args, **{**kwargs, "reuse_port": True, "start_serving": False})
-        with contextlib.suppress(threading.BrokenBarrierError):
-            await asyncio.to_thread(barrier.wait, LISTEN_TOGETHER_S)
-        await server.start_serving()
-        return server
-
-    asyncio.start_server = start_shared_server
+    mode_servers.AsyncioServerInstance.listen = listen_on_given_sockets  # type: ignore[method-assign, assignment]
 
 
 def _stop_with_supervisor() -> None:

@@ -297,14 +297,15 @@ class Proxy:
 
     def _wait_until_listening(self, timeout: float = 90.0) -> None:
         """Ready means this start of the proxy has accepted its options (the banner it prints once they
-        are, which is after its CA is written), its CA is whole, and its port accepts: a connection
-        alone could reach another test's server that took the free port first."""
+        are, which is after its CA is written), its CA is whole, every worker of several serves (the
+        supervisor's sockets accept before the workers do), and its port accepts: a connection alone
+        could reach another test's server that took the free port first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 raise RuntimeError(f"egressguard exited early ({code}):\n{self.output()}")
-            if self._announced() and self._ca_written():
+            if self._announced() and self._ca_written() and self._workers_ready():
                 try:
                     socket.create_connection((self.listen_host, self.port), timeout=0.2).close()
                     return
@@ -314,10 +315,17 @@ class Proxy:
         raise RuntimeError(f"egressguard did not start listening:\n{self.output()}")
 
     def _announced(self) -> bool:
+        return BANNER_MARK in self._output_of_this_start()
+
+    def _workers_ready(self) -> bool:
+        workers = int(self.args[self.args.index("--workers") + 1]) if "--workers" in self.args else 1
+        return workers == 1 or self._output_of_this_start().count(b"worker.ready") >= workers
+
+    def _output_of_this_start(self) -> bytes:
         self._log.flush()
         with self.log_path.open("rb") as log:
             log.seek(self._output_before_start)
-            return BANNER_MARK in log.read()
+            return log.read()
 
     def _ca_written(self) -> bool:
         try:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,14 +21,13 @@ import httpx
 import openai
 import pytest
 
-from addons.server import _listen_with_reuse_port
 from proxy.admin import http
 from proxy.admin.gateway import Gateway
 from proxy.audit.heads import head_key, writer_id
 from proxy.commands.cli import main
 from proxy.control.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER
 from proxy.state.sqlite_shared import SharedSqliteStateStore
-from tests.harness import Proxy, free_port
+from tests.harness import AGENT_TOKEN, AGENT_TOKEN_ENV, Proxy, free_port, policy_yaml
 from tests.test_admin import Admin, admin_policy
 from tests.test_drill import _targets, drill
 from tests.test_e2e_shared_state import AWS_KEY, BURST_RULE, INJECTION, alerts_yaml, ask, client, rules_of
@@ -47,9 +47,6 @@ def workers(start_proxy: Callable[..., Proxy], receiver: Receiver) -> Proxy:
         tools='{limits: {"lookup_*": 2/1h}}',
         extra=alerts_yaml(receiver),
     )
-    deadline = time.monotonic() + 30
-    while proxy.output().count("worker.ready") < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
     return proxy
 
 
@@ -164,83 +161,140 @@ def test_workers_stop_when_the_supervisor_is_killed(workers: Proxy) -> None:
     assert not any(alive(pid) for pid in spawned)
 
 
-def connections_held(pid: int, port: int) -> int:
-    """How many established TCP connections to ``port`` process ``pid`` has accepted (from /proc)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
+ESTABLISHED = "01"
+LISTENING = "0A"
+"""TCP states as /proc/net/tcp writes them."""
+
+
+def tcp_sockets(state: str, port: int) -> dict[str, str]:
+    """The TCP sockets in ``state`` on local ``port``, each as its descriptors read (``socket:[inode]``),
+    with the table it is in (tcp, tcp6)."""
+    found = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
-    held = 0
+            if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found[f"socket:[{fields[9]}]"] = table
+    return found
+
+
+def descriptors_of(pid: int) -> set[str]:
+    """What each of process ``pid``'s descriptors refers to (from /proc)."""
+    held = set()
     for descriptor in Path(f"/proc/{pid}/fd").glob("*"):
         with contextlib.suppress(OSError):
-            held += os.readlink(descriptor) in inodes
+            held.add(os.readlink(descriptor))
     return held
 
 
-def test_agents_connecting_the_moment_the_port_opens_are_spread_over_every_worker(
-    start_proxy: Callable[..., Proxy],
-) -> None:
-    """No worker accepts before every worker has bound the port: connections opened the moment it first
-    accepts one (agents reconnecting after a restart) reach both workers, where the first worker up
-    used to take them all and keep them for their life. (Sixteen connections all on one of two by
-    chance: 1 in 32768.)"""
-    proxy = start_proxy(args=("--workers", "2"))  # returns as soon as the port accepts a connection
-    agents = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(16)]
+def connections_held(pid: int, port: int) -> int:
+    """How many established TCP connections to ``port`` process ``pid`` has accepted."""
+    held = descriptors_of(pid)
+    return sum(inode in held for inode in tcp_sockets(ESTABLISHED, port))
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The worker processes of a supervisor (its other child is multiprocessing's resource tracker)."""
+    return [
+        pid
+        for pid in children_of(supervisor)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(pid)
+    ]
+
+
+def start_supervisor(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``run --workers 2`` with ``args``, its output in ``workdir/proxy.log``, without waiting for it."""
+    (workdir / "policy.yaml").write_text(policy_yaml(workdir / "data"))
+    with (workdir / "proxy.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "proxy", "run", "--workers", "2"),
+                "--config",
+                str(workdir / "policy.yaml"),
+                *args,
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_every_address_and_a_chosen_port_are_served_by_every_worker(tmp_path: Path) -> None:
+    """`--listen-host ''` is every IPv4 and IPv6 address and `--listen-port 0` a port the kernel picks: the
+    supervisor picks it once, the banner shows it, and both workers serve it on both families."""
+    supervisor = start_supervisor(tmp_path, "--listen-host", "", "--listen-port", "0")
     try:
-        spawned = children_of(proxy.process.pid)
+        deadline = time.monotonic() + 90
+        while (output := (tmp_path / "proxy.log").read_text()).count("worker.ready") < 2:
+            assert supervisor.poll() is None and time.monotonic() < deadline, output
+            time.sleep(0.1)
+        banner = re.search(r"egressguard \S+ on \S+:(\d+) ", output)
+        assert banner is not None, output
+        port = int(banner[1])
+        assert port != 0
+        workers = worker_pids(supervisor.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            held = descriptors_of(pid)
+            assert {table for inode, table in tcp_sockets(LISTENING, port).items() if inode in held} == {
+                "tcp",
+                "tcp6",
+            }
+        for address in ("127.0.0.1", "::1"):
+            with socket.create_connection((address, port), timeout=30) as agent:
+                agent.sendall(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+                assert agent.recv(64).startswith(b"HTTP/1.1 407 "), address
+    finally:
+        supervisor.terminate()
+        supervisor.wait(30)
+
+
+SPREAD_AGENTS = 64
+"""Connections opened the instant the port opens, each from a source port of its own (the kernel picks a
+listener by hashing the connection's addresses and ports): all on one of two workers by chance, 1 in 2**63."""
+
+
+def test_agents_connecting_while_the_workers_start_reach_every_worker(tmp_path: Path) -> None:
+    """Every worker's socket listens before any worker runs: agents that connect the instant the port
+    opens, while the workers are still starting (here held stopped until then), wait in the kernel on the
+    sockets of every worker, and each worker accepts its share once it serves. Before, each worker
+    listened once it got that far, and the first to listen took every connection made meanwhile and kept
+    it for its life."""
+    port = free_port()
+    supervisor = start_supervisor(tmp_path, "--listen-port", str(port))
+    workers: list[int] = []
+    agents: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2:  # each stopped as soon as it exists, long before it could serve
+            assert supervisor.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "proxy.log"
+            ).read_text()
+            for pid in set(worker_pids(supervisor.pid)) - set(workers):
+                os.kill(pid, signal.SIGSTOP)
+                workers.append(pid)
         deadline = time.monotonic() + 20
-        while sum(held := [connections_held(pid, proxy.port) for pid in spawned]) < len(agents):
+        while not agents:
+            assert time.monotonic() < deadline, "the port does not accept while the workers start"
+            with contextlib.suppress(ConnectionRefusedError):
+                agents.append(socket.create_connection(("127.0.0.1", port)))
+        agents += [socket.create_connection(("127.0.0.1", port)) for _ in range(SPREAD_AGENTS - 1)]
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while sum(held := [connections_held(pid, port) for pid in workers]) < SPREAD_AGENTS:
             assert time.monotonic() < deadline, f"accepted: {held}"
             time.sleep(0.05)
-        assert len([count for count in held if count]) == 2, held
+        assert all(held), held
     finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         for agent in agents:
             agent.close()
-
-
-def bind_unless_second(settings: dict[str, Any], passthrough: list[str], together: Any) -> None:
-    """A worker target for ``supervise``: the first worker binds a port and waits for the others as a
-    proxy worker does, stopping gracefully on SIGTERM; the second never gets as far as binding."""
-    if settings["egressguard_writer"] != "w0":
-        time.sleep(600)
-    _listen_with_reuse_port(together)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        listening = asyncio.create_task(asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0))
-        await asyncio.sleep(0.5)
-        Path(settings["waiting"]).touch()
-        await stop.wait()
-        listening.cancel()
-
-    asyncio.run(serve())
-
-
-def test_a_stop_while_a_worker_waits_for_the_others_to_bind_is_prompt(tmp_path: Path) -> None:
-    """Stopped while one worker has bound the port and waits for another that never gets there (a worker
-    that fails to start), the supervisor and its workers are gone within seconds, not once the wait or
-    the grace period before a kill runs out."""
-    supervisor = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from proxy.commands.workers import supervise\n"
-            "from tests.test_e2e_workers import bind_unless_second\n"
-            f"supervise(2, bind_unless_second, {{'waiting': {str(tmp_path / 'waiting')!r}}}, [])",
-        ],
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "waiting").exists():  # the first worker waits for the second
-        assert time.monotonic() < deadline and supervisor.poll() is None
-        time.sleep(0.05)
-    supervisor.send_signal(signal.SIGTERM)
-    began = time.monotonic()
-    supervisor.wait(30)
-    assert time.monotonic() - began < 5
+        supervisor.terminate()
+        supervisor.wait(30)
 
 
 @pytest.fixture
@@ -395,3 +449,56 @@ def test_the_host_is_ready_only_when_every_worker_is(tmp_path: Path) -> None:
         "state": "ok",
     }
     assert health_status == 503 and health["workers"]["w2"] is False
+
+
+def test_a_supervisor_killed_outright_leaves_no_socket_directory_to_pile_up(workers_admin: Admin) -> None:
+    """The workers' admin sockets live in one directory under the data dir: one left behind by a
+    supervisor killed outright is removed by the next start, which serves from a fresh one, and a clean
+    stop removes it."""
+    proxy = workers_admin.proxy
+    sockets = proxy.data_dir / "admin-sockets"
+    assert sorted(path.name for path in sockets.iterdir()) == ["w0", "w1"]
+    spawned = [pid for pid in children_of(proxy.process.pid) if alive(pid)]
+    proxy.process.kill()
+    proxy.process.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in spawned):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    left = sockets / "left-by-the-killed-supervisor"
+    left.touch()
+    proxy.start()
+    deadline = time.monotonic() + 30
+    while not admin_ready(workers_admin):
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.1)
+    assert sorted(path.name for path in sockets.iterdir()) == ["w0", "w1"]
+    proxy.stop()
+    assert not sockets.exists()
+
+
+def admin_ready(admin: Admin) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return admin.get("/readyz").status_code == 200
+    return False
+
+
+def test_a_second_supervisor_on_the_same_data_dir_is_refused(workers_admin: Admin) -> None:
+    """A second `run --workers` on a data dir a supervisor serves would share its workers' audit chains
+    and remove their admin sockets: it is refused, and the first serves on."""
+    proxy = workers_admin.proxy
+    second = subprocess.run(
+        [
+            *(sys.executable, "-m", "proxy", "run", "--config", str(proxy.policy_path)),
+            *("--listen-port", str(free_port()), "--admin-listen", f"127.0.0.1:{free_port()}"),
+            *("--workers", "2"),
+        ],
+        cwd=proxy.workdir,
+        env={**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 2, second.stderr
+    assert f"another egressguard with workers is running on {proxy.data_dir}" in second.stderr
+    assert workers_admin.get("/readyz").json()["workers"] == {"w0": True, "w1": True}

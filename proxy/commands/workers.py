@@ -1,14 +1,18 @@
 """Several proxy processes on one listen port: one per core, so inspection uses every core.
 
 mitmproxy runs every addon hook on one event loop, and the detectors are CPU-bound Python, so one
-process is one core. ``run`` with ``workers: N`` starts N complete proxy processes that each bind the
-same port with ``SO_REUSEPORT``; the kernel spreads agents' connections over them. Each worker is a
-separate audit writer (``<audit.path>/w<i>/``, one hash chain each, one signing key), and all of them
-share one state store (the SQLite file opened by every worker, or Redis), so limits, freezes, first-seen
-sets and alert windows see every worker's traffic and an alert is routed once.
+process is one core. ``run`` with ``workers: N`` starts N complete proxy processes, each serving a
+socket of its own on the same port (``SO_REUSEPORT``); the kernel spreads agents' connections over them.
+Each worker is a separate audit writer (``<audit.path>/w<i>/``, one hash chain each, one signing key),
+and all of them share one state store (the SQLite file opened by every worker, or Redis), so limits,
+freezes, first-seen sets and alert windows see every worker's traffic and an alert is routed once.
 
 What every worker would otherwise create on its first start, at the same moment as the others (the CA,
-the fingerprint key, the audit signing key), is created here first, once.
+the fingerprint key, the audit signing key), is created here first, once. So are the listening sockets
+(``bind_listeners``): the kernel spreads a connection only over the sockets that listen when it arrives,
+and a connection stays on its worker for its life, so every worker's socket listens before any worker
+runs. Agents that connect while the workers start (all of them, when they reconnect after a restart)
+wait in the kernel on every worker's socket, rather than all reaching the first worker to listen.
 
 The supervisor stops all workers on SIGINT or SIGTERM, and stops them all if one of them exits: a
 worker that cannot serve is an operator's problem to see, not one to hide behind the others. It passes
@@ -19,13 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -38,56 +45,174 @@ WORKER_SOCKET = "unix:"
 """How the supervisor gives a worker the Unix socket its admin API listens on, in place of host:port."""
 
 
+ADMIN_SOCKETS = "admin-sockets"
+"""The directory under the data dir that holds the workers' admin sockets while a supervisor runs."""
+SUPERVISOR_LOCK = "supervisor.lock"
+"""The file under the data dir whose lock the running supervisor holds."""
+LISTEN_BACKLOG = socket.SOMAXCONN
+"""Connections each worker's socket holds until its worker accepts them: those that arrive while the
+workers start wait here."""
+CHOSEN_PORT_ATTEMPTS = 10
+"""How often a port the kernel chose for one address is tried on the others before giving up (another
+process may hold it there)."""
+
+Sockets = dict[str, list[socket.socket]]
+"""A worker's listening sockets: by proxy mode (its spec), one socket per address the mode listens on."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where one proxy mode (``spec``) listens: ``host`` (empty for every address, IPv4 and IPv6) and
+    ``port`` (0 for one the kernel picks). ``default_port``: its port is the ``listen_port`` option."""
+
+    spec: str
+    host: str
+    port: int
+    default_port: bool
+
+
 def writer_id(index: int) -> str:
     return f"w{index}"
 
 
+def bind_listeners(listeners: Sequence[Listener], workers: int) -> list[Sockets]:
+    """Each worker's own listening sockets, one for each of ``listeners``' addresses, every worker's bound
+    to the same port with ``SO_REUSEPORT`` (a port of 0 is chosen once, for all of them) and listening
+    before this returns. Raises ``OSError`` (the sockets bound so far closed) when an address cannot be
+    listened on."""
+    bound: list[Sockets] = [{} for _ in range(workers)]
+    try:
+        for listener in listeners:
+            for sockets, shared in zip(
+                bound, _bind_shared(listener.host, listener.port, workers), strict=True
+            ):
+                sockets[listener.spec] = shared
+    except BaseException:
+        close_all(bound)
+        raise
+    return bound
+
+
+def bound_port(sockets: Sockets, spec: str) -> int:
+    return int(sockets[spec][0].getsockname()[1])
+
+
+def close_all(bound: Sequence[Sockets]) -> None:
+    for sockets in bound:
+        for shared in sockets.values():
+            for listening in shared:
+                listening.close()
+
+
+def _bind_shared(host: str, port: int, workers: int) -> list[list[socket.socket]]:
+    """``workers`` sets of sockets listening on ``host:port``, each with one socket per address ``host``
+    resolves to, as ``asyncio.start_server`` binds them (an IPv6 one IPv6 only)."""
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    addresses = list(
+        dict.fromkeys((family, kind, protocol, address) for family, kind, protocol, _, address in found)
+    )
+    if port == 0:
+        for _ in range(CHOSEN_PORT_ATTEMPTS - 1):
+            try:
+                return _bind_all(addresses, workers)
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+    return _bind_all(addresses, workers)
+
+
+def _bind_all(addresses: Sequence[tuple[Any, ...]], workers: int) -> list[list[socket.socket]]:
+    """The port of the first address bound is every other socket's: the kernel's choice, for a port of 0."""
+    bound: list[list[socket.socket]] = [[] for _ in range(workers)]
+    try:
+        chosen: int | None = None
+        for family, kind, protocol, address in addresses:
+            for shared in bound:
+                listening = socket.socket(family, kind, protocol)
+                shared.append(listening)
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listening.bind((address[0], address[1] if chosen is None else chosen, *address[2:]))
+                chosen = listening.getsockname()[1]
+        # Listening only once every socket is bound: no connection is queued before each worker's socket
+        # can take its share.
+        for shared in bound:
+            for listening in shared:
+                listening.listen(LISTEN_BACKLOG)
+    except BaseException:
+        for shared in bound:
+            for listening in shared:
+                listening.close()
+        raise
+    return bound
+
+
 def supervise(
-    workers: int,
+    listening: list[Sockets],
     target: Callable[..., None],
     settings: dict[str, Any],
     passthrough: list[str],
+    data_dir: Path,
     admin: tuple[str, int] | None = None,
 ) -> int:
-    """Run ``target(settings, passthrough, together)`` in ``workers`` processes until a signal or a
-    worker's exit (``together`` is a barrier of all of them, which each passes once it has bound the port);
-    return the exit status (that of the first worker to stop on its own, 0 after a signal, 2 when the
-    admin listener cannot listen). With ``admin`` (host, port), this process serves the host's one admin
-    listener there, in front of each worker's admin API on a Unix socket of its own
-    (``proxy.admin.gateway``). SIGHUP is passed on to every worker: each re-reads the policy itself."""
-    return asyncio.run(_supervise(workers, target, settings, passthrough, admin))
+    """Run ``target(settings, passthrough, sockets)`` in one process for each of ``listening`` (its own
+    listening sockets, from ``bind_listeners``) until a signal or a worker's exit; return the exit status
+    (that of the first worker to stop on its own, 0 after a signal, 2 when the admin listener cannot
+    listen). A worker's sockets are closed here once it holds them, so they live as long as it serves.
+    With ``admin`` (host, port), this process serves the host's one admin listener there, in front of each
+    worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``). SIGHUP is
+    passed on to every worker: each re-reads the policy itself."""
+    try:
+        return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, admin))
+    finally:
+        close_all(listening)
 
 
 async def _supervise(
-    workers: int,
+    listening: list[Sockets],
     target: Callable[..., None],
     settings: dict[str, Any],
     passthrough: list[str],
+    data_dir: Path,
     admin: tuple[str, int] | None,
 ) -> int:
     context = multiprocessing.get_context("spawn")
-    # A private directory (0700) for the workers' admin sockets, short enough for a socket's path.
-    sockets = Path(tempfile.mkdtemp(prefix="egressguard-admin-")) if admin else None
     processes: dict[str, BaseProcess] = {}
-    together = context.Barrier(workers)
-    for index in range(workers):
-        worker_settings = {**settings, WORKER_OPTION: writer_id(index)}
-        if sockets is not None:
-            worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
-        worker = context.Process(
-            target=target,
-            args=(worker_settings, passthrough, together),
-            name=f"egressguard-{writer_id(index)}",
-        )
-        worker.start()
-        processes[writer_id(index)] = worker
+    with contextlib.ExitStack() as cleanup:
+        try:
+            cleanup.enter_context(_sole_supervisor(data_dir))
+        except AlreadyServed as error:
+            print(f"egressguard: {error}", file=sys.stderr)
+            return 2
+        sockets = cleanup.enter_context(_admin_sockets(data_dir)) if admin else None
+        cleanup.callback(lambda: _stop(list(processes.values())))
+        for index, worker_sockets in enumerate(listening):
+            worker_settings = {**settings, WORKER_OPTION: writer_id(index)}
+            if sockets is not None:
+                worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
+            worker = context.Process(
+                target=target,
+                args=(worker_settings, passthrough, worker_sockets),
+                name=f"egressguard-{writer_id(index)}",
+            )
+            worker.start()
+            processes[writer_id(index)] = worker
+            close_all([worker_sockets])
+        return await _watch(processes, sockets, admin)
+
+
+async def _watch(
+    processes: dict[str, BaseProcess], sockets: Path | None, admin: tuple[str, int] | None
+) -> int:
+    """Serve the admin listener and wait for a signal or a worker's exit; return the exit status."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, _hang_up, processes)
     server: asyncio.Server | None = None
-    status = 0
     try:
         if admin is not None and sockets is not None:
             gateway = Gateway(
@@ -111,21 +236,46 @@ async def _supervise(
                     f"egressguard: worker {ended[0].name} exited with {status}; stopping the others",
                     file=sys.stderr,
                 )
-                break
+                return status
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 0.2)
+        return 0
     finally:
         if server is not None:
             server.close()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
-        # A worker still waiting for the others to bind the port would otherwise stop only once its
-        # wait ran out.
-        together.abort()
-        await asyncio.to_thread(_stop, list(processes.values()))
-        if sockets is not None:
-            shutil.rmtree(sockets, ignore_errors=True)
-    return status
+
+
+class AlreadyServed(Exception):
+    """Another supervisor runs on this data dir."""
+
+
+@contextlib.contextmanager
+def _sole_supervisor(data_dir: Path) -> Iterator[None]:
+    """Hold ``<data_dir>/supervisor.lock`` while this supervisor runs, or raise ``AlreadyServed``: a second
+    one's workers would write the same audit chains and remove this one's admin sockets. The kernel lets
+    go of the lock when its holder is gone, however it went, so a lock file left behind holds nothing."""
+    with open(data_dir / SUPERVISOR_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyServed(f"another egressguard with workers is running on {data_dir}") from None
+        yield
+
+
+@contextlib.contextmanager
+def _admin_sockets(data_dir: Path) -> Iterator[Path]:
+    """The private directory (0700) of the workers' admin sockets, ``<data_dir>/admin-sockets``, removed
+    when the supervisor stops. There is one for each data dir, which only its one supervisor uses: one a
+    supervisor killed outright left behind is removed by the next start, not left to pile up."""
+    directory = data_dir / ADMIN_SOCKETS
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _hang_up(processes: dict[str, BaseProcess]) -> None:

@@ -1,0 +1,87 @@
+"""The supervisor's listening sockets (``proxy.commands.workers.bind_listeners``), through real sockets."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from proxy.commands.workers import Listener, Sockets, bind_listeners, close_all
+
+ANY_ADDRESS = Listener("regular", "", 0, default_port=True)
+
+
+@pytest.fixture
+def bound() -> Iterator[list[Sockets]]:
+    listening = bind_listeners([ANY_ADDRESS], 3)
+    yield listening
+    close_all(listening)
+
+
+def listens(listening: socket.socket) -> bool:
+    return bool(listening.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+def test_every_worker_gets_a_listening_socket_on_one_chosen_port_for_each_address(
+    bound: list[Sockets],
+) -> None:
+    """An empty host is every IPv4 and IPv6 address, as mitmproxy listens on it; a port of 0 is chosen
+    once, and every worker's sockets listen on it, in the port's reuseport group, before any worker runs."""
+    ports = {listening.getsockname()[1] for sockets in bound for listening in sockets["regular"]}
+    assert len(ports) == 1 and ports != {0}
+    for sockets in bound:
+        families = sorted(listening.family for listening in sockets["regular"])
+        assert families == [socket.AF_INET, socket.AF_INET6]
+        assert all(listens(listening) for listening in sockets["regular"])
+        assert all(
+            listening.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for listening in sockets["regular"]
+        )
+        ipv6 = next(listening for listening in sockets["regular"] if listening.family == socket.AF_INET6)
+        assert ipv6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    (port,) = ports
+    for address in ("127.0.0.1", "::1"):
+        socket.create_connection((address, port), timeout=5).close()
+
+
+def test_connections_queue_on_every_workers_socket_before_any_accepts(bound: list[Sockets]) -> None:
+    """Connections made before any worker accepts are spread over every worker's socket by the kernel and
+    wait there: each of three workers has some of 64 (all on one by chance: 1 in 3**63)."""
+    (port,) = {sockets["regular"][0].getsockname()[1] for sockets in bound}
+    agents = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(64)]
+    try:
+        queued = []
+        for sockets in bound:
+            ipv4 = next(listening for listening in sockets["regular"] if listening.family == socket.AF_INET)
+            ipv4.setblocking(False)
+            accepted = []
+            while True:
+                try:
+                    accepted.append(ipv4.accept()[0])
+                except BlockingIOError:
+                    break
+            queued.append(len(accepted))
+            for connection in accepted:
+                connection.close()
+        assert sum(queued) == 64 and all(queued), queued
+    finally:
+        for agent in agents:
+            agent.close()
+
+
+def test_an_address_in_use_is_reported_and_nothing_is_left_listening() -> None:
+    """A port another process listens on without ``SO_REUSEPORT`` cannot be shared: ``OSError``, and the
+    sockets bound before it (the other listener's) are closed."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        free = socket.create_server(("127.0.0.1", 0))
+        free_port = free.getsockname()[1]
+        free.close()
+        listeners = [
+            Listener("regular", "127.0.0.1", free_port, True),
+            Listener("regular@1", "127.0.0.1", port, False),
+        ]
+        with pytest.raises(OSError):
+            bind_listeners(listeners, 2)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", free_port), timeout=5)
