@@ -46,6 +46,7 @@ from proxy.turn import Turn
 from proxy.wire.charsets import (
     CHARSET_RULE,
     PART_ENCODING_RULE,
+    ReadEveryWay,
     TextEncoding,
     UnreadableEncodingError,
     declared_charsets,
@@ -53,6 +54,7 @@ from proxy.wire.charsets import (
     part_readings,
     read_in,
     reads_as_utf8,
+    reads_unknowably,
     text_encoding,
 )
 from proxy.wire.decoding import (
@@ -93,6 +95,9 @@ TEXT_ENCODING_KEY = "egressguard.inspect.text_encoding"
 OTHER_READINGS_KEY = "egressguard.inspect.other_readings"
 """The request as readers that read it otherwise read it (keys matched regardless of case, the charset
 or part encodings it declares), by reading, where the request leaves as sent: inspected too."""
+EVERY_READING_KEY = "egressguard.inspect.every_reading"
+"""A request whose declared charset reads otherwise (``ReadEveryWay``): every reading is inspected, in
+enforce mode too, and it is refused only where one finds what the policy acts on."""
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
 
@@ -319,9 +324,31 @@ def declared_readings(
         return [], error
     if not readings:
         return [], None
+    if rule == CHARSET_RULE and any(map(reads_unknowably, charsets)):
+        message_text = (
+            f"declares charset {', '.join(map(repr, charsets))}, which its decoders read differently"
+        )
+        return readings, UnreadableEncodingError(rule, message_text)
     what = f"charset {', '.join(map(repr, charsets))}" if rule == CHARSET_RULE else "a part's own encoding"
     message_text = f"declares {what}, in which it reads otherwise than as UTF-8; read both ways"
-    return readings, UnreadableEncodingError(rule, message_text)
+    kind = ReadEveryWay if rule == CHARSET_RULE else UnreadableEncodingError
+    return readings, kind(rule, message_text)
+
+
+def read_every_way(inspector: TurnInspector, where: str, error: ReadEveryWay) -> Finding | None:
+    """A body whose declared charset reads otherwise, read every way it reads (enforce mode): where any
+    reading found what the policy acts on, one body cannot be rewritten into every reading, so it is
+    refused, and its charset finding (returned) says so; else it leaves as sent, the finding a flag."""
+    acted_on = inspector.first_enforceable()
+    finding = uninspectable_finding(
+        where, error, inspection_threat(inspector.policy), enforced=acted_on is not None
+    )
+    inspector.turn.errors.append(f"{where}: {error}")
+    if acted_on is None:
+        inspector.turn.add(dataclasses.replace(finding, action=Action.FLAG))
+        return None
+    inspector.turn.add(finding)
+    return finding
 
 
 def read_request(reader: Dialect, body: bytes) -> RequestView:
@@ -351,6 +378,10 @@ def read_otherwise(
     words is enforced, such a body was refused or leaves as the one reading inspected."""
     others = flow.metadata.pop(OTHER_READINGS_KEY, [])
     if inspector.normalises:
+        if EVERY_READING_KEY in flow.metadata:
+            for reading, other in others:
+                if reading == DECLARED:
+                    inspector.inspect_other_request(view, other, READINGS[reading])
         return
     if body is not None and parsed is not None and parsed[1]:
         others.append(
@@ -857,6 +888,9 @@ class Inspect:
         if view.stream:
             # Ask for a plain stream; one compressed anyway is decoded as it passes.
             flow.request.headers["accept-encoding"] = "identity"
+        if isinstance(unreadable, ReadEveryWay) and reading_threat(policy) is not None:
+            flow.metadata[EVERY_READING_KEY] = unreadable  # decided once every reading is inspected
+            unreadable = None
         refused = unreadable and self._uninspectable(flow, turn, "request", unreadable)
         if unreadable and refused:
             self._refuse_request(flow, dialect, inspector, request_refusal_status(unreadable), refused)
@@ -956,6 +990,12 @@ class Inspect:
                 sent = inspector.scan_request(body, view, parsed)
         # The URL, header and residual scans may refuse it too (a rule that ran out of time there).
         block = verdict.block or inspector.request_block()
+        every_way = flow.metadata.pop(EVERY_READING_KEY, None)
+        if isinstance(every_way, ReadEveryWay):
+            refused = read_every_way(inspector, "request", every_way)
+            if refused is not None:
+                Inspect._refuse_request(flow, dialect, inspector, 415, refused)
+                return
         if sent is not None and block is None:
             sent = inspector.vault_request(sent, reader, view)
         if block is not None:
@@ -1048,7 +1088,10 @@ class Inspect:
             return
         body, encoding = as_utf8(flow.response, body)
         declared, otherwise = declared_readings(flow.response, body, transcoded=encoding is not None)
-        refused = self._uninspectable(flow, turn, "response", otherwise) if otherwise else None
+        every_way = otherwise if isinstance(otherwise, ReadEveryWay) and inspector.normalises else None
+        refused = (
+            self._uninspectable(flow, turn, "response", otherwise) if otherwise and not every_way else None
+        )
         if refused is not None:
             self._withhold(flow, dialect, inspector, refused)
             return
@@ -1108,6 +1151,11 @@ class Inspect:
         inspector.inspect_other_readings(
             [(READINGS[DECLARED], read_response(dialect, other)) for other in declared]
         )
+        refused = read_every_way(inspector, "response", every_way) if every_way is not None else None
+        if refused is not None:
+            turn.escalate(Decision.BLOCKED)
+            self._withhold(flow, dialect, inspector, refused)
+            return
         if rewritten != body:
             set_text(flow.response, rewritten, encoding)
             inspector.response_sent(dialect.parse_response(rewritten), rewritten)

@@ -1803,6 +1803,11 @@ class TurnInspector:
         self.budget.renew()
         self.locator_budget.renew()
 
+    def first_enforceable(self) -> Finding | None:
+        """The first finding of what is being read (the request, the response or a message) that enforce
+        mode acts on, redactions included."""
+        return next((f for f in self.turn.findings[self._direction_from :] if self._enforceable(f)), None)
+
     def request_block(self) -> Finding | None:
         """The first finding that enforce mode refuses the request for, if any (read before its response)."""
         self._settle_timeouts("request")

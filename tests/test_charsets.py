@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from mitmproxy import http
 
-from proxy.wire.charsets import TextEncoding, labelled_utf8, text_encoding
+from addons.inspect import declared_readings
+from proxy.wire.charsets import ReadEveryWay, TextEncoding, labelled_utf8, reads_unknowably, text_encoding
 
 TEXT = "Grüße aus Köln, señor: the key is AKIAQWERTY234567ABCD. Ça va?"
 DOCUMENT = json.dumps({"note": TEXT}, ensure_ascii=False)
@@ -70,3 +72,33 @@ def test_text_the_encoding_cannot_hold_is_not_written_in_it() -> None:
         labelled_utf8('text/plain; charset="latin-1"; format=flowed')
         == "text/plain; format=flowed; charset=utf-8"
     )
+
+
+@pytest.mark.parametrize("charset", ["utf-7", "UTF7", "unicode-1-1-utf-7", "x-no-such-charset"])
+def test_charsets_whose_readings_are_not_known_are_named(charset: str) -> None:
+    assert reads_unknowably(charset)
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "iso-8859-1", "utf-16", "cp500", "windows-1252"])
+def test_charsets_read_every_way_are_not(charset: str) -> None:
+    assert not reads_unknowably(charset)
+
+
+def _message(content_type: str) -> http.Message:
+    return http.Request.make("POST", "https://example.com/", b"", {"content-type": content_type})
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "every_way"),
+    [
+        ("text/plain; charset=iso-8859-1", "Grüße".encode(), True),
+        ("text/plain; charset=utf-16", "Grüße".encode("utf-16-le"), True),
+        ("text/plain; charset=utf-7", b"Gr+APw-", False),
+    ],
+)
+def test_a_body_read_otherwise_is_read_every_way_unless_its_decoders_differ(
+    content_type: str, body: bytes, every_way: bool
+) -> None:
+    readings, error = declared_readings(_message(content_type), body)
+    assert readings and error is not None
+    assert isinstance(error, ReadEveryWay) is every_way

@@ -312,3 +312,71 @@ def test_a_utf16_json_answer_is_redacted_in_utf16_for_the_sdk(
     )
     assert raw.http_response.headers["content-type"] == "application/json; charset=utf-16"
     assert all(f["enforced"] for f in secrets_in(Turns(proxy).next()))
+
+
+READ_EVERY_WAY = {
+    "latin-1 declared, valid utf-8": ("text/plain; charset=iso-8859-1", LATIN_TEXT.encode()),
+    "utf-16 without a bom": ("text/plain; charset=utf-16", LATIN_TEXT.encode("utf-16-le")),
+    "two charsets": ("text/plain; charset=iso-8859-1; charset=cp1252", LATIN_TEXT.encode("cp1252")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READ_EVERY_WAY))
+def test_text_read_otherwise_in_its_charset_passes_where_no_reading_finds_anything(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A body whose declared charset reads otherwise than UTF-8 is read every way in enforce mode: clean
+    text leaves as sent (its charset finding not enforced); the same with a key in it is refused (415),
+    whichever reading shows the key."""
+    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    upstream.reply = Reply(body=b'{"ok": true}')
+    content_type, body = READ_EVERY_WAY[name]
+    turns = Turns(guard)
+    response = post(guard, upstream, body, path="/upload", headers={"content-type": content_type})
+    assert response.status_code == 200, (response.text, last_record(guard))
+    assert upstream.received[-1].body == body
+    assert charset_finding(turns.next())["enforced"] is False
+    leaking = f"{LATIN_TEXT} {LEAK}".encode(_wire_charset(content_type))
+    before = len(upstream.received)
+    response = post(guard, upstream, leaking, path="/upload", headers={"content-type": content_type})
+    assert response.status_code == 415 and len(upstream.received) == before
+    findings = turns.next()
+    assert charset_finding(findings)["enforced"] is True and secrets_in(findings)
+
+
+def test_utf7_is_refused_where_enforced_however_clean(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UTF-7's decoders read it differently from one another: no reading is sound, so it stays refused."""
+    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    headers = {"content-type": "text/plain; charset=utf-7"}
+    response = post(guard, upstream, b"Gr+APw-", path="/upload", headers=headers)
+    assert response.status_code == 415 and upstream.received == []
+    finding = charset_finding(Turns(guard).next())
+    assert finding["enforced"] and "decoders read differently" in finding["signal"]
+
+
+@pytest.mark.parametrize("name", sorted(READ_EVERY_WAY))
+def test_an_answer_read_otherwise_in_its_charset_passes_where_no_reading_finds_anything(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    content_type, body = READ_EVERY_WAY[name]
+    upstream.reply = Reply(body=body, content_type=content_type)
+    turns = Turns(guard)
+    response = post(guard, upstream, json.dumps({"note": "hello"}).encode(), path="/download")
+    assert response.status_code == 200 and response.content == body
+    assert charset_finding(turns.next())["enforced"] is False
+    upstream.reply = Reply(
+        body=body + b" " + LEAK.encode(_wire_charset(content_type)), content_type=content_type
+    )
+    response = post(guard, upstream, json.dumps({"note": "hello"}).encode(), path="/download")
+    assert response.status_code == 502 and AWS_KEY not in response.text
+    findings = turns.next()
+    assert charset_finding(findings)["enforced"] is True and secrets_in(findings)
+
+
+def _wire_charset(content_type: str) -> str:
+    """The codec the test's body for ``content_type`` is written in."""
+    charset = content_type.rpartition("charset=")[2]
+    return {"utf-16": "utf-16-le", "iso-8859-1": "utf-8"}.get(charset, charset)

@@ -42,6 +42,21 @@ class UnreadableEncodingError(UninspectableError):
         self.rule = rule
 
 
+class ReadEveryWay(UnreadableEncodingError):
+    """A body whose declared charset gives readings other than the detectors' that are each known (a
+    Latin-1 body that is valid UTF-8, UTF-16 without a byte order mark): every one of them is inspected,
+    and it passes as sent where none finds what the policy acts on."""
+
+
+def reads_unknowably(charset: str) -> bool:
+    """Whether receivers decoding in ``charset`` may read text no reading here gives: UTF-7, whose decoders
+    differ (direct characters, ``+-``, a shift left open) and which every ASCII reader reads otherwise."""
+    try:
+        return codecs.lookup(charset).name == "utf-7"
+    except LookupError:
+        return True
+
+
 def declared_charsets(content_type: str | None) -> list[str]:
     """Every charset a Content-Type value declares (receivers take the first or the last of several)."""
     if not content_type:
