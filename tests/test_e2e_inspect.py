@@ -473,6 +473,20 @@ def test_destructive_tool_withheld_in_stream(enforce: Proxy, upstream: FakeUpstr
     assert "delete_customer" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
+def test_a_key_written_in_tag_characters_is_redacted_from_a_prompt(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unicode tag characters mirror ASCII and are invisible on screen, and models read them: a key
+    written in them ("ASCII smuggling") is found and redacted like a plain one."""
+    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    smuggled = "".join(chr(0xE0000 + ord(char)) for char in AWS_KEY)
+    openai_client(upstream).chat.completions.create(model="m", messages=ask(f"the key is {smuggled}"))
+    sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
+    assert smuggled not in sent and "REDACTED" in sent
+    found = [f for f in last_record(proxy)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] for f in found)
+
+
 @pytest.mark.parametrize("status", [400, 500, 599, 999])
 @pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
 def test_a_secret_in_an_error_answer_is_redacted(

@@ -63,6 +63,9 @@ DISGUISES = {
     "cyrillic prefix": "key \u0410" + AWS_KEY[1:],
     "greek letters": "\u0391\u039a\u0399\u0391" + AWS_KEY[4:],
     "full width": "".join(chr(ord(char) + 0xFEE0) for char in AWS_KEY),
+    "tag characters": "key " + "".join(chr(0xE0000 + ord(char)) for char in GITHUB_TOKEN),
+    "tag characters after a plain prefix": GITHUB_TOKEN[:8]
+    + "".join(chr(0xE0000 + ord(c)) for c in GITHUB_TOKEN[8:]),
     "soft hyphens": "\u00ad".join(
         GITHUB_TOKEN[index : index + 5] for index in range(0, len(GITHUB_TOKEN), 5)
     ),

@@ -128,7 +128,7 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         smuggled = []
         visible = text
         if _INVISIBLE.search(text):
-            smuggled = [_decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
+            smuggled = [decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
             visible = _INVISIBLE.sub("", text)
             signals.add(HIDDEN_CHARACTERS)
         visible = unicodedata.normalize("NFKC", visible)
@@ -153,7 +153,7 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         _normalize_into(segment, depth - 1, texts, signals, budget)
 
 
-def _decode_tag_run(run: str) -> str:
+def decode_tag_run(run: str) -> str:
     """Unicode tag characters mirror ASCII (U+E0041 is a tagged "A"): text written in them is invisible
     on screen but read by models."""
     return "".join(chr(ord(char) - 0xE0000) for char in run if 0xE0020 <= ord(char) <= 0xE007E)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from proxy.scanning.normalize import LOOKALIKES, starts_binary
+from proxy.scanning.normalize import LOOKALIKES, decode_tag_run, starts_binary
 
 MAX_DEPTH = 4
 """A view is searched for further encodings down to this many levels (base64 of hex of a percent-encoded,
@@ -432,7 +432,7 @@ def _decode_unit(kind: str | None, raw: str) -> str:
         return chr(code).translate(_FOLD)
     if kind == "entity":
         return html.unescape(raw).translate(_FOLD)
-    return ""  # invisible characters
+    return decode_tag_run(raw)  # invisible characters: only tag characters read as the ASCII they mirror
 
 
 def _segment_views(text: str, parent: View | None) -> list[View]:
