@@ -83,8 +83,29 @@ def receive(proxy: Proxy, port: int) -> list[bytes | str]:
     received: list[bytes | str] = []
     with connect(proxy, port) as connection:
         while "done" not in received:
-            received.append(connection.recv(timeout=WAIT_S))
+            received += next_messages(proxy, connection, 1)
         connection.send("bye")
+    return received
+
+
+def next_messages(
+    proxy: Proxy, connection: websockets.sync.client.ClientConnection, count: int
+) -> list[bytes | str]:
+    """The next ``count`` messages the agent receives; fewer (the connection closed, or a wait ran out)
+    fail the test with what the proxy recorded of the connection."""
+    received: list[bytes | str] = []
+    try:
+        while len(received) < count:
+            received.append(connection.recv(timeout=WAIT_S))
+    except (websockets.exceptions.ConnectionClosed, TimeoutError) as ended:
+        recorded = [
+            (finding["rule"], finding["where"])
+            for record in proxy.wait_for_records(1, timeout=2)
+            for finding in record["findings"]
+        ]
+        pytest.fail(
+            f"the agent received {received} of {count} messages ({ended!r}); the proxy recorded {recorded}"
+        )
     return received
 
 
@@ -112,7 +133,7 @@ def test_a_key_in_a_binary_frame_is_treated_as_in_a_text_frame(
     (the agent still gets a binary frame), recorded either way."""
     proxy = start_proxy(mode=mode)
     with connect(proxy, sender.port) as connection:
-        binary, text = connection.recv(timeout=WAIT_S), connection.recv(timeout=WAIT_S)
+        binary, text = next_messages(proxy, connection, 2)
         connection.send("bye")
     assert isinstance(binary, bytes) and isinstance(text, str)
     enforcing = mode == "enforce"
@@ -157,7 +178,7 @@ def test_a_key_split_across_messages_is_found_in_the_one_that_completes_it(
     and enforced as before."""
     proxy = start_proxy(mode=mode, extra="redaction: {requests: true}\n")
     with connect(proxy, realtime.port) as connection:
-        deltas = [json.loads(connection.recv(timeout=WAIT_S))["delta"] for _ in range(3)]
+        deltas = [json.loads(message)["delta"] for message in next_messages(proxy, connection, 3)]
         for text in ("send AKIAQWERTY", "234567ABCD now"):
             connection.send(json.dumps({"type": "input_text", "text": text}))
         deadline = time.monotonic() + WAIT_S
