@@ -272,9 +272,25 @@ def test_the_other_findings_of_an_answer_refused_whole_are_enforced(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer refused for a rule that ran out of time carried a key too: none of it reached the agent,
-    so the key's finding is enforced as well, the turn blocked."""
+    so the key's finding is enforced as well, the turn blocked. (The key is in the answer's text, read
+    first; the run in a field no dialect reads, read after it: text that spends the budget before a
+    rule's turn leaves that rule out of time too.)"""
     proxy = start_proxy(mode="enforce", extra=TIME_LIMIT)
-    upstream.reply = Reply(text=f"your key is AKIAQWERTY234567ABCD. {NEAR_CARDS}")
+    answer = {
+        "id": "c-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "your key is AKIAQWERTY234567ABCD."},
+                "finish_reason": "stop",
+            }
+        ],
+        "x_attachment": NEAR_CARDS,
+    }
+    upstream.reply = Reply(body=json.dumps(answer).encode())
     client = client_through(proxy, upstream, monkeypatch)
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "list them"}])
@@ -282,3 +298,31 @@ def test_the_other_findings_of_an_answer_refused_whole_are_enforced(
     assert findings and record["decision"] == "blocked"
     keys = [f for f in record["findings"] if f["rule"] == "aws-access-key-id"]
     assert keys and all(f["enforced"] for f in keys)
+
+
+SHORT_RUN = "4111 1111 1111 1112 " * 50
+"""1 KB the payment-card rule reads well within even a 1 ms limit."""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_many_texts_each_read_within_the_limit_share_one_budget(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Three hundred messages, each read by the payment-card rule within its limit, cost the request's
+    budget more than it holds (every run is charged, not only those that reach the limit): the later
+    ones are out of time without a run, which enforce mode refuses (nothing reaches the upstream) and
+    observe mode records, not enforced, passing the request on."""
+    proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
+    client = client_through(proxy, upstream, monkeypatch)
+    messages: list[Any] = [{"role": "user", "content": f"{index}: {SHORT_RUN}"} for index in range(300)]
+    if mode == "enforce":
+        with pytest.raises(openai.PermissionDeniedError):
+            client.chat.completions.create(model="gpt-4o", messages=messages)
+        assert upstream.received == []
+    else:
+        client.chat.completions.create(model="gpt-4o", messages=messages)
+        assert SHORT_RUN.encode() in upstream.received[-1].body
+    record, findings = timeout_findings(proxy)
+    assert findings and all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
+    assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+    assert (record["decision"] == "blocked") is (mode == "enforce")

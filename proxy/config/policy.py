@@ -369,8 +369,9 @@ class DetectionSettings:
     freeze_for_s: float = 3600.0
     indirect_injection: Literal["flag", "quarantine", "block"] = "quarantine"
     rule_time_limit_s: float = 0.05
-    """How long a secret or PII rule may run over one text before it is run again with more
-    (``Scanner.rescan_s``), and then recorded as ``inspection.scan_timeout``."""
+    """The CPU time a secret or PII rule may take over one text before it is run again with what is left
+    of the budget of the request, response or message (``ScanBudget``), and then recorded as
+    ``inspection.scan_timeout``."""
     vault: VaultSettings | None = None
     """Set when requests are vaulted rather than redacted."""
 

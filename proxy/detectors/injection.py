@@ -656,7 +656,8 @@ class InjectionDetector:
         self, text: str, source: Source, budget: ScanBudget, structure: Structure | None = None
     ) -> _Verdict:
         indirect = source in INDIRECT_SOURCES
-        normalized = normalize(text)
+        with budget.metered():
+            normalized = normalize(text)
         hits: dict[str, Severity] = {}
         timed_out: dict[str, None] = {}
         for form in normalized.texts:
@@ -669,9 +670,10 @@ class InjectionDetector:
                 hits[rule.id] = rule.severity
         score = None
         if self.classifier is not None:
-            score = max(self.classifier.score(form) for form in normalized.texts)
-            if structure is None and self.classifier.needs_structure(source, score):
-                structure = structure_of(text)
+            with budget.metered():
+                score = max(self.classifier.score(form) for form in normalized.texts)
+                if structure is None and self.classifier.needs_structure(source, score):
+                    structure = structure_of(text)
         return _Verdict(
             tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure, tuple(timed_out)
         )

@@ -45,6 +45,7 @@ import operator
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from pathlib import Path
@@ -161,28 +162,88 @@ class ScanResult:
 
 
 class ScanBudget:
-    """The seconds the scans of one request, one response or one WebSocket message may spend on rules
-    that run out of time, shared by every scanner and every text read for it, and the rules that ran out
-    for good in them. Each rule's first run over a text has its own time limit; only runs that reach it,
-    and the runs again after them, are charged. Once the budget is spent no rule runs any more: every
-    rule a later text triggers is out of time at once, so a request of many crafted texts costs about
-    one budget, not one a text."""
+    """The CPU seconds the scans of one request, one response or one WebSocket message may spend in all,
+    shared by every scanner and every text read for it, and the rules that ran out of time in them.
+    It holds ``seconds`` at the start, and every text handed to a scan adds ``per_char`` seconds a
+    character (``BUDGET_CHARS``); everything a scan does is charged in CPU time (``metered``): the
+    keyword pass, the loosened forms' question, every rule's run and run again, the decoded views; and
+    so is the work of detectors around their scans (the injection detector's normalisation and
+    classifier). Once it is spent no rule runs any more: every rule a later text (or view) triggers is
+    out of time at once, found by its keyword pass alone. The work of one request is so bounded by
+    ``seconds`` and ``per_char`` a character scanned, plus a keyword pass a text and the one step under
+    way when it ran out."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, per_char: float = 0.0) -> None:
         self.seconds = seconds
+        self.per_char = per_char
         self.left = seconds
         self.timed_out: dict[str, Rule] = {}
         """By id, every rule that ran out of time in a scan charged here (rules of several scanners)."""
 
     @property
     def spent(self) -> bool:
-        """More was charged than it held (a budget of 0 still lets each rule have its first run)."""
-        return self.left < 0
+        """Nothing is left of it: no rule runs any more."""
+        return self.left <= 0
 
     def renew(self) -> None:
         """The budget of the next request, response or message: all seconds back, no rule out of time."""
         self.left = self.seconds
         self.timed_out = {}
+
+    def allow(self, chars: int) -> None:
+        """A text of ``chars`` characters is handed to a scan: its allowance is added."""
+        self.left += self.per_char * chars
+
+    @contextmanager
+    def metered(self) -> Iterator[Meter]:
+        """Work charged to this budget when it ends, the meter telling meanwhile what is left."""
+        meter = Meter(self)
+        try:
+            yield meter
+        finally:
+            self.left -= meter.settle()
+
+
+_EXACT_EVERY = 0.002
+"""Wall seconds after which a meter reads the CPU clock again: in between it counts the time that passed,
+an upper bound of the CPU time, so a meter is never ahead of the truth by more than this."""
+
+
+class Meter:
+    """What one piece of work charged to a ``ScanBudget`` has spent so far in the thread's CPU time. A
+    thread's CPU time grows no faster than the wall clock, so between readings of the CPU clock (a system
+    call of one to three microseconds on a virtual machine) the wall clock (a vDSO call) bounds it from
+    above, and the CPU clock is read only at the start, at the end and every ``_EXACT_EVERY`` between."""
+
+    def __init__(self, budget: ScanBudget) -> None:
+        self.budget = budget
+        self._wall = time.monotonic()
+        """The wall clock at the last reading of the CPU clock."""
+        self._cpu = time.thread_time()
+        self._spent = 0.0
+        """The seconds spent up to ``_wall``."""
+
+    def spent(self) -> float:
+        """The seconds spent so far: never less than the truth, at most ``_EXACT_EVERY`` more."""
+        now = time.monotonic()
+        if now - self._wall >= _EXACT_EVERY:
+            self._read_cpu(now)
+            return self._spent
+        return self._spent + now - self._wall
+
+    def left(self) -> float:
+        """What is left of the budget (``spent`` taken from it)."""
+        return self.budget.left - self.spent()
+
+    def settle(self) -> float:
+        """The CPU seconds this work cost."""
+        self._read_cpu(time.monotonic())
+        return self._spent
+
+    def _read_cpu(self, now: float) -> None:
+        cpu = time.thread_time()
+        self._spent += cpu - self._cpu
+        self._cpu, self._wall = cpu, now
 
 
 class PackError(Exception):
@@ -490,12 +551,19 @@ def load_packaged_packs(directory: Path | None = None) -> list[RulePack]:
 
 
 RESCAN_FACTOR = 20
-"""A rule that runs out of time on a text is run once more, alone on that text, with this many times the
-scan's budget (50 ms: 1 s): a merely loaded machine then finishes it, where skipping it would switch the
-rule off for text crafted to make it run long. Only a rule that runs out twice is reported as timed out,
-and the turn's policy then decides (``SCAN_TIMEOUT_RULE``). The larger budget is one request's,
-response's or message's in all (``ScanBudget``), shared by every text, rule and decoded view read for it:
-text crafted to make many rules run long costs one budget, not one a rule, view and text."""
+"""A rule that runs out of its time limit on a text is run once more, alone on that text, with what is
+left of a budget of this many times the limit (50 ms: 1 s) and ``BUDGET_CHARS``' share: a rule merely slow
+on a text then finishes, where skipping it would switch the rule off for text crafted to make it run long.
+Only a rule that runs out twice is reported as timed out, and the turn's policy then decides
+(``SCAN_TIMEOUT_RULE``). The budget is one request's, response's or message's in all (``ScanBudget``),
+shared by every text, rule and decoded view read for it, and charged with everything the scans do: text
+crafted to make inspection slow, in whichever part of it, costs one budget, not one a rule, view and
+text."""
+BUDGET_CHARS = 500_000
+"""Every this many characters handed to a scan add ``RESCAN_FACTOR`` time limits to its budget (1 s by
+default: 2 µs of CPU a character, five to ten times what the packaged rules spend on code, logs or
+JSON), so that a long text read the ordinary way never spends it, and a crafted one spends at most
+that much a character."""
 SCAN_TIMEOUT_RULE = "inspection.scan_timeout"
 """The finding a rule that ran out of time twice on a text makes: what it looks for there is not known.
 Filed under that rule's threat, and refused where the policy enforces it."""
@@ -1310,24 +1378,28 @@ class Scanner:
         """A reader of a growing text that tells which new piece can make a rule match (TriggerWatch)."""
         return TriggerWatch(self)
 
-    def _plan(self, text: str, only: frozenset[int] | None = None) -> _Plan:
+    def _plan(self, text: str, meter: Meter, only: frozenset[int] | None = None) -> _Plan:
         """Which rules to run on ``text`` (of ``only``, when given), and where: of the rules its keywords
-        trigger, those whose loosened form (scanning/relaxed.py) finds something where the rule looks."""
-        plan = self._plan_all(text)
+        trigger, those whose loosened form (scanning/relaxed.py) finds something where the rule looks.
+        Where the budget runs out on the way, the rules not yet narrowed down stay in the plan whole:
+        they are then out of time (``_find``)."""
+        plan = self._plan_all(text, meter)
         if only is not None:
             plan.regions = {index: where for index, where in plan.regions.items() if index in only}
             plan.starts = {index: where for index, where in plan.starts.items() if index in only}
-        self._drop_impossible(text, plan)
+        self._drop_impossible(text, plan, meter)
         return plan
 
-    def _drop_impossible(self, text: str, plan: _Plan) -> None:
+    def _drop_impossible(self, text: str, plan: _Plan, meter: Meter) -> None:
         """Narrows the plan to the places where each rule's loosened form matches (its regions, or the
         reach of each attempt, near ones asked about together), and drops a rule left with none: its
         own pattern cannot match elsewhere. Rules whose own search costs less than the question are
-        left to run as planned."""
+        left to run as planned, and so is every rule once the budget is spent."""
         encoded = text.encode("ascii") if text.isascii() else None
         whole = [(0, len(text))]
         for index, regions in list(plan.regions.items()):
+            if meter.left() <= 0:
+                return
             # A literal-led rule searches the whole text faster than RE2 reads it (the regex engine
             # skips to its literal).
             if self._literal_led[index] and regions == whole:
@@ -1341,6 +1413,8 @@ class Scanner:
             # Attempts without the time limit cost less than asking RE2 (a third of a microsecond).
             if self._untimed_attempts[index]:
                 continue
+            if meter.left() <= 0:
+                return
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
             kept_starts = self._possible_places(
@@ -1384,7 +1458,7 @@ class Scanner:
                 kept.extend(members)
         return kept
 
-    def _plan_all(self, text: str) -> _Plan:
+    def _plan_all(self, text: str, meter: Meter) -> _Plan:
         view = _trigger_view(text)
         whole = [(0, len(text))]
         plan = _Plan(regions=dict.fromkeys(self._always, whole))
@@ -1400,13 +1474,20 @@ class Scanner:
         runs = _uniform_runs(view, 2 * longest + _RUN_BLOCK)
         searched = _without_run_insides(view, runs, longest) if runs else view
         words_found, rules_of_word = self._keywords.find(searched)
+        across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
+        if meter.left() <= 0:
+            # The budget is spent: the rules the text triggers are out of time, and where they would run
+            # matters no more.
+            for found, rules_of in ((words_found, rules_of_word), (across_runs, rules_of_spaced_word)):
+                for word_index in {hit[0] for hit in found}:
+                    plan.regions.update(dict.fromkeys(rules_of[word_index], whole))
+            return plan
         for word_index, start, end in words_found:
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
                     hits_by_rule[index].append((start, end))
                 else:
                     hits_by_rule[index] = [(start, end)]
-        across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
         for word_index, start, end in across_runs:
             for index in rules_of_spaced_word[word_index]:
                 hits_by_rule.setdefault(index, []).append((start, end))
@@ -1416,6 +1497,9 @@ class Scanner:
         run_starts = [low for low, _ in runs]
         for index, hits in hits_by_rule.items():
             if index in plan.regions:
+                continue
+            if meter.left() <= 0:
+                plan.regions[index] = whole
                 continue
             width = self._widths[index]
             runs_hit = (
@@ -1437,17 +1521,20 @@ class Scanner:
                 plan.regions[index] = _windows(hits, width, len(text))
         return plan
 
-    def _spans(self, index: int, text: str, plan: _Plan, budget: float) -> Iterator[tuple[int, int]]:
+    def _spans(
+        self, index: int, text: str, plan: _Plan, seconds: float, meter: Meter
+    ) -> Iterator[tuple[int, int]]:
         """The spans of rule ``index``'s regex matches where the plan says to look (anchored: one match
-        attempt per hit, reaching as far as the rule's longest match can), within ``budget`` seconds."""
+        attempt per hit, reaching as far as the rule's longest match can), within ``seconds`` of the
+        meter's."""
         pattern = self.rules[index].pattern
-        deadline = time.monotonic() + budget
+        deadline = meter.spent() + seconds
         if index in plan.starts:
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
             untimed = self._untimed_attempts[index]
             for start in plan.starts[index]:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - meter.spent()
                 if remaining <= 0:
                     raise TimeoutError
                 end = min(len(text), start + reach)
@@ -1460,7 +1547,7 @@ class Scanner:
                     yield hit.span(self.rules[index].secret_group)
             return
         for low, high in plan.regions[index]:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - meter.spent()
             if remaining <= 0:
                 raise TimeoutError
             for hit in pattern.finditer(text, low, high, timeout=remaining):
@@ -1468,26 +1555,29 @@ class Scanner:
 
     def scan(self, text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
         """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule.
-        Rules that run out of time are charged to ``budget`` (shared by every text of one request,
-        response or message) and named in the result's ``timed_out`` and the budget's.
+        The scan is charged to ``budget`` (shared by every text of one request, response or message,
+        ``ScanBudget``); the rules that run out of time are named in the result's ``timed_out`` and the
+        budget's.
 
         Rules of ``decode`` packs also run over every view of the text with its encodings and disguises
         undone (proxy/scanning/unmask.py); what they find there is reported over the span that carried it.
         """
         timed_out: dict[str, None] = {}
-        found = self._find(text, self._plan(text), timed_out, budget)
         disguises: dict[tuple[int, int, int], str] = {}
-        if self._decoded:
-            for view in unmask.views(text):
-                plan = self._plan(view.text, self._decoded)
-                for start, end, index in self._find(view.text, plan, timed_out, budget):
-                    low, high = view.original(start, end)
-                    if view.text[start:end] == text[low:high]:
-                        continue  # nothing was undone here: the plain scan has seen it
-                    if self.rules[index].whole_token:
-                        high = token_end(text, low, high)
-                    found.append((low, high, index))
-                    disguises.setdefault((low, high, index), view.kinds)
+        budget.allow(len(text))
+        with budget.metered() as meter:
+            found = self._find(text, self._plan(text, meter), timed_out, meter)
+            if self._decoded:
+                for view in unmask.views(text):
+                    plan = self._plan(view.text, meter, self._decoded)
+                    for start, end, index in self._find(view.text, plan, timed_out, meter):
+                        low, high = view.original(start, end)
+                        if view.text[start:end] == text[low:high]:
+                            continue  # nothing was undone here: the plain scan has seen it
+                        if self.rules[index].whole_token:
+                            high = token_end(text, low, high)
+                        found.append((low, high, index))
+                        disguises.setdefault((low, high, index), view.kinds)
         found = sorted(set(found))
         if merge:
             found = self._merge(found)
@@ -1502,58 +1592,57 @@ class Scanner:
         return self.scan(text, self.budget(), merge=merge)
 
     def budget(self) -> ScanBudget:
-        """A fresh budget of ``rescan_s`` for the scans of one request, response or message."""
-        return ScanBudget(self.rescan_s)
+        """A fresh budget of ``rescan_s``, and as much again every ``BUDGET_CHARS`` characters scanned,
+        for the scans of one request, response or message."""
+        return ScanBudget(self.rescan_s, self.rescan_s / BUDGET_CHARS)
 
     def _find(
-        self, text: str, plan: _Plan, timed_out: dict[str, None], budget: ScanBudget
+        self, text: str, plan: _Plan, timed_out: dict[str, None], meter: Meter
     ) -> list[tuple[int, int, int]]:
-        """The validated spans of the rules the plan runs, as (start, end, rule index). A rule that runs
-        out of time is run again alone with what is left of ``budget``; one that runs out then too, or
-        that the budget has no time left for, is in ``timed_out`` and the budget's."""
+        """The validated spans of the rules the plan runs, as (start, end, rule index). Each rule runs
+        first within its time limit (or what is left of the budget, if less); one that runs out is run
+        again alone with what is left of the budget; one that runs out then too, or that the budget has
+        no time left for, is in ``timed_out`` and the budget's."""
         found: list[tuple[int, int, int]] = []
+
+        def ran_out(index: int, seconds: float) -> bool:
+            if seconds <= 0:
+                return True
+            try:
+                self._validated(index, text, plan, seconds, found, meter)
+            except TimeoutError:
+                return True
+            return False
+
         # Every rule has its first run before any runs again, so one that eats the budget costs the others
-        # on the same text nothing. What a run found before it ran out is kept (the same spans found twice
-        # are one in ``scan``).
+        # on the same text nothing but its time limit. What a run found before it ran out is kept (the
+        # same spans found twice are one in ``scan``).
         again = [
             index
             for index in sorted({*plan.regions, *plan.starts})
-            if budget.spent or self._ran_out(index, text, plan, self.timeout_s, found, budget)
+            if ran_out(index, min(self.timeout_s, meter.left()))
         ]
         for index in again:
-            if budget.spent or self._ran_out(index, text, plan, budget.left, found, budget):
+            if ran_out(index, meter.left()):
                 rule = self.rules[index]
                 timed_out[rule.id] = None
-                budget.timed_out.setdefault(rule.id, rule)
+                meter.budget.timed_out.setdefault(rule.id, rule)
         return found
 
-    def _ran_out(
+    def _validated(
         self,
         index: int,
         text: str,
         plan: _Plan,
         seconds: float,
         found: list[tuple[int, int, int]],
-        budget: ScanBudget,
-    ) -> bool:
-        """Runs rule ``index`` for at most ``seconds`` (``_validated``); whether it ran out of time, the
-        time of such a run charged to ``budget``."""
-        started = time.monotonic()
-        try:
-            self._validated(index, text, plan, seconds, found)
-        except TimeoutError:
-            budget.left -= time.monotonic() - started
-            return True
-        return False
-
-    def _validated(
-        self, index: int, text: str, plan: _Plan, budget: float, found: list[tuple[int, int, int]]
+        meter: Meter,
     ) -> None:
         """Adds rule ``index``'s spans that pass its checks to ``found``; raises TimeoutError past
-        ``budget`` seconds."""
+        ``seconds`` of the meter's."""
         rule = self.rules[index]
         check = VALIDATORS[rule.validator] if rule.validator else None
-        for start, end in self._spans(index, text, plan, budget):
+        for start, end in self._spans(index, text, plan, seconds, meter):
             if start < 0 or start == end:
                 continue
             value = text[start:end]
