@@ -120,7 +120,9 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
     was reading is then uninspected, so where the policy enforces a threat decided on a body's words it
     does not pass (``refuse_uninspected``: text crafted to make a detector fail, such as JSON nested
     deeper than a walker's recursion, would otherwise switch inspection off); elsewhere it passes, on the
-    record. A shared store that is down where the policy says closed refuses the turn instead."""
+    record. A shared store that is down where the policy says closed refuses the turn instead; a rule
+    out of time that no reading settled is handled as a failure, with findings that say so
+    (``refuse_timed_out``)."""
 
     @wraps(hook)
     def guarded(self: Inspect, flow: http.HTTPFlow, *args: object) -> None:
@@ -130,6 +132,12 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
             turn = turn_of(flow)
             if turn is not None:
                 refuse_without_state(flow, turn, error)
+        except ScanTimeout as error:
+            turn = turn_of(flow)
+            if turn is not None:
+                turn.errors.append(f"inspect: {error} in {hook.__name__}")
+                refuse_timed_out(flow, turn, policy_of(flow, self.runtime), hook.__name__)
+            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__)
         except Exception as error:  # recorded; refused where a reading threat is enforced
             turn = turn_of(flow)
             if turn is not None:
@@ -140,14 +148,14 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
     return guarded  # type: ignore[return-value]
 
 
-def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> None:
+def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> bool:
     """Where the policy enforces a threat decided on a body's words, what a failed hook left uninspected
     does not reach its receiver: a WebSocket message is dropped, a request refused (403), a whole answer
     replaced by a 502, and one whose head is on its way (or already relayed) cut by closing the
-    connection. An ``inspection.failed`` finding records it."""
+    connection. An ``inspection.failed`` finding records it. Whether it was refused."""
     threat = reading_threat(policy)
     if threat is None:
-        return
+        return False
     finding = body_finding(
         INSPECTION_FAILED_RULE, f"{hook} failed: not inspected", "inspection", threat, enforced=True
     )
@@ -166,6 +174,30 @@ def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: st
         )
     elif flow.killable:
         flow.kill()
+    return True
+
+
+def refuse_timed_out(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> None:
+    """A rule ran out of time in a hook that did not settle it (its ``ScanTimeout`` left the hook): what
+    the hook had still to read is unread, refused where a reading threat is enforced
+    (``refuse_uninspected``), and the rules the budget saw run out are ``inspection.scan_timeout``
+    findings where it was reading, enforced where it was refused. Where nothing refused it, an
+    ``inspection.failed`` finding, not enforced, records that it passed unread."""
+    refused = refuse_uninspected(flow, turn, policy, hook)
+    inspector = flow.metadata.get(INSPECTOR_KEY)
+    if isinstance(inspector, TurnInspector):
+        inspector.settle_escaped_timeouts(reading_place(flow), refused=refused)
+    if not refused:
+        signal = f"{hook} failed: a rule ran out of time; passed unread"
+        threat = inspection_threat(policy)
+        turn.add(body_finding(INSPECTION_FAILED_RULE, signal, "inspection", threat, enforced=False))
+
+
+def reading_place(flow: http.HTTPFlow) -> str:
+    """Where a hook of ``flow`` was reading: its last WebSocket message, its response or its request."""
+    if flow.websocket is not None and flow.websocket.messages:
+        return f"websocket[{len(flow.websocket.messages) - 1}]"
+    return "response" if flow.response is not None else "request"
 
 
 def coding_headers(message: http.Message) -> tuple[str | None, str]:

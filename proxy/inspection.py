@@ -600,6 +600,15 @@ class TurnInspector:
             )
         return refused
 
+    def settle_escaped_timeouts(self, where: str, *, refused: bool) -> None:
+        """A reading stopped at a rule out of time that no caller settled: the rules the budget saw run out
+        are findings at ``where``, enforced where what was being read was ``refused``."""
+        self._settle_timeouts(where)
+        if refused:
+            self._carry_out(
+                self._direction_from, lambda finding: finding.rule == SCAN_TIMEOUT_RULE, Decision.BLOCKED
+            )
+
     def stream_refused(self) -> Finding | None:
         """``response_refused`` for a response relayed as it arrives, asked after each piece: cheap while no
         rule has run out of time on it."""
