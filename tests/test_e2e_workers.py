@@ -485,7 +485,8 @@ def admin_ready(admin: Admin) -> bool:
 
 def test_a_second_supervisor_on_the_same_data_dir_is_refused(workers_admin: Admin) -> None:
     """A second `run --workers` on a data dir a supervisor serves would share its workers' audit chains
-    and remove their admin sockets: it is refused, and the first serves on."""
+    and remove their admin sockets: it is refused before it listens or prints its banner, and the first
+    serves on."""
     proxy = workers_admin.proxy
     second = subprocess.run(
         [
@@ -501,4 +502,5 @@ def test_a_second_supervisor_on_the_same_data_dir_is_refused(workers_admin: Admi
     )
     assert second.returncode == 2, second.stderr
     assert f"another egressguard with workers is running on {proxy.data_dir}" in second.stderr
+    assert "egressguard" not in second.stdout  # refused before its banner
     assert workers_admin.get("/readyz").json()["workers"] == {"w0": True, "w1": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import socket
@@ -137,26 +138,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = [f"{name}={value}" for name, value in passthrough.items()]
     if workers > 1:
         from addons.server import check_options, serve_worker
-        from proxy.commands.workers import bind_listeners, bound_port, supervise
+        from proxy.commands.workers import (
+            AlreadyServed,
+            bind_listeners,
+            bound_port,
+            sole_supervisor,
+            supervise,
+        )
 
-        _create_shared_files(policy, confdir, admin=admin_listen is not None)
-        try:
-            listeners = check_options(settings, options)
-        except StartupError as error:
-            print(f"egressguard: {error}", file=sys.stderr)
-            return 2
-        try:
-            listening = bind_listeners(listeners, workers)
-        except OSError as error:
-            print(f"egressguard: cannot listen: {error.strerror or error}", file=sys.stderr)
-            return 2
-        for listener in listeners:
-            if listener.default_port and listener.port == 0:
-                # The port the kernel chose for every worker, which each worker takes for its own.
-                args.listen_port = bound_port(listening[0], listener.spec)
-                options.append(f"listen_port={args.listen_port}")
-        _print_banner(policy, args, confdir, token_file, workers)
-        return supervise(listening, serve_worker, settings, options, policy.data_dir, admin_listen)
+        with contextlib.ExitStack() as supervising:
+            try:
+                supervising.enter_context(sole_supervisor(policy.data_dir))
+            except AlreadyServed as error:
+                print(f"egressguard: {error}", file=sys.stderr)
+                return 2
+            _create_shared_files(policy, confdir, admin=admin_listen is not None)
+            try:
+                listeners = check_options(settings, options)
+            except StartupError as error:
+                print(f"egressguard: {error}", file=sys.stderr)
+                return 2
+            try:
+                listening = bind_listeners(listeners, workers)
+            except OSError as error:
+                print(f"egressguard: cannot listen: {error.strerror or error}", file=sys.stderr)
+                return 2
+            for listener in listeners:
+                if listener.default_port and listener.port == 0:
+                    # The port the kernel chose for every worker, which each worker takes for its own.
+                    args.listen_port = bound_port(listening[0], listener.spec)
+                    options.append(f"listen_port={args.listen_port}")
+            _print_banner(policy, args, confdir, token_file, workers)
+            return supervise(listening, serve_worker, settings, options, policy.data_dir, admin_listen)
     try:
         serve(settings, options, announce=lambda: _print_banner(policy, args, confdir, token_file, workers))
     except StartupError as error:

@@ -181,11 +181,6 @@ async def _supervise(
     context = multiprocessing.get_context("spawn")
     processes: dict[str, BaseProcess] = {}
     with contextlib.ExitStack() as cleanup:
-        try:
-            cleanup.enter_context(_sole_supervisor(data_dir))
-        except AlreadyServed as error:
-            print(f"egressguard: {error}", file=sys.stderr)
-            return 2
         sockets = cleanup.enter_context(_admin_sockets(data_dir)) if admin else None
         cleanup.callback(lambda: _stop(list(processes.values())))
         for index, worker_sockets in enumerate(listening):
@@ -252,9 +247,10 @@ class AlreadyServed(Exception):
 
 
 @contextlib.contextmanager
-def _sole_supervisor(data_dir: Path) -> Iterator[None]:
-    """Hold ``<data_dir>/supervisor.lock`` while this supervisor runs, or raise ``AlreadyServed``: a second
-    one's workers would write the same audit chains and remove this one's admin sockets. The kernel lets
+def sole_supervisor(data_dir: Path) -> Iterator[None]:
+    """Hold ``<data_dir>/supervisor.lock`` while this supervisor runs, or raise ``AlreadyServed`` before it
+    binds or prints anything: a second one's workers would write the same audit chains and remove this
+    one's admin sockets. The kernel lets
     go of the lock when its holder is gone, however it went, so a lock file left behind holds nothing."""
     with open(data_dir / SUPERVISOR_LOCK, "a") as lock:
         try:
@@ -267,8 +263,9 @@ def _sole_supervisor(data_dir: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def _admin_sockets(data_dir: Path) -> Iterator[Path]:
     """The private directory (0700) of the workers' admin sockets, ``<data_dir>/admin-sockets``, removed
-    when the supervisor stops. There is one for each data dir, which only its one supervisor uses: one a
-    supervisor killed outright left behind is removed by the next start, not left to pile up."""
+    when the supervisor stops. There is one for each data dir, which only its one supervisor uses
+    (``sole_supervisor``): one a supervisor killed outright left behind is removed by the next start, not
+    left to pile up."""
     directory = data_dir / ADMIN_SOCKETS
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(mode=0o700)
