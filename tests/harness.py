@@ -258,7 +258,11 @@ class Proxy:
             self.process = subprocess.Popen(
                 command, cwd=self.workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
             )
-        self._wait_until_listening()
+        try:
+            self._wait_until_listening()
+        except RuntimeError:
+            self._terminate()  # no test holds a proxy that failed to start, so none would stop it
+            raise
 
     def _limit_memory(self) -> list[str]:
         """The command prefix that puts the proxy under ``memory_limit``."""
