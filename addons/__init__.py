@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from addons.admin import Admin
-from addons.alpn import AlpnOffers
-from addons.audit import Audit
-from addons.backpressure import HeldReads
-from addons.config import PolicyLoader
-from addons.decoding import CappedDecoding
-from addons.drill import DrillMarker, DrillTarget
-from addons.early import EarlyAnswers
-from addons.egress import Egress
-from addons.errorpages import QuietErrorPages
-from addons.freeze import Freeze
-from addons.heads import HeadLimits
-from addons.heap import LongLivedHeap
-from addons.identity import AgentIdentity
+from addons.gate.drill import DrillMarker, DrillTarget
+from addons.gate.egress import Egress
+from addons.gate.freeze import Freeze
+from addons.gate.identity import AgentIdentity
+from addons.gate.localapi import LocalApi, ReservedHosts
 from addons.inspect import Inspect
-from addons.localapi import LocalApi, ReservedHosts
-from addons.logscrub import ScrubbedLogs
-from addons.metrics import TurnMetrics
-from addons.rawstreams import RawStreams
-from addons.trailers import Http1Trailers, Http2JoinedData
-from addons.wslimits import WebSocketLimits
+from addons.process.admin import Admin
+from addons.process.config import PolicyLoader
+from addons.process.heap import LongLivedHeap
+from addons.process.logscrub import ScrubbedLogs
+from addons.record.audit import Audit
+from addons.record.metrics import TurnMetrics
+from addons.wire.alpn import AlpnOffers
+from addons.wire.backpressure import HeldReads
+from addons.wire.decoding import CappedDecoding
+from addons.wire.early import EarlyAnswers
+from addons.wire.errorpages import QuietErrorPages
+from addons.wire.heads import HeadLimits
+from addons.wire.rawstreams import RawStreams
+from addons.wire.trailers import Http1Trailers, Http2JoinedData
+from addons.wire.wslimits import WebSocketLimits
 from proxy.runtime import Runtime
 
 

@@ -19,8 +19,8 @@ import structlog
 from mitmproxy import http
 from mitmproxy.net.http import status_codes
 
-from addons.fields import field_values
-from addons.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
+from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
+from addons.wire.fields import field_values
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
@@ -765,7 +765,7 @@ class Inspect:
     @fail_open
     def requestovercap(self, flow: http.HTTPFlow) -> None:
         """A body of no announced length (chunked) grew past the inspection cap while held, before any
-        byte of it left (``addons.early``)."""
+        byte of it left (``addons.wire.early``)."""
         turn = turn_of(flow)
         if turn is None or flow.response is not None:
             return
@@ -774,7 +774,7 @@ class Inspect:
 
     def _refuse_unread(self, flow: http.HTTPFlow, turn: Turn, error: OverCapError) -> None:
         """Where the policy enforces data_exfiltration, nothing of a body no detector can read may leave:
-        it is answered 413 in the API's shape before its first byte leaves (``addons.early`` sends the
+        it is answered 413 in the API's shape before its first byte leaves (``addons.wire.early`` sends the
         answer at once and drops the rest of the body). Elsewhere it is relayed as it arrives, and the
         record says so."""
         refused = self._uninspectable(flow, turn, "request", error)

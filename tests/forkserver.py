@@ -33,7 +33,7 @@ ENTRY = Path(sys.modules["proxy"].__file__ or "proxy").parent / "__main__.py"
 def warm_up() -> None:
     """Import what ``run`` imports and build the detectors of an observing and an enforcing policy, so the
     caches a forked process inherits hold the rule packs' compiled patterns and analyses."""
-    import addons.server  # noqa: F401 - imported for the forked processes
+    import addons.process.server  # noqa: F401 - imported for the forked processes
     from proxy.config.policy import load_policy
     from proxy.inspection import Detectors
 

@@ -17,8 +17,8 @@ from mitmproxy import exceptions, http
 from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 
-from addons.audit import UNAVAILABLE_TYPE, Audit
-from addons.turns import METADATA_KEY
+from addons.gate.turns import METADATA_KEY
+from addons.record.audit import UNAVAILABLE_TYPE, Audit
 from proxy.alerts import Alert
 from proxy.audit.keys import load_public_key
 from proxy.audit.verify import collect_files, verify_files

@@ -11,8 +11,8 @@ from typing import Any
 
 from mitmproxy.test import taddons, tflow
 
-from addons.audit import Audit
-from addons.identity import REFUSAL_KEY, AgentIdentity, AuthRefusal
+from addons.gate.identity import REFUSAL_KEY, AgentIdentity, AuthRefusal
+from addons.record.audit import Audit
 from proxy.alerts import RuleEngine, load_alerts_config
 from proxy.audit.refusals import RefusalCounter
 from proxy.config.policy import parse_policy

@@ -14,7 +14,7 @@ import pytest
 from mitmproxy import http, options
 from mitmproxy.tools.dump import DumpMaster
 
-from addons.backpressure import MAX_QUEUED_BYTES, HeldReads, queued_bytes
+from addons.wire.backpressure import MAX_QUEUED_BYTES, HeldReads, queued_bytes
 from tests.harness import free_port
 
 CHUNK = 1 << 16

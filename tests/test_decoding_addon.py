@@ -11,7 +11,7 @@ import pytest
 from mitmproxy.net import encoding
 from mitmproxy.test import taddons, tflow
 
-from addons.decoding import CappedDecoding
+from addons.wire.decoding import CappedDecoding
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from addons.heads import MAX_UNPARSED_BYTES
+from addons.wire.heads import MAX_UNPARSED_BYTES
 from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
 from tests.test_e2e_rawstreams import RawServer, open_tunnel, read_until_quiet

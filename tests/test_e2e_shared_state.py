@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
-from addons.audit import DEGRADED_STATE
-from addons.turns import STATE_UNAVAILABLE_CODE
+from addons.gate.turns import STATE_UNAVAILABLE_CODE
+from addons.record.audit import DEGRADED_STATE
 from proxy.control.freeze import freeze_user
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from tests.harness import Proxy, proxy_authorization

@@ -214,7 +214,7 @@ def test_a_message_past_the_inspection_cap_closes_the_connection(
 
 
 def test_pings_through_the_proxy_are_answered(start_proxy: Callable[..., Proxy], realtime: Realtime) -> None:
-    """A ping's payload crosses as a stand-in (``addons.wslimits``), and its pong comes back with the
+    """A ping's payload crosses as a stand-in (``addons.wire.wslimits``), and its pong comes back with the
     payload sent: an agent's keepalive, which waits for the pong echoing its ping, still works."""
     proxy = start_proxy(mode="enforce")
     with connect(proxy, realtime.port) as connection:

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 from mitmproxy.test import taddons, tflow
 
-import addons.egress
-from addons.egress import Egress
-from addons.turns import METADATA_KEY
+import addons.gate.egress
+from addons.gate.egress import Egress
+from addons.gate.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
@@ -53,7 +53,9 @@ def test_names_the_role_cannot_reach_are_never_looked_up(
 ) -> None:
     """A refused name is refused before any DNS query, so the query cannot carry data out."""
     looked_up: list[str] = []
-    monkeypatch.setattr(addons.egress, "resolve", lambda host, port: looked_up.append(host) or ["1.2.3.4"])
+    monkeypatch.setattr(
+        addons.gate.egress, "resolve", lambda host, port: looked_up.append(host) or ["1.2.3.4"]
+    )
     with taddons.context(egress):
         flow = connect_flow("secret-data.attacker.example")
         asyncio.run(egress.http_connect(flow))
@@ -67,7 +69,7 @@ def test_unresolvable_allowed_name_is_refused(egress: Egress, monkeypatch: pytes
     def fail(host: str, port: int) -> list[str]:
         raise OSError(-2, "Name or service not known")
 
-    monkeypatch.setattr(addons.egress, "resolve", fail)
+    monkeypatch.setattr(addons.gate.egress, "resolve", fail)
     with taddons.context(egress):
         flow = connect_flow("api.openai.com")
         asyncio.run(egress.http_connect(flow))
@@ -78,7 +80,7 @@ def test_resolved_name_is_pinned_to_the_checked_address(
     egress: Egress, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An allowed name is connected to the address that was checked."""
-    monkeypatch.setattr(addons.egress, "resolve", lambda host, port: ["104.18.6.192"])
+    monkeypatch.setattr(addons.gate.egress, "resolve", lambda host, port: ["104.18.6.192"])
     with taddons.context(egress):
         flow = connect_flow("api.openai.com")
         asyncio.run(egress.http_connect(flow))
@@ -91,15 +93,15 @@ def test_a_client_asking_for_ever_new_names_keeps_a_bounded_set_of_pins(
 ) -> None:
     """One client connection naming a new allowed host per request keeps at most MAX_PINS_PER_CLIENT
     pins, and the name its latest request asked for is always pinned to the address checked for it."""
-    monkeypatch.setattr(addons.egress, "resolve", lambda host, port: [f"104.18.{len(host) % 200}.9"])
+    monkeypatch.setattr(addons.gate.egress, "resolve", lambda host, port: [f"104.18.{len(host) % 200}.9"])
     client = tflow.tflow().client_conn
     with taddons.context(egress):
-        for index in range(3 * addons.egress.MAX_PINS_PER_CLIENT):
+        for index in range(3 * addons.gate.egress.MAX_PINS_PER_CLIENT):
             host = f"h{index}.openai.com"
             flow = connect_flow(host)
             flow.client_conn = client
             asyncio.run(egress.http_connect(flow))
             pins = egress.pins[client]
-            assert len(pins) <= addons.egress.MAX_PINS_PER_CLIENT
+            assert len(pins) <= addons.gate.egress.MAX_PINS_PER_CLIENT
             assert pins[(host, 443)] == f"104.18.{len(host) % 200}.9"
         assert ("h0.openai.com", 443) not in egress.pins[client]

@@ -22,8 +22,8 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
+from addons.gate.turns import METADATA_KEY
 from addons.inspect import READ_BACK_EVENT_BYTES, BodyRelay, Inspect, ReadBack
-from addons.turns import METADATA_KEY
 from proxy.config.policy import Policy, parse_policy
 from proxy.inspection import Detectors
 from proxy.model import Action, Decision, Threat

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.errorpages import LAYERS, QuietErrorPages, format_error
+from addons.wire.errorpages import LAYERS, QuietErrorPages, format_error
 from proxy.wire.errorpages import unquoted
 
 TOKEN = "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"

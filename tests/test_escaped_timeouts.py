@@ -12,8 +12,8 @@ import json
 import pytest
 from mitmproxy.test import taddons
 
+from addons.gate.turns import METADATA_KEY
 from addons.inspect import INSPECTION_FAILED_RULE, Inspect, request_inspected
-from addons.turns import METADATA_KEY
 from proxy.inspection import SCAN_TIMEOUT_RULE, RequestVerdict, TurnInspector
 from proxy.scanning.rulepack import ScanTimeout
 from proxy.turn import Turn

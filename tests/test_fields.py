@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy.http import Headers
 
-from addons.fields import drop_fields, field_values, take_fields
+from addons.wire.fields import drop_fields, field_values, take_fields
 
 NAMES = [
     b"Host",

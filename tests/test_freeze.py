@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.freeze import FROZEN_CODE, Freeze
-from addons.turns import METADATA_KEY
+from addons.gate.freeze import FROZEN_CODE, Freeze
+from addons.gate.turns import METADATA_KEY
 from proxy.alerts import Alert
 from proxy.config.policy import parse_policy
 from proxy.control.freeze import (

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from mitmproxy.test import taddons
 
-from addons.admin import POLICY_RELOADED
-from addons.heap import LongLivedHeap
+from addons.process.admin import POLICY_RELOADED
+from addons.process.heap import LongLivedHeap
 
 
 class Node:

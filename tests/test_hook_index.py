@@ -13,7 +13,7 @@ from mitmproxy.master import Master
 from mitmproxy.proxy.layers.http import HttpRequestHook
 from mitmproxy.test import tflow
 
-from addons.server import HookIndex
+from addons.process.server import HookIndex
 
 
 class Recorder:

@@ -7,8 +7,8 @@ import textwrap
 from mitmproxy.addons.proxyauth import mkauth
 from mitmproxy.test import taddons, tflow
 
-from addons.identity import REFUSAL_KEY, AgentIdentity, AgentTokens
-from addons.turns import turn_of
+from addons.gate.identity import REFUSAL_KEY, AgentIdentity, AgentTokens
+from addons.gate.turns import turn_of
 from proxy.config.policy import Agent, parse_policy
 from proxy.control import tokens
 from proxy.runtime import Runtime

@@ -18,8 +18,8 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
+from addons.gate.turns import METADATA_KEY
 from addons.inspect import Inspect, Substitute, codings, request_inspected, stream_session, transfer_codings
-from addons.turns import METADATA_KEY
 from proxy.config.policy import parse_policy
 from proxy.dialects import OpenAIChat, StreamFilters
 from proxy.runtime import Runtime

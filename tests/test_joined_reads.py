@@ -1,5 +1,5 @@
 """Body data that one read brought reaches the HTTP layer as one piece, over HTTP/1
-(``addons.trailers.JoinedData``) and HTTP/2 (``JoinedFrames``)."""
+(``addons.wire.trailers.JoinedData``) and HTTP/2 (``JoinedFrames``)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.test import taddons, tflow
 
-from addons.trailers import JoinedHttp2Client, JoinedHttp2Server, TrailerClient, TrailerServer
+from addons.wire.trailers import JoinedHttp2Client, JoinedHttp2Server, TrailerClient, TrailerServer
 
 
 def reading_response() -> TrailerClient:

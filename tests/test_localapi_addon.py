@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.localapi import LocalApi
-from addons.turns import METADATA_KEY
+from addons.gate.localapi import LocalApi
+from addons.gate.turns import METADATA_KEY
 from proxy.control.freeze import block_agent, freeze_user
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore

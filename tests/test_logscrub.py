@@ -15,7 +15,7 @@ import pytest
 import structlog
 from mitmproxy.test import taddons
 
-from addons.logscrub import ScrubbedLogs
+from addons.process.logscrub import ScrubbedLogs
 from proxy.commands.localca import UpstreamPKI
 from proxy.commands.logs import MAX_LOG_TEXT, configure_logging, safe_log_text
 from proxy.config.policy import parse_policy

@@ -16,9 +16,9 @@ from mitmproxy import http
 from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 
-from addons.audit import Audit
+from addons.gate.turns import METADATA_KEY
 from addons.inspect import Inspect
-from addons.turns import METADATA_KEY
+from addons.record.audit import Audit
 from proxy.config.policy import parse_policy
 from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime

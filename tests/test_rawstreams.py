@@ -10,8 +10,8 @@ from mitmproxy import connection
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import taddons, tflow
 
-from addons.rawstreams import ORIGIN_KEY, RAW_STREAM_RULE, RawStreams
-from addons.turns import METADATA_KEY
+from addons.gate.turns import METADATA_KEY
+from addons.wire.rawstreams import ORIGIN_KEY, RAW_STREAM_RULE, RawStreams
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore

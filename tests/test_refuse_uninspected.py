@@ -8,8 +8,8 @@ import textwrap
 import pytest
 from mitmproxy.test import tflow
 
+from addons.gate.turns import METADATA_KEY
 from addons.inspect import INSPECTION_FAILED_RULE, refuse_uninspected
-from addons.turns import METADATA_KEY
 from proxy.config.policy import Policy, parse_policy
 from proxy.turn import Turn, TurnContext
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.localapi import ReservedHosts
-from addons.turns import METADATA_KEY
+from addons.gate.localapi import ReservedHosts
+from addons.gate.turns import METADATA_KEY
 from proxy.control.drill import DRILL_HOST
 from proxy.inprocess.localapi import LOCAL_API_HOST
 from proxy.inprocess.reserved import RESERVED_HOSTS, Service, reserved_service

@@ -14,7 +14,7 @@ from mitmproxy import http
 from mitmproxy.coretypes.multidict import _MultiDict
 from mitmproxy.utils import typecheck
 
-from addons.speedups import (
+from addons.process.speedups import (
     _check_message_fields,
     accepted_classes,
     has_header,

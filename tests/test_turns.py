@@ -8,8 +8,8 @@ from random import Random
 import pytest
 from mitmproxy.test import tflow
 
-from addons import turns
-from addons.turns import pretty_host
+from addons.gate import turns
+from addons.gate.turns import pretty_host
 from proxy import turn as turn_module
 from proxy.turn import new_event_id
 

@@ -10,7 +10,7 @@ from mitmproxy.test import tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
-from addons.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits, answered, stand_in
+from addons.wire.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits, answered, stand_in
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore

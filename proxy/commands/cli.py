@@ -88,7 +88,7 @@ def _confdir(policy: Policy, passthrough: dict[str, str]) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from addons.server import StartupError, serve, unavailable
+    from addons.process.server import StartupError, serve, unavailable
 
     passthrough = _option_pairs(args.set)
     if args.admin_listen not in (None, "off"):
@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     options = [f"{name}={value}" for name, value in passthrough.items()]
     if workers > 1:
-        from addons.server import check_options, serve_worker
+        from addons.process.server import check_options, serve_worker
         from proxy.commands.workers import (
             AlreadyServed,
             bind_listeners,

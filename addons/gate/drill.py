@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from mitmproxy import http
 
-from addons.fields import take_fields
-from addons.turns import turn_of
+from addons.gate.turns import turn_of
+from addons.wire.fields import take_fields
 from proxy.control.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER, drill_mark, split_mark
 from proxy.runtime import Runtime
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import structlog
 from mitmproxy import http
 
-from addons.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
+from addons.gate.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
 from proxy.model import Decision
@@ -33,7 +33,7 @@ class Freeze:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """A body over the inspection cap is relayed as it arrives, and the request hook runs only once it
         has left: such a request is judged on its headers and answered before its body is read
-        (``addons.early``)."""
+        (``addons.wire.early``)."""
         if flow.request.stream:
             self.request(flow)
 

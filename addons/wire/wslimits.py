@@ -11,7 +11,7 @@ The turn records it (``inspection.message_over_cap``). A ping's payload, which m
 unread both ways (up to 125 bytes a frame), crosses as a keyed digest of it, and the pong that echoes the
 digest goes back with the payload: keepalives work, and no data rides on them. A close frame crosses
 with its code and without its reason, which mitmproxy relayed unread both ways. ``WebSocketLimits``
-comes after ``addons.inspect`` and before ``addons.audit`` in the chain.
+comes after ``addons.inspect`` and before ``addons.record.audit`` in the chain.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import wsproto.events
 from mitmproxy import connection, http
 from mitmproxy.proxy.layers import websocket
 
+from addons.gate.turns import policy_of, turn_of
 from addons.inspect import body_finding
-from addons.turns import policy_of, turn_of
 from proxy.inspection import inspection_threat
 from proxy.model import Decision
 from proxy.runtime import Runtime

@@ -18,8 +18,8 @@ import wsproto.handshake
 from mitmproxy import connection, ctx, http, tcp
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
+from addons.gate.turns import answer_in_dialect, policy_of, turn_of
 from addons.inspect import body_finding
-from addons.turns import answer_in_dialect, policy_of, turn_of
 from proxy.inspection import inspection_threat, reading_threat
 from proxy.model import Decision, Finding
 from proxy.runtime import Runtime
@@ -28,7 +28,7 @@ from proxy.turn import Turn
 RAW_STREAM_RULE = "inspection.raw_stream"
 RAW_STREAM_CODE = "egressguard_raw_stream"
 ORIGIN_KEY = "egressguard.raw_stream_origin"
-"""On a TCP flow: the HTTP flow whose turn records it (``addons.audit`` writes that turn)."""
+"""On a TCP flow: the HTTP flow whose turn records it (``addons.record.audit`` writes that turn)."""
 REFUSAL_KEY = "egressguard.raw_stream_refusal"
 TUNNEL_SIGNAL = "the tunnel carried bytes that are not HTTP; they cannot be inspected"
 UPGRADE_SIGNAL = "the upstream switched the connection to {protocol!r}, not HTTP; it cannot be inspected"

@@ -22,10 +22,10 @@ import structlog
 from mitmproxy import exceptions, http, tcp
 from mitmproxy.flow import Error
 
-from addons.identity import REFUSAL_KEY, AuthRefusal
-from addons.metrics import upstream_seconds
-from addons.rawstreams import ORIGIN_KEY
-from addons.turns import connect_is_a_turn, policy_of, turn_of
+from addons.gate.identity import REFUSAL_KEY, AuthRefusal
+from addons.gate.turns import connect_is_a_turn, policy_of, turn_of
+from addons.record.metrics import upstream_seconds
+from addons.wire.rawstreams import ORIGIN_KEY
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
 from proxy.audit.events import scrub, turn_event
@@ -164,7 +164,7 @@ class Audit:
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         """A tunnel carrying a stream that is not HTTP is recorded as its CONNECT's turn
-        (``addons.rawstreams``)."""
+        (``addons.wire.rawstreams``)."""
         origin = flow.metadata.get(ORIGIN_KEY)
         if isinstance(origin, http.HTTPFlow):
             self._write(origin)

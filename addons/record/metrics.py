@@ -7,7 +7,7 @@ import time
 
 from mitmproxy import http
 
-from addons.turns import connect_is_a_turn, turn_of
+from addons.gate.turns import connect_is_a_turn, turn_of
 from proxy.runtime import Runtime
 
 _COUNTED = "egressguard.counted"

@@ -19,8 +19,8 @@ from mitmproxy.proxy import mode_servers, mode_specs
 from mitmproxy.tools.dump import DumpMaster
 
 from addons import default_addons
-from addons.config import PolicyLoader
-from addons.speedups import install_speedups
+from addons.process.config import PolicyLoader
+from addons.process.speedups import install_speedups
 from proxy.commands.workers import LISTEN_BACKLOG, Listener, Sockets
 from proxy.runtime import Runtime
 

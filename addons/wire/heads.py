@@ -8,7 +8,7 @@ or an upstream could send one endless line and have the proxy hold it all (300 M
 ``HeadLimits`` installs HTTP/1 connections that stop reading a peer once more than ``MAX_UNPARSED_BYTES``
 wait unparsed: an agent's head is answered 431, an agent's body that stops parsing ends its request, an
 upstream's answer ends as a 502 to the agent, and the connection is closed. Body data itself is handed on
-as it arrives and never waits here. These are subclasses of ``addons.trailers``' connections, so
+as it arrives and never waits here. These are subclasses of ``addons.wire.trailers``' connections, so
 ``HeadLimits`` comes after ``Http1Trailers`` in the chain.
 """
 
@@ -20,7 +20,7 @@ from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError, ResponseProtocolError
 from mitmproxy.proxy.layers.http._http1 import Http1Connection, make_error_response
 
-from addons.trailers import CommandGenerator, TrailerClient, TrailerServer
+from addons.wire.trailers import CommandGenerator, TrailerClient, TrailerServer
 
 MAX_UNPARSED_BYTES = 1 << 20
 """A head's limit in Go's net/http (``DefaultMaxHeaderBytes``); nginx and Node refuse far less."""

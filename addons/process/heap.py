@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Set
 
-from addons.admin import POLICY_RELOADED
+from addons.process.admin import POLICY_RELOADED
 
 
 def settle_heap() -> None:

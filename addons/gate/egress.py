@@ -17,8 +17,8 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
-from addons.fields import field_values
-from addons.turns import METADATA_KEY, policy_of, refuse_without_state, turn_of
+from addons.gate.turns import METADATA_KEY, policy_of, refuse_without_state, turn_of
+from addons.wire.fields import field_values
 from proxy.config.policy import Policy
 from proxy.dialects import detect
 from proxy.egress import (
@@ -118,7 +118,7 @@ class Egress:
         if turn is None or flow.response is not None:
             return
         if reserved_service(flow.request.host) is not None:
-            return  # answered in-process (addons.localapi.ReservedHosts), nothing leaves
+            return  # answered in-process (addons.gate.localapi.ReservedHosts), nothing leaves
         tunnel = self.tunnels.get(flow.client_conn)
         policy = policy_of(flow, self.runtime)
         request = flow.request

@@ -7,7 +7,7 @@ upstream, no TLS is started towards it, no connection to it is ever made, and a 
 service does not take is refused there. The local API sets the agent's turn aside as soon as a request
 is known to be for it, so no later addon takes it for egress (no DNS lookup, no first-seen host); a
 reported turn is put back only once answered, for the audit addon to chain like any other. The drill
-target answers after inspection (``addons.drill``), since a drill exercises the chain.
+target answers after inspection (``addons.gate.drill``), since a drill exercises the chain.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from mitmproxy import http
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.tls import ClientHelloData
 
-from addons.freeze import judge_freeze
-from addons.turns import METADATA_KEY, policy_of, turn_of
+from addons.gate.freeze import judge_freeze
+from addons.gate.turns import METADATA_KEY, policy_of, turn_of
 from proxy.inprocess.localapi import (
     MAX_EVENT_BYTES,
     MAX_INSPECT_BYTES,

@@ -23,8 +23,8 @@ from mitmproxy.addons.proxyauth import (
 )
 from mitmproxy.utils.strutils import always_bytes
 
-from addons.fields import take_fields
-from addons.turns import METADATA_KEY, STATE_UNAVAILABLE_CODE, answer_in_dialect, pin_policy, pretty_host
+from addons.gate.turns import METADATA_KEY, STATE_UNAVAILABLE_CODE, answer_in_dialect, pin_policy, pretty_host
+from addons.wire.fields import take_fields
 from proxy.audit.refusals import Reason
 from proxy.config.policy import Agent
 from proxy.control import tokens

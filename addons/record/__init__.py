@@ -1,0 +1,1 @@
+"""What a finished turn leaves behind: its audit event and alerts, and its metrics."""
