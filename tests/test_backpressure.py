@@ -4,17 +4,22 @@ connection's layers hold ``MAX_QUEUED_BYTES``, and reads on once the hook has re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from mitmproxy import http, options
 from mitmproxy.tools.dump import DumpMaster
 
-from addons.wire.backpressure import MAX_QUEUED_BYTES, HeldReads, queued_bytes
+from addons.wire.backpressure import EVENT_OVERHEAD_BYTES, MAX_QUEUED_BYTES, HeldReads, queued_bytes
+from proxy.commands.localca import make_pki
 from tests.harness import free_port
 
 CHUNK = 1 << 16
@@ -34,9 +39,10 @@ class DecidingSlowly:
         await asyncio.to_thread(self.release.wait, 60)
 
 
-@pytest.fixture
-def proxy() -> Iterator[tuple[int, DecidingSlowly]]:
-    port, hook = free_port(), DecidingSlowly()
+@contextlib.contextmanager
+def running_proxy(*addons: object, **settings: Any) -> Iterator[int]:
+    """mitmproxy with ``addons`` on a free port of its own event loop, in a thread; its port."""
+    port = free_port()
     loop = asyncio.new_event_loop()
     masters: list[DumpMaster] = []
 
@@ -46,7 +52,8 @@ def proxy() -> Iterator[tuple[int, DecidingSlowly]]:
             with_termlog=False,
             with_dumper=False,
         )
-        master.addons.add(HeldReads(), hook)
+        master.addons.add(*addons)
+        master.options.update(**settings)
         masters.append(master)
         await master.run()
 
@@ -60,10 +67,19 @@ def proxy() -> Iterator[tuple[int, DecidingSlowly]]:
         except OSError:
             assert time.monotonic() < deadline, "the proxy did not start listening"
             time.sleep(0.05)
-    yield port, hook
-    hook.release.set()
-    loop.call_soon_threadsafe(masters[0].shutdown)
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(masters[0].shutdown)
+        thread.join(10)
+
+
+@pytest.fixture
+def proxy() -> Iterator[tuple[int, DecidingSlowly]]:
+    hook = DecidingSlowly()
+    with running_proxy(HeldReads(), hook) as port:
+        yield port, hook
+        hook.release.set()
 
 
 def test_a_body_sent_on_while_its_head_is_decided_waits_in_the_socket(
@@ -110,4 +126,41 @@ def test_only_the_data_a_paused_layer_holds_counts() -> None:
             self.data = b"x" * size
 
     layers = [Layer(True, [Data(3), object(), Data(4)]), Layer(False, [Data(100)])]
-    assert queued_bytes(layers) == 7  # type: ignore[arg-type]
+    assert queued_bytes(layers) == 7 + 3 * EVENT_OVERHEAD_BYTES  # type: ignore[arg-type]
+
+
+def test_a_streamed_body_waiting_for_its_upstream_s_handshake_reaches_it(tmp_path: Path) -> None:
+    """A body streamed on (over ``stream_large_bodies``) waits for its upstream connection, whose TLS
+    handshake needs the upstream's answer read: held past the limit meanwhile, the agent is read on once
+    the handshake is done, and the whole body arrives."""
+    pki, body = make_pki(tmp_path), 4 << 20
+    received = bytearray()
+    upstream = socket.create_server(("127.0.0.1", 0))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+
+    def serve_slowly() -> None:
+        accepted, _ = upstream.accept()
+        time.sleep(0.5)  # a distant upstream: the agent sends on while the handshake is under way
+        with context.wrap_socket(accepted, server_side=True) as tls:
+            tls.settimeout(30)
+            while len(received) < body and (data := tls.recv(1 << 16)):
+                received.extend(data)
+
+    server = threading.Thread(target=serve_slowly, daemon=True)
+    server.start()
+    settings = {"stream_large_bodies": "64k", "ssl_verify_upstream_trusted_ca": str(pki.ca_cert)}
+    with (
+        running_proxy(HeldReads(), **settings) as port,
+        socket.create_connection(("127.0.0.1", port)) as agent,
+    ):
+        upstream_port = upstream.getsockname()[1]
+        agent.sendall(
+            f"POST https://localhost:{upstream_port}/upload HTTP/1.1\r\nHost: localhost:{upstream_port}\r\n"
+            f"Content-Length: {body}\r\n\r\n".encode()
+        )
+        agent.settimeout(30)
+        agent.sendall(b"x" * body)
+        server.join(30)
+    upstream.close()
+    assert len(received) >= body, f"the upstream received {len(received)} of the body's {body} bytes"

@@ -1,13 +1,16 @@
-"""What a peer sends while a hook decides waits in the peer's socket, not in the proxy's memory.
+"""What an agent sends while a hook decides waits in its socket, not in the proxy's memory.
 
 mitmproxy reads every connection without pause and hands each read to its layers. A layer waiting for a
-hook (an egress lookup, a request's inspection the answer waits for) keeps whatever reaches it meanwhile
-in a queue without bound: a request body sent on while its head is being decided, an answer streamed
-while its request is still being read, the frames of an HTTP/2 stream. A peer that keeps sending for as
-long as a hook takes could fill the proxy's memory. ``HeldReads`` stops reading a connection, client or
-server, once the layers of its client connection hold more than ``MAX_QUEUED_BYTES`` queued, and reads on
-once they have taken it: the kernel's socket buffers fill and TCP slows the peer down, as it does for a
-slow receiver.
+hook (an egress lookup) or for its upstream connection to open keeps whatever reaches it meanwhile in a
+queue without bound: a request body sent on while its head is being decided or its upstream's TLS
+handshake is under way, the frames of an HTTP/2 stream. An agent that keeps sending for as long as that
+takes could fill the proxy's memory. ``HeldReads`` stops reading an agent's connection once the layers of
+that connection hold more than ``MAX_QUEUED_BYTES`` queued, and reads on once they have taken it: the
+kernel's socket buffers fill and TCP slows the agent down, as it does for a slow receiver.
+
+Only the agent's side is held. What a layer waits for may be a reply from upstream (the TLS handshake of
+the connection a streamed body goes to), so holding an upstream's reads could wait for ever: what an
+upstream sends while a hook decides is still kept in memory as it comes.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import Any
 from mitmproxy import connection, ctx
 from mitmproxy.proxy import layer
 from mitmproxy.proxy.server import ConnectionHandler
-from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 MAX_QUEUED_BYTES = 1 << 20
-"""Bytes the layers of one client connection may hold while hooks decide, before its reads stop."""
+"""Bytes the layers of one agent connection may hold while hooks decide, before its reads stop."""
+EVENT_OVERHEAD_BYTES = 256
+"""What a queued event costs beyond its data: an HTTP/1 chunk of one byte is an event of its own."""
 DRAIN_POLL_S = 0.005
 """How often a held connection looks whether its layers have taken what they held: a held connection is
 one whose peer sends far faster than its hooks decide, so a few milliseconds more wait nothing."""
@@ -34,14 +38,13 @@ _layers_of: weakref.WeakKeyDictionary[connection.Client, weakref.WeakSet[layer.L
 
 
 def queued_bytes(layers: Iterable[layer.Layer]) -> int:
-    """Bytes of data the paused ones of ``layers`` hold until their hook returns."""
+    """What the paused ones of ``layers`` hold until they resume: each event's data and its overhead."""
     total = 0
     for each in layers:
         if each._paused is not None:
             for event in each._paused_event_queue:
                 data = getattr(event, "data", None)
-                if isinstance(data, bytes):
-                    total += len(data)
+                total += EVENT_OVERHEAD_BYTES + (len(data) if isinstance(data, bytes) else 0)
     return total
 
 
@@ -73,23 +76,17 @@ def _registering(init: Callable[[layer.Layer, Any], None]) -> Callable[[layer.La
 
 
 class HeldReads:
-    """Gives every client and server connection a ``HeldReader`` before mitmproxy starts reading it."""
+    """Gives every agent connection a ``HeldReader`` before mitmproxy starts reading it."""
 
     def load(self, loader: object) -> None:
         if not getattr(layer.Layer.__init__, "registers_layers", False):
             layer.Layer.__init__ = _registering(layer.Layer.__init__)  # type: ignore[method-assign,assignment]
 
     def client_connected(self, client: connection.Client) -> None:
-        self._hold(client, client)
-
-    def server_connected(self, data: ServerConnectionHookData) -> None:
-        self._hold(data.client, data.server)
-
-    def _hold(self, client: connection.Client, peer: connection.Connection) -> None:
         handler: ConnectionHandler | None = ctx.master.addons.get("proxyserver").connections.get(client.id)
         if handler is None:
             return
-        transport = handler.transports.get(peer)
+        transport = handler.transports.get(client)
         if transport is not None and transport.reader is not None:
             # mitmproxy reads a connection through read() alone.
             transport.reader = HeldReader(transport.reader, client)  # type: ignore[assignment]
