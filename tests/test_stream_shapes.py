@@ -218,3 +218,28 @@ def test_a_stream_of_one_shape_is_read_by_it(monkeypatch: pytest.MonkeyPatch) ->
     assert KEY not in sent.decode()
     assert [found.rule.id for found in sending.found] == ["github-pat"]
     assert reading.found == []
+
+
+def test_a_text_that_also_ends_a_key_sets_no_shape() -> None:
+    """The text ``:`` spelled ``":"`` also ends the key before it (``"content":":"``): no shape is
+    anchored in the key, so a later event that is no JSON at all is read as no JSON, as without shapes."""
+    plain = b'data: {"choices":[{"index":0,"delta":{"content":":"}}]}\n\n'
+    broken = b'data: {"choices":[{"index":0,"delta":{"content"zz":"}}]}\n\n'
+    chunks = [plain, plain, broken, plain]
+    assert relay(OpenAIChat(), chunks, shapes=True) == relay(OpenAIChat(), chunks, shapes=False)
+
+
+def test_shapes_are_made_for_a_bounded_number_of_event_names() -> None:
+    """An upstream that names every event anew makes a session keep no more than a few dozen names for
+    its shapes, however long the stream, and its events are read as without shapes."""
+    chunks = [
+        f"event: kind{number}\ndata: ".encode()
+        + json.dumps({**responses(f"word{number} "), "item_id": f"msg_{number}"}).encode()
+        + b"\n\n"
+        for number in range(400)
+    ]
+    sender, *_ = sessions(OpenAIResponses(), shapes=True)
+    for chunk in chunks:
+        sender(chunk)
+    assert len(sender._fruitless) <= stream_module._SHAPED_EVENT_NAMES
+    assert relay(OpenAIResponses(), chunks, shapes=True) == relay(OpenAIResponses(), chunks, shapes=False)

@@ -869,6 +869,8 @@ class StreamSession(ABC):
         made = self._fruitless.get(event.type, 0)
         if read is None or not read.whole or made >= _SHAPES_KEPT:
             return None
+        if event.type not in self._fruitless and len(self._fruitless) >= _SHAPED_EVENT_NAMES:
+            return None  # an upstream naming every event anew gets no shapes, and no memory grows by it
         shape = _Shape.of(event, payload, handled, faithful=read.faithful, ordinary=read.alike)
         if shape is not None:
             self._shapes = [shape, *self._shapes[: _SHAPES_KEPT - 1]]
@@ -1007,6 +1009,8 @@ class _Read:
 
 _SHAPES_KEPT = 4
 """Shapes a session keeps: the upstream's and what egressguard wrote (read back), a few event kinds."""
+_SHAPED_EVENT_NAMES = 64
+"""Event names a session makes shapes for; the dialects' streams use a handful."""
 _PLAIN_STRING = re.compile(r'"[^"\\\x00-\x1f]*"')
 """A JSON string written without an escape."""
 
@@ -1048,9 +1052,10 @@ class _Shape:
         if not isinstance(text, str):
             return None
         spelled = f'"{text}"'
-        if _PLAIN_STRING.fullmatch(spelled) is None or data.count(spelled) != 1:
+        start = data.find(spelled)
+        # Found once, overlaps counted: ``":"`` in ``"content":":"`` also ends the key before it.
+        if _PLAIN_STRING.fullmatch(spelled) is None or start < 0 or data.find(spelled, start + 1) >= 0:
             return None
-        start = data.index(spelled)
         return cls(
             event.type, data[:start], data[start + len(spelled) :], frozenset(handled), faithful, ordinary
         )
