@@ -1134,6 +1134,12 @@ class Inspect:
         if completion.parse_error:
             turn.errors.append(f"response: {completion.parse_error}")
             if looks_like_event_stream(body):
+                # Read as a stream, it is read in UTF-8 alone: a charset that reads otherwise is
+                # uninspectable there, refused where enforced.
+                refused = self._uninspectable(flow, turn, "response", every_way) if every_way else None
+                if refused is not None:
+                    self._withhold(flow, dialect, inspector, refused)
+                    return
                 self._read_as_stream(flow, dialect, inspector, body, encoding)
                 return
             if not isinstance(dialect, Generic) and looks_like_json(body):

@@ -380,3 +380,16 @@ def _wire_charset(content_type: str) -> str:
     """The codec the test's body for ``content_type`` is written in."""
     charset = content_type.rpartition("charset=")[2]
     return {"utf-16": "utf-16-le", "iso-8859-1": "utf-8"}.get(charset, charset)
+
+
+def test_an_answer_read_as_an_event_stream_is_still_read_in_its_charset(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that reads as an event stream in UTF-8 but declares UTF-16 (without a byte order mark),
+    in which it reads otherwise, is not passed on unread in its charset: refused where enforced."""
+    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    body = b"data: hello\n\n" + LEAK.encode("utf-16-le")
+    upstream.reply = Reply(body=body, content_type="text/plain; charset=utf-16")
+    response = post(guard, upstream, json.dumps({"note": "hello"}).encode(), path="/download")
+    assert response.status_code == 502 and AWS_KEY not in response.text
+    assert charset_finding(Turns(guard).next())["enforced"] is True
