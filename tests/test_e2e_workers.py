@@ -220,6 +220,40 @@ def start_supervisor(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
         )
 
 
+def hold_as_they_start(supervisor: subprocess.Popen[bytes], workdir: Path, held: list[int]) -> None:
+    """Stop each of ``supervisor``'s two workers (SIGSTOP) as soon as it exists, long before it could
+    serve, and add it to ``held``."""
+    deadline = time.monotonic() + 60
+    while len(held) < 2:
+        assert supervisor.poll() is None and time.monotonic() < deadline, (workdir / "proxy.log").read_text()
+        for pid in set(worker_pids(supervisor.pid)) - set(held):
+            os.kill(pid, signal.SIGSTOP)
+            held.append(pid)
+
+
+def test_a_worker_whose_supervisor_is_killed_while_it_starts_stops(tmp_path: Path) -> None:
+    """A worker watches the supervisor that started it from its start: one killed while its workers
+    start (here held stopped until then) leaves none serving the port. Before, a worker took the parent
+    it had once it got going for its supervisor, which by then was the one it got when its supervisor
+    died, and served for ever."""
+    supervisor = start_supervisor(tmp_path, "--listen-port", str(free_port()))
+    workers: list[int] = []
+    try:
+        hold_as_they_start(supervisor, tmp_path, workers)
+        supervisor.kill()
+        supervisor.wait()
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, (tmp_path / "proxy.log").read_text()
+            time.sleep(0.1)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_every_address_and_a_chosen_port_are_served_by_every_worker(tmp_path: Path) -> None:
     """`--listen-host ''` is every IPv4 and IPv6 address and `--listen-port 0` a port the kernel picks: the
     supervisor picks it once, the banner shows it, and both workers serve it on both families."""
@@ -266,14 +300,7 @@ def test_agents_connecting_while_the_workers_start_reach_every_worker(tmp_path: 
     workers: list[int] = []
     agents: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while len(workers) < 2:  # each stopped as soon as it exists, long before it could serve
-            assert supervisor.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "proxy.log"
-            ).read_text()
-            for pid in set(worker_pids(supervisor.pid)) - set(workers):
-                os.kill(pid, signal.SIGSTOP)
-                workers.append(pid)
+        hold_as_they_start(supervisor, tmp_path, workers)
         deadline = time.monotonic() + 20
         while not agents:
             assert time.monotonic() < deadline, "the port does not accept while the workers start"

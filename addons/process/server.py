@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import multiprocessing
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,12 +224,14 @@ def _serve_on(sockets: Sockets) -> None:
 
 def _stop_with_supervisor() -> None:
     """A supervisor killed outright (SIGKILL, OOM) cannot stop its workers: each notices it is gone and
-    stops itself, rather than keep serving the port unsupervised."""
-    supervisor = os.getppid()
+    stops itself, rather than keep serving the port unsupervised. The supervisor is the process that
+    started this one (``multiprocessing.parent_process``), not whatever parent this one has by now: one
+    killed while this worker started has left it another parent already, which would never go."""
+    supervisor = multiprocessing.parent_process()
+    assert supervisor is not None  # a worker is always started by its supervisor
 
     def watch() -> None:
-        while os.getppid() == supervisor:
-            time.sleep(1.0)
+        supervisor.join()
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="egressguard-supervisor-watch", daemon=True).start()
