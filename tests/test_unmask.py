@@ -69,6 +69,14 @@ DISGUISES = {
     "soft hyphens": "\u00ad".join(
         GITHUB_TOKEN[index : index + 5] for index in range(0, len(GITHUB_TOKEN), 5)
     ),
+    "combining marks": "".join(
+        char + "\u0301\u0323"[: 1 + index % 2] for index, char in enumerate(GITHUB_TOKEN)
+    ),
+    "variation selectors": "\ufe0f".join(AWS_KEY),
+    "hangul fillers and braille blanks": AWS_KEY[:7] + "\u3164" + AWS_KEY[7:14] + "\u2800" + AWS_KEY[14:],
+    "full-width digits": "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in GITHUB_TOKEN),
+    "arabic-indic digits": "".join(chr(0x660 + int(c)) if c.isdigit() else c for c in AWS_KEY),
+    "circled letters": "key " + "".join(chr(0x24B6 + ord(c) - 65) if c.isupper() else c for c in AWS_KEY),
     "base64 of zero-width": base64.b64encode("\u200b".join(AWS_KEY).encode()).decode(),
     "percent-encoded base64": base64.b64encode(f"{GITHUB_TOKEN}\n".encode()).decode().replace("=", "%3D"),
     "entities of a spaced key": " ".join(f"&#{ord(char)};" for char in AWS_KEY),
@@ -198,6 +206,19 @@ def test_long_letter_spaced_run_is_one_piece_mapped_letter_by_letter(gap: str) -
     low, high = view.original(start, start + len(GITHUB_TOKEN))
     assert text[low:high] == gap.join(GITHUB_TOKEN)
     assert "github-pat" in _found(text)
+
+
+def test_marks_superscripts_and_digits_of_other_scripts_stay_clean() -> None:
+    """Accents written as combining marks, units with superscripts and numbers in Arabic-Indic or
+    Devanagari digits are no disguise that makes a key of ordinary text."""
+    texts = [
+        "Cafe\u0301 cre\u0300me and the re\u0301sume\u0301 of Se\u00f1or Nu\u0301n\u0303ez",
+        "Area 12 m\u00b2 and volume 3 m\u00b3; x\u2081 + x\u2082; \u2460 install \u2461 run",
+        "\u0627\u0644\u0633\u0639\u0631 \u0663\u0665\u0660 order 12\u0664\u0665\u0666",
+        "\u092e\u0942\u0932\u094d\u092f \u096a\u096b\u0966 INV2024\u096a\u096b",
+    ]
+    for text in texts:
+        assert _found(text) == [], text
 
 
 @pytest.mark.parametrize("gap", [chr(code) for code in unmask._GAP_CODES.tolist()])
