@@ -68,6 +68,14 @@ def _json_u(value: str) -> str:
     return "".join(f"\\u{ord(char):04x}" for char in value)
 
 
+def _octal(value: str) -> str:
+    return "".join(f"\\{byte:03o}" for byte in value.encode())
+
+
+def _braced_u(value: str) -> str:
+    return "".join(f"\\u{{{ord(char):x}}}" for char in value)
+
+
 def _entities_decimal(value: str) -> str:
     return "".join(f"&#{ord(char)};" for char in value)
 
@@ -180,6 +188,8 @@ ENCODERS: dict[str, Encoder] = {
     "tab-spaced": _value(lambda value: "\t".join(value)),
     "nbsp-spaced": _value(lambda value: "\u00a0".join(value)),
     "base64(hex(percent))": lambda example, value: _b64(_hex(example.replace(value, _percent(value), 1))),
+    "octal": _value(_octal),
+    "braced-u": _value(_braced_u),
     "combining-marks": _value(_combining),
     "filler-split": _value(_filler_split),
     "full-width-digits": _value(_digits(0xFF10)),
@@ -345,6 +355,15 @@ def _marks_and_digits(rng: random.Random) -> str:
     )
 
 
+def _code_escapes(rng: random.Random) -> str:
+    return (
+        "printf '\\033[1;32mOK\\033[0m\\n'; echo -e \"\\101\\102\\103 \\x1b[2J\"\n"
+        'const smile = "\\u{1F600}", nbsp = "\\u{a0}", tab = "\\x{09}";\n'
+        f'char path[] = "C:\\\\tmp\\\\{rng.randint(100, 377)}\\\\log"; '
+        "/* \\012 ends a line, \\000 a string */"
+    )
+
+
 def _hexdump(rng: random.Random) -> str:
     raw = rng.randbytes(64)
     return "\n".join(
@@ -410,6 +429,7 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "other scripts": _other_scripts,
     "marks, superscripts and digits of other scripts": _marks_and_digits,
     "hex dumps": _hexdump,
+    "escapes in code": _code_escapes,
     "base64 of plain text": _base64_text,
     "ids and nonces": _ids_and_hashes,
 }

@@ -54,6 +54,8 @@ DISGUISES = {
     "percent": "id=" + "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()) + "&x=1",
     "percent in part": "ghp%5F" + GITHUB_TOKEN[4:],
     "json \\u": "".join(f"\\u{ord(char):04X}" for char in GITHUB_TOKEN),
+    "octal escapes": "".join(f"\\{byte:03o}" for byte in AWS_KEY.encode()),
+    "braced \\u{} escapes": "".join(f"\\u{{{ord(char):x}}}" for char in GITHUB_TOKEN[:9]) + GITHUB_TOKEN[9:],
     "html decimal": "".join(f"&#{ord(char)};" for char in AWS_KEY),
     "html hex": "&#x67;&#x68;&#x70;&lowbar;" + GITHUB_TOKEN[4:],
     "letter-spaced": "my key is " + " ".join(AWS_KEY) + ", keep it",

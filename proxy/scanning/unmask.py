@@ -108,7 +108,9 @@ _SPACED_CHAR = "A-Za-z0-9_+/=:.~$!*#@-"
 # other characters with a fold count only next to a plain letter or digit (a mixed-script word such as
 # "АKIA", a key with one Arabic-Indic digit), so Russian, Greek or Arabic prose is not rewritten.
 _PERCENT_ESCAPE = r"%[0-9A-Fa-f]{2}"
-_CODE_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8})"
+# Escapes of one character in source code: JSON's and C's "\u0073", "\x73", "\U00000073", C's octal "\163",
+# and the braced "\u{73}" (JavaScript, Rust, Swift, Ruby) and "\x{73}" (Perl, PHP).
+_CODE_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8}|[0-3][0-7]{2}|[ux]\{[0-9A-Fa-f]{1,6}\})"
 _ENTITY_ESCAPE = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _PERCENT = re.compile(_PERCENT_ESCAPE)
 _ESCAPE = re.compile(_CODE_ESCAPE)
@@ -458,7 +460,7 @@ def _decode_unit(kind: str | None, raw: str) -> str:
     if kind == "percent":
         return bytes.fromhex(raw.replace("%", "")).decode("utf-8", "replace").translate(_FOLD)
     if kind == "escape":
-        code = int(raw[2:], 16)
+        code = int(raw[1:], 8) if raw[1].isdigit() else int(raw[2:].strip("{}"), 16)
         if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
             return "\ufffd"  # half of a surrogate pair (or no character): nothing a token is made of
         return chr(code).translate(_FOLD)
