@@ -220,6 +220,15 @@ def start_supervisor(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
         )
 
 
+def wait_for_output(supervisor: subprocess.Popen[bytes], workdir: Path, text: str, count: int = 1) -> str:
+    """The supervisor's output once ``text`` is in it ``count`` times."""
+    deadline = time.monotonic() + 90
+    while (output := (workdir / "proxy.log").read_text()).count(text) < count:
+        assert supervisor.poll() is None and time.monotonic() < deadline, output
+        time.sleep(0.1)
+    return output
+
+
 def hold_as_they_start(supervisor: subprocess.Popen[bytes], workdir: Path, held: list[int]) -> None:
     """Stop each of ``supervisor``'s two workers (SIGSTOP) as soon as it exists, long before it could
     serve, and add it to ``held``."""
@@ -254,15 +263,45 @@ def test_a_worker_whose_supervisor_is_killed_while_it_starts_stops(tmp_path: Pat
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_supervisor_started_after_one_killed_outright_waits_for_its_workers_to_stop(tmp_path: Path) -> None:
+    """The workers of a supervisor killed outright serve on until each notices and stops (here they are
+    held stopped, still holding the port): a supervisor started again at once on the data dir starts none
+    of its own until they are gone, then serves. Before, it started its workers beside them, and the old
+    ones took their share of the port's connections, unsupervised."""
+    port = free_port()
+    first = start_supervisor(tmp_path, "--listen-port", str(port))
+    left = []
+    second = None
+    try:
+        wait_for_output(first, tmp_path, "worker.ready", 2)
+        left = worker_pids(first.pid)
+        for pid in left:
+            os.kill(pid, signal.SIGSTOP)
+        first.kill()
+        first.wait()
+        second = start_supervisor(tmp_path, "--listen-port", str(port))
+        wait_for_output(second, tmp_path, "waiting for the workers of a stopped egressguard")
+        assert worker_pids(second.pid) == []
+        for pid in left:
+            os.kill(pid, signal.SIGCONT)
+        output = wait_for_output(second, tmp_path, "worker.ready", 2)
+        assert not any(alive(pid) for pid in left), output
+        assert len(worker_pids(second.pid)) == 2
+    finally:
+        for pid in left:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if second is not None:
+            second.terminate()
+            second.wait(30)
+
+
 def test_every_address_and_a_chosen_port_are_served_by_every_worker(tmp_path: Path) -> None:
     """`--listen-host ''` is every IPv4 and IPv6 address and `--listen-port 0` a port the kernel picks: the
     supervisor picks it once, the banner shows it, and both workers serve it on both families."""
     supervisor = start_supervisor(tmp_path, "--listen-host", "", "--listen-port", "0")
     try:
-        deadline = time.monotonic() + 90
-        while (output := (tmp_path / "proxy.log").read_text()).count("worker.ready") < 2:
-            assert supervisor.poll() is None and time.monotonic() < deadline, output
-            time.sleep(0.1)
+        output = wait_for_output(supervisor, tmp_path, "worker.ready", 2)
         banner = re.search(r"egressguard \S+ on \S+:(\d+) ", output)
         assert banner is not None, output
         port = int(banner[1])

@@ -21,7 +21,7 @@ from mitmproxy.tools.dump import DumpMaster
 from addons import default_addons
 from addons.process.config import PolicyLoader
 from addons.process.speedups import install_speedups
-from proxy.commands.workers import LISTEN_BACKLOG, Listener, Sockets
+from proxy.commands.workers import LISTEN_BACKLOG, HeldLock, Listener, Sockets
 from proxy.runtime import Runtime
 
 
@@ -189,9 +189,12 @@ def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequenc
         raise StartupError(str(error)) from None
 
 
-def serve_worker(settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets) -> None:
+def serve_worker(
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock
+) -> None:
     """One of several workers sharing the listen port (``proxy.commands.workers``): it serves each proxy
-    mode on the listening sockets the supervisor made for it (``sockets``)."""
+    mode on the listening sockets the supervisor made for it (``sockets``). ``serving`` is the data dir's
+    lock, open in this process for its life: a supervisor started after this one's died waits for it."""
     _serve_on(sockets)
     _stop_with_supervisor()
     try:

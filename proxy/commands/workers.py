@@ -31,11 +31,13 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from proxy.admin import http
 from proxy.admin.gateway import Gateway
@@ -49,6 +51,11 @@ ADMIN_SOCKETS = "admin-sockets"
 """The directory under the data dir that holds the workers' admin sockets while a supervisor runs."""
 SUPERVISOR_LOCK = "supervisor.lock"
 """The file under the data dir whose lock the running supervisor holds."""
+SERVE_LOCK = "serve.lock"
+"""The file under the data dir whose lock the running supervisor and every worker it started hold."""
+LEFT_WORKERS_WAIT_S = 30.0
+"""How long a supervisor waits for the workers an earlier one left serving to stop (each stops within
+about a second of its supervisor's death, and then finishes what it serves)."""
 LISTEN_BACKLOG = socket.SOMAXCONN
 """Connections each worker's socket holds until its worker accepts them: those that arrive while the
 workers start wait here."""
@@ -155,17 +162,19 @@ def supervise(
     settings: dict[str, Any],
     passthrough: list[str],
     data_dir: Path,
+    serving: HeldLock,
     admin: tuple[str, int] | None = None,
 ) -> int:
-    """Run ``target(settings, passthrough, sockets)`` in one process for each of ``listening`` (its own
-    listening sockets, from ``bind_listeners``) until a signal or a worker's exit; return the exit status
-    (that of the first worker to stop on its own, 0 after a signal, 2 when the admin listener cannot
-    listen). A worker's sockets are closed here once it holds them, so they live as long as it serves.
-    With ``admin`` (host, port), this process serves the host's one admin listener there, in front of each
-    worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``). SIGHUP is
-    passed on to every worker: each re-reads the policy itself."""
+    """Run ``target(settings, passthrough, sockets, serving)`` in one process for each of ``listening``
+    (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_supervisor``) until a
+    signal or a worker's exit; return the exit status (that of the first worker to stop on its own, 0
+    after a signal, 2 when the admin listener cannot listen). A worker's sockets are closed here once it
+    holds them, so they live as long as it serves. With ``admin`` (host, port), this process serves the
+    host's one admin listener there, in front of each worker's admin API on a Unix socket of its own under
+    ``data_dir`` (``proxy.admin.gateway``). SIGHUP is passed on to every worker: each re-reads the policy
+    itself."""
     try:
-        return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, admin))
+        return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, serving, admin))
     finally:
         close_all(listening)
 
@@ -176,6 +185,7 @@ async def _supervise(
     settings: dict[str, Any],
     passthrough: list[str],
     data_dir: Path,
+    serving: HeldLock,
     admin: tuple[str, int] | None,
 ) -> int:
     context = multiprocessing.get_context("spawn")
@@ -189,7 +199,7 @@ async def _supervise(
                 worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
             worker = context.Process(
                 target=target,
-                args=(worker_settings, passthrough, worker_sockets),
+                args=(worker_settings, passthrough, worker_sockets, serving),
                 name=f"egressguard-{writer_id(index)}",
             )
             worker.start()
@@ -243,21 +253,65 @@ async def _watch(
 
 
 class AlreadyServed(Exception):
-    """Another supervisor runs on this data dir."""
+    """Another supervisor runs on this data dir, or the workers of one that stopped still serve it."""
+
+
+class HeldLock:
+    """An open file whose lock this process holds, given to each worker: the worker gets the same open file
+    (not a new one), so the lock is held until the last process holding it is gone."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+
+    def __reduce__(self) -> tuple[Callable[[Any], HeldLock], tuple[Any]]:
+        return (_inherited_lock, (reduction.DupFd(self.descriptor),))
+
+
+def _inherited_lock(duplicate: Any) -> HeldLock:
+    return HeldLock(duplicate.detach())
 
 
 @contextlib.contextmanager
-def sole_supervisor(data_dir: Path) -> Iterator[None]:
+def sole_supervisor(data_dir: Path) -> Iterator[HeldLock]:
     """Hold ``<data_dir>/supervisor.lock`` while this supervisor runs, or raise ``AlreadyServed`` before it
     binds or prints anything: a second one's workers would write the same audit chains and remove this
-    one's admin sockets. The kernel lets
-    go of the lock when its holder is gone, however it went, so a lock file left behind holds nothing."""
+    one's admin sockets. The kernel lets go of the lock when its holder is gone, however it went, so a lock
+    file left behind holds nothing. Then hold ``<data_dir>/serve.lock``, which every worker holds too
+    (it is yielded for them): see ``_wait_for_left_workers``."""
     with open(data_dir / SUPERVISOR_LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyServed(f"another egressguard with workers is running on {data_dir}") from None
-        yield
+        with open(data_dir / SERVE_LOCK, "a") as serving:
+            _wait_for_left_workers(serving, data_dir)
+            yield HeldLock(serving.fileno())
+
+
+def _wait_for_left_workers(serving: IO[str], data_dir: Path) -> None:
+    """Take the lock of ``serving`` once no worker of an earlier supervisor holds it. The workers of a
+    supervisor killed outright serve on until each has noticed and stopped: workers started beside them
+    would share the port with them (``SO_REUSEPORT``), and they would go on taking their share of the
+    connections, unsupervised, with the policy of before. Raises ``AlreadyServed`` when they are not gone
+    within ``LEFT_WORKERS_WAIT_S``."""
+    deadline: float | None = None
+    while True:
+        try:
+            fcntl.flock(serving, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if deadline is None:
+                deadline = time.monotonic() + LEFT_WORKERS_WAIT_S
+                print(
+                    f"egressguard: waiting for the workers of a stopped egressguard on {data_dir} to stop",
+                    file=sys.stderr,
+                )
+            elif time.monotonic() > deadline:
+                raise AlreadyServed(
+                    f"the workers of a stopped egressguard still serve on {data_dir} after "
+                    f"{LEFT_WORKERS_WAIT_S:g} s; stop them (`fuser -v {serving.name}` lists them)"
+                ) from None
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
