@@ -11,6 +11,8 @@ import re
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, disguised_corpus, hard_negatives
 from proxy.model import Threat
@@ -229,3 +231,26 @@ def test_no_gap_character_is_a_disguise_feature(gap: str) -> None:
     must then be no look-alike, invisible or wide character, wherever it stands."""
     for text in (f"a{gap}b", f"{gap}{gap}{gap}{gap}", f"AKIA{gap}", f"{gap}ghp"):
         assert unmask._NON_ASCII.search(text) is None
+
+
+# Characters (single ones mostly) each followed by a gap: every kind of space, several spaces, a line
+# break; characters past ASCII among them (a lone surrogate too): the shapes a letter-spaced run's hint is
+# made of, and what breaks them.
+_HINT_CHARACTERS = ["a", "Z", "7", "_", "=", "-", "é", "\u0430", "\ud800", "\U0001d400", "ab", "word"]
+_HINT_GAPS = [" ", "  ", "   ", "    ", "\t", "\u00a0", "\u2003", "\u3000", "\n", "\x0b", "\x85", "\u2028"]
+_SPACED_TEXT = st.lists(
+    st.sampled_from(_HINT_CHARACTERS).flatmap(lambda char: st.sampled_from(_HINT_GAPS).map(char.__add__)),
+    max_size=40,
+)
+
+
+@given(_SPACED_TEXT.map(lambda pieces: " " + "".join(pieces)))
+def test_hint_is_asked_only_where_its_shape_starts_and_found_as_the_search_finds_it(text: str) -> None:
+    """Every letter-spaced run's hint the regex search finds, from any position, is the one found by
+    asking the regex only where RE2 finds the hint's shape: so the runs, and the views, are the same."""
+    hinted = unmask._gaps_as_spaces(text)
+    probe = hinted.encode("ascii", "replace")
+    for position in range(len(hinted) + 1):
+        searched = unmask._SPACED_HINT.search(hinted, position)
+        asked = unmask._next_hint(hinted, probe, position)
+        assert (asked and asked.span()) == (searched and searched.span())

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from proxy.scanning import relaxed
 from proxy.scanning.normalize import LOOKALIKES, decode_tag_run, starts_binary
 
 MAX_DEPTH = 4
@@ -127,6 +128,11 @@ _GAP = f"[{_GAP_CHARS}]{{1,3}}"
 # looked for only where a cheap search finds " x x x x " (a search led by a literal space is fast), on a
 # copy of the text with every other gap character read as a space.
 _SPACED_HINT = re.compile(r" \S {1,3}\S {1,3}\S {1,3}\S ")
+# The hint's search tries a match at every space of the text. RE2 finds its shape in one linear pass over
+# a copy of the text with each character past ASCII a "?" (one byte a character, so offsets carry over,
+# and none of them a space): "[^ ]" holds every "\S" there, so every hint starts where the shape does
+# and is asked for only there.
+_SPACED_SHAPE = relaxed.re2_program(rb" [^ ] {1,3}[^ ] {1,3}[^ ] {1,3}[^ ] ")
 _SPACED = re.compile(
     f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
 )
@@ -316,7 +322,8 @@ def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
     """Letter-spaced runs of ``text``, looked for where ``hinted`` (its gaps as spaces) hints at one."""
     runs: list[tuple[int, int]] = []
     position = 0
-    while (hint := _SPACED_HINT.search(hinted, position)) is not None:
+    probe = hinted.encode("ascii", "replace")
+    while (hint := _next_hint(hinted, probe, position)) is not None:
         position = hint.end()
         # The hint starts at the space after a run's first character, or one or two spaces later.
         for start in range(max(0, hint.start() - 3), hint.start() + 2):
@@ -329,6 +336,18 @@ def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
                 position = max(position, run.end() - 1)
                 break
     return runs
+
+
+def _next_hint(hinted: str, probe: bytes, position: int) -> re.Match[str] | None:
+    """``_SPACED_HINT.search(hinted, position)``, tried only where ``_SPACED_SHAPE`` starts in ``probe``
+    (``hinted`` with each character past ASCII a "?"): the leftmost shape starts no later than the
+    leftmost hint, so the first start where the hint matches is the search's."""
+    while (start := relaxed.first_start(_SPACED_SHAPE, probe, position)) >= 0:
+        hint = _SPACED_HINT.match(hinted, start)
+        if hint is not None:
+            return hint
+        position = start + 1
+    return None
 
 
 def _regions(text: str, features: list[tuple[int, int]]) -> list[tuple[int, int]]:
