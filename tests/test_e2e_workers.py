@@ -419,6 +419,38 @@ def test_one_admin_listener_speaks_for_every_worker(workers_admin: Admin, upstre
         assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
 
 
+def test_a_worker_that_dies_is_replaced_on_the_socket_it_served(
+    workers_admin: Admin, upstream: FakeUpstream
+) -> None:
+    """A worker killed outright is replaced: the supervisor serves on, says so, counts it in the host's
+    metrics, and starts another in its place on the listening socket it served, so the connections the
+    kernel spreads to that socket are served again and the host keeps every core. Before, the supervisor
+    stopped every worker when one exited."""
+    proxy = workers_admin.proxy
+    before = worker_pids(proxy.process.pid)
+    assert len(before) == 2
+    served = set(tcp_sockets(LISTENING, proxy.port)) & descriptors_of(before[0])
+    assert served
+    turns_before = per_writer(proxy)
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (replacements := set(worker_pids(proxy.process.pid)) - set(before)):
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.1)
+    while not admin_ready(workers_admin):
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.1)
+    assert served <= descriptors_of(replacements.pop())
+    assert "exited with -9; starting another in its place in 1 s" in proxy.output()
+    assert workers_admin.metric("egressguard_worker_restarts_total") == 1
+    assert workers_admin.get("/healthz").json()["workers"] == {"w0": True, "w1": True}
+    for _ in range(AGENTS):
+        ask(client(proxy, upstream))
+    proxy.wait_for_records(sum(turns_before.values()) + AGENTS)
+    turns_after = per_writer(proxy)
+    assert all(turns_after[writer] > turns_before.get(writer, 0) for writer in ("w0", "w1")), turns_after
+
+
 def test_reload_and_sighup_reach_every_worker(workers_admin: Admin, upstream: FakeUpstream) -> None:
     """`egressguard reload` reloads both workers, each recording it in its own chain; a policy with
     errors is refused by both, and both keep theirs; SIGHUP to the supervisor reloads both again."""
@@ -499,7 +531,7 @@ def test_the_host_is_ready_only_when_every_worker_is(tmp_path: Path) -> None:
             await http.start_unix(tmp_path / "w1", unwritable),
         ]
         sockets = {name: tmp_path / name for name in ("w0", "w1", "w2")}
-        gateway = Gateway(sockets, lambda: {"w0": True, "w1": True, "w2": False})
+        gateway = Gateway(sockets, lambda: {"w0": True, "w1": True, "w2": False}, dict)
         answer = await gateway.handle(http.Request("GET", "/readyz", {}, {}))
         health = await gateway.handle(http.Request("GET", "/healthz", {}, {}))
         for server in servers:

@@ -4,9 +4,13 @@ its hold on the data dir, through real locks."""
 from __future__ import annotations
 
 import fcntl
+import re
 import socket
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +18,11 @@ from proxy.commands import workers
 from proxy.commands.workers import (
     SERVE_LOCK,
     AlreadyServed,
+    HeldLock,
     Listener,
     Sockets,
+    Worker,
+    Workers,
     bind_listeners,
     close_all,
     sole_supervisor,
@@ -112,3 +119,27 @@ def test_workers_left_serving_that_do_not_stop_are_reported_and_a_free_data_dir_
     with sole_supervisor(tmp_path) as serving:
         assert serving.descriptor >= 0
     assert capsys.readouterr().err == ""
+
+
+def exit_at_once(
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock
+) -> None:
+    sys.exit(3)
+
+
+def test_a_worker_that_keeps_exiting_is_started_again_after_a_growing_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(workers, "RESTART_DELAY_S", 0.05)
+    monkeypatch.setattr(workers, "RESTART_DELAY_MAX_S", 0.2)
+    with open(tmp_path / SERVE_LOCK, "a") as lock:
+        tended = Workers(exit_at_once, [], HeldLock(lock.fileno()))
+        tended.add(Worker("w0", {}, {}))
+        deadline = time.monotonic() + 120
+        while tended.restarts()["w0"] < 4:
+            assert time.monotonic() < deadline
+            tended.tend()
+            time.sleep(0.01)
+        tended.stop()
+    waits = re.findall(r"exited with 3; starting another in its place in (\S+) s", capsys.readouterr().err)
+    assert waits == ["0.05", "0.1", "0.2", "0.2"]

@@ -14,9 +14,10 @@ and a connection stays on its worker for its life, so every worker's socket list
 runs. Agents that connect while the workers start (all of them, when they reconnect after a restart)
 wait in the kernel on every worker's socket, rather than all reaching the first worker to listen.
 
-The supervisor stops all workers on SIGINT or SIGTERM, and stops them all if one of them exits: a
-worker that cannot serve is an operator's problem to see, not one to hide behind the others. It passes
-SIGHUP on to every worker, and serves the host's one admin listener (``proxy.admin.gateway``).
+The supervisor stops all workers on SIGINT or SIGTERM, and starts another in place of one that exits on
+its own, on the same listening sockets, which it keeps open for that (after a wait that grows while the
+worker keeps exiting soon after its start; each one is logged and counted in the host's metrics). It
+passes SIGHUP on to every worker, and serves the host's one admin listener (``proxy.admin.gateway``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ about a second of its supervisor's death, and then finishes what it serves)."""
 LISTEN_BACKLOG = socket.SOMAXCONN
 """Connections each worker's socket holds until its worker accepts them: those that arrive while the
 workers start wait here."""
+RESTART_DELAY_S = 1.0
+"""How long after a worker exited another is started in its place."""
+RESTART_DELAY_MAX_S = 30.0
+RESTART_STEADY_S = 60.0
+"""A worker that served this long before it exited is replaced after ``RESTART_DELAY_S`` again; one that
+exited sooner, after twice the last wait, to at most ``RESTART_DELAY_MAX_S``."""
 CHOSEN_PORT_ATTEMPTS = 10
 """How often a port the kernel chose for one address is tried on the others before giving up (another
 process may hold it there)."""
@@ -167,12 +174,11 @@ def supervise(
 ) -> int:
     """Run ``target(settings, passthrough, sockets, serving)`` in one process for each of ``listening``
     (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_supervisor``) until a
-    signal or a worker's exit; return the exit status (that of the first worker to stop on its own, 0
-    after a signal, 2 when the admin listener cannot listen). A worker's sockets are closed here once it
-    holds them, so they live as long as it serves. With ``admin`` (host, port), this process serves the
-    host's one admin listener there, in front of each worker's admin API on a Unix socket of its own under
-    ``data_dir`` (``proxy.admin.gateway``). SIGHUP is passed on to every worker: each re-reads the policy
-    itself."""
+    signal; return the exit status (0, or 2 when the admin listener cannot listen). A worker that exits
+    on its own is started again on the same sockets (``Workers.tend``), which are kept open here for
+    that. With ``admin`` (host, port), this process serves the host's one admin listener there, in front
+    of each worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``).
+    SIGHUP is passed on to every worker: each re-reads the policy itself."""
     try:
         return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, serving, admin))
     finally:
@@ -188,41 +194,127 @@ async def _supervise(
     serving: HeldLock,
     admin: tuple[str, int] | None,
 ) -> int:
-    context = multiprocessing.get_context("spawn")
-    processes: dict[str, BaseProcess] = {}
     with contextlib.ExitStack() as cleanup:
         sockets = cleanup.enter_context(_admin_sockets(data_dir)) if admin else None
-        cleanup.callback(lambda: _stop(list(processes.values())))
+        workers = Workers(target, passthrough, serving)
+        cleanup.callback(workers.stop)
         for index, worker_sockets in enumerate(listening):
             worker_settings = {**settings, WORKER_OPTION: writer_id(index)}
             if sockets is not None:
                 worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
-            worker = context.Process(
-                target=target,
-                args=(worker_settings, passthrough, worker_sockets, serving),
-                name=f"egressguard-{writer_id(index)}",
-            )
-            worker.start()
-            processes[writer_id(index)] = worker
-            close_all([worker_sockets])
-        return await _watch(processes, sockets, admin)
+            workers.add(Worker(writer_id(index), worker_settings, worker_sockets))
+        return await _watch(workers, sockets, admin)
 
 
-async def _watch(
-    processes: dict[str, BaseProcess], sockets: Path | None, admin: tuple[str, int] | None
-) -> int:
-    """Serve the admin listener and wait for a signal or a worker's exit; return the exit status."""
+@dataclass
+class Worker:
+    """One worker's place: what it is started with, and the process that fills it."""
+
+    writer: str
+    settings: dict[str, Any]
+    sockets: Sockets
+    process: BaseProcess | None = None
+    started: float = 0.0
+    restarts: int = 0
+    delay: float = 0.0
+    """How long the last start waited after its worker exited."""
+    due: float | None = None
+    """When the process that exited is to be replaced."""
+
+
+class Workers:
+    """The workers, each started again (``tend``) when it exits on its own: a worker that crashed would
+    otherwise leave its core, and the share of the port's connections the kernel gives its socket,
+    unserved for the supervisor's life."""
+
+    def __init__(self, target: Callable[..., None], passthrough: list[str], serving: HeldLock) -> None:
+        self.target = target
+        self.passthrough = passthrough
+        self.serving = serving
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[str, Worker] = {}
+
+    def add(self, worker: Worker) -> None:
+        self.workers[worker.writer] = worker
+        self._start(worker)
+
+    def _start(self, worker: Worker) -> None:
+        worker.process = self.context.Process(
+            target=self.target,
+            args=(worker.settings, self.passthrough, worker.sockets, self.serving),
+            name=f"egressguard-{worker.writer}",
+        )
+        worker.process.start()
+        worker.started = time.monotonic()
+        worker.due = None
+
+    def tend(self) -> None:
+        """Schedule the start of another process in place of each that exited, ``RESTART_DELAY_S`` after
+        it exited, or twice the last wait when it exited within ``RESTART_STEADY_S`` of its start (to at
+        most ``RESTART_DELAY_MAX_S``): one that cannot start is not started again and again at once."""
+        now = time.monotonic()
+        for worker in self.workers.values():
+            process = worker.process
+            if process is None or process.is_alive():
+                continue
+            if worker.due is None:
+                steady = now - worker.started >= RESTART_STEADY_S
+                worker.delay = (
+                    RESTART_DELAY_S
+                    if steady or not worker.delay
+                    else min(2 * worker.delay, RESTART_DELAY_MAX_S)
+                )
+                worker.due = now + worker.delay
+                print(
+                    f"egressguard: worker {process.name} exited with {process.exitcode}; starting another "
+                    f"in its place in {worker.delay:g} s",
+                    file=sys.stderr,
+                )
+            elif now >= worker.due:
+                worker.restarts += 1
+                self._start(worker)
+
+    def alive(self) -> dict[str, bool]:
+        return {
+            writer: worker.process is not None and worker.process.is_alive()
+            for writer, worker in self.workers.items()
+        }
+
+    def restarts(self) -> dict[str, int]:
+        return {writer: worker.restarts for writer, worker in self.workers.items()}
+
+    def hang_up(self) -> None:
+        for process in self._processes():
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        processes = self._processes()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(15)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def _processes(self) -> list[BaseProcess]:
+        return [worker.process for worker in self.workers.values() if worker.process is not None]
+
+
+async def _watch(workers: Workers, sockets: Path | None, admin: tuple[str, int] | None) -> int:
+    """Serve the admin listener and tend the workers until a signal; return the exit status."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, _hang_up, processes)
+    loop.add_signal_handler(signal.SIGHUP, workers.hang_up)
     server: asyncio.Server | None = None
     try:
         if admin is not None and sockets is not None:
             gateway = Gateway(
-                {worker: sockets / worker for worker in processes},
-                lambda: {worker: process.is_alive() for worker, process in processes.items()},
+                {writer: sockets / writer for writer in workers.workers}, workers.alive, workers.restarts
             )
             try:
                 server = await http.start(admin[0], admin[1], gateway.handle)
@@ -234,14 +326,7 @@ async def _watch(
                 )
                 return 2
         while not stopping.is_set():
-            ended = [process for process in processes.values() if not process.is_alive()]
-            if ended:
-                status = ended[0].exitcode or 0
-                print(
-                    f"egressguard: worker {ended[0].name} exited with {status}; stopping the others",
-                    file=sys.stderr,
-                )
-                return status
+            workers.tend()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 0.2)
         return 0
@@ -327,20 +412,3 @@ def _admin_sockets(data_dir: Path) -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _hang_up(processes: dict[str, BaseProcess]) -> None:
-    for process in processes.values():
-        if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signal.SIGHUP)
-
-
-def _stop(processes: list[BaseProcess]) -> None:
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(15)
-        if process.is_alive():
-            process.kill()
-            process.join()
