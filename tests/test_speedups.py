@@ -139,13 +139,11 @@ NAMES = [
     "x-ünï",
     "a",
 ]
-header_fields = st.lists(
-    st.tuples(
-        st.sampled_from(NAMES).map(http._always_bytes) | st.binary(max_size=6),
-        st.binary(max_size=8) | st.sampled_from([b"", b"chunked", b"\xff\xfe", b"gzip, br"]),
-    ),
-    max_size=8,
+header_field = st.tuples(
+    st.sampled_from(NAMES).map(http._always_bytes) | st.binary(max_size=6),
+    st.binary(max_size=8) | st.sampled_from([b"", b"chunked", b"\xff\xfe", b"gzip, br"]),
 )
+header_fields = st.lists(header_field, max_size=8)
 asked = st.sampled_from(NAMES) | st.sampled_from(NAMES).map(http._always_bytes) | st.text(max_size=5)
 
 
@@ -158,6 +156,55 @@ def test_header_lookups_answer_as_mitmproxy(fields_: list[tuple[bytes, bytes]], 
     assert header_value(headers, name, "absent") == mitmproxy_get(headers, name, "absent")
     assert header_value(headers, name) == mitmproxy_get(headers, name, None)
     assert has_header(headers, name) == bool(mitmproxy_get_all(headers, name))
+
+
+changes = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), st.sampled_from(NAMES), st.lists(st.binary(max_size=4), max_size=2)),
+        st.tuples(st.just("add"), st.sampled_from(NAMES), st.binary(max_size=4)),
+        st.tuples(st.just("insert"), st.integers(0, 8), header_field),
+        st.tuples(st.just("delete"), st.sampled_from(NAMES)),
+        st.tuples(st.just("fields"), st.lists(header_field, max_size=6), st.booleans()),
+        st.tuples(st.just("append to list"), header_field),
+    ),
+    max_size=8,
+)
+
+
+def change(headers: http.Headers, step: tuple[Any, ...]) -> None:
+    """One change to ``headers`` made through mitmproxy's own multidict (which keeps its fields a tuple), or
+    by giving it new fields (a list of them changed in place)."""
+    if isinstance(headers.fields, list) and step[0] != "fields":
+        if step[0] == "append to list":
+            headers.fields.append(step[1])
+        return
+    match step:
+        case ("set", name, values):
+            _MultiDict.set_all(headers, http._always_bytes(name), values)
+        case ("add", name, value):
+            _MultiDict.add(headers, http._always_bytes(name), value)
+        case ("insert", index, (name, value)):
+            _MultiDict.insert(headers, index, name, value)
+        case ("delete", name):
+            if mitmproxy_get_all(headers, name):
+                _MultiDict.__delitem__(headers, http._always_bytes(name))
+        case ("fields", new_fields, as_list):
+            headers.fields = [*new_fields] if as_list else tuple(new_fields)  # type: ignore[assignment]
+
+
+@given(header_fields, changes)
+def test_header_lookups_follow_every_change_as_mitmproxy(
+    fields_: list[tuple[bytes, bytes]], steps: list[tuple[Any, ...]]
+) -> None:
+    """Looked up before and after each change (new fields, set, added, inserted or removed ones, a list of
+    fields changed in place), the headers answer every name as mitmproxy does at that moment."""
+    headers = http.Headers(fields_)
+    for step in [None, *steps]:
+        if step is not None:
+            change(headers, step)
+        for name in [*NAMES, b"", "x-\udcff"]:
+            assert header_values(headers, name) == mitmproxy_get_all(headers, name)
+            assert has_header(headers, name) == bool(mitmproxy_get_all(headers, name))
 
 
 @pytest.mark.usefixtures("installed")
