@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.scanning import redact
@@ -97,7 +97,8 @@ HOLD_PIECES = [
     "0x", "0x1f ", "0xab, ", "0x0", "1f ", "ab ", "e", " ", ", ", "\n", "\r", "\r\n", "-", "-----BEGIN ",
     "---- BEGIN SSH2", "-----BEGIN RSA PRIV", "PuTTY-User-Key", "PuTTY-User-Key-File-3: ssh-rsa", "P", "the ",
     "word", "A", "B9", "(", ")", ".", "&#104; ", "%41", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MTIzNDU2Nzg5",
-    "\\u0067 ", "g ",
+    "\\u0067 ", "g ", "ok ", "to", "cafe ", "xyz", "de", "%de ", "\\uabcd ", "&amp; ", "\t", "\u00a0",
+    "\u3000", "\x1c", "Z ", "a ", "  ", "invoice ", "sk", "ab",
 ]  # fmt: skip
 
 
@@ -107,4 +108,31 @@ def test_the_hold_skips_only_searches_that_cannot_match(pieces: list[str], max_h
     """Where the redactor holds back the open end of its text is the same whether or not it skips the
     searches whose patterns the text cannot match (no "0x", no space near the end, no "-" or "P")."""
     pending = "".join(pieces)
+    assert redact._hold_in(pending, max_hold) == _hold_searching_every_pattern(pending, max_hold)
+
+
+PROSE_WORDS = [
+    "the", "invoice", "ok", "de", "cafe", "a", "I", "xyz", "ab", "ssh", "rsa", "fg", "0x", "1f", "AB", "12",
+    "&#104;", "(555)", "ab-CD", "abcdefghijklmnopqrstuvwxyz" * 2,
+]  # fmt: skip
+PROSE_GAPS = [" ", "  ", "\t", "\u00a0", "\n", "\x1c", "", "%", "\\u", "&", ";", ":", "-", "P", ",", "."]
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(st.tuples(st.sampled_from(PROSE_WORDS), st.sampled_from(PROSE_GAPS)), max_size=8),
+    st.text(alphabet="abcdefgxyzAB01.-;&# \n", max_size=12),
+    st.sampled_from([2048, 16, 4]),
+)
+@example([("abcdefghijklmnopqrstuvwxyz" * 2, "\n")], "abc", 2048)
+@example([("abcdefghijklmnopqrstuvwxyz" * 2, "\r")], "", 2048)
+@example([("invoice", " "), ("xy", " ")], "0x", 2048)
+def test_the_hold_after_prose_is_that_of_every_pattern(
+    words: list[tuple[str, str]], tail: str, max_hold: int
+) -> None:
+    """Where the last word follows a space after another word's small letters (``_ends_in_a_word``), the
+    hold looks no further than that word and a key block's marker: it is where every pattern, searched,
+    puts it, for words of hex letters, escapes, single letters, capitals, digits, base64 lines and
+    separators before it, other spaces, and holds that are capped."""
+    pending = "".join(word + gap for word, gap in words) + tail
     assert redact._hold_in(pending, max_hold) == _hold_searching_every_pattern(pending, max_hold)

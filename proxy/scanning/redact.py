@@ -613,11 +613,26 @@ def _key_block_begins(text: str, start: int, *, partial: bool = False) -> regex.
 
 def _hold_in(pending: str, max_hold: int) -> int:
     """Where the part of ``pending`` that may still grow into a match starts."""
-    hold = len(pending)
     # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
     # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
-    look_from = max(0, hold - max_hold - 1)
-    for pattern in (_OPEN_TOKEN, _OPEN_NUMBER, _OPEN_SPACED):
+    look_from = max(0, len(pending) - max_hold - 1)
+    word = _OPEN_TOKEN.search(pending, look_from)
+    hold = len(pending) if word is None else word.start()
+    if not _ends_in_a_word(pending, hold):
+        hold = _open_run(pending, look_from, hold)
+    begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
+    if begin is not None and begin.partial:
+        hold = min(hold, begin.start())
+    if len(pending) - hold > max_hold:
+        # Over the cap: release down to half of it, so a long run costs one scan per half cap.
+        hold = len(pending) - max_hold // 2
+    return hold
+
+
+def _open_run(pending: str, look_from: int, hold: int) -> int:
+    """``hold``, or where a number with separators, a letter-spaced run or an encoding that holds
+    whitespace starts before it at the end of ``pending``."""
+    for pattern in (_OPEN_NUMBER, _OPEN_SPACED):
         found = pattern.search(pending, look_from)
         if found is not None:
             hold = min(hold, found.start())
@@ -628,13 +643,28 @@ def _hold_in(pending: str, max_hold: int) -> int:
             # in whitespace as before.
             word = _OPEN_TOKEN.search(pending, look_from, found.start())
             hold = min(hold, found.start() if word is None else word.start())
-    begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
-    if begin is not None and begin.partial:
-        hold = min(hold, begin.start())
-    if len(pending) - hold > max_hold:
-        # Over the cap: release down to half of it, so a long run costs one scan per half cap.
-        hold = len(pending) - max_hold // 2
     return hold
+
+
+_NOT_HEX = frozenset("ghijklmnopqrstuvwxyz")
+
+
+def _ends_in_a_word(pending: str, word: int) -> bool:
+    """Whether nothing but the last word of ``pending`` (``pending[word:]``, perhaps none) and a key
+    block's begin marker can still grow into a match: that word follows one space after two small
+    letters, one of them no hex digit. Then every number with separators, letter-spaced run, run of hex
+    pairs or "0x" bytes and base64 lines that ends ``pending`` starts in that word: a number's groups
+    end in a digit or a capital; a letter-spaced run's units are single characters and escapes, whose
+    last two are hex digits, each a whole word; a pair and a byte end in two hex digits; and a space
+    follows any line end."""
+    before = pending[word - 3 : word] if word >= 3 else ""
+    return (
+        before[2:] == " "
+        and before.isascii()
+        and before[:2].isalpha()
+        and before[:2].islower()
+        and (before[0] in _NOT_HEX or before[1] in _NOT_HEX)
+    )
 
 
 class ByteStreamRedactor:
