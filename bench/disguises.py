@@ -8,7 +8,12 @@ combinations of these. ``hard_negatives`` generates what agents read every day a
 git SHAs, digests, SRI strings, base64 images, UUIDs, minified JS, percent-encoded URLs, HTML, JSON
 with ``\\u`` escapes of other languages, letter-spaced headings, prose in other scripts.
 
-Used by ``bench/scan.py`` (recall and false positives next to MB/s) and ``tests/test_unmask.py``.
+Used by ``bench/scan.py`` (recall and false positives next to MB/s) and ``tests/test_unmask.py``. Run
+alone, it prints recall and redaction per disguise, and per kind of benign traffic (documentation, code,
+JSON, logs, prose of the development sets in ``../shared/data`` and generated JSON and logs) what the
+secrets pack flags, what of it only a decoded view found, and the CPU share the views add:
+
+    python3 bench/disguises.py [--rounds 3]
 """
 
 # Look-alike letters are the point of this file.
@@ -16,19 +21,32 @@ Used by ``bench/scan.py`` (recall and false positives next to MB/s) and ``tests/
 
 from __future__ import annotations
 
+import argparse
 import base64
+import csv
 import hashlib
 import html.entities
 import json
 import random
+import re
 import string
+import sys
+import time
+import unicodedata
 import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.carriers import benign_carriers, default_data
+from proxy.model import Threat
 from proxy.scanning.normalize import LOOKALIKES
-from proxy.scanning.rulepack import Rule, RulePack
+from proxy.scanning.redact import scan_and_redact
+from proxy.scanning.rulepack import Rule, RulePack, Scanner, load_packaged_packs
 
 # Latin letter -> a look-alike from another script (the first one the table lists).
 _TWIN: dict[str, str] = {}
@@ -48,6 +66,14 @@ def _percent(value: str) -> str:
 
 def _json_u(value: str) -> str:
     return "".join(f"\\u{ord(char):04x}" for char in value)
+
+
+def _octal(value: str) -> str:
+    return "".join(f"\\{byte:03o}" for byte in value.encode())
+
+
+def _braced_u(value: str) -> str:
+    return "".join(f"\\u{{{ord(char):x}}}" for char in value)
 
 
 def _entities_decimal(value: str) -> str:
@@ -82,6 +108,35 @@ def _homoglyph(value: str) -> str:
 
 def _full_width(value: str) -> str:
     return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in value)
+
+
+def _combining(value: str) -> str:
+    return "".join(char + "\u0301" for char in value)
+
+
+def _filler_split(value: str) -> str:
+    """Split by the Hangul filler, drawn as nothing."""
+    return "\u3164".join(value[index : index + 3] for index in range(0, len(value), 3))
+
+
+def _digits(zero: int) -> Callable[[str], str]:
+    """The value's ASCII digits written in the script whose zero is ``zero``."""
+    return lambda value: "".join(chr(zero + int(char)) if char in string.digits else char for char in value)
+
+
+def _circled(value: str) -> str:
+    """Letters and digits circled (Ⓐ, ⓐ, ①, ⓪)."""
+
+    def circle(char: str) -> str:
+        if char in string.ascii_uppercase:
+            return chr(0x24B6 + ord(char) - ord("A"))
+        if char in string.ascii_lowercase:
+            return chr(0x24D0 + ord(char) - ord("a"))
+        if char in "123456789":
+            return chr(0x2460 + int(char) - 1)
+        return "\u24ea" if char == "0" else char
+
+    return "".join(map(circle, value))
 
 
 def _b64(text: str) -> str:
@@ -133,6 +188,15 @@ ENCODERS: dict[str, Encoder] = {
     "tab-spaced": _value(lambda value: "\t".join(value)),
     "nbsp-spaced": _value(lambda value: "\u00a0".join(value)),
     "base64(hex(percent))": lambda example, value: _b64(_hex(example.replace(value, _percent(value), 1))),
+    "octal": _value(_octal),
+    "braced-u": _value(_braced_u),
+    "combining-marks": _value(_combining),
+    "filler-split": _value(_filler_split),
+    "full-width-digits": _value(_digits(0xFF10)),
+    "arabic-indic-digits": _value(_digits(0x0660)),
+    "devanagari-digits": _value(_digits(0x0966)),
+    "math-digits": _value(_digits(0x1D7CE)),
+    "circled": _value(_circled),
 }
 
 
@@ -283,6 +347,23 @@ def _other_scripts(rng: random.Random) -> str:
     )
 
 
+def _marks_and_digits(rng: random.Random) -> str:
+    decomposed = unicodedata.normalize("NFD", "Café crème, naïve façade, Việt Nam, Ångström, señor")
+    return (
+        f"{decomposed}. Area 12 m², volume 3 m³, x₁ + x₂ = ¹⁄₂; ① install ② configure ③ run.\n"
+        f"السعر ٣٥٠ ريال للطلب رقم ٤٥٦٧٨٩ — मूल्य ४५० रुपये, आदेश ९८७६५४३. 🅰 🄱 ⓐⓑⓒ {rng.randint(1, 99)}"
+    )
+
+
+def _code_escapes(rng: random.Random) -> str:
+    return (
+        "printf '\\033[1;32mOK\\033[0m\\n'; echo -e \"\\101\\102\\103 \\x1b[2J\"\n"
+        'const smile = "\\u{1F600}", nbsp = "\\u{a0}", tab = "\\x{09}";\n'
+        f'char path[] = "C:\\\\tmp\\\\{rng.randint(100, 377)}\\\\log"; '
+        "/* \\012 ends a line, \\000 a string */"
+    )
+
+
 def _hexdump(rng: random.Random) -> str:
     raw = rng.randbytes(64)
     return "\n".join(
@@ -346,7 +427,9 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "JSON \\u escapes": _json_escapes,
     "letter-spaced headings": _spaced_heading,
     "other scripts": _other_scripts,
+    "marks, superscripts and digits of other scripts": _marks_and_digits,
     "hex dumps": _hexdump,
+    "escapes in code": _code_escapes,
     "base64 of plain text": _base64_text,
     "ids and nonces": _ids_and_hashes,
 }
@@ -356,3 +439,123 @@ def hard_negatives(per_kind: int = 20, seed: int = 11) -> list[tuple[str, str]]:
     """(kind, text) pairs that hold no secret."""
     rng = random.Random(seed)  # noqa: S311 - reproducible test data, not cryptography
     return [(kind, make(rng)) for kind, make in HARD_NEGATIVE_KINDS.items() for _ in range(per_kind)]
+
+
+# -- benign traffic of the development sets ------------------------------------------------------------
+
+_KIND_OF_FAMILY = {
+    "docs": "docs",
+    "code": "code",
+    "diff": "code",
+    "stack": "logs",
+    "json": "JSON",
+    "bipia_table": "JSON",
+    "manifest": "JSON",
+    "logs": "logs",
+    "bipia_code": "code",
+    "bipia_email": "prose",
+    "qa": "prose",
+}
+
+
+def benign_traffic(seed: int = 5) -> dict[str, list[str]]:
+    """Texts agents read every day, by kind (documentation, code, JSON and manifests, logs, prose): the
+    development sets' tool results and documents (bench/carriers.py, this installation's sources and
+    documentation among them), benign prompts and the XSTest completions of the development models."""
+    data = default_data()
+    traffic: dict[str, list[str]] = {"docs": [], "code": [], "JSON": [], "logs": [], "prose": []}
+    for carrier in benign_carriers(data, random.Random(seed), local=True):  # noqa: S311 - reproducible
+        kind = next(kind for prefix, kind in _KIND_OF_FAMILY.items() if carrier.family.startswith(prefix))
+        traffic[kind].append(carrier.text)
+    prompts = json.loads((data / "benign" / "notinject_one.json").read_text(encoding="utf-8"))
+    traffic["prose"].extend(prompt["prompt"] for prompt in prompts)
+    with (data / "refusal" / "xstest_v2_completions_gpt4.csv").open(encoding="utf-8") as rows:
+        traffic["prose"].extend(row["completion"] for row in csv.DictReader(rows))
+    return traffic
+
+
+def _plain(packs: list[RulePack]) -> list[RulePack]:
+    """The packs with no decoded views: what the rules find in the text as it stands."""
+    return [replace(pack, rules=tuple(replace(rule, decoded=False) for rule in pack.rules)) for pack in packs]
+
+
+def _cpu_seconds(scanner: Scanner, texts: list[str], rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for text in texts:
+            scanner.scan_alone(text)
+        best = min(best, time.process_time() - start)
+    return best
+
+
+_PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
+
+
+def redacted_whole(scanner: Scanner, text: str, start: int, end: int) -> bool:
+    """No 8-character piece of ``text[start:end]`` is left once the text is redacted."""
+    visible = _PLACEHOLDER.sub("\0", scan_and_redact(scanner, text).text)
+    carrier = text[start:end]
+    return not any(carrier[index : index + 8] in visible for index in range(len(carrier) - 7))
+
+
+def recall_lines(scanner: Scanner, secrets: list[RulePack]) -> list[str]:
+    """Found and redacted whole, per disguise, of the secrets pack's examples."""
+    items = disguised_corpus(secrets)
+    found: Counter[str] = Counter()
+    whole: Counter[str] = Counter()
+    for item in items:
+        matches = scanner.scan_alone(item.text).matches
+        if any(m.rule.pack == "secrets" and m.start < item.end and m.end > item.start for m in matches):
+            found[item.encoding] += 1
+            whole[item.encoding] += redacted_whole(scanner, item.text, item.start, item.end)
+    totals = Counter(item.encoding for item in items)
+    lines = [f"{'disguise':<26} {'found':>16} {'redacted whole':>16}"]
+    for name in ENCODERS:
+        total = max(1, totals[name])
+        lines.append(
+            f"  {name:<24} {found[name]:>5}/{totals[name]:<4} {found[name] / total:.3f} "
+            f"{whole[name]:>5}/{found[name]:<4} {whole[name] / max(1, found[name]):.3f}"
+        )
+    hits, kept = sum(found.values()), sum(whole.values())
+    lines.append(f"  {'all':<24} {hits:>5}/{len(items):<4} {hits / len(items):.3f} {kept:>5}/{hits:<4}")
+    return lines
+
+
+def traffic_lines(packs: list[RulePack], rounds: int) -> list[str]:
+    """Per kind of benign traffic: texts flagged by the secrets pack, those a view alone flagged (and
+    by which disguise), and the CPU the views add to the scan of every data pack."""
+    scanner, plain = Scanner(packs, timeout_s=1.0), Scanner(_plain(packs), timeout_s=1.0)
+    negatives = {**benign_traffic(), "hard negatives": [text for _, text in hard_negatives()]}
+    lines = [
+        f"{'benign traffic':<16} {'texts':>6} {'MB':>6} {'flagged':>8} {'by a view':>10} {'views CPU':>10}"
+    ]
+    for kind, texts in negatives.items():
+        flagged = 0
+        by_view: Counter[str] = Counter()
+        for text in texts:
+            matches = [m for m in scanner.scan_alone(text).matches if m.rule.pack == "secrets"]
+            flagged += bool(matches)
+            by_view.update({m.disguise for m in matches if m.disguise})
+        with_views, without = _cpu_seconds(scanner, texts, rounds), _cpu_seconds(plain, texts, rounds)
+        size = sum(len(text.encode()) for text in texts) / 1e6
+        views = ", ".join(f"{name}: {count}" for name, count in sorted(by_view.items()))
+        lines.append(
+            f"  {kind:<14} {len(texts):>6} {size:>6.2f} {flagged:>8} {sum(by_view.values()):>10} "
+            f"{with_views / without - 1:>+9.1%}" + (f"  ({views})" if views else "")
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="CPU timings, best of this many")
+    options = parser.parse_args()
+    packs = [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
+    secrets = [pack for pack in packs if pack.name == "secrets"]
+    print("\n".join(recall_lines(Scanner(packs, timeout_s=1.0), secrets)))
+    print("\n".join(["", *traffic_lines(packs, options.rounds)]))
+
+
+if __name__ == "__main__":
+    main()

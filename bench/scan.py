@@ -19,7 +19,6 @@ import base64
 import bisect
 import json
 import random
-import re
 import string
 import sys
 import tempfile
@@ -34,10 +33,10 @@ from detect_secrets.settings import default_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.disguises import ENCODERS, disguised_corpus, hard_negatives
+from bench.disguises import hard_negatives, recall_lines
 from bench.pii_corpus import pii_corpus, pii_negatives
 from proxy.model import Threat
-from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.redact import StreamRedactor
 from proxy.scanning.rulepack import RulePack, Scanner, load_packaged_packs
 
 PROSE = (
@@ -268,37 +267,10 @@ def bench_stream(corpus: Corpus, packs: list[RulePack], delta_size: int, kilobyt
     )
 
 
-_PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
-
-
-def _redacted_whole(scanner: Scanner, text: str, start: int, end: int) -> bool:
-    """No 8-character piece of ``text[start:end]`` is left once the text is redacted."""
-    visible = _PLACEHOLDER.sub("\0", scan_and_redact(scanner, text).text)
-    carrier = text[start:end]
-    return not any(carrier[index : index + 8] in visible for index in range(len(carrier) - 7))
-
-
 def bench_disguised(packs: list[RulePack]) -> list[str]:
     """Recall on the secrets pack's examples encoded and disguised, and hard-negative false positives."""
     scanner = Scanner(packs, timeout_s=1.0)
-    items = disguised_corpus([pack for pack in packs if pack.name == "secrets"])
-    found: Counter[str] = Counter()
-    whole: Counter[str] = Counter()
-    for item in items:
-        matches = scanner.scan_alone(item.text).matches
-        if any(m.rule.pack == "secrets" and m.start < item.end and m.end > item.start for m in matches):
-            found[item.encoding] += 1
-            whole[item.encoding] += _redacted_whole(scanner, item.text, item.start, item.end)
-    totals = Counter(item.encoding for item in items)
-    hits, kept_whole = sum(found.values()), sum(whole.values())
-    lines = [
-        f"encoded and disguised examples found: {hits}/{len(items)} = {hits / len(items):.3f}; "
-        f"redacted whole: {kept_whole}/{hits} = {kept_whole / max(1, hits):.3f}"
-    ]
-    lines.extend(
-        f"  {name:<22} {found[name]:>4}/{totals[name]:<4} = {found[name] / max(1, totals[name]):.3f}"
-        for name in ENCODERS
-    )
+    lines = recall_lines(scanner, [pack for pack in packs if pack.name == "secrets"])
     negatives = hard_negatives()
     flagged: Counter[str] = Counter()
     for kind, text in negatives:

@@ -6,6 +6,7 @@ these objects, never raw bodies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -64,8 +65,9 @@ class TextSegment:
     text: str
     where: str
     reasoning: bool = False
-    """The model's reasoning (thinking blocks, reasoning fields): scanned and redacted like any text,
-    but not the answer a refusal is judged on."""
+    """Not the model's answer: its reasoning (thinking blocks, reasoning fields), or content it or the
+    agent reads (``Completion.add_read_content``). Scanned and redacted like any text, but not the answer
+    a refusal is judged on."""
 
 
 @dataclass(slots=True)
@@ -79,6 +81,13 @@ class Completion:
     # Response text the agent will read as input rather than as model output (MCP tool results and tool
     # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
     parts: list[Part] = field(default_factory=list)
+
+    def add_read_content(self, parts: Iterable[Part]) -> None:
+        """Adds text that came in the answer to be read as input (a tool's result), both as read content
+        and as text, so that redaction and quarantine reach it."""
+        for part in parts:
+            self.parts.append(part)
+            self.text.append(TextSegment(part.text, part.where, reasoning=True))
 
     @property
     def full_text(self) -> str:

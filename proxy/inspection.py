@@ -22,6 +22,7 @@ import bisect
 import dataclasses
 import functools
 import hashlib
+import itertools
 import re
 import time
 from collections import Counter
@@ -532,13 +533,48 @@ class TurnInspector:
         if name.lower() in UNSENT_FIELDS:
             return []
         expected = self.policy.credentials.expected(host, name.lower())
+        return self._unexpected_keys(host, kind, name, frozenset(), where) + self._unexpected_keys(
+            host, kind, value, expected, where
+        )
+
+    def _unexpected_keys(
+        self,
+        host: str,
+        kind: str,
+        text: str,
+        expects: Collection[str],
+        where: str,
+        counted: Callable[[Match], bool] = lambda match: True,
+    ) -> list[Finding]:
+        """The provider keys in ``text`` of a kind not in ``expects`` (and ``counted``), as findings."""
         found = []
-        for text, expects in ((name, frozenset[str]()), (value, expected)):
-            known = self._known(text)
-            for match in self._sensitive(text, where) if known is None else known:
-                if is_provider_key(match.rule) and match.rule.id not in expects:
-                    key = fingerprint(text[match.start : match.end], self.detectors.fingerprint_key)
-                    found.append(unexpected_finding(match.rule, kind, where, host, key))
+        known = self._known(text)
+        for match in self._sensitive(text, where) if known is None else known:
+            if is_provider_key(match.rule) and match.rule.id not in expects and counted(match):
+                key = fingerprint(text[match.start : match.end], self.detectors.fingerprint_key)
+                found.append(unexpected_finding(match.rule, kind, where, host, key))
+        return found
+
+    def _split_credentials(self, host: str, fields: list[tuple[str, str]]) -> list[Finding]:
+        """The provider keys a credential header repeated (in any case) spells only across its values: an
+        HTTP/2 ``cookie`` sent in crumbs (RFC 9113, 8.2.3), which its receiver joins, or any credential
+        header sent twice. Read one after another, as a repeated data header is; a key wholly in one value
+        is that value's (``_unexpected_credentials``)."""
+        values: dict[str, list[str]] = {}
+        for name, value in fields:
+            values.setdefault(name.lower(), []).append(value)
+        found = []
+        for name, pieces in values.items():
+            if len(pieces) < 2 or name in UNSENT_FIELDS:
+                continue
+            ends = list(itertools.accumulate(map(len, pieces)))
+
+            def across(match: Match, ends: list[int] = ends) -> bool:
+                return bisect.bisect_right(ends, match.start) != bisect.bisect_right(ends, match.end - 1)
+
+            expected = self.policy.credentials.expected(host, name)
+            where = f'{HEADERS_WHERE} ["{name}"]'
+            found += self._unexpected_keys(host, "header", "".join(pieces), expected, where, across)
         return found
 
     def _not_own_credentials(self, target: str) -> list[Match]:
@@ -1455,10 +1491,13 @@ class TurnInspector:
         ]
         if sent_by_agent:
             host = self.turn.egress_host or ""
-            for (name, value), credential in zip(headers, kept, strict=True):
-                if credential:
-                    where = f'{HEADERS_WHERE} ["{name}"]'
-                    self._record(self._unexpected_credentials(host, "header", name, value, where))
+            credential_fields = [
+                header for header, credential in zip(headers, kept, strict=True) if credential
+            ]
+            for name, value in credential_fields:
+                where = f'{HEADERS_WHERE} ["{name}"]'
+                self._record(self._unexpected_credentials(host, "header", name, value, where))
+            self._record(self._split_credentials(host, credential_fields))
         if not any(document):
             return None  # every header left out: the scan would read nothing
         # A scan of their own: a body's scan reads each field on from its text before (in a stream, from

@@ -79,6 +79,14 @@ ALLOWED = [
     pytest.param("tool.example", [("Authorization", f"Bearer {JWT}")], id="jwt-bearer"),
     pytest.param("tool.example", [("Authorization", basic("bot", "hunter2-not-a-key"))], id="basic-opaque"),
     pytest.param("tool.example", [("Cookie", "session=abc123; csrftoken=zzz")], id="cookie"),
+    pytest.param(
+        "tool.example", [("cookie", "session=abc123"), ("cookie", f"csrftoken={OPAQUE}")], id="cookie-crumbs"
+    ),
+    pytest.param(
+        "api.openai.com",
+        [("authorization", f"Bearer {OPENAI[:40]}"), ("Authorization", OPENAI[40:])],
+        id="own-key-across-repeats",
+    ),
     pytest.param("tool.example", [("PRIVATE-TOKEN", OPAQUE)], id="gitlab-style-opaque"),
     pytest.param("tool.example", [("Proxy-Authorization", basic("bot", GITHUB))], id="proxy-credentials"),
 ]
@@ -111,6 +119,24 @@ REFUSED = [
     pytest.param("tool.example", [("Authorization", f"token {GITHUB}")], "github-pat", id="no-scheme-host"),
     pytest.param("tool.example", [("Authorization", basic("x", GITHUB))], "github-pat", id="in-basic-auth"),
     pytest.param("tool.example", [("Cookie", f"s=1; t={GITHUB}")], "github-pat", id="in-a-cookie"),
+    pytest.param(
+        "tool.example",
+        [("cookie", f"s={GITHUB[:20]}"), ("cookie", GITHUB[20:])],
+        "github-pat",
+        id="split-across-cookie-crumbs",
+    ),
+    pytest.param(
+        "tool.example",
+        [("cookie", f"s={GITHUB}"), ("Cookie", "t=1")],
+        "github-pat",
+        id="whole-in-one-crumb-found-once",
+    ),
+    pytest.param(
+        "api.openai.com",
+        [("authorization", f"Bearer {OPENAI}"), ("x-api-key", GITHUB[:20]), ("X-Api-Key", GITHUB[20:])],
+        "github-pat",
+        id="split-across-a-repeated-header",
+    ),
     pytest.param("tool.example", [("x-token-" + GITHUB, OPAQUE)], "github-pat", id="in-the-name"),
     pytest.param("tool.example", [("DD-API-KEY", GEMINI)], "gcp-api-key", id="gemini-key-elsewhere"),
     pytest.param(

@@ -219,7 +219,8 @@ def test_mcp_tools_list_descriptions_are_tool_description_parts() -> None:
         (Source.TOOL_DESCRIPTION, "add", "result.tools[0].inputSchema.properties.sidenote.description"),
         (Source.TOOL_DESCRIPTION, "search_docs", "result.tools[1].description"),
     ]
-    assert "id_rsa" in completion.full_text
+    assert any("id_rsa" in segment.text for segment in completion.text)
+    assert completion.full_text == ""  # read content, not the model's answer a refusal is judged on
 
 
 def test_mcp_tools_call_result_text_is_tool_result() -> None:

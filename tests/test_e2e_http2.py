@@ -16,7 +16,9 @@ import openai
 import pytest
 
 from tests.harness import Proxy
+from tests.test_credential_channel import GITHUB
 from tests.test_e2e_bodies import AWS_KEY, CONTEXT, over_cap_findings
+from tests.test_e2e_credential_channel import assert_never_written
 from tests.upstream import FakeUpstream, Reply
 
 CAP = 64 << 10
@@ -154,3 +156,46 @@ def test_a_missing_token_is_answered_407(enforce: Proxy, upstream: FakeUpstream)
         pytest.raises(httpx.ProxyError, match="407"),
     ):
         chat(client, upstream, "hi")
+
+
+def test_cookie_crumbs_reach_the_upstream_joined_and_keep_the_turn_whole(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """HTTP/2 lets a client send its cookie in several ``cookie`` fields (crumbs, RFC 9113 8.2.3): the
+    request passes, the HTTP/1 upstream gets them as one header joined with "; ", and the turn keeps its
+    agent, user and destination."""
+    crumbs = [("cookie", "session=abc123"), ("cookie", "theme=dark")]
+    with h2_client(enforce) as client:
+        answer = client.post(
+            f"{upstream.url}/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers=crumbs,
+        )
+    assert (answer.status_code, answer.http_version) == (200, "HTTP/2")
+    sent = {name.lower(): value for name, value in upstream.received[-1].headers.items()}
+    assert sent["cookie"] == "session=abc123; theme=dark"
+    (record,) = enforce.wait_for_records(1)
+    assert (record["agent_id"], record["user_id"], record["decision"]) == ("support-bot", "u-1", "allowed")
+    assert [finding["rule"] for finding in record["findings"]] == ["egress.first_seen"]
+
+
+def test_a_key_split_across_cookie_crumbs_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A provider's key split across two crumbs, which the receiver joins into one cookie header, is read
+    joined: ``credential.unexpected``, refused 403 in the API's error shape before anything is sent, and
+    no record or log line holds the key."""
+    crumbs = [("cookie", f"s={GITHUB[:20]}"), ("cookie", GITHUB[20:])]
+    with h2_client(enforce) as client:
+        answer = client.post(
+            f"{upstream.url}/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers=crumbs,
+        )
+        assert answer.status_code == 403 and "credential.unexpected" in answer.json()["error"]["message"]
+        assert upstream.received == []
+    (record,) = enforce.wait_for_records(1)
+    found = [(finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]]
+    assert found == [
+        ("egress.first_seen", "egress", False),
+        ("credential.unexpected", 'headers ["cookie"]', True),
+    ]
+    assert_never_written(enforce, GITHUB, GITHUB[:20], GITHUB[20:])

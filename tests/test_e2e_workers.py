@@ -220,15 +220,88 @@ def start_supervisor(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
         )
 
 
+def wait_for_output(supervisor: subprocess.Popen[bytes], workdir: Path, text: str, count: int = 1) -> str:
+    """The supervisor's output once ``text`` is in it ``count`` times."""
+    deadline = time.monotonic() + 90
+    while (output := (workdir / "proxy.log").read_text()).count(text) < count:
+        assert supervisor.poll() is None and time.monotonic() < deadline, output
+        time.sleep(0.1)
+    return output
+
+
+def hold_as_they_start(supervisor: subprocess.Popen[bytes], workdir: Path, held: list[int]) -> None:
+    """Stop each of ``supervisor``'s two workers (SIGSTOP) as soon as it exists, long before it could
+    serve, and add it to ``held``."""
+    deadline = time.monotonic() + 60
+    while len(held) < 2:
+        assert supervisor.poll() is None and time.monotonic() < deadline, (workdir / "proxy.log").read_text()
+        for pid in set(worker_pids(supervisor.pid)) - set(held):
+            os.kill(pid, signal.SIGSTOP)
+            held.append(pid)
+
+
+def test_a_worker_whose_supervisor_is_killed_while_it_starts_stops(tmp_path: Path) -> None:
+    """A worker watches the supervisor that started it from its start: one killed while its workers
+    start (here held stopped until then) leaves none serving the port. Before, a worker took the parent
+    it had once it got going for its supervisor, which by then was the one it got when its supervisor
+    died, and served for ever."""
+    supervisor = start_supervisor(tmp_path, "--listen-port", str(free_port()))
+    workers: list[int] = []
+    try:
+        hold_as_they_start(supervisor, tmp_path, workers)
+        supervisor.kill()
+        supervisor.wait()
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, (tmp_path / "proxy.log").read_text()
+            time.sleep(0.1)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_supervisor_started_after_one_killed_outright_waits_for_its_workers_to_stop(tmp_path: Path) -> None:
+    """The workers of a supervisor killed outright serve on until each notices and stops (here they are
+    held stopped, still holding the port): a supervisor started again at once on the data dir starts none
+    of its own until they are gone, then serves. Before, it started its workers beside them, and the old
+    ones took their share of the port's connections, unsupervised."""
+    port = free_port()
+    first = start_supervisor(tmp_path, "--listen-port", str(port))
+    left = []
+    second = None
+    try:
+        wait_for_output(first, tmp_path, "worker.ready", 2)
+        left = worker_pids(first.pid)
+        for pid in left:
+            os.kill(pid, signal.SIGSTOP)
+        first.kill()
+        first.wait()
+        second = start_supervisor(tmp_path, "--listen-port", str(port))
+        wait_for_output(second, tmp_path, "waiting for the workers of a stopped egressguard")
+        assert worker_pids(second.pid) == []
+        for pid in left:
+            os.kill(pid, signal.SIGCONT)
+        output = wait_for_output(second, tmp_path, "worker.ready", 2)
+        assert not any(alive(pid) for pid in left), output
+        assert len(worker_pids(second.pid)) == 2
+    finally:
+        for pid in left:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if second is not None:
+            second.terminate()
+            second.wait(30)
+
+
 def test_every_address_and_a_chosen_port_are_served_by_every_worker(tmp_path: Path) -> None:
     """`--listen-host ''` is every IPv4 and IPv6 address and `--listen-port 0` a port the kernel picks: the
     supervisor picks it once, the banner shows it, and both workers serve it on both families."""
     supervisor = start_supervisor(tmp_path, "--listen-host", "", "--listen-port", "0")
     try:
-        deadline = time.monotonic() + 90
-        while (output := (tmp_path / "proxy.log").read_text()).count("worker.ready") < 2:
-            assert supervisor.poll() is None and time.monotonic() < deadline, output
-            time.sleep(0.1)
+        output = wait_for_output(supervisor, tmp_path, "worker.ready", 2)
         banner = re.search(r"egressguard \S+ on \S+:(\d+) ", output)
         assert banner is not None, output
         port = int(banner[1])
@@ -266,14 +339,7 @@ def test_agents_connecting_while_the_workers_start_reach_every_worker(tmp_path: 
     workers: list[int] = []
     agents: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while len(workers) < 2:  # each stopped as soon as it exists, long before it could serve
-            assert supervisor.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "proxy.log"
-            ).read_text()
-            for pid in set(worker_pids(supervisor.pid)) - set(workers):
-                os.kill(pid, signal.SIGSTOP)
-                workers.append(pid)
+        hold_as_they_start(supervisor, tmp_path, workers)
         deadline = time.monotonic() + 20
         while not agents:
             assert time.monotonic() < deadline, "the port does not accept while the workers start"
@@ -351,6 +417,38 @@ def test_one_admin_listener_speaks_for_every_worker(workers_admin: Admin, upstre
         "GET", f"{admin.url}/api/v1/dashboard/feed", headers={"Authorization": f"Bearer {admin.read}"}
     ) as feed:
         assert feed.status_code == 200 and feed.headers["content-type"].startswith("text/event-stream")
+
+
+def test_a_worker_that_dies_is_replaced_on_the_socket_it_served(
+    workers_admin: Admin, upstream: FakeUpstream
+) -> None:
+    """A worker killed outright is replaced: the supervisor serves on, says so, counts it in the host's
+    metrics, and starts another in its place on the listening socket it served, so the connections the
+    kernel spreads to that socket are served again and the host keeps every core. Before, the supervisor
+    stopped every worker when one exited."""
+    proxy = workers_admin.proxy
+    before = worker_pids(proxy.process.pid)
+    assert len(before) == 2
+    served = set(tcp_sockets(LISTENING, proxy.port)) & descriptors_of(before[0])
+    assert served
+    turns_before = per_writer(proxy)
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not (replacements := set(worker_pids(proxy.process.pid)) - set(before)):
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.1)
+    while not admin_ready(workers_admin):
+        assert time.monotonic() < deadline, proxy.output()
+        time.sleep(0.1)
+    assert served <= descriptors_of(replacements.pop())
+    assert "exited with -9; starting another in its place in 1 s" in proxy.output()
+    assert workers_admin.metric("egressguard_worker_restarts_total") == 1
+    assert workers_admin.get("/healthz").json()["workers"] == {"w0": True, "w1": True}
+    for _ in range(AGENTS):
+        ask(client(proxy, upstream))
+    proxy.wait_for_records(sum(turns_before.values()) + AGENTS)
+    turns_after = per_writer(proxy)
+    assert all(turns_after[writer] > turns_before.get(writer, 0) for writer in ("w0", "w1")), turns_after
 
 
 def test_reload_and_sighup_reach_every_worker(workers_admin: Admin, upstream: FakeUpstream) -> None:
@@ -433,7 +531,7 @@ def test_the_host_is_ready_only_when_every_worker_is(tmp_path: Path) -> None:
             await http.start_unix(tmp_path / "w1", unwritable),
         ]
         sockets = {name: tmp_path / name for name in ("w0", "w1", "w2")}
-        gateway = Gateway(sockets, lambda: {"w0": True, "w1": True, "w2": False})
+        gateway = Gateway(sockets, lambda: {"w0": True, "w1": True, "w2": False}, dict)
         answer = await gateway.handle(http.Request("GET", "/readyz", {}, {}))
         health = await gateway.handle(http.Request("GET", "/healthz", {}, {}))
         for server in servers:

@@ -259,6 +259,41 @@ def test_despacing_where_the_shape_is_joins_what_the_whole_substitution_joins(te
     assert despace(text) == joined
 
 
+def _shape_starts(text: str) -> list[int]:
+    """Where three single letters stand one separator apart, by the definition: a letter is an ASCII
+    letter or any character past ASCII, and no ASCII letter or digit stands just before or after."""
+
+    def letter(char: str) -> bool:
+        return not char.isascii() or char.isalpha()
+
+    def alnum(char: str) -> bool:
+        return char.isascii() and char.isalnum()
+
+    return [
+        start
+        for start in range(len(text) - 4)
+        if all(letter(text[start + offset]) for offset in (0, 2, 4))
+        and all(text[start + offset] in " .-_*" for offset in (1, 3))
+        and (start == 0 or not alnum(text[start - 1]))
+        and (start + 5 == len(text) or not alnum(text[start + 5]))
+    ]
+
+
+def _spaced_pieces(characters: str) -> st.SearchStrategy[str]:
+    """Texts of characters each followed by a separator, another character or a line break: the shape,
+    and the letters, digits and characters past ASCII that may stand around it."""
+    piece = st.tuples(st.sampled_from(characters), st.sampled_from(["", " ", ".", "-", "_", "*", ":", "\n"]))
+    return st.lists(piece, max_size=40).map(lambda pieces: "".join(char + after for char, after in pieces))
+
+
+@given(_spaced_pieces("aZx19") | _spaced_pieces("aZ1é\u0430İ\u0307中"))
+@settings(max_examples=1500, deadline=None)
+def test_shapes_are_where_the_definition_puts_them(text: str) -> None:
+    """The letter-spacing check finds the shape at every place the definition does and nowhere else, in
+    ASCII text (read by the regex module over class bytes with digits apart) as in text past it."""
+    assert list(normalize_module._spaced_shapes(text)) == _shape_starts(text)
+
+
 _URL_ENCODED_AS_WRITTEN = re.compile(r"(?:%[0-9a-fA-F]{2}[^%\s]*){3}")
 
 

@@ -11,6 +11,8 @@ import re
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, disguised_corpus, hard_negatives
 from proxy.model import Threat
@@ -54,6 +56,8 @@ DISGUISES = {
     "percent": "id=" + "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()) + "&x=1",
     "percent in part": "ghp%5F" + GITHUB_TOKEN[4:],
     "json \\u": "".join(f"\\u{ord(char):04X}" for char in GITHUB_TOKEN),
+    "octal escapes": "".join(f"\\{byte:03o}" for byte in AWS_KEY.encode()),
+    "braced \\u{} escapes": "".join(f"\\u{{{ord(char):x}}}" for char in GITHUB_TOKEN[:9]) + GITHUB_TOKEN[9:],
     "html decimal": "".join(f"&#{ord(char)};" for char in AWS_KEY),
     "html hex": "&#x67;&#x68;&#x70;&lowbar;" + GITHUB_TOKEN[4:],
     "letter-spaced": "my key is " + " ".join(AWS_KEY) + ", keep it",
@@ -69,6 +73,14 @@ DISGUISES = {
     "soft hyphens": "\u00ad".join(
         GITHUB_TOKEN[index : index + 5] for index in range(0, len(GITHUB_TOKEN), 5)
     ),
+    "combining marks": "".join(
+        char + "\u0301\u0323"[: 1 + index % 2] for index, char in enumerate(GITHUB_TOKEN)
+    ),
+    "variation selectors": "\ufe0f".join(AWS_KEY),
+    "hangul fillers and braille blanks": AWS_KEY[:7] + "\u3164" + AWS_KEY[7:14] + "\u2800" + AWS_KEY[14:],
+    "full-width digits": "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in GITHUB_TOKEN),
+    "arabic-indic digits": "".join(chr(0x660 + int(c)) if c.isdigit() else c for c in AWS_KEY),
+    "circled letters": "key " + "".join(chr(0x24B6 + ord(c) - 65) if c.isupper() else c for c in AWS_KEY),
     "base64 of zero-width": base64.b64encode("\u200b".join(AWS_KEY).encode()).decode(),
     "percent-encoded base64": base64.b64encode(f"{GITHUB_TOKEN}\n".encode()).decode().replace("=", "%3D"),
     "entities of a spaced key": " ".join(f"&#{ord(char)};" for char in AWS_KEY),
@@ -200,9 +212,45 @@ def test_long_letter_spaced_run_is_one_piece_mapped_letter_by_letter(gap: str) -
     assert "github-pat" in _found(text)
 
 
+def test_marks_superscripts_and_digits_of_other_scripts_stay_clean() -> None:
+    """Accents written as combining marks, units with superscripts and numbers in Arabic-Indic or
+    Devanagari digits are no disguise that makes a key of ordinary text."""
+    texts = [
+        "Cafe\u0301 cre\u0300me and the re\u0301sume\u0301 of Se\u00f1or Nu\u0301n\u0303ez",
+        "Area 12 m\u00b2 and volume 3 m\u00b3; x\u2081 + x\u2082; \u2460 install \u2461 run",
+        "\u0627\u0644\u0633\u0639\u0631 \u0663\u0665\u0660 order 12\u0664\u0665\u0666",
+        "\u092e\u0942\u0932\u094d\u092f \u096a\u096b\u0966 INV2024\u096a\u096b",
+    ]
+    for text in texts:
+        assert _found(text) == [], text
+
+
 @pytest.mark.parametrize("gap", [chr(code) for code in unmask._GAP_CODES.tolist()])
 def test_no_gap_character_is_a_disguise_feature(gap: str) -> None:
     """Text whose only non-ASCII characters are gaps skips the search for non-ASCII features: a gap
     must then be no look-alike, invisible or wide character, wherever it stands."""
     for text in (f"a{gap}b", f"{gap}{gap}{gap}{gap}", f"AKIA{gap}", f"{gap}ghp"):
         assert unmask._NON_ASCII.search(text) is None
+
+
+# Characters (single ones mostly) each followed by a gap: every kind of space, several spaces, a line
+# break; characters past ASCII among them (a lone surrogate too): the shapes a letter-spaced run's hint is
+# made of, and what breaks them.
+_HINT_CHARACTERS = ["a", "Z", "7", "_", "=", "-", "é", "\u0430", "\ud800", "\U0001d400", "ab", "word"]
+_HINT_GAPS = [" ", "  ", "   ", "    ", "\t", "\u00a0", "\u2003", "\u3000", "\n", "\x0b", "\x85", "\u2028"]
+_SPACED_TEXT = st.lists(
+    st.sampled_from(_HINT_CHARACTERS).flatmap(lambda char: st.sampled_from(_HINT_GAPS).map(char.__add__)),
+    max_size=40,
+)
+
+
+@given(_SPACED_TEXT.map(lambda pieces: " " + "".join(pieces)))
+def test_hint_is_asked_only_where_its_shape_starts_and_found_as_the_search_finds_it(text: str) -> None:
+    """Every letter-spaced run's hint the regex search finds, from any position, is the one found by
+    asking the regex only where RE2 finds the hint's shape: so the runs, and the views, are the same."""
+    hinted = unmask._gaps_as_spaces(text)
+    probe = hinted.encode("ascii", "replace")
+    for position in range(len(hinted) + 1):
+        searched = unmask._SPACED_HINT.search(hinted, position)
+        asked = unmask._next_hint(hinted, probe, position)
+        assert (asked and asked.span()) == (searched and searched.span())

@@ -1,13 +1,32 @@
-"""The supervisor's listening sockets (``proxy.commands.workers.bind_listeners``), through real sockets."""
+"""The supervisor's listening sockets (``proxy.commands.workers.bind_listeners``), through real sockets, and
+its hold on the data dir, through real locks."""
 
 from __future__ import annotations
 
+import fcntl
+import re
 import socket
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from proxy.commands.workers import Listener, Sockets, bind_listeners, close_all
+from proxy.commands import workers
+from proxy.commands.workers import (
+    SERVE_LOCK,
+    AlreadyServed,
+    HeldLock,
+    Listener,
+    Sockets,
+    Worker,
+    Workers,
+    bind_listeners,
+    close_all,
+    sole_supervisor,
+)
 
 ANY_ADDRESS = Listener("regular", "", 0, default_port=True)
 
@@ -85,3 +104,42 @@ def test_an_address_in_use_is_reported_and_nothing_is_left_listening() -> None:
             bind_listeners(listeners, 2)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", free_port), timeout=5)
+
+
+def test_workers_left_serving_that_do_not_stop_are_reported_and_a_free_data_dir_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(workers, "LEFT_WORKERS_WAIT_S", 0.3)
+    with open(tmp_path / SERVE_LOCK, "a") as left:
+        fcntl.flock(left, fcntl.LOCK_EX)
+        held = sole_supervisor(tmp_path)
+        with pytest.raises(AlreadyServed, match=r"still serve on .* after 0\.3 s; stop them \(`fuser -v "):
+            held.__enter__()
+    assert "waiting for the workers of a stopped egressguard" in capsys.readouterr().err
+    with sole_supervisor(tmp_path) as serving:
+        assert serving.descriptor >= 0
+    assert capsys.readouterr().err == ""
+
+
+def exit_at_once(
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock
+) -> None:
+    sys.exit(3)
+
+
+def test_a_worker_that_keeps_exiting_is_started_again_after_a_growing_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(workers, "RESTART_DELAY_S", 0.05)
+    monkeypatch.setattr(workers, "RESTART_DELAY_MAX_S", 0.2)
+    with open(tmp_path / SERVE_LOCK, "a") as lock:
+        tended = Workers(exit_at_once, [], HeldLock(lock.fileno()))
+        tended.add(Worker("w0", {}, {}))
+        deadline = time.monotonic() + 120
+        while tended.restarts()["w0"] < 4:
+            assert time.monotonic() < deadline
+            tended.tend()
+            time.sleep(0.01)
+        tended.stop()
+    waits = re.findall(r"exited with 3; starting another in its place in (\S+) s", capsys.readouterr().err)
+    assert waits == ["0.05", "0.1", "0.2", "0.2"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import multiprocessing
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from mitmproxy.tools.dump import DumpMaster
 from addons import default_addons
 from addons.process.config import PolicyLoader
 from addons.process.speedups import install_speedups
-from proxy.commands.workers import LISTEN_BACKLOG, Listener, Sockets
+from proxy.commands.workers import LISTEN_BACKLOG, HeldLock, Listener, Sockets
 from proxy.runtime import Runtime
 
 
@@ -189,9 +189,12 @@ def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequenc
         raise StartupError(str(error)) from None
 
 
-def serve_worker(settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets) -> None:
+def serve_worker(
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock
+) -> None:
     """One of several workers sharing the listen port (``proxy.commands.workers``): it serves each proxy
-    mode on the listening sockets the supervisor made for it (``sockets``)."""
+    mode on the listening sockets the supervisor made for it (``sockets``). ``serving`` is the data dir's
+    lock, open in this process for its life: a supervisor started after this one's died waits for it."""
     _serve_on(sockets)
     _stop_with_supervisor()
     try:
@@ -224,12 +227,14 @@ def _serve_on(sockets: Sockets) -> None:
 
 def _stop_with_supervisor() -> None:
     """A supervisor killed outright (SIGKILL, OOM) cannot stop its workers: each notices it is gone and
-    stops itself, rather than keep serving the port unsupervised."""
-    supervisor = os.getppid()
+    stops itself, rather than keep serving the port unsupervised. The supervisor is the process that
+    started this one (``multiprocessing.parent_process``), not whatever parent this one has by now: one
+    killed while this worker started has left it another parent already, which would never go."""
+    supervisor = multiprocessing.parent_process()
+    assert supervisor is not None  # a worker is always started by its supervisor
 
     def watch() -> None:
-        while os.getppid() == supervisor:
-            time.sleep(1.0)
+        supervisor.join()
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="egressguard-supervisor-watch", daemon=True).start()

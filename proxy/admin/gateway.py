@@ -25,7 +25,7 @@ import httpx
 
 from proxy import __version__
 from proxy.admin.http import Request, Response
-from proxy.control.metrics import CONTENT_TYPE, merge_expositions
+from proxy.control.metrics import CONTENT_TYPE, merge_expositions, worker_restarts_exposition
 
 FORWARDED_HEADERS = ("authorization", "content-type")
 TIMEOUT_S = 30.0
@@ -43,11 +43,18 @@ class WorkerUnavailable(Exception):
 
 
 class Gateway:
-    """``workers`` maps each worker's id to its admin socket; ``alive`` says which worker processes run."""
+    """``workers`` maps each worker's id to its admin socket; ``alive`` says which worker processes run and
+    ``restarts`` how often each was started again after it exited."""
 
-    def __init__(self, workers: Mapping[str, Path], alive: Callable[[], Mapping[str, bool]]) -> None:
+    def __init__(
+        self,
+        workers: Mapping[str, Path],
+        alive: Callable[[], Mapping[str, bool]],
+        restarts: Callable[[], Mapping[str, int]],
+    ) -> None:
         self.workers = dict(workers)
         self.alive = alive
+        self.restarts = restarts
 
     async def handle(self, request: Request) -> Response:
         if request.method == "GET" and request.path == "/healthz":
@@ -55,7 +62,7 @@ class Gateway:
         if request.method == "GET" and request.path == "/readyz":
             return _readiness(await self._ask_all(request))
         answers_of_all = {
-            ("GET", "/metrics"): _metrics,
+            ("GET", "/metrics"): self._metrics,
             ("POST", "/api/v1/reload"): _reloads,
         }
         join = answers_of_all.get((request.method, request.path))
@@ -81,6 +88,14 @@ class Gateway:
         alive = dict(self.alive())
         body = {"status": "alive" if all(alive.values()) else "degraded", "version": __version__}
         return Response.json(200 if all(alive.values()) else 503, {**body, "workers": alive})
+
+    def _metrics(self, answers: Mapping[str, Response]) -> Response:
+        failed = [worker for worker, answer in answers.items() if answer.status != 200]
+        if failed:
+            return Response.error(503, f"worker(s) {', '.join(failed)} could not report metrics")
+        texts = [answer.body.decode("utf-8") for answer in answers.values()]
+        texts.append(worker_restarts_exposition(self.restarts()))
+        return Response(200, merge_expositions(texts), CONTENT_TYPE)
 
     async def _ask_all(self, request: Request) -> dict[str, Response | None]:
         async def ask(worker: str) -> Response | None:
@@ -163,14 +178,6 @@ def _readiness(answers: Mapping[str, Response | None]) -> Response:
     ready = all(workers.values())
     checks = {name: "; ".join(found) or "ok" for name, found in problems.items()}
     return Response.json(200 if ready else 503, {"ready": ready, "checks": checks, "workers": workers})
-
-
-def _metrics(answers: Mapping[str, Response]) -> Response:
-    failed = [worker for worker, answer in answers.items() if answer.status != 200]
-    if failed:
-        return Response.error(503, f"worker(s) {', '.join(failed)} could not report metrics")
-    texts = [answer.body.decode("utf-8") for answer in answers.values()]
-    return Response(200, merge_expositions(texts), CONTENT_TYPE)
 
 
 def _reloads(answers: Mapping[str, Response]) -> Response:

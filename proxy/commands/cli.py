@@ -130,28 +130,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         admin_listen = (host.strip("[]"), int(port))
         addresses.append((*admin_listen, "the admin listener "))
         settings["egressguard_admin_port"] = admin_listen[1]
-    for host, port, what in addresses:
-        problem = unavailable(host, port)
-        if problem is not None:
-            print(f"egressguard: {what}{problem}", file=sys.stderr)
-            return 2
-    options = [f"{name}={value}" for name, value in passthrough.items()]
-    if workers > 1:
-        from addons.process.server import check_options, serve_worker
-        from proxy.commands.workers import (
-            AlreadyServed,
-            bind_listeners,
-            bound_port,
-            sole_supervisor,
-            supervise,
-        )
+    with contextlib.ExitStack() as holding:
+        serving = None
+        if workers > 1:
+            # Before the addresses are tried: the workers of a supervisor killed outright may hold them.
+            from proxy.commands.workers import AlreadyServed, sole_supervisor
 
-        with contextlib.ExitStack() as supervising:
             try:
-                supervising.enter_context(sole_supervisor(policy.data_dir))
+                serving = holding.enter_context(sole_supervisor(policy.data_dir))
             except AlreadyServed as error:
                 print(f"egressguard: {error}", file=sys.stderr)
                 return 2
+        for host, port, what in addresses:
+            problem = unavailable(host, port)
+            if problem is not None:
+                print(f"egressguard: {what}{problem}", file=sys.stderr)
+                return 2
+        options = [f"{name}={value}" for name, value in passthrough.items()]
+        if workers > 1:
+            from addons.process.server import check_options, serve_worker
+            from proxy.commands.workers import (
+                bind_listeners,
+                bound_port,
+                supervise,
+            )
+
+            assert serving is not None
             _create_shared_files(policy, confdir, admin=admin_listen is not None)
             try:
                 listeners = check_options(settings, options)
@@ -169,13 +173,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     args.listen_port = bound_port(listening[0], listener.spec)
                     options.append(f"listen_port={args.listen_port}")
             _print_banner(policy, args, confdir, token_file, workers)
-            return supervise(listening, serve_worker, settings, options, policy.data_dir, admin_listen)
-    try:
-        serve(settings, options, announce=lambda: _print_banner(policy, args, confdir, token_file, workers))
-    except StartupError as error:
-        print(f"egressguard: {error}", file=sys.stderr)
-        return 2
-    return 0
+            return supervise(
+                listening, serve_worker, settings, options, policy.data_dir, serving, admin_listen
+            )
+        try:
+            serve(
+                settings, options, announce=lambda: _print_banner(policy, args, confdir, token_file, workers)
+            )
+        except StartupError as error:
+            print(f"egressguard: {error}", file=sys.stderr)
+            return 2
+        return 0
 
 
 def _create_shared_files(policy: Policy, confdir: Path, *, admin: bool) -> None:

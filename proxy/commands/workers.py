@@ -14,9 +14,10 @@ and a connection stays on its worker for its life, so every worker's socket list
 runs. Agents that connect while the workers start (all of them, when they reconnect after a restart)
 wait in the kernel on every worker's socket, rather than all reaching the first worker to listen.
 
-The supervisor stops all workers on SIGINT or SIGTERM, and stops them all if one of them exits: a
-worker that cannot serve is an operator's problem to see, not one to hide behind the others. It passes
-SIGHUP on to every worker, and serves the host's one admin listener (``proxy.admin.gateway``).
+The supervisor stops all workers on SIGINT or SIGTERM, and starts another in place of one that exits on
+its own, on the same listening sockets, which it keeps open for that (after a wait that grows while the
+worker keeps exiting soon after its start; each one is logged and counted in the host's metrics). It
+passes SIGHUP on to every worker, and serves the host's one admin listener (``proxy.admin.gateway``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from proxy.admin import http
 from proxy.admin.gateway import Gateway
@@ -49,9 +52,20 @@ ADMIN_SOCKETS = "admin-sockets"
 """The directory under the data dir that holds the workers' admin sockets while a supervisor runs."""
 SUPERVISOR_LOCK = "supervisor.lock"
 """The file under the data dir whose lock the running supervisor holds."""
+SERVE_LOCK = "serve.lock"
+"""The file under the data dir whose lock the running supervisor and every worker it started hold."""
+LEFT_WORKERS_WAIT_S = 30.0
+"""How long a supervisor waits for the workers an earlier one left serving to stop (each stops within
+about a second of its supervisor's death, and then finishes what it serves)."""
 LISTEN_BACKLOG = socket.SOMAXCONN
 """Connections each worker's socket holds until its worker accepts them: those that arrive while the
 workers start wait here."""
+RESTART_DELAY_S = 1.0
+"""How long after a worker exited another is started in its place."""
+RESTART_DELAY_MAX_S = 30.0
+RESTART_STEADY_S = 60.0
+"""A worker that served this long before it exited is replaced after ``RESTART_DELAY_S`` again; one that
+exited sooner, after twice the last wait, to at most ``RESTART_DELAY_MAX_S``."""
 CHOSEN_PORT_ATTEMPTS = 10
 """How often a port the kernel chose for one address is tried on the others before giving up (another
 process may hold it there)."""
@@ -155,17 +169,18 @@ def supervise(
     settings: dict[str, Any],
     passthrough: list[str],
     data_dir: Path,
+    serving: HeldLock,
     admin: tuple[str, int] | None = None,
 ) -> int:
-    """Run ``target(settings, passthrough, sockets)`` in one process for each of ``listening`` (its own
-    listening sockets, from ``bind_listeners``) until a signal or a worker's exit; return the exit status
-    (that of the first worker to stop on its own, 0 after a signal, 2 when the admin listener cannot
-    listen). A worker's sockets are closed here once it holds them, so they live as long as it serves.
-    With ``admin`` (host, port), this process serves the host's one admin listener there, in front of each
-    worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``). SIGHUP is
-    passed on to every worker: each re-reads the policy itself."""
+    """Run ``target(settings, passthrough, sockets, serving)`` in one process for each of ``listening``
+    (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_supervisor``) until a
+    signal; return the exit status (0, or 2 when the admin listener cannot listen). A worker that exits
+    on its own is started again on the same sockets (``Workers.tend``), which are kept open here for
+    that. With ``admin`` (host, port), this process serves the host's one admin listener there, in front
+    of each worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``).
+    SIGHUP is passed on to every worker: each re-reads the policy itself."""
     try:
-        return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, admin))
+        return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, serving, admin))
     finally:
         close_all(listening)
 
@@ -176,43 +191,130 @@ async def _supervise(
     settings: dict[str, Any],
     passthrough: list[str],
     data_dir: Path,
+    serving: HeldLock,
     admin: tuple[str, int] | None,
 ) -> int:
-    context = multiprocessing.get_context("spawn")
-    processes: dict[str, BaseProcess] = {}
     with contextlib.ExitStack() as cleanup:
         sockets = cleanup.enter_context(_admin_sockets(data_dir)) if admin else None
-        cleanup.callback(lambda: _stop(list(processes.values())))
+        workers = Workers(target, passthrough, serving)
+        cleanup.callback(workers.stop)
         for index, worker_sockets in enumerate(listening):
             worker_settings = {**settings, WORKER_OPTION: writer_id(index)}
             if sockets is not None:
                 worker_settings["egressguard_admin_listen"] = f"{WORKER_SOCKET}{sockets / writer_id(index)}"
-            worker = context.Process(
-                target=target,
-                args=(worker_settings, passthrough, worker_sockets),
-                name=f"egressguard-{writer_id(index)}",
-            )
-            worker.start()
-            processes[writer_id(index)] = worker
-            close_all([worker_sockets])
-        return await _watch(processes, sockets, admin)
+            workers.add(Worker(writer_id(index), worker_settings, worker_sockets))
+        return await _watch(workers, sockets, admin)
 
 
-async def _watch(
-    processes: dict[str, BaseProcess], sockets: Path | None, admin: tuple[str, int] | None
-) -> int:
-    """Serve the admin listener and wait for a signal or a worker's exit; return the exit status."""
+@dataclass
+class Worker:
+    """One worker's place: what it is started with, and the process that fills it."""
+
+    writer: str
+    settings: dict[str, Any]
+    sockets: Sockets
+    process: BaseProcess | None = None
+    started: float = 0.0
+    restarts: int = 0
+    delay: float = 0.0
+    """How long the last start waited after its worker exited."""
+    due: float | None = None
+    """When the process that exited is to be replaced."""
+
+
+class Workers:
+    """The workers, each started again (``tend``) when it exits on its own: a worker that crashed would
+    otherwise leave its core, and the share of the port's connections the kernel gives its socket,
+    unserved for the supervisor's life."""
+
+    def __init__(self, target: Callable[..., None], passthrough: list[str], serving: HeldLock) -> None:
+        self.target = target
+        self.passthrough = passthrough
+        self.serving = serving
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[str, Worker] = {}
+
+    def add(self, worker: Worker) -> None:
+        self.workers[worker.writer] = worker
+        self._start(worker)
+
+    def _start(self, worker: Worker) -> None:
+        worker.process = self.context.Process(
+            target=self.target,
+            args=(worker.settings, self.passthrough, worker.sockets, self.serving),
+            name=f"egressguard-{worker.writer}",
+        )
+        worker.process.start()
+        worker.started = time.monotonic()
+        worker.due = None
+
+    def tend(self) -> None:
+        """Schedule the start of another process in place of each that exited, ``RESTART_DELAY_S`` after
+        it exited, or twice the last wait when it exited within ``RESTART_STEADY_S`` of its start (to at
+        most ``RESTART_DELAY_MAX_S``): one that cannot start is not started again and again at once."""
+        now = time.monotonic()
+        for worker in self.workers.values():
+            process = worker.process
+            if process is None or process.is_alive():
+                continue
+            if worker.due is None:
+                steady = now - worker.started >= RESTART_STEADY_S
+                worker.delay = (
+                    RESTART_DELAY_S
+                    if steady or not worker.delay
+                    else min(2 * worker.delay, RESTART_DELAY_MAX_S)
+                )
+                worker.due = now + worker.delay
+                print(
+                    f"egressguard: worker {process.name} exited with {process.exitcode}; starting another "
+                    f"in its place in {worker.delay:g} s",
+                    file=sys.stderr,
+                )
+            elif now >= worker.due:
+                worker.restarts += 1
+                self._start(worker)
+
+    def alive(self) -> dict[str, bool]:
+        return {
+            writer: worker.process is not None and worker.process.is_alive()
+            for writer, worker in self.workers.items()
+        }
+
+    def restarts(self) -> dict[str, int]:
+        return {writer: worker.restarts for writer, worker in self.workers.items()}
+
+    def hang_up(self) -> None:
+        for process in self._processes():
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        processes = self._processes()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(15)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def _processes(self) -> list[BaseProcess]:
+        return [worker.process for worker in self.workers.values() if worker.process is not None]
+
+
+async def _watch(workers: Workers, sockets: Path | None, admin: tuple[str, int] | None) -> int:
+    """Serve the admin listener and tend the workers until a signal; return the exit status."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, _hang_up, processes)
+    loop.add_signal_handler(signal.SIGHUP, workers.hang_up)
     server: asyncio.Server | None = None
     try:
         if admin is not None and sockets is not None:
             gateway = Gateway(
-                {worker: sockets / worker for worker in processes},
-                lambda: {worker: process.is_alive() for worker, process in processes.items()},
+                {writer: sockets / writer for writer in workers.workers}, workers.alive, workers.restarts
             )
             try:
                 server = await http.start(admin[0], admin[1], gateway.handle)
@@ -224,14 +326,7 @@ async def _watch(
                 )
                 return 2
         while not stopping.is_set():
-            ended = [process for process in processes.values() if not process.is_alive()]
-            if ended:
-                status = ended[0].exitcode or 0
-                print(
-                    f"egressguard: worker {ended[0].name} exited with {status}; stopping the others",
-                    file=sys.stderr,
-                )
-                return status
+            workers.tend()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 0.2)
         return 0
@@ -243,21 +338,65 @@ async def _watch(
 
 
 class AlreadyServed(Exception):
-    """Another supervisor runs on this data dir."""
+    """Another supervisor runs on this data dir, or the workers of one that stopped still serve it."""
+
+
+class HeldLock:
+    """An open file whose lock this process holds, given to each worker: the worker gets the same open file
+    (not a new one), so the lock is held until the last process holding it is gone."""
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+
+    def __reduce__(self) -> tuple[Callable[[Any], HeldLock], tuple[Any]]:
+        return (_inherited_lock, (reduction.DupFd(self.descriptor),))
+
+
+def _inherited_lock(duplicate: Any) -> HeldLock:
+    return HeldLock(duplicate.detach())
 
 
 @contextlib.contextmanager
-def sole_supervisor(data_dir: Path) -> Iterator[None]:
+def sole_supervisor(data_dir: Path) -> Iterator[HeldLock]:
     """Hold ``<data_dir>/supervisor.lock`` while this supervisor runs, or raise ``AlreadyServed`` before it
     binds or prints anything: a second one's workers would write the same audit chains and remove this
-    one's admin sockets. The kernel lets
-    go of the lock when its holder is gone, however it went, so a lock file left behind holds nothing."""
+    one's admin sockets. The kernel lets go of the lock when its holder is gone, however it went, so a lock
+    file left behind holds nothing. Then hold ``<data_dir>/serve.lock``, which every worker holds too
+    (it is yielded for them): see ``_wait_for_left_workers``."""
     with open(data_dir / SUPERVISOR_LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyServed(f"another egressguard with workers is running on {data_dir}") from None
-        yield
+        with open(data_dir / SERVE_LOCK, "a") as serving:
+            _wait_for_left_workers(serving, data_dir)
+            yield HeldLock(serving.fileno())
+
+
+def _wait_for_left_workers(serving: IO[str], data_dir: Path) -> None:
+    """Take the lock of ``serving`` once no worker of an earlier supervisor holds it. The workers of a
+    supervisor killed outright serve on until each has noticed and stopped: workers started beside them
+    would share the port with them (``SO_REUSEPORT``), and they would go on taking their share of the
+    connections, unsupervised, with the policy of before. Raises ``AlreadyServed`` when they are not gone
+    within ``LEFT_WORKERS_WAIT_S``."""
+    deadline: float | None = None
+    while True:
+        try:
+            fcntl.flock(serving, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if deadline is None:
+                deadline = time.monotonic() + LEFT_WORKERS_WAIT_S
+                print(
+                    f"egressguard: waiting for the workers of a stopped egressguard on {data_dir} to stop",
+                    file=sys.stderr,
+                )
+            elif time.monotonic() > deadline:
+                raise AlreadyServed(
+                    f"the workers of a stopped egressguard still serve on {data_dir} after "
+                    f"{LEFT_WORKERS_WAIT_S:g} s; stop them (`fuser -v {serving.name}` lists them)"
+                ) from None
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -273,20 +412,3 @@ def _admin_sockets(data_dir: Path) -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _hang_up(processes: dict[str, BaseProcess]) -> None:
-    for process in processes.values():
-        if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signal.SIGHUP)
-
-
-def _stop(processes: list[BaseProcess]) -> None:
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(15)
-        if process.is_alive():
-            process.kill()
-            process.join()

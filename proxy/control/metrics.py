@@ -8,7 +8,7 @@ or anything else an agent or an upstream chooses.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -227,3 +227,16 @@ def merge_expositions(texts: Iterable[str]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Merged(list(families.values())))
     return generate_latest(registry)
+
+
+def worker_restarts_exposition(restarts: Mapping[str, int]) -> str:
+    """The supervisor's own figure, to merge with its workers' expositions: how often each worker was
+    started again after it exited."""
+    family = CounterMetricFamily(
+        "egressguard_worker_restarts", "Workers started again after they exited", labels=["worker"]
+    )
+    for worker, count in restarts.items():
+        family.add_metric([worker], count)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged([family]))
+    return generate_latest(registry).decode("utf-8")

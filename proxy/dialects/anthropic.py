@@ -19,7 +19,7 @@ from proxy.dialects.base import (
     reparse_arguments,
     require_object,
 )
-from proxy.dialects.locator import parse_locator
+from proxy.dialects.locator import parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
@@ -29,6 +29,14 @@ ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
 BLOCK_TEXT_KEYS = {"text": "text", "thinking": "thinking"}
 """Content blocks whose text streams in deltas, and the field that carries it."""
 DELTA_TEXT_KEYS = {"text_delta": "text", "thinking_delta": "thinking"}
+TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+"""Blocks that call a tool: the agent's own, one the API runs (web search and fetch, code execution) and
+one the API calls on a remote MCP server. Each is a tool call, gated by its name and input."""
+_UNREAD_RESULT_KEYS = frozenset(
+    {"type", "id", "tool_use_id", "file_id", "url", "media_type", "error_code", "page_age", "retrieved_at"}
+)
+"""Keys of a server-run tool's result that hold an identifier, an address or a label, not what the tool
+returned (the residual scan reads them for secrets)."""
 _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -37,6 +45,35 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+
+
+def is_server_result(block_type: str) -> bool:
+    """Whether a content block is what a tool the API ran returned (``web_search_tool_result``,
+    ``web_fetch_tool_result``, ``code_execution_tool_result``, ``mcp_tool_result``, ...), which the model
+    reads as it reads the agent's ``tool_result``."""
+    return block_type != "tool_result" and block_type.endswith("_tool_result")
+
+
+def server_result_parts(block: dict[str, Any], where: str, names_by_call_id: dict[str, str]) -> list[Part]:
+    """The texts of a server-run tool's result block (``is_server_result``) as tool results: every string
+    of its content but identifiers, addresses and opaque data (``encrypted_content``, a source given as
+    base64), so a fetched page, a search result's title, a program's output or an MCP tool's text."""
+    call_id = as_str(block.get("tool_use_id"))
+    name = names_by_call_id.get(call_id or "")
+    return [
+        Part(Source.TOOL_RESULT, text, text_where, name, call_id)
+        for text_where, text in walk_strings(
+            block.get("content"), (*parse_locator(where), "content"), _unread_in_result
+        )
+    ]
+
+
+def _unread_in_result(container: dict[str, Any], key: str) -> bool:
+    return (
+        key in _UNREAD_RESULT_KEYS
+        or key.startswith("encrypted_")
+        or (key == "data" and container.get("type") != "text")
+    )
 
 
 def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
@@ -70,11 +107,13 @@ class Anthropic(Dialect):
                 block_type = as_str(block.get("type"))
                 if block_type == "text" and isinstance(block.get("text"), str):
                     view.parts.append(Part(source, block["text"], f"{where}.text"))
-                elif block_type == "tool_use":
+                elif block_type in TOOL_USE_TYPES:
                     call = _tool_use(block, where)
                     view.tool_calls.append(call)
                     if call.id is not None:
                         names_by_call_id[call.id] = call.name
+                elif block_type is not None and is_server_result(block_type):
+                    view.parts.extend(server_result_parts(block, where, names_by_call_id))
                 elif block_type == "tool_result":
                     call_id = as_str(block.get("tool_use_id"))
                     name = names_by_call_id.get(call_id or "")
@@ -98,24 +137,35 @@ class Anthropic(Dialect):
     def _completion_from(self, document: Any) -> Completion:
         body = require_object(document)
         completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("stop_reason")))
+        names_by_call_id: dict[str, str] = {}
         for index, raw_block in enumerate(as_list(body.get("content"))):
             block = as_dict(raw_block)
-            block_type = as_str(block.get("type"))
-            key = BLOCK_TEXT_KEYS.get(block_type or "")
+            block_type = as_str(block.get("type")) or ""
+            key = BLOCK_TEXT_KEYS.get(block_type)
             text = as_str(block.get(key)) if key else None
             if key and text:
                 completion.text.append(
                     TextSegment(text, f"content[{index}].{key}", reasoning=key == "thinking")
                 )
-            elif block_type == "tool_use":
-                completion.tool_calls.append(_tool_use(block, f"content[{index}]"))
+            elif block_type in TOOL_USE_TYPES:
+                call = _tool_use(block, f"content[{index}]")
+                completion.tool_calls.append(call)
+                if call.id is not None:
+                    names_by_call_id[call.id] = call.name
+            elif is_server_result(block_type):
+                completion.add_read_content(server_result_parts(block, f"content[{index}]", names_by_call_id))
         completion.usage = _usage(body.get("usage"))
         return completion
 
     def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
+        """A withheld call goes with the result of it a server-run tool returned: the API refuses a result
+        whose call the history does not hold."""
         removed = {int(parse_locator(call.where)[1]) for call in dropped}
+        results_of = {call.id for call in dropped if call.id is not None}
         content = [
-            block for index, block in enumerate(as_list(document.get("content"))) if index not in removed
+            block
+            for index, block in enumerate(as_list(document.get("content")))
+            if index not in removed and as_dict(block).get("tool_use_id") not in results_of
         ]
         if notice is not None:
             content.append({"type": "text", "text": notice})
@@ -160,6 +210,8 @@ class _Block:
     text: GrowingText = field(default_factory=GrowingText)
     call: ToolCall | None = None
     partial_json: GrowingText | None = None
+    returned: list[Part] = field(default_factory=list)
+    """What a server-run tool returned, for a result block (``is_server_result``)."""
 
 
 def _block_call(block: _Block) -> ToolCall:
@@ -190,6 +242,9 @@ class AnthropicStreamSession(StreamSession):
         self._held_bytes: dict[int, int] = {}
         self._sealed: set[int] = set()
         """Blocks sent whole after being held: nothing more is added to their input."""
+        self._names_by_call_id: dict[str, str] = {}
+        self._dropped_call_ids: set[str] = set()
+        """Calls withheld: a server-run tool's result of one is withheld with it."""
 
     @property
     def completion(self) -> Completion:
@@ -198,6 +253,8 @@ class AnthropicStreamSession(StreamSession):
             block = self._blocks[index]
             if block.call is not None:
                 completion.tool_calls.append(_block_call(block))
+            elif block.returned:
+                completion.add_read_content(block.returned)
             elif block.block_type in BLOCK_TEXT_KEYS and block.text:
                 key = BLOCK_TEXT_KEYS[block.block_type]
                 completion.text.append(
@@ -216,10 +273,12 @@ class AnthropicStreamSession(StreamSession):
             index = as_int(body.get("index")) or 0
             block = as_dict(body.get("content_block"))
             block_type = as_str(block.get("type")) or ""
-            call = _tool_use(block, f"content[{index}]") if block_type == "tool_use" else None
+            call = _tool_use(block, f"content[{index}]") if block_type in TOOL_USE_TYPES else None
+            if call is not None and call.id is not None:
+                self._names_by_call_id[call.id] = call.name
             key = BLOCK_TEXT_KEYS.get(block_type)
             text = GrowingText((as_str(block.get(key)) if key else None) or "")
-            self._blocks[index] = _Block(block_type, text, call)
+            self._blocks[index] = _Block(block_type, text, call, returned=self._returned(block, index))
         elif event_type == "content_block_delta" and (block_state := self._started_block(body)) is not None:
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
@@ -328,7 +387,8 @@ class AnthropicStreamSession(StreamSession):
     def _block_start(self, event: SSEEvent, body: dict[str, Any]) -> list[bytes]:
         index = as_int(body.get("index")) or 0
         block = as_dict(body.get("content_block"))
-        if block.get("type") == "tool_use":
+        block_type = as_str(block.get("type")) or ""
+        if block_type in TOOL_USE_TYPES:
             call = _tool_use(block, f"content[{index}]")
             decision = self._decide(call) if self.filters.tool_gate is not None else "release"
             if decision == "hold":
@@ -337,9 +397,18 @@ class AnthropicStreamSession(StreamSession):
                 return []
             if decision == "drop":
                 return self._drop_block(index, call)
-            self._released_tool_uses += 1
+            if block_type == "tool_use":
+                self._released_tool_uses += 1  # the calls the agent runs, whose end the stop reason says
             if block.get("input"):
                 block["input"] = self._filter_argument_value(f"content[{index}]", block["input"])
+        elif is_server_result(block_type):
+            if block.get("tool_use_id") in self._dropped_call_ids:
+                self._dropped.add(index)
+                return []
+            for part, sent in zip(
+                self._returned(block, index), self._returned(block, index, "content_block"), strict=True
+            ):
+                set_at(body, sent.where, self._read_content_out(part))
         self._out_index[index] = self._next_out_index
         self._next_out_index += 1
         body["index"] = self._out_index[index]
@@ -364,12 +433,22 @@ class AnthropicStreamSession(StreamSession):
             block_type = as_str(block.get("type")) or ""
             if block_type in BLOCK_TEXT_KEYS:
                 return {("content_block", BLOCK_TEXT_KEYS[block_type])}
-            if block_type == "tool_use":
+            if block_type in TOOL_USE_TYPES:
                 return {("content_block", "input")}
+            return {tuple(parse_locator(part.where)) for part in self._returned(block, 0, "content_block")}
         return ()
+
+    def _returned(self, block: dict[str, Any], index: int, where: str | None = None) -> list[Part]:
+        """What a server-run tool's result block at ``index`` returned, located in the completion or, with
+        ``where``, at that place."""
+        if not is_server_result(as_str(block.get("type")) or ""):
+            return []
+        return server_result_parts(block, where or f"content[{index}]", self._names_by_call_id)
 
     def _drop_block(self, index: int, call: ToolCall) -> list[bytes]:
         self._dropped.add(index)
+        if call.id is not None:
+            self._dropped_call_ids.add(call.id)
         notice = self._notice(call)
         return self._notice_block(notice) if notice else []
 

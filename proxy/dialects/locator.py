@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Step = str | int
@@ -102,13 +102,17 @@ def _child(value: Any, step: Step) -> Any:
     raise ValueError(f"no value at step {step!r}")
 
 
-def walk_strings(value: Any, steps: tuple[Step, ...] = ()) -> Iterator[tuple[str, str]]:
-    """Every string in ``value`` with its locator, in document order."""
+def walk_strings(
+    value: Any, steps: tuple[Step, ...] = (), passed_over: Callable[[dict[str, Any], str], bool] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Every string in ``value`` with its locator, in document order; with ``passed_over``, not those under
+    a key of an object it names (``passed_over(object, key)``)."""
     if isinstance(value, str):
         yield format_locator(steps), value
     elif isinstance(value, dict):
         for key, child in value.items():
-            yield from walk_strings(child, (*steps, key))
+            if passed_over is None or not passed_over(value, key):
+                yield from walk_strings(child, (*steps, key), passed_over)
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            yield from walk_strings(child, (*steps, index))
+            yield from walk_strings(child, (*steps, index), passed_over)

@@ -23,7 +23,7 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
-from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
+from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
 from proxy.wire.sse import SSEEvent
 
 JSONRPC_SERVER_ERROR = -32000
@@ -127,9 +127,7 @@ def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list
 
 
 def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> None:
-    parts = result_parts(message, prefix)
-    completion.parts.extend(parts)
-    completion.text.extend(TextSegment(part.text, part.where) for part in parts)
+    completion.add_read_content(result_parts(message, prefix))
     if "error" in message or as_dict(message.get("result")).get("isError") is True:
         completion.stop_reason = "error"
 
@@ -214,12 +212,8 @@ class MCPStreamSession(PerEventStreamSession):
         """Read content is whole in its event: it is quarantined as a JSON answer's would be, then
         redacted."""
         parts = [part for prefix, message in _messages(payload) for part in result_parts(message, prefix)]
-        quarantine, text_filter = self.filters.content_filter, self.filters.text_filter
-        if not parts or (quarantine is None and text_filter is None):
+        if not parts or (self.filters.content_filter is None and self.filters.text_filter is None):
             return [event.raw]
         for part in parts:
-            text = part.text if quarantine is None else quarantine(part)
-            if text_filter is not None:
-                text = self._filter_within_event(part.where, text)
-            payload = set_at(payload, part.where, text)
+            payload = set_at(payload, part.where, self._read_content_out(part))
         return [rewritten(event, payload)]

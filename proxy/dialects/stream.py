@@ -897,6 +897,15 @@ class StreamSession(ABC):
     def _filter_text(self, where: str, text: str) -> str:
         return self._text.feed(where, text)
 
+    def _read_content_out(self, part: Part) -> str:
+        """Read content (a tool's result) whole in its event, as it goes out: quarantined as a JSON
+        answer's would be, then redacted."""
+        quarantine = self.filters.content_filter
+        text = part.text if quarantine is None else quarantine(part)
+        if self.filters.text_filter is not None:
+            text = self._filter_text(part.where, text) + self._close_channel(part.where)
+        return text
+
     def _close_channel(self, where: str) -> str:
         flushed = self._text.close(where)
         if flushed:

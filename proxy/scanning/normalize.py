@@ -29,6 +29,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import regex
+
 HIDDEN_CHARACTERS = "hidden_characters"
 TAG_CHARACTERS = "tag_characters"
 HOMOGLYPHS = "homoglyphs"
@@ -210,7 +212,15 @@ def _spaced_shapes(text: str) -> Iterator[int]:
     or digit just before the first or just after the third: every match of ``_LETTER_SPACED`` starts at
     one of them. Every character past ASCII counts as a letter. The text is turned into one class byte
     per character (``_SPACING_CLASSES``; UTF-8 continuation bytes dropped) and the shape is looked for as
-    a substring, all in C."""
+    a substring, all in C. In ASCII text the letters and digits around the shape are told apart in the
+    class bytes too (``_ASCII_SPACING_CLASSES``), and the regex module tries its lookarounds only where the
+    shape stands: prose holds a shape at nearly every one-letter word ("behind a reverse"), each of which
+    was looked at in Python."""
+    if text.isascii():
+        classes = text.encode("ascii").translate(_ASCII_SPACING_CLASSES)
+        for shape in _ASCII_SPACED_SHAPE.finditer(classes, overlapped=True):
+            yield shape.start()
+        return
     classes = text.encode("utf-8", "surrogatepass").translate(_SPACING_CLASSES, _UTF8_CONTINUATION)
     found = classes.find(_SPACED_SHAPE)
     while found != -1:
@@ -249,6 +259,7 @@ def _runs(encoded: bytes, member: bytes, minimum: int) -> Iterator[tuple[int, in
 
 
 _ASCII_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_DIGITS = "0123456789"
 _SPACING_CLASSES = bytes(
     ord("L")
     if byte >= 0xC0 or chr(byte) in _ASCII_LETTERS
@@ -260,8 +271,14 @@ _SPACING_CLASSES = bytes(
 """Letter (an ASCII letter, or the lead byte of any character past ASCII), separator, or other."""
 _UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
 _SPACED_SHAPE = b"LSLSL"
+_ASCII_SPACING_CLASSES = bytes(
+    ord("D") if chr(byte) in _DIGITS else _SPACING_CLASSES[byte] for byte in range(256)
+)
+"""``_SPACING_CLASSES`` with the ASCII digits a class of their own, "D": for ASCII text, where "L" is then
+exactly an ASCII letter, and "L" or "D" an ASCII letter or digit."""
+_ASCII_SPACED_SHAPE = regex.compile(rb"(?<![LD])LSLSL(?![LD])")
 _MIN_BASE64 = 16
-_BASE64_ALPHABET = _byte_table(_ASCII_LETTERS + "0123456789+/_-")
+_BASE64_ALPHABET = _byte_table(_ASCII_LETTERS + _DIGITS + "+/_-")
 """Standard and URL-safe base64, without the padding."""
 _HEX_OR_SEPARATOR = _byte_table("0123456789abcdefABCDEFx\\ :")
 """The characters a ``_HEX_CANDIDATE`` match is made of."""

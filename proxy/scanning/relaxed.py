@@ -205,10 +205,22 @@ def compiled(source: str, flags: int | None = None) -> Any:
     loosened = relaxed_source(source)
     if loosened is None:
         return None
+    program = re2_program(loosened.encode("utf-8"))
+    return program if program.ok() else None
+
+
+def re2_program(source: bytes) -> Any:
+    """``source`` compiled by RE2, capturing nothing: for ``possible`` and ``first_start``."""
     options = re2.Options()
     options.never_capture = True
-    program = _ENGINE.RE2(loosened.encode("utf-8"), options)
-    return program if program.ok() else None
+    return _ENGINE.RE2(source, options)
+
+
+def first_start(program: Any, encoded: bytes, low: int) -> int:
+    """Where the leftmost match of an RE2 program (``re2_program``) in ``encoded[low:]`` starts; -1 where
+    there is none."""
+    start: int = program.Match(_UNANCHORED, encoded, low, len(encoded))[0][0]
+    return start
 
 
 def _own_flags(source: str) -> int | None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from proxy.scanning import relaxed
 from proxy.scanning.normalize import LOOKALIKES, decode_tag_run, starts_binary
 
 MAX_DEPTH = 4
@@ -51,39 +52,73 @@ HEX = "hex"
 DISGUISE = "disguise"
 
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
-# separator, bidirectional controls and Unicode tag characters: a model reads across them.
+# separator, bidirectional controls and Unicode tag characters: a model reads across them. So it does
+# across what is drawn as nothing (Hangul fillers, the braille blank, Khmer's inherent vowels) and what
+# sits on a letter without making it another (combining marks, variation selectors): a key with an accent
+# over every letter is the key.
 _INVISIBLE = (
     "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\U000e0000-\U000e007f"
+    "\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5"
+    "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\ufe00-\ufe0f\U000e0100-\U000e01ef"
 )
-_LOOKALIKE_CLASS = "".join(sorted(LOOKALIKES))
 
 
 def _fold_table() -> dict[int, str]:
-    """One plain character for each look-alike, full-width form and mathematical letter or digit."""
+    """One plain character for each look-alike; full-width form, mathematical, circled, squared,
+    superscript or subscript letter or digit; and digit of any other script (Arabic-Indic ٣, Devanagari
+    ३, ...), each of which a model reads as the ASCII one."""
     table = {ord(char): latin for char, latin in LOOKALIKES.items()}
-    for code in (*range(0xFF01, 0xFF5F), *range(0x1D400, 0x1D800)):
+    for code in (
+        *range(0xFF01, 0xFF5F),
+        *range(0x1D400, 0x1D800),
+        *range(0x2460, 0x2500),
+        *range(0x1F130, 0x1F150),
+        *range(0x2070, 0x20A0),
+        0xB2,
+        0xB3,
+        0xB9,
+    ):
         folded = unicodedata.normalize("NFKC", chr(code))
         if len(folded) == 1 and folded.isascii() and folded.isprintable():
             table[code] = folded
+    for code in range(0x80, 0x20000):
+        if chr(code).isdecimal():
+            table.setdefault(code, str(unicodedata.decimal(chr(code))))
     return table
 
 
+def _class_of(codes: list[int]) -> str:
+    """A regex character class's inside holding ``codes``, as ranges."""
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(
+        re.escape(chr(low)) + ("" if low == high else "-" + re.escape(chr(high))) for low, high in ranges
+    )
+
+
 _FOLD = _fold_table()
-_WIDE_CLASS = "\uff01-\uff5e\U0001d400-\U0001d7ff"
+_FOLDABLE_CLASS = _class_of(list(_FOLD))
+_WIDE_CLASS = "\uff01-\uff5e\U0001d400-\U0001d7ff\u2460-\u24ff\U0001f130-\U0001f14f"
 _SPACED_CHAR = "A-Za-z0-9_+/=:.~$!*#@-"
 
-# What marks a disguise, each kind looked for only when a cheap test says it can be there. Look-alikes
-# count only next to a plain letter or digit (a mixed-script word such as "АKIA"), so Russian or Greek
-# prose is not rewritten.
+# What marks a disguise, each kind looked for only when a cheap test says it can be there. Look-alikes and
+# other characters with a fold count only next to a plain letter or digit (a mixed-script word such as
+# "АKIA", a key with one Arabic-Indic digit), so Russian, Greek or Arabic prose is not rewritten.
 _PERCENT_ESCAPE = r"%[0-9A-Fa-f]{2}"
-_CODE_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8})"
+# Escapes of one character in source code: JSON's and C's "\u0073", "\x73", "\U00000073", C's octal "\163",
+# and the braced "\u{73}" (JavaScript, Rust, Swift, Ruby) and "\x{73}" (Perl, PHP).
+_CODE_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8}|[0-3][0-7]{2}|[ux]\{[0-9A-Fa-f]{1,6}\})"
 _ENTITY_ESCAPE = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _PERCENT = re.compile(_PERCENT_ESCAPE)
 _ESCAPE = re.compile(_CODE_ESCAPE)
 _ENTITY = re.compile(_ENTITY_ESCAPE)
 _NON_ASCII = re.compile(
     f"[{_INVISIBLE}]+"
-    f"|[{_LOOKALIKE_CLASS}]+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_LOOKALIKE_CLASS}]+"
+    f"|[{_FOLDABLE_CLASS}]+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_FOLDABLE_CLASS}]+"
     f"|[{_WIDE_CLASS}]{{4,}}"
 )
 # Letters may be spaced by spaces, tabs, no-break spaces or the typographic spaces (thin, figure, ...).
@@ -93,6 +128,11 @@ _GAP = f"[{_GAP_CHARS}]{{1,3}}"
 # looked for only where a cheap search finds " x x x x " (a search led by a literal space is fast), on a
 # copy of the text with every other gap character read as a space.
 _SPACED_HINT = re.compile(r" \S {1,3}\S {1,3}\S {1,3}\S ")
+# The hint's search tries a match at every space of the text. RE2 finds its shape in one linear pass over
+# a copy of the text with each character past ASCII a "?" (one byte a character, so offsets carry over,
+# and none of them a space): "[^ ]" holds every "\S" there, so every hint starts where the shape does
+# and is asked for only there.
+_SPACED_SHAPE = relaxed.re2_program(rb" [^ ] {1,3}[^ ] {1,3}[^ ] {1,3}[^ ] ")
 _SPACED = re.compile(
     f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
 )
@@ -220,9 +260,9 @@ _VIEW_START = re.compile(
     f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]"
 )
 # What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
-# look-alike next to a plain letter or digit.
+# character with a fold next to a plain letter or digit.
 _DISGUISING = re.compile(
-    f"[{_INVISIBLE}{_WIDE_CLASS}]|[{_LOOKALIKE_CLASS}](?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_LOOKALIKE_CLASS}]"
+    f"[{_INVISIBLE}{_WIDE_CLASS}]|[{_FOLDABLE_CLASS}](?=[A-Za-z0-9])|(?<=[A-Za-z0-9])[{_FOLDABLE_CLASS}]"
 )
 VIEW_OVERHANG = 32
 """How far past the last thing it was found by a view reaches: the padding and short last line of wrapped
@@ -282,7 +322,8 @@ def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
     """Letter-spaced runs of ``text``, looked for where ``hinted`` (its gaps as spaces) hints at one."""
     runs: list[tuple[int, int]] = []
     position = 0
-    while (hint := _SPACED_HINT.search(hinted, position)) is not None:
+    probe = hinted.encode("ascii", "replace")
+    while (hint := _next_hint(hinted, probe, position)) is not None:
         position = hint.end()
         # The hint starts at the space after a run's first character, or one or two spaces later.
         for start in range(max(0, hint.start() - 3), hint.start() + 2):
@@ -295,6 +336,18 @@ def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
                 position = max(position, run.end() - 1)
                 break
     return runs
+
+
+def _next_hint(hinted: str, probe: bytes, position: int) -> re.Match[str] | None:
+    """``_SPACED_HINT.search(hinted, position)``, tried only where ``_SPACED_SHAPE`` starts in ``probe``
+    (``hinted`` with each character past ASCII a "?"): the leftmost shape starts no later than the
+    leftmost hint, so the first start where the hint matches is the search's."""
+    while (start := relaxed.first_start(_SPACED_SHAPE, probe, position)) >= 0:
+        hint = _SPACED_HINT.match(hinted, start)
+        if hint is not None:
+            return hint
+        position = start + 1
+    return None
 
 
 def _regions(text: str, features: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -426,7 +479,7 @@ def _decode_unit(kind: str | None, raw: str) -> str:
     if kind == "percent":
         return bytes.fromhex(raw.replace("%", "")).decode("utf-8", "replace").translate(_FOLD)
     if kind == "escape":
-        code = int(raw[2:], 16)
+        code = int(raw[1:], 8) if raw[1].isdigit() else int(raw[2:].strip("{}"), 16)
         if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
             return "\ufffd"  # half of a surrogate pair (or no character): nothing a token is made of
         return chr(code).translate(_FOLD)

@@ -1,0 +1,122 @@
+"""End to end, with the Anthropic SDK through a real egressguard in enforce mode: what a tool the API runs
+returns (a fetched page, a search result, a program's output, a remote MCP tool's text) is read as a tool
+result, quarantined where it carries an injection, in the answer and in the history sent back; a call the
+API makes to a remote MCP server is gated as a tool call, streamed or not, and withheld with its result
+where it reads credentials. An ordinary turn with server tools raises nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_injection import ATTACK, MARKER, README
+from tests.test_e2e_inspect import _agent, anthropic_client, last_record
+from tests.test_server_tools import FETCH, FETCHED, MCP_CALL, MCP_RESULT, RAN, SEARCHED, answer, stream_of
+from tests.upstream import FakeUpstream, Reply
+
+MCP_BETA = ["mcp-client-2025-04-04"]
+ASK = [{"role": "user", "content": "what does the orders README say?"}]
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    return _agent(start_proxy(mode="enforce"), monkeypatch)
+
+
+def fetched(page: str) -> dict[str, Any]:
+    document = {**FETCHED["content"]["content"], "source": {"type": "text", "media_type": "text/plain"}}
+    document["source"]["data"] = page
+    return {**FETCHED, "content": {**FETCHED["content"], "content": document}}
+
+
+def reading(record: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """The findings of a record other than the first sight of the fake upstream's host."""
+    return [
+        (finding["threat"], finding["rule"], finding["where"], finding["enforced"])
+        for finding in record["findings"]
+        if finding["rule"] != "egress.first_seen"
+    ]
+
+
+def test_an_injection_in_a_fetched_page_reaches_the_agent_quarantined(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    upstream.reply = Reply(
+        body=answer(FETCH, fetched(f"{README}\n{ATTACK}\n"), {"type": "text", "text": "ok"})
+    )
+    message = anthropic_client(upstream).messages.create(model="m", max_tokens=100, messages=ASK)
+    page = message.model_dump()["content"][1]["content"]["content"]["source"]["data"]
+    assert "attacker@evil.example" not in page and MARKER in page and README.strip() in page
+    assert message.content[2].type == "text"
+    where = "content[1].content.content.source.data"
+    injections = [finding for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"]
+    assert injections and all(finding[2:] == (where, True) for finding in injections)
+
+
+def test_an_injection_in_a_search_result_sent_back_in_the_history_is_quarantined(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    poisoned = {**SEARCHED, "content": [{**SEARCHED["content"][0], "title": ATTACK}]}
+    search = {**FETCH, "id": "srvtoolu_2", "name": "web_search", "input": {"query": "orders"}}
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [search, poisoned]},
+        {"role": "user", "content": "go on"},
+    ]
+    anthropic_client(upstream).messages.create(model="m", max_tokens=100, messages=history)  # type: ignore[arg-type]
+    sent = json.loads(upstream.received[-1].body)["messages"][1]["content"][1]["content"][0]
+    assert "attacker@evil.example" not in sent["title"] and MARKER in sent["title"]
+    assert sent["encrypted_content"] == SEARCHED["content"][0]["encrypted_content"]
+    (first,) = {finding[2] for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"}
+    assert first == "messages[1].content[1].content[0].title"
+
+
+def test_a_streamed_destructive_mcp_call_is_withheld_with_its_result(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """The MCP connector's call streams its input in deltas: held, decided on the whole input, and
+    withheld (no approval) with the result the API got for it; the SDK reads a notice in their place."""
+    call = {**MCP_CALL, "name": "delete_repository", "input": {"repo": "orders"}}
+    result = {**MCP_RESULT, "content": [{"type": "text", "text": "repository orders deleted"}]}
+    upstream.reply = Reply(events=[stream_of(call, result, {"type": "text", "text": "done"})])
+    client = anthropic_client(upstream)
+    with client.beta.messages.stream(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA) as stream:
+        message = stream.get_final_message()
+    assert [block.type for block in message.content] == ["text", "text"]
+    assert "delete_repository" in message.content[0].text  # type: ignore[union-attr]
+    assert "repository orders deleted" not in json.dumps(message.model_dump())
+    assert reading(last_record(enforce)) == [("tool_abuse", "tool-delete", "content[0]", True)]
+
+
+def test_an_mcp_call_reading_credentials_is_withheld_with_its_result(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    call = {**MCP_CALL, "input": {"path": "/home/agent/.aws/credentials"}}
+    result = {**MCP_RESULT, "content": [{"type": "text", "text": "[default]"}]}
+    upstream.reply = Reply(body=answer(call, result, {"type": "text", "text": "done"}))
+    client = anthropic_client(upstream)
+    message = client.beta.messages.create(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA)
+    assert [block.type for block in message.content] == ["text", "text"]
+    assert "[default]" not in json.dumps(message.model_dump())
+    (finding,) = reading(last_record(enforce))
+    assert (finding[0], finding[2:]) == ("credential_theft", ("content[0]", True))
+
+
+def test_a_turn_with_server_tools_raises_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A fetched README, a search result, a command's output and an MCP tool's text: no finding, as the
+    answer and as the history sent back."""
+    blocks = [FETCH, fetched(README), SEARCHED, RAN, MCP_CALL, MCP_RESULT, {"type": "text", "text": "ok"}]
+    upstream.reply = Reply(body=answer(*blocks))
+    client = anthropic_client(upstream)
+    message = client.beta.messages.create(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA)
+    assert json.loads(answer(*blocks))["content"] == [
+        block.model_dump(exclude_none=True) for block in message.content
+    ]
+    history = [*ASK, {"role": "assistant", "content": blocks}, {"role": "user", "content": "thanks"}]
+    client.messages.create(model="m", max_tokens=100, messages=history)  # type: ignore[arg-type]
+    assert json.loads(upstream.received[-1].body)["messages"][1]["content"] == blocks
+    assert [reading(record) for record in enforce.wait_for_records(2)] == [[], []]

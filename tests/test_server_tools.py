@@ -1,0 +1,192 @@
+"""Tools the API runs itself: Anthropic's ``server_tool_use`` and ``mcp_tool_use`` blocks are tool calls,
+and what they return (``web_fetch_tool_result``, ``web_search_tool_result``, ``code_execution_tool_result``,
+``mcp_tool_result``, ...) is read as a tool result, in requests, JSON answers and streams."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proxy.dialects import Anthropic, StreamFilters, ToolDecision
+from proxy.exchange import Part, Source, ToolCall
+from tests.test_streaming import ANTHROPIC_MESSAGE, anthropic_sdk_view, payloads, run, sse
+
+PAGE = "The orders service runs on port 8080."
+FETCH = {
+    "type": "server_tool_use",
+    "id": "srvtoolu_1",
+    "name": "web_fetch",
+    "input": {"url": "https://x.test/"},
+}
+FETCHED = {
+    "type": "web_fetch_tool_result",
+    "tool_use_id": "srvtoolu_1",
+    "content": {
+        "type": "web_fetch_result",
+        "url": "https://x.test/",
+        "retrieved_at": "2025-09-01T00:00:00Z",
+        "content": {
+            "type": "document",
+            "source": {"type": "text", "media_type": "text/plain", "data": PAGE},
+            "title": "Orders",
+        },
+    },
+}
+SEARCHED = {
+    "type": "web_search_tool_result",
+    "tool_use_id": "srvtoolu_2",
+    "content": [
+        {
+            "type": "web_search_result",
+            "url": "https://y.test/",
+            "title": "Result",
+            "encrypted_content": "EqQB",
+        }
+    ],
+}
+RAN = {
+    "type": "bash_code_execution_tool_result",
+    "tool_use_id": "srvtoolu_3",
+    "content": {"type": "bash_code_execution_result", "stdout": "total 0", "stderr": "", "return_code": 0},
+}
+MCP_CALL = {
+    "type": "mcp_tool_use",
+    "id": "mcptoolu_1",
+    "name": "read_file",
+    "server_name": "files",
+    "input": {"path": "notes.txt"},
+}
+MCP_RESULT = {
+    "type": "mcp_tool_result",
+    "tool_use_id": "mcptoolu_1",
+    "is_error": False,
+    "content": [{"type": "text", "text": "meeting at noon"}],
+}
+PDF = {
+    "type": "document",
+    "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+}
+
+
+def answer(*blocks: dict[str, Any]) -> bytes:
+    return json.dumps({**ANTHROPIC_MESSAGE, "content": list(blocks), "stop_reason": "end_turn"}).encode()
+
+
+def test_server_and_mcp_tool_uses_are_tool_calls_and_their_results_tool_results() -> None:
+    completion = Anthropic().parse_response(answer(FETCH, FETCHED, SEARCHED, RAN, MCP_CALL, MCP_RESULT))
+    assert [(call.name, call.id, call.where) for call in completion.tool_calls] == [
+        ("web_fetch", "srvtoolu_1", "content[0]"),
+        ("read_file", "mcptoolu_1", "content[4]"),
+    ]
+    assert [(part.where, part.text, part.tool_name) for part in completion.parts] == [
+        ("content[1].content.content.source.data", PAGE, "web_fetch"),
+        ("content[1].content.content.title", "Orders", "web_fetch"),
+        ("content[2].content[0].title", "Result", None),
+        ("content[3].content.stdout", "total 0", None),
+        ("content[3].content.stderr", "", None),
+        ("content[5].content[0].text", "meeting at noon", "read_file"),
+    ]
+    assert {part.source for part in completion.parts} == {Source.TOOL_RESULT}
+    # Redacted as any text, but not the model's answer: a page saying "I can't" is no refusal.
+    assert [segment.where for segment in completion.text] == [part.where for part in completion.parts]
+    assert completion.full_text == ""
+
+
+def test_a_base64_source_and_identifiers_are_not_read_as_text() -> None:
+    """An encrypted search result, a URL, a file id or a PDF given as base64 is no text the model reads."""
+    fetched_pdf = {**FETCHED, "content": {**FETCHED["content"], "content": PDF}}
+    completion = Anthropic().parse_response(answer(FETCH, fetched_pdf))
+    assert completion.parts == []
+
+
+def test_the_history_carries_server_tool_uses_as_calls_and_results_as_tool_results() -> None:
+    body = {
+        "model": "claude",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": "what does x.test say?"},
+            {"role": "assistant", "content": [FETCH, FETCHED, MCP_CALL, MCP_RESULT]},
+            {"role": "user", "content": "thanks"},
+        ],
+    }
+    view = Anthropic().parse_request(json.dumps(body).encode())
+    assert [(call.name, call.where) for call in view.tool_calls] == [
+        ("web_fetch", "messages[1].content[0]"),
+        ("read_file", "messages[1].content[2]"),
+    ]
+    results = [(part.where, part.tool_name) for part in view.parts if part.source is Source.TOOL_RESULT]
+    assert results == [
+        ("messages[1].content[1].content.content.source.data", "web_fetch"),
+        ("messages[1].content[1].content.content.title", "web_fetch"),
+        ("messages[1].content[3].content[0].text", "read_file"),
+    ]
+
+
+def test_a_withheld_server_tool_use_goes_with_its_result() -> None:
+    """The API refuses a result whose call is not in the history: both leave the answer."""
+    body = answer(FETCH, FETCHED, {"type": "text", "text": "done"})
+    dialect = Anthropic()
+    rewritten = json.loads(dialect.rewrite_response(body, lambda text: text, {"srvtoolu_1"}, "[withheld]"))
+    assert [block["type"] for block in rewritten["content"]] == ["text", "text"]
+
+
+def stream_of(*blocks: dict[str, Any]) -> bytes:
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": ANTHROPIC_MESSAGE}]
+    for index, block in enumerate(blocks):
+        if block["type"] in ("server_tool_use", "mcp_tool_use"):
+            arguments = json.dumps(block["input"])
+            events += [
+                {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}},
+                *(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": arguments[start : start + 5]},
+                    }
+                    for start in range(0, len(arguments), 5)
+                ),
+            ]
+        else:
+            events.append({"type": "content_block_start", "index": index, "content_block": block})
+        events.append({"type": "content_block_stop", "index": index})
+    events += [
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+        {"type": "message_stop"},
+    ]
+    return b"".join(sse(event, event["type"]) for event in events)
+
+
+def test_a_stream_gates_server_tool_uses_on_their_whole_input_and_reads_their_results() -> None:
+    asked: list[tuple[str, str, bool]] = []
+
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        asked.append((call.name, call.arguments, complete))
+        return "hold" if not complete else "drop" if call.name == "read_file" else "release"
+
+    def quarantine(part: Part) -> str:
+        return part.text.upper()
+
+    filters = StreamFilters(
+        tool_gate=gate, drop_notice=lambda call: f"[{call.name} withheld]", content_filter=quarantine
+    )
+    session = Anthropic().stream_session(filters)
+    output = run(session, stream_of(FETCH, FETCHED, MCP_CALL, MCP_RESULT))
+    assert asked == [
+        ("web_fetch", "{}", False),
+        ("web_fetch", '{"url":"https://x.test/"}', True),
+        ("read_file", "{}", False),
+        ("read_file", '{"path":"notes.txt"}', True),
+    ]
+    text, calls = anthropic_sdk_view(output)
+    assert text == "[read_file withheld]" and calls == []
+    starts = [payload["content_block"] for kind, payload in payloads(output) if kind == "content_block_start"]
+    assert [block["type"] for block in starts] == ["server_tool_use", "web_fetch_tool_result", "text"]
+    assert starts[1]["content"]["content"]["source"]["data"] == PAGE.upper()
+    assert b"meeting at noon" not in output and b"notes.txt" not in output
+    completion = session.completion
+    assert [call.name for call in completion.tool_calls] == ["web_fetch", "read_file"]
+    assert [part.where for part in completion.parts] == [
+        "content[1].content.content.source.data",
+        "content[1].content.content.title",
+        "content[3].content[0].text",
+    ]
