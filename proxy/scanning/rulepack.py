@@ -854,6 +854,9 @@ _TRIGGER_TABLE = str.maketrans(
 
 _SURROGATE = regex.compile("[\ud800-\udfff]")
 _SPACE_CODE = ord(" ")
+_TWO_SPACES = re.compile("  ")
+"""Whether a long text holds a run of spaces: a search led by a literal tells three times faster than
+`"  " in text`, whose search steps through prose (a space every few characters)."""
 
 
 # ``str.translate`` looks a dict up for every character past ASCII (about 80 ns each): the same mapping
@@ -1038,7 +1041,7 @@ def _hits_across_space_runs(
 
     A rule's pattern takes any run of whitespace between the words of its keyword (``\\s+``), so
     "send  the" or "send\\n    the" must trigger what "send the" does."""
-    if not keywords or "  " not in view:
+    if not keywords or _TWO_SPACES.search(view) is None:
         return [], ()
     ascii_view = view.isascii()
     if ascii_view:
