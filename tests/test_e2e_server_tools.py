@@ -1,8 +1,9 @@
-"""End to end, with the Anthropic SDK through a real egressguard in enforce mode: what a tool the API runs
-returns (a fetched page, a search result, a program's output, a remote MCP tool's text) is read as a tool
-result, quarantined where it carries an injection, in the answer and in the history sent back; a call the
-API makes to a remote MCP server is gated as a tool call, streamed or not, and withheld with its result
-where it reads credentials. An ordinary turn with server tools raises nothing."""
+"""End to end, with the Anthropic and OpenAI SDKs through a real egressguard in enforce mode: what a tool
+the API runs returns (a fetched page, a search result or a file search's text, a program's output, a
+remote MCP tool's output) is read as a tool result, quarantined where it carries an injection, in the
+answer and in the history sent back; a call the API makes (a remote MCP server's tool above all) is gated
+as a tool call, streamed or not, and withheld with what it returned where the policy withholds it. An
+ordinary turn with these tools raises nothing."""
 
 from __future__ import annotations
 
@@ -14,8 +15,25 @@ import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_injection import ATTACK, MARKER, README
-from tests.test_e2e_inspect import _agent, anthropic_client, last_record
-from tests.test_server_tools import FETCH, FETCHED, MCP_CALL, MCP_RESULT, RAN, SEARCHED, answer, stream_of
+from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
+from tests.test_server_tools import (
+    CODE_ITEM,
+    FETCH,
+    FETCHED,
+    FILE_SEARCH_ITEM,
+    IMAGE_ITEM,
+    MCP_CALL,
+    MCP_CALL_ITEM,
+    MCP_RESULT,
+    MCP_TOOLS_ITEM,
+    RAN,
+    SEARCHED,
+    WEB_SEARCH_ITEM,
+    answer,
+    response_of,
+    responses_stream_of,
+    stream_of,
+)
 from tests.upstream import FakeUpstream, Reply
 
 MCP_BETA = ["mcp-client-2025-04-04"]
@@ -119,4 +137,63 @@ def test_a_turn_with_server_tools_raises_nothing(enforce: Proxy, upstream: FakeU
     history = [*ASK, {"role": "assistant", "content": blocks}, {"role": "user", "content": "thanks"}]
     client.messages.create(model="m", max_tokens=100, messages=history)  # type: ignore[arg-type]
     assert json.loads(upstream.received[-1].body)["messages"][1]["content"] == blocks
+    assert [reading(record) for record in enforce.wait_for_records(2)] == [[], []]
+
+
+def test_an_injection_in_a_remote_mcp_tools_output_reaches_the_agent_quarantined(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """OpenAI SDK, Responses: the output of a tool the API called on a remote MCP server is read as a tool
+    result."""
+    poisoned = {**MCP_CALL_ITEM, "output": f"{README}\n{ATTACK}\n"}
+    upstream.reply = Reply(body=response_of(poisoned))
+    response = openai_client(upstream).responses.create(model="m", input="read the README")
+    output = response.output[0].output  # type: ignore[union-attr]
+    assert output is not None and "attacker@evil.example" not in output and MARKER in output
+    injections = [finding for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"]
+    assert injections and all(finding[2:] == ("output[0].output", True) for finding in injections)
+
+
+def test_an_injection_in_a_file_search_result_sent_back_is_quarantined(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    result = {**FILE_SEARCH_ITEM["results"][0], "text": f"{README}\n{ATTACK}\n"}
+    history = [{"role": "user", "content": "search"}, {**FILE_SEARCH_ITEM, "results": [result]}]
+    openai_client(upstream).responses.create(model="m", input=history)  # type: ignore[arg-type]
+    sent = json.loads(upstream.received[-1].body)["input"][1]["results"][0]["text"]
+    assert "attacker@evil.example" not in sent and MARKER in sent
+    (where,) = {finding[2] for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"}
+    assert where == "input[1].results[0].text"
+
+
+def test_a_streamed_destructive_remote_mcp_call_is_withheld(enforce: Proxy, upstream: FakeUpstream) -> None:
+    deleting = {**MCP_CALL_ITEM, "name": "delete_repository", "arguments": '{"repo":"orders"}'}
+    deleting["output"] = "repository orders deleted"
+    upstream.reply = Reply(events=[responses_stream_of(deleting)])
+    with openai_client(upstream).responses.stream(model="m", input="clean up") as stream:
+        response = stream.get_final_response()
+    assert [item.type for item in response.output] == ["message"]
+    assert "delete_repository" in response.output_text
+    assert "repository orders deleted" not in response.model_dump_json()
+    assert reading(last_record(enforce)) == [("tool_abuse", "tool-delete", "output[0]", True)]
+
+
+def test_responses_items_of_the_apis_tools_raise_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """Listed MCP tools, an MCP call, a file search, the code interpreter, a web search and an image: no
+    finding, as the answer and as the history sent back."""
+    items = [
+        {**MCP_TOOLS_ITEM},
+        {**MCP_CALL_ITEM},
+        {**FILE_SEARCH_ITEM},
+        CODE_ITEM,
+        WEB_SEARCH_ITEM,
+        IMAGE_ITEM,
+    ]
+    items[2] = {**FILE_SEARCH_ITEM, "results": [{**FILE_SEARCH_ITEM["results"][0], "text": README}]}
+    upstream.reply = Reply(body=response_of(*items))
+    client = openai_client(upstream)
+    response = client.responses.create(model="m", input="what does the README say?")
+    assert [item.model_dump(exclude_none=True) for item in response.output] == items
+    client.responses.create(model="m", input=[{"role": "user", "content": "hi"}, *items])  # type: ignore[list-item]
+    assert json.loads(upstream.received[-1].body)["input"][1:] == items
     assert [reading(record) for record in enforce.wait_for_records(2)] == [[], []]

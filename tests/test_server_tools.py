@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.dialects import Anthropic, StreamFilters, ToolDecision
+from openai.types.responses import Response
+
+from proxy.dialects import Anthropic, OpenAIResponses, StreamFilters, ToolDecision
 from proxy.exchange import Part, Source, ToolCall
 from tests.test_streaming import ANTHROPIC_MESSAGE, anthropic_sdk_view, payloads, run, sse
 
@@ -190,3 +192,138 @@ def test_a_stream_gates_server_tool_uses_on_their_whole_input_and_reads_their_re
         "content[1].content.content.title",
         "content[3].content[0].text",
     ]
+
+
+RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1", "status": "completed"}
+RESPONSE |= {"parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+MCP_CALL_ITEM = {
+    "id": "mcp_1",
+    "type": "mcp_call",
+    "server_label": "files",
+    "name": "read_file",
+    "arguments": '{"path":"notes.txt"}',
+    "output": "meeting at noon",
+    "status": "completed",
+}
+FILE_SEARCH_ITEM = {
+    "id": "fs_1",
+    "type": "file_search_call",
+    "status": "completed",
+    "queries": ["orders"],
+    "results": [{"file_id": "file-1", "filename": "readme.md", "score": 0.9, "text": PAGE, "attributes": {}}],
+}
+CODE_ITEM = {
+    "id": "ci_1",
+    "type": "code_interpreter_call",
+    "status": "completed",
+    "code": "print(6 * 7)",
+    "container_id": "cntr_1",
+    "outputs": [{"type": "logs", "logs": "42"}],
+}
+WEB_SEARCH_ITEM = {
+    "id": "ws_1",
+    "type": "web_search_call",
+    "status": "completed",
+    "action": {"type": "search", "query": "orders service"},
+}
+MCP_TOOLS_ITEM = {
+    "id": "mcpl_1",
+    "type": "mcp_list_tools",
+    "server_label": "files",
+    "tools": [{"name": "read_file", "description": "Reads a file.", "input_schema": {"type": "object"}}],
+}
+IMAGE_ITEM = {"id": "ig_1", "type": "image_generation_call", "status": "completed", "result": "iVBORw0KGgo="}
+RESPONSES_ITEMS = [MCP_TOOLS_ITEM, MCP_CALL_ITEM, FILE_SEARCH_ITEM, CODE_ITEM, WEB_SEARCH_ITEM, IMAGE_ITEM]
+
+
+def response_of(*items: dict[str, Any]) -> bytes:
+    return json.dumps({**RESPONSE, "output": list(items)}).encode()
+
+
+def test_responses_items_of_tools_the_api_runs_are_calls_and_what_they_returned_is_read() -> None:
+    completion = OpenAIResponses().parse_response(response_of(*RESPONSES_ITEMS))
+    assert [(call.name, call.where) for call in completion.tool_calls] == [
+        ("read_file", "output[1]"),
+        ("file_search", "output[2]"),
+        ("code_interpreter", "output[3]"),
+        ("web_search", "output[4]"),
+    ]
+    assert completion.tool_calls[2].arguments == "print(6 * 7)"
+    assert [(part.source, part.where, part.text) for part in completion.parts] == [
+        (Source.TOOL_DESCRIPTION, "output[0].tools[0].description", "Reads a file."),
+        (Source.TOOL_RESULT, "output[1].output", "meeting at noon"),
+        (Source.TOOL_RESULT, "output[2].results[0].text", PAGE),
+        (Source.TOOL_RESULT, "output[3].outputs[0].logs", "42"),
+    ]
+    assert completion.full_text == ""
+
+
+def test_responses_history_items_of_tools_the_api_ran_are_read_as_tool_results() -> None:
+    body = {"model": "gpt-4.1", "input": [{"role": "user", "content": "hi"}, *RESPONSES_ITEMS]}
+    view = OpenAIResponses().parse_request(json.dumps(body).encode())
+    assert [call.name for call in view.tool_calls] == [
+        "read_file",
+        "file_search",
+        "code_interpreter",
+        "web_search",
+    ]
+    assert [(part.source, part.where) for part in view.parts[1:]] == [
+        (Source.TOOL_DESCRIPTION, "input[1].tools[0].description"),
+        (Source.TOOL_RESULT, "input[2].output"),
+        (Source.TOOL_RESULT, "input[3].results[0].text"),
+        (Source.TOOL_RESULT, "input[4].outputs[0].logs"),
+    ]
+
+
+def responses_stream_of(*items: dict[str, Any]) -> bytes:
+    events: list[dict[str, Any]] = [{"type": "response.created", "response": {**RESPONSE, "output": []}}]
+    for position, item in enumerate(items):
+        started = {**item, "status": "in_progress", "arguments": "", "output": None}
+        events.append({"type": "response.output_item.added", "output_index": position, "item": started})
+        located = {"output_index": position, "item_id": item["id"]}
+        events += [
+            {
+                "type": "response.mcp_call_arguments.delta",
+                **located,
+                "delta": item["arguments"][start : start + 4],
+            }
+            for start in range(0, len(item["arguments"]), 4)
+        ]
+        events.append({"type": "response.mcp_call_arguments.done", **located, "arguments": item["arguments"]})
+        events.append({"type": "response.output_item.done", "output_index": position, "item": item})
+    events.append({"type": "response.completed", "response": {**RESPONSE, "output": list(items)}})
+    return b"".join(
+        sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)
+    )
+
+
+def test_a_responses_stream_gates_mcp_calls_on_their_whole_arguments_and_reads_their_output() -> None:
+    asked: list[tuple[str, str, bool]] = []
+
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        asked.append((call.name, call.arguments, complete))
+        return "hold" if not complete else "drop" if call.name == "delete_repository" else "release"
+
+    deleting = {**MCP_CALL_ITEM, "id": "mcp_2", "name": "delete_repository", "arguments": '{"repo":"orders"}'}
+    deleting["output"] = "repository orders deleted"
+    filters = StreamFilters(
+        tool_gate=gate,
+        drop_notice=lambda call: f"[{call.name} withheld]",
+        content_filter=lambda part: part.text.upper(),
+    )
+    session = OpenAIResponses().stream_session(filters)
+    output = run(session, responses_stream_of(MCP_CALL_ITEM, deleting))
+    assert asked == [
+        ("read_file", "", False),
+        ("read_file", '{"path":"notes.txt"}', True),
+        ("delete_repository", "", False),
+        ("delete_repository", '{"repo":"orders"}', True),
+    ]
+    events = payloads(output)
+    final = Response.model_validate(events[-1][1]["response"])
+    assert [item.type for item in final.output] == ["mcp_call", "message"]
+    assert final.output[0].output == "MEETING AT NOON"  # type: ignore[union-attr]
+    (done,) = [payload["item"] for kind, payload in events if kind == "response.output_item.done"][:1]
+    assert done["output"] == "MEETING AT NOON"
+    assert b"repository orders deleted" not in output and b'"repo' not in output
+    assert [part.where for part in session.completion.parts] == ["output[0].output", "output[1].output"]

@@ -17,7 +17,7 @@ from proxy.dialects.base import (
     entry,
     require_object,
 )
-from proxy.dialects.locator import parse_locator
+from proxy.dialects.locator import format_locator, parse_locator, set_at
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import (
@@ -87,13 +87,28 @@ CALL_ITEMS: dict[str, tuple[str, str | None]] = {
     "local_shell_call": ("action", "local_shell"),
     "shell_call": ("action", "shell"),
     "apply_patch_call": ("operation", "apply_patch"),
+    "computer_call": ("action", "computer"),
+    "mcp_call": ("arguments", None),
+    "mcp_approval_request": ("arguments", None),
+    "web_search_call": ("action", "web_search"),
+    "file_search_call": ("queries", "file_search"),
+    "code_interpreter_call": ("code", "code_interpreter"),
 }
-"""Items that call a tool the agent runs: the field holding what the call passes (a custom tool takes
-free-form text, a built-in tool an object), and a built-in tool's name (None: the item's ``name``)."""
-INPUT_DELTAS = ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta")
+"""Items that call a tool, the agent's (a function, a custom or built-in tool, the computer) or one the API
+runs (web and file search, the code interpreter, a remote MCP server's tool, and the approval such a call
+asks of the agent): the field holding what the call passes (a custom tool takes free-form text, a
+built-in tool an object), and a built-in tool's name (None: the item's ``name``)."""
+INPUT_DELTAS = (
+    "response.function_call_arguments.delta",
+    "response.custom_tool_call_input.delta",
+    "response.mcp_call_arguments.delta",
+    "response.code_interpreter_call_code.delta",
+)
 INPUT_DONES = {
     "response.function_call_arguments.done": "arguments",
     "response.custom_tool_call_input.done": "input",
+    "response.mcp_call_arguments.done": "arguments",
+    "response.code_interpreter_call_code.done": "code",
 }
 """The events that stream what a call passes, and the field of the event ending it that holds it whole."""
 OUTPUT_ITEMS = (
@@ -114,6 +129,28 @@ def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
         arguments=arguments if isinstance(arguments, str) else dump_json(arguments),
         where=where,
     )
+
+
+def returned_parts(item: dict[str, Any], base: str) -> list[Part]:
+    """What a tool the API ran returned in its own item, read as the model reads a tool's result: a remote
+    MCP tool's ``output`` (or ``error``), the texts a file search found, the code interpreter's logs; and
+    the descriptions of the tools an MCP server listed (``mcp_list_tools``), where poisoning hides."""
+    item_type = _item_type(item)
+    texts: list[tuple[str, str]] = []
+    if item_type == "mcp_call":
+        texts = [(f"{base}.{key}", text) for key in ("output", "error") if (text := as_str(item.get(key)))]
+    elif item_type == "file_search_call":
+        texts = list(content_texts(item.get("results"), f"{base}.results"))
+    elif item_type == "code_interpreter_call":
+        texts = list(content_texts(item.get("outputs"), f"{base}.outputs", ("logs",)))
+    call = _tool_call(item, base)
+    parts = [Part(Source.TOOL_RESULT, text, where, call.name, call.id) for where, text in texts]
+    for position, raw_tool in enumerate(as_list(item.get("tools")) if item_type == "mcp_list_tools" else ()):
+        tool = as_dict(raw_tool)
+        described = {key: tool[key] for key in ("description", "input_schema") if key in tool}
+        for where, text in schema_descriptions(described, (*parse_locator(base), "tools", position)):
+            parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=as_str(tool.get("name"))))
+    return parts
 
 
 def _item_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
@@ -166,6 +203,9 @@ class OpenAIResponses(Dialect):
                 view.tool_calls.append(call)
                 if call.id is not None:
                     names_by_call_id[call.id] = call.name
+                view.parts.extend(returned_parts(item, base))
+            elif item_type == "mcp_list_tools":
+                view.parts.extend(returned_parts(item, base))
             elif item_type in OUTPUT_ITEMS:
                 call_id = as_str(item.get("call_id"))
                 tool_name = names_by_call_id.get(call_id or "")
@@ -194,6 +234,7 @@ class OpenAIResponses(Dialect):
                 completion.text.extend(_item_texts(item, f"output[{position}]"))
             elif item_type in CALL_ITEMS:
                 completion.tool_calls.append(_tool_call(item, f"output[{position}]"))
+            completion.add_read_content(returned_parts(item, f"output[{position}]"))
         completion.usage = _usage(body.get("usage"))
         return completion
 
@@ -226,6 +267,8 @@ class _Item:
     call: ToolCall | None = None
     arguments: GrowingText | None = None
     """The call's arguments as their deltas brought them, until they are done."""
+    returned: list[Part] = field(default_factory=list)
+    """What the tool the API ran returned (``returned_parts``), as the item's last event gave it."""
 
     def tool_call(self) -> ToolCall | None:
         if self.call is None or self.arguments is None:
@@ -261,6 +304,8 @@ class ResponsesStreamSession(StreamSession):
         self._held_bytes: dict[int, int] = {}
         self._sealed: set[int] = set()
         """Calls sent whole after being held: later events carry the arguments they were decided on."""
+        self._released_content: dict[str, tuple[str, str]] = {}
+        """By locator, read content as it came and as it went out (``_rewrite_item``)."""
 
     @property
     def completion(self) -> Completion:
@@ -271,6 +316,7 @@ class ResponsesStreamSession(StreamSession):
             if call is not None:
                 completion.tool_calls.append(call)
             completion.text.extend(item.segments())
+            completion.add_read_content(item.returned)
         return completion
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
@@ -314,12 +360,13 @@ class ResponsesStreamSession(StreamSession):
         where = f"output[{position}]"
         if item_type in CALL_ITEMS:
             self._items[position] = _Item(item_type, call=_tool_call(item, where))
-        elif item_type in ITEM_TEXTS:
+        if item_type in CALL_ITEMS or item_type == "mcp_list_tools":
+            self._items.setdefault(position, _Item(item_type)).returned = returned_parts(item, where)
+        if item_type in ITEM_TEXTS:
             recorded = self._items.setdefault(position, _Item(item_type))
             for segment in _item_texts(item, where):
                 recorded.texts[segment.where] = (GrowingText(segment.text), segment.reasoning)
-        else:
-            self._items.setdefault(position, _Item(item_type))
+        self._items.setdefault(position, _Item(item_type))
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
         body = as_dict(payload)
@@ -511,8 +558,10 @@ class ResponsesStreamSession(StreamSession):
             return {("arguments",)}
         if event_type in ("response.output_item.added", "response.output_item.done"):
             item = as_dict(body.get("item"))
+            handled = {("item", *parse_locator(part.where)[2:]) for part in returned_parts(item, "output[0]")}
             if _item_type(item) == "function_call" and isinstance(item.get("arguments"), str):
-                return {("item", "arguments")}
+                handled.add(("item", "arguments"))
+            return handled
         return ()
 
     def _end_arguments(self, position: int, body: dict[str, Any]) -> list[bytes]:
@@ -547,6 +596,12 @@ class ResponsesStreamSession(StreamSession):
             item["arguments"] = self._released_arguments_of(position, item.get("arguments"))
         else:
             self._rewrite_message(item, position)
+        for part in returned_parts(item, f"output[{position}]"):
+            # The item's last event and the final response carry the same texts: read out once.
+            released = self._released_content.get(part.where)
+            if released is None or released[0] != part.text:
+                released = self._released_content[part.where] = (part.text, self._read_content_out(part))
+            set_at(item, format_locator(parse_locator(part.where)[2:]), released[1])
 
     def _rewrite_part(self, part: dict[str, Any], base: str) -> None:
         key = PART_TEXT_KEYS.get(as_str(part.get("type")) or "")
