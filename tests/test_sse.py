@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proxy.wire.sse import Serialised, SSEEvent, SSEParser, is_serialised, serialise
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, serialise, write_event
 
 
 def parse_all(stream: bytes) -> list[SSEEvent]:
@@ -146,6 +146,29 @@ def test_bytes_that_say_their_event_read_back_as_it(
     written = serialise(SSEEvent(data=data, event=name, id=event_id, retry=retry))
     if type(written) is Serialised:
         assert parse_all(written) == [written.reading()]
+
+
+@given(
+    st.one_of(st.none(), FIELD_TEXT),
+    st.one_of(st.none(), FIELD_TEXT),
+    st.one_of(st.none(), FIELD_TEXT),
+    st.one_of(st.none(), st.integers(min_value=-3, max_value=10**6)),
+)
+@example('{"a":1}\n{"b":2}', None, None, None)
+@example('{"a":1}', "delta", None, None)
+def test_an_event_is_written_as_its_fields_lines(
+    data: str | None, name: str | None, event_id: str | None, retry: int | None
+) -> None:
+    """Written from its fields or from the event, an event is its name, id, retry and data lines, one a
+    line, and a blank line: the one-line data event written without splitting its lines is no other."""
+    lines = [f"{field}: {value}" for field, value in (("event", name), ("id", event_id), ("retry", retry))]
+    lines = [line for line, value in zip(lines, (name, event_id, retry), strict=True) if value is not None]
+    lines += [] if data is None else [f"data: {line}" for line in data.split("\n")]
+    wire = encode_text("\n".join(lines) + "\n\n")
+    written = write_event(data, name, event_id, retry)
+    assert written == wire == serialise(SSEEvent(data=data, event=name, id=event_id, retry=retry))
+    if type(written) is Serialised:
+        assert written.reading() == SSEEvent(data=data, event=name, id=event_id, retry=retry, raw=written)
 
 
 @given(

@@ -26,7 +26,7 @@ from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, T
 from proxy.wire import jsontext
 from proxy.wire.charsets import TRANSFER_DECODERS
 from proxy.wire.multipart import part_headers, part_spans, replace_parts
-from proxy.wire.sse import SSEEvent, encode_text, serialise
+from proxy.wire.sse import SSEEvent, encode_text, write_event
 
 MULTIPART = "multipart"
 """Locators of a multipart body's text fields: ``multipart[2]`` is its third part."""
@@ -203,4 +203,4 @@ class GenericStreamSession(PerEventStreamSession):
         if self.filters.text_filter is None:
             return [event.raw]
         released = self._filter_within_event(ROOT, data)
-        return [serialise(SSEEvent(data=released, event=event.event, id=event.id, retry=event.retry))]
+        return [write_event(released, event.event, event.id, event.retry)]

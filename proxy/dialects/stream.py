@@ -32,7 +32,7 @@ from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
 from proxy.exchange import Completion, Part, ToolCall
 from proxy.wire import jsontext
-from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, serialise
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, write_event
 
 
 class TextFilter(Protocol):
@@ -796,7 +796,7 @@ class StreamSession(ABC):
             self.notes.append(f"event {event.type!r} is not JSON; passed through")
             return [event.raw]
         self.notes.append(f"event {event.type!r} is not JSON; its text redacted")
-        return [serialise(SSEEvent(data=data, event=event.event, id=event.id, retry=event.retry))]
+        return [write_event(data, event.event, event.id, event.retry)]
 
     def _as_sent(self, event: SSEEvent, payload: Any) -> bytes:
         """An event whose payload the filters left as it came: its own bytes where they are framed as
@@ -1144,8 +1144,8 @@ def _filter_strings(value: Any, transform: Callable[[str], str]) -> Any:
 
 def rewritten(event: SSEEvent, payload: Any) -> bytes:
     """The event re-serialised with a new JSON payload, keeping its name and id."""
-    return serialise(SSEEvent(data=dump_json(payload), event=event.event, id=event.id, retry=event.retry))
+    return write_event(dump_json(payload), event.event, event.id, event.retry)
 
 
 def synthesised(payload: Any, event_name: str | None = None) -> bytes:
-    return serialise(SSEEvent(data=dump_json(payload), event=event_name))
+    return write_event(dump_json(payload), event_name)

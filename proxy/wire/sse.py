@@ -81,47 +81,57 @@ class Serialised(bytes):
 def serialise(event: SSEEvent) -> bytes:
     """The event in wire form with LF line ends; ``raw`` is ignored. A ``Serialised`` where the parser
     reads those bytes back as the same event."""
-    text = _wire_text(event)
-    if not _reads_back(event):
+    return write_event(event.data, event.event, event.id, event.retry)
+
+
+def write_event(
+    data: str | None, name: str | None = None, event_id: str | None = None, retry: int | None = None
+) -> bytes:
+    """``serialise`` of the event of these fields, without making that event first."""
+    text = _wire_text(data, name, event_id, retry)
+    if not _reads_back(data, name, event_id, retry):
         return encode_text(text)
     try:
         written = Serialised(text, "utf-8")
     except UnicodeEncodeError:  # a lone surrogate, written as an escape or a byte, is not read back as one
         return encode_text(text)
-    written._fields = (event.data, event.event, event.id, event.retry)
+    written._fields = (data, name, event_id, retry)
     return written
 
 
 def is_serialised(event: SSEEvent) -> bool:
     """Whether the event's bytes are those ``serialise`` writes for it."""
-    return encode_text(_wire_text(event)) == event.raw
+    return encode_text(_wire_text(event.data, event.event, event.id, event.retry)) == event.raw
 
 
-def _wire_text(event: SSEEvent) -> str:
+def _wire_text(data: str | None, name: str | None, event_id: str | None, retry: int | None) -> str:
     """The text of the event's wire form, which ``serialise`` encodes."""
+    if event_id is None and retry is None and data is not None and "\n" not in data:
+        # Most events: a name perhaps, and one line of data.
+        return f"data: {data}\n\n" if name is None else f"event: {name}\ndata: {data}\n\n"
     lines: list[str] = []
-    if event.event is not None:
-        lines.append(f"event: {event.event}")
-    if event.id is not None:
-        lines.append(f"id: {event.id}")
-    if event.retry is not None:
-        lines.append(f"retry: {event.retry}")
-    if event.data is not None:
-        lines.extend(f"data: {line}" for line in event.data.split("\n"))
+    if name is not None:
+        lines.append(f"event: {name}")
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if retry is not None:
+        lines.append(f"retry: {retry}")
+    if data is not None:
+        lines.extend(f"data: {line}" for line in data.split("\n"))
     return "\n".join(lines) + "\n\n"
 
 
-def _reads_back(event: SSEEvent) -> bool:
+def _reads_back(data: str | None, name: str | None, event_id: str | None, retry: int | None) -> bool:
     """Whether ``SSEParser`` reads the lines ``serialise`` writes for the event as the same fields: data
     with no line end but the LFs it splits at (a CR is one more to the parser), a name that is not empty
     (read as none) and an id, both without a line end (and the id without NUL, which the parser drops),
     a retry it reads as digits, and some data (an event of no field writes a blank line alone)."""
     return (
-        event.data is not None
-        and "\r" not in event.data
-        and (event.event is None or (event.event != "" and not _has_line_end(event.event)))
-        and (event.id is None or ("\x00" not in event.id and not _has_line_end(event.id)))
-        and (event.retry is None or (type(event.retry) is int and event.retry >= 0))
+        data is not None
+        and "\r" not in data
+        and (name is None or (name != "" and not _has_line_end(name)))
+        and (event_id is None or ("\x00" not in event_id and not _has_line_end(event_id)))
+        and (retry is None or (type(retry) is int and retry >= 0))
     )
 
 
