@@ -188,6 +188,10 @@ ENCODERS: dict[str, Encoder] = {
     "tab-spaced": _value(lambda value: "\t".join(value)),
     "nbsp-spaced": _value(lambda value: "\u00a0".join(value)),
     "base64(hex(percent))": lambda example, value: _b64(_hex(example.replace(value, _percent(value), 1))),
+    "dash-separated": _value("-".join),
+    "dot-separated": _value(".".join),
+    "comma-separated": _value(", ".join),
+    "one-a-line": _value("\n".join),
     "octal": _value(_octal),
     "braced-u": _value(_braced_u),
     "combining-marks": _value(_combining),
@@ -200,7 +204,8 @@ ENCODERS: dict[str, Encoder] = {
 }
 
 
-_SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced"}
+_SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced", "dash-separated", "dot-separated"}
+_SPACINGS |= {"comma-separated", "one-a-line"}
 
 
 @dataclass(frozen=True)
@@ -364,6 +369,15 @@ def _code_escapes(rng: random.Random) -> str:
     )
 
 
+def _separated_characters(rng: random.Random) -> str:
+    bits = ",".join(rng.choice("01") for _ in range(32))
+    return (
+        f"mask = [{bits}]\nA,B,C,D,E,F,G,H\n1,2,3,4,5,6,7,8\na, b, c, d, e, f, g, h = range(8)\n"
+        "|-|-|-|-|-|-|-|-|\n+-+-+-+-+-+-+-+-+\nx.y.z.w.v.u.t.s\n"
+        f"{chr(10).join(rng.sample(string.ascii_uppercase, 10))}\n1.2.3.4.5.6.7.8 s-e-c-r-e-t-s"
+    )
+
+
 def _hexdump(rng: random.Random) -> str:
     raw = rng.randbytes(64)
     return "\n".join(
@@ -430,6 +444,7 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "marks, superscripts and digits of other scripts": _marks_and_digits,
     "hex dumps": _hexdump,
     "escapes in code": _code_escapes,
+    "separated characters": _separated_characters,
     "base64 of plain text": _base64_text,
     "ids and nonces": _ids_and_hashes,
 }

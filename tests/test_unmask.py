@@ -25,6 +25,7 @@ SECRETS = [pack for pack in PACKS if pack.name == "secrets"]
 SCANNER = Scanner(PACKS, timeout_s=1.0)
 AWS_KEY = "AKIAQWERTY234567ABCD"
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+GITLAB_TOKEN = "glpat-" + "k3sz7uS3iHWEhszk0RhJ"
 PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
 
 
@@ -88,6 +89,11 @@ DISGUISES = {
     "no-break-spaced": "key " + "\u00a0".join(GITHUB_TOKEN),
     "thin-spaced": "\u2009\u2009".join(AWS_KEY),
     "mixed gaps": "".join(char + " \t\u00a0"[index % 3] for index, char in enumerate(GITHUB_TOKEN)),
+    "dash-separated, the key's own dashes among them": "key: " + "-".join(GITLAB_TOKEN) + " ok",
+    "dot-separated": ".".join(AWS_KEY),
+    "comma-separated with spaces": "chars: " + ", ".join(GITHUB_TOKEN) + "; done",
+    "one character a line": "\n".join(GITLAB_TOKEN),
+    "pipe-separated after a word": "ok|" + "|".join(AWS_KEY),
     "colon hex": "fingerprint " + ":".join(f"{byte:02x}" for byte in AWS_KEY.encode()),
     "dashed hex": "-".join(f"{byte:02X}" for byte in GITHUB_TOKEN.encode()),
     "hexdump bytes": "0000  " + " ".join(f"{byte:02x}" for byte in GITHUB_TOKEN.encode()),
@@ -188,7 +194,17 @@ def test_wrapped_base64_that_is_binary_and_hardware_addresses_stay_clean() -> No
 
 @pytest.mark.parametrize(
     "name",
-    ["letter-spaced", "double-spaced", "entities of a spaced key", "percent", "tab-spaced", "mixed gaps"],
+    [
+        "letter-spaced",
+        "double-spaced",
+        "entities of a spaced key",
+        "percent",
+        "tab-spaced",
+        "mixed gaps",
+        "dash-separated, the key's own dashes among them",
+        "comma-separated with spaces",
+        "one character a line",
+    ],
 )
 def test_disguised_secret_streamed_character_by_character_never_shows(name: str) -> None:
     """Streamed one character at a time, a spaced or escaped secret is held until it can be read whole."""
@@ -210,6 +226,17 @@ def test_long_letter_spaced_run_is_one_piece_mapped_letter_by_letter(gap: str) -
     low, high = view.original(start, start + len(GITHUB_TOKEN))
     assert text[low:high] == gap.join(GITHUB_TOKEN)
     assert "github-pat" in _found(text)
+
+
+def test_separated_key_is_redacted_over_its_own_characters_and_nothing_next_to_it() -> None:
+    """A key written with a separator between its characters is redacted from its first character to its
+    last; the word before it and the text after it stay."""
+    separated = "-".join(GITLAB_TOKEN)
+    text = f"ok, {separated} then more"
+    redacted = scan_and_redact(SCANNER, text).text
+    assert redacted.startswith("ok, [REDACTED:")
+    assert redacted.endswith("] then more")
+    assert not _leftovers(separated, redacted)
 
 
 def test_marks_superscripts_and_digits_of_other_scripts_stay_clean() -> None:

@@ -136,6 +136,24 @@ _SPACED_SHAPE = relaxed.re2_program(rb" [^ ] {1,3}[^ ] {1,3}[^ ] {1,3}[^ ] ")
 _SPACED = re.compile(
     f"(?<![A-Za-z0-9_+-])(?:[{_SPACED_CHAR}]{_GAP}){{7,}}[{_SPACED_CHAR}](?![A-Za-z0-9_+/=-])"
 )
+# Characters written one at a time with one separator between each two, the same all along, of one to
+# three characters of which one is not a space: "s-k---p-r-o-j" (the key's own "-" stands between two
+# separators), "s.k.-.p", "s, k, -, p", one character a line. Every (1 + separator)th character is the
+# text. Looked for where letters and digits that stand alone (no letter or digit either side) lie close
+# together, six or more: one vectorised pass over a copy of the text with each letter or digit a 1.
+_SEPARATOR_CHARS = "-._|,/:;*~+\r\n "
+_ALNUM_BYTES = bytes(int(chr(code).isascii() and chr(code).isalnum()) for code in range(256))
+_OTHER_BYTES = bytes(1 - alnum for alnum in _ALNUM_BYTES)
+_ALONE_GAP = 8
+"""The farthest apart two letters or digits of a separated run stand (a three-character separator, a
+separator of the key's own between them, another separator)."""
+_ALONE_RUN = 6
+# A separated run's first four characters, each with its separator: where it starts (a key's first
+# characters may be punctuation).
+_SEPARATED_HINT = f"[!-~](?P<separator>[{re.escape(_SEPARATOR_CHARS)}]{{1,3}})(?:[!-~](?P=separator)){{3}}"
+_SEPARATED = re.compile(
+    f"[!-~](?P<separator>[{re.escape(_SEPARATOR_CHARS)}]{{1,3}})(?:[!-~](?P=separator)){{6,}}[!-~]"
+)
 # The rewrite itself: the units a view replaces, each kind led by a character of its own that no unit of
 # another kind holds (and each letter-spaced run found for the features, read once). Each kind is looked
 # for alone, with a pattern that opens with its literal: such a search skips ahead in C, where one
@@ -245,7 +263,9 @@ def views(text: str, *, max_depth: int = MAX_DEPTH) -> Iterator[View]:
 def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
     if depth <= 0:
         return
-    for view in (*_disguise_views(text, parent), *_segment_views(text, parent)):
+    # One byte a character (each past ASCII a "?"), for the searches that read the text by class of byte.
+    encoded = text.encode("ascii", "replace")
+    for view in (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent)):
         yield view
         yield from _views_of(view.text, view, depth - 1)
 
@@ -253,11 +273,12 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
 FEATURE_REACH = 35
 """The longest of what ``may_unmask`` looks for (twelve hex pairs; an HTML entity is 34 characters)."""
 # What a view starts at, in one search: an escape or entity, "0x", a run of base64 as long as the shortest
-# segment, twelve hex pairs, and a letter-spaced run's hint (gaps read as spaces there).
+# segment, twelve hex pairs, a letter-spaced run's hint (gaps read as spaces there) and four characters
+# each followed by one separator.
 _VIEW_START = re.compile(
     f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
-    f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]"
+    f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]|{_SEPARATED_HINT}"
 )
 # What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
 # character with a fold next to a plain letter or digit.
@@ -285,7 +306,7 @@ def may_unmask(text: str, since: int) -> bool:
     return _VIEW_START.search(text, max(0, since - FEATURE_REACH + 1)) is not None
 
 
-def _features(text: str, hinted: str, spaced: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _features(text: str, hinted: str, spaced: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
     """Spans of every disguise feature (the letter-spaced runs ``spaced`` among them), in order.
 
     ``hinted`` is ``text`` with its gaps as spaces: when that is ASCII, the only other characters are
@@ -300,7 +321,7 @@ def _features(text: str, hinted: str, spaced: list[tuple[int, int]]) -> list[tup
         # with the ASCII character either side of it for the lookarounds.
         for run in _PAST_ASCII_RUN.finditer(text):
             spans.extend(found.span() for found in _NON_ASCII.finditer(text, run.start(), run.end() + 1))
-    spans.extend(spaced)
+    spans.extend((start, end) for start, end, _ in spaced)
     return sorted(spans)
 
 
@@ -318,9 +339,11 @@ def _gaps(codes: npt.NDArray[np.uint32]) -> npt.NDArray[np.bool_]:
     return _IS_GAP[np.minimum(codes, len(_IS_GAP) - 1)]
 
 
-def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
-    """Letter-spaced runs of ``text``, looked for where ``hinted`` (its gaps as spaces) hints at one."""
-    runs: list[tuple[int, int]] = []
+def _spaced_runs(text: str, encoded: bytes, hinted: str) -> list[tuple[int, int, int]]:
+    """Letter-spaced runs of ``text``, looked for where ``hinted`` (its gaps as spaces) hints at one, as
+    ``(start, end, 0)``; and runs of characters with a separator between each two (``_SEPARATED``), as
+    ``(start, end, step)``: every ``step``-th character is the text. No two runs overlap."""
+    runs: list[tuple[int, int, int]] = []
     position = 0
     probe = hinted.encode("ascii", "replace")
     while (hint := _next_hint(hinted, probe, position)) is not None:
@@ -331,10 +354,64 @@ def _spaced_runs(text: str, hinted: str) -> list[tuple[int, int]]:
                 continue
             run = _SPACED.match(text, start)
             if run is not None:
-                runs.append(run.span())
+                runs.append((run.start(), run.end(), 0))
                 # Hints inside the run start nothing new; one just before its end may.
                 position = max(position, run.end() - 1)
                 break
+    separated = [
+        run for run in _separated_runs(text, encoded) if not any(_overlap(run, known) for known in runs)
+    ]
+    return sorted(runs + separated) if separated else runs
+
+
+def _overlap(one: tuple[int, int, int], other: tuple[int, int, int]) -> bool:
+    return one[0] < other[1] and other[0] < one[1]
+
+
+def _separated_run(text: str, run: re.Match[str]) -> tuple[int, int, int]:
+    """A match of ``_SEPARATED`` as ``(start, end, step)``: reaching back as far as its separator goes,
+    and each of its ends a character of its own, not the end of a word next to it ("ok, A, K, I, A"
+    starts at A)."""
+    separator = run.group("separator")
+    step = 1 + len(separator)
+    start, end = run.span()
+    while start >= step and text.startswith(separator, start - len(separator)) and text[start - step] > " ":
+        start -= step
+    if start > 0 and text[start - 1].isalnum():
+        start += step
+    if end < len(text) and text[end].isalnum():
+        end -= step
+    return start, end, step
+
+
+def _separated_runs(text: str, encoded: bytes) -> list[tuple[int, int, int]]:
+    """Runs of eight or more characters with one separator between each two (``_SEPARATED``), a separator
+    that is not white space alone (letter-spaced runs are read apart), as ``(start, end, step)``: looked
+    for only around letters and digits that stand alone close together."""
+    if len(text) < 15:
+        return []
+    alnum = np.frombuffer(encoded.translate(_ALNUM_BYTES), dtype=bool)
+    other = np.frombuffer(b"\1" + encoded.translate(_OTHER_BYTES) + b"\1", dtype=bool)
+    alone = np.flatnonzero(alnum & other[:-2] & other[2:])
+    if len(alone) < _ALONE_RUN + 1:
+        return []
+    # Where the next _ALONE_RUN stand close after one: the starts of clusters, merged where they touch.
+    dense = np.flatnonzero(alone[_ALONE_RUN:] - alone[:-_ALONE_RUN] <= _ALONE_RUN * _ALONE_GAP)
+    if not len(dense):
+        return []
+    breaks = np.flatnonzero(dense[1:] - dense[:-1] > 1)
+    firsts = [int(dense[0]), *(dense[breaks + 1]).tolist()]
+    lasts = [*(dense[breaks]).tolist(), int(dense[-1])]
+    runs: list[tuple[int, int, int]] = []
+    for first, last in zip(firsts, lasts, strict=True):
+        low = max(0, int(alone[first]) - _ALONE_GAP)
+        high = min(len(text), int(alone[last + _ALONE_RUN]) + _ALONE_GAP)
+        for found in _SEPARATED.finditer(text, low, high):
+            if not found.group("separator").strip(" \t"):
+                continue
+            run = _separated_run(text, found)
+            if run[1] - run[0] >= 7 * run[2] + 1 and not any(_overlap(run, known) for known in runs):
+                runs.append(run)
     return runs
 
 
@@ -378,9 +455,9 @@ def _snap_end(text: str, high: int) -> int:
     return high
 
 
-def _disguise_views(text: str, parent: View | None) -> list[View]:
+def _disguise_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
     hinted = _gaps_as_spaces(text)
-    spaced = _spaced_runs(text, hinted)
+    spaced = _spaced_runs(text, encoded, hinted)
     features = _features(text, hinted, spaced)
     if not features:
         return []
@@ -393,16 +470,18 @@ def _disguise_views(text: str, parent: View | None) -> list[View]:
 
 
 def _units(
-    text: str, low: int, high: int, spaced: list[tuple[int, int]]
-) -> Iterator[tuple[int, int, str | None]]:
-    """``(start, end, kind)`` of each unit to rewrite in ``text[low:high]``, in order: escapes and
-    invisible characters, and the letter-spaced runs ``spaced`` that lie there."""
+    text: str, low: int, high: int, spaced: list[tuple[int, int, int]]
+) -> Iterator[tuple[int, int, str | None, int]]:
+    """``(start, end, kind, step)`` of each unit to rewrite in ``text[low:high]``, in order: escapes and
+    invisible characters, and the letter-spaced or separated runs ``spaced`` that lie there (``step`` is
+    a run's, 0 for the others)."""
     position = low
     inside = [run for run in spaced if low <= run[0] and run[1] <= high]
-    for run_start, run_end in (*inside, (high, high)):
-        yield from _escape_units(text, position, run_start)
+    for run_start, run_end, step in (*inside, (high, high, 0)):
+        for start, end, kind in _escape_units(text, position, run_start):
+            yield start, end, kind, 0
         if run_start < run_end:
-            yield run_start, run_end, _SPACED_UNIT
+            yield run_start, run_end, _SPACED_UNIT, step
         position = run_end
 
 
@@ -435,7 +514,9 @@ def _folded(text: str) -> str:
     return _PAST_ASCII_RUN.sub(lambda run: run.group().translate(_FOLD), text)
 
 
-def _undisguise(text: str, low: int, high: int, spaced: list[tuple[int, int]], parent: View | None) -> View:
+def _undisguise(
+    text: str, low: int, high: int, spaced: list[tuple[int, int, int]], parent: View | None
+) -> View:
     parts: list[str] = []
     pieces: list[tuple[int, int, int, bool]] = []
     letters: dict[int, npt.NDArray[np.intp]] = {}
@@ -450,7 +531,7 @@ def _undisguise(text: str, low: int, high: int, spaced: list[tuple[int, int]], p
         length += len(piece)
 
     position = low
-    for start, end, kind in _units(text, low, high, spaced):
+    for start, end, kind, step in _units(text, low, high, spaced):
         if start > position:
             add(_folded(text[position:start]), position, start, True)
         raw = text[start:end]
@@ -459,7 +540,7 @@ def _undisguise(text: str, low: int, high: int, spaced: list[tuple[int, int]], p
             # ASCII: folding leaves them as they are). One piece, mapped through the letters' offsets:
             # a run may be a megabyte long.
             codes = _codes(raw)
-            offsets = np.flatnonzero(~_gaps(codes))
+            offsets = np.arange(0, len(raw), step) if step else np.flatnonzero(~_gaps(codes))
             letters[len(pieces)] = offsets + start
             add(codes[offsets].astype(np.uint8).tobytes().decode("ascii"), start, end, True)
         else:
@@ -488,9 +569,9 @@ def _decode_unit(kind: str | None, raw: str) -> str:
     return decode_tag_run(raw)  # invisible characters: only tag characters read as the ASCII they mirror
 
 
-def _segment_views(text: str, parent: View | None) -> list[View]:
+def _segment_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
     found = []
-    for start, end in _wrapped(text, list(_segment_runs(text))):
+    for start, end in _wrapped(text, list(_segment_runs(encoded))):
         # The line breaks of wrapped base64 go (str.replace: a regex would step through every character).
         segment = text[start:end].replace("\r\n", "\n").replace("\n", "")
         if len(segment) >= _MIN_HEX and _HEX_RUN.fullmatch(segment):
@@ -499,7 +580,7 @@ def _segment_views(text: str, parent: View | None) -> list[View]:
             decoded, kind = _decode_base64(segment), BASE64
         if decoded is not None:
             found.append(View(decoded, kind, ((0, start, end, False),), parent))
-    spans = _hex_pairs(text) + [match.span() for match in _PREFIXED_HEX.finditer(text)]
+    spans = _hex_pairs(text, encoded) + [match.span() for match in _PREFIXED_HEX.finditer(text)]
     for start, end in spans:
         decoded = _decode_hex(text[start:end])
         if decoded is not None:
@@ -544,9 +625,9 @@ def _wrapped(text: str, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return spans
 
 
-def _hex_pairs(text: str) -> list[tuple[int, int]]:
+def _hex_pairs(text: str, encoded: bytes) -> list[tuple[int, int]]:
     """Spans of twelve or more hex pairs with one separator between them."""
-    classes = text.encode("ascii", "replace").translate(_PAIRS_CLASSES)
+    classes = encoded.translate(_PAIRS_CLASSES)
     spans: list[tuple[int, int]] = []
     position = classes.find(_PAIRS_NEEDLE)
     while position >= 0:
@@ -558,9 +639,9 @@ def _hex_pairs(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _segment_runs(text: str) -> Iterator[tuple[int, int]]:
+def _segment_runs(encoded: bytes) -> Iterator[tuple[int, int]]:
     """Spans of the runs of twenty or more base64 characters."""
-    classes = text.encode("ascii", "replace").translate(_SEGMENT_CLASSES)
+    classes = encoded.translate(_SEGMENT_CLASSES)
     position = classes.find(_SEGMENT_NEEDLE)
     while position >= 0:
         start = classes.rfind(b" ", 0, position) + 1
