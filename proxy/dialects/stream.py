@@ -853,12 +853,7 @@ class StreamSession(ABC):
         if data is None or event.oversized:
             return None
         for shape in self._shapes:
-            if (
-                data.startswith(shape.prefix)
-                and data.endswith(shape.suffix)
-                and event.type == shape.event_type
-                and _PLAIN_STRING.fullmatch(data, len(shape.prefix), len(data) - len(shape.suffix))
-            ):
+            if event.type == shape.event_type and shape.data.fullmatch(data):
                 self._fruitless[event.type] = 0
                 return shape
         return None
@@ -1020,24 +1015,32 @@ _SHAPES_KEPT = 4
 """Shapes a session keeps: the upstream's and what egressguard wrote (read back), a few event kinds."""
 _SHAPED_EVENT_NAMES = 64
 """Event names a session makes shapes for; the dialects' streams use a handful."""
-_PLAIN_STRING = re.compile(r'"[^"\\\x00-\x1f]*"')
+_PLAIN_STRING = r'"[^"\\\x00-\x1f]*"'
 """A JSON string written without an escape."""
+_COUNT = r"(?:0|[1-9][0-9]{0,15})"
+"""A JSON integer of at most 16 digits, written as digits alone."""
+_COUNTED = re.compile(r'"([^"]*)"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,15})(?=[ \t\r\n]*[,}])|"[^"]*"')
+"""In JSON data without an escape, read from its start: each string, and where a string is a key whose
+value is a short integer, that key and those digits."""
 
 
 @dataclass(slots=True)
 class _Shape:
     """An event's data whose one text the dialect filters (its only place in ``handled``) is written as
     a string without an escape, in data that holds no other escape and no other string of the same text:
-    that string is the only place in the data its spelling occurs. Data that begins with what came before
-    that string, ends with what came after it, and has a string without an escape in between is read as
-    the same JSON but for that text: the same keys, places and values elsewhere. So what was learnt of the
+    that string is the only place in the data its spelling occurs. Its counts (the value of a key that
+    names no place, written as a short integer: a sequence number, a token count) are digits that no
+    string holds, each a whole JSON number. Data that is the same but for a string without an escape in
+    the text's place and a short integer in each count's (``data``) reads as the same JSON but for that
+    text and those counts: the same keys, places, strings and lists elsewhere. So what was learnt of the
     event that set the shape holds for it: whether its keys are unique (``faithful``), whether clients
-    read it alike (``ordinary``: no place or key read otherwise), and, for the same paths filtered as text
-    and the same state of the residual scan, that reading its other strings finds nothing (``quiet``)."""
+    read it alike (``ordinary``: no place or key read otherwise, and a count is no place), and, for the
+    same paths filtered as text and the same state of the residual scan, that reading its other strings
+    finds nothing (``quiet``: that scan reads the keys, strings and lists of bytes of an event, never
+    the number a key holds)."""
 
     event_type: str
-    prefix: str
-    suffix: str
+    data: re.Pattern[str]
     handled: Collection[Path]
     faithful: bool
     ordinary: bool
@@ -1063,11 +1066,20 @@ class _Shape:
         spelled = f'"{text}"'
         start = data.find(spelled)
         # Found once, overlaps counted: ``":"`` in ``"content":":"`` also ends the key before it.
-        if _PLAIN_STRING.fullmatch(spelled) is None or start < 0 or data.find(spelled, start + 1) >= 0:
+        if re.fullmatch(_PLAIN_STRING, spelled) is None or start < 0 or data.find(spelled, start + 1) >= 0:
             return None
-        return cls(
-            event.type, data[:start], data[start + len(spelled) :], frozenset(handled), faithful, ordinary
-        )
+        holes = [(start, start + len(spelled), _PLAIN_STRING)]
+        for found in _COUNTED.finditer(data):
+            # Every place key ends so: a key any reader may take for one (another case) is kept as it is.
+            if found.group(2) is not None and not found.group(1).lower().endswith("index"):
+                holes.append((found.start(2), found.end(2), _COUNT))
+        pattern: list[str] = []
+        written = 0
+        for begin, end, hole in sorted(holes):
+            pattern += [re.escape(data[written:begin]), hole]
+            written = end
+        pattern.append(re.escape(data[written:]))
+        return cls(event.type, re.compile("".join(pattern)), frozenset(handled), faithful, ordinary)
 
 
 class _DuplicateKey(ValueError):
