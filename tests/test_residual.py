@@ -261,6 +261,25 @@ def test_any_split_of_a_secret_in_one_field_is_found(secret: str, data: st.DataO
     assert residual.found, pieces
 
 
+def test_documents_given_as_alike_read_as_each_read_alone(scanner: Scanner) -> None:
+    """Documents named alike (the events of one shape: the same keys and strings but for the text the
+    dialect filters) are read from the strings collected of the first of them: a value repeated in each
+    still completes a secret in its field's text, redacted where it completes, as without the token."""
+
+    def read(alike: str | None) -> tuple[list[object], list[tuple[str, str]]]:
+        residual = scan(scanner)
+        documents = [
+            {"type": "delta", "meta": {"part": "AKIAQWERTY", "count": count}, "text": f"word{count}"}
+            for count in range(4)
+        ]
+        filtered = [residual.filter("delta", document, {("text",)}, alike=alike) for document in documents]
+        return filtered, [(found.where, found.rule.id) for found in residual.found]
+
+    alone, found = read(None)
+    assert found and alone[1][1] and alone[1][0]["meta"]["part"] != "AKIAQWERTY"
+    assert read("one shape") == (alone, found)
+
+
 @given(st.text())
 def test_canonical_escapes_keep_what_json_decodes(text: str) -> None:
     """Plain spelling never changes what a JSON reader decodes from a JSON text; inside a nested one, only

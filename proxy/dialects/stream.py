@@ -24,7 +24,7 @@ import copy
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -96,7 +96,12 @@ class EventScan(Protocol):
         changed nothing reads the same again while it stands still."""
         ...
 
-    def filter(self, kind: str, document: Any, handled: Collection[Path]) -> tuple[Any, bool]: ...
+    def filter(
+        self, kind: str, document: Any, handled: Collection[Path], *, alike: Hashable = None
+    ) -> tuple[Any, bool]:
+        """``alike``: a token naming documents whose keys and other strings are the same as those of every
+        other document given with it (``JsonScan.filter``)."""
+        ...
 
 
 TextFilterFactory = Callable[[str], TextFilter]
@@ -835,7 +840,9 @@ class StreamSession(ABC):
                 shape.quiet = (kind, residual.generation)
             return payload, False
         generation = residual.generation
-        filtered, changed = residual.filter(kind, payload, handled)
+        # Every string of an event of a shape, but its text, is that of the event that set the shape.
+        alike = shape if shape is not None and shape.handled == handled else None
+        filtered, changed = residual.filter(kind, payload, handled, alike=alike)
         self._skeletons.pop(kind, None)
         quiet = not changed and residual.generation == generation
         if shape is None:
@@ -1024,7 +1031,7 @@ _COUNTED = re.compile(r'"([^"]*)"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,15})(?=[ \
 value is a short integer, that key and those digits."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Shape:
     """An event's data whose one text the dialect filters (its only place in ``handled``) is written as
     a string without an escape, in data that holds no other escape and no other string of the same text:
@@ -1037,7 +1044,8 @@ class _Shape:
     read it alike (``ordinary``: no place or key read otherwise, and a count is no place), and, for the
     same paths filtered as text and the same state of the residual scan, that reading its other strings
     finds nothing (``quiet``: that scan reads the keys, strings and lists of bytes of an event, never
-    the number a key holds)."""
+    the number a key holds). Each shape is equal to itself alone: it names the events of it to the
+    residual scan (``EventScan.filter``'s ``alike``)."""
 
     event_type: str
     data: re.Pattern[str]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,8 @@ Path = tuple[Step, ...]
 _SEPARATOR = "\n\x00\n"
 _CONTEXT = 256
 _MAX_CACHED_KEYS = 4096
+_MAX_ALIKE = 8
+"""Kinds of alike documents whose strings a scan keeps (``JsonScan.filter``'s ``alike``)."""
 _MAX_SHARED_QUIET = 4096
 _SHARED_QUIET_CHARS = 256
 """Longest value whose quiet readings (``JsonScan``'s ``quiet``) are shared."""
@@ -152,6 +154,16 @@ class Found:
     """The vault placeholder the value leaves as, when the scan names them (requests in vault mode)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Strings:
+    """What a scan reads of a document: each string outside what the dialect filters, with its path and
+    its field (``_collect``), each key with its path, and the paths of the lists of bytes."""
+
+    values: list[tuple[Path, Path, str]]
+    keys: list[tuple[Path, str]]
+    byte_lists: set[Path]
+
+
 @dataclass(slots=True)
 class _Piece:
     path: Path
@@ -210,17 +222,29 @@ class JsonScan:
         them found nothing (no rule timing out): read again after the same text, it finds nothing again."""
         self._shared_quiet = quiet if quiet is not None else set()
         self._keys: dict[str, str] = {}
+        self._alike: dict[Hashable, _Strings] = {}
+        """By the token of alike documents, the strings collected of the last of them."""
         self.generation = 0
         """Counts the scans and the changes of a field's text: a document read again while it stands still,
         whose reading then scanned nothing and changed nothing, reads the same now."""
 
-    def filter(self, kind: str, document: Any, handled: Collection[Path] = ()) -> tuple[Any, bool]:
+    def filter(
+        self, kind: str, document: Any, handled: Collection[Path] = (), *, alike: Hashable = None
+    ) -> tuple[Any, bool]:
         """The document with the secrets of every string outside ``handled`` redacted, and whether
-        anything changed. ``kind`` names the stream's event type ("" for a body)."""
-        values: list[tuple[Path, Path, str]] = []
-        keys: list[tuple[Path, str]] = []
-        byte_lists: set[Path] = set()
-        _collect(document, (), (), handled, values, keys, byte_lists)
+        anything changed. ``kind`` names the stream's event type ("" for a body). ``alike``, where not
+        None, names documents that hold the same keys, strings outside ``handled`` and lists of bytes
+        at the same paths as every other document given with it (the events of one shape): they are
+        taken from the last of them, not walked again."""
+        strings = self._alike.get(alike) if alike is not None else None
+        if strings is None:
+            strings = _Strings([], [], set())
+            _collect(document, (), (), handled, strings.values, strings.keys, strings.byte_lists)
+            if alike is not None:
+                if len(self._alike) >= _MAX_ALIKE:
+                    self._alike.clear()
+                self._alike[alike] = strings
+        values, keys, byte_lists = strings.values, strings.keys, strings.byte_lists
         replacements: dict[Path, str] = {}
         renamed: dict[Path, str] = {}
         pieces: list[_Piece] = []

@@ -24,7 +24,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,8 +271,10 @@ class RestoringScan:
     def generation(self) -> int:
         return self._scan.generation
 
-    def filter(self, kind: str, document: Any, handled: Collection[tuple[Step, ...]]) -> tuple[Any, bool]:
-        filtered, changed = self._scan.filter(kind, document, handled)
+    def filter(
+        self, kind: str, document: Any, handled: Collection[tuple[Step, ...]], *, alike: Hashable = None
+    ) -> tuple[Any, bool]:
+        filtered, changed = self._scan.filter(kind, document, handled, alike=alike)
         restored = restore_strings(filtered, self._resolver, handled, kind=kind)
         return restored, changed or restored is not filtered
 
