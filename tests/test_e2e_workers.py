@@ -581,16 +581,13 @@ def admin_ready(admin: Admin) -> bool:
     return False
 
 
-def test_a_second_supervisor_on_the_same_data_dir_is_refused(workers_admin: Admin) -> None:
-    """A second `run --workers` on a data dir a supervisor serves would share its workers' audit chains
-    and remove their admin sockets: it is refused before it listens or prints its banner, and the first
-    serves on."""
-    proxy = workers_admin.proxy
-    second = subprocess.run(
+def run_beside(proxy: Proxy, workers: str) -> subprocess.CompletedProcess[str]:
+    """`run --workers WORKERS` on ``proxy``'s policy and data dir, on ports of its own, to its end."""
+    return subprocess.run(
         [
             *(sys.executable, "-m", "proxy", "run", "--config", str(proxy.policy_path)),
             *("--listen-port", str(free_port()), "--admin-listen", f"127.0.0.1:{free_port()}"),
-            *("--workers", "2"),
+            *("--workers", workers),
         ],
         cwd=proxy.workdir,
         env={**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN},
@@ -598,7 +595,33 @@ def test_a_second_supervisor_on_the_same_data_dir_is_refused(workers_admin: Admi
         text=True,
         timeout=120,
     )
-    assert second.returncode == 2, second.stderr
-    assert f"another egressguard with workers is running on {proxy.data_dir}" in second.stderr
-    assert "egressguard" not in second.stdout  # refused before its banner
+
+
+def test_a_second_egressguard_on_the_data_dir_of_a_supervisor_is_refused(workers_admin: Admin) -> None:
+    """A second `run` on a data dir a supervisor serves, with workers or as a single process, would share
+    its workers' audit chains and state (and remove their admin sockets): it is refused before it listens
+    or prints its banner, and the first serves on. Before, a single process was not refused."""
+    proxy = workers_admin.proxy
+    for workers in ("2", "1"):
+        second = run_beside(proxy, workers)
+        assert second.returncode == 2, second.stderr
+        running = f"another egressguard (pid {proxy.process.pid}, 2 workers) is running on {proxy.data_dir}"
+        assert running in second.stderr
+        assert "egressguard" not in second.stdout  # refused before its banner
     assert workers_admin.get("/readyz").json()["workers"] == {"w0": True, "w1": True}
+
+
+def test_an_egressguard_on_the_data_dir_of_a_single_process_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The reverse: a single process holds its data dir as a supervisor does, from a supervisor's start
+    and from another single process's."""
+    proxy: Proxy = start_proxy()
+    for workers in ("2", "1"):
+        second = run_beside(proxy, workers)
+        assert second.returncode == 2, second.stderr
+        assert (
+            f"another egressguard (pid {proxy.process.pid}) is running on {proxy.data_dir}" in second.stderr
+        )
+        assert "egressguard" not in second.stdout
+    ask(client(proxy, upstream))

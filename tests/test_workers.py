@@ -25,7 +25,7 @@ from proxy.commands.workers import (
     Workers,
     bind_listeners,
     close_all,
-    sole_supervisor,
+    sole_server,
 )
 
 ANY_ADDRESS = Listener("regular", "", 0, default_port=True)
@@ -112,11 +112,11 @@ def test_workers_left_serving_that_do_not_stop_are_reported_and_a_free_data_dir_
     monkeypatch.setattr(workers, "LEFT_WORKERS_WAIT_S", 0.3)
     with open(tmp_path / SERVE_LOCK, "a") as left:
         fcntl.flock(left, fcntl.LOCK_EX)
-        held = sole_supervisor(tmp_path)
+        held = sole_server(tmp_path, 2)
         with pytest.raises(AlreadyServed, match=r"still serve on .* after 0\.3 s; stop them \(`fuser -v "):
             held.__enter__()
     assert "waiting for the workers of a stopped egressguard" in capsys.readouterr().err
-    with sole_supervisor(tmp_path) as serving:
+    with sole_server(tmp_path, 2) as serving:
         assert serving.descriptor >= 0
     assert capsys.readouterr().err == ""
 

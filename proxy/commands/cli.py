@@ -130,17 +130,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         admin_listen = (host.strip("[]"), int(port))
         addresses.append((*admin_listen, "the admin listener "))
         settings["egressguard_admin_port"] = admin_listen[1]
-    with contextlib.ExitStack() as holding:
-        serving = None
-        if workers > 1:
-            # Before the addresses are tried: the workers of a supervisor killed outright may hold them.
-            from proxy.commands.workers import AlreadyServed, sole_supervisor
+    from proxy.commands.workers import AlreadyServed, bind_listeners, bound_port, sole_server, supervise
 
-            try:
-                serving = holding.enter_context(sole_supervisor(policy.data_dir))
-            except AlreadyServed as error:
-                print(f"egressguard: {error}", file=sys.stderr)
-                return 2
+    with contextlib.ExitStack() as holding:
+        try:
+            # Before the addresses are tried: the workers of a supervisor killed outright may hold them.
+            serving = holding.enter_context(sole_server(policy.data_dir, workers))
+        except AlreadyServed as error:
+            print(f"egressguard: {error}", file=sys.stderr)
+            return 2
         for host, port, what in addresses:
             problem = unavailable(host, port)
             if problem is not None:
@@ -149,13 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         options = [f"{name}={value}" for name, value in passthrough.items()]
         if workers > 1:
             from addons.process.server import check_options, serve_worker
-            from proxy.commands.workers import (
-                bind_listeners,
-                bound_port,
-                supervise,
-            )
 
-            assert serving is not None
             _create_shared_files(policy, confdir, admin=admin_listen is not None)
             try:
                 listeners = check_options(settings, options)

@@ -28,6 +28,7 @@ import errno
 import fcntl
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,10 +51,11 @@ WORKER_SOCKET = "unix:"
 
 ADMIN_SOCKETS = "admin-sockets"
 """The directory under the data dir that holds the workers' admin sockets while a supervisor runs."""
-SUPERVISOR_LOCK = "supervisor.lock"
-"""The file under the data dir whose lock the running supervisor holds."""
+RUN_LOCK = "run.lock"
+"""The file under the data dir whose lock the one egressguard running on it holds (a single process, or
+a supervisor), and which says which it is."""
 SERVE_LOCK = "serve.lock"
-"""The file under the data dir whose lock the running supervisor and every worker it started hold."""
+"""The file under the data dir whose lock that egressguard and every worker it started hold."""
 LEFT_WORKERS_WAIT_S = 30.0
 """How long a supervisor waits for the workers an earlier one left serving to stop (each stops within
 about a second of its supervisor's death, and then finishes what it serves)."""
@@ -173,7 +175,7 @@ def supervise(
     admin: tuple[str, int] | None = None,
 ) -> int:
     """Run ``target(settings, passthrough, sockets, serving)`` in one process for each of ``listening``
-    (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_supervisor``) until a
+    (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_server``) until a
     signal; return the exit status (0, or 2 when the admin listener cannot listen). A worker that exits
     on its own is started again on the same sockets (``Workers.tend``), which are kept open here for
     that. With ``admin`` (host, port), this process serves the host's one admin listener there, in front
@@ -338,7 +340,7 @@ async def _watch(workers: Workers, sockets: Path | None, admin: tuple[str, int] 
 
 
 class AlreadyServed(Exception):
-    """Another supervisor runs on this data dir, or the workers of one that stopped still serve it."""
+    """Another egressguard runs on this data dir, or the workers of one that stopped still serve it."""
 
 
 class HeldLock:
@@ -357,20 +359,35 @@ def _inherited_lock(duplicate: Any) -> HeldLock:
 
 
 @contextlib.contextmanager
-def sole_supervisor(data_dir: Path) -> Iterator[HeldLock]:
-    """Hold ``<data_dir>/supervisor.lock`` while this supervisor runs, or raise ``AlreadyServed`` before it
-    binds or prints anything: a second one's workers would write the same audit chains and remove this
-    one's admin sockets. The kernel lets go of the lock when its holder is gone, however it went, so a lock
-    file left behind holds nothing. Then hold ``<data_dir>/serve.lock``, which every worker holds too
-    (it is yielded for them): see ``_wait_for_left_workers``."""
-    with open(data_dir / SUPERVISOR_LOCK, "a") as lock:
+def sole_server(data_dir: Path, workers: int) -> Iterator[HeldLock]:
+    """Hold ``<data_dir>/run.lock`` while this egressguard (with ``workers``, or a single process) runs,
+    or raise ``AlreadyServed`` before it binds or prints anything: two on one data dir would write the
+    same audit chains and state file, each as if it were alone, and a supervisor removes the admin
+    sockets of another's workers. The kernel lets go of the lock when its holder is gone, however it
+    went, so a lock file left behind holds nothing. Then hold ``<data_dir>/serve.lock``, which every
+    worker holds too (it is yielded for them): see ``_wait_for_left_workers``."""
+    with open(data_dir / RUN_LOCK, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise AlreadyServed(f"another egressguard with workers is running on {data_dir}") from None
+            lock.seek(0)
+            running = _holder(lock.read())
+            raise AlreadyServed(f"another egressguard{running} is running on {data_dir}") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()} {workers}\n")
+        lock.flush()
         with open(data_dir / SERVE_LOCK, "a") as serving:
             _wait_for_left_workers(serving, data_dir)
             yield HeldLock(serving.fileno())
+
+
+def _holder(written: str) -> str:
+    """What ``sole_server`` wrote of the egressguard holding the lock ("PID WORKERS"), as said of it."""
+    match = re.fullmatch(r"(\d+) (\d+)\n", written)
+    if match is None:
+        return ""
+    processes = f", {match[2]} workers" if int(match[2]) > 1 else ""
+    return f" (pid {match[1]}{processes})"
 
 
 def _wait_for_left_workers(serving: IO[str], data_dir: Path) -> None:
@@ -403,7 +420,7 @@ def _wait_for_left_workers(serving: IO[str], data_dir: Path) -> None:
 def _admin_sockets(data_dir: Path) -> Iterator[Path]:
     """The private directory (0700) of the workers' admin sockets, ``<data_dir>/admin-sockets``, removed
     when the supervisor stops. There is one for each data dir, which only its one supervisor uses
-    (``sole_supervisor``): one a supervisor killed outright left behind is removed by the next start, not
+    (``sole_server``): one a supervisor killed outright left behind is removed by the next start, not
     left to pile up."""
     directory = data_dir / ADMIN_SOCKETS
     shutil.rmtree(directory, ignore_errors=True)
