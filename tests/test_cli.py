@@ -117,7 +117,7 @@ def test_a_worker_that_cannot_start_stops_the_run(tmp_path: Path) -> None:
     # The other worker may read the broken directory and give up first: the run ends with whichever
     # status came first, and the rest are stopped.
     assert result.returncode in (1, 2)
-    assert f"exited with {result.returncode}; stopping the others" in result.stderr
+    assert f"exited with {result.returncode} before it served; stopping the others" in result.stderr
     assert "Traceback" not in result.stderr
 
 

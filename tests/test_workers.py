@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -122,24 +123,48 @@ def test_workers_left_serving_that_do_not_stop_are_reported_and_a_free_data_dir_
 
 
 def exit_at_once(
-    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock, ready: Event
 ) -> None:
     sys.exit(3)
 
 
-def test_a_worker_that_keeps_exiting_is_started_again_after_a_growing_wait(
+def serve_then_exit(
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock, ready: Event
+) -> None:
+    ready.set()
+    sys.exit(3)
+
+
+def test_a_worker_that_keeps_exiting_after_it_served_is_started_again_after_a_growing_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(workers, "RESTART_DELAY_S", 0.05)
     monkeypatch.setattr(workers, "RESTART_DELAY_MAX_S", 0.2)
     with open(tmp_path / SERVE_LOCK, "a") as lock:
-        tended = Workers(exit_at_once, [], HeldLock(lock.fileno()))
+        tended = Workers(serve_then_exit, [], HeldLock(lock.fileno()))
         tended.add(Worker("w0", {}, {}))
         deadline = time.monotonic() + 120
         while tended.restarts()["w0"] < 4:
             assert time.monotonic() < deadline
-            tended.tend()
+            assert tended.tend() is None
             time.sleep(0.01)
         tended.stop()
     waits = re.findall(r"exited with 3; starting another in its place in (\S+) s", capsys.readouterr().err)
     assert waits == ["0.05", "0.1", "0.2", "0.2"]
+
+
+def test_a_worker_that_exits_before_it_first_served_ends_the_run_with_its_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open(tmp_path / SERVE_LOCK, "a") as lock:
+        tended = Workers(exit_at_once, [], HeldLock(lock.fileno()))
+        tended.add(Worker("w0", {}, {}))
+        deadline = time.monotonic() + 120
+        while (status := tended.tend()) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        tended.stop()
+    assert status == 3 and tended.restarts() == {"w0": 0}
+    assert (
+        "worker egressguard-w0 exited with 3 before it served; stopping the others" in capsys.readouterr().err
+    )

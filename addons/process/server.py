@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from typing import Any
 
 from mitmproxy import addonmanager, exceptions, hooks, options
@@ -115,12 +116,28 @@ class HookIndex(addonmanager.AddonManager):
 
 
 def serve(
-    settings: dict[str, Any], passthrough: Sequence[str] = (), announce: Callable[[], None] = lambda: None
+    settings: dict[str, Any],
+    passthrough: Sequence[str] = (),
+    announce: Callable[[], None] = lambda: None,
+    served: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve until SIGINT or SIGTERM. ``passthrough`` holds raw ``option=value`` mitmproxy settings;
     ``announce`` runs once every option has been accepted, before serving, so a configuration error is
-    reported before the banner."""
-    asyncio.run(_serve(settings, passthrough, announce))
+    reported before the banner; ``served`` once the proxy serves."""
+    asyncio.run(_serve(settings, passthrough, announce, served))
+
+
+class Served:
+    """Calls ``served`` at mitmproxy's ``running`` (the listeners are up), after every other addon's,
+    unless one of them could not start."""
+
+    def __init__(self, runtime: Runtime, served: Callable[[], None]) -> None:
+        self.runtime = runtime
+        self.served = served
+
+    def running(self) -> None:
+        if self.runtime.startup_error is None:
+            self.served()
 
 
 def unavailable(host: str, port: int) -> str | None:
@@ -138,13 +155,18 @@ def unavailable(host: str, port: int) -> str | None:
     return None
 
 
-async def _serve(settings: dict[str, Any], passthrough: Sequence[str], announce: Callable[[], None]) -> None:
+async def _serve(
+    settings: dict[str, Any],
+    passthrough: Sequence[str],
+    announce: Callable[[], None],
+    served: Callable[[], None],
+) -> None:
     opts = options.Options()
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
     HookIndex.install(master.addons)
     install_speedups()
     runtime = Runtime()
-    master.addons.add(*default_addons(runtime))
+    master.addons.add(*default_addons(runtime), Served(runtime, served))
     _apply(opts, settings, passthrough)
     announce()
     loop = asyncio.get_running_loop()
@@ -190,15 +212,16 @@ def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequenc
 
 
 def serve_worker(
-    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock
+    settings: dict[str, Any], passthrough: Sequence[str], sockets: Sockets, serving: HeldLock, ready: Event
 ) -> None:
     """One of several workers sharing the listen port (``proxy.commands.workers``): it serves each proxy
-    mode on the listening sockets the supervisor made for it (``sockets``). ``serving`` is the data dir's
-    lock, open in this process for its life: a supervisor started after this one's died waits for it."""
+    mode on the listening sockets the supervisor made for it (``sockets``), and sets ``ready`` once it
+    does. ``serving`` is the data dir's lock, open in this process for its life: a supervisor started
+    after this one's died waits for it."""
     _serve_on(sockets)
     _stop_with_supervisor()
     try:
-        serve(settings, passthrough)
+        serve(settings, passthrough, served=ready.set)
     except StartupError as error:
         print(f"egressguard: {error}", file=sys.stderr)
         sys.exit(2)

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import IO, Any
 
@@ -174,13 +175,14 @@ def supervise(
     serving: HeldLock,
     admin: tuple[str, int] | None = None,
 ) -> int:
-    """Run ``target(settings, passthrough, sockets, serving)`` in one process for each of ``listening``
-    (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_server``) until a
-    signal; return the exit status (0, or 2 when the admin listener cannot listen). A worker that exits
-    on its own is started again on the same sockets (``Workers.tend``), which are kept open here for
-    that. With ``admin`` (host, port), this process serves the host's one admin listener there, in front
-    of each worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``).
-    SIGHUP is passed on to every worker: each re-reads the policy itself."""
+    """Run ``target(settings, passthrough, sockets, serving, ready)`` in one process for each of
+    ``listening`` (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_server``;
+    ``ready``, an event it sets once it serves) until a signal; return the exit status (0; that of a
+    worker that could not start, see ``Workers.tend``; 2 when the admin listener cannot listen). A worker
+    that exits on its own is started again on the same sockets, which are kept open here for that. With
+    ``admin`` (host, port), this process serves the host's one admin listener there, in front of each
+    worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``). SIGHUP is
+    passed on to every worker: each re-reads the policy itself."""
     try:
         return asyncio.run(_supervise(listening, target, settings, passthrough, data_dir, serving, admin))
     finally:
@@ -216,6 +218,8 @@ class Worker:
     settings: dict[str, Any]
     sockets: Sockets
     process: BaseProcess | None = None
+    ready: Event | None = None
+    """Set by the process once it serves."""
     started: float = 0.0
     restarts: int = 0
     delay: float = 0.0
@@ -241,24 +245,36 @@ class Workers:
         self._start(worker)
 
     def _start(self, worker: Worker) -> None:
+        worker.ready = self.context.Event()
         worker.process = self.context.Process(
             target=self.target,
-            args=(worker.settings, self.passthrough, worker.sockets, self.serving),
+            args=(worker.settings, self.passthrough, worker.sockets, self.serving, worker.ready),
             name=f"egressguard-{worker.writer}",
         )
         worker.process.start()
         worker.started = time.monotonic()
         worker.due = None
 
-    def tend(self) -> None:
+    def tend(self) -> int | None:
         """Schedule the start of another process in place of each that exited, ``RESTART_DELAY_S`` after
         it exited, or twice the last wait when it exited within ``RESTART_STEADY_S`` of its start (to at
-        most ``RESTART_DELAY_MAX_S``): one that cannot start is not started again and again at once."""
+        most ``RESTART_DELAY_MAX_S``): one that cannot start is not started again and again at once.
+        A worker whose first process exited before it served cannot start at all (its audit directory
+        unwritable, say), which starting it again would not change: its exit status is returned, and the
+        run is to end with it."""
         now = time.monotonic()
         for worker in self.workers.values():
             process = worker.process
             if process is None or process.is_alive():
                 continue
+            if worker.restarts == 0 and worker.ready is not None and not worker.ready.is_set():
+                status = process.exitcode or 0
+                print(
+                    f"egressguard: worker {process.name} exited with {status} before it served; "
+                    "stopping the others",
+                    file=sys.stderr,
+                )
+                return status
             if worker.due is None:
                 steady = now - worker.started >= RESTART_STEADY_S
                 worker.delay = (
@@ -275,6 +291,7 @@ class Workers:
             elif now >= worker.due:
                 worker.restarts += 1
                 self._start(worker)
+        return None
 
     def alive(self) -> dict[str, bool]:
         return {
@@ -328,7 +345,9 @@ async def _watch(workers: Workers, sockets: Path | None, admin: tuple[str, int] 
                 )
                 return 2
         while not stopping.is_set():
-            workers.tend()
+            status = workers.tend()
+            if status is not None:
+                return status
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), 0.2)
         return 0
