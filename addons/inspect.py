@@ -40,6 +40,7 @@ from proxy.exchange import Completion, RequestView
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
+from proxy.scanning.residual import CONTEXT_CHARS
 from proxy.scanning.rulepack import ScanTimeout
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
@@ -99,7 +100,8 @@ EVERY_READING_KEY = "egressguard.inspect.every_reading"
 """A request whose declared charset reads otherwise (``ReadEveryWay``): every reading is inspected, in
 enforce mode too, and it is refused only where one finds what the policy acts on."""
 OFF_LOOP_BYTES = 256 << 10
-"""Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds)."""
+"""Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds), as are
+those whose ``inspection_weight`` is."""
 
 
 def observes_only(policy: Policy) -> bool:
@@ -224,6 +226,13 @@ def codings(message: http.Message) -> str:
     codings, which were applied after them."""
     content, transfer = coding_headers(message)
     return ", ".join([content if content is not None else "identity", *_listed_transfer_codings(transfer)])
+
+
+def inspection_weight(raw: bytes) -> int:
+    """A body's size as its inspection's work goes: every string of a JSON body no dialect reads is read
+    with up to ``CONTEXT_CHARS`` characters of what its field carried before, so each quote (half a string,
+    or of a key) counts for half of that too. A list of 20,000 five-digit strings (180 KB) took 5 s."""
+    return len(raw) + raw.count(b'"') * (CONTEXT_CHARS // 2)
 
 
 def is_compressed(message: http.Message) -> bool:
@@ -826,12 +835,16 @@ class Inspect:
     async def _off_loop_if_large(
         inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
     ) -> None:
-        """Inspect a large body in a worker thread, so the event loop keeps serving every other agent
-        meanwhile (a compressed one may be small and decode to the inspection cap); the same code runs
-        either way, so the verdict is the same. mitmproxy holds the flow until the hook returns, so
-        nothing else touches it while the thread works."""
+        """Inspect a large body (``inspection_weight``) in a worker thread, so the event loop keeps serving
+        every other agent meanwhile (a compressed one may be small and decode to the inspection cap); the
+        same code runs either way, so the verdict is the same. mitmproxy holds the flow until the hook
+        returns, so nothing else touches it while the thread works."""
         raw = message.raw_content if message is not None else None
-        if raw and message is not None and (len(raw) >= OFF_LOOP_BYTES or is_compressed(message)):
+        if (
+            raw
+            and message is not None
+            and (inspection_weight(raw) >= OFF_LOOP_BYTES or is_compressed(message))
+        ):
             await asyncio.to_thread(inspect, flow)
         else:
             inspect(flow)

@@ -8,11 +8,16 @@ their median and worst latency while the large prompt is in flight, and how long
 egressguard inspects large bodies off the event loop, but its detectors hold Python's GIL while they run,
 so the worst small-request latency is the figure to watch; bare mitmdump shows what the proxy itself costs.
 
+Then the same for a JSON request of many short strings in a field no dialect reads (``--strings``
+five-digit numbers, 180 KB for 20,000), in enforce mode: each such string is scanned with up to 256
+characters of what its field carried before, so the body costs what one many times its size does, and is
+inspected in a worker thread as a large one is.
+
 Then the same for a compression bomb: a 256 KB gzip completion that inflates to 256 MiB, over an
 inspection cap of 64 KiB, so egressguard (in enforce mode) decodes and redacts it as it arrives, on the
 event loop; the small prompts go to another upstream meanwhile.
 
-    python3 bench/stall.py [--large-mb 7.5] [--rounds 3] [--bomb-mib 256]
+    python3 bench/stall.py [--large-mb 7.5] [--rounds 3] [--strings 20000] [--bomb-mib 256]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.latency import SHORT_PROMPT, TRANSCRIPT, ask, process, proxy_commands
+from bench.latency import CONTEXT, SHORT_PROMPT, TRANSCRIPT, ask, bench_policy, process, proxy_commands
 from proxy.commands.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port, policy_yaml
 from tests.upstream import FakeUpstream, Reply
@@ -86,6 +91,25 @@ def stall(make_client: Callable[[], httpx.Client], url: str, large: str, rounds:
     return {"idle median": statistics.median(idle), **during}
 
 
+def strings_stall(
+    make_client: Callable[[], httpx.Client], url: str, strings: int, rounds: int
+) -> dict[str, float]:
+    """Small-request latencies while a body of ``strings`` short strings is inspected, over ``rounds``
+    bodies (each with other numbers, as in real traffic)."""
+    sent = itertools.count()
+
+    def send_strings() -> float:
+        first = next(sent) * strings
+        numbers = [f"{number % 100_000:05d}" for number in range(first, first + strings)]
+        started = time.perf_counter()
+        with make_client() as client:
+            body = {"model": "m", "messages": ask(SHORT_PROMPT), "metadata": numbers}
+            client.post(url, json=body).raise_for_status()
+        return time.perf_counter() - started
+
+    return small_requests_while(make_client, url, send_strings, rounds)
+
+
 def bomb_stall(
     make_client: Callable[[], httpx.Client], bomb_url: str, small_url: str, rounds: int
 ) -> dict[str, float]:
@@ -127,19 +151,45 @@ def clients_for(workdir: Path, bare_port: int, guard_port: int) -> dict[str, Cal
             proxy=f"http://127.0.0.1:{bare_port}",
             timeout=120,
             verify=str(workdir / "bare-ca" / "mitmproxy-ca-cert.pem"),
+            headers=CONTEXT,
         ),
         "egressguard": lambda: httpx.Client(
             proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{guard_port}",
             timeout=120,
             verify=str(workdir / "data" / "ca" / "mitmproxy-ca-cert.pem"),
+            headers=CONTEXT,
         ),
     }
+
+
+def side_by_side(
+    workdir: Path,
+    policy: str,
+    upstream_ca: Path,
+    title: str,
+    measure: Callable[[Callable[[], httpx.Client]], dict[str, float]],
+    bare_options: tuple[str, ...] = (),
+) -> dict[str, dict[str, float]]:
+    """``measure`` through bare mitmdump (with ``bare_options``), then through egressguard under ``policy``,
+    both run from ``workdir``."""
+    workdir.mkdir(exist_ok=True)
+    (workdir / "policy.yaml").write_text(policy)
+    env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
+    bare_port, guard_port = free_port(), free_port()
+    bare, guard = proxy_commands(workdir, upstream_ca, bare_port, guard_port)
+    results: dict[str, dict[str, float]] = {}
+    with process([*bare, *bare_options], bare_port, workdir, env), process(guard, guard_port, workdir, env):
+        print(title)
+        for name, make_client in clients_for(workdir, bare_port, guard_port).items():
+            results[name] = measure(make_client)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large-mb", type=float, default=7.5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--strings", type=int, default=20_000)
     parser.add_argument("--bomb-mib", type=int, default=256)
     args = parser.parse_args()
 
@@ -149,44 +199,42 @@ def main() -> None:
     upstream.reply = Reply(text="ok")
     url = f"{upstream.url}/v1/chat/completions"
     large = (TRANSCRIPT * (int(args.large_mb * 1e6) // len(TRANSCRIPT) + 1))[: int(args.large_mb * 1e6)]
-    env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
-    bare_port, guard_port = free_port(), free_port()
-    (workdir / "policy.yaml").write_text(
-        policy_yaml(workdir / "data", extra="inspection: {max_body_bytes: 16MiB}\n")
+    results = side_by_side(
+        workdir / "large",
+        policy_yaml(workdir / "large" / "data", extra="inspection: {max_body_bytes: 16MiB}\n"),
+        pki.ca_cert,
+        f"a {len(large) / 1e6:.1f} MB prompt, {args.rounds} rounds; one-line prompts sent meanwhile",
+        lambda make_client: stall(make_client, url, large, args.rounds),
+        ("--set", "stream_large_bodies=16m"),  # the same cap as egressguard's policy
     )
-    bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
-    bare += ["--set", "stream_large_bodies=16m"]  # the same cap as egressguard's policy
-    results: dict[str, dict[str, float]] = {}
-    with process(bare, bare_port, workdir, env), process(guard, guard_port, workdir, env):
-        print(f"a {len(large) / 1e6:.1f} MB prompt, {args.rounds} rounds; one-line prompts sent meanwhile")
-        for name, make_client in clients_for(workdir, bare_port, guard_port).items():
-            results[name] = stall(make_client, url, large, args.rounds)
     print_figures(results, "large one")
+
+    results = side_by_side(
+        workdir / "strings",
+        bench_policy(workdir / "strings" / "data"),
+        pki.ca_cert,
+        f"a JSON request of {args.strings} five-digit strings in a field no dialect reads (enforce), "
+        f"{args.rounds} rounds; one-line prompts sent meanwhile",
+        lambda make_client: strings_stall(make_client, url, args.strings, args.rounds),
+    )
+    print_figures(results, "strings")
 
     text = b'{"choices":[{"message":{"content":"' + b"A" * (args.bomb_mib << 20) + b'"}}]}'
     bomber = FakeUpstream(pki)
     bomb = gzip.compress(text, 6)
     bomber.reply = Reply(encoded_body=("gzip", bomb))
-    bomb_dir = workdir / "bomb"
-    bomb_dir.mkdir()
-    (bomb_dir / "policy.yaml").write_text(
-        policy_yaml(bomb_dir / "data", mode="enforce", extra="inspection: {max_body_bytes: 64KiB}\n")
+    results = side_by_side(
+        workdir / "bomb",
+        policy_yaml(workdir / "bomb" / "data", mode="enforce", extra="inspection: {max_body_bytes: 64KiB}\n"),
+        pki.ca_cert,
+        f"a {len(bomb) / 1e3:.0f} KB gzip completion inflating to {args.bomb_mib} MiB (cap 64 KiB, "
+        f"enforce), {args.rounds} rounds; one-line prompts meanwhile",
+        lambda make_client: bomb_stall(make_client, f"{bomber.url}/v1/chat/completions", url, args.rounds),
+        ("--set", "stream_large_bodies=64k"),
     )
-    bare, guard = proxy_commands(bomb_dir, pki.ca_cert, bare_port, guard_port)
-    bare += ["--set", "stream_large_bodies=64k"]
-    bomb_results: dict[str, dict[str, float]] = {}
-    with process(bare, bare_port, bomb_dir, env), process(guard, guard_port, bomb_dir, env):
-        print(
-            f"a {len(bomb) / 1e3:.0f} KB gzip completion inflating to "
-            f"{args.bomb_mib} MiB (cap 64 KiB, enforce), {args.rounds} rounds; one-line prompts meanwhile"
-        )
-        for name, make_client in clients_for(bomb_dir, bare_port, guard_port).items():
-            bomb_results[name] = bomb_stall(
-                make_client, f"{bomber.url}/v1/chat/completions", url, args.rounds
-            )
     bomber.close()
     upstream.close()
-    print_figures(bomb_results, "bomb")
+    print_figures(results, "bomb")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import asyncio
 import gzip
 import json
 import textwrap
+import threading
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -44,6 +46,19 @@ def inspect_addon(mode: str, extra: str = "") -> Inspect:
         environ={},
     )
     return Inspect(Runtime(policy, SqliteStateStore(None)))
+
+
+def chat_flow(body: dict[str, Any]) -> tflow.HTTPFlow:
+    """A chat-completion request to api.openai.com carrying ``body``."""
+    flow = tflow.tflow()
+    flow.request.host, flow.request.path, flow.request.method = (
+        "api.openai.com",
+        "/v1/chat/completions",
+        "POST",
+    )
+    flow.request.headers["content-type"] = "application/json"
+    flow.request.content = json.dumps(body).encode()
+    return flow
 
 
 def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
@@ -97,14 +112,7 @@ def streamed_chat(
     addon = inspect_addon(mode)
     if no_time:
         addon.runtime.detectors.sensitive.timeout_s = addon.runtime.detectors.sensitive.rescan_s = 0.0
-    flow = tflow.tflow()
-    flow.request.host, flow.request.path, flow.request.method = (
-        "api.openai.com",
-        "/v1/chat/completions",
-        "POST",
-    )
-    flow.request.headers["content-type"] = "application/json"
-    flow.request.content = json.dumps({"model": "gpt-4o", "stream": True, "messages": []}).encode()
+    flow = chat_flow({"model": "gpt-4o", "stream": True, "messages": []})
     turn = Turn(TurnContext(agent_id="bot", role="r"))
     flow.metadata[METADATA_KEY] = turn
     with taddons.context(addon):
@@ -407,3 +415,31 @@ def test_a_session_that_only_reads_reads_events_up_to_the_inspection_cap() -> No
         filtering.feed(chunk)
     filtering.finish()
     assert filtering.unread_events == 1 and filtering.completion.text == []
+
+
+@pytest.mark.parametrize(("strings", "off_loop"), [(3000, True), (30, False)])
+def test_a_json_body_of_many_short_strings_is_inspected_in_a_worker_thread(
+    strings: int, off_loop: bool
+) -> None:
+    """Each string of a JSON body that no dialect reads is scanned with up to 256 characters of what its
+    field carried before: a body of many short strings costs what one many times its size does, so it is
+    inspected off the event loop as a large one is (the same code, so the same verdict: a key among the
+    strings is redacted). A body of few strings stays on the loop."""
+    addon = inspect_addon("enforce", "redaction: {requests: true}")
+    numbers = [f"{number:05d}" for number in range(strings)]
+    flow = chat_flow({"model": "gpt-4o", "messages": [], "metadata": [*numbers, f"key {AWS_KEY}"]})
+    assert len(flow.request.content) < 64 << 10
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    inspected_in: list[threading.Thread] = []
+    inspect_request = addon.inspect_request
+
+    def inspect_and_note_the_thread(inspected: http.HTTPFlow) -> None:
+        inspected_in.append(threading.current_thread())
+        inspect_request(inspected)
+
+    addon.inspect_request = inspect_and_note_the_thread  # type: ignore[method-assign]
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+    assert (inspected_in != [threading.main_thread()]) is off_loop
+    assert json.loads(flow.request.content)["metadata"][:-1] == numbers
+    assert AWS_KEY not in flow.request.text

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from mitmproxy import http
 from mitmproxy.flow import Error
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons
 
 from addons.gate.turns import METADATA_KEY
 from addons.inspect import Inspect
@@ -24,6 +24,7 @@ from proxy.inspection import TurnInspector
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
+from tests.test_inspect_addon import chat_flow as chat_request
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
 
@@ -43,15 +44,9 @@ def runtime(tmp_path: Path, mode: str) -> Runtime:
 
 
 def chat_flow() -> Any:
-    flow = tflow.tflow()
-    flow.request.host, flow.request.path, flow.request.method = (
-        "api.openai.com",
-        "/v1/chat/completions",
-        "POST",
+    flow = chat_request(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": f"deploy with key {AWS_KEY}"}]}
     )
-    flow.request.headers["content-type"] = "application/json"
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": f"deploy with key {AWS_KEY}"}]}
-    flow.request.content = json.dumps(body).encode()
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r", user_id="u-1"))
     return flow
 

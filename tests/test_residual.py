@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy.model import Threat
 from proxy.scanning.redact import StreamRedactor
-from proxy.scanning.residual import _CONTEXT, JsonScan, UnescapingFilter, canonical_escapes
+from proxy.scanning.residual import CONTEXT_CHARS, JsonScan, UnescapingFilter, canonical_escapes
 from proxy.scanning.rulepack import Match, ScanBudget, Scanner, ScanResult, load_packaged_packs
 
 AWS = "AKIAQWERTY234567ABCD"
@@ -161,7 +161,7 @@ def test_values_repeated_after_the_same_text_are_not_scanned_again(scanner: Scan
     nothing but their repeats; from then on an event of them scans nothing and moves no field's text."""
     residual = scan(scanner)
     event = {"id": "chatcmpl-9x2", "object": "chat.completion.chunk", "model": "gpt-4o", "tier": ""}
-    for _ in range(_CONTEXT // len("gpt-4o") + 2):
+    for _ in range(CONTEXT_CHARS // len("gpt-4o") + 2):
         residual.filter("chunk", json.loads(json.dumps(event)))
     settled = residual.generation
     for _ in range(5):

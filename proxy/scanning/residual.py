@@ -40,7 +40,8 @@ Path = tuple[Step, ...]
 # starts after a line break and ends before one, where a rule that wants its match to start a text or
 # follow a space (``(?<![^\s"'])``) reads it as it reads the string alone.
 _SEPARATOR = "\n\x00\n"
-_CONTEXT = 256
+CONTEXT_CHARS = 256
+"""How much of what a field carried before a string is read with it (a secret split across list items)."""
 _MAX_CACHED_KEYS = 4096
 _MAX_ALIKE = 8
 """Kinds of alike documents whose strings a scan keeps (``JsonScan.filter``'s ``alike``)."""
@@ -258,7 +259,7 @@ class JsonScan:
             field_values = in_document.setdefault(shape, [])
             field_values.append((path, text))
             context = self._tails.get(shape, "")
-            tail = (context + text)[-_CONTEXT:]
+            tail = (context + text)[-CONTEXT_CHARS:]
             if tail != context:
                 self._tails[shape] = tail
                 self.generation += 1
@@ -436,11 +437,11 @@ class JsonScan:
 
 def _within_reach(values: list[tuple[Path, str]]) -> tuple[tuple[Path, str], ...]:
     """The values of a field before its last that a match read on from the field's context can reach back
-    into: the fewest that hold ``_CONTEXT`` characters, or all (a long list is not copied whole for
+    into: the fewest that hold ``CONTEXT_CHARS`` characters, or all (a long list is not copied whole for
     every item)."""
     start = len(values) - 1
     held = 0
-    while start > 0 and held < _CONTEXT:
+    while start > 0 and held < CONTEXT_CHARS:
         start -= 1
         held += len(values[start][1])
     return tuple(values[start:-1])
