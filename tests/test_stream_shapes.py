@@ -316,3 +316,18 @@ def test_a_place_is_never_read_as_a_count(name: str) -> None:
     ]
     chunks = [start, *written] if start else written
     assert relay(make, chunks, shapes=True) == relay(make, chunks, shapes=False)
+
+
+def test_a_long_event_sets_no_shape() -> None:
+    """A shape's pattern is compiled and kept in a cache every session shares: events longer than a
+    delta ever is get none, and read as without shapes."""
+    written = [event(chat, None, f"{number}" + "long text " * 500, "plain", number) for number in range(6)]
+    sender, *_ = sessions(OpenAIChat(), shapes=True)
+    for chunk in written:
+        sender(chunk)
+    assert not sender._shapes
+    short = [event(chat, None, f"word{number} ", "plain", number) for number in range(6)]
+    for chunk in short:
+        sender(chunk)
+    assert sender._shapes
+    assert relay(OpenAIChat, written, shapes=True) == relay(OpenAIChat, written, shapes=False)

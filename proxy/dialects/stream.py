@@ -1022,6 +1022,10 @@ _SHAPES_KEPT = 4
 """Shapes a session keeps: the upstream's and what egressguard wrote (read back), a few event kinds."""
 _SHAPED_EVENT_NAMES = 64
 """Event names a session makes shapes for; the dialects' streams use a handful."""
+_MAX_SHAPED_DATA = 4096
+"""The longest data a shape is made of (a delta's is a few hundred characters): a shape's pattern is
+compiled, and kept in ``re``'s cache of 512 patterns shared by every session, which an upstream's long
+events must not fill with megabytes each."""
 _PLAIN_STRING = r'"[^"\\\x00-\x1f]*"'
 """A JSON string written without an escape."""
 _COUNT = r"(?:0|[1-9][0-9]{0,15})"
@@ -1060,7 +1064,7 @@ class _Shape:
         cls, event: SSEEvent, payload: Any, handled: Collection[Path], *, faithful: bool, ordinary: bool
     ) -> _Shape | None:
         data = event.data
-        if data is None or len(handled) != 1 or "\\" in data:
+        if data is None or len(data) > _MAX_SHAPED_DATA or len(handled) != 1 or "\\" in data:
             return None
         (path,) = handled
         text: Any = payload
