@@ -303,6 +303,20 @@ def test_shapes_are_made_for_a_bounded_number_of_event_names() -> None:
     assert relay(OpenAIResponses, chunks, shapes=True) == relay(OpenAIResponses, chunks, shapes=False)
 
 
+def test_the_events_kept_to_skip_rereading_are_bounded_however_many_kinds_a_stream_names() -> None:
+    """An upstream that gives event after event a type of its own makes a session keep the strings of a
+    few kinds' last events, not one for each kind; an event of a kind no longer kept is read again, its
+    secret found. (An event is kept once its reading finds nothing new: here, after some sixty alike.)"""
+    sender, _, sending, _ = sessions(OpenAIResponses(), shapes=True)
+    for number in range(40):
+        event = json.dumps({**responses("word "), "type": f"kind{number}"}).encode()
+        for _ in range(60):
+            sender(b"data: " + event + b"\n\n")
+    assert 0 < len(sender._skeletons) <= stream_module._SKELETON_KINDS
+    sender(b"data: " + json.dumps({**responses("word "), "type": "kind0", "note": KEY}).encode() + b"\n\n")
+    assert [found.rule.id for found in sending.found] == ["github-pat"]
+
+
 @pytest.mark.parametrize("name", list(DIALECTS))
 def test_a_place_is_never_read_as_a_count(name: str) -> None:
     """An index names a place, whose highest value some clients read -1 as: an event of a known shape

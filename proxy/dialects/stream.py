@@ -850,6 +850,8 @@ class StreamSession(ABC):
         if shape is not None and shape.handled == handled:
             shape.quiet = (kind, generation) if quiet else None
         if quiet and skeleton is not None:
+            if len(self._skeletons) >= _SKELETON_KINDS:
+                del self._skeletons[next(iter(self._skeletons))]  # the kind kept longest ago
             # Kept apart from the payload, which the transform may change before the next event.
             self._skeletons[kind] = (generation, copy.deepcopy(skeleton))
         return filtered, changed
@@ -1020,6 +1022,9 @@ class _Read:
 
 _SHAPES_KEPT = 4
 """Shapes a session keeps: the upstream's and what egressguard wrote (read back), a few event kinds."""
+_SKELETON_KINDS = 16
+"""Event kinds whose last event a session keeps to skip reading it again (``_scan_residual``): the
+dialects' streams use a handful, and an upstream naming every event anew makes no memory grow by it."""
 _SHAPED_EVENT_NAMES = 64
 """Event names a session makes shapes for; the dialects' streams use a handful."""
 _MAX_SHAPED_DATA = 4096
