@@ -17,7 +17,8 @@ read and dropped, and the connection keeps serving its other streams.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+import types
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from mitmproxy.proxy.layers.http._events import RequestEndOfMessage, ResponseEnd
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
 CommandGenerator = Generator[commands.Command, Any, None]
+State = Callable[[events.Event], CommandGenerator]
 
 
 @dataclass
@@ -39,7 +41,44 @@ class RequestOverCapHook(commands.StartHook):
     flow: http.HTTPFlow
 
 
+class StateOfItsOwn:
+    """A stream's state, one of its own methods (all mitmproxy makes a state of), kept as the method's
+    function and bound to the stream when read: the same method, equal to the one set, without the
+    reference from the stream to itself that a bound method kept on it is."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = f"_{name}_function"
+
+    def __get__(self, stream: http_layer.HttpStream, owner: type | None = None) -> State:
+        try:
+            return types.MethodType(stream.__dict__[self.attribute], stream)
+        except KeyError:
+            raise AttributeError(self.attribute.removesuffix("_function").lstrip("_")) from None
+
+    def __set__(self, stream: http_layer.HttpStream, state: State) -> None:
+        if not isinstance(state, types.MethodType) or state.__self__ is not stream:
+            raise TypeError(f"a stream's state is one of its own methods, not {state!r}")
+        stream.__dict__[self.attribute] = state.__func__
+
+
 class AnsweringStream(http_layer.HttpStream):
+    """mitmproxy's HTTP stream, answering early, and freed as soon as it is done.
+
+    mitmproxy keeps a stream's two states as the stream's own bound methods and the stream in its
+    context's list of layers: two reference cycles, so every finished stream, with its flow (request,
+    response, both bodies), waited for the garbage collector. Here the states are kept as functions and
+    bound when read (``StateOfItsOwn``), and a stream that is done and not upgraded leaves its context's
+    layers once the HTTP layer has dropped it: its flow is freed when the last reference to it goes."""
+
+    client_state = StateOfItsOwn()
+    server_state = StateOfItsOwn()
+
+    def flow_done(self) -> CommandGenerator:
+        yield from super().flow_done()
+        if self._handle_event != self.passthrough and self in self.context.layers:
+            self.mode  # noqa: B018  # mitmproxy reads it from the stream's place among the layers, once
+            self.context.layers.remove(self)
+
     def start_request_stream(self) -> CommandGenerator:
         if self.flow.response is None and self.client_state == self.state_consume_request_body:
             yield RequestOverCapHook(self.flow)
