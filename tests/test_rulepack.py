@@ -34,8 +34,10 @@ from proxy.scanning.rulepack import (
     rules_dir,
     token_end,
 )
+from proxy.scanning.rulepack import _TRIGGER_TABLE as TRIGGER_TABLE
 from proxy.scanning.rulepack import _hits_across_space_runs as hits_across_space_runs
 from proxy.scanning.rulepack import _Keywords as Keywords
+from proxy.scanning.rulepack import _trigger_view as trigger_view
 from proxy.scanning.rulepack import _uniform_runs as uniform_runs
 from proxy.scanning.validators import (
     dutch_bsn_valid,
@@ -682,6 +684,11 @@ LONG_LEAD = "ab" * (_FEW_BLOCKS * _RUN_BLOCK // 2)
 """A lead of as many blocks as are looked for without numpy, none of them made of one character."""
 
 
+def _ascii(char: str, ascii_only: bool) -> str:
+    """``char``, or where only ASCII is wanted an ASCII character for each one past it."""
+    return char if char.isascii() or not ascii_only else chr(ord("c") + ord(char) % 3)
+
+
 def runs_by_definition(view: str, shortest: int) -> list[tuple[int, int]]:
     """Maximal stretches of whole aligned blocks made of one same character, at least ``shortest`` long."""
     blocks = [view[start : start + _RUN_BLOCK] for start in range(0, len(view) - _RUN_BLOCK + 1, _RUN_BLOCK)]
@@ -696,6 +703,18 @@ def runs_by_definition(view: str, shortest: int) -> list[tuple[int, int]]:
     return [(low, high) for low, high in runs if high - low >= shortest]
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet=[*map(chr, range(128)), *"\u0130\u212a\u00c9\u00a0\u2028\u3000\u03a3\ud800\U0001f600"])
+)
+def test_the_trigger_view_is_the_lowercased_text_through_the_table(text: str) -> None:
+    """ASCII text (one table that lowercases too), text that lowercases to ASCII (the Kelvin sign, a
+    dotted capital I) and other text read as its definition: lowercased, then the table."""
+    ascii_text = text.encode("ascii", "ignore").decode()
+    for read in (text, ascii_text):
+        assert trigger_view(read) == read.replace("\u0130", "i").lower().translate(TRIGGER_TABLE)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     pieces=st.lists(
@@ -704,12 +723,14 @@ def runs_by_definition(view: str, shortest: int) -> list[tuple[int, int]]:
     ),
     shortest=st.sampled_from([_RUN_BLOCK, 2 * _RUN_BLOCK, 3 * _RUN_BLOCK + 5]),
     long=st.booleans(),
+    ascii_only=st.booleans(),
 )
 def test_runs_of_one_character_are_found_by_whole_blocks(
-    pieces: list[tuple[str, int]], shortest: int, long: bool
+    pieces: list[tuple[str, int]], shortest: int, long: bool, ascii_only: bool
 ) -> None:
-    """Short and long texts alike (below and above the number of blocks numpy is set up for)."""
-    view = (LONG_LEAD if long else "") + "".join(char * length for char, length in pieces)
+    """Short and long texts alike (below and above the number of blocks numpy is set up for), ASCII
+    (whose blocks are compared as integers) and not."""
+    view = (LONG_LEAD if long else "") + "".join(_ascii(char, ascii_only) * length for char, length in pieces)
     assert uniform_runs(view, shortest) == runs_by_definition(view, shortest)
 
 
@@ -726,17 +747,23 @@ def test_runs_of_one_character_are_found_by_whole_blocks(
     ),
     offset=st.integers(min_value=0, max_value=3),
     long=st.booleans(),
+    ascii_only=st.booleans(),
 )
 def test_a_block_of_one_character_but_one_place_is_no_run(
-    blocks: list[tuple[str, int | None, str]], offset: int, long: bool
+    blocks: list[tuple[str, int | None, str]], offset: int, long: bool, ascii_only: bool
 ) -> None:
     """Blocks made of one character except at one place (any place: the middle the search looks at
-    first and all the others), and whole ones, in any order and alignment, in short and long texts."""
+    first and all the others), and whole ones, in any order and alignment, in short and long texts,
+    ASCII and not."""
     view = (
         (LONG_LEAD if long else "")
         + "x" * offset
         + "".join(
-            char * _RUN_BLOCK if place is None else char * place + other + char * (_RUN_BLOCK - place - 1)
+            _ascii(char, ascii_only) * _RUN_BLOCK
+            if place is None
+            else _ascii(char, ascii_only) * place
+            + _ascii(other, ascii_only)
+            + _ascii(char, ascii_only) * (_RUN_BLOCK - place - 1)
             for char, place, other in blocks
         )
     )
