@@ -91,6 +91,9 @@ BLOCKED_CODE = "egressguard_blocked"
 REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
+UNREAD_ATTACHMENT_RULE = "inspection.attachment"
+"""A file a request carries encoded (base64, a ``data:`` URL) that does not decode: a lenient decoder may
+read what no detector saw."""
 TEXT_ENCODING_KEY = "egressguard.inspect.text_encoding"
 """The encoding other than UTF-8 the request body came in (``as_utf8``), which a rewrite goes back in."""
 OTHER_READINGS_KEY = "egressguard.inspect.other_readings"
@@ -940,10 +943,25 @@ class Inspect:
         if unreadable and refused:
             self._refuse_request(flow, dialect, inspector, request_refusal_status(unreadable), refused)
             return None
-        secret = self._read_binaries(flow, inspector, read, "request")
+        secret = self._read_binaries(flow, inspector, read, "request") or self._read_attachments(
+            flow, inspector, view
+        )
         if secret is not None:
             self._refuse_request(flow, dialect, inspector, 403, secret)
             return None
+        for where, reason in view.unread_attachments:
+            signal = f"the file at {where} does not decode ({reason}); it was not read"
+            finding = body_finding(
+                UNREAD_ATTACHMENT_RULE,
+                signal,
+                where,
+                inspection_threat(policy),
+                enforced=inspector.normalises,
+            )
+            turn.add(finding)
+            if finding.enforced:
+                self._refuse_request(flow, dialect, inspector, 400, finding)
+                return None
         others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
             keys_read_otherwise = self._read_keys_otherwise(
@@ -1330,6 +1348,18 @@ class Inspect:
             message.drop()
         elif forwarded != text:
             message.content = forwarded.encode("utf-8", "surrogateescape")
+
+    def _read_attachments(
+        self, flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView
+    ) -> Finding | None:
+        """The files a request carries encoded that do not read as text (a PDF, an archive), each read as
+        binary content (``_read_binary``): the finding that refuses the request, if any."""
+        for where, content in view.attachments:
+            inspector.turn.errors.append(f"request: the file at {where} read in its printable runs")
+            refused = self._read_binary(flow, inspector, content, where, "request", sent_by_agent=True)
+            if refused is not None:
+                return refused
+        return None
 
     def _read_binaries(
         self, flow: http.HTTPFlow, inspector: TurnInspector, body: bytes | BinaryBody | None, side: str

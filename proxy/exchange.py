@@ -33,6 +33,10 @@ class Part:
     where: str
     tool_name: str | None = None
     tool_call_id: str | None = None
+    encoded: str | None = None
+    """For the text of a file the request carries encoded (``proxy.dialects.attachments``): what stands
+    before its encoding at ``where`` (a ``data:`` URL's head, or nothing for bare base64). A rewrite writes
+    the text back encoded so."""
 
 
 @dataclass(slots=True)
@@ -58,6 +62,10 @@ class RequestView:
     tool_calls: list[ToolCall] = field(default_factory=list)
     stream: bool = False
     parse_error: str | None = None
+    attachments: list[tuple[str, bytes]] = field(default_factory=list)
+    """Files the request carries encoded that do not read as text, by locator: read as binary content."""
+    unread_attachments: list[tuple[str, str]] = field(default_factory=list)
+    """Files the request carries encoded that do not decode, by locator, with why."""
 
 
 @dataclass(slots=True)

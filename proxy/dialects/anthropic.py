@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.dialects.attachments import is_media, read_attachment
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -122,9 +123,9 @@ class Anthropic(Dialect):
                     # A tool result may hold search results and documents, which the model reads too.
                     for inner, raw_inner in enumerate(as_list(block.get("content"))):
                         if _is_document(inner_block := as_dict(raw_inner)):
-                            view.parts.extend(_document_parts(inner_block, f"{where}.content[{inner}]"))
+                            _read_document(view, inner_block, f"{where}.content[{inner}]")
                 elif _is_document(block):
-                    view.parts.extend(_document_parts(block, where))
+                    _read_document(view, block, where)
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             tool = as_dict(raw_tool)
             name = as_str(tool.get("name")) or as_str(tool.get("type")) or ""
@@ -187,16 +188,18 @@ def _is_document(block: dict[str, Any]) -> bool:
     return block.get("type") in ("document", "search_result")
 
 
-def _document_parts(block: dict[str, Any], where: str) -> list[Part]:
-    parts: list[Part] = []
+def _read_document(view: RequestView, block: dict[str, Any], where: str) -> None:
+    """A document's or search result's texts: its source given as text, in base64 (a text file read as
+    text, a PDF as binary content) or as content blocks, and its own content blocks."""
     source = as_dict(block.get("source"))
     if isinstance(source.get("data"), str) and source.get("type") == "text":
-        parts.append(Part(Source.RETRIEVED_DOCUMENT, source["data"], f"{where}.source.data"))
+        view.parts.append(Part(Source.RETRIEVED_DOCUMENT, source["data"], f"{where}.source.data"))
+    elif source.get("type") == "base64" and not is_media(as_str(source.get("media_type"))):
+        read_attachment(view, source.get("data"), f"{where}.source.data", Source.RETRIEVED_DOCUMENT)
     for text_where, text in content_texts(source.get("content"), f"{where}.source.content"):
-        parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
+        view.parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
     for text_where, text in content_texts(block.get("content"), f"{where}.content"):
-        parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
-    return parts
+        view.parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
 
 
 def _usage(value: Any) -> Usage:

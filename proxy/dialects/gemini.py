@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.dialects.attachments import is_media, read_attachment
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -54,6 +55,20 @@ def field_of(mapping: dict[str, Any], camel: str) -> tuple[str, Any]:
         return camel, mapping[camel]
     snake = snake_case(camel)
     return snake, mapping.get(snake)
+
+
+def _read_inline_data(
+    view: RequestView,
+    part: dict[str, Any],
+    where: str,
+    source: Source,
+    tool_name: str | None = None,
+    call_id: str | None = None,
+) -> None:
+    """The file a part carries in ``inlineData`` (not an image, audio or video)."""
+    inline_key, inline = field_of(part, "inlineData")
+    if isinstance(inline, dict) and not is_media(as_str(field_of(inline, "mimeType")[1])):
+        read_attachment(view, inline.get("data"), f"{where}.{inline_key}.data", source, tool_name, call_id)
 
 
 def _function_call(call: dict[str, Any], where: str) -> ToolCall:
@@ -189,6 +204,7 @@ class Gemini(Dialect):
                 where = f"contents[{position}].parts[{index}]"
                 _, call = field_of(part, "functionCall")
                 response_key, response = field_of(part, "functionResponse")
+                _read_inline_data(view, part, where, source)
                 if isinstance(call, dict):
                     tool_call = _function_call(call, where)
                     view.tool_calls.append(tool_call)
@@ -201,6 +217,12 @@ class Gemini(Dialect):
                     steps = ("contents", position, "parts", index, response_key, "response")
                     for text_where, text in walk_strings(response.get("response"), steps):
                         view.parts.append(Part(Source.TOOL_RESULT, text, text_where, name, call_id))
+                    # A function's response may carry files of its own, as parts beside its JSON.
+                    for inner, raw_inner in enumerate(as_list(response.get("parts"))):
+                        inner_where = f"{where}.{response_key}.parts[{inner}]"
+                        _read_inline_data(
+                            view, as_dict(raw_inner), inner_where, Source.TOOL_RESULT, name, call_id
+                        )
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
             for index, raw_declaration in enumerate(as_list(declarations)):

@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.dialects.attachments import read_attachment
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -112,11 +113,14 @@ class OpenAIChat(Dialect):
             tool_name = None
             if role in ("tool", "function"):
                 tool_name = names_by_call_id.get(call_id or "") or as_str(message.get("name"))
+            source = ROLE_SOURCES.get(role, Source.USER)
             for key in TEXT_KEYS:
                 for where, text in content_texts(message.get(key), f"{base}.{key}", ("text", "refusal")):
-                    view.parts.append(
-                        Part(ROLE_SOURCES.get(role, Source.USER), text, where, tool_name, call_id)
-                    )
+                    view.parts.append(Part(source, text, where, tool_name, call_id))
+            for index, raw_part in enumerate(as_list(message.get("content"))):
+                file = as_dict(as_dict(raw_part).get("file"))
+                where = f"{base}.content[{index}].file.file_data"
+                read_attachment(view, file.get("file_data"), where, source, tool_name, call_id)
             for tool_call in _message_calls(message, base):
                 view.tool_calls.append(tool_call)
                 if tool_call.id is not None:

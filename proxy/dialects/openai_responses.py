@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.dialects.attachments import read_attachment
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -153,6 +154,22 @@ def returned_parts(item: dict[str, Any], base: str) -> list[Part]:
     return parts
 
 
+def _read_files(
+    view: RequestView,
+    content: Any,
+    base: str,
+    source: Source,
+    tool_name: str | None = None,
+    call_id: str | None = None,
+) -> None:
+    """The files a message's or a tool output's ``input_file`` parts carry in ``file_data``."""
+    for index, raw_part in enumerate(as_list(content)):
+        part = as_dict(raw_part)
+        if part.get("type") == "input_file":
+            where = f"{base}[{index}].file_data"
+            read_attachment(view, part.get("file_data"), where, source, tool_name, call_id)
+
+
 def _item_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
     """The texts of a message's or a reasoning item's parts."""
     segments: list[TextSegment] = []
@@ -198,6 +215,7 @@ class OpenAIResponses(Dialect):
                 source = ROLE_SOURCES.get(as_str(item.get("role")) or "", Source.USER)
                 for where, text in content_texts(item.get("content"), f"{base}.content", ("text", "refusal")):
                     view.parts.append(Part(source, text, where))
+                _read_files(view, item.get("content"), f"{base}.content", source)
             elif item_type in CALL_ITEMS:
                 call = _tool_call(item, base)
                 view.tool_calls.append(call)
@@ -213,6 +231,9 @@ class OpenAIResponses(Dialect):
                     item.get("output"), f"{base}.output", ("text", "stdout", "stderr")
                 ):
                     view.parts.append(Part(Source.TOOL_RESULT, text, where, tool_name, call_id))
+                _read_files(
+                    view, item.get("output"), f"{base}.output", Source.TOOL_RESULT, tool_name, call_id
+                )
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             tool = as_dict(raw_tool)
             name = (

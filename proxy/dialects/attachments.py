@@ -1,0 +1,76 @@
+"""Files a request carries encoded in a string (base64, or a ``data:`` URL): decoded so that a text file is
+read as the prose of its message and any other file as binary content is."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from urllib.parse import unquote_to_bytes
+
+from proxy.dialects.base import readable_text
+from proxy.exchange import Part, RequestView, Source
+
+_DATA_URL = re.compile(r"data:([^,]*),", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def decode_attachment(value: str) -> tuple[str, bytes] | str:
+    """The bytes of a file given as ``value`` (a ``data:`` URL, in base64 or percent-encoded, or bare
+    base64) with what stands before them in it (the URL's head, or nothing); or why it does not decode.
+    Line breaks in base64 and missing padding are taken, as lenient decoders take them; any other
+    character outside the alphabet is no base64."""
+    head = ""
+    data = value
+    if (url := _DATA_URL.match(value)) is not None:
+        head, data = url.group(0), value[url.end() :]
+        if not url.group(1).lower().endswith(";base64"):
+            return head, unquote_to_bytes(data)
+    data = _WHITESPACE.sub("", data)
+    data += "=" * (-len(data) % 4)
+    try:
+        return head, base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return "not valid base64"
+
+
+def is_media(media_type: str | None) -> bool:
+    """Images, audio and video: not read (what they hold is no text a rule reads, and they are large)."""
+    return (media_type or "").lower().startswith(("image/", "audio/", "video/"))
+
+
+def written(head: str | None, text: str) -> str:
+    """``text`` as a part whose file was encoded after ``head`` (``Part.encoded``) is written back."""
+    if head is None:
+        return text
+    if head and not head.lower().endswith(";base64,"):
+        head = head[:-1] + ";base64,"  # a percent-encoded data URL goes back in base64, as valid a spelling
+    return head + base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
+
+
+def read_attachment(
+    view: RequestView,
+    value: object,
+    where: str,
+    source: Source,
+    tool_name: str | None = None,
+    tool_call_id: str | None = None,
+) -> None:
+    """Adds the file encoded in ``value`` at ``where``, in a message from ``source``, to ``view``: as a part
+    where it reads as text, as an attachment read as binary content where it does not, and as unread
+    where it does not decode. A value that is no string (a file given by id or URL) holds nothing to read.
+    A file is content the model reads, as a retrieved document is (whoever attached it did not write
+    it), or a tool's result where a tool returned it."""
+    if not isinstance(value, str) or not value:
+        return
+    decoded = decode_attachment(value)
+    if isinstance(decoded, str):
+        view.unread_attachments.append((where, decoded))
+        return
+    head, content = decoded
+    text = readable_text(content)
+    if text is None:
+        view.attachments.append((where, content))
+    else:
+        read_as = source if source is Source.TOOL_RESULT else Source.RETRIEVED_DOCUMENT
+        view.parts.append(Part(read_as, text, where, tool_name, tool_call_id, encoded=head))

@@ -1,0 +1,202 @@
+"""Files a request carries encoded: decoded as lenient decoders decode them, read as text where they are
+text (located at the encoded field, written back encoded), as binary content where not, and reported
+where they do not decode; images, audio and video are not read."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
+from proxy.dialects.attachments import decode_attachment, is_media, written
+from proxy.dialects.base import Dialect
+from proxy.exchange import Source
+
+TEXT = "col,value\nname,orders\n"
+B64 = base64.b64encode(TEXT.encode()).decode()
+PDF = b"%PDF-1.4\n\x00\x01\x02\xff binary"
+PDF_B64 = base64.b64encode(PDF).decode()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (B64, ("", TEXT.encode())),
+        (f"data:text/csv;base64,{B64}", ("data:text/csv;base64,", TEXT.encode())),
+        (f"DATA:text/csv;BASE64,{B64}", ("DATA:text/csv;BASE64,", TEXT.encode())),
+        ("data:text/plain,a%20b%0A", ("data:text/plain,", b"a b\n")),
+        (B64[:20] + "\n" + B64[20:].rstrip("="), ("", TEXT.encode())),  # wrapped, padding left out
+        ("SGVsbG8*!!", "not valid base64"),
+        ("data:text/plain;base64,@@@@", "not valid base64"),
+    ],
+)
+def test_decode_attachment(value: str, expected: tuple[str, bytes] | str) -> None:
+    assert decode_attachment(value) == expected
+
+
+@pytest.mark.parametrize("head", ["", "data:text/plain;base64,", "data:text/plain,"])
+def test_text_is_written_back_encoded_as_it_came(head: str) -> None:
+    decoded = decode_attachment(written(head, "é\udcff ok"))
+    assert not isinstance(decoded, str)
+    assert decoded[1] == "é".encode() + b"\xff ok"
+    assert decoded[0] == ("data:text/plain;base64," if head else "")
+    assert written(None, "plain") == "plain"
+
+
+def test_images_audio_and_video_are_media() -> None:
+    assert all(is_media(kind) for kind in ("image/png", "AUDIO/wav", "video/mp4"))
+    assert not any(is_media(kind) for kind in ("text/plain", "application/pdf", "application/json", None))
+
+
+def chat(part: dict[str, Any], role: str = "user") -> bytes:
+    return json.dumps(
+        {"model": "m", "messages": [{"role": role, "content": [part], "tool_call_id": "c"}]}
+    ).encode()
+
+
+CASES: list[tuple[Dialect, bytes, bytes, str]] = [
+    (
+        OpenAIChat(),
+        chat({"type": "file", "file": {"file_data": f"data:text/csv;base64,{B64}"}}),
+        chat({"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF_B64}"}}),
+        "messages[0].content[0].file.file_data",
+    ),
+    (
+        OpenAIResponses(),
+        json.dumps(
+            {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_file", "file_data": f"data:text/csv;base64,{B64}"}],
+                    }
+                ]
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_file", "file_data": f"data:application/pdf;base64,{PDF_B64}"}
+                        ],
+                    }
+                ]
+            }
+        ).encode(),
+        "input[0].content[0].file_data",
+    ),
+    (
+        Anthropic(),
+        json.dumps(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "text/csv", "data": B64},
+                            }
+                        ],
+                    }
+                ]
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {
+                                    "type": "base64",
+                                    "media_type": "application/pdf",
+                                    "data": PDF_B64,
+                                },
+                            }
+                        ],
+                    }
+                ]
+            }
+        ).encode(),
+        "messages[0].content[0].source.data",
+    ),
+    (
+        Gemini(),
+        json.dumps(
+            {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "text/csv", "data": B64}}]}]}
+        ).encode(),
+        json.dumps(
+            {
+                "contents": [
+                    {
+                        "role": "user",
+                        "parts": [{"inline_data": {"mime_type": "application/pdf", "data": PDF_B64}}],
+                    }
+                ]
+            }
+        ).encode(),
+        "contents[0].parts[0].inlineData.data",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "text_file", "pdf", "where"), CASES, ids=lambda case: getattr(case, "name", "")
+)
+def test_every_dialect_reads_a_text_file_as_text_and_a_pdf_as_binary(
+    dialect: Dialect, text_file: bytes, pdf: bytes, where: str
+) -> None:
+    view = dialect.parse_request(text_file)
+    (part,) = [part for part in view.parts if part.text == TEXT]
+    assert (part.where, part.source) == (where, Source.RETRIEVED_DOCUMENT)
+    rewritten = dialect.parse_request(
+        dialect.rewrite_request(text_file, {where: written(part.encoded, "new")})
+    )
+    assert [part.text for part in rewritten.parts if part.where == where] == ["new"]
+    assert dialect.parse_request(pdf).attachments == [(where.replace("inlineData", "inline_data"), PDF)]
+    unread = dialect.parse_request(text_file.replace(B64[:8].encode(), b"*!#$%^&*"))
+    assert unread.unread_attachments == [(where, "not valid base64")]
+
+
+def test_files_in_tool_results_are_tool_results_and_images_are_not_read() -> None:
+    gemini = {
+        "contents": [
+            {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "!!not base64"}}]},
+            {
+                "role": "user",
+                "parts": [
+                    {
+                        "functionResponse": {
+                            "name": "get",
+                            "response": {},
+                            "parts": [{"inlineData": {"mimeType": "text/csv", "data": B64}}],
+                        }
+                    }
+                ],
+            },
+        ]
+    }
+    view = Gemini().parse_request(json.dumps(gemini).encode())
+    assert [(part.where, part.source, part.tool_name) for part in view.parts] == [
+        ("contents[1].parts[0].functionResponse.parts[0].inlineData.data", Source.TOOL_RESULT, "get")
+    ]
+    assert view.unread_attachments == [] and view.attachments == []
+    tool = chat({"type": "file", "file": {"file_data": B64}}, role="tool")
+    assert [part.source for part in OpenAIChat().parse_request(tool).parts] == [Source.TOOL_RESULT]
+    output = {
+        "type": "function_call_output",
+        "call_id": "c",
+        "output": [{"type": "input_file", "file_data": B64}],
+    }
+    responses = OpenAIResponses().parse_request(json.dumps({"input": [output]}).encode())
+    assert [(part.where, part.source) for part in responses.parts] == [
+        ("input[0].output[0].file_data", Source.TOOL_RESULT)
+    ]

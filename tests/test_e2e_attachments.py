@@ -1,0 +1,187 @@
+"""End to end, with the official SDKs through a real egressguard: a text file an agent sends encoded in
+base64 (Chat Completions' ``file`` part, Responses' ``input_file``, an Anthropic ``document``, Gemini's
+``inlineData``), also as a tool's result, is read as the text it holds: an injection in it is quarantined
+and a secret redacted inside the file, which leaves encoded as it came; a PDF is read as binary content is;
+a file whose base64 does not decode is refused where enforced; a README, a PDF and an image raise
+nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_injection import ATTACK, AWS_KEY, MARKER, README
+from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
+from tests.upstream import FakeUpstream
+
+POISONED = f"{README}\n{ATTACK}\n"
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + bytes(range(256)) * 4
+
+
+def encoded(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def pdf_of(text: str) -> bytes:
+    """A one-page PDF whose page text is ``text`` in a deflated content stream, as PDF writers make it."""
+    stream = zlib.compress(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode())
+    return (
+        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+        b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
+        b"3 0 obj << /Type /Page /Parent 2 0 R /Contents 4 0 R >> endobj\n"
+        + f"4 0 obj << /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode()
+        + stream
+        + b"\nendstream\nendobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    )
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    return _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+
+
+def reading(record: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [
+        (finding["threat"], finding["where"], finding["enforced"])
+        for finding in record["findings"]
+        if finding["rule"] != "egress.first_seen"
+    ]
+
+
+def decoded_at(sent: Any, *steps: str | int) -> str:
+    for step in steps:
+        sent = sent[step]
+    assert isinstance(sent, str)
+    return base64.b64decode(sent.partition(";base64,")[2] or sent).decode()
+
+
+def test_an_injection_in_a_chat_file_is_quarantined_inside_the_file(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    file = {"filename": "README.md", "file_data": f"data:text/markdown;base64,{encoded(POISONED)}"}
+    messages: Any = [
+        {"role": "user", "content": [{"type": "text", "text": "summarise"}, {"type": "file", "file": file}]}
+    ]
+    openai_client(upstream).chat.completions.create(model="m", messages=messages)
+    sent = json.loads(upstream.received[-1].body)["messages"][0]["content"][1]["file"]["file_data"]
+    assert sent.startswith("data:text/markdown;base64,")
+    text = decoded_at(sent)
+    assert "attacker@evil.example" not in text and MARKER in text and README.strip() in text
+    where = "messages[0].content[1].file.file_data"
+    found = [finding for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"]
+    assert found and all(finding[1:] == (where, True) for finding in found)
+
+
+def test_a_secret_in_a_responses_file_is_redacted_inside_the_file(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    content = [
+        {"type": "input_text", "text": "check this config"},
+        {
+            "type": "input_file",
+            "filename": "app.env",
+            "file_data": f"data:text/plain;base64,{encoded(f'AWS_KEY={AWS_KEY}\n')}",
+        },
+    ]
+    openai_client(upstream).responses.create(model="m", input=[{"role": "user", "content": content}])  # type: ignore[typeddict-item]
+    text = decoded_at(json.loads(upstream.received[-1].body), "input", 0, "content", 1, "file_data")
+    assert AWS_KEY not in text and text.startswith("AWS_KEY=[REDACTED:aws-access-key-id]")
+    assert ("data_exfiltration", "input[0].content[1].file_data", True) in reading(last_record(enforce))
+
+
+def test_an_injection_in_a_document_a_tool_returned_is_quarantined(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """Anthropic: a tool's result holding a document in base64."""
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "text/plain", "data": encoded(POISONED)},
+    }
+    messages: Any = [
+        {"role": "user", "content": "read the README"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "fetch", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [document]}]},
+    ]
+    anthropic_client(upstream).messages.create(model="m", max_tokens=10, messages=messages)
+    sent = json.loads(upstream.received[-1].body)
+    text = decoded_at(sent, "messages", 2, "content", 0, "content", 0, "source", "data")
+    assert "attacker@evil.example" not in text and MARKER in text
+    where = "messages[2].content[0].content[0].source.data"
+    assert ("prompt_injection", where, True) in reading(last_record(enforce))
+
+
+def test_an_injection_in_gemini_inline_data_is_quarantined(enforce: Proxy, upstream: FakeUpstream) -> None:
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url))
+    file = types.Part.from_bytes(data=POISONED.encode(), mime_type="text/markdown")
+    client.models.generate_content(model="gemini-2.5-flash", contents=[file, "summarise it"])
+    sent = json.loads(upstream.received[-1].body)["contents"][0]["parts"][0]
+    text = decoded_at(sent, "inlineData", "data")
+    assert "attacker@evil.example" not in text and MARKER in text
+    assert ("prompt_injection", "contents[0].parts[0].inlineData.data", True) in reading(last_record(enforce))
+
+
+def test_a_pdf_attachment_is_read_as_binary_content(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A PDF cannot be rewritten: a key on its page refuses the request, nothing leaves."""
+    file = {
+        "filename": "keys.pdf",
+        "file_data": f"data:application/pdf;base64,{encoded(pdf_of(f'key {AWS_KEY}'))}",
+    }
+    messages: Any = [{"role": "user", "content": [{"type": "file", "file": file}]}]
+    with pytest.raises(openai.PermissionDeniedError):
+        openai_client(upstream).chat.completions.create(model="m", messages=messages)
+    assert upstream.received == []
+    assert ("data_exfiltration", "messages[0].content[0].file.file_data", True) in reading(
+        last_record(enforce)
+    )
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_file_whose_base64_does_not_decode_is_refused_where_enforced(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream, mode: str
+) -> None:
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    file = {"filename": "a.txt", "file_data": "data:text/plain;base64,SGVsbG8*!!"}
+    messages: Any = [{"role": "user", "content": [{"type": "file", "file": file}]}]
+    if mode == "enforce":
+        with pytest.raises(openai.BadRequestError) as raised:
+            openai_client(upstream).chat.completions.create(model="m", messages=messages)
+        assert "inspection.attachment" in str(raised.value) and upstream.received == []
+    else:
+        openai_client(upstream).chat.completions.create(model="m", messages=messages)
+        assert len(upstream.received) == 1
+    (finding,) = [f for f in last_record(proxy)["findings"] if f["rule"] == "inspection.attachment"]
+    assert (finding["where"], finding["enforced"]) == (
+        "messages[0].content[0].file.file_data",
+        mode == "enforce",
+    )
+
+
+def test_a_readme_a_pdf_and_an_image_raise_nothing_and_leave_as_sent(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    readme = {"filename": "README.md", "file_data": f"data:text/markdown;base64,{encoded(README)}"}
+    pdf = {
+        "filename": "guide.pdf",
+        "file_data": f"data:application/pdf;base64,{encoded(pdf_of(README[:200]))}",
+    }
+    image = {"url": f"data:image/png;base64,{encoded(PNG)}"}
+    content = [
+        {"type": "text", "text": "what do these say?"},
+        {"type": "file", "file": readme},
+        {"type": "file", "file": pdf},
+        {"type": "image_url", "image_url": image},
+    ]
+    messages: Any = [{"role": "user", "content": content}]
+    openai_client(upstream).chat.completions.create(model="m", messages=messages)
+    assert json.loads(upstream.received[-1].body)["messages"] == messages
+    assert reading(last_record(enforce)) == []
