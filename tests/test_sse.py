@@ -285,6 +285,17 @@ BLOCKS = st.sampled_from(
         b"data: split\r\ndata: ends\n\n",
         b": comment\n\n",
         b"event: named\ndata: x\n\n",
+        b"event:\ndata: no name\n\n",
+        b"event:tight\ndata:tight\n\n",
+        b"event:  two spaces\ndata: x\n\n",
+        b"event: \xff not UTF-8\ndata: x\n\n",
+        b"event: a:b\ndata: colon in the name\n\n",
+        b"event: one\nevent: two\ndata: x\n\n",
+        b"event: a name alone\n\n",
+        b"event: named\ndata: a\ndata: b\n\n",
+        b"event: crlf\r\ndata: x\n\n",
+        b"event: unfinished\ndata: x",
+        b"eventual: not a name\ndata: x\n\n",
         b"data: x\nid: 9\n\n",
         b"\n",
         b"\n\n",
@@ -324,16 +335,26 @@ class LineReader(SSEParser):
     st.lists(BLOCKS, max_size=12),
     st.lists(st.integers(min_value=0, max_value=600), max_size=10),
     st.sampled_from([64, 1 << 20]),
-    st.sampled_from([b"data: first\n\n", b"", b"\xef\xbb\xbf", b"\xef", b"\xef\xbb\xbfdata: x\n\n"]),
+    st.sampled_from(
+        [
+            b"data: first\n\n",
+            b"",
+            b"\xef\xbb\xbf",
+            b"\xef",
+            b"\xef\xbb\xbfdata: x\n\n",
+            b"event: first\ndata: x\n\n",
+            b"\xef\xbb\xbfevent: bom\ndata: x\n\n",
+        ]
+    ),
 )
 def test_whole_events_in_one_chunk_read_as_the_line_reader_reads_them(
     blocks: list[bytes], cuts: list[int], cap: int, lead: bytes
 ) -> None:
-    """Chunks that bring whole ``data`` events are read by a shortcut: whatever else the chunks hold (CR
-    and CRLF line ends, several data lines, comments, other fields, blank lines alone, bytes not UTF-8,
-    an event cut anywhere or longer than the cap, a byte order mark), every event and every byte comes
-    out as the line reader gives them from the same chunks, and, under a cap no event reaches, as it
-    gives them from one byte at a time."""
+    """Chunks that bring whole ``data`` events, named or not, are read by a shortcut: whatever else the
+    chunks hold (CR and CRLF line ends, several data lines, names, comments, other fields, blank lines
+    alone, bytes not UTF-8, an event cut anywhere or longer than the cap, a byte order mark), every event
+    and every byte comes out as the line reader gives them from the same chunks, and, under a cap no
+    event reaches, as it gives them from one byte at a time."""
     stream = b"".join(blocks)
     for chunks in (cuts, []):
         expected = feed_chunked(LineReader(max_event_bytes=cap), stream, chunks, lead)

@@ -171,7 +171,7 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         events: list[SSEEvent] = []
         rest = chunk
-        if self._at_stream_start and chunk.startswith(b"data:"):
+        if self._at_stream_start and chunk.startswith((b"data:", b"event:")):
             self._at_stream_start = False  # no byte order mark
         if not (self._buffer or self._skipping or self._after_cr or self._at_stream_start):
             rest = self._read_data_events(chunk, events)
@@ -201,20 +201,32 @@ class SSEParser:
 
     @staticmethod
     def _read_data_events(chunk: bytes, events: list[SSEEvent]) -> bytes:
-        """Reads the events at the start of ``chunk`` that are one ``data`` line each, LF-terminated (how
-        model APIs frame every event), as the line reader would, and returns the rest for it: from the
-        first block of another shape (a CR anywhere, more lines, another field, a comment, a blank line
-        alone) or the event not yet complete. Only called between events, where nothing is held, and past
-        a byte order mark."""
+        """Reads the events at the start of ``chunk`` that are one ``data`` line each, after at most one
+        ``event`` line, LF-terminated (how model APIs frame every event), as the line reader would, and
+        returns the rest for it: from the first block of another shape (a CR anywhere, more lines, another
+        field, a comment, a blank line alone) or the event not yet complete. Only called between events,
+        where nothing is held, and past a byte order mark."""
         if b"\r" in chunk:
             return chunk
         start = 0
         while True:
             end = chunk.find(b"\n", start)
-            if end < 0 or not chunk.startswith(b"data:", start) or chunk[end + 1 : end + 2] != b"\n":
+            name = b""
+            data = start
+            if end >= 0 and chunk.startswith(b"event:", start):
+                name = chunk[start + 7 if chunk[start + 6 : start + 7] == b" " else start + 6 : end]
+                data = end + 1
+                end = chunk.find(b"\n", data)
+            if end < 0 or not chunk.startswith(b"data:", data) or chunk[end + 1 : end + 2] != b"\n":
                 return chunk[start:] if start else chunk
-            value = chunk[start + 6 if chunk[start + 5 : start + 6] == b" " else start + 5 : end]
-            events.append(SSEEvent(data=value.decode("utf-8", errors="replace"), raw=chunk[start : end + 2]))
+            value = chunk[data + 6 if chunk[data + 5 : data + 6] == b" " else data + 5 : end]
+            events.append(
+                SSEEvent(
+                    data=value.decode("utf-8", errors="replace"),
+                    event=name.decode("utf-8", errors="replace") or None,
+                    raw=chunk[start : end + 2],
+                )
+            )
             start = end + 2
 
     def _give_up_on_event(self, events: list[SSEEvent]) -> bytes:
