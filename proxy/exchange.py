@@ -6,6 +6,7 @@ these objects, never raw bodies.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,9 +35,23 @@ class Part:
     tool_name: str | None = None
     tool_call_id: str | None = None
     encoded: str | None = None
-    """For the text of a file the request carries encoded (``proxy.dialects.attachments``): what stands
-    before its encoding at ``where`` (a ``data:`` URL's head, or nothing for bare base64). A rewrite writes
-    the text back encoded so."""
+    """For the text of a file carried encoded (``proxy.dialects.attachments``): what stands before its
+    encoding at ``where`` (a ``data:`` URL's head, or nothing for bare base64). A rewrite writes the text
+    back encoded so (``written``)."""
+
+    def written(self, text: str) -> str:
+        """``text`` as it is written at ``where`` in place of this part's."""
+        return written(self.encoded, text)
+
+
+def written(head: str | None, text: str) -> str:
+    """``text`` as a file encoded after ``head`` (``Part.encoded``) is written: in base64 after it, a
+    percent-encoded ``data:`` URL's head saying so; as it is where nothing was encoded (None)."""
+    if head is None:
+        return text
+    if head and not head.lower().endswith(";base64,"):
+        head = head[:-1] + ";base64,"
+    return head + base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
 
 
 @dataclass(slots=True)
@@ -76,6 +91,8 @@ class TextSegment:
     """Not the model's answer: its reasoning (thinking blocks, reasoning fields), or content it or the
     agent reads (``Completion.add_read_content``). Scanned and redacted like any text, but not the answer
     a refusal is judged on."""
+    encoded: str | None = None
+    """As ``Part.encoded``: the text of a file, written back encoded (``written``)."""
 
 
 @dataclass(slots=True)
@@ -95,7 +112,7 @@ class Completion:
         and as text, so that redaction and quarantine reach it."""
         for part in parts:
             self.parts.append(part)
-            self.text.append(TextSegment(part.text, part.where, reasoning=True))
+            self.text.append(TextSegment(part.text, part.where, reasoning=True, encoded=part.encoded))
 
     @property
     def full_text(self) -> str:

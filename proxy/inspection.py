@@ -57,7 +57,6 @@ from proxy.dialects import (
     ToolGate,
     chain_filters,
 )
-from proxy.dialects.attachments import written
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, parse_locator, set_at
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
@@ -426,7 +425,7 @@ class TurnInspector:
                 part, outgoing, self._sensitive(part.text, part.where), vaulted=vaults
             )
             if outgoing is not part.text:
-                verdict.replacements[part.where] = written(part.encoded, outgoing)
+                verdict.replacements[part.where] = part.written(outgoing)
         # History comes back with every request. Read content's verdict is cached, and what was withheld
         # when it was fresh is withheld again, or the next turn would carry it to the model. An agent keeps
         # its own unredacted history: a secret redacted when it was fresh leaves again in every later
@@ -443,7 +442,7 @@ class TurnInspector:
                     self._record(found)
             outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text), vaulted=vaults)
             if outgoing is not part.text:
-                verdict.replacements[part.where] = written(part.encoded, outgoing)
+                verdict.replacements[part.where] = part.written(outgoing)
         if view.dialect == MCP.name:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
@@ -713,7 +712,7 @@ class TurnInspector:
             for part in view.parts:
                 restored = _restored(vault, part.text, part.where)
                 if restored != part.text:
-                    replacements[part.where] = written(part.encoded, restored)
+                    replacements[part.where] = part.written(restored)
             self.record_vault_uses()
             return dialect.rewrite_request(body, replacements) if replacements else body
         document, error = load_json(body)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
-from proxy.dialects.attachments import decode_attachment, is_media, written
+from proxy.dialects import MCP, Anthropic, Gemini, OpenAIChat, OpenAIResponses
+from proxy.dialects.attachments import decode_attachment, is_media
 from proxy.dialects.base import Dialect
-from proxy.exchange import Source
+from proxy.exchange import Source, written
 
 TEXT = "col,value\nname,orders\n"
 B64 = base64.b64encode(TEXT.encode()).decode()
@@ -200,3 +200,24 @@ def test_files_in_tool_results_are_tool_results_and_images_are_not_read() -> Non
     assert [(part.where, part.source) for part in responses.parts] == [
         ("input[0].output[0].file_data", Source.TOOL_RESULT)
     ]
+
+
+def test_a_text_blob_in_an_mcp_result_is_read_and_rewritten_as_a_blob() -> None:
+    """What an MCP tool returns as an embedded resource's base64 ``blob``: a text one is a retrieved
+    document; an image or a blob that is no text is not read."""
+    content = [
+        {"type": "resource", "resource": {"uri": "file:///a.csv", "mimeType": "text/csv", "blob": B64}},
+        {
+            "type": "resource",
+            "resource": {"uri": "file:///b.pdf", "mimeType": "application/pdf", "blob": PDF_B64},
+        },
+        {"type": "resource", "resource": {"uri": "file:///c.png", "mimeType": "image/png", "blob": B64}},
+    ]
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": content}}).encode()
+    completion = MCP().parse_response(body)
+    assert [(part.where, part.text, part.source) for part in completion.parts] == [
+        ("result.content[0].resource.blob", TEXT, Source.RETRIEVED_DOCUMENT)
+    ]
+    rewritten = json.loads(MCP().rewrite_response(body, str.upper))["result"]["content"]
+    assert base64.b64decode(rewritten[0]["resource"]["blob"]).decode() == TEXT.upper()
+    assert rewritten[1:] == content[1:]

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import zlib
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_injection import ATTACK, AWS_KEY, MARKER, README
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
-from tests.upstream import FakeUpstream
+from tests.upstream import FakeUpstream, Reply, sse
 
 POISONED = f"{README}\n{ATTACK}\n"
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + bytes(range(256)) * 4
@@ -185,3 +187,44 @@ def test_a_readme_a_pdf_and_an_image_raise_nothing_and_leave_as_sent(
     openai_client(upstream).chat.completions.create(model="m", messages=messages)
     assert json.loads(upstream.received[-1].body)["messages"] == messages
     assert reading(last_record(enforce)) == []
+
+
+@pytest.mark.parametrize("framing", ["json", "event-stream"])
+def test_an_injection_in_a_text_blob_an_mcp_tool_returns_is_quarantined_inside_it(
+    enforce: Proxy, upstream: FakeUpstream, framing: str
+) -> None:
+    """An MCP tool's result may embed a resource as a base64 ``blob``: a text one is read as a retrieved
+    document and reaches the agent quarantined, still a blob; a PDF beside it passes as it came."""
+    poisoned = {"uri": "file:///README.md", "mimeType": "text/markdown", "blob": encoded(POISONED)}
+    pdf = {"uri": "file:///guide.pdf", "mimeType": "application/pdf", "blob": encoded(pdf_of(README[:200]))}
+    content = [{"type": "resource", "resource": poisoned}, {"type": "resource", "resource": pdf}]
+    message = {"jsonrpc": "2.0", "id": 5, "result": {"content": content}}
+    if framing == "json":
+        upstream.reply = Reply(body=json.dumps(message).encode())
+    else:
+        upstream.reply = Reply(events=[sse(message)])
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+        answer = client.post(
+            f"{upstream.url}/mcp",
+            json={
+                "jsonrpc": "2.0",
+                "id": 5,
+                "method": "tools/call",
+                "params": {"name": "read", "arguments": {}},
+            },
+            headers={
+                "X-Purpose": "p",
+                "X-User-Id": "u",
+                "X-Consent-Id": "c",
+                "Accept": f"application/{framing}",
+            },
+        )
+    body = answer.text if framing == "json" else answer.text.partition("data: ")[2]
+    received = json.loads(body)["result"]["content"]
+    text = base64.b64decode(received[0]["resource"]["blob"]).decode()
+    assert "attacker@evil.example" not in text and MARKER in text and README.strip() in text
+    assert received[1] == content[1]
+    where = "result.content[0].resource.blob"
+    found = [finding for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"]
+    assert found and all(finding[1:] == (where, True) for finding in found)

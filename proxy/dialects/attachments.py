@@ -39,13 +39,16 @@ def is_media(media_type: str | None) -> bool:
     return (media_type or "").lower().startswith(("image/", "audio/", "video/"))
 
 
-def written(head: str | None, text: str) -> str:
-    """``text`` as a part whose file was encoded after ``head`` (``Part.encoded``) is written back."""
-    if head is None:
-        return text
-    if head and not head.lower().endswith(";base64,"):
-        head = head[:-1] + ";base64,"  # a percent-encoded data URL goes back in base64, as valid a spelling
-    return head + base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
+def text_file(value: object) -> tuple[str, str] | None:
+    """The text of a file given encoded in ``value`` and what stands before its encoding there, where it
+    decodes to text (``readable_text``); None where it does not decode, or to binary."""
+    if not isinstance(value, str) or not value:
+        return None
+    decoded = decode_attachment(value)
+    if isinstance(decoded, str):
+        return None
+    text = readable_text(decoded[1])
+    return None if text is None else (decoded[0], text)
 
 
 def read_attachment(

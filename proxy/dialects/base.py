@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from proxy.dialects.locator import get_at, set_at
 from proxy.dialects.readings import read_with_shadowed
 from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json, encode_json
-from proxy.exchange import Completion, RequestView, ToolCall
+from proxy.exchange import Completion, RequestView, ToolCall, written
 from proxy.wire import jsontext
 
 ErrorResponse = tuple[int, dict[str, str], bytes]
@@ -284,7 +284,7 @@ class Dialect(ABC):
             if text != segment.text:
                 changed = True
                 if apply:
-                    document = set_at(document, segment.where, text)
+                    document = set_at(document, segment.where, written(segment.encoded, text))
         if dropped or notice is not None:
             if not apply:
                 return document, True  # whether dropping changes anything is known once it is done

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.dialects.attachments import is_media, text_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -70,6 +71,9 @@ def _item_parts(item: Any, steps: tuple[Step, ...], source: Source, call_id: str
     if isinstance(resource.get("text"), str):
         where = format_locator((*steps, "resource", "text"))
         parts.append(Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id))
+    elif not is_media(as_str(resource.get("mimeType"))) and (file := text_file(resource.get("blob"))):
+        where = format_locator((*steps, "resource", "blob"))
+        parts.append(Part(Source.RETRIEVED_DOCUMENT, file[1], where, None, call_id, encoded=file[0]))
     return parts
 
 

@@ -903,12 +903,12 @@ class StreamSession(ABC):
 
     def _read_content_out(self, part: Part) -> str:
         """Read content (a tool's result) whole in its event, as it goes out: quarantined as a JSON
-        answer's would be, then redacted."""
+        answer's would be, then redacted, and written as it is at its place (a file encoded again)."""
         quarantine = self.filters.content_filter
         text = part.text if quarantine is None else quarantine(part)
         if self.filters.text_filter is not None:
             text = self._filter_text(part.where, text) + self._close_channel(part.where)
-        return text
+        return part.written(text)
 
     def _close_channel(self, where: str) -> str:
         flushed = self._text.close(where)
