@@ -72,8 +72,11 @@ def test_enforce_mode_refuses_a_request_a_rule_ran_out_of_time_on(
     record, findings = timeout_findings(proxy)
     assert record["decision"] == "blocked"
     assert findings and all(finding["enforced"] for finding in findings), findings
-    assert {finding["threat"] for finding in findings} == {"data_exfiltration"}
-    assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+    # The injection detector, whose budget the rule spent, may have read none of a prompt.
+    threats = {finding["extra"]["rule"]: finding["threat"] for finding in findings}
+    assert threats.pop("injection-unread", "prompt_injection") == "prompt_injection"
+    assert set(threats.values()) == {"data_exfiltration"}
+    assert "payment-card" in threats
 
 
 @pytest.mark.parametrize("send", SENDS)

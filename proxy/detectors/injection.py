@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import regex
 
 from proxy.detectors.quoting import discussion_frame
 from proxy.exchange import Source
@@ -58,6 +59,24 @@ OWASP = "LLM01"
 # The poisoning that matters for an agent is of its context (docs/owasp.md, LLM03).
 CONTEXT_POISONING_OWASP = "LLM03"
 CLASSIFIER_RULE = "injection-classifier"
+UNREAD = Rule(
+    id="injection-unread",
+    description="The injection detector (its rules, its classifier) had no budget left to read the text",
+    pattern=regex.compile(r"(?!)"),
+    keywords=(),
+    threat=Threat.PROMPT_INJECTION,
+    severity=Severity.HIGH,
+    owasp=OWASP,
+    entropy=None,
+    validator=None,
+    secret_group=0,
+    match_examples=(),
+    no_match_examples=(),
+    enabled=True,
+    pack="injection",
+)
+"""What a text the detector did not read is out of time for (``_judge``): one finding for the text, not
+one for each rule and the classifier."""
 INDIRECT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, Source.TOOL_DESCRIPTION})
 READ_CONTENT_SOURCES = frozenset({Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT})
 """Data the agent read: judged against documents, where an imperative addressed to the AI is itself the
@@ -578,7 +597,7 @@ class InjectionDetector:
     ) -> None:
         """``timeout_s``: each rule's time limit over a text (``Scanner``)."""
         self._scanner = Scanner(packs, timeout_s=timeout_s)
-        self._rules = {rule.id: rule for rule in self._scanner.rules}
+        self._rules = {rule.id: rule for rule in (*self._scanner.rules, UNREAD)}
         self.classifier = classifier
         self._cache: OrderedDict[bytes, _Verdict] = OrderedDict()
         self._cache_entries = cache_entries
@@ -655,6 +674,11 @@ class InjectionDetector:
     def _judge(
         self, text: str, source: Source, budget: ScanBudget, structure: Structure | None = None
     ) -> _Verdict:
+        if budget.spent_for(len(text)):
+            # Once the budget is spent nothing more is read (no normalisation, no rule, no classifier),
+            # which bounds the work of a request: what the detector would find in the text is not known.
+            budget.timed_out.setdefault(UNREAD.id, UNREAD)
+            return _Verdict((), None, (), structure, (UNREAD.id,))
         indirect = source in INDIRECT_SOURCES
         with budget.metered():
             normalized = normalize(text)
@@ -669,7 +693,10 @@ class InjectionDetector:
                     continue
                 hits[rule.id] = rule.severity
         score = None
-        if self.classifier is not None:
+        if self.classifier is not None and budget.spent:
+            budget.timed_out.setdefault(UNREAD.id, UNREAD)
+            timed_out[UNREAD.id] = None
+        elif self.classifier is not None:
             with budget.metered():
                 score = max(self.classifier.score(form) for form in normalized.texts)
                 if structure is None and self.classifier.needs_structure(source, score):

@@ -185,6 +185,10 @@ class ScanBudget:
         """Nothing is left of it: no rule runs any more."""
         return self.left <= 0
 
+    def spent_for(self, chars: int) -> bool:
+        """Spent even with the share a text of ``chars`` characters would add: nothing may read it."""
+        return self.left + self.per_char * chars <= 0
+
     def renew(self) -> None:
         """The budget of the next request, response or message: all seconds back, no rule out of time."""
         self.left = self.seconds
