@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bz2
 import csv
+import gzip
 import hashlib
 import html.entities
 import json
+import lzma
 import random
 import re
 import string
@@ -35,6 +38,7 @@ import time
 import unicodedata
 import urllib.parse
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -139,6 +143,20 @@ def _circled(value: str) -> str:
     return "".join(map(circle, value))
 
 
+def _compressed(compress: Callable[[bytes], bytes]) -> Callable[[str], str]:
+    return lambda text: base64.b64encode(compress(text.encode())).decode()
+
+
+def _wrapped(width: int) -> Callable[[str], str]:
+    """Base64 of the text, wrapped at ``width``."""
+
+    def wrap(text: str) -> str:
+        encoded = _b64(text)
+        return "\n".join(encoded[index : index + width] for index in range(0, len(encoded), width))
+
+    return wrap
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -188,6 +206,13 @@ ENCODERS: dict[str, Encoder] = {
     "tab-spaced": _value(lambda value: "\t".join(value)),
     "nbsp-spaced": _value(lambda value: "\u00a0".join(value)),
     "base64(hex(percent))": lambda example, value: _b64(_hex(example.replace(value, _percent(value), 1))),
+    "base64-wrapped-10": _whole(_wrapped(10)),
+    "base64-wrapped-4": _whole(_wrapped(4)),
+    "gzip+base64": _whole(_compressed(lambda raw: gzip.compress(raw, mtime=0))),
+    "zlib+base64": _whole(_compressed(zlib.compress)),
+    "bzip2+base64": _whole(_compressed(bz2.compress)),
+    "xz+base64": _whole(_compressed(lzma.compress)),
+    "gzip+hex": _whole(lambda text: gzip.compress(text.encode(), mtime=0).hex()),
     "dash-separated": _value("-".join),
     "dot-separated": _value(".".join),
     "comma-separated": _value(", ".join),
@@ -378,6 +403,21 @@ def _separated_characters(rng: random.Random) -> str:
     )
 
 
+def _compressed_text(rng: random.Random) -> str:
+    config = json.dumps({"name": "svc", "replicas": rng.randint(1, 9), "image": "nginx:1.27", "debug": False})
+    page = "# Notes\n\n" + " ".join(rng.sample(_WORDS, 12))
+    return (
+        f"H4s payload: {base64.b64encode(gzip.compress(config.encode(), mtime=0)).decode()}\n"
+        f"deflated: {base64.b64encode(zlib.compress(page.encode())).decode()}\n"
+        f"xz: {base64.b64encode(lzma.compress(page.encode())).decode()}"
+    )
+
+
+def _short_lines(rng: random.Random) -> str:
+    words = "\n".join(rng.choice(["done", "exit", "quit", "next", "stop", "wait"]) for _ in range(8))
+    return f"{words}\nrelease\nversion\nsummary\n------\n------\n------\nABCDEF\n123456\nQWERTY"
+
+
 def _hexdump(rng: random.Random) -> str:
     raw = rng.randbytes(64)
     return "\n".join(
@@ -445,6 +485,8 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "hex dumps": _hexdump,
     "escapes in code": _code_escapes,
     "separated characters": _separated_characters,
+    "compressed text in base64": _compressed_text,
+    "short lines": _short_lines,
     "base64 of plain text": _base64_text,
     "ids and nonces": _ids_and_hashes,
 }

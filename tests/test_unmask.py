@@ -6,8 +6,13 @@ hard negatives (hashes, digests, images, UUIDs, minified JS, escaped text) stay 
 from __future__ import annotations
 
 import base64
+import bz2
+import gzip
 import json
+import lzma
 import re
+import time
+import zlib
 from collections import Counter
 
 import pytest
@@ -103,6 +108,16 @@ DISGUISES = {
     "PEM-width base64 with CRLF": "\r\n".join(
         _wrap(base64.b64encode((("x=1; " * 10) + f"key={AWS_KEY}; " + "y=2; " * 10).encode()).decode(), 64)
     ),
+    "gzip in base64": "blob: " + base64.b64encode(gzip.compress(f"key={AWS_KEY}".encode(), mtime=0)).decode(),
+    "zlib in base64": base64.b64encode(zlib.compress(f"token {GITHUB_TOKEN}".encode())).decode(),
+    "bzip2 in base64": base64.b64encode(bz2.compress(f"token {GITHUB_TOKEN}".encode())).decode(),
+    "xz in base64": base64.b64encode(lzma.compress(f"key={AWS_KEY}".encode())).decode(),
+    "gzip in hex": gzip.compress(f"key={AWS_KEY}".encode(), mtime=0).hex(),
+    "base64 wrapped at 10 after a word": "use "
+    + "\n".join(_wrap(base64.b64encode(f"token {GITHUB_TOKEN}".encode()).decode(), 10))
+    + " thanks",
+    "base64 wrapped at 4, indented, CRLF": "key:\r\n"
+    + "\r\n".join("  " + line for line in _wrap(base64.b64encode(f"key={AWS_KEY}".encode()).decode(), 4)),
     "base64 of hex of percent": base64.b64encode(
         "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()).encode().hex().encode()
     ).decode(),
@@ -204,6 +219,7 @@ def test_wrapped_base64_that_is_binary_and_hardware_addresses_stay_clean() -> No
         "dash-separated, the key's own dashes among them",
         "comma-separated with spaces",
         "one character a line",
+        "base64 wrapped at 4, indented, CRLF",
     ],
 )
 def test_disguised_secret_streamed_character_by_character_never_shows(name: str) -> None:
@@ -237,6 +253,31 @@ def test_separated_key_is_redacted_over_its_own_characters_and_nothing_next_to_i
     assert redacted.startswith("ok, [REDACTED:")
     assert redacted.endswith("] then more")
     assert not _leftovers(separated, redacted)
+
+
+def test_a_compression_bomb_is_read_only_to_its_bound() -> None:
+    """Base64 of a gzip bomb (a few KB that inflate to gigabytes) is inflated to a bounded size: the view
+    holds at most MAX_INFLATED characters and the scan ends quickly, finding the key at its start."""
+    bomb = gzip.compress(f"key={AWS_KEY} ".encode() + b"A" * 200_000_000, compresslevel=9, mtime=0)
+    text = base64.b64encode(bomb).decode()
+    started = time.process_time()
+    inflated = [view for view in unmask.views(text) if view.kind == "base64+gzip"]
+    assert inflated
+    assert all(len(view.text) <= unmask.MAX_INFLATED for view in inflated)
+    assert "aws-access-key-id" in _found(text)
+    assert time.process_time() - started < 5
+
+
+def test_compressed_text_without_a_key_and_short_lines_stay_clean() -> None:
+    """Compressed configuration in base64, and lines of short words of one width, hold no secret."""
+    config = json.dumps({"name": "svc", "replicas": 3, "image": "nginx:1.27"}).encode()
+    texts = [
+        base64.b64encode(gzip.compress(config, mtime=0)).decode(),
+        base64.b64encode(zlib.compress(config)).decode(),
+        "done\nexit\nquit\nnext\nstop\n------\n------\nABCDEF\n123456",
+    ]
+    for text in texts:
+        assert _found(text) == [], text
 
 
 def test_marks_superscripts_and_digits_of_other_scripts_stay_clean() -> None:

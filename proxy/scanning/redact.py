@@ -243,7 +243,8 @@ _OPEN_SPACED = regex.compile(
 )
 _LONGEST_BEGIN_MARKER = 64
 # ... or a trailing run of an encoding that holds whitespace, which a decoded view reads as one segment
-# (scanning/unmask.py) only once it is whole: base64 wrapped over lines of 40 characters or more, hex
+# (scanning/unmask.py) only once it is whole: base64 wrapped over lines of 40 characters or more, or of 4
+# to 19 (lines of nothing else: the run that ends a line of other text before them is not held), hex
 # pairs a space apart, and "0x" bytes a space or comma apart, each from a pair or byte that no letter or
 # digit is glued to (a word ending in "ed" starts no run). Released as it came, the start of such a run
 # (most of a token it encodes) went out before the view that decodes it could be read.
@@ -254,6 +255,14 @@ _OPEN_SEGMENTS: tuple[tuple[regex.Pattern[str], Callable[[str, int], bool]], ...
     (
         regex.compile(r"(?r)(?:[A-Za-z0-9+/_-]{40,}={0,2}\r?\n)*[A-Za-z0-9+/_-]{40,}={0,2}\r\Z"),
         lambda text, start: True,
+    ),
+    (
+        regex.compile(
+            r"(?r)(?:(?<![^\n])[ \t]{0,8}[A-Za-z0-9+/_-]{4,19}={0,2}\r?\n)+"
+            r"(?:[ \t]{0,8}[A-Za-z0-9+/_=-]{0,19}\r?)?\Z"
+            r"|(?<![^\n])[ \t]{0,8}[A-Za-z0-9+/_-]{4,19}={0,2}\r\Z"
+        ),
+        lambda text, start: "\n" in text[-32:] or text.endswith("\r"),
     ),
     (
         regex.compile(r"(?r)(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2} )+[0-9A-Fa-f]{0,2}\Z"),

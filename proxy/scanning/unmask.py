@@ -29,11 +29,14 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import bz2
 import codecs
 import html
+import lzma
 import re
 import string
 import unicodedata
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -206,6 +209,39 @@ _PAIRS = re.compile(r"[0-9A-Fa-f]{2}([:\- ])(?:[0-9A-Fa-f]{2}\1){10,}[0-9A-Fa-f]
 _MIN_WRAP = 40
 _LINE_BREAK = re.compile(r"\r?\n")
 _LAST_LINE = re.compile(rf"\r?\n([A-Za-z0-9+/_-]{{1,{_MIN_SEGMENT - 1}}}={{0,2}})(?![A-Za-z0-9+/_=-])")
+# Base64 or hex wrapped at a width too short for its lines to be segments of their own (anything from 4 to
+# 19 hides a key from the search for twenty in a row): two lines or more of one width holding nothing
+# else but an indentation of up to eight, and a last line no wider. Looked for at a line break: a search
+# led by it skips ahead fast, and a line of prose or code fails within a few characters.
+_SHORT_LINE = f"[A-Za-z0-9+/_-]{{4,{_MIN_SEGMENT - 1}}}"
+_SHORT_WRAP_HINT = f"\n[ \t]{{0,8}}{_SHORT_LINE}\r?\n[ \t]{{0,8}}{_SHORT_LINE}\r?\n"
+_SHORT_WRAP = re.compile(_SHORT_WRAP_HINT)
+_WRAPPED_LINE = re.compile(r"[ \t]{0,8}([A-Za-z0-9+/_-]+={0,2})\r?(?:\n|\Z)")
+_LEADING_RUN = re.compile(r"[ \t]{0,8}([A-Za-z0-9+/_-]+={0,2})(?![A-Za-z0-9+/_=-])")
+# Compressed data read as what it holds: gzip, zlib, bzip2 and xz, told by their first bytes, and
+# decompressed to at most this many times their size (and at most MAX_INFLATED characters), so a small
+# bomb costs little.
+_INFLATION = 64
+MAX_INFLATED = 1 << 20
+
+# How base64 of each starts (gzip; zlib at each level, default window; bzip2; xz in either alphabet): other
+# segments are not decoded to ask.
+_COMPRESSED_BASE64 = ("H4sI", "eJ", "eN", "eA", "eF", "Qlpo", "/Td6WFo", "_Td6WFo")
+
+
+def _compression(raw: bytes) -> str | None:
+    """Which compression ``raw`` starts as, by its first bytes."""
+    if raw.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if len(raw) > 1 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0:
+        return "zlib"
+    if raw.startswith(b"BZh"):
+        return "bzip2"
+    if raw.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return None
+
+
 # Characters of a long segment decoded first; one that is not text is told within them.
 _PROBE = 64
 # A decoded segment counts as text when nearly all of it is printable.
@@ -270,15 +306,16 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         yield from _views_of(view.text, view, depth - 1)
 
 
-FEATURE_REACH = 35
-"""The longest of what ``may_unmask`` looks for (twelve hex pairs; an HTML entity is 34 characters)."""
+FEATURE_REACH = 60
+"""The longest of what ``may_unmask`` looks for (two lines of base64 wrapped short, indented, with their
+line breaks)."""
 # What a view starts at, in one search: an escape or entity, "0x", a run of base64 as long as the shortest
 # segment, twelve hex pairs, a letter-spaced run's hint (gaps read as spaces there) and four characters
 # each followed by one separator.
 _VIEW_START = re.compile(
     f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
-    f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]|{_SEPARATED_HINT}"
+    f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]|{_SEPARATED_HINT}|{_SHORT_WRAP_HINT}"
 )
 # What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
 # character with a fold next to a plain letter or digit.
@@ -571,21 +608,76 @@ def _decode_unit(kind: str | None, raw: str) -> str:
 
 def _segment_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
     found = []
-    for start, end in _wrapped(text, list(_segment_runs(encoded))):
-        # The line breaks of wrapped base64 go (str.replace: a regex would step through every character).
-        segment = text[start:end].replace("\r\n", "\n").replace("\n", "")
+    short = _short_wrapped(text)
+    for start, end in _wrapped(text, list(_segment_runs(encoded))) + short:
+        # The line breaks of wrapped base64 go, and the indentation of short lines (str.replace and
+        # str.split: a regex would step through every character).
+        if short and (start, end) in short:
+            segment = "".join(text[start:end].split())
+        else:
+            segment = text[start:end].replace("\r\n", "\n").replace("\n", "")
         if len(segment) >= _MIN_HEX and _HEX_RUN.fullmatch(segment):
             decoded, kind = _decode_hex(segment), HEX
         else:
             decoded, kind = _decode_base64(segment), BASE64
         if decoded is not None:
-            found.append(View(decoded, kind, ((0, start, end, False),), parent))
+            found.append(View(decoded[0], kind + decoded[1], ((0, start, end, False),), parent))
     spans = _hex_pairs(text, encoded) + [match.span() for match in _PREFIXED_HEX.finditer(text)]
     for start, end in spans:
         decoded = _decode_hex(text[start:end])
         if decoded is not None:
-            found.append(View(decoded, HEX, ((0, start, end, False),), parent))
+            found.append(View(decoded[0], HEX + decoded[1], ((0, start, end, False),), parent))
     return found
+
+
+def _is_segment_char(char: str) -> bool:
+    return _SEGMENT_CLASSES[min(ord(char), 0xFF)] == ord("a")
+
+
+def _short_wrapped(text: str) -> list[tuple[int, int]]:
+    """Spans of base64 or hex wrapped at widths from 4 to 19 (``_SHORT_WRAP``), from the first line's
+    first character to the last line's last. The first line may follow other text on its line ("key:
+    QUJDREVG") and the last may have text after it: their runs of base64 join, if no wider."""
+    if "\n" not in text:
+        return []
+    spans: list[tuple[int, int]] = []
+    lined = "\n" + text  # so that a first line of the text starts after a line break too
+    hint = _SHORT_WRAP.search(lined)
+    while hint is not None:
+        start = position = hint.start()
+        width = lines = 0
+        end = start
+        while (line := _WRAPPED_LINE.match(text, position)) is not None and line.end() > position:
+            length = len(line.group(1))
+            if width and length > width:
+                break
+            end, position = line.end(1), line.end()
+            width, lines = width or length, lines + 1
+            if length < width:
+                break  # the last line
+        else:
+            last = _LEADING_RUN.match(text, position)
+            if last is not None and len(last.group(1)) <= width:
+                end = last.end(1)
+        if lines >= 2:
+            line_start, start = start, _WRAPPED_LINE.match(text, start).start(1)  # type: ignore[union-attr]
+            if line_start > 0:
+                start = _run_before(text, line_start, width, start)
+            if end - start >= _MIN_SEGMENT:
+                spans.append((start, end))
+        hint = _SHORT_WRAP.search(lined, max(end, hint.start() + 1))
+    return spans
+
+
+def _run_before(text: str, line: int, width: int, start: int) -> int:
+    """Where wrapped base64 whose first full line starts at ``line`` (its characters at ``start``)
+    begins: at the run of base64 that ends the line before, if that run is no wider than ``width`` and
+    stands apart from what precedes it, else at ``start``."""
+    end = line - 1 - (line >= 2 and text[line - 2] == "\r")
+    run = end
+    while run > 0 and end - run < width and _is_segment_char(text[run - 1]):
+        run -= 1
+    return run if run < end and (run == 0 or not _is_segment_char(text[run - 1])) else start
 
 
 def _with_padding(text: str, end: int) -> int:
@@ -651,36 +743,68 @@ def _segment_runs(encoded: bytes) -> Iterator[tuple[int, int]]:
         position = classes.find(_SEGMENT_NEEDLE, end)
 
 
-def _decode_base64(candidate: str) -> str | None:
+def _decode_base64(candidate: str) -> tuple[str, str] | None:
+    """The text a base64 segment holds, and what was undone past base64 (``+gzip``, or nothing)."""
     # Runs of letters in one case are words or identifiers far more often than base64.
     if candidate.isalpha() and (candidate.islower() or candidate.isupper()):
         return None
     # Most runs are names and paths whose decoding no UTF-8 text starts with: the first two characters
     # tell (both alphabets give "-" and "_" the values of "+" and "/").
-    if starts_binary(ord(candidate[0]), ord(candidate[1])):
-        return None
     stripped = candidate.rstrip("=")
     padded = stripped + "=" * (-len(stripped) % 4)
     # The URL-safe alphabet's "-" and "_" read as "+" and "/"; a segment may mix both alphabets.
     altchars = b"-_" if "-" in padded or "_" in padded else None
     try:
+        if candidate.startswith(_COMPRESSED_BASE64):
+            return _inflated(base64.b64decode(padded, altchars, validate=True))
+        if starts_binary(ord(candidate[0]), ord(candidate[1])):
+            return None
         probe = padded[:_PROBE]
         if len(padded) > _PROBE and not _starts_as_text(base64.b64decode(probe, altchars, validate=True)):
             return None
-        return _as_text(base64.b64decode(padded, altchars, validate=True))
+        return _text_of(base64.b64decode(padded, altchars, validate=True))
     except (binascii.Error, ValueError):
         return None
 
 
-def _decode_hex(candidate: str) -> str | None:
+def _decode_hex(candidate: str) -> tuple[str, str] | None:
+    """The text a hex segment holds, and what was undone past hex (``+gzip``, or nothing)."""
     digits = _HEX_NOISE.sub("", candidate)
     digits = digits[: len(digits) // 2 * 2]
     try:
-        if len(digits) > _PROBE and not _starts_as_text(bytes.fromhex(digits[:_PROBE])):
-            return None
-        return _as_text(bytes.fromhex(digits))
+        if len(digits) > _PROBE:
+            probe = bytes.fromhex(digits[:_PROBE])
+            if not _starts_as_text(probe) and _compression(probe) is None:
+                return None
+        return _text_of(bytes.fromhex(digits))
     except ValueError:
         return None
+
+
+def _text_of(raw: bytes) -> tuple[str, str] | None:
+    """``raw`` as text (``_as_text``), or what it holds when it is compressed."""
+    text = _as_text(raw)
+    return (text, "") if text is not None else _inflated(raw)
+
+
+def _inflated(raw: bytes) -> tuple[str, str] | None:
+    """The text compressed ``raw`` holds, and ``+`` the compression's name: decompressed to at most
+    ``_INFLATION`` times its size and ``MAX_INFLATED`` bytes; what lies past that is left unread."""
+    limit = min(MAX_INFLATED, _INFLATION * len(raw))
+    name = _compression(raw)
+    try:
+        if name in ("gzip", "zlib"):
+            inflated = zlib.decompressobj(wbits=47).decompress(raw, limit)
+        elif name == "bzip2":
+            inflated = bz2.BZ2Decompressor().decompress(raw, limit)
+        elif name == "xz":
+            inflated = lzma.LZMADecompressor().decompress(raw, limit)
+        else:
+            return None
+    except (zlib.error, OSError, EOFError, lzma.LZMAError):
+        return None
+    text = _as_text(inflated) if inflated else None
+    return (text, f"+{name}") if text is not None else None
 
 
 def _starts_as_text(raw: bytes) -> bool:
