@@ -137,7 +137,15 @@ def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[
 
 
 MCP_CASED_KEYS = frozenset(
-    {"structuredContent", "isError", "inputSchema", "outputSchema", "resourceTemplates", "systemPrompt"}
+    {
+        "structuredContent",
+        "isError",
+        "inputSchema",
+        "outputSchema",
+        "resourceTemplates",
+        "systemPrompt",
+        "mimeType",
+    }
 )
 """The camelCase fields this dialect reads: a key holding no capital, escape or letter outside ASCII is
 read as one of them by a case-insensitive reader (a Go client) only if it spells one in lower case
