@@ -60,6 +60,9 @@ class ToolCall:
     name: str
     arguments: str
     where: str
+    ran_upstream: bool = False
+    """The API ran it before answering (a server tool, a remote MCP server's tool): withholding it keeps
+    the call and what it returned from the agent, it does not prevent it."""
 
 
 @dataclass(slots=True)

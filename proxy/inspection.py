@@ -651,7 +651,9 @@ class TurnInspector:
         return self.response_refused() if self.budget.timed_out else None
 
     def _credential_reads(self, calls: list[ToolCall]) -> list[Finding]:
-        return credentials.credential_reads(calls, self.detectors.credential_reads, self.budget)
+        return tools.ran_upstream(
+            credentials.credential_reads(calls, self.detectors.credential_reads, self.budget), calls
+        )
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: nothing of it left, so each of its findings
@@ -1332,6 +1334,8 @@ class TurnInspector:
     def _withheld_notice(call: ToolCall, withholding: list[Finding]) -> str:
         """A destructive call's notice says how to get it approved; a credential read's, why it cannot
         run."""
+        if call.ran_upstream:
+            return tools.ran_upstream_notice(call.name)
         own = [finding for finding in withholding if finding.where == call.where]
         destructive = [finding for finding in own if finding.threat is Threat.TOOL_ABUSE]
         if destructive:
@@ -1401,7 +1405,7 @@ class TurnInspector:
                         )
                     )
                     break
-        return findings
+        return tools.ran_upstream(findings, [call])
 
     def _entropy(self, call: ToolCall, agent: str) -> list[Finding]:
         """The tool's argument entropy against the mean and deviation of its earlier calls; outliers flag
@@ -1711,6 +1715,8 @@ class TurnInspector:
         return gate
 
     def _stream_notice(self, call: ToolCall) -> str:
+        if call.ran_upstream:
+            return tools.ran_upstream_notice(call.name)
         return tools.approval_notice(call.name, self.stream_withheld.get(call.where))
 
     # -- approvals -----------------------------------------------------------------------------------
@@ -1721,12 +1727,10 @@ class TurnInspector:
         in enforce mode each withheld call names its pending approval, and ``approval_requested`` marks
         the finding of the turn that opened it, the one whose alert asks an operator."""
         undecided = [call for call in calls if call.where not in self._decided]
-        fresh = {
-            finding.where: finding
-            for finding in tools.check_tool_calls(
-                undecided, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
-            )
-        }
+        checked = tools.check_tool_calls(
+            undecided, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
+        )
+        fresh = {finding.where: finding for finding in tools.ran_upstream(checked, undecided)}
         findings = []
         for call in calls:
             if call.where in fresh and call.where not in self._decided:
@@ -1740,6 +1744,7 @@ class TurnInspector:
             finding.action is not Action.WITHHOLD
             or not self.policy.enforces(Threat.TOOL_ABUSE)
             or self.turn.drill is not None
+            or call.ran_upstream  # an approval could not undo it
         ):
             return finding
         approval, opened = self.approvals.request(

@@ -93,11 +93,24 @@ def test_an_injection_in_a_search_result_sent_back_in_the_history_is_quarantined
     assert first == "messages[1].content[1].content[0].title"
 
 
+def ran_upstream(record: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """What the record says of the calls the API ran: each finding's flag and any approval it opened."""
+    return [
+        (finding["signal"].rsplit("; ", 1)[-1], finding.get("extra", {}).get("pending_approval"))
+        for finding in record["findings"]
+        if finding.get("extra", {}).get("ran_upstream") is True
+    ]
+
+
+UPSTREAM_SIGNAL = "the API ran it before answering: withheld from the agent, not prevented"
+
+
 def test_a_streamed_destructive_mcp_call_is_withheld_with_its_result(
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:
     """The MCP connector's call streams its input in deltas: held, decided on the whole input, and
-    withheld (no approval) with the result the API got for it; the SDK reads a notice in their place."""
+    withheld with the result the API got for it; the SDK reads a notice in their place. The call ran at
+    the API: the record says so, and no approval is opened for it (granting one could not undo it)."""
     call = {**MCP_CALL, "name": "delete_repository", "input": {"repo": "orders"}}
     result = {**MCP_RESULT, "content": [{"type": "text", "text": "repository orders deleted"}]}
     upstream.reply = Reply(events=[stream_of(call, result, {"type": "text", "text": "done"})])
@@ -105,9 +118,12 @@ def test_a_streamed_destructive_mcp_call_is_withheld_with_its_result(
     with client.beta.messages.stream(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA) as stream:
         message = stream.get_final_message()
     assert [block.type for block in message.content] == ["text", "text"]
-    assert "delete_repository" in message.content[0].text  # type: ignore[union-attr]
+    notice = message.content[0].text  # type: ignore[union-attr]
+    assert "delete_repository" in notice and "the API ran this tool itself" in notice
     assert "repository orders deleted" not in json.dumps(message.model_dump())
-    assert reading(last_record(enforce)) == [("tool_abuse", "tool-delete", "content[0]", True)]
+    record = last_record(enforce)
+    assert reading(record) == [("tool_abuse", "tool-delete", "content[0]", True)]
+    assert ran_upstream(record) == [(UPSTREAM_SIGNAL, None)]
 
 
 def test_an_mcp_call_reading_credentials_is_withheld_with_its_result(
@@ -120,8 +136,10 @@ def test_an_mcp_call_reading_credentials_is_withheld_with_its_result(
     message = client.beta.messages.create(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA)
     assert [block.type for block in message.content] == ["text", "text"]
     assert "[default]" not in json.dumps(message.model_dump())
-    (finding,) = reading(last_record(enforce))
+    record = last_record(enforce)
+    (finding,) = reading(record)
     assert (finding[0], finding[2:]) == ("credential_theft", ("content[0]", True))
+    assert ran_upstream(record) == [(UPSTREAM_SIGNAL, None)]
 
 
 def test_a_turn_with_server_tools_raises_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
@@ -175,7 +193,22 @@ def test_a_streamed_destructive_remote_mcp_call_is_withheld(enforce: Proxy, upst
     assert [item.type for item in response.output] == ["message"]
     assert "delete_repository" in response.output_text
     assert "repository orders deleted" not in response.model_dump_json()
-    assert reading(last_record(enforce)) == [("tool_abuse", "tool-delete", "output[0]", True)]
+    record = last_record(enforce)
+    assert reading(record) == [("tool_abuse", "tool-delete", "output[0]", True)]
+    assert ran_upstream(record) == [(UPSTREAM_SIGNAL, None)]
+
+
+def test_a_destructive_remote_mcp_call_in_a_json_answer_is_recorded_as_run_upstream(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    deleting = {**MCP_CALL_ITEM, "name": "delete_repository", "arguments": '{"repo":"orders"}'}
+    upstream.reply = Reply(body=response_of(deleting))
+    response = openai_client(upstream).responses.create(model="m", input="clean up")
+    notice = response.output_text
+    assert "delete_repository" in notice and "the API ran this tool itself" in notice
+    record = last_record(enforce)
+    assert reading(record) == [("tool_abuse", "tool-delete", "output[0]", True)]
+    assert ran_upstream(record) == [(UPSTREAM_SIGNAL, None)]
 
 
 def test_responses_items_of_the_apis_tools_raise_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:

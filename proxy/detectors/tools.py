@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,31 @@ def check_tool_calls(
             )
         )
     return findings
+
+
+def ran_upstream(findings: list[Finding], calls: Sequence[ToolCall]) -> list[Finding]:
+    """``findings`` with those about a call the API already ran (``ToolCall.ran_upstream``) saying so:
+    withholding such a call keeps it and its output from the agent, it did not stop it."""
+    upstream = {call.where for call in calls if call.ran_upstream}
+    said = "the API ran it before answering: withheld from the agent, not prevented"
+    return [
+        replace(
+            finding,
+            signal=f"{finding.signal}; {said}",
+            extra={**finding.extra, "ran_upstream": True},
+        )
+        if finding.where in upstream
+        else finding
+        for finding in findings
+    ]
+
+
+def ran_upstream_notice(name: str) -> str:
+    """The assistant text that stands in for a withheld call the API already ran."""
+    return (
+        f"The call to the tool `{name}` and what it returned were withheld by egressguard: the API ran this "
+        f"tool itself, and its policy does not allow it for this agent."
+    )
 
 
 def approval_notice(name: str, approval_id: str | None = None, header: str = APPROVAL_HEADER) -> str:

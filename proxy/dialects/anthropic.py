@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.dialects.attachments import is_media, read_attachment
@@ -33,6 +33,8 @@ DELTA_TEXT_KEYS = {"text_delta": "text", "thinking_delta": "thinking"}
 TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 """Blocks that call a tool: the agent's own, one the API runs (web search and fetch, code execution) and
 one the API calls on a remote MCP server. Each is a tool call, gated by its name and input."""
+RAN_UPSTREAM_TYPES = TOOL_USE_TYPES - {"tool_use"}
+"""Tool uses the API has run by the time it answers."""
 _UNREAD_RESULT_KEYS = frozenset(
     {"type", "id", "tool_use_id", "file_id", "url", "media_type", "error_code", "page_age", "retrieved_at"}
 )
@@ -83,6 +85,7 @@ def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
         name=as_str(block.get("name")) or "",
         arguments=canonical_arguments(block.get("input")),
         where=where,
+        ran_upstream=block.get("type") in RAN_UPSTREAM_TYPES,
     )
 
 
@@ -223,7 +226,7 @@ def _block_call(block: _Block) -> ToolCall:
     if block.partial_json is None:
         return block.call
     call = block.call
-    return ToolCall(call.id, call.name, reparse_arguments(block.partial_json.text), call.where)
+    return replace(call, arguments=reparse_arguments(block.partial_json.text))
 
 
 class AnthropicStreamSession(StreamSession):

@@ -99,6 +99,9 @@ CALL_ITEMS: dict[str, tuple[str, str | None]] = {
 runs (web and file search, the code interpreter, a remote MCP server's tool, and the approval such a call
 asks of the agent): the field holding what the call passes (a custom tool takes free-form text, a
 built-in tool an object), and a built-in tool's name (None: the item's ``name``)."""
+RAN_UPSTREAM_ITEMS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
+"""Calls the API has run by the time it answers (an ``mcp_approval_request`` waits for the agent's
+approval; a ``computer_call`` is the agent's to run)."""
 INPUT_DELTAS = (
     "response.function_call_arguments.delta",
     "response.custom_tool_call_input.delta",
@@ -129,6 +132,7 @@ def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
         name=built_in or as_str(item.get("name")) or "",
         arguments=arguments if isinstance(arguments, str) else dump_json(arguments),
         where=where,
+        ran_upstream=_item_type(item) in RAN_UPSTREAM_ITEMS,
     )
 
 
