@@ -11,8 +11,11 @@ import json
 import math
 import random
 import re
+import threading
 from bisect import bisect_left
+from collections import OrderedDict
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
@@ -507,6 +510,32 @@ def test_the_cache_keeps_the_most_recent_verdicts_up_to_its_size(monkeypatch: py
     assert judged == texts
     detector.detect(texts[1], WHERE, Source.TOOL_RESULT)
     assert judged == [*texts, texts[1]]
+
+
+def test_a_cached_verdict_is_not_lost_to_another_thread_evicting_it() -> None:
+    """Bodies are inspected in worker threads too: a thread that finds a verdict in the cache keeps it
+    even when another thread judges a new text meanwhile and evicts the oldest entry. Here the other
+    thread is started the moment the cache answers, and given time to finish before the first goes on;
+    before, it evicted the verdict found and marking it recent raised ``KeyError``."""
+    detector = InjectionDetector(
+        [load_pack(pack_path("injection"))], load_default_classifier(), cache_entries=1
+    )
+    first, second = "The quarterly numbers are attached.", "The meeting moved to Thursday."
+    detector.detect(first, WHERE, Source.TOOL_RESULT)
+    other = threading.Thread(target=detector.detect, args=(second, WHERE, Source.TOOL_RESULT))
+
+    class Interleaved(OrderedDict[bytes, Any]):
+        def get(self, key: bytes, default: Any = None) -> Any:
+            found = super().get(key, default)
+            if not other.is_alive() and other.ident is None:
+                other.start()
+                other.join(timeout=1.0)
+            return found
+
+    detector._cache = Interleaved(detector._cache)
+    assert detector.detect(first, WHERE, Source.TOOL_RESULT) == []
+    other.join()
+    assert list(detector._cache) == [detector._cache_key(second, Source.TOOL_RESULT)]
 
 
 def test_empty_text_raises_nothing() -> None:

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -601,6 +602,9 @@ class InjectionDetector:
         self.classifier = classifier
         self._cache: OrderedDict[bytes, _Verdict] = OrderedDict()
         self._cache_entries = cache_entries
+        # Large bodies are inspected in worker threads beside the event loop's: a verdict found must
+        # not be evicted by another thread before it is marked recent.
+        self._cache_lock = threading.Lock()
         # A secret of this detector's own: nobody can make two texts that share a key without it.
         self._cache_salt = os.urandom(16)
 
@@ -644,10 +648,11 @@ class InjectionDetector:
 
     def _verdict(self, text: str, source: Source, budget: ScanBudget) -> _Verdict:
         key = self._cache_key(text, source)
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._cache.move_to_end(key)
-            return cached
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
         verdict = self._judge(text, source, budget)
         if source is Source.USER and self._flags(verdict, source):
             # A user who quotes an attack to ask about it is not typing one.
@@ -657,9 +662,10 @@ class InjectionDetector:
                 verdict = self._judge(frame, source, budget)
                 verdict = replace(verdict, timed_out=tuple(dict.fromkeys(timed_out + verdict.timed_out)))
         if not verdict.timed_out:
-            self._cache[key] = verdict
-            if len(self._cache) > self._cache_entries:
-                self._cache.popitem(last=False)
+            with self._cache_lock:
+                self._cache[key] = verdict
+                if len(self._cache) > self._cache_entries:
+                    self._cache.popitem(last=False)
         return verdict
 
     def _cache_key(self, text: str, source: Source) -> bytes:
