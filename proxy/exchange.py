@@ -65,6 +65,20 @@ class ToolCall:
     the call and what it returned from the agent, it does not prevent it."""
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredTool:
+    """A tool the request lets the API run itself (a server tool, a remote MCP server): named as its calls
+    are, with the MCP server's address and the tools the request allows of it (empty: all of them)."""
+
+    name: str
+    where: str
+    server_url: str | None = None
+    allowed_tools: tuple[str, ...] = ()
+    mcp_server: bool = False
+    asks_approval: bool = False
+    """The API asks the agent before each call (Responses ``require_approval: "always"``)."""
+
+
 @dataclass(slots=True)
 class Usage:
     tokens_in: int | None = None
@@ -78,6 +92,8 @@ class RequestView:
     parts: list[Part] = field(default_factory=list)
     tools_offered: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    declared_tools: list[DeclaredTool] = field(default_factory=list)
+    """Tools the request lets the API run before it answers: gated here, their calls cannot be."""
     stream: bool = False
     parse_error: str | None = None
     attachments: list[tuple[str, bytes]] = field(default_factory=list)

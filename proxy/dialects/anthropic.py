@@ -23,7 +23,7 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
-from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import Completion, DeclaredTool, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
@@ -35,6 +35,9 @@ TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 one the API calls on a remote MCP server. Each is a tool call, gated by its name and input."""
 RAN_UPSTREAM_TYPES = TOOL_USE_TYPES - {"tool_use"}
 """Tool uses the API has run by the time it answers."""
+SERVER_TOOL_TYPES = ("web_search_", "web_fetch_", "code_execution_")
+"""Prefixes of the versioned tool types the API runs itself (``web_search_20250305``); ``bash_*``,
+``text_editor_*`` and ``computer_*`` are the agent's to run, their calls gated in the answer."""
 _UNREAD_RESULT_KEYS = frozenset(
     {"type", "id", "tool_use_id", "file_id", "url", "media_type", "error_code", "page_age", "retrieved_at"}
 )
@@ -133,9 +136,23 @@ class Anthropic(Dialect):
             tool = as_dict(raw_tool)
             name = as_str(tool.get("name")) or as_str(tool.get("type")) or ""
             view.tools_offered.append(name)
+            if (as_str(tool.get("type")) or "").startswith(SERVER_TOOL_TYPES):
+                view.declared_tools.append(DeclaredTool(name, f"tools[{position}]"))
             described = {key: tool[key] for key in ("description", "input_schema") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        for position, raw_server in enumerate(as_list(body.get("mcp_servers"))):
+            server = as_dict(raw_server)
+            allowed = as_list(as_dict(server.get("tool_configuration")).get("allowed_tools"))
+            view.declared_tools.append(
+                DeclaredTool(
+                    as_str(server.get("name")) or "",
+                    f"mcp_servers[{position}]",
+                    as_str(server.get("url")),
+                    tuple(name for name in allowed if isinstance(name, str)),
+                    mcp_server=True,
+                )
+            )
         return view
 
     def _completion_from(self, document: Any) -> Completion:

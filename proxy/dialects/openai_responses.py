@@ -30,7 +30,7 @@ from proxy.dialects.stream import (
     rewritten,
     synthesised,
 )
-from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import Completion, DeclaredTool, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {
@@ -102,6 +102,9 @@ built-in tool an object), and a built-in tool's name (None: the item's ``name``)
 RAN_UPSTREAM_ITEMS = frozenset({"mcp_call", "web_search_call", "file_search_call", "code_interpreter_call"})
 """Calls the API has run by the time it answers (an ``mcp_approval_request`` waits for the agent's
 approval; a ``computer_call`` is the agent's to run)."""
+SERVER_TOOL_TYPES = ("web_search", "file_search", "code_interpreter", "image_generation")
+"""Prefixes of the tool types the API runs itself (``web_search_preview``), named as their calls are;
+``local_shell``, ``shell`` and ``computer_use*`` are the agent's to run, their calls gated in the answer."""
 INPUT_DELTAS = (
     "response.function_call_arguments.delta",
     "response.custom_tool_call_input.delta",
@@ -174,6 +177,25 @@ def _read_files(
             read_attachment(view, part.get("file_data"), where, source, tool_name, call_id)
 
 
+def _declared_tool(tool: dict[str, Any], where: str) -> DeclaredTool | None:
+    """A tool the API runs itself: a remote MCP server (by its label, address or connector, the tools it
+    allows, given as names or ``{"tool_names": [...]}``), or a built-in tool named by its type."""
+    tool_type = as_str(tool.get("type")) or ""
+    if tool_type == "mcp":
+        allowed = tool.get("allowed_tools")
+        names = as_list(as_dict(allowed).get("tool_names") if isinstance(allowed, dict) else allowed)
+        return DeclaredTool(
+            as_str(tool.get("server_label")) or as_str(tool.get("connector_id")) or "",
+            where,
+            as_str(tool.get("server_url")),
+            tuple(name for name in names if isinstance(name, str)),
+            mcp_server=True,
+            asks_approval=tool.get("require_approval") == "always",
+        )
+    prefix = next((prefix for prefix in SERVER_TOOL_TYPES if tool_type.startswith(prefix)), None)
+    return DeclaredTool(prefix, where) if prefix is not None else None
+
+
 def _item_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
     """The texts of a message's or a reasoning item's parts."""
     segments: list[TextSegment] = []
@@ -244,6 +266,9 @@ class OpenAIResponses(Dialect):
                 as_str(tool.get("name")) or as_str(tool.get("server_label")) or as_str(tool.get("type")) or ""
             )
             view.tools_offered.append(name)
+            declared = _declared_tool(tool, f"tools[{position}]")
+            if declared is not None:
+                view.declared_tools.append(declared)
             described = {key: tool[key] for key in ("description", "parameters") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
