@@ -19,6 +19,7 @@ from typing import Any
 import regex
 
 from proxy.model import Severity, Threat
+from proxy.scanning import unmask
 from proxy.scanning.rulepack import (
     RUN_LOOKBEHIND,
     SCAN_TIMEOUT_RULE,
@@ -235,11 +236,12 @@ _LONGEST_END_MARKER = 128  # longer than any end marker (PuTTY: "Private-MAC: " 
 _OPEN_TOKEN = regex.compile(r"(?r)\S+\Z")
 _OPEN_NUMBER = regex.compile(r"(?r)(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
 # ... or a trailing run of single characters (or escapes of one) one to three spaces or separators
-# apart: a letter-spaced or separated secret ("g h p _ 1 a ...", "&#103; &#104; ...", "g, h, p, _",
-# one character a line) is only recognised once complete.
+# apart: a letter-spaced or separated secret ("g h p _ 1 a ...", "&#103; &#104; ...", "\\u{67}, \\u{68}",
+# one character a line) is only recognised once complete. Its units and separators are those the views
+# read (scanning/unmask.py), so no escape a view decodes ends such a run early; the last unit may be
+# incomplete yet.
 _OPEN_SPACED = regex.compile(
-    r"(?r)(?<!\S)(?:(?:\S|&#?[0-9A-Za-z]{1,8};|%[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4})"
-    r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000\r\n,.:;|/*~+-]{1,3})+\S{0,8}\Z"
+    rf"(?r)(?<!\S)(?:(?:\S|{unmask.ESCAPED_CHARACTER}){unmask.SPACING}{{1,3}})+\S{{0,{unmask.LONGEST_ESCAPE}}}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
 # ... or a trailing run of an encoding that holds whitespace, which a decoded view reads as one segment

@@ -157,6 +157,12 @@ _SEPARATED_HINT = f"[!-~](?P<separator>[{re.escape(_SEPARATOR_CHARS)}]{{1,3}})(?
 _SEPARATED = re.compile(
     f"[!-~](?P<separator>[{re.escape(_SEPARATOR_CHARS)}]{{1,3}})(?:[!-~](?P=separator)){{6,}}[!-~]"
 )
+ESCAPED_CHARACTER = f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}"
+"""One character written as any escape a disguise view decodes (a pattern, to be grouped)."""
+LONGEST_ESCAPE = 34
+"""The longest match of ``ESCAPED_CHARACTER``: a named entity, "&", 32 letters or digits, ";"."""
+SPACING = f"[{_GAP_CHARS}{re.escape(_SEPARATOR_CHARS)}]"
+"""One character of what a letter-spaced or separated run puts between its characters (a pattern)."""
 # The rewrite itself: the units a view replaces, each kind led by a character of its own that no unit of
 # another kind holds (and each letter-spaced run found for the features, read once). Each kind is looked
 # for alone, with a pattern that opens with its literal: such a search skips ahead in C, where one

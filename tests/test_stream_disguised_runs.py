@@ -1,0 +1,80 @@
+"""A secret written one escaped character at a time, the escapes spaced or separated ("\\u{67} \\u{68} ...",
+"\\147, \\150, ..."), is read by a disguise view once the run is whole. The stream redactor holds such a run
+back while it may still grow, for every escape the views decode and every separator they read, so what the
+stream releases is what whole-text redaction releases, whatever the deltas."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections.abc import Callable
+
+import pytest
+
+from proxy.scanning import unmask
+from proxy.scanning.redact import StreamRedactor, scan_and_redact
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+
+SCANNER = Scanner((load_pack(pack_path("secrets")), load_pack(pack_path("pii"))), timeout_s=5)
+KEY = "ghp_aB3dE6fG9hJ2kL5mN8pQ1rS4tU7vW0xY3zA6"
+
+# Each form of each kind of escape unmask decodes (kind as unmask names it).
+ESCAPES: dict[str, tuple[str, Callable[[str], str]]] = {
+    "percent": ("percent", lambda char: f"%{ord(char):02X}"),
+    "\\u": ("escape", lambda char: f"\\u{ord(char):04x}"),
+    "\\x": ("escape", lambda char: f"\\x{ord(char):02x}"),
+    "\\U": ("escape", lambda char: f"\\U{ord(char):08x}"),
+    "octal": ("escape", lambda char: f"\\{ord(char):03o}"),
+    "\\u{}": ("escape", lambda char: f"\\u{{{ord(char):x}}}"),
+    "\\x{}": ("escape", lambda char: f"\\x{{{ord(char):x}}}"),
+    "decimal entity": ("entity", lambda char: f"&#{ord(char)};"),
+    "hex entity": ("entity", lambda char: f"&#x{ord(char):x};"),
+}
+
+
+def _characters(pattern: str) -> list[str]:
+    """The characters of a character class's inside, its ranges expanded."""
+    return [chr(code) for code in range(0x110000) if re.fullmatch(f"[{pattern}]", chr(code))]
+
+
+SEPARATORS = [*sorted(set(_characters(unmask.SPACING[1:-1])) - {"\r"}), ", ", "\r\n", "  "]
+
+
+def _streamed(text: str, cuts: list[int]) -> str:
+    redactor = StreamRedactor(SCANNER)
+    bounds = [0, *cuts, len(text)]
+    released = [redactor.feed(text[start:end]) for start, end in itertools.pairwise(bounds)]
+    return "".join(released) + redactor.flush()
+
+
+def _splits(text: str) -> dict[str, list[int]]:
+    chance = random.Random(len(text))  # noqa: S311 - reproducible splits, nothing secret
+    return {
+        "12-character deltas": list(range(12, len(text), 12)),
+        "random splits": sorted(chance.sample(range(1, len(text)), len(text) // 9)),
+        "two halves": [len(text) // 2],
+    }
+
+
+def test_every_escape_kind_unmask_decodes_is_covered() -> None:
+    assert {kind for kind, _ in ESCAPES.values()} == {kind for _, kind, _ in unmask._ESCAPE_UNITS}
+    for kind, encode in ESCAPES.values():
+        for char in KEY:
+            assert re.fullmatch(unmask.ESCAPED_CHARACTER, encode(char))
+            assert unmask._decode_unit(kind, encode(char)) == char
+    longest = "&" + "a" * 32 + ";"
+    assert len(longest) == unmask.LONGEST_ESCAPE
+    assert re.fullmatch(unmask.ESCAPED_CHARACTER, longest)
+    assert not re.fullmatch(unmask.ESCAPED_CHARACTER, "&" + "a" * 33 + ";")
+
+
+@pytest.mark.parametrize("separator", SEPARATORS, ids=ascii)
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_a_spaced_escaped_key_is_released_as_whole_text_releases_it(escape: str, separator: str) -> None:
+    encode = ESCAPES[escape][1]
+    text = "the value is " + separator.join(encode(char) for char in KEY) + " and that is all."
+    whole = scan_and_redact(SCANNER, text).text
+    assert "[REDACTED:github-pat]" in whole
+    for name, cuts in _splits(text).items():
+        assert _streamed(text, cuts) == whole, name
