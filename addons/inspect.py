@@ -36,7 +36,7 @@ from proxy.dialects.readings import (
     spelled_twice,
 )
 from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_bytes
-from proxy.exchange import Completion, RequestView
+from proxy.exchange import Completion, RequestView, Source
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
@@ -393,6 +393,11 @@ def read_every_way(inspector: TurnInspector, where: str, error: ReadEveryWay) ->
         return None
     inspector.turn.add(finding)
     return finding
+
+
+def _agent_read_as(side: str) -> Source | None:
+    """What a binary body on ``side`` is read as: the agent's own in a request, not as input in an answer."""
+    return Source.USER if side == "request" else None
 
 
 def read_request(reader: Dialect, body: bytes) -> RequestView:
@@ -1337,7 +1342,12 @@ class Inspect:
         if text is None:
             # Not rewritable: a message holding what the policy enforces against is not delivered.
             read = self._read_binary(
-                flow, inspector, message.content, where, "websocket", sent_by_agent=message.from_client
+                flow,
+                inspector,
+                message.content,
+                where,
+                "websocket",
+                read_as=Source.USER if message.from_client else None,
             )
             if read is not None:
                 message.drop()
@@ -1353,10 +1363,15 @@ class Inspect:
         self, flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView
     ) -> Finding | None:
         """The files a request carries encoded that do not read as text (a PDF, an archive), each read as
-        binary content (``_read_binary``): the finding that refuses the request, if any."""
-        for where, content in view.attachments:
-            inspector.turn.errors.append(f"request: the file at {where} read in its printable runs")
-            refused = self._read_binary(flow, inspector, content, where, "request", sent_by_agent=True)
+        binary content (``_read_binary``) written by whom it says (a tool's result, a retrieved document),
+        with the text it holds where its media type says it is text: the finding that refuses the
+        request, if any."""
+        for file in view.attachments:
+            inspector.turn.errors.append(f"request: the file at {file.where} read in its printable runs")
+            content = file.content
+            if file.declared_text is not None:
+                content = b"\x00".join([content, file.declared_text.encode("utf-8", "surrogateescape")])
+            refused = self._read_binary(flow, inspector, content, file.where, "request", read_as=file.source)
             if refused is not None:
                 return refused
         return None
@@ -1368,12 +1383,12 @@ class Inspect:
         (``_read_binary``): the finding that refuses the message, if any."""
         if isinstance(body, BinaryBody):
             return self._read_binary(
-                flow, inspector, body.content, f"{side} body", side, sent_by_agent=side == "request"
+                flow, inspector, body.content, f"{side} body", side, read_as=_agent_read_as(side)
             )
         for where, content in binary_parts(body) if body is not None else []:
             inspector.turn.errors.append(f"{side}: binary part {where} read in its printable runs")
             refused = self._read_binary(
-                flow, inspector, content, f"{side} body {where}", side, sent_by_agent=side == "request"
+                flow, inspector, content, f"{side} body {where}", side, read_as=_agent_read_as(side)
             )
             if refused is not None:
                 return refused
@@ -1387,12 +1402,12 @@ class Inspect:
         where: str,
         side: str,
         *,
-        sent_by_agent: bool,
+        read_as: Source | None,
     ) -> Finding | None:
         """Binary content read in its printable runs, and in those of what the compressed streams it
         starts with decode to (``proxy.wire.embedded``), within the inspection cap and the bomb ratio
         (``TurnInspector.inspect_binary``: secrets and PII; the runs that read as words for what the same
-        text sent by the agent, or in an answer, is read for); one that stops there is an uninspectable
+        text from ``read_as``, or in an answer, is read for); one that stops there is an uninspectable
         finding. Returns the finding that refuses it where the policy enforces, else None (recorded)."""
         turn = inspector.turn
         inside = opened(content, policy_of(flow, self.runtime).max_body_bytes)
@@ -1402,7 +1417,7 @@ class Inspect:
         secret = inspector.inspect_binary(
             b"\x00".join([content, *inside.contents]),
             where,
-            sent_by_agent=sent_by_agent,
+            read_as=read_as,
             answer=side == "response",
         )
         unread = self._uninspectable(flow, turn, side, inside.error) if inside.error is not None else None

@@ -85,6 +85,19 @@ class Usage:
     tokens_out: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file carried encoded that does not read as text, read as binary content by whom it reaches."""
+
+    where: str
+    content: bytes
+    source: Source
+    """Who wrote what it holds, as for a part: a tool's result, or a retrieved document."""
+    declared_text: str | None = None
+    """Its text where its media type says it is text and a few bytes (NULs, UTF-16) made it read as
+    binary: read besides its printable runs."""
+
+
 @dataclass(slots=True)
 class RequestView:
     dialect: str
@@ -96,8 +109,8 @@ class RequestView:
     """Tools the request lets the API run before it answers: gated here, their calls cannot be."""
     stream: bool = False
     parse_error: str | None = None
-    attachments: list[tuple[str, bytes]] = field(default_factory=list)
-    """Files the request carries encoded that do not read as text, by locator: read as binary content."""
+    attachments: list[Attachment] = field(default_factory=list)
+    """Files the request carries encoded that do not read as text: read as binary content."""
     unread_attachments: list[tuple[str, str]] = field(default_factory=list)
     """Files the request carries encoded that do not decode, by locator, with why."""
 

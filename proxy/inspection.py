@@ -1151,25 +1151,30 @@ class TurnInspector:
         self.record_vault_uses()
         return restored
 
-    def inspect_binary(self, body: bytes, where: str, *, sent_by_agent: bool, answer: bool) -> Finding | None:
+    def inspect_binary(
+        self, body: bytes, where: str, *, read_as: Source | None, answer: bool
+    ) -> Finding | None:
         """A binary body's printable runs (``printable_runs``), and its tokens split by junk bytes or
         invisible characters read joined (``bridged_runs``), scanned for secrets as any text is; its runs
-        read as the same text in its place is: what the agent sends for prompt injection in its runs that read
-        as words (``text_runs``), each on its own (a text file's paragraph, as a text part is read); an
-        answer (``answer``) for a leaked system prompt and links to hosts outside the allowlist in every
-        run (constructs random bytes do not spell). Its findings are recorded. Binary cannot be rewritten:
-        a finding whose threat the policy enforces refuses it, and is returned (None when nothing refuses
-        it). A link there is flagged, not refused: a file is not rendered by the agent's client, so
-        nothing fetches its links unasked, and a package would be refused for the badges in its README."""
+        read as the same text in its place is: what the model reads as input (``read_as`` says who wrote
+        it: the user, a tool's result, a retrieved document; None where it is not read so) for prompt
+        injection in its runs that read as words (``text_runs``), each on its own (a text file's
+        paragraph, as a text part is read, taking the action the policy chose for an indirect injection
+        in read content); an answer (``answer``) for a leaked system prompt and links to hosts outside
+        the allowlist in every run (constructs random bytes do not spell). Its findings are recorded.
+        Binary cannot be rewritten: a finding whose threat the policy enforces refuses it, and is returned
+        (None when nothing refuses it). A link there is flagged, not refused: a file is not rendered by
+        the agent's client, so nothing fetches its links unasked, and a package would be refused for the
+        badges in its README."""
         since = len(self.turn.findings)
         text = "\n".join(printable_runs(body))
         tokens = "\n".join([text, *bridged_runs(body)])
         self._record(self._sensitive_findings(tokens, self._sensitive(tokens, where), where))
-        if sent_by_agent:
+        if read_as is not None:
             found = [
                 finding
                 for run in text_runs(body)
-                for finding in self.detectors.injection.detect(run, where, Source.USER, self.budget)
+                for finding in self._injection_findings(Part(read_as, run, where))
             ]
             self._record(found)
             if any(finding.rule != SCAN_TIMEOUT_RULE for finding in found):

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from proxy.dialects import MCP, Anthropic, Gemini, OpenAIChat, OpenAIResponses
-from proxy.dialects.attachments import decode_attachment, is_media
+from proxy.dialects.attachments import declared_text, decode_attachment, is_declared_text, is_media
 from proxy.dialects.base import Dialect
-from proxy.exchange import Source, written
+from proxy.exchange import Attachment, Source, written
 
 TEXT = "col,value\nname,orders\n"
 B64 = base64.b64encode(TEXT.encode()).decode()
@@ -49,6 +49,27 @@ def test_text_is_written_back_encoded_as_it_came(head: str) -> None:
 def test_images_audio_and_video_are_media() -> None:
     assert all(is_media(kind) for kind in ("image/png", "AUDIO/wav", "video/mp4"))
     assert not any(is_media(kind) for kind in ("text/plain", "application/pdf", "application/json", None))
+
+
+def test_text_media_types_are_declared_text() -> None:
+    declared = ("text/plain", "TEXT/csv; charset=utf-16", "application/json", "application/ld+json")
+    assert all(is_declared_text(kind) for kind in declared)
+    others = ("application/pdf", "application/octet-stream", "application/jsonl-archive", "", None)
+    assert not any(is_declared_text(kind) for kind in others)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        TEXT.encode() + b"\x00",
+        TEXT.encode()[:9] + b"\x00\x00" + TEXT.encode()[9:],
+        TEXT.encode("utf-16-le"),
+        TEXT.encode("utf-16-be"),
+    ],
+    ids=["trailing-nul", "nuls-inside", "utf-16-le", "utf-16-be"],
+)
+def test_declared_text_with_nuls_or_in_utf16_reads_as_its_text(content: bytes) -> None:
+    assert declared_text(content) == TEXT
 
 
 def chat(part: dict[str, Any], role: str = "user") -> bytes:
@@ -161,7 +182,9 @@ def test_every_dialect_reads_a_text_file_as_text_and_a_pdf_as_binary(
         dialect.rewrite_request(text_file, {where: written(part.encoded, "new")})
     )
     assert [part.text for part in rewritten.parts if part.where == where] == ["new"]
-    assert dialect.parse_request(pdf).attachments == [(where.replace("inlineData", "inline_data"), PDF)]
+    assert dialect.parse_request(pdf).attachments == [
+        Attachment(where.replace("inlineData", "inline_data"), PDF, Source.RETRIEVED_DOCUMENT)
+    ]
     unread = dialect.parse_request(text_file.replace(B64[:8].encode(), b"*!#$%^&*"))
     assert unread.unread_attachments == [(where, "not valid base64")]
 
@@ -199,6 +222,29 @@ def test_files_in_tool_results_are_tool_results_and_images_are_not_read() -> Non
     responses = OpenAIResponses().parse_request(json.dumps({"input": [output]}).encode())
     assert [(part.where, part.source) for part in responses.parts] == [
         ("input[0].output[0].file_data", Source.TOOL_RESULT)
+    ]
+
+
+def test_a_file_that_reads_as_binary_keeps_who_it_came_from_and_its_declared_text() -> None:
+    """A text file with a NUL is binary, still read as the tool's result or retrieved document it is,
+    with its text where its media type says it is text; a PDF carries no such text."""
+    nul = base64.b64encode(TEXT.encode() + b"\x00").decode()
+    document = {"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": nul}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64}}
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [document, pdf]}
+    body = json.dumps({"messages": [{"role": "user", "content": [result]}]}).encode()
+    view = Anthropic().parse_request(body)
+    assert [(file.source, file.declared_text) for file in view.attachments] == [
+        (Source.RETRIEVED_DOCUMENT, TEXT),
+        (Source.RETRIEVED_DOCUMENT, None),
+    ]
+    tool = chat({"type": "file", "file": {"file_data": f"data:text/csv;base64,{nul}"}}, role="tool")
+    assert [(file.source, file.declared_text) for file in OpenAIChat().parse_request(tool).attachments] == [
+        (Source.TOOL_RESULT, TEXT)
+    ]
+    user = chat({"type": "file", "file": {"file_data": nul}})
+    assert [(file.source, file.declared_text) for file in OpenAIChat().parse_request(user).attachments] == [
+        (Source.RETRIEVED_DOCUMENT, None)
     ]
 
 

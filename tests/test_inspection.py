@@ -1082,7 +1082,7 @@ def test_an_injection_in_binary_the_agent_sends_refuses_it_where_enforced(
     """The text inside binary content the agent sends (a text file among binary bytes, a UTF-16 file) is
     read for injection as a text part is; binary cannot be quarantined, so it is refused."""
     inspector = inspector_for()
-    refused = inspector.inspect_binary(content, "request body", sent_by_agent=True, answer=False)
+    refused = inspector.inspect_binary(content, "request body", read_as=Source.USER, answer=False)
     assert refused is not None and refused.threat == "prompt_injection" and refused.enforced
     assert inspector.turn.decision == "blocked"
 
@@ -1093,18 +1093,18 @@ def test_an_injection_in_a_binary_answer_is_not_read_for_injection(
     """An answer's text is read for injection where the agent hands it to its model, as a text answer's is."""
     inspector = inspector_for()
     content = b"\x00\x01" + FILE_TEXT.encode() + b"\x00"
-    assert inspector.inspect_binary(content, "response body", sent_by_agent=False, answer=True) is None
+    assert inspector.inspect_binary(content, "response body", read_as=None, answer=True) is None
     assert not [rule for rule in rules_of(inspector) if rule.startswith("injection")]
 
 
 def test_a_link_in_a_binary_answer_is_flagged_not_refused(inspector_for: Callable[[], TurnInspector]) -> None:
     inspector = inspector_for()
     content = b"\x1f\x8b\x00" + BADGE.encode() + b"\x00\x01"
-    assert inspector.inspect_binary(content, "response body", sent_by_agent=False, answer=True) is None
+    assert inspector.inspect_binary(content, "response body", read_as=None, answer=True) is None
     (finding,) = inspector.turn.findings
     assert finding.rule == "exfil-image-url" and finding.action == "flag" and not finding.enforced
     inspector = inspector_for()
-    assert inspector.inspect_binary(content, "websocket[0]", sent_by_agent=False, answer=False) is None
+    assert inspector.inspect_binary(content, "websocket[0]", read_as=None, answer=False) is None
     assert inspector.turn.findings == []
 
 
@@ -1115,9 +1115,9 @@ def test_binary_without_text_or_with_ordinary_text_raises_nothing(
     ordinary = b"\x00The quick brown fox jumps over the lazy dog, twice on Sundays.\x00"
     symbols = b"\x00__libc_start_main\x00GLIBC_2.2.5\x00cannot open shared object file\x00"
     for content in (noise, noise + ordinary, symbols):
-        for sent_by_agent in (True, False):
+        for read_as in (Source.USER, Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT, None):
             inspector = inspector_for()
-            read = inspector.inspect_binary(content, "body", sent_by_agent=sent_by_agent, answer=True)
+            read = inspector.inspect_binary(content, "body", read_as=read_as, answer=True)
             assert read is None and inspector.turn.findings == []
 
 

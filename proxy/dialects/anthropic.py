@@ -214,8 +214,11 @@ def _read_document(view: RequestView, block: dict[str, Any], where: str) -> None
     source = as_dict(block.get("source"))
     if isinstance(source.get("data"), str) and source.get("type") == "text":
         view.parts.append(Part(Source.RETRIEVED_DOCUMENT, source["data"], f"{where}.source.data"))
-    elif source.get("type") == "base64" and not is_media(as_str(source.get("media_type"))):
-        read_attachment(view, source.get("data"), f"{where}.source.data", Source.RETRIEVED_DOCUMENT)
+    elif source.get("type") == "base64" and not is_media(media_type := as_str(source.get("media_type"))):
+        data_where = f"{where}.source.data"
+        read_attachment(
+            view, source.get("data"), data_where, Source.RETRIEVED_DOCUMENT, media_type=media_type
+        )
     for text_where, text in content_texts(source.get("content"), f"{where}.source.content"):
         view.parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
     for text_where, text in content_texts(block.get("content"), f"{where}.content"):

@@ -9,7 +9,7 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from proxy.dialects.base import readable_text
-from proxy.exchange import Part, RequestView, Source
+from proxy.exchange import Attachment, Part, RequestView, Source
 
 _DATA_URL = re.compile(r"data:([^,]*),", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -39,6 +39,28 @@ def is_media(media_type: str | None) -> bool:
     return (media_type or "").lower().startswith(("image/", "audio/", "video/"))
 
 
+def is_declared_text(media_type: str | None) -> bool:
+    """A media type saying its content is text: ``text/*``, JSON (``application/json``, ``+json``)."""
+    kind = (media_type or "").lower().partition(";")[0].strip()
+    return kind.startswith("text/") or kind == "application/json" or kind.endswith("+json")
+
+
+def declared_text(content: bytes) -> str:
+    """What a file whose media type says it is text, but which does not read as text, says: as UTF-16
+    where NULs fill one byte of most pairs (UTF-16 of ASCII without a byte order mark), else as UTF-8
+    without its NULs, as a reader that takes it for the text it claims to be reads it."""
+    odd, even = content[1::2].count(0), content[0::2].count(0)
+    if max(odd, even) * 2 > len(content) // 2:
+        return content.decode("utf-16-le" if odd > even else "utf-16-be", "replace")
+    return content.replace(b"\x00", b"").decode("utf-8", "replace")
+
+
+def read_as(source: Source) -> Source:
+    """A file is content the model reads, as a retrieved document is (whoever attached it did not write
+    it), or a tool's result where a tool returned it."""
+    return source if source is Source.TOOL_RESULT else Source.RETRIEVED_DOCUMENT
+
+
 def text_file(value: object) -> tuple[str, str] | None:
     """The text of a file given encoded in ``value`` and what stands before its encoding there, where it
     decodes to text (``readable_text``); None where it does not decode, or to binary."""
@@ -58,12 +80,12 @@ def read_attachment(
     source: Source,
     tool_name: str | None = None,
     tool_call_id: str | None = None,
+    media_type: str | None = None,
 ) -> None:
     """Adds the file encoded in ``value`` at ``where``, in a message from ``source``, to ``view``: as a part
-    where it reads as text, as an attachment read as binary content where it does not, and as unread
-    where it does not decode. A value that is no string (a file given by id or URL) holds nothing to read.
-    A file is content the model reads, as a retrieved document is (whoever attached it did not write
-    it), or a tool's result where a tool returned it."""
+    where it reads as text, as an attachment read as binary content where it does not (and as its text
+    too where ``media_type``, or its ``data:`` URL, says it is text), and as unread where it does not
+    decode. A value that is no string (a file given by id or URL) holds nothing to read."""
     if not isinstance(value, str) or not value:
         return
     decoded = decode_attachment(value)
@@ -72,8 +94,10 @@ def read_attachment(
         return
     head, content = decoded
     text = readable_text(content)
-    if text is None:
-        view.attachments.append((where, content))
-    else:
-        read_as = source if source is Source.TOOL_RESULT else Source.RETRIEVED_DOCUMENT
-        view.parts.append(Part(read_as, text, where, tool_name, tool_call_id, encoded=head))
+    if text is not None:
+        view.parts.append(Part(read_as(source), text, where, tool_name, tool_call_id, encoded=head))
+        return
+    declared = is_declared_text(media_type or head[len("data:") : -1])
+    view.attachments.append(
+        Attachment(where, content, read_as(source), declared_text(content) if declared else None)
+    )

@@ -67,8 +67,9 @@ def _read_inline_data(
 ) -> None:
     """The file a part carries in ``inlineData`` (not an image, audio or video)."""
     inline_key, inline = field_of(part, "inlineData")
-    if isinstance(inline, dict) and not is_media(as_str(field_of(inline, "mimeType")[1])):
-        read_attachment(view, inline.get("data"), f"{where}.{inline_key}.data", source, tool_name, call_id)
+    if isinstance(inline, dict) and not is_media(media_type := as_str(field_of(inline, "mimeType")[1])):
+        data_where = f"{where}.{inline_key}.data"
+        read_attachment(view, inline.get("data"), data_where, source, tool_name, call_id, media_type)
 
 
 def _function_call(call: dict[str, Any], where: str) -> ToolCall:
