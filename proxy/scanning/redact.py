@@ -244,6 +244,15 @@ _OPEN_SPACED = regex.compile(
     rf"(?r)(?<!\S)(?:(?:\S|{unmask.ESCAPED_CHARACTER}){unmask.SPACING}{{1,3}})+\S{{0,{unmask.LONGEST_ESCAPE}}}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
+# A run is held up to ``max_hold`` characters that a view reads: those it drops (invisible and combining
+# characters) do not count, so a secret padded with them between its characters is not released before it
+# is whole. Held text stays bounded: a run this many caps long of which no more than one cap is read
+# (nothing but padding, or a secret padded past what a stream may hold) is withheld whole, with the rest of
+# it up to the next whitespace, and recorded as ``PADDED_RUN_RULE``.
+_PADDED_CAPS = 4
+_DROPPED_RUN = regex.compile(f"{unmask.DROPPED}+")
+_WHITESPACE = regex.compile(r"\s")
+PADDED_RUN_RULE = "inspection.padded_run"
 # ... or a trailing run of an encoding that holds whitespace, which a decoded view reads as one segment
 # (scanning/unmask.py) only once it is whole: base64 wrapped over lines of 40 characters or more, or of 4
 # to 19 (lines of nothing else: the run that ends a line of other text before them is not held), hex
@@ -346,6 +355,7 @@ class StreamRedactor:
         self._watch = scanner.watch()
         self._read_ahead = 0  # characters announced by ``expect`` that the watch has read and not come yet
         self._triggers: list[_Trigger] = []  # those that may still make a scan find something
+        self._padded = False  # withholding the rest of an overlong padded run
         self.redactions: list[Redaction] = []
 
     def expect(self, text: str) -> None:
@@ -365,7 +375,7 @@ class StreamRedactor:
         base = self._passed - len(self._context)
         known = self._pending + text
         begins = _key_block_begins(known, max(0, len(self._pending) - _LONGEST_BEGIN_MARKER))
-        if not text or self._key_block is not None or base < 0 or begins is not None:
+        if not text or self._key_block is not None or self._padded or base < 0 or begins is not None:
             return
         self._expected = self._read_ahead = len(text)
         self._note(self._watch.feed(text), self._passed + len(known))
@@ -386,6 +396,9 @@ class StreamRedactor:
             if self._key_block is not None:
                 text = self._consume_key_block(text, out)
                 continue
+            if self._padded:
+                text = self._skip_padded(text)
+                continue
             # Only the new text, and a marker that may have started just before it, need a look.
             look_from = max(0, len(self._pending) - _LONGEST_BEGIN_MARKER)
             self._pending += text
@@ -404,8 +417,34 @@ class StreamRedactor:
                 self._passed += begin.end() - begin.start()
                 text = text[begin.end() - begin.start() :]
                 continue
+            padded = _padded_run(self._pending, self._max_hold)
+            if padded is not None:
+                out.append(self._release(padded, final=False))
+                out.append(self._withhold_padded())
+                continue
             out.append(self._release(self._hold_from(), final=False))
         return "".join(out)
+
+    def _withhold_padded(self) -> str:
+        """Withholds the held run, which no view may read whole before more than the stream may hold
+        has come."""
+        run = self._pending
+        self._passed += len(run)
+        self._pending = self._context = ""
+        self._padded = True
+        self.redactions.append(
+            Redaction(PADDED_RUN_RULE, Threat.DATA_EXFILTRATION, Severity.HIGH, fingerprint(run, self._key))
+        )
+        whole = RedactionStyle.HASH if self._style is RedactionStyle.HASH else RedactionStyle.PLACEHOLDER
+        return placeholder(PADDED_RUN_RULE, run, whole, self._key)
+
+    def _skip_padded(self, text: str) -> str:
+        """Drops the withheld run's continuation; returns what follows it from the next whitespace on."""
+        end = _WHITESPACE.search(text)
+        skipped = len(text) if end is None else end.start()
+        self._passed += skipped
+        self._padded = end is None
+        return text[skipped:]
 
     def continue_from(self, text: str) -> None:
         """Reads what follows as the continuation of ``text``, which another channel already carried:
@@ -628,17 +667,37 @@ def _hold_in(pending: str, max_hold: int) -> int:
     # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
     # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
     look_from = max(0, len(pending) - max_hold - 1)
-    word = _OPEN_TOKEN.search(pending, look_from)
+    word = _OPEN_TOKEN.search(pending, max(0, len(pending) - max_hold * _PADDED_CAPS))
     hold = len(pending) if word is None else word.start()
     if not _ends_in_a_word(pending, hold):
         hold = _open_run(pending, look_from, hold)
     begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
     if begin is not None and begin.partial:
         hold = min(hold, begin.start())
-    if len(pending) - hold > max_hold:
+    if len(pending) - hold > max_hold and _read_length(pending, hold) > max_hold:
         # Over the cap: release down to half of it, so a long run costs one scan per half cap.
         hold = len(pending) - max_hold // 2
     return hold
+
+
+def _padded_run(pending: str, max_hold: int) -> int | None:
+    """Where the run that ends ``pending`` starts, if it is ``_PADDED_CAPS`` caps long or more and a view
+    reads no more than one cap of it."""
+    if len(pending) < max_hold * _PADDED_CAPS:
+        return None
+    run = _OPEN_TOKEN.search(pending)
+    if (
+        run is None
+        or len(run.group()) < max_hold * _PADDED_CAPS
+        or _read_length(pending, run.start()) > max_hold
+    ):
+        return None
+    return run.start()
+
+
+def _read_length(text: str, start: int) -> int:
+    """How many characters of ``text[start:]`` a view reads: those it drops do not count."""
+    return len(text) - start - sum(len(run) for run in _DROPPED_RUN.findall(text, start))
 
 
 def _open_run(pending: str, look_from: int, hold: int) -> int:

@@ -161,6 +161,8 @@ ESCAPED_CHARACTER = f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}"
 """One character written as any escape a disguise view decodes (a pattern, to be grouped)."""
 LONGEST_ESCAPE = 34
 """The longest match of ``ESCAPED_CHARACTER``: a named entity, "&", 32 letters or digits, ";"."""
+DROPPED = f"[{_INVISIBLE}]"
+"""One character a disguise view drops (invisible and combining characters), as a pattern."""
 SPACING = f"[{_GAP_CHARS}{re.escape(_SEPARATOR_CHARS)}]"
 """One character of what a letter-spaced or separated run puts between its characters (a pattern)."""
 # The rewrite itself: the units a view replaces, each kind led by a character of its own that no unit of
