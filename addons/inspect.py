@@ -36,7 +36,7 @@ from proxy.dialects.readings import (
     spelled_twice,
 )
 from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_bytes
-from proxy.exchange import Completion, RequestView, Source
+from proxy.exchange import Attachment, Completion, RequestView, Source
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
@@ -949,7 +949,7 @@ class Inspect:
             self._refuse_request(flow, dialect, inspector, request_refusal_status(unreadable), refused)
             return None
         secret = self._read_binaries(flow, inspector, read, "request") or self._read_attachments(
-            flow, inspector, view
+            flow, inspector, view.attachments, "request"
         )
         if secret is not None:
             self._refuse_request(flow, dialect, inspector, 403, secret)
@@ -1197,6 +1197,10 @@ class Inspect:
         if keys_read_otherwise and inspector.normalises:
             self._withhold(flow, dialect, inspector, turn.findings[-1])
             return
+        secret = self._read_attachments(flow, inspector, completion.attachments, "response")
+        if secret is not None:
+            self._withhold(flow, dialect, inspector, secret)
+            return
         # An error answer is rewritten as any other: the upstream picks the status.
         plan = inspector.inspect_completion(completion, rewrite=True)
         rewritten = body
@@ -1360,18 +1364,18 @@ class Inspect:
             message.content = forwarded.encode("utf-8", "surrogateescape")
 
     def _read_attachments(
-        self, flow: http.HTTPFlow, inspector: TurnInspector, view: RequestView
+        self, flow: http.HTTPFlow, inspector: TurnInspector, files: list[Attachment], side: str
     ) -> Finding | None:
-        """The files a request carries encoded that do not read as text (a PDF, an archive), each read as
-        binary content (``_read_binary``) written by whom it says (a tool's result, a retrieved document),
-        with the text it holds where its media type says it is text: the finding that refuses the
-        request, if any."""
-        for file in view.attachments:
-            inspector.turn.errors.append(f"request: the file at {file.where} read in its printable runs")
+        """The files a request carries encoded, or an answer gives to be read, that do not read as text (a
+        PDF, an archive), each read as binary content (``_read_binary``) written by whom it says (a
+        tool's result, a retrieved document), with the text it holds where its media type says it is
+        text: the finding that refuses the message, if any."""
+        for file in files:
+            inspector.turn.errors.append(f"{side}: the file at {file.where} read in its printable runs")
             content = file.content
             if file.declared_text is not None:
                 content = b"\x00".join([content, file.declared_text.encode("utf-8", "surrogateescape")])
-            refused = self._read_binary(flow, inspector, content, file.where, "request", read_as=file.source)
+            refused = self._read_binary(flow, inspector, content, file.where, side, read_as=file.source)
             if refused is not None:
                 return refused
         return None

@@ -138,6 +138,8 @@ class Completion:
     # Response text the agent will read as input rather than as model output (MCP tool results and tool
     # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
     parts: list[Part] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    """Files read as input that do not read as text (an MCP resource's binary blob): read as binary."""
 
     def add_read_content(self, parts: Iterable[Part]) -> None:
         """Adds text that came in the answer to be read as input (a tool's result), both as read content

@@ -250,7 +250,7 @@ def test_a_file_that_reads_as_binary_keeps_who_it_came_from_and_its_declared_tex
 
 def test_a_text_blob_in_an_mcp_result_is_read_and_rewritten_as_a_blob() -> None:
     """What an MCP tool returns as an embedded resource's base64 ``blob``: a text one is a retrieved
-    document; an image or a blob that is no text is not read."""
+    document; a blob that is no text is read as binary content; an image is not read."""
     content = [
         {"type": "resource", "resource": {"uri": "file:///a.csv", "mimeType": "text/csv", "blob": B64}},
         {
@@ -263,6 +263,9 @@ def test_a_text_blob_in_an_mcp_result_is_read_and_rewritten_as_a_blob() -> None:
     completion = MCP().parse_response(body)
     assert [(part.where, part.text, part.source) for part in completion.parts] == [
         ("result.content[0].resource.blob", TEXT, Source.RETRIEVED_DOCUMENT)
+    ]
+    assert [(file.where, file.content) for file in completion.attachments] == [
+        ("result.content[1].resource.blob", PDF)
     ]
     rewritten = json.loads(MCP().rewrite_response(body, str.upper))["result"]["content"]
     assert base64.b64decode(rewritten[0]["resource"]["blob"]).decode() == TEXT.upper()

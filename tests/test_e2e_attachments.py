@@ -190,23 +190,26 @@ def test_a_readme_a_pdf_and_an_image_raise_nothing_and_leave_as_sent(
     assert reading(last_record(enforce)) == []
 
 
-@pytest.mark.parametrize("framing", ["json", "event-stream"])
-def test_an_injection_in_a_text_blob_an_mcp_tool_returns_is_quarantined_inside_it(
-    enforce: Proxy, upstream: FakeUpstream, framing: str
-) -> None:
-    """An MCP tool's result may embed a resource as a base64 ``blob``: a text one is read as a retrieved
-    document and reaches the agent quarantined, still a blob; a PDF beside it passes as it came."""
-    poisoned = {"uri": "file:///README.md", "mimeType": "text/markdown", "blob": encoded(POISONED)}
-    pdf = {"uri": "file:///guide.pdf", "mimeType": "application/pdf", "blob": encoded(pdf_of(README[:200]))}
-    content = [{"type": "resource", "resource": poisoned}, {"type": "resource", "resource": pdf}]
+def assert_enforced_as_read_content(proxy: Proxy, where: str) -> None:
+    """The injection at ``where`` was read as content a tool returned, and enforced."""
+    found = [finding for finding in last_record(proxy)["findings"] if finding["threat"] == "prompt_injection"]
+    assert {finding["rule"] for finding in found} >= {"injection-indirect-tell-user"}
+    assert all(finding["where"] == where for finding in found)
+    assert any(finding["enforced"] for finding in found)
+
+
+def mcp_call(
+    proxy: Proxy, upstream: FakeUpstream, content: list[Any], framing: str = "json"
+) -> httpx.Response:
+    """An MCP ``tools/call`` through ``proxy`` whose result the upstream answers with ``content``."""
     message = {"jsonrpc": "2.0", "id": 5, "result": {"content": content}}
     if framing == "json":
         upstream.reply = Reply(body=json.dumps(message).encode())
     else:
         upstream.reply = Reply(events=[sse(message)])
-    context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
-        answer = client.post(
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with httpx.Client(proxy=proxy.url(), verify=context) as client:
+        return client.post(
             f"{upstream.url}/mcp",
             json={
                 "jsonrpc": "2.0",
@@ -221,6 +224,64 @@ def test_an_injection_in_a_text_blob_an_mcp_tool_returns_is_quarantined_inside_i
                 "Accept": f"application/{framing}",
             },
         )
+
+
+def test_an_injection_in_a_binary_blob_an_mcp_tool_returns_withholds_the_answer(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A blob that reads as binary (a text file with a NUL) cannot be quarantined inside: read as the
+    retrieved document it is, an injection in it withholds the answer where enforced."""
+    poisoned = {"uri": "file:///note.txt", "mimeType": "text/plain", "blob": encoded(NOTE.encode() + b"\x00")}
+    answer = mcp_call(enforce, upstream, [{"type": "resource", "resource": poisoned}])
+    assert poisoned["blob"] not in answer.text
+    where = "result.content[0].resource.blob"
+    assert_enforced_as_read_content(enforce, where)
+
+
+def test_an_ordinary_binary_blob_an_mcp_tool_returns_passes_as_sent(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    content = [
+        {
+            "type": "resource",
+            "resource": {
+                "uri": "file:///a.pdf",
+                "mimeType": "application/pdf",
+                "blob": encoded(pdf_of(README[:200])),
+            },
+        },
+        {
+            "type": "resource",
+            "resource": {
+                "uri": "file:///b.txt",
+                "mimeType": "text/plain",
+                "blob": encoded(README.encode() + b"\x00"),
+            },
+        },
+        {
+            "type": "resource",
+            "resource": {
+                "uri": "file:///c.bin",
+                "mimeType": "application/octet-stream",
+                "blob": encoded(PNG),
+            },
+        },
+    ]
+    answer = mcp_call(enforce, upstream, content)
+    assert answer.json()["result"]["content"] == content
+    assert reading(last_record(enforce)) == []
+
+
+@pytest.mark.parametrize("framing", ["json", "event-stream"])
+def test_an_injection_in_a_text_blob_an_mcp_tool_returns_is_quarantined_inside_it(
+    enforce: Proxy, upstream: FakeUpstream, framing: str
+) -> None:
+    """An MCP tool's result may embed a resource as a base64 ``blob``: a text one is read as a retrieved
+    document and reaches the agent quarantined, still a blob; a PDF beside it passes as it came."""
+    poisoned = {"uri": "file:///README.md", "mimeType": "text/markdown", "blob": encoded(POISONED)}
+    pdf = {"uri": "file:///guide.pdf", "mimeType": "application/pdf", "blob": encoded(pdf_of(README[:200]))}
+    content = [{"type": "resource", "resource": poisoned}, {"type": "resource", "resource": pdf}]
+    answer = mcp_call(enforce, upstream, content, framing)
     body = answer.text if framing == "json" else answer.text.partition("data: ")[2]
     received = json.loads(body)["result"]["content"]
     text = base64.b64decode(received[0]["resource"]["blob"]).decode()
@@ -265,13 +326,7 @@ def test_an_injection_in_a_binary_file_a_tool_returned_is_read_as_the_tool_resul
         anthropic_client(upstream).messages.create(model="m", max_tokens=10, messages=messages)
     assert upstream.received == []
     where = "messages[2].content[0].content[0].source.data"
-    found = [
-        finding for finding in last_record(enforce)["findings"] if finding["threat"] == "prompt_injection"
-    ]
-    assert {finding["rule"] for finding in found} >= {"injection-indirect-tell-user"}
-    assert all(finding["where"] == where for finding in found) and any(
-        finding["enforced"] for finding in found
-    )
+    assert_enforced_as_read_content(enforce, where)
 
 
 def test_an_ordinary_pdf_and_text_with_a_nul_a_tool_returned_pass_as_sent(

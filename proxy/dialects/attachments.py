@@ -73,6 +73,18 @@ def text_file(value: object) -> tuple[str, str] | None:
     return None if text is None else (decoded[0], text)
 
 
+def binary_file(value: object, where: str, source: Source, media_type: str | None) -> Attachment | None:
+    """The file encoded in ``value`` as binary content read as ``source``, where it decodes to binary
+    (with its text where ``media_type`` says it is text); None where it decodes to text, or not."""
+    decoded = decode_attachment(value) if isinstance(value, str) and value else None
+    if decoded is None or isinstance(decoded, str) or readable_text(decoded[1]) is not None:
+        return None
+    content = decoded[1]
+    return Attachment(
+        where, content, source, declared_text(content) if is_declared_text(media_type) else None
+    )
+
+
 def read_attachment(
     view: RequestView,
     value: object,

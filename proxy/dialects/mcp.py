@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.dialects.attachments import is_media, text_file
+from proxy.dialects.attachments import binary_file, is_media, text_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -24,7 +24,7 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
-from proxy.exchange import Completion, Part, RequestView, Source, ToolCall
+from proxy.exchange import Attachment, Completion, Part, RequestView, Source, ToolCall
 from proxy.wire.sse import SSEEvent
 
 JSONRPC_SERVER_ERROR = -32000
@@ -130,8 +130,25 @@ def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list
     return parts
 
 
+def binary_resources(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list[Attachment]:
+    """The embedded resources of a result's content whose base64 ``blob`` is binary (a PDF, a text file
+    with a NUL), not an image, audio or video: retrieved documents read as binary content."""
+    base = (*prefix, "result", "content")
+    files = []
+    for index, item in enumerate(as_list(as_dict(message.get("result")).get("content"))):
+        resource = as_dict(as_dict(item).get("resource"))
+        media_type = as_str(resource.get("mimeType"))
+        where = format_locator((*base, index, "resource", "blob"))
+        if not is_media(media_type) and (
+            file := binary_file(resource.get("blob"), where, Source.RETRIEVED_DOCUMENT, media_type)
+        ):
+            files.append(file)
+    return files
+
+
 def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> None:
     completion.add_read_content(result_parts(message, prefix))
+    completion.attachments += binary_resources(message, prefix)
     if "error" in message or as_dict(message.get("result")).get("isError") is True:
         completion.stop_reason = "error"
 
