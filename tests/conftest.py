@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import settings
 
 from proxy.commands.localca import UpstreamPKI, make_pki
 from proxy.config.paths import DATA_DIR_ENV
@@ -15,6 +16,11 @@ from tests.harness import Proxy
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply
 from tests.webhook_receiver import Receiver
+
+# A Hypothesis deadline is a timing assertion: on a machine that runs the suite beside other work an
+# example's time says nothing of the code, and the tests assert behaviour only.
+settings.register_profile("egressguard", deadline=None)
+settings.load_profile("egressguard")
 
 ENVIRONMENT_LEAKS = (
     "HTTP_PROXY",

@@ -1035,7 +1035,7 @@ def test_a_long_reply_is_read_in_time_linear_in_its_length(name: str) -> None:
         text = "word " * (size // 5)
         stream = text_stream(split(text, [512]))
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):  # the best of three: a pause of the machine's other work is not the code's
             session = dialect.stream_session(StreamFilters(text_filter=lambda where: PassThrough()))
             started = time.process_time()
             session.feed(stream)
