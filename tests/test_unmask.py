@@ -16,9 +16,10 @@ import zlib
 from collections import Counter
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import carriers
 from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, disguised_corpus, hard_negatives
 from proxy.model import Threat
 from proxy.scanning import unmask
@@ -32,6 +33,7 @@ AWS_KEY = "AKIAQWERTY234567ABCD"
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 GITLAB_TOKEN = "glpat-" + "k3sz7uS3iHWEhszk0RhJ"
 PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
+DEV_DATA = carriers.default_data()
 
 
 def _found(text: str) -> list[str]:
@@ -322,3 +324,42 @@ def test_hint_is_asked_only_where_its_shape_starts_and_found_as_the_search_finds
         searched = unmask._SPACED_HINT.search(hinted, position)
         asked = unmask._next_hint(hinted, probe, position)
         assert (asked and asked.span()) == (searched and searched.span())
+
+
+def _reference_standing_alone(encoded: bytes) -> list[int]:
+    """Where a letter or digit stands with none either side, spelt out one byte at a time."""
+
+    def alnum(position: int) -> bool:
+        return (
+            0 <= position < len(encoded)
+            and chr(encoded[position]).isascii()
+            and chr(encoded[position]).isalnum()
+        )
+
+    return [
+        position
+        for position in range(len(encoded))
+        if alnum(position) and not alnum(position - 1) and not alnum(position + 1)
+    ]
+
+
+_STANDING_PIECES = ["a", "Z", "7", " ", "-", ".", ", ", "\n", "?", "ab", "_", "é", "s-k-p", "x = 1"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_STANDING_PIECES), max_size=80).map("".join))
+def test_letters_standing_alone_are_those_of_the_obvious_reading(text: str) -> None:
+    """The separated runs are looked for around the letters and digits standing alone that one
+    translation finds: exactly those a byte-by-byte reading finds."""
+    encoded = text.encode("ascii", "replace")
+    assert unmask._standing_alone(encoded).tolist() == _reference_standing_alone(encoded)
+
+
+@pytest.mark.skipif(not (DEV_DATA / carriers.TOOL_RESULTS_FILE).is_file(), reason="no development data here")
+def test_letters_standing_alone_in_development_texts_are_those_of_the_obvious_reading() -> None:
+    """Over the development data's tool results (docs, code, JSON, logs), the same positions."""
+    texts = [carrier.text[:20_000] for carrier in carriers.load_tool_results(DEV_DATA)]
+    assert len(texts) > 100
+    for text in texts:
+        encoded = text.encode("ascii", "replace")
+        assert unmask._standing_alone(encoded).tolist() == _reference_standing_alone(encoded)

@@ -146,7 +146,6 @@ _SPACED = re.compile(
 # together, six or more: one vectorised pass over a copy of the text with each letter or digit a 1.
 _SEPARATOR_CHARS = "-._|,/:;*~+\r\n "
 _ALNUM_BYTES = bytes(int(chr(code).isascii() and chr(code).isalnum()) for code in range(256))
-_OTHER_BYTES = bytes(1 - alnum for alnum in _ALNUM_BYTES)
 _ALONE_GAP = 8
 """The farthest apart two letters or digits of a separated run stand (a three-character separator, a
 separator of the key's own between them, another separator)."""
@@ -435,16 +434,14 @@ def _separated_runs(text: str, encoded: bytes) -> list[tuple[int, int, int]]:
     for only around letters and digits that stand alone close together."""
     if len(text) < 15:
         return []
-    alnum = np.frombuffer(encoded.translate(_ALNUM_BYTES), dtype=bool)
-    other = np.frombuffer(b"\1" + encoded.translate(_OTHER_BYTES) + b"\1", dtype=bool)
-    alone = np.flatnonzero(alnum & other[:-2] & other[2:])
+    alone = _standing_alone(encoded)
     if len(alone) < _ALONE_RUN + 1:
         return []
     # Where the next _ALONE_RUN stand close after one: the starts of clusters, merged where they touch.
-    dense = np.flatnonzero(alone[_ALONE_RUN:] - alone[:-_ALONE_RUN] <= _ALONE_RUN * _ALONE_GAP)
+    dense = (alone[_ALONE_RUN:] - alone[:-_ALONE_RUN] <= _ALONE_RUN * _ALONE_GAP).nonzero()[0]
     if not len(dense):
         return []
-    breaks = np.flatnonzero(dense[1:] - dense[:-1] > 1)
+    breaks = (dense[1:] - dense[:-1] > 1).nonzero()[0]
     firsts = [int(dense[0]), *(dense[breaks + 1]).tolist()]
     lasts = [*(dense[breaks]).tolist(), int(dense[-1])]
     runs: list[tuple[int, int, int]] = []
@@ -458,6 +455,15 @@ def _separated_runs(text: str, encoded: bytes) -> list[tuple[int, int, int]]:
             if run[1] - run[0] >= 7 * run[2] + 1 and not any(_overlap(run, known) for known in runs):
                 runs.append(run)
     return runs
+
+
+def _standing_alone(encoded: bytes) -> npt.NDArray[np.intp]:
+    """Where in ``encoded`` an ASCII letter or digit stands with no letter or digit either side. One
+    translation of the bytes (which costs more than the array operations after it): a character stands
+    alone where it reads 1 and both its neighbours (nothing, at the ends) read 0."""
+    alnum = np.frombuffer(b"\0" + encoded.translate(_ALNUM_BYTES) + b"\0", dtype=np.uint8)
+    alone: npt.NDArray[np.intp] = np.greater(alnum[1:-1], alnum[:-2] | alnum[2:]).nonzero()[0]
+    return alone
 
 
 def _next_hint(hinted: str, probe: bytes, position: int) -> re.Match[str] | None:
