@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import bz2
+import codecs
 import csv
 import gzip
 import hashlib
@@ -143,6 +144,10 @@ def _circled(value: str) -> str:
     return "".join(map(circle, value))
 
 
+def _rot13(value: str) -> str:
+    return codecs.encode(value, "rot13")
+
+
 def _compressed(compress: Callable[[bytes], bytes]) -> Callable[[str], str]:
     return lambda text: base64.b64encode(compress(text.encode())).decode()
 
@@ -226,6 +231,9 @@ ENCODERS: dict[str, Encoder] = {
     "devanagari-digits": _value(_digits(0x0966)),
     "math-digits": _value(_digits(0x1D7CE)),
     "circled": _value(_circled),
+    "reversed": _value(lambda value: value[::-1]),
+    "rot13": _value(_rot13),
+    "reversed+rot13": _value(lambda value: _rot13(value[::-1])),
 }
 
 
@@ -442,6 +450,17 @@ def _ids_and_hashes(rng: random.Random) -> str:
     )
 
 
+def _turned_lookalikes(rng: random.Random) -> str:
+    """Words, names and code that hold a key prefix written backwards or in rot13 at a token's edge."""
+    word = rng.choice(["Aika", "Aisa", "Kaze", "iPad", "Ngoo", "Nfvn"])
+    return (
+        f"{word} wrote: from __future__ import annotations; s = name[::-1]\n"
+        "print(codecs.encode(s, 'rot13'))\n"
+        f"reversed('ghp_') == '_phg'; 'tuc_' is rot13 of 'ghp_'; {rng.randbytes(12).hex()}_phg sk-_"
+        "\nvar r=e.split('').reverse().join('');Aika_2 AIKA ahz-kf pbaf"
+    )
+
+
 _WORDS = [
     "agent",
     "report",
@@ -489,6 +508,7 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "short lines": _short_lines,
     "base64 of plain text": _base64_text,
     "ids and nonces": _ids_and_hashes,
+    "reversed or rotated look-alikes": _turned_lookalikes,
 }
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import functools
 import importlib.resources
+import itertools
 import operator
 import re
 import time
@@ -626,6 +627,13 @@ _FEW_BLOCKS = 256
 up than so few blocks take to read); above, numpy reads every block faster."""
 # Stands for a run's inside in the text searched for keywords: no keyword holds it.
 _RUN_FILLER = "\x00"
+
+
+_MIN_TURNED = 4
+"""The shortest token prefix looked for turned (``unmask.turned_keywords``); a longer one made only of
+letters is a word ("token", "secret"), not a prefix."""
+# A keyword that can start a token: a letter or digit, then what keys are made of (not "--token", "<secret>").
+_TOKEN_PREFIX = re.compile(f"[a-z0-9][a-z0-9_.-]{{{_MIN_TURNED - 1},}}")
 
 
 def _literal_led(source: str) -> bool:
@@ -1295,6 +1303,8 @@ class _Plan:
 
     regions: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     starts: dict[int, list[int]] = field(default_factory=dict)
+    turned: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)
+    """Where a key's prefix stands turned (``unmask.turned_views``), with the turnings that give it."""
 
 
 class Scanner:
@@ -1348,8 +1358,18 @@ class Scanner:
                 self._single_chars[index] = singles
             for word in sorted(rule_words - set(singles)):
                 rules_by_word.setdefault(word, []).append(index)
-        words = list(rules_by_word)
-        rules_of_word = [tuple(indices) for indices in rules_by_word.values()]
+        # A decoded rule's token prefix written backwards or rotated is looked for in the same pass, and
+        # triggers no rule: its token is read turned back.
+        self._turned = unmask.turned_keywords(
+            word
+            for index in sorted(self._decoded)
+            if self._literal_led[index]
+            for word in map(_trigger_view, self.rules[index].keywords)
+            if _TOKEN_PREFIX.fullmatch(word) and not (word.isalpha() and len(word) > _MIN_TURNED)
+        )
+        self._turned = {word: kinds for word, kinds in self._turned.items() if word not in rules_by_word}
+        words = [*rules_by_word, *self._turned]
+        rules_of_word = [tuple(indices) for indices in rules_by_word.values()] + [()] * len(self._turned)
         self._keywords = _Keywords(words, rules_of_word)
         spaced_words = [word_index for word_index, word in enumerate(words) if " " in word.strip(" ")]
         self._spaced_keywords = _Keywords(
@@ -1392,7 +1412,8 @@ class Scanner:
         """The reach of each keyword's hit (``TriggerWatch._hit_reach``), for one of the automata's lists."""
         known = self._reaches_by_list.get(id(rules_of_word))
         if known is None:
-            known = [self._reach_of(rules) for rules in rules_of_word]
+            # A turned prefix (no rules) starts a view, whose matches may reach anywhere.
+            known = [self._reach_of(rules) if rules else (UNBOUNDED, -1) for rules in rules_of_word]
             self._reaches_by_list[id(rules_of_word)] = known
         return known
 
@@ -1513,6 +1534,8 @@ class Scanner:
                     plan.regions.update(dict.fromkeys(rules_of[word_index], whole))
             return plan
         for word_index, start, end in words_found:
+            if not rules_of_word[word_index]:
+                plan.turned.append((start, end, self._turned[searched[start:end]]))
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
                     hits_by_rule[index].append((start, end))
@@ -1596,10 +1619,16 @@ class Scanner:
         disguises: dict[tuple[int, int, int], str] = {}
         budget.allow(len(text))
         with budget.metered() as meter:
-            found = self._find(text, self._plan(text, meter), timed_out, meter)
+            plan = self._plan(text, meter)
+            found = self._find(text, plan, timed_out, meter)
             if self._decoded:
-                for view in unmask.views(text):
+                # Views of turned tokens are read after the others; those of a view that is not turned
+                # itself join them as they are found.
+                turned = unmask.turned_views(text, plan.turned, None)
+                for view in itertools.chain(unmask.views(text), turned):
                     plan = self._plan(view.text, meter, self._decoded)
+                    if view.kind not in unmask.TURNINGS:
+                        turned.extend(unmask.turned_views(view.text, plan.turned, view))
                     for start, end, index in self._find(view.text, plan, timed_out, meter):
                         low, high = view.original(start, end)
                         if view.text[start:end] == text[low:high]:

@@ -37,7 +37,7 @@ import re
 import string
 import unicodedata
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -274,8 +274,9 @@ class View:
 
     def original(self, start: int, end: int) -> tuple[int, int]:
         """The span of the scanned text that produced ``text[start:end]``."""
-        first = self._origin(start)[0]
-        last = self._origin(max(start, end - 1))[1]
+        # A view read backwards maps its first character after its last.
+        first_origin, last_origin = self._origin(start), self._origin(max(start, end - 1))
+        first, last = min(first_origin[0], last_origin[0]), max(first_origin[1], last_origin[1])
         if self.parent is not None:
             return self.parent.original(first, last)
         return first, last
@@ -841,3 +842,79 @@ def _as_text(raw: bytes) -> str | None:
         return decoded
     unreadable = len(_UNREADABLE.findall(decoded))
     return decoded if unreadable <= (1 - _PRINTABLE_SHARE) * len(decoded) else None
+
+
+# -- turned tokens: a key written backwards or with its letters rotated ------------------------------------
+
+REVERSED = "reversed"
+ROT13 = "rot13"
+REVERSED_ROT13 = "reversed+rot13"
+_LOWER, _UPPER = string.ascii_lowercase, string.ascii_uppercase
+_ROT13_TABLE = str.maketrans(_LOWER + _UPPER, _LOWER[13:] + _LOWER[:13] + _UPPER[13:] + _UPPER[:13])
+TURNINGS: dict[str, Callable[[str], str]] = {
+    REVERSED: lambda text: text[::-1],
+    ROT13: lambda text: text.translate(_ROT13_TABLE),
+    REVERSED_ROT13: lambda text: text[::-1].translate(_ROT13_TABLE),
+}
+"""Ways a model rewrites a token that undo themselves: each applied twice gives the token back, so the
+view of a turned token is the same turning of it."""
+_TURN_REACH = 1024
+"""How far a turned keyword's token is read the way its key runs: farther than any key."""
+_TURN_EDGE = 16
+"""How far it is read the other way: enough for what a rule looks behind a key for."""
+
+
+def turned_keywords(keywords: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Each turning of ``keywords`` that is no keyword itself, with the turnings that give it: a token
+    holding one may be a key turned, and is read turned back (``turned_views``)."""
+    plain = set(keywords)
+    turned: dict[str, list[str]] = {}
+    for keyword in sorted(plain):
+        for kind, turn in TURNINGS.items():
+            word = turn(keyword)
+            if word not in plain:
+                turned.setdefault(word, []).append(kind)
+    return {word: tuple(kinds) for word, kinds in turned.items()}
+
+
+def turned_views(
+    text: str, hits: Iterable[tuple[int, int, tuple[str, ...]]], parent: View | None
+) -> list[View]:
+    """Views of the tokens of ``text`` that hold a turned keyword (``hits``: its span and the turnings
+    that give it) where a key starts, each turned back: the token reversed maps every character to
+    where it stands, so a match covers only what carried it."""
+    found: list[View] = []
+    seen: set[tuple[int, int, str]] = set()
+    for start, end, kinds in hits:
+        for kind in kinds:
+            backwards = kind != ROT13
+            # A key starts where no letter, digit or "_" stands before it (what its rule looks behind
+            # for): reversed, after its turned prefix. Elsewhere (inside base64, a hash, a word) a turned
+            # prefix starts nothing.
+            edge = text[end : end + 1] if backwards else text[start - 1 : start]
+            if edge and (edge.isalnum() or edge == "_"):
+                continue
+            low, high = _key_around(text, start, end, backwards)
+            if (low, high, kind) in seen:
+                continue
+            seen.add((low, high, kind))
+            token = TURNINGS[kind](text[low:high])
+            letters = {0: np.arange(high - 1, low - 1, -1, dtype=np.intp)} if backwards else {}
+            found.append(View(token, kind, ((0, low, high, True),), parent, letters))
+    return found
+
+
+def _key_around(text: str, start: int, end: int, backwards: bool) -> tuple[int, int]:
+    """The run of non-whitespace that holds ``text[start:end]``, reaching ``_TURN_REACH`` characters
+    the way the key runs (back from a reversed prefix) and a few the other way."""
+    before, after = (_TURN_REACH, _TURN_EDGE) if backwards else (_TURN_EDGE, _TURN_REACH)
+    low = max(0, start - before)
+    space = _WHITESPACE_BEFORE.search(text, low, start)
+    if space is not None:
+        low = space.end()
+    space = _WHITESPACE.search(text, end, min(len(text), end + after))
+    return low, space.start() if space is not None else min(len(text), end + after)
+
+
+_WHITESPACE = re.compile(r"\s")
+_WHITESPACE_BEFORE = re.compile(r"(?s:.*)\s")
