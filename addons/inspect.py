@@ -23,7 +23,7 @@ from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_
 from addons.wire.fields import field_values
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
-from proxy.dialects.base import ParsedBody, body_text, load_json_with_shadowed, readable_text
+from proxy.dialects.base import BLOCKED_CODE, ParsedBody, body_text, load_json_with_shadowed, readable_text
 from proxy.dialects.generic import binary_parts
 from proxy.dialects.readings import (
     DECLARED,
@@ -87,7 +87,6 @@ OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 INSPECTION_FAILED_RULE = "inspection.failed"
-BLOCKED_CODE = "egressguard_blocked"
 REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
@@ -1119,7 +1118,7 @@ class Inspect:
             self._redact_large_body(flow, turn, inspector)
             return
         turn.stream = True
-        filters = inspector.stream_filters()
+        filters = self._stream_filters(flow, inspector)
         session = stream_session(dialect, filters, inspector.policy)
         flow.response.stream = BodyRelay(
             turn,
@@ -1380,6 +1379,16 @@ class Inspect:
                 return refused
         return None
 
+    def _stream_filters(self, flow: http.HTTPFlow, inspector: TurnInspector) -> StreamFilters:
+        """The filters of an answer's event stream, with a reader of the files its events give to be read
+        that do not read as text, each read as a JSON answer's is (``_read_attachments``)."""
+
+        def read_file(file: Attachment) -> str | None:
+            refused = self._read_attachments(flow, inspector, [file], "response")
+            return None if refused is None else block_message(refused, inspector.turn.event_id)
+
+        return dataclasses.replace(inspector.stream_filters(), file_reader=read_file)
+
     def _read_binaries(
         self, flow: http.HTTPFlow, inspector: TurnInspector, body: bytes | BinaryBody | None, side: str
     ) -> Finding | None:
@@ -1427,8 +1436,8 @@ class Inspect:
         unread = self._uninspectable(flow, turn, side, inside.error) if inside.error is not None else None
         return secret or unread
 
-    @staticmethod
     def _read_as_stream(
+        self,
         flow: http.HTTPFlow,
         dialect: Dialect,
         inspector: TurnInspector,
@@ -1440,7 +1449,7 @@ class Inspect:
         hook, it would leave the upstream's whole body unread."""
         assert flow.response is not None
         turn = inspector.turn
-        filters = inspector.stream_filters()
+        filters = self._stream_filters(flow, inspector)
         session = stream_session(dialect, filters, inspector.policy)
         try:
             filtered = session.feed(body) + session.finish()

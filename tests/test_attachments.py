@@ -13,6 +13,7 @@ import pytest
 from proxy.dialects import MCP, Anthropic, Gemini, OpenAIChat, OpenAIResponses
 from proxy.dialects.attachments import declared_text, decode_attachment, is_declared_text, is_media
 from proxy.dialects.base import Dialect
+from proxy.dialects.locator import get_at
 from proxy.exchange import Attachment, Source, written
 
 TEXT = "col,value\nname,orders\n"
@@ -270,3 +271,41 @@ def test_a_text_blob_in_an_mcp_result_is_read_and_rewritten_as_a_blob() -> None:
     rewritten = json.loads(MCP().rewrite_response(body, str.upper))["result"]["content"]
     assert base64.b64decode(rewritten[0]["resource"]["blob"]).decode() == TEXT.upper()
     assert rewritten[1:] == content[1:]
+
+
+@pytest.mark.parametrize(
+    ("message", "at"),
+    [
+        ({"id": 1, "result": {"contents": "RESOURCES"}}, "result.contents[{}]"),
+        (
+            {"id": 1, "result": {"messages": [{"role": "user", "content": "ITEMS"}]}},
+            "result.messages[0].content[{}].resource",
+        ),
+        (
+            {"id": 1, "method": "sampling/createMessage", "params": {"messages": [{"content": "ITEMS"}]}},
+            "params.messages[0].content[{}].resource",
+        ),
+    ],
+    ids=["resources-read", "prompts-get", "sampling-request"],
+)
+def test_every_resource_an_mcp_server_serves_is_read_as_a_tool_results_is(message: Any, at: str) -> None:
+    """A resource ``resources/read`` returns, or a prompt's or a sampling request's message embeds: its
+    text, its blob as text where it is text, as binary content where not; an image is not read."""
+    resources = [
+        {"uri": "file:///a.csv", "mimeType": "text/csv", "blob": B64},
+        {"uri": "file:///b.pdf", "mimeType": "application/pdf", "blob": PDF_B64},
+        {"uri": "file:///c.png", "mimeType": "image/png", "blob": B64},
+        {"uri": "file:///d.md", "mimeType": "text/markdown", "text": TEXT},
+    ]
+    items = [{"type": "resource", "resource": resource} for resource in resources]
+    body = json.dumps({"jsonrpc": "2.0", **message}).replace('"RESOURCES"', json.dumps(resources))
+    body = body.replace('"ITEMS"', json.dumps(items))
+    completion = MCP().parse_response(body.encode())
+    assert sorted((part.where, part.text, part.source) for part in completion.parts) == [
+        (f"{at.format(0)}.blob", TEXT, Source.RETRIEVED_DOCUMENT),
+        (f"{at.format(3)}.text", TEXT, Source.RETRIEVED_DOCUMENT),
+    ]
+    assert [(file.where, file.content) for file in completion.attachments] == [(f"{at.format(1)}.blob", PDF)]
+    rewritten = json.loads(MCP().rewrite_response(body.encode(), str.upper))
+    assert base64.b64decode(get_at(rewritten, f"{at.format(0)}.blob")).decode() == TEXT.upper()
+    assert get_at(rewritten, f"{at.format(1)}.blob") == PDF_B64

@@ -12,6 +12,7 @@ import json
 import ssl
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
@@ -19,6 +20,7 @@ import httpx
 import openai
 import pytest
 
+from proxy.dialects.locator import get_at
 from tests.harness import Proxy
 from tests.test_e2e_injection import ATTACK, AWS_KEY, MARKER, README
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
@@ -198,24 +200,30 @@ def assert_enforced_as_read_content(proxy: Proxy, where: str) -> None:
     assert any(finding["enforced"] for finding in found)
 
 
-def mcp_call(
-    proxy: Proxy, upstream: FakeUpstream, content: list[Any], framing: str = "json"
-) -> httpx.Response:
-    """An MCP ``tools/call`` through ``proxy`` whose result the upstream answers with ``content``."""
-    message = {"jsonrpc": "2.0", "id": 5, "result": {"content": content}}
+def mcp_exchange(
+    proxy: Proxy,
+    upstream: FakeUpstream,
+    result: dict[str, Any],
+    framing: str = "json",
+    method: str = "tools/call",
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-RPC message the agent receives through ``proxy`` for an MCP ``method`` whose result the
+    upstream answers with ``result``, as a JSON body or in an event stream (``framing``)."""
+    message = {"jsonrpc": "2.0", "id": 5, "result": result}
     if framing == "json":
         upstream.reply = Reply(body=json.dumps(message).encode())
     else:
         upstream.reply = Reply(events=[sse(message)])
     context = ssl.create_default_context(cafile=proxy.ca_cert)
     with httpx.Client(proxy=proxy.url(), verify=context) as client:
-        return client.post(
+        answer = client.post(
             f"{upstream.url}/mcp",
             json={
                 "jsonrpc": "2.0",
                 "id": 5,
-                "method": "tools/call",
-                "params": {"name": "read", "arguments": {}},
+                "method": method,
+                "params": {"name": "read", "arguments": {}} if params is None else params,
             },
             headers={
                 "X-Purpose": "p",
@@ -224,55 +232,54 @@ def mcp_call(
                 "Accept": f"application/{framing}",
             },
         )
+    received: dict[str, Any] = json.loads(
+        answer.text if framing == "json" else answer.text.partition("data: ")[2]
+    )
+    return received
 
 
+def assert_withheld(received: dict[str, Any], proxy: Proxy, where: str) -> None:
+    """The agent got a JSON-RPC error for its request instead of the result, for an injection at
+    ``where`` read as content the server returned and enforced."""
+    assert "result" not in received and received["id"] == 5
+    assert received["error"]["data"]["code"] == "egressguard_blocked"
+    assert_enforced_as_read_content(proxy, where)
+
+
+FRAMINGS = pytest.mark.parametrize("framing", ["json", "event-stream"])
+
+
+@FRAMINGS
 def test_an_injection_in_a_binary_blob_an_mcp_tool_returns_withholds_the_answer(
-    enforce: Proxy, upstream: FakeUpstream
+    enforce: Proxy, upstream: FakeUpstream, framing: str
 ) -> None:
     """A blob that reads as binary (a text file with a NUL) cannot be quarantined inside: read as the
-    retrieved document it is, an injection in it withholds the answer where enforced."""
+    retrieved document it is, an injection in it withholds the answer where enforced, streamed or not."""
     poisoned = {"uri": "file:///note.txt", "mimeType": "text/plain", "blob": encoded(NOTE.encode() + b"\x00")}
-    answer = mcp_call(enforce, upstream, [{"type": "resource", "resource": poisoned}])
-    assert poisoned["blob"] not in answer.text
-    where = "result.content[0].resource.blob"
-    assert_enforced_as_read_content(enforce, where)
+    received = mcp_exchange(
+        enforce, upstream, {"content": [{"type": "resource", "resource": poisoned}]}, framing
+    )
+    assert_withheld(received, enforce, "result.content[0].resource.blob")
 
 
+ORDINARY_BLOBS = [
+    {"uri": "file:///a.pdf", "mimeType": "application/pdf", "blob": encoded(pdf_of(README[:200]))},
+    {"uri": "file:///b.txt", "mimeType": "text/plain", "blob": encoded(README.encode() + b"\x00")},
+    {"uri": "file:///c.bin", "mimeType": "application/octet-stream", "blob": encoded(PNG)},
+    {"uri": "file:///README.md", "mimeType": "text/markdown", "blob": encoded(README)},
+]
+
+
+@FRAMINGS
 def test_an_ordinary_binary_blob_an_mcp_tool_returns_passes_as_sent(
-    enforce: Proxy, upstream: FakeUpstream
+    enforce: Proxy, upstream: FakeUpstream, framing: str
 ) -> None:
-    content = [
-        {
-            "type": "resource",
-            "resource": {
-                "uri": "file:///a.pdf",
-                "mimeType": "application/pdf",
-                "blob": encoded(pdf_of(README[:200])),
-            },
-        },
-        {
-            "type": "resource",
-            "resource": {
-                "uri": "file:///b.txt",
-                "mimeType": "text/plain",
-                "blob": encoded(README.encode() + b"\x00"),
-            },
-        },
-        {
-            "type": "resource",
-            "resource": {
-                "uri": "file:///c.bin",
-                "mimeType": "application/octet-stream",
-                "blob": encoded(PNG),
-            },
-        },
-    ]
-    answer = mcp_call(enforce, upstream, content)
-    assert answer.json()["result"]["content"] == content
+    result = {"content": [{"type": "resource", "resource": blob} for blob in ORDINARY_BLOBS]}
+    assert mcp_exchange(enforce, upstream, result, framing)["result"] == result
     assert reading(last_record(enforce)) == []
 
 
-@pytest.mark.parametrize("framing", ["json", "event-stream"])
+@FRAMINGS
 def test_an_injection_in_a_text_blob_an_mcp_tool_returns_is_quarantined_inside_it(
     enforce: Proxy, upstream: FakeUpstream, framing: str
 ) -> None:
@@ -281,15 +288,100 @@ def test_an_injection_in_a_text_blob_an_mcp_tool_returns_is_quarantined_inside_i
     poisoned = {"uri": "file:///README.md", "mimeType": "text/markdown", "blob": encoded(POISONED)}
     pdf = {"uri": "file:///guide.pdf", "mimeType": "application/pdf", "blob": encoded(pdf_of(README[:200]))}
     content = [{"type": "resource", "resource": poisoned}, {"type": "resource", "resource": pdf}]
-    answer = mcp_call(enforce, upstream, content, framing)
-    body = answer.text if framing == "json" else answer.text.partition("data: ")[2]
-    received = json.loads(body)["result"]["content"]
+    received = mcp_exchange(enforce, upstream, {"content": content}, framing)["result"]["content"]
     text = base64.b64decode(received[0]["resource"]["blob"]).decode()
     assert "attacker@evil.example" not in text and MARKER in text and README.strip() in text
     assert received[1] == content[1]
     where = "result.content[0].resource.blob"
     found = [finding for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"]
     assert found and all(finding[1:] == (where, True) for finding in found)
+
+
+def read_resources(resources: list[Any]) -> dict[str, Any]:
+    """What ``resources/read`` answers: the resources read."""
+    return {"contents": resources}
+
+
+def prompt_with(resources: list[Any]) -> dict[str, Any]:
+    """What ``prompts/get`` answers: messages for the agent's model, each embedding one resource."""
+    return {
+        "description": "review a file",
+        "messages": [
+            {"role": "user", "content": {"type": "resource", "resource": resource}} for resource in resources
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Served:
+    """An MCP method whose answer carries resources, and where the first one stands in it."""
+
+    method: str
+    params: dict[str, Any]
+    answer: Callable[[list[Any]], dict[str, Any]]
+    at: str
+
+    def exchange(self, proxy: Proxy, upstream: FakeUpstream, resources: list[Any], framing: str) -> Any:
+        return mcp_exchange(proxy, upstream, self.answer(resources), framing, self.method, self.params)
+
+
+SERVED = pytest.mark.parametrize(
+    "served",
+    [
+        Served("resources/read", {"uri": "file:///notes"}, read_resources, "result.contents[0]"),
+        Served("prompts/get", {"name": "review"}, prompt_with, "result.messages[0].content.resource"),
+    ],
+    ids=["resources-read", "prompts-get"],
+)
+
+
+@SERVED
+@FRAMINGS
+def test_an_injection_in_a_binary_resource_a_server_serves_withholds_the_answer(
+    enforce: Proxy, upstream: FakeUpstream, framing: str, served: Served
+) -> None:
+    """A resource a server reads, or a prompt's message embeds, as a blob that reads as binary: an
+    injection in it withholds the answer where enforced, streamed or not."""
+    poisoned = {"uri": "file:///note.txt", "mimeType": "text/plain", "blob": encoded(NOTE.encode() + b"\x00")}
+    assert_withheld(served.exchange(enforce, upstream, [poisoned], framing), enforce, f"{served.at}.blob")
+
+
+@SERVED
+@FRAMINGS
+def test_an_injection_in_a_text_blob_a_server_serves_is_quarantined_inside_it(
+    enforce: Proxy, upstream: FakeUpstream, framing: str, served: Served
+) -> None:
+    poisoned = {"uri": "file:///README.md", "mimeType": "text/markdown", "blob": encoded(POISONED)}
+    received = served.exchange(enforce, upstream, [poisoned], framing)
+    text = base64.b64decode(get_at(received, f"{served.at}.blob")).decode()
+    assert "attacker@evil.example" not in text and MARKER in text and README.strip() in text
+    found = [finding for finding in reading(last_record(enforce)) if finding[0] == "prompt_injection"]
+    assert found and all(finding[1:] == (f"{served.at}.blob", True) for finding in found)
+
+
+@SERVED
+@FRAMINGS
+def test_ordinary_resources_a_server_serves_pass_as_sent(
+    enforce: Proxy, upstream: FakeUpstream, framing: str, served: Served
+) -> None:
+    """A PDF, a README as text and as a blob, a text file with a NUL: nothing raised, nothing changed."""
+    resources = [*ORDINARY_BLOBS, {"uri": "file:///README.md", "mimeType": "text/markdown", "text": README}]
+    assert served.exchange(enforce, upstream, resources, framing)["result"] == served.answer(resources)
+    assert reading(last_record(enforce)) == []
+
+
+@FRAMINGS
+def test_a_secret_in_a_pdf_a_server_reads_withholds_the_answer(
+    enforce: Proxy, upstream: FakeUpstream, framing: str
+) -> None:
+    pdf = {
+        "uri": "file:///keys.pdf",
+        "mimeType": "application/pdf",
+        "blob": encoded(pdf_of(f"key {AWS_KEY}")),
+    }
+    received = mcp_exchange(enforce, upstream, read_resources([pdf]), framing, "resources/read", {"uri": "x"})
+    assert "result" not in received and received["error"]["data"]["code"] == "egressguard_blocked"
+    assert ("data_exfiltration", "result.contents[0].blob", True) in reading(last_record(enforce))
 
 
 NOTE = (

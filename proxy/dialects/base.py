@@ -17,6 +17,8 @@ from proxy.exchange import Completion, RequestView, ToolCall, written
 from proxy.wire import jsontext
 
 ErrorResponse = tuple[int, dict[str, str], bytes]
+BLOCKED_CODE = "egressguard_blocked"
+"""The code of the error an agent gets where egressguard refuses what it sent or withholds an answer."""
 JSON_HEADERS = {"content-type": "application/json"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _ORDER_MARKS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)

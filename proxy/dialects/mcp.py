@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy.dialects.attachments import binary_file, is_media, text_file
 from proxy.dialects.base import (
+    BLOCKED_CODE,
     Dialect,
     ErrorResponse,
     as_dict,
@@ -28,6 +29,13 @@ from proxy.exchange import Attachment, Completion, Part, RequestView, Source, To
 from proxy.wire.sse import SSEEvent
 
 JSONRPC_SERVER_ERROR = -32000
+
+
+def jsonrpc_error(identifier: Any, status: int, message: str, code: str) -> dict[str, Any]:
+    """A JSON-RPC error answering the request ``identifier``: MCP clients surface its message to the
+    caller."""
+    error = {"code": JSONRPC_SERVER_ERROR, "message": message, "data": {"code": code, "status": status}}
+    return {"jsonrpc": "2.0", "id": identifier, "error": error}
 
 
 def is_jsonrpc(document: Any) -> bool:
@@ -60,58 +68,91 @@ DESCRIBED_LISTINGS = {
 prompts, resources and templates are described as tools are."""
 
 
-def _item_parts(item: Any, steps: tuple[Step, ...], source: Source, call_id: str | None) -> list[Part]:
-    """The text of one content item at ``steps``: a text item's as ``source``, an embedded resource's as
-    retrieved."""
-    item = as_dict(item)
-    parts: list[Part] = []
-    if isinstance(item.get("text"), str):
-        parts.append(Part(source, item["text"], format_locator((*steps, "text")), None, call_id))
-    resource = as_dict(item.get("resource"))
+def _resource_parts(resource: dict[str, Any], steps: tuple[Step, ...], call_id: str | None) -> list[Part]:
+    """The text of one resource at ``steps`` (embedded in content, or read): its ``text``, or its base64
+    ``blob`` where that decodes to text and is no image, audio or video, as a retrieved document."""
     if isinstance(resource.get("text"), str):
-        where = format_locator((*steps, "resource", "text"))
-        parts.append(Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id))
-    elif not is_media(as_str(resource.get("mimeType"))) and (file := text_file(resource.get("blob"))):
-        where = format_locator((*steps, "resource", "blob"))
-        parts.append(Part(Source.RETRIEVED_DOCUMENT, file[1], where, None, call_id, encoded=file[0]))
-    return parts
+        where = format_locator((*steps, "text"))
+        return [Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id)]
+    if not is_media(as_str(resource.get("mimeType"))) and (file := text_file(resource.get("blob"))):
+        where = format_locator((*steps, "blob"))
+        return [Part(Source.RETRIEVED_DOCUMENT, file[1], where, None, call_id, encoded=file[0])]
+    return []
 
 
-def _prompt_messages(holder: dict[str, Any], steps: tuple[Step, ...], call_id: str | None) -> list[Part]:
-    """The messages a server hands the agent's model (a prompt's, a sampling request's): each message's
-    content is one item, or a list of them."""
-    parts: list[Part] = []
+def _content_items(
+    message: dict[str, Any], prefix: tuple[Step, ...]
+) -> list[tuple[tuple[Step, ...], Any, Source]]:
+    """Each content item of one message from a server, at its place, with who wrote it: a result's
+    content (a tool's), and the messages a server hands the agent's model (a prompt's, a sampling
+    request's: retrieved), whose content is one item or a list of them."""
+    result = message.get("result")
+    if message.get("method") == "sampling/createMessage":
+        holder, base = as_dict(message.get("params")), (*prefix, "params")
+    elif isinstance(result, dict):
+        holder, base = result, (*prefix, "result")
+    else:
+        return []
+    items = [
+        ((*base, "content", index), item, Source.TOOL_RESULT)
+        for index, item in enumerate(as_list(holder.get("content")))
+    ]
     for index, raw_message in enumerate(as_list(holder.get("messages"))):
         content = as_dict(raw_message).get("content")
-        at = (*steps, "messages", index, "content")
-        items = [(at, content)] if isinstance(content, dict) else []
-        items += [((*at, position), item) for position, item in enumerate(as_list(content))]
-        for item_steps, item in items:
-            parts += _item_parts(item, item_steps, Source.RETRIEVED_DOCUMENT, call_id)
-    return parts
+        at = (*base, "messages", index, "content")
+        if isinstance(content, dict):
+            items.append((at, content, Source.RETRIEVED_DOCUMENT))
+        items += [
+            ((*at, position), item, Source.RETRIEVED_DOCUMENT)
+            for position, item in enumerate(as_list(content))
+        ]
+    return items
+
+
+def _resources(
+    message: dict[str, Any], prefix: tuple[Step, ...]
+) -> list[tuple[tuple[Step, ...], dict[str, Any]]]:
+    """Each resource one message from a server carries, at its place: embedded in a content item, or
+    read (``resources/read``'s ``contents``)."""
+    resources = [
+        ((*steps, "resource"), resource)
+        for steps, item, _ in _content_items(message, prefix)
+        if (resource := as_dict(as_dict(item).get("resource")))
+    ]
+    if isinstance(message.get("result"), dict):
+        base = (*prefix, "result", "contents")
+        resources += [
+            ((*base, index), as_dict(content))
+            for index, content in enumerate(as_list(message["result"].get("contents")))
+        ]
+    return resources
 
 
 def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list[Part]:
     """The text in one JSON-RPC message from a server that the agent or its model will read, with its
-    source: a response's results and listings, and a sampling request's messages."""
+    source: a response's results and listings, the resources it reads, and a sampling request's
+    messages."""
     call_id = _request_id(message)
+    parts = [
+        Part(source, item["text"], format_locator((*steps, "text")), None, call_id)
+        for steps, item, source in _content_items(message, prefix)
+        if isinstance(as_dict(item).get("text"), str)
+    ]
+    parts += [
+        part
+        for steps, resource in _resources(message, prefix)
+        for part in _resource_parts(resource, steps, call_id)
+    ]
     if message.get("method") == "sampling/createMessage":
         params = as_dict(message.get("params"))
-        base = (*prefix, "params")
-        parts = _prompt_messages(params, base, call_id)
         if isinstance(params.get("systemPrompt"), str):
-            where = format_locator((*base, "systemPrompt"))
+            where = format_locator((*prefix, "params", "systemPrompt"))
             parts.append(Part(Source.RETRIEVED_DOCUMENT, params["systemPrompt"], where, None, call_id))
         return parts
     result = message.get("result")
     if not isinstance(result, dict):
-        return []
+        return parts
     base = (*prefix, "result")
-    parts = [
-        part
-        for index, item in enumerate(as_list(result.get("content")))
-        for part in _item_parts(item, (*base, "content", index), Source.TOOL_RESULT, call_id)
-    ]
     for where, text in walk_strings(result.get("structuredContent"), (*base, "structuredContent")):
         parts.append(Part(Source.TOOL_RESULT, text, where, None, call_id))
     for listing, described_keys in DESCRIBED_LISTINGS.items():
@@ -121,24 +162,17 @@ def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list
             name = as_str(listed.get("name"))
             for where, text in schema_descriptions(described, (*base, listing, index)):
                 parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
-    parts += _prompt_messages(result, base, call_id)
-    for index, raw_content in enumerate(as_list(result.get("contents"))):
-        content = as_dict(raw_content)
-        if isinstance(content.get("text"), str):
-            where = format_locator((*base, "contents", index, "text"))
-            parts.append(Part(Source.RETRIEVED_DOCUMENT, content["text"], where, None, call_id))
     return parts
 
 
 def binary_resources(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list[Attachment]:
-    """The embedded resources of a result's content whose base64 ``blob`` is binary (a PDF, a text file
-    with a NUL), not an image, audio or video: retrieved documents read as binary content."""
-    base = (*prefix, "result", "content")
+    """The resources of one message from a server (``_resources``) whose base64 ``blob`` is binary (a
+    PDF, a text file with a NUL), not an image, audio or video: retrieved documents read as binary
+    content."""
     files = []
-    for index, item in enumerate(as_list(as_dict(message.get("result")).get("content"))):
-        resource = as_dict(as_dict(item).get("resource"))
+    for steps, resource in _resources(message, prefix):
         media_type = as_str(resource.get("mimeType"))
-        where = format_locator((*base, index, "resource", "blob"))
+        where = format_locator((*steps, "blob"))
         if not is_media(media_type) and (
             file := binary_file(resource.get("blob"), where, Source.RETRIEVED_DOCUMENT, media_type)
         ):
@@ -146,11 +180,16 @@ def binary_resources(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> 
     return files
 
 
-def _add_message(completion: Completion, message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> None:
+def _add_message(
+    completion: Completion, message: dict[str, Any], prefix: tuple[Step, ...] = ()
+) -> list[Attachment]:
+    """Adds what one message gives to be read to ``completion``; returns its files read as binary."""
     completion.add_read_content(result_parts(message, prefix))
-    completion.attachments += binary_resources(message, prefix)
+    files = binary_resources(message, prefix)
+    completion.attachments += files
     if "error" in message or as_dict(message.get("result")).get("isError") is True:
         completion.stop_reason = "error"
+    return files
 
 
 MCP_CASED_KEYS = frozenset(
@@ -214,21 +253,36 @@ class MCP(Dialect):
     def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
         """A JSON-RPC error answering the request. Sent with HTTP 200: MCP clients surface a JSON-RPC
         error's message to the caller, while an HTTP error status reaches it without the body."""
-        error = {"code": JSONRPC_SERVER_ERROR, "message": message, "data": {"code": code, "status": status}}
-        return json_error(200, {"jsonrpc": "2.0", "id": self.request_id, "error": error})
+        return json_error(200, jsonrpc_error(self.request_id, status, message, code))
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
         return MCPStreamSession(filters)
 
 
 class MCPStreamSession(PerEventStreamSession):
-    """Each event carries one complete JSON-RPC message, so each text is filtered within its event."""
+    """Each event carries one complete JSON-RPC message, so each text is filtered within its event, and
+    each file read as binary is read before its event is sent."""
 
     CASED_KEYS = MCP_CASED_KEYS
 
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._withheld: dict[int, dict[tuple[Step, ...], str]] = {}
+        """Per event, the messages in it a file refuses (``StreamFilters.file_reader``), each with what
+        the agent reads instead."""
+
     def _observe(self, event: SSEEvent, payload: Any) -> None:
+        """Each message's files are read as it arrives, before its event is sent."""
+        reader = self.filters.file_reader
         for prefix, message in _messages(payload):
-            _add_message(self._completion, message, prefix)
+            files = _add_message(self._completion, message, prefix)
+            if reader is None:
+                continue
+            for file in files:
+                notice = reader(file)
+                if notice is not None and self.filters.active:
+                    self._withheld.setdefault(id(event), {})[prefix] = notice
+                    break
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return [
@@ -239,10 +293,22 @@ class MCPStreamSession(PerEventStreamSession):
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
         """Read content is whole in its event: it is quarantined as a JSON answer's would be, then
-        redacted."""
-        parts = [part for prefix, message in _messages(payload) for part in result_parts(message, prefix)]
-        if not parts or (self.filters.content_filter is None and self.filters.text_filter is None):
-            return [event.raw]
-        for part in parts:
-            payload = set_at(payload, part.where, self._read_content_out(part))
-        return [rewritten(event, payload)]
+        redacted. A message a file in it refuses is answered with a JSON-RPC error instead, as a JSON
+        answer is withheld whole."""
+        withheld = self._withheld.pop(id(event), {})
+        changed = bool(withheld)
+        for prefix, message in _messages(payload):
+            notice = withheld.get(prefix)
+            if notice is not None:
+                payload = set_at(
+                    payload,
+                    format_locator(prefix),
+                    jsonrpc_error(message.get("id"), 502, notice, BLOCKED_CODE),
+                )
+                continue
+            if self.filters.content_filter is None and self.filters.text_filter is None:
+                continue
+            for part in result_parts(message, prefix):
+                payload = set_at(payload, part.where, self._read_content_out(part))
+                changed = True
+        return [rewritten(event, payload)] if changed else [event.raw]

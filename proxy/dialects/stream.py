@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
-from proxy.exchange import Completion, Part, ToolCall
+from proxy.exchange import Attachment, Completion, Part, ToolCall
 from proxy.wire import jsontext
 from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, write_event
 
@@ -125,6 +125,11 @@ ContentFilter = Callable[[Part], str]
 """What of one complete piece of read content (an MCP tool result or description) may be sent: its text
 with a suspected injection withheld, or the text unchanged."""
 
+FileReader = Callable[[Attachment], str | None]
+"""Reads one file an event gives to be read that does not read as text (``Completion.attachments``), as
+it arrives: None where it may be sent, else what the agent reads in place of the message carrying it (a
+finding in it is enforced). Set whether or not filters rewrite: an observed stream's files are read too."""
+
 
 @dataclass(frozen=True, slots=True)
 class StreamFilters:
@@ -134,6 +139,7 @@ class StreamFilters:
     argument_filter: TextFilterFactory | None = None
     residual: EventScan | None = None
     content_filter: ContentFilter | None = None
+    file_reader: FileReader | None = None
 
     @property
     def active(self) -> bool:
