@@ -686,24 +686,26 @@ class InjectionDetector:
             budget.timed_out.setdefault(UNREAD.id, UNREAD)
             return _Verdict((), None, (), structure, (UNREAD.id,))
         indirect = source in INDIRECT_SOURCES
-        with budget.metered():
-            normalized = normalize(text)
         hits: dict[str, Severity] = {}
         timed_out: dict[str, None] = {}
-        for form in normalized.texts:
-            scanned = self._scanner.scan(form, budget, merge=False)
-            timed_out.update(dict.fromkeys(scanned.timed_out))
-            for match in scanned.found:
-                rule = match.rule
-                if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
-                    continue
-                hits[rule.id] = rule.severity
         score = None
-        if self.classifier is not None and budget.spent:
-            budget.timed_out.setdefault(UNREAD.id, UNREAD)
-            timed_out[UNREAD.id] = None
-        elif self.classifier is not None:
-            with budget.metered():
+        # One meter for the normalisation, the scans and the classifier: the CPU clock is read at the
+        # start, before the classifier and at the end, where a meter each read it twice.
+        with budget.metered() as meter:
+            normalized = normalize(text)
+            for form in normalized.texts:
+                budget.allow(len(form))
+                scanned = self._scanner.scan_metered(form, meter, merge=False)
+                timed_out.update(dict.fromkeys(scanned.timed_out))
+                for match in scanned.found:
+                    rule = match.rule
+                    if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
+                        continue
+                    hits[rule.id] = rule.severity
+            if self.classifier is not None and budget.left - meter.settle() <= 0:
+                budget.timed_out.setdefault(UNREAD.id, UNREAD)
+                timed_out[UNREAD.id] = None
+            elif self.classifier is not None:
                 score = max(self.classifier.score(form) for form in normalized.texts)
                 if structure is None and self.classifier.needs_structure(source, score):
                     structure = structure_of(text)

@@ -1615,28 +1615,34 @@ class Scanner:
         Rules of ``decode`` packs also run over every view of the text with its encodings and disguises
         undone (proxy/scanning/unmask.py); what they find there is reported over the span that carried it.
         """
-        timed_out: dict[str, None] = {}
-        disguises: dict[tuple[int, int, int], str] = {}
         budget.allow(len(text))
         with budget.metered() as meter:
-            plan = self._plan(text, meter)
-            found = self._find(text, plan, timed_out, meter)
-            if self._decoded:
-                # Views of turned tokens are read after the others; those of a view that is not turned
-                # itself join them as they are found.
-                turned = unmask.turned_views(text, plan.turned, None)
-                for view in itertools.chain(unmask.views(text), turned):
-                    plan = self._plan(view.text, meter, self._decoded)
-                    if view.kind not in unmask.TURNINGS:
-                        turned.extend(unmask.turned_views(view.text, plan.turned, view))
-                    for start, end, index in self._find(view.text, plan, timed_out, meter):
-                        low, high = view.original(start, end)
-                        if view.text[start:end] == text[low:high]:
-                            continue  # nothing was undone here: the plain scan has seen it
-                        if self.rules[index].whole_token:
-                            high = token_end(text, low, high)
-                        found.append((low, high, index))
-                        disguises.setdefault((low, high, index), view.kinds)
+            return self.scan_metered(text, meter, merge=merge)
+
+    def scan_metered(self, text: str, meter: Meter, *, merge: bool = True) -> ScanResult:
+        """``scan`` as part of a larger piece of work charged to the meter's budget, the text's allowance
+        already added (``ScanBudget.allow``): the CPU clock is read where that work starts and ends, not
+        around each of its scans."""
+        timed_out: dict[str, None] = {}
+        disguises: dict[tuple[int, int, int], str] = {}
+        plan = self._plan(text, meter)
+        found = self._find(text, plan, timed_out, meter)
+        if self._decoded:
+            # Views of turned tokens are read after the others; those of a view that is not turned
+            # itself join them as they are found.
+            turned = unmask.turned_views(text, plan.turned, None)
+            for view in itertools.chain(unmask.views(text), turned):
+                plan = self._plan(view.text, meter, self._decoded)
+                if view.kind not in unmask.TURNINGS:
+                    turned.extend(unmask.turned_views(view.text, plan.turned, view))
+                for start, end, index in self._find(view.text, plan, timed_out, meter):
+                    low, high = view.original(start, end)
+                    if view.text[start:end] == text[low:high]:
+                        continue  # nothing was undone here: the plain scan has seen it
+                    if self.rules[index].whole_token:
+                        high = token_end(text, low, high)
+                    found.append((low, high, index))
+                    disguises.setdefault((low, high, index), view.kinds)
         found = sorted(set(found))
         if merge:
             found = self._merge(found)
