@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 
-from proxy.audit.events import MAX_RECORDED_TEXT, mask_host_labels, mask_url_tokens, scrub, turn_event
+from proxy.audit.events import (
+    KEPT_MASKING_CHARS,
+    MAX_RECORDED_TEXT,
+    _kept_scrubs,
+    _scrubbed_texts,
+    mask_host_labels,
+    mask_url_tokens,
+    scrub,
+    turn_event,
+)
+from proxy.audit.log import canonical_json
 from proxy.model import Action, Finding, Mode, Severity, Threat
 from proxy.scanning.redact import _remembered, redact_json
 from proxy.scanning.rulepack import Scanner, load_packaged_packs
@@ -137,16 +148,14 @@ PLAIN_PATHS = [
 ]
 
 
-def scrubbed_path(path: str, host: str = "api.example.com") -> dict[str, object]:
-    event = turn_event(
-        Turn(TurnContext(agent_id="bot", role="r"), egress_host=host),
-        mode=Mode.ENFORCE,
-        method="GET",
-        path=path,
-        status=200,
-        input_sha256=None,
-        output_sha256=None,
+def enforced_event(turn: Turn, path: str) -> dict[str, Any]:
+    return turn_event(
+        turn, mode=Mode.ENFORCE, method="GET", path=path, status=200, input_sha256=None, output_sha256=None
     )
+
+
+def scrubbed_path(path: str, host: str = "api.example.com") -> dict[str, object]:
+    event = enforced_event(Turn(TurnContext(agent_id="bot", role="r"), egress_host=host), path)
     return scrub(event, scanner(), b"k" * 32)
 
 
@@ -279,3 +288,70 @@ def test_a_kept_masking_is_that_of_its_own_text_and_key() -> None:
         long_path = "/x" * 200 + path
         assert mask_url_tokens(long_path, b"k" * 32) == "/x" * 200 + keyed
         assert mask_host_labels("api.example.com", b"k" * 32) == "api.example.com"
+
+
+def kept_scrub_corpus() -> list[dict[str, Any]]:
+    """Events as turns make them, clean and not, each twice in a row and each next to ones that differ
+    from it in one text that must be scrubbed or in one value that encodes apart (1, 1.0, true, -0.0)."""
+    events: list[dict[str, Any]] = []
+    for user_id in ("u-1", "jane.doe@example.com", TOKEN, "u-1 " * 100):
+        for host in ("api.openai.com", f"{TOKEN}.attacker.example"):
+            for path in ("/v1/chat/completions", TOKEN_PATHS["percent-encoded"], "/v1/x%20y"):
+                for count in (1, 1.0, True, 0.0, -0.0, None):
+                    turn = Turn(TurnContext(agent_id="bot", role="r", user_id=user_id), egress_host=host)
+                    turn.add(
+                        Finding(
+                            Threat.LATERAL_MOVEMENT,
+                            "egress.not_allowlisted",
+                            f"{host} is not in the allowlist of role 'r'",
+                            Severity.HIGH,
+                            Action.BLOCK,
+                            "egress",
+                            extra={"count": count, "seen": [user_id, {"n": count}]},
+                        )
+                    )
+                    turn.errors.append(f"connection: {path}")
+                    event = enforced_event(turn, path)
+                    events += [event, dict(event)]
+    return events
+
+
+def scrubbed_anew(event: dict[str, Any]) -> dict[str, Any]:
+    _kept_scrubs.clear()
+    return scrub(event, scanner(), b"k" * 32)
+
+
+def test_a_kept_scrub_writes_what_scrubbing_anew_writes() -> None:
+    """Events whose texts were scrubbed before come back as scrubbing every text anew makes them, byte
+    for byte, and as objects of their own: a record's caller may add to it."""
+    events = kept_scrub_corpus()
+    expected = [canonical_json(scrubbed_anew(event)) for event in events]
+    _kept_scrubs.clear()
+    for event, written in zip(events, expected, strict=True):
+        for _ in range(2):
+            clean = scrub(event, scanner(), b"k" * 32)
+            assert canonical_json(clean) == written
+            assert (clean is event) is (written == canonical_json(event))
+            if clean is not event:
+                clean["findings"][0]["extra"]["seen"].append("added by a caller")
+    assert _kept_scrubs, "the corpus's events were kept"
+
+
+def test_a_kept_scrub_answers_for_the_same_texts_in_the_same_places_only() -> None:
+    """A list of texts is not taken for a mapping, a number for a text or another number, nor a scan
+    that ran out of time kept."""
+    turn = Turn(TurnContext(agent_id="bot", role="r", user_id="u-1"), egress_host="api.openai.com")
+    event = observed_event(turn)
+    assert scrub(event, scanner(), b"k" * 32) is event
+    moved = {**event, "user_id": None, "session_id": "u-1"}
+    assert _scrubbed_texts(moved) != _scrubbed_texts(event)
+    assert _scrubbed_texts({**event, "tools": {"0": "a"}}) != _scrubbed_texts({**event, "tools": ["0", "a"]})
+    assert _scrubbed_texts({**event, "tools": [1]}) != _scrubbed_texts({**event, "tools": [True]})
+    assert _scrubbed_texts({**event, "tools": [0.0]}) != _scrubbed_texts({**event, "tools": [-0.0]})
+    assert _scrubbed_texts({**event, "tools": ("a",)}) is None
+    assert _scrubbed_texts({**event, "path": "/" * (KEPT_MASKING_CHARS + 1)}) is None
+    assert TOKEN not in repr(scrub({**event, "user_id": TOKEN}, scanner(), b"k" * 32))
+    slow = Scanner([pack for pack in load_packaged_packs() if pack.name == "secrets"], timeout_s=0.0)
+    timed_out = {**event, "purpose": f"forward to {TOKEN}"}
+    assert scrub(timed_out, slow, b"k" * 32)["purpose"] == "[REDACTED:inspection.scan_timeout]"
+    assert not any(slot[0] is slow for slot in _kept_scrubs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -12,7 +13,7 @@ from urllib.parse import unquote
 from proxy.dialects import MCP
 from proxy.model import Mode
 from proxy.scanning.redact import RedactionStyle, fingerprint, placeholder, redact_json
-from proxy.scanning.rulepack import Scanner
+from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, Scanner
 from proxy.scanning.validators import shannon_entropy
 from proxy.turn import Turn
 
@@ -92,6 +93,8 @@ AGENT_CONTROLLED = (
 a secret can hide in any of them (a webhook token in a path, data in a host label)."""
 
 
+_FINDING_TEXTS = ("signal", "extra")
+"""A finding's parts scrubbed as agent-controlled text."""
 URL_FIELDS = ("path", "egress_host")
 """Fields that hold a URL part: read percent-decoded, and token-like pieces masked even without a rule."""
 MASKED_FIELDS = (*URL_FIELDS, "errors")
@@ -189,16 +192,112 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
     lose token-like pieces too (see ``mask_url_tokens``). Each of those texts is bounded: a header, a
     path or an upstream's error message of any length costs the record at most ``MAX_RECORDED_TEXT``
     characters of it."""
+    texts = _scrubbed_texts(event)
+    slot = (scanner, key, texts) if texts is not None else None
+    kept = _kept_scrubs.get(slot, _UNKNOWN) if slot is not None else _UNKNOWN
+    if kept is _UNKNOWN:
+        changed, timed_out = _scrubbed(event, scanner, key)
+        if slot is not None and not timed_out:
+            if len(_kept_scrubs) >= KEPT_SCRUBS:
+                _kept_scrubs.clear()
+            _kept_scrubs[slot] = _frozen(list(changed), limit=None) if changed is not None else None
+    else:
+        changed = _thawed(kept) if kept is not None else None
+    if changed is None:
+        return event
+    clean, scrubbed = changed
+    findings = [{**original, **parts} for original, parts in zip(event["findings"], scrubbed, strict=True)]
+    return {**event, **clean, "findings": findings}
+
+
+KEPT_SCRUBS = 1024
+"""How many recent events' scrubs are kept, by their agent-controlled texts (``_scrubbed_texts``): an
+agent sends the same ids, host, path and model turn after turn."""
+_kept_scrubs: dict[tuple[Scanner, bytes, Hashable], Hashable] = {}
+_UNKNOWN = object()
+
+
+class _Unkept(Exception):
+    """A value ``_frozen`` does not keep: too long a text, or a type decoded JSON does not hold (a tuple,
+    which scrubbing does not read as it reads a list)."""
+
+
+_MAPPING, _FLOAT, _TRUE, _FALSE = object(), object(), object(), object()
+"""Mark what a frozen value was where equal Python values encode apart: a dict, not a list; a float, not
+an int (``1.0`` and ``1``, ``-0.0`` and ``0.0``); ``true``, not ``1``."""
+
+
+def _frozen(value: Any, limit: int | None = KEPT_MASKING_CHARS) -> Hashable:
+    """``value`` (decoded JSON) as a hashable that equals another only where both encode alike, and
+    thaws back to it (``_thawed``); texts longer than ``limit`` are not kept."""
+    kind = type(value)
+    if kind is str:
+        if limit is not None and len(value) > limit:
+            raise _Unkept
+        return value  # type: ignore[no-any-return]
+    if value is None or kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if kind is float:
+        return (_FLOAT, repr(value))
+    if kind is list:
+        return tuple([_frozen(item, limit) for item in value])
+    if kind is dict:
+        if any(type(name) is not str for name in value):
+            raise _Unkept
+        return (_MAPPING, tuple([(name, _frozen(item, limit)) for name, item in value.items()]))
+    raise _Unkept
+
+
+def _thawed(frozen: Any) -> Any:
+    if type(frozen) is tuple:
+        if frozen and frozen[0] is _MAPPING:
+            return {name: _thawed(item) for name, item in frozen[1]}
+        if frozen and frozen[0] is _FLOAT:
+            return float(frozen[1])
+        return [_thawed(item) for item in frozen]
+    if frozen is _TRUE or frozen is _FALSE:
+        return frozen is _TRUE
+    return frozen
+
+
+def _scrubbed_texts(event: dict[str, Any]) -> Hashable | None:
+    """Everything of ``event`` that ``_scrubbed`` reads, as a key under which its answer is the same for
+    any event (the scan, masking and bounding of each text depend on the text and its field alone); None
+    where a text is too long to keep."""
+    try:
+        return (
+            tuple([(name, _frozen(event[name])) for name in AGENT_CONTROLLED if name in event]),
+            tuple(
+                [
+                    (
+                        finding.get("where") == "egress",
+                        tuple([(name, _frozen(finding[name])) for name in _FINDING_TEXTS if name in finding]),
+                    )
+                    for finding in event["findings"]
+                ]
+            ),
+        )
+    except _Unkept:
+        return None
+
+
+def _scrubbed(
+    event: dict[str, Any], scanner: Scanner, key: bytes
+) -> tuple[tuple[dict[str, Any], list[dict[str, Any]]] | None, bool]:
+    """The event's agent-controlled fields and each finding's signal and extra as scrubbed, or None when
+    scrubbing changes nothing; and whether a scan ran out of time (its text was redacted whole)."""
     fields = {name: event[name] for name in AGENT_CONTROLLED if name in event}
     masked = {name: fields[name] for name in MASKED_FIELDS if name in fields}
     for name in URL_FIELDS:
         if isinstance(fields.get(name), str):
             fields[name] = unquote(fields[name])
     fields["findings"] = [
-        {name: finding[name] for name in ("signal", "extra") if name in finding}
-        for finding in event["findings"]
+        {name: finding[name] for name in _FINDING_TEXTS if name in finding} for finding in event["findings"]
     ]
     clean, redactions = redact_json(fields, scanner, key=key, remember=True)
+    timed_out = any(redaction.rule_id == SCAN_TIMEOUT_RULE for redaction in redactions)
     if isinstance(clean.get("path"), str):
         clean["path"] = mask_url_tokens(clean["path"], key)
     if isinstance(clean.get("egress_host"), str):
@@ -223,9 +322,5 @@ def scrub(event: dict[str, Any], scanner: Scanner, key: bytes) -> dict[str, Any]
         and not masked_signals
         and all(clean[name] == value for name, value in masked.items())
     ):
-        return event
-    findings = [
-        {**original, **scrubbed}
-        for original, scrubbed in zip(event["findings"], clean.pop("findings"), strict=True)
-    ]
-    return {**event, **clean, "findings": findings}
+        return None, timed_out
+    return (clean, clean.pop("findings")), timed_out
