@@ -430,6 +430,26 @@ def test_a_record_is_hashed_and_written_from_one_encoding(record: dict[str, Any]
     assert line == canonical_json({**record, "hash": digest})
 
 
+HASH_STAND_IN = "#" * 64
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["", "a", "event_id", "hash2", "prev_hash", HASH_STAND_IN, "z"]),
+        st.sampled_from([HASH_STAND_IN, HASH_STAND_IN * 2, f"x{HASH_STAND_IN}", {"hash": HASH_STAND_IN}])
+        | JSON_VALUES,
+        max_size=5,
+    )
+)
+def test_a_record_holding_the_hash_stand_in_is_hashed_and_written_as_any(record: dict[str, Any]) -> None:
+    """A record whose texts or keys hold what the encoding writes in the hash's place before it is known
+    (an agent's id, a path, a nested ``hash``), or that has no key sorting before ``hash``, is hashed and
+    written as the canonical JSON says all the same."""
+    digest, line = hashed_line(record)
+    assert digest == record_hash({**record, "hash": digest})
+    assert line == canonical_json({**record, "hash": digest})
+
+
 def test_batch_syncs_leave_the_appending_thread_and_a_checkpoint_syncs_what_they_left(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

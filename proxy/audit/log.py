@@ -79,9 +79,27 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
+_HASH_STAND_IN = "#" * 64
+"""Written where the hash goes, then replaced by it: as long as a hex digest, and found once in a line
+only where the record's own texts do not hold it."""
+_HASH_MEMBER = f',"hash":"{_HASH_STAND_IN}"'
+
+
 def hashed_line(record: dict[str, Any]) -> tuple[str, str]:
-    """``record_hash(record)`` and the canonical line of ``record`` with that hash, from one encoding: keys
-    are written sorted, so the line is the hashed text with ``"hash"`` put in its place."""
+    """``record_hash(record)`` and the canonical line of ``record`` with that hash, from one encoding: the
+    line with a stand-in for the hash is the hashed text once that member is taken out, and the stand-in
+    is then replaced by the hash. A record whose texts hold the stand-in, or whose first key sorts after
+    ``hash``, is encoded in the halves around it (``_hashed_line_in_halves``)."""
+    line = canonical_json({**record, "hash": _HASH_STAND_IN})
+    if line.count(_HASH_STAND_IN) != 1 or _HASH_MEMBER not in line:
+        return _hashed_line_in_halves(record)
+    digest = hashlib.sha256(line.replace(_HASH_MEMBER, "", 1).encode()).hexdigest()
+    return digest, line.replace(_HASH_STAND_IN, digest, 1)
+
+
+def _hashed_line_in_halves(record: dict[str, Any]) -> tuple[str, str]:
+    """``hashed_line`` from the members that sort before ``hash`` and those after it: keys are written
+    sorted, so the line is the hashed text with ``"hash"`` put in its place."""
     before = canonical_json({key: value for key, value in record.items() if key < "hash"})[1:-1]
     after = canonical_json({key: value for key, value in record.items() if key > "hash"})[1:-1]
     digest = hashlib.sha256(_object_of(before, after).encode()).hexdigest()
