@@ -35,6 +35,8 @@ def run(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     ("options", "message"),
     [
         (("--set", "no_such_option=1"), "no_such_option"),
+        (("--set", "map_local=|example.com|/etc/hosts"), "option map_local belongs to mitmproxy's MapLocal"),
+        (("--set", "save_stream_file=/tmp/flows"), "option save_stream_file belongs to mitmproxy's Save"),
         (("--set", "listen_port=eighty"), "listen_port"),
         (("--set", "mode=transparent"), "would let clients in without agent credentials"),
         (("--set", "novalue"), "--set takes OPTION=VALUE"),

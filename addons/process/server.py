@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from mitmproxy import addonmanager, exceptions, hooks, options
+import mitmproxy.addons
+from mitmproxy import addonmanager, exceptions, hooks, master, options, optmanager
+from mitmproxy.addons import (
+    block,
+    core,
+    disable_h2c,
+    errorcheck,
+    keepserving,
+    next_layer,
+    proxyserver,
+    readfile,
+    tlsconfig,
+    upstream_auth,
+)
 from mitmproxy.proxy import mode_servers, mode_specs
-from mitmproxy.tools.dump import DumpMaster
 
 from addons import default_addons
 from addons.process.config import PolicyLoader
@@ -155,6 +167,57 @@ def unavailable(host: str, port: int) -> str | None:
     return None
 
 
+MITMPROXY_ADDONS = (
+    core.Core,
+    block.Block,
+    disable_h2c.DisableH2C,
+    proxyserver.Proxyserver,
+    next_layer.NextLayer,
+    tlsconfig.TlsConfig,
+    upstream_auth.UpstreamAuth,
+)
+"""The mitmproxy addons egressguard runs, in mitmproxy's order: its options, commands and option checks
+(``Core``), its refusal of clients from public addresses (``Block``: ``block_global``), the proxy servers,
+layers and TLS (``Proxyserver``, ``NextLayer``, ``TlsConfig``, ``DisableH2C``), and the credentials of an
+upstream proxy in ``upstream:`` mode (``UpstreamAuth``); a serving proxy adds ``ErrorCheck``, which stops
+one that logged an error while starting. The others are left out: those that rewrite a request after it
+was inspected or answer it from elsewhere (map_local, map_remote, modify_body, modify_headers, sticky
+cookies and auth, anticache, anticomp, the replays, the script loader) would be a way around inspection,
+those that record traffic (save_stream_file, hardump, rfile) would keep what the audit redacts, proxy
+authentication is the agents' (``AgentIdentity``), and the rest serve modes or consoles egressguard
+refuses (DNS, onboarding, the browser, the console's commands). Several ran on every request."""
+
+
+def left_out_options() -> dict[str, str]:
+    """Each option of a mitmproxy addon that egressguard does not run, with that addon's name: a ``--set``
+    of one is refused as the addon's, rather than as an option mitmproxy has no name for."""
+    owners: dict[str, str] = {}
+    everything = [*mitmproxy.addons.default_addons(), keepserving.KeepServing(), readfile.ReadFileStdin()]
+    for addon in everything:
+        if isinstance(addon, MITMPROXY_ADDONS) or not hasattr(addon, "load"):
+            continue
+        declared = optmanager.OptManager()
+        addon.load(addonmanager.Loader(_OptionsOnly(declared)))
+        owners.update(dict.fromkeys(declared.keys(), type(addon).__name__))
+    return owners
+
+
+@dataclass
+class _OptionsOnly:
+    """What an addon's ``load`` reaches of a master to declare its options."""
+
+    options: optmanager.OptManager
+
+
+def _proxy(opts: options.Options, serving: bool) -> master.Master:
+    proxy = master.Master(opts, with_termlog=serving)
+    proxy.addons.add(*(kind() for kind in MITMPROXY_ADDONS))
+    if serving:
+        # Only where it runs: its log handler, installed when it is made, is removed once serving starts.
+        proxy.addons.add(errorcheck.ErrorCheck())
+    return proxy
+
+
 async def _serve(
     settings: dict[str, Any],
     passthrough: Sequence[str],
@@ -162,18 +225,18 @@ async def _serve(
     served: Callable[[], None],
 ) -> None:
     opts = options.Options()
-    master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    HookIndex.install(master.addons)
+    proxy = _proxy(opts, serving=True)
+    HookIndex.install(proxy.addons)
     install_speedups()
     runtime = Runtime()
-    master.addons.add(*default_addons(runtime), Served(runtime, served))
+    proxy.addons.add(*default_addons(runtime), Served(runtime, served))
     _apply(opts, settings, passthrough)
     announce()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, master.shutdown)
-    loop.add_signal_handler(signal.SIGHUP, master.addons.trigger, HangupHook())
-    await master.run()
+        loop.add_signal_handler(signum, proxy.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, proxy.addons.trigger, HangupHook())
+    await proxy.run()
     if runtime.startup_error is not None:
         raise StartupError(runtime.startup_error)
 
@@ -187,8 +250,8 @@ def check_options(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> 
 
 async def _check_options(settings: dict[str, Any], passthrough: Sequence[str]) -> list[Listener]:
     opts = options.Options()
-    master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-    master.addons.add(PolicyLoader(Runtime()))
+    proxy = _proxy(opts, serving=False)
+    proxy.addons.add(PolicyLoader(Runtime()))
     _apply(opts, settings, passthrough)
     listeners = []
     for spec in opts.mode:
@@ -203,6 +266,15 @@ async def _check_options(settings: dict[str, Any], passthrough: Sequence[str]) -
 
 
 def _apply(opts: options.Options, settings: dict[str, Any], passthrough: Sequence[str]) -> None:
+    unknown = {spec.partition("=")[0] for spec in passthrough} - set(opts.keys())
+    if unknown:
+        owners = left_out_options()
+        refused = sorted(unknown & owners.keys())
+        if refused:
+            raise StartupError(
+                f"option {refused[0]} belongs to mitmproxy's {owners[refused[0]]} addon, which egressguard "
+                f"does not run (see the README's mitmproxy addons)"
+            )
     try:
         opts.update(**settings)
         if passthrough:

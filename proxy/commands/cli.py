@@ -113,8 +113,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         "egressguard_config": args.config or "",
         "egressguard_mode": args.mode or "",
         "egressguard_admin_listen": args.admin_listen or "",
-        # mitmproxy's mitm.it page hands out the CA to anyone who asks; `ca export` is the way here.
-        "onboarding": False,
         # Nothing is connected upstream before the first request has been decided: a refused tunnel is
         # answered by egressguard itself, the client's TLS completed against its CA.
         "connection_strategy": "lazy",
