@@ -323,6 +323,82 @@ def test_what_a_view_starts_at_is_told_of_by_the_delta_it_ends_in(feature: str) 
     assert not unmask.may_unmask(PROSE * 2, len(PROSE))
 
 
+# Pieces of what a view starts at, and of what comes near it without being it, for texts that hit and miss
+# each alternative of ``unmask._VIEW_START``.
+_VIEW_PIECES = [
+    *PROSE.split(" "),
+    *(
+        "a ",
+        "I ",
+        " ",
+        "  ",
+        "\t",
+        "\ta\tb",
+        "\tc d\t",
+        "a\t\tb  c\td\t",
+        "\n",
+        "\r",
+        "\x0b",
+        "\x1c",
+        "\x00",
+        "\x7f",
+        "ab\n",
+        "  abcd\n",
+    ),
+    *("%", "%4", "%41", "\\", "\\x4", "\\x41", "\\u{41}", "\\101", "&", "&amp", "&amp;", "&#x41;", "0", "0x"),
+    *(
+        "de",
+        "ad",
+        ":",
+        "-",
+        "de:ad:",
+        "de:ad:be:ef:00:11:22:33:44:55:66",
+        ":77",
+        "de:ad:be:ef:00:11:22:33:44:55:66:77",
+        "\n  abcd\n  efgh\n",
+        "\nabc\n",
+        "QUJDREVGR0hJSktM",
+        "TU5PUFFS",
+        "+",
+        "/",
+        "_",
+        "=",
+        "x",
+        "X",
+    ),
+    *(".", ",", ";", "|", "*", "~", ". ", ", ", "a.", "b,"),
+    *("\u00e9", "\u00a0", "\u2003", "\u200b", "\uff21", "\u0410"),
+]
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(
+    words=st.lists(st.sampled_from(PROSE.split(" ")), max_size=16),
+    pieces=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=16), st.sampled_from(_VIEW_PIECES) | st.text(max_size=3)
+        ),
+        max_size=4,
+    ),
+    joiner=st.sampled_from([" ", "", "  ", "\t", ". "]),
+    since=st.integers(min_value=0, max_value=200),
+)
+def test_what_may_start_a_view_is_told_as_the_one_regex_of_every_view_start_tells_it(
+    words: list[str], pieces: list[tuple[int, str]], joiner: str, since: int
+) -> None:
+    """The check that runs RE2 over ASCII text before the regex of every view start says what that regex
+    alone says, on prose that holds a few of the pieces of its alternatives, or of what comes near them."""
+    for at, piece in pieces:
+        words.insert(at, piece)
+    text = joiner.join(words)
+    since %= len(text) + 2
+    alone = since < len(text) and (
+        (not text.isascii() and unmask._DISGUISING.search(text, max(0, since - 1)) is not None)
+        or unmask._VIEW_START.search(text, max(0, since - unmask.FEATURE_REACH + 1)) is not None
+    )
+    assert unmask.may_unmask(text, since) == alone
+
+
 def test_a_keyword_split_over_deltas_and_runs_of_spaces_is_told_of(scanner: Scanner) -> None:
     """A keyword (or shape) is seen across the deltas it is split over and across runs of spaces,
     which the scanner reads as one."""
