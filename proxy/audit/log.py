@@ -270,8 +270,9 @@ class AuditLog:
         """
         body = dict(event)
         with self._lock:
-            # Stamped under the lock, so a record's ts is never older than a checkpoint before it.
-            body.setdefault("ts", format_ts(self.clock()))
+            if "ts" not in body:
+                # Stamped under the lock, so a record's ts is never older than a checkpoint before it.
+                body["ts"] = format_ts(self.clock())
             self._pending.append(body)
             record, line = self._chain(body, self._provisional_hash)
             self._provisional_hash = record["hash"]
