@@ -7,14 +7,17 @@ ordinary turn with these tools raises nothing."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import pytest
 
 from tests.harness import Proxy
-from tests.test_e2e_injection import ATTACK, MARKER, README
+from tests.test_e2e_attachments import NOTE, assert_enforced_as_read_content, pdf_of
+from tests.test_e2e_injection import ATTACK, AWS_KEY, MARKER, README
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
 from tests.test_server_tools import (
     CODE_ITEM,
@@ -230,3 +233,87 @@ def test_responses_items_of_the_apis_tools_raise_nothing(enforce: Proxy, upstrea
     client.responses.create(model="m", input=[{"role": "user", "content": "hi"}, *items])  # type: ignore[list-item]
     assert json.loads(upstream.received[-1].body)["input"][1:] == items
     assert [reading(record) for record in enforce.wait_for_records(2)] == [[], []]
+
+
+def fetched_file(content: bytes, media_type: str = "application/pdf") -> dict[str, Any]:
+    """A ``web_fetch_tool_result`` whose document came as ``content`` in base64 (a fetched PDF)."""
+    page = fetched("")
+    source = {"type": "base64", "media_type": media_type, "data": base64.b64encode(content).decode()}
+    return {
+        **page,
+        "content": {**page["content"], "content": {**page["content"]["content"], "source": source}},
+    }
+
+
+FETCHED_DATA = "content[1].content.content.source.data"
+STREAMED = pytest.mark.parametrize("streamed", [False, True], ids=["json", "streamed"])
+
+
+def fetch_answer(upstream: FakeUpstream, document: dict[str, Any], *, streamed: bool) -> Any:
+    """What the Anthropic SDK makes of an answer in which web_fetch returned ``document``."""
+    blocks = (FETCH, document, {"type": "text", "text": "summarised"})
+    client = anthropic_client(upstream)
+    if not streamed:
+        upstream.reply = Reply(body=answer(*blocks))
+        return client.messages.create(model="m", max_tokens=100, messages=ASK)
+    upstream.reply = Reply(events=[stream_of(*blocks)])
+    with client.messages.stream(model="m", max_tokens=100, messages=ASK) as stream:
+        return stream.get_final_message()
+
+
+@STREAMED
+def test_an_injection_in_a_pdf_web_fetch_returned_is_withheld(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    """A fetched PDF is binary, read as the tool's result it is: an injection in it cannot be quarantined
+    inside, so a JSON answer is refused and a streamed one gets a notice in the result's place."""
+    document = fetched_file(pdf_of(NOTE.replace("\n", " ")))
+    if streamed:
+        message = fetch_answer(upstream, document, streamed=True)
+        assert [block.type for block in message.content] == ["server_tool_use", "text", "text"]
+        assert "egressguard blocked" in message.content[1].text
+        assert document["content"]["content"]["source"]["data"] not in json.dumps(message.model_dump())
+    else:
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            fetch_answer(upstream, document, streamed=False)
+        assert refused.value.status_code == 502
+    assert_enforced_as_read_content(enforce, FETCHED_DATA)
+
+
+@STREAMED
+def test_a_secret_in_a_pdf_web_fetch_returned_is_withheld(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    document = fetched_file(pdf_of(f"key {AWS_KEY}"))
+    if streamed:
+        message = fetch_answer(upstream, document, streamed=True)
+        assert "egressguard blocked" in message.content[1].text
+    else:
+        with pytest.raises(anthropic.APIStatusError):
+            fetch_answer(upstream, document, streamed=False)
+    assert ("data_exfiltration", "aws-access-key-id", FETCHED_DATA, True) in reading(last_record(enforce))
+
+
+@STREAMED
+def test_an_ordinary_pdf_web_fetch_returned_passes_as_sent(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    document = fetched_file(pdf_of(README[:200]))
+    message = fetch_answer(upstream, document, streamed=streamed)
+    assert message.model_dump(exclude_none=True)["content"][1] == document
+    assert reading(last_record(enforce)) == []
+
+
+def test_an_injection_in_a_fetched_pdf_sent_back_in_the_history_refuses_the_request(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    document = fetched_file(pdf_of(NOTE.replace("\n", " ")))
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [FETCH, document]},
+        {"role": "user", "content": "go on"},
+    ]
+    with pytest.raises(anthropic.PermissionDeniedError):
+        anthropic_client(upstream).messages.create(model="m", max_tokens=100, messages=history)  # type: ignore[arg-type]
+    assert upstream.received == []
+    assert_enforced_as_read_content(enforce, "messages[1].content[1].content.content.source.data")

@@ -4,6 +4,7 @@ and what they return (``web_fetch_tool_result``, ``web_search_tool_result``, ``c
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -66,7 +67,7 @@ MCP_RESULT = {
 }
 PDF = {
     "type": "document",
-    "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"},
+    "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQKJeLjz9MK"},
 }
 
 
@@ -95,7 +96,8 @@ def test_server_and_mcp_tool_uses_are_tool_calls_and_their_results_tool_results(
 
 
 def test_a_base64_source_and_identifiers_are_not_read_as_text() -> None:
-    """An encrypted search result, a URL, a file id or a PDF given as base64 is no text the model reads."""
+    """An encrypted search result, a URL or a file id is no text the model reads, nor is a PDF given as
+    base64 (read as binary content instead)."""
     fetched_pdf = {**FETCHED, "content": {**FETCHED["content"], "content": PDF}}
     completion = Anthropic().parse_response(answer(FETCH, fetched_pdf))
     assert completion.parts == []
@@ -327,3 +329,39 @@ def test_a_responses_stream_gates_mcp_calls_on_their_whole_arguments_and_reads_t
     assert done["output"] == "MEETING AT NOON"
     assert b"repository orders deleted" not in output and b'"repo' not in output
     assert [part.where for part in session.completion.parts] == ["output[0].output", "output[1].output"]
+
+
+def test_a_document_a_server_tool_fetched_in_base64_is_read_as_text_or_binary() -> None:
+    """A fetched document's base64 source: text is read, and rewritten, inside it; a PDF is read as binary
+    content a tool returned, in the answer and in the history; an image is not read."""
+    pdf = b"%PDF-1.4\n\x00\x01\xff" + PAGE.encode()
+
+    def fetched_as(data: bytes, media_type: str) -> dict[str, Any]:
+        document = {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode()}
+        return {
+            **FETCHED,
+            "content": {**FETCHED["content"], "content": {"type": "document", "source": document}},
+        }
+
+    blocks = [
+        fetched_as(PAGE.encode(), "text/plain"),
+        fetched_as(pdf, "application/pdf"),
+        fetched_as(pdf, "image/png"),
+    ]
+    body = answer(FETCH, *blocks)
+    completion = Anthropic().parse_response(body)
+    data = "content.content.source.data"
+    assert [(part.where, part.text) for part in completion.parts] == [(f"content[1].{data}", PAGE)]
+    assert [(file.where, file.content, file.source) for file in completion.attachments] == [
+        (f"content[2].{data}", pdf, Source.TOOL_RESULT)
+    ]
+    rewritten = json.loads(Anthropic().rewrite_response(body, str.upper))["content"]
+    assert base64.b64decode(rewritten[1]["content"]["content"]["source"]["data"]).decode() == PAGE.upper()
+    assert rewritten[2:] == blocks[1:]
+    history = {
+        "model": "m",
+        "max_tokens": 1,
+        "messages": [{"role": "assistant", "content": [FETCH, *blocks]}],
+    }
+    view = Anthropic().parse_request(json.dumps(history).encode())
+    assert [file.where for file in view.attachments] == [f"messages[0].content[2].{data}"]

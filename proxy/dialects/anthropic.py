@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import is_media, read_attachment
+from proxy.dialects.attachments import binary_file, is_media, read_attachment, text_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -20,10 +20,20 @@ from proxy.dialects.base import (
     reparse_arguments,
     require_object,
 )
-from proxy.dialects.locator import parse_locator, set_at, walk_strings
+from proxy.dialects.locator import Step, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
-from proxy.exchange import Completion, DeclaredTool, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import (
+    Attachment,
+    Completion,
+    DeclaredTool,
+    Part,
+    RequestView,
+    Source,
+    TextSegment,
+    ToolCall,
+    Usage,
+)
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
@@ -62,16 +72,58 @@ def is_server_result(block_type: str) -> bool:
 
 def server_result_parts(block: dict[str, Any], where: str, names_by_call_id: dict[str, str]) -> list[Part]:
     """The texts of a server-run tool's result block (``is_server_result``) as tool results: every string
-    of its content but identifiers, addresses and opaque data (``encrypted_content``, a source given as
-    base64), so a fetched page, a search result's title, a program's output or an MCP tool's text."""
+    of its content but identifiers, addresses and opaque data (``encrypted_content``), so a fetched page,
+    a search result's title, a program's output or an MCP tool's text; and a document it fetched in base64
+    (``_encoded_sources``) where that is text, written back encoded."""
     call_id = as_str(block.get("tool_use_id"))
     name = names_by_call_id.get(call_id or "")
-    return [
+    content = (*parse_locator(where), "content")
+    parts = [
         Part(Source.TOOL_RESULT, text, text_where, name, call_id)
-        for text_where, text in walk_strings(
-            block.get("content"), (*parse_locator(where), "content"), _unread_in_result
-        )
+        for text_where, text in walk_strings(block.get("content"), content, _unread_in_result)
     ]
+    for steps, source in _encoded_sources(block.get("content"), content):
+        if (file := text_file(source["data"])) is not None:
+            data_where = format_locator((*steps, "data"))
+            parts.append(Part(Source.TOOL_RESULT, file[1], data_where, name, call_id, encoded=file[0]))
+    return parts
+
+
+def server_result_files(block: dict[str, Any], where: str) -> list[Attachment]:
+    """The documents a server-run tool's result block fetched in base64 (``_encoded_sources``) that are
+    binary (a PDF): read as binary content a tool returned."""
+    return [
+        file
+        for steps, source in _encoded_sources(block.get("content"), (*parse_locator(where), "content"))
+        if (
+            file := binary_file(
+                source["data"],
+                format_locator((*steps, "data")),
+                Source.TOOL_RESULT,
+                as_str(source.get("media_type")),
+            )
+        )
+        is not None
+    ]
+
+
+def _encoded_sources(
+    value: Any, steps: tuple[Step, ...]
+) -> Iterator[tuple[tuple[Step, ...], dict[str, Any]]]:
+    """Each source given in base64 within ``value`` at ``steps`` (a ``web_fetch_result``'s document's
+    ``source``) that is no image, audio or video."""
+    if isinstance(value, dict):
+        if (
+            value.get("type") == "base64"
+            and isinstance(value.get("data"), str)
+            and not is_media(as_str(value.get("media_type")))
+        ):
+            yield steps, value
+        for key, child in value.items():
+            yield from _encoded_sources(child, (*steps, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _encoded_sources(child, (*steps, index))
 
 
 def _unread_in_result(container: dict[str, Any], key: str) -> bool:
@@ -121,6 +173,7 @@ class Anthropic(Dialect):
                         names_by_call_id[call.id] = call.name
                 elif block_type is not None and is_server_result(block_type):
                     view.parts.extend(server_result_parts(block, where, names_by_call_id))
+                    view.attachments.extend(server_result_files(block, where))
                 elif block_type == "tool_result":
                     call_id = as_str(block.get("tool_use_id"))
                     name = names_by_call_id.get(call_id or "")
@@ -175,6 +228,7 @@ class Anthropic(Dialect):
                     names_by_call_id[call.id] = call.name
             elif is_server_result(block_type):
                 completion.add_read_content(server_result_parts(block, f"content[{index}]", names_by_call_id))
+                completion.attachments += server_result_files(block, f"content[{index}]")
         completion.usage = _usage(body.get("usage"))
         return completion
 
@@ -238,6 +292,8 @@ class _Block:
     partial_json: GrowingText | None = None
     returned: list[Part] = field(default_factory=list)
     """What a server-run tool returned, for a result block (``is_server_result``)."""
+    files: list[Attachment] = field(default_factory=list)
+    """What of it is a binary document (``server_result_files``)."""
 
 
 def _block_call(block: _Block) -> ToolCall:
@@ -271,6 +327,9 @@ class AnthropicStreamSession(StreamSession):
         self._names_by_call_id: dict[str, str] = {}
         self._dropped_call_ids: set[str] = set()
         """Calls withheld: a server-run tool's result of one is withheld with it."""
+        self._withheld: dict[int, str] = {}
+        """Server-run tools' result blocks a document in them refuses (``StreamFilters.file_reader``), by
+        index, with what the agent reads instead."""
 
     @property
     def completion(self) -> Completion:
@@ -279,8 +338,9 @@ class AnthropicStreamSession(StreamSession):
             block = self._blocks[index]
             if block.call is not None:
                 completion.tool_calls.append(_block_call(block))
-            elif block.returned:
+            elif block.returned or block.files:
                 completion.add_read_content(block.returned)
+                completion.attachments += block.files
             elif block.block_type in BLOCK_TEXT_KEYS and block.text:
                 key = BLOCK_TEXT_KEYS[block.block_type]
                 completion.text.append(
@@ -304,7 +364,13 @@ class AnthropicStreamSession(StreamSession):
                 self._names_by_call_id[call.id] = call.name
             key = BLOCK_TEXT_KEYS.get(block_type)
             text = GrowingText((as_str(block.get(key)) if key else None) or "")
-            self._blocks[index] = _Block(block_type, text, call, returned=self._returned(block, index))
+            files = server_result_files(block, f"content[{index}]") if is_server_result(block_type) else []
+            self._blocks[index] = _Block(
+                block_type, text, call, returned=self._returned(block, index), files=files
+            )
+            notice = self._refusing(files)
+            if notice is not None:
+                self._withheld[index] = notice
         elif event_type == "content_block_delta" and (block_state := self._started_block(body)) is not None:
             delta = as_dict(body.get("delta"))
             key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
@@ -431,6 +497,10 @@ class AnthropicStreamSession(StreamSession):
             if block.get("tool_use_id") in self._dropped_call_ids:
                 self._dropped.add(index)
                 return []
+            if index in self._withheld:
+                # A binary document a finding in it refuses cannot be rewritten: the block is not sent.
+                self._dropped.add(index)
+                return self._notice_block(self._withheld.pop(index))
             for part, sent in zip(
                 self._returned(block, index), self._returned(block, index, "content_block"), strict=True
             ):

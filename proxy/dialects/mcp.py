@@ -272,17 +272,10 @@ class MCPStreamSession(PerEventStreamSession):
         the agent reads instead."""
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
-        """Each message's files are read as it arrives, before its event is sent."""
-        reader = self.filters.file_reader
         for prefix, message in _messages(payload):
-            files = _add_message(self._completion, message, prefix)
-            if reader is None:
-                continue
-            for file in files:
-                notice = reader(file)
-                if notice is not None and self.filters.active:
-                    self._withheld.setdefault(id(event), {})[prefix] = notice
-                    break
+            notice = self._refusing(_add_message(self._completion, message, prefix))
+            if notice is not None:
+                self._withheld.setdefault(id(event), {})[prefix] = notice
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return [

@@ -907,6 +907,18 @@ class StreamSession(ABC):
     def _filter_text(self, where: str, text: str) -> str:
         return self._text.feed(where, text)
 
+    def _refusing(self, files: list[Attachment]) -> str | None:
+        """Reads each file (``StreamFilters.file_reader``) before what carries it is sent: what the agent
+        reads in its place where one is refused and filters rewrite, else None."""
+        reader = self.filters.file_reader
+        if reader is None:
+            return None
+        for file in files:
+            notice = reader(file)
+            if notice is not None and self.filters.active:
+                return notice
+        return None
+
     def _read_content_out(self, part: Part) -> str:
         """Read content (a tool's result) whole in its event, as it goes out: quarantined as a JSON
         answer's would be, then redacted, and written as it is at its place (a file encoded again)."""
