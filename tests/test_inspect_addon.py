@@ -21,7 +21,15 @@ from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
 from addons.gate.turns import METADATA_KEY
-from addons.inspect import Inspect, Substitute, codings, request_inspected, stream_session, transfer_codings
+from addons.inspect import (
+    PENDING_KEY,
+    Inspect,
+    Substitute,
+    codings,
+    request_inspected,
+    stream_session,
+    transfer_codings,
+)
 from proxy.config.policy import parse_policy
 from proxy.dialects import OpenAIChat, StreamFilters
 from proxy.runtime import Runtime
@@ -443,3 +451,28 @@ def test_a_json_body_of_many_short_strings_is_inspected_in_a_worker_thread(
     assert (inspected_in != [threading.main_thread()]) is off_loop
     assert json.loads(flow.request.content)["metadata"][:-1] == numbers
     assert AWS_KEY not in flow.request.text
+
+
+def test_a_reloaded_policy_decides_whether_requests_are_inspected_alongside() -> None:
+    """Under a policy that only observes, a request leaves while its inspection runs alongside; once a
+    reload enforces a threat, the next request is inspected before it leaves, and back again."""
+    addon = inspect_addon("observe")
+    observing = addon.runtime.policy
+    enforcing = inspect_addon("enforce").runtime.policy
+
+    def inspected_alongside() -> bool:
+        flow = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+        flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+        asyncio.run(addon.request(flow))
+        alongside = PENDING_KEY in flow.metadata
+        asyncio.run(request_inspected(flow))
+        return alongside
+
+    try:
+        assert [inspected_alongside() for _ in range(2)] == [True, True]
+        addon.runtime.policy_or_none = enforcing
+        assert [inspected_alongside() for _ in range(2)] == [False, False]
+        addon.runtime.policy_or_none = observing
+        assert inspected_alongside()
+    finally:
+        addon.done()
