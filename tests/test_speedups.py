@@ -10,17 +10,22 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mitmproxy import http
+from mitmproxy import hooks, http, optmanager
 from mitmproxy.coretypes.multidict import _MultiDict
+from mitmproxy.test import tflow
 from mitmproxy.utils import typecheck
 
 from addons.process.speedups import (
     _check_message_fields,
     accepted_classes,
     has_header,
+    header_count,
     header_value,
     header_values,
+    hook_args,
     install_speedups,
+    option_current,
+    option_value,
 )
 
 SAMPLES: list[Any] = [b"", b"x", "", "x", 0, 7, 1.5, True, None, http.Headers(), [], (), {}, object()]
@@ -89,8 +94,11 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The speedups installed for one test, mitmproxy's own code put back after it: the other tests of
     this process use mitmproxy too."""
     monkeypatch.setattr(http.MessageData, "__post_init__", http.MessageData.__post_init__)
-    for name in ("get_all", "get", "__contains__"):
+    for name in ("get_all", "get", "__contains__", "__len__"):
         monkeypatch.setattr(http.Headers, name, getattr(http.Headers, name))
+    monkeypatch.setattr(optmanager._Option, "current", optmanager._Option.current)
+    monkeypatch.setattr(optmanager.OptManager, "__getattr__", optmanager.OptManager.__getattr__)
+    monkeypatch.setattr(hooks.Hook, "args", hooks.Hook.args)
     install_speedups()
 
 
@@ -156,6 +164,7 @@ def test_header_lookups_answer_as_mitmproxy(fields_: list[tuple[bytes, bytes]], 
     assert header_value(headers, name, "absent") == mitmproxy_get(headers, name, "absent")
     assert header_value(headers, name) == mitmproxy_get(headers, name, None)
     assert has_header(headers, name) == bool(mitmproxy_get_all(headers, name))
+    assert header_count(headers) == _MultiDict.__len__(headers)
 
 
 changes = st.lists(
@@ -205,6 +214,7 @@ def test_header_lookups_follow_every_change_as_mitmproxy(
         for name in [*NAMES, b"", "x-\udcff"]:
             assert header_values(headers, name) == mitmproxy_get_all(headers, name)
             assert has_header(headers, name) == bool(mitmproxy_get_all(headers, name))
+        assert header_count(headers) == _MultiDict.__len__(headers)
 
 
 @pytest.mark.usefixtures("installed")
@@ -216,6 +226,72 @@ def test_installed_header_lookups_serve_mitmproxy_callers() -> None:
     assert headers["content-length"] == "12"
     assert headers.get("transfer-encoding") is None
     assert "CONTENT-LENGTH" in headers and "transfer-encoding" not in headers
+    assert len(headers) == 2 and headers and not http.Headers()
     assert headers.pop("x-a") == "1, 2" and "x-a" not in headers
     with pytest.raises(KeyError):
         headers["transfer-encoding"]
+
+
+class Level(int):
+    """An int subclass: ``copy.deepcopy`` copies it rather than return it as it is."""
+
+
+OPTION_SAMPLES: list[Any] = [None, True, False, 0, 7, 1.5, "", "regular", b"x", Level(3), ["a"], ("a",), {}]
+"""Option values of every kind: the unchangeable ones, a subclass of one, and containers."""
+
+
+def options_with(value: Any, default: Any) -> optmanager.OptManager:
+    options = optmanager.OptManager()
+    options.add_option("sample", Any, default, "A sample option.")  # type: ignore[arg-type]
+    if value is not optmanager.unset:
+        options._options["sample"].value = value
+    return options
+
+
+@pytest.mark.parametrize("default", OPTION_SAMPLES)
+@pytest.mark.parametrize("value", [optmanager.unset, *OPTION_SAMPLES])
+def test_option_reads_answer_as_mitmproxy(value: Any, default: Any) -> None:
+    """A set or default value of every kind reads as mitmproxy's read gives it: equal, of the same class,
+    the very object where mitmproxy's copy gives it (an unchangeable one), a copy where it copies."""
+    options = options_with(value, default)
+    option = options._options["sample"]
+    theirs = optmanager._Option.current(option)
+    for ours in (option_current(option), option_value(options, "sample")):
+        assert ours == theirs and type(ours) is type(theirs)
+        assert (ours is option._default or ours is option.value) == (
+            theirs is option._default or theirs is option.value
+        )
+
+
+def test_an_unknown_option_raises_mitmproxy_error() -> None:
+    with pytest.raises(AttributeError, match="No such option: absent"):
+        option_value(options_with(optmanager.unset, 1), "absent")
+
+
+@pytest.mark.usefixtures("installed")
+def test_installed_option_reads_serve_mitmproxy_callers() -> None:
+    """Once installed, options read through attributes give the value, and a list read is a copy."""
+    options = options_with(["regular"], [])
+    options.add_option("flag", bool, False, "A flag.")
+    options.update(flag=True)
+    assert options.flag is True and options.sample == ["regular"]
+    options.sample.append("changed")
+    assert options.sample == ["regular"]
+
+
+def test_every_hook_gives_mitmproxy_arguments() -> None:
+    """Every hook mitmproxy and egressguard define, given a distinct value for each field, gives its
+    handlers the arguments mitmproxy's ``Hook.args`` gives, in order, twice over (the names once kept)."""
+    import addons.process.server  # noqa: F401  # egressguard's own hooks register as it is imported
+
+    for kind in hooks.all_hooks.values():
+        hook = kind.__new__(kind)
+        for position, field in enumerate(fields(kind)):  # type: ignore[arg-type]
+            setattr(hook, field.name, (position, field.name))
+        assert hook_args(hook) == hooks.Hook.args(hook) == hook_args(hook)
+
+
+@pytest.mark.usefixtures("installed")
+def test_installed_hook_arguments_serve_mitmproxy_callers() -> None:
+    flow = tflow.tflow()
+    assert hooks.all_hooks["request"](flow).args() == [flow]

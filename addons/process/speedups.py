@@ -8,12 +8,13 @@ values of every kind) with less work, and is installed once, by the process that
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from dataclasses import fields
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import hooks, http, optmanager
 from mitmproxy.utils import typecheck
 
 FieldCheck = tuple[str, Any, tuple[type, ...] | None]
@@ -106,13 +107,27 @@ def header_values(headers: http.Headers, name: str | bytes) -> list[str]:
     gives them, looked up in an index of the fields built once for them (``_indexed``), where mitmproxy
     lowers every field's name through a method call at each lookup (some 35 lookups a request)."""
     key = _KEYS.get(name) or _key(name)
+    index = _index_of(headers)
+    if index is None:
+        return [http._native(value) for field, value in headers.fields if field.lower() == key]
+    values = index.get(key)
+    return [http._native(value) for value in values] if values else []
+
+
+def _index_of(headers: http.Headers) -> dict[bytes, list[bytes]] | None:
     kept = headers.__dict__.get(_LOOKUP)
     if kept is None or kept[0] is not headers.fields:
         kept = _indexed(headers)
         if kept is None:
-            return [http._native(value) for field, value in headers.fields if field.lower() == key]
-    values = kept[1].get(key)
-    return [http._native(value) for value in values] if values else []
+            return None
+    return kept[1]
+
+
+def header_count(headers: http.Headers) -> int:
+    """``len(headers)``, which ``if headers`` calls too: how many names in any case the fields hold, the
+    size of their index, where mitmproxy lowers every field's name into a set at each call."""
+    index = _index_of(headers)
+    return len({field.lower() for field, _ in headers.fields}) if index is None else len(index)
 
 
 def header_value(headers: http.Headers, name: str | bytes, default: Any = None) -> Any:
@@ -125,6 +140,41 @@ def header_value(headers: http.Headers, name: str | bytes, default: Any = None) 
 def has_header(headers: http.Headers, name: object) -> bool:
     """``name in headers``: whether a field has that name in any case."""
     return bool(header_values(headers, name))  # type: ignore[arg-type]
+
+
+_UNCHANGEABLE = frozenset({type(None), bool, int, float, str, bytes})
+"""Classes whose instances ``copy.deepcopy`` returns as they are (a subclass of one it copies)."""
+
+
+def option_current(option: optmanager._Option) -> Any:
+    """``_Option.current``: the option's value, or its default where none is set, deep-copied, so that a
+    reader cannot change the option's value in place; a value of a class that cannot change (a flag, a
+    number, a string) is returned as it is, which is what the copy returns for it, without its walk."""
+    value = option.value
+    if value is optmanager.unset:
+        value = option._default
+    return value if type(value) in _UNCHANGEABLE else copy.deepcopy(value)
+
+
+def option_value(options: optmanager.OptManager, name: str) -> Any:
+    """``OptManager.__getattr__`` (every ``ctx.options.name`` read): the named option's current value."""
+    option = options._options.get(name)
+    if option is None:
+        raise AttributeError(f"No such option: {name}")
+    return option_current(option)
+
+
+_HOOK_FIELDS: dict[type, tuple[str, ...]] = {}
+"""The names of each hook class's fields, in order (a class's fields are fixed when it is made)."""
+
+
+def hook_args(hook: hooks.Hook) -> list[Any]:
+    """``Hook.args``: the values of the hook's fields, in order, as its handlers are called with them."""
+    kind = type(hook)
+    names = _HOOK_FIELDS.get(kind)
+    if names is None:
+        names = _HOOK_FIELDS[kind] = tuple(field.name for field in fields(hook))  # type: ignore[arg-type]
+    return [getattr(hook, name) for name in names]
 
 
 def install_speedups() -> None:
@@ -141,9 +191,21 @@ def install_speedups() -> None:
     method call, and a missing one raised and caught a ``KeyError``. Each ``Headers`` indexes its fields
     by lower-case name once for the tuple of fields it holds, and a lookup is a dictionary's
     (``header_values``, ``header_value``, ``has_header``): about a quarter of the walk's time at 16
-    fields."""
+    fields. Their count (``len``, and ``if headers``) is the index's size (``header_count``).
+
+    Every read of an option (``ctx.options.name``, many times a request in mitmproxy's layers and
+    addons) deep-copied its value, a flag or a number included, through ``copy.deepcopy``'s general
+    walk: a value that cannot change is returned as it is (``option_current``), as that copy returns it.
+
+    Each event's arguments (``Hook.args``, a dozen events a request) were read through
+    ``dataclasses.fields``, which builds the list of the class's fields anew each time: the names are
+    kept per class (``hook_args``)."""
     if "__post_init__" in vars(http.MessageData):  # absent under -O, where mitmproxy checks nothing
         http.MessageData.__post_init__ = _check_message_fields  # type: ignore[method-assign]
     http.Headers.get_all = header_values  # type: ignore[assignment]
     http.Headers.get = header_value  # type: ignore[assignment]
     http.Headers.__contains__ = has_header  # type: ignore[assignment]
+    http.Headers.__len__ = header_count  # type: ignore[method-assign, assignment]
+    optmanager._Option.current = option_current  # type: ignore[method-assign, assignment]
+    optmanager.OptManager.__getattr__ = option_value  # type: ignore[method-assign]
+    hooks.Hook.args = hook_args  # type: ignore[method-assign, assignment]
