@@ -28,12 +28,16 @@ MAX_UNPARSED_BYTES = 1 << 20
 
 class BoundedBuffer(Http1Connection):
     def _handle_event(self, event: events.Event) -> CommandGenerator:
+        # Only data can grow the buffer, and parsing only takes from it: an event that cannot take it over
+        # the limit is handled as mitmproxy handles it, without a generator around its commands (some 25
+        # events a request).
+        if isinstance(event, events.DataReceived) and len(self.buf) + len(event.data) > MAX_UNPARSED_BYTES:
+            return self._bounded(event)
+        return super()._handle_event(event)
+
+    def _bounded(self, event: events.Event) -> CommandGenerator:
         yield from super()._handle_event(event)
-        if (
-            isinstance(event, events.DataReceived)
-            and self.state not in (self.passthrough, self.done)
-            and len(self.buf) > MAX_UNPARSED_BYTES
-        ):
+        if self.state not in (self.passthrough, self.done) and len(self.buf) > MAX_UNPARSED_BYTES:
             state, self.state = self.state, self.done
             yield from self.overflowed(
                 reading_head=state == self.read_headers, in_message=state == self.read_body

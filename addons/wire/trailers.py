@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import h11
+from h11._readers import ChunkedReader
 from mitmproxy import http
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layer
@@ -38,8 +39,8 @@ CommandGenerator = Generator[commands.Command, Any, None]
 
 
 class TrailerReader:
-    """Wraps h11's body reader: trailer fields at a chunked body's end are handed to ``found`` and the
-    end is reported without them, which is what mitmproxy accepts."""
+    """Wraps h11's reader of a chunked body: trailer fields at its end are handed to ``found`` and the end
+    is reported without them, which is what mitmproxy accepts."""
 
     def __init__(self, reader: Any, found: Callable[[http.Headers], None]) -> None:
         self.reader = reader
@@ -54,6 +55,13 @@ class TrailerReader:
 
     def read_eof(self) -> Any:
         return self.reader.read_eof()
+
+
+def reads_chunks(reader: object) -> bool:
+    """Whether a body's reader can bring more than one piece of data from one read, or trailer fields: a
+    chunked body's only. A body with a length, or read to the connection's close, brings what one read
+    holds as one piece and ends without fields, so what its reading yields needs no joining or watch."""
+    return isinstance(reader, (ChunkedReader, TrailerReader))
 
 
 def is_chunked(message: http.Message | None) -> bool:
@@ -96,7 +104,9 @@ class JoinedData(Http1Connection):
     in fewer, larger pieces, and nothing waits for data that has not come."""
 
     def read_body(self, event: events.Event) -> CommandGenerator:
-        yield from joined_data(super().read_body(event), self.ReceiveData)
+        if reads_chunks(self.body_reader):
+            return joined_data(super().read_body(event), self.ReceiveData)
+        return super().read_body(event)
 
 
 class JoinedFrames(Http2Connection):
@@ -142,12 +152,17 @@ class TrailerFields(Http1Connection):
 
     @body_reader.setter
     def body_reader(self, reader: Any) -> None:
-        self._body_reader = TrailerReader(reader, self._note_trailers)
+        self._body_reader = TrailerReader(reader, self._note_trailers) if reads_chunks(reader) else reader
 
     def _note_trailers(self, trailers: http.Headers) -> None:
         self.received_trailers = trailers
 
     def read_body(self, event: events.Event) -> CommandGenerator:
+        if reads_chunks(self.body_reader):
+            return self._read_chunks(event)
+        return super().read_body(event)
+
+    def _read_chunks(self, event: events.Event) -> CommandGenerator:
         for command in super().read_body(event):
             if (
                 isinstance(command, ReceiveHttp)
@@ -160,15 +175,22 @@ class TrailerFields(Http1Connection):
             yield command
 
     def send(self, event: HttpEvent) -> CommandGenerator:
+        if isinstance(event, self.SendTrailers) or (
+            self.trailers_to_send is not None and isinstance(event, self.SendEndOfMessage)
+        ):
+            return self._send_trailers(event)
+        return super().send(event)
+
+    def _send_trailers(self, event: HttpEvent) -> CommandGenerator:
         if isinstance(event, self.SendTrailers):
             self.trailers_to_send = event.trailers
             return
-        if isinstance(event, self.SendEndOfMessage) and self.trailers_to_send is not None:
-            trailers, self.trailers_to_send = self.trailers_to_send, None
-            if is_chunked(self.outgoing()):
-                yield commands.SendData(self.conn, b"0\r\n" + bytes(trailers) + b"\r\n")
-                yield from self.mark_done(**{self.done_flag: True})
-                return
+        assert self.trailers_to_send is not None
+        trailers, self.trailers_to_send = self.trailers_to_send, None
+        if is_chunked(self.outgoing()):
+            yield commands.SendData(self.conn, b"0\r\n" + bytes(trailers) + b"\r\n")
+            yield from self.mark_done(**{self.done_flag: True})
+            return
         yield from super().send(event)
 
     def outgoing(self) -> http.Message | None:
