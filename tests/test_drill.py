@@ -15,13 +15,30 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mitmproxy import http
+from mitmproxy.test import tflow
 
+from addons.gate.drill import DrillMarker
+from addons.gate.turns import METADATA_KEY, turn_of
+from addons.process.speedups import install_speedups
 from proxy.config.paths import default_data_dir
-from proxy.control.drill import CASES, CASES_BY_NAME, DRILL_SECRET, judge
+from proxy.config.policy import parse_policy
+from proxy.control.drill import CASES, CASES_BY_NAME, DRILL_SECRET, drill_mark, judge
+from proxy.runtime import Runtime
+from proxy.state import SqliteStateStore
 from proxy.state.sqlite import DATABASE_NAME
+from proxy.turn import Turn, TurnContext
 from tests.harness import Proxy, free_port
 from tests.test_admin import Admin, start_admin  # noqa: F401 - the fixture is used by name
 from tests.webhook_receiver import Receiver
+
+DRILL_POLICY = """\
+mode: enforce
+agents:
+  bot: {token: t, role: r}
+roles:
+  r: {}
+"""
 
 
 def drill(workdir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -217,3 +234,36 @@ def _authorization(proxy: Proxy) -> bytes:
     from tests.harness import proxy_authorization
 
     return proxy_authorization()
+
+
+@pytest.mark.parametrize("speedups", [False, True])
+def test_the_marker_takes_drill_headers_in_any_case_and_leaves_other_requests_as_they_are(
+    speedups: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request of a live run is marked and loses both drill headers, however they are spelled and
+    wherever they stand; a request carrying neither keeps its very fields, with or without the header
+    lookups the proxy installs."""
+    if speedups:
+        for name in ("get_all", "get", "__contains__"):
+            monkeypatch.setattr(http.Headers, name, getattr(http.Headers, name))
+        install_speedups()
+    runtime = Runtime(parse_policy(DRILL_POLICY, "p.yaml", environ={}), SqliteStateStore(None))
+    run = runtime.drills.start()
+    marker = DrillMarker(runtime)
+    plain = tflow.tflow()
+    plain.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    fields = plain.request.headers.fields
+    marker.requestheaders(plain)
+    assert plain.request.headers.fields is fields and turn_of(plain).drill is None  # type: ignore[union-attr]
+    marked = tflow.tflow()
+    marked.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    marked.request.headers.fields = (
+        (b"x-EGRESSGUARD-drill-case", b"direct-injection"),
+        *marked.request.headers.fields,
+        (b"X-Egressguard-Drill", run.token.encode()),
+    )
+    marker.requestheaders(marked)
+    assert turn_of(marked).drill == drill_mark(run, "direct-injection")  # type: ignore[union-attr]
+    assert not any(
+        name.lower().startswith(b"x-egressguard-drill") for name, _ in marked.request.headers.fields
+    )

@@ -24,7 +24,12 @@ class DrillMarker:
         self.runtime = runtime
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        found = take_fields(flow.request.headers, TOKEN_FIELD, CASE_FIELD)
+        headers = flow.request.headers
+        if TOKEN_HEADER not in headers and CASE_HEADER not in headers:
+            # Looked up in the fields' index, which the turn's opening built: a request that is no drill's
+            # (nearly all) is not walked field by field.
+            return
+        found = take_fields(headers, TOKEN_FIELD, CASE_FIELD)
         # Every copy of a header, joined as ``Headers.pop`` joins them.
         token, case = (", ".join(found[name]) if found[name] else None for name in (TOKEN_FIELD, CASE_FIELD))
         turn = turn_of(flow)
