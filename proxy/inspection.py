@@ -240,7 +240,8 @@ class Detectors:
         self.credential_reads = credentials.credential_scanner(packs)
         time_limit = policy.detection.rule_time_limit_s
         self.sensitive = Scanner(self.sensitive_packs, timeout_s=time_limit)
-        self.sensitive_rules = {rule.id: rule for rule in self.sensitive.rules}
+        self.sensitive_rules = self.sensitive.rules_by_id
+        self.sensitive_unread = frozenset(rule.id for rule in self.sensitive.unread.values())
         enforced = [pack for pack in self.sensitive_packs if policy.enforces(pack.threat)]
         # Where every pack is enforced (the packs share one threat), redacting reads what detection read:
         # one scanner, so a turn's scan of a text serves both (``TurnInspector._scan_once``).
@@ -1672,7 +1673,10 @@ class TurnInspector:
     def _refusal(self, text: str) -> None:
         if not text.strip():
             return
-        found = self.detectors.refusal.finding(text, budget=self.budget)
+        verdict = self.detectors.refusal.assess(text, self.budget)
+        if not verdict.read:
+            return  # out of time (``_settle_timeouts``): a turn not read counts towards no refusal rate
+        found = refusal.refusal_finding(verdict)
         self.turn.refusal = found is not None
         if found is not None:
             self._record([found])
@@ -1936,10 +1940,11 @@ class TurnInspector:
                 self.budget.timed_out.setdefault(rule_id, self.detectors.sensitive_rules[rule_id])
             return matches, timed_out
         result = self.detectors.sensitive.scan(text, self.budget)
-        if result.timed_out:
-            self._timed_out[text] = result.found, result.timed_out
-        else:
+        if not result.timed_out:
             self._scanned[text] = result.found
+        # A text left unread for want of budget is read by the next budget with time left for it.
+        elif not self.detectors.sensitive_unread.intersection(result.timed_out):
+            self._timed_out[text] = result.found, result.timed_out
         return result.found, result.timed_out
 
     def _sensitive_findings(

@@ -29,6 +29,9 @@ from tests.wsupstream import WebSocketUpstream
 NEAR_CARDS = "4111 1111 1111 1112 " * 20_000
 """400 KB the payment-card rule reads whole in about half a second (no card: the checksum fails)."""
 TIME_LIMIT = "inspection: {rule_time_limit: 1ms}\n"
+CARD_RULE_OUT = {"payment-card", "pii-unread"}
+"""The payment-card rule out of time on a run, or its pack left unread where the budget was spent before
+the secret and PII scan's turn (by the injection detector's reading of a prompt, or of earlier texts)."""
 
 
 def prompt(client: openai.OpenAI) -> None:
@@ -76,7 +79,7 @@ def test_enforce_mode_refuses_a_request_a_rule_ran_out_of_time_on(
     threats = {finding["extra"]["rule"]: finding["threat"] for finding in findings}
     assert threats.pop("injection-unread", "prompt_injection") == "prompt_injection"
     assert set(threats.values()) == {"data_exfiltration"}
-    assert "payment-card" in threats
+    assert CARD_RULE_OUT & threats.keys()
 
 
 @pytest.mark.parametrize("send", SENDS)
@@ -88,7 +91,7 @@ def test_observe_mode_passes_it_and_records_what_enforce_mode_would_do(
     assert NEAR_CARDS.encode() in upstream.received[-1].body
     _, findings = timeout_findings(proxy)
     assert findings and not any(finding["enforced"] for finding in findings), findings
-    assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+    assert CARD_RULE_OUT & {finding["extra"]["rule"] for finding in findings}
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
@@ -303,6 +306,20 @@ def test_the_other_findings_of_an_answer_refused_whole_are_enforced(
     assert keys and all(f["enforced"] for f in keys)
 
 
+def send_refused_where_enforced(
+    client: openai.OpenAI, upstream: FakeUpstream, messages: list[Any], mode: str, carried: str
+) -> None:
+    """Sends ``messages``: refused for a rule out of time in enforce mode, nothing reaching the upstream;
+    passed on in observe mode, ``carried`` with them."""
+    if mode == "enforce":
+        with pytest.raises(openai.PermissionDeniedError, match=r"inspection\.scan_timeout"):
+            client.chat.completions.create(model="gpt-4o", messages=messages)
+        assert upstream.received == []
+    else:
+        client.chat.completions.create(model="gpt-4o", messages=messages)
+        assert carried.encode() in upstream.received[-1].body
+
+
 SHORT_RUN = "4111 1111 1111 1112 " * 50
 """1 KB the payment-card rule reads well within even a 1 ms limit."""
 
@@ -313,19 +330,36 @@ def test_many_texts_each_read_within_the_limit_share_one_budget(
 ) -> None:
     """Three hundred messages, each read by the payment-card rule within its limit, cost the request's
     budget more than it holds (every run is charged, not only those that reach the limit): the later
-    ones are out of time without a run, which enforce mode refuses (nothing reaches the upstream) and
+    ones are not read at all, out of time, which enforce mode refuses (nothing reaches the upstream) and
     observe mode records, not enforced, passing the request on."""
     proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
     client = client_through(proxy, upstream, monkeypatch)
     messages: list[Any] = [{"role": "user", "content": f"{index}: {SHORT_RUN}"} for index in range(300)]
-    if mode == "enforce":
-        with pytest.raises(openai.PermissionDeniedError):
-            client.chat.completions.create(model="gpt-4o", messages=messages)
-        assert upstream.received == []
-    else:
-        client.chat.completions.create(model="gpt-4o", messages=messages)
-        assert SHORT_RUN.encode() in upstream.received[-1].body
+    send_refused_where_enforced(client, upstream, messages, mode, SHORT_RUN)
     record, findings = timeout_findings(proxy)
     assert findings and all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
-    assert "payment-card" in {finding["extra"]["rule"] for finding in findings}
+    assert CARD_RULE_OUT & {finding["extra"]["rule"] for finding in findings}
+    assert (record["decision"] == "blocked") is (mode == "enforce")
+
+
+UNREAD_KEY = "deploy with AKIAQWERTY234567ABCD"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_prompt_after_the_budget_is_spent_is_recorded_unread_by_each_scanner(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The first message spends the request's budget; the second, which carries a key, is then read by
+    no scanner: the record names, at its place, each one that left it unread (injection, secrets, PII),
+    and no finding claims to have read it. Enforce mode refuses the request (nothing reaches the
+    upstream); observe mode passes it on and records what enforce mode would have done."""
+    proxy = start_proxy(mode=mode, extra=TIME_LIMIT)
+    client = client_through(proxy, upstream, monkeypatch)
+    messages: list[Any] = [{"role": "user", "content": NEAR_CARDS}, {"role": "user", "content": UNREAD_KEY}]
+    send_refused_where_enforced(client, upstream, messages, mode, UNREAD_KEY)
+    record, findings = timeout_findings(proxy)
+    unread = {finding["extra"]["rule"] for finding in findings if finding["where"] == "messages[1].content"}
+    assert {"injection-unread", "secrets-unread", "pii-unread"} <= unread, findings
+    assert all(finding["enforced"] is (mode == "enforce") for finding in findings), findings
+    assert not [finding for finding in record["findings"] if finding["rule"] == "aws-access-key-id"]
     assert (record["decision"] == "blocked") is (mode == "enforce")

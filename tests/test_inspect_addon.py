@@ -112,14 +112,19 @@ def test_observe_mode_leaves_messages_alone() -> None:
     assert turn.decision == "allowed"
 
 
+CARD_RUN = "card " + "4111 1111 1111 1112 " * 20_000
+"""400 KB the payment-card rule reads whole in about half a second (no card: the checksum fails)."""
+
+
 def streamed_chat(
     mode: str, response: http.Response, *, no_time: bool = False, whole: bool = True
 ) -> tuple[tflow.HTTPFlow, Turn]:
     """A streamed chat completion answered with ``response``, through the addon's hooks (up to its
-    headers unless ``whole``); ``no_time``: as on a machine too loaded to run a secret rule in time."""
+    headers unless ``whole``); ``no_time``: secret rules have 1 ms and their budget 20 ms, which the
+    payment-card rule spends on ``CARD_RUN`` and then runs out of time on."""
     addon = inspect_addon(mode)
     if no_time:
-        addon.runtime.detectors.sensitive.timeout_s = addon.runtime.detectors.sensitive.rescan_s = 0.0
+        addon.runtime.detectors.sensitive.timeout_s, addon.runtime.detectors.sensitive.rescan_s = 0.001, 0.02
     flow = chat_flow({"model": "gpt-4o", "stream": True, "messages": []})
     turn = Turn(TurnContext(agent_id="bot", role="r"))
     flow.metadata[METADATA_KEY] = turn
@@ -359,7 +364,7 @@ def test_a_stream_whose_headers_a_rule_ran_out_of_time_on_is_answered_502_where_
     mode relays it and records the finding, not enforced."""
     response = tflow.tresp(
         content=chat_event("hello"),
-        headers=Headers(content_type="text/event-stream", x_note="card 4111 1111 1111 1112"),
+        headers=Headers(content_type="text/event-stream", x_note=CARD_RUN),
     )
     flow, turn = streamed_chat(mode, response, no_time=True, whole=False)
     timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
@@ -373,7 +378,7 @@ def test_a_stream_whose_headers_a_rule_ran_out_of_time_on_is_answered_502_where_
 def test_an_unlabelled_stream_a_rule_ran_out_of_time_on_is_refused_where_enforced(mode: str) -> None:
     """A stream read whole because it did not say it was one, whose text a secret rule runs out of time
     on: a 502 where enforced, its finding enforced; observe mode hands it on and records the finding."""
-    body = chat_event("card 4111 1111 1111 1112 ") + chat_event("done")
+    body = chat_event(CARD_RUN) + chat_event("done")
     flow, turn = stream_labelled_json(mode, body, no_time=True)
     assert flow.response is not None and (flow.response.status_code == 502) is (mode == "enforce")
     timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]
@@ -398,7 +403,7 @@ def test_an_answer_whose_trailers_a_rule_ran_out_of_time_on_is_refused_where_enf
     response = tflow.tresp(
         content=json.dumps(completion).encode(), headers=Headers(content_type="application/json")
     )
-    response.trailers = Headers([(b"x-note", b"card 4111 1111 1111 1112")])
+    response.trailers = Headers([(b"x-note", CARD_RUN.encode())])
     flow, turn = streamed_chat(mode, response, no_time=True)
     assert flow.response is not None and (flow.response.status_code == 502) is (mode == "enforce")
     timeouts = [finding for finding in turn.findings if finding.rule == "inspection.scan_timeout"]

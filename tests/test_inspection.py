@@ -828,8 +828,8 @@ def test_a_rule_out_of_time_in_a_url_or_a_header_refuses_the_request_where_enfor
     its signal never holds the text."""
     policy = parse_policy(POLICY.replace("mode: enforce", f"mode: {mode}"), "policy.yaml", environ={})
     detectors = Detectors(policy, b"k" * 32)
-    detectors.sensitive.timeout_s = detectors.sensitive.rescan_s = 0.0
-    card = "4111 1111 1111 1111"
+    detectors.sensitive.timeout_s, detectors.sensitive.rescan_s = 0.001, 0.02
+    card = "4111 1111 1111 1112 " * 20_000  # a run the payment-card rule outlasts its budget on
     for scan in (
         lambda inspector: inspector.scan_url("api.openai.com", f"/v1/records?card={card}"),
         lambda inspector: inspector.scan_headers([("x-note", f"card {card}")], sent_by_agent=True),

@@ -7,12 +7,17 @@ what a later text triggers is named out of time instead of passing unread."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 
+from proxy.detectors import refusal
+from proxy.detectors.credentials import credential_reads, credential_scanner
 from proxy.detectors.injection import load_default
-from proxy.exchange import Source
-from proxy.model import Action
+from proxy.detectors.refusal import RefusalDetector
+from proxy.exchange import Source, ToolCall
+from proxy.model import Action, Severity, Threat
+from proxy.scanning.redact import scan_and_redact
 from proxy.scanning.rulepack import (
     BUDGET_CHARS,
     RESCAN_FACTOR,
@@ -34,8 +39,8 @@ def _charged(budget: ScanBudget, seconds_before: float) -> float:
 
 def test_every_rule_run_is_charged_so_many_short_runs_cost_one_budget(tmp_path: Path) -> None:
     """Texts that each keep a rule busy for a few milliseconds, well under its limit, cost the budget
-    in all, not a few milliseconds a text without end: once it is spent the rule is out of time on every
-    later text, without running."""
+    in all, not a few milliseconds a text without end: once it is spent every later text is unread, its
+    pack out of time without a rule or a keyword pass running."""
     rules = _rule_yaml("slowish", "k=(?:a|aa)+$", keywords="[k=]")
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.05, rescan_s=0.2)
     budget = scanner.budget()
@@ -44,7 +49,7 @@ def test_every_rule_run_is_charged_so_many_short_runs_cost_one_budget(tmp_path: 
     results = [scanner.scan(crafted, budget) for _ in range(200)]
     cpu = time.thread_time() - started
     assert results[0].timed_out == ()
-    assert budget.spent and results[-1].timed_out == ("slowish",)
+    assert budget.spent and results[-1].timed_out == ("test-unread",)
     # One budget of 0.2 s and the run that crossed it; a run a text would be two seconds.
     assert cpu < 0.6, cpu
 
@@ -52,7 +57,8 @@ def test_every_rule_run_is_charged_so_many_short_runs_cost_one_budget(tmp_path: 
 def test_the_keyword_pass_is_charged_and_a_spent_budget_names_what_it_triggers(tmp_path: Path) -> None:
     """A text dense with a rule's keyword costs its keyword pass and planning, though no rule runs (the
     loosened form rules the text out): that is charged. A budget that cannot pay for them names the rule
-    out of time, where it would otherwise have been ruled out unread."""
+    out of time, where it would otherwise have been ruled out unread. A budget spent before a text
+    reads none of it: the pack is out of time for it, though nothing in it would trigger a rule."""
     rules = _rule_yaml("dense", r"ab\d{40}", keywords="[ab]")
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))])
     dense = "ab " * 200_000
@@ -62,7 +68,9 @@ def test_the_keyword_pass_is_charged_and_a_spent_budget_names_what_it_triggers(t
     cpu = time.thread_time() - started
     assert _charged(budget, 60.0) >= cpu * 0.8, (budget.left, cpu)
     assert scanner.scan(dense, ScanBudget(0.001)).timed_out == ("dense",)
-    assert scanner.scan("nothing here", ScanBudget(-1.0)).timed_out == ()
+    spent = ScanBudget(-1.0)
+    assert scanner.scan("nothing here", spent).timed_out == ("test-unread",)
+    assert spent.left == -1.0 and list(spent.timed_out) == ["test-unread"]
 
 
 def test_a_rule_the_loosened_forms_had_no_time_to_rule_out_is_out_of_time(tmp_path: Path) -> None:
@@ -77,14 +85,15 @@ def test_a_rule_the_loosened_forms_had_no_time_to_rule_out_is_out_of_time(tmp_pa
     started = time.thread_time()
     assert scanner.scan(text, budget).timed_out == ()
     assert _charged(budget, 60.0) >= (time.thread_time() - started) * 0.8
-    spent = ScanBudget(-1.0)
+    spent = ScanBudget(1e-4)  # spent by the keyword pass
     assert sorted(scanner.scan(text, spent).timed_out) == sorted(f"far{number}" for number in range(20))
     assert set(spent.timed_out) == {f"far{number}" for number in range(20)}
 
 
 def test_a_secret_in_a_decoded_view_is_named_out_of_time_once_the_budget_is_spent() -> None:
     """Decoded views (many base64 segments here) are charged like the text; past the budget, the
-    rules a view's keywords trigger are out of time, so an encoded key is never passed unread."""
+    views left are not read (not even decoded) and the pack that reads them is out of time for the text,
+    so an encoded key is never passed as if read."""
     scanner = Scanner(load_packaged_packs())
     encoded = base64.b64encode(f"aws_access_key_id = {AWS_KEY}".encode()).decode()
     segments = " ".join(
@@ -96,9 +105,10 @@ def test_a_secret_in_a_decoded_view_is_named_out_of_time_once_the_budget_is_spen
         "aws-access-key-id"
     ]
     assert _charged(budget, 60.0) >= (time.thread_time() - started) * 0.8
-    spent = ScanBudget(-1.0)
+    spent = ScanBudget(1e-4)  # spent by the text's own keyword pass, before its views
     result = scanner.scan(f"{segments} {encoded}", spent)
-    assert "aws-access-key-id" in result.timed_out and result.found == []
+    assert "secrets-unread" in result.timed_out and result.found == []
+    assert "secrets-unread" in spent.timed_out
 
 
 def test_the_injection_detectors_normalisation_is_charged() -> None:
@@ -163,3 +173,83 @@ def test_each_character_scanned_adds_to_the_budget() -> None:
     left = budget.left
     scanner.scan(text, budget)
     assert budget.left > left
+
+
+SPENT_CASES = {
+    "a key": f"deploy with {AWS_KEY}",
+    "no keyword of any rule": "nothing here",
+}
+
+
+def test_a_spent_budget_leaves_a_text_unread_by_the_secret_and_pii_scan() -> None:
+    """A budget spent before a text reads none of it, not even its keyword pass: nothing is charged,
+    nothing found, and each pack the scanner reads for is out of time as ``<pack>-unread``, so that a text
+    that could not be read for secrets is never taken for one that holds none. Its redaction withholds
+    the text whole."""
+    scanner = Scanner([load_pack(pack_path("secrets")), load_pack(pack_path("pii"))])
+    for text in SPENT_CASES.values():
+        budget = ScanBudget(-1.0)
+        result = scanner.scan(text, budget)
+        assert (result.found, result.timed_out) == ([], ("secrets-unread", "pii-unread"))
+        assert budget.left == -1.0 and list(budget.timed_out) == ["secrets-unread", "pii-unread"]
+        unread = budget.timed_out["secrets-unread"]
+        assert (unread.threat, unread.severity, unread.pack) == (
+            Threat.DATA_EXFILTRATION,
+            Severity.HIGH,
+            "secrets",
+        )
+        redacted = scan_and_redact(scanner, text, budget=ScanBudget(-1.0))
+        assert AWS_KEY not in redacted.text and [item.rule_id for item in redacted.redactions] == [
+            SCAN_TIMEOUT_RULE
+        ]
+    paid = ScanBudget(-1.0, per_char=1.0)  # the text's own share pays for its reading
+    assert [match.rule.id for match in scanner.scan(SPENT_CASES["a key"], paid).matches] == [
+        "aws-access-key-id"
+    ]
+
+
+def test_a_spent_budget_leaves_the_refusal_opening_unread() -> None:
+    """The refusal phrases read no opening once the budget is spent: the verdict says it was not read
+    (no refusal counted either way), and ``refusal-unread`` is out of time under jailbreak."""
+    detector = RefusalDetector()
+    budget = ScanBudget(-1.0)
+    verdict = detector.assess("I can't help with that request.", budget)
+    assert verdict == refusal.UNREAD and not verdict.read
+    assert budget.left == -1.0 and list(budget.timed_out) == ["refusal-unread"]
+    assert budget.timed_out["refusal-unread"].threat is Threat.JAILBREAK
+    assert detector.assess("I can't help with that request.").refusal
+
+
+def test_a_spent_budget_withholds_a_reading_tool_call_unread_for_credential_paths() -> None:
+    """A file-reading call whose arguments the budget had nothing left for is withheld as
+    ``credential_access-unread`` under credential theft, as a call a rule ran out of time on is; a call
+    the detector does not read (no reading tool) makes no finding."""
+    scanner = credential_scanner(load_packaged_packs())
+    calls = [
+        ToolCall("c1", "read_file", json.dumps({"path": "notes/todo.md"}), "tool_calls[0]"),
+        ToolCall("c2", "send_email", json.dumps({"to": "a@example.test"}), "tool_calls[1]"),
+    ]
+    budget = ScanBudget(-1.0)
+    findings = credential_reads(calls, scanner, budget)
+    assert [(f.rule, f.extra["rule"], f.threat, f.action, f.where) for f in findings] == [
+        (
+            SCAN_TIMEOUT_RULE,
+            "credential_access-unread",
+            Threat.CREDENTIAL_THEFT,
+            Action.WITHHOLD,
+            "tool_calls[0]",
+        )
+    ]
+    assert budget.left == -1.0
+    assert credential_reads(calls, scanner, scanner.budget()) == []
+
+
+def test_the_views_of_a_text_the_budget_ran_out_on_are_unread_not_decoded() -> None:
+    """Once the budget runs out during a text, its decoded views are neither decoded nor read: the pack
+    that reads them is out of time for the text, whatever the plain text held."""
+    scanner = Scanner([load_pack(pack_path("secrets"))])
+    encoded = base64.b64encode(f"aws_access_key_id = {AWS_KEY}".encode()).decode()
+    budget = ScanBudget(1e-4)  # spent by the plain text's keyword pass: the rule it triggers is named
+    result = scanner.scan("word " * 100_000 + f"{AWS_KEY} {encoded}", budget)
+    assert "aws-access-key-id" in result.timed_out and result.timed_out[-1] == "secrets-unread"
+    assert result.found == []

@@ -30,7 +30,6 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
     ``SCAN_TIMEOUT_RULE``); where the policy enforces ``credential_theft`` the call is withheld (an MCP
     ``tools/call`` refused), elsewhere recorded. The scans are charged to ``budget``."""
     findings = []
-    scanner_rules = {rule.id: rule for rule in scanner.rules}
     for call in calls:
         if not is_reading_tool(call.name):
             continue
@@ -38,7 +37,9 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
         rules = {match.rule.id: match.rule for match in scan.found}
         # A rule out of time may have read a credential path there: the call is withheld all the same.
         findings += [
-            scan_timeout_finding(scanner_rules[rule_id], call.where, action=Action.WITHHOLD, tool=call.name)
+            scan_timeout_finding(
+                scanner.rules_by_id[rule_id], call.where, action=Action.WITHHOLD, tool=call.name
+            )
             for rule_id in scan.timed_out
         ]
         findings += [

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import regex
 
 from proxy.detectors.quoting import discussion_frame
 from proxy.exchange import Source
@@ -53,6 +52,7 @@ from proxy.scanning.rulepack import (
     load_pack,
     pack_path,
     scan_timeout_finding,
+    unread_rule,
 )
 from proxy.scanning.structure import Structure, structure_of
 
@@ -60,21 +60,8 @@ OWASP = "LLM01"
 # The poisoning that matters for an agent is of its context (docs/owasp.md, LLM03).
 CONTEXT_POISONING_OWASP = "LLM03"
 CLASSIFIER_RULE = "injection-classifier"
-UNREAD = Rule(
-    id="injection-unread",
-    description="The injection detector (its rules, its classifier) had no budget left to read the text",
-    pattern=regex.compile(r"(?!)"),
-    keywords=(),
-    threat=Threat.PROMPT_INJECTION,
-    severity=Severity.HIGH,
-    owasp=OWASP,
-    entropy=None,
-    validator=None,
-    secret_group=0,
-    match_examples=(),
-    no_match_examples=(),
-    enabled=True,
-    pack="injection",
+UNREAD = unread_rule(
+    "injection", Threat.PROMPT_INJECTION, OWASP, "The injection detector (its rules, its classifier)"
 )
 """What a text the detector did not read is out of time for (``_judge``): one finding for the text, not
 one for each rule and the classifier."""

@@ -38,9 +38,12 @@ class RefusalVerdict:
     refusal: bool
     rule: str | None = None
     score: float = 0.0
+    read: bool = True
+    """False where the budget had nothing left to read the opening: whether it refuses is not known."""
 
 
 NOT_A_REFUSAL = RefusalVerdict(refusal=False)
+UNREAD = RefusalVerdict(refusal=False, read=False)
 
 
 def opening(text: str, opening_chars: int = OPENING_CHARS) -> str:
@@ -54,12 +57,17 @@ class RefusalDetector:
             raise ValueError("opening_chars must be positive")
         self.opening_chars = opening_chars
         self._scanner = Scanner(packs if packs is not None else [load_pack(pack_path("refusal"))])
+        self._unread = frozenset(rule.id for rule in self._scanner.unread.values())
 
     def assess(self, text: str, budget: ScanBudget | None = None) -> RefusalVerdict:
         """Whether ``text`` opens with a refusal. A phrase rule out of time there (charged to ``budget``,
-        which names it, or one of the assessment's own) finds nothing: refusals are only counted."""
+        which names it, or one of the assessment's own) finds nothing: refusals are only counted. An
+        opening the budget had nothing left for is ``UNREAD``."""
         head = opening(text, self.opening_chars)
-        matches = self._scanner.scan(head, budget or self._scanner.budget(), merge=False).found
+        scan = self._scanner.scan(head, budget or self._scanner.budget(), merge=False)
+        if self._unread.intersection(scan.timed_out):
+            return UNREAD
+        matches = scan.found
         refusals = [match for match in matches if not match.rule.id.startswith(COUNTER_RULE_PREFIX)]
         if not refusals or len(refusals) < len(matches):
             return NOT_A_REFUSAL
@@ -75,19 +83,23 @@ class RefusalDetector:
         self, text: str, where: str = "completion", budget: ScanBudget | None = None
     ) -> Finding | None:
         """A low-severity jailbreak note for a refusal, so the audit log and the rate baseline see it."""
-        verdict = self.assess(text, budget)
-        if not verdict.refusal or verdict.rule is None:
-            return None
-        return Finding(
-            threat=Threat.JAILBREAK,
-            rule=verdict.rule,
-            signal="completion opens with a refusal",
-            severity=Severity.LOW,
-            action=Action.FLAG,
-            where=where,
-            owasp="LLM01",
-            extra={"score": verdict.score},
-        )
+        return refusal_finding(self.assess(text, budget), where)
+
+
+def refusal_finding(verdict: RefusalVerdict, where: str = "completion") -> Finding | None:
+    """The note (``RefusalDetector.finding``) of a verdict, None where it is no refusal."""
+    if not verdict.refusal or verdict.rule is None:
+        return None
+    return Finding(
+        threat=Threat.JAILBREAK,
+        rule=verdict.rule,
+        signal="completion opens with a refusal",
+        severity=Severity.LOW,
+        action=Action.FLAG,
+        where=where,
+        owasp="LLM01",
+        extra={"score": verdict.score},
+    )
 
 
 @cache

@@ -131,7 +131,7 @@ def _redacted(
     scanner: Scanner, text: str, scan: ScanResult, style: RedactionStyle, key: bytes | None
 ) -> RedactedText:
     if scan.timed_out:
-        rule = next(rule for rule in scanner.rules if rule.id == scan.timed_out[0])
+        rule = scanner.rules_by_id[scan.timed_out[0]]
         whole = RedactionStyle.HASH if style is RedactionStyle.HASH else RedactionStyle.PLACEHOLDER
         return RedactedText(
             placeholder(SCAN_TIMEOUT_RULE, text, whole, key),

@@ -45,6 +45,7 @@ import itertools
 import operator
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
@@ -111,6 +112,31 @@ class Rule:
     skip_examples: bool = False
 
 
+_NEVER = regex.compile(r"(?!)")
+
+
+def unread_rule(pack: str, threat: Threat, owasp: str, reader: str | None = None) -> Rule:
+    """The pseudo-rule out of time (``SCAN_TIMEOUT_RULE``) for a text that ``pack``'s rules (and, as
+    ``reader`` says, what reads with them) had no budget left to read: ``<pack>-unread``, one for the text
+    in place of one for each rule, under the pack's threat. It matches nothing."""
+    return Rule(
+        id=f"{pack}-unread",
+        description=f"{reader or f'The {pack} rules'} had no budget left to read the text",
+        pattern=_NEVER,
+        keywords=(),
+        threat=threat,
+        severity=Severity.HIGH,
+        owasp=owasp,
+        entropy=None,
+        validator=None,
+        secret_group=0,
+        match_examples=(),
+        no_match_examples=(),
+        enabled=True,
+        pack=pack,
+    )
+
+
 @dataclass(frozen=True)
 class RulePack:
     name: str
@@ -168,10 +194,10 @@ class ScanBudget:
     character (``BUDGET_CHARS``); everything a scan does is charged in CPU time (``metered``): the
     keyword pass, the loosened forms' question, every rule's run and run again, the decoded views; and
     so is the work of detectors around their scans (the injection detector's normalisation and
-    classifier). Once it is spent no rule runs any more: every rule a later text (or view) triggers is
-    out of time at once, found by its keyword pass alone. The work of one request is so bounded by
-    ``seconds`` and ``per_char`` a character scanned, plus a keyword pass a text and the one step under
-    way when it ran out."""
+    classifier). Once it is spent no text is read any more, not even by a keyword pass: every pack a
+    later text (or the rest of a text's views) is handed to is out of time for it (``Scanner.unread``).
+    The work of one request is so bounded by ``seconds`` and ``per_char`` a character scanned, plus the
+    one step under way when it ran out."""
 
     def __init__(self, seconds: float, per_char: float = 0.0) -> None:
         self.seconds = seconds
@@ -1307,6 +1333,18 @@ class _Plan:
     """Where a key's prefix stands turned (``unmask.turned_views``), with the turnings that give it."""
 
 
+def _unread_rule_of(pack: RulePack) -> Rule:
+    owasp = Counter(rule.owasp for rule in pack.rules if rule.enabled).most_common(1)[0][0]
+    return unread_rule(pack.name, pack.threat, owasp)
+
+
+def _unread(rules: Iterable[Rule], timed_out: dict[str, None], budget: ScanBudget) -> None:
+    """``rules`` (``Scanner.unread``) are out of time in a scan's ``timed_out`` and its budget's."""
+    for rule in rules:
+        timed_out[rule.id] = None
+        budget.timed_out.setdefault(rule.id, rule)
+
+
 class Scanner:
     """Runs the enabled rules of some packs over text and returns the sensitive spans it found.
 
@@ -1328,9 +1366,16 @@ class Scanner:
         (``RESCAN_FACTOR`` times ``timeout_s`` unless given). ``loosened=False``
         runs every triggered rule without asking its loosened form first (the same findings, for measuring
         what the question saves)."""
-        self.rules: tuple[Rule, ...] = tuple(
-            rule for pack in packs if pack.enabled for rule in pack.rules if rule.enabled
+        read = [pack for pack in packs if pack.enabled and any(rule.enabled for rule in pack.rules)]
+        self.rules: tuple[Rule, ...] = tuple(rule for pack in read for rule in pack.rules if rule.enabled)
+        self.unread = {pack.name: _unread_rule_of(pack) for pack in read}
+        """By pack, what a text this scanner had no budget left to read is out of time for (``scan``)."""
+        self._views_unread = tuple(
+            self.unread[pack.name] for pack in read if any(rule.decoded for rule in pack.rules)
         )
+        """The packs the decoded views are read for: those a text's views left unread are out of time for."""
+        self.rules_by_id = {rule.id: rule for rule in (*self.rules, *self.unread.values())}
+        """Every rule a scan can name out of time, by id: the rules and the packs' ``unread``."""
         self.timeout_s = timeout_s
         self.rescan_s = timeout_s * RESCAN_FACTOR if rescan_s is None else rescan_s
         self._decoded = frozenset(index for index, rule in enumerate(self.rules) if rule.decoded)
@@ -1614,7 +1659,13 @@ class Scanner:
 
         Rules of ``decode`` packs also run over every view of the text with its encodings and disguises
         undone (proxy/scanning/unmask.py); what they find there is reported over the span that carried it.
+        A text (or the views of one) that the budget has nothing left for is read by none of the rules:
+        the pseudo-rule of each pack left unread (``unread``) is out of time instead.
         """
+        if text and budget.spent_for(len(text)):
+            # Nothing reads a text once the budget is spent, not even the keyword pass: that bounds the
+            # work of a request, and each pack the text is unread for is out of time.
+            return self._unread_scan(budget)
         budget.allow(len(text))
         with budget.metered() as meter:
             return self.scan_metered(text, meter, merge=merge)
@@ -1623,6 +1674,8 @@ class Scanner:
         """``scan`` as part of a larger piece of work charged to the meter's budget, the text's allowance
         already added (``ScanBudget.allow``): the CPU clock is read where that work starts and ends, not
         around each of its scans."""
+        if text and meter.left() <= 0:
+            return self._unread_scan(meter.budget)
         timed_out: dict[str, None] = {}
         disguises: dict[tuple[int, int, int], str] = {}
         plan = self._plan(text, meter)
@@ -1632,6 +1685,9 @@ class Scanner:
             # itself join them as they are found.
             turned = unmask.turned_views(text, plan.turned, None)
             for view in itertools.chain(unmask.views(text), turned):
+                if meter.left() <= 0:
+                    _unread(self._views_unread, timed_out, meter.budget)
+                    break
                 plan = self._plan(view.text, meter, self._decoded)
                 if view.kind not in unmask.TURNINGS:
                     turned.extend(unmask.turned_views(view.text, plan.turned, view))
@@ -1651,6 +1707,12 @@ class Scanner:
             for start, end, index in found
         ]
         return ScanResult(matches, tuple(timed_out))
+
+    def _unread_scan(self, budget: ScanBudget) -> ScanResult:
+        """The scan of a text left unread: every pack out of time for it."""
+        timed_out: dict[str, None] = {}
+        _unread(self.unread.values(), timed_out, budget)
+        return ScanResult([], tuple(timed_out))
 
     def scan_alone(self, text: str, *, merge: bool = True) -> ScanResult:
         """``scan`` with a budget of its own: for a text read by itself (a file the CLI scans, a test)."""
