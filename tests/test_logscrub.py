@@ -10,6 +10,8 @@ import logging
 import socket
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -17,8 +19,9 @@ from mitmproxy.test import taddons
 
 from addons.process.logscrub import ScrubbedLogs
 from proxy.commands.localca import UpstreamPKI
-from proxy.commands.logs import MAX_LOG_TEXT, configure_logging, safe_log_text
+from proxy.commands.logs import MAX_LOG_TEXT, _cut, configure_logging, safe_log_text
 from proxy.config.policy import parse_policy
+from proxy.model import Decision
 from proxy.runtime import Runtime
 from tests.harness import Proxy, proxy_authorization
 
@@ -161,3 +164,35 @@ def test_every_line_of_egressguard_is_bounded_and_follows_stderr(
     structlog.get_logger().error("audit.sync_failed", error="z" * (MAX_LOG_TEXT + 500))
     cut = json.loads(third.getvalue())["error"]
     assert cut == "z" * MAX_LOG_TEXT + "... (500 more characters)"
+
+
+class _Described:
+    def __structlog__(self) -> str:
+        return "described"
+
+
+def test_a_line_is_rendered_as_structlog_renders_it_by_default() -> None:
+    """The configured chain's last two steps (cutting texts, rendering JSON with an encoder built once)
+    write each event byte for byte as cutting every text and ``JSONRenderer(sort_keys=True)`` did."""
+    configure_logging()
+    *_, bound, render = structlog.get_config()["processors"]
+    default = structlog.processors.JSONRenderer(sort_keys=True)
+    events: list[dict[str, Any]] = [
+        {"event": "agent.turn", "agent": "bot", "status": 200, "latency_ms": 1.5, "findings": ["a", "b"]},
+        {"event": "x", "error": "y" * (MAX_LOG_TEXT + 1), "exact": "z" * MAX_LOG_TEXT, "none": None},
+        {
+            "event": "ünïcode \u2028",
+            "path": Path("a/b"),
+            "other": _Described(),
+            "nested": {"b": 1, "a": [2.0]},
+        },
+        {"event": "kind", "decision": Decision.BLOCKED, "long": Decision.BLOCKED * 1000},
+    ]
+    for event in events:
+        cut = {
+            name: _cut(value, MAX_LOG_TEXT) if isinstance(value, str) else value
+            for name, value in event.items()
+        }
+        expected = default(None, "info", cut)
+        for _ in range(2):
+            assert render(None, "info", bound(None, "info", dict(event))) == expected

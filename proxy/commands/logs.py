@@ -3,6 +3,7 @@ line may hold of text it quotes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -27,7 +28,7 @@ def configure_logging(level: int = logging.INFO) -> None:
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
             _bounded_texts,
-            structlog.processors.JSONRenderer(sort_keys=True),
+            structlog.processors.JSONRenderer(serializer=_LineEncoder(), sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # One write a line: print() writes the line and its end apart, two system calls every turn.
@@ -47,13 +48,27 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+class _LineEncoder:
+    """``json.dumps`` for the renderer, which passes the same options with every line: the encoder for them
+    is built once, where ``json.dumps`` builds one a line."""
+
+    def __init__(self) -> None:
+        self._built: tuple[dict[str, Any], json.JSONEncoder] | None = None
+
+    def __call__(self, value: Any, **options: Any) -> str:
+        built = self._built
+        if built is None or built[0] != options:
+            built = self._built = (options, json.JSONEncoder(**options))
+        return built[1].encode(value)
+
+
 def _bounded_texts(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Every text of a line cut to ``MAX_LOG_TEXT``: an exception's message or a peer's words quoted in
     a field cannot make one line of any length."""
     for name, value in event.items():
-        if isinstance(value, str):
+        if isinstance(value, str) and len(value) > MAX_LOG_TEXT:
             event[name] = _cut(value, MAX_LOG_TEXT)
     return event
 
