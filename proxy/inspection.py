@@ -1158,7 +1158,8 @@ class TurnInspector:
         """A binary body's printable runs (``printable_runs``), and its tokens split by junk bytes or
         invisible characters read joined (``bridged_runs``), scanned for secrets as any text is; its runs
         read as the same text in its place is: what the model reads as input (``read_as`` says who wrote
-        it: the user, a tool's result, a retrieved document; None where it is not read so) for prompt
+        it: the user, a tool's result, a retrieved document; None, or the agent's own tool arguments,
+        where it is not read so) for prompt
         injection in its runs that read as words (``text_runs``), each on its own (a text file's
         paragraph, as a text part is read, taking the action the policy chose for an indirect injection
         in read content); an answer (``answer``) for a leaked system prompt and links to hosts outside
@@ -1171,7 +1172,7 @@ class TurnInspector:
         text = "\n".join(printable_runs(body))
         tokens = "\n".join([text, *bridged_runs(body)])
         self._record(self._sensitive_findings(tokens, self._sensitive(tokens, where), where))
-        if read_as is not None:
+        if read_as in INJECTION_SOURCES:
             found = [
                 finding
                 for run in text_runs(body)

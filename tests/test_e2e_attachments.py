@@ -433,3 +433,30 @@ def test_an_ordinary_pdf_and_text_with_a_nul_a_tool_returned_pass_as_sent(
         anthropic_client(upstream).messages.create(model="m", max_tokens=10, messages=messages)
         assert json.loads(upstream.received[-1].body)["messages"] == messages
     assert reading(last_record(enforce, 2)) == []
+
+
+def test_a_secret_in_a_pdf_an_agent_passes_to_an_mcp_tool_refuses_the_call(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A file the agent hands a tool in base64 is read as binary content, its compressed streams opened:
+    a secret in a PDF's page refuses the call, as one in a request's file does."""
+    arguments = {"name": "keys.pdf", "content": encoded(pdf_of(f"key {AWS_KEY}"))}
+    received = mcp_exchange(
+        enforce, upstream, {"content": []}, params={"name": "upload", "arguments": arguments}
+    )
+    assert received["error"]["data"]["code"] == "egressguard_blocked"
+    assert upstream.received == []
+    assert ("data_exfiltration", "params.arguments.content", True) in reading(last_record(enforce))
+
+
+def test_ordinary_files_and_digests_an_agent_passes_to_an_mcp_tool_leave_as_sent(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    arguments = {
+        "report": encoded(pdf_of(README[:200])),
+        "image": encoded(PNG),
+        "digest": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" * 2,
+    }
+    mcp_exchange(enforce, upstream, {"content": []}, params={"name": "upload", "arguments": arguments})
+    assert json.loads(upstream.received[-1].body)["params"]["arguments"] == arguments
+    assert reading(last_record(enforce)) == []

@@ -29,6 +29,9 @@ from proxy.exchange import Attachment, Completion, Part, RequestView, Source, To
 from proxy.wire.sse import SSEEvent
 
 JSONRPC_SERVER_ERROR = -32000
+MIN_ENCODED_FILE = 128
+"""The shortest argument of a tool call read as a file it may carry in base64 (a PDF, an archive, whose
+compressed streams no scan of the text reads): shorter ones are identifiers, digests and tokens."""
 
 
 def jsonrpc_error(identifier: Any, status: int, message: str, code: str) -> dict[str, Any]:
@@ -234,6 +237,10 @@ class MCP(Dialect):
             )
             for where, text in walk_strings(params.get("arguments"), (*prefix, "params", "arguments")):
                 view.parts.append(Part(Source.ASSISTANT, text, where, name, call_id))
+                if len(text) >= MIN_ENCODED_FILE and (
+                    file := binary_file(text, where, Source.ASSISTANT, None)
+                ):
+                    view.attachments.append(file)
         return view
 
     def _completion_from(self, document: Any) -> Completion:
