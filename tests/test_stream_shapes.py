@@ -10,13 +10,13 @@ value, another event name, a count written as a string, an object, a secret, a h
 fractional number, or twice), are read by a session that keeps shapes and by one that never does,
 filtering (as enforce mode) and reading back what was sent (as the read-back), and observing (as observe
 mode): each must send the same bytes, read the same completions, other readings, secrets and
-ambiguities.
+ambiguities. Every set of paths a session takes from a shape is checked against its dialect's reading.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pytest
@@ -29,6 +29,7 @@ from proxy.dialects.stream import StreamSession
 from proxy.scanning.redact import StreamRedactor
 from proxy.scanning.residual import JsonScan
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+from proxy.wire.sse import SSEEvent
 
 SECRETS = Scanner([load_pack(pack_path("secrets"))])
 KEY = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -175,7 +176,10 @@ def sessions(
     sender = dialect.stream_session(StreamFilters(text_filter=text_filter, residual=sending))
     reader = dialect.stream_session(StreamFilters(residual=reading))
     sender.keep_sent()
-    if not shapes:
+    if shapes:
+        for session in (sender, reader):
+            check_handled_of(session)
+    else:
         for session in (sender, reader):
             session._shape_of = lambda event: None  # type: ignore[method-assign]
             session._new_shape = lambda event, payload, handled: None  # type: ignore[method-assign]
@@ -236,6 +240,23 @@ def test_reading_by_shape_reads_as_reading_whole(
     assert relay(make, chunks, shapes=True) == relay(make, chunks, shapes=False)
 
 
+def check_handled_of(session: StreamSession) -> list[int]:
+    """Makes ``session`` check every set of paths it filters as text against the dialect's own reading of
+    the event; returns a list that grows by one for each set taken from a shape."""
+    taken: list[int] = []
+    handled_of = session._handled_of
+
+    def checked(event: SSEEvent, payload: Any, read: Any) -> Collection[tuple[str | int, ...]]:
+        handled = handled_of(event, payload, read)
+        assert set(handled) == set(session._handled(event, payload))
+        if read is not None and read.shape is not None and handled is read.shape.handled:
+            taken.append(1)
+        return handled
+
+    session._handled_of = checked  # type: ignore[method-assign]
+    return taken
+
+
 def test_a_text_spelled_otherwise_than_another_field_sets_no_shape() -> None:
     """The event's text is the model's name spelled with an escape: the name's plain spelling is the other
     field's, so the next event, the same but for that field, is not taken for one of its shape."""
@@ -259,6 +280,7 @@ def test_a_stream_of_one_shape_is_read_by_it(name: str, monkeypatch: pytest.Monk
     skeleton = stream_module._skeleton
     monkeypatch.setattr(stream_module, "_skeleton", lambda *args: skeletons.append(1) or skeleton(*args))
     sender, reader, sending, reading = sessions(make(), shapes=True)
+    taken = [check_handled_of(session) for session in (sender, reader)]
     written = [event(build, event_name, f"word{number} ", "plain", number) for number in range(200)]
     written[190] = event(build, event_name, "word190 ", "secret elsewhere", 190)
     written[195] = event(build, event_name, "word195 ", "count as secret", 195)
@@ -273,6 +295,7 @@ def test_a_stream_of_one_shape_is_read_by_it(name: str, monkeypatch: pytest.Monk
         for piece in sender.take_sent():
             reader.read_sent(piece)
     assert taken_apart[1] - taken_apart[0] < 10
+    assert all(len(paths) > 150 for paths in taken)  # the paths filtered as text, too, taken from the shape
     assert KEY not in sent.decode()
     assert [found.rule.id for found in sending.found] == ["github-pat", "github-pat"]
     assert reading.found == []

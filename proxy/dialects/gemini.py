@@ -416,6 +416,7 @@ class _MergedResponse:
 
 class GeminiStreamSession(StreamSession):
     READS_PLACES = True
+    HANDLED_BY_SHAPE = True
     CASED_KEYS = GEMINI_CASED_KEYS
 
     def __init__(self, model_hint: str | None, filters: StreamFilters | None = None) -> None:

@@ -231,6 +231,7 @@ class _GatedCall:
 
 class ChatStreamSession(StreamSession):
     READS_PLACES = True
+    HANDLED_BY_SHAPE = True
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)

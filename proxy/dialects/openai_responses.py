@@ -335,6 +335,7 @@ class _Item:
 
 class ResponsesStreamSession(StreamSession):
     READS_PLACES = True
+    HANDLED_BY_SHAPE = True
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)

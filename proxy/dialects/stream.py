@@ -389,6 +389,9 @@ class StreamSession(ABC):
 
     READS_PLACES: ClassVar[bool] = False
     """Whether the dialect puts deltas at places named by index (``readings.PLACE_KEYS``)."""
+    HANDLED_BY_SHAPE: ClassVar[bool] = False
+    """Whether ``_handled`` reads only what a shape (``_Shape``) keeps: not the session's state, not the
+    text's value (only that it is a string), not the value of a count."""
     CASED_KEYS: ClassVar[frozenset[str]] = frozenset()
     """The keys the dialect itself spells with capitals (``Dialect.CASED_KEYS``): an event with any other
     key a case-insensitive reader may fold is also read as such a reader reads it."""
@@ -830,8 +833,8 @@ class StreamSession(ABC):
             return payload, False
         kind = payload.get("type") if isinstance(payload, dict) else None
         kind = kind if isinstance(kind, str) else event.type
-        handled = self._handled(event, payload)
         read = self._read_as.get(id(event))
+        handled = self._handled_of(event, payload, read)
         shape = read.shape if read is not None and read.among is self._shapes else self._shape_of(event)
         if shape is not None and shape.handled == handled and shape.quiet == (kind, residual.generation):
             # Every byte but its text's is that of an event of its shape whose reading scanned nothing
@@ -891,6 +894,14 @@ class StreamSession(ABC):
         """Paths of the strings in this event that the dialect filters as text itself (its channels):
         every other string goes to the residual scan."""
         return ()
+
+    def _handled_of(self, event: SSEEvent, payload: Any, read: _Read | None) -> Collection[Path]:
+        """``_handled``; for an event of a shape whose payload is its data read whole, where the dialect's
+        ``_handled`` reads only what a shape keeps (``HANDLED_BY_SHAPE``), that of the event that set the
+        shape."""
+        if self.HANDLED_BY_SHAPE and read is not None and read.shape is not None and read.whole:
+            return read.shape.handled
+        return self._handled(event, payload)
 
     @abstractmethod
     def _observe(self, event: SSEEvent, payload: Any) -> None:
