@@ -15,12 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mitmproxy import http
 from mitmproxy.test import tflow
 
 from addons.gate.drill import DrillMarker
 from addons.gate.turns import METADATA_KEY, turn_of
-from addons.process.speedups import install_speedups
 from proxy.config.paths import default_data_dir
 from proxy.config.policy import parse_policy
 from proxy.control.drill import CASES, CASES_BY_NAME, DRILL_SECRET, drill_mark, judge
@@ -30,6 +28,7 @@ from proxy.state.sqlite import DATABASE_NAME
 from proxy.turn import Turn, TurnContext
 from tests.harness import Proxy, free_port
 from tests.test_admin import Admin, start_admin  # noqa: F401 - the fixture is used by name
+from tests.test_speedups import installed  # noqa: F401 - the fixture is asked for by name
 from tests.webhook_receiver import Receiver
 
 DRILL_POLICY = """\
@@ -238,15 +237,13 @@ def _authorization(proxy: Proxy) -> bytes:
 
 @pytest.mark.parametrize("speedups", [False, True])
 def test_the_marker_takes_drill_headers_in_any_case_and_leaves_other_requests_as_they_are(
-    speedups: bool, monkeypatch: pytest.MonkeyPatch
+    speedups: bool, request: pytest.FixtureRequest
 ) -> None:
     """A request of a live run is marked and loses both drill headers, however they are spelled and
     wherever they stand; a request carrying neither keeps its very fields, with or without the header
     lookups the proxy installs."""
     if speedups:
-        for name in ("get_all", "get", "__contains__"):
-            monkeypatch.setattr(http.Headers, name, getattr(http.Headers, name))
-        install_speedups()
+        request.getfixturevalue("installed")
     runtime = Runtime(parse_policy(DRILL_POLICY, "p.yaml", environ={}), SqliteStateStore(None))
     run = runtime.drills.start()
     marker = DrillMarker(runtime)
