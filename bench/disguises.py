@@ -144,6 +144,12 @@ def _circled(value: str) -> str:
     return "".join(map(circle, value))
 
 
+def _thirds(value: str) -> list[str]:
+    """``value`` cut in three."""
+    cut = len(value) // 3
+    return [value[:cut], value[cut : 2 * cut], value[2 * cut :]]
+
+
 def _rot13(value: str) -> str:
     return codecs.encode(value, "rot13")
 
@@ -234,6 +240,12 @@ ENCODERS: dict[str, Encoder] = {
     "reversed": _value(lambda value: value[::-1]),
     "rot13": _value(_rot13),
     "reversed+rot13": _value(lambda value: _rot13(value[::-1])),
+    "concatenated": _value(lambda value: " + ".join(f'"{piece}"' for piece in _thirds(value))),
+    "adjacent-literals": _value(
+        lambda value: "(" + "\n    ".join(f"'{piece}'" for piece in _thirds(value)) + ")"
+    ),
+    "joined-list": _value(lambda value: "[" + ", ".join(f'"{piece}"' for piece in _thirds(value)) + "]"),
+    "json-split": _value(lambda value: json.dumps(dict(zip("abc", _thirds(value), strict=True)))),
 }
 
 
@@ -461,6 +473,20 @@ def _turned_lookalikes(rng: random.Random) -> str:
     )
 
 
+def _joined_literals(rng: random.Random) -> str:
+    """Code and JSON that join string literals, some of them a key's prefix alone."""
+    words = rng.sample(_WORDS, 6)
+    values = {word: rng.randbytes(6).hex() for word in words}
+    return (
+        f'url = "https://" + host + "/api/" + "{words[0]}" + "/" + "{words[1]}"\n'
+        'PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")\n'
+        'fake = "ghp_" + "x" * 36; label = "AKIA" "IOSFODNN7EXAMPLE"\n'
+        f"msg = '{words[2]}' . '-' . '{words[3]}'; q = 'a' || 'b'\n"
+        f"{json.dumps(values)}\n"
+        f'sql = "SELECT" + " * FROM {words[4]}" + " WHERE id = ?"'
+    )
+
+
 _WORDS = [
     "agent",
     "report",
@@ -509,6 +535,7 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "base64 of plain text": _base64_text,
     "ids and nonces": _ids_and_hashes,
     "reversed or rotated look-alikes": _turned_lookalikes,
+    "joined string literals": _joined_literals,
 }
 
 

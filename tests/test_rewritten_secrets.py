@@ -57,6 +57,27 @@ REWRITTEN = {
     "reversed": (f"the key backwards: {GITHUB_TOKEN[::-1]} (read it right to left)", GITHUB_TOKEN[::-1]),
     "reversed in code": (f"const k = '{AWS_KEY[::-1]}'.split('').reverse().join('');", AWS_KEY[::-1]),
     "rot13": (f"rot13: {codecs.encode(SLACK_TOKEN, 'rot13')}", codecs.encode(SLACK_TOKEN, "rot13")),
+    "joined with + in Python": (f'token = "{GITHUB_TOKEN[:10]}" + "{GITHUB_TOKEN[10:]}"', GITHUB_TOKEN),
+    "joined with + in JavaScript, three pieces": (
+        f"const t = '{GITHUB_TOKEN[:8]}' + '{GITHUB_TOKEN[8:20]}' + '{GITHUB_TOKEN[20:]}';",
+        GITHUB_TOKEN,
+    ),
+    "joined with + over lines in Go": (f'k := "{AWS_KEY[:6]}" +\n\t"{AWS_KEY[6:]}"', AWS_KEY),
+    "joined in Java": (
+        f'String s = "{SLACK_TOKEN[:9]}" + "{SLACK_TOKEN[9:30]}" + "{SLACK_TOKEN[30:]}";',
+        SLACK_TOKEN,
+    ),
+    "adjacent literals in Python": (f"k = ('{GITHUB_TOKEN[:9]}'\n     '{GITHUB_TOKEN[9:]}')", GITHUB_TOKEN),
+    "a list joined": (f'"".join(["{AWS_KEY[:4]}", "{AWS_KEY[4:13]}", "{AWS_KEY[13:]}"])', AWS_KEY),
+    "joined with . in PHP": (f"$k = '{AWS_KEY[:7]}' . '{AWS_KEY[7:]}';", AWS_KEY),
+    "split across JSON values": (
+        f'{{"a": "{GITHUB_TOKEN[:14]}", "b": "{GITHUB_TOKEN[14:]}"}}',
+        GITHUB_TOKEN,
+    ),
+    "assigned in pieces": (
+        'aws_secret_access_key = "uujCtA/rxCRZe" + "bzSHbFtF39vmb" + "LmjZJTpRCwc3F5"',
+        "bzSHbFtF39vmb",
+    ),
     "reversed rot13": (
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
@@ -93,6 +114,19 @@ CLEAN = {
         "assert backwards('ghp_') == 'tuc_'[::-1]\n"
     ),
     "a hash glued to a turned prefix": "6eae120b46f3efc88ba739e5_phg and _phg" + "a1b2c3d4" * 5,
+    "code joining strings": (
+        'url = "https://" + host + "/api/" + "v1" + "/" + "users"\n'
+        'msg = \'Hello, \' + name + \'!\'; sql = "SELECT *" + " FROM users" + " WHERE id = ?"\n'
+        "label = ('a long message '\n         'in two parts'); q = 'a' || 'b'; $s = 'x' . 'y';\n"
+    ),
+    "key prefixes listed and padded": (
+        'PREFIXES = ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]\nfake = "ghp_" + "x" * 36\n'
+        'api_key = "" + "test"; token = "ghp_" + os.environ["REST"]\n'
+    ),
+    "JSON of keys and values": (
+        '{"api_key": "unset", "token": "none", "key": "id", "secret": "abc", "values": ["a1", "b2", "c3"]}'
+    ),
+    "integer arrays": "data = [104, 116, 116, 112, 115, 58, 47, 47]; sizes = [1024, 2048, 4096]",
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
 }
 

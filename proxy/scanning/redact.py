@@ -243,6 +243,9 @@ _OPEN_NUMBER = regex.compile(r"(?r)(?:[+(]?[0-9A-Z]+[)]?[ .-]){1,8}[0-9A-Z]*\Z")
 _OPEN_SPACED = regex.compile(
     rf"(?r)(?<!\S)(?:(?:\S|{unmask.ESCAPED_CHARACTER}){unmask.SPACING}{{1,3}})+\S{{0,{unmask.LONGEST_ESCAPE}}}\Z"
 )
+# ... or a trailing run of string literals that code or JSON joins, with what may begin the next: a key cut
+# into them is read joined (scanning/unmask.py) only once its last piece has come.
+_OPEN_JOINED = regex.compile(f"(?r){unmask.OPEN_JOINED}\\Z")
 _LONGEST_BEGIN_MARKER = 64
 # A run is held up to ``max_hold`` characters that a view reads: those it drops (invisible and combining
 # characters) do not count, so a secret padded with them between its characters is not released before it
@@ -703,7 +706,7 @@ def _read_length(text: str, start: int) -> int:
 def _open_run(pending: str, look_from: int, hold: int) -> int:
     """``hold``, or where a number with separators, a letter-spaced run or an encoding that holds
     whitespace starts before it at the end of ``pending``."""
-    for pattern in (_OPEN_NUMBER, _OPEN_SPACED):
+    for pattern in (_OPEN_NUMBER, _OPEN_SPACED, _OPEN_JOINED):
         found = pattern.search(pending, look_from)
         if found is not None:
             hold = min(hold, found.start())

@@ -1297,6 +1297,10 @@ class TriggerWatch:
             for word, start, end in found:
                 if end > since:
                     reach = max(reach, self._hit_reach(joined, start, end, reaches[word]))
+                    if joined[start:end] in scanner._key_prefixes:
+                        # A key's prefix in a string literal starts a view of the literals joined to it,
+                        # past the run that holds it (unmask.joined_views).
+                        reach = UNBOUNDED
         for char, char_reach in scanner._single_reaches.items():
             at = joined.find(char, since)
             while at >= 0:
@@ -1331,6 +1335,8 @@ class _Plan:
     starts: dict[int, list[int]] = field(default_factory=dict)
     turned: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)
     """Where a key's prefix stands turned (``unmask.turned_views``), with the turnings that give it."""
+    prefixes: list[tuple[int, int]] = field(default_factory=list)
+    """Where a key's prefix stands (``unmask.joined_views``)."""
 
 
 def _unread_rule_of(pack: RulePack) -> Rule:
@@ -1405,13 +1411,14 @@ class Scanner:
                 rules_by_word.setdefault(word, []).append(index)
         # A decoded rule's token prefix written backwards or rotated is looked for in the same pass, and
         # triggers no rule: its token is read turned back.
-        self._turned = unmask.turned_keywords(
+        self._key_prefixes = frozenset(
             word
             for index in sorted(self._decoded)
             if self._literal_led[index]
             for word in map(_trigger_view, self.rules[index].keywords)
             if _TOKEN_PREFIX.fullmatch(word) and not (word.isalpha() and len(word) > _MIN_TURNED)
         )
+        self._turned = unmask.turned_keywords(self._key_prefixes)
         self._turned = {word: kinds for word, kinds in self._turned.items() if word not in rules_by_word}
         words = [*rules_by_word, *self._turned]
         rules_of_word = [tuple(indices) for indices in rules_by_word.values()] + [()] * len(self._turned)
@@ -1581,6 +1588,8 @@ class Scanner:
         for word_index, start, end in words_found:
             if not rules_of_word[word_index]:
                 plan.turned.append((start, end, self._turned[searched[start:end]]))
+            elif searched[start:end] in self._key_prefixes:
+                plan.prefixes.append((start, end))
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
                     hits_by_rule[index].append((start, end))
@@ -1681,16 +1690,18 @@ class Scanner:
         plan = self._plan(text, meter)
         found = self._find(text, plan, timed_out, meter)
         if self._decoded:
-            # Views of turned tokens are read after the others; those of a view that is not turned
-            # itself join them as they are found.
-            turned = unmask.turned_views(text, plan.turned, None)
-            for view in itertools.chain(unmask.views(text), turned):
+            # Views started at a key's prefix (turned, or in a string literal joined to others) or at
+            # the end of a match (a value cut into literals) are read after the others; those of a
+            # view not so started join them as they are found.
+            ends = [(start, end) for start, end, index in found if index in self._decoded]
+            keyed = unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None)
+            for view in itertools.chain(unmask.views(text), keyed):
                 if meter.left() <= 0:
                     _unread(self._views_unread, timed_out, meter.budget)
                     break
                 plan = self._plan(view.text, meter, self._decoded)
-                if view.kind not in unmask.TURNINGS:
-                    turned.extend(unmask.turned_views(view.text, plan.turned, view))
+                if view.kind not in unmask.KEYED:
+                    keyed.extend(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view))
                 for start, end, index in self._find(view.text, plan, timed_out, meter):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:

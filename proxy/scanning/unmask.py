@@ -946,3 +946,98 @@ def _key_around(text: str, start: int, end: int, backwards: bool) -> tuple[int, 
 
 _WHITESPACE = re.compile(r"\s")
 _WHITESPACE_BEFORE = re.compile(r"(?s:.*)\s")
+
+
+# -- joined literals: a key cut into string literals that code or JSON joins ----------------------------
+
+JOINED = "joined"
+KEYED = frozenset({*TURNINGS, JOINED})
+"""The kinds of view started at a rule's keyword (``keyed_views``)."""
+_PIECE_CHARS = "A-Za-z0-9_+/=.~-"
+# Backticks are left out: Markdown and reStructuredText quote code with them, ``like this``.
+_QUOTE = "[\"']"
+_JOINER = r"(?:[ \t]*(?:\+|\.\.?|\|\||&|,)\s{0,8}|\s{1,8})"
+_NAME = rf"{_QUOTE}[{_PIECE_CHARS}]{{1,64}}{_QUOTE}[ \t]*:[ \t]*"
+# What stands between two string literals that are joined: a closing quote, an operator of one of the
+# languages that join strings (+ . .. || &), a comma (a list joined, JSON values), or nothing but white
+# space (Python's and C's adjacent literals), the next value's name where JSON or a dict names it, and
+# the next literal's opening quote.
+_GLUE = re.compile(rf"(?<=[{_PIECE_CHARS}]){_QUOTE}{_JOINER}(?:{_NAME})?{_QUOTE}(?=[{_PIECE_CHARS}])")
+# After a match (a value next to its name: secret = "uuj" + "Ct…") only an operator or white space joins:
+# values of a list or of other names are other values ({"key": "id", "secret": "x"}).
+_OPERATOR_GLUE = re.compile(
+    rf"(?<=[{_PIECE_CHARS}]){_QUOTE}{_JOINER.replace('|,', '')}{_QUOTE}(?=[{_PIECE_CHARS}])"
+)
+_PIECE = re.compile(f"[{_PIECE_CHARS}]{{1,512}}")
+# From a key's prefix or a match's end to the end of the literal it stands in: the rest of the literal,
+# or a closing quote, an assignment and the literal assigned ("ghp_": "ab…, ghp_ = ('ab…). Possessive
+# throughout: a prefix inside a long word or path fails once, without backtracking.
+_NAME_CHARS = _PIECE_CHARS.replace("=", "")
+_ASSIGNED = rf"[{_NAME_CHARS}]*+{_QUOTE}?[ \t]*+(?:=>|:=|=|:)[ \t]*+(?P<opener>[(\[]\s{{0,8}}+)?{_QUOTE}"
+_LEAD = rf"(?:{_ASSIGNED})?+[{_PIECE_CHARS}]{{0,512}}+"
+# A start's lead and the first glue, in one match: most starts fail it within a few characters.
+_JOINED_START = {glue: re.compile(f"{_LEAD}(?P<glue>{glue.pattern})") for glue in (_GLUE, _OPERATOR_GLUE)}
+_LINE_REACH = 256
+"""How far back from a key's start its view's line is read, at the most."""
+_MAX_PIECES = 128
+OPEN_JOINED = (
+    rf"{_QUOTE}[{_PIECE_CHARS}]{{1,512}}{_QUOTE}"
+    rf"(?:{_JOINER}(?:{_NAME})?{_QUOTE}[{_PIECE_CHARS}]{{1,512}}{_QUOTE})*"
+    rf"{_JOINER}(?:{_QUOTE}[{_PIECE_CHARS}]{{0,512}}"
+    rf"(?:{_QUOTE}[ \t]*:?[ \t]*(?:{_QUOTE}[{_PIECE_CHARS}]{{0,512}})?)?)?"
+)
+"""String literals of what keys are made of joined so far, and what may begin the next: the end of a text
+that may still grow into a ``joined_views`` view (a pattern)."""
+
+
+def keyed_views(
+    text: str,
+    turned: Iterable[tuple[int, int, tuple[str, ...]]],
+    prefixes: Iterable[tuple[int, int]],
+    matches: Iterable[tuple[int, int]],
+    parent: View | None,
+) -> list[View]:
+    """The views started at a key: a turned key prefix's token turned back (``turned_views``), and the
+    string literals after a key's prefix or a match joined (``joined_views``)."""
+    starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
+    return [*turned_views(text, turned, parent), *joined_views(text, starts, parent)]
+
+
+def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: View | None) -> list[View]:
+    """Views of the line of each key's start (``starts``: a key's prefix, or a match of a rule, and
+    which of the two) that string literals after it are joined on, with what joins them (``_GLUE``)
+    left out: ``"ghp_R7m" + "Qx…"``, ``'ghp_' 'R7m…'``, ``["ghp_", "R7m…"]``, ``{"a": "ghp_R7m", "b":
+    "Qx…"}``; after a match only an operator or white space joins (``secret = "uuj" + "Ct…"``). The
+    rest maps character by character, so a match covers the literals that carried it and what joins
+    them."""
+    found: list[View] = []
+    after = 0
+    for start, end, starts_key in starts:
+        if end <= after:
+            continue
+        glues = _GLUE if starts_key else _OPERATOR_GLUE
+        lead = _JOINED_START[glues].match(text, end)
+        if lead is None:
+            continue
+        low = text.rfind("\n", max(0, start - _LINE_REACH), start) + 1 or max(0, start - _LINE_REACH)
+        # What is left out: a bracket opened before the first literal, and what joins each two.
+        cuts = [lead.span("opener")] if lead.group("opener") else []
+        cut: tuple[int, int] | None = lead.span("glue")
+        close = end
+        while cut is not None and len(cuts) <= _MAX_PIECES:
+            cuts.append(cut)
+            piece = _PIECE.match(text, cut[1])  # the glue is followed by one
+            close = piece.end() if piece is not None else cut[1]
+            glue = glues.match(text, close)
+            cut = glue.span() if glue is not None else None
+        close = min(len(text), close + 1)  # the last literal's closing quote
+        view_pieces, parts, length = [], [], 0
+        position = low
+        for cut_start, cut_end in [*cuts, (close, close)]:
+            view_pieces.append((length, position, cut_start, True))
+            parts.append(text[position:cut_start])
+            length += cut_start - position
+            position = cut_end
+        after = close
+        found.append(View("".join(parts), JOINED, tuple(view_pieces), parent))
+    return found
