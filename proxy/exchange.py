@@ -67,14 +67,18 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class DeclaredTool:
-    """A tool the request lets the API run itself (a server tool, a remote MCP server): named as its calls
-    are, with the MCP server's address and the tools the request allows of it (empty: all of them)."""
+    """A tool the request lets the API run itself (a server tool, an MCP server): named as its calls are,
+    with the MCP server's address or the provider's connector or tunnel it is, and the tools the request
+    allows of it (None: all of them)."""
 
     name: str
     where: str
     server_url: str | None = None
-    allowed_tools: tuple[str, ...] = ()
+    allowed_tools: tuple[str, ...] | None = None
     mcp_server: bool = False
+    connector: str | None = None
+    """The id of a provider-hosted connector (Responses ``connector_id``) or tunnel (``tunnel_id``) the
+    API reaches instead of a URL."""
     asks_approval: bool = False
     """The API asks the agent before each call (Responses ``require_approval: "always"``)."""
 

@@ -25,7 +25,6 @@ import hashlib
 import itertools
 import re
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -62,7 +61,7 @@ from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, 
 from proxy.dialects.locator import get_at, parse_locator, set_at
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
 from proxy.egress import canonical_host, decide
-from proxy.exchange import Completion, DeclaredTool, Part, RequestView, Source, TextSegment, ToolCall
+from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.scanning.redact import (
     ByteStreamRedactor,
@@ -299,15 +298,11 @@ class ResponsePlan:
         )
 
 
-MCP_SERVER_EGRESS_RULE = "egress.mcp_server"
-"""A request declares a remote MCP server its agent may not reach: the API would reach it for the agent."""
-
-
 def block_message(finding: Finding, event_id: str) -> str:
     """What an agent reads when its request is refused: the threat, the rule and the audit event; for a
     tool call, why, and how to get it approved."""
     message = f"egressguard blocked this request: {finding.threat} ({finding.rule}); audit event {event_id}"
-    if finding.threat is not Threat.TOOL_ABUSE and finding.rule != MCP_SERVER_EGRESS_RULE:
+    if finding.threat is not Threat.TOOL_ABUSE and finding.rule != tools.MCP_SERVER_EGRESS_RULE:
         return message
     message += f". {finding.signal}."
     pending = finding.extra.get("pending_approval")
@@ -332,7 +327,9 @@ class TurnInspector:
         self.state = state
         self.turn = turn
         role = policy.roles[turn.context.role]
-        self.overrides = tools.RoleOverrides(destructive=role.destructive_tools, exempt=role.exempt_tools)
+        self.overrides = tools.RoleOverrides(
+            destructive=role.destructive_tools, exempt=role.exempt_tools, connectors=role.connectors
+        )
         self.egress = role.egress
         self.system_prompts: list[str] = []
         self._request_from = 0
@@ -455,7 +452,11 @@ class TurnInspector:
             self._record(self._credential_reads(view.tool_calls))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
-        self._record(self._declared_tool_findings(view.declared_tools))
+        self._record(
+            tools.declared_tool_findings(
+                view.declared_tools, self.detectors.tools, self.overrides, self._host_allowed
+            )
+        )
         verdict.block = self.request_block()
         return verdict
 
@@ -1730,46 +1731,6 @@ class TurnInspector:
 
         return gate
 
-    def _declared_tool_findings(self, declared: list[DeclaredTool]) -> list[Finding]:
-        """A tool the API would run itself is refused where the request declares it, the one place left to
-        stop it: a remote MCP server the agent's egress allowlist does not allow (the API reaches it for the
-        agent), and a destructive tool (the catalogue, the role's overrides) the API may run without asking
-        anyone, a server tool by name or one an MCP server allows."""
-        findings = []
-        for tool in declared:
-            host, port = _server_address(tool.server_url)
-            if tool.server_url is not None and (host is None or not self._host_allowed(host, port)):
-                findings.append(
-                    Finding(
-                        threat=Threat.LATERAL_MOVEMENT,
-                        rule=MCP_SERVER_EGRESS_RULE,
-                        signal=f"MCP server {tool.name} at {host or 'an unreadable address'} is not on the "
-                        "agent's egress allowlist",
-                        severity=Severity.HIGH,
-                        action=Action.BLOCK,
-                        where=tool.where,
-                        owasp="LLM08",
-                        extra={"tool": tool.name, "host": host},
-                    )
-                )
-            names = tool.allowed_tools if tool.mcp_server else (tool.name,)
-            for name in () if tool.asks_approval else names:
-                entry = self.detectors.tools.entry_for(name, self.overrides)
-                if entry is not None:
-                    findings.append(
-                        Finding(
-                            threat=Threat.TOOL_ABUSE,
-                            rule=entry.id,
-                            signal=f"destructive tool {name} declared for the API to run without approval",
-                            severity=entry.severity,
-                            action=Action.BLOCK,
-                            where=tool.where,
-                            owasp=entry.owasp,
-                            extra={"tool": name},
-                        )
-                    )
-        return findings
-
     def _stream_notice(self, call: ToolCall) -> str:
         if call.ran_upstream:
             return tools.ran_upstream_notice(call.name)
@@ -2078,12 +2039,3 @@ def _compose(steps: list[Callable[[str], str]]) -> Callable[[str], str]:
         return text
 
     return apply
-
-
-def _server_address(url: str | None) -> tuple[str | None, int]:
-    """The host and port a remote MCP server's URL names (host None when it names none readably)."""
-    try:
-        parts = urllib.parse.urlsplit(url or "")
-        return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
-    except ValueError:
-        return None, 443

@@ -100,7 +100,10 @@ def test_a_remote_mcp_server_outside_the_egress_allowlist_is_refused(
         )
     assert "mcp.example" in str(refused.value) and "ops" in str(refused.value)
     assert upstream.received == []
-    assert refusals(last_record(enforce)) == [("lateral_movement", "egress.mcp_server", "tools[0]", True)]
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", "egress.mcp_server", "tools[0]", True),
+        ("tool_abuse", "tool-mcp-unrestricted", "tools[0]", True),
+    ]
 
 
 def test_an_anthropic_mcp_server_outside_the_egress_allowlist_is_refused(
@@ -118,7 +121,8 @@ def test_an_anthropic_mcp_server_outside_the_egress_allowlist_is_refused(
     assert "mcp.example" in str(refused.value)
     assert upstream.received == []
     assert refusals(last_record(enforce)) == [
-        ("lateral_movement", "egress.mcp_server", "mcp_servers[0]", True)
+        ("lateral_movement", "egress.mcp_server", "mcp_servers[0]", True),
+        ("tool_abuse", "tool-mcp-unrestricted", "mcp_servers[0]", True),
     ]
 
 
@@ -153,3 +157,145 @@ def test_allowed_declarations_leave_unchanged(enforce: Proxy, upstream: FakeUpst
     )
     assert json.loads(upstream.received[-1].body)["tools"][0]["name"] == "read_file"
     assert [refusals(record) for record in enforce.wait_for_records(2)] == [[], []]
+
+
+CONNECTOR = {
+    "type": "mcp",
+    "server_label": "mail",
+    "connector_id": "connector_gmail",
+    "authorization": "oauth-access-token",
+    "allowed_tools": ["search_emails"],
+    "require_approval": "never",
+}
+TOOLSET_BETA = ["mcp-client-2025-11-20"]
+ALLOWED_SERVER = {"type": "url", "url": ALLOWED_URL, "name": "ops"}
+
+
+def toolset(**fields: Any) -> dict[str, Any]:
+    return {"type": "mcp_toolset", "mcp_server_name": "ops", **fields}
+
+
+def test_connectors_tunnels_unrestricted_servers_and_toolsets_are_read() -> None:
+    """A Responses connector or tunnel is read by its id; a server that lists no tools (or only a
+    ``read_only`` filter, the server's own word) allows all of them (None); an Anthropic server's
+    ``mcp_toolset`` says which of its tools the API may run, over its ``tool_configuration``."""
+    tools = [
+        CONNECTOR,
+        {"type": "mcp", "server_label": "inside", "tunnel_id": "tun_1"},
+        mcp_tool(allowed_tools={"read_only": True}),
+    ]
+    view = OpenAIResponses().parse_request(json.dumps({"model": "m", "input": "hi", "tools": tools}).encode())
+    assert view.declared_tools == [
+        DeclaredTool(
+            "mail", "tools[0]", None, ("search_emails",), mcp_server=True, connector="connector_gmail"
+        ),
+        DeclaredTool("inside", "tools[1]", None, None, mcp_server=True, connector="tun_1"),
+        DeclaredTool("ops", "tools[2]", "https://mcp.example", None, mcp_server=True),
+    ]
+    servers = [
+        {**ALLOWED_SERVER, "tool_configuration": {"allowed_tools": ["delete_repository"]}},
+        {**ALLOWED_SERVER, "name": "docs"},
+        {**ALLOWED_SERVER, "name": "off", "tool_configuration": {"enabled": False}},
+        {**ALLOWED_SERVER, "name": "all"},
+    ]
+    body = {
+        "model": "m",
+        "messages": ASK,
+        "mcp_servers": servers,
+        "tools": [
+            toolset(default_config={"enabled": False}, configs={"search": {"enabled": True}}),
+            toolset(mcp_server_name="docs", configs={"delete_page": {"enabled": False}}),
+        ],
+    }
+    declared = Anthropic().parse_request(json.dumps(body).encode()).declared_tools
+    assert [(tool.name, tool.allowed_tools) for tool in declared] == [
+        ("ops", ("search",)),
+        ("docs", None),
+        ("off", ()),
+        ("all", None),
+    ]
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_responses_connector_is_reached_only_where_the_role_names_it(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream, allowed: bool
+) -> None:
+    """A provider-hosted connector is an egress destination the API reaches for the agent, with no URL to
+    check: refused under lateral movement unless the role's ``tools.connectors`` names it."""
+    tools = "{connectors: [connector_gmail]}" if allowed else "{connectors: [connector_dropbox]}"
+    proxy = _agent(start_proxy(mode="enforce", tools=tools), monkeypatch)
+    upstream.reply = Reply(body=response_of())
+    client = openai_client(upstream)
+    if allowed:
+        client.responses.create(model="m", input="find the invoice", tools=[CONNECTOR])  # type: ignore[list-item]
+        assert json.loads(upstream.received[-1].body)["tools"] == [CONNECTOR]
+        assert refusals(last_record(proxy)) == []
+        return
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.responses.create(model="m", input="find the invoice", tools=[CONNECTOR])  # type: ignore[list-item]
+    assert "connector_gmail" in str(refused.value)
+    assert upstream.received == []
+    assert refusals(last_record(proxy)) == [("lateral_movement", "egress.mcp_server", "tools[0]", True)]
+
+
+def test_an_mcp_server_allowing_all_its_tools_unasked_is_refused_unless_approval_or_the_role_says(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+) -> None:
+    """An allowed server that lists no tools lets the API run any of them, destructive ones among them,
+    without asking: refused under tool abuse, naming the server. Asking approval for each call, or the
+    role exempting the server by name, lets it through."""
+    proxy = _agent(start_proxy(mode="enforce", tools="{exempt: [docs]}"), monkeypatch)
+    client = openai_client(upstream)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.responses.create(model="m", input="clean up", tools=[mcp_tool(server_url=ALLOWED_URL)])  # type: ignore[list-item]
+    assert "tool-mcp-unrestricted" in str(refused.value) and "ops" in str(refused.value)
+    assert upstream.received == []
+    assert refusals(last_record(proxy)) == [("tool_abuse", "tool-mcp-unrestricted", "tools[0]", True)]
+    upstream.reply = Reply(body=response_of())
+    passing = [
+        mcp_tool(server_url=ALLOWED_URL, require_approval="always"),
+        mcp_tool(server_label="docs", server_url=ALLOWED_URL),
+    ]
+    client.responses.create(model="m", input="clean up", tools=passing)  # type: ignore[arg-type]
+    assert json.loads(upstream.received[-1].body)["tools"] == passing
+    assert refusals(last_record(proxy, 2)) == []
+
+
+@pytest.mark.parametrize(
+    ("tools", "refused"),
+    [
+        (
+            [toolset(default_config={"enabled": False}, configs={"delete_repository": {"enabled": True}})],
+            "tool-delete",
+        ),
+        ([toolset()], "tool-mcp-unrestricted"),
+        ([toolset(default_config={"enabled": False}, configs={"search": {"enabled": True}})], None),
+    ],
+)
+def test_an_anthropic_mcp_toolset_says_which_tools_the_api_may_run(
+    enforce: Proxy, upstream: FakeUpstream, tools: list[Any], refused: str | None
+) -> None:
+    """The toolset of an allowed server is read: a destructive tool it enables is refused by its catalogue
+    rule, all of the server's tools (its default) as an unrestricted server, a harmless one passes."""
+    upstream.reply = Reply(body=answer({"type": "text", "text": "done"}))
+    client = anthropic_client(upstream)
+
+    def send() -> None:
+        client.beta.messages.create(
+            model="m",
+            max_tokens=100,
+            messages=ASK,  # type: ignore[arg-type]
+            betas=TOOLSET_BETA,
+            mcp_servers=[ALLOWED_SERVER],  # type: ignore[list-item]
+            tools=tools,
+        )
+
+    if refused is None:
+        send()
+        assert json.loads(upstream.received[-1].body)["tools"] == tools
+        assert refusals(last_record(enforce)) == []
+        return
+    with pytest.raises(anthropic.PermissionDeniedError, match=refused):
+        send()
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [("tool_abuse", refused, "mcp_servers[0]", True)]

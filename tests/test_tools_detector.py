@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -5,7 +6,10 @@ import pytest
 from proxy.detectors.tools import (
     APPROVAL_HEADER,
     ARGUMENT_ENTROPY_RULE,
+    MCP_SERVER_EGRESS_RULE,
+    NO_OVERRIDES,
     ROLE_ADDED_RULE,
+    UNRESTRICTED_SERVER_RULE,
     UNSEEN_SEQUENCE_RULE,
     ApprovalCheck,
     RoleOverrides,
@@ -14,11 +18,12 @@ from proxy.detectors.tools import (
     approval_notice,
     argument_entropy_finding,
     check_tool_calls,
+    declared_tool_findings,
     entropy_outlier,
     sequence_key,
     unseen_sequence_finding,
 )
-from proxy.exchange import ToolCall
+from proxy.exchange import DeclaredTool, ToolCall
 from proxy.model import Action, Severity, Threat
 
 CATALOGUE = ToolCatalogue.load()
@@ -220,3 +225,36 @@ def test_unseen_sequence_is_flagged_once_known_is_quiet() -> None:
     assert finding.extra["sequence_key"] == sequence_key(names)
     assert unseen_sequence_finding(names, {sequence_key(names)}) is None
     assert unseen_sequence_finding([], set()) is None
+
+
+def declared_rules(
+    declared: list[DeclaredTool], overrides: RoleOverrides = NO_OVERRIDES
+) -> list[tuple[str, str]]:
+    """(rule, where) of the findings of ``declared``, for an agent allowed to reach ``mcp.allowed`` only."""
+    return [
+        (finding.rule, finding.where)
+        for finding in declared_tool_findings(
+            declared, CATALOGUE, overrides, lambda host, port: host == "mcp.allowed"
+        )
+    ]
+
+
+def test_a_declared_connector_is_reached_only_where_the_role_names_it() -> None:
+    gmail = DeclaredTool("mail", "tools[0]", None, ("search",), mcp_server=True, connector="connector_gmail")
+    assert declared_rules([gmail]) == [(MCP_SERVER_EGRESS_RULE, "tools[0]")]
+    assert declared_rules([gmail], RoleOverrides(connectors=("connector_drive",))) == [
+        (MCP_SERVER_EGRESS_RULE, "tools[0]")
+    ]
+    assert declared_rules([gmail], RoleOverrides(connectors=("Connector_*",))) == []
+
+
+def test_a_declared_server_allowing_all_its_tools_unasked_is_refused_unless_approval_or_exempt() -> None:
+    everything = DeclaredTool("ops", "tools[0]", "https://mcp.allowed/mcp", None, mcp_server=True)
+    assert declared_rules([everything]) == [(UNRESTRICTED_SERVER_RULE, "tools[0]")]
+    assert declared_rules([dataclasses.replace(everything, asks_approval=True)]) == []
+    assert declared_rules([everything], RoleOverrides(exempt=("ops",))) == []
+    assert declared_rules([dataclasses.replace(everything, allowed_tools=())]) == []
+    outside = dataclasses.replace(
+        everything, server_url="https://mcp.elsewhere/mcp", allowed_tools=("search",)
+    )
+    assert declared_rules([outside]) == [(MCP_SERVER_EGRESS_RULE, "tools[0]")]

@@ -202,6 +202,7 @@ ROLE = Record(
             {
                 "destructive": ListOf(STRING),
                 "exempt": ListOf(STRING),
+                "connectors": ListOf(STRING),
                 "limits": MapOf(Custom(parse_rate, "a rate like 20/1h")),
             }
         ),
@@ -298,6 +299,8 @@ class Role:
     """Allowed destinations relayed without TLS interception (``inspect: false``)."""
     destructive_tools: tuple[str, ...] = ()
     exempt_tools: tuple[str, ...] = ()
+    connectors: tuple[str, ...] = ()
+    """Globs of the provider-hosted MCP connectors and tunnels, by id, the API may reach for the role."""
     tool_limits: tuple[tuple[str, int, float], ...] = ()
     """(tool glob, calls, window seconds): more calls than that, per agent or per user, are withheld."""
 
@@ -572,6 +575,7 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
         tunnelled=EgressRules(allow=[pattern for pattern, inspect in allow if not inspect]),
         destructive_tools=tuple(_present(tools.get("destructive"))),
         exempt_tools=tuple(_present(tools.get("exempt"))),
+        connectors=tuple(_present(tools.get("connectors"))),
         tool_limits=tuple(
             (glob, *rate)
             for glob, rate in _without_line(tools.get("limits") or {}).items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from proxy.exchange import ToolCall
+from proxy.exchange import DeclaredTool, ToolCall
 from proxy.model import Action, Finding, Severity, Threat
 from proxy.scanning.validators import shannon_entropy
 
@@ -48,6 +49,8 @@ class RoleOverrides:
 
     destructive: tuple[str, ...] = ()
     exempt: tuple[str, ...] = ()
+    connectors: tuple[str, ...] = ()
+    """Globs of the provider-hosted MCP connectors and tunnels (by id) the API may reach for the role."""
 
 
 NO_OVERRIDES = RoleOverrides()
@@ -147,6 +150,120 @@ class ToolCatalogue:
         """The rule id that makes ``name`` destructive for the role, or None."""
         entry = self.entry_for(name, overrides)
         return entry.id if entry else None
+
+
+MCP_SERVER_EGRESS_RULE = "egress.mcp_server"
+"""A request declares an MCP server its agent may not reach (outside its egress allowlist, or a provider's
+connector or tunnel its role does not name): the API would reach it for the agent."""
+UNRESTRICTED_SERVER_RULE = "tool-mcp-unrestricted"
+"""A request declares an MCP server without saying which of its tools the API may run, nor asking
+approval: the API may run any of them, destructive ones among them, unasked."""
+
+HostCheck = Callable[[str, int], bool]
+"""Whether the agent's egress allowlist lets it reach a host at a port."""
+
+
+def declared_tool_findings(
+    declared: Iterable[DeclaredTool],
+    catalogue: ToolCatalogue,
+    overrides: RoleOverrides,
+    host_allowed: HostCheck,
+) -> list[Finding]:
+    """A tool the API would run itself is refused where the request declares it, the one place left to
+    stop it. Under lateral movement: an MCP server the API would reach for the agent that the agent may not
+    reach, a remote one outside its egress allowlist, a provider-hosted connector or tunnel its role does
+    not name (``RoleOverrides.connectors``). Under tool abuse: a tool the API may run without asking
+    anyone that is destructive (the catalogue, the role's overrides), a server tool by name or one an MCP
+    server allows, and an MCP server allowing all of its tools (unless the role exempts it by name)."""
+    findings: list[Finding] = []
+    for tool in declared:
+        findings += _destination_findings(tool, overrides, host_allowed)
+        if not tool.asks_approval:
+            findings += _unasked_findings(tool, catalogue, overrides)
+    return findings
+
+
+def _destination_findings(
+    tool: DeclaredTool, overrides: RoleOverrides, host_allowed: HostCheck
+) -> list[Finding]:
+    refused: list[tuple[str, dict[str, Any]]] = []
+    if tool.connector is not None and not _matches_any((tool.connector.lower(),), overrides.connectors):
+        refused.append(
+            (
+                f"MCP connector {tool.connector} ({tool.name}) is not among the connectors the agent's role "
+                "allows (tools.connectors)",
+                {"tool": tool.name, "connector": tool.connector},
+            )
+        )
+    host, port = _server_address(tool.server_url)
+    if tool.server_url is not None and (host is None or not host_allowed(host, port)):
+        refused.append(
+            (
+                f"MCP server {tool.name} at {host or 'an unreadable address'} is not on the agent's egress "
+                "allowlist",
+                {"tool": tool.name, "host": host},
+            )
+        )
+    return [
+        Finding(
+            threat=Threat.LATERAL_MOVEMENT,
+            rule=MCP_SERVER_EGRESS_RULE,
+            signal=signal,
+            severity=Severity.HIGH,
+            action=Action.BLOCK,
+            where=tool.where,
+            owasp="LLM08",
+            extra=extra,
+        )
+        for signal, extra in refused
+    ]
+
+
+def _unasked_findings(
+    tool: DeclaredTool, catalogue: ToolCatalogue, overrides: RoleOverrides
+) -> list[Finding]:
+    if tool.mcp_server and tool.allowed_tools is None:
+        if name_matches(tool.name, overrides.exempt):
+            return []
+        return [
+            Finding(
+                threat=Threat.TOOL_ABUSE,
+                rule=UNRESTRICTED_SERVER_RULE,
+                signal=f"MCP server {tool.name} declared without allowed tools: the API may run any of its "
+                "tools, destructive ones among them, without approval",
+                severity=Severity.HIGH,
+                action=Action.BLOCK,
+                where=tool.where,
+                owasp="LLM07",
+                extra={"tool": tool.name},
+            )
+        ]
+    findings = []
+    for name in tool.allowed_tools or () if tool.mcp_server else (tool.name,):
+        entry = catalogue.entry_for(name, overrides)
+        if entry is not None:
+            findings.append(
+                Finding(
+                    threat=Threat.TOOL_ABUSE,
+                    rule=entry.id,
+                    signal=f"destructive tool {name} declared for the API to run without approval",
+                    severity=entry.severity,
+                    action=Action.BLOCK,
+                    where=tool.where,
+                    owasp=entry.owasp,
+                    extra={"tool": name},
+                )
+            )
+    return findings
+
+
+def _server_address(url: str | None) -> tuple[str | None, int]:
+    """The host and port a remote MCP server's URL names (host None when it names none readably)."""
+    try:
+        parts = urllib.parse.urlsplit(url or "")
+        return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:
+        return None, 443
 
 
 ApprovalCheck = Callable[[ToolCall], str | None]

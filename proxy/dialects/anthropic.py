@@ -144,6 +144,34 @@ def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
     )
 
 
+def _configured_tools(configuration: dict[str, Any]) -> tuple[str, ...] | None:
+    """The tools an MCP server's ``tool_configuration`` lets the API run: those it lists, none where it is
+    disabled, all of them (None) where it lists none."""
+    if configuration.get("enabled") is False:
+        return ()
+    allowed = configuration.get("allowed_tools")
+    return None if allowed is None else tuple(name for name in as_list(allowed) if isinstance(name, str))
+
+
+def _mcp_toolsets(tools: list[Any]) -> dict[str, tuple[str, ...] | None]:
+    """By MCP server name, the tools its ``mcp_toolset`` entry lets the API run: all of them (None) but
+    where its ``default_config`` disables them, then those its ``configs`` enable."""
+    toolsets: dict[str, tuple[str, ...] | None] = {}
+    for raw_tool in tools:
+        tool = as_dict(raw_tool)
+        server = as_str(tool.get("mcp_server_name"))
+        if tool.get("type") != "mcp_toolset" or server is None:
+            continue
+        configs = as_dict(tool.get("configs"))
+        if as_dict(tool.get("default_config")).get("enabled") is not False:
+            toolsets[server] = None
+        else:
+            toolsets[server] = tuple(
+                name for name, config in configs.items() if as_dict(config).get("enabled") is True
+            )
+    return toolsets
+
+
 class Anthropic(Dialect):
     name = "anthropic"
 
@@ -194,15 +222,16 @@ class Anthropic(Dialect):
             described = {key: tool[key] for key in ("description", "input_schema") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        toolsets = _mcp_toolsets(as_list(body.get("tools")))
         for position, raw_server in enumerate(as_list(body.get("mcp_servers"))):
             server = as_dict(raw_server)
-            allowed = as_list(as_dict(server.get("tool_configuration")).get("allowed_tools"))
+            name = as_str(server.get("name")) or ""
             view.declared_tools.append(
                 DeclaredTool(
-                    as_str(server.get("name")) or "",
+                    name,
                     f"mcp_servers[{position}]",
                     as_str(server.get("url")),
-                    tuple(name for name in allowed if isinstance(name, str)),
+                    toolsets.get(name, _configured_tools(as_dict(server.get("tool_configuration")))),
                     mcp_server=True,
                 )
             )

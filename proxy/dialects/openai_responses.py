@@ -178,18 +178,22 @@ def _read_files(
 
 
 def _declared_tool(tool: dict[str, Any], where: str) -> DeclaredTool | None:
-    """A tool the API runs itself: a remote MCP server (by its label, address or connector, the tools it
-    allows, given as names or ``{"tool_names": [...]}``), or a built-in tool named by its type."""
+    """A tool the API runs itself: an MCP server (by its label, and its address or the connector or tunnel
+    it is; the tools it allows, given as names or ``{"tool_names": [...]}``, None where it names none),
+    or a built-in tool named by its type."""
     tool_type = as_str(tool.get("type")) or ""
     if tool_type == "mcp":
         allowed = tool.get("allowed_tools")
-        names = as_list(as_dict(allowed).get("tool_names") if isinstance(allowed, dict) else allowed)
+        # A filter without names (``read_only``) takes the server's word for what its tools do: all of them.
+        listed = as_dict(allowed).get("tool_names") if isinstance(allowed, dict) else allowed
+        connector = as_str(tool.get("connector_id")) or as_str(tool.get("tunnel_id"))
         return DeclaredTool(
-            as_str(tool.get("server_label")) or as_str(tool.get("connector_id")) or "",
+            as_str(tool.get("server_label")) or connector or "",
             where,
             as_str(tool.get("server_url")),
-            tuple(name for name in names if isinstance(name, str)),
+            None if listed is None else tuple(name for name in as_list(listed) if isinstance(name, str)),
             mcp_server=True,
+            connector=connector,
             asks_approval=tool.get("require_approval") == "always",
         )
     prefix = next((prefix for prefix in SERVER_TOOL_TYPES if tool_type.startswith(prefix)), None)
