@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from collections import Counter
 from dataclasses import replace
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
 from proxy.scanning import rulepack
+from proxy.scanning.residual import JsonScan
 from proxy.scanning.rulepack import (
     _FEW_BLOCKS,
     _RUN_BLOCK,
@@ -672,13 +675,123 @@ def test_run_of_one_character_costs_a_bounded_number_of_keyword_hits(run: str, l
     of its positions, and a secret next to it is still found; also in a text holding U+0130, whose
     lowercase is longer than itself."""
     scanner = Scanner(load_packaged_packs())
-    ascii_counting = _CountingAutomaton(scanner._keywords._ascii_automaton)
-    counting = _CountingAutomaton(scanner._keywords._automaton)
-    scanner._keywords._ascii_automaton = ascii_counting  # type: ignore[assignment]
-    scanner._keywords._automaton = counting  # type: ignore[assignment]
+    hits = _count_hits(scanner)
     result = scanner.scan_alone(lead + run + " " + GITHUB_TOKEN + " " + run)
-    assert ascii_counting.hits + counting.hits < 10_000
+    assert sum(counting.hits for counting in hits) < 10_000
     assert any(match.rule.id == "github-pat" for match in result.matches)
+
+
+def _count_hits(scanner: Scanner) -> tuple[_CountingAutomaton, _CountingAutomaton]:
+    """Counts the hits the keyword pass lists, from here on."""
+    keywords = scanner._unrepeated
+    ascii_counting = _CountingAutomaton(keywords._ascii_automaton)
+    counting = _CountingAutomaton(keywords._automaton)
+    keywords._ascii_automaton = ascii_counting  # type: ignore[assignment]
+    keywords._automaton = counting  # type: ignore[assignment]
+    return ascii_counting, counting
+
+
+def _every_hit_listed(scanner: Scanner) -> Scanner:
+    """The scanner as it was before keywords of one character repeated had their hits counted in
+    stretches: every hit listed by the keyword automaton."""
+    listing = copy.copy(scanner)
+    listing._repeated = {}
+    listing._unrepeated = scanner._keywords
+    return listing
+
+
+def _plan_of(scanner: Scanner, text: str) -> tuple[object, ...]:
+    with scanner.budget().metered() as meter:
+        plan = scanner._plan(text, meter)
+    return plan.regions, plan.starts, plan.turned
+
+
+def _numbers(first: int, count: int) -> list[str]:
+    return [f"{number % 100_000:05d}" for number in range(first, first + count)]
+
+
+def test_a_list_of_numbers_read_with_its_field_costs_a_few_keyword_hits_a_number() -> None:
+    """Digits all read 0, and each number is read on from the 256 characters of the list before it: a
+    run of zeros that number keywords hit at each place. Those hits are counted by stretches."""
+    scanner = Scanner(load_packaged_packs())
+    hits = _count_hits(scanner)
+    scan = JsonScan(scanner, lambda rule: True)
+    document = {"metadata": _numbers(0, 5_000)}
+    read = scan.filter("", copy.deepcopy(document))
+    assert sum(counting.hits for counting in hits) < 5_000
+    old = JsonScan(_every_hit_listed(Scanner(load_packaged_packs())), lambda rule: True)
+    assert old.filter("", copy.deepcopy(document)) == read
+    assert [(found.where, found.rule.id) for found in old.found] == [
+        (found.where, found.rule.id) for found in scan.found
+    ]
+
+
+_DIGIT_RUNS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from("0123456789"), st.integers(1, 400)).map(lambda piece: piece[0] * piece[1]),
+        st.integers(0, 10**30).map(str),
+        st.sampled_from(
+            [
+                " ",
+                "\n",
+                ", ",
+                "::",
+                ":" * 9,
+                "A" * 25,
+                "a" * 300,
+                "-",
+                "GB82 WEST 1234 5698 7654 32",
+                "4111 1111 1111 1111",
+                "4111111111111111",
+                "12345678Z",
+                GITHUB_TOKEN,
+                "card number ",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAA%2FBBBB",
+            ]
+        ),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=_DIGIT_RUNS, lead=st.integers(0, 70))
+def test_hits_counted_in_stretches_plan_what_every_hit_listed_planned(pieces: list[str], lead: int) -> None:
+    """Runs of digits (and of the other characters a keyword repeats) of every length about the run
+    blocks' and the keywords', among keywords and secrets, from any alignment."""
+    text = "x" * lead + "".join(pieces)
+    assert _plan_of(PACKAGED, text) == _plan_of(EVERY_HIT_LISTED, text)
+    assert PACKAGED.scan_alone(text).matches == EVERY_HIT_LISTED.scan_alone(text).matches
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(alphabet="0123456789a:A -"),
+    lambda children: (
+        st.lists(children, max_size=8) | st.dictionaries(st.text(max_size=5), children, max_size=5)
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=_JSON)
+def test_json_of_numbers_is_read_alike_with_hits_counted_in_stretches(document: Any) -> None:
+    """Hypothesis' JSON, as a text and as a body whose strings are read with their fields' text."""
+    text = json.dumps(document)
+    assert _plan_of(PACKAGED, text) == _plan_of(EVERY_HIT_LISTED, text)
+    new, old = JsonScan(PACKAGED, lambda rule: True), JsonScan(EVERY_HIT_LISTED, lambda rule: True)
+    assert new.filter("", copy.deepcopy(document)) == old.filter("", copy.deepcopy(document))
+    assert [(found.where, found.rule.id) for found in new.found] == [
+        (found.where, found.rule.id) for found in old.found
+    ]
+
+
+PACKAGED = Scanner([pack.with_everything_enabled() for pack in load_packaged_packs()], timeout_s=5.0)
+EVERY_HIT_LISTED = _every_hit_listed(PACKAGED)
 
 
 LONG_LEAD = "ab" * (_FEW_BLOCKS * _RUN_BLOCK // 2)

@@ -529,10 +529,15 @@ def _windows(hits: list[tuple[int, int]], width: int, length: int) -> list[tuple
     ``start + width``; the margin after that lets a lookahead at the match's edge see the real text
     (lookbehinds and word boundaries see before a region's start by themselves).
     """
+    return _merged_windows(((end - width, start + width + _LOOKAHEAD_MARGIN) for start, end in hits), length)
+
+
+def _merged_windows(places: Iterable[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """``places`` (in order of their starts) joined where less than ``_MERGE_GAP`` apart, clipped to
+    ``length``."""
     windows: list[tuple[int, int]] = []
     low_end = high_end = -1
-    for start, end in hits:
-        low, high = end - width, start + width + _LOOKAHEAD_MARGIN
+    for low, high in places:
         if low <= high_end + _MERGE_GAP:
             high_end = max(high_end, high)
             continue
@@ -1327,6 +1332,78 @@ class TriggerWatch:
         return 0 if right - left - 1 >= shortest else -1
 
 
+@dataclass(frozen=True, slots=True)
+class _Stretch:
+    """The hits of a keyword of one character repeated, ``length`` long, in a run of that character from
+    ``low`` to ``high``: one at every place from ``low`` to ``high - length``."""
+
+    low: int
+    high: int
+    length: int
+
+    @property
+    def count(self) -> int:
+        return self.high - self.low - self.length + 1
+
+    def window(self, width: int) -> tuple[int, int]:
+        """The region ``_windows`` makes of these hits for a rule of ``width``: the windows of hits one
+        place apart always join, so theirs is the first hit's start to the last hit's end."""
+        return self.low + self.length - width, self.high - self.length + width + _LOOKAHEAD_MARGIN
+
+    def runs_held(self, runs: list[tuple[int, int]], run_starts: list[int]) -> list[tuple[int, int]]:
+        """The runs (``_uniform_runs``) that ``_run_holding`` finds holding one of these hits."""
+        last = self.high - self.length
+        held: list[tuple[int, int]] = []
+        position = max(0, bisect.bisect_right(run_starts, self.low) - 1)
+        while position < len(runs) and run_starts[position] <= last:
+            # A hit held by a run starts in it and ends in it (runs lie apart: it is the last run starting
+            # at or before the hit).
+            low, high = runs[position]
+            if max(self.low, low) <= min(last, high - self.length):
+                held.append(runs[position])
+            position += 1
+        return held
+
+
+class _RepeatedHits(dict[int, list[_Stretch]]):
+    """By rule, the stretches of hits of its keywords of one character repeated."""
+
+    @classmethod
+    def of(cls, repeated: dict[str, list[tuple[int, tuple[int, ...]]]], view: str) -> _RepeatedHits:
+        """The stretches of ``view`` where the keywords ``repeated`` (by character: each keyword's
+        length and rules) hit: one search a character, for its runs as long as its shortest keyword."""
+        found = cls()
+        for char, words in repeated.items():
+            shortest = words[0][0]
+            for run in _repeated_runs(char, shortest).finditer(view):
+                low, high = run.span()
+                for length, rules in words:
+                    if high - low < length:
+                        break
+                    stretch = _Stretch(low, high, length)
+                    for index in rules:
+                        found.setdefault(index, []).append(stretch)
+        return found
+
+    @staticmethod
+    def windows(
+        hits: list[tuple[int, int]], stretches: list[_Stretch], width: int, length: int
+    ) -> list[tuple[int, int]]:
+        """``_windows`` of ``hits`` and every hit of ``stretches``."""
+        if not stretches:
+            return _windows(hits, width, length)
+        places = [(end - width, start + width + _LOOKAHEAD_MARGIN) for start, end in hits]
+        places += [stretch.window(width) for stretch in stretches]
+        return _merged_windows(sorted(places), length)
+
+
+@functools.cache
+def _repeated_runs(char: str, length: int) -> re.Pattern[str]:
+    """Runs of ``char`` at least ``length`` long, led by a literal so the search skips ahead fast (a
+    counted repeat is tried at every place)."""
+    return re.compile(f"{re.escape(char * length)}{re.escape(char)}*")
+
+
 @dataclass
 class _Plan:
     """Where to run each triggered rule: regions to search, or positions to try (anchored rules)."""
@@ -1423,6 +1500,30 @@ class Scanner:
         words = [*rules_by_word, *self._turned]
         rules_of_word = [tuple(indices) for indices in rules_by_word.values()] + [()] * len(self._turned)
         self._keywords = _Keywords(words, rules_of_word)
+        # A keyword of one character repeated hits at every place of a run of it (digits all read 0: a
+        # list of numbers is one run): its hits in a run are counted and covered as one stretch
+        # (``_RepeatedHits``), not listed one by one. Not for an anchored rule, which tries each hit.
+        repeated = {
+            word_index
+            for word_index, word in enumerate(words)
+            if len(word) > 1
+            and word.isascii()
+            and word == word[0] * len(word)
+            and rules_of_word[word_index]
+            and not any(self.rules[index].anchored for index in rules_of_word[word_index])
+        }
+        self._repeated: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
+        for word_index in sorted(repeated, key=lambda word_index: len(words[word_index])):
+            word = words[word_index]
+            self._repeated.setdefault(word[0], []).append((len(word), rules_of_word[word_index]))
+        self._unrepeated = (
+            _Keywords(
+                [word for word_index, word in enumerate(words) if word_index not in repeated],
+                [rules for word_index, rules in enumerate(rules_of_word) if word_index not in repeated],
+            )
+            if repeated
+            else self._keywords
+        )
         spaced_words = [word_index for word_index, word in enumerate(words) if " " in word.strip(" ")]
         self._spaced_keywords = _Keywords(
             [words[word_index] for word_index in spaced_words],
@@ -1576,7 +1677,8 @@ class Scanner:
         longest = self._keywords.longest
         runs = _uniform_runs(view, 2 * longest + _RUN_BLOCK)
         searched = _without_run_insides(view, runs, longest) if runs else view
-        words_found, rules_of_word = self._keywords.find(searched)
+        words_found, rules_of_word = self._unrepeated.find(searched)
+        repeated = _RepeatedHits.of(self._repeated, searched)
         across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
         if meter.left() <= 0:
             # The budget is spent: the rules the text triggers are out of time, and where they would run
@@ -1584,6 +1686,7 @@ class Scanner:
             for found, rules_of in ((words_found, rules_of_word), (across_runs, rules_of_spaced_word)):
                 for word_index in {hit[0] for hit in found}:
                     plan.regions.update(dict.fromkeys(rules_of[word_index], whole))
+            plan.regions.update(dict.fromkeys(repeated, whole))
             return plan
         for word_index, start, end in words_found:
             if not rules_of_word[word_index]:
@@ -1602,6 +1705,8 @@ class Scanner:
             for hits in hits_by_rule.values():
                 hits.sort(key=lambda hit: hit[1])
         run_starts = [low for low, _ in runs]
+        for index in repeated:
+            hits_by_rule.setdefault(index, [])
         for index, hits in hits_by_rule.items():
             if index in plan.regions:
                 continue
@@ -1609,23 +1714,29 @@ class Scanner:
                 plan.regions[index] = whole
                 continue
             width = self._widths[index]
+            stretches = repeated.get(index, [])
             runs_hit = (
                 [run for run in (_run_holding(runs, run_starts, hit) for hit in hits) if run] if runs else []
             )
-            if self._literal_led[index] and len(hits) > _MAX_LITERAL_LED_HITS:
+            count = len(hits)
+            for stretch in stretches:
+                count += stretch.count
+                runs_hit += stretch.runs_held(runs, run_starts)
+            if self._literal_led[index] and count > _MAX_LITERAL_LED_HITS:
                 plan.regions[index] = whole
             elif runs_hit and width is not None:
                 reach = width + _LOOKAHEAD_MARGIN
                 covered = [(low - reach, high + reach) for low, high in runs_hit]
-                plan.regions[index] = _union(covered + _windows(hits, width, len(text)), len(text))
+                windows = _RepeatedHits.windows(hits, stretches, width, len(text))
+                plan.regions[index] = _union(covered + windows, len(text))
             elif runs_hit:
                 plan.regions[index] = whole
-            elif self.rules[index].anchored and len(hits) <= max_anchored_hits:
+            elif self.rules[index].anchored and count <= max_anchored_hits:
                 plan.starts[index] = sorted({start for start, _ in hits})
             elif width is None:
                 plan.regions[index] = whole
             else:
-                plan.regions[index] = _windows(hits, width, len(text))
+                plan.regions[index] = _RepeatedHits.windows(hits, stretches, width, len(text))
         return plan
 
     def _spans(
