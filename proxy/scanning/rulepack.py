@@ -660,6 +660,10 @@ up than so few blocks take to read); above, numpy reads every block faster."""
 _RUN_FILLER = "\x00"
 
 
+MAX_TURNED_VIEWS = 256
+"""The most views of turned tokens read for one text: past them the text's views are unread, out of
+time (``Scanner.unread``), as when the budget is spent. A text holds so many turned prefixes where a key
+can start only when crafted to."""
 _MIN_TURNED = 4
 """The shortest token prefix looked for turned (``unmask.turned_keywords``); a longer one made only of
 letters is a word ("token", "secret"), not a prefix."""
@@ -1680,6 +1684,12 @@ class Scanner:
         words_found, rules_of_word = self._unrepeated.find(searched)
         repeated = _RepeatedHits.of(self._repeated, searched)
         across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
+        # A turned prefix triggers no rule but a view (read only while the budget lasts, ``scan``).
+        plan.turned = [
+            (start, end, self._turned[searched[start:end]])
+            for word_index, start, end in words_found
+            if not rules_of_word[word_index]
+        ]
         if meter.left() <= 0:
             # The budget is spent: the rules the text triggers are out of time, and where they would run
             # matters no more.
@@ -1689,9 +1699,7 @@ class Scanner:
             plan.regions.update(dict.fromkeys(repeated, whole))
             return plan
         for word_index, start, end in words_found:
-            if not rules_of_word[word_index]:
-                plan.turned.append((start, end, self._turned[searched[start:end]]))
-            elif searched[start:end] in self._key_prefixes:
+            if rules_of_word[word_index] and searched[start:end] in self._key_prefixes:
                 plan.prefixes.append((start, end))
             for index in rules_of_word[word_index]:
                 if index in hits_by_rule:
@@ -1805,14 +1813,17 @@ class Scanner:
             # the end of a match (a value cut into literals) are read after the others; those of a
             # view not so started join them as they are found.
             ends = [(start, end) for start, end, index in found if index in self._decoded]
-            keyed = unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None)
-            for view in itertools.chain(unmask.views(text), keyed):
-                if meter.left() <= 0:
+            keyed = [unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None)]
+            turned_read = 0
+            for view in itertools.chain(unmask.views(text), itertools.chain.from_iterable(keyed)):
+                if view.kind in unmask.TURNINGS:
+                    turned_read += 1
+                if meter.left() <= 0 or turned_read > MAX_TURNED_VIEWS:
                     _unread(self._views_unread, timed_out, meter.budget)
                     break
                 plan = self._plan(view.text, meter, self._decoded)
                 if view.kind not in unmask.KEYED:
-                    keyed.extend(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view))
+                    keyed.append(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view))
                 for start, end, index in self._find(view.text, plan, timed_out, meter):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:

@@ -271,6 +271,8 @@ class View:
     parent: View | None = None
     letters: dict[int, npt.NDArray[np.intp]] = field(default_factory=dict)
     """For a piece of a letter-spaced run (by index): the origin offset of each of its characters."""
+    backwards: bool = False
+    """Whether the literal pieces are read backwards: each maps its first character to its origin's last."""
 
     def original(self, start: int, end: int) -> tuple[int, int]:
         """The span of the scanned text that produced ``text[start:end]``."""
@@ -289,7 +291,12 @@ class View:
             at = int(self.letters[index][min(position - view_start, len(self.letters[index]) - 1)])
             return at, at + 1
         if literal:
-            at = min(origin_start + position - view_start, origin_end - 1)
+            offset = position - view_start
+            at = (
+                max(origin_end - 1 - offset, origin_start)
+                if self.backwards
+                else min(origin_start + offset, origin_end - 1)
+            )
             return at, at + 1
         return origin_start, origin_end
 
@@ -907,13 +914,16 @@ def turned_keywords(keywords: Iterable[str]) -> dict[str, tuple[str, ...]]:
 
 def turned_views(
     text: str, hits: Iterable[tuple[int, int, tuple[str, ...]]], parent: View | None
-) -> list[View]:
+) -> Iterator[View]:
     """Views of the tokens of ``text`` that hold a turned keyword (``hits``: its span and the turnings
     that give it) where a key starts, each turned back: the token reversed maps every character to
-    where it stands, so a match covers only what carried it."""
-    found: list[View] = []
-    seen: set[tuple[int, int, str]] = set()
-    for start, end, kinds in hits:
+    where it stands, so a match covers only what carried it. The hits of one turning whose stretches of
+    a token overlap share one view, and each stretch of the text is searched for whitespace once, so the
+    work and the views' length grow with the text, not with the hits in it; views are made as they are
+    read."""
+    spaces = _Spaces(text)
+    pending: dict[str, tuple[int, int]] = {}
+    for start, end, kinds in sorted(hits):
         for kind in kinds:
             backwards = kind != ROT13
             # A key starts where no letter, digit or "_" stands before it (what its rule looks behind
@@ -922,30 +932,61 @@ def turned_views(
             edge = text[end : end + 1] if backwards else text[start - 1 : start]
             if edge and (edge.isalnum() or edge == "_"):
                 continue
-            low, high = _key_around(text, start, end, backwards)
-            if (low, high, kind) in seen:
+            # The token is read ``_TURN_REACH`` characters the way its key runs (back from a reversed
+            # prefix) and a few the other way.
+            before, after = (_TURN_REACH, _TURN_EDGE) if backwards else (_TURN_EDGE, _TURN_REACH)
+            low = max(start - before, spaces.token_start(start))
+            high = min(end + after, spaces.token_end(end))
+            held = pending.get(kind)
+            if held is not None and low <= held[1]:
+                pending[kind] = (held[0], max(held[1], high))
                 continue
-            seen.add((low, high, kind))
-            token = TURNINGS[kind](text[low:high])
-            letters = {0: np.arange(high - 1, low - 1, -1, dtype=np.intp)} if backwards else {}
-            found.append(View(token, kind, ((0, low, high, True),), parent, letters))
-    return found
+            if held is not None:
+                yield _turned_view(text, *held, kind, parent)
+            pending[kind] = (low, high)
+    for kind, (low, high) in pending.items():
+        yield _turned_view(text, low, high, kind, parent)
 
 
-def _key_around(text: str, start: int, end: int, backwards: bool) -> tuple[int, int]:
-    """The run of non-whitespace that holds ``text[start:end]``, reaching ``_TURN_REACH`` characters
-    the way the key runs (back from a reversed prefix) and a few the other way."""
-    before, after = (_TURN_REACH, _TURN_EDGE) if backwards else (_TURN_EDGE, _TURN_REACH)
-    low = max(0, start - before)
-    space = _WHITESPACE_BEFORE.search(text, low, start)
-    if space is not None:
-        low = space.end()
-    space = _WHITESPACE.search(text, end, min(len(text), end + after))
-    return low, space.start() if space is not None else min(len(text), end + after)
+def _turned_view(text: str, low: int, high: int, kind: str, parent: View | None) -> View:
+    return View(
+        TURNINGS[kind](text[low:high]), kind, ((0, low, high, True),), parent, backwards=kind != ROT13
+    )
+
+
+class _Spaces:
+    """Where the token around each of a rising run of positions of a text starts and ends; the text
+    between two positions is searched once, however long the token and however many positions."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._read = 0
+        """How far back from a position whitespace has been looked for."""
+        self._start = 0
+        """Where the token at ``_read`` starts: after the last whitespace before it."""
+        self._end = -1
+        """The first whitespace at or after the last position asked about (or the text's end)."""
+
+    def token_start(self, position: int) -> int:
+        if position > self._read:
+            # Anchored, ``.*`` runs to the position and gives back to its last whitespace once.
+            space = _LAST_WHITESPACE.match(self._text, self._read, position)
+            if space is not None:
+                self._start = space.end()
+            self._read = position
+        return self._start
+
+    def token_end(self, position: int) -> int:
+        # Positions rise, and a keyword holds no whitespace: no whitespace lies between one asked
+        # about and the end found for an earlier one past it.
+        if self._end < position:
+            space = _WHITESPACE.search(self._text, position)
+            self._end = len(self._text) if space is None else space.start()
+        return self._end
 
 
 _WHITESPACE = re.compile(r"\s")
-_WHITESPACE_BEFORE = re.compile(r"(?s:.*)\s")
+_LAST_WHITESPACE = re.compile(r"(?s:.*)\s")
 
 
 # -- joined literals: a key cut into string literals that code or JSON joins ----------------------------
@@ -996,11 +1037,12 @@ def keyed_views(
     prefixes: Iterable[tuple[int, int]],
     matches: Iterable[tuple[int, int]],
     parent: View | None,
-) -> list[View]:
+) -> Iterator[View]:
     """The views started at a key: a turned key prefix's token turned back (``turned_views``), and the
     string literals after a key's prefix or a match joined (``joined_views``)."""
+    yield from turned_views(text, turned, parent)
     starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
-    return [*turned_views(text, turned, parent), *joined_views(text, starts, parent)]
+    yield from joined_views(text, starts, parent)
 
 
 def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: View | None) -> list[View]:
