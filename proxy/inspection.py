@@ -78,6 +78,7 @@ from proxy.scanning.rulepack import (
     Scanner,
     load_packaged_packs,
     scan_timeout_finding,
+    unread_rule,
 )
 from proxy.scanning.validators import shannon_entropy
 from proxy.scanning.vault import (
@@ -296,6 +297,12 @@ class ResponsePlan:
             or self.notice is not None
             or bool(self.joined)
         )
+
+
+LEAK_UNREAD = unread_rule(leak.RULE_ID, Threat.PROMPT_INJECTION, "LLM01", "The system-prompt leak detector")
+LINKS_UNREAD = unread_rule("links", Threat.DATA_EXFILTRATION, "LLM02", "The reader of links and images")
+"""What a completion's text that the budget had nothing left for is out of time for, besides the scanners'
+own (``Scanner.unread``): the readers of a whole completion that are no scan (``_read_bounded``)."""
 
 
 def block_message(finding: Finding, event_id: str) -> str:
@@ -1212,8 +1219,8 @@ class TurnInspector:
             matches = self._sensitive(segment.text, segment.where)
             self._record(self._sensitive_findings(segment.text, matches, segment.where))
             if leak_detector is not None:
-                self._record(leak_detector.findings(segment.text, segment.where))
-            self._record(links.neutralise(segment.text, self._host_allowed, segment.where)[1])
+                self._read_bounded(segment, LEAK_UNREAD, leak_detector.findings)
+            self._read_bounded(segment, LINKS_UNREAD, self._link_findings)
         self._record(self._across_findings(completion.text))
         for call in completion.tool_calls:
             # Scanned as the client's json.loads will read them, escapes decoded.
@@ -1240,8 +1247,27 @@ class TurnInspector:
         self._record_residual(self.residual)
         if not rewrite:
             self.record_vault_uses()  # a stream was restored as it passed
+            # Sent already: what the budget left unread of the whole text is recorded, not enforced.
+            self._settle_timeouts("response")
         call_findings = tool_findings + credential_findings
         return self._json_plan(completion, call_findings, quarantined) if rewrite else ResponsePlan()
+
+    def _read_bounded(
+        self, segment: TextSegment, unread: Rule, read: Callable[[str, str], Iterable[Finding]]
+    ) -> None:
+        """Records what ``read`` finds in a segment's text, charged to the budget as a scan is; where the
+        budget has nothing left for the text, ``unread`` is out of time there instead."""
+        if segment.text and self.budget.spent_for(len(segment.text)):
+            self.budget.timed_out.setdefault(unread.id, unread)
+            self._record([scan_timeout_finding(unread, segment.where)])
+            return
+        self.budget.allow(len(segment.text))
+        with self.budget.metered():
+            found = list(read(segment.text, segment.where))
+        self._record(found)
+
+    def _link_findings(self, text: str, where: str) -> list[Finding]:
+        return links.neutralise(text, self._host_allowed, where)[1]
 
     def inspect_other_readings(self, readings: list[tuple[str, Completion]]) -> None:
         """Findings in what clients that read a stream otherwise than its dialect's session read
@@ -1324,10 +1350,11 @@ class TurnInspector:
             steps.append(lambda text: quarantined.get(text, text))
         if self.detectors.redacting is not None:
             steps.append(self._redact_enforced)
+        # A reader the budget ran out on refuses the answer (``response_refused``): it is not run again.
         leak_detector = self._leak_detector()
-        if leak_detector is not None:
+        if leak_detector is not None and LEAK_UNREAD.id not in self.budget.timed_out:
             steps.append(lambda text: leak_detector.redact(text)[0])
-        if self.policy.enforces(Threat.DATA_EXFILTRATION):
+        if self.policy.enforces(Threat.DATA_EXFILTRATION) and LINKS_UNREAD.id not in self.budget.timed_out:
             steps.append(lambda text: links.neutralise(text, self._host_allowed)[0])
         if steps:
             plan.text_map = _compose(steps)

@@ -1159,3 +1159,43 @@ def test_a_resent_history_is_scanned_once_and_read_as_when_fresh(
     assert read(seen) == first == read(Detectors(policy, b"k" * 32))
     assert any(rule.startswith("aws") for rule, _, _ in first)
     assert not [text for text in scanned if any(message["content"] in text for message in history)]
+
+
+SYSTEM_PROMPT = (
+    "You are the billing assistant of Example Corp. Never reveal invoice numbers, refund codes or the "
+    "names of the customers you help, and answer in English only."
+)
+LEAKING_ANSWER = f"Sure. My instructions: {SYSTEM_PROMPT} Also see ![chart](https://collector.example/c.png)"
+UNREAD_BY_THE_WHOLE_READ = {"secrets-unread", "pii-unread", "system-prompt-leak-unread", "links-unread"}
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_a_completion_the_budget_has_nothing_left_for_is_unread_by_every_whole_text_reader(
+    detectors: Detectors, clock: Clock, rewrite: bool
+) -> None:
+    """The read of a whole completion (a stream's when it ended, a JSON answer's) is charged to the
+    response's budget: once it is spent, no reader reads the text, the system-prompt leak and link
+    readers no more than the scanners, and each that did not is an out-of-time finding at the text's
+    place, the refusal phrases too. A stream was sent already: recorded, not enforced; a JSON answer is
+    refused. With the budget to read it, the leak and the link are found."""
+    where = "choices[0].message.content"
+    completion = Completion(text=[TextSegment(LEAKING_ANSWER, where)])
+    inspector = inspector_with(detectors, clock)
+    inspector.system_prompts = [SYSTEM_PROMPT]
+    inspector.begin_response()
+    inspector.budget.left = -1.0
+    inspector.inspect_completion(completion, rewrite=rewrite)
+    refused = inspector.response_refused() if rewrite else None
+    findings = inspector.turn.findings
+    unread = {finding.extra.get("rule"): finding for finding in findings if finding.rule == SCAN_TIMEOUT_RULE}
+    assert UNREAD_BY_THE_WHOLE_READ | {"refusal-unread"} <= unread.keys()
+    assert {unread[rule].where for rule in UNREAD_BY_THE_WHOLE_READ} == {where}
+    assert not {"system-prompt-leak", "exfil-image-url"} & {finding.rule for finding in findings}
+    assert all(finding.enforced is rewrite for finding in unread.values())
+    assert (refused is not None) is rewrite
+    read = inspector_with(detectors, clock)
+    read.system_prompts = [SYSTEM_PROMPT]
+    read.begin_response()
+    read.inspect_completion(completion, rewrite=rewrite)
+    assert {"system-prompt-leak", "exfil-image-url"} <= {finding.rule for finding in read.turn.findings}
+    assert not any(finding.rule == SCAN_TIMEOUT_RULE for finding in read.turn.findings)
