@@ -370,6 +370,40 @@ def test_ordinary_resources_a_server_serves_pass_as_sent(
     assert reading(last_record(enforce)) == []
 
 
+@SERVED
+@FRAMINGS
+def test_a_blob_beside_a_resources_text_is_read_too(
+    enforce: Proxy, upstream: FakeUpstream, framing: str, served: Served
+) -> None:
+    """A resource carrying both ``text`` and a ``blob`` reaches the agent with both: an injection or a
+    secret in the blob is found there, as in a blob alone."""
+    poisoned = {
+        "uri": "file:///README.md",
+        "mimeType": "text/markdown",
+        "text": "the notes are in the blob",
+        "blob": encoded(f"{POISONED}\nkey {AWS_KEY}\n"),
+    }
+    received = served.exchange(enforce, upstream, [poisoned], framing)
+    found = reading(last_record(enforce))
+    blob = f"{served.at}.blob"
+    assert ("prompt_injection", blob, True) in found and ("data_exfiltration", blob, True) in found
+    assert {where for _, where, _ in found} == {blob}
+    if "result" in received:
+        text = base64.b64decode(get_at(received, blob)).decode()
+        assert "attacker@evil.example" not in text and AWS_KEY not in text
+        assert get_at(received, f"{served.at}.text") == poisoned["text"]
+
+
+@SERVED
+@FRAMINGS
+def test_a_resource_with_both_text_and_an_ordinary_blob_passes_as_sent(
+    enforce: Proxy, upstream: FakeUpstream, framing: str, served: Served
+) -> None:
+    both = {"uri": "file:///README.md", "mimeType": "text/markdown", "text": README, "blob": encoded(README)}
+    assert served.exchange(enforce, upstream, [both], framing)["result"] == served.answer([both])
+    assert reading(last_record(enforce)) == []
+
+
 @FRAMINGS
 def test_a_secret_in_a_pdf_a_server_reads_withholds_the_answer(
     enforce: Proxy, upstream: FakeUpstream, framing: str

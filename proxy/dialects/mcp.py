@@ -72,15 +72,18 @@ prompts, resources and templates are described as tools are."""
 
 
 def _resource_parts(resource: dict[str, Any], steps: tuple[Step, ...], call_id: str | None) -> list[Part]:
-    """The text of one resource at ``steps`` (embedded in content, or read): its ``text``, or its base64
-    ``blob`` where that decodes to text and is no image, audio or video, as a retrieved document."""
+    """The text of one resource at ``steps`` (embedded in content, or read), as retrieved documents: its
+    ``text``, and its base64 ``blob`` where that decodes to text and is no image, audio or video. A
+    resource carrying both has each read: the agent receives both."""
+    parts = []
     if isinstance(resource.get("text"), str):
-        where = format_locator((*steps, "text"))
-        return [Part(Source.RETRIEVED_DOCUMENT, resource["text"], where, None, call_id)]
+        parts.append(
+            Part(Source.RETRIEVED_DOCUMENT, resource["text"], format_locator((*steps, "text")), None, call_id)
+        )
     if not is_media(as_str(resource.get("mimeType"))) and (file := text_file(resource.get("blob"))):
         where = format_locator((*steps, "blob"))
-        return [Part(Source.RETRIEVED_DOCUMENT, file[1], where, None, call_id, encoded=file[0])]
-    return []
+        parts.append(Part(Source.RETRIEVED_DOCUMENT, file[1], where, None, call_id, encoded=file[0]))
+    return parts
 
 
 def _content_items(
