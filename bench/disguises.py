@@ -245,10 +245,17 @@ ENCODERS: dict[str, Encoder] = {
         lambda value: "(" + "\n    ".join(f"'{piece}'" for piece in _thirds(value)) + ")"
     ),
     "joined-list": _value(lambda value: "[" + ", ".join(f'"{piece}"' for piece in _thirds(value)) + "]"),
+    "char-codes": _value(lambda value: "[" + ", ".join(str(ord(char)) for char in value) + "]"),
+    "char-codes-unspaced": _value(lambda value: ",".join(str(ord(char)) for char in value)),
+    "chr-joined": _value(lambda value: "+".join(f"chr({ord(char)})" for char in value)),
     "json-split": _value(lambda value: json.dumps(dict(zip("abc", _thirds(value), strict=True)))),
 }
 
 
+KEYED = {"reversed", "rot13", "reversed+rot13", "concatenated", "adjacent-literals", "joined-list"}
+KEYED |= {"json-split", "char-codes", "char-codes-unspaced", "chr-joined"}
+"""Disguises of the value alone that are read only where the key's own prefix starts it (or, for joined
+literals, a rule's match of the first piece): a value known by its name alone ("password = …") is not."""
 _SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced", "dash-separated", "dot-separated"}
 _SPACINGS |= {"comma-separated", "one-a-line"}
 
@@ -473,6 +480,17 @@ def _turned_lookalikes(rng: random.Random) -> str:
     )
 
 
+def _numbers(rng: random.Random) -> str:
+    """Arrays, tables, times and addresses of numbers, some of them printable character codes."""
+    pixels = ", ".join(str(rng.randint(0, 255)) for _ in range(48))
+    codes = ", ".join(str(rng.randint(32, 126)) for _ in range(24))
+    return (
+        f"pixels = [{pixels}]\nweights = [{codes}]\n"
+        f"2024-12-06 10:{rng.randint(10, 59)}:45 GET /api 200 118 ms from 10.0.{rng.randint(0, 255)}.17\n"
+        "ports: 80, 443, 8080, 8443; versions 1.2.3 -> 1.10.0\n| 45 | 67 | 89 | 101 | 99 | 120 | 77 | 64 |"
+    )
+
+
 def _joined_literals(rng: random.Random) -> str:
     """Code and JSON that join string literals, some of them a key's prefix alone."""
     words = rng.sample(_WORDS, 6)
@@ -536,6 +554,7 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "ids and nonces": _ids_and_hashes,
     "reversed or rotated look-alikes": _turned_lookalikes,
     "joined string literals": _joined_literals,
+    "numbers": _numbers,
 }
 
 

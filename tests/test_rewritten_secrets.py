@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import codecs
 import textwrap
+from collections import Counter
 
 import pytest
 
+from bench.disguises import disguised_corpus
 from proxy.config.policy import parse_policy
 from proxy.exchange import Part, RequestView, Source
 from proxy.inspection import Detectors, TurnInspector
+from proxy.model import Threat
+from proxy.scanning.rulepack import Scanner, load_packaged_packs
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
 
@@ -78,6 +82,16 @@ REWRITTEN = {
         'aws_secret_access_key = "uujCtA/rxCRZe" + "bzSHbFtF39vmb" + "LmjZJTpRCwc3F5"',
         "bzSHbFtF39vmb",
     ),
+    "character codes in a list": (
+        "codes: [" + ", ".join(str(ord(c)) for c in GITHUB_TOKEN) + "]",
+        "103, 104",
+    ),
+    "String.fromCharCode": (
+        "String.fromCharCode(" + ",".join(str(ord(c)) for c in AWS_KEY) + ")",
+        ",".join(str(ord(c)) for c in AWS_KEY[:4]),
+    ),
+    "chr() joined": ("+".join(f"chr({ord(c)})" for c in AWS_KEY), "chr(65)+chr(75)"),
+    "character codes one a line": ("\n".join(str(ord(c)) for c in SLACK_TOKEN), "120\n111\n120"),
     "reversed rot13": (
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
@@ -127,6 +141,12 @@ CLEAN = {
         '{"api_key": "unset", "token": "none", "key": "id", "secret": "abc", "values": ["a1", "b2", "c3"]}'
     ),
     "integer arrays": "data = [104, 116, 116, 112, 115, 58, 47, 47]; sizes = [1024, 2048, 4096]",
+    "numbers of every day": (
+        "pixels = [12, 200, 255, 0, 34, 56, 78, 90, 101, 45, 67, 89]\n"
+        "2024-12-06 10:30:45 GET /api 200 118 ms from 10.0.3.17\nports: 80, 443, 8080, 8443\n"
+        "| 45 | 67 | 89 | 101 | 99 | 120 | 77 | 64 |\n"
+        "ascii = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]"
+    ),
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
 }
 
@@ -136,3 +156,28 @@ def test_text_that_only_looks_rewritten_passes_untouched(name: str) -> None:
     text = CLEAN[name]
     assert _sent(text) == (text, [])
     assert _streamed(text, 7) == text
+
+
+# What each disguise read only where a key's prefix or a rule's match starts it finds of the secrets
+# pack's examples (bench/disguises.py; a value known by its name alone is not read there).
+RECALL = {"reversed": 0.85, "rot13": 0.85, "concatenated": 0.7, "adjacent-literals": 0.5, "char-codes": 0.5}
+
+
+def test_keyed_disguises_of_the_rule_examples_are_found_to_their_figures() -> None:
+    packs = [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
+    scanner = Scanner(packs, timeout_s=1.0)
+    items = [
+        item
+        for item in disguised_corpus([pack for pack in packs if pack.name == "secrets"])
+        if item.encoding in RECALL
+    ]
+    found: Counter[str] = Counter()
+    for item in items:
+        matches = scanner.scan_alone(item.text).matches
+        found[item.encoding] += any(
+            m.rule.pack == "secrets" and m.start < item.end and m.end > item.start for m in matches
+        )
+    totals = Counter(item.encoding for item in items)
+    assert {name: found[name] / totals[name] >= floor for name, floor in RECALL.items()} == dict.fromkeys(
+        RECALL, True
+    )

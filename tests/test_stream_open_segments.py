@@ -74,7 +74,13 @@ def _hold_searching_every_pattern(pending: str, max_hold: int) -> int:
     """What ``_hold_in`` gives, from every pattern searched whatever the text holds."""
     hold = len(pending)
     look_from = max(0, hold - max_hold - 1)
-    for pattern in (redact._OPEN_TOKEN, redact._OPEN_NUMBER, redact._OPEN_SPACED):
+    for pattern in (
+        redact._OPEN_TOKEN,
+        redact._OPEN_NUMBER,
+        redact._OPEN_SPACED,
+        redact._OPEN_JOINED,
+        redact._OPEN_CODES,
+    ):
         found = pattern.search(pending, look_from)
         if found is not None:
             hold = min(hold, found.start())

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import carriers
-from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, disguised_corpus, hard_negatives
+from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, KEYED, disguised_corpus, hard_negatives
 from proxy.model import Threat
 from proxy.scanning import unmask
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
@@ -184,12 +184,14 @@ def test_every_encoding_of_the_rule_examples_is_mostly_found() -> None:
     assert {item.encoding for item in items} == set(ENCODERS)
     found = fully = 0
     for item in items:
+        if item.encoding in KEYED:
+            continue  # held to their own figures (tests/test_rewritten_secrets.py)
         matches = [match for match in SCANNER.scan_alone(item.text).matches if match.rule.pack == "secrets"]
         if any(match.start < item.end and match.end > item.start for match in matches):
             found += 1
             redacted = scan_and_redact(SCANNER, item.text).text
             fully += not _leftovers(item.text[item.start : item.end], redacted)
-    assert found >= 0.95 * len(items)
+    assert found >= 0.95 * sum(item.encoding not in KEYED for item in items)
     assert fully >= 0.98 * found
 
 

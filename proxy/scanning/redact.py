@@ -246,6 +246,14 @@ _OPEN_SPACED = regex.compile(
 # ... or a trailing run of string literals that code or JSON joins, with what may begin the next: a key cut
 # into them is read joined (scanning/unmask.py) only once its last piece has come.
 _OPEN_JOINED = regex.compile(f"(?r){unmask.OPEN_JOINED}\\Z")
+# ... or a trailing run of numbers with up to eight other characters between each two, which may be a key
+# written as the codes of its characters (scanning/unmask.py). No two small letters and a space stand
+# between them (no separator of codes holds them), so a run never ends past a word ``_ends_in_a_word``
+# stops at.
+_CODE_SEPARATOR = r"(?:(?![a-z][a-z] )[^0-9])"
+_OPEN_CODES = regex.compile(
+    rf"(?r)(?<![0-9])[0-9]{{2,3}}(?:{_CODE_SEPARATOR}{{1,8}}[0-9]{{1,3}})*{_CODE_SEPARATOR}{{0,8}}\Z"
+)
 _LONGEST_BEGIN_MARKER = 64
 # A run is held up to ``max_hold`` characters that a view reads: those it drops (invisible and combining
 # characters) do not count, so a secret padded with them between its characters is not released before it
@@ -706,7 +714,7 @@ def _read_length(text: str, start: int) -> int:
 def _open_run(pending: str, look_from: int, hold: int) -> int:
     """``hold``, or where a number with separators, a letter-spaced run or an encoding that holds
     whitespace starts before it at the end of ``pending``."""
-    for pattern in (_OPEN_NUMBER, _OPEN_SPACED, _OPEN_JOINED):
+    for pattern in (_OPEN_NUMBER, _OPEN_SPACED, _OPEN_JOINED, _OPEN_CODES):
         found = pattern.search(pending, look_from)
         if found is not None:
             hold = min(hold, found.start())

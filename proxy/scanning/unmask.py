@@ -316,10 +316,24 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         return
     # One byte a character (each past ASCII a "?"), for the searches that read the text by class of byte.
     encoded = text.encode("ascii", "replace")
-    for view in (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent)):
+    views = (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent))
+    for view in (*views, *_code_views(text, encoded, parent)):
         yield view
         yield from _views_of(view.text, view, depth - 1)
 
+
+# Printable ASCII written as numbers: decimal codes 32 to 126, four of them apart by one to eight other
+# characters (the hint of ``_code_views``; one RE2 pass finds where it may start).
+_CODE = "(?:3[2-9]|[4-9][0-9]|1[01][0-9]|12[0-6])"
+_CODES_HINT = f"{_CODE}(?:[^0-9]{{1,8}}{_CODE}){{3}}"
+_MAY_HOLD_CODES = relaxed.re2_program(_CODES_HINT.encode("ascii"))
+# Eight or more numbers with one separator between each two, the same all along: "103,104", "103, 104",
+# "chr(103)+chr(104)", "CHAR(103)||CHAR(104)", one a line.
+_CODES = re.compile(
+    r"(?<![0-9])[0-9]{2,3}(?P<glue>[^0-9]{1,8})(?:[0-9]{2,3}(?P=glue)){6,}[0-9]{2,3}(?![0-9])"
+)
+_NUMBER = re.compile("[0-9]+")
+CODES = "codes"
 
 FEATURE_REACH = 60
 """The longest of what ``may_unmask`` looks for (two lines of base64 wrapped short, indented, with their
@@ -331,6 +345,7 @@ _VIEW_START = re.compile(
     f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
     f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]|{_SEPARATED_HINT}|{_SHORT_WRAP_HINT}"
+    f"|(?<![0-9]){_CODES_HINT}(?![0-9])"
 )
 # What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
 # character with a fold next to a plain letter or digit.
@@ -356,7 +371,7 @@ _MAY_START_VIEW = relaxed.re2_program(
         f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x|\\n"
         f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
         f"|[{_GAP}][{_NOT_SPACE}](?:[{_GAP}]{{1,3}}[{_NOT_SPACE}]){{3}}[{_GAP}]"
-        f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}"
+        f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}|{_CODES_HINT}"
     ).encode("ascii")
 )
 if not _MAY_START_VIEW.ok():  # a program RE2 refused would find nothing, and every delta would pass
@@ -1082,4 +1097,32 @@ def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: Vie
             position = cut_end
         after = close
         found.append(View("".join(parts), JOINED, tuple(view_pieces), parent))
+    return found
+
+
+# -- character codes: a key written as the numbers of its characters --------------------------------------
+
+
+def _code_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
+    """Views of the runs of eight or more character codes (``_CODES``), each the text they stand for,
+    each character mapped to its number: ``[103, 104, 112, 95, …]``, ``String.fromCharCode(103,
+    104, …)``, ``chr(103)+chr(104)+…``. A run with a number past printable ASCII stands for no text."""
+    found: list[View] = []
+    position = 0
+    while (hint := relaxed.first_start(_MAY_HOLD_CODES, encoded, position)) >= 0:
+        start = hint  # the hint may start inside a longer number
+        while start > 0 and encoded[start - 1 : start].isdigit():
+            start -= 1
+        # From the first hint on, the regex looks for the next run itself (in C, one pass), so a long
+        # table of numbers that are no run costs no step a number.
+        run = _CODES.search(text, start)
+        if run is None:
+            break
+        position = run.end()
+        numbers = list(_NUMBER.finditer(text, run.start(), run.end()))
+        codes = [int(number.group()) for number in numbers]
+        if all(32 <= code <= 126 for code in codes):
+            letters = np.array([number.start() for number in numbers], dtype=np.intp)
+            decoded = "".join(map(chr, codes))
+            found.append(View(decoded, CODES, ((0, run.start(), run.end(), True),), parent, {0: letters}))
     return found
