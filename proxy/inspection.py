@@ -1605,6 +1605,9 @@ class TurnInspector:
             return known
         if not text or text in self.detectors.clean_repeats:
             return []
+        # Large bodies are inspected in worker threads beside the event loop's: another inspection may
+        # clear or change the cache between any two of these steps, so each is one that cannot fail (a
+        # key cleared since it was found reads as seen once).
         cache = self.detectors.repeated_matches
         key = _text_digest(text)
         if key not in cache:
@@ -1612,7 +1615,7 @@ class TurnInspector:
                 cache.clear()
             cache[key] = None
             return None
-        matches = cache[key]
+        matches = cache.get(key)
         if matches is None:
             matches, timed_out = self._scan_once(text)
             if timed_out:
@@ -1620,7 +1623,7 @@ class TurnInspector:
             if matches:
                 cache[key] = matches
             else:
-                del cache[key]
+                cache.pop(key, None)
                 if len(self.detectors.clean_repeats) >= REPEATED_ENTRIES:
                     self.detectors.clean_repeats.clear()
                 self.detectors.clean_repeats.add(text)

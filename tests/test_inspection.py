@@ -29,7 +29,7 @@ from proxy.inspection import (
     Detectors,
     TurnInspector,
 )
-from proxy.scanning.rulepack import ScanBudget
+from proxy.scanning.rulepack import Match, ScanBudget
 from proxy.state import SqliteStateStore, digest
 from proxy.state.fallback import FallbackStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
@@ -477,6 +477,53 @@ def test_a_header_value_repeated_over_responses_is_found_and_redacted_alike_each
     assert all(outcome == outcomes[0] for outcome in outcomes)
     assert bool(outcomes[0][1]) == found
     assert (outcomes[0][0] is not None) == found  # enforced: redacted
+
+
+class _ClearedByAnotherInspection(dict[str, list[Match] | None]):
+    """A cache that another thread's inspection clears right after each reading of it."""
+
+    def __contains__(self, key: object) -> bool:
+        present = super().__contains__(key)
+        self.clear()
+        return present
+
+    def __getitem__(self, key: str) -> list[Match] | None:
+        try:
+            return super().__getitem__(key)
+        finally:
+            self.clear()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        try:
+            return super().get(key, default)
+        finally:
+            self.clear()
+
+
+@pytest.mark.parametrize("value", ["AKIAQWERTY234567ABCD", "application/json"])
+def test_a_repeated_value_cleared_from_the_cache_between_two_readings_is_scanned_alone(
+    detectors: Detectors, policy: Policy, clock: Clock, value: str
+) -> None:
+    """A large body's inspection runs in a worker thread beside the event loop's, and either may clear
+    the cache of repeated values (it is full) between the other's finding a value there and reading or
+    dropping its entry: the value is then scanned alone, found as always, where it raised KeyError and
+    the turn failed uninspected."""
+    state = SqliteStateStore(None, clock=clock)
+    kept = detectors.repeated_matches
+    detectors.repeated_matches = _ClearedByAnotherInspection()
+    try:
+        findings = []
+        for _ in range(3):
+            turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+            TurnInspector(detectors, policy, state, turn, clock=clock).scan_headers([("X-Debug", value)])
+            findings.append([(finding.rule, finding.fingerprint) for finding in turn.findings])
+            assert not turn.errors
+    finally:
+        detectors.repeated_matches = kept
+        detectors.clean_repeats.clear()
+        detectors.quiet_reads.clear()
+    assert all(each == findings[0] for each in findings)
+    assert bool(findings[0]) == value.startswith("AKIA")
 
 
 @pytest.mark.parametrize(
