@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import traceback
 from collections.abc import Callable, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import wraps
+from pathlib import Path
 
 import structlog
 from mitmproxy import http
@@ -140,15 +142,25 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
             if turn is not None:
                 turn.errors.append(f"inspect: {error} in {hook.__name__}")
                 refuse_timed_out(flow, turn, policy_of(flow, self.runtime), hook.__name__)
-            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__)
+            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__, at=raised_at(error))
         except Exception as error:  # recorded; refused where a reading threat is enforced
             turn = turn_of(flow)
             if turn is not None:
                 turn.errors.append(f"inspect: {type(error).__name__} in {hook.__name__}")
                 refuse_uninspected(flow, turn, policy_of(flow, self.runtime), hook.__name__)
-            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__)
+            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__, at=raised_at(error))
 
     return guarded  # type: ignore[return-value]
+
+
+def raised_at(error: BaseException) -> str:
+    """Where ``error`` was raised, as "package/module.py:line in function", so a failure can be traced in
+    the code; never its message, which can quote the text that was read."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "unknown"
+    frame = frames[-1]
+    return f"{'/'.join(Path(frame.filename).parts[-2:])}:{frame.lineno} in {frame.name}"
 
 
 def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> bool:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import structlog.testing
 from mitmproxy.test import tflow
 
-from addons.gate.turns import METADATA_KEY
-from addons.inspect import INSPECTION_FAILED_RULE, refuse_uninspected
+from addons.gate.turns import METADATA_KEY, POLICY_KEY
+from addons.inspect import INSPECTION_FAILED_RULE, fail_open, refuse_uninspected
 from proxy.config.policy import Policy, parse_policy
 from proxy.turn import Turn, TurnContext
 
@@ -73,3 +74,29 @@ def test_observe_mode_passes_on_the_record() -> None:
     flow = tflow.tflow()
     turn = refused(flow, "observe")
     assert flow.response is None and turn.findings == []
+
+
+class _Hooks:
+    runtime = None
+
+    @fail_open
+    def inspect_request(self, flow: tflow.HTTPFlow) -> None:
+        {}["a secret the hook read"]
+
+
+def test_a_failed_hook_is_refused_and_logged_with_where_it_failed_without_its_message() -> None:
+    """A hook that raised (a worker thread's inspection as much as the event loop's) is refused where
+    enforced, and its log line names the code it failed at, never the exception's text."""
+    flow = tflow.tflow()
+    turn = Turn(TurnContext(agent_id="bot", role="support"))
+    flow.metadata[METADATA_KEY] = turn
+    flow.metadata[POLICY_KEY] = policy("enforce")
+    with structlog.testing.capture_logs() as logged:
+        _Hooks().inspect_request(flow)  # type: ignore[arg-type]
+    assert flow.response is not None and flow.response.status_code == 403
+    assert turn.errors == ["inspect: KeyError in inspect_request"]
+    [line] = [entry for entry in logged if entry["event"] == "inspect.failed"]
+    assert line["error"] == "KeyError"
+    assert line["at"].startswith("tests/test_refuse_uninspected.py:")
+    assert line["at"].endswith(" in inspect_request")
+    assert "secret" not in str(logged)
