@@ -4,6 +4,7 @@ withheld from a streamed answer; code, JSON and prose that only look rewritten s
 
 from __future__ import annotations
 
+import base64
 import codecs
 import textwrap
 from collections import Counter
@@ -92,6 +93,7 @@ REWRITTEN = {
     ),
     "chr() joined": ("+".join(f"chr({ord(c)})" for c in AWS_KEY), "chr(65)+chr(75)"),
     "character codes one a line": ("\n".join(str(ord(c)) for c in SLACK_TOKEN), "120\n111\n120"),
+    "base32": (base64.b32encode(f"token {GITHUB_TOKEN}".encode()).decode(), "ORXWWZLOEBTWQ4C7"),
     "reversed rot13": (
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],

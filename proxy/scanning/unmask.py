@@ -51,6 +51,7 @@ MAX_DEPTH = 4
 letter-spaced token is four)."""
 
 BASE64 = "base64"
+BASE32 = "base32"
 HEX = "hex"
 DISGUISE = "disguise"
 
@@ -685,6 +686,8 @@ def _segment_views(text: str, encoded: bytes, parent: View | None) -> list[View]
             decoded, kind = _decode_hex(segment), HEX
         else:
             decoded, kind = _decode_base64(segment), BASE64
+            if decoded is None and _BASE32_RUN.fullmatch(segment):
+                decoded, kind = _decode_base32(segment), BASE32
         if decoded is not None:
             found.append(View(decoded[0], kind + decoded[1], ((0, start, end, False),), parent))
     spans = _hex_pairs(text, encoded) + [match.span() for match in _PREFIXED_HEX.finditer(text)]
@@ -1126,3 +1129,20 @@ def _code_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
             decoded = "".join(map(chr, codes))
             found.append(View(decoded, CODES, ((0, run.start(), run.end(), True),), parent, {0: letters}))
     return found
+
+
+# -- base32: RFC 4648's alphabet, capitals and 2 to 7 -----------------------------------------------------
+
+_BASE32_RUN = re.compile("[A-Z2-7]+=*")
+
+
+def _decode_base32(candidate: str) -> tuple[str, str] | None:
+    """The text a base32 segment holds (tried only where base64 read none: a run of capitals and the
+    digits 2 to 7 is base64 too), padded however much its padding was cut."""
+    stripped = candidate.rstrip("=")
+    try:
+        raw = base64.b32decode(stripped + "=" * (-len(stripped) % 8))
+    except (binascii.Error, ValueError):
+        return None
+    text = _as_text(raw)
+    return (text, "") if text is not None else None
