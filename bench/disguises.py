@@ -245,7 +245,6 @@ ENCODERS: dict[str, Encoder] = {
         lambda value: "(" + "\n    ".join(f"'{piece}'" for piece in _thirds(value)) + ")"
     ),
     "joined-list": _value(lambda value: "[" + ", ".join(f'"{piece}"' for piece in _thirds(value)) + "]"),
-    "deflate+base64": _whole(_compressed(lambda raw: zlib.compress(raw, wbits=-15))),
     "base32": _whole(lambda text: base64.b32encode(text.encode()).decode()),
     "char-codes": _value(lambda value: "[" + ", ".join(str(ord(char)) for char in value) + "]"),
     "char-codes-unspaced": _value(lambda value: ",".join(str(ord(char)) for char in value)),

@@ -826,11 +826,11 @@ def _decode_base64(candidate: str) -> tuple[str, str] | None:
         if candidate.startswith(_COMPRESSED_BASE64):
             return _inflated(base64.b64decode(padded, altchars, validate=True))
         if starts_binary(ord(candidate[0]), ord(candidate[1])):
-            return _raw_inflated(padded, altchars)
+            return None
         probe = padded[:_PROBE]
         if len(padded) > _PROBE and not _starts_as_text(base64.b64decode(probe, altchars, validate=True)):
-            return _raw_inflated(padded, altchars)
-        return _text_of(base64.b64decode(padded, altchars, validate=True)) or _raw_inflated(padded, altchars)
+            return None
+        return _text_of(base64.b64decode(padded, altchars, validate=True))
     except (binascii.Error, ValueError):
         return None
 
@@ -1146,25 +1146,3 @@ def _decode_base32(candidate: str) -> tuple[str, str] | None:
         return None
     text = _as_text(raw)
     return (text, "") if text is not None else None
-
-
-# -- raw deflate: compressed data with no header to tell it by ------------------------------------------
-
-
-def _raw_inflated(padded: str, altchars: bytes | None) -> tuple[str, str] | None:
-    """The text base64 of raw deflate data (no zlib or gzip header) holds: tried where the first byte
-    opens a compressed block (fixed or dynamic codes), and given up within the first ``_PROBE``
-    characters where they inflate to no text, so an image or a digest costs one small decode."""
-    try:
-        probe = base64.b64decode(padded[:_PROBE], altchars, validate=True)
-        if not probe or (probe[0] >> 1) & 3 not in (1, 2):
-            return None
-        start = zlib.decompressobj(wbits=-15).decompress(probe, _INFLATION * len(probe))
-        if not start or not _starts_as_text(start[:_PROBE]):
-            return None
-        raw = base64.b64decode(padded, altchars, validate=True)
-        inflated = zlib.decompressobj(wbits=-15).decompress(raw, min(MAX_INFLATED, _INFLATION * len(raw)))
-    except (binascii.Error, ValueError, zlib.error):
-        return None
-    text = _as_text(inflated) if inflated else None
-    return (text, "+deflate") if text is not None else None
