@@ -3,6 +3,7 @@ official SDKs' own stream accumulators."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -1822,3 +1823,34 @@ def test_a_rule_out_of_time_on_streamed_text_stops_the_session(name: str) -> Non
     )
     sent = _stopped(session, text_stream(split("Here: " + RUN_OUT, [7])))
     assert b"k=" not in sent and list(budget.timed_out) == ["slow"]
+
+
+@pytest.mark.parametrize("shape_holds", [True, False])
+def test_an_event_whose_refused_file_proves_of_an_unwritable_shape_is_not_sent(
+    shape_holds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file refused in a streamed MCP answer is recorded as withheld: the message goes out as a
+    JSON-RPC error in its place, and where the event then proves of a shape its dialect cannot write,
+    nothing of it goes out, rather than the file as it came."""
+    blob = base64.b64encode(b"%PDF-1.7\n" + bytes(range(256))).decode()
+    message = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "result": {"contents": [{"uri": "file:///report.pdf", "mimeType": "application/pdf", "blob": blob}]},
+    }
+    filters = StreamFilters(text_filter=lambda where: PassThrough(), file_reader=lambda file: "refused")
+    session = MCP().stream_session(filters)
+    if not shape_holds:
+
+        def unwritable(event: Any, payload: Any) -> list[bytes]:
+            raise TypeError("an unexpected shape")
+
+        monkeypatch.setattr(session, "_transform", unwritable)
+    sent = session.feed(sse(message)) + session.finish()
+    assert blob.encode() not in sent
+    if shape_holds:
+        assert b'"id": 7' in sent or b'"id":7' in sent
+        assert b"egressguard_blocked" in sent
+    else:
+        assert sent == b""
+        assert any("refused file" in note for note in session.notes)

@@ -422,6 +422,9 @@ class StreamSession(ABC):
         self._rewrite: set[int] = set()
         """The events of the bytes being read whose payload does not say all their bytes do (by identity):
         each is written anew from what was read, never sent as it came."""
+        self._files_refused = 0
+        """Files ``_refusing`` refused so far: an event that refused one and then proved of a shape its
+        dialect cannot write is not sent at all (``_event_output``)."""
         self.ambiguities: dict[str, int] = {}
         """Per rule (``AMBIGUOUS_RULES``), how many events clients may read otherwise than this session."""
         self._highest: dict[str, int] = {}
@@ -743,6 +746,7 @@ class StreamSession(ABC):
             return self._on_dataless_event(event)
         if payload is _NOT_JSON:
             return self._on_text_event(event)
+        refused_before = self._files_refused
         try:
             if not self.filters.active:
                 self._read_otherwise(event, payload)
@@ -755,6 +759,14 @@ class StreamSession(ABC):
                 return [event.raw]
             return self._transformed(event, payload, changed=changed or id(event) in self._rewrite)
         except SHAPE_ERRORS as error:
+            if self._files_refused != refused_before and self.filters.active:
+                # A file in it was refused and recorded so: sent as it came, the file would go out all the
+                # same, and the written notice that stands in for it cannot be placed in such a shape.
+                self.notes.append(
+                    f"event {event.type!r} carried a refused file and has an unexpected shape "
+                    f"({type(error).__name__}); not sent"
+                )
+                return []
             self.notes.append(
                 f"event {event.type!r} has an unexpected shape ({type(error).__name__}); its strings scanned"
             )
@@ -927,6 +939,7 @@ class StreamSession(ABC):
         for file in files:
             notice = reader(file)
             if notice is not None and self.filters.active:
+                self._files_refused += 1
                 return notice
         return None
 
