@@ -8,7 +8,6 @@ import json
 import os
 import textwrap
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from random import Random
@@ -29,12 +28,13 @@ from proxy.inspection import (
     Detectors,
     TurnInspector,
 )
-from proxy.scanning.rulepack import Match, ScanBudget
+from proxy.scanning.rulepack import Match
 from proxy.state import SqliteStateStore, digest
 from proxy.state.fallback import FallbackStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
 from proxy.state.store import StateUnavailable
 from proxy.turn import Turn, TurnContext
+from tests.budget_watch import READ, UNREAD, BudgetWatch
 
 POLICY = textwrap.dedent("""\
     mode: enforce
@@ -969,36 +969,32 @@ def test_websocket_messages_are_read_on_from_the_messages_before_them(
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_request_of_many_crafted_texts_costs_about_one_budget_not_one_a_text(
-    mode: str, clock: Clock
+    mode: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ten messages that each keep the payment-card rule past a 1 ms limit share the request's budget of
     20 ms (and what their characters add to it): the first ones spend it, every later one is out of time
-    at once, its keyword pass all that runs. No more than the budget and those keyword passes is charged
-    in all, each message is an ``inspection.scan_timeout`` finding, refusing the request in enforce
-    mode, and the response has a budget of its own."""
+    at once. No step of the work (a keyword pass, the injection detector's normalisation, a rule's run,
+    the classifier) starts once the budget is spent, and after the first text it has nothing left for
+    no text is read at all, so the work is the budget and the one step under way when it ran out. Each
+    message is an ``inspection.scan_timeout`` finding, refusing the request in enforce mode, and the
+    response has a budget of its own."""
     near_cards = "4111 1111 1111 1112 " * 20_000
     extra = "inspection: {rule_time_limit: 1ms}\n"
     policy = parse_policy(POLICY.replace("mode: enforce", f"mode: {mode}") + extra, "policy.yaml", environ={})
     detectors = Detectors(policy, b"k" * 32)
     turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
     inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+    # One length for all, so that no later text adds more to the budget than the one found unread.
     parts = [Part(Source.USER, f"{index}: {near_cards}", f"messages[{index}].content") for index in range(10)]
+    watch = BudgetWatch(monkeypatch)
     verdict = inspector.inspect_request(RequestView(dialect="openai_chat", parts=parts))
     timeouts = {finding.where for finding in turn.findings if finding.rule == SCAN_TIMEOUT_RULE}
     # The first texts may each finish within a first run and a run again, but charge the budget for it;
     # once it is spent, every later one is out of time.
     assert {part.where for part in parts[5:]} <= timeouts
-    # Spent, by no more than what reading a text costs once the budget is spent (its keyword pass, the
-    # injection detector's normalisation), a text, and the last run's overshoot.
-    spent = ScanBudget(-1.0)
-    started = time.thread_time()
-    detectors.sensitive.scan(parts[0].text, spent)
-    detectors.injection.detect(parts[0].text, parts[0].where, Source.USER, spent)
-    unread = time.thread_time() - started
-    assert inspector.budget.spent and inspector.budget.left > -(2 * len(parts) * unread + 0.05), (
-        inspector.budget.left,
-        unread,
-    )
+    steps = watch.assert_nothing_starts_once_spent(inspector.budget)
+    assert steps[0].kind == READ and steps[0].text == parts[0].text, steps[:1]
+    assert inspector.budget.spent and UNREAD in {step.kind for step in steps}
     assert (verdict.block is not None) is (mode == "enforce")
     inspector.begin_response()
     assert not inspector.budget.spent and inspector.budget.timed_out == {}
