@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -54,6 +53,7 @@ from proxy.scanning.validators import (
     spanish_dni_valid,
     ssn_valid,
 )
+from tests.budget_watch import READ, RUN, UNREAD, BudgetWatch
 
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 
@@ -378,16 +378,17 @@ def test_the_run_again_has_a_larger_budget_by_default(tmp_path: Path) -> None:
     ],
 )
 def test_a_rule_backtracking_without_end_is_reported_after_its_run_again(
-    tmp_path: Path, regex: str, text: str
+    tmp_path: Path, regex: str, text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Text crafted to make a rule backtrack without end outlasts the run again too: the rule is reported
-    as timed out (the caller decides what that means), other rules still report, and the scan's CPU time
-    stays within about its budget."""
+    as timed out (the caller decides what that means), other rules still report, and no run starts once
+    the scan's budget is spent."""
     rules = _rule_yaml("slow", regex) + _rule_yaml("fast", "b{3}")
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.05, rescan_s=0.5)
-    started = time.thread_time()
-    result = scanner.scan_alone("bbb " + text)
-    assert time.thread_time() - started < 4.0
+    budget = scanner.budget()
+    watch = BudgetWatch(monkeypatch)
+    result = scanner.scan("bbb " + text, budget)
+    assert budget.spent and RUN in {step.kind for step in watch.assert_nothing_starts_once_spent(budget)}
     assert result.timed_out == ("slow",)
     assert [match.rule.id for match in result.found] == ["fast"]
 
@@ -997,19 +998,21 @@ def test_hits_across_runs_of_spaces_are_the_keywords_of_the_collapsed_view_that_
     assert _by_word(found, rules) == expected
 
 
-def test_the_runs_again_of_one_scan_share_one_budget(tmp_path: Path) -> None:
+def test_the_runs_again_of_one_scan_share_one_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Text crafted to make many rules backtrack without end costs one run-again budget in all, not one
-    a rule: every such rule is still reported as timed out, and the rule that finishes still reports."""
+    a rule: every such rule is still reported as timed out, and the rule that finishes still reports.
+    Every rule has its first run (six of 50 ms, within the budget of 1 s), and no run again starts once
+    the budget is spent."""
     slow = [f"slow{number}" for number in range(6)]
     rules = "".join(_rule_yaml(rule_id, "(?:a|aa)+$") for rule_id in slow) + _rule_yaml("fast", "b{3}")
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.05, rescan_s=1.0)
-    started = time.thread_time()
-    result = scanner.scan_alone("bbb " + "a" * 40 + "!")
-    elapsed = time.thread_time() - started
+    budget = scanner.budget()
+    watch = BudgetWatch(monkeypatch)
+    result = scanner.scan("bbb " + "a" * 40 + "!", budget)
     assert sorted(result.timed_out) == slow
     assert [match.rule.id for match in result.found] == ["fast"]
-    # One budget of 1 s of CPU time, the six first runs of 50 ms within it; one budget a rule would be 6 s.
-    assert elapsed < 4.0, elapsed
+    runs = [step for step in watch.assert_nothing_starts_once_spent(budget) if step.kind == RUN]
+    assert budget.spent and len(runs) > len(slow) + 1, runs
 
 
 def test_a_partial_reading_is_not_taken_for_a_whole_one_without_saying_so(tmp_path: Path) -> None:
@@ -1025,7 +1028,9 @@ def test_a_partial_reading_is_not_taken_for_a_whole_one_without_saying_so(tmp_pa
     assert scanner.scan_alone("bbb").matches[0].rule.id == "fast"
 
 
-def test_many_crafted_texts_cost_one_budget_not_one_a_text(tmp_path: Path) -> None:
+def test_many_crafted_texts_cost_one_budget_not_one_a_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Texts of one request share its budget: N texts that each make a rule backtrack without end cost
     about the budget in all, not N times it. Once it is spent, a later text is not read at all (not
     even for keywords): its pack is out of time for it, and a rule no text triggered is not named."""
@@ -1034,11 +1039,11 @@ def test_many_crafted_texts_cost_one_budget_not_one_a_text(tmp_path: Path) -> No
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.05, rescan_s=0.5)
     budget = scanner.budget()
     crafted = "bbb k=" + "a" * 40 + "!"
-    started = time.thread_time()
+    watch = BudgetWatch(monkeypatch)
     results = [scanner.scan(crafted, budget) for _ in range(40)]
-    elapsed = time.thread_time() - started
-    # One budget of 0.5 s of CPU time and the one run under way past it; one budget a text would be 20 s.
-    assert elapsed < 4.0, elapsed
+    # The budget and the one step under way past it; one budget a text would be 40 of them.
+    steps = watch.assert_nothing_starts_once_spent(budget)
+    assert [step.kind for step in steps[:2]] == [READ, RUN] and UNREAD in {step.kind for step in steps}
     assert budget.spent and {"slow0", "slow1", "slow2", "test-unread"} <= set(budget.timed_out)
     assert "idle" not in budget.timed_out
     assert all(result.timed_out for result in results)

@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from proxy.detectors import refusal
 from proxy.detectors.credentials import credential_reads, credential_scanner
 from proxy.detectors.injection import load_default
@@ -28,6 +30,7 @@ from proxy.scanning.rulepack import (
     load_packaged_packs,
     pack_path,
 )
+from tests.budget_watch import READ, RUN, UNREAD, BudgetWatch
 from tests.test_rulepack import _rule_yaml, _write_pack
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
@@ -37,7 +40,9 @@ def _charged(budget: ScanBudget, seconds_before: float) -> float:
     return seconds_before - budget.left
 
 
-def test_every_rule_run_is_charged_so_many_short_runs_cost_one_budget(tmp_path: Path) -> None:
+def test_every_rule_run_is_charged_so_many_short_runs_cost_one_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Texts that each keep a rule busy for a few milliseconds, well under its limit, cost the budget
     in all, not a few milliseconds a text without end: once it is spent every later text is unread, its
     pack out of time without a rule or a keyword pass running."""
@@ -45,13 +50,13 @@ def test_every_rule_run_is_charged_so_many_short_runs_cost_one_budget(tmp_path: 
     scanner = Scanner([load_pack(_write_pack(tmp_path, rules))], timeout_s=0.05, rescan_s=0.2)
     budget = scanner.budget()
     crafted = "k=" + "a" * 24 + "!"  # some 10 ms of backtracking, a fifth of the limit
-    started = time.thread_time()
+    watch = BudgetWatch(monkeypatch)
     results = [scanner.scan(crafted, budget) for _ in range(200)]
-    cpu = time.thread_time() - started
     assert results[0].timed_out == ()
     assert budget.spent and results[-1].timed_out == ("test-unread",)
-    # One budget of 0.2 s and the run that crossed it; a run a text would be two seconds.
-    assert cpu < 0.6, cpu
+    # The budget of 0.2 s and the run that crossed it; a run a text would be two seconds.
+    steps = watch.assert_nothing_starts_once_spent(budget)
+    assert [step.kind for step in steps[:2]] == [READ, RUN] and UNREAD in {step.kind for step in steps}
 
 
 def test_the_keyword_pass_is_charged_and_a_spent_budget_names_what_it_triggers(tmp_path: Path) -> None:
