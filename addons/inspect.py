@@ -92,8 +92,8 @@ REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
 UNREAD_ATTACHMENT_RULE = "inspection.attachment"
-"""A file a request carries encoded (base64, a ``data:`` URL) that does not decode: a lenient decoder may
-read what no detector saw."""
+"""A file a request carries encoded (base64, a ``data:`` URL), or an answer gives to be read in a field
+that holds base64, that does not decode: a lenient decoder may read what no detector saw."""
 TEXT_ENCODING_KEY = "egressguard.inspect.text_encoding"
 """The encoding other than UTF-8 the request body came in (``as_utf8``), which a rewrite goes back in."""
 OTHER_READINGS_KEY = "egressguard.inspect.other_readings"
@@ -968,25 +968,13 @@ class Inspect:
         if unreadable and refused:
             self._refuse_request(flow, dialect, inspector, request_refusal_status(unreadable), refused)
             return None
-        secret = self._read_binaries(flow, inspector, read, "request") or self._read_attachments(
+        refused = self._read_binaries(flow, inspector, read, "request") or self._read_attachments(
             flow, inspector, view.attachments, "request"
         )
-        if secret is not None:
-            self._refuse_request(flow, dialect, inspector, 403, secret)
+        if refused is not None:
+            status = 400 if refused.rule == UNREAD_ATTACHMENT_RULE else 403
+            self._refuse_request(flow, dialect, inspector, status, refused)
             return None
-        for where, reason in view.unread_attachments:
-            signal = f"the file at {where} does not decode ({reason}); it was not read"
-            finding = body_finding(
-                UNREAD_ATTACHMENT_RULE,
-                signal,
-                where,
-                inspection_threat(policy),
-                enforced=inspector.normalises,
-            )
-            turn.add(finding)
-            if finding.enforced:
-                self._refuse_request(flow, dialect, inspector, 400, finding)
-                return None
         others = [(DECLARED, read_request(reader, other)) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
             keys_read_otherwise = self._read_keys_otherwise(
@@ -1389,8 +1377,22 @@ class Inspect:
         """The files a request carries encoded, or an answer gives to be read, that do not read as text (a
         PDF, an archive), each read as binary content (``_read_binary``) written by whom it says (a
         tool's result, a retrieved document), with the text it holds where its media type says it is
-        text: the finding that refuses the message, if any."""
+        text; one that does not decode is recorded unread, refusing where the policy enforces a threat
+        decided on what a message says: the finding that refuses the message, if any."""
         for file in files:
+            if file.undecodable is not None:
+                signal = f"the file at {file.where} does not decode ({file.undecodable}); it was not read"
+                finding = body_finding(
+                    UNREAD_ATTACHMENT_RULE,
+                    signal,
+                    file.where,
+                    inspection_threat(inspector.policy),
+                    enforced=inspector.normalises,
+                )
+                inspector.turn.add(finding)
+                if finding.enforced:
+                    return finding
+                continue
             inspector.turn.errors.append(f"{side}: the file at {file.where} read in its printable runs")
             content = file.content
             if file.declared_text is not None:

@@ -91,7 +91,8 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file carried encoded that does not read as text, read as binary content by whom it reaches."""
+    """A file carried encoded that does not read as text, read as binary content by whom it reaches; or
+    one that does not decode (``undecodable``), of which nothing is read."""
 
     where: str
     content: bytes
@@ -100,6 +101,9 @@ class Attachment:
     declared_text: str | None = None
     """Its text where its media type says it is text and a few bytes (NULs, UTF-16) made it read as
     binary: read besides its printable runs."""
+    undecodable: str | None = None
+    """Why it does not decode, where it does not (``content`` is then empty): a lenient decoder may read
+    what no detector saw."""
 
 
 @dataclass(slots=True)
@@ -114,9 +118,8 @@ class RequestView:
     stream: bool = False
     parse_error: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
-    """Files the request carries encoded that do not read as text: read as binary content."""
-    unread_attachments: list[tuple[str, str]] = field(default_factory=list)
-    """Files the request carries encoded that do not decode, by locator, with why."""
+    """Files the request carries encoded that do not read as text (read as binary content), or that do
+    not decode."""
 
 
 @dataclass(slots=True)
@@ -143,7 +146,8 @@ class Completion:
     # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
     parts: list[Part] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
-    """Files read as input that do not read as text (an MCP resource's binary blob): read as binary."""
+    """Files read as input that do not read as text (an MCP resource's binary blob): read as binary; or
+    that do not decode."""
 
     def add_read_content(self, parts: Iterable[Part]) -> None:
         """Adds text that came in the answer to be read as input (a tool's result), both as read content

@@ -187,7 +187,9 @@ def test_every_dialect_reads_a_text_file_as_text_and_a_pdf_as_binary(
         Attachment(where.replace("inlineData", "inline_data"), PDF, Source.RETRIEVED_DOCUMENT)
     ]
     unread = dialect.parse_request(text_file.replace(B64[:8].encode(), b"*!#$%^&*"))
-    assert unread.unread_attachments == [(where, "not valid base64")]
+    assert unread.attachments == [
+        Attachment(where, b"", Source.RETRIEVED_DOCUMENT, undecodable="not valid base64")
+    ]
 
 
 def test_files_in_tool_results_are_tool_results_and_images_are_not_read() -> None:
@@ -212,7 +214,7 @@ def test_files_in_tool_results_are_tool_results_and_images_are_not_read() -> Non
     assert [(part.where, part.source, part.tool_name) for part in view.parts] == [
         ("contents[1].parts[0].functionResponse.parts[0].inlineData.data", Source.TOOL_RESULT, "get")
     ]
-    assert view.unread_attachments == [] and view.attachments == []
+    assert view.attachments == []
     tool = chat({"type": "file", "file": {"file_data": B64}}, role="tool")
     assert [part.source for part in OpenAIChat().parse_request(tool).parts] == [Source.TOOL_RESULT]
     output = {
@@ -271,6 +273,29 @@ def test_a_text_blob_in_an_mcp_result_is_read_and_rewritten_as_a_blob() -> None:
     rewritten = json.loads(MCP().rewrite_response(body, str.upper))["result"]["content"]
     assert base64.b64decode(rewritten[0]["resource"]["blob"]).decode() == TEXT.upper()
     assert rewritten[1:] == content[1:]
+
+
+def test_a_declared_base64_file_in_an_answer_that_does_not_decode_is_read_as_undecodable() -> None:
+    """An MCP resource's blob and a server-run tool's base64 document hold base64 by definition: one that
+    does not decode is an attachment of which nothing is read, where before nothing of it was listed."""
+    resource = {"uri": "file:///b.pdf", "mimeType": "application/pdf", "blob": "JVBE*!#"}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"contents": [resource]}}).encode()
+    assert MCP().parse_response(body).attachments == [
+        Attachment("result.contents[0].blob", b"", Source.RETRIEVED_DOCUMENT, undecodable="not valid base64")
+    ]
+    source = {"type": "base64", "media_type": "text/plain", "data": "SGVsbG8*!!"}
+    fetched = {
+        "type": "web_fetch_tool_result",
+        "tool_use_id": "s",
+        "content": {"content": {"source": source}},
+    }
+    answer = Anthropic().parse_response(json.dumps({"content": [fetched]}).encode())
+    assert answer.parts == []
+    assert answer.attachments == [
+        Attachment(
+            "content[0].content.content.source.data", b"", Source.TOOL_RESULT, undecodable="not valid base64"
+        )
+    ]
 
 
 @pytest.mark.parametrize(

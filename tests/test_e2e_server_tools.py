@@ -304,16 +304,59 @@ def test_an_ordinary_pdf_web_fetch_returned_passes_as_sent(
     assert reading(last_record(enforce)) == []
 
 
-def test_an_injection_in_a_fetched_pdf_sent_back_in_the_history_refuses_the_request(
-    enforce: Proxy, upstream: FakeUpstream
+def undecodable_fetch(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with its fetched base64 broken by characters outside the alphabet."""
+    source = document["content"]["content"]["source"]
+    source["data"] = "JVBERi0x*!#" + source["data"][11:]
+    return document
+
+
+@STREAMED
+def test_a_fetched_document_whose_base64_does_not_decode_is_withheld(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
 ) -> None:
+    """A lenient decoder may read what none of it was read as: an answer carrying it does not pass."""
+    document = undecodable_fetch(fetched_file(pdf_of(README[:200])))
+    if streamed:
+        message = fetch_answer(upstream, document, streamed=True)
+        assert [block.type for block in message.content] == ["server_tool_use", "text", "text"]
+        assert "egressguard blocked" in message.content[1].text
+        assert "JVBERi0x*!#" not in json.dumps(message.model_dump())
+    else:
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            fetch_answer(upstream, document, streamed=False)
+        assert refused.value.status_code == 502 and "inspection.attachment" in str(refused.value)
+    assert ("data_exfiltration", "inspection.attachment", FETCHED_DATA, True) in reading(last_record(enforce))
+
+
+def test_a_fetched_document_whose_base64_does_not_decode_is_recorded_in_observe_mode(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+) -> None:
+    observe = _agent(start_proxy(mode="observe"), monkeypatch)
+    document = undecodable_fetch(fetched_file(pdf_of(README[:200])))
+    message = fetch_answer(upstream, document, streamed=True)
+    assert message.model_dump(exclude_none=True)["content"][1] == document
+    (finding,) = [f for f in reading(last_record(observe)) if f[1] == "inspection.attachment"]
+    assert finding[2:] == (FETCHED_DATA, False)
+
+
+@pytest.mark.parametrize("undecodable", [False, True], ids=["injection", "undecodable"])
+def test_a_fetched_pdf_sent_back_in_the_history_refuses_the_request(
+    enforce: Proxy, upstream: FakeUpstream, undecodable: bool
+) -> None:
+    """An injection in it refuses the request (403); base64 that does not decode too (400), read by none."""
     document = fetched_file(pdf_of(NOTE.replace("\n", " ")))
     history = [
         *ASK,
-        {"role": "assistant", "content": [FETCH, document]},
+        {"role": "assistant", "content": [FETCH, undecodable_fetch(document) if undecodable else document]},
         {"role": "user", "content": "go on"},
     ]
-    with pytest.raises(anthropic.PermissionDeniedError):
+    refusal = anthropic.BadRequestError if undecodable else anthropic.PermissionDeniedError
+    with pytest.raises(refusal):
         anthropic_client(upstream).messages.create(model="m", max_tokens=100, messages=history)  # type: ignore[arg-type]
     assert upstream.received == []
-    assert_enforced_as_read_content(enforce, "messages[1].content[1].content.content.source.data")
+    where = "messages[1].content[1].content.content.source.data"
+    if undecodable:
+        assert ("data_exfiltration", "inspection.attachment", where, True) in reading(last_record(enforce))
+    else:
+        assert_enforced_as_read_content(enforce, where)

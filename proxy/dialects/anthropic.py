@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import binary_file, is_media, read_attachment, text_file
+from proxy.dialects.attachments import add_file, binary_file, is_media, read_file, text_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -91,7 +91,7 @@ def server_result_parts(block: dict[str, Any], where: str, names_by_call_id: dic
 
 def server_result_files(block: dict[str, Any], where: str) -> list[Attachment]:
     """The documents a server-run tool's result block fetched in base64 (``_encoded_sources``) that are
-    binary (a PDF): read as binary content a tool returned."""
+    binary (a PDF), read as binary content a tool returned, or that do not decode."""
     return [
         file
         for steps, source in _encoded_sources(block.get("content"), (*parse_locator(where), "content"))
@@ -101,6 +101,7 @@ def server_result_files(block: dict[str, Any], where: str) -> list[Attachment]:
                 format_locator((*steps, "data")),
                 Source.TOOL_RESULT,
                 as_str(source.get("media_type")),
+                declared=True,
             )
         )
         is not None
@@ -299,9 +300,8 @@ def _read_document(view: RequestView, block: dict[str, Any], where: str) -> None
         view.parts.append(Part(Source.RETRIEVED_DOCUMENT, source["data"], f"{where}.source.data"))
     elif source.get("type") == "base64" and not is_media(media_type := as_str(source.get("media_type"))):
         data_where = f"{where}.source.data"
-        read_attachment(
-            view, source.get("data"), data_where, Source.RETRIEVED_DOCUMENT, media_type=media_type
-        )
+        file = read_file(source.get("data"), data_where, Source.RETRIEVED_DOCUMENT, media_type=media_type)
+        add_file(view, file)
     for text_where, text in content_texts(source.get("content"), f"{where}.source.content"):
         view.parts.append(Part(Source.RETRIEVED_DOCUMENT, text, text_where))
     for text_where, text in content_texts(block.get("content"), f"{where}.content"):

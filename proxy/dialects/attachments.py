@@ -73,11 +73,17 @@ def text_file(value: object) -> tuple[str, str] | None:
     return None if text is None else (decoded[0], text)
 
 
-def binary_file(value: object, where: str, source: Source, media_type: str | None) -> Attachment | None:
+def binary_file(
+    value: object, where: str, source: Source, media_type: str | None, *, declared: bool = False
+) -> Attachment | None:
     """The file encoded in ``value`` as binary content read as ``source``, where it decodes to binary
-    (with its text where ``media_type`` says it is text); None where it decodes to text, or not."""
+    (with its text where ``media_type`` says it is text); where ``declared`` (its field holds a file in
+    base64 by its API's definition) and it does not decode, the file as undecodable. None where it
+    decodes to text, or is not declared a file and does not decode."""
     decoded = decode_attachment(value) if isinstance(value, str) and value else None
-    if decoded is None or isinstance(decoded, str) or readable_text(decoded[1]) is not None:
+    if isinstance(decoded, str):
+        return Attachment(where, b"", source, undecodable=decoded) if declared else None
+    if decoded is None or readable_text(decoded[1]) is not None:
         return None
     content = decoded[1]
     return Attachment(
@@ -85,31 +91,34 @@ def binary_file(value: object, where: str, source: Source, media_type: str | Non
     )
 
 
-def read_attachment(
-    view: RequestView,
+def read_file(
     value: object,
     where: str,
     source: Source,
     tool_name: str | None = None,
     tool_call_id: str | None = None,
     media_type: str | None = None,
-) -> None:
-    """Adds the file encoded in ``value`` at ``where``, in a message from ``source``, to ``view``: as a part
-    where it reads as text, as an attachment read as binary content where it does not (and as its text
-    too where ``media_type``, or its ``data:`` URL, says it is text), and as unread where it does not
-    decode. A value that is no string (a file given by id or URL) holds nothing to read."""
+) -> Part | Attachment | None:
+    """The file encoded in ``value`` at ``where``, in a message from ``source``: a part where it reads as
+    text, an attachment read as binary content where it does not (with its text too where ``media_type``,
+    or its ``data:`` URL, says it is text), an undecodable attachment where it does not decode. A value
+    that is no string (a file given by id or URL) holds nothing to read: None."""
     if not isinstance(value, str) or not value:
-        return
+        return None
     decoded = decode_attachment(value)
     if isinstance(decoded, str):
-        view.unread_attachments.append((where, decoded))
-        return
+        return Attachment(where, b"", read_as(source), undecodable=decoded)
     head, content = decoded
     text = readable_text(content)
     if text is not None:
-        view.parts.append(Part(read_as(source), text, where, tool_name, tool_call_id, encoded=head))
-        return
+        return Part(read_as(source), text, where, tool_name, tool_call_id, encoded=head)
     declared = is_declared_text(media_type or head[len("data:") : -1])
-    view.attachments.append(
-        Attachment(where, content, read_as(source), declared_text(content) if declared else None)
-    )
+    return Attachment(where, content, read_as(source), declared_text(content) if declared else None)
+
+
+def add_file(view: RequestView, file: Part | Attachment | None) -> None:
+    """Adds a file a request carries (``read_file``) to ``view``: its text as a part, else the file."""
+    if isinstance(file, Part):
+        view.parts.append(file)
+    elif file is not None:
+        view.attachments.append(file)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import is_media, read_attachment
+from proxy.dialects.attachments import add_file, is_media, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -69,7 +69,7 @@ def _read_inline_data(
     inline_key, inline = field_of(part, "inlineData")
     if isinstance(inline, dict) and not is_media(media_type := as_str(field_of(inline, "mimeType")[1])):
         data_where = f"{where}.{inline_key}.data"
-        read_attachment(view, inline.get("data"), data_where, source, tool_name, call_id, media_type)
+        add_file(view, read_file(inline.get("data"), data_where, source, tool_name, call_id, media_type))
 
 
 def _function_call(call: dict[str, Any], where: str) -> ToolCall:

@@ -174,13 +174,15 @@ def result_parts(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list
 def binary_resources(message: dict[str, Any], prefix: tuple[Step, ...] = ()) -> list[Attachment]:
     """The resources of one message from a server (``_resources``) whose base64 ``blob`` is binary (a
     PDF, a text file with a NUL), not an image, audio or video: retrieved documents read as binary
-    content."""
+    content; and those whose blob does not decode."""
     files = []
     for steps, resource in _resources(message, prefix):
         media_type = as_str(resource.get("mimeType"))
         where = format_locator((*steps, "blob"))
         if not is_media(media_type) and (
-            file := binary_file(resource.get("blob"), where, Source.RETRIEVED_DOCUMENT, media_type)
+            file := binary_file(
+                resource.get("blob"), where, Source.RETRIEVED_DOCUMENT, media_type, declared=True
+            )
         ):
             files.append(file)
     return files

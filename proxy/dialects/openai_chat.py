@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.dialects.attachments import read_attachment
+from proxy.dialects.attachments import add_file, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -120,7 +120,7 @@ class OpenAIChat(Dialect):
             for index, raw_part in enumerate(as_list(message.get("content"))):
                 file = as_dict(as_dict(raw_part).get("file"))
                 where = f"{base}.content[{index}].file.file_data"
-                read_attachment(view, file.get("file_data"), where, source, tool_name, call_id)
+                add_file(view, read_file(file.get("file_data"), where, source, tool_name, call_id))
             for tool_call in _message_calls(message, base):
                 view.tool_calls.append(tool_call)
                 if tool_call.id is not None:

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import read_attachment
+from proxy.dialects.attachments import add_file, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -174,7 +174,7 @@ def _read_files(
         part = as_dict(raw_part)
         if part.get("type") == "input_file":
             where = f"{base}[{index}].file_data"
-            read_attachment(view, part.get("file_data"), where, source, tool_name, call_id)
+            add_file(view, read_file(part.get("file_data"), where, source, tool_name, call_id))
 
 
 def _declared_tool(tool: dict[str, Any], where: str) -> DeclaredTool | None:
