@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -793,6 +795,68 @@ def test_json_of_numbers_is_read_alike_with_hits_counted_in_stretches(document: 
 
 PACKAGED = Scanner([pack.with_everything_enabled() for pack in load_packaged_packs()], timeout_s=5.0)
 EVERY_HIT_LISTED = _every_hit_listed(PACKAGED)
+
+
+def _hits_by_rule_hit_by_hit(
+    scanner: Scanner,
+    searched: str,
+    found: tuple[list[tuple[int, int, int]], Sequence[tuple[int, ...]]],
+    across_runs: tuple[list[tuple[int, int, int]], Sequence[tuple[int, ...]]],
+) -> tuple[dict[int, list[tuple[int, int]]], list[tuple[int, int]]]:
+    """``Scanner._hits_by_rule`` as it was: each hit's rules and whether it is a key's prefix looked up
+    hit by hit."""
+    hits_by_rule: dict[int, list[tuple[int, int]]] = {}
+    prefixes = []
+    for word_index, start, end in found[0]:
+        if found[1][word_index] and searched[start:end] in scanner._key_prefixes:
+            prefixes.append((start, end))
+        for index in found[1][word_index]:
+            hits_by_rule.setdefault(index, []).append((start, end))
+    for word_index, start, end in across_runs[0]:
+        for index in across_runs[1][word_index]:
+            hits_by_rule.setdefault(index, []).append((start, end))
+    if across_runs[0]:
+        for hits in hits_by_rule.values():
+            hits.sort(key=lambda hit: hit[1])
+    return hits_by_rule, prefixes
+
+
+HIT_BY_HIT = copy.copy(PACKAGED)
+HIT_BY_HIT._hits_by_rule = functools.partial(_hits_by_rule_hit_by_hit, HIT_BY_HIT)  # type: ignore[method-assign]
+KEYWORDS = sorted(
+    {trigger_view(word) for rule in PACKAGED.rules for word in rule.keywords} | PACKAGED._key_prefixes
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from(KEYWORDS),
+            st.sampled_from([" ", "  ", "\n", "\n\n", "-", "_", "=", '"', "x", "0", GITHUB_TOKEN]),
+            st.sampled_from(KEYWORDS).map(str.upper),
+        ),
+        max_size=60,
+    ),
+    repeat=st.integers(1, 40),
+)
+def test_hits_taken_word_by_word_plan_what_hits_taken_one_by_one_did(pieces: list[str], repeat: int) -> None:
+    """Keywords of every pack (and keys' prefixes), among spaces, runs of them and other text, a piece of
+    text repeated as a long document repeats its words: each rule's hits are those listed hit by hit, in
+    order of where they end, and what is planned and found is the same."""
+    text = "".join(pieces) * repeat
+    view = trigger_view(text)
+    found = PACKAGED._unrepeated.find(view)
+    across = hits_across_space_runs(PACKAGED._spaced_keywords, view)
+    by_word, prefixes = PACKAGED._hits_by_rule(view, found, across)
+    by_hit, prefixes_by_hit = _hits_by_rule_hit_by_hit(PACKAGED, view, found, across)
+    assert list(by_word) == list(by_hit)
+    assert prefixes == prefixes_by_hit
+    for index, hits in by_word.items():
+        assert hits == sorted(hits, key=lambda hit: hit[1])
+        assert sorted(hits) == sorted(by_hit[index])
+    assert _plan_of(PACKAGED, text) == _plan_of(HIT_BY_HIT, text)
+    assert PACKAGED.scan_alone(text).matches == HIT_BY_HIT.scan_alone(text).matches
 
 
 LONG_LEAD = "ab" * (_FEW_BLOCKS * _RUN_BLOCK // 2)

@@ -1023,6 +1023,22 @@ def _start_stretches(
         yield starts[first], min(length, starts[-1] + reach), starts[first:]
 
 
+_END = operator.itemgetter(1)
+
+
+def _hits_by_word(found: list[tuple[int, int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """The (start, end) of each hit of ``found`` (word, start, end) by word: each word's in the order
+    found, the words in the order of their first hit."""
+    by_word: dict[int, list[tuple[int, int]]] = {}
+    for word_index, start, end in found:
+        hits = by_word.get(word_index)
+        if hits is None:
+            by_word[word_index] = [(start, end)]
+        else:
+            hits.append((start, end))
+    return by_word
+
+
 def _union(regions: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
     """Overlapping or touching regions merged, clipped to ``length``."""
     merged: list[tuple[int, int]] = []
@@ -1666,6 +1682,49 @@ class Scanner:
                 kept.extend(members)
         return kept
 
+    def _hits_by_rule(
+        self,
+        searched: str,
+        found: tuple[list[tuple[int, int, int]], Sequence[tuple[int, ...]]],
+        across_runs: tuple[list[tuple[int, int, int]], Sequence[tuple[int, ...]]],
+    ) -> tuple[dict[int, list[tuple[int, int]]], list[tuple[int, int]]]:
+        """The (start, end) hits of each rule the keyword hits ``found`` in ``searched`` and those
+        ``across_runs`` of spaces trigger (each with the rules of each word number), in order of where
+        they end (what ``_windows`` needs; hits that end at one place in any order), the rules in the order
+        of their first hit; and the hits that are a key's prefix, in order. A long text holds a keyword
+        hundreds of times: its hits are taken word by word, each word's rules and whether it is a key's
+        prefix looked up once, rather than once a hit."""
+        words_found, rules_of_word = found
+        hits_by_rule: dict[int, list[tuple[int, int]]] = {}
+        prefix_words: set[int] = set()
+        merged: set[int] = set()
+        for word_index, hits in _hits_by_word(words_found).items():
+            rules = rules_of_word[word_index]
+            if not rules:
+                continue
+            start, end = hits[0]
+            if searched[start:end] in self._key_prefixes:
+                prefix_words.add(word_index)
+            for index in rules:
+                if index in hits_by_rule:
+                    hits_by_rule[index] += hits
+                    merged.add(index)
+                else:
+                    hits_by_rule[index] = hits if len(rules) == 1 else list(hits)
+        for word_index, start, end in across_runs[0]:
+            for index in across_runs[1][word_index]:
+                hits_by_rule.setdefault(index, []).append((start, end))
+                merged.add(index)
+        # Each word's hits come in order of where they end; a rule with several words' has them sorted.
+        for index in merged:
+            hits_by_rule[index].sort(key=_END)
+        prefixes = (
+            [(start, end) for word_index, start, end in words_found if word_index in prefix_words]
+            if prefix_words
+            else []
+        )
+        return hits_by_rule, prefixes
+
     def _plan_all(self, text: str, meter: Meter) -> _Plan:
         view = _trigger_view(text)
         whole = [(0, len(text))]
@@ -1673,8 +1732,6 @@ class Scanner:
         for index, chars in self._single_chars.items():
             if any(char in view for char in chars):
                 plan.regions[index] = whole
-        # Hits come in order of where they end, so each rule's list is ordered too (what _windows needs).
-        hits_by_rule: dict[int, list[tuple[int, int]]] = {}
         max_anchored_hits = max(_MAX_ANCHORED_HITS, len(text) // _ANCHORED_HIT_SPACING)
         # A keyword inside a run hits at every position of it: such a hit is seen at the run's kept edges
         # (as long as the longest keyword), and its rule then covers the whole run (runs_hit below).
@@ -1698,20 +1755,9 @@ class Scanner:
                     plan.regions.update(dict.fromkeys(rules_of[word_index], whole))
             plan.regions.update(dict.fromkeys(repeated, whole))
             return plan
-        for word_index, start, end in words_found:
-            if rules_of_word[word_index] and searched[start:end] in self._key_prefixes:
-                plan.prefixes.append((start, end))
-            for index in rules_of_word[word_index]:
-                if index in hits_by_rule:
-                    hits_by_rule[index].append((start, end))
-                else:
-                    hits_by_rule[index] = [(start, end)]
-        for word_index, start, end in across_runs:
-            for index in rules_of_spaced_word[word_index]:
-                hits_by_rule.setdefault(index, []).append((start, end))
-        if across_runs:
-            for hits in hits_by_rule.values():
-                hits.sort(key=lambda hit: hit[1])
+        hits_by_rule, plan.prefixes = self._hits_by_rule(
+            searched, (words_found, rules_of_word), (across_runs, rules_of_spaced_word)
+        )
         run_starts = [low for low, _ in runs]
         for index in repeated:
             hits_by_rule.setdefault(index, [])
