@@ -365,3 +365,67 @@ def test_letters_standing_alone_in_development_texts_are_those_of_the_obvious_re
     for text in texts:
         encoded = text.encode("ascii", "replace")
         assert unmask._standing_alone(encoded).tolist() == _reference_standing_alone(encoded)
+
+
+def _views_searched(text: str) -> list[unmask.View]:
+    """The views of ``text`` (not nested), each kind searched for: what ``views`` yielded before its one
+    RE2 pass over ASCII text could answer that there is none."""
+    encoded = text.encode("ascii", "replace")
+    return [
+        *unmask._disguise_views(text, encoded, None),
+        *unmask._segment_views(text, encoded, None),
+        *unmask._code_views(text, encoded, None),
+    ]
+
+
+def _nothing_may_start_a_view(text: str) -> bool:
+    encoded = text.encode("ascii")
+    return not unmask.relaxed.possible(unmask._MAY_START_VIEW, encoded, 0, len(encoded))
+
+
+# Pieces of what each kind of view starts at, and of what comes near it without being it.
+_START_PIECES = [
+    *("the", "key", "is", "ok", "a", "Z", "7", "_", "I"),
+    *(" ", "  ", "\t", "\n", "\r\n", ", ", ",", ".", "-", ":", "|", "+", "/", "=", "~", ";", "*"),
+    *("%", "%4", "%41", "\\", "\\x4", "\\x41", "\\u0041", "\\101", "\\u{41}", "&", "&amp", "&amp;", "&#65;"),
+    *("0x", "0x4", "0x41", "de", "ad", "be:", "ef-", "de:ad:be:ef:00:11:22:33:44:55:66"),
+    *("QUJDREVG", "R0hJSktM", "TU5PUFFS", "abcdefghij", "0123456789", "Qw3rTy7u"),
+    *("40", "040", "103", "104", "112", "95", "095", "127", "31", "chr(", ")", ")+", "||", "(103"),
+]
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_START_PIECES), max_size=40).map("".join))
+def test_ascii_text_the_re2_pass_finds_nothing_in_has_no_view(text: str) -> None:
+    """Where the one RE2 pass of what may start a view finds nothing in ASCII text, searching for each
+    kind of view finds none either, so ``views`` answers without searching."""
+    if _nothing_may_start_a_view(text):
+        assert _views_searched(text) == []
+        assert list(unmask.views(text)) == []
+    else:
+        assert [view.text for view in unmask.views(text, max_depth=1)] == [
+            view.text for view in _views_searched(text)
+        ]
+
+
+def test_ascii_texts_of_every_corpus_with_nothing_to_start_a_view_have_none() -> None:
+    """The disguised secrets, the hard negatives and the development data's tool results: every ASCII
+    text the RE2 pass finds nothing in has no view, and the rest have the views they had."""
+    texts = [item.text for item in disguised_corpus(PACKS)] + [text for _, text in hard_negatives()]
+    if (DEV_DATA / carriers.TOOL_RESULTS_FILE).is_file():
+        texts += [carrier.text[:20_000] for carrier in carriers.load_tool_results(DEV_DATA)]
+    skipped = 0
+    for text in texts:
+        if text.isascii() and _nothing_may_start_a_view(text):
+            skipped += 1
+            assert _views_searched(text) == []
+    assert skipped
+
+
+def test_character_codes_the_view_start_regex_misses_still_give_their_view() -> None:
+    """Codes written with a leading zero ("040") are no start of the view-start regex, whose four codes
+    must stand alone; the RE2 pass takes the codes' hint as ``_code_views`` does, so their view is read."""
+    text = "the key is 040,41,42,43,044,045,046,047 ok"
+    assert unmask._VIEW_START.search(text) is None
+    assert not _nothing_may_start_a_view(text)
+    assert [(view.kind, view.text) for view in unmask.views(text)] == [("codes", "()*+,-./")]

@@ -317,6 +317,10 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         return
     # One byte a character (each past ASCII a "?"), for the searches that read the text by class of byte.
     encoded = text.encode("ascii", "replace")
+    if text.isascii() and not relaxed.possible(_MAY_START_VIEW, encoded, 0, len(encoded)):
+        # Every view starts at something this one pass of RE2 finds (the hint of ``_code_views`` among
+        # them, as that function looks for it): prose of one paragraph costs no search of its own.
+        return
     views = (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent))
     for view in (*views, *_code_views(text, encoded, parent)):
         yield view
