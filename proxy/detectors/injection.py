@@ -677,7 +677,8 @@ class InjectionDetector:
         timed_out: dict[str, None] = {}
         score = None
         # One meter for the normalisation, the scans and the classifier: the CPU clock is read at the
-        # start, before the classifier and at the end, where a meter each read it twice.
+        # start and at the end, where a meter each read it twice; before the classifier only where the
+        # wall clock since the last reading (never less than the CPU time) leaves the budget spent.
         with budget.metered() as meter:
             normalized = normalize(text)
             for form in normalized.texts:
@@ -689,7 +690,7 @@ class InjectionDetector:
                     if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
                         continue
                     hits[rule.id] = rule.severity
-            if self.classifier is not None and budget.left - meter.settle() <= 0:
+            if self.classifier is not None and meter.left() <= 0 and budget.left - meter.settle() <= 0:
                 budget.timed_out.setdefault(UNREAD.id, UNREAD)
                 timed_out[UNREAD.id] = None
             elif self.classifier is not None:
