@@ -14,6 +14,7 @@ from proxy.inspection import Detectors, TurnInspector
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
 
+READ_CONTENT = (Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT)
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 
 
@@ -231,24 +232,27 @@ POISONED_README = (
 def test_redact_withholds_injections_as_the_proxy_quarantines_them(tmp_path: Path) -> None:
     """--redact on read content writes what the proxy's enforce mode sends for the same part: the pieces
     carrying an injection replaced by the quarantine marker (without the proxy's event id), the rest as
-    it came; a text the proxy leaves alone comes out unchanged."""
+    it came; a text the proxy leaves alone comes out unchanged. One run of the command reads every text
+    as a record of its own source, as the rule packs and the classifier it loads take a second of CPU."""
     policy = parse_policy(
         "mode: enforce\nagents:\n  bot: {token: t, role: ops}\nroles:\n  ops: {}\n", "policy.yaml", environ={}
     )
     detectors = Detectors(policy, b"k" * 32)
-    withheld = 0
-    for text in [*AGREEMENT_TEXTS, POISONED_README]:
-        for source in (Source.TOOL_RESULT, Source.RETRIEVED_DOCUMENT):
-            turn = Turn(TurnContext(agent_id="bot", role="ops"))
-            inspector = TurnInspector(detectors, policy, SqliteStateStore(None), turn)
-            part = Part(source, text, "messages[0].content")
-            verdict = inspector.inspect_request(RequestView(dialect="openai_chat", parts=[part]))
-            by_proxy = verdict.replacements.get(part.where, text).replace(f"; event {turn.event_id}]", "]")
-            code, out, err = _run([_file(tmp_path, text), "--redact", "--source", str(source)])
-            assert out == by_proxy, (text, source)
-            assert code == (EXIT_FINDINGS if err else EXIT_CLEAN)
-            withheld += out != text
-    assert withheld >= 4
+    cases = [(text, source) for text in [*AGREEMENT_TEXTS, POISONED_README] for source in READ_CONTENT]
+    by_proxy = []
+    for text, source in cases:
+        turn = Turn(TurnContext(agent_id="bot", role="ops"))
+        inspector = TurnInspector(detectors, policy, SqliteStateStore(None), turn)
+        part = Part(source, text, "messages[0].content")
+        verdict = inspector.inspect_request(RequestView(dialect="openai_chat", parts=[part]))
+        by_proxy.append(verdict.replacements.get(part.where, text).replace(f"; event {turn.event_id}]", "]"))
+    records = "".join(json.dumps({"text": text, "source": str(source)}) + "\n" for text, source in cases)
+    code, out, _ = _run([_file(tmp_path, records, "in.jsonl"), "--input", "jsonl", "--redact"])
+    by_command = [json.loads(line)["text"] for line in out.splitlines()]
+    for case, command_wrote, proxy_sent in zip(cases, by_command, by_proxy, strict=True):
+        assert command_wrote == proxy_sent, case
+    withheld = sum(proxy_sent != text for (text, _), proxy_sent in zip(cases, by_proxy, strict=True))
+    assert withheld >= 4 and code == EXIT_FINDINGS
 
 
 def test_redact_withholds_the_injection_redacts_secrets_and_reports_on_stderr(tmp_path: Path) -> None:
