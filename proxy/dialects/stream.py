@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import re
+from _json import encode_basestring, make_encoder
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, NoReturn, Protocol, runtime_checkable
 
 from proxy.dialects import readings
 from proxy.dialects.locator import parse_locator
@@ -196,12 +196,20 @@ def chain_filters(*factories: TextFilterFactory) -> TextFilterFactory:
     return make
 
 
-_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-"""One encoder for every event: ``json.dumps`` with options builds a new one per call."""
+def _no_default(value: Any) -> NoReturn:
+    """What ``JSONEncoder.default`` does with a value JSON has no form for."""
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+_COMPACT_JSON = make_encoder(None, _no_default, encode_basestring, None, ":", ",", False, False, True)
+"""``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``'s encoder, made once: ``json.dumps``
+and ``JSONEncoder.encode`` build one per call, which costs as much as writing a delta event with it. It
+keeps no record of the containers it is in (``JSONEncoder``'s ``check_circular``): a payload read from
+JSON holds no cycle, and one that did would raise RecursionError instead of ValueError."""
 
 
 def dump_json(value: Any) -> str:
-    return _COMPACT_JSON.encode(value)
+    return "".join(_COMPACT_JSON(value, 0))
 
 
 def encode_json(value: Any) -> bytes:

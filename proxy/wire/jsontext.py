@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 _MAX_DIGITS = sys.get_int_max_str_digits() or 4300
+_WHITESPACE = " \t\n\r"
+"""What JSON reads as whitespace around a value."""
 
 
 def parse_int(text: str) -> int | float:
@@ -35,11 +37,30 @@ class Decoder:
     integer that reaches it: Python's own integer reading reads it alike, without a call per number."""
 
     def __init__(self, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> None:
-        self._short = json.JSONDecoder(object_pairs_hook=object_pairs_hook)
-        self._long = json.JSONDecoder(parse_int=parse_int, object_pairs_hook=object_pairs_hook)
+        short = json.JSONDecoder(object_pairs_hook=object_pairs_hook)
+        long = json.JSONDecoder(parse_int=parse_int, object_pairs_hook=object_pairs_hook)
+        self._short = (short, _scan_of(short))
+        self._long = (long, _scan_of(long))
 
     def decode(self, text: str) -> Any:
-        return (self._short if len(text) < _MAX_DIGITS else self._long).decode(text)
+        decoder, scan = self._short if len(text) < _MAX_DIGITS else self._long
+        if text and text[0] not in _WHITESPACE:
+            # ``JSONDecoder.decode`` skips the whitespace either side of the value and wraps its scan in
+            # two calls: text that starts with the value and ends with it is read by the scan alone.
+            try:
+                value, end = scan(text, 0)
+            except StopIteration:
+                pass  # ``decode`` raises the error
+            else:
+                if end == len(text):
+                    return value
+        return decoder.decode(text)
+
+
+def _scan_of(decoder: json.JSONDecoder) -> Callable[[str, int], tuple[Any, int]]:
+    """The decoder's scan of one value from an offset (its C scanner where there is one)."""
+    scan: Callable[[str, int], tuple[Any, int]] = decoder.scan_once  # type: ignore[attr-defined]
+    return scan
 
 
 _PLAIN = Decoder()
