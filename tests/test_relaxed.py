@@ -180,3 +180,34 @@ def test_a_rule_that_cannot_match_is_not_tried_even_where_it_would_backtrack_for
     assert result.matches == [] and result.timed_out == ()
     assert time.process_time() - started < 0.5
     assert [(m.start, m.end) for m in scanner.scan_alone("x aaaaab").matches] == [(2, 8)]
+
+
+UNBOUNDED_RULES = [
+    rule
+    for rule in RULES
+    if relaxed.compiled(rule.pattern.pattern, rule.pattern.flags) is not None and rule.pack == "injection"
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chosen=st.lists(st.sampled_from(UNBOUNDED_RULES), min_size=1, max_size=4, unique_by=lambda rule: rule.id),
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from([example for rule in UNBOUNDED_RULES for example in rule.match_examples]),
+            st.sampled_from([word for rule in UNBOUNDED_RULES for word in rule.keywords]),
+            st.sampled_from([" ", "  ", "\n", "the ", "all previous instructions", "user", "x"]),
+        ),
+        max_size=12,
+    ),
+)
+def test_several_loosened_forms_asked_together_match_where_one_of_them_does(
+    chosen: list[Rule], pieces: list[str]
+) -> None:
+    encoded = "".join(pieces).encode("utf-8")
+    together = relaxed.compiled_any(tuple((rule.pattern.pattern, rule.pattern.flags) for rule in chosen))
+    each = [relaxed.compiled(rule.pattern.pattern, rule.pattern.flags) for rule in chosen]
+    for low in sorted({0, len(encoded) // 2, len(encoded)}):
+        assert relaxed.possible(together, encoded, low, len(encoded)) == any(
+            relaxed.possible(program, encoded, low, len(encoded)) for program in each
+        )

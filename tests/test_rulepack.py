@@ -859,6 +859,59 @@ def test_hits_taken_word_by_word_plan_what_hits_taken_one_by_one_did(pieces: lis
     assert PACKAGED.scan_alone(text).matches == HIT_BY_HIT.scan_alone(text).matches
 
 
+ASKED_ONE_BY_ONE = copy.copy(PACKAGED)
+ASKED_ONE_BY_ONE._drop_unbounded_together = lambda encoded, plan, meter: None  # type: ignore[method-assign]
+INJECTION_WORDS = sorted(
+    {word for rule in PACKAGED.rules if rule.pack == "injection" for word in rule.keywords}
+    | {example for rule in PACKAGED.rules if rule.pack == "injection" for example in rule.match_examples}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from(INJECTION_WORDS),
+            st.sampled_from([" ", "  ", "\n", "the ", "all previous instructions", "user. ", "x", "é"]),
+        ),
+        max_size=30,
+    ),
+    repeat=st.integers(1, 20),
+)
+def test_unbounded_rules_asked_together_plan_and_find_what_each_asked_alone_did(
+    pieces: list[str], repeat: int
+) -> None:
+    """Injection rules' keywords and examples among other text, repeated as a long document repeats its
+    words: the rules whose matches have no bound on their length, asked about the text together, keep
+    the attempts, and find the matches, that each asked alone kept and found."""
+    text = "".join(pieces) * repeat
+    assert _plan_of(PACKAGED, text) == _plan_of(ASKED_ONE_BY_ONE, text)
+    assert PACKAGED.scan_alone(text).matches == ASKED_ONE_BY_ONE.scan_alone(text).matches
+
+
+def test_a_document_that_holds_several_unbounded_rules_keywords_is_read_by_one_loosened_pass() -> None:
+    """A document that says "ignore" and "do not" on every page and holds no injection: the rules those
+    words trigger, whose matches have no bound on their length, are ruled out by one RE2 pass over it
+    together, not one each."""
+    page = (
+        "Ignore the warnings about deprecated options; they go away after the first migration. Follow "
+        "the steps in docs/deploy.md, and do not expose the admin port.\n\n"
+    )
+    text = page * 200
+    with PACKAGED.budget().metered() as meter:
+        plan = PACKAGED._plan_all(text, meter)
+    unbounded = [index for index in plan.starts if PACKAGED._widths[index] is None]
+    assert len(unbounded) >= 2
+    with (
+        mock.patch.object(rulepack.relaxed, "possible", wraps=rulepack.relaxed.possible) as asked,
+        PACKAGED.budget().metered() as meter,
+    ):
+        planned = PACKAGED._plan(text, meter)
+    assert not set(unbounded) & set(planned.starts)
+    assert asked.call_count == 1
+    assert PACKAGED.scan_alone(text).matches == ASKED_ONE_BY_ONE.scan_alone(text).matches == []
+
+
 LONG_LEAD = "ab" * (_FEW_BLOCKS * _RUN_BLOCK // 2)
 """A lead of as many blocks as are looked for without numpy, none of them made of one character."""
 

@@ -209,6 +209,18 @@ def compiled(source: str, flags: int | None = None) -> Any:
     return program if program.ok() else None
 
 
+@functools.cache
+def compiled_any(sources: tuple[tuple[str, int], ...]) -> Any:
+    """One RE2 program that matches where the loosened form of any of ``sources`` ((source, flags), as
+    ``compiled`` takes them) does, or None when one of them has none: whether any of several rules can
+    match in a stretch, asked in one pass over it."""
+    if any(compiled(source, flags) is None for source, flags in sources):
+        return None
+    loosened = "|".join(f"(?:{relaxed_source(source)})" for source, _ in sources)
+    program = re2_program(loosened.encode("utf-8"))
+    return program if program.ok() else None
+
+
 def re2_program(source: bytes) -> Any:
     """``source`` compiled by RE2, capturing nothing: for ``possible`` and ``first_start``."""
     options = re2.Options()

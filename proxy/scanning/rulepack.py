@@ -1621,6 +1621,8 @@ class Scanner:
         left to run as planned, and so is every rule once the budget is spent."""
         encoded = text.encode("ascii") if text.isascii() else None
         whole = [(0, len(text))]
+        if encoded is not None:
+            self._drop_unbounded_together(encoded, plan, meter)
         for index, regions in list(plan.regions.items()):
             if meter.left() <= 0:
                 return
@@ -1656,6 +1658,27 @@ class Scanner:
             if kept_starts:
                 plan.starts[index] = kept_starts
             else:
+                del plan.starts[index]
+
+    def _drop_unbounded_together(self, encoded: bytes, plan: _Plan, meter: Meter) -> None:
+        """The attempts of a rule whose matches have no bound on their length reach the text's end: each
+        such rule would ask RE2 about the text from its first attempt on (``_drop_impossible``). Two or
+        more ask once together, from the first of their attempts, and where none of their loosened forms
+        matches there, all are dropped; else each asks on its own. ``encoded``: the text, ASCII."""
+        unbounded = tuple(
+            index for index in plan.starts if self._widths[index] is None and self._relaxed[index] is not None
+        )
+        if len(unbounded) < 2 or meter.left() <= 0:
+            return
+        program = relaxed.compiled_any(
+            tuple(
+                (self.rules[index].pattern.pattern, self.rules[index].pattern.flags)
+                for index in sorted(unbounded)
+            )
+        )
+        low = min(plan.starts[index][0] for index in unbounded)
+        if program is not None and not relaxed.possible(program, encoded, low, len(encoded)):
+            for index in unbounded:
                 del plan.starts[index]
 
     def _possible_places[Place](
