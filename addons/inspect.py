@@ -1211,6 +1211,10 @@ class Inspect:
             return
         # An error answer is rewritten as any other: the upstream picks the status.
         plan = inspector.inspect_completion(completion, rewrite=True)
+        if plan.withheld_for is not None and not dialect.REMOVES_CALLS:
+            # A call that cannot be taken out of the answer exactly is withheld with the whole answer.
+            self._withhold(flow, dialect, inspector, plan.withheld_for)
+            return
         rewritten = body
         if plan.rewrites:
             try:

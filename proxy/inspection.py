@@ -286,6 +286,8 @@ class ResponsePlan:
     notice: str | None = None
     withheld: set[str] = field(default_factory=set)
     """Locators of the tool calls dropped."""
+    withheld_for: Finding | None = None
+    """The finding of the first call dropped."""
     joined: dict[str, str] = field(default_factory=dict)
     """Texts at locators that carry part of a secret split across two of them, redacted."""
 
@@ -1367,6 +1369,7 @@ class TurnInspector:
         dropped = [call for call in completion.tool_calls if call.where in {f.where for f in withholding}]
         plan.drop_tool_calls = {call.id or call.where for call in dropped}
         plan.withheld = {call.where for call in dropped}
+        plan.withheld_for = next((finding for finding in withholding if finding.where in plan.withheld), None)
         if dropped:
             plan.notice = "\n\n".join(self._withheld_notice(call, withholding) for call in dropped)
         return plan

@@ -135,7 +135,7 @@ def _unread_in_result(container: dict[str, Any], key: str) -> bool:
     )
 
 
-def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
+def tool_use_call(block: dict[str, Any], where: str) -> ToolCall:
     return ToolCall(
         id=as_str(block.get("id")),
         name=as_str(block.get("name")) or "",
@@ -196,7 +196,7 @@ class Anthropic(Dialect):
                 if block_type == "text" and isinstance(block.get("text"), str):
                     view.parts.append(Part(source, block["text"], f"{where}.text"))
                 elif block_type in TOOL_USE_TYPES:
-                    call = _tool_use(block, where)
+                    call = tool_use_call(block, where)
                     view.tool_calls.append(call)
                     if call.id is not None:
                         names_by_call_id[call.id] = call.name
@@ -252,7 +252,7 @@ class Anthropic(Dialect):
                     TextSegment(text, f"content[{index}].{key}", reasoning=key == "thinking")
                 )
             elif block_type in TOOL_USE_TYPES:
-                call = _tool_use(block, f"content[{index}]")
+                call = tool_use_call(block, f"content[{index}]")
                 completion.tool_calls.append(call)
                 if call.id is not None:
                     names_by_call_id[call.id] = call.name
@@ -388,7 +388,7 @@ class AnthropicStreamSession(StreamSession):
             index = as_int(body.get("index")) or 0
             block = as_dict(body.get("content_block"))
             block_type = as_str(block.get("type")) or ""
-            call = _tool_use(block, f"content[{index}]") if block_type in TOOL_USE_TYPES else None
+            call = tool_use_call(block, f"content[{index}]") if block_type in TOOL_USE_TYPES else None
             if call is not None and call.id is not None:
                 self._names_by_call_id[call.id] = call.name
             key = BLOCK_TEXT_KEYS.get(block_type)
@@ -510,7 +510,7 @@ class AnthropicStreamSession(StreamSession):
         block = as_dict(body.get("content_block"))
         block_type = as_str(block.get("type")) or ""
         if block_type in TOOL_USE_TYPES:
-            call = _tool_use(block, f"content[{index}]")
+            call = tool_use_call(block, f"content[{index}]")
             decision = self._decide(call) if self.filters.tool_gate is not None else "release"
             if decision == "hold":
                 self._held[index] = [(event, body)]
@@ -583,7 +583,7 @@ class AnthropicStreamSession(StreamSession):
         held = self._held.pop(index)
         block = self._blocks.get(index)
         if block is None or block.call is None:
-            call = _tool_use(as_dict(held[0][1].get("content_block")), f"content[{index}]")
+            call = tool_use_call(as_dict(held[0][1].get("content_block")), f"content[{index}]")
         else:
             call = _block_call(block)
         if self._decide(call, complete=True) == "drop":

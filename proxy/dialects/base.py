@@ -167,6 +167,8 @@ class Dialect(ABC):
     """The keys the API itself spells with capitals (Gemini's camelCase): a body holding no other key
     with a capital, an escape or a letter outside ASCII, nor one of these in lower case, reads alike in
     every reader, whether or not it matches keys regardless of case."""
+    REMOVES_CALLS: ClassVar[bool] = True
+    """Whether ``rewrite_response`` takes a withheld call out of the answer exactly, leaving the rest."""
     SNAKE_CASE_TOO: ClassVar[bool] = False
     """Whether the dialect reads each of ``CASED_KEYS`` spelled in snake_case too, taking the camelCase
     spelling where both are given (``readings.spelled_twice``)."""

@@ -72,7 +72,7 @@ def _read_inline_data(
         add_file(view, read_file(inline.get("data"), data_where, source, tool_name, call_id, media_type))
 
 
-def _function_call(call: dict[str, Any], where: str) -> ToolCall:
+def function_call_of(call: dict[str, Any], where: str) -> ToolCall:
     return ToolCall(
         id=as_str(call.get("id")),
         name=as_str(call.get("name")) or "",
@@ -207,7 +207,7 @@ class Gemini(Dialect):
                 response_key, response = field_of(part, "functionResponse")
                 _read_inline_data(view, part, where, source)
                 if isinstance(call, dict):
-                    tool_call = _function_call(call, where)
+                    tool_call = function_call_of(call, where)
                     view.tool_calls.append(tool_call)
                     names_by_call_id[tool_call.id or tool_call.name] = tool_call.name
                 elif isinstance(part.get("text"), str):
@@ -255,7 +255,7 @@ class Gemini(Dialect):
                 _, call = field_of(part, "functionCall")
                 text = as_str(part.get("text"))
                 if isinstance(call, dict):
-                    completion.tool_calls.append(_function_call(call, f"{base}[{index}]"))
+                    completion.tool_calls.append(function_call_of(call, f"{base}[{index}]"))
                 elif text:
                     completion.text.append(
                         TextSegment(text, f"{base}[{index}].text", part.get("thought") is True)
@@ -390,7 +390,7 @@ class _MergedResponse:
         last = merged.parts[-1] if merged.parts else None
         if isinstance(call, dict):
             where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
-            merged.parts.append(_MergedPart(call=_function_call(call, where)))
+            merged.parts.append(_MergedPart(call=function_call_of(call, where)))
         elif text is not None and last is not None and last.text is not None and last.thought == thought:
             last.text.add(text)
         elif text is not None:
@@ -532,7 +532,7 @@ class GeminiStreamSession(StreamSession):
         where = f"candidates[{index}].content.parts[{merged_position}]"
         if isinstance(call, dict) and self.filters.tool_gate is not None:
             # A function call arrives whole, arguments and all.
-            tool_call = _function_call(call, where)
+            tool_call = function_call_of(call, where)
             if self._decide(tool_call, complete=True) == "drop":
                 notice = self._notice(tool_call)
                 return [*before, {"text": notice}] if notice else before

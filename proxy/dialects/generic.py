@@ -21,6 +21,7 @@ from proxy.dialects.base import (
     readable_text,
 )
 from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
+from proxy.dialects.shapes import body_may_hold_calls, shaped_calls, shaped_results
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, encode_json, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.wire import jsontext
@@ -34,6 +35,7 @@ MULTIPART = "multipart"
 
 class Generic(Dialect):
     name = "generic"
+    REMOVES_CALLS = False
 
     def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
         document, error = json_of(body, parsed)
@@ -57,10 +59,19 @@ class Generic(Dialect):
     def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
         document, error = json_of(body, parsed)
         if error is None:
-            return self._completion_from(document)
-        lines = ndjson_documents(body)
-        if lines is not None:
-            return Completion(text=[TextSegment(text, where) for where, text in by_field(lines)])
+            completion = self._completion_from(document)
+        else:
+            lines = ndjson_documents(body)
+            if lines is None:
+                return self._text_completion(body)
+            completion = Completion(text=[TextSegment(text, where) for where, text in by_field(lines)])
+            document = lines
+        if body_may_hold_calls(body):
+            with_calls(completion, document)
+        return completion
+
+    @staticmethod
+    def _text_completion(body: bytes) -> Completion:
         text = readable_text(body)
         if text is not None:
             return Completion(text=[TextSegment(text, ROOT)] if text else [])
@@ -112,7 +123,8 @@ class Generic(Dialect):
         return Completion(text=[TextSegment(text, where) for where, text in walk_strings(document)])
 
     def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
-        """A generic body has no tool calls and no place for a notice."""
+        """A generic body has no place known to hold a notice, nor to take a call out of exactly: an answer
+        withholding a call is refused whole (``REMOVES_CALLS``) before it is rewritten."""
 
     def error_response(self, status: int, message: str, code: str) -> ErrorResponse:
         return json_error(status, {"error": {"message": message, "code": code}})
@@ -178,6 +190,13 @@ def by_field(documents: list[Any]) -> list[tuple[str, str]]:
     for where, text in walk_strings(documents):
         fields.setdefault(tuple(parse_locator(where)[1:]), []).append((where, text))
     return [item for pieces in fields.values() for item in pieces]
+
+
+def with_calls(completion: Completion, document: Any) -> None:
+    """Adds to ``completion`` the tool calls ``document`` holds by their shape, and what the tools the API
+    ran returned inside them as read content."""
+    completion.tool_calls.extend(shaped_calls(document))
+    completion.parts.extend(shaped_results(document))  # their texts are among the completion's already
 
 
 class GenericStreamSession(PerEventStreamSession):

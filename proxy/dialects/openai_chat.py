@@ -69,7 +69,7 @@ def _arguments(value: Any) -> str:
     return value if isinstance(value, str) else dump_json(value)
 
 
-def _message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
+def message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
     """A message's ``tool_calls`` (a function's, or a custom tool's with its free-form ``input`` for
     arguments), then its legacy ``function_call`` (which has no id), in a request's history or a
     response's choice alike."""
@@ -121,7 +121,7 @@ class OpenAIChat(Dialect):
                 file = as_dict(as_dict(raw_part).get("file"))
                 where = f"{base}.content[{index}].file.file_data"
                 add_file(view, read_file(file.get("file_data"), where, source, tool_name, call_id))
-            for tool_call in _message_calls(message, base):
+            for tool_call in message_calls(message, base):
                 view.tool_calls.append(tool_call)
                 if tool_call.id is not None:
                     names_by_call_id[tool_call.id] = tool_call.name
@@ -153,7 +153,7 @@ class OpenAIChat(Dialect):
                 for where, text in content_texts(message.get(key), f"{base}.{key}", ("text", "refusal")):
                     if text:
                         completion.text.append(TextSegment(text, where, key in REASONING_KEYS))
-            completion.tool_calls.extend(_message_calls(message, base))
+            completion.tool_calls.extend(message_calls(message, base))
         if choices:
             completion.stop_reason = as_str(as_dict(choices[0]).get("finish_reason"))
         usage = as_dict(body.get("usage"))

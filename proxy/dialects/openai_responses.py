@@ -127,7 +127,7 @@ OUTPUT_ITEMS = (
 )
 
 
-def _tool_call(item: dict[str, Any], where: str) -> ToolCall:
+def item_call(item: dict[str, Any], where: str) -> ToolCall:
     field_name, built_in = CALL_ITEMS.get(_item_type(item), ("arguments", None))
     arguments = item.get(field_name, "")
     return ToolCall(
@@ -151,7 +151,7 @@ def returned_parts(item: dict[str, Any], base: str) -> list[Part]:
         texts = list(content_texts(item.get("results"), f"{base}.results"))
     elif item_type == "code_interpreter_call":
         texts = list(content_texts(item.get("outputs"), f"{base}.outputs", ("logs",)))
-    call = _tool_call(item, base)
+    call = item_call(item, base)
     parts = [Part(Source.TOOL_RESULT, text, where, call.name, call.id) for where, text in texts]
     for position, raw_tool in enumerate(as_list(item.get("tools")) if item_type == "mcp_list_tools" else ()):
         tool = as_dict(raw_tool)
@@ -247,7 +247,7 @@ class OpenAIResponses(Dialect):
                     view.parts.append(Part(source, text, where))
                 _read_files(view, item.get("content"), f"{base}.content", source)
             elif item_type in CALL_ITEMS:
-                call = _tool_call(item, base)
+                call = item_call(item, base)
                 view.tool_calls.append(call)
                 if call.id is not None:
                     names_by_call_id[call.id] = call.name
@@ -287,7 +287,7 @@ class OpenAIResponses(Dialect):
             if item_type in ITEM_TEXTS:
                 completion.text.extend(_item_texts(item, f"output[{position}]"))
             elif item_type in CALL_ITEMS:
-                completion.tool_calls.append(_tool_call(item, f"output[{position}]"))
+                completion.tool_calls.append(item_call(item, f"output[{position}]"))
             completion.add_read_content(returned_parts(item, f"output[{position}]"))
         completion.usage = _usage(body.get("usage"))
         return completion
@@ -414,7 +414,7 @@ class ResponsesStreamSession(StreamSession):
         item_type = _item_type(item)
         where = f"output[{position}]"
         if item_type in CALL_ITEMS:
-            self._items[position] = _Item(item_type, call=_tool_call(item, where))
+            self._items[position] = _Item(item_type, call=item_call(item, where))
         if item_type in CALL_ITEMS or item_type == "mcp_list_tools":
             self._items.setdefault(position, _Item(item_type)).returned = returned_parts(item, where)
         if item_type in ITEM_TEXTS:
@@ -520,7 +520,7 @@ class ResponsesStreamSession(StreamSession):
     def _item_added(self, event: SSEEvent, body: dict[str, Any], position: int) -> list[bytes]:
         item = as_dict(body.get("item"))
         if _item_type(item) in CALL_ITEMS and self.filters.tool_gate is not None:
-            call = _tool_call(item, f"output[{position}]")
+            call = item_call(item, f"output[{position}]")
             decision = self._decide(call)
             if decision == "hold":
                 self._held[position] = [(event, body)]
@@ -563,7 +563,7 @@ class ResponsesStreamSession(StreamSession):
         call = item.tool_call() if item is not None else None
         first_body = held[0][1]
         if call is None:
-            call = _tool_call(as_dict(first_body.get("item")), f"output[{position}]")
+            call = item_call(as_dict(first_body.get("item")), f"output[{position}]")
         if self._decide(call, complete=True) == "drop":
             return self._drop_call(first_body, position, call)
         self._sealed.add(position)

@@ -1,0 +1,119 @@
+"""End to end: a tool call in an answer the generic reader reads (a local model server, a provider's model
+behind a route no dialect knows) is recognised by its shape and gated as the dialects gate theirs."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import Proxy
+from tests.upstream import FakeUpstream, Reply
+
+CONTEXT = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+ASK = {"model": "llama3", "messages": [{"role": "user", "content": "tidy up the accounts"}]}
+
+
+def ollama_line(message: dict[str, Any], *, done: bool) -> dict[str, Any]:
+    return {"model": "llama3", "created_at": "2024-01-01T00:00:00Z", "message": message, "done": done}
+
+
+def ollama_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    call = {"function": {"name": name, "arguments": arguments}}
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def chat_answer(name: str, arguments: str) -> bytes:
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+    return json.dumps({"object": "chat.completion", "model": "m", "choices": [choice]}).encode()
+
+
+def post(proxy: Proxy, upstream: FakeUpstream, path: str) -> httpx.Response:
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with httpx.Client(proxy=proxy.url(), verify=context, timeout=30) as client:
+        return client.post(upstream.url + path, json=ASK, headers=CONTEXT)
+
+
+def call_findings(proxy: Proxy) -> list[tuple[str, str, bool]]:
+    (record,) = proxy.wait_for_records(1)
+    assert record["dialect"] == "generic"
+    return [
+        (f["threat"], f["where"], f["enforced"])
+        for f in record["findings"]
+        if f["threat"] in ("tool_abuse", "credential_theft")
+    ]
+
+
+ANSWERS: dict[str, tuple[str, bytes, str | None, list[tuple[str, str]]]] = {
+    "ollama /api/chat JSON": (
+        "/api/chat",
+        json.dumps(ollama_line(ollama_call("delete_customer", {"id": 42}), done=True)).encode(),
+        None,
+        [("tool_abuse", "message.tool_calls[0]")],
+    ),
+    "ollama /api/chat NDJSON stream": (
+        "/api/chat",
+        b"".join(
+            json.dumps(line).encode() + b"\n"
+            for line in (
+                ollama_line({"role": "assistant", "content": "Reading it now."}, done=False),
+                ollama_line(ollama_call("read_file", {"path": "/home/u/.aws/credentials"}), done=False),
+                ollama_line({"role": "assistant", "content": ""}, done=True),
+            )
+        ),
+        "application/x-ndjson",
+        [("credential_theft", "[1].message.tool_calls[0]")],
+    ),
+    "a Chat answer at a route no dialect knows": (
+        "/v1/engines/support/chat",
+        chat_answer("delete_customer", '{"id": 42}'),
+        None,
+        [("tool_abuse", "choices[0].message.tool_calls[0]")],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_a_gated_call_refuses_the_generic_answer_whole(
+    name: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The generic reader cannot take a call out of an answer whose shape it does not know exactly: the
+    answer is refused whole, and the finding recorded enforced."""
+    path, body, content_type, expected = ANSWERS[name]
+    proxy = start_proxy(mode="enforce")
+    upstream.reply = Reply(body=body, content_type=content_type)
+    answer = post(proxy, upstream, path)
+    assert answer.status_code == 502
+    assert "egressguard_blocked" in answer.text and '"tool_calls"' not in answer.text
+    assert [(threat, where) for threat, where, enforced in call_findings(proxy) if enforced] == expected
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_an_observed_generic_answer_passes_with_its_call_recorded(
+    name: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    path, body, content_type, expected = ANSWERS[name]
+    proxy = start_proxy(mode="observe")
+    upstream.reply = Reply(body=body, content_type=content_type)
+    answer = post(proxy, upstream, path)
+    assert answer.status_code == 200 and answer.content == body
+    found = call_findings(proxy)
+    assert [(threat, where) for threat, where, _ in found] == expected
+    assert not any(enforced for _, _, enforced in found)
+
+
+def test_a_harmless_call_in_a_generic_answer_passes(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    proxy = start_proxy(mode="enforce")
+    body = json.dumps(ollama_line(ollama_call("get_weather", {"city": "Oslo"}), done=True)).encode()
+    upstream.reply = Reply(body=body)
+    answer = post(proxy, upstream, "/api/chat")
+    assert answer.status_code == 200 and answer.content == body
+    assert call_findings(proxy) == []
