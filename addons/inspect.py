@@ -36,7 +36,7 @@ from proxy.dialects.readings import (
     folded_keys,
     spelled_twice,
 )
-from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_bytes
+from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_as
 from proxy.exchange import Attachment, Completion, RequestView, Source
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -579,7 +579,7 @@ class ReadBack:
 
     def feed(self, sent: bytes) -> None:
         pieces = self.sender.take_sent() if self.sender is not None else []
-        if not pieces or sent_bytes(pieces) != sent:
+        if not pieces or not sent_as(pieces, sent):
             self.session.feed(sent)
             return
         for piece in pieces:

@@ -38,12 +38,12 @@ from proxy.dialects import (
 )
 from proxy.dialects import stream as stream_module
 from proxy.dialects.openai_chat import ChatStreamSession
-from proxy.dialects.stream import StreamSession, UnexpectedText, sent_bytes
+from proxy.dialects.stream import Sent, StreamSession, UnexpectedText, sent_bytes
 from proxy.exchange import ToolCall
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
 from proxy.scanning.residual import JsonScan, UnescapingFilter
 from proxy.scanning.rulepack import Scanner, ScanTimeout, load_pack, pack_path
-from proxy.wire.sse import Serialised, SSEParser
+from proxy.wire.sse import Serialised, SSEEvent, SSEParser
 from tests.dialect_fixtures import response_fixture, stream_fixture
 from tests.test_redact import backtracking_scanner
 
@@ -1854,3 +1854,23 @@ def test_an_event_whose_refused_file_proves_of_an_unwritable_shape_is_not_sent(
     else:
         assert sent == b""
         assert any("refused file" in note for note in session.notes)
+
+
+def as_piece(raw: bytes, kind: int) -> Sent:
+    """Bytes as a session's piece of what it sent: plain, written here, or an event sent as it came."""
+    return (raw, Serialised(raw), (SSEEvent(data=None, raw=raw), None))[kind]
+
+
+@given(
+    st.lists(st.builds(as_piece, st.binary(max_size=6), st.integers(min_value=0, max_value=2)), max_size=4),
+    st.binary(max_size=20),
+    st.integers(min_value=-1, max_value=20),
+)
+def test_pieces_are_compared_with_what_was_sent_as_the_bytes_they_join_to(
+    pieces: list[Sent], other: bytes, cut: int
+) -> None:
+    """The read-back takes a session's pieces for what left only where they join to those bytes: compared
+    in place, they are where joined they are, and not where any byte differs or is missing."""
+    joined = sent_bytes(pieces)
+    for sent in (joined, other, joined[:cut] if cut >= 0 else joined + b"x"):
+        assert stream_module.sent_as(pieces, sent) == (joined == sent)

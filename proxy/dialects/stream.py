@@ -84,6 +84,18 @@ def sent_bytes(pieces: list[Sent]) -> bytes:
     return b"".join(piece if isinstance(piece, bytes) else piece[0].raw for piece in pieces)
 
 
+def sent_as(pieces: list[Sent], sent: bytes) -> bool:
+    """Whether ``pieces`` are the bytes ``sent`` (``sent_bytes(pieces) == sent``), each compared in its
+    place without joining them: a copy of every event sent, made only to be compared."""
+    at = 0
+    for piece in pieces:
+        raw = piece if isinstance(piece, bytes) else piece[0].raw
+        if not sent.startswith(raw, at):
+            return False
+        at += len(raw)
+    return at == len(sent)
+
+
 class EventScan(Protocol):
     """Scans the strings of each event that the dialect does not filter as text (``proxy.scanning.residual``).
     ``rewrites`` says whether it may change them (enforce mode) or only records what it finds."""
@@ -576,14 +588,15 @@ class StreamSession(ABC):
         """Feeds the event to the copy of this session of each other reading, as that reading gives it; a
         copy is made, from the state before this event, by the first event that reading differs in."""
         others = self._others.pop(id(event), {})
-        for name in [*self._readings, *(name for name in others if name not in self._readings)]:
-            shadow = self._readings.get(name)
-            if shadow is None:
-                shadow = self._readings[name] = self._reader()
-            try:
-                shadow._observe(event, others.get(name, payload))
-            except SHAPE_ERRORS:
-                continue
+        if others or self._readings:  # most streams: no event any client reads otherwise
+            for name in [*self._readings, *(name for name in others if name not in self._readings)]:
+                shadow = self._readings.get(name)
+                if shadow is None:
+                    shadow = self._readings[name] = self._reader()
+                try:
+                    shadow._observe(event, others.get(name, payload))
+                except SHAPE_ERRORS:
+                    continue
         if self._folds.pop(id(event), None):
             self._ambiguous(KEY_CASE_RULE)
 
