@@ -13,6 +13,7 @@ import pytest
 
 from tests.harness import Proxy
 from tests.upstream import FakeUpstream, Reply
+from tests.upstream import sse as upstream_sse
 
 CONTEXT = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 ASK = {"model": "llama3", "messages": [{"role": "user", "content": "tidy up the accounts"}]}
@@ -117,3 +118,43 @@ def test_a_harmless_call_in_a_generic_answer_passes(
     answer = post(proxy, upstream, "/api/chat")
     assert answer.status_code == 200 and answer.content == body
     assert call_findings(proxy) == []
+
+
+def anthropic_tool_stream(name: str) -> list[bytes]:
+    """An Anthropic Messages stream, as Vertex's ``:streamRawPredict`` relays it, whose answer is a call."""
+    block = {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}
+    return [
+        upstream_sse(
+            {"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "content": []}}
+        ),
+        upstream_sse({"type": "content_block_start", "index": 0, "content_block": block}),
+        upstream_sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": '{"id": 42}'},
+            }
+        ),
+        upstream_sse({"type": "content_block_stop", "index": 0}),
+        upstream_sse({"type": "message_stop"}),
+    ]
+
+
+STREAM_ROUTE = "/v1/projects/p/locations/l/publishers/anthropic/models/claude:streamRawPredict"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_gated_call_in_a_generic_stream_withholds_its_event(
+    mode: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """An event of a stream the generic reader reads that carries a call the gate denies is not sent (the
+    events before and after it are); observed, it passes, and the call is recorded either way."""
+    proxy = start_proxy(mode=mode)
+    upstream.reply = Reply(events=anthropic_tool_stream("delete_customer"))
+    answer = post(proxy, upstream, STREAM_ROUTE)
+    assert answer.status_code == 200
+    assert ('"tool_use"' in answer.text) is (mode == "observe")
+    assert "message_start" in answer.text and "message_stop" in answer.text
+    assert call_findings(proxy) == [("tool_abuse", "[1].content_block", mode == "enforce")]
+    upstream.reply = Reply(events=anthropic_tool_stream("get_weather"))
+    assert '"tool_use"' in post(proxy, upstream, STREAM_ROUTE).text

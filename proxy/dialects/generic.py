@@ -7,6 +7,7 @@ scanned.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ from proxy.dialects.base import (
     readable_text,
 )
 from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
-from proxy.dialects.shapes import body_may_hold_calls, shaped_calls, shaped_results
+from proxy.dialects.shapes import body_may_hold_calls, may_hold_calls, shaped_calls, shaped_results
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, encode_json, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.wire import jsontext
@@ -203,13 +204,32 @@ class GenericStreamSession(PerEventStreamSession):
     """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
     the event. Locators are relative to one event's data."""
 
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._calls: list[ToolCall] = []
+        """The calls of the event last read, each at its place in the stream (``[event].place``, from 0)."""
+
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         self._completion.text.extend(TextSegment(text, where) for where, text in walk_strings(payload))
+        self._calls = []
+        if may_hold_calls(event.data or ""):
+            # Placed by the event's number: the places within events repeat from one event to the next.
+            self._calls = [
+                dataclasses.replace(call, where=format_locator((self.events - 1, *parse_locator(call.where))))
+                for call in shaped_calls(payload)
+            ]
+            self._completion.tool_calls.extend(self._calls)
+            self._completion.parts.extend(shaped_results(payload))
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return list(walk_strings(payload))
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        dropped = [call.name for call in self._calls if self._decide(call, complete=True) == "drop"]
+        if dropped:
+            # No place in an event of unknown shape is known to take a call out of exactly: withheld whole.
+            self.notes.append(f"event {event.type!r} carried a withheld call to {dropped[0]}; not sent")
+            return []
         if self.filters.text_filter is None:
             return [event.raw]
         for where, text in self._texts(payload):
