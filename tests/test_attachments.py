@@ -275,6 +275,31 @@ def test_a_text_blob_in_an_mcp_result_is_read_and_rewritten_as_a_blob() -> None:
     assert rewritten[1:] == content[1:]
 
 
+def test_a_file_a_gemini_model_returns_is_read_in_a_json_array_of_chunks_too() -> None:
+    """streamGenerateContent without alt=sse: each file is located in the merged response and written
+    back encoded in its chunk."""
+    files = [
+        {"inlineData": {"mimeType": "text/csv", "data": B64}},
+        {"inline_data": {"mimeType": "application/pdf", "data": PDF_B64}},
+        {"inlineData": {"mimeType": "image/png", "data": "!!not base64"}},
+    ]
+    chunks = [{"candidates": [{"content": {"parts": [{"text": "Here."}, file]}}]} for file in files]
+    body = json.dumps(chunks).encode()
+    completion = Gemini().parse_response(body)
+    assert [(part.where, part.text, part.source) for part in completion.parts] == [
+        ("candidates[0].content.parts[1].inlineData.data", TEXT, Source.RETRIEVED_DOCUMENT)
+    ]
+    assert completion.attachments == [
+        Attachment("candidates[0].content.parts[3].inline_data.data", PDF, Source.RETRIEVED_DOCUMENT)
+    ]
+    rewritten = json.loads(Gemini().rewrite_response(body, str.upper))
+    assert (
+        base64.b64decode(rewritten[0]["candidates"][0]["content"]["parts"][1]["inlineData"]["data"]).decode()
+        == TEXT.upper()
+    )
+    assert [chunk["candidates"][0]["content"]["parts"][1] for chunk in rewritten[1:]] == files[1:]
+
+
 def test_a_declared_base64_file_in_an_answer_that_does_not_decode_is_read_as_undecodable() -> None:
     """An MCP resource's blob and a server-run tool's base64 document hold base64 by definition: one that
     does not decode is an attachment of which nothing is read, where before nothing of it was listed."""

@@ -494,3 +494,90 @@ def test_ordinary_files_and_digests_an_agent_passes_to_an_mcp_tool_leave_as_sent
     mcp_exchange(enforce, upstream, {"content": []}, params={"name": "upload", "arguments": arguments})
     assert json.loads(upstream.received[-1].body)["params"]["arguments"] == arguments
     assert reading(last_record(enforce)) == []
+
+
+GEMINI_FILE = "candidates[0].content.parts[1].inlineData.data"
+STREAMED = pytest.mark.parametrize("streamed", [False, True], ids=["json", "streamed"])
+
+
+def gemini_returns(upstream: FakeUpstream, files: list[dict[str, Any]], *, streamed: bool) -> list[Any]:
+    """The parts the google-genai SDK reads of an answer whose model returns ``files`` (``inlineData``)
+    after a line of text: in one JSON answer, or streamed a part an event."""
+    from google import genai
+    from google.genai import types
+
+    parts = [{"text": "Here it is."}, *({"inlineData": file} for file in files)]
+    chunks = [{"candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}]} for part in parts]
+    chunks[-1]["candidates"][0]["finishReason"] = "STOP"
+    headers = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+    client = genai.Client(
+        api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url, headers=headers)
+    )
+    if streamed:
+        upstream.reply = Reply(events=[sse(chunk) for chunk in chunks])
+        answer = client.models.generate_content_stream(model="gemini-2.5-flash", contents="write it")
+        return [part for chunk in answer for part in chunk.candidates[0].content.parts]  # type: ignore[index, union-attr]
+    whole = {
+        "candidates": [{"content": {"role": "model", "parts": parts}, "index": 0, "finishReason": "STOP"}]
+    }
+    upstream.reply = Reply(body=json.dumps(whole).encode())
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="write it")
+    return list(response.candidates[0].content.parts)  # type: ignore[index, union-attr, arg-type]
+
+
+@STREAMED
+def test_a_text_file_a_gemini_model_returns_is_read_and_rewritten_inside_it(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    """A file the model returns is read as a document the agent reads: an injection in it is
+    quarantined and a secret redacted inside it, which leaves encoded as it came."""
+    file = {"mimeType": "text/markdown", "data": encoded(f"{POISONED}AWS_KEY={AWS_KEY}\n")}
+    parts = gemini_returns(upstream, [file], streamed=streamed)
+    text = parts[-1].inline_data.data.decode()
+    assert "attacker@evil.example" not in text and AWS_KEY not in text
+    assert MARKER in text and "AWS_KEY=[REDACTED:aws-access-key-id]" in text and README.strip() in text
+    found = reading(last_record(enforce))
+    assert ("prompt_injection", GEMINI_FILE, True) in found and (
+        "data_exfiltration",
+        GEMINI_FILE,
+        True,
+    ) in found
+
+
+@STREAMED
+@pytest.mark.parametrize(
+    "data", [encoded(pdf_of(f"key {AWS_KEY}")), "JVBERi0x*!#" + encoded(pdf_of(README[:200]))[11:]]
+)
+def test_a_binary_file_a_gemini_model_returns_with_a_finding_is_withheld(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool, data: str
+) -> None:
+    """A PDF holding a key, or base64 that does not decode: a JSON answer is refused, a streamed one gets
+    a notice in the file's place."""
+    from google.genai import errors
+
+    file = {"mimeType": "application/pdf", "data": data}
+    if streamed:
+        parts = gemini_returns(upstream, [file], streamed=True)
+        assert all(part.inline_data is None for part in parts)
+        assert "egressguard blocked" in parts[-1].text
+    else:
+        with pytest.raises(errors.ServerError) as refused:
+            gemini_returns(upstream, [file], streamed=False)
+        assert refused.value.code == 502
+    assert ("data_exfiltration", GEMINI_FILE, True) in reading(last_record(enforce))
+
+
+@STREAMED
+def test_a_readme_a_pdf_and_an_image_a_gemini_model_returns_pass_as_sent(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    files = [
+        {"mimeType": "text/markdown", "data": encoded(README)},
+        {"mimeType": "application/pdf", "data": encoded(pdf_of(README[:200]))},
+        {"mimeType": "image/png", "data": encoded(PNG)},
+    ]
+    parts = gemini_returns(upstream, files, streamed=streamed)
+    assert "".join(part.text or "" for part in parts) == "Here it is."
+    files_read = [part.inline_data.data for part in parts if part.inline_data is not None]
+    assert files_read == [README.encode(), pdf_of(README[:200]), PNG]
+    assert reading(last_record(enforce)) == []

@@ -30,7 +30,7 @@ from proxy.dialects.locator import parse_locator, walk_strings
 from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
-from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import Attachment, Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "model": Source.ASSISTANT, "function": Source.TOOL_RESULT}
@@ -57,19 +57,28 @@ def field_of(mapping: dict[str, Any], camel: str) -> tuple[str, Any]:
     return snake, mapping.get(snake)
 
 
-def _read_inline_data(
-    view: RequestView,
+def _inline_file(
     part: dict[str, Any],
     where: str,
     source: Source,
     tool_name: str | None = None,
     call_id: str | None = None,
-) -> None:
-    """The file a part carries in ``inlineData`` (not an image, audio or video)."""
+) -> Part | Attachment | None:
+    """The file a part carries in ``inlineData`` (``read_file``), unless it is an image, audio or video."""
     inline_key, inline = field_of(part, "inlineData")
-    if isinstance(inline, dict) and not is_media(media_type := as_str(field_of(inline, "mimeType")[1])):
-        data_where = f"{where}.{inline_key}.data"
-        add_file(view, read_file(inline.get("data"), data_where, source, tool_name, call_id, media_type))
+    if not isinstance(inline, dict) or is_media(media_type := as_str(field_of(inline, "mimeType")[1])):
+        return None
+    data_where = f"{where}.{inline_key}.data"
+    return read_file(inline.get("data"), data_where, source, tool_name, call_id, media_type)
+
+
+def _returned_file(completion: Completion, file: Part | Attachment | None) -> None:
+    """Adds a file the model returned (``_inline_file``) to what the agent reads of ``completion``: its
+    text as read content (redacted and quarantined inside it, written back encoded), else the file."""
+    if isinstance(file, Part):
+        completion.add_read_content([file])
+    elif file is not None:
+        completion.attachments.append(file)
 
 
 def function_call_of(call: dict[str, Any], where: str) -> ToolCall:
@@ -205,7 +214,7 @@ class Gemini(Dialect):
                 where = f"contents[{position}].parts[{index}]"
                 _, call = field_of(part, "functionCall")
                 response_key, response = field_of(part, "functionResponse")
-                _read_inline_data(view, part, where, source)
+                add_file(view, _inline_file(part, where, source))
                 if isinstance(call, dict):
                     tool_call = function_call_of(call, where)
                     view.tool_calls.append(tool_call)
@@ -221,9 +230,10 @@ class Gemini(Dialect):
                     # A function's response may carry files of its own, as parts beside its JSON.
                     for inner, raw_inner in enumerate(as_list(response.get("parts"))):
                         inner_where = f"{where}.{response_key}.parts[{inner}]"
-                        _read_inline_data(
-                            view, as_dict(raw_inner), inner_where, Source.TOOL_RESULT, name, call_id
+                        file = _inline_file(
+                            as_dict(raw_inner), inner_where, Source.TOOL_RESULT, name, call_id
                         )
+                        add_file(view, file)
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
             for index, raw_declaration in enumerate(as_list(declarations)):
@@ -256,6 +266,8 @@ class Gemini(Dialect):
                 text = as_str(part.get("text"))
                 if isinstance(call, dict):
                     completion.tool_calls.append(function_call_of(call, f"{base}[{index}]"))
+                elif text is None:
+                    _returned_file(completion, _inline_file(part, f"{base}[{index}]", Source.ASSISTANT))
                 elif text:
                     completion.text.append(
                         TextSegment(text, f"{base}[{index}].text", part.get("thought") is True)
@@ -344,6 +356,8 @@ class _MergedPart:
     text: GrowingText | None = None
     thought: bool = False
     call: ToolCall | None = None
+    file: Part | Attachment | None = None
+    """A file the model returned in the part (``_inline_file``)."""
 
 
 @dataclass(slots=True)
@@ -396,7 +410,8 @@ class _MergedResponse:
         elif text is not None:
             merged.parts.append(_MergedPart(text=GrowingText(text), thought=thought))
         else:
-            merged.parts.append(_MergedPart())
+            where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
+            merged.parts.append(_MergedPart(file=_inline_file(part, where, Source.ASSISTANT)))
         return len(merged.parts) - 1
 
     def completion(self) -> Completion:
@@ -409,6 +424,8 @@ class _MergedResponse:
                     completion.text.append(TextSegment(part.text.text, where, part.thought))
                 elif part.call is not None:
                     completion.tool_calls.append(part.call)
+                else:
+                    _returned_file(completion, part.file)
         if self.candidates:
             completion.stop_reason = self.candidates[min(self.candidates)].finish_reason
         return completion
@@ -425,6 +442,9 @@ class GeminiStreamSession(StreamSession):
         self._landed: dict[tuple[int, int], int] = {}
         self._open_text: dict[int, tuple[str, bool]] = {}
         """Per candidate, the text part being streamed and whether it is a thought."""
+        self._withheld: dict[tuple[int, int], str] = {}
+        """Parts of the merged response whose file refuses them (``StreamFilters.file_reader``), by
+        candidate and position, with what the agent reads instead."""
 
     @property
     def completion(self) -> Completion:
@@ -434,6 +454,10 @@ class GeminiStreamSession(StreamSession):
         if "error" in as_dict(payload):
             self.notes.append("upstream sent an error event")
         self._landed = self._merged.add(as_dict(payload))
+        for (candidate, _), position in self._landed.items():
+            file = self._merged.candidates[candidate].parts[position].file
+            if isinstance(file, Attachment) and (notice := self._refusing([file])) is not None:
+                self._withheld[candidate, position] = notice
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
         chunk = as_dict(payload)
@@ -528,6 +552,18 @@ class GeminiStreamSession(StreamSession):
             part["text"] = self._filter_text(where, text)
             return [*before, part]
         before = self._close_text(index)
+        notice = self._withheld.pop((index, merged_position), None)
+        if notice is not None:
+            # A binary file a finding in it refuses cannot be rewritten: the part is not sent.
+            return [*before, {"text": notice}]
+        file = self._merged.candidates[index].parts[merged_position].file
+        if isinstance(file, Part):
+            inline_key, inline = field_of(part, "inlineData")
+            data = self._read_content_out(file)
+            return [
+                *before,
+                raw_part if data == inline["data"] else {**part, inline_key: {**inline, "data": data}},
+            ]
         _, call = field_of(part, "functionCall")
         where = f"candidates[{index}].content.parts[{merged_position}]"
         if isinstance(call, dict) and self.filters.tool_gate is not None:
@@ -566,6 +602,15 @@ class GeminiStreamSession(StreamSession):
                         handled.add((*base, index, call_key, "args"))
                 elif isinstance(part.get("text"), str):
                     handled.add((*base, index, "text"))
+                else:
+                    inline_key, inline = field_of(part, "inlineData")
+                    if (
+                        isinstance(inline, dict)
+                        and isinstance(inline.get("data"), str)
+                        and not is_media(as_str(field_of(inline, "mimeType")[1]))
+                    ):
+                        # Read as the file it is (``_inline_file``): as text, as binary, or as undecodable.
+                        handled.add((*base, index, inline_key, "data"))
         return handled
 
     def _end_of_stream(self) -> list[bytes]:
