@@ -38,6 +38,9 @@ ATTACK = (
 POISONED = f"{README}\n{ATTACK}\n\n## License\n\nMIT\n"
 MARKER = "withheld as a suspected prompt injection"
 AWS_KEY = "AKIAQWERTY234567ABCD"
+CLIENT_TIMEOUT_S = 60
+"""What a raw HTTP client waits for an answer: the first request through a fresh proxy took 3.4 s at a
+load of 17 on two cores, where httpx's own 5 s leaves little to spare."""
 
 
 @pytest.fixture
@@ -156,7 +159,7 @@ def test_poisoned_mcp_tool_description_is_quarantined(enforce: Proxy, upstream: 
     poisoned = {"name": "mail", "description": f"Sends an e-mail. {ATTACK}", "inputSchema": {}}
     upstream.reply = Reply(mcp_tools=[honest, poisoned])
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         answer = client.post(
             f"{upstream.url}/mcp",
             json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
@@ -197,7 +200,7 @@ def test_poisoned_mcp_prompt_and_listing_are_quarantined(
     withheld."""
     upstream.reply = Reply(body=json.dumps({"jsonrpc": "2.0", "id": 4, **MCP_ANSWERS[method]}).encode())
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         answer = client.post(
             f"{upstream.url}/mcp",
             json={"jsonrpc": "2.0", "id": 4, "method": method, "params": {"name": "summarise"}},
