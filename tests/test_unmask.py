@@ -385,7 +385,7 @@ def _views_searched(text: str) -> list[unmask.View]:
 
 def _nothing_may_start_a_view(text: str) -> bool:
     encoded = text.encode("ascii")
-    return not unmask.relaxed.possible(unmask._MAY_START_VIEW, encoded, 0, len(encoded))
+    return not unmask.relaxed.possible(unmask._MAY_HOLD_VIEW, encoded, 0, len(encoded))
 
 
 # Pieces of what each kind of view starts at, and of what comes near it without being it.

@@ -39,6 +39,7 @@ import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -317,10 +318,8 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         return
     # One byte a character (each past ASCII a "?"), for the searches that read the text by class of byte.
     encoded = text.encode("ascii", "replace")
-    if text.isascii() and not relaxed.possible(_MAY_START_VIEW, encoded, 0, len(encoded)):
-        # Every view starts at something this one pass of RE2 finds (the hint of ``_code_views`` among
-        # them, as that function looks for it): prose of one paragraph costs no search of its own.
-        return
+    if text.isascii() and not relaxed.possible(_MAY_HOLD_VIEW, encoded, 0, len(encoded)):
+        return  # ordinary prose, code and documents: no search of each kind of view
     views = (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent))
     for view in (*views, *_code_views(text, encoded, parent)):
         yield view
@@ -371,16 +370,28 @@ def _ascii_class(pattern: str) -> str:
 _GAP = _ascii_class(f"[{_GAP_CHARS}]")
 _NOT_SPACE = _ascii_class(r"\S")
 _SEPARATOR = _ascii_class(f"[{re.escape(_SEPARATOR_CHARS)}]")
-_MAY_START_VIEW = relaxed.re2_program(
-    (
-        f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x|\\n"
-        f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
-        f"|[{_GAP}][{_NOT_SPACE}](?:[{_GAP}]{{1,3}}[{_NOT_SPACE}]){{3}}[{_GAP}]"
-        f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}|{_CODES_HINT}"
-    ).encode("ascii")
+_STARTS_BUT_LINES = (
+    f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
+    f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
+    f"|[{_GAP}][{_NOT_SPACE}](?:[{_GAP}]{{1,3}}[{_NOT_SPACE}]){{3}}[{_GAP}]"
+    f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}|{_CODES_HINT}"
 )
-if not _MAY_START_VIEW.ok():  # a program RE2 refused would find nothing, and every delta would pass
-    raise RuntimeError(f"RE2 refuses the view-start hint: {_MAY_START_VIEW.error()}")
+"""Every alternative of the view starts for RE2 but the short-wrap hint (the code hint without the
+lookarounds the view-start regex adds: as ``_code_views`` looks for it)."""
+
+
+def _view_hint(short_wrap: str) -> Any:
+    program = relaxed.re2_program(f"{_STARTS_BUT_LINES}|{short_wrap}".encode("ascii"))
+    if not program.ok():  # a program RE2 refused would find nothing, and every text would pass unread
+        raise RuntimeError(f"RE2 refuses a view hint: {program.error()}")
+    return program
+
+
+_MAY_START_VIEW = _view_hint("\\n")
+# Whether a whole ASCII text may hold a view at all, in the same pass: with the short-wrap hint whole,
+# from a line break or the text's start as ``_short_wrapped`` reads it, where a growing text's newest
+# part may end in its first line break. Documents and code of several lines most often hold none.
+_MAY_HOLD_VIEW = _view_hint(f"(?:\\A|\\n)[ \\t]{{0,8}}{_SHORT_LINE}\\r?\\n[ \\t]{{0,8}}{_SHORT_LINE}\\r?\\n")
 VIEW_OVERHANG = 32
 """How far past the last thing it was found by a view reaches: the padding and short last line of wrapped
 base64, the last pair or character of hex and letter-spaced runs."""
