@@ -99,7 +99,6 @@ def request_view(name: str) -> Any:
         ("POST", "/rpc", b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', "mcp"),
         ("GET", "/mcp", b"", "mcp"),
         ("POST", "/upload", b"plain text", "generic"),
-        ("POST", "/rpc", b'{"jsonrpc":"1.0","method":"x"}', "generic"),
     ],
 )
 def test_detect_by_method_path_and_body_shape(method: str, path: str, body: bytes, expected: str) -> None:

@@ -6,13 +6,15 @@ OpenAI-compatible servers on any host are read as OpenAI.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from typing import Any
 from urllib.parse import unquote
 
 from proxy.dialects.anthropic import Anthropic
-from proxy.dialects.base import Dialect, ErrorResponse, is_text
+from proxy.dialects.base import Dialect, ErrorResponse, as_dict, body_text, is_text
 from proxy.dialects.gemini import Gemini
 from proxy.dialects.generic import Generic
-from proxy.dialects.mcp import MCP, is_jsonrpc
+from proxy.dialects.mcp import MCP, is_jsonrpc_like
 from proxy.dialects.openai_chat import OpenAIChat
 from proxy.dialects.openai_responses import OpenAIResponses
 from proxy.dialects.stream import (
@@ -48,11 +50,15 @@ __all__ = [
     "detect",
     "is_event_stream",
     "is_text",
+    "jsonrpc_messages",
 ]
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/chat/completions\Z")
 _RESPONSES = re.compile(r"/responses(?:/resp_[^/]+)?\Z")
 _GEMINI = re.compile(r"/models/([^/:]+):(generateContent|streamGenerateContent)\Z")
+_MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
+"""Text in which some key may read as ``jsonrpc``: spelled in any case (servers in Go match keys
+regardless of case, and fold the long s to "s"), or with an escape."""
 _NAMES: dict[str, type[Dialect]] = {
     dialect.name: dialect for dialect in (OpenAIChat, OpenAIResponses, Anthropic, Gemini, MCP, Generic)
 }
@@ -60,45 +66,70 @@ _NAMES: dict[str, type[Dialect]] = {
 
 def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dialect:
     """The dialect of a request. ``path`` may carry a query string; ``body`` is decoded content. The
-    route is read percent-decoded, as the servers that route it read it (``/chat/complet%69ons``)."""
+    route is read percent-decoded, as the servers that route it read it (``/chat/complet%69ons``).
+
+    A model API's route decides: a body shaped otherwise (a ``jsonrpc`` key) does not make the model's
+    answer unread. Elsewhere a body is JSON-RPC when it parses as one to a server (``jsonrpc_messages``),
+    and then read as MCP: a reader that knows less of it would gate no tool call in it."""
     route = unquote(path.split("?", 1)[0]).rstrip("/")
-    if b'"jsonrpc"' in body:
-        try:
-            document = jsontext.loads(body)
-        except (ValueError, RecursionError):
-            document = None
-        if is_jsonrpc(document):
-            first = document[0] if isinstance(document, list) else document
-            return MCP(request_id=first.get("id"))
+    model_api = _model_api(route, body)
+    if model_api is not None:
+        return model_api
+    messages = jsonrpc_messages(body)
+    if messages is not None:
+        return MCP(request_id=as_dict(messages[0]).get("id") if messages else None)
     if method.upper() == "GET" and route.endswith("/mcp"):
         # The stream an MCP client opens for server-initiated messages: no body to recognise it by.
         return MCP()
+    return Generic()
+
+
+def _model_api(route: str, body: bytes) -> Dialect | None:
+    """The model API a route names, if any (``/messages`` names Anthropic's only for a Messages body)."""
     if route.endswith("/chat/completions"):
         azure = _AZURE_DEPLOYMENT.search(route)
         return OpenAIChat(model_hint=azure.group(1) if azure else None)
     if _RESPONSES.search(route):
         return OpenAIResponses()
-    if route.endswith("/messages") and _names_max_tokens(body):
-        # Many APIs have a /messages path; max_tokens is required by the Messages API and rare elsewhere.
-        return Anthropic()
     gemini = _GEMINI.search(route)
     if gemini:
-        return Gemini(model_hint=gemini.group(1), streaming=gemini.group(2) == "streamGenerateContent")
-    return Generic()
+        model = gemini.group(1)
+        return Gemini(model_hint=model, streaming=gemini.group(2) == "streamGenerateContent")
+    if route.endswith("/messages"):
+        # Many APIs have a /messages path; max_tokens is required by the Messages API and rare elsewhere.
+        # A message endpoint of MCP's HTTP+SSE transport is one too: there a JSON-RPC body is MCP's.
+        if route.endswith("/v1/messages") and b'"max_tokens"' in body:
+            return Anthropic()
+        if jsonrpc_messages(body) is None and "max_tokens" in _top_level_keys(body):
+            return Anthropic()
+    return None
 
 
-def _names_max_tokens(body: bytes) -> bool:
-    """Whether a body names ``max_tokens`` at its top level, however its key is spelled (``max\\u005ftokens``
-    is the same key to the server)."""
-    if b'"max_tokens"' in body:
-        return True
-    if b"\\u" not in body:
-        return False
+def _top_level_keys(body: bytes) -> Collection[str]:
+    """The keys of a body that is a JSON object, however each is spelled (``max\\u005ftokens`` is
+    ``max_tokens`` to the server); none for any other body."""
+    document = _parsed(body)
+    return document.keys() if isinstance(document, dict) else ()
+
+
+def jsonrpc_messages(body: bytes) -> list[Any] | None:
+    """The messages of a body a JSON-RPC server reads as JSON-RPC: an object one of whose keys is
+    ``jsonrpc`` to a server matching keys regardless of case, whatever its value, or a batch holding one
+    (each of its messages is then read so). None for any other body."""
+    if not _MAY_NAME_JSONRPC.search(body_text(body)):
+        return None
+    document = _parsed(body)
+    messages = document if isinstance(document, list) else [document]
+    return messages if any(map(is_jsonrpc_like, messages)) else None
+
+
+def _parsed(body: bytes) -> Any:
+    if not body.strip():
+        return None
     try:
-        document = jsontext.loads(body)
+        return jsontext.loads(body_text(body))
     except (ValueError, RecursionError):
-        return False
-    return isinstance(document, dict) and "max_tokens" in document
+        return None
 
 
 def by_name(name: str) -> Dialect:

@@ -41,10 +41,11 @@ def jsonrpc_error(identifier: Any, status: int, message: str, code: str) -> dict
     return {"jsonrpc": "2.0", "id": identifier, "error": error}
 
 
-def is_jsonrpc(document: Any) -> bool:
-    messages = document if isinstance(document, list) else [document]
-    return bool(messages) and all(
-        isinstance(message, dict) and message.get("jsonrpc") == "2.0" for message in messages
+def is_jsonrpc_like(message: Any) -> bool:
+    """Whether a parsed message is JSON-RPC to some server: an object with a key that is ``jsonrpc``
+    under case folding (Go's readers match keys so), whatever its value."""
+    return isinstance(message, dict) and any(
+        isinstance(key, str) and key.casefold() == "jsonrpc" for key in message
     )
 
 
@@ -229,6 +230,12 @@ class MCP(Dialect):
         for prefix, message in _messages(document):
             params = as_dict(message.get("params"))
             if message.get("method") != "tools/call":
+                # Another method's params (another JSON-RPC protocol's too: A2A's message/send) are read
+                # as the generic reader reads a body: every string in them is the user's.
+                view.parts += [
+                    Part(Source.USER, text, where)
+                    for where, text in walk_strings(message.get("params"), (*prefix, "params"))
+                ]
                 continue
             name = as_str(params.get("name")) or ""
             call_id = _request_id(message)
