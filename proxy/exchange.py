@@ -83,6 +83,18 @@ class DeclaredTool:
     """The API asks the agent before each call (Responses ``require_approval: "always"``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """An address the API fetches for the agent before it answers (an image or a file given by URL, a
+    domain a server tool may fetch from): a destination of the agent's, though the API reaches it."""
+
+    where: str
+    url: str | None
+    """None: whatever address the model picks (a web fetch tool not limited to domains)."""
+    what: str
+    """What is fetched there, for the finding's signal (``image``, ``file``, ``web_fetch domain``)."""
+
+
 @dataclass(slots=True)
 class Usage:
     tokens_in: int | None = None
@@ -115,6 +127,8 @@ class RequestView:
     tool_calls: list[ToolCall] = field(default_factory=list)
     declared_tools: list[DeclaredTool] = field(default_factory=list)
     """Tools the request lets the API run before it answers: gated here, their calls cannot be."""
+    fetches: list[Fetch] = field(default_factory=list)
+    """Addresses the API fetches for the agent before it answers: checked as the agent's destinations."""
     stream: bool = False
     parse_error: str | None = None
     attachments: list[Attachment] = field(default_factory=list)

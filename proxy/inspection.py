@@ -307,11 +307,15 @@ LINKS_UNREAD = unread_rule("links", Threat.DATA_EXFILTRATION, "LLM02", "The read
 own (``Scanner.unread``): the readers of a whole completion that are no scan (``_read_bounded``)."""
 
 
+DESTINATION_RULES = frozenset({tools.MCP_SERVER_EGRESS_RULE, tools.PROVIDER_FETCH_RULE})
+"""Refusals of an address the API would reach for the agent: the agent is told which one."""
+
+
 def block_message(finding: Finding, event_id: str) -> str:
     """What an agent reads when its request is refused: the threat, the rule and the audit event; for a
-    tool call, why, and how to get it approved."""
+    tool call, why, and how to get it approved; for an address the API would reach, which one."""
     message = f"egressguard blocked this request: {finding.threat} ({finding.rule}); audit event {event_id}"
-    if finding.threat is not Threat.TOOL_ABUSE and finding.rule != tools.MCP_SERVER_EGRESS_RULE:
+    if finding.threat is not Threat.TOOL_ABUSE and finding.rule not in DESTINATION_RULES:
         return message
     message += f". {finding.signal}."
     pending = finding.extra.get("pending_approval")
@@ -466,6 +470,7 @@ class TurnInspector:
                 view.declared_tools, self.detectors.tools, self.overrides, self._host_allowed
             )
         )
+        self._record(tools.fetch_findings(view.fetches, self._host_allowed))
         verdict.block = self.request_block()
         return verdict
 

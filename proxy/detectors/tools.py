@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from proxy.exchange import DeclaredTool, ToolCall
+from proxy.exchange import DeclaredTool, Fetch, ToolCall
 from proxy.model import Action, Finding, Severity, Threat
 from proxy.scanning.validators import shannon_entropy
 
@@ -159,6 +159,10 @@ UNRESTRICTED_SERVER_RULE = "tool-mcp-unrestricted"
 """A request declares an MCP server without saying which of its tools the API may run, nor asking
 approval: the API may run any of them, destructive ones among them, unasked."""
 
+PROVIDER_FETCH_RULE = "egress.provider_fetch"
+"""A request gives the API an address to fetch for the agent (an image or a file by URL, a domain a server
+tool fetches from) that its agent may not reach."""
+
 HostCheck = Callable[[str, int], bool]
 """Whether the agent's egress allowlist lets it reach a host at a port."""
 
@@ -195,8 +199,8 @@ def _destination_findings(
                 {"tool": tool.name, "connector": tool.connector},
             )
         )
-    host, port = _server_address(tool.server_url)
-    if tool.server_url is not None and (host is None or not host_allowed(host, port)):
+    refused_server, host = _refused_host(tool.server_url, host_allowed)
+    if tool.server_url is not None and refused_server:
         refused.append(
             (
                 f"MCP server {tool.name} at {host or 'an unreadable address'} is not on the agent's egress "
@@ -205,18 +209,50 @@ def _destination_findings(
             )
         )
     return [
-        Finding(
-            threat=Threat.LATERAL_MOVEMENT,
-            rule=MCP_SERVER_EGRESS_RULE,
-            signal=signal,
-            severity=Severity.HIGH,
-            action=Action.BLOCK,
-            where=tool.where,
-            owasp="LLM08",
-            extra=extra,
-        )
-        for signal, extra in refused
+        _destination_finding(MCP_SERVER_EGRESS_RULE, signal, tool.where, extra) for signal, extra in refused
     ]
+
+
+def fetch_findings(fetches: Iterable[Fetch], host_allowed: HostCheck) -> list[Finding]:
+    """An address the API would fetch for the agent (``Fetch``) that the agent may not reach itself is
+    refused under lateral movement, as a remote MCP server is: the API would carry there what its URL
+    holds, and bring back what is there. One the model picks (no address given) is refused: the request
+    can limit it to domains."""
+    findings = []
+    for fetch in fetches:
+        if fetch.url is None:
+            signal = f"{fetch.what} may fetch any address, not only those on the agent's egress allowlist"
+            extra: dict[str, Any] = {}
+        elif (refused := _refused_host(fetch.url, host_allowed))[0]:
+            host = refused[1] or "an unreadable address"
+            signal = f"{fetch.what} at {host} is not on the agent's egress allowlist"
+            extra = {"host": refused[1]}
+        else:
+            continue
+        findings.append(
+            _destination_finding(PROVIDER_FETCH_RULE, f"the API would fetch: {signal}", fetch.where, extra)
+        )
+    return findings
+
+
+def _destination_finding(rule: str, signal: str, where: str, extra: dict[str, Any]) -> Finding:
+    return Finding(
+        threat=Threat.LATERAL_MOVEMENT,
+        rule=rule,
+        signal=signal,
+        severity=Severity.HIGH,
+        action=Action.BLOCK,
+        where=where,
+        owasp="LLM08",
+        extra=extra,
+    )
+
+
+def _refused_host(url: str | None, host_allowed: HostCheck) -> tuple[bool, str | None]:
+    """Whether the agent's egress allowlist refuses it the host and port ``url`` names (as it does a URL
+    naming none readably), and that host."""
+    host, port = _server_address(url)
+    return host is None or not host_allowed(host, port), host
 
 
 def _unasked_findings(
@@ -258,7 +294,7 @@ def _unasked_findings(
 
 
 def _server_address(url: str | None) -> tuple[str | None, int]:
-    """The host and port a remote MCP server's URL names (host None when it names none readably)."""
+    """The host and port a URL names (host None when it names none readably)."""
     try:
         parts = urllib.parse.urlsplit(url or "")
         return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)

@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, binary_file, is_media, read_file, text_file
+from proxy.dialects.attachments import add_file, binary_file, is_media, read_fetched, read_file, text_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -27,6 +27,7 @@ from proxy.exchange import (
     Attachment,
     Completion,
     DeclaredTool,
+    Fetch,
     Part,
     RequestView,
     Source,
@@ -210,16 +211,20 @@ class Anthropic(Dialect):
                         view.parts.append(Part(Source.TOOL_RESULT, text, text_where, name, call_id))
                     # A tool result may hold search results and documents, which the model reads too.
                     for inner, raw_inner in enumerate(as_list(block.get("content"))):
+                        inner_where = f"{where}.content[{inner}]"
                         if _is_document(inner_block := as_dict(raw_inner)):
-                            _read_document(view, inner_block, f"{where}.content[{inner}]")
+                            _read_document(view, inner_block, inner_where)
+                        _read_source_url(view, inner_block, inner_where)
                 elif _is_document(block):
                     _read_document(view, block, where)
+                _read_source_url(view, block, where)
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             tool = as_dict(raw_tool)
             name = as_str(tool.get("name")) or as_str(tool.get("type")) or ""
             view.tools_offered.append(name)
             if (as_str(tool.get("type")) or "").startswith(SERVER_TOOL_TYPES):
                 view.declared_tools.append(DeclaredTool(name, f"tools[{position}]"))
+                view.fetches.extend(_server_tool_fetches(tool, f"tools[{position}]"))
             described = {key: tool[key] for key in ("description", "input_schema") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
@@ -286,6 +291,32 @@ class Anthropic(Dialect):
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
         return AnthropicStreamSession(filters)
+
+
+def _read_source_url(view: RequestView, block: dict[str, Any], where: str) -> None:
+    """An image or a document given by URL (``source: {"type": "url"}``), for the API to fetch."""
+    source = as_dict(block.get("source"))
+    if block.get("type") in ("image", "document") and source.get("type") == "url":
+        read_fetched(view, source.get("url"), f"{where}.source.url", as_str(block.get("type")) or "")
+
+
+def _server_tool_fetches(tool: dict[str, Any], where: str) -> list[Fetch]:
+    """The domains a web search or fetch tool may fetch from (each with its subdomains, as the API reads
+    them), or, for a web fetch tool not limited to domains, any address the model picks."""
+    tool_type = as_str(tool.get("type")) or ""
+    kind = next((kind for kind in ("web_fetch", "web_search") if tool_type.startswith(f"{kind}_")), None)
+    domains = tool.get("allowed_domains")
+    if kind is None:
+        return []
+    if not isinstance(domains, list) or not domains:
+        return [Fetch(where, None, "web_fetch")] if kind == "web_fetch" else []
+    fetches = []
+    for index, domain in enumerate(domains):
+        # A domain may carry a path; the scheme is never written. Its subdomains are fetched too.
+        host = as_str(domain) or ""
+        for address in (host, f"subdomain.{host}"):
+            fetches.append(Fetch(f"{where}.allowed_domains[{index}]", f"https://{address}", f"{kind} domain"))
+    return fetches
 
 
 def _is_document(block: dict[str, Any]) -> bool:

@@ -9,10 +9,11 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from proxy.dialects.base import readable_text
-from proxy.exchange import Attachment, Part, RequestView, Source
+from proxy.exchange import Attachment, Fetch, Part, RequestView, Source
 
 _DATA_URL = re.compile(r"data:([^,]*),", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+_URL_IGNORED = re.compile(r"[\t\n\r]")
 
 
 def decode_attachment(value: str) -> tuple[str, bytes] | str:
@@ -122,3 +123,15 @@ def add_file(view: RequestView, file: Part | Attachment | None) -> None:
         view.parts.append(file)
     elif file is not None:
         view.attachments.append(file)
+
+
+def read_fetched(view: RequestView, value: object, where: str, what: str) -> None:
+    """Adds a file or image given by an ``http(s)`` URL at ``where`` to ``view`` as an address the API
+    fetches for the agent. A ``data:`` URL is content, read where it is carried (``read_file``); a file
+    id names what the provider already holds."""
+    if not isinstance(value, str):
+        return
+    # As a WHATWG URL parser reads it: tabs and line breaks anywhere dropped, controls and spaces trimmed.
+    address = _URL_IGNORED.sub("", value).strip("".join(map(chr, range(0x21))))
+    if address.lower().startswith(("http://", "https://")):
+        view.fetches.append(Fetch(where, address, what))

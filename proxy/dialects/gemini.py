@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, is_media, read_file
+from proxy.dialects.attachments import add_file, is_media, read_fetched, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -70,6 +70,13 @@ def _inline_file(
         return None
     data_where = f"{where}.{inline_key}.data"
     return read_file(inline.get("data"), data_where, source, tool_name, call_id, media_type)
+
+
+def _read_file_uri(view: RequestView, part: dict[str, Any], where: str) -> None:
+    """The file a part's ``fileData`` gives by an ``http(s)`` URI, for the API to fetch."""
+    file_key, file = field_of(part, "fileData")
+    uri_key, uri = field_of(as_dict(file), "fileUri")
+    read_fetched(view, uri, f"{where}.{file_key}.{uri_key}", "file")
 
 
 def _returned_file(completion: Completion, file: Part | Attachment | None) -> None:
@@ -215,6 +222,7 @@ class Gemini(Dialect):
                 _, call = field_of(part, "functionCall")
                 response_key, response = field_of(part, "functionResponse")
                 add_file(view, _inline_file(part, where, source))
+                _read_file_uri(view, part, where)
                 if isinstance(call, dict):
                     tool_call = function_call_of(call, where)
                     view.tool_calls.append(tool_call)
@@ -234,6 +242,7 @@ class Gemini(Dialect):
                             as_dict(raw_inner), inner_where, Source.TOOL_RESULT, name, call_id
                         )
                         add_file(view, file)
+                        _read_file_uri(view, as_dict(raw_inner), inner_where)
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
             declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
             for index, raw_declaration in enumerate(as_list(declarations)):

