@@ -195,11 +195,16 @@ def connections_held(pid: int, port: int) -> int:
 
 def worker_pids(supervisor: int) -> list[int]:
     """The worker processes of a supervisor (its other child is multiprocessing's resource tracker)."""
-    return [
-        pid
-        for pid in children_of(supervisor)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(pid)
-    ]
+    return [pid for pid in children_of(supervisor) if b"spawn_main" in command_line(pid) and alive(pid)]
+
+
+def command_line(pid: int) -> bytes:
+    """Process ``pid``'s command line (from /proc); empty once it has exited, as a killed worker may have
+    between being listed and being read (its supervisor reaps it at any time)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def start_supervisor(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
