@@ -28,7 +28,9 @@ roles:
 """
 
 
-def run_proxy(tmp_path: Path, policy: str, *options: str) -> subprocess.CompletedProcess[str]:
+def run_proxy(
+    tmp_path: Path, policy: str, *options: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """`python -m proxy run` on this policy text, in its own process and working directory."""
     config = tmp_path / "policy.yaml"
     config.write_text(policy)
@@ -36,7 +38,7 @@ def run_proxy(tmp_path: Path, policy: str, *options: str) -> subprocess.Complete
         [sys.executable, "-m", "proxy", "run", "--config", str(config), *options],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         cwd=tmp_path,
         check=False,
     )
@@ -106,13 +108,20 @@ def test_run_refuses_modes_without_agent_authentication(tmp_path: Path) -> None:
     assert "mode 'socks5' would let clients in without agent credentials" in result.stderr
 
 
+WORKERS_RUN_S = 240
+"""How long a run of two workers may take to start and stop: three processes that each load mitmproxy,
+the policy and its detectors (8 s of CPU in all) took 34 s at a load of 15 on two cores. A hang is no
+end at all."""
+
+
+@pytest.mark.timeout(WORKERS_RUN_S + 30)
 def test_a_worker_that_cannot_start_stops_the_run(tmp_path: Path) -> None:
     """With several workers, one that cannot start (its audit directory is a file) ends `run` with its
     status and stops the others, not a hang."""
     policy = f"data_dir: {tmp_path / 'data'}\nagents:\n  bot: {{token: t, role: r}}\nroles:\n  r: {{}}\n"
     (tmp_path / "data" / "audit").mkdir(parents=True)
     (tmp_path / "data" / "audit" / "w1").write_text("not a directory")
-    result = run_proxy(tmp_path, policy, "--workers", "2", "--listen-port", "0")
+    result = run_proxy(tmp_path, policy, "--workers", "2", "--listen-port", "0", timeout=WORKERS_RUN_S)
     assert "audit log at" in result.stderr and "w1 cannot be opened" in result.stderr
     # The other worker may read the broken directory and give up first: the run ends with whichever
     # status came first, and the rest are stopped.
