@@ -500,13 +500,14 @@ GEMINI_FILE = "candidates[0].content.parts[1].inlineData.data"
 STREAMED = pytest.mark.parametrize("streamed", [False, True], ids=["json", "streamed"])
 
 
-def gemini_returns(upstream: FakeUpstream, files: list[dict[str, Any]], *, streamed: bool) -> list[Any]:
-    """The parts the google-genai SDK reads of an answer whose model returns ``files`` (``inlineData``)
-    after a line of text: in one JSON answer, or streamed a part an event."""
+def gemini_returns(upstream: FakeUpstream, returned: list[dict[str, Any]], *, streamed: bool) -> list[Any]:
+    """The parts the google-genai SDK reads of an answer whose model returns the parts ``returned`` (files
+    in ``inlineData``, code's output) after a line of text: in one JSON answer, or streamed a part an
+    event."""
     from google import genai
     from google.genai import types
 
-    parts = [{"text": "Here it is."}, *({"inlineData": file} for file in files)]
+    parts = [{"text": "Here it is."}, *returned]
     chunks = [{"candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}]} for part in parts]
     chunks[-1]["candidates"][0]["finishReason"] = "STOP"
     headers = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
@@ -532,7 +533,7 @@ def test_a_text_file_a_gemini_model_returns_is_read_and_rewritten_inside_it(
     """A file the model returns is read as a document the agent reads: an injection in it is
     quarantined and a secret redacted inside it, which leaves encoded as it came."""
     file = {"mimeType": "text/markdown", "data": encoded(f"{POISONED}AWS_KEY={AWS_KEY}\n")}
-    parts = gemini_returns(upstream, [file], streamed=streamed)
+    parts = gemini_returns(upstream, [{"inlineData": file}], streamed=streamed)
     text = parts[-1].inline_data.data.decode()
     assert "attacker@evil.example" not in text and AWS_KEY not in text
     assert MARKER in text and "AWS_KEY=[REDACTED:aws-access-key-id]" in text and README.strip() in text
@@ -557,12 +558,12 @@ def test_a_binary_file_a_gemini_model_returns_with_a_finding_is_withheld(
 
     file = {"mimeType": "application/pdf", "data": data}
     if streamed:
-        parts = gemini_returns(upstream, [file], streamed=True)
+        parts = gemini_returns(upstream, [{"inlineData": file}], streamed=True)
         assert all(part.inline_data is None for part in parts)
         assert "egressguard blocked" in parts[-1].text
     else:
         with pytest.raises(errors.ServerError) as refused:
-            gemini_returns(upstream, [file], streamed=False)
+            gemini_returns(upstream, [{"inlineData": file}], streamed=False)
         assert refused.value.code == 502
     assert ("data_exfiltration", GEMINI_FILE, True) in reading(last_record(enforce))
 
@@ -576,7 +577,7 @@ def test_a_readme_a_pdf_and_an_image_a_gemini_model_returns_pass_as_sent(
         {"mimeType": "application/pdf", "data": encoded(pdf_of(README[:200]))},
         {"mimeType": "image/png", "data": encoded(PNG)},
     ]
-    parts = gemini_returns(upstream, files, streamed=streamed)
+    parts = gemini_returns(upstream, [{"inlineData": file} for file in files], streamed=streamed)
     assert "".join(part.text or "" for part in parts) == "Here it is."
     files_read = [part.inline_data.data for part in parts if part.inline_data is not None]
     assert files_read == [README.encode(), pdf_of(README[:200]), PNG]

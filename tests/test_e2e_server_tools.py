@@ -16,7 +16,7 @@ import anthropic
 import pytest
 
 from tests.harness import Proxy
-from tests.test_e2e_attachments import NOTE, assert_enforced_as_read_content, pdf_of
+from tests.test_e2e_attachments import NOTE, assert_enforced_as_read_content, gemini_returns, pdf_of
 from tests.test_e2e_injection import ATTACK, AWS_KEY, MARKER, README
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
 from tests.test_server_tools import (
@@ -360,3 +360,48 @@ def test_a_fetched_pdf_sent_back_in_the_history_refuses_the_request(
         assert ("data_exfiltration", "inspection.attachment", where, True) in reading(last_record(enforce))
     else:
         assert_enforced_as_read_content(enforce, where)
+
+
+GEMINI_CODE_RAN = [{"executableCode": {"language": "PYTHON", "code": "print(open('README.md').read())"}}]
+
+
+@STREAMED
+def test_an_injection_in_the_output_of_code_gemini_ran_is_quarantined(
+    enforce: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    """What the Gemini API's code execution printed is a tool's result: read for injection and PII as any
+    tool's result, where only its secrets were looked for."""
+    ran = {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": f"{README}\n{ATTACK}\n"}}
+    parts = gemini_returns(upstream, [*GEMINI_CODE_RAN, ran], streamed=streamed)
+    output = parts[-1].code_execution_result.output
+    assert "attacker@evil.example" not in output and MARKER in output and README.strip() in output
+    where = "candidates[0].content.parts[2].codeExecutionResult.output"
+    found = reading(last_record(enforce))
+    assert any(finding[0] == "prompt_injection" and finding[2:] == (where, True) for finding in found)
+    assert ("data_exfiltration", "email-address", where, True) in found
+
+
+def test_an_injection_in_the_output_of_code_gemini_ran_sent_back_in_the_history_is_quarantined(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    from google import genai
+    from google.genai import types
+
+    ran = {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": f"{README}\n{ATTACK}\n"}}
+    history = [
+        {"role": "user", "parts": [{"text": "what does the README say?"}]},
+        {"role": "model", "parts": [*GEMINI_CODE_RAN, ran]},
+        {"role": "user", "parts": [{"text": "go on"}]},
+    ]
+    headers = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+    client = genai.Client(
+        api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url, headers=headers)
+    )
+    client.models.generate_content(model="gemini-2.5-flash", contents=history)  # type: ignore[arg-type]
+    sent = json.loads(upstream.received[-1].body)["contents"][1]["parts"][1]["codeExecutionResult"]["output"]
+    assert "attacker@evil.example" not in sent and MARKER in sent
+    where = "contents[1].parts[1].codeExecutionResult.output"
+    assert any(
+        finding[0] == "prompt_injection" and finding[2:] == (where, True)
+        for finding in reading(last_record(enforce))
+    )

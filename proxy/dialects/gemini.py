@@ -34,6 +34,8 @@ from proxy.exchange import Attachment, Completion, Part, RequestView, Source, Te
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "model": Source.ASSISTANT, "function": Source.TOOL_RESULT}
+CODE_EXECUTION = "code_execution"
+"""The tool name the output of code the API ran (its ``codeExecution`` tool) is read under."""
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -79,13 +81,28 @@ def _read_file_uri(view: RequestView, part: dict[str, Any], where: str) -> None:
     read_fetched(view, uri, f"{where}.{file_key}.{uri_key}", "file")
 
 
-def _returned_file(completion: Completion, file: Part | Attachment | None) -> None:
-    """Adds a file the model returned (``_inline_file``) to what the agent reads of ``completion``: its
-    text as read content (redacted and quarantined inside it, written back encoded), else the file."""
-    if isinstance(file, Part):
-        completion.add_read_content([file])
-    elif file is not None:
-        completion.attachments.append(file)
+def _code_output(part: dict[str, Any], where: str) -> Part | None:
+    """What code the API ran returned (``codeExecutionResult``'s ``output``): a tool's result."""
+    result_key, result = field_of(part, "codeExecutionResult")
+    output = as_str(as_dict(result).get("output"))
+    if not output:
+        return None
+    return Part(Source.TOOL_RESULT, output, f"{where}.{result_key}.output", CODE_EXECUTION)
+
+
+def _returned(part: dict[str, Any], where: str) -> Part | Attachment | None:
+    """What the agent reads of a part of a model's answer that is neither text nor a call: the output of
+    code the API ran, or a file the model returned (``_inline_file``)."""
+    return _code_output(part, where) or _inline_file(part, where, Source.ASSISTANT)
+
+
+def _add_returned(completion: Completion, returned: Part | Attachment | None) -> None:
+    """Adds what a part returned (``_returned``) to ``completion``: text as read content (redacted and
+    quarantined inside it, a file's written back encoded), else the file."""
+    if isinstance(returned, Part):
+        completion.add_read_content([returned])
+    elif returned is not None:
+        completion.attachments.append(returned)
 
 
 def function_call_of(call: dict[str, Any], where: str) -> ToolCall:
@@ -229,6 +246,8 @@ class Gemini(Dialect):
                     names_by_call_id[tool_call.id or tool_call.name] = tool_call.name
                 elif isinstance(part.get("text"), str):
                     view.parts.append(Part(source, part["text"], f"{where}.text"))
+                elif (output := _code_output(part, where)) is not None:
+                    view.parts.append(output)
                 elif isinstance(response, dict):
                     call_id = as_str(response.get("id"))
                     name = as_str(response.get("name")) or names_by_call_id.get(call_id or "")
@@ -276,7 +295,7 @@ class Gemini(Dialect):
                 if isinstance(call, dict):
                     completion.tool_calls.append(function_call_of(call, f"{base}[{index}]"))
                 elif text is None:
-                    _returned_file(completion, _inline_file(part, f"{base}[{index}]", Source.ASSISTANT))
+                    _add_returned(completion, _returned(part, f"{base}[{index}]"))
                 elif text:
                     completion.text.append(
                         TextSegment(text, f"{base}[{index}].text", part.get("thought") is True)
@@ -365,8 +384,8 @@ class _MergedPart:
     text: GrowingText | None = None
     thought: bool = False
     call: ToolCall | None = None
-    file: Part | Attachment | None = None
-    """A file the model returned in the part (``_inline_file``)."""
+    returned: Part | Attachment | None = None
+    """What the part returned (``_returned``): code's output, or a file."""
 
 
 @dataclass(slots=True)
@@ -420,7 +439,7 @@ class _MergedResponse:
             merged.parts.append(_MergedPart(text=GrowingText(text), thought=thought))
         else:
             where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
-            merged.parts.append(_MergedPart(file=_inline_file(part, where, Source.ASSISTANT)))
+            merged.parts.append(_MergedPart(returned=_returned(part, where)))
         return len(merged.parts) - 1
 
     def completion(self) -> Completion:
@@ -434,7 +453,7 @@ class _MergedResponse:
                 elif part.call is not None:
                     completion.tool_calls.append(part.call)
                 else:
-                    _returned_file(completion, part.file)
+                    _add_returned(completion, part.returned)
         if self.candidates:
             completion.stop_reason = self.candidates[min(self.candidates)].finish_reason
         return completion
@@ -464,7 +483,7 @@ class GeminiStreamSession(StreamSession):
             self.notes.append("upstream sent an error event")
         self._landed = self._merged.add(as_dict(payload))
         for (candidate, _), position in self._landed.items():
-            file = self._merged.candidates[candidate].parts[position].file
+            file = self._merged.candidates[candidate].parts[position].returned
             if isinstance(file, Attachment) and (notice := self._refusing([file])) is not None:
                 self._withheld[candidate, position] = notice
 
@@ -565,14 +584,15 @@ class GeminiStreamSession(StreamSession):
         if notice is not None:
             # A binary file a finding in it refuses cannot be rewritten: the part is not sent.
             return [*before, {"text": notice}]
-        file = self._merged.candidates[index].parts[merged_position].file
-        if isinstance(file, Part):
-            inline_key, inline = field_of(part, "inlineData")
-            data = self._read_content_out(file)
-            return [
-                *before,
-                raw_part if data == inline["data"] else {**part, inline_key: {**inline, "data": data}},
-            ]
+        returned = self._merged.candidates[index].parts[merged_position].returned
+        if isinstance(returned, Part):
+            # Read whole in its part: the file's data or the code's output, at the last two steps.
+            key, field_name = map(str, parse_locator(returned.where)[-2:])
+            sent = self._read_content_out(returned)
+            holder = as_dict(part[key])
+            if sent != holder[field_name]:
+                return [*before, {**part, key: {**holder, field_name: sent}}]
+            return [*before, raw_part]
         _, call = field_of(part, "functionCall")
         where = f"candidates[{index}].content.parts[{merged_position}]"
         if isinstance(call, dict) and self.filters.tool_gate is not None:
@@ -612,8 +632,11 @@ class GeminiStreamSession(StreamSession):
                 elif isinstance(part.get("text"), str):
                     handled.add((*base, index, "text"))
                 else:
+                    result_key, result = field_of(part, "codeExecutionResult")
                     inline_key, inline = field_of(part, "inlineData")
-                    if (
+                    if isinstance(as_dict(result).get("output"), str):
+                        handled.add((*base, index, result_key, "output"))
+                    elif (
                         isinstance(inline, dict)
                         and isinstance(inline.get("data"), str)
                         and not is_media(as_str(field_of(inline, "mimeType")[1]))
