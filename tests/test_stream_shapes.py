@@ -371,3 +371,26 @@ def test_a_long_event_sets_no_shape() -> None:
         sender(chunk)
     assert sender._shapes
     assert relay(OpenAIChat, written, shapes=True) == relay(OpenAIChat, written, shapes=False)
+
+
+@pytest.mark.parametrize("name", ["openai_chat", "openai_responses", "gemini"])
+def test_an_event_is_taken_apart_only_where_its_reading_may_be_skipped(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a stream's first events grow their fields' text, no event's reading can be skipped, and
+    events are not taken apart for it (``_skeleton``): only after a reading that found nothing and moved
+    nothing. The stream is sent, read back and observed as it is without shapes, a secret among those
+    events found."""
+    make, build, event_name, start = DIALECTS[name]
+    made: list[int] = []
+    skeleton = stream_module._skeleton
+    monkeypatch.setattr(stream_module, "_skeleton", lambda *args: made.append(1) or skeleton(*args))
+    sender, _, sending, _ = sessions(make(), shapes=True)
+    written = [event(build, event_name, f"word{1000 + number} ", "plain", number) for number in range(30)]
+    written[20] = event(build, event_name, "word1020 ", "secret elsewhere", 20)
+    chunks = [start, *written] if start else written
+    for chunk in chunks:
+        sender(chunk)
+    assert len(made) < len(chunks) // 3  # one for each event, were each taken apart before it is read
+    assert [found.rule.id for found in sending.found] == ["github-pat"]
+    assert relay(make, chunks, shapes=True) == relay(make, chunks, shapes=False)

@@ -873,8 +873,13 @@ class StreamSession(ABC):
             # Every byte but its text's is that of an event of its shape whose reading scanned nothing
             # and changed nothing, and no field's text has moved since (as for a skeleton, below).
             return payload, False
-        skeleton = _skeleton(payload, handled)
-        if skeleton is not None and self._skeletons.get(kind) == (residual.generation, skeleton):
+        # Compared only with a skeleton kept at the scan's present generation: while a stream's first
+        # events grow their fields' text, none is, and the skeleton is made only if the scan stays quiet.
+        kept = self._skeletons.get(kind)
+        skeleton = (
+            _skeleton(payload, handled) if kept is not None and kept[0] == residual.generation else None
+        )
+        if skeleton is not None and kept == (residual.generation, skeleton):
             # Every string it does not filter as text is the same as in the last event of its type, whose
             # reading scanned nothing and changed nothing, and no field's text has moved since: reading
             # it again would find the same nothing.
@@ -891,6 +896,9 @@ class StreamSession(ABC):
             shape = self._new_shape(event, payload, handled)
         if shape is not None and shape.handled == handled:
             shape.quiet = (kind, generation) if quiet else None
+        if quiet and skeleton is None:
+            # The scan changed nothing: the payload is as it was before it.
+            skeleton = _skeleton(payload, handled)
         if quiet and skeleton is not None:
             if len(self._skeletons) >= _SKELETON_KINDS:
                 del self._skeletons[next(iter(self._skeletons))]  # the kind kept longest ago
