@@ -1372,6 +1372,9 @@ class Inspect:
         if forwarded is None:
             # A rule ran out of time on it where that is enforced: no part of it is known to be clean.
             message.drop()
+        elif inspector.gate_message(text, from_client=message.from_client, where=where) is not None:
+            # A call or tool result of unknown layout cannot be taken out of it exactly: withheld whole.
+            message.drop()
         elif forwarded != text:
             message.content = forwarded.encode("utf-8", "surrogateescape")
 

@@ -19,6 +19,7 @@ gone from what was sent, found by scanning it again. The turn's decision follows
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -58,7 +59,8 @@ from proxy.dialects import (
     chain_filters,
 )
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
-from proxy.dialects.locator import get_at, parse_locator, set_at
+from proxy.dialects.locator import get_at, join, parse_locator, set_at
+from proxy.dialects.shapes import may_hold_calls, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
 from proxy.egress import canonical_host, decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -95,6 +97,7 @@ from proxy.scanning.vault import (
 )
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
+from proxy.wire import jsontext
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 
 CREDENTIAL_HEADERS = frozenset(
@@ -1129,6 +1132,41 @@ class TurnInspector:
             text = self._restore_message(vault, text, where)
         return text
 
+    def gate_message(self, text: str, *, from_client: bool, where: str) -> Finding | None:
+        """A WebSocket message ``inspect_message`` has read, read on for what a realtime API carries in it
+        by its shape: the tool calls an upstream's event holds, gated as an answer's are (destructive
+        calls, credential-file reads), and what tools the API ran returned; the results of its calls an
+        agent sends back, read as tool results. Findings recorded; the one that withholds the message where
+        the policy enforces it, as it refuses a request or answer: a call or injection (an agent's own
+        prompt too) found in it, not a secret its redaction took out."""
+        if may_hold_calls(text):
+            with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
+                self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
+        refusing = [
+            finding
+            for finding in self.turn.findings[self._direction_from :]
+            if self._enforceable(finding) and finding.action not in (Action.REDACT, Action.VAULT)
+        ]
+        if not refusing:
+            return None
+        self._carry_out(self._direction_from, refusing.__contains__, Decision.BLOCKED)
+        return refusing[0]
+
+    def _read_shapes(self, document: Any, *, from_client: bool, where: str) -> None:
+        if from_client:
+            parts = sent_results(document)
+        else:
+            calls = [
+                dataclasses.replace(call, where=_within(where, call.where)) for call in shaped_calls(document)
+            ]
+            self._record(self._destructive_calls(calls) + self._credential_reads(calls))
+            self._record(self._tool_behaviour(calls))
+            parts = shaped_results(document)
+        for part in parts:
+            self._record(
+                self._injection_findings(dataclasses.replace(part, where=_within(where, part.where)))
+            )
+
     def _read_on_across_messages(self, text: str, from_client: bool, where: str) -> str:
         """A message's strings read on from the same field's text in the messages before it, as the
         events of a stream are (``JsonScan``): a realtime API sends a reply a delta a message, and a secret
@@ -2058,6 +2096,11 @@ def _restored(vault: Vault, value: Any, where: str) -> Any:
     """``value`` (a decoded JSON value) with the placeholders in its strings resolved, uses recorded."""
     resolve = vault.resolver(where)
     return map_strings(value, lambda text: restore(text, resolve))
+
+
+def _within(message: str, where: str) -> str:
+    """A locator inside a message's document placed under the message's own (``websocket[3]``)."""
+    return join(message, *parse_locator(where))
 
 
 def _in_headers(where: str) -> bool:

@@ -150,12 +150,19 @@ GITHUB_TOKEN = "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"
 
 
 class Realtime(WebSocketUpstream):
-    """Speaks like a realtime API: a reply a delta a message, a key split over two of them, and a token
-    whole in a third; it keeps what the agent sends."""
+    """Speaks like a realtime API: by default a reply a delta a message, a key split over two of them, and
+    a token whole in a third (else the ``messages`` given); it keeps what the agent sends."""
+
+    def __init__(self, pki: UpstreamPKI, messages: tuple[str, ...] | None = None) -> None:
+        deltas = ("The key is AKIAQWERTY", "234567ABCD", f" and {GITHUB_TOKEN}.")
+        self.messages = messages or tuple(
+            json.dumps({"type": "response.text.delta", "delta": delta}) for delta in deltas
+        )
+        super().__init__(pki)
 
     def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
-        for delta in ("The key is AKIAQWERTY", "234567ABCD", f" and {GITHUB_TOKEN}."):
-            connection.send(json.dumps({"type": "response.text.delta", "delta": delta}))
+        for message in self.messages:
+            connection.send(message)
         with contextlib.suppress(websockets.exceptions.ConnectionClosed, TimeoutError):
             while True:
                 self.received.append(connection.recv(timeout=WAIT_S / 2))

@@ -139,6 +139,16 @@ def item_call(item: dict[str, Any], where: str) -> ToolCall:
     )
 
 
+def output_parts(item: dict[str, Any], base: str, tool_name: str | None = None) -> list[Part]:
+    """What the agent sends back as a call's result (a ``function_call_output`` item), read as a tool's
+    result is."""
+    call_id = as_str(item.get("call_id"))
+    return [
+        Part(Source.TOOL_RESULT, text, where, tool_name, call_id)
+        for where, text in content_texts(item.get("output"), f"{base}.output", ("text", "stdout", "stderr"))
+    ]
+
+
 def returned_parts(item: dict[str, Any], base: str) -> list[Part]:
     """What a tool the API ran returned in its own item, read as the model reads a tool's result: a remote
     MCP tool's ``output`` (or ``error``), the texts a file search found, the code interpreter's logs; and
@@ -261,10 +271,7 @@ class OpenAIResponses(Dialect):
             elif item_type in OUTPUT_ITEMS:
                 call_id = as_str(item.get("call_id"))
                 tool_name = names_by_call_id.get(call_id or "")
-                for where, text in content_texts(
-                    item.get("output"), f"{base}.output", ("text", "stdout", "stderr")
-                ):
-                    view.parts.append(Part(Source.TOOL_RESULT, text, where, tool_name, call_id))
+                view.parts.extend(output_parts(item, base, tool_name))
                 _read_files(
                     view, item.get("output"), f"{base}.output", Source.TOOL_RESULT, tool_name, call_id
                 )

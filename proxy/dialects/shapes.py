@@ -16,7 +16,7 @@ from proxy.dialects.base import as_dict, as_str
 from proxy.dialects.gemini import function_call_of
 from proxy.dialects.locator import Step, format_locator, parse_locator
 from proxy.dialects.openai_chat import message_calls
-from proxy.dialects.openai_responses import CALL_ITEMS, item_call, returned_parts
+from proxy.dialects.openai_responses import CALL_ITEMS, OUTPUT_ITEMS, item_call, output_parts, returned_parts
 from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
@@ -59,6 +59,19 @@ def shaped_results(document: Any) -> list[Part]:
     """What tools the API ran returned inside their calls (a remote MCP tool's output), to be read as a
     tool's result is."""
     return [part for _, item in _shapes(document, ()) if item is not None for part in item]
+
+
+def sent_results(document: Any, steps: tuple[Step, ...] = ()) -> list[Part]:
+    """What an agent sends back as its calls' results anywhere in ``document`` (a ``function_call_output``
+    item, as a Realtime client's ``conversation.item.create`` carries one), read as a tool's result is."""
+    if isinstance(document, list):
+        return [part for index, child in enumerate(document) for part in sent_results(child, (*steps, index))]
+    if not isinstance(document, dict):
+        return []
+    if as_str(document.get("type")) in OUTPUT_ITEMS:
+        parts = output_parts(document, format_locator(steps) if steps else "")
+        return [dataclasses.replace(part, where=part.where.removeprefix(".")) for part in parts]
+    return [part for key, child in document.items() for part in sent_results(child, (*steps, key))]
 
 
 def _shapes(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[ToolCall, list[Part] | None]]:
