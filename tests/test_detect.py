@@ -29,6 +29,7 @@ def body(document: object) -> bytes:
         ("/v1/responses", {"jsonrpc": "2.0", "input": "hi"}, "openai_responses"),
         ("/v1/messages", {"jsonrpc": "2.0", **MESSAGES}, "anthropic"),
         ("/v1beta/models/gemini-2.5-flash:generateContent", {"jsonrpc": "2.0", "contents": []}, "gemini"),
+        (f"{VERTEX}:rawPredict", {"jsonrpc": "2.0", **MESSAGES}, "anthropic"),
     ],
 )
 def test_a_model_route_is_not_read_otherwise_for_a_jsonrpc_key(
@@ -97,6 +98,71 @@ def test_a_messages_route_is_anthropic_for_a_messages_body_and_mcp_for_jsonrpc(
     MCP's whatever else it names; Anthropic's own ``/v1/messages`` is Anthropic's. ``max_tokens`` counts
     at the top level only."""
     assert detect("POST", path, "application/json", sent).name == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "sent", "expected", "model"),
+    [
+        (f"{VERTEX}:rawPredict", MESSAGES, "anthropic", "claude-sonnet-4@20250514"),
+        (f"{VERTEX}:streamRawPredict", {**MESSAGES, "stream": True}, "anthropic", "claude-sonnet-4@20250514"),
+        (
+            "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke",
+            {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": []},
+            "anthropic",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        ),
+        (
+            "/model/us.anthropic.claude-sonnet-4-v1%3A0/invoke-with-response-stream",
+            {"max_tokens": 5, "messages": []},
+            "anthropic",
+            "us.anthropic.claude-sonnet-4-v1:0",
+        ),
+        (
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aapplication-inference-profile%2Fx/invoke",
+            {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": []},
+            "anthropic",
+            "arn:aws:bedrock:us-east-1:1:application-inference-profile/x",
+        ),
+        ("/v1beta/tunedModels/my-model:generateContent", {"contents": []}, "gemini", "my-model"),
+        ("/v1/projects/p/locations/us/endpoints/123:generateContent", {"contents": []}, "gemini", "123"),
+        (
+            "/v1/projects/p/locations/us/endpoints/123:streamGenerateContent",
+            {"contents": []},
+            "gemini",
+            "123",
+        ),
+        ("/v1beta/models/g/versions/1:generateContent", {"contents": []}, "gemini", "g/versions/1"),
+        (
+            "/v1/publishers/google/models/gemini-2.0-flash:streamGenerateContent",
+            {},
+            "gemini",
+            "gemini-2.0-flash",
+        ),
+    ],
+)
+def test_provider_routes_of_a_known_dialect_are_read_in_it(
+    path: str, sent: object, expected: str, model: str
+) -> None:
+    """Claude on Vertex AI and on Bedrock speaks the Messages API with the model in the path; Gemini's
+    methods on tuned models, model versions and Vertex AI endpoints are Gemini's."""
+    dialect = detect("POST", path, "application/json", body(sent))
+    assert (dialect.name, dialect.model_hint) == (expected, model)
+
+
+@pytest.mark.parametrize(
+    ("path", "sent"),
+    [
+        ("/model/meta.llama3-70b-instruct-v1%3A0/invoke", {"prompt": "hi", "max_gen_len": 5}),
+        ("/model/amazon.titan-text-express-v1/invoke", {"inputText": "hi"}),
+        ("/v1/projects/p/locations/us/publishers/mistralai/models/mistral-large:rawPredict", CHAT),
+        ("/v1beta/models/gemini-2.5-flash:countTokens", {"contents": []}),
+        ("/v1/projects/p/locations/us/endpoints/123:predict", {"instances": []}),
+    ],
+)
+def test_provider_routes_of_other_formats_are_not_read_as_a_known_dialect(path: str, sent: object) -> None:
+    """Another provider's model on Bedrock, another publisher on Vertex AI, another method: their bodies
+    are no Messages or Gemini body, and the generic reader reads every string of them."""
+    assert detect("POST", path, "application/json", body(sent)).name == "generic"
 
 
 def test_another_jsonrpc_method_is_read_as_the_generic_reader_reads_it() -> None:

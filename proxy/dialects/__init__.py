@@ -55,7 +55,16 @@ __all__ = [
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/chat/completions\Z")
 _RESPONSES = re.compile(r"/responses(?:/resp_[^/]+)?\Z")
-_GEMINI = re.compile(r"/models/([^/:]+):(generateContent|streamGenerateContent)\Z")
+_GEMINI = re.compile(
+    r"(?:/(?:models|tunedModels|endpoints)/([^:]+))?:(generateContent|streamGenerateContent)\Z"
+)
+"""Gemini's methods on any resource: a base or tuned model (``tunedModels/x``), a model's version
+(``models/g/versions/1``), a Vertex AI endpoint serving one (``endpoints/123``)."""
+_VERTEX_ANTHROPIC = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)\Z")
+"""Claude on Vertex AI: a Messages body (``anthropic_version`` in it), the model in the path."""
+_BEDROCK_INVOKE = re.compile(r"/model/(.+)/invoke(?:-with-response-stream)?\Z")
+"""A model on Amazon Bedrock, whose body is the model provider's own (the model id may be an ARN, its
+slashes percent-encoded)."""
 _MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
 """Text in which some key may read as ``jsonrpc``: spelled in any case (servers in Go match keys
 regardless of case, and fold the long s to "s"), or with an escape."""
@@ -95,6 +104,12 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     if gemini:
         model = gemini.group(1)
         return Gemini(model_hint=model, streaming=gemini.group(2) == "streamGenerateContent")
+    vertex = _VERTEX_ANTHROPIC.search(route)
+    if vertex:
+        return Anthropic(model_hint=vertex.group(1))
+    bedrock = _BEDROCK_INVOKE.search(route)
+    if bedrock and ("anthropic." in bedrock.group(1) or "anthropic_version" in _top_level_keys(body)):
+        return Anthropic(model_hint=bedrock.group(1))
     if route.endswith("/messages"):
         # Many APIs have a /messages path; max_tokens is required by the Messages API and rare elsewhere.
         # A message endpoint of MCP's HTTP+SSE transport is one too: there a JSON-RPC body is MCP's.
