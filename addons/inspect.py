@@ -79,6 +79,8 @@ log = structlog.get_logger("egressguard")
 DIALECT_KEY = "egressguard.dialect"
 INSPECTOR_KEY = "egressguard.inspector"
 SESSION_KEY = "egressguard.session"
+RELAYED_UNREAD_KEY = "egressguard.inspect.relayed_unread"
+"""A response relayed as it arrived in a coding that cannot be undone, where that is not enforced."""
 READER_KEY = "egressguard.request_reader"
 """The dialect the request body was read with: its API's, or the generic reader where that cannot."""
 PENDING_KEY = "egressguard.inspect.pending"
@@ -1114,6 +1116,7 @@ class Inspect:
         if not supported(encoding) and relayed:
             if not self._refuse_relayed(flow, turn, dialect, UnsupportedCodingError(encoding)):
                 flow.response.stream = True
+                flow.metadata[RELAYED_UNREAD_KEY] = True
             return
         charsets = declared_charsets(content_type)
         if relayed and not all(map(reads_as_utf8, charsets)):
@@ -1147,6 +1150,9 @@ class Inspect:
         if turn is None or inspector is None or dialect is None or flow.response is None:
             return
         if self._finish_stream(flow, turn, inspector):
+            return
+        if isinstance(flow.response.stream, Substitute) or flow.metadata.pop(RELAYED_UNREAD_KEY, False):
+            # Refused, or passed unread, as it arrived, on the record already: no body was held to read.
             return
         inspector.begin_answer()
         try:
