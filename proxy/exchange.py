@@ -81,6 +81,9 @@ class DeclaredTool:
     API reaches instead of a URL."""
     asks_approval: bool = False
     """The API asks the agent before each call (Responses ``require_approval: "always"``)."""
+    approval_asked_for: tuple[str, ...] = ()
+    """The tools the API asks the agent about before each of their calls (those a Responses
+    ``require_approval`` filter names under ``always``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,10 @@ def test_declared_tools_are_read_from_both_apis() -> None:
         ),
         DeclaredTool("web_search", "tools[1]"),
     ]
+    approval = {"always": {"tool_names": ["a", "b", 3]}, "never": {"tool_names": ["b"], "read_only": True}}
+    body = {"model": "m", "input": "hi", "tools": [mcp_tool(require_approval=approval)]}
+    (declared,) = OpenAIResponses().parse_request(json.dumps(body).encode()).declared_tools
+    assert (declared.asks_approval, declared.approval_asked_for) == (False, ("a",))
 
 
 def test_a_remote_mcp_server_outside_the_egress_allowlist_is_refused(
@@ -299,3 +303,36 @@ def test_an_anthropic_mcp_toolset_says_which_tools_the_api_may_run(
         send()
     assert upstream.received == []
     assert refusals(last_record(enforce)) == [("tool_abuse", refused, "mcp_servers[0]", True)]
+
+
+NAMED = ["read_file", "delete_repository"]
+APPROVAL_FILTERS: list[tuple[dict[str, Any], list[str] | None, str | None]] = [
+    ({"always": {"tool_names": ["delete_repository"]}, "never": {"tool_names": ["read_file"]}}, NAMED, None),
+    ({"always": {"tool_names": ["delete_repository"]}}, NAMED, None),
+    ({"never": {"tool_names": ["delete_repository"]}}, NAMED, "tool-delete"),
+    ({"always": {"tool_names": ["read_file"]}}, NAMED, "tool-delete"),
+    ({"always": {"read_only": False}}, NAMED, "tool-delete"),
+    ({"always": {"tool_names": NAMED}, "never": {"tool_names": ["delete_repository"]}}, NAMED, "tool-delete"),
+    ({"always": {"tool_names": NAMED}}, None, "tool-mcp-unrestricted"),
+]
+"""A ``require_approval`` filter object, the tools the server allows, and what refuses the request: a
+tool named under ``always`` is asked about before each call; one under ``never`` (there too), named by
+neither, or matched by a ``read_only`` filter only is not."""
+
+
+def test_a_require_approval_filter_asks_approval_for_the_tools_it_names_under_always(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    upstream.reply = Reply(body=response_of())
+    client = openai_client(upstream)
+    for count, (approval, allowed, refused) in enumerate(APPROVAL_FILTERS, start=1):
+        fields = {"require_approval": approval} | ({} if allowed is None else {"allowed_tools": allowed})
+        tools = [mcp_tool(server_url=ALLOWED_URL, **fields)]
+        if refused is None:
+            client.responses.create(model="m", input="clean up", tools=tools)  # type: ignore[arg-type]
+            assert json.loads(upstream.received[-1].body)["tools"] == tools
+        else:
+            with pytest.raises(openai.PermissionDeniedError):
+                client.responses.create(model="m", input="clean up", tools=tools)  # type: ignore[arg-type]
+        expected = [] if refused is None else [("tool_abuse", refused, "tools[0]", True)]
+        assert refusals(last_record(enforce, count)) == expected, approval

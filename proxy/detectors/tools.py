@@ -275,7 +275,12 @@ def _unasked_findings(
             )
         ]
     findings = []
-    for name in tool.allowed_tools or () if tool.mcp_server else (tool.name,):
+    unasked = (
+        [name for name in tool.allowed_tools or () if name not in tool.approval_asked_for]
+        if tool.mcp_server
+        else [tool.name]
+    )
+    for name in unasked:
         entry = catalogue.entry_for(name, overrides)
         if entry is not None:
             findings.append(

@@ -209,9 +209,25 @@ def _declared_tool(tool: dict[str, Any], where: str) -> DeclaredTool | None:
             mcp_server=True,
             connector=connector,
             asks_approval=tool.get("require_approval") == "always",
+            approval_asked_for=_approval_asked_for(tool.get("require_approval")),
         )
     prefix = next((prefix for prefix in SERVER_TOOL_TYPES if tool_type.startswith(prefix)), None)
     return DeclaredTool(prefix, where) if prefix is not None else None
+
+
+def _approval_asked_for(approval: Any) -> tuple[str, ...]:
+    """The tools a ``require_approval`` filter object (``{"always": {"tool_names": [...]}, "never":
+    {...}}``) names under ``always`` and not under ``never``: the API asks before each of their calls. A
+    tool named under ``never``, or by neither, is asked about no more than where ``require_approval`` is
+    absent; a ``read_only`` filter takes the server's word for what its tools do, and names none."""
+    if not isinstance(approval, dict):
+        return ()
+
+    def named(key: str) -> set[str]:
+        names = as_list(as_dict(approval.get(key)).get("tool_names"))
+        return {name for name in names if isinstance(name, str)}
+
+    return tuple(sorted(named("always") - named("never")))
 
 
 def _item_texts(item: dict[str, Any], base: str) -> list[TextSegment]:
