@@ -24,7 +24,7 @@ from proxy.admin.api import ROUTES, Route
 from proxy.admin.dashboard import DASHBOARD_ROUTES
 from proxy.admin.tokens import Access
 from proxy.control.metrics import Metrics, merge_expositions
-from tests.harness import Proxy, free_port
+from tests.harness import CLIENT_TIMEOUT_S, Proxy, free_port
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
 
@@ -105,7 +105,7 @@ def _wait_for_port(port: int, timeout: float = 15.0) -> None:
 
 def openai_client(proxy: Proxy, upstream: FakeUpstream, **headers: str) -> Iterator[openai.OpenAI]:
     context = ssl.create_default_context(cafile=proxy.ca_cert)
-    with httpx.Client(proxy=proxy.url(), verify=context) as http_client:
+    with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as http_client:
         yield openai.OpenAI(
             base_url=f"{upstream.url}/v1",
             api_key="sk-test",
@@ -425,7 +425,9 @@ def test_an_mcp_call_is_approved_like_a_completion(
         "params": {"name": "delete_customer", "arguments": {"id": 42}},
     }
     context = ssl.create_default_context(cafile=admin.proxy.ca_cert)
-    with httpx.Client(proxy=admin.proxy.url(), verify=context, headers=CONTEXT) as client:
+    with httpx.Client(
+        proxy=admin.proxy.url(), verify=context, headers=CONTEXT, timeout=CLIENT_TIMEOUT_S
+    ) as client:
         refused = client.post(f"{upstream.url}/mcp", json=call).json()
         approval_id = _approval_id(refused["error"]["message"])
         assert admin.cli("approvals", "approve", approval_id).returncode == 0
@@ -454,7 +456,7 @@ def streamed_call(
         text = "".join(block.text for block in message.content if block.type == "text")
         return text, [(b.name, b.input) for b in message.content if b.type == "tool_use"]
     context = ssl.create_default_context(cafile=admin.proxy.ca_cert)
-    with httpx.Client(proxy=admin.proxy.url(), verify=context) as http_client:
+    with httpx.Client(proxy=admin.proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as http_client:
         client = openai.OpenAI(
             base_url=f"{upstream.url}/v1",
             api_key="sk-test",

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from proxy.dialects.locator import get_at
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.test_e2e_injection import ATTACK, AWS_KEY, MARKER, README
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
 from tests.upstream import FakeUpstream, Reply, sse
@@ -216,7 +216,7 @@ def mcp_exchange(
     else:
         upstream.reply = Reply(events=[sse(message)])
     context = ssl.create_default_context(cafile=proxy.ca_cert)
-    with httpx.Client(proxy=proxy.url(), verify=context) as client:
+    with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         answer = client.post(
             f"{upstream.url}/mcp",
             json={

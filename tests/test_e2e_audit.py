@@ -24,7 +24,7 @@ from proxy.audit.heads import WRITER_ID_FILE, StoredCountWitness
 from proxy.audit.log import AuditLog
 from proxy.commands.cli import main
 from proxy.state.redis_store import RedisSettings, RedisStateStore
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.redis_server import RedisServer
 from tests.test_e2e_alerts import ask, wait_until
 from tests.upstream import FakeUpstream, Reply
@@ -250,7 +250,7 @@ def test_status_is_what_the_agent_got_when_the_upstream_breaks(
             text="a long enough answer to be cut", content_type=content_type, cut_after_events=2
         )
         with (
-            httpx.Client(proxy=proxy.url(), verify=verify_ca) as client,
+            httpx.Client(proxy=proxy.url(), verify=verify_ca, timeout=CLIENT_TIMEOUT_S) as client,
             client.stream("POST", f"{upstream.url}/v1/chat/completions", json=request) as response,
         ):
             statuses.append(response.status_code)  # the head the agent received

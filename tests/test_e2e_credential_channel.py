@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from proxy.commands.localca import UpstreamPKI, make_pki
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.test_credential_channel import ANTHROPIC, AWS, GITHUB, OPENAI
 from tests.upstream import FakeUpstream
 
@@ -124,7 +124,9 @@ def test_a_key_in_a_credential_query_parameter_is_refused(
     host that takes none is refused; nothing is sent."""
     proxy = start_proxy(mode="enforce")
     with httpx.Client(
-        proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        proxy=proxy.url(),
+        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
+        timeout=CLIENT_TIMEOUT_S,
     ) as client:
         reply = client.post(f"{upstream.url}/v1/search?{parameter}={AWS}", json={"q": "x"})
     assert reply.status_code == 403 and upstream.received == []
@@ -200,7 +202,9 @@ def test_tool_apis_take_their_own_keys_by_default_and_no_others(
     )
     port = tool_upstream.url.rsplit(":", 1)[1]
     with httpx.Client(
-        proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        proxy=proxy.url(),
+        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
+        timeout=CLIENT_TIMEOUT_S,
     ) as client:
         response = client.post(
             f"https://{host}:{port}{path}",

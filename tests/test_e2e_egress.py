@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from proxy.commands.localca import UpstreamPKI
-from tests.harness import Proxy, proxy_authorization
+from tests.harness import CLIENT_TIMEOUT_S, Proxy, proxy_authorization
 from tests.upstream import FakeUpstream
 
 
@@ -175,7 +175,7 @@ def test_inspect_false_destination_is_relayed_without_interception(
     certificate, and the CONNECT is recorded."""
     proxy = start_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
     context = ssl.create_default_context(cafile=upstream_pki.ca_cert)
-    with httpx.Client(proxy=proxy.url(), verify=context) as client:
+    with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         reply = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
     assert reply.status_code == 200
     (record,) = proxy.wait_for_records(1)

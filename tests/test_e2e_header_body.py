@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import FakeUpstream, Reply
 
 TOKEN = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
@@ -74,7 +74,9 @@ def test_a_token_split_between_a_header_and_a_body_field_of_its_name_leaves_the_
     body = json.dumps([{"x-note": TOKEN[cut:]}]).encode()
     upstream.reply = Reply(body=body, headers={"X-Note": TOKEN[:cut]})
     with httpx.Client(
-        proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        proxy=proxy.url(),
+        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
+        timeout=CLIENT_TIMEOUT_S,
     ) as client:
         reply = client.post(f"{upstream.url}/v1/things", json={"q": 1})
     assert reply.status_code == 200 and reply.content == body and reply.headers["x-note"] == TOKEN[:cut]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
 from tests.upstream import FakeUpstream, Reply
 
@@ -38,9 +38,6 @@ ATTACK = (
 POISONED = f"{README}\n{ATTACK}\n\n## License\n\nMIT\n"
 MARKER = "withheld as a suspected prompt injection"
 AWS_KEY = "AKIAQWERTY234567ABCD"
-CLIENT_TIMEOUT_S = 60
-"""What a raw HTTP client waits for an answer: the first request through a fresh proxy took 3.4 s at a
-load of 17 on two cores, where httpx's own 5 s leaves little to spare."""
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import AGENT_TOKEN, Proxy
+from tests.harness import AGENT_TOKEN, CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.upstream import sse as upstream_sse
 
@@ -175,7 +175,9 @@ def test_mcp_tool_call_recorded(observe: Proxy, upstream: FakeUpstream, accept: 
         "params": {"name": "send_email", "arguments": {"to": "a@example.com"}},
     }
     with httpx.Client(
-        proxy=observe.url(), verify=ssl.create_default_context(cafile=observe.ca_cert)
+        proxy=observe.url(),
+        verify=ssl.create_default_context(cafile=observe.ca_cert),
+        timeout=CLIENT_TIMEOUT_S,
     ) as client:
         reply = client.post(f"{upstream.url}/mcp", json=call, headers={"accept": accept})
     assert '"id": 7' in reply.text
@@ -228,7 +230,9 @@ def test_malformed_and_misencoded_bodies_keep_the_proxy_serving(
     """Invalid JSON, a gzip body and a lying content-encoding are recorded; the next request still works."""
     url = f"{upstream.url}/v1/chat/completions"
     with httpx.Client(
-        proxy=observe.url(), verify=ssl.create_default_context(cafile=observe.ca_cert)
+        proxy=observe.url(),
+        verify=ssl.create_default_context(cafile=observe.ca_cert),
+        timeout=CLIENT_TIMEOUT_S,
     ) as client:
         assert (
             client.post(url, content=b"{not json", headers={"content-type": "application/json"}).status_code
@@ -449,7 +453,7 @@ def test_destructive_mcp_tool_call_refused(enforce: Proxy, upstream: FakeUpstrea
         "params": {"name": "delete_customer", "arguments": {"id": 42}},
     }
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         reply = client.post(f"{upstream.url}/mcp", json=call, headers={"X-Purpose": "p", "X-User-Id": "u"})
     assert reply.json()["error"]["message"].startswith("egressguard blocked this request: tool_abuse")
     assert upstream.received == []
@@ -498,7 +502,7 @@ def test_a_secret_in_an_error_answer_is_redacted(
     body = json.dumps({"error": {"message": text}}) if content_type == "application/json" else text
     upstream.reply = Reply(body=body.encode(), status=status, content_type=content_type)
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         answer = client.post(f"{upstream.url}/v1/tools/deploy", json={"target": "staging"})
     assert answer.status_code == status
     assert AWS_KEY not in answer.text and "deploy failed" in answer.text
@@ -656,7 +660,7 @@ def test_credential_read_mcp_call_refused_where_enforced(enforce: Proxy, upstrea
         "params": {"name": "read_text_file", "arguments": {"path": "/root/.ssh/id_ed25519"}},
     }
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         reply = client.post(f"{upstream.url}/mcp", json=call, headers={"X-Purpose": "p", "X-User-Id": "u"})
     assert reply.json()["error"]["message"].startswith("egressguard blocked this request: credential_theft")
     assert upstream.received == []
@@ -686,7 +690,7 @@ def test_mcp_tool_calls_are_rate_limited(start_proxy: Callable[..., Proxy], upst
     limited = start_proxy(mode="enforce", tools="{limits: {search_docs: 2/1h}}")
     context = ssl.create_default_context(cafile=limited.ca_cert)
     statuses = []
-    with httpx.Client(proxy=limited.url(), verify=context) as client:
+    with httpx.Client(proxy=limited.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         for number in range(3):
             call = {
                 "jsonrpc": "2.0",
@@ -776,7 +780,7 @@ def test_labels_do_not_hide_a_request_from_inspection(enforce: Proxy, upstream: 
     """A prompt labelled as binary, or with a content-encoding it does not have, is still read."""
     body = json.dumps({"model": "m", "messages": ask(INJECTION)}).encode()
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         for headers in (
             {"content-type": "application/octet-stream"},
             {"content-type": "application/json", "content-encoding": "br"},
@@ -790,7 +794,7 @@ def test_event_stream_labelled_json_is_still_redacted(enforce: Proxy, upstream: 
     """An event stream sent as application/json is read and filtered as the stream it is."""
     upstream.reply = Reply(text=LEAK, piece_size=3, content_type="application/json")
     context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context) as client:
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         reply = client.post(
             f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": ask(), "stream": True}
         )

@@ -14,7 +14,7 @@ import pytest
 
 from proxy.commands.cli import main
 from proxy.inprocess.guard import GuardUnavailable, Refused, guard
-from tests.harness import Proxy, free_port
+from tests.harness import CLIENT_TIMEOUT_S, Proxy, free_port
 from tests.test_e2e_alerts import alerts_for, alerts_yaml, wait_until
 from tests.webhook_receiver import Receiver
 
@@ -72,7 +72,7 @@ def test_plain_http_and_tunnelled_requests_are_both_answered_by_egressguard(enfo
     body = {"kind": "tool_call", "tool": "delete_customer", "arguments": {"id": 7}}
     trusted = ssl.create_default_context(cafile=str(enforcing.ca_cert))
     for scheme in ("http", "https"):
-        with httpx.Client(proxy=enforcing.url(), verify=trusted) as client:
+        with httpx.Client(proxy=enforcing.url(), verify=trusted, timeout=CLIENT_TIMEOUT_S) as client:
             answer = client.post(f"{scheme}://egressguard.internal/v1/inspect", json=body)
         assert answer.status_code == 200, answer.text
         assert answer.json()["decision"] == "blocked"
@@ -113,7 +113,7 @@ def test_bad_events_get_a_clear_400_and_nothing_is_recorded(
     proxy: Proxy, document: dict[str, Any], error: str
 ) -> None:
     path = "inspect" if "kind" in document else "events"
-    with httpx.Client(proxy=proxy.url()) as client:
+    with httpx.Client(proxy=proxy.url(), timeout=CLIENT_TIMEOUT_S) as client:
         answer = client.post(f"http://egressguard.internal/v1/{path}", json=document)
         assert client.post("http://egressguard.internal/v1/events", content=b"[1]").status_code == 400
         too_big = client.post("http://egressguard.internal/v1/events", content=b" " * (64 * 1024 + 1))

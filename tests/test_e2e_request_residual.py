@@ -22,7 +22,7 @@ import pytest
 
 from proxy.commands.localca import UpstreamPKI
 from tests.evasion_cases import escaped
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.test_evasion import HEADERS, decoded
 from tests.upstream import FakeUpstream
 
@@ -210,14 +210,14 @@ def mcp(upstream: FakeUpstream) -> int:
         },
     }
     headers = {**HEADERS, "accept": "application/json, text/event-stream"}
-    with httpx.Client(verify=trusted(), trust_env=True, headers=headers) as client:
+    with httpx.Client(verify=trusted(), trust_env=True, headers=headers, timeout=CLIENT_TIMEOUT_S) as client:
         client.post(f"{upstream.url}/mcp", json=request)
     return 5
 
 
 def generic(upstream: FakeUpstream) -> int:
     body = {secret(0): "a secret spelled as a key", "items": [{secret(1): 1}], "note": secret(2)}
-    with httpx.Client(verify=trusted(), trust_env=True, headers=HEADERS) as client:
+    with httpx.Client(verify=trusted(), trust_env=True, headers=HEADERS, timeout=CLIENT_TIMEOUT_S) as client:
         client.post(f"{upstream.url}/v1/records", json=body)
     return 3
 
@@ -365,7 +365,7 @@ def test_request_framings_do_not_carry_a_secret_past_redaction(
     reach the upstream in any spelling its reader decodes."""
     use(redacting, monkeypatch)
     path, content_type, body = FRAMED_REQUESTS[name]
-    with httpx.Client(verify=trusted(), trust_env=True, headers=HEADERS) as client:
+    with httpx.Client(verify=trusted(), trust_env=True, headers=HEADERS, timeout=CLIENT_TIMEOUT_S) as client:
         client.post(f"{upstream.url}{path}", content=body, headers={"content-type": content_type})
     received = upstream.received[-1].body
     assert secret(0).encode() not in received

@@ -18,7 +18,7 @@ from addons.gate.turns import STATE_UNAVAILABLE_CODE
 from addons.record.audit import DEGRADED_STATE
 from proxy.control.freeze import freeze_user
 from proxy.state.redis_store import RedisSettings, RedisStateStore
-from tests.harness import Proxy, proxy_authorization
+from tests.harness import CLIENT_TIMEOUT_S, Proxy, proxy_authorization
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
@@ -52,7 +52,11 @@ alerts:
 
 def client(proxy: Proxy, upstream: FakeUpstream, user: str = "u-1") -> openai.OpenAI:
     """An agent using ``proxy`` (each proxy has its own CA), with its own HTTP client."""
-    transport = httpx.Client(proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert)))
+    transport = httpx.Client(
+        proxy=proxy.url(),
+        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
+        timeout=CLIENT_TIMEOUT_S,
+    )
     return openai.OpenAI(
         base_url=f"{upstream.url}/v1",
         api_key="sk-test",

@@ -22,7 +22,7 @@ import websockets.sync.server
 
 from proxy.commands.localca import UpstreamPKI
 from proxy.scanning.rulepack import load_packaged_packs
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import (
     FakeUpstream,
     Reply,
@@ -257,7 +257,9 @@ def test_text_body_to_another_host_is_vaulted(vaulting: Proxy, upstream: FakeUps
     """A body that is not JSON leaves with placeholders too."""
     body = f"deploy log\nexport PGPASSWORD={PASSWORD}\n"
     with httpx.Client(
-        proxy=vaulting.url(), verify=ssl.create_default_context(cafile=vaulting.ca_cert)
+        proxy=vaulting.url(),
+        verify=ssl.create_default_context(cafile=vaulting.ca_cert),
+        timeout=CLIENT_TIMEOUT_S,
     ) as client:
         client.post(f"{upstream.url}/upload", content=body, headers={**HEADERS, "content-type": "text/plain"})
     sent = sent_upstream(upstream)
@@ -296,7 +298,7 @@ def test_mcp_tool_call_gets_the_value_only_for_its_agent(vaulting: Proxy, upstre
         (vaulting.url(), PASSWORD),
         (vaulting.url(INTRUDER, INTRUDER[::-1]), found.group(1)),
     ):
-        with httpx.Client(proxy=proxy_url, verify=context) as client:
+        with httpx.Client(proxy=proxy_url, verify=context, timeout=CLIENT_TIMEOUT_S) as client:
             client.post(f"{upstream.url}/mcp", json=call, headers=HEADERS)
         assert upstream.received[-1].json()["params"]["arguments"] == {"env": {"PGPASSWORD": expected}}
 

@@ -27,7 +27,7 @@ from proxy.audit.heads import head_key, writer_id
 from proxy.commands.cli import main
 from proxy.control.drill import CASE_HEADER, CASES_BY_NAME, TOKEN_HEADER
 from proxy.state.sqlite_shared import SharedSqliteStateStore
-from tests.harness import AGENT_TOKEN, AGENT_TOKEN_ENV, Proxy, free_port, policy_yaml
+from tests.harness import AGENT_TOKEN, AGENT_TOKEN_ENV, CLIENT_TIMEOUT_S, Proxy, free_port, policy_yaml
 from tests.test_admin import Admin, admin_policy
 from tests.test_drill import _targets, drill
 from tests.test_e2e_shared_state import AWS_KEY, BURST_RULE, INJECTION, alerts_yaml, ask, client, rules_of
@@ -505,7 +505,7 @@ def test_a_drill_through_two_workers_passes(workers_admin: Admin) -> None:
     run = admin.post("/api/v1/drills", {"by": "carol"}, admin.full).json()
     case = CASES_BY_NAME["missing-purpose"]
     for _ in range(AGENTS):  # each on a connection of its own, so both workers serve some
-        with httpx.Client(proxy=admin.proxy.url(), trust_env=False) as agent:
+        with httpx.Client(proxy=admin.proxy.url(), trust_env=False, timeout=CLIENT_TIMEOUT_S) as agent:
             headers = {**case.headers, TOKEN_HEADER: run["token"], CASE_HEADER: case.name}
             assert agent.request(case.method, case.url, json=case.body, headers=headers).status_code == 200
     marked: dict[str, int] = {}

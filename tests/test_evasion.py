@@ -20,7 +20,7 @@ import pytest
 
 from proxy.commands.localca import UpstreamPKI
 from tests.evasion_cases import CASES, Case
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import FakeUpstream, Reply
 
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
@@ -146,7 +146,9 @@ def mcp(upstream: FakeUpstream, case: Case) -> list[Any]:
     }
     accept = "application/json, text/event-stream"
     trusted = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    with httpx.Client(verify=trusted, trust_env=True, headers={**HEADERS, "accept": accept}) as client:
+    with httpx.Client(
+        verify=trusted, trust_env=True, headers={**HEADERS, "accept": accept}, timeout=CLIENT_TIMEOUT_S
+    ) as client:
         response = client.post(f"{upstream.url}/mcp", json=request)
     if case.stream:
         return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
