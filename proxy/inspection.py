@@ -1788,16 +1788,24 @@ class TurnInspector:
     def _tool_gate(self) -> ToolGate | None:
         """A stream's destructive call is held from its name until its arguments are complete, then
         decided on them like a JSON completion's: released under a granted approval for exactly these
-        arguments, else dropped (its notice names the pending approval). Other calls go on at once."""
+        arguments, else dropped (its notice names the pending approval). Other calls go on at once; a
+        call asked about whole (the generic reader's, an event at a time) is dropped too where it reads a
+        credential file."""
         if not self.policy.enforces(Threat.TOOL_ABUSE):
             return None
         catalogue, overrides = self.detectors.tools, self.overrides
 
         def gate(call: ToolCall, complete: bool) -> ToolDecision:
-            if catalogue.is_destructive(call.name, overrides) is None:
-                return "release"
+            destructive = catalogue.is_destructive(call.name, overrides) is not None
             if not complete:
-                return "hold"
+                return "hold" if destructive else "release"
+            if any(
+                finding.action is Action.WITHHOLD and self.policy.enforces(finding.threat)
+                for finding in self._credential_reads([call])
+            ):
+                return "drop"
+            if not destructive:
+                return "release"
             (finding,) = self._destructive_calls([call])
             if finding.action is not Action.WITHHOLD:
                 return "release"

@@ -258,3 +258,28 @@ def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
     }
     assert not any(where.startswith(("websocket[0]", "websocket[4]", "websocket[8]")) for _, where in places)
     assert all(enforced is enforcing for _, _, enforced in found)
+
+
+def gemini_call_stream(name: str, args: dict[str, Any]) -> list[bytes]:
+    """A Gemini stream (``alt=sse``) whose second chunk is a whole function call."""
+    text = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Looking."}]}}]}
+    call = {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": args}}]}}
+        ]
+    }
+    return [upstream_sse(text), upstream_sse(call)]
+
+
+def test_a_credential_read_in_a_generic_stream_withholds_its_event(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A call whose arguments come whole in its event (Gemini's) is decided on them: one that reads a
+    credential file is not sent, enforced; the text before it is."""
+    proxy = start_proxy(mode="enforce")
+    upstream.reply = Reply(events=gemini_call_stream("read_file", {"path": "/home/u/.aws/credentials"}))
+    answer = post(proxy, upstream, "/v1/projects/p/locations/l/endpoints/7:streamGenerateContent?alt=sse")
+    assert answer.status_code == 200 and "Looking." in answer.text and "functionCall" not in answer.text
+    assert call_findings(proxy) == [
+        ("credential_theft", "[1].candidates[0].content.parts[0].functionCall", True)
+    ]
