@@ -139,18 +139,23 @@ def fail_open[Hook: Callable[..., None]](hook: Hook) -> Hook:
             turn = turn_of(flow)
             if turn is not None:
                 refuse_without_state(flow, turn, error)
-        except ScanTimeout as error:
-            turn = turn_of(flow)
-            if turn is not None:
-                turn.errors.append(f"inspect: {error} in {hook.__name__}")
-                refuse_timed_out(flow, turn, policy_of(flow, self.runtime), hook.__name__)
-            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__, at=raised_at(error))
         except Exception as error:  # recorded; refused where a reading threat is enforced
             turn = turn_of(flow)
-            if turn is not None:
+            if turn is not None and isinstance(error, ScanTimeout):
+                turn.errors.append(f"inspect: {error} in {hook.__name__}")
+                refuse_timed_out(flow, turn, policy_of(flow, self.runtime), hook.__name__)
+            elif turn is not None:
                 turn.errors.append(f"inspect: {type(error).__name__} in {hook.__name__}")
                 refuse_uninspected(flow, turn, policy_of(flow, self.runtime), hook.__name__)
-            log.error("inspect.failed", hook=hook.__name__, error=type(error).__name__, at=raised_at(error))
+            # Rules out of time are named by their ids, never by the text they read.
+            fields = {"timed_out": list(error.result.timed_out)} if isinstance(error, ScanTimeout) else {}
+            log.error(
+                "inspect.failed",
+                hook=hook.__name__,
+                error=type(error).__name__,
+                at=raised_at(error),
+                **fields,
+            )
 
     return guarded  # type: ignore[return-value]
 

@@ -12,6 +12,7 @@ from mitmproxy.test import tflow
 from addons.gate.turns import METADATA_KEY, POLICY_KEY
 from addons.inspect import INSPECTION_FAILED_RULE, fail_open, refuse_uninspected
 from proxy.config.policy import Policy, parse_policy
+from proxy.scanning.rulepack import ScanResult, ScanTimeout
 from proxy.turn import Turn, TurnContext
 
 
@@ -100,3 +101,25 @@ def test_a_failed_hook_is_refused_and_logged_with_where_it_failed_without_its_me
     assert line["at"].startswith("tests/test_refuse_uninspected.py:")
     assert line["at"].endswith(" in inspect_request")
     assert "secret" not in str(logged)
+
+
+class _TimedOutHooks:
+    runtime = None
+
+    @fail_open
+    def inspect_request(self, flow: tflow.HTTPFlow) -> None:
+        raise ScanTimeout(ScanResult(timed_out=("secrets.aws-access-key-id",)))
+
+
+def test_a_hook_out_of_time_is_logged_once_naming_the_rules_out_of_time() -> None:
+    flow = tflow.tflow()
+    turn = Turn(TurnContext(agent_id="bot", role="support"))
+    flow.metadata[METADATA_KEY] = turn
+    flow.metadata[POLICY_KEY] = policy("enforce")
+    with structlog.testing.capture_logs() as logged:
+        _TimedOutHooks().inspect_request(flow)  # type: ignore[arg-type]
+    assert flow.response is not None
+    assert turn.errors == ["inspect: rules out of time: secrets.aws-access-key-id in inspect_request"]
+    [line] = [entry for entry in logged if entry["event"] == "inspect.failed"]
+    assert (line["error"], line["timed_out"]) == ("ScanTimeout", ["secrets.aws-access-key-id"])
+    assert line["at"].startswith("tests/test_refuse_uninspected.py:")
