@@ -4,6 +4,7 @@ on a body's words, passed on the record elsewhere."""
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
 import structlog.testing
@@ -80,46 +81,41 @@ def test_observe_mode_passes_on_the_record() -> None:
 class _Hooks:
     runtime = None
 
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
     @fail_open
     def inspect_request(self, flow: tflow.HTTPFlow) -> None:
-        {}["a secret the hook read"]
+        raise self.error
+
+
+def failed(error: Exception) -> tuple[tflow.HTTPFlow, Turn, dict[str, Any], str]:
+    """A request whose hook raised ``error`` in enforce mode, its turn, its one inspect.failed log line
+    and all that was logged."""
+    flow = tflow.tflow()
+    turn = Turn(TurnContext(agent_id="bot", role="support"))
+    flow.metadata[METADATA_KEY] = turn
+    flow.metadata[POLICY_KEY] = policy("enforce")
+    with structlog.testing.capture_logs() as logged:
+        _Hooks(error).inspect_request(flow)  # type: ignore[arg-type]
+    [line] = [entry for entry in logged if entry["event"] == "inspect.failed"]
+    assert line["at"].startswith("tests/test_refuse_uninspected.py:")
+    assert line["at"].endswith(" in inspect_request")
+    return flow, turn, line, str(logged)
 
 
 def test_a_failed_hook_is_refused_and_logged_with_where_it_failed_without_its_message() -> None:
     """A hook that raised (a worker thread's inspection as much as the event loop's) is refused where
     enforced, and its log line names the code it failed at, never the exception's text."""
-    flow = tflow.tflow()
-    turn = Turn(TurnContext(agent_id="bot", role="support"))
-    flow.metadata[METADATA_KEY] = turn
-    flow.metadata[POLICY_KEY] = policy("enforce")
-    with structlog.testing.capture_logs() as logged:
-        _Hooks().inspect_request(flow)  # type: ignore[arg-type]
+    flow, turn, line, logged = failed(KeyError("a secret the hook read"))
     assert flow.response is not None and flow.response.status_code == 403
     assert turn.errors == ["inspect: KeyError in inspect_request"]
-    [line] = [entry for entry in logged if entry["event"] == "inspect.failed"]
-    assert line["error"] == "KeyError"
-    assert line["at"].startswith("tests/test_refuse_uninspected.py:")
-    assert line["at"].endswith(" in inspect_request")
-    assert "secret" not in str(logged)
-
-
-class _TimedOutHooks:
-    runtime = None
-
-    @fail_open
-    def inspect_request(self, flow: tflow.HTTPFlow) -> None:
-        raise ScanTimeout(ScanResult(timed_out=("secrets.aws-access-key-id",)))
+    assert line["error"] == "KeyError" and "timed_out" not in line
+    assert "secret" not in logged
 
 
 def test_a_hook_out_of_time_is_logged_once_naming_the_rules_out_of_time() -> None:
-    flow = tflow.tflow()
-    turn = Turn(TurnContext(agent_id="bot", role="support"))
-    flow.metadata[METADATA_KEY] = turn
-    flow.metadata[POLICY_KEY] = policy("enforce")
-    with structlog.testing.capture_logs() as logged:
-        _TimedOutHooks().inspect_request(flow)  # type: ignore[arg-type]
+    flow, turn, line, _ = failed(ScanTimeout(ScanResult(timed_out=("secrets.aws-access-key-id",))))
     assert flow.response is not None
     assert turn.errors == ["inspect: rules out of time: secrets.aws-access-key-id in inspect_request"]
-    [line] = [entry for entry in logged if entry["event"] == "inspect.failed"]
     assert (line["error"], line["timed_out"]) == ("ScanTimeout", ["secrets.aws-access-key-id"])
-    assert line["at"].startswith("tests/test_refuse_uninspected.py:")
