@@ -125,7 +125,7 @@ def test_a_harmless_call_in_a_generic_answer_passes(
 
 
 def anthropic_tool_stream(name: str) -> list[bytes]:
-    """An Anthropic Messages stream, as Vertex's ``:streamRawPredict`` relays it, whose answer is a call."""
+    """An Anthropic Messages stream, as a gateway relays it on a route of its own, whose answer is a call."""
     block = {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}
     return [
         upstream_sse(
@@ -144,7 +144,7 @@ def anthropic_tool_stream(name: str) -> list[bytes]:
     ]
 
 
-STREAM_ROUTE = "/v1/projects/p/locations/l/publishers/anthropic/models/claude:streamRawPredict"
+STREAM_ROUTE = "/v1/engines/support/stream"
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
@@ -278,7 +278,7 @@ def test_a_credential_read_in_a_generic_stream_withholds_its_event(
     credential file is not sent, enforced; the text before it is."""
     proxy = start_proxy(mode="enforce")
     upstream.reply = Reply(events=gemini_call_stream("read_file", {"path": "/home/u/.aws/credentials"}))
-    answer = post(proxy, upstream, "/v1/projects/p/locations/l/endpoints/7:streamGenerateContent?alt=sse")
+    answer = post(proxy, upstream, STREAM_ROUTE)
     assert answer.status_code == 200 and "Looking." in answer.text and "functionCall" not in answer.text
     assert call_findings(proxy) == [
         ("credential_theft", "[1].candidates[0].content.parts[0].functionCall", True)
