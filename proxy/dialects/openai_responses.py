@@ -179,16 +179,40 @@ def _read_files(
     tool_name: str | None = None,
     call_id: str | None = None,
 ) -> None:
-    """The files a message's or a tool output's ``input_file`` parts carry in ``file_data``, and the files
-    and images its ``input_file`` and ``input_image`` parts give by URL, for the API to fetch."""
+    """The files a message's or a tool output's parts carry or give by URL (``_read_file``)."""
     for index, raw_part in enumerate(as_list(content)):
-        part = as_dict(raw_part)
-        where = f"{base}[{index}]"
-        if part.get("type") == "input_file":
-            add_file(view, read_file(part.get("file_data"), f"{where}.file_data", source, tool_name, call_id))
-            read_fetched(view, part.get("file_url"), f"{where}.file_url", "file")
-        elif part.get("type") == "input_image":
-            read_fetched(view, part.get("image_url"), f"{where}.image_url", "image")
+        _read_file(view, as_dict(raw_part), f"{base}[{index}]", source, tool_name, call_id)
+
+
+def _read_file(
+    view: RequestView,
+    part: dict[str, Any],
+    where: str,
+    source: Source,
+    tool_name: str | None = None,
+    call_id: str | None = None,
+) -> None:
+    """The file an ``input_file`` part carries in ``file_data``, and the file or image an ``input_file``
+    or ``input_image`` part gives by URL, for the API to fetch."""
+    if part.get("type") == "input_file":
+        add_file(view, read_file(part.get("file_data"), f"{where}.file_data", source, tool_name, call_id))
+        read_fetched(view, part.get("file_url"), f"{where}.file_url", "file")
+    elif part.get("type") == "input_image":
+        read_fetched(view, part.get("image_url"), f"{where}.image_url", "image")
+
+
+def _read_prompt_variables(view: RequestView, prompt: Any) -> None:
+    """A stored prompt's ``variables``, which the API writes into the prompt: a string or an
+    ``input_text`` as the user's text, an ``input_file`` or ``input_image`` as the same part in ``input``."""
+    for name, value in as_dict(as_dict(prompt).get("variables")).items():
+        where = format_locator(("prompt", "variables", name))
+        variable = as_dict(value)
+        if isinstance(value, str):
+            view.parts.append(Part(Source.USER, value, where))
+        elif variable.get("type") == "input_text" and isinstance(variable.get("text"), str):
+            view.parts.append(Part(Source.USER, variable["text"], f"{where}.text"))
+        else:
+            _read_file(view, variable, where, Source.USER)
 
 
 def _declared_tool(tool: dict[str, Any], where: str) -> DeclaredTool | None:
@@ -266,6 +290,7 @@ class OpenAIResponses(Dialect):
         given_input = body.get("input")
         if isinstance(given_input, str):
             view.parts.append(Part(Source.USER, given_input, "input"))
+        _read_prompt_variables(view, body.get("prompt"))
         names_by_call_id: dict[str, str] = {}
         for position, raw_item in enumerate(as_list(given_input)):
             item = as_dict(raw_item)
