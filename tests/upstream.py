@@ -455,8 +455,14 @@ class FakeUpstream:
                 """Quiet: the tests read ``received`` instead."""
 
             def do_GET(self) -> None:
-                """No server-initiated stream: MCP clients are told so with 405, as the spec allows."""
-                self._send(405, b"")
+                """A crafted event stream where the reply holds one (a server's stream of MCP's HTTP+SSE
+                transport); else no server-initiated stream: MCP clients are told so with 405, as the
+                spec allows."""
+                if upstream.reply.events is None:
+                    self._send(405, b"")
+                    return
+                upstream.received.append(Received("GET", self.path, dict(self.headers.items()), b""))
+                self._stream(iter(upstream.reply.events), upstream.reply)
 
             def do_DELETE(self) -> None:
                 """An MCP client ending its session."""

@@ -14,7 +14,7 @@ from proxy.dialects.anthropic import Anthropic
 from proxy.dialects.base import Dialect, ErrorResponse, as_dict, body_text, is_text
 from proxy.dialects.gemini import Gemini
 from proxy.dialects.generic import Generic
-from proxy.dialects.mcp import MCP, is_jsonrpc_like
+from proxy.dialects.mcp import MCP, holds_jsonrpc
 from proxy.dialects.openai_chat import OpenAIChat
 from proxy.dialects.openai_responses import OpenAIResponses
 from proxy.dialects.stream import (
@@ -134,8 +134,9 @@ def jsonrpc_messages(body: bytes) -> list[Any] | None:
     if not _MAY_NAME_JSONRPC.search(body_text(body)):
         return None
     document = _parsed(body)
-    messages = document if isinstance(document, list) else [document]
-    return messages if any(map(is_jsonrpc_like, messages)) else None
+    if not holds_jsonrpc(document):
+        return None
+    return document if isinstance(document, list) else [document]
 
 
 def _parsed(body: bytes) -> Any:

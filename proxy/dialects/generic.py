@@ -22,6 +22,7 @@ from proxy.dialects.base import (
     readable_text,
 )
 from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
+from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
 from proxy.dialects.shapes import body_may_hold_calls, may_hold_calls, shaped_calls, shaped_results
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, encode_json, rewritten
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -121,7 +122,15 @@ class Generic(Dialect):
         return RequestView(dialect=self.name, parts=parts)
 
     def _completion_from(self, document: Any) -> Completion:
-        return Completion(text=[TextSegment(text, where) for where, text in walk_strings(document)])
+        if not holds_jsonrpc(document):
+            return Completion(text=[TextSegment(text, where) for where, text in walk_strings(document)])
+        # A JSON-RPC answer on a route no dialect knows (an MCP server mounted elsewhere, a replay): what it
+        # gives the agent to read is read as MCP reads it, and every other string as any body's.
+        completion = MCP()._completion_from(document)
+        read = {segment.where for segment in completion.text}
+        unread = [(where, text) for where, text in walk_strings(document) if where not in read]
+        completion.text += [TextSegment(text, where) for where, text in unread]
+        return completion
 
     def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
         """A generic body has no place known to hold a notice, nor to take a call out of exactly: an answer
@@ -131,7 +140,7 @@ class Generic(Dialect):
         return json_error(status, {"error": {"message": message, "code": code}})
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
-        return GenericStreamSession(filters)
+        return AnyStreamSession(filters)
 
 
 def multipart_texts(body: bytes) -> dict[str, str] | None:
@@ -243,3 +252,23 @@ class GenericStreamSession(PerEventStreamSession):
             return [event.raw]
         released = self._filter_within_event(ROOT, data)
         return [write_event(released, event.event, event.id, event.retry)]
+
+
+class AnyStreamSession(GenericStreamSession, MCPStreamSession):
+    """A stream on a route no dialect knows, decided event by event: an event carrying a JSON-RPC message
+    is read as MCP reads it (the server-to-agent stream of MCP's HTTP+SSE transport at ``/sse``, a server
+    mounted at another path), any other as ``GenericStreamSession`` reads it."""
+
+    @staticmethod
+    def _reader_of(payload: Any) -> type[PerEventStreamSession]:
+        """The session whose reading of an event this one takes."""
+        return MCPStreamSession if holds_jsonrpc(payload) else GenericStreamSession
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        self._reader_of(payload)._observe(self, event, payload)
+
+    def _texts(self, payload: Any) -> list[tuple[str, str]]:
+        return self._reader_of(payload)._texts(self, payload)
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        return self._reader_of(payload)._transform(self, event, payload)

@@ -49,6 +49,12 @@ def is_jsonrpc_like(message: Any) -> bool:
     )
 
 
+def holds_jsonrpc(document: Any) -> bool:
+    """Whether a parsed body or event is JSON-RPC to some reader: a JSON-RPC message, or a batch holding
+    one (``is_jsonrpc_like``)."""
+    return any(map(is_jsonrpc_like, document if isinstance(document, list) else [document]))
+
+
 def _request_id(message: dict[str, Any]) -> str | None:
     identifier = message.get("id")
     return None if identifier is None or isinstance(identifier, bool) else str(identifier)
