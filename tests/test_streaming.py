@@ -1856,6 +1856,27 @@ def test_an_event_whose_refused_file_proves_of_an_unwritable_shape_is_not_sent(
         assert any("refused file" in note for note in session.notes)
 
 
+def test_a_refused_file_of_an_event_that_failed_refuses_no_later_event() -> None:
+    """An event that refused a file and then failed before it was sent leaves nothing behind that a later
+    event, made where it stood in memory, could take for its own refusal."""
+    blob = base64.b64encode(b"%PDF-1.7\n" + bytes(range(256))).decode()
+    resource = {"uri": "file:///report.pdf", "mimeType": "application/pdf", "blob": blob}
+    refused = {"jsonrpc": "2.0", "id": 7, "result": {"contents": [resource]}}
+    filters = StreamFilters(text_filter=lambda where: PassThrough(), file_reader=lambda file: "refused")
+    session = MCP().stream_session(filters)
+    transform = session._transform
+
+    def failing(event: Any, payload: Any) -> list[bytes]:
+        raise TypeError("an unexpected shape")
+
+    session._transform = failing  # type: ignore[method-assign]
+    assert session.feed(sse(refused)) == b""
+    session._transform = transform  # type: ignore[method-assign]
+    for identifier in range(8, 40):
+        answer = {"jsonrpc": "2.0", "id": identifier, "result": {"content": [{"type": "text", "text": "ok"}]}}
+        assert b"egressguard_blocked" not in session.feed(sse(answer))
+
+
 def as_piece(raw: bytes, kind: int) -> Sent:
     """Bytes as a session's piece of what it sent: plain, written here, or an event sent as it came."""
     return (raw, Serialised(raw), (SSEEvent(data=None, raw=raw), None))[kind]

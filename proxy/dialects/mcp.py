@@ -292,15 +292,18 @@ class MCPStreamSession(PerEventStreamSession):
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
-        self._withheld: dict[int, dict[tuple[Step, ...], str]] = {}
-        """Per event, the messages in it a file refuses (``StreamFilters.file_reader``), each with what
-        the agent reads instead."""
+        self._withheld: tuple[SSEEvent, dict[tuple[Step, ...], str]] | None = None
+        """The event last read whose messages a file refuses (``StreamFilters.file_reader``), each with
+        what the agent reads instead. Held by the event itself, not its id: an event that failed before it
+        was sent leaves nothing that a later one, made where it stood in memory, takes for its own."""
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
+        withheld: dict[tuple[Step, ...], str] = {}
         for prefix, message in _messages(payload):
             notice = self._refusing(_add_message(self._completion, message, prefix))
             if notice is not None:
-                self._withheld.setdefault(id(event), {})[prefix] = notice
+                withheld[prefix] = notice
+        self._withheld = (event, withheld) if withheld else None
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return [
@@ -313,7 +316,8 @@ class MCPStreamSession(PerEventStreamSession):
         """Read content is whole in its event: it is quarantined as a JSON answer's would be, then
         redacted. A message a file in it refuses is answered with a JSON-RPC error instead, as a JSON
         answer is withheld whole."""
-        withheld = self._withheld.pop(id(event), {})
+        withheld = self._withheld[1] if self._withheld is not None and self._withheld[0] is event else {}
+        self._withheld = None
         changed = bool(withheld)
         for prefix, message in _messages(payload):
             notice = withheld.get(prefix)
