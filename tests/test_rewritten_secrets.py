@@ -93,6 +93,10 @@ REWRITTEN = {
     ),
     "chr() joined": ("+".join(f"chr({ord(c)})" for c in AWS_KEY), "chr(65)+chr(75)"),
     "character codes one a line": ("\n".join(str(ord(c)) for c in SLACK_TOKEN), "120\n111\n120"),
+    "character codes, every fourth zero-padded": (
+        ",".join(f"{ord(c):03d}" if index % 4 == 0 else str(ord(c)) for index, c in enumerate(AWS_KEY)),
+        "065,75,73,65,081",
+    ),
     "base32": (base64.b32encode(f"token {GITHUB_TOKEN}".encode()).decode(), "ORXWWZLOEBTWQ4C7"),
     "reversed rot13": (
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],

@@ -399,6 +399,34 @@ def test_what_may_start_a_view_is_told_as_the_one_regex_of_every_view_start_tell
     assert unmask.may_unmask(text, since) == alone
 
 
+# How a number may be written in a list of character codes: bare, or zero-padded to three digits.
+_CODE_SPELLINGS = [str, lambda code: f"{code:03d}"]
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True)
+@given(
+    codes=st.lists(
+        st.tuples(st.integers(min_value=28, max_value=130), st.sampled_from(range(len(_CODE_SPELLINGS)))),
+        min_size=4,
+        max_size=24,
+    ),
+    glue=st.sampled_from([",", ", ", "\n", " ", ")+chr(", "||", ";\t", "],["]),
+    lead=st.sampled_from(["", "codes: [", "0", "1", "x = "]),
+    since=st.integers(min_value=0, max_value=400),
+)
+def test_every_run_of_codes_a_view_reads_is_told_of_by_the_delta_it_ends_in(
+    codes: list[tuple[int, int]], glue: str, lead: str, since: int
+) -> None:
+    """Whatever the spelling of each code (zero-padded or not), a run the whole text's views read as
+    character codes is told of by every delta its last number ends in."""
+    run = glue.join(_CODE_SPELLINGS[spelling](code) for code, spelling in codes)
+    text = PROSE + lead + run + " " + PROSE
+    read = [view for view in unmask.views(text) if view.kind == unmask.CODES]
+    if read:
+        end = len(PROSE) + len(lead) + len(run)
+        assert unmask.may_unmask(text, len(PROSE) + since % (end - len(PROSE)))
+
+
 def test_a_keyword_split_over_deltas_and_runs_of_spaces_is_told_of(scanner: Scanner) -> None:
     """A keyword (or shape) is seen across the deltas it is split over and across runs of spaces,
     which the scanner reads as one."""

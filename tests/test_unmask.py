@@ -427,10 +427,11 @@ def test_ascii_texts_of_every_corpus_with_nothing_to_start_a_view_have_none() ->
     assert skipped
 
 
-def test_character_codes_the_view_start_regex_misses_still_give_their_view() -> None:
-    """Codes written with a leading zero ("040") are no start of the view-start regex, whose four codes
-    must stand alone; the RE2 pass takes the codes' hint as ``_code_views`` does, so their view is read."""
+def test_character_codes_with_a_leading_zero_start_a_view_and_give_it() -> None:
+    """Codes written with a leading zero ("040") start the view-start regex, whose four codes must stand
+    alone, as they start ``_code_views``: a stream's trigger is told of them and their view is read."""
     text = "the key is 040,41,42,43,044,045,046,047 ok"
-    assert unmask._VIEW_START.search(text) is None
+    assert unmask._VIEW_START.search(text) is not None
+    assert unmask.may_unmask(text, len("the key is "))
     assert not _nothing_may_start_a_view(text)
     assert [(view.kind, view.text) for view in unmask.views(text)] == [("codes", "()*+,-./")]

@@ -327,8 +327,11 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
 
 
 # Printable ASCII written as numbers: decimal codes 32 to 126, four of them apart by one to eight other
-# characters (the hint of ``_code_views``; one RE2 pass finds where it may start).
-_CODE = "(?:3[2-9]|[4-9][0-9]|1[01][0-9]|12[0-6])"
+# characters (the hint of ``_code_views``; one RE2 pass finds where it may start). A code below 100 may
+# be padded to three digits ("095"): read as the decimal number a decoder's int() gives, not as octal. The
+# hint spells every number ``_CODES`` reads that ``_code_views`` keeps, so a stream's trigger
+# (``may_unmask``) is told of every run the whole text's views read.
+_CODE = "(?:0?(?:3[2-9]|[4-9][0-9])|1[01][0-9]|12[0-6])"
 _CODES_HINT = f"{_CODE}(?:[^0-9]{{1,8}}{_CODE}){{3}}"
 _MAY_HOLD_CODES = relaxed.re2_program(_CODES_HINT.encode("ascii"))
 # Eight or more numbers with one separator between each two, the same all along: "103,104", "103, 104",
