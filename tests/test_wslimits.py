@@ -3,6 +3,10 @@ next one arrives."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
+import pytest
 import wsproto
 import wsproto.events
 from mitmproxy import connection
@@ -10,6 +14,7 @@ from mitmproxy.test import tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
+from addons.wire import wslimits
 from addons.wire.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits, answered, stand_in
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
@@ -82,3 +87,46 @@ def test_a_bounded_connection_relays_pings_as_stand_ins() -> None:
     server.receive_data(wire)
     [ping] = list(server.events())
     assert isinstance(ping, wsproto.events.Ping) and b"ghp_" not in ping.payload
+
+
+class Interleaved(OrderedDict[bytes, bytes]):
+    """Pings waiting for their pong, where the first relay to move its ping lets another relay run first,
+    as a thread switch between its two steps would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = threading.Event()
+        self.other_ran = threading.Event()
+
+    def move_to_end(self, key: bytes, last: bool = True) -> None:
+        if not self.paused.is_set():
+            self.paused.set()
+            self.other_ran.wait(timeout=1)
+        super().move_to_end(key, last)
+
+
+def test_a_ping_relayed_while_another_is_remembered_leaves_both_relays_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pings waiting for their pong are shared by every connection: one relayed from another thread
+    while a ping is being remembered waits for it, where it evicted that ping under it and the first
+    relay failed (KeyError)."""
+    pinged = Interleaved()
+    monkeypatch.setattr(wslimits, "PINGED", pinged)
+    monkeypatch.setattr(wslimits, "MAX_PINGS", 1)
+    failures: list[BaseException] = []
+
+    def relay() -> None:
+        try:
+            stand_in(b"first")
+        except Exception as error:
+            failures.append(error)
+
+    first = threading.Thread(target=relay)
+    first.start()
+    assert pinged.paused.wait(timeout=5)
+    second = stand_in(b"second")
+    pinged.other_ran.set()
+    first.join()
+    assert failures == []
+    assert answered(second) == b"second" and len(pinged) <= 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping, Set
@@ -40,6 +41,9 @@ MAX_PINGS = 4096
 PINGED: OrderedDict[bytes, bytes] = OrderedDict()
 """Ping payloads by the stand-in they were relayed as, until their pong: a ping's payload (up to 125
 bytes a frame, any number of frames) never crosses the proxy, where it was relayed unread both ways."""
+PINGED_LOCK = threading.Lock()
+"""Held over each reading and change of ``PINGED``: every connection shares it, and nothing keeps it to
+the event loop's thread (an in-process proxy, a hook run in a worker thread)."""
 OVER_CAP_RULE = "inspection.message_over_cap"
 OVERFLOWED: MutableMapping[connection.Connection, int] = weakref.WeakKeyDictionary()
 """The connections (agent's or upstream's side) whose peer sent a message over the cap, with the cap."""
@@ -50,10 +54,11 @@ def stand_in(payload: bytes) -> bytes:
     if not payload:
         return payload
     token = hmac.digest(PING_KEY, payload, "sha256")[:PING_TOKEN_BYTES]
-    PINGED[token] = payload
-    PINGED.move_to_end(token)
-    while len(PINGED) > MAX_PINGS:
-        PINGED.popitem(last=False)
+    with PINGED_LOCK:
+        PINGED[token] = payload
+        PINGED.move_to_end(token)
+        while len(PINGED) > MAX_PINGS:
+            PINGED.popitem(last=False)
     return token
 
 
@@ -62,7 +67,9 @@ def answered(payload: bytes) -> bytes:
     ping asked for) a stand-in that is never answered."""
     if not payload:
         return payload
-    return PINGED.pop(payload, None) or hmac.digest(PING_KEY, payload, "sha256")[:PING_TOKEN_BYTES]
+    with PINGED_LOCK:
+        pinged = PINGED.pop(payload, None)
+    return pinged or hmac.digest(PING_KEY, payload, "sha256")[:PING_TOKEN_BYTES]
 
 
 class BoundedConnection(websocket.WebsocketConnection):
