@@ -6,7 +6,7 @@ import copy
 import functools
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from unittest import mock
 
 import hypothesis
 import pytest
+import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -1130,6 +1131,60 @@ def test_the_runs_again_of_one_scan_share_one_budget(tmp_path: Path, monkeypatch
     assert [match.rule.id for match in result.found] == ["fast"]
     runs = [step for step in watch.assert_nothing_starts_once_spent(budget) if step.kind == RUN]
     assert budget.spent and len(runs) > len(slow) + 1, runs
+
+
+class _CutShort:
+    """A rule's pattern whose runs the regex module keeps stopping as if out of time, as it does when the
+    process's other threads fill the CPU clock it counts a timeout in: each search stops after its first
+    match, every other match attempt before it starts."""
+
+    def __init__(self, pattern: regex.Pattern[str]) -> None:
+        self._pattern = pattern
+        self.pattern = pattern.pattern
+        self.flags = pattern.flags
+        self._attempts = 0
+
+    def finditer(self, text: str, pos: int, endpos: int, timeout: float) -> Iterator[regex.Match[str]]:
+        for count, hit in enumerate(self._pattern.finditer(text, pos, endpos, timeout=timeout)):
+            if count:
+                raise TimeoutError("regex timed out")
+            yield hit
+
+    def match(
+        self, text: str, pos: int, endpos: int, timeout: float | None = None
+    ) -> regex.Match[str] | None:
+        self._attempts += 1
+        if self._attempts % 2:
+            raise TimeoutError("regex timed out")
+        return self._pattern.match(text, pos, endpos, timeout=timeout)
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_a_run_the_regex_module_stops_while_the_thread_has_time_left_goes_on(anchored: bool) -> None:
+    """The regex module counts a timeout in the process's CPU time, which other threads' work fills too:
+    a run it stops before the scanning thread has spent the rule's time goes on where it stopped, and
+    the rule finds every match rather than being out of time for another thread's work."""
+    rule = Rule(
+        id="keyed",
+        description="a key",
+        pattern=_CutShort(regex.compile(r"key=\d{3}")),  # type: ignore[arg-type]
+        keywords=("key=",),
+        threat=Threat.CREDENTIAL_THEFT,
+        severity=Severity.HIGH,
+        owasp="LLM02",
+        entropy=None,
+        validator=None,
+        secret_group=0,
+        match_examples=("key=123",),
+        no_match_examples=(),
+        enabled=True,
+        anchored=anchored,
+    )
+    scanner = Scanner([RulePack("test", Threat.CREDENTIAL_THEFT, True, (rule,))], timeout_s=60.0)
+    text = "key=111 and key=222, then key=333"
+    result = scanner.scan_alone(text)
+    assert result.timed_out == ()
+    assert [text[match.start : match.end] for match in result.matches] == ["key=111", "key=222", "key=333"]
 
 
 def test_a_partial_reading_is_not_taken_for_a_whole_one_without_saying_so(tmp_path: Path) -> None:

@@ -1822,6 +1822,8 @@ class Scanner:
         """The spans of rule ``index``'s regex matches where the plan says to look (anchored: one match
         attempt per hit, reaching as far as the rule's longest match can), within ``seconds`` of the
         meter's."""
+        # The regex module counts a timeout in the CPU time of the whole process: a run it stops while
+        # this thread has time left was cut short by other threads' work, and goes on where it stopped.
         pattern = self.rules[index].pattern
         deadline = meter.spent() + seconds
         if index in plan.starts:
@@ -1829,24 +1831,36 @@ class Scanner:
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
             untimed = self._untimed_attempts[index]
             for start in plan.starts[index]:
-                remaining = deadline - meter.spent()
-                if remaining <= 0:
-                    raise TimeoutError
                 end = min(len(text), start + reach)
-                hit = (
-                    pattern.match(text, start, end)
-                    if untimed
-                    else pattern.match(text, start, end, timeout=remaining)
-                )
+                while True:
+                    remaining = deadline - meter.spent()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    try:
+                        hit = (
+                            pattern.match(text, start, end)
+                            if untimed
+                            else pattern.match(text, start, end, timeout=remaining)
+                        )
+                    except TimeoutError:
+                        continue
+                    break
                 if hit is not None:
                     yield hit.span(self.rules[index].secret_group)
             return
         for low, high in plan.regions[index]:
-            remaining = deadline - meter.spent()
-            if remaining <= 0:
-                raise TimeoutError
-            for hit in pattern.finditer(text, low, high, timeout=remaining):
-                yield hit.span(self.rules[index].secret_group)
+            resume = low
+            while True:
+                remaining = deadline - meter.spent()
+                if remaining <= 0:
+                    raise TimeoutError
+                try:
+                    for hit in pattern.finditer(text, resume, high, timeout=remaining):
+                        yield hit.span(self.rules[index].secret_group)
+                        resume = hit.end()
+                except TimeoutError:
+                    continue
+                break
 
     def scan(self, text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
         """Find sensitive spans. With ``merge`` overlapping spans become one, kept under its top rule.
