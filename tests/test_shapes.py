@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from proxy.dialects import Generic
-from proxy.dialects.shapes import body_may_hold_calls, may_hold_calls, shaped_calls, shaped_results
+from proxy.dialects.anthropic import TOOL_USE_TYPES
+from proxy.dialects.openai_responses import CALL_ITEMS, OUTPUT_ITEMS
+from proxy.dialects.shapes import (
+    REALTIME_CALL_DONE,
+    body_may_hold_calls,
+    may_hold_calls,
+    shaped_calls,
+    shaped_results,
+)
 
 CALLS: dict[str, tuple[Any, list[tuple[str, str, str]]]] = {
     "chat tool_calls": (
@@ -158,3 +166,9 @@ def test_generic_answers_carry_their_calls_json_and_ndjson() -> None:
     ]
     assert Generic().parse_response(b'{"tool_calls": 2, "text": "hi"}').tool_calls == []
     assert not Generic.REMOVES_CALLS
+
+
+def test_the_precheck_sees_every_call_shape_the_dialects_name() -> None:
+    """A call item or block type a dialect comes to read must not slip past the precheck."""
+    names = [*CALL_ITEMS, *TOOL_USE_TYPES, *OUTPUT_ITEMS, REALTIME_CALL_DONE, "tool_calls", "functionCall"]
+    assert [name for name in names if not may_hold_calls(f'{{"type": "{name}"}}')] == []

@@ -21,19 +21,11 @@ from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
 """The Realtime API's event ending a function call's arguments: it names the call and holds them whole."""
-MARKERS = (
-    "tool_calls",
-    "function_call",  # Chat's legacy call, a Responses item, Gemini in snake_case, the Realtime event
-    "functionCall",
-    "tool_use",  # server_tool_use and mcp_tool_use too
-    "custom_tool_call",
-    "mcp_call",
-    *(item for item in CALL_ITEMS if item not in ("function_call", "custom_tool_call", "mcp_call")),
-)
-"""Words one of the shapes holds as a key or a type: a text holding none of them (and no escape, which
-may spell one) holds no call, and is not parsed for one."""
-
-
+MARKERS = ("_call", "tool_use", "functionCall", "mcp_approval_request")
+"""Words one of the shapes holds in a key or a type (``_call`` is in ``tool_calls``, ``function_call``,
+each Responses call item and the Realtime event; ``tool_use`` in ``server_tool_use``): a text holding none
+of them (and no escape, which may spell one) holds no call, and is not parsed for one. Few, so that the
+check reads the text few times."""
 _BYTE_MARKERS = tuple(marker.encode() for marker in MARKERS)
 
 
