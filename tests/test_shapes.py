@@ -94,6 +94,10 @@ CALLS: dict[str, tuple[Any, list[tuple[str, str, str]]]] = {
         {"parts": [{"function_call": {"name": "rm", "args": {}}}]},
         [("rm", "parts[0].function_call", "{}")],
     ),
+    "gemini live toolCall": (
+        {"toolCall": {"functionCalls": [{"id": "f1", "name": "rm", "args": {"p": 1}}]}},
+        [("rm", "toolCall.functionCalls[0]", '{"p":1}')],
+    ),
     "realtime function_call_arguments.done": (
         {"type": "response.function_call_arguments.done", "call_id": "c", "name": "rm", "arguments": "{}"},
         [("rm", "$", "{}")],
@@ -122,6 +126,7 @@ NOT_CALLS: dict[str, Any] = {
     "a type naming a call, nothing called": {"type": "function_call", "status": "pending"},
     "a Chat request's tool choice": {"tool_choice": {"type": "function", "function": {"name": "rm"}}},
     "docs text about tool_use": {"text": 'A block {"type": "tool_use", "name": "x"} asks for a tool.'},
+    "a count named functionCalls": {"usageMetadata": {"functionCalls": 2}},
     "an Anthropic stop reason": {"stop_reason": "tool_use", "content": [{"type": "text", "text": "hi"}]},
 }
 
