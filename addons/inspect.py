@@ -93,6 +93,7 @@ INSPECTION_FAILED_RULE = "inspection.failed"
 REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
+UNREADABLE_ANSWER_RULE = "inspection.binary_answer"
 UNREAD_ATTACHMENT_RULE = "inspection.attachment"
 """A file a request carries encoded (base64, a ``data:`` URL), or an answer gives to be read in a field
 that holds base64, that does not decode: a lenient decoder may read what no detector saw."""
@@ -504,13 +505,21 @@ def unreadable_json_finding(where: str, reason: str, inspector: TurnInspector) -
     a comment, a trailing comma): a lenient receiver may read calls and fields in it that no detector
     saw, so where a threat decided on its words is enforced it does not pass."""
     signal = f"{where} body looks like JSON but cannot be read ({reason}); it was read as text"
-    return body_finding(
-        UNREADABLE_JSON_RULE,
-        signal,
-        where,
-        inspection_threat(inspector.policy),
-        enforced=inspector.normalises,
-    )
+    return unread_body_finding(UNREADABLE_JSON_RULE, signal, where, inspector)
+
+
+def binary_answer_finding(dialect: Dialect, inspector: TurnInspector) -> Finding:
+    """A model API's answer that is binary (Bedrock's event-stream framing of a Messages stream): its
+    dialect reads no tool call or text in it, so where a threat decided on its words is enforced it does
+    not pass."""
+    signal = f"a {dialect.name} answer in a binary framing its dialect's reader cannot read or gate"
+    return unread_body_finding(UNREADABLE_ANSWER_RULE, signal, "response", inspector)
+
+
+def unread_body_finding(rule: str, signal: str, where: str, inspector: TurnInspector) -> Finding:
+    """A body the dialect cannot read: refused where a threat decided on a body's words is enforced."""
+    threat = inspection_threat(inspector.policy)
+    return body_finding(rule, signal, where, threat, enforced=inspector.normalises)
 
 
 def request_refusal_status(error: UninspectableError) -> int:
@@ -1170,6 +1179,13 @@ class Inspect:
         secret = self._read_binaries(flow, inspector, body, "response")
         if secret is not None:
             self._withhold(flow, dialect, inspector, secret)
+            return
+        if isinstance(body, BinaryBody) and not isinstance(dialect, Generic):
+            unread = binary_answer_finding(dialect, inspector)
+            turn.add(unread)
+            if unread.enforced:
+                turn.escalate(Decision.BLOCKED)
+                self._withhold(flow, dialect, inspector, unread)
             return
         if not isinstance(body, bytes):
             return

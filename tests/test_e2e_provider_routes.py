@@ -4,7 +4,9 @@ tool call in its answer is withheld as it is on the API's own route."""
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from tests.test_e2e_inspect import _agent as through_proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply, anthropic_events, anthropic_json, gemini_json
 
 DESTRUCTIVE = Reply(text="", tool_calls=[ToolCallReply("delete_customer", {"id": 42}, id="toolu_del")])
+DESTRUCTIVE_BLOCK = {"type": "tool_use", "id": "toolu_del", "name": "delete_customer", "input": {"id": 42}}
 ASK: Any = [{"role": "user", "content": "hello"}]
 MESSAGES = {"max_tokens": 64, "messages": ASK}
 
@@ -117,3 +120,46 @@ def test_gemini_tuned_model_through_the_sdk(enforce: Proxy, upstream: FakeUpstre
     assert upstream.received[-1].path.endswith("/tunedModels/support-bot:generateContent")
     assert not answer.function_calls
     assert "tool-delete" in rules(enforce, 1)
+
+
+def event_stream_frame(payload: dict[str, Any]) -> bytes:
+    """One message of AWS's event-stream framing as Bedrock sends a chunk: prelude (total length, headers
+    length, prelude CRC), headers, payload ``{"bytes": base64 of the model's event}``, message CRC."""
+    headers = b""
+    for name, value in (
+        (":event-type", "chunk"),
+        (":content-type", "application/json"),
+        (":message-type", "event"),
+    ):
+        headers += (
+            bytes([len(name)]) + name.encode() + b"\x07" + len(value).to_bytes(2, "big") + value.encode()
+        )
+    body = json.dumps({"bytes": base64.b64encode(json.dumps(payload).encode()).decode()}).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = total.to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    prelude += zlib.crc32(prelude).to_bytes(4, "big")
+    message = prelude + headers + body
+    return message + zlib.crc32(message).to_bytes(4, "big")
+
+
+def test_claude_on_bedrock_streamed_in_event_stream_framing_is_refused(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """``invoke-with-response-stream`` answers in AWS's binary event-stream framing, which no reader of
+    the Messages API reads: where enforced it is refused (502) with an ``inspection.binary_answer``
+    finding, so the tool call in it never reaches the agent."""
+    events = [
+        {"type": "message_start", "message": {**anthropic_json(Reply(text="")), "content": []}},
+        {"type": "content_block_start", "index": 0, "content_block": DESTRUCTIVE_BLOCK},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_stop"},
+    ]
+    framed = b"".join(map(event_stream_frame, events))
+    upstream.reply = Reply(body=framed, content_type="application/vnd.amazon.eventstream")
+    body = {"anthropic_version": "bedrock-2023-05-31", **MESSAGES}
+    route = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke-with-response-stream"
+    with client(enforce) as http:
+        answer = http.post(f"{upstream.url}{route}", json=body)
+    assert answer.status_code == 502
+    assert b"delete_customer" not in answer.content
+    assert "inspection.binary_answer" in rules(enforce, 1)
