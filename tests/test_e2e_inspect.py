@@ -317,6 +317,21 @@ def test_secret_in_chat_stream_of_tiny_events_redacted(enforce: Proxy, upstream:
     assert chat_stream_text(stream) == LEAK.replace(AWS_KEY, "[REDACTED:aws-access-key-id]")
 
 
+@pytest.mark.parametrize("padded_every", [4, 1])
+def test_a_key_streamed_as_zero_padded_character_codes_is_redacted(
+    enforce: Proxy, upstream: FakeUpstream, padded_every: int
+) -> None:
+    """A key written as the codes of its characters, some or all zero-padded ("065,75,73,65,081,..."),
+    in a completion streamed a few characters an event, reaches the agent redacted."""
+    codes = ",".join(
+        f"{ord(char):03d}" if index % padded_every == 0 else str(ord(char))
+        for index, char in enumerate(AWS_KEY)
+    )
+    upstream.reply = Reply(text=f"Here: {codes}.", piece_size=5)
+    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    assert chat_stream_text(stream) == "Here: [REDACTED:aws-access-key-id]."
+
+
 def test_compressed_stream_is_decoded_and_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
     """A stream the upstream gzips anyway is decoded as it passes, redacted, and delivered plain."""
     upstream.reply = Reply(text=LEAK, piece_size=3, gzip_stream=True)

@@ -97,6 +97,11 @@ REWRITTEN = {
         ",".join(f"{ord(c):03d}" if index % 4 == 0 else str(ord(c)) for index, c in enumerate(AWS_KEY)),
         "065,75,73,65,081",
     ),
+    "zero-padded character codes": (
+        "codes: [" + ", ".join(f"{ord(c):03d}" for c in GITHUB_TOKEN) + "]",
+        "103, 104, 112, 095",
+    ),
+    "zero-padded codes one a line": ("\n".join(f"{ord(c):03d}" for c in AWS_KEY), "065\n075\n073"),
     "base32": (base64.b32encode(f"token {GITHUB_TOKEN}".encode()).decode(), "ORXWWZLOEBTWQ4C7"),
     "reversed rot13": (
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
@@ -152,6 +157,12 @@ CLEAN = {
         "2024-12-06 10:30:45 GET /api 200 118 ms from 10.0.3.17\nports: 80, 443, 8080, 8443\n"
         "| 45 | 67 | 89 | 101 | 99 | 120 | 77 | 64 |\n"
         "ascii = [72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100]"
+    ),
+    "zero-padded numbers": (
+        "released 2026,012,005 and 2026,011,028; ZIP codes 02134, 01002, 07030, 00501, 02139, 03301\n"
+        "order ids: 000123, 004567, 0099, 0117, 00042; lot 045,067,089,099,101,077,064,055,048\n"
+        "| 001 | 045 | 067 | 089 | 099 | 120 | 077 | 064 | 032 | 101 |\n"
+        "bins = [032, 045, 067, 089, 099, 101, 077, 064, 055, 048, 112, 100, 009, 000]"
     ),
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
 }

@@ -435,3 +435,20 @@ def test_character_codes_with_a_leading_zero_start_a_view_and_give_it() -> None:
     assert unmask.may_unmask(text, len("the key is "))
     assert not _nothing_may_start_a_view(text)
     assert [(view.kind, view.text) for view in unmask.views(text)] == [("codes", "()*+,-./")]
+
+
+@pytest.mark.parametrize(
+    ("meant", "unit", "glue"),
+    [
+        ("ghp_R7mQ2xVt9LkP4sZa8NwE3yHc6JfB1uDg0TiO", "{:03d}", ", "),
+        ("AKIA)QYLPMN5HHHFPZAM2", "{:03d}", "\n"),
+        ("xoxb-2231847539", "chr({:03d})", "+"),
+    ],
+)
+def test_zero_padded_codes_are_read_as_the_decimal_numbers_they_spell(
+    meant: str, unit: str, glue: str
+) -> None:
+    """A code padded to three digits is its decimal number, as a decoder's int() reads it: "095" is "_"
+    (no octal digit is 9) and "041" is ")", not the "!" octal 041 would be."""
+    written = "[" + glue.join(unit.format(ord(char)) for char in meant) + "]"
+    assert [(view.kind, view.text) for view in unmask.views(written)] == [("codes", meant)]
