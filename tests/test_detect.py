@@ -52,13 +52,17 @@ def test_a_model_route_is_not_read_otherwise_for_a_jsonrpc_key(
         body(CALL).replace(b'"jsonrpc": "2.0"', b'"jsonrpc": "2.0", "jsonrpc": "2"'),
         body([CALL, {"jsonrpc": "1.0"}]),
         body([{"not": "rpc"}, CALL]),
+        body(CALL)[:-1],
+        body(CALL).replace(b'"arguments"', b'"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b', "arguments"'),
         body(CALL).decode().encode("utf-16"),
         body({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {}}),
     ],
 )
 def test_a_body_is_jsonrpc_as_a_server_parses_it(sent: bytes) -> None:
     """An escaped key, a key in another case (Go servers match keys regardless of case), any value, a
-    batch with one JSON-RPC message among others: each is JSON-RPC to some server, and read as MCP."""
+    batch with one JSON-RPC message among others, JSON naming it that Python cannot read (cut short,
+    nested deeper than it goes: MCP's reader then fails, and the body is refused where enforced): each
+    may be JSON-RPC to some server, and is read as MCP."""
     assert detect("POST", "/mcp", "application/json", sent).name == "mcp"
     assert detect("POST", "/rpc", "application/json", sent).name == "mcp"
     assert jsonrpc_messages(sent) is not None
@@ -72,7 +76,6 @@ def test_a_body_is_jsonrpc_as_a_server_parses_it(sent: bytes) -> None:
         b'{"json_rpc": "2.0", "method": "x"}',
         b'[{"id": 1}, "jsonrpc"]',
         b"jsonrpc 2.0 over plain text",
-        b'{"jsonrpc": "2.0"',
     ],
 )
 def test_a_body_naming_jsonrpc_elsewhere_is_not_jsonrpc(sent: bytes) -> None:

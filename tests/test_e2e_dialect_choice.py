@@ -126,3 +126,15 @@ def test_an_mcp_server_stream_on_any_route_is_read_as_mcp(
     assert "session_id=abc" in answer.text and answer.text.count("event: message") == 3
     assert "Ignore all previous instructions" not in answer.text
     assert rules(enforce, 1).count("injection-ignore-instructions-en") >= 3
+
+
+def test_an_mcp_call_nested_past_pythons_reader_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A ``tools/call`` nested deeper than Python's JSON reader goes is JSON-RPC to a server whose reader
+    goes deeper: refused as unreadable, not read as text whose call no gate sees."""
+    deep = "[" * 100_000 + "]" * 100_000
+    body = json.dumps(CALL).replace('"arguments"', f'"deep": {deep}, "arguments"')
+    with client(enforce) as http:
+        reply = http.post(f"{upstream.url}/mcp", content=body, headers={"content-type": "application/json"})
+    assert "egressguard blocked this request" in reply.text
+    assert upstream.received == []
+    assert "inspection.unreadable_json" in rules(enforce, 1)
