@@ -953,26 +953,30 @@ class TurnInspector:
         )
 
     def _count_injection_attempt(self) -> None:
-        user = self.turn.context.user_id
+        context = self.turn.context
         settings = self.policy.detection
-        if user is None or self.turn.drill is not None:
+        if self.turn.drill is not None:
             return
-        if freeze.record_injection_attempt(
+        frozen = freeze.record_injection_attempt(
             self.state,
-            user,
+            context.agent_id,
+            context.user_id,
             window_s=settings.freeze_window_s,
             threshold=settings.freeze_after,
+            agent_threshold=settings.freeze_agent_after,
             ttl_s=settings.freeze_for_s,
-        ):
+        )
+        if frozen is not None:
+            attempts = settings.freeze_agent_after if frozen == "agent" else settings.freeze_after
             self._record(
                 [
                     Finding(
                         threat=Threat.PROMPT_INJECTION,
                         rule="repeat-offender",
-                        signal=f"{settings.freeze_after} injection attempts within the window: user frozen",
+                        signal=f"{attempts} injection attempts within the window: {frozen} frozen",
                         severity=Severity.HIGH,
                         action=Action.BLOCK,
-                        where="context.user_id",
+                        where=f"context.{frozen}_id",
                         owasp="LLM01",
                     )
                 ]

@@ -202,8 +202,9 @@ def test_alert_action_freezes_the_user_in_the_state_store(tmp_path: Path) -> Non
         alert = Alert("a1", "r", "d", "high", "t", "k", {}, 1, 60, ["bot"], ["u-1"], [], [], [], [])
         addon.router.action_handler("freeze_user", alert)
         addon.done()
-    reason = refusal_reason(addon.runtime.state, None, "u-1", None)
+    reason = refusal_reason(addon.runtime.state, "bot", "u-1", None)
     assert reason == "user 'u-1' is frozen: alert r (a1)"
+    assert refusal_reason(addon.runtime.state, "other-bot", "u-1", None) is None
 
 
 def test_write_failure_never_escapes_the_hook(tmp_path: Path) -> None:

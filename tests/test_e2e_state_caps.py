@@ -114,7 +114,7 @@ def test_a_frozen_user_stays_frozen_however_many_users_are_frozen_after(
     proxy = start_proxy(
         mode="enforce",
         args=("--workers", "2") if backend == "two workers" else (),
-        extra=f"state: {{{state}}}\nfreeze: {{after: 2, duration: 1h}}\n",
+        extra=f"state: {{{state}}}\nfreeze: {{after: 2, agent_after: 1000, duration: 1h}}\n",
     )
     if backend == "two workers":
         wait_for_workers(proxy, 2)

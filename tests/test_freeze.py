@@ -29,7 +29,7 @@ from proxy.control.freeze import (
 )
 from proxy.model import Decision, Threat
 from proxy.runtime import Runtime
-from proxy.state import SqliteStateStore
+from proxy.state import SqliteStateStore, StateStore
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisSettings, RedisStateStore
 from proxy.turn import Turn, TurnContext
@@ -119,30 +119,63 @@ def test_freeze_needs_a_positive_duration(store: SqliteStateStore) -> None:
         freeze_user(store, "u-1", 0, "r")
 
 
+def attempt(
+    store: StateStore,
+    user: str | None,
+    agent: str = "bot",
+    *,
+    window_s: float = 3600,
+    threshold: int = 3,
+    agent_threshold: int = 100,
+) -> str | None:
+    return record_injection_attempt(
+        store, agent, user, window_s=window_s, threshold=threshold, agent_threshold=agent_threshold, ttl_s=600
+    )
+
+
 def test_injection_attempts_freeze_the_user_at_the_threshold(store: SqliteStateStore) -> None:
-    """The third attempt within the window freezes the user; the first two do not."""
-    outcomes = [
-        record_injection_attempt(store, "u-1", window_s=3600, threshold=3, ttl_s=600) for _ in range(3)
-    ]
-    assert outcomes == [False, False, True]
+    """The third attempt within the window freezes the user for the agent it came through; the first two
+    do not, and another agent naming the same user is not refused for it."""
+    assert [attempt(store, "u-1") for _ in range(3)] == [None, None, "user"]
     assert (
-        refusal_reason(store, None, "u-1", None)
+        refusal_reason(store, "bot", "u-1", None)
         == "user 'u-1' is frozen: 3 prompt-injection attempts within 1h"
     )
+    assert refusal_reason(store, "other-bot", "u-1", None) is None
 
 
 def test_injection_attempts_outside_the_window_do_not_count(store: SqliteStateStore, clock: Clock) -> None:
     """Attempts spread wider than the window never reach the threshold."""
     for _ in range(5):
-        assert not record_injection_attempt(store, "u-1", window_s=60, threshold=2, ttl_s=600)
+        assert attempt(store, "u-1", window_s=60, threshold=2) is None
         clock.now += 61
-    assert refusal_reason(store, None, "u-1", None) is None
+    assert refusal_reason(store, "bot", "u-1", None) is None
 
 
-def test_injection_attempts_are_counted_per_user(store: SqliteStateStore) -> None:
-    """One user's attempts never freeze another user."""
-    record_injection_attempt(store, "u-1", window_s=60, threshold=2, ttl_s=600)
-    assert not record_injection_attempt(store, "u-2", window_s=60, threshold=2, ttl_s=600)
+def test_injection_attempts_are_counted_per_user_of_each_agent(store: SqliteStateStore) -> None:
+    """One user's attempts never freeze another user, nor the same user id named by another agent."""
+    attempt(store, "u-1", threshold=2)
+    assert attempt(store, "u-2", threshold=2) is None
+    assert attempt(store, "u-1", "other-bot", threshold=2) is None
+
+
+@pytest.mark.parametrize("users", [["u-1", "u-2", "u-3", "u-4"], [None] * 4], ids=["rotating", "unnamed"])
+def test_an_agents_users_together_block_it_at_its_threshold(
+    store: SqliteStateStore, users: list[str | None]
+) -> None:
+    """Attempts under ever new user ids, or none, are the agent's: at its threshold the agent is blocked,
+    whoever it names next; another agent is not."""
+    assert [attempt(store, user, threshold=3, agent_threshold=4) for user in users] == [
+        None,
+        None,
+        None,
+        "agent",
+    ]
+    assert (
+        refusal_reason(store, "bot", "u-9", None)
+        == "agent 'bot' is blocked: 4 prompt-injection attempts by its users within 1h"
+    )
+    assert refusal_reason(store, "other-bot", "u-9", None) is None
 
 
 @pytest.mark.parametrize(
@@ -156,12 +189,13 @@ def test_injection_attempts_are_counted_per_user(store: SqliteStateStore) -> Non
 def test_alert_actions_freeze_the_identities_the_alert_names(
     store: SqliteStateStore, action: str, expected: tuple[str, str | None, str | None]
 ) -> None:
-    """Each built-in alert action freezes its kind of identity from the alert, naming the alert."""
+    """Each built-in alert action freezes its kind of identity from the alert, naming the alert: a user
+    for the agents the alert names."""
     frozen = apply_alert_action(store, action, alert(agents=["bot"], users=["u-1"], sessions=["s-1"]), 60)
     assert len(frozen) == 1
     reason = refusal_reason(store, *expected)
     assert reason is not None and reason.endswith("alert critical-secret-leak (a1)")
-    others = {"freeze_user": (None, None, "s-1"), "revoke_session": (None, "u-1", None)}
+    others = {"freeze_user": ("other-bot", "u-1", "s-1"), "revoke_session": (None, "u-1", None)}
     if action in others:
         assert refusal_reason(store, *others[action]) is None
 
@@ -382,6 +416,20 @@ def test_a_frozen_user_is_refused_where_the_freezes_threat_is_enforced(
 
 def test_injection_attempts_freeze_under_prompt_injection(store: SqliteStateStore, clock: Clock) -> None:
     for _ in range(3):
-        record_injection_attempt(store, "u-1", window_s=60, threshold=3, ttl_s=60)
+        attempt(store, "u-1")
     (finding,) = run_request(Freeze(runtime("enforce", store)), chat_flow()).findings
     assert (finding.threat, finding.owasp, finding.enforced) == (Threat.PROMPT_INJECTION, "LLM01", True)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_an_agent_its_users_attempts_blocked_is_refused_where_injection_is_enforced(
+    store: SqliteStateStore, mode: str
+) -> None:
+    """An agent blocked for its users' attempts answers prompt injection, as a user's freeze does:
+    refused where that is enforced, recorded as would-be refused in observe mode."""
+    for user in ("a", "b"):
+        attempt(store, user, agent_threshold=2)
+    flow = chat_flow(user_id="someone-new")
+    (finding,) = run_request(Freeze(runtime(mode, store)), flow).findings
+    assert (finding.threat, finding.enforced) == (Threat.PROMPT_INJECTION, mode == "enforce")
+    assert (flow.response is not None) is (mode == "enforce")

@@ -65,16 +65,15 @@ class Freeze:
 
 
 def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None:
-    """The freeze to enforce on the turn's agent, user or session (a blocked agent always; users and
-    sessions where the threat the freeze answers is enforced), its finding added and the turn escalated
-    to blocked; None when nothing is frozen or observe mode only records that it would refuse."""
+    """The freeze to enforce on the turn's agent, user (for that agent) or session (an agent an alert
+    blocked always; the rest where the threat the freeze answers is enforced), its finding added and the
+    turn escalated to blocked; None when nothing is frozen or observe mode only records that it would
+    refuse."""
     store, context = runtime.state, turn.context
-    found = refusal(store, context.agent_id, None, None, runtime.freezes) or refusal(
-        store, None, context.user_id, context.session_id, runtime.freezes
-    )
+    found = refusal(store, context.agent_id, context.user_id, context.session_id, runtime.freezes)
     if found is None:
         return None
-    enforced = found.kind == "agent" or policy.enforces(found.threat)
+    enforced = (found.kind == "agent" and not found.by_attempts) or policy.enforces(found.threat)
     turn.add(freeze_finding(found, enforced=enforced))
     log.warning(
         "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind

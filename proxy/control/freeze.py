@@ -3,8 +3,10 @@
 A freeze is a key with an expiry, so it lifts by itself and survives restarts (and is shared between
 replicas when the store is); the store never forgets one earlier to keep its kind within the cap
 (``proxy.state.keys.capped``), however many others are made. Alert rules set them (``freeze_user``,
-``revoke_session``, ``block_agent``) and so do repeated prompt-injection attempts by one user
-(``record_injection_attempt``).
+``revoke_session``, ``block_agent``) and so do repeated prompt-injection attempts by one user of an agent,
+or by the users of one agent together (``record_injection_attempt``). A user id is the agent's word for
+who it serves: a user is frozen for the agent that named it (and everywhere only by an alert naming no
+agent), so no agent freezes another agent's user by naming it.
 """
 
 from __future__ import annotations
@@ -47,17 +49,28 @@ class Refusal:
     identity: str
     reason: str
     threat: Threat = UNNAMED_CAUSE
+    by_attempts: bool = False
+    """Made by repeated prompt-injection attempts (``record_injection_attempt``), not by an alert."""
 
     def __str__(self) -> str:
         return f"{self.kind} {self.identity!r} is {_STATE_WORDS[self.kind]}: {self.reason}"
 
 
-def _key(kind: FreezeKind, identity: str) -> str:
-    return f"{FREEZES}{kind}:{digest(identity)}"
+def _key(kind: FreezeKind, identity: str, agent_id: str | None = None) -> str:
+    scoped = identity if agent_id is None else f"{agent_id}\x00{identity}"
+    return f"{FREEZES}{kind}:{digest(scoped)}"
 
 
 def _freeze(
-    store: StateStore, kind: FreezeKind, identity: str, ttl_s: float, reason: str, threat: Threat | None
+    store: StateStore,
+    kind: FreezeKind,
+    identity: str,
+    ttl_s: float,
+    reason: str,
+    threat: Threat | None,
+    *,
+    agent_id: str | None = None,
+    by_attempts: bool = False,
 ) -> None:
     if ttl_s <= 0:
         raise ValueError(f"a freeze needs a positive duration, not {ttl_s}")
@@ -70,15 +83,26 @@ def _freeze(
     }
     if threat is not None:
         entry["threat"] = str(threat)
-    store.put(_key(kind, identity), entry, ttl_s)
+    if agent_id is not None:
+        entry["agent"] = agent_id
+    if by_attempts:
+        entry["by_attempts"] = True
+    store.put(_key(kind, identity, agent_id), entry, ttl_s)
 
 
 def freeze_user(
-    store: StateStore, user_id: str, ttl_s: float, reason: str, threat: Threat | None = None
+    store: StateStore,
+    user_id: str,
+    ttl_s: float,
+    reason: str,
+    threat: Threat | None = None,
+    *,
+    agent_id: str | None = None,
 ) -> None:
-    """Refuse the user's requests for ``ttl_s`` seconds (a later freeze replaces the earlier one), in
-    answer to ``threat`` (``UNNAMED_CAUSE`` when None)."""
-    _freeze(store, "user", user_id, ttl_s, reason, threat)
+    """Refuse the user's requests through ``agent_id`` (through every agent where None) for ``ttl_s``
+    seconds (a later freeze replaces the earlier one), in answer to ``threat`` (``UNNAMED_CAUSE`` when
+    None)."""
+    _freeze(store, "user", user_id, ttl_s, reason, threat, agent_id=agent_id)
 
 
 def revoke_session(
@@ -97,11 +121,15 @@ def block_agent(
 
 
 def lift(store: StateStore, kind: FreezeKind, identity: str) -> bool:
-    """End a freeze before it expires; False when there was none."""
-    key = _key(kind, identity)
-    present = store.get(key) is not None
-    store.delete(key)
-    return present
+    """End a freeze before it expires (a user's through every agent); False when there was none."""
+    keys = [
+        key
+        for key, entry in store.items(FREEZES).items()
+        if isinstance(entry, dict) and entry.get("kind") == kind and entry.get("identity") == identity
+    ]
+    for key in {_key(kind, identity), *keys}:
+        store.delete(key)
+    return bool(keys)
 
 
 def active_freezes(store: StateStore) -> list[dict[str, JSONValue]]:
@@ -150,15 +178,17 @@ def refusal(
 ) -> Refusal | None:
     """The first freeze that applies to these identities (agent, then user, then session), if any;
     ``memory`` answers for the shared store while it is away."""
-    candidates: tuple[tuple[FreezeKind, str | None], ...] = (
-        ("agent", agent_id),
-        ("user", user_id),
-        ("session", session_id),
-    )
-    for kind, identity in candidates:
+    # A user frozen for this agent, or (by an alert naming no agent) for every agent.
+    candidates: list[tuple[FreezeKind, str | None, str | None]] = [
+        ("agent", agent_id, None),
+        *((("user", user_id, agent_id),) if agent_id else ()),
+        ("user", user_id, None),
+        ("session", session_id, None),
+    ]
+    for kind, identity, scope in candidates:
         if not identity:
             continue
-        key = _key(kind, identity)
+        key = _key(kind, identity, scope)
         stored = store.get(key)
         if memory is not None:
             stored = memory.through(store, key, stored)
@@ -167,7 +197,7 @@ def refusal(
             reason = str(entry.get("reason") or "no reason recorded")
             named = str(entry.get("threat"))
             threat = Threat(named) if named in set(Threat) else UNNAMED_CAUSE
-            return Refusal(kind, identity, reason, threat)
+            return Refusal(kind, identity, reason, threat, entry.get("by_attempts") is True)
     return None
 
 
@@ -180,21 +210,37 @@ def refusal_reason(
 
 
 def record_injection_attempt(
-    store: StateStore, user_id: str, *, window_s: float, threshold: int, ttl_s: float
-) -> bool:
-    """Count one prompt-injection attempt by ``user_id``; at ``threshold`` attempts within ``window_s``
-    seconds, freeze the user for ``ttl_s`` seconds and return True."""
-    attempts = store.hit(f"{_ATTEMPTS_PREFIX}:{digest(user_id)}", window_s)
+    store: StateStore,
+    agent_id: str,
+    user_id: str | None,
+    *,
+    window_s: float,
+    threshold: int,
+    agent_threshold: int,
+    ttl_s: float,
+) -> FreezeKind | None:
+    """Count one prompt-injection attempt by ``user_id`` (None: unnamed) through ``agent_id``, for the
+    user of that agent and for the agent: at ``threshold`` attempts of the user within ``window_s``
+    seconds the user is frozen for that agent, at ``agent_threshold`` of the agent's users together
+    (named, renamed or unnamed) the agent is blocked, each for ``ttl_s`` seconds. Returns what was frozen
+    (the agent before its user), or None."""
+    within = _duration(window_s)
+    # Keyed by the agent's policy name, as its other counters are: one agent minting user ids fills a kind
+    # of its own (``proxy.state.keys``), never another agent's counts.
+    if store.hit(f"{_ATTEMPTS_PREFIX}.agent:{agent_id}", window_s) >= agent_threshold:
+        reason = f"{agent_threshold} prompt-injection attempts by its users within {within}"
+        _freeze(store, "agent", agent_id, ttl_s, reason, Threat.PROMPT_INJECTION, by_attempts=True)
+        return "agent"
+    if user_id is None:
+        return None
+    attempts = store.hit(f"{_ATTEMPTS_PREFIX}:{agent_id}:{digest(user_id)}", window_s)
     if attempts < threshold:
-        return False
-    freeze_user(
-        store,
-        user_id,
-        ttl_s,
-        f"{attempts} prompt-injection attempts within {_duration(window_s)}",
-        Threat.PROMPT_INJECTION,
+        return None
+    reason = f"{attempts} prompt-injection attempts within {within}"
+    _freeze(
+        store, "user", user_id, ttl_s, reason, Threat.PROMPT_INJECTION, agent_id=agent_id, by_attempts=True
     )
-    return True
+    return "user"
 
 
 def _duration(seconds: float) -> str:
@@ -207,16 +253,20 @@ def _duration(seconds: float) -> str:
 def apply_alert_action(store: StateStore, action: str, alert: Alert, ttl_s: float) -> list[str]:
     """Apply a built-in alert action to the identities the alert names; return those frozen.
 
-    ``freeze_user`` freezes the alert's users, ``revoke_session`` its sessions and ``block_agent``
-    its agents, each for ``ttl_s`` seconds.
+    ``freeze_user`` freezes the alert's users (for the agents it names, which named them; for every
+    agent where it names none), ``revoke_session`` its sessions and ``block_agent`` its agents, each for
+    ``ttl_s`` seconds.
     """
     kind = _ACTION_KINDS.get(action)
     if kind is None:
         raise ValueError(f"unknown alert action {action!r}")
     identities = {"agent": alert.agent_ids, "user": alert.user_ids, "session": alert.session_ids}[kind]
     threat = alert_threat(alert)
+    scopes: list[str | None] = list(alert.agent_ids) if kind == "user" and alert.agent_ids else [None]
     for identity in identities:
-        _freeze(store, kind, identity, ttl_s, f"alert {alert.rule} ({alert.alert_id})", threat)
+        for scope in scopes:
+            reason = f"alert {alert.rule} ({alert.alert_id})"
+            _freeze(store, kind, identity, ttl_s, reason, threat, agent_id=scope)
     return list(identities)
 
 
