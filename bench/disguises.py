@@ -248,13 +248,14 @@ ENCODERS: dict[str, Encoder] = {
     "base32": _whole(lambda text: base64.b32encode(text.encode()).decode()),
     "char-codes": _value(lambda value: "[" + ", ".join(str(ord(char)) for char in value) + "]"),
     "char-codes-unspaced": _value(lambda value: ",".join(str(ord(char)) for char in value)),
+    "char-codes-zero-padded": _value(lambda value: ",".join(f"{ord(char):03d}" for char in value)),
     "chr-joined": _value(lambda value: "+".join(f"chr({ord(char)})" for char in value)),
     "json-split": _value(lambda value: json.dumps(dict(zip("abc", _thirds(value), strict=True)))),
 }
 
 
 KEYED = {"reversed", "rot13", "reversed+rot13", "concatenated", "adjacent-literals", "joined-list"}
-KEYED |= {"json-split", "char-codes", "char-codes-unspaced", "chr-joined"}
+KEYED |= {"json-split", "char-codes", "char-codes-unspaced", "char-codes-zero-padded", "chr-joined"}
 """Disguises of the value alone that are read only where the key's own prefix starts it (or, for joined
 literals, a rule's match of the first piece): a value known by its name alone ("password = …") is not."""
 _SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced", "dash-separated", "dot-separated"}
@@ -485,8 +486,10 @@ def _numbers(rng: random.Random) -> str:
     """Arrays, tables, times and addresses of numbers, some of them printable character codes."""
     pixels = ", ".join(str(rng.randint(0, 255)) for _ in range(48))
     codes = ", ".join(str(rng.randint(32, 126)) for _ in range(24))
+    padded = ",".join(f"{rng.randint(32, 126):03d}" for _ in range(24))
+    day = f"{rng.randint(2000, 2026)},{rng.randint(1, 12):03d},{rng.randint(1, 28):03d}"
     return (
-        f"pixels = [{pixels}]\nweights = [{codes}]\n"
+        f"pixels = [{pixels}]\nweights = [{codes}]\nlots = {padded}\nreleased {day}; ZIP 02134, 00501\n"
         f"2024-12-06 10:{rng.randint(10, 59)}:45 GET /api 200 118 ms from 10.0.{rng.randint(0, 255)}.17\n"
         "ports: 80, 443, 8080, 8443; versions 1.2.3 -> 1.10.0\n| 45 | 67 | 89 | 101 | 99 | 120 | 77 | 64 |"
     )

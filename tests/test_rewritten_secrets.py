@@ -177,7 +177,14 @@ def test_text_that_only_looks_rewritten_passes_untouched(name: str) -> None:
 
 # What each disguise read only where a key's prefix or a rule's match starts it finds of the secrets
 # pack's examples (bench/disguises.py; a value known by its name alone is not read there).
-RECALL = {"reversed": 0.85, "rot13": 0.85, "concatenated": 0.7, "adjacent-literals": 0.5, "char-codes": 0.5}
+RECALL = {
+    "reversed": 0.85,
+    "rot13": 0.85,
+    "concatenated": 0.7,
+    "adjacent-literals": 0.5,
+    "char-codes": 0.5,
+    "char-codes-zero-padded": 0.5,
+}
 
 
 def test_keyed_disguises_of_the_rule_examples_are_found_to_their_figures() -> None:
