@@ -126,7 +126,7 @@ def attempt(
     *,
     window_s: float = 3600,
     threshold: int = 3,
-    agent_threshold: int = 100,
+    agent_threshold: int | None = 100,
 ) -> str | None:
     return record_injection_attempt(
         store, agent, user, window_s=window_s, threshold=threshold, agent_threshold=agent_threshold, ttl_s=600
@@ -176,6 +176,21 @@ def test_an_agents_users_together_block_it_at_its_threshold(
         == "agent 'bot' is blocked: 4 prompt-injection attempts by its users within 1h"
     )
     assert refusal_reason(store, "other-bot", "u-9", None) is None
+
+
+def test_an_agent_is_not_blocked_by_its_users_attempts_unless_its_threshold_is_set(
+    store: SqliteStateStore,
+) -> None:
+    """Without ``freeze.agent_after`` the agent's attempts are not counted: many users' attempts freeze
+    each user at theirs, and the agent keeps serving the others."""
+    policy = parse_policy(
+        "version: 1\nmode: enforce\nagents: {}\nfreeze: {after: 2}\n", "policy.yaml", environ={}
+    )
+    assert policy.detection.freeze_agent_after is None
+    users = [f"u-{index}" for index in range(50) for _ in range(2)]
+    frozen = [attempt(store, user, threshold=2, agent_threshold=None) for user in users]
+    assert frozen == [None, "user"] * 50
+    assert refusal_reason(store, "bot", "u-new", None) is None
 
 
 @pytest.mark.parametrize(

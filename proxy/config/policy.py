@@ -375,8 +375,9 @@ class DetectionSettings:
     required_fields: tuple[str, ...] = ("user_id", "purpose", "consent_id")
     blocking_fields: tuple[str, ...] = ()
     freeze_after: int = 3
-    freeze_agent_after: int = 10
-    """Prompt-injection attempts by an agent's users together (named, renamed or unnamed) that block it."""
+    freeze_agent_after: int | None = None
+    """Prompt-injection attempts by an agent's users together (named, renamed or unnamed) that block it;
+    None counts none. Off unless set: one end user's attempts would otherwise block an agent for all."""
     freeze_window_s: float = 24 * 3600.0
     freeze_for_s: float = 3600.0
     indirect_injection: Literal["flag", "quarantine", "block"] = "quarantine"
@@ -533,7 +534,7 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
         ),
         blocking_fields=tuple(compliance.get("require") or ()),
         freeze_after=freeze.get("after") or defaults.freeze_after,
-        freeze_agent_after=freeze.get("agent_after") or defaults.freeze_agent_after,
+        freeze_agent_after=freeze.get("agent_after"),
         freeze_window_s=freeze.get("window") or defaults.freeze_window_s,
         freeze_for_s=freeze.get("duration") or defaults.freeze_for_s,
         indirect_injection=(raw.get("injection") or {}).get("indirect") or defaults.indirect_injection,

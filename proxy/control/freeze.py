@@ -216,18 +216,21 @@ def record_injection_attempt(
     *,
     window_s: float,
     threshold: int,
-    agent_threshold: int,
+    agent_threshold: int | None,
     ttl_s: float,
 ) -> FreezeKind | None:
     """Count one prompt-injection attempt by ``user_id`` (None: unnamed) through ``agent_id``, for the
     user of that agent and for the agent: at ``threshold`` attempts of the user within ``window_s``
     seconds the user is frozen for that agent, at ``agent_threshold`` of the agent's users together
-    (named, renamed or unnamed) the agent is blocked, each for ``ttl_s`` seconds. Returns what was frozen
-    (the agent before its user), or None."""
+    (named, renamed or unnamed) the agent is blocked (None: the agent's are not counted), each for
+    ``ttl_s`` seconds. Returns what was frozen (the agent before its user), or None."""
     within = _duration(window_s)
     # Keyed by the agent's policy name, as its other counters are: one agent minting user ids fills a kind
     # of its own (``proxy.state.keys``), never another agent's counts.
-    if store.hit(f"{_ATTEMPTS_PREFIX}.agent:{agent_id}", window_s) >= agent_threshold:
+    if (
+        agent_threshold is not None
+        and store.hit(f"{_ATTEMPTS_PREFIX}.agent:{agent_id}", window_s) >= agent_threshold
+    ):
         reason = f"{agent_threshold} prompt-injection attempts by its users within {within}"
         _freeze(store, "agent", agent_id, ttl_s, reason, Threat.PROMPT_INJECTION, by_attempts=True)
         return "agent"
