@@ -113,6 +113,8 @@ CREDENTIAL_HEADERS = frozenset(
     }
 )
 """Request headers that carry the agent's own credentials for the API it calls, not data it sends."""
+PII_PACK = "pii"
+"""The pack of personal data rules: the only rules a credential header's value is read for as data."""
 CREDENTIAL_HEADER_NAME = re.compile(
     r"(?:^|[-_])(?:[a-z]*(?:token|secret|password|passwd|credentials?)|(?:api|access|private)?key|auth"
     r"(?:entication|orization)?)(?:$|[-_])"
@@ -1566,8 +1568,9 @@ class TurnInspector:
         """Response headers (or, ``sent_by_agent``, a request's) with secrets in their names or values
         redacted where enforced (for a request, where requests are redacted); findings recorded either
         way; None when nothing changes. Left alone: ``set-cookie`` in a response (a session a server hands
-        its client is that client's own credential) and a request's credential headers (the agent's own
-        credentials for the API it calls: ``is_credential_header``)."""
+        its client is that client's own credential). A request's credential headers (the agent's own
+        credentials for the API it calls: ``is_credential_header``) are read for provider keys the host does
+        not expect there and for personal data only (``_personal_data_redacted``)."""
 
         kept = [
             is_credential_header(name) if sent_by_agent else name.lower() in RESPONSE_CREDENTIAL_HEADERS
@@ -1584,17 +1587,24 @@ class TurnInspector:
             {} if named[name.lower()] == 1 and self._reads_as_nothing(name, value) else {name: value}
             for name, value in fields
         ]
+        since = len(self.turn.findings)
+        credentials_sent: dict[int, str] = {}
         if sent_by_agent:
             host = self.turn.egress_host or ""
             credential_fields = [
                 header for header, credential in zip(headers, kept, strict=True) if credential
             ]
-            for name, value in credential_fields:
+            for index, (name, value) in enumerate(headers):
+                if not kept[index]:
+                    continue
                 where = f'{HEADERS_WHERE} ["{name}"]'
                 self._record(self._unexpected_credentials(host, "header", name, value, where))
+                sent = self._personal_data_redacted(value, where, redacts=redacts)
+                if sent != value:
+                    credentials_sent[index] = sent
             self._record(self._split_credentials(host, credential_fields))
         if not any(document):
-            return None  # every header left out: the scan would read nothing
+            return self._credentials_rewritten(since, headers, credentials_sent)
         # A scan of their own: a body's scan reads each field on from its text before (in a stream, from
         # the events before), and a header read into it would redact a body value by a header's text.
         scan = self.json_scan(redacts=redacts)
@@ -1617,15 +1627,43 @@ class TurnInspector:
                     for entry, again in zip(filtered, refolded, strict=True)
                 ]
                 changed = True
-        since = len(self.turn.findings)
         self._record_residual(scan, HEADERS_WHERE)
         if not changed:
-            return None
-        self._carry_out_redactions(since, self._left_in([], filtered), None)
+            return self._credentials_rewritten(since, headers, credentials_sent)
+        self._carry_out_redactions(since, self._left_in(credentials_sent.values(), filtered), None)
         scanned = (next(iter(item.items()), field) for field, item in zip(fields, filtered, strict=True))
         return [
-            header if credential else next(scanned) for header, credential in zip(headers, kept, strict=True)
+            (name, credentials_sent.get(index, value)) if kept[index] else next(scanned)
+            for index, (name, value) in enumerate(headers)
         ]
+
+    def _personal_data_redacted(self, value: str, where: str, *, redacts: bool) -> str:
+        """A credential header's value with the personal data in it recorded, and redacted where requests
+        are redacted. Only the PII rules count there: its secrets are the agent's own credentials (a
+        provider key the host does not expect is ``_unexpected_credentials``'), and tokens, JWTs and
+        session cookies are random by design, which the generic secret rules read as secrets."""
+        known = self._known(value)
+        matches = [
+            match
+            for match in (self._sensitive(value, where) if known is None else known)
+            if match.rule.pack == PII_PACK
+        ]
+        self._record(self._sensitive_findings(value, matches, where))
+        if matches and redacts and self._redacts(matches):
+            return self._redact(
+                value, [match for match in matches if self.policy.enforces(match.rule.threat)]
+            )
+        return value
+
+    def _credentials_rewritten(
+        self, since: int, headers: list[tuple[str, str]], sent: dict[int, str]
+    ) -> list[tuple[str, str]] | None:
+        """``headers`` with the credential values at the indexes of ``sent`` rewritten (their redactions
+        from index ``since`` carried out), or None when ``sent`` is empty."""
+        if not sent:
+            return None
+        self._carry_out_redactions(since, self._left_in(sent.values()), None)
+        return [(name, sent.get(index, value)) for index, (name, value) in enumerate(headers)]
 
     def _reads_as_nothing(self, name: str, value: str) -> bool:
         """Whether a header first of its name, in a scan of its own, adds nothing to it: its name and value

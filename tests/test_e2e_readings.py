@@ -500,14 +500,15 @@ def test_a_secret_leaving_in_the_url_is_found(
 OWN_API_KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0fGh3iJk6l"
 TAKES_OPENAI_KEYS = "credentials: {localhost: {rules: [openai-project-key], fields: [authorization]}}\n"
 """The fake upstream takes OpenAI's keys as OpenAI does (``proxy.detectors.credential_channel``)."""
-
-
-@pytest.mark.parametrize(
+OBSERVING_OR_REDACTING_TAKING_OPENAI_KEYS = pytest.mark.parametrize(
     "mode_proxy",
     [("observe", TAKES_OPENAI_KEYS), ("enforce", "redaction: {requests: true}\n" + TAKES_OPENAI_KEYS)],
     indirect=True,
     ids=["observe", "enforce-redacting"],
 )
+
+
+@OBSERVING_OR_REDACTING_TAKING_OPENAI_KEYS
 def test_a_secret_leaving_in_a_request_header_is_found(
     mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
 ) -> None:
@@ -524,6 +525,38 @@ def test_a_secret_leaving_in_a_request_header_is_found(
     found = [f for f in findings if f["rule"] == "aws-access-key-id"]
     assert found and all(f["enforced"] is redacting for f in found)
     assert not any("openai" in f["rule"] or f["rule"] == "credential.unexpected" for f in findings)
+
+
+SSN = "078-05-1120"
+EMAIL = "jane.roe@example.com"
+ANALYTICS_COOKIES = "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700086400"
+
+
+@OBSERVING_OR_REDACTING_TAKING_OPENAI_KEYS
+def test_personal_data_in_a_header_named_as_a_credential_is_found(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A header named as a credential carries personal data out as any other header would: recorded, and
+    redacted where requests are; the agent's own key and its analytics cookies pass as they were."""
+    redacting = request.node.callspec.params["mode_proxy"][0] != "observe"
+    upstream.reply = Reply(text="hi")
+    headers = {
+        "X-Customer-Secret": f"{EMAIL} {SSN}",
+        "Cookie": f"{ANALYTICS_COOKIES}; note={SSN}",
+        "Authorization": f"Bearer {OWN_API_KEY}",
+    }
+    post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode(), headers=headers)
+    received = {name.lower(): value for name, value in upstream.received[-1].headers.items()}
+    assert (SSN in received["x-customer-secret"]) is not redacting
+    assert (EMAIL in received["x-customer-secret"]) is not redacting
+    assert (SSN in received["cookie"]) is not redacting
+    assert received["cookie"].startswith(ANALYTICS_COOKIES)
+    assert received["authorization"] == f"Bearer {OWN_API_KEY}"
+    findings = last_record(mode_proxy)["findings"]
+    found = [f for f in findings if f["rule"] in {"us-ssn", "email-address"}]
+    assert {f["rule"] for f in found} == {"us-ssn", "email-address"} and len(found) == 3
+    assert all(f["enforced"] is redacting for f in found)
+    assert not any(f["rule"] == "credential.unexpected" or "openai" in f["rule"] for f in findings)
 
 
 DESTRUCTIVE_CALL = {"id": "call_1", "type": "function", "function": {"name": "drop_table", "arguments": "{}"}}
