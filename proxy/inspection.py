@@ -356,9 +356,9 @@ class TurnInspector:
         self._answer_from: int | None = None
         """Where the findings of the answer (its headers on) start: ``begin_answer``."""
         self.approvals = Approvals(state, clock=clock)
-        self.stream_withheld: dict[str, str | None] = {}
-        """Destructive calls a stream's gate dropped, by locator, with the pending approval its notice
-        named (None where none was registered)."""
+        self.stream_notices: dict[str, str] = {}
+        """The notice that stands in for each call a stream's gate dropped, by locator: why a credential
+        read cannot run, or the pending approval a destructive call needs."""
         self._decided: dict[str, Finding] = {}
         """The finding of each destructive call decided in this turn, by locator: an approval is
         redeemed once per call, though a streamed call is seen by the gate and again at the end."""
@@ -1828,23 +1828,32 @@ class TurnInspector:
         return recent, baseline
 
     def _tool_gate(self) -> ToolGate | None:
-        """A stream's destructive call is held from its name until its arguments are complete, then
-        decided on them like a JSON completion's: released under a granted approval for exactly these
-        arguments, else dropped (its notice names the pending approval). Other calls go on at once; a
-        call asked about whole (the generic reader's, an event at a time) is dropped too where it reads a
-        credential file."""
-        if not self.policy.enforces(Threat.TOOL_ABUSE):
+        """A stream's destructive call (where ``tool_abuse`` is enforced) and reading tool's call (where
+        ``credential_theft`` is) are held from their name until their arguments are complete, then decided
+        on them like a JSON completion's: a credential read dropped, a destructive call released under a
+        granted approval for exactly these arguments, else dropped (its notice names the pending
+        approval). Other calls go on at once, with no wait; a call asked about whole (the generic
+        reader's, an event at a time) is decided so too."""
+        guards_tools = self.policy.enforces(Threat.TOOL_ABUSE)
+        guards_credentials = self.policy.enforces(Threat.CREDENTIAL_THEFT)
+        if not guards_tools and not guards_credentials:
             return None
         catalogue, overrides = self.detectors.tools, self.overrides
 
         def gate(call: ToolCall, complete: bool) -> ToolDecision:
-            destructive = catalogue.is_destructive(call.name, overrides) is not None
+            destructive = guards_tools and catalogue.is_destructive(call.name, overrides) is not None
             if not complete:
-                return "hold" if destructive else "release"
-            if any(
-                finding.action is Action.WITHHOLD and self.policy.enforces(finding.threat)
+                held = destructive or (guards_credentials and credentials.is_reading_tool(call.name))
+                return "hold" if held else "release"
+            reads = [
+                finding
                 for finding in self._credential_reads([call])
-            ):
+                if finding.action is Action.WITHHOLD and self.policy.enforces(finding.threat)
+            ]
+            if reads:
+                self.stream_notices[call.where] = credentials.withheld_notice(
+                    call.name, [finding.rule for finding in reads]
+                )
                 return "drop"
             if not destructive:
                 return "release"
@@ -1852,7 +1861,9 @@ class TurnInspector:
             if finding.action is not Action.WITHHOLD:
                 return "release"
             pending = finding.extra.get("pending_approval")
-            self.stream_withheld[call.where] = pending if isinstance(pending, str) else None
+            self.stream_notices[call.where] = tools.approval_notice(
+                call.name, pending if isinstance(pending, str) else None
+            )
             return "drop"
 
         return gate
@@ -1860,7 +1871,7 @@ class TurnInspector:
     def _stream_notice(self, call: ToolCall) -> str:
         if call.ran_upstream:
             return tools.ran_upstream_notice(call.name)
-        return tools.approval_notice(call.name, self.stream_withheld.get(call.where))
+        return self.stream_notices.get(call.where) or tools.approval_notice(call.name, None)
 
     # -- approvals -----------------------------------------------------------------------------------
 
