@@ -912,16 +912,18 @@ def test_chat_deltas_after_a_held_call_was_sent_whole_are_dropped() -> None:
     assert any("after its arguments ended" in note for note in session.notes)
 
 
+@pytest.mark.parametrize("verdict", ["drop", "release"])
 @pytest.mark.parametrize("name", ["openai_chat", "openai_responses", "anthropic"])
-def test_a_held_call_that_grows_too_long_is_decided_on_what_came(
-    name: str, monkeypatch: pytest.MonkeyPatch
+def test_a_held_call_that_grows_too_long_is_dropped(
+    name: str, verdict: ToolDecision, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An upstream cannot make a held call fill memory: past the cap it is decided on the arguments so
-    far (no approval covers those: dropped), and the rest of the stream goes on."""
+    """An upstream cannot make a held call fill memory: past the cap the gate is asked about the arguments
+    so far, and the call is dropped whatever it answers (a credential path may lie past the cap, and no
+    approval covers part of a call's arguments); the rest of the stream goes on."""
     monkeypatch.setattr(stream_module, "MAX_HELD_BYTES", 40)
     make_stream, sdk_arguments, original, _ = ARGUMENT_CASES[name]
     stream = make_stream(split(ARGUMENTS, [3]))
-    gate = HoldingGate("drop")
+    gate = HoldingGate(verdict)
     filters = StreamFilters(tool_gate=gate, drop_notice=lambda call: f"[{call.name} held]")
     session = DIALECTS[name].stream_session(filters)
     output = run(session, stream)

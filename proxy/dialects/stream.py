@@ -274,8 +274,9 @@ class TextsRead(Mapping[str, str]):
 
 _JOIN_CONTEXT = 256
 MAX_HELD_BYTES = 1 << 20
-"""What a held tool call may grow to before it is decided on the arguments it has (which no approval
-covers, so it is dropped): an upstream cannot make a held call fill the proxy's memory."""
+"""What a held tool call may grow to before it is dropped, its arguments unread past it (no approval
+covers them, and a credential path may lie beyond): an upstream cannot make a held call fill the proxy's
+memory."""
 _MAX_QUEUED_EVENTS = 64
 
 
@@ -435,6 +436,8 @@ class StreamSession(ABC):
         self._queued: list[bytes] = []
         self._skeletons: dict[str, Any] = {}
         self._decisions: dict[str, ToolDecision] = {}
+        self._cut = False
+        """A held call grew past ``MAX_HELD_BYTES``: the decision next asked for is on arguments cut short."""
         self._as_came: dict[int, tuple[SSEEvent, Any]] | None = None
         """While what is sent is kept (``keep_sent``): the events of the bytes being read that go out as
         they came, by the identity of their bytes, with the payload read from them."""
@@ -1026,8 +1029,10 @@ class StreamSession(ABC):
             return decided
         gate = self.filters.tool_gate
         decision: ToolDecision = "release" if gate is None else gate(call, complete)
-        if complete and decision == "hold":
+        if complete and (decision == "hold" or self._cut):
+            # A call whose arguments were cut short is never released on the part the gate read.
             decision = "drop"
+        self._cut = False
         self._decisions[call.where] = decision
         if decision == "drop":
             self.dropped_tool_calls.append((call.name, call.id))
@@ -1037,7 +1042,8 @@ class StreamSession(ABC):
         """Whether a held call of ``size`` bytes must be decided now, before its arguments end."""
         if size <= MAX_HELD_BYTES:
             return False
-        self.notes.append(f"a held tool call grew past {MAX_HELD_BYTES} bytes; decided on what had come")
+        self.notes.append(f"a held tool call grew past {MAX_HELD_BYTES} bytes; dropped")
+        self._cut = True
         return True
 
     def _unplaced(self, event_type: str) -> list[bytes]:
