@@ -214,3 +214,9 @@ def test_several_loosened_forms_asked_together_match_where_one_of_them_does(
         assert relaxed.possible(together, encoded, low, len(encoded)) == any(
             relaxed.possible(program, encoded, low, len(encoded)) for program in each
         )
+
+
+def test_the_programs_asked_for_rules_together_are_kept_within_a_bound() -> None:
+    """Which rules one text brings together is its sender's to choose: a new choice in every text must
+    not keep a program for the life of the process."""
+    assert relaxed.compiled_any.cache_info().maxsize is not None

@@ -209,11 +209,12 @@ def compiled(source: str, flags: int | None = None) -> Any:
     return program if program.ok() else None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)
 def compiled_any(sources: tuple[tuple[str, int], ...]) -> Any:
     """One RE2 program that matches where the loosened form of any of ``sources`` ((source, flags), as
     ``compiled`` takes them) does, or None when one of them has none: whether any of several rules can
-    match in a stretch, asked in one pass over it."""
+    match in a stretch, asked in one pass over it. Bounded: which rules a text brings together is the
+    sender's to choose, and each new choice would otherwise keep a program for the process's life."""
     if any(compiled(source, flags) is None for source, flags in sources):
         return None
     loosened = "|".join(f"(?:{relaxed_source(source)})" for source, _ in sources)
