@@ -144,6 +144,22 @@ def test_an_address_outside_the_allowlist_is_refused_and_one_inside_passes() -> 
     assert {finding.threat for finding in findings} == {"lateral_movement"}
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://attacker.example\\@localhost/x",
+        " HTTPS://attacker.example\\@localhost:8443/x",
+        "wss://attacker.example\\@localhost/x",
+        "https://attacker.example\\.localhost/x",
+    ],
+)
+def test_an_address_is_read_as_a_web_fetcher_reads_a_backslash(url: str) -> None:
+    """A fetcher parsing web URLs as browsers do takes a backslash for a slash: the host before it is the
+    one fetched, never the allowed one Python's splitting finds after an ``@``."""
+    (finding,) = fetch_findings([Fetch("a", url, "image")], lambda host, port: host == "localhost")
+    assert finding.extra["host"] == "attacker.example"
+
+
 def test_an_image_at_an_address_outside_the_allowlist_is_refused(
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:

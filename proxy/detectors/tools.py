@@ -298,10 +298,18 @@ def _unasked_findings(
     return findings
 
 
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
+
+
 def _server_address(url: str | None) -> tuple[str | None, int]:
-    """The host and port a URL names (host None when it names none readably)."""
+    """The host and port a URL names (host None when it names none readably), as the API's fetcher reads
+    it: a WHATWG parser takes ``\\`` for ``/`` in a web URL, so ``https://evil.example\\@allowed.example``
+    names evil.example, however Python's splitting reads it."""
+    url = (url or "").strip(_C0_OR_SPACE)
+    if url[:6].lower().startswith(("http:", "https:", "ws:", "wss:")):
+        url = url.replace("\\", "/")
     try:
-        parts = urllib.parse.urlsplit(url or "")
+        parts = urllib.parse.urlsplit(url)
         return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
     except ValueError:
         return None, 443
