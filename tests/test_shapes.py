@@ -109,6 +109,18 @@ CALLS: dict[str, tuple[Any, list[tuple[str, str, str]]]] = {
         },
         [("rm", "item", "{}")],
     ),
+    "a call beside an item no client reads as one": (
+        {"message": {"tool_calls": [{"function": {"name": "rm", "arguments": "{}"}}, 0]}},
+        [("rm", "message.tool_calls[0]", "{}")],
+    ),
+    "a Live call beside an item no client reads as one": (
+        {"toolCall": {"functionCalls": ["x", {"name": "rm", "args": {}}]}},
+        [("rm", "toolCall.functionCalls[1]", "{}")],
+    ),
+    "a Gemini functionCall that also names arguments": (
+        {"functionCall": {"name": "rm", "args": {}, "arguments": "x"}},
+        [("rm", "functionCall", "{}")],
+    ),
     "ndjson lines": (
         [
             {"message": {"content": "a"}},

@@ -104,22 +104,24 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
     """The calls ``value`` holds under a key: a Gemini part's ``functionCall`` (its ``args`` an object) or
     a Gemini Live ``toolCall``'s ``functionCalls``, a Chat or Ollama message's ``tool_calls`` (a list of
     objects naming a function or custom tool) and legacy ``function_call``, not any value that happens to
-    sit under such a key."""
+    sit under such a key. A list's other items do not hide the calls in it: a client reads each object
+    on its own."""
     calls = []
     for key in ("functionCall", "function_call"):
         function = as_dict(value.get(key))
-        if as_str(function.get("name")) and "arguments" not in function:
+        # ``arguments`` makes a ``function_call`` Chat's legacy call, read below; never a ``functionCall``.
+        if as_str(function.get("name")) and (key == "functionCall" or "arguments" not in function):
             calls.append(function_call_of(function, format_locator((*steps, key))))
     for key in ("functionCalls", "function_calls"):  # the Live API's toolCall message
         listed = value.get(key)
-        if isinstance(listed, list) and all(isinstance(item, dict) for item in listed):
+        if isinstance(listed, list):
             calls += [
                 function_call_of(item, format_locator((*steps, key, index)))
                 for index, item in enumerate(listed)
-                if as_str(item.get("name"))
+                if isinstance(item, dict) and as_str(item.get("name"))
             ]
     listed = value.get("tool_calls")
-    if isinstance(listed, list) and not all(isinstance(item, dict) for item in listed):
+    if isinstance(listed, list) and not any(isinstance(item, dict) for item in listed):
         listed = None
     read_as_gemini = bool(calls)
     for call in message_calls(value, format_locator(steps) if steps else ""):
