@@ -64,6 +64,8 @@ def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
         Fetch("messages[0].content[0].image_url.url", OUTSIDE, "image"),
         Fetch("messages[1].content[0].file.file_data", OUTSIDE, "file"),
     ]
+    # An address is the file's place, not its content: no attachment that fails to decode.
+    assert OpenAIChat().parse_request(json.dumps(chat).encode()).attachments == []
     responses = {
         "model": "m",
         "input": [

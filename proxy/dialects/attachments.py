@@ -125,13 +125,15 @@ def add_file(view: RequestView, file: Part | Attachment | None) -> None:
         view.attachments.append(file)
 
 
-def read_fetched(view: RequestView, value: object, where: str, what: str) -> None:
+def read_fetched(view: RequestView, value: object, where: str, what: str) -> bool:
     """Adds a file or image given by an ``http(s)`` URL at ``where`` to ``view`` as an address the API
-    fetches for the agent. A ``data:`` URL is content, read where it is carried (``read_file``); a file
-    id names what the provider already holds."""
+    fetches for the agent, and says whether it was one. A ``data:`` URL is content, read where it is
+    carried (``read_file``); a file id names what the provider already holds."""
     if not isinstance(value, str):
-        return
+        return False
     # As a WHATWG URL parser reads it: tabs and line breaks anywhere dropped, controls and spaces trimmed.
     address = _URL_IGNORED.sub("", value).strip("".join(map(chr, range(0x21))))
-    if address.lower().startswith(("http://", "https://")):
-        view.fetches.append(Fetch(where, address, what))
+    if not address.lower().startswith(("http://", "https://")):
+        return False
+    view.fetches.append(Fetch(where, address, what))
+    return True

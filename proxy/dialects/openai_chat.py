@@ -122,8 +122,8 @@ class OpenAIChat(Dialect):
                 file = as_dict(content_part.get("file"))
                 where = f"{base}.content[{index}]"
                 file_where = f"{where}.file.file_data"
-                add_file(view, read_file(file.get("file_data"), file_where, source, tool_name, call_id))
-                read_fetched(view, file.get("file_data"), file_where, "file")
+                if not read_fetched(view, file.get("file_data"), file_where, "file"):
+                    add_file(view, read_file(file.get("file_data"), file_where, source, tool_name, call_id))
                 image = as_dict(content_part.get("image_url"))
                 read_fetched(view, image.get("url"), f"{where}.image_url.url", "image")
             for tool_call in message_calls(message, base):
