@@ -130,9 +130,10 @@ def _top_level_keys(body: bytes) -> Collection[str]:
 def jsonrpc_messages(body: bytes) -> list[Any] | None:
     """The messages of a body a JSON-RPC server reads as JSON-RPC: an object one of whose keys is
     ``jsonrpc`` to a server matching keys regardless of case, whatever its value, or a batch holding one
-    (each of its messages is then read so). None for any other body. A body that looks like JSON naming
-    ``jsonrpc`` that Python's reader cannot read (nested deeper than it goes) may be JSON-RPC to a server
-    whose reader reads it: no messages, so that MCP's reader fails on it and it is refused where enforced
+    (each of its messages is then read so). None for any other body. A body that looks like JSON and may
+    name ``jsonrpc`` (the word in any case, or any escape, which may spell it) that Python's reader cannot
+    read (nested deeper than it goes, cut short) may be JSON-RPC to a server whose reader reads it: no
+    messages, so that MCP's reader fails on it and it is refused where enforced
     (``inspection.unreadable_json``), not read as text whose tool call no gate sees."""
     text = body_text(body)
     if not _MAY_NAME_JSONRPC.search(text):
