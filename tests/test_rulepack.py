@@ -1162,7 +1162,7 @@ class _CutShort:
 @pytest.mark.parametrize("anchored", [False, True])
 def test_a_run_the_regex_module_stops_while_the_thread_has_time_left_goes_on(anchored: bool) -> None:
     """The regex module counts a timeout in the process's CPU time, which other threads' work fills too:
-    a run it stops before the scanning thread has spent the rule's time goes on where it stopped, and
+    a run it stops before the scanning thread has spent the rule's time is run on, and
     the rule finds every match rather than being out of time for another thread's work."""
     rule = Rule(
         id="keyed",
@@ -1185,6 +1185,51 @@ def test_a_run_the_regex_module_stops_while_the_thread_has_time_left_goes_on(anc
     result = scanner.scan_alone(text)
     assert result.timed_out == ()
     assert [text[match.start : match.end] for match in result.matches] == ["key=111", "key=222", "key=333"]
+
+
+class _CutOnce(_CutShort):
+    """A rule's pattern whose first search the regex module stops after its first match; later searches
+    run whole."""
+
+    def finditer(self, text: str, pos: int, endpos: int, timeout: float) -> Iterator[regex.Match[str]]:
+        for count, hit in enumerate(self._pattern.finditer(text, pos, endpos, timeout=timeout)):
+            if count and not self._attempts:
+                self._attempts += 1
+                raise TimeoutError("regex timed out")
+            yield hit
+
+
+def test_a_search_stopped_after_an_empty_match_goes_on_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search that goes on from its last match finds an empty one there again first: it is not taken
+    twice."""
+    rule = Rule(
+        id="keyed",
+        description="before a key",
+        pattern=_CutOnce(regex.compile(r"(?=key=\d)")),  # type: ignore[arg-type]
+        keywords=("key=",),
+        threat=Threat.CREDENTIAL_THEFT,
+        severity=Severity.HIGH,
+        owasp="LLM02",
+        entropy=None,
+        validator=None,
+        secret_group=0,
+        match_examples=("key=1",),
+        no_match_examples=(),
+        enabled=True,
+        anchored=False,
+    )
+    scanner = Scanner([RulePack("test", Threat.CREDENTIAL_THEFT, True, (rule,))], timeout_s=60.0)
+    spans: list[tuple[int, int]] = []
+    spans_of = Scanner._spans
+
+    def recorded(self: Scanner, *arguments: Any) -> Iterator[tuple[int, int]]:
+        for span in spans_of(self, *arguments):
+            spans.append(span)
+            yield span
+
+    monkeypatch.setattr(Scanner, "_spans", recorded)
+    scanner.scan_alone("key=1 and key=2")
+    assert spans == [(0, 0), (10, 10)]
 
 
 def test_a_partial_reading_is_not_taken_for_a_whole_one_without_saying_so(tmp_path: Path) -> None:

@@ -1823,7 +1823,8 @@ class Scanner:
         attempt per hit, reaching as far as the rule's longest match can), within ``seconds`` of the
         meter's."""
         # The regex module counts a timeout in the CPU time of the whole process: a run it stops while
-        # this thread has time left was cut short by other threads' work, and goes on where it stopped.
+        # this thread has time left was cut short by other threads' work. An anchored attempt is made
+        # again; a search goes on from its last match.
         pattern = self.rules[index].pattern
         deadline = meter.spent() + seconds
         if index in plan.starts:
@@ -1850,14 +1851,19 @@ class Scanner:
             return
         for low, high in plan.regions[index]:
             resume = low
+            # Where the last match was empty: a search from there finds it again first, then goes past it.
+            empty_at = -1
             while True:
                 remaining = deadline - meter.spent()
                 if remaining <= 0:
                     raise TimeoutError
                 try:
                     for hit in pattern.finditer(text, resume, high, timeout=remaining):
+                        if hit.start() == hit.end() == empty_at:
+                            continue
                         yield hit.span(self.rules[index].secret_group)
                         resume = hit.end()
+                        empty_at = resume if hit.start() == resume else -1
                 except TimeoutError:
                     continue
                 break
