@@ -448,3 +448,17 @@ def test_an_agent_its_users_attempts_blocked_is_refused_where_injection_is_enfor
     (finding,) = run_request(Freeze(runtime(mode, store)), flow).findings
     assert (finding.threat, finding.enforced) == (Threat.PROMPT_INJECTION, mode == "enforce")
     assert (flow.response is not None) is (mode == "enforce")
+
+
+def test_a_freeze_the_policy_only_observes_does_not_hide_one_it_enforces(store: SqliteStateStore) -> None:
+    """The user's own attempts froze them for this agent under prompt injection, which the policy only
+    observes; an alert froze them everywhere under data exfiltration, which it enforces: refused for that."""
+    record_injection_attempt(store, "bot", "u-1", window_s=3600, threshold=1, agent_threshold=None, ttl_s=600)
+    freeze_user(store, "u-1", 600, "exfiltration burst", Threat.DATA_EXFILTRATION)
+    flow = chat_flow()
+    turn = run_request(
+        Freeze(runtime("observe", store, "data_exfiltration: enforce, prompt_injection: observe")), flow
+    )
+    assert flow.response is not None and flow.response.status_code == 403
+    (finding,) = turn.findings
+    assert (finding.threat, finding.enforced) == (Threat.DATA_EXFILTRATION, True)

@@ -14,7 +14,7 @@ from mitmproxy import http
 
 from addons.gate.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
 from proxy.config.policy import Policy
-from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusal
+from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusals
 from proxy.model import Decision
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
@@ -70,10 +70,15 @@ def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None
     turn escalated to blocked; None when nothing is frozen or observe mode only records that it would
     refuse."""
     store, context = runtime.state, turn.context
-    found = refusal(store, context.agent_id, context.user_id, context.session_id, runtime.freezes)
-    if found is None:
+    applying = list(refusals(store, context.agent_id, context.user_id, context.session_id, runtime.freezes))
+    if not applying:
         return None
-    enforced = (found.kind == "agent" and not found.by_attempts) or policy.enforces(found.threat)
+
+    def enforced_by(found: Refusal) -> bool:
+        return (found.kind == "agent" and not found.by_attempts) or policy.enforces(found.threat)
+
+    found = next((found for found in applying if enforced_by(found)), applying[0])
+    enforced = enforced_by(found)
     turn.add(freeze_finding(found, enforced=enforced))
     log.warning(
         "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind

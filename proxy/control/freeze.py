@@ -12,6 +12,7 @@ agent), so no agent freezes another agent's user by naming it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -176,8 +177,20 @@ def refusal(
     session_id: str | None,
     memory: FreezeMemory | None = None,
 ) -> Refusal | None:
-    """The first freeze that applies to these identities (agent, then user, then session), if any;
-    ``memory`` answers for the shared store while it is away."""
+    """The first freeze that applies to these identities (``refusals``), if any."""
+    return next(refusals(store, agent_id, user_id, session_id, memory), None)
+
+
+def refusals(
+    store: StateStore,
+    agent_id: str | None,
+    user_id: str | None,
+    session_id: str | None,
+    memory: FreezeMemory | None = None,
+) -> Iterator[Refusal]:
+    """Every freeze that applies to these identities, agent, then user, then session (a freeze the policy
+    only observes must not hide one it enforces); ``memory`` answers for the shared store while it is
+    away."""
     # A user frozen for this agent, or (by an alert naming no agent) for every agent.
     candidates: list[tuple[FreezeKind, str | None, str | None]] = [
         ("agent", agent_id, None),
@@ -197,8 +210,7 @@ def refusal(
             reason = str(entry.get("reason") or "no reason recorded")
             named = str(entry.get("threat"))
             threat = Threat(named) if named in set(Threat) else UNNAMED_CAUSE
-            return Refusal(kind, identity, reason, threat, entry.get("by_attempts") is True)
-    return None
+            yield Refusal(kind, identity, reason, threat, entry.get("by_attempts") is True)
 
 
 def refusal_reason(
