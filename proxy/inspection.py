@@ -115,6 +115,9 @@ CREDENTIAL_HEADERS = frozenset(
 """Request headers that carry the agent's own credentials for the API it calls, not data it sends."""
 PII_PACK = "pii"
 """The pack of personal data rules: the only rules a credential header's value is read for as data."""
+ADDRESS_RULES = frozenset({"ipv4-address", "ipv6-address"})
+"""Personal data rules a credential header's value is not read for: load balancers and sticky sessions
+write the addresses of servers and clients into the cookies agents return to them."""
 CREDENTIAL_HEADER_NAME = re.compile(
     r"(?:^|[-_])(?:[a-z]*(?:token|secret|password|passwd|credentials?)|(?:api|access|private)?key|auth"
     r"(?:entication|orization)?)(?:$|[-_])"
@@ -1646,7 +1649,7 @@ class TurnInspector:
         matches = [
             match
             for match in (self._sensitive(value, where) if known is None else known)
-            if match.rule.pack == PII_PACK
+            if match.rule.pack == PII_PACK and match.rule.id not in ADDRESS_RULES
         ]
         self._record(self._sensitive_findings(value, matches, where))
         if matches and redacts and self._redacts(matches):

@@ -91,6 +91,11 @@ EVERYDAY = {
         "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700086400; "
         "_ga_ABC123XYZ=GS1.1.1700000000.3.1.1700003600.0.0.0; _gat=1",
     ),
+    "sticky-session-addresses": (
+        "app.internal",
+        "Cookie",
+        "BIGipServerpool_web=10.1.2.3:443; lb_backend=192.168.10.24; route=2001:db8::8a2e:370:7334",
+    ),
     "anthropic-key-to-anthropic": ("api.anthropic.com", "x-api-key", ANTHROPIC),
     "openai-key-to-openai": ("api.openai.com", "Authorization", f"Bearer {OPENAI}"),
     "uuid-session": ("tool.internal", "X-Session-Token", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
