@@ -1159,15 +1159,12 @@ class _CutShort:
         return self._pattern.match(text, pos, endpos, timeout=timeout)
 
 
-@pytest.mark.parametrize("anchored", [False, True])
-def test_a_run_the_regex_module_stops_while_the_thread_has_time_left_goes_on(anchored: bool) -> None:
-    """The regex module counts a timeout in the process's CPU time, which other threads' work fills too:
-    a run it stops before the scanning thread has spent the rule's time is run on, and
-    the rule finds every match rather than being out of time for another thread's work."""
+def _keyed_scanner(pattern: _CutShort, *, anchored: bool) -> Scanner:
+    """A scanner of one rule, keyed on ``key=``, whose pattern the regex module stops as ``pattern`` does."""
     rule = Rule(
         id="keyed",
         description="a key",
-        pattern=_CutShort(regex.compile(r"key=\d{3}")),  # type: ignore[arg-type]
+        pattern=pattern,  # type: ignore[arg-type]
         keywords=("key=",),
         threat=Threat.CREDENTIAL_THEFT,
         severity=Severity.HIGH,
@@ -1180,7 +1177,15 @@ def test_a_run_the_regex_module_stops_while_the_thread_has_time_left_goes_on(anc
         enabled=True,
         anchored=anchored,
     )
-    scanner = Scanner([RulePack("test", Threat.CREDENTIAL_THEFT, True, (rule,))], timeout_s=60.0)
+    return Scanner([RulePack("test", Threat.CREDENTIAL_THEFT, True, (rule,))], timeout_s=60.0)
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_a_run_the_regex_module_stops_while_the_thread_has_time_left_goes_on(anchored: bool) -> None:
+    """The regex module counts a timeout in the process's CPU time, which other threads' work fills too:
+    a run it stops before the scanning thread has spent the rule's time is run on, and
+    the rule finds every match rather than being out of time for another thread's work."""
+    scanner = _keyed_scanner(_CutShort(regex.compile(r"key=\d{3}")), anchored=anchored)
     text = "key=111 and key=222, then key=333"
     result = scanner.scan_alone(text)
     assert result.timed_out == ()
@@ -1202,23 +1207,7 @@ class _CutOnce(_CutShort):
 def test_a_search_stopped_after_an_empty_match_goes_on_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A search that goes on from its last match finds an empty one there again first: it is not taken
     twice."""
-    rule = Rule(
-        id="keyed",
-        description="before a key",
-        pattern=_CutOnce(regex.compile(r"(?=key=\d)")),  # type: ignore[arg-type]
-        keywords=("key=",),
-        threat=Threat.CREDENTIAL_THEFT,
-        severity=Severity.HIGH,
-        owasp="LLM02",
-        entropy=None,
-        validator=None,
-        secret_group=0,
-        match_examples=("key=1",),
-        no_match_examples=(),
-        enabled=True,
-        anchored=False,
-    )
-    scanner = Scanner([RulePack("test", Threat.CREDENTIAL_THEFT, True, (rule,))], timeout_s=60.0)
+    scanner = _keyed_scanner(_CutOnce(regex.compile(r"(?=key=\d)")), anchored=False)
     spans: list[tuple[int, int]] = []
     spans_of = Scanner._spans
 
