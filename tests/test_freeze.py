@@ -18,6 +18,7 @@ from proxy.control.freeze import (
     FREEZE_RULE,
     UNNAMED_CAUSE,
     FreezeMemory,
+    active_freezes,
     apply_alert_action,
     block_agent,
     freeze_user,
@@ -462,3 +463,52 @@ def test_a_freeze_the_policy_only_observes_does_not_hide_one_it_enforces(store: 
     assert flow.response is not None and flow.response.status_code == 403
     (finding,) = turn.findings
     assert (finding.threat, finding.enforced) == (Threat.DATA_EXFILTRATION, True)
+
+
+@pytest.mark.parametrize("alert_first", [True, False], ids=["alert-then-attempts", "attempts-then-alert"])
+def test_attempts_do_not_overwrite_an_alerts_block_of_the_agent(
+    store: SqliteStateStore, alert_first: bool
+) -> None:
+    """An alert blocked the agent, which is refused in every mode; its users' attempts, which block it only
+    where prompt injection is enforced and for a shorter while, neither replace nor shorten that block."""
+
+    def by_alert() -> None:
+        block_agent(store, "bot", 86400, "alert lateral-burst", Threat.LATERAL_MOVEMENT)
+
+    if alert_first:
+        by_alert()
+    for user in ("a", "b"):
+        attempt(store, user, agent_threshold=2)
+    if not alert_first:
+        by_alert()
+    flow = chat_flow(user_id="someone-new")
+    (finding,) = run_request(Freeze(runtime("observe", store, "prompt_injection: observe")), flow).findings
+    assert flow.response is not None and flow.response.status_code == 403
+    assert (finding.threat, finding.enforced) == (Threat.LATERAL_MOVEMENT, True)
+    assert {(entry["kind"], entry.get("by_attempts", False)) for entry in active_freezes(store)} >= {
+        ("agent", False),
+        ("agent", True),
+    }
+
+
+def test_attempts_do_not_overwrite_an_alerts_freeze_of_the_user_for_the_agent(
+    store: SqliteStateStore,
+) -> None:
+    """An alert froze the user for this agent under data exfiltration; the user's own attempts, filed
+    under prompt injection (only observed), do not replace it."""
+    freeze_user(store, "u-1", 86400, "exfiltration burst", Threat.DATA_EXFILTRATION, agent_id="bot")
+    assert attempt(store, "u-1", threshold=1) == "user"
+    flow = chat_flow()
+    (finding,) = run_request(
+        Freeze(runtime("observe", store, "data_exfiltration: enforce, prompt_injection: observe")), flow
+    ).findings
+    assert flow.response is not None
+    assert (finding.threat, finding.enforced) == (Threat.DATA_EXFILTRATION, True)
+
+
+def test_lift_ends_an_agents_block_by_alert_and_by_attempts_alike(store: SqliteStateStore) -> None:
+    block_agent(store, "bot", 600, "alert")
+    for user in ("a", "b"):
+        attempt(store, user, agent_threshold=2)
+    assert lift(store, "agent", "bot")
+    assert refusal(store, "bot", None, None) is None and active_freezes(store) == []

@@ -57,9 +57,11 @@ class Refusal:
         return f"{self.kind} {self.identity!r} is {_STATE_WORDS[self.kind]}: {self.reason}"
 
 
-def _key(kind: FreezeKind, identity: str, agent_id: str | None = None) -> str:
+def _key(kind: FreezeKind, identity: str, agent_id: str | None = None, *, by_attempts: bool = False) -> str:
+    # A freeze made by attempts has a key of its own: written over an alert's, it would turn a block the
+    # policy enforces in every mode into one it may only observe, and end it sooner.
     scoped = identity if agent_id is None else f"{agent_id}\x00{identity}"
-    return f"{FREEZES}{kind}:{digest(scoped)}"
+    return f"{FREEZES}{kind}{'.attempts' if by_attempts else ''}:{digest(scoped)}"
 
 
 def _freeze(
@@ -88,7 +90,7 @@ def _freeze(
         entry["agent"] = agent_id
     if by_attempts:
         entry["by_attempts"] = True
-    store.put(_key(kind, identity, agent_id), entry, ttl_s)
+    store.put(_key(kind, identity, agent_id, by_attempts=by_attempts), entry, ttl_s)
 
 
 def freeze_user(
@@ -128,7 +130,7 @@ def lift(store: StateStore, kind: FreezeKind, identity: str) -> bool:
         for key, entry in store.items(FREEZES).items()
         if isinstance(entry, dict) and entry.get("kind") == kind and entry.get("identity") == identity
     ]
-    for key in {_key(kind, identity), *keys}:
+    for key in {_key(kind, identity), _key(kind, identity, by_attempts=True), *keys}:
         store.delete(key)
     return bool(keys)
 
@@ -188,20 +190,22 @@ def refusals(
     session_id: str | None,
     memory: FreezeMemory | None = None,
 ) -> Iterator[Refusal]:
-    """Every freeze that applies to these identities, agent, then user, then session (a freeze the policy
-    only observes must not hide one it enforces); ``memory`` answers for the shared store while it is
-    away."""
-    # A user frozen for this agent, or (by an alert naming no agent) for every agent.
-    candidates: list[tuple[FreezeKind, str | None, str | None]] = [
-        ("agent", agent_id, None),
-        *((("user", user_id, agent_id),) if agent_id else ()),
-        ("user", user_id, None),
-        ("session", session_id, None),
+    """Every freeze that applies to these identities, agent, then user, then session, each made by an
+    alert before one made by attempts (a freeze the policy only observes must not hide one it enforces);
+    ``memory`` answers for the shared store while it is away."""
+    # A user frozen for this agent (by an alert or by attempts), or by an alert naming no agent for every
+    # agent; attempts freeze an agent, and a user for the agent only.
+    candidates: list[tuple[FreezeKind, str | None, str | None, bool]] = [
+        ("agent", agent_id, None, False),
+        ("agent", agent_id, None, True),
+        *((("user", user_id, agent_id, False), ("user", user_id, agent_id, True)) if agent_id else ()),
+        ("user", user_id, None, False),
+        ("session", session_id, None, False),
     ]
-    for kind, identity, scope in candidates:
+    for kind, identity, scope, by_attempts in candidates:
         if not identity:
             continue
-        key = _key(kind, identity, scope)
+        key = _key(kind, identity, scope, by_attempts=by_attempts)
         stored = store.get(key)
         if memory is not None:
             stored = memory.through(store, key, stored)
