@@ -24,7 +24,7 @@ from proxy.inspection import SCAN_TIMEOUT_RULE
 from tests.harness import Proxy
 from tests.test_evasion import HEADERS
 from tests.upstream import FakeUpstream, Reply
-from tests.wsupstream import WebSocketUpstream
+from tests.wsupstream import AgentConnection, WebSocketUpstream
 
 NEAR_CARDS = "4111 1111 1111 1112 " * 20_000
 """400 KB the payment-card rule reads whole in about half a second (no card: the checksum fails)."""
@@ -251,6 +251,7 @@ def test_a_websocket_message_a_rule_ran_out_of_time_on_is_dropped_where_enforced
         ssl=context,
         additional_headers=HEADERS,
         open_timeout=10,
+        create_connection=AgentConnection,
         close_timeout=2,
         max_size=None,
     ) as connection:

@@ -24,7 +24,7 @@ from wsproto.utilities import generate_accept_token
 
 from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy, proxy_authorization
-from tests.wsupstream import WAIT_S, WebSocketUpstream
+from tests.wsupstream import WAIT_S, AgentConnection, WebSocketUpstream
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
 HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
@@ -51,16 +51,23 @@ class Sender(WebSocketUpstream):
 
 
 def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.ClientConnection:
-    """An agent's WebSocket connection to ``port`` through ``proxy``."""
-    return websockets.sync.client.connect(
-        f"wss://localhost:{port}/v1/realtime",
-        proxy=proxy.url(),
-        ssl=ssl.create_default_context(cafile=proxy.ca_cert),
-        additional_headers=HEADERS,
-        open_timeout=WAIT_S,
-        close_timeout=WAIT_S,
-        **options,
-    )
+    """An agent's WebSocket connection to ``port`` through ``proxy``; a handshake that runs out of time
+    fails the test with the proxy's last log lines."""
+    try:
+        return websockets.sync.client.connect(
+            f"wss://localhost:{port}/v1/realtime",
+            proxy=proxy.url(),
+            ssl=ssl.create_default_context(cafile=proxy.ca_cert),
+            additional_headers=HEADERS,
+            open_timeout=WAIT_S,
+            create_connection=AgentConnection,
+            close_timeout=WAIT_S,
+            **options,
+        )
+    except TimeoutError as late:
+        pytest.fail(
+            f"the handshake through the proxy ran out ({late}); its log ends:\n{proxy.output()[-4000:]}"
+        )
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import threading
 
+import websockets.sync.client
 import websockets.sync.server
 
 from proxy.commands.localca import UpstreamPKI
@@ -12,6 +15,19 @@ from proxy.commands.localca import UpstreamPKI
 WAIT_S = 20.0
 """The bound on every wait of an agent or a server in a WebSocket test (a handshake through a proxy on a
 loaded machine included): one that runs out fails the test where a wait without one would hang it."""
+
+
+class AgentConnection(websockets.sync.client.ClientConnection):
+    """An agent's connection (``create_connection=AgentConnection``) whose every end is bounded. Closing
+    it shuts the socket down first: a handshake that runs out of time closes the socket and then joins
+    the thread that reads it, which may be blocked in a TLS read (the proxy's session tickets make the
+    socket readable with no data behind them); a close alone does not wake that read on Linux, and the
+    join would wait for as long as the proxy keeps the connection open."""
+
+    def close_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        super().close_socket()
 
 
 class WebSocketUpstream:
