@@ -92,11 +92,13 @@ def admin(start_admin: Callable[..., Admin]) -> Admin:
     return start_admin()
 
 
-def _wait_for_port(port: int, timeout: float = 15.0) -> None:
+def _wait_for_port(port: int, timeout: float = 15.0, tls: ssl.SSLContext | None = None) -> None:
+    """Until the admin listener on ``port`` answers, over HTTPS where ``tls`` trusts it."""
     deadline = time.monotonic() + timeout
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/healthz"
     while time.monotonic() < deadline:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=1)
+            httpx.get(url, trust_env=False, timeout=1, verify=tls or True)
             return
         except httpx.HTTPError:
             time.sleep(0.05)

@@ -8,6 +8,7 @@ mitmproxy master to reconfigure the chain after a reload, the audit log, the lis
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,20 @@ class Admin:
             if ctx.options.egressguard_admin_listen.startswith(WORKER_SOCKET):
                 self.server = await http.start_unix(Path(socket), self.control.handle)
             else:
-                self.server = await http.start(settings.host, settings.port, self.control.handle)
+                tls = http.server_context(settings.tls) if settings.tls else None
+                self.server = await http.start(settings.host, settings.port, self.control.handle, tls)
+        except http.CertificateError as error:
+            self._fail(str(error))
+            return
         except OSError as error:
             address = socket or f"{settings.host}:{settings.port}"
-            reason = error.strerror or str(error)
-            self.runtime.startup_error = f"the admin listener cannot listen on {address}: {reason}"
-            ctx.master.shutdown()
+            self._fail(f"the admin listener cannot listen on {address}: {error.strerror or error}")
             return
-        log.info("admin.listening", address=f"{settings.host}:{settings.port}")
+        log.info("admin.listening", address=f"{settings.host}:{settings.port}", tls=settings.tls is not None)
+
+    def _fail(self, reason: str) -> None:
+        self.runtime.startup_error = reason
+        ctx.master.shutdown()
 
     def done(self) -> None:
         if self.server is not None:
@@ -81,13 +88,7 @@ class Admin:
         if override.startswith(WORKER_SOCKET):
             return configured or AdminSettings()
         host, _, port = override.rpartition(":")
-        base = configured or AdminSettings()
-        return AdminSettings(
-            host=host.strip("[]"),
-            port=int(port),
-            token_env=base.token_env,
-            read_token_env=base.read_token_env,
-        )
+        return dataclasses.replace(configured or AdminSettings(), host=host.strip("[]"), port=int(port))
 
     def hangup(self) -> None:
         """SIGHUP (after the audit log has signed a checkpoint, earlier in the chain): reload."""

@@ -11,8 +11,10 @@ import argparse
 import getpass
 import json
 import os
+import ssl
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,11 @@ from urllib.parse import quote
 import httpx
 
 from proxy.admin.tokens import DEFAULT_FULL_ENV, FULL_TOKEN_FILE
-from proxy.config.policy import DEFAULT_ADMIN_LISTEN, Policy, load_policy
+from proxy.config.policy import AdminSettings, Policy, load_policy
 from proxy.config.yamlschema import SchemaError
 
 ADMIN_URL_ENV = "EGRESSGUARD_ADMIN_URL"
+ADMIN_CA_ENV = "EGRESSGUARD_ADMIN_CA"
 UNREAD_TOKEN = "-"  # noqa: S105 - stands in for agent tokens the client has no use for
 
 
@@ -44,22 +47,35 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="the proxy's policy (for admin.listen and the token file)")
     parser.add_argument("--admin", help=f"admin API URL (default: ${ADMIN_URL_ENV}, else the policy's)")
     parser.add_argument("--token", help=f"admin token (default: ${DEFAULT_FULL_ENV}, else the token file)")
+    parser.add_argument(
+        "--admin-ca",
+        help=f"a PEM file of certificates to trust for an https admin API (default: ${ADMIN_CA_ENV}; the "
+        "policy's admin.tls.cert_file and the system's trusted CAs are trusted either way)",
+    )
 
 
 class AdminClient:
-    def __init__(self, base_url: str, token: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, timeout_s: float = 30.0, trusted: Sequence[Path] = ()
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(
-            timeout=timeout_s, trust_env=False, headers={"Authorization": f"Bearer {token}"}
+            timeout=timeout_s,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=_trusting(trusted),
         )
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> AdminClient:
         policy = client_policy(args.config)
-        url = args.admin or os.environ.get(ADMIN_URL_ENV)
-        if url is None:
-            host, port = (policy.admin.host, policy.admin.port) if policy.admin else DEFAULT_ADMIN_LISTEN
-            url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        admin = policy.admin or AdminSettings()
+        url = args.admin or os.environ.get(ADMIN_URL_ENV) or admin.url
+        extra_ca = args.admin_ca or os.environ.get(ADMIN_CA_ENV)
+        trusted = [
+            *([admin.tls.cert_file] if admin.tls and admin.tls.cert_file.is_file() else []),
+            *([Path(extra_ca)] if extra_ca else []),
+        ]
         token = args.token or os.environ.get(DEFAULT_FULL_ENV)
         if token is None:
             token_path = policy.data_dir / FULL_TOKEN_FILE
@@ -69,7 +85,7 @@ class AdminClient:
                 raise AdminError(
                     f"no admin token: pass --token or set {DEFAULT_FULL_ENV} ({error})"
                 ) from None
-        return cls(url, token)
+        return cls(url, token, trusted=trusted)
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
@@ -89,6 +105,19 @@ class AdminClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _trusting(certificates: Sequence[Path]) -> ssl.SSLContext:
+    """The system's trusted CAs and ``certificates``, each trusted as it is: the listener's own
+    certificate (self-signed or not, as the proxy's host has it) or a private CA's."""
+    context = ssl.create_default_context()
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    for certificate in certificates:
+        try:
+            context.load_verify_locations(cafile=certificate)
+        except (OSError, ValueError) as error:
+            raise AdminError(f"cannot read the certificates in {certificate}: {error}") from None
+    return context
 
 
 def client_policy(config: str | None) -> Policy:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -15,6 +16,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
+
+from proxy.config.policy import AdminTLS
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024 * 1024
@@ -72,9 +75,37 @@ class BadRequest(Exception):
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def start(host: str, port: int, handler: Handler) -> asyncio.Server:
-    """Listen on ``host:port``; raises OSError when the address cannot be bound."""
-    return await asyncio.start_server(_connections(handler), host, port, limit=MAX_HEAD_BYTES)
+async def start(host: str, port: int, handler: Handler, tls: ssl.SSLContext | None = None) -> asyncio.Server:
+    """Listen on ``host:port``, with HTTPS where ``tls`` is given (``server_context``); raises OSError
+    when the address cannot be bound."""
+    return await asyncio.start_server(
+        _connections(handler),
+        host,
+        port,
+        limit=MAX_HEAD_BYTES,
+        ssl=tls,
+        ssl_handshake_timeout=DEADLINE_S if tls else None,
+    )
+
+
+class CertificateError(Exception):
+    """The admin listener's certificate or key cannot be used; the message names the files and why."""
+
+
+def server_context(tls: AdminTLS) -> ssl.SSLContext:
+    """TLS 1.2 or later with the certificate chain and key ``tls`` names."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        # No password: OpenSSL would otherwise ask for an encrypted key's on the terminal, and wait.
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=b"")
+    except OSError as error:
+        reason = getattr(error, "reason", None) or error.strerror or str(error)
+        raise CertificateError(
+            f"the admin listener's certificate {tls.cert_file} and key {tls.key_file} cannot be used "
+            f"(an unencrypted PEM key that matches the certificate's first entry): {reason}"
+        ) from None
+    return context
 
 
 async def start_unix(path: Path, handler: Handler) -> asyncio.Server:

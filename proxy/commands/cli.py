@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import secrets
 import socket
@@ -34,7 +35,7 @@ from proxy.commands.agentenv import (
 )
 from proxy.commands.demo import add_demo_arguments, run_demo
 from proxy.commands.scan import add_scan_arguments, run_scan
-from proxy.config.policy import Policy, load_policy, parse_workers
+from proxy.config.policy import AdminSettings, Policy, load_policy, parse_workers
 from proxy.config.yamlschema import SchemaError
 from proxy.model import Mode
 
@@ -122,12 +123,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers = args.workers or policy.workers
     addresses = [(args.listen_host, args.listen_port, "")]
     admin = _admin_address(policy, args.admin_listen)
-    admin_listen: tuple[str, int] | None = None
+    admin_listen: AdminSettings | None = None
     if admin is not None:
         host, _, port = admin.rpartition(":")
-        admin_listen = (host.strip("[]"), int(port))
-        addresses.append((*admin_listen, "the admin listener "))
-        settings["egressguard_admin_port"] = admin_listen[1]
+        configured = policy.admin or AdminSettings()
+        admin_listen = dataclasses.replace(configured, host=host.strip("[]"), port=int(port))
+        addresses.append((admin_listen.host, admin_listen.port, "the admin listener "))
+        settings["egressguard_admin_port"] = admin_listen.port
+        if admin_listen.tls is not None:
+            from proxy.admin.http import CertificateError, server_context
+
+            try:
+                server_context(admin_listen.tls)
+            except CertificateError as error:
+                print(f"egressguard: {error}", file=sys.stderr)
+                return 2
+            key_mode = admin_listen.tls.key_file.stat().st_mode & 0o777
+            if key_mode & 0o077:
+                print(
+                    f"warning: the admin listener's key {admin_listen.tls.key_file} is readable by other "
+                    f"users (mode {key_mode:o}): chmod 600 it",
+                    file=sys.stderr,
+                )
     from proxy.commands.workers import AlreadyServed, bind_listeners, bound_port, sole_server, supervise
 
     with contextlib.ExitStack() as holding:
@@ -183,7 +200,6 @@ def _create_shared_files(policy: Policy, confdir: Path, *, admin: bool) -> None:
 
     from proxy.admin.tokens import load_tokens
     from proxy.audit.keys import PRIVATE_KEY_NAME, load_or_create_signing_key
-    from proxy.config.policy import AdminSettings
     from proxy.runtime import fingerprint_key, vault_key
 
     _ensure_private_dir(confdir)
@@ -264,7 +280,9 @@ def _print_banner(
     print(f"  {NODE_PROXY_SWITCH}   # Node 22.21+/24.5+; older Node, Java, Go: README, 'Pointing an agent'")
     admin = _admin_address(policy, args.admin_listen)
     if admin is not None:
-        print(f"Admin API: http://{admin} (bearer token in {(policy.data_dir / 'admin.token').resolve()})")
+        scheme = "https" if policy.admin and policy.admin.tls else "http"
+        admin_token = (policy.data_dir / "admin.token").resolve()
+        print(f"Admin API: {scheme}://{admin} (bearer token in {admin_token})")
     sys.stdout.flush()
 
 

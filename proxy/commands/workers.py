@@ -44,6 +44,7 @@ from typing import IO, Any
 
 from proxy.admin import http
 from proxy.admin.gateway import Gateway
+from proxy.config.policy import AdminSettings
 
 WORKER_OPTION = "egressguard_writer"
 WORKER_SOCKET = "unix:"
@@ -173,14 +174,14 @@ def supervise(
     passthrough: list[str],
     data_dir: Path,
     serving: HeldLock,
-    admin: tuple[str, int] | None = None,
+    admin: AdminSettings | None = None,
 ) -> int:
     """Run ``target(settings, passthrough, sockets, serving, ready)`` in one process for each of
     ``listening`` (its own listening sockets, from ``bind_listeners``; ``serving`` from ``sole_server``;
     ``ready``, an event it sets once it serves) until a signal; return the exit status (0; that of a
     worker that could not start, see ``Workers.tend``; 2 when the admin listener cannot listen). A worker
     that exits on its own is started again on the same sockets, which are kept open here for that. With
-    ``admin`` (host, port), this process serves the host's one admin listener there, in front of each
+    ``admin`` (its address and TLS), this process serves the host's one admin listener there, in front of each
     worker's admin API on a Unix socket of its own under ``data_dir`` (``proxy.admin.gateway``). SIGHUP is
     passed on to every worker: each re-reads the policy itself."""
     try:
@@ -196,7 +197,7 @@ async def _supervise(
     passthrough: list[str],
     data_dir: Path,
     serving: HeldLock,
-    admin: tuple[str, int] | None,
+    admin: AdminSettings | None,
 ) -> int:
     with contextlib.ExitStack() as cleanup:
         sockets = cleanup.enter_context(_admin_sockets(data_dir)) if admin else None
@@ -322,7 +323,7 @@ class Workers:
         return [worker.process for worker in self.workers.values() if worker.process is not None]
 
 
-async def _watch(workers: Workers, sockets: Path | None, admin: tuple[str, int] | None) -> int:
+async def _watch(workers: Workers, sockets: Path | None, admin: AdminSettings | None) -> int:
     """Serve the admin listener and tend the workers until a signal; return the exit status."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -336,10 +337,14 @@ async def _watch(workers: Workers, sockets: Path | None, admin: tuple[str, int] 
                 {writer: sockets / writer for writer in workers.workers}, workers.alive, workers.restarts
             )
             try:
-                server = await http.start(admin[0], admin[1], gateway.handle)
+                tls = http.server_context(admin.tls) if admin.tls else None
+                server = await http.start(admin.host, admin.port, gateway.handle, tls)
+            except http.CertificateError as error:
+                print(f"egressguard: {error}", file=sys.stderr)
+                return 2
             except OSError as error:
                 print(
-                    f"egressguard: the admin listener cannot listen on {admin[0]}:{admin[1]}: "
+                    f"egressguard: the admin listener cannot listen on {admin.host}:{admin.port}: "
                     f"{error.strerror or error}",
                     file=sys.stderr,
                 )

@@ -274,7 +274,12 @@ SCHEMA = Record(
             }
         ),
         "admin": Record(
-            {"listen": Custom(_address, "host:port"), "token_env": STRING, "read_token_env": STRING}
+            {
+                "listen": Custom(_address, "host:port"),
+                "token_env": STRING,
+                "read_token_env": STRING,
+                "tls": Record({"cert_file": STRING, "key_file": STRING}, required=("cert_file", "key_file")),
+            }
         ),
         "injection": Record({"indirect": OneOf(*INDIRECT_INJECTION_ACTIONS)}),
         "credentials": ExpectedCredentials(),
@@ -350,6 +355,22 @@ class AdminSettings:
     port: int = DEFAULT_ADMIN_LISTEN[1]
     token_env: str | None = None
     read_token_env: str | None = None
+    tls: AdminTLS | None = None
+    """None: plain HTTP, for a loopback listener."""
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTLS:
+    """The certificate chain (PEM, the listener's own certificate first) and private key the admin
+    listener serves HTTPS with."""
+
+    cert_file: Path
+    key_file: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,8 +592,13 @@ def _admin(section: dict[str, Any] | None) -> AdminSettings | None:
     if section is None:
         return None
     host, port = section.get("listen") or DEFAULT_ADMIN_LISTEN
+    tls = section.get("tls")
     return AdminSettings(
-        host=host, port=port, token_env=section.get("token_env"), read_token_env=section.get("read_token_env")
+        host=host,
+        port=port,
+        token_env=section.get("token_env"),
+        read_token_env=section.get("read_token_env"),
+        tls=AdminTLS(Path(tls["cert_file"]), Path(tls["key_file"])) if tls else None,
     )
 
 
