@@ -542,6 +542,47 @@ def test_scheduled_compliance_rule_runs_its_query(tmp_path: Path) -> None:
     assert alert["rows"][0]["missing_user_id"] == 1 and alert["rows"][0]["missing_purpose"] == 1
 
 
+@pytest.mark.parametrize("reads", [None, "1d"])
+def test_a_query_reads_only_the_days_its_rule_says(tmp_path: Path, reads: str | None) -> None:
+    """A query rule reads the whole log, unless it says how far back its query looks: then the daily
+    files of older days are not opened at all (one of them is damaged here, which would fail the query)."""
+    audit_dir = tmp_path / "audit"
+    for number, day in enumerate((START - timedelta(days=3), START - timedelta(days=1), START)):
+        audit = AuditLog(audit_dir, clock=lambda day=day: day)
+        audit.append(turn(number, at=day, user_id=None))
+        audit.close()
+    oldest = sorted(audit_dir.glob("*.jsonl"))[0]
+    if reads:
+        oldest.write_text(oldest.read_text() + "{not json\n")
+    sink = tmp_path / "alerts.jsonl"
+    rule: dict[str, Any] = {
+        "id": "gaps",
+        "schedule": "0 6 * * *",
+        "query": "SELECT agent_id, count(*) AS turns FROM turns WHERE user_id IS NULL GROUP BY agent_id",
+        "destinations": ["secops"],
+        **({"reads": reads} if reads else {}),
+    }
+    config = load_alerts_config(
+        {"destinations": {"secops": {"type": "file", "path": str(sink)}}, "rules": [rule]}
+    )
+    now = [START + timedelta(minutes=59)]
+    router = AlertRouter(
+        config, data_dir=tmp_path / "data", audit_dir=audit_dir, clock=lambda: now[0], tick_seconds=0.02
+    )
+    now[0] = START + timedelta(hours=1, seconds=1)
+    assert wait_until(lambda: router.delivered == 1)
+    router.close()
+    assert json.loads(sink.read_text())["rows"] == [{"agent_id": "bot", "turns": 2 if reads else 3}]
+
+
+def test_reads_applies_to_a_query_only() -> None:
+    rule = {"id": "r", "match": {"threat": "data_exfiltration"}, "threshold": ">=1", "reads": "1d"}
+    with pytest.raises(AlertConfigError, match="reads applies to a query"):
+        load_alerts_config(
+            {"destinations": {"d": {"type": "stdout"}}, "rules": [{**rule, "destinations": ["d"]}]}
+        )
+
+
 def test_submit_never_blocks_when_the_queue_is_full(tmp_path: Path) -> None:
     """A full queue drops (and counts) instead of holding up the request path."""
     router = router_for(tmp_path, {"type": "file", "path": str(tmp_path / "out.jsonl")}, queue_size=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ def test_check_accepts_it_with_a_five_field_cron(tmp_path: Path, capsys: pytest.
         "rule 'sec_critical_secret_leak': auto actions revoke_session, rotate_token, freeze_user act on"
         in captured.err
     )
+    whole_log = [line for line in captured.err.splitlines() if "reads the whole audit log every 10s" in line]
+    assert len(whole_log) == 2 and "sec_critical_secret_leak" in whole_log[0] + whole_log[1]
 
 
 def test_its_rules_read_as_egressguards_triggers(tmp_path: Path) -> None:
@@ -90,6 +93,11 @@ def test_its_rules_read_as_egressguards_triggers(tmp_path: Path) -> None:
         rules["sec_first_seen_egress"].query
     )
     assert rules["sec_compliance_trace_gap"].schedule == "0 9 * * *"
+    # The playbook's queries 4 and 5 look 30 and 7 days back, and only those days' files are read.
+    assert (rules["sec_first_seen_egress"].reads, rules["sec_compliance_trace_gap"].reads) == (
+        timedelta(days=30),
+        timedelta(days=7),
+    )
 
 
 @pytest.mark.parametrize(

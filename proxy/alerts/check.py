@@ -38,7 +38,8 @@ def load_rules_file(path: Path) -> tuple[AlertsConfig, list[str]]:
 
 def check_queries(config: AlertsConfig) -> tuple[list[str], list[str]]:
     """Each query rule's SQL run over an empty log: the problems (``file:line: message``) of those that
-    fail, and warnings for auto actions whose query returns none of the columns they act on."""
+    fail, and warnings for polled queries that read the whole log each time and for auto actions whose
+    query returns none of the columns they act on."""
     problems: list[str] = []
     warnings: list[str] = []
     connection = open_audit([])
@@ -51,6 +52,11 @@ def check_queries(config: AlertsConfig) -> tuple[list[str], list[str]]:
         except QueryError as error:
             problems.append(f"{rule.source}: rule {rule.id!r}: its query does not run: {error}")
             continue
+        if rule.every is not None and rule.reads is None:
+            warnings.append(
+                f"{rule.source}: rule {rule.id!r}: its query reads the whole audit log every"
+                f" {rule.every.total_seconds():g}s; give reads: the longest window it looks at (such as 5m)"
+            )
         if rule.auto_actions and not columns & TARGET_COLUMNS:
             warnings.append(
                 f"{rule.source}: rule {rule.id!r}: auto actions {', '.join(rule.auto_actions)} act on the"

@@ -31,7 +31,7 @@ import structlog
 from proxy.alerts.destinations import DeliveryError, deliver
 from proxy.alerts.engine import Alert, RuleEngine, alert_heading
 from proxy.alerts.rules import BUILTIN_ACTIONS, AlertRule, AlertsConfig, DestinationConfig
-from proxy.audit.query import QueryError, open_audit, plain, run_sql
+from proxy.audit.query import QueryError, files_since, open_audit, plain, run_sql
 from proxy.model import Severity
 from proxy.state import StateStore
 
@@ -260,8 +260,9 @@ class AlertRouter:
             return None
         now = self.clock()
         parameters = {"now": now} if "$now" in rule.query else None
+        sources = files_since(self.audit_dir, now - rule.reads) if rule.reads else [self.audit_dir]
         try:
-            result = run_sql(open_audit([self.audit_dir]), rule.query, parameters)
+            result = run_sql(open_audit(sources), rule.query, parameters)
         except QueryError as exc:
             log.error("alerts.scheduled_query_failed", rule=rule.id, error=str(exc))
             return None

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from croniter import croniter
 
-from proxy.audit.playbook import referenced_query
+from proxy.audit.playbook import lookback_days, referenced_query
 from proxy.config.units import parse_duration
 from proxy.config.yamlschema import LineLoader, LocatedMapping
 from proxy.model import SEVERITY_ORDER, Severity, Threat
@@ -123,6 +123,9 @@ class AlertRule:
     query: str | None = None
     every: timedelta | None = None
     """How often a query without a schedule runs (while new records arrive)."""
+    reads: timedelta | None = None
+    """How far back a query reads: only the audit files that can hold records from this long ago on are
+    opened (None: every file, which a query polled every few seconds pays for on each run)."""
     group_by: tuple[str, ...] = ()
     dedup_window: timedelta = timedelta(minutes=10)
     auto_actions: tuple[str, ...] = ()
@@ -313,6 +316,7 @@ RULE_KEYS = frozenset(
         "tz",
         "query",
         "every",
+        "reads",
         "group_by",
         "dedup_window",
         "auto_actions",
@@ -435,6 +439,11 @@ def _rule(
         every = _duration(entry, "every", problems, label, DEFAULT_POLL)
     elif "every" in entry:
         problems.add(entry, f"{label}: every applies to a query", "every")
+    reads = None
+    if "reads" in entry:
+        reads = _duration(entry, "reads", problems, label, timedelta(0))
+        if query is None:
+            problems.add(entry, f"{label}: reads applies to a query", "reads")
     tz = str(entry.get("tz") or "UTC")
     try:
         ZoneInfo(tz)
@@ -462,6 +471,7 @@ def _rule(
         tz=tz,
         query=query,
         every=every,
+        reads=reads,
         group_by=group_by,
         dedup_window=dedup_window,
         auto_actions=tuple(auto_actions),
@@ -482,7 +492,7 @@ def _playbook_query(entry: Mapping[str, Any], problems: _Problems, label: str) -
         problems.add(entry, f"{label}: {query.strip()!r} names no query of the playbook (1 to 5)", "query")
         return entry
     if referenced is not None:
-        return _replaced(entry, query=referenced)
+        return _replaced(entry, query=referenced, reads=entry.get("reads", f"{lookback_days(query)}d"))
     call = RATIO_CALL.match(query)
     if call is None:
         return entry
