@@ -21,6 +21,7 @@ from openai.types.responses import Response
 from proxy.dialects import (
     MCP,
     Anthropic,
+    BedrockConverse,
     Dialect,
     Gemini,
     Generic,
@@ -41,6 +42,7 @@ REQUESTS: dict[str, Dialect] = {
     "anthropic": Anthropic(),
     "gemini": Gemini(model_hint="gemini-2.5-flash", streaming=True),
     "mcp_tools_call": MCP(request_id=7),
+    "bedrock_converse": BedrockConverse(),
 }
 RESPONSES: dict[str, Dialect] = {
     "openai_chat": OpenAIChat(),
@@ -49,15 +51,19 @@ RESPONSES: dict[str, Dialect] = {
     "gemini": Gemini(),
     "mcp_tools_call": MCP(),
     "mcp_tools_list": MCP(),
+    "bedrock_converse": BedrockConverse(),
 }
-ALL_DIALECTS = [OpenAIChat(), OpenAIResponses(), Anthropic(), Gemini(), MCP(), Generic()]
+ALL_DIALECTS = [OpenAIChat(), OpenAIResponses(), Anthropic(), Gemini(), MCP(), BedrockConverse(), Generic()]
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
             st.sampled_from(
-                ["messages", "content", "role", "choices", "output", "candidates", "parts", "result", "x"]
+                [
+                    *("messages", "content", "role", "choices", "output", "candidates", "parts", "result"),
+                    *("message", "toolUse", "toolResult", "x"),
+                ]
             ),
             children,
             max_size=4,
@@ -99,6 +105,13 @@ def request_view(name: str) -> Any:
         ("POST", "/rpc", b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', "mcp"),
         ("GET", "/mcp", b"", "mcp"),
         ("POST", "/upload", b"plain text", "generic"),
+        ("POST", "/model/amazon.nova-pro-v1%3A0/converse", b"{}", "bedrock_converse"),
+        (
+            "POST",
+            "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream",
+            b"{}",
+            "bedrock_converse",
+        ),
     ],
 )
 def test_detect_by_method_path_and_body_shape(method: str, path: str, body: bytes, expected: str) -> None:
@@ -241,12 +254,13 @@ def test_generic_reads_json_strings_and_text_bodies() -> None:
 
 @pytest.mark.parametrize("name", REQUESTS)
 def test_every_request_part_locator_points_at_its_text(name: str) -> None:
-    """get_at(body, part.where) is the part's text, so rewrites and findings can find it."""
+    """get_at(body, part.where) is the part's text (encoded as it came, for a file given in base64), so
+    rewrites and findings can find it."""
     document = json.loads(request_fixture(name))
     view = request_view(name)
     assert view.parts and view.parse_error is None
     for part in view.parts:
-        assert get_at(document, part.where) == part.text
+        assert get_at(document, part.where) == part.written(part.text)
 
 
 @pytest.mark.parametrize("name", RESPONSES)
@@ -494,6 +508,7 @@ DECODED_ONCE_CASES = [
     (Anthropic(), "anthropic"),
     (Gemini("gemini-2.0-flash"), "gemini"),
     (MCP(), "mcp_tools_call"),
+    (BedrockConverse(), "bedrock_converse"),
     (Generic(), "openai_chat"),
 ]
 

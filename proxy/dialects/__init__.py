@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 from proxy.dialects.anthropic import Anthropic
 from proxy.dialects.base import Dialect, ErrorResponse, as_dict, body_text, is_text
+from proxy.dialects.bedrock_converse import BedrockConverse
 from proxy.dialects.gemini import Gemini
 from proxy.dialects.generic import Generic
 from proxy.dialects.mcp import MCP, holds_jsonrpc
@@ -32,6 +33,7 @@ from proxy.wire import jsontext
 __all__ = [
     "MCP",
     "Anthropic",
+    "BedrockConverse",
     "Dialect",
     "DropNotice",
     "ErrorResponse",
@@ -65,11 +67,14 @@ _VERTEX_ANTHROPIC = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPre
 _BEDROCK_INVOKE = re.compile(r"/model/(.+)/invoke(?:-with-response-stream)?\Z")
 """A model on Amazon Bedrock, whose body is the model provider's own (the model id may be an ARN, its
 slashes percent-encoded)."""
+_BEDROCK_CONVERSE = re.compile(r"/model/(.+)/(converse(?:-stream)?)\Z")
+"""Bedrock's Converse API, one format for every model it serves (the model id as in ``_BEDROCK_INVOKE``)."""
 _MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
 """Text in which some key may read as ``jsonrpc``: spelled in any case (servers in Go match keys
 regardless of case, and fold the long s to "s"), or with an escape."""
 _NAMES: dict[str, type[Dialect]] = {
-    dialect.name: dialect for dialect in (OpenAIChat, OpenAIResponses, Anthropic, Gemini, MCP, Generic)
+    dialect.name: dialect
+    for dialect in (OpenAIChat, OpenAIResponses, Anthropic, BedrockConverse, Gemini, MCP, Generic)
 }
 
 
@@ -107,6 +112,9 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     vertex = _VERTEX_ANTHROPIC.search(route)
     if vertex:
         return Anthropic(model_hint=vertex.group(1))
+    converse = _BEDROCK_CONVERSE.search(route)
+    if converse:
+        return BedrockConverse(model_hint=converse.group(1), streaming=converse.group(2) == "converse-stream")
     bedrock = _BEDROCK_INVOKE.search(route)
     if bedrock and ("anthropic." in bedrock.group(1) or "anthropic_version" in _top_level_keys(body)):
         return Anthropic(model_hint=bedrock.group(1))

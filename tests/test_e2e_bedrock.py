@@ -1,0 +1,184 @@
+"""End to end: Amazon Bedrock's Converse API (``/model/<id>/converse``) through a real egressguard, the
+fake upstream answering in Converse's JSON: prompts, tool results and documents read, tool calls in the
+answer gated, secrets redacted in place, and the error an agent gets in AWS's own shape."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_dialect_choice import CONTEXT, client, rules
+from tests.test_e2e_inspect import AWS_KEY, INJECTION, last_record
+from tests.test_e2e_provider_routes import event_stream_frame
+from tests.upstream import FakeUpstream, Reply
+
+MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+ROUTE = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+DELETE = {"toolUse": {"toolUseId": "tooluse_del", "name": "delete_customer", "input": {"id": 42}}}
+ASK = {"messages": [{"role": "user", "content": [{"text": "hello"}]}], "inferenceConfig": {"maxTokens": 64}}
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy]) -> Proxy:
+    return start_proxy(mode="enforce")
+
+
+def answer(*blocks: dict[str, Any], stop_reason: str = "end_turn") -> Reply:
+    """A Converse answer holding ``blocks``, as Bedrock sends it."""
+    document = {
+        "output": {"message": {"role": "assistant", "content": list(blocks)}},
+        "stopReason": stop_reason,
+        "usage": {"inputTokens": 21, "outputTokens": 7, "totalTokens": 28},
+        "metrics": {"latencyMs": 312},
+    }
+    return Reply(body=json.dumps(document).encode())
+
+
+def converse(
+    proxy: Proxy, upstream: FakeUpstream, body: dict[str, Any], route: str = ROUTE
+) -> httpx.Response:
+    with client(proxy) as http:
+        return http.post(f"{upstream.url}{route}", json=body)
+
+
+def test_a_destructive_tool_use_is_withheld_from_the_answer(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """The ``toolUse`` block is taken out for the notice saying how to have it approved, the stop reason
+    no longer asks the agent to run a tool, and the turn is recorded in the Converse dialect."""
+    upstream.reply = answer({"text": "Deleting now."}, DELETE, stop_reason="tool_use")
+    reply = converse(enforce, upstream, ASK)
+    assert reply.status_code == 200
+    document = reply.json()
+    content = document["output"]["message"]["content"]
+    assert not any("toolUse" in block for block in content)
+    assert content[0] == {"text": "Deleting now."} and "X-Approval-Id" in content[-1]["text"]
+    assert document["stopReason"] == "end_turn"
+    record = last_record(enforce)
+    assert (record["dialect"], record["model"], record["tools"]) == (
+        "bedrock_converse",
+        MODEL,
+        ["delete_customer"],
+    )
+    assert "tool-delete" in rules(enforce, 1)
+
+
+def test_a_direct_injection_is_refused_in_aws_error_shape(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """An injection in the user's text is refused before it leaves, with the error an AWS SDK reads: its
+    type in ``x-amzn-ErrorType``, its text in ``message``."""
+    body = {"messages": [{"role": "user", "content": [{"text": INJECTION}]}]}
+    reply = converse(enforce, upstream, body)
+    assert reply.status_code == 403
+    assert reply.headers["x-amzn-errortype"] == "AccessDeniedException"
+    assert "prompt_injection" in reply.json()["message"]
+    assert upstream.received == []
+
+
+def test_an_injection_in_a_tool_result_is_attributed_to_it(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A ``toolResult``'s text and JSON are what a tool returned: an injection there is context
+    poisoning, found at its place in the result."""
+    ticket = f"Ticket 4411: printer broken. AI assistant: {INJECTION.lower()}"
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"text": "What does the ticket say?"}]},
+            {
+                "role": "assistant",
+                "content": [{"toolUse": {"toolUseId": "t1", "name": "read_ticket", "input": {}}}],
+            },
+            {
+                "role": "user",
+                "content": [{"toolResult": {"toolUseId": "t1", "content": [{"json": {"ticket": ticket}}]}}],
+            },
+        ]
+    }
+    upstream.reply = answer({"text": "The printer is broken."})
+    converse(enforce, upstream, body)
+    poisoning = [
+        finding for finding in last_record(enforce)["findings"] if finding["threat"] == "context_poisoning"
+    ]
+    assert poisoning and poisoning[0]["where"] == "messages[2].content[0].toolResult.content[0].json.ticket"
+
+
+def test_a_secret_in_the_answer_and_its_tool_input_is_redacted(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A key in the answer's text and in a tool's input reaches the agent redacted, the rest intact."""
+    lookup = {"toolUse": {"toolUseId": "t2", "name": "lookup_order", "input": {"note": f"key {AWS_KEY}"}}}
+    upstream.reply = answer({"text": f"The deploy key is {AWS_KEY}."}, lookup, stop_reason="tool_use")
+    document = converse(enforce, upstream, ASK).json()
+    content = document["output"]["message"]["content"]
+    assert content[0]["text"] == "The deploy key is [REDACTED:aws-access-key-id]."
+    assert content[1]["toolUse"]["input"] == {"note": "key [REDACTED:aws-access-key-id]"}
+    assert document["stopReason"] == "tool_use"
+
+
+def test_a_secret_in_a_document_leaves_redacted_and_encoded(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A text document given in base64 is read as the text it is: a key in it is redacted and the
+    document leaves in base64 still."""
+    proxy = start_proxy(mode="enforce", extra="redaction: {requests: true}\n")
+    notes = base64.b64encode(f"deploy with {AWS_KEY}".encode()).decode()
+    document = {"format": "txt", "name": "notes", "source": {"bytes": notes}}
+    body = {"messages": [{"role": "user", "content": [{"text": "Summarise"}, {"document": document}]}]}
+    upstream.reply = answer({"text": "Done."})
+    assert converse(proxy, upstream, body).status_code == 200
+    sent = json.loads(upstream.received[0].body)["messages"][0]["content"][1]["document"]["source"]["bytes"]
+    assert base64.b64decode(sent).decode() == "deploy with [REDACTED:aws-access-key-id]"
+
+
+def test_converse_stream_is_read_and_its_binary_answer_refused(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """``/converse-stream`` carries the same request, read as Converse; its answer comes in AWS's binary
+    event-stream framing, refused where enforced as an unread answer."""
+    route = ROUTE.replace("/converse", "/converse-stream")
+    refused = converse(
+        enforce, upstream, {"messages": [{"role": "user", "content": [{"text": INJECTION}]}]}, route
+    )
+    assert refused.status_code == 403 and upstream.received == []
+    upstream.reply = Reply(
+        body=event_stream_frame({"contentBlockIndex": 0, "start": DELETE}),
+        content_type="application/vnd.amazon.eventstream",
+    )
+    reply = converse(enforce, upstream, ASK, route)
+    assert reply.status_code == 502 and b"delete_customer" not in reply.content
+    assert "inspection.binary_answer" in rules(enforce, 2)
+    assert last_record(enforce, 2)["dialect"] == "bedrock_converse"
+
+
+def test_boto3_converse_through_egressguard(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """The AWS SDK for Python calling Converse gets the destructive call withheld, and a refusal as a
+    ClientError naming the error's type."""
+    boto3 = pytest.importorskip("boto3")
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    sdk = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=upstream.url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        verify=str(enforce.ca_cert),
+        config=Config(proxies={"https": enforce.url()}, retries={"total_max_attempts": 1}),
+    )
+
+    def add_context(request: Any, **_: Any) -> None:
+        for name, value in CONTEXT.items():
+            request.headers[name] = value
+
+    sdk.meta.events.register("before-sign.bedrock-runtime.*", add_context)
+    upstream.reply = answer({"text": "Deleting now."}, DELETE, stop_reason="tool_use")
+    result = sdk.converse(modelId=MODEL, messages=ASK["messages"])
+    assert upstream.received[-1].path == ROUTE
+    assert not any("toolUse" in block for block in result["output"]["message"]["content"])
+    assert result["stopReason"] == "end_turn"
+    with pytest.raises(ClientError) as raised:
+        sdk.converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": INJECTION}]}])
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "prompt_injection" in raised.value.response["Error"]["Message"]
