@@ -60,7 +60,7 @@ from proxy.dialects import (
 )
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
-from proxy.dialects.shapes import may_hold_calls, sent_results, shaped_calls, shaped_results
+from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
 from proxy.egress import canonical_host, decide
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -1148,7 +1148,7 @@ class TurnInspector:
         agent sends back, read as tool results. Findings recorded; the one that withholds the message where
         the policy enforces it, as it refuses a request or answer: a call or injection (an agent's own
         prompt too) found in it, not a secret its redaction took out."""
-        if may_hold_calls(text):
+        if (may_hold_results if from_client else may_hold_calls)(text):
             with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
                 self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
         refusing = [

@@ -26,7 +26,7 @@ from proxy.dialects.base import (
     json_error,
     require_object,
 )
-from proxy.dialects.locator import parse_locator, walk_strings
+from proxy.dialects.locator import Step, parse_locator, walk_strings
 from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
@@ -112,6 +112,20 @@ def function_call_of(call: dict[str, Any], where: str) -> ToolCall:
         arguments=canonical_arguments(call.get("args")),
         where=where,
     )
+
+
+def function_response_parts(
+    response: dict[str, Any], steps: tuple[Step, ...], names_by_call_id: dict[str, str] | None = None
+) -> list[Part]:
+    """What a ``functionResponse`` (or an item of the Live API's ``toolResponse.functionResponses``) at
+    ``steps`` sends back as its call's result: every string of its ``response``, a tool's result under the
+    name it gives, else the name of the call its id answers."""
+    call_id = as_str(response.get("id"))
+    name = as_str(response.get("name")) or (names_by_call_id or {}).get(call_id or "")
+    return [
+        Part(Source.TOOL_RESULT, text, where, name, call_id)
+        for where, text in walk_strings(response.get("response"), (*steps, "response"))
+    ]
 
 
 GEMINI_CASED_KEYS = frozenset(
@@ -249,11 +263,10 @@ class Gemini(Dialect):
                 elif (output := _code_output(part, where)) is not None:
                     view.parts.append(output)
                 elif isinstance(response, dict):
+                    steps = ("contents", position, "parts", index, response_key)
+                    view.parts.extend(function_response_parts(response, steps, names_by_call_id))
                     call_id = as_str(response.get("id"))
                     name = as_str(response.get("name")) or names_by_call_id.get(call_id or "")
-                    steps = ("contents", position, "parts", index, response_key, "response")
-                    for text_where, text in walk_strings(response.get("response"), steps):
-                        view.parts.append(Part(Source.TOOL_RESULT, text, text_where, name, call_id))
                     # A function's response may carry files of its own, as parts beside its JSON.
                     for inner, raw_inner in enumerate(as_list(response.get("parts"))):
                         inner_where = f"{where}.{response_key}.parts[{inner}]"

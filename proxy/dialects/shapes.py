@@ -13,7 +13,7 @@ from typing import Any
 
 from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
 from proxy.dialects.base import as_dict, as_str
-from proxy.dialects.gemini import function_call_of
+from proxy.dialects.gemini import function_call_of, function_response_parts
 from proxy.dialects.locator import Step, format_locator, parse_locator
 from proxy.dialects.openai_chat import message_calls
 from proxy.dialects.openai_responses import CALL_ITEMS, OUTPUT_ITEMS, item_call, output_parts, returned_parts
@@ -26,6 +26,8 @@ MARKERS = ("_call", "tool_use", "functionCall", "mcp_approval_request")
 each Responses call item and the Realtime event; ``tool_use`` in ``server_tool_use``): a text holding none
 of them (and no escape, which may spell one) holds no call, and is not parsed for one. Few, so that the
 check reads the text few times."""
+RESULT_MARKERS = ("_call_output", "functionResponse", "function_response")
+"""Words one of the shapes of a call's result holds in a key or a type, as ``MARKERS`` are for calls."""
 _BYTE_MARKERS = tuple(marker.encode() for marker in MARKERS)
 
 
@@ -53,9 +55,15 @@ def shaped_results(document: Any) -> list[Part]:
     return [part for _, item in _shapes(document, ()) if item is not None for part in item]
 
 
+def may_hold_results(text: str) -> bool:
+    """``may_hold_calls`` for what an agent sends: whether ``text`` may hold a call's result by its shape."""
+    return "\\u" in text or any(marker in text for marker in RESULT_MARKERS)
+
+
 def sent_results(document: Any, steps: tuple[Step, ...] = ()) -> list[Part]:
-    """What an agent sends back as its calls' results anywhere in ``document`` (a ``function_call_output``
-    item, as a Realtime client's ``conversation.item.create`` carries one), read as a tool's result is."""
+    """What an agent sends back as its calls' results anywhere in ``document``, read as a tool's result
+    is: a ``function_call_output`` item (as a Realtime client's ``conversation.item.create`` carries one),
+    a Gemini part's ``functionResponse`` and each of the Live API's ``toolResponse.functionResponses``."""
     if isinstance(document, list):
         return [part for index, child in enumerate(document) for part in sent_results(child, (*steps, index))]
     if not isinstance(document, dict):
@@ -63,7 +71,17 @@ def sent_results(document: Any, steps: tuple[Step, ...] = ()) -> list[Part]:
     if as_str(document.get("type")) in OUTPUT_ITEMS:
         parts = output_parts(document, format_locator(steps) if steps else "")
         return [dataclasses.replace(part, where=part.where.removeprefix(".")) for part in parts]
-    return [part for key, child in document.items() for part in sent_results(child, (*steps, key))]
+    parts = []
+    for key, child in document.items():
+        if key in ("functionResponse", "function_response") and isinstance(child, dict):
+            parts += function_response_parts(child, (*steps, key))
+        elif key in ("functionResponses", "function_responses") and isinstance(child, list):
+            for index, item in enumerate(child):
+                if isinstance(item, dict):
+                    parts += function_response_parts(item, (*steps, key, index))
+        else:
+            parts += sent_results(child, (*steps, key))
+    return parts
 
 
 def _shapes(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[ToolCall, list[Part] | None]]:
