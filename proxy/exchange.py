@@ -93,7 +93,7 @@ class Fetch:
 
     where: str
     url: str | None
-    """None: whatever address the model picks (a web fetch tool not limited to domains)."""
+    """None: whatever address the model picks (a web search or fetch tool no domain filter limits)."""
     what: str
     """What is fetched there, for the finding's signal (``image``, ``file``, ``web_fetch domain``)."""
 

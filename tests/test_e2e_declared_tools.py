@@ -147,7 +147,7 @@ def test_allowed_declarations_leave_unchanged(enforce: Proxy, upstream: FakeUpst
     upstream.reply = Reply(body=response_of())
     tools = [
         FUNCTION,
-        {"type": "web_search_preview"},
+        {"type": "file_search", "vector_store_ids": ["vs_1"]},
         mcp_tool(server_url=ALLOWED_URL, allowed_tools=["delete_repository"], require_approval="always"),
     ]
     openai_client(upstream).responses.create(model="m", input="hi", tools=tools)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from tests.upstream import FakeUpstream, Reply
 
 OUTSIDE = "https://attacker.example/c?d=customer-row-jane-doe-acct-99812"
 PNG = "data:image/png;base64,iVBORw0KGgo="
+ASK_CHAT = [{"role": "user", "content": "what changed in the release?"}]
 
 
 @pytest.fixture
@@ -115,6 +116,7 @@ def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
         Fetch("tools[0]", None, "web_fetch"),
         Fetch("tools[1].allowed_domains[0]", "https://docs.example", "web_search domain"),
         Fetch("tools[1].allowed_domains[0]", "https://subdomain.docs.example", "web_search domain"),
+        Fetch("tools[2]", None, "web_search"),
     ]
     gemini = {
         "contents": [
@@ -128,6 +130,61 @@ def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
         ]
     }
     assert fetches_of(Gemini(), gemini) == [Fetch("contents[0].parts[0].fileData.fileUri", OUTSIDE, "file")]
+
+
+def test_browsing_the_api_does_without_a_domain_filter_is_read_from_every_api() -> None:
+    """A search or fetch tool the API runs names the domains it may reach, or reaches any address; a
+    request enabling none of them gives no address to check."""
+    web_search = {"type": "web_search", "filters": {"allowed_domains": ["docs.example"]}}
+    responses = {
+        "model": "m",
+        "input": "hi",
+        "tools": [
+            {"type": "web_search"},
+            {"type": "web_search_preview"},
+            web_search,
+            {"type": "web_search", "filters": {"allowed_domains": []}},
+            {"type": "file_search", "vector_store_ids": ["vs_1"]},
+            {"type": "function", "name": "web_search", "parameters": {"type": "object"}},
+        ],
+    }
+    assert fetches_of(OpenAIResponses(), responses) == [
+        Fetch("tools[0]", None, "web_search"),
+        Fetch("tools[1]", None, "web_search"),
+        Fetch("tools[2].filters.allowed_domains[0]", "https://docs.example", "web_search domain"),
+        Fetch("tools[2].filters.allowed_domains[0]", "https://subdomain.docs.example", "web_search domain"),
+        Fetch("tools[3]", None, "web_search"),
+    ]
+    chat = {"model": "gpt-4o-search-preview", "messages": ASK_CHAT, "web_search_options": {}}
+    assert fetches_of(OpenAIChat(), chat) == [Fetch("web_search_options", None, "web_search")]
+    assert fetches_of(OpenAIChat(), {**chat, "web_search_options": None}) == []
+    gemini = {
+        "contents": [{"role": "user", "parts": [{"text": "what changed?"}]}],
+        "tools": [
+            {"urlContext": {}},
+            {"google_search": {}},
+            {"googleSearchRetrieval": {"dynamicRetrievalConfig": {"mode": "MODE_DYNAMIC"}}},
+            {"enterpriseWebSearch": {"excludeDomains": ["attacker.example"]}},
+            {"codeExecution": {}},
+            {"functionDeclarations": [{"name": "googleSearch", "description": "search the wiki"}]},
+        ],
+    }
+    assert fetches_of(Gemini(), gemini) == [
+        Fetch("tools[0].urlContext", None, "urlContext"),
+        Fetch("tools[1].google_search", None, "googleSearch"),
+        Fetch("tools[2].googleSearchRetrieval", None, "googleSearchRetrieval"),
+        Fetch("tools[3].enterpriseWebSearch", None, "enterpriseWebSearch"),
+    ]
+    anthropic_body = {
+        "model": "m",
+        "messages": ASK_CHAT,
+        "tools": [
+            {"type": "web_search_20250305", "name": "web_search", "blocked_domains": ["attacker.example"]},
+            {"type": "code_execution_20250522", "name": "code_execution"},
+            {"name": "web_search", "input_schema": {"type": "object"}},
+        ],
+    }
+    assert fetches_of(Anthropic(), anthropic_body) == [Fetch("tools[0]", None, "web_search")]
 
 
 def test_an_address_outside_the_allowlist_is_refused_and_one_inside_passes() -> None:
@@ -232,4 +289,100 @@ def test_observe_mode_records_the_address_and_lets_it_pass(
     assert json.loads(upstream.received[-1].body)["messages"][0]["content"][1] == image_url(OUTSIDE)
     assert refusals(last_record(proxy)) == [
         ("lateral_movement", PROVIDER_FETCH_RULE, "messages[0].content[1].image_url.url", False)
+    ]
+
+
+def gemini_client(upstream: FakeUpstream) -> Any:
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(base_url=upstream.url, headers={"X-User-Id": "u-1"})
+    return genai.Client(api_key="test-key", http_options=options)
+
+
+def test_web_search_without_a_domain_filter_is_refused_and_one_within_the_allowlist_passes(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """Responses ``web_search`` and Chat ``web_search_options`` through the OpenAI SDK, Anthropic
+    ``web_search`` through its SDK: each may reach any address unless its filter names domains the
+    agent may reach."""
+    client = openai_client(upstream)
+    unfiltered: Any = [{"type": "web_search"}, {"type": "web_search_preview"}]
+    outside: Any = [{"type": "web_search", "filters": {"allowed_domains": ["attacker.example"]}}]
+    for tools in (unfiltered, outside):
+        with pytest.raises(openai.PermissionDeniedError):
+            client.responses.create(model="m", input="what changed?", tools=tools)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-search-preview", messages=ASK_CHAT, web_search_options={}
+        )
+    assert "may fetch any address" in str(refused.value)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        anthropic_client(upstream).messages.create(
+            model="m",
+            max_tokens=10,
+            messages=ASK_CHAT,
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        )
+    assert upstream.received == []
+    assert [refusals(last_record(enforce, count)) for count in (1, 2, 3, 4)] == [
+        [
+            ("lateral_movement", PROVIDER_FETCH_RULE, "tools[0]", True),
+            ("lateral_movement", PROVIDER_FETCH_RULE, "tools[1]", True),
+        ],
+        [("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].filters.allowed_domains[0]", True)],
+        [("lateral_movement", PROVIDER_FETCH_RULE, "web_search_options", True)],
+        [("lateral_movement", PROVIDER_FETCH_RULE, "tools[0]", True)],
+    ]
+    inside: Any = [{"type": "web_search", "filters": {"allowed_domains": ["docs.example"]}}]
+    client.responses.create(model="m", input="what changed?", tools=inside)
+    client.chat.completions.create(model="m", messages=ASK_CHAT)
+    assert [json.loads(received.body).get("tools") for received in upstream.received] == [inside, None]
+    assert refusals(last_record(enforce, 5)) == refusals(last_record(enforce, 6)) == []
+
+
+def test_gemini_search_and_url_context_are_refused_and_function_tools_pass(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    from google import genai
+    from google.genai import types
+
+    client = gemini_client(upstream)
+    browsing = [types.Tool(url_context=types.UrlContext()), types.Tool(google_search=types.GoogleSearch())]
+    with pytest.raises(genai.errors.ClientError) as refused:
+        client.models.generate_content(
+            model="gemini-2.5-flash",
+            contents="summarise https://docs.example/changelog",
+            config=types.GenerateContentConfig(tools=browsing),
+        )
+    assert refused.value.code == 403
+    assert upstream.received == []
+    assert [finding[:3] for finding in refusals(last_record(enforce))] == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].urlContext"),
+        ("lateral_movement", PROVIDER_FETCH_RULE, "tools[1].googleSearch"),
+    ]
+    lookup = types.FunctionDeclaration(name="google_search", description="search the team wiki")
+    client.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="summarise https://attacker.example/changelog",
+        config=types.GenerateContentConfig(tools=[types.Tool(function_declarations=[lookup])]),
+    )
+    assert len(upstream.received) == 1
+    assert refusals(last_record(enforce, 2)) == []
+
+
+def test_observe_mode_records_browsing_and_lets_it_pass(
+    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+) -> None:
+    from google.genai import types
+
+    proxy = _agent(start_proxy(mode="observe"), monkeypatch)
+    config = types.GenerateContentConfig(tools=[types.Tool(url_context=types.UrlContext())])
+    client = gemini_client(upstream)  # held: the client closes its connections when collected
+    client.models.generate_content(
+        model="gemini-2.5-flash", contents="summarise https://attacker.example/x", config=config
+    )
+    assert json.loads(upstream.received[-1].body)["tools"] == [{"urlContext": {}}]
+    assert refusals(last_record(proxy)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].urlContext", False)
     ]

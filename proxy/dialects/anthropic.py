@@ -6,7 +6,15 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, binary_file, is_media, read_fetched, read_file, text_file
+from proxy.dialects.attachments import (
+    add_file,
+    binary_file,
+    domain_fetches,
+    is_media,
+    read_fetched,
+    read_file,
+    text_file,
+)
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -301,22 +309,11 @@ def _read_source_url(view: RequestView, block: dict[str, Any], where: str) -> No
 
 
 def _server_tool_fetches(tool: dict[str, Any], where: str) -> list[Fetch]:
-    """The domains a web search or fetch tool may fetch from (each with its subdomains, as the API reads
-    them), or, for a web fetch tool not limited to domains, any address the model picks."""
+    """The domains a web search or fetch tool may fetch from (``domain_fetches``); ``blocked_domains``
+    alone leaves it every other address."""
     tool_type = as_str(tool.get("type")) or ""
     kind = next((kind for kind in ("web_fetch", "web_search") if tool_type.startswith(f"{kind}_")), None)
-    domains = tool.get("allowed_domains")
-    if kind is None:
-        return []
-    if not isinstance(domains, list) or not domains:
-        return [Fetch(where, None, "web_fetch")] if kind == "web_fetch" else []
-    fetches = []
-    for index, domain in enumerate(domains):
-        # A domain may carry a path; the scheme is never written. Its subdomains are fetched too.
-        host = as_str(domain) or ""
-        for address in (host, f"subdomain.{host}"):
-            fetches.append(Fetch(f"{where}.allowed_domains[{index}]", f"https://{address}", f"{kind} domain"))
-    return fetches
+    return [] if kind is None else domain_fetches(tool.get("allowed_domains"), where, "allowed_domains", kind)
 
 
 def _is_document(block: dict[str, Any]) -> bool:

@@ -137,3 +137,20 @@ def read_fetched(view: RequestView, value: object, where: str, what: str) -> boo
         return False
     view.fetches.append(Fetch(where, address, what))
     return True
+
+
+def domain_fetches(domains: object, tool_where: str, domains_key: str, what: str) -> list[Fetch]:
+    """The addresses a web search or fetch tool the API runs at ``tool_where`` may reach: each domain its
+    filter ``domains_key`` names, with its subdomains, which the APIs fetch from too; or, where it names
+    none, whatever address the model picks."""
+    if not isinstance(domains, list) or not domains:
+        return [Fetch(tool_where, None, what)]
+    fetches = []
+    for index, domain in enumerate(domains):
+        # A domain may carry a path; the scheme is never written.
+        host = domain if isinstance(domain, str) else ""
+        where = f"{tool_where}.{domains_key}[{index}]"
+        fetches += [
+            Fetch(where, f"https://{address}", f"{what} domain") for address in (host, f"subdomain.{host}")
+        ]
+    return fetches

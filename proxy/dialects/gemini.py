@@ -30,7 +30,17 @@ from proxy.dialects.locator import Step, parse_locator, walk_strings
 from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
-from proxy.exchange import Attachment, Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import (
+    Attachment,
+    Completion,
+    Fetch,
+    Part,
+    RequestView,
+    Source,
+    TextSegment,
+    ToolCall,
+    Usage,
+)
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "model": Source.ASSISTANT, "function": Source.TOOL_RESULT}
@@ -49,6 +59,12 @@ _STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+
+
+BROWSING_TOOLS = ("googleSearch", "googleSearchRetrieval", "enterpriseWebSearch", "urlContext")
+"""Tools with which the API fetches web pages for the model, none limited to domains: search reaches
+whatever it finds (``excludeDomains`` lists only where not to go), and ``urlContext`` fetches the addresses
+any text of the prompt names, those a fetched page or a tool's result wrote among them."""
 
 
 def field_of(mapping: dict[str, Any], camel: str) -> tuple[str, Any]:
@@ -157,6 +173,7 @@ GEMINI_CASED_KEYS = frozenset(
         "mediaResolution",
         "googleSearch",
         "googleSearchRetrieval",
+        "enterpriseWebSearch",
         "codeExecution",
         "urlContext",
         "parametersJsonSchema",
@@ -276,6 +293,10 @@ class Gemini(Dialect):
                         add_file(view, file)
                         _read_file_uri(view, as_dict(raw_inner), inner_where)
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
+            for browsing in BROWSING_TOOLS:
+                browsing_key, enabled = field_of(as_dict(raw_tool), browsing)
+                if isinstance(enabled, dict):
+                    view.fetches.append(Fetch(f"tools[{position}].{browsing_key}", None, browsing))
             declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
             for index, raw_declaration in enumerate(as_list(declarations)):
                 declaration = as_dict(raw_declaration)

@@ -31,7 +31,7 @@ from proxy.dialects.stream import (
     rewritten,
     synthesised,
 )
-from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import Completion, Fetch, Part, RequestView, Source, TextSegment, ToolCall, Usage
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {
@@ -135,6 +135,9 @@ class OpenAIChat(Dialect):
             self._offer(view, function, ("tools", position, "function"))
         for position, raw_function in enumerate(as_list(body.get("functions"))):
             self._offer(view, as_dict(raw_function), ("functions", position))
+        if isinstance(body.get("web_search_options"), dict):
+            # A search model searches the web with these, and names no domain to keep to.
+            view.fetches.append(Fetch("web_search_options", None, "web_search"))
         return view
 
     @staticmethod

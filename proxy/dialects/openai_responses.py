@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, read_fetched, read_file
+from proxy.dialects.attachments import add_file, domain_fetches, read_fetched, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -325,6 +325,11 @@ class OpenAIResponses(Dialect):
             declared = _declared_tool(tool, f"tools[{position}]")
             if declared is not None:
                 view.declared_tools.append(declared)
+            if (as_str(tool.get("type")) or "").startswith("web_search"):
+                domains = as_dict(tool.get("filters")).get("allowed_domains")
+                view.fetches += domain_fetches(
+                    domains, f"tools[{position}]", "filters.allowed_domains", "web_search"
+                )
             described = {key: tool[key] for key in ("description", "parameters") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
