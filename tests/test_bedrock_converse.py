@@ -43,6 +43,47 @@ def test_the_model_and_streaming_come_from_the_route() -> None:
     assert isinstance(detect("POST", invoke, None, b'{"anthropic_version": "bedrock-2023-05-31"}'), Anthropic)
 
 
+NOVA_BODY = {
+    "schemaVersion": "messages-v1",
+    "system": [{"text": "You are terse."}],
+    "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+    "inferenceConfig": {"max_new_tokens": 64, "top_p": 0.9},
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "expected"),
+    [
+        ("us.amazon.nova-pro-v1%3A0", {}, "bedrock_converse"),
+        (
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Acustom-model%2Fnova-ft",
+            NOVA_BODY,
+            "bedrock_converse",
+        ),
+        (
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Acustom-model%2Fnova-ft",
+            {"prompt": "hi"},
+            "generic",
+        ),
+        ("meta.llama3-70b-instruct-v1%3A0", {"prompt": "hi", "max_gen_len": 64}, "generic"),
+    ],
+)
+def test_amazon_nova_on_invoke_is_read_as_converse(model: str, body: dict[str, Any], expected: str) -> None:
+    """Nova's own body on ``invoke`` is Converse's (``schemaVersion: messages-v1``): known by its model id,
+    or by that key where the id is a custom model's ARN; other models' bodies are read as any body."""
+    for action, streaming in (("invoke", False), ("invoke-with-response-stream", True)):
+        dialect = detect("POST", f"/model/{model}/{action}", "application/json", json.dumps(body).encode())
+        assert dialect.name == expected
+        if expected == "bedrock_converse":
+            view = dialect.parse_request(json.dumps(NOVA_BODY).encode())
+            assert view.stream == streaming
+            assert [(part.source, part.text) for part in view.parts] == [
+                (Source.SYSTEM, "You are terse."),
+                (Source.USER, "hi"),
+            ]
+    assert folded_keys(json.dumps(NOVA_BODY), BedrockConverse.CASED_KEYS) is None
+
+
 def test_every_place_of_a_request_the_model_reads_is_a_part_of_its_source() -> None:
     """System blocks and a guardrail's text are the system's; a text document is a retrieved document; a
     tool result's JSON and text are the named tool's result; tool descriptions and prompt variables are

@@ -182,3 +182,15 @@ def test_boto3_converse_through_egressguard(enforce: Proxy, upstream: FakeUpstre
         sdk.converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": INJECTION}]}])
     assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
     assert "prompt_injection" in raised.value.response["Error"]["Message"]
+
+
+def test_amazon_nova_on_invoke_has_its_tool_use_withheld(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """Nova's own format on ``invoke`` is Converse's: the destructive ``toolUse`` is withheld as on
+    ``/converse``."""
+    upstream.reply = answer({"text": "Deleting now."}, DELETE, stop_reason="tool_use")
+    body = {"schemaVersion": "messages-v1", **ASK}
+    reply = converse(enforce, upstream, body, "/model/us.amazon.nova-pro-v1%3A0/invoke")
+    assert reply.status_code == 200
+    assert not any("toolUse" in block for block in reply.json()["output"]["message"]["content"])
+    assert last_record(enforce)["dialect"] == "bedrock_converse"
+    assert "tool-delete" in rules(enforce, 1)

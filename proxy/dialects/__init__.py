@@ -64,7 +64,7 @@ _GEMINI = re.compile(
 (``models/g/versions/1``), a Vertex AI endpoint serving one (``endpoints/123``)."""
 _VERTEX_ANTHROPIC = re.compile(r"/publishers/anthropic/models/([^/:]+):(?:rawPredict|streamRawPredict)\Z")
 """Claude on Vertex AI: a Messages body (``anthropic_version`` in it), the model in the path."""
-_BEDROCK_INVOKE = re.compile(r"/model/(.+)/invoke(?:-with-response-stream)?\Z")
+_BEDROCK_INVOKE = re.compile(r"/model/(.+)/invoke(-with-response-stream)?\Z")
 """A model on Amazon Bedrock, whose body is the model provider's own (the model id may be an ARN, its
 slashes percent-encoded)."""
 _BEDROCK_CONVERSE = re.compile(r"/model/(.+)/(converse(?:-stream)?)\Z")
@@ -116,8 +116,8 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     if converse:
         return BedrockConverse(model_hint=converse.group(1), streaming=converse.group(2) == "converse-stream")
     bedrock = _BEDROCK_INVOKE.search(route)
-    if bedrock and ("anthropic." in bedrock.group(1) or "anthropic_version" in _top_level_keys(body)):
-        return Anthropic(model_hint=bedrock.group(1))
+    if bedrock:
+        return _bedrock_invoke(bedrock.group(1), bedrock.group(2) is not None, body)
     if route.endswith("/messages"):
         # Many APIs have a /messages path; max_tokens is required by the Messages API and rare elsewhere.
         # A message endpoint of MCP's HTTP+SSE transport is one too: there a JSON-RPC body is MCP's.
@@ -125,6 +125,22 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
             return Anthropic()
         if jsonrpc_messages(body) is None and "max_tokens" in _top_level_keys(body):
             return Anthropic()
+    return None
+
+
+def _bedrock_invoke(model: str, streaming: bool, body: bytes) -> Dialect | None:
+    """The API whose format a model's own body on Bedrock's ``invoke`` is in, where egressguard knows it,
+    from the model id or the body's keys: Claude's is the Messages API's, Amazon Nova's
+    (``schemaVersion: messages-v1``) that of Converse."""
+    if "anthropic." in model:
+        return Anthropic(model_hint=model)
+    if "amazon.nova" in model:
+        return BedrockConverse(model_hint=model, streaming=streaming)
+    keys = _top_level_keys(body)
+    if "anthropic_version" in keys:
+        return Anthropic(model_hint=model)
+    if "schemaVersion" in keys:
+        return BedrockConverse(model_hint=model, streaming=streaming)
     return None
 
 

@@ -1,7 +1,8 @@
 """Amazon Bedrock's Converse API (``/model/<id>/converse``, ``/converse-stream``): one message format for
-every model Bedrock serves. A content block is keyed by its kind (``{"text": ...}``, ``{"toolUse": ...}``,
-``{"toolResult": ...}``, ``{"document": ...}``), a file travels in base64 (``source.bytes``) and the
-answer is ``output.message``. ``/converse-stream`` answers in AWS's binary event-stream framing, not SSE.
+every model Bedrock serves, and Amazon Nova's own on ``/model/<id>/invoke``. A content block is keyed by
+its kind (``{"text": ...}``, ``{"toolUse": ...}``, ``{"toolResult": ...}``, ``{"document": ...}``), a
+file travels in base64 (``source.bytes``) and the answer is ``output.message``. ``/converse-stream`` and
+``/invoke-with-response-stream`` answer in AWS's binary event-stream framing, not SSE.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ _ERROR_TYPES = {
 CONVERSE_CASED_KEYS = frozenset(
     {
         # Requests
+        "schemaVersion",
         "inferenceConfig",
         "maxTokens",
         "topP",
