@@ -34,6 +34,14 @@ def call(name: str, **arguments: str) -> ToolCall:
         ("cat", {"file": "~/.netrc"}, "token-store-file"),
         ("open_file", {"path": "~/.docker/config.json"}, "token-store-file"),
         ("view", {"path": "~/.config/gcloud/application_default_credentials.json"}, "cloud-credentials-file"),
+        # Anthropic's text editor tool, whose view command reads a file.
+        (
+            "str_replace_based_edit_tool",
+            {"command": "view", "path": "/home/u/.aws/credentials"},
+            "cloud-credentials-file",
+        ),
+        ("str_replace_editor", {"command": "view", "path": "/app/.env"}, "dotenv-file"),
+        ("editFile", {"path": "~/.ssh/id_ed25519"}, "ssh-private-key-file"),
     ],
 )
 def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str, str], rule: str) -> None:
@@ -65,6 +73,18 @@ def test_ordinary_calls_are_not_credential_theft(tool: str, arguments: dict[str,
 def test_reading_tools_are_recognised_by_namespaced_names() -> None:
     assert is_reading_tool("mcp__filesystem__read_file") and is_reading_tool("github.run_shell")
     assert not is_reading_tool("send_email") and not is_reading_tool("create_issue")
+
+
+@pytest.mark.parametrize(
+    "name", ["str_replace_based_edit_tool", "str_replace_editor", "text_editor", "edit_file", "file_edit"]
+)
+def test_editors_are_reading_tools(name: str) -> None:
+    assert is_reading_tool(name)
+
+
+@pytest.mark.parametrize("name", ["credit_check", "creditor_lookup", "send_email", "create_issue"])
+def test_words_that_hold_edit_are_not_editors(name: str) -> None:
+    assert not is_reading_tool(name)
 
 
 def test_prose_about_credential_files_is_no_finding_in_text() -> None:

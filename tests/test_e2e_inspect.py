@@ -655,6 +655,37 @@ def test_credential_read_withheld_where_credential_theft_is_enforced(
     assert last_record(proxy)["decision"] == "redacted"
 
 
+def test_the_text_editor_viewing_a_credential_file_is_withheld(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """Anthropic's text editor tool views files as well as edits them: its view of ~/.aws/credentials is
+    withheld as a read_file of it is."""
+    view = {"command": "view", "path": "/home/u/.aws/credentials"}
+    upstream.reply = Reply(
+        text="", tool_calls=[ToolCallReply("str_replace_based_edit_tool", view, id="toolu_1")]
+    )
+    message = anthropic_client(upstream).messages.create(
+        model="claude-test-model",
+        max_tokens=64,
+        messages=ask(),
+        tools=[{"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"}],
+    )
+    assert [block.type for block in message.content] == ["text"]
+    (finding,) = credential_findings(enforce)
+    assert (finding["rule"], finding["enforced"]) == ("cloud-credentials-file", True)
+
+
+@pytest.mark.parametrize("name", ["deleteCustomer", "delete-customer", "crm_delete_customer"])
+def test_a_destructive_tool_in_another_spelling_is_withheld(
+    enforce: Proxy, upstream: FakeUpstream, name: str
+) -> None:
+    upstream.reply = Reply(text="", tool_calls=[ToolCallReply(name, {"id": 42})])
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    assert not message.tool_calls
+    tool = [f for f in last_record(enforce)["findings"] if f["threat"] == "tool_abuse"]
+    assert [(f["rule"], f["enforced"]) for f in tool] == [("tool-delete", True)]
+
+
 def test_credential_read_passes_and_is_recorded_in_observe_mode(
     observe: Proxy, upstream: FakeUpstream
 ) -> None:

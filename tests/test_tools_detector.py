@@ -67,6 +67,60 @@ def test_catalogue_leaves_benign_tools_alone(name: str) -> None:
     assert CATALOGUE.is_destructive(name) is None
 
 
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("deleteCustomer", "tool-delete"),
+        ("DeleteRepo", "tool-delete"),
+        ("delete-customer", "tool-delete"),
+        ("crm_delete_customer", "tool-delete"),
+        ("HTTPDelete", "tool-delete"),
+        ("sendEmail", "tool-outbound-message"),
+        ("calendar_send_invite", "tool-outbound-message"),
+        ("transferFunds", "tool-money-movement"),
+        ("runShellCommand", "tool-shell-exec"),
+        ("stripe.createPayment", "tool-money-movement"),
+    ],
+)
+def test_a_catalogued_name_in_another_spelling_or_after_a_system_prefix_is_destructive(
+    name: str, rule: str
+) -> None:
+    """camelCase, PascalCase and kebab-case read as the catalogue's snake case; a name whose last words
+    are a destructive one (``crm_delete_customer``) is destructive."""
+    assert CATALOGUE.is_destructive(name) == rule
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "is_deleted",
+        "undelete",
+        "get_send_status",
+        "list_deleted_items",
+        "can_delete_user",
+        "preview_transfer_funds",
+        "show_delete_button",
+        "fetch_payment_history",
+        "describe_payment_methods",
+        "model_eval",
+        "refresh_token",
+        "update_customer",
+    ],
+)
+def test_a_name_that_only_reads_or_asks_about_a_destructive_act_is_not_destructive(name: str) -> None:
+    """A word before the destructive words that reads or asks (``get``, ``list``, ``can``, ``preview``)
+    makes the call a question about the act; a one-word glob (``eval``) matches a name's last segment,
+    not its last word."""
+    assert CATALOGUE.is_destructive(name) is None
+
+
+def test_an_exemption_reaches_only_the_name_it_spells() -> None:
+    """A role's exempt glob does not exempt a name that merely ends like the exempt one."""
+    overrides = RoleOverrides(exempt=("delete_draft",))
+    assert CATALOGUE.is_destructive("deleteDraft", overrides) is None
+    assert CATALOGUE.is_destructive("crm_delete_draft", overrides) == "tool-delete"
+
+
 def test_matching_ignores_case() -> None:
     """Tool names are matched case-insensitively."""
     assert CATALOGUE.is_destructive("Delete_User") == "tool-delete"

@@ -18,6 +18,8 @@ PACK = "credential_access"
 READING_TOOLS = (
     "*shell*", "*bash*", "*terminal*", "*exec*", "*command*", "run_*", "*python*", "*code_interpreter*",
     "*read*", "*cat*", "*file*", "*open*", "*view*", "*fs*", "*head*", "*tail*", "*grep*", "*search_files*",
+    # Editors view files as well as change them (Anthropic's text editor: str_replace_based_edit_tool).
+    "edit*", "*_edit*", "*_editor*", "str_replace*",
 )  # fmt: skip
 
 

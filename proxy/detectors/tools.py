@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -57,12 +58,42 @@ NO_OVERRIDES = RoleOverrides()
 
 
 def _candidate_names(name: str) -> tuple[str, ...]:
-    """The lowercased name, and its last segment when it is namespaced (``files__delete_file``)."""
+    """The lowercased name, its last segment when it is namespaced (``files__delete_file``), and its words
+    joined as the catalogue spells names (``deleteCustomer``, ``delete-customer``: ``delete_customer``)."""
     lowered = name.strip().lower()
     last = lowered
     for separator in _NAMESPACE_SEPARATORS:
         last = last.rsplit(separator, 1)[-1]
-    return (lowered,) if last == lowered or not last else (lowered, last)
+    return tuple(
+        dict.fromkeys(candidate for candidate in (lowered, last, "_".join(_words(name))) if candidate)
+    )
+
+
+def _acting_names(name: str) -> tuple[str, ...]:
+    """``_candidate_names``, and each run of two or more of the name's last words after a prefix that may
+    name a system (``crm_delete_customer``: ``delete_customer``), unless a word before the run says the
+    call only reads or asks (``get_send_status``, ``can_delete_user``, ``preview_transfer_funds``)."""
+    words = _words(name)
+    runs = []
+    for start in range(1, len(words) - 1):
+        if words[start - 1] in _ASKING_WORDS:
+            break
+        runs.append("_".join(words[start:]))
+    return tuple(dict.fromkeys((*_candidate_names(name), *runs)))
+
+
+def _words(name: str) -> list[str]:
+    return [word.lower() for word in _NOT_A_WORD.split(_CASE_CHANGE.sub("_", name)) if word]
+
+
+_CASE_CHANGE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+"""Where camelCase and PascalCase start a word: ``runShellCommand``, ``HTTPDelete``."""
+_NOT_A_WORD = re.compile(r"[^A-Za-z0-9]+")
+_ASKING_WORDS = frozenset(
+    {"get", "list", "read", "fetch", "search", "find", "describe", "show", "view", "preview", "check",
+     "count", "query", "lookup", "validate", "estimate", "simulate", "explain", "can", "is", "has", "should",
+     "status"}
+)  # fmt: skip
 
 
 def _matches_any(names: Iterable[str], globs: Iterable[str]) -> bool:
@@ -71,7 +102,15 @@ def _matches_any(names: Iterable[str], globs: Iterable[str]) -> bool:
 
 
 def name_matches(name: str, globs: Iterable[str]) -> bool:
-    """Whether a tool name (or the last segment of a namespaced one) matches any of the globs."""
+    """Whether a tool name, read as any of the names it may act as (``_acting_names``), matches any of the
+    globs: for what makes a call riskier (destructive, reading files, rate-limited), where matching too
+    widely costs a question and too narrowly lets a call through."""
+    return _matches_any(_acting_names(name), globs)
+
+
+def name_is(name: str, globs: Iterable[str]) -> bool:
+    """Whether the tool name itself, its namespace's last segment or its words in snake case match any
+    of the globs: for an exemption, which must not reach a name that only ends like an exempt one."""
     return _matches_any(_candidate_names(name), globs)
 
 
@@ -130,9 +169,9 @@ class ToolCatalogue:
 
     def entry_for(self, name: str, overrides: RoleOverrides = NO_OVERRIDES) -> CatalogueEntry | None:
         """The catalogue entry that makes this tool destructive for the role, if any."""
-        names = _candidate_names(name)
-        if _matches_any(names, overrides.exempt):
+        if name_is(name, overrides.exempt):
             return None
+        names = _acting_names(name)
         if _matches_any(names, overrides.destructive):
             return CatalogueEntry(
                 id=ROLE_ADDED_RULE,
@@ -259,7 +298,7 @@ def _unasked_findings(
     tool: DeclaredTool, catalogue: ToolCatalogue, overrides: RoleOverrides
 ) -> list[Finding]:
     if tool.mcp_server and tool.allowed_tools is None:
-        if name_matches(tool.name, overrides.exempt):
+        if name_is(tool.name, overrides.exempt):
             return []
         return [
             Finding(
