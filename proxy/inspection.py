@@ -431,14 +431,16 @@ class TurnInspector:
         # DELETE or an MCP notification is not a turn an audit asks that of.
         if view.parts or view.tool_calls:
             self._record(self._compliance())
-        # An MCP tools/call has no history: its arguments are the agent's data leaving for the tool.
-        fresh = list(view.parts) if view.dialect == MCP.name else self._fresh_parts(view.parts)
-        vaults = self.vault is not None and view.dialect != MCP.name
+        # An MCP tools/call has no history: its arguments are the agent's data leaving for the tool, read
+        # for injection as the prompt is, since a tool may hand what it is passed to a model of its own.
+        mcp_call = view.dialect == MCP.name
+        fresh = list(view.parts) if mcp_call else self._fresh_parts(view.parts)
+        vaults = self.vault is not None and not mcp_call
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(_text_digest(part.text))
             outgoing = part.text
-            if part.source in INJECTION_SOURCES:
+            if part.source in INJECTION_SOURCES or (mcp_call and part.source is Source.ASSISTANT):
                 found = self._injection_findings(part)
                 self._record(found)
                 # A rule that ran out of time is no attempt by the user: it refuses, it does not freeze.
@@ -467,7 +469,7 @@ class TurnInspector:
             outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text), vaulted=vaults)
             if outgoing is not part.text:
                 verdict.replacements[part.where] = part.written(outgoing)
-        if view.dialect == MCP.name:
+        if mcp_call:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
             self._record(self._credential_reads(view.tool_calls))

@@ -15,6 +15,7 @@ from random import Random
 import pytest
 
 from proxy.config.policy import Policy, parse_policy
+from proxy.dialects import MCP
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import (
     ENTROPY_HISTORY,
@@ -1242,3 +1243,22 @@ def test_a_completion_the_budget_has_nothing_left_for_is_unread_by_every_whole_t
     read.inspect_completion(completion, rewrite=rewrite)
     assert {"system-prompt-leak", "exfil-image-url"} <= {finding.rule for finding in read.turn.findings}
     assert not any(finding.rule == SCAN_TIMEOUT_RULE for finding in read.turn.findings)
+
+
+def test_an_mcp_calls_arguments_are_read_for_injection(inspector_for: Callable[[], TurnInspector]) -> None:
+    """A tool may hand its arguments to a model of its own: an injection in them refuses the call, and
+    ordinary arguments are no attempt."""
+
+    def findings_of(arguments: object) -> tuple[list[str], bool]:
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "summarise"}}
+        call["params"]["arguments"] = arguments  # type: ignore[index]
+        inspector = inspector_for()
+        inspector.inspect_request(MCP().parse_request(json.dumps(call).encode()))
+        return rules_of(inspector), inspector.request_block() is not None
+
+    assert findings_of({"notes": [INJECTION]}) == (
+        ["injection-ignore-instructions-en", "injection-prompt-extraction"],
+        True,
+    )
+    ordinary = {"notes": ["Summarise the 2.4 release notes and list the breaking changes."], "limit": 5}
+    assert findings_of(ordinary) == ([], False)
