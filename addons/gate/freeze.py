@@ -9,13 +9,11 @@ finding that says enforce mode would have refused it.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 from mitmproxy import http
 
 from addons.gate.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
-from addons.wire.wsclose import close_websocket
+from addons.wire.wsclose import close_websocket, due_agent_message
 from proxy.config.policy import Policy
 from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusals
 from proxy.model import Decision
@@ -28,7 +26,6 @@ log = structlog.get_logger("egressguard")
 FROZEN_CODE = "egressguard_frozen"
 JUDGED_KEY = "egressguard.freeze.judged"
 NEXT_JUDGING_KEY = "egressguard.freeze.next_judging"
-REJUDGE_S = 1.0
 
 
 class Freeze:
@@ -68,13 +65,9 @@ class Freeze:
         (at most once a second: what a freeze made since then holds within that), and one from an agent,
         user or session frozen since is not delivered and closes the connection (1008) where enforced."""
         turn = turn_of(flow)
-        if turn is None or flow.websocket is None:
+        message = due_agent_message(flow, NEXT_JUDGING_KEY) if turn is not None else None
+        if turn is None or message is None:
             return
-        message = flow.websocket.messages[-1]
-        now = time.monotonic()
-        if not message.from_client or message.injected or now < flow.metadata.get(NEXT_JUDGING_KEY, 0.0):
-            return
-        flow.metadata[NEXT_JUDGING_KEY] = now + REJUDGE_S
         try:
             judged = applying_freeze(self.runtime, turn, policy_of(flow, self.runtime))
         except Exception as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ from addons.gate.turns import (
     turn_of,
 )
 from addons.wire.fields import take_fields
-from addons.wire.wsclose import close_websocket
+from addons.wire.wsclose import close_websocket, due_agent_message
 from proxy.audit.refusals import INVALID_RULE, Reason
 from proxy.config.policy import Agent
 from proxy.control import tokens
@@ -47,7 +46,6 @@ from proxy.turn import Turn, TurnContext
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
 REFUSAL_KEY = "egressguard.auth_refused"
 NEXT_CHECK_KEY = "egressguard.identity.next_check"
-RECHECK_S = 1.0
 
 log = structlog.get_logger("egressguard")
 
@@ -134,14 +132,8 @@ class AgentIdentity(ProxyAuth):
         """A WebSocket outlives the request that opened it: the agent's credentials are checked again as
         it sends (at most once a second), and a token rotated away since closes the connection (1008)."""
         credentials = flow.metadata.get("proxyauth")
-        if flow.websocket is None or credentials is None:
-            return
-        message = flow.websocket.messages[-1]
-        now = time.monotonic()
-        if not message.from_client or message.injected or now < flow.metadata.get(NEXT_CHECK_KEY, 0.0):
-            return
-        flow.metadata[NEXT_CHECK_KEY] = now + RECHECK_S
-        if self.tokens(*credentials):
+        message = due_agent_message(flow, NEXT_CHECK_KEY) if credentials is not None else None
+        if credentials is None or message is None or self.tokens(*credentials):
             return
         unavailable, self.tokens.unavailable = self.tokens.unavailable, False
         turn = turn_of(flow)
