@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from proxy.dialects.base import (
     Dialect,
@@ -23,8 +25,24 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
-from proxy.dialects.shapes import body_may_hold_calls, may_hold_calls, shaped_calls, shaped_results
-from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, encode_json, rewritten
+from proxy.dialects.shapes import (
+    CallPiece,
+    StreamKey,
+    body_may_hold_calls,
+    call_pieces,
+    may_hold_calls,
+    shaped_calls,
+    shaped_results,
+)
+from proxy.dialects.stream import (
+    GrowingText,
+    PerEventStreamSession,
+    StreamFilters,
+    StreamSession,
+    ToolDecision,
+    encode_json,
+    rewritten,
+)
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.wire import jsontext
 from proxy.wire.charsets import TRANSFER_DECODERS
@@ -209,26 +227,214 @@ def with_calls(completion: Completion, document: Any) -> None:
     completion.parts.extend(shaped_results(document))  # their texts are among the completion's already
 
 
+@dataclass(slots=True)
+class _StreamedCall:
+    """A call whose arguments stream over several events, as the events read so far give it."""
+
+    where: str
+    ids: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    """The pieces of its name, which the OpenAI SDK joins and other clients take the first of."""
+    arguments: GrowingText = field(default_factory=GrowingText)
+    given: dict[str, None] = field(default_factory=dict)
+    """Arguments events gave whole besides, each once."""
+    streamed: bool = False
+    ended: bool = False
+    decision: ToolDecision | None = None
+    denied: ToolCall | None = None
+    """The reading the gate did not release, where it was not ``call()``: what the call is recorded as."""
+
+    def add(self, piece: CallPiece) -> None:
+        self.ids += [found for found in piece.ids if found not in self.ids]
+        if piece.name:
+            self.names.append(piece.name)
+        if piece.arguments or piece.joins:
+            self.streamed = self.streamed or bool(piece.arguments)
+            self.arguments.add(piece.arguments)
+        if piece.given is not None:
+            self.given[piece.given] = None
+
+    def call(self) -> ToolCall:
+        """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
+        (where none streamed, the last given whole)."""
+        arguments = self.arguments.text if self.streamed or not self.given else list(self.given)[-1]
+        return ToolCall(self.ids[0] if self.ids else None, "".join(self.names), arguments, self.where)
+
+    def readings(self) -> list[ToolCall]:
+        """The call as each client may read it: ``call()`` first, then with its name's first piece alone
+        and with each of its arguments given whole."""
+        first = self.call()
+        names = dict.fromkeys([first.name, *self.names[:1]])
+        arguments = dict.fromkeys([first.arguments, self.arguments.text, *self.given])
+        return [first] + [
+            dataclasses.replace(first, name=name, arguments=text)
+            for name in names
+            for text in arguments
+            if (name, text) != (first.name, first.arguments)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """What one event brought to the calls whose arguments stream: the calls it carries a piece of, those
+    whose arguments it ends, and whether it carries a piece no one reading of the stream places (at an
+    index clients read otherwise, naming another call's id, continuing no call or one already decided, or
+    starting a second call where one is)."""
+
+    keys: frozenset[StreamKey] = frozenset()
+    ended: frozenset[StreamKey] = frozenset()
+    stray: bool = False
+
+
 class GenericStreamSession(PerEventStreamSession):
     """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
-    the event. Locators are relative to one event's data."""
+    the event. Locators are relative to one event's data.
+
+    A tool call whose arguments stream over several events (``call_pieces``) is decided once they end
+    (its choice finishes, its block stops, its item is done, or the stream ends), on every way a client
+    may read it; where a gate rewrites the stream, every event from its first piece on is held until
+    then, and sent as it came or, for a call dropped, not sent. Held events past ``MAX_HELD_BYTES`` drop
+    the calls still undecided."""
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
         self._calls: list[ToolCall] = []
         """The calls of the event last read, each at its place in the stream (``[event].place``, from 0)."""
+        self._streamed: dict[StreamKey, _StreamedCall] = {}
+        self._placed: tuple[SSEEvent, _Placed] | None = None
+        """The event last read, with what it brought to the calls whose arguments stream."""
+        self._held: deque[tuple[list[bytes], frozenset[StreamKey]]] = deque()
+        """What the events held since the first one carrying an undecided call let out, in order, each
+        with the calls it carries a piece of."""
+        self._held_bytes = 0
+
+    @property
+    def completion(self) -> Completion:
+        if not self._streamed:
+            return self._completion
+        streamed = [call.denied or call.call() for call in self._streamed.values()]
+        return dataclasses.replace(self._completion, tool_calls=[*self._completion.tool_calls, *streamed])
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         self._completion.text.extend(TextSegment(text, where) for where, text in walk_strings(payload))
         self._calls = []
-        if may_hold_calls(event.data or ""):
+        marked = may_hold_calls(event.data or "")
+        # Once a call has streamed, every event is read for its pieces: Anthropic's hold no marker.
+        pieces = call_pieces(payload) if marked or self._streamed else []
+        self._placed = (event, self._place(pieces)) if pieces else None
+        if marked:
+            streaming = {piece.where for piece in pieces if piece.opens}
             # Placed by the event's number: the places within events repeat from one event to the next.
             self._calls = [
-                dataclasses.replace(call, where=format_locator((self.events - 1, *parse_locator(call.where))))
+                dataclasses.replace(call, where=self._numbered(call.where))
                 for call in shaped_calls(payload)
+                if call.where not in streaming
             ]
             self._completion.tool_calls.extend(self._calls)
             self._completion.parts.extend(shaped_results(payload))
+
+    def _numbered(self, where: str) -> str:
+        return format_locator((self.events - 1, *parse_locator(where)))
+
+    def _place(self, pieces: list[CallPiece]) -> _Placed:
+        keys: set[StreamKey] = set()
+        ended: set[StreamKey] = set()
+        stray = False
+        for piece in pieces:
+            key = piece.key
+            if key is None:
+                stray = True
+            elif piece.ends:
+                ended.update(known for known in self._streamed if known[: len(key)] == key)
+                if key in self._streamed:
+                    keys.add(key)  # a block's stop, an item's done event: of the call, withheld with it
+            elif key not in self._streamed:
+                if not piece.opens:
+                    stray = True
+                    continue
+                self._streamed[key] = _StreamedCall(self._numbered(piece.where))
+                self._streamed[key].add(piece)
+                keys.add(key)
+            else:
+                call = self._streamed[key]
+                keys.add(key)
+                foreign = call.ids and not set(piece.ids) <= set(call.ids)
+                if not piece.joins or foreign or call.decision is not None:
+                    stray = True
+                    continue
+                call.add(piece)
+        ended = {key for key in ended if not self._streamed[key].ended}
+        for key in ended:
+            self._streamed[key].ended = True
+        return _Placed(frozenset(keys), frozenset(ended), stray)
+
+    def _event_output(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        output = super()._event_output(event, payload)
+        placed = self._placed[1] if self._placed is not None and self._placed[0] is event else _Placed()
+        self._placed = None
+        if self.filters.tool_gate is None:
+            return output  # observed: each call is read whole at the end, and nothing is held
+        if placed.stray:
+            self.notes.append(
+                f"event {event.type!r} carried a piece of a tool call no reading places; not sent"
+            )
+            output = []
+            for key in placed.keys:
+                self._settle(key, forced="drop")
+        if not placed.keys and not self._held:
+            return output
+        self._held.append((output, placed.keys))
+        self._held_bytes += sum(len(piece) for piece in output)
+        for key in placed.ended:
+            self._settle(key)
+        if self._held_too_long(self._held_bytes):
+            for key in list(self._streamed):
+                self._settle(key, forced="cut")
+        return self._release()
+
+    def _settle(self, key: StreamKey, forced: Literal["drop", "cut"] | None = None) -> None:
+        """Decides the call at ``key`` on its arguments as they stand, on every reading of it: dropped
+        unless the gate releases each (or where ``forced``: dropped, the gate told its arguments were cut
+        short)."""
+        call = self._streamed[key]
+        if call.decision is not None:
+            return
+        first, *others = call.readings()
+        if forced == "drop":
+            self._decisions[first.where] = call.decision = "drop"
+            self.dropped_tool_calls.append((first.name, first.id))
+            return
+        self._cut = forced == "cut"
+        call.decision = self._decide(first, complete=True)
+        gate = self.filters.tool_gate
+        if call.decision == "release" and gate is not None:
+            call.denied = next((other for other in others if gate(other, True) != "release"), None)
+            if call.denied is not None:
+                self._decisions[first.where] = call.decision = "drop"
+                self.dropped_tool_calls.append((first.name, first.id))
+        if call.decision == "drop":
+            self.notes.append(f"a streamed call to {first.name!r} was withheld; its events not sent")
+
+    def _release(self) -> list[bytes]:
+        """What the held events let out now: those before the first that carries an undecided call, but
+        for the ones carrying a dropped call."""
+        released: list[bytes] = []
+        while self._held:
+            output, keys = self._held[0]
+            decisions = {self._streamed[key].decision for key in keys}
+            if None in decisions:
+                break
+            self._held.popleft()
+            self._held_bytes -= sum(len(piece) for piece in output)
+            if "drop" not in decisions:
+                released += output
+        return released
+
+    def _end_of_stream(self) -> list[bytes]:
+        """The stream ended: every call still undecided has all the arguments it will get."""
+        for key in list(self._streamed):
+            self._settle(key)
+        return [*self._release(), *super()._end_of_stream()]
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return list(walk_strings(payload))

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
-from proxy.dialects.base import as_dict, as_str
+from proxy.dialects.base import as_dict, as_list, as_position, as_str
 from proxy.dialects.gemini import function_call_of, function_response_parts
 from proxy.dialects.locator import Step, format_locator, parse_locator
-from proxy.dialects.openai_chat import message_calls
-from proxy.dialects.openai_responses import CALL_ITEMS, OUTPUT_ITEMS, item_call, output_parts, returned_parts
+from proxy.dialects.openai_chat import CALL_HOLDERS, message_calls
+from proxy.dialects.openai_responses import (
+    CALL_ITEMS,
+    INPUT_DELTAS,
+    INPUT_DONES,
+    OUTPUT_ITEMS,
+    item_call,
+    output_parts,
+    returned_parts,
+)
+from proxy.dialects.stream import dump_json
 from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
@@ -147,3 +156,144 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
         if call.name and not (legacy and read_as_gemini) and (legacy or listed is not None):
             calls.append(dataclasses.replace(call, where=call.where.removeprefix(".")))
     return calls
+
+
+StreamKey = tuple[Hashable, ...]
+"""A call whose arguments stream, as a client finds it again in a later event: the places on its way, each
+list's item by the index a client reads it at."""
+STREAMED_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call", "code_interpreter_call"})
+"""The Responses and Realtime call items whose arguments stream in delta events (``INPUT_DELTAS``)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallPiece:
+    """What one event brings to a tool call whose arguments stream over several events (a Chat delta, an
+    Anthropic ``tool_use`` block and its ``input_json_delta``, a Responses call item and its argument
+    deltas), or that it ends (``ends``: every call whose key starts with ``key``, as a Chat choice's
+    ``finish_reason`` ends all its calls). ``key`` is None where clients may read the place otherwise (an
+    index of 1.0, "1", true or -1): no one reading of the stream can follow such a call."""
+
+    key: StreamKey | None
+    where: str
+    ids: tuple[str, ...] = ()
+    """The ids the event gives the call, the call's own first (a Responses item's call id, then its id)."""
+    name: str = ""
+    arguments: str = ""
+    given: str | None = None
+    """Arguments the event gives whole (an Anthropic block's input, a Responses ``.done`` event's), which
+    a client may take in place of those streamed."""
+    opens: bool = False
+    """It may be a call's first piece: a Chat delta (any of a call's may come first), an Anthropic block's
+    start, a Responses item's addition."""
+    joins: bool = False
+    """It may come after a call's first piece: a Chat delta, an argument delta or ``.done`` event."""
+    ends: bool = False
+
+
+def call_pieces(document: Any) -> list[CallPiece]:
+    """What ``document`` (one event's data) brings to calls whose arguments stream, anywhere in it."""
+    pieces: list[CallPiece] = []
+    stack: list[tuple[Any, tuple[Step, ...], StreamKey | None]] = [(document, (), ())]
+    while stack:  # not recursive: a document nested as deep as the parser reads stays readable
+        value, steps, key = stack.pop()
+        # Children are taken in the order they are written: pieces of one call in one event join so.
+        if isinstance(value, list):
+            stack += reversed(
+                [(child, (*steps, index), _item_key(key, child, index)) for index, child in enumerate(value)]
+            )
+        elif isinstance(value, dict):
+            pieces += _pieces_of(value, steps, key)
+            stack += reversed([(child, (*steps, name), _within(key, name)) for name, child in value.items()])
+    return pieces
+
+
+def _item_key(key: StreamKey | None, item: Any, position: int) -> StreamKey | None:
+    """A list item's key: by its ``index`` where it names one, as a client joins it to its place."""
+    if key is None or not isinstance(item, dict) or "index" not in item:
+        return None if key is None else (*key, position)
+    index = as_position(item["index"])
+    return None if index is None else (*key, index)
+
+
+def _within(key: StreamKey | None, *steps: Hashable) -> StreamKey | None:
+    return None if key is None else (*key, *steps)
+
+
+def _pieces_of(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
+    pieces = _chat_pieces(value, steps, key)
+    kind = as_str(value.get("type"))
+    # Anthropic's and the Responses API's events name the block or item they add to by a field of theirs.
+    block = _within(key, "block", as_position(value.get("index"))) if "index" in value else None
+    item = _within(key, "item", as_position(value.get("output_index"))) if "output_index" in value else None
+    content_block = as_dict(value.get("content_block"))
+    if as_str(content_block.get("type")) in TOOL_USE_TYPES:
+        call = tool_use_call(content_block, format_locator((*steps, "content_block")))
+        given = dump_json(content_block["input"]) if "input" in content_block else None
+        pieces.append(CallPiece(block, call.where, _ids(call.id), call.name, given=given, opens=True))
+    delta = as_dict(value.get("delta"))
+    if as_str(delta.get("type")) == "input_json_delta":
+        partial = as_str(delta.get("partial_json")) or ""
+        pieces.append(CallPiece(block, format_locator((*steps, "delta")), arguments=partial, joins=True))
+    if kind == "content_block_stop":
+        pieces.append(CallPiece(block, format_locator(steps), ends=True))
+    added = as_dict(value.get("item"))
+    if kind == "response.output_item.added" and as_str(added.get("type")) in STREAMED_ITEMS:
+        call = item_call(added, format_locator((*steps, "item")))
+        ids = _ids(as_str(added.get("call_id")), as_str(added.get("id")))
+        pieces.append(CallPiece(item, call.where, ids, call.name, call.arguments, opens=True))
+    elif kind == "response.output_item.done":
+        pieces.append(CallPiece(item, format_locator(steps), ends=True))
+    ids = _ids(as_str(value.get("item_id")), as_str(value.get("call_id")))
+    if kind in INPUT_DELTAS:
+        delta_text = as_str(value.get("delta")) or ""
+        pieces.append(
+            CallPiece(item, format_locator((*steps, "delta")), ids, arguments=delta_text, joins=True)
+        )
+    if kind in INPUT_DONES:
+        field = INPUT_DONES[kind]
+        given = as_str(value.get(field))
+        pieces.append(CallPiece(item, format_locator((*steps, field)), ids, given=given, joins=True))
+    return pieces
+
+
+def _chat_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
+    """A Chat choice's call deltas, each joined to its call by index as the OpenAI SDK joins it, and the
+    end of all its calls when it finishes."""
+    delta = value.get("delta")
+    if not isinstance(delta, dict):
+        return []
+    pieces = []
+    for position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
+        if isinstance(raw_call, dict):
+            where = format_locator((*steps, "delta", "tool_calls", position))
+            pieces.append(
+                _chat_piece(
+                    raw_call, _item_key(_within(key, "delta", "tool_calls"), raw_call, position), where
+                )
+            )
+    legacy = delta.get("function_call")
+    if isinstance(legacy, dict):
+        where = format_locator((*steps, "delta", "function_call"))
+        pieces.append(_chat_piece({"function": legacy}, _within(key, "delta", "function_call"), where))
+    if as_str(value.get("finish_reason")):
+        pieces.append(CallPiece(key, format_locator(steps), ends=True))
+    return pieces
+
+
+def _chat_piece(call_delta: dict[str, Any], key: StreamKey | None, where: str) -> CallPiece:
+    custom = call_delta.get("type") == "custom" or ("custom" in call_delta and "function" not in call_delta)
+    holder = as_dict(call_delta.get("custom" if custom else "function"))
+    arguments = holder.get(CALL_HOLDERS["custom" if custom else "function"], "")
+    return CallPiece(
+        key,
+        where,
+        _ids(as_str(call_delta.get("id"))),
+        as_str(holder.get("name")) or "",
+        arguments if isinstance(arguments, str) else dump_json(arguments),
+        opens=True,
+        joins=True,
+    )
+
+
+def _ids(*ids: str | None) -> tuple[str, ...]:
+    return tuple(found for found in ids if found)

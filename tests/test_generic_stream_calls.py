@@ -1,0 +1,307 @@
+"""A tool call whose arguments stream over several events of a stream no dialect knows (Chat deltas,
+Anthropic's ``input_json_delta``, the Responses API's argument deltas) is decided once they end, on every
+way a client may read it, and held whole until then where a gate rewrites the stream: however the call is
+split, a credential path in its later pieces is read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from proxy.dialects import Generic
+from proxy.dialects.stream import MAX_HELD_BYTES, StreamSession
+from tests.test_stream_tool_gate import _inspector
+
+CREDENTIALS = '{"path": "/home/u/.aws/credentials"}'
+EVERYDAY = '{"path": "docs/README.md"}'
+
+
+def _session(mode: str = "enforce") -> StreamSession:
+    return Generic().stream_session(_inspector(mode).stream_filters())
+
+
+def _sse(document: Any) -> bytes:
+    return b"data: " + json.dumps(document).encode() + b"\n\n"
+
+
+def _run(session: StreamSession, events: list[Any]) -> list[Any]:
+    """The events the session sends, read back as JSON."""
+    sent = b"".join(session.feed(_sse(event)) for event in events) + session.finish()
+    return [json.loads(block.removeprefix(b"data: ")) for block in sent.split(b"\n\n") if block]
+
+
+def _chunk(*calls: dict[str, Any], finish: str | None = None, content: str | None = None) -> dict[str, Any]:
+    delta: dict[str, Any] = {} if content is None else {"content": content}
+    if calls:
+        delta["tool_calls"] = list(calls)
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _piece(
+    index: Any, arguments: str = "", name: str | None = None, call_id: str | None = None
+) -> dict[str, Any]:
+    function: dict[str, Any] = {"arguments": arguments}
+    piece: dict[str, Any] = {"index": index, "function": function}
+    if name is not None:
+        function["name"] = name
+        piece |= {"type": "function", "id": call_id or f"call_{index}"}
+    return piece
+
+
+def _split(text: str, size: int = 5) -> Iterator[str]:
+    return (text[start : start + size] for start in range(0, len(text), size))
+
+
+def _chat_call(arguments: str, name: str = "read_file", index: int = 0) -> list[dict[str, Any]]:
+    """A call as Chat streams it: the name with empty arguments, then the arguments a few characters a
+    delta."""
+    return [_chunk(_piece(index, name=name)), *(_chunk(_piece(index, part)) for part in _split(arguments))]
+
+
+def _chat_calls(events: list[Any]) -> dict[int, tuple[str, str]]:
+    """The calls a Chat client joins from the events, by index: name and arguments."""
+    calls: dict[int, tuple[str, str]] = {}
+    for event in events:
+        for choice in event.get("choices", []):
+            for piece in choice["delta"].get("tool_calls", []):
+                name, arguments = calls.get(piece["index"], ("", ""))
+                function = piece["function"]
+                calls[piece["index"]] = (name + function.get("name", ""), arguments + function["arguments"])
+    return calls
+
+
+def _texts(events: list[Any]) -> list[str]:
+    return [
+        choice["delta"]["content"]
+        for event in events
+        for choice in event.get("choices", [])
+        if "content" in choice["delta"]
+    ]
+
+
+def test_a_credential_path_in_a_chat_calls_later_deltas_withholds_the_call() -> None:
+    session = _session()
+    events = [_chunk(content="Reading it."), *_chat_call(CREDENTIALS), _chunk(finish="tool_calls")]
+    sent = _run(session, events)
+    assert _chat_calls(sent) == {} and _texts(sent) == ["Reading it."]
+    assert sent[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert session.dropped_tool_calls == [("read_file", "call_0")]
+    (call,) = session.completion.tool_calls
+    assert (call.name, call.arguments, call.where) == (
+        "read_file",
+        CREDENTIALS,
+        "[1].choices[0].delta.tool_calls[0]",
+    )
+
+
+def test_a_read_of_everyday_files_streams_through_as_it_came() -> None:
+    events = [_chunk(content="Reading it."), *_chat_call(EVERYDAY), _chunk(finish="tool_calls")]
+    session = _session()
+    assert _run(session, events) == events
+    assert session.dropped_tool_calls == [] and session.notes == []
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param(
+            [_chunk(_piece(0, name="read_")), _chunk(_piece(0, CREDENTIALS, name="file"))], id="name split"
+        ),
+        pytest.param(
+            [_chunk(_piece(0, CREDENTIALS[:9])), _chunk(_piece(0, CREDENTIALS[9:], name="read_file"))],
+            id="arguments before the name",
+        ),
+        pytest.param(
+            [_chunk(_piece(0, name="cat"), _piece(0, '{"path": "~/.ss'), _piece(0, 'h/id_rsa"}'))],
+            id="pieces of one call in one event",
+        ),
+        pytest.param(
+            [{"data": event} for event in _chat_call(CREDENTIALS)], id="wrapped in an object of another API"
+        ),
+        pytest.param(
+            [
+                _chunk(_piece(0, name="read_file")),
+                _chunk(_piece(0, '{"path": "/home/u/.aws/cred')),
+                _chunk(_piece(0, 'entials"}')),
+            ],
+            id="a path whole only once joined",
+        ),
+    ],
+)
+def test_every_split_of_a_credential_read_is_withheld(events: list[Any]) -> None:
+    session = _session()
+    sent = _run(session, [*events, _chunk(finish="tool_calls")])
+    assert len(sent) == 1 and "tool_calls" not in sent[0]["choices"][0]["delta"]
+    assert len(session.dropped_tool_calls) == 1
+
+
+def test_interleaved_calls_are_each_decided_on_their_own_arguments() -> None:
+    """Deltas of two calls taking turns: the everyday read is sent, in its order, the credential read
+    not; an event carrying pieces of both goes with the one withheld."""
+    first, second = list(_split(EVERYDAY)), list(_split(CREDENTIALS))
+    events = [_chunk(_piece(0, name="read_file")), _chunk(_piece(1, name="read_file"))]
+    for n in range(len(second)):
+        if n == 2:
+            events.append(_chunk(_piece(0, first[n]), _piece(1, second[n])))
+            continue
+        if n < len(first):
+            events.append(_chunk(_piece(0, first[n])))
+        events.append(_chunk(_piece(1, second[n])))
+    events.append(_chunk(finish="tool_calls"))
+    session = _session()
+    sent = _run(session, events)
+    assert session.dropped_tool_calls == [("read_file", "call_1")]
+    assert 1 not in _chat_calls(sent)
+    name, arguments = _chat_calls(sent)[0]
+    assert name == "read_file" and arguments == "".join(part for n, part in enumerate(first) if n != 2)
+
+
+def test_a_second_call_reusing_an_index_withholds_both() -> None:
+    events = [*_chat_call(EVERYDAY), _chunk(_piece(0, CREDENTIALS, name="read_file", call_id="call_other"))]
+    session = _session()
+    sent = _run(session, [*events, _chunk(finish="tool_calls")])
+    assert _chat_calls(sent) == {} and [name for name, _ in session.dropped_tool_calls] == ["read_file"]
+
+
+def test_a_piece_after_its_call_was_decided_is_not_sent() -> None:
+    events = [*_chat_call(EVERYDAY), _chunk(finish="tool_calls"), _chunk(_piece(0, "/../../.ssh/id_rsa"))]
+    session = _session()
+    sent = _run(session, events)
+    assert _chat_calls(sent) == {0: ("read_file", EVERYDAY)}
+    assert any("no reading places" in note for note in session.notes)
+
+
+@pytest.mark.parametrize("index", [1.0, "1", True, -1])
+def test_a_piece_at_an_index_clients_read_otherwise_is_not_sent(index: Any) -> None:
+    """A client reading 1.0, "1" or true as 1 would join the piece to the call at 1, one reading -1 as the
+    last place to the last call: no reading of the stream places it, and it is not sent."""
+    events = [_chunk(_piece(1, name="read_file")), _chunk(_piece(index, CREDENTIALS)), _chunk(finish="stop")]
+    session = _session()
+    sent = _run(session, events)
+    assert _chat_calls(sent) == {1: ("read_file", "")} and "credentials" not in json.dumps(sent)
+
+
+@pytest.mark.parametrize("arguments", [CREDENTIALS, EVERYDAY])
+def test_a_call_the_stream_never_finishes_is_decided_on_what_came(arguments: str) -> None:
+    session = _session()
+    sent = _run(session, _chat_call(arguments))
+    assert _chat_calls(sent) == ({} if arguments == CREDENTIALS else {0: ("read_file", arguments)})
+
+
+def test_a_held_call_past_the_bound_is_dropped_and_its_later_pieces_too() -> None:
+    padding = " " * 4096
+    events = [_chunk(_piece(0, name="read_file")), _chunk(_piece(0, '{"path": "docs/README.md"'))]
+    events += [_chunk(_piece(0, padding)) for _ in range(MAX_HELD_BYTES // 4096 + 1)]
+    events += [_chunk(_piece(0, "}")), _chunk(content="Done."), _chunk(finish="tool_calls")]
+    session = _session()
+    sent = _run(session, events)
+    assert _chat_calls(sent) == {} and _texts(sent) == ["Done."]
+    assert any("grew past" in note for note in session.notes)
+
+
+def test_a_call_that_is_not_gated_streams_when_its_arguments_end() -> None:
+    events = [
+        _chunk(content="Checking."),
+        *_chat_call('{"city": "Oslo"}', name="get_weather"),
+        _chunk(finish="tool_calls"),
+    ]
+    assert _run(_session(), events) == events
+
+
+def test_observed_nothing_is_held_and_the_joined_call_is_read() -> None:
+    session = _session("observe")
+    events = [*_chat_call(CREDENTIALS), _chunk(finish="tool_calls")]
+    assert _run(session, events) == events
+    assert [(call.name, call.arguments) for call in session.completion.tool_calls] == [
+        ("read_file", CREDENTIALS)
+    ]
+
+
+def _anthropic(partials: list[str], name: str = "read_file", start_input: Any = None) -> list[Any]:
+    block = {"type": "tool_use", "id": "toolu_1", "name": name, "input": start_input or {}}
+    return [
+        {"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "content": []}},
+        {"type": "content_block_start", "index": 0, "content_block": block},
+        *(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": part},
+            }
+            for part in partials
+        ),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_stop"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "withheld"),
+    [
+        pytest.param(_anthropic(list(_split(CREDENTIALS))), True, id="credential path in its deltas"),
+        pytest.param(_anthropic([], start_input={"path": "~/.ssh/id_rsa"}), True, id="in its start"),
+        pytest.param(_anthropic(list(_split(EVERYDAY))), False, id="everyday"),
+    ],
+)
+def test_an_anthropic_tool_use_is_decided_when_its_block_stops(events: list[Any], withheld: bool) -> None:
+    session = _session()
+    sent = _run(session, events)
+    kinds = [event["type"] for event in sent]
+    assert kinds == (["message_start", "message_stop"] if withheld else [event["type"] for event in events])
+
+
+def _responses(deltas: list[str], done: str) -> list[Any]:
+    item = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "read_file", "arguments": ""}
+    return [
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        *(
+            {
+                "type": "response.function_call_arguments.delta",
+                "output_index": 0,
+                "item_id": "fc_1",
+                "delta": part,
+            }
+            for part in deltas
+        ),
+        {
+            "type": "response.function_call_arguments.done",
+            "output_index": 0,
+            "item_id": "fc_1",
+            "arguments": done,
+        },
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": {**item, "arguments": "".join(deltas)},
+        },
+        {"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "withheld"),
+    [
+        pytest.param(
+            _responses(list(_split(CREDENTIALS)), CREDENTIALS), True, id="credential path in its deltas"
+        ),
+        pytest.param(_responses(list(_split(EVERYDAY)), CREDENTIALS), True, id="in its done event alone"),
+        pytest.param(_responses(list(_split(EVERYDAY)), EVERYDAY), False, id="everyday"),
+    ],
+)
+def test_a_responses_call_item_is_decided_when_it_is_done(events: list[Any], withheld: bool) -> None:
+    sent = _run(_session(), events)
+    assert [event["type"] for event in sent] == (
+        ["response.completed"] if withheld else [event["type"] for event in events]
+    )
+
+
+def test_a_delta_naming_another_item_withholds_the_call() -> None:
+    events = _responses(list(_split(EVERYDAY)), EVERYDAY)
+    events[2] = {**events[2], "item_id": "fc_other"}
+    assert [event["type"] for event in _run(_session(), events)] == ["response.completed"]
