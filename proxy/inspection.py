@@ -362,9 +362,13 @@ class TurnInspector:
         self.stream_notices: dict[str, str] = {}
         """The notice that stands in for each call a stream's gate dropped, by locator: why a credential
         read cannot run, or the pending approval a destructive call needs."""
-        self._decided: dict[str, Finding] = {}
-        """The finding of each destructive call decided in this turn, by locator: an approval is
-        redeemed once per call, though a streamed call is seen by the gate and again at the end."""
+        self._decided: dict[tuple[str | None, ...], Finding] = {}
+        """The finding of each destructive call decided in this turn, by ``_decision_keys``: an approval
+        is redeemed once per call, though a streamed call is seen by the gate and again at the end, and
+        a realtime API's call in each message that repeats it."""
+        self._behaviour: dict[tuple[str | None, ...], list[Finding]] = {}
+        """What ``_tool_behaviour`` found of each call of a WebSocket message, by ``_decision_keys``: a
+        call repeated in later messages is counted once."""
         self._scanned: dict[str, list[Match]] = {}
         """The secret and PII matches of each text this turn has scanned (in scans no rule timed out in):
         the findings, the JSON rewrite, the residual scan of the body and the read-back of what was sent
@@ -431,14 +435,16 @@ class TurnInspector:
         # DELETE or an MCP notification is not a turn an audit asks that of.
         if view.parts or view.tool_calls:
             self._record(self._compliance())
-        # An MCP tools/call has no history: its arguments are the agent's data leaving for the tool.
-        fresh = list(view.parts) if view.dialect == MCP.name else self._fresh_parts(view.parts)
-        vaults = self.vault is not None and view.dialect != MCP.name
+        # An MCP tools/call has no history: its arguments are the agent's data leaving for the tool, read
+        # for injection as the prompt is, since a tool may hand what it is passed to a model of its own.
+        mcp_call = view.dialect == MCP.name
+        fresh = list(view.parts) if mcp_call else self._fresh_parts(view.parts)
+        vaults = self.vault is not None and not mcp_call
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(_text_digest(part.text))
             outgoing = part.text
-            if part.source in INJECTION_SOURCES:
+            if part.source in INJECTION_SOURCES or (mcp_call and part.source is Source.ASSISTANT):
                 found = self._injection_findings(part)
                 self._record(found)
                 # A rule that ran out of time is no attempt by the user: it refuses, it does not freeze.
@@ -467,7 +473,7 @@ class TurnInspector:
             outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text), vaulted=vaults)
             if outgoing is not part.text:
                 verdict.replacements[part.where] = part.written(outgoing)
-        if view.dialect == MCP.name:
+        if mcp_call:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
             self._record(self._credential_reads(view.tool_calls))
@@ -1168,13 +1174,28 @@ class TurnInspector:
             calls = [
                 dataclasses.replace(call, where=_within(where, call.where)) for call in shaped_calls(document)
             ]
-            self._record(self._destructive_calls(calls) + self._credential_reads(calls))
-            self._record(self._tool_behaviour(calls))
+            self._record(self._destructive_calls(calls, repeated=True) + self._credential_reads(calls))
+            self._record(self._repeated_behaviour(calls))
             parts = shaped_results(document)
         for part in parts:
             self._record(
                 self._injection_findings(dataclasses.replace(part, where=_within(where, part.where)))
             )
+
+    def _repeated_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
+        """``_tool_behaviour`` of the calls of a message that may repeat calls earlier messages held: a
+        repeated call counts once against the limits and baselines, and what was found of it when it came
+        first (a rate limit it went over) is found again in each message that repeats it."""
+        keys = _decision_keys(calls, by_id=True)
+        found = self._tool_behaviour(
+            [call for call, key in zip(calls, keys, strict=True) if key not in self._behaviour]
+        )
+        for call, key in zip(calls, keys, strict=True):
+            if key in self._behaviour:
+                found += [_repeated(finding, call.where) for finding in self._behaviour[key]]
+            else:
+                self._behaviour[key] = [finding for finding in found if finding.where == call.where]
+        return found
 
     def _read_on_across_messages(self, text: str, from_client: bool, where: str) -> str:
         """A message's strings read on from the same field's text in the messages before it, as the
@@ -1878,22 +1899,26 @@ class TurnInspector:
 
     # -- approvals -----------------------------------------------------------------------------------
 
-    def _destructive_calls(self, calls: list[ToolCall]) -> list[Finding]:
-        """Findings for destructive calls, each checked against the turn's approval once (a streamed call
-        is decided when its arguments are complete, and that decision stands at the end of the stream);
+    def _destructive_calls(self, calls: list[ToolCall], *, repeated: bool = False) -> list[Finding]:
+        """Findings for destructive calls, each call checked against the turn's approval once (a streamed
+        call is decided when its arguments are complete, and that decision stands at the end of the
+        stream; where ``repeated`` may hold calls earlier messages held, the one decision of each,
+        ``_decision_keys``);
         in enforce mode each withheld call names its pending approval, and ``approval_requested`` marks
         the finding of the turn that opened it, the one whose alert asks an operator."""
-        undecided = [call for call in calls if call.where not in self._decided]
+        keys = _decision_keys(calls, by_id=repeated)
+        undecided = [call for call, key in zip(calls, keys, strict=True) if key not in self._decided]
         checked = tools.check_tool_calls(
             undecided, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
         )
         fresh = {finding.where: finding for finding in tools.ran_upstream(checked, undecided)}
         findings = []
-        for call in calls:
-            if call.where in fresh and call.where not in self._decided:
-                self._decided[call.where] = self._with_pending_approval(fresh[call.where], call)
-            if call.where in self._decided:
-                findings.append(self._decided[call.where])
+        for call, key in zip(calls, keys, strict=True):
+            if call.where in fresh and key not in self._decided:
+                self._decided[key] = self._with_pending_approval(fresh[call.where], call)
+            decided = self._decided.get(key)
+            if decided is not None:
+                findings.append(decided if decided.where == call.where else _repeated(decided, call.where))
         return findings
 
     def _with_pending_approval(self, finding: Finding, call: ToolCall) -> Finding:
@@ -2160,6 +2185,29 @@ def _restored(vault: Vault, value: Any, where: str) -> Any:
     """``value`` (a decoded JSON value) with the placeholders in its strings resolved, uses recorded."""
     resolve = vault.resolver(where)
     return map_strings(value, lambda text: restore(text, resolve))
+
+
+def _decision_keys(calls: list[ToolCall], *, by_id: bool) -> list[tuple[str | None, ...]]:
+    """What the decision on each of ``calls`` is kept under for the turn: its locator; ``by_id`` (the
+    messages of a realtime API, each of which may repeat a call an earlier one held: its item created,
+    its arguments done, its item done, its response done), a call that has an id by its id, name and
+    arguments, so that its repeats are the one call an approval was spent on, and a call that borrows its
+    id with another name or other arguments is a call of its own. A call repeating an earlier one of the
+    same message is a call of its own (its client runs each): kept under its locator."""
+    keys: list[tuple[str | None, ...]] = []
+    for call in calls:
+        key: tuple[str | None, ...] = (
+            (call.id, call.name, call.arguments) if by_id and call.id else (call.where,)
+        )
+        keys.append((call.where,) if key in keys else key)
+    return keys
+
+
+def _repeated(decided: Finding, where: str) -> Finding:
+    """The finding of a call found before, for a message repeating it at ``where``: the approval it
+    opened is asked for once."""
+    extra = {key: value for key, value in decided.extra.items() if key != "approval_requested"}
+    return dataclasses.replace(decided, where=where, extra=extra)
 
 
 def _within(message: str, where: str) -> str:

@@ -223,6 +223,17 @@ def test_mcp_tools_call_request() -> None:
     assert {part.source for part in view.parts} == {Source.ASSISTANT}
 
 
+@pytest.mark.parametrize("method", ["Tools/Call", "TOOLS/CALL", "tools/CALL"])
+def test_mcp_tools_call_in_another_case_is_a_tool_call(method: str) -> None:
+    """A server that folds the method's case runs it: it is read as the call it may be."""
+    call = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {"name": "rm", "arguments": {"p": "/"}}}
+    view = MCP().parse_request(json.dumps(call).encode())
+    assert [(call.name, call.arguments) for call in view.tool_calls] == [("rm", '{"p":"/"}')]
+    assert [(part.where, part.source) for part in view.parts] == [("params.arguments.p", Source.ASSISTANT)]
+    other = {**call, "method": "tools/calls"}
+    assert MCP().parse_request(json.dumps(other).encode()).tool_calls == []
+
+
 def test_mcp_tools_list_descriptions_are_tool_description_parts() -> None:
     """Tool descriptions and schema descriptions in tools/list are where poisoning hides."""
     completion = MCP().parse_response(fixture("mcp_tools_list_response.json"))

@@ -70,8 +70,16 @@ def test_a_jsonrpc_key_leaves_a_chat_call_read_as_chat(
         json.dumps(CALL).replace('"jsonrpc"', '"json\\u0072pc"'),
         json.dumps(CALL).replace('"jsonrpc"', '"JSONRPC"'),
         json.dumps([CALL, {"jsonrpc": "1.0"}]),
+        json.dumps({**CALL, "method": "Tools/Call"}),
+        json.dumps({**CALL, "method": "TOOLS/CALL"}),
     ],
-    ids=["escaped key", "key in capitals", "batch with a message of another version"],
+    ids=[
+        "escaped key",
+        "key in capitals",
+        "batch with a message of another version",
+        "method in another case",
+        "method in capitals",
+    ],
 )
 def test_an_mcp_call_spelled_otherwise_is_refused(enforce: Proxy, upstream: FakeUpstream, body: str) -> None:
     """A ``tools/call`` that a server reads as JSON-RPC however its key is spelled or batched is read as
@@ -82,6 +90,24 @@ def test_an_mcp_call_spelled_otherwise_is_refused(enforce: Proxy, upstream: Fake
     answer = answers[0] if isinstance(answers, list) else answers
     assert answer["error"]["message"].startswith("egressguard blocked this request: tool_abuse")
     assert upstream.received == []
+
+
+def test_an_injection_in_an_mcp_calls_arguments_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """What an agent passes a tool may reach a model of the tool's: an injection in a ``tools/call``'s
+    arguments is refused as one in a prompt is, and ordinary arguments pass."""
+    upstream.reply = Reply(body=b'{"jsonrpc": "2.0", "id": 9, "result": {"content": []}}')
+    injected = {**CALL, "params": {"name": "summarise", "arguments": {"notes": [{"text": INJECTION}]}}}
+    plain = "Summarise the 2.4 release notes and list the breaking changes to the config loader."
+    ordinary = {**CALL, "params": {"name": "summarise", "arguments": {"notes": [{"text": plain}]}}}
+    with client(enforce) as http:
+        refused = http.post(f"{upstream.url}/mcp", json=injected).json()
+        assert upstream.received == []
+        passed = http.post(f"{upstream.url}/mcp", json=ordinary).json()
+    assert refused["error"]["message"].startswith("egressguard blocked this request: prompt_injection")
+    assert "injection-ignore-instructions-en" in rules(enforce, 1)
+    assert passed == {"jsonrpc": "2.0", "id": 9, "result": {"content": []}}
+    assert json.loads(upstream.received[0].body) == ordinary
+    assert rules(enforce, 2) == []
 
 
 def test_an_a2a_message_is_read_for_injection(enforce: Proxy, upstream: FakeUpstream) -> None:

@@ -3,6 +3,7 @@ behind a route no dialect knows) is recognised by its shape and gated as the dia
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
@@ -12,9 +13,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.resources.realtime.realtime import RealtimeConnection
 
 from proxy.commands.localca import UpstreamPKI
+from tests import test_admin
 from tests.harness import Proxy
+from tests.test_admin import Admin
 from tests.test_e2e_websocket import Realtime
 from tests.test_generic_stream_calls import (
     CREDENTIALS,
@@ -155,6 +159,7 @@ def anthropic_tool_stream(name: str) -> list[bytes]:
 
 
 STREAM_ROUTE = "/v1/engines/support/stream"
+start_admin = test_admin.start_admin
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
@@ -221,6 +226,25 @@ CLIENT_EVENTS = (
 )
 
 
+@contextlib.contextmanager
+def realtime_agent(proxy: Proxy, port: int, headers: dict[str, str]) -> Iterator[RealtimeConnection]:
+    """The OpenAI SDK's Realtime client, connected to the fake API on ``port`` through ``proxy``."""
+    client = openai.OpenAI(base_url=f"https://localhost:{port}/v1", api_key="sk-test", max_retries=0)
+    options = {"proxy": proxy.url(), "ssl": ssl.create_default_context(cafile=proxy.ca_cert)}
+    with client.realtime.connect(
+        model="gpt-realtime", extra_headers=headers, websocket_connection_options=options
+    ) as connection:
+        yield connection
+
+
+def received_types(connection: RealtimeConnection, last: str) -> list[str]:
+    """The types of the events the agent receives, up to one of type ``last``."""
+    delivered: list[str] = []
+    while delivered[-1:] != [last]:
+        delivered.append(connection.recv().type)
+    return delivered
+
+
 @pytest.fixture
 def realtime(upstream_pki: UpstreamPKI) -> Iterator[Realtime]:
     """Answers like the Realtime API: a text delta, then events carrying function calls, then "done"."""
@@ -238,14 +262,8 @@ def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
     injection does not reach the API; observed, everything passes and all of it is recorded. The agent
     is the OpenAI SDK's Realtime client."""
     proxy = start_proxy(mode=mode)
-    client = openai.OpenAI(base_url=f"https://localhost:{realtime.port}/v1", api_key="sk-test", max_retries=0)
-    options = {"proxy": proxy.url(), "ssl": ssl.create_default_context(cafile=proxy.ca_cert)}
-    delivered: list[str] = []
-    with client.realtime.connect(
-        model="gpt-realtime", extra_headers=CONTEXT, websocket_connection_options=options
-    ) as connection:
-        while not delivered or delivered[-1] != RESPONSE_DONE["type"]:
-            delivered.append(connection.recv().type)
+    with realtime_agent(proxy, realtime.port, CONTEXT) as connection:
+        delivered = received_types(connection, RESPONSE_DONE["type"])
         for event in CLIENT_EVENTS:
             connection.conversation.item.create(item=event["item"])  # type: ignore[arg-type]
         deadline = time.monotonic() + WAIT_S
@@ -304,6 +322,80 @@ def test_a_credential_read_in_a_generic_stream_withholds_its_event(
     assert call_findings(proxy) == [
         ("credential_theft", "[1].candidates[0].content.parts[0].functionCall", True)
     ]
+
+
+APPROVED_CALL = {
+    "type": "function_call",
+    "call_id": "c1",
+    "name": "delete_customer",
+    "arguments": '{"id": 42}',
+}
+REPEATS = (
+    {"type": "conversation.item.created", "item": {"id": "item_1", **APPROVED_CALL, "status": "completed"}},
+    {
+        "type": "response.function_call_arguments.done",
+        "item_id": "item_1",
+        **{key: APPROVED_CALL[key] for key in ("call_id", "name", "arguments")},
+    },
+    {"type": "response.output_item.done", "item": {"id": "item_1", **APPROVED_CALL}},
+    # Another call under the approved call's id: its arguments are not those approved.
+    {
+        "type": "response.output_item.done",
+        "item": {"id": "item_2", **APPROVED_CALL, "arguments": '{"id": 43}'},
+    },
+    {"type": "response.done", "response": {"id": "resp_1", "output": [{"id": "item_1", **APPROVED_CALL}]}},
+    {"type": "rate_limits.updated", "rate_limits": []},
+)
+
+
+def realtime_events(proxy: Proxy, port: int, headers: dict[str, str]) -> list[str]:
+    """The types of the events an agent receives, up to the last of ``REPEATS``."""
+    with realtime_agent(proxy, port, headers) as connection:
+        return received_types(connection, REPEATS[-1]["type"])
+
+
+def test_an_approved_realtime_call_passes_in_every_message_that_repeats_it(
+    start_admin: Callable[..., Admin], upstream_pki: UpstreamPKI
+) -> None:
+    """A realtime API repeats a call in several events (its item created, its arguments done, its item
+    done, the response done): unapproved, each is withheld under the one approval the call opened; with
+    that approval granted for one use, each passes, the use spent once, and a call under the same id with
+    other arguments is withheld as a call of its own."""
+    admin = start_admin(mode="enforce")
+    server = Realtime(upstream_pki, tuple(json.dumps(event) for event in REPEATS))
+    try:
+        assert realtime_events(admin.proxy, server.port, CONTEXT) == ["rate_limits.updated"]
+        (first,) = admin.proxy.wait_for_records(1)
+        pending = {
+            f["where"]: f["extra"]["pending_approval"]
+            for f in first["findings"]
+            if f["threat"] == "tool_abuse"
+        }
+        approval_id = pending["websocket[0].item"]
+        assert [where for where, pending_id in pending.items() if pending_id == approval_id] == [
+            "websocket[0].item",
+            "websocket[1]",
+            "websocket[2].item",
+            "websocket[4].response.output[0]",
+        ]
+        assert pending["websocket[3].item"] != approval_id
+        assert sum(f.get("extra", {}).get("approval_requested", False) for f in first["findings"]) == 2
+        assert admin.cli("approvals", "approve", approval_id).returncode == 0
+        approved = realtime_events(admin.proxy, server.port, {**CONTEXT, "X-Approval-Id": approval_id})
+    finally:
+        server.close()
+    assert approved == [event["type"] for index, event in enumerate(REPEATS) if index != 3]
+    second = admin.proxy.wait_for_records(2)[1]
+    found = {
+        (f["where"], f["rule"], f["enforced"]) for f in second["findings"] if f["threat"] == "tool_abuse"
+    }
+    assert ("websocket[3].item", "approval-invalid", True) in found
+    assert {where for where, rule, _ in found if rule != "approval-invalid"} == {
+        "websocket[0].item",
+        "websocket[1]",
+        "websocket[2].item",
+        "websocket[4].response.output[0]",
+    }
 
 
 SPLIT_CALLS: dict[str, tuple[list[Any], str]] = {

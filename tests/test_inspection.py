@@ -15,6 +15,7 @@ from random import Random
 import pytest
 
 from proxy.config.policy import Policy, parse_policy
+from proxy.dialects import MCP
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import (
     ENTROPY_HISTORY,
@@ -133,6 +134,32 @@ def test_tool_rate_limit_withholds_calls_over_the_limit(inspector_for: Callable[
         findings.append([f for f in inspector.turn.findings if f.rule == "tool-rate-limit"])
     assert [len(found) for found in findings] == [0, 0, 1]
     assert findings[2][0].where == "tool_calls[0]" and findings[2][0].action == "withhold"
+
+
+def realtime_call(call_id: str, arguments: str) -> str:
+    """A Realtime event that ends a call to search_docs."""
+    event = {"type": "response.function_call_arguments.done", "call_id": call_id, "name": "search_docs"}
+    return json.dumps({**event, "arguments": arguments})
+
+
+def test_a_call_repeated_over_websocket_counts_once_and_keeps_its_limit(
+    detectors: Detectors, clock: Clock
+) -> None:
+    """With `search_*: 2/1h` a call each message of a connection repeats counts once, and is withheld in
+    every repeat once it went over the limit; a call under its id with other arguments counts anew."""
+    policy = parse_policy(POLICY.replace('"send_*"', '"search_*"'), "policy.yaml", environ={})
+    turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+    inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+
+    def gate(index: int, text: str) -> bool:
+        inspector.inspect_message(text, from_client=False, where=f"websocket[{index}]")
+        return inspector.gate_message(text, from_client=False, where=f"websocket[{index}]") is not None
+
+    assert [gate(index, realtime_call("c1", '{"q": "a"}')) for index in range(3)] == [False] * 3
+    assert gate(3, realtime_call("c1", '{"q": "b"}')) is False
+    assert [gate(index, realtime_call("c1", '{"q": "c"}')) for index in (4, 5)] == [True, True]
+    limited = [f.where for f in inspector.turn.findings if f.rule == "tool-rate-limit"]
+    assert limited == ["websocket[4]", "websocket[5]"]
 
 
 def test_rotating_user_ids_past_the_state_cap_still_meets_the_agent_limit(
@@ -1242,3 +1269,22 @@ def test_a_completion_the_budget_has_nothing_left_for_is_unread_by_every_whole_t
     read.inspect_completion(completion, rewrite=rewrite)
     assert {"system-prompt-leak", "exfil-image-url"} <= {finding.rule for finding in read.turn.findings}
     assert not any(finding.rule == SCAN_TIMEOUT_RULE for finding in read.turn.findings)
+
+
+def test_an_mcp_calls_arguments_are_read_for_injection(inspector_for: Callable[[], TurnInspector]) -> None:
+    """A tool may hand its arguments to a model of its own: an injection in them refuses the call, and
+    ordinary arguments are no attempt."""
+
+    def findings_of(arguments: object) -> tuple[list[str], bool]:
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "summarise"}}
+        call["params"]["arguments"] = arguments  # type: ignore[index]
+        inspector = inspector_for()
+        inspector.inspect_request(MCP().parse_request(json.dumps(call).encode()))
+        return rules_of(inspector), inspector.request_block() is not None
+
+    assert findings_of({"notes": [INJECTION]}) == (
+        ["injection-ignore-instructions-en", "injection-prompt-extraction"],
+        True,
+    )
+    ordinary = {"notes": ["Summarise the 2.4 release notes and list the breaking changes."], "limit": 5}
+    assert findings_of(ordinary) == ([], False)

@@ -13,6 +13,7 @@ import structlog
 from mitmproxy import http
 
 from addons.gate.turns import answer_in_dialect, policy_of, refuse_without_state, turn_of
+from addons.wire.wsclose import close_websocket, due_agent_message
 from proxy.config.policy import Policy
 from proxy.control.freeze import FREEZE_RULE, Refusal, freeze_finding, refusals
 from proxy.model import Decision
@@ -24,6 +25,7 @@ log = structlog.get_logger("egressguard")
 
 FROZEN_CODE = "egressguard_frozen"
 JUDGED_KEY = "egressguard.freeze.judged"
+NEXT_JUDGING_KEY = "egressguard.freeze.next_judging"
 
 
 class Freeze:
@@ -58,6 +60,35 @@ class Freeze:
                 "freeze.check_failed", event_id=turn.event_id, error=f"{type(exc).__name__}: {exc}"[:300]
             )
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """A WebSocket outlives the request that opened it: each message the agent sends is judged again
+        (at most once a second: what a freeze made since then holds within that), and one from an agent,
+        user or session frozen since is not delivered and closes the connection (1008) where enforced."""
+        turn = turn_of(flow)
+        message = due_agent_message(flow, NEXT_JUDGING_KEY) if turn is not None else None
+        if turn is None or message is None:
+            return
+        try:
+            judged = applying_freeze(self.runtime, turn, policy_of(flow, self.runtime))
+        except Exception as exc:
+            # Unlike a request's, this check fails closed only where state.on_error is closed: an open
+            # connection cannot be answered, so it is closed.
+            log.error(
+                "freeze.check_failed", event_id=turn.event_id, error=f"{type(exc).__name__}: {exc}"[:300]
+            )
+            if isinstance(exc, StateUnavailable):
+                message.drop()
+                close_websocket(flow)
+            return
+        if judged is None:
+            return
+        found, enforced = judged
+        if enforced or not any(finding.rule == FREEZE_RULE for finding in turn.findings):
+            record_freeze(turn, found, enforced=enforced)
+        if enforced:
+            message.drop()
+            close_websocket(flow)
+
     @staticmethod
     def _refuse(flow: http.HTTPFlow, turn: Turn, found: Refusal) -> None:
         message = f"egressguard: {found} (rule {FREEZE_RULE}, event {turn.event_id})"
@@ -65,10 +96,21 @@ class Freeze:
 
 
 def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None:
-    """The freeze to enforce on the turn's agent, user (for that agent) or session (an agent an alert
-    blocked always; the rest where the threat the freeze answers is enforced), its finding added and the
-    turn escalated to blocked; None when nothing is frozen or observe mode only records that it would
+    """The freeze to enforce on the turn's agent, user (for that agent) or session, its finding added and
+    the turn escalated to blocked; None when nothing is frozen or observe mode only records that it would
     refuse."""
+    judged = applying_freeze(runtime, turn, policy)
+    if judged is None:
+        return None
+    found, enforced = judged
+    record_freeze(turn, found, enforced=enforced)
+    return found if enforced else None
+
+
+def applying_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> tuple[Refusal, bool] | None:
+    """The freeze that applies to the turn's identities, and whether it is enforced (an agent an alert
+    blocked always; the rest where the threat the freeze answers is enforced): one that is, before one
+    only observed."""
     store, context = runtime.state, turn.context
     applying = list(refusals(store, context.agent_id, context.user_id, context.session_id, runtime.freezes))
     if not applying:
@@ -78,12 +120,13 @@ def judge_freeze(runtime: Runtime, turn: Turn, policy: Policy) -> Refusal | None
         return (found.kind == "agent" and not found.by_attempts) or policy.enforces(found.threat)
 
     found = next((found for found in applying if enforced_by(found)), applying[0])
-    enforced = enforced_by(found)
+    return found, enforced_by(found)
+
+
+def record_freeze(turn: Turn, found: Refusal, *, enforced: bool) -> None:
     turn.add(freeze_finding(found, enforced=enforced))
     log.warning(
         "freeze.refused" if enforced else "freeze.would_refuse", event_id=turn.event_id, kind=found.kind
     )
-    if not enforced:
-        return None
-    turn.escalate(Decision.BLOCKED)
-    return found
+    if enforced:
+        turn.escalate(Decision.BLOCKED)

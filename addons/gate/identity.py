@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
+import structlog
 from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.addons.proxyauth import (
@@ -23,11 +24,20 @@ from mitmproxy.addons.proxyauth import (
 )
 from mitmproxy.utils.strutils import always_bytes
 
-from addons.gate.turns import METADATA_KEY, STATE_UNAVAILABLE_CODE, answer_in_dialect, pin_policy, pretty_host
+from addons.gate.turns import (
+    METADATA_KEY,
+    STATE_UNAVAILABLE_CODE,
+    answer_in_dialect,
+    pin_policy,
+    pretty_host,
+    turn_of,
+)
 from addons.wire.fields import take_fields
-from proxy.audit.refusals import Reason
+from addons.wire.wsclose import close_websocket, due_agent_message
+from proxy.audit.refusals import INVALID_RULE, Reason
 from proxy.config.policy import Agent
 from proxy.control import tokens
+from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateStore, StateUnavailable
 from proxy.state.fallback import serving_locally
@@ -35,6 +45,9 @@ from proxy.turn import Turn, TurnContext
 
 _UNKNOWN_AGENT_TOKEN = b"\x00" * 32
 REFUSAL_KEY = "egressguard.auth_refused"
+NEXT_CHECK_KEY = "egressguard.identity.next_check"
+
+log = structlog.get_logger("egressguard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +119,75 @@ class AgentIdentity(ProxyAuth):
 
     def requestheaders(self, f: http.HTTPFlow) -> None:
         answered = f.response is not None
+        tunnel = self.authenticated.get(f.client_conn)
+        if not answered and tunnel is not None and not self._still_valid(f, tunnel):
+            return
         super().requestheaders(f)
         self._note_refusal(f, answered)
         # Credentials for this proxy are never the upstream's business: mitmproxy removes them only from
         # the request it checked them on, not from requests inside a tunnel, nor a repeated header.
         self._open_turn(f, dropped=(b"proxy-authorization",))
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """A WebSocket outlives the request that opened it: the agent's credentials are checked again as
+        it sends (at most once a second), and a token rotated away since closes the connection (1008)."""
+        credentials = flow.metadata.get("proxyauth")
+        message = due_agent_message(flow, NEXT_CHECK_KEY) if credentials is not None else None
+        if credentials is None or message is None or self.tokens(*credentials):
+            return
+        unavailable, self.tokens.unavailable = self.tokens.unavailable, False
+        turn = turn_of(flow)
+        if turn is not None:
+            why = "the state store is unavailable and on_error is closed" if unavailable else "rotated away"
+            signal = f"the proxy credentials this WebSocket opened with no longer hold ({why}); closed"
+            turn.add(
+                Finding(
+                    threat=Threat.CREDENTIAL_THEFT,
+                    rule=INVALID_RULE,
+                    signal=signal,
+                    severity=Severity.MEDIUM,
+                    action=Action.BLOCK,
+                    where="proxy-authorization",
+                    enforced=True,
+                )
+            )
+            turn.escalate(Decision.BLOCKED)
+        log.warning("identity.revoked", agent=credentials[0], channel="websocket")
+        message.drop()
+        close_websocket(flow)
+
+    def _still_valid(self, flow: http.HTTPFlow, credentials: tuple[str, str]) -> bool:
+        """Whether the credentials a tunnel's CONNECT carried still hold (its agent's token may have been
+        rotated away since, by an alert or an operator); a request in a tunnel whose credentials no longer
+        do is answered 407 and the tunnel closed, as a new connection with them would be refused. Where
+        the store cannot say (``state.on_error`` closed), the request goes on to the gates that read it,
+        which refuse it in the API's shape and record the turn."""
+        if self.tokens(*credentials) or self.tokens.unavailable:
+            self.tokens.unavailable = False
+            return True
+        del self.authenticated[flow.client_conn]
+        agent = credentials[0] if credentials[0] in self.runtime.policy.agents else None
+        flow.metadata[REFUSAL_KEY] = AuthRefusal(client=_client(flow), reason="invalid", agent=agent)
+        flow.response = http.Response.make(
+            407,
+            b"egressguard: this tunnel's proxy credentials are no longer valid\n",
+            {"Proxy-Authenticate": 'Basic realm="egressguard"', "Connection": "close"},
+        )
+        return False
+
+    def _answered_unavailable(self, flow: http.HTTPFlow) -> bool:
+        """Answered 503 where the last check could not read the store (``state.on_error`` closed)."""
+        if not self.tokens.unavailable:
+            return False
+        self.tokens.unavailable = False
+        message = "egressguard: state store unavailable, on_error is closed: credentials not checked"
+        flow.response = answer_in_dialect(flow.request, 503, message, STATE_UNAVAILABLE_CODE)
+        return True
+
     def _note_refusal(self, flow: http.HTTPFlow, answered_before: bool) -> None:
         if answered_before or flow.response is None or "proxyauth" in flow.metadata:
             return
-        if self.tokens.unavailable:
-            self.tokens.unavailable = False
-            message = "egressguard: state store unavailable, on_error is closed: credentials not checked"
-            flow.response = answer_in_dialect(flow.request, 503, message, STATE_UNAVAILABLE_CODE)
+        if self._answered_unavailable(flow):
             return
         header = flow.request.headers.get(http_auth_header(is_http_proxy(flow)), "")
         try:
@@ -126,7 +195,7 @@ class AgentIdentity(ProxyAuth):
         except ValueError:
             name = None
         flow.metadata[REFUSAL_KEY] = AuthRefusal(
-            client=str(flow.client_conn.peername[0]) if flow.client_conn.peername else "unknown",
+            client=_client(flow),
             reason="invalid" if header else "missing",
             agent=name if name in self.runtime.policy.agents else None,
         )
@@ -165,3 +234,7 @@ class AgentIdentity(ProxyAuth):
             )
             kept = self._names = (context_headers, names)
         return kept[1]
+
+
+def _client(flow: http.HTTPFlow) -> str:
+    return str(flow.client_conn.peername[0]) if flow.client_conn.peername else "unknown"

@@ -29,6 +29,7 @@ from mitmproxy.proxy.layers import websocket
 
 from addons.gate.turns import policy_of, turn_of
 from addons.inspect import body_finding
+from addons.wire.wsclose import CLOSING
 from proxy.inspection import inspection_threat
 from proxy.model import Decision
 from proxy.runtime import Runtime
@@ -79,6 +80,10 @@ class BoundedConnection(websocket.WebsocketConnection):
     _message_bytes = 0
 
     def events(self) -> Iterator[wsproto.events.Event]:
+        closing = CLOSING.get(self.conn)
+        if closing is not None:
+            yield wsproto.events.CloseConnection(code=closing)
+            return
         for event in super().events():
             if isinstance(event, wsproto.events.Ping):
                 event = wsproto.events.Ping(payload=stand_in(bytes(event.payload)))

@@ -55,6 +55,14 @@ def holds_jsonrpc(document: Any) -> bool:
     return any(map(is_jsonrpc_like, document if isinstance(document, list) else [document]))
 
 
+def is_tool_call(message: dict[str, Any]) -> bool:
+    """Whether a JSON-RPC message calls a tool: its method ``tools/call`` in any case. The official SDKs'
+    servers match method names exactly and answer ``Tools/Call`` with an error, but a server that folds
+    the case would run it, so it is gated as the call it may be, never passed on unread."""
+    method = message.get("method")
+    return isinstance(method, str) and method.casefold() == "tools/call"
+
+
 def _request_id(message: dict[str, Any]) -> str | None:
     identifier = message.get("id")
     return None if identifier is None or isinstance(identifier, bool) else str(identifier)
@@ -235,7 +243,7 @@ class MCP(Dialect):
         view = RequestView(dialect=self.name)
         for prefix, message in _messages(document):
             params = as_dict(message.get("params"))
-            if message.get("method") != "tools/call":
+            if not is_tool_call(message):
                 # Another method's params (another JSON-RPC protocol's too: A2A's message/send) are read
                 # as the generic reader reads a body: every string in them is the user's.
                 view.parts += [
