@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import itertools
 import re
 import time
 from collections import Counter
@@ -132,6 +131,30 @@ def is_credential_header(name: str) -> bool:
     # Asked for every header of every request, of the same few names turn after turn.
     lowered = name.lower()
     return lowered in CREDENTIAL_HEADERS or CREDENTIAL_HEADER_NAME.search(lowered) is not None
+
+
+SPLIT_KEY_REACH = 512
+"""How far past the value it starts in a provider key split across a header's values is looked for: the
+longest keys run to about 200 characters."""
+
+
+def _reaching(pieces: list[str], reach: int) -> str:
+    """``pieces`` joined, as far as the first piece that brings them to ``reach`` characters."""
+    joined = ""
+    for piece in pieces:
+        joined += piece
+        if len(joined) >= reach:
+            break
+    return joined
+
+
+def cookie_values(cookie: str) -> list[str]:
+    """The values of a ``Cookie`` header's pairs (a crumb without ``=`` is a value without a name), as the
+    server reads them: spaces and the quotes a value may be written in taken off."""
+    return [
+        (value if equals else name).strip().strip('"')
+        for name, equals, value in (crumb.partition("=") for crumb in cookie.split(";"))
+    ]
 
 
 def credential_parameters(target: str) -> list[tuple[str, int, int]]:
@@ -594,23 +617,28 @@ class TurnInspector:
     def _split_credentials(self, host: str, fields: list[tuple[str, str]]) -> list[Finding]:
         """The provider keys a credential header repeated (in any case) spells only across its values: an
         HTTP/2 ``cookie`` sent in crumbs (RFC 9113, 8.2.3), which its receiver joins, or any credential
-        header sent twice. Read one after another, as a repeated data header is; a key wholly in one value
-        is that value's (``_unexpected_credentials``)."""
+        header sent twice; and those a cookie spells across its values (``a=AKIA...; b=...``), which
+        whoever reads the cookies can join. Read one after another from each value on, as far as a key
+        reaches (a key must start where a value starts or within it, and a key's rule may ask for no letter
+        before it); a key wholly in one value is that value's (``_unexpected_credentials``)."""
         values: dict[str, list[str]] = {}
         for name, value in fields:
-            values.setdefault(name.lower(), []).append(value)
+            lowered = name.lower()
+            values.setdefault(lowered, []).extend(cookie_values(value) if lowered == "cookie" else [value])
         found = []
         for name, pieces in values.items():
             if len(pieces) < 2 or name in UNSENT_FIELDS:
                 continue
-            ends = list(itertools.accumulate(map(len, pieces)))
-
-            def across(match: Match, ends: list[int] = ends) -> bool:
-                return bisect.bisect_right(ends, match.start) != bisect.bisect_right(ends, match.end - 1)
-
             expected = self.policy.credentials.expected(host, name)
             where = f'{HEADERS_WHERE} ["{name}"]'
-            found += self._unexpected_keys(host, "header", "".join(pieces), expected, where, across)
+            for first in range(len(pieces) - 1):
+                window = _reaching(pieces[first:], len(pieces[first]) + SPLIT_KEY_REACH)
+
+                def across(match: Match, first_end: int = len(pieces[first])) -> bool:
+                    # A key starting further on is a later window's.
+                    return match.start < first_end < match.end
+
+                found += self._unexpected_keys(host, "header", window, expected, where, across)
         return found
 
     def _not_own_credentials(self, target: str) -> list[Match]:

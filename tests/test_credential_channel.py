@@ -27,6 +27,7 @@ from proxy.turn import Turn, TurnContext
 
 GITHUB = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
 AWS = "AKIAQWERTY234567ABCD"
+AWS_RULE = "aws-access-key-id"
 OPENAI = (
     "sk-proj-F056SrJlbzK0Fr5eu_8enJPV7DPeWHtmzqGq6vfX82s2T0d3FYeklV2hSBf17e_q-GVD8H9_PkT3BlbkFJYcELnFdYprur"
     "GjvxnGNZ_RN-UvgyCIXCwnLiZveqMrgxAbbkEUEGAeZpMQJPYsB5DyaJ2qN_l8"
@@ -45,8 +46,24 @@ POLICY = """\
     """
 
 
+COOKIE_JAR = (
+    "_ga=GA1.1.1869438157.1733472000; _gid=GA1.1.2045112233.1733472000; "
+    f"session={JWT}; csrftoken=Xk3b9QpL2mN8vR4tY7wZ1aC6dF0gH5jK; "
+    "AWSALB=8Jv2kq1XgHk0dFbmQe9w0o3Y6uP5zR7tL4nM2cV1bX8aS3dE6fG9hJ0kL2pQ7rS1tU4vW; "
+    'theme="dark"; __Secure-next-auth.session-token=a3f1c9e27b5d4e08b6a2f7c1d9e3b5a7'
+)
+"""Cookies a browser or an agent's HTTP client keeps for a web app: analytics, a JWT session, a CSRF token,
+a load balancer's stickiness, a quoted preference."""
+REQUEST_ID = "ZjQ3YWMxMGItNThjYy00MzcyLWE1NjctMGUwMmIyYzNkNDc5"
+"""A UUID in base64, as tracing headers carry it."""
+
+
 def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return "Basic " + b64(f"{user}:{password}")
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +104,12 @@ ALLOWED = [
         [("authorization", f"Bearer {OPENAI[:40]}"), ("Authorization", OPENAI[40:])],
         id="own-key-across-repeats",
     ),
+    pytest.param("tool.example", [("Cookie", COOKIE_JAR)], id="a-browsers-cookie-jar"),
+    pytest.param(
+        "tool.example",
+        [("Authorization", basic("alice", "correct horse battery staple")), ("X-Request-Id", REQUEST_ID)],
+        id="basic-password-and-a-base64-request-id",
+    ),
     pytest.param("tool.example", [("PRIVATE-TOKEN", OPAQUE)], id="gitlab-style-opaque"),
     pytest.param("tool.example", [("Proxy-Authorization", basic("bot", GITHUB))], id="proxy-credentials"),
 ]
@@ -125,6 +148,17 @@ REFUSED = [
         "github-pat",
         id="split-across-cookie-crumbs",
     ),
+    pytest.param(
+        "tool.example",
+        [("Cookie", f"theme=dark; a={AWS[:8]}; b={AWS[8:]}")],
+        AWS_RULE,
+        id="split-across-pairs",
+    ),
+    pytest.param(
+        "tool.example", [("Cookie", f'a="{AWS[:8]}"; b= {AWS[8:]}')], AWS_RULE, id="split-across-quoted-pairs"
+    ),
+    pytest.param("tool.example", [("X-Api-Key", b64(AWS))], "aws-access-key-id", id="base64-in-x-api-key"),
+    pytest.param("tool.example", [("Cookie", f"s={b64(GITHUB)}")], "github-pat", id="base64-in-a-cookie"),
     pytest.param(
         "tool.example",
         [("cookie", f"s={GITHUB}"), ("Cookie", "t=1")],

@@ -16,7 +16,7 @@ import pytest
 
 from proxy.commands.localca import UpstreamPKI, make_pki
 from tests.harness import CLIENT_TIMEOUT_S, Proxy
-from tests.test_credential_channel import ANTHROPIC, AWS, GITHUB, OPENAI
+from tests.test_credential_channel import ANTHROPIC, AWS, COOKIE_JAR, GITHUB, OPENAI, REQUEST_ID, b64
 from tests.upstream import FakeUpstream
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -222,3 +222,36 @@ def test_tool_apis_take_their_own_keys_by_default_and_no_others(
         assert [finding["extra"] for finding in unexpected(record)] == [{"secret_rule": refused_rule}]
         assert record["decision"] == "blocked"
     assert_never_written(proxy, GITHUB, OPENAI, SLACK)
+
+
+def test_a_key_in_base64_or_split_across_cookie_values_is_refused_and_a_cookie_jar_passes(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A key written in base64 in a credential header, or split across the values of a cookie's pairs
+    (which whoever reads the cookies joins), is refused before anything leaves; a browser's cookie jar (a
+    JWT session, analytics ids, a load balancer's stickiness) and a request id in base64 pass as sent."""
+    proxy = start_proxy(mode="enforce")
+    for headers in (
+        {"X-Api-Key": b64(AWS)},
+        {"Cookie": f"theme=dark; a={AWS[:8]}; b={AWS[8:]}"},
+        {"Cookie": f'a="{GITHUB[:12]}"; b={GITHUB[12:]}'},
+    ):
+        client = openai_client(proxy, upstream, "sk-test", **headers)
+        with pytest.raises(openai.PermissionDeniedError) as raised:
+            client.chat.completions.create(model="m", messages=MESSAGES)
+        assert "credential.unexpected" in str(raised.value)
+    assert upstream.received == []
+    records = proxy.wait_for_records(3)
+    assert [[finding["where"] for finding in unexpected(record)] for record in records] == [
+        ['headers ["x-api-key"]'],
+        ['headers ["cookie"]'],
+        ['headers ["cookie"]'],
+    ]
+    benign = {"Cookie": COOKIE_JAR, "X-Request-Id": REQUEST_ID}
+    openai_client(proxy, upstream, "sk-test", **benign).chat.completions.create(model="m", messages=MESSAGES)
+    sent = {name.lower(): value for name, value in upstream.received[-1].headers.items()}
+    assert (sent["cookie"], sent["x-request-id"]) == (COOKIE_JAR, REQUEST_ID)
+    findings = proxy.wait_for_records(4)[3]["findings"]
+    read_as_secrets = [f for f in findings if f["threat"] in ("credential_theft", "data_exfiltration")]
+    assert read_as_secrets == []
+    assert_never_written(proxy, AWS, GITHUB, b64(AWS))
