@@ -71,6 +71,7 @@ from proxy.wire.decoding import (
     supported,
 )
 from proxy.wire.embedded import opened
+from proxy.wire.eventstream import ChunkFraming, EventStreamError, is_aws_event_stream
 from proxy.wire.multipart import part_spans
 from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES
 
@@ -547,6 +548,22 @@ def stream_session(dialect: Dialect, filters: StreamFilters, policy: Policy) -> 
     return session
 
 
+def framed(
+    framing: ChunkFraming, session: StreamSession
+) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    """``feed`` and ``finish`` of a session reading the SSE events an AWS event stream carries, what it
+    sends framed again (``ChunkFraming``)."""
+
+    def feed(data: bytes) -> bytes:
+        return framing.from_sse(session.feed(framing.to_sse(data)))
+
+    def finish() -> bytes:
+        framing.end()
+        return framing.from_sse(session.finish())
+
+    return feed, finish
+
+
 def record_unread_events(inspector: TurnInspector, session: StreamSession) -> None:
     """Events of a stream too long for its session to read (``stream_session``): an
     ``inspection.decoded_over_cap`` finding, enforced where they were dropped, not sent."""
@@ -581,19 +598,29 @@ class ReadBack:
     (``READ_BACK_EVENT_BYTES``) proves nothing: ``unproved``."""
 
     def __init__(
-        self, dialect: Dialect, inspector: TurnInspector, sender: StreamSession | None = None
+        self,
+        dialect: Dialect,
+        inspector: TurnInspector,
+        sender: StreamSession | None = None,
+        framing: ChunkFraming | None = None,
     ) -> None:
         self.inspector = inspector
         self.scan = inspector.json_scan(redacts=False)
         self.session = dialect.stream_session(StreamFilters(residual=self.scan))
         self.session.read_events_of(READ_BACK_EVENT_BYTES)
-        self.sender = sender
+        self.framing = framing
+        """Reads the frames sent as the SSE events they carry: a sender's events, written into frames,
+        are not the bytes sent, so none is taken from it."""
+        self.sender = sender if framing is None else None
         """The session that wrote what is sent: the events it sent as they came are read from what it
         read of their bytes, which are those bytes parsed."""
         if sender is not None:
             sender.keep_sent()
 
     def feed(self, sent: bytes) -> None:
+        if self.framing is not None:
+            self.session.feed(self.framing.to_sse(sent))
+            return
         pieces = self.sender.take_sent() if self.sender is not None else []
         if not pieces or not sent_as(pieces, sent):
             self.session.feed(sent)
@@ -681,6 +708,8 @@ class BodyRelay:
             except ScanTimeout:
                 # A filter cannot tell what of its text is clean: none of what it holds may go out.
                 out = self._cut_for_timeout()
+            except EventStreamError as error:
+                out = self._cut_for_malformed(error)
             except OverCapError as error:
                 self.undecodable = True
                 self.turn.errors.append(f"response: {error}")
@@ -723,7 +752,25 @@ class BodyRelay:
             out = self.finish()
         except ScanTimeout:
             return self._cut_for_timeout()
+        except EventStreamError as error:
+            return self._cut_for_malformed(error)
         return self._cut_for_timeout() if self.rewrites and self.refused() is not None else out
+
+    def _cut_for_malformed(self, error: EventStreamError) -> bytes:
+        """A frame of AWS's event stream does not decode (a checksum that does not match, a length past
+        its message, the stream ending inside one): what it carries is read by no one here, so where the
+        body is rewritten nothing more is sent and the connection is closed at its end."""
+        if not self.undecodable:
+            self.undecodable = True
+            self.cut = self.rewrites
+            self.turn.errors.append(f"response: {error}")
+            signal = f"an event-stream message that does not decode ({error}); the stream was cut there"
+            self.turn.add(
+                body_finding(UNREADABLE_ANSWER_RULE, signal, "response", self.threat, enforced=self.rewrites)
+            )
+            if self.cut:
+                self.turn.escalate(Decision.BLOCKED)
+        return b""
 
     def _cut_for_timeout(self) -> bytes:
         """A rule ran out of time on the body: nothing more of it is sent, and the connection is closed
@@ -1120,7 +1167,8 @@ class Inspect:
             response.headers = as_headers(scanned)
         encoding = codings(flow.response)
         content_type = flow.response.headers.get("content-type")
-        event_stream = is_event_stream(content_type)
+        framing = ChunkFraming() if dialect.AWS_CHUNKS and is_aws_event_stream(content_type) else None
+        event_stream = is_event_stream(content_type) or framing is not None
         relayed = event_stream or flow.response.stream is True
         # A body read whole is refused by the response hook; one relayed leaves with these headers.
         refused = inspector.stream_refused() if relayed else None
@@ -1146,14 +1194,22 @@ class Inspect:
         turn.stream = True
         filters = self._stream_filters(flow, inspector)
         session = stream_session(dialect, filters, inspector.policy)
+        feed: Callable[[bytes], bytes] = session.feed
+        finish: Callable[[], bytes] = session.finish
+        if framing is not None:
+            feed, finish = framed(framing, session)
         flow.response.stream = BodyRelay(
             turn,
             self._relay_decoder(flow, encoding),
-            session.feed,
-            session.finish,
+            feed,
+            finish,
             rewrites=filters.active,
             threat=inspection_threat(inspector.policy),
-            read_back=ReadBack(dialect, inspector, session) if filters.active else None,
+            read_back=(
+                ReadBack(dialect, inspector, session, ChunkFraming() if framing is not None else None)
+                if filters.active
+                else None
+            ),
             refused=inspector.stream_refused,
         ).install(flow.response)
         flow.metadata[SESSION_KEY] = session

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.harness import Proxy
-from tests.test_e2e_dialect_choice import CONTEXT, client, rules
+from tests.test_e2e_dialect_choice import client, rules
 from tests.test_e2e_inspect import AWS_KEY, INJECTION, last_record
-from tests.test_e2e_provider_routes import event_stream_frame
+from tests.test_e2e_provider_routes import bedrock_client, event_stream_frame
 from tests.upstream import FakeUpstream, Reply
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -154,25 +154,9 @@ def test_converse_stream_is_read_and_its_binary_answer_refused(
 def test_boto3_converse_through_egressguard(enforce: Proxy, upstream: FakeUpstream) -> None:
     """The AWS SDK for Python calling Converse gets the destructive call withheld, and a refusal as a
     ClientError naming the error's type."""
-    boto3 = pytest.importorskip("boto3")
-    from botocore.config import Config
+    sdk = bedrock_client(enforce, upstream)
     from botocore.exceptions import ClientError
 
-    sdk = boto3.client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        endpoint_url=upstream.url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        verify=str(enforce.ca_cert),
-        config=Config(proxies={"https": enforce.url()}, retries={"total_max_attempts": 1}),
-    )
-
-    def add_context(request: Any, **_: Any) -> None:
-        for name, value in CONTEXT.items():
-            request.headers[name] = value
-
-    sdk.meta.events.register("before-sign.bedrock-runtime.*", add_context)
     upstream.reply = answer({"text": "Deleting now."}, DELETE, stop_reason="tool_use")
     result = sdk.converse(modelId=MODEL, messages=ASK["messages"])
     assert upstream.received[-1].path == ROUTE

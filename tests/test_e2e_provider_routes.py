@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from tests.harness import Proxy
@@ -19,7 +20,6 @@ from tests.test_e2e_inspect import _agent as through_proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply, anthropic_events, anthropic_json, gemini_json
 
 DESTRUCTIVE = Reply(text="", tool_calls=[ToolCallReply("delete_customer", {"id": 42}, id="toolu_del")])
-DESTRUCTIVE_BLOCK = {"type": "tool_use", "id": "toolu_del", "name": "delete_customer", "input": {"id": 42}}
 ASK: Any = [{"role": "user", "content": "hello"}]
 MESSAGES = {"max_tokens": 64, "messages": ASK}
 
@@ -122,44 +122,178 @@ def test_gemini_tuned_model_through_the_sdk(enforce: Proxy, upstream: FakeUpstre
     assert "tool-delete" in rules(enforce, 1)
 
 
-def event_stream_frame(payload: dict[str, Any]) -> bytes:
+def event_stream_frame(payload: dict[str, Any], **headers: str) -> bytes:
     """One message of AWS's event-stream framing as Bedrock sends a chunk: prelude (total length, headers
-    length, prelude CRC), headers, payload ``{"bytes": base64 of the model's event}``, message CRC."""
-    headers = b""
-    for name, value in (
-        (":event-type", "chunk"),
-        (":content-type", "application/json"),
-        (":message-type", "event"),
-    ):
-        headers += (
-            bytes([len(name)]) + name.encode() + b"\x07" + len(value).to_bytes(2, "big") + value.encode()
-        )
-    body = json.dumps({"bytes": base64.b64encode(json.dumps(payload).encode()).decode()}).encode()
-    total = 12 + len(headers) + len(body) + 4
-    prelude = total.to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    length, prelude CRC), headers, payload ``{"bytes": base64 of the model's event}``, message CRC. With
+    ``headers``, a message of those headers whose payload is ``payload`` itself (an exception)."""
+    fields = headers or {
+        ":event-type": "chunk",
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
+    raw = b""
+    for name, value in fields.items():
+        raw += bytes([len(name)]) + name.encode() + b"\x07" + len(value).to_bytes(2, "big") + value.encode()
+    body = json.dumps(
+        payload if headers else {"bytes": base64.b64encode(json.dumps(payload).encode()).decode()}
+    )
+    total = 12 + len(raw) + len(body.encode()) + 4
+    prelude = total.to_bytes(4, "big") + len(raw).to_bytes(4, "big")
     prelude += zlib.crc32(prelude).to_bytes(4, "big")
-    message = prelude + headers + body
+    message = prelude + raw + body.encode()
     return message + zlib.crc32(message).to_bytes(4, "big")
 
 
-def test_claude_on_bedrock_streamed_in_event_stream_framing_is_refused(
+def bedrock_stream(reply: Reply) -> list[bytes]:
+    """The Messages stream of ``reply`` as Bedrock's invoke-with-response-stream frames it."""
+    return [event_stream_frame(json.loads(event.split(b"data: ", 1)[1])) for event in anthropic_events(reply)]
+
+
+def bedrock_client(proxy: Proxy, upstream: FakeUpstream) -> Any:
+    """boto3's bedrock-runtime client reaching the fake upstream through ``proxy``."""
+    boto3 = pytest.importorskip("boto3")
+    from botocore.config import Config
+
+    sdk = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=upstream.url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        verify=str(proxy.ca_cert),
+        config=Config(proxies={"https": proxy.url()}, retries={"total_max_attempts": 1}),
+    )
+
+    def add_context(request: Any, **_: Any) -> None:
+        for name, value in CONTEXT.items():
+            request.headers[name] = value
+
+    sdk.meta.events.register("before-sign.bedrock-runtime.*", add_context)
+    return sdk
+
+
+def streamed_events(sdk: Any) -> list[dict[str, Any]]:
+    """The model's events boto3 reads out of invoke_model_with_response_stream's chunks."""
+    body = {"anthropic_version": "bedrock-2023-05-31", **MESSAGES}
+    answer = sdk.invoke_model_with_response_stream(modelId=CLAUDE, body=json.dumps(body))
+    return [json.loads(event["chunk"]["bytes"]) for event in answer["body"]]
+
+
+CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+STREAM_ROUTE = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke-with-response-stream"
+
+
+def test_claude_streamed_on_bedrock_has_its_tool_call_withheld(
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:
-    """``invoke-with-response-stream`` answers in AWS's binary event-stream framing, which no reader of
-    the Messages API reads: where enforced it is refused (502) with an ``inspection.binary_answer``
-    finding, so the tool call in it never reaches the agent."""
-    events = [
-        {"type": "message_start", "message": {**anthropic_json(Reply(text="")), "content": []}},
-        {"type": "content_block_start", "index": 0, "content_block": DESTRUCTIVE_BLOCK},
-        {"type": "content_block_stop", "index": 0},
-        {"type": "message_stop"},
+    """``invoke-with-response-stream`` frames each Messages event in a chunk of AWS's event stream: each is
+    read as on ``/v1/messages``, the destructive call withheld for its notice, and what boto3 reads is
+    framed again with checksums it accepts."""
+    upstream.reply = Reply(events=bedrock_stream(Reply(text="On it.", tool_calls=DESTRUCTIVE.tool_calls)))
+    upstream.reply.content_type = "application/vnd.amazon.eventstream"
+    events = streamed_events(bedrock_client(enforce, upstream))
+    assert upstream.received[-1].path == STREAM_ROUTE
+    blocks = [event["content_block"]["type"] for event in events if event["type"] == "content_block_start"]
+    assert "tool_use" not in blocks
+    text = "".join(
+        event["delta"].get("text", "") for event in events if event["type"] == "content_block_delta"
+    )
+    assert text.startswith("On it.") and "delete_customer" in text
+    assert events[-1] == {"type": "message_stop"}
+    assert "tool-delete" in rules(enforce, 1)
+
+
+def test_claude_streamed_on_bedrock_passes_as_sent_in_observe_mode(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Observe mode reads the chunks and changes nothing: the frames arrive as the upstream sent them and
+    the call the policy would withhold is recorded."""
+    proxy = start_proxy(mode="observe")
+    frames = bedrock_stream(Reply(text="On it.", tool_calls=DESTRUCTIVE.tool_calls))
+    upstream.reply = Reply(events=frames, content_type="application/vnd.amazon.eventstream")
+    with client(proxy) as http:
+        answer = http.post(f"{upstream.url}{STREAM_ROUTE}", json=MESSAGES)
+    assert answer.content == b"".join(frames)
+    record = proxy.wait_for_records(1)[0]
+    assert record["tools"] == ["delete_customer"] and "tool-delete" in rules(proxy, 1)
+
+
+def test_a_secret_split_across_bedrock_chunks_is_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """Text deltas in separate frames are one text: a key split across them reaches boto3 redacted."""
+    leak = "The deploy key is AKIAQWERTY234567ABCD, keep it."
+    upstream.reply = Reply(events=bedrock_stream(Reply(text=leak, piece_size=5)))
+    upstream.reply.content_type = "application/vnd.amazon.eventstream"
+    events = streamed_events(bedrock_client(enforce, upstream))
+    text = "".join(
+        event["delta"].get("text", "") for event in events if event["type"] == "content_block_delta"
+    )
+    assert text == "The deploy key is [REDACTED:aws-access-key-id], keep it."
+
+
+def test_an_exception_in_a_bedrock_stream_reaches_the_sdk(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A message that is no chunk (the model's error mid-stream) goes on with its own headers: boto3
+    raises it by its type."""
+    from botocore.exceptions import EventStreamError
+
+    error = {":exception-type": "modelStreamErrorException", ":content-type": "application/json"}
+    frames = bedrock_stream(Reply(text="Hel"))[:3]
+    frames.append(
+        event_stream_frame({"message": "the model stopped"}, **error, **{":message-type": "exception"})
+    )
+    upstream.reply = Reply(events=frames, content_type="application/vnd.amazon.eventstream")
+    with pytest.raises(EventStreamError, match="modelStreamErrorException"):
+        streamed_events(bedrock_client(enforce, upstream))
+
+
+@pytest.mark.parametrize("damage", ["prelude", "message", "cut"])
+def test_a_damaged_bedrock_frame_cuts_the_stream_where_enforced(
+    enforce: Proxy, upstream: FakeUpstream, damage: str
+) -> None:
+    """A frame whose checksum does not match, or a stream ending inside a frame, is read by no one here:
+    where enforced nothing of it or after it reaches the agent (the tool call behind it included), and an
+    enforced ``inspection.binary_answer`` finding says so."""
+    frames = bedrock_stream(Reply(text="Hi.", tool_calls=DESTRUCTIVE.tool_calls))
+    damaged = bytearray(frames[4])
+    if damage == "prelude":
+        damaged[9] ^= 1
+    elif damage == "message":
+        damaged[-1] ^= 1
+    else:
+        damaged = damaged[:-3]
+    frames = [*frames[:4], bytes(damaged), *([] if damage == "cut" else frames[5:])]
+    upstream.reply = Reply(events=frames, content_type="application/vnd.amazon.eventstream")
+    received = b""
+    with (
+        client(enforce) as http,
+        http.stream("POST", f"{upstream.url}{STREAM_ROUTE}", json=MESSAGES) as answer,
+    ):
+        try:
+            for piece in answer.iter_bytes():
+                received += piece
+        except httpx.HTTPError:
+            pass
+    assert b"delete_customer" not in received
+    found = [
+        finding
+        for finding in enforce.wait_for_records(1)[0]["findings"]
+        if finding["rule"] == "inspection.binary_answer"
     ]
-    framed = b"".join(map(event_stream_frame, events))
-    upstream.reply = Reply(body=framed, content_type="application/vnd.amazon.eventstream")
-    body = {"anthropic_version": "bedrock-2023-05-31", **MESSAGES}
-    route = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke-with-response-stream"
+    assert found and found[0]["enforced"]
+
+
+def test_claude_on_bedrock_streamed_as_converse_events_is_refused(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """An event stream on a route whose dialect reads no chunk of it (Converse's) is still refused where
+    enforced as a binary answer, its tool call never reaching the agent."""
+    upstream.reply = Reply(
+        body=event_stream_frame({"contentBlockIndex": 0, "start": {"toolUse": {"name": "delete_customer"}}}),
+        content_type="application/vnd.amazon.eventstream",
+    )
     with client(enforce) as http:
-        answer = http.post(f"{upstream.url}{route}", json=body)
+        answer = http.post(
+            f"{upstream.url}/model/amazon.nova-pro-v1%3A0/converse-stream", json={"messages": []}
+        )
     assert answer.status_code == 502
     assert b"delete_customer" not in answer.content
     assert "inspection.binary_answer" in rules(enforce, 1)

@@ -184,6 +184,7 @@ def _mcp_toolsets(tools: list[Any]) -> dict[str, tuple[str, ...] | None]:
 
 class Anthropic(Dialect):
     name = "anthropic"
+    AWS_CHUNKS = True
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
