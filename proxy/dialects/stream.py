@@ -25,7 +25,7 @@ import re
 from _json import encode_basestring, make_encoder
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn, Protocol, runtime_checkable
 
 from proxy.dialects import readings
@@ -152,16 +152,18 @@ class StreamFilters:
     residual: EventScan | None = None
     content_filter: ContentFilter | None = None
     file_reader: FileReader | None = None
+    active: bool = field(init=False)
+    """Whether they rewrite the stream; asked several times an event, so worked out once."""
 
-    @property
-    def active(self) -> bool:
-        return (
+    def __post_init__(self) -> None:
+        active = (
             self.text_filter is not None
             or self.content_filter is not None
             or self.tool_gate is not None
             or self.argument_filter is not None
             or (self.residual is not None and self.residual.rewrites)
         )
+        object.__setattr__(self, "active", active)
 
 
 class _ChainedFilter:
@@ -532,6 +534,8 @@ class StreamSession(ABC):
         self.events += 1
         self.bytes += len(event.raw)
         self._on_block(event, payload)
+        # What ``_keep`` clears after a feed: the bytes of an event read so are never fed.
+        self._read_as.pop(id(event), None)
 
     def _read_payload(self, event: SSEEvent) -> Any:
         """``_payload_of`` the event; one whose bytes say more than what was read is never sent as it came,
@@ -725,6 +729,8 @@ class StreamSession(ABC):
         return b"".join(self._keep(output))
 
     def _note_oversized(self) -> None:
+        if self._oversized_noted == self._parser.oversized_events:
+            return
         limit = self._parser.max_event_bytes
         fate = "dropped unread" if self.filters.active else "passed through unread"
         while self._oversized_noted < self._parser.oversized_events:

@@ -42,9 +42,11 @@ def encode_text(text: str) -> bytes:
     return text.encode("utf-8", "egressguard-json")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SSEEvent:
-    """One blank-line-terminated block of an event stream.
+    """One blank-line-terminated block of an event stream. Nothing changes an event once made; it is not
+    a frozen dataclass because one is made for every event read and every event read back, and a frozen
+    one's ``__init__`` costs several times a plain one's.
 
     ``data`` is None for blocks without a ``data`` field (comments, keep-alives, stray blank lines):
     the SSE spec dispatches nothing for them, but a proxy still forwards their bytes.
