@@ -352,7 +352,6 @@ class StreamRedactor:
         self._key = key
         self._max_hold = max_hold
         self._context_size = context
-        self._rules = {rule.id: rule for rule in scanner.rules}
         self._context = ""  # the tail of the original text already released, for rules' lookbehinds
         self._pending = ""
         self._passed = 0  # original characters released or suppressed so far
@@ -654,7 +653,7 @@ class StreamRedactor:
         self._key_block_tail = ""
         # Rules must not look back into a key block that was never released.
         self._context = ""
-        rule = self._rules.get(rule_id)
+        rule = next((rule for rule in self._scanner.rules if rule.id == rule_id), None)
         threat = rule.threat if rule else Threat.DATA_EXFILTRATION
         severity = rule.severity if rule else Severity.CRITICAL
         self.redactions.append(Redaction(rule_id, threat, severity, digest.hexdigest()))
