@@ -10,14 +10,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mitmproxy import hooks, http, optmanager
+from mitmproxy import connection, hooks, http, optmanager
 from mitmproxy.coretypes.multidict import _MultiDict
 from mitmproxy.test import tflow
 from mitmproxy.utils import typecheck
 
 from addons.process.speedups import (
     _check_message_fields,
+    _connection_equal,
     accepted_classes,
+    connection_equal,
     has_header,
     header_count,
     header_value,
@@ -99,6 +101,7 @@ def installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(optmanager._Option, "current", optmanager._Option.current)
     monkeypatch.setattr(optmanager.OptManager, "__getattr__", optmanager.OptManager.__getattr__)
     monkeypatch.setattr(hooks.Hook, "args", hooks.Hook.args)
+    monkeypatch.setattr(connection.Connection, "__eq__", connection.Connection.__eq__)
     install_speedups()
 
 
@@ -295,3 +298,30 @@ def test_every_hook_gives_mitmproxy_arguments() -> None:
 def test_installed_hook_arguments_serve_mitmproxy_callers() -> None:
     flow = tflow.tflow()
     assert hooks.all_hooks["request"](flow).args() == [flow]
+
+
+class OtherConnection(connection.Client):
+    """A connection of a class of its own, which mitmproxy's check answers."""
+
+
+def test_connections_compare_as_mitmproxy_compares_them() -> None:
+    """Clients and servers, the same or another with the same id, of mitmproxy's classes or one of their
+    own, and other objects, compare as mitmproxy's own ``__eq__`` compares them."""
+    client = tflow.tclient_conn()
+    server = tflow.tserver_conn()
+    same_id = tflow.tserver_conn()
+    same_id.id = client.id
+    other = OtherConnection(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2))
+    other_same_id = OtherConnection(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2))
+    other_same_id.id = server.id
+    samples: list[object] = [client, server, same_id, other, other_same_id, None, client.id, object()]
+    for left in (client, server, same_id, other, other_same_id):
+        for right in samples:
+            assert connection_equal(left, right) == _connection_equal(left, right)
+
+
+@pytest.mark.usefixtures("installed")
+def test_installed_connection_comparisons_serve_mitmproxy_callers() -> None:
+    client, server = tflow.tclient_conn(), tflow.tserver_conn()
+    assert client == client and client != server and server != None  # noqa: E711
+    assert {client: 1}[client] == 1

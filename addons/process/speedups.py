@@ -14,7 +14,7 @@ import typing
 from dataclasses import fields
 from typing import Any
 
-from mitmproxy import hooks, http, optmanager
+from mitmproxy import connection, hooks, http, optmanager
 from mitmproxy.utils import typecheck
 
 FieldCheck = tuple[str, Any, tuple[type, ...] | None]
@@ -177,6 +177,23 @@ def hook_args(hook: hooks.Hook) -> list[Any]:
     return [getattr(hook, name) for name in names]
 
 
+_connection_equal = connection.Connection.__eq__
+
+
+def connection_equal(self: connection.Connection, other: object) -> bool:
+    """``Connection.__eq__``: mitmproxy's layers compare connections several times for each piece of data
+    a connection receives, and its check that ``other`` is a connection asks the abstract class's
+    instance check. The same connection, and a client or server of mitmproxy's own classes, are answered
+    without it (equal by id, as mitmproxy answers them); anything else is asked of mitmproxy's own."""
+    if self is other:
+        return True
+    kind = type(other)
+    if kind is connection.Client or kind is connection.Server:
+        same: bool = self.id == other.id  # type: ignore[attr-defined]
+        return same
+    return bool(_connection_equal(self, other))
+
+
 def install_speedups() -> None:
     """Give mitmproxy's general code paths that run many times a request their direct equivalents.
 
@@ -199,7 +216,11 @@ def install_speedups() -> None:
 
     Each event's arguments (``Hook.args``, a dozen events a request) were read through
     ``dataclasses.fields``, which builds the list of the class's fields anew each time: the names are
-    kept per class (``hook_args``)."""
+    kept per class (``hook_args``).
+
+    Connections are compared (``connection_equal``) without the abstract class's instance check where
+    both are mitmproxy's own client or server: several times for each piece of data received, which is
+    each event of a stream whose events arrive one at a time."""
     if "__post_init__" in vars(http.MessageData):  # absent under -O, where mitmproxy checks nothing
         http.MessageData.__post_init__ = _check_message_fields  # type: ignore[method-assign]
     http.Headers.get_all = header_values  # type: ignore[assignment]
@@ -209,3 +230,4 @@ def install_speedups() -> None:
     optmanager._Option.current = option_current  # type: ignore[method-assign, assignment]
     optmanager.OptManager.__getattr__ = option_value  # type: ignore[method-assign]
     hooks.Hook.args = hook_args  # type: ignore[method-assign, assignment]
+    connection.Connection.__eq__ = connection_equal  # type: ignore[method-assign]
