@@ -11,6 +11,9 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import openai
 import pytest
@@ -19,6 +22,7 @@ from tests.harness import Proxy
 from tests.test_credential_channel import GITHUB
 from tests.test_e2e_bodies import AWS_KEY, CONTEXT, over_cap_findings
 from tests.test_e2e_credential_channel import assert_never_written
+from tests.test_e2e_fronting import tunnel
 from tests.upstream import FakeUpstream, Reply
 
 CAP = 64 << 10
@@ -199,3 +203,71 @@ def test_a_key_split_across_cookie_crumbs_is_refused(enforce: Proxy, upstream: F
         ("credential.unexpected", 'headers ["cookie"]', True),
     ]
     assert_never_written(enforce, GITHUB, GITHUB[:20], GITHUB[20:])
+
+
+def send_unannounced(
+    proxy: Proxy, upstream: FakeUpstream, body: bytes, trailers: list[tuple[str, str]] | None = None
+) -> list[h2.events.Event]:
+    """One HTTP/2 POST of ``body`` with no content-length (HTTP/2 ends a body by its frames; clients may
+    announce none), its trailers after it; the events of the answer, up to its end."""
+    with tunnel(proxy, upstream.port, alpn="h2") as tls:
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        connection.initiate_connection()
+        head = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", f"localhost:{upstream.port}"),
+            (":path", "/upload"),
+            ("content-type", "text/plain"),
+            *((name.lower(), value) for name, value in CONTEXT.items()),
+        ]
+        connection.send_headers(1, head)
+        connection.send_data(1, body, end_stream=trailers is None)
+        if trailers is not None:
+            connection.send_headers(1, trailers, end_stream=True)
+        tls.sendall(connection.data_to_send())
+        events: list[h2.events.Event] = []
+        while not any(isinstance(event, h2.events.StreamEnded | h2.events.StreamReset) for event in events):
+            data = tls.recv(65536)
+            if not data:
+                break
+            events += connection.receive_data(data)
+            tls.sendall(connection.data_to_send())
+        return events
+
+
+SMUGGLED_CALL = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "delete_customer", "arguments": {}},
+    }
+).encode()
+A_REQUEST_AS_A_BODY = (
+    b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(SMUGGLED_CALL), SMUGGLED_CALL)
+)
+
+
+@pytest.mark.parametrize(
+    ("cap", "trailers"),
+    [(CAP, None), (CAP, [("x-note", "done")]), (64, None)],
+    ids=["whole", "with-trailers", "relayed-as-it-arrives"],
+)
+def test_an_unannounced_http2_body_reaches_an_http1_upstream_as_one_body(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    cap: int,
+    trailers: list[tuple[str, str]] | None,
+) -> None:
+    """The upstream speaks HTTP/1.1, which needs a length or chunks to find a body's end: the body is
+    framed (a length where it is whole, else chunked), so it is read as the body it is and never as a
+    request of its own that nothing judged (here an MCP call of a destructive tool). Observe mode relays
+    a body over the cap as it arrives."""
+    proxy = start_proxy(mode="observe", extra=f"inspection: {{max_body_bytes: {cap}}}\n")
+    events = send_unannounced(proxy, upstream, A_REQUEST_AS_A_BODY, trailers)
+    assert any(isinstance(event, h2.events.ResponseReceived) for event in events)
+    assert [(received.path, received.body) for received in upstream.received] == [
+        ("/upload", A_REQUEST_AS_A_BODY)
+    ]

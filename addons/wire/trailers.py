@@ -9,7 +9,8 @@ after the last chunk. Where the body goes on with a fixed length instead of chun
 them and they are dropped.
 
 The same connections hand on the body data that one read brought as one piece (``JoinedData``), and so do
-the HTTP/2 connections ``Http2JoinedData`` installs (``JoinedFrames``).
+the HTTP/2 connections ``Http2JoinedData`` installs (``JoinedFrames``); and the HTTP/1 client side frames
+an HTTP/2 or HTTP/3 request's body, which may come with no length (``frame_for_http1``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mitmproxy.proxy.layers.http._events import (
     HttpEvent,
     RequestData,
     RequestEndOfMessage,
+    RequestHeaders,
     RequestTrailers,
     ResponseData,
     ResponseEndOfMessage,
@@ -216,8 +218,30 @@ class TrailerClient(TrailerFields, JoinedData, Http1Client):
     SendEndOfMessage = RequestEndOfMessage
     done_flag = "request"
 
+    def send(self, event: HttpEvent) -> CommandGenerator:
+        if isinstance(event, RequestHeaders):
+            frame_for_http1(event)
+        return super().send(event)
+
     def outgoing(self) -> http.Message | None:
         return self.request
+
+
+def frame_for_http1(event: RequestHeaders) -> None:
+    """Give an HTTP/2 or HTTP/3 request with a body the framing HTTP/1 needs to find its end: a length
+    where the body is whole (and has no trailers), else chunked. Those protocols end a body by their own
+    frames, so such a request may announce no length; mitmproxy's HTTP/1 side then sent it without one,
+    an HTTP/1 server read it as having no body, and read the body as a request of its own, which nothing
+    here had judged (another path, another host, a refused tool call)."""
+    request = event.request
+    if event.end_stream or not (request.is_http2 or request.is_http3):
+        return
+    if "content-length" in request.headers or "transfer-encoding" in request.headers:
+        return
+    if request.raw_content is not None and not request.trailers:
+        request.headers["content-length"] = str(len(request.raw_content))
+    else:
+        request.headers["transfer-encoding"] = "chunked"
 
 
 class Http1Trailers:
