@@ -85,7 +85,7 @@ def test_charsets_read_every_way_are_not(charset: str) -> None:
 
 
 def _message(content_type: str) -> http.Message:
-    return http.Request.make("POST", "https://example.com/", b"", {"content-type": content_type})
+    return http.Request.make("POST", "https://example.com/", b"", http.Headers(content_type=content_type))
 
 
 @pytest.mark.parametrize(

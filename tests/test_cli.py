@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.commands.agentenv import system_ca_file
-from proxy.commands.cli import DEFAULT_TOKEN_ENV, advertised_address, main
+from proxy.commands.agentenv import DEFAULT_TOKEN_ENV, system_ca_file
+from proxy.commands.cli import advertised_address, main
 from proxy.config.paths import default_data_dir
 from proxy.config.policy import default_policy_text
 from tests.conftest import ENVIRONMENT_LEAKS

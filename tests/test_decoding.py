@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Callable
 
 import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
 import pytest
@@ -196,7 +197,7 @@ def test_an_undecodable_coding_is_unsupported_and_raises_at_construction(encodin
         decode_body(b"\x1f\x9d\x90AKIA", encoding, CAP)
 
 
-WRAPPERS = {
+WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "zlib": zlib.compress,
     "raw deflate": raw_deflate,

@@ -6,6 +6,7 @@ import asyncio
 import textwrap
 
 import pytest
+from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
 import addons.gate.egress
@@ -26,7 +27,7 @@ POLICY = textwrap.dedent("""\
     """)
 
 
-def connect_flow(host: str) -> tflow.HTTPFlow:
+def connect_flow(host: str) -> http.HTTPFlow:
     flow = tflow.tflow()
     flow.request.method = "CONNECT"
     flow.request.host, flow.request.port = host, 443
@@ -34,7 +35,7 @@ def connect_flow(host: str) -> tflow.HTTPFlow:
     return flow
 
 
-def refusal(egress: Egress, flow: tflow.HTTPFlow) -> str | None:
+def refusal(egress: Egress, flow: http.HTTPFlow) -> str | None:
     """Why the CONNECT's tunnel was refused (its first request is answered with it), or None."""
     found = egress.tunnels[flow.client_conn].refusal
     turn = flow.metadata[METADATA_KEY]
@@ -53,9 +54,12 @@ def test_names_the_role_cannot_reach_are_never_looked_up(
 ) -> None:
     """A refused name is refused before any DNS query, so the query cannot carry data out."""
     looked_up: list[str] = []
-    monkeypatch.setattr(
-        addons.gate.egress, "resolve", lambda host, port: looked_up.append(host) or ["1.2.3.4"]
-    )
+
+    def resolve_noted(host: str, port: int) -> list[str]:
+        looked_up.append(host)
+        return ["1.2.3.4"]
+
+    monkeypatch.setattr(addons.gate.egress, "resolve", resolve_noted)
     with taddons.context(egress):
         flow = connect_flow("secret-data.attacker.example")
         asyncio.run(egress.http_connect(flow))

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from mitmproxy import http
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons, tflow, tutils
 
 from addons.gate.turns import METADATA_KEY
 from addons.inspect import READ_BACK_EVENT_BYTES, BodyRelay, Inspect, ReadBack
@@ -282,7 +282,7 @@ def agent_turn(
     """A turn of the agent asking ``api`` ``prompt``: its flow, before the inspect addon has seen it."""
     turn = Turn(TurnContext(agent_id="bot", role="r", purpose=purpose))
     flow = tflow.tflow(
-        req=tflow.treq(
+        req=tutils.treq(
             host=api.host,
             path=api.path(stream),
             headers=http.Headers(content_type="application/json"),
@@ -310,10 +310,10 @@ def run(
         if blocked:
             return Outcome(turn, True, sent, b"", [])
         reply = Reply(text=case.reply, tool_calls=tool_replies(case.calls), piece_size=7)
-        headers = {"content-type": "text/event-stream" if case.stream else "application/json"}
+        headers = http.Headers(content_type="text/event-stream" if case.stream else "application/json")
         events = list(api.events(reply))
         body = b"".join(events) if case.stream else json.dumps(api.json(reply)).encode()
-        flow.response = tflow.tresp(status_code=case.status, headers=http.Headers(**headers), content=body)
+        flow.response = tutils.tresp(status_code=case.status, headers=headers, content=body)
         asyncio.run(addon.responseheaders(flow))
         if case.stream:
             relay = flow.response.stream
@@ -323,7 +323,7 @@ def run(
                 relay.finish = lambda: on_the_way(finish())
             received = (
                 b"".join(piece for chunk in [*events, b""] for piece in relay(chunk))
-                if callable(relay)
+                if isinstance(relay, BodyRelay)
                 else body
             )
             flow.response.raw_content = None  # a streamed body is relayed, never stored
@@ -437,12 +437,12 @@ def test_a_compressed_stream_past_its_decoding_cap_is_cut_or_passed_by_policy(mo
     compressed = gzip.compress(events)
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
-        flow.response = tflow.tresp(
+        flow.response = tutils.tresp(
             headers=http.Headers(content_type="text/event-stream", content_encoding="gzip"), content=b""
         )
         asyncio.run(addon.responseheaders(flow))
         relay = flow.response.stream
-        assert callable(relay)
+        assert isinstance(relay, BodyRelay)
         received = b"".join(piece for chunk in (compressed, b"") for piece in relay(chunk))
         flow.response.raw_content = None
         asyncio.run(addon.response(flow))
@@ -461,7 +461,7 @@ def test_a_secret_in_a_trailer_is_redacted_where_enforced(setting: str) -> None:
     turn, flow = agent_turn(api, "hello", stream=False)
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
-        flow.response = tflow.tresp(
+        flow.response = tutils.tresp(
             headers=http.Headers(content_type="application/json"),
             content=json.dumps(api.json(Reply(text="fine"))).encode(),
         )
@@ -546,7 +546,7 @@ def run_raw(setting: str, request_body: bytes, response_body: bytes, *, stream: 
     addon = Inspect(Runtime(policy, SqliteStateStore(None), _detectors=(policy, detectors)))
     turn = Turn(TurnContext(agent_id="bot", role="r", purpose="support"))
     flow = tflow.tflow(
-        req=tflow.treq(
+        req=tutils.treq(
             host="api.openai.com",
             path="/v1/chat/completions",
             headers=http.Headers(content_type="application/json"),
@@ -560,12 +560,12 @@ def run_raw(setting: str, request_body: bytes, response_body: bytes, *, stream: 
         if flow.response is not None:
             return Outcome(turn, True, sent, b"", []), True
         content_type = "text/event-stream" if stream else "application/json"
-        flow.response = tflow.tresp(headers=http.Headers(content_type=content_type), content=response_body)
+        flow.response = tutils.tresp(headers=http.Headers(content_type=content_type), content=response_body)
         asyncio.run(addon.responseheaders(flow))
         received = response_body
         if stream:
             relay = flow.response.stream
-            if callable(relay):
+            if isinstance(relay, BodyRelay):
                 received = b"".join(piece for chunk in (response_body, b"") for piece in relay(chunk))
             flow.response.raw_content = None
         asyncio.run(addon.response(flow))

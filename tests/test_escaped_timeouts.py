@@ -14,8 +14,8 @@ from mitmproxy.test import taddons
 
 from addons.gate.turns import METADATA_KEY
 from addons.inspect import INSPECTION_FAILED_RULE, Inspect, request_inspected
-from proxy.inspection import SCAN_TIMEOUT_RULE, RequestVerdict, TurnInspector
-from proxy.scanning.rulepack import ScanTimeout
+from proxy.inspection import RequestVerdict, TurnInspector
+from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, ScanTimeout
 from proxy.turn import Turn
 from tests.test_inspect_addon import inspect_addon, inspected_websocket, server_says
 from tests.test_observe_alongside import chat_flow

@@ -64,7 +64,7 @@ def test_secrets_in_agent_controlled_fields_are_scrubbed() -> None:
     assert clean["findings"][0]["rule"] == "link"
 
 
-def observed_event(turn: Turn) -> dict[str, object]:
+def observed_event(turn: Turn) -> dict[str, Any]:
     return turn_event(
         turn,
         mode=Mode.OBSERVE,
@@ -154,7 +154,7 @@ def enforced_event(turn: Turn, path: str) -> dict[str, Any]:
     )
 
 
-def scrubbed_path(path: str, host: str = "api.example.com") -> dict[str, object]:
+def scrubbed_path(path: str, host: str = "api.example.com") -> dict[str, Any]:
     event = enforced_event(Turn(TurnContext(agent_id="bot", role="r"), egress_host=host), path)
     return scrub(event, scanner(), b"k" * 32)
 
@@ -177,7 +177,7 @@ def test_ordinary_api_paths_are_written_as_they_are(path: str) -> None:
 def test_the_same_token_masks_to_the_same_placeholder() -> None:
     """Masks are keyed fingerprints: one id correlates across records without being written."""
     first = scrubbed_path(f"/a/{GH_TOKEN}/b")["path"]
-    assert first == scrubbed_path(f"/c/{GH_TOKEN}")["path"].replace("/c/", "/a/") + "/b"  # type: ignore[union-attr]
+    assert first == scrubbed_path(f"/c/{GH_TOKEN}")["path"].replace("/c/", "/a/") + "/b"
 
 
 def test_token_in_a_host_label_is_masked() -> None:

@@ -8,7 +8,7 @@ import textwrap
 from typing import Any
 
 import pytest
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons, tflow, tutils
 
 from addons.gate.freeze import FROZEN_CODE, Freeze
 from addons.gate.turns import METADATA_KEY
@@ -315,7 +315,7 @@ def test_flow_already_answered_is_left_alone(store: SqliteStateStore) -> None:
     """A request an earlier addon already answered is not looked at again."""
     block_agent(store, "bot", 60, "r")
     flow = chat_flow()
-    flow.response = tflow.tresp()
+    flow.response = tutils.tresp()
     turn = run_request(Freeze(runtime("enforce", store)), flow)
     assert flow.response.status_code == 200 and turn.findings == []
 

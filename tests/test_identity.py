@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
+from mitmproxy import http
 from mitmproxy.addons.proxyauth import mkauth
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons, tflow, tutils
 
 from addons.gate.identity import REFUSAL_KEY, AgentIdentity, AgentTokens
 from addons.gate.turns import turn_of
@@ -31,14 +32,14 @@ def identity() -> AgentIdentity:
     return AgentIdentity(Runtime(parse_policy(POLICY, "p.yaml", environ={})))
 
 
-def proxied_flow(authorization: str | None) -> tflow.HTTPFlow:
+def proxied_flow(authorization: str | None) -> http.HTTPFlow:
     flow = tflow.tflow()
     if authorization is not None:
         flow.request.headers["Proxy-Authorization"] = authorization
     return flow
 
 
-def inside_tunnel(addon: AgentIdentity) -> tflow.HTTPFlow:
+def inside_tunnel(addon: AgentIdentity) -> http.HTTPFlow:
     """A request on a connection whose CONNECT the agent authenticated."""
     connect = proxied_flow(mkauth("bot", "t0ken"))
     connect.request.method = "CONNECT"
@@ -131,7 +132,7 @@ def test_already_answered_flow_is_left_alone() -> None:
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
         flow = proxied_flow(mkauth("bot", "t0ken"))
-        flow.response = tflow.tresp()
+        flow.response = tutils.tresp()
         addon._open_turn(flow)
         assert turn_of(flow) is None
 

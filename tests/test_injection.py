@@ -33,13 +33,14 @@ from proxy.detectors.injection import (
     FeatureSpec,
     InjectionClassifier,
     InjectionDetector,
+    _Verdict,
     load_default,
     load_default_classifier,
 )
 from proxy.exchange import Source
 from proxy.model import Action, Finding, Threat
 from proxy.scanning.normalize import normalize
-from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, load_pack, pack_path
+from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, ScanBudget, load_pack, pack_path
 from proxy.scanning.structure import Structure, structure_of
 from tests.test_rulepack import _rule_yaml, _write_pack
 
@@ -501,9 +502,12 @@ def test_the_cache_keeps_the_most_recent_verdicts_up_to_its_size(monkeypatch: py
     )
     judged: list[str] = []
     judge = detector._judge
-    monkeypatch.setattr(
-        detector, "_judge", lambda text, source, budget: judged.append(text) or judge(text, source, budget)
-    )
+
+    def judge_noted(text: str, source: Source, budget: ScanBudget) -> _Verdict:
+        judged.append(text)
+        return judge(text, source, budget)
+
+    monkeypatch.setattr(detector, "_judge", judge_noted)
     texts = [f"Document {index}: the quarterly numbers are attached." for index in range(10)]
     for text in texts:
         detector.detect(text, WHERE, Source.TOOL_RESULT)

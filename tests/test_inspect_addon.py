@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.http import Headers
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons, tflow, tutils
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
@@ -57,7 +57,7 @@ def inspect_addon(mode: str, extra: str = "") -> Inspect:
     return Inspect(Runtime(policy, SqliteStateStore(None)))
 
 
-def chat_flow(body: dict[str, Any]) -> tflow.HTTPFlow:
+def chat_flow(body: dict[str, Any]) -> http.HTTPFlow:
     """A chat-completion request to api.openai.com carrying ``body``."""
     flow = tflow.tflow()
     flow.request.host, flow.request.path, flow.request.method = (
@@ -70,7 +70,7 @@ def chat_flow(body: dict[str, Any]) -> tflow.HTTPFlow:
     return flow
 
 
-def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
+def inspected_websocket(mode: str) -> tuple[Inspect, http.HTTPFlow]:
     addon = inspect_addon(mode)
     flow = tflow.twebsocketflow()
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
@@ -80,7 +80,7 @@ def inspected_websocket(mode: str) -> tuple[Inspect, tflow.HTTPFlow]:
     return addon, flow
 
 
-def server_says(flow: tflow.HTTPFlow, text: str) -> WebSocketMessage:
+def server_says(flow: http.HTTPFlow, text: str) -> WebSocketMessage:
     assert flow.websocket is not None
     message = WebSocketMessage(Opcode.TEXT, False, text.encode())
     flow.websocket.messages.append(message)
@@ -119,7 +119,7 @@ CARD_RUN = "card " + "4111 1111 1111 1112 " * 20_000
 
 def streamed_chat(
     mode: str, response: http.Response, *, no_time: bool = False, whole: bool = True
-) -> tuple[tflow.HTTPFlow, Turn]:
+) -> tuple[http.HTTPFlow, Turn]:
     """A streamed chat completion answered with ``response``, through the addon's hooks (up to its
     headers unless ``whole``); ``no_time``: secret rules have 1 ms and their budget 20 ms, which the
     payment-card rule spends on ``CARD_RUN`` and then runs out of time on."""
@@ -138,10 +138,10 @@ def streamed_chat(
     return flow, turn
 
 
-def stream_labelled_json(mode: str, body: bytes, *, no_time: bool = False) -> tuple[tflow.HTTPFlow, Turn]:
+def stream_labelled_json(mode: str, body: bytes, *, no_time: bool = False) -> tuple[http.HTTPFlow, Turn]:
     """A chat completion answered with an event stream labelled as JSON."""
     return streamed_chat(
-        mode, tflow.tresp(content=body, headers=Headers(content_type="application/json")), no_time=no_time
+        mode, tutils.tresp(content=body, headers=Headers(content_type="application/json")), no_time=no_time
     )
 
 
@@ -157,7 +157,7 @@ def test_an_unlabelled_stream_that_cannot_be_read_does_not_pass_in_enforce_mode(
     deep = "[" * 1200 + "]" * 1200  # JSON reads it (its parser nests to 1,500), the residual scan cannot
     body = chat_event(f"key {AWS_KEY} ") + chat_event("hello") + chat_event("there", f',"x":{deep}')
     flow, turn = stream_labelled_json("enforce", body)
-    assert flow.response is not None
+    assert flow.response is not None and flow.response.content is not None
     assert AWS_KEY.encode() not in flow.response.content
     assert flow.response.status_code == 502
     assert any("reading the stream" in error for error in turn.errors)
@@ -165,7 +165,7 @@ def test_an_unlabelled_stream_that_cannot_be_read_does_not_pass_in_enforce_mode(
     assert observed.response is not None and observed.response.content == body
 
 
-def server_sends_binary(flow: tflow.HTTPFlow, content: bytes) -> WebSocketMessage:
+def server_sends_binary(flow: http.HTTPFlow, content: bytes) -> WebSocketMessage:
     assert flow.websocket is not None
     message = WebSocketMessage(Opcode.BINARY, False, content)
     flow.websocket.messages.append(message)
@@ -379,7 +379,7 @@ def test_a_stream_whose_headers_a_rule_ran_out_of_time_on_is_answered_502_where_
     """A relayed answer leaves with its headers: where a rule ran out of time on them and that is
     enforced, the agent gets a 502 in its API's shape instead and none of the upstream's bytes; observe
     mode relays it and records the finding, not enforced."""
-    response = tflow.tresp(
+    response = tutils.tresp(
         content=chat_event("hello"),
         headers=Headers(content_type="text/event-stream", x_note=CARD_RUN),
     )
@@ -417,7 +417,7 @@ def test_an_answer_whose_trailers_a_rule_ran_out_of_time_on_is_refused_where_enf
             {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
         ],
     }
-    response = tflow.tresp(
+    response = tutils.tresp(
         content=json.dumps(completion).encode(), headers=Headers(content_type="application/json")
     )
     response.trailers = Headers([(b"x-note", CARD_RUN.encode())])
@@ -449,7 +449,7 @@ def test_a_session_that_only_reads_reads_events_up_to_the_inspection_cap() -> No
 
 @pytest.mark.parametrize(("strings", "off_loop"), [(3000, True), (30, False)])
 def test_a_json_body_of_many_short_strings_is_inspected_in_a_worker_thread(
-    strings: int, off_loop: bool
+    strings: int, off_loop: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each string of a JSON body that no dialect reads is scanned with up to 256 characters of what its
     field carried before: a body of many short strings costs what one many times its size does, so it is
@@ -458,7 +458,7 @@ def test_a_json_body_of_many_short_strings_is_inspected_in_a_worker_thread(
     addon = inspect_addon("enforce", "redaction: {requests: true}")
     numbers = [f"{number:05d}" for number in range(strings)]
     flow = chat_flow({"model": "gpt-4o", "messages": [], "metadata": [*numbers, f"key {AWS_KEY}"]})
-    assert len(flow.request.content) < 64 << 10
+    assert flow.request.content is not None and len(flow.request.content) < 64 << 10
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
     inspected_in: list[threading.Thread] = []
     inspect_request = addon.inspect_request
@@ -467,12 +467,12 @@ def test_a_json_body_of_many_short_strings_is_inspected_in_a_worker_thread(
         inspected_in.append(threading.current_thread())
         inspect_request(inspected)
 
-    addon.inspect_request = inspect_and_note_the_thread  # type: ignore[method-assign]
+    monkeypatch.setattr(addon, "inspect_request", inspect_and_note_the_thread)
     with taddons.context(addon):
         asyncio.run(addon.request(flow))
     assert (inspected_in != [threading.main_thread()]) is off_loop
     assert json.loads(flow.request.content)["metadata"][:-1] == numbers
-    assert AWS_KEY not in flow.request.text
+    assert flow.request.text is not None and AWS_KEY not in flow.request.text
 
 
 def test_a_reloaded_policy_decides_whether_requests_are_inspected_alongside() -> None:

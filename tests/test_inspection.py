@@ -22,14 +22,13 @@ from proxy.inspection import (
     METHOD_RULE,
     REFUSAL_BASELINE_S,
     REPEATED_CHARS,
-    SCAN_TIMEOUT_RULE,
     SEQUENCE_HISTORY,
     STANDARD_METHODS,
     UNREAD_LOCATOR,
     Detectors,
     TurnInspector,
 )
-from proxy.scanning.rulepack import Match
+from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, Match, ScanBudget, ScanResult
 from proxy.state import SqliteStateStore, digest
 from proxy.state.fallback import FallbackStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
@@ -988,7 +987,7 @@ def test_websocket_messages_are_read_on_from_the_messages_before_them(
     second = inspector.inspect_message('{"delta": "234567ABCD."}', from_client=False, where="websocket[2]")
     plain = inspector.inspect_message("and a plain AKIAQWERTY", from_client=False, where="websocket[3]")
     assert first == '{"delta": "key AKIAQWERTY"}' and other == '{"delta": "234567ABCD"}'
-    assert "234567ABCD" not in second and "[REDACTED:aws-access-key-id]" in second
+    assert second is not None and "234567ABCD" not in second and "[REDACTED:aws-access-key-id]" in second
     assert plain == "and a plain AKIAQWERTY"  # a text message is its own field: nothing before it
     found = [(finding.rule, finding.enforced) for finding in inspector.turn.findings]
     assert found == [("aws-access-key-id", False)]
@@ -1221,11 +1220,12 @@ def test_a_resent_history_is_scanned_once_and_read_as_when_fresh(
     first = read(seen)
     scanned: list[str] = []
     scan = seen.sensitive.scan
-    monkeypatch.setattr(
-        seen.sensitive,
-        "scan",
-        lambda text, *args, **kwargs: scanned.append(text) or scan(text, *args, **kwargs),
-    )
+
+    def scan_noted(text: str, budget: ScanBudget, *, merge: bool = True) -> ScanResult:
+        scanned.append(text)
+        return scan(text, budget, merge=merge)
+
+    monkeypatch.setattr(seen.sensitive, "scan", scan_noted)
     assert read(seen) == first == read(Detectors(policy, b"k" * 32))
     assert any(rule.startswith("aws") for rule, _, _ in first)
     assert not [text for text in scanned if any(message["content"] in text for message in history)]

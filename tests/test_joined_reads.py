@@ -14,7 +14,7 @@ from mitmproxy import options
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._base import HttpEvent, ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     RequestData,
     RequestEndOfMessage,
@@ -23,7 +23,7 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseEndOfMessage,
     ResponseHeaders,
 )
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons, tflow, tutils
 
 from addons.wire.trailers import JoinedHttp2Client, JoinedHttp2Server, TrailerClient, TrailerServer
 
@@ -33,7 +33,7 @@ def reading_response() -> TrailerClient:
     context.server = tflow.tserver_conn()
     client = TrailerClient(context)
     client.stream_id = 1
-    client.request = tflow.treq()
+    client.request = tutils.treq()
     client.body_reader = ChunkedReader()
     return client
 
@@ -43,13 +43,18 @@ def read(connection: TrailerClient | TrailerServer, data: bytes) -> list[command
     return list(connection.read_body(events.DataReceived(connection.conn, data)))
 
 
+def received(sent: list[commands.Command]) -> list[HttpEvent]:
+    """The events of ``sent``, each of which must hand one on."""
+    assert all(isinstance(command, ReceiveHttp) for command in sent)
+    return [command.event for command in sent if isinstance(command, ReceiveHttp)]
+
+
 def test_chunks_of_one_read_are_handed_on_together_and_a_later_read_on_its_own() -> None:
     client = reading_response()
     events_sent = [b'data: {"n": %d}\n\n' % number for number in range(40)]
     burst = b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in events_sent)
     first = read(client, burst + b"5\r\nda")  # the last chunk only begun
-    assert all(isinstance(command, ReceiveHttp) for command in first)
-    assert [command.event for command in first] == [ResponseData(1, b"".join(events_sent) + b"da")]
+    assert received(first) == [ResponseData(1, b"".join(events_sent) + b"da")]
     second = read(client, b"ta:\r\n0\r\n\r\n")
     assert [command.event for command in second if isinstance(command, ReceiveHttp)] == [
         ResponseData(1, b"ta:"),
@@ -60,9 +65,7 @@ def test_chunks_of_one_read_are_handed_on_together_and_a_later_read_on_its_own()
 def test_a_read_with_nothing_complete_hands_on_nothing() -> None:
     client = reading_response()
     assert read(client, b"1") == []
-    assert [command.event for command in read(client, b"0\r\n0123456789abcdef\r\n")] == [
-        ResponseData(1, b"0123456789abcdef")
-    ]
+    assert received(read(client, b"0\r\n0123456789abcdef\r\n")) == [ResponseData(1, b"0123456789abcdef")]
 
 
 def test_request_bodies_are_joined_the_same_way() -> None:
@@ -71,7 +74,7 @@ def test_request_bodies_are_joined_the_same_way() -> None:
     server.stream_id = 1
     server.body_reader = ChunkedReader()
     commands_sent = read(server, b"3\r\nabc\r\n3\r\ndef\r\n")
-    assert [command.event for command in commands_sent] == [RequestData(1, b"abcdef")]
+    assert received(commands_sent) == [RequestData(1, b"abcdef")]
 
 
 @pytest.fixture
@@ -128,7 +131,7 @@ def test_http2_response_frames_of_one_read_are_one_piece_and_a_later_read_anothe
     context = Context(tflow.tclient_conn(), h2_options)
     context.server = tflow.tserver_conn()
     client = JoinedHttp2Client(context)
-    request = tflow.treq(http_version=b"HTTP/2.0", authority=b"example.com")
+    request = tutils.treq(http_version=b"HTTP/2.0", authority=b"example.com")
     to_upstream = sent(client.handle_event(events.Start()))
     to_upstream += sent(client.handle_event(RequestHeaders(1, request, end_stream=True)))
     upstream = h2_peer(client_side=False)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from mitmproxy import connection
+from mitmproxy import connection, http, tcp
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import taddons, tflow, tutils
 
 from addons.gate.turns import METADATA_KEY
 from addons.wire.rawstreams import ORIGIN_KEY, RAW_STREAM_RULE, RawStreams
@@ -31,22 +31,20 @@ def raw_streams(mode: str, threats: str = "") -> RawStreams:
     return RawStreams(Runtime(parse_policy(policy, "p.yaml", environ={}), SqliteStateStore(None)))
 
 
-def turn_flow(method: str = "CONNECT") -> tflow.HTTPFlow:
+def turn_flow(method: str = "CONNECT") -> http.HTTPFlow:
     flow = tflow.tflow(resp=False)
     flow.request.method = method
     flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="support"))
     return flow
 
 
-def raw_stream_on(origin: tflow.HTTPFlow) -> tflow.TCPFlow:
+def raw_stream_on(origin: http.HTTPFlow) -> tcp.TCPFlow:
     flow = tflow.ttcpflow()
     flow.client_conn = origin.client_conn
     return flow
 
 
-def raw_stream_in_tunnel(
-    addon: RawStreams, *, tunnelled: bool = False
-) -> tuple[tflow.HTTPFlow, tflow.TCPFlow]:
+def raw_stream_in_tunnel(addon: RawStreams, *, tunnelled: bool = False) -> tuple[http.HTTPFlow, tcp.TCPFlow]:
     """A CONNECT (relayed without interception where ``tunnelled``) and the raw stream that follows it."""
     with taddons.context(addon):
         connect = turn_flow()
@@ -63,11 +61,11 @@ def connects(addon: RawStreams, client: connection.Client) -> bool:
     return server.error is None
 
 
-def upgrade_answer(flow: tflow.HTTPFlow, protocol: str) -> None:
-    flow.response = tflow.tresp(status_code=101, headers=((b"upgrade", protocol.encode()),), content=b"")
+def upgrade_answer(flow: http.HTTPFlow, protocol: str) -> None:
+    flow.response = tutils.tresp(status_code=101, headers=((b"upgrade", protocol.encode()),), content=b"")
 
 
-def findings(flow: tflow.HTTPFlow) -> list[tuple[str, bool]]:
+def findings(flow: http.HTTPFlow) -> list[tuple[str, bool]]:
     return [(found.rule, found.enforced) for found in flow.metadata[METADATA_KEY].findings]
 
 
@@ -127,7 +125,7 @@ def test_an_upgrade_to_what_is_not_websocket_is_answered_502_in_enforce_mode(pro
         addon.response(flow)
     assert flow.response is not None and flow.response.status_code == 502
     assert flow.response.headers["connection"] == "close"
-    assert RAW_STREAM_RULE in flow.response.text
+    assert RAW_STREAM_RULE in (flow.response.text or "")
     assert findings(flow) == [(RAW_STREAM_RULE, True)]
 
 
@@ -162,7 +160,7 @@ def test_a_flow_another_addon_answered_is_no_origin() -> None:
     addon = raw_streams("enforce")
     with taddons.context(addon):
         connect = turn_flow()
-        connect.response = tflow.tresp(status_code=403)
+        connect.response = tutils.tresp(status_code=403)
         addon.http_connect(connect)
         stream = raw_stream_on(connect)
         addon.tcp_start(stream)

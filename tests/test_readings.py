@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import proxy.dialects as dialects_package
 from proxy.dialects import MCP, Anthropic, Gemini, OpenAIChat, OpenAIResponses, StreamFilters
 from proxy.dialects import readings as readings_module
+from proxy.dialects.base import Dialect
 from proxy.dialects.stream import (
     DUPLICATE_KEY_RULE,
     KEY_CASE_RULE,
@@ -468,7 +469,7 @@ def test_an_mcp_error_flag_keyed_in_lower_case_is_read_as_a_go_client_reads_it()
     assert completion is not None and completion.stop_reason == "error"
 
 
-def dialect_classes() -> list[type]:
+def dialect_classes() -> list[type[Dialect] | type[StreamSession]]:
     """Every dialect and stream session class the dialect modules define."""
     modules = [
         importlib.import_module(f"proxy.dialects.{info.name}")
@@ -478,7 +479,9 @@ def dialect_classes() -> list[type]:
         value
         for module in modules
         for value in vars(module).values()
-        if isinstance(value, type) and value.__module__ == module.__name__ and hasattr(value, "CASED_KEYS")
+        if isinstance(value, type)
+        and value.__module__ == module.__name__
+        and issubclass(value, (Dialect, StreamSession))
     ]
 
 
@@ -533,7 +536,9 @@ def test_every_field_with_a_capital_a_dialect_reads_is_among_its_cased_keys(modu
 @pytest.mark.parametrize(
     "cls", [cls for cls in dialect_classes() if cls.CASED_KEYS], ids=lambda cls: cls.__name__
 )
-def test_every_cased_key_spelled_in_lower_case_is_found_as_a_key_and_not_as_a_value(cls: type) -> None:
+def test_every_cased_key_spelled_in_lower_case_is_found_as_a_key_and_not_as_a_value(
+    cls: type[Dialect] | type[StreamSession],
+) -> None:
     cased: frozenset[str] = cls.CASED_KEYS
     for field in cased:
         assert readings_module.folded_keys(json.dumps({"a": [{field.lower(): 1}]}), cased) is not None

@@ -302,7 +302,8 @@ def test_bursts_read_ahead_never_release_what_whole_text_redaction_hides(
     """Deltas fed in bursts whose text is announced first (``expect``) release no 12 characters of a value
     that whole-text redaction hides."""
     text = "".join(pieces)
-    deltas, position = [], 0
+    deltas: list[str] = []
+    position = 0
     while position < len(text):
         deltas.append(text[position : position + sizes[len(deltas) % len(sizes)]])
         position += len(deltas[-1])

@@ -4,10 +4,12 @@ on a body's words, passed on the record elsewhere."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
 import structlog.testing
+from mitmproxy import http
 from mitmproxy.test import tflow
 
 from addons.gate.turns import METADATA_KEY, POLICY_KEY
@@ -32,7 +34,7 @@ def policy(mode: str) -> Policy:
     )
 
 
-def refused(flow: tflow.HTTPFlow, mode: str) -> Turn:
+def refused(flow: http.HTTPFlow, mode: str) -> Turn:
     turn = Turn(TurnContext(agent_id="bot", role="support"))
     flow.metadata[METADATA_KEY] = turn
     refuse_uninspected(flow, turn, policy(mode), "inspect_request")
@@ -43,7 +45,7 @@ def test_a_request_is_refused_403() -> None:
     flow = tflow.tflow()
     turn = refused(flow, "enforce")
     assert flow.response is not None and flow.response.status_code == 403
-    assert INSPECTION_FAILED_RULE in flow.response.text
+    assert INSPECTION_FAILED_RULE in (flow.response.text or "")
     assert [(f.rule, f.enforced) for f in turn.findings] == [(INSPECTION_FAILED_RULE, True)]
     assert str(turn.decision) == "blocked"
 
@@ -85,11 +87,11 @@ class _Hooks:
         self.error = error
 
     @fail_open
-    def inspect_request(self, flow: tflow.HTTPFlow) -> None:
+    def inspect_request(self, flow: http.HTTPFlow) -> None:
         raise self.error
 
 
-def failed(error: Exception) -> tuple[tflow.HTTPFlow, Turn, dict[str, Any], str]:
+def failed(error: Exception) -> tuple[http.HTTPFlow, Turn, MutableMapping[str, Any], str]:
     """A request whose hook raised ``error`` in enforce mode, its turn, its one inspect.failed log line
     and all that was logged."""
     flow = tflow.tflow()
@@ -97,7 +99,7 @@ def failed(error: Exception) -> tuple[tflow.HTTPFlow, Turn, dict[str, Any], str]
     flow.metadata[METADATA_KEY] = turn
     flow.metadata[POLICY_KEY] = policy("enforce")
     with structlog.testing.capture_logs() as logged:
-        _Hooks(error).inspect_request(flow)  # type: ignore[arg-type]
+        _Hooks(error).inspect_request(flow)
     [line] = [entry for entry in logged if entry["event"] == "inspect.failed"]
     assert line["at"].startswith("tests/test_refuse_uninspected.py:")
     assert line["at"].endswith(" in inspect_request")

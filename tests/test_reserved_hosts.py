@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 
 from addons.gate.localapi import ReservedHosts
@@ -37,7 +38,7 @@ def test_the_table_holds_both_services() -> None:
     assert RESERVED_HOSTS == {LOCAL_API_HOST: Service.LOCAL_API, DRILL_HOST: Service.DRILL}
 
 
-def turn_flow(host: str, *, drill: str | None = None) -> tflow.HTTPFlow:
+def turn_flow(host: str, *, drill: str | None = None) -> http.HTTPFlow:
     flow = tflow.tflow()
     flow.request.host = host
     turn = Turn(context=TurnContext(agent_id="bot", role="support"))

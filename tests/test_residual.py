@@ -6,6 +6,7 @@ import base64
 import functools
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -266,7 +267,7 @@ def test_documents_given_as_alike_read_as_each_read_alone(scanner: Scanner) -> N
     dialect filters) are read from the strings collected of the first of them: a value repeated in each
     still completes a secret in its field's text, redacted where it completes, as without the token."""
 
-    def read(alike: str | None) -> tuple[list[object], list[tuple[str, str]]]:
+    def read(alike: str | None) -> tuple[list[tuple[Any, bool]], list[tuple[str, str]]]:
         residual = scan(scanner)
         documents = [
             {"type": "delta", "meta": {"part": "AKIAQWERTY", "count": count}, "text": f"word{count}"}

@@ -89,7 +89,7 @@ def test_match_example_is_found_inside_shape(rule: Rule, example: str, shape: st
 
 
 @pytest.mark.parametrize(
-    ("rule", "example"), [case for case in _cases("match", RAW_BODY_PACKS) if "\n" not in case.values[1]]
+    ("rule", "example"), [case for case in _cases("match", RAW_BODY_PACKS) if "\n" not in str(case.values[1])]
 )
 def test_single_line_match_example_is_found_in_header(rule: Rule, example: str) -> None:
     """A single-line true positive is still found as an HTTP header value."""

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
-from proxy.scanning import rulepack
+from proxy.scanning import relaxed, rulepack
 from proxy.scanning.residual import JsonScan
 from proxy.scanning.rulepack import (
     _FEW_BLOCKS,
@@ -904,7 +904,7 @@ def test_a_document_that_holds_several_unbounded_rules_keywords_is_read_by_one_l
     unbounded = [index for index in plan.starts if PACKAGED._widths[index] is None]
     assert len(unbounded) >= 2
     with (
-        mock.patch.object(rulepack.relaxed, "possible", wraps=rulepack.relaxed.possible) as asked,
+        mock.patch.object(relaxed, "possible", wraps=relaxed.possible) as asked,
         PACKAGED.budget().metered() as meter,
     ):
         planned = PACKAGED._plan(text, meter)

@@ -15,13 +15,13 @@ from proxy.exchange import Part, Source, ToolCall
 from tests.test_streaming import ANTHROPIC_MESSAGE, anthropic_sdk_view, payloads, run, sse
 
 PAGE = "The orders service runs on port 8080."
-FETCH = {
+FETCH: dict[str, Any] = {
     "type": "server_tool_use",
     "id": "srvtoolu_1",
     "name": "web_fetch",
     "input": {"url": "https://x.test/"},
 }
-FETCHED = {
+FETCHED: dict[str, Any] = {
     "type": "web_fetch_tool_result",
     "tool_use_id": "srvtoolu_1",
     "content": {
@@ -35,7 +35,7 @@ FETCHED = {
         },
     },
 }
-SEARCHED = {
+SEARCHED: dict[str, Any] = {
     "type": "web_search_tool_result",
     "tool_use_id": "srvtoolu_2",
     "content": [
@@ -47,25 +47,25 @@ SEARCHED = {
         }
     ],
 }
-RAN = {
+RAN: dict[str, Any] = {
     "type": "bash_code_execution_tool_result",
     "tool_use_id": "srvtoolu_3",
     "content": {"type": "bash_code_execution_result", "stdout": "total 0", "stderr": "", "return_code": 0},
 }
-MCP_CALL = {
+MCP_CALL: dict[str, Any] = {
     "type": "mcp_tool_use",
     "id": "mcptoolu_1",
     "name": "read_file",
     "server_name": "files",
     "input": {"path": "notes.txt"},
 }
-MCP_RESULT = {
+MCP_RESULT: dict[str, Any] = {
     "type": "mcp_tool_result",
     "tool_use_id": "mcptoolu_1",
     "is_error": False,
     "content": [{"type": "text", "text": "meeting at noon"}],
 }
-PDF = {
+PDF: dict[str, Any] = {
     "type": "document",
     "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQKJeLjz9MK"},
 }
@@ -196,9 +196,15 @@ def test_a_stream_gates_server_tool_uses_on_their_whole_input_and_reads_their_re
     ]
 
 
-RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1", "status": "completed"}
+RESPONSE: dict[str, Any] = {
+    "id": "resp_1",
+    "object": "response",
+    "created_at": 1,
+    "model": "gpt-4.1",
+    "status": "completed",
+}
 RESPONSE |= {"parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
-MCP_CALL_ITEM = {
+MCP_CALL_ITEM: dict[str, Any] = {
     "id": "mcp_1",
     "type": "mcp_call",
     "server_label": "files",
@@ -207,14 +213,14 @@ MCP_CALL_ITEM = {
     "output": "meeting at noon",
     "status": "completed",
 }
-FILE_SEARCH_ITEM = {
+FILE_SEARCH_ITEM: dict[str, Any] = {
     "id": "fs_1",
     "type": "file_search_call",
     "status": "completed",
     "queries": ["orders"],
     "results": [{"file_id": "file-1", "filename": "readme.md", "score": 0.9, "text": PAGE, "attributes": {}}],
 }
-CODE_ITEM = {
+CODE_ITEM: dict[str, Any] = {
     "id": "ci_1",
     "type": "code_interpreter_call",
     "status": "completed",
@@ -222,20 +228,32 @@ CODE_ITEM = {
     "container_id": "cntr_1",
     "outputs": [{"type": "logs", "logs": "42"}],
 }
-WEB_SEARCH_ITEM = {
+WEB_SEARCH_ITEM: dict[str, Any] = {
     "id": "ws_1",
     "type": "web_search_call",
     "status": "completed",
     "action": {"type": "search", "query": "orders service"},
 }
-MCP_TOOLS_ITEM = {
+MCP_TOOLS_ITEM: dict[str, Any] = {
     "id": "mcpl_1",
     "type": "mcp_list_tools",
     "server_label": "files",
     "tools": [{"name": "read_file", "description": "Reads a file.", "input_schema": {"type": "object"}}],
 }
-IMAGE_ITEM = {"id": "ig_1", "type": "image_generation_call", "status": "completed", "result": "iVBORw0KGgo="}
-RESPONSES_ITEMS = [MCP_TOOLS_ITEM, MCP_CALL_ITEM, FILE_SEARCH_ITEM, CODE_ITEM, WEB_SEARCH_ITEM, IMAGE_ITEM]
+IMAGE_ITEM: dict[str, Any] = {
+    "id": "ig_1",
+    "type": "image_generation_call",
+    "status": "completed",
+    "result": "iVBORw0KGgo=",
+}
+RESPONSES_ITEMS: list[dict[str, Any]] = [
+    MCP_TOOLS_ITEM,
+    MCP_CALL_ITEM,
+    FILE_SEARCH_ITEM,
+    CODE_ITEM,
+    WEB_SEARCH_ITEM,
+    IMAGE_ITEM,
+]
 
 
 def response_of(*items: dict[str, Any]) -> bytes:

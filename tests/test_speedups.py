@@ -214,7 +214,8 @@ def test_header_lookups_follow_every_change_as_mitmproxy(
     for step in [None, *steps]:
         if step is not None:
             change(headers, step)
-        for name in [*NAMES, b"", "x-\udcff"]:
+        names: list[str | bytes] = [*NAMES, b"", "x-\udcff"]
+        for name in names:
             assert header_values(headers, name) == mitmproxy_get_all(headers, name)
             assert has_header(headers, name) == bool(mitmproxy_get_all(headers, name))
         assert header_count(headers) == _MultiDict.__len__(headers)
@@ -245,7 +246,7 @@ OPTION_SAMPLES: list[Any] = [None, True, False, 0, 7, 1.5, "", "regular", b"x", 
 
 def options_with(value: Any, default: Any) -> optmanager.OptManager:
     options = optmanager.OptManager()
-    options.add_option("sample", Any, default, "A sample option.")  # type: ignore[arg-type]
+    options.add_option("sample", Any, default, "A sample option.")
     if value is not optmanager.unset:
         options._options["sample"].value = value
     return options

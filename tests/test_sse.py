@@ -174,7 +174,7 @@ def test_an_event_is_written_as_its_fields_lines(
 @given(
     st.lists(
         st.text(
-            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=20
         ),
         min_size=1,
         max_size=6,

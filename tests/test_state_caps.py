@@ -188,7 +188,11 @@ def test_kinds_of_other_agents_and_other_rules_are_never_pushed_out(
     assert store.get(f"freeze.agent:{digest('support')}") == {"frozen": True}
 
 
-FREEZE = {"user": freeze_user, "session": revoke_session, "agent": block_agent}
+FREEZE: dict[FreezeKind, Callable[[StateStore, str, float, str], None]] = {
+    "user": freeze_user,
+    "session": revoke_session,
+    "agent": block_agent,
+}
 
 
 def frozen(store: StateStore, kind: FreezeKind, identity: str, agent: str | None = None) -> bool:
@@ -203,7 +207,7 @@ def test_an_injection_freeze_outlives_any_number_of_newer_ones(store: StateStore
     """An agent that mints user ids and gets each one frozen (three injection attempts apiece) never
     unfreezes a user frozen before: every freeze holds, while the attempt windows, counters, are capped."""
 
-    def offend(user: str) -> list[bool]:
+    def offend(user: str) -> list[str | None]:
         return [
             # One agent's users: this test is of the user freezes and counters, not of the agent's count.
             record_injection_attempt(

@@ -42,7 +42,7 @@ def test_keys_are_namespaced_and_expiring_ones_carry_a_redis_expiry(redis_server
     store = RedisStateStore(RedisSettings(url=redis_server.url, namespace="team-a"))
     exercise(store)
     client = redis_server.client()
-    keys = sorted(key.decode() for key in client.keys("*"))
+    keys = sorted(key.decode() if isinstance(key, bytes) else key for key in client.keys("*"))
     assert keys and all(key.startswith("team-a:") for key in keys)
     persistent = {key for key in keys if client.pttl(key) == -1}
     assert persistent == {"team-a:c:requests", "team-a:v:forever"}

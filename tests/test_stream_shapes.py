@@ -27,7 +27,7 @@ from proxy.dialects import Anthropic, Dialect, Gemini, OpenAIChat, OpenAIRespons
 from proxy.dialects import stream as stream_module
 from proxy.dialects.stream import StreamSession
 from proxy.scanning.redact import StreamRedactor
-from proxy.scanning.residual import JsonScan
+from proxy.scanning.residual import JsonScan, Path
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 from proxy.wire.sse import SSEEvent
 
@@ -240,6 +240,19 @@ def test_reading_by_shape_reads_as_reading_whole(
     assert relay(make, chunks, shapes=True) == relay(make, chunks, shapes=False)
 
 
+def count_skeletons(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time an event is taken apart (``_skeleton``)."""
+    made: list[int] = []
+    skeleton = stream_module._skeleton
+
+    def counted(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
+        made.append(1)
+        return skeleton(payload, handled)
+
+    monkeypatch.setattr(stream_module, "_skeleton", counted)
+    return made
+
+
 def check_handled_of(session: StreamSession) -> list[int]:
     """Makes ``session`` check every set of paths it filters as text against the dialect's own reading of
     the event; returns a list that grows by one for each set taken from a shape."""
@@ -276,9 +289,7 @@ def test_a_stream_of_one_shape_is_read_by_it(name: str, monkeypatch: pytest.Monk
     whose counts change every event, are not taken apart for it in either session, and a secret in
     another field of one of them, or where a count was, is still found and redacted."""
     make, build, event_name, start = DIALECTS[name]
-    skeletons: list[int] = []
-    skeleton = stream_module._skeleton
-    monkeypatch.setattr(stream_module, "_skeleton", lambda *args: skeletons.append(1) or skeleton(*args))
+    skeletons = count_skeletons(monkeypatch)
     sender, reader, sending, reading = sessions(make(), shapes=True)
     taken = [check_handled_of(session) for session in (sender, reader)]
     # Numbers of four digits: a run of numbers of two or three, which may be a key written as the codes of
@@ -382,9 +393,7 @@ def test_an_event_is_taken_apart_only_where_its_reading_may_be_skipped(
     nothing. The stream is sent, read back and observed as it is without shapes, a secret among those
     events found."""
     make, build, event_name, start = DIALECTS[name]
-    made: list[int] = []
-    skeleton = stream_module._skeleton
-    monkeypatch.setattr(stream_module, "_skeleton", lambda *args: made.append(1) or skeleton(*args))
+    made = count_skeletons(monkeypatch)
     sender, _, sending, _ = sessions(make(), shapes=True)
     written = [event(build, event_name, f"word{1000 + number} ", "plain", number) for number in range(30)]
     written[20] = event(build, event_name, "word1020 ", "secret elsewhere", 20)

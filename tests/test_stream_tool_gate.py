@@ -63,6 +63,7 @@ def test_a_held_read_of_credential_material_is_dropped_for_the_credential_notice
     notice = inspector.stream_filters().drop_notice
     assert notice is not None
     text = notice(call)
+    assert text is not None
     assert "`read_file` was withheld" in text and "credential material" in text
     assert path not in text
 

@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,8 @@ PIECES = (
 
 
 def _deltas(text: str, sizes: list[int]) -> list[str]:
-    deltas, position = [], 0
+    deltas: list[str] = []
+    position = 0
     while position < len(text):
         deltas.append(text[position : position + sizes[len(deltas) % len(sizes)]])
         position += len(deltas[-1])
@@ -400,7 +402,7 @@ def test_what_may_start_a_view_is_told_as_the_one_regex_of_every_view_start_tell
 
 
 # How a number may be written in a list of character codes: bare, or zero-padded to three digits.
-_CODE_SPELLINGS = [str, lambda code: f"{code:03d}"]
+_CODE_SPELLINGS: list[Callable[[int], str]] = [str, lambda code: f"{code:03d}"]
 
 
 @settings(max_examples=1500, deadline=None, derandomize=True)

@@ -549,7 +549,13 @@ def responses_call_stream(pieces: list[str]) -> bytes:
     )
 
 
-ANTHROPIC_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude"}
+ANTHROPIC_MESSAGE: dict[str, Any] = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "content": [],
+    "model": "claude",
+}
 ANTHROPIC_MESSAGE |= {
     "stop_reason": None,
     "stop_sequence": None,
@@ -1380,7 +1386,7 @@ def test_a_secret_a_letter_an_event_in_a_field_no_dialect_models_never_leaves_wh
         payload.get("x_annotation_delta", "") for _, payload in payloads(sent) if isinstance(payload, dict)
     )
     assert secret not in joined
-    assert filters.residual is not None and filters.residual.found
+    assert isinstance(filters.residual, JsonScan) and filters.residual.found
     assert session.completion.full_text == "~" * len(secret)
 
 
@@ -1457,7 +1463,7 @@ def split_secret_stream(text_event: Callable[[Any, str], bytes], odd: Any, secon
 
 
 def anthropic_split_secret(odd: Any, second: int = 1) -> bytes:
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_1",
         "type": "message",
         "role": "assistant",
@@ -1778,7 +1784,7 @@ def test_a_secret_as_the_key_of_a_number_is_redacted_after_a_long_run_of_equal_e
     filters = residual_filters()
     sent = run(dialect.stream_session(filters), stream)
     assert secret.encode() not in sent
-    assert filters.residual is not None and [found.rule.id for found in filters.residual.found] == [
+    assert isinstance(filters.residual, JsonScan) and [found.rule.id for found in filters.residual.found] == [
         "aws-access-key-id"
     ]
 

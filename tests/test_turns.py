@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from random import Random
 
@@ -10,7 +11,6 @@ from mitmproxy.test import tflow
 
 from addons.gate import turns
 from addons.gate.turns import pretty_host
-from proxy import turn as turn_module
 from proxy.turn import new_event_id
 
 HOST_VALUES = [
@@ -66,7 +66,7 @@ def test_pretty_hosts_kept_are_bounded() -> None:
 def test_event_ids_are_version_4_uuids_of_16_random_bytes(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """An event id is what ``uuid.UUID(bytes=..., version=4).hex`` spells for the same random bytes."""
     raw = Random(seed).randbytes(16) if seed else b"\xff" * 16  # noqa: S311 - reproducible test bytes
-    monkeypatch.setattr(turn_module.os, "urandom", lambda size: raw[:size])
+    monkeypatch.setattr(os, "urandom", lambda size: raw[:size])
     assert new_event_id() == uuid.UUID(bytes=raw, version=4).hex
 
 

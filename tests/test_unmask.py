@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from bench import carriers
 from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, KEYED, disguised_corpus, hard_negatives
 from proxy.model import Threat
-from proxy.scanning import unmask
+from proxy.scanning import relaxed, unmask
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, redact_text, scan_and_redact
 from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs
 
@@ -385,7 +385,7 @@ def _views_searched(text: str) -> list[unmask.View]:
 
 def _nothing_may_start_a_view(text: str) -> bool:
     encoded = text.encode("ascii")
-    return not unmask.relaxed.possible(unmask._MAY_HOLD_VIEW, encoded, 0, len(encoded))
+    return not relaxed.possible(unmask._MAY_HOLD_VIEW, encoded, 0, len(encoded))
 
 
 # Pieces of what each kind of view starts at, and of what comes near it without being it.

@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 import pytest
 import wsproto
+import wsproto.connection
 import wsproto.events
 from mitmproxy import connection
 from mitmproxy.test import tflow
@@ -24,7 +25,7 @@ from proxy.state import SqliteStateStore
 def received(fragments: list[bytes], cap: int) -> tuple[list[wsproto.events.Event], connection.Client]:
     """What a bounded server connection reads of ``fragments`` (each a frame of one binary message), and
     its peer."""
-    client = wsproto.Connection(wsproto.ConnectionType.CLIENT)
+    client = wsproto.connection.Connection(wsproto.ConnectionType.CLIENT)
     wire = b"".join(
         client.send(wsproto.events.BytesMessage(fragment, message_finished=index == len(fragments) - 1))
         for index, fragment in enumerate(fragments)
@@ -80,7 +81,7 @@ def test_a_ping_crosses_as_a_stand_in_and_its_pong_comes_back_as_sent() -> None:
 
 
 def test_a_bounded_connection_relays_pings_as_stand_ins() -> None:
-    client = wsproto.Connection(wsproto.ConnectionType.CLIENT)
+    client = wsproto.connection.Connection(wsproto.ConnectionType.CLIENT)
     wire = client.send(wsproto.events.Ping(payload=b"ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP"))
     peer = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=0)
     server = BoundedConnection(wsproto.ConnectionType.SERVER, conn=peer)
