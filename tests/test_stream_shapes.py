@@ -403,3 +403,18 @@ def test_an_event_is_taken_apart_only_where_its_reading_may_be_skipped(
     assert len(made) < len(chunks) // 3  # one for each event, were each taken apart before it is read
     assert [found.rule.id for found in sending.found] == ["github-pat"]
     assert relay(make, chunks, shapes=True) == relay(make, chunks, shapes=False)
+
+
+@pytest.mark.parametrize("name", ["openai_chat", "openai_responses", "gemini"])
+def test_a_stream_read_back_piece_by_piece_keeps_nothing_of_the_events_it_read(name: str) -> None:
+    """The read-back reads what was sent piece by piece (``read_sent``): what it learnt of each event is
+    let go once the event is read, however long the stream, where it was kept for the stream's life."""
+    make, build, event_name, start = DIALECTS[name]
+    sender, reader, _, _ = sessions(make(), shapes=True)
+    chunks = [event(build, event_name, f"word{number} ", "plain", number) for number in range(300)]
+    for chunk in [*([start] if start else []), *chunks]:
+        sender(chunk)
+        for piece in sender.take_sent():
+            reader.read_sent(piece)
+        assert len(reader._read_as) == 0
+    assert reader.events > 0

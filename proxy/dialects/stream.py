@@ -394,6 +394,37 @@ class _Channels:
         return replaced
 
 
+class _PerEvent[Value]:
+    """Values kept for events of the bytes being read, by each event's identity. Each entry holds its
+    event, so no other object can be given that event's id (Python reuses the id of an object collected)
+    while the entry stands: a value is never read for an event it was not kept for."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[SSEEvent, Value]] = {}
+
+    def __setitem__(self, event: SSEEvent, value: Value) -> None:
+        self._entries[id(event)] = (event, value)
+
+    def __contains__(self, event: SSEEvent) -> bool:
+        return id(event) in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, event: SSEEvent) -> Value | None:
+        entry = self._entries.get(id(event))
+        return None if entry is None else entry[1]
+
+    def pop(self, event: SSEEvent) -> Value | None:
+        entry = self._entries.pop(id(event), None)
+        return None if entry is None else entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 DUPLICATE_KEY_RULE = "inspection.duplicate_key"
 MISPLACED_RULE = "inspection.ambiguous_place"
 REPEATED_PLACE_RULE = "inspection.repeated_place"
@@ -444,7 +475,7 @@ class StreamSession(ABC):
         """While what is sent is kept (``keep_sent``): the events of the bytes being read that go out as
         they came, by the identity of their bytes, with the payload read from them."""
         self._sent: list[Sent] = []
-        self._rewrite: set[int] = set()
+        self._rewrite: _PerEvent[bool] = _PerEvent()
         """The events of the bytes being read whose payload does not say all their bytes do (by identity):
         each is written anew from what was read, never sent as it came."""
         self._files_refused = 0
@@ -454,14 +485,14 @@ class StreamSession(ABC):
         """Per rule (``AMBIGUOUS_RULES``), how many events clients may read otherwise than this session."""
         self._highest: dict[str, int] = {}
         self._apart: dict[str, int] = {}
-        self._others: dict[int, dict[str, Any]] = {}
+        self._others: _PerEvent[dict[str, Any]] = _PerEvent()
         """Per event of the bytes being read (by identity), its payload under each reading it differs in."""
-        self._shadowed: dict[int, list[Any]] = {}
+        self._shadowed: _PerEvent[list[Any]] = _PerEvent()
         """Per event of the bytes being read, the values its repeated keys shadow."""
-        self._folding: dict[int, tuple[Any, list[str]]] = {}
+        self._folding: _PerEvent[tuple[Any, list[str]]] = _PerEvent()
         """Per event of the bytes being read that a case-insensitive reader may read otherwise, where
         filters rewrite the stream: the event as such a reader reads it."""
-        self._folds: dict[int, list[str]] = {}
+        self._folds: _PerEvent[list[str]] = _PerEvent()
         """Per event of the bytes being read that a case-insensitive reader may read otherwise, the keys
         its reading answered otherwise (filled as that reading is fed)."""
         self._readings: dict[str, StreamSession] = {}
@@ -473,7 +504,7 @@ class StreamSession(ABC):
         self._fruitless: dict[str | None, int] = {}
         """Per event name, the shapes made since one of them last served: events that differ elsewhere
         than in their text (a sequence number) are not given more than a few."""
-        self._read_as: dict[int, _Read] = {}
+        self._read_as: _PerEvent[_Read] = _PerEvent()
         """Per event of the bytes being read (by identity), what reading it found (``_Read``)."""
 
     @property
@@ -517,7 +548,7 @@ class StreamSession(ABC):
         if isinstance(piece, tuple) and not (self._parser.holding or self._finished):
             # Sent as it came: read from its bytes, with nothing taken out.
             event, payload = piece
-            self._read_as[id(event)] = _Read(True, alike=False, whole=True, shape=None, among=[])
+            self._read_as[event] = _Read(True, alike=False, whole=True, shape=None, among=[])
         elif type(piece) is Serialised and not (self._parser.holding or self._finished):
             event = piece.reading()
             shape = self._shape_of(event)
@@ -527,15 +558,17 @@ class StreamSession(ABC):
             if not faithful:
                 self.feed(piece)
                 return
-            self._read_as[id(event)] = _Read(True, alike=False, whole=True, shape=shape, among=self._shapes)
+            self._read_as[event] = _Read(True, alike=False, whole=True, shape=shape, among=self._shapes)
         else:
             self.feed(piece if isinstance(piece, bytes) else piece[0].raw)
             return
         self.events += 1
         self.bytes += len(event.raw)
-        self._on_block(event, payload)
-        # What ``_keep`` clears after a feed: the bytes of an event read so are never fed.
-        self._read_as.pop(id(event), None)
+        try:
+            self._on_block(event, payload)
+        finally:
+            # What ``_keep`` clears after a feed: the bytes of an event read so are never fed.
+            self._read_as.pop(event)
 
     def _read_payload(self, event: SSEEvent) -> Any:
         """``_payload_of`` the event; one whose bytes say more than what was read is never sent as it came,
@@ -543,16 +576,16 @@ class StreamSession(ABC):
         event of a shape (``_Shape``) that read as it came and that clients read alike is read alike."""
         shape = self._shape_of(event)
         if shape is not None and shape.faithful and shape.ordinary:
-            self._read_as[id(event)] = _Read(True, alike=True, whole=True, shape=shape, among=self._shapes)
+            self._read_as[event] = _Read(True, alike=True, whole=True, shape=shape, among=self._shapes)
             return jsontext.loads(event.data or "")
         payload, faithful = _payload_of(event)
         others: dict[str, Any] = {}
         read_alike = faithful
         if not faithful:
-            self._rewrite.add(id(event))
+            self._rewrite[event] = True
             self._ambiguous(DUPLICATE_KEY_RULE)
             assert event.data is not None
-            self._shadowed[id(event)] = readings.read_with_shadowed(event.data)[1]
+            self._shadowed[event] = readings.read_with_shadowed(event.data)[1]
             others[readings.FIRST_VALUE] = readings.first_values(event.data)
         if self.READS_PLACES and payload is not _NOT_JSON and _may_name_places(event.data):
             odd = readings.examine(payload, self._highest)
@@ -563,7 +596,7 @@ class StreamSession(ABC):
                 self._ambiguous(REPEATED_PLACE_RULE)
                 if self.filters.active:
                     payload = readings.without_repeats(payload)[0]
-                    self._rewrite.add(id(event))
+                    self._rewrite[event] = True
                 else:
                     others[readings.LISTED] = readings.listed(payload)
             if odd.misplaced and not self.filters.active:
@@ -573,14 +606,14 @@ class StreamSession(ABC):
             folding = readings.folded_keys(event.data, self.CASED_KEYS)
             read_alike = read_alike and folding is None
             if folding is not None and self.filters.active:
-                self._folding[id(event)] = folding
+                self._folding[event] = folding
             elif folding is not None:
                 others[readings.FOLDED_KEYS] = folding[0]
-                self._folds[id(event)] = folding[1]
+                self._folds[event] = folding[1]
         if others:
-            self._others[id(event)] = others
-        whole = id(event) not in self._rewrite
-        self._read_as[id(event)] = _Read(faithful, read_alike, whole, shape, self._shapes)
+            self._others[event] = others
+        whole = event not in self._rewrite
+        self._read_as[event] = _Read(faithful, read_alike, whole, shape, self._shapes)
         return payload
 
     def _ambiguous(self, rule: str) -> None:
@@ -594,7 +627,7 @@ class StreamSession(ABC):
     def _read_otherwise(self, event: SSEEvent, payload: Any) -> None:
         """Feeds the event to the copy of this session of each other reading, as that reading gives it; a
         copy is made, from the state before this event, by the first event that reading differs in."""
-        others = self._others.pop(id(event), {})
+        others = self._others.pop(event) or {}
         if others or self._readings:  # most streams: no event any client reads otherwise
             for name in [*self._readings, *(name for name in others if name not in self._readings)]:
                 shadow = self._readings.get(name)
@@ -604,14 +637,14 @@ class StreamSession(ABC):
                     shadow._observe(event, others.get(name, payload))
                 except SHAPE_ERRORS:
                     continue
-        if self._folds.pop(id(event), None):
+        if self._folds.pop(event):
             self._ambiguous(KEY_CASE_RULE)
 
     def _folded_otherwise(self, event: SSEEvent) -> bool:
         """Whether a case-insensitive reader (a Go client) reads this event otherwise than this session:
         a copy of the session reads it as such a reader does. Where filters rewrite the stream, such an
         event cannot be rewritten into one reading, so it is not sent (``_unplaced``)."""
-        folding = self._folding.pop(id(event), None)
+        folding = self._folding.pop(event)
         if folding is None:
             return False
         folded, folds = folding
@@ -630,11 +663,12 @@ class StreamSession(ABC):
             "_arguments": _Channels(None),
             "_parser": SSEParser(),
             "_readings": {},
-            "_others": {},
-            "_shadowed": {},
-            "_folds": {},
-            "_folding": {},
-            "_read_as": {},
+            "_rewrite": _PerEvent(),
+            "_others": _PerEvent(),
+            "_shadowed": _PerEvent(),
+            "_folds": _PerEvent(),
+            "_folding": _PerEvent(),
+            "_read_as": _PerEvent(),
             "_sent": [],
             "_queued": [],
             "_boundaries": [],
@@ -683,7 +717,7 @@ class StreamSession(ABC):
         end = start
         while end < len(events):
             payload = payloads[end]
-            odd = payload is _NOT_JSON or id(events[end]) in self._folding
+            odd = payload is _NOT_JSON or events[end] in self._folding
             plain = None if odd else self._plain_texts(events[end], payload)
             if plain is None:
                 break
@@ -787,7 +821,7 @@ class StreamSession(ABC):
             payload, changed = self._scan_residual(event, payload)
             if not self.filters.active:
                 return [event.raw]
-            return self._transformed(event, payload, changed=changed or id(event) in self._rewrite)
+            return self._transformed(event, payload, changed=changed or event in self._rewrite)
         except SHAPE_ERRORS as error:
             if self._files_refused != refused_before and self.filters.active:
                 # A file in it was refused and recorded so: sent as it came, the file would go out all the
@@ -809,7 +843,7 @@ class StreamSession(ABC):
         if residual is None or event.data is None:
             return [event.raw]
         payload, changed = residual.filter(event.type, jsontext.loads(event.data), ())
-        changed = changed or id(event) in self._rewrite
+        changed = changed or event in self._rewrite
         return [rewritten(event, payload)] if changed and self.filters.active else [event.raw]
 
     def _transformed(self, event: SSEEvent, payload: Any, *, changed: bool) -> list[bytes]:
@@ -865,7 +899,7 @@ class StreamSession(ABC):
 
     def _scan_shadowed(self, event: SSEEvent) -> None:
         """The values the event's repeated keys shadow are read by some clients: scanned, never sent."""
-        shadowed = self._shadowed.pop(id(event), None)
+        shadowed = self._shadowed.pop(event)
         if shadowed and self.filters.residual is not None:
             self.filters.residual.filter("shadowed by a repeated key", shadowed, ())
 
@@ -875,7 +909,7 @@ class StreamSession(ABC):
             return payload, False
         kind = payload.get("type") if isinstance(payload, dict) else None
         kind = kind if isinstance(kind, str) else event.type
-        read = self._read_as.get(id(event))
+        read = self._read_as.get(event)
         handled = self._handled_of(event, payload, read)
         shape = read.shape if read is not None and read.among is self._shapes else self._shape_of(event)
         if shape is not None and shape.handled == handled and shape.quiet == (kind, residual.generation):
@@ -928,7 +962,7 @@ class StreamSession(ABC):
 
     def _new_shape(self, event: SSEEvent, payload: Any, handled: Collection[Path]) -> _Shape | None:
         """The event's shape, kept among the last ones read, where it has one."""
-        read = self._read_as.get(id(event))
+        read = self._read_as.get(event)
         made = self._fruitless.get(event.type, 0)
         if read is None or not read.whole or made >= _SHAPES_KEPT:
             return None
