@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import websockets.sync.server
 from google import genai
 from google.genai import types
 
@@ -29,16 +30,22 @@ RESULTS = (
 )
 
 
-def live_server(pki: UpstreamPKI, *messages: dict[str, Any]) -> Realtime:
-    """Answers like the Live API: its setup acknowledged, then ``messages``, then a finished turn."""
-    return Realtime(
-        pki, tuple(json.dumps(message) for message in ({"setupComplete": {}}, *messages, TURN_COMPLETE))
-    )
+class LiveUpstream(Realtime):
+    """Answers like the Live API: once the agent's setup came, it is acknowledged, then ``messages`` come,
+    then a finished turn; it keeps what the agent sends."""
+
+    def __init__(self, pki: UpstreamPKI, *messages: dict[str, Any]) -> None:
+        super().__init__(pki, tuple(json.dumps(message) for message in (*messages, TURN_COMPLETE)))
+
+    def _serve(self, connection: websockets.sync.server.ServerConnection) -> None:
+        self.received.append(connection.recv(timeout=WAIT_S))
+        connection.send(json.dumps({"setupComplete": {}}))
+        super()._serve(connection)
 
 
 @pytest.fixture
 def live(upstream_pki: UpstreamPKI) -> Iterator[Realtime]:
-    server = live_server(upstream_pki, TOOL_CALL)
+    server = LiveUpstream(upstream_pki, TOOL_CALL)
     yield server
     server.close()
 
@@ -112,3 +119,48 @@ def test_a_function_result_sent_over_live_is_read_as_a_tool_result(
     }
     assert not any(where.startswith("websocket[5]") for _, where, _ in found)
     assert all(enforced is enforcing for _, _, enforced in found)
+
+
+CODE = {"executableCode": {"language": "PYTHON", "code": "print(open('README.md').read())"}}
+PRINTED = {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": f"# Orders\n{INJECTION}\n"}}
+
+
+def model_parts(received: list[types.LiveServerMessage]) -> list[types.Part]:
+    """The parts of the model's turns among the messages the agent received."""
+    content = [message.server_content for message in received if message.server_content is not None]
+    return [part for turn in content if turn.model_turn is not None for part in turn.model_turn.parts or []]
+
+
+def model_turn(part: dict[str, Any]) -> dict[str, Any]:
+    return {"serverContent": {"modelTurn": {"role": "model", "parts": [part]}}}
+
+
+@pytest.mark.parametrize("code_destructive", [False, True], ids=["default", "code-destructive"])
+def test_code_the_live_api_ran_is_gated_and_what_it_printed_read_as_a_tool_result(
+    code_destructive: bool, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A model turn holding code the API ran is a call to ``code_execution``, withheld where the role
+    lists it as destructive; the message with what the code printed is read as a tool's result, and
+    withheld for the injection in it."""
+    tools = "{destructive: [code_execution]}" if code_destructive else "{}"
+    proxy = start_proxy(mode="enforce", tools=tools)
+    server = LiveUpstream(upstream_pki, model_turn(CODE), model_turn(PRINTED))
+    try:
+        received = converse(proxy, server)
+    finally:
+        server.close()
+    parts = model_parts(received)
+    assert [part.executable_code is not None for part in parts] == ([] if code_destructive else [True])
+    assert received[-1].server_content is not None and received[-1].server_content.turn_complete
+    found = findings(proxy, "tool_abuse", "prompt_injection")
+    assert (
+        "prompt_injection",
+        "websocket[3].serverContent.modelTurn.parts[0].codeExecutionResult.output",
+        True,
+    ) in found
+    called = [(threat, where, enforced) for threat, where, enforced in found if threat == "tool_abuse"]
+    assert called == (
+        [("tool_abuse", "websocket[2].serverContent.modelTurn.parts[0].executableCode", True)]
+        if code_destructive
+        else []
+    )

@@ -405,3 +405,48 @@ def test_an_injection_in_the_output_of_code_gemini_ran_sent_back_in_the_history_
         finding[0] == "prompt_injection" and finding[2:] == (where, True)
         for finding in reading(last_record(enforce))
     )
+
+
+@pytest.fixture
+def code_guarded(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    """Enforce mode, with a role that counts the code the Gemini API runs as a destructive tool."""
+    return _agent(start_proxy(mode="enforce", tools="{destructive: [code_execution]}"), monkeypatch)
+
+
+@STREAMED
+def test_code_gemini_ran_is_a_call_withheld_with_its_output_where_the_role_calls_it_destructive(
+    code_guarded: Proxy, upstream: FakeUpstream, streamed: bool
+) -> None:
+    """``executableCode`` is a call to ``code_execution`` the API ran before answering: where the role
+    lists it as destructive the code and what it printed are kept from the agent (a notice says the API
+    ran it), recorded as run upstream with no approval opened; the text before it passes."""
+    ran = {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "42 rows deleted\n"}}
+    parts = gemini_returns(upstream, [*GEMINI_CODE_RAN, ran], streamed=streamed)
+    assert [part.executable_code or part.code_execution_result for part in parts] == [None] * len(parts)
+    text = "".join(part.text or "" for part in parts)
+    assert text.startswith("Here it is.") and "code_execution" in text
+    (finding,) = [f for f in last_record(code_guarded)["findings"] if f["threat"] == "tool_abuse"]
+    assert finding["where"] == "candidates[0].content.parts[1]" and finding["enforced"] is True
+    assert finding["extra"]["ran_upstream"] is True and "pending_approval" not in finding["extra"]
+
+
+def test_a_request_declaring_gemini_code_execution_is_refused_where_the_role_calls_it_destructive(
+    code_guarded: Proxy, upstream: FakeUpstream
+) -> None:
+    """The API runs the code its model writes unasked: the one place to stop it is the request that
+    declares ``codeExecution``, refused (403) where the role lists ``code_execution`` as destructive."""
+    from google import genai
+    from google.genai import errors, types
+
+    headers = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
+    client = genai.Client(
+        api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url, headers=headers)
+    )
+    config = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
+    with pytest.raises(errors.ClientError, match="tool_abuse"):
+        client.models.generate_content(model="gemini-2.5-flash", contents="count the rows", config=config)
+    assert upstream.received == []
+    found = [
+        (f["rule"], f["where"]) for f in last_record(code_guarded)["findings"] if f["threat"] == "tool_abuse"
+    ]
+    assert [where for _, where in found] == ["tools[0].codeExecution"]

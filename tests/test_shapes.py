@@ -96,6 +96,20 @@ CALLS: dict[str, tuple[Any, list[tuple[str, str, str]]]] = {
         {"parts": [{"function_call": {"name": "rm", "args": {}}}]},
         [("rm", "parts[0].function_call", "{}")],
     ),
+    "gemini live code the API ran": (
+        {
+            "serverContent": {
+                "modelTurn": {"parts": [{"executableCode": {"language": "PYTHON", "code": "1+1"}}]}
+            }
+        },
+        [
+            (
+                "code_execution",
+                "serverContent.modelTurn.parts[0].executableCode",
+                '{"language":"PYTHON","code":"1+1"}',
+            )
+        ],
+    ),
     "gemini live toolCall": (
         {"toolCall": {"functionCalls": [{"id": "f1", "name": "rm", "args": {"p": 1}}]}},
         [("rm", "toolCall.functionCalls[0]", '{"p":1}')],
@@ -190,6 +204,7 @@ def test_generic_answers_carry_their_calls_json_and_ndjson() -> None:
 def test_the_precheck_sees_every_call_shape_the_dialects_name() -> None:
     """A call item or block type a dialect comes to read must not slip past the precheck."""
     names = [*CALL_ITEMS, *TOOL_USE_TYPES, *OUTPUT_ITEMS, REALTIME_CALL_DONE, "tool_calls", "functionCall"]
+    names += ["executableCode", "executable_code", "codeExecutionResult", "code_execution_result"]
     assert [name for name in names if not may_hold_calls(f'{{"type": "{name}"}}')] == []
 
 
@@ -269,3 +284,12 @@ def test_the_results_precheck_sees_every_result_shape() -> None:
     ]
     assert [name for name in names if not may_hold_results(f'{{"{name}": 1}}')] == []
     assert not may_hold_results('{"type": "input_audio_buffer.append", "audio": "AAAA"}')
+
+
+def test_what_gemini_code_printed_is_read_as_a_tool_result() -> None:
+    parts = [{"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": INJECTION}}]
+    document = {"serverContent": {"modelTurn": {"parts": parts}}}
+    assert [(part.source.value, part.where, part.tool_name) for part in shaped_results(document)] == [
+        ("tool_result", "serverContent.modelTurn.parts[0].codeExecutionResult.output", "code_execution")
+    ]
+    assert may_hold_calls(json.dumps(document)) and shaped_calls(document) == []

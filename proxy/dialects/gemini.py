@@ -33,6 +33,7 @@ from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSessio
 from proxy.exchange import (
     Attachment,
     Completion,
+    DeclaredTool,
     Fetch,
     Part,
     RequestView,
@@ -45,7 +46,8 @@ from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "model": Source.ASSISTANT, "function": Source.TOOL_RESULT}
 CODE_EXECUTION = "code_execution"
-"""The tool name the output of code the API ran (its ``codeExecution`` tool) is read under."""
+"""The tool name the code the API runs (its ``codeExecution`` tool) is called under, and its output read
+under: the name a role lists under ``tools.destructive`` to have it refused where a request declares it."""
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -97,7 +99,7 @@ def _read_file_uri(view: RequestView, part: dict[str, Any], where: str) -> None:
     read_fetched(view, uri, f"{where}.{file_key}.{uri_key}", "file")
 
 
-def _code_output(part: dict[str, Any], where: str) -> Part | None:
+def code_output(part: dict[str, Any], where: str) -> Part | None:
     """What code the API ran returned (``codeExecutionResult``'s ``output``): a tool's result."""
     result_key, result = field_of(part, "codeExecutionResult")
     output = as_str(as_dict(result).get("output"))
@@ -106,10 +108,26 @@ def _code_output(part: dict[str, Any], where: str) -> Part | None:
     return Part(Source.TOOL_RESULT, output, f"{where}.{result_key}.output", CODE_EXECUTION)
 
 
+def code_call(part: dict[str, Any], where: str) -> ToolCall | None:
+    """The code a part of the model's answer has the API run (``executableCode``, its ``language`` and
+    ``code``): a call to ``code_execution``, which ran before the answer came."""
+    _, code = field_of(part, "executableCode")
+    if not isinstance(code, dict):
+        return None
+    arguments = canonical_arguments(code)
+    return ToolCall(id=None, name=CODE_EXECUTION, arguments=arguments, where=where, ran_upstream=True)
+
+
+def _part_call(part: dict[str, Any], where: str) -> ToolCall | None:
+    """The call a part of the model's answer is: a function's the agent runs, or code the API ran."""
+    _, call = field_of(part, "functionCall")
+    return function_call_of(call, where) if isinstance(call, dict) else code_call(part, where)
+
+
 def _returned(part: dict[str, Any], where: str) -> Part | Attachment | None:
     """What the agent reads of a part of a model's answer that is neither text nor a call: the output of
     code the API ran, or a file the model returned (``_inline_file``)."""
-    return _code_output(part, where) or _inline_file(part, where, Source.ASSISTANT)
+    return code_output(part, where) or _inline_file(part, where, Source.ASSISTANT)
 
 
 def _add_returned(completion: Completion, returned: Part | Attachment | None) -> None:
@@ -277,7 +295,7 @@ class Gemini(Dialect):
                     names_by_call_id[tool_call.id or tool_call.name] = tool_call.name
                 elif isinstance(part.get("text"), str):
                     view.parts.append(Part(source, part["text"], f"{where}.text"))
-                elif (output := _code_output(part, where)) is not None:
+                elif (output := code_output(part, where)) is not None:
                     view.parts.append(output)
                 elif isinstance(response, dict):
                     steps = ("contents", position, "parts", index, response_key)
@@ -297,6 +315,9 @@ class Gemini(Dialect):
                 browsing_key, enabled = field_of(as_dict(raw_tool), browsing)
                 if isinstance(enabled, dict):
                     view.fetches.append(Fetch(f"tools[{position}].{browsing_key}", None, browsing))
+            code_key, code = field_of(as_dict(raw_tool), "codeExecution")
+            if isinstance(code, dict):
+                view.declared_tools.append(DeclaredTool(CODE_EXECUTION, f"tools[{position}].{code_key}"))
             declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
             for index, raw_declaration in enumerate(as_list(declarations)):
                 declaration = as_dict(raw_declaration)
@@ -324,10 +345,10 @@ class Gemini(Dialect):
             base = f"candidates[{position}].content.parts"
             for index, raw_part in enumerate(as_list(as_dict(candidate.get("content")).get("parts"))):
                 part = as_dict(raw_part)
-                _, call = field_of(part, "functionCall")
+                call = _part_call(part, f"{base}[{index}]")
                 text = as_str(part.get("text"))
-                if isinstance(call, dict):
-                    completion.tool_calls.append(function_call_of(call, f"{base}[{index}]"))
+                if call is not None:
+                    completion.tool_calls.append(call)
                 elif text is None:
                     _add_returned(completion, _returned(part, f"{base}[{index}]"))
                 elif text:
@@ -347,6 +368,12 @@ class Gemini(Dialect):
         for position, raw_candidate in enumerate(as_list(document.get("candidates"))):
             content = as_dict(as_dict(raw_candidate).get("content"))
             parts = as_list(content.get("parts"))
+            # What withheld code printed goes with it: the part after it that holds its result.
+            removed |= {
+                (position, index + 1)
+                for index in range(len(parts) - 1)
+                if (position, index) in removed and code_output(as_dict(parts[index + 1]), "") is not None
+            }
             kept = [part for index, part in enumerate(parts) if (position, index) not in removed]
             if notice is not None:
                 kept.append({"text": notice})
@@ -462,11 +489,10 @@ class _MergedResponse:
     def _add_part(index: int, merged: _MergedCandidate, part: dict[str, Any]) -> int:
         text = as_str(part.get("text"))
         thought = part.get("thought") is True
-        _, call = field_of(part, "functionCall")
+        call = _part_call(part, f"candidates[{index}].content.parts[{len(merged.parts)}]")
         last = merged.parts[-1] if merged.parts else None
-        if isinstance(call, dict):
-            where = f"candidates[{index}].content.parts[{len(merged.parts)}]"
-            merged.parts.append(_MergedPart(call=function_call_of(call, where)))
+        if call is not None:
+            merged.parts.append(_MergedPart(call=call))
         elif text is not None and last is not None and last.text is not None and last.thought == thought:
             last.text.add(text)
         elif text is not None:
@@ -504,6 +530,9 @@ class GeminiStreamSession(StreamSession):
         self._landed: dict[tuple[int, int], int] = {}
         self._open_text: dict[int, tuple[str, bool]] = {}
         """Per candidate, the text part being streamed and whether it is a thought."""
+        self._code_withheld: set[int] = set()
+        """The candidates whose last part was code the gate withheld: the output of it that comes next
+        goes with it."""
         self._withheld: dict[tuple[int, int], str] = {}
         """Parts of the merged response whose file refuses them (``StreamFilters.file_reader``), by
         candidate and position, with what the agent reads instead."""
@@ -619,6 +648,12 @@ class GeminiStreamSession(StreamSession):
             # A binary file a finding in it refuses cannot be rewritten: the part is not sent.
             return [*before, {"text": notice}]
         returned = self._merged.candidates[index].parts[merged_position].returned
+        if (
+            isinstance(returned, Part)
+            and returned.tool_name == CODE_EXECUTION
+            and index in self._code_withheld
+        ):
+            return before  # what withheld code printed goes with it
         if isinstance(returned, Part):
             # Read whole in its part: the file's data or the code's output, at the last two steps.
             key, field_name = map(str, parse_locator(returned.where)[-2:])
@@ -629,12 +664,15 @@ class GeminiStreamSession(StreamSession):
             return [*before, raw_part]
         _, call = field_of(part, "functionCall")
         where = f"candidates[{index}].content.parts[{merged_position}]"
-        if isinstance(call, dict) and self.filters.tool_gate is not None:
-            # A function call arrives whole, arguments and all.
-            tool_call = function_call_of(call, where)
-            if self._decide(tool_call, complete=True) == "drop":
-                notice = self._notice(tool_call)
-                return [*before, {"text": notice}] if notice else before
+        tool_call = _part_call(part, where)
+        self._code_withheld.discard(index)
+        # A function call (or code) arrives whole, arguments and all.
+        gated = self.filters.tool_gate is not None
+        if tool_call is not None and gated and self._decide(tool_call, complete=True) == "drop":
+            if tool_call.ran_upstream:
+                self._code_withheld.add(index)
+            notice = self._notice(tool_call)
+            return [*before, {"text": notice}] if notice else before
         if isinstance(call, dict) and call.get("args") is not None:
             call["args"] = self._filter_argument_value(where, call["args"])
         return [*before, raw_part]

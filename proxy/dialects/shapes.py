@@ -13,7 +13,7 @@ from typing import Any
 
 from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
 from proxy.dialects.base import as_dict, as_list, as_position, as_str
-from proxy.dialects.gemini import function_call_of, function_response_parts
+from proxy.dialects.gemini import code_call, code_output, function_call_of, function_response_parts
 from proxy.dialects.locator import Step, format_locator, parse_locator
 from proxy.dialects.openai_chat import CALL_HOLDERS, message_calls
 from proxy.dialects.openai_responses import (
@@ -30,9 +30,19 @@ from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
 """The Realtime API's event ending a function call's arguments: it names the call and holds them whole."""
-MARKERS = ("_call", "tool_use", "functionCall", "mcp_approval_request")
+MARKERS = (
+    "_call",
+    "tool_use",
+    "functionCall",
+    "mcp_approval_request",
+    "executableCode",
+    "executable_code",
+    "codeExecutionResult",
+    "code_execution_result",
+)
 """Words one of the shapes holds in a key or a type (``_call`` is in ``tool_calls``, ``function_call``,
-each Responses call item and the Realtime event; ``tool_use`` in ``server_tool_use``): a text holding none
+each Responses call item and the Realtime event; ``tool_use`` in ``server_tool_use``; Gemini's code and what
+it printed): a text holding none
 of them (and no escape, which may spell one) holds no call, and is not parsed for one. Few, so that the
 check reads the text few times."""
 RESULT_MARKERS = ("_call_output", "functionResponse", "function_response")
@@ -59,9 +69,21 @@ def shaped_calls(document: Any) -> list[ToolCall]:
 
 
 def shaped_results(document: Any) -> list[Part]:
-    """What tools the API ran returned inside their calls (a remote MCP tool's output), to be read as a
-    tool's result is."""
-    return [part for _, item in _shapes(document, ()) if item is not None for part in item]
+    """What tools the API ran returned, to be read as a tool's result is: inside their calls (a remote MCP
+    tool's output), or beside them (what Gemini's code printed, ``codeExecutionResult``)."""
+    returned = [part for _, item in _shapes(document, ()) if item is not None for part in item]
+    return returned + _code_outputs(document, ())
+
+
+def _code_outputs(value: Any, steps: tuple[Step, ...]) -> list[Part]:
+    if isinstance(value, list):
+        return [part for index, child in enumerate(value) for part in _code_outputs(child, (*steps, index))]
+    if not isinstance(value, dict):
+        return []
+    output = code_output(value, format_locator(steps) if steps else "")
+    if output is not None:
+        return [dataclasses.replace(output, where=output.where.removeprefix("."))]
+    return [part for key, child in value.items() for part in _code_outputs(child, (*steps, key))]
 
 
 def may_hold_results(text: str) -> bool:
@@ -128,7 +150,8 @@ def _item_of(value: dict[str, Any], where: str) -> tuple[ToolCall, list[Part] | 
 
 
 def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall]:
-    """The calls ``value`` holds under a key: a Gemini part's ``functionCall`` (its ``args`` an object) or
+    """The calls ``value`` holds under a key: a Gemini part's ``functionCall`` (its ``args`` an object),
+    its ``executableCode`` (code the API ran) or
     a Gemini Live ``toolCall``'s ``functionCalls``, a Chat or Ollama message's ``tool_calls`` (a list of
     objects naming a function or custom tool) and legacy ``function_call``, not any value that happens to
     sit under such a key. A list's other items do not hide the calls in it: a client reads each object
@@ -139,6 +162,10 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
         # ``arguments`` makes a ``function_call`` Chat's legacy call, read below; never a ``functionCall``.
         if as_str(function.get("name")) and (key == "functionCall" or "arguments" not in function):
             calls.append(function_call_of(function, format_locator((*steps, key))))
+    code = code_call(value, "")
+    if code is not None:
+        code_key = "executableCode" if "executableCode" in value else "executable_code"
+        calls.append(dataclasses.replace(code, where=format_locator((*steps, code_key))))
     for key in ("functionCalls", "function_calls"):  # the Live API's toolCall message
         listed = value.get(key)
         if isinstance(listed, list):
