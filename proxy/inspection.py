@@ -1092,8 +1092,8 @@ class TurnInspector:
     def _carry_out_response(self, received: Completion, left: set[str]) -> None:
         """A redaction is enforced when its secret is not among the fingerprints ``left`` in what was
         sent (one without a fingerprint, a link or a leaked prompt, when reading ``received`` again no
-        longer finds it), a withheld call when ``received`` does not carry it, a quarantine when its part
-        carries the notice."""
+        longer finds it), a withheld call when ``received`` does not carry it (its id and name), a
+        quarantine when its part carries the notice."""
         original = self.turn.completion.tool_calls if self.turn.completion is not None else []
 
         def withheld(finding: Finding) -> bool:
@@ -1101,7 +1101,8 @@ class TurnInspector:
             if finding.action is not Action.WITHHOLD or call is None:
                 return False
             if call.id is not None:
-                return not any(sent.id == call.id for sent in received.tool_calls)
+                # A call sent under the id with another name (held to the name decided on) is not this one.
+                return not any((sent.id, sent.name) == (call.id, call.name) for sent in received.tool_calls)
             named = [sent for sent in received.tool_calls if sent.name == call.name]
             return len(named) < sum(1 for other in original if other.name == call.name)
 

@@ -617,7 +617,7 @@ class AnthropicStreamSession(StreamSession):
             call = _block_call(block)
         if self._decide(call, complete=True) == "drop":
             return self._drop_block(index, call)
-        output = [piece for event, body in held for piece in self._transformed(event, body, changed=True)]
+        output = self._replay(held)
         self._sealed.add(index)
         return output
 

@@ -470,6 +470,8 @@ class ChatStreamSession(StreamSession):
         if gated.decision == "release" and gated.sealed:
             self.notes.append("a tool call sent whole got more deltas after its arguments ended; dropped")
             return [], []
+        if gated.decision == "release" and _renames(call_delta, gated.merged.custom):
+            return [], self._cut_short(choice_index, call_index)
         if gated.decision == "release":
             if call_index != LEGACY_CALL:
                 call_delta["index"] = gated.out_index
@@ -489,6 +491,20 @@ class ChatStreamSession(StreamSession):
                 return [], self._complete_one(choice_index, call_index)
             return [], []
         return self._settle(choice_index, call_index, self._held_call(choice_index, call_index))
+
+    def _cut_short(self, choice_index: int, call_index: int) -> list[bytes]:
+        """A released call named again: clients join the new name to the one the gate decided on, so the
+        call they would run was never decided. Nothing more of it is sent; its notice is."""
+        where = _call_where(choice_index, call_index)
+        self._gated[(choice_index, call_index)].decision = "drop"
+        if self._open_arguments.get(choice_index) == call_index:
+            del self._open_arguments[choice_index]
+            self._close_arguments(where)
+        call = self._choices[choice_index].calls[call_index].call(where)
+        self.notes.append(f"a released tool call was named again, as {call.name}; cut short")
+        self.dropped_tool_calls.append((call.name, call.id))
+        notice = self._notice(call)
+        return [self._text_chunk(choice_index, "content", notice)] if notice else []
 
     def _held_call(self, choice_index: int, call_index: int) -> ToolCall:
         return self._gated[(choice_index, call_index)].merged.call(_call_where(choice_index, call_index))
@@ -649,6 +665,15 @@ def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
     # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does.
     state.name.add(as_str(part.get("name")) or "")
     state.arguments.add(as_str(part.get(CALL_HOLDERS[holder])) or "")
+
+
+def _renames(call_delta: dict[str, Any], custom: bool) -> bool:
+    """Whether a later delta of a call changes what it calls: it brings more of a name, which clients
+    append to the name they have, or says the call is of the other kind."""
+    kind = call_delta.get("type")
+    if kind is not None and kind != ("custom" if custom else "function"):
+        return True
+    return any(as_str(as_dict(call_delta.get(holder)).get("name")) for holder in ("function", "custom"))
 
 
 def _call_where(choice_index: int, call_index: int) -> str:

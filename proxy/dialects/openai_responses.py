@@ -22,6 +22,7 @@ from proxy.dialects.locator import format_locator, parse_locator, set_at
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import (
+    MISPLACED_RULE,
     GrowingText,
     Path,
     StreamFilters,
@@ -118,6 +119,8 @@ INPUT_DONES = {
     "response.code_interpreter_call_code.done": "code",
 }
 """The events that stream what a call passes, and the field of the event ending it that holds it whole."""
+CALL_IDENTITY = ("type", "name", "call_id")
+"""What in a call item says which tool it calls and which call an answer goes to."""
 OUTPUT_ITEMS = (
     "function_call_output",
     "custom_tool_call_output",
@@ -417,6 +420,9 @@ class ResponsesStreamSession(StreamSession):
         self._sealed: set[int] = set()
         """Calls sent whole after being held: later events carry the arguments they were decided on."""
         self._released_content: dict[str, tuple[str, str]] = {}
+        self._released_calls: dict[int, dict[str, Any]] = {}
+        """By position, what names the call released there (``CALL_IDENTITY``), as its added item said:
+        the item's last event and the final response are held to it."""
         """By locator, read content as it came and as it went out (``_rewrite_item``)."""
 
     @property
@@ -553,6 +559,8 @@ class ResponsesStreamSession(StreamSession):
             )
         elif event_type == "response.output_item.done":
             item = as_dict(body.get("item"))
+            if _item_type(item) in CALL_ITEMS and position not in self._released_calls:
+                return self._unplaced(event_type)
             if _item_type(item) == "function_call":
                 before.extend(self._end_arguments(position, body))
             self._rewrite_item(item, position)
@@ -587,6 +595,10 @@ class ResponsesStreamSession(StreamSession):
                 return self._drop_call(body, position, call)
         self._out_index[position] = self._next_out_index
         self._next_out_index += 1
+        if _item_type(item) in CALL_ITEMS:
+            self._released_calls[position] = {key: item[key] for key in CALL_IDENTITY if key in item}
+        else:
+            self._released_calls.pop(position, None)
         if _item_type(item) == "function_call":
             self._call_item_ids[position] = as_str(item.get("id")) or as_str(body.get("item_id"))
             arguments = item.get("arguments")
@@ -624,7 +636,7 @@ class ResponsesStreamSession(StreamSession):
         if self._decide(call, complete=True) == "drop":
             return self._drop_call(first_body, position, call)
         self._sealed.add(position)
-        return [piece for event, body in held for piece in self._transformed(event, body, changed=True)]
+        return self._replay(held)
 
     def _notice_events(self, body: dict[str, Any], position: int, notice: str) -> list[bytes]:
         item = self._notices[position]
@@ -701,7 +713,25 @@ class ResponsesStreamSession(StreamSession):
             return upstream
         return self._filter_arguments(where, upstream) + self._close_arguments(where)
 
+    def _pin_call(self, item: dict[str, Any], position: int) -> None:
+        """Holds a call item of a later event to the call released at its place: what names it is set
+        back to what was decided on."""
+        released = self._released_calls.get(position)
+        if released is None:
+            return
+        renamed = [key for key in CALL_IDENTITY if item.get(key) != released.get(key)]
+        for key in renamed:
+            if key in released:
+                item[key] = released[key]
+            else:
+                del item[key]
+        if renamed:
+            self.notes.append(f"a released call at output[{position}] came again with another {renamed[0]}")
+            self._ambiguous(MISPLACED_RULE)
+
     def _rewrite_item(self, item: dict[str, Any], position: int) -> None:
+        if _item_type(item) in CALL_ITEMS:
+            self._pin_call(item, position)
         if _item_type(item) == "function_call" and (
             self.filters.argument_filter is not None or position in self._sealed
         ):
@@ -728,12 +758,28 @@ class ResponsesStreamSession(StreamSession):
     def _rewrite_output(self, response: dict[str, Any]) -> None:
         output: list[Any] = []
         for position, raw_item in enumerate(as_list(response.get("output"))):
+            item = as_dict(raw_item)
+            if _item_type(item) in CALL_ITEMS and not (
+                position in self._released_calls or position in self._dropped
+            ):
+                self._decide_unstreamed(item, position)
             if position in self._notices:
                 output.append(self._notices[position])
             elif position not in self._dropped:
-                self._rewrite_item(as_dict(raw_item), position)
+                self._rewrite_item(item, position)
                 output.append(raw_item)
         response["output"] = output
+
+    def _decide_unstreamed(self, item: dict[str, Any], position: int) -> None:
+        """A call the final response holds that no event streamed: decided whole there, and dropped for
+        its notice where the gate drops it."""
+        call = item_call(item, f"output[{position}]")
+        if self.filters.tool_gate is None or self._decide(call, complete=True) != "drop":
+            return
+        self._dropped.add(position)
+        notice = self._notice(call)
+        if notice is not None:
+            self._notices[position] = notice_item(f"msg_egressguard_{position}", notice)
 
     def _end_of_stream(self, sequence_number: Any = None) -> list[bytes]:
         output = [piece for position in list(self._held) for piece in self._complete_held(position)]

@@ -24,7 +24,7 @@ import copy
 import re
 from _json import encode_basestring, make_encoder
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn, Protocol, runtime_checkable
 
@@ -431,7 +431,10 @@ REPEATED_PLACE_RULE = "inspection.repeated_place"
 KEY_CASE_RULE = "inspection.key_case"
 AMBIGUOUS_RULES = {
     DUPLICATE_KEY_RULE: "a key repeated in one JSON object, whose first value some readers keep",
-    MISPLACED_RULE: 'a streamed delta at an index clients read as different places (1.0, "1", true, -1)',
+    MISPLACED_RULE: (
+        'a streamed delta at an index clients read as different places (1.0, "1", true, -1), or a tool call '
+        "at a place another call already took"
+    ),
     REPEATED_PLACE_RULE: "two entries of one streamed list at the same index, which clients join or not",
     KEY_CASE_RULE: "a key spelled in another case than its field, which case-insensitive readers take for it",
 }
@@ -469,6 +472,9 @@ class StreamSession(ABC):
         self._queued: list[bytes] = []
         self._skeletons: dict[str, Any] = {}
         self._decisions: dict[str, ToolDecision] = {}
+        self._decided_calls: dict[str, ToolCall] = {}
+        """The call each decision was made on, by its place."""
+        self._replaying = False
         self._cut = False
         """A held call grew past ``MAX_HELD_BYTES``: the decision next asked for is on arguments cut short."""
         self._as_came: dict[int, tuple[SSEEvent, Any]] | None = None
@@ -1063,10 +1069,16 @@ class StreamSession(ABC):
 
     def _decide(self, call: ToolCall, *, complete: bool = False) -> ToolDecision:
         """The gate's decision for the call at ``call.where``, asked once its name is known and, for a
-        call it held, once more with ``complete`` arguments; later asks get the same answer."""
+        call it held, once more with ``complete`` arguments. A place is decided once: another call asked
+        about at a place already decided (a reused index, a call renamed while held) is dropped as
+        ambiguous, where it would have had the decision of the call before it."""
         decided = self._decisions.get(call.where)
-        if decided is not None and (decided != "hold" or not complete):
+        if decided is not None and self._replaying:
             return decided
+        if decided is not None:
+            first = self._decided_calls[call.where]
+            if not (decided == "hold" and complete and (first.name, first.id) == (call.name, call.id)):
+                return self._place_reused(call)
         gate = self.filters.tool_gate
         decision: ToolDecision = "release" if gate is None else gate(call, complete)
         if complete and (decision == "hold" or self._cut):
@@ -1074,9 +1086,30 @@ class StreamSession(ABC):
             decision = "drop"
         self._cut = False
         self._decisions[call.where] = decision
+        self._decided_calls[call.where] = call
         if decision == "drop":
             self.dropped_tool_calls.append((call.name, call.id))
         return decision
+
+    def _place_reused(self, call: ToolCall) -> ToolDecision:
+        first = self._decided_calls[call.where]
+        self.notes.append(
+            f"a call to {call.name or 'an unnamed tool'} came at {call.where}, where a call to "
+            f"{first.name or 'an unnamed tool'} was decided; dropped"
+        )
+        self._ambiguous(MISPLACED_RULE)
+        self._decisions[call.where] = "drop"
+        self.dropped_tool_calls.append((call.name, call.id))
+        return "drop"
+
+    def _replay(self, held: Sequence[tuple[SSEEvent, Any]]) -> list[bytes]:
+        """A held call's events, sent once the gate released it: the start among them is not asked about
+        again, its place holding the decision just made."""
+        self._replaying = True
+        try:
+            return [piece for event, body in held for piece in self._transformed(event, body, changed=True)]
+        finally:
+            self._replaying = False
 
     def _held_too_long(self, size: int) -> bool:
         """Whether a held call of ``size`` bytes must be decided now, before its arguments end."""
