@@ -71,7 +71,7 @@ from proxy.wire.decoding import (
     supported,
 )
 from proxy.wire.embedded import opened
-from proxy.wire.eventstream import ChunkFraming, EventStreamError, is_aws_event_stream
+from proxy.wire.eventstream import AwsFraming, EventStreamError, is_aws_event_stream
 from proxy.wire.multipart import part_spans
 from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES
 
@@ -548,11 +548,19 @@ def stream_session(dialect: Dialect, filters: StreamFilters, policy: Policy) -> 
     return session
 
 
+def aws_framing(dialect: Dialect, content_type: str | None) -> AwsFraming | None:
+    """How to read an answer in AWS's event-stream framing as the SSE stream the dialect's session reads
+    (``Dialect.aws_framing``); None for any other answer, or a dialect that reads none."""
+    if dialect.aws_framing is None or not is_aws_event_stream(content_type):
+        return None
+    return AwsFraming(dialect.aws_framing)
+
+
 def framed(
-    framing: ChunkFraming, session: StreamSession
+    framing: AwsFraming, session: StreamSession
 ) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
     """``feed`` and ``finish`` of a session reading the SSE events an AWS event stream carries, what it
-    sends framed again (``ChunkFraming``)."""
+    sends framed again (``AwsFraming``)."""
 
     def feed(data: bytes) -> bytes:
         return framing.from_sse(session.feed(framing.to_sse(data)))
@@ -602,7 +610,7 @@ class ReadBack:
         dialect: Dialect,
         inspector: TurnInspector,
         sender: StreamSession | None = None,
-        framing: ChunkFraming | None = None,
+        framing: AwsFraming | None = None,
     ) -> None:
         self.inspector = inspector
         self.scan = inspector.json_scan(redacts=False)
@@ -1167,7 +1175,7 @@ class Inspect:
             response.headers = as_headers(scanned)
         encoding = codings(flow.response)
         content_type = flow.response.headers.get("content-type")
-        framing = ChunkFraming() if dialect.AWS_CHUNKS and is_aws_event_stream(content_type) else None
+        framing = aws_framing(dialect, content_type)
         event_stream = is_event_stream(content_type) or framing is not None
         relayed = event_stream or flow.response.stream is True
         # A body read whole is refused by the response hook; one relayed leaves with these headers.
@@ -1206,7 +1214,7 @@ class Inspect:
             rewrites=filters.active,
             threat=inspection_threat(inspector.policy),
             read_back=(
-                ReadBack(dialect, inspector, session, ChunkFraming() if framing is not None else None)
+                ReadBack(dialect, inspector, session, aws_framing(dialect, content_type))
                 if filters.active
                 else None
             ),

@@ -131,24 +131,88 @@ def test_a_secret_in_a_document_leaves_redacted_and_encoded(
     assert base64.b64decode(sent).decode() == "deploy with [REDACTED:aws-access-key-id]"
 
 
-def test_converse_stream_is_read_and_its_binary_answer_refused(
+def converse_stream(text: str, *calls: tuple[str, dict[str, Any]], piece_size: int = 4) -> list[bytes]:
+    """A ``converse-stream`` answer as Bedrock frames it: one message of AWS's event stream per event,
+    named by its ``:event-type``; ``text`` in deltas of ``piece_size`` characters, then each call's
+    start and its input in deltas."""
+    events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
+    for piece in [text[at : at + piece_size] for at in range(0, len(text), piece_size)]:
+        events.append(("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}))
+    events.append(("contentBlockStop", {"contentBlockIndex": 0}))
+    for index, (name, arguments) in enumerate(calls, start=1):
+        start = {"toolUse": {"toolUseId": f"tooluse_{index}", "name": name}}
+        events.append(("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+        encoded = json.dumps(arguments)
+        for at in range(0, len(encoded), piece_size):
+            delta = {"toolUse": {"input": encoded[at : at + piece_size]}}
+            events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+    events.append(("messageStop", {"stopReason": "tool_use" if calls else "end_turn"}))
+    usage = {"inputTokens": 21, "outputTokens": 7, "totalTokens": 28}
+    events.append(("metadata", {"usage": usage, "metrics": {"latencyMs": 300}}))
+    headers = {":content-type": "application/json", ":message-type": "event"}
+    return [
+        event_stream_frame({**payload, "p": "abcdefgh"}, **{":event-type": name}, **headers)
+        for name, payload in events
+    ]
+
+
+def streamed(sdk: Any, upstream: FakeUpstream, frames: list[bytes]) -> list[dict[str, Any]]:
+    """What boto3's converse_stream yields for ``frames``."""
+    upstream.reply = Reply(events=frames, content_type="application/vnd.amazon.eventstream")
+    return list(sdk.converse_stream(modelId=MODEL, messages=ASK["messages"])["stream"])
+
+
+def test_converse_stream_has_its_tool_use_withheld(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """Each message of ``converse-stream`` is read as the Converse event it names: the destructive
+    call, held from its start until its input ends, is withheld for its notice, the stop reason asks
+    for no tool, and boto3 reads every frame written again."""
+    events = streamed(
+        bedrock_client(enforce, upstream),
+        upstream,
+        converse_stream("On it.", ("delete_customer", {"id": 42})),
+    )
+    assert upstream.received[-1].path == ROUTE.replace("/converse", "/converse-stream")
+    assert not any("contentBlockStart" in event for event in events)
+    texts = [
+        event["contentBlockDelta"]["delta"].get("text", "")
+        for event in events
+        if "contentBlockDelta" in event
+    ]
+    assert "".join(texts).startswith("On it.") and "X-Approval-Id" in "".join(texts)
+    assert [event["messageStop"]["stopReason"] for event in events if "messageStop" in event] == ["end_turn"]
+    assert events[-1]["metadata"]["usage"]["outputTokens"] == 7
+    record = last_record(enforce)
+    assert (record["dialect"], record["tools"]) == ("bedrock_converse", ["delete_customer"])
+    assert "tool-delete" in rules(enforce, 1)
+
+
+def test_converse_stream_releases_a_call_the_policy_allows_whole(
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:
-    """``/converse-stream`` carries the same request, read as Converse; its answer comes in AWS's binary
-    event-stream framing, refused where enforced as an unread answer."""
+    """A call no rule withholds reaches boto3 with its start and every piece of its input; a key split
+    across text deltas is redacted."""
+    leak = f"The deploy key is {AWS_KEY}, keep it."
+    frames = converse_stream(leak, ("lookup_order", {"order": 1234}), piece_size=5)
+    events = streamed(bedrock_client(enforce, upstream), upstream, frames)
+    deltas = [event["contentBlockDelta"] for event in events if "contentBlockDelta" in event]
+    text = "".join(delta["delta"].get("text", "") for delta in deltas if delta["contentBlockIndex"] == 0)
+    assert text == "The deploy key is [REDACTED:aws-access-key-id], keep it."
+    (start,) = [event["contentBlockStart"] for event in events if "contentBlockStart" in event]
+    assert start["start"]["toolUse"]["name"] == "lookup_order"
+    arguments = "".join(
+        delta["delta"]["toolUse"]["input"] for delta in deltas if delta["contentBlockIndex"] == 1
+    )
+    assert json.loads(arguments) == {"order": 1234}
+
+
+def test_converse_stream_request_is_read_as_converse(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """``/converse-stream`` carries Converse's request: an injection in it is refused before it leaves."""
     route = ROUTE.replace("/converse", "/converse-stream")
     refused = converse(
         enforce, upstream, {"messages": [{"role": "user", "content": [{"text": INJECTION}]}]}, route
     )
     assert refused.status_code == 403 and upstream.received == []
-    upstream.reply = Reply(
-        body=event_stream_frame({"contentBlockIndex": 0, "start": DELETE}),
-        content_type="application/vnd.amazon.eventstream",
-    )
-    reply = converse(enforce, upstream, ASK, route)
-    assert reply.status_code == 502 and b"delete_customer" not in reply.content
-    assert "inspection.binary_answer" in rules(enforce, 2)
-    assert last_record(enforce, 2)["dialect"] == "bedrock_converse"
 
 
 def test_boto3_converse_through_egressguard(enforce: Proxy, upstream: FakeUpstream) -> None:

@@ -281,19 +281,17 @@ def test_a_damaged_bedrock_frame_cuts_the_stream_where_enforced(
     assert found and found[0]["enforced"]
 
 
-def test_claude_on_bedrock_streamed_as_converse_events_is_refused(
-    enforce: Proxy, upstream: FakeUpstream
-) -> None:
-    """An event stream on a route whose dialect reads no chunk of it (Converse's) is still refused where
-    enforced as a binary answer, its tool call never reaching the agent."""
+def test_nova_streamed_on_bedrock_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """An event stream on a route whose dialect reads none of it (Amazon Nova's own stream on
+    ``invoke-with-response-stream``) is still refused where enforced as a binary answer, its tool call
+    never reaching the agent."""
     upstream.reply = Reply(
-        body=event_stream_frame({"contentBlockIndex": 0, "start": {"toolUse": {"name": "delete_customer"}}}),
+        body=event_stream_frame({"contentBlockStart": {"start": {"toolUse": {"name": "delete_customer"}}}}),
         content_type="application/vnd.amazon.eventstream",
     )
     with client(enforce) as http:
-        answer = http.post(
-            f"{upstream.url}/model/amazon.nova-pro-v1%3A0/converse-stream", json={"messages": []}
-        )
+        route = "/model/us.amazon.nova-pro-v1%3A0/invoke-with-response-stream"
+        answer = http.post(f"{upstream.url}{route}", json={"schemaVersion": "messages-v1", "messages": []})
     assert answer.status_code == 502
     assert b"delete_customer" not in answer.content
     assert "inspection.binary_answer" in rules(enforce, 1)

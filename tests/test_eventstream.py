@@ -12,7 +12,9 @@ import zlib
 import pytest
 
 from proxy.wire.eventstream import (
-    ChunkFraming,
+    CHUNKS,
+    EVENTS,
+    AwsFraming,
     EventStreamDecoder,
     EventStreamError,
     encode_message,
@@ -35,7 +37,8 @@ def chunk(event: dict[str, object]) -> bytes:
 
 
 def every_type_of_header() -> bytes:
-    """One header of each of the ten types, the string one last."""
+    """One header of each type that holds no text (true, false, byte, short, int, long, timestamp, uuid),
+    then a string one."""
     raw = b""
     for kind, value in [
         (0, b""),
@@ -44,7 +47,6 @@ def every_type_of_header() -> bytes:
         (3, struct.pack(">h", 7)),
         (4, struct.pack(">i", 7)),
         (5, struct.pack(">q", 7)),
-        (6, struct.pack(">H", 3) + b"\x00\x01\x02"),
         (8, struct.pack(">q", 1_700_000_000_000)),
         (9, uuid.uuid4().bytes),
     ]:
@@ -90,11 +92,22 @@ def test_lengths_and_headers_that_run_past_their_message_are_errors() -> None:
     with pytest.raises(EventStreamError, match="unknown type"):
         EventStreamDecoder().feed(encode_message(b"\x01a\x0c", b""))
     with pytest.raises(EventStreamError, match=r"do not read|runs past"):
-        EventStreamDecoder().feed(encode_message(b"\x01a\x07\x00\x09abc", b""))
+        EventStreamDecoder().feed(encode_message(b"\x0d:content-type\x07\x00\x09abc", b""))
     decoder = EventStreamDecoder()
     decoder.feed(chunk({"type": "ping"})[:-2])
     with pytest.raises(EventStreamError, match="ends inside a message"):
         decoder.finish()
+
+
+def test_a_header_carrying_text_that_is_not_read_is_an_error() -> None:
+    """An error message's ``:error-message`` (or any header holding text or bytes but those that say what
+    the message is) would reach the agent unread."""
+    headers = string_headers({":message-type": "error", ":error-message": "AKIAQWERTY234567ABCD"})
+    with pytest.raises(EventStreamError, match="':error-message'"):
+        EventStreamDecoder().feed(encode_message(headers, b""))
+    raw = bytes([4]) + b"blob" + bytes([6]) + struct.pack(">H", 3) + b"abc"
+    with pytest.raises(EventStreamError, match="'blob'"):
+        EventStreamDecoder().feed(encode_message(raw, b""))
 
 
 def test_what_is_encoded_is_what_aws_own_decoder_reads() -> None:
@@ -110,7 +123,7 @@ def test_what_is_encoded_is_what_aws_own_decoder_reads() -> None:
 def test_chunks_read_as_the_sse_events_they_carry_and_are_framed_again() -> None:
     """A chunk becomes the model's event as an SSE event; an exception an event named by its type; each
     SSE event sent is framed again, a chunk holding its data or the exception with its own headers."""
-    framing = ChunkFraming()
+    framing = AwsFraming(CHUNKS)
     exception = encode_message(string_headers(EXCEPTION_HEADERS), b'{"message": "stopped"}')
     sse = framing.to_sse(chunk({"type": "content_block_stop", "index": 0}) + exception)
     events = SSEParser().feed(sse)
@@ -127,10 +140,33 @@ def test_chunks_read_as_the_sse_events_they_carry_and_are_framed_again() -> None
     assert messages[1].payload == b'{"message": "stopped"}'
 
 
+def test_converse_events_are_read_by_their_type_and_framed_as_they_came() -> None:
+    """With ``EVENTS`` each message is one SSE event named by its ``:event-type``; an event sent goes out
+    with the headers its type came with, and one of a type that never came as an event of that type."""
+    framing = AwsFraming(EVENTS)
+    headers = {
+        ":event-type": "contentBlockDelta",
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
+    delta = b'{"contentBlockIndex":0,"delta":{"text":"Hi"},"p":"abc"}'
+    (event,) = SSEParser().feed(framing.to_sse(encode_message(string_headers(headers), delta)))
+    assert (event.event, event.data) == ("contentBlockDelta", delta.decode())
+    stop = b'event: contentBlockStop\ndata: {"contentBlockIndex":0}\n\n'
+    sent = EventStreamDecoder().feed(
+        framing.from_sse(b"event: contentBlockDelta\ndata: " + delta + b"\n\n" + stop)
+    )
+    assert [(message.headers[":event-type"], message.payload) for message in sent] == [
+        ("contentBlockDelta", delta),
+        ("contentBlockStop", b'{"contentBlockIndex":0}'),
+    ]
+    assert sent[1].headers[":message-type"] == "event"
+
+
 def test_a_chunk_payload_on_several_lines_is_one_event() -> None:
     """Line ends between a payload's JSON tokens do not end the SSE event it becomes."""
     payload = json.dumps({"bytes": base64.b64encode(b'{\r\n"type":\r"ping"\n}').decode()}).encode()
-    framing = ChunkFraming()
+    framing = AwsFraming(CHUNKS)
     (event,) = SSEParser().feed(framing.to_sse(encode_message(string_headers(CHUNK_HEADERS), payload)))
     assert json.loads(event.data or "") == {"type": "ping"}
 
@@ -146,7 +182,7 @@ def test_a_chunk_payload_on_several_lines_is_one_event() -> None:
 )
 def test_a_chunk_that_does_not_read_is_an_error(headers: dict[str, str], payload: bytes) -> None:
     with pytest.raises(EventStreamError):
-        ChunkFraming().to_sse(encode_message(string_headers(headers), payload))
+        AwsFraming(CHUNKS).to_sse(encode_message(string_headers(headers), payload))
 
 
 def test_the_content_type_is_recognised() -> None:

@@ -114,7 +114,8 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
         return Anthropic(model_hint=vertex.group(1))
     converse = _BEDROCK_CONVERSE.search(route)
     if converse:
-        return BedrockConverse(model_hint=converse.group(1), streaming=converse.group(2) == "converse-stream")
+        streaming = converse.group(2) == "converse-stream"
+        return BedrockConverse(model_hint=converse.group(1), streaming=streaming, framed=streaming)
     bedrock = _BEDROCK_INVOKE.search(route)
     if bedrock:
         return _bedrock_invoke(bedrock.group(1), bedrock.group(2) is not None, body)

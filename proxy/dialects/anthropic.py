@@ -43,6 +43,7 @@ from proxy.exchange import (
     ToolCall,
     Usage,
 )
+from proxy.wire.eventstream import CHUNKS
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
@@ -184,7 +185,7 @@ def _mcp_toolsets(tools: list[Any]) -> dict[str, tuple[str, ...] | None]:
 
 class Anthropic(Dialect):
     name = "anthropic"
-    AWS_CHUNKS = True
+    aws_framing = CHUNKS
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)

@@ -169,9 +169,11 @@ class Dialect(ABC):
     every reader, whether or not it matches keys regardless of case."""
     REMOVES_CALLS: ClassVar[bool] = True
     """Whether ``rewrite_response`` takes a withheld call out of the answer exactly, leaving the rest."""
-    AWS_CHUNKS: ClassVar[bool] = False
-    """Whether the dialect's stream session reads the events of its own stream out of the ``chunk`` events
-    of AWS's event-stream framing, as Bedrock's ``invoke-with-response-stream`` sends them."""
+    aws_framing: str | None = None
+    """How the dialect's stream session reads a stream in AWS's event-stream framing (``proxy.wire.
+    eventstream``): its own events carried in ``chunk`` messages (``CHUNKS``, Bedrock's
+    ``invoke-with-response-stream``), or each message one of its events (``EVENTS``, ``converse-stream``);
+    None where it reads none, and such a stream is refused as a binary answer where enforced."""
     SNAKE_CASE_TOO: ClassVar[bool] = False
     """Whether the dialect reads each of ``CASED_KEYS`` spelled in snake_case too, taking the camelCase
     spelling where both are given (``readings.spelled_twice``)."""

@@ -7,6 +7,8 @@ file travels in base64 (``source.bytes``) and the answer is ``output.message``. 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.dialects.attachments import add_file, read_as, read_file
@@ -16,15 +18,27 @@ from proxy.dialects.base import (
     as_dict,
     as_int,
     as_list,
+    as_position,
     as_str,
     canonical_arguments,
+    entry,
+    reparse_arguments,
     require_object,
 )
-from proxy.dialects.generic import Generic
 from proxy.dialects.locator import Step, format_locator, parse_locator, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import StreamFilters, StreamSession, encode_json
+from proxy.dialects.stream import (
+    GrowingText,
+    Path,
+    StreamFilters,
+    StreamSession,
+    encode_json,
+    rewritten,
+    synthesised,
+)
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.wire.eventstream import EVENTS
+from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
 ANSWER = "output.message.content"
@@ -156,9 +170,15 @@ class BedrockConverse(Dialect):
     name = "bedrock_converse"
     CASED_KEYS = CONVERSE_CASED_KEYS
 
-    def __init__(self, model_hint: str | None = None, streaming: bool = False) -> None:
+    def __init__(
+        self, model_hint: str | None = None, streaming: bool = False, *, framed: bool = False
+    ) -> None:
+        """``framed``: the route is ``converse-stream``, whose answer is Converse's events each in a
+        message of AWS's event-stream framing (Nova's own stream on ``invoke-with-response-stream`` is
+        not read)."""
         super().__init__(model_hint)
         self.streaming = streaming
+        self.aws_framing = EVENTS if framed else None
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
@@ -255,6 +275,227 @@ class BedrockConverse(Dialect):
         return status, headers, encode_json({"message": message})
 
     def stream_session(self, filters: StreamFilters | None = None) -> StreamSession:
-        """Converse streams in AWS's event-stream framing, never SSE: an SSE answer on its route is read
-        as any event stream is, every string of each event and each call by its shape."""
-        return Generic().stream_session(filters)
+        return ConverseStreamSession(self.model_hint, filters)
+
+
+_TEXT_DELTAS = {"text": "text", "reasoningContent": "reasoningContent.reasoningText.text"}
+"""The deltas that carry text, and where that text lands in the answer's block."""
+
+
+@dataclass(slots=True)
+class _Block:
+    texts: dict[str, GrowingText] = field(default_factory=dict)
+    """By the delta's key (``_TEXT_DELTAS``), the text streamed so far."""
+    call: ToolCall | None = None
+    partial_input: GrowingText | None = None
+
+
+class ConverseStreamSession(StreamSession):
+    """``/converse-stream``'s events, each read out of AWS's event-stream framing as an SSE event named by
+    its ``:event-type``: ``contentBlockStart`` names a tool call (its input follows in ``toolUse`` deltas,
+    held until ``contentBlockStop`` where the gate asks), ``contentBlockDelta`` carries text, reasoning or
+    input, ``messageStop`` the stop reason and ``metadata`` the usage. A text block has no start."""
+
+    CASED_KEYS = CONVERSE_CASED_KEYS
+
+    def __init__(self, model_hint: str | None, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._model = model_hint
+        self._stop_reason: str | None = None
+        self._usage = Usage()
+        self._blocks: dict[int, _Block] = {}
+        self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
+        self._held_bytes: dict[int, int] = {}
+        self._dropped: set[int] = set()
+        self._sealed: set[int] = set()
+        """Calls sent whole after being held: nothing more is added to their input."""
+        self._released_calls = 0
+
+    @property
+    def completion(self) -> Completion:
+        completion = Completion(model=self._model, usage=self._usage, stop_reason=self._stop_reason)
+        for index in sorted(self._blocks):
+            block = self._blocks[index]
+            for key, text in block.texts.items():
+                if text:
+                    where = f"{ANSWER}[{index}].{_TEXT_DELTAS[key]}"
+                    completion.text.append(TextSegment(text.text, where, reasoning=key != "text"))
+            if block.call is not None:
+                completion.tool_calls.append(_block_call(block))
+        return completion
+
+    def _observe(self, event: SSEEvent, payload: Any) -> None:
+        body = as_dict(payload)
+        index = as_position(body.get("contentBlockIndex"))
+        if event.type == "contentBlockStart" and index is not None:
+            tool_use = as_dict(body.get("start")).get("toolUse")
+            if isinstance(tool_use, dict):
+                self._blocks[index] = _Block(call=tool_use_call(tool_use, f"{ANSWER}[{index}]"))
+        elif event.type == "contentBlockDelta" and index is not None:
+            block = entry(self._blocks, index, _Block)
+            for key, text in _delta_texts(as_dict(body.get("delta"))):
+                entry(block.texts, key, GrowingText).add(text)
+            tool_input = as_str(as_dict(as_dict(body.get("delta")).get("toolUse")).get("input"))
+            if tool_input is not None:
+                block.partial_input = block.partial_input or GrowingText()
+                block.partial_input.add(tool_input)
+        elif event.type == "messageStop":
+            self._stop_reason = as_str(body.get("stopReason")) or self._stop_reason
+        elif event.type == "metadata":
+            self._usage = _usage(body.get("usage"))
+        elif event.type.endswith("Exception"):
+            self.notes.append("upstream sent an error event")
+
+    def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
+        body = as_dict(payload)
+        if event.type == "contentBlockStart":
+            return self._block_start(event, body)
+        if event.type == "messageStop":
+            before = self._end_of_stream()
+            if body.get("stopReason") == "tool_use" and self._dropped and not self._released_calls:
+                body["stopReason"] = "end_turn"
+                return [*before, rewritten(event, body)]
+            return [*before, event.raw]
+        if event.type not in ("contentBlockDelta", "contentBlockStop"):
+            return [event.raw]
+        index = as_position(body.get("contentBlockIndex"))
+        if index is None:
+            return self._unplaced(event.type)
+        if index in self._held:
+            self._held[index].append((event, body))
+            self._held_bytes[index] += len(event.raw)
+            if event.type == "contentBlockStop" or self._held_too_long(self._held_bytes[index]):
+                return self._complete_held(index)
+            return []
+        if index in self._dropped or (index in self._sealed and event.type == "contentBlockDelta"):
+            return []
+        if event.type == "contentBlockStop":
+            return [*self._end_block(index), event.raw]
+        return self._delta(event, body, index)
+
+    def _delta(self, event: SSEEvent, body: dict[str, Any], index: int) -> list[bytes]:
+        delta = as_dict(body.get("delta"))
+        released_any = False
+        changed = False
+        for key, text in _delta_texts(delta):
+            released = self._filter_text(f"{ANSWER}[{index}].{_TEXT_DELTAS[key]}", text)
+            holder = delta if key == "text" else as_dict(delta[key])
+            holder["text"] = released
+            released_any = released_any or bool(released)
+            changed = changed or released != text
+        tool_use = as_dict(delta.get("toolUse"))
+        tool_input = as_str(tool_use.get("input"))
+        if tool_input is not None:
+            block = self._blocks.get(index)
+            if block is None or block.call is None:
+                # Input for no call the stream named: a client joins it to no call the gate saw.
+                return self._unplaced(event.type)
+            if self.filters.argument_filter is not None:
+                released = self._filter_arguments(f"{ANSWER}[{index}]", tool_input)
+                tool_use["input"] = released
+                changed = changed or released != tool_input
+            released_any = released_any or bool(tool_use["input"])
+        if not released_any:
+            return []
+        return [rewritten(event, body)] if changed else [self._as_sent(event, body)]
+
+    def _block_start(self, event: SSEEvent, body: dict[str, Any]) -> list[bytes]:
+        tool_use = as_dict(body.get("start")).get("toolUse")
+        if not isinstance(tool_use, dict):
+            return [event.raw]
+        index = as_position(body.get("contentBlockIndex"))
+        if index is None:
+            return self._unplaced(event.type)
+        call = tool_use_call(tool_use, f"{ANSWER}[{index}]")
+        decision = self._decide(call) if self.filters.tool_gate is not None else "release"
+        if decision == "hold":
+            self._held[index] = [(event, body)]
+            self._held_bytes[index] = len(event.raw)
+            return []
+        if decision == "drop":
+            return self._drop_block(index, call)
+        self._released_calls += 1
+        return [event.raw]
+
+    def _drop_block(self, index: int, call: ToolCall) -> list[bytes]:
+        """The call's block is not sent; its notice, if any, is a text block at its place."""
+        self._dropped.add(index)
+        notice = self._notice(call)
+        if not notice:
+            return []
+        return [
+            synthesised({"contentBlockIndex": index, "delta": {"text": notice}}, "contentBlockDelta"),
+            synthesised({"contentBlockIndex": index}, "contentBlockStop"),
+        ]
+
+    def _complete_held(self, index: int) -> list[bytes]:
+        """A held call stopped (or the message ended): decided on its whole input, its events are sent as
+        they came, or the block is dropped for its notice."""
+        held = self._held.pop(index)
+        block = self._blocks.get(index)
+        if block is None or block.call is None:
+            start = as_dict(as_dict(held[0][1].get("start")).get("toolUse"))
+            call = tool_use_call(start, f"{ANSWER}[{index}]")
+        else:
+            call = _block_call(block)
+        if self._decide(call, complete=True) == "drop":
+            return self._drop_block(index, call)
+        self._released_calls += 1
+        output = [piece for event, body in held[1:] for piece in self._transformed(event, body, changed=True)]
+        self._sealed.add(index)
+        return [held[0][0].raw, *output]
+
+    def _end_block(self, index: int) -> list[bytes]:
+        """Deltas carrying what the block's filters still held, before the block stops."""
+        output = []
+        for key, where in _TEXT_DELTAS.items():
+            flushed = self._close_channel(f"{ANSWER}[{index}].{where}")
+            if flushed:
+                delta: dict[str, Any] = {"text": flushed} if key == "text" else {key: {"text": flushed}}
+                output.append(synthesised({"contentBlockIndex": index, "delta": delta}, "contentBlockDelta"))
+        flushed = self._close_arguments(f"{ANSWER}[{index}]")
+        if flushed:
+            delta = {"toolUse": {"input": flushed}}
+            output.append(synthesised({"contentBlockIndex": index, "delta": delta}, "contentBlockDelta"))
+        return output
+
+    def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
+        body = as_dict(payload)
+        if event.type != "contentBlockDelta" or as_position(body.get("contentBlockIndex")) is None:
+            return ()
+        delta = as_dict(body.get("delta"))
+        handled: set[Path] = {
+            ("delta", "text") if key == "text" else ("delta", key, "text") for key, _ in _delta_texts(delta)
+        }
+        if isinstance(as_dict(delta.get("toolUse")).get("input"), str):
+            handled.add(("delta", "toolUse", "input"))
+        return handled
+
+    def _end_of_stream(self) -> list[bytes]:
+        output = [piece for index in list(self._held) for piece in self._complete_held(index)]
+        places = {
+            int(parse_locator(where)[3])
+            for where in [*self._open_argument_channels(), *self._open_channels()]
+        }
+        for index in sorted(places):
+            output.extend(self._end_block(index))
+        return output
+
+
+def _delta_texts(delta: dict[str, Any]) -> list[tuple[str, str]]:
+    """The texts a delta carries, by their key in ``_TEXT_DELTAS``."""
+    texts = []
+    if isinstance(delta.get("text"), str):
+        texts.append(("text", delta["text"]))
+    reasoning = as_dict(delta.get("reasoningContent")).get("text")
+    if isinstance(reasoning, str):
+        texts.append(("reasoningContent", reasoning))
+    return texts
+
+
+def _block_call(block: _Block) -> ToolCall:
+    """A toolUse block's call, with the input its deltas streamed."""
+    assert block.call is not None
+    if block.partial_input is None:
+        return block.call
+    return replace(block.call, arguments=reparse_arguments(block.partial_input.text))

@@ -2,7 +2,7 @@
 
 A message is a prelude (4-byte total length, 4-byte headers length, CRC32 of those 8 bytes), the headers
 (typed name/value pairs: ``:message-type``, ``:event-type``, ``:content-type``, ``:exception-type``), the
-payload, and the CRC32 of all that came before. ``ChunkFraming`` turns such a stream into SSE events and
+payload, and the CRC32 of all that came before. ``AwsFraming`` turns such a stream into SSE events and
 back, so that a dialect's SSE session reads and rewrites it: Bedrock's ``invoke-with-response-stream``
 carries each of the model's own stream events base64-encoded in a ``chunk`` event (``{"bytes": ...}``).
 """
@@ -28,7 +28,12 @@ _FIXED_SIZES = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
 uuid); types 6 (bytes) and 7 (string) carry a 2-byte length."""
 _STRING = 7
 _VARIABLE = (6, _STRING)
+FRAMING_HEADERS = frozenset({":message-type", ":event-type", ":exception-type", ":content-type"})
+"""The headers that say what a message is: any other holding text or bytes (an error message's
+``:error-message``) carries what no reader here reads, and is refused."""
 _CHUNK = "chunk"
+CHUNKS = "chunks"
+EVENTS = "events"
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 """An event or exception type as an SSE event name: no character that ends an SSE field."""
 
@@ -82,6 +87,8 @@ def _read_headers(raw: bytes) -> dict[str, str]:
                 length = int.from_bytes(raw[at : at + 2], "big")
                 value = raw[at + 2 : at + 2 + length]
                 at += 2 + length
+                if name not in FRAMING_HEADERS:
+                    raise EventStreamError(f"a message carries text in its header {name!r}")
                 if kind == _STRING:
                     headers[name] = value.decode()
             elif kind in _FIXED_SIZES:
@@ -128,13 +135,16 @@ class EventStreamDecoder:
             raise EventStreamError(f"the stream ends inside a message ({len(self._buffer)} bytes held)")
 
 
-class ChunkFraming:
-    """Bedrock's ``invoke-with-response-stream`` as SSE and back. ``to_sse``: each ``chunk`` event
-    becomes the model's own event it carries; any other message (an exception, an event of another
-    type) an SSE event named by its type, its payload the data. ``from_sse``: each SSE event a chunk
-    holding its data, or, named so, the message of that type it came from with the data as payload."""
+class AwsFraming:
+    """An AWS event stream as SSE and back. ``to_sse``: with ``CHUNKS`` (Bedrock's
+    ``invoke-with-response-stream``) each ``chunk`` event becomes the model's own event it carries; any
+    other message (an exception, each event of ``converse-stream``) an SSE event named by its type, its
+    payload the data. ``from_sse``: each SSE event the message of its name with its data as payload,
+    framed with the headers that message came with, or, where none came, as a chunk holding the data
+    (``CHUNKS``) or an event of that type."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
+        self.chunks = kind == CHUNKS
         self._decoder = EventStreamDecoder()
         self._parser = SSEParser(MAX_MESSAGE_BYTES)
         self._others: dict[str, bytes] = {}
@@ -156,7 +166,7 @@ class ChunkFraming:
     def _event_of(self, message: Message) -> bytes:
         kind = message.headers.get(":message-type", "event")
         name = message.headers.get(":event-type" if kind == "event" else ":exception-type") or kind
-        if name == _CHUNK:
+        if name == _CHUNK and self.chunks:
             return write_event(_as_lines(_chunk_bytes(message.payload)))
         if not _NAME.fullmatch(name):
             raise EventStreamError("a message's type is no name")
@@ -169,6 +179,13 @@ class ChunkFraming:
         raw_headers = self._others.get(name or "")
         if raw_headers is not None:
             return encode_message(raw_headers, encode_text(data))
+        if not self.chunks:
+            event = {
+                ":event-type": name or "message",
+                ":content-type": "application/json",
+                ":message-type": "event",
+            }
+            return encode_message(string_headers(event), encode_text(data))
         chunk = json.dumps({"bytes": base64.b64encode(encode_text(data)).decode()}).encode()
         return encode_message(self._chunk_headers, chunk)
 
