@@ -107,7 +107,9 @@ def _wait_for_port(port: int, timeout: float = 15.0, tls: ssl.SSLContext | None 
 
 def openai_client(proxy: Proxy, upstream: FakeUpstream, **headers: str) -> Iterator[openai.OpenAI]:
     context = ssl.create_default_context(cafile=proxy.ca_cert)
-    with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as http_client:
+    with openai.DefaultHttpxClient(
+        proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S
+    ) as http_client:
         yield openai.OpenAI(
             base_url=f"{upstream.url}/v1",
             api_key="sk-test",
@@ -375,7 +377,7 @@ def test_a_withheld_call_is_approved_through_the_cli_and_passes_exactly_once(
         assert admin.cli("approvals", "list", "--status", "granted").stdout.count(approval_id) == 1
 
         passed = chat(admin.proxy, upstream, **{"X-Approval-Id": approval_id}).choices[0].message
-        assert passed.tool_calls and passed.tool_calls[0].function.name == "delete_customer"  # type: ignore[union-attr]
+        assert passed.tool_calls and passed.tool_calls[0].function.name == "delete_customer"
         again = chat(admin.proxy, upstream, **{"X-Approval-Id": approval_id}).choices[0].message
         assert not again.tool_calls
         records = [r for r in admin.proxy.audit_records() if r["type"] == "agent.turn"]
@@ -458,7 +460,9 @@ def streamed_call(
         text = "".join(block.text for block in message.content if block.type == "text")
         return text, [(b.name, b.input) for b in message.content if b.type == "tool_use"]
     context = ssl.create_default_context(cafile=admin.proxy.ca_cert)
-    with httpx.Client(proxy=admin.proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as http_client:
+    with openai.DefaultHttpxClient(
+        proxy=admin.proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S
+    ) as http_client:
         client = openai.OpenAI(
             base_url=f"{upstream.url}/v1",
             api_key="sk-test",

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import anthropic
-import httpx
 import openai
 import pytest
 
@@ -141,7 +140,7 @@ def test_demo_model_streams_through_egressguard_for_the_openai_sdk(tmp_path: Pat
             base_url=f"{demo.model_url}/v1",
             api_key="demo",
             max_retries=0,
-            http_client=httpx.Client(
+            http_client=openai.DefaultHttpxClient(
                 proxy=demo.proxy_url, verify=ssl.create_default_context(cafile=demo.ca_cert), trust_env=False
             ),
         )

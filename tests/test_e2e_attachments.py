@@ -19,6 +19,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.responses import ResponseInputMessageContentListParam
 
 from proxy.dialects.locator import get_at
 from tests.harness import CLIENT_TIMEOUT_S, Proxy
@@ -87,7 +88,7 @@ def test_an_injection_in_a_chat_file_is_quarantined_inside_the_file(
 def test_a_secret_in_a_responses_file_is_redacted_inside_the_file(
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:
-    content = [
+    content: ResponseInputMessageContentListParam = [
         {"type": "input_text", "text": "check this config"},
         {
             "type": "input_file",
@@ -95,7 +96,7 @@ def test_a_secret_in_a_responses_file_is_redacted_inside_the_file(
             "file_data": f"data:text/plain;base64,{encoded(f'AWS_KEY={AWS_KEY}\n')}",
         },
     ]
-    openai_client(upstream).responses.create(model="m", input=[{"role": "user", "content": content}])  # type: ignore[typeddict-item]
+    openai_client(upstream).responses.create(model="m", input=[{"role": "user", "content": content}])
     text = decoded_at(json.loads(upstream.received[-1].body), "input", 0, "content", 1, "file_data")
     assert AWS_KEY not in text and text.startswith("AWS_KEY=[REDACTED:aws-access-key-id]")
     assert ("data_exfiltration", "input[0].content[1].file_data", True) in reading(last_record(enforce))

@@ -131,7 +131,7 @@ def _upload(proxy: Proxy, upstream: FakeUpstream, name: str, content: bytes, med
         base_url=f"{upstream.url}/v1",
         api_key="sk-test",
         max_retries=0,
-        http_client=httpx.Client(proxy=proxy.url(), verify=context, timeout=60),
+        http_client=openai.DefaultHttpxClient(proxy=proxy.url(), verify=context, timeout=60),
     )
     return client.files.create(file=(name, content, media_type), purpose="assistants")
 

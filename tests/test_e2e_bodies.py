@@ -14,7 +14,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
 import httpx
@@ -42,7 +42,9 @@ def _repeated_member(compress: Callable[[bytes], bytes]) -> bytes:
 def _brotli_bomb() -> bytes:
     compressor = brotli.Compressor(quality=5)
     block = b"A" * (1 << 20)
-    return b"".join(compressor.process(block) for _ in range(BOMB_SIZE >> 20)) + compressor.finish()
+    return b"".join(compressor.process(block) for _ in range(BOMB_SIZE >> 20)) + cast(
+        bytes, compressor.finish()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,8 @@ def sdk(proxy: Proxy, upstream: FakeUpstream) -> openai.OpenAI:
         api_key="sk-test",
         max_retries=0,
         default_headers=CONTEXT,
-        http_client=client_for(proxy),
+        # The SDK takes an httpx client as well as its own httpx2 one; this one also makes raw requests.
+        http_client=client_for(proxy),  # type: ignore[arg-type]
     )
 
 
@@ -215,8 +218,16 @@ def _members(compress: Callable[[bytes], bytes], text: bytes) -> bytes:
     return compress(text[:half]) + compress(text[half:])
 
 
-MULTI_MEMBER = {"gzip": gzip.compress, "zstd": zstd.compress, "deflate": zlib.compress}
-DECODERS = {"gzip": gzip.decompress, "zstd": zstd.decompress, "deflate": zlib.decompress}
+MULTI_MEMBER: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "zstd": zstd.compress,
+    "deflate": zlib.compress,
+}
+DECODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.decompress,
+    "zstd": zstd.decompress,
+    "deflate": zlib.decompress,
+}
 
 
 @pytest.mark.parametrize("encoding", sorted(MULTI_MEMBER))
@@ -545,7 +556,7 @@ def _inflating(encoding: str, size: int) -> bytes:
     """``size`` bytes of JSON-looking text compressed far past any real answer's ratio."""
     text = b'{"choices":[{"message":{"content":"' + b"A" * size + b'"}}]}'
     if encoding == "br":
-        return brotli.compress(text, quality=5)
+        return cast(bytes, brotli.compress(text, quality=5))
     return gzip.compress(text, 6) if encoding == "gzip" else zstd.compress(text, 3)
 
 

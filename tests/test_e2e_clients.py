@@ -24,7 +24,7 @@ import requests
 from tests.harness import Proxy
 from tests.upstream import FakeUpstream
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
+CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}
 ANSWER = "Hello from the upstream model."
 
 

@@ -32,7 +32,7 @@ def openai_client(proxy: Proxy, upstream: FakeUpstream, key: str, **headers: str
         api_key=key,
         max_retries=0,
         default_headers=headers or None,
-        http_client=httpx.Client(
+        http_client=openai.DefaultHttpxClient(
             proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
         ),
     )

@@ -13,6 +13,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from anthropic.types import MessageParam
 
 from proxy.dialects import Anthropic, OpenAIResponses
 from proxy.exchange import DeclaredTool
@@ -21,7 +22,8 @@ from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai
 from tests.test_server_tools import answer, response_of
 from tests.upstream import FakeUpstream, Reply
 
-ASK = [{"role": "user", "content": "what does the orders README say?"}]
+QUESTION = "what does the orders README say?"
+ASK: list[MessageParam] = [{"role": "user", "content": QUESTION}]
 MCP_BETA = ["mcp-client-2025-04-04"]
 FUNCTION = {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {}}}
 ALLOWED_URL = "https://localhost:8443/mcp"
@@ -118,7 +120,7 @@ def test_an_anthropic_mcp_server_outside_the_egress_allowlist_is_refused(
         anthropic_client(upstream).beta.messages.create(
             model="m",
             max_tokens=100,
-            messages=ASK,
+            messages=[{"role": "user", "content": QUESTION}],
             betas=MCP_BETA,
             mcp_servers=[server],  # type: ignore[list-item]
         )
@@ -156,7 +158,7 @@ def test_allowed_declarations_leave_unchanged(enforce: Proxy, upstream: FakeUpst
     anthropic_client(upstream).messages.create(
         model="m",
         max_tokens=100,
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         tools=[{"name": "read_file", "input_schema": {"type": "object"}}],
     )
     assert json.loads(upstream.received[-1].body)["tools"][0]["name"] == "read_file"
@@ -288,7 +290,7 @@ def test_an_anthropic_mcp_toolset_says_which_tools_the_api_may_run(
         client.beta.messages.create(
             model="m",
             max_tokens=100,
-            messages=ASK,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": QUESTION}],
             betas=TOOLSET_BETA,
             mcp_servers=[ALLOWED_SERVER],  # type: ignore[list-item]
             tools=tools,

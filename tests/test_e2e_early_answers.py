@@ -90,7 +90,7 @@ def test_the_openai_sdk_gets_its_407_without_a_token(
         base_url=f"{plain_upstream.url}/v1",
         api_key="sk-test",
         max_retries=0,
-        http_client=httpx.Client(proxy=f"http://127.0.0.1:{proxy.port}", timeout=30),
+        http_client=openai.DefaultHttpxClient(proxy=f"http://127.0.0.1:{proxy.port}", timeout=30),
     )
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as raised:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 
-import httpx
 import openai
 import pytest
 
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.redis_server import RedisServer
-from tests.test_e2e_injection import CLIENT_TIMEOUT_S
 from tests.test_e2e_inspect import INJECTION, ask
 from tests.upstream import FakeUpstream
 
@@ -25,7 +23,7 @@ def client_of(
     proxy: Proxy, upstream: FakeUpstream, user: str | None, agent: str | None = None
 ) -> openai.OpenAI:
     url = proxy.url() if agent is None else proxy.url(agent, agent[::-1])
-    transport = httpx.Client(
+    transport = openai.DefaultHttpxClient(
         proxy=url, verify=ssl.create_default_context(cafile=str(proxy.ca_cert)), timeout=CLIENT_TIMEOUT_S
     )
     headers = {"X-Purpose": "support", "X-Consent-Id": "c-1", **({"X-User-Id": user} if user else {})}

@@ -249,7 +249,7 @@ def plain_upstream() -> Iterator[list[dict[str, Any]]]:
             """Quiet."""
 
         def do_GET(self) -> None:
-            seen.append({"port": self.server.server_address[1], "headers": self.headers.items()})
+            seen.append({"port": self.connection.getsockname()[1], "headers": self.headers.items()})
             self.send_response(200)
             self.send_header("content-length", "2")
             self.end_headers()

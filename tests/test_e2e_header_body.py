@@ -40,7 +40,7 @@ def test_a_token_in_a_response_header_and_the_completion_is_redacted_and_recorde
         base_url=f"{upstream.url}/v1",
         api_key="sk-test",
         max_retries=0,
-        http_client=httpx.Client(
+        http_client=openai.DefaultHttpxClient(
             proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
         ),
     )

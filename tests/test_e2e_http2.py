@@ -80,7 +80,11 @@ def test_a_secret_in_a_completion_is_redacted_json_and_sdk(enforce: Proxy, upstr
     """JSON completions, read with the official SDK over HTTP/2."""
     upstream.reply = Reply(text=f"the key is {AWS_KEY}")
     sdk = openai.OpenAI(
-        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, http_client=h2_client(enforce)
+        base_url=f"{upstream.url}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        # The SDK takes an httpx client as well as its own httpx2 one; this one also makes raw requests.
+        http_client=h2_client(enforce),  # type: ignore[arg-type]
     )
     answer = sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == f"the key is {REDACTED}"
@@ -90,7 +94,11 @@ def test_a_streamed_completion_is_redacted(enforce: Proxy, upstream: FakeUpstrea
     """SSE over HTTP/2, a secret split across many small events: the SDK reassembles it redacted."""
     upstream.reply = Reply(text=f"the key is {AWS_KEY} and more", piece_size=3)
     sdk = openai.OpenAI(
-        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, http_client=h2_client(enforce)
+        base_url=f"{upstream.url}/v1",
+        api_key="sk-test",
+        max_retries=0,
+        # The SDK takes an httpx client as well as its own httpx2 one; this one also makes raw requests.
+        http_client=h2_client(enforce),  # type: ignore[arg-type]
     )
     text = "".join(
         chunk.choices[0].delta.content or ""

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
@@ -45,7 +46,7 @@ def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) 
     return _agent(start_proxy(mode="enforce"), monkeypatch)
 
 
-def openai_tool_turn(tool_result: str) -> list[dict[str, Any]]:
+def openai_tool_turn(tool_result: str) -> list[ChatCompletionMessageParam]:
     return [
         {"role": "user", "content": "What does the README of orders-service say?"},
         {
@@ -169,7 +170,7 @@ def test_poisoned_mcp_tool_description_is_quarantined(enforce: Proxy, upstream: 
     assert any(f["action"] == "quarantine" and f["enforced"] for f in record["findings"])
 
 
-MCP_ANSWERS = {
+MCP_ANSWERS: dict[str, dict[str, Any]] = {
     "prompts/get": {
         "result": {
             "description": "Summarise a ticket",

@@ -15,6 +15,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.harness import AGENT_TOKEN, CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
@@ -94,10 +95,10 @@ def test_openai_chat_recorded(observe: Proxy, upstream: FakeUpstream, stream: bo
         model="gpt-4o-mini",
         messages=ask(),
         stream=stream,
-        **({"stream_options": {"include_usage": True}} if stream else {}),
+        stream_options={"include_usage": True} if stream else openai.omit,
     )
     if stream:
-        list(result)  # type: ignore[arg-type]
+        list(result)
     record = last_record(observe)
     assert (record["dialect"], record["model"], record["stream"]) == (
         "openai_chat",
@@ -114,7 +115,7 @@ def test_openai_responses_recorded(observe: Proxy, upstream: FakeUpstream, strea
     upstream.reply = Reply(text="Checking.", tool_calls=TOOLS)
     result = openai_client(upstream).responses.create(model="gpt-4o-mini", input="hello", stream=stream)
     if stream:
-        list(result)  # type: ignore[arg-type]
+        list(result)
     record = last_record(observe)
     assert (record["dialect"], record["model"]) == ("openai_responses", upstream.reply.model)
     assert record["tools"] == ["lookup_order", "get_weather"]
@@ -297,7 +298,7 @@ def test_secret_in_streamed_tool_call_arguments_redacted(
     if api == "chat":
         stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
         arguments = "".join(
-            chunk.choices[0].delta.tool_calls[0].function.arguments or ""  # type: ignore[index,union-attr]
+            chunk.choices[0].delta.tool_calls[0].function.arguments or ""  # type: ignore[union-attr]  # each delta carries its call's function
             for chunk in stream
             if chunk.choices and chunk.choices[0].delta.tool_calls
         )
@@ -306,7 +307,9 @@ def test_secret_in_streamed_tool_call_arguments_redacted(
         with anthropic_client(upstream).messages.stream(
             model="claude-test-model", max_tokens=64, messages=ask()
         ) as events:
-            note = events.get_final_message().content[0].input["note"]  # type: ignore[union-attr,index]
+            block = events.get_final_message().content[0]
+        assert block.type == "tool_use"
+        note = block.input["note"]
     assert note == "key [REDACTED:aws-access-key-id]"
 
 
@@ -433,7 +436,7 @@ def test_direct_injection_refused_before_upstream(enforce: Proxy, upstream: Fake
 
 def test_injection_in_tool_message_is_attributed(enforce: Proxy, upstream: FakeUpstream) -> None:
     """An injection inside a tool result is found, attributed to that message, and flagged (not blocked)."""
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "What does the ticket say?"},
         {
             "role": "assistant",
@@ -692,7 +695,9 @@ def test_credential_read_passes_and_is_recorded_in_observe_mode(
     """Observe mode changes nothing: the call reaches the agent, the finding says what enforce would do."""
     upstream.reply = Reply(text="", tool_calls=CREDENTIAL_READ)
     message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
-    assert [call.function.name for call in message.tool_calls or []] == ["read_file"]
+    assert [
+        call.function.name if call.type == "function" else call.type for call in message.tool_calls or []
+    ] == ["read_file"]
     (finding,) = credential_findings(observe)
     assert (finding["action"], finding["enforced"]) == ("withhold", False)
 

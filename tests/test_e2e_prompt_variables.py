@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import ResponsePromptParam
 
 from proxy.dialects import OpenAIResponses
 from proxy.exchange import Fetch, Source
@@ -25,7 +26,7 @@ def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) 
     return _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
 
 
-def stored(**variables: Any) -> dict[str, Any]:
+def stored(**variables: Any) -> ResponsePromptParam:
     return {"id": "pmpt_1", "version": "2", "variables": variables}
 
 
@@ -66,7 +67,7 @@ def test_an_injection_in_a_text_variable_is_refused(enforce: Proxy, upstream: Fa
     client = openai_client(upstream)
     for variable in (ATTACK, {"type": "input_text", "text": ATTACK}):
         with pytest.raises(openai.PermissionDeniedError):
-            client.responses.create(model="m", input="go", prompt=stored(doc=variable))  # type: ignore[arg-type]
+            client.responses.create(model="m", input="go", prompt=stored(doc=variable))
     assert upstream.received == []
     for count, where in ((1, "prompt.variables.doc"), (2, "prompt.variables.doc.text")):
         assert ("prompt_injection", where, True) in reading(last_record(enforce, count))
@@ -76,7 +77,7 @@ def test_a_secret_in_a_text_variable_is_redacted_and_a_file_variable_is_read_as_
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:
     prompt = stored(key=f"AWS_KEY={AWS_KEY}", doc=text_file(POISONED))
-    openai_client(upstream).responses.create(model="m", input="go", prompt=prompt)  # type: ignore[arg-type]
+    openai_client(upstream).responses.create(model="m", input="go", prompt=prompt)
     sent = json.loads(upstream.received[-1].body)["prompt"]["variables"]
     assert sent["key"] == "AWS_KEY=[REDACTED:aws-access-key-id]"
     text = decoded_at(sent, "doc", "file_data")

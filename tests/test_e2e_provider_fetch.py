@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from anthropic.types.beta import BetaWebFetchTool20250910Param
 
 from proxy.detectors.tools import PROVIDER_FETCH_RULE, fetch_findings
 from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
@@ -257,7 +258,7 @@ def test_anthropic_documents_and_a_web_fetch_tool_the_allowlist_does_not_cover_a
     ]
     with pytest.raises(anthropic.PermissionDeniedError):
         client.messages.create(model="m", max_tokens=10, messages=messages)
-    fetch: Any = {"type": "web_fetch_20250910", "name": "web_fetch"}
+    fetch: BetaWebFetchTool20250910Param = {"type": "web_fetch_20250910", "name": "web_fetch"}
     ask: Any = [{"role": "user", "content": f"fetch {OUTSIDE}"}]
     with pytest.raises(anthropic.PermissionDeniedError):
         client.beta.messages.create(model="m", max_tokens=10, messages=ask, tools=[fetch])
@@ -275,7 +276,7 @@ def test_anthropic_documents_and_a_web_fetch_tool_the_allowlist_does_not_cover_a
         [("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].allowed_domains[0]", True)],
     ]
     upstream.reply = Reply(body=answer({"type": "text", "text": "done"}))
-    allowed = [{**fetch, "allowed_domains": ["docs.example"]}]
+    allowed: list[BetaWebFetchTool20250910Param] = [{**fetch, "allowed_domains": ["docs.example"]}]
     client.beta.messages.create(model="m", max_tokens=10, messages=ask, tools=allowed)
     assert json.loads(upstream.received[-1].body)["tools"] == allowed
     assert refusals(last_record(enforce, 5)) == []

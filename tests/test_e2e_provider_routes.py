@@ -62,7 +62,8 @@ def test_claude_on_vertex_has_its_tool_calls_withheld(enforce: Proxy, upstream: 
     servers = [{"type": "url", "url": "https://attacker.example/mcp", "name": "x"}]
     sent = len(upstream.received)
     with pytest.raises(anthropic.PermissionDeniedError):
-        sdk.beta.messages.create(
+        # The SDK's Vertex client reuses its own client's create, typed for that client's Messages.
+        sdk.beta.messages.create(  # type: ignore[misc]
             model="claude-sonnet-4@20250514",
             max_tokens=64,
             messages=ASK,

@@ -20,7 +20,7 @@ import websockets.sync.client
 import websockets.sync.server
 
 from proxy.commands.localca import UpstreamPKI
-from proxy.inspection import SCAN_TIMEOUT_RULE
+from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE
 from tests.harness import Proxy
 from tests.test_evasion import HEADERS
 from tests.upstream import FakeUpstream, Reply

@@ -14,6 +14,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import MessageParam
 
 from tests.harness import Proxy
 from tests.test_e2e_attachments import NOTE, assert_enforced_as_read_content, gemini_returns, pdf_of
@@ -40,7 +41,8 @@ from tests.test_server_tools import (
 from tests.upstream import FakeUpstream, Reply
 
 MCP_BETA = ["mcp-client-2025-04-04"]
-ASK = [{"role": "user", "content": "what does the orders README say?"}]
+QUESTION = "what does the orders README say?"
+ASK: list[MessageParam] = [{"role": "user", "content": QUESTION}]
 
 
 @pytest.fixture
@@ -118,7 +120,9 @@ def test_a_streamed_destructive_mcp_call_is_withheld_with_its_result(
     result = {**MCP_RESULT, "content": [{"type": "text", "text": "repository orders deleted"}]}
     upstream.reply = Reply(events=[stream_of(call, result, {"type": "text", "text": "done"})])
     client = anthropic_client(upstream)
-    with client.beta.messages.stream(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA) as stream:
+    with client.beta.messages.stream(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}], betas=MCP_BETA
+    ) as stream:
         message = stream.get_final_message()
     assert [block.type for block in message.content] == ["text", "text"]
     notice = message.content[0].text  # type: ignore[union-attr]
@@ -136,7 +140,9 @@ def test_an_mcp_call_reading_credentials_is_withheld_with_its_result(
     result = {**MCP_RESULT, "content": [{"type": "text", "text": "[default]"}]}
     upstream.reply = Reply(body=answer(call, result, {"type": "text", "text": "done"}))
     client = anthropic_client(upstream)
-    message = client.beta.messages.create(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA)
+    message = client.beta.messages.create(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}], betas=MCP_BETA
+    )
     assert [block.type for block in message.content] == ["text", "text"]
     assert "[default]" not in json.dumps(message.model_dump())
     record = last_record(enforce)
@@ -151,7 +157,9 @@ def test_a_turn_with_server_tools_raises_nothing(enforce: Proxy, upstream: FakeU
     blocks = [FETCH, fetched(README), SEARCHED, RAN, MCP_CALL, MCP_RESULT, {"type": "text", "text": "ok"}]
     upstream.reply = Reply(body=answer(*blocks))
     client = anthropic_client(upstream)
-    message = client.beta.messages.create(model="m", max_tokens=100, messages=ASK, betas=MCP_BETA)
+    message = client.beta.messages.create(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}], betas=MCP_BETA
+    )
     assert json.loads(answer(*blocks))["content"] == [
         block.model_dump(exclude_none=True) for block in message.content
     ]
@@ -397,7 +405,7 @@ def test_an_injection_in_the_output_of_code_gemini_ran_sent_back_in_the_history_
     client = genai.Client(
         api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url, headers=headers)
     )
-    client.models.generate_content(model="gemini-2.5-flash", contents=history)  # type: ignore[arg-type]
+    client.models.generate_content(model="gemini-2.5-flash", contents=history)
     sent = json.loads(upstream.received[-1].body)["contents"][1]["parts"][1]["codeExecutionResult"]["output"]
     assert "attacker@evil.example" not in sent and MARKER in sent
     where = "contents[1].parts[1].codeExecutionResult.output"

@@ -232,7 +232,9 @@ def realtime_agent(proxy: Proxy, port: int, headers: dict[str, str]) -> Iterator
     client = openai.OpenAI(base_url=f"https://localhost:{port}/v1", api_key="sk-test", max_retries=0)
     options = {"proxy": proxy.url(), "ssl": ssl.create_default_context(cafile=proxy.ca_cert)}
     with client.realtime.connect(
-        model="gpt-realtime", extra_headers=headers, websocket_connection_options=options
+        model="gpt-realtime",
+        extra_headers=headers,
+        websocket_connection_options=options,  # type: ignore[arg-type]  # the SDK hands every option to websockets' connect, which takes these
     ) as connection:
         yield connection
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -52,7 +51,7 @@ alerts:
 
 def client(proxy: Proxy, upstream: FakeUpstream, user: str = "u-1") -> openai.OpenAI:
     """An agent using ``proxy`` (each proxy has its own CA), with its own HTTP client."""
-    transport = httpx.Client(
+    transport = openai.DefaultHttpxClient(
         proxy=proxy.url(),
         verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
         timeout=CLIENT_TIMEOUT_S,

@@ -14,6 +14,7 @@ import pytest
 
 from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy, proxy_authorization
+from tests.test_e2e_request_residual import last_record
 from tests.upstream import FakeUpstream
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
@@ -37,11 +38,6 @@ def proxy(
 
 def enforcing(proxy: Proxy) -> bool:
     return "mode: enforce" in proxy.policy_path.read_text()
-
-
-def last_record(proxy: Proxy) -> dict[str, object]:
-    count = len([record for record in proxy.audit_records() if record.get("type") == "agent.turn"])
-    return proxy.wait_for_records(count)[-1]
 
 
 def client(proxy: Proxy) -> httpx.Client:
@@ -76,7 +72,7 @@ def test_a_secret_as_the_request_method_does_not_leave(
     answer = send_with_method(proxy, upstream, method)
     found = {
         (finding["rule"], finding["enforced"])
-        for finding in last_record(proxy)["findings"]  # type: ignore[union-attr]
+        for finding in last_record(proxy)["findings"]
         if finding["rule"] != "egress.first_seen"
     }
     secret_rule = "github-pat" if method == GITHUB_TOKEN else "aws-access-key-id"
@@ -88,7 +84,7 @@ def test_a_secret_as_the_request_method_does_not_leave(
 def test_standard_methods_pass_unread(proxy: Proxy, upstream: FakeUpstream) -> None:
     with client(proxy) as agent:
         assert agent.delete(f"{upstream.url}/mcp").status_code == 200
-    rules = [finding["rule"] for finding in last_record(proxy)["findings"]]  # type: ignore[union-attr]
+    rules = [finding["rule"] for finding in last_record(proxy)["findings"]]
     assert "inspection.method" not in rules
 
 
@@ -106,7 +102,7 @@ def test_a_secret_in_the_reason_phrase_does_not_reach_the_agent(
         )
     assert answer.status_code == 200
     assert (GITHUB_TOKEN in answer.reason_phrase) is not enforcing(proxy)
-    found = [f for f in last_record(proxy)["findings"] if f["rule"] == "github-pat"]  # type: ignore[union-attr]
+    found = [f for f in last_record(proxy)["findings"] if f["rule"] == "github-pat"]
     assert found and all(finding["enforced"] is enforcing(proxy) for finding in found)
 
 
@@ -118,7 +114,7 @@ def test_an_sdk_reads_an_answer_with_its_reason_phrase_redacted(proxy: Proxy, up
         api_key="sk-test",
         max_retries=0,
         default_headers=HEADERS,
-        http_client=httpx.Client(verify=trusted, proxy=proxy.url()),
+        http_client=openai.DefaultHttpxClient(verify=trusted, proxy=proxy.url()),
     )
     raw = sdk.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hi"}]

@@ -5,7 +5,7 @@ a read of an everyday file streams through whole. Each streamed dialect, through
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 CREDENTIALS = "/home/u/.aws/credentials"
 NOTICE = "The call to the tool `read_file` was withheld by egressguard"
-Calls = list[tuple[str, Any]]
+Calls = Sequence[tuple[str | None, Any]]
 
 
 def _chat(upstream: FakeUpstream) -> tuple[Calls, str]:
@@ -60,7 +60,7 @@ def _gemini(upstream: FakeUpstream) -> tuple[Calls, str]:
         api_key="test-key",
         http_options=types.HttpOptions(base_url=upstream.url, headers={"X-User-Id": "u-1"}),
     )
-    calls: Calls = []
+    calls: list[tuple[str | None, Any]] = []
     text = ""
     for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hello"):
         content = chunk.candidates[0].content if chunk.candidates else None

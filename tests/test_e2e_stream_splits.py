@@ -87,7 +87,9 @@ def test_streamed_tool_arguments_are_redacted_as_the_same_arguments_in_json(
         call = [ToolCallReply(name="save_note", arguments={"note": f"Here:\n{disguised}\nDone."})]
         upstream.reply = Reply(text="ok", tool_calls=call)
         answer = openai_client(upstream).chat.completions.create(model="m", messages=ask())
-        expected = json.loads(answer.choices[0].message.tool_calls[0].function.arguments)  # type: ignore[index]
+        (made,) = answer.choices[0].message.tool_calls or []
+        assert made.type == "function"
+        expected = json.loads(made.function.arguments)
         assert expected == {"note": "Here:\n[REDACTED:github-pat]\nDone."}, name
         for piece_size in (1, 7):
             upstream.reply = Reply(text="ok", tool_calls=call, piece_size=piece_size)

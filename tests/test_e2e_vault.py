@@ -11,7 +11,7 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
@@ -19,6 +19,7 @@ import openai
 import pytest
 import websockets.exceptions
 import websockets.sync.server
+from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.commands.localca import UpstreamPKI
 from proxy.scanning.rulepack import load_packaged_packs
@@ -111,8 +112,10 @@ class Agent:
 
     def _openai(self) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
         create = self.openai.chat.completions.create
+        # Written in the chat API's shape whenever the SDK is OpenAI's (``say``, ``tool_results``).
+        messages = cast(list[ChatCompletionMessageParam], self.messages)
         if not self.stream:
-            reply = create(model="gpt-4o-mini", messages=self.messages)  # type: ignore[arg-type]
+            reply = create(model="gpt-4o-mini", messages=messages)
             choice = reply.choices[0].message
             calls = [
                 (call.id, call.function.name, json.loads(call.function.arguments))
@@ -120,11 +123,12 @@ class Agent:
                 if call.type == "function"
             ]
             return choice.content or "", calls
-        text, pending = "", {}
-        for chunk in create(model="gpt-4o-mini", messages=self.messages, stream=True):  # type: ignore[arg-type]
-            for choice in chunk.choices:
-                text += choice.delta.content or ""
-                for delta in choice.delta.tool_calls or []:
+        text = ""
+        pending: dict[int, dict[str, str]] = {}
+        for chunk in create(model="gpt-4o-mini", messages=messages, stream=True):
+            for streamed in chunk.choices:
+                text += streamed.delta.content or ""
+                for delta in streamed.delta.tool_calls or []:
                     call = pending.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
                     call["id"] += delta.id or ""
                     if delta.function is not None:
@@ -145,9 +149,7 @@ class Agent:
             message = self.anthropic.messages.create(**arguments)
         text = "".join(block.text for block in message.content if block.type == "text")
         calls = [
-            (block.id, block.name, dict(block.input))  # type: ignore[call-overload]
-            for block in message.content
-            if block.type == "tool_use"
+            (block.id, block.name, dict(block.input)) for block in message.content if block.type == "tool_use"
         ]
         return text, calls
 
@@ -323,7 +325,7 @@ def test_secret_in_a_field_no_dialect_reads_is_vaulted(
             stream=stream,
         )
         if stream:
-            list(reply)  # type: ignore[arg-type]
+            list(reply)
     else:
         claude = anthropic.Anthropic(
             base_url=upstream.url, api_key="sk-ant-test", max_retries=0, default_headers=HEADERS
@@ -522,7 +524,8 @@ def _realtime_call(proxy_url: str, realtime: RealtimeUpstream, say: str) -> dict
     )
     options = {"proxy": proxy_url, "open_timeout": WAIT_S, "close_timeout": WAIT_S}
     with client.beta.realtime.connect(
-        model="gpt-4o-realtime-preview", websocket_connection_options=options
+        model="gpt-4o-realtime-preview",
+        websocket_connection_options=options,  # type: ignore[arg-type]  # the SDK hands every option to websockets' connect, which takes these
     ) as connection:
         connection.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": say}]}

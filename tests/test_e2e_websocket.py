@@ -12,7 +12,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import websockets.exceptions
@@ -50,7 +49,9 @@ class Sender(WebSocketUpstream):
             connection.recv(timeout=WAIT_S)
 
 
-def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.ClientConnection:
+def connect(
+    proxy: Proxy, port: int, max_size: int | None = 1 << 20
+) -> websockets.sync.client.ClientConnection:
     """An agent's WebSocket connection to ``port`` through ``proxy``; a handshake that runs out of time
     fails the test with the proxy's last log lines."""
     try:
@@ -62,7 +63,7 @@ def connect(proxy: Proxy, port: int, **options: Any) -> websockets.sync.client.C
             open_timeout=WAIT_S,
             create_connection=AgentConnection,
             close_timeout=WAIT_S,
-            **options,
+            max_size=max_size,
         )
     except TimeoutError as late:
         pytest.fail(
