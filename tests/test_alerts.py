@@ -548,7 +548,11 @@ def test_a_query_reads_only_the_days_its_rule_says(tmp_path: Path, reads: str | 
     files of older days are not opened at all (one of them is damaged here, which would fail the query)."""
     audit_dir = tmp_path / "audit"
     for number, day in enumerate((START - timedelta(days=3), START - timedelta(days=1), START)):
-        audit = AuditLog(audit_dir, clock=lambda day=day: day)
+
+        def on_the_day(moment: datetime = day) -> datetime:
+            return moment
+
+        audit = AuditLog(audit_dir, clock=on_the_day)
         audit.append(turn(number, at=day, user_id=None))
         audit.close()
     oldest = sorted(audit_dir.glob("*.jsonl"))[0]

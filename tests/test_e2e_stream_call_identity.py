@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
-import httpx
 import openai
 import pytest
 
@@ -30,7 +29,7 @@ CONTEXT = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 
 
 def openai_client(proxy: Proxy, upstream: FakeUpstream) -> openai.OpenAI:
-    transport = httpx.Client(
+    transport = openai.DefaultHttpxClient(
         proxy=proxy.url(), verify=ssl.create_default_context(cafile=proxy.ca_cert), timeout=60
     )
     return openai.OpenAI(

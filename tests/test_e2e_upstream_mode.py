@@ -108,7 +108,7 @@ def chained(start_proxy: Callable[..., Proxy], network_proxy: NetworkProxy) -> P
 
 
 def agent(proxy: Proxy, upstream_url: str) -> openai.OpenAI:
-    http_client = httpx.Client(
+    http_client = openai.DefaultHttpxClient(
         proxy=proxy.url(), verify=ssl.create_default_context(cafile=proxy.ca_cert), timeout=CLIENT_TIMEOUT_S
     )
     return openai.OpenAI(
