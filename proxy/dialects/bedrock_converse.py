@@ -443,7 +443,8 @@ class ConverseStreamSession(StreamSession):
         self._released_calls += 1
         output = [piece for event, body in held[1:] for piece in self._transformed(event, body, changed=True)]
         self._sealed.add(index)
-        return [held[0][0].raw, *output]
+        opening, opening_body = held[0]
+        return [rewritten(opening, opening_body), *output]  # as the residual scan left it
 
     def _end_block(self, index: int) -> list[bytes]:
         """Deltas carrying what the block's filters still held, before the block stops."""
