@@ -89,6 +89,24 @@ ANSWERS: dict[str, tuple[str, bytes, str | None, list[tuple[str, str]]]] = {
         "application/x-ndjson",
         [("credential_theft", "[1].message.tool_calls[0]")],
     ),
+    "a Bedrock Converse answer behind a gateway's own route": (
+        "/gateway/bedrock/converse-proxy",
+        json.dumps(
+            {
+                "output": {
+                    "message": {
+                        "role": "assistant",
+                        "content": [
+                            {"toolUse": {"toolUseId": "t1", "name": "delete_customer", "input": {"id": 42}}}
+                        ],
+                    }
+                },
+                "stopReason": "tool_use",
+            }
+        ).encode(),
+        None,
+        [("tool_abuse", "output.message.content[0].toolUse")],
+    ),
     "a Chat answer at a route no dialect knows": (
         "/v1/engines/support/chat",
         chat_answer("delete_customer", '{"id": 42}'),

@@ -88,6 +88,14 @@ CALLS: dict[str, tuple[Any, list[tuple[str, str, str]]]] = {
         {"content": [{"type": "server_tool_use", "id": "s", "name": "web_fetch", "input": {"url": "u"}}]},
         [("web_fetch", "content[0]", '{"url":"u"}')],
     ),
+    "bedrock converse toolUse": (
+        {
+            "output": {
+                "message": {"content": [{"toolUse": {"toolUseId": "t", "name": "rm", "input": {"p": 1}}}]}
+            }
+        },
+        [("rm", "output.message.content[0].toolUse", '{"p":1}')],
+    ),
     "gemini functionCall": (
         {"candidates": [{"content": {"parts": [{"functionCall": {"name": "rm", "args": {"p": 1}}}]}}]},
         [("rm", "candidates[0].content.parts[0].functionCall", '{"p":1}')],
@@ -156,6 +164,10 @@ NOT_CALLS: dict[str, Any] = {
     "docs text about tool_use": {"text": 'A block {"type": "tool_use", "name": "x"} asks for a tool.'},
     "a count named functionCalls": {"usageMetadata": {"functionCalls": 2}},
     "an Anthropic stop reason": {"stop_reason": "tool_use", "content": [{"type": "text", "text": "hi"}]},
+    "a Converse stop reason and a setting named toolUse": {"stopReason": "tool_use", "toolUse": "auto"},
+    "a Converse tool result, naming the call it answers": {
+        "toolResult": {"toolUseId": "t1", "content": [{"text": "done"}]}
+    },
 }
 
 

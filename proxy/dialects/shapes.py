@@ -13,6 +13,7 @@ from typing import Any
 
 from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
 from proxy.dialects.base import as_dict, as_list, as_position, as_str
+from proxy.dialects.bedrock_converse import tool_use_call as converse_tool_use_call
 from proxy.dialects.gemini import code_call, code_output, function_call_of, function_response_parts
 from proxy.dialects.locator import Step, format_locator, parse_locator
 from proxy.dialects.openai_chat import CALL_HOLDERS, message_calls
@@ -39,10 +40,11 @@ MARKERS = (
     "executable_code",
     "codeExecutionResult",
     "code_execution_result",
+    "toolUse",
 )
 """Words one of the shapes holds in a key or a type (``_call`` is in ``tool_calls``, ``function_call``,
 each Responses call item and the Realtime event; ``tool_use`` in ``server_tool_use``; Gemini's code and what
-it printed): a text holding none
+it printed; Bedrock Converse's ``toolUse``): a text holding none
 of them (and no escape, which may spell one) holds no call, and is not parsed for one. Few, so that the
 check reads the text few times."""
 RESULT_MARKERS = ("_call_output", "functionResponse", "function_response")
@@ -150,7 +152,8 @@ def _item_of(value: dict[str, Any], where: str) -> tuple[ToolCall, list[Part] | 
 
 
 def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall]:
-    """The calls ``value`` holds under a key: a Gemini part's ``functionCall`` (its ``args`` an object),
+    """The calls ``value`` holds under a key: a Bedrock Converse block's ``toolUse`` (naming a tool and
+    its id or input), a Gemini part's ``functionCall`` (its ``args`` an object),
     its ``executableCode`` (code the API ran) or
     a Gemini Live ``toolCall``'s ``functionCalls``, a Chat or Ollama message's ``tool_calls`` (a list of
     objects naming a function or custom tool) and legacy ``function_call``, not any value that happens to
@@ -162,6 +165,9 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
         # ``arguments`` makes a ``function_call`` Chat's legacy call, read below; never a ``functionCall``.
         if as_str(function.get("name")) and (key == "functionCall" or "arguments" not in function):
             calls.append(function_call_of(function, format_locator((*steps, key))))
+    tool_use = as_dict(value.get("toolUse"))  # a Bedrock Converse content block
+    if as_str(tool_use.get("name")) and ("toolUseId" in tool_use or "input" in tool_use):
+        calls.append(converse_tool_use_call(tool_use, format_locator((*steps, "toolUse"))))
     code = code_call(value, "")
     if code is not None:
         code_key = "executableCode" if "executableCode" in value else "executable_code"
