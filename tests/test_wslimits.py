@@ -16,6 +16,7 @@ from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
 from addons.wire import wslimits
+from addons.wire.wsclose import CLOSING, POLICY_VIOLATION
 from addons.wire.wslimits import OVERFLOWED, TOO_BIG, BoundedConnection, WebSocketLimits, answered, stand_in
 from proxy.config.policy import parse_policy
 from proxy.runtime import Runtime
@@ -131,3 +132,21 @@ def test_a_ping_relayed_while_another_is_remembered_leaves_both_relays_whole(
     first.join()
     assert failures == []
     assert answered(second) == b"second" and len(pinged) <= 1
+
+
+def test_a_connection_closed_between_two_messages_of_one_read_relays_none_after() -> None:
+    """A hook that closes the connection (``close_websocket``) runs between two events of one read: the
+    layer asks for the next event afterwards, and gets the close, not the messages that came with it."""
+    client = wsproto.connection.Connection(wsproto.ConnectionType.CLIENT)
+    wire = b"".join(client.send(wsproto.events.TextMessage(data=text)) for text in ("m1", "m2", "m3"))
+    peer = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2), timestamp_start=0)
+    server = BoundedConnection(wsproto.ConnectionType.SERVER, conn=peer)
+    server.receive_data(wire)
+    events = server.events()
+    first = next(events)
+    assert isinstance(first, wsproto.events.TextMessage) and first.data == "m1"
+    CLOSING[peer] = POLICY_VIOLATION
+    rest = list(events)
+    assert [type(event) for event in rest] == [wsproto.events.CloseConnection]
+    close = rest[0]
+    assert isinstance(close, wsproto.events.CloseConnection) and close.code == POLICY_VIOLATION

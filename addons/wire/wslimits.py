@@ -80,11 +80,13 @@ class BoundedConnection(websocket.WebsocketConnection):
     _message_bytes = 0
 
     def events(self) -> Iterator[wsproto.events.Event]:
-        closing = CLOSING.get(self.conn)
-        if closing is not None:
-            yield wsproto.events.CloseConnection(code=closing)
-            return
         for event in super().events():
+            # Asked before each event: a hook that closes the connection runs while the layer is between
+            # two events of one read, and no message after that one may be relayed.
+            closing = CLOSING.get(self.conn)
+            if closing is not None:
+                yield wsproto.events.CloseConnection(code=closing)
+                return
             if isinstance(event, wsproto.events.Ping):
                 event = wsproto.events.Ping(payload=stand_in(bytes(event.payload)))
             elif isinstance(event, wsproto.events.Pong):
