@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import re
 import time
 from collections import Counter
@@ -136,6 +137,18 @@ def is_credential_header(name: str) -> bool:
 SPLIT_KEY_REACH = 512
 """How far past the value it starts in a provider key split across a header's values is looked for: the
 longest keys run to about 200 characters."""
+
+
+MAX_SPLIT_WINDOWS = 64
+"""The most values of one header read each from its own start on; a header of more (a cookie of
+thousands of empty pairs, each window a scan of every rule) is read once, its values joined, where a key
+that a rule wants no letter before is found only after a value that does not end in one."""
+
+
+def _across(pieces: list[str]) -> Callable[[Match], bool]:
+    """Whether a match in ``pieces`` joined runs across the end of one of them."""
+    ends = list(itertools.accumulate(map(len, pieces)))
+    return lambda match: bisect.bisect_right(ends, match.start) != bisect.bisect_right(ends, match.end - 1)
 
 
 def _reaching(pieces: list[str], reach: int) -> str:
@@ -631,6 +644,11 @@ class TurnInspector:
                 continue
             expected = self.policy.credentials.expected(host, name)
             where = f'{HEADERS_WHERE} ["{name}"]'
+            if len(pieces) > MAX_SPLIT_WINDOWS:
+                found += self._unexpected_keys(
+                    host, "header", "".join(pieces), expected, where, _across(pieces)
+                )
+                continue
             for first in range(len(pieces) - 1):
                 window = _reaching(pieces[first:], len(pieces[first]) + SPLIT_KEY_REACH)
 

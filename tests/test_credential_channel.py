@@ -157,6 +157,12 @@ REFUSED = [
     pytest.param(
         "tool.example", [("Cookie", f'a="{AWS[:8]}"; b= {AWS[8:]}')], AWS_RULE, id="split-across-quoted-pairs"
     ),
+    pytest.param(
+        "tool.example",
+        [("Cookie", "; ".join([f"p{index}=" for index in range(5000)] + [f"a={AWS[:8]}", f"b={AWS[8:]}"]))],
+        AWS_RULE,
+        id="split-after-thousands-of-empty-pairs-read-once-joined",
+    ),
     pytest.param("tool.example", [("X-Api-Key", b64(AWS))], "aws-access-key-id", id="base64-in-x-api-key"),
     pytest.param("tool.example", [("Cookie", f"s={b64(GITHUB)}")], "github-pat", id="base64-in-a-cookie"),
     pytest.param(
