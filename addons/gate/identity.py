@@ -133,7 +133,7 @@ class AgentIdentity(ProxyAuth):
         it sends (at most once a second), and a token rotated away since closes the connection (1008)."""
         credentials = flow.metadata.get("proxyauth")
         message = due_agent_message(flow, NEXT_CHECK_KEY) if credentials is not None else None
-        if credentials is None or message is None or self.tokens(*credentials):
+        if credentials is None or message is None or self._still_hold(credentials):
             return
         unavailable, self.tokens.unavailable = self.tokens.unavailable, False
         turn = turn_of(flow)
@@ -162,7 +162,7 @@ class AgentIdentity(ProxyAuth):
         do is answered 407 and the tunnel closed, as a new connection with them would be refused. Where
         the store cannot say (``state.on_error`` closed), the request goes on to the gates that read it,
         which refuse it in the API's shape and record the turn."""
-        if self.tokens(*credentials) or self.tokens.unavailable:
+        if self._still_hold(credentials) or self.tokens.unavailable:
             self.tokens.unavailable = False
             return True
         del self.authenticated[flow.client_conn]
@@ -171,9 +171,22 @@ class AgentIdentity(ProxyAuth):
         flow.response = http.Response.make(
             407,
             b"egressguard: this tunnel's proxy credentials are no longer valid\n",
-            {"Proxy-Authenticate": 'Basic realm="egressguard"', "Connection": "close"},
+            {"Proxy-Authenticate": 'Basic realm="egressguard"'},
         )
+        if not (flow.request.is_http2 or flow.request.is_http3):
+            # HTTP/2 has no such field; there each later request of the tunnel is asked for credentials.
+            flow.response.headers["Connection"] = "close"
         return False
+
+    def _still_hold(self, credentials: tuple[str, str]) -> bool:
+        """Whether a connection's credentials still hold: not where the store says its agent's token was
+        rotated away, or cannot be read (``tokens.unavailable``); a check that fails otherwise is logged
+        and lets them hold, as the freeze check does with a broken store."""
+        try:
+            return self.tokens(*credentials)
+        except Exception as exc:
+            log.error("identity.recheck_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            return True
 
     def _answered_unavailable(self, flow: http.HTTPFlow) -> bool:
         """Answered 503 where the last check could not read the store (``state.on_error`` closed)."""
