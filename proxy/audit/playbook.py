@@ -92,15 +92,18 @@ AND (purpose IS NULL OR purpose = '' OR user_id IS NULL);
 }
 
 SEE_QUERY = re.compile(r"see_query_(\d+)_above")
-INTERVAL_DAYS = re.compile(r"INTERVAL (\d+) DAY")
 """How the playbook's alert file points at one of these queries instead of repeating it."""
+INTERVAL_DAYS = re.compile(r"INTERVAL (\d+) DAY")
+"""How each of these queries writes a window it looks back over."""
 
 
 def lookback_days(reference: str) -> int:
     """How many days back the query a ``see_query_N_above`` reference names reads: its longest
-    ``INTERVAL n DAY`` (every one of its windows is written so)."""
+    ``INTERVAL n DAY`` (every one of its windows is written so). Raises KeyError as
+    ``referenced_query`` does for a reference to no query of the playbook."""
     found = SEE_QUERY.fullmatch(reference.strip())
-    assert found is not None, reference
+    if found is None:
+        raise KeyError(reference)
     return max(int(days) for days in INTERVAL_DAYS.findall(PLAYBOOK_QUERIES[int(found.group(1))][1]))
 
 

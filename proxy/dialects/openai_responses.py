@@ -420,10 +420,10 @@ class ResponsesStreamSession(StreamSession):
         self._sealed: set[int] = set()
         """Calls sent whole after being held: later events carry the arguments they were decided on."""
         self._released_content: dict[str, tuple[str, str]] = {}
+        """By locator, read content as it came and as it went out (``_rewrite_item``)."""
         self._released_calls: dict[int, dict[str, Any]] = {}
         """By position, what names the call released there (``CALL_IDENTITY``), as its added item said:
         the item's last event and the final response are held to it."""
-        """By locator, read content as it came and as it went out (``_rewrite_item``)."""
 
     @property
     def completion(self) -> Completion:
