@@ -96,6 +96,10 @@ CALLS: dict[str, tuple[Any, list[tuple[str, str, str]]]] = {
         },
         [("rm", "output.message.content[0].toolUse", '{"p":1}')],
     ),
+    "bedrock converse toolUse as protocol buffers' JSON may spell it": (
+        {"content": [{"tool_use": {"tool_use_id": "t", "name": "rm", "input": {"p": 1}}}]},
+        [("rm", "content[0].tool_use", '{"p":1}')],
+    ),
     "gemini functionCall": (
         {"candidates": [{"content": {"parts": [{"functionCall": {"name": "rm", "args": {"p": 1}}}]}}]},
         [("rm", "candidates[0].content.parts[0].functionCall", '{"p":1}')],

@@ -104,6 +104,13 @@ CONVERSE_CASED_KEYS = frozenset(
         "cacheWriteInputTokens",
         "latencyMs",
         "additionalModelResponseFields",
+        # converse-stream: its events' types (their ``:event-type``) and the index its block events carry
+        "messageStart",
+        "contentBlockStart",
+        "contentBlockDelta",
+        "contentBlockStop",
+        "contentBlockIndex",
+        "messageStop",
     }
 )
 """The camelCase keys of the Converse API: any other key with a capital is read again as a reader that

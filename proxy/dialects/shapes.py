@@ -165,9 +165,10 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
         # ``arguments`` makes a ``function_call`` Chat's legacy call, read below; never a ``functionCall``.
         if as_str(function.get("name")) and (key == "functionCall" or "arguments" not in function):
             calls.append(function_call_of(function, format_locator((*steps, key))))
-    tool_use = as_dict(value.get("toolUse"))  # a Bedrock Converse content block
-    if as_str(tool_use.get("name")) and ("toolUseId" in tool_use or "input" in tool_use):
-        calls.append(converse_tool_use_call(tool_use, format_locator((*steps, "toolUse"))))
+    for key in ("toolUse", "tool_use"):  # a Bedrock Converse content block
+        tool_use = as_dict(value.get(key))
+        if as_str(tool_use.get("name")) and ({"toolUseId", "tool_use_id", "input"} & tool_use.keys()):
+            calls.append(converse_tool_use_call(tool_use, format_locator((*steps, key))))
     code = code_call(value, "")
     if code is not None:
         code_key = "executableCode" if "executableCode" in value else "executable_code"
