@@ -401,8 +401,8 @@ class GenericStreamSession(PerEventStreamSession):
             return
         first, *others = call.readings()
         if forced == "drop":
-            self._decisions[first.where] = call.decision = "drop"
-            self.dropped_tool_calls.append((first.name, first.id))
+            call.decision = "drop"
+            self._drop_at(first)
             return
         self._cut = forced == "cut"
         call.decision = self._decide(first, complete=True)
@@ -410,8 +410,8 @@ class GenericStreamSession(PerEventStreamSession):
         if call.decision == "release" and gate is not None:
             call.denied = next((other for other in others if gate(other, True) != "release"), None)
             if call.denied is not None:
-                self._decisions[first.where] = call.decision = "drop"
-                self.dropped_tool_calls.append((first.name, first.id))
+                call.decision = "drop"
+                self._drop_at(first)
         if call.decision == "drop":
             self.notes.append(f"a streamed call to {first.name!r} was withheld; its events not sent")
 

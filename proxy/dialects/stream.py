@@ -1098,9 +1098,15 @@ class StreamSession(ABC):
             f"{first.name or 'an unnamed tool'} was decided; dropped"
         )
         self._ambiguous(MISPLACED_RULE)
-        self._decisions[call.where] = "drop"
-        self.dropped_tool_calls.append((call.name, call.id))
+        self._drop_at(call)
         return "drop"
+
+    def _drop_at(self, call: ToolCall) -> None:
+        """Drop ``call`` and decide its place for good: every later ask there gets "drop", the place still
+        naming the call first decided at it."""
+        self._decisions[call.where] = "drop"
+        self._decided_calls.setdefault(call.where, call)
+        self.dropped_tool_calls.append((call.name, call.id))
 
     def _replay(self, held: Sequence[tuple[SSEEvent, Any]]) -> list[bytes]:
         """A held call's events, sent once the gate released it: the start among them is not asked about
