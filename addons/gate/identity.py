@@ -2,7 +2,9 @@
 
 mitmproxy's own ProxyAuth already parses ``Proxy-Authorization``, answers 407, and remembers a client
 that authenticated on CONNECT for the requests inside its tunnel; this addon gives it a validator backed
-by the policy's agents and turns the authenticated name into a ``Turn``.
+by the policy's agents and turns the authenticated name into a ``Turn``. What it remembers is checked
+again against the tokens rotated since, on each request in a tunnel and on what an agent sends over an
+open WebSocket: a token rotated away (it leaked) ends the connections opened with it.
 """
 
 from __future__ import annotations
