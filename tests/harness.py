@@ -10,14 +10,18 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import openai
 
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
 IDLE_ADDRESS_SPACE = 1 << 30
@@ -346,6 +350,30 @@ class Proxy:
 
     def url(self, agent: str = AGENT, token: str = AGENT_TOKEN) -> str:
         return f"http://{agent}:{token}@{self.listen_host}:{self.port}"
+
+    def openai_client(
+        self,
+        upstream_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        api_key: str = "sk-test",
+        agent: str = AGENT,
+        token: str = AGENT_TOKEN,
+    ) -> openai.OpenAI:
+        """The official OpenAI client of an agent configured for this proxy: the proxy (as ``agent``) in its
+        own HTTP client, the proxy's CA trusted, no retries; its API at ``upstream_url``'s ``/v1``."""
+        transport = openai.DefaultHttpxClient(
+            proxy=self.url(agent, token),
+            verify=ssl.create_default_context(cafile=str(self.ca_cert)),
+            timeout=CLIENT_TIMEOUT_S,
+        )
+        return openai.OpenAI(
+            base_url=f"{upstream_url}/v1",
+            api_key=api_key,
+            max_retries=0,
+            default_headers=headers,
+            http_client=transport,
+        )
 
     def raw(self, request: bytes) -> tuple[int, bytes]:
         """Send raw bytes to the proxy port; return the status code and what came back in the first read

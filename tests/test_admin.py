@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,24 +105,9 @@ def _wait_for_port(port: int, timeout: float = 15.0, tls: ssl.SSLContext | None 
     raise RuntimeError("the admin listener did not come up")
 
 
-def openai_client(proxy: Proxy, upstream: FakeUpstream, **headers: str) -> Iterator[openai.OpenAI]:
-    context = ssl.create_default_context(cafile=proxy.ca_cert)
-    with openai.DefaultHttpxClient(
-        proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S
-    ) as http_client:
-        yield openai.OpenAI(
-            base_url=f"{upstream.url}/v1",
-            api_key="sk-test",
-            max_retries=0,
-            default_headers={**CONTEXT, **headers},
-            http_client=http_client,
-        )
-
-
 def chat(proxy: Proxy, upstream: FakeUpstream, content: str = "hello", **headers: str) -> Any:
-    for client in openai_client(proxy, upstream, **headers):
+    with proxy.openai_client(upstream.url, headers={**CONTEXT, **headers}) as client:
         return client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}])
-    raise AssertionError("unreachable")
 
 
 # -- listener and tokens ----------------------------------------------------------------------------------

@@ -126,14 +126,9 @@ def test_a_secret_in_a_binary_response_is_recorded_where_observed(
 
 def _upload(proxy: Proxy, upstream: FakeUpstream, name: str, content: bytes, media_type: str) -> Any:
     """A file upload as the official OpenAI SDK sends it: multipart/form-data, the file one part."""
-    context = ssl.create_default_context(cafile=proxy.ca_cert)
-    client = openai.OpenAI(
-        base_url=f"{upstream.url}/v1",
-        api_key="sk-test",
-        max_retries=0,
-        http_client=openai.DefaultHttpxClient(proxy=proxy.url(), verify=context, timeout=60),
+    return proxy.openai_client(upstream.url).files.create(
+        file=(name, content, media_type), purpose="assistants"
     )
-    return client.files.create(file=(name, content, media_type), purpose="assistants")
 
 
 def _zip(name: str, data: bytes) -> bytes:

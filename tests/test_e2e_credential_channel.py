@@ -26,18 +26,6 @@ credentials:
 """
 
 
-def openai_client(proxy: Proxy, upstream: FakeUpstream, key: str, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{upstream.url}/v1",
-        api_key=key,
-        max_retries=0,
-        default_headers=headers or None,
-        http_client=openai.DefaultHttpxClient(
-            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
-        ),
-    )
-
-
 def unexpected(record: dict[str, object]) -> list[dict[str, object]]:
     findings = record["findings"]
     assert isinstance(findings, list)
@@ -69,7 +57,9 @@ def test_the_openai_sdk_carrying_a_key_the_host_does_not_take_is_refused(
     field is refused with a readable 403; nothing reaches the upstream and the record names only the rule."""
     proxy = start_proxy(mode="enforce", extra=EXPECTS_OPENAI_KEYS)
     with pytest.raises(openai.PermissionDeniedError) as raised:
-        openai_client(proxy, upstream, key, **headers).chat.completions.create(model="m", messages=MESSAGES)
+        proxy.openai_client(upstream.url, api_key=key, headers=headers).chat.completions.create(
+            model="m", messages=MESSAGES
+        )
     assert "credential.unexpected" in str(raised.value) and upstream.received == []
     (record,) = proxy.wait_for_records(1)
     (finding,) = unexpected(record)
@@ -88,7 +78,9 @@ def test_the_key_the_host_takes_and_an_opaque_key_pass(
     """The destination's configured kind of key in its field, and a key no rule recognises, go through."""
     proxy = start_proxy(mode="enforce", extra=EXPECTS_OPENAI_KEYS)
     for key in (OPENAI, "sk-test"):
-        reply = openai_client(proxy, upstream, key).chat.completions.create(model="m", messages=MESSAGES)
+        reply = proxy.openai_client(upstream.url, api_key=key).chat.completions.create(
+            model="m", messages=MESSAGES
+        )
         assert reply.choices[0].message.content == "Hello from the upstream model."
     sent = [{name.lower(): value for name, value in request.headers.items()} for request in upstream.received]
     assert [headers["authorization"] for headers in sent] == [
@@ -140,7 +132,9 @@ def test_observe_mode_records_without_refusing(
 ) -> None:
     """Observe mode lets the request through and records what enforce mode would have refused."""
     proxy = start_proxy(mode="observe")
-    reply = openai_client(proxy, upstream, GITHUB).chat.completions.create(model="m", messages=MESSAGES)
+    reply = proxy.openai_client(upstream.url, api_key=GITHUB).chat.completions.create(
+        model="m", messages=MESSAGES
+    )
     assert reply.choices[0].message.content == "Hello from the upstream model."
     (record,) = proxy.wait_for_records(1)
     (finding,) = unexpected(record)
@@ -236,7 +230,7 @@ def test_a_key_in_base64_or_split_across_cookie_values_is_refused_and_a_cookie_j
         {"Cookie": f"theme=dark; a={AWS[:8]}; b={AWS[8:]}"},
         {"Cookie": f'a="{GITHUB[:12]}"; b={GITHUB[12:]}'},
     ):
-        client = openai_client(proxy, upstream, "sk-test", **headers)
+        client = proxy.openai_client(upstream.url, api_key="sk-test", headers=headers)
         with pytest.raises(openai.PermissionDeniedError) as raised:
             client.chat.completions.create(model="m", messages=MESSAGES)
         assert "credential.unexpected" in str(raised.value)
@@ -248,7 +242,9 @@ def test_a_key_in_base64_or_split_across_cookie_values_is_refused_and_a_cookie_j
         ['headers ["cookie"]'],
     ]
     benign = {"Cookie": COOKIE_JAR, "X-Request-Id": REQUEST_ID}
-    openai_client(proxy, upstream, "sk-test", **benign).chat.completions.create(model="m", messages=MESSAGES)
+    proxy.openai_client(upstream.url, api_key="sk-test", headers=benign).chat.completions.create(
+        model="m", messages=MESSAGES
+    )
     sent = {name.lower(): value for name, value in upstream.received[-1].headers.items()}
     assert (sent["cookie"], sent["x-request-id"]) == (COOKIE_JAR, REQUEST_ID)
     findings = proxy.wait_for_records(4)[3]["findings"]

@@ -5,13 +5,12 @@ egressguard in enforce mode, on SQLite and on a real redis-server."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 
 import openai
 import pytest
 
-from tests.harness import CLIENT_TIMEOUT_S, Proxy
+from tests.harness import Proxy
 from tests.redis_server import RedisServer
 from tests.test_e2e_inspect import INJECTION, ask
 from tests.upstream import FakeUpstream
@@ -22,18 +21,9 @@ OTHER = "billing-bot"
 def client_of(
     proxy: Proxy, upstream: FakeUpstream, user: str | None, agent: str | None = None
 ) -> openai.OpenAI:
-    url = proxy.url() if agent is None else proxy.url(agent, agent[::-1])
-    transport = openai.DefaultHttpxClient(
-        proxy=url, verify=ssl.create_default_context(cafile=str(proxy.ca_cert)), timeout=CLIENT_TIMEOUT_S
-    )
     headers = {"X-Purpose": "support", "X-Consent-Id": "c-1", **({"X-User-Id": user} if user else {})}
-    return openai.OpenAI(
-        base_url=f"{upstream.url}/v1",
-        api_key="sk-test",
-        max_retries=0,
-        default_headers=headers,
-        http_client=transport,
-    )
+    credentials = {} if agent is None else {"agent": agent, "token": agent[::-1]}
+    return proxy.openai_client(upstream.url, headers=headers, **credentials)
 
 
 def answer(client: openai.OpenAI, content: str) -> str:

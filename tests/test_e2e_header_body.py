@@ -36,14 +36,7 @@ def test_a_token_in_a_response_header_and_the_completion_is_redacted_and_recorde
     each enforced, where the header's finding used to stand for the body's."""
     proxy = start_proxy(mode="enforce")
     upstream.reply = Reply(text=f"your token is {TOKEN} ok", headers={"X-Note": TOKEN})
-    client = openai.OpenAI(
-        base_url=f"{upstream.url}/v1",
-        api_key="sk-test",
-        max_retries=0,
-        http_client=openai.DefaultHttpxClient(
-            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
-        ),
-    )
+    client = proxy.openai_client(upstream.url)
     messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     if stream:
         with client.chat.completions.with_streaming_response.create(

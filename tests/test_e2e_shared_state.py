@@ -4,7 +4,6 @@ sets and alert windows, and a Redis that goes away mid-load is handled as ``stat
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from addons.gate.turns import STATE_UNAVAILABLE_CODE
 from addons.record.audit import DEGRADED_STATE
 from proxy.control.freeze import freeze_user
 from proxy.state.redis_store import RedisSettings, RedisStateStore
-from tests.harness import CLIENT_TIMEOUT_S, Proxy, proxy_authorization
+from tests.harness import Proxy, proxy_authorization
 from tests.redis_server import RedisServer
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
@@ -51,18 +50,8 @@ alerts:
 
 def client(proxy: Proxy, upstream: FakeUpstream, user: str = "u-1") -> openai.OpenAI:
     """An agent using ``proxy`` (each proxy has its own CA), with its own HTTP client."""
-    transport = openai.DefaultHttpxClient(
-        proxy=proxy.url(),
-        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
-        timeout=CLIENT_TIMEOUT_S,
-    )
-    return openai.OpenAI(
-        base_url=f"{upstream.url}/v1",
-        api_key="sk-test",
-        max_retries=0,
-        http_client=transport,
-        default_headers={"X-User-Id": user, "X-Purpose": "support", "X-Consent-Id": "c-1"},
-    )
+    headers = {"X-User-Id": user, "X-Purpose": "support", "X-Consent-Id": "c-1"}
+    return proxy.openai_client(upstream.url, headers=headers)
 
 
 def ask(agent: openai.OpenAI, content: str = "What is the weather like?") -> openai.types.chat.ChatCompletion:

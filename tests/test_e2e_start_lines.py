@@ -9,7 +9,6 @@ import ssl
 from collections.abc import Iterator
 
 import httpx
-import openai
 import pytest
 
 from proxy.commands.localca import UpstreamPKI
@@ -108,14 +107,7 @@ def test_a_secret_in_the_reason_phrase_does_not_reach_the_agent(
 
 def test_an_sdk_reads_an_answer_with_its_reason_phrase_redacted(proxy: Proxy, upstream: FakeUpstream) -> None:
     upstream.reply.reason = f"OK {AWS_KEY}"
-    trusted = ssl.create_default_context(cafile=proxy.ca_cert)
-    sdk = openai.OpenAI(
-        base_url=f"{upstream.url}/v1",
-        api_key="sk-test",
-        max_retries=0,
-        default_headers=HEADERS,
-        http_client=openai.DefaultHttpxClient(verify=trusted, proxy=proxy.url()),
-    )
+    sdk = proxy.openai_client(upstream.url, headers=HEADERS)
     raw = sdk.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
     )

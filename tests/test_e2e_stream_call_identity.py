@@ -6,12 +6,10 @@ reaches the agent, and the record says the call was withheld."""
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Callable
 from typing import Any
 
 import anthropic
-import openai
 import pytest
 
 from tests.harness import Proxy
@@ -28,19 +26,6 @@ from tests.upstream import (
 CONTEXT = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 
 
-def openai_client(proxy: Proxy, upstream: FakeUpstream) -> openai.OpenAI:
-    transport = openai.DefaultHttpxClient(
-        proxy=proxy.url(), verify=ssl.create_default_context(cafile=proxy.ca_cert), timeout=60
-    )
-    return openai.OpenAI(
-        base_url=upstream.url + "/v1",
-        api_key="sk-test",
-        http_client=transport,
-        default_headers=CONTEXT,
-        max_retries=0,
-    )
-
-
 def findings(proxy: Proxy) -> dict[str, bool]:
     (record,) = proxy.wait_for_records(1)
     return {finding["rule"]: finding["enforced"] for finding in record["findings"]}
@@ -53,7 +38,7 @@ def event_type(raw: bytes) -> str:
 def final_names(proxy: Proxy, upstream: FakeUpstream, events: list[bytes]) -> list[str]:
     upstream.reply = Reply(events=events)
     names = []
-    with openai_client(proxy, upstream).responses.stream(model="m", input="hi") as stream:
+    with proxy.openai_client(upstream.url, headers=CONTEXT).responses.stream(model="m", input="hi") as stream:
         for event in stream:
             item = getattr(event, "item", None)
             names.append(getattr(item, "name", None) or "")
@@ -179,7 +164,7 @@ def test_chat_a_name_split_over_deltas_never_reaches_the_agent_whole(
             b"data: [DONE]\n\n",
         ]
     )
-    client = openai_client(proxy, upstream)
+    client = proxy.openai_client(upstream.url, headers=CONTEXT)
     with client.beta.chat.completions.stream(
         model="m", messages=[{"role": "user", "content": "hi"}]
     ) as stream:

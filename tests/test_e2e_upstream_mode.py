@@ -9,7 +9,6 @@ import base64
 import contextlib
 import socket
 import socketserver
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 
@@ -108,16 +107,7 @@ def chained(start_proxy: Callable[..., Proxy], network_proxy: NetworkProxy) -> P
 
 
 def agent(proxy: Proxy, upstream_url: str) -> openai.OpenAI:
-    http_client = openai.DefaultHttpxClient(
-        proxy=proxy.url(), verify=ssl.create_default_context(cafile=proxy.ca_cert), timeout=CLIENT_TIMEOUT_S
-    )
-    return openai.OpenAI(
-        base_url=f"{upstream_url}/v1",
-        api_key="sk-test",
-        max_retries=0,
-        default_headers=CONTEXT,
-        http_client=http_client,
-    )
+    return proxy.openai_client(upstream_url, headers=CONTEXT)
 
 
 def test_an_agents_turn_is_inspected_then_tunnelled_through_the_network_proxy(
