@@ -12,6 +12,7 @@ from proxy.detectors.tools import (
     UNRESTRICTED_SERVER_RULE,
     UNSEEN_SEQUENCE_RULE,
     ApprovalCheck,
+    CatalogueEntry,
     RoleOverrides,
     ToolCatalogue,
     ToolCatalogueError,
@@ -57,6 +58,21 @@ def call(name: str, arguments: str = "{}", where: str = "choices[0].message.tool
 def test_catalogue_flags_destructive_tools(name: str, rule: str) -> None:
     """Each catalogued family is recognised by its glob."""
     assert CATALOGUE.is_destructive(name) == rule
+
+
+@pytest.mark.parametrize("entry", CATALOGUE.entries, ids=lambda entry: entry.id)
+def test_each_catalogue_entry_matches_its_examples_and_leaves_its_counterexamples_alone(
+    entry: CatalogueEntry,
+) -> None:
+    """Every family carries names it must match (``nuke_*``, ``obliterate``, ``kill_process``, ``wipe``
+    among the destructive ones) and names that only read or ask about the act, which no entry matches."""
+    assert entry.match_examples and entry.no_match_examples
+    assert {name: CATALOGUE.is_destructive(name) for name in entry.match_examples} == dict.fromkeys(
+        entry.match_examples, entry.id
+    )
+    assert {name: CATALOGUE.is_destructive(name) for name in entry.no_match_examples} == dict.fromkeys(
+        entry.no_match_examples
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,6 +242,8 @@ def test_load_rejects_a_file_that_is_not_a_catalogue(tmp_path: Path) -> None:
         ("catalogue: tools\ntools: [{id: a, globs: []}]\n", "globs"),
         ("catalogue: tools\ntools: [{id: a, globs: [rm]}, {id: a, globs: [rm]}]\n", "duplicate"),
         ("catalogue: tools\ntools: [{id: a, globs: [rm], severity: huge}]\n", "unknown severity"),
+        ("catalogue: tools\ntools: [{id: a, globs: [rm], examples: [rm]}]\n", "`examples` must be"),
+        ("catalogue: tools\ntools: [{id: a, globs: [rm], examples: {match: rm}}]\n", "examples.match"),
     ],
 )
 def test_load_rejects_malformed_entries(tmp_path: Path, body: str, message: str) -> None:

@@ -41,6 +41,10 @@ class CatalogueEntry:
     severity: Severity
     owasp: str | None
     globs: tuple[str, ...]
+    match_examples: tuple[str, ...] = ()
+    """Names the entry must match (``examples.match``)."""
+    no_match_examples: tuple[str, ...] = ()
+    """Names no entry may match (``examples.no_match``): those that only read or ask about the act."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,19 @@ def name_is(name: str, globs: Iterable[str]) -> bool:
     return _matches_any(_candidate_names(name), globs)
 
 
+def _examples(raw: Any, label: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An entry's ``examples`` (``{match: [...], no_match: [...]}``, either list may be left out)."""
+    if not isinstance(raw, Mapping):
+        raise ToolCatalogueError(f"{label}: `examples` must be a mapping with match and no_match lists")
+    lists = []
+    for key in ("match", "no_match"):
+        values = raw.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(value, str) and value for value in values):
+            raise ToolCatalogueError(f"{label}: `examples.{key}` must be a list of names")
+        lists.append(tuple(values))
+    return lists[0], lists[1]
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCatalogue:
     entries: tuple[CatalogueEntry, ...]
@@ -156,6 +173,7 @@ class ToolCatalogue:
                 raise ToolCatalogueError(
                     f"{origin}: {entry_id}: unknown severity {raw['severity']!r}"
                 ) from None
+            match_examples, no_match_examples = _examples(raw.get("examples", {}), f"{origin}: {entry_id}")
             entries.append(
                 CatalogueEntry(
                     id=entry_id,
@@ -163,6 +181,8 @@ class ToolCatalogue:
                     severity=severity,
                     owasp=raw.get("owasp"),
                     globs=tuple(globs),
+                    match_examples=match_examples,
+                    no_match_examples=no_match_examples,
                 )
             )
         return cls(tuple(entries))
