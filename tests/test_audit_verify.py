@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.keys import load_or_create_signing_key, load_public_key, public_key_pem, sign
-from proxy.audit.log import AuditLog, checkpoint_message, record_hash
+from proxy.audit.log import AuditLog, canonical_json, checkpoint_message, record_hash
 from proxy.audit.spool import Spool, count_line
 from proxy.audit.verify import (
     add_pubkey_arguments,
@@ -85,9 +86,35 @@ def test_edited_and_rehashed_record_breaks_the_next_link(audit_dir: Path) -> Non
     record = json.loads(content[1])
     record["agent_id"] = "other"
     record["hash"] = record_hash(record)
-    content[1] = json.dumps(record) + "\n"
+    content[1] = canonical_json(record) + "\n"
     rewrite(audit_dir / DAY_TWO, content)
     assert first_break(audit_dir)[:2] == (DAY_TWO, 3)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda line: '{"agent_id":"other",' + line[1:],
+        lambda line: line.replace('"agent_id":"bot"', '"agent_id":"bot","agent_id":"bot"'),
+        lambda line: json.dumps(json.loads(line)) + "\n",
+        lambda line: json.dumps(dict(reversed(json.loads(line).items())), separators=(",", ":")) + "\n",
+    ],
+    ids=["a-repeated-key-in-front", "a-repeated-key-in-place", "spaced", "reordered"],
+)
+def test_a_line_in_another_form_than_written_is_named_even_where_json_reads_the_same_record(
+    audit_dir: Path, edit: Callable[[str], str]
+) -> None:
+    """JSON keeps the last of a repeated key, so a copy put in front of a record (``"agent_id":"other"``,
+    which a reader keeping the first copy would show) leaves the record's hash intact; a line is written in
+    one form only, so any other form of it is an edit."""
+    content = lines(audit_dir / DAY_TWO)
+    content[1] = edit(content[1])
+    rewrite(audit_dir / DAY_TWO, content)
+    assert first_break(audit_dir) == (
+        DAY_TWO,
+        2,
+        "record is not in the form it was written (edited: a key repeated, reordered or spaced)",
+    )
 
 
 def test_deleted_record_is_named(audit_dir: Path) -> None:
@@ -139,7 +166,7 @@ def test_forged_checkpoint_signature_is_named(audit_dir: Path) -> None:
     assert forged["type"] == "audit.checkpoint"
     forged["signature"] = sign(Ed25519PrivateKey.generate(), checkpoint_message(forged))
     forged["hash"] = record_hash(forged)
-    content[3] = json.dumps(forged) + "\n"
+    content[3] = canonical_json(forged) + "\n"
     rewrite(path, content)
     assert first_break(audit_dir) == (DAY_ONE, 4, "checkpoint signature is not valid")
 

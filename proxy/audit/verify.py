@@ -28,6 +28,7 @@ from proxy.audit.log import (
     GAP,
     GENESIS,
     RETENTION,
+    canonical_json,
     checkpoint_message,
     daily_files,
     format_ts,
@@ -191,6 +192,10 @@ def _check_line(raw: bytes) -> tuple[str | None, dict[str, Any] | None]:
         return "record has no prev_hash", None
     if record_hash(record) != record["hash"]:
         return "record does not match its hash (edited)", None
+    # The hash covers the record as JSON reads it, which keeps only the last of a repeated key; readers
+    # that keep the first (DuckDB) would show what no hash covers. A line is written in one form only.
+    if raw[:-1] != canonical_json(record).encode():
+        return "record is not in the form it was written (edited: a key repeated, reordered or spaced)", None
     return None, record
 
 
