@@ -28,6 +28,7 @@ from proxy.dialects.base import (
     reparse_arguments,
     require_object,
 )
+from proxy.dialects.browsing import request_browsing
 from proxy.dialects.locator import Step, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
@@ -251,6 +252,7 @@ class Anthropic(Dialect):
                     mcp_server=True,
                 )
             )
+        view.fetches += request_browsing(body)
         return view
 
     def _completion_from(self, document: Any) -> Completion:

@@ -19,6 +19,7 @@ from proxy.dialects.base import (
     json_error,
     require_object,
 )
+from proxy.dialects.browsing import hosted_tool_browsing, request_browsing
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import (
@@ -131,13 +132,18 @@ class OpenAIChat(Dialect):
                 if tool_call.id is not None:
                     names_by_call_id[tool_call.id] = tool_call.name
         for position, raw_tool in enumerate(as_list(body.get("tools"))):
-            function = as_dict(as_dict(raw_tool).get("function"))
-            self._offer(view, function, ("tools", position, "function"))
+            tool = as_dict(raw_tool)
+            self._offer(view, as_dict(tool.get("function")), ("tools", position, "function"))
+            view.fetches += hosted_tool_browsing(tool, f"tools[{position}]")
+            if (as_str(tool.get("type")) or "").startswith("web_search"):
+                # A gateway runs it as its own web search, which reads no filter of OpenAI's spelling.
+                view.fetches.append(Fetch(f"tools[{position}]", None, "web_search"))
         for position, raw_function in enumerate(as_list(body.get("functions"))):
             self._offer(view, as_dict(raw_function), ("functions", position))
         if isinstance(body.get("web_search_options"), dict):
             # A search model searches the web with these, and names no domain to keep to.
             view.fetches.append(Fetch("web_search_options", None, "web_search"))
+        view.fetches += request_browsing(body)
         return view
 
     @staticmethod

@@ -18,6 +18,7 @@ from proxy.dialects.base import (
     entry,
     require_object,
 )
+from proxy.dialects.browsing import hosted_tool_browsing, request_browsing
 from proxy.dialects.locator import format_locator, parse_locator, set_at
 from proxy.dialects.openai_chat import openai_error
 from proxy.dialects.schema import content_texts, schema_descriptions
@@ -333,9 +334,11 @@ class OpenAIResponses(Dialect):
                 view.fetches += domain_fetches(
                     domains, f"tools[{position}]", "filters.allowed_domains", "web_search"
                 )
+            view.fetches += hosted_tool_browsing(tool, f"tools[{position}]")
             described = {key: tool[key] for key in ("description", "parameters") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        view.fetches += request_browsing(body)
         return view
 
     def _completion_from(self, document: Any) -> Completion:
