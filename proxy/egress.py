@@ -410,6 +410,7 @@ class EgressCode(StrEnum):
     INVALID_DESTINATION = "invalid_destination"
     UNRESOLVED = "unresolved"
     OWN_LISTENER = "own_listener"
+    SECRET_IN_NAME = "secret_in_name"  # noqa: S105  (a reason code, not a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -744,9 +745,16 @@ def first_seen(store: StateStore, agent: str, host: str, window_s: float = FIRST
     return store.add_if_new(f"egress.first_seen:{agent}", digest(canonical_host(host)), window_s)
 
 
+def secret_in_name(decision: EgressDecision, reason: str) -> EgressDecision:
+    """The name allowed by the role holds a secret, refused before it is looked up. Its findings are the
+    secret's (``TurnInspector.scan_host``), under the secret's threat: ``egress_finding`` adds none."""
+    return replace(decision, result="deny", reason=reason, code=EgressCode.SECRET_IN_NAME)
+
+
 def egress_finding(decision: EgressDecision, *, enforced: bool) -> Finding | None:
-    """The lateral-movement finding for a denied destination; None when the decision allows."""
-    if decision.allowed:
+    """The lateral-movement finding for a denied destination; None when the decision allows, or refuses
+    a name for the secret it holds."""
+    if decision.allowed or decision.code is EgressCode.SECRET_IN_NAME:
         return None
     # The taxonomy rates lateral movement high; the cloud metadata service hands out credentials.
     severity = Severity.CRITICAL if decision.code is EgressCode.CLOUD_METADATA else Severity.HIGH

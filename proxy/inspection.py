@@ -62,7 +62,7 @@ from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, 
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
-from proxy.egress import canonical_host, decide
+from proxy.egress import canonical_host, decide, parse_ip_literal
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.scanning.redact import (
@@ -184,6 +184,23 @@ def credential_parameters(target: str) -> list[tuple[str, int, int]]:
     return found
 
 
+def name_readings(host: str) -> str:
+    """A host name as those it reaches may read it, one reading a line: as written; its labels joined
+    two to ``NAME_LABELS_JOINED`` at a time (a key longer than a label's 63 characters spans several,
+    and whoever serves the domain joins them); each also upper-cased (names are read in any case, and a
+    key of one case, as an AWS key id is, loses nothing in the other). An address is read as written."""
+    readings = [host]
+    if parse_ip_literal(host) is None:
+        labels = host.split(".")
+        readings += [
+            "".join(labels[start : start + count])
+            for count in range(2, NAME_LABELS_JOINED + 1)
+            for start in range(len(labels) - count + 1)
+        ]
+    text = "\n".join(readings)
+    return f"{text}\n{text.upper()}"
+
+
 def credential_values(target: str) -> list[tuple[int, int]]:
     """The spans of a decoded request target's query values whose parameter is named as a credential."""
     return [(start, end) for _, start, end in credential_parameters(target)]
@@ -193,6 +210,10 @@ STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT",
 METHOD_FIELD = ":method"
 """The name a request method is scanned under with the headers: no header can be named so."""
 METHOD_RULE = "inspection.method"
+HOST_RULE = "inspection.host"
+NAME_LABELS_JOINED = 5
+"""The most labels of a host name read joined: a name is at most 253 characters, so a key of up to about
+250 spans at most five labels of 63 or fewer."""
 
 READING_THREATS = (
     Threat.DATA_EXFILTRATION,
@@ -535,13 +556,13 @@ class TurnInspector:
         return outgoing
 
     def scan_url(self, host: str, target: str) -> str | None:
-        """A request's destination: its host and its target (path and query), read percent-decoded (a
-        query's ``+`` as a space), scanned for secrets and PII, since data leaves in a URL as in a body;
-        recorded under ``url`` (not the agent's own key in a parameter named as a credential). Returns the
-        target with what the policy redacts in requests redacted (the host is the destination: it is never
-        rewritten), or None when nothing changes."""
+        """A request's target (path and query), read percent-decoded (a query's ``+`` as a space), scanned
+        for secrets and PII, since data leaves in a URL as in a body; recorded under ``url`` (not the
+        agent's own key in a parameter named as a credential, which ``host`` expects). Returns the target
+        with what the policy redacts in requests redacted, or None when nothing changes. The host is read
+        where it is decided on, before it is looked up (``scan_host``)."""
         since = len(self.turn.findings)
-        for text in {unquote(host), unquote(target), unquote_plus(target)}:
+        for text in {unquote(target), unquote_plus(target)}:
             self._record(self._sensitive_findings(text, self._not_own_credentials(text), "url"))
             self._record(finding for finding, _ in self._across_parameters(text))
         self._record(
@@ -570,6 +591,26 @@ class TurnInspector:
         }
         self._carry_out_redactions(since, left, None)
         return sent
+
+    def scan_host(self, host: str) -> Finding | None:
+        """A destination's name, read before anything looks it up: every name server on the way reads a
+        name, and TLS sends it as the server name, so what it holds has left once the proxy resolves it.
+        Read as its readers may read it (``name_readings``). A name cannot be rewritten: one holding what
+        the policy redacts in requests is a blocking finding (``inspection.host``, under the secret's
+        threat), returned for the caller to refuse."""
+        text = name_readings(host)
+        found = {
+            (finding.rule, finding.fingerprint): finding
+            for finding in self._sensitive_findings(text, self._sensitive(text, "host"), "host")
+        }
+        self._record(found.values())
+        held = [finding for finding in found.values() if finding.action is Action.REDACT]
+        if not (held and self.policy.detection.redact_requests):
+            return None
+        signal = "the destination's name holds what is redacted in requests; a name cannot be rewritten"
+        refusal = Finding(held[0].threat, HOST_RULE, signal, Severity.HIGH, Action.BLOCK, "host", "LLM02")
+        self._record([refusal])
+        return refusal if self._enforceable(refusal) else None
 
     def scan_method(self, method: str) -> None:
         """A request's method is a token of any length and letters, sent upstream like a header: scanned

@@ -19,6 +19,7 @@ from proxy.dialects import MCP
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import (
     ENTROPY_HISTORY,
+    HOST_RULE,
     METHOD_RULE,
     REFUSAL_BASELINE_S,
     REPEATED_CHARS,
@@ -967,6 +968,69 @@ def test_a_secret_in_a_request_method_refuses_the_request_where_requests_are_red
     assert "github-pat" in rules_of(inspector)
     assert (block is not None and block.rule == METHOD_RULE) is redact_requests
     assert (METHOD_RULE in rules_of(inspector)) is redact_requests
+
+
+AWS_ID = "AKIAQYLPMN5HHHFPZAM2"
+ANTHROPIC_KEY = "sk-ant-api03-" + "Xq7" * 28 + "AbC-dEfGAA"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"{AWS_ID}.svc.test",
+        f"{AWS_ID.lower()}.svc.test",
+        f"x.{AWS_ID[:9]}.{AWS_ID[9:]}.svc.test",
+        f"{ANTHROPIC_KEY[:60]}.{ANTHROPIC_KEY[60:]}.svc.test",
+        "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP.svc.test",
+    ],
+    ids=["as-written", "lower-cased", "across-labels", "longer-than-a-label", "github"],
+)
+def test_a_secret_in_a_destination_name_refuses_it_where_requests_are_redacted(
+    detectors: Detectors, clock: Clock, host: str
+) -> None:
+    """Name servers and the TLS server name carry a name as it is: one holding a key (as written, in the
+    other case of a one-case key, split across labels) is an ``inspection.host`` block, never a
+    redaction, since a name cannot be rewritten."""
+    for redact_requests in (True, False):
+        policy = parse_policy(
+            POLICY + f"redaction: {{requests: {str(redact_requests).lower()}}}\n", "p.yaml", environ={}
+        )
+        turn = Turn(TurnContext(agent_id="bot", role="ops"))
+        inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+        refusal = inspector.scan_host(host)
+        assert [finding.where for finding in turn.findings if finding.rule != HOST_RULE]
+        assert {finding.where for finding in turn.findings} == {"host"}
+        assert (refusal is not None and refusal.rule == HOST_RULE) is redact_requests
+        assert (HOST_RULE in rules_of(inspector)) is redact_requests
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "api.openai.com",
+        "generativelanguage.googleapis.com",
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "d3a1b2c3d4e5f6.cloudfront.net",
+        "my-bucket-20261204.s3.eu-west-1.amazonaws.com",
+        "ec2-54-123-45-67.compute-1.amazonaws.com",
+        "4111.1111.1111.1111",
+        "10.12.34.56",
+        "2001:db8::1",
+        "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6.example.com",
+        "5f4dcc3b5aa765d61d8327deb882cf99.svc.cluster.local",
+        "support-agent-7f9c8d6b5-x2x4z.default.svc.cluster.local",
+        "xn--bcher-kva.example",
+        "akiaport.example.com",
+    ],
+)
+def test_destination_names_agents_reach_every_day_hold_nothing(
+    detectors: Detectors, clock: Clock, host: str
+) -> None:
+    turn = Turn(TurnContext(agent_id="bot", role="ops"))
+    policy = parse_policy(POLICY + "redaction: {requests: true}\n", "p.yaml", environ={})
+    inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
+    assert inspector.scan_host(host) is None
+    assert turn.findings == []
 
 
 def test_standard_request_methods_are_not_scanned(inspector_for: Callable[[], TurnInspector]) -> None:

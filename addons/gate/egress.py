@@ -22,6 +22,7 @@ from addons.wire.fields import field_values
 from proxy.config.policy import Policy
 from proxy.dialects import detect
 from proxy.egress import (
+    EgressCode,
     EgressDecision,
     IPAddress,
     canonical_host,
@@ -33,9 +34,11 @@ from proxy.egress import (
     own_listeners,
     request_fronting,
     resolve,
+    secret_in_name,
     unresolved,
 )
 from proxy.inprocess.reserved import reserved_service
+from proxy.inspection import TurnInspector
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
@@ -69,6 +72,9 @@ class Tunnel:
         """True for ``inspect: false`` destinations: TLS passes through untouched."""
         self.policy = policy
         """The policy the decision was made under: a reload decides the tunnel's next request afresh."""
+        self.name_findings: list[Finding] = []
+        """What the tunnel's host name was found to hold (``TurnInspector.scan_host``): each request
+        through the tunnel carries it, as it carries the decision."""
         self.refusal: tuple[str, str] | None = None
         """(reason, event id of the CONNECT) when the tunnel was refused: it is opened all the same, so
         the client's TLS completes against egressguard's CA and its first request gets a refusal its SDK
@@ -89,15 +95,16 @@ class Egress:
             return
         host, port = flow.request.host, flow.request.port
         policy = policy_of(flow, self.runtime)
+        since = len(turn.findings)
         decision, addresses = await self._decide(policy, turn, host, port)
         role = policy.roles[turn.context.role]
         relayed = (
             decision.allowed
             and decide(turn.context.agent_id, role.name, role.tunnelled, host, port, addresses).allowed
         )
-        self.tunnels[flow.client_conn] = Tunnel(
-            host, port, decision, addresses, relayed=relayed, policy=policy
-        )
+        tunnel = Tunnel(host, port, decision, addresses, relayed=relayed, policy=policy)
+        tunnel.name_findings = turn.findings[since:]
+        self.tunnels[flow.client_conn] = tunnel
         turn.tunnelled = relayed
         self._apply(flow, turn, decision, addresses)
         if relayed and flow.response is None:
@@ -141,8 +148,10 @@ class Egress:
             decision, addresses = await self._decide(policy, turn, request.host, request.port)
         else:
             if tunnel.policy is not policy:
+                since = len(turn.findings)
                 tunnel.decision, tunnel.addresses = await self._decide(policy, turn, tunnel.host, tunnel.port)
                 tunnel.policy, tunnel.refusal = policy, None
+                tunnel.name_findings = turn.findings[since:]
             elif tunnel.refusal is not None:
                 # The tunnel's CONNECT is the recorded turn; this request only carries its refusal back.
                 reason, event_id = tunnel.refusal
@@ -151,6 +160,9 @@ class Egress:
                     flow.request, f"egressguard: {reason} (event {event_id})", event_id
                 )
                 return
+            else:
+                for finding in tunnel.name_findings:
+                    turn.add(finding)
             decision, addresses = tunnel.decision, tunnel.addresses
         turn.egress_host = canonical_host(decision.host)
         self._apply(flow, turn, decision, addresses)
@@ -200,14 +212,20 @@ class Egress:
     async def _decide(
         self, policy: Policy, turn: Turn, host: str, port: int
     ) -> tuple[EgressDecision, list[str]]:
-        """Decide on the name first and look it up only if the role could reach it: a lookup of a name
-        the role may not reach would carry whatever the agent put in it to an outside name server."""
+        """Decide on the name first and look it up only if the role could reach it and it holds no secret
+        the policy keeps from leaving: a lookup carries whatever the agent put in the name to outside name
+        servers (a key as a label of a wildcard-allowed domain reaches whoever serves that domain)."""
         agent, role = turn.context.agent_id, turn.context.role
         rules = policy.roles[role].egress
         own = own_listeners(_listener_ports(policy), _is_local_address)
         by_name = decide(agent, role, rules, host, port, [], own_listener=own)
         if not by_name.allowed:
             return by_name, []
+        inspector = TurnInspector(self.runtime.detectors, policy, self.runtime.state, turn)
+        holding = inspector.scan_host(host)
+        if holding is not None:
+            inspector.request_blocked()
+            return secret_in_name(by_name, f"request refused: {holding.signal}"), []
         try:
             addresses = await asyncio.to_thread(resolve, host, port)
         except OSError as error:
@@ -215,6 +233,9 @@ class Egress:
         return decide(agent, role, rules, host, port, addresses, own_listener=own), addresses
 
     def _apply(self, flow: http.HTTPFlow, turn: Turn, decision: EgressDecision, addresses: list[str]) -> None:
+        if decision.code is EgressCode.SECRET_IN_NAME:
+            self._refuse(flow, turn, decision.reason)
+            return
         enforced = policy_of(flow, self.runtime).enforces(Threat.LATERAL_MOVEMENT)
         finding = egress_finding(decision, enforced=enforced)
         if finding is not None:
