@@ -251,11 +251,15 @@ ENCODERS: dict[str, Encoder] = {
     "char-codes-zero-padded": _value(lambda value: ",".join(f"{ord(char):03d}" for char in value)),
     "chr-joined": _value(lambda value: "+".join(f"chr({ord(char)})" for char in value)),
     "json-split": _value(lambda value: json.dumps(dict(zip("abc", _thirds(value), strict=True)))),
+    "character-list": _value(lambda value: json.dumps(list(value))),
+    "character-list-indented": _value(lambda value: json.dumps({"k": list(value)}, indent=2)),
+    "character-list-reversed": _value(lambda value: repr(list(value[::-1]))),
 }
 
 
 KEYED = {"reversed", "rot13", "reversed+rot13", "concatenated", "adjacent-literals", "joined-list"}
 KEYED |= {"json-split", "char-codes", "char-codes-unspaced", "char-codes-zero-padded", "chr-joined"}
+KEYED |= {"character-list", "character-list-indented", "character-list-reversed"}
 """Disguises of the value alone that are read only where the key's own prefix starts it (or, for joined
 literals, a rule's match of the first piece): a value known by its name alone ("password = …") is not."""
 _SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced", "dash-separated", "dot-separated"}
@@ -495,6 +499,18 @@ def _numbers(rng: random.Random) -> str:
     )
 
 
+def _short_strings(rng: random.Random) -> str:
+    """Lists of one-character and short strings: alphabets, digits, grades, tokens, a shuffled deck."""
+    letters = rng.sample(string.ascii_letters + string.digits, 24)
+    vocab = [char for char in string.punctuation if char not in '"\\']
+    return (
+        f"ALPHABET = {list(string.ascii_lowercase)}\nHEX = {json.dumps(list(string.hexdigits))}\n"
+        f'grades = ["A", "B", "C", "D", "E", "F", "P", "N"]\nshuffled = {json.dumps(letters)}\n'
+        f"{json.dumps({'vocab': vocab}, indent=2)}\n"
+        f"tokens = {json.dumps(rng.sample(_WORDS, 10))}"
+    )
+
+
 def _joined_literals(rng: random.Random) -> str:
     """Code and JSON that join string literals, some of them a key's prefix alone."""
     words = rng.sample(_WORDS, 6)
@@ -558,6 +574,7 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "ids and nonces": _ids_and_hashes,
     "reversed or rotated look-alikes": _turned_lookalikes,
     "joined string literals": _joined_literals,
+    "lists of short strings": _short_strings,
     "numbers": _numbers,
 }
 
@@ -620,10 +637,11 @@ _PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
 
 
 def redacted_whole(scanner: Scanner, text: str, start: int, end: int) -> bool:
-    """No 8-character piece of ``text[start:end]`` is left once the text is redacted."""
+    """No 8-character piece of ``text[start:end]`` holding a letter or digit is left once the text is
+    redacted (the indentation of a list written one item a line stays around it, and carries nothing)."""
     visible = _PLACEHOLDER.sub("\0", scan_and_redact(scanner, text).text)
-    carrier = text[start:end]
-    return not any(carrier[index : index + 8] in visible for index in range(len(carrier) - 7))
+    pieces = (text[index : index + 8] for index in range(start, end - 7))
+    return not any(piece in visible and any(char.isalnum() for char in piece) for piece in pieces)
 
 
 def recall_lines(scanner: Scanner, secrets: list[RulePack]) -> list[str]:

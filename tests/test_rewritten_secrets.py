@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import json
 import textwrap
 from collections import Counter
 
@@ -102,6 +103,15 @@ REWRITTEN = {
         "103, 104, 112, 095",
     ),
     "zero-padded codes one a line": ("\n".join(f"{ord(c):03d}" for c in AWS_KEY), "065\n075\n073"),
+    "a list of its characters": (f"chars = {json.dumps(list(GITHUB_TOKEN))}", '"R", "7", "m", "Q"'),
+    "its characters one a line in JSON": (
+        json.dumps({"path": "notes/today.md", "k": list(AWS_KEY)}, indent=2),
+        '"Q",\n    "Y",\n    "L"',
+    ),
+    "a Python list of its characters backwards": (
+        f"''.join(reversed({list(SLACK_TOKEN[::-1])!r}))",
+        "'H', '3', 'e', 'X'",
+    ),
     "base32": (base64.b32encode(f"token {GITHUB_TOKEN}".encode()).decode(), "ORXWWZLOEBTWQ4C7"),
     "reversed rot13": (
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
@@ -164,6 +174,11 @@ CLEAN = {
         "| 001 | 045 | 067 | 089 | 099 | 120 | 077 | 064 | 032 | 101 |\n"
         "bins = [032, 045, 067, 089, 099, 101, 077, 064, 055, 048, 112, 100, 009, 000]"
     ),
+    "lists of one-character strings": (
+        f"ALPHABET = {list('abcdefghijklmnopqrstuvwxyz')}\nHEX = {json.dumps(list('0123456789abcdef'))}\n"
+        'grades = ["A", "B", "C", "D", "E", "F"]; moves = ["U", "D", "L", "R", "U", "U", "D", "L", "R"]\n'
+        f"{json.dumps({'vocab': list('.,;:!?-_()[]{}<>@#$%^&*+=~')}, indent=2)}"
+    ),
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
 }
 
@@ -184,6 +199,9 @@ RECALL = {
     "adjacent-literals": 0.5,
     "char-codes": 0.5,
     "char-codes-zero-padded": 0.5,
+    "character-list": 0.55,
+    "character-list-indented": 0.5,
+    "character-list-reversed": 0.45,
 }
 
 

@@ -44,13 +44,11 @@ def _found(text: str) -> list[str]:
 
 
 def _leftovers(carrier: str, redacted: str) -> list[str]:
-    """8-character pieces of the carrier still in the redacted text (placeholders left aside)."""
+    """8-character pieces of the carrier still in the redacted text (placeholders left aside), but those
+    with no letter or digit (the indentation of a list written one item a line stays around it)."""
     visible = PLACEHOLDER.sub("\0", redacted)
-    return [
-        carrier[index : index + 8]
-        for index in range(len(carrier) - 7)
-        if carrier[index : index + 8] in visible
-    ]
+    pieces = (carrier[index : index + 8] for index in range(len(carrier) - 7))
+    return [piece for piece in pieces if piece in visible and any(char.isalnum() for char in piece)]
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -127,6 +125,10 @@ DISGUISES = {
         "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()).encode().hex().encode()
     ).decode(),
     "hex of base64 of spaced": base64.b64encode(" ".join(GITHUB_TOKEN).encode()).hex(),
+    "list of characters": "key = " + json.dumps(list(GITHUB_TOKEN)),
+    "list of characters, one a line": json.dumps({"args": {"k": list(AWS_KEY)}}, indent=4),
+    "list of characters in a JSON string": json.dumps({"arguments": json.dumps({"k": list(AWS_KEY)})}),
+    "Python list of characters, reversed": f"''.join(reversed({list(GITHUB_TOKEN[::-1])!r}))",
 }
 
 

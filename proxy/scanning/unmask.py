@@ -321,7 +321,7 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
     if text.isascii() and not relaxed.possible(_MAY_HOLD_VIEW, encoded, 0, len(encoded)):
         return  # ordinary prose, code and documents: no search of each kind of view
     views = (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent))
-    for view in (*views, *_code_views(text, encoded, parent)):
+    for view in (*views, *_code_views(text, encoded, parent), *_character_views(text, encoded, parent)):
         yield view
         yield from _views_of(view.text, view, depth - 1)
 
@@ -342,6 +342,25 @@ _CODES = re.compile(
 _NUMBER = re.compile("[0-9]+")
 CODES = "codes"
 
+# One character in quotes (JSON's, or escaped as a JSON string holding JSON writes them), four of them each
+# two joined by a comma, as a list of characters is written (the hint of ``_character_views``). A key's
+# characters are printable ASCII but quotes and backslash.
+_CHARACTER = r"[!#-&(-\[\]-~]"
+_LISTED_QUOTE = r"\\?[\"']"
+_LIST_COMMA = r"[ \t]*,\s{0,16}"
+_LISTED_CHARACTER = f"{_LISTED_QUOTE}{_CHARACTER}{_LISTED_QUOTE}"
+_CHARACTERS_HINT = f"{_LISTED_CHARACTER}(?:{_LIST_COMMA}{_LISTED_CHARACTER}){{3}}"
+_MAY_HOLD_CHARACTERS = relaxed.re2_program(_CHARACTERS_HINT.encode("ascii"))
+# Eight or more such literals in the same quotes: ["g", "h", "p", "_", …], ['s', 'k', '-', …], one a line.
+_CHARACTERS = re.compile(
+    f"(?P<quote>{_LISTED_QUOTE}){_CHARACTER}(?P=quote)(?:{_LIST_COMMA}(?P=quote){_CHARACTER}(?P=quote)){{7,}}"
+)
+_LISTED = {
+    quote: re.compile(f"{re.escape(quote)}({_CHARACTER}){re.escape(quote)}")
+    for quote in ('"', "'", '\\"', "\\'")
+}
+CHARACTERS = "characters"
+
 FEATURE_REACH = 60
 """The longest of what ``may_unmask`` looks for (two lines of base64 wrapped short, indented, with their
 line breaks)."""
@@ -352,7 +371,7 @@ _VIEW_START = re.compile(
     f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
     f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]|{_SEPARATED_HINT}|{_SHORT_WRAP_HINT}"
-    f"|(?<![0-9]){_CODES_HINT}(?![0-9])"
+    f"|(?<![0-9]){_CODES_HINT}(?![0-9])|{_CHARACTERS_HINT}"
 )
 # What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
 # character with a fold next to a plain letter or digit.
@@ -377,7 +396,7 @@ _STARTS_BUT_LINES = (
     f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
     f"|[{_GAP}][{_NOT_SPACE}](?:[{_GAP}]{{1,3}}[{_NOT_SPACE}]){{3}}[{_GAP}]"
-    f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}|{_CODES_HINT}"
+    f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}|{_CODES_HINT}|{_CHARACTERS_HINT}"
 )
 """Every alternative of the view starts for RE2 but the short-wrap hint (the code hint without the
 lookarounds the view-start regex adds: as ``_code_views`` looks for it)."""
@@ -1146,6 +1165,27 @@ def _code_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
             letters = np.array([number.start() for number in numbers], dtype=np.intp)
             decoded = "".join(map(chr, codes))
             found.append(View(decoded, CODES, ((0, run.start(), run.end(), True),), parent, {0: letters}))
+    return found
+
+
+# -- listed characters: a key written as a list of its characters ----------------------------------------
+
+
+def _character_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
+    """Views of the lists of eight or more one-character strings (``_CHARACTERS``), each the characters
+    joined, each mapped to where it stands: ``["g", "h", "p", "_", …]``, ``['s', 'k', '-', …]``, and the
+    same in a JSON string (``[\\"g\\", \\"h\\", …]``)."""
+    found: list[View] = []
+    position = 0
+    while (hint := relaxed.first_start(_MAY_HOLD_CHARACTERS, encoded, position)) >= 0:
+        run = _CHARACTERS.search(text, hint)
+        if run is None:
+            break
+        position = run.end()
+        listed = list(_LISTED[run.group("quote")].finditer(text, run.start(), run.end()))
+        letters = np.array([character.start(1) for character in listed], dtype=np.intp)
+        decoded = "".join(character.group(1) for character in listed)
+        found.append(View(decoded, CHARACTERS, ((0, run.start(), run.end(), True),), parent, {0: letters}))
     return found
 
 
