@@ -1197,6 +1197,8 @@ class Inspect:
             if self._refuse_relayed(flow, turn, dialect, error):
                 return
         if not event_stream:
+            if flow.response.stream is True and self._refuse_unread_answer(flow, turn, dialect):
+                return
             self._redact_large_body(flow, turn, inspector)
             return
         turn.stream = True
@@ -1601,6 +1603,22 @@ class Inspect:
                 inspector.answer_withheld()
                 return
             set_text(flow.response, filtered, encoding)
+
+    def _refuse_unread_answer(self, flow: http.HTTPFlow, turn: Turn, dialect: Dialect) -> bool:
+        """An answer announced over the inspection cap is relayed as it arrives, read by the secret
+        redactor alone: no detector gates the calls or reads the results in it. A model API's or an MCP
+        server's answer (whose size the model or the server chooses) is refused where a threat decided on
+        a body's words is enforced (True), as a request over the cap is; any other (a download) passes
+        through the redactor. Each is on the record as unread."""
+        assert flow.response is not None
+        length = flow.response.headers.get("content-length", "an unannounced number of")
+        cap = policy_of(flow, self.runtime).max_body_bytes
+        error = OverCapError(f"has {length} bytes, over the inspection cap of {cap}")
+        if isinstance(dialect, Generic):
+            threat = inspection_threat(policy_of(flow, self.runtime))
+            turn.add(uninspectable_finding("response", error, threat, enforced=False))
+            return False
+        return self._refuse_relayed(flow, turn, dialect, error)
 
     def _redact_large_body(self, flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:
         """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in
