@@ -902,11 +902,20 @@ class Inspect:
         await request_inspected(flow)
         await self._off_loop_if_large(self.inspect_response, flow, flow.response)
         self.inspect_trailers(flow)
+        self.remember_withheld(flow)
         relay = flow.response.stream if flow.response is not None else None
         if isinstance(relay, BodyRelay) and relay.cut and flow.killable:
             # Its headers are gone already: closing the connection before the body's end is the only
             # way left to tell the agent that what it read is not the whole answer.
             flow.kill()
+
+    @fail_open
+    def remember_withheld(self, flow: http.HTTPFlow) -> None:
+        """What the provider keeps of an answer egressguard withheld part of is not to be continued from
+        (``TurnInspector.remember_withheld``)."""
+        inspector = self._state(flow)[1]
+        if inspector is not None:
+            inspector.remember_withheld()
 
     @fail_open
     def inspect_trailers(self, flow: http.HTTPFlow) -> None:

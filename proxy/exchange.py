@@ -137,6 +137,12 @@ class RequestView:
     attachments: list[Attachment] = field(default_factory=list)
     """Files the request carries encoded that do not read as text (read as binary content), or that do
     not decode."""
+    continues: dict[str, str] = field(default_factory=dict)
+    """What the provider keeps from earlier turns that this request continues, by the field naming it: a
+    stored response (``previous_response_id``) or a conversation (``conversation``), whose whole content
+    the provider hands the model."""
+    kept: bool = False
+    """The provider keeps this exchange for a later request to continue (the Responses API's ``store``)."""
 
 
 @dataclass(slots=True)
@@ -159,6 +165,8 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     stop_reason: str | None = None
     parse_error: str | None = None
+    response_id: str | None = None
+    """The id the provider keeps the answer under, for a later request to continue from."""
     # Response text the agent will read as input rather than as model output (MCP tool results and tool
     # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
     parts: list[Part] = field(default_factory=list)

@@ -211,6 +211,11 @@ METHOD_FIELD = ":method"
 """The name a request method is scanned under with the headers: no header can be named so."""
 METHOD_RULE = "inspection.method"
 HOST_RULE = "inspection.host"
+WITHHELD_CONTEXT_RULE = "inspection.withheld_context"
+KEPT_BY_PROVIDER_S = 30 * 86400
+"""How long a provider keeps a stored response or a conversation for a later request to continue (the
+Responses API keeps them 30 days): so long is what was withheld from one remembered."""
+WITHHOLDING = frozenset({Action.WITHHOLD, Action.QUARANTINE, Action.BLOCK})
 NAME_LABELS_JOINED = 5
 """The most labels of a host name read joined: a name is at most 253 characters, so a key of up to about
 250 spans at most five labels of 63 or fewer."""
@@ -542,8 +547,55 @@ class TurnInspector:
             )
         )
         self._record(tools.fetch_findings(view.fetches, self._host_allowed))
+        self._record(self._withheld_continuations(view))
         verdict.block = self.request_block()
         return verdict
+
+    def _withheld_continuations(self, view: RequestView) -> list[Finding]:
+        """What the request continues (a stored response, a conversation) in which egressguard withheld
+        something from the agent: the provider hands the model the whole of it, the withheld part too, so
+        the request is refused where that part's threat is enforced."""
+        findings = []
+        for where, stored in view.continues.items():
+            threat = self.state.get(_withheld_key(stored))
+            if not isinstance(threat, str) or threat not in Threat:
+                continue
+            signal = (
+                f"continues a {where.replace('_', ' ')} in which egressguard withheld {threat} content from "
+                "the agent; the provider would hand it to the model"
+            )
+            findings.append(
+                Finding(
+                    threat=Threat(threat),
+                    rule=WITHHELD_CONTEXT_RULE,
+                    signal=signal,
+                    severity=Severity.HIGH,
+                    action=Action.BLOCK,
+                    where=where,
+                    owasp="LLM01",
+                )
+            )
+        return findings
+
+    def remember_withheld(self) -> None:
+        """Once the answer is settled: where egressguard withheld any of it (a call, a quarantined tool
+        result, the whole answer), the ids the provider keeps it under (the stored response, the
+        conversation it joins) are remembered, so that no later request continues from them
+        (``_withheld_continuations``)."""
+        view, completion = self.turn.request, self.turn.completion
+        if view is None or completion is None or self._answer_from is None:
+            return
+        withheld = [
+            finding
+            for finding in self.turn.findings[self._answer_from :]
+            if finding.enforced and finding.action in WITHHOLDING
+        ]
+        if not withheld:
+            return
+        stored = [completion.response_id] if view.kept and completion.response_id else []
+        stored += [conversation for where, conversation in view.continues.items() if where == "conversation"]
+        for kept in stored:
+            self.state.put(_withheld_key(kept), withheld[0].threat.value, ttl_s=KEPT_BY_PROVIDER_S)
 
     def _secrets_redacted(self, part: Part, outgoing: str, matches: list[Match], *, vaulted: bool) -> str:
         """Records the ``matches`` of a part's text (as vaulted when ``vaulted``); returns ``outgoing`` (the
@@ -2262,6 +2314,11 @@ class TurnInspector:
             return finding.fingerprint not in left and finding.fingerprint not in self._sent_before
 
         self._carry_out(since, applied, Decision.REDACTED)
+
+
+def _withheld_key(stored: str) -> str:
+    """The state key remembering that something kept under the provider's id ``stored`` was withheld."""
+    return f"withheld:{digest(stored)}"
 
 
 def _vaulted(finding: Finding, placeholder: str) -> Finding:

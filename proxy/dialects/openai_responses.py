@@ -205,6 +205,19 @@ def _read_file(
         read_fetched(view, part.get("image_url"), f"{where}.image_url", "image")
 
 
+def _read_continuation(view: RequestView, body: dict[str, Any]) -> None:
+    """What the request continues (a stored response, a conversation given by id or as ``{"id": ...}``),
+    and whether the provider keeps this exchange (``store`` defaults to true)."""
+    previous = as_str(body.get("previous_response_id"))
+    if previous:
+        view.continues["previous_response_id"] = previous
+    conversation = body.get("conversation")
+    named = as_str(conversation) or as_str(as_dict(conversation).get("id"))
+    if named:
+        view.continues["conversation"] = named
+    view.kept = body.get("store") is not False
+
+
 def _read_prompt_variables(view: RequestView, prompt: Any) -> None:
     """A stored prompt's ``variables``, which the API writes into the prompt: a string or an
     ``input_text`` as the user's text, an ``input_file`` or ``input_image`` as the same part in ``input``."""
@@ -288,6 +301,7 @@ class OpenAIResponses(Dialect):
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
         view = self._view_with_model_and_stream(body)
+        _read_continuation(view, body)
         instructions = as_str(body.get("instructions"))
         if instructions is not None:
             view.parts.append(Part(Source.SYSTEM, instructions, "instructions"))
@@ -344,6 +358,7 @@ class OpenAIResponses(Dialect):
     def _completion_from(self, document: Any) -> Completion:
         body = require_object(document)
         completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("status")))
+        completion.response_id = as_str(body.get("id"))
         for position, raw_item in enumerate(as_list(body.get("output"))):
             item = as_dict(raw_item)
             item_type = _item_type(item)
@@ -408,6 +423,7 @@ class ResponsesStreamSession(StreamSession):
         super().__init__(filters)
         self._model: str | None = None
         self._status: str | None = None
+        self._response_id: str | None = None
         self._usage = Usage()
         self._items: dict[int, _Item] = {}
         # Output positions as the agent sees them: dropped calls leave no gap, or become a notice item.
@@ -431,6 +447,7 @@ class ResponsesStreamSession(StreamSession):
     @property
     def completion(self) -> Completion:
         completion = Completion(model=self._model, usage=self._usage, stop_reason=self._status)
+        completion.response_id = self._response_id
         for position in sorted(self._items):
             item = self._items[position]
             call = item.tool_call()
@@ -447,6 +464,7 @@ class ResponsesStreamSession(StreamSession):
         if isinstance(response, dict):
             self._model = as_str(response.get("model")) or self._model
             self._status = as_str(response.get("status")) or self._status
+            self._response_id = as_str(response.get("id")) or self._response_id
             if isinstance(response.get("usage"), dict):
                 self._usage = _usage(response["usage"])
             if event_type in TERMINAL_EVENTS:
