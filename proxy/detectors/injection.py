@@ -246,7 +246,9 @@ class FeatureSpec:
             raise ValueError(f"a block holds at most {BLOCK_CHARS} characters, not {length}")
         # Prefix sums of codes[j] * P**j, then zeros: n-grams that would run past the end read them, and
         # are emptied at the end.
-        prefix = np.zeros(length + max(self.char_ngrams, default=0) + 1, dtype=np.uint64)
+        prefix = np.empty(length + max(self.char_ngrams, default=0) + 1, dtype=np.uint64)
+        prefix[0] = 0
+        prefix[length + 1 :] = 0
         sums = prefix[1 : length + 1]
         np.multiply(codes, _POWERS[:length], out=sums)
         np.add.accumulate(sums, out=sums)
@@ -270,25 +272,17 @@ class FeatureSpec:
             end_prefix = np.zeros(count + self.word_ngrams[-1], dtype=np.uint64)
             np.take(prefix, edges[1::2], out=end_prefix[:count])
             word_ends = _rows(end_prefix, self.word_ngrams[0] - 1, len(self.word_ngrams), count)
-            np.subtract(word_ends, prefix[word_starts], out=words)
-        words *= _MIXED_INVERSE_POWERS[word_starts]
+            np.subtract(word_ends, prefix.take(word_starts), out=words)
+        words *= _MIXED_INVERSE_POWERS.take(word_starts)
         words += _mixed_salts(_WORD_SALT, self.word_ngrams)
         # Multiplicative hashing: the top bits of (hash + salt) times an odd constant, from the hashes
         # and the salts each already multiplied by it (modulo 2**64, (h + s) * M = h * M + s * M).
         every >>= _SHIFTS[self.bits]
-        every[self._unfitting(length, count)] = self.dim
+        # N-grams that would run past the end, the last size - 1 of each row, are emptied.
+        for rows, sizes in ((chars, self.char_ngrams), (words, self.word_ngrams)):
+            for row, size in enumerate(sizes):
+                rows[row, max(0, rows.shape[1] - size + 1) :] = self.dim
         return Grams(chars.view(np.intp), word_starts, words.view(np.intp), every.view(np.intp))
-
-    def _unfitting(self, length: int, words: int) -> list[int]:
-        """Where in a block's array of n-grams (``Grams.every``) lie those that would run past the end:
-        the last size - 1 of each row."""
-        places: list[int] = []
-        row_start = 0
-        for sizes, columns in ((self.char_ngrams, length), (self.word_ngrams, words)):
-            for size in sizes:
-                places += range(row_start + max(0, columns - size + 1), row_start + columns)
-                row_start += columns
-        return places
 
     def features(self, text: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """The sparse vector of a whole (short) text, as training sees it: distinct buckets and values."""
@@ -498,13 +492,19 @@ class InjectionClassifier:
         when it starts inside a word (``word_continues``) that word's n-grams belong before it and are
         left out."""
         grams = self.spec.grams(codes)
-        np.add.reduce(self._tallies.take(grams.chars[:, :kept]), axis=0, out=out)
-        starts, words = grams.word_starts, grams.words
+        # Each n-gram's tally takes the place of its bucket: with a mode other than "raise" take writes
+        # in order without a buffer, each bucket read before its place is written (none is out of range:
+        # the empty bucket is the table's last). No array of the block's size is allocated again.
+        tallies = grams.every.view(np.int64)
+        np.take(self._tallies, grams.every, out=tallies, mode="clip")
+        chars, words = grams.chars.view(np.int64), grams.words.view(np.int64)
+        np.add.reduce(chars[:, :kept], axis=0, out=out)
+        starts = grams.word_starts
         first = 1 if word_continues and len(starts) and starts[0] == 0 else 0
         last = int(np.searchsorted(starts, kept)) if len(codes) > kept else len(starts)
         if last > first:
             # Each word starts at a place of its own: its sums go there, no two into one.
-            out[starts[first:last]] += np.add.reduce(self._tallies.take(words[:, first:last]), axis=0)
+            out[starts[first:last]] += np.add.reduce(words[:, first:last], axis=0)
 
     def threshold(self, source: Source, structure: Structure | None = None) -> float:
         """The threshold for text from ``source``; for read content, that of its kind when known."""
