@@ -21,11 +21,14 @@ NAMES = [
 VALUES = [b"api.example.com", b"", b"evil.example:443, api.example.com", b"\xff\xfe", b"for=1;host=a.example"]
 
 
-@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=8))
-def test_field_values_are_those_get_all_reads(fields: list[tuple[bytes, bytes]]) -> None:
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(VALUES)), max_size=8), st.booleans())
+def test_field_values_are_those_get_all_reads(fields: list[tuple[bytes, bytes]], as_list: bool) -> None:
     """Each name's values, in order, are what ``Headers.get_all`` reads, whatever the names' case, repeats,
-    empty values and undecodable bytes."""
+    empty values and undecodable bytes, and whether the fields are a tuple (looked up in their index) or a
+    list (walked)."""
     headers = Headers(fields)
+    if as_list:
+        headers.fields = list(headers.fields)  # type: ignore[assignment]
     found = field_values(headers, b"host", b"x-forwarded-host", b"forwarded")
     assert found == {
         name.encode(): headers.get_all(name) for name in ("host", "x-forwarded-host", "forwarded")

@@ -20,6 +20,7 @@ from addons.process.speedups import (
     _connection_equal,
     accepted_classes,
     connection_equal,
+    drop_named_fields,
     has_header,
     header_count,
     header_value,
@@ -178,14 +179,21 @@ changes = st.lists(
         st.tuples(st.just("delete"), st.sampled_from(NAMES)),
         st.tuples(st.just("fields"), st.lists(header_field, max_size=6), st.booleans()),
         st.tuples(st.just("append to list"), header_field),
+        st.tuples(
+            st.just("drop"),
+            st.sets(st.sampled_from(NAMES).map(lambda name: http._always_bytes(name).lower())),
+        ),
     ),
     max_size=8,
 )
 
 
 def change(headers: http.Headers, step: tuple[Any, ...]) -> None:
-    """One change to ``headers`` made through mitmproxy's own multidict (which keeps its fields a tuple), or
-    by giving it new fields (a list of them changed in place)."""
+    """One change to ``headers`` made through mitmproxy's own multidict (which keeps its fields a tuple), by
+    giving it new fields (a list of them changed in place), or by dropping names (``drop_named_fields``)."""
+    if step[0] == "drop":
+        drop_named_fields(headers, step[1])
+        return
     if isinstance(headers.fields, list) and step[0] != "fields":
         if step[0] == "append to list":
             headers.fields.append(step[1])
@@ -208,8 +216,8 @@ def change(headers: http.Headers, step: tuple[Any, ...]) -> None:
 def test_header_lookups_follow_every_change_as_mitmproxy(
     fields_: list[tuple[bytes, bytes]], steps: list[tuple[Any, ...]]
 ) -> None:
-    """Looked up before and after each change (new fields, set, added, inserted or removed ones, a list of
-    fields changed in place), the headers answer every name as mitmproxy does at that moment."""
+    """Looked up before and after each change (new fields, set, added, inserted, removed or dropped ones, a
+    list of fields changed in place), the headers answer every name as mitmproxy does at that moment."""
     headers = http.Headers(fields_)
     for step in [None, *steps]:
         if step is not None:

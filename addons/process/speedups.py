@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import types
 import typing
+from collections.abc import Set
 from dataclasses import fields
 from typing import Any
 
@@ -121,6 +122,28 @@ def _index_of(headers: http.Headers) -> dict[bytes, list[bytes]] | None:
         if kept is None:
             return None
     return kept[1]
+
+
+def raw_field_values(headers: http.Headers, name: bytes) -> list[bytes] | None:
+    """The raw values of every field named ``name`` (lower case), in order, from the headers' index; None
+    where their fields cannot be indexed (``_indexed``) and have to be walked."""
+    index = _index_of(headers)
+    if index is None:
+        return None
+    return index.get(name, [])
+
+
+def drop_named_fields(headers: http.Headers, names: Set[bytes]) -> None:
+    """Remove every field named one of ``names`` (lower case) in one rewrite of the fields, the index of
+    those left made from the index of those there were, where it would be built anew by the next lookup."""
+    index = _index_of(headers)
+    kept = tuple(field for field in headers.fields if field[0].lower() not in names)
+    headers.fields = kept
+    if index is not None:
+        headers.__dict__[_LOOKUP] = (
+            kept,
+            {name: values for name, values in index.items() if name not in names},
+        )
 
 
 def header_count(headers: http.Headers) -> int:
