@@ -36,13 +36,28 @@ from proxy.dialects.stream import (
     rewritten,
     synthesised,
 )
-from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall, Usage
+from proxy.exchange import (
+    Completion,
+    DeclaredTool,
+    Fetch,
+    Part,
+    RequestView,
+    Source,
+    TextSegment,
+    ToolCall,
+    Usage,
+)
 from proxy.wire.eventstream import EVENTS
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
 ANSWER = "output.message.content"
 """Where the answer's content blocks stand."""
+MEDIA_BLOCKS = ("image", "document", "video")
+"""The content blocks whose ``source`` may give a file by its place in S3 (``s3Location``)."""
+OFFLINE_SYSTEM_TOOLS = frozenset({"nova_code_interpreter"})
+"""The tools the API runs itself (``systemTool``) that reach no address the agent names: any other one
+(``nova_grounding``, Nova's web search) may fetch what the model picks."""
 _TEXT_DOCUMENTS = {"txt": "text/plain", "md": "text/markdown", "html": "text/html", "csv": "text/csv"}
 """A document's ``format`` that says it is text, as the media type a file's reader takes."""
 _ERROR_TYPES = {
@@ -153,6 +168,11 @@ def _read_block(
     if "json" in block:
         for where, text in walk_strings(block["json"], (*steps, "json")):
             view.parts.append(Part(source, text, where, tool_name, call_id))
+    for kind in MEDIA_BLOCKS:
+        location = as_dict(as_dict(block.get(kind)).get("source")).get("s3Location")
+        if location is not None:
+            where = format_locator((*steps, kind, "source", "s3Location", "uri"))
+            view.fetches.append(Fetch(where, s3_address(as_dict(location).get("uri")), f"{kind} in S3"))
     document = block.get("document")
     if not isinstance(document, dict):
         return
@@ -166,6 +186,15 @@ def _read_block(
     media_type = _TEXT_DOCUMENTS.get((as_str(document.get("format")) or "").lower())
     where = format_locator((*steps, "document", "source", "bytes"))
     add_file(view, read_file(document_source.get("bytes"), where, source, tool_name, call_id, media_type))
+
+
+def s3_address(uri: object) -> str:
+    """The address an ``s3://bucket/key`` URI names, as the agent would reach the object itself (the
+    bucket's virtual host); none that an allowlist allows where it is no such URI."""
+    if not isinstance(uri, str) or not uri.lower().startswith("s3://"):
+        return ""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return f"https://{bucket}.s3.amazonaws.com/{key}"
 
 
 def _usage(value: Any) -> Usage:
@@ -216,10 +245,16 @@ class BedrockConverse(Dialect):
         for position, raw_tool in enumerate(as_list(as_dict(body.get("toolConfig")).get("tools"))):
             tool = as_dict(raw_tool)
             spec = as_dict(tool.get("toolSpec"))
-            name = as_str(spec.get("name")) or as_str(as_dict(tool.get("systemTool")).get("name"))
+            system_tool = as_str(as_dict(tool.get("systemTool")).get("name"))
+            name = as_str(spec.get("name")) or system_tool
             if name is None:
                 continue  # a cachePoint
             view.tools_offered.append(name)
+            if system_tool is not None:
+                where = f"toolConfig.tools[{position}].systemTool"
+                view.declared_tools.append(DeclaredTool(system_tool, where))
+                if system_tool.lower() not in OFFLINE_SYSTEM_TOOLS:
+                    view.fetches.append(Fetch(where, None, system_tool))
             described = {key: spec[key] for key in ("description", "inputSchema") if key in spec}
             for where, text in schema_descriptions(described, ("toolConfig", "tools", position, "toolSpec")):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
