@@ -59,6 +59,7 @@ from proxy.dialects import (
     chain_filters,
 )
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
+from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
@@ -541,15 +542,18 @@ class TurnInspector:
             self._record(self._credential_reads(view.tool_calls))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
-        self._record(
-            tools.declared_tool_findings(
-                view.declared_tools, self.detectors.tools, self.overrides, self._host_allowed
-            )
-        )
-        self._record(tools.fetch_findings(view.fetches, self._host_allowed))
+        self._record_run_upstream(view)
         self._record(self._withheld_continuations(view))
         verdict.block = self.request_block()
         return verdict
+
+    def _record_run_upstream(self, view: RequestView) -> None:
+        """What a request lets the API run or fetch for the agent before it answers: the tools it declares
+        and the addresses it gives, refused where the agent may not run or reach them."""
+        declared = tools.declared_tool_findings(
+            view.declared_tools, self.detectors.tools, self.overrides, self._host_allowed
+        )
+        self._record(declared + tools.fetch_findings(view.fetches, self._host_allowed))
 
     def _withheld_continuations(self, view: RequestView) -> list[Finding]:
         """What the request continues (a stored response, a conversation) in which egressguard withheld
@@ -1294,7 +1298,7 @@ class TurnInspector:
         agent sends back, read as tool results. Findings recorded; the one that withholds the message where
         the policy enforces it, as it refuses a request or answer: a call or injection (an agent's own
         prompt too) found in it, not a secret its redaction took out."""
-        if (may_hold_results if from_client else may_hold_calls)(text):
+        if (may_hold_results(text) or may_ask_fetches(text)) if from_client else may_hold_calls(text):
             with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
                 self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
         refusing = [
@@ -1310,6 +1314,14 @@ class TurnInspector:
     def _read_shapes(self, document: Any, *, from_client: bool, where: str) -> None:
         if from_client:
             parts = sent_results(document)
+            asked = live_request(document)
+            asked.declared_tools = [
+                dataclasses.replace(tool, where=_within(where, tool.where)) for tool in asked.declared_tools
+            ]
+            asked.fetches = [
+                dataclasses.replace(fetch, where=_within(where, fetch.where)) for fetch in asked.fetches
+            ]
+            self._record_run_upstream(asked)
         else:
             calls = [
                 dataclasses.replace(call, where=_within(where, call.where)) for call in shaped_calls(document)

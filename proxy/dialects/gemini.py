@@ -7,7 +7,7 @@ a streamed completion point into that merged response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,7 +26,7 @@ from proxy.dialects.base import (
     json_error,
     require_object,
 )
-from proxy.dialects.locator import Step, parse_locator, walk_strings
+from proxy.dialects.locator import Step, format_locator, parse_locator, walk_strings
 from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
@@ -146,6 +146,64 @@ def function_call_of(call: dict[str, Any], where: str) -> ToolCall:
         arguments=canonical_arguments(call.get("args")),
         where=where,
     )
+
+
+def read_tools(view: RequestView, tools: object, steps: tuple[Step, ...]) -> None:
+    """Adds to ``view`` what the ``tools`` at ``steps`` (a request's, a Live session's setup's) let the
+    API do: browse (``BROWSING_TOOLS``), run code (``codeExecution``), call the functions they declare,
+    whose descriptions the model reads."""
+    for position, raw_tool in enumerate(as_list(tools)):
+        tool = as_dict(raw_tool)
+        for browsing in BROWSING_TOOLS:
+            browsing_key, enabled = field_of(tool, browsing)
+            if isinstance(enabled, dict):
+                view.fetches.append(Fetch(format_locator((*steps, position, browsing_key)), None, browsing))
+        code_key, code = field_of(tool, "codeExecution")
+        if isinstance(code, dict):
+            view.declared_tools.append(
+                DeclaredTool(CODE_EXECUTION, format_locator((*steps, position, code_key)))
+            )
+        declarations_key, declarations = field_of(tool, "functionDeclarations")
+        for index, raw_declaration in enumerate(as_list(declarations)):
+            declaration = as_dict(raw_declaration)
+            name = as_str(declaration.get("name")) or ""
+            view.tools_offered.append(name)
+            described = {key: declaration[key] for key in declaration if key in ("description", "parameters")}
+            for where, text in schema_descriptions(described, (*steps, position, declarations_key, index)):
+                view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+
+
+LIVE_REQUEST_MARKERS = ("fileData", "file_data", '"setup"')
+"""Words a Live client message that asks the API to fetch or run something holds: a file by URI, the
+session's setup (its tools)."""
+
+
+def may_ask_fetches(text: str) -> bool:
+    """Whether a client message may be one ``live_request`` reads anything of."""
+    return "\\u" in text or any(marker in text for marker in LIVE_REQUEST_MARKERS)
+
+
+def live_request(message: object) -> RequestView:
+    """What a Live API client message lets the API fetch or run: the tools of its ``setup`` (``read_tools``)
+    and each file a part gives by an ``http(s)`` URI (``fileData``), in its turns and in the parts of the
+    function responses it sends back alike."""
+    view = RequestView(dialect=Gemini.name)
+    setup_key, setup = field_of(as_dict(message), "setup")
+    read_tools(view, as_dict(setup).get("tools"), (setup_key, "tools"))
+    for steps, part in _file_parts(message, ()):
+        _read_file_uri(view, part, format_locator(steps))
+    return view
+
+
+def _file_parts(value: object, steps: tuple[Step, ...]) -> Iterator[tuple[tuple[Step, ...], dict[str, Any]]]:
+    if isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _file_parts(child, (*steps, index))
+    elif isinstance(value, dict):
+        if isinstance(field_of(value, "fileData")[1], dict):
+            yield steps, value
+        for key, child in value.items():
+            yield from _file_parts(child, (*steps, key))
 
 
 def function_response_parts(
@@ -310,25 +368,7 @@ class Gemini(Dialect):
                         )
                         add_file(view, file)
                         _read_file_uri(view, as_dict(raw_inner), inner_where)
-        for position, raw_tool in enumerate(as_list(body.get("tools"))):
-            for browsing in BROWSING_TOOLS:
-                browsing_key, enabled = field_of(as_dict(raw_tool), browsing)
-                if isinstance(enabled, dict):
-                    view.fetches.append(Fetch(f"tools[{position}].{browsing_key}", None, browsing))
-            code_key, code = field_of(as_dict(raw_tool), "codeExecution")
-            if isinstance(code, dict):
-                view.declared_tools.append(DeclaredTool(CODE_EXECUTION, f"tools[{position}].{code_key}"))
-            declarations_key, declarations = field_of(as_dict(raw_tool), "functionDeclarations")
-            for index, raw_declaration in enumerate(as_list(declarations)):
-                declaration = as_dict(raw_declaration)
-                name = as_str(declaration.get("name")) or ""
-                view.tools_offered.append(name)
-                described = {
-                    key: declaration[key] for key in declaration if key in ("description", "parameters")
-                }
-                declaration_steps = ("tools", position, declarations_key, index)
-                for where, text in schema_descriptions(described, declaration_steps):
-                    view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
+        read_tools(view, body.get("tools"), ("tools",))
         return view
 
     def _completion_from(self, document: Any) -> Completion:
