@@ -184,8 +184,12 @@ def test_the_responses_and_messages_apis_read_the_same_switches() -> None:
         "max_tokens": 10,
         "messages": ASK_CHAT,
         "plugins": [{"id": "web"}],
+        "tools": [{"type": "openrouter:web_fetch"}, {"name": "openrouter:web_fetch", "input_schema": {}}],
     }
-    assert fetches_of(Anthropic(), messages) == [Fetch("plugins[0]", ANY, "web plugin")]
+    assert fetches_of(Anthropic(), messages) == [
+        Fetch("tools[0]", ANY, "openrouter:web_fetch"),
+        Fetch("plugins[0]", ANY, "web plugin"),
+    ]
 
 
 def test_openrouter_browsing_outside_the_allowlist_is_refused_and_within_it_passes(

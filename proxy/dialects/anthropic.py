@@ -28,7 +28,7 @@ from proxy.dialects.base import (
     reparse_arguments,
     require_object,
 )
-from proxy.dialects.browsing import request_browsing
+from proxy.dialects.browsing import hosted_tool_browsing, request_browsing
 from proxy.dialects.locator import Step, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
@@ -236,6 +236,7 @@ class Anthropic(Dialect):
             if (as_str(tool.get("type")) or "").startswith(SERVER_TOOL_TYPES):
                 view.declared_tools.append(DeclaredTool(name, f"tools[{position}]"))
                 view.fetches.extend(_server_tool_fetches(tool, f"tools[{position}]"))
+            view.fetches += hosted_tool_browsing(tool, f"tools[{position}]")
             described = {key: tool[key] for key in ("description", "input_schema") if key in tool}
             for where, text in schema_descriptions(described, ("tools", position)):
                 view.parts.append(Part(Source.TOOL_DESCRIPTION, text, where, tool_name=name))
