@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote, unquote_plus
 
 from proxy.config.policy import Policy
 from proxy.control import freeze
-from proxy.control.approvals import Approvals
+from proxy.control.approvals import Approvals, canonical_arguments
 from proxy.detectors import compliance, credentials, injection, leak, links, refusal, tools
 from proxy.detectors.baseline import (
     DropThresholds,
@@ -422,13 +422,15 @@ class TurnInspector:
         self._answer_from: int | None = None
         """Where the findings of the answer (its headers on) start: ``begin_answer``."""
         self.approvals = Approvals(state, clock=clock)
-        self.stream_notices: dict[str, str] = {}
-        """The notice that stands in for each call a stream's gate dropped, by locator: why a credential
-        read cannot run, or the pending approval a destructive call needs."""
+        self.stream_notices: dict[tuple[str | None, ...], str] = {}
+        """The notice that stands in for each call a stream's gate dropped, by ``call_identity``: why a
+        credential read cannot run, or the pending approval a destructive call needs."""
         self._decided: dict[tuple[str | None, ...], Finding] = {}
         """The finding of each destructive call decided in this turn, by ``_decision_keys``: an approval
         is redeemed once per call, though a streamed call is seen by the gate and again at the end, and
-        a realtime API's call in each message that repeats it."""
+        a realtime API's call in each message that repeats it. Another call at a call's place (a block
+        started again at its index, a reading of it with another name or other arguments) is decided on
+        its own, never given that call's finding."""
         self._behaviour: dict[tuple[str | None, ...], list[Finding]] = {}
         """What ``_tool_behaviour`` found of each call of a WebSocket message, by ``_decision_keys``: a
         call repeated in later messages is counted once."""
@@ -2027,7 +2029,7 @@ class TurnInspector:
                 if finding.action is Action.WITHHOLD and self.policy.enforces(finding.threat)
             ]
             if reads:
-                self.stream_notices[call.where] = credentials.withheld_notice(
+                self.stream_notices[call_identity(call)] = credentials.withheld_notice(
                     call.name, [finding.rule for finding in reads]
                 )
                 return "drop"
@@ -2037,7 +2039,7 @@ class TurnInspector:
             if finding.action is not Action.WITHHOLD:
                 return "release"
             pending = finding.extra.get("pending_approval")
-            self.stream_notices[call.where] = tools.approval_notice(
+            self.stream_notices[call_identity(call)] = tools.approval_notice(
                 call.name, pending if isinstance(pending, str) else None
             )
             return "drop"
@@ -2047,7 +2049,7 @@ class TurnInspector:
     def _stream_notice(self, call: ToolCall) -> str:
         if call.ran_upstream:
             return tools.ran_upstream_notice(call.name)
-        return self.stream_notices.get(call.where) or tools.approval_notice(call.name, None)
+        return self.stream_notices.get(call_identity(call)) or tools.approval_notice(call.name, None)
 
     # -- approvals -----------------------------------------------------------------------------------
 
@@ -2059,15 +2061,14 @@ class TurnInspector:
         in enforce mode each withheld call names its pending approval, and ``approval_requested`` marks
         the finding of the turn that opened it, the one whose alert asks an operator."""
         keys = _decision_keys(calls, by_id=repeated)
-        undecided = [call for call, key in zip(calls, keys, strict=True) if key not in self._decided]
-        checked = tools.check_tool_calls(
-            undecided, self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
-        )
-        fresh = {finding.where: finding for finding in tools.ran_upstream(checked, undecided)}
         findings = []
         for call, key in zip(calls, keys, strict=True):
-            if call.where in fresh and key not in self._decided:
-                self._decided[key] = self._with_pending_approval(fresh[call.where], call)
+            if key not in self._decided:
+                checked = tools.check_tool_calls(
+                    [call], self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
+                )
+                for finding in tools.ran_upstream(checked, [call]):
+                    self._decided[key] = self._with_pending_approval(finding, call)
             decided = self._decided.get(key)
             if decided is not None:
                 findings.append(decided if decided.where == call.where else _repeated(decided, call.where))
@@ -2345,19 +2346,25 @@ def _restored(vault: Vault, value: Any, where: str) -> Any:
 
 
 def _decision_keys(calls: list[ToolCall], *, by_id: bool) -> list[tuple[str | None, ...]]:
-    """What the decision on each of ``calls`` is kept under for the turn: its locator; ``by_id`` (the
-    messages of a realtime API, each of which may repeat a call an earlier one held: its item created,
-    its arguments done, its item done, its response done), a call that has an id by its id, name and
-    arguments, so that its repeats are the one call an approval was spent on, and a call that borrows its
-    id with another name or other arguments is a call of its own. A call repeating an earlier one of the
-    same message is a call of its own (its client runs each): kept under its locator."""
+    """What the decision on each of ``calls`` is kept under for the turn: its ``call_identity``; ``by_id``
+    (the messages of a realtime API, each of which may repeat a call an earlier one held: its item
+    created, its arguments done, its item done, its response done), a call that has an id by its id,
+    name and arguments, so that its repeats are the one call an approval was spent on, and a call that
+    borrows its id with another name or other arguments is a call of its own. A call repeating an earlier
+    one of the same message is a call of its own (its client runs each): kept under its locator."""
     keys: list[tuple[str | None, ...]] = []
     for call in calls:
-        key: tuple[str | None, ...] = (
-            (call.id, call.name, call.arguments) if by_id and call.id else (call.where,)
-        )
+        key = (call.id, call.name, call.arguments) if by_id and call.id else call_identity(call)
         keys.append((call.where,) if key in keys else key)
     return keys
+
+
+def call_identity(call: ToolCall) -> tuple[str | None, ...]:
+    """What makes a call the one a decision was made on: its place, id, name and arguments (as an
+    approval binds them). A stream asks about a call when its name is known and again once its arguments
+    end, and the turn's end reads it once more; another call at its place, or the call as a client reads
+    it otherwise (its name's first piece, arguments given whole besides), is not it."""
+    return (call.where, call.id, call.name, canonical_arguments(call.arguments))
 
 
 def _repeated(decided: Finding, where: str) -> Finding:

@@ -471,3 +471,37 @@ def test_an_observed_credential_read_streamed_in_pieces_passes_recorded(
     answer = post(proxy, upstream, STREAM_ROUTE)
     assert answer.status_code == 200 and answer.content == b"".join(upstream_sse(event) for event in events)
     assert call_findings(proxy) == [("credential_theft", where, False)]
+
+
+def _approved_responses_call(streamed: str, done: str) -> list[bytes]:
+    """A Responses call on a route no dialect knows whose streamed arguments and whose ``.done`` event's
+    whole arguments differ: a client may run either."""
+    item = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "delete_customer"}
+    located = {"output_index": 0, "item_id": "fc_1"}
+    events = [
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "arguments": ""}},
+        {"type": "response.function_call_arguments.delta", **located, "delta": streamed},
+        {"type": "response.function_call_arguments.done", **located, "arguments": done},
+    ]
+    return [upstream_sse(event) for event in events]
+
+
+def test_an_approval_for_a_streamed_calls_arguments_does_not_release_another_reading_of_it(
+    start_admin: Callable[..., Admin], upstream: FakeUpstream
+) -> None:
+    """The approval binds the call's tool and arguments: the reading of the call with the arguments its
+    ``.done`` event gives whole is a call of its own, decided on its own and withheld, where it had the
+    approved reading's decision and went out with it."""
+    admin = start_admin(mode="enforce")
+    upstream.reply = Reply(events=_approved_responses_call('{"id": 1}', '{"id": 999}'))
+    assert "delete_customer" not in post(admin.proxy, upstream, STREAM_ROUTE).text
+    (first,) = admin.proxy.wait_for_records(1)
+    (approval_id,) = {f["extra"]["pending_approval"] for f in first["findings"] if f["rule"] == "tool-delete"}
+    assert admin.cli("approvals", "approve", approval_id).returncode == 0
+    context = ssl.create_default_context(cafile=admin.proxy.ca_cert)
+    with httpx.Client(proxy=admin.proxy.url(), verify=context, timeout=30) as client:
+        headers = {**CONTEXT, "X-Approval-Id": approval_id}
+        answer = client.post(upstream.url + STREAM_ROUTE, json=ASK, headers=headers)
+    assert answer.status_code == 200 and "delete_customer" not in answer.text and "999" not in answer.text
+    found = {(f["rule"], f["enforced"]) for f in admin.proxy.wait_for_records(2)[1]["findings"]}
+    assert ("approval-invalid", True) in found
