@@ -75,6 +75,55 @@ def test_chat_continuation_deltas_repeating_the_calls_kind_and_id_stream_on() ->
     assert session.notes == [] and session.dropped_tool_calls == []
 
 
+def test_chat_a_held_call_whose_name_grows_is_decided_on_its_whole_name_and_released_whole() -> None:
+    """Held from its first piece, a call is asked again on the name the later pieces make: the gate's
+    release of the whole call (an approval for it) lets it out, where the grown name was taken for
+    another call at the place and dropped."""
+    asked: list[tuple[str, bool]] = []
+
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        asked.append((call.name, complete))
+        return "release" if complete else "hold"
+
+    session = OpenAIChat().stream_session(
+        StreamFilters(tool_gate=gate, drop_notice=lambda call: "[withheld]")
+    )
+    stream = chat_stream(
+        {"id": "call_1", "type": "function", "function": {"name": "delete_", "arguments": ""}},
+        {"function": {"name": "customer", "arguments": '{"id": '}},
+        {"function": {"arguments": "42}"}},
+    )
+    text, names = chat_sdk_view(run(session, stream))
+    assert (text, names) == ("", ["delete_customer"])
+    assert asked == [("delete_", False), ("delete_customer", False), ("delete_customer", True)]
+    assert session.notes == [] and session.ambiguities == {}
+
+
+def test_chat_a_held_name_grown_into_one_the_gate_lets_through_goes_out_whole_at_once() -> None:
+    def gate(call: ToolCall, complete: bool) -> ToolDecision:
+        return "hold" if call.name == "read" else "release"
+
+    session = OpenAIChat().stream_session(StreamFilters(tool_gate=gate))
+    stream = chat_stream(
+        {"id": "call_1", "type": "function", "function": {"name": "read", "arguments": ""}},
+        {"function": {"name": "er_stats", "arguments": '{"id": 42}'}},
+    )
+    assert chat_sdk_view(run(session, stream)) == ("", ["reader_stats"])
+
+
+def test_chat_a_released_call_whose_whole_name_is_said_again_streams_on_named_once() -> None:
+    """Some servers repeat the name in every delta: no change of tool, so not cut; it leaves once, since
+    the OpenAI SDK would append it to the name it has."""
+    session = OpenAIChat().stream_session(gate_dropping("lookuplookup"))
+    stream = chat_stream(
+        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}},
+        {"function": {"name": "lookup", "arguments": '{"id": 42}'}},
+    )
+    assert chat_sdk_view(run(session, stream)) == ("", ["lookup"])
+    assert session.notes == [] and session.dropped_tool_calls == []
+    assert session.completion.tool_calls[0].name == "lookup"
+
+
 RESPONSE = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4.1", "output": []}
 RESPONSE |= {"status": "in_progress", "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
 

@@ -476,9 +476,10 @@ class ChatStreamSession(StreamSession):
         if gated.decision == "release" and gated.sealed:
             self.notes.append("a tool call sent whole got more deltas after its arguments ended; dropped")
             return [], []
-        if gated.decision == "release" and _renames(call_delta, gated.merged.custom):
+        if gated.decision == "release" and _renames(call_delta, gated.merged):
             return [], self._cut_short(choice_index, call_index)
         if gated.decision == "release":
+            _drop_repeated_name(call_delta, gated.merged)
             if call_index != LEGACY_CALL:
                 call_delta["index"] = gated.out_index
             self._release_arguments(choice_index, call_index, call_delta)
@@ -486,9 +487,11 @@ class ChatStreamSession(StreamSession):
         if gated.decision == "drop":
             return [], []
         gated.held.append(call_delta)
+        named = gated.merged.name.text
         _accumulate(gated.merged, call_delta)
-        if gated.decision is None:
-            # Asked once the name is known; a call it holds is asked again only when its arguments end.
+        if gated.decision is None or gated.merged.name.text != named:
+            # Asked once the name is known, and again on the whole name where more of it came while held;
+            # a call it holds is asked again only when its arguments end.
             if not gated.merged.name and self.filters.tool_gate is not None:
                 return [], []
             gated.decision = self._decide(self._held_call(choice_index, call_index))
@@ -668,18 +671,32 @@ def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
         state.custom = True
     holder = "custom" if state.custom else "function"
     part = as_dict(call_delta.get(holder))
-    # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does.
-    state.name.add(as_str(part.get("name")) or "")
+    # Names and arguments are concatenated across deltas, as the OpenAI SDK's own accumulator does; a
+    # name said again whole changes nothing (it is not sent again where the gate runs: _drop_repeated_name).
+    name = as_str(part.get("name")) or ""
+    if name != state.name.text:
+        state.name.add(name)
     state.arguments.add(as_str(part.get(CALL_HOLDERS[holder])) or "")
 
 
-def _renames(call_delta: dict[str, Any], custom: bool) -> bool:
+def _renames(call_delta: dict[str, Any], state: _CallState) -> bool:
     """Whether a later delta of a call changes what it calls: it brings more of a name, which clients
-    append to the name they have, or says the call is of the other kind."""
+    append to the name they have, or says the call is of the other kind. Its whole name said again is
+    no change (``_drop_repeated_name``)."""
     kind = call_delta.get("type")
-    if kind is not None and kind != ("custom" if custom else "function"):
+    if kind is not None and kind != ("custom" if state.custom else "function"):
         return True
-    return any(as_str(as_dict(call_delta.get(holder)).get("name")) for holder in ("function", "custom"))
+    names = (as_str(as_dict(call_delta.get(holder)).get("name")) for holder in ("function", "custom"))
+    return any(name and name != state.name.text for name in names)
+
+
+def _drop_repeated_name(call_delta: dict[str, Any], state: _CallState) -> None:
+    """A released call's delta that says its whole name again leaves without it: the OpenAI SDK appends
+    a name to the one it has, and would run a call named twice over that the gate never decided."""
+    for holder in ("function", "custom"):
+        part = call_delta.get(holder)
+        if isinstance(part, dict) and part.get("name") == state.name.text:
+            del part["name"]
 
 
 def _call_where(choice_index: int, call_index: int) -> str:

@@ -1069,16 +1069,18 @@ class StreamSession(ABC):
 
     def _decide(self, call: ToolCall, *, complete: bool = False) -> ToolDecision:
         """The gate's decision for the call at ``call.where``, asked once its name is known and, for a
-        call it held, once more with ``complete`` arguments. A place is decided once: another call asked
-        about at a place already decided (a reused index, a call renamed while held) is dropped as
-        ambiguous, where it would have had the decision of the call before it."""
+        call it held, once more with ``complete`` arguments; a held call whose name grew (the rest of it
+        came in later deltas, which clients append) is asked again on its whole name before anything of
+        it is sent. A place is decided once: another call asked about at a place already decided (a
+        reused index, a call renamed while held) is dropped as ambiguous, where it would have had the
+        decision of the call before it."""
         decided = self._decisions.get(call.where)
         if decided is not None and self._replaying:
             return decided
-        if decided is not None:
-            first = self._decided_calls[call.where]
-            if not (decided == "hold" and complete and (first.name, first.id) == (call.name, call.id)):
-                return self._place_reused(call)
+        if decided is not None and not (
+            decided == "hold" and _asked_again(self._decided_calls[call.where], call, complete)
+        ):
+            return self._place_reused(call)
         gate = self.filters.tool_gate
         decision: ToolDecision = "release" if gate is None else gate(call, complete)
         if complete and (decision == "hold" or self._cut):
@@ -1311,6 +1313,16 @@ def _skeleton(payload: Any, handled: Collection[Path]) -> dict[str, Any] | None:
             parent = child
         parent[path[-1]] = None
     return skeleton
+
+
+def _asked_again(held: ToolCall, call: ToolCall, complete: bool) -> bool:
+    """Whether ``call`` is the call ``held`` was decided on, asked about again: whole, under its name,
+    or, before it is whole, under a name that grew from it."""
+    if held.id != call.id:
+        return False
+    if complete:
+        return held.name == call.name
+    return len(call.name) > len(held.name) and call.name.startswith(held.name)
 
 
 def _filter_once(text_filter: TextFilter, text: str) -> str:
