@@ -560,10 +560,16 @@ def framed(
     framing: AwsFraming, session: StreamSession
 ) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
     """``feed`` and ``finish`` of a session reading the SSE events an AWS event stream carries, what it
-    sends framed again (``AwsFraming``)."""
+    sends framed again (``AwsFraming``). The messages of a read before one that does not decode are read
+    and let out as any others (``EventStreamError.sent``) before the stream is cut at it."""
 
     def feed(data: bytes) -> bytes:
-        return framing.from_sse(session.feed(framing.to_sse(data)))
+        try:
+            events = framing.to_sse(data)
+        except EventStreamError as error:
+            error.sent = framing.from_sse(session.feed(error.events))
+            raise
+        return framing.from_sse(session.feed(events))
 
     def finish() -> bytes:
         framing.end()
@@ -717,7 +723,11 @@ class BodyRelay:
                 # A filter cannot tell what of its text is clean: none of what it holds may go out.
                 out = self._cut_for_timeout()
             except EventStreamError as error:
-                out = self._cut_for_malformed(error)
+                # The messages before the one that does not decode were read: they go out as any others.
+                out = error.sent
+                if self.rewrites and self.refused() is not None:
+                    out = self._cut_for_timeout()
+                out += self._cut_for_malformed(error)
             except OverCapError as error:
                 self.undecodable = True
                 self.turn.errors.append(f"response: {error}")

@@ -5,6 +5,7 @@ answer gated, secrets redacted in place, and the error an agent gets in AWS's ow
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -242,3 +243,41 @@ def test_amazon_nova_on_invoke_has_its_tool_use_withheld(enforce: Proxy, upstrea
     assert not any("toolUse" in block for block in reply.json()["output"]["message"]["content"])
     assert last_record(enforce)["dialect"] == "bedrock_converse"
     assert "tool-delete" in rules(enforce, 1)
+
+
+def test_converse_stream_relays_the_messages_read_before_a_broken_one_then_cuts(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """The messages that came in the same read as one whose checksum does not match are read and what the
+    filters let out of them reaches the agent in order; the stream is cut at the broken one, with its
+    finding, where they were lost with it."""
+    from proxy.wire.eventstream import EventStreamDecoder, EventStreamError
+
+    text = "Hello there, all is well. " * 4
+    frames = converse_stream(text)
+    broken = frames[-1][:-1] + bytes([frames[-1][-1] ^ 1])
+    # Sent in one write, as one read: the messages before the broken one and the broken one together.
+    upstream.reply = Reply(
+        events=[b"".join([*frames[:-1], broken])], content_type="application/vnd.amazon.eventstream"
+    )
+    received = b""
+    route = f"{upstream.url}{ROUTE}-stream"
+    with (
+        client(enforce) as http,
+        http.stream("POST", route, json=ASK) as answer,
+        contextlib.suppress(httpx.HTTPError),
+    ):
+        for piece in answer.iter_raw():
+            received += piece
+    decoder = EventStreamDecoder()
+    messages = decoder.feed(received)
+    with contextlib.suppress(EventStreamError):
+        decoder.finish()
+    assert messages[0].headers[":event-type"] == "messageStart"
+    relayed = "".join(
+        json.loads(message.payload)["delta"]["text"]
+        for message in messages
+        if message.headers[":event-type"] == "contentBlockDelta"
+    )
+    assert len(relayed) >= len(text) // 2 and text.startswith(relayed)
+    assert "inspection.binary_answer" in rules(enforce, 1)

@@ -44,7 +44,17 @@ def is_aws_event_stream(content_type: str | None) -> bool:
 
 class EventStreamError(ValueError):
     """Bytes that are no well-formed event-stream message: a checksum that does not match, a length or
-    a header that runs past its message, a chunk that is no base64 JSON."""
+    a header that runs past its message, a chunk that is no base64 JSON. The well-formed messages that
+    came before it in the same bytes are not lost with it: each layer says what it made of them."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.decoded: list[Message] = []
+        """The messages before it (``EventStreamDecoder.feed``)."""
+        self.events = b""
+        """Those messages as SSE events (``AwsFraming.to_sse``)."""
+        self.sent = b""
+        """What the stream lets out of them, framed again, before it is cut there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +120,18 @@ class EventStreamDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Message]:
+        """The messages ``data`` completes, in order; raises ``EventStreamError`` at the first that does
+        not decode, carrying those before it."""
         self._buffer += data
-        messages = []
+        messages: list[Message] = []
+        try:
+            self._decode(messages)
+        except EventStreamError as error:
+            error.decoded = messages
+            raise
+        return messages
+
+    def _decode(self, messages: list[Message]) -> None:
         while len(self._buffer) >= _PRELUDE:
             prelude = bytes(self._buffer[:8])
             total, headers_length = int.from_bytes(prelude[:4], "big"), int.from_bytes(prelude[4:], "big")
@@ -128,7 +148,6 @@ class EventStreamDecoder:
             raw_headers = message[_PRELUDE : _PRELUDE + headers_length]
             payload = message[_PRELUDE + headers_length : -_CHECKSUM]
             messages.append(Message(_read_headers(raw_headers), raw_headers, payload))
-        return messages
 
     def finish(self) -> None:
         if self._buffer:
@@ -154,7 +173,20 @@ class AwsFraming:
         )
 
     def to_sse(self, data: bytes) -> bytes:
-        return b"".join(map(self._event_of, self._decoder.feed(data)))
+        """The SSE events of the messages ``data`` completes; raises ``EventStreamError`` at the first
+        message that does not decode or read, carrying the events of those before it."""
+        events: list[bytes] = []
+        try:
+            try:
+                messages = self._decoder.feed(data)
+            except EventStreamError as error:
+                events.extend(map(self._event_of, error.decoded))
+                raise
+            events.extend(map(self._event_of, messages))
+        except EventStreamError as error:
+            error.events = b"".join(events)
+            raise
+        return b"".join(events)
 
     def end(self) -> None:
         """The stream ended: raises where it ended inside a message."""
