@@ -172,11 +172,17 @@ def test_the_responses_and_messages_apis_read_the_same_switches() -> None:
     responses = {
         "model": "openai/gpt-4o:online",
         "input": "what changed?",
-        "tools": [{"type": "x_search"}, {"type": "openrouter:web_search"}, {"type": "code_interpreter"}],
+        "tools": [
+            {"type": "x_search"},
+            {"type": "openrouter:web_search"},
+            {"type": "code_interpreter"},
+            {"type": "web_search", "allowed_domains": ["docs.example"]},
+        ],
     }
     assert fetches_of(OpenAIResponses(), responses) == [
         Fetch("tools[0]", "https://x.com", "x_search"),
         Fetch("tools[1]", ANY, "openrouter:web_search"),
+        Fetch("tools[3]", ANY, "web_search"),
         Fetch("model", ANY, "web plugin (:online)"),
     ]
     messages = {
