@@ -31,7 +31,15 @@ from proxy.dialects.base import (
 from proxy.dialects.browsing import hosted_tool_browsing, request_browsing
 from proxy.dialects.locator import Step, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
-from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import (
+    BlockCallSession,
+    GrowingText,
+    Path,
+    StreamFilters,
+    StreamSession,
+    rewritten,
+    synthesised,
+)
 from proxy.exchange import (
     Attachment,
     Completion,
@@ -367,7 +375,7 @@ def _block_call(block: _Block) -> ToolCall:
     return replace(call, arguments=reparse_arguments(block.partial_json.text))
 
 
-class AnthropicStreamSession(StreamSession):
+class AnthropicStreamSession(BlockCallSession):
     READS_PLACES = True
 
     def __init__(self, filters: StreamFilters | None = None) -> None:
@@ -381,9 +389,6 @@ class AnthropicStreamSession(StreamSession):
         self._next_out_index = 0
         self._released_tool_uses = 0
         self._dropped: set[int] = set()
-        self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
-        """Events of the tool_use blocks the gate holds until their input is complete, by index."""
-        self._held_bytes: dict[int, int] = {}
         self._sealed: set[int] = set()
         """Blocks sent whole after being held: nothing more is added to their input."""
         self._names_by_call_id: dict[str, str] = {}
@@ -462,11 +467,7 @@ class AnthropicStreamSession(StreamSession):
             if index is None:
                 return self._unplaced(event_type)
             if index in self._held:
-                self._held[index].append((event, body))
-                self._held_bytes[index] += len(event.raw)
-                if event_type == "content_block_stop" or self._held_too_long(self._held_bytes[index]):
-                    return self._complete_held(index)
-                return []
+                return self._keep_held(index, event, body, stops=event_type == "content_block_stop")
             if index in self._dropped or (index in self._sealed and event_type == "content_block_delta"):
                 return []
             renumbered = body.get("index") != self._out_index.get(index, index)
@@ -544,13 +545,9 @@ class AnthropicStreamSession(StreamSession):
         block_type = as_str(block.get("type")) or ""
         if block_type in TOOL_USE_TYPES:
             call = tool_use_call(block, f"content[{index}]")
-            decision = self._decide(call) if self.filters.tool_gate is not None else "release"
-            if decision == "hold":
-                self._held[index] = [(event, body)]
-                self._held_bytes[index] = len(event.raw)
-                return []
-            if decision == "drop":
-                return self._drop_block(index, call)
+            instead = self._gate_block(index, call, event, body)
+            if instead is not None:
+                return instead
             if block_type == "tool_use":
                 self._released_tool_uses += 1  # the calls the agent runs, whose end the stop reason says
             if block.get("input"):

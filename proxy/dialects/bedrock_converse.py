@@ -28,6 +28,7 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import Step, format_locator, parse_locator, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import (
+    BlockCallSession,
     GrowingText,
     Path,
     StreamFilters,
@@ -332,7 +333,7 @@ class _Block:
     partial_input: GrowingText | None = None
 
 
-class ConverseStreamSession(StreamSession):
+class ConverseStreamSession(BlockCallSession):
     """``/converse-stream``'s events, each read out of AWS's event-stream framing as an SSE event named by
     its ``:event-type``: ``contentBlockStart`` names a tool call (its input follows in ``toolUse`` deltas,
     held until ``contentBlockStop`` where the gate asks), ``contentBlockDelta`` carries text, reasoning or
@@ -346,8 +347,6 @@ class ConverseStreamSession(StreamSession):
         self._stop_reason: str | None = None
         self._usage = Usage()
         self._blocks: dict[int, _Block] = {}
-        self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
-        self._held_bytes: dict[int, int] = {}
         self._dropped: set[int] = set()
         self._sealed: set[int] = set()
         """Calls sent whole after being held: nothing more is added to their input."""
@@ -404,11 +403,7 @@ class ConverseStreamSession(StreamSession):
         if index is None:
             return self._unplaced(event.type)
         if index in self._held:
-            self._held[index].append((event, body))
-            self._held_bytes[index] += len(event.raw)
-            if event.type == "contentBlockStop" or self._held_too_long(self._held_bytes[index]):
-                return self._complete_held(index)
-            return []
+            return self._keep_held(index, event, body, stops=event.type == "contentBlockStop")
         if index in self._dropped or (index in self._sealed and event.type == "contentBlockDelta"):
             return []
         if event.type == "contentBlockStop":
@@ -449,13 +444,9 @@ class ConverseStreamSession(StreamSession):
         if index is None:
             return self._unplaced(event.type)
         call = tool_use_call(tool_use, f"{ANSWER}[{index}]")
-        decision = self._decide(call) if self.filters.tool_gate is not None else "release"
-        if decision == "hold":
-            self._held[index] = [(event, body)]
-            self._held_bytes[index] = len(event.raw)
-            return []
-        if decision == "drop":
-            return self._drop_block(index, call)
+        instead = self._gate_block(index, call, event, body)
+        if instead is not None:
+            return instead
         self._released_calls += 1
         return [event.raw]
 

@@ -1161,6 +1161,48 @@ class PerEventStreamSession(StreamSession):
         return []
 
 
+class BlockCallSession(StreamSession):
+    """A stream whose tool calls each open a block of their own at its index (Anthropic's ``tool_use``,
+    Converse's ``toolUse``), decided when the block starts: a call the gate holds keeps its block's
+    events until the block stops (``_complete_held``), then goes out as it came or for its notice."""
+
+    def __init__(self, filters: StreamFilters | None = None) -> None:
+        super().__init__(filters)
+        self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
+        """The events of each block whose call the gate holds, by index."""
+        self._held_bytes: dict[int, int] = {}
+
+    def _gate_block(
+        self, index: int, call: ToolCall, event: SSEEvent, body: dict[str, Any]
+    ) -> list[bytes] | None:
+        """What a block's start that opens ``call`` sends instead of itself: nothing while the gate holds
+        the call (the start kept with its block), the call's notice where the gate drops it; None where
+        the call is released and its start goes on."""
+        decision = self._decide(call) if self.filters.tool_gate is not None else "release"
+        if decision == "hold":
+            self._held[index] = [(event, body)]
+            self._held_bytes[index] = len(event.raw)
+            return []
+        return self._drop_block(index, call) if decision == "drop" else None
+
+    def _keep_held(self, index: int, event: SSEEvent, body: dict[str, Any], *, stops: bool) -> list[bytes]:
+        """Keeps an event of a held block: when it stops the block, or the block grew too long to hold,
+        the call is decided (``_complete_held``)."""
+        self._held[index].append((event, body))
+        self._held_bytes[index] += len(event.raw)
+        if stops or self._held_too_long(self._held_bytes[index]):
+            return self._complete_held(index)
+        return []
+
+    @abstractmethod
+    def _drop_block(self, index: int, call: ToolCall) -> list[bytes]:
+        """The call's block is not sent: what stands at its place instead."""
+
+    @abstractmethod
+    def _complete_held(self, index: int) -> list[bytes]:
+        """The held block at ``index`` stopped: its call decided on its whole arguments, what is sent."""
+
+
 _NOT_JSON = object()
 
 
