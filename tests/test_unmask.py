@@ -125,6 +125,13 @@ DISGUISES = {
         "".join(f"%{byte:02x}" for byte in AWS_KEY.encode()).encode().hex().encode()
     ).decode(),
     "hex of base64 of spaced": base64.b64encode(" ".join(GITHUB_TOKEN).encode()).hex(),
+    "base85": "blob " + base64.b85encode(f"token {GITHUB_TOKEN}".encode()).decode() + " end",
+    "base85 of the key alone": base64.b85encode(AWS_KEY.encode()).decode(),
+    "ascii85": base64.a85encode(f"export KEY={GITHUB_TOKEN}".encode()).decode(),
+    "ascii85 after a name": "key=" + base64.a85encode(AWS_KEY.encode()).decode(),
+    "ascii85 in Adobe's brackets": "k: " + base64.a85encode(GITHUB_TOKEN.encode(), adobe=True).decode(),
+    "ascii85 before a full stop": f"it is {base64.a85encode(AWS_KEY.encode()).decode()}.",
+    "base85 of hex": base64.b85encode(AWS_KEY.encode().hex().encode()).decode(),
     "list of characters": "key = " + json.dumps(list(GITHUB_TOKEN)),
     "list of characters, one a line": json.dumps({"args": {"k": list(AWS_KEY)}}, indent=4),
     "list of characters in a JSON string": json.dumps({"arguments": json.dumps({"k": list(AWS_KEY)})}),

@@ -320,7 +320,11 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
     encoded = text.encode("ascii", "replace")
     if text.isascii() and not relaxed.possible(_MAY_HOLD_VIEW, encoded, 0, len(encoded)):
         return  # ordinary prose, code and documents: no search of each kind of view
-    views = (*_disguise_views(text, encoded, parent), *_segment_views(text, encoded, parent))
+    views = (
+        *_disguise_views(text, encoded, parent),
+        *_segment_views(text, encoded, parent),
+        *_base85_views(text, encoded, parent),
+    )
     for view in (*views, *_code_views(text, encoded, parent), *_character_views(text, encoded, parent)):
         yield view
         yield from _views_of(view.text, view, depth - 1)
@@ -361,6 +365,39 @@ _LISTED = {
 }
 CHARACTERS = "characters"
 
+# Base85 of ASCII text: five characters stand for four bytes, and four bytes below 0x80 are a number below
+# 2**31, whose first digit in base 85 is at most 41. So every fifth character of such an encoding is one
+# of the first 42 of its alphabet: Ascii85's "!" to "J" (btoa, Adobe's <~ ~>, Python's a85encode), RFC
+# 1924's digits, capitals and "a" to "f" (Python's b85encode, git's binary patches). Five such groups in a
+# row are the hint (one RE2 pass finds where one may start); a text that holds no base85 of ASCII seldom
+# holds it, where runs of the alphabets alone stand in most code and URLs.
+_ASCII85_DIGITS = "!-u"
+_BASE85_ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase + "!#$%&()*+-;<=>?@^_`{|}~"
+_BASE85_DIGITS = re.escape(_BASE85_ALPHABET)
+_ASCII85_HINT = f"(?:[!-J][{_ASCII85_DIGITS}]{{4}}){{5}}"
+_BASE85_HINT = f"(?:[0-9A-Za-f][{_BASE85_DIGITS}]{{4}}){{5}}"
+# Such groups as long as they go on, and a last group of two to four characters (one to three bytes).
+ASCII85 = "ascii85"
+BASE85 = "base85"
+_BASE85_KINDS = (
+    (
+        ASCII85,
+        relaxed.re2_program(_ASCII85_HINT.encode("ascii")),
+        re.compile(f"{_ASCII85_HINT}(?:[!-J][{_ASCII85_DIGITS}]{{4}})*(?:[!-J][{_ASCII85_DIGITS}]{{1,3}})?"),
+        bytes(code - 0x21 if 0x21 <= code <= 0x75 else 0xFF for code in range(256)),
+    ),
+    (
+        BASE85,
+        relaxed.re2_program(_BASE85_HINT.encode("ascii")),
+        re.compile(
+            f"{_BASE85_HINT}(?:[0-9A-Za-f][{_BASE85_DIGITS}]{{4}})*(?:[0-9A-Za-f][{_BASE85_DIGITS}]{{1,3}})?"
+        ),
+        bytes(_BASE85_ALPHABET.find(chr(code)) % 0x100 for code in range(256)),
+    ),
+)
+_BASE85_POWERS = np.array([85**4, 85**3, 85**2, 85, 1], dtype=np.uint64)
+_NOT_BASE64 = re.compile("[^A-Za-z0-9+/=_-]")
+
 FEATURE_REACH = 60
 """The longest of what ``may_unmask`` looks for (two lines of base64 wrapped short, indented, with their
 line breaks)."""
@@ -371,7 +408,7 @@ _VIEW_START = re.compile(
     f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}|0x"
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
     f"|[{_GAP_CHARS}]\\S(?:[{_GAP_CHARS}]{{1,3}}\\S){{3}}[{_GAP_CHARS}]|{_SEPARATED_HINT}|{_SHORT_WRAP_HINT}"
-    f"|(?<![0-9]){_CODES_HINT}(?![0-9])|{_CHARACTERS_HINT}"
+    f"|(?<![0-9]){_CODES_HINT}(?![0-9])|{_CHARACTERS_HINT}|{_ASCII85_HINT}|{_BASE85_HINT}"
 )
 # What can make a disguise feature of the characters it joins: invisible and wide characters alone, a
 # character with a fold next to a plain letter or digit.
@@ -397,6 +434,7 @@ _STARTS_BUT_LINES = (
     f"|[A-Za-z0-9+/_-]{{{_MIN_SEGMENT}}}|[0-9A-Fa-f]{{2}}(?:[: -][0-9A-Fa-f]{{2}}){{11}}"
     f"|[{_GAP}][{_NOT_SPACE}](?:[{_GAP}]{{1,3}}[{_NOT_SPACE}]){{3}}[{_GAP}]"
     f"|[!-~][{_SEPARATOR}]{{1,3}}(?:[!-~][{_SEPARATOR}]{{1,3}}){{3}}|{_CODES_HINT}|{_CHARACTERS_HINT}"
+    f"|{_ASCII85_HINT}|{_BASE85_HINT}"
 )
 """Every alternative of the view starts for RE2 but the short-wrap hint (the code hint without the
 lookarounds the view-start regex adds: as ``_code_views`` looks for it)."""
@@ -1187,6 +1225,61 @@ def _character_views(text: str, encoded: bytes, parent: View | None) -> list[Vie
         decoded = "".join(character.group(1) for character in listed)
         found.append(View(decoded, CHARACTERS, ((0, run.start(), run.end(), True),), parent, {0: letters}))
     return found
+
+
+# -- base85: Ascii85 and RFC 1924's alphabet ----------------------------------------------------------------
+
+
+def _base85_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
+    """Views of the runs of base85 groups of ASCII (``_BASE85_KINDS``) that decode to text, in either
+    alphabet. A run the hint finds may start a few characters early (a name glued before it fits the
+    groups by chance), so the run is read from each of the five characters there; one all of base64's
+    alphabet is left to the base64 views."""
+    found: list[View] = []
+    for kind, hint, groups, digits in _BASE85_KINDS:
+        position = 0
+        while (start := relaxed.first_start(hint, encoded, position)) >= 0:
+            position = start + 1
+            for at in range(start, min(start + 5, len(text))):
+                run = groups.match(text, at)
+                if run is None:
+                    continue
+                # The run is read once: a later start inside it begins a part of one of these five.
+                position = max(position, run.end())
+                if _NOT_BASE64.search(text, at, run.end()) is None:
+                    continue
+                decoded = _decode_base85(run.group(), digits)
+                if decoded is not None:
+                    found.append(View(decoded, kind, ((0, at, run.end(), False),), parent))
+                    break
+    return found
+
+
+def _decode_base85(segment: str, digits: bytes) -> str | None:
+    """The text a run of base85 groups holds (``digits``: each character's value in its alphabet). A run
+    of groups that is not text is told by its first ``_PROBE`` characters; one that is may end in a
+    character or three of what follows it (a full stop, a closing bracket), read without them."""
+    probe = segment[: min(len(segment), _PROBE) // 5 * 5]
+    if probe and _as_text(_base85_bytes(probe, digits) or b"\xff") is None:
+        return None
+    for end in range(len(segment), max(len(segment) - 4, 19), -1):
+        raw = _base85_bytes(segment[:end], digits) if end % 5 != 1 else None
+        text = _as_text(raw) if raw is not None else None
+        if text is not None:
+            return text
+    return None
+
+
+def _base85_bytes(segment: str, digits: bytes) -> bytes | None:
+    """The bytes base85 ``segment`` stands for; None where a group is past 32 bits."""
+    values = np.frombuffer(segment.encode("ascii").translate(digits), dtype=np.uint8)
+    padding = -len(values) % 5  # a short last group is decoded as if filled with the highest digit
+    filled = np.concatenate([values, np.full(padding, 84, dtype=np.uint8)]).reshape(-1, 5)
+    numbers = filled.astype(np.uint64) @ _BASE85_POWERS
+    if (numbers >= 1 << 32).any():
+        return None
+    raw = numbers.astype(">u4").tobytes()
+    return raw[: len(raw) - padding]
 
 
 # -- base32: RFC 4648's alphabet, capitals and 2 to 7 -----------------------------------------------------
