@@ -3,6 +3,7 @@ official SDKs through a real egressguard process."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import ssl
@@ -507,6 +508,40 @@ def test_a_key_written_in_tag_characters_is_redacted_from_a_prompt(
     assert smuggled not in sent and "REDACTED" in sent
     found = [f for f in last_record(proxy)["findings"] if f["rule"] == "aws-access-key-id"]
     assert found and all(f["enforced"] for f in found)
+
+
+PLACED = "[REDACTED:aws-access-key-id]"
+
+
+@pytest.mark.parametrize(
+    ("spelt", "left"),
+    [
+        (json.dumps(list(AWS_KEY)), f'["{PLACED}"]'),
+        (json.dumps({"k": list(AWS_KEY)}, indent=2), f'{{\n  "k": [\n    "{PLACED}"\n  ]\n}}'),
+        (base64.b85encode(f"key={AWS_KEY}".encode()).decode(), PLACED),
+        (base64.a85encode(AWS_KEY.encode(), adobe=True).decode(), f"<~{PLACED}~>"),
+    ],
+    ids=["character list", "character list one a line", "base85", "ascii85"],
+)
+def test_a_key_spelt_to_pass_the_scan_is_redacted_from_a_prompt_and_recorded_without_it(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    spelt: str,
+    left: str,
+) -> None:
+    """A key sent as a list of its characters or in base85 is redacted where it stands before the
+    prompt leaves, and neither the key nor its spelling is in the audit or the proxy's output."""
+    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    openai_client(upstream).chat.completions.create(model="m", messages=ask(f"store this: {spelt} thanks"))
+    sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
+    assert sent == f"store this: {left} thanks"
+    found = [f for f in last_record(proxy)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] for f in found)
+    written = b"".join(path.read_bytes() for path in Path(proxy.data_dir).rglob("*") if path.is_file())
+    written += proxy.output().encode()
+    for secret in (AWS_KEY, spelt[4:12]):
+        assert secret.encode() not in written
 
 
 @pytest.mark.parametrize("status", [400, 500, 599, 999])
