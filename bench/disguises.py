@@ -255,7 +255,7 @@ ENCODERS: dict[str, Encoder] = {
     "chr-joined": _value(lambda value: "+".join(f"chr({ord(char)})" for char in value)),
     "json-split": _value(lambda value: json.dumps(dict(zip("abc", _thirds(value), strict=True)))),
     "character-list": _value(lambda value: json.dumps(list(value))),
-    "character-list-indented": _value(lambda value: json.dumps({"k": list(value)}, indent=2)),
+    "character-list-indented": _value(lambda value: json.dumps(list(value), indent=2)),
     "character-list-reversed": _value(lambda value: repr(list(value[::-1]))),
 }
 
