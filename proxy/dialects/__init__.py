@@ -18,6 +18,7 @@ from proxy.dialects.generic import Generic
 from proxy.dialects.mcp import MCP, holds_jsonrpc
 from proxy.dialects.openai_chat import OpenAIChat
 from proxy.dialects.openai_responses import OpenAIResponses
+from proxy.dialects.stored import Stored, is_stored_route
 from proxy.dialects.stream import (
     DropNotice,
     StreamFilters,
@@ -41,6 +42,7 @@ __all__ = [
     "Generic",
     "OpenAIChat",
     "OpenAIResponses",
+    "Stored",
     "StreamFilters",
     "StreamSession",
     "TextFilter",
@@ -74,7 +76,7 @@ _MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
 regardless of case, and fold the long s to "s"), or with an escape."""
 _NAMES: dict[str, type[Dialect]] = {
     dialect.name: dialect
-    for dialect in (OpenAIChat, OpenAIResponses, Anthropic, BedrockConverse, Gemini, MCP, Generic)
+    for dialect in (OpenAIChat, OpenAIResponses, Anthropic, BedrockConverse, Gemini, MCP, Stored, Generic)
 }
 
 
@@ -85,7 +87,7 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
     A model API's route decides: a body shaped otherwise (a ``jsonrpc`` key) does not make the model's
     answer unread. Elsewhere a body is JSON-RPC when it parses as one to a server (``jsonrpc_messages``),
     and then read as MCP: a reader that knows less of it would gate no tool call in it."""
-    route = unquote(path.split("?", 1)[0]).rstrip("/")
+    route = _route(path)
     model_api = _model_api(route, body)
     if model_api is not None:
         return model_api
@@ -98,8 +100,13 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
     return Generic()
 
 
+def _route(path: str) -> str:
+    return unquote(path.split("?", 1)[0]).rstrip("/")
+
+
 def _model_api(route: str, body: bytes) -> Dialect | None:
-    """The model API a route names, if any (``/messages`` names Anthropic's only for a Messages body)."""
+    """The model API a route names, if any (``/messages`` names Anthropic's only for a Messages body); a
+    route that stores model input for the provider to run or read later is read by ``Stored``."""
     if route.endswith("/chat/completions"):
         azure = _AZURE_DEPLOYMENT.search(route)
         return OpenAIChat(model_hint=azure.group(1) if azure else None)
@@ -126,7 +133,15 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
             return Anthropic()
         if jsonrpc_messages(body) is None and "max_tokens" in _top_level_keys(body):
             return Anthropic()
+    if is_stored_route(route):
+        return Stored(route, _embedded_route)
     return None
+
+
+def _embedded_route(path: str, body: bytes) -> Dialect | None:
+    """The model API of a request a batch names by its path (``/v1/responses``), stored requests aside."""
+    dialect = _model_api(_route(path), body)
+    return None if isinstance(dialect, Stored) else dialect
 
 
 def _bedrock_invoke(model: str, streaming: bool, body: bytes) -> Dialect | None:

@@ -128,6 +128,7 @@ OUTPUT_ITEMS = (
     "local_shell_call_output",
     "shell_call_output",
     "apply_patch_call_output",
+    "computer_call_output",
 )
 
 
@@ -183,7 +184,10 @@ def _read_files(
     tool_name: str | None = None,
     call_id: str | None = None,
 ) -> None:
-    """The files a message's or a tool output's parts carry or give by URL (``_read_file``)."""
+    """The files a message's or a tool output's parts carry or give by URL (``_read_file``); an output
+    that is one part (a ``computer_call_output``'s screenshot) is read as one."""
+    if isinstance(content, dict):
+        _read_file(view, content, base, source, tool_name, call_id)
     for index, raw_part in enumerate(as_list(content)):
         _read_file(view, as_dict(raw_part), f"{base}[{index}]", source, tool_name, call_id)
 
@@ -196,12 +200,12 @@ def _read_file(
     tool_name: str | None = None,
     call_id: str | None = None,
 ) -> None:
-    """The file an ``input_file`` part carries in ``file_data``, and the file or image an ``input_file``
-    or ``input_image`` part gives by URL, for the API to fetch."""
+    """The file an ``input_file`` part carries in ``file_data``, and the file or image an ``input_file``,
+    ``input_image`` or ``computer_screenshot`` part gives by URL, for the API to fetch."""
     if part.get("type") == "input_file":
         add_file(view, read_file(part.get("file_data"), f"{where}.file_data", source, tool_name, call_id))
         read_fetched(view, part.get("file_url"), f"{where}.file_url", "file")
-    elif part.get("type") == "input_image":
+    elif part.get("type") in ("input_image", "computer_screenshot"):
         read_fetched(view, part.get("image_url"), f"{where}.image_url", "image")
 
 

