@@ -1216,9 +1216,8 @@ class Inspect:
             if self._refuse_relayed(flow, turn, dialect, error):
                 return
         if not event_stream:
-            if flow.response.stream is True and self._refuse_unread_answer(flow, turn, dialect):
-                return
-            self._redact_large_body(flow, turn, inspector)
+            if flow.response.stream is True:
+                self.relay_unread_answer(flow, flow.response.headers.get("content-length"))
             return
         turn.stream = True
         filters = self._stream_filters(flow, inspector)
@@ -1623,21 +1622,34 @@ class Inspect:
                 return
             set_text(flow.response, filtered, encoding)
 
-    def _refuse_unread_answer(self, flow: http.HTTPFlow, turn: Turn, dialect: Dialect) -> bool:
-        """An answer announced over the inspection cap is relayed as it arrives, read by the secret
-        redactor alone: no detector gates the calls or reads the results in it. A model API's or an MCP
-        server's answer (whose size the model or the server chooses) is refused where a threat decided on
-        a body's words is enforced (True), as a request over the cap is; any other (a download) passes
-        through the redactor. Each is on the record as unread."""
-        assert flow.response is not None
-        length = flow.response.headers.get("content-length", "an unannounced number of")
-        cap = policy_of(flow, self.runtime).max_body_bytes
-        error = OverCapError(f"has {length} bytes, over the inspection cap of {cap}")
-        if isinstance(dialect, Generic):
-            threat = inspection_threat(policy_of(flow, self.runtime))
-            turn.add(uninspectable_finding("response", error, threat, enforced=False))
-            return False
-        return self._refuse_relayed(flow, turn, dialect, error)
+    @fail_open
+    def responseovercap(self, flow: http.HTTPFlow) -> None:
+        """An answer of no announced length grew past the inspection cap while held, and is relayed as it
+        arrives from here on (``addons.wire.early``): none of it has reached the agent yet."""
+        self.relay_unread_answer(flow, None)
+
+    def relay_unread_answer(self, flow: http.HTTPFlow, announced: str | None) -> None:
+        """An answer over the inspection cap is relayed as it arrives, read by the secret redactor alone:
+        no detector gates the calls or reads the results in it. A model API's or an MCP server's answer
+        (whose size the model or the server chooses) is refused where a threat decided on a body's words
+        is enforced, as a request over the cap is; any other (a download) passes through the redactor.
+        Each is on the record as unread. ``announced``: the length the answer announced, if any."""
+        turn, inspector, dialect = self._state(flow)
+        if turn is None or inspector is None or dialect is None or flow.response is None:
+            return
+        policy = policy_of(flow, self.runtime)
+        cap = policy.max_body_bytes
+        error = OverCapError(
+            f"grew past the inspection cap of {cap} on its way"
+            if announced is None
+            else f"has {announced} bytes, over the inspection cap of {cap}"
+        )
+        if not isinstance(dialect, Generic):
+            if self._refuse_relayed(flow, turn, dialect, error):
+                return
+        else:
+            turn.add(uninspectable_finding("response", error, inspection_threat(policy), enforced=False))
+        self._redact_large_body(flow, turn, inspector)
 
     def _redact_large_body(self, flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector) -> None:
         """mitmproxy relays a body over the inspection cap as it arrives (``stream_large_bodies``): in

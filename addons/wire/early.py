@@ -12,6 +12,10 @@ body was read gets that answer at once; a body that grows past the cap while hel
 the body is never read into memory: over HTTP/1 the connection is closed after the answer (the unread
 bytes would otherwise be read as the next request); over HTTP/2 and HTTP/3 the rest of that stream is
 read and dropped, and the connection keeps serving its other streams.
+
+An answer of no announced length that grows past the cap while held is switched to streaming the same
+way, after ``responseheaders`` saw it as one to hold: the ``responseovercap`` hook runs first, where an
+addon reads it on its way or replaces it, before any byte of it has reached the client.
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ class RequestOverCapHook(commands.StartHook):
     left yet. An addon may set ``flow.response`` to answer it instead of relaying it."""
 
     name = "requestovercap"
+    flow: http.HTTPFlow
+
+
+@dataclass
+class ResponseOverCapHook(commands.StartHook):
+    """A response body of no announced length grew past ``stream_large_bodies`` while held, after the
+    ``responseheaders`` hook saw it as one to hold: it is relayed as it arrives from here on, and none of
+    it has reached the client yet. An addon may set ``flow.response.stream`` to read it on its way, or
+    replace the response."""
+
+    name = "responseovercap"
     flow: http.HTTPFlow
 
 
@@ -88,6 +103,13 @@ class AnsweringStream(http_layer.HttpStream):
             yield from super().start_request_stream()
         else:
             yield from self.answer_unread_request()
+
+    def start_response_stream(self) -> CommandGenerator:
+        if self.server_state == self.state_consume_response_body:
+            yield ResponseOverCapHook(self.flow)
+            if (yield from self.check_killed(True)):
+                return
+        yield from super().start_response_stream()
 
     def answer_unread_request(self) -> CommandGenerator:
         """The answer goes out now; what is left of the body is never read into memory."""
