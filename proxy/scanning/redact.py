@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -295,6 +296,15 @@ _OPEN_SEGMENTS: tuple[tuple[regex.Pattern[str], Callable[[str, int], bool]], ...
         lambda text, start: text.find("0x", start) >= 0,
     ),
 )
+_DIGIT = re.compile("[0-9]")
+_OPEN_RUNS: tuple[tuple[regex.Pattern[str], Callable[[str, int], bool]], ...] = (
+    (_OPEN_NUMBER, lambda text, start: True),
+    (_OPEN_SPACED, lambda text, start: True),
+    (_OPEN_JOINED, lambda text, start: text.find('"', start) >= 0 or text.find("'", start) >= 0),
+    (_OPEN_CODES, lambda text, start: _DIGIT.search(text, start) is not None),
+)
+"""The runs other than encodings ``_open_run`` holds, each with what a text must hold for it to match at
+all (a quote that opens a literal, the digits of a code): most deltas of prose hold neither."""
 _MAX_TRIGGERS = 32
 
 
@@ -713,8 +723,8 @@ def _read_length(text: str, start: int) -> int:
 def _open_run(pending: str, look_from: int, hold: int) -> int:
     """``hold``, or where a number with separators, a letter-spaced run or an encoding that holds
     whitespace starts before it at the end of ``pending``."""
-    for pattern in (_OPEN_NUMBER, _OPEN_SPACED, _OPEN_JOINED, _OPEN_CODES):
-        found = pattern.search(pending, look_from)
+    for pattern, may_match in _OPEN_RUNS:
+        found = pattern.search(pending, look_from) if may_match(pending, look_from) else None
         if found is not None:
             hold = min(hold, found.start())
     for pattern, may_match in _OPEN_SEGMENTS:
