@@ -612,22 +612,19 @@ def _plain_slots(payload: Any) -> list[tuple[str, dict[str, Any], str]] | None:
     if not isinstance(choices, list):
         return None
     slots: list[tuple[str, dict[str, Any], str]] = []
-    for position, raw_choice in enumerate(choices):
-        if not isinstance(raw_choice, dict) or not isinstance(raw_choice.get("delta"), dict):
+    for raw_choice in choices:
+        delta = raw_choice.get("delta") if isinstance(raw_choice, dict) else None
+        if not isinstance(delta, dict):
             continue
-        delta = raw_choice["delta"]
+        index = as_position(raw_choice.get("index"))
         calls = "tool_calls" in delta or "function_call" in delta
-        if (
-            calls
-            or raw_choice.get("finish_reason") is not None
-            or as_position(raw_choice.get("index")) is None
-        ):
+        if calls or index is None or raw_choice.get("finish_reason") is not None:
             return None
         for key in TEXT_KEYS:
             text = delta.get(key)
             if isinstance(text, str):
                 if text:
-                    slots.append((f"choices[{_index(raw_choice, position)}].message.{key}", delta, key))
+                    slots.append((f"choices[{index}].message.{key}", delta, key))
             elif text is not None:
                 return None  # a list of parts
     return slots

@@ -422,7 +422,8 @@ class _PerEvent[Value]:
         return None if entry is None else entry[1]
 
     def clear(self) -> None:
-        self._entries.clear()
+        if self._entries:  # most are empty: six are cleared after every read
+            self._entries.clear()
 
 
 DUPLICATE_KEY_RULE = "inspection.duplicate_key"
@@ -952,7 +953,7 @@ class StreamSession(ABC):
             if len(self._skeletons) >= _SKELETON_KINDS:
                 del self._skeletons[next(iter(self._skeletons))]  # the kind kept longest ago
             # Kept apart from the payload, which the transform may change before the next event.
-            self._skeletons[kind] = (generation, copy.deepcopy(skeleton))
+            self._skeletons[kind] = (generation, _json_copy(skeleton))
         return filtered, changed
 
     def _shape_of(self, event: SSEEvent) -> _Shape | None:
@@ -1365,6 +1366,16 @@ def _asked_again(held: ToolCall, call: ToolCall, complete: bool) -> bool:
     if complete:
         return held.name == call.name
     return len(call.name) > len(held.name) and call.name.startswith(held.name)
+
+
+def _json_copy(value: Any) -> Any:
+    """``copy.deepcopy`` of a value read from JSON (objects, lists and immutable scalars), without the
+    record of the objects copied that ``deepcopy`` keeps for cycles and shared parts, which JSON has not."""
+    if isinstance(value, dict):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(item) for item in value]
+    return value
 
 
 def _filter_once(text_filter: TextFilter, text: str) -> str:
