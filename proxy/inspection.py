@@ -185,11 +185,15 @@ def credential_parameters(target: str) -> list[tuple[str, int, int]]:
     return found
 
 
+NAME_SEPARATORS = str.maketrans("", "", "-_")
+
+
 def name_readings(host: str) -> str:
     """A host name as those it reaches may read it, one reading a line: as written; its labels joined
     two to ``NAME_LABELS_JOINED`` at a time (a key longer than a label's 63 characters spans several,
-    and whoever serves the domain joins them); each also upper-cased (names are read in any case, and a
-    key of one case, as an AWS key id is, loses nothing in the other). An address is read as written."""
+    and whoever serves the domain joins them); each without the hyphens and underscores that may split a
+    key inside a label (``AKIA-QYLP-...``); each also upper-cased (names are read in any case, and a key
+    of one case, as an AWS key id is, loses nothing in the other). An address is read as written."""
     readings = [host]
     if parse_ip_literal(host) is None:
         labels = host.split(".")
@@ -198,6 +202,9 @@ def name_readings(host: str) -> str:
             for count in range(2, NAME_LABELS_JOINED + 1)
             for start in range(len(labels) - count + 1)
         ]
+    readings += [
+        reading.translate(NAME_SEPARATORS) for reading in readings if "-" in reading or "_" in reading
+    ]
     text = "\n".join(readings)
     return f"{text}\n{text.upper()}"
 

@@ -982,8 +982,18 @@ ANTHROPIC_KEY = "sk-ant-api03-" + "Xq7" * 28 + "AbC-dEfGAA"
         f"x.{AWS_ID[:9]}.{AWS_ID[9:]}.svc.test",
         f"{ANTHROPIC_KEY[:60]}.{ANTHROPIC_KEY[60:]}.svc.test",
         "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP.svc.test",
+        "AKIA-QYLP-MN5H-HHFP-ZAM2.svc.test",
+        "akia_qylp_mn5h.hhfp_zam2.svc.test",
     ],
-    ids=["as-written", "lower-cased", "across-labels", "longer-than-a-label", "github"],
+    ids=[
+        "as-written",
+        "lower-cased",
+        "across-labels",
+        "longer-than-a-label",
+        "github",
+        "hyphens",
+        "underscores",
+    ],
 )
 def test_a_secret_in_a_destination_name_refuses_it_where_requests_are_redacted(
     detectors: Detectors, clock: Clock, host: str
@@ -1021,6 +1031,9 @@ def test_a_secret_in_a_destination_name_refuses_it_where_requests_are_redacted(
         "support-agent-7f9c8d6b5-x2x4z.default.svc.cluster.local",
         "xn--bcher-kva.example",
         "akiaport.example.com",
+        "ip-10-12-34-56.ec2.internal",
+        "10-12-34-56.nip.io",
+        "my_service-v2.default-namespace.svc.cluster.local",
     ],
 )
 def test_destination_names_agents_reach_every_day_hold_nothing(
