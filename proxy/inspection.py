@@ -62,6 +62,7 @@ from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, 
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
+from proxy.dialects.stored import may_configure_realtime, realtime_request
 from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
 from proxy.egress import canonical_host, decide, parse_ip_literal
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
@@ -1307,7 +1308,11 @@ class TurnInspector:
         agent sends back, read as tool results. Findings recorded; the one that withholds the message where
         the policy enforces it, as it refuses a request or answer: a call or injection (an agent's own
         prompt too) found in it, not a secret its redaction took out."""
-        if (may_hold_results(text) or may_ask_fetches(text)) if from_client else may_hold_calls(text):
+        if (
+            (may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text))
+            if from_client
+            else may_hold_calls(text)
+        ):
             with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
                 self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
         refusing = [
@@ -1324,6 +1329,9 @@ class TurnInspector:
         if from_client:
             parts = sent_results(document)
             asked = live_request(document)
+            configured = realtime_request(document)
+            asked.declared_tools += configured.declared_tools
+            asked.fetches += configured.fetches
             asked.declared_tools = [
                 dataclasses.replace(tool, where=_within(where, tool.where)) for tool in asked.declared_tools
             ]

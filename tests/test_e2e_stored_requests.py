@@ -7,15 +7,19 @@ pass. Read by unit, then end to end through a real egressguard in enforce mode w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anthropic
 import openai
 import pytest
+import websockets.exceptions
 
+from proxy.commands.localca import UpstreamPKI
 from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE, PROVIDER_FETCH_RULE
 from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses, Stored, detect
 from proxy.exchange import RequestView
@@ -23,7 +27,9 @@ from tests.harness import Proxy
 from tests.test_e2e_declared_tools import refusals
 from tests.test_e2e_inspect import AWS_KEY, _agent, anthropic_client, last_record, openai_client
 from tests.test_e2e_provider_fetch import gemini_client
+from tests.test_e2e_websocket import Realtime, connect
 from tests.upstream import FakeUpstream, Reply
+from tests.wsupstream import WAIT_S
 
 OUTSIDE = "https://attacker.example/c?d=customer-row-jane-doe-acct-99812"
 INSIDE = "https://docs.example/guide.pdf"
@@ -344,3 +350,32 @@ def test_gemini_cached_contents_are_refused_as_generate_content_is(
     )
     assert INSIDE in upstream.received[-1].body.decode()
     assert refusals(last_record(enforce, 2)) == []
+
+
+def test_a_realtime_session_update_declaring_an_mcp_server_is_withheld(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A Realtime session configured over its WebSocket is read as its client secret's session is: the
+    update that declares a remote MCP server outside the allowlist never reaches the API; one declaring a
+    function tool does."""
+    proxy = start_proxy(mode="enforce")
+    function = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
+    allowed = json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": [function]}})
+    mcp_session = {"type": "realtime", "tools": [UNASKED_MCP]}
+    declaring = json.dumps({"type": "session.update", "session": mcp_session})
+    realtime = Realtime(upstream_pki)
+    with connect(proxy, realtime.port) as connection:
+        connection.send(allowed)
+        deadline = time.monotonic() + WAIT_S
+        while not realtime.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            connection.send(declaring)
+            connection.recv(timeout=WAIT_S / 2)
+    realtime.close()
+    assert realtime.received[0] == allowed
+    assert not any("attacker.example" in str(message) for message in realtime.received)
+    findings = [finding for record in proxy.wait_for_records(1) for finding in record["findings"]]
+    assert ("lateral_movement", MCP_SERVER_EGRESS_RULE, True) in {
+        (finding["threat"], finding["rule"], finding["enforced"]) for finding in findings
+    }

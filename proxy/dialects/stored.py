@@ -10,6 +10,7 @@ The answer to such a route is no model's answer (a batch's or a file's record): 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
@@ -155,7 +156,7 @@ class Stored(Dialect):
             except (ValueError, RecursionError):
                 view.parts.append(Part(Source.USER, line, format_locator((*base, index))))
                 continue
-            self._merge(view, document, self._line_requests(document), (*base, index))
+            self.merge(view, document, self._line_requests(document), (*base, index))
 
     def _line_requests(self, line: Any) -> list[Embedded]:
         """The request a batch input file's line holds: OpenAI's names its route (``url``) and carries its
@@ -171,14 +172,14 @@ class Stored(Dialect):
         view = RequestView(dialect=self.name)
         if _FILES.search(self.route):
             # A batch input file of one line is a JSON document.
-            self._merge(view, document, self._line_requests(document), ())
+            self.merge(view, document, self._line_requests(document), ())
             return view
         embedded = next((find for pattern, find in _STORED_ROUTES if pattern.search(self.route)), None)
-        self._merge(view, document, embedded(document) if embedded else [], ())
+        self.merge(view, document, embedded(document) if embedded else [], ())
         return view
 
     @staticmethod
-    def _merge(view: RequestView, document: Any, requests: list[Embedded], base: tuple[Step, ...]) -> None:
+    def merge(view: RequestView, document: Any, requests: list[Embedded], base: tuple[Step, ...]) -> None:
         """Adds to ``view`` what each embedded request's dialect reads in it, its locators leading from
         ``base`` into ``document``, then every other string of ``document`` as any body's."""
         read: set[str] = set()
@@ -276,3 +277,29 @@ def _rewrite_lines(content: bytes, replacements: Mapping[str, str]) -> bytes:
         document = set_at(jsontext.loads(lines[line]), format_locator(steps[1:]), replacement)
         lines[line] = encode_json(document).decode("utf-8", "surrogateescape")
     return encode_text("\n".join(lines))
+
+
+REALTIME_EVENTS = ("session.update", "conversation.item.create")
+"""The OpenAI Realtime client events that configure what the API runs (a session's tools) or add what it
+fetches (an item's images and files)."""
+
+
+def may_configure_realtime(text: str) -> bool:
+    """Whether a WebSocket client message may be one ``realtime_request`` reads anything of."""
+    return "\\u" in text or any(event in text for event in REALTIME_EVENTS)
+
+
+def realtime_request(message: Any) -> RequestView:
+    """What an OpenAI Realtime client event lets the API run or fetch, read as a Responses request's: the
+    ``session`` a ``session.update`` configures (its tools), the ``item`` a ``conversation.item.create``
+    adds (its images and files by URL)."""
+    view = RequestView(dialect=Stored.name)
+    event = as_dict(message)
+    carried = {
+        "session.update": Embedded(("session",), OpenAIResponses()),
+        "conversation.item.create": Embedded(("item",), OpenAIResponses(), ("input", 0)),
+    }.get(as_str(event.get("type")) or "")
+    if carried is not None and carried.at[0] in event:
+        with contextlib.suppress(*SHAPE_ERRORS):
+            Stored.merge(view, event, [carried], ())
+    return view
