@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from proxy.dialects.base import (
@@ -26,7 +25,8 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
 from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
 from proxy.dialects.shapes import (
-    CallPiece,
+    Placed,
+    StreamedCalls,
     StreamKey,
     body_may_hold_calls,
     call_pieces,
@@ -35,11 +35,9 @@ from proxy.dialects.shapes import (
     shaped_results,
 )
 from proxy.dialects.stream import (
-    GrowingText,
     PerEventStreamSession,
     StreamFilters,
     StreamSession,
-    ToolDecision,
     encode_json,
     rewritten,
 )
@@ -227,65 +225,6 @@ def with_calls(completion: Completion, document: Any) -> None:
     completion.parts.extend(shaped_results(document))  # their texts are among the completion's already
 
 
-@dataclass(slots=True)
-class _StreamedCall:
-    """A call whose arguments stream over several events, as the events read so far give it."""
-
-    where: str
-    ids: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    """The pieces of its name, which the OpenAI SDK joins and other clients take the first of."""
-    arguments: GrowingText = field(default_factory=GrowingText)
-    given: dict[str, None] = field(default_factory=dict)
-    """Arguments events gave whole besides, each once."""
-    streamed: bool = False
-    ended: bool = False
-    decision: ToolDecision | None = None
-    denied: ToolCall | None = None
-    """The reading the gate did not release, where it was not ``call()``: what the call is recorded as."""
-
-    def add(self, piece: CallPiece) -> None:
-        self.ids += [found for found in piece.ids if found not in self.ids]
-        if piece.name:
-            self.names.append(piece.name)
-        if piece.arguments or piece.joins:
-            self.streamed = self.streamed or bool(piece.arguments)
-            self.arguments.add(piece.arguments)
-        if piece.given is not None:
-            self.given[piece.given] = None
-
-    def call(self) -> ToolCall:
-        """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
-        (where none streamed, the last given whole)."""
-        arguments = self.arguments.text if self.streamed or not self.given else list(self.given)[-1]
-        return ToolCall(self.ids[0] if self.ids else None, "".join(self.names), arguments, self.where)
-
-    def readings(self) -> list[ToolCall]:
-        """The call as each client may read it: ``call()`` first, then with its name's first piece alone
-        and with each of its arguments given whole."""
-        first = self.call()
-        names = dict.fromkeys([first.name, *self.names[:1]])
-        arguments = dict.fromkeys([first.arguments, self.arguments.text, *self.given])
-        return [first] + [
-            dataclasses.replace(first, name=name, arguments=text)
-            for name in names
-            for text in arguments
-            if (name, text) != (first.name, first.arguments)
-        ]
-
-
-@dataclass(frozen=True, slots=True)
-class _Placed:
-    """What one event brought to the calls whose arguments stream: the calls it carries a piece of, those
-    whose arguments it ends, and whether it carries a piece no one reading of the stream places (at an
-    index clients read otherwise, naming another call's id, continuing no call or one already decided, or
-    starting a second call where one is)."""
-
-    keys: frozenset[StreamKey] = frozenset()
-    ended: frozenset[StreamKey] = frozenset()
-    stray: bool = False
-
-
 class GenericStreamSession(PerEventStreamSession):
     """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
     the event. Locators are relative to one event's data.
@@ -300,8 +239,8 @@ class GenericStreamSession(PerEventStreamSession):
         super().__init__(filters)
         self._calls: list[ToolCall] = []
         """The calls of the event last read, each at its place in the stream (``[event].place``, from 0)."""
-        self._streamed: dict[StreamKey, _StreamedCall] = {}
-        self._placed: tuple[SSEEvent, _Placed] | None = None
+        self._streamed = StreamedCalls()
+        self._placed: tuple[SSEEvent, Placed] | None = None
         """The event last read, with what it brought to the calls whose arguments stream."""
         self._held: deque[tuple[list[bytes], frozenset[StreamKey]]] = deque()
         """What the events held since the first one carrying an undecided call let out, in order, each
@@ -310,9 +249,9 @@ class GenericStreamSession(PerEventStreamSession):
 
     @property
     def completion(self) -> Completion:
-        if not self._streamed:
+        if not self._streamed.calls:
             return self._completion
-        streamed = [call.denied or call.call() for call in self._streamed.values()]
+        streamed = [call.denied or call.call() for call in self._streamed.calls.values()]
         return dataclasses.replace(self._completion, tool_calls=[*self._completion.tool_calls, *streamed])
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
@@ -320,8 +259,8 @@ class GenericStreamSession(PerEventStreamSession):
         self._calls = []
         marked = may_hold_calls(event.data or "")
         # Once a call has streamed, every event is read for its pieces: Anthropic's hold no marker.
-        pieces = call_pieces(payload) if marked or self._streamed else []
-        self._placed = (event, self._place(pieces)) if pieces else None
+        pieces = call_pieces(payload) if marked or self._streamed.calls else []
+        self._placed = (event, self._streamed.place(pieces, self._numbered)) if pieces else None
         if marked:
             streaming = {piece.where for piece in pieces if piece.opens}
             # Placed by the event's number: the places within events repeat from one event to the next.
@@ -336,41 +275,9 @@ class GenericStreamSession(PerEventStreamSession):
     def _numbered(self, where: str) -> str:
         return format_locator((self.events - 1, *parse_locator(where)))
 
-    def _place(self, pieces: list[CallPiece]) -> _Placed:
-        keys: set[StreamKey] = set()
-        ended: set[StreamKey] = set()
-        stray = False
-        for piece in pieces:
-            key = piece.key
-            if key is None:
-                stray = True
-            elif piece.ends:
-                ended.update(known for known in self._streamed if known[: len(key)] == key)
-                if key in self._streamed:
-                    keys.add(key)  # a block's stop, an item's done event: of the call, withheld with it
-            elif key not in self._streamed:
-                if not piece.opens:
-                    stray = True
-                    continue
-                self._streamed[key] = _StreamedCall(self._numbered(piece.where))
-                self._streamed[key].add(piece)
-                keys.add(key)
-            else:
-                call = self._streamed[key]
-                keys.add(key)
-                foreign = call.ids and not set(piece.ids) <= set(call.ids)
-                if not piece.joins or foreign or call.decision is not None:
-                    stray = True
-                    continue
-                call.add(piece)
-        ended = {key for key in ended if not self._streamed[key].ended}
-        for key in ended:
-            self._streamed[key].ended = True
-        return _Placed(frozenset(keys), frozenset(ended), stray)
-
     def _event_output(self, event: SSEEvent, payload: Any) -> list[bytes]:
         output = super()._event_output(event, payload)
-        placed = self._placed[1] if self._placed is not None and self._placed[0] is event else _Placed()
+        placed = self._placed[1] if self._placed is not None and self._placed[0] is event else Placed()
         self._placed = None
         if self.filters.tool_gate is None:
             return output  # observed: each call is read whole at the end, and nothing is held
@@ -388,7 +295,7 @@ class GenericStreamSession(PerEventStreamSession):
         for key in placed.ended:
             self._settle(key)
         if self._held_too_long(self._held_bytes):
-            for key in list(self._streamed):
+            for key in list(self._streamed.calls):
                 self._settle(key, forced="cut")
         return self._release()
 
@@ -396,7 +303,7 @@ class GenericStreamSession(PerEventStreamSession):
         """Decides the call at ``key`` on its arguments as they stand, on every reading of it: dropped
         unless the gate releases each (or where ``forced``: dropped, the gate told its arguments were cut
         short)."""
-        call = self._streamed[key]
+        call = self._streamed.calls[key]
         if call.decision is not None:
             return
         first, *others = call.readings()
@@ -421,7 +328,7 @@ class GenericStreamSession(PerEventStreamSession):
         released: list[bytes] = []
         while self._held:
             output, keys = self._held[0]
-            decisions = {self._streamed[key].decision for key in keys}
+            decisions = {self._streamed.calls[key].decision for key in keys}
             if None in decisions:
                 break
             self._held.popleft()
@@ -432,7 +339,7 @@ class GenericStreamSession(PerEventStreamSession):
 
     def _end_of_stream(self) -> list[bytes]:
         """The stream ended: every call still undecided has all the arguments it will get."""
-        for key in list(self._streamed):
+        for key in list(self._streamed.calls):
             self._settle(key)
         return [*self._release(), *super()._end_of_stream()]
 

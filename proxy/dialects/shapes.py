@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
@@ -26,7 +26,7 @@ from proxy.dialects.openai_responses import (
     output_parts,
     returned_parts,
 )
-from proxy.dialects.stream import dump_json
+from proxy.dialects.stream import GrowingText, ToolDecision, dump_json
 from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
@@ -331,3 +331,104 @@ def _chat_piece(call_delta: dict[str, Any], key: StreamKey | None, where: str) -
 
 def _ids(*ids: str | None) -> tuple[str, ...]:
     return tuple(found for found in ids if found)
+
+
+@dataclasses.dataclass(slots=True)
+class StreamedCall:
+    """A call whose arguments stream over several events, as the events read so far give it."""
+
+    where: str
+    ids: list[str] = dataclasses.field(default_factory=list)
+    names: list[str] = dataclasses.field(default_factory=list)
+    """The pieces of its name, which the OpenAI SDK joins and other clients take the first of."""
+    arguments: GrowingText = dataclasses.field(default_factory=GrowingText)
+    given: dict[str, None] = dataclasses.field(default_factory=dict)
+    """Arguments events gave whole besides, each once."""
+    streamed: bool = False
+    ended: bool = False
+    decision: ToolDecision | None = None
+    denied: ToolCall | None = None
+    """The reading the gate did not release, where it was not ``call()``: what the call is recorded as."""
+
+    def add(self, piece: CallPiece) -> None:
+        self.ids += [found for found in piece.ids if found not in self.ids]
+        if piece.name:
+            self.names.append(piece.name)
+        if piece.arguments or piece.joins:
+            self.streamed = self.streamed or bool(piece.arguments)
+            self.arguments.add(piece.arguments)
+        if piece.given is not None:
+            self.given[piece.given] = None
+
+    def call(self) -> ToolCall:
+        """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
+        (where none streamed, the last given whole)."""
+        arguments = self.arguments.text if self.streamed or not self.given else list(self.given)[-1]
+        return ToolCall(self.ids[0] if self.ids else None, "".join(self.names), arguments, self.where)
+
+    def readings(self) -> list[ToolCall]:
+        """The call as each client may read it: ``call()`` first, then with its name's first piece alone
+        and with each of its arguments given whole."""
+        first = self.call()
+        names = dict.fromkeys([first.name, *self.names[:1]])
+        arguments = dict.fromkeys([first.arguments, self.arguments.text, *self.given])
+        return [first] + [
+            dataclasses.replace(first, name=name, arguments=text)
+            for name in names
+            for text in arguments
+            if (name, text) != (first.name, first.arguments)
+        ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placed:
+    """What one event brought to the calls whose arguments stream: the calls it carries a piece of, those
+    whose arguments it ends, and whether it carries a piece no one reading of the stream places (at an
+    index clients read otherwise, naming another call's id, continuing no call or one already decided, or
+    starting a second call where one is)."""
+
+    keys: frozenset[StreamKey] = frozenset()
+    ended: frozenset[StreamKey] = frozenset()
+    stray: bool = False
+
+
+class StreamedCalls:
+    """The calls whose arguments stream over several events (or WebSocket messages), by their key, as
+    the events read so far give them."""
+
+    def __init__(self) -> None:
+        self.calls: dict[StreamKey, StreamedCall] = {}
+
+    def place(self, pieces: list[CallPiece], locate: Callable[[str], str]) -> Placed:
+        """Joins the pieces one event brings to their calls; ``locate`` places a piece's locator within
+        the event in the stream (a new call is found at its first piece's place)."""
+        keys: set[StreamKey] = set()
+        ended: set[StreamKey] = set()
+        stray = False
+        for piece in pieces:
+            key = piece.key
+            if key is None:
+                stray = True
+            elif piece.ends:
+                ended.update(known for known in self.calls if known[: len(key)] == key)
+                if key in self.calls:
+                    keys.add(key)  # a block's stop, an item's done event: of the call, withheld with it
+            elif key not in self.calls:
+                if not piece.opens:
+                    stray = True
+                    continue
+                self.calls[key] = StreamedCall(locate(piece.where))
+                self.calls[key].add(piece)
+                keys.add(key)
+            else:
+                call = self.calls[key]
+                keys.add(key)
+                foreign = call.ids and not set(piece.ids) <= set(call.ids)
+                if not piece.joins or foreign or call.decision is not None:
+                    stray = True
+                    continue
+                call.add(piece)
+        ended = {key for key in ended if not self.calls[key].ended}
+        for key in ended:
+            self.calls[key].ended = True
+        return Placed(frozenset(keys), frozenset(ended), stray)
