@@ -12,20 +12,23 @@ import asyncio
 import dataclasses
 import hashlib
 import traceback
+from collections import deque
 from collections.abc import Callable, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
 
 import structlog
-from mitmproxy import http
+from mitmproxy import ctx, http
 from mitmproxy.net.http import status_codes
+from mitmproxy.websocket import WebSocketMessage
 
 from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
 from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
 from proxy.dialects.base import BLOCKED_CODE, ParsedBody, body_text, load_json_with_shadowed, readable_text
 from proxy.dialects.generic import binary_parts
+from proxy.dialects.messages import Sending
 from proxy.dialects.readings import (
     DECLARED,
     FIRST_VALUE,
@@ -85,6 +88,8 @@ RELAYED_UNREAD_KEY = "egressguard.inspect.relayed_unread"
 READER_KEY = "egressguard.request_reader"
 """The dialect the request body was read with: its API's, or the generic reader where that cannot."""
 PENDING_KEY = "egressguard.inspect.pending"
+RELAYED_KEY = "egressguard.inspect.relayed_messages"
+"""The upstream's messages a WebSocket flow injected to the agent and has not yet seen go by, in order."""
 ALONGSIDE_THREADS = 4
 """Threads inspecting observed requests that have already left (they share one core's GIL)."""
 OVER_CAP_RULE = "inspection.decoded_over_cap"
@@ -220,8 +225,31 @@ def refuse_timed_out(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str)
 def reading_place(flow: http.HTTPFlow) -> str:
     """Where a hook of ``flow`` was reading: its last WebSocket message, its response or its request."""
     if flow.websocket is not None and flow.websocket.messages:
-        return f"websocket[{len(flow.websocket.messages) - 1}]"
+        return message_place(flow)
     return "response" if flow.response is not None else "request"
+
+
+@dataclasses.dataclass(slots=True)
+class Relayed:
+    """The upstream's messages a WebSocket flow held and let out later, injected to the agent."""
+
+    coming: deque[bytes] = dataclasses.field(default_factory=deque)
+    """Those not yet seen go by, in order."""
+    count: int = 0
+    """Those seen: a message is named by its place among those the peers sent, which they are not."""
+
+    @staticmethod
+    def of(flow: http.HTTPFlow) -> Relayed:
+        relayed = flow.metadata.get(RELAYED_KEY)
+        if not isinstance(relayed, Relayed):
+            relayed = flow.metadata[RELAYED_KEY] = Relayed()
+        return relayed
+
+
+def message_place(flow: http.HTTPFlow) -> str:
+    """The locator of the flow's last WebSocket message, counted among the messages its peers sent."""
+    assert flow.websocket is not None
+    return f"websocket[{len(flow.websocket.messages) - 1 - Relayed.of(flow).count}]"
 
 
 def coding_headers(message: http.Message) -> tuple[str | None, str]:
@@ -1462,7 +1490,22 @@ class Inspect:
         if turn is None or inspector is None or flow.websocket is None:
             return
         message = flow.websocket.messages[-1]
-        where = f"websocket[{len(flow.websocket.messages) - 1}]"
+        relayed = Relayed.of(flow)
+        coming = relayed.coming
+        if message.injected and not message.from_client and coming and coming[0] == message.content:
+            coming.popleft()  # a message held and let out: read when it came
+            relayed.count += 1
+            return
+        where = message_place(flow)
+        self._read_message(flow, inspector, message, where)
+        if not message.from_client:
+            content = None if message.dropped else message.content
+            sending = inspector.hold_message(content, is_text=message.is_text, where=where)
+            self._send_in_place(flow, message, sending, coming)
+
+    def _read_message(
+        self, flow: http.HTTPFlow, inspector: TurnInspector, message: WebSocketMessage, where: str
+    ) -> None:
         # A binary frame whose bytes are text is read as text by a receiver that decodes it: inspected
         # like a text frame, and rewritten as the same kind of frame.
         text = message.text if message.is_text else readable_text(message.content)
@@ -1488,6 +1531,31 @@ class Inspect:
             message.drop()
         elif forwarded != text:
             message.content = forwarded.encode("utf-8", "surrogateescape")
+
+    @staticmethod
+    def _send_in_place(
+        flow: http.HTTPFlow, message: WebSocketMessage, sending: Sending | None, coming: deque[bytes]
+    ) -> None:
+        """An upstream's message goes on (``sending`` None) or gives way to ``sending``, the messages held
+        with it that go now, injected in order. While messages injected are on their way, one that
+        would go as it stands goes after them, injected too: the agent gets the upstream's messages in the
+        order they came."""
+        if sending is None:
+            if not coming or message.dropped:
+                return
+            sending = [(message.content, message.is_text)]
+        message.drop()
+        for content, as_text in sending:
+            coming.append(content)
+            ctx.master.commands.call("inject.websocket", flow, True, content, as_text)
+
+    @fail_open
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """The calls an upstream streamed over the connection's messages and left undecided are decided
+        on what they got; their held messages have nowhere to go."""
+        inspector = self._state(flow)[1]
+        if inspector is not None:
+            inspector.end_messages()
 
     def _read_attachments(
         self, flow: http.HTTPFlow, inspector: TurnInspector, files: list[Attachment], side: str

@@ -61,9 +61,17 @@ from proxy.dialects import (
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
+from proxy.dialects.messages import MessageCalls, Sending
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stored import may_configure_realtime, realtime_request
-from proxy.dialects.stream import AMBIGUOUS_RULES, DUPLICATE_KEY_RULE, EventScan, encode_json
+from proxy.dialects.stream import (
+    AMBIGUOUS_RULES,
+    DUPLICATE_KEY_RULE,
+    MAX_HELD_BYTES,
+    MISPLACED_RULE,
+    EventScan,
+    encode_json,
+)
 from proxy.egress import canonical_host, decide, parse_ip_literal
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.model import Action, Decision, Finding, Severity, Threat
@@ -460,6 +468,8 @@ class TurnInspector:
         """Where the findings of the request, response or message being read start in ``turn.findings``."""
         self.residual = self.json_scan(redacts=True)
         self._message_scans: dict[bool, JsonScan] = {}
+        self.message_calls = MessageCalls()
+        """The calls an upstream streams over several WebSocket messages, each decided once."""
         """The scans of a WebSocket connection's messages, one per direction (True: the agent's), each
         keeping the tail of every field's text across messages."""
         self._sent_before: set[str] = set()
@@ -1305,25 +1315,80 @@ class TurnInspector:
         """A WebSocket message ``inspect_message`` has read, read on for what a realtime API carries in it
         by its shape: the tool calls an upstream's event holds, gated as an answer's are (destructive
         calls, credential-file reads), and what tools the API ran returned; the results of its calls an
-        agent sends back, read as tool results. Findings recorded; the one that withholds the message where
-        the policy enforces it, as it refuses a request or answer: a call or injection (an agent's own
-        prompt too) found in it, not a secret its redaction took out."""
-        if (
-            (may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text))
-            if from_client
-            else may_hold_calls(text)
-        ):
+        agent sends back, read as tool results. A call whose pieces stream over several messages is
+        decided once its arguments end (``MessageCalls``), not on the part of it one message carries.
+        Findings recorded; the one that withholds the message where the policy enforces it, as it refuses
+        a request or answer: a call or injection (an agent's own prompt too) found in it, not a secret its
+        redaction took out."""
+        self.message_calls.skip()
+        streaming = not from_client and self.message_calls.streaming
+        sent = may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text)
+        if streaming or (sent if from_client else may_hold_calls(text)):
             with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
                 self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
-        refusing = [
-            finding
-            for finding in self.turn.findings[self._direction_from :]
-            if self._enforceable(finding) and finding.action not in (Action.REDACT, Action.VAULT)
-        ]
-        if not refusing:
+        refusing = list(filter(self._withholds, self.turn.findings[self._direction_from :]))
+        if refusing:
+            self._carry_out(self._direction_from, refusing.__contains__, Decision.BLOCKED)
+        for key in self.message_calls.placed.ended:
+            self._settle_message_call(key)
+        return refusing[0] if refusing else None
+
+    def _withholds(self, finding: Finding) -> bool:
+        """Enforce mode withholds the message or call it is of: not a redaction, which rewrites it."""
+        return self._enforceable(finding) and finding.action not in (Action.REDACT, Action.VAULT)
+
+    def hold_message(self, content: bytes | None, *, is_text: bool, where: str) -> Sending | None:
+        """An upstream's message ``gate_message`` has read (``content`` as it may go, None where
+        withheld), where the policy gates calls: None where it goes now as it stands; else the messages to
+        send in its place now, in order (``MessageCalls.hold``). One carrying a piece no reading places (a
+        delta of no call, a second call started at a call's place, another call's id) is withheld, and the
+        call it names dropped."""
+        calls = self.message_calls
+        placed = calls.take_placed()
+        if self._tool_gate() is None:
             return None
-        self._carry_out(self._direction_from, refusing.__contains__, Decision.BLOCKED)
-        return refusing[0]
+        if placed.stray:
+            self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
+            content = None
+            for key in placed.keys:
+                self._settle_message_call(key, dropped=True)
+        sending = calls.hold(content, is_text=is_text, keys=placed.keys)
+        if calls.over_cap():
+            self.turn.errors.append(f"websocket: held tool calls grew past {MAX_HELD_BYTES} bytes; dropped")
+            for key, _ in list(calls.undecided()):
+                self._settle_message_call(key, dropped=True)
+            sending = (sending or []) + calls.release()
+        return sending
+
+    def end_messages(self) -> None:
+        """The connection closed: every call still undecided has all the arguments it will get."""
+        for key, _ in list(self.message_calls.undecided()):
+            self._settle_message_call(key)
+
+    def _settle_message_call(self, key: Any, *, dropped: bool = False) -> None:
+        """Decides a call streamed over messages on its arguments as they stand, on every reading of it,
+        as a call an answer holds whole is decided: dropped where a finding on any reading withholds it
+        (or where ``dropped``). Its findings are recorded, at the place of its first piece."""
+        call = self.message_calls.streamed.calls[key]
+        if call.decision is not None:
+            return
+        if dropped:
+            call.decision = "drop"
+            return
+        first, *others = call.readings()
+        for reading in (first, *others):
+            found = self._destructive_calls([reading], repeated=True) + self._credential_reads([reading])
+            if reading is first:
+                found += self._repeated_behaviour([reading])
+            withholds = any(self._withholds(finding) for finding in found)
+            since = len(self.turn.findings)
+            if reading is first or withholds:
+                self._record(found)
+            if withholds:
+                call.decision = "drop"
+                self._carry_out(since, self._withholds, Decision.BLOCKED)
+                return
+        call.decision = "release"
 
     def _read_shapes(self, document: Any, *, from_client: bool, where: str) -> None:
         if from_client:
@@ -1340,8 +1405,11 @@ class TurnInspector:
             ]
             self._record_run_upstream(asked)
         else:
+            opening = self.message_calls.read(document, where)
             calls = [
-                dataclasses.replace(call, where=_within(where, call.where)) for call in shaped_calls(document)
+                dataclasses.replace(call, where=_within(where, call.where))
+                for call in shaped_calls(document)
+                if call.where not in opening
             ]
             self._record(self._destructive_calls(calls, repeated=True) + self._credential_reads(calls))
             self._record(self._repeated_behaviour(calls))

@@ -197,34 +197,39 @@ def test_a_gated_call_in_a_generic_stream_withholds_its_event(
     assert '"tool_use"' in post(proxy, upstream, STREAM_ROUTE).text
 
 
+def realtime_call(kind: str, output_index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A Realtime event of response ``resp_1`` about the function call item ``i{output_index}``: its item
+    added (in progress, no arguments yet) or done, or its arguments done."""
+    item = {"id": f"i{output_index}", "type": "function_call", "call_id": call_id, "name": name}
+    placed = {"response_id": "resp_1", "output_index": output_index}
+    if kind == "response.output_item.added":
+        return {"type": kind, **placed, "item": {**item, "status": "in_progress", "arguments": ""}}
+    if kind == "response.output_item.done":
+        return {"type": kind, **placed, "item": {**item, "status": "completed", "arguments": arguments}}
+    return {
+        "type": kind,
+        **placed,
+        "item_id": item["id"],
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+ADDED, ARGUMENTS_DONE, ITEM_DONE = (
+    "response.output_item.added",
+    "response.function_call_arguments.done",
+    "response.output_item.done",
+)
+CREDENTIALS_READ = '{"path": "/home/u/.aws/credentials"}'
 REALTIME_EVENTS = (
-    {"type": "response.output_text.delta", "item_id": "i0", "delta": "Tidying up the accounts."},
-    {
-        "type": "response.output_item.added",
-        "item": {"type": "function_call", "call_id": "c1", "name": "delete_customer", "arguments": ""},
-    },
-    {
-        "type": "response.function_call_arguments.done",
-        "item_id": "i1",
-        "call_id": "c1",
-        "name": "delete_customer",
-        "arguments": '{"id": 42}',
-    },
-    {
-        "type": "response.output_item.done",
-        "item": {
-            "type": "function_call",
-            "call_id": "c2",
-            "name": "read_file",
-            "arguments": '{"path": "/home/u/.aws/credentials"}',
-        },
-    },
-    {
-        "type": "response.function_call_arguments.done",
-        "call_id": "c3",
-        "name": "get_weather",
-        "arguments": '{"city": "Oslo"}',
-    },
+    {"type": "response.output_text.delta", "response_id": "resp_1", "item_id": "i0", "delta": "Tidying up."},
+    realtime_call(ADDED, 1, "c1", "delete_customer", ""),
+    realtime_call(ARGUMENTS_DONE, 1, "c1", "delete_customer", '{"id": 42}'),
+    realtime_call(ITEM_DONE, 2, "c2", "read_file", CREDENTIALS_READ),
+    realtime_call(ADDED, 3, "c3", "get_weather", ""),
+    realtime_call(ARGUMENTS_DONE, 3, "c3", "get_weather", '{"city": "Oslo"}'),
+    realtime_call(ITEM_DONE, 3, "c3", "get_weather", '{"city": "Oslo"}'),
 )
 RESPONSE_DONE: dict[str, Any] = {
     "type": "response.done",
@@ -280,10 +285,11 @@ def realtime(upstream_pki: UpstreamPKI) -> Iterator[Realtime]:
 def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
     mode: str, start_proxy: Callable[..., Proxy], realtime: Realtime
 ) -> None:
-    """Enforced, an event carrying a destructive call or a credential-file read is not delivered (a
-    harmless call and the text are), and a function result or user text the agent sends with an
-    injection does not reach the API; observed, everything passes and all of it is recorded. The agent
-    is the OpenAI SDK's Realtime client."""
+    """Enforced, the events of a destructive call (decided when its response ends) or carrying a
+    credential-file read are not delivered (a harmless call's, held behind the first, and the text are,
+    in order), and a function result or user text the agent sends with an injection does not reach the
+    API; observed, everything passes and all of it is recorded. The agent is the OpenAI SDK's Realtime
+    client."""
     proxy = start_proxy(mode=mode)
     with realtime_agent(proxy, realtime.port, CONTEXT) as connection:
         delivered = received_types(connection, RESPONSE_DONE["type"])
@@ -294,7 +300,7 @@ def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
             time.sleep(0.05)
     enforcing = mode == "enforce"
     if enforcing:
-        assert delivered[:-1] == ["response.output_text.delta", "response.function_call_arguments.done"]
+        assert delivered[:-1] == ["response.output_text.delta", ADDED, ARGUMENTS_DONE, ITEM_DONE]
         assert sent_items(realtime) == [CLIENT_EVENTS[-1]["item"]]
     else:
         assert len(delivered) == len(REALTIME_EVENTS) + 1
@@ -310,10 +316,11 @@ def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
         ("tool_abuse", "websocket[1].item"),
         ("tool_abuse", "websocket[2]"),
         ("credential_theft", "websocket[3].item"),
-        ("prompt_injection", "websocket[6].item.output"),
-        ("prompt_injection", "websocket[7]"),
+        ("prompt_injection", "websocket[8].item.output"),
+        ("prompt_injection", "websocket[9]"),
     }
-    assert not any(where.startswith(("websocket[0]", "websocket[4]", "websocket[8]")) for _, where in places)
+    quiet = ("websocket[0]", "websocket[4]", "websocket[5]", "websocket[6]", "websocket[7]", "websocket[10]")
+    assert not any(where.startswith(quiet) for _, where in places)
     assert all(enforced is enforcing for _, _, enforced in found)
 
 
@@ -354,21 +361,26 @@ APPROVED_CALL = {
     "arguments": '{"id": 42}',
 }
 REPEATS: tuple[dict[str, Any], ...] = (
-    {"type": "conversation.item.created", "item": {"id": "item_1", **APPROVED_CALL, "status": "completed"}},
+    realtime_call(ADDED, 0, "c1", "delete_customer", ""),
     {
-        "type": "response.function_call_arguments.done",
-        "item_id": "item_1",
-        **{key: APPROVED_CALL[key] for key in ("call_id", "name", "arguments")},
+        "type": "conversation.item.created",
+        "item": {**realtime_call(ADDED, 0, "c1", "delete_customer", "")["item"]},
     },
-    {"type": "response.output_item.done", "item": {"id": "item_1", **APPROVED_CALL}},
+    *(
+        {"type": "response.function_call_arguments.delta", "response_id": "resp_1", "output_index": 0}
+        | {"item_id": "i0", "call_id": "c1", "delta": delta}
+        for delta in ('{"id": ', "42}")
+    ),
+    realtime_call(ARGUMENTS_DONE, 0, "c1", "delete_customer", '{"id": 42}'),
+    realtime_call(ITEM_DONE, 0, "c1", "delete_customer", '{"id": 42}'),
     # Another call under the approved call's id: its arguments are not those approved.
-    {
-        "type": "response.output_item.done",
-        "item": {"id": "item_2", **APPROVED_CALL, "arguments": '{"id": 43}'},
-    },
-    {"type": "response.done", "response": {"id": "resp_1", "output": [{"id": "item_1", **APPROVED_CALL}]}},
+    {"type": "conversation.item.created", "item": {"id": "i9", **APPROVED_CALL, "arguments": '{"id": 43}'}},
+    {"type": "response.done", "response": {"id": "resp_1", "output": [{"id": "i0", **APPROVED_CALL}]}},
     {"type": "rate_limits.updated", "rate_limits": []},
 )
+DECIDED_AT = ["websocket[0].item", "websocket[4]", "websocket[5].item", "websocket[7].response.output[0]"]
+"""Where the one decision on the streamed call stands: its item added (its first piece, judged on its
+whole arguments), its arguments done, its item done and its response done."""
 
 
 def realtime_events(proxy: Proxy, port: int, headers: dict[str, str]) -> list[str]:
@@ -380,10 +392,11 @@ def realtime_events(proxy: Proxy, port: int, headers: dict[str, str]) -> list[st
 def test_an_approved_realtime_call_passes_in_every_message_that_repeats_it(
     start_admin: Callable[..., Admin], upstream_pki: UpstreamPKI
 ) -> None:
-    """A realtime API repeats a call in several events (its item created, its arguments done, its item
-    done, the response done): unapproved, each is withheld under the one approval the call opened; with
-    that approval granted for one use, each passes, the use spent once, and a call under the same id with
-    other arguments is withheld as a call of its own."""
+    """A realtime API streams a call over several events (its item added with no arguments, the item
+    created, its argument deltas, its arguments done, its item done, the response done): unapproved,
+    each is withheld under the one approval its whole arguments opened, none judged on the part of the
+    call it carries; with that approval granted for one use, each passes, in order, the use spent once,
+    and a call under the same id with other arguments is withheld as a call of its own."""
     admin = start_admin(mode="enforce")
     server = Realtime(upstream_pki, tuple(json.dumps(event) for event in REPEATS))
     try:
@@ -395,30 +408,21 @@ def test_an_approved_realtime_call_passes_in_every_message_that_repeats_it(
             if f["threat"] == "tool_abuse"
         }
         approval_id = pending["websocket[0].item"]
-        assert [where for where, pending_id in pending.items() if pending_id == approval_id] == [
-            "websocket[0].item",
-            "websocket[1]",
-            "websocket[2].item",
-            "websocket[4].response.output[0]",
-        ]
-        assert pending["websocket[3].item"] != approval_id
+        decided = {where for where, pending_id in pending.items() if pending_id == approval_id}
+        assert decided == set(DECIDED_AT)
+        assert pending["websocket[6].item"] != approval_id
         assert sum(f.get("extra", {}).get("approval_requested", False) for f in first["findings"]) == 2
         assert admin.cli("approvals", "approve", approval_id).returncode == 0
         approved = realtime_events(admin.proxy, server.port, {**CONTEXT, "X-Approval-Id": approval_id})
     finally:
         server.close()
-    assert approved == [event["type"] for index, event in enumerate(REPEATS) if index != 3]
+    assert approved == [event["type"] for index, event in enumerate(REPEATS) if index != 6]
     second = admin.proxy.wait_for_records(2)[1]
     found = {
         (f["where"], f["rule"], f["enforced"]) for f in second["findings"] if f["threat"] == "tool_abuse"
     }
-    assert ("websocket[3].item", "approval-invalid", True) in found
-    assert {where for where, rule, _ in found if rule != "approval-invalid"} == {
-        "websocket[0].item",
-        "websocket[1]",
-        "websocket[2].item",
-        "websocket[4].response.output[0]",
-    }
+    assert {where for where, rule, _ in found if rule == "approval-invalid"} == {"websocket[6].item"}
+    assert {where for where, rule, _ in found if rule != "approval-invalid"} == set(DECIDED_AT)
 
 
 SPLIT_CALLS: dict[str, tuple[list[Any], str]] = {
