@@ -1,0 +1,170 @@
+"""End to end: a tool call an upstream streams over several WebSocket messages, through a real egressguard
+process: joined from its pieces, decided once on its whole arguments, its messages held until then and
+sent in order; the pieces no reading places (out of order, a place or id reused) withheld."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from proxy.commands.localca import UpstreamPKI
+from tests.harness import Proxy
+from tests.test_e2e_shapes import ADDED, CONTEXT, ITEM_DONE, realtime_agent, realtime_call, received_types
+from tests.test_e2e_websocket import Realtime, connect, next_messages
+
+
+def chat_delta(call: dict[str, Any] | None = None, finish: str | None = None) -> dict[str, Any]:
+    """A Chat chunk as a server of its own sends one a message: a piece of a call, or its end."""
+    delta = {"tool_calls": [{"index": 0, **call}]} if call else {}
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def split_call(name: tuple[str, str], arguments: tuple[str, str]) -> list[dict[str, Any]]:
+    """A call whose name and arguments each come in two messages, then its choice's end."""
+    first = {"id": "call_1", "type": "function", "function": {"name": name[0], "arguments": arguments[0]}}
+    second = {"function": {"name": name[1], "arguments": arguments[1]}}
+    return [chat_delta(first), chat_delta(second), chat_delta(finish="tool_calls")]
+
+
+TEXT_BEFORE, TEXT_AFTER = {"type": "text", "text": "Cleaning up."}, {"type": "text", "text": "done"}
+SPLIT: dict[str, tuple[list[dict[str, Any]], str | None]] = {
+    "a destructive tool's name split": (
+        split_call(("delete_", "customer"), ('{"id": ', "42}")),
+        "tool_abuse",
+    ),
+    "a credential path split": (
+        split_call(("read_", "file"), ('{"path": "/home/u/.a', 'ws/credentials"}')),
+        "credential_theft",
+    ),
+    "an everyday read split": (split_call(("read_", "file"), ('{"path": "REA', 'DME.md"}')), None),
+}
+
+
+def relay(
+    proxy: Proxy, upstream_pki: UpstreamPKI, messages: list[dict[str, Any]]
+) -> tuple[list[Any], list[Any]]:
+    """What an agent receives through ``proxy`` of ``messages`` an upstream sends, up to the last, and the
+    findings the proxy recorded of the connection."""
+    server = Realtime(upstream_pki, tuple(json.dumps(message) for message in messages))
+    try:
+        with connect(proxy, server.port) as connection:
+            received = [json.loads(next_messages(proxy, connection, 1)[0])]
+            while received[-1] != messages[-1]:
+                received += [json.loads(message) for message in next_messages(proxy, connection, 1)]
+    finally:
+        server.close()
+    (record,) = proxy.wait_for_records(1)
+    return received, record["findings"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+@pytest.mark.parametrize("name", sorted(SPLIT))
+def test_a_call_split_across_messages_is_decided_once_on_the_whole_call(
+    name: str, mode: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A call whose name and arguments a generic WebSocket server splits over messages (a tool named in
+    two halves, a credential path in two) is joined as a client joins it and decided once it ends:
+    enforced, none of the messages carrying it reaches the agent, the others do, in order; an
+    everyday call reaches it whole, in order, after being held; observed, everything passes, recorded."""
+    pieces, threat = SPLIT[name]
+    proxy = start_proxy(mode=mode)
+    messages = [TEXT_BEFORE, *pieces, TEXT_AFTER]
+    received, findings = relay(proxy, upstream_pki, messages)
+    gated = mode == "enforce" and threat is not None
+    # The choice's end carries no call: it goes, after the text before, once the call is decided.
+    assert received == ([TEXT_BEFORE, pieces[-1], TEXT_AFTER] if gated else messages)
+    found = [(f["threat"], f["where"], f["enforced"]) for f in findings if f["threat"] == threat]
+    place = "websocket[1].choices[0].delta.tool_calls[0]"
+    assert found == ([] if threat is None else [(threat, place, gated)])
+
+
+DELTA = {"type": "response.function_call_arguments.delta", "response_id": "resp_1", "output_index": 0}
+RESPONSE_DONE = {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "output": []}}
+LAST: dict[str, Any] = {"type": "rate_limits.updated", "rate_limits": []}
+DELETE = ("c1", "delete_customer")
+OUT_OF_PLACE: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
+    "a delta before its item": (
+        [
+            DELTA | {"item_id": "i0", "call_id": "c1", "delta": '{"id": 42}'},
+            realtime_call(ADDED, 0, "c1", "get_weather", ""),
+            realtime_call(ITEM_DONE, 0, "c1", "get_weather", '{"city": "Oslo"}'),
+        ],
+        [ADDED, ITEM_DONE],
+    ),
+    "a second item added at a call's place": (
+        [
+            realtime_call(ADDED, 0, "c1", "get_weather", ""),
+            realtime_call(ADDED, 0, "c9", "delete_customer", ""),
+            realtime_call(ITEM_DONE, 0, "c1", "get_weather", '{"city": "Oslo"}'),
+        ],
+        [],
+    ),
+    "a delta naming another call's id": (
+        [
+            realtime_call(ADDED, 0, "c1", "get_weather", ""),
+            DELTA | {"item_id": "i0", "call_id": "c9", "delta": '{"city": "Oslo"}'},
+            realtime_call(ITEM_DONE, 0, "c1", "get_weather", '{"city": "Oslo"}'),
+        ],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_PLACE))
+def test_a_realtime_call_piece_no_reading_places_is_withheld(
+    name: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A piece of a call that comes out of order, starts a second call at a call's place or names
+    another call's id is placed by no one reading of the session: enforced, it is not delivered
+    (``inspection.ambiguous_place``), and a call it names is dropped with every message of it; the
+    messages after it arrive, in order. The agent is the OpenAI SDK's Realtime client."""
+    proxy = start_proxy(mode="enforce")
+    pieces, released = OUT_OF_PLACE[name]
+    events = [*pieces, RESPONSE_DONE, LAST]
+    server = Realtime(upstream_pki, tuple(json.dumps(event) for event in events))
+    try:
+        with realtime_agent(proxy, server.port, CONTEXT) as connection:
+            delivered = received_types(connection, LAST["type"])
+    finally:
+        server.close()
+    (record,) = proxy.wait_for_records(1)
+    assert delivered == [*released, RESPONSE_DONE["type"], LAST["type"]]
+    found = [
+        (f["rule"], f["enforced"]) for f in record["findings"] if f["rule"] == "inspection.ambiguous_place"
+    ]
+    assert found == [("inspection.ambiguous_place", True)]
+
+
+def test_a_realtime_call_completed_only_in_its_response_done_is_decided_there_once(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A call whose item is added and whose arguments stream in deltas, with no event ending it but the
+    response's end holding it whole, is decided there, once: none of its events is delivered, and it
+    opens one approval."""
+    proxy = start_proxy(mode="enforce")
+    call = realtime_call(ITEM_DONE, 0, *DELETE, '{"id": 42}')["item"]
+    events = [
+        realtime_call(ADDED, 0, *DELETE, ""),
+        *(DELTA | {"item_id": "i0", "call_id": "c1", "delta": delta} for delta in ('{"id": ', "42}")),
+        {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "output": [call]}},
+        LAST,
+    ]
+    server = Realtime(upstream_pki, tuple(json.dumps(event) for event in events))
+    try:
+        with realtime_agent(proxy, server.port, CONTEXT) as connection:
+            delivered = received_types(connection, LAST["type"])
+    finally:
+        server.close()
+    (record,) = proxy.wait_for_records(1)
+    assert delivered == [LAST["type"]]
+    found = {f["where"]: f for f in record["findings"] if f["threat"] == "tool_abuse"}
+    assert set(found) == {"websocket[0].item", "websocket[3].response.output[0]"}
+    assert len({f["extra"]["pending_approval"] for f in found.values()}) == 1
+    assert sum(f["extra"].get("approval_requested", False) for f in found.values()) == 1
+    assert all(f["enforced"] for f in found.values())
