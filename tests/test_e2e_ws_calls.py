@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from proxy.commands.localca import UpstreamPKI
+from proxy.dialects.stream import MISPLACED_RULE
 from tests.harness import Proxy
 from tests.test_e2e_shapes import ADDED, CONTEXT, ITEM_DONE, realtime_agent, realtime_call, received_types
 from tests.test_e2e_websocket import Realtime, connect, next_messages
@@ -116,6 +117,21 @@ OUT_OF_PLACE: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
 }
 
 
+def realtime_session(
+    proxy: Proxy, upstream_pki: UpstreamPKI, events: list[dict[str, Any]]
+) -> tuple[list[str], dict[str, Any]]:
+    """The types of the events the OpenAI SDK's Realtime client receives through ``proxy`` of ``events``
+    an upstream sends, up to the last, and the proxy's record of the connection."""
+    server = Realtime(upstream_pki, tuple(json.dumps(event) for event in events))
+    try:
+        with realtime_agent(proxy, server.port, CONTEXT) as connection:
+            delivered = received_types(connection, events[-1]["type"])
+    finally:
+        server.close()
+    (record,) = proxy.wait_for_records(1)
+    return delivered, record
+
+
 @pytest.mark.parametrize("name", sorted(OUT_OF_PLACE))
 def test_a_realtime_call_piece_no_reading_places_is_withheld(
     name: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
@@ -127,18 +143,10 @@ def test_a_realtime_call_piece_no_reading_places_is_withheld(
     proxy = start_proxy(mode="enforce")
     pieces, released = OUT_OF_PLACE[name]
     events = [*pieces, RESPONSE_DONE, LAST]
-    server = Realtime(upstream_pki, tuple(json.dumps(event) for event in events))
-    try:
-        with realtime_agent(proxy, server.port, CONTEXT) as connection:
-            delivered = received_types(connection, LAST["type"])
-    finally:
-        server.close()
-    (record,) = proxy.wait_for_records(1)
+    delivered, record = realtime_session(proxy, upstream_pki, events)
     assert delivered == [*released, RESPONSE_DONE["type"], LAST["type"]]
-    found = [
-        (f["rule"], f["enforced"]) for f in record["findings"] if f["rule"] == "inspection.ambiguous_place"
-    ]
-    assert found == [("inspection.ambiguous_place", True)]
+    found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"] == MISPLACED_RULE]
+    assert found == [(MISPLACED_RULE, True)]
 
 
 def test_a_realtime_call_completed_only_in_its_response_done_is_decided_there_once(
@@ -155,13 +163,7 @@ def test_a_realtime_call_completed_only_in_its_response_done_is_decided_there_on
         {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "output": [call]}},
         LAST,
     ]
-    server = Realtime(upstream_pki, tuple(json.dumps(event) for event in events))
-    try:
-        with realtime_agent(proxy, server.port, CONTEXT) as connection:
-            delivered = received_types(connection, LAST["type"])
-    finally:
-        server.close()
-    (record,) = proxy.wait_for_records(1)
+    delivered, record = realtime_session(proxy, upstream_pki, events)
     assert delivered == [LAST["type"]]
     found = {f["where"]: f for f in record["findings"] if f["threat"] == "tool_abuse"}
     assert set(found) == {"websocket[0].item", "websocket[3].response.output[0]"}
