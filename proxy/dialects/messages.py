@@ -54,7 +54,13 @@ class MessageCalls:
     def read(self, document: Any, where: str) -> set[str]:
         """Places the pieces ``document``, the message at ``where``, brings; returns the locators in it of
         the calls it opens, decided when their arguments end rather than on the part this one carries."""
-        pieces = _in_responses(call_pieces(document), document)
+        pieces = [
+            piece
+            for piece in _in_responses(call_pieces(document), document)
+            # Arguments given whole for no call streaming (a ``.done`` event alone) are a call whole,
+            # gated in their message as such.
+            if piece.given is None or piece.opens or piece.key in self.streamed.calls
+        ]
         placed = self.streamed.place(pieces, lambda inside: join(where, *parse_locator(inside)))
         progressing = _in_progress(document)
         if progressing is not None:
