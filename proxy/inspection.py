@@ -1321,9 +1321,11 @@ class TurnInspector:
         a request or answer: a call or injection (an agent's own prompt too) found in it, not a secret its
         redaction took out."""
         self.message_calls.skip()
-        streaming = not from_client and self.message_calls.streaming
-        sent = may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text)
-        if streaming or (sent if from_client else may_hold_calls(text)):
+        if from_client:
+            reads = may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text)
+        else:
+            reads = self.message_calls.streaming or may_hold_calls(text)
+        if reads:
             with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
                 self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
         refusing = list(filter(self._withholds, self.turn.findings[self._direction_from :]))
