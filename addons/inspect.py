@@ -1226,26 +1226,13 @@ class Inspect:
         event_stream = is_event_stream(content_type) or framing is not None
         relayed = event_stream or flow.response.stream is True
         # A body read whole is refused by the response hook; one relayed leaves with these headers.
-        refused = inspector.stream_refused() if relayed else None
-        if refused is not None:
-            self._substitute(flow, turn, dialect, refused)
+        if relayed and self._relay_settled(flow, turn, inspector, dialect):
             return
-        if not supported(encoding) and relayed:
-            if not self._refuse_relayed(flow, turn, dialect, UnsupportedCodingError(encoding)):
-                flow.response.stream = True
-                flow.metadata[RELAYED_UNREAD_KEY] = True
-            return
-        charsets = declared_charsets(content_type)
-        if relayed and not all(map(reads_as_utf8, charsets)):
-            # Read as it passes, a body is read as UTF-8, as event streams are; a client honouring the
-            # declared charset would read what no detector did.
-            declared = ", ".join(map(repr, charsets))
-            error = UnreadableEncodingError(CHARSET_RULE, f"is relayed as it arrives in charset {declared}")
-            if self._refuse_relayed(flow, turn, dialect, error):
-                return
         if not event_stream:
             if flow.response.stream is True:
-                self.relay_unread_answer(flow, flow.response.headers.get("content-length"))
+                self._relay_unread(
+                    flow, turn, inspector, dialect, flow.response.headers.get("content-length")
+                )
             return
         turn.stream = True
         filters = self._stream_filters(flow, inspector)
@@ -1396,6 +1383,8 @@ class Inspect:
     async def error(self, flow: http.HTTPFlow) -> None:
         await request_inspected(flow)
         self.finish_broken_stream(flow)
+        # The provider keeps an answer whoever reads it to its end: an agent that went away holds its id.
+        self.remember_withheld(flow)
 
     @fail_open
     def finish_broken_stream(self, flow: http.HTTPFlow) -> None:
@@ -1694,17 +1683,52 @@ class Inspect:
     def responseovercap(self, flow: http.HTTPFlow) -> None:
         """An answer of no announced length grew past the inspection cap while held, and is relayed as it
         arrives from here on (``addons.wire.early``): none of it has reached the agent yet."""
-        self.relay_unread_answer(flow, None)
+        turn, inspector, dialect = self._state(flow)
+        if turn is None or inspector is None or dialect is None or flow.response is None:
+            return
+        if not self._relay_settled(flow, turn, inspector, dialect):
+            self._relay_unread(flow, turn, inspector, dialect, None)
 
-    def relay_unread_answer(self, flow: http.HTTPFlow, announced: str | None) -> None:
+    def _relay_settled(
+        self, flow: http.HTTPFlow, turn: Turn, inspector: TurnInspector, dialect: Dialect
+    ) -> bool:
+        """What every answer relayed as it arrives must pass before any of it leaves: no rule ran out of
+        time on the request where that is enforced, a coding that can be undone (else refused where
+        enforced, or passed unread on the record), and a charset read as UTF-8, as it is read on its way
+        (a client honouring another would read what no detector did). True when the answer is settled
+        here, refused or passed unread."""
+        assert flow.response is not None
+        refused = inspector.stream_refused()
+        if refused is not None:
+            self._substitute(flow, turn, dialect, refused)
+            return True
+        encoding = codings(flow.response)
+        if not supported(encoding):
+            if not self._refuse_relayed(flow, turn, dialect, UnsupportedCodingError(encoding)):
+                flow.response.stream = True
+                flow.metadata[RELAYED_UNREAD_KEY] = True
+            return True
+        charsets = declared_charsets(flow.response.headers.get("content-type"))
+        if all(map(reads_as_utf8, charsets)):
+            return False
+        declared = ", ".join(map(repr, charsets))
+        error = UnreadableEncodingError(CHARSET_RULE, f"is relayed as it arrives in charset {declared}")
+        return self._refuse_relayed(flow, turn, dialect, error)
+
+    def _relay_unread(
+        self,
+        flow: http.HTTPFlow,
+        turn: Turn,
+        inspector: TurnInspector,
+        dialect: Dialect,
+        announced: str | None,
+    ) -> None:
         """An answer over the inspection cap is relayed as it arrives, read by the secret redactor alone:
         no detector gates the calls or reads the results in it. A model API's or an MCP server's answer
         (whose size the model or the server chooses) is refused where a threat decided on a body's words
         is enforced, as a request over the cap is; any other (a download) passes through the redactor.
         Each is on the record as unread. ``announced``: the length the answer announced, if any."""
-        turn, inspector, dialect = self._state(flow)
-        if turn is None or inspector is None or dialect is None or flow.response is None:
-            return
+        assert flow.response is not None
         policy = policy_of(flow, self.runtime)
         cap = policy.max_body_bytes
         error = OverCapError(

@@ -119,3 +119,35 @@ def test_a_download_over_the_cap_passes_redacted_on_the_record_as_unread(
     assert answer.status_code == 200 and answer.content == content
     (record,) = proxy.wait_for_records(1)
     assert over_cap(record) == [False]
+
+
+@pytest.mark.parametrize(
+    ("headers", "rule"),
+    [
+        ({"content-type": "text/plain; charset=utf-16"}, "inspection.charset"),
+        ({"content-type": "text/plain", "content-encoding": "compress"}, "inspection.unsupported_coding"),
+    ],
+    ids=["another-charset", "a-coding-not-undone"],
+)
+def test_a_download_growing_past_the_cap_is_held_to_what_any_relayed_answer_is(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, headers: dict[str, str], rule: str
+) -> None:
+    """Growing past the cap while held, an answer is relayed as it arrives from there on: in a charset
+    other than UTF-8, or a coding that cannot be undone, no redactor could read it on its way, and it is
+    refused where enforced, as one announced over the cap is."""
+    proxy = start_proxy(mode="enforce", extra=CAP)
+    rows = b"id,name\n" + b"1,widget\n" * (PAD // 9)
+    upstream.reply = Reply(
+        events=[rows[at : at + 8192] for at in range(0, len(rows), 8192)],
+        content_type=headers["content-type"],
+    )
+    upstream.reply.headers.update({name: value for name, value in headers.items() if name != "content-type"})
+    with httpx.Client(
+        proxy=proxy.url(),
+        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
+        timeout=CLIENT_TIMEOUT_S,
+    ) as client:
+        answer = client.post(f"{upstream.url}/exports/widgets.csv", headers=CONTEXT, content=b"{}")
+    assert answer.status_code == 502 and rows not in answer.content
+    (record,) = proxy.wait_for_records(1)
+    assert [finding["enforced"] for finding in record["findings"] if finding["rule"] == rule] == [True]

@@ -89,3 +89,19 @@ def test_observe_mode_records_the_continuation_and_lets_it_pass(
     assert ask(client, previous_response_id=STORED) == []
     rules = {finding["rule"] for finding in proxy.wait_for_records(2)[-1]["findings"]}
     assert "inspection.withheld_context" not in rules
+
+
+def test_a_stream_broken_after_its_call_was_withheld_cannot_be_continued(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A stream that breaks off after the gate withheld its call (the agent gone, the upstream cut) was
+    kept by the provider all the same, and the agent holds its id from its first event."""
+    proxy = start_proxy(mode="enforce")
+    client = proxy.openai_client(upstream.url, headers=CONTEXT)
+    upstream.reply = Reply(
+        text="", tool_calls=[ToolCallReply("delete_customer", {"id": 42})], cut_after_events=7
+    )
+    with pytest.raises(openai.APIError):
+        ask(client, stream=True)
+    upstream.reply = Reply()
+    assert "inspection.withheld_context" in refusal(client, previous_response_id=STORED)
