@@ -187,14 +187,16 @@ class Stored(Dialect):
             carried = get_at(document, format_locator(request.at))
             own = request.dialect._request_from(_placed(request.inside, carried))
             moved = _Relocation(base + request.at, len(request.inside))
+            parts, attachments = moved.each(own.parts), moved.each(own.attachments)
             view.model = view.model or own.model
-            view.parts += moved.each(own.parts)
+            view.parts += parts
             view.tools_offered += own.tools_offered
             view.tool_calls += moved.each(own.tool_calls)
             view.declared_tools += moved.each(own.declared_tools)
             view.fetches += moved.each(own.fetches)
-            view.attachments += moved.each(own.attachments)
-            read |= {part.where for part in view.parts} | {file.where for file in view.attachments}
+            view.attachments += attachments
+            read.update(part.where for part in parts)
+            read.update(file.where for file in attachments)
         for where, text in walk_strings(document, base):
             if where not in read:
                 view.parts.append(Part(Source.USER, text, where))
