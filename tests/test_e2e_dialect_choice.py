@@ -92,6 +92,18 @@ def test_an_mcp_call_spelled_otherwise_is_refused(enforce: Proxy, upstream: Fake
     assert upstream.received == []
 
 
+@pytest.mark.parametrize("path", ["/conversations", "/v1/conversations", "/v1/files", "/api/threads"])
+def test_an_mcp_call_on_a_path_a_provider_stores_input_on_is_refused(
+    enforce: Proxy, upstream: FakeUpstream, path: str
+) -> None:
+    """An MCP server chooses its own endpoint's path: one a provider's stored input has too still has its
+    ``tools/call`` read as MCP, the destructive call refused before it reaches the server."""
+    with client(enforce) as http:
+        reply = http.post(f"{upstream.url}{path}", json=CALL)
+    assert reply.json()["error"]["message"].startswith("egressguard blocked this request: tool_abuse")
+    assert upstream.received == []
+
+
 def test_an_injection_in_an_mcp_calls_arguments_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
     """What an agent passes a tool may reach a model of the tool's: an injection in a ``tools/call``'s
     arguments is refused as one in a prompt is, and ordinary arguments pass."""

@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -21,8 +21,18 @@ import websockets.exceptions
 
 from proxy.commands.localca import UpstreamPKI
 from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE, PROVIDER_FETCH_RULE
-from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses, Stored, detect
-from proxy.exchange import RequestView
+from proxy.dialects import (
+    MCP,
+    Anthropic,
+    Gemini,
+    Generic,
+    OpenAIChat,
+    OpenAIResponses,
+    Stored,
+    detect,
+    stored,
+)
+from proxy.exchange import Part, RequestView
 from tests.harness import Proxy
 from tests.test_e2e_declared_tools import refusals
 from tests.test_e2e_inspect import AWS_KEY, _agent, anthropic_client, last_record, openai_client
@@ -168,6 +178,47 @@ def test_routes_that_store_no_model_input_and_the_direct_routes_are_read_as_befo
         assert not isinstance(detect("POST", path, None, b"{}"), Stored), path
     # A conversation's items that fetch nothing and declare nothing leave nothing to check.
     assert checked(read("POST /v1/conversations", {"items": [{"role": "user", "content": "hi"}]})) == ([], [])
+
+
+def test_only_a_provider_apis_routes_store_and_never_a_jsonrpc_body() -> None:
+    """A path ending as a stored route does outside a provider API's prefix is another API's (GitHub's
+    pull request files, Gmail's threads, Drive's files), and a JSON-RPC body is MCP's on any path: its
+    tool call is read, not taken for stored input."""
+    for path in (
+        "/repos/o/r/pulls/1/files",
+        "/gmail/v1/users/me/threads",
+        "/drive/v3/files",
+        "/upload/drive/v3/files",
+        "/api/conversations",
+    ):
+        assert isinstance(detect("POST", path, None, b'{"items": []}'), Generic), path
+    call = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "nuke_database"}}
+    ).encode()
+    for path in ("/conversations", "/v1/conversations", "/v1/files", "/v1/threads", "/v1beta/cachedContents"):
+        dialect = detect("POST", path, "application/json", call)
+        assert isinstance(dialect, MCP), path
+        assert [tool.name for tool in dialect.parse_request(call).tool_calls] == ["nuke_database"]
+    for path in ("/openai/threads", "/openai/v1/files", "/v1beta1/projects/p/locations/l/cachedContents"):
+        assert isinstance(detect("POST", path, None, b"{}"), Stored), path
+
+
+def test_a_batch_files_lines_are_each_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each line adds what it holds to what is known read; the parts of the lines before it are not
+    gone over again (which made a file of many short lines cost the square of its length)."""
+    gone_over: list[int] = []
+
+    class Parts(list[Part]):
+        def __iter__(self) -> Iterator[Part]:
+            gone_over.append(len(self))
+            return super().__iter__()
+
+    monkeypatch.setattr(stored, "RequestView", lambda dialect: RequestView(dialect=dialect, parts=Parts()))
+    lines = [batch_line(f"r{index}", "/v1/responses", {"input": f"line {index}"}) for index in range(200)]
+    body = "\n".join(lines).encode()
+    view = detect("POST", "/v1/files", None, body).parse_request(body)
+    assert len(view.parts) == 800 and isinstance(view.parts, Parts)
+    assert sum(gone_over) == 0
 
 
 def test_the_strings_no_dialect_reads_are_still_read_and_each_prompt_once() -> None:

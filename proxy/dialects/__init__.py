@@ -71,6 +71,9 @@ _BEDROCK_INVOKE = re.compile(r"/model/(.+)/invoke(-with-response-stream)?\Z")
 slashes percent-encoded)."""
 _BEDROCK_CONVERSE = re.compile(r"/model/(.+)/(converse(?:-stream)?)\Z")
 """Bedrock's Converse API, one format for every model it serves (the model id as in ``_BEDROCK_INVOKE``)."""
+_PROVIDER_API = re.compile(r"(?:/openai)?/(?:upload/)?v1(?:alpha|beta)?\d*/|/openai/")
+"""The prefix of a provider's model API: OpenAI's and Anthropic's ``/v1``, Gemini's ``/v1beta`` (and its
+uploads' ``/upload/v1beta``), Vertex AI's ``/v1`` or ``/v1beta1``, Azure OpenAI's ``/openai``."""
 _MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
 """Text in which some key may read as ``jsonrpc``: spelled in any case (servers in Go match keys
 regardless of case, and fold the long s to "s"), or with an escape."""
@@ -133,7 +136,9 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
             return Anthropic()
         if jsonrpc_messages(body) is None and "max_tokens" in _top_level_keys(body):
             return Anthropic()
-    if is_stored_route(route):
+    # Only a provider API's own routes store model input: many other APIs have a path ending in /files
+    # or /threads, and a JSON-RPC body is MCP's whatever path its server chose.
+    if _PROVIDER_API.match(route) and is_stored_route(route) and jsonrpc_messages(body) is None:
         return Stored(route, _embedded_route)
     return None
 
