@@ -339,12 +339,15 @@ class InjectionClassifier:
     _tallies: npt.NDArray[np.int64] = field(init=False, repr=False, compare=False)
     """Each bucket's weight and count in one integer (``_tally``): a window's sum of them is both its
     sum of weights and its number of n-grams, from one lookup per n-gram."""
+    _scratch: threading.local = field(init=False, repr=False, compare=False)
+    """Per thread, an array the n-grams' tallies are looked up into (``_scratch_for``)."""
 
     def __post_init__(self) -> None:
         sizes = len(self.spec.char_ngrams) + len(self.spec.word_ngrams)
         if sizes > MAX_SIZES:
             raise ValueError(f"model has {sizes} n-gram sizes, more than {MAX_SIZES}")
         object.__setattr__(self, "_tallies", _tallies(self.weights))
+        object.__setattr__(self, "_scratch", threading.local())
 
     @classmethod
     def create(
@@ -492,12 +495,13 @@ class InjectionClassifier:
         when it starts inside a word (``word_continues``) that word's n-grams belong before it and are
         left out."""
         grams = self.spec.grams(codes)
-        # Each n-gram's tally takes the place of its bucket: with a mode other than "raise" take writes
-        # in order without a buffer, each bucket read before its place is written (none is out of range:
-        # the empty bucket is the table's last). No array of the block's size is allocated again.
-        tallies = grams.every.view(np.int64)
-        np.take(self._tallies, grams.every, out=tallies, mode="clip")
-        chars, words = grams.chars.view(np.int64), grams.words.view(np.int64)
+        # The tallies go to a scratch array kept for the thread, grown to the largest block seen: no
+        # array of the block's size is allocated again. A bucket out of range is an error, never clipped.
+        tallies = self._scratch_for(grams.every.size)
+        np.take(self._tallies, grams.every, out=tallies, mode="raise")
+        char_columns = grams.chars.size
+        chars = tallies[:char_columns].reshape(grams.chars.shape)
+        words = tallies[char_columns:].reshape(grams.words.shape)
         np.add.reduce(chars[:, :kept], axis=0, out=out)
         starts = grams.word_starts
         first = 1 if word_continues and len(starts) and starts[0] == 0 else 0
@@ -505,6 +509,14 @@ class InjectionClassifier:
         if last > first:
             # Each word starts at a place of its own: its sums go there, no two into one.
             out[starts[first:last]] += np.add.reduce(words[:, first:last], axis=0)
+
+    def _scratch_for(self, size: int) -> npt.NDArray[np.int64]:
+        """The first ``size`` places of this thread's scratch array, grown when a block needs more."""
+        scratch: npt.NDArray[np.int64] | None = getattr(self._scratch, "tallies", None)
+        if scratch is None or len(scratch) < size:
+            scratch = np.empty(size, dtype=np.int64)
+            self._scratch.tallies = scratch
+        return scratch[:size]
 
     def threshold(self, source: Source, structure: Structure | None = None) -> float:
         """The threshold for text from ``source``; for read content, that of its kind when known."""
