@@ -1279,7 +1279,7 @@ class Inspect:
         if secret is not None:
             self._withhold(flow, dialect, inspector, secret)
             return
-        if isinstance(body, BinaryBody) and not isinstance(dialect, Generic):
+        if isinstance(body, BinaryBody) and dialect.READS_ANSWERS:
             unread = binary_answer_finding(dialect, inspector)
             turn.add(unread)
             if unread.enforced:
@@ -1312,7 +1312,7 @@ class Inspect:
                     return
                 self._read_as_stream(flow, dialect, inspector, body, encoding)
                 return
-            if not isinstance(dialect, Generic) and looks_like_json(body):
+            if dialect.READS_ANSWERS and looks_like_json(body):
                 finding = unreadable_json_finding("response", completion.parse_error, inspector)
                 turn.add(finding)
                 if finding.enforced:
@@ -1736,7 +1736,7 @@ class Inspect:
             if announced is None
             else f"has {announced} bytes, over the inspection cap of {cap}"
         )
-        if not isinstance(dialect, Generic):
+        if dialect.READS_ANSWERS:
             if self._refuse_relayed(flow, turn, dialect, error):
                 return
         else:

@@ -167,6 +167,11 @@ class Dialect(ABC):
     """The keys the API itself spells with capitals (Gemini's camelCase): a body holding no other key
     with a capital, an escape or a letter outside ASCII, nor one of these in lower case, reads alike in
     every reader, whether or not it matches keys regardless of case."""
+    READS_ANSWERS: ClassVar[bool] = True
+    """Whether the API's answers are a model's or a tool server's, with the calls and results the
+    detectors gate: one the dialect cannot read (binary, over the inspection cap, JSON it cannot parse)
+    is refused where a threat decided on a body's words is enforced. Any other answer (a download, an
+    API's record of what it stored) is read as any body."""
     REMOVES_CALLS: ClassVar[bool] = True
     """Whether ``rewrite_response`` takes a withheld call out of the answer exactly, leaving the rest."""
     aws_framing: str | None = None

@@ -53,6 +53,7 @@ MULTIPART = "multipart"
 
 class Generic(Dialect):
     name = "generic"
+    READS_ANSWERS = False
     REMOVES_CALLS = False
 
     def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:

@@ -116,6 +116,9 @@ def is_stored_route(route: str) -> bool:
 
 class Stored(Dialect):
     name = "stored"
+    CASED_KEYS = frozenset({"inputConfig"})
+    SNAKE_CASE_TOO = True
+    READS_ANSWERS = False
     REMOVES_CALLS = False
 
     def __init__(self, route: str = "", read_route: RouteReader | None = None) -> None:
