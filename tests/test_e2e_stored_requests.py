@@ -32,6 +32,7 @@ from proxy.dialects import (
     detect,
     stored,
 )
+from proxy.dialects.stored import realtime_request
 from proxy.exchange import Part, RequestView
 from tests.harness import Proxy
 from tests.test_e2e_declared_tools import refusals
@@ -430,3 +431,49 @@ def test_a_realtime_session_update_declaring_an_mcp_server_is_withheld(
     assert ("lateral_movement", MCP_SERVER_EGRESS_RULE, True) in {
         (finding["threat"], finding["rule"], finding["enforced"]) for finding in findings
     }
+
+
+def nested_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return schema
+
+
+def test_a_realtime_event_its_reader_fails_on_is_not_read_as_declaring_nothing() -> None:
+    """A session.update whose function schema nests deeper than the reader of its tools goes, beside a
+    remote MCP server outside the allowlist: the reader's failure reaches the caller, which refuses what it
+    could not read where enforced, rather than an empty reading letting the server pass unchecked."""
+    tools = [{"type": "function", "name": "f", "parameters": nested_schema(600)}, UNASKED_MCP]
+    with pytest.raises(RecursionError):
+        realtime_request({"type": "session.update", "session": {"type": "realtime", "tools": tools}})
+    assert [
+        tool.where
+        for tool in realtime_request(
+            {"type": "session.update", "session": {"tools": tools[1:]}}
+        ).declared_tools
+    ] == ["session.tools[0]"]
+
+
+def test_a_realtime_session_update_whose_reading_fails_is_withheld(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """Through a real egressguard in enforce mode, such an update never reaches the API (recorded as
+    ``inspection.failed``), and one after it that reads does."""
+    proxy = start_proxy(mode="enforce")
+    tools = [{"type": "function", "name": "f", "parameters": nested_schema(600)}, UNASKED_MCP]
+    failing = json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": tools}})
+    after = json.dumps(
+        {"type": "session.update", "session": {"type": "realtime", "instructions": "be brief"}}
+    )
+    realtime = Realtime(upstream_pki)
+    with connect(proxy, realtime.port) as connection:
+        connection.send(failing)
+        connection.send(after)
+        deadline = time.monotonic() + WAIT_S
+        while after not in realtime.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    realtime.close()
+    assert realtime.received == [after]
+    findings = [finding for record in proxy.wait_for_records(1) for finding in record["findings"]]
+    assert "inspection.failed" in {finding["rule"] for finding in findings}

@@ -10,7 +10,6 @@ The answer to such a route is no model's answer (a batch's or a file's record): 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
@@ -305,6 +304,6 @@ def realtime_request(message: Any) -> RequestView:
         "conversation.item.create": Embedded(("item",), OpenAIResponses(), ("input", 0)),
     }.get(as_str(event.get("type")) or "")
     if carried is not None and carried.at[0] in event:
-        with contextlib.suppress(*SHAPE_ERRORS):
-            Stored.merge(view, event, [carried], ())
+        # A reader's failure reaches the caller, which refuses what it could not read where enforced.
+        Stored.merge(view, event, [carried], ())
     return view
