@@ -1348,6 +1348,7 @@ class TurnInspector:
         calls = self.message_calls
         placed = calls.take_placed()
         if self._tool_gate() is None:
+            calls.forget_decided()
             return None
         if placed.stray:
             self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
@@ -1360,6 +1361,7 @@ class TurnInspector:
             for key, _ in list(calls.undecided()):
                 self._settle_message_call(key, dropped=True)
             sending = (sending or []) + calls.release()
+        calls.forget_decided()
         return sending
 
     def end_messages(self) -> None:

@@ -26,9 +26,11 @@ def chat_delta(call: dict[str, Any] | None = None, finish: str | None = None) ->
     }
 
 
-def split_call(name: tuple[str, str], arguments: tuple[str, str]) -> list[dict[str, Any]]:
+def split_call(
+    name: tuple[str, str], arguments: tuple[str, str], call_id: str = "call_1"
+) -> list[dict[str, Any]]:
     """A call whose name and arguments each come in two messages, then its choice's end."""
-    first = {"id": "call_1", "type": "function", "function": {"name": name[0], "arguments": arguments[0]}}
+    first = {"id": call_id, "type": "function", "function": {"name": name[0], "arguments": arguments[0]}}
     second = {"function": {"name": name[1], "arguments": arguments[1]}}
     return [chat_delta(first), chat_delta(second), chat_delta(finish="tool_calls")]
 
@@ -83,6 +85,30 @@ def test_a_call_split_across_messages_is_decided_once_on_the_whole_call(
     found = [(f["threat"], f["where"], f["enforced"]) for f in findings if f["threat"] == threat]
     place = "websocket[1].choices[0].delta.tool_calls[0]"
     assert found == ([] if threat is None else [(threat, place, gated)])
+
+
+@pytest.mark.parametrize("second", ["an everyday read", "a destructive call"])
+def test_each_turns_call_at_a_reused_index_is_decided_on_its_own(
+    second: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """Two turns over one connection, each calling a tool at index 0 of a server's own Chat deltas: the
+    first, an everyday read, reaches the agent whole; the second is a call of its own, not a piece out of
+    place: an everyday one arrives whole too, a destructive one is withheld, its choice's end arrives."""
+    proxy = start_proxy(mode="enforce")
+    first = split_call(("read_", "file"), ('{"path": "REA', 'DME.md"}'))
+    destructive = second == "a destructive call"
+    name, arguments = (
+        (("delete_", "customer"), ('{"id": ', "42}"))
+        if destructive
+        else (("read_", "file"), ('{"path": "do', 'cs/a.md"}'))
+    )
+    later = split_call(name, arguments, "call_2")
+    received, findings = relay(proxy, upstream_pki, [*first, *later, TEXT_AFTER])
+    assert received == [*first, *(later[-1:] if destructive else later), TEXT_AFTER]
+    gated = [(f["threat"], f["where"], f["enforced"]) for f in findings if f["threat"] == "tool_abuse"]
+    place = f"websocket[{len(first)}].choices[0].delta.tool_calls[0]"
+    assert gated == ([("tool_abuse", place, True)] if destructive else [])
+    assert [f for f in findings if f["rule"] == MISPLACED_RULE] == []
 
 
 DELTA = {"type": "response.function_call_arguments.delta", "response_id": "resp_1", "output_index": 0}

@@ -18,7 +18,15 @@ from typing import Any
 
 from proxy.dialects.base import as_dict, as_str
 from proxy.dialects.locator import join, parse_locator
-from proxy.dialects.shapes import STREAMED_ITEMS, CallPiece, Placed, StreamedCall, StreamedCalls, call_pieces
+from proxy.dialects.shapes import (
+    DECIDED_REMEMBERED,
+    STREAMED_ITEMS,
+    CallPiece,
+    Placed,
+    StreamedCall,
+    StreamedCalls,
+    call_pieces,
+)
 from proxy.dialects.stream import MAX_HELD_BYTES
 
 Sending = list[tuple[bytes, bool]]
@@ -95,6 +103,20 @@ class MessageCalls:
         self._held.append(HeldMessage(content, is_text, keys))
         self._held_bytes += len(content or b"")
         return self.release()
+
+    def forget_decided(self) -> None:
+        """Forgets the calls decided and ended, once no message carrying one is held: a connection's later
+        turns call at the places its earlier ones did. A call dropped before its end is kept, so that its
+        later messages are withheld with it, but for the oldest past ``DECIDED_REMEMBERED``: what is kept
+        of a connection's calls stays bounded."""
+        if self._held:
+            return
+        decided = [key for key, call in self.streamed.calls.items() if call.decision is not None]
+        surplus = len(decided) - DECIDED_REMEMBERED
+        for key in decided:
+            if self.streamed.calls[key].ended or surplus > 0:
+                surplus -= 1
+                self.streamed.forget(key)
 
     def over_cap(self) -> bool:
         """Whether the held messages grew past ``MAX_HELD_BYTES``: their calls must be decided now."""

@@ -392,12 +392,41 @@ class Placed:
     stray: bool = False
 
 
+DECIDED_REMEMBERED = 1024
+"""How many calls forgotten once decided a reader still knows, by their key and ids, as decided."""
+
+
 class StreamedCalls:
     """The calls whose arguments stream over several events (or WebSocket messages), by their key, as
-    the events read so far give them."""
+    the events read so far give them.
+
+    A reader of a stream without end (a WebSocket connection) forgets a call once it is decided and sent
+    (``forget``), so that the next turn may call at the same place; the last ``DECIDED_REMEMBERED`` it
+    forgot stay known as decided: a late piece of one (its id again, or a place's piece naming no call)
+    fits no call, as a piece of a decided call does not."""
 
     def __init__(self) -> None:
         self.calls: dict[StreamKey, StreamedCall] = {}
+        self.decided_places: dict[Hashable, None] = {}
+        self.decided_ids: dict[Hashable, None] = {}
+
+    def forget(self, key: StreamKey) -> None:
+        """Forgets the decided call at ``key``, remembering its place and ids as decided."""
+        call = self.calls.pop(key)
+        places: list[Hashable] = [key]
+        for remembered, found in ((self.decided_places, places), (self.decided_ids, list(call.ids))):
+            for entry in found:
+                remembered.pop(entry, None)
+                remembered[entry] = None
+            while len(remembered) > DECIDED_REMEMBERED:
+                del remembered[next(iter(remembered))]
+
+    def _decided_before(self, piece: CallPiece) -> bool:
+        """Whether ``piece``, at no call's place, is of a call decided and forgotten: naming its id, or at
+        its place and naming none."""
+        if piece.ids:
+            return any(found in self.decided_ids for found in piece.ids)
+        return piece.key in self.decided_places
 
     def place(self, pieces: list[CallPiece], locate: Callable[[str], str]) -> Placed:
         """Joins the pieces one event brings to their calls; ``locate`` places a piece's locator within
@@ -414,7 +443,7 @@ class StreamedCalls:
                 if key in self.calls:
                     keys.add(key)  # a block's stop, an item's done event: of the call, withheld with it
             elif key not in self.calls:
-                if not piece.opens:
+                if not piece.opens or self._decided_before(piece):
                     stray = True
                     continue
                 self.calls[key] = StreamedCall(locate(piece.where))
