@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -350,6 +351,11 @@ class Proxy:
 
     def url(self, agent: str = AGENT, token: str = AGENT_TOKEN) -> str:
         return f"http://{agent}:{token}@{self.listen_host}:{self.port}"
+
+    def http_client(self) -> httpx.Client:
+        """An agent's own HTTP client configured for this proxy (as ``AGENT``), the proxy's CA trusted."""
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        return httpx.Client(proxy=self.url(), verify=context, timeout=CLIENT_TIMEOUT_S)
 
     def openai_client(
         self,

@@ -6,14 +6,13 @@ download) passes through the redactor, on the record as unread."""
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Callable
 
 import httpx
 import openai
 import pytest
 
-from tests.harness import CLIENT_TIMEOUT_S, Proxy
+from tests.harness import Proxy
 from tests.test_e2e_bodies import CONTEXT
 from tests.upstream import FakeUpstream, Reply
 
@@ -31,11 +30,15 @@ def chat_answer(pad: int) -> bytes:
     return json.dumps({"id": "c1", "object": "chat.completion", "model": "m", "choices": [choice]}).encode()
 
 
-def chunked(body: bytes) -> Reply:
+def chunked(body: bytes, content_type: str = "application/json") -> Reply:
     """``body`` sent with no announced length, in chunks of 8 KiB."""
-    return Reply(
-        events=[body[at : at + 8192] for at in range(0, len(body), 8192)], content_type="application/json"
-    )
+    return Reply(events=[body[at : at + 8192] for at in range(0, len(body), 8192)], content_type=content_type)
+
+
+def download(proxy: Proxy, upstream: FakeUpstream) -> httpx.Response:
+    """What an agent gets asking the upstream for a file through ``proxy``: a route no API dialect reads."""
+    with proxy.http_client() as client:
+        return client.post(f"{upstream.url}/exports/widgets.csv", headers=CONTEXT, content=b"{}")
 
 
 def over_cap(record: dict[str, object]) -> list[bool]:
@@ -81,11 +84,7 @@ def test_an_mcp_result_over_the_cap_is_refused_where_enforced(
         ).encode()
     )
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "weather", "arguments": {}}}
-    with httpx.Client(
-        proxy=proxy.url(),
-        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
-        timeout=CLIENT_TIMEOUT_S,
-    ) as client:
+    with proxy.http_client() as client:
         answer = client.post(
             f"{upstream.url}/mcp",
             json=call,
@@ -110,12 +109,7 @@ def test_a_download_over_the_cap_passes_redacted_on_the_record_as_unread(
     sent = rows + AWS_KEY.encode() + b"\n"
     content = rows + b"[REDACTED:aws-access-key-id]\n"
     upstream.reply = Reply(body=sent, content_type="text/csv") if announced else chunked(sent)
-    with httpx.Client(
-        proxy=proxy.url(),
-        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
-        timeout=CLIENT_TIMEOUT_S,
-    ) as client:
-        answer = client.post(f"{upstream.url}/exports/widgets.csv", headers=CONTEXT, content=b"{}")
+    answer = download(proxy, upstream)
     assert answer.status_code == 200 and answer.content == content
     (record,) = proxy.wait_for_records(1)
     assert over_cap(record) == [False]
@@ -137,17 +131,9 @@ def test_a_download_growing_past_the_cap_is_held_to_what_any_relayed_answer_is(
     refused where enforced, as one announced over the cap is."""
     proxy = start_proxy(mode="enforce", extra=CAP)
     rows = b"id,name\n" + b"1,widget\n" * (PAD // 9)
-    upstream.reply = Reply(
-        events=[rows[at : at + 8192] for at in range(0, len(rows), 8192)],
-        content_type=headers["content-type"],
-    )
+    upstream.reply = chunked(rows, headers["content-type"])
     upstream.reply.headers.update({name: value for name, value in headers.items() if name != "content-type"})
-    with httpx.Client(
-        proxy=proxy.url(),
-        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
-        timeout=CLIENT_TIMEOUT_S,
-    ) as client:
-        answer = client.post(f"{upstream.url}/exports/widgets.csv", headers=CONTEXT, content=b"{}")
+    answer = download(proxy, upstream)
     assert answer.status_code == 502 and rows not in answer.content
     (record,) = proxy.wait_for_records(1)
     assert [finding["enforced"] for finding in record["findings"] if finding["rule"] == rule] == [True]

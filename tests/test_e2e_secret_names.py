@@ -3,13 +3,12 @@ either where requests are redacted, through a real egressguard."""
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.harness import CLIENT_TIMEOUT_S, Proxy
+from tests.harness import Proxy
 from tests.upstream import FakeUpstream
 
 AWS_ID = "AKIAQYLPMN5HHHFPZAM2"
@@ -18,11 +17,7 @@ NAME = f"{AWS_ID.lower()}.svc.test"
 
 
 def post(proxy: Proxy, url: str) -> httpx.Response:
-    with httpx.Client(
-        proxy=proxy.url(),
-        verify=ssl.create_default_context(cafile=str(proxy.ca_cert)),
-        timeout=CLIENT_TIMEOUT_S,
-    ) as client:
+    with proxy.http_client() as client:
         return client.post(url, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
 
