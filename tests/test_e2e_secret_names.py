@@ -67,3 +67,24 @@ def test_a_key_in_the_query_is_redacted_and_a_name_without_one_is_reached(
     found = {(finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]}
     assert ("aws-access-key-id", "url", True) in found
     assert not any(where == "host" for _, where, _ in found)
+
+
+def test_a_key_in_a_name_no_rule_allows_is_refused_where_only_lateral_movement_is_observed(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Observing lateral movement lets a name the role may not reach be connected to, and looked up on
+    the way: where exfiltration is enforced, a key in that name is refused before any lookup all the
+    same, and recorded as enforced."""
+    port = upstream.url.rsplit(":", 1)[1]
+    proxy = start_proxy(
+        mode="enforce",
+        extra=(
+            "threats: {lateral_movement: observe}\nredaction: {requests: true}\ncompliance: {required: []}\n"
+        ),
+    )
+    answer = post(proxy, f"https://{NAME.replace('svc.test', 'elsewhere.test')}:{port}/v1/chat/completions")
+    assert answer.status_code == 403 and "a name cannot be rewritten" in answer.text
+    (record,) = proxy.wait_for_records(1)
+    found = {(finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]}
+    assert {("aws-access-key-id", "host", True), ("inspection.host", "host", True)} <= found
+    assert upstream.received == []

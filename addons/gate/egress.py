@@ -212,20 +212,22 @@ class Egress:
     async def _decide(
         self, policy: Policy, turn: Turn, host: str, port: int
     ) -> tuple[EgressDecision, list[str]]:
-        """Decide on the name first and look it up only if the role could reach it and it holds no secret
-        the policy keeps from leaving: a lookup carries whatever the agent put in the name to outside name
-        servers (a key as a label of a wildcard-allowed domain reaches whoever serves that domain)."""
+        """Decide on the name first and look it up only if it holds no secret the policy keeps from
+        leaving and the role could reach it: a lookup carries whatever the agent put in the name to outside
+        name servers (a key as a label of a wildcard-allowed domain reaches whoever serves that domain)."""
         agent, role = turn.context.agent_id, turn.context.role
         rules = policy.roles[role].egress
         own = own_listeners(_listener_ports(policy), _is_local_address)
         by_name = decide(agent, role, rules, host, port, [], own_listener=own)
-        if not by_name.allowed:
-            return by_name, []
+        # Read whatever the role may reach: where lateral movement is only observed, a name it may not
+        # reach is still connected to, and looked up on the way.
         inspector = TurnInspector(self.runtime.detectors, policy, self.runtime.state, turn)
         holding = inspector.scan_host(host)
         if holding is not None:
             inspector.request_blocked()
             return secret_in_name(by_name, f"request refused: {holding.signal}"), []
+        if not by_name.allowed:
+            return by_name, []
         try:
             addresses = await asyncio.to_thread(resolve, host, port)
         except OSError as error:
