@@ -680,13 +680,7 @@ class TurnInspector:
             for finding in self._sensitive_findings(text, self._sensitive(text, "host"), "host")
         }
         self._record(found.values())
-        held = [finding for finding in found.values() if finding.action is Action.REDACT]
-        if not (held and self.policy.detection.redact_requests):
-            return None
-        signal = "the destination's name holds what is redacted in requests; a name cannot be rewritten"
-        refusal = Finding(held[0].threat, HOST_RULE, signal, Severity.HIGH, Action.BLOCK, "host", "LLM02")
-        self._record([refusal])
-        return refusal if self._enforceable(refusal) else None
+        return self._unrewritable(found.values(), HOST_RULE, "host", "the destination's name")
 
     def scan_method(self, method: str) -> None:
         """A request's method is a token of any length and letters, sent upstream like a header: scanned
@@ -696,22 +690,19 @@ class TurnInspector:
             return
         since = len(self.turn.findings)
         self.scan_headers([(METHOD_FIELD, method)], sent_by_agent=True)
-        redacted = [finding for finding in self.turn.findings[since:] if finding.action is Action.REDACT]
-        if redacted and self.policy.detection.redact_requests:
-            signal = "the request method holds what is redacted in requests; a method cannot be rewritten"
-            self._record(
-                [
-                    Finding(
-                        redacted[0].threat,
-                        METHOD_RULE,
-                        signal,
-                        Severity.HIGH,
-                        Action.BLOCK,
-                        "method",
-                        "LLM02",
-                    )
-                ]
-            )
+        self._unrewritable(self.turn.findings[since:], METHOD_RULE, "method", "the request method")
+
+    def _unrewritable(self, found: Iterable[Finding], rule: str, where: str, part: str) -> Finding | None:
+        """A ``part`` of the request that cannot be rewritten (found at ``where``), holding what the policy
+        redacts in requests (``found``), is a blocking finding under ``rule`` and the secret's threat:
+        recorded, and returned where it is enforced for the caller to refuse."""
+        held = [finding for finding in found if finding.action is Action.REDACT]
+        if not (held and self.policy.detection.redact_requests):
+            return None
+        signal = f"{part} holds what is redacted in requests, and cannot be rewritten"
+        refusal = Finding(held[0].threat, rule, signal, Severity.HIGH, Action.BLOCK, where, "LLM02")
+        self._record([refusal])
+        return refusal if self._enforceable(refusal) else None
 
     def _unexpected_credentials(
         self, host: str, kind: str, name: str, value: str, where: str
