@@ -1,4 +1,4 @@
-"""Throughput under concurrency, side by side in one run: bare mitmdump, egressguard with 1 and 2 workers.
+"""Throughput under concurrency, side by side in one run: bare mitmdump and egressguard, in 1 and 2 processes.
 
 32 concurrent agents (one keep-alive TLS connection each, through a CONNECT tunnel) send the OpenAI SDK's
 chat completion request with an 8 KB prompt (each its own, so no verdict comes from a cache) to a local
@@ -8,7 +8,9 @@ and run the script prints requests per second, median and p99 latency, and the e
 same counted seconds, the CPU each process spent per request and how many cores it kept busy (the agents,
 the upstream, each proxy process, and every other process on the machine), so that a reader sees which of
 them ran out first; the resident memory of each proxy process after its load; egressguard's share of bare
-mitmdump's throughput and the 2-worker/1-worker ratio; and, over several runs, the range of each.
+mitmdump's throughput and the 2-worker/1-worker ratio, beside what a second process gains bare mitmdump
+(``bench/mitmdump_processes.py``: the ceiling on this machine, where the agents and the upstream share
+the proxy's cores); and, over several runs, the range of each.
 
 The agents and the upstream (``bench/loadgen.py``) are one thread each, built to cost little CPU per
 request, and run in processes of their own on the same machine as the proxy: on a 2-core machine they and
@@ -40,6 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mitmproxy.certs import CertStore
+
 from bench.latency import (
     CONTEXT,
     PROMPT,
@@ -55,6 +59,7 @@ from bench.loadgen import Agents, Tunnel, sdk_chat_request, serve_upstream
 from proxy.commands.localca import make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port
 
+HERE = Path(__file__).resolve().parent
 WARMUP_SECONDS = 2.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -235,7 +240,14 @@ def paths_to_measure(workdir: Path, upstream_ca: Path) -> list[Target]:
         "--set",
         f"ssl_verify_upstream_trusted_ca={upstream_ca}",
     ]
-    paths = [Target("bare mitmdump", bare, port, workdir / "bare-ca" / "mitmproxy-ca-cert.pem", None, 1)]
+    bare_ca = workdir / "bare-ca"
+    # Made once, before either bare path starts: processes starting together would each write their own.
+    CertStore.from_store(bare_ca, "mitmproxy", 2048)
+    paths = [Target("bare mitmdump", bare, port, bare_ca / "mitmproxy-ca-cert.pem", None, 1)]
+    port = free_port()
+    processes = [sys.executable, str(HERE / "mitmdump_processes.py"), "2", *bare[1:]]
+    processes[processes.index("--listen-port") + 1] = str(port)
+    paths.append(Target("bare mitmdump 2p", processes, port, bare_ca / "mitmproxy-ca-cert.pem", None, 2))
     for workers in (1, 2):
         data = workdir / f"data-{workers}"
         policy = workdir / f"policy-{workers}.yaml"
@@ -254,7 +266,7 @@ def spread(values: list[float], form: str) -> str:
 
 def print_run(results: dict[str, Result], seconds: float) -> None:
     print(
-        f"  {'path':<16}{'req/s':>8}{'median ms':>11}{'p99 ms':>8}{'errors':>8}   RSS after load, connections"
+        f"  {'path':<18}{'req/s':>8}{'median ms':>11}{'p99 ms':>8}{'errors':>8}   RSS after load, connections"
     )
     for name, result in results.items():
         median = statistics.median(result.latencies) * 1000 if result.latencies else float("nan")
@@ -262,14 +274,14 @@ def print_run(results: dict[str, Result], seconds: float) -> None:
         errors = sum(result.errors.values())
         rss = " + ".join(f"{value:.0f}" for value in result.rss)
         held = " + ".join(map(str, result.connections))
-        print(f"  {name:<16}{result.rate:>8.1f}{median:>11.1f}{p99:>8.1f}{errors:>8}   {rss} MiB, {held}")
+        print(f"  {name:<18}{result.rate:>8.1f}{median:>11.1f}{p99:>8.1f}{errors:>8}   {rss} MiB, {held}")
     print(f"  CPU ms per request (cores kept busy) over the {seconds:.0f} counted seconds, by process:")
     for name, result in results.items():
         parts = [
             f"{process} {cpu / max(result.requests, 1) * 1000:.3f} ({cpu / seconds:.2f})"
             for process, cpu in result.cpu.items()
         ]
-        print(f"  {name:<16}{', '.join(parts)}; other processes ({result.other_cores:.2f})")
+        print(f"  {name:<18}{', '.join(parts)}; other processes ({result.other_cores:.2f})")
     for name, result in results.items():
         for error, count in sorted(result.errors.items(), key=lambda item: -item[1])[:5]:
             print(f"  {name} error x{count}: {error}")
@@ -279,17 +291,21 @@ RATIO_FORMS = {
     "egressguard 1 worker / bare mitmdump": ".0%",
     "egressguard 2 workers / bare mitmdump": ".0%",
     "egressguard 2 workers / 1 worker": ".2f",
+    "bare mitmdump 2 processes / 1 process": ".2f",
     "proxy CPU per request, egressguard 1 worker / bare mitmdump": ".2f",
     "proxy CPU per request, egressguard 2 workers / 1 worker": ".2f",
 }
 
 
 def ratios(results: dict[str, Result]) -> dict[str, float]:
-    bare, one, two = (results[name] for name in ("bare mitmdump", "egressguard 1w", "egressguard 2w"))
+    bare, bare_two, one, two = (
+        results[name] for name in ("bare mitmdump", "bare mitmdump 2p", "egressguard 1w", "egressguard 2w")
+    )
     figures = (
         one.rate / bare.rate,
         two.rate / bare.rate,
         two.rate / one.rate,
+        bare_two.rate / bare.rate,
         one.proxy_cpu / bare.proxy_cpu,
         two.proxy_cpu / one.proxy_cpu,
     )
