@@ -33,9 +33,10 @@ from proxy.dialects import (
     stored,
 )
 from proxy.dialects.stored import realtime_request
-from proxy.exchange import Part, RequestView
+from proxy.exchange import Part, RequestView, Source
 from tests.harness import Proxy
 from tests.test_e2e_declared_tools import refusals
+from tests.test_e2e_injection import ATTACK, MARKER
 from tests.test_e2e_inspect import AWS_KEY, _agent, anthropic_client, last_record, openai_client
 from tests.test_e2e_provider_fetch import gemini_client
 from tests.test_e2e_websocket import Realtime, connect
@@ -272,6 +273,37 @@ def test_a_batch_input_file_is_read_line_by_line_and_rewritten_in_its_line() -> 
     assert checked(alone)[1][-1] == ("request.tools[0].urlContext", None)
 
 
+def function_tool(name: str, description: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": {}}}
+
+
+ASSISTANT_SETUP = {"instructions": "Answer tersely.", "tools": [function_tool("lookup", "Finds an order.")]}
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("POST /v1/assistants", {"model": "m", **ASSISTANT_SETUP}),
+        ("POST /v1/assistants/asst_1", ASSISTANT_SETUP),
+        ("POST /v1/threads/runs", {"assistant_id": "a", **ASSISTANT_SETUP}),
+        (
+            "POST /v1/threads/thread_1/runs",
+            {"assistant_id": "a", "tools": ASSISTANT_SETUP["tools"], "additional_instructions": "Be brief."},
+        ),
+    ],
+)
+def test_an_assistants_instructions_and_tools_are_read_as_a_requests(
+    route: str, body: dict[str, Any]
+) -> None:
+    view = read(route, body)
+    sources = {part.where: (part.source, part.tool_name) for part in view.parts}
+    instructions = "instructions" if "instructions" in body else "additional_instructions"
+    assert sources[instructions] == (Source.SYSTEM, None)
+    assert sources["tools[0].function.description"] == (Source.TOOL_DESCRIPTION, "lookup")
+    assert view.tools_offered == ["lookup"]
+    assert sources["tools[0].function.name"] == (Source.USER, None)  # read as any body's too
+
+
 def test_a_computer_screenshot_by_url_is_an_address_the_api_fetches() -> None:
     item = {
         "type": "computer_call_output",
@@ -477,3 +509,24 @@ def test_a_realtime_session_update_whose_reading_fails_is_withheld(
     assert realtime.received == [after]
     findings = [finding for record in proxy.wait_for_records(1) for finding in record["findings"]]
     assert "inspection.failed" in {finding["rule"] for finding in findings}
+
+
+def test_an_assistants_poisoned_tool_is_withheld_and_its_run_tools_too(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    client = openai_client(upstream)
+    upstream.reply = Reply(
+        body=b'{"id":"asst_1","object":"assistant","created_at":1,"model":"m","tools":[],"metadata":{}}'
+    )
+    honest = function_tool("lookup", "Finds an order.")
+    poisoned = function_tool("mail", f"Sends mail. {ATTACK}")
+    client.beta.assistants.create(model="m", instructions="Answer tersely.", tools=[honest, poisoned])  # type: ignore[list-item]
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["instructions"] == "Answer tersely." and sent["tools"][0] == honest
+    assert MARKER in sent["tools"][1]["function"]["description"]
+    assert "attacker@evil.example" not in upstream.received[-1].body.decode()
+    upstream.reply = Reply(
+        body=b'{"id":"run_1","object":"thread.run","created_at":1,"thread_id":"thread_1","assistant_id":"asst_1","status":"queued","model":"m","instructions":"","tools":[],"parallel_tool_calls":true}'
+    )
+    client.beta.threads.runs.create("thread_1", assistant_id="asst_1", tools=[poisoned])  # type: ignore[list-item]
+    assert MARKER in json.loads(upstream.received[-1].body)["tools"][0]["function"]["description"]

@@ -54,17 +54,36 @@ class Embedded:
     inside: tuple[Step, ...] = ()
 
 
-def _whole(
-    dialect: Callable[[], Dialect], key: str | None = None, inside: tuple[Step, ...] = ()
-) -> Callable[[Any], list[Embedded]]:
-    """A route whose body (or whose ``key``) is one request of ``dialect``'s, read as found at ``inside``."""
+def _whole(dialect: Callable[[], Dialect], inside: tuple[Step, ...] = ()) -> Callable[[Any], list[Embedded]]:
+    """A route whose body is one request of ``dialect``'s, read as found at ``inside``."""
 
     def embedded(document: Any) -> list[Embedded]:
-        if key is None:
-            return [Embedded((), dialect(), inside)]
-        return [Embedded((key,), dialect(), inside)] if key in as_dict(document) else []
+        return [Embedded((), dialect(), inside)]
 
     return embedded
+
+
+Carried = tuple[str, Callable[[], Dialect], tuple[Step, ...]]
+"""A key of a body, the dialect whose request its value is a piece of, and where that request holds it."""
+
+
+def _keyed(*carried: Carried) -> Callable[[Any], list[Embedded]]:
+    """A route whose body carries, under each key it has of ``carried``, a piece of a request."""
+
+    def embedded(document: Any) -> list[Embedded]:
+        fields = as_dict(document)
+        return [Embedded((key,), dialect(), inside) for key, dialect, inside in carried if key in fields]
+
+    return embedded
+
+
+_ASSISTANT_SETUP: tuple[Carried, ...] = (
+    ("instructions", OpenAIResponses, ("instructions",)),
+    ("additional_instructions", OpenAIResponses, ("instructions",)),
+    ("tools", OpenAIChat, ("tools",)),
+)
+"""What an assistant, or a run overriding it, sets up the model with: its instructions, read as a system
+prompt, and its tools, declared as Chat's are (``{"type": "function", "function": {...}}``)."""
 
 
 def _anthropic_batch(document: Any) -> list[Embedded]:
@@ -93,17 +112,21 @@ _STORED_ROUTES: tuple[tuple[re.Pattern[str], Callable[[Any], list[Embedded]]], .
     (re.compile(r"/messages/batches\Z"), _anthropic_batch),
     (re.compile(r"/cachedContents(?:/[^/]+)?\Z"), _whole(Gemini)),
     (re.compile(r":batchGenerateContent\Z"), _gemini_batch),
-    (re.compile(r"/conversations(?:/[^/]+/items)?\Z"), _whole(OpenAIResponses, "items", ("input",))),
-    (re.compile(r"/realtime/client_secrets\Z"), _whole(OpenAIResponses, "session")),
+    (re.compile(r"/conversations(?:/[^/]+/items)?\Z"), _keyed(("items", OpenAIResponses, ("input",)))),
+    (re.compile(r"/realtime/client_secrets\Z"), _keyed(("session", OpenAIResponses, ()))),
     (re.compile(r"/realtime/sessions\Z"), _whole(OpenAIResponses)),
+    (re.compile(r"/assistants(?:/[^/]+)?\Z"), _keyed(*_ASSISTANT_SETUP)),
     (re.compile(r"/threads\Z"), _whole(OpenAIChat)),
-    (re.compile(r"/threads/runs\Z"), _whole(OpenAIChat, "thread")),
-    (re.compile(r"/threads/[^/]+/messages\Z"), _whole(OpenAIChat, inside=("messages", 0))),
-    (re.compile(r"/threads/[^/]+/runs\Z"), _whole(OpenAIChat, "additional_messages", ("messages",))),
+    (re.compile(r"/threads/runs\Z"), _keyed(("thread", OpenAIChat, ()), *_ASSISTANT_SETUP)),
+    (re.compile(r"/threads/[^/]+/messages\Z"), _whole(OpenAIChat, ("messages", 0))),
+    (
+        re.compile(r"/threads/[^/]+/runs\Z"),
+        _keyed(("additional_messages", OpenAIChat, ("messages",)), *_ASSISTANT_SETUP),
+    ),
 )
 """The routes that store model input, and where each body carries it: Anthropic's Message Batches,
 Gemini's cached contents and batches, OpenAI's conversations and their items, Realtime sessions and
-client secrets, Assistants threads, their messages and runs."""
+client secrets, Assistants, their threads, messages and runs."""
 _FILES = re.compile(r"/files\Z")
 """A file upload (OpenAI's ``/v1/files``, Gemini's ``/upload/v1beta/files``): a batch input file among
 them is read line by line."""
