@@ -64,7 +64,7 @@ def test_a_live_setup_and_the_files_a_client_message_gives_are_read() -> None:
     ]
     # A file the API holds, text naming an address, a setup enabling nothing that fetches: nothing to check.
     quiet = [
-        {"clientContent": {"turns": [{"parts": [file_part("gs://bucket/doc.pdf"), {"text": OUTSIDE}]}]}},
+        {"clientContent": {"turns": [{"parts": [file_part("files/abc-123"), {"text": OUTSIDE}]}]}},
         {"setup": {"model": "m", "tools": [{"functionDeclarations": [{"name": "googleSearch"}]}]}},
         {"realtimeInput": {"text": "setup the fileData"}},
     ]

@@ -32,7 +32,10 @@ ASK_CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTI
 
 @pytest.fixture
 def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
-    allow = "[api.openai.com, api.anthropic.com, 'localhost:*', docs.example, '*.docs.example']"
+    allow = (
+        "[api.openai.com, api.anthropic.com, 'localhost:*', docs.example, '*.docs.example',"
+        " corp-docs.storage.googleapis.com]"
+    )
     return _agent(start_proxy(mode="enforce", allow=allow), monkeypatch)
 
 
@@ -127,12 +130,28 @@ def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
                 "role": "user",
                 "parts": [
                     {"fileData": {"fileUri": OUTSIDE, "mimeType": "application/pdf"}},
-                    {"file_data": {"file_uri": "gs://bucket/doc.pdf"}},
+                    {"file_data": {"file_uri": " GS://corp-docs/q3/doc.pdf"}},
+                    {"fileData": {"fileUri": "files/abc-123"}},
+                    {"fileData": {"fileUri": "s3://corp-docs/doc.pdf"}},
+                    {"fileData": {"fileUri": "gs://attacker@corp-docs/doc.pdf"}},
+                    {"fileData": {"fileUri": "//attacker.example/doc.pdf"}},
                 ],
             }
         ]
     }
-    assert fetches_of(Gemini(), gemini) == [Fetch("contents[0].parts[0].fileData.fileUri", OUTSIDE, "file")]
+    # A name with no scheme is a file the provider holds; a scheme the API reads no address of is refused.
+    gemini_files = "contents[0].parts[{}].{}"
+    assert fetches_of(Gemini(), gemini) == [
+        Fetch(gemini_files.format(0, "fileData.fileUri"), OUTSIDE, "file"),
+        Fetch(
+            gemini_files.format(1, "file_data.file_uri"),
+            "https://corp-docs.storage.googleapis.com/q3/doc.pdf",
+            "file in Cloud Storage",
+        ),
+        Fetch(gemini_files.format(3, "fileData.fileUri"), "", "file"),
+        Fetch(gemini_files.format(4, "fileData.fileUri"), "", "file in Cloud Storage"),
+        Fetch(gemini_files.format(5, "fileData.fileUri"), "", "file"),
+    ]
 
 
 def test_browsing_the_api_does_without_a_domain_filter_is_read_from_every_api() -> None:
@@ -393,3 +412,32 @@ def test_observe_mode_records_browsing_and_lets_it_pass(
     assert refusals(last_record(proxy)) == [
         ("lateral_movement", PROVIDER_FETCH_RULE, "tools[0].urlContext", False)
     ]
+
+
+def test_gemini_files_in_cloud_storage_are_checked_by_their_bucket(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A ``gs://`` object is read as the agent would reach it itself, at its bucket's virtual host: one
+    outside the allowlist is refused, as is a URI of a scheme the API reads no address of."""
+    from google import genai
+    from google.genai import types
+
+    client = gemini_client(upstream)
+
+    def ask(uri: str) -> Any:
+        part = types.Part.from_uri(file_uri=uri, mime_type="application/pdf")
+        return client.models.generate_content(model="gemini-2.5-flash", contents=[part, "summarise"])
+
+    for uri in ("gs://attacker-drop/doc.pdf", "ftp://attacker.example/doc.pdf"):
+        with pytest.raises(genai.errors.ClientError) as refused:
+            ask(uri)
+        assert refused.value.code == 403
+    assert upstream.received == []
+    # The SDK spells the part's file in camelCase and its URI in snake_case.
+    refused_uri = ("lateral_movement", PROVIDER_FETCH_RULE, "contents[0].parts[0].fileData.file_uri", True)
+    assert [refusals(last_record(enforce, count)) for count in (1, 2)] == [[refused_uri], [refused_uri]]
+    assert "attacker-drop.storage.googleapis.com" in json.dumps(last_record(enforce, 1))
+    ask("gs://corp-docs/q3/doc.pdf")
+    sent = json.loads(upstream.received[-1].body)["contents"][0]["parts"][0]
+    assert sent["fileData"]["file_uri"] == "gs://corp-docs/q3/doc.pdf"
+    assert refusals(last_record(enforce, 3)) == []

@@ -14,6 +14,10 @@ from proxy.exchange import Attachment, Fetch, Part, RequestView, Source
 _DATA_URL = re.compile(r"data:([^,]*),", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _URL_IGNORED = re.compile(r"[\t\n\r]")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+BUCKET_HOSTS = {"s3": "s3.amazonaws.com", "gs": "storage.googleapis.com"}
+"""The host under which a cloud store serves each bucket as a virtual host of its own, by URI scheme."""
 
 
 def decode_attachment(value: str) -> tuple[str, bytes] | str:
@@ -131,12 +135,44 @@ def read_fetched(view: RequestView, value: object, where: str, what: str) -> boo
     carried (``read_file``); a file id names what the provider already holds."""
     if not isinstance(value, str):
         return False
-    # As a WHATWG URL parser reads it: tabs and line breaks anywhere dropped, controls and spaces trimmed.
-    address = _URL_IGNORED.sub("", value).strip("".join(map(chr, range(0x21))))
+    address = _as_parsed(value)
     if not address.lower().startswith(("http://", "https://")):
         return False
     view.fetches.append(Fetch(where, address, what))
     return True
+
+
+def _as_parsed(url: str) -> str:
+    """``url`` as a WHATWG URL parser reads it: tabs and line breaks anywhere dropped, controls and spaces
+    trimmed."""
+    return _URL_IGNORED.sub("", url).strip("".join(map(chr, range(0x21))))
+
+
+def read_file_uri(view: RequestView, value: object, where: str) -> None:
+    """Adds a file the API fetches by a URI at ``where`` (Gemini's ``fileUri``) to ``view``: an ``http(s)``
+    URL as ``read_fetched`` reads it, a ``gs://`` object at its bucket's address (``bucket_address``), a
+    URI of any other scheme as an address no allowlist allows (the API reads no scheme egressguard does
+    not). A name with no scheme (``files/abc``) is what the provider holds."""
+    if not isinstance(value, str) or read_fetched(view, value, where, "file"):
+        return
+    uri = _as_parsed(value)
+    if uri.lower().startswith("gs://"):
+        view.fetches.append(Fetch(where, bucket_address(uri, "gs"), "file in Cloud Storage"))
+    elif _SCHEME.match(uri) is not None or uri.startswith("/"):
+        view.fetches.append(Fetch(where, "", "file"))
+
+
+def bucket_address(uri: object, scheme: str) -> str:
+    """The address a cloud store's ``scheme://bucket/key`` URI names (``s3``, ``gs``), as the agent would
+    reach the object itself (the bucket's virtual host, ``BUCKET_HOSTS``); none that an allowlist allows
+    where it is no such URI or its bucket is no bucket name."""
+    head = f"{scheme}://"
+    if not isinstance(uri, str) or not uri.lower().startswith(head):
+        return ""
+    bucket, _, key = uri[len(head) :].partition("/")
+    if _BUCKET.fullmatch(bucket) is None:
+        return ""
+    return f"https://{bucket}.{BUCKET_HOSTS[scheme]}/{key}"
 
 
 def domain_fetches(domains: object, tool_where: str, domains_key: str, what: str) -> list[Fetch]:

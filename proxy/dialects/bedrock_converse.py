@@ -11,7 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, read_as, read_file
+from proxy.dialects.attachments import add_file, bucket_address, read_as, read_file
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -173,7 +173,8 @@ def _read_block(
         location = as_dict(as_dict(block.get(kind)).get("source")).get("s3Location")
         if location is not None:
             where = format_locator((*steps, kind, "source", "s3Location", "uri"))
-            view.fetches.append(Fetch(where, s3_address(as_dict(location).get("uri")), f"{kind} in S3"))
+            address = bucket_address(as_dict(location).get("uri"), "s3")
+            view.fetches.append(Fetch(where, address, f"{kind} in S3"))
     document = block.get("document")
     if not isinstance(document, dict):
         return
@@ -187,15 +188,6 @@ def _read_block(
     media_type = _TEXT_DOCUMENTS.get((as_str(document.get("format")) or "").lower())
     where = format_locator((*steps, "document", "source", "bytes"))
     add_file(view, read_file(document_source.get("bytes"), where, source, tool_name, call_id, media_type))
-
-
-def s3_address(uri: object) -> str:
-    """The address an ``s3://bucket/key`` URI names, as the agent would reach the object itself (the
-    bucket's virtual host); none that an allowlist allows where it is no such URI."""
-    if not isinstance(uri, str) or not uri.lower().startswith("s3://"):
-        return ""
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return f"https://{bucket}.s3.amazonaws.com/{key}"
 
 
 def _usage(value: Any) -> Usage:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, is_media, read_fetched, read_file
+from proxy.dialects.attachments import add_file, is_media, read_file, read_file_uri
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -93,10 +93,10 @@ def _inline_file(
 
 
 def _read_file_uri(view: RequestView, part: dict[str, Any], where: str) -> None:
-    """The file a part's ``fileData`` gives by an ``http(s)`` URI, for the API to fetch."""
+    """The file a part's ``fileData`` gives by URI, for the API to fetch (``read_file_uri``)."""
     file_key, file = field_of(part, "fileData")
     uri_key, uri = field_of(as_dict(file), "fileUri")
-    read_fetched(view, uri, f"{where}.{file_key}.{uri_key}", "file")
+    read_file_uri(view, uri, f"{where}.{file_key}.{uri_key}")
 
 
 def code_output(part: dict[str, Any], where: str) -> Part | None:
