@@ -152,16 +152,20 @@ def test_requests_naming_their_own_tunnel_pass(enforce: Proxy, upstream: FakeUps
     assert len(upstream.received) == len(ALLOWED)
 
 
-def test_observe_mode_records_fronting_and_forwards(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+@pytest.mark.parametrize("variant", ["Host other host", "absolute-form other host", "X-Forwarded-Host"])
+def test_observe_mode_refuses_fronting_too(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, variant: str
 ) -> None:
-    """Observe mode changes nothing but records what enforce mode would refuse."""
+    """Where lateral movement is only observed, a request naming another host than its tunnel is still
+    refused, and recorded as refused: forwarded, it would reach whatever host the server routes that name
+    to, not the one decided on and recorded."""
     proxy = start_proxy(mode="observe")
-    status = exchange(proxy, upstream.port, FRONTED["X-Forwarded-Host"])
-    assert status == 200
+    status = exchange(proxy, upstream.port, FRONTED[variant].format(port=upstream.port))
+    assert status == 403 and upstream.received == []
     (record,) = requests_recorded(proxy, 1)
+    assert record["decision"] == "blocked" and record["egress_host"] == "localhost"
     fronting = [finding for finding in record["findings"] if finding["rule"] == "egress.domain_fronting"]
-    assert [finding["enforced"] for finding in fronting] == [False]
+    assert [finding["enforced"] for finding in fronting] == [True]
 
 
 def h2_request(proxy: Proxy, port: int, headers: list[tuple[str, str]]) -> int:
@@ -263,19 +267,22 @@ def plain_upstream() -> Iterator[list[dict[str, Any]]]:
     server.server_close()
 
 
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_plain_http_request_with_another_host_header_is_refused(
-    enforce: Proxy, plain_upstream: list[dict[str, Any]]
+    start_proxy: Callable[..., Proxy], plain_upstream: list[dict[str, Any]], mode: str
 ) -> None:
-    """A plain-HTTP request whose Host names another host than its URL is fronting too; one that agrees
-    goes through without the proxy's credentials."""
+    """A plain-HTTP request whose Host names another host than its URL is fronting too, refused where
+    lateral movement is only observed as well; one that agrees goes through without the proxy's
+    credentials."""
+    proxy = start_proxy(mode=mode)
     port = plain_upstream.pop()["port"]
-    status, _ = enforce.raw(
+    status, _ = proxy.raw(
         f"GET http://localhost:{port}/ HTTP/1.1\r\nHost: evil.example\r\n".encode()
         + proxy_authorization()
         + b"\r\n"
     )
     assert status == 403 and plain_upstream == []
-    status, _ = enforce.raw(
+    status, _ = proxy.raw(
         f"GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost:{port}\r\n".encode()
         + proxy_authorization()
         + b"\r\n"

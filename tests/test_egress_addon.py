@@ -109,3 +109,77 @@ def test_a_client_asking_for_ever_new_names_keeps_a_bounded_set_of_pins(
             assert len(pins) <= addons.gate.egress.MAX_PINS_PER_CLIENT
             assert pins[(host, 443)] == f"104.18.{len(host) % 200}.9"
         assert ("h0.openai.com", 443) not in egress.pins[client]
+
+
+OBSERVED = POLICY.replace("mode: enforce", "mode: observe")
+
+
+@pytest.fixture
+def observing() -> Egress:
+    runtime = Runtime(parse_policy(OBSERVED, "p.yaml", environ={}), SqliteStateStore(None))
+    return Egress(runtime)
+
+
+def tunnelled_request(connect: http.HTTPFlow, **headers: str) -> http.HTTPFlow:
+    """A request inside ``connect``'s tunnel, as mitmproxy hands it over: addressed to the tunnel's host."""
+    flow = tflow.tflow()
+    flow.client_conn = connect.client_conn
+    flow.request.host, flow.request.port = connect.request.host, connect.request.port
+    flow.request.authority = ""
+    flow.request.headers.clear()
+    for name, value in headers.items():
+        flow.request.headers[name.replace("_", "-")] = value
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="support"))
+    return flow
+
+
+FRONTING_NAMES = {
+    "Host header": ({"host": "evil.example"}, None),
+    "X-Forwarded-Host": ({"host": "api.openai.com", "x_forwarded_host": "evil.example"}, None),
+    "Forwarded host": ({"host": "api.openai.com", "forwarded": "host=evil.example"}, None),
+    "TLS SNI": ({"host": "api.openai.com"}, "evil.example"),
+}
+
+
+@pytest.mark.parametrize("variant", FRONTING_NAMES)
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_request_naming_another_host_than_its_tunnel_is_refused_in_every_mode(
+    egress: Egress, observing: Egress, monkeypatch: pytest.MonkeyPatch, mode: str, variant: str
+) -> None:
+    """Where lateral movement is only observed too, a request whose names disagree with its tunnel is
+    refused and recorded as refused: its connection would go to the tunnel's host, while the server there
+    routes by the name the request carries, a host nobody decided on and the record does not name."""
+    gate = egress if mode == "enforce" else observing
+    monkeypatch.setattr(addons.gate.egress, "resolve", lambda host, port: ["104.18.6.192"])
+    headers, sni = FRONTING_NAMES[variant]
+    with taddons.context(gate):
+        connect = connect_flow("api.openai.com")
+        asyncio.run(gate.http_connect(connect))
+        connect.client_conn.sni = sni
+        flow = tunnelled_request(connect, **headers)
+        asyncio.run(gate.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    turn = flow.metadata[METADATA_KEY]
+    assert str(turn.decision) == "blocked"
+    assert turn.egress_host == "api.openai.com"
+    assert [(finding.rule, finding.enforced) for finding in turn.findings] == [
+        ("egress.domain_fronting", True)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_request_naming_its_tunnel_goes_to_the_address_checked(
+    egress: Egress, observing: Egress, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The control: the same request naming its tunnel's host in another spelling passes, pinned."""
+    gate = egress if mode == "enforce" else observing
+    monkeypatch.setattr(addons.gate.egress, "resolve", lambda host, port: ["104.18.6.192"])
+    with taddons.context(gate):
+        connect = connect_flow("api.openai.com")
+        asyncio.run(gate.http_connect(connect))
+        connect.client_conn.sni = "API.OpenAI.com."
+        flow = tunnelled_request(connect, host="api.OPENAI.com.:443")
+        asyncio.run(gate.requestheaders(flow))
+    assert flow.response is None
+    assert flow.metadata[METADATA_KEY].egress_host == "api.openai.com"
+    assert gate.pins[flow.client_conn][("api.openai.com", 443)] == "104.18.6.192"

@@ -141,9 +141,10 @@ class Egress:
         if tunnel is not None and fronting is None:
             fronting = fronting_mismatch(tunnel.host, flow.client_conn.sni, None)
         if fronting is not None:
+            # The record names where the connection would have gone; the finding, the name that differs.
+            turn.egress_host = canonical_host(destination[0])
             self._refuse_fronting(flow, turn, fronting)
-            if flow.response is not None:
-                return
+            return
         if tunnel is None:
             decision, addresses = await self._decide(policy, turn, request.host, request.port)
         else:
@@ -256,7 +257,9 @@ class Egress:
                 del pins[next(iter(pins))]
 
     def _refuse_fronting(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
-        enforced = policy_of(flow, self.runtime).enforces(Threat.LATERAL_MOVEMENT)
+        """Refused whatever the mode: the connection goes where the tunnel or URL was decided, while the
+        server (a CDN, a virtual host, a reverse proxy) routes by the name the request carries, so the
+        request would reach a host nobody decided on and the record does not name."""
         turn.add(
             Finding(
                 threat=Threat.LATERAL_MOVEMENT,
@@ -266,11 +269,10 @@ class Egress:
                 action=Action.BLOCK,
                 where="egress",
                 owasp="LLM08",
-                enforced=enforced,
+                enforced=True,
             )
         )
-        if enforced:
-            self._refuse(flow, turn, f"request refused: {reason}")
+        self._refuse(flow, turn, f"request refused: {reason}")
 
     def _refuse(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
         turn.escalate(Decision.BLOCKED)
