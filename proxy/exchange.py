@@ -140,7 +140,9 @@ class RequestView:
     continues: dict[str, str] = field(default_factory=dict)
     """What the provider keeps from earlier turns that this request continues, by the field naming it: a
     stored response (``previous_response_id``) or a conversation (``conversation``), whose whole content
-    the provider hands the model."""
+    the provider hands the model, or a container the code the API runs works in (Anthropic's
+    ``container``, a Responses code interpreter's ``tools[0].container``), which keeps what earlier code
+    wrote there."""
     kept: bool = False
     """The provider keeps this exchange for a later request to continue (the Responses API's ``store``)."""
 
@@ -167,6 +169,8 @@ class Completion:
     parse_error: str | None = None
     response_id: str | None = None
     """The id the provider keeps the answer under, for a later request to continue from."""
+    containers: list[str] = field(default_factory=list)
+    """The containers the answer's code ran in, which keep what it wrote for a later request to run in."""
     # Response text the agent will read as input rather than as model output (MCP tool results and tool
     # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
     parts: list[Part] = field(default_factory=list)

@@ -1,16 +1,23 @@
 """A provider keeps a stored response or a conversation and hands the model the whole of it when a later
-request continues it: where egressguard withheld part of an answer (a destructive call), a request that
-continues it is refused, through a real egressguard and the official OpenAI SDK."""
+request continues it, and a container keeps what the code run in it wrote: where egressguard withheld
+part of an answer (a destructive call), a request that continues from any of them is refused, through a
+real egressguard and the official OpenAI and Anthropic SDKs."""
 
 from __future__ import annotations
 
+import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
+from proxy.dialects import Anthropic, OpenAIResponses
 from tests.harness import Proxy
+from tests.test_server_tools import CODE_ITEM, RESPONSE, answer
+from tests.test_streaming import ANTHROPIC_MESSAGE, run, sse
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 CONTEXT = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
@@ -105,3 +112,114 @@ def test_a_stream_broken_after_its_call_was_withheld_cannot_be_continued(
         ask(client, stream=True)
     upstream.reply = Reply()
     assert "inspection.withheld_context" in refusal(client, previous_response_id=STORED)
+
+
+DELETE_ITEM = {
+    "id": "fc_1",
+    "type": "function_call",
+    "status": "completed",
+    "call_id": "call_1",
+    "name": "delete_customer",
+    "arguments": '{"id": 42}',
+}
+DELETE_BLOCK = {"type": "tool_use", "id": "toolu_1", "name": "delete_customer", "input": {"id": 42}}
+CONTAINER = {"id": "container_011", "expires_at": "2026-12-06T16:00:00Z"}
+
+
+def events(*payloads: dict[str, Any]) -> bytes:
+    return b"".join(sse(payload, payload["type"]) for payload in payloads)
+
+
+def test_the_containers_a_request_runs_in_and_an_answer_ran_code_in_are_read() -> None:
+    """A container named by id continues; ``{"type": "auto"}`` starts a new one. An answer names the
+    containers its code ran in, whole and streamed."""
+    responses = {
+        "model": "m",
+        "input": "go on",
+        "tools": [
+            {"type": "code_interpreter", "container": {"type": "auto"}},
+            {"type": "code_interpreter", "container": "cntr_7"},
+        ],
+    }
+    assert OpenAIResponses().parse_request(json.dumps(responses).encode()).continues == {
+        "tools[1].container": "cntr_7"
+    }
+    for container in ("container_011", {"id": "container_011", "skills": []}):
+        body = {"model": "m", "max_tokens": 9, "messages": [], "container": container}
+        assert Anthropic().parse_request(json.dumps(body).encode()).continues == {
+            "container": "container_011"
+        }
+    whole = json.dumps({**RESPONSE, "output": [CODE_ITEM, DELETE_ITEM]}).encode()
+    assert OpenAIResponses().parse_response(whole).containers == ["cntr_1"]
+    session = OpenAIResponses().stream_session()
+    run(
+        session,
+        events(
+            {"type": "response.created", "response": {**RESPONSE, "status": "in_progress", "output": []}},
+            {"type": "response.output_item.done", "output_index": 0, "item": CODE_ITEM},
+            {"type": "response.completed", "response": {**RESPONSE, "output": [CODE_ITEM]}},
+        ),
+    )
+    assert session.completion.containers == ["cntr_1"]
+    assert Anthropic().parse_response(answer(DELETE_BLOCK)).containers == []
+    message = {**ANTHROPIC_MESSAGE, "content": [], "stop_reason": None, "container": None}
+    session = Anthropic().stream_session()
+    run(
+        session,
+        events(
+            {"type": "message_start", "message": message},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "container": CONTAINER}},
+            {"type": "message_stop"},
+        ),
+    )
+    assert session.completion.containers == ["container_011"]
+
+
+def test_a_container_an_answer_with_a_withheld_call_ran_in_cannot_be_run_in_again(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The container the answer names and the one the request ran in are both remembered; a new one
+    (``{"type": "auto"}``) and another one pass."""
+    proxy = start_proxy(mode="enforce")
+    client = proxy.openai_client(upstream.url, headers=CONTEXT)
+    upstream.reply = Reply(body=json.dumps({**RESPONSE, "output": [CODE_ITEM, DELETE_ITEM]}).encode())
+    running = [{"type": "code_interpreter", "container": "cntr_2"}]
+    assert ask(client, tools=running, store=False) == []
+    upstream.reply = Reply()
+    for named in ("cntr_1", "cntr_2"):
+        tools = [{"type": "code_interpreter", "container": named}]
+        assert "inspection.withheld_context" in refusal(client, tools=tools, store=False)
+    record = proxy.wait_for_records(3)[-1]
+    found = {(finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]}
+    assert ("inspection.withheld_context", "tools[0].container", True) in found
+    for container in ({"type": "auto"}, "cntr_3"):
+        assert ask(client, tools=[{"type": "code_interpreter", "container": container}]) == []
+
+
+def test_an_anthropic_container_an_answer_with_a_withheld_call_ran_in_cannot_be_run_in_again(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    proxy = start_proxy(mode="enforce")
+    client = anthropic.Anthropic(
+        base_url=upstream.url,
+        api_key="sk-ant-test",
+        max_retries=0,
+        default_headers=CONTEXT,
+        http_client=anthropic.DefaultHttpxClient(
+            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        ),
+    )
+    body = json.loads(answer(DELETE_BLOCK))
+    upstream.reply = Reply(body=json.dumps({**body, "container": CONTAINER}).encode())
+    ask_anthropic: Any = [{"role": "user", "content": "go on"}]
+    reply = client.messages.create(model="m", max_tokens=10, messages=ask_anthropic)
+    assert [block.type for block in reply.content] == ["text"]
+    upstream.reply = Reply(body=answer({"type": "text", "text": "done"}))
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        client.messages.create(model="m", max_tokens=10, messages=ask_anthropic, container="container_011")
+    assert "inspection.withheld_context" in str(refused.value)
+    record = proxy.wait_for_records(2)[-1]
+    assert ("inspection.withheld_context", "container", True) in {
+        (finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]
+    }
+    client.messages.create(model="m", max_tokens=10, messages=ask_anthropic, container="container_012")

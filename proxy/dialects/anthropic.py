@@ -262,11 +262,17 @@ class Anthropic(Dialect):
                 )
             )
         view.fetches += request_browsing(body)
+        # A container is named by its id, or by ``{"id": ...}`` beside the skills it loads.
+        container = body.get("container")
+        named = as_str(container) or as_str(as_dict(container).get("id"))
+        if named:
+            view.continues["container"] = named
         return view
 
     def _completion_from(self, document: Any) -> Completion:
         body = require_object(document)
         completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("stop_reason")))
+        completion.containers = _container_of(body)
         names_by_call_id: dict[str, str] = {}
         for index, raw_block in enumerate(as_list(body.get("content"))):
             block = as_dict(raw_block)
@@ -375,6 +381,12 @@ def _block_call(block: _Block) -> ToolCall:
     return replace(call, arguments=reparse_arguments(block.partial_json.text))
 
 
+def _container_of(message: dict[str, Any]) -> list[str]:
+    """The container a message's code ran in (``container: {"id": ...}``), in an answer or its delta."""
+    container = as_str(as_dict(message.get("container")).get("id"))
+    return [container] if container else []
+
+
 class AnthropicStreamSession(BlockCallSession):
     READS_PLACES = True
 
@@ -383,6 +395,8 @@ class AnthropicStreamSession(BlockCallSession):
         self._model: str | None = None
         self._stop_reason: str | None = None
         self._usage = Usage()
+        self._containers: list[str] = []
+        """The containers the answer's code ran in, as its start and its end named them."""
         self._blocks: dict[int, _Block] = {}
         # Block positions as the agent sees them: the SDKs index their snapshot by it, so no gaps.
         self._out_index: dict[int, int] = {}
@@ -401,6 +415,7 @@ class AnthropicStreamSession(BlockCallSession):
     @property
     def completion(self) -> Completion:
         completion = Completion(model=self._model, usage=self._usage, stop_reason=self._stop_reason)
+        completion.containers = list(dict.fromkeys(self._containers))
         for index in sorted(self._blocks):
             block = self._blocks[index]
             if block.call is not None:
@@ -422,6 +437,7 @@ class AnthropicStreamSession(BlockCallSession):
             message = as_dict(body.get("message"))
             self._model = as_str(message.get("model"))
             self._usage = _usage(message.get("usage"))
+            self._containers += _container_of(message)
         elif event_type == "content_block_start":
             index = as_int(body.get("index")) or 0
             block = as_dict(body.get("content_block"))
@@ -449,6 +465,7 @@ class AnthropicStreamSession(BlockCallSession):
                 block_state.partial_json.add(as_str(delta.get("partial_json")) or "")
         elif event_type == "message_delta":
             self._stop_reason = as_str(as_dict(body.get("delta")).get("stop_reason")) or self._stop_reason
+            self._containers += _container_of(as_dict(body.get("delta")))
             usage = as_dict(body.get("usage"))
             self._usage = Usage(
                 as_int(usage.get("input_tokens")) or self._usage.tokens_in,

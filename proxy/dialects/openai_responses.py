@@ -219,6 +219,11 @@ def _read_continuation(view: RequestView, body: dict[str, Any]) -> None:
     named = as_str(conversation) or as_str(as_dict(conversation).get("id"))
     if named:
         view.continues["conversation"] = named
+    for position, tool in enumerate(as_list(body.get("tools"))):
+        # A container named by id is one an earlier answer's code ran in; ``{"type": "auto"}`` is a new one.
+        container = as_str(as_dict(tool).get("container"))
+        if container:
+            view.continues[f"tools[{position}].container"] = container
     view.kept = body.get("store") is not False
 
 
@@ -371,6 +376,7 @@ class OpenAIResponses(Dialect):
             elif item_type in CALL_ITEMS:
                 completion.tool_calls.append(item_call(item, f"output[{position}]"))
             completion.add_read_content(returned_parts(item, f"output[{position}]"))
+            completion.containers += _container_of(item)
         completion.usage = _usage(body.get("usage"))
         return completion
 
@@ -393,6 +399,12 @@ class OpenAIResponses(Dialect):
 def _usage(value: Any) -> Usage:
     usage = as_dict(value)
     return Usage(as_int(usage.get("input_tokens")), as_int(usage.get("output_tokens")))
+
+
+def _container_of(item: dict[str, Any]) -> list[str]:
+    """The container an output item's code ran in (a code interpreter call's ``container_id``)."""
+    container = as_str(item.get("container_id"))
+    return [container] if container else []
 
 
 @dataclass(slots=True)
@@ -428,6 +440,8 @@ class ResponsesStreamSession(StreamSession):
         self._model: str | None = None
         self._status: str | None = None
         self._response_id: str | None = None
+        self._containers: dict[str, None] = {}
+        """The containers the answer's items ran code in, in the order they came."""
         self._usage = Usage()
         self._items: dict[int, _Item] = {}
         # Output positions as the agent sees them: dropped calls leave no gap, or become a notice item.
@@ -452,6 +466,7 @@ class ResponsesStreamSession(StreamSession):
     def completion(self) -> Completion:
         completion = Completion(model=self._model, usage=self._usage, stop_reason=self._status)
         completion.response_id = self._response_id
+        completion.containers = list(self._containers)
         for position in sorted(self._items):
             item = self._items[position]
             call = item.tool_call()
@@ -500,6 +515,7 @@ class ResponsesStreamSession(StreamSession):
 
     def _record_item(self, position: int, item: dict[str, Any]) -> None:
         item_type = _item_type(item)
+        self._containers.update(dict.fromkeys(_container_of(item)))
         where = f"output[{position}]"
         if item_type in CALL_ITEMS:
             self._items[position] = _Item(item_type, call=item_call(item, where))
