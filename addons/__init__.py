@@ -14,6 +14,7 @@ from addons.process.heap import LongLivedHeap
 from addons.process.logscrub import ScrubbedLogs
 from addons.record.audit import Audit
 from addons.record.metrics import TurnMetrics
+from addons.record.staged import StagedUploads
 from addons.wire.alpn import AlpnOffers
 from addons.wire.backpressure import HeldReads
 from addons.wire.decoding import CappedDecoding
@@ -46,6 +47,7 @@ def default_addons(runtime: Runtime | None = None) -> list[object]:
         AlpnOffers(),
         Freeze(runtime),
         Inspect(runtime),
+        StagedUploads(runtime),
         RawStreams(runtime),
         WebSocketLimits(runtime),
         DrillTarget(runtime),

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import traceback
 from collections import deque
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import wraps
 from pathlib import Path
@@ -25,9 +25,20 @@ from mitmproxy.websocket import WebSocketMessage
 
 from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
 from proxy.config.policy import Policy
-from proxy.dialects import Dialect, Generic, StreamFilters, StreamSession, detect, is_event_stream, is_text
+from proxy.dialects import (
+    Dialect,
+    Generic,
+    StreamFilters,
+    StreamSession,
+    detect,
+    is_event_stream,
+    is_text,
+    read_batch_file,
+    staged_upload,
+)
 from proxy.dialects.base import BLOCKED_CODE, ParsedBody, body_text, load_json_with_shadowed, readable_text
 from proxy.dialects.generic import binary_parts
+from proxy.dialects.locator import parse_locator
 from proxy.dialects.messages import Sending
 from proxy.dialects.readings import (
     DECLARED,
@@ -39,6 +50,7 @@ from proxy.dialects.readings import (
     folded_keys,
     spelled_twice,
 )
+from proxy.dialects.stored import carry
 from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_as
 from proxy.exchange import Attachment, Completion, RequestView, Source
 from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
@@ -46,6 +58,7 @@ from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.scanning.residual import CONTEXT_CHARS
 from proxy.scanning.rulepack import ScanTimeout
+from proxy.staged import STAGED_FILE, StagedParts, UnseenPartError, named_parts
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
 from proxy.wire.charsets import (
@@ -101,6 +114,9 @@ REASON_FIELD = ":reason"
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
 UNREADABLE_ANSWER_RULE = "inspection.binary_answer"
 UNREAD_ATTACHMENT_RULE = "inspection.attachment"
+STAGED_UPLOAD_RULE = "inspection.staged_upload"
+"""An upload's ``complete`` whose file egressguard cannot read whole (a part it did not see, or that
+passed unread), or whose reading would rewrite a part that has already left."""
 """A file a request carries encoded (base64, a ``data:`` URL), or an answer gives to be read in a field
 that holds base64, that does not decode: a lenient decoder may read what no detector saw."""
 TEXT_ENCODING_KEY = "egressguard.inspect.text_encoding"
@@ -549,6 +565,38 @@ def unread_body_finding(rule: str, signal: str, where: str, inspector: TurnInspe
     """A body the dialect cannot read: refused where a threat decided on a body's words is enforced."""
     threat = inspection_threat(inspector.policy)
     return body_finding(rule, signal, where, threat, enforced=inspector.normalises)
+
+
+def read_completed_upload(
+    parts: StagedParts, path: str, body: bytes, view: RequestView, cap: int
+) -> UninspectableError | UnseenPartError | None:
+    """An Upload's ``complete`` (``proxy.staged``): the file its parts make, in the order it names them,
+    read as a batch input file sent whole is and added to ``view`` under ``upload``; the error where that
+    file cannot be read whole. None for any other request."""
+    staged = staged_upload(path)
+    if staged is None or staged[1] != "complete":
+        return None
+    try:
+        content = parts.assemble(staged[0], named_parts(body), cap)
+    except (OverCapError, UnseenPartError) as error:
+        return error
+    read = read_batch_file(content)
+    if read.parse_error:
+        return UnseenPartError(f"the file its parts make does not read: {read.parse_error}")
+    carry(view, read, (STAGED_FILE,))
+    return None
+
+
+def unsent_rewrite(inspector: TurnInspector, replacements: Mapping[str, str]) -> Finding | None:
+    """Where the request's verdict would rewrite the file an upload's parts make, which left with them:
+    the finding that asks it (the request is refused instead, no rewrite being possible)."""
+    staged = [where for where in replacements if parse_locator(where)[:1] == [STAGED_FILE]]
+    if not staged:
+        return None
+    found = (finding for finding in inspector.turn.findings if finding.where in staged and finding.enforced)
+    signal = "the file an upload's parts make would be rewritten, and its parts have left"
+    threat = inspection_threat(inspector.policy)
+    return next(found, body_finding(STAGED_UPLOAD_RULE, signal, staged[0], threat, enforced=True))
 
 
 def request_refusal_status(error: UninspectableError) -> int:
@@ -1109,7 +1157,30 @@ class Inspect:
             if finding.enforced:
                 self._refuse_request(flow, dialect, inspector, 400, finding)
                 return None
+        if body is not None and self._refuse_unread_upload(flow, dialect, inspector, view, body):
+            return None
         return inspector, view, body, parsed
+
+    def _refuse_unread_upload(
+        self, flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, view: RequestView, body: bytes
+    ) -> bool:
+        """An Upload's ``complete`` is read with the file its parts make (``read_completed_upload``); one
+        whose file cannot be read whole is refused where that is enforced (True)."""
+        cap = inspector.policy.max_body_bytes
+        error = read_completed_upload(self.runtime.staged_parts, flow.request.path, body, view, cap)
+        if isinstance(error, UninspectableError):
+            refused = self._uninspectable(flow, inspector.turn, "request", error)
+            if refused is not None:
+                self._refuse_request(flow, dialect, inspector, request_refusal_status(error), refused)
+            return refused is not None
+        if error is None:
+            return False
+        signal = f"request {error}: the file it completes cannot be inspected"
+        finding = unread_body_finding(STAGED_UPLOAD_RULE, signal, "request", inspector)
+        inspector.turn.add(finding)
+        if finding.enforced:
+            self._refuse_request(flow, dialect, inspector, 403, finding)
+        return finding.enforced
 
     @staticmethod
     def _read_keys_otherwise[Read](
@@ -1167,6 +1238,7 @@ class Inspect:
     ) -> None:
         dialect, reader = flow.metadata[DIALECT_KEY], flow.metadata[READER_KEY]
         verdict = inspector.inspect_request(view)
+        verdict.block = verdict.block or unsent_rewrite(inspector, verdict.replacements)
         target = inspector.scan_url(pretty_host(flow.request), flow.request.path)
         fields = scan_request_fields(inspector, flow.request)
         read_otherwise(flow, inspector, view, body, parsed)

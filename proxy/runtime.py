@@ -12,6 +12,7 @@ from proxy.control.drill import DrillRuns
 from proxy.control.freeze import FreezeMemory
 from proxy.control.metrics import Metrics, Sources
 from proxy.inspection import Detectors
+from proxy.staged import StagedParts
 from proxy.state import SqliteStateStore, StateStore
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisStateStore
@@ -68,6 +69,11 @@ class Runtime:
         """True while the shared store is down and this process serves with its own local state."""
         store = self.state_or_none
         return isinstance(store, FallbackStore) and store.degraded
+
+    @property
+    def staged_parts(self) -> StagedParts:
+        """The parts of uploads kept until their file is read (``proxy.staged``), under ``data_dir``."""
+        return StagedParts(self.policy.data_dir / "staged")
 
     @property
     def detectors(self) -> Detectors:

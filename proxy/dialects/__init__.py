@@ -29,6 +29,7 @@ from proxy.dialects.stream import (
     ToolGate,
     chain_filters,
 )
+from proxy.exchange import RequestView
 from proxy.wire import jsontext
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "is_event_stream",
     "is_text",
     "jsonrpc_messages",
+    "read_batch_file",
+    "staged_upload",
 ]
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/chat/completions\Z")
@@ -74,6 +77,7 @@ _BEDROCK_CONVERSE = re.compile(r"/model/(.+)/(converse(?:-stream)?)\Z")
 _PROVIDER_API = re.compile(r"(?:/openai)?/(?:upload/)?v1(?:alpha|beta)?\d*/|/openai/")
 """The prefix of a provider's model API: OpenAI's and Anthropic's ``/v1``, Gemini's ``/v1beta`` (and its
 uploads' ``/upload/v1beta``), Vertex AI's ``/v1`` or ``/v1beta1``, Azure OpenAI's ``/openai``."""
+_UPLOAD = re.compile(r"/uploads/([^/]+)/(parts|complete)\Z")
 _MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
 """Text in which some key may read as ``jsonrpc``: spelled in any case (servers in Go match keys
 regardless of case, and fold the long s to "s"), or with an escape."""
@@ -141,6 +145,20 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     if _PROVIDER_API.match(route) and is_stored_route(route) and jsonrpc_messages(body) is None:
         return Stored(route, _embedded_route)
     return None
+
+
+def staged_upload(path: str) -> tuple[str, str] | None:
+    """The id of the OpenAI Upload a route of a provider API's acts on, and how: ``parts`` adds a part,
+    ``complete`` joins them into a file; None for any other route."""
+    route = _route(path)
+    found = _UPLOAD.search(route)
+    return (found.group(1), found.group(2)) if found and _PROVIDER_API.match(route) else None
+
+
+def read_batch_file(content: bytes) -> RequestView:
+    """A file read as a batch input file sent whole to ``/v1/files`` is: line by line, each line as the
+    request it names."""
+    return Stored("/v1/files", _embedded_route).parse_request(content)
 
 
 def _embedded_route(path: str, body: bytes) -> Dialect | None:

@@ -211,17 +211,7 @@ class Stored(Dialect):
         for request in requests:
             carried = get_at(document, format_locator(request.at))
             own = request.dialect._request_from(_placed(request.inside, carried))
-            moved = _Relocation(base + request.at, len(request.inside))
-            parts, attachments = moved.each(own.parts), moved.each(own.attachments)
-            view.model = view.model or own.model
-            view.parts += parts
-            view.tools_offered += own.tools_offered
-            view.tool_calls += moved.each(own.tool_calls)
-            view.declared_tools += moved.each(own.declared_tools)
-            view.fetches += moved.each(own.fetches)
-            view.attachments += attachments
-            read.update(part.where for part in parts)
-            read.update(file.where for file in attachments)
+            read.update(carry(view, own, base + request.at, len(request.inside)))
         for where, text in walk_strings(document, base):
             if where not in read:
                 view.parts.append(Part(Source.USER, text, where))
@@ -263,6 +253,21 @@ class Stored(Dialect):
 
     def _drop_calls(self, document: Any, dropped: list[ToolCall], notice: str | None) -> None:
         self.any_body._drop_calls(document, dropped, notice)
+
+
+def carry(view: RequestView, own: RequestView, base: tuple[Step, ...], dropped: int = 0) -> set[str]:
+    """Adds to ``view`` what ``own`` reads of a request carried at ``base``, each locator led from there
+    (its first ``dropped`` steps left out); the locators of the strings and files it read."""
+    moved = _Relocation(base, dropped)
+    parts, attachments = moved.each(own.parts), moved.each(own.attachments)
+    view.model = view.model or own.model
+    view.parts += parts
+    view.tools_offered += own.tools_offered
+    view.tool_calls += moved.each(own.tool_calls)
+    view.declared_tools += moved.each(own.declared_tools)
+    view.fetches += moved.each(own.fetches)
+    view.attachments += attachments
+    return {part.where for part in parts} | {file.where for file in attachments}
 
 
 def _placed(inside: tuple[Step, ...], value: Any) -> Any:

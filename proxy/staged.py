@@ -1,0 +1,151 @@
+"""Model input a provider assembles from pieces sent one request at a time: an OpenAI Upload's parts
+(``POST /v1/uploads/{id}/parts``, each the form field ``data``), joined in the order its ``complete``
+names them (``part_ids``) into the file a batch then runs. Each part is read as any body as it passes,
+yet a batch line (or a prompt) split across two parts is whole only once they are joined: the parts are
+kept on disk, at most the inspection cap an upload, so that the file they make can be read line by line,
+as a batch input file uploaded whole is, before ``complete`` makes it one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy.wire import jsontext
+from proxy.wire.decoding import OverCapError
+from proxy.wire.multipart import part_headers
+
+OVER_CAP_MARK = "over-cap"
+"""The file that says an upload's parts grew past the cap: their file can no longer be read whole."""
+UNREAD_MARK = "unread"
+"""The file that says a part of an upload passed without its content being kept (a body relayed unread)."""
+KEPT_S = 2 * 3600.0
+"""How long an upload's parts are kept after its last part: OpenAI lets an upload be completed for an
+hour after it is created."""
+MOST_UPLOADS = 256
+"""The uploads kept at once; the oldest is forgotten first (its ``complete`` then names parts not kept)."""
+
+
+STAGED_FILE = "upload"
+"""The first step of a locator into the file an upload's parts make (``upload[3].body.input``: line 3)."""
+_FIELD_NAME = re.compile(r'(?:^|;)\s*name="([^"]*)"')
+
+
+class UnseenPartError(ValueError):
+    """``complete`` names a part egressguard did not keep: sent around it, forgotten, or never read."""
+
+
+class StagedParts:
+    """The parts of uploads under ``directory``, a folder an upload, a file a part (both named by a
+    digest of their id, so no id names a path). Writes are atomic (a file renamed into place), so
+    workers sharing the directory each see a part whole or not at all."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def keep(self, upload: str, part: str, content: bytes | None, cap: int) -> None:
+        """Keeps ``part`` of ``upload``; ``content`` None for a part whose content was not read. Past
+        ``cap`` bytes for the upload, its parts are dropped and the upload marked as over the cap."""
+        folder = self._folder(upload)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._forget_old(keep=folder)
+        if content is None:
+            _write(folder / UNREAD_MARK, b"")
+            return
+        if (folder / OVER_CAP_MARK).exists():
+            return
+        held = _parts_in(folder)
+        if sum(entry.stat().st_size for entry in held) + len(content) > cap:
+            _write(folder / OVER_CAP_MARK, b"")
+            for entry in held:
+                entry.unlink(missing_ok=True)
+            return
+        _write(folder / _digest(part), content)
+
+    def assemble(self, upload: str, parts: Sequence[str], cap: int) -> bytes:
+        """The file ``upload``'s ``parts`` make in this order. Raises ``OverCapError`` where they grew
+        past ``cap``, ``UnseenPartError`` where one of them was not kept or not read."""
+        folder = self._folder(upload)
+        if (folder / OVER_CAP_MARK).exists():
+            raise OverCapError(f"its upload's parts together exceed the inspection cap of {cap} bytes")
+        if (folder / UNREAD_MARK).exists():
+            raise UnseenPartError("a part of its upload passed unread")
+        pieces: list[bytes] = []
+        for part in parts:
+            try:
+                pieces.append((folder / _digest(part)).read_bytes())
+            except OSError:
+                raise UnseenPartError(f"it names part {len(pieces)}, which did not pass here") from None
+        joined = b"".join(pieces)
+        if len(joined) > cap:  # a part named twice
+            raise OverCapError(f"the file its parts make exceeds the inspection cap of {cap} bytes")
+        return joined
+
+    def forget(self, upload: str) -> None:
+        shutil.rmtree(self._folder(upload), ignore_errors=True)
+
+    def _folder(self, upload: str) -> Path:
+        return self.directory / _digest(upload)
+
+    def _forget_old(self, keep: Path) -> None:
+        """Drops the uploads whose last part is older than ``KEPT_S``, and the oldest past
+        ``MOST_UPLOADS``: what is on disk stays bounded whatever uploads are begun and never completed."""
+        folders = sorted((_modified(entry), entry) for entry in self.directory.iterdir() if entry != keep)
+        stale = time.time() - KEPT_S
+        for position, (modified, folder) in enumerate(folders):
+            if modified < stale or position < len(folders) - (MOST_UPLOADS - 1):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _parts_in(folder: Path) -> list[Path]:
+    """The parts kept in ``folder``: neither a mark nor a part being written (``_write``)."""
+    return [entry for entry in folder.iterdir() if entry.name not in _MARKS and "." not in entry.name]
+
+
+_MARKS = (OVER_CAP_MARK, UNREAD_MARK)
+
+
+def _modified(path: Path) -> float:
+    """When ``path`` last changed; long ago where another worker has just removed it."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _write(path: Path, content: bytes) -> None:
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.part")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
+    os.utime(path.parent)
+
+
+def named_parts(body: bytes) -> list[str]:
+    """The parts a ``complete`` request names, in order (``part_ids``); raises ``UnseenPartError`` where
+    it names none that can be read."""
+    try:
+        document = jsontext.loads(body.decode("utf-8", "surrogateescape"))
+    except (ValueError, RecursionError):
+        raise UnseenPartError("its body does not read as JSON") from None
+    parts = document.get("part_ids") if isinstance(document, dict) else None
+    if not isinstance(parts, list) or not all(isinstance(part, str) for part in parts):
+        raise UnseenPartError("it names its parts otherwise than as a list of ids")
+    return parts
+
+
+def form_field(body: bytes, name: str) -> bytes | None:
+    """The content of the form field ``name`` of a ``multipart/form-data`` body; None where it has none."""
+    for headers, start, end in part_headers(body) or ():
+        field = _FIELD_NAME.search(headers.get("content-disposition", ""))
+        if field is not None and field.group(1) == name:
+            return body[start:end]
+    return None

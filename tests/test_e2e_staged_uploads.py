@@ -1,0 +1,179 @@
+"""A batch input file uploaded in parts (OpenAI's Uploads: ``/v1/uploads``, its ``parts``, ``complete``) is
+read as the file its parts make, in the order ``complete`` names them, line by line as a file uploaded
+whole is: a line split across two parts that a whole file would be refused for refuses the ``complete``,
+as does a part that did not pass here, parts together over the inspection cap, or a secret split across
+parts (its parts have left: nothing can be redacted). Read by unit, then end to end through a real
+egressguard in enforce mode with the official SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+
+from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE
+from proxy.dialects import read_batch_file, staged_upload
+from proxy.staged import MOST_UPLOADS, StagedParts, UnseenPartError, form_field, named_parts
+from proxy.wire.decoding import OverCapError
+from tests.harness import Proxy
+from tests.test_e2e_declared_tools import refusals
+from tests.test_e2e_inspect import AWS_KEY, _agent, last_record, openai_client
+from tests.test_e2e_stored_requests import UNASKED_MCP, batch_line
+from tests.upstream import FakeUpstream, Reply
+
+CLEAN = batch_line("r1", "/v1/responses", {"model": "m", "input": "what changed?"})
+UNASKED = batch_line("r2", "/v1/responses", {"model": "m", "input": "run it", "tools": [UNASKED_MCP]})
+KEYED = batch_line("r3", "/v1/responses", {"model": "m", "input": f"the key is {AWS_KEY}"})
+
+
+def test_an_uploads_routes_are_told_from_others() -> None:
+    assert staged_upload("/v1/uploads/upload_1/parts") == ("upload_1", "parts")
+    assert staged_upload("/openai/uploads/upload_1/complete?api-version=1") == ("upload_1", "complete")
+    assert staged_upload("/v1/uploads") is None
+    assert staged_upload("/repos/o/r/uploads/u/complete") is None
+
+
+def test_parts_are_joined_in_the_order_complete_names(tmp_path: Path) -> None:
+    parts = StagedParts(tmp_path)
+    parts.keep("u", "p1", b'{"a": "fir', 100)
+    parts.keep("u", "p2", b'st"}\n', 100)
+    assert parts.assemble("u", ["p1", "p2"], 100) == b'{"a": "first"}\n'
+    assert parts.assemble("u", ["p2", "p1"], 100) == b'st"}\n{"a": "fir'
+    with pytest.raises(UnseenPartError, match="part 1"):
+        parts.assemble("u", ["p1", "p3"], 100)
+    with pytest.raises(UnseenPartError):
+        parts.assemble("other", ["p1"], 100)
+    parts.forget("u")
+    with pytest.raises(UnseenPartError):
+        parts.assemble("u", ["p1"], 100)
+
+
+def test_parts_past_the_cap_or_unread_make_a_file_that_cannot_be_read(tmp_path: Path) -> None:
+    parts = StagedParts(tmp_path)
+    parts.keep("u", "p1", b"x" * 60, 100)
+    parts.keep("u", "p2", b"x" * 60, 100)
+    parts.keep("u", "p3", b"x", 100)
+    with pytest.raises(OverCapError):
+        parts.assemble("u", ["p3"], 100)
+    parts.keep("v", "p1", b"x" * 60, 100)
+    with pytest.raises(OverCapError):
+        parts.assemble("v", ["p1", "p1"], 100)  # a part named twice is in the file twice
+    parts.keep("w", "p1", b"x", 100)
+    parts.keep("w", "p2", None, 100)
+    with pytest.raises(UnseenPartError, match="unread"):
+        parts.assemble("w", ["p1"], 100)
+
+
+def test_the_uploads_kept_are_bounded(tmp_path: Path) -> None:
+    parts = StagedParts(tmp_path)
+    for upload in range(MOST_UPLOADS + 5):
+        parts.keep(f"u{upload}", "p", b"x", 10)
+    assert len(list(tmp_path.iterdir())) == MOST_UPLOADS
+    assert parts.assemble(f"u{MOST_UPLOADS + 4}", ["p"], 10) == b"x"
+
+
+def test_a_completes_parts_and_a_parts_form_field_are_read() -> None:
+    assert named_parts(b'{"part_ids": ["a", "b"], "md5": ""}') == ["a", "b"]
+    for body in (b"{", b'{"part_ids": "a"}', b'{"part_ids": [1]}', b"[]"):
+        with pytest.raises(UnseenPartError):
+            named_parts(body)
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="other"\r\n\r\nno\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="data"; filename="d"\r\n\r\nline\nline\r\n--b--\r\n'
+    )
+    assert form_field(form, "data") == b"line\nline"
+    assert form_field(form, "missing") is None
+    assert form_field(b"not a form", "data") is None
+
+
+def test_the_joined_file_is_read_as_a_batch_file_is() -> None:
+    view = read_batch_file(f"{CLEAN}\n{UNASKED}\n".encode())
+    assert [tool.where for tool in view.declared_tools] == ["[1].body.tools[0]"]
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    extra = "redaction: {requests: true}\ninspection: {max_body_bytes: 64KiB}\n"
+    return _agent(start_proxy(mode="enforce", extra=extra), monkeypatch)
+
+
+def upload_in_parts(client: openai.OpenAI, upstream: FakeUpstream, *pieces: bytes) -> list[str]:
+    """Sends ``pieces`` as the parts of upload ``upload_1``, the fake provider naming each; their ids."""
+    ids = []
+    for number, piece in enumerate(pieces):
+        part = {"id": f"part_{number}", "object": "upload.part", "created_at": 1, "upload_id": "upload_1"}
+        upstream.reply = Reply(body=json.dumps(part).encode())
+        ids.append(client.uploads.parts.create("upload_1", data=piece).id)
+    return ids
+
+
+COMPLETED = {
+    "id": "upload_1",
+    "object": "upload",
+    "bytes": 1,
+    "created_at": 1,
+    "expires_at": 2,
+    "filename": "b.jsonl",
+    "purpose": "batch",
+    "status": "completed",
+}
+
+
+def test_a_line_split_across_parts_refuses_the_complete(enforce: Proxy, upstream: FakeUpstream) -> None:
+    client = openai_client(upstream)
+    whole = f"{CLEAN}\n{UNASKED}\n".encode()
+    middle = whole.index(b"server_url")
+    ids = upload_in_parts(client, upstream, whole[:middle], whole[middle:])
+    assert [refusals(last_record(enforce, count)) for count in (1, 2)] == [[], []]
+    upstream.reply = Reply(body=json.dumps(COMPLETED).encode())
+    with pytest.raises(openai.PermissionDeniedError):
+        client.uploads.complete("upload_1", part_ids=ids)
+    assert len(upstream.received) == 2
+    assert refusals(last_record(enforce, 3)) == [
+        ("lateral_movement", MCP_SERVER_EGRESS_RULE, "upload[1].body.tools[0]", True),
+        ("tool_abuse", "tool-mcp-unrestricted", "upload[1].body.tools[0]", True),
+    ]
+    # The same parts in the order that makes a clean file complete, and the upload is then forgotten.
+    clean = f"{CLEAN}\n".encode()
+    ids = upload_in_parts(client, upstream, clean[:20], clean[20:])
+    upstream.reply = Reply(body=json.dumps(COMPLETED).encode())
+    assert client.uploads.complete("upload_1", part_ids=ids).status == "completed"
+    assert refusals(last_record(enforce, 6)) == []
+    with pytest.raises(openai.PermissionDeniedError):
+        client.uploads.complete("upload_1", part_ids=ids)
+    assert refusals(last_record(enforce, 7))[0][1:] == ("inspection.staged_upload", "request", True)
+
+
+def test_a_secret_split_across_parts_refuses_the_complete(enforce: Proxy, upstream: FakeUpstream) -> None:
+    client = openai_client(upstream)
+    whole = f"{KEYED}\n".encode()
+    middle = whole.index(AWS_KEY.encode()) + 8
+    ids = upload_in_parts(client, upstream, whole[:middle], whole[middle:])
+    assert AWS_KEY.encode() not in upstream.received[0].body + upstream.received[1].body
+    upstream.reply = Reply(body=json.dumps(COMPLETED).encode())
+    with pytest.raises(openai.PermissionDeniedError):
+        client.uploads.complete("upload_1", part_ids=ids)
+    record = last_record(enforce, 3)
+    assert record["decision"] == "blocked"
+    # A file of one line is one JSON document, read as a batch file of one line is.
+    found = [(f["rule"], f["where"], f["action"], f["enforced"]) for f in record["findings"]]
+    assert found == [("aws-access-key-id", "upload.body.input", "redact", True)]
+
+
+def test_parts_not_seen_or_over_the_cap_refuse_the_complete(enforce: Proxy, upstream: FakeUpstream) -> None:
+    client = openai_client(upstream)
+    ids = upload_in_parts(client, upstream, f"{CLEAN}\n".encode())
+    upstream.reply = Reply(body=json.dumps(COMPLETED).encode())
+    with pytest.raises(openai.PermissionDeniedError):
+        client.uploads.complete("upload_1", part_ids=[*ids, "part_sent_around"])
+    assert refusals(last_record(enforce, 2))[0][1:] == ("inspection.staged_upload", "request", True)
+    line = f"{CLEAN}\n".encode() * (40 * 1024 // len(CLEAN))
+    ids += upload_in_parts(client, upstream, line, line)
+    upstream.reply = Reply(body=json.dumps(COMPLETED).encode())
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.uploads.complete("upload_1", part_ids=ids[1:])
+    assert refused.value.status_code == 413
+    assert refusals(last_record(enforce, 5))[0][1:] == ("inspection.decoded_over_cap", "request", True)
