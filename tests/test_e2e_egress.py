@@ -187,6 +187,36 @@ def test_inspect_false_destination_is_relayed_without_interception(
     assert [finding["rule"] for finding in record["findings"]] == ["egress.first_seen"]
 
 
+def test_inspect_false_tunnel_without_a_server_name_is_intercepted(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
+) -> None:
+    """A hello without a server name lets the server pick its site by the Host header inside the TLS: such
+    a tunnel to an `inspect: false` host is intercepted, so a Host naming another host is seen and
+    refused, never relayed unread to a server that may route it there."""
+    proxy = start_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
+    context = ssl.create_default_context(cafile=upstream_pki.ca_cert)
+    context.load_verify_locations(cafile=proxy.ca_cert)
+    context.check_hostname = False
+    target = f"localhost:{upstream.port}"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+        raw.sendall(
+            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy_authorization() + b"\r\n"
+        )
+        assert b" 200 " in raw.recv(4096)
+        with context.wrap_socket(raw, server_hostname=None) as tls:
+            tls.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n"
+            )
+            answer = tls.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 403 ") and upstream.received == []
+    records = proxy.wait_for_records(2)
+    assert [(record["method"], record["decision"]) for record in records] == [
+        ("CONNECT", "allowed"),
+        ("POST", "blocked"),
+    ]
+    assert "egress.domain_fronting" in [finding["rule"] for finding in records[1]["findings"]]
+
+
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
 def test_sdks_raise_a_readable_error_for_a_refused_host(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, sdk: str

@@ -7,7 +7,9 @@ import textwrap
 
 import pytest
 from mitmproxy import http
+from mitmproxy.proxy.context import Context
 from mitmproxy.test import taddons, tflow
+from mitmproxy.tls import ClientHello, ClientHelloData
 
 import addons.gate.egress
 from addons.gate.egress import Egress
@@ -183,3 +185,54 @@ def test_a_request_naming_its_tunnel_goes_to_the_address_checked(
     assert flow.response is None
     assert flow.metadata[METADATA_KEY].egress_host == "api.openai.com"
     assert gate.pins[flow.client_conn][("api.openai.com", 443)] == "104.18.6.192"
+
+
+def client_hello(sni: str | None, *extensions: int) -> ClientHello:
+    """A TLS 1.2 client hello naming ``sni`` (none when None) and carrying empty ``extensions``."""
+    fields = []
+    if sni is not None:
+        name = sni.encode()
+        entry = b"\x00" + len(name).to_bytes(2) + name
+        fields.append((0, len(entry).to_bytes(2) + entry))
+    fields += [(kind, b"") for kind in extensions]
+    block = b"".join(kind.to_bytes(2) + len(body).to_bytes(2) + body for kind, body in fields)
+    hello = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+    return ClientHello(hello + len(block).to_bytes(2) + block)
+
+
+RELAYED = POLICY.replace(
+    '["*.openai.com"]', "[{host: 'pinned.example', inspect: false}, {host: '203.0.113.5', inspect: false}]"
+)
+
+HELLOS = {
+    "its own name": ("pinned.example", client_hello("pinned.example"), True),
+    "its own name in another case": ("pinned.example", client_hello("Pinned.Example."), True),
+    "an address without a name": ("203.0.113.5", client_hello(None), True),
+    "another name": ("pinned.example", client_hello("evil.example"), False),
+    "no name for a named host": ("pinned.example", client_hello(None), False),
+    "an encrypted inner name": (
+        "pinned.example",
+        client_hello("pinned.example", addons.gate.egress.ENCRYPTED_CLIENT_HELLO),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", HELLOS)
+def test_an_inspect_false_tunnel_is_relayed_only_when_its_hello_names_its_own_host(
+    monkeypatch: pytest.MonkeyPatch, variant: str
+) -> None:
+    """A server picks the site it serves from the hello's name, else from the Host header inside the
+    TLS it decrypts, or from an encrypted inner hello: only a hello that can name nothing but the tunnel's
+    host is relayed unread; any other is intercepted, where each request's names are checked."""
+    host, hello, relayed = HELLOS[variant]
+    runtime = Runtime(parse_policy(RELAYED, "p.yaml", environ={}), SqliteStateStore(None))
+    gate = Egress(runtime)
+    monkeypatch.setattr(addons.gate.egress, "resolve", lambda host, port: ["203.0.113.5"])
+    with taddons.context(gate) as context:
+        connect = connect_flow(host)
+        asyncio.run(gate.http_connect(connect))
+        assert gate.tunnels[connect.client_conn].relayed
+        data = ClientHelloData(Context(connect.client_conn, context.options), hello)
+        gate.tls_clienthello(data)
+    assert data.ignore_connection is relayed

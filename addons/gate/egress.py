@@ -32,6 +32,7 @@ from proxy.egress import (
     first_seen_finding,
     fronting_mismatch,
     own_listeners,
+    parse_ip_literal,
     request_fronting,
     resolve,
     secret_in_name,
@@ -45,6 +46,8 @@ from proxy.state import StateUnavailable
 from proxy.turn import Turn
 
 REFUSED_CODE = "egressguard_egress_refused"
+ENCRYPTED_CLIENT_HELLO = 0xFE0D
+"""The TLS extension of an encrypted client hello (ECH): its encrypted inner hello names the server."""
 MAX_PINS_PER_CLIENT = 256
 """Names one client connection keeps pinned (a plain-HTTP client may ask for a new name per request):
 beyond it the least recently asked for is unpinned. A pin is set by each request's own decision just
@@ -112,12 +115,19 @@ class Egress:
 
     def tls_clienthello(self, data: ClientHelloData) -> None:
         """Destinations allowed with ``inspect: false`` are relayed without TLS interception, as long as
-        the client asks the tunnel's own host for its certificate: a different server name is intercepted
-        like any other tunnel, where the Host and SNI checks refuse it."""
+        the server can only read the tunnel's own host from the hello: its server name, or none for an
+        address. A hello without a server name for a named host (a server picks its site by the Host
+        header then) or with an encrypted one (ECH: the server routes by the inner name, which egressguard
+        cannot read) is intercepted like any other tunnel, where the Host and SNI checks see its names."""
         tunnel = self.tunnels.get(data.context.client)
         if tunnel is None or not tunnel.relayed:
             return
-        if fronting_mismatch(tunnel.host, data.client_hello.sni, None) is None:
+        hello = data.client_hello
+        if any(kind == ENCRYPTED_CLIENT_HELLO for kind, _ in hello.extensions):
+            return
+        if hello.sni is None and parse_ip_literal(tunnel.host) is None:
+            return
+        if fronting_mismatch(tunnel.host, hello.sni, None) is None:
             data.ignore_connection = True
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
