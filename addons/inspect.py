@@ -58,7 +58,7 @@ from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.scanning.residual import CONTEXT_CHARS
 from proxy.scanning.rulepack import ScanTimeout
-from proxy.staged import STAGED_FILE, StagedParts, UnseenPartError, named_parts
+from proxy.staged import STAGED_FILE, StagedParts, UnseenPartError, UploadStep, named_parts
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
 from proxy.wire.charsets import (
@@ -568,16 +568,18 @@ def unread_body_finding(rule: str, signal: str, where: str, inspector: TurnInspe
 
 
 def read_completed_upload(
-    parts: StagedParts, path: str, body: bytes, view: RequestView, cap: int
+    parts: StagedParts, step: UploadStep | None, body: bytes, view: RequestView, cap: int
 ) -> UninspectableError | UnseenPartError | None:
-    """An Upload's ``complete`` (``proxy.staged``): the file its parts make, in the order it names them,
-    read as a batch input file sent whole is and added to ``view`` under ``upload``; the error where that
-    file cannot be read whole. None for any other request."""
-    staged = staged_upload(path)
-    if staged is None or staged[1] != "complete":
+    """A request that makes the file an upload's pieces make (``proxy.staged``): that file read as a
+    batch input file sent whole is and added to ``view`` under ``upload``; the error where it cannot be
+    read whole. None for any other request, and for a Gemini upload's one chunk, read as the file."""
+    if step is None or not step.completes or step.offset == 0:
         return None
     try:
-        content = parts.assemble(staged[0], named_parts(body), cap)
+        if step.offset is None:
+            content = parts.assemble(step.upload, named_parts(body), cap)
+        else:
+            content = parts.assemble_chunks(step.upload, step.offset, cap - len(body)) + body
     except (OverCapError, UnseenPartError) as error:
         return error
     read = read_batch_file(content)
@@ -585,6 +587,14 @@ def read_completed_upload(
         return UnseenPartError(f"the file its parts make does not read: {read.parse_error}")
     carry(view, read, (STAGED_FILE,))
     return None
+
+
+def upload_step(request: http.Request) -> UploadStep | None:
+    """What ``request`` does to an upload the provider assembles from pieces (``staged_upload``)."""
+    headers = request.headers
+    return staged_upload(
+        request.path, headers.get("x-goog-upload-command", ""), headers.get("x-goog-upload-offset", "")
+    )
 
 
 def unsent_rewrite(inspector: TurnInspector, replacements: Mapping[str, str]) -> Finding | None:
@@ -1167,7 +1177,8 @@ class Inspect:
         """An Upload's ``complete`` is read with the file its parts make (``read_completed_upload``); one
         whose file cannot be read whole is refused where that is enforced (True)."""
         cap = inspector.policy.max_body_bytes
-        error = read_completed_upload(self.runtime.staged_parts, flow.request.path, body, view, cap)
+        step = upload_step(flow.request)
+        error = read_completed_upload(self.runtime.staged_parts, step, body, view, cap)
         if isinstance(error, UninspectableError):
             refused = self._uninspectable(flow, inspector.turn, "request", error)
             if refused is not None:

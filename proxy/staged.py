@@ -1,9 +1,11 @@
 """Model input a provider assembles from pieces sent one request at a time: an OpenAI Upload's parts
 (``POST /v1/uploads/{id}/parts``, each the form field ``data``), joined in the order its ``complete``
-names them (``part_ids``) into the file a batch then runs. Each part is read as any body as it passes,
-yet a batch line (or a prompt) split across two parts is whole only once they are joined: the parts are
-kept on disk, at most the inspection cap an upload, so that the file they make can be read line by line,
-as a batch input file uploaded whole is, before ``complete`` makes it one.
+names them (``part_ids``), and the chunks of a Gemini resumable upload (``X-Goog-Upload-Command:
+upload`` at ``X-Goog-Upload-Offset``), joined by offset when the last one says ``finalize``, each into the
+file a batch then runs. Each piece is read as any body as it passes, yet a batch line (or a prompt) split
+across two pieces is whole only once they are joined: the pieces are kept on disk, at most the
+inspection cap an upload, so that the file they make can be read line by line, as a batch input file
+uploaded whole is, before the request that makes it one leaves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.wire import jsontext
@@ -34,6 +37,17 @@ MOST_UPLOADS = 256
 STAGED_FILE = "upload"
 """The first step of a locator into the file an upload's parts make (``upload[3].body.input``: line 3)."""
 _FIELD_NAME = re.compile(r'(?:^|;)\s*name="([^"]*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStep:
+    """What a request does to an upload the provider assembles: adds a piece, or makes the file
+    (``completes``; Gemini's last chunk does both). ``offset``: where a Gemini chunk starts (-1 where its
+    header does not say), None for an OpenAI part, which the provider's answer names."""
+
+    upload: str
+    completes: bool
+    offset: int | None = None
 
 
 class UnseenPartError(ValueError):
@@ -70,21 +84,34 @@ class StagedParts:
     def assemble(self, upload: str, parts: Sequence[str], cap: int) -> bytes:
         """The file ``upload``'s ``parts`` make in this order. Raises ``OverCapError`` where they grew
         past ``cap``, ``UnseenPartError`` where one of them was not kept or not read."""
+        folder = self._readable(upload, cap)
+        pieces = [_piece(folder, part, f"part {index}") for index, part in enumerate(parts)]
+        return _within(b"".join(pieces), cap)
+
+    def assemble_chunks(self, upload: str, end: int, cap: int) -> bytes:
+        """The file ``upload``'s chunks make from offset 0 up to ``end``, each kept under its offset;
+        raises as ``assemble`` does, ``UnseenPartError`` too where they leave a gap or overlap."""
+        folder = self._readable(upload, cap)
+        pieces: list[bytes] = []
+        offset = 0
+        while offset < end:
+            piece = _piece(folder, str(offset), f"the chunk at offset {offset}")
+            if not piece:
+                break
+            pieces.append(piece)
+            offset += len(piece)
+        if offset != end:
+            raise UnseenPartError(f"its chunks end at offset {offset}, not {end}")
+        return _within(b"".join(pieces), cap)
+
+    def _readable(self, upload: str, cap: int) -> Path:
+        """The folder of ``upload``, whose parts passed read and under ``cap`` (else raises)."""
         folder = self._folder(upload)
         if (folder / OVER_CAP_MARK).exists():
             raise OverCapError(f"its upload's parts together exceed the inspection cap of {cap} bytes")
         if (folder / UNREAD_MARK).exists():
             raise UnseenPartError("a part of its upload passed unread")
-        pieces: list[bytes] = []
-        for part in parts:
-            try:
-                pieces.append((folder / _digest(part)).read_bytes())
-            except OSError:
-                raise UnseenPartError(f"it names part {len(pieces)}, which did not pass here") from None
-        joined = b"".join(pieces)
-        if len(joined) > cap:  # a part named twice
-            raise OverCapError(f"the file its parts make exceeds the inspection cap of {cap} bytes")
-        return joined
+        return folder
 
     def forget(self, upload: str) -> None:
         shutil.rmtree(self._folder(upload), ignore_errors=True)
@@ -116,6 +143,19 @@ def _modified(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _piece(folder: Path, name: str, said: str) -> bytes:
+    try:
+        return (folder / _digest(name)).read_bytes()
+    except OSError:
+        raise UnseenPartError(f"it names {said}, which did not pass here") from None
+
+
+def _within(joined: bytes, cap: int) -> bytes:
+    if len(joined) > cap:  # a part named twice
+        raise OverCapError(f"the file its parts make exceeds the inspection cap of {cap} bytes")
+    return joined
 
 
 def _digest(name: str) -> str:

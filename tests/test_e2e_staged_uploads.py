@@ -2,38 +2,62 @@
 read as the file its parts make, in the order ``complete`` names them, line by line as a file uploaded
 whole is: a line split across two parts that a whole file would be refused for refuses the ``complete``,
 as does a part that did not pass here, parts together over the inspection cap, or a secret split across
-parts (its parts have left: nothing can be redacted). Read by unit, then end to end through a real
-egressguard in enforce mode with the official SDK."""
+parts (its parts have left: nothing can be redacted). A Gemini resumable upload's chunks are joined by
+offset when the last one finalizes it. Read by unit, then end to end through a real egressguard in
+enforce mode with the official OpenAI SDK and, for Gemini's protocol, an HTTP client."""
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
-from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE
+from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE, PROVIDER_FETCH_RULE
 from proxy.dialects import read_batch_file, staged_upload
-from proxy.staged import MOST_UPLOADS, StagedParts, UnseenPartError, form_field, named_parts
+from proxy.staged import MOST_UPLOADS, StagedParts, UnseenPartError, UploadStep, form_field, named_parts
 from proxy.wire.decoding import OverCapError
-from tests.harness import Proxy
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.test_e2e_declared_tools import refusals
-from tests.test_e2e_inspect import AWS_KEY, _agent, last_record, openai_client
-from tests.test_e2e_stored_requests import UNASKED_MCP, batch_line
+from tests.test_e2e_inspect import AWS_KEY, HEADERS, _agent, last_record, openai_client
+from tests.test_e2e_stored_requests import GEMINI, OUTSIDE, UNASKED_MCP, batch_line
 from tests.upstream import FakeUpstream, Reply
 
 CLEAN = batch_line("r1", "/v1/responses", {"model": "m", "input": "what changed?"})
 UNASKED = batch_line("r2", "/v1/responses", {"model": "m", "input": "run it", "tools": [UNASKED_MCP]})
+GEMINI_UPLOAD = "/upload/v1beta/files"
 KEYED = batch_line("r3", "/v1/responses", {"model": "m", "input": f"the key is {AWS_KEY}"})
 
 
 def test_an_uploads_routes_are_told_from_others() -> None:
-    assert staged_upload("/v1/uploads/upload_1/parts") == ("upload_1", "parts")
-    assert staged_upload("/openai/uploads/upload_1/complete?api-version=1") == ("upload_1", "complete")
+    assert staged_upload("/v1/uploads/upload_1/parts") == UploadStep("upload_1", completes=False)
+    assert staged_upload("/openai/uploads/u/complete?api-version=1") == UploadStep("u", completes=True)
     assert staged_upload("/v1/uploads") is None
     assert staged_upload("/repos/o/r/uploads/u/complete") is None
+    chunk = f"{GEMINI_UPLOAD}?upload_id=g1&upload_protocol=resumable"
+    assert staged_upload(chunk, "upload", "0") == UploadStep("g1", completes=False, offset=0)
+    assert staged_upload(chunk, "Upload, Finalize", "12") == UploadStep("g1", completes=True, offset=12)
+    assert staged_upload(chunk, "upload, finalize", "twelve") == UploadStep("g1", completes=True, offset=-1)
+    assert staged_upload(chunk, "query", "") is None
+    assert staged_upload(GEMINI_UPLOAD, "start", "") is None
+    assert staged_upload("/drive/v3/files?upload_id=g1", "upload", "0") is None
+
+
+def test_chunks_are_joined_by_offset_without_gap_or_overlap(tmp_path: Path) -> None:
+    parts = StagedParts(tmp_path)
+    parts.keep("g", "0", b"abc", 100)
+    parts.keep("g", "3", b"de", 100)
+    assert parts.assemble_chunks("g", 5, 100) == b"abcde"
+    assert parts.assemble_chunks("g", 3, 100) == b"abc"
+    for end in (4, 6, -1):
+        with pytest.raises(UnseenPartError):
+            parts.assemble_chunks("g", end, 100)
+    with pytest.raises(OverCapError):
+        parts.assemble_chunks("g", 5, 4)
 
 
 def test_parts_are_joined_in_the_order_complete_names(tmp_path: Path) -> None:
@@ -177,3 +201,40 @@ def test_parts_not_seen_or_over_the_cap_refuse_the_complete(enforce: Proxy, upst
         client.uploads.complete("upload_1", part_ids=ids[1:])
     assert refused.value.status_code == 413
     assert refusals(last_record(enforce, 5))[0][1:] == ("inspection.decoded_over_cap", "request", True)
+
+
+def send_chunk(client: httpx.Client, url: str, command: str, offset: int, chunk: bytes) -> httpx.Response:
+    headers = {**HEADERS, "X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(offset)}
+    return client.post(f"{url}?upload_id=g1&upload_protocol=resumable", content=chunk, headers=headers)
+
+
+def test_a_gemini_upload_in_chunks_is_read_as_the_file_they_make(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    clean = json.dumps({"key": "k0", "request": {"contents": [{"parts": [{"text": "hello"}]}]}})
+    fetching = json.dumps({"key": "k1", "request": GEMINI})
+    whole = f"{clean}\n{fetching}\n".encode()
+    middle = whole.index(OUTSIDE.encode()) + 10
+    url = f"{upstream.url}{GEMINI_UPLOAD}"
+    context = ssl.create_default_context(cafile=enforce.ca_cert)
+    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+        upstream.reply = Reply(body=b"", headers={"X-Goog-Upload-Status": "active"})
+        assert send_chunk(client, url, "upload", 0, whole[:middle]).status_code == 200
+        upstream.reply = Reply(body=b'{"file": {"name": "files/f1"}}')
+        refused = send_chunk(client, url, "upload, finalize", middle, whole[middle:])
+        assert refused.status_code == 403
+        assert len(upstream.received) == 1
+        assert [where for _, rule, where, _ in refusals(last_record(enforce, 2))] == [
+            "upload[1].request.contents[0].parts[0].fileData.fileUri",
+            "upload[1].request.tools[0].urlContext",
+        ]
+        assert {rule for _, rule, _, _ in refusals(last_record(enforce, 2))} == {PROVIDER_FETCH_RULE}
+        # A last chunk after a gap (a chunk that went around egressguard) is refused too.
+        refused = send_chunk(client, url, "upload, finalize", middle + 5, whole[middle + 5 :])
+        assert refused.status_code == 403
+        assert refusals(last_record(enforce, 3))[0][1:] == ("inspection.staged_upload", "request", True)
+        # The chunks of a clean file make it, and the upload is then forgotten.
+        send_chunk(client, url, "upload", 0, whole[:20])
+        assert send_chunk(client, url, "upload, finalize", 20, whole[20 : len(clean) + 1]).status_code == 200
+        assert refusals(last_record(enforce, 5)) == []
+        assert send_chunk(client, url, "upload, finalize", 20, b"x").status_code == 403

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from proxy.dialects.anthropic import Anthropic
 from proxy.dialects.base import Dialect, ErrorResponse, as_dict, body_text, is_text
@@ -30,6 +30,7 @@ from proxy.dialects.stream import (
     chain_filters,
 )
 from proxy.exchange import RequestView
+from proxy.staged import UploadStep
 from proxy.wire import jsontext
 
 __all__ = [
@@ -147,12 +148,23 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     return None
 
 
-def staged_upload(path: str) -> tuple[str, str] | None:
-    """The id of the OpenAI Upload a route of a provider API's acts on, and how: ``parts`` adds a part,
-    ``complete`` joins them into a file; None for any other route."""
+def staged_upload(path: str, upload_command: str = "", upload_offset: str = "") -> UploadStep | None:
+    """What a request does to an upload the provider assembles from pieces, on a route of a provider
+    API's: an OpenAI Upload's (``/uploads/{id}/parts`` adds a part, ``/uploads/{id}/complete`` joins
+    them), a Gemini resumable upload's (``/upload/v1beta/files?upload_id=...`` with the request's
+    ``X-Goog-Upload-Command`` and ``X-Goog-Upload-Offset``); None for any other request."""
     route = _route(path)
+    if not _PROVIDER_API.match(route):
+        return None
     found = _UPLOAD.search(route)
-    return (found.group(1), found.group(2)) if found and _PROVIDER_API.match(route) else None
+    if found is not None:
+        return UploadStep(found.group(1), completes=found.group(2) == "complete")
+    commands = {command.strip().lower() for command in upload_command.split(",")}
+    upload = parse_qs(path.partition("?")[2]).get("upload_id")
+    if not upload or "upload" not in commands or not route.endswith("/files"):
+        return None
+    offset = int(upload_offset) if upload_offset.strip().isdigit() else -1
+    return UploadStep(upload[0], completes="finalize" in commands, offset=offset)
 
 
 def read_batch_file(content: bytes) -> RequestView:
