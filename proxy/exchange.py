@@ -143,6 +143,10 @@ class RequestView:
     the provider hands the model, or a container the code the API runs works in (Anthropic's
     ``container``, a Responses code interpreter's ``tools[0].container``), which keeps what earlier code
     wrote there."""
+    repeated_fields: list[list[tuple[str, int, int]]] = field(default_factory=list)
+    """For each form field the body names more than once (``a=1&a=2`` in a urlencoded body, parts of one
+    name in a multipart one), its values in order, each as the locator of the part holding it and its span
+    in that part's text: the server reads them one after another (``proxy.wire.forms``)."""
     kept: bool = False
     """The provider keeps this exchange for a later request to continue (the Responses API's ``store``)."""
 

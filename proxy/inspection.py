@@ -108,6 +108,7 @@ from proxy.scanning.vault import (
 from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.wire import jsontext
+from proxy.wire.forms import form_values, repeated
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 
 CREDENTIAL_HEADERS = frozenset(
@@ -183,15 +184,13 @@ def cookie_values(cookie: str) -> list[str]:
 def credential_parameters(target: str) -> list[tuple[str, int, int]]:
     """The query parameters of a decoded request target named as a credential: each name and the span of
     its value."""
+    return [found for found in _query_values(target) if CREDENTIAL_HEADER_NAME.search(found[0].lower())]
+
+
+def _query_values(target: str) -> list[tuple[str, int, int]]:
+    """Each query parameter of a decoded request target that has a value: its name and its value's span."""
     path, mark, query = target.partition("?")
-    found: list[tuple[str, int, int]] = []
-    at = len(path) + len(mark)
-    for pair in query.split("&") if mark else ():
-        name, equals, value = pair.partition("=")
-        if equals and value and CREDENTIAL_HEADER_NAME.search(name.lower()):
-            found.append((name, at + len(name) + 1, at + len(pair)))
-        at += len(pair) + 1
-    return found
+    return form_values(query, len(path) + len(mark)) if mark else []
 
 
 NAME_SEPARATORS = str.maketrans("", "", "-_")
@@ -261,26 +260,15 @@ def inspection_threat(policy: Policy) -> Threat:
     return reading_threat(policy) or Threat.DATA_EXFILTRATION
 
 
-_PARAMETER_INDEX = re.compile(r"(?:\[[^\]]*\])+$")
-
-
 def repeated_parameters(target: str) -> list[list[tuple[int, int]]]:
-    """For each query parameter of a decoded request target named more than once (in any case, and with
-    or without an index: ``n``, ``N``, ``n[]``, ``n[0]``), the spans of its values in order: a server
-    reading it as one field (a list, a case-insensitive lookup, a PHP array) reads them one after another.
-    Parameters named as a credential are the agent's own key (``credential_values``)."""
-    path, mark, query = target.partition("?")
-    fields: dict[str, list[tuple[int, int]]] = {}
-    at = len(path) + len(mark)
-    for pair in query.split("&") if mark else ():
-        name, equals, value = pair.partition("=")
-        lowered = name.lower()
-        if equals and value and not CREDENTIAL_HEADER_NAME.search(lowered):
-            fields.setdefault(_PARAMETER_INDEX.sub("", lowered), []).append(
-                (at + len(name) + 1, at + len(pair))
-            )
-        at += len(pair) + 1
-    return [spans for spans in fields.values() if len(spans) > 1]
+    """For each query parameter of a decoded request target named more than once (``repeated``), the
+    spans of its values in order. Parameters named as a credential are the agent's own key
+    (``credential_values``)."""
+    return repeated(
+        (name, (start, end))
+        for name, start, end in _query_values(target)
+        if not CREDENTIAL_HEADER_NAME.search(name.lower())
+    )
 
 
 RESPONSE_CREDENTIAL_HEADERS = frozenset({"set-cookie"})
@@ -523,6 +511,12 @@ class TurnInspector:
         mcp_call = view.dialect == MCP.name
         fresh = list(view.parts) if mcp_call else self._fresh_parts(view.parts)
         vaults = self.vault is not None and not mcp_call
+        joined = self._across_fields(view)
+        self._record(finding for finding, _ in joined)
+        pieces_at: dict[str, list[Match]] = {}
+        for _, pieces in joined:
+            for where, piece in pieces:
+                pieces_at.setdefault(where, []).append(piece)
         for part in fresh:
             if part.source in CONTEXT_SOURCES:
                 self.turn.context_sources.append(_text_digest(part.text))
@@ -535,7 +529,11 @@ class TurnInspector:
                     self._count_injection_attempt()
                 outgoing = self._quarantined(part, found)
             outgoing = self._secrets_redacted(
-                part, outgoing, self._sensitive(part.text, part.where), vaulted=vaults
+                part,
+                outgoing,
+                self._sensitive(part.text, part.where),
+                vaulted=vaults,
+                joined=pieces_at.get(part.where, []),
             )
             if outgoing is not part.text:
                 verdict.replacements[part.where] = part.written(outgoing)
@@ -553,7 +551,13 @@ class TurnInspector:
                 outgoing = self._quarantined(part, found)
                 if outgoing is not part.text:
                     self._record(found)
-            outgoing = self._secrets_redacted(part, outgoing, self._sensitive_seen(part.text), vaulted=vaults)
+            outgoing = self._secrets_redacted(
+                part,
+                outgoing,
+                self._sensitive_seen(part.text),
+                vaulted=vaults,
+                joined=pieces_at.get(part.where, []),
+            )
             if outgoing is not part.text:
                 verdict.replacements[part.where] = part.written(outgoing)
         if mcp_call:
@@ -623,15 +627,39 @@ class TurnInspector:
         for kept in stored:
             self.state.put(_withheld_key(kept), withheld[0].threat.value, ttl_s=KEPT_BY_PROVIDER_S)
 
-    def _secrets_redacted(self, part: Part, outgoing: str, matches: list[Match], *, vaulted: bool) -> str:
+    def _secrets_redacted(
+        self, part: Part, outgoing: str, matches: list[Match], *, vaulted: bool, joined: list[Match]
+    ) -> str:
         """Records the ``matches`` of a part's text (as vaulted when ``vaulted``); returns ``outgoing`` (the
-        part's text, or what is sent instead of it) with them redacted where the policy redacts requests.
-        Withheld spans take their secrets with them: what is left of a rewritten text is scanned again."""
+        part's text, or what is sent instead of it) with them, and the ``joined`` pieces of secrets that
+        repeated form fields spell together (``_across_fields``, recorded there), redacted where the policy
+        redacts requests. Withheld spans take their secrets with them: what is left of a rewritten text is
+        scanned again."""
         self._record(self._sensitive_findings(part.text, matches, part.where, vaulted=vaulted))
-        if matches and self.policy.detection.redact_requests and self._redacts(matches):
-            kept = matches if outgoing is part.text else self._sensitive(outgoing)
+        redacted = matches + joined
+        if redacted and self.policy.detection.redact_requests and self._redacts(redacted):
+            kept = redacted if outgoing is part.text else self._sensitive(outgoing)
             outgoing = self._redact(outgoing, kept)
         return outgoing
+
+    def _across_fields(self, view: RequestView) -> list[tuple[Finding, list[tuple[str, Match]]]]:
+        """Secrets and PII a repeated form field's values spell read one after another
+        (``RequestView.repeated_fields``), where no one value holds them: each finding, at the part holding
+        its first piece, with its pieces, each by the part holding it and its span there."""
+        texts = {part.where: part.text for part in view.parts}
+        found = []
+        for values in view.repeated_fields:
+            placed = [(where, start, end) for where, start, end in values if where in texts]
+            segments = [TextSegment(texts[where][start:end], where) for where, start, end in placed]
+            for match, pieces in self._across(segments):
+                joined = "".join(segments[index].text[start:end] for index, start, end in pieces)
+                spans = [
+                    (placed[index][0], Match(match.rule, placed[index][1] + start, placed[index][1] + end))
+                    for index, start, end in pieces
+                ]
+                value = fingerprint(joined, self.detectors.fingerprint_key)
+                found.append((self._finding(match.rule, value, spans[0][0]), spans))
+        return found
 
     def scan_url(self, host: str, target: str) -> str | None:
         """A request's target (path and query), read percent-decoded (a query's ``+`` as a space), scanned
@@ -889,7 +917,9 @@ class TurnInspector:
     def request_sent(self, sent: RequestView, body: bytes) -> None:
         """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
         its secret is nowhere in it (scanned again whole), a quarantine when its part carries the notice."""
-        left = self._left_in([part.text for part in sent.parts], load_json(body)[0])
+        left = self._left_in([part.text for part in sent.parts], load_json(body)[0]) | {
+            finding.fingerprint or "" for finding, _ in self._across_fields(sent)
+        }
         self._carry_out_redactions(self._request_from, left, None)
         self._carry_out_quarantines(self._request_from, sent.parts)
 

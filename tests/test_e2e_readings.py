@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.dialects import Generic
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, anthropic_client, ask, last_record, openai_client
 from tests.test_streaming import GITHUB_TOKEN, STRIPE_KEY, anthropic_split_secret
@@ -692,6 +693,68 @@ def test_a_secret_split_across_values_of_one_field_is_found(
                 f for f in last_record(mode_proxy, number)["findings"] if f["rule"] == "aws-access-key-id"
             ]
             assert found and all(f["enforced"] is redacting for f in found), (headers, query)
+
+
+SPLIT_FORMS = {
+    "a urlencoded field repeated": f"note={AWS_KEY[:8]}&note={AWS_KEY[8:]}",
+    "as a PHP array, in another case": f"n[]={AWS_KEY[:8]}&N[]={AWS_KEY[8:]}",
+    "between other fields": f"a=1&n={AWS_KEY[:5]}&b=2&n={AWS_KEY[5:]}&c=3",
+}
+
+
+def multipart_form(name: str, pieces: list[str]) -> tuple[bytes, str]:
+    """A multipart body with a field of ``name`` per piece beside a file; and its content type."""
+    request = httpx.Request(
+        "POST",
+        "https://example.invalid/",
+        data={name: pieces},
+        files={"upload": ("notes.bin", b"\x00\x01binary", "application/octet-stream")},
+    )
+    return request.read(), request.headers["content-type"]
+
+
+def test_repeated_form_fields_are_read_as_one_field() -> None:
+    """A urlencoded body's field named more than once (in any case, with or without an index) and parts
+    of one name in a multipart body are each one field's values, in order; a field named once is not."""
+    views = {shape: Generic().parse_request(form.encode()) for shape, form in SPLIT_FORMS.items()}
+    joined = {
+        shape: ["".join(view.parts[0].text[start:end] for _, start, end in values) for values in fields]
+        for shape, view in views.items()
+        for fields in [view.repeated_fields]
+    }
+    assert joined == {shape: [AWS_KEY] for shape in SPLIT_FORMS}
+    assert Generic().parse_request(b"a=1&b=2&c=3").repeated_fields == []
+    body, _ = multipart_form("note", [AWS_KEY[:8], AWS_KEY[8:]])
+    view = Generic().parse_request(body)
+    assert view.repeated_fields == [[("multipart[0]", 0, 8), ("multipart[1]", 0, 12)]]
+    assert Generic().parse_request(multipart_form("note", [AWS_KEY])[0]).repeated_fields == []
+
+
+@REDACTING_OR_OBSERVING
+def test_a_secret_split_across_repeated_form_fields_is_found(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+) -> None:
+    """A key split across a form field's repeated values, urlencoded or multipart, is read as the server
+    joins them: recorded, and where requests are redacted, no piece of it leaves."""
+    redacting = request.node.callspec.params["mode_proxy"] != "observe"
+    upstream.reply = Reply(body=b'{"saved": true}')
+    urlencoded = "application/x-www-form-urlencoded"
+    bodies = [(form.encode(), urlencoded) for form in SPLIT_FORMS.values()]
+    bodies.append(multipart_form("note", [AWS_KEY[:8], AWS_KEY[8:]]))
+    with httpx.Client(
+        proxy=mode_proxy.url(), verify=ssl.create_default_context(cafile=mode_proxy.ca_cert), timeout=30
+    ) as client:
+        for number, (body, content_type) in enumerate(bodies, start=1):
+            sent = {**CONTEXT, "content-type": content_type}
+            response = client.post(upstream.url + "/forms/submit", content=body, headers=sent)
+            assert response.status_code == 200
+            leaving = upstream.received[-1].body
+            assert (AWS_KEY[:5].encode() in leaving) is not redacting, body
+            assert (AWS_KEY[-5:].encode() in leaving) is not redacting, body
+            found = [
+                f for f in last_record(mode_proxy, number)["findings"] if f["rule"] == "aws-access-key-id"
+            ]
+            assert found and all(f["enforced"] is redacting for f in found), body
 
 
 def gemini_chunk(parts: str) -> bytes:

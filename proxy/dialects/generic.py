@@ -44,6 +44,7 @@ from proxy.dialects.stream import (
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.wire import jsontext
 from proxy.wire.charsets import TRANSFER_DECODERS
+from proxy.wire.forms import disposition_name, form_values, repeated
 from proxy.wire.multipart import part_headers, part_spans, replace_parts
 from proxy.wire.sse import SSEEvent, encode_text, write_event
 
@@ -67,12 +68,24 @@ class Generic(Dialect):
             )
         text = readable_text(body)
         if text is not None:
-            return RequestView(dialect=self.name, parts=[Part(Source.USER, text, ROOT)] if text else [])
+            return RequestView(
+                dialect=self.name,
+                parts=[Part(Source.USER, text, ROOT)] if text else [],
+                repeated_fields=[
+                    [(ROOT, start, end) for start, end in spans]
+                    for spans in repeated((name, (start, end)) for name, start, end in form_values(text))
+                ],
+            )
         fields = multipart_texts(body)
         if fields is None:
             return RequestView(dialect=self.name, parse_error="not UTF-8 text")
+        names = multipart_names(body)
         return RequestView(
-            dialect=self.name, parts=[Part(Source.USER, field, where) for where, field in fields.items()]
+            dialect=self.name,
+            parts=[Part(Source.USER, field, where) for where, field in fields.items()],
+            repeated_fields=repeated(
+                (names[where], (where, 0, len(field))) for where, field in fields.items() if where in names
+            ),
         )
 
     def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
@@ -172,6 +185,16 @@ def multipart_texts(body: bytes) -> dict[str, str] | None:
         if field:
             fields[format_locator((MULTIPART, index))] = field
     return fields
+
+
+def multipart_names(body: bytes) -> dict[str, str]:
+    """The form field each part of a multipart body is, by locator (``multipart[2]``), where it names one."""
+    names = {}
+    for index, (headers, _, _) in enumerate(part_headers(body) or []):
+        name = disposition_name(headers)
+        if name is not None:
+            names[format_locator((MULTIPART, index))] = name
+    return names
 
 
 def binary_parts(body: bytes) -> list[tuple[str, bytes]]:
