@@ -9,13 +9,14 @@ the turn and passed through as it is.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hashlib
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 
 import structlog
@@ -105,6 +106,11 @@ RELAYED_KEY = "egressguard.inspect.relayed_messages"
 """The upstream's messages a WebSocket flow injected to the agent and has not yet seen go by, in order."""
 ALONGSIDE_THREADS = 4
 """Threads inspecting observed requests that have already left (they share one core's GIL)."""
+LARGE_THREADS = 1
+"""Threads inspecting large bodies (``OFF_LOOP_BYTES``). Inspection holds the GIL, so a second thread
+adds nothing to what is inspected a second, and each thread that wants the GIL lengthens the event
+loop's every wait for it: six large bodies at once in six threads held each small request of every other
+agent for 20 s and more. Large bodies wait for each other instead."""
 OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
@@ -293,6 +299,15 @@ def codings(message: http.Message) -> str:
     codings, which were applied after them."""
     content, transfer = coding_headers(message)
     return ", ".join([content if content is not None else "identity", *_listed_transfer_codings(transfer)])
+
+
+def is_large(message: http.Message | None) -> bool:
+    """A body whose inspection may take long enough to hold up other agents, if run on the event loop: one
+    of ``OFF_LOOP_BYTES`` or more (``inspection_weight``), or compressed (it may be small and decode to
+    the inspection cap)."""
+    if message is None or not message.raw_content:
+        return False
+    return inspection_weight(message.raw_content) >= OFF_LOOP_BYTES or is_compressed(message)
 
 
 def inspection_weight(raw: bytes) -> int:
@@ -937,12 +952,14 @@ class Inspect:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._alongside = ThreadPoolExecutor(ALONGSIDE_THREADS, thread_name_prefix="egressguard-inspect")
+        self._large = ThreadPoolExecutor(LARGE_THREADS, thread_name_prefix="egressguard-inspect-large")
         self._observing: tuple[Policy, bool] | None = None
         """The last policy a request was inspected under and whether it ``observes_only``: a policy does
         not change, and every request asks (walking the threats cost some 3.5 µs a request)."""
 
     def done(self) -> None:
         self._alongside.shutdown(wait=True)
+        self._large.shutdown(wait=True)
 
     def configure(self, updated: Set[str]) -> None:
         """Load the rule packs and the model now, not on the first request."""
@@ -1035,21 +1052,16 @@ class Inspect:
         elif flow.killable:
             flow.kill()
 
-    @staticmethod
     async def _off_loop_if_large(
-        inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
+        self, inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
     ) -> None:
-        """Inspect a large body (``inspection_weight``) in a worker thread, so the event loop keeps serving
-        every other agent meanwhile (a compressed one may be small and decode to the inspection cap); the
-        same code runs either way, so the verdict is the same. mitmproxy holds the flow until the hook
-        returns, so nothing else touches it while the thread works."""
-        raw = message.raw_content if message is not None else None
-        if (
-            raw
-            and message is not None
-            and (inspection_weight(raw) >= OFF_LOOP_BYTES or is_compressed(message))
-        ):
-            await asyncio.to_thread(inspect, flow)
+        """Inspect a large body in the large bodies' thread (``LARGE_THREADS``), so the event loop keeps
+        serving every other agent meanwhile; the same code runs either way, so the verdict is the same.
+        mitmproxy holds the flow until the hook returns, so nothing else touches it while the thread
+        works."""
+        if is_large(message):
+            work = partial(contextvars.copy_context().run, inspect, flow)
+            await asyncio.get_running_loop().run_in_executor(self._large, work)
         else:
             inspect(flow)
 
@@ -1066,7 +1078,8 @@ class Inspect:
         prepared = self._prepare_request(flow)
         if prepared is None:
             return
-        flow.metadata[PENDING_KEY] = self._alongside.submit(self._inspect_concurrently, flow, *prepared)
+        threads = self._large if is_large(flow.request) else self._alongside
+        flow.metadata[PENDING_KEY] = threads.submit(self._inspect_concurrently, flow, *prepared)
 
     @fail_open
     def _inspect_concurrently(

@@ -11,13 +11,14 @@ so the worst small-request latency is the figure to watch; bare mitmdump shows w
 Then the same for a JSON request of many short strings in a field no dialect reads (``--strings``
 five-digit numbers, 180 KB for 20,000), in enforce mode: each such string is scanned with up to 256
 characters of what its field carried before, so the body costs what one many times its size does, and is
-inspected in a worker thread as a large one is.
+inspected in a worker thread as a large one is; and for ``--together`` such requests at once, which are
+inspected one after the other, so that the event loop waits for the GIL behind one thread, not six.
 
 Then the same for a compression bomb: a 256 KB gzip completion that inflates to 256 MiB, over an
 inspection cap of 64 KiB, so egressguard (in enforce mode) decodes and redacts it as it arrives, on the
 event loop; the small prompts go to another upstream meanwhile.
 
-    python3 bench/stall.py [--large-mb 7.5] [--rounds 3] [--strings 20000] [--bomb-mib 256]
+    python3 bench/stall.py [--large-mb 7.5] [--rounds 3] [--strings 20000] [--together 6] [--bomb-mib 256]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -92,22 +94,30 @@ def stall(make_client: Callable[[], httpx.Client], url: str, large: str, rounds:
 
 
 def strings_stall(
-    make_client: Callable[[], httpx.Client], url: str, strings: int, rounds: int
+    make_client: Callable[[], httpx.Client], url: str, strings: int, together: int, rounds: int
 ) -> dict[str, float]:
-    """Small-request latencies while a body of ``strings`` short strings is inspected, over ``rounds``
-    bodies (each with other numbers, as in real traffic)."""
+    """Small-request latencies while ``together`` bodies of ``strings`` short strings each are inspected at
+    once, over ``rounds`` times (each body with other numbers, as in real traffic); the large request's
+    time is the slowest body's."""
     sent = itertools.count()
 
-    def send_strings() -> float:
+    def send_strings() -> None:
         first = next(sent) * strings
         numbers = [f"{number % 100_000:05d}" for number in range(first, first + strings)]
-        started = time.perf_counter()
         with make_client() as client:
             body = {"model": "m", "messages": ask(SHORT_PROMPT), "metadata": numbers}
             client.post(url, json=body).raise_for_status()
+
+    def send_together() -> float:
+        started = time.perf_counter()
+        senders = [threading.Thread(target=send_strings) for _ in range(together)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
         return time.perf_counter() - started
 
-    return small_requests_while(make_client, url, send_strings, rounds)
+    return small_requests_while(make_client, url, send_together, rounds)
 
 
 def bomb_stall(
@@ -190,6 +200,7 @@ def main() -> None:
     parser.add_argument("--large-mb", type=float, default=7.5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--strings", type=int, default=20_000)
+    parser.add_argument("--together", type=int, default=6, help="bodies of strings sent at once")
     parser.add_argument("--bomb-mib", type=int, default=256)
     args = parser.parse_args()
 
@@ -209,15 +220,16 @@ def main() -> None:
     )
     print_figures(results, "large one")
 
-    results = side_by_side(
-        workdir / "strings",
-        bench_policy(workdir / "strings" / "data"),
-        pki.ca_cert,
-        f"a JSON request of {args.strings} five-digit strings in a field no dialect reads (enforce), "
-        f"{args.rounds} rounds; one-line prompts sent meanwhile",
-        lambda make_client: strings_stall(make_client, url, args.strings, args.rounds),
-    )
-    print_figures(results, "strings")
+    for together in (1, args.together):
+        results = side_by_side(
+            workdir / f"strings-{together}",
+            bench_policy(workdir / f"strings-{together}" / "data"),
+            pki.ca_cert,
+            f"{together} JSON request(s) at once of {args.strings} five-digit strings each in a field no "
+            f"dialect reads (enforce), {args.rounds} rounds; one-line prompts sent meanwhile",
+            partial(strings_stall, url=url, strings=args.strings, together=together, rounds=args.rounds),
+        )
+        print_figures(results, "strings")
 
     text = b'{"choices":[{"message":{"content":"' + b"A" * (args.bomb_mib << 20) + b'"}}]}'
     bomber = FakeUpstream(pki)

@@ -8,7 +8,9 @@ import gzip
 import json
 import textwrap
 import threading
+import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -473,6 +475,60 @@ def test_a_json_body_of_many_short_strings_is_inspected_in_a_worker_thread(
     assert (inspected_in != [threading.main_thread()]) is off_loop
     assert json.loads(flow.request.content)["metadata"][:-1] == numbers
     assert flow.request.text is not None and AWS_KEY not in flow.request.text
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_large_bodies_are_inspected_one_at_a_time_in_a_thread_of_their_own(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inspection holds the GIL: each thread inspecting at once lengthens the event loop's every wait
+    for it, so however many large bodies arrive together, one is inspected at a time, beside the loop,
+    in enforce mode and alongside an observed request alike. A small body's stays where it was."""
+    addon = inspect_addon(mode)
+    running: list[str] = []
+    overlapped: list[bool] = []
+    seen_in: set[str] = set()
+    lock = threading.Lock()
+
+    def note_while_inspecting(inspect: Callable[..., None]) -> Callable[..., None]:
+        def noting(*arguments: Any) -> None:
+            name = threading.current_thread().name
+            with lock:
+                running.append(name)
+                overlapped.append(len(running) > 1)
+                seen_in.add(name.rsplit("_", 1)[0])
+            time.sleep(0.05)  # long enough for a second thread, were there one, to start meanwhile
+            try:
+                inspect(*arguments)
+            finally:
+                with lock:
+                    running.remove(name)
+
+        return noting
+
+    monkeypatch.setattr(addon, "inspect_request", note_while_inspecting(addon.inspect_request))
+    monkeypatch.setattr(addon, "_inspect_concurrently", note_while_inspecting(addon._inspect_concurrently))
+
+    def flow_of(prompt: str) -> http.HTTPFlow:
+        flow = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]})
+        flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+        return flow
+
+    async def send(flows: list[http.HTTPFlow]) -> None:
+        await asyncio.gather(*(addon.request(flow) for flow in flows))
+        await asyncio.gather(*(request_inspected(flow) for flow in flows))
+
+    large = [flow_of(f"{number} " + "the quarterly figures, " * 12_000) for number in range(4)]
+    try:
+        with taddons.context(addon):
+            asyncio.run(send(large))
+            assert len(overlapped) == 4 and not any(overlapped)
+            assert seen_in == {"egressguard-inspect-large"}
+            seen_in.clear()
+            asyncio.run(send([flow_of("hello")]))
+    finally:
+        addon.done()
+    assert seen_in == ({"MainThread"} if mode == "enforce" else {"egressguard-inspect"})
 
 
 def test_a_reloaded_policy_decides_whether_requests_are_inspected_alongside() -> None:
