@@ -70,6 +70,10 @@ def _arguments(value: Any) -> str:
     return value if isinstance(value, str) else dump_json(value)
 
 
+MESSAGE_CALL_KEYS = frozenset({"tool_calls", "function_call"})
+"""The keys of a message ``message_calls`` reads its calls from: one holding neither holds none."""
+
+
 def message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
     """A message's ``tool_calls`` (a function's, or a custom tool's with its free-form ``input`` for
     arguments), then its legacy ``function_call`` (which has no id), in a request's history or a

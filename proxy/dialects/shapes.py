@@ -16,7 +16,7 @@ from proxy.dialects.base import as_dict, as_list, as_position, as_str
 from proxy.dialects.bedrock_converse import tool_use_call as converse_tool_use_call
 from proxy.dialects.gemini import code_call, code_output, function_call_of, function_response_parts
 from proxy.dialects.locator import Step, format_locator, parse_locator
-from proxy.dialects.openai_chat import CALL_HOLDERS, message_calls
+from proxy.dialects.openai_chat import CALL_HOLDERS, MESSAGE_CALL_KEYS, message_calls
 from proxy.dialects.openai_responses import (
     CALL_ITEMS,
     INPUT_DELTAS,
@@ -82,9 +82,11 @@ def _code_outputs(value: Any, steps: tuple[Step, ...]) -> list[Part]:
         return [part for index, child in enumerate(value) for part in _code_outputs(child, (*steps, index))]
     if not isinstance(value, dict):
         return []
-    output = code_output(value, format_locator(steps) if steps else "")
+    output = code_output(value, "")
     if output is not None:
-        return [dataclasses.replace(output, where=output.where.removeprefix("."))]
+        # Placed once found: formatting every object's locator on the way down costs its depth each.
+        where = format_locator(steps) if steps else ""
+        return [dataclasses.replace(output, where=(where + output.where).removeprefix("."))]
     return [part for key, child in value.items() for part in _code_outputs(child, (*steps, key))]
 
 
@@ -124,8 +126,7 @@ def _shapes(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[ToolCall, lis
         return
     if not isinstance(value, dict):
         return
-    where = format_locator(steps)
-    whole = _item_of(value, where)
+    whole = _item_of(value, steps)
     if whole is not None:
         yield whole
         return
@@ -138,17 +139,30 @@ def _shapes(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[ToolCall, lis
             yield from _shapes(child, (*steps, key))
 
 
-def _item_of(value: dict[str, Any], where: str) -> tuple[ToolCall, list[Part] | None] | None:
-    """The call ``value`` is as a whole: a Responses item, an Anthropic block, the Realtime event that ends
-    a call's arguments."""
+def _item_of(value: dict[str, Any], steps: tuple[Step, ...]) -> tuple[ToolCall, list[Part] | None] | None:
+    """The call ``value``, at ``steps``, is as a whole: a Responses item, an Anthropic block, the Realtime
+    event that ends a call's arguments."""
     kind = as_str(value.get("type"))
     if kind in CALL_ITEMS and (CALL_ITEMS[kind][1] is not None or as_str(value.get("name"))):
+        where = format_locator(steps)
         return item_call(value, where), returned_parts(value, where)
     if kind == REALTIME_CALL_DONE and as_str(value.get("name")):
-        return item_call(value, where), None
+        return item_call(value, format_locator(steps)), None
     if kind in TOOL_USE_TYPES and as_str(value.get("name")):
-        return tool_use_call(value, where), None
+        return tool_use_call(value, format_locator(steps)), None
     return None
+
+
+HELD_CALL_KEYS = MESSAGE_CALL_KEYS | {
+    "functionCall",
+    "toolUse",
+    "tool_use",
+    "executableCode",
+    "executable_code",
+    "functionCalls",
+    "function_calls",
+}
+"""The keys under which ``_held_calls`` finds a call: an object holding none holds none there."""
 
 
 def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall]:
@@ -159,6 +173,8 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
     objects naming a function or custom tool) and legacy ``function_call``, not any value that happens to
     sit under such a key. A list's other items do not hide the calls in it: a client reads each object
     on its own."""
+    if not value.keys() & HELD_CALL_KEYS:
+        return []
     calls = []
     for key in ("functionCall", "function_call"):
         function = as_dict(value.get(key))
@@ -184,6 +200,8 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
     listed = value.get("tool_calls")
     if isinstance(listed, list) and not any(isinstance(item, dict) for item in listed):
         listed = None
+    if not value.keys() & MESSAGE_CALL_KEYS:
+        return calls
     read_as_gemini = bool(calls)
     for call in message_calls(value, format_locator(steps) if steps else ""):
         legacy = call.where.endswith("function_call")
