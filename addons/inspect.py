@@ -25,6 +25,7 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.websocket import WebSocketMessage
 
 from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
+from addons.wire.wsclose import close_websocket
 from proxy.config.policy import Policy
 from proxy.dialects import (
     Dialect,
@@ -1606,6 +1607,10 @@ class Inspect:
             )
             if read is not None:
                 message.drop()
+            return
+        if inspector.refuses_nesting(text, where):
+            message.drop()
+            close_websocket(flow)
             return
         forwarded = inspector.inspect_message(text, from_client=message.from_client, where=where)
         if forwarded is None:

@@ -228,6 +228,10 @@ METHOD_FIELD = ":method"
 METHOD_RULE = "inspection.method"
 HOST_RULE = "inspection.host"
 WITHHELD_CONTEXT_RULE = "inspection.withheld_context"
+TOO_DEEP_RULE = "inspection.too_deep"
+MAX_MESSAGE_DEPTH = 128
+"""The deepest a WebSocket message's arrays and objects may nest to be read: far past any event of a
+realtime API (a tool's schema nested 60 levels fits), near enough that walking each level stays cheap."""
 KEPT_BY_PROVIDER_S = 30 * 86400
 """How long a provider keeps a stored response or a conversation for a later request to continue (the
 Responses API keeps them 30 days): so long is what was withheld from one remembered."""
@@ -456,10 +460,12 @@ class TurnInspector:
         """Where the findings of the request, response or message being read start in ``turn.findings``."""
         self.residual = self.json_scan(redacts=True)
         self._message_scans: dict[bool, JsonScan] = {}
-        self.message_calls = MessageCalls()
-        """The calls an upstream streams over several WebSocket messages, each decided once."""
         """The scans of a WebSocket connection's messages, one per direction (True: the agent's), each
         keeping the tail of every field's text across messages."""
+        self.message_calls = MessageCalls()
+        """The calls an upstream streams over several WebSocket messages, each decided once."""
+        self._read_as_text_at = ""
+        """The place of the WebSocket message last read as text alone, its JSON nested too deep to walk."""
         self._sent_before: set[str] = set()
         """Fingerprints of secrets part of which left in an earlier event before the rest was found: no
         redaction of them is enforced."""
@@ -1302,6 +1308,41 @@ class TurnInspector:
                 found += leak_detector.findings(segment.text, segment.where)
         return {(finding.rule, finding.where) for finding in found}
 
+    def refuses_nesting(self, text: str, where: str) -> bool:
+        """Whether the WebSocket message ``text`` at ``where`` is refused unread, its JSON nested past
+        ``MAX_MESSAGE_DEPTH`` levels: each reading of its shapes walks every level, so a message nested
+        thousands deep would hold the proxy's worker from every other connection, and one past a
+        reader's recursion would show it no call. Recorded (``inspection.too_deep``); refused where a
+        reading threat is enforced, elsewhere read as text alone, on the record."""
+        if not jsontext.nests_past(text, MAX_MESSAGE_DEPTH):
+            return False
+        threat = reading_threat(self.policy)
+        refused = threat is not None
+        self.turn.add(
+            Finding(
+                threat=inspection_threat(self.policy),
+                rule=TOO_DEEP_RULE,
+                signal=f"a WebSocket message nests past {MAX_MESSAGE_DEPTH} levels: "
+                + ("refused unread" if refused else "read as text alone"),
+                severity=Severity.HIGH,
+                action=Action.BLOCK,
+                where=where,
+                owasp="LLM02",
+                enforced=refused,
+            )
+        )
+        if refused:
+            self.turn.escalate(Decision.BLOCKED)
+        else:
+            self._read_as_text_at = where
+        return refused
+
+    def _message_json(self, text: str, where: str) -> tuple[Any, str | None]:
+        """``load_json`` of the message at ``where``; none for one ``refuses_nesting`` let pass as text."""
+        if where == self._read_as_text_at:
+            return None, f"nested past {MAX_MESSAGE_DEPTH} levels"
+        return load_json(text.encode("utf-8", "surrogatepass"))
+
     def inspect_message(self, text: str, *, from_client: bool, where: str) -> str | None:
         """One WebSocket text message (realtime APIs, tool channels): findings recorded; the text to
         forward, redacted where the policy enforces it. In vault mode a message the agent sends leaves
@@ -1348,7 +1389,7 @@ class TurnInspector:
             reads = may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text)
         else:
             reads = self.message_calls.streaming or may_hold_calls(text)
-        if reads:
+        if reads and where != self._read_as_text_at:
             with contextlib.suppress(ValueError, RecursionError):  # else read as text alone
                 self._read_shapes(jsontext.loads(text), from_client=from_client, where=where)
         refusing = list(filter(self._withholds, self.turn.findings[self._direction_from :]))
@@ -1470,7 +1511,7 @@ class TurnInspector:
         if scan is None:
             redacts = not from_client or self.policy.detection.redact_requests
             scan = self._message_scans[from_client] = self.json_scan(redacts=redacts)
-        document, error = load_json(text.encode("utf-8", "surrogatepass"))
+        document, error = self._message_json(text, where)
         since = len(self.turn.findings)
         filtered, changed = scan.filter("websocket", text if error is not None else document, ())
         self._record_residual(scan, where)
@@ -1481,14 +1522,14 @@ class TurnInspector:
         return str(sent)
 
     def _vault_message(self, vault: Vault, text: str, where: str) -> str:
-        document, error = load_json(text.encode("utf-8", "surrogatepass"))
+        document, error = self._message_json(text, where)
         if error is not None:
             return self._vault_text(vault, text)
         document, changed = self._vault_document(vault, document, where)
         return encode_json(document).decode("utf-8", "surrogatepass") if changed else text
 
     def _restore_message(self, vault: Vault, text: str, where: str) -> str:
-        document, error = load_json(text.encode("utf-8", "surrogatepass"))
+        document, error = self._message_json(text, where)
         if error is not None:
             restored = restore(text, vault.resolver(where))
         else:

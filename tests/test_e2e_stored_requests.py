@@ -490,8 +490,9 @@ def test_a_realtime_event_its_reader_fails_on_is_not_read_as_declaring_nothing()
 def test_a_realtime_session_update_whose_reading_fails_is_withheld(
     start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
-    """Through a real egressguard in enforce mode, such an update never reaches the API (recorded as
-    ``inspection.failed``), and one after it that reads does."""
+    """Through a real egressguard in enforce mode, such an update never reaches the API: nested past what
+    the proxy reads of a message, it is refused unread (``inspection.too_deep``) and its connection
+    closed, the update sent after it with it."""
     proxy = start_proxy(mode="enforce")
     tools = [{"type": "function", "name": "f", "parameters": nested_schema(600)}, UNASKED_MCP]
     failing = json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": tools}})
@@ -499,16 +500,17 @@ def test_a_realtime_session_update_whose_reading_fails_is_withheld(
         {"type": "session.update", "session": {"type": "realtime", "instructions": "be brief"}}
     )
     realtime = Realtime(upstream_pki)
-    with connect(proxy, realtime.port) as connection:
+    with (
+        connect(proxy, realtime.port) as connection,
+        contextlib.suppress(websockets.exceptions.ConnectionClosed),
+    ):
         connection.send(failing)
         connection.send(after)
-        deadline = time.monotonic() + WAIT_S
-        while after not in realtime.received and time.monotonic() < deadline:
-            time.sleep(0.05)
+        connection.recv(timeout=WAIT_S)
     realtime.close()
-    assert realtime.received == [after]
+    assert not any("attacker.example" in str(message) for message in realtime.received)
     findings = [finding for record in proxy.wait_for_records(1) for finding in record["findings"]]
-    assert "inspection.failed" in {finding["rule"] for finding in findings}
+    assert ("inspection.too_deep", True) in {(finding["rule"], finding["enforced"]) for finding in findings}
 
 
 def test_an_assistants_poisoned_tool_is_withheld_and_its_run_tools_too(

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import http
+from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.http import Headers
 from mitmproxy.test import taddons, tflow, tutils
 from mitmproxy.websocket import WebSocketMessage
@@ -33,8 +34,10 @@ from addons.inspect import (
     transfer_codings,
 )
 from addons.process.speedups import header_value, header_values
+from addons.wire.wsclose import CLOSING, POLICY_VIOLATION
 from proxy.config.policy import parse_policy
 from proxy.dialects import OpenAIChat, StreamFilters
+from proxy.inspection import MAX_MESSAGE_DEPTH, TOO_DEEP_RULE
 from proxy.runtime import Runtime
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
@@ -554,3 +557,54 @@ def test_a_reloaded_policy_decides_whether_requests_are_inspected_alongside() ->
         assert inspected_alongside()
     finally:
         addon.done()
+
+
+def nested_call(depth: int) -> str:
+    """A Realtime event giving a destructive call whole, beside a value nested ``depth`` deep."""
+    call = {"type": "response.function_call_arguments.done", "name": "delete_customer", "arguments": "{}"}
+    padding = '{"a": ' * (depth - 1) + '"x"' + "}" * (depth - 1)
+    return json.dumps(call)[:-1] + f', "call_id": "call_1", "padding": {padding}}}'
+
+
+@pytest.mark.parametrize("from_client", [False, True])
+@pytest.mark.parametrize("depth", [MAX_MESSAGE_DEPTH + 1, 800, 100_000])
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_message_nested_past_the_limit_is_refused_unread_where_enforced(
+    mode: str, depth: int, from_client: bool
+) -> None:
+    """Enforced, it is not delivered, the connection closes (1008) and the refusal is recorded, however
+    deep it goes (past what Python's JSON reader reads too, where its call went unread); observed, it is
+    delivered as it came, read as text alone, on the record. From either side."""
+    enforcing = mode == "enforce"
+    addon, flow = inspected_websocket(mode)
+    with taddons.context(addon, Proxyserver()):
+        message = (agent_says if from_client else server_says)(flow, nested_call(depth))
+        addon.websocket_message(flow)
+    turn = flow.metadata[METADATA_KEY]
+    assert message.dropped is enforcing
+    assert (CLOSING.get(flow.client_conn), CLOSING.get(flow.server_conn)) == (
+        (POLICY_VIOLATION, POLICY_VIOLATION) if enforcing else (None, None)
+    )
+    assert [(f.rule, f.where, f.enforced) for f in turn.findings] == [
+        (TOO_DEEP_RULE, "websocket[3]", enforcing)
+    ]
+    assert turn.decision == ("blocked" if enforcing else "allowed")
+
+
+def test_a_message_nested_to_the_limit_is_read() -> None:
+    """Its destructive call is found and withheld as in any message, with no finding of its depth."""
+    addon, flow = inspected_websocket("enforce")
+    with taddons.context(addon, Proxyserver()):
+        message = server_says(flow, nested_call(MAX_MESSAGE_DEPTH))
+        addon.websocket_message(flow)
+    turn = flow.metadata[METADATA_KEY]
+    assert message.dropped and flow.client_conn not in CLOSING
+    assert {f.threat for f in turn.findings if f.enforced} == {"tool_abuse"}
+    assert TOO_DEEP_RULE not in {f.rule for f in turn.findings}
+
+
+def agent_says(flow: http.HTTPFlow, text: str) -> WebSocketMessage:
+    assert flow.websocket is not None
+    message = WebSocketMessage(Opcode.TEXT, True, text.encode())
+    flow.websocket.messages.append(message)
+    return message

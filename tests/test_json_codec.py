@@ -111,3 +111,28 @@ def test_the_texts_json_reads_otherwise_read_so() -> None:
     ]:
         for pairs in (False, True):
             assert repr(read_so(text, pairs)) == repr(read_as_json_reads(text, pairs)), text
+
+
+def depth_of(value: Any) -> int:
+    """How deep ``value``'s lists and dicts nest, walked."""
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    return 0
+
+
+@given(values | st.lists(values) | st.dictionaries(st.text(alphabet="[]{}\"\\'"), values), st.booleans())
+def test_how_deep_a_text_nests_is_how_deep_its_value_does(value: Any, ascii_only: bool) -> None:
+    """Brackets in a string, escaped quotes and characters beyond ASCII leave the depth as it is."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    for limit in range(8):
+        assert jsontext.nests_past(text, limit) is (depth_of(value) > limit)
+
+
+def test_a_nesting_past_what_json_reads_is_still_measured() -> None:
+    deep = '{"type": "x", "a": ' + "[" * 100_000 + '"]]]"' + "]" * 100_000 + "}"
+    with pytest.raises(RecursionError):
+        json.loads(deep)
+    assert jsontext.nests_past(deep, 128)
+    assert not jsontext.nests_past('{"a": ' + "[" * 127 + '"[[[["' + "]" * 127 + "}", 128)

@@ -9,13 +9,20 @@ float range), in linear time.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 _MAX_DIGITS = sys.get_int_max_str_digits() or 4300
 _WHITESPACE = " \t\n\r"
 """What JSON reads as whitespace around a value."""
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NESTING = np.zeros(256, dtype=np.int64)
+_NESTING[list(b"[{")], _NESTING[list(b"]}")] = 1, -1
+"""How each byte outside a string changes the depth it is at."""
 
 
 def parse_int(text: str) -> int | float:
@@ -69,3 +76,13 @@ _PLAIN = Decoder()
 def decoder(object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> Decoder:
     """A ``Decoder`` reading integers of any length, with ``object_pairs_hook``."""
     return Decoder(object_pairs_hook)
+
+
+def nests_past(text: str, limit: int) -> bool:
+    """Whether the arrays and objects of JSON ``text`` nest more than ``limit`` deep, as a receiver's
+    reader goes down them, whether or not this one's recursion reaches that far (a bracket inside a
+    string is none). Linear in the text, and a text of few brackets is not looked at further."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    outside = np.frombuffer(_STRING.sub("", text).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    return bool(outside.size) and int(_NESTING[outside].cumsum().max()) > limit
