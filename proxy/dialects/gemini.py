@@ -595,7 +595,8 @@ class GeminiStreamSession(StreamSession):
         candidates = as_list(chunk.get("candidates"))
         if not candidates:
             return [event.raw]
-        as_came = True  # whether the filters left every part as it came: then so are the event's bytes
+        as_came = True  # whether the filters left every part as it came but for its text
+        changed: list[tuple[str, str]] = []  # each text the filters changed, and what they released
         for position, raw_candidate in enumerate(candidates):
             candidate = as_dict(raw_candidate)
             index = candidate_index(candidate, position)
@@ -610,13 +611,9 @@ class GeminiStreamSession(StreamSession):
                 part = as_dict(raw_part)
                 text = part.get("text")
                 sent = self._transform_part(index, self._landed.get((index, part_position), 0), raw_part)
-                as_came = (
-                    as_came
-                    and len(sent) == 1
-                    and sent[0] is raw_part
-                    and not _calls(part)
-                    and (not isinstance(text, str) or part.get("text") == text)
-                )
+                as_came = as_came and len(sent) == 1 and sent[0] is raw_part and not _calls(part)
+                if isinstance(text, str) and part.get("text") != text:
+                    changed.append((text, part["text"]))
                 parts.extend(sent)
             if field_of(candidate, "finishReason")[1]:
                 closed = self._close_text(index)
@@ -624,7 +621,11 @@ class GeminiStreamSession(StreamSession):
                 parts.extend(closed)
             if "parts" in content:
                 content["parts"] = parts
-        return [self._as_sent(event, chunk) if as_came else rewritten(event, chunk)]
+        if as_came and not changed:
+            return [self._as_sent(event, chunk)]
+        if as_came and len(changed) == 1:
+            return [self._text_written(event, chunk, *changed[0])]
+        return [rewritten(event, chunk)]
 
     def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
         """A chunk whose every candidate only carries text that joins the text part each is streaming."""

@@ -374,17 +374,23 @@ class ChatStreamSession(StreamSession):
     ) -> list[bytes]:
         """``_transform`` of a chunk that only carries text (``_plain_slots``): what the loop above does
         for it, without walking what it does not carry."""
-        touched = carries = False
+        changed: list[tuple[str, str]] = []
+        carries = False
         for where, delta, key in plain:
-            released = self._filter_text(where, delta[key])
+            text = delta[key]
+            released = self._filter_text(where, text)
             carries = carries or bool(released)
-            if released != delta[key]:
+            if released != text:
                 delta[key] = released
-                touched = True
-        if not touched:
+                changed.append((text, released))
+        if not changed:
             return [self._as_sent(event, chunk)]
         # A delta left with text is no empty chunk.
-        return [] if not carries and _is_empty_chunk(chunk) else [rewritten(event, chunk)]
+        if not carries and _is_empty_chunk(chunk):
+            return []
+        if len(changed) == 1:
+            return [self._text_written(event, chunk, *changed[0])]
+        return [rewritten(event, chunk)]
 
     def _plain_texts(self, event: SSEEvent, payload: Any) -> list[tuple[str, str]] | None:
         plain = _plain_slots(payload)

@@ -572,6 +572,8 @@ class ResponsesStreamSession(StreamSession):
             if released == delta and not renumbered:
                 return [self._as_sent(event, body)]
             body["delta"] = released
+            if not renumbered and isinstance(delta, str):
+                return [self._text_written(event, body, delta, released)]
         elif event_type in DONE_CHANNELS:
             channel = DONE_CHANNELS[event_type]
             where = channel.where(position, body)

@@ -513,6 +513,9 @@ class StreamSession(ABC):
         than in their text (a sequence number) are not given more than a few."""
         self._read_as: _PerEvent[_Read] = _PerEvent()
         """Per event of the bytes being read (by identity), what reading it found (``_Read``)."""
+        self._read_whole: SSEEvent | None = None
+        """While ``_transform`` runs on an event whose payload is its data read whole and left so by the
+        residual scan: that event (``_text_written``)."""
 
     @property
     @abstractmethod
@@ -856,10 +859,30 @@ class StreamSession(ABC):
     def _transformed(self, event: SSEEvent, payload: Any, *, changed: bool) -> list[bytes]:
         """``_transform`` of one event, its own bytes re-serialised when its payload ``changed``; a held
         event is replayed through here with ``changed`` True, as what the scan left of it."""
-        output = self._transform(event, payload)
+        self._read_whole = None if changed else event
+        try:
+            output = self._transform(event, payload)
+        finally:
+            self._read_whole = None
         if changed:
             output = [rewritten(event, payload) if piece is event.raw else piece for piece in output]
         return output
+
+    def _text_written(self, event: SSEEvent, payload: Any, text: str, released: str) -> bytes:
+        """The event whose payload the filters changed in one string alone, ``text`` now ``released``.
+        Where that payload is the event's data read whole (no value taken out of it, no string the
+        residual scan changed) and the data holds no escape, every string is spelled as it reads, so a
+        spelling of ``text`` found once (overlaps counted) is that string's: the data is written with
+        ``released`` in its place, the rest as it came, which costs a fraction of writing the payload
+        anew. Else the payload is written anew."""
+        data = event.data
+        if self._read_whole is event and data is not None and "\\" not in data:
+            spelled = f'"{text}"'
+            start = data.find(spelled)
+            if start >= 0 and data.find(spelled, start + 1) < 0:
+                swapped = f"{data[:start]}{dump_json(released)}{data[start + len(spelled) :]}"
+                return write_event(swapped, event.event, event.id, event.retry)
+        return rewritten(event, payload)
 
     def _on_dataless_event(self, event: SSEEvent) -> list[bytes]:
         """An event without data (a comment, a name alone, or lines no SSE field names): an SSE client
