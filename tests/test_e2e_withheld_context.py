@@ -5,6 +5,7 @@ real egressguard and the official OpenAI and Anthropic SDKs."""
 
 from __future__ import annotations
 
+import io
 import json
 import ssl
 from collections.abc import Callable
@@ -14,8 +15,9 @@ import anthropic
 import openai
 import pytest
 
-from proxy.dialects import Anthropic, OpenAIResponses
+from proxy.dialects import Anthropic, OpenAIResponses, detect
 from tests.harness import Proxy
+from tests.test_e2e_stored_requests import batch_line, batch_upload, read
 from tests.test_server_tools import CODE_ITEM, RESPONSE, answer
 from tests.test_streaming import ANTHROPIC_MESSAGE, run, sse
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
@@ -223,3 +225,45 @@ def test_an_anthropic_container_an_answer_with_a_withheld_call_ran_in_cannot_be_
         (finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]
     }
     client.messages.create(model="m", max_tokens=10, messages=ask_anthropic, container="container_012")
+
+
+def test_a_stored_request_continues_what_the_request_it_carries_names() -> None:
+    """A batch runs its requests later, each continuing what it names as it would on its own route."""
+    params = {"model": "m", "max_tokens": 9, "messages": [], "container": "container_011"}
+    batch = read("POST /v1/messages/batches", {"requests": [{"custom_id": "a", "params": params}]})
+    assert batch.continues == {"requests[0].params.container": "container_011"}
+    line = {"model": "m", "input": "go on", "previous_response_id": STORED, "conversation": {"id": "conv_7"}}
+    conversation = read("POST /v1/conversations", {"items": [{"role": "user", "content": "hi"}]})
+    assert conversation.continues == {}
+    body = batch_upload(batch_line("r1", "/v1/responses", line))
+    view = detect("POST", "/v1/files", "multipart/form-data", body).parse_request(body)
+    assert view.continues == {
+        "multipart[1][0].body.previous_response_id": STORED,
+        "multipart[1][0].body.conversation": "conv_7",
+    }
+
+
+def test_a_batch_continuing_a_stored_response_with_a_withheld_call_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Through the OpenAI SDK: a batch input file's line naming the stored response is refused as the
+    request it carries would be; a line continuing nothing withheld passes."""
+    proxy = start_proxy(mode="enforce")
+    client = proxy.openai_client(upstream.url, headers=CONTEXT)
+    upstream.reply = DESTRUCTIVE
+    assert ask(client) == []
+    upstream.reply = Reply(
+        body=b'{"id":"file-1","object":"file","bytes":1,"created_at":1,"filename":"b.jsonl"}'
+    )
+    continuing = batch_line(
+        "r1", "/v1/responses", {"model": "m", "input": "go", "previous_response_id": STORED}
+    )
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.files.create(file=("b.jsonl", io.BytesIO(continuing.encode())), purpose="batch")
+    assert "inspection.withheld_context" in str(refused.value)
+    assert len(upstream.received) == 1
+    fresh = batch_line(
+        "r1", "/v1/responses", {"model": "m", "input": "go", "previous_response_id": "resp_other"}
+    )
+    client.files.create(file=("b.jsonl", io.BytesIO(fresh.encode())), purpose="batch")
+    assert len(upstream.received) == 2

@@ -267,6 +267,7 @@ def carry(view: RequestView, own: RequestView, base: tuple[Step, ...], dropped: 
     view.declared_tools += moved.each(own.declared_tools)
     view.fetches += moved.each(own.fetches)
     view.attachments += attachments
+    view.continues |= {moved.where(where): stored for where, stored in own.continues.items()}
     return {part.where for part in parts} | {file.where for file in attachments}
 
 
