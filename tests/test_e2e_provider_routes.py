@@ -5,6 +5,7 @@ tool call in its answer is withheld as it is on the API's own route."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import zlib
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_dialect_choice import CONTEXT, client, rules
+from tests.test_e2e_inspect import AWS_KEY
 from tests.test_e2e_inspect import _agent as through_proxy
 from tests.upstream import FakeUpstream, Reply, ToolCallReply, anthropic_events, anthropic_json, gemini_json
 
@@ -282,17 +284,74 @@ def test_a_damaged_bedrock_frame_cuts_the_stream_where_enforced(
     assert found and found[0]["enforced"]
 
 
-def test_nova_streamed_on_bedrock_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
-    """An event stream on a route whose dialect reads none of it (Amazon Nova's own stream on
-    ``invoke-with-response-stream``) is still refused where enforced as a binary answer, its tool call
-    never reaching the agent."""
+NOVA_STREAM_ROUTE = "/model/us.amazon.nova-pro-v1%3A0/invoke-with-response-stream"
+
+
+def nova_stream(text: str, call: str) -> list[bytes]:
+    """Amazon Nova's own stream as Bedrock frames it: each event an object keyed by its name in a chunk,
+    the last with Bedrock's invocation metrics beside it."""
+    deltas = [{"delta": {"text": text[at : at + 4]}, "contentBlockIndex": 0} for at in range(0, len(text), 4)]
+    start = {"start": {"toolUse": {"toolUseId": "tooluse_1", "name": call}}, "contentBlockIndex": 1}
+    arguments = {"delta": {"toolUse": {"input": '{"id": 42}'}}, "contentBlockIndex": 1}
+    events: list[dict[str, Any]] = [
+        {"messageStart": {"role": "assistant"}},
+        *({"contentBlockDelta": delta} for delta in deltas),
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {"contentBlockStart": start},
+        {"contentBlockDelta": arguments},
+        {"contentBlockStop": {"contentBlockIndex": 1}},
+        {"messageStop": {"stopReason": "tool_use"}},
+        {
+            "metadata": {"usage": {"inputTokens": 5, "outputTokens": 9}},
+            "amazon-bedrock-invocationMetrics": {"inputTokenCount": 5, "outputTokenCount": 9},
+        },
+    ]
+    return [event_stream_frame(event) for event in events]
+
+
+def test_nova_streamed_on_bedrock_is_read_and_its_tool_call_withheld(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """Amazon Nova's own stream on ``invoke-with-response-stream`` is read as ``converse-stream``'s
+    events: the destructive call is withheld for its notice, a key in the text redacted, and boto3 reads
+    every chunk framed again, the invocation metrics kept."""
     upstream.reply = Reply(
-        body=event_stream_frame({"contentBlockStart": {"start": {"toolUse": {"name": "delete_customer"}}}}),
+        events=nova_stream(f"On it, key {AWS_KEY}.", "delete_customer"),
         content_type="application/vnd.amazon.eventstream",
     )
-    with client(enforce) as http:
-        route = "/model/us.amazon.nova-pro-v1%3A0/invoke-with-response-stream"
-        answer = http.post(f"{upstream.url}{route}", json={"schemaVersion": "messages-v1", "messages": []})
-    assert answer.status_code == 502
-    assert b"delete_customer" not in answer.content
+    body = {"schemaVersion": "messages-v1", "messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+    sdk = bedrock_client(enforce, upstream)
+    answer = sdk.invoke_model_with_response_stream(modelId="us.amazon.nova-pro-v1:0", body=json.dumps(body))
+    events = [json.loads(event["chunk"]["bytes"]) for event in answer["body"]]
+    assert upstream.received[-1].path == NOVA_STREAM_ROUTE
+    assert not any("contentBlockStart" in event for event in events)
+    text = "".join(
+        event["contentBlockDelta"]["delta"].get("text", "")
+        for event in events
+        if "contentBlockDelta" in event
+    )
+    assert text.startswith("On it, key [REDACTED:aws-access-key-id].") and "X-Approval-Id" in text
+    assert [event["messageStop"]["stopReason"] for event in events if "messageStop" in event] == ["end_turn"]
+    assert events[-1]["amazon-bedrock-invocationMetrics"] == {"inputTokenCount": 5, "outputTokenCount": 9}
+    assert "tool-delete" in rules(enforce, 1)
+
+
+def test_a_nova_chunk_naming_no_one_event_is_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
+    """A chunk holding two events, which no reader here places, is refused where enforced, its tool call
+    never reaching the agent."""
+    start = {"start": {"toolUse": {"toolUseId": "t", "name": "delete_customer"}}, "contentBlockIndex": 1}
+    upstream.reply = Reply(
+        body=event_stream_frame({"contentBlockStart": start, "messageStop": {"stopReason": "tool_use"}}),
+        content_type="application/vnd.amazon.eventstream",
+    )
+    received = b""
+    body = {"schemaVersion": "messages-v1", "messages": []}
+    with (
+        client(enforce) as http,
+        http.stream("POST", f"{upstream.url}{NOVA_STREAM_ROUTE}", json=body) as answer,
+        contextlib.suppress(httpx.HTTPError),
+    ):
+        for piece in answer.iter_raw():
+            received += piece
+    assert b"delete_customer" not in received
     assert "inspection.binary_answer" in rules(enforce, 1)

@@ -14,6 +14,8 @@ import pytest
 from proxy.wire.eventstream import (
     CHUNKS,
     EVENTS,
+    INVOCATION_METRICS,
+    NAMED_CHUNKS,
     AwsFraming,
     EventStreamDecoder,
     EventStreamError,
@@ -161,6 +163,50 @@ def test_converse_events_are_read_by_their_type_and_framed_as_they_came() -> Non
         ("contentBlockStop", b'{"contentBlockIndex":0}'),
     ]
     assert sent[1].headers[":message-type"] == "event"
+
+
+def chunked_event(message: bytes) -> object:
+    return json.loads(base64.b64decode(json.loads(message)["bytes"]))
+
+
+def test_named_chunks_are_read_as_the_events_they_name_and_framed_again() -> None:
+    """With ``NAMED_CHUNKS`` (Amazon Nova's own stream) a chunk's ``{"<event>": {...}}`` is the SSE event
+    of that name; the invocation metrics of the last chunk go out again beside its event."""
+    framing = AwsFraming(NAMED_CHUNKS)
+    metrics = {"inputTokenCount": 5, "outputTokenCount": 2, "invocationLatency": 310.5}
+    delta: dict[str, object] = {"contentBlockDelta": {"delta": {"text": "Hi"}, "contentBlockIndex": 0}}
+    last: dict[str, object] = {"metadata": {"usage": {"inputTokens": 5}}, INVOCATION_METRICS: metrics}
+    events = SSEParser().feed(framing.to_sse(chunk(delta) + chunk(last)))
+    assert [(event.event, json.loads(event.data or "")) for event in events] == [
+        ("contentBlockDelta", delta["contentBlockDelta"]),
+        ("metadata", last["metadata"]),
+    ]
+    rewritten = b'event: contentBlockDelta\ndata: {"delta": {"text": "Ho"}, "contentBlockIndex": 0}\n\n'
+    sent = EventStreamDecoder().feed(
+        framing.from_sse(rewritten + b"".join(event.raw for event in events[1:]))
+    )
+    assert [chunked_event(message.payload) for message in sent] == [
+        {"contentBlockDelta": {"delta": {"text": "Ho"}, "contentBlockIndex": 0}},
+        last,
+    ]
+    assert {message.headers[":event-type"] for message in sent} == {"chunk"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"contentBlockDelta": {}, "messageStop": {}},
+        {},
+        {"contentBlockDelta": "text"},
+        {"bad name": {}},
+        {"metadata": {}, INVOCATION_METRICS: {"note": "text that would pass unread"}},
+        [1],
+    ],
+)
+def test_a_named_chunk_that_names_no_one_event_is_an_error(event: object) -> None:
+    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+    with pytest.raises(EventStreamError):
+        AwsFraming(NAMED_CHUNKS).to_sse(encode_message(string_headers(CHUNK_HEADERS), payload))
 
 
 def test_a_chunk_payload_on_several_lines_is_one_event() -> None:

@@ -32,6 +32,7 @@ from proxy.dialects.stream import (
 from proxy.exchange import RequestView
 from proxy.staged import UploadStep
 from proxy.wire import jsontext
+from proxy.wire.eventstream import EVENTS, NAMED_CHUNKS
 
 __all__ = [
     "MCP",
@@ -130,7 +131,8 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     converse = _BEDROCK_CONVERSE.search(route)
     if converse:
         streaming = converse.group(2) == "converse-stream"
-        return BedrockConverse(model_hint=converse.group(1), streaming=streaming, framed=streaming)
+        framing = EVENTS if streaming else None
+        return BedrockConverse(model_hint=converse.group(1), streaming=streaming, framing=framing)
     bedrock = _BEDROCK_INVOKE.search(route)
     if bedrock:
         return _bedrock_invoke(bedrock.group(1), bedrock.group(2) is not None, body)
@@ -185,13 +187,14 @@ def _bedrock_invoke(model: str, streaming: bool, body: bytes) -> Dialect | None:
     (``schemaVersion: messages-v1``) that of Converse."""
     if "anthropic." in model:
         return Anthropic(model_hint=model)
+    framing = NAMED_CHUNKS if streaming else None
     if "amazon.nova" in model:
-        return BedrockConverse(model_hint=model, streaming=streaming)
+        return BedrockConverse(model_hint=model, streaming=streaming, framing=framing)
     keys = _top_level_keys(body)
     if "anthropic_version" in keys:
         return Anthropic(model_hint=model)
     if "schemaVersion" in keys:
-        return BedrockConverse(model_hint=model, streaming=streaming)
+        return BedrockConverse(model_hint=model, streaming=streaming, framing=framing)
     return None
 
 

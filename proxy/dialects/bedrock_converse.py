@@ -48,7 +48,6 @@ from proxy.exchange import (
     ToolCall,
     Usage,
 )
-from proxy.wire.eventstream import EVENTS
 from proxy.wire.sse import SSEEvent
 
 ROLE_SOURCES = {"user": Source.USER, "assistant": Source.ASSISTANT}
@@ -200,14 +199,14 @@ class BedrockConverse(Dialect):
     CASED_KEYS = CONVERSE_CASED_KEYS
 
     def __init__(
-        self, model_hint: str | None = None, streaming: bool = False, *, framed: bool = False
+        self, model_hint: str | None = None, streaming: bool = False, *, framing: str | None = None
     ) -> None:
-        """``framed``: the route is ``converse-stream``, whose answer is Converse's events each in a
-        message of AWS's event-stream framing (Nova's own stream on ``invoke-with-response-stream`` is
-        not read)."""
+        """``framing``: how AWS's event stream carries the streamed answer's events (``AwsFraming``):
+        ``converse-stream``'s each in a message of its name, Nova's own on
+        ``invoke-with-response-stream`` each in a chunk, as an object keyed by its name."""
         super().__init__(model_hint)
         self.streaming = streaming
-        self.aws_framing = EVENTS if framed else None
+        self.aws_framing = framing
 
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)

@@ -4,7 +4,9 @@ A message is a prelude (4-byte total length, 4-byte headers length, CRC32 of tho
 (typed name/value pairs: ``:message-type``, ``:event-type``, ``:content-type``, ``:exception-type``), the
 payload, and the CRC32 of all that came before. ``AwsFraming`` turns such a stream into SSE events and
 back, so that a dialect's SSE session reads and rewrites it: Bedrock's ``invoke-with-response-stream``
-carries each of the model's own stream events base64-encoded in a ``chunk`` event (``{"bytes": ...}``).
+carries each of the model's own stream events base64-encoded in a ``chunk`` event (``{"bytes": ...}``):
+Anthropic's an SSE event's data, Amazon Nova's an object of one key naming the event
+(``{"contentBlockDelta": {...}}``), which is read as the ``converse-stream`` event of that name.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ FRAMING_HEADERS = frozenset({":message-type", ":event-type", ":exception-type", 
 ``:error-message``) carries what no reader here reads, and is refused."""
 _CHUNK = "chunk"
 CHUNKS = "chunks"
+NAMED_CHUNKS = "named_chunks"
+"""Chunks each holding an object of one key, the name of the event its value is (Amazon Nova's)."""
 EVENTS = "events"
+INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
+"""The figures Bedrock adds beside the model's event in the last chunk of a stream: counts only."""
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 """An event or exception type as an SSE event name: no character that ends an SSE field."""
 
@@ -158,12 +164,16 @@ class AwsFraming:
     """An AWS event stream as SSE and back. ``to_sse``: with ``CHUNKS`` (Bedrock's
     ``invoke-with-response-stream``) each ``chunk`` event becomes the model's own event it carries; any
     other message (an exception, each event of ``converse-stream``) an SSE event named by its type, its
-    payload the data. ``from_sse``: each SSE event the message of its name with its data as payload,
-    framed with the headers that message came with, or, where none came, as a chunk holding the data
-    (``CHUNKS``) or an event of that type."""
+    payload the data; with ``NAMED_CHUNKS`` each chunk's event an SSE event of its name. ``from_sse``:
+    each SSE event the message of its name with its data as payload, framed with the headers that
+    message came with, or, where none came, as a chunk holding the data (``CHUNKS``; with
+    ``NAMED_CHUNKS`` keyed by the event's name) or an event of that type."""
 
     def __init__(self, kind: str) -> None:
-        self.chunks = kind == CHUNKS
+        self.chunks = kind in (CHUNKS, NAMED_CHUNKS)
+        self.named = kind == NAMED_CHUNKS
+        self._metrics: dict[str, str] = {}
+        """The invocation metrics the last chunk of each event name carried beside its event, as JSON."""
         self._decoder = EventStreamDecoder()
         self._parser = SSEParser(MAX_MESSAGE_BYTES)
         self._others: dict[str, bytes] = {}
@@ -199,7 +209,8 @@ class AwsFraming:
         kind = message.headers.get(":message-type", "event")
         name = message.headers.get(":event-type" if kind == "event" else ":exception-type") or kind
         if name == _CHUNK and self.chunks:
-            return write_event(_as_lines(_chunk_bytes(message.payload)))
+            carried = _chunk_bytes(message.payload)
+            return self._named_event(carried) if self.named else write_event(_as_lines(carried))
         if not _NAME.fullmatch(name):
             raise EventStreamError("a message's type is no name")
         self._others[name] = message.raw_headers
@@ -211,6 +222,10 @@ class AwsFraming:
         raw_headers = self._others.get(name or "")
         if raw_headers is not None:
             return encode_message(raw_headers, encode_text(data))
+        if self.named and name is not None:
+            metrics = self._metrics.get(name)
+            beside = "" if metrics is None else f",{json.dumps(INVOCATION_METRICS)}:{metrics}"
+            data = f"{{{json.dumps(name)}:{data}{beside}}}"
         if not self.chunks:
             event = {
                 ":event-type": name or "message",
@@ -220,6 +235,39 @@ class AwsFraming:
             return encode_message(string_headers(event), encode_text(data))
         chunk = json.dumps({"bytes": base64.b64encode(encode_text(data)).decode()}).encode()
         return encode_message(self._chunk_headers, chunk)
+
+    def _named_event(self, carried: bytes) -> bytes:
+        """A chunk holding ``{"<event>": {...}}`` (and, in the last, the invocation metrics) as the SSE
+        event of that name; raises where it holds anything else, which no reader would read."""
+        try:
+            document = json.loads(carried)
+        except ValueError as error:
+            raise EventStreamError(f"a chunk that is no JSON: {type(error).__name__}") from error
+        if not isinstance(document, dict):
+            raise EventStreamError("a chunk that is no JSON object")
+        metrics = document.pop(INVOCATION_METRICS, None)
+        if len(document) != 1:
+            raise EventStreamError(f"a chunk of {len(document)} events")
+        ((name, value),) = document.items()
+        if not _NAME.fullmatch(name) or not isinstance(value, dict):
+            raise EventStreamError("a chunk's event is no named object")
+        if metrics is None:
+            self._metrics.pop(name, None)
+        elif _counts_only(metrics):
+            self._metrics[name] = json.dumps(metrics)
+        else:
+            raise EventStreamError("invocation metrics that are not counts")
+        return write_event(json.dumps(value), name)
+
+
+def _counts_only(value: object) -> bool:
+    """An object of numbers (or of such objects): nothing a reader of text would need to read."""
+    if not isinstance(value, dict):
+        return False
+    return all(
+        (isinstance(inner, (int, float)) and not isinstance(inner, bool)) or _counts_only(inner)
+        for inner in value.values()
+    )
 
 
 def _chunk_bytes(payload: bytes) -> bytes:
