@@ -221,6 +221,47 @@ def test_secret_split_across_deltas_never_reaches_the_agent() -> None:
     assert chat_sdk_view(output)[0] == "Let me check that ticket. Your key is [REDACTED] for now."
 
 
+TEXT_DELTAS = {
+    "openai_chat": (
+        b"",
+        'data: {"id": "OTHER", "object": "chat.completion.chunk", "created": 1, "model": "m", '
+        '"choices": [{"index": 0, "delta": {"content": "TEXT"}, "finish_reason": null}]}\n\n',
+    ),
+    "openai_responses": (
+        b'event: response.output_item.added\ndata: {"type": "response.output_item.added", "output_index": 0, '
+        b'"item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}\n\n',
+        'event: response.output_text.delta\ndata: {"type": "response.output_text.delta", "item_id": "OTHER", '
+        '"output_index": 0, "content_index": 0, "delta": "TEXT"}\n\n',
+    ),
+    "gemini": (
+        b"",
+        'data: {"candidates": [{"content": {"parts": [{"text": "TEXT"}], "role": "model"}, "index": 0}], '
+        '"responseId": "OTHER"}\n\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_DELTAS))
+@pytest.mark.parametrize(
+    ("other", "kept"), [("resp-1", True), ("Your key sk-proj-AbC", False), ("caf\\u00e9", False)]
+)
+def test_event_whose_text_alone_changed_keeps_the_upstream_data_around_it(
+    name: str, other: str, kept: bool
+) -> None:
+    """A held word changes a delta's text alone: the event goes out as the upstream wrote it (its spacing
+    and key order) with the released text in place of the text; where the text's spelling is not that
+    text's alone (another string spelled the same, an escape in the data) the payload is written anew. A
+    client reads the same either way."""
+    opening, delta = TEXT_DELTAS[name]
+    event = delta.replace("OTHER", other).replace("TEXT", "Your key sk-proj-AbC").encode()
+    session = DIALECTS[name].stream_session(StreamFilters(text_filter=redactor))
+    session.feed(opening)
+    output = session.feed(event)
+    expected = delta.replace("OTHER", other).replace("TEXT", "Your key ").encode()
+    assert payloads(output) == payloads(expected)
+    assert (output == expected) is kept
+
+
 def test_chat_chunk_written_for_held_text_carries_the_envelope_the_residual_scan_left() -> None:
     """The last chunk's model names a key and its text is held to the stream's end: the chunk written
     for that text takes the id and model of what the residual scan left, never the key."""
