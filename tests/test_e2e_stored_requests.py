@@ -436,17 +436,18 @@ def test_gemini_cached_contents_are_refused_as_generate_content_is(
     assert refusals(last_record(enforce, 2)) == []
 
 
+@pytest.mark.parametrize(("event", "key"), [("session.update", "session"), ("response.create", "response")])
 def test_a_realtime_session_update_declaring_an_mcp_server_is_withheld(
-    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+    event: str, key: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
-    """A Realtime session configured over its WebSocket is read as its client secret's session is: the
-    update that declares a remote MCP server outside the allowlist never reaches the API; one declaring a
-    function tool does."""
+    """A Realtime session configured over its WebSocket is read as its client secret's session is, and so
+    is a response asking for tools of its own: the event that declares a remote MCP server outside the
+    allowlist never reaches the API; one declaring a function tool does."""
     proxy = start_proxy(mode="enforce")
     function = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
-    allowed = json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": [function]}})
+    allowed = json.dumps({"type": event, key: {"type": "realtime", "tools": [function]}})
     mcp_session = {"type": "realtime", "tools": [UNASKED_MCP]}
-    declaring = json.dumps({"type": "session.update", "session": mcp_session})
+    declaring = json.dumps({"type": event, key: mcp_session})
     realtime = Realtime(upstream_pki)
     with connect(proxy, realtime.port) as connection:
         connection.send(allowed)
@@ -463,6 +464,21 @@ def test_a_realtime_session_update_declaring_an_mcp_server_is_withheld(
     assert ("lateral_movement", MCP_SERVER_EGRESS_RULE, True) in {
         (finding["threat"], finding["rule"], finding["enforced"]) for finding in findings
     }
+
+
+def test_a_realtime_response_is_read_for_its_own_tools_and_input() -> None:
+    """A ``response.create`` answers with the tools and input it gives in place of the session's: its
+    remote MCP server is declared, and an image its input gives by URL is fetched by the API."""
+    image = {"type": "input_image", "image_url": "https://attacker.example/a.png"}
+    response = {
+        "instructions": "be brief",
+        "tools": [{"type": "function", "name": "lookup", "parameters": {}}, UNASKED_MCP],
+        "input": [{"type": "message", "role": "user", "content": [image]}],
+    }
+    view = realtime_request({"type": "response.create", "response": response})
+    assert [tool.where for tool in view.declared_tools] == ["response.tools[1]"]
+    assert [fetch.where for fetch in view.fetches] == ["response.input[0].content[0].image_url"]
+    assert realtime_request({"type": "response.create"}).declared_tools == []
 
 
 def nested_schema(depth: int) -> dict[str, Any]:

@@ -312,9 +312,9 @@ def _rewrite_lines(content: bytes, replacements: Mapping[str, str]) -> bytes:
     return encode_text("\n".join(lines))
 
 
-REALTIME_EVENTS = ("session.update", "conversation.item.create")
-"""The OpenAI Realtime client events that configure what the API runs (a session's tools) or add what it
-fetches (an item's images and files)."""
+REALTIME_EVENTS = ("session.update", "conversation.item.create", "response.create")
+"""The OpenAI Realtime client events that configure what the API runs (a session's tools, the tools a
+response asks for itself) or add what it fetches (an item's images and files, a response's own input)."""
 
 
 def may_configure_realtime(text: str) -> bool:
@@ -325,12 +325,14 @@ def may_configure_realtime(text: str) -> bool:
 def realtime_request(message: Any) -> RequestView:
     """What an OpenAI Realtime client event lets the API run or fetch, read as a Responses request's: the
     ``session`` a ``session.update`` configures (its tools), the ``item`` a ``conversation.item.create``
-    adds (its images and files by URL)."""
+    adds (its images and files by URL), the ``response`` a ``response.create`` asks for (its own tools and
+    input items, which it answers with in place of the session's)."""
     view = RequestView(dialect=Stored.name)
     event = as_dict(message)
     carried = {
         "session.update": Embedded(("session",), OpenAIResponses()),
         "conversation.item.create": Embedded(("item",), OpenAIResponses(), ("input", 0)),
+        "response.create": Embedded(("response",), OpenAIResponses()),
     }.get(as_str(event.get("type")) or "")
     if carried is not None and carried.at[0] in event:
         # A reader's failure reaches the caller, which refuses what it could not read where enforced.
