@@ -267,3 +267,23 @@ def test_a_batch_continuing_a_stored_response_with_a_withheld_call_is_refused(
     )
     client.files.create(file=("b.jsonl", io.BytesIO(fresh.encode())), purpose="batch")
     assert len(upstream.received) == 2
+
+
+def test_a_compaction_of_a_stored_response_with_a_withheld_call_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Through the OpenAI SDK: ``responses.compact`` hands back what it compacts as one opaque item the
+    agent sends as input later, so compacting the stored response is continuing it."""
+    proxy = start_proxy(mode="enforce")
+    client = proxy.openai_client(upstream.url, headers=CONTEXT)
+    assert detect("POST", "/v1/responses/compact", "application/json", b"{}").name == OpenAIResponses.name
+    upstream.reply = DESTRUCTIVE
+    assert ask(client) == []
+    compacted = {"id": "cmp_1", "object": "response.compaction", "created_at": 1, "output": []}
+    upstream.reply = Reply(body=json.dumps(compacted).encode())
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.responses.compact(model="gpt-5.4", previous_response_id=STORED)
+    assert "inspection.withheld_context" in str(refused.value)
+    assert len(upstream.received) == 1
+    client.responses.compact(model="gpt-5.4", previous_response_id="resp_other")
+    assert json.loads(upstream.received[-1].body)["previous_response_id"] == "resp_other"

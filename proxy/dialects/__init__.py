@@ -63,7 +63,9 @@ __all__ = [
 ]
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/chat/completions\Z")
-_RESPONSES = re.compile(r"/responses(?:/resp_[^/]+)?\Z")
+_RESPONSES = re.compile(r"/responses(?:/resp_[^/]+|/compact)?\Z")
+"""A Responses request, a stored response, and a compaction, which hands back what it compacts (a stored
+response it continues among it) as one item for a later request's input."""
 _GEMINI = re.compile(
     r"(?:/(?:models|tunedModels|endpoints)/([^:]+))?:(generateContent|streamGenerateContent)\Z"
 )
