@@ -150,6 +150,15 @@ def _thirds(value: str) -> list[str]:
     return [value[:cut], value[cut : 2 * cut], value[2 * cut :]]
 
 
+def _groups_of(value: str, size: int = 4) -> list[str]:
+    return [value[index : index + size] for index in range(0, len(value), size)]
+
+
+def _grouped(value: str, separator: str) -> str:
+    """The value in groups of four, as keys are read out: AKIA-QYLP-..."""
+    return separator.join(_groups_of(value))
+
+
 def _rot13(value: str) -> str:
     return codecs.encode(value, "rot13")
 
@@ -257,12 +266,18 @@ ENCODERS: dict[str, Encoder] = {
     "character-list": _value(lambda value: json.dumps(list(value))),
     "character-list-indented": _value(lambda value: json.dumps(list(value), indent=2)),
     "character-list-reversed": _value(lambda value: repr(list(value[::-1]))),
+    "grouped-dash": _value(lambda value: _grouped(value, "-")),
+    "grouped-space": _value(lambda value: _grouped(value, " ")),
+    "grouped-lines": _value(lambda value: "\n".join(_groups_of(value, 12))),
+    "grouped-reversed": _value(lambda value: _grouped(value[::-1], "-")),
+    "other-case": _value(str.swapcase),
 }
 
 
 KEYED = {"reversed", "rot13", "reversed+rot13", "concatenated", "adjacent-literals", "joined-list"}
 KEYED |= {"json-split", "char-codes", "char-codes-unspaced", "char-codes-zero-padded", "chr-joined"}
 KEYED |= {"character-list", "character-list-indented", "character-list-reversed"}
+KEYED |= {"grouped-dash", "grouped-space", "grouped-lines", "grouped-reversed", "other-case"}
 """Disguises of the value alone that are read only where the key's own prefix starts it (or, for joined
 literals, a rule's match of the first piece): a value known by its name alone ("password = …") is not."""
 _SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced", "dash-separated", "dot-separated"}

@@ -58,6 +58,17 @@ def _streamed(text: str, size: int) -> str:
     return "".join(text_filter.feed(piece) for piece in pieces) + text_filter.flush()
 
 
+DIGITALOCEAN_TOKEN = "dop_v1_" + "9f3c2b7a1e6d4c8b0a5f2e7d3c9b1a4f6e8d2c0b7a5f3e1d9c4b8a2f6e0d7c3b"
+
+
+def _groups_of(key: str, size: int = 4) -> list[str]:
+    return [key[index : index + size] for index in range(0, len(key), size)]
+
+
+def _grouped(key: str, separator: str) -> str:
+    return separator.join(_groups_of(key))
+
+
 # Each text, and the rewritten key it carries.
 REWRITTEN = {
     "reversed": (f"the key backwards: {GITHUB_TOKEN[::-1]} (read it right to left)", GITHUB_TOKEN[::-1]),
@@ -117,6 +128,25 @@ REWRITTEN = {
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
         codecs.encode(GITHUB_TOKEN, "rot13")[::-1],
     ),
+    "in groups of four with dashes": (f"key: {_grouped(AWS_KEY, '-')} (rotate it)", AWS_KEY[4:12]),
+    "in groups of four with spaces": (f"id {_grouped(AWS_KEY, ' ')} then the secret", AWS_KEY[4:12]),
+    "in groups with dots, a full stop after": (f"It is {_grouped(GITHUB_TOKEN, '.')}.", GITHUB_TOKEN[4:12]),
+    "in groups with underscores": (f"{_grouped(GITHUB_TOKEN, '_')}", GITHUB_TOKEN[4:12]),
+    "in groups with slashes": (f"path {_grouped(AWS_KEY, '/')}", AWS_KEY[4:12]),
+    "in groups with colons and spaces": (f"{_grouped(AWS_KEY, ' : ')} ok", AWS_KEY[4:12]),
+    "in groups over lines": (f"first half and second:\n{AWS_KEY[:10]}\n{AWS_KEY[10:]}\nthanks", AWS_KEY[:10]),
+    "in groups over indented lines": (f"  {GITHUB_TOKEN[:20]}\n  {GITHUB_TOKEN[20:]}\n", GITHUB_TOKEN[4:20]),
+    "in halves a space apart": (f"{GITHUB_TOKEN[:20]} {GITHUB_TOKEN[20:]}", GITHUB_TOKEN[4:20]),
+    "a one-case key lower-cased": (f"aws id {AWS_KEY.lower()} please", AWS_KEY.lower()),
+    "a one-case key, each group of its own case": (
+        f"aws id {'-'.join(part.lower() if i % 2 else part for i, part in enumerate(_groups_of(AWS_KEY)))}",
+        AWS_KEY[4:8].lower(),
+    ),
+    "a one-case key lower-cased in groups backwards": (
+        f"reverse this: {_grouped(AWS_KEY[::-1].lower(), '-')}",
+        _grouped(AWS_KEY[::-1].lower(), "-")[:9],
+    ),
+    "a lower-case format upper-cased": (f"DO token {DIGITALOCEAN_TOKEN.upper()}", DIGITALOCEAN_TOKEN.upper()),
 }
 
 
@@ -179,6 +209,16 @@ CLEAN = {
         'grades = ["A", "B", "C", "D", "E", "F"]; moves = ["U", "D", "L", "R", "U", "U", "D", "L", "R"]\n'
         f"{json.dumps({'vocab': list('.,;:!?-_()[]{}<>@#$%^&*+=~')}, indent=2)}"
     ),
+    "prose about key prefixes": (
+        "AKIA keys look like AKIA then sixteen more. The akia prefix and ASIA for temporary ones; "
+        "ghp_ tokens have 36 more characters, dop_v1_ a 64 hex digit tail, xoxb- Slack bots.\n"
+        "AKIA LIKE THIS KEYS WILL WORK FINE and AKIA 2024 REVIEW DONE\n"
+    ),
+    "identifiers and paths after a prefix": (
+        "akia-ui/src/components/button-group.tsx, api-gateway-integration-response-template, "
+        "key-value-store/v2/keys/list, AKIA_KEY_PREFIX_LENGTH = 4, ghp_token_prefix_regex\n"
+        "sk-proj-settings.json api-2024-01-15.yaml AKIA.QYLP." + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 2
+    ),
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
 }
 
@@ -202,6 +242,11 @@ RECALL = {
     "character-list": 0.55,
     "character-list-indented": 0.5,
     "character-list-reversed": 0.45,
+    "grouped-dash": 0.6,
+    "grouped-space": 0.1,
+    "grouped-lines": 0.6,
+    "grouped-reversed": 0.6,
+    "other-case": 0.6,
 }
 
 

@@ -89,6 +89,9 @@ def _hold_searching_every_pattern(pending: str, max_hold: int) -> int:
         if found is not None:
             word = redact._OPEN_TOKEN.search(pending, look_from, found.start())
             hold = min(hold, found.start() if word is None else word.start())
+    grouped = SCANNER._open_grouped.search(pending, max(look_from, len(pending) - redact._LONGEST_GROUPED))
+    if grouped is not None:
+        hold = min(hold, grouped.start())
     begin = redact._KEY_BLOCK_BEGIN.search(
         pending, max(0, len(pending) - redact._LONGEST_BEGIN_MARKER), partial=True
     )
@@ -104,7 +107,7 @@ HOLD_PIECES = [
     "---- BEGIN SSH2", "-----BEGIN RSA PRIV", "PuTTY-User-Key", "PuTTY-User-Key-File-3: ssh-rsa", "P", "the ",
     "word", "A", "B9", "(", ")", ".", "&#104; ", "%41", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MTIzNDU2Nzg5",
     "\\u0067 ", "g ", "ok ", "to", "cafe ", "xyz", "de", "%de ", "\\uabcd ", "&amp; ", "\t", "\u00a0",
-    "\u3000", "\x1c", "Z ", "a ", "  ", "invoice ", "sk", "ab",
+    "\u3000", "\x1c", "Z ", "a ", "  ", "invoice ", "sk", "ab", "akia ", "Q7x2 ", "\n  ",
 ]  # fmt: skip
 
 
@@ -114,12 +117,12 @@ def test_the_hold_skips_only_searches_that_cannot_match(pieces: list[str], max_h
     """Where the redactor holds back the open end of its text is the same whether or not it skips the
     searches whose patterns the text cannot match (no "0x", no space near the end, no "-" or "P")."""
     pending = "".join(pieces)
-    assert redact._hold_in(pending, max_hold) == _hold_searching_every_pattern(pending, max_hold)
+    assert redact._hold_in(pending, max_hold, SCANNER) == _hold_searching_every_pattern(pending, max_hold)
 
 
 PROSE_WORDS = [
     "the", "invoice", "ok", "de", "cafe", "a", "I", "xyz", "ab", "ssh", "rsa", "fg", "0x", "1f", "AB", "12",
-    "&#104;", "(555)", "ab-CD", "abcdefghijklmnopqrstuvwxyz" * 2,
+    "&#104;", "(555)", "ab-CD", "abcdefghijklmnopqrstuvwxyz" * 2, "AKIA", "ghp_R7m", "q2x9",
 ]  # fmt: skip
 PROSE_GAPS = [" ", "  ", "\t", "\u00a0", "\n", "\x1c", "", "%", "\\u", "&", ";", ":", "-", "P", ",", "."]
 
@@ -141,4 +144,4 @@ def test_the_hold_after_prose_is_that_of_every_pattern(
     puts it, for words of hex letters, escapes, single letters, capitals, digits, base64 lines and
     separators before it, other spaces, and holds that are capped."""
     pending = "".join(word + gap for word, gap in words) + tail
-    assert redact._hold_in(pending, max_hold) == _hold_searching_every_pattern(pending, max_hold)
+    assert redact._hold_in(pending, max_hold, SCANNER) == _hold_searching_every_pattern(pending, max_hold)

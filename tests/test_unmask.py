@@ -24,7 +24,7 @@ from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, KEYED, disguised_corp
 from proxy.model import Threat
 from proxy.scanning import relaxed, unmask
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, redact_text, scan_and_redact
-from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs
+from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs, one_case
 
 PACKS = [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
 SECRETS = [pack for pack in PACKS if pack.name == "secrets"]
@@ -461,3 +461,40 @@ def test_zero_padded_codes_are_read_as_the_decimal_numbers_they_spell(
     (no octal digit is 9) and "041" is ")", not the "!" octal 041 would be."""
     written = "[" + glue.join(unit.format(ord(char)) for char in meant) + "]"
     assert [(view.kind, view.text) for view in unmask.views(written)] == [("codes", meant)]
+
+
+def test_a_keys_groups_are_read_joined_and_in_the_case_of_its_format() -> None:
+    """After a key's prefix, groups one separator parts are read joined, and a key of one case's format
+    in the other case; the character either side stays, so a rule's edges read as in the text."""
+    text = "id akia-QYLP-mn5h-HHFP-zam2, then"
+    views = {view.kind: view.text for view in unmask.grouped_views(text, [(3, 7)], None)}
+    assert views == {
+        unmask.GROUPED: " akiaQYLPmn5hHHFPzam2,",
+        unmask.UPPERCASED: " AKIAQYLPMN5HHHFPZAM2,",
+        unmask.LOWERCASED: " akiaqylpmn5hhhfpzam2,",
+    }
+
+
+def test_groups_of_no_one_case_or_of_prose_give_no_view() -> None:
+    """A group mixing cases is no key of one case written in another; words white space parts are no
+    groups unless a digit stands in them; a separator going on to a run too long for a group ends nothing."""
+    mixed = "akiaQyLp"
+    assert [view.kind for view in unmask.grouped_views(mixed, [(0, 4)], None)] == []
+    prose = "AKIA keys look like this"
+    assert [view.text for view in unmask.grouped_views(prose, [(0, 4)], None)] == []
+    long_run = "AKIA-QYLP-" + "A" * 60
+    assert list(unmask.grouped_views(long_run, [(0, 4)], None)) == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "case"),
+    [
+        ("(?<![A-Za-z0-9_])AKIA[A-Z2-7]{16}(?![A-Za-z0-9_])", "upper"),
+        ("dop_v1_[a-f0-9]{64}", "lower"),
+        ("ghp_[A-Za-z0-9]{36}", None),
+        ("(?i)akia[a-z0-9]{16}", None),
+        ("api-(?:[a-f0-9]{8}|\\w+)", None),
+    ],
+)
+def test_the_case_of_a_format(pattern: str, case: str | None) -> None:
+    assert one_case(pattern) == case

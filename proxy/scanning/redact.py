@@ -256,6 +256,8 @@ _OPEN_CODES = regex.compile(
     rf"(?r)(?<![0-9])[0-9]{{2,3}}(?:{_CODE_SEPARATOR}{{1,8}}[0-9]{{1,3}})*{_CODE_SEPARATOR}{{0,8}}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
+_LONGEST_GROUPED = 192
+"""How far back a key written out in groups white space parts is held from: its prefix, at the most."""
 # A run is held up to ``max_hold`` characters that a view reads: those it drops (invisible and combining
 # characters) do not count, so a secret padded with them between its characters is not released before it
 # is whole. Held text stays bounded: a run this many caps long of which no more than one cap is read
@@ -405,7 +407,7 @@ class StreamRedactor:
         matches: tuple[Match, ...] = ()
         if scanned is not None:
             matches = tuple(match for match in self._scan(window) if match.end > offset)
-        hold = self._passed + _hold_in(known, self._max_hold)
+        hold = self._passed + _hold_in(known, self._max_hold, self._scanner)
         self._ahead = _Ahead(self._passed - offset, window, matches, hold)
 
     def feed(self, delta: str) -> str:
@@ -487,7 +489,7 @@ class StreamRedactor:
         """Where the part of the pending text that may still grow into a match starts."""
         ahead = self._known_ahead()
         if ahead is None:
-            return _hold_in(self._pending, self._max_hold)
+            return _hold_in(self._pending, self._max_hold, self._scanner)
         return max(0, min(len(self._pending), ahead.hold - self._passed))
 
     def _known_ahead(self) -> _Ahead | None:
@@ -682,7 +684,7 @@ def _key_block_begins(text: str, start: int, *, partial: bool = False) -> regex.
     return _KEY_BLOCK_BEGIN.search(text, start, partial=partial)
 
 
-def _hold_in(pending: str, max_hold: int) -> int:
+def _hold_in(pending: str, max_hold: int, scanner: Scanner) -> int:
     """Where the part of ``pending`` that may still grow into a match starts."""
     # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
     # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
@@ -691,6 +693,9 @@ def _hold_in(pending: str, max_hold: int) -> int:
     hold = len(pending) if word is None else word.start()
     if not _ends_in_a_word(pending, hold):
         hold = _open_run(pending, look_from, hold)
+    grouped = scanner.open_grouped_key(pending, max(look_from, len(pending) - _LONGEST_GROUPED))
+    if grouped is not None:
+        hold = min(hold, grouped)
     begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
     if begin is not None and begin.partial:
         hold = min(hold, begin.start())

@@ -44,6 +44,7 @@ import importlib.resources
 import itertools
 import operator
 import re
+import string
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -860,6 +861,48 @@ def _holds_whitespace(items: list[tuple[Any, Any]]) -> bool:
     return False
 
 
+def one_case(source: str) -> str | None:
+    """The case of every letter a match of ``source`` holds (lookarounds aside), ``upper`` or ``lower``,
+    where it is one; None where a match may mix them or the pattern cannot be told apart."""
+    try:
+        parsed = _sre_parse.parse(source)
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    cases = _letter_cases(list(parsed))
+    return cases.pop() if len(cases) == 1 else None
+
+
+def _letter_cases(items: list[tuple[Any, Any]]) -> set[str]:
+    constants = _sre_constants
+    cases: set[str] = set()
+    for op, argument in items:
+        if op in (constants.AT, constants.ASSERT, constants.ASSERT_NOT):
+            continue
+        if op is constants.LITERAL:
+            char = chr(argument)
+            cases |= {"upper"} if char.isupper() else {"lower"} if char.islower() else set()
+        elif op is constants.IN and all(item in (constants.LITERAL, constants.RANGE) for item, _ in argument):
+            cases |= {
+                case
+                for case, letters in (("upper", string.ascii_uppercase), ("lower", string.ascii_lowercase))
+                if any(_in_class(argument, char) for char in letters)
+            }
+        elif op is constants.BRANCH:
+            for branch in argument[1]:
+                cases |= _letter_cases(list(branch))
+        elif op is constants.SUBPATTERN:
+            cases |= {"upper", "lower"} if argument[1] & re.IGNORECASE else _letter_cases(list(argument[3]))
+        elif op is constants.ATOMIC_GROUP:
+            cases |= _letter_cases(list(argument))
+        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+            cases |= _letter_cases(list(argument[2]))
+        else:
+            cases |= {"upper", "lower"}  # any character, a category, a class negated, a backreference
+    return cases
+
+
 def _in_class(items: list[tuple[Any, Any]], char: str) -> bool:
     """Whether a character class holds ``char`` (True where an item is not told apart)."""
     constants = _sre_constants
@@ -1448,6 +1491,14 @@ def _unread(rules: Iterable[Rule], timed_out: dict[str, None], budget: ScanBudge
         budget.timed_out.setdefault(rule.id, rule)
 
 
+_KEY_HEAD = regex.compile("[A-Za-z0-9_.-]*")
+
+
+def _overlaps_own(found: set[tuple[int, int, int]], low: int, high: int, index: int) -> bool:
+    """Whether rule ``index`` found a span of ``found`` that ``low``-``high`` overlaps."""
+    return any(rule == index and start < high and low < end for start, end, rule in found)
+
+
 class Scanner:
     """Runs the enabled rules of some packs over text and returns the sensitive spans it found.
 
@@ -1516,6 +1567,40 @@ class Scanner:
             if _TOKEN_PREFIX.fullmatch(word) and not (word.isalpha() and len(word) > _MIN_TURNED)
         )
         self._turned = unmask.turned_keywords(self._key_prefixes)
+        # A key's groups joined, or the key in another case, are read only by the rules of keys that
+        # start with a prefix (and, in another case, of keys of one case): what starts elsewhere or is
+        # told by its name is no key written out.
+        prefix_led = [
+            index
+            for index in sorted(self._decoded)
+            if self._literal_led[index]
+            and all(_trigger_view(word) in self._key_prefixes for word in self.rules[index].keywords)
+        ]
+        spelt = (regex.escape(word).replace("0", "[0-9]") for word in self._key_prefixes)
+        prefix_words = "|".join(sorted(spelt, key=len, reverse=True))
+        self._open_grouped = regex.compile(
+            f"(?ri)(?<![A-Za-z0-9_])(?:{prefix_words}){unmask.OPEN_GROUPED}\\Z" if prefix_words else "(?!)"
+        )
+        self._prefix_words = sorted(self._key_prefixes)
+        self._prefix_automaton = _automaton_of(self._prefix_words)
+        led_by = {
+            word: [index for index in prefix_led if word in map(_trigger_view, self.rules[index].keywords)]
+            for word in self._prefix_words
+        }
+        self._longest_keys = {
+            word: max((self._widths[index] or UNBOUNDED for index in led), default=UNBOUNDED)
+            for word, led in led_by.items()
+        }
+        """The longest key of the rules each prefix leads: a run from the prefix as long is a key whole."""
+        self._regrouped_rules = {
+            unmask.GROUPED: frozenset(prefix_led),
+            **{
+                kind: frozenset(
+                    index for index in prefix_led if one_case(self.rules[index].pattern.pattern) == case
+                )
+                for kind, case in ((unmask.UPPERCASED, "upper"), (unmask.LOWERCASED, "lower"))
+            },
+        }
         self._turned = {word: kinds for word, kinds in self._turned.items() if word not in rules_by_word}
         words = [*rules_by_word, *self._turned]
         rules_of_word = [tuple(indices) for indices in rules_by_word.values()] + [()] * len(self._turned)
@@ -1597,6 +1682,26 @@ class Scanner:
         spread = max((self._reaches[index] for index in indices if self._reaches[index]), default=-1)
         shortest = min((self._shortest[index] for index in indices if not self._reaches[index]), default=-1)
         return spread, shortest
+
+    def open_grouped_key(self, text: str, low: int) -> int | None:
+        """Where a key's prefix stands that the end of ``text`` (from ``low`` on) continues in groups
+        white space parts: a key written out so (``unmask.grouped_views``) may still be growing there."""
+        if self._prefix_automaton is None:
+            return None
+        view = _SURROGATE.sub("\ufffd", _trigger_view(text[low:]))
+        hits = self._prefix_automaton.find_matches_as_indexes(view, overlapping=True)
+        if not hits:
+            return None
+        found = self._open_grouped.search(text, low + min(start for _, start, _ in hits))
+        if found is None:
+            return None
+        at = found.start() - low
+        longest = max(
+            (self._longest_keys[self._prefix_words[word]] for word, start, _ in hits if start == at),
+            default=UNBOUNDED,
+        )
+        head = _KEY_HEAD.match(text, found.start())
+        return None if head is not None and len(head.group()) >= longest else found.start()
 
     def watch(self) -> TriggerWatch:
         """A reader of a growing text that tells which new piece can make a rule match (TriggerWatch)."""
@@ -1902,6 +2007,7 @@ class Scanner:
             # the end of a match (a value cut into literals) are read after the others; those of a
             # view not so started join them as they are found.
             ends = [(start, end) for start, end, index in found if index in self._decoded]
+            plain = set(found)
             keyed = [unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None)]
             turned_read = 0
             for view in itertools.chain(unmask.views(text), itertools.chain.from_iterable(keyed)):
@@ -1910,13 +2016,17 @@ class Scanner:
                 if meter.left() <= 0 or turned_read > MAX_TURNED_VIEWS:
                     _unread(self._views_unread, timed_out, meter.budget)
                     break
-                plan = self._plan(view.text, meter, self._decoded)
+                plan = self._plan(view.text, meter, self._regrouped_rules.get(view.kind, self._decoded))
                 if view.kind not in unmask.KEYED:
                     keyed.append(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view))
+                elif view.kind in unmask.TURNINGS:
+                    keyed.append(unmask.grouped_views(view.text, plan.prefixes, view))
                 for start, end, index in self._find(view.text, plan, timed_out, meter):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:
                         continue  # nothing was undone here: the plain scan has seen it
+                    if view.kind in unmask.REGROUPED and _overlaps_own(plain, low, high, index):
+                        continue  # a whole key, and what stands after it is no more of it
                     if self.rules[index].whole_token:
                         high = token_end(text, low, high)
                     found.append((low, high, index))

@@ -31,6 +31,7 @@ import binascii
 import bisect
 import bz2
 import codecs
+import functools
 import html
 import lzma
 import re
@@ -1085,7 +1086,15 @@ _LAST_WHITESPACE = re.compile(r"(?s:.*)\s")
 # -- joined literals: a key cut into string literals that code or JSON joins ----------------------------
 
 JOINED = "joined"
-KEYED = frozenset({*TURNINGS, JOINED})
+GROUPED = "grouped"
+UPPERCASED = "uppercased"
+LOWERCASED = "lowercased"
+CASED = {UPPERCASED: str.upper, LOWERCASED: str.lower}
+"""Ways a key of a format with letters of one case is written in the other (or mixed group by group):
+the format tells the case back, so the key still leaves."""
+REGROUPED = frozenset({GROUPED, *CASED})
+"""The kinds of view of a key's prefix and the groups after it (``grouped_views``)."""
+KEYED = frozenset({*TURNINGS, JOINED, *REGROUPED})
 """The kinds of view started at a rule's keyword (``keyed_views``)."""
 _PIECE_CHARS = "A-Za-z0-9_+/=.~-"
 # Backticks are left out: Markdown and reStructuredText quote code with them, ``like this``.
@@ -1131,9 +1140,12 @@ def keyed_views(
     matches: Iterable[tuple[int, int]],
     parent: View | None,
 ) -> Iterator[View]:
-    """The views started at a key: a turned key prefix's token turned back (``turned_views``), and the
-    string literals after a key's prefix or a match joined (``joined_views``)."""
+    """The views started at a key: a turned key prefix's token turned back (``turned_views``), the
+    string literals after a key's prefix or a match joined (``joined_views``), and the groups after a
+    key's prefix joined or the key in the other case (``grouped_views``)."""
     yield from turned_views(text, turned, parent)
+    prefixes = list(prefixes)
+    yield from grouped_views(text, prefixes, parent)
     starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
     yield from joined_views(text, starts, parent)
 
@@ -1176,6 +1188,116 @@ def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: Vie
         after = close
         found.append(View("".join(parts), JOINED, tuple(view_pieces), parent))
     return found
+
+
+# -- grouped keys: a key cut into groups by a separator, or written in the other case ------------------
+
+# What parts the groups of a key as people and models write it out (AKIA-QYLP-..., AKIA QYLP ..., one
+# group a line): one to three characters of these, the same all along, or a line break with its
+# indentation.
+_GROUP_SEPARATOR = re.compile(r"[ \t]*\r?\n[ \t]*|[-._/:,;|+*~\\ \t]{1,3}")
+_LONGEST_GROUP = 40
+_MAX_GROUPS = 64
+_SPACE_SEPARATOR = r"(?:[ \t]*\r?\n[ \t]*|[ \t]{1,3})"
+OPEN_GROUPED = (
+    rf"[A-Za-z0-9_-]*(?:{_SPACE_SEPARATOR}[A-Za-z0-9_-]{{1,{_LONGEST_GROUP}}})*"
+    rf"(?:{_SPACE_SEPARATOR}|[ \t]*\r?)"
+)
+"""What follows a key's prefix at the end of a text that may still grow into a ``grouped_views`` view of
+groups that white space parts, to be held until the key is whole (a pattern)."""
+_HEAD = re.compile("[A-Za-z0-9]*")
+_DIGIT = re.compile("[0-9]")
+_KEY_PUNCTUATION = "_-+/="
+"""What keys hold besides letters and digits, in a group unless it parts the groups."""
+
+
+@functools.cache
+def _group(separator: str) -> re.Pattern[str]:
+    """A group of a key whose groups ``separator`` parts."""
+    held = re.escape("".join(char for char in _KEY_PUNCTUATION if char not in separator))
+    return re.compile(f"[A-Za-z0-9{held}]{{1,{_LONGEST_GROUP}}}(?![A-Za-z0-9{held}])")
+
+
+def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View | None) -> Iterator[View]:
+    """Views of the key at each prefix (``prefixes``, in order) read on across the groups a separator
+    parts (the same separator all along), with the separators left out; and, where each group (and the
+    prefix) is of one case, the key upper-cased and lower-cased, for formats of one case. A view holds
+    the character before the prefix and the one after its last group, so a rule's edges read as in the
+    text. Groups parted with white space may run on into the words after the key: each of their ends is
+    a view, as long as the groups between the first and the last are of one length and the last no
+    longer (as keys are written out, in groups of four) and a digit stands in them, so words of prose
+    are not joined."""
+    after = 0
+    for start, end in prefixes:
+        if start < after:
+            continue
+        chain = _groups(text, start, end)
+        if chain is None:
+            continue
+        groups, spaced = chain
+        after = groups[-1][1]
+        for last in range(len(groups)) if spaced else (len(groups) - 1,):
+            middle = {high - low for low, high in groups[1:last]}
+            if len(middle) > 1 or (middle and groups[last][1] - groups[last][0] > min(middle)):
+                break
+            if last and spaced and not any(_DIGIT.search(text, *group) for group in groups[1 : last + 1]):
+                continue  # words: a key's groups hold a digit
+            yield from _grouped_views(text, start, end, groups[: last + 1], parent)
+
+
+def _grouped_views(
+    text: str, start: int, end: int, groups: list[tuple[int, int]], parent: View | None
+) -> Iterator[View]:
+    low, high = max(0, start - 1), min(len(text), groups[-1][1] + 1)
+    pieces, parts, length = [], [], 0
+    for piece_start, piece_end in [(low, groups[0][0]), *groups, (groups[-1][1], high)]:
+        pieces.append((length, piece_start, piece_end, True))
+        parts.append(text[piece_start:piece_end])
+        length += piece_end - piece_start
+    joined = "".join(parts)
+    if len(groups) > 1:
+        yield View(joined, GROUPED, tuple(pieces), parent)
+    elif groups[0][1] == end:
+        return  # the prefix alone
+    # The prefix is a group of its own: "akiaQYLP..." is of no one case, "akia-QYLP-..." is.
+    cases = [text[start:end], text[end : groups[0][1]], *(text[a:b] for a, b in groups[1:])]
+    if all(part in (part.upper(), part.lower()) for part in cases):
+        for kind, case in CASED.items():
+            turned = case(joined)
+            if turned != joined:
+                yield View(turned, kind, tuple(pieces), parent)
+
+
+def _groups(text: str, start: int, end: int) -> tuple[list[tuple[int, int]], bool] | None:
+    """The groups of the key whose prefix stands at ``start``-``end`` (the prefix and the letters and
+    digits after it, then each group after a separator, the same all along), and whether white space
+    stands in what parts them; None where the same separator goes on to a group too long for a key's."""
+    head = _HEAD.match(text, end)
+    groups = [(start, head.end() if head is not None else end)]
+    separator = ""
+    position = groups[0][1]
+    while len(groups) < _MAX_GROUPS:
+        cut = _GROUP_SEPARATOR.match(text, position)
+        if cut is None:
+            break
+        glue = cut.group()
+        if not separator:
+            separator = glue
+        elif _separator_of(glue) != _separator_of(separator):
+            break
+        group = _group(glue).match(text, cut.end())
+        if group is None:
+            if text[cut.end() : cut.end() + 1].isalnum() and _separator_of(glue) == _separator_of(separator):
+                return None
+            break
+        groups.append(group.span())
+        position = group.end()
+    return groups, any(char.isspace() for char in separator)
+
+
+def _separator_of(glue: str) -> str:
+    """A separator as it is compared with the next: a line break whatever its indentation."""
+    return glue.strip(" \t") if "\n" in glue else glue
 
 
 # -- character codes: a key written as the numbers of its characters --------------------------------------
