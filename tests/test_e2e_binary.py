@@ -3,8 +3,10 @@ printable runs; a secret there refuses it where the policy enforces that, and is
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import random
 import ssl
 import zipfile
@@ -12,9 +14,11 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
 import httpx
 import openai
 import pytest
+from backports import zstd
 
 from tests.harness import Proxy
 from tests.test_embedded import tar_of
@@ -150,6 +154,10 @@ FILES = {
     "gzip": ("env.gz", gzip.compress(ENV_FILE), "application/gzip"),
     "zip": ("env.zip", _zip(".env", ENV_FILE), "application/zip"),
     "zlib": ("env.z", zlib.compress(ENV_FILE), "application/octet-stream"),
+    "xz": ("env.xz", lzma.compress(ENV_FILE), "application/x-xz"),
+    "bzip2": ("env.bz2", bz2.compress(ENV_FILE), "application/x-bzip2"),
+    "brotli": ("env.br", brotli.compress(b"# notes\n" * 400 + ENV_FILE), "application/octet-stream"),
+    "zstd of a tar": ("bundle.tar.zst", zstd.compress(tar_of({".env": ENV_FILE})), "application/zstd"),
     "tar.gz of a zip": ("bundle.gz", gzip.compress(_zip(".env", ENV_FILE)), "application/octet-stream"),
     "gzip in a tar": (
         "bundle.tar",

@@ -3,14 +3,19 @@ relayed body's limits, so that the text inside is read."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import random
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 
+import brotli  # type: ignore[import-untyped]  # brotli ships neither type hints nor stubs
 import pytest
+from backports import zstd
 
 from proxy.wire.decoding import BombError, OverCapError
 from proxy.wire.embedded import MAX_DEPTH, MAX_STARTS, opened
@@ -79,6 +84,14 @@ WRAPPED = {
     "zip in gzip": gzip.compress(zipped({"env.txt": TEXT})),
     "utf-16 in gzip": gzip.compress(TEXT.decode().encode("utf-16")),
     "gzip cut short": gzip.compress(TEXT + NOISE.randbytes(4000))[:-3000],
+    "bzip2": bz2.compress(TEXT),
+    "xz": lzma.compress(TEXT),
+    "zstd": zstd.compress(TEXT),
+    "brotli": brotli.compress(TEXT),
+    "brotli of a tar": brotli.compress(tar_gz(TEXT)),
+    "xz cut short": lzma.compress(TEXT + NOISE.randbytes(40_000))[:-30_000],
+    "bzip2 in zip": zipped({"env.bz2": bz2.compress(TEXT)}, ("env.bz2",)),
+    "zstd in xz": lzma.compress(zstd.compress(TEXT)),
 }
 
 
@@ -115,15 +128,28 @@ def test_content_that_is_no_stream_opens_to_nothing_long(body: bytes) -> None:
     assert found.error is None and sum(map(len, found.contents)) < 4096
 
 
-def test_a_bomb_stops_at_the_ratio() -> None:
-    found = opened(gzip.compress(bytes(64 << 20)), 256 << 20)
+@pytest.mark.parametrize(
+    "compress", [gzip.compress, bz2.compress, lzma.compress, zstd.compress, brotli.compress]
+)
+def test_a_bomb_stops_at_the_ratio(compress: Callable[[bytes], bytes]) -> None:
+    found = opened(compress(bytes(64 << 20)), 256 << 20)
     assert isinstance(found.error, BombError)
     assert sum(map(len, found.contents)) < 64 << 20
 
 
-@pytest.mark.parametrize("wrap", [gzip.compress, zlib.compress, raw_deflate, lambda d: zipped({"a": d})])
-def test_what_decodes_past_the_cap_stops_there(wrap: object) -> None:
-    assert callable(wrap)
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        gzip.compress,
+        zlib.compress,
+        raw_deflate,
+        lambda d: zipped({"a": d}),
+        bz2.compress,
+        lzma.compress,
+        zstd.compress,
+    ],
+)
+def test_what_decodes_past_the_cap_stops_there(wrap: Callable[[bytes], bytes]) -> None:
     found = opened(wrap(NOISE.randbytes(1 << 20)), 1 << 19)
     assert isinstance(found.error, OverCapError) and sum(map(len, found.contents)) <= 1 << 19
 
@@ -153,6 +179,10 @@ LATER = {
     "gzip stored in a zip": zipped({"env.gz": gzip.compress(TEXT)}, ("env.gz",)),
     "tar.gz of a tar of a gzip": gzip.compress(tar_of({"inner.gz": gzip.compress(TEXT)})),
     "zlib in a pdf stream": PDF_STREAM + zlib.compress(TEXT) + b"\r\nendstream\nendobj\n",
+    "tar.xz": lzma.compress(tar_of({"notes.txt": TEXT})),
+    "bzip2 after a header": b"HDR1" + NOISE.randbytes(700) + bz2.compress(TEXT),
+    "zstd after another's end": lzma.compress(b"first") + zstd.compress(TEXT),
+    "xz in a tar": tar_of({"readme.txt": b"hello " * 200, "env.xz": lzma.compress(TEXT)}),
     "gzip after a header whose lengths lie": b"PK\x03\x04"
     + b"\x00" * 22
     + b"\xff\xff\xff\xff"
@@ -174,6 +204,11 @@ def test_streams_that_start_later_are_found_by_their_magic_bytes(name: str) -> N
         b"PK\x03\x04" * (1 << 12),
         b"stream\nxx" + NOISE.randbytes(4096),
         PDF_STREAM + b"\xff\xd8\xff\xe0" + NOISE.randbytes(4096),  # a JPEG in a PDF stream
+        b"BZh9" + NOISE.randbytes(4096),
+        b"BZh91AY&SY" + NOISE.randbytes(4096),
+        b"\xfd7zXZ\x00" + NOISE.randbytes(4096),
+        b"\x28\xb5\x2f\xfd" + NOISE.randbytes(4096),
+        b"BZh9" * (1 << 12),
     ],
 )
 def test_magic_bytes_that_start_no_stream_open_nothing(body: bytes) -> None:

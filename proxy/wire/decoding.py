@@ -351,6 +351,62 @@ def inflate(data: bytes | memoryview, window_bits: int, cap: int, *, probe: int 
     return Inflated(b"".join(output), len(data), ended=False)
 
 
+class Unpacker(Protocol):
+    """A decompressor of the interface bzip2's, xz's and zstd's share: it keeps what it was given and not
+    yet decoded, and says when it needs more."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
+
+
+def unpack(
+    data: bytes | memoryview, decompressor: Unpacker, errors: tuple[type[Exception], ...], cap: int
+) -> Inflated:
+    """The one stream at the start of ``data`` that ``decompressor`` reads (bzip2, xz, zstd), decoded under
+    the limits ``inflate`` keeps; corrupt data (one of ``errors``) ends it where it breaks, what decoded
+    before kept."""
+    budget = _Budget(cap, BOMB_RATIO)
+    output: list[bytes] = []
+    position = 0
+    view = memoryview(data)
+    while not decompressor.eof:
+        chunk = b""
+        if decompressor.needs_input:
+            if position >= len(data):
+                break
+            # Given a chunk at a time, so the ratio is checked against what was read so far.
+            chunk = bytes(budget.give(view[position : position + _INFLATE_CHUNK]))
+            position += len(chunk)
+        try:
+            output.append(budget.spend(decompressor.decompress(chunk, budget.request)))
+        except errors:
+            return Inflated(b"".join(output), len(data), ended=False)
+    if decompressor.eof:
+        return Inflated(b"".join(output), position - len(decompressor.unused_data), ended=True)
+    return Inflated(b"".join(output), len(data), ended=False)
+
+
+def unbrotli(data: bytes, cap: int) -> bytes:
+    """What ``data`` decodes to as one brotli stream, under the limits ``inflate`` keeps; corrupt data
+    ends it where it breaks, what decoded before kept (random bytes decode to short noise at most)."""
+    output: list[bytes] = []
+    try:
+        _BrotliStage(_Budget(cap, BOMB_RATIO)).feed(data, output)
+    except (OverCapError, BombError):
+        raise
+    except DecodingError:
+        pass
+    return b"".join(output)
+
+
 class CappedDecoders(dict[str, Callable[[bytes], bytes | str]]):
     """A table of whole-body decoders by name, each HTTP coding capped at ``cap`` decoded bytes.
 

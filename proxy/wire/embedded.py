@@ -7,27 +7,32 @@ limits a relayed body's decoder has (``proxy.wire.decoding.inflate``), and what 
 too, opened again where it holds compressed streams itself (a ``.tar.gz`` inside a zip), ``MAX_DEPTH``
 levels deep.
 
-What is opened: at the first byte, a zlib stream or, where no header names a format, a raw deflate
-stream (raw deflate has no header to know it by, so any binary start is tried; what random bytes decode
-to is short noise); and wherever they start, found by their magic bytes, every gzip member, every zip
-member read from its local header (a deflated one decoded, a stored one read on as the bytes it is, so a
-gzip inside it is found too) and a zlib stream after a PDF's ``stream`` keyword. What is not: raw deflate
-or zlib elsewhere (nothing marks where it starts), zip members found only through the central directory,
-and other formats (bzip2, xz, zstd, brotli, 7z, rar, encrypted zip members), whose bytes are read as they
-are. Past ``MAX_STARTS`` places where magic bytes occur, nothing more is opened, and that is an error: a
-file crafted with that many (decoys before the one that matters) cannot be read through.
+What is opened: at the first byte, a zlib stream or, where no header names a format, a raw deflate stream
+and a brotli one (neither has a header to know it by, so any binary start is tried; what random bytes
+decode to is short noise); and wherever they start, found by their magic bytes, every gzip member, every
+zip member read from its local header (a deflated one decoded, a stored one read on as the bytes it is,
+so a gzip inside it is found too), a zlib stream after a PDF's ``stream`` keyword, and every bzip2, xz
+and zstd stream. What is not: raw deflate or zlib elsewhere (nothing marks where it starts), zip members
+found only through the central directory, brotli anywhere but at the first byte (nothing marks where it
+starts either), and other formats (7z, rar, encrypted zip members), whose bytes are read as they are.
+Past ``MAX_STARTS`` places where magic bytes occur, nothing more is opened, and that is an error: a file
+crafted with that many (decoys before the one that matters) cannot be read through.
 """
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import re
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from typing import NamedTuple
 
-from proxy.wire.decoding import Inflated, OverCapError, inflate
+from backports import zstd
+
+from proxy.wire.decoding import Inflated, OverCapError, Unpacker, inflate, unbrotli, unpack
 
 MAX_DEPTH = 3
 """Levels of compression opened inside one another (gzip inside zip inside gzip)."""
@@ -40,6 +45,15 @@ _ZIP_LOCAL = b"PK\x03\x04"
 _PDF_STREAM = b"stream"
 """A PDF keyword a stream's data follows, on the next line: zlib where its filter is FlateDecode."""
 _LINE_END = re.compile(rb"\r?\n")
+_BZIP2 = b"BZh"
+_BZIP2_BLOCK = re.compile(rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)")
+"""bzip2's magic, its block size, and the magic of its first block (or of its end, for an empty one)."""
+_UNPACKERS: dict[bytes, tuple[Callable[[], Unpacker], tuple[type[Exception], ...]]] = {
+    b"\xfd7zXZ\x00": (lzma.LZMADecompressor, (lzma.LZMAError, EOFError)),
+    b"\x28\xb5\x2f\xfd": (zstd.ZstdDecompressor, (zstd.ZstdError, EOFError)),
+    _BZIP2: (bz2.BZ2Decompressor, (OSError, EOFError)),
+}
+"""The formats read through ``unpack``, by their magic bytes, with their decompressor and its errors."""
 PROBE_BYTES = 4 << 10
 """A stream that decodes to nothing from this much of it is not one (a gzip header whose name never
 ends reads to the end of the content): trying one costs at most this."""
@@ -102,12 +116,15 @@ def _streams(content: bytes, opening: _Opening, *, raw: bool) -> Iterator[bytes]
     deflate again)."""
     view = memoryview(content)
     position = 0
-    if not content.startswith((_GZIP, _ZIP_LOCAL)) and (_is_zlib(content) or (raw and content)):
+    if not content.startswith((_GZIP, _ZIP_LOCAL, *_UNPACKERS)) and (_is_zlib(content) or (raw and content)):
         first = inflate(view, zlib.MAX_WBITS if _is_zlib(content) else -zlib.MAX_WBITS, opening.left)
         if first.content:
             yield first.content
         if first.ended:
             position = first.used
+        # Random bytes may read as a short raw deflate stream that ends: brotli is tried regardless.
+        if raw and (brotli := unbrotli(content, opening.left)):
+            yield brotli
     starts = _Starts(content)
     while (start := starts.after(position)) >= 0:
         opening.count_start()
@@ -128,7 +145,7 @@ class _Starts:
 
     def __init__(self, content: bytes) -> None:
         self.content = content
-        self.ahead = dict.fromkeys((_GZIP, _ZIP_LOCAL, _PDF_STREAM), -2)
+        self.ahead = dict.fromkeys((_GZIP, _ZIP_LOCAL, _PDF_STREAM, *_UNPACKERS), -2)
         """Per magic, where it next occurs (-1: nowhere further; -2: not looked for yet)."""
 
     def after(self, position: int) -> int:
@@ -149,6 +166,11 @@ def _stream_at(view: memoryview, start: int, cap: int) -> tuple[Inflated | None,
     """The stream whose magic bytes are at ``start`` decoded (None where they start none that is tried:
     a stored zip member, read on as the bytes it is, or a PDF stream that is not zlib), and where its
     compressed data begins."""
+    for magic, (decompressor, errors) in _UNPACKERS.items():
+        if view[start : start + len(magic)] == magic:
+            if magic == _BZIP2 and _BZIP2_BLOCK.match(view, start) is None:
+                return None, start
+            return unpack(view[start:], decompressor(), errors, cap), start
     if view[start : start + 4] == _ZIP_LOCAL:
         if start + _ZIP_HEADER.size > len(view):
             return None, start
