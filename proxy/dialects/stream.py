@@ -985,7 +985,7 @@ class StreamSession(ABC):
         if data is None or event.oversized:
             return None
         for shape in self._shapes:
-            if event.type == shape.event_type and shape.data.fullmatch(data):
+            if event.type == shape.event_type and shape.matches(data):
                 self._fruitless[event.type] = 0
                 return shape
         return None
@@ -1253,15 +1253,19 @@ _SHAPED_EVENT_NAMES = 64
 """Event names a session makes shapes for; the dialects' streams use a handful."""
 _MAX_SHAPED_DATA = 4096
 """The longest data a shape is made of (a delta's is a few hundred characters): a shape's pattern is
-compiled, and kept in ``re``'s cache of 512 patterns shared by every session, which an upstream's long
-events must not fill with megabytes each."""
+compiled, and kept among ``_PATTERNS_KEPT`` shared by every session, which an upstream's long events
+must not fill with megabytes each."""
 _PLAIN_STRING = r'"[^"\\\x00-\x1f]*"'
 """A JSON string written without an escape."""
+_SPELLED_STRING = r'("[^"\\\x00-\x1f]*")'
+"""A JSON string written without an escape, its spelling a group of the pattern's."""
 _COUNT = r"(?:0|[1-9][0-9]{0,15})"
 """A JSON integer of at most 16 digits, written as digits alone."""
-_COUNTED = re.compile(r'"([^"]*)"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,15})(?=[ \t\r\n]*[,}])|"[^"]*"')
+_COUNTED = re.compile(
+    r'"([^"]*)"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,15})(?=[ \t\r\n]*[,}])|"[^"]*"([ \t\r\n]*:)?'
+)
 """In JSON data without an escape, read from its start: each string, and where a string is a key whose
-value is a short integer, that key and those digits."""
+value is a short integer, that key and those digits; where it is another key, the colon after it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -1282,6 +1286,9 @@ class _Shape:
 
     event_type: str
     data: re.Pattern[str]
+    strings: tuple[str, ...]
+    """The spelling of each string of the data that is no key, but the text, in order: the pattern's
+    groups (keys are written in the pattern, the same in every stream)."""
     handled: Collection[Path]
     faithful: bool
     ordinary: bool
@@ -1309,18 +1316,50 @@ class _Shape:
         # Found once, overlaps counted: ``":"`` in ``"content":":"`` also ends the key before it.
         if re.fullmatch(_PLAIN_STRING, spelled) is None or start < 0 or data.find(spelled, start + 1) >= 0:
             return None
-        holes = [(start, start + len(spelled), _PLAIN_STRING)]
+        # Every other string is a hole too, its spelling kept apart: the pattern is then the same for
+        # the events of one shape in every stream (a stream's own id is no part of it), compiled once.
+        holes: list[tuple[int, int, str]] = []
+        strings: list[str] = []
         for found in _COUNTED.finditer(data):
-            # Every place key ends so: a key any reader may take for one (another case) is kept as it is.
-            if found.group(2) is not None and not found.group(1).lower().endswith("index"):
+            if found.start() == start:
+                holes.append((start, start + len(spelled), _PLAIN_STRING))
+            elif found.group(2) is None and found.group(3) is None:
+                # A string that is no key: a stream's own (its id) as much as the schema's.
+                holes.append((*found.span(), _SPELLED_STRING))
+                strings.append(found.group())
+            elif found.group(2) is not None and not found.group(1).lower().endswith("index"):
+                # Every place key ends so: a key any reader may take for one (another case) is kept.
                 holes.append((found.start(2), found.end(2), _COUNT))
+        if (start, start + len(spelled), _PLAIN_STRING) not in holes:
+            return None  # the text's spelling is no string of the data's own (cannot be, but unproved)
         pattern: list[str] = []
         written = 0
-        for begin, end, hole in sorted(holes):
+        for begin, end, hole in holes:
             pattern += [re.escape(data[written:begin]), hole]
             written = end
         pattern.append(re.escape(data[written:]))
-        return cls(event.type, re.compile("".join(pattern)), frozenset(handled), faithful, ordinary)
+        compiled = _shape_pattern("".join(pattern))
+        return cls(event.type, compiled, tuple(strings), frozenset(handled), faithful, ordinary)
+
+    def matches(self, data: str) -> bool:
+        """Whether ``data`` is of this shape: its pattern, each string but the text's spelled alike."""
+        found = self.data.fullmatch(data)
+        return found is not None and found.groups() == self.strings
+
+
+def _shape_pattern(source: str) -> re.Pattern[str]:
+    """``source`` compiled, once for every session: the last ``_PATTERNS_KEPT`` are kept."""
+    pattern = _PATTERNS.get(source)
+    if pattern is None:
+        if len(_PATTERNS) >= _PATTERNS_KEPT:
+            del _PATTERNS[next(iter(_PATTERNS))]  # the one compiled longest ago
+        pattern = _PATTERNS[source] = re.compile(source)
+    return pattern
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+_PATTERNS_KEPT = 256
+"""Shape patterns kept compiled: the dialects' streams have a few shapes each."""
 
 
 class _DuplicateKey(ValueError):
