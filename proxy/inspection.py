@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
+from proxy.audit.events import recorded_name
 from proxy.config.policy import Policy
 from proxy.control import freeze
 from proxy.control.approvals import Approvals, canonical_arguments
@@ -1752,18 +1753,18 @@ class TurnInspector:
             plan.notice = "\n\n".join(self._withheld_notice(call, withholding) for call in dropped)
         return plan
 
-    @staticmethod
-    def _withheld_notice(call: ToolCall, withholding: list[Finding]) -> str:
+    def _withheld_notice(self, call: ToolCall, withholding: list[Finding]) -> str:
         """A destructive call's notice says how to get it approved; a credential read's, why it cannot
         run."""
+        name = self._shown_name(call.name)
         if call.ran_upstream:
-            return tools.ran_upstream_notice(call.name)
+            return tools.ran_upstream_notice(name)
         own = [finding for finding in withholding if finding.where == call.where]
         destructive = [finding for finding in own if finding.threat is Threat.TOOL_ABUSE]
         if destructive:
             pending = destructive[0].extra.get("pending_approval")
-            return tools.approval_notice(call.name, str(pending) if pending is not None else None)
-        return credentials.withheld_notice(call.name, [finding.rule for finding in own])
+            return tools.approval_notice(name, str(pending) if pending is not None else None)
+        return credentials.withheld_notice(name, [finding.rule for finding in own])
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
         """Per-tool rate limits, call frequency against the agent's baseline, argument entropy against the
@@ -2181,7 +2182,7 @@ class TurnInspector:
             ]
             if reads:
                 self.stream_notices[call_identity(call)] = credentials.withheld_notice(
-                    call.name, [finding.rule for finding in reads]
+                    self._shown_name(call.name), [finding.rule for finding in reads]
                 )
                 return "drop"
             if not destructive:
@@ -2191,16 +2192,17 @@ class TurnInspector:
                 return "release"
             pending = finding.extra.get("pending_approval")
             self.stream_notices[call_identity(call)] = tools.approval_notice(
-                call.name, pending if isinstance(pending, str) else None
+                self._shown_name(call.name), pending if isinstance(pending, str) else None
             )
             return "drop"
 
         return gate
 
     def _stream_notice(self, call: ToolCall) -> str:
+        name = self._shown_name(call.name)
         if call.ran_upstream:
-            return tools.ran_upstream_notice(call.name)
-        return self.stream_notices.get(call_identity(call)) or tools.approval_notice(call.name, None)
+            return tools.ran_upstream_notice(name)
+        return self.stream_notices.get(call_identity(call)) or tools.approval_notice(name, None)
 
     # -- approvals -----------------------------------------------------------------------------------
 
@@ -2237,7 +2239,7 @@ class TurnInspector:
             agent_id=self.turn.context.agent_id,
             user_id=self.turn.context.user_id,
             session_id=self.turn.context.session_id,
-            tool=call.name,
+            tool=self._shown_name(call.name),
             arguments=call.arguments,
             redact=self._redact_all,
         )
@@ -2250,9 +2252,13 @@ class TurnInspector:
         return self.approvals.redeem(
             (self.turn.context.approval_id or "").strip(),
             agent_id=self.turn.context.agent_id,
-            tool=call.name,
+            tool=self._shown_name(call.name),
             arguments=call.arguments,
         )
+
+    def _shown_name(self, name: str) -> str:
+        """A tool's name as the agent's notice, an approval and a record may hold it (``recorded_name``)."""
+        return recorded_name(name, self.detectors.sensitive, self.detectors.fingerprint_key)
 
     def _redact_all(self, text: str) -> str:
         """Every secret and PII match replaced, whatever the policy enforces (for text an operator reads)."""
@@ -2435,7 +2441,21 @@ class TurnInspector:
         for finding in findings:
             # A locator spells the keys on its way, and a key can be a secret: never written as one. The
             # same locators come turn after turn (``messages[3].content``): their scan is kept across turns.
-            self.turn.add(dataclasses.replace(finding, enforced=False, where=self._locator(finding.where)))
+            finding = dataclasses.replace(finding, enforced=False, where=self._locator(finding.where))
+            self.turn.add(self._naming_shown(finding))
+
+    def _naming_shown(self, finding: Finding) -> Finding:
+        """``finding`` with the tool it names, in its ``extra`` and its signal, as ``_shown_name`` shows it:
+        the signal reaches the agent in a refusal (``block_message``), the extra an approval's alert."""
+        tool = finding.extra.get("tool")
+        if not isinstance(tool, str):
+            return finding
+        shown = self._shown_name(tool)
+        if shown == tool:
+            return finding
+        return dataclasses.replace(
+            finding, signal=finding.signal.replace(tool, shown), extra={**finding.extra, "tool": shown}
+        )
 
     def _locator(self, where: str) -> str:
         """``where`` as a record may hold it: its secrets redacted, or ``UNREAD_LOCATOR`` where a rule ran

@@ -23,6 +23,7 @@ from proxy.scanning.redact import (
     redact_json,
     redact_text,
     scan_and_redact,
+    scan_glued,
 )
 from proxy.scanning.rulepack import Rule, RulePack, Scanner, ScanTimeout, load_pack, pack_path
 
@@ -417,3 +418,42 @@ def test_a_stream_redactor_whose_budget_is_spent_releases_nothing_a_rule_would_r
         third = StreamRedactor(scanner, budget=budget)
         third.feed("k=ab ")
         third.flush()
+
+
+AWS_KEY_ID = "AKIA" + "QYLPMN5HHHFPZAM2"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("drop_table_" + GITHUB_TOKEN, "drop_table_[REDACTED:github-pat]"),
+        ("save_" + AWS_KEY_ID, "save_[REDACTED:aws-access-key-id]"),
+        ("note_" + AWS_KEY_ID + "_later", "note_[REDACTED:aws-access-key-id]_later"),
+        ("charge-" + STRIPE_KEY, "charge-[REDACTED:stripe-live-secret-key]"),
+        ("AKIA-QYLP-MN5H-HHFP-ZAM2", "[REDACTED:aws-access-key-id]"),
+        (GITHUB_TOKEN, "[REDACTED:github-pat]"),
+    ],
+)
+def test_a_key_glued_into_a_name_is_redacted_in_its_glued_readings(
+    scanner: Scanner, name: str, shown: str
+) -> None:
+    """A name read as its words (separators as breaks, separators gone, each stretch after one on its
+    own) gives up a key that a rule reads as part of a word where it is written."""
+    assert redact_json(name, scanner, glued=True)[0] == shown
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "list_files",
+        "mcp__github__create_pull_request",
+        "get-user_by-id_",
+        "_",
+        "run_sql_2024_11_05",
+        "drop_duplicates",
+        "search_docs-v2",
+    ],
+)
+def test_an_ordinary_name_reads_as_written(scanner: Scanner, name: str) -> None:
+    assert scan_glued(scanner, name, scanner.budget()).found == []
+    assert redact_json(name, scanner, glued=True)[0] == name

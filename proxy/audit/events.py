@@ -97,7 +97,7 @@ _FINDING_TEXTS = ("signal", "extra")
 """A finding's parts scrubbed as agent-controlled text."""
 URL_FIELDS = ("path", "egress_host")
 """Fields that hold a URL part: read percent-decoded, and token-like pieces masked even without a rule."""
-MASKED_FIELDS = (*URL_FIELDS, "errors")
+MASKED_FIELDS = (*URL_FIELDS, "errors", "tools")
 """Fields whose token-like pieces are masked even without a rule."""
 URL_MASK_RULE = "url-token"
 MAX_RECORDED_TEXT = 512
@@ -127,10 +127,18 @@ def looks_like_token(run: str) -> bool:
 
 
 def mask_url_tokens(text: str, key: bytes) -> str:
-    """``text`` (a decoded path or host) with every token-like run replaced by a keyed placeholder: the
-    same id gives the same placeholder, so records still correlate, and a secret no rule knows (or one
-    glued to other characters, ``/botghp_...``) is never written."""
+    """``text`` (a decoded path or host, a name an agent chose) with every token-like run replaced by a
+    keyed placeholder: the same id gives the same placeholder, so records still correlate, and a secret
+    no rule knows (or one glued to other characters, ``/botghp_...``) is never written."""
     return _mask_token_runs(_URL_RUN, text, key)
+
+
+def recorded_name(name: str, scanner: Scanner, key: bytes) -> str:
+    """``name`` as it may be recorded, stored or echoed: each secret its ``glued_readings`` hold replaced
+    by a keyed placeholder, then its token-like runs masked (``mask_url_tokens``). The same name always
+    reads the same, so records and approvals still match it."""
+    redacted, _ = redact_json(name, scanner, RedactionStyle.HASH, key=key, remember=True, glued=True)
+    return mask_url_tokens(redacted, key)
 
 
 def mask_host_labels(text: str, key: bytes) -> str:
@@ -296,7 +304,7 @@ def _scrubbed(
     fields["findings"] = [
         {name: finding[name] for name in _FINDING_TEXTS if name in finding} for finding in event["findings"]
     ]
-    clean, redactions = redact_json(fields, scanner, key=key, remember=True)
+    clean, redactions = redact_json(fields, scanner, key=key, remember=True, glued=True)
     timed_out = any(redaction.rule_id == SCAN_TIMEOUT_RULE for redaction in redactions)
     if isinstance(clean.get("path"), str):
         clean["path"] = mask_url_tokens(clean["path"], key)
@@ -309,6 +317,15 @@ def _scrubbed(
             signal = mask_host_labels(finding["signal"], key)
             masked_signals |= signal != finding["signal"]
             finding["signal"] = signal
+        extra = finding.get("extra")
+        if isinstance(extra, dict) and isinstance(extra.get("tool"), str):
+            tool = mask_url_tokens(extra["tool"], key)
+            masked_signals |= tool != extra["tool"]
+            finding["extra"] = {**extra, "tool": tool}
+    if isinstance(clean.get("tools"), list):
+        clean["tools"] = [
+            mask_url_tokens(tool, key) if isinstance(tool, str) else tool for tool in clean["tools"]
+        ]
     if isinstance(clean.get("errors"), list):
         # Sentences of the proxy's quoting what an upstream or agent sent (a content type, a parser's
         # complaint): a token no rule knows is masked there as in a path.

@@ -128,6 +128,64 @@ def scan_and_redact(
     return _redacted(scanner, text, scanner.scan(text, budget or scanner.budget()), style, key)
 
 
+NAME_SEPARATORS = frozenset("_-")
+"""Characters that join the words of a name (``drop_table``, ``list-files``) and that a key's rule reads
+as part of a word, so a key glued to a word by one of them (``save_AKIA...``) matches no rule as written."""
+NAME_REACH = 128
+"""How far past a separator a key glued after it is looked for: longer than any token format."""
+GLUED_STARTS_WITHIN = 1024
+"""Keys glued after a separator are looked for in a text's first characters only: twice what a record
+keeps of one (``MAX_RECORDED_TEXT``), so a long text costs at most this many stretches."""
+_READINGS_SEPARATOR = "\n\x00\n"
+
+
+def glued_readings(text: str) -> tuple[str, list[int]]:
+    """``text`` as written and, where it holds a name separator, as a reader of its words reads it: each
+    separator a line break (a key glued between words), the separators gone (a key split by them,
+    ``AKIA-QYLP-...``), and each stretch that starts after a separator on a line of its own (a key that
+    has separators of its own, ``ghp_...``, glued after a word). One text, and for each of its characters
+    the offset in ``text`` it was read from."""
+    starts = [
+        index + 1
+        for index, char in enumerate(text[:GLUED_STARTS_WITHIN])
+        if char in NAME_SEPARATORS and index + 1 < len(text)
+    ]
+    if not starts:
+        return text, list(range(len(text)))
+    kept = [index for index, char in enumerate(text) if char not in NAME_SEPARATORS]
+    readings: list[tuple[str, list[int]]] = [
+        (text, list(range(len(text)))),
+        ("".join("\n" if char in NAME_SEPARATORS else char for char in text), list(range(len(text)))),
+        ("".join(text[index] for index in kept), kept),
+        *(
+            (text[start : start + NAME_REACH], list(range(start, min(start + NAME_REACH, len(text)))))
+            for start in starts
+        ),
+    ]
+    origins: list[int] = []
+    for number, (_, offsets) in enumerate(readings):
+        if number:
+            origins += [offsets[0]] * len(_READINGS_SEPARATOR)
+        origins += offsets
+    return _READINGS_SEPARATOR.join(reading for reading, _ in readings), origins
+
+
+def scan_glued(scanner: Scanner, text: str, budget: ScanBudget) -> ScanResult:
+    """What ``scanner`` finds in any of ``text``'s ``glued_readings``, as spans of ``text``: for a name an
+    agent or a model chose (a tool's, a server's, a file's), read where it is recorded or echoed."""
+    reading, origins = glued_readings(text)
+    scan = scanner.scan(reading, budget)
+    if reading is text:
+        return scan
+    found = {
+        (match.rule.id, origins[match.start], origins[match.end - 1] + 1): Match(
+            match.rule, origins[match.start], origins[match.end - 1] + 1, match.disguise
+        )
+        for match in scan.found
+    }
+    return ScanResult(list(found.values()), scan.timed_out)
+
+
 def _redacted(
     scanner: Scanner, text: str, scan: ScanResult, style: RedactionStyle, key: bytes | None
 ) -> RedactedText:
@@ -146,19 +204,21 @@ def _redacted(
 MAX_REMEMBERED_TEXT = 256
 """Longest string whose redaction ``redact_json(..., remember=True)`` keeps: ids, hosts, paths, names."""
 MAX_REMEMBERED = 4096
-_remembered: dict[tuple[Scanner, str, RedactionStyle, bytes | None], tuple[str, tuple[Redaction, ...]]] = {}
+_remembered: dict[
+    tuple[Scanner, str, RedactionStyle, bytes | None, bool], tuple[str, tuple[Redaction, ...]]
+] = {}
 
 
 def _redact_remembered(
-    scanner: Scanner, text: str, style: RedactionStyle, key: bytes | None, budget: ScanBudget
+    scanner: Scanner, text: str, style: RedactionStyle, key: bytes | None, budget: ScanBudget, *, glued: bool
 ) -> tuple[str, tuple[Redaction, ...]]:
     """The redaction of a short string, computed once: the same user id, host or model name comes back
     on every turn. A scan in which a rule timed out is not kept, so a slow moment is not remembered."""
-    slot = (scanner, text, style, key)
+    slot = (scanner, text, style, key, glued)
     known = _remembered.get(slot)
     if known is not None:
         return known
-    scan = scanner.scan(text, budget)
+    scan = (scan_glued if glued else Scanner.scan)(scanner, text, budget)
     result = _redacted(scanner, text, scan, style, key)
     answer = (result.text, tuple(result.redactions))
     if not scan.timed_out:
@@ -175,21 +235,24 @@ def redact_json(
     *,
     key: bytes | None = None,
     remember: bool = False,
+    glued: bool = False,
 ) -> tuple[Any, list[Redaction]]:
     """A copy of a decoded JSON value with every string redacted, so it still encodes to valid JSON.
 
-    With ``remember`` the redactions of short strings are kept and reused (for values that repeat). Its
-    strings share one budget (``ScanBudget``); one a rule ran out of time on is replaced whole."""
+    With ``remember`` the redactions of short strings are kept and reused (for values that repeat); with
+    ``glued`` each string is read in its ``glued_readings`` (names an agent chose). Its strings share one
+    budget (``ScanBudget``); one a rule ran out of time on is replaced whole."""
     redactions: list[Redaction] = []
     budget = scanner.budget()
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
             if remember and len(node) <= MAX_REMEMBERED_TEXT:
-                text, found = _redact_remembered(scanner, node, style, key, budget)
+                text, found = _redact_remembered(scanner, node, style, key, budget, glued=glued)
                 redactions.extend(found)
                 return text
-            result = scan_and_redact(scanner, node, style, key=key, budget=budget)
+            scan = (scan_glued if glued else Scanner.scan)(scanner, node, budget)
+            result = _redacted(scanner, node, scan, style, key)
             redactions.extend(result.redactions)
             return result.text
         if isinstance(node, dict):

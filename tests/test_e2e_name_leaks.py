@@ -1,0 +1,83 @@
+"""End to end: a key a model glued into a tool's name is never written where egressguard records or echoes
+that name: the audit log, an alert, the approvals store, the proxy's own log and the agent's notice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_alerts import agent_client, alerts_for, alerts_yaml, wait_until
+from tests.upstream import FakeUpstream, Reply, ToolCallReply
+from tests.webhook_receiver import Receiver
+
+GITHUB_TOKEN = "ghp_" + "R8bKq2Lw0XvT4mZp9sYd3Nc7Hf1Jg6Ea5Ub2"  # shaped like a classic PAT, issued to nobody
+AWS_KEY_ID = "AKIA" + "QYLPMN5HHHFPZAM2"
+KEYS = (GITHUB_TOKEN, AWS_KEY_ID, GITHUB_TOKEN[4:], AWS_KEY_ID[4:])
+"""Each key, and the random part of each: no reading of a name may leave either behind."""
+CALLS = [
+    ToolCallReply("drop_table_" + GITHUB_TOKEN, {"table": "orders"}, id="call_drop"),
+    ToolCallReply("save_" + AWS_KEY_ID + "_notes", {"text": "done"}, id="call_save"),
+    ToolCallReply("delete_" + GITHUB_TOKEN + "_rows", {"id": 7}, id="call_delete"),
+    ToolCallReply("erase_" + "-".join(AWS_KEY_ID[i : i + 4] for i in range(0, 20, 4)), {}, id="call_split"),
+]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def written_files(proxy: Proxy) -> str:
+    """Everything under the proxy's data directory but its own CA and keys."""
+    return "".join(
+        path.read_text(errors="replace")
+        for path in Path(proxy.data_dir).rglob("*")
+        if path.is_file() and path.suffix not in (".key", ".pem")
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_key_in_a_tool_name_is_written_nowhere(
+    start_proxy: Any,
+    upstream: FakeUpstream,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+) -> None:
+    """Destructive calls whose names carry a key glued to words by ``_`` are withheld, their approvals
+    opened and paged; the tools the record lists (a key split by ``-`` too), the finding's tool, the
+    approval's alert and record, the proxy's log and the notice the agent reads each name the tool with
+    its key replaced."""
+    proxy = start_proxy(mode="enforce", extra=alerts_yaml(receiver))
+    upstream.reply = Reply(text="", tool_calls=CALLS)
+    client = agent_client(proxy, upstream, monkeypatch)
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tidy up"}]}
+    if stream:
+        answer = "".join(
+            json.dumps(chunk.model_dump()) for chunk in client.chat.completions.create(**request, stream=True)
+        )
+    else:
+        answer = client.chat.completions.create(**request).model_dump_json()
+
+    requested = wait_until(lambda: len(alerts_for(receiver, "approval-requested")) >= 2)
+    assert requested, f"approvals not paged: {receiver.deliveries}\n{proxy.output()}"
+    (record,) = proxy.wait_for_records(1)
+    tools = record["tools"]
+    assert any(tool.startswith("drop_table_[REDACTED:github-pat") for tool in tools), tools
+    assert "withheld by egressguard" in answer and "drop_table_[REDACTED:github-pat" in answer, answer
+    written = written_files(proxy)
+    assert "drop_table_[REDACTED:github-pat" in written  # the approval and the record name the tool
+    # The calls not withheld reach the agent as the model wrote them; the withheld ones only as notices.
+    assert GITHUB_TOKEN not in answer and GITHUB_TOKEN[4:] not in answer
+    for key in KEYS:
+        assert key not in written
+        assert key not in proxy.output()
+        for delivery in receiver.deliveries:
+            assert key not in delivery.body.decode()
