@@ -3,7 +3,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,27 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def plain_upstream() -> Iterator[list[dict[str, Any]]]:
+    """A plain-HTTP server that records the headers of each request it gets."""
+    seen: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+        def do_GET(self) -> None:
+            seen.append({"port": self.connection.getsockname()[1], "headers": self.headers.items()})
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    seen.append({"port": server.server_address[1]})
+    yield seen
+    server.shutdown()
+    server.server_close()

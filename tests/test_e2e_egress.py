@@ -6,6 +6,7 @@ import re
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 import anthropic
 import httpx
@@ -119,6 +120,27 @@ def test_observe_mode_records_but_does_not_block(
     assert record["decision"] == "allowed"
     (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
     assert refusal["threat"] == "lateral_movement" and refusal["enforced"] is False
+
+
+def test_observe_mode_connects_a_name_outside_the_allowlist_to_the_address_it_recorded(
+    start_proxy: Callable[..., Proxy], plain_upstream: list[dict[str, Any]]
+) -> None:
+    """Where lateral movement is only observed, a name outside the allowlist is looked up and decided on
+    its address: the record says it is a loopback address, where it said only "not in the allowlist", and
+    the request reaches that address."""
+    port = plain_upstream.pop()["port"]
+    proxy = start_proxy(mode="observe", hosts={"sneaky.example": "127.0.0.1"})
+    status, _ = proxy.raw(
+        f"GET http://sneaky.example:{port}/ HTTP/1.1\r\nHost: sneaky.example:{port}\r\n".encode()
+        + proxy_authorization()
+        + b"\r\n"
+    )
+    assert status == 200 and len(plain_upstream) == 1
+    (record,) = proxy.wait_for_records(1)
+    assert record["egress_host"] == "sneaky.example"
+    (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
+    assert (refusal["rule"], refusal["enforced"]) == ("egress.internal_address", False)
+    assert "resolves to 127.0.0.1" in refusal["signal"]
 
 
 def test_allowlisted_host_passes_in_enforce_mode(

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import h2.config
@@ -241,30 +239,6 @@ def test_proxy_credentials_inside_a_tunnel_are_not_forwarded(enforce: Proxy, ups
     )
     assert exchange(enforce, upstream.port, head) == 200
     assert not any(name.lower() == "proxy-authorization" for name in upstream.received[0].headers)
-
-
-@pytest.fixture
-def plain_upstream() -> Iterator[list[dict[str, Any]]]:
-    """A plain-HTTP server that records the headers of each request it gets."""
-    seen: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet."""
-
-        def do_GET(self) -> None:
-            seen.append({"port": self.connection.getsockname()[1], "headers": self.headers.items()})
-            self.send_response(200)
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    seen.append({"port": server.server_address[1]})
-    yield seen
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])

@@ -6,8 +6,9 @@ import asyncio
 import textwrap
 
 import pytest
-from mitmproxy import http
+from mitmproxy import connection, http
 from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from mitmproxy.test import taddons, tflow
 from mitmproxy.tls import ClientHello, ClientHelloData
 
@@ -236,3 +237,49 @@ def test_an_inspect_false_tunnel_is_relayed_only_when_its_hello_names_its_own_ho
         data = ClientHelloData(Context(connect.client_conn, context.options), hello)
         gate.tls_clienthello(data)
     assert data.ignore_connection is relayed
+
+
+def server_connection(flow: http.HTTPFlow) -> ServerConnectionHookData:
+    """The hook data of the upstream connection mitmproxy opens for ``flow``, by the name it asked for."""
+    server = connection.Server(address=(flow.request.host, flow.request.port))
+    return ServerConnectionHookData(server=server, client=flow.client_conn)
+
+
+def test_where_observed_a_name_the_role_may_not_reach_is_decided_and_connected_on_its_address(
+    observing: Egress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name outside the allowlist that resolves to the metadata service is recorded as that (critical),
+    not only as outside the allowlist, and connected to that very address, not looked up again."""
+    monkeypatch.setattr(addons.gate.egress, "resolve", lambda host, port: ["169.254.169.254"])
+    with taddons.context(observing):
+        flow = connect_flow("sneaky.attacker.example")
+        asyncio.run(observing.http_connect(flow))
+        data = server_connection(flow)
+        observing.server_connect(data)
+    turn = flow.metadata[METADATA_KEY]
+    assert [(finding.rule, str(finding.severity), finding.enforced) for finding in turn.findings] == [
+        ("egress.cloud_metadata", "critical", False)
+    ]
+    assert data.server.error is None and data.server.address == ("169.254.169.254", 443)
+
+
+@pytest.mark.parametrize("host", ["unresolvable.attacker.example", "bad_host-.example"])
+def test_where_observed_a_name_with_no_checked_address_is_connected_nowhere(
+    observing: Egress, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """A name that did not resolve, or is no host, is recorded and let through, but its connection is
+    refused: a lookup at connect time could answer with an address nobody checked (a rebinding server
+    failing the first query)."""
+
+    def fail(host: str, port: int) -> list[str]:
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(addons.gate.egress, "resolve", fail)
+    with taddons.context(observing):
+        flow = connect_flow(host)
+        asyncio.run(observing.http_connect(flow))
+        data = server_connection(flow)
+        observing.server_connect(data)
+    assert flow.response is None and refusal(observing, flow) is None
+    assert [finding.enforced for finding in flow.metadata[METADATA_KEY].findings] == [False]
+    assert data.server.error == f"egress: no address of {host} was checked"

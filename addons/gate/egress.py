@@ -88,7 +88,12 @@ class Egress:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.tunnels: MutableMapping[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
-        self.pins: MutableMapping[connection.Client, dict[tuple[str, int], str]] = weakref.WeakKeyDictionary()
+        self.pins: MutableMapping[connection.Client, dict[tuple[str, int], str | None]] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Per client, each name decided and the address checked for it; None where no address was checked
+        (a name that did not resolve or is not a host, let through where lateral movement is observed):
+        such a name is connected to nowhere, since a lookup at connect time may answer what none checked."""
         self.dialled: dict[str, tuple[str, int]] = {}
         """Server connection id -> the name it was asked for, while it connects to the pinned address."""
 
@@ -199,8 +204,13 @@ class Egress:
         address = data.server.address
         if address is None:
             return
-        pinned = self.pins.get(data.client, {}).get((address[0], address[1]))
+        pins = self.pins.get(data.client, {})
+        name = (address[0], address[1])
+        if name not in pins:
+            return
+        pinned = pins[name]
         if pinned is None:
+            data.server.error = f"egress: no address of {address[0]} was checked"
             return
         if data.server.sni is None:
             data.server.sni = address[0]
@@ -237,12 +247,18 @@ class Egress:
         if holding is not None:
             inspector.request_blocked()
             return secret_in_name(by_name, f"request refused: {holding.signal}"), []
-        if not by_name.allowed:
+        if not by_name.allowed and (
+            policy.enforces(Threat.LATERAL_MOVEMENT) or by_name.code is EgressCode.INVALID_DESTINATION
+        ):
             return by_name, []
+        # Where it is only observed, a name the role may not reach is looked up too: it is connected to the
+        # address decided on, and the record says what that address is (a metadata or internal address).
         try:
             addresses = await asyncio.to_thread(resolve, host, port)
         except OSError as error:
-            return unresolved(by_name, error.strerror or type(error).__name__), []
+            return (
+                unresolved(by_name, error.strerror or type(error).__name__) if by_name.allowed else by_name
+            ), []
         return decide(agent, role, rules, host, port, addresses, own_listener=own), addresses
 
     def _apply(self, flow: http.HTTPFlow, turn: Turn, decision: EgressDecision, addresses: list[str]) -> None:
@@ -258,13 +274,12 @@ class Egress:
                     flow, turn, f"egress to {canonical_host(decision.host)} refused: {decision.reason}"
                 )
                 return
-        if addresses:
-            pins = self.pins.setdefault(flow.client_conn, {})
-            name = (flow.request.host, flow.request.port)
-            pins.pop(name, None)
-            pins[name] = addresses[0]
-            if len(pins) > MAX_PINS_PER_CLIENT:
-                del pins[next(iter(pins))]
+        pins = self.pins.setdefault(flow.client_conn, {})
+        name = (flow.request.host, flow.request.port)
+        pins.pop(name, None)
+        pins[name] = addresses[0] if addresses else None
+        if len(pins) > MAX_PINS_PER_CLIENT:
+            del pins[next(iter(pins))]
 
     def _refuse_fronting(self, flow: http.HTTPFlow, turn: Turn, reason: str) -> None:
         """Refused whatever the mode: the connection goes where the tunnel or URL was decided, while the
