@@ -111,6 +111,29 @@ def test_each_turns_call_at_a_reused_index_is_decided_on_its_own(
     assert [f for f in findings if f["rule"] == MISPLACED_RULE] == []
 
 
+def test_arguments_streamed_after_their_call_was_decided_are_withheld(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """An Anthropic block's arguments streamed on after the block stopped and its call, an everyday read,
+    was decided and sent: a client joining them would run the call on arguments no one read, so they are
+    withheld as out of place, and what follows arrives."""
+    proxy = start_proxy(mode="enforce")
+    call = {"type": "tool_use", "id": "toolu_1", "name": "read_file", "input": {}}
+    arguments = {"type": "input_json_delta", "partial_json": '{"path": "README.md"}'}
+    late = {"type": "input_json_delta", "partial_json": '{"path": "/home/u/.aws/credentials"}'}
+    turn = [
+        {"type": "content_block_start", "index": 0, "content_block": call},
+        {"type": "content_block_delta", "index": 0, "delta": arguments},
+        {"type": "content_block_stop", "index": 0},
+    ]
+    received, findings = relay(
+        proxy, upstream_pki, [*turn, {"type": "content_block_delta", "index": 0, "delta": late}, TEXT_AFTER]
+    )
+    assert received == [*turn, TEXT_AFTER]
+    misplaced = [(f["where"], f["enforced"]) for f in findings if f["rule"] == MISPLACED_RULE]
+    assert misplaced == [("websocket[3]", True)]
+
+
 DELTA = {"type": "response.function_call_arguments.delta", "response_id": "resp_1", "output_index": 0}
 RESPONSE_DONE = {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "output": []}}
 LAST: dict[str, Any] = {"type": "rate_limits.updated", "rate_limits": []}

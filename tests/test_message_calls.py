@@ -121,6 +121,11 @@ LATE: dict[str, dict[str, Any]] = {
         "index": 0,
         "content_block": {"type": "tool_use", "id": "call_1", "name": "delete_customer", "input": {}},
     },
+    "anthropic: its arguments streamed on": {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "input_json_delta", "partial_json": '{"path": "/home/u/.aws/credentials"}'},
+    },
     "chat: a delta naming no call": {
         "object": "chat.completion.chunk",
         "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "x"}}]}}],

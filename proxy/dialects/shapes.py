@@ -41,10 +41,12 @@ MARKERS = (
     "codeExecutionResult",
     "code_execution_result",
     "toolUse",
+    "input_json_delta",
 )
 """Words one of the shapes holds in a key or a type (``_call`` is in ``tool_calls``, ``function_call``,
 each Responses call item and the Realtime event; ``tool_use`` in ``server_tool_use``; Gemini's code and what
-it printed; Bedrock Converse's ``toolUse``): a text holding none
+it printed; Bedrock Converse's ``toolUse``; an Anthropic block's arguments streamed, which a reader of
+messages sees alone once the call they would join was decided): a text holding none
 of them (and no escape, which may spell one) holds no call, and is not parsed for one. Few, so that the
 check reads the text few times."""
 RESULT_MARKERS = ("_call_output", "functionResponse", "function_response")
