@@ -143,6 +143,26 @@ def test_observe_mode_connects_a_name_outside_the_allowlist_to_the_address_it_re
     assert "resolves to 127.0.0.1" in refusal["signal"]
 
 
+@pytest.mark.parametrize("spelling", ["2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0x7f.1"])
+def test_observe_mode_connects_an_address_in_any_spelling_to_the_address_it_recorded(
+    start_proxy: Callable[..., Proxy], plain_upstream: list[dict[str, Any]], spelling: str
+) -> None:
+    """Where lateral movement is only observed, an address spelled as inet_aton reads it reaches the
+    address the record names, and the record says which address that spelling means."""
+    port = plain_upstream.pop()["port"]
+    proxy = start_proxy(mode="observe", allow="[api.openai.com]")
+    status, _ = proxy.raw(
+        f"GET http://{spelling}:{port}/ HTTP/1.1\r\nHost: {spelling}:{port}\r\n".encode()
+        + proxy_authorization()
+        + b"\r\n"
+    )
+    assert status == 200 and len(plain_upstream) == 1
+    (record,) = proxy.wait_for_records(1)
+    (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
+    assert (refusal["rule"], refusal["enforced"]) == ("egress.internal_address", False)
+    assert refusal["signal"].startswith(f"{spelling} means 127.0.0.1, a loopback address")
+
+
 def test_allowlisted_host_passes_in_enforce_mode(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
