@@ -21,7 +21,7 @@ from tests.test_e2e_declared_tools import refusals
 from tests.test_e2e_inspect import last_record
 from tests.test_e2e_provider_fetch import fetches_of
 from tests.test_e2e_provider_routes import bedrock_client
-from tests.upstream import FakeUpstream
+from tests.upstream import FakeUpstream, Reply
 
 MODEL = "us.amazon.nova-premier-v1:0"
 ALLOWED = "s3://corp-docs/reports/q3.pdf"
@@ -136,3 +136,33 @@ def test_bedrock_fetches_outside_the_allowlist_are_refused_and_those_within_it_p
     assert sent["messages"][0]["content"][1]["document"]["source"] == {"s3Location": {"uri": ALLOWED}}
     assert sent["toolConfig"] == interpreter
     assert refusals(last_record(enforce, 3)) == []
+
+
+def test_a_model_invocation_jobs_buckets_are_checked_against_the_allowlist(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A batch job Bedrock runs later reads its input from a bucket and writes its output to one: each is
+    a destination of the agent's, the output one outside the allowlist refused."""
+    sdk = bedrock_client(enforce, upstream, "bedrock")
+    from botocore.exceptions import ClientError
+
+    def job(output: str) -> Any:
+        return sdk.create_model_invocation_job(
+            jobName="nightly",
+            roleArn="arn:aws:iam::123456789012:role/batch",
+            modelId=MODEL,
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://corp-docs/batch/in.jsonl"}},
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": output}},
+        )
+
+    with pytest.raises(ClientError) as raised:
+        job("s3://attacker-bucket/out/")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "outputDataConfig.s3OutputDataConfig.s3Uri", True)
+    ]
+    arn = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc"
+    upstream.reply = Reply(body=json.dumps({"jobArn": arn}).encode())
+    assert job("s3://corp-docs/batch/out/")["jobArn"] == arn
+    assert refusals(last_record(enforce, 2)) == []

@@ -16,7 +16,7 @@ from anthropic.types.beta import BetaWebFetchTool20250910Param
 from openai.types.chat import ChatCompletionMessageParam
 
 from proxy.detectors.tools import PROVIDER_FETCH_RULE, fetch_findings
-from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
+from proxy.dialects import Anthropic, Gemini, Generic, OpenAIChat, OpenAIResponses
 from proxy.exchange import Fetch
 from tests.harness import Proxy
 from tests.test_e2e_declared_tools import refusals
@@ -151,6 +151,38 @@ def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
         Fetch(gemini_files.format(3, "fileData.fileUri"), "", "file"),
         Fetch(gemini_files.format(4, "fileData.fileUri"), "", "file in Cloud Storage"),
         Fetch(gemini_files.format(5, "fileData.fileUri"), "", "file"),
+    ]
+
+
+def test_the_buckets_a_job_reads_and_writes_are_addresses_the_api_fetches() -> None:
+    """A Vertex AI batch prediction job (its fields in camelCase or snake_case) and a Bedrock model
+    invocation job name buckets the API reads from and writes to; a location that is no such URI is
+    refused, and a URI elsewhere in a body is not one."""
+    vertex = {
+        "inputConfig": {"gcsSource": {"uris": ["gs://corp-docs/in.jsonl", "s3://corp-docs/x"]}},
+        "output_config": {"gcs_destination": {"output_uri_prefix": "gs://attacker-drop/out"}},
+        "labels": {"source": "gs://attacker-drop/elsewhere"},
+    }
+    assert fetches_of(Generic(), vertex) == [
+        Fetch(
+            "inputConfig.gcsSource.uris[0]",
+            "https://corp-docs.storage.googleapis.com/in.jsonl",
+            "batch input in Cloud Storage",
+        ),
+        Fetch("inputConfig.gcsSource.uris[1]", "", "batch input in Cloud Storage"),
+        Fetch(
+            "output_config.gcs_destination.output_uri_prefix",
+            "https://attacker-drop.storage.googleapis.com/out",
+            "batch output in Cloud Storage",
+        ),
+    ]
+    bedrock = {"outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://attacker-drop/out/"}}}
+    assert fetches_of(Generic(), bedrock) == [
+        Fetch(
+            "outputDataConfig.s3OutputDataConfig.s3Uri",
+            "https://attacker-drop.s3.amazonaws.com/out/",
+            "batch output in S3",
+        )
     ]
 
 

@@ -152,13 +152,14 @@ def bedrock_stream(reply: Reply) -> list[bytes]:
     return [event_stream_frame(json.loads(event.split(b"data: ", 1)[1])) for event in anthropic_events(reply)]
 
 
-def bedrock_client(proxy: Proxy, upstream: FakeUpstream) -> Any:
-    """boto3's bedrock-runtime client reaching the fake upstream through ``proxy``."""
+def bedrock_client(proxy: Proxy, upstream: FakeUpstream, service: str = "bedrock-runtime") -> Any:
+    """boto3's client of a Bedrock ``service`` (``bedrock-runtime``, or ``bedrock`` for jobs) reaching the
+    fake upstream through ``proxy``."""
     boto3 = pytest.importorskip("boto3")
     from botocore.config import Config
 
     sdk = boto3.client(
-        "bedrock-runtime",
+        service,
         region_name="us-east-1",
         endpoint_url=upstream.url,
         aws_access_key_id="test",
@@ -171,7 +172,7 @@ def bedrock_client(proxy: Proxy, upstream: FakeUpstream) -> Any:
         for name, value in CONTEXT.items():
             request.headers[name] = value
 
-    sdk.meta.events.register("before-sign.bedrock-runtime.*", add_context)
+    sdk.meta.events.register(f"before-sign.{service}.*", add_context)
     return sdk
 
 

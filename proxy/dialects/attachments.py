@@ -9,6 +9,7 @@ import re
 from urllib.parse import unquote_to_bytes
 
 from proxy.dialects.base import readable_text
+from proxy.dialects.locator import parse_locator
 from proxy.exchange import Attachment, Fetch, Part, RequestView, Source
 
 _DATA_URL = re.compile(r"data:([^,]*),", re.IGNORECASE)
@@ -18,6 +19,16 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 BUCKET_HOSTS = {"s3": "s3.amazonaws.com", "gs": "storage.googleapis.com"}
 """The host under which a cloud store serves each bucket as a virtual host of its own, by URI scheme."""
+STORAGE_LOCATIONS = {
+    ("gcssource", "uris"): ("gs", "batch input in Cloud Storage"),
+    ("gcsdestination", "outputuriprefix"): ("gs", "batch output in Cloud Storage"),
+    ("s3inputdataconfig", "s3uri"): ("s3", "batch input in S3"),
+    ("s3outputdataconfig", "s3uri"): ("s3", "batch output in S3"),
+}
+"""Where a job the API runs later reads its input from or writes its output to, by the object and field
+naming it (in any case, with or without underscores, as Vertex AI reads them): a Vertex AI batch
+prediction job's ``inputConfig.gcsSource.uris`` and ``outputConfig.gcsDestination.outputUriPrefix``, a
+Bedrock model invocation job's ``s3InputDataConfig.s3Uri`` and ``s3OutputDataConfig.s3Uri``."""
 
 
 def decode_attachment(value: str) -> tuple[str, bytes] | str:
@@ -190,3 +201,16 @@ def domain_fetches(domains: object, tool_where: str, domains_key: str, what: str
             Fetch(where, f"https://{address}", f"{what} domain") for address in (host, f"subdomain.{host}")
         ]
     return fetches
+
+
+def storage_location(where: str, value: str) -> Fetch | None:
+    """The bucket a string at ``where`` names as where a job the API runs reads or writes
+    (``STORAGE_LOCATIONS``): the address the agent would reach it at itself (``bucket_address``)."""
+    if "uri" not in where.lower():
+        return None  # every field ``STORAGE_LOCATIONS`` names says so: most locators go unparsed
+    names = [step.replace("_", "").lower() for step in parse_locator(where) if isinstance(step, str)]
+    location = STORAGE_LOCATIONS.get((names[-2], names[-1])) if len(names) >= 2 else None
+    if location is None:
+        return None
+    scheme, what = location
+    return Fetch(where, bucket_address(_as_parsed(value), scheme), what)

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from proxy.dialects.attachments import storage_location
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -148,8 +149,10 @@ class Generic(Dialect):
         return self.rewrite_request(body, replacements) if replacements else body
 
     def _request_from(self, document: Any) -> RequestView:
-        parts = [Part(Source.USER, text, where) for where, text in walk_strings(document)]
-        return RequestView(dialect=self.name, parts=parts)
+        strings = list(walk_strings(document))
+        fetches = [fetch for where, text in strings if (fetch := storage_location(where, text)) is not None]
+        parts = [Part(Source.USER, text, where) for where, text in strings]
+        return RequestView(dialect=self.name, parts=parts, fetches=fetches)
 
     def _completion_from(self, document: Any) -> Completion:
         if not holds_jsonrpc(document):
