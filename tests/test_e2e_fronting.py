@@ -215,11 +215,15 @@ H2_REFUSED_BY_PARSER = {"host header vs authority", "authority vs host header"}
 """The HTTP/2 stack resets a stream whose Host and ``:authority`` differ, before any hook."""
 
 
-def test_http2_authority_and_host_must_name_the_tunnel(enforce: Proxy, upstream: FakeUpstream) -> None:
-    """Over HTTP/2, ``:authority`` and any Host header both name the tunnel's target, or nothing leaves."""
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_http2_authority_and_host_must_name_the_tunnel(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
+) -> None:
+    """Over HTTP/2, ``:authority`` and any Host header both name the tunnel's target, or nothing leaves,
+    where lateral movement is only observed too."""
+    proxy = start_proxy(mode=mode, args=("--set", "connection_strategy=lazy"))
     statuses = {
-        variant: h2_request(enforce, upstream.port, make(upstream.port))
-        for variant, make in H2_FRONTED.items()
+        variant: h2_request(proxy, upstream.port, make(upstream.port)) for variant, make in H2_FRONTED.items()
     }
     assert upstream.received == []
     assert statuses == dict.fromkeys(H2_FRONTED, 403) | dict.fromkeys(H2_REFUSED_BY_PARSER, 0)
