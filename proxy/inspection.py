@@ -81,6 +81,7 @@ from proxy.scanning.redact import (
     RedactionStyle,
     StreamRedactor,
     fingerprint,
+    redact_json,
     redact_text,
 )
 from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes, looks_nested
@@ -2261,9 +2262,12 @@ class TurnInspector:
         return recorded_name(name, self.detectors.sensitive, self.detectors.fingerprint_key)
 
     def _redact_all(self, text: str) -> str:
-        """Every secret and PII match replaced, whatever the policy enforces (for text an operator reads)."""
-        matches = self._sensitive(text)
-        return self._redact(text, matches) if matches else text
+        """Every secret and PII match replaced, whatever the policy enforces (for text an operator reads),
+        in the text's ``glued_readings`` too: what an agent's call names is stored and shown as it is."""
+        style = RedactionStyle(self.policy.detection.redaction_style)
+        key = self.detectors.fingerprint_key
+        redacted: str = redact_json(text, self.detectors.sensitive, style, key=key, glued=True)[0]
+        return redacted
 
     def _leak_detector(self, *, enforced_only: bool = True) -> leak.LeakDetector | None:
         if enforced_only and not self.policy.enforces(Threat.PROMPT_INJECTION):

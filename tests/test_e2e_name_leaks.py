@@ -1,5 +1,6 @@
-"""End to end: a key a model glued into a tool's name is never written where egressguard records or echoes
-that name: the audit log, an alert, the approvals store, the proxy's own log and the agent's notice."""
+"""End to end: a key a model glued into a tool's name or an argument is never written where egressguard
+records or echoes them: the audit log, an alert, the approvals store, the proxy's own log and the agent's
+notice."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ AWS_KEY_ID = "AKIA" + "QYLPMN5HHHFPZAM2"
 KEYS = (GITHUB_TOKEN, AWS_KEY_ID, GITHUB_TOKEN[4:], AWS_KEY_ID[4:])
 """Each key, and the random part of each: no reading of a name may leave either behind."""
 CALLS = [
-    ToolCallReply("drop_table_" + GITHUB_TOKEN, {"table": "orders"}, id="call_drop"),
+    ToolCallReply("drop_table_" + GITHUB_TOKEN, {"table": "orders_" + AWS_KEY_ID}, id="call_drop"),
     ToolCallReply("save_" + AWS_KEY_ID + "_notes", {"text": "done"}, id="call_save"),
     ToolCallReply("delete_" + GITHUB_TOKEN + "_rows", {"id": 7}, id="call_delete"),
     ToolCallReply("erase_" + "-".join(AWS_KEY_ID[i : i + 4] for i in range(0, 20, 4)), {}, id="call_split"),
@@ -53,8 +54,8 @@ def test_a_key_in_a_tool_name_is_written_nowhere(
 ) -> None:
     """Destructive calls whose names carry a key glued to words by ``_`` are withheld, their approvals
     opened and paged; the tools the record lists (a key split by ``-`` too), the finding's tool, the
-    approval's alert and record, the proxy's log and the notice the agent reads each name the tool with
-    its key replaced."""
+    approval's alert and record (its arguments' summary too), the proxy's log and the notice the agent
+    reads each name the tool with its key replaced."""
     proxy = start_proxy(mode="enforce", extra=alerts_yaml(receiver))
     upstream.reply = Reply(text="", tool_calls=CALLS)
     client = agent_client(proxy, upstream, monkeypatch)
