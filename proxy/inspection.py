@@ -656,6 +656,7 @@ class TurnInspector:
         its first piece, with its pieces, each by the part holding it and its span there."""
         texts = {part.where: part.text for part in view.parts}
         found = []
+        spanned: set[tuple[str, tuple[tuple[str, int, int], ...]]] = set()
         for values in view.repeated_fields:
             placed = [(where, start, end) for where, start, end in values if where in texts]
             segments = [TextSegment(texts[where][start:end], where) for where, start, end in placed]
@@ -665,6 +666,10 @@ class TurnInspector:
                     (placed[index][0], Match(match.rule, placed[index][1] + start, placed[index][1] + end))
                     for index, start, end in pieces
                 ]
+                places = (match.rule.id, tuple((where, piece.start, piece.end) for where, piece in spans))
+                if places in spanned:
+                    continue  # the same pieces read again in a longer run of a tool call's fields
+                spanned.add(places)
                 value = fingerprint(joined, self.detectors.fingerprint_key)
                 found.append((self._finding(match.rule, value, spans[0][0]), spans))
         return found

@@ -32,7 +32,7 @@ from proxy.dialects import (
     is_event_stream,
 )
 from proxy.dialects.base import load_json_with_shadowed, readable_text
-from proxy.dialects.locator import format_locator, get_at, parse_locator
+from proxy.dialects.locator import format_locator, get_at, parse_locator, sibling_strings
 from proxy.exchange import Source
 from tests.dialect_fixtures import fixture, request_fixture, response_fixture
 
@@ -637,3 +637,13 @@ def test_bytes_read_as_utf16_only_by_their_nuls_are_binary_unless_json(body: byt
     assert readable_text(body) is None
     assert readable_text('{"a": "b"}'.encode("utf-16-le")) == '{"a": "b"}'
     assert readable_text("plain".encode("utf-16")) == "plain"
+
+
+def test_a_tool_calls_arguments_are_read_in_runs_of_fields_next_to_each_other() -> None:
+    """Each run of two to four members of an object or list that may be pieces of a key (no white space),
+    by locator and span; a member of prose or another type ends a run."""
+    arguments = {"a": "AKIAQYLP", "b": "MN5H", "note": "two words", "c": "x", "d": ["ghp_R7m", "Qx9", 3]}
+    assert sibling_strings(arguments, ("arguments",)) == [
+        [("arguments.a", 0, 8), ("arguments.b", 0, 4)],
+        [("arguments.d[0]", 0, 7), ("arguments.d[1]", 0, 3)],
+    ]

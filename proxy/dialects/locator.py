@@ -102,6 +102,35 @@ def _child(value: Any, step: Step) -> Any:
     raise ValueError(f"no value at step {step!r}")
 
 
+_PIECE = re.compile(r"[A-Za-z0-9_+/=.-]{1,128}")
+_MOST_PIECES = 4
+
+
+def sibling_strings(value: Any, steps: tuple[Step, ...] = ()) -> list[list[tuple[str, int, int]]]:
+    """In each object and list of ``value``, every run of two to four members in a row that are strings
+    of what keys are made of (no white space), each as its locator and its whole span. A receiver may
+    join them (a tool given a key in pieces), so each run is read one after another as a repeated form
+    field's values are (``RequestView.repeated_fields``)."""
+    found: list[list[tuple[str, int, int]]] = []
+    if isinstance(value, dict | list):
+        members = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        pieces = [
+            (format_locator((*steps, step)), 0, len(child))
+            if isinstance(child, str) and _PIECE.fullmatch(child)
+            else None
+            for step, child in members
+        ]
+        for first in range(len(pieces)):
+            for last in range(first + 1, min(first + _MOST_PIECES, len(pieces))):
+                run = pieces[first : last + 1]
+                if None in run:
+                    break
+                found.append([piece for piece in run if piece is not None])
+        for step, child in members:
+            found += sibling_strings(child, (*steps, step))
+    return found
+
+
 def walk_strings(
     value: Any, steps: tuple[Step, ...] = (), passed_over: Callable[[dict[str, Any], str], bool] | None = None
 ) -> Iterator[tuple[str, str]]:

@@ -22,7 +22,7 @@ from proxy.dialects.base import (
     canonical_arguments,
     json_error,
 )
-from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
+from proxy.dialects.locator import Step, format_locator, set_at, sibling_strings, walk_strings
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Attachment, Completion, Part, RequestView, Source, ToolCall
@@ -261,7 +261,9 @@ class MCP(Dialect):
                     format_locator((*prefix, "params")),
                 )
             )
-            for where, text in walk_strings(params.get("arguments"), (*prefix, "params", "arguments")):
+            arguments = (*prefix, "params", "arguments")
+            view.repeated_fields += sibling_strings(params.get("arguments"), arguments)
+            for where, text in walk_strings(params.get("arguments"), arguments):
                 view.parts.append(Part(Source.ASSISTANT, text, where, name, call_id))
                 if len(text) >= MIN_ENCODED_FILE and (
                     file := binary_file(text, where, Source.ASSISTANT, None)

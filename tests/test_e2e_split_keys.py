@@ -1,0 +1,105 @@
+"""A key an agent writes out in groups, in the other case of its format, or in pieces over a tool call's
+fields leaves redacted, through a real egressguard: a prompt sent with the official OpenAI SDK, a
+streamed answer it reads, and an MCP ``tools/call``; written nowhere in the log or the audit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.upstream import FakeUpstream, Reply
+
+AWS_KEY = "AKIAQYLPMN5HHHFPZAM2"
+GITHUB_TOKEN = "ghp_" + "R7mQ2xVt9LkP4sZa8NwE3yHc6JfB1uDg0TiO"
+GROUPED = "-".join(AWS_KEY[index : index + 4] for index in range(0, len(AWS_KEY), 4))
+
+
+@pytest.fixture
+def enforce(start_proxy: Callable[..., Proxy]) -> Proxy:
+    return start_proxy(mode="enforce", extra="redaction: {requests: true}\n")
+
+
+def written(proxy: Proxy) -> str:
+    return proxy.output() + "".join(path.read_text() for path in (proxy.data_dir / "audit").rglob("*.jsonl"))
+
+
+def rules(proxy: Proxy) -> list[tuple[str, bool]]:
+    (record,) = proxy.wait_for_records(1)
+    return [(finding["rule"], finding["enforced"]) for finding in record["findings"]]
+
+
+def shows(key: str, text: str) -> bool:
+    """Whether six characters of ``key`` past its prefix stand in ``text``, in either case."""
+    lowered = text.lower()
+    return any(key[index : index + 6].lower() in lowered for index in range(4, len(key) - 5))
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        f"rotate {GROUPED} tonight",
+        f"id {AWS_KEY.lower()} please",
+        f"token in two lines:\n{GITHUB_TOKEN[:20]}\n{GITHUB_TOKEN[20:]}\nthanks",
+    ],
+)
+def test_a_key_written_out_in_a_prompt_leaves_redacted(
+    enforce: Proxy, upstream: FakeUpstream, prompt: str
+) -> None:
+    enforce.openai_client(upstream.url).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": prompt}]
+    )
+    sent = json.loads(upstream.received[-1].body)["messages"][0]["content"]
+    assert "[REDACTED:" in sent
+    assert not shows(AWS_KEY, sent) and not shows(GITHUB_TOKEN, sent)
+    assert {rule for rule, enforced in rules(enforce) if enforced} & {"aws-access-key-id", "github-pat"}
+    assert not shows(AWS_KEY, written(enforce)) and not shows(GITHUB_TOKEN, written(enforce))
+
+
+def test_a_key_streamed_in_groups_reaches_the_agent_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
+    upstream.reply = Reply(text=f"Here: {GITHUB_TOKEN[:20]} {GITHUB_TOKEN[20:]} done.")
+    stream = enforce.openai_client(upstream.url).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "the token?"}], stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert "[REDACTED:github-pat]" in text and not shows(GITHUB_TOKEN, text)
+
+
+def call(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "save", "arguments": arguments},
+    }
+
+
+def test_a_key_in_pieces_over_an_mcp_calls_fields_leaves_redacted(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """Each field keeps its place and carries the notice where it held a piece; fields holding none and a
+    call of ordinary fields go as sent."""
+    pieces = {"a": AWS_KEY[:8], "b": AWS_KEY[8:], "note": "weekly"}
+    with enforce.http_client() as client:
+        client.post(f"{upstream.url}/mcp", json=call(pieces), headers={"accept": "application/json"})
+        sent = json.loads(upstream.received[-1].body)["params"]["arguments"]
+        assert sent == {
+            "a": "[REDACTED:aws-access-key-id]",
+            "b": "[REDACTED:aws-access-key-id]",
+            "note": "weekly",
+        }
+        ordinary = {"path": "src/main.py", "mode": "r", "from": "2024-01-01", "to": "2024-12-31"}
+        client.post(f"{upstream.url}/mcp", json=call(ordinary), headers={"accept": "application/json"})
+        assert json.loads(upstream.received[-1].body)["params"]["arguments"] == ordinary
+    assert not shows(AWS_KEY, written(enforce))
+
+
+def test_a_prompt_about_key_prefixes_leaves_as_written(enforce: Proxy, upstream: FakeUpstream) -> None:
+    prompt = "AKIA keys look like AKIA then sixteen more; ghp_ tokens have 36 more characters, like this one."
+    enforce.openai_client(upstream.url).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": prompt}]
+    )
+    assert json.loads(upstream.received[-1].body)["messages"][0]["content"] == prompt
