@@ -139,6 +139,30 @@ LATE: dict[str, dict[str, Any]] = {
 }
 
 
+def test_a_call_naming_no_id_at_a_decided_place_is_a_call_of_its_own() -> None:
+    """Turns of a server that gives its calls no id, each calling at index 0: the second turn's call is
+    decided on its own (an everyday one arrives whole, a destructive one is withheld as such), not
+    withheld as a piece of the first; a later delta naming no tool is still one."""
+
+    def without_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for message in messages:
+            for call in message["choices"][0]["delta"].get("tool_calls", []):
+                call.pop("id", None)
+        return messages
+
+    first, everyday, destructive = (
+        without_ids(chat_turn("", *call)) for call in (EVERYDAY, EVERYDAY, DESTRUCTIVE)
+    )
+    late = LATE["chat: a delta naming no call"]
+    gate = inspector("enforce")
+    received = relay(gate, [*first, *everyday, *destructive, late])
+    assert received == [*first, *everyday, destructive[-1]]
+    assert findings(gate, "tool_abuse") == [
+        (f"websocket[{2 * len(first)}].choices[0].delta.tool_calls[0]", True)
+    ]
+    assert findings(gate, MISPLACED_RULE) == [(f"websocket[{3 * len(first)}]", True)]
+
+
 @pytest.mark.parametrize("name", sorted(LATE))
 def test_a_late_piece_of_a_decided_call_is_withheld(name: str) -> None:
     """A piece of a call already decided and sent, after its turn (its id again, a delta naming no call at

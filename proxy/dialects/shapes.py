@@ -443,10 +443,11 @@ class StreamedCalls:
 
     def _decided_before(self, piece: CallPiece) -> bool:
         """Whether ``piece``, at no call's place, is of a call decided and forgotten: naming its id, or at
-        its place and naming none."""
+        its place naming neither an id nor a tool. One naming a tool and no id starts a call of its own,
+        as one naming a new id does: a server that gives its calls no id calls again at the same place."""
         if piece.ids:
             return any(found in self.decided_ids for found in piece.ids)
-        return piece.key in self.decided_places
+        return not piece.name and piece.key in self.decided_places
 
     def place(self, pieces: list[CallPiece], locate: Callable[[str], str]) -> Placed:
         """Joins the pieces one event brings to their calls; ``locate`` places a piece's locator within
