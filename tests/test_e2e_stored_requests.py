@@ -36,7 +36,7 @@ from proxy.dialects.stored import realtime_request
 from proxy.exchange import Part, RequestView, Source
 from tests.harness import Proxy
 from tests.test_e2e_declared_tools import refusals
-from tests.test_e2e_injection import ATTACK, MARKER
+from tests.test_e2e_injection import ATTACK, MARKER, POISONED
 from tests.test_e2e_inspect import AWS_KEY, _agent, anthropic_client, last_record, openai_client
 from tests.test_e2e_provider_fetch import gemini_client
 from tests.test_e2e_websocket import Realtime, connect
@@ -304,6 +304,17 @@ def test_an_assistants_instructions_and_tools_are_read_as_a_requests(
     assert sources["tools[0].function.name"] == (Source.USER, None)  # read as any body's too
 
 
+def test_a_runs_tool_outputs_are_read_as_tool_results() -> None:
+    body = {"tool_outputs": [{"tool_call_id": "call_1", "output": "It is sunny."}]}
+    view = read("POST /v1/threads/thread_1/runs/run_1/submit_tool_outputs", body)
+    assert view.dialect == Stored.name
+    sources = {part.where: part.source for part in view.parts}
+    assert sources == {
+        "tool_outputs[0].output": Source.TOOL_RESULT,
+        "tool_outputs[0].tool_call_id": Source.USER,
+    }
+
+
 def test_a_computer_screenshot_by_url_is_an_address_the_api_fetches() -> None:
     item = {
         "type": "computer_call_output",
@@ -548,3 +559,16 @@ def test_an_assistants_poisoned_tool_is_withheld_and_its_run_tools_too(
     )
     client.beta.threads.runs.create("thread_1", assistant_id="asst_1", tools=[poisoned])  # type: ignore[list-item]
     assert MARKER in json.loads(upstream.received[-1].body)["tools"][0]["function"]["description"]
+
+
+def test_a_runs_poisoned_tool_output_is_quarantined(enforce: Proxy, upstream: FakeUpstream) -> None:
+    client = openai_client(upstream)
+    upstream.reply = Reply(
+        body=b'{"id":"run_1","object":"thread.run","created_at":1,"thread_id":"thread_1","assistant_id":"asst_1","status":"queued","model":"m","instructions":"","tools":[],"parallel_tool_calls":true}'
+    )
+    client.beta.threads.runs.submit_tool_outputs(
+        "run_1", thread_id="thread_1", tool_outputs=[{"tool_call_id": "call_1", "output": POISONED}]
+    )
+    (output,) = json.loads(upstream.received[-1].body)["tool_outputs"]
+    assert output["tool_call_id"] == "call_1" and MARKER in output["output"]
+    assert "attacker@evil.example" not in output["output"]

@@ -32,7 +32,7 @@ from proxy.dialects.gemini import Gemini
 from proxy.dialects.generic import MULTIPART, Generic
 from proxy.dialects.locator import Step, format_locator, get_at, parse_locator, set_at, walk_strings
 from proxy.dialects.openai_chat import OpenAIChat
-from proxy.dialects.openai_responses import OpenAIResponses
+from proxy.dialects.openai_responses import OpenAIResponses, output_parts
 from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, encode_json
 from proxy.exchange import Attachment, Completion, DeclaredTool, Fetch, Part, RequestView, Source, ToolCall
 from proxy.wire import jsontext
@@ -133,7 +133,11 @@ them is read line by line."""
 
 
 def is_stored_route(route: str) -> bool:
-    return _FILES.search(route) is not None or any(pattern.search(route) for pattern, _ in _STORED_ROUTES)
+    return (
+        _FILES.search(route) is not None
+        or _TOOL_OUTPUTS.search(route) is not None
+        or any(pattern.search(route) for pattern, _ in _STORED_ROUTES)
+    )
 
 
 class Stored(Dialect):
@@ -200,14 +204,24 @@ class Stored(Dialect):
             self.merge(view, document, self._line_requests(document), ())
             return view
         embedded = next((find for pattern, find in _STORED_ROUTES if pattern.search(self.route)), None)
-        self.merge(view, document, embedded(document) if embedded else [], ())
+        self.merge(
+            view, document, embedded(document) if embedded else [], (), _tool_outputs(self.route, document)
+        )
         return view
 
     @staticmethod
-    def merge(view: RequestView, document: Any, requests: list[Embedded], base: tuple[Step, ...]) -> None:
-        """Adds to ``view`` what each embedded request's dialect reads in it, its locators leading from
-        ``base`` into ``document``, then every other string of ``document`` as any body's."""
-        read: set[str] = set()
+    def merge(
+        view: RequestView,
+        document: Any,
+        requests: list[Embedded],
+        base: tuple[Step, ...],
+        route_parts: list[Part] | None = None,
+    ) -> None:
+        """Adds to ``view`` the parts the route reads itself (``route_parts``) and what each embedded
+        request's dialect reads in it, its locators leading from ``base`` into ``document``, then every
+        other string of ``document`` as any body's."""
+        view.parts += route_parts or ()
+        read = {part.where for part in route_parts or ()}
         for request in requests:
             carried = get_at(document, format_locator(request.at))
             own = request.dialect._request_from(_placed(request.inside, carried))
@@ -269,6 +283,25 @@ def carry(view: RequestView, own: RequestView, base: tuple[Step, ...], dropped: 
     view.attachments += attachments
     view.continues |= {moved.where(where): stored for where, stored in own.continues.items()}
     return {part.where for part in parts} | {file.where for file in attachments}
+
+
+_TOOL_OUTPUTS = re.compile(r"/threads/[^/]+/runs/[^/]+/submit_tool_outputs\Z")
+"""What an Assistants run's tool calls returned, which the run hands to the model as their results."""
+
+
+def _tool_outputs(route: str, document: Any) -> list[Part]:
+    """The ``output`` of each of ``tool_outputs`` on ``/threads/{id}/runs/{id}/submit_tool_outputs``, read
+    as a Responses ``function_call_output``'s is: a tool's result, for the call it names."""
+    if _TOOL_OUTPUTS.search(route) is None:
+        return []
+    return [
+        part
+        for index, output in enumerate(as_list(as_dict(document).get("tool_outputs")))
+        for part in output_parts(
+            {"call_id": as_dict(output).get("tool_call_id"), "output": as_dict(output).get("output")},
+            f"tool_outputs[{index}]",
+        )
+    ]
 
 
 def _placed(inside: tuple[Step, ...], value: Any) -> Any:
