@@ -693,7 +693,7 @@ class InjectionDetector:
         # wall clock since the last reading (never less than the CPU time) leaves the budget spent.
         with budget.metered() as meter:
             normalized = normalize(text)
-            for form in normalized.texts:
+            for form in normalized.texts + normalized.turned:
                 budget.allow(len(form))
                 scanned = self._scanner.scan_metered(form, meter, merge=False)
                 timed_out.update(dict.fromkeys(scanned.timed_out))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import string
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,8 @@ HIDDEN_CHARACTERS = "hidden_characters"
 TAG_CHARACTERS = "tag_characters"
 HOMOGLYPHS = "homoglyphs"
 LETTER_SPACING = "letter_spacing"
+TURNED = "turned"
+LEETSPEAK = "leetspeak"
 BASE64 = "base64"
 HEX = "hex"
 URL_ENCODING = "url_encoding"
@@ -50,6 +53,22 @@ MAX_SEGMENTS = 32
 
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
 # separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
+ROT13_TABLE = str.maketrans(
+    string.ascii_lowercase + string.ascii_uppercase,
+    string.ascii_lowercase[13:]
+    + string.ascii_lowercase[:13]
+    + string.ascii_uppercase[13:]
+    + string.ascii_uppercase[:13],
+)
+_TURN_CUE = re.compile(r"rot[\s_-]?13|caesar|revers|backwards|right[\s-]to[\s-]left|mirror")
+"""Words that ask a reader to undo a turning: a model follows ROT13 or reversed text when told to read it
+so, and a text that does not say so reads as the noise it is."""
+_LEET = str.maketrans("013457@$", "oieastas")
+_LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
+"""Digits or signs standing for letters inside a word ("pr3v10us"), which a model reads unasked; a letter
+beside them past ``f``, so that hex digests are no leetspeak."""
+LEET_RUNS = 3
+"""Fewer are version strings and names (ipv4, s3, log4j), read as they are."""
 _INVISIBLE = re.compile(
     "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\U000e0000-\U000e007f]"
 )
@@ -107,6 +126,9 @@ class Normalized:
 
     texts: tuple[str, ...]
     signals: frozenset[str]
+    turned: tuple[str, ...] = ()
+    """``texts[0]`` as a reader undoing a turning reads it (``turned``): for phrase rules, which noise
+    does not match, not for a classifier, which has not learnt what noise is."""
 
     @property
     def text(self) -> str:
@@ -119,7 +141,22 @@ def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
     signals: set[str] = set()
     budget = [MAX_DECODED_CHARS]
     _normalize_into(text, max_depth, texts, signals, budget)
-    return Normalized(tuple(texts), frozenset(signals))
+    forms = turned(texts[0], signals)
+    return Normalized(tuple(texts), frozenset(signals), forms)
+
+
+def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
+    """``plain`` (in normal form) undone from ROT13 and read backwards where it asks for either, and with
+    its leetspeak read as letters where it holds enough of it (``LEET_RUNS``)."""
+    forms: list[str] = []
+    if _TURN_CUE.search(plain):
+        forms += [plain.translate(ROT13_TABLE), plain[::-1]]
+        signals.add(TURNED)
+    runs = _LEET_RUN.finditer(plain)
+    if next(runs, None) and next(runs, None) and next(runs, None):
+        forms.append(plain.translate(_LEET))
+        signals.add(LEETSPEAK)
+    return tuple(forms)
 
 
 def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], budget: list[int]) -> None:

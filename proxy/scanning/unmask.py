@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from proxy.scanning import relaxed
-from proxy.scanning.normalize import LOOKALIKES, decode_tag_run, starts_binary
+from proxy.scanning.normalize import LOOKALIKES, ROT13_TABLE, decode_tag_run, starts_binary
 
 MAX_DEPTH = 4
 """A view is searched for further encodings down to this many levels (base64 of hex of a percent-encoded,
@@ -978,12 +978,10 @@ def _as_text(raw: bytes) -> str | None:
 REVERSED = "reversed"
 ROT13 = "rot13"
 REVERSED_ROT13 = "reversed+rot13"
-_LOWER, _UPPER = string.ascii_lowercase, string.ascii_uppercase
-_ROT13_TABLE = str.maketrans(_LOWER + _UPPER, _LOWER[13:] + _LOWER[:13] + _UPPER[13:] + _UPPER[:13])
 TURNINGS: dict[str, Callable[[str], str]] = {
     REVERSED: lambda text: text[::-1],
-    ROT13: lambda text: text.translate(_ROT13_TABLE),
-    REVERSED_ROT13: lambda text: text[::-1].translate(_ROT13_TABLE),
+    ROT13: lambda text: text.translate(ROT13_TABLE),
+    REVERSED_ROT13: lambda text: text[::-1].translate(ROT13_TABLE),
 }
 """Ways a model rewrites a token that undo themselves: each applied twice gives the token back, so the
 view of a turned token is the same turning of it."""
