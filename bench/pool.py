@@ -105,13 +105,13 @@ def serve_with_pool(config: str, processes: int, pool_min: int, run: list[str]) 
             return local_detect(self, text, where, source, budget)
         return pool.submit(_detect, text, where, source).result()
 
-    async def in_a_thread(inspect: Callable[[Any], None], flow: Any, message: Any) -> None:
+    async def in_a_thread(self: Inspect, inspect: Callable[[Any], None], flow: Any, message: Any) -> None:
         await asyncio.to_thread(inspect, flow)
 
     Runtime.load_detectors = named  # type: ignore[method-assign,assignment]
     Scanner.scan = scan  # type: ignore[method-assign]
     InjectionDetector.detect = detect  # type: ignore[method-assign]
-    Inspect._off_loop_if_large = staticmethod(in_a_thread)  # type: ignore[method-assign]
+    Inspect._off_loop_if_large = in_a_thread  # type: ignore[method-assign]
     try:
         sys.exit(main(run))
     finally:
