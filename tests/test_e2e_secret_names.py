@@ -11,6 +11,7 @@ import pytest
 from tests.harness import Proxy
 from tests.upstream import FakeUpstream
 
+UNREWRITABLE = "name holds what is redacted in requests, and cannot be rewritten"
 AWS_ID = "AKIAQYLPMN5HHHFPZAM2"
 NAME = f"{AWS_ID.lower()}.svc.test"
 """A wildcard-allowed name whose first label is an AWS key id, lower-cased as a name may be."""
@@ -44,7 +45,7 @@ def test_a_key_in_a_wildcard_allowed_name_is_refused_before_it_is_looked_up(
     enforced = mode == "enforce"
     assert {("aws-access-key-id", "host", enforced), ("inspection.host", "host", enforced)} <= found
     if enforced:
-        assert answer.status_code == 403 and "name holds what is redacted in requests, and cannot be rewritten" in answer.text
+        assert answer.status_code == 403 and UNREWRITABLE in answer.text
         assert record["decision"] == "blocked"
         assert not any(rule.startswith("egress.") for rule, _, _ in found)
     else:
@@ -83,7 +84,7 @@ def test_a_key_in_a_name_no_rule_allows_is_refused_where_only_lateral_movement_i
         ),
     )
     answer = post(proxy, f"https://{NAME.replace('svc.test', 'elsewhere.test')}:{port}/v1/chat/completions")
-    assert answer.status_code == 403 and "name holds what is redacted in requests, and cannot be rewritten" in answer.text
+    assert answer.status_code == 403 and UNREWRITABLE in answer.text
     (record,) = proxy.wait_for_records(1)
     found = {(finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]}
     assert {("aws-access-key-id", "host", True), ("inspection.host", "host", True)} <= found
