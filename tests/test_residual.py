@@ -202,6 +202,31 @@ def test_a_stream_reads_the_quiet_values_other_streams_read(scanner: Scanner) ->
     assert counting.scans - middle < middle - start and later.found
 
 
+def test_a_long_text_read_to_nothing_is_not_scanned_again_in_other_fields(scanner: Scanner) -> None:
+    """A stream's closing events each carry the whole answer in a field of their own: a long text found
+    clean as the first of one field is not scanned again as the first of another, while one holding a
+    secret is redacted wherever it comes, and one that follows a field's earlier text is read on from it."""
+    counting = CountingScanner(
+        [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
+    )
+    residual = JsonScan(counting, lambda rule: True)
+    answer = "The invoice total does not match the order confirmation. " * 10
+    residual.filter("response.output_text.done", {"text": answer, "part": None, "item": None})
+    scans = counting.scans
+    closing = [("response.content_part.done", {"part": {"text": answer}}), ("done", {"item": [answer]})]
+    for kind, event in closing:
+        assert residual.filter(kind, event) == (event, False)
+    assert counting.scans == scans
+    leaked = answer + AWS
+    for kind, event in [("a", {"text": leaked}), ("b", {"part": {"text": leaked}})]:
+        filtered, changed = residual.filter(kind, event)
+        assert changed and AWS not in json.dumps(filtered)
+    residual.filter("c", {"text": answer[:-4]})
+    filtered, changed = residual.filter("c", {"text": AWS[:8]})
+    residual.filter("c", {"text": answer})
+    assert counting.scans > scans + 3 and not residual.timed_out
+
+
 REPEATING_SPLITS = [
     # A token sent a letter at a time: a doubled letter comes as two equal events.
     list("ghp_aaB2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"),

@@ -48,6 +48,8 @@ _MAX_ALIKE = 8
 _MAX_SHARED_QUIET = 4096
 _SHARED_QUIET_CHARS = 256
 """Longest value whose quiet readings (``JsonScan``'s ``quiet``) are shared."""
+_MAX_QUIET_TEXTS = 8
+"""Longer values a scan keeps as read alone to nothing (``JsonScan``'s ``_quiet_texts``)."""
 # A JSON escape (\uXXXX or \/) after a run of backslashes; the run's length says at which level of
 # nested JSON the escape is read (1 backslash: this text's; 2: a JSON text inside one of its strings; ...).
 _ESCAPE = regex.compile(r"(\\+)(?:u([0-9a-fA-F]{4})|(/))")
@@ -222,6 +224,10 @@ class JsonScan:
         """By event type and field: the field's text before its last value and that value, when reading
         them found nothing (no rule timing out): read again after the same text, it finds nothing again."""
         self._shared_quiet = quiet if quiet is not None else set()
+        self._quiet_texts: set[str] = set()
+        """Values longer than those shared, each the first of its field, whose reading found nothing: read
+        alone again, in any field (a stream's closing events each carry the whole answer), they find
+        nothing again."""
         self._keys: dict[str, str] = {}
         self._alike: dict[Hashable, _Strings] = {}
         """By the token of alike documents, the strings collected of the last of them."""
@@ -264,7 +270,11 @@ class JsonScan:
                 self._tails[shape] = tail
                 self.generation += 1
             # Per event type and field: ids, types and model names repeat in every event.
-            if self._quiet.get((kind, shape)) == (context, text) or (context, text) in self._shared_quiet:
+            if (
+                self._quiet.get((kind, shape)) == (context, text)
+                or (context, text) in self._shared_quiet
+                or (not context and text in self._quiet_texts)
+            ):
                 read.append((path, shape, context, text))  # a later value's match may reach back into it
                 continue
             nested = self._nested(kind, path, text)
@@ -336,6 +346,10 @@ class JsonScan:
                     if len(self._shared_quiet) >= _MAX_SHARED_QUIET:
                         self._shared_quiet.clear()
                     self._shared_quiet.add((context, text))
+                elif len(text) > _SHARED_QUIET_CHARS and not context:
+                    if len(self._quiet_texts) >= _MAX_QUIET_TEXTS:
+                        self._quiet_texts.clear()
+                    self._quiet_texts.add(text)
             else:
                 self._quiet.pop((kind, shape), None)
         changed: dict[Path, Any] = {
