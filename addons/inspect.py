@@ -32,6 +32,7 @@ from proxy.dialects import (
     Generic,
     StreamFilters,
     StreamSession,
+    continued_by_route,
     detect,
     is_event_stream,
     is_text,
@@ -1142,6 +1143,7 @@ class Inspect:
                     # reader): the body is read, and rewritten, as the text it is.
                     reader = Generic()
                     view = dataclasses.replace(reader.parse_request(body), dialect=dialect.name)
+        view.continues |= continued_by_route(flow.request.method, flow.request.path)
         turn.request = view
         turn.stream = view.stream
         flow.metadata[DIALECT_KEY] = dialect

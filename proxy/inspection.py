@@ -598,7 +598,7 @@ class TurnInspector:
                 continue
             signal = (
                 f"continues what {where} names, in which egressguard withheld {threat} content from the "
-                "agent; the provider would hand it to the model"
+                "agent; the provider would hand it on unread"
             )
             findings.append(
                 Finding(

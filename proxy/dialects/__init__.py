@@ -54,6 +54,7 @@ __all__ = [
     "ToolGate",
     "by_name",
     "chain_filters",
+    "continued_by_route",
     "detect",
     "is_event_stream",
     "is_text",
@@ -109,6 +110,20 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
         # The stream an MCP client opens for server-initiated messages: no body to recognise it by.
         return MCP()
     return Generic()
+
+
+_CONVERSATION = re.compile(r"/conversations/([^/]+)(?:/items(?:/[^/]+)?)?\Z")
+
+
+def continued_by_route(method: str, path: str) -> dict[str, str]:
+    """What a provider API's route reads or adds to that the provider keeps: a conversation
+    (``/v1/conversations/{id}`` and its items), which hands whoever reads it what it holds. Deleting it
+    continues nothing."""
+    route = _route(path)
+    found = _CONVERSATION.search(route)
+    if found is None or method.upper() not in ("GET", "POST") or not _PROVIDER_API.match(route):
+        return {}
+    return {"conversation": found.group(1)}
 
 
 def _route(path: str) -> str:
