@@ -77,12 +77,21 @@ def test_an_answer_the_provider_does_not_keep_leaves_nothing_to_refuse(
 def test_a_conversation_an_answer_with_a_withheld_call_joined_cannot_be_continued(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
+    """Nor listed or added to, since its items hand whoever lists them the withheld call; it may be
+    deleted."""
     proxy = start_proxy(mode="enforce")
     client = proxy.openai_client(upstream.url, headers=CONTEXT)
     upstream.reply = DESTRUCTIVE
     assert ask(client, conversation="conv_7") == []
     upstream.reply = Reply()
     assert "inspection.withheld_context" in refusal(client, conversation={"id": "conv_7"})
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.conversations.items.list("conv_7")
+    assert "inspection.withheld_context" in str(refused.value)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.conversations.items.create("conv_7", items=[{"role": "user", "content": "more"}])
+    assert len(upstream.received) == 1
+    assert client.conversations.with_raw_response.delete("conv_7").status_code == 200
     assert ask(client, conversation="conv_8") == []
 
 
@@ -287,21 +296,3 @@ def test_a_compaction_of_a_stored_response_with_a_withheld_call_is_refused(
     assert len(upstream.received) == 1
     client.responses.compact(model="gpt-5.4", previous_response_id="resp_other")
     assert json.loads(upstream.received[-1].body)["previous_response_id"] == "resp_other"
-
-
-def test_a_conversation_with_a_withheld_call_is_neither_listed_nor_added_to_but_may_be_deleted(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
-) -> None:
-    """Its items hand whoever lists them the withheld call: listing or adding to it is refused."""
-    proxy = start_proxy(mode="enforce")
-    client = proxy.openai_client(upstream.url, headers=CONTEXT)
-    upstream.reply = DESTRUCTIVE
-    assert ask(client, conversation="conv_7") == []
-    upstream.reply = Reply()
-    with pytest.raises(openai.PermissionDeniedError) as refused:
-        client.conversations.items.list("conv_7")
-    assert "inspection.withheld_context" in str(refused.value)
-    with pytest.raises(openai.PermissionDeniedError):
-        client.conversations.items.create("conv_7", items=[{"role": "user", "content": "more"}])
-    assert len(upstream.received) == 1
-    assert client.conversations.with_raw_response.delete("conv_7").status_code == 200
