@@ -10,6 +10,7 @@ import bz2
 import gzip
 import json
 import lzma
+import random
 import re
 import time
 import zlib
@@ -498,3 +499,64 @@ def test_groups_of_no_one_case_or_of_prose_give_no_view() -> None:
 )
 def test_the_case_of_a_format(pattern: str, case: str | None) -> None:
     assert one_case(pattern) == case
+
+
+def _png(text_chunk: bytes) -> bytes:
+    """A 1x1 grey PNG with a ``tEXt`` chunk holding ``text_chunk`` (keyword, NUL, text)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"tEXt", text_chunk)
+        + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
+        + chunk(b"IEND", b"")
+    )
+
+
+BINARY_CARRIERS = {
+    "base64 after two binary bytes": base64.b64encode(b"\xfb\xff deploy key " + AWS_KEY.encode()).decode(),
+    "URL-safe base64 after two binary bytes": base64.urlsafe_b64encode(
+        b"\xfb\xff" + GITHUB_TOKEN.encode()
+    ).decode(),
+    "base64 of a PNG whose text chunk holds a key": base64.b64encode(
+        _png(b"Comment\x00" + GITHUB_TOKEN.encode())
+    ).decode(),
+    "base64 of a key then binary": base64.b64encode(AWS_KEY.encode() + bytes(range(128, 228))).decode(),
+    "hex after a binary header": (b"\x89\x00\x01" + GITLAB_TOKEN.encode()).hex(),
+}
+
+
+@pytest.mark.parametrize("name", BINARY_CARRIERS)
+def test_key_in_base64_or_hex_of_binary_is_found(name: str) -> None:
+    """A segment that decodes to binary is read for its printable runs: a key there is found."""
+    carrier = BINARY_CARRIERS[name]
+    matches = [
+        match for match in SCANNER.scan_alone(f"data: {carrier} end").matches if match.rule.pack == "secrets"
+    ]
+    assert matches
+    assert all(match.disguise.endswith("+binary") for match in matches)
+
+
+def test_binary_segments_without_a_key_raise_nothing() -> None:
+    """Random bytes of every length in base64 and hex, and images with ordinary metadata, are no secret."""
+    generator = random.Random(7)  # noqa: S311 - reproducible test bytes, not a secret
+    for length in range(16, 600, 7):
+        raw = generator.randbytes(length)
+        for encoded in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(), raw.hex()):
+            assert _found(f"blob: {encoded}") == [], encoded
+    for metadata in (
+        b"Software\x00Adobe ImageReady",
+        b"Model\x00Canon EOS 5D Mark IV",
+        b"Comment\x00Created with GIMP",
+    ):
+        assert _found(base64.b64encode(_png(metadata)).decode()) == []
+
+
+def test_short_binary_segments_are_not_read_for_runs() -> None:
+    """Digests and short binary hold too little for a key beside binary: no view."""
+    assert list(unmask.views("sha256-" + base64.b64encode(bytes(range(200, 232))).decode())) == []
+    assert list(unmask.views(bytes(range(160, 192)).hex())) == []

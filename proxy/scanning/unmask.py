@@ -12,11 +12,14 @@ percent-encoded token, entities of a letter-spaced one):
 
 - ``disguise``: regions around escapes, invisible characters, look-alike letters and letter-spaced runs,
   rewritten character by character (a plain character maps to itself, an escape to its span);
-- ``base64`` and ``hex``: a segment that decodes to UTF-8 text; everything in it maps to the segment.
+- ``base64`` and ``hex``: a segment that decodes to UTF-8 text, or to binary holding enough printable
+  bytes for a key (``+binary``: its printable runs, as a binary body is read); everything in it maps to
+  the segment.
 
 Cost stays linear: features are found with one C-level regex search per kind, only the regions around
-them are rewritten, and decoded segments are never longer than their encoding. Segments that decode to
-binary (hashes, git SHAs, SRI digests, images) are dropped before any rule runs.
+them are rewritten, and decoded segments are never longer than their encoding. Segments too short to hold
+a key beside binary, and binary with too few printable bytes for one (hashes, git SHAs, SRI digests), are
+dropped before any rule runs.
 
 Pure: text in, views out.
 """
@@ -47,6 +50,7 @@ import numpy.typing as npt
 
 from proxy.scanning import relaxed
 from proxy.scanning.normalize import LOOKALIKES, ROT13_TABLE, decode_tag_run, starts_binary
+from proxy.wire.printable import bridged_runs, printable_runs
 
 MAX_DEPTH = 4
 """A view is searched for further encodings down to this many levels (base64 of hex of a percent-encoded,
@@ -55,6 +59,8 @@ letter-spaced token is four)."""
 BASE64 = "base64"
 BASE32 = "base32"
 HEX = "hex"
+BINARY = "binary"
+"""What a base64 or hex segment that decodes to binary is read as: its printable runs."""
 DISGUISE = "disguise"
 
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
@@ -254,6 +260,12 @@ def _compression(raw: bytes) -> str | None:
 
 # Characters of a long segment decoded first; one that is not text is told within them.
 _PROBE = 64
+# Binary a segment decodes to is read for its printable runs where it can hold a key after a byte of
+# binary: a key of the shortest format a rule finds is this many printable bytes.
+_MIN_KEY = 20
+_MIN_BINARY_BYTES = _MIN_KEY + 1
+_MIN_BINARY_BASE64 = -(-_MIN_BINARY_BYTES // 3) * 4
+_PRINTABLE_BYTES = bytes(range(0x20, 0x7F))
 # A decoded segment counts as text when nearly all of it is printable.
 _PRINTABLE_SHARE = 0.9
 _UNREADABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]")
@@ -901,14 +913,16 @@ def _decode_base64(candidate: str) -> tuple[str, str] | None:
     try:
         if candidate.startswith(_COMPRESSED_BASE64):
             return _inflated(base64.b64decode(padded, altchars, validate=True))
-        if starts_binary(ord(candidate[0]), ord(candidate[1])):
-            return None
         probe = padded[:_PROBE]
-        if len(padded) > _PROBE and not _starts_as_text(base64.b64decode(probe, altchars, validate=True)):
+        binary = starts_binary(ord(candidate[0]), ord(candidate[1])) or (
+            len(padded) > _PROBE and not _starts_as_text(base64.b64decode(probe, altchars, validate=True))
+        )
+        if binary and len(padded) < _MIN_BINARY_BASE64:
             return None
-        return _text_of(base64.b64decode(padded, altchars, validate=True))
+        raw = base64.b64decode(padded, altchars, validate=True)
     except (binascii.Error, ValueError):
         return None
+    return _runs_of(raw) if binary else _text_or_runs(raw)
 
 
 def _decode_hex(candidate: str) -> tuple[str, str] | None:
@@ -916,19 +930,36 @@ def _decode_hex(candidate: str) -> tuple[str, str] | None:
     digits = _HEX_NOISE.sub("", candidate)
     digits = digits[: len(digits) // 2 * 2]
     try:
+        binary = False
         if len(digits) > _PROBE:
             probe = bytes.fromhex(digits[:_PROBE])
-            if not _starts_as_text(probe) and _compression(probe) is None:
-                return None
-        return _text_of(bytes.fromhex(digits))
+            binary = not _starts_as_text(probe) and _compression(probe) is None
+        raw = bytes.fromhex(digits)
     except ValueError:
         return None
+    return _runs_of(raw) if binary else _text_or_runs(raw)
 
 
 def _text_of(raw: bytes) -> tuple[str, str] | None:
     """``raw`` as text (``_as_text``), or what it holds when it is compressed."""
     text = _as_text(raw)
     return (text, "") if text is not None else _inflated(raw)
+
+
+def _text_or_runs(raw: bytes) -> tuple[str, str] | None:
+    """``raw`` as text or what it holds compressed (``_text_of``), else as binary (``_runs_of``)."""
+    return _text_of(raw) or _runs_of(raw)
+
+
+def _runs_of(raw: bytes) -> tuple[str, str] | None:
+    """What binary ``raw`` (a file's header, then a key; a PNG whose text chunk holds one) reads as where
+    it holds enough printable bytes for a key: its printable runs and its tokens split by junk bytes read
+    joined, as a binary body is read (``printable_runs``, ``bridged_runs``), and ``+binary``. A digest or
+    short random bytes hold too few printable bytes, and are not searched for runs."""
+    if len(raw) < _MIN_BINARY_BYTES or len(raw) - len(raw.translate(None, _PRINTABLE_BYTES)) < _MIN_KEY:
+        return None
+    runs = [*printable_runs(raw), *bridged_runs(raw)]
+    return ("\n".join(runs), f"+{BINARY}") if runs else None
 
 
 def _inflated(raw: bytes) -> tuple[str, str] | None:
