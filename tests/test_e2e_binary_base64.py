@@ -1,0 +1,44 @@
+"""End to end, with the official OpenAI SDK through a real egressguard: a key in base64 whose decoding
+starts as binary (two bytes of a file's header before it), in a field of a Chat Completions request, is
+found: redacted before it leaves in enforce mode, recorded in observe mode."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_injection import AWS_KEY
+from tests.test_e2e_inspect import _agent, last_record, openai_client, rules
+from tests.upstream import FakeUpstream
+
+BLOB = base64.b64encode(b"\xfb\xff deploy key " + AWS_KEY.encode()).decode()
+
+
+def _send(upstream: FakeUpstream) -> str:
+    ask: list[dict[str, str]] = [{"role": "user", "content": "store this"}]
+    openai_client(upstream).chat.completions.create(model="m", messages=ask, extra_body={"blob": BLOB})  # type: ignore[arg-type]
+    sent = json.loads(upstream.received[-1].body)["blob"]
+    assert isinstance(sent, str)
+    return sent
+
+
+def test_binary_prefixed_base64_key_is_redacted_in_enforce_mode(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    sent = _send(upstream)
+    assert BLOB not in sent
+    assert AWS_KEY.encode() not in base64.b64decode(sent + "==", validate=False)
+    assert "aws-access-key-id" in rules(last_record(proxy))
+
+
+def test_binary_prefixed_base64_key_is_recorded_in_observe_mode(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = _agent(start_proxy(mode="observe"), monkeypatch)
+    assert _send(upstream) == BLOB
+    assert "aws-access-key-id" in rules(last_record(proxy))
