@@ -588,8 +588,9 @@ def read_completed_upload(
     parts: StagedParts, step: UploadStep | None, body: bytes, view: RequestView, cap: int
 ) -> UninspectableError | UnseenPartError | None:
     """A request that makes the file an upload's pieces make (``proxy.staged``): that file read as a
-    batch input file sent whole is and added to ``view`` under ``upload``; the error where it cannot be
-    read whole. None for any other request, and for a Gemini upload's one chunk, read as the file."""
+    batch input file sent whole is and added to ``view`` under ``upload``, or, where it is not text, added
+    to its attachments, to be read as binary content; the error where it cannot be read whole. None for
+    any other request, and for a Gemini upload's one chunk, read as the file."""
     if step is None or not step.completes or step.offset == 0:
         return None
     try:
@@ -599,6 +600,10 @@ def read_completed_upload(
             content = parts.assemble_chunks(step.upload, step.offset, cap - len(body)) + body
     except (OverCapError, UnseenPartError) as error:
         return error
+    if readable_text(content) is None:
+        # A PDF or an image uploaded in parts is read as one uploaded whole in a multipart body is.
+        view.attachments.append(Attachment(STAGED_FILE, content, Source.USER))
+        return None
     read = read_batch_file(content)
     if read.parse_error:
         return UnseenPartError(f"the file its parts make does not read: {read.parse_error}")
@@ -1183,7 +1188,9 @@ class Inspect:
             if finding.enforced:
                 self._refuse_request(flow, dialect, inspector, 400, finding)
                 return None
-        if body is not None and self._refuse_unread_upload(flow, dialect, inspector, view, body):
+        # A completing request may carry no bytes (a bare finalize), or binary ones (a file's last chunk).
+        sent = body if body is not None else read.content if isinstance(read, BinaryBody) else b""
+        if self._refuse_unread_upload(flow, dialect, inspector, view, sent):
             return None
         return inspector, view, body, parsed
 
@@ -1194,7 +1201,12 @@ class Inspect:
         whose file cannot be read whole is refused where that is enforced (True)."""
         cap = inspector.policy.max_body_bytes
         step = upload_step(flow.request)
+        read_before = len(view.attachments)
         error = read_completed_upload(self.runtime.staged_parts, step, body, view, cap)
+        refused_binary = self._read_attachments(flow, inspector, view.attachments[read_before:], "request")
+        if refused_binary is not None:
+            self._refuse_request(flow, dialect, inspector, 403, refused_binary)
+            return True
         if isinstance(error, UninspectableError):
             refused = self._uninspectable(flow, inspector.turn, "request", error)
             if refused is not None:

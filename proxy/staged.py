@@ -183,9 +183,12 @@ def named_parts(body: bytes) -> list[str]:
 
 
 def form_field(body: bytes, name: str) -> bytes | None:
-    """The content of the form field ``name`` of a ``multipart/form-data`` body; None where it has none."""
-    for headers, start, end in part_headers(body) or ():
-        field = _FIELD_NAME.search(headers.get("content-disposition", ""))
-        if field is not None and field.group(1) == name:
-            return body[start:end]
-    return None
+    """The content of the form field ``name`` of a ``multipart/form-data`` body; None where it has none,
+    or more than one: servers differ in which of them they keep, so none is known to be the part."""
+    found = [
+        body[start:end]
+        for headers, start, end in part_headers(body) or ()
+        if (field := _FIELD_NAME.search(headers.get("content-disposition", ""))) is not None
+        and field.group(1) == name
+    ]
+    return found[0] if len(found) == 1 else None

@@ -180,7 +180,8 @@ def staged_upload(path: str, upload_command: str = "", upload_offset: str = "") 
         return UploadStep(found.group(1), completes=found.group(2) == "complete")
     commands = {command.strip().lower() for command in upload_command.split(",")}
     upload = parse_qs(path.partition("?")[2]).get("upload_id")
-    if not upload or "upload" not in commands or not route.endswith("/files"):
+    # A chunk may finalize the upload itself, or a bare finalize with no bytes may follow the last one.
+    if not upload or not commands & {"upload", "finalize"} or not route.endswith("/files"):
         return None
     offset = int(upload_offset) if upload_offset.strip().isdigit() else -1
     return UploadStep(upload[0], completes="finalize" in commands, offset=offset)
