@@ -525,6 +525,10 @@ BINARY_CARRIERS = {
     "base64 of a PNG whose text chunk holds a key": base64.b64encode(
         _png(b"Comment\x00" + GITHUB_TOKEN.encode())
     ).decode(),
+    # The chunk's checksum after this key starts with a byte that reads "R", glued to the key.
+    "base64 of a PNG whose checksum glues to the key": base64.b64encode(
+        _png(b"Comment\x00deploy key AKIAQYLPMN5HHHFPZAM2")
+    ).decode(),
     "base64 of a key then binary": base64.b64encode(AWS_KEY.encode() + bytes(range(128, 228))).decode(),
     "hex after a binary header": (b"\x89\x00\x01" + GITLAB_TOKEN.encode()).hex(),
 }

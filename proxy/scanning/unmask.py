@@ -264,6 +264,7 @@ _PROBE = 64
 # binary: a key of the shortest format a rule finds is this many printable bytes.
 _MIN_KEY = 20
 _MIN_BINARY_BYTES = _MIN_KEY + 1
+_GLUED = 4
 _MIN_BINARY_BASE64 = -(-_MIN_BINARY_BYTES // 3) * 4
 _PRINTABLE_BYTES = bytes(range(0x20, 0x7F))
 # A decoded segment counts as text when nearly all of it is printable.
@@ -959,7 +960,18 @@ def _runs_of(raw: bytes) -> tuple[str, str] | None:
     if len(raw) < _MIN_BINARY_BYTES or len(raw) - len(raw.translate(None, _PRINTABLE_BYTES)) < _MIN_KEY:
         return None
     runs = [*printable_runs(raw), *bridged_runs(raw)]
-    return ("\n".join(runs), f"+{BINARY}") if runs else None
+    # Bytes of binary that read as characters (a checksum, a length) glue to a key's ends and hide it
+    # from a rule that wants it standing alone: each run's outer tokens are read again with up to
+    # ``_GLUED`` characters cut off.
+    cut = [
+        piece
+        for run in runs
+        for first, last in [(run.split(maxsplit=1)[0], run.rsplit(maxsplit=1)[-1])]
+        for count in range(1, _GLUED + 1)
+        for piece in (first[count:], last[:-count])
+        if len(piece) >= _MIN_KEY
+    ]
+    return ("\n".join([*runs, *cut]), f"+{BINARY}") if runs else None
 
 
 def _inflated(raw: bytes) -> tuple[str, str] | None:
