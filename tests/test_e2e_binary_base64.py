@@ -1,18 +1,23 @@
 """End to end, with the official OpenAI SDK through a real egressguard: a key in base64 whose decoding
-starts as binary (two bytes of a file's header before it), in a field of a Chat Completions request, is
-found: redacted before it leaves in enforce mode, recorded in observe mode."""
+starts as binary (two bytes of a file's header before it) in a field of a Chat Completions request, or in
+the text chunk of a PNG sent as an image ``data:`` URL, is found: kept from leaving in enforce mode,
+recorded in observe mode."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
+from typing import Any
 
+import openai
 import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_injection import AWS_KEY
 from tests.test_e2e_inspect import _agent, last_record, openai_client, rules
+from tests.test_unmask import _png
 from tests.upstream import FakeUpstream
 
 BLOB = base64.b64encode(b"\xfb\xff deploy key " + AWS_KEY.encode()).decode()
@@ -42,3 +47,34 @@ def test_binary_prefixed_base64_key_is_recorded_in_observe_mode(
     proxy = _agent(start_proxy(mode="observe"), monkeypatch)
     assert _send(upstream) == BLOB
     assert "aws-access-key-id" in rules(last_record(proxy))
+
+
+def test_key_in_a_png_text_chunk_of_an_image_data_url_does_not_leave(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    url = (
+        "data:image/png;base64,"
+        + base64.b64encode(_png(b"Comment\x00deploy key " + AWS_KEY.encode())).decode()
+    )
+    content: Any = [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": url}}]
+    with contextlib.suppress(openai.APIStatusError):  # refused: nothing left
+        openai_client(upstream).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": content}]
+        )
+    for request in upstream.received:
+        assert AWS_KEY.encode() not in request.body
+        assert url.encode() not in request.body
+    assert "aws-access-key-id" in rules(last_record(proxy))
+
+
+def test_png_with_ordinary_metadata_passes_untouched(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    url = "data:image/png;base64," + base64.b64encode(_png(b"Software\x00Adobe ImageReady CC 2019")).decode()
+    content: Any = [{"type": "text", "text": "describe"}, {"type": "image_url", "image_url": {"url": url}}]
+    openai_client(upstream).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": content}]
+    )
+    assert json.loads(upstream.received[-1].body)["messages"][0]["content"][1]["image_url"]["url"] == url
