@@ -60,15 +60,17 @@ ROT13_TABLE = str.maketrans(
     + string.ascii_uppercase[13:]
     + string.ascii_uppercase[:13],
 )
-_TURN_CUE = re.compile(r"rot[\s_-]?13|caesar|revers|backwards|right[\s-]to[\s-]left|mirror")
+_TURN_CUE = re.compile(
+    r"rot[\s_-]?13|caesar|cipher|shift|rotat|revers|backwards|right[\s-]to[\s-]left|mirror"
+)
 """Words that ask a reader to undo a turning: a model follows ROT13 or reversed text when told to read it
 so, and a text that does not say so reads as the noise it is."""
 _LEET = str.maketrans("013457@$", "oieastas")
 _LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
 """Digits or signs standing for letters inside a word ("pr3v10us"), which a model reads unasked; a letter
 beside them past ``f``, so that hex digests are no leetspeak."""
-LEET_RUNS = 3
-"""Fewer are version strings and names (ipv4, s3, log4j), read as they are."""
+LEET_RUNS = 2
+"""A single one is a version string or a name (ipv4, s3, log4j), read as it is."""
 _INVISIBLE = re.compile(
     "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\U000e0000-\U000e007f]"
 )
@@ -141,19 +143,21 @@ def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
     signals: set[str] = set()
     budget = [MAX_DECODED_CHARS]
     _normalize_into(text, max_depth, texts, signals, budget)
-    forms = turned(texts[0], signals)
+    forms = tuple(form for text in texts for form in turned(text, signals))
     return Normalized(tuple(texts), frozenset(signals), forms)
 
 
 def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
-    """``plain`` (in normal form) undone from ROT13 and read backwards where it asks for either, and with
-    its leetspeak read as letters where it holds enough of it (``LEET_RUNS``)."""
+    """``plain`` (in normal form) undone from ROT13, read backwards and read with each word backwards,
+    where it asks for a turning to be undone, and with its leetspeak read as letters where it holds
+    enough of it (``LEET_RUNS``)."""
     forms: list[str] = []
     if _TURN_CUE.search(plain):
-        forms += [plain.translate(ROT13_TABLE), plain[::-1]]
+        words_backwards = " ".join(word[::-1] for word in plain.split(" "))
+        forms += [plain.translate(ROT13_TABLE), plain[::-1], words_backwards]
         signals.add(TURNED)
     runs = _LEET_RUN.finditer(plain)
-    if next(runs, None) and next(runs, None) and next(runs, None):
+    if all(next(runs, None) for _ in range(LEET_RUNS)):
         forms.append(plain.translate(_LEET))
         signals.add(LEETSPEAK)
     return tuple(forms)

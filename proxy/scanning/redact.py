@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -139,47 +140,56 @@ keeps of one (``MAX_RECORDED_TEXT``), so a long text costs at most this many str
 _READINGS_SEPARATOR = "\n\x00\n"
 
 
-def glued_readings(text: str) -> tuple[str, list[int]]:
-    """``text`` as written and, where it holds a name separator, as a reader of its words reads it: each
-    separator a line break (a key glued between words), the separators gone (a key split by them,
-    ``AKIA-QYLP-...``), and each stretch that starts after a separator on a line of its own (a key that
-    has separators of its own, ``ghp_...``, glued after a word). One text, and for each of its characters
-    the offset in ``text`` it was read from."""
+def glued_readings(text: str) -> tuple[str, Callable[[int], int]]:
+    """``text`` as written and, where it holds a name separator, its head (``GLUED_STARTS_WITHIN`` and a
+    key's reach past it) as a reader of its words reads it: each separator a line break (a key glued
+    between words), the separators gone (a key split by them, ``AKIA-QYLP-...``), and each stretch that
+    starts after a separator on a line of its own (a key that has separators of its own, ``ghp_...``,
+    glued after a word). One text, and where in ``text`` each of its characters was read from: what the
+    readings add is bounded by the head, however long the text."""
+    head = text[: GLUED_STARTS_WITHIN + NAME_REACH]
     starts = [
         index + 1
-        for index, char in enumerate(text[:GLUED_STARTS_WITHIN])
+        for index, char in enumerate(head[:GLUED_STARTS_WITHIN])
         if char in NAME_SEPARATORS and index + 1 < len(text)
     ]
     if not starts:
-        return text, list(range(len(text)))
-    kept = [index for index, char in enumerate(text) if char not in NAME_SEPARATORS]
-    readings: list[tuple[str, list[int]]] = [
-        (text, list(range(len(text)))),
-        ("".join("\n" if char in NAME_SEPARATORS else char for char in text), list(range(len(text)))),
-        ("".join(text[index] for index in kept), kept),
-        *(
-            (text[start : start + NAME_REACH], list(range(start, min(start + NAME_REACH, len(text)))))
-            for start in starts
-        ),
+        return text, lambda position: position
+    kept = [index for index, char in enumerate(head) if char not in NAME_SEPARATORS]
+    # Each reading after the text itself, with where it was read from: an offset its characters follow
+    # on from, or the offset of each.
+    pieces: list[tuple[str, int | list[int]]] = [
+        ("".join("\n" if char in NAME_SEPARATORS else char for char in head), 0),
+        ("".join(head[index] for index in kept), kept),
+        *((text[start : start + NAME_REACH], start) for start in starts),
     ]
-    origins: list[int] = []
-    for number, (_, offsets) in enumerate(readings):
-        if number:
-            origins += [offsets[0]] * len(_READINGS_SEPARATOR)
-        origins += offsets
-    return _READINGS_SEPARATOR.join(reading for reading, _ in readings), origins
+    beginnings: list[int] = [0]
+    origins: list[int | list[int]] = [0]
+    position = len(text)
+    for reading, origin in pieces:
+        first = origin if isinstance(origin, int) else origin[0] if origin else 0
+        beginnings += [position, position + len(_READINGS_SEPARATOR)]
+        origins += [[first] * len(_READINGS_SEPARATOR), origin]
+        position += len(_READINGS_SEPARATOR) + len(reading)
+
+    def origin_of(at: int) -> int:
+        number = bisect_right(beginnings, at) - 1
+        origin, offset = origins[number], at - beginnings[number]
+        return origin + offset if isinstance(origin, int) else origin[offset]
+
+    return _READINGS_SEPARATOR.join([text, *(reading for reading, _ in pieces)]), origin_of
 
 
 def scan_glued(scanner: Scanner, text: str, budget: ScanBudget) -> ScanResult:
     """What ``scanner`` finds in any of ``text``'s ``glued_readings``, as spans of ``text``: for a name an
     agent or a model chose (a tool's, a server's, a file's), read where it is recorded or echoed."""
-    reading, origins = glued_readings(text)
+    reading, origin_of = glued_readings(text)
     scan = scanner.scan(reading, budget)
     if reading is text:
         return scan
     found = {
-        (match.rule.id, origins[match.start], origins[match.end - 1] + 1): Match(
-            match.rule, origins[match.start], origins[match.end - 1] + 1, match.disguise
+        (match.rule.id, origin_of(match.start), origin_of(match.end - 1) + 1): Match(
+            match.rule, origin_of(match.start), origin_of(match.end - 1) + 1, match.disguise
         )
         for match in scan.found
     }
