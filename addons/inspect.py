@@ -304,12 +304,16 @@ def codings(message: http.Message) -> str:
 
 
 def is_large(message: http.Message | None) -> bool:
-    """A body whose inspection may take long enough to hold up other agents, if run on the event loop: one
-    of ``OFF_LOOP_BYTES`` or more (``inspection_weight``), or compressed (it may be small and decode to
-    the inspection cap)."""
-    if message is None or not message.raw_content:
-        return False
-    return inspection_weight(message.raw_content) >= OFF_LOOP_BYTES or is_compressed(message)
+    """A body whose inspection takes long enough to hold up other agents, if run on the event loop: one
+    of ``OFF_LOOP_BYTES`` or more (``inspection_weight``)."""
+    raw = message.raw_content if message is not None else None
+    return raw is not None and inspection_weight(raw) >= OFF_LOOP_BYTES
+
+
+def may_grow(message: http.Message | None) -> bool:
+    """A smaller body that is compressed: it may decode to the inspection cap, so it is not inspected on
+    the event loop either, nor made to wait behind large ones (most answers come compressed)."""
+    return message is not None and bool(message.raw_content) and is_compressed(message)
 
 
 def inspection_weight(raw: bytes) -> int:
@@ -1062,15 +1066,23 @@ class Inspect:
     async def _off_loop_if_large(
         self, inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
     ) -> None:
-        """Inspect a large body in the large bodies' thread (``LARGE_THREADS``), so the event loop keeps
+        """Inspect a large or compressed body off the event loop (``_threads_for``), so the loop keeps
         serving every other agent meanwhile; the same code runs either way, so the verdict is the same.
         mitmproxy holds the flow until the hook returns, so nothing else touches it while the thread
         works."""
-        if is_large(message):
-            work = partial(contextvars.copy_context().run, inspect, flow)
-            await asyncio.get_running_loop().run_in_executor(self._large, work)
-        else:
+        threads = self._threads_for(message)
+        if threads is None:
             inspect(flow)
+            return
+        work = partial(contextvars.copy_context().run, inspect, flow)
+        await asyncio.get_running_loop().run_in_executor(threads, work)
+
+    def _threads_for(self, message: http.Message | None) -> ThreadPoolExecutor | None:
+        """Where a body is inspected off the event loop: a large one in the large bodies' thread, a small
+        compressed one beside observed requests (``may_grow``); None for one inspected on the loop."""
+        if is_large(message):
+            return self._large
+        return self._alongside if may_grow(message) else None
 
     @fail_open
     def inspect_request(self, flow: http.HTTPFlow) -> None:
@@ -1085,7 +1097,7 @@ class Inspect:
         prepared = self._prepare_request(flow)
         if prepared is None:
             return
-        threads = self._large if is_large(flow.request) else self._alongside
+        threads = self._threads_for(flow.request) or self._alongside
         flow.metadata[PENDING_KEY] = threads.submit(self._inspect_concurrently, flow, *prepared)
 
     @fail_open

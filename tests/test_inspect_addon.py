@@ -534,6 +534,22 @@ def test_large_bodies_are_inspected_one_at_a_time_in_a_thread_of_their_own(
     assert seen_in == ({"MainThread"} if mode == "enforce" else {"egressguard-inspect"})
 
 
+def test_a_small_compressed_body_is_inspected_off_the_loop_without_waiting_for_large_ones() -> None:
+    """A compressed body may decode to the inspection cap, so it leaves the event loop; most answers
+    come compressed, so it is inspected beside observed requests, not behind large bodies."""
+    addon = inspect_addon("enforce")
+    small = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+    small.request.headers["content-encoding"] = "gzip"
+    small.request.raw_content = gzip.compress(small.request.raw_content or b"")
+    large = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": "x " * (200 << 10)}]})
+    plain = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+    try:
+        threads = [addon._threads_for(flow.request) for flow in (small, large, plain)]
+        assert threads == [addon._alongside, addon._large, None]
+    finally:
+        addon.done()
+
+
 def test_a_reloaded_policy_decides_whether_requests_are_inspected_alongside() -> None:
     """Under a policy that only observes, a request leaves while its inspection runs alongside; once a
     reload enforces a threat, the next request is inspected before it leaves, and back again."""

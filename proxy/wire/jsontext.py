@@ -20,7 +20,7 @@ _MAX_DIGITS = sys.get_int_max_str_digits() or 4300
 _WHITESPACE = " \t\n\r"
 """What JSON reads as whitespace around a value."""
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NESTING = np.zeros(256, dtype=np.int64)
+_NESTING = np.zeros(256, dtype=np.int8)
 _NESTING[list(b"[{")], _NESTING[list(b"]}")] = 1, -1
 """How each byte outside a string changes the depth it is at."""
 
@@ -85,4 +85,7 @@ def nests_past(text: str, limit: int) -> bool:
     if text.count("[") + text.count("{") <= limit:
         return False
     outside = np.frombuffer(_STRING.sub("", text).encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    return bool(outside.size) and int(_NESTING[outside].cumsum().max()) > limit
+    # The depth changes at brackets alone: their steps are summed, not a step for every byte.
+    steps = _NESTING[outside]
+    steps = steps[steps != 0]
+    return bool(steps.size) and int(steps.cumsum().max()) > limit
