@@ -122,11 +122,11 @@ REASON_FIELD = ":reason"
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
 UNREADABLE_ANSWER_RULE = "inspection.binary_answer"
 UNREAD_ATTACHMENT_RULE = "inspection.attachment"
+"""A file a request carries encoded (base64, a ``data:`` URL), or an answer gives to be read in a field
+that holds base64, that does not decode: a lenient decoder may read what no detector saw."""
 STAGED_UPLOAD_RULE = "inspection.staged_upload"
 """An upload's ``complete`` whose file egressguard cannot read whole (a part it did not see, or that
 passed unread), or whose reading would rewrite a part that has already left."""
-"""A file a request carries encoded (base64, a ``data:`` URL), or an answer gives to be read in a field
-that holds base64, that does not decode: a lenient decoder may read what no detector saw."""
 TEXT_ENCODING_KEY = "egressguard.inspect.text_encoding"
 """The encoding other than UTF-8 the request body came in (``as_utf8``), which a rewrite goes back in."""
 OTHER_READINGS_KEY = "egressguard.inspect.other_readings"

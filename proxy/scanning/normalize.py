@@ -51,8 +51,6 @@ MAX_DECODED_CHARS = 64_000
 
 MAX_SEGMENTS = 32
 
-# Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
-# separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
 ROT13_TABLE = str.maketrans(
     string.ascii_lowercase + string.ascii_uppercase,
     string.ascii_lowercase[13:]
@@ -71,6 +69,8 @@ _LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
 beside them past ``f``, so that hex digests are no leetspeak."""
 LEET_RUNS = 2
 """A single one is a version string or a name (ipv4, s3, log4j), read as it is."""
+# Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
+# separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
 _INVISIBLE = re.compile(
     "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u061c\ufeff\U000e0000-\U000e007f]"
 )
