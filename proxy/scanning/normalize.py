@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
 import string
 import unicodedata
@@ -30,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+import ahocorasick_rs
 import regex
 
 HIDDEN_CHARACTERS = "hidden_characters"
@@ -58,8 +60,13 @@ ROT13_TABLE = str.maketrans(
     + string.ascii_uppercase[13:]
     + string.ascii_uppercase[:13],
 )
-_TURN_CUE = re.compile(
-    r"rot[\s_-]?13|caesar|cipher|shift|rotat|revers|backwards|right[\s-]to[\s-]left|mirror"
+_TURN_CUES = (
+    "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "shift", "rotat", "revers", "backwards",
+    "right to left", "right-to-left", "mirror",
+)  # fmt: skip
+_CUES = ahocorasick_rs.AhoCorasick(_TURN_CUES, implementation=ahocorasick_rs.Implementation.DFA)
+_ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
+    [cue.encode("ascii") for cue in _TURN_CUES], implementation=ahocorasick_rs.Implementation.DFA
 )
 """Words that ask a reader to undo a turning: a model follows ROT13 or reversed text when told to read it
 so, and a text that does not say so reads as the noise it is."""
@@ -69,6 +76,9 @@ _LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
 beside them past ``f``, so that hex digests are no leetspeak."""
 LEET_RUNS = 2
 """A single one is a version string or a name (ipv4, s3, log4j), read as it is."""
+_LEET_SHAPES = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz013457@$", b"a" * 6 + b"g" * 20 + b"1" * 8)
+"""An ASCII text's letters and leet signs by kind: a run needs a sign, and a letter past ``f`` beside one
+(``g1`` or ``1g``)."""
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
 # separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
 _INVISIBLE = re.compile(
@@ -152,12 +162,20 @@ def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
     where it asks for a turning to be undone, and with its leetspeak read as letters where it holds
     enough of it (``LEET_RUNS``)."""
     forms: list[str] = []
-    if _TURN_CUE.search(plain):
+    ascii_text = plain.encode("ascii") if plain.isascii() else None
+    cued = (
+        _ASCII_CUES.find_matches_as_indexes(ascii_text)
+        if ascii_text is not None
+        else _CUES.find_matches_as_indexes(plain)
+    )
+    if cued:
         words_backwards = " ".join(word[::-1] for word in plain.split(" "))
         forms += [plain.translate(ROT13_TABLE), plain[::-1], words_backwards]
         signals.add(TURNED)
-    runs = _LEET_RUN.finditer(plain)
-    if all(next(runs, None) for _ in range(LEET_RUNS)):
+    if (
+        _may_hold_leet(ascii_text)
+        and len(list(itertools.islice(_LEET_RUN.finditer(plain), LEET_RUNS))) == LEET_RUNS
+    ):
         forms.append(plain.translate(_LEET))
         signals.add(LEETSPEAK)
     return tuple(forms)
@@ -195,6 +213,15 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         segment = segment[: budget[0]]
         budget[0] -= len(segment)
         _normalize_into(segment, depth - 1, texts, signals, budget)
+
+
+def _may_hold_leet(ascii_text: bytes | None) -> bool:
+    """Whether a text (its bytes where it is ASCII, else None) may hold ``LEET_RUNS`` runs: as many signs
+    beside a letter past ``f``, counted far faster than the runs' pattern is searched."""
+    if ascii_text is None:
+        return True
+    shapes = ascii_text.translate(_LEET_SHAPES)
+    return shapes.count(b"1") >= LEET_RUNS and (b"g1" in shapes or b"1g" in shapes)
 
 
 def decode_tag_run(run: str) -> str:
