@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import re
 import string
 import unicodedata
@@ -76,9 +75,15 @@ _LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
 beside them past ``f``, so that hex digests are no leetspeak."""
 LEET_RUNS = 2
 """A single one is a version string or a name (ipv4, s3, log4j), read as it is."""
-_LEET_SHAPES = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz013457@$", b"a" * 6 + b"g" * 20 + b"1" * 8)
-"""An ASCII text's letters and leet signs by kind: a run needs a sign, and a letter past ``f`` beside one
-(``g1`` or ``1g``)."""
+_LEET_SHAPES = bytes(
+    ord("a") if chr(byte) in string.ascii_lowercase else ord("1") if chr(byte) in "013457@$" else ord(" ")
+    for byte in range(256)
+)
+"""An ASCII text's lower-case letters as ``a``, its leet signs as ``1``, anything else a space."""
+TURN_REACH = 1024
+"""How far from a word asking for it a turning is undone: what it points at stands beside it."""
+LEET_REACH = 256
+"""How far from leetspeak it is read as letters: a sentence's reach."""
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
 # separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
 _INVISIBLE = re.compile(
@@ -158,25 +163,24 @@ def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
 
 
 def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
-    """``plain`` (in normal form) undone from ROT13, read backwards and read with each word backwards,
-    where it asks for a turning to be undone, and with its leetspeak read as letters where it holds
-    enough of it (``LEET_RUNS``)."""
+    """``plain`` (in normal form) around each word asking for a turning to be undone (``TURN_REACH`` each
+    way) undone from ROT13, read backwards and read with each word backwards; and around its leetspeak
+    (``LEET_REACH``), where it holds enough of it (``LEET_RUNS``), read as letters."""
     forms: list[str] = []
     ascii_text = plain.encode("ascii") if plain.isascii() else None
-    cued = (
+    cues = (
         _ASCII_CUES.find_matches_as_indexes(ascii_text)
         if ascii_text is not None
         else _CUES.find_matches_as_indexes(plain)
     )
-    if cued:
-        words_backwards = " ".join(word[::-1] for word in plain.split(" "))
-        forms += [plain.translate(ROT13_TABLE), plain[::-1], words_backwards]
+    for start, end in _windows([(start, end) for _, start, end in cues], len(plain), TURN_REACH):
+        window = plain[start:end]
+        words_backwards = " ".join(word[::-1] for word in window.split(" "))
+        forms += [window.translate(ROT13_TABLE), window[::-1], words_backwards]
         signals.add(TURNED)
-    if (
-        _may_hold_leet(ascii_text)
-        and len(list(itertools.islice(_LEET_RUN.finditer(plain), LEET_RUNS))) == LEET_RUNS
-    ):
-        forms.append(plain.translate(_LEET))
+    runs = _leet_runs(plain, ascii_text)
+    if len(runs) >= LEET_RUNS:
+        forms += [plain[start:end].translate(_LEET) for start, end in _windows(runs, len(plain), LEET_REACH)]
         signals.add(LEETSPEAK)
     return tuple(forms)
 
@@ -215,13 +219,35 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
         _normalize_into(segment, depth - 1, texts, signals, budget)
 
 
-def _may_hold_leet(ascii_text: bytes | None) -> bool:
-    """Whether a text (its bytes where it is ASCII, else None) may hold ``LEET_RUNS`` runs: as many signs
-    beside a letter past ``f``, counted far faster than the runs' pattern is searched."""
+def _leet_runs(plain: str, ascii_text: bytes | None) -> list[tuple[int, int]]:
+    """Where ``plain`` (its bytes where it is ASCII, else None) has signs standing for letters inside a
+    word (``_LEET_RUN``). In ASCII, each letter a sign follows is found by a bytes search and the run
+    looked at from there: the pattern, which tries two branches at every place, costs far more."""
     if ascii_text is None:
-        return True
+        return [match.span() for match in _LEET_RUN.finditer(plain)]
     shapes = ascii_text.translate(_LEET_SHAPES)
-    return shapes.count(b"1") >= LEET_RUNS and (b"g1" in shapes or b"1g" in shapes)
+    runs = []
+    position = shapes.find(b"a1")
+    while position >= 0:
+        end = position + 2
+        while shapes[end : end + 1] == b"1":
+            end += 1
+        if shapes[end : end + 1] == b"a" and max(ascii_text[position], ascii_text[end]) >= ord("g"):
+            runs.append((position, end + 1))
+        position = shapes.find(b"a1", end)
+    return runs
+
+
+def _windows(spans: list[tuple[int, int]], length: int, reach: int) -> list[tuple[int, int]]:
+    """``spans`` widened by ``reach`` each way within a text of ``length``, those that then meet merged."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        low, high = max(0, start - reach), min(length, end + reach)
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
 
 
 def decode_tag_run(run: str) -> str:
