@@ -60,8 +60,9 @@ ROT13_TABLE = str.maketrans(
     + string.ascii_uppercase[:13],
 )
 _TURN_CUES = (
-    "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "shift", "rotat", "revers", "backwards",
-    "right to left", "right-to-left", "mirror",
+    "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "backwards", "right to left",
+    "right-to-left", "in reverse", "reverse this", "reverse it", "reverse the text", "reverse each",
+    "reverse every", "reversed text", "text reversed", "reverse order", "reversed order", "reversing",
 )  # fmt: skip
 _CUES = ahocorasick_rs.AhoCorasick(_TURN_CUES, implementation=ahocorasick_rs.Implementation.DFA)
 _ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
@@ -83,6 +84,9 @@ _LEET_SHAPES = bytes(
 TURN_REACH = 1024
 """How far from a word asking for it a turning is undone: what it points at stands beside it."""
 LEET_REACH = 256
+TURNED_WINDOWS = 8
+"""Windows of a text read turned, at most: a document that says "cipher" on every page is read turned
+where it first does, not whole three times over."""
 """How far from leetspeak it is read as letters: a sentence's reach."""
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
 # separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
@@ -173,14 +177,16 @@ def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
         if ascii_text is not None
         else _CUES.find_matches_as_indexes(plain)
     )
-    for start, end in _windows([(start, end) for _, start, end in cues], len(plain), TURN_REACH):
+    cued = _windows([(start, end) for _, start, end in cues], len(plain), TURN_REACH)
+    for start, end in cued[:TURNED_WINDOWS]:
         window = plain[start:end]
         words_backwards = " ".join(word[::-1] for word in window.split(" "))
         forms += [window.translate(ROT13_TABLE), window[::-1], words_backwards]
         signals.add(TURNED)
     runs = _leet_runs(plain, ascii_text)
     if len(runs) >= LEET_RUNS:
-        forms += [plain[start:end].translate(_LEET) for start, end in _windows(runs, len(plain), LEET_REACH)]
+        windows = _windows(runs, len(plain), LEET_REACH)[:TURNED_WINDOWS]
+        forms += [plain[start:end].translate(_LEET) for start, end in windows]
         signals.add(LEETSPEAK)
     return tuple(forms)
 
