@@ -1209,8 +1209,9 @@ class Inspect:
     def _refuse_unread_upload(
         self, flow: http.HTTPFlow, dialect: Dialect, inspector: TurnInspector, view: RequestView, body: bytes
     ) -> bool:
-        """An Upload's ``complete`` is read with the file its parts make (``read_completed_upload``); one
-        whose file cannot be read whole is refused where that is enforced (True)."""
+        """An Upload's ``complete`` is read with the file its parts make (``read_completed_upload``), a
+        binary one as binary content; one whose file cannot be read whole, or whose binary content holds
+        what the policy enforces, is refused (True)."""
         cap = inspector.policy.max_body_bytes
         step = upload_step(flow.request)
         read_before = len(view.attachments)

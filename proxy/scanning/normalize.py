@@ -64,12 +64,12 @@ _TURN_CUES = (
     "right-to-left", "in reverse", "reverse this", "reverse it", "reverse the text", "reverse each",
     "reverse every", "reversed text", "text reversed", "reverse order", "reversed order", "reversing",
 )  # fmt: skip
+"""Words that ask a reader to undo a turning: a model follows ROT13 or reversed text when told to read it
+so, and a text that does not say so reads as the noise it is."""
 _CUES = ahocorasick_rs.AhoCorasick(_TURN_CUES, implementation=ahocorasick_rs.Implementation.DFA)
 _ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
     [cue.encode("ascii") for cue in _TURN_CUES], implementation=ahocorasick_rs.Implementation.DFA
 )
-"""Words that ask a reader to undo a turning: a model follows ROT13 or reversed text when told to read it
-so, and a text that does not say so reads as the noise it is."""
 _LEET = str.maketrans("013457@$", "oieastas")
 _LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
 """Digits or signs standing for letters inside a word ("pr3v10us"), which a model reads unasked; a letter
@@ -84,10 +84,10 @@ _LEET_SHAPES = bytes(
 TURN_REACH = 1024
 """How far from a word asking for it a turning is undone: what it points at stands beside it."""
 LEET_REACH = 256
+"""How far from leetspeak it is read as letters: a sentence's reach."""
 TURNED_WINDOWS = 8
 """Windows of a text read turned, at most: a document that says "cipher" on every page is read turned
 where it first does, not whole three times over."""
-"""How far from leetspeak it is read as letters: a sentence's reach."""
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
 # separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
 _INVISIBLE = re.compile(
