@@ -122,6 +122,16 @@ def test_observe_mode_records_but_does_not_block(
     assert refusal["threat"] == "lateral_movement" and refusal["enforced"] is False
 
 
+def get_through(proxy: Proxy, host: str, port: int, plain_upstream: list[dict[str, Any]]) -> None:
+    """Sends a plain GET for `host:port` through the proxy and checks it reached the upstream."""
+    status, _ = proxy.raw(
+        f"GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+        + proxy_authorization()
+        + b"\r\n"
+    )
+    assert status == 200 and len(plain_upstream) == 1
+
+
 def test_observe_mode_connects_a_name_outside_the_allowlist_to_the_address_it_recorded(
     start_proxy: Callable[..., Proxy], plain_upstream: list[dict[str, Any]]
 ) -> None:
@@ -130,12 +140,7 @@ def test_observe_mode_connects_a_name_outside_the_allowlist_to_the_address_it_re
     the request reaches that address."""
     port = plain_upstream.pop()["port"]
     proxy = start_proxy(mode="observe", hosts={"sneaky.example": "127.0.0.1"})
-    status, _ = proxy.raw(
-        f"GET http://sneaky.example:{port}/ HTTP/1.1\r\nHost: sneaky.example:{port}\r\n".encode()
-        + proxy_authorization()
-        + b"\r\n"
-    )
-    assert status == 200 and len(plain_upstream) == 1
+    get_through(proxy, "sneaky.example", port, plain_upstream)
     (record,) = proxy.wait_for_records(1)
     assert record["egress_host"] == "sneaky.example"
     (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
@@ -151,12 +156,7 @@ def test_observe_mode_connects_an_address_in_any_spelling_to_the_address_it_reco
     address the record names, and the record says which address that spelling means."""
     port = plain_upstream.pop()["port"]
     proxy = start_proxy(mode="observe", allow="[api.openai.com]")
-    status, _ = proxy.raw(
-        f"GET http://{spelling}:{port}/ HTTP/1.1\r\nHost: {spelling}:{port}\r\n".encode()
-        + proxy_authorization()
-        + b"\r\n"
-    )
-    assert status == 200 and len(plain_upstream) == 1
+    get_through(proxy, spelling, port, plain_upstream)
     (record,) = proxy.wait_for_records(1)
     (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
     assert (refusal["rule"], refusal["enforced"]) == ("egress.internal_address", False)
