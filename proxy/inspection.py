@@ -2241,10 +2241,15 @@ class TurnInspector:
             or call.ran_upstream  # an approval could not undo it
         ):
             return finding
+        # The ids are the agent's headers, kept in the store and shown to operators as tool names are.
+        user_id, session_id = (
+            None if header is None else self._shown_name(header)
+            for header in (self.turn.context.user_id, self.turn.context.session_id)
+        )
         approval, opened = self.approvals.request(
             agent_id=self.turn.context.agent_id,
-            user_id=self.turn.context.user_id,
-            session_id=self.turn.context.session_id,
+            user_id=user_id,
+            session_id=session_id,
             tool=self._shown_name(call.name),
             arguments=call.arguments,
             redact=self._redact_all,
@@ -2263,7 +2268,8 @@ class TurnInspector:
         )
 
     def _shown_name(self, name: str) -> str:
-        """A tool's name as the agent's notice, an approval and a record may hold it (``recorded_name``)."""
+        """A name the agent chose (a tool's, its user's or session's) as the agent's notice, an approval and
+        a record may hold it (``recorded_name``)."""
         return recorded_name(name, self.detectors.sensitive, self.detectors.fingerprint_key)
 
     def _redact_all(self, text: str) -> str:

@@ -55,10 +55,13 @@ def test_a_key_in_a_tool_name_is_written_nowhere(
     """Destructive calls whose names carry a key glued to words by ``_`` are withheld, their approvals
     opened and paged; the tools the record lists (a key split by ``-`` too), the finding's tool, the
     approval's alert and record (its arguments' summary too), the proxy's log and the notice the agent
-    reads each name the tool with its key replaced."""
+    reads each name the tool with its key replaced. So do they the user and session ids the agent sent,
+    which the approval keeps."""
     proxy = start_proxy(mode="enforce", extra=alerts_yaml(receiver))
     upstream.reply = Reply(text="", tool_calls=CALLS)
-    client = agent_client(proxy, upstream, monkeypatch)
+    client = agent_client(proxy, upstream, monkeypatch).with_options(
+        default_headers={"X-User-Id": "u_" + GITHUB_TOKEN, "X-Session-Id": "s-" + AWS_KEY_ID}
+    )
     request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tidy up"}]}
     if stream:
         answer = "".join(
