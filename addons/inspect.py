@@ -347,11 +347,16 @@ def as_headers(fields: list[tuple[str, str]]) -> http.Headers:
     )
 
 
-def scan_request_fields(inspector: TurnInspector, request: http.Request) -> dict[str, list[tuple[str, str]]]:
-    """A request's method, headers and trailers scanned as data it sends (``TurnInspector.scan_method``,
-    ``scan_headers``): what changes, by the attribute that holds it (a method is never rewritten)."""
+def scan_request_fields(
+    inspector: TurnInspector, request: http.Request, body: bytes | None
+) -> dict[str, list[tuple[str, str]]]:
+    """A request's method, headers, trailers and multipart frame scanned as data it sends
+    (``TurnInspector.scan_method``, ``scan_headers``, ``scan_multipart_frame``): what changes, by the
+    attribute that holds it (a method and a frame are never rewritten)."""
     # As sent: ``request.method`` reads it in upper case, which is not what leaves.
     inspector.scan_method(request.data.method.decode("utf-8", "surrogateescape"))
+    if body is not None:
+        inspector.scan_multipart_frame(body)
     scanned = {}
     for name in ("headers", "trailers"):
         fields = getattr(request, name)
@@ -1111,7 +1116,7 @@ class Inspect:
     ) -> None:
         verdict = inspector.inspect_request(view)
         inspector.scan_url(pretty_host(flow.request), flow.request.path)
-        scan_request_fields(inspector, flow.request)
+        scan_request_fields(inspector, flow.request, body)
         read_otherwise(flow, inspector, view, body, parsed)
         scanned = inspector.scan_request(body, view, parsed) if body is not None else body
         if verdict.block is not None or verdict.replacements or scanned != body:
@@ -1292,7 +1297,7 @@ class Inspect:
         verdict = inspector.inspect_request(view)
         verdict.block = verdict.block or unsent_rewrite(inspector, verdict.replacements)
         target = inspector.scan_url(pretty_host(flow.request), flow.request.path)
-        fields = scan_request_fields(inspector, flow.request)
+        fields = scan_request_fields(inspector, flow.request, body)
         read_otherwise(flow, inspector, view, body, parsed)
         if target is not None and verdict.block is None:
             flow.request.path = target

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.wire.charsets import UnreadableEncodingError, declared_charsets, part_readings, read_in
-from proxy.wire.multipart import part_spans, replace_parts
+from proxy.wire.multipart import BOUNDARY_FIELD, EPILOGUE_FIELD, frame_fields, part_spans, replace_parts
 
 BODY = (
     b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\n\x00\x01binary\r\n'
@@ -30,6 +30,28 @@ def test_a_cut_body_keeps_the_parts_it_has() -> None:
     """A body that ends inside a part still yields that part, up to the end."""
     cut = BODY[: BODY.index(b"there") + 3]
     assert [cut[start:end] for start, end in part_spans(cut) or []] == [b"\x00\x01binary", b"hello the"]
+
+
+def test_the_frame_is_every_header_line_the_boundary_and_the_epilogue() -> None:
+    """What leaves around the parts' contents: each header line of each part as sent (UTF-8 where it
+    reads so), an RFC 8187 value percent-decoded too, the boundary, and what follows the closing one."""
+    body = (
+        b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt\r\n"
+        b"X-Note: caf\xc3\xa9\r\n\r\ncontent\r\n--b0und--\r\ntrailing words\r\n"
+    )
+    assert frame_fields(body) == [
+        (BOUNDARY_FIELD, "b0und"),
+        ("Content-Disposition", "form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"),
+        ("Content-Disposition", "résumé.txt"),
+        ("X-Note", "café"),
+        (EPILOGUE_FIELD, "\r\ntrailing words\r\n"),
+    ]
+    assert frame_fields(BODY) == [
+        (BOUNDARY_FIELD, "xyz"),
+        ("Content-Disposition", 'form-data; name="file"'),
+        ("Content-Disposition", 'form-data; name="note"'),
+    ]
+    assert frame_fields(b"plain text") is None
 
 
 def test_replacing_a_part_leaves_the_others_and_the_framing() -> None:

@@ -8,6 +8,7 @@ from the body's first line, as a receiver finds the parts, not from the Content-
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 _FIRST_LINE = re.compile(rb"--([^\r\n]{1,200})\r\n")
 
@@ -26,6 +27,47 @@ def part_headers(body: bytes) -> list[tuple[dict[str, str], int, int]] | None:
     if found is None:
         return None
     return [(_headers(body[head:start]), start, end) for head, start, end in found]
+
+
+def frame_fields(body: bytes) -> list[tuple[str, str]] | None:
+    """What a multipart body sends around its parts' contents, as header fields to scan: the boundary,
+    every line of each part's headers (a file's name, a field's name: a receiver keeps them, OpenAI lists
+    an uploaded file by its name), RFC 8187 values (``filename*=UTF-8''...``) also percent-decoded, and
+    whatever follows the closing boundary. None when the body does not begin with a boundary line."""
+    first = _FIRST_LINE.match(body)
+    found = _parts(body)
+    if first is None or found is None:
+        return None
+    fields = [(BOUNDARY_FIELD, _text(first.group(1)))]
+    for head, start, _ in found:
+        for line in _text(body[head : max(head, start - 4)]).split("\r\n"):
+            if not line.strip():
+                continue
+            name, _, value = line.partition(":")
+            fields.append((name.strip(), value.strip()))
+            fields += [(name.strip(), unquote(encoded)) for encoded in _EXTENDED_VALUE.findall(value)]
+    closing = b"\r\n--" + first.group(1) + b"--"
+    last_end = found[-1][2] if found else first.end()
+    if body.startswith(closing, last_end):
+        epilogue = body[last_end + len(closing) :]
+        if epilogue.strip():
+            fields.append((EPILOGUE_FIELD, _text(epilogue)))
+    return fields
+
+
+BOUNDARY_FIELD = ":boundary"
+EPILOGUE_FIELD = ":epilogue"
+"""The names a multipart body's boundary and epilogue are scanned under: no header can be named so."""
+_EXTENDED_VALUE = re.compile(r"\*\s*=\s*[\w!#$&+.^`|~-]*'[\w-]*'([^;\s]*)")
+
+
+def _text(raw: bytes) -> str:
+    """Header bytes as a receiver may read them: UTF-8 (what browsers and SDKs send for a non-ASCII file
+    name), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def _headers(block: bytes) -> dict[str, str]:

@@ -1,0 +1,110 @@
+"""End to end: what a multipart body sends around its parts (a file's name, a part's headers, the
+boundary, the epilogue) leaves as its parts do, and a receiver keeps some of it (an uploaded file is
+listed by its name). A key there is recorded, and refuses the upload where requests are redacted
+(``redaction.requests``): the frame is not rewritten."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from tests.harness import Proxy
+from tests.upstream import FakeUpstream, Reply
+
+AWS_KEY = "AKIAQWERTY234567ABCD"
+REDACTING = "redaction: {requests: true}\n"
+UPLOADED = Reply(body=b'{"id": "file-1", "object": "file", "filename": "notes.txt"}')
+
+
+def _part(disposition: bytes, extra: bytes = b"", content: bytes = b"hello world") -> bytes:
+    return b"Content-Disposition: " + disposition + b"\r\n" + extra + b"\r\n" + content
+
+
+def _form(first_part: bytes, boundary: bytes = b"AAA", epilogue: bytes = b"") -> bytes:
+    purpose = _part(b'form-data; name="purpose"', content=b"assistants")
+    delimiter = b"--" + boundary + b"\r\n"
+    return (
+        delimiter + first_part + b"\r\n" + delimiter + purpose + b"\r\n--" + boundary + b"--\r\n" + epilogue
+    )
+
+
+KEY = AWS_KEY.encode()
+FRAMES = {
+    "file name": _form(_part(b'form-data; name="file"; filename="backup ' + KEY + b'.txt"')),
+    "percent-encoded file name": _form(
+        _part(b"form-data; name=\"file\"; filename*=UTF-8''" + "".join(f"%{c:02X}" for c in KEY).encode())
+    ),
+    "field name": _form(_part(b'form-data; name="' + KEY + b'"')),
+    "part header": _form(_part(b'form-data; name="file"; filename="a.txt"', b"X-Note: " + KEY + b"\r\n")),
+    "part authorization header": _form(
+        _part(b'form-data; name="file"; filename="a.txt"', b"Authorization: Bearer " + KEY + b"\r\n")
+    ),
+    "boundary": _form(_part(b'form-data; name="file"; filename="a.txt"'), boundary=b"----" + KEY),
+    "epilogue": _form(_part(b'form-data; name="file"; filename="a.txt"'), epilogue=b"note: " + KEY + b"\r\n"),
+}
+
+
+def _post(proxy: Proxy, upstream: FakeUpstream, body: bytes, boundary: str) -> httpx.Response:
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with httpx.Client(proxy=proxy.url(), verify=context, timeout=60) as client:
+        return client.post(
+            f"{upstream.url}/v1/files",
+            content=body,
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+
+
+@pytest.mark.parametrize("place", sorted(FRAMES))
+def test_a_key_in_a_multipart_frame_refuses_the_upload_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, place: str
+) -> None:
+    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    body = FRAMES[place]
+    boundary = body[2 : body.index(b"\r\n")].decode()
+    reply = _post(proxy, upstream, body, boundary)
+    assert reply.status_code == 403, reply.text
+    assert upstream.received == []
+    (record,) = proxy.wait_for_records(1)
+    refusal = next(f for f in record["findings"] if f["rule"] == "inspection.multipart")
+    assert refusal["enforced"] and refusal["threat"] == "data_exfiltration"
+    assert AWS_KEY not in str(record) and AWS_KEY[4:] not in str(record)
+
+
+def test_an_sdk_upload_named_with_a_key_is_refused_and_recorded_where_observed(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The official SDK sends the file's name in the part's Content-Disposition: where requests are
+    redacted the upload is refused; where the proxy only observes it leaves and is recorded."""
+    name = f"export-{AWS_KEY}.csv"
+    enforcing = start_proxy(mode="enforce", extra=REDACTING)
+    with pytest.raises(openai.PermissionDeniedError, match="egressguard blocked this request"):
+        enforcing.openai_client(upstream.url).files.create(file=(name, b"a,b\n1,2\n"), purpose="assistants")
+    assert upstream.received == []
+    observing = start_proxy(mode="observe", extra=REDACTING)
+    upstream.reply = UPLOADED
+    observing.openai_client(upstream.url).files.create(file=(name, b"a,b\n1,2\n"), purpose="assistants")
+    assert name.encode() in upstream.received[-1].body
+    (record,) = observing.wait_for_records(1)
+    refusal = next(f for f in record["findings"] if f["rule"] == "inspection.multipart")
+    assert not refusal["enforced"] and AWS_KEY not in str(record)
+
+
+def test_ordinary_uploads_pass_untouched(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
+    """File names, field names and part headers of every day raise nothing."""
+    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    upstream.reply = UPLOADED
+    client = proxy.openai_client(upstream.url)
+    for name in (
+        "Q3 report (final) v2.pdf",
+        "résumé_2026-12-01.docx",
+        "data_7f3a9c2e4b1d.jsonl",
+        "notes.txt",
+    ):
+        client.files.create(file=(name, b"plain content\n"), purpose="assistants")
+    assert len(upstream.received) == 4
+    records = proxy.wait_for_records(4)
+    assert not [f for record in records for f in record["findings"] if f["rule"] == "inspection.multipart"]
