@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import dataclasses
 import hashlib
+import re
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Set
@@ -567,8 +568,19 @@ def body_finding(rule: str, signal: str, where: str, threat: Threat, *, enforced
     )
 
 
+_BEFORE_JSON = re.compile(
+    r"(?:[\s\ufeff]+|//[^\n]*|/\*.*?(?:\*/|\Z)|\)\]\}'?,?|while\s*\(\s*(?:1|true)\s*\)\s*;|for\s*\(\s*;\s*;\s*\)\s*;)*",
+    re.S,
+)
+
+
 def looks_like_json(body: bytes) -> bool:
-    return body_text(body).lstrip("\ufeff \t\r\n")[:1] in ("{", "[")
+    """A body that opens a JSON object or array, once what lenient readers skip before one is skipped:
+    comments, and the guards APIs put in front of JSON against script inclusion (``)]}'``,
+    ``while(1);``), which their own clients strip."""
+    text = body_text(body)
+    skipped = _BEFORE_JSON.match(text)
+    return text[skipped.end() if skipped else 0 :][:1] in ("{", "[")
 
 
 def unreadable_json_finding(where: str, reason: str, inspector: TurnInspector) -> Finding:

@@ -330,12 +330,23 @@ def test_a_request_with_an_integer_over_pythons_digit_limit_is_read(
     assert "inspection.unreadable_json" not in {finding["rule"] for finding in record["findings"]}
 
 
+UNREADABLE_ANSWERS: dict[str, Callable[[str], str]] = {
+    "nested past the depth": lambda body: body[:-1] + f', "x": {deeply_nested(5000)}}}',
+    "a comment first": lambda body: "/* generated */ " + body,
+    "a line comment first": lambda body: "// generated\n" + body,
+    "an inclusion guard first": lambda body: ")]}'\n" + body,
+    "a loop guard first": lambda body: "while(1);" + body,
+}
+
+
 @pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+@pytest.mark.parametrize("shape", sorted(UNREADABLE_ANSWERS))
 def test_a_json_answer_python_cannot_read_is_refused_where_enforced(
-    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, shape: str
 ) -> None:
-    """A completion nested past Python's reader's depth, whose destructive call a deeper-reading client
-    would run: enforced, the agent gets a 502 in its API's shape; observed, it passes, recorded."""
+    """A completion nested past Python's reader's depth, or behind what lenient readers and an API's own
+    client skip (a comment, a guard against script inclusion), whose destructive call such a client would
+    run: enforced, the agent gets a 502 in its API's shape; observed, it passes, recorded."""
     enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
     call = {"id": "call_1", "type": "function", "function": {"name": "drop_table", "arguments": "{}"}}
     message = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -348,8 +359,7 @@ def test_a_json_answer_python_cannot_read_is_refused_where_enforced(
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
         }
     )
-    body = body[:-1] + f', "x": {deeply_nested(5000)}}}'
-    upstream.reply = Reply(body=body.encode())
+    upstream.reply = Reply(body=UNREADABLE_ANSWERS[shape](body).encode())
     response = post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode())
     assert response.status_code == (502 if enforcing else 200)
     found = {finding["rule"]: finding for finding in last_record(mode_proxy)["findings"]}
