@@ -302,7 +302,7 @@ def bench_pii(packs: list[RulePack]) -> list[str]:
 
 def crafted_shapes() -> dict[str, str]:
     """Text made to be slow to scan, 1 MB of each (runs of one character, letter-spaced text, digits,
-    base64 and hex alphabets), after 1 MB of prose to compare with."""
+    base64 and hex alphabets, a key's prefix repeated), after 1 MB of prose to compare with."""
     rng = random.Random(1)  # noqa: S311 - reproducible filler text, not cryptography
     return {
         "prose": _prose(rng, 1_000_000),
@@ -315,6 +315,9 @@ def crafted_shapes() -> dict[str, str]:
         "digits": "".join(rng.choices(string.digits, k=1_000_000)),
         "base64": "".join(rng.choices(string.ascii_letters + string.digits + "+/", k=1_000_000)),
         "hex": "".join(rng.choices("0123456789abcdef", k=1_000_000)),
+        # A key's prefix over and over: every one starts a key's reading.
+        "AKIAAKIA": "AKIA" * 250_000,
+        "hvs.hvs.": "hvs." * 250_000,
     }
 
 

@@ -1267,3 +1267,31 @@ def test_a_renewed_budget_has_all_its_seconds_and_no_rule_out_of_time(tmp_path: 
     assert budget.spent and list(budget.timed_out) == ["slow"]
     budget.renew()
     assert not budget.spent and budget.left == 0.01 and budget.timed_out == {}
+
+
+def test_a_text_of_matches_one_after_another_is_read_for_their_ends_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where a token's rest is read from each of many matches in one run ("hvs.hvs.…", a vault token's
+    prefix over and over), the run is read about once, not once a match: each read before is gone on
+    from."""
+    read: list[int] = []
+    rest_of = rulepack._token_rest
+
+    class Counted:
+        def __init__(self, pattern: Any) -> None:
+            self.pattern = pattern
+
+        def match(self, text: str, position: int, stop: int) -> Any:
+            found = self.pattern.match(text, position, stop)
+            read.append((found.end() if found is not None else position) - position)
+            return found
+
+    monkeypatch.setattr(rulepack, "_token_rest", lambda punctuation: Counted(rest_of(punctuation)))
+    text = "hvs." * 50_000
+    starts = range(0, len(text), 4)
+    ends = [rulepack.token_end(text, start, start + 4) for start in starts]
+    assert sum(read) <= len(text)
+    for start in starts[::97]:
+        rulepack._last_rests.clear()
+        assert ends[start // 4] == rulepack.token_end(text, start, start + 4)

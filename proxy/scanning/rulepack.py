@@ -1300,8 +1300,40 @@ def token_end(text: str, start: int, end: int) -> int:
     punctuation = "".join(
         char for char in _CONTINUING_MARKS if char in value or (base64 and char in _ENDS_NOTHING)
     )
-    rest = _token_rest(punctuation).match(text, end, min(len(text), end + _MAX_TOKEN_REST))
-    return rest.end() if rest is not None else end
+    stop = min(len(text), end + _MAX_TOKEN_REST)
+    # The rest is read a character at a time, each step by its neighbours alone: from anywhere inside a
+    # rest read before it goes where that one went, and on from there only where that one's cap stopped
+    # it. A text of matches one after another ("hvs.hvs.…") would otherwise read the same rest from each.
+    # Views of the text are scanned between its own matches: each text keeps its own last rest, known
+    # by what it holds (a text's hash is worked out once), so that no text is kept alive for it.
+    key = (hash(text), len(text), punctuation)
+    read_from, last = end, _last_rests.get(key)
+    if last is not None and last.start <= end <= last.end:
+        if not last.capped or last.end >= stop:
+            return min(last.end, stop)
+        read_from = last.end
+    rest = _token_rest(punctuation).match(text, read_from, stop)
+    found = rest.end() if rest is not None else read_from
+    first = last.start if last is not None and read_from != end else end
+    if len(_last_rests) >= _KEPT_RESTS:
+        _last_rests.clear()
+    # A mark that needs a letter after it is not taken at the cap's last character: one short is capped too.
+    _last_rests[key] = _Rest(first, found, capped=found >= stop - 1 and stop < len(text))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Rest:
+    """A token's rest as ``token_end`` read it last in a text: from where to where, and whether its cap
+    stopped it."""
+
+    start: int
+    end: int
+    capped: bool
+
+
+_last_rests: dict[tuple[int, int, str], _Rest] = {}
+_KEPT_RESTS = 16
 
 
 UNBOUNDED = 1 << 62
