@@ -9,9 +9,12 @@ at the same moments. Each request's prompt or tool result starts with its own nu
 served from the detector's cache. It prints the median and p99 per path and the ratios egressguard /
 bare mitmdump, then does the same for a streamed reply (time to first event and total), the CPU each
 proxy spends per streamed event of the chat, Responses and Gemini streams, when a stream's events arrive
-together and when they arrive one at a time, and each proxy's resident memory after the run.
+together and when they arrive one at a time, and each proxy's resident memory after the run. With
+``--against DIR`` an egressguard of another checkout (the code before a change) takes its turns beside
+them, and each measure is also given as this checkout's / that one's: the ratios to bare mitmdump move with
+the machine's load, so only a run side by side tells what a change did.
 
-    python3 bench/latency.py [--requests 300] [--stream-requests 20] [--stream-cpu-only]
+    python3 bench/latency.py [--requests 300] [--stream-requests 20] [--stream-cpu-only] [--against DIR]
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ STREAM_PAUSE = 0.2
 THINK_SECONDS = 0.05
 DELTA_CHARACTERS = 12
 """A streamed reply's text per event, as models send it."""
+AGAINST = "egressguard, against"
+"""egressguard from the checkout ``--against`` names."""
 STREAMING_BARE = "bare mitmdump, streaming"
 """bare mitmdump with ``stream_large_bodies=1``: it relays each event as it arrives instead of the whole
 reply at its end."""
@@ -244,6 +249,12 @@ def report(title: str, results: dict[str, list[float]]) -> None:
         f"  egressguard / bare mitmdump: median {guard / bare:.2f}x, p99 {guard_p99 / bare_p99:.2f}x   "
         f"(added over direct: bare {added_bare:.2f} ms, egressguard {added_guard:.2f} ms)"
     )
+    if AGAINST in results:
+        against, against_p99 = statistics.median(results[AGAINST]), percentile(results[AGAINST], 0.99)
+        print(
+            f"  against / bare mitmdump: median {against / bare:.2f}x, p99 {against_p99 / bare_p99:.2f}x; "
+            f"egressguard / against: median {guard / against:.2f}x, p99 {guard_p99 / against_p99:.2f}x"
+        )
 
 
 def stream_cpu(
@@ -276,13 +287,20 @@ def report_stream_cpu(results: dict[str, dict[str, float]]) -> None:
         f"\nSSE CPU per streamed text event ({len(pieces(REPLY, DELTA_CHARACTERS))} events of "
         f"{DELTA_CHARACTERS} characters), one worker each"
     )
-    print(f"  {'stream':<32}{'bare':>9}{'streaming':>11}{'egressguard':>13}{'/ bare':>9}{'/ streaming':>13}")
+    against = any(AGAINST in spent for spent in results.values())
+    columns = f"{'bare':>9}{'streaming':>11}{'egressguard':>13}{'/ bare':>9}{'/ streaming':>13}"
+    columns += f"{'against':>10}{'/ streaming':>13}{'this / against':>16}" if against else ""
+    print(f"  {'stream':<32}{columns}")
     for case, spent in results.items():
         bare, streaming, guard = (spent[name] for name in ("bare mitmdump", STREAMING_BARE, "egressguard"))
-        print(
+        line = (
             f"  {case:<32}{bare * 1e6:>6.1f} us{streaming * 1e6:>8.1f} us{guard * 1e6:>10.1f} us"
             f"{guard / bare:>8.2f}x{guard / streaming:>12.2f}x"
         )
+        if against:
+            other = spent[AGAINST]
+            line += f"{other * 1e6:>7.1f} us{other / streaming:>12.2f}x{guard / other:>15.2f}x"
+        print(line)
     print("  (bare: mitmdump holding each reply until it ends; streaming: with stream_large_bodies=1)")
 
 
@@ -293,6 +311,7 @@ def main() -> None:
     parser.add_argument(
         "--stream-cpu-only", action="store_true", help="measure only the CPU per streamed event"
     )
+    parser.add_argument("--against", type=Path, help="another checkout whose egressguard takes turns beside")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="egressguard-bench-"))
@@ -300,6 +319,8 @@ def main() -> None:
     upstream = FakeUpstream(pki)
     url = f"{upstream.url}/v1/chat/completions"
     env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
+    # Each egressguard runs the code of its own checkout, whatever the installed package points at.
+    guard_env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     bare_port, guard_port, streaming_port = free_port(), free_port(), free_port()
     (workdir / "policy.yaml").write_text(bench_policy(workdir / "data"))
     bare, guard = proxy_commands(workdir, pki.ca_cert, bare_port, guard_port)
@@ -319,15 +340,29 @@ def main() -> None:
     rss: dict[str, float] = {}
     with ExitStack() as stack:
         bare_process = stack.enter_context(process(bare, bare_port, workdir, env))
-        guard_process = stack.enter_context(process(guard, guard_port, workdir, env))
+        guard_process = stack.enter_context(process(guard, guard_port, workdir, guard_env))
         streaming_process = stack.enter_context(process(streaming, streaming_port, workdir, env))
         pids = {
             "bare mitmdump": bare_process.pid,
             "egressguard": guard_process.pid,
             STREAMING_BARE: streaming_process.pid,
         }
+        if args.against is not None:
+            against = workdir / "against"
+            against.mkdir()
+            (against / "policy.yaml").write_text(bench_policy(against / "data"))
+            against_port = free_port()
+            command = proxy_commands(against, pki.ca_cert, bare_port, against_port)[1]
+            against_env = {**env, "PYTHONPATH": str(args.against.resolve())}
+            pids[AGAINST] = stack.enter_context(process(command, against_port, against, against_env)).pid
+            against_ca = against / "data" / "ca" / "mitmproxy-ca-cert.pem"
+            clients[AGAINST] = lambda: proxy_client(against_port, against_ca, f"{AGENT}:{AGENT_TOKEN}@")
         opened = {name: stack.enter_context(make_client()) for name, make_client in clients.items()}
-        paths = {name: opened[name] for name in ("direct", "bare mitmdump", "egressguard")}
+        paths = {
+            name: opened[name]
+            for name in ("direct", "bare mitmdump", "egressguard", AGAINST)
+            if name in opened
+        }
         print(f"{args.requests} requests per path, paths in turn, {len(REPLY)} B reply, TLS, keep-alive;")
         print(f"egressguard: 1 worker, enforce mode, every detector on; {os.cpu_count()} cores, shared")
         print(f"load average at the start: {os.getloadavg()[0]:.1f}")
