@@ -1158,7 +1158,9 @@ _PIECE = re.compile(f"[{_PIECE_CHARS}]{{1,512}}")
 # throughout: a prefix inside a long word or path fails once, without backtracking; and bounded, as a
 # literal is: a text of nothing but prefixes ("AKIAAKIA…") would read to its end from each.
 _NAME_CHARS = _PIECE_CHARS.replace("=", "")
-_ASSIGNED = rf"[{_NAME_CHARS}]{{0,512}}+{_QUOTE}?[ \t]*+(?:=>|:=|=|:)[ \t]*+(?P<opener>[(\[]\s{{0,8}}+)?{_QUOTE}"
+_ASSIGNED = (
+    rf"[{_NAME_CHARS}]{{0,512}}+{_QUOTE}?[ \t]*+(?:=>|:=|=|:)[ \t]*+(?P<opener>[(\[]\s{{0,8}}+)?{_QUOTE}"
+)
 _LEAD = rf"(?:{_ASSIGNED})?+[{_PIECE_CHARS}]{{0,512}}+"
 # A start's lead and the first glue, in one match: most starts fail it within a few characters.
 _JOINED_START = {glue: re.compile(f"{_LEAD}(?P<glue>{glue.pattern})") for glue in (_GLUE, _OPERATOR_GLUE)}
