@@ -632,12 +632,23 @@ def read_completed_upload(
     return None
 
 
-def upload_step(request: http.Request) -> UploadStep | None:
-    """What ``request`` does to an upload the provider assembles from pieces (``staged_upload``)."""
+def upload_step(flow: http.HTTPFlow) -> UploadStep | None:
+    """What ``flow``'s request does to an upload the provider assembles from pieces (``staged_upload``),
+    the upload named by the server it is sent to and the agent sending it as well as by its id: an id is
+    the server's, and another agent naming the same one must not replace or complete its pieces."""
+    request = flow.request
     headers = request.headers
-    return staged_upload(
-        request.path, headers.get("x-goog-upload-command", ""), headers.get("x-goog-upload-offset", "")
+    step = staged_upload(
+        request.path,
+        headers.get("x-goog-upload-command", ""),
+        headers.get("x-goog-upload-offset", ""),
+        headers.get("content-range", ""),
     )
+    if step is None:
+        return None
+    turn = turn_of(flow)
+    agent = turn.context.agent_id if turn is not None else ""
+    return dataclasses.replace(step, upload=f"{request.host}:{request.port}\n{agent}\n{step.upload}")
 
 
 def unsent_rewrite(inspector: TurnInspector, replacements: Mapping[str, str]) -> Finding | None:
@@ -1230,7 +1241,7 @@ class Inspect:
         binary one as binary content; one whose file cannot be read whole, or whose binary content holds
         what the policy enforces, is refused (True)."""
         cap = inspector.policy.max_body_bytes
-        step = upload_step(flow.request)
+        step = upload_step(flow)
         read_before = len(view.attachments)
         error = read_completed_upload(self.runtime.staged_parts, step, body, view, cap)
         refused_binary = self._read_attachments(flow, inspector, view.attachments[read_before:], "request")

@@ -1,11 +1,11 @@
 """Model input a provider assembles from pieces sent one request at a time: an OpenAI Upload's parts
 (``POST /v1/uploads/{id}/parts``, each the form field ``data``), joined in the order its ``complete``
-names them (``part_ids``), and the chunks of a Gemini resumable upload (``X-Goog-Upload-Command:
-upload`` at ``X-Goog-Upload-Offset``), joined by offset when the last one says ``finalize``, each into the
-file a batch then runs. Each piece is read as any body as it passes, yet a batch line (or a prompt) split
-across two pieces is whole only once they are joined: the pieces are kept on disk, at most the
-inspection cap an upload, so that the file they make can be read line by line, as a batch input file
-uploaded whole is, before the request that makes it one leaves.
+names them (``part_ids``), and the chunks of a Google resumable upload (``X-Goog-Upload-Command:
+upload`` at ``X-Goog-Upload-Offset``, or a ``Content-Range``), joined by offset when the last one
+finalizes the upload, each into the file a batch then runs. Each piece is read as any body as it passes,
+yet a batch line (or a prompt) split across two pieces is whole only once they are joined: the pieces are
+kept on disk, at most the inspection cap an upload, so that the file they make can be read line by line,
+as a batch input file uploaded whole is, before the request that makes it one leaves.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ MOST_UPLOADS = 256
 STAGED_FILE = "upload"
 """The first step of a locator into the file an upload's parts make (``upload[3].body.input``: line 3)."""
 _FIELD_NAME = re.compile(r'(?:^|;)\s*name="([^"]*)"')
+_PERSISTED = re.compile(r"bytes=0-(\d+)\s*\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,13 @@ def _write(path: Path, content: bytes) -> None:
     temporary.write_bytes(content)
     os.replace(temporary, path)
     os.utime(path.parent)
+
+
+def bytes_taken(offset: int, persisted: str) -> int:
+    """How many bytes of a chunk sent at ``offset`` the server holds, by the ``Range: bytes=0-N`` of its
+    308 answer (none where it names no range, as Google's protocol says)."""
+    found = _PERSISTED.match(persisted.strip())
+    return max(0, int(found.group(1)) + 1 - offset) if found is not None else 0
 
 
 def named_parts(body: bytes) -> list[str]:

@@ -113,6 +113,7 @@ def upstream_server(upstream_pki: UpstreamPKI) -> Iterator[FakeUpstream]:
 def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
     """The shared fake upstream, with a fresh default reply and an empty request log for each test."""
     upstream_server.reply = Reply()
+    upstream_server.answer = None
     upstream_server.received.clear()
     return upstream_server
 

@@ -8,28 +8,42 @@ enforce mode with the official OpenAI SDK and, for Gemini's protocol, an HTTP cl
 
 from __future__ import annotations
 
+import io
 import json
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from proxy.commands.localca import UpstreamPKI
 from proxy.detectors.tools import MCP_SERVER_EGRESS_RULE, PROVIDER_FETCH_RULE
 from proxy.dialects import read_batch_file, staged_upload
-from proxy.staged import MOST_UPLOADS, StagedParts, UnseenPartError, UploadStep, form_field, named_parts
+from proxy.staged import (
+    MOST_UPLOADS,
+    StagedParts,
+    UnseenPartError,
+    UploadStep,
+    bytes_taken,
+    form_field,
+    named_parts,
+)
 from proxy.wire.decoding import OverCapError
-from tests.harness import CLIENT_TIMEOUT_S, Proxy
+from tests.harness import AGENT, AGENT_TOKEN, CLIENT_TIMEOUT_S, Proxy
 from tests.test_e2e_declared_tools import refusals
 from tests.test_e2e_inspect import AWS_KEY, HEADERS, _agent, last_record, openai_client
+from tests.test_e2e_provider_fetch import gemini_client
 from tests.test_e2e_stored_requests import GEMINI, OUTSIDE, UNASKED_MCP, batch_line
-from tests.upstream import FakeUpstream, Reply
+from tests.upstream import FakeUpstream, Received, Reply
 
 CLEAN = batch_line("r1", "/v1/responses", {"model": "m", "input": "what changed?"})
 UNASKED = batch_line("r2", "/v1/responses", {"model": "m", "input": "run it", "tools": [UNASKED_MCP]})
 GEMINI_UPLOAD = "/upload/v1beta/files"
+STORAGE_UPLOAD = "/upload/storage/v1/b/corp-docs/o"
 KEYED = batch_line("r3", "/v1/responses", {"model": "m", "input": f"the key is {AWS_KEY}"})
 
 
@@ -45,6 +59,39 @@ def test_an_uploads_routes_are_told_from_others() -> None:
     assert staged_upload(chunk, "query", "") is None
     assert staged_upload(GEMINI_UPLOAD, "start", "") is None
     assert staged_upload("/drive/v3/files?upload_id=g1", "upload", "0") is None
+    resumable = "/resumable/upload/v1beta/files?upload_id=g1"
+    assert staged_upload(resumable, "upload", "5") == UploadStep("g1", completes=False, offset=5)
+
+
+def test_every_way_a_google_upload_sends_bytes_is_told() -> None:
+    """Google's other resumable protocol (``uploadType=resumable``) says where a chunk goes by its
+    ``Content-Range``: the last one (its end the total) or ``bytes */N`` finalizes, ``bytes */*`` only
+    asks. A request whose chunk cannot be placed (a range that does not read, two ids, both protocols'
+    headers) is a step no kept chunks complete, so it is refused."""
+    session = f"{STORAGE_UPLOAD}?uploadType=resumable&upload_id=g1"
+    assert staged_upload(session, content_range="bytes 0-99/*") == UploadStep("g1", False, 0)
+    assert staged_upload(session, content_range="bytes 100-149/200") == UploadStep("g1", False, 100)
+    assert staged_upload(session, content_range="bytes 100-199/200") == UploadStep("g1", True, 100)
+    assert staged_upload(session, content_range="bytes */200") == UploadStep("g1", True, 200)
+    assert staged_upload(session, content_range="bytes */*") is None
+    assert staged_upload(session) == UploadStep("g1", True, 0)  # the whole file in one request
+    unreadable = UploadStep("g1", completes=True, offset=-1)
+    for content_range in ("bytes=0-99", "bytes 0-99", "items 0-9/10", "bytes 0-x/10"):
+        assert staged_upload(session, content_range=content_range) == unreadable
+    assert staged_upload(session, "upload", "0", "bytes 0-9/*") == unreadable
+    assert staged_upload(f"{session}&upload_id=g2", "upload", "0") == UploadStep("g1,g2", True, -1)
+    assert staged_upload(f"{GEMINI_UPLOAD}?upload_id=g1", content_range="bytes 0-9/20") == UploadStep(
+        "g1", False, 0
+    )
+    assert staged_upload("/b/o?upload_id=g1", content_range="bytes 0-9/*") is None
+
+
+def test_a_chunk_is_kept_as_far_as_the_server_took_it() -> None:
+    assert bytes_taken(0, "bytes=0-19") == 20
+    assert bytes_taken(10, "bytes=0-19") == 10
+    assert bytes_taken(30, "bytes=0-19") == 0
+    assert bytes_taken(0, "") == 0  # no range: the server holds none of it
+    assert bytes_taken(0, "bytes=5-19") == 0
 
 
 def test_chunks_are_joined_by_offset_without_gap_or_overlap(tmp_path: Path) -> None:
@@ -208,41 +255,201 @@ def test_parts_not_seen_or_over_the_cap_refuse_the_complete(enforce: Proxy, upst
     assert refusals(last_record(enforce, 5))[0][1:] == ("inspection.decoded_over_cap", "request", True)
 
 
-def send_chunk(client: httpx.Client, url: str, command: str, offset: int, chunk: bytes) -> httpx.Response:
-    headers = {**HEADERS, "X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(offset)}
-    return client.post(f"{url}?upload_id=g1&upload_protocol=resumable", content=chunk, headers=headers)
+@dataclass(frozen=True)
+class Upload:
+    """An agent's HTTP client sending the chunks of upload ``g1`` to ``url`` through egressguard."""
+
+    client: httpx.Client
+    url: str
+
+    def chunk(self, command: str, offset: int, chunk: bytes) -> httpx.Response:
+        """A chunk of Gemini's protocol (``X-Goog-Upload-Command`` at ``X-Goog-Upload-Offset``)."""
+        headers = {**HEADERS, "X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(offset)}
+        return self.client.post(
+            f"{self.url}?upload_id=g1&upload_protocol=resumable", content=chunk, headers=headers
+        )
+
+    def put(self, content_range: str, chunk: bytes) -> httpx.Response:
+        """A chunk of the ``uploadType=resumable`` protocol, placed by its ``Content-Range``."""
+        headers = {**HEADERS, "Content-Range": content_range}
+        return self.client.put(
+            f"{self.url}?uploadType=resumable&upload_id=g1", content=chunk, headers=headers
+        )
 
 
-def test_a_gemini_upload_in_chunks_is_read_as_the_file_they_make(
-    enforce: Proxy, upstream: FakeUpstream
-) -> None:
+@contextmanager
+def upload_to(
+    proxy: Proxy,
+    upstream: FakeUpstream,
+    route: str = GEMINI_UPLOAD,
+    agent: str = AGENT,
+    token: str = AGENT_TOKEN,
+) -> Iterator[Upload]:
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with httpx.Client(proxy=proxy.url(agent, token), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+        yield Upload(client, f"{upstream.url}{route}")
+
+
+def fetching_file() -> tuple[bytes, int, int]:
+    """A Gemini batch file whose second line has the API fetch an address outside the allowlist; where
+    inside that address to cut it, and where its first line ends."""
     clean = json.dumps({"key": "k0", "request": {"contents": [{"parts": [{"text": "hello"}]}]}})
     fetching = json.dumps({"key": "k1", "request": GEMINI})
     whole = f"{clean}\n{fetching}\n".encode()
-    middle = whole.index(OUTSIDE.encode()) + 10
-    url = f"{upstream.url}{GEMINI_UPLOAD}"
-    context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+    return whole, whole.index(OUTSIDE.encode()) + 10, len(clean) + 1
+
+
+FETCHED_WHERE = [
+    "upload[1].request.contents[0].parts[0].fileData.fileUri",
+    "upload[1].request.tools[0].urlContext",
+]
+
+
+@pytest.mark.parametrize("route", [GEMINI_UPLOAD, "/resumable/upload/v1beta/files"])
+def test_a_gemini_upload_in_chunks_is_read_as_the_file_they_make(
+    enforce: Proxy, upstream: FakeUpstream, route: str
+) -> None:
+    whole, middle, first_line = fetching_file()
+    with upload_to(enforce, upstream, route) as upload:
         upstream.reply = Reply(body=b"", headers={"X-Goog-Upload-Status": "active"})
-        assert send_chunk(client, url, "upload", 0, whole[:middle]).status_code == 200
+        assert upload.chunk("upload", 0, whole[:middle]).status_code == 200
         upstream.reply = Reply(body=b'{"file": {"name": "files/f1"}}')
-        refused = send_chunk(client, url, "upload, finalize", middle, whole[middle:])
+        refused = upload.chunk("upload, finalize", middle, whole[middle:])
         assert refused.status_code == 403
         assert len(upstream.received) == 1
-        assert [where for _, rule, where, _ in refusals(last_record(enforce, 2))] == [
-            "upload[1].request.contents[0].parts[0].fileData.fileUri",
-            "upload[1].request.tools[0].urlContext",
-        ]
+        assert [where for _, rule, where, _ in refusals(last_record(enforce, 2))] == FETCHED_WHERE
         assert {rule for _, rule, _, _ in refusals(last_record(enforce, 2))} == {PROVIDER_FETCH_RULE}
         # A last chunk after a gap (a chunk that went around egressguard) is refused too.
-        refused = send_chunk(client, url, "upload, finalize", middle + 5, whole[middle + 5 :])
+        refused = upload.chunk("upload, finalize", middle + 5, whole[middle + 5 :])
         assert refused.status_code == 403
         assert refusals(last_record(enforce, 3))[0][1:] == ("inspection.staged_upload", "request", True)
         # The chunks of a clean file make it, and the upload is then forgotten.
-        send_chunk(client, url, "upload", 0, whole[:20])
-        assert send_chunk(client, url, "upload, finalize", 20, whole[20 : len(clean) + 1]).status_code == 200
+        upload.chunk("upload", 0, whole[:20])
+        assert upload.chunk("upload, finalize", 20, whole[20:first_line]).status_code == 200
         assert refusals(last_record(enforce, 5)) == []
-        assert send_chunk(client, url, "upload, finalize", 20, b"x").status_code == 403
+        assert upload.chunk("upload, finalize", 20, b"x").status_code == 403
+
+
+def test_a_cloud_storage_upload_placed_by_content_range_is_read_as_the_file_its_chunks_make(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """``uploadType=resumable``: chunks sent by PUT, each answered 308 with the range the server holds
+    until the last. A chunk the server took only part of is kept as far as it took it, the client
+    sending the rest again from there; a range that does not read is refused."""
+    whole, middle, first_line = fetching_file()
+
+    def resume(received: Received) -> Reply:
+        placed = received.headers["Content-Range"].split()[1]
+        first, _, rest = placed.partition("-")
+        last, _, total = rest.partition("/")
+        if total != "*" and int(last) + 1 == int(total):
+            return Reply(body=b'{"name": "batch.jsonl", "bucket": "corp-docs"}')
+        # The server keeps at most 30 bytes of a chunk.
+        held = min(int(last), int(first) + 29)
+        return Reply(body=b"", status=308, headers={"Range": f"bytes=0-{held}"})
+
+    upstream.answer = resume
+    with upload_to(enforce, upstream, STORAGE_UPLOAD) as upload:
+        assert upload.put(f"bytes 0-{middle - 1}/*", whole[:middle]).status_code == 308
+        # The server held 30 bytes: the client resends from there.
+        assert upload.put(f"bytes 30-{middle - 1}/*", whole[30:middle]).status_code == 308
+        sent = upload.put(f"bytes 60-{middle - 1}/*", whole[60:middle])
+        assert sent.headers["Range"] == "bytes=0-89"
+        refused = upload.put(f"bytes 90-{len(whole) - 1}/{len(whole)}", whole[90:])
+        assert refused.status_code == 403
+        assert [where for _, rule, where, _ in refusals(last_record(enforce, 4))] == FETCHED_WHERE
+        assert len(upstream.received) == 3
+        # A clean file in chunks, finalized by a request with no bytes: it passes.
+        clean = whole[:first_line]
+        starts = range(0, len(clean), 30)
+        for start in starts:
+            piece = clean[start : start + 30]
+            assert upload.put(f"bytes {start}-{start + len(piece) - 1}/*", piece).status_code == 308
+        upstream.answer = None
+        upstream.reply = Reply(body=b'{"name": "batch.jsonl"}')
+        assert upload.put(f"bytes */{len(clean)}", b"").status_code == 200
+        finalized = 4 + len(starts) + 1
+        assert refusals(last_record(enforce, finalized)) == []
+        # A range that does not read, or the last chunk of a file whose first chunks did not pass here.
+        last = f"bytes {len(clean) - 5}-{len(clean) - 1}/{len(clean)}"
+        for count, content_range in enumerate(("bytes=0-4", last), finalized + 1):
+            refused = upload.put(content_range, b"x" * 5)
+            assert refused.status_code == 403
+            unread = ("inspection.staged_upload", "request", True)
+            assert refusals(last_record(enforce, count))[0][1:] == unread
+
+
+def test_an_upload_id_is_kept_apart_for_each_agent_and_server(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
+) -> None:
+    """An upload id is the server's: another agent, or the same agent at another server, sending a chunk
+    under the same id keeps its own chunk, and neither replaces nor completes the first agent's."""
+    proxy = start_proxy(mode="enforce", other_agent="batch-bot")
+    whole, middle, _ = fetching_file()
+    decoy = b" " * middle
+    other_server = FakeUpstream(upstream_pki)
+    try:
+        for server in (upstream, other_server):
+            server.reply = Reply(body=b"", headers={"X-Goog-Upload-Status": "active"})
+        with upload_to(proxy, upstream) as first:
+            assert first.chunk("upload", 0, whole[:middle]).status_code == 200
+        with upload_to(proxy, upstream, agent="batch-bot", token="tob-hctab") as other_agent:
+            assert other_agent.chunk("upload", 0, decoy).status_code == 200
+        with upload_to(proxy, other_server) as elsewhere:
+            assert elsewhere.chunk("upload", 0, decoy).status_code == 200
+        with upload_to(proxy, upstream) as first:
+            refused = first.chunk("upload, finalize", middle, whole[middle:])
+        assert refused.status_code == 403
+        assert [where for _, _, where, _ in refusals(proxy.wait_for_records(4)[-1])] == FETCHED_WHERE
+        # The other agent's own chunks make its own file, which its finalize completes.
+        other_server.reply = upstream.reply = Reply(body=b'{"file": {"name": "files/f2"}}')
+        with upload_to(proxy, upstream, agent="batch-bot", token="tob-hctab") as other_agent:
+            completed = other_agent.chunk("upload, finalize", middle, whole[middle:])
+        assert completed.status_code == 200
+        assert refusals(proxy.wait_for_records(5)[-1]) == []
+    finally:
+        other_server.close()
+
+
+def test_an_upload_through_the_gemini_sdk_in_chunks_is_read_joined(
+    enforce: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official Gemini SDK uploads a file in chunks of ``CHUNK_SIZE`` (made small here): the file
+    its chunks make is read before its last chunk leaves."""
+    from google import genai
+    from google.genai import _api_client
+
+    monkeypatch.setattr(_api_client, "CHUNK_SIZE", 64)
+    monkeypatch.setattr(_api_client, "INITIAL_RETRY_DELAY", 0)
+    session = f"{upstream.url}{GEMINI_UPLOAD}?upload_id=g1&upload_protocol=resumable"
+
+    def protocol(received: Received) -> Reply:
+        command = received.headers.get("X-Goog-Upload-Command", "")
+        if command == "start":
+            return Reply(body=b"{}", headers={"X-Goog-Upload-URL": session, "X-Goog-Upload-Status": "active"})
+        if "finalize" in command:
+            name = b'{"file": {"name": "files/f1", "mimeType": "text/plain"}}'
+            return Reply(body=name, headers={"X-Goog-Upload-Status": "final"})
+        return Reply(body=b"", headers={"X-Goog-Upload-Status": "active"})
+
+    upstream.answer = protocol
+    client = gemini_client(upstream)
+    whole, _, first_line = fetching_file()
+    with pytest.raises(genai.errors.ClientError) as refused:
+        client.files.upload(file=io.BytesIO(whole), config={"mime_type": "text/plain"})
+    assert refused.value.code == 403
+    chunks = [r for r in upstream.received if "upload_id=g1" in r.path]
+    assert b"".join(r.body for r in chunks) == whole[: len(chunks) * 64]
+    assert all(r.headers["X-Goog-Upload-Command"] == "upload" for r in chunks)
+    # The SDK sends a chunk again where the answer says nothing of the upload's state, as a refusal does.
+    refused_count = 1 + len(chunks) + _api_client.MAX_RETRY_COUNT
+    rules = {rule for _, rule, _, _ in refusals(last_record(enforce, refused_count))}
+    assert rules == {PROVIDER_FETCH_RULE}
+    upstream.received.clear()
+    uploaded = client.files.upload(file=io.BytesIO(whole[:first_line]), config={"mime_type": "text/plain"})
+    assert uploaded.name == "files/f1"
+    assert len(upstream.received) == 1 + -(-first_line // 64)
+    assert refusals(last_record(enforce, refused_count + len(upstream.received))) == []
 
 
 def test_a_binary_file_uploaded_in_parts_is_read_as_binary_content(
@@ -278,12 +485,10 @@ def test_a_gemini_upload_finalized_by_a_bare_command_is_read_joined(
     fetching = json.dumps({"key": "k1", "request": GEMINI})
     whole = f"{fetching}\n".encode()
     middle = whole.index(OUTSIDE.encode()) + 10
-    url = f"{upstream.url}{GEMINI_UPLOAD}"
-    context = ssl.create_default_context(cafile=enforce.ca_cert)
-    with httpx.Client(proxy=enforce.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+    with upload_to(enforce, upstream) as upload:
         upstream.reply = Reply(body=b"", headers={"X-Goog-Upload-Status": "active"})
-        assert send_chunk(client, url, "upload", 0, whole[:middle]).status_code == 200
-        assert send_chunk(client, url, "upload", middle, whole[middle:]).status_code == 200
+        assert upload.chunk("upload", 0, whole[:middle]).status_code == 200
+        assert upload.chunk("upload", middle, whole[middle:]).status_code == 200
         upstream.reply = Reply(body=b'{"file": {"name": "files/f1"}}')
-        assert send_chunk(client, url, "finalize", len(whole), b"").status_code == 403
+        assert upload.chunk("finalize", len(whole), b"").status_code == 403
         assert {rule for _, rule, _, _ in refusals(last_record(enforce, 3))} == {PROVIDER_FETCH_RULE}

@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -444,6 +444,9 @@ class FakeUpstream:
 
     def __init__(self, pki: UpstreamPKI | None, host: str = "127.0.0.1") -> None:
         self.reply = Reply()
+        self.answer: Callable[[Received], Reply] | None = None
+        """Where set, what the model says next is chosen for each POST or PUT from what it received: a
+        protocol of several steps (a resumable upload) answers each step its own way."""
         self.received: list[Received] = []
         upstream = self
 
@@ -471,7 +474,10 @@ class FakeUpstream:
             def do_POST(self) -> None:
                 body = self._read_body()
                 path = self.path.split("?", 1)[0]
-                upstream.received.append(Received("POST", self.path, dict(self.headers.items()), body))
+                received = Received(self.command, self.path, dict(self.headers.items()), body)
+                upstream.received.append(received)
+                if upstream.answer is not None:
+                    upstream.reply = upstream.answer(received)
                 if upstream.reply.events is not None:
                     self._stream(iter(upstream.reply.events), upstream.reply)
                     return
@@ -515,6 +521,8 @@ class FakeUpstream:
                     self._stream(as_events(reply), reply)
                 else:
                     self._send(200, json.dumps(as_json(reply)).encode())
+
+            do_PUT = do_POST
 
             def _read_body(self) -> bytes:
                 if "chunked" not in self.headers.get("transfer-encoding", "").lower():

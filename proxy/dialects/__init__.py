@@ -79,10 +79,15 @@ _BEDROCK_INVOKE = re.compile(r"/model/(.+)/invoke(-with-response-stream)?\Z")
 slashes percent-encoded)."""
 _BEDROCK_CONVERSE = re.compile(r"/model/(.+)/(converse(?:-stream)?)\Z")
 """Bedrock's Converse API, one format for every model it serves (the model id as in ``_BEDROCK_INVOKE``)."""
-_PROVIDER_API = re.compile(r"(?:/openai)?/(?:upload/)?v1(?:alpha|beta)?\d*/|/openai/")
+_PROVIDER_API = re.compile(r"(?:/openai|/resumable(?=/upload/))?/(?:upload/)?v1(?:alpha|beta)?\d*/|/openai/")
 """The prefix of a provider's model API: OpenAI's and Anthropic's ``/v1``, Gemini's ``/v1beta`` (and its
-uploads' ``/upload/v1beta``), Vertex AI's ``/v1`` or ``/v1beta1``, Azure OpenAI's ``/openai``."""
+uploads' ``/upload/v1beta`` and ``/resumable/upload/v1beta``), Vertex AI's ``/v1`` or ``/v1beta1``, Azure
+OpenAI's ``/openai``."""
 _UPLOAD = re.compile(r"/uploads/([^/]+)/(parts|complete)\Z")
+_GOOGLE_UPLOAD = re.compile(r"(?:/resumable)?/upload/")
+"""Where Google's APIs take uploads (Gemini's files, Cloud Storage's objects, Drive's files): each session
+of their resumable protocols is named by the ``upload_id`` query parameter."""
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*\Z", re.IGNORECASE)
 _MAY_NAME_JSONRPC = re.compile("[jJ][sS\u017f][oO][nN][rR][pP][cC]|\\\\u")
 """Text in which some key may read as ``jsonrpc``: spelled in any case (servers in Go match keys
 regardless of case, and fold the long s to "s"), or with an escape."""
@@ -167,24 +172,44 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     return None
 
 
-def staged_upload(path: str, upload_command: str = "", upload_offset: str = "") -> UploadStep | None:
-    """What a request does to an upload the provider assembles from pieces, on a route of a provider
-    API's: an OpenAI Upload's (``/uploads/{id}/parts`` adds a part, ``/uploads/{id}/complete`` joins
-    them), a Gemini resumable upload's (``/upload/v1beta/files?upload_id=...`` with the request's
-    ``X-Goog-Upload-Command`` and ``X-Goog-Upload-Offset``); None for any other request."""
+def staged_upload(
+    path: str, upload_command: str = "", upload_offset: str = "", content_range: str = ""
+) -> UploadStep | None:
+    """What a request does to an upload the provider assembles from pieces: on a provider API's route, an
+    OpenAI Upload's (``/uploads/{id}/parts`` adds a part, ``/uploads/{id}/complete`` joins them); on a
+    Google upload route (``/upload/...`` or ``/resumable/upload/...?upload_id=...``), a chunk of either of
+    Google's resumable protocols: ``X-Goog-Upload-Command`` at ``X-Goog-Upload-Offset``, or
+    ``Content-Range`` (``uploadType=resumable``). None for any other request, and for one that sends no
+    bytes and finalizes nothing (a ``start``, a ``query``, a ``bytes */*`` status check)."""
     route = _route(path)
-    if not _PROVIDER_API.match(route):
-        return None
     found = _UPLOAD.search(route)
-    if found is not None:
+    if found is not None and _PROVIDER_API.match(route):
         return UploadStep(found.group(1), completes=found.group(2) == "complete")
-    commands = {command.strip().lower() for command in upload_command.split(",")}
-    upload = parse_qs(path.partition("?")[2]).get("upload_id")
-    # A chunk may finalize the upload itself, or a bare finalize with no bytes may follow the last one.
-    if not upload or not commands & {"upload", "finalize"} or not route.endswith("/files"):
+    uploads = parse_qs(path.partition("?")[2]).get("upload_id")
+    if not uploads or not _GOOGLE_UPLOAD.match(route):
         return None
-    offset = int(upload_offset) if upload_offset.strip().isdigit() else -1
-    return UploadStep(upload[0], completes="finalize" in commands, offset=offset)
+    # Servers differ in which of two ids they take, and a request that both protocols would read otherwise
+    # is read by neither: a step no kept chunks complete, refused where enforced.
+    unreadable = UploadStep(",".join(sorted(set(uploads))), completes=True, offset=-1)
+    if len(set(uploads)) > 1 or (upload_command.strip() and content_range.strip()):
+        return unreadable
+    if upload_command.strip():
+        commands = {command.strip().lower() for command in upload_command.split(",")}
+        # A chunk may finalize the upload itself, or a bare finalize with no bytes may follow the last one.
+        if not commands & {"upload", "finalize"}:
+            return None
+        offset = int(upload_offset) if upload_offset.strip().isdigit() else -1
+        return UploadStep(uploads[0], completes="finalize" in commands, offset=offset)
+    if not content_range.strip():
+        return UploadStep(uploads[0], completes=True, offset=0)  # the whole file in one request
+    span = _CONTENT_RANGE.match(content_range.strip())
+    if span is None:
+        return unreadable
+    first, last, total = span.groups()
+    if first is None:
+        # ``bytes */N`` finalizes a file of N bytes whose chunks were all sent; ``bytes */*`` asks how far.
+        return None if total == "*" else UploadStep(uploads[0], completes=True, offset=int(total))
+    return UploadStep(uploads[0], completes=total != "*" and int(last) + 1 == int(total), offset=int(first))
 
 
 def read_batch_file(content: bytes) -> RequestView:
