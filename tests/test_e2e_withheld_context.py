@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from proxy.dialects import Anthropic, OpenAIResponses, detect
+from proxy.dialects import Anthropic, OpenAIResponses, continued_by_route, detect
 from tests.harness import Proxy
 from tests.test_e2e_stored_requests import batch_line, batch_upload, read
 from tests.test_server_tools import CODE_ITEM, RESPONSE, answer
@@ -186,11 +186,29 @@ def test_the_containers_a_request_runs_in_and_an_answer_ran_code_in_are_read() -
     assert session.completion.containers == ["container_011"]
 
 
+def test_the_routes_that_read_or_add_to_what_the_provider_keeps_name_it() -> None:
+    """A conversation and its items, a container, its files and their content; deleting continues
+    nothing, and another API's path ending alike names nothing."""
+    assert continued_by_route("GET", "/v1/conversations/conv_1/items") == {"conversation": "conv_1"}
+    for path in (
+        "/v1/containers/cntr_1",
+        "/v1/containers/cntr_1/files",
+        "/v1/containers/cntr_1/files/cfile_1",
+        "/v1/containers/cntr_1/files/cfile_1/content/",
+        "/openai/containers/cntr_1/files?api-version=1",
+    ):
+        assert continued_by_route("GET", path) == {"container": "cntr_1"}
+    assert continued_by_route("POST", "/v1/containers/cntr_1/files") == {"container": "cntr_1"}
+    assert continued_by_route("DELETE", "/v1/containers/cntr_1/files/cfile_1") == {}
+    assert continued_by_route("POST", "/v1/containers") == {}
+    assert continued_by_route("GET", "/api/containers/cntr_1/files") == {}
+
+
 def test_a_container_an_answer_with_a_withheld_call_ran_in_cannot_be_run_in_again(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    """The container the answer names and the one the request ran in are both remembered; a new one
-    (``{"type": "auto"}``) and another one pass."""
+    """The container the answer names and the one the request ran in are both remembered, neither run in
+    again nor read back; a new one (``{"type": "auto"}``) and another one pass."""
     proxy = start_proxy(mode="enforce")
     client = proxy.openai_client(upstream.url, headers=CONTEXT)
     upstream.reply = Reply(body=json.dumps({**RESPONSE, "output": [CODE_ITEM, DELETE_ITEM]}).encode())
@@ -205,6 +223,27 @@ def test_a_container_an_answer_with_a_withheld_call_ran_in_cannot_be_run_in_agai
     assert ("inspection.withheld_context", "tools[0].container", True) in found
     for container in ({"type": "auto"}, "cntr_3"):
         assert ask(client, tools=[{"type": "code_interpreter", "container": container}]) == []
+    # What the withheld answer's code wrote in them is not handed back by the container files API either
+    # (their list, a file, its content); deleting one passes, as does reading another container's.
+    reads: list[Callable[[], object]] = [
+        lambda: client.containers.files.content.retrieve("cfile_1", container_id="cntr_1"),
+        lambda: client.containers.files.list("cntr_2"),
+        lambda: client.containers.files.retrieve("cfile_1", container_id="cntr_1"),
+        lambda: client.containers.retrieve("cntr_2"),
+    ]
+    for read_back in reads:
+        with pytest.raises(openai.PermissionDeniedError):
+            read_back()
+    record = proxy.wait_for_records(9)[-1]
+    assert ("inspection.withheld_context", "container", True) in {
+        (finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]
+    }
+    client.containers.files.delete("cfile_1", container_id="cntr_1")
+    upstream.reply = Reply(events=[b"col\n1\n"], content_type="text/csv")
+    assert client.containers.files.content.retrieve("cfile_1", container_id="cntr_3").read() == b"col\n1\n"
+    assert upstream.received[-1].path == "/v1/containers/cntr_3/files/cfile_1/content"
+    assert proxy.wait_for_records(11)[9]["path"] == "/v1/containers/cntr_1/files/cfile_1"
+    assert proxy.wait_for_records(11)[9]["status"] == 200
 
 
 def test_an_anthropic_container_an_answer_with_a_withheld_call_ran_in_cannot_be_run_in_again(

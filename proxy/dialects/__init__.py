@@ -117,18 +117,25 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
     return Generic()
 
 
-_CONVERSATION = re.compile(r"/conversations/([^/]+)(?:/items(?:/[^/]+)?)?\Z")
+_KEPT_BY_ROUTE = (
+    ("conversation", re.compile(r"/conversations/([^/]+)(?:/items(?:/[^/]+)?)?\Z")),
+    ("container", re.compile(r"/containers/([^/]+)(?:/files(?:/[^/]+(?:/content)?)?)?\Z")),
+)
+"""What a provider keeps and hands back by its id in the route: a conversation and its items, a
+container and the files the code run in it wrote (their list, each one, its content)."""
 
 
 def continued_by_route(method: str, path: str) -> dict[str, str]:
-    """What a provider API's route reads or adds to that the provider keeps: a conversation
-    (``/v1/conversations/{id}`` and its items), which hands whoever reads it what it holds. Deleting it
-    continues nothing."""
+    """What a provider API's route reads or adds to that the provider keeps (``_KEPT_BY_ROUTE``), which
+    hands whoever reads it what it holds, a withheld part among it. Deleting it continues nothing."""
     route = _route(path)
-    found = _CONVERSATION.search(route)
-    if found is None or method.upper() not in ("GET", "POST") or not _PROVIDER_API.match(route):
+    if method.upper() not in ("GET", "POST") or not _PROVIDER_API.match(route):
         return {}
-    return {"conversation": found.group(1)}
+    for kept, named in _KEPT_BY_ROUTE:
+        found = named.search(route)
+        if found is not None:
+            return {kept: found.group(1)}
+    return {}
 
 
 def _route(path: str) -> str:
