@@ -3,8 +3,9 @@ read as the file its parts make, in the order ``complete`` names them, line by l
 whole is: a line split across two parts that a whole file would be refused for refuses the ``complete``,
 as does a part that did not pass here, parts together over the inspection cap, or a secret split across
 parts (its parts have left: nothing can be redacted). A Gemini resumable upload's chunks are joined by
-offset when the last one finalizes it. Read by unit, then end to end through a real egressguard in
-enforce mode with the official OpenAI SDK and, for Gemini's protocol, an HTTP client."""
+offset, or by ``Content-Range``, when the last one finalizes it. Read by unit, then end to end through a
+real egressguard in enforce mode with the official OpenAI and Gemini SDKs and, for each protocol's every
+step, an HTTP client."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def test_an_uploads_routes_are_told_from_others() -> None:
     assert staged_upload(chunk, "upload, finalize", "twelve") == UploadStep("g1", completes=True, offset=-1)
     assert staged_upload(chunk, "query", "") is None
     assert staged_upload(GEMINI_UPLOAD, "start", "") is None
-    assert staged_upload("/drive/v3/files?upload_id=g1", "upload", "0") is None
+    assert staged_upload("/drive/v3/files?upload_id=g1") is None
+    assert staged_upload("/drive/v3/files", "upload", "0") is None
     resumable = "/resumable/upload/v1beta/files?upload_id=g1"
     assert staged_upload(resumable, "upload", "5") == UploadStep("g1", completes=False, offset=5)
 
@@ -83,7 +85,10 @@ def test_every_way_a_google_upload_sends_bytes_is_told() -> None:
     assert staged_upload(f"{GEMINI_UPLOAD}?upload_id=g1", content_range="bytes 0-9/20") == UploadStep(
         "g1", False, 0
     )
-    assert staged_upload("/b/o?upload_id=g1", content_range="bytes 0-9/*") is None
+    # Cloud Storage's XML API: the session on the object's own path.
+    assert staged_upload("/corp-docs/a.jsonl?upload_id=g1", content_range="bytes 0-9/*") == UploadStep(
+        "g1", False, 0
+    )
 
 
 def test_a_chunk_is_kept_as_far_as_the_server_took_it() -> None:

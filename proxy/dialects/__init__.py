@@ -183,17 +183,19 @@ def staged_upload(
     path: str, upload_command: str = "", upload_offset: str = "", content_range: str = ""
 ) -> UploadStep | None:
     """What a request does to an upload the provider assembles from pieces: on a provider API's route, an
-    OpenAI Upload's (``/uploads/{id}/parts`` adds a part, ``/uploads/{id}/complete`` joins them); on a
-    Google upload route (``/upload/...`` or ``/resumable/upload/...?upload_id=...``), a chunk of either of
-    Google's resumable protocols: ``X-Goog-Upload-Command`` at ``X-Goog-Upload-Offset``, or
-    ``Content-Range`` (``uploadType=resumable``). None for any other request, and for one that sends no
+    OpenAI Upload's (``/uploads/{id}/parts`` adds a part, ``/uploads/{id}/complete`` joins them); of an
+    upload session (``upload_id`` in the query), a chunk of either of Google's resumable protocols:
+    ``X-Goog-Upload-Command`` at ``X-Goog-Upload-Offset``, or ``Content-Range`` (``uploadType=resumable``,
+    Cloud Storage's XML API), or on a Google upload route (``/upload/...``, ``/resumable/upload/...``) the
+    whole file in one request. None for any other request, and for one that sends no
     bytes and finalizes nothing (a ``start``, a ``query``, a ``bytes */*`` status check)."""
     route = _route(path)
     found = _UPLOAD.search(route)
     if found is not None and _PROVIDER_API.match(route):
         return UploadStep(found.group(1), completes=found.group(2) == "complete")
     uploads = parse_qs(path.partition("?")[2]).get("upload_id")
-    if not uploads or not _GOOGLE_UPLOAD.match(route):
+    # Cloud Storage's XML API takes a session's chunks on the object's own path: Google's headers say so.
+    if not uploads or not (_GOOGLE_UPLOAD.match(route) or upload_command.strip() or content_range.strip()):
         return None
     # Servers differ in which of two ids they take, and a request that both protocols would read otherwise
     # is read by neither: a step no kept chunks complete, refused where enforced.
