@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
+import quopri
 import re
 import string
 import unicodedata
@@ -39,10 +41,18 @@ HOMOGLYPHS = "homoglyphs"
 LETTER_SPACING = "letter_spacing"
 TURNED = "turned"
 LEETSPEAK = "leetspeak"
+ACROSTIC = "acrostic"
 BASE64 = "base64"
 HEX = "hex"
 URL_ENCODING = "url_encoding"
 ESCAPES = "escapes"
+QUOTED_PRINTABLE = "quoted_printable"
+HTML_ENTITIES = "html_entities"
+BASE32 = "base32"
+BASE58 = "base58"
+BINARY_DIGITS = "binary_digits"
+MORSE = "morse"
+UUENCODE = "uuencode"
 
 MAX_DEPTH = 2
 """Decoded segments are normalised again, down to this many levels (base64 inside base64, ...)."""
@@ -60,16 +70,55 @@ ROT13_TABLE = str.maketrans(
     + string.ascii_uppercase[:13],
 )
 _TURN_CUES = (
-    "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "backwards", "right to left",
+    "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "backwards", "backward", "right to left",
     "right-to-left", "in reverse", "reverse this", "reverse it", "reverse the text", "reverse each",
     "reverse every", "reversed text", "text reversed", "reverse order", "reversed order", "reversing",
+    "atbash", "last to first", "end to start", "upside down",
+    *(f"rot{joint}{digit}" for joint in ("", "-", " ", "_") for digit in "123456789"),
+    "à l'envers", "a l'envers", "déchiffr", "décod", "décrypt", "renvers", "rückwärts", "rueckwaerts",
+    "entschlüssel", "dekodier", "umgekehrt", "spiegel", "al revés", "al reves", "descifr", "decodific",
+    "ao contrário", "de trás para frente", "decifr", "al contrario", "rovescia", "наоборот",
+    "задом наперёд", "задом наперед", "расшифру", "декодиру", "переверн", "倒过来", "反过来", "倒序", "解码",
+    "解密", "反转", "逆から", "逆さ", "デコード", "復号", "解読",
 )  # fmt: skip
-"""Words that ask a reader to undo a turning: a model follows ROT13 or reversed text when told to read it
-so, and a text that does not say so reads as the noise it is."""
-_CUES = ahocorasick_rs.AhoCorasick(_TURN_CUES, implementation=ahocorasick_rs.Implementation.DFA)
-_ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
-    [cue.encode("ascii") for cue in _TURN_CUES], implementation=ahocorasick_rs.Implementation.DFA
+"""Words that ask a reader to undo a turning, in the languages of the rule pack: a model follows ROT13,
+a shift or reversed text when told to read it so, and a text that does not say so reads as the noise it
+is. Looked for as parts of words, so each stem covers its forms ("decode" "decoded", "spiegel"
+"spiegelverkehrt")."""
+_ASKING_CUES = (
+    "decode", "decipher", "decrypt", "unscramble", "descramble", "translate", "flip", "mirror", "invert",
+    "shift", "rotat", "decoding",
+)  # fmt: skip
+"""Words that ask for a turning only where they point at what to turn ("decode this:", "flip the text
+below", "shift each letter by 3"): as a word alone they are every codec's and editor's documentation."""
+_POINTING = re.compile(
+    r"(?:s|d|ed|ing|ped|ping|red|ring|ion)?\s*(?::|\b(?:this|that|it|these|those|following|below|above|here|each|every|all|and|then"
+    r"|from|back|backwards?|letters?|by\s+\d|the\s+(?:following|text|message|string|line|words?"
+    r"|sentence|letters?|characters?|instructions?|note|payload))\b)"
 )
+"""What follows a word of ``_ASKING_CUES`` that asks for a turning: an ending, then what it points at."""
+_ACROSTIC_CUES = (
+    "first letter", "first character", "initial letter", "initials of", "acrostic", "first word of each",
+    "first words of", "première lettre", "premières lettres", "acrostiche", "anfangsbuchstaben",
+    "ersten buchstaben", "akrostichon", "primera letra", "primeras letras", "acróstico", "primeira letra",
+    "primeiras letras", "prima lettera", "prime lettere", "acrostico", "первые буквы", "первая буква",
+    "первых букв", "акростих", "首字母", "第一个字", "藏头", "頭文字", "最初の文字",
+)  # fmt: skip
+"""Words that ask a reader to read the heads of lines in a row: an acrostic is read only where a text
+asks for it, as a turning is."""
+_CUE_WORDS = _TURN_CUES + _ASKING_CUES + _ACROSTIC_CUES
+_ASCII_CUE_WORDS = tuple(cue for cue in _CUE_WORDS if cue.isascii())
+_CUES = ahocorasick_rs.AhoCorasick(_CUE_WORDS, implementation=ahocorasick_rs.Implementation.DFA)
+_ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
+    [cue.encode("ascii") for cue in _ASCII_CUE_WORDS], implementation=ahocorasick_rs.Implementation.DFA
+)
+_ASKS_ACROSTIC = frozenset(_ACROSTIC_CUES)
+_ASKS_IF_POINTING = frozenset(_ASKING_CUES)
+_SHIFT_NAMED = re.compile(r"\b(?:rot|shift|caesar|rotate)[^.\n\d]{0,24}?(\d{1,2})\b")
+"""A shift a text names by number ("shift each letter by 3", "rot-5", "caesar cipher, key 7")."""
+_DEFAULT_SHIFT = 3
+"""Caesar's own shift, which a model assumes where a text names none."""
+_ATBASH_TABLE = str.maketrans(string.ascii_lowercase, string.ascii_lowercase[::-1])
 _LEET = str.maketrans("013457@$", "oieastas")
 _LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
 """Digits or signs standing for letters inside a word ("pr3v10us"), which a model reads unasked; a letter
@@ -85,9 +134,6 @@ TURN_REACH = 1024
 """How far from a word asking for it a turning is undone: what it points at stands beside it."""
 LEET_REACH = 256
 """How far from leetspeak it is read as letters: a sentence's reach."""
-TURNED_WINDOWS = 8
-"""Windows of a text read turned, at most: a document that says "cipher" on every page is read turned
-where it first does, not whole three times over."""
 # Zero-width characters, joiners, word joiner and invisible operators, BOM, soft hyphen, Mongolian vowel
 # separator, and the bidirectional controls (embeddings, overrides, isolates, marks).
 _INVISIBLE = re.compile(
@@ -120,13 +166,32 @@ _WORD = re.compile(r"\w+")
 _LATIN_LETTER = re.compile(r"[a-zA-Z]")
 _OTHER_SCRIPT_LETTER = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")
 
-# Three or more single letters each followed by one separator (space, dot, dash, underscore, star):
-# "i g n o r e", "i.g.n.o.r.e". Two spaces or more between runs keep the words apart.
-_LETTER_SPACED = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*]){2,}[^\W\d_](?![^\W_])")
-_SPACED_SEPARATORS = re.compile(r"[ .\-_*]")
+# Three or more single letters with a separator (one to three of space, dot, dash, underscore, star,
+# slash, bar, plus, tilde, comma, colon) after each: "i g n o r e", "i.g.n.o.r.e", "i--g--n", "i. g. n".
+SPACING_SEPARATORS = " .-_*/|+~,:"
+_LETTER_SPACED = re.compile(
+    rf"(?<![^\W_])(?:[^\W\d_][{re.escape(SPACING_SEPARATORS)}]{{1,3}}){{2,}}[^\W\d_](?![^\W_])"
+)
+_SPACING_SEPARATOR_RUN = re.compile(rf"[{re.escape(SPACING_SEPARATORS)}]+")
 
-_HEX_CANDIDATE = re.compile(rb"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:\\x|0x|[ :])?){8,}")
-_HEX_NOISE = re.compile(r"\\x|0x|[ :]")
+
+def join_spaced(run: str) -> str:
+    """A letter-spaced run (a ``_LETTER_SPACED`` match) as a reader joins it: the separator that stands
+    most often between its letters (the first of those that stand as often) joins them, any other marks
+    a gap between words ("i-g-n-o-r-e a-l-l", "i g n o r e  a l l": "ignore all")."""
+    separators = _SPACING_SEPARATOR_RUN.findall(run)
+    joining = max(separators, key=separators.count)
+    joined = [run[0]]
+    position = 1
+    for separator in separators:
+        position += len(separator)
+        joined.append(("" if separator == joining else " ") + run[position])
+        position += 1
+    return "".join(joined)
+
+
+_HEX_CANDIDATE = re.compile(rb"(?<![0-9A-Za-z])(?:\\x|0x)?(?:[0-9a-fA-F]{2}(?:, ?0x|, ?|\\x|0x|[ :\-])?){8,}")
+_HEX_NOISE = re.compile(r"\\x|0x|[ :,\-]")
 # Three percent-escapes in one stretch without whitespace. Led by a plain "%" (not a repeated group), so
 # the search skips ahead to each "%" instead of trying every position.
 _URL_ENCODED = re.compile(r"%[0-9a-fA-F]{2}[^%\s]*(?:%[0-9a-fA-F]{2}[^%\s]*){2}")
@@ -167,28 +232,177 @@ def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
 
 
 def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
-    """``plain`` (in normal form) around each word asking for a turning to be undone (``TURN_REACH`` each
-    way) undone from ROT13, read backwards and read with each word backwards; and around its leetspeak
-    (``LEET_REACH``), where it holds enough of it (``LEET_RUNS``), read as letters."""
+    """``plain`` (in normal form) as a reader undoing a turning reads it: around each word asking for one
+    (``TURN_REACH`` each way), undone from ROT13, from Atbash, from a Caesar shift (the one it names, else
+    Caesar's own, each way) where it speaks of shifts, read backwards and read with each word backwards;
+    around its leetspeak (``LEET_REACH``), where it holds enough of it (``LEET_RUNS``), read as letters;
+    the first letters and words of its lines read in a row (an acrostic), where it asks for that. Every
+    window of a kind is read,
+    joined into one span: no number of decoy cues puts a later one out of reach, and the span is never
+    longer than the text, so each character is read a fixed number of times more at most."""
     forms: list[str] = []
     ascii_text = plain.encode("ascii") if plain.isascii() else None
-    cues = (
-        _ASCII_CUES.find_matches_as_indexes(ascii_text)
+    words, found = (
+        (_ASCII_CUE_WORDS, _ASCII_CUES.find_matches_as_indexes(ascii_text))
         if ascii_text is not None
-        else _CUES.find_matches_as_indexes(plain)
+        else (_CUE_WORDS, _CUES.find_matches_as_indexes(plain))
     )
-    cued = _windows([(start, end) for _, start, end in cues], len(plain), TURN_REACH)
-    for start, end in cued[:TURNED_WINDOWS]:
-        window = plain[start:end]
-        words_backwards = " ".join(word[::-1] for word in window.split(" "))
-        forms += [window.translate(ROT13_TABLE), window[::-1], words_backwards]
+    cues = [
+        (start, end)
+        for index, start, end in found
+        if words[index] not in _ASKS_ACROSTIC
+        and (words[index] not in _ASKS_IF_POINTING or _POINTING.match(plain, end))
+    ]
+    if cues:
+        span = _span(plain, cues, TURN_REACH)
+        words_backwards = " ".join(word[::-1] for word in span.split(" "))
+        forms += [span.translate(ROT13_TABLE), span[::-1], words_backwards, span.translate(_ATBASH_TABLE)]
+        forms += [_shifted(span, shift) for shift in _named_shifts(span)]
         signals.add(TURNED)
     runs = _leet_runs(plain, ascii_text)
     if len(runs) >= LEET_RUNS:
-        windows = _windows(runs, len(plain), LEET_REACH)[:TURNED_WINDOWS]
-        forms += [plain[start:end].translate(_LEET) for start, end in windows]
+        forms.append(_span(plain, runs, LEET_REACH).translate(_LEET))
         signals.add(LEETSPEAK)
+    if LETTER_SPACING in signals:
+        forms += [unglued(word) for word in _glued_words(plain)]
+    acrostic = _acrostic(plain) if any(words[index] in _ASKS_ACROSTIC for index, _, _ in found) else ""
+    if acrostic:
+        forms.append(acrostic)
+        signals.add(ACROSTIC)
     return tuple(forms)
+
+
+def _span(plain: str, spans: list[tuple[int, int]], reach: int) -> str:
+    """Every window of ``spans`` widened by ``reach`` (``_windows``), one line apart."""
+    return "\n".join(plain[start:end] for start, end in _windows(spans, len(plain), reach))
+
+
+_LINE_HEAD = re.compile(r"\n[\W\d_]*+([^\W\d_]+)")
+"""A line's first word, past bullets, numbers, indentation and blank lines: led by its line break, which
+the search skips to, where a search for a line's start tries every place."""
+ACROSTIC_LINES = 3
+"""Lines whose heads are read in a row, at least: fewer hold no instruction of words one a line."""
+_GLUED_WORDS = (
+    "ignore", "disregard", "forget", "override", "bypass", "skip", "drop", "abandon", "reveal", "print",
+    "show", "output", "repeat", "tell", "send", "give", "write", "say", "reply", "respond", "leak",
+    "exfiltrate", "upload", "delete", "run", "execute", "pretend", "act", "jailbreak", "unrestricted",
+    "all", "any", "every", "previous", "prior", "above", "earlier", "original", "initial", "system",
+    "developer", "safety", "instructions", "instruction", "directions", "rules", "guidelines", "prompt",
+    "prompts", "context", "conversation", "messages", "message", "and", "or", "the", "your", "you", "are",
+    "now", "new", "as", "from", "this", "that", "these", "do", "not", "follow", "obey", "with", "only",
+    "secret", "secrets", "password", "passwords", "key", "keys", "credentials", "token", "tokens",
+    "contents", "content", "of", "to", "a", "an", "in", "on", "be", "is", "it", "i", "me", "my", "will",
+    "must", "never", "always", "what", "everything", "told", "given", "mode", "dan", "filter", "filters",
+    "restrictions", "admin", "root", "access", "granted", "pwned", "stop", "instead", "text", "ai",
+    "assistant", "model", "hidden", "internal", "configuration", "environment", "variables", "file",
+    "files", "data", "user", "email", "address", "url", "command", "commands", "shell", "here", "below",
+)  # fmt: skip
+"""The words injections are written in, for reading letters glued together (an acrostic's, a spaced
+word's without its gaps) as words: a reader finds them where they spell an instruction."""
+_GLUED_TRIGGERS = ahocorasick_rs.AhoCorasick(
+    ["ignore", "disregard", "forget", "override", "bypass", "reveal", "jailbreak", "instruction",
+     "pretend", "unrestricted", "exfiltrate", "credentials", "password", "systemprompt"],
+)  # fmt: skip
+_GLUED_VOCABULARY = frozenset(_GLUED_WORDS)
+_LONGEST_GLUED = max(map(len, _GLUED_WORDS))
+GLUED_REACH = 96
+"""How far from a word that starts an instruction glued letters are read as words."""
+_UNKNOWN_LETTER = 3
+"""A letter no word covers costs this many words: a reading that covers the letters with known words
+wins over one that skips them."""
+
+
+def _glued_words(plain: str) -> list[str]:
+    """The words of ``plain`` (at least ``_GLUED_MIN`` letters) that hold a word starting an instruction:
+    letters joined from spacing that marked no gap between words ("i g n o r e a l l ...")."""
+    found: dict[str, None] = {}
+    done = 0
+    for _, start, end in _GLUED_TRIGGERS.find_matches_as_indexes(plain):
+        if start < done:
+            continue
+        while start > 0 and plain[start - 1].isalpha():
+            start -= 1
+        while end < len(plain) and plain[end].isalpha():
+            end += 1
+        done = end
+        if end - start >= _GLUED_MIN:
+            found[plain[start:end]] = None
+    return list(found)
+
+
+_GLUED_MIN = 14
+"""Letters of a word read as glued words, at least: more than the longest word that starts an
+instruction ("unrestricted", "instructions") with a short one glued on."""
+
+
+def _acrostic(plain: str) -> str:
+    """The first words of ``plain``'s lines in a row, and their first letters read as words, where the
+    lines are ``ACROSTIC_LINES`` or more and the letters or words hold a word that starts an
+    instruction; else nothing."""
+    if plain.count("\n") < ACROSTIC_LINES - 1:
+        return ""
+    heads = _LINE_HEAD.findall("\n" + plain)
+    if len(heads) < ACROSTIC_LINES:
+        return ""
+    letters = "".join(head[0] for head in heads)
+    words = " ".join(heads)
+    if not _GLUED_TRIGGERS.find_matches_as_indexes(letters + " " + words):
+        return ""
+    return f"{words}\n{unglued(letters)}"
+
+
+def unglued(letters: str) -> str:
+    """``letters`` (glued, lower case) read as the words ``_GLUED_WORDS`` holds, around each word that
+    starts an instruction (``GLUED_REACH``): the reading with the fewest words, a letter no word covers
+    costing ``_UNKNOWN_LETTER`` (left as it is). Nothing where no such word stands."""
+    hits = [(start, end) for _, start, end in _GLUED_TRIGGERS.find_matches_as_indexes(letters)]
+    read: list[str] = []
+    left = MAX_GLUED_LETTERS
+    for start, end in _windows(hits, len(letters), GLUED_REACH):
+        if left <= 0:
+            break
+        read.append(_segmented(letters[start : min(end, start + left)]))
+        left -= end - start
+    return "\n".join(read)
+
+
+MAX_GLUED_LETTERS = 4096
+"""Letters read as words in one text, at most: the reading costs a few microseconds a letter."""
+
+
+def _segmented(letters: str) -> str:
+    costs = [0] + [len(letters) * _UNKNOWN_LETTER + 1] * len(letters)
+    back = [0] * (len(letters) + 1)
+    for end in range(1, len(letters) + 1):
+        costs[end], back[end] = costs[end - 1] + _UNKNOWN_LETTER, end - 1
+        for start in range(max(0, end - _LONGEST_GLUED), end):
+            if costs[start] + 1 < costs[end] and letters[start:end] in _GLUED_VOCABULARY:
+                costs[end], back[end] = costs[start] + 1, start
+    words = []
+    end = len(letters)
+    while end > 0:
+        words.append(letters[back[end] : end])
+        end = back[end]
+    return " ".join(reversed(words))
+
+
+def _named_shifts(span: str) -> list[int]:
+    """The Caesar shifts ``span`` may be written in, each way: the ones it names by number, else
+    Caesar's own where it speaks of shifts at all. ROT13 (its own inverse) is read already."""
+    named = {int(number) % 26 for number in _SHIFT_NAMED.findall(span)}
+    if not named and any(word in span for word in _SHIFT_WORDS):
+        named = {_DEFAULT_SHIFT}
+    return sorted({turn for shift in named for turn in (shift, 26 - shift)} - {0, 13, 26})
+
+
+_SHIFT_WORDS = ("caesar", "shift", "cipher", "rot", "rotate")
+
+
+def _shifted(text: str, shift: int) -> str:
+    """``text`` with each ASCII letter moved ``shift`` places back in the alphabet: written shifted
+    forward by ``shift``, it reads plain."""
+    letters = string.ascii_lowercase
+    return text.translate(str.maketrans(letters, letters[-shift:] + letters[:-shift]))
 
 
 def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], budget: list[int]) -> None:
@@ -297,40 +511,55 @@ def despace(text: str) -> str:
     for start in _spaced_shapes(text):
         match = _LETTER_SPACED.match(text, start) if start >= done else None
         if match is not None:
-            parts += [text[done:start], _SPACED_SEPARATORS.sub("", match.group())]
+            parts += [text[done:start], join_spaced(match.group())]
             done = match.end()
     return "".join([*parts, text[done:]]) if parts else text
 
 
 def _may_be_letter_spaced(text: str) -> bool:
-    """Whether three single letters stand one separator apart somewhere (``_spaced_shapes``): an
-    over-approximation of ``_LETTER_SPACED``, so where it finds nothing the regex is not run."""
+    """Whether three single letters stand one to three separators apart somewhere (``_spaced_shapes``):
+    an over-approximation of ``_LETTER_SPACED``, so where it finds nothing the regex is not run."""
     return next(_spaced_shapes(text), None) is not None
 
 
 def _spaced_shapes(text: str) -> Iterator[int]:
-    """Where three single letters stand one separator apart (the shape of "i g n"), with no ASCII letter
-    or digit just before the first or just after the third: every match of ``_LETTER_SPACED`` starts at
-    one of them. Every character past ASCII counts as a letter. The text is turned into one class byte
-    per character (``_SPACING_CLASSES``; UTF-8 continuation bytes dropped) and the shape is looked for as
-    a substring, all in C. In ASCII text the letters and digits around the shape are told apart in the
-    class bytes too (``_ASCII_SPACING_CLASSES``), and the regex module tries its lookarounds only where the
-    shape stands: prose holds a shape at nearly every one-letter word ("behind a reverse"), each of which
-    was looked at in Python."""
-    if text.isascii():
+    """Where three single letters stand one to three separators apart (the shape of "i g n", "i. g. n"),
+    with no ASCII letter or digit just before the first or just after the third: every match of
+    ``_LETTER_SPACED`` starts at one of them. Every character past ASCII counts as a letter. The text is
+    turned into one class byte per character (``_SPACING_CLASSES``; UTF-8 continuation bytes dropped) and
+    searched, in C, for a shape's middle: a separator, a letter, separators, a letter (``_SPACED_TAIL``),
+    led by a fixed string the search skips ahead to, where a pattern led by a letter or by a run of
+    separators is tried at every place; the separators and the letter before it are checked where one
+    is found, which in prose is rare. In ASCII
+    text the letters and digits around the shape are told apart in the class bytes too
+    (``_ASCII_SPACING_CLASSES``)."""
+    ascii_text = text.isascii()
+    if ascii_text:
         classes = text.encode("ascii").translate(_ASCII_SPACING_CLASSES)
-        for shape in _ASCII_SPACED_SHAPE.finditer(classes, overlapped=True):
-            yield shape.start()
-        return
-    classes = text.encode("utf-8", "surrogatepass").translate(_SPACING_CLASSES, _UTF8_CONTINUATION)
-    found = classes.find(_SPACED_SHAPE)
-    while found != -1:
-        before, after = found - 1, found + len(_SPACED_SHAPE)
-        if (before < 0 or not _is_ascii_alnum(text[before])) and (
-            after >= len(text) or not _is_ascii_alnum(text[after])
-        ):
-            yield found
-        found = classes.find(_SPACED_SHAPE, found + 1)
+        tail = _ASCII_SPACED_TAIL
+    else:
+        classes = text.encode("utf-8", "surrogatepass").translate(_SPACING_CLASSES, _UTF8_CONTINUATION)
+        tail = _SPACED_TAIL
+    found = tail.search(classes)
+    while found is not None:
+        first = _first_letter(classes, found.start())
+        if first >= 0:
+            if ascii_text:
+                if first == 0 or classes[first - 1] not in _LETTER_OR_DIGIT_CLASSES:
+                    yield first
+            elif (first == 0 or not _is_ascii_alnum(text[first - 1])) and (
+                found.end() >= len(text) or not _is_ascii_alnum(text[found.end()])
+            ):
+                yield first
+        found = tail.search(classes, found.start() + 1)
+
+
+def _first_letter(classes: bytes, last_separator: int) -> int:
+    """Where the letter stands that one to three separators ending at ``last_separator`` follow, or -1."""
+    first = last_separator - 1
+    while first >= 0 and classes[first] == _SEPARATOR_CLASS and last_separator - first < 3:
+        first -= 1
+    return first if first >= 0 and classes[first] == _LETTER_CLASS else -1
 
 
 def _is_ascii_alnum(char: str) -> bool:
@@ -365,37 +594,39 @@ _SPACING_CLASSES = bytes(
     ord("L")
     if byte >= 0xC0 or chr(byte) in _ASCII_LETTERS
     else ord("S")
-    if chr(byte) in " .-_*"
+    if chr(byte) in SPACING_SEPARATORS
     else ord("O")
     for byte in range(256)
 )
 """Letter (an ASCII letter, or the lead byte of any character past ASCII), separator, or other."""
 _UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
-_SPACED_SHAPE = b"LSLSL"
+_SPACED_TAIL = regex.compile(rb"SL(?:SSS|SS|S)L")
+_LETTER_CLASS, _SEPARATOR_CLASS = ord("L"), ord("S")
 _ASCII_SPACING_CLASSES = bytes(
     ord("D") if chr(byte) in _DIGITS else _SPACING_CLASSES[byte] for byte in range(256)
 )
 """``_SPACING_CLASSES`` with the ASCII digits a class of their own, "D": for ASCII text, where "L" is then
 exactly an ASCII letter, and "L" or "D" an ASCII letter or digit."""
-_ASCII_SPACED_SHAPE = regex.compile(rb"(?<![LD])LSLSL(?![LD])")
+_ASCII_SPACED_TAIL = regex.compile(rb"SL(?:SSS|SS|S)L(?![LD])")
+_LETTER_OR_DIGIT_CLASSES = b"LD"
 _MIN_BASE64 = 16
 _BASE64_ALPHABET = _byte_table(_ASCII_LETTERS + _DIGITS + "+/_-")
 """Standard and URL-safe base64, without the padding."""
-_HEX_OR_SEPARATOR = _byte_table("0123456789abcdefABCDEFx\\ :")
-"""The characters a ``_HEX_CANDIDATE`` match is made of."""
+_HEX_OR_SEPARATOR = _byte_table("0123456789abcdefABCDEFx\\ :,-./|")
+"""The characters a ``_HEX_CANDIDATE`` match, binary octets or morse are made of."""
 _MIN_HEX_PAIRS = 8
 _URL_SAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _CONTROL_BYTES = bytes(byte for byte in [*range(0x20), 0x7F] if chr(byte) not in "\t\n\r")
 _LETTER_BYTES = _ASCII_LETTERS.encode()
 
 
-def _base64_candidates(encoded: bytes) -> Iterator[str]:
-    """Every run of 16 or more base64-alphabet characters with the "=" (at most two) padding it, save
-    those ``_may_be_text`` proves cannot decode to text."""
-    for start, end in _runs(encoded, _BASE64_ALPHABET, _MIN_BASE64):
-        if (end - start) % 4 != 1 and _may_be_text(encoded[start:end]):
-            padding = 2 if encoded.startswith(b"==", end) else 1 if encoded.startswith(b"=", end) else 0
-            yield encoded[start : end + padding].decode("ascii")
+def _base64_candidate(encoded: bytes, start: int, end: int) -> str | None:
+    """The run ``encoded[start:end]`` of base64's alphabet with the "=" (at most two) padding it, unless
+    ``_may_be_text`` proves it cannot decode to text."""
+    if (end - start) % 4 != 1 and _may_be_text(encoded[start:end]):
+        padding = 2 if encoded.startswith(b"==", end) else 1 if encoded.startswith(b"=", end) else 0
+        return encoded[start : end + padding].decode("ascii")
+    return None
 
 
 def _may_be_text(run: bytes) -> bool:
@@ -466,27 +697,54 @@ def starts_binary(first: int, second: int) -> bool:
     return first << 8 | second in _NO_TEXT_START
 
 
-def _hex_candidates(encoded: bytes) -> Iterator[str]:
-    """Every match of ``_HEX_CANDIDATE``, looked for only inside the stretches made of its characters
-    (the lookbehind still sees the byte before a stretch)."""
+def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
+    """What the runs of base64's alphabet and of hex digits and separators decode to, with the signal
+    of each: base64, else base32 (upper case and digits) or base58 (where the text names it); hex, binary
+    octets and morse, whose characters the hex runs' alphabet holds, so that each alphabet costs one
+    pass over the text."""
+    names_base58: bool | None = None
+    for start, end in _runs(encoded, _BASE64_ALPHABET, _MIN_BASE64):
+        candidate = _base64_candidate(encoded, start, end)
+        decoded = _decode_base64(candidate) if candidate is not None else None
+        if decoded is not None:
+            yield BASE64, decoded
+            continue
+        run = encoded[start:end]
+        if run.isupper() and not run.translate(None, _BASE32_DIGITS):
+            decoded = _decode_base32(run.decode("ascii"))
+            if decoded is not None:
+                yield BASE32, decoded
+                continue
+        if names_base58 is False or run.translate(None, _BASE58_DIGITS):
+            continue
+        if names_base58 is None:
+            names_base58 = _BASE58_NAMED.search(text) is not None
+        decoded = _decode_base58(run[:_MAX_BASE58].decode("ascii")) if names_base58 else None
+        if decoded is not None:
+            yield BASE58, decoded
     for start, end in _runs(encoded, _HEX_OR_SEPARATOR, 2 * _MIN_HEX_PAIRS):
+        if encoded.find(b"-", start, end) >= 0 and encoded.find(b".", start, end) >= 0:
+            for match in _MORSE_RUN.finditer(encoded, start, end):
+                decoded = _decode_morse(match.group().decode("ascii"))
+                if decoded is not None:
+                    yield MORSE, decoded
         for match in _HEX_CANDIDATE.finditer(encoded, start, end):
-            yield match.group().decode("ascii")
+            decoded = _decode_hex(match.group().decode("ascii"))
+            if decoded is not None:
+                yield HEX, decoded
+        if end - start >= _MIN_BINARY:
+            for match in _BINARY_OCTETS.finditer(encoded, start, end):
+                decoded = _as_text(bytes(int(octet, 2) for octet in _OCTET.findall(match.group())))
+                if decoded is not None:
+                    yield BINARY_DIGITS, decoded
 
 
 def _decoded_segments(text: str, signals: set[str]) -> list[str]:
     segments: list[str] = []
     encoded = text.encode("utf-8", "surrogatepass")
-    for candidate in _base64_candidates(encoded):
-        decoded = _decode_base64(candidate)
-        if decoded is not None:
-            signals.add(BASE64)
-            segments.append(decoded)
-    for candidate in _hex_candidates(encoded):
-        decoded = _decode_hex(candidate)
-        if decoded is not None:
-            signals.add(HEX)
-            segments.append(decoded)
+    for name, decoded in _segments_of_runs(text, encoded):
+        signals.add(name)
+        segments.append(decoded)
     if text.count("%") >= 3 and _URL_ENCODED.search(text):
         decoded_url = urllib.parse.unquote(text)
         if decoded_url != text:
@@ -495,7 +753,104 @@ def _decoded_segments(text: str, signals: set[str]) -> list[str]:
     if _UNICODE_ESCAPE.search(text):
         signals.add(ESCAPES)
         segments.append(_STRING_ESCAPE.sub(_unescape, text))
+    for name, decoded in _spelt_segments(text, encoded):
+        signals.add(name)
+        segments.append(decoded)
     return segments
+
+
+def _spelt_segments(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
+    """What quoted-printable, numeric HTML entities and uuencoding read as, with the signal of each: each
+    is looked for by a one-character search in C or a search led by its literal, which skips ahead."""
+    if "=" in text and _QUOTED_PRINTABLE.search(text):
+        decoded = _as_text(quopri.decodestring(encoded))
+        if decoded is not None and decoded != text:
+            yield QUOTED_PRINTABLE, decoded
+    if "&" in text:
+        for run in _NUMERIC_ENTITIES.finditer(text):
+            decoded = _as_text(html.unescape(run.group()).encode("utf-8", "surrogatepass"))
+            if decoded is not None:
+                yield HTML_ENTITIES, decoded
+    for block in _UUENCODED.finditer(text):
+        decoded = _decode_uu(block.group(1))
+        if decoded is not None:
+            yield UUENCODE, decoded
+
+
+# Three "=XX" in a row: quoted-printable of text that is not plain ASCII (or written so on purpose).
+_QUOTED_PRINTABLE = re.compile(r"=[0-9A-Fa-f]{2}=[0-9A-Fa-f]{2}=[0-9A-Fa-f]{2}")
+_NUMERIC_ENTITY = r"&#(?:[xX][0-9a-fA-F]{1,6}|[0-9]{1,7});?\s?"
+_NUMERIC_ENTITIES = re.compile(f"{_NUMERIC_ENTITY}(?:{_NUMERIC_ENTITY}){{2,}}")
+"""Three numeric character references or more in a row, led by one's literal, which the search skips
+ahead to."""
+_MIN_BINARY = 6 * 8
+_BINARY_OCTETS = re.compile(rb"(?<![01])(?:[01]{8}[ ,]?){6,}(?![01])")
+_OCTET = re.compile(rb"[01]{8}")
+_BASE32_DIGITS = (string.ascii_uppercase + "234567").encode()
+_MORSE_RUN = re.compile(rb"[.\-/| ]{24,}")
+_MORSE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h",
+    "..": "i", ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p",
+    "--.-": "q", ".-.": "r", "...": "s", "-": "t", "..-": "u", "...-": "v", ".--": "w", "-..-": "x",
+    "-.--": "y", "--..": "z", "-----": "0", ".----": "1", "..---": "2", "...--": "3", "....-": "4",
+    ".....": "5", "-....": "6", "--...": "7", "---..": "8", "----.": "9",
+}  # fmt: skip
+_MORSE_WORDS = re.compile(r"\s*[/|]\s*|\s{2,}")
+_UUENCODED = re.compile(r"begin [0-7]{3,4} [^\n]*\n((?:[!-`][ -`]*\n){1,2048})")
+"""A uuencoded file: its header, then lines each led by its length. Led by the header's literal, which
+the search skips ahead to."""
+_BASE58_NAMED = regex.compile(r"58(?<=(?:base[ _-]?|\bb)58)", regex.IGNORECASE)
+"""Base58 (Bitcoin's alphabet) is read only where a text names it: its alphabet is every identifier's."""
+_BASE58_DIGITS = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BASE58_VALUES = {chr(char): value for value, char in enumerate(_BASE58_DIGITS)}
+_MAX_BASE58 = 2048
+"""Characters of one base58 run decoded, at most: its number grows with the run, and its work with the
+square of that."""
+
+
+def _decode_base32(run: str) -> str | None:
+    """RFC 4648 base32 (upper case, with or without its padding) where it decodes to text; a run of
+    letters alone is a constant's name, not base32 of text, which holds digits."""
+    stripped = run.rstrip("=")
+    if "=" in stripped or stripped.isalpha() or len(stripped) % 8 in (1, 3, 6):
+        return None
+    try:
+        return _as_text(base64.b32decode(stripped + "=" * (-len(stripped) % 8)))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_morse(run: str) -> str | None:
+    """Morse with letters a space apart and words a slash, bar or two spaces apart, where every code is
+    a letter's or digit's and both signs appear: rules of dashes and ellipses are no morse."""
+    if "." not in run or "-" not in run:
+        return None
+    words = []
+    for word in _MORSE_WORDS.split(run.strip()):
+        letters = [_MORSE.get(code) for code in word.split()]
+        if None in letters:
+            return None
+        words.append("".join(letter for letter in letters if letter))
+    decoded = " ".join(word for word in words if word)
+    return decoded if len(decoded) >= 8 else None
+
+
+def _decode_uu(lines: str) -> str | None:
+    raw = bytearray()
+    for line in lines.splitlines():
+        try:
+            raw += binascii.a2b_uu(line)
+        except binascii.Error:
+            return None
+    return _as_text(bytes(raw))
+
+
+def _decode_base58(run: str) -> str | None:
+    number = 0
+    for char in run:
+        number = number * 58 + _BASE58_VALUES[char]
+    leading = len(run) - len(run.lstrip("1"))
+    return _as_text(b"\0" * leading + number.to_bytes((number.bit_length() + 7) // 8, "big"))
 
 
 def _unescape(match: re.Match[str]) -> str:
