@@ -75,7 +75,8 @@ _TURN_CUES = (
     "reverse every", "reversed text", "text reversed", "reverse order", "reversed order", "reversing",
     "atbash", "last to first", "end to start", "upside down",
     *(f"rot{joint}{digit}" for joint in ("", "-", " ", "_") for digit in "123456789"),
-    "à l'envers", "a l'envers", "déchiffr", "décod", "décrypt", "renvers", "rückwärts", "rueckwaerts",
+    "à l'envers", "a l'envers", "à l’envers", "déchiffr", "décod", "décrypt", "renvers", "rückwärts",
+    "rueckwaerts",
     "entschlüssel", "dekodier", "umgekehrt", "spiegel", "al revés", "al reves", "descifr", "decodific",
     "ao contrário", "de trás para frente", "decifr", "al contrario", "rovescia", "наоборот",
     "задом наперёд", "задом наперед", "расшифру", "декодиру", "переверн", "倒过来", "反过来", "倒序", "解码",
@@ -83,7 +84,7 @@ _TURN_CUES = (
 )  # fmt: skip
 """Words that ask a reader to undo a turning, in the languages of the rule pack: a model follows ROT13,
 a shift or reversed text when told to read it so, and a text that does not say so reads as the noise it
-is. Looked for as parts of words, so each stem covers its forms ("decode" "decoded", "spiegel"
+is. Looked for as parts of words, so each stem covers its forms ("déchiffr" "déchiffrez", "spiegel"
 "spiegelverkehrt")."""
 _ASKING_CUES = (
     "decode", "decipher", "decrypt", "unscramble", "descramble", "translate", "flip", "mirror", "invert",
@@ -92,9 +93,9 @@ _ASKING_CUES = (
 """Words that ask for a turning only where they point at what to turn ("decode this:", "flip the text
 below", "shift each letter by 3"): as a word alone they are every codec's and editor's documentation."""
 _POINTING = re.compile(
-    r"(?:s|d|ed|ing|ped|ping|red|ring|ion)?\s*(?::|\b(?:this|that|it|these|those|following|below|above|here|each|every|all|and|then"
-    r"|from|back|backwards?|letters?|by\s+\d|the\s+(?:following|text|message|string|line|words?"
-    r"|sentence|letters?|characters?|instructions?|note|payload))\b)"
+    r"(?:s|d|ed|ing|ped|ping|red|ring|ion)?\s*(?::|\b(?:this|that|it|these|those|following|below|above"
+    r"|here|each|every|all|and|then|from|back|backwards?|letters?|by\s+\d|the\s+(?:following|text"
+    r"|message|string|line|words?|sentence|letters?|characters?|instructions?|note|payload))\b)"
 )
 """What follows a word of ``_ASKING_CUES`` that asks for a turning: an ending, then what it points at."""
 _ACROSTIC_CUES = (
@@ -237,9 +238,9 @@ def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
     Caesar's own, each way) where it speaks of shifts, read backwards and read with each word backwards;
     around its leetspeak (``LEET_REACH``), where it holds enough of it (``LEET_RUNS``), read as letters;
     the first letters and words of its lines read in a row (an acrostic), where it asks for that. Every
-    window of a kind is read,
-    joined into one span: no number of decoy cues puts a later one out of reach, and the span is never
-    longer than the text, so each character is read a fixed number of times more at most."""
+    window of a kind is read, joined into one span: no number of decoy cues puts a later one out of
+    reach, and the span is never longer than the text, so each character is read a fixed number of times
+    more at most."""
     forms: list[str] = []
     ascii_text = plain.encode("ascii") if plain.isascii() else None
     words, found = (
@@ -314,9 +315,10 @@ wins over one that skips them."""
 
 def _glued_words(plain: str) -> list[str]:
     """The words of ``plain`` (at least ``_GLUED_MIN`` letters) that hold a word starting an instruction:
-    letters joined from spacing that marked no gap between words ("i g n o r e a l l ...")."""
+    letters joined from spacing that marked no gap between words ("i g n o r e a l l ..."), until they
+    hold ``MAX_GLUED_LETTERS``."""
     found: dict[str, None] = {}
-    done = 0
+    done = letters = 0
     for _, start, end in _GLUED_TRIGGERS.find_matches_as_indexes(plain):
         if start < done:
             continue
@@ -327,6 +329,9 @@ def _glued_words(plain: str) -> list[str]:
         done = end
         if end - start >= _GLUED_MIN:
             found[plain[start:end]] = None
+            letters += end - start
+            if letters >= MAX_GLUED_LETTERS:
+                break
     return list(found)
 
 
@@ -389,13 +394,16 @@ def _segmented(letters: str) -> str:
 def _named_shifts(span: str) -> list[int]:
     """The Caesar shifts ``span`` may be written in, each way: the ones it names by number, else
     Caesar's own where it speaks of shifts at all. ROT13 (its own inverse) is read already."""
-    named = {int(number) % 26 for number in _SHIFT_NAMED.findall(span)}
+    named = {int(number) % 26 for number in _SHIFT_NAMED.findall(span)[:MAX_NAMED_SHIFTS]}
     if not named and any(word in span for word in _SHIFT_WORDS):
         named = {_DEFAULT_SHIFT}
     return sorted({turn for shift in named for turn in (shift, 26 - shift)} - {0, 13, 26})
 
 
 _SHIFT_WORDS = ("caesar", "shift", "cipher", "rot", "rotate")
+MAX_NAMED_SHIFTS = 4
+"""Shifts named by number read, at most, the first a text names: each is two more readings of its
+windows."""
 
 
 def _shifted(text: str, shift: int) -> str:
@@ -803,7 +811,7 @@ _BASE58_NAMED = regex.compile(r"58(?<=(?:base[ _-]?|\bb)58)", regex.IGNORECASE)
 """Base58 (Bitcoin's alphabet) is read only where a text names it: its alphabet is every identifier's."""
 _BASE58_DIGITS = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _BASE58_VALUES = {chr(char): value for value, char in enumerate(_BASE58_DIGITS)}
-_MAX_BASE58 = 2048
+_MAX_BASE58 = 512
 """Characters of one base58 run decoded, at most: its number grows with the run, and its work with the
 square of that."""
 
