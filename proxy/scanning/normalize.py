@@ -723,13 +723,12 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             if decoded is not None:
                 yield BASE32, decoded
                 continue
-        if names_base58 is False or run.translate(None, _BASE58_DIGITS):
-            continue
         if names_base58 is None:
             names_base58 = _BASE58_NAMED.search(text) is not None
-        decoded = _decode_base58(run[:_MAX_BASE58].decode("ascii")) if names_base58 else None
-        if decoded is not None:
-            yield BASE58, decoded
+        if names_base58 and not run.translate(None, _BASE58_DIGITS):
+            decoded = _decode_base58(run[:_MAX_BASE58].decode("ascii"))
+            if decoded is not None:
+                yield BASE58, decoded
     for start, end in _runs(encoded, _HEX_OR_SEPARATOR, 2 * _MIN_HEX_PAIRS):
         if encoded.find(b"-", start, end) >= 0 and encoded.find(b".", start, end) >= 0:
             for match in _MORSE_RUN.finditer(encoded, start, end):
