@@ -131,6 +131,10 @@ _LEET_SHAPES = bytes(
     for byte in range(256)
 )
 """An ASCII text's lower-case letters as ``a``, its leet signs as ``1``, anything else a space."""
+_LETTER_SHAPE = ord("a")
+_SIGN_SPACING = 128
+"""Bytes of ASCII text per sign up to which each sign is looked at in Python (``_leet_runs``): past that
+(numbers, digests) only those a letter stands before are, found by the slower bytes search."""
 TURN_REACH = 1024
 """How far from a word asking for it a turning is undone: what it points at stands beside it."""
 LEET_REACH = 256
@@ -450,19 +454,29 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
 def _leet_runs(plain: str, ascii_text: bytes | None) -> list[tuple[int, int]]:
     """Where ``plain`` (its bytes where it is ASCII, else None) has signs standing for letters inside a
     word (``_LEET_RUN``). In ASCII, each letter a sign follows is found by a bytes search and the run
-    looked at from there: the pattern, which tries two branches at every place, costs far more."""
+    looked at from there: the pattern, which tries two branches at every place, costs far more. Where
+    signs are few (prose), each sign is found instead and the letter before it checked: a search for a
+    sign alone skips through the text, where one for a letter then a sign steps through prose a byte at
+    a time (``"a1"`` in ``"aaaa aaa"``)."""
     if ascii_text is None:
         return [match.span() for match in _LEET_RUN.finditer(plain)]
     shapes = ascii_text.translate(_LEET_SHAPES)
+    signs_first = shapes.count(b"1") * _SIGN_SPACING <= len(shapes)
+    sought = b"1" if signs_first else b"a1"
     runs = []
-    position = shapes.find(b"a1")
+    position = shapes.find(sought)
     while position >= 0:
+        if signs_first:
+            if position == 0 or shapes[position - 1] != _LETTER_SHAPE:
+                position = shapes.find(sought, position + 1)
+                continue
+            position -= 1
         end = position + 2
         while shapes[end : end + 1] == b"1":
             end += 1
         if shapes[end : end + 1] == b"a" and max(ascii_text[position], ascii_text[end]) >= ord("g"):
             runs.append((position, end + 1))
-        position = shapes.find(b"a1", end)
+        position = shapes.find(sought, end)
     return runs
 
 
