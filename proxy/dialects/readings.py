@@ -15,6 +15,7 @@ import copy
 import functools
 import json
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -221,15 +222,25 @@ def read_with_shadowed(text: str) -> tuple[Any, list[Any]]:
     """JSON text as Python reads it (a repeated key keeps its last value), and the values that drops,
     which a reader keeping the first value reads instead."""
     shadowed: list[Any] = []
+    _SHADOWING.values = shadowed
+    try:
+        return _KEEP_LAST.decode(text), shadowed
+    finally:
+        _SHADOWING.values = None
 
-    def keep_last(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        document = dict(pairs)
-        if len(document) != len(pairs):
-            last = {key: index for index, (key, _) in enumerate(pairs)}
-            shadowed.extend(value for index, (key, value) in enumerate(pairs) if last[key] != index)
-        return document
 
-    return jsontext.loads(text, object_pairs_hook=keep_last), shadowed
+def _keep_last(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        last = {key: index for index, (key, _) in enumerate(pairs)}
+        _SHADOWING.values.extend(value for index, (key, value) in enumerate(pairs) if last[key] != index)
+    return document
+
+
+# One decoder for every body and event (one made per text cost more than reading a small one), whose
+# hook notes what it drops in the list of the reading under way in its thread.
+_KEEP_LAST = jsontext.decoder(_keep_last)
+_SHADOWING = threading.local()
 
 
 FOLDED_KEYS = "keys matched regardless of case"
