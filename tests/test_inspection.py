@@ -1360,7 +1360,11 @@ def test_an_mcp_calls_arguments_are_read_for_injection(inspector_for: Callable[[
         return rules_of(inspector), inspector.request_block() is not None
 
     assert findings_of({"notes": [INJECTION]}) == (
-        ["injection-ignore-instructions-en", "injection-prompt-extraction"],
+        [
+            "injection-ignore-instructions-en",
+            "injection-prompt-extraction",
+            "injection-prompt-extraction-reworded",
+        ],
         True,
     )
     ordinary = {"notes": ["Summarise the 2.4 release notes and list the breaking changes."], "limit": 5}
