@@ -36,7 +36,7 @@ from proxy.audit.events import recorded_name
 from proxy.config.policy import Policy
 from proxy.control import freeze
 from proxy.control.approvals import Approvals, canonical_arguments
-from proxy.detectors import compliance, credentials, injection, leak, links, refusal, tools
+from proxy.detectors import commands, compliance, credentials, injection, leak, links, refusal, tools
 from proxy.detectors.baseline import (
     DropThresholds,
     SpikeThresholds,
@@ -83,6 +83,7 @@ from proxy.scanning.redact import (
     fingerprint,
     redact_json,
     redact_text,
+    scan_glued,
 )
 from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes, looks_nested
 from proxy.scanning.rulepack import (
@@ -322,6 +323,7 @@ class Detectors:
             if pack.threat is Threat.DATA_EXFILTRATION
         ]
         self.credential_reads = credentials.credential_scanner(packs)
+        self.commands = commands.command_scanner(packs)
         time_limit = policy.detection.rule_time_limit_s
         self.sensitive = Scanner(self.sensitive_packs, timeout_s=time_limit)
         self.sensitive_rules = self.sensitive.rules_by_id
@@ -574,7 +576,7 @@ class TurnInspector:
         if mcp_call:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
-            self._record(self._credential_reads(view.tool_calls))
+            self._record(self._credential_reads(view.tool_calls) + self._name_secrets(view.tool_calls))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
         self._record_run_upstream(view)
@@ -1472,7 +1474,11 @@ class TurnInspector:
             return
         first, *others = call.readings()
         for reading in (first, *others):
-            found = self._destructive_calls([reading], repeated=True) + self._credential_reads([reading])
+            found = (
+                self._destructive_calls([reading], repeated=True)
+                + self._credential_reads([reading])
+                + self._name_secrets([reading])
+            )
             if reading is first:
                 found += self._repeated_behaviour([reading])
             withholds = any(self._withholds(finding) for finding in found)
@@ -1506,7 +1512,11 @@ class TurnInspector:
                 for call in shaped_calls(document)
                 if call.where not in opening
             ]
-            self._record(self._destructive_calls(calls, repeated=True) + self._credential_reads(calls))
+            self._record(
+                self._destructive_calls(calls, repeated=True)
+                + self._credential_reads(calls)
+                + self._name_secrets(calls)
+            )
             self._record(self._repeated_behaviour(calls))
             parts = shaped_results(document)
         for part in parts:
@@ -1648,7 +1658,9 @@ class TurnInspector:
             completion.tool_calls
         )
         self._record(tool_findings)
-        credential_findings = self._credential_reads(completion.tool_calls)
+        credential_findings = self._credential_reads(completion.tool_calls) + self._name_secrets(
+            completion.tool_calls
+        )
         self._record(credential_findings)
         self._refusal(completion.full_text)
         self._record_residual(self.residual)
@@ -1690,7 +1702,9 @@ class TurnInspector:
             for call in completion.tool_calls:
                 arguments = canonical_escapes(call.arguments)
                 found += self._sensitive_findings(arguments, self._sensitive(arguments), call.where)
-            found += tools.check_tool_calls(completion.tool_calls, None, self.detectors.tools, self.overrides)
+            found += tools.check_tool_calls(
+                completion.tool_calls, None, self.detectors.tools, self.overrides, judge=self._command_judge
+            )
             found += self._credential_reads(completion.tool_calls)
             for part in completion.parts:
                 if part.source in CONTEXT_SOURCES:
@@ -1711,7 +1725,9 @@ class TurnInspector:
                 found += self._injection_findings(part)
             found += self._sensitive_findings(part.text, self._sensitive(part.text), part.where)
         if other.dialect == MCP.name:
-            found += tools.check_tool_calls(other.tool_calls, None, self.detectors.tools, self.overrides)
+            found += tools.check_tool_calls(
+                other.tool_calls, None, self.detectors.tools, self.overrides, judge=self._command_judge
+            )
             found += self._credential_reads(other.tool_calls)
         self._record_read_as(found, reading)
 
@@ -1790,6 +1806,8 @@ class TurnInspector:
         if destructive:
             pending = destructive[0].extra.get("pending_approval")
             return tools.approval_notice(name, str(pending) if pending is not None else None)
+        if any(finding.threat is Threat.DATA_EXFILTRATION for finding in own):
+            return tools.secret_name_notice(name)
         return credentials.withheld_notice(name, [finding.rule for finding in own])
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
@@ -2184,22 +2202,31 @@ class TurnInspector:
         return recent, baseline
 
     def _tool_gate(self) -> ToolGate | None:
-        """A stream's destructive call (where ``tool_abuse`` is enforced) and reading tool's call (where
-        ``credential_theft`` is) are held from their name until their arguments are complete, then decided
-        on them like a JSON completion's: a credential read dropped, a destructive call released under a
-        granted approval for exactly these arguments, else dropped (its notice names the pending
-        approval). Other calls go on at once, with no wait; a call asked about whole (the generic
-        reader's, an event at a time) is decided so too."""
+        """A stream's destructive call and command tool's call (where ``tool_abuse`` is enforced) and reading
+        tool's call (where ``credential_theft`` is) are held from their name until their arguments are
+        complete, then decided on them like a JSON completion's: a credential read dropped, a destructive
+        call (by name, or a command tool's by what its arguments run) released under a granted approval
+        for exactly these arguments, else dropped (its notice names the pending approval). Other calls go
+        on at once, with no wait; a call asked about whole (the generic reader's, an event at a time) is
+        decided so too."""
         guards_tools = self.policy.enforces(Threat.TOOL_ABUSE)
         guards_credentials = self.policy.enforces(Threat.CREDENTIAL_THEFT)
-        if not guards_tools and not guards_credentials:
+        guards_names = self.policy.enforces(Threat.DATA_EXFILTRATION)
+        if not guards_tools and not guards_credentials and not guards_names:
             return None
         catalogue, overrides = self.detectors.tools, self.overrides
 
         def gate(call: ToolCall, complete: bool) -> ToolDecision:
-            destructive = guards_tools and catalogue.is_destructive(call.name, overrides) is not None
+            if guards_names and self._name_secrets([call], recorded=False):
+                notice = tools.secret_name_notice(self._shown_name(call.name))
+                self.stream_notices[call_identity(call)] = notice
+                return "drop"
+            judged = guards_tools and (
+                catalogue.is_destructive(call.name, overrides) is not None
+                or commands.is_command_tool(call.name)
+            )
             if not complete:
-                held = destructive or (guards_credentials and credentials.is_reading_tool(call.name))
+                held = judged or (guards_credentials and credentials.is_reading_tool(call.name))
                 return "hold" if held else "release"
             reads = [
                 finding
@@ -2211,12 +2238,10 @@ class TurnInspector:
                     self._shown_name(call.name), [finding.rule for finding in reads]
                 )
                 return "drop"
-            if not destructive:
+            destructive = self._destructive_calls([call]) if judged else []
+            if not destructive or destructive[0].action is not Action.WITHHOLD:
                 return "release"
-            (finding,) = self._destructive_calls([call])
-            if finding.action is not Action.WITHHOLD:
-                return "release"
-            pending = finding.extra.get("pending_approval")
+            pending = destructive[0].extra.get("pending_approval")
             self.stream_notices[call_identity(call)] = tools.approval_notice(
                 self._shown_name(call.name), pending if isinstance(pending, str) else None
             )
@@ -2244,7 +2269,12 @@ class TurnInspector:
         for call, key in zip(calls, keys, strict=True):
             if key not in self._decided:
                 checked = tools.check_tool_calls(
-                    [call], self.turn.context.approval_id, self.detectors.tools, self.overrides, self._approve
+                    [call],
+                    self.turn.context.approval_id,
+                    self.detectors.tools,
+                    self.overrides,
+                    self._approve,
+                    self._command_judge,
                 )
                 for finding in tools.ran_upstream(checked, [call]):
                     self._decided[key] = self._with_pending_approval(finding, call)
@@ -2252,6 +2282,37 @@ class TurnInspector:
             if decided is not None:
                 findings.append(decided if decided.where == call.where else _repeated(decided, call.where))
         return findings
+
+    def _name_secrets(self, calls: list[ToolCall], *, recorded: bool = True) -> list[Finding]:
+        """A secret or PII glued into a call's name (``drop_table_ghp_...``) leaves with the call wherever
+        the agent logs or forwards it, and no redaction of the name leaves a call the agent can run: the
+        call is withheld where ``data_exfiltration`` is enforced, as one a key in its arguments would leave
+        redacted. The rules that ran out of time on a name are ``recorded`` as out of time there."""
+        findings = []
+        for call in calls:
+            if not call.name:
+                continue
+            scan = scan_glued(self.detectors.sensitive, call.name, self.budget)
+            if recorded:
+                self._record_timeouts(scan.timed_out, call.where)
+            shown = self._shown_name(call.name)
+            findings += [
+                dataclasses.replace(
+                    self._finding(
+                        match.rule,
+                        fingerprint(call.name[match.start : match.end], self.detectors.fingerprint_key),
+                        call.where,
+                    ),
+                    action=Action.WITHHOLD,
+                    signal=f"the name of tool {shown} carries {match.rule.description}",
+                    extra={"tool": shown},
+                )
+                for match in scan.found
+            ]
+        return findings
+
+    def _command_judge(self, call: ToolCall) -> tools.CatalogueEntry | None:
+        return commands.destructive_entry(call, self.detectors.commands, self.budget)
 
     def _with_pending_approval(self, finding: Finding, call: ToolCall) -> Finding:
         if (

@@ -6,6 +6,7 @@ or run commands, never over prose or other tools' arguments (an email that menti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from proxy.detectors.tools import name_matches
@@ -23,8 +24,37 @@ READING_TOOLS = (
 )  # fmt: skip
 
 
+# Tools that write files: what they write is content, not a path they read.
+WRITING_TOOLS = (
+    "write*", "*_write*", "create_file*", "*_create_file*", "save*", "*_save*", "append*", "*_append*",
+    "edit*", "*_edit*", "*_editor*", "str_replace*", "*apply_patch*", "*patch_file*", "insert*", "*_insert*",
+    "put_file*", "*_put_file*", "*update_file*",
+)  # fmt: skip
+WRITTEN_KEYS = frozenset(
+    {"content", "contents", "text", "file_text", "new_str", "old_str", "new_string", "old_string",
+     "insert_text", "new_text", "old_text", "newtext", "oldtext", "new_content", "replacement", "body",
+     "data", "patch", "diff", "input", "code", "source", "edits"}
+)  # fmt: skip
+"""Arguments of a writing tool that carry what it writes (Anthropic's editor's ``file_text`` and
+``new_str``, the MCP filesystem server's ``content`` and ``edits``, an apply-patch tool's ``input``)."""
+
+
 def is_reading_tool(name: str) -> bool:
     return name_matches(name, READING_TOOLS)
+
+
+def read_arguments(name: str, arguments: str) -> str:
+    """The arguments of a call as far as they name what it reads: a writing tool's content left out (code
+    it writes may name a token's path without reading it), its path and a viewing command kept."""
+    if not name_matches(name, WRITING_TOOLS):
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+    if not isinstance(value, dict):
+        return arguments
+    return json.dumps({key: item for key, item in value.items() if key.lower() not in WRITTEN_KEYS})
 
 
 def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBudget) -> list[Finding]:
@@ -35,7 +65,7 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
     for call in calls:
         if not is_reading_tool(call.name):
             continue
-        scan = scanner.scan(call.arguments, budget)
+        scan = scanner.scan(read_arguments(call.name, call.arguments), budget)
         rules = {match.rule.id: match.rule for match in scan.found}
         # A rule out of time may have read a credential path there: the call is withheld all the same.
         findings += [

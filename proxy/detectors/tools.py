@@ -45,6 +45,10 @@ class CatalogueEntry:
     """Names the entry must match (``examples.match``)."""
     no_match_examples: tuple[str, ...] = ()
     """Names no entry may match (``examples.no_match``): those that only read or ask about the act."""
+    by_arguments: bool = False
+    """The call is destructive for what its arguments run (a command tool's), not for its name."""
+    unless: tuple[str, ...] = ()
+    """Globs of names the entry's globs reach that only read about the act (``deploy_status``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,9 @@ class ToolCatalogue:
                     f"{origin}: {entry_id}: unknown severity {raw['severity']!r}"
                 ) from None
             match_examples, no_match_examples = _examples(raw.get("examples", {}), f"{origin}: {entry_id}")
+            unless = raw.get("unless", [])
+            if not isinstance(unless, list) or not all(isinstance(g, str) and g for g in unless):
+                raise ToolCatalogueError(f"{origin}: {entry_id}: `unless` must be a list of globs")
             entries.append(
                 CatalogueEntry(
                     id=entry_id,
@@ -183,6 +190,7 @@ class ToolCatalogue:
                     globs=tuple(globs),
                     match_examples=match_examples,
                     no_match_examples=no_match_examples,
+                    unless=tuple(unless),
                 )
             )
         return cls(tuple(entries))
@@ -201,7 +209,7 @@ class ToolCatalogue:
                 globs=overrides.destructive,
             )
         for entry in self.entries:
-            if _matches_any(names, entry.globs):
+            if _matches_any(names, entry.globs) and not _matches_any(names, entry.unless):
                 return entry
         return None
 
@@ -374,6 +382,9 @@ def _server_address(url: str | None) -> tuple[str | None, int]:
         return None, 443
 
 
+CallJudge = Callable[[ToolCall], CatalogueEntry | None]
+"""The entry a call is destructive under for what its arguments run, or None."""
+
 ApprovalCheck = Callable[[ToolCall], str | None]
 """Whether the turn's approval id lets this destructive call run: None when it does, else why not."""
 
@@ -384,8 +395,11 @@ def check_tool_calls(
     catalogue: ToolCatalogue,
     overrides: RoleOverrides = NO_OVERRIDES,
     approve: ApprovalCheck | None = None,
+    judge: CallJudge | None = None,
 ) -> list[Finding]:
-    """Findings for the destructive calls in a completion (or an MCP ``tools/call``).
+    """Findings for the destructive calls in a completion (or an MCP ``tools/call``): by name, or where
+    ``judge`` reads the arguments of a command tool as destructive, by what they run (first, as the more
+    telling; a role's exemption of the name does not lift it).
 
     Without an approval id each one is withheld (replaced by :func:`approval_notice` in enforce mode).
     With one, ``approve`` decides: an approved call is recorded as a low-severity note carrying the
@@ -395,19 +409,24 @@ def check_tool_calls(
     findings = []
     presented = (approval_id or "").strip()
     for call in calls:
-        entry = catalogue.entry_for(call.name, overrides)
+        entry = (judge(call) if judge is not None else None) or catalogue.entry_for(call.name, overrides)
         if entry is None:
             continue
         rule, severity, action, extra = entry.id, entry.severity, Action.WITHHOLD, {"tool": call.name}
+        subject = (
+            f"tool {call.name} running {entry.description}"
+            if entry.by_arguments
+            else f"destructive tool {call.name}"
+        )
         if not presented:
-            signal = f"destructive tool {call.name} called without approval"
+            signal = f"{subject} called without approval"
         else:
             problem = approve(call) if approve is not None else "approvals are not checked here"
             if problem is None:
-                signal = f"destructive tool {call.name} called under approval"
+                signal = f"{subject} called under approval"
                 severity, action, extra["approval_id"] = Severity.LOW, Action.FLAG, presented
             else:
-                signal = f"destructive tool {call.name}: {problem}"
+                signal = f"{subject}: {problem}"
                 rule, extra["presented_approval_id"] = INVALID_APPROVAL_RULE, presented
         findings.append(
             Finding(
@@ -446,6 +465,14 @@ def ran_upstream_notice(name: str) -> str:
     return (
         f"The call to the tool `{name}` and what it returned were withheld by egressguard: the API ran this "
         f"tool itself, and its policy does not allow it for this agent."
+    )
+
+
+def secret_name_notice(name: str) -> str:
+    """The assistant text that stands in for a call whose name carried a secret (``name`` as redacted)."""
+    return (
+        f"The call to the tool `{name}` was withheld by egressguard: its name carries a secret, which this "
+        f"agent's policy does not let leave."
     )
 
 

@@ -1,0 +1,182 @@
+"""Recall and false positives of the destructive-command reading (proxy/detectors/commands.py).
+
+    python3 bench/command_eval.py [--data DIR]
+    (DIR: the development data, by default $EGRESSGUARD_DEV_DATA, else the nearest ../shared/data)
+
+Attacks: tests/fixtures/commands/destructive.txt, each shell command also in every disguise of
+``DISGUISES`` (quotes or backslashes inside its name, ``$IFS``, variables, ``eval``, ``bash -c``, base64
+or hex piped to a shell, ANSI-C escapes, a directory or glob for its name, code calling it). Benign:
+tests/fixtures/commands/benign.txt, and from the dev data every command line of the documentation's code
+blocks run by a shell tool, every Python source chunk run by a code tool, and every documentation chunk
+written to a file by a shell heredoc (prose that mentions destructive commands, as agents write it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxy.detectors import commands
+from proxy.exchange import ToolCall
+from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "commands"
+Case = tuple[str, str]
+"""A tool's name and its arguments as JSON text."""
+
+
+def fixture_cases(name: str) -> list[Case]:
+    """A fixture file's calls: ``tool<TAB>arguments`` lines, or a bare command run by ``bash``."""
+    cases = []
+    for line in (FIXTURES / name).read_text("utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        tool, tab, arguments = line.partition("\t")
+        cases.append((tool, arguments) if tab else ("bash", json.dumps({"command": line})))
+    return cases
+
+
+def shell_commands(name: str) -> list[str]:
+    """A fixture file's bare commands: those the disguises are put on."""
+    return [json.loads(arguments)["command"] for tool, arguments in fixture_cases(name) if tool == "bash"]
+
+
+def _first_word(disguise: Callable[[str], str]) -> Callable[[str], str]:
+    """A disguise of a command's name alone, the rest of the command as it was."""
+
+    def apply(command: str) -> str:
+        word, space, rest = command.partition(" ")
+        return disguise(word) + space + rest
+
+    return apply
+
+
+def _hex_escaped(text: str) -> str:
+    return "".join(f"\\x{ord(char):02x}" for char in text)
+
+
+def _single_quoted(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _variables(command: str) -> str:
+    word, _, rest = command.partition(" ")
+    return f"a={word}; $a {rest}"
+
+
+DISGUISES: dict[str, Callable[[str], str]] = {
+    "plain": lambda command: command,
+    "quotes inside the name": _first_word(lambda word: word[0] + "''" + word[1:] if len(word) > 1 else word),
+    "name double-quoted": _first_word(lambda word: f'"{word}"'),
+    "backslash in the name": _first_word(lambda word: word[0] + "\\" + word[1:] if len(word) > 1 else word),
+    "empty expansion in the name": _first_word(
+        lambda word: word[0] + "$@" + word[1:] if len(word) > 1 else word
+    ),
+    "$IFS for spaces": lambda command: command.replace(" ", "${IFS}"),
+    "variable": _variables,
+    "eval": lambda command: f"eval {_single_quoted(command)}",
+    "bash -c": lambda command: f"bash -c {_single_quoted(command)}",
+    "sudo and env": lambda command: f"sudo -u root env LANG=C {command}",
+    "base64 to sh": lambda command: f"echo {base64.b64encode(command.encode()).decode()} | base64 -d | sh",
+    "base64 in eval": lambda command: (
+        f'eval "$(echo {base64.b64encode(command.encode()).decode()} | base64 --decode)"'
+    ),
+    "ANSI-C hex name": _first_word(lambda word: f"$'{_hex_escaped(word)}'"),
+    "printf hex to bash": lambda command: f"printf '{_hex_escaped(command)}' | bash",
+    "directory of the name": _first_word(lambda word: f"/usr/bin/{word}" if word.isalnum() else word),
+    "python os.system": lambda command: f"python3 -c {_single_quoted(f'import os; os.system({command!r})')}",
+}
+
+
+def _dev_data(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("EGRESSGUARD_DEV_DATA"):
+        return Path(os.environ["EGRESSGUARD_DEV_DATA"])
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+_BLOCK = re.compile(r"```(?:bash|sh|console|shell|shell-session|sh-session|text)?\n(.*?)```", re.DOTALL)
+
+
+def dev_cases(data: Path) -> Iterator[tuple[str, Case]]:
+    """Benign calls from the dev set's tool results: their code blocks' command lines as a shell runs
+    them, their Python source as a code tool runs it, their documents as a heredoc writes them."""
+    path = data / "benign_tool_results" / "tool_results_dev.jsonl"
+    seen: set[str] = set()
+    for line in path.read_text("utf-8").splitlines():
+        row = json.loads(line)
+        text = row["text"]
+        if row["family"] == "code_python":
+            yield "python source", ("python", json.dumps({"code": text}))
+            continue
+        yield (
+            "document written by a heredoc",
+            (
+                "bash",
+                json.dumps({"command": f"cat > notes.md <<'EOF'\n{text}\nEOF"}),
+            ),
+        )
+        for block in _BLOCK.finditer(text):
+            for command in block.group(1).splitlines():
+                command = command.strip().removeprefix("$ ")
+                if command and not command.startswith("#") and command not in seen:
+                    seen.add(command)
+                    yield "documented command", ("bash", json.dumps({"command": command}))
+
+
+def flagged(scanner: Scanner, case: Case) -> str | None:
+    tool, arguments = case
+    entry = commands.destructive_entry(
+        ToolCall(id="eval", name=tool, arguments=arguments, where="eval"), scanner, scanner.budget()
+    )
+    return entry.id if entry else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data")
+    args = parser.parse_args()
+    scanner = Scanner([load_pack(pack_path(commands.PACK))])
+    print("Recall (destructive.txt; disguises over its shell commands)")
+    attacks = fixture_cases("destructive.txt")
+    missed = [case for case in attacks if not flagged(scanner, case)]
+    print(f"  as written: {len(attacks) - len(missed)}/{len(attacks)}")
+    for case in missed:
+        print(f"    missed: {case}")
+    for name, disguise in DISGUISES.items():
+        cases = [
+            ("bash", json.dumps({"command": disguise(command)}))
+            for command in shell_commands("destructive.txt")
+        ]
+        missed = [case for case in cases if not flagged(scanner, case)]
+        print(f"  {name}: {len(cases) - len(missed)}/{len(cases)}")
+        for case in missed:
+            print(f"    missed: {json.loads(case[1])['command']}")
+    print("False positives")
+    groups: dict[str, list[Case]] = {"benign.txt": fixture_cases("benign.txt")}
+    data = _dev_data(args.data)
+    if data is not None:
+        for group, case in dev_cases(data):
+            groups.setdefault(group, []).append(case)
+    for group, cases in groups.items():
+        hits = [(case, rule) for case in cases if (rule := flagged(scanner, case))]
+        print(f"  {group}: {len(hits)}/{len(cases)}")
+        for (tool, arguments), rule in hits:
+            print(f"    {rule}: {tool} {arguments[:160]}")
+
+
+if __name__ == "__main__":
+    main()

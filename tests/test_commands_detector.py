@@ -1,0 +1,184 @@
+"""The destructive-command reading of command tools' arguments (proxy/detectors/commands.py): every
+destructive call of tests/fixtures/commands/destructive.txt found, as written and in every disguise of
+bench/command_eval.py; none of the everyday calls of benign.txt; other tools' arguments never read; and
+the catalogue's, the credential reads' and the approval path's share of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.command_eval import DISGUISES, fixture_cases, shell_commands
+from proxy.detectors import commands
+from proxy.detectors.credentials import credential_reads, credential_scanner
+from proxy.detectors.tools import CatalogueEntry, RoleOverrides, ToolCatalogue, check_tool_calls
+from proxy.exchange import ToolCall
+from proxy.model import Action, Severity, Threat
+from proxy.scanning.rulepack import ScanBudget, load_packaged_packs
+
+PACKS = load_packaged_packs()
+SCANNER = commands.command_scanner(PACKS)
+CATALOGUE = ToolCatalogue.load()
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _call(name: str, arguments: str | dict[str, object]) -> ToolCall:
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return ToolCall(id="c1", name=name, arguments=text, where="choices[0].message.tool_calls[0]")
+
+
+def _judge(call: ToolCall) -> CatalogueEntry | None:
+    return commands.destructive_entry(call, SCANNER, SCANNER.budget())
+
+
+def _rule(name: str, arguments: str | dict[str, object]) -> str | None:
+    entry = commands.destructive_entry(_call(name, arguments), SCANNER, SCANNER.budget())
+    return entry.id if entry else None
+
+
+@pytest.mark.parametrize(("tool", "arguments"), fixture_cases("destructive.txt"))
+def test_a_destructive_call_is_found(tool: str, arguments: str) -> None:
+    assert _rule(tool, arguments) is not None
+
+
+@pytest.mark.parametrize("disguise", sorted(DISGUISES))
+def test_every_destructive_command_is_found_in_each_disguise(disguise: str) -> None:
+    missed = [
+        command
+        for command in shell_commands("destructive.txt")
+        if _rule("bash", {"command": DISGUISES[disguise](command)}) is None
+    ]
+    assert missed == []
+
+
+@pytest.mark.parametrize(("tool", "arguments"), fixture_cases("benign.txt"))
+def test_an_everyday_call_is_not_found(tool: str, arguments: str) -> None:
+    assert _rule(tool, arguments) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "r''m -rf /",
+        'r"m" -rf ~',
+        "rm${IFS}-rf${IFS}~",
+        "a=r; b=m; $a$b -rf /",
+        "r${unset}m -rf /",
+        "${x:-rm} -rf /",
+        "/???/r? -rf /",
+        "\\rm -rf /",
+        "{rm,-rf,/}",
+        "$(echo rm) -rf /",
+        "sudo -u root nohup env X=1 xargs rm -rf / < /dev/null",
+        "echo 'rm -rf /' | sh",
+        "X=$(echo cm0gLXJmIC8= | base64 -d); $X",
+        "cat <<EOF | bash\nrm -rf ~\nEOF",
+        "cat > x.sh <<EOF\n$(rm -rf ~)\nEOF",
+    ],
+)
+def test_a_disguised_removal_is_found(command: str) -> None:
+    assert _rule("bash", {"command": command}) is not None
+
+
+def test_a_command_far_into_a_long_argument_is_found_and_cut_lines_do_not_read_as_broad() -> None:
+    """Windows of a long argument end at a line's end and overlap, so a command past the first window is
+    read whole and no path is read cut short (``./build`` as ``./``)."""
+    filler = "rm -rf ./build/cache\n" * 4000
+    assert _rule("bash", {"command": filler}) is None
+    assert _rule("bash", {"command": filler + "cd / && rm -rf ~\n" + filler}) == "cmd-recursive-delete-broad"
+    one_line = "echo " + "a" * 40_000 + " ; rm -rf ~ ; echo " + "b" * 40_000
+    assert _rule("bash", {"command": one_line}) == "cmd-recursive-delete-broad"
+
+
+def test_a_here_document_only_stored_is_data_and_one_run_is_commands() -> None:
+    schema = "DROP TABLE IF EXISTS users;\nCREATE TABLE users (id int);"
+    assert _rule("bash", {"command": f"cat > schema.sql <<'EOF'\n{schema}\nEOF"}) is None
+    assert _rule("bash", {"command": f"psql app <<'EOF'\n{schema}\nEOF"}) == "cmd-sql-destructive"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("send_email", {"to": "a@example.com", "body": "Run rm -rf / to clean up"}),
+        ("write_file", {"path": "cleanup.sh", "content": "rm -rf /"}),
+        ("create_issue", {"title": "DROP TABLE users ran in prod"}),
+        ("get_weather", {"city": "rm -rf ~"}),
+    ],
+)
+def test_other_tools_arguments_are_not_read(tool: str, arguments: dict[str, object]) -> None:
+    assert not commands.is_command_tool(tool)
+    assert _rule(tool, arguments) is None
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "rule"),
+    [
+        ("aws_cli", {"command": "s3 rm s3://prod --recursive"}, "cmd-infrastructure-teardown"),
+        ("kubectl", {"args": ["delete", "ns", "prod"]}, "cmd-kubernetes-mass-delete"),
+        ("git", {"args": ["push", "--force", "origin", "main"]}, "cmd-git-history-destroyed"),
+        ("local_shell", {"command": ["bash", "-lc", "rm -rf ~"]}, "cmd-recursive-delete-broad"),
+        ("apply_patch", "*** Begin\nrm -rf /\n", None),
+        ("run_code", "import os\nos.system('mkfs.ext4 /dev/sda')", "cmd-disk-overwrite"),
+    ],
+)
+def test_a_cli_tool_s_words_and_an_argv_are_read_as_its_command_line(
+    tool: str, arguments: str | dict[str, object], rule: str | None
+) -> None:
+    assert _rule(tool, arguments) == rule
+
+
+def test_a_destructive_command_needs_approval_whatever_the_role_exempts() -> None:
+    """The argument's rule names the finding; a role's exemption of the tool's name lifts the name's
+    need for approval, not what its arguments run; an approval lets it run."""
+
+    exempt = RoleOverrides(exempt=("bash",))
+    calm = _call("bash", {"command": "ls -la"})
+    assert check_tool_calls([calm], None, CATALOGUE, exempt, judge=_judge) == []
+    (finding,) = check_tool_calls(
+        [_call("bash", {"command": "rm -rf ~"})], None, CATALOGUE, exempt, judge=_judge
+    )
+    assert finding.rule == "cmd-recursive-delete-broad" and finding.threat is Threat.TOOL_ABUSE
+    assert finding.action is Action.WITHHOLD and finding.severity is Severity.CRITICAL
+    assert finding.signal.startswith("tool bash running a recursive delete")
+    (approved,) = check_tool_calls(
+        [_call("run", {"cmd": "rm -rf ~"})], "APR-1", CATALOGUE, approve=lambda call: None, judge=_judge
+    )
+    assert approved.action is Action.FLAG and approved.extra["approval_id"] == "APR-1"
+
+
+def test_a_call_the_budget_has_nothing_left_for_is_withheld() -> None:
+    entry = commands.destructive_entry(_call("run", {"cmd": "ls"}), SCANNER, ScanBudget(0.0))
+    assert entry is not None and entry.id == "destructive_commands-unread"
+
+
+@pytest.mark.parametrize(
+    ("reading", "deploying"),
+    [
+        ("deploy_status", "deploy_service"),
+        ("deploy_logs", "deploy_app"),
+        ("vercel_deploy_status", "vercel_deploy_project"),
+    ],
+)
+def test_a_deploy_s_status_and_logs_only_read(reading: str, deploying: str) -> None:
+    assert CATALOGUE.is_destructive(reading) is None
+    assert CATALOGUE.is_destructive(deploying) == "tool-deploy"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "found"),
+    [
+        ("write_file", {"path": "job.py", "content": f"token = open('{TOKEN}').read()"}, False),
+        ("str_replace_based_edit_tool", {"command": "create", "path": "k.py", "file_text": TOKEN}, False),
+        ("edit_file", {"path": "a.py", "edits": [{"oldText": "x", "newText": TOKEN}]}, False),
+        ("str_replace_based_edit_tool", {"command": "view", "path": TOKEN}, True),
+        ("read_file", {"path": TOKEN}, True),
+        ("bash", {"command": f"cat {TOKEN}"}, True),
+    ],
+)
+def test_a_writing_tool_s_content_names_no_read(tool: str, arguments: dict[str, object], found: bool) -> None:
+    scanner = credential_scanner(PACKS)
+    rules = [
+        finding.rule for finding in credential_reads([_call(tool, arguments)], scanner, scanner.budget())
+    ]
+    assert rules == (["workload-identity-token"] if found else [])

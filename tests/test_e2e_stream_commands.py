@@ -1,0 +1,137 @@
+"""End to end: a command tool's call is judged by what its arguments run. Streamed in 5-character deltas
+through each streamed dialect's official SDK, a destructive command (`run {"cmd": "cd /tmp && rm -rf ~"}`,
+and the same in base64 piped to a shell) is held until its arguments end and withheld for the approval
+notice where ``tool_abuse`` is enforced, recorded in observe mode, while an everyday command streams
+through whole; a call whose name carries a key is withheld where ``data_exfiltration`` is enforced."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_inspect import _agent, ask, last_record, openai_client
+from tests.test_e2e_stream_credential_reads import DIALECTS, Calls
+from tests.upstream import FakeUpstream, Reply, ToolCallReply
+
+DESTRUCTIVE = {"cmd": "cd /tmp && rm -rf ~"}
+ENCODED = {"cmd": f"echo {base64.b64encode(b'rm -rf /').decode()} | base64 -d | bash"}
+EVERYDAY = {"cmd": "rm -rf ./build && npm run build"}
+NOTICE = "The call to the tool `run` was withheld by egressguard: it is a destructive action"
+KEY = "ghp_" + "x7Kq2LmN9pR4sT6vW8yZ1aB3cD5eF7gH9jK0"
+
+
+def _run(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    dialect: str,
+    name: str,
+    arguments: dict[str, Any],
+) -> tuple[Calls, str, dict[str, Any]]:
+    """What the agent got of an answer calling ``name`` with ``arguments`` in 5-character deltas, next
+    to a call of another tool, and the turn's record."""
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    model, receive = DIALECTS[dialect]
+    upstream.reply = Reply(
+        text="Running.",
+        tool_calls=[
+            ToolCallReply("get_weather", {"city": "Oslo"}, id="call_w"),
+            ToolCallReply(name, arguments, id="call_r"),
+        ],
+        model=model,
+        piece_size=5,
+    )
+    calls, text = receive(upstream)
+    return calls, text, last_record(proxy)
+
+
+def _found(record: dict[str, Any], threat: str) -> list[dict[str, Any]]:
+    return [finding for finding in record["findings"] if finding["threat"] == threat]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("arguments", [DESTRUCTIVE, ENCODED], ids=["plain", "base64"])
+def test_a_streamed_destructive_command_is_withheld_where_enforced(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    arguments: dict[str, str],
+) -> None:
+    calls, text, record = _run(start_proxy, upstream, monkeypatch, "enforce", dialect, "run", arguments)
+    assert calls == [("get_weather", {"city": "Oslo"})]
+    assert NOTICE in text and "rm -rf" not in text
+    found = _found(record, "tool_abuse")
+    assert found and all(finding["enforced"] for finding in found)
+    assert {finding["rule"] for finding in found} <= {"cmd-recursive-delete-broad", "cmd-decoded-to-shell"}
+    assert all(finding["extra"].get("pending_approval") for finding in found)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_streamed_destructive_command_is_recorded_in_observe_mode(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
+    calls, text, record = _run(start_proxy, upstream, monkeypatch, "observe", dialect, "run", DESTRUCTIVE)
+    assert calls == [("get_weather", {"city": "Oslo"}), ("run", DESTRUCTIVE)]
+    assert NOTICE not in text
+    found = _found(record, "tool_abuse")
+    assert [finding["rule"] for finding in found] == ["cmd-recursive-delete-broad"]
+    assert not found[0]["enforced"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_streamed_everyday_command_passes_intact(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
+    calls, text, record = _run(start_proxy, upstream, monkeypatch, "enforce", dialect, "run", EVERYDAY)
+    assert calls == [("get_weather", {"city": "Oslo"}), ("run", EVERYDAY)]
+    assert NOTICE not in text and text.startswith("Running.")
+    assert not _found(record, "tool_abuse")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_streamed_call_whose_name_carries_a_key_is_withheld(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
+    calls, text, record = _run(
+        start_proxy, upstream, monkeypatch, "enforce", dialect, f"drop_table_{KEY}", {"table": "t"}
+    )
+    assert calls == [("get_weather", {"city": "Oslo"})]
+    assert "its name carries a secret" in text and KEY not in text
+    found = [finding for finding in _found(record, "data_exfiltration") if finding["action"] == "withhold"]
+    assert found and all(finding["enforced"] for finding in found)
+    assert KEY not in json.dumps(record)
+
+
+def test_a_json_answer_s_destructive_command_is_withheld_and_its_sql_twin_without_where_too(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not streamed: a Chat answer's `python` call removing the home folder and `sql` call deleting every
+    row are withheld, a `sql` call deleting one row passes."""
+    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    code = {"code": "import shutil, os\nshutil.rmtree(os.path.expanduser('~'))"}
+    one_row = {"query": "DELETE FROM users WHERE id = 5"}
+    upstream.reply = Reply(
+        text="",
+        tool_calls=[
+            ToolCallReply("python", code, id="c1"),
+            ToolCallReply("sql", {"query": "DELETE FROM users"}, id="c2"),
+            ToolCallReply("sql", one_row, id="c3"),
+        ],
+        model="m",
+    )
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    assert [
+        (call.function.name, json.loads(call.function.arguments)) for call in message.tool_calls or []
+    ] == [("sql", one_row)]
+    assert "`python` was withheld" in (message.content or "") and "`sql` was withheld" in (
+        message.content or ""
+    )
+    rules = {finding["rule"] for finding in _found(last_record(proxy), "tool_abuse")}
+    assert rules == {"code-recursive-delete-broad", "cmd-sql-destructive"}
