@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, ask, last_record, openai_client
-from tests.test_e2e_stream_credential_reads import DIALECTS, Calls
+from tests.test_e2e_stream_credential_reads import DIALECTS, Calls, stream_call
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 DESTRUCTIVE = {"cmd": "cd /tmp && rm -rf ~"}
@@ -34,21 +34,8 @@ def _run(
     name: str,
     arguments: dict[str, Any],
 ) -> tuple[Calls, str, dict[str, Any]]:
-    """What the agent got of an answer calling ``name`` with ``arguments`` in 5-character deltas, next
-    to a call of another tool, and the turn's record."""
-    proxy = _agent(start_proxy(mode=mode), monkeypatch)
-    model, receive = DIALECTS[dialect]
-    upstream.reply = Reply(
-        text="Running.",
-        tool_calls=[
-            ToolCallReply("get_weather", {"city": "Oslo"}, id="call_w"),
-            ToolCallReply(name, arguments, id="call_r"),
-        ],
-        model=model,
-        piece_size=5,
-    )
-    calls, text = receive(upstream)
-    return calls, text, last_record(proxy)
+    call = ToolCallReply(name, arguments, id="call_r")
+    return stream_call(start_proxy, upstream, monkeypatch, mode, dialect, call, "Running.")
 
 
 def _found(record: dict[str, Any], threat: str) -> list[dict[str, Any]]:

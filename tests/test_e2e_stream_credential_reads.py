@@ -79,6 +79,29 @@ DIALECTS: dict[str, tuple[str, Callable[[FakeUpstream], tuple[Calls, str]]]] = {
 }
 
 
+def stream_call(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    dialect: str,
+    call: ToolCallReply,
+    text: str,
+) -> tuple[Calls, str, dict[str, Any]]:
+    """What the agent got of an answer saying ``text`` and making ``call`` (arguments in 5-character
+    deltas) next to a call of another tool, and the turn's record."""
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    model, receive = DIALECTS[dialect]
+    upstream.reply = Reply(
+        text=text,
+        tool_calls=[ToolCallReply("get_weather", {"city": "Oslo"}, id="call_w"), call],
+        model=model,
+        piece_size=5,
+    )
+    calls, said = receive(upstream)
+    return calls, said, last_record(proxy)
+
+
 def _read(
     start_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
@@ -87,21 +110,8 @@ def _read(
     dialect: str,
     path: str,
 ) -> tuple[Calls, str, dict[str, Any]]:
-    """What the agent got of an answer calling ``read_file`` on ``path`` (arguments in 5-character
-    deltas), next to a call of another tool, and the turn's record."""
-    proxy = _agent(start_proxy(mode=mode), monkeypatch)
-    model, receive = DIALECTS[dialect]
-    upstream.reply = Reply(
-        text="Reading.",
-        tool_calls=[
-            ToolCallReply("get_weather", {"city": "Oslo"}, id="call_w"),
-            ToolCallReply("read_file", {"path": path}, id="call_r"),
-        ],
-        model=model,
-        piece_size=5,
-    )
-    calls, text = receive(upstream)
-    return calls, text, last_record(proxy)
+    call = ToolCallReply("read_file", {"path": path}, id="call_r")
+    return stream_call(start_proxy, upstream, monkeypatch, mode, dialect, call, "Reading.")
 
 
 def _credential_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
