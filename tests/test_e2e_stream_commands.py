@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, ask, last_record, openai_client
@@ -114,9 +115,11 @@ def test_a_json_answer_s_destructive_command_is_withheld_and_its_sql_twin_withou
         model="m",
     )
     message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
-    assert [
-        (call.function.name, json.loads(call.function.arguments)) for call in message.tool_calls or []
-    ] == [("sql", one_row)]
+    calls = message.tool_calls or []
+    functions = [call for call in calls if isinstance(call, ChatCompletionMessageFunctionToolCall)]
+    assert len(functions) == len(calls)
+    sent = [(call.function.name, json.loads(call.function.arguments)) for call in functions]
+    assert sent == [("sql", one_row)]
     assert "`python` was withheld" in (message.content or "") and "`sql` was withheld" in (
         message.content or ""
     )
