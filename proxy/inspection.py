@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_plus
 
-from proxy.audit.events import recorded_name
+from proxy.audit.events import recorded_name, recorded_text
 from proxy.config.policy import Policy
 from proxy.control import freeze
 from proxy.control.approvals import Approvals, canonical_arguments
@@ -1796,18 +1796,19 @@ class TurnInspector:
         return plan
 
     def _withheld_notice(self, call: ToolCall, withholding: list[Finding]) -> str:
-        """A destructive call's notice says how to get it approved; a credential read's, why it cannot
-        run."""
+        """A call withheld for a secret in its name says so; a destructive call's notice says how to get it
+        approved; a credential read's, why it cannot run."""
         name = self._shown_name(call.name)
         if call.ran_upstream:
             return tools.ran_upstream_notice(name)
         own = [finding for finding in withholding if finding.where == call.where]
+        # A secret in the name withholds the call whatever else does: no approval would let it run.
+        if any(finding.threat is Threat.DATA_EXFILTRATION for finding in own):
+            return tools.secret_name_notice(name)
         destructive = [finding for finding in own if finding.threat is Threat.TOOL_ABUSE]
         if destructive:
             pending = destructive[0].extra.get("pending_approval")
             return tools.approval_notice(name, str(pending) if pending is not None else None)
-        if any(finding.threat is Threat.DATA_EXFILTRATION for finding in own):
-            return tools.secret_name_notice(name)
         return credentials.withheld_notice(name, [finding.rule for finding in own])
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
@@ -2320,11 +2321,14 @@ class TurnInspector:
             or not self.policy.enforces(Threat.TOOL_ABUSE)
             or self.turn.drill is not None
             or call.ran_upstream  # an approval could not undo it
+            # Withheld for its name whatever is approved: asking an operator would change nothing.
+            or (self.policy.enforces(Threat.DATA_EXFILTRATION) and self._name_secrets([call], recorded=False))
         ):
             return finding
-        # The ids are the agent's headers, kept in the store and shown to operators as tool names are.
+        # The ids are the agent's headers, kept in the store as the turn's record keeps them.
+        key = self.detectors.fingerprint_key
         user_id, session_id = (
-            None if header is None else self._shown_name(header)
+            None if header is None else recorded_text(header, self.detectors.sensitive, key)
             for header in (self.turn.context.user_id, self.turn.context.session_id)
         )
         approval, opened = self.approvals.request(

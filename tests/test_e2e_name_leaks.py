@@ -25,6 +25,7 @@ CALLS = [
     ToolCallReply("save_" + AWS_KEY_ID + "_notes", {"text": "done"}, id="call_save"),
     ToolCallReply("delete_" + GITHUB_TOKEN + "_rows", {"id": 7}, id="call_delete"),
     ToolCallReply("erase_" + "-".join(AWS_KEY_ID[i : i + 4] for i in range(0, 20, 4)), {}, id="call_split"),
+    ToolCallReply("drop_table", {"table": "orders"}, id="call_plain"),
 ]
 
 
@@ -52,11 +53,11 @@ def test_a_key_in_a_tool_name_is_written_nowhere(
     monkeypatch: pytest.MonkeyPatch,
     stream: bool,
 ) -> None:
-    """Destructive calls whose names carry a key glued to words by ``_`` are withheld, their approvals
-    opened and paged; the tools the record lists (a key split by ``-`` too), the finding's tool, the
-    approval's alert and record (its arguments' summary too), the proxy's log and the notice the agent
-    reads each name the tool with its key replaced. So do they the user and session ids the agent sent,
-    which the approval keeps."""
+    """Calls whose names carry a key glued to words by ``_`` are withheld, with no approval asked (none
+    would let them run); the tools the record lists (a key split by ``-`` too), the finding's tool, the
+    proxy's log and the notice the agent reads each name the tool with its key replaced. The user and
+    session ids the agent sent are kept so too by the approval a destructive call beside them opens, and
+    by its alert."""
     proxy = start_proxy(mode="enforce", extra=alerts_yaml(receiver))
     upstream.reply = Reply(text="", tool_calls=CALLS)
     client = agent_client(proxy, upstream, monkeypatch).with_options(
@@ -70,14 +71,18 @@ def test_a_key_in_a_tool_name_is_written_nowhere(
     else:
         answer = client.chat.completions.create(**request).model_dump_json()
 
-    requested = wait_until(lambda: len(alerts_for(receiver, "approval-requested")) >= 2)
-    assert requested, f"approvals not paged: {receiver.deliveries}\n{proxy.output()}"
+    requested = wait_until(lambda: len(alerts_for(receiver, "approval-requested")) >= 1)
+    assert requested, f"approval not paged: {receiver.deliveries}\n{proxy.output()}"
     (record,) = proxy.wait_for_records(1)
     tools = record["tools"]
     assert any(tool.startswith("drop_table_[REDACTED:github-pat") for tool in tools), tools
     assert "withheld by egressguard" in answer and "drop_table_[REDACTED:github-pat" in answer, answer
     written = written_files(proxy)
-    assert "drop_table_[REDACTED:github-pat" in written  # the approval and the record name the tool
+    assert "drop_table_[REDACTED:github-pat" in written  # the record names the tool
+    # No approval is asked for a call its name's key withholds: none names a key the scan reads there.
+    assert not any(
+        "REDACTED:github-pat" in json.dumps(alert) for alert in alerts_for(receiver, "approval-requested")
+    )
     # The calls not withheld reach the agent as the model wrote them; the withheld ones only as notices.
     assert GITHUB_TOKEN not in answer and GITHUB_TOKEN[4:] not in answer
     for key in KEYS:

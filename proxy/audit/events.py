@@ -133,6 +133,14 @@ def mask_url_tokens(text: str, key: bytes) -> str:
     return _mask_token_runs(_URL_RUN, text, key)
 
 
+def recorded_text(text: str, scanner: Scanner, key: bytes) -> str:
+    """An agent-controlled text of no URL (a user or session id) as an event records it (``scrub``): each
+    secret its ``glued_readings`` hold replaced by a keyed placeholder, the rest as sent, so a store that
+    keeps it matches the records."""
+    redacted, _ = redact_json(text, scanner, key=key, remember=True, glued=True)
+    return str(redacted)
+
+
 def recorded_name(name: str, scanner: Scanner, key: bytes) -> str:
     """``name`` as it may be recorded, stored or echoed: each secret its ``glued_readings`` hold replaced
     by a keyed placeholder, then its token-like runs masked (``mask_url_tokens``). The same name always
