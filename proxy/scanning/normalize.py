@@ -419,14 +419,17 @@ def _shifted(text: str, shift: int) -> str:
 
 def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], budget: list[int]) -> None:
     if text.isascii():
-        smuggled: list[str] = []
+        smuggled = ""
         visible = folded = text
     else:
         # Tag characters are invisible ones too: one search tells whether there is anything to remove.
-        smuggled = []
+        smuggled = ""
         visible = text
         if _INVISIBLE.search(text):
-            smuggled = [decode_tag_run(run) for run in _TAG_BLOCK.findall(text)]
+            # Every run of tag characters read together, in order, as one hidden text: a form each would
+            # let a text of tag characters between letters make one form (scanned, and scored by the
+            # classifier, alone) for every two characters, and it is as a whole that a model reads them.
+            smuggled = decode_tag_run("".join(_TAG_BLOCK.findall(text)))
             visible = _INVISIBLE.sub("", text)
             signals.add(HIDDEN_CHARACTERS)
         visible = unicodedata.normalize("NFKC", visible)
@@ -439,10 +442,9 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
     if despaced != plain:
         signals.add(LETTER_SPACING)
     texts.append(despaced)
-    for segment in smuggled:
-        if segment.strip():
-            signals.add(TAG_CHARACTERS)
-            texts.append(despace(fold_homoglyphs(unicodedata.normalize("NFKC", segment)).casefold()))
+    if smuggled.strip():
+        signals.add(TAG_CHARACTERS)
+        texts.append(despace(fold_homoglyphs(unicodedata.normalize("NFKC", smuggled)).casefold()))
     for segment in decoded:
         if len(texts) >= MAX_SEGMENTS or budget[0] <= 0:
             break
