@@ -112,7 +112,7 @@ from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.wire import jsontext
 from proxy.wire.forms import form_values, repeated
-from proxy.wire.multipart import frame_fields
+from proxy.wire.multipart import frame_text
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 
 CREDENTIAL_HEADERS = frozenset(
@@ -232,7 +232,8 @@ METHOD_FIELD = ":method"
 METHOD_RULE = "inspection.method"
 HOST_RULE = "inspection.host"
 MULTIPART_RULE = "inspection.multipart"
-FRAME_FIELD_PREFIX = "multipart "
+FRAME_FIELD = "multipart frame"
+"""The name a multipart body's frame is scanned under: a header name holds no space."""
 WITHHELD_CONTEXT_RULE = "inspection.withheld_context"
 TOO_DEEP_RULE = "inspection.too_deep"
 MAX_MESSAGE_DEPTH = 128
@@ -741,21 +742,17 @@ class TurnInspector:
         self._unrewritable(self.turn.findings[since:], METHOD_RULE, "method", "the request method")
 
     def scan_multipart_frame(self, body: bytes) -> None:
-        """A multipart body's boundary, part headers and epilogue (``frame_fields``) are scanned as a
-        request's headers are. They are not rewritten: one holding what the policy redacts in requests
-        refuses the request (``inspection.multipart``, under the secret's threat)."""
-        fields = frame_fields(body)
-        if not fields:
+        """A multipart body's boundary, part headers and epilogue (``frame_text``), read as one text and
+        scanned as a request's header is. The frame is not rewritten: one holding a secret the policy
+        redacts in requests refuses the request (``inspection.multipart``, under the secret's threat).
+        Personal data there (an e-mail address in a file's name) is recorded, as a header's is."""
+        text = frame_text(body)
+        if not text:
             return
         since = len(self.turn.findings)
-        # Named apart from the request's own headers: a part's "Authorization" is no credential of the
-        # agent's, to be read for provider keys alone.
-        self.scan_headers(
-            [(f"{FRAME_FIELD_PREFIX}{name}", value) for name, value in fields], sent_by_agent=True
-        )
-        self._unrewritable(
-            self.turn.findings[since:], MULTIPART_RULE, "multipart", "a multipart body's frame"
-        )
+        self.scan_headers([(FRAME_FIELD, text)], sent_by_agent=True)
+        secrets = [finding for finding in self.turn.findings[since:] if finding.severity is Severity.CRITICAL]
+        self._unrewritable(secrets, MULTIPART_RULE, "multipart", "a multipart body's frame")
 
     def _unrewritable(self, found: Iterable[Finding], rule: str, where: str, part: str) -> Finding | None:
         """A ``part`` of the request that cannot be rewritten (found at ``where``), holding what the policy

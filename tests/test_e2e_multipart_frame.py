@@ -38,6 +38,17 @@ FRAMES = {
     "percent-encoded file name": _form(
         _part(b"form-data; name=\"file\"; filename*=UTF-8''" + "".join(f"%{c:02X}" for c in KEY).encode())
     ),
+    "file name in pieces": _form(
+        _part(b'form-data; name="file"; filename*0="' + KEY[:9] + b'"; filename*1="' + KEY[9:] + b'"')
+    ),
+    "file name in encoded pieces": _form(
+        _part(
+            b"form-data; name=\"file\"; filename*0*=UTF-8''"
+            + "".join(f"%{c:02X}" for c in KEY[:4]).encode()
+            + b"; filename*1*="
+            + KEY[4:]
+        )
+    ),
     "field name": _form(_part(b'form-data; name="' + KEY + b'"')),
     "part header": _form(_part(b'form-data; name="file"; filename="a.txt"', b"X-Note: " + KEY + b"\r\n")),
     "part authorization header": _form(
@@ -98,13 +109,15 @@ def test_ordinary_uploads_pass_untouched(start_proxy: Callable[..., Proxy], upst
     proxy = start_proxy(mode="enforce", extra=REDACTING)
     upstream.reply = UPLOADED
     client = proxy.openai_client(upstream.url)
-    for name in (
+    names = (
         "Q3 report (final) v2.pdf",
         "résumé_2026-12-01.docx",
         "data_7f3a9c2e4b1d.jsonl",
         "notes.txt",
-    ):
+        "john.doe@example.com.pdf",  # personal data in a name is recorded, as in a header, not refused
+    )
+    for name in names:
         client.files.create(file=(name, b"plain content\n"), purpose="assistants")
-    assert len(upstream.received) == 4
-    records = proxy.wait_for_records(4)
+    assert len(upstream.received) == len(names)
+    records = proxy.wait_for_records(len(names))
     assert not [f for record in records for f in record["findings"] if f["rule"] == "inspection.multipart"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.wire.charsets import UnreadableEncodingError, declared_charsets, part_readings, read_in
-from proxy.wire.multipart import BOUNDARY_FIELD, EPILOGUE_FIELD, frame_fields, part_spans, replace_parts
+from proxy.wire.multipart import frame_text, part_spans, replace_parts
 
 BODY = (
     b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\n\x00\x01binary\r\n'
@@ -33,25 +33,33 @@ def test_a_cut_body_keeps_the_parts_it_has() -> None:
 
 
 def test_the_frame_is_every_header_line_the_boundary_and_the_epilogue() -> None:
-    """What leaves around the parts' contents: each header line of each part as sent (UTF-8 where it
-    reads so), an RFC 8187 value percent-decoded too, the boundary, and what follows the closing one."""
+    """What leaves around the parts' contents, a line each: the boundary, each header line of each part as
+    sent (UTF-8 where it reads so), its parameters as receivers read them (RFC 2231 pieces joined and
+    percent-decoded), and what follows the closing boundary."""
     body = (
-        b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt\r\n"
+        b'--b0und\r\nContent-Disposition: form-data; name="file"; '
+        b"filename*0*=UTF-8''r%C3%A9s; filename*1=um.txt\r\n"
         b"X-Note: caf\xc3\xa9\r\n\r\ncontent\r\n--b0und--\r\ntrailing words\r\n"
     )
-    assert frame_fields(body) == [
-        (BOUNDARY_FIELD, "b0und"),
-        ("Content-Disposition", "form-data; name=\"file\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"),
-        ("Content-Disposition", "résumé.txt"),
-        ("X-Note", "café"),
-        (EPILOGUE_FIELD, "\r\ntrailing words\r\n"),
-    ]
-    assert frame_fields(BODY) == [
-        (BOUNDARY_FIELD, "xyz"),
-        ("Content-Disposition", 'form-data; name="file"'),
-        ("Content-Disposition", 'form-data; name="note"'),
-    ]
-    assert frame_fields(b"plain text") is None
+    assert frame_text(body) == "\n".join(
+        [
+            "b0und",
+            "Content-Disposition: form-data; name=\"file\"; filename*0*=UTF-8''r%C3%A9s; filename*1=um.txt",
+            "file",
+            "résum.txt",
+            "X-Note: café",
+            "\r\ntrailing words\r\n",
+        ]
+    )
+    assert frame_text(BODY) == "\n".join(
+        [
+            "xyz",
+            'Content-Disposition: form-data; name="file"',
+            'Content-Disposition: form-data; name="note"',
+            "\r\n",
+        ]
+    )
+    assert frame_text(b"plain text") is None
 
 
 def test_replacing_a_part_leaves_the_others_and_the_framing() -> None:

@@ -2,13 +2,14 @@
 
 A body with a binary part (a file) is binary as a whole, yet its text fields are text that leaves: each
 part is located so that the text ones can be inspected, and rewritten, on their own. The boundary is read
-from the body's first line, as a receiver finds the parts, not from the Content-Type parameter.
+from the body's first line, where every client puts the one its Content-Type names.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 _FIRST_LINE = re.compile(rb"--([^\r\n]{1,200})\r\n")
 
@@ -29,36 +30,42 @@ def part_headers(body: bytes) -> list[tuple[dict[str, str], int, int]] | None:
     return [(_headers(body[head:start]), start, end) for head, start, end in found]
 
 
-def frame_fields(body: bytes) -> list[tuple[str, str]] | None:
-    """What a multipart body sends around its parts' contents, as header fields to scan: the boundary,
-    every line of each part's headers (a file's name, a field's name: a receiver keeps them, OpenAI lists
-    an uploaded file by its name), RFC 8187 values (``filename*=UTF-8''...``) also percent-decoded, and
-    whatever follows the closing boundary. None when the body does not begin with a boundary line."""
+def frame_text(body: bytes) -> str | None:
+    """What a multipart body sends around its parts' contents, one line of text each, to be scanned
+    together: the boundary, every line of each part's headers (a file's name, a field's name: a receiver
+    keeps them, OpenAI lists an uploaded file by its name), each header's parameters as receivers read
+    them (RFC 2231 continuations ``filename*0``, ``filename*1`` joined and percent-decoded), and whatever
+    follows the closing boundary. None when the body does not begin with a boundary line."""
     first = _FIRST_LINE.match(body)
-    found = _parts(body)
-    if first is None or found is None:
+    if first is None:
         return None
-    fields = [(BOUNDARY_FIELD, _text(first.group(1)))]
+    found = _parts(body) or []
+    lines = [_text(first.group(1))]
     for head, start, _ in found:
         for line in _text(body[head : max(head, start - 4)]).split("\r\n"):
-            if not line.strip():
-                continue
-            name, _, value = line.partition(":")
-            fields.append((name.strip(), value.strip()))
-            fields += [(name.strip(), unquote(encoded)) for encoded in _EXTENDED_VALUE.findall(value)]
+            if line.strip():
+                lines.append(line)
+                lines += _parameters(line)
     closing = b"\r\n--" + first.group(1) + b"--"
     last_end = found[-1][2] if found else first.end()
     if body.startswith(closing, last_end):
-        epilogue = body[last_end + len(closing) :]
-        if epilogue.strip():
-            fields.append((EPILOGUE_FIELD, _text(epilogue)))
-    return fields
+        lines.append(_text(body[last_end + len(closing) :]))
+    return "\n".join(lines)
 
 
-BOUNDARY_FIELD = ":boundary"
-EPILOGUE_FIELD = ":epilogue"
-"""The names a multipart body's boundary and epilogue are scanned under: no header can be named so."""
-_EXTENDED_VALUE = re.compile(r"\*\s*=\s*[\w!#$&+.^`|~-]*'[\w-]*'([^;\s]*)")
+def _parameters(line: str) -> list[str]:
+    """The values of a header line's parameters that a receiver reads otherwise than they are written:
+    in pieces or encoded (``name*=``, ``name*0=``)."""
+    name, _, value = line.partition(":")
+    if "*" not in value:
+        return []
+    message = Message()
+    try:
+        message[name.strip() or "x"] = value
+        parameters = message.get_params(header=name.strip() or "x") or []
+    except (ValueError, LookupError):
+        return []
+    return [collapse_rfc2231_value(parameter) for _, parameter in parameters[1:]]
 
 
 def _text(raw: bytes) -> str:
