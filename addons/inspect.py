@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import dataclasses
 import hashlib
-import re
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Set
@@ -65,6 +64,7 @@ from proxy.scanning.rulepack import ScanTimeout
 from proxy.staged import STAGED_FILE, StagedParts, UnseenPartError, UploadStep, named_parts
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
+from proxy.wire import jsontext
 from proxy.wire.charsets import (
     CHARSET_RULE,
     PART_ENCODING_RULE,
@@ -568,19 +568,8 @@ def body_finding(rule: str, signal: str, where: str, threat: Threat, *, enforced
     )
 
 
-_BEFORE_JSON = re.compile(
-    r"(?:[\s\ufeff]+|//[^\n]*|/\*.*?(?:\*/|\Z)|\)\]\}'?,?|while\s*\(\s*(?:1|true)\s*\)\s*;|for\s*\(\s*;\s*;\s*\)\s*;)*",
-    re.S,
-)
-
-
 def looks_like_json(body: bytes) -> bool:
-    """A body that opens a JSON object or array, once what lenient readers skip before one is skipped:
-    comments, and the guards APIs put in front of JSON against script inclusion (``)]}'``,
-    ``while(1);``), which their own clients strip."""
-    text = body_text(body)
-    skipped = _BEFORE_JSON.match(text)
-    return text[skipped.end() if skipped else 0 :][:1] in ("{", "[")
+    return jsontext.opens_json(body_text(body))
 
 
 def unreadable_json_finding(where: str, reason: str, inspector: TurnInspector) -> Finding:
@@ -719,23 +708,28 @@ def framed(
 
 
 def record_unread_events(inspector: TurnInspector, session: StreamSession) -> None:
-    """Events of a stream too long for its session to read (``stream_session``): an
-    ``inspection.decoded_over_cap`` finding, enforced where they were dropped, not sent."""
-    if not session.unread_events:
-        return
+    """Events of a stream its session could not read: too long (``stream_session``), an
+    ``inspection.decoded_over_cap`` finding; looking like JSON it cannot read, an
+    ``inspection.unreadable_json`` one. Each enforced where they were dropped, not sent."""
     dropped = session.filters.active
-    limit = session.max_event_bytes
     fate = "dropped unread" if dropped else "passed through unread"
-    finding = body_finding(
-        OVER_CAP_RULE,
-        f"an event longer than {limit} bytes was {fate}",
-        "stream",
-        inspection_threat(inspector.policy),
-        enforced=dropped,
+    unread = (
+        (OVER_CAP_RULE, session.unread_events, f"an event longer than {session.max_event_bytes} bytes"),
+        (
+            UNREADABLE_JSON_RULE,
+            session.unreadable_json_events,
+            "an event that looks like JSON but cannot be read",
+        ),
     )
-    inspector.turn.add(dataclasses.replace(finding, count=session.unread_events))
-    if dropped:
-        inspector.turn.escalate(Decision.REDACTED)
+    for rule, count, what in unread:
+        if not count:
+            continue
+        finding = body_finding(
+            rule, f"{what} was {fate}", "stream", inspection_threat(inspector.policy), enforced=dropped
+        )
+        inspector.turn.add(dataclasses.replace(finding, count=count))
+        if dropped:
+            inspector.turn.escalate(Decision.REDACTED)
 
 
 READ_BACK_EVENT_BYTES = 8 * DEFAULT_MAX_EVENT_BYTES

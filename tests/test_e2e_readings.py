@@ -367,6 +367,49 @@ def test_a_json_answer_python_cannot_read_is_refused_where_enforced(
     assert (b"drop_table" in response.content) is not enforcing
 
 
+@pytest.mark.parametrize("mode_proxy", ["observe", "enforce"], indirect=True)
+@pytest.mark.parametrize("shape", sorted(UNREADABLE_ANSWERS))
+def test_a_stream_event_python_cannot_read_as_json_is_dropped_where_enforced(
+    mode_proxy: Proxy, upstream: FakeUpstream, request: pytest.FixtureRequest, shape: str
+) -> None:
+    """A Chat stream chunk whose data is JSON behind a comment or a guard (or nested past the depth),
+    carrying a destructive call a lenient client would run: enforced, the event is not sent and the finding
+    is enforced; observed, it passes, recorded. The events around it are read as ever."""
+    enforcing = request.node.callspec.params["mode_proxy"] == "enforce"
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "drop_table", "arguments": "{}"},
+    }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return json.dumps(
+            {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+        )
+
+    upstream.reply = Reply(
+        events=[
+            f"data: {chunk({'role': 'assistant', 'content': 'fine'})}\n\n".encode(),
+            "".join(
+                f"data: {line}\n"
+                for line in UNREADABLE_ANSWERS[shape](chunk({"tool_calls": [call]})).split("\n")
+            ).encode()
+            + b"\n",
+            f"data: {chunk({}, 'tool_calls')}\n\ndata: [DONE]\n\n".encode(),
+        ]
+    )
+    body = json.dumps({"model": "m", "stream": True, "messages": ask()}).encode()
+    response = post(mode_proxy, upstream, body)
+    assert response.status_code == 200 and b"fine" in response.content
+    assert (b"drop_table" in response.content) is not enforcing
+    record = last_record(mode_proxy)
+    found = {finding["rule"]: finding for finding in record["findings"]}
+    assert found["inspection.unreadable_json"]["enforced"] is enforcing
+    assert record["decision"] == ("redacted" if enforcing else "allowed")
+
+
 @pytest.mark.parametrize(
     "mode_proxy", [("enforce", "redaction: {requests: true}\n")], indirect=True, ids=["enforce-redacting"]
 )

@@ -136,3 +136,24 @@ def test_a_nesting_past_what_json_reads_is_still_measured() -> None:
         json.loads(deep)
     assert jsontext.nests_past(deep, 128)
     assert not jsontext.nests_past('{"a": ' + "[" * 127 + '"[[[["' + "]" * 127 + "}", 128)
+
+
+@pytest.mark.parametrize(
+    ("text", "opens"),
+    [
+        ('{"a": 1}', True),
+        ("\ufeff  [1]", True),
+        ("/* c */ {", True),
+        ("// c\n// d\n[", True),
+        (")]}',\n{", True),
+        ("while(1);{", True),
+        ("for(;;);[", True),
+        ("/* unclosed {", False),
+        ("plain words {", False),
+        ("[DONE]", True),
+        ("", False),
+        ("x{}", False),
+    ],
+)
+def test_opens_json_skips_what_lenient_readers_skip(text: str, opens: bool) -> None:
+    assert jsontext.opens_json(text) is opens

@@ -314,6 +314,40 @@ def test_chat_gate_drops_one_call_and_renumbers_the_rest() -> None:
     assert len(session.completion.tool_calls) == 2
 
 
+LENIENT_JSON_EVENTS = [
+    b'data: /*x*/{"choices": [{"index": 0, "delta": {"tool_calls": []}}]}\n\n',
+    b'data: )]}\'\ndata: {"choices": []}\n\n',
+    b"data: // note\ndata: [1]\n\n",
+    b"data: while(1);{}\n\n",
+]
+"""Events whose data a lenient reader reads as JSON and Python does not."""
+
+
+@pytest.mark.parametrize("event", LENIENT_JSON_EVENTS)
+def test_an_event_that_looks_like_json_but_does_not_read_is_dropped_with_filters(event: bytes) -> None:
+    """A lenient client reads a call in it that no gate saw: with filters it is not sent; without, it
+    passes; either way it is counted. Text that does not look like JSON is read as text, as ever."""
+    gated = OpenAIChat().stream_session(gate_dropping("drop_table"))
+    assert run(gated, event + b"data: plain words\n\n") == b"data: plain words\n\n"
+    observed = OpenAIChat().stream_session()
+    assert run(observed, event) == event
+    assert gated.unreadable_json_events == observed.unreadable_json_events == 1
+
+
+def test_an_unknown_streams_text_events_are_not_taken_for_json() -> None:
+    """A stream on a route no API dialect knows carries whatever its service writes: passed as text."""
+    session = Generic().stream_session(gate_dropping("drop_table"))
+    assert run(session, LENIENT_JSON_EVENTS[0]) == LENIENT_JSON_EVENTS[0]
+    assert session.unreadable_json_events == 0
+
+
+def test_done_is_not_taken_for_unreadable_json() -> None:
+    """``[DONE]`` ends OpenAI's streams and is copied by others': passed as the text it is."""
+    session = OpenAIResponses().stream_session(gate_dropping("drop_table"))
+    assert run(session, b"data: [DONE]\n\n") == b"data: [DONE]\n\n"
+    assert session.unreadable_json_events == 0
+
+
 def test_chat_gate_dropping_every_call_turns_finish_reason_to_stop() -> None:
     """With no call left the stream says the turn stopped, not that tools were called."""
     output = run(
@@ -408,12 +442,16 @@ def test_cut_stream_with_filters_flushes_held_text_and_drops_the_partial_event()
 
 
 def test_unparseable_event_passes_through_and_is_noted() -> None:
-    """An event whose data is not JSON is forwarded unchanged and recorded in notes."""
-    stream = b"data: {not json\n\n" + stream_fixture("openai_chat")
+    """An event whose data is not JSON is forwarded unchanged and recorded in notes; one that opens as
+    JSON and does not read is not sent where filters rewrite the stream."""
+    stream = b"data: not json\n\ndata: {not json\n\n" + stream_fixture("openai_chat")
     session = OpenAIChat().stream_session(StreamFilters(text_filter=redactor))
     output = run(session, stream)
-    assert output.startswith(b"data: {not json\n\n")
-    assert session.notes == ["event 'message' is not JSON; passed through"]
+    assert output.startswith(b"data: not json\n\n") and b"{not json" not in output
+    assert session.notes == [
+        "event 'message' is not JSON; passed through",
+        "event 'message' looks like JSON but cannot be read; dropped unread",
+    ]
 
 
 def test_event_of_unexpected_shape_passes_through() -> None:
@@ -1377,8 +1415,9 @@ def test_an_event_that_repeats_a_key_is_written_anew_from_what_was_scanned(
 )
 def test_an_event_whose_data_is_not_json_is_scanned_as_text(name: str, data: str) -> None:
     """Data this parser cannot read as JSON may still be read by a lenient client (a trailing word, a byte
-    order mark, a raw tab inside a string, nesting past the interpreter's depth): its secrets are
-    redacted all the same, and the rest of the stream is read on."""
+    order mark, a raw tab inside a string, nesting past the interpreter's depth): its secrets do not
+    leave, and the rest of the stream is read on. Data that looks like JSON is not sent at all (such a
+    client may read a call in it); plain text is redacted."""
     dialect, text_stream, _ = TEXT_STREAMS[name]
     stream = text_stream(["Hello ", "there"])
     odd = f"data: {data % GITHUB_TOKEN}\n\n".encode()
@@ -1386,7 +1425,9 @@ def test_an_event_whose_data_is_not_json_is_scanned_as_text(name: str, data: str
     session = dialect.stream_session(residual_filters())
     output = run(session, stream[:at] + odd + stream[at:])
     assert GITHUB_TOKEN.encode() not in output
-    assert b"[REDACTED:github-pat]" in output
+    looks_like_json = data != "%s"
+    assert (b"[REDACTED:github-pat]" in output) is not looks_like_json
+    assert session.unreadable_json_events == looks_like_json
     assert session.completion.full_text == "Hello there"
 
 

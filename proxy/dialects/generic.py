@@ -262,6 +262,8 @@ class GenericStreamSession(PerEventStreamSession):
     then, and sent as it came or, for a call dropped, not sent. Held events past ``MAX_HELD_BYTES`` drop
     the calls still undecided."""
 
+    JSON_EVENTS = False
+
     def __init__(self, filters: StreamFilters | None = None) -> None:
         super().__init__(filters)
         self._calls: list[ToolCall] = []

@@ -450,6 +450,9 @@ class StreamSession(ABC):
     HANDLED_BY_SHAPE: ClassVar[bool] = False
     """Whether ``_handled`` reads only what a shape (``_Shape``) keeps: not the session's state, not the
     text's value (only that it is a string), not the value of a count."""
+    JSON_EVENTS: ClassVar[bool] = True
+    """Whether the API's events carry JSON: one that looks like JSON but cannot be read is then not
+    passed as text where filters rewrite the stream (``unreadable_json_events``)."""
     CASED_KEYS: ClassVar[frozenset[str]] = frozenset()
     """The keys the dialect itself spells with capitals (``Dialect.CASED_KEYS``): an event with any other
     key a case-insensitive reader may fold is also read as such a reader reads it."""
@@ -488,6 +491,9 @@ class StreamSession(ABC):
         self._files_refused = 0
         """Files ``_refusing`` refused so far: an event that refused one and then proved of a shape its
         dialect cannot write is not sent at all (``_event_output``)."""
+        self.unreadable_json_events = 0
+        """Events that look like JSON but cannot be read (a comment or an inclusion guard before it, nested
+        past the interpreter's depth): a lenient client reads calls in them no gate saw."""
         self.ambiguities: dict[str, int] = {}
         """Per rule (``AMBIGUOUS_RULES``), how many events clients may read otherwise than this session."""
         self._highest: dict[str, int] = {}
@@ -907,7 +913,15 @@ class StreamSession(ABC):
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         """An event whose data is not JSON (or nests deeper than can be read): a client that reads it
         leniently (a prefix, a byte order mark, a raw tab) may still find text in it, so its data is
-        scanned whole as one string, and written anew where that redacts."""
+        scanned whole as one string, and written anew where that redacts. Where it looks like JSON in an
+        API whose events are JSON, such a client may also find a tool call in it: with filters, it is not
+        sent (``[DONE]``, which ends OpenAI's streams and those that copy them, is not JSON to anyone)."""
+        text = event.data or ""
+        if self.JSON_EVENTS and text.strip() != "[DONE]" and jsontext.opens_json(text):
+            self.unreadable_json_events += 1
+            if self.filters.active:
+                self.notes.append(f"event {event.type!r} looks like JSON but cannot be read; dropped unread")
+                return []
         residual = self.filters.residual
         data, changed = (
             (event.data, False) if residual is None else residual.filter(event.type, event.data, ())

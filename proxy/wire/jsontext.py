@@ -25,6 +25,20 @@ _NESTING[list(b"[{")], _NESTING[list(b"]}")] = 1, -1
 """How each byte outside a string changes the depth it is at."""
 
 
+_BEFORE_JSON = re.compile(
+    r"(?:[\s\ufeff]+|//[^\n]*|/\*.*?(?:\*/|\Z)|\)\]\}'?,?|while\s*\(\s*(?:1|true)\s*\)\s*;|for\s*\(\s*;\s*;\s*\)\s*;)*",
+    re.S,
+)
+
+
+def opens_json(text: str) -> bool:
+    """A text that opens a JSON object or array, once what lenient readers skip before one is skipped:
+    comments, and the guards APIs put in front of JSON against script inclusion (``)]}'``,
+    ``while(1);``), which their own clients strip."""
+    skipped = _BEFORE_JSON.match(text)
+    return text[skipped.end() if skipped else 0 :][:1] in ("{", "[")
+
+
 def parse_int(text: str) -> int | float:
     return int(text) if len(text) < _MAX_DIGITS else float(text)
 
