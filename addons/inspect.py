@@ -25,6 +25,7 @@ from mitmproxy.net.http import status_codes
 from mitmproxy.websocket import WebSocketMessage
 
 from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
+from addons.wire.fields import drop_fields
 from addons.wire.wsclose import close_websocket
 from proxy.config.policy import Policy
 from proxy.dialects import (
@@ -566,6 +567,30 @@ def body_finding(rule: str, signal: str, where: str, threat: Threat, *, enforced
         owasp="LLM02",
         enforced=enforced,
     )
+
+
+OWN_HEADER_PREFIX = b"x-egressguard-"
+"""The namespace of the headers egressguard sets on what it answers (``x-egressguard-event``)."""
+
+
+def strip_own_namespace(flow: http.HTTPFlow) -> None:
+    """An upstream's own fields in egressguard's namespace are removed before any is set, and counted in
+    the turn's errors: relayed, an answer could pose as egressguard's verdict on it."""
+    response = flow.response
+    if response is None:
+        return
+    names = {
+        name.lower() for name, _ in response.headers.fields if name.lower().startswith(OWN_HEADER_PREFIX)
+    }
+    if not names:
+        return
+    drop_fields(response.headers, names)
+    turn = turn_of(flow)
+    if turn is not None:
+        # Counted, not named: a name is any text the upstream likes, a key included.
+        turn.errors.append(
+            f"response: {len(names)} header(s) the upstream sent in egressguard's namespace removed"
+        )
 
 
 def looks_like_json(body: bytes) -> bool:
@@ -1346,6 +1371,7 @@ class Inspect:
 
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         await request_inspected(flow)
+        strip_own_namespace(flow)
         self.inspect_response_headers(flow)
 
     @fail_open

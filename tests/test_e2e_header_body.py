@@ -75,3 +75,25 @@ def test_a_token_split_between_a_header_and_a_body_field_of_its_name_leaves_the_
     assert reply.status_code == 200 and reply.content == body and reply.headers["x-note"] == TOKEN[:cut]
     (record,) = proxy.wait_for_records(1)
     assert places(record) == []
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+def test_an_upstreams_own_egressguard_headers_never_reach_the_agent(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
+) -> None:
+    """An answer that names an audit event and a verdict in egressguard's namespace, in any case, reaches
+    the SDK without them, and the record says fields were removed; the answer itself passes."""
+    proxy = start_proxy(mode=mode)
+    upstream.reply = Reply(
+        text="fine",
+        headers={"X-Egressguard-Event": "deadbeef", "x-egressguard-decision": "blocked", "X-Other": "kept"},
+    )
+    client = proxy.openai_client(upstream.url)
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=messages)
+    assert raw.parse().choices[0].message.content == "fine"
+    assert raw.headers["x-other"] == "kept"
+    assert not [name for name in raw.headers if name.lower().startswith("x-egressguard-")]
+    (record,) = proxy.wait_for_records(1)
+    assert record["decision"] == "allowed"
+    assert "response: 2 header(s) the upstream sent in egressguard's namespace removed" in record["errors"]
