@@ -62,6 +62,7 @@ from proxy.dialects import (
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
+from proxy.dialects.message_text import Ended, MessageText, may_hold_words
 from proxy.dialects.messages import MessageCalls, Sending
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stored import may_configure_realtime, realtime_request
@@ -236,6 +237,8 @@ FRAME_FIELD = "multipart frame"
 """The name a multipart body's frame is scanned under: a header name holds no space."""
 WITHHELD_CONTEXT_RULE = "inspection.withheld_context"
 TOO_DEEP_RULE = "inspection.too_deep"
+MAX_WORDS_READ = 4096
+"""Digests of a WebSocket connection's model texts kept as read (``TurnInspector._words_read``)."""
 MAX_MESSAGE_DEPTH = 128
 """The deepest a WebSocket message's arrays and objects may nest to be read: far past any event of a
 realtime API (a tool's schema nested 60 levels fits), near enough that walking each level stays cheap."""
@@ -472,6 +475,13 @@ class TurnInspector:
         keeping the tail of every field's text across messages."""
         self.message_calls = MessageCalls()
         """The calls an upstream streams over several WebSocket messages, each decided once."""
+        self.message_words = MessageText(self._word_filter)
+        """The model's words a WebSocket upstream streams over its messages, filtered as a stream's text."""
+        self._words_read: set[str] = set()
+        """Digests of the model's texts a WebSocket connection's messages repeat whole, read once."""
+        self.words_before: Sending = []
+        """The messages to send before the upstream's message last read: the held words of the channels it
+        ends."""
         self._read_as_text_at = ""
         """The place of the WebSocket message last read as text alone, its JSON nested too deep to walk."""
         self._sent_before: set[str] = set()
@@ -1227,11 +1237,7 @@ class TurnInspector:
 
             redactor = make_redactor
             factories.append(redactor)
-        leak_detector = self._leak_detector()
-        if leak_detector is not None:
-            factories.append(lambda where: leak.LeakFilter(leak_detector))
-        if self.policy.enforces(Threat.DATA_EXFILTRATION):
-            factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
+        factories += self._answer_filters()
         text_restorer = self._restoring(json_text=False)
         if text_restorer is not None and self._restores_text():
             factories.append(text_restorer)
@@ -1248,6 +1254,22 @@ class TurnInspector:
             residual=self._restoring_residual(),
             content_filter=self._stream_quarantine if self._quarantines() else None,
         )
+
+    def _answer_filters(self) -> list[TextFilterFactory]:
+        """The filters of a model's words the policy enforces beside secrets: a leaked system prompt
+        redacted, links to hosts outside the allowlist neutralised."""
+        factories: list[TextFilterFactory] = []
+        leak_detector = self._leak_detector()
+        if leak_detector is not None:
+            factories.append(lambda where: leak.LeakFilter(leak_detector))
+        if self.policy.enforces(Threat.DATA_EXFILTRATION):
+            factories.append(lambda where: links.LinkFilter(self._host_allowed, where))
+        return factories
+
+    def _word_filter(self, where: str) -> TextFilter:
+        """A filter of one channel of a WebSocket upstream's model words, made when the channel starts:
+        the system prompts the session set by then are those a leak is read against."""
+        return chain_filters(*self._answer_filters())(where)
 
     def _restoring_residual(self) -> EventScan:
         """The residual scan of a stream's events, restoring placeholders after it in vault mode."""
@@ -1399,7 +1421,44 @@ class TurnInspector:
         text = self._read_on_across_messages(text, from_client, where)
         if vault is not None and PREFIX in text:
             text = self._restore_message(vault, text, where)
-        return text
+        return text if from_client else self._filter_words(text, where)
+
+    def _filter_words(self, text: str, where: str) -> str:
+        """An upstream's message with the model's words it carries read as an answer's text is (a leaked
+        system prompt, links to hosts outside the allowlist), each run of deltas as a stream
+        (``MessageText``): rewritten where enforced, the held words of the channels it ends to go before
+        it (``words_before``)."""
+        self.words_before = []
+        if not may_hold_words(text):
+            return text
+        document, error = self._message_json(text, where)
+        if error is not None:
+            return text
+        filtered = self.message_words.filter(document, where)
+        self._read_words(filtered.ended)
+        self._read_words(Ended(*whole) for whole in filtered.whole)
+        self.words_before = [(encode_json(before), True) for before in filtered.before]
+        return encode_json(filtered.document).decode("utf-8", "surrogatepass") if filtered.changed else text
+
+    def _read_words(self, texts: Iterable[Ended]) -> None:
+        """Findings in the model's texts as received, each read once a connection (its events repeat a
+        text whole several times); enforced where what was sent no longer holds them."""
+        for text in texts:
+            digest = _text_digest(text.received)
+            if not text.received.strip() or digest in self._words_read:
+                continue
+            if len(self._words_read) >= MAX_WORDS_READ:
+                self._words_read.clear()
+            self._words_read.add(digest)
+            since = len(self.turn.findings)
+            segment = TextSegment(text.received, text.where)
+            leak_detector = self._leak_detector(enforced_only=False)
+            if leak_detector is not None:
+                self._read_bounded(segment, LEAK_UNREAD, leak_detector.findings)
+            self._read_bounded(segment, LINKS_UNREAD, self._link_findings)
+            sent = Completion(text=[TextSegment(text.sent, text.where)])
+            found_again = self._found_again(sent) if text.sent != text.received else None
+            self._carry_out_redactions(since, set(), found_again)
 
     def gate_message(self, text: str, *, from_client: bool, where: str) -> Finding | None:
         """A WebSocket message ``inspect_message`` has read, read on for what a realtime API carries in it
@@ -1437,15 +1496,25 @@ class TurnInspector:
         call it names dropped."""
         calls = self.message_calls
         placed = calls.take_placed()
+        before, self.words_before = self.words_before, []
         if self._tool_gate() is None:
             calls.forget_decided()
-            return None
+            if not before:
+                return None
+            return before + ([(content, is_text)] if content is not None else [])
+        going: Sending = []
+        for words, as_text in before:
+            released = calls.hold(words, is_text=as_text, keys=frozenset())
+            going += [(words, as_text)] if released is None else released
         if placed.stray:
             self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
             content = None
             for key in placed.keys:
                 self._settle_message_call(key, dropped=True)
-        sending = calls.hold(content, is_text=is_text, keys=placed.keys)
+        held = calls.hold(content, is_text=is_text, keys=placed.keys)
+        sending: Sending | None = going + held if held is not None else None
+        if held is None and before and content is not None:
+            sending = [*going, (content, is_text)]
         if calls.over_cap():
             self.turn.errors.append(f"websocket: held tool calls grew past {MAX_HELD_BYTES} bytes; dropped")
             for key, _ in list(calls.undecided()):
@@ -1455,7 +1524,9 @@ class TurnInspector:
         return sending
 
     def end_messages(self) -> None:
-        """The connection closed: every call still undecided has all the arguments it will get."""
+        """The connection closed: every call still undecided has all the arguments it will get, and the
+        model's words still streaming are read as they came (what they held has nowhere to go)."""
+        self._read_words(self.message_words.end())
         for key, _ in list(self.message_calls.undecided()):
             self._settle_message_call(key)
 
@@ -1493,6 +1564,12 @@ class TurnInspector:
             parts = sent_results(document)
             asked = live_request(document)
             configured = realtime_request(document)
+            # A session's instructions are the system prompt its answers must not give away.
+            self.system_prompts += [
+                part.text
+                for part in (*asked.parts, *configured.parts)
+                if part.source is Source.SYSTEM and part.text not in self.system_prompts
+            ]
             asked.declared_tools += configured.declared_tools
             asked.fetches += configured.fetches
             asked.declared_tools = [

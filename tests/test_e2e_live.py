@@ -61,15 +61,18 @@ def session(proxy: Proxy, port: int) -> genai.Client:
 
 
 def converse(
-    proxy: Proxy, server: Realtime, results: tuple[types.FunctionResponse, ...] = ()
+    proxy: Proxy,
+    server: Realtime,
+    results: tuple[types.FunctionResponse, ...] = (),
+    config: types.LiveConnectConfig | None = None,
 ) -> list[types.LiveServerMessage]:
     """The messages the agent receives up to its finished turn, then ``results`` sent back one by one,
-    waited for at the server (those the proxy withholds never come)."""
+    waited for at the server (those the proxy withholds never come); the session set up with ``config``."""
 
     async def run() -> list[types.LiveServerMessage]:
         received: list[types.LiveServerMessage] = []
         client = session(proxy, server.port)
-        async with client.aio.live.connect(model="gemini-live-2.5-flash", config={}) as live:
+        async with client.aio.live.connect(model="gemini-live-2.5-flash", config=config or {}) as live:
             async for message in live.receive():
                 received.append(message)
             for result in results:

@@ -183,12 +183,27 @@ def may_ask_fetches(text: str) -> bool:
     return "\\u" in text or any(marker in text for marker in LIVE_REQUEST_MARKERS)
 
 
+def read_system(view: RequestView, body: dict[str, Any], steps: tuple[Step, ...]) -> None:
+    """The system instruction of a request (or a Live session's ``setup``) at ``steps``: a text, or a
+    content's text parts."""
+    system_key, system = field_of(body, "systemInstruction")
+    if isinstance(system, str):
+        view.parts.append(Part(Source.SYSTEM, system, format_locator((*steps, system_key))))
+    for position, raw_part in enumerate(as_list(as_dict(system).get("parts"))):
+        text = as_str(as_dict(raw_part).get("text"))
+        if text is not None:
+            where = format_locator((*steps, system_key, "parts", position, "text"))
+            view.parts.append(Part(Source.SYSTEM, text, where))
+
+
 def live_request(message: object) -> RequestView:
-    """What a Live API client message lets the API fetch or run: the tools of its ``setup`` (``read_tools``)
+    """What a Live API client message lets the API fetch or run, and the system instruction its ``setup``
+    gives: the tools of its ``setup`` (``read_tools``)
     and each file a part gives by an ``http(s)`` URI (``fileData``), in its turns and in the parts of the
     function responses it sends back alike."""
     view = RequestView(dialect=Gemini.name)
     setup_key, setup = field_of(as_dict(message), "setup")
+    read_system(view, as_dict(setup), (setup_key,))
     read_tools(view, as_dict(setup).get("tools"), (setup_key, "tools"))
     for steps, part in _file_parts(message, ()):
         _read_file_uri(view, part, format_locator(steps))
@@ -329,13 +344,7 @@ class Gemini(Dialect):
     def _request_from(self, document: Any) -> RequestView:
         body = require_object(document)
         view = RequestView(dialect=self.name, model=as_str(body.get("model")), stream=self.streaming)
-        system_key, system = field_of(body, "systemInstruction")
-        if isinstance(system, str):
-            view.parts.append(Part(Source.SYSTEM, system, system_key))
-        for position, raw_part in enumerate(as_list(as_dict(system).get("parts"))):
-            text = as_str(as_dict(raw_part).get("text"))
-            if text is not None:
-                view.parts.append(Part(Source.SYSTEM, text, f"{system_key}.parts[{position}].text"))
+        read_system(view, body, ())
         names_by_call_id: dict[str, str] = {}
         for position, raw_content in enumerate(as_list(body.get("contents"))):
             content = as_dict(raw_content)
