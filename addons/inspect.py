@@ -54,6 +54,7 @@ from proxy.dialects.readings import (
     folded_keys,
     spelled_twice,
 )
+from proxy.dialects.socket_refusal import close_reason, realtime_error, speaks_realtime
 from proxy.dialects.stored import carry
 from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_as
 from proxy.exchange import Attachment, Completion, RequestView, Source
@@ -218,7 +219,7 @@ def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: st
     turn.escalate(Decision.BLOCKED)
     response = flow.response
     if flow.websocket is not None and flow.websocket.messages:
-        flow.websocket.messages[-1].drop()
+        refuse_message(flow, turn, finding, flow.websocket.messages[-1])
     elif response is None:
         flow.response = answer_in_dialect(
             flow.request, 403, block_message(finding, turn.event_id), BLOCKED_CODE
@@ -230,6 +231,25 @@ def refuse_uninspected(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: st
     elif flow.killable:
         flow.kill()
     return True
+
+
+def refuse_message(flow: http.HTTPFlow, turn: Turn, finding: Finding, message: WebSocketMessage) -> None:
+    """A WebSocket message is not delivered, for ``finding``, and the agent is told so as its protocol
+    tells of an error (``proxy.dialects.socket_refusal``): a Realtime ``error`` event in the refused
+    message's place, else the connection closed with the refusal as its reason."""
+    message.drop()
+    tell_refused(flow, turn, finding, message.text if message.from_client and message.is_text else None)
+
+
+def tell_refused(flow: http.HTTPFlow, turn: Turn, finding: Finding, refused: str | None) -> None:
+    """The agent is told that what it sent (the client event ``refused``) or what the upstream sent it
+    was refused for ``finding``: see ``refuse_message``."""
+    if not speaks_realtime(flow.request.path):
+        close_websocket(flow, reason=close_reason(finding.threat, finding.rule, turn.event_id))
+        return
+    error = realtime_error(block_message(finding, turn.event_id), BLOCKED_CODE, refused)
+    Relayed.of(flow).coming.append(error)
+    ctx.master.commands.call("inject.websocket", flow, True, error, True)
 
 
 def refuse_timed_out(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> None:
@@ -1662,6 +1682,10 @@ class Inspect:
         if not message.from_client:
             content = None if message.dropped else message.content
             sending = inspector.hold_message(content, is_text=message.is_text, where=where)
+            # The agent hears of a call withheld before the messages its decision lets out.
+            refused, inspector.calls_refused = inspector.calls_refused, []
+            for finding in refused:
+                tell_refused(flow, turn, finding, None)
             self._send_in_place(flow, message, sending, coming)
 
     def _read_message(
@@ -1681,19 +1705,24 @@ class Inspect:
                 read_as=Source.USER if message.from_client else None,
             )
             if read is not None:
-                message.drop()
+                refuse_message(flow, inspector.turn, read, message)
             return
         if inspector.refuses_nesting(text, where):
             message.drop()
             close_websocket(flow)
             return
         forwarded = inspector.inspect_message(text, from_client=message.from_client, where=where)
+        withheld = (
+            None
+            if forwarded is None
+            else inspector.gate_message(text, from_client=message.from_client, where=where)
+        )
         if forwarded is None:
             # A rule ran out of time on it where that is enforced: no part of it is known to be clean.
-            message.drop()
-        elif inspector.gate_message(text, from_client=message.from_client, where=where) is not None:
+            refuse_message(flow, inspector.turn, inspector.message_refusal(), message)
+        elif withheld is not None:
             # A call or tool result of unknown layout cannot be taken out of it exactly: withheld whole.
-            message.drop()
+            refuse_message(flow, inspector.turn, withheld, message)
         elif forwarded != text:
             message.content = forwarded.encode("utf-8", "surrogateescape")
 

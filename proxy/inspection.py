@@ -475,6 +475,8 @@ class TurnInspector:
         keeping the tail of every field's text across messages."""
         self.message_calls = MessageCalls()
         """The calls an upstream streams over several WebSocket messages, each decided once."""
+        self.calls_refused: list[Finding] = []
+        """Why each call streamed over a WebSocket's messages was withheld since the agent was last told."""
         self.message_words = MessageText(self._word_filter)
         """The model's words a WebSocket upstream streams over its messages, filtered as a stream's text."""
         self._words_read: set[str] = set()
@@ -1556,6 +1558,7 @@ class TurnInspector:
             if withholds:
                 call.decision = "drop"
                 self._carry_out(since, self._withholds, Decision.BLOCKED)
+                self.calls_refused.append(next(filter(self._withholds, found)))
                 return
         call.decision = "release"
 
@@ -2521,6 +2524,13 @@ class TurnInspector:
         self._direction_from = len(self.turn.findings)
         self.budget.renew()
         self.locator_budget.renew()
+
+    def message_refusal(self) -> Finding:
+        """The finding for which the WebSocket message just read is refused: the first enforced finding of
+        it that withholds (a rule out of time on it where that is enforced)."""
+        return next(
+            f for f in self.turn.findings[self._direction_from :] if f.enforced and self._withholds(f)
+        )
 
     def first_enforceable(self) -> Finding | None:
         """The first finding of what is being read (the request, the response or a message) that enforce

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import websockets.sync.server
 from google import genai
-from google.genai import types
+from google.genai import errors, types
 
 from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
@@ -108,14 +108,14 @@ def test_a_function_result_sent_over_live_is_read_as_a_tool_result(
     mode: str, start_proxy: Callable[..., Proxy], live: Realtime
 ) -> None:
     """A ``toolResponse`` whose function result carries an injection does not reach the API where that
-    is enforced (a clean one after it does); observed, both pass; the finding names the result's field
-    either way."""
+    is enforced (the session closes for it: ``tests/test_e2e_ws_refusals.py``); observed, it and a clean
+    one after it pass; the finding names the result's field either way."""
     proxy = start_proxy(mode=mode)
-    received = converse(proxy, live, RESULTS)
-    assert received[0].tool_call is not None
     enforcing = mode == "enforce"
-    expected = [{"forecast": "Sunny, 21 degrees."}]
-    assert sent_results(live) == (expected if enforcing else [{"forecast": f"Sunny. {INJECTION}"}, *expected])
+    received = converse(proxy, live, RESULTS[:1] if enforcing else RESULTS)
+    assert received[0].tool_call is not None
+    expected = [{"forecast": f"Sunny. {INJECTION}"}, {"forecast": "Sunny, 21 degrees."}]
+    assert sent_results(live) == ([] if enforcing else expected)
     found = findings(proxy, "prompt_injection")
     assert ("prompt_injection", "websocket[4].tool_response.functionResponses[0].response.forecast") in {
         (threat, where) for threat, where, _ in found
@@ -128,12 +128,6 @@ CODE = {"executableCode": {"language": "PYTHON", "code": "print(open('README.md'
 PRINTED = {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": f"# Orders\n{INJECTION}\n"}}
 
 
-def model_parts(received: list[types.LiveServerMessage]) -> list[types.Part]:
-    """The parts of the model's turns among the messages the agent received."""
-    content = [message.server_content for message in received if message.server_content is not None]
-    return [part for turn in content if turn.model_turn is not None for part in turn.model_turn.parts or []]
-
-
 def model_turn(part: dict[str, Any]) -> dict[str, Any]:
     return {"serverContent": {"modelTurn": {"role": "model", "parts": [part]}}}
 
@@ -144,23 +138,27 @@ def test_code_the_live_api_ran_is_gated_and_what_it_printed_read_as_a_tool_resul
 ) -> None:
     """A model turn holding code the API ran is a call to ``code_execution``, withheld where the role
     lists it as destructive; the message with what the code printed is read as a tool's result, and
-    withheld for the injection in it."""
+    withheld for the injection in it. The first message withheld closes the session, naming why."""
     tools = "{destructive: [code_execution]}" if code_destructive else "{}"
     proxy = start_proxy(mode="enforce", tools=tools)
     server = LiveUpstream(upstream_pki, model_turn(CODE), model_turn(PRINTED))
     try:
-        received = converse(proxy, server)
+        with pytest.raises(errors.APIError) as closed:
+            converse(proxy, server)
     finally:
         server.close()
-    parts = model_parts(received)
-    assert [part.executable_code is not None for part in parts] == ([] if code_destructive else [True])
-    assert received[-1].server_content is not None and received[-1].server_content.turn_complete
+    assert closed.value.code == 1008
+    assert ("tool_abuse" if code_destructive else "prompt_injection") in str(closed.value)
     found = findings(proxy, "tool_abuse", "prompt_injection")
     assert (
-        "prompt_injection",
-        "websocket[3].serverContent.modelTurn.parts[0].codeExecutionResult.output",
-        True,
-    ) in found
+        code_destructive
+        or (
+            "prompt_injection",
+            "websocket[3].serverContent.modelTurn.parts[0].codeExecutionResult.output",
+            True,
+        )
+        in found
+    )
     called = [(threat, where, enforced) for threat, where, enforced in found if threat == "tool_abuse"]
     assert called == (
         [("tool_abuse", "websocket[2].serverContent.modelTurn.parts[0].executableCode", True)]

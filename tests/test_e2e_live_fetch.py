@@ -120,7 +120,8 @@ def test_a_file_outside_the_allowlist_in_a_live_function_response_is_withheld(
     mode: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
     """The function response giving a file at an address the agent may not reach does not reach the API
-    where that is enforced; the one after it, whose file the allowlist allows, does."""
+    where that is enforced (the session closes for it); observed, it and the one after it, whose file the
+    allowlist allows, do."""
     proxy = start_proxy(mode=mode, allow="['localhost:*', docs.example]")
     server = LiveUpstream(upstream_pki, TOOL_CALL)
 
@@ -130,13 +131,12 @@ def test_a_file_outside_the_allowlist_in_a_live_function_response_is_withheld(
         )
         return types.FunctionResponse(id="f1", name="get_weather", response={"report": uri}, parts=[part])
 
+    enforcing = mode == "enforce"
     try:
-        converse(proxy, server, (result(OUTSIDE), result(INSIDE)))
+        converse(proxy, server, (result(OUTSIDE),) if enforcing else (result(OUTSIDE), result(INSIDE)))
     finally:
         server.close()
-    enforcing = mode == "enforce"
-    sent = [{"report": INSIDE}] if enforcing else [{"report": OUTSIDE}, {"report": INSIDE}]
-    assert sent_results(server) == sent
+    assert sent_results(server) == ([] if enforcing else [{"report": OUTSIDE}, {"report": INSIDE}])
     assert refused(proxy) == [
         (
             PROVIDER_FETCH_RULE,

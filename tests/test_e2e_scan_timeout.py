@@ -258,8 +258,9 @@ def test_a_websocket_message_a_rule_ran_out_of_time_on_is_dropped_where_enforced
         first = connection.recv(timeout=10)
         if mode == "observe":
             assert NEAR_CARDS[:1000] in str(first)
-            first = connection.recv(timeout=10)
-        assert first == "done"
+        else:
+            assert json.loads(first)["error"]["code"] == "egressguard_blocked"
+        assert connection.recv(timeout=10) == "done"
         connection.send(NEAR_CARDS[:100_000])
         connection.send("bye")
         deadline = time.monotonic() + 10

@@ -300,7 +300,15 @@ def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
             time.sleep(0.05)
     enforcing = mode == "enforce"
     if enforcing:
-        assert delivered[:-1] == ["response.output_text.delta", ADDED, ARGUMENTS_DONE, ITEM_DONE]
+        # Each call withheld is told by an error event: one read whole at once, one streamed when decided.
+        assert delivered[:-1] == [
+            "response.output_text.delta",
+            "error",
+            "error",
+            ADDED,
+            ARGUMENTS_DONE,
+            ITEM_DONE,
+        ]
         assert sent_items(realtime) == [CLIENT_EVENTS[-1]["item"]]
     else:
         assert len(delivered) == len(REALTIME_EVENTS) + 1

@@ -122,10 +122,15 @@ def test_a_key_in_a_binary_frame_that_is_not_text_withholds_it_where_enforced(
     start_proxy: Callable[..., Proxy], binary_sender: Sender, mode: str
 ) -> None:
     """A binary frame that is not text is read in its printable runs and what its compressed start
-    decodes to: it cannot be rewritten, so in enforce mode it is not delivered (the next frames are)."""
+    decodes to: it cannot be rewritten, so in enforce mode it is not delivered, a Realtime ``error``
+    event in its place (the next frames are)."""
     proxy = start_proxy(mode=mode)
     received = receive(proxy, binary_sender.port)
     enforcing = mode == "enforce"
+    if enforcing:
+        errors = [json.loads(message)["error"] for message in received[:2]]
+        assert [error["code"] for error in errors] == ["egressguard_blocked"] * 2
+        received = received[2:]
     assert received == (["done"] if enforcing else [PROTOBUF_WITH_KEY, GZIPPED_TEXT, "done"])
     record = proxy.wait_for_records(1)[0]
     found = [f for f in record["findings"] if f["rule"] == "aws-access-key-id"]

@@ -51,8 +51,9 @@ SPLIT: dict[str, tuple[list[dict[str, Any]], str | None]] = {
 
 def relay(
     proxy: Proxy, upstream_pki: UpstreamPKI, messages: list[dict[str, Any]]
-) -> tuple[list[Any], list[Any]]:
-    """What an agent receives through ``proxy`` of ``messages`` an upstream sends, up to the last, and the
+) -> tuple[list[Any], int, list[Any]]:
+    """What an agent receives through ``proxy`` of ``messages`` an upstream sends, up to the last, but for
+    the error events telling it of a call withheld (the path is a Realtime API's), their count, and the
     findings the proxy recorded of the connection."""
     server = Realtime(upstream_pki, tuple(json.dumps(message) for message in messages))
     try:
@@ -63,7 +64,8 @@ def relay(
     finally:
         server.close()
     (record,) = proxy.wait_for_records(1)
-    return received, record["findings"]
+    told = [message for message in received if message.get("type") == "error"]
+    return [message for message in received if message not in told], len(told), record["findings"]
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
@@ -78,8 +80,9 @@ def test_a_call_split_across_messages_is_decided_once_on_the_whole_call(
     pieces, threat = SPLIT[name]
     proxy = start_proxy(mode=mode)
     messages = [TEXT_BEFORE, *pieces, TEXT_AFTER]
-    received, findings = relay(proxy, upstream_pki, messages)
+    received, told, findings = relay(proxy, upstream_pki, messages)
     gated = mode == "enforce" and threat is not None
+    assert told == gated
     # The choice's end carries no call: it goes, after the text before, once the call is decided.
     assert received == ([TEXT_BEFORE, pieces[-1], TEXT_AFTER] if gated else messages)
     found = [(f["threat"], f["where"], f["enforced"]) for f in findings if f["threat"] == threat]
@@ -103,8 +106,9 @@ def test_each_turns_call_at_a_reused_index_is_decided_on_its_own(
         else (("read_", "file"), ('{"path": "do', 'cs/a.md"}'))
     )
     later = split_call(name, arguments, "call_2")
-    received, findings = relay(proxy, upstream_pki, [*first, *later, TEXT_AFTER])
+    received, told, findings = relay(proxy, upstream_pki, [*first, *later, TEXT_AFTER])
     assert received == [*first, *(later[-1:] if destructive else later), TEXT_AFTER]
+    assert told == destructive
     gated = [(f["threat"], f["where"], f["enforced"]) for f in findings if f["threat"] == "tool_abuse"]
     place = f"websocket[{len(first)}].choices[0].delta.tool_calls[0]"
     assert gated == ([("tool_abuse", place, True)] if destructive else [])
@@ -126,7 +130,7 @@ def test_arguments_streamed_after_their_call_was_decided_are_withheld(
         {"type": "content_block_delta", "index": 0, "delta": arguments},
         {"type": "content_block_stop", "index": 0},
     ]
-    received, findings = relay(
+    received, _, findings = relay(
         proxy, upstream_pki, [*turn, {"type": "content_block_delta", "index": 0, "delta": late}, TEXT_AFTER]
     )
     assert received == [*turn, TEXT_AFTER]
@@ -193,6 +197,8 @@ def test_a_realtime_call_piece_no_reading_places_is_withheld(
     pieces, released = OUT_OF_PLACE[name]
     events = [*pieces, RESPONSE_DONE, LAST]
     delivered, record = realtime_session(proxy, upstream_pki, events)
+    # A call a misplaced piece named, decided withheld on its own findings too, is told by an error event.
+    delivered = [kind for kind in delivered if kind != "error"]
     assert delivered == [*released, RESPONSE_DONE["type"], LAST["type"]]
     found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"] == MISPLACED_RULE]
     assert found == [(MISPLACED_RULE, True)]
@@ -202,8 +208,9 @@ def test_a_realtime_call_completed_only_in_its_response_done_is_decided_there_on
     start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
     """A call whose item is added and whose arguments stream in deltas, with no event ending it but the
-    response's end holding it whole, is decided there, once: none of its events is delivered, and it
-    opens one approval."""
+    response's end holding it whole, is decided there, once: none of its events is delivered (an
+    ``error`` event tells of the call, and another of the response's end withheld), and it opens one
+    approval."""
     proxy = start_proxy(mode="enforce")
     call = realtime_call(ITEM_DONE, 0, *DELETE, '{"id": 42}')["item"]
     events = [
@@ -213,7 +220,7 @@ def test_a_realtime_call_completed_only_in_its_response_done_is_decided_there_on
         LAST,
     ]
     delivered, record = realtime_session(proxy, upstream_pki, events)
-    assert delivered == [LAST["type"]]
+    assert delivered == ["error", "error", LAST["type"]]
     found = {f["where"]: f for f in record["findings"] if f["threat"] == "tool_abuse"}
     assert set(found) == {"websocket[0].item", "websocket[3].response.output[0]"}
     assert len({f["extra"]["pending_approval"] for f in found.values()}) == 1

@@ -34,7 +34,7 @@ from addons.inspect import (
     transfer_codings,
 )
 from addons.process.speedups import header_value, header_values
-from addons.wire.wsclose import CLOSING, POLICY_VIOLATION
+from addons.wire.wsclose import CLOSE_REASONS, CLOSING, POLICY_VIOLATION
 from proxy.config.policy import parse_policy
 from proxy.dialects import OpenAIChat, StreamFilters
 from proxy.inspection import MAX_MESSAGE_DEPTH, TOO_DEEP_RULE
@@ -216,15 +216,18 @@ def test_a_binary_message_without_a_secret_is_read_and_delivered() -> None:
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_secret_in_a_binary_message_drops_it_where_enforced(content: bytes, mode: str) -> None:
     """A binary message that is not text (protobuf, UTF-16, compressed) is read in its printable runs and
-    what its compressed start decodes to: it cannot be rewritten, so where enforced it is not delivered."""
+    what its compressed start decodes to: it cannot be rewritten, so where enforced it is not delivered,
+    and the connection (no realtime API's) closes with the refusal as its reason."""
     addon, flow = inspected_websocket(mode)
-    with taddons.context(addon):
+    with taddons.context(addon, Proxyserver()):
         message = server_sends_binary(flow, content)
         addon.websocket_message(flow)
     turn = flow.metadata[METADATA_KEY]
     enforcing = mode == "enforce"
     assert [f.enforced for f in turn.findings if f.rule == "aws-access-key-id"] == [enforcing]
     assert message.dropped is enforcing and message.content == content
+    reason = f"egressguard blocked: audit event {turn.event_id}; data_exfiltration (aws-access-key-id)"
+    assert CLOSE_REASONS.get(flow.client_conn) == (reason if enforcing else None)
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
@@ -608,13 +611,14 @@ def test_a_message_nested_past_the_limit_is_refused_unread_where_enforced(
 
 
 def test_a_message_nested_to_the_limit_is_read() -> None:
-    """Its destructive call is found and withheld as in any message, with no finding of its depth."""
+    """Its destructive call is found and withheld as in any message (the connection closed for it), with
+    no finding of its depth."""
     addon, flow = inspected_websocket("enforce")
     with taddons.context(addon, Proxyserver()):
         message = server_says(flow, nested_call(MAX_MESSAGE_DEPTH))
         addon.websocket_message(flow)
     turn = flow.metadata[METADATA_KEY]
-    assert message.dropped and flow.client_conn not in CLOSING
+    assert message.dropped and "tool_abuse" in CLOSE_REASONS[flow.client_conn]
     assert {f.threat for f in turn.findings if f.enforced} == {"tool_abuse"}
     assert TOO_DEEP_RULE not in {f.rule for f in turn.findings}
 

@@ -21,11 +21,14 @@ POLICY_VIOLATION = 1008
 CLOSING: MutableMapping[connection.Connection, int] = weakref.WeakKeyDictionary()
 """The connections (the agent's and the upstream's side of a flow) to close, with the code to close with;
 read and written on the event loop only (hooks and the WebSocket layer)."""
+CLOSE_REASONS: MutableMapping[connection.Connection, str] = weakref.WeakKeyDictionary()
+"""The reason to close with, where the proxy gives one (``close_reason``)."""
 
 
-def close_websocket(flow: http.HTTPFlow, code: int = POLICY_VIOLATION) -> None:
-    """Close both sides of the flow's WebSocket with ``code``, now."""
+def close_websocket(flow: http.HTTPFlow, code: int = POLICY_VIOLATION, reason: str = "") -> None:
+    """Close both sides of the flow's WebSocket with ``code`` and ``reason``, now."""
     CLOSING[flow.client_conn] = CLOSING[flow.server_conn] = code
+    CLOSE_REASONS[flow.client_conn] = CLOSE_REASONS[flow.server_conn] = reason
     ctx.master.commands.call("inject.websocket", flow, False, b"", True)
 
 

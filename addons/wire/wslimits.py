@@ -29,7 +29,7 @@ from mitmproxy.proxy.layers import websocket
 
 from addons.gate.turns import policy_of, turn_of
 from addons.inspect import body_finding
-from addons.wire.wsclose import CLOSING
+from addons.wire.wsclose import CLOSE_REASONS, CLOSING
 from proxy.inspection import inspection_threat
 from proxy.model import Decision
 from proxy.runtime import Runtime
@@ -85,7 +85,7 @@ class BoundedConnection(websocket.WebsocketConnection):
             # two events of one read, and no message after that one may be relayed.
             closing = CLOSING.get(self.conn)
             if closing is not None:
-                yield wsproto.events.CloseConnection(code=closing)
+                yield wsproto.events.CloseConnection(code=closing, reason=CLOSE_REASONS.get(self.conn, ""))
                 return
             if isinstance(event, wsproto.events.Ping):
                 event = wsproto.events.Ping(payload=stand_in(bytes(event.payload)))
