@@ -1482,6 +1482,8 @@ class TurnInspector:
         refusing = list(filter(self._withholds, self.turn.findings[self._direction_from :]))
         if refusing:
             self._carry_out(self._direction_from, refusing.__contains__, Decision.BLOCKED)
+            for key in self.message_calls.placed.keys:
+                self.message_calls.streamed.calls[key].refused = True
         for key in self.message_calls.placed.ended:
             self._settle_message_call(key)
         return refusing[0] if refusing else None
@@ -1558,9 +1560,11 @@ class TurnInspector:
             if withholds:
                 call.decision = "drop"
                 self._carry_out(since, self._withholds, Decision.BLOCKED)
-                self.calls_refused.append(next(filter(self._withholds, found)))
+                if not call.refused:  # else its message's refusal told the agent of it
+                    self.calls_refused.append(next(filter(self._withholds, found)))
                 return
-        call.decision = "release"
+        # A piece of it refused with its message, the rest cannot go as the call the model made.
+        call.decision = "drop" if call.refused else "release"
 
     def _read_shapes(self, document: Any, *, from_client: bool, where: str) -> None:
         if from_client:

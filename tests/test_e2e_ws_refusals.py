@@ -116,8 +116,8 @@ def test_refused_realtime_server_events_are_each_told_to_the_agent(
     assert "credential_theft" in told[0] and "tool_abuse" in told[1]
     assert received[-1].item.call_id == "c2"
     assert {rule for rule, _ in refusals(record_of(proxy))} >= {
-        "credential-file-read",
-        "destructive-tool-call",
+        "cloud-credentials-file",
+        "tool-delete",
     }
 
 

@@ -369,6 +369,8 @@ class StreamedCall:
     decision: ToolDecision | None = None
     denied: ToolCall | None = None
     """The reading the gate did not release, where it was not ``call()``: what the call is recorded as."""
+    refused: bool = False
+    """Whether a message carrying a piece of it was refused: it cannot go whole, and the agent was told."""
 
     def add(self, piece: CallPiece) -> None:
         self.ids += [found for found in piece.ids if found not in self.ids]
