@@ -46,12 +46,13 @@ def test_a_refused_shell_tool_never_runs_and_the_turn_is_chained_as_reported_by_
         sec.inspect_tool("shell", {"command": "rm -rf /"})
         ran.append("rm -rf /")
     assert ran == [], "the tool ran although the policy refused it"
-    assert any(finding["rule"] == "tool-shell-exec" for finding in refused.value.findings)
+    # What the command runs names the refusal, more precisely than the tool's name would.
+    assert any(finding["rule"] == "cmd-recursive-delete-broad" for finding in refused.value.findings)
     [record] = reported(enforcing)
     assert record["agent_id"] == "support-bot" and record["user_id"] == "u-42"
     assert record["purpose"] == "customer_support" and record["tools"] == ["shell"]
     assert record["decision"] == "blocked" and record["egress_host"] is None
-    assert "tool-shell-exec" in {finding["rule"] for finding in record["findings"]}
+    assert "cmd-recursive-delete-broad" in {finding["rule"] for finding in record["findings"]}
     assert record["input_sha256"] != record["output_sha256"]
     assert "rm -rf" not in json.dumps(enforcing.audit_records())
     assert main(["audit", "verify", str(enforcing.data_dir / "audit")]) == 0

@@ -85,7 +85,15 @@ def test_patterns_that_cannot_be_loosened_get_no_form(source: str) -> None:
 
 
 def test_every_packaged_rule_is_loosened_to_a_form_matching_its_examples() -> None:
-    without = [rule.id for rule in RULES if relaxed.compiled(rule.pattern.pattern) is None]
+    # The destructive-command pack reads a command tool's arguments alone, never every text that passes:
+    # a loosened form would rule out nothing worth its question there.
+    without = [
+        rule.id
+        for pack in PACKS
+        if pack.name != "destructive_commands"
+        for rule in pack.rules
+        if relaxed.compiled(rule.pattern.pattern) is None
+    ]
     assert len(without) <= 3, without  # backreferences (us-ssn, xml-password-element)
     for rule in RULES:
         program = relaxed.compiled(rule.pattern.pattern)
