@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from unittest import mock
 
 import pytest
+from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
 from addons.gate.turns import METADATA_KEY
@@ -73,11 +75,15 @@ def test_a_websocket_message_whose_reading_let_a_timeout_escape(
     inspector.budget.seconds = inspector.budget.left = inspector.budget.per_char = 0.0
     monkeypatch.setattr(TurnInspector, "inspect_message", unsettled_timeout)
     message = server_says(flow, "hello")
-    with taddons.context(addon):
+    with (
+        taddons.context(addon, Proxyserver()) as context,
+        mock.patch.object(context.master.commands, "call") as call,
+    ):
         addon.websocket_message(flow)
     turn = flow.metadata[METADATA_KEY]
     enforced = mode == "enforce"
     assert message.dropped is enforced
+    assert call.called is enforced  # the agent is told: the connection is closed
     found = recorded(turn)
     assert found[SCAN_TIMEOUT_RULE] == {enforced} and found[INSPECTION_FAILED_RULE] == {enforced}
     assert flow.websocket is not None

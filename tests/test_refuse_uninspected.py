@@ -6,11 +6,13 @@ from __future__ import annotations
 import textwrap
 from collections.abc import MutableMapping
 from typing import Any
+from unittest import mock
 
 import pytest
 import structlog.testing
 from mitmproxy import http
-from mitmproxy.test import tflow
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons, tflow
 
 from addons.gate.turns import METADATA_KEY, POLICY_KEY
 from addons.inspect import INSPECTION_FAILED_RULE, fail_open, refuse_uninspected
@@ -69,9 +71,16 @@ def test_an_answer_on_its_way_is_cut(relayed: bool) -> None:
 
 
 def test_a_websocket_message_is_dropped() -> None:
+    """The message is not delivered, and the agent is told by the connection's close (the proxy's
+    ``inject.websocket`` command carries it)."""
     flow = tflow.twebsocketflow()
-    refused(flow, "enforce")
+    with (
+        taddons.context(Proxyserver()) as context,
+        mock.patch.object(context.master.commands, "call") as call,
+    ):
+        refused(flow, "enforce")
     assert flow.websocket is not None and flow.websocket.messages[-1].dropped
+    call.assert_called_once_with("inject.websocket", flow, False, b"", True)
 
 
 def test_observe_mode_passes_on_the_record() -> None:

@@ -20,6 +20,10 @@ from proxy.dialects.gemini import field_of
 from proxy.dialects.locator import Step, format_locator
 from proxy.dialects.stream import TextFilter
 
+LIVE_FIELDS_IN_SNAKE_CASE = ("server_content", "model_turn", "output_transcription")
+"""How ``field_of`` also finds the Live fields read here: a server reading protocol buffers' JSON takes
+either spelling, so a message may carry either."""
+
 Channel = tuple[Hashable, ...]
 """A run of deltas: its response, item and content part, and whether it is text or a transcript."""
 
