@@ -1198,6 +1198,11 @@ class TurnInspector:
         settings = self.policy.detection
         if self.turn.drill is not None:
             return
+        recorded_user_id = (
+            None
+            if context.user_id is None
+            else recorded_text(context.user_id, self.detectors.sensitive, self.detectors.fingerprint_key)
+        )
         frozen = freeze.record_injection_attempt(
             self.state,
             context.agent_id,
@@ -1206,6 +1211,7 @@ class TurnInspector:
             threshold=settings.freeze_after,
             agent_threshold=settings.freeze_agent_after,
             ttl_s=settings.freeze_for_s,
+            recorded_user_id=recorded_user_id,
         )
         if frozen is not None:
             attempts = settings.freeze_agent_after if frozen == "agent" else settings.freeze_after

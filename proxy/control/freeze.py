@@ -74,14 +74,17 @@ def _freeze(
     *,
     agent_id: str | None = None,
     by_attempts: bool = False,
+    recorded_identity: str | None = None,
 ) -> None:
+    """Keyed by ``identity`` as requests name it; the entry keeps ``recorded_identity`` (default: the same),
+    the identity as the audit records it, so that a secret in an agent's user id is never stored."""
     if ttl_s <= 0:
         raise ValueError(f"a freeze needs a positive duration, not {ttl_s}")
     # The identity is kept in the value (the audit log records it too) so operators can list freezes.
     entry: dict[str, JSONValue] = {
         "reason": reason,
         "kind": kind,
-        "identity": identity,
+        "identity": identity if recorded_identity is None else recorded_identity,
         "until": time.time() + ttl_s,
     }
     if threat is not None:
@@ -234,12 +237,14 @@ def record_injection_attempt(
     threshold: int,
     agent_threshold: int | None,
     ttl_s: float,
+    recorded_user_id: str | None = None,
 ) -> FreezeKind | None:
     """Count one prompt-injection attempt by ``user_id`` (None: unnamed) through ``agent_id``, for the
     user of that agent and for the agent: at ``threshold`` attempts of the user within ``window_s``
     seconds the user is frozen for that agent, at ``agent_threshold`` of the agent's users together
     (named, renamed or unnamed) the agent is blocked (None: the agent's are not counted), each for
-    ``ttl_s`` seconds. Returns what was frozen (the agent before its user), or None."""
+    ``ttl_s`` seconds. A user's freeze keeps ``recorded_user_id`` (``_freeze``). Returns what was frozen
+    (the agent before its user), or None."""
     within = _duration(window_s)
     # Keyed by the agent's policy name, as its other counters are: one agent minting user ids fills a kind
     # of its own (``proxy.state.keys``), never another agent's counts.
@@ -257,7 +262,15 @@ def record_injection_attempt(
         return None
     reason = f"{attempts} prompt-injection attempts within {within}"
     _freeze(
-        store, "user", user_id, ttl_s, reason, Threat.PROMPT_INJECTION, agent_id=agent_id, by_attempts=True
+        store,
+        "user",
+        user_id,
+        ttl_s,
+        reason,
+        Threat.PROMPT_INJECTION,
+        agent_id=agent_id,
+        by_attempts=True,
+        recorded_identity=recorded_user_id,
     )
     return "user"
 
