@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import dataclasses
 import hashlib
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Set
@@ -141,6 +142,11 @@ enforce mode too, and it is refused only where one finds what the policy acts on
 OFF_LOOP_BYTES = 256 << 10
 """Bodies this large or larger are inspected in a worker thread (a 7.5 MB prompt takes seconds), as are
 those whose ``inspection_weight`` is."""
+SLOW_ON_LOOP_SECONDS = 0.1
+"""CPU an inspection on the event loop may take before its agent's bodies go off the loop (``SlowAgents``):
+an 8 KB prompt takes about a millisecond, 8 KB of documentation about two."""
+SLOW_AGENT_SECONDS = 600.0
+SLOW_AGENTS_KEPT = 10_000
 
 
 def observes_only(policy: Policy) -> bool:
@@ -330,6 +336,35 @@ def is_large(message: http.Message | None) -> bool:
     of ``OFF_LOOP_BYTES`` or more (``inspection_weight``)."""
     raw = message.raw_content if message is not None else None
     return raw is not None and inspection_weight(raw) >= OFF_LOOP_BYTES
+
+
+class SlowAgents:
+    """Agents a body of whose took long to inspect on the event loop: their bodies are inspected in the
+    large bodies' thread for ``SLOW_AGENT_SECONDS`` after. Size and quotes (``inspection_weight``) foretell
+    most slow bodies; this catches a text slow to read at any size (a page of phone numbers, one key's
+    prefix over and over, a shape no one has timed yet) after its first stall, so an agent that keeps
+    sending such bodies holds every other agent up once, not at each request."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def slow(self, agent: str) -> bool:
+        until = self._until.get(agent)
+        return until is not None and until > self._clock()
+
+    def took(self, agent: str, seconds: float) -> None:
+        """An inspection of one of ``agent``'s bodies held the event loop ``seconds`` of CPU."""
+        if seconds < SLOW_ON_LOOP_SECONDS:
+            return
+        now = self._clock()
+        if len(self._until) >= SLOW_AGENTS_KEPT:
+            self._until = {name: until for name, until in self._until.items() if until > now}
+            while len(self._until) >= SLOW_AGENTS_KEPT:
+                # Marked earliest, so ending soonest.
+                del self._until[next(iter(self._until))]
+        self._until.pop(agent, None)
+        self._until[agent] = now + SLOW_AGENT_SECONDS
 
 
 def may_grow(message: http.Message | None) -> bool:
@@ -1031,6 +1066,7 @@ class Inspect:
         self.runtime = runtime
         self._alongside = ThreadPoolExecutor(ALONGSIDE_THREADS, thread_name_prefix="egressguard-inspect")
         self._large = ThreadPoolExecutor(LARGE_THREADS, thread_name_prefix="egressguard-inspect-large")
+        self._slow = SlowAgents()
         self._observing: tuple[Policy, bool] | None = None
         """The last policy a request was inspected under and whether it ``observes_only``: a policy does
         not change, and every request asks (walking the threats cost some 3.5 µs a request)."""
@@ -1133,13 +1169,20 @@ class Inspect:
     async def _off_loop_if_large(
         self, inspect: Callable[[http.HTTPFlow], None], flow: http.HTTPFlow, message: http.Message | None
     ) -> None:
-        """Inspect a large or compressed body off the event loop (``_threads_for``), so the loop keeps
-        serving every other agent meanwhile; the same code runs either way, so the verdict is the same.
-        mitmproxy holds the flow until the hook returns, so nothing else touches it while the thread
-        works."""
+        """Inspect a large or compressed body, or any of an agent whose body was slow to inspect
+        (``SlowAgents``), off the event loop (``_threads_for``), so the loop keeps serving every other agent
+        meanwhile; the same code runs either way, so the verdict is the same. mitmproxy holds the flow
+        until the hook returns, so nothing else touches it while the thread works."""
+        turn = turn_of(flow)
+        agent = turn.context.agent_id if turn is not None else None
         threads = self._threads_for(message)
+        if threads is None and agent is not None and self._slow.slow(agent):
+            threads = self._large
         if threads is None:
+            started = time.thread_time()
             inspect(flow)
+            if agent is not None:
+                self._slow.took(agent, time.thread_time() - started)
             return
         work = partial(contextvars.copy_context().run, inspect, flow)
         await asyncio.get_running_loop().run_in_executor(threads, work)

@@ -26,7 +26,10 @@ from wsproto.frame_protocol import Opcode
 from addons.gate.turns import METADATA_KEY
 from addons.inspect import (
     PENDING_KEY,
+    SLOW_AGENT_SECONDS,
+    SLOW_ON_LOOP_SECONDS,
     Inspect,
+    SlowAgents,
     Substitute,
     codings,
     request_inspected,
@@ -535,6 +538,67 @@ def test_large_bodies_are_inspected_one_at_a_time_in_a_thread_of_their_own(
     finally:
         addon.done()
     assert seen_in == ({"MainThread"} if mode == "enforce" else {"egressguard-inspect"})
+
+
+def test_an_agent_whose_body_was_slow_to_inspect_on_the_loop_is_inspected_off_it_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Some texts are slow to read at any size: once one of an agent's bodies has held the event loop,
+    that agent's next ones are inspected in the large bodies' thread, and every other agent's stay on
+    the loop."""
+    addon = inspect_addon("enforce")
+    inspected_in: list[str] = []
+    inspect_request = addon.inspect_request
+
+    def inspect_noting_the_thread(flow: http.HTTPFlow) -> None:
+        inspected_in.append(threading.current_thread().name.rsplit("_", 1)[0])
+        if flow.metadata.get("slow"):
+            started = time.thread_time()
+            while time.thread_time() - started < SLOW_ON_LOOP_SECONDS:
+                pass
+        inspect_request(flow)
+
+    monkeypatch.setattr(addon, "inspect_request", inspect_noting_the_thread)
+
+    def flow_from(agent: str, slow: bool = False) -> http.HTTPFlow:
+        flow = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+        flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id=agent, role="r"))
+        flow.metadata["slow"] = slow
+        return flow
+
+    try:
+        with taddons.context(addon):
+            # The first request loads the detectors, as the proxy does when it starts.
+            asyncio.run(addon.request(flow_from("first")))
+            inspected_in.clear()
+            for flow in (
+                flow_from("quick"),
+                flow_from("slow", slow=True),
+                flow_from("slow"),
+                flow_from("quick"),
+            ):
+                asyncio.run(addon.request(flow))
+    finally:
+        addon.done()
+    assert inspected_in == ["MainThread", "MainThread", "egressguard-inspect-large", "MainThread"]
+
+
+def test_an_agent_is_slow_for_a_while_and_the_marks_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    agents = SlowAgents(clock=lambda: now[0])
+    agents.took("quick", SLOW_ON_LOOP_SECONDS / 2)
+    agents.took("slow", SLOW_ON_LOOP_SECONDS)
+    assert not agents.slow("quick") and agents.slow("slow")
+    now[0] = SLOW_AGENT_SECONDS - 1
+    assert agents.slow("slow")
+    now[0] = SLOW_AGENT_SECONDS
+    assert not agents.slow("slow")
+    monkeypatch.setattr("addons.inspect.SLOW_AGENTS_KEPT", 3)
+    for name in ("a", "b", "c", "d"):
+        agents.took(name, 1.0)
+        now[0] += 1
+    # The expired mark went first, then the earliest one still in force.
+    assert [agents.slow(name) for name in ("slow", "a", "b", "c", "d")] == [False, False, True, True, True]
 
 
 def test_a_small_compressed_body_is_inspected_off_the_loop_without_waiting_for_large_ones() -> None:
