@@ -233,6 +233,59 @@ def test_tables_and_training_data_a_job_reads_and_writes_are_addresses_the_api_f
     ]
 
 
+def test_distillation_partner_tuning_and_distilled_logs_are_addresses_the_api_fetches() -> None:
+    """A Vertex AI distillation's prompts, datasets and output root, a partner model tuning's datasets,
+    and the invocation logs a Bedrock distillation job reads are buckets the API reaches, as a
+    supervised tuning's are; a field of the same name in another object is not one."""
+    vertex = {
+        "distillationSpec": {
+            "promptDatasetUri": "gs://corp-docs/prompts.jsonl",
+            "validation_dataset_uri": "gs://attacker-drop/v.jsonl",
+            "pipelineRootDirectory": "gs://attacker-drop/root/",
+        },
+        "partnerModelTuningSpec": {"trainingDatasetUri": "gs://attacker-drop/train.jsonl"},
+        "labels": {"pipelineRootDirectory": "gs://attacker-drop/elsewhere"},
+    }
+    assert [(fetch.where, fetch.url, fetch.what) for fetch in fetches_of(Generic(), vertex)] == [
+        (
+            "distillationSpec.promptDatasetUri",
+            "https://corp-docs.storage.googleapis.com/prompts.jsonl",
+            "tuning data in Cloud Storage",
+        ),
+        (
+            "distillationSpec.validation_dataset_uri",
+            "https://attacker-drop.storage.googleapis.com/v.jsonl",
+            "tuning data in Cloud Storage",
+        ),
+        (
+            "distillationSpec.pipelineRootDirectory",
+            "https://attacker-drop.storage.googleapis.com/root/",
+            "tuning output in Cloud Storage",
+        ),
+        (
+            "partnerModelTuningSpec.trainingDatasetUri",
+            "https://attacker-drop.storage.googleapis.com/train.jsonl",
+            "tuning data in Cloud Storage",
+        ),
+    ]
+    bedrock = {
+        "customizationType": "DISTILLATION",
+        "trainingDataConfig": {
+            "invocationLogsConfig": {
+                "usePromptResponse": True,
+                "invocationLogSource": {"s3Uri": "s3://attacker-drop/logs/"},
+            }
+        },
+    }
+    assert fetches_of(Generic(), bedrock) == [
+        Fetch(
+            "trainingDataConfig.invocationLogsConfig.invocationLogSource.s3Uri",
+            "https://attacker-drop.s3.amazonaws.com/logs/",
+            "invocation logs in S3",
+        )
+    ]
+
+
 def test_a_vertex_batch_jobs_bigquery_tables_are_checked_against_the_allowlist(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:

@@ -31,9 +31,16 @@ STORAGE_LOCATIONS = {
     ("supervisedtuningspec", "validationdataseturi"): ("gs", "tuning data in Cloud Storage"),
     ("preferenceoptimizationspec", "trainingdataseturi"): ("gs", "tuning data in Cloud Storage"),
     ("preferenceoptimizationspec", "validationdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("partnermodeltuningspec", "trainingdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("partnermodeltuningspec", "validationdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("distillationspec", "promptdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("distillationspec", "trainingdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("distillationspec", "validationdataseturi"): ("gs", "tuning data in Cloud Storage"),
+    ("distillationspec", "pipelinerootdirectory"): ("gs", "tuning output in Cloud Storage"),
     ("s3inputdataconfig", "s3uri"): ("s3", "batch input in S3"),
     ("s3outputdataconfig", "s3uri"): ("s3", "batch output in S3"),
     ("trainingdataconfig", "s3uri"): ("s3", "training data in S3"),
+    ("invocationlogsource", "s3uri"): ("s3", "invocation logs in S3"),
     ("validators", "s3uri"): ("s3", "validation data in S3"),
     ("outputdataconfig", "s3uri"): ("s3", "job output in S3"),
     ("datasetlocation", "s3uri"): ("s3", "evaluation data in S3"),
@@ -43,11 +50,18 @@ STORAGE_LOCATIONS = {
 naming it (in any case, with or without underscores, as Vertex AI reads them): a Vertex AI batch
 prediction job's ``inputConfig.gcsSource.uris`` or ``bigquerySource.inputUri`` and
 ``outputConfig.gcsDestination.outputUriPrefix`` or ``bigqueryDestination.outputUri``, a Vertex AI tuning
-job's ``trainingDatasetUri`` and ``validationDatasetUri``; a Bedrock model invocation job's
+job's ``trainingDatasetUri`` and ``validationDatasetUri`` (supervised, preference, partner model and
+distillation tuning alike, and a distillation's ``promptDatasetUri`` and output
+``pipelineRootDirectory``); a Bedrock model invocation job's
 ``s3InputDataConfig.s3Uri`` and ``s3OutputDataConfig.s3Uri``, a model customization job's
-``trainingDataConfig.s3Uri``, ``validationDataConfig.validators[].s3Uri`` and ``outputDataConfig.s3Uri``
+``trainingDataConfig.s3Uri`` (or, distilling, the invocation logs it reads:
+``trainingDataConfig.invocationLogsConfig.invocationLogSource.s3Uri``),
+``validationDataConfig.validators[].s3Uri`` and ``outputDataConfig.s3Uri``
 (an evaluation job's too), an evaluation job's ``datasetLocation.s3Uri``, a model import job's
 ``modelDataSource.s3DataSource.s3Uri``."""
+
+
+_LOCATION_FIELDS = frozenset(field for _, field in STORAGE_LOCATIONS)
 
 
 def decode_attachment(value: str) -> tuple[str, bytes] | str:
@@ -234,8 +248,8 @@ def domain_fetches(domains: object, tool_where: str, domains_key: str, what: str
 def storage_location(where: str, value: str) -> Fetch | None:
     """The bucket a string at ``where`` names as where a job the API runs reads or writes
     (``STORAGE_LOCATIONS``): the address the agent would reach it at itself (``bucket_address``)."""
-    if "uri" not in where.lower():
-        return None  # every field ``STORAGE_LOCATIONS`` names says so: most locators go unparsed
+    if where.rpartition(".")[2].partition("[")[0].replace("_", "").lower() not in _LOCATION_FIELDS:
+        return None  # most locators go unparsed
     names = [step.replace("_", "").lower() for step in parse_locator(where) if isinstance(step, str)]
     location = STORAGE_LOCATIONS.get((names[-2], names[-1])) if len(names) >= 2 else None
     if location is None:
