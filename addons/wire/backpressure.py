@@ -37,6 +37,15 @@ _layers_of: weakref.WeakKeyDictionary[connection.Client, weakref.WeakSet[layer.L
 )
 
 
+def _layers(client: connection.Client) -> weakref.WeakSet[layer.Layer]:
+    """The layers of ``client``'s connection, a set made with its first (``setdefault`` would make one
+    for every layer of every request, and throw it away)."""
+    layers = _layers_of.get(client)
+    if layers is None:
+        layers = _layers_of[client] = weakref.WeakSet()
+    return layers
+
+
 def queued_bytes(layers: Iterable[layer.Layer]) -> int:
     """What the paused ones of ``layers`` hold until they resume: each event's data and its overhead."""
     total = 0
@@ -54,7 +63,7 @@ class HeldReader:
 
     def __init__(self, reader: Any, client: connection.Client) -> None:
         self._reader = reader
-        self._layers = _layers_of.setdefault(client, weakref.WeakSet())
+        self._layers = _layers(client)
 
     async def read(self, size: int = -1) -> bytes:
         while queued_bytes(self._layers) > MAX_QUEUED_BYTES:
@@ -69,7 +78,7 @@ class HeldReader:
 def _registering(init: Callable[[layer.Layer, Any], None]) -> Callable[[layer.Layer, Any], None]:
     def __init__(self: layer.Layer, context: Any) -> None:
         init(self, context)
-        _layers_of.setdefault(context.client, weakref.WeakSet()).add(self)
+        _layers(context.client).add(self)
 
     __init__.registers_layers = True  # type: ignore[attr-defined]
     return __init__
