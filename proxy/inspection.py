@@ -716,7 +716,7 @@ class TurnInspector:
         matches = self._not_own_credentials(decoded) + [
             piece for finding, pieces in self._across_parameters(decoded) for piece in pieces
         ]
-        if not (matches and self.policy.detection.redact_requests and self._redacts(matches)):
+        if not (matches and self.policy.detection.guards_requests and self._redacts(matches)):
             return None
         redacted = self._redact(
             decoded, [match for match in matches if self.policy.enforces(match.rule.threat)]
@@ -771,7 +771,7 @@ class TurnInspector:
         redacts in requests (``found``), is a blocking finding under ``rule`` and the secret's threat:
         recorded, and returned where it is enforced for the caller to refuse."""
         held = [finding for finding in found if finding.action is Action.REDACT]
-        if not (held and self.policy.detection.redact_requests):
+        if not (held and self.policy.detection.guards_requests):
             return None
         signal = f"{part} holds what is redacted in requests, and cannot be rewritten"
         refusal = Finding(held[0].threat, rule, signal, Severity.HIGH, Action.BLOCK, where, "LLM02")
@@ -2038,7 +2038,7 @@ class TurnInspector:
             is_credential_header(name) if sent_by_agent else name.lower() in RESPONSE_CREDENTIAL_HEADERS
             for name, _ in headers
         ]
-        redacts = self.policy.detection.redact_requests if sent_by_agent else True
+        redacts = self.policy.detection.guards_requests if sent_by_agent else True
         fields = [header for header, credential in zip(headers, kept, strict=True) if not credential]
         # One object per header: each name is a field of its own, so a value is read on from the values
         # of the same header before it (a list joins them), not from every other header's text. The scan

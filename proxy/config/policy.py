@@ -409,6 +409,13 @@ class DetectionSettings:
     vault: VaultSettings | None = None
     """Set when requests are vaulted rather than redacted."""
 
+    @property
+    def guards_requests(self) -> bool:
+        """Whether secrets an agent sends are kept from leaving, redacted or vaulted. The vault rewrites
+        bodies only: what it cannot (the target, headers, the method, the destination's name) is guarded
+        as redaction guards it, else vaulting would let out what redacting keeps in."""
+        return self.redact_requests or self.vault is not None
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
