@@ -59,6 +59,9 @@ def test_a_body_every_receiver_reads_in_one_encoding_is_read_and_written_back_in
         ("text/plain; charset=utf-16le", b"odd"),
         ("text/plain; charset=x-unknown", b"bytes"),
         ("text/plain", TEXT.encode("utf-16-le")),
+        # JSON readers handed the bytes detect UTF-16 and UTF-32 and ignore the label.
+        ("application/json; charset=iso-8859-1", DOCUMENT.encode("utf-16")),
+        ("application/json; charset=windows-1252", DOCUMENT.encode("utf-32")),
     ],
 )
 def test_a_body_receivers_may_read_otherwise_has_no_one_encoding(content_type: str, body: bytes) -> None:

@@ -11,12 +11,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import openai
 import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, last_record, openai_client
 from tests.test_e2e_readings import post
-from tests.upstream import FakeUpstream, Reply
+from tests.upstream import FakeUpstream, Reply, ToolCallReply, openai_chat_json
 
 AWS_KEY = "AKIAQWERTY234567ABCD"
 LEAK = f"deploy with aws_access_key_id = {AWS_KEY} today"
@@ -395,3 +396,46 @@ def test_an_answer_read_as_an_event_stream_is_still_read_in_its_charset(
     response = post(guard, upstream, json.dumps({"note": "hello"}).encode(), path="/download")
     assert response.status_code == 502 and AWS_KEY not in response.text
     assert charset_finding(Turns(guard).next())["enforced"] is True
+
+
+MISLABELLED_JSON = {
+    "utf-16 labelled latin-1": ("application/json; charset=iso-8859-1", "utf-16"),
+    "utf-32 labelled windows-1252": ("application/json; charset=windows-1252", "utf-32"),
+    "utf-16 without a mark labelled latin-1": ("application/json; charset=iso-8859-1", "utf-16-le"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISLABELLED_JSON))
+def test_json_in_utf16_under_another_label_carries_no_key_out(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A JSON reader handed the bytes (the upstream's ``json.loads``, Starlette's ``request.json()``)
+    detects UTF-16 and UTF-32 itself and ignores a Latin-1 label: the key it would read there never
+    leaves, and the record names it."""
+    guard = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    content_type, codec = MISLABELLED_JSON[name]
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": LEAK}]}).encode(codec)
+    post(guard, upstream, body, headers={"content-type": content_type})
+    assert all(AWS_KEY not in json.dumps(json.loads(sent.body)) for sent in upstream.received)
+    assert secrets_in(Turns(guard).next())
+
+
+@pytest.mark.parametrize("name", sorted(MISLABELLED_JSON))
+def test_a_tool_call_in_utf16_json_under_another_label_does_not_reach_the_sdk(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The OpenAI SDK reads a completion's JSON from its bytes, UTF-16 whatever the label says: a
+    destructive call in it is withheld as in any completion (or the answer refused), never delivered."""
+    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    content_type, codec = MISLABELLED_JSON[name]
+    drop = Reply(tool_calls=[ToolCallReply("drop_table", {"table": "users"})])
+    upstream.reply = Reply(body=json.dumps(openai_chat_json(drop)).encode(codec), content_type=content_type)
+    try:
+        completion = openai_client(upstream).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "tidy up"}]
+        )
+    except openai.APIStatusError as refused:
+        assert refused.status_code == 502
+    else:
+        assert not completion.choices[0].message.tool_calls
+    assert "drop_table" in json.dumps(last_record(guard)["findings"])

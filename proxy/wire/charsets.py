@@ -200,23 +200,35 @@ class TextEncoding:
 
 def text_encoding(body: bytes, content_type: str | None) -> TextEncoding | None:
     """The encoding, other than UTF-8, that every receiver reads ``body`` in: the one charset its
-    Content-Type declares where the body decodes in it without error and a receiver reading it as UTF-8
-    reads no other text (the body is not UTF-8, or holds NULs no text has, or reads the same); else, with no
-    charset declared, UTF-16 or UTF-32 that JSON's rule detects from its first bytes where it is JSON so
-    read. None for a body read as UTF-8, and where receivers may read it otherwise (charsets that differ,
-    a UTF-16 or UTF-32 body without a byte order mark, UTF-7): ``read_in`` gives each reading."""
+    Content-Type declares where the body decodes in it without error, a receiver reading it as UTF-8
+    reads no other text (the body is not UTF-8, or holds NULs no text has, or reads the same) and a JSON
+    reader no other either; else, with no charset declared, UTF-16 or UTF-32 that JSON's rule detects from
+    its first bytes where it is JSON so read. None for a body read as UTF-8, and where receivers may read it
+    otherwise (charsets that differ, a UTF-16 or UTF-32 body without a byte order mark, UTF-7, UTF-16 JSON
+    labelled Latin-1): ``read_in`` gives each reading."""
+    as_json = _json_encoding(body)
     declared = declared_charsets(content_type)
-    if declared:
-        try:
-            names = {codecs.lookup(charset).name for charset in declared}
-        except LookupError:
-            return None
-        if len(names) != 1 or names <= AS_UTF8:
-            return None
-        encoding = _encoding(body, names.pop())
-        if encoding is None or _read_otherwise_as_utf8(body, encoding):
-            return None
-        return encoding
+    if not declared:
+        return as_json
+    try:
+        names = {codecs.lookup(charset).name for charset in declared}
+    except LookupError:
+        return None
+    if len(names) != 1 or names <= AS_UTF8:
+        return None
+    encoding = _encoding(body, names.pop())
+    if encoding is None or _read_otherwise_as_utf8(body, encoding):
+        return None
+    # JSON readers handed the bytes (Python's json, Starlette's and httpx's json()) detect UTF-16 and
+    # UTF-32 themselves and ignore the label.
+    if as_json is not None and as_json.codec != encoding.codec:
+        return None
+    return encoding
+
+
+def _json_encoding(body: bytes) -> TextEncoding | None:
+    """The UTF-16 or UTF-32 that JSON's rule detects from ``body``'s first bytes (a byte order mark, or
+    where its NULs fall), where it reads as JSON so."""
     detected = json.detect_encoding(body)
     if detected in ("utf-8", "utf-8-sig"):
         return None
