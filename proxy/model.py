@@ -49,6 +49,9 @@ class Decision(StrEnum):
 
     ALLOWED = "allowed"
     REDACTED = "redacted"
+    PROTOCOL_ERROR = "protocol_error"
+    """The HTTP layer refused the agent's request as malformed (a bad request line, header, chunk or
+    frame, a head over its limit): none of it was forwarded, whatever was found in what had arrived."""
     BLOCKED = "blocked"
 
 

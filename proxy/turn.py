@@ -79,6 +79,6 @@ class Turn:
 
     def escalate(self, decision: Decision) -> None:
         """Raise the turn's decision; a turn never goes from blocked back to redacted or allowed."""
-        order = (Decision.ALLOWED, Decision.REDACTED, Decision.BLOCKED)
+        order = (Decision.ALLOWED, Decision.REDACTED, Decision.PROTOCOL_ERROR, Decision.BLOCKED)
         if order.index(decision) > order.index(self.decision):
             self.decision = decision

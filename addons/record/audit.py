@@ -26,6 +26,7 @@ from addons.gate.identity import REFUSAL_KEY, AuthRefusal
 from addons.gate.turns import connect_is_a_turn, policy_of, turn_of
 from addons.record.metrics import upstream_seconds
 from addons.wire.rawstreams import ORIGIN_KEY
+from addons.wire.sent import was_sent
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
 from proxy.audit.events import scrub, turn_event
@@ -35,7 +36,7 @@ from proxy.audit.refusals import RefusalCounter
 from proxy.config.policy import AuditSettings, Policy
 from proxy.control import freeze, tokens
 from proxy.control.drill import split_mark
-from proxy.model import Severity
+from proxy.model import Decision, Severity
 from proxy.runtime import Runtime
 from proxy.state import StateStore
 
@@ -46,8 +47,15 @@ AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
 APPROVAL_REQUESTED_RULE = "approval-requested"
 DRILL_RULE = "egressguard-drill"
 UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
-CLIENT_GONE = ("Client disconnected", "Stream reset", "stream reset")
-"""How mitmproxy's error messages start when the agent itself went away."""
+CLIENT_GONE = ("client disconnected", "stream reset")
+"""How mitmproxy's error messages start, read in lower case, when the agent itself went away (its
+HTTP/1 layer says "Client disconnected.", its server "client disconnected", HTTP/2 "stream reset by
+client")."""
+BODY_CUT = "http/1 protocol error: peer closed connection"
+"""How h11's message for a body cut short starts: the agent's when its request was not read whole."""
+UNANSWERED_ERRORS = ("HTTP/1 protocol error", "HTTP/2 protocol error", "HTTP/2 connection closed")
+"""How mitmproxy's error messages start for a request it gave up on by closing the agent's connection
+unanswered: an HTTP/1 body it cannot read, an HTTP/2 connection it ends with a GOAWAY."""
 DEGRADED_STATE = "state: shared store unavailable; served with this process's local state (on_error: open)"
 
 
@@ -72,12 +80,35 @@ def received_status(flow: http.HTTPFlow) -> int | None:
         return response.status_code if response is not None else None
     if response is not None and response.stream:
         return response.status_code  # relayed as it arrived: the head went out before the break
-    if error.msg == Error.KILLED_MESSAGE or error.msg.startswith(CLIENT_GONE):
+    if error.msg == Error.KILLED_MESSAGE or client_went_away(flow):
         return None
-    if flow.request.timestamp_end is None:
-        # The agent's own request could not be read whole: mitmproxy answers 413 or 400.
+    if refused_as_malformed(flow):
+        # The agent's own request could not be read whole: mitmproxy answers a bad head 400 and a body
+        # over its limit 413, and closes on a body or HTTP/2 frame it cannot read without an answer.
+        if error.msg.startswith(UNANSWERED_ERRORS):
+            return None
         return 413 if error.msg.startswith("Request body exceeds") else 400
     return 502  # mitmproxy answers an upstream that failed before its answer was complete with 502
+
+
+def client_went_away(flow: http.HTTPFlow) -> bool:
+    message = flow.error.msg.lower() if flow.error is not None else ""
+    return message.startswith(CLIENT_GONE) or (
+        flow.request.timestamp_end is None and message.startswith(BODY_CUT)
+    )
+
+
+def refused_as_malformed(flow: http.HTTPFlow) -> bool:
+    """Whether the HTTP layer gave up on the agent's request itself (a bad header, chunk or frame, a body
+    over mitmproxy's limit) before it was read whole, rather than the agent leaving or the upstream
+    failing."""
+    error = flow.error
+    return (
+        error is not None
+        and flow.request.timestamp_end is None
+        and error.msg != Error.KILLED_MESSAGE
+        and not client_went_away(flow)
+    )
 
 
 def unavailable_response(reason: str, event_id: str | None) -> http.Response:
@@ -386,8 +417,14 @@ class Audit:
         if turn is None or flow.metadata.get(_WRITTEN) or self.sink is None:
             return True
         flow.metadata[_WRITTEN] = True
+        left = was_sent(flow.request)
         if flow.error is not None:
             turn.errors.append(f"connection: {flow.error.msg}")
+            if refused_as_malformed(flow) and not left:
+                turn.escalate(Decision.PROTOCOL_ERROR)
+            if client_went_away(flow):
+                sent = "had been forwarded" if left else "was not forwarded"
+                turn.errors.append(f"agent: went away before its answer was complete; its request {sent}")
         if self.runtime.state_degraded:
             turn.errors.append(DEGRADED_STATE)
         response = flow.response
@@ -397,6 +434,7 @@ class Audit:
             method=flow.request.method,
             path=flow.request.path.split("?", 1)[0],
             status=received_status(flow),
+            forwarded=left if flow.request.method != "CONNECT" else None,
             upstream_ms=_milliseconds(upstream_seconds(flow)),
             input_sha256=_sha256(flow.request.raw_content),
             output_sha256=_sha256(response.raw_content) if response is not None else None,

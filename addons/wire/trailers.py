@@ -37,6 +37,8 @@ from mitmproxy.proxy.layers.http._events import (
 from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Connection, Http1Server
 from mitmproxy.proxy.layers.http._http2 import Http2Client, Http2Connection, Http2Server
 
+from addons.wire.sent import mark_sent
+
 CommandGenerator = Generator[commands.Command, Any, None]
 
 
@@ -127,7 +129,10 @@ class JoinedHttp2Server(JoinedFrames, Http2Server):
 
 
 class JoinedHttp2Client(JoinedFrames, Http2Client):
-    pass
+    def _handle_event(self, event: events.Event) -> CommandGenerator:
+        if isinstance(event, HttpEvent):
+            mark_sent(event)
+        yield from super()._handle_event(event)
 
 
 class Http2JoinedData:
@@ -221,6 +226,7 @@ class TrailerClient(TrailerFields, JoinedData, Http1Client):
     def send(self, event: HttpEvent) -> CommandGenerator:
         if isinstance(event, RequestHeaders):
             frame_for_http1(event)
+        mark_sent(event)
         return super().send(event)
 
     def outgoing(self) -> http.Message | None:

@@ -25,6 +25,7 @@ def turn_event(
     method: str,
     path: str,
     status: int | None,
+    forwarded: bool | None = None,
     upstream_ms: float | None = None,
     input_sha256: str | None,
     output_sha256: str | None,
@@ -53,6 +54,7 @@ def turn_event(
         "method": method,
         "path": path,
         "status": status,
+        "forwarded": forwarded,
         "dialect": request.dialect if request else None,
         "model": (completion.model if completion and completion.model else None)
         or (request.model if request else None),

@@ -48,6 +48,7 @@ TURN_COLUMNS = {
     "method": "VARCHAR",
     "path": "VARCHAR",
     "status": "INTEGER",
+    "forwarded": "BOOLEAN",
     "dialect": "VARCHAR",
     "model": "VARCHAR",
     "stream": "BOOLEAN",

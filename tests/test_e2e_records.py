@@ -1,0 +1,192 @@
+"""End to end: what the audit record says about a request the HTTP layer refused as malformed and about an
+agent that went away before its answer is what happened to it: a protocol error is never `allowed`, the
+status is what the agent received, and `forwarded` says whether any of the request left."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import h2.config
+import h2.connection
+import pytest
+
+from proxy.commands.localca import UpstreamPKI
+from tests.harness import Proxy
+from tests.test_e2e_bodies import CONTEXT
+from tests.test_e2e_fronting import tunnel
+from tests.upstream import FakeUpstream
+
+AWS_KEY = "AKIAQWERTY234567ABCD"
+GONE = "agent: went away before its answer was complete; its request "
+PATH = "/v1/chat/completions"
+HEAD = "".join(f"{name}: {value}\r\n" for name, value in CONTEXT.items()).encode()
+BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": f"hi {AWS_KEY}"}]}).encode()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_pki: UpstreamPKI) -> Iterator[Proxy]:
+    started = Proxy(
+        tmp_path_factory.mktemp("records"),
+        upstream_pki.ca_cert,
+        mode="enforce",
+        extra="redaction: {requests: true}\n",
+    )
+    yield started
+    started.stop()
+
+
+def turns(proxy: Proxy) -> int:
+    return len([record for record in proxy.audit_records() if record.get("type") == "agent.turn"])
+
+
+def answer_of(tls: ssl.SSLSocket) -> bytes:
+    """What the proxy sends until it closes the connection."""
+    answer = b""
+    tls.settimeout(5)
+    try:
+        while chunk := tls.recv(65536):
+            answer += chunk
+    except (TimeoutError, ssl.SSLError, OSError):
+        pass
+    return answer
+
+
+def new_record(proxy: Proxy, before: int) -> dict[str, Any]:
+    (record,) = proxy.wait_for_records(before + 1)[before:]
+    return record
+
+
+MALFORMED = {
+    "header-name": b"Bad Header: x\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY),
+    "chunk-size": b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\nzz\r\n0\r\n\r\n" % (len(BODY), BODY),
+    "chunk-end": b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%sXX0\r\n\r\n" % (len(BODY), BODY),
+    "length-and-chunked": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two-lengths": b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n123456",
+}
+
+
+@pytest.mark.parametrize("malformed", MALFORMED)
+def test_an_http1_request_the_http_layer_refuses_is_recorded_as_a_protocol_error(
+    proxy: Proxy, upstream: FakeUpstream, malformed: str
+) -> None:
+    """A bad header name, chunk size or chunk end, or a length beside chunked framing: mitmproxy answers
+    400 and forwards nothing, and the record says so (never `allowed`)."""
+    before = turns(proxy)
+    with tunnel(proxy, upstream.port) as tls:
+        tls.sendall(
+            b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s%s" % (PATH.encode(), HEAD, MALFORMED[malformed])
+        )
+        answer = answer_of(tls)
+    record = new_record(proxy, before)
+    assert upstream.received == []
+    received = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+    assert (record["decision"], record["forwarded"], record["status"]) == ("protocol_error", False, received)
+    assert record["errors"]
+
+
+def http2_request(proxy: Proxy, upstream: FakeUpstream) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    """An HTTP/2 connection with a request's head and the first half of its body sent."""
+    tls = tunnel(proxy, upstream.port, alpn="h2")
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    head = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", f"localhost:{upstream.port}"),
+        (":path", PATH),
+        ("content-type", "application/json"),
+        *((name.lower(), value) for name, value in CONTEXT.items()),
+    ]
+    connection.send_headers(1, head)
+    connection.send_data(1, BODY[: len(BODY) // 2])
+    tls.sendall(connection.data_to_send())
+    time.sleep(0.3)
+    return tls, connection
+
+
+def test_an_invalid_http2_frame_is_recorded_as_a_protocol_error(proxy: Proxy, upstream: FakeUpstream) -> None:
+    """A DATA frame on stream 0 mid-body: the proxy ends the connection (GOAWAY), and the request whose body
+    was on its way is recorded as a protocol error that received no answer."""
+    before = turns(proxy)
+    tls, _ = http2_request(proxy, upstream)
+    with tls:
+        tls.sendall(b"\x00\x00\x05\x00\x00\x00\x00\x00\x00hello")
+        answer_of(tls)
+    record = new_record(proxy, before)
+    assert upstream.received == []
+    assert (record["decision"], record["forwarded"], record["status"]) == ("protocol_error", False, None)
+    assert any("HTTP/2 protocol error" in error for error in record["errors"])
+
+
+def test_an_http2_stream_reset_mid_body_is_recorded(proxy: Proxy, upstream: FakeUpstream) -> None:
+    before = turns(proxy)
+    tls, connection = http2_request(proxy, upstream)
+    with tls:
+        connection.reset_stream(1)
+        tls.sendall(connection.data_to_send())
+        time.sleep(0.5)
+    record = new_record(proxy, before)
+    assert upstream.received == []
+    assert (record["decision"], record["forwarded"], record["status"]) == ("allowed", False, None)
+    assert f"{GONE}was not forwarded" in record["errors"]
+
+
+def send(tls: ssl.SSLSocket, body: bytes, length: int | None = None) -> None:
+    head = b"POST %s HTTP/1.1\r\nHost: localhost\r\n%sContent-Type: application/json\r\n" % (
+        PATH.encode(),
+        HEAD,
+    )
+    tls.sendall(head + b"Content-Length: %d\r\n\r\n%s" % (length or len(body), body))
+
+
+def test_an_agent_gone_mid_body_is_recorded_as_gone_with_nothing_forwarded(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
+    before = turns(proxy)
+    with tunnel(proxy, upstream.port) as tls:
+        send(tls, BODY[:20], length=len(BODY))
+    record = new_record(proxy, before)
+    assert upstream.received == []
+    assert (record["decision"], record["forwarded"], record["status"]) == ("allowed", False, None)
+    assert f"{GONE}was not forwarded" in record["errors"]
+
+
+def test_an_agent_gone_while_the_upstream_thinks_is_recorded_as_gone_after_forwarding(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
+    """The request left, its key redacted; the agent went away before the answer: no status was received,
+    and the record says the request had been forwarded (and redacted)."""
+    upstream.reply.think_seconds = 1.5
+    before = turns(proxy)
+    with tunnel(proxy, upstream.port) as tls:
+        send(tls, BODY)
+        deadline = time.monotonic() + 5
+        while not upstream.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+    record = new_record(proxy, before)
+    assert len(upstream.received) == 1 and AWS_KEY.encode() not in upstream.received[0].body
+    assert (record["decision"], record["forwarded"], record["status"]) == ("redacted", True, None)
+    assert f"{GONE}had been forwarded" in record["errors"]
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_an_agent_gone_right_after_its_request_is_recorded_as_what_happened(
+    proxy: Proxy, upstream: FakeUpstream, attempt: int
+) -> None:
+    """The agent closes as soon as its request is sent: whether it left or not depends on the race, and the
+    record says which, the status null either way (the agent received nothing)."""
+    upstream.reply.think_seconds = 0.5
+    before = turns(proxy)
+    with tunnel(proxy, upstream.port) as tls:
+        send(tls, BODY)
+    record = new_record(proxy, before)
+    time.sleep(1)
+    assert record["forwarded"] is bool(upstream.received)
+    assert record["status"] is None
+    # Where the request was read before the agent left, its key was taken out, whether it left or not.
+    assert record["decision"] in (("redacted",) if upstream.received else ("allowed", "redacted"))
+    assert not [received for received in upstream.received if AWS_KEY.encode() in received.body]
