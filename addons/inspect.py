@@ -95,7 +95,7 @@ from proxy.wire.decoding import (
 )
 from proxy.wire.embedded import opened
 from proxy.wire.eventstream import AwsFraming, EventStreamError, is_aws_event_stream
-from proxy.wire.multipart import part_spans
+from proxy.wire.multipart import boundary_of, part_spans
 from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES
 
 log = structlog.get_logger("egressguard")
@@ -413,7 +413,7 @@ def scan_request_fields(
     # As sent: ``request.method`` reads it in upper case, which is not what leaves.
     inspector.scan_method(request.data.method.decode("utf-8", "surrogateescape"))
     if body is not None:
-        inspector.scan_multipart_frame(body)
+        inspector.scan_multipart_frame(body, boundary_of(request.headers.get("content-type")))
     scanned = {}
     for name in ("headers", "trailers"):
         fields = getattr(request, name)

@@ -753,12 +753,13 @@ class TurnInspector:
         self.scan_headers([(METHOD_FIELD, method)], sent_by_agent=True)
         self._unrewritable(self.turn.findings[since:], METHOD_RULE, "method", "the request method")
 
-    def scan_multipart_frame(self, body: bytes) -> None:
-        """A multipart body's boundary, part headers and epilogue (``frame_text``), read as one text and
+    def scan_multipart_frame(self, body: bytes, boundary: bytes | None = None) -> None:
+        """A multipart body's preamble, boundary (``boundary``, the one its Content-Type names, where it
+        names one), part headers and epilogue (``frame_text``), read as one text and
         scanned as a request's header is. The frame is not rewritten: one holding a secret the policy
         redacts in requests refuses the request (``inspection.multipart``, under the secret's threat).
         Personal data there (an e-mail address in a file's name) is recorded, as a header's is."""
-        text = frame_text(body)
+        text = frame_text(body, boundary)
         if not text:
             return
         since = len(self.turn.findings)

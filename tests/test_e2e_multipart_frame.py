@@ -85,6 +85,75 @@ def test_a_key_in_a_multipart_frame_refuses_the_upload_where_enforced(
     assert AWS_KEY not in str(record) and AWS_KEY[4:] not in str(record)
 
 
+FILE_PART = b'Content-Disposition: form-data; name="file"; filename="backup ' + KEY + b'.txt"'
+BINARY = b"\x00\x01\x02\xff\xfe" * 20
+"""A file's content no reader takes for text, so only the frame's reading can find the key."""
+FRAMED_OTHERWISE = {
+    # Receivers take a bare LF as a line's end.
+    "LF-only": (b"AAA", b"--AAA\n" + FILE_PART + b"\n\n" + BINARY + b"\n--AAA--\n"),
+    "LF-only, no closing": (b"AAA", b"--AAA\n" + FILE_PART + b"\n\n" + BINARY),
+    "padded boundary line": (b"AAA", b"--AAA \t\r\n" + FILE_PART + b"\r\n\r\n" + BINARY + b"\r\n--AAA--\r\n"),
+    # Receivers skip what comes before the first boundary.
+    "preamble": (b"AAA", b"note: " + KEY + b"\r\n--AAA\r\n" + _part(b'form-data; name="f"', content=BINARY)),
+    "file name after a preamble": (
+        b"AAA",
+        b"this is a preamble\r\n\r\n--AAA\r\n" + FILE_PART + b"\r\n\r\n" + BINARY + b"\r\n--AAA--\r\n",
+    ),
+    "file name after a preamble's decoy boundary": (
+        b"AAA",
+        b"--decoy\r\n\r\n"
+        + BINARY
+        + b"\r\n--AAA\r\n"
+        + FILE_PART
+        + b"\r\n\r\n"
+        + BINARY
+        + b"\r\n--AAA--\r\n",
+    ),
+    # The receiver reads the boundary the Content-Type names, not the body's first line.
+    "Content-Type's boundary past another's line": (
+        b"BBB",
+        b"--AAA\r\nX: y\r\n\r\n"
+        + BINARY
+        + b"\r\n--BBB\r\n"
+        + FILE_PART
+        + b"\r\n\r\n"
+        + BINARY
+        + b"\r\n--BBB--",
+    ),
+}
+
+
+@pytest.mark.parametrize("framing", sorted(FRAMED_OTHERWISE))
+def test_a_key_in_a_multipart_frame_framed_otherwise_refuses_the_upload_where_enforced(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, framing: str
+) -> None:
+    """LF line ends, transport padding, a preamble (with a decoy boundary line of its own) and a
+    Content-Type boundary other than the first line's are framed as receivers frame them: a key in the
+    file's name or the preamble refuses the upload."""
+    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    boundary, body = FRAMED_OTHERWISE[framing]
+    reply = _post(proxy, upstream, body, boundary.decode())
+    assert reply.status_code == 403, reply.text
+    assert upstream.received == []
+    (record,) = proxy.wait_for_records(1)
+    assert any(f["rule"] == "inspection.multipart" and f["enforced"] for f in record["findings"])
+    assert AWS_KEY not in str(record)
+
+
+def test_an_lf_only_upload_without_a_key_passes(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    upstream.reply = UPLOADED
+    body = (
+        b'--AAA\nContent-Disposition: form-data; name="file"; filename="notes.txt"\n\n'
+        + BINARY
+        + b"\n--AAA--\n"
+    )
+    assert _post(proxy, upstream, body, "AAA").status_code == 200
+    assert [received.body for received in upstream.received] == [body]
+
+
 def test_an_sdk_upload_named_with_a_key_is_refused_and_recorded_where_observed(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:

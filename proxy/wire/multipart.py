@@ -1,8 +1,10 @@
 """Where the parts of a ``multipart/*`` body (a file upload beside form fields) sit, read from the body.
 
 A body with a binary part (a file) is binary as a whole, yet its text fields are text that leaves: each
-part is located so that the text ones can be inspected, and rewritten, on their own. The boundary is read
-from the body's first line, where every client puts the one its Content-Type names.
+part is located so that the text ones can be inspected, and rewritten, on their own. The boundary is the
+one the Content-Type names where the caller has it; else the first boundary line whose closing delimiter
+follows it, read from the body. Lines end in CRLF or a bare LF (receivers take either), and whatever comes
+before the first boundary (the preamble, which receivers skip) is part of the frame.
 """
 
 from __future__ import annotations
@@ -11,46 +13,86 @@ import re
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
-_FIRST_LINE = re.compile(rb"--([^\r\n]{1,200})\r\n")
+_BOUNDARY_LINE = re.compile(rb"(?:^|\n)--([^\r\n]{1,200}?)[ \t]*\r?\n")
+"""A line that opens a part: ``--`` and the boundary, transport padding, then CRLF or LF."""
+_LINE_BREAK = re.compile(rb"\r?\n")
+_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+_NO_HEADERS = re.compile(rb"\r?\n")
+MAX_CANDIDATES = 16
+"""Boundary lines tried, when the Content-Type names none, for the one whose closing delimiter follows."""
 
 
-def part_spans(body: bytes) -> list[tuple[int, int]] | None:
-    """The (start, end) offsets of each part's content, after its headers; None when the body does not
-    begin with a multipart boundary line."""
-    found = _parts(body)
+def part_spans(body: bytes, boundary: bytes | None = None) -> list[tuple[int, int]] | None:
+    """The (start, end) offsets of each part's content, after its headers; None when the body holds no
+    multipart boundary line."""
+    found = _parts(body, boundary)
     return None if found is None else [(start, end) for _, start, end in found]
 
 
-def part_headers(body: bytes) -> list[tuple[dict[str, str], int, int]] | None:
+def part_headers(body: bytes, boundary: bytes | None = None) -> list[tuple[dict[str, str], int, int]] | None:
     """Each part's headers (names in lower case; the last of a repeated name) with the offsets of its
-    content; None when the body does not begin with a multipart boundary line."""
-    found = _parts(body)
+    content; None when the body holds no multipart boundary line."""
+    found = _parts(body, boundary)
     if found is None:
         return None
     return [(_headers(body[head:start]), start, end) for head, start, end in found]
 
 
-def frame_text(body: bytes) -> str | None:
-    """What a multipart body sends around its parts' contents, one line of text each, to be scanned
-    together: the boundary, every line of each part's headers (a file's name, a field's name: a receiver
-    keeps them, OpenAI lists an uploaded file by its name), each header's parameters as receivers read
-    them (RFC 2231 continuations ``filename*0``, ``filename*1`` joined and percent-decoded), and whatever
-    follows the closing boundary. None when the body does not begin with a boundary line."""
-    first = _FIRST_LINE.match(body)
-    if first is None:
+def boundary_of(content_type: str | None) -> bytes | None:
+    """The boundary a multipart Content-Type names, as its receiver reads the parameter."""
+    if not content_type or not content_type.strip().lower().startswith("multipart/"):
         return None
-    found = _parts(body) or []
-    lines = [_text(first.group(1))]
+    message = Message()
+    try:
+        message["content-type"] = content_type
+        boundary = message.get_param("boundary")
+    except (ValueError, LookupError):
+        return None
+    if not isinstance(boundary, str | tuple) or not boundary:
+        return None
+    return collapse_rfc2231_value(boundary).encode("utf-8", "surrogateescape")
+
+
+def frame_text(body: bytes, boundary: bytes | None = None) -> str | None:
+    """What a multipart body sends around its parts' contents, one line of text each, to be scanned
+    together: the preamble before the first boundary, the boundary, every line of each part's headers (a
+    file's name, a field's name: a receiver keeps them, OpenAI lists an uploaded file by its name), each
+    header's parameters as receivers read them (RFC 2231 continuations ``filename*0``, ``filename*1``
+    joined and percent-decoded), and whatever follows the closing boundary. None when the body holds no
+    boundary line."""
+    first = _first_boundary(body, boundary)
+    if first is None:
+        # A receiver that looks for the boundary its Content-Type names reads all of it as the preamble.
+        return _text(body) if boundary is not None else None
+    found = _parts(body, boundary) or []
+    lines = [_text(body[: first.start()]), _text(first.group(1))]
     for head, start, _ in found:
-        for line in _text(body[head : max(head, start - 4)]).split("\r\n"):
+        for line in _LINE_BREAK.split(body[head:start]):
             if line.strip():
-                lines.append(line)
-                lines += _parameters(line)
-    closing = b"\r\n--" + first.group(1) + b"--"
+                lines.append(_text(line))
+                lines += _parameters(_text(line))
     last_end = found[-1][2] if found else first.end()
-    if body.startswith(closing, last_end):
-        lines.append(_text(body[last_end + len(closing) :]))
-    return "\n".join(lines)
+    closing = _closing(first.group(1)).match(body, last_end)
+    if closing is not None:
+        lines.append(_text(body[closing.end() :]))
+    return "\n".join(line for line in lines if line)
+
+
+def _first_boundary(body: bytes, boundary: bytes | None) -> re.Match[bytes] | None:
+    """The line that opens the first part: of ``boundary`` where given; else the first boundary line whose
+    closing delimiter follows it (a preamble's own ``--`` line closes nothing), or the first of all."""
+    if boundary is not None:
+        return re.compile(rb"(?:^|\n)--(" + re.escape(boundary) + rb")[ \t]*\r?\n").search(body)
+    first = None
+    for _, line in zip(range(MAX_CANDIDATES), _BOUNDARY_LINE.finditer(body), strict=False):
+        if _closing(line.group(1)).search(body, line.end()):
+            return line
+        first = first or line
+    return first
+
+
+def _closing(boundary: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"\r?\n--" + re.escape(boundary) + rb"--")
 
 
 def _parameters(line: str) -> list[str]:
@@ -79,35 +121,34 @@ def _text(raw: bytes) -> str:
 
 def _headers(block: bytes) -> dict[str, str]:
     headers = {}
-    for line in block.decode("latin-1").split("\r\n"):
-        name, colon, value = line.partition(":")
+    for line in _LINE_BREAK.split(block):
+        name, colon, value = _text(line).partition(":")
         if colon:
             headers[name.strip().lower()] = value.strip()
     return headers
 
 
-def _parts(body: bytes) -> list[tuple[int, int, int]] | None:
+def _parts(body: bytes, boundary: bytes | None = None) -> list[tuple[int, int, int]] | None:
     """(start of its headers, start of its content, end) of each part."""
-    first = _FIRST_LINE.match(body)
+    first = _first_boundary(body, boundary)
     if first is None:
         return None
-    delimiter = b"\r\n--" + first.group(1)
+    delimiter = re.compile(rb"\r?\n--" + re.escape(first.group(1)) + rb"(--)?[ \t]*(?:\r?\n)?")
     parts: list[tuple[int, int, int]] = []
     position = first.end()
     while True:
-        headers_end = body.find(b"\r\n\r\n", position)
-        if headers_end < 0:
+        headers_end = _NO_HEADERS.match(body, position) or _HEADERS_END.search(body, position)
+        if headers_end is None:
             return parts
-        start = headers_end + 4
-        end = body.find(delimiter, start)
-        if end < 0:
+        start = headers_end.end()
+        end = delimiter.search(body, start)
+        if end is None:
             parts.append((position, start, len(body)))
             return parts
-        parts.append((position, start, end))
-        position = end + len(delimiter)
-        if body[position : position + 2] == b"--":
+        parts.append((position, start, end.start()))
+        if end.group(1):
             return parts
-        position += 2  # the CRLF after the boundary
+        position = end.end()
 
 
 def replace_parts(body: bytes, contents: dict[int, bytes]) -> bytes:
