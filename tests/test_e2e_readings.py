@@ -336,6 +336,11 @@ UNREADABLE_ANSWERS: dict[str, Callable[[str], str]] = {
     "a line comment first": lambda body: "// generated\n" + body,
     "an inclusion guard first": lambda body: ")]}'\n" + body,
     "a loop guard first": lambda body: "while(1);" + body,
+    # Any prefix a reader cuts off: up to the first bracket, or whole lines.
+    "a #! line first": lambda body: "#!/usr/bin/env node\n" + body,
+    "a NUL first": lambda body: "\x00" + body,
+    "for(;;); first": lambda body: "for(;;);" + body,
+    "a banner line with a bracket first": lambda body: "v1 {beta}\n" + body,
 }
 
 
@@ -363,7 +368,13 @@ def test_a_json_answer_python_cannot_read_is_refused_where_enforced(
     response = post(mode_proxy, upstream, json.dumps({"model": "m", "messages": ask()}).encode())
     assert response.status_code == (502 if enforcing else 200)
     found = {finding["rule"]: finding for finding in last_record(mode_proxy)["findings"]}
-    assert found["inspection.unreadable_json"]["enforced"] is enforcing
+    # A NUL makes the whole answer binary to every text reader: refused as one, before JSON is tried.
+    rule = (
+        "inspection.binary_answer"
+        if "\x00" in UNREADABLE_ANSWERS[shape]("")
+        else "inspection.unreadable_json"
+    )
+    assert found[rule]["enforced"] is enforcing
     assert (b"drop_table" in response.content) is not enforcing
 
 

@@ -4,6 +4,7 @@ decoder made once give what ``json`` gives for the same values and texts, errors
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -152,8 +153,30 @@ def test_a_nesting_past_what_json_reads_is_still_measured() -> None:
         ("plain words {", False),
         ("[DONE]", True),
         ("", False),
-        ("x{}", False),
+        # Behind any prefix a reader may cut off (up to the first bracket, or whole lines), a whole
+        # object or array running to the end is JSON to it.
+        ("x{}", True),
+        ('#!/usr/bin/env node\n{"a": 1}\n', True),
+        ('\x00{"a": [1]}', True),
+        ('for(;;); {"a": 1}', True),
+        ('banner {not json\nmore\n[1, {"b": 2}]', True),
+        ("x{}" * 3, False),
+        ("Error: {bad}", False),
+        ("<html><style>body{color:red}</style><script>f({a:1})</script></html>", False),
+        ('see {"a": 1} here', False),
     ],
 )
 def test_opens_json_skips_what_lenient_readers_skip(text: str, opens: bool) -> None:
     assert jsontext.opens_json(text) is opens
+
+
+def test_json_behind_a_prefix_is_found_in_bounded_time() -> None:
+    """Lines that each open an array read to the end of the text before failing: past twice the text's
+    length of reading, the text is taken for JSON rather than read on."""
+    line = "[" + "1," * 8192 + "\n"
+    text = line * 64 + "1]"
+    started = time.process_time()
+    assert jsontext.json_behind(text) is not None
+    assert time.process_time() - started < 2
+    huge = '#!x\n{"a": ' + "9" * 5000 + "}"
+    assert jsontext.json_behind(huge) == 4

@@ -34,9 +34,56 @@ _BEFORE_JSON = re.compile(
 def opens_json(text: str) -> bool:
     """A text that opens a JSON object or array, once what lenient readers skip before one is skipped:
     comments, and the guards APIs put in front of JSON against script inclusion (``)]}'``,
-    ``while(1);``), which their own clients strip."""
+    ``while(1);``), which their own clients strip; or one that ends in a whole JSON object or array
+    behind any prefix such a reader may cut off (``json_behind``)."""
     skipped = _BEFORE_JSON.match(text)
-    return text[skipped.end() if skipped else 0 :][:1] in ("{", "[")
+    return text[skipped.end() if skipped else 0 :][:1] in ("{", "[") or json_behind(text) is not None
+
+
+MAX_PREFIX_LINES = 64
+"""Line starts tried for a JSON value behind a prefix: a reader that cuts lines off cuts a few (a ``#!``
+line, a guard, a banner)."""
+_CLOSERS = {"{": "}", "[": "]"}
+_LINE_OPENER = re.compile(r"\n[^\n{\[]*([{\[])")
+
+
+def json_behind(text: str) -> int | None:
+    """Where a JSON object or array starts that runs to the end of ``text`` (trailing whitespace aside),
+    behind a prefix a lenient reader cuts off: everything before the first bracket (``#!...``, ``for(;;);``,
+    a NUL, any guard), or the first lines; None where there is none. A value there is what such a reader
+    reads, so a text holding one is JSON to it, whatever comes first."""
+    end = len(text.rstrip(_WHITESPACE))
+    if end == 0 or text[end - 1] not in "}]":
+        return None
+    starts = [index for index in (text.find("{"), text.find("[")) if index >= 0]
+    for _, line in zip(range(MAX_PREFIX_LINES), _LINE_OPENER.finditer(text, 0, end), strict=False):
+        starts.append(line.start(1))
+    spent = 0
+    for start in sorted(set(starts)):
+        if _CLOSERS[text[start]] != text[end - 1]:
+            continue
+        spent += end - start
+        if spent > MAX_SCANNED * max(end, 1 << 16):
+            return start  # more lenient readings than are worth trying: taken for JSON, to be refused
+        if _scans_to(text, start) == end:
+            return start
+    return None
+
+
+MAX_SCANNED = 2
+"""Times its length a text is read for a JSON value behind a prefix before it is taken for one."""
+
+
+def _scans_to(text: str, start: int) -> int | None:
+    """Where the JSON value at ``start`` ends (an integer of any length read), or None."""
+    for scan in (_SHORT_SCAN, _LONG_SCAN):
+        try:
+            return scan(text, start)[1]
+        except ValueError:
+            continue  # an integer past Python's digit limit: read again as a float
+        except (StopIteration, RecursionError):
+            return None
+    return None
 
 
 def parse_int(text: str) -> int | float:
@@ -85,6 +132,8 @@ def _scan_of(decoder: json.JSONDecoder) -> Callable[[str, int], tuple[Any, int]]
 
 
 _PLAIN = Decoder()
+_SHORT_SCAN = _scan_of(json.JSONDecoder())
+_LONG_SCAN = _scan_of(json.JSONDecoder(parse_int=parse_int))
 
 
 def decoder(object_pairs_hook: Callable[[list[tuple[str, Any]]], Any]) -> Decoder:
