@@ -70,12 +70,14 @@ from proxy.turn import Turn
 from proxy.wire import jsontext
 from proxy.wire.charsets import (
     CHARSET_RULE,
+    ORDER_MARK_BYTES,
     PART_ENCODING_RULE,
     ReadEveryWay,
     TextEncoding,
     UnreadableEncodingError,
     declared_charsets,
     labelled_utf8,
+    marked_charset,
     part_readings,
     read_in,
     reads_as_utf8,
@@ -914,6 +916,8 @@ class BodyRelay:
         """It was cut for a rule that ran out of time on it (``refused``)."""
         self.withheld = False
         """Nothing more is sent: an event could not be read back (``ReadBack.unproved``)."""
+        self.head: bytes | None = b""
+        """The body's first bytes, until they tell whether a byte order mark names another charset."""
 
     def install(self, response: http.Response) -> BodyRelay:
         """The headers that go with what the agent receives: plain bytes of a length known only at the end,
@@ -930,7 +934,9 @@ class BodyRelay:
         out = b""
         if not self.undecodable:
             try:
-                out = self.feed(self.decoder.feed(chunk) if chunk else self.decoder.flush())
+                plain = self.decoder.feed(chunk) if chunk else self.decoder.flush()
+                self._check_order_mark(plain, ended=not chunk)
+                out = self.feed(plain)
                 if self.rewrites and self.refused() is not None:
                     out = self._cut_for_timeout()
             except ScanTimeout:
@@ -942,7 +948,7 @@ class BodyRelay:
                 if self.rewrites and self.refused() is not None:
                     out = self._cut_for_timeout()
                 out += self._cut_for_malformed(error)
-            except OverCapError as error:
+            except UninspectableError as error:  # past the cap, or in a charset read here as no one reads it
                 self.undecodable = True
                 self.turn.errors.append(f"response: {error}")
                 self.turn.add(uninspectable_finding("response", error, self.threat, enforced=self.rewrites))
@@ -976,6 +982,20 @@ class BodyRelay:
         # An empty chunk written to a chunked HTTP/1 body is its terminator: send nothing instead while a
         # filter holds text back.
         return [out] if out else []
+
+    def _check_order_mark(self, plain: bytes, *, ended: bool) -> None:
+        """A body whose first bytes are a UTF-16 or UTF-32 byte order mark is text in that charset, which
+        the stream's reader (UTF-8 alone) does not read: raises ``UnreadableEncodingError`` for it."""
+        if self.head is None:
+            return
+        self.head += plain[: ORDER_MARK_BYTES - len(self.head)]
+        if len(self.head) < ORDER_MARK_BYTES and not ended:
+            return
+        charset, self.head = marked_charset(self.head), None
+        if charset is not None:
+            raise UnreadableEncodingError(
+                CHARSET_RULE, f"is relayed as it arrives in {charset}, which its byte order mark names"
+            )
 
     def _finished(self) -> bytes:
         """What ``finish`` sends at the body's end (what filters held back), unless a rule runs out of

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -236,6 +238,26 @@ def test_an_event_stream_in_another_charset_is_not_passed_unread_where_enforced(
     assert charset_finding(Turns(guard).next())["enforced"] is enforcing(guard)
     # Refused or relayed as it arrived, short: never taken for a body over the inspection cap.
     assert not [error for error in last_record(guard)["errors"] if "inspection cap" in error]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32", "utf-32-be"])
+def test_an_event_stream_in_the_charset_its_byte_order_mark_names_is_not_passed_silently(
+    guard: Proxy, upstream: FakeUpstream, codec: str
+) -> None:
+    """No charset declared, but the stream's first bytes are a UTF-16 or UTF-32 byte order mark: the event
+    reader (UTF-8) reads none of it. Enforced, nothing of it reaches the agent and the turn is blocked;
+    observed, it passes as sent; either way the record says why (never a silent `allowed`)."""
+    mark = {"utf-16-be": codecs.BOM_UTF16_BE, "utf-32-be": codecs.BOM_UTF32_BE}.get(codec, b"")
+    stream = mark + f"data: {json.dumps({'note': LEAK})}\n\ndata: [DONE]\n\n".encode(codec)
+    upstream.reply = Reply(events=[stream[:3], stream[3:]], content_type="text/event-stream")
+    try:
+        received: bytes | None = post(guard, upstream, b'{"note": "hello"}', path="/events").content
+    except httpx.RemoteProtocolError:
+        received = None  # cut before its end, so the agent cannot take what it got for all of it
+    assert (received is None) is enforcing(guard)
+    assert (received is not None and stream in received) is not enforcing(guard)
+    assert charset_finding(Turns(guard).next())["enforced"] is enforcing(guard)
+    assert last_record(guard)["decision"] == ("blocked" if enforcing(guard) else "allowed")
 
 
 LATIN_TEXT = "Grüße aus Köln, señor. À bientôt, Ça va?"

@@ -48,6 +48,22 @@ class ReadEveryWay(UnreadableEncodingError):
     and it passes as sent where none finds what the policy acts on."""
 
 
+_MARKED = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+ORDER_MARK_BYTES = 4
+"""The longest byte order mark: what must have arrived of a body before ``marked_charset`` can tell."""
+
+
+def marked_charset(head: bytes) -> str | None:
+    """The UTF-16 or UTF-32 a body's first bytes name by their byte order mark (UTF-32's before UTF-16's,
+    whose little-endian mark begins it), None for any other start."""
+    return next((name for mark, name in _MARKED if head.startswith(mark)), None)
+
+
 def reads_unknowably(charset: str) -> bool:
     """Whether receivers decoding in ``charset`` may read text no reading here gives: UTF-7, whose decoders
     differ (direct characters, ``+-``, a shift left open) and which every ASCII reader reads otherwise."""
