@@ -4,6 +4,7 @@ status is what the agent received, and `forwarded` says whether any of the reque
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import time
@@ -14,8 +15,9 @@ import h2.config
 import h2.connection
 import pytest
 
+from addons.wire.heads import MAX_UNPARSED_BYTES
 from proxy.commands.localca import UpstreamPKI
-from tests.harness import Proxy
+from tests.harness import AGENT, Proxy
 from tests.test_e2e_bodies import CONTEXT
 from tests.test_e2e_fronting import tunnel
 from tests.upstream import FakeUpstream
@@ -86,6 +88,38 @@ def test_an_http1_request_the_http_layer_refuses_is_recorded_as_a_protocol_error
     received = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
     assert (record["decision"], record["forwarded"], record["status"]) == ("protocol_error", False, received)
     assert record["errors"]
+
+
+HEADS = {
+    "request line with a fourth word": (
+        b"POST /v1/chat/completions HTTP/1.1 x\r\nHost: localhost\r\n\r\n",
+        400,
+    ),
+    "request line of one word": (b"POST\r\nHost: localhost\r\n\r\n", 400),
+    "no version": (b"POST /v1/chat/completions\r\nHost: localhost\r\n\r\n", 400),
+    "head past the limit": (b"POST / HTTP/1.1\r\nX-Long: " + b"a" * (MAX_UNPARSED_BYTES + 1), 431),
+}
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_request_head_mitmproxy_cannot_read_is_recorded_as_a_protocol_error(
+    proxy: Proxy, upstream: FakeUpstream, head: str
+) -> None:
+    """A head that is no request at all (a bad request line, one past the head limit) made no flow, and so
+    no record: it is recorded as a protocol error with no method or path, nothing forwarded, and the
+    status the agent got."""
+    sent, status = HEADS[head]
+    before = turns(proxy)
+    with tunnel(proxy, upstream.port) as tls:
+        with contextlib.suppress(OSError):
+            tls.sendall(sent)
+        answer = answer_of(tls)
+    assert answer.startswith(b"HTTP/1.1 %d " % status)
+    record = new_record(proxy, before)
+    assert upstream.received == []
+    found = (record["decision"], record["forwarded"], record["status"], record["method"], record["path"])
+    assert found == ("protocol_error", False, status, "", "")
+    assert record["agent_id"] == AGENT and record["errors"]
 
 
 def http2_request(proxy: Proxy, upstream: FakeUpstream) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:

@@ -25,6 +25,7 @@ from mitmproxy.flow import Error
 from addons.gate.identity import REFUSAL_KEY, AuthRefusal
 from addons.gate.turns import connect_is_a_turn, policy_of, turn_of
 from addons.record.metrics import upstream_seconds
+from addons.wire.heads import OVERSIZE_HEAD
 from addons.wire.rawstreams import ORIGIN_KEY
 from addons.wire.sent import was_sent
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
@@ -87,6 +88,8 @@ def received_status(flow: http.HTTPFlow) -> int | None:
         # over its limit 413, and closes on a body or HTTP/2 frame it cannot read without an answer.
         if error.msg.startswith(UNANSWERED_ERRORS):
             return None
+        if error.msg.startswith(OVERSIZE_HEAD):
+            return 431
         return 413 if error.msg.startswith("Request body exceeds") else 400
     return 502  # mitmproxy answers an upstream that failed before its answer was complete with 502
 

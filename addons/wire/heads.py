@@ -14,14 +14,26 @@ as it arrives and never waits here. These are subclasses of ``addons.wire.traile
 
 from __future__ import annotations
 
+import time
+
+from mitmproxy import http
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError, ResponseProtocolError
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    RequestHeaders,
+    RequestProtocolError,
+    ResponseProtocolError,
+)
 from mitmproxy.proxy.layers.http._http1 import Http1Connection, make_error_response
 
 from addons.wire.trailers import CommandGenerator, TrailerClient, TrailerServer
 
+OVERSIZE_HEAD = "request head over"
+"""How the protocol error of a head over the limit starts: answered 431."""
+UNREAD_HEAD = "request head unreadable:"
+"""How the protocol error of a head mitmproxy could not parse starts: answered 400."""
 MAX_UNPARSED_BYTES = 1 << 20
 """A head's limit in Go's net/http (``DefaultMaxHeaderBytes``); nginx and Node refuse far less."""
 
@@ -49,12 +61,51 @@ class BoundedBuffer(Http1Connection):
 
 class BoundedServer(BoundedBuffer, TrailerServer):
     def overflowed(self, *, reading_head: bool, in_message: bool) -> CommandGenerator:
-        message = f"over {MAX_UNPARSED_BYTES} bytes sent without a line end"
         if reading_head:
+            message = f"{OVERSIZE_HEAD} {MAX_UNPARSED_BYTES} bytes sent without a line end"
             yield commands.SendData(self.conn, make_error_response(431, message))
+            yield commands.CloseConnection(self.conn)
+            yield from self.unread_request(message)
+            return
         yield commands.CloseConnection(self.conn)
         if in_message and self.stream_id is not None:
+            message = f"over {MAX_UNPARSED_BYTES} bytes sent without a line end"
             yield ReceiveHttp(RequestProtocolError(self.stream_id, message, ErrorCode.GENERIC_CLIENT_ERROR))
+
+    def read_headers(self, event: events.ConnectionEvent) -> CommandGenerator:
+        """A head mitmproxy cannot read (a bad request line) is answered 400 and the connection closed,
+        with no flow, so no record: it is handed on as a request of no method or path that failed, which
+        the audit records as the protocol error it is."""
+        refused = None
+        for command in super().read_headers(event):
+            if isinstance(command, commands.Log) and self.request is None:
+                refused = command.message.rpartition(": ")[2] or command.message
+            yield command
+        if refused is not None and self.state == self.done:
+            yield from self.unread_request(f"{UNREAD_HEAD} {refused}")
+
+    def unread_request(self, message: str) -> CommandGenerator:
+        """The request a head that could not be read stands for, in a tunnel (whose destination it was
+        bound for and whose agent sent it): its headers, then the protocol error that ended it."""
+        address = self.context.server.address
+        if address is None:
+            return  # a proxy request names its destination in the head that could not be read
+        request = http.Request(
+            host=address[0],
+            port=address[1],
+            method=b"",
+            scheme=b"https" if self.context.client.tls else b"http",
+            authority=b"",
+            path=b"",
+            http_version=b"HTTP/1.1",
+            headers=http.Headers(),
+            content=None,
+            trailers=None,
+            timestamp_start=time.time(),
+            timestamp_end=None,
+        )
+        yield ReceiveHttp(RequestHeaders(self.stream_id, request, False))
+        yield ReceiveHttp(RequestProtocolError(self.stream_id, message, ErrorCode.GENERIC_CLIENT_ERROR))
 
 
 class BoundedClient(BoundedBuffer, TrailerClient):
