@@ -122,12 +122,8 @@ def test_a_request_head_mitmproxy_cannot_read_is_recorded_as_a_protocol_error(
     assert record["agent_id"] == AGENT and record["errors"]
 
 
-def http2_request(proxy: Proxy, upstream: FakeUpstream) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
-    """An HTTP/2 connection with a request's head and the first half of its body sent."""
-    tls = tunnel(proxy, upstream.port, alpn="h2")
-    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    connection.initiate_connection()
-    head = [
+def head_of(upstream: FakeUpstream) -> list[tuple[str, str]]:
+    return [
         (":method", "POST"),
         (":scheme", "https"),
         (":authority", f"localhost:{upstream.port}"),
@@ -135,7 +131,14 @@ def http2_request(proxy: Proxy, upstream: FakeUpstream) -> tuple[ssl.SSLSocket, 
         ("content-type", "application/json"),
         *((name.lower(), value) for name, value in CONTEXT.items()),
     ]
-    connection.send_headers(1, head)
+
+
+def http2_request(proxy: Proxy, upstream: FakeUpstream) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    """An HTTP/2 connection with a request's head and the first half of its body sent."""
+    tls = tunnel(proxy, upstream.port, alpn="h2")
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    connection.send_headers(1, head_of(upstream))
     connection.send_data(1, BODY[: len(BODY) // 2])
     tls.sendall(connection.data_to_send())
     time.sleep(0.3)
@@ -153,6 +156,37 @@ def test_an_invalid_http2_frame_is_recorded_as_a_protocol_error(proxy: Proxy, up
     record = new_record(proxy, before)
     assert upstream.received == []
     assert (record["decision"], record["forwarded"], record["status"]) == ("protocol_error", False, None)
+    assert any("HTTP/2 protocol error" in error for error in record["errors"])
+
+
+HEADER_BLOCKS = {
+    "no :path": lambda head: [field for field in head if field[0] != ":path"],
+    "an upper-case name": lambda head: [*head, ("X-Note", "1")],
+    "a pseudo-header after a field": lambda head: [*head, (":path", "/other")],
+    "a connection header": lambda head: [*head, ("connection", "keep-alive")],
+}
+
+
+@pytest.mark.parametrize("block", HEADER_BLOCKS)
+def test_an_http2_header_block_that_ends_the_connection_is_recorded_as_a_protocol_error(
+    proxy: Proxy, upstream: FakeUpstream, block: str
+) -> None:
+    """A header block h2 refuses ends the connection (GOAWAY) before mitmproxy made a request of it: it is
+    recorded as a protocol error of no method or path, nothing forwarded, no answer received."""
+    before = turns(proxy)
+    with tunnel(proxy, upstream.port, alpn="h2") as tls:
+        settings = h2.config.H2Configuration(
+            client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+        )
+        connection = h2.connection.H2Connection(settings)
+        connection.initiate_connection()
+        connection.send_headers(1, HEADER_BLOCKS[block](head_of(upstream)), end_stream=True)
+        tls.sendall(connection.data_to_send())
+        answer_of(tls)
+    record = new_record(proxy, before)
+    assert upstream.received == []
+    found = (record["decision"], record["forwarded"], record["status"], record["method"], record["path"])
+    assert found == ("protocol_error", False, None, "", "")
     assert any("HTTP/2 protocol error" in error for error in record["errors"])
 
 

@@ -14,9 +14,6 @@ as it arrives and never waits here. These are subclasses of ``addons.wire.traile
 
 from __future__ import annotations
 
-import time
-
-from mitmproxy import http
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
@@ -28,7 +25,7 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Connection, make_error_response
 
-from addons.wire.trailers import CommandGenerator, TrailerClient, TrailerServer
+from addons.wire.trailers import CommandGenerator, TrailerClient, TrailerServer, unread_request
 
 OVERSIZE_HEAD = "request head over"
 """How the protocol error of a head over the limit starts: answered 431."""
@@ -85,27 +82,12 @@ class BoundedServer(BoundedBuffer, TrailerServer):
             yield from self.unread_request(f"{UNREAD_HEAD} {refused}")
 
     def unread_request(self, message: str) -> CommandGenerator:
-        """The request a head that could not be read stands for, in a tunnel (whose destination it was
-        bound for and whose agent sent it): its headers, then the protocol error that ended it."""
-        address = self.context.server.address
-        if address is None:
-            return  # a proxy request names its destination in the head that could not be read
-        request = http.Request(
-            host=address[0],
-            port=address[1],
-            method=b"",
-            scheme=b"https" if self.context.client.tls else b"http",
-            authority=b"",
-            path=b"",
-            http_version=b"HTTP/1.1",
-            headers=http.Headers(),
-            content=None,
-            trailers=None,
-            timestamp_start=time.time(),
-            timestamp_end=None,
-        )
-        yield ReceiveHttp(RequestHeaders(self.stream_id, request, False))
-        yield ReceiveHttp(RequestProtocolError(self.stream_id, message, ErrorCode.GENERIC_CLIENT_ERROR))
+        """The request a head that could not be read stands for, in a tunnel (``unread_request``): its
+        headers, then the protocol error that ended it."""
+        request = unread_request(self.context, b"HTTP/1.1")
+        if request is not None:
+            yield ReceiveHttp(RequestHeaders(self.stream_id, request, False))
+            yield ReceiveHttp(RequestProtocolError(self.stream_id, message, ErrorCode.GENERIC_CLIENT_ERROR))
 
 
 class BoundedClient(BoundedBuffer, TrailerClient):

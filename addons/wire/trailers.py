@@ -15,13 +15,16 @@ an HTTP/2 or HTTP/3 request's body, which may come with no length (``frame_for_h
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+import h2.errors
 import h11
 from h11._readers import ChunkedReader
 from mitmproxy import http
 from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
@@ -35,11 +38,34 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseTrailers,
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Connection, Http1Server
-from mitmproxy.proxy.layers.http._http2 import Http2Client, Http2Connection, Http2Server
+from mitmproxy.proxy.layers.http._http2 import Http2Client, Http2Connection, Http2Server, StreamState
 
 from addons.wire.sent import mark_sent
 
 CommandGenerator = Generator[commands.Command, Any, None]
+
+
+def unread_request(context: Context, http_version: bytes) -> http.Request | None:
+    """The request a head the HTTP layer could not read stands for, so that the flow it makes is recorded
+    as the protocol error it is: no method, path or header, bound for the tunnel's destination; None
+    outside a tunnel, where only the head that could not be read named one."""
+    address = context.server.address
+    if address is None:
+        return None
+    return http.Request(
+        host=address[0],
+        port=address[1],
+        method=b"",
+        scheme=b"https" if context.client.tls else b"http",
+        authority=b"",
+        path=b"",
+        http_version=http_version,
+        headers=http.Headers(),
+        content=None,
+        trailers=None,
+        timestamp_start=time.time(),
+        timestamp_end=None,
+    )
 
 
 class TrailerReader:
@@ -125,7 +151,18 @@ class JoinedFrames(Http2Connection):
 
 
 class JoinedHttp2Server(JoinedFrames, Http2Server):
-    pass
+    def protocol_error(
+        self, message: str, error_code: int = h2.errors.ErrorCodes.PROTOCOL_ERROR
+    ) -> CommandGenerator:
+        """A frame that ends the connection (a header block with a bad pseudo-header or an upper-case name)
+        may have opened a stream mitmproxy never took for a request, which no record would then name: it
+        is handed on as a request of no method or path, and ends with the others."""
+        opened = self.h2_conn.highest_inbound_stream_id
+        request = unread_request(self.context, b"HTTP/2.0") if opened and opened not in self.streams else None
+        if request is not None:
+            yield ReceiveHttp(RequestHeaders(opened, request, False))
+            self.streams[opened] = StreamState.HEADERS_RECEIVED
+        yield from super().protocol_error(message, error_code)
 
 
 class JoinedHttp2Client(JoinedFrames, Http2Client):
