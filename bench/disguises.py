@@ -294,20 +294,15 @@ class Disguised:
 
 
 def _value_of(rule: Rule, example: str) -> str | None:
-    """The secret an example holds written apart from other words; None where it is glued to one
-    (``xAKIA...``), a disguise of its own that the encoders are not stacked on."""
     hit = rule.pattern.search(example)
     if hit is None:
         return None
-    start, end = hit.span(rule.secret_group)
-    glued = any(
-        0 <= at < len(example) and (example[at].isalnum() or example[at] == "_") for at in (start - 1, end)
-    )
-    return None if glued else example[start:end] or None
+    value = hit.group(rule.secret_group)
+    return value or None
 
 
 def disguised_corpus(packs: list[RulePack], seed: int = 7) -> list[Disguised]:
-    """Every encoder applied to every match example of the packs (``_value_of``), in a short sentence."""
+    """Every encoder applied to every match example of the packs, in a short sentence."""
     rng = random.Random(seed)  # noqa: S311 - reproducible test data, not cryptography
     lead = ["here it is: ", "use ", "the value is ", "", "config -> ", "ok, "]
     tail = [" thanks", "", " (do not share)", ".", "\n"]
