@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Set
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from mitmproxy.websocket import WebSocketMessage
 
 from addons.gate.turns import answer_in_dialect, policy_of, pretty_host, refuse_without_state, turn_of
 from addons.wire.fields import drop_fields
-from addons.wire.wsclose import close_websocket
+from addons.wire.wsclose import UPSTREAM_CLOSING, LastWords, close_websocket
 from proxy.config.policy import Policy
 from proxy.dialects import (
     Dialect,
@@ -112,6 +113,8 @@ READER_KEY = "egressguard.request_reader"
 PENDING_KEY = "egressguard.inspect.pending"
 RELAYED_KEY = "egressguard.inspect.relayed_messages"
 """The upstream's messages a WebSocket flow injected to the agent and has not yet seen go by, in order."""
+LAST_WORDS_KEY = "egressguard.inspect.last_words"
+"""What goes to the agent before the upstream's close (``Inspect._end_messages``)."""
 ALONGSIDE_THREADS = 4
 """Threads inspecting observed requests that have already left (they share one core's GIL)."""
 LARGE_THREADS = 1
@@ -289,6 +292,8 @@ class Relayed:
 
     coming: deque[bytes] = dataclasses.field(default_factory=deque)
     """Those not yet seen go by, in order."""
+    closed: bool = False
+    """The upstream closed: what was held goes before its close as its own last messages, not injected."""
     count: int = 0
     """Those seen: a message is named by its place among those the peers sent, which they are not."""
 
@@ -1736,7 +1741,8 @@ class Inspect:
         message = flow.websocket.messages[-1]
         relayed = Relayed.of(flow)
         coming = relayed.coming
-        if message.injected and not message.from_client and coming and coming[0] == message.content:
+        held = message.injected or relayed.closed
+        if held and not message.from_client and coming and coming[0] == message.content:
             coming.popleft()  # a message held and let out: read when it came
             relayed.count += 1
             return
@@ -1806,13 +1812,55 @@ class Inspect:
             coming.append(content)
             ctx.master.commands.call("inject.websocket", flow, True, content, as_text)
 
-    @fail_open
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        UPSTREAM_CLOSING[flow.server_conn] = partial(self._upstream_closing, weakref.ref(flow))
+
+    def _upstream_closing(self, flow_ref: weakref.ref[http.HTTPFlow]) -> LastWords:
+        """The upstream closes, the agent's side still open: what goes to the agent before the close."""
+        flow = flow_ref()
+        if flow is None:
+            return LastWords([])
+        self._end_messages(flow, True)
+        said = flow.metadata.pop(LAST_WORDS_KEY, None)
+        return said if isinstance(said, LastWords) else LastWords([])
+
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        """Where the connection ended otherwise than by the upstream's close (the agent's, the proxy's),
+        what was held is read to its end, and recorded undelivered."""
+        if UPSTREAM_CLOSING.pop(flow.server_conn, None) is not None:
+            self._end_messages(flow, False)
+
+    @fail_open
+    def _end_messages(self, flow: http.HTTPFlow, delivering: bool) -> None:
         """The calls an upstream streamed over the connection's messages and left undecided are decided
-        on what they got; their held messages have nowhere to go."""
-        inspector = self._state(flow)[1]
-        if inspector is not None:
-            inspector.end_messages()
+        on what they got, and the model's words it held read to their end (``end_messages``). Where
+        ``delivering``, the agent's side still open, what goes before the close is left for it
+        (``LAST_WORDS_KEY``): the agent told of each call withheld (a Realtime ``error`` event, else the
+        close's reason), then what was held and not withheld. Elsewhere the turn records what was not told."""
+        turn, inspector, _ = self._state(flow)
+        if turn is None or inspector is None:
+            return
+        sending = inspector.end_messages(delivering=delivering)
+        refused, inspector.calls_refused = inspector.calls_refused, []
+        if not delivering:
+            if refused:
+                turn.errors.append(
+                    f"websocket: {len(refused)} tool calls withheld at the close were not told"
+                )
+            return
+        refusal = ""
+        if refused and speaks_realtime(flow.request.path):
+            told = [
+                realtime_error(block_message(finding, turn.event_id), BLOCKED_CODE, None)
+                for finding in refused
+            ]
+            sending = [(error, True) for error in told] + sending
+        elif refused:
+            refusal = close_reason(refused[0].threat, refused[0].rule, turn.event_id)
+        relayed = Relayed.of(flow)
+        relayed.closed = True
+        relayed.coming += (content for content, _ in sending)
+        flow.metadata[LAST_WORDS_KEY] = LastWords(sending, refusal)
 
     def _read_attachments(
         self, flow: http.HTTPFlow, inspector: TurnInspector, files: list[Attachment], side: str

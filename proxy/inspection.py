@@ -237,6 +237,9 @@ FRAME_FIELD = "multipart frame"
 """The name a multipart body's frame is scanned under: a header name holds no space."""
 WITHHELD_CONTEXT_RULE = "inspection.withheld_context"
 TOO_DEEP_RULE = "inspection.too_deep"
+HELD_OVER_CAP_RULE = "inspection.held_call_over_cap"
+"""Tool calls an upstream streams over a WebSocket's messages, held for the gate's decision past
+``MAX_HELD_BYTES``: dropped undecided (their arguments never all read), and the agent told."""
 MAX_WORDS_READ = 4096
 """Digests of a WebSocket connection's model texts kept as read (``TurnInspector._words_read``)."""
 MAX_MESSAGE_DEPTH = 128
@@ -397,15 +400,18 @@ LINKS_UNREAD = unread_rule("links", Threat.DATA_EXFILTRATION, "LLM02", "The read
 own (``Scanner.unread``): the readers of a whole completion that are no scan (``_read_bounded``)."""
 
 
-DESTINATION_RULES = frozenset({tools.MCP_SERVER_EGRESS_RULE, tools.PROVIDER_FETCH_RULE})
-"""Refusals of an address the API would reach for the agent: the agent is told which one."""
+EXPLAINED_RULES = frozenset(
+    {tools.MCP_SERVER_EGRESS_RULE, tools.PROVIDER_FETCH_RULE, MISPLACED_RULE, HELD_OVER_CAP_RULE}
+)
+"""Refusals whose signal the agent is told: which address the API would reach for it, why a call streamed
+to it was dropped unread."""
 
 
 def block_message(finding: Finding, event_id: str) -> str:
     """What an agent reads when its request is refused: the threat, the rule and the audit event; for a
-    tool call, why, and how to get it approved; for an address the API would reach, which one."""
+    tool call, why, and how to get it approved; for ``EXPLAINED_RULES``, why."""
     message = f"egressguard blocked this request: {finding.threat} ({finding.rule}); audit event {event_id}"
-    if finding.threat is not Threat.TOOL_ABUSE and finding.rule not in DESTINATION_RULES:
+    if finding.threat is not Threat.TOOL_ABUSE and finding.rule not in EXPLAINED_RULES:
         return message
     message += f". {finding.signal}."
     pending = finding.extra.get("pending_approval")
@@ -1518,38 +1524,69 @@ class TurnInspector:
             released = calls.hold(words, is_text=as_text, keys=frozenset())
             going += [(words, as_text)] if released is None else released
         if placed.stray:
-            self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
+            # The message is withheld and the calls it names dropped: the agent is told once, of both.
+            self.calls_refused += self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
             content = None
-            for key in placed.keys:
-                self._settle_message_call(key, dropped=True)
+            self._drop_message_calls(placed.keys)
         held = calls.hold(content, is_text=is_text, keys=placed.keys)
         sending: Sending | None = going + held if held is not None else None
         if held is None and before and content is not None:
             sending = [*going, (content, is_text)]
         if calls.over_cap():
-            self.turn.errors.append(f"websocket: held tool calls grew past {MAX_HELD_BYTES} bytes; dropped")
-            for key, _ in list(calls.undecided()):
-                self._settle_message_call(key, dropped=True)
+            cut = Finding(
+                threat=inspection_threat(self.policy),
+                rule=HELD_OVER_CAP_RULE,
+                signal=f"tool calls streamed over messages were held past {MAX_HELD_BYTES} bytes; dropped",
+                severity=Severity.HIGH,
+                action=Action.BLOCK,
+                where=where,
+                owasp="LLM02",
+                enforced=True,
+            )
+            self.turn.add(cut)
+            self.turn.escalate(Decision.BLOCKED)
+            if self._drop_message_calls([key for key, _ in calls.undecided()]):
+                self.calls_refused.append(cut)
             sending = (sending or []) + calls.release()
         calls.forget_decided()
         return sending
 
-    def end_messages(self) -> None:
-        """The connection closed: every call still undecided has all the arguments it will get, and the
-        model's words still streaming are read as they came (what they held has nowhere to go)."""
-        self._read_words(self.message_words.end())
+    def end_messages(self, *, delivering: bool) -> Sending:
+        """The connection closes: every call still undecided has all the arguments it will get and is
+        decided (one withheld is in ``calls_refused``), and each run of the model's words still streaming
+        ends, its held text read and filtered to its end. What was held then goes, in order: the messages
+        held behind the calls, but for those of a call withheld, and each run's held text in a delta of its
+        own. Where not ``delivering`` (the agent's side no longer takes it) none of it goes, and the turn
+        records how much had nowhere to go."""
         for key, _ in list(self.message_calls.undecided()):
             self._settle_message_call(key)
+        ended = self.message_words.end()
+        self._read_words(ended.ended)
+        sending = self.message_calls.release() + [(encode_json(held), True) for held in ended.before]
+        if delivering or not sending:
+            return sending
+        self.turn.errors.append(
+            f"websocket: {len(sending)} messages held for inspection were not delivered: closed to the agent"
+        )
+        return []
 
-    def _settle_message_call(self, key: Any, *, dropped: bool = False) -> None:
+    def _drop_message_calls(self, keys: Iterable[Any]) -> bool:
+        """Drops the calls at ``keys`` streamed over messages, those still undecided, without deciding
+        them: whether the agent was not yet told of any of them (by a refusal of a message of it)."""
+        calls = [self.message_calls.streamed.calls[key] for key in keys]
+        dropped = [call for call in calls if call.decision is None]
+        untold = any(not call.refused for call in dropped)
+        for call in dropped:
+            call.decision = "drop"
+            call.refused = True
+        return untold
+
+    def _settle_message_call(self, key: Any) -> None:
         """Decides a call streamed over messages on its arguments as they stand, on every reading of it,
-        as a call an answer holds whole is decided: dropped where a finding on any reading withholds it
-        (or where ``dropped``). Its findings are recorded, at the place of its first piece."""
+        as a call an answer holds whole is decided: dropped where a finding on any reading withholds it.
+        Its findings are recorded, at the place of its first piece."""
         call = self.message_calls.streamed.calls[key]
         if call.decision is not None:
-            return
-        if dropped:
-            call.decision = "drop"
             return
         first, *others = call.readings()
         for reading in (first, *others):
@@ -1828,12 +1865,15 @@ class TurnInspector:
             known.add((finding.rule, finding.fingerprint or finding.where))
             self._record([dataclasses.replace(finding, extra={**finding.extra, "read_as": reading})])
 
-    def record_ambiguities(self, ambiguities: dict[str, int], where: str, *, normalised: bool) -> None:
+    def record_ambiguities(
+        self, ambiguities: dict[str, int], where: str, *, normalised: bool
+    ) -> list[Finding]:
         """Records what clients read differently in a body or stream (``StreamSession.ambiguities``):
-        ``normalised`` when it left rewritten to the one reading that was inspected."""
+        ``normalised`` when it left rewritten to the one reading that was inspected. The findings."""
         normalised = normalised and self.normalises
+        found: list[Finding] = []
         for rule, count in ambiguities.items():
-            self.turn.add(
+            found.append(
                 Finding(
                     threat=inspection_threat(self.policy),
                     rule=rule,
@@ -1846,8 +1886,10 @@ class TurnInspector:
                     count=count,
                 )
             )
+            self.turn.add(found[-1])
             if normalised:
                 self.turn.escalate(Decision.REDACTED)
+        return found
 
     def _json_plan(
         self, completion: Completion, call_findings: list[Finding], quarantined: dict[str, str]

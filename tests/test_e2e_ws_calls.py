@@ -12,8 +12,9 @@ import pytest
 
 from proxy.commands.localca import UpstreamPKI
 from proxy.dialects.stream import MISPLACED_RULE
+from proxy.inspection import HELD_OVER_CAP_RULE
 from tests.harness import Proxy
-from tests.test_e2e_shapes import ADDED, CONTEXT, ITEM_DONE, realtime_agent, realtime_call, received_types
+from tests.test_e2e_shapes import ADDED, CONTEXT, ITEM_DONE, realtime_agent, realtime_call
 from tests.test_e2e_websocket import Realtime, connect, next_messages
 
 
@@ -167,39 +168,53 @@ OUT_OF_PLACE: dict[str, tuple[list[dict[str, Any]], list[str]]] = {
         ],
         [],
     ),
+    "a delta of no call": (
+        [
+            DELTA | {"item_id": "i7", "call_id": "c7", "delta": '{"id": 42}'},
+            realtime_call(ADDED, 0, "c1", "get_weather", ""),
+            realtime_call(ITEM_DONE, 0, "c1", "get_weather", '{"city": "Oslo"}'),
+        ],
+        [ADDED, ITEM_DONE],
+    ),
 }
 
 
 def realtime_session(
     proxy: Proxy, upstream_pki: UpstreamPKI, events: list[dict[str, Any]]
-) -> tuple[list[str], dict[str, Any]]:
+) -> tuple[list[str], list[str], dict[str, Any]]:
     """The types of the events the OpenAI SDK's Realtime client receives through ``proxy`` of ``events``
-    an upstream sends, up to the last, and the proxy's record of the connection."""
+    an upstream sends, up to the last, the messages of the ``error`` events among them, and the proxy's
+    record of the connection."""
     server = Realtime(upstream_pki, tuple(json.dumps(event) for event in events))
+    received: list[Any] = []
     try:
         with realtime_agent(proxy, server.port, CONTEXT) as connection:
-            delivered = received_types(connection, events[-1]["type"])
+            while not received or received[-1].type != events[-1]["type"]:
+                received.append(connection.recv())
     finally:
         server.close()
     (record,) = proxy.wait_for_records(1)
-    return delivered, record
+    told = [event.error.message for event in received if event.type == "error"]
+    return [event.type for event in received], told, record
 
 
 @pytest.mark.parametrize("name", sorted(OUT_OF_PLACE))
 def test_a_realtime_call_piece_no_reading_places_is_withheld(
     name: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
-    """A piece of a call that comes out of order, starts a second call at a call's place or names
-    another call's id is placed by no one reading of the session: enforced, it is not delivered
-    (``inspection.ambiguous_place``), and a call it names is dropped with every message of it; the
-    messages after it arrive, in order. The agent is the OpenAI SDK's Realtime client."""
+    """A piece of a call that comes out of order, starts a second call at a call's place, names
+    another call's id or no call at all is placed by no one reading of the session: enforced, it is not
+    delivered (``inspection.ambiguous_place``), and a call it names is dropped with every message of it;
+    the agent is told once, by an ``error`` event saying why, and the messages after it arrive, in order.
+    The agent is the OpenAI SDK's Realtime client."""
     proxy = start_proxy(mode="enforce")
     pieces, released = OUT_OF_PLACE[name]
     events = [*pieces, RESPONSE_DONE, LAST]
-    delivered, record = realtime_session(proxy, upstream_pki, events)
-    # A call a misplaced piece named, decided withheld on its own findings too, is told by an error event.
-    delivered = [kind for kind in delivered if kind != "error"]
-    assert delivered == [*released, RESPONSE_DONE["type"], LAST["type"]]
+    delivered, told, record = realtime_session(proxy, upstream_pki, events)
+    assert delivered.count("error") == 1
+    assert [kind for kind in delivered if kind != "error"] == [*released, RESPONSE_DONE["type"], LAST["type"]]
+    (misplaced,) = told
+    assert f"({MISPLACED_RULE}); audit event {record['event_id']}. a streamed delta" in misplaced
     found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"] == MISPLACED_RULE]
     assert found == [(MISPLACED_RULE, True)]
 
@@ -219,10 +234,34 @@ def test_a_realtime_call_completed_only_in_its_response_done_is_decided_there_on
         {"type": "response.done", "response": {"id": "resp_1", "status": "completed", "output": [call]}},
         LAST,
     ]
-    delivered, record = realtime_session(proxy, upstream_pki, events)
+    delivered, _, record = realtime_session(proxy, upstream_pki, events)
     assert delivered == ["error", "error", LAST["type"]]
     found = {f["where"]: f for f in record["findings"] if f["threat"] == "tool_abuse"}
     assert set(found) == {"websocket[0].item", "websocket[3].response.output[0]"}
     assert len({f["extra"]["pending_approval"] for f in found.values()}) == 1
     assert sum(f["extra"].get("approval_requested", False) for f in found.values()) == 1
     assert all(f["enforced"] for f in found.values())
+
+
+def test_realtime_calls_held_past_the_cap_are_dropped_and_told(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A call whose arguments stream past the 1 MiB its held messages may take, its end never seen:
+    enforced, none of it is delivered, the agent is told by an ``error`` event naming the cap, the turn
+    records it, and the response's end and what follows arrive."""
+    proxy = start_proxy(mode="enforce")
+    piece = "x" * (400 << 10)
+    events = [
+        realtime_call(ADDED, 0, "c1", "get_weather", ""),
+        *(DELTA | {"item_id": "i0", "call_id": "c1", "delta": piece} for _ in range(3)),
+        RESPONSE_DONE,
+        LAST,
+    ]
+    delivered, told, record = realtime_session(proxy, upstream_pki, events)
+    assert delivered == ["error", RESPONSE_DONE["type"], LAST["type"]]
+    (cut,) = told
+    assert f"({HELD_OVER_CAP_RULE}); audit event {record['event_id']}" in cut and "1048576 bytes" in cut
+    found = [
+        (f["rule"], f["where"], f["enforced"]) for f in record["findings"] if f["rule"] == HELD_OVER_CAP_RULE
+    ]
+    assert found == [(HELD_OVER_CAP_RULE, "websocket[3]", True)]

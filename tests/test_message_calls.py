@@ -64,8 +64,8 @@ def relay(gate: TurnInspector, messages: list[dict[str, Any]]) -> list[Any]:
         sending = gate.hold_message(content, is_text=True, where=where)
         sent = [content] if sending is None and content is not None else [sent for sent, _ in sending or []]
         received += [json.loads(one) for one in sent]
-    gate.end_messages()
-    return received
+    # The upstream closes: what was held goes before its close.
+    return received + [json.loads(one) for one, _ in gate.end_messages(delivering=True)]
 
 
 def findings(gate: TurnInspector, rule: str) -> list[tuple[str, bool]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 
 from mitmproxy import connection, ctx, http, websocket
 
@@ -23,6 +24,22 @@ CLOSING: MutableMapping[connection.Connection, int] = weakref.WeakKeyDictionary(
 read and written on the event loop only (hooks and the WebSocket layer)."""
 CLOSE_REASONS: MutableMapping[connection.Connection, str] = weakref.WeakKeyDictionary()
 """The reason to close with, where the proxy gives one (``close_reason``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LastWords:
+    """What goes to the agent before an upstream's close reaches it."""
+
+    sending: list[tuple[bytes, bool]]
+    """Messages, in order: each one's content, and whether it goes as a text frame."""
+    refusal: str = ""
+    """Where set, the close goes with it as its reason and ``POLICY_VIOLATION`` as its code: the agent is
+    told so of what the proxy withheld as the connection ended, where its protocol has no other way."""
+
+
+UPSTREAM_CLOSING: MutableMapping[connection.Connection, Callable[[], LastWords]] = weakref.WeakKeyDictionary()
+"""By a flow's upstream side, what the proxy lets out before the upstream's close goes to the agent (the
+words and calls it held to inspect whole), asked once, as the close comes (``addons.wire.wslimits``)."""
 
 
 def close_websocket(flow: http.HTTPFlow, code: int = POLICY_VIOLATION, reason: str = "") -> None:

@@ -10,8 +10,9 @@ message's content once the next one arrives (its place and count stay: findings 
 The turn records it (``inspection.message_over_cap``). A ping's payload, which mitmproxy relays
 unread both ways (up to 125 bytes a frame), crosses as a keyed digest of it, and the pong that echoes the
 digest goes back with the payload: keepalives work, and no data rides on them. A close frame crosses
-with its code and without its reason, which mitmproxy relayed unread both ways. ``WebSocketLimits``
-comes after ``addons.inspect`` and before ``addons.record.audit`` in the chain.
+with its code and without its reason, which mitmproxy relayed unread both ways; an upstream's close goes
+after what the proxy held of its messages (``UPSTREAM_CLOSING``), relayed as its last messages.
+``WebSocketLimits`` comes after ``addons.inspect`` and before ``addons.record.audit`` in the chain.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import secrets
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping, Set
+from collections.abc import Generator, Iterator, MutableMapping, Set
 
 import wsproto.events
 from mitmproxy import connection, http
@@ -29,7 +30,7 @@ from mitmproxy.proxy.layers import websocket
 
 from addons.gate.turns import policy_of, turn_of
 from addons.inspect import body_finding
-from addons.wire.wsclose import CLOSE_REASONS, CLOSING
+from addons.wire.wsclose import CLOSE_REASONS, CLOSING, POLICY_VIOLATION, UPSTREAM_CLOSING, LastWords
 from proxy.inspection import inspection_threat
 from proxy.model import Decision
 from proxy.runtime import Runtime
@@ -91,9 +92,8 @@ class BoundedConnection(websocket.WebsocketConnection):
                 event = wsproto.events.Ping(payload=stand_in(bytes(event.payload)))
             elif isinstance(event, wsproto.events.Pong):
                 event = wsproto.events.Pong(payload=answered(bytes(event.payload)))
-            elif isinstance(event, wsproto.events.CloseConnection) and event.reason:
-                # A close reason is up to 123 bytes of text mitmproxy relays unread to both sides.
-                event = wsproto.events.CloseConnection(code=event.code)
+            elif isinstance(event, wsproto.events.CloseConnection):
+                event = yield from self._last_words(event)
             elif isinstance(event, wsproto.events.Message):
                 self._message_bytes += len(event.data)
                 if self._message_bytes > self.max_message_bytes:
@@ -104,6 +104,25 @@ class BoundedConnection(websocket.WebsocketConnection):
                 if event.message_finished:
                     self._message_bytes = 0
             yield event
+
+    def _last_words(
+        self, close: wsproto.events.CloseConnection
+    ) -> Generator[wsproto.events.Event, None, wsproto.events.CloseConnection]:
+        """What the proxy held of the upstream's messages goes before the upstream's close, as the
+        upstream's last messages, while the agent's side still takes them; the close that follows. A close
+        reason is up to 123 bytes of text mitmproxy relays unread to both sides: it does not cross."""
+        said = UPSTREAM_CLOSING.pop(self.conn, None)
+        words = LastWords([]) if said is None else said()
+        if words.sending:
+            self.frame_buf = [b""]  # a message the close cut short is not relayed: nothing joins it
+        for content, as_text in words.sending:
+            if as_text:
+                yield wsproto.events.TextMessage(content.decode("utf-8", "replace"))
+            else:
+                yield wsproto.events.BytesMessage(content)
+        if words.refusal:
+            return wsproto.events.CloseConnection(code=POLICY_VIOLATION, reason=words.refusal)
+        return wsproto.events.CloseConnection(code=close.code)
 
 
 class WebSocketLimits:

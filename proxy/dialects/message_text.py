@@ -264,11 +264,13 @@ class MessageText:
         if held:
             result.before.append(channel.template(held))
 
-    def end(self) -> list[Ended]:
-        """The connection closed: every channel ends, its held text with nowhere to go."""
-        ended = [channel.end()[1] for channel in self._open.values()]
-        self._open.clear()
-        return ended
+    def end(self) -> Filtered:
+        """The connection closes: every channel ends, its held text in a delta of its own (``before``),
+        to go before the close where the agent's side still takes it."""
+        result = Filtered(None)
+        for key in list(self._open):
+            self._end(key, result)
+        return result
 
     def _start(
         self, key: Channel, document: Any, steps: tuple[Step, ...], place: str, result: Filtered
