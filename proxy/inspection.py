@@ -1424,7 +1424,8 @@ class TurnInspector:
             self._sensitive_findings(text, matches, where, vaulted=from_client and self.vault is not None)
         )
         if from_client:
-            self._record(self.detectors.injection.detect(text, where, Source.USER, self.budget))
+            users = self._users_words(text, where)
+            self._record(self.detectors.injection.detect(users, where, Source.USER, self.budget))
         vault = self._enforced_vault()
         if from_client and vault is not None:
             text = self._vault_message(vault, text, where)
@@ -1437,6 +1438,32 @@ class TurnInspector:
         if vault is not None and PREFIX in text:
             text = self._restore_message(vault, text, where)
         return text if from_client else self._filter_words(text, where)
+
+    def _users_words(self, text: str, where: str) -> str:
+        """An agent's message as the user's words in it are read: without the texts its shape says are
+        not the user's (a session's instructions, the descriptions of the tools it declares, its calls'
+        results), each read as what it is (``_read_shapes``), as a request's parts are, where a tool's
+        description read as a user's prompt escapes the rules of read content and is blamed on the user."""
+        if not _may_carry_shapes(text):
+            return text
+        document, error = self._message_json(text, where)
+        if error is not None:
+            return text
+        try:
+            parts = [
+                *sent_results(document),
+                *live_request(document).parts,
+                *realtime_request(document).parts,
+            ]
+        except (ValueError, RecursionError):  # unread by its shapes: all of it is the user's
+            return text
+        blanked = False
+        for part in parts:
+            with contextlib.suppress(ValueError):
+                if part.source is not Source.USER and get_at(document, part.where) == part.text:
+                    set_at(document, part.where, "")
+                    blanked = True
+        return encode_json(document).decode("utf-8", "surrogatepass") if blanked else text
 
     def _filter_words(self, text: str, where: str) -> str:
         """An upstream's message with the model's words it carries read as an answer's text is (a leaked
@@ -1486,7 +1513,7 @@ class TurnInspector:
         redaction took out."""
         self.message_calls.skip()
         if from_client:
-            reads = may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text)
+            reads = _may_carry_shapes(text)
         else:
             reads = self.message_calls.streaming or may_hold_calls(text)
         if reads and where != self._read_as_text_at:
@@ -1630,6 +1657,9 @@ class TurnInspector:
                 dataclasses.replace(fetch, where=_within(where, fetch.where)) for fetch in asked.fetches
             ]
             self._record_run_upstream(asked)
+            parts += [
+                part for part in (*asked.parts, *configured.parts) if part.source is Source.TOOL_DESCRIPTION
+            ]
         else:
             opening = self.message_calls.read(document, where)
             calls = [
@@ -2735,6 +2765,11 @@ class TurnInspector:
             return finding.fingerprint not in left and finding.fingerprint not in self._sent_before
 
         self._carry_out(since, applied, Decision.REDACTED)
+
+
+def _may_carry_shapes(text: str) -> bool:
+    """Whether an agent's WebSocket message may be one ``_read_shapes`` reads anything of."""
+    return may_hold_results(text) or may_ask_fetches(text) or may_configure_realtime(text)
 
 
 def _withheld_key(stored: str) -> str:
