@@ -450,17 +450,33 @@ SPLIT_CALLS: dict[str, tuple[list[Any], str]] = {
 }
 
 
+def told_apart(text: str) -> tuple[str, list[str]]:
+    """An event stream's text but for its ``error`` events, and their messages, which tell the agent of
+    each call withheld."""
+    kept, told = [], []
+    for block in text.split("\n\n"):
+        name, _, data = block.rpartition("data: ")
+        if name == "event: error\n":
+            told.append(json.loads(data)["error"]["message"])
+        else:
+            kept.append(block)
+    return "\n\n".join(kept), told
+
+
 @pytest.mark.parametrize("name", sorted(SPLIT_CALLS))
 def test_a_credential_read_streamed_in_pieces_on_an_unknown_route_is_withheld(
     name: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A reading tool's call whose name and arguments come in separate events is decided once its
-    arguments end: the credential path its later pieces spell is read, and none of the call is sent."""
+    arguments end: the credential path its later pieces spell is read, and none of the call is sent; an
+    ``error`` event tells the agent of the call, naming no argument of it."""
     events, where = SPLIT_CALLS[name]
     proxy = start_proxy(mode="enforce")
     upstream.reply = Reply(events=[upstream_sse(event) for event in events])
     answer = post(proxy, upstream, STREAM_ROUTE)
-    assert answer.status_code == 200 and "read_file" not in answer.text and ".aws" not in answer.text
+    passed, told = told_apart(answer.text)
+    assert answer.status_code == 200 and "read_file" not in passed and ".aws" not in passed
+    assert told and "read_file" in told[0] and not any(".aws" in message for message in told)
     found = call_findings(proxy)
     assert ("credential_theft", where, True) in found and all(enforced for _, _, enforced in found)
 
@@ -509,7 +525,8 @@ def test_an_approval_for_a_streamed_calls_arguments_does_not_release_another_rea
     approved reading's decision and went out with it."""
     admin = start_admin(mode="enforce")
     upstream.reply = Reply(events=_approved_responses_call('{"id": 1}', '{"id": 999}'))
-    assert "delete_customer" not in post(admin.proxy, upstream, STREAM_ROUTE).text
+    passed, told = told_apart(post(admin.proxy, upstream, STREAM_ROUTE).text)
+    assert "delete_customer" not in passed and "delete_customer" in told[0]
     (first,) = admin.proxy.wait_for_records(1)
     (approval_id,) = {f["extra"]["pending_approval"] for f in first["findings"] if f["rule"] == "tool-delete"}
     assert admin.cli("approvals", "approve", approval_id).returncode == 0
@@ -517,6 +534,8 @@ def test_an_approval_for_a_streamed_calls_arguments_does_not_release_another_rea
     with httpx.Client(proxy=admin.proxy.url(), verify=context, timeout=30) as client:
         headers = {**CONTEXT, "X-Approval-Id": approval_id}
         answer = client.post(upstream.url + STREAM_ROUTE, json=ASK, headers=headers)
-    assert answer.status_code == 200 and "delete_customer" not in answer.text and "999" not in answer.text
+    passed, told = told_apart(answer.text)
+    assert answer.status_code == 200 and "delete_customer" not in passed and "999" not in passed
+    assert told and not any("999" in message for message in told)
     found = {(f["rule"], f["enforced"]) for f in admin.proxy.wait_for_records(2)[1]["findings"]}
     assert ("approval-invalid", True) in found

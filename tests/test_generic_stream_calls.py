@@ -27,10 +27,18 @@ def _sse(document: Any) -> bytes:
     return b"data: " + json.dumps(document).encode() + b"\n\n"
 
 
-def _run(session: StreamSession, events: list[Any]) -> list[Any]:
-    """The events the session sends, read back as JSON."""
+def _run(session: StreamSession, events: list[Any], told: list[Any] | None = None) -> list[Any]:
+    """The events the session sends, read back as JSON; the ``error`` events telling the agent of a call
+    withheld are kept apart, in ``told`` where given."""
     sent = b"".join(session.feed(_sse(event)) for event in events) + session.finish()
-    return [json.loads(block.removeprefix(b"data: ")) for block in sent.split(b"\n\n") if block]
+    read: list[Any] = []
+    for block in filter(None, sent.split(b"\n\n")):
+        name, _, data = block.rpartition(b"data: ")
+        if name != b"event: error\n":
+            read.append(json.loads(data))
+        elif told is not None:
+            told.append(json.loads(data))
+    return read
 
 
 def _chunk(*calls: dict[str, Any], finish: str | None = None, content: str | None = None) -> dict[str, Any]:
@@ -88,8 +96,11 @@ def _texts(events: list[Any]) -> list[str]:
 def test_a_credential_path_in_a_chat_calls_later_deltas_withholds_the_call() -> None:
     session = _session()
     events = [_chunk(content="Reading it."), *_chat_call(CREDENTIALS), _chunk(finish="tool_calls")]
-    sent = _run(session, events)
+    told: list[Any] = []
+    sent = _run(session, events, told)
     assert _chat_calls(sent) == {} and _texts(sent) == ["Reading it."]
+    ((error,),) = [list(event.values()) for event in told]
+    assert error["code"] == "egressguard_blocked" and "read_file" in error["message"]
     assert sent[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert session.dropped_tool_calls == [("read_file", "call_0")]
     (call,) = session.completion.tool_calls

@@ -459,12 +459,15 @@ class FakeUpstream:
 
             def do_GET(self) -> None:
                 """A crafted event stream where the reply holds one (a server's stream of MCP's HTTP+SSE
-                transport); else no server-initiated stream: MCP clients are told so with 405, as the
-                spec allows."""
-                if upstream.reply.events is None:
+                transport), or a crafted answer (a run or a thread's messages read back); else no
+                server-initiated stream: MCP clients are told so with 405, as the spec allows."""
+                if upstream.reply.events is None and upstream.reply.body is None:
                     self._send(405, b"")
                     return
                 upstream.received.append(Received("GET", self.path, dict(self.headers.items()), b""))
+                if upstream.reply.events is None:
+                    self._send(upstream.reply.status, upstream.reply.body or b"")
+                    return
                 self._stream(iter(upstream.reply.events), upstream.reply)
 
             def do_DELETE(self) -> None:

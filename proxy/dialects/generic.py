@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from proxy.dialects.attachments import storage_location
 from proxy.dialects.base import (
+    BLOCKED_CODE,
     Dialect,
     ErrorResponse,
     ParsedBody,
@@ -275,6 +276,8 @@ class GenericStreamSession(PerEventStreamSession):
         """What the events held since the first one carrying an undecided call let out, in order, each
         with the calls it carries a piece of."""
         self._held_bytes = 0
+        self._told: list[bytes] = []
+        """Events telling of the calls dropped since the held events last let anything out."""
 
     @property
     def completion(self) -> Completion:
@@ -339,6 +342,7 @@ class GenericStreamSession(PerEventStreamSession):
         if forced == "drop":
             call.decision = "drop"
             self._drop_at(first)
+            self._told.append(self._withheld_event(first))
             return
         self._cut = forced == "cut"
         call.decision = self._decide(first, complete=True)
@@ -350,11 +354,12 @@ class GenericStreamSession(PerEventStreamSession):
                 self._drop_at(first)
         if call.decision == "drop":
             self.notes.append(f"a streamed call to {first.name!r} was withheld; its events not sent")
+            self._told.append(self._withheld_event(first))
 
     def _release(self) -> list[bytes]:
         """What the held events let out now: those before the first that carries an undecided call, but
         for the ones carrying a dropped call."""
-        released: list[bytes] = []
+        released, self._told = self._told, []
         while self._held:
             output, keys = self._held[0]
             decisions = {self._streamed.calls[key].decision for key in keys}
@@ -372,15 +377,23 @@ class GenericStreamSession(PerEventStreamSession):
             self._settle(key)
         return [*self._release(), *super()._end_of_stream()]
 
+    def _withheld_event(self, call: ToolCall) -> bytes:
+        """An ``error`` event telling the agent of ``call`` withheld, in place of the events it came in
+        (an Assistants run's ``thread.run.requires_action``): the ``{"error": {...}}`` most APIs' streams
+        tell an error by, which OpenAI's SDKs raise. A stream of unknown shape dropped it unsaid."""
+        message = self._notice(call) or f"egressguard withheld the call to {call.name}"
+        error = {"error": {"message": message, "type": "invalid_request_error", "code": BLOCKED_CODE}}
+        return write_event(encode_json(error).decode("utf-8", "surrogatepass"), "error")
+
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return list(walk_strings(payload))
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
-        dropped = [call.name for call in self._calls if self._decide(call, complete=True) == "drop"]
+        dropped = [call for call in self._calls if self._decide(call, complete=True) == "drop"]
         if dropped:
             # No place in an event of unknown shape is known to take a call out of exactly: withheld whole.
-            self.notes.append(f"event {event.type!r} carried a withheld call to {dropped[0]}; not sent")
-            return []
+            self.notes.append(f"event {event.type!r} carried a withheld call to {dropped[0].name}; not sent")
+            return [self._withheld_event(call) for call in dropped]
         if self.filters.text_filter is None:
             return [event.raw]
         for where, text in self._texts(payload):

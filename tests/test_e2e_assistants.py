@@ -1,0 +1,158 @@
+"""End to end: the OpenAI Assistants API's answers through a real egressguard, the agent the official
+``openai`` SDK's beta Assistants client: a run's required action, the tool calls it asks the agent to run
+(``required_action.submit_tool_outputs.tool_calls``), is gated by the tool policy as a chat's tool calls
+are, on every route that answers with a run, whole or streamed; a thread's messages are read as the
+model's answer (a link outside the allowlist neutralised, a leaked system prompt redacted)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_inspect import enforce, last_record, openai_client  # noqa: F401
+from tests.upstream import FakeUpstream, Reply
+
+DELETE = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "delete_customer", "arguments": '{"id": 42}'},
+}
+WEATHER = {
+    "id": "call_2",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+}
+
+
+def run(*calls: dict[str, Any]) -> dict[str, Any]:
+    """A run as the API answers with one, waiting for the agent to run ``calls``."""
+    return {
+        "id": "run_1",
+        "object": "thread.run",
+        "created_at": 1700000000,
+        "thread_id": "thread_1",
+        "assistant_id": "asst_1",
+        "status": "requires_action",
+        "required_action": {
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {"tool_calls": list(calls)},
+        },
+        "model": "gpt-4o",
+        "instructions": "",
+        "tools": [],
+        "parallel_tool_calls": True,
+    }
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+ROUTES: dict[str, Callable[[openai.OpenAI], Any]] = {
+    "POST /v1/threads/{id}/runs": lambda client: client.beta.threads.runs.create(
+        thread_id="thread_1", assistant_id="asst_1"
+    ),
+    "POST /v1/threads/runs": lambda client: client.beta.threads.create_and_run(assistant_id="asst_1"),
+    "GET /v1/threads/{id}/runs/{id}": lambda client: client.beta.threads.runs.retrieve(
+        "run_1", thread_id="thread_1"
+    ),
+    "POST /v1/threads/{id}/runs/{id}/submit_tool_outputs": lambda client: (
+        client.beta.threads.runs.submit_tool_outputs(
+            "run_0", thread_id="thread_1", tool_outputs=[{"tool_call_id": "call_0", "output": "21 degrees"}]
+        )
+    ),
+}
+
+
+def gated(record: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [(f["rule"], f["where"], f["enforced"]) for f in record["findings"] if f["threat"] == "tool_abuse"]
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_a_runs_required_action_is_gated_on_every_route_answering_with_a_run(
+    route: str,
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A run asking the agent to run a destructive call beside an everyday one: the answer is withheld
+    (502), the agent told which call needs which approval; a run asking for the everyday one alone
+    arrives whole."""
+    client = openai_client(upstream)
+    upstream.reply = Reply(body=json.dumps(run(DELETE, WEATHER)).encode())
+    with pytest.raises(openai.APIStatusError) as refused:
+        ROUTES[route](client)
+    assert refused.value.status_code == 502
+    assert "tool_abuse (tool-delete)" in refused.value.message and "X-Approval-Id" in refused.value.message
+    place = "required_action.submit_tool_outputs.tool_calls[0]"
+    assert gated(last_record(enforce)) == [("tool-delete", place, True)]
+    upstream.reply = Reply(body=json.dumps(run(WEATHER)).encode())
+    answered = ROUTES[route](client)
+    assert answered.required_action.submit_tool_outputs.tool_calls[0].function.name == "get_weather"
+    assert gated(last_record(enforce, 2)) == []
+
+
+def test_a_streamed_runs_required_action_is_gated_and_told(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A streamed run whose ``thread.run.requires_action`` asks for a destructive call: the event is
+    withheld and an ``error`` event in its place makes the SDK raise the call's notice; an everyday
+    call's event arrives."""
+    client = openai_client(upstream)
+    created = sse("thread.run.created", {**run(), "status": "queued", "required_action": None})
+
+    def stream(*calls: dict[str, Any]) -> list[Any]:
+        body = created + sse("thread.run.requires_action", run(*calls)) + sse("done", "[DONE]")
+        upstream.reply = Reply(body=body, content_type="text/event-stream")
+        events: list[Any] = []
+        with client.beta.threads.runs.stream(thread_id="thread_1", assistant_id="asst_1") as events_of_run:
+            events.extend(events_of_run)
+        return events
+
+    with pytest.raises(openai.APIError) as told:
+        stream(DELETE)
+    assert "delete_customer" in told.value.message and "egressguard approvals approve" in told.value.message
+    assert gated(last_record(enforce)) == [
+        ("tool-delete", "[1].required_action.submit_tool_outputs.tool_calls[0]", True)
+    ]
+    events = stream(WEATHER)
+    assert [event.event for event in events] == ["thread.run.created", "thread.run.requires_action"]
+    assert events[-1].data.required_action.submit_tool_outputs.tool_calls[0].id == "call_2"
+
+
+def test_a_threads_messages_are_read_as_the_models_answer(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """An assistant's message listed from its thread links to a host outside the allowlist: the agent
+    reads it neutralised, and the record names the message's text."""
+    text = "See [the chart](https://collector.example/c.png?d=PELICAN-42)."
+    message = {
+        "id": "msg_1",
+        "object": "thread.message",
+        "created_at": 1700000000,
+        "thread_id": "thread_1",
+        "role": "assistant",
+        "status": "completed",
+        "attachments": [],
+        "metadata": {},
+        "assistant_id": "asst_1",
+        "run_id": "run_1",
+        "content": [{"type": "text", "text": {"value": text, "annotations": []}}],
+    }
+    page = {"object": "list", "data": [message], "first_id": "msg_1", "last_id": "msg_1", "has_more": False}
+    upstream.reply = Reply(body=json.dumps(page).encode())
+    listed = openai_client(upstream).beta.threads.messages.list(thread_id="thread_1")
+    (read,) = [content.text.value for message in listed.data for content in message.content]  # type: ignore[union-attr]
+    assert read.startswith("See [link removed") and "PELICAN-42" not in read
+    found = [
+        (f["rule"], f["where"], f["enforced"])
+        for f in last_record(enforce)["findings"]
+        if f["threat"] == "data_exfiltration"
+    ]
+    assert found == [("exfil-link-url", "data[0].content[0].text.value", True)]
