@@ -175,6 +175,8 @@ class Completion:
     """The id the provider keeps the answer under, for a later request to continue from."""
     containers: list[str] = field(default_factory=list)
     """The containers the answer's code ran in, which keep what it wrote for a later request to run in."""
+    files_written: list[str] = field(default_factory=list)
+    """The files the answer's code wrote (Anthropic's code execution), which the Files API hands back."""
     # Response text the agent will read as input rather than as model output (MCP tool results and tool
     # descriptions), with its source; the same strings are also in ``text`` so redaction covers them.
     parts: list[Part] = field(default_factory=list)

@@ -640,9 +640,9 @@ class TurnInspector:
     def remember_withheld(self) -> None:
         """Once the answer is settled: where egressguard withheld any of it (a call, a quarantined tool
         result, the whole answer), the ids the provider keeps it under (the stored response, the
-        conversation it joins, the containers its code ran in) are remembered, so that no later request
-        continues from them (``_withheld_continuations``). A stored response the request continued keeps
-        only what it held already."""
+        conversation it joins, the containers its code ran in, the files it wrote) are remembered, so
+        that no later request continues from them (``_withheld_continuations``). A stored response the
+        request continued keeps only what it held already."""
         view, completion = self.turn.request, self.turn.completion
         if view is None or completion is None or self._answer_from is None:
             return
@@ -655,7 +655,7 @@ class TurnInspector:
             return
         stored = [completion.response_id] if view.kept and completion.response_id else []
         stored += [kept for where, kept in view.continues.items() if where != "previous_response_id"]
-        stored += completion.containers
+        stored += completion.containers + completion.files_written
         for kept in stored:
             self.state.put(_withheld_key(kept), withheld[0].threat.value, ttl_s=KEPT_BY_PROVIDER_S)
 

@@ -335,3 +335,90 @@ def test_a_compaction_of_a_stored_response_with_a_withheld_call_is_refused(
     assert len(upstream.received) == 1
     client.responses.compact(model="gpt-5.4", previous_response_id="resp_other")
     assert json.loads(upstream.received[-1].body)["previous_response_id"] == "resp_other"
+
+
+WROTE = {
+    "type": "bash_code_execution_tool_result",
+    "tool_use_id": "srvtoolu_1",
+    "content": {
+        "type": "bash_code_execution_result",
+        "stdout": "chart written",
+        "stderr": "",
+        "return_code": 0,
+        "content": [{"type": "bash_code_execution_output", "file_id": "file_011"}],
+    },
+}
+RAN_PYTHON = {
+    "type": "code_execution_tool_result",
+    "tool_use_id": "srvtoolu_2",
+    "content": {
+        "type": "code_execution_result",
+        "stdout": "",
+        "stderr": "",
+        "return_code": 0,
+        "content": [{"type": "code_execution_output", "file_id": "file_012"}],
+    },
+}
+
+
+def test_the_files_an_answers_code_wrote_are_read() -> None:
+    """Each code execution result's outputs name the files the code wrote, whole and streamed; a block of
+    another kind naming a ``file_id`` (a document the user gave) is none of them."""
+    given = {"type": "text", "text": "see file_013", "file_id": "file_013"}
+    assert Anthropic().parse_response(answer(WROTE, RAN_PYTHON, given)).files_written == [
+        "file_011",
+        "file_012",
+    ]
+    session = Anthropic().stream_session()
+    message = {**ANTHROPIC_MESSAGE, "content": [], "stop_reason": None}
+    run(
+        session,
+        events(
+            {"type": "message_start", "message": message},
+            {"type": "content_block_start", "index": 0, "content_block": WROTE},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_stop"},
+        ),
+    )
+    assert session.completion.files_written == ["file_011"]
+    assert continued_by_route("GET", "/v1/files/file_011/content") == {"file": "file_011"}
+    assert continued_by_route("GET", "/v1/files/file_011") == {"file": "file_011"}
+    assert continued_by_route("DELETE", "/v1/files/file_011") == {}
+    assert continued_by_route("POST", "/v1/files") == {}
+
+
+def test_a_file_an_answers_code_wrote_beside_a_withheld_call_is_not_read_back(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """An Anthropic answer whose code wrote a file beside a call egressguard withheld: through the SDK's
+    Files API, the file's content and its metadata are refused (``inspection.withheld_context``, place
+    ``file``); deleting it passes, as does reading another file."""
+    proxy = start_proxy(mode="enforce")
+    client = anthropic.Anthropic(
+        base_url=upstream.url,
+        api_key="sk-ant-test",
+        max_retries=0,
+        default_headers=CONTEXT,
+        http_client=anthropic.DefaultHttpxClient(
+            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        ),
+    )
+    upstream.reply = Reply(body=answer(WROTE, DELETE_BLOCK))
+    ask_anthropic: Any = [{"role": "user", "content": "chart it, then tidy up"}]
+    reply = client.messages.create(model="m", max_tokens=10, messages=ask_anthropic)
+    assert "tool_use" not in [block.type for block in reply.content]
+    upstream.reply = Reply(events=[b"col\n1\n"], content_type="text/csv")
+    for read_back in (
+        lambda: client.beta.files.download("file_011"),
+        lambda: client.beta.files.retrieve_metadata("file_011"),
+    ):
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            read_back()
+        assert "inspection.withheld_context" in str(refused.value)
+    record = proxy.wait_for_records(3)[-1]
+    assert ("inspection.withheld_context", "file", True) in {
+        (finding["rule"], finding["where"], finding["enforced"]) for finding in record["findings"]
+    }
+    client.beta.files.delete("file_011")
+    assert client.beta.files.download("file_099").read() == b"col\n1\n"
+    assert upstream.received[-1].path == "/v1/files/file_099/content"

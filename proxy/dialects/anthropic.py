@@ -273,6 +273,9 @@ class Anthropic(Dialect):
         body = require_object(document)
         completion = Completion(model=as_str(body.get("model")), stop_reason=as_str(body.get("stop_reason")))
         completion.containers = _container_of(body)
+        completion.files_written = [
+            file for block in as_list(body.get("content")) for file in _written(block)
+        ]
         names_by_call_id: dict[str, str] = {}
         for index, raw_block in enumerate(as_list(body.get("content"))):
             block = as_dict(raw_block)
@@ -381,6 +384,17 @@ def _block_call(block: _Block) -> ToolCall:
     return replace(call, arguments=reparse_arguments(block.partial_json.text))
 
 
+def _written(block: Any) -> list[str]:
+    """The files a code execution tool's result block names (each output's ``file_id``, under any of the
+    tool's versions: bash, text editor, Python): what the code wrote, kept by the provider's Files API."""
+    block = as_dict(block)
+    if not (as_str(block.get("type")) or "").endswith("code_execution_tool_result"):
+        return []
+    return [
+        file for where, file in walk_strings(block.get("content")) if parse_locator(where)[-1:] == ["file_id"]
+    ]
+
+
 def _container_of(message: dict[str, Any]) -> list[str]:
     """The container a message's code ran in (``container: {"id": ...}``), in an answer or its delta."""
     container = as_str(as_dict(message.get("container")).get("id"))
@@ -397,6 +411,8 @@ class AnthropicStreamSession(BlockCallSession):
         self._usage = Usage()
         self._containers: list[str] = []
         """The containers the answer's code ran in, as its start and its end named them."""
+        self._written: list[str] = []
+        """The files the answer's code wrote, as its result blocks named them."""
         self._blocks: dict[int, _Block] = {}
         # Block positions as the agent sees them: the SDKs index their snapshot by it, so no gaps.
         self._out_index: dict[int, int] = {}
@@ -416,6 +432,7 @@ class AnthropicStreamSession(BlockCallSession):
     def completion(self) -> Completion:
         completion = Completion(model=self._model, usage=self._usage, stop_reason=self._stop_reason)
         completion.containers = list(dict.fromkeys(self._containers))
+        completion.files_written = list(self._written)
         for index in sorted(self._blocks):
             block = self._blocks[index]
             if block.call is not None:
@@ -448,6 +465,7 @@ class AnthropicStreamSession(BlockCallSession):
             key = BLOCK_TEXT_KEYS.get(block_type)
             text = GrowingText((as_str(block.get(key)) if key else None) or "")
             files = server_result_files(block, f"content[{index}]") if is_server_result(block_type) else []
+            self._written += _written(block)
             self._blocks[index] = _Block(
                 block_type, text, call, returned=self._returned(block, index), files=files
             )
