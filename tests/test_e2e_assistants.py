@@ -2,7 +2,7 @@
 ``openai`` SDK's beta Assistants client: a run's required action, the tool calls it asks the agent to run
 (``required_action.submit_tool_outputs.tool_calls``), is gated by the tool policy as a chat's tool calls
 are, on every route that answers with a run, whole or streamed; a thread's messages are read as the
-model's answer (a link outside the allowlist neutralised, a leaked system prompt redacted)."""
+model's answer (a link outside the allowlist neutralised)."""
 
 from __future__ import annotations
 
