@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import websockets.exceptions
+import websockets.sync.client
 import websockets.sync.server
 from google.genai import errors
 
@@ -21,9 +23,10 @@ from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
 from tests.test_e2e_live import session
 from tests.test_e2e_shapes import ADDED, CONTEXT, realtime_agent, realtime_call
-from tests.test_e2e_websocket import Realtime
+from tests.test_e2e_websocket import HEADERS, Realtime
+from tests.test_e2e_ws_calls import split_call
 from tests.test_e2e_ws_words import pieces
-from tests.wsupstream import WAIT_S
+from tests.wsupstream import WAIT_S, AgentConnection
 
 TEXT = "The chart is at [the chart](https://collector.example/c.png?d=PELICAN-42)"
 """A reply ending in a link to a host outside the allowlist: a link filter holds it until the text ends
@@ -31,6 +34,7 @@ TEXT = "The chart is at [the chart](https://collector.example/c.png?d=PELICAN-42
 PLACED = {"response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0}
 DELTAS = [{"type": "response.output_text.delta", **PLACED, "delta": piece} for piece in pieces(TEXT, 7)]
 DELTA = {"type": "response.function_call_arguments.delta", "response_id": "resp_1", "output_index": 0}
+DELETE_NAME, DELETE_ARGS = ("delete_", "customer"), ('{"id": ', "42}")
 
 
 class Closing(Realtime):
@@ -160,3 +164,38 @@ def test_live_words_held_when_the_upstream_closes_arrive_redacted_before_the_clo
         server.close()
     assert text.startswith("The chart is at [link removed") and "PELICAN-42" not in text
     assert exfiltration(record_of(proxy)) == [("exfil-link-url", True)]
+
+
+def test_a_call_withheld_as_a_socket_of_its_own_closes_is_told_by_the_close(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A server of its own streams a destructive call in Chat deltas, then closes before the call's
+    choice finishes: the call is decided on what came and withheld, none of it delivered, and the close
+    the agent gets is 1008 with the refusal as its reason, where the upstream closed 1000."""
+    proxy = start_proxy(mode="enforce")
+    server = Closing(
+        upstream_pki, tuple(json.dumps(message) for message in split_call(DELETE_NAME, DELETE_ARGS)[:2])
+    )
+    received: list[str | bytes] = []
+    try:
+        with websockets.sync.client.connect(
+            f"wss://localhost:{server.port}/v1/tools",
+            proxy=proxy.url(),
+            ssl=ssl.create_default_context(cafile=proxy.ca_cert),
+            additional_headers=HEADERS,
+            open_timeout=WAIT_S,
+            create_connection=AgentConnection,
+            close_timeout=WAIT_S,
+        ) as connection:
+            connection.send('{"type": "hello"}')
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                while True:
+                    received.append(connection.recv(timeout=WAIT_S))
+    finally:
+        server.close()
+    assert received == []
+    event_id = record_of(proxy)["event_id"]
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert (
+        closed.value.rcvd.reason == f"egressguard blocked: audit event {event_id}; tool_abuse (tool-delete)"
+    )
