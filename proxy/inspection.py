@@ -2102,10 +2102,10 @@ class TurnInspector:
     ) -> list[tuple[str, str]] | None:
         """Response headers (or, ``sent_by_agent``, a request's) with secrets in their names or values
         redacted where enforced (for a request, where requests are redacted); findings recorded either
-        way; None when nothing changes. Left alone: ``set-cookie`` in a response (a session a server hands
-        its client is that client's own credential). A request's credential headers (the agent's own
-        credentials for the API it calls: ``is_credential_header``) are read for provider keys the host does
-        not expect there and for personal data only (``_personal_data_redacted``)."""
+        way; None when nothing changes. A request's credential headers (the agent's own credentials for the
+        API it calls: ``is_credential_header``) are read for provider keys the host does not expect there and
+        for personal data only; a response's ``set-cookie`` (a session a server hands its client, random by
+        design) for provider keys and personal data only (``_credential_redacted``)."""
 
         kept = [
             is_credential_header(name) if sent_by_agent else name.lower() in RESPONSE_CREDENTIAL_HEADERS
@@ -2124,19 +2124,20 @@ class TurnInspector:
         ]
         since = len(self.turn.findings)
         credentials_sent: dict[int, str] = {}
+        host = self.turn.egress_host or ""
+        for index, (name, value) in enumerate(headers):
+            if not kept[index]:
+                continue
+            where = f'{HEADERS_WHERE} ["{name}"]'
+            if sent_by_agent:
+                self._record(self._unexpected_credentials(host, "header", name, value, where))
+            sent = self._credential_redacted(value, where, redacts=redacts, keys=not sent_by_agent)
+            if sent != value:
+                credentials_sent[index] = sent
         if sent_by_agent:
-            host = self.turn.egress_host or ""
             credential_fields = [
                 header for header, credential in zip(headers, kept, strict=True) if credential
             ]
-            for index, (name, value) in enumerate(headers):
-                if not kept[index]:
-                    continue
-                where = f'{HEADERS_WHERE} ["{name}"]'
-                self._record(self._unexpected_credentials(host, "header", name, value, where))
-                sent = self._personal_data_redacted(value, where, redacts=redacts)
-                if sent != value:
-                    credentials_sent[index] = sent
             self._record(self._split_credentials(host, credential_fields))
         if not any(document):
             return self._credentials_rewritten(since, headers, credentials_sent)
@@ -2172,16 +2173,19 @@ class TurnInspector:
             for index, (name, value) in enumerate(headers)
         ]
 
-    def _personal_data_redacted(self, value: str, where: str, *, redacts: bool) -> str:
-        """A credential header's value with the personal data in it recorded, and redacted where requests
-        are redacted. Only the PII rules count there: its secrets are the agent's own credentials (a
-        provider key the host does not expect is ``_unexpected_credentials``'), and tokens, JWTs and
-        session cookies are random by design, which the generic secret rules read as secrets."""
+    def _credential_redacted(self, value: str, where: str, *, redacts: bool, keys: bool) -> str:
+        """A credential header's value with the personal data in it, and with ``keys`` the provider keys
+        (``is_provider_key``), recorded, and redacted where ``redacts`` and the policy enforces them. The
+        other secret rules do not count there: tokens, JWTs and session cookies are random by design, which
+        the generic secret rules read as secrets. A request's provider keys are the agent's own credentials
+        (one the host does not expect is ``_unexpected_credentials``'); a cookie a server sets holds none of
+        a provider's."""
         known = self._known(value)
         matches = [
             match
             for match in (self._sensitive(value, where) if known is None else known)
-            if match.rule.pack == PII_PACK and match.rule.id not in ADDRESS_RULES
+            if (match.rule.pack == PII_PACK and match.rule.id not in ADDRESS_RULES)
+            or (keys and is_provider_key(match.rule))
         ]
         self._record(self._sensitive_findings(value, matches, where))
         if matches and redacts and self._redacts(matches):

@@ -1,9 +1,11 @@
 """End to end: the start lines of HTTP/1 messages carry text too. A request method is any token an agent
-likes and a reason phrase any text an upstream likes, and mitmproxy relays both as they are."""
+likes and a reason phrase any text an upstream likes, and mitmproxy relays both as they are; so are an
+answer's headers, a cookie it sets among them."""
 
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import ssl
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from proxy.commands.localca import UpstreamPKI
-from tests.harness import Proxy, proxy_authorization
+from tests.harness import AGENT_TOKEN, Proxy, proxy_authorization
 from tests.test_e2e_request_residual import last_record
 from tests.upstream import FakeUpstream
 
@@ -113,3 +115,73 @@ def test_an_sdk_reads_an_answer_with_its_reason_phrase_redacted(proxy: Proxy, up
     )
     assert (AWS_KEY in raw.http_response.reason_phrase) is not enforcing(proxy)
     assert raw.parse().choices[0].message.content == "Hello from the upstream model."
+
+
+SESSION_COOKIE = "sessionid=3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a; Path=/; Secure; HttpOnly"
+JWT_COOKIE = (
+    "sid=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ."
+    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U; Path=/"
+)
+PERCENT_ENCODED = "".join(f"%{ord(letter):02X}" for letter in GITHUB_TOKEN)
+SECRET_HEADERS = {
+    "Set-Cookie": f"deploy={GITHUB_TOKEN}; Path=/; HttpOnly",
+    "set-cookie": f"{AWS_KEY}=1; Path=/",
+    "SET-COOKIE": f"k={PERCENT_ENCODED}",
+    "Location": f"https://example.com/callback?code={PERCENT_ENCODED}",
+    "WWW-Authenticate": f'Bearer realm="api", error_description="use {GITHUB_TOKEN}"',
+    "X-Echo-Authorization": f"Bearer {AWS_KEY}",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_key_in_an_answers_headers_does_not_reach_the_agent(
+    proxy: Proxy, upstream: FakeUpstream, stream: bool
+) -> None:
+    """A provider key an upstream hands the agent in a header (a cookie it sets, by name or value, plain
+    or percent-encoded; a redirect's query; a challenge; a header echoing a credential) reaches it
+    redacted in place where the policy enforces it, with the JSON answer or event stream, and is recorded
+    by its rule and fingerprint, never its value."""
+    upstream.reply.headers = SECRET_HEADERS
+    with client(proxy) as agent:
+        answer = agent.post(
+            f"{upstream.url}/v1/chat/completions",
+            json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        answer.read()
+    assert answer.status_code == 200
+    got = answer.headers.get_list("set-cookie") + [
+        answer.headers[name] for name in ("location", "www-authenticate", "x-echo-authorization")
+    ]
+    assert len(got) == len(SECRET_HEADERS)
+    for secret in (GITHUB_TOKEN, AWS_KEY, PERCENT_ENCODED):
+        assert any(secret in value for value in got) is not enforcing(proxy)
+    if enforcing(proxy):
+        assert sorted(answer.headers.get_list("set-cookie")) == sorted(
+            [
+                "deploy=[REDACTED:github-pat]; Path=/; HttpOnly",
+                "[REDACTED:aws-access-key-id]=1; Path=/",
+                "k=[REDACTED:github-pat]",
+            ]
+        )
+    record = last_record(proxy)
+    found = [f for f in record["findings"] if f["rule"] in ("github-pat", "aws-access-key-id")]
+    cookies = [f for f in found if "set-cookie" in f["where"].lower()]
+    # One finding a secret and place: the same keys elsewhere are redacted under those already recorded.
+    assert len(cookies) == 3 and {f["rule"] for f in found} == {"github-pat", "aws-access-key-id"}
+    assert all(f["enforced"] is enforcing(proxy) and f["fingerprint"] for f in found)
+    written = json.dumps(record)
+    for secret in (GITHUB_TOKEN, AWS_KEY, PERCENT_ENCODED, AGENT_TOKEN):
+        assert secret not in written
+
+
+def test_a_session_cookie_an_answer_sets_passes_as_it_came(proxy: Proxy, upstream: FakeUpstream) -> None:
+    """A session a server hands its client is random by design, a token or a JWT: it is the client's own
+    credential, and reaches the SDK as it was sent, with nothing recorded of it."""
+    upstream.reply.headers = {"Set-Cookie": SESSION_COOKIE, "set-cookie": JWT_COOKIE}
+    sdk = proxy.openai_client(upstream.url, headers=HEADERS)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert sorted(raw.http_response.headers.get_list("set-cookie")) == sorted([SESSION_COOKIE, JWT_COOKIE])
+    assert raw.parse().choices[0].message.content == "Hello from the upstream model."
+    assert not [f for f in last_record(proxy)["findings"] if "cookie" in f["where"].lower()]
