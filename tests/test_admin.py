@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -45,7 +46,10 @@ class Admin:
         return httpx.get(self.url + path, headers=_bearer(token), trust_env=False)
 
     def post(self, path: str, body: Any = None, token: str | None = None) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, headers=_bearer(token), trust_env=False)
+        # A reload builds every detector again: on a loaded machine that outlasts httpx's 5 s default.
+        return httpx.post(
+            self.url + path, json=body, headers=_bearer(token), trust_env=False, timeout=CLIENT_TIMEOUT_S
+        )
 
     def cli(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         """``egressguard ARGS`` with the policy the proxy runs, as an operator on its host types it."""
@@ -293,6 +297,99 @@ def test_settings_that_need_a_restart_are_refused_on_reload(admin: Admin) -> Non
     assert refused.status_code == 422 and "audit cannot change on reload" in " ".join(
         refused.json()["errors"]
     )
+
+
+ROTATED = "rotated-admin-token-4f1c9a7e2b"
+
+
+def move(admin: Admin, port: int, extra: str = "") -> None:
+    """The policy's admin section rewritten to listen on ``port`` with ``extra`` settings."""
+    policy = admin.proxy.policy_path
+    section = f'admin: {{listen: "127.0.0.1:{port}"{extra}}}\n'
+    policy.write_text(re.sub(r'admin: \{listen: "127\.0\.0\.1:\d+"[^}]*\}\n', section, policy.read_text()))
+
+
+def status(url: str, token: str | None) -> int:
+    return httpx.get(f"{url}/api/v1/status", headers=_bearer(token), trust_env=False, timeout=10).status_code
+
+
+@pytest.mark.parametrize("by", ["api", "sighup"])
+def test_a_reload_moves_the_listener_and_takes_only_the_new_token(
+    start_admin: Callable[..., Admin], by: str
+) -> None:
+    """A reload with the admin port changed and the full token's file rewritten: the API answers on the new
+    port alone, where the old token is refused and the new one and the unchanged read-only one are taken.
+    Asked over the API, the reload is answered on the listener it closed."""
+    admin = start_admin()
+    old_url, old_full = admin.url, admin.full
+    port = free_port()
+    move(admin, port)
+    (admin.proxy.data_dir / "admin.token").write_text(ROTATED)
+    if by == "api":
+        assert admin.post("/api/v1/reload", {"by": "test"}, old_full).json()["reloaded"] is True
+    else:
+        admin.proxy.process.send_signal(signal.SIGHUP)
+    _wait_for_port(port)
+    with pytest.raises(httpx.ConnectError):
+        status(old_url, old_full)
+    new_url = f"http://127.0.0.1:{port}"
+    assert status(new_url, old_full) == 401
+    assert status(new_url, ROTATED) == 200
+    assert status(new_url, admin.read) == 200
+    assert admin.proxy.process.poll() is None
+
+
+def test_a_reload_naming_another_token_variable_refuses_the_old_token(
+    start_admin: Callable[..., Admin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``admin.token_env`` added on reload, the address kept: the variable's token is taken at once on the
+    listener that was serving, and the token of the file it replaces is refused."""
+    monkeypatch.setenv("EGRESSGUARD_TEST_ROTATED_TOKEN", ROTATED)
+    admin = start_admin()
+    port = int(admin.url.rsplit(":", 1)[1])
+    move(admin, port, ", token_env: EGRESSGUARD_TEST_ROTATED_TOKEN")
+    assert admin.post("/api/v1/reload", {}, admin.full).json()["reloaded"] is True
+    assert status(admin.url, admin.full) == 401
+    assert status(admin.url, ROTATED) == 200
+
+
+def test_a_reload_to_an_address_in_use_is_refused_and_the_listener_stays(
+    start_admin: Callable[..., Admin],
+) -> None:
+    """A port something else holds cannot be listened on: the reload is refused (422) with the address and
+    why, audited as refused; the listener, its tokens and the policy stay as they were."""
+    admin = start_admin()
+    before = admin.get("/api/v1/status", admin.read).json()["policy"]["sha256"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        move(admin, port)
+        (admin.proxy.data_dir / "admin.token").write_text(ROTATED)
+        refused = admin.post("/api/v1/reload", {}, admin.full)
+    assert refused.status_code == 422
+    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(refused.json()["errors"])
+    assert status(admin.url, admin.full) == 200
+    assert status(admin.url, ROTATED) == 401
+    assert admin.get("/api/v1/status", admin.read).json()["policy"]["sha256"] == before
+    (record,) = [r for r in admin.proxy.audit_records() if r["type"] == "policy.reload_refused"]
+    assert any(f"127.0.0.1:{port}" in error for error in record["errors"])
+
+
+def test_under_workers_a_reload_takes_new_tokens_and_refuses_a_new_address(
+    start_admin: Callable[..., Admin],
+) -> None:
+    """The host's one listener is the supervisor's, which reads no policy again: a reload moving it is
+    refused by the workers with why, and one rewriting the full token's file is taken by every worker."""
+    admin = start_admin(args=("--workers", "2"))
+    port = int(admin.url.rsplit(":", 1)[1])
+    move(admin, free_port())
+    refused = admin.post("/api/v1/reload", {}, admin.full)
+    assert refused.status_code == 422 and "restart to apply" in json.dumps(refused.json())
+    move(admin, port)
+    (admin.proxy.data_dir / "admin.token").write_text(ROTATED)
+    assert admin.post("/api/v1/reload", {}, admin.full).status_code == 200
+    for _ in range(4):  # each worker answers in turn
+        assert status(admin.url, admin.full) == 401
+        assert status(admin.url, ROTATED) == 200
 
 
 # -- freezes ------------------------------------------------------------------------------------------

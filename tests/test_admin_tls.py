@@ -18,7 +18,7 @@ from proxy.commands.localca import UpstreamPKI, make_pki
 from proxy.config.policy import parse_policy
 from proxy.config.yamlschema import SchemaError
 from tests.harness import Proxy, free_port
-from tests.test_admin import Admin, _wait_for_port
+from tests.test_admin import Admin, _wait_for_port, admin_policy
 
 
 def tls_policy(port: int, pki: UpstreamPKI) -> str:
@@ -166,3 +166,36 @@ def test_a_key_others_may_read_is_warned_of(
     admin = start_tls_admin(start_proxy, admin_pki)
     warned = f"key {admin_pki.server_key} is readable by other users (mode {mode:o})" in admin.proxy.output()
     assert warned is (mode == 0o644)
+
+
+def test_a_reload_puts_the_listener_behind_tls_on_its_port(
+    start_proxy: Callable[..., Proxy], admin_pki: UpstreamPKI
+) -> None:
+    """``admin.tls`` added on reload, the address kept: the API is served over HTTPS there from then on and
+    no longer in clear text; a certificate that cannot be used is refused with the files named, and the
+    listener stays as it was."""
+    port = free_port()
+    proxy = start_proxy(extra=admin_policy(port))
+    _wait_for_port(port)
+    admin = Admin(proxy, port)
+    broken = proxy.workdir / "broken.pem"
+    broken.write_text("not a certificate\n")
+    proxy.policy_path.write_text(
+        proxy.policy_path.read_text().replace(
+            admin_policy(port), tls_policy(port, admin_pki).replace(str(admin_pki.server_cert), str(broken))
+        )
+    )
+    refused = admin.post("/api/v1/reload", {}, admin.full)
+    assert refused.status_code == 422 and str(broken) in " ".join(refused.json()["errors"])
+    assert admin.get("/api/v1/status", admin.read).status_code == 200
+    proxy.policy_path.write_text(
+        proxy.policy_path.read_text().replace(str(broken), str(admin_pki.server_cert))
+    )
+    assert admin.post("/api/v1/reload", {}, admin.full).json()["reloaded"] is True
+    with pytest.raises(httpx.HTTPError):
+        admin.get("/healthz")
+    client = httpx.Client(verify=trusting(admin_pki), trust_env=False, timeout=30)
+    answer = client.get(
+        f"https://127.0.0.1:{port}/api/v1/status", headers={"Authorization": f"Bearer {admin.read}"}
+    )
+    assert answer.status_code == 200

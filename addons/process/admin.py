@@ -20,7 +20,7 @@ from proxy.admin.api import ROUTES, Control
 from proxy.admin.dashboard import DASHBOARD_ROUTES
 from proxy.admin.tokens import load_tokens
 from proxy.commands.workers import WORKER_SOCKET
-from proxy.config.policy import AdminSettings, reloaded_policy
+from proxy.config.policy import AdminSettings, AdminTLS, Policy, reloaded_policy
 from proxy.config.yamlschema import SchemaError
 from proxy.model import Mode
 from proxy.runtime import Runtime, build_detectors
@@ -33,40 +33,93 @@ SPOOL_BACKLOG = 1000
 """More alerts than this waiting for delivery and the proxy is not ready: a destination is down."""
 
 
+class ListenerError(Exception):
+    """The admin listener cannot serve as the policy says; the message says where and why."""
+
+
+def _where(settings: AdminSettings | None) -> tuple[str, int, AdminTLS | None]:
+    """What a listener is started with: another address or TLS is another listener."""
+    assert settings is not None
+    return settings.host, settings.port, settings.tls
+
+
 class Admin:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.server: asyncio.Server | None = None
+        self.listening: AdminSettings | None = None
+        """The settings ``server`` was started with."""
         self.control: Control | None = None
         self.reloading: asyncio.Task[tuple[bool, list[str]]] | None = None
 
     async def running(self) -> None:
-        settings = self._settings()
-        if settings is None:
-            return
-        policy = self.runtime.policy
-        self.control = Control(
-            self.runtime,
-            self.runtime.metrics,
-            load_tokens(settings, policy.data_dir),
-            self,
-            [*ROUTES, *DASHBOARD_ROUTES],
-        )
-        # One of several workers serves its API on the socket the supervisor's listener reaches it by.
-        socket = ctx.options.egressguard_admin_listen.removeprefix(WORKER_SOCKET)
         try:
-            if ctx.options.egressguard_admin_listen.startswith(WORKER_SOCKET):
-                self.server = await http.start_unix(Path(socket), self.control.handle)
-            else:
-                tls = http.server_context(settings.tls) if settings.tls else None
-                self.server = await http.start(settings.host, settings.port, self.control.handle, tls)
-        except http.CertificateError as error:
+            self.serve(self._settings(self.runtime.policy), self.runtime.policy, await self._listener())
+        except ListenerError as error:
             self._fail(str(error))
-            return
+
+    async def _listener(self, policy: Policy | None = None) -> asyncio.Server | None:
+        """A listener started where ``policy``'s admin settings (the running one's by default) say, when
+        none serves there yet: None when one does or none is asked for. One at another address is
+        started beside the one serving, which ``serve`` then closes; one at the same address with
+        another TLS takes its place now (the two cannot both listen there), the one serving put back if
+        it cannot. Raises ListenerError."""
+        settings = self._settings(policy or self.runtime.policy)
+        if settings is None or (self.server is not None and _where(settings) == _where(self.listening)):
+            return None
+        worker_socket = ctx.options.egressguard_admin_listen.removeprefix(WORKER_SOCKET)
+        if self.server is not None and ctx.options.egressguard_admin_listen.startswith(WORKER_SOCKET):
+            raise ListenerError(
+                "the admin listener's address and TLS are the supervisor's when workers serve: restart to "
+                "apply them"
+            )
+        if self.server is not None and _where(settings)[:2] == _where(self.listening)[:2]:
+            previous = self.listening
+            self.done()
+            try:
+                return await self._start(settings, worker_socket)
+            except ListenerError:
+                self.server = await self._start(previous, worker_socket) if previous else None
+                self.listening = previous
+                raise
+        return await self._start(settings, worker_socket)
+
+    async def _start(self, settings: AdminSettings, worker_socket: str) -> asyncio.Server:
+        handle = self._handle
+        try:
+            if worker_socket != ctx.options.egressguard_admin_listen:
+                return await http.start_unix(Path(worker_socket), handle)
+            tls = http.server_context(settings.tls) if settings.tls else None
+            return await http.start(settings.host, settings.port, handle, tls)
+        except http.CertificateError as error:
+            raise ListenerError(str(error)) from None
         except OSError as error:
-            address = socket or f"{settings.host}:{settings.port}"
-            self._fail(f"the admin listener cannot listen on {address}: {error.strerror or error}")
+            address = worker_socket or f"{settings.host}:{settings.port}"
+            raise ListenerError(
+                f"the admin listener cannot listen on {address}: {error.strerror or error}"
+            ) from None
+
+    async def _handle(self, request: http.Request) -> http.Response:
+        assert self.control is not None
+        return await self.control.handle(request)
+
+    def serve(self, settings: AdminSettings | None, policy: Policy, started: asyncio.Server | None) -> None:
+        """The admin API as ``settings`` say, with the tokens they and ``policy`` name, answering on
+        ``started`` where it was started for them (``_listener``), the listener it replaces closed; closed
+        where ``settings`` are None. A reload's tokens are the only ones taken from then on."""
+        if settings is None:
+            self.done()
             return
+        tokens = load_tokens(settings, policy.data_dir)
+        if self.control is None:
+            self.control = Control(
+                self.runtime, self.runtime.metrics, tokens, self, [*ROUTES, *DASHBOARD_ROUTES]
+            )
+        self.control.tokens = tokens
+        if started is None:
+            return
+        self.done()
+        self.server, self.listening = started, settings
         log.info("admin.listening", address=f"{settings.host}:{settings.port}", tls=settings.tls is not None)
 
     def _fail(self, reason: str) -> None:
@@ -74,13 +127,15 @@ class Admin:
         ctx.master.shutdown()
 
     def done(self) -> None:
+        # Closed to new connections only: one being answered (the reload that moved it) is answered.
         if self.server is not None:
             self.server.close()
             self.server = None
+            self.listening = None
 
-    def _settings(self) -> AdminSettings | None:
+    def _settings(self, policy: Policy) -> AdminSettings | None:
         override = ctx.options.egressguard_admin_listen
-        configured = self.runtime.policy.admin
+        configured = policy.admin
         if override == "off":
             return None
         if not override:
@@ -105,14 +160,12 @@ class Admin:
                 reloaded_policy, current, Path(config) if config else None, Mode(mode) if mode else None
             )
             detectors = await asyncio.to_thread(build_detectors, policy)
+            started = await self._listener(policy)
         except SchemaError as error:
-            problems = [str(problem) for problem in error.problems]
-            self.runtime.metrics.reloads.labels(result="refused").inc()
-            log.error("policy.reload_refused", by=by, problems=problems)
-            self.record(
-                {"type": "policy.reload_refused", "by": by, "source": current.source, "errors": problems}
-            )
-            return False, problems
+            return self._refused(by, current, [str(problem) for problem in error.problems])
+        except ListenerError as error:
+            return self._refused(by, current, [str(error)])
+        self.serve(self._settings(policy), policy, started)
         self.runtime.install(policy, detectors)
         ctx.master.addons.trigger(hooks.ConfigureHook({POLICY_RELOADED}))
         self.runtime.metrics.reloads.labels(result="loaded").inc()
@@ -128,6 +181,12 @@ class Admin:
             }
         )
         return True, []
+
+    def _refused(self, by: str, current: Policy, problems: list[str]) -> tuple[bool, list[str]]:
+        self.runtime.metrics.reloads.labels(result="refused").inc()
+        log.error("policy.reload_refused", by=by, problems=problems)
+        self.record({"type": "policy.reload_refused", "by": by, "source": current.source, "errors": problems})
+        return False, problems
 
     def record(self, event: dict[str, Any]) -> None:
         sink = self.runtime.audit_log

@@ -459,8 +459,8 @@ class Policy:
         return replace(self, mode=mode, threat_modes={})
 
 
-RESTART_ONLY = ("data_dir", "audit", "admin", "state", "workers")
-"""Settings a reload cannot change: the open state store, audit log and admin listener stay as they are."""
+RESTART_ONLY = ("data_dir", "audit", "state", "workers")
+"""Settings a reload cannot change: the open state store and audit log stay as they are."""
 
 
 def reloaded_policy(current: Policy, path: Path | None, mode: Mode | None) -> Policy:
