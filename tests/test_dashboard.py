@@ -20,7 +20,9 @@ import pytest
 from proxy.admin import http
 from proxy.admin.dashboard import explain, rule_descriptions, shared_for
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
+from proxy.audit.log import canonical_json, record_hash
 from proxy.audit.query import QueryError, files_since, open_audit, run_sql
+from proxy.audit.verify import AFTER_BREAK, LINK_BROKEN, UNLINKED
 from tests.test_admin import DELETE_42, Admin, admin, chat, start_admin
 
 __all__ = ["admin", "start_admin"]  # the admin listener's fixtures, used here by name
@@ -143,6 +145,82 @@ def test_one_turn_shows_its_record_why_and_rules_with_descriptions(
     assert admin.get(f"{DASHBOARD}/turns/evt_nothing", admin.read).status_code == 404
 
 
+def edit_audit_line(admin: Admin, event_id: str, *, rehash: bool) -> None:
+    """The audit line of ``event_id`` rewritten to say the turn was allowed: as a text edit, or with its
+    hash computed again (which only the link of the line after it then betrays)."""
+    (path,) = (admin.proxy.data_dir / "audit").glob("audit-*.jsonl")
+    lines = path.read_bytes().splitlines(keepends=True)
+    (index,) = [i for i, line in enumerate(lines) if f'"event_id":"{event_id}"'.encode() in line]
+    record = json.loads(lines[index])
+    record["decision"] = "allowed"
+    if rehash:
+        record["hash"] = record_hash(record)
+    lines[index] = canonical_json(record).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("rehash", [False, True], ids=["edited", "rehashed"])
+def test_a_turn_whose_line_does_not_verify_in_the_hash_chain_is_marked_so(
+    start_admin: Callable[..., Admin], upstream: FakeUpstream, rehash: bool
+) -> None:
+    """Each turn the dashboard serves says whether its audit line verifies in its writer's hash chain, as
+    ``audit verify`` checks it: every turn as written does; a turn edited in the log (say, a blocked turn
+    made allowed, its hash left or computed again) is marked unverified with why, in the feed's history and
+    in its own record, and so is every turn after it, as the chain breaks there; the turns before it stay
+    verified."""
+    admin = start_admin(mode="enforce")
+    ids = _traffic(admin, upstream)
+    first = _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]
+    assert len(first) == 3 and all(turn["verified"] and turn["chain_problem"] is None for turn in first)
+    assert _get(admin, f"{DASHBOARD}/turns/{ids['allowed']}")["verified"] is True
+    edit_audit_line(admin, ids["blocked"], rehash=rehash)
+    turns = {turn["event_id"]: turn for turn in _get(admin, f"{DASHBOARD}/turns?limit=99")["turns"]}
+    tampered = turns[ids["blocked"]]
+    assert tampered["decision"] == "allowed" and tampered["verified"] is False
+    assert tampered["chain_problem"] == (UNLINKED if rehash else "record does not match its hash (edited)")
+    assert turns[ids["allowed"]]["verified"] is True
+    after = turns[ids["redacted"]]
+    # The break is at the line after the one edited (where its link no longer holds), or before it.
+    assert after["verified"] is False
+    assert after["chain_problem"] == LINK_BROKEN or after["chain_problem"].startswith(AFTER_BREAK)
+    detail = _get(admin, f"{DASHBOARD}/turns/{ids['blocked']}")
+    assert (detail["verified"], detail["chain_problem"]) == (False, tampered["chain_problem"])
+    assert admin.get(f"{DASHBOARD}/turns?limit=98").status_code == 401
+
+
+def _chained(records: list[dict[str, Any]], previous: str) -> list[bytes]:
+    """``records`` as the audit log writes them, each linked to the one before it."""
+    lines = []
+    for record in records:
+        record = {**record, "prev_hash": previous}
+        record["hash"] = previous = record_hash(record)
+        lines.append(canonical_json(record).encode() + b"\n")
+    return lines
+
+
+def test_the_follower_marks_each_new_line_by_its_place_in_the_chain(tmp_path: Path) -> None:
+    """A line the follower reads verifies when it is in the form its hash covers and follows the line
+    before it in its writer's files (the last one there at the start included); an edited line is marked
+    with why, and every line after it in that writer's chain as following a break."""
+    path = tmp_path / "audit-2026-06-01.jsonl"
+    lines = _chained([{"n": n} for n in range(5)], "0" * 64)
+    path.write_bytes(lines[0])
+    follower = AuditFollower(tmp_path)
+    follower.skip_existing()
+    with path.open("ab") as sink:
+        sink.write(lines[1] + lines[2].replace(b'"n":2', b'"n":7') + lines[3])
+    read = follower.read_new()
+    assert [(record["n"], problem) for record, problem in read[:2]] == [
+        (1, None),
+        (7, "record does not match its hash (edited)"),
+    ]
+    assert read[2][1] is not None and read[2][1].startswith(AFTER_BREAK)
+    writer = tmp_path / "w1"
+    writer.mkdir()
+    (writer / "audit-2026-06-01.jsonl").write_bytes(b"".join(_chained([{"n": 9}], "0" * 64)))
+    assert [problem for _, problem in follower.read_new()] == [None]
+
+
 def test_agents_show_hosts_first_seen_tools_findings_and_frozen_users(
     start_admin: Callable[..., Admin], upstream: FakeUpstream
 ) -> None:
@@ -236,6 +314,10 @@ def _line(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode() + b"\n"
 
 
+def _records(follower: AuditFollower) -> list[dict[str, Any]]:
+    return [record for record, _ in follower.read_new()]
+
+
 def test_the_follower_reads_whole_new_lines_from_every_writer(tmp_path: Path) -> None:
     """Lines present at the start are skipped; a half-written line waits for its end; a writer's
     directory and a new day's file that appear later are read from their start."""
@@ -243,19 +325,19 @@ def test_the_follower_reads_whole_new_lines_from_every_writer(tmp_path: Path) ->
     today.write_bytes(_line({"n": 0}))
     follower = AuditFollower(tmp_path)
     follower.skip_existing()
-    assert follower.read_new() == []
+    assert _records(follower) == []
     with today.open("ab") as sink:
         sink.write(_line({"n": 1}) + b'{"n": 2')
-    assert follower.read_new() == [{"n": 1}]
+    assert _records(follower) == [{"n": 1}]
     with today.open("ab") as sink:
         sink.write(b"}\nnot json\n")
-    assert follower.read_new() == [{"n": 2}]
+    assert _records(follower) == [{"n": 2}]
     worker = tmp_path / "w1"
     worker.mkdir()
     (worker / "audit-2026-06-01.jsonl").write_bytes(_line({"n": 3}))
     (tmp_path / "audit-2026-06-02.jsonl").write_bytes(_line({"n": 4}))
-    assert sorted(record["n"] for record in follower.read_new()) == [3, 4]
-    assert follower.read_new() == []
+    assert sorted(record["n"] for record in _records(follower)) == [3, 4]
+    assert _records(follower) == []
 
 
 def test_the_follower_survives_a_write_taken_back(tmp_path: Path) -> None:
@@ -265,10 +347,10 @@ def test_the_follower_survives_a_write_taken_back(tmp_path: Path) -> None:
     follower = AuditFollower(tmp_path)
     follower.skip_existing()
     path.write_bytes(_line({"n": 1}))
-    assert follower.read_new() == []
+    assert _records(follower) == []
     with path.open("ab") as sink:
         sink.write(_line({"n": 3}))
-    assert follower.read_new() == [{"n": 3}]
+    assert _records(follower) == [{"n": 3}]
 
 
 def test_a_feed_entry_keeps_the_rule_and_outcome_of_each_finding_but_not_its_signal() -> None:
@@ -282,7 +364,8 @@ def test_a_feed_entry_keeps_the_rule_and_outcome_of_each_finding_but_not_its_sig
                 {"threat": "credential_theft", "rule": "aws", "severity": "critical", "signal": "s"}
             ],
             "input_sha256": "x",
-        }
+        },
+        None,
     )
     assert entry["event_id"] == "e1" and entry["decision"] == "redacted"
     assert entry["findings"] == [

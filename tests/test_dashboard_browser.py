@@ -19,6 +19,7 @@ import pytest
 
 from proxy.admin.dashboard import rule_descriptions
 from tests.test_admin import DELETE_42, Admin, chat, start_admin
+from tests.test_dashboard import edit_audit_line
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 if TYPE_CHECKING:
@@ -137,6 +138,28 @@ def test_a_turn_through_the_proxy_appears_in_the_live_feed_within_two_seconds(
     page.select_option("#filters select[name=threat]", "prompt_injection")
     page.wait_for_function("document.querySelectorAll('#feed tbody tr').length === 1")
     assert page.inner_text("#feed tbody tr td.decision") == "blocked"
+
+
+def test_a_turn_whose_audit_line_was_edited_is_shown_with_a_warning(
+    page: Page, start_admin: Callable[..., Admin], upstream: FakeUpstream, screenshots: Path
+) -> None:
+    """A blocked turn edited in the audit log to read as allowed is shown in the feed's history with a
+    warning that it does not verify, and its detail says so in an alert; the turn before it shows none."""
+    admin = start_admin(mode="enforce")
+    chat(admin.proxy, upstream, "hello")
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(admin.proxy, upstream, INJECTION, **{"X-User-Id": "mallory"})
+    allowed, blocked = admin.proxy.wait_for_records(2)
+    edit_audit_line(admin, blocked["event_id"], rehash=False)
+    sign_in(page, admin, admin.read)
+    page.click("#tabs button[data-view=feed]")
+    row = f"#feed tbody tr[data-event='{blocked['event_id']}']"
+    page.wait_for_selector(f"{row}.unverified .unverified-mark")
+    assert page.query_selector(f"#feed tbody tr[data-event='{allowed['event_id']}'].unverified") is None
+    page.click(row)
+    page.wait_for_selector("#detail .chain-warning")
+    assert "does not verify" in page.inner_text("#detail .chain-warning")
+    page.screenshot(path=screenshots / "unverified.png")
 
 
 def test_approving_from_the_page_lets_the_retried_call_through(

@@ -24,6 +24,7 @@ from proxy.admin.feed import FEED_FIELDS, MAX_SUBSCRIBERS, feed_entry
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access
 from proxy.audit.query import QueryResult, files_since, open_audit, plain, run_sql
+from proxy.audit.verify import window_states
 from proxy.control import freeze
 from proxy.scanning.rulepack import rules_dir
 
@@ -86,7 +87,7 @@ async def _query(control: Control, since: datetime, work: Callable[[Callable[...
     directory = control.runtime.policy.audit.path
 
     def run() -> Any:
-        connection = open_audit(files_since(directory, since), skip_malformed=True)
+        connection = open_audit(files_since(directory, since), skip_malformed=True, hashed=True)
         try:
             return work(lambda text, **parameters: run_sql(connection, text, parameters or None))
         finally:
@@ -118,6 +119,17 @@ def shared_for(seconds: float) -> Callable[[Handler], Handler]:
         return shared
 
     return wrap
+
+
+async def _chain_problems(control: Control, since: datetime, hashes: set[str]) -> dict[str, str | None]:
+    """Where each record of ``hashes`` from ``since`` on stands in its writer's hash chain
+    (``window_states``): None where the chain verifies through its line, else why not."""
+    directory = control.runtime.policy.audit.path
+    return await asyncio.to_thread(lambda: window_states(files_since(directory, since), hashes))
+
+
+def _chain_problem(problems: dict[str, str | None], record: dict[str, Any]) -> str | None:
+    return problems.get(str(record.get("hash")), NOT_ON_A_LINE)
 
 
 def _rows(result: QueryResult) -> list[dict[str, Any]]:
@@ -358,7 +370,8 @@ async def charts(control: Control, request: Request, params: dict[str, str]) -> 
 # -- turns: the feed's history and one turn's record ----------------------------------------------------
 
 
-FEED_COLUMNS = (*FEED_FIELDS, "findings")
+FEED_COLUMNS = (*FEED_FIELDS, "findings", "hash")
+NOT_ON_A_LINE = "not found on a line of the audit files (moved or removed since it was read)"
 FEED_FILTERS = {
     "agent": "agent_id = ${name}",
     "decision": "decision = ${name}",
@@ -381,7 +394,10 @@ async def turns(control: Control, request: Request, params: dict[str, str]) -> R
         f"ORDER BY ts DESC, event_id LIMIT {int(limit_text)}"
     )
     rows = await _query(control, since, lambda sql: _rows(sql(statement, since=since, **wanted)))
-    return Response.json(200, {"window": name, "turns": [feed_entry(row) for row in rows]})
+    problems = await _chain_problems(control, since, {str(row["hash"]) for row in rows})
+    return Response.json(
+        200, {"window": name, "turns": [feed_entry(row, _chain_problem(problems, row)) for row in rows]}
+    )
 
 
 TURN_SQL = "SELECT * FROM audit_records WHERE type = 'agent.turn' AND event_id = $event_id LIMIT 1"
@@ -393,12 +409,15 @@ async def turn(control: Control, request: Request, params: dict[str, str]) -> Re
     if not rows:
         return Response.error(404, f"no turn {params['event_id']} in the last {LOOKUP_WINDOW.days} days")
     record = {key: value for key, value in rows[0].items() if value is not None and key != "passed"}
+    chain_problem = _chain_problem(await _chain_problems(control, since, {str(record.get("hash"))}), record)
     descriptions = rule_descriptions()
     rules = sorted({str(f.get("rule")) for f in record.get("findings") or []})
     return Response.json(
         200,
         {
             "record": record,
+            "verified": chain_problem is None,
+            "chain_problem": chain_problem,
             "why": explain(record),
             "rules": [
                 {

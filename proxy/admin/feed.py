@@ -14,6 +14,7 @@ from typing import Any
 
 from proxy.audit.log import daily_files
 from proxy.audit.query import with_writers
+from proxy.audit.verify import AFTER_BREAK, last_hash, line_problem
 
 POLL_S = 0.2
 HEARTBEAT_S = 15.0
@@ -46,14 +47,18 @@ FEED_FIELDS = (
 FINDING_FIELDS = ("threat", "rule", "severity", "action", "enforced", "where")
 
 
-def feed_entry(record: dict[str, Any]) -> dict[str, Any]:
-    """What the feed shows of one turn: who, where, what was decided and which rules fired."""
+def feed_entry(record: dict[str, Any], chain_problem: str | None) -> dict[str, Any]:
+    """What the feed shows of one turn: who, where, what was decided and which rules fired; and whether its
+    line verifies in its writer's hash chain (``verified``), else why not (``chain_problem``), which the
+    page shows as a warning: a line edited in the log is not shown as the record egressguard wrote."""
     entry = {name: record.get(name) for name in FEED_FIELDS}
     entry["findings"] = [
         {name: finding.get(name) for name in FINDING_FIELDS}
         for finding in record.get("findings") or []
         if isinstance(finding, dict)
     ]
+    entry["verified"] = chain_problem is None
+    entry["chain_problem"] = chain_problem
     return entry
 
 
@@ -63,13 +68,21 @@ class AuditFollower:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.offsets: dict[Path, int] = {}
+        self.heads: dict[Path, str | None] = {}
+        """Each writer's directory: the hash its next line must follow (None: not known)."""
+        self.breaks: dict[Path, str] = {}
+        """Each writer's directory whose chain broke while followed: where and why."""
 
     def skip_existing(self) -> None:
         for path in self._files():
             self.offsets[path] = _size(path)
+            if self.offsets[path]:
+                self.heads[path.parent] = last_hash(path)
 
-    def read_new(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
+    def read_new(self) -> list[tuple[dict[str, Any], str | None]]:
+        """The records appended since the last call, each with what breaks its writer's chain at or before
+        it (``chain_states``), None where the chain verifies through it."""
+        records: list[tuple[dict[str, Any], str | None]] = []
         for path in self._files():
             offset = self.offsets.get(path, 0)
             size = _size(path)
@@ -87,8 +100,19 @@ class AuditFollower:
                 with contextlib.suppress(ValueError):
                     record = json.loads(line)
                     if isinstance(record, dict):
-                        records.append(record)
+                        records.append((record, self._chain_problem(path, line)))
         return records
+
+    def _chain_problem(self, path: Path, line: bytes) -> str | None:
+        writer = path.parent
+        if writer in self.breaks:
+            return self.breaks[writer]
+        problem = line_problem(line + b"\n", self.heads.get(writer))[0]
+        if problem is not None:
+            self.breaks[writer] = f"{AFTER_BREAK} at {path.name}: {problem}"
+            return problem
+        self.heads[writer] = json.loads(line)["hash"]
+        return None
 
     def _files(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -153,9 +177,9 @@ class Feed:
     async def _follow(self, follower: AuditFollower | None) -> None:
         while follower is not None:
             await asyncio.sleep(POLL_S)
-            for record in await asyncio.to_thread(follower.read_new):
+            for record, chain_problem in await asyncio.to_thread(follower.read_new):
                 if record.get("type") == "agent.turn" and record.get("drill") is None:
-                    self.publish(feed_entry(record))
+                    self.publish(feed_entry(record, chain_problem))
 
     def publish(self, entry: dict[str, Any]) -> None:
         for queue in self.subscribers:

@@ -183,9 +183,12 @@ class QueryResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-def open_audit(paths: Sequence[Path], *, skip_malformed: bool = False) -> duckdb.DuckDBPyConnection:
+def open_audit(
+    paths: Sequence[Path], *, skip_malformed: bool = False, hashed: bool = False
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the ``turns`` and ``findings`` views over the audit files under ``paths``,
-    every writer's (the workers' directories inside an audit directory) read as one log.
+    every writer's (the workers' directories inside an audit directory) read as one log; with ``hashed``
+    each turn keeps its record's ``hash``, by which its line's place in the chain is looked up.
 
     A malformed line (one being written this instant, or damage ``audit verify`` reports) fails a query,
     unless ``skip_malformed``: then it is left out, which suits a live view polled again in a moment."""
@@ -203,8 +206,9 @@ def open_audit(paths: Sequence[Path], *, skip_malformed: bool = False) -> duckdb
         source = "SELECT " + ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in TURN_COLUMNS.items())
         source += " WHERE false"
     connection.execute(f"CREATE VIEW audit_records AS {source}")
+    excluded = [name for name in EVENT_ONLY_COLUMNS if not (hashed and name == "hash")]
     connection.execute(
-        f"CREATE VIEW turns AS SELECT * EXCLUDE ({', '.join(EVENT_ONLY_COLUMNS)}) "  # noqa: S608
+        f"CREATE VIEW turns AS SELECT * EXCLUDE ({', '.join(excluded)}) "  # noqa: S608
         "REPLACE (ts::TIMESTAMPTZ AS ts) FROM audit_records WHERE type = 'agent.turn' AND drill IS NULL"
     )
     finding_columns = ", ".join(f'finding."{name}" AS "{name}"' for name in FINDING_FIELDS)

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +160,104 @@ def verify_files(files: Sequence[Path], public_key: Ed25519PublicKey | None) -> 
     return report
 
 
+LINK_BROKEN = "prev_hash does not match the record before it (a record was deleted, reordered or inserted)"
+AFTER_BREAK = "follows a break in its writer's chain"
+UNLINKED = "the record after it does not follow it (it was edited, or a record after it deleted)"
+
+
+def chain_states(
+    files: Sequence[Path], public_key: Ed25519PublicKey | None, wanted: Collection[str], follows: str | None
+) -> dict[str, str | None]:
+    """For each hash of ``wanted`` on a line of ``files`` (one writer's files, in chain order, from any
+    day on): None where the chain verifies through its line as ``audit verify`` checks it (each line in
+    the form its hash covers, following the one before it, the first following ``follows`` where it is
+    known, each checkpoint covering the record before it and signed by ``public_key`` where given), else
+    why not: the break at it, the link after it that does not verify, or a break before it."""
+    states: dict[str, str | None] = {}
+    broken: str | None = None
+    previous: str | None = follows
+    for path in files:
+        with path.open("rb") as source:
+            for line_number, raw in enumerate(source, start=1):
+                claimed = _claimed_hash(raw)
+                if broken is None:
+                    problem, record = line_problem(raw, previous)
+                    if record is not None and problem is None and record.get("type") == CHECKPOINT:
+                        problem = _check_checkpoint(
+                            record, public_key, key_id(public_key) if public_key else None
+                        )
+                    if problem is not None:
+                        broken = f"{AFTER_BREAK} at {path.name}:{line_number}: {problem}"
+                        linked = previous is None or record is None or record["prev_hash"] == previous
+                        if not linked and previous in wanted:
+                            states[str(previous)] = UNLINKED
+                        if claimed is not None and claimed in wanted:
+                            states[claimed] = problem
+                        continue
+                    previous = claimed
+                if claimed is not None and claimed in wanted:
+                    states.setdefault(claimed, broken)
+    return states
+
+
+def window_states(files: Sequence[Path], wanted: Collection[str]) -> dict[str, str | None]:
+    """``chain_states`` over each writer's files among ``files`` (the daily files of a window), each chain
+    following the last record of its writer's file before them, where there is one; checkpoints' signatures
+    checked with the public key the log keeps beside them, where it does."""
+    states: dict[str, str | None] = {}
+    for directory, chain in writer_chains(files).items():
+        earlier = [path for path in daily_files(directory) if path.name < chain[0].name]
+        key_file = next(
+            (
+                folder / PUBLIC_KEY_NAME
+                for folder in (directory, directory.parent)
+                if (folder / PUBLIC_KEY_NAME).is_file()
+            ),
+            None,
+        )
+        public_key = load_public_key(key_file) if key_file is not None else None
+        states.update(chain_states(chain, public_key, wanted, last_hash(earlier[-1]) if earlier else None))
+    return states
+
+
+def line_problem(raw: bytes, follows: str | None) -> tuple[str | None, dict[str, Any] | None]:
+    """What breaks the chain at the line ``raw`` (``_check_line``), or its ``prev_hash`` not naming
+    ``follows``, the record before it (None: not known); and its record where it reads as one."""
+    problem, record = _check_line(raw)
+    if record is not None and problem is None and follows is not None and record["prev_hash"] != follows:
+        problem = (
+            "prev_hash does not match the record before it (a record was deleted, reordered or inserted)"
+        )
+    return problem, record
+
+
+def _claimed_hash(raw: bytes) -> str | None:
+    """The hash a line claims, whether or not it verifies."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    claimed = record.get("hash") if isinstance(record, dict) else None
+    return claimed if isinstance(claimed, str) else None
+
+
+def last_hash(path: Path) -> str | None:
+    """The hash the last complete line of ``path`` claims."""
+    with path.open("rb") as source:
+        end = source.seek(0, os.SEEK_END)
+        block = 1 << 16
+        while True:
+            start = max(0, end - block)
+            source.seek(start)
+            tail = source.read(end - start)
+            # A line still being written is not the last record yet.
+            complete = tail[: tail.rfind(b"\n") + 1]
+            lines = complete.rstrip(b"\n").rsplit(b"\n", 1)
+            if len(lines) == 2 or start == 0:
+                return _claimed_hash(lines[-1]) if complete else None
+            block *= 2
+
+
 def _retention_claims(files: Sequence[Path]) -> set[str]:
     """Last hashes named by anything that looks like a retention record, before the chain is checked."""
     claims: set[str] = set()
@@ -205,7 +303,7 @@ def _mismatch_reason(line_number: int, previous_file: Path | None, path: Path) -
             f"prev_hash does not match the last record of {previous_file.name} "
             "(records or a file deleted, or files out of order)"
         )
-    return "prev_hash does not match the record before it (a record was deleted, reordered or inserted)"
+    return LINK_BROKEN
 
 
 def _check_checkpoint(

@@ -430,11 +430,17 @@ function matches(turn, wanted) {
   return true;
 }
 
+// A line of the log that does not verify in its hash chain is shown with a warning, never as genuine.
+function unverified(turn) {
+  return turn.verified === true ? "" : el("span", { class: "unverified-mark", title: turn.chain_problem || "" }, " ⚠ not verified");
+}
+
 function feedRow(turn, fresh) {
   const threats = [...new Set(turn.findings.map((f) => f.threat))];
-  return el("tr", { "data-event": turn.event_id, class: `${fresh ? "fresh" : ""} ${state.openTurn === turn.event_id ? "open" : ""}`,
+  return el("tr", { "data-event": turn.event_id,
+    class: `${fresh ? "fresh" : ""} ${state.openTurn === turn.event_id ? "open" : ""} ${turn.verified === true ? "" : "unverified"}`,
     onclick: () => openTurn(turn.event_id) },
-  el("td", {}, clock(turn.ts)),
+  el("td", {}, clock(turn.ts), unverified(turn)),
   el("td", {}, turn.agent_id),
   el("td", {}, turn.user_id || "–"),
   el("td", {}, turn.egress_host || ""),
@@ -447,7 +453,7 @@ function renderLatest() {
   const latest = state.feed.filter((turn) => turn.findings.length).slice(0, 8);
   fill($("#latest tbody"), latest.map((turn) => el("tr", { "data-event": turn.event_id,
     onclick: () => { show("feed"); openTurn(turn.event_id); } },
-  el("td", {}, clock(turn.ts)), el("td", {}, turn.agent_id), el("td", { class: `decision ${turn.decision}` }, turn.decision),
+  el("td", {}, clock(turn.ts), unverified(turn)), el("td", {}, turn.agent_id), el("td", { class: `decision ${turn.decision}` }, turn.decision),
   el("td", {}, [...new Set(turn.findings.map((f) => f.threat))].map((t) => chip(t))))));
   $("#latest-empty").hidden = latest.length > 0;
 }
@@ -529,6 +535,9 @@ const openTurn = quietly(async (eventId) => {
   const described = new Map(found.rules.map((rule) => [rule.id, rule.description]));
   fill(detail,
     el("h2", {}, "Turn ", el("code", {}, eventId)),
+    found.verified === true ? "" : el("p", { class: "chain-warning", role: "alert" },
+      "This record does not verify against the audit log's hash chain: it may have been altered. ",
+      found.chain_problem || ""),
     el("h3", {}, "Why"),
     el("ul", { class: "why" }, found.why.map((line) => el("li", {}, line))),
     el("h3", {}, "Rules"),
