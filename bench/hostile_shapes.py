@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.policies import REDACTING_POLICY
 from proxy.config.policy import parse_policy
 from proxy.detectors import injection
 from proxy.exchange import Part, RequestView, Source
@@ -37,15 +38,6 @@ from proxy.scanning import rulepack
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
 
-POLICY = """\
-mode: enforce
-agents:
-  bot: {token: t, role: ops}
-roles:
-  ops: {}
-redaction: {requests: true}
-"""
-"""Every detector on, requests redacted: the request path does all its work."""
 SEPARATORS = ("", " ", "\n", "=", "-", ".", '"')
 
 
@@ -164,7 +156,7 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
 
         return run
 
-    policy = parse_policy(POLICY, "policy.yaml", environ={})
+    policy = parse_policy(REDACTING_POLICY, "policy.yaml", environ={})
     detectors = Detectors(policy, b"k" * 32)
 
     def request(text: str) -> bool:

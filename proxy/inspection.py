@@ -755,9 +755,7 @@ class TurnInspector:
         requests refuses the request (``inspection.method``, under the secret's threat)."""
         if method in STANDARD_METHODS:
             return
-        since = len(self.turn.findings)
-        self.scan_headers([(METHOD_FIELD, method)], sent_by_agent=True)
-        self._unrewritable(self.turn.findings[since:], METHOD_RULE, "method", "the request method")
+        self._scan_unrewritable(METHOD_FIELD, method, METHOD_RULE, "method", "the request method")
 
     def scan_multipart_frame(self, body: bytes, boundary: bytes | None = None) -> None:
         """A multipart body's preamble, boundary (``boundary``, the one its Content-Type names, where it
@@ -766,12 +764,25 @@ class TurnInspector:
         redacts in requests refuses the request (``inspection.multipart``, under the secret's threat).
         Personal data there (an e-mail address in a file's name) is recorded, as a header's is."""
         text = frame_text(body, boundary)
-        if not text:
-            return
+        if text:
+            self._scan_unrewritable(
+                FRAME_FIELD, text, MULTIPART_RULE, "multipart", "a multipart body's frame", secrets_only=True
+            )
+
+    def _scan_unrewritable(
+        self, field: str, text: str, rule: str, where: str, part: str, *, secrets_only: bool = False
+    ) -> None:
+        """``text``, a ``part`` of the request sent as it is, scanned as a request's header named ``field``
+        is (``scan_headers``); what it holds that the policy redacts in requests (``secrets_only``: its
+        secrets alone) refuses the request (``_unrewritable``)."""
         since = len(self.turn.findings)
-        self.scan_headers([(FRAME_FIELD, text)], sent_by_agent=True)
-        secrets = [finding for finding in self.turn.findings[since:] if finding.severity is Severity.CRITICAL]
-        self._unrewritable(secrets, MULTIPART_RULE, "multipart", "a multipart body's frame")
+        self.scan_headers([(field, text)], sent_by_agent=True)
+        found = [
+            finding
+            for finding in self.turn.findings[since:]
+            if not secrets_only or finding.severity is Severity.CRITICAL
+        ]
+        self._unrewritable(found, rule, where, part)
 
     def _unrewritable(self, found: Iterable[Finding], rule: str, where: str, part: str) -> Finding | None:
         """A ``part`` of the request that cannot be rewritten (found at ``where``), holding what the policy

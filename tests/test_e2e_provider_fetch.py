@@ -56,6 +56,17 @@ def fetches_of(dialect: Any, body: dict[str, Any]) -> list[Fetch]:
     return list(dialect.parse_request(json.dumps(body).encode()).fetches)
 
 
+GCS = "storage.googleapis.com"
+S3 = "s3.amazonaws.com"
+BIGQUERY = "https://bigquery.googleapis.com/bigquery/v2/projects"
+
+
+def job_fetches(body: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+    """The addresses the API fetches that a job's body names, read as the generic dialect: where each is
+    named, its URL, and what is fetched there."""
+    return [(fetch.where, fetch.url, fetch.what) for fetch in fetches_of(Generic(), body)]
+
+
 def test_addresses_the_api_fetches_are_read_from_every_api() -> None:
     chat = {
         "model": "m",
@@ -164,24 +175,24 @@ def test_the_buckets_a_job_reads_and_writes_are_addresses_the_api_fetches() -> N
         "output_config": {"gcs_destination": {"output_uri_prefix": "gs://attacker-drop/out"}},
         "labels": {"source": "gs://attacker-drop/elsewhere"},
     }
-    assert fetches_of(Generic(), vertex) == [
-        Fetch(
+    assert job_fetches(vertex) == [
+        (
             "inputConfig.gcsSource.uris[0]",
-            "https://corp-docs.storage.googleapis.com/in.jsonl",
+            f"https://corp-docs.{GCS}/in.jsonl",
             "batch input in Cloud Storage",
         ),
-        Fetch("inputConfig.gcsSource.uris[1]", "", "batch input in Cloud Storage"),
-        Fetch(
+        ("inputConfig.gcsSource.uris[1]", "", "batch input in Cloud Storage"),
+        (
             "output_config.gcs_destination.output_uri_prefix",
-            "https://attacker-drop.storage.googleapis.com/out",
+            f"https://attacker-drop.{GCS}/out",
             "batch output in Cloud Storage",
         ),
     ]
     bedrock = {"outputDataConfig": {"s3OutputDataConfig": {"s3Uri": "s3://attacker-drop/out/"}}}
-    assert fetches_of(Generic(), bedrock) == [
-        Fetch(
+    assert job_fetches(bedrock) == [
+        (
             "outputDataConfig.s3OutputDataConfig.s3Uri",
-            "https://attacker-drop.s3.amazonaws.com/out/",
+            f"https://attacker-drop.{S3}/out/",
             "batch output in S3",
         )
     ]
@@ -196,26 +207,26 @@ def test_tables_and_training_data_a_job_reads_and_writes_are_addresses_the_api_f
         "output_config": {"bigquery_destination": {"output_uri": "bq://attacker-proj"}},
         "supervisedTuningSpec": {"trainingDatasetUri": "gs://attacker-drop/train.jsonl"},
     }
-    assert fetches_of(Generic(), vertex) == [
-        Fetch(
+    assert job_fetches(vertex) == [
+        (
             "inputConfig.bigquerySource.inputUri",
-            "https://bigquery.googleapis.com/bigquery/v2/projects/corp-analytics/datasets/batch/tables/requests",
+            f"{BIGQUERY}/corp-analytics/datasets/batch/tables/requests",
             "batch input in BigQuery",
         ),
-        Fetch(
+        (
             "output_config.bigquery_destination.output_uri",
-            "https://bigquery.googleapis.com/bigquery/v2/projects/attacker-proj",
+            f"{BIGQUERY}/attacker-proj",
             "batch output in BigQuery",
         ),
-        Fetch(
+        (
             "supervisedTuningSpec.trainingDatasetUri",
-            "https://attacker-drop.storage.googleapis.com/train.jsonl",
+            f"https://attacker-drop.{GCS}/train.jsonl",
             "tuning data in Cloud Storage",
         ),
     ]
     for elsewhere in ("gs://corp-analytics/x", "bq://x", "bq://a.b.c.d", "bq://dom.example:proj.d.t"):
         unread = {"inputConfig": {"bigquerySource": {"inputUri": elsewhere}}}
-        assert [fetch.url for fetch in fetches_of(Generic(), unread)] == [""]
+        assert [url for _, url, _ in job_fetches(unread)] == [""]
     customization = {
         "trainingDataConfig": {"s3Uri": "s3://corp-docs/train.jsonl"},
         "validationDataConfig": {"validators": [{"s3Uri": "s3://attacker-drop/v.jsonl"}]},
@@ -224,12 +235,12 @@ def test_tables_and_training_data_a_job_reads_and_writes_are_addresses_the_api_f
         "evaluationConfig": {"datasetLocation": {"s3Uri": "s3://corp-docs/eval.jsonl"}},
         "tags": [{"key": "source", "value": "s3://attacker-drop/elsewhere"}],
     }
-    assert [(fetch.where, fetch.url) for fetch in fetches_of(Generic(), customization)] == [
-        ("trainingDataConfig.s3Uri", "https://corp-docs.s3.amazonaws.com/train.jsonl"),
-        ("validationDataConfig.validators[0].s3Uri", "https://attacker-drop.s3.amazonaws.com/v.jsonl"),
+    assert [(where, url) for where, url, _ in job_fetches(customization)] == [
+        ("trainingDataConfig.s3Uri", f"https://corp-docs.{S3}/train.jsonl"),
+        ("validationDataConfig.validators[0].s3Uri", f"https://attacker-drop.{S3}/v.jsonl"),
         ("outputDataConfig.s3Uri", ""),
-        ("modelDataSource.s3DataSource.s3Uri", "https://corp-docs.s3.amazonaws.com/weights/"),
-        ("evaluationConfig.datasetLocation.s3Uri", "https://corp-docs.s3.amazonaws.com/eval.jsonl"),
+        ("modelDataSource.s3DataSource.s3Uri", f"https://corp-docs.{S3}/weights/"),
+        ("evaluationConfig.datasetLocation.s3Uri", f"https://corp-docs.{S3}/eval.jsonl"),
     ]
 
 

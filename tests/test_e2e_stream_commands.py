@@ -26,33 +26,35 @@ NOTICE = "The call to the tool `run` was withheld by egressguard: it is a destru
 KEY = "ghp_" + "x7Kq2LmN9pR4sT6vW8yZ1aB3cD5eF7gH9jK0"
 
 
-def _run(
+Run = Callable[[str, str, dict[str, Any]], tuple[Calls, str, dict[str, Any]]]
+
+
+@pytest.fixture(params=list(DIALECTS), ids=list(DIALECTS))
+def run(
+    request: pytest.FixtureRequest,
     start_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
-    mode: str,
-    dialect: str,
-    name: str,
-    arguments: dict[str, Any],
-) -> tuple[Calls, str, dict[str, Any]]:
-    call = ToolCallReply(name, arguments, id="call_r")
-    return stream_call(start_proxy, upstream, monkeypatch, mode, dialect, call, "Running.")
+) -> Run:
+    """In each streamed dialect: ``run(mode, name, arguments)`` streams a call of ``name`` with
+    ``arguments`` beside another through a proxy in ``mode``; what the SDK got, and the turn's record."""
+
+    def streamed(mode: str, name: str, arguments: dict[str, Any]) -> tuple[Calls, str, dict[str, Any]]:
+        call = ToolCallReply(name, arguments, id="call_r")
+        return stream_call(start_proxy, upstream, monkeypatch, mode, request.param, call, "Running.")
+
+    return streamed
 
 
 def _found(record: dict[str, Any], threat: str) -> list[dict[str, Any]]:
     return [finding for finding in record["findings"] if finding["threat"] == threat]
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("arguments", [DESTRUCTIVE, ENCODED], ids=["plain", "base64"])
 def test_a_streamed_destructive_command_is_withheld_where_enforced(
-    start_proxy: Callable[..., Proxy],
-    upstream: FakeUpstream,
-    monkeypatch: pytest.MonkeyPatch,
-    dialect: str,
-    arguments: dict[str, str],
+    run: Run, arguments: dict[str, str]
 ) -> None:
-    calls, text, record = _run(start_proxy, upstream, monkeypatch, "enforce", dialect, "run", arguments)
+    calls, text, record = run("enforce", "run", arguments)
     assert calls == [("get_weather", {"city": "Oslo"})]
     assert NOTICE in text and "rm -rf" not in text
     found = _found(record, "tool_abuse")
@@ -61,11 +63,8 @@ def test_a_streamed_destructive_command_is_withheld_where_enforced(
     assert all(finding["extra"].get("pending_approval") for finding in found)
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
-def test_a_streamed_destructive_command_is_recorded_in_observe_mode(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
-) -> None:
-    calls, text, record = _run(start_proxy, upstream, monkeypatch, "observe", dialect, "run", DESTRUCTIVE)
+def test_a_streamed_destructive_command_is_recorded_in_observe_mode(run: Run) -> None:
+    calls, text, record = run("observe", "run", DESTRUCTIVE)
     assert calls == [("get_weather", {"city": "Oslo"}), ("run", DESTRUCTIVE)]
     assert NOTICE not in text
     found = _found(record, "tool_abuse")
@@ -73,23 +72,15 @@ def test_a_streamed_destructive_command_is_recorded_in_observe_mode(
     assert not found[0]["enforced"]
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
-def test_a_streamed_everyday_command_passes_intact(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
-) -> None:
-    calls, text, record = _run(start_proxy, upstream, monkeypatch, "enforce", dialect, "run", EVERYDAY)
+def test_a_streamed_everyday_command_passes_intact(run: Run) -> None:
+    calls, text, record = run("enforce", "run", EVERYDAY)
     assert calls == [("get_weather", {"city": "Oslo"}), ("run", EVERYDAY)]
     assert NOTICE not in text and text.startswith("Running.")
     assert not _found(record, "tool_abuse")
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
-def test_a_streamed_call_whose_name_carries_a_key_is_withheld(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
-) -> None:
-    calls, text, record = _run(
-        start_proxy, upstream, monkeypatch, "enforce", dialect, f"drop_table_{KEY}", {"table": "t"}
-    )
+def test_a_streamed_call_whose_name_carries_a_key_is_withheld(run: Run) -> None:
+    calls, text, record = run("enforce", f"drop_table_{KEY}", {"table": "t"})
     assert calls == [("get_weather", {"city": "Oslo"})]
     assert "its name carries a secret" in text and KEY not in text
     found = [finding for finding in _found(record, "data_exfiltration") if finding["action"] == "withhold"]

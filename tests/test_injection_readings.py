@@ -10,6 +10,7 @@ import binascii
 import codecs
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
 
@@ -81,6 +82,16 @@ def quiet(text: str) -> None:
     assert detector().detect(text, WHERE, Source.TOOL_RESULT) == [], text
 
 
+def raising_nothing(*texts: str) -> Callable[[str], None]:
+    """A test that each of ``texts``, read as a tool's result, raises no finding (``quiet``)."""
+
+    @pytest.mark.parametrize("text", texts)
+    def test(text: str) -> None:
+        quiet(text)
+
+    return test
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -103,17 +114,12 @@ def test_letters_joined_by_separators_are_read_as_words(text: str) -> None:
     found_with(text, LETTER_SPACING)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Options: a, b, c or d. See e.g. a test, i.e. a case; set x-y-z axes and the a/b/c path.",
-        "Use the -v -q -x flags; pairs (a, b) and (x, y) are swapped in f(a, b, c).",
-        "The grades A - B - C map to 4 - 3 - 2 points.",
-        "I. Introduction\nII. Methods\nA. Setup\nB. Results",
-    ],
+test_single_letters_in_lists_and_code_raise_nothing = raising_nothing(
+    "Options: a, b, c or d. See e.g. a test, i.e. a case; set x-y-z axes and the a/b/c path.",
+    "Use the -v -q -x flags; pairs (a, b) and (x, y) are swapped in f(a, b, c).",
+    "The grades A - B - C map to 4 - 3 - 2 points.",
+    "I. Introduction\nII. Methods\nA. Setup\nB. Results",
 )
-def test_single_letters_in_lists_and_code_raise_nothing(text: str) -> None:
-    quiet(text)
 
 
 def test_the_separator_seen_most_joins_and_any_other_is_a_gap() -> None:
@@ -154,21 +160,16 @@ def test_encodings_a_model_decodes_are_read(text: str, signal: str) -> None:
     found_with(text, signal)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Price =3D 10 EUR; see https://example.com/?a=1&b=2&c=3 and a==b.",
-        "&lt;div&gt; &amp; &#169; 2024 &#8212; all rights reserved",
-        "ENVIRONMENT_VARIABLE_NAME and AKIAIOSFODNN7EXAMPLE and MY_CONSTANT_VALUE_ONE",
-        "Markdown rule:\n--------------------------------\n... and ... then -- and - - -",
-        "| col | col |\n|-----|-----|\n| a.b | c-d |",
-        "ids 550e8400-e29b-41d4-a716-446655440000 and 2024-09-28 17:27:41 and 10101010 11110000",
-        "base58 address 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa on the chain",
-        "To begin 644 rows were read.\nMore text follows here.",
-    ],
+test_ordinary_text_in_those_alphabets_raises_nothing = raising_nothing(
+    "Price =3D 10 EUR; see https://example.com/?a=1&b=2&c=3 and a==b.",
+    "&lt;div&gt; &amp; &#169; 2024 &#8212; all rights reserved",
+    "ENVIRONMENT_VARIABLE_NAME and AKIAIOSFODNN7EXAMPLE and MY_CONSTANT_VALUE_ONE",
+    "Markdown rule:\n--------------------------------\n... and ... then -- and - - -",
+    "| col | col |\n|-----|-----|\n| a.b | c-d |",
+    "ids 550e8400-e29b-41d4-a716-446655440000 and 2024-09-28 17:27:41 and 10101010 11110000",
+    "base58 address 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa on the chain",
+    "To begin 644 rows were read.\nMore text follows here.",
 )
-def test_ordinary_text_in_those_alphabets_raises_nothing(text: str) -> None:
-    quiet(text)
 
 
 @pytest.mark.parametrize(
@@ -237,17 +238,12 @@ def test_shifts_and_atbash_are_undone(text: str, shift: int) -> None:
     found_with(text + written, TURNED)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "json.decode(payload) returns a dict; the decoder and the decoding table are cached.",
-        "Mirror the repository to the backup host and flip the feature flag.",
-        "Shift+Tab moves focus back; rotate the logs weekly; invert the matrix first.",
-        "Translate the page into French. Decode errors are logged.",
-    ],
+test_codec_and_editor_words_raise_nothing = raising_nothing(
+    "json.decode(payload) returns a dict; the decoder and the decoding table are cached.",
+    "Mirror the repository to the backup host and flip the feature flag.",
+    "Shift+Tab moves focus back; rotate the logs weekly; invert the matrix first.",
+    "Translate the page into French. Decode errors are logged.",
 )
-def test_codec_and_editor_words_raise_nothing(text: str) -> None:
-    quiet(text)
 
 
 def test_cue_words_alone_do_not_ask_for_a_turning() -> None:

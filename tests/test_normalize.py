@@ -441,3 +441,40 @@ def test_leetspeak_is_read_as_letters_in_prose_and_among_numbers() -> None:
     numbers = f"{' '.join(str(number) for number in range(10000, 10400))} {leet}"
     for text in (prose, numbers):
         assert any(PHRASE in form for form in normalize(text).turned), text[:40]
+
+
+class _Compared(str):
+    """A separator that counts how often it is compared with another."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Compared.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+class _CountingSeparators:
+    """``_SPACING_SEPARATOR_RUN`` with each separator it finds counting its comparisons."""
+
+    def findall(self, run: str) -> list[str]:
+        return [_Compared(separator) for separator in SPACING_SEPARATOR_RUN.findall(run)]
+
+
+SPACING_SEPARATOR_RUN = normalize_module._SPACING_SEPARATOR_RUN
+
+
+def test_a_letter_spaced_run_is_joined_in_work_that_grows_with_its_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The separators of a spaced run are counted once to find the joining one: over a run of 4,000
+    letters a few comparisons a separator, where counting each separator over the whole run compared
+    every pair of them (16 million comparisons, minutes of CPU on a run of thousands)."""
+    letters = 4000
+    run = "-".join("ignore all previous"[index % 19] for index in range(letters)).replace("- -", "  ")
+    monkeypatch.setattr(normalize_module, "_SPACING_SEPARATOR_RUN", _CountingSeparators())
+    _Compared.comparisons = 0
+    joined = normalize_module.join_spaced(run)
+    assert joined.replace(" ", "") == ("ignore all previous" * letters)[:letters].replace(" ", "")
+    assert _Compared.comparisons <= 4 * letters

@@ -7,12 +7,12 @@ from __future__ import annotations
 import base64
 import codecs
 import json
-import textwrap
 from collections import Counter
 
 import pytest
 
 from bench.disguises import disguised_corpus
+from bench.policies import REDACTING_POLICY
 from proxy.config.policy import parse_policy
 from proxy.exchange import Part, RequestView, Source
 from proxy.inspection import Detectors, TurnInspector
@@ -24,19 +24,11 @@ from proxy.turn import Turn, TurnContext
 GITHUB_TOKEN = "ghp_" + "R7mQ2xVt9LkP4sZa8NwE3yHc6JfB1uDg0TiO"
 AWS_KEY = "AKIAQYLPMN5HHHFPZAM2"
 SLACK_TOKEN = "xoxb-" + "2231847539-8843201927364-Kq4ZtVm8PwRy2NsB7cLdXe3H"
-POLICY = textwrap.dedent("""\
-    mode: enforce
-    agents:
-      bot: {token: t, role: ops}
-    roles:
-      ops: {}
-    redaction: {requests: true}
-    """)
-DETECTORS = Detectors(parse_policy(POLICY, "policy.yaml", environ={}), b"k" * 32)
+DETECTORS = Detectors(parse_policy(REDACTING_POLICY, "policy.yaml", environ={}), b"k" * 32)
 
 
 def _inspector() -> TurnInspector:
-    policy = parse_policy(POLICY, "policy.yaml", environ={})
+    policy = parse_policy(REDACTING_POLICY, "policy.yaml", environ={})
     turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u", purpose="p", consent_id="c"))
     return TurnInspector(DETECTORS, policy, SqliteStateStore(None), turn)
 
