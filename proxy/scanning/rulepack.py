@@ -61,7 +61,13 @@ import yaml
 
 from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning import relaxed, unmask
-from proxy.scanning.validators import VALIDATORS, is_example_value, is_vault_placeholder, shannon_entropy
+from proxy.scanning.validators import (
+    VALIDATORS,
+    Validator,
+    is_example_value,
+    is_vault_placeholder,
+    shannon_entropy,
+)
 
 RULES_PACKAGE = "egressguard_rules"
 
@@ -2095,12 +2101,15 @@ class Scanner:
         again alone with what is left of the budget; one that runs out then too, or that the budget has
         no time left for, is in ``timed_out`` and the budget's."""
         found: list[tuple[int, int, int]] = []
+        # A text repeats its values (a contact list, a log of calls): each is checked once, whichever rules
+        # match it (a phone number's check against the numbering plans costs about 0.4 ms).
+        checked: dict[tuple[Validator, str], bool] = {}
 
         def ran_out(index: int, seconds: float) -> bool:
             if seconds <= 0:
                 return True
             try:
-                self._validated(index, text, plan, seconds, found, meter)
+                self._validated(index, text, plan, seconds, found, checked, meter)
             except TimeoutError:
                 return True
             return False
@@ -2127,10 +2136,11 @@ class Scanner:
         plan: _Plan,
         seconds: float,
         found: list[tuple[int, int, int]],
+        checked: dict[tuple[Validator, str], bool],
         meter: Meter,
     ) -> None:
-        """Adds rule ``index``'s spans that pass its checks to ``found``; raises TimeoutError past
-        ``seconds`` of the meter's."""
+        """Adds rule ``index``'s spans that pass its checks to ``found``, each validator's verdicts kept in
+        ``checked``; raises TimeoutError past ``seconds`` of the meter's."""
         rule = self.rules[index]
         check = VALIDATORS[rule.validator] if rule.validator else None
         for start, end in self._spans(index, text, plan, seconds, meter):
@@ -2147,8 +2157,12 @@ class Scanner:
                     continue
             if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
                 continue
-            if check is not None and not check(value):
-                continue
+            if check is not None:
+                verdict = checked.get((check, value))
+                if verdict is None:
+                    verdict = checked[check, value] = check(value)
+                if not verdict:
+                    continue
             if rule.skip_examples and is_example_value(value):
                 continue
             if is_vault_placeholder(value):
