@@ -5,10 +5,14 @@
 
 Attacks: tests/fixtures/commands/destructive.txt, each shell command also in every disguise of
 ``DISGUISES`` (quotes or backslashes inside its name, ``$IFS``, variables, ``eval``, ``bash -c``, base64
-or hex piped to a shell, ANSI-C escapes, a directory or glob for its name, code calling it). Benign:
+or hex piped to a shell, ANSI-C escapes, a directory or glob for its name, code calling it), and
+variants.txt, what an attacker writes by hand (xargs, find, rsync, mv, a written script, SQL comments,
+command fields of other tools); each must be withheld. Noted: noted.txt, routine calls (a scratch table
+dropped, a checkout reset) that a rule of medium severity records and lets pass. Benign:
 tests/fixtures/commands/benign.txt, and from the dev data every command line of the documentation's code
 blocks run by a shell tool, every Python source chunk run by a code tool, and every documentation chunk
-written to a file by a shell heredoc (prose that mentions destructive commands, as agents write it).
+written to a file by a shell heredoc (prose that mentions destructive commands, as agents write it). A
+false positive is a call withheld; a benign call only noted is counted apart.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.detectors import commands
+from proxy.detectors.tools import CatalogueEntry
 from proxy.exchange import ToolCall
+from proxy.model import SEVERITY_ORDER, Severity
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "commands"
@@ -137,12 +143,22 @@ def dev_cases(data: Path) -> Iterator[tuple[str, Case]]:
                     yield "documented command", ("bash", json.dumps({"command": command}))
 
 
-def flagged(scanner: Scanner, case: Case) -> str | None:
+def judged(scanner: Scanner, case: Case) -> CatalogueEntry | None:
     tool, arguments = case
-    entry = commands.destructive_entry(
+    return commands.destructive_entry(
         ToolCall(id="eval", name=tool, arguments=arguments, where="eval"), scanner, scanner.budget()
     )
-    return entry.id if entry else None
+
+
+def withheld(entry: CatalogueEntry | None) -> bool:
+    return entry is not None and SEVERITY_ORDER[entry.severity] >= SEVERITY_ORDER[Severity.HIGH]
+
+
+def _recall(scanner: Scanner, name: str, cases: list[Case]) -> None:
+    missed = [case for case in cases if not withheld(judged(scanner, case))]
+    print(f"  {name}: {len(cases) - len(missed)}/{len(cases)}")
+    for tool, arguments in missed:
+        print(f"    missed: {tool} {arguments[:160]}")
 
 
 def main() -> None:
@@ -150,32 +166,32 @@ def main() -> None:
     parser.add_argument("--data")
     args = parser.parse_args()
     scanner = Scanner([load_pack(pack_path(commands.PACK))])
-    print("Recall (destructive.txt; disguises over its shell commands)")
-    attacks = fixture_cases("destructive.txt")
-    missed = [case for case in attacks if not flagged(scanner, case)]
-    print(f"  as written: {len(attacks) - len(missed)}/{len(attacks)}")
-    for case in missed:
-        print(f"    missed: {case}")
+    print("Recall: withheld (destructive.txt and its disguises, variants.txt)")
+    _recall(scanner, "as written", fixture_cases("destructive.txt"))
     for name, disguise in DISGUISES.items():
         cases = [
             ("bash", json.dumps({"command": disguise(command)}))
             for command in shell_commands("destructive.txt")
         ]
-        missed = [case for case in cases if not flagged(scanner, case)]
-        print(f"  {name}: {len(cases) - len(missed)}/{len(cases)}")
-        for case in missed:
-            print(f"    missed: {json.loads(case[1])['command']}")
-    print("False positives")
+        _recall(scanner, name, cases)
+    _recall(scanner, "variants.txt", fixture_cases("variants.txt"))
+    noted = fixture_cases("noted.txt")
+    wrong = [(case, entry) for case in noted if (entry := judged(scanner, case)) is None or withheld(entry)]
+    print(f"Noted and passed (noted.txt): {len(noted) - len(wrong)}/{len(noted)}")
+    for (tool, arguments), entry in wrong:
+        print(f"    {entry.id if entry else 'not found'}: {tool} {arguments[:160]}")
+    print("False positives: withheld (and only noted)")
     groups: dict[str, list[Case]] = {"benign.txt": fixture_cases("benign.txt")}
     data = _dev_data(args.data)
     if data is not None:
         for group, case in dev_cases(data):
             groups.setdefault(group, []).append(case)
     for group, cases in groups.items():
-        hits = [(case, rule) for case in cases if (rule := flagged(scanner, case))]
-        print(f"  {group}: {len(hits)}/{len(cases)}")
-        for (tool, arguments), rule in hits:
-            print(f"    {rule}: {tool} {arguments[:160]}")
+        hits = [(case, entry) for case in cases if (entry := judged(scanner, case)) is not None]
+        held = sum(withheld(entry) for _, entry in hits)
+        print(f"  {group}: {held}/{len(cases)} ({len(hits) - held} noted)")
+        for (tool, arguments), entry in hits:
+            print(f"    {entry.id}: {tool} {arguments[:160]}")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_other_tools_arguments_are_not_read(tool: str, arguments: dict[str, obje
     [
         ("aws_cli", {"command": "s3 rm s3://prod --recursive"}, "cmd-infrastructure-teardown"),
         ("kubectl", {"args": ["delete", "ns", "prod"]}, "cmd-kubernetes-mass-delete"),
-        ("git", {"args": ["push", "--force", "origin", "main"]}, "cmd-git-history-destroyed"),
+        ("git", {"args": ["push", "--force", "origin", "main"]}, "cmd-git-history-rewritten"),
         ("local_shell", {"command": ["bash", "-lc", "rm -rf ~"]}, "cmd-recursive-delete-broad"),
         ("apply_patch", "*** Begin\nrm -rf /\n", None),
         ("run_code", "import os\nos.system('mkfs.ext4 /dev/sda')", "cmd-disk-overwrite"),

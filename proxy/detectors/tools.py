@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from proxy.exchange import DeclaredTool, Fetch, ToolCall
-from proxy.model import Action, Finding, Severity, Threat
+from proxy.model import SEVERITY_ORDER, Action, Finding, Severity, Threat
 from proxy.scanning.validators import shannon_entropy
 
 APPROVAL_HEADER = "X-Approval-Id"
@@ -418,7 +418,10 @@ def check_tool_calls(
             if entry.by_arguments
             else f"destructive tool {call.name}"
         )
-        if not presented:
+        if entry.by_arguments and SEVERITY_ORDER[entry.severity] < SEVERITY_ORDER[Severity.HIGH]:
+            # Routine enough to pass (a scratch table dropped, a checkout reset): noted, not withheld.
+            signal, action = f"{subject} noted", Action.FLAG
+        elif not presented:
             signal = f"{subject} called without approval"
         else:
             problem = approve(call) if approve is not None else "approvals are not checked here"
