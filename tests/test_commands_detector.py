@@ -1,7 +1,8 @@
 """The destructive-command reading of command tools' arguments (proxy/detectors/commands.py): every
 destructive call of tests/fixtures/commands/destructive.txt found, as written and in every disguise of
-bench/command_eval.py; none of the everyday calls of benign.txt; other tools' arguments never read; and
-the catalogue's, the credential reads' and the approval path's share of it."""
+bench/command_eval.py, and every hand-made variant of variants.txt withheld; the routine calls of noted.txt
+noted and let pass; none of the everyday calls of benign.txt; other tools' arguments read for their command
+fields alone; and the catalogue's, the credential reads' and the approval path's share of it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 
 import pytest
 
-from bench.command_eval import DISGUISES, fixture_cases, shell_commands
+from bench.command_eval import DISGUISES, fixture_cases, shell_commands, withheld
 from proxy.detectors import commands
 from proxy.detectors.credentials import credential_reads, credential_scanner
 from proxy.detectors.tools import CatalogueEntry, RoleOverrides, ToolCatalogue, check_tool_calls
@@ -55,6 +56,123 @@ def test_every_destructive_command_is_found_in_each_disguise(disguise: str) -> N
 @pytest.mark.parametrize(("tool", "arguments"), fixture_cases("benign.txt"))
 def test_an_everyday_call_is_not_found(tool: str, arguments: str) -> None:
     assert _rule(tool, arguments) is None
+
+
+@pytest.mark.parametrize(("tool", "arguments"), fixture_cases("variants.txt"))
+def test_an_attacker_s_variant_is_withheld(tool: str, arguments: str) -> None:
+    assert withheld(_judge(_call(tool, arguments)))
+
+
+@pytest.mark.parametrize(("tool", "arguments"), fixture_cases("noted.txt"))
+def test_a_routine_call_is_noted_and_passes(tool: str, arguments: str) -> None:
+    """A scratch table dropped or a checkout reset is found by a rule of medium severity: recorded as a
+    flag, neither withheld nor asking for an approval."""
+    entry = _judge(_call(tool, arguments))
+    assert entry is not None and entry.severity is Severity.MEDIUM
+    (finding,) = check_tool_calls([_call(tool, arguments)], None, CATALOGUE, judge=_judge)
+    assert finding.action is Action.FLAG and finding.signal.endswith("noted")
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        # A quote the shell does not read as one, hiding nothing.
+        ("echo \\'; rm -rf /; echo \\'", "cmd-recursive-delete-broad"),
+        ("echo $'\\''; rm -rf /; echo '", "cmd-recursive-delete-broad"),
+        ('echo "a\\"; rm -rf /; echo \\""', "cmd-recursive-delete-broad"),
+        ("# it's a comment\nrm -rf ~\n# don't", "cmd-recursive-delete-broad"),
+        ('echo "$(rm -rf /)"', "cmd-recursive-delete-broad"),
+        ("echo `rm -rf ~`", "cmd-recursive-delete-broad"),
+        ("grep 'x y' f; rm -rf ~", "cmd-recursive-delete-broad"),
+        # A string something in the text runs.
+        ("X='rm -rf /'; eval \"$X\"", "cmd-recursive-delete-broad"),
+        ("git -c alias.x='!rm -rf ~' x", "cmd-recursive-delete-broad"),
+        ('set -- rm -rf /; "$@"', "cmd-recursive-delete-broad"),
+        ("cat <<< 'rm -rf /' | sh", "cmd-recursive-delete-broad"),
+        # As bash reads it, the quote runs from it's to the last line: rm is an argument of echo.
+        ("echo it's fine\nrm -rf ~\necho '", None),
+        ("grep -c 'rm -rf /' notes.md | head -1", None),
+    ],
+)
+def test_quotes_are_read_as_the_shell_reads_them(command: str, rule: str | None) -> None:
+    assert _rule("bash", {"command": command}) == rule
+
+
+@pytest.mark.parametrize(
+    ("text", "statements"),
+    [
+        ("SELECT 'DROP TABLE x'", ["SELECT ''"]),
+        ("SELECT 1; -- DROP TABLE users\nSELECT 2", ["SELECT 1", "SELECT 2"]),
+        ("DROP/**/TABLE users", ["DROP TABLE users"]),
+        ("DELETE FROM users\nWHERE id = 5;", ["DELETE FROM users WHERE id = 5"]),
+        ("psql <<EOF\nDROP TABLE users\nEOF", ["psql <<EOF DROP TABLE users EOF", "DROP TABLE users EOF"]),
+    ],
+)
+def test_sql_is_read_statement_by_statement_without_comments_and_literals(
+    text: str, statements: list[str]
+) -> None:
+    assert commands.sql_statements(text).split("\n")[: len(statements)] == statements
+
+
+def test_a_backslash_before_a_quote_is_read_both_ways() -> None:
+    """Standard SQL ends ``'x\\'`` at its second quote, MySQL does not: both readings are made, so the
+    statement the first reading finds after it is read."""
+    assert "DROP TABLE users" in commands.sql_statements("SELECT 'x\\'; DROP TABLE users; --'").split("\n")
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "rule"),
+    [
+        ("my_tool", {"command": "rm -rf /"}, "cmd-recursive-delete-broad"),
+        ("deploy_helper", {"options": {"script": "sudo rm -rf ~"}}, "cmd-recursive-delete-broad"),
+        ("report", {"query": "DROP TABLE users"}, "cmd-sql-destructive"),
+        ("report", {"sql": "UPDATE users SET admin = true"}, "cmd-sql-update-every-row"),
+        ("search_docs", {"sql": "TRUNCATE orders"}, "cmd-sql-destructive"),
+        # A query field is read by the data-store rules alone; a search's query not at all.
+        ("report", {"query": "rm -rf / explained"}, None),
+        ("report", {"query": "customers who dropped their plan"}, None),
+        ("search_docs", {"query": "DROP TABLE syntax"}, None),
+        ("create_ticket", {"description": "rm -rf / ran on staging", "body": "DROP TABLE users"}, None),
+    ],
+)
+def test_another_tool_is_read_for_its_command_fields(
+    tool: str, arguments: dict[str, object], rule: str | None
+) -> None:
+    assert not commands.is_command_tool(tool)
+    assert _rule(tool, arguments) == rule
+
+
+@pytest.mark.parametrize(
+    ("name", "command_tool"),
+    [
+        ("search_database", False),
+        ("vector_query", False),
+        ("knowledge_base_query", False),
+        ("query_database", True),
+        ("run_query", True),
+        ("database_admin", True),
+    ],
+)
+def test_a_search_is_no_query_tool(name: str, command_tool: bool) -> None:
+    assert commands.is_command_tool(name) is command_tool
+
+
+@pytest.mark.parametrize(
+    "path", ["../../..", "./../..", "/usr/..", "~/x/..", "//", "/./", "${HOME}/a/..", "~/..", "/home/alice/"]
+)
+def test_a_broad_path_is_known_however_it_is_spelled(path: str) -> None:
+    assert _rule("bash", {"command": f"rm -rf {path}"}) == "cmd-recursive-delete-broad"
+
+
+@pytest.mark.parametrize("path", ["./build/..x", "../build", "~/x/../y", "/home/alice/src", "/usr/../tmp/x"])
+def test_a_path_under_a_broad_one_is_not(path: str) -> None:
+    assert _rule("bash", {"command": f"rm -rf {path}"}) is None
+
+
+def test_the_most_severe_rule_of_a_call_names_it() -> None:
+    """A scratch table's drop beside a real one is no note: the critical rule names the call."""
+    entry = _judge(_call("sql", {"query": "DROP TABLE tmp_a; git reset --hard; DROP TABLE users"}))
+    assert entry is not None and entry.id == "cmd-sql-destructive" and entry.severity is Severity.CRITICAL
 
 
 @pytest.mark.parametrize(

@@ -495,12 +495,13 @@ def _echoed(match: re.Match[str]) -> str:
 
 
 _EMPTY_EXPANSION = re.compile(r"\$[@*]|\$\{[@*]\}|(?<=[A-Za-z0-9_./-])\$\{?[A-Za-z_]\w*\}?(?=[A-Za-z0-9_./])")
+_BRACED_NAME = re.compile(r"\$\{([A-Za-z_]\w*)\}")
 _BRACES = re.compile(r"\{([^{}\s,]*(?:,[^{}\s,]*)+)\}")
 _SEPARATOR = re.compile(r"&&|\|\||;|(?<![>&<0-9])&(?![>&])|\n|\$\(|`|[(){}]")
 _WRAPPER = re.compile(
     r"""^\s*(?:(?:sudo|doas)(?:\s+-[A-Za-z]*[ugpCDhrtU]\s+\S+|\s+--\w[\w-]*(?:=\S+)?|\s+-[A-Za-z]+)*\s+"""
     r"""|env(?:\s+-\S+|\s+[A-Za-z_]\w*=\S*)*\s+|[A-Za-z_]\w*=\S*\s+"""
-    r"""|(?:nohup|time|exec|command|builtin|eval|then|do|else|if|elif|while|until|!|busybox|unbuffer)\s+"""
+    r"""|(?:nohup|time|exec|command|builtin|eval|then|do|else|if|elif|while|until|!|busybox|unbuffer|set\s+--)\s+|!(?=\S)"""
     r"""|(?:nice|ionice|stdbuf|strace|watch|xargs|setsid|chroot\s+\S+)(?:\s+-\S+(?:\s+\d+)?)*\s+"""
     r"""|timeout(?:\s+-\S+)*\s+\d+\w?\s+"""
     r"""|(?:\S*/)?(?:ba|da|z|k|c|tc|a)?sh(?:\s+-[a-bd-z]+)*\s+-c\s+)"""
@@ -543,6 +544,7 @@ def _undisguised(text: str) -> str:
     text = _ANSI_C.sub(lambda match: _unescaped(match.group(1)), text)
     text = _DEFAULTED.sub(lambda match: match.group(1), text)
     text = _EMPTY_EXPANSION.sub("", text)
+    text = _BRACED_NAME.sub(r"$\1", text)
     return _BRACES.sub(lambda match: match.group(1).replace(",", " "), text)
 
 
