@@ -69,8 +69,17 @@ def test_a_routine_call_is_noted_and_passes(tool: str, arguments: str) -> None:
     flag, neither withheld nor asking for an approval."""
     entry = _judge(_call(tool, arguments))
     assert entry is not None and entry.severity is Severity.MEDIUM
-    (finding,) = check_tool_calls([_call(tool, arguments)], None, CATALOGUE, judge=_judge)
+    name = "run" if tool == "bash" else tool  # `bash` needs an approval for its name alone
+    (finding,) = check_tool_calls([_call(name, arguments)], None, CATALOGUE, judge=_judge)
     assert finding.action is Action.FLAG and finding.signal.endswith("noted")
+
+
+def test_a_rule_only_noting_a_call_gives_way_to_its_name_s_need_of_approval() -> None:
+    call = _call("bash", {"command": "git reset --hard origin/main"})
+    named = CATALOGUE.entry_for("bash")
+    assert named is not None
+    (finding,) = check_tool_calls([call], None, CATALOGUE, judge=_judge)
+    assert finding.action is Action.WITHHOLD and finding.rule == named.id
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,40 @@ def test_a_json_answer_s_destructive_command_is_withheld_and_its_sql_twin_withou
     )
     rules = {finding["rule"] for finding in _found(last_record(proxy), "tool_abuse")}
     assert rules == {"code-recursive-delete-broad", "cmd-sql-destructive"}
+
+
+def test_a_disguised_command_is_withheld_and_quoted_or_scratch_ones_pass(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not streamed, through the OpenAI SDK in enforce mode: `rm` spelled in ANSI-C escapes and a command
+    in the `command` field of a tool of no command name are withheld; a search for `rm -rf /` and a
+    scratch table's drop pass, the drop noted in the record."""
+    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    disguised = {"command": "$'\\x72\\x6d' -rf /"}
+    unlisted = {"command": "r''m -rf ~"}
+    search = {"command": "grep -rn 'rm -rf /' ."}
+    scratch = {"query": "DROP TABLE IF EXISTS tmp_orders"}
+    upstream.reply = Reply(
+        text="",
+        tool_calls=[
+            ToolCallReply("bash", disguised, id="c1"),
+            ToolCallReply("my_tool", unlisted, id="c2"),
+            ToolCallReply("run", search, id="c3"),
+            ToolCallReply("sql", scratch, id="c4"),
+        ],
+        model="m",
+    )
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    functions = [
+        call for call in message.tool_calls or [] if isinstance(call, ChatCompletionMessageFunctionToolCall)
+    ]
+    sent = [(call.function.name, json.loads(call.function.arguments)) for call in functions]
+    assert sent == [("run", search), ("sql", scratch)]
+    assert "`bash` was withheld" in (message.content or "") and "`my_tool` was withheld" in (
+        message.content or ""
+    )
+    found = {finding["rule"]: finding for finding in _found(last_record(proxy), "tool_abuse")}
+    assert set(found) == {"cmd-recursive-delete-broad", "cmd-sql-scratch-table"}
+    assert found["cmd-recursive-delete-broad"]["action"] == "withhold"
+    assert found["cmd-sql-scratch-table"]["action"] == "flag"
+    assert found["cmd-sql-scratch-table"]["severity"] == "medium"

@@ -389,6 +389,12 @@ ApprovalCheck = Callable[[ToolCall], str | None]
 """Whether the turn's approval id lets this destructive call run: None when it does, else why not."""
 
 
+def _only_noted(entry: CatalogueEntry) -> bool:
+    """What a command tool's arguments run is routine enough to pass (a scratch table dropped, a checkout
+    reset) where its rule is below high severity: noted, not withheld, unless the tool's name is."""
+    return entry.by_arguments and SEVERITY_ORDER[entry.severity] < SEVERITY_ORDER[Severity.HIGH]
+
+
 def check_tool_calls(
     calls: Sequence[ToolCall],
     approval_id: str | None,
@@ -399,7 +405,8 @@ def check_tool_calls(
 ) -> list[Finding]:
     """Findings for the destructive calls in a completion (or an MCP ``tools/call``): by name, or where
     ``judge`` reads the arguments of a command tool as destructive, by what they run (first, as the more
-    telling; a role's exemption of the name does not lift it).
+    telling; a role's exemption of the name does not lift it; a rule only noting the call gives way to the
+    name's).
 
     Without an approval id each one is withheld (replaced by :func:`approval_notice` in enforce mode).
     With one, ``approve`` decides: an approved call is recorded as a low-severity note carrying the
@@ -409,7 +416,9 @@ def check_tool_calls(
     findings = []
     presented = (approval_id or "").strip()
     for call in calls:
-        entry = (judge(call) if judge is not None else None) or catalogue.entry_for(call.name, overrides)
+        judged = judge(call) if judge is not None else None
+        named = catalogue.entry_for(call.name, overrides)
+        entry = judged if judged is not None and (named is None or not _only_noted(judged)) else named
         if entry is None:
             continue
         rule, severity, action, extra = entry.id, entry.severity, Action.WITHHOLD, {"tool": call.name}
@@ -418,8 +427,7 @@ def check_tool_calls(
             if entry.by_arguments
             else f"destructive tool {call.name}"
         )
-        if entry.by_arguments and SEVERITY_ORDER[entry.severity] < SEVERITY_ORDER[Severity.HIGH]:
-            # Routine enough to pass (a scratch table dropped, a checkout reset): noted, not withheld.
+        if _only_noted(entry):
             signal, action = f"{subject} noted", Action.FLAG
         elif not presented:
             signal = f"{subject} called without approval"
