@@ -88,6 +88,25 @@ def test_a_streamed_call_whose_name_carries_a_key_is_withheld(run: Run) -> None:
     assert KEY not in json.dumps(record)
 
 
+def _json_answer(upstream: FakeUpstream, calls: list[tuple[str, dict[str, Any]]]) -> tuple[Calls, str]:
+    """A Chat answer calling these tools, as the OpenAI SDK reads it through the proxy: the calls that
+    passed, with their arguments, and the answer's text."""
+    upstream.reply = Reply(
+        text="",
+        tool_calls=[
+            ToolCallReply(name, arguments, id=f"c{number}") for number, (name, arguments) in enumerate(calls)
+        ],
+        model="m",
+    )
+    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
+    called = message.tool_calls or []
+    functions = [call for call in called if isinstance(call, ChatCompletionMessageFunctionToolCall)]
+    assert len(functions) == len(called)
+    return [
+        (call.function.name, json.loads(call.function.arguments)) for call in functions
+    ], message.content or ""
+
+
 def test_a_json_answer_s_destructive_command_is_withheld_and_its_sql_twin_without_where_too(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,24 +115,11 @@ def test_a_json_answer_s_destructive_command_is_withheld_and_its_sql_twin_withou
     proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
     code = {"code": "import shutil, os\nshutil.rmtree(os.path.expanduser('~'))"}
     one_row = {"query": "DELETE FROM users WHERE id = 5"}
-    upstream.reply = Reply(
-        text="",
-        tool_calls=[
-            ToolCallReply("python", code, id="c1"),
-            ToolCallReply("sql", {"query": "DELETE FROM users"}, id="c2"),
-            ToolCallReply("sql", one_row, id="c3"),
-        ],
-        model="m",
+    sent, text = _json_answer(
+        upstream, [("python", code), ("sql", {"query": "DELETE FROM users"}), ("sql", one_row)]
     )
-    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
-    calls = message.tool_calls or []
-    functions = [call for call in calls if isinstance(call, ChatCompletionMessageFunctionToolCall)]
-    assert len(functions) == len(calls)
-    sent = [(call.function.name, json.loads(call.function.arguments)) for call in functions]
     assert sent == [("sql", one_row)]
-    assert "`python` was withheld" in (message.content or "") and "`sql` was withheld" in (
-        message.content or ""
-    )
+    assert "`python` was withheld" in text and "`sql` was withheld" in text
     rules = {finding["rule"] for finding in _found(last_record(proxy), "tool_abuse")}
     assert rules == {"code-recursive-delete-broad", "cmd-sql-destructive"}
 
@@ -125,29 +131,19 @@ def test_a_disguised_command_is_withheld_and_quoted_or_scratch_ones_pass(
     in the `command` field of a tool of no command name are withheld; a search for `rm -rf /` and a
     scratch table's drop pass, the drop noted in the record."""
     proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
-    disguised = {"command": "$'\\x72\\x6d' -rf /"}
-    unlisted = {"command": "r''m -rf ~"}
     search = {"command": "grep -rn 'rm -rf /' ."}
     scratch = {"query": "DROP TABLE IF EXISTS tmp_orders"}
-    upstream.reply = Reply(
-        text="",
-        tool_calls=[
-            ToolCallReply("bash", disguised, id="c1"),
-            ToolCallReply("my_tool", unlisted, id="c2"),
-            ToolCallReply("run", search, id="c3"),
-            ToolCallReply("sql", scratch, id="c4"),
+    sent, text = _json_answer(
+        upstream,
+        [
+            ("bash", {"command": "$'\\x72\\x6d' -rf /"}),
+            ("my_tool", {"command": "r''m -rf ~"}),
+            ("run", search),
+            ("sql", scratch),
         ],
-        model="m",
     )
-    message = openai_client(upstream).chat.completions.create(model="m", messages=ask()).choices[0].message
-    functions = [
-        call for call in message.tool_calls or [] if isinstance(call, ChatCompletionMessageFunctionToolCall)
-    ]
-    sent = [(call.function.name, json.loads(call.function.arguments)) for call in functions]
     assert sent == [("run", search), ("sql", scratch)]
-    assert "`bash` was withheld" in (message.content or "") and "`my_tool` was withheld" in (
-        message.content or ""
-    )
+    assert "`bash` was withheld" in text and "`my_tool` was withheld" in text
     found = {finding["rule"]: finding for finding in _found(last_record(proxy), "tool_abuse")}
     assert set(found) == {"cmd-recursive-delete-broad", "cmd-sql-scratch-table"}
     assert found["cmd-recursive-delete-broad"]["action"] == "withhold"
