@@ -693,7 +693,12 @@ class InjectionDetector:
         # wall clock since the last reading (never less than the CPU time) leaves the budget spent.
         with budget.metered() as meter:
             normalized = normalize(text)
-            for form in normalized.texts + normalized.turned:
+            signals = set(normalized.signals)
+            # A turned form's reading is told only where it found what the text as written does not
+            # hold: a word asking for a turning beside a plain attack says nothing of how it hid.
+            readings: list[str | None] = [None] * len(normalized.texts)
+            readings += normalized.readings
+            for form, reading in zip(normalized.texts + normalized.turned, readings, strict=True):
                 budget.allow(len(form))
                 scanned = self._scanner.scan_metered(form, meter, merge=False)
                 timed_out.update(dict.fromkeys(scanned.timed_out))
@@ -701,7 +706,9 @@ class InjectionDetector:
                     rule = match.rule
                     if rule.id.startswith(INDIRECT_ONLY_RULE_PREFIX) and not indirect:
                         continue
-                    hits[rule.id] = rule.severity
+                    if reading is not None and rule.id not in hits:
+                        signals.add(reading)
+                    hits.setdefault(rule.id, rule.severity)
             if self.classifier is not None and meter.left() <= 0 and budget.left - meter.settle() <= 0:
                 budget.timed_out.setdefault(UNREAD.id, UNREAD)
                 timed_out[UNREAD.id] = None
@@ -709,9 +716,7 @@ class InjectionDetector:
                 score = max(self.classifier.score(form) for form in normalized.texts)
                 if structure is None and self.classifier.needs_structure(source, score):
                     structure = structure_of(text)
-        return _Verdict(
-            tuple(hits.items()), score, tuple(sorted(normalized.signals)), structure, tuple(timed_out)
-        )
+        return _Verdict(tuple(hits.items()), score, tuple(sorted(signals)), structure, tuple(timed_out))
 
     def _flags(self, verdict: _Verdict, source: Source) -> bool:
         return bool(verdict.hits) or self._over_threshold(verdict, source)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import itertools
 import quopri
 import re
 import string
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import ahocorasick_rs
+import numpy as np
 import regex
 
 HIDDEN_CHARACTERS = "hidden_characters"
@@ -74,7 +76,11 @@ _TURN_CUES = (
     "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "backwards", "backward", "right to left",
     "right-to-left", "in reverse", "reverse this", "reverse it", "reverse the text", "reverse each",
     "reverse every", "reversed text", "text reversed", "reverse order", "reversed order", "reversing",
-    "atbash", "last to first", "end to start", "upside down",
+    "atbash", "last to first", "end to start", "upside down", "from the end", "from end to",
+    "places in the alphabet", "positions in the alphabet", "letters in the alphabet", "down the alphabet",
+    "up the alphabet", "back in the alphabet", "along the alphabet", "forward in the alphabet",
+    "letters later", "letters earlier", "letters back", "letters forward", "places back", "places forward",
+    "positions back", "positions forward",
     *(f"rot{joint}{digit}" for joint in ("", "-", " ", "_") for digit in "123456789"),
     "à l'envers", "a l'envers", "à l’envers", "déchiffr", "décod", "décrypt", "renvers", "rückwärts",
     "rueckwaerts",
@@ -89,46 +95,87 @@ is. Looked for as parts of words, so each stem covers its forms ("déchiffr" "d�
 "spiegelverkehrt")."""
 _ASKING_CUES = (
     "decode", "decipher", "decrypt", "unscramble", "descramble", "translate", "flip", "mirror", "invert",
-    "shift", "rotat", "decoding",
+    "shift", "rotat", "decoding", "rot", "reverse", "offset",
 )  # fmt: skip
-"""Words that ask for a turning only where they point at what to turn ("decode this:", "flip the text
-below", "shift each letter by 3"): as a word alone they are every codec's and editor's documentation."""
+"""Words that ask for a turning only where they start a word and point at what to turn ("decode this:",
+"flip the text below", "shift each letter by 3", "rotated by three", "rot -5"): as a word alone they
+are every codec's and editor's documentation."""
+_UNITS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+)  # fmt: skip
+_NUMBER_WORDS = {word: value for value, word in enumerate(_UNITS)} | {
+    f"twenty{joint}{word}": 20 + value
+    for joint in ("-", " ", "")
+    for value, word in enumerate(_UNITS[1:6], 1)
+}
+"""Shifts written as words ("a shift of three", "shifted back by twenty-one")."""
+_AMOUNT = r"(?:\d{1,2}\b|\b(?:" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")\b)"
+_NUMBER = r"(?:[-−]\s?)?" + _AMOUNT
 _POINTING = re.compile(
-    r"(?:s|d|ed|ing|ped|ping|red|ring|ion)?\s*(?::|\b(?:this|that|it|these|those|following|below|above"
-    r"|here|each|every|all|and|then|from|back|backwards?|letters?|by\s+\d|the\s+(?:following|text"
-    r"|message|string|line|words?|sentence|letters?|characters?|instructions?|note|payload))\b)"
+    r"(?:s|d|e|es|ed|ing|ped|ping|red|ring|ion|ions|al)?\s*(?::|=|"
+    + _NUMBER
+    + r"|\b(?:this|that|it|these|those|following|below|above|here|each|every|all|and|then|from|back"
+    r"|backwards?|letters?|by|of|left|right|forwards?|down|up|minus|negative|key|places|positions|steps"
+    r"|the\s+(?:following|text|message|string|line|words?|sentence|letters?|characters?|instructions?"
+    r"|note|payload|alphabet))\b)"
 )
-"""What follows a word of ``_ASKING_CUES`` that asks for a turning: an ending, then what it points at."""
+"""What follows a word of ``_ASKING_CUES`` that asks for a turning: an ending, then what it points at
+(something to turn, a direction or an amount)."""
 _ACROSTIC_CUES = (
     "first letter", "first character", "initial letter", "initials of", "acrostic", "first word of each",
     "first words of", "première lettre", "premières lettres", "acrostiche", "anfangsbuchstaben",
     "ersten buchstaben", "akrostichon", "primera letra", "primeras letras", "acróstico", "primeira letra",
     "primeiras letras", "prima lettera", "prime lettere", "acrostico", "первые буквы", "первая буква",
-    "первых букв", "акростих", "首字母", "第一个字", "藏头", "頭文字", "最初の文字",
+    "первых букв", "акростих", "首字母", "第一个字", "藏头", "頭文字", "最初の文字", "last letter",
+    "last character", "final letter", "final character", "ending letter", "end letter", "last word of each",
+    "last words of", "letter of each", "letters of each", "letter of every", "letters of every",
+    "dernière lettre", "dernières lettres", "letzten buchstaben", "letzte buchstabe", "última letra",
+    "últimas letras", "ultima lettera", "ultime lettere", "последние буквы", "последняя буква",
+    "последних букв", "最后一个字", "尾字", "最後の文字",
 )  # fmt: skip
-"""Words that ask a reader to read the heads of lines in a row: an acrostic is read only where a text
-asks for it, as a turning is."""
+"""Words that ask a reader to read the heads or tails of lines, sentences or words in a row: an
+acrostic is read only where a text asks for it, as a turning is."""
 _CUE_WORDS = _TURN_CUES + _ASKING_CUES + _ACROSTIC_CUES
 _ASCII_CUE_WORDS = tuple(cue for cue in _CUE_WORDS if cue.isascii())
-_CUES = ahocorasick_rs.AhoCorasick(_CUE_WORDS, implementation=ahocorasick_rs.Implementation.DFA)
+# The longest cue at a place: "rotate" is the asking "rotat", which points past its ending, not "rot".
+_CUES = ahocorasick_rs.AhoCorasick(
+    _CUE_WORDS,
+    matchkind=ahocorasick_rs.MatchKind.LeftmostLongest,
+    implementation=ahocorasick_rs.Implementation.DFA,
+)
 _ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
-    [cue.encode("ascii") for cue in _ASCII_CUE_WORDS], implementation=ahocorasick_rs.Implementation.DFA
+    [cue.encode("ascii") for cue in _ASCII_CUE_WORDS],
+    matchkind=ahocorasick_rs.MatchKind.LeftmostLongest,
+    implementation=ahocorasick_rs.Implementation.DFA,
 )
 _ASKS_ACROSTIC = frozenset(_ACROSTIC_CUES)
 _ASKS_IF_POINTING = frozenset(_ASKING_CUES)
-_SHIFT_NAMED = re.compile(r"\b(?:rot|shift|caesar|rotate)[^.\n\d]{0,24}?(\d{1,2})\b")
-"""A shift a text names by number ("shift each letter by 3", "rot-5", "caesar cipher, key 7")."""
+_SHIFT_NAMED = re.compile(
+    r"\b(?:rot|shift|caesar|rotat|offset|key|mov|advanc|places|positions|letters)[^.\n\d]{0,24}?("
+    + _NUMBER
+    + r")"
+    + r"|("
+    + _AMOUNT
+    + r")\s*(?:places|positions|letters|steps)\b"
+)
+"""A shift a text names, in digits or words, either sign ("shift each letter by 3", "rot-5", "caesar
+cipher, key 7", "a shift of three", "shifted back by twenty-one", "moved five places")."""
 _DEFAULT_SHIFT = 3
 """Caesar's own shift, which a model assumes where a text names none."""
 _ATBASH_TABLE = str.maketrans(string.ascii_lowercase, string.ascii_lowercase[::-1])
-_LEET = str.maketrans("013457@$", "oieastas")
-_LEET_RUN = re.compile(r"[g-z][013457@$]+[a-z]|[a-z][013457@$]+[g-z]")
+_LEET_SIGNS = "013457@$!|"
+_LEET = str.maketrans(_LEET_SIGNS, "oieastasil")
+_LEET_OTHER = str.maketrans("1|", "li")
+"""The other letter each ambiguous sign stands for ("a11" all, "|gnore" ignore): a word takes it where
+only it spells a word of ``_GLUED_WORDS`` (``_leet_word``)."""
+_LEET_RUN = re.compile(r"[g-z][013457@$!|]+[a-z]|[a-z][013457@$!|]+[g-z]")
 """Digits or signs standing for letters inside a word ("pr3v10us"), which a model reads unasked; a letter
 beside them past ``f``, so that hex digests are no leetspeak."""
 LEET_RUNS = 2
 """A single one is a version string or a name (ipv4, s3, log4j), read as it is."""
 _LEET_SHAPES = bytes(
-    ord("a") if chr(byte) in string.ascii_lowercase else ord("1") if chr(byte) in "013457@$" else ord(" ")
+    ord("a") if chr(byte) in string.ascii_lowercase else ord("1") if chr(byte) in _LEET_SIGNS else ord(" ")
     for byte in range(256)
 )
 """An ASCII text's lower-case letters as ``a``, its leet signs as ``1``, anything else a space."""
@@ -220,8 +267,12 @@ class Normalized:
     texts: tuple[str, ...]
     signals: frozenset[str]
     turned: tuple[str, ...] = ()
-    """``texts[0]`` as a reader undoing a turning reads it (``turned``): for phrase rules, which noise
+    """``texts`` as a reader undoing a turning reads them (``turned``): for phrase rules, which noise
     does not match, not for a classifier, which has not learnt what noise is."""
+    readings: tuple[str, ...] = ()
+    """The reading each of ``turned`` is (``TURNED``, ``LEETSPEAK``, ``ACROSTIC``, ``LETTER_SPACING``): a
+    word asking for a turning is no obfuscation, so a reading's signal is the text's only where a rule
+    finds in that reading what its plain forms do not hold."""
 
     @property
     def text(self) -> str:
@@ -231,23 +282,60 @@ class Normalized:
 def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
     """Normalise ``text`` and every encoded segment in it (to ``max_depth`` levels)."""
     texts: list[str] = []
+    originals: list[str] = []
     signals: set[str] = set()
     budget = [MAX_DECODED_CHARS]
-    _normalize_into(text, max_depth, texts, signals, budget)
-    forms = tuple(form for text in texts for form in turned(text, signals))
-    return Normalized(tuple(texts), frozenset(signals), forms)
+    _normalize_into(text, max_depth, texts, originals, signals, budget)
+    read = [
+        reading
+        for plain, original in zip(texts, originals, strict=True)
+        for reading in turned(plain, signals, original)
+    ]
+    return Normalized(
+        tuple(texts), frozenset(signals), tuple(form for _, form in read), tuple(name for name, _ in read)
+    )
 
 
-def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
-    """``plain`` (in normal form) as a reader undoing a turning reads it: around each word asking for one
-    (``TURN_REACH`` each way), undone from ROT13, from Atbash, from a Caesar shift (the one it names, else
-    Caesar's own, each way) where it speaks of shifts, read backwards and read with each word backwards;
-    around its leetspeak (``LEET_REACH``), where it holds enough of it (``LEET_RUNS``), read as letters;
-    the first letters and words of its lines read in a row (an acrostic), where it asks for that. Every
-    window of a kind is read, joined into one span: no number of decoy cues puts a later one out of
-    reach, and the span is never longer than the text, so each character is read a fixed number of times
-    more at most."""
-    forms: list[str] = []
+def turned(plain: str, signals: set[str], original: str | None = None) -> list[tuple[str, str]]:
+    """``plain`` (in normal form; ``original`` before it was case-folded and its spaced letters joined)
+    as a reader undoing a turning reads it, each reading with its signal: around each word asking for one
+    (``TURN_REACH`` each way), undone from ROT13, from ROT47 (``original``'s, whose case it needs), from
+    Atbash, from the Caesar shifts it names (in digits or words, each way; else Caesar's own where it
+    speaks of shifts), from the shift each piece's letters say they are in (``_guessed_shifts``), read
+    backwards and read with each word backwards; around its leetspeak (``LEET_REACH``), where it holds
+    enough of it (``LEET_RUNS``), read as letters; the first and last letters and words of its lines,
+    sentences and words read in a row (an acrostic), where it asks for that. Every window of a kind is
+    read, joined into one span: no number of decoy cues puts a later one out of reach, and the span is
+    never longer than the text, so each character is read a fixed number of times more at most."""
+    read: list[tuple[str, str]] = []
+    cues, asks_acrostic = _cue_spans(plain)
+    if cues:
+        span = _span(plain, cues, TURN_REACH)
+        words_backwards = " ".join(word[::-1] for word in span.split(" "))
+        forms = [span.translate(ROT13_TABLE), span[::-1], words_backwards, span.translate(_ATBASH_TABLE)]
+        forms += [span.translate(_SHIFT_TABLES[shift]) for shift in _named_shifts(span)]
+        # Two grids of pieces half a piece apart: a short shifted sentence fills most of a piece of one.
+        forms += [_guessed_shifts(span), _guessed_shifts(span, GUESS_PIECE // 2)]
+        if original is not None and original.isascii():
+            # ROT47 turns upper and lower case apart: it is undone on the text as written.
+            same = len(original) == len(plain)
+            source = _span(original, cues if same else _cue_spans(original.lower())[0], TURN_REACH)
+            forms.append(source.translate(_ROT47_TABLE).casefold())
+        read += [(TURNED, form) for form in forms if form]
+    runs = _leet_runs(plain, plain.encode("ascii") if plain.isascii() else None)
+    if len(runs) >= LEET_RUNS:
+        read.append((LEETSPEAK, _as_letters(_span(plain, runs, LEET_REACH))))
+    if LETTER_SPACING in signals:
+        read += [(LETTER_SPACING, unglued(word)) for word in _glued_words(plain)]
+    acrostic = _acrostic(plain) if asks_acrostic else ""
+    if acrostic:
+        read.append((ACROSTIC, acrostic))
+    return read
+
+
+def _cue_spans(plain: str) -> tuple[list[tuple[int, int]], bool]:
+    """Where ``plain`` asks for a turning (a word of ``_TURN_CUES``, or one of ``_ASKING_CUES`` that
+    starts a word and points at something, ``_POINTING``), and whether it asks for an acrostic."""
     ascii_text = plain.encode("ascii") if plain.isascii() else None
     words, found = (
         (_ASCII_CUE_WORDS, _ASCII_CUES.find_matches_as_indexes(ascii_text))
@@ -258,25 +346,82 @@ def turned(plain: str, signals: set[str]) -> tuple[str, ...]:
         (start, end)
         for index, start, end in found
         if words[index] not in _ASKS_ACROSTIC
-        and (words[index] not in _ASKS_IF_POINTING or _POINTING.match(plain, end))
+        and (
+            words[index] not in _ASKS_IF_POINTING
+            or ((start == 0 or not plain[start - 1].isalpha()) and _POINTING.match(plain, end))
+        )
     ]
-    if cues:
-        span = _span(plain, cues, TURN_REACH)
-        words_backwards = " ".join(word[::-1] for word in span.split(" "))
-        forms += [span.translate(ROT13_TABLE), span[::-1], words_backwards, span.translate(_ATBASH_TABLE)]
-        forms += [_shifted(span, shift) for shift in _named_shifts(span)]
-        signals.add(TURNED)
-    runs = _leet_runs(plain, ascii_text)
-    if len(runs) >= LEET_RUNS:
-        forms.append(_span(plain, runs, LEET_REACH).translate(_LEET))
-        signals.add(LEETSPEAK)
-    if LETTER_SPACING in signals:
-        forms += [unglued(word) for word in _glued_words(plain)]
-    acrostic = _acrostic(plain) if any(words[index] in _ASKS_ACROSTIC for index, _, _ in found) else ""
-    if acrostic:
-        forms.append(acrostic)
-        signals.add(ACROSTIC)
-    return tuple(forms)
+    return cues, any(words[index] in _ASKS_ACROSTIC for index, _, _ in found)
+
+
+_ROT47_TABLE = str.maketrans({code: 33 + (code - 33 + 47) % 94 for code in range(33, 127)})
+_SHIFT_TABLES = [
+    str.maketrans(string.ascii_lowercase, string.ascii_lowercase[-shift:] + string.ascii_lowercase[:-shift])
+    for shift in range(26)
+]
+"""Each shift's table: a letter moved that many places back in the alphabet, so that a text written
+shifted forward by it reads plain."""
+_ENGLISH_LETTERS = np.log(
+    [8.2, 1.5, 2.8, 4.3, 12.7, 2.2, 2.0, 6.1, 7.0, 0.15, 0.77, 4.0, 2.4, 6.7, 7.5, 1.9, 0.095, 6.0, 6.3,
+     9.1, 2.8, 0.98, 2.4, 0.15, 2.0, 0.074]
+)  # fmt: skip
+"""The log of each letter's frequency in English text, in percent."""
+_SHIFT_LIKELIHOODS = np.array(
+    [[_ENGLISH_LETTERS[(letter - shift) % 26] for shift in range(26)] for letter in range(26)]
+)
+"""For a letter as written (row) and a shift (column), how English that letter reads shifted back."""
+GUESS_PIECE = 64
+"""Characters of a span whose shift is guessed together: enough letters to tell English apart, few
+enough that a shifted sentence inside plain prose has pieces of its own."""
+_MIN_GUESS_LETTERS = 16
+
+
+def _guessed_shifts(span: str, offset: int = 0) -> str:
+    """``span`` with each piece (``GUESS_PIECE`` characters, the first ``offset`` shorter) shifted back by
+    the shift under which its letters read most like English (0 for plain text), where it holds
+    ``_MIN_GUESS_LETTERS``: a Caesar shift read whatever words name it, or none do, as a model reads it.
+    Nothing where no piece is shifted. One count of the letters and one product of arrays, whatever the
+    span's length."""
+    codes = np.frombuffer(span.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    letters = np.flatnonzero((codes >= ord("a")) & (codes <= ord("z")))
+    pieces = (len(codes) + offset) // GUESS_PIECE + 1
+    counts = np.bincount(
+        (letters + offset) // GUESS_PIECE * 26 + (codes[letters] - ord("a")), minlength=pieces * 26
+    ).reshape(pieces, 26)
+    shifts = np.argmax(counts @ _SHIFT_LIKELIHOODS, axis=1)
+    shifts[counts.sum(axis=1) < _MIN_GUESS_LETTERS] = 0
+    if not shifts.any():
+        return ""
+    # A piece that reads plain beside a shifted one takes its shift: shifted text that starts or ends
+    # inside a piece of plain prose is read from its first letter to its last.
+    plain = shifts == 0
+    shifts[:-1][plain[:-1]] = shifts[1:][plain[:-1]]
+    shifts[1:][plain[1:]] = np.maximum(shifts[1:][plain[1:]], shifts[:-1][plain[1:]])
+    bounds = [0, *range(GUESS_PIECE - offset, len(span), GUESS_PIECE), len(span)]
+    return "".join(
+        span[low:high].translate(_SHIFT_TABLES[shift])
+        for low, high, shift in zip(bounds, bounds[1:], shifts.tolist(), strict=False)
+    )
+
+
+_LEET_WORD = re.compile(r"[a-z" + re.escape(_LEET_SIGNS) + r"]+")
+
+
+def _as_letters(span: str) -> str:
+    """``span``'s leetspeak read as letters, each word whose signs are ambiguous (``1``, ``|``) as the
+    reading that spells a word of ``_GLUED_WORDS`` where only the other one does."""
+    if not any(sign in span for sign in "1|"):
+        return span.translate(_LEET)
+    return _LEET_WORD.sub(_leet_word, span)
+
+
+def _leet_word(match: re.Match[str]) -> str:
+    word = match.group()
+    read = word.translate(_LEET)
+    if read in _GLUED_VOCABULARY or not any(sign in word for sign in "1|"):
+        return read
+    other = word.translate(_LEET_OTHER).translate(_LEET)
+    return other if other in _GLUED_VOCABULARY else read
 
 
 def _span(plain: str, spans: list[tuple[int, int]], reach: int) -> str:
@@ -284,11 +429,9 @@ def _span(plain: str, spans: list[tuple[int, int]], reach: int) -> str:
     return "\n".join(plain[start:end] for start, end in _windows(spans, len(plain), reach))
 
 
-_LINE_HEAD = re.compile(r"\n[\W\d_]*+([^\W\d_]+)")
-"""A line's first word, past bullets, numbers, indentation and blank lines: led by its line break, which
-the search skips to, where a search for a line's start tries every place."""
 ACROSTIC_LINES = 3
-"""Lines whose heads are read in a row, at least: fewer hold no instruction of words one a line."""
+"""Lines or sentences whose heads and tails are read in a row, at least: fewer hold no instruction of
+words one a line."""
 _GLUED_WORDS = (
     "ignore", "disregard", "forget", "override", "bypass", "skip", "drop", "abandon", "reveal", "print",
     "show", "output", "repeat", "tell", "send", "give", "write", "say", "reply", "respond", "leak",
@@ -347,19 +490,29 @@ instruction ("unrestricted", "instructions") with a short one glued on."""
 
 
 def _acrostic(plain: str) -> str:
-    """The first words of ``plain``'s lines in a row, and their first letters read as words, where the
-    lines are ``ACROSTIC_LINES`` or more and the letters or words hold a word that starts an
-    instruction; else nothing."""
-    if plain.count("\n") < ACROSTIC_LINES - 1:
-        return ""
-    heads = _LINE_HEAD.findall("\n" + plain)
-    if len(heads) < ACROSTIC_LINES:
-        return ""
-    letters = "".join(head[0] for head in heads)
-    words = " ".join(heads)
-    if not _GLUED_TRIGGERS.find_matches_as_indexes(letters + " " + words):
-        return ""
-    return f"{words}\n{unglued(letters)}"
+    """The heads and tails of ``plain`` in a row: the first and the last words of its lines and of its
+    sentences (where they are ``ACROSTIC_LINES`` or more), those that hold a word that starts an
+    instruction, and the first and last letters of those and of its words, read as words (``unglued``,
+    in one reading, so bounded as one); else nothing."""
+    words = _LETTER_WORD.findall(plain)
+    letters = ["".join(word[0] for word in words), "".join(word[-1] for word in words)]
+    rows = []
+    for pieces in (plain.split("\n"), _SENTENCE_BREAK.split(plain)):
+        if len(pieces) < ACROSTIC_LINES:
+            continue
+        found = [piece_words for piece in pieces if (piece_words := _LETTER_WORD.findall(piece))]
+        if len(found) < ACROSTIC_LINES:
+            continue
+        heads, tails = [piece[0] for piece in found], [piece[-1] for piece in found]
+        rows += [" ".join(heads), " ".join(tails)]
+        letters += ["".join(head[0] for head in heads), "".join(tail[-1] for tail in tails)]
+    read = [row for row in rows if _GLUED_TRIGGERS.find_matches_as_indexes(row)]
+    return "\n".join([*read, unglued(" ".join(letters))]).strip()
+
+
+_LETTER_WORD = re.compile(r"[^\W\d_]+")
+_SENTENCE_BREAK = re.compile(r"[.!?;。！？]+(?:\s+|$)|\n")
+"""Where a sentence ends: its mark and the space after it, or a line break."""
 
 
 def unglued(letters: str) -> str:
@@ -398,9 +551,12 @@ def _segmented(letters: str) -> str:
 
 
 def _named_shifts(span: str) -> list[int]:
-    """The Caesar shifts ``span`` may be written in, each way: the ones it names by number, else
+    """The Caesar shifts ``span`` may be written in, each way: the ones it names (``_SHIFT_NAMED``), else
     Caesar's own where it speaks of shifts at all. ROT13 (its own inverse) is read already."""
-    named = {int(number) % 26 for number in _SHIFT_NAMED.findall(span)[:MAX_NAMED_SHIFTS]}
+    named = set()
+    for match in itertools.islice(_SHIFT_NAMED.finditer(span), MAX_NAMED_SHIFTS):
+        amount = (match.group(1) or match.group(2)).lstrip("-− ")
+        named.add((int(amount) if amount.isdigit() else _NUMBER_WORDS[amount]) % 26)
     if not named and any(word in span for word in _SHIFT_WORDS):
         named = {_DEFAULT_SHIFT}
     return sorted({turn for shift in named for turn in (shift, 26 - shift)} - {0, 13, 26})
@@ -408,18 +564,13 @@ def _named_shifts(span: str) -> list[int]:
 
 _SHIFT_WORDS = ("caesar", "shift", "cipher", "rot", "rotate")
 MAX_NAMED_SHIFTS = 4
-"""Shifts named by number read, at most, the first a text names: each is two more readings of its
-windows."""
+"""Shifts named read, at most, the first a text names: each is two more readings of its windows; a
+shift past them (behind decoys) is read by ``_guessed_shifts``."""
 
 
-def _shifted(text: str, shift: int) -> str:
-    """``text`` with each ASCII letter moved ``shift`` places back in the alphabet: written shifted
-    forward by ``shift``, it reads plain."""
-    letters = string.ascii_lowercase
-    return text.translate(str.maketrans(letters, letters[-shift:] + letters[:-shift]))
-
-
-def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], budget: list[int]) -> None:
+def _normalize_into(
+    text: str, depth: int, texts: list[str], originals: list[str], signals: set[str], budget: list[int]
+) -> None:
     if text.isascii():
         smuggled = ""
         visible = folded = text
@@ -444,15 +595,18 @@ def _normalize_into(text: str, depth: int, texts: list[str], signals: set[str], 
     if despaced != plain:
         signals.add(LETTER_SPACING)
     texts.append(despaced)
+    originals.append(folded)
     if smuggled.strip():
         signals.add(TAG_CHARACTERS)
-        texts.append(despace(fold_homoglyphs(unicodedata.normalize("NFKC", smuggled)).casefold()))
+        hidden = fold_homoglyphs(unicodedata.normalize("NFKC", smuggled))
+        texts.append(despace(hidden.casefold()))
+        originals.append(hidden)
     for segment in decoded:
         if len(texts) >= MAX_SEGMENTS or budget[0] <= 0:
             break
         segment = segment[: budget[0]]
         budget[0] -= len(segment)
-        _normalize_into(segment, depth - 1, texts, signals, budget)
+        _normalize_into(segment, depth - 1, texts, originals, signals, budget)
 
 
 def _leet_runs(plain: str, ascii_text: bytes | None) -> list[tuple[int, int]]:
@@ -736,8 +890,8 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             yield BASE64, decoded
             continue
         run = encoded[start:end]
-        if run.isupper() and not run.translate(None, _BASE32_DIGITS):
-            decoded = _decode_base32(run.decode("ascii"))
+        if (run.isupper() or run.islower()) and not run.upper().translate(None, _BASE32_DIGITS):
+            decoded = _decode_base32(run.upper().decode("ascii"))
             if decoded is not None:
                 yield BASE32, decoded
                 continue
@@ -748,20 +902,23 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             if decoded is not None:
                 yield BASE58, decoded
     for start, end in _runs(encoded, _HEX_OR_SEPARATOR, 2 * _MIN_HEX_PAIRS):
-        if encoded.find(b"-", start, end) >= 0 and encoded.find(b".", start, end) >= 0:
-            for match in _MORSE_RUN.finditer(encoded, start, end):
-                decoded = _decode_morse(match.group().decode("ascii"))
-                if decoded is not None:
-                    yield MORSE, decoded
         for match in _HEX_CANDIDATE.finditer(encoded, start, end):
             decoded = _decode_hex(match.group().decode("ascii"))
             if decoded is not None:
                 yield HEX, decoded
         if end - start >= _MIN_BINARY:
-            for match in _BINARY_OCTETS.finditer(encoded, start, end):
-                decoded = _as_text(bytes(int(octet, 2) for octet in _OCTET.findall(match.group())))
+            for match in _BINARY_RUN.finditer(encoded, start, end):
+                decoded = _decode_binary(match.group())
                 if decoded is not None:
                     yield BINARY_DIGITS, decoded
+    plain_signs = text.isascii() and "_" not in text
+    signs = encoded if plain_signs else text.translate(_MORSE_SIGNS).encode("utf-8", "surrogatepass")
+    for start, end in _runs(signs, _MORSE_ALPHABET, _MIN_MORSE):
+        if signs.find(b"-", start, end) >= 0 and signs.find(b".", start, end) >= 0:
+            for match in _MORSE_RUN.finditer(signs, start, end):
+                decoded = _decode_morse(match.group().decode("ascii"))
+                if decoded is not None:
+                    yield MORSE, decoded
 
 
 def _decoded_segments(text: str, signals: set[str]) -> list[str]:
@@ -800,6 +957,10 @@ def _spelt_segments(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
         decoded = _decode_uu(block.group(1))
         if decoded is not None:
             yield UUENCODE, decoded
+    for lines in _uu_blocks(text):
+        decoded = _decode_uu(lines)
+        if decoded is not None:
+            yield UUENCODE, decoded
 
 
 # Three "=XX" in a row: quoted-printable of text that is not plain ASCII (or written so on purpose).
@@ -808,10 +969,17 @@ _NUMERIC_ENTITY = r"&#(?:[xX][0-9a-fA-F]{1,6}|[0-9]{1,7});?\s?"
 _NUMERIC_ENTITIES = re.compile(f"{_NUMERIC_ENTITY}(?:{_NUMERIC_ENTITY}){{2,}}")
 """Three numeric character references or more in a row, led by one's literal, which the search skips
 ahead to."""
-_MIN_BINARY = 6 * 8
-_BINARY_OCTETS = re.compile(rb"(?<![01])(?:[01]{8}[ ,]?){6,}(?![01])")
-_OCTET = re.compile(rb"[01]{8}")
+_MIN_BINARY = 6 * 7
+_BINARY_RUN = re.compile(rb"(?<![0-9])(?:0b)?[01]+(?:[ ,]{1,2}(?:0b)?[01]+)*(?![0-9])")
+"""Binary digits, in groups a space or a comma apart (each maybe led by ``0b``) or in one run, with no
+choice but where a group ends, so the search backtracks a group at most."""
+_BINARY_GROUP = re.compile(rb"(?:0b)?([01]+)")
 _BASE32_DIGITS = (string.ascii_uppercase + "234567").encode()
+_MORSE_SIGNS = str.maketrans(dict.fromkeys("·•∙⋅●・", ".") | dict.fromkeys("−—–‒―‐‑_", "-"))
+"""The dots and dashes morse is written with past ASCII (middle dots, bullets, minus signs, dashes) and
+the underscore, as ``.`` and ``-``."""
+_MORSE_ALPHABET = _byte_table(".-/| ")
+_MIN_MORSE = 24
 _MORSE_RUN = re.compile(rb"[.\-/| ]{24,}")
 _MORSE = {
     ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h",
@@ -824,6 +992,31 @@ _MORSE_WORDS = re.compile(r"\s*[/|]\s*|\s{2,}")
 _UUENCODED = re.compile(r"begin [0-7]{3,4} [^\n]*\n((?:[!-`][ -`]*\n){1,2048})")
 """A uuencoded file: its header, then lines each led by its length. Led by the header's literal, which
 the search skips ahead to."""
+_UU_LINE = re.compile(r"^[!-M][ -`]{4,60}$", re.MULTILINE)
+"""A line that may be uuencoded: a length (1 to 45 bytes), then the characters of the encoding (no
+lower-case letter, which rules out prose at its first word)."""
+
+
+def _uu_blocks(text: str) -> Iterator[str]:
+    """Runs of uuencoded lines without a file's header: each line as long as its length says (its
+    trailing spaces possibly trimmed), the lines of a run in a row. Led by a line start, whose search
+    stops at the first lower-case letter of each line of prose."""
+    block: list[str] = []
+    end = -1
+    for line in _UU_LINE.finditer(text):
+        body = len(line.group()) - 1
+        size = ord(line.group()[0]) - 32
+        if not (size * 4 + 2) // 3 <= body <= (size + 2) // 3 * 4:
+            continue
+        if block and line.start() != end + 1:
+            yield "\n".join(block)
+            block = []
+        block.append(line.group())
+        end = line.end()
+    if block:
+        yield "\n".join(block)
+
+
 _BASE58_NAMED = regex.compile(r"58(?<=(?:base[ _-]?|\bb)58)", regex.IGNORECASE)
 """Base58 (Bitcoin's alphabet) is read only where a text names it: its alphabet is every identifier's."""
 _BASE58_DIGITS = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -858,6 +1051,26 @@ def _decode_morse(run: str) -> str | None:
         words.append("".join(letter for letter in letters if letter))
     decoded = " ".join(word for word in words if word)
     return decoded if len(decoded) >= 8 else None
+
+
+def _decode_binary(run: bytes) -> str | None:
+    """Binary digits as text: groups (a space or comma apart) each a byte, leading zeros dropped or not;
+    one run of them cut in octets, else in 7-bit groups (ASCII's), whichever reads as text."""
+    groups = _BINARY_GROUP.findall(run)
+    if len(groups) > 1:
+        if len(groups) < _MIN_BINARY_GROUPS or max(map(len, groups)) > 8:
+            return None
+        return _as_text(bytes(int(group, 2) for group in groups))
+    digits = groups[0]
+    for width in (8, 7):
+        if len(digits) % width == 0:
+            decoded = _as_text(bytes(int(digits[at : at + width], 2) for at in range(0, len(digits), width)))
+            if decoded is not None:
+                return decoded
+    return None
+
+
+_MIN_BINARY_GROUPS = 6
 
 
 def _decode_uu(lines: str) -> str | None:
