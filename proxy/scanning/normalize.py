@@ -56,6 +56,7 @@ BASE58 = "base58"
 BINARY_DIGITS = "binary_digits"
 MORSE = "morse"
 UUENCODE = "uuencode"
+CHARACTER_CODES = "character_codes"
 
 MAX_DEPTH = 2
 """Decoded segments are normalised again, down to this many levels (base64 inside base64, ...)."""
@@ -883,6 +884,7 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
     octets and morse, whose characters the hex runs' alphabet holds, so that each alphabet costs one
     pass over the text."""
     names_base58: bool | None = None
+    names_codes: bool | None = None
     for start, end in _runs(encoded, _BASE64_ALPHABET, _MIN_BASE64):
         candidate = _base64_candidate(encoded, start, end)
         decoded = _decode_base64(candidate) if candidate is not None else None
@@ -906,6 +908,13 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _decode_hex(match.group().decode("ascii"))
             if decoded is not None:
                 yield HEX, decoded
+        if names_codes is None:
+            names_codes = _CODES_NAMED.search(text) is not None
+        if names_codes:
+            for match in _DECIMAL_CODES.finditer(encoded, start, end):
+                decoded = _decode_decimal(match.group())
+                if decoded is not None:
+                    yield CHARACTER_CODES, decoded
         if end - start >= _MIN_BINARY:
             for match in _BINARY_RUN.finditer(encoded, start, end):
                 decoded = _decode_binary(match.group())
@@ -953,6 +962,11 @@ def _spelt_segments(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _as_text(html.unescape(run.group()).encode("utf-8", "surrogatepass"))
             if decoded is not None:
                 yield HTML_ENTITIES, decoded
+    if "\\" in text:
+        for run in _OCTAL_ESCAPES.finditer(text):
+            decoded = _as_text(bytes(int(code, 8) for code in run.group().split("\\")[1:]))
+            if decoded is not None:
+                yield CHARACTER_CODES, decoded
     for block in _UUENCODED.finditer(text):
         decoded = _decode_uu(block.group(1))
         if decoded is not None:
@@ -1015,6 +1029,24 @@ def _uu_blocks(text: str) -> Iterator[str]:
         end = line.end()
     if block:
         yield "\n".join(block)
+
+
+_DECIMAL_CODES = re.compile(rb"(?<![0-9.])[0-9]{2,3}(?:[ ,;]{1,2}[0-9]{2,3}){5,}(?![0-9.])")
+"""Six or more numbers of two or three digits a space, comma or semicolon apart: characters' decimal
+codes, read where the text names them (``_CODES_NAMED``), as tables of numbers are every report's."""
+_CODES_NAMED = re.compile(
+    r"ascii|decimal|char(?:acter)?[ _-]?codes?|code ?points?|fromcharcode|\bchr\b|\bord\b|unicode values?",
+    re.IGNORECASE,
+)
+_OCTAL_ESCAPES = re.compile(r"(?:\\[0-3][0-7]{2}){6,}")
+"""Six or more octal escapes in a row (``\\151\\147``), as C, Python and shells write bytes."""
+
+
+def _decode_decimal(run: bytes) -> str | None:
+    codes = [int(code) for code in re.findall(rb"[0-9]+", run)]
+    if max(codes) > 0x10FFFF:
+        return None
+    return _as_text("".join(map(chr, codes)).encode("utf-8", "surrogatepass"))
 
 
 _BASE58_NAMED = regex.compile(r"58(?<=(?:base[ _-]?|\bb)58)", regex.IGNORECASE)
