@@ -12,7 +12,9 @@ and benign prompts full of trigger words (NotInject, synthetic, requests about i
 scanned as user input. Attacks: BIPIA train-split attacks and
 synthetic multilingual hijacks planted in those same carriers the way each carrier hides text (a line, a
 code comment or docstring, a JSON string value, a markdown or HTML comment), per carrier family; bare
-attack instructions; direct hijacks typed by a user. Classifier scores are cross-validated: each item is
+attack instructions; direct hijacks typed by a user; English hijacks in each disguise a model reads
+through (bench/carriers.py ``DISGUISES``), planted in carriers, outside the totals so that the
+figures stay comparable. Classifier scores are cross-validated: each item is
 scored by a fold model that never saw its attack family, its carrier's source file or generated series,
 with thresholds picked on the other folds' out-of-fold scores (the indirect one keeps every tool-result
 family at or under 1 % there), so false-positive rates are held out as well as recall. These are dev
@@ -48,6 +50,10 @@ class Case:
     group: str
 
 
+DISGUISED_PER_KIND = 20
+"""English hijacks hidden in each way of ``carriers.DISGUISES``, each planted in a benign tool result."""
+
+
 def injection_cases(data: Path, folds: int) -> dict[str, tuple[bool, list[Case]]]:
     """Named evaluation sets: (is attack, cases)."""
     rng = random.Random(training.SEED)  # noqa: S311 - the carriers training generated, nothing secret
@@ -79,6 +85,23 @@ def injection_cases(data: Path, folds: int) -> dict[str, tuple[bool, list[Case]]
         True,
         [Case(example.text, Source.USER, example.group) for example in training.synth_attacks(rng, 30)],
     )
+    # Their own generator, so that the sets above and below are those the figures always read.
+    disguise_rng = random.Random(training.SEED + 3)  # noqa: S311 - reproducible disguises, nothing secret
+    english = [
+        example for example in training.synth_attacks(disguise_rng, 10) if example.group.endswith("-en")
+    ]
+    for name, disguise in carriers.DISGUISES.items():
+        sets[f"disguised: {name}"] = (
+            True,
+            [
+                Case(
+                    carriers.plant(rng.choice(benign), disguise(example.text), rng)[0],
+                    Source.TOOL_RESULT,
+                    example.group,
+                )
+                for example in english[:DISGUISED_PER_KIND]
+            ],
+        )
     sets["NotInject benign (user)"] = (
         False,
         [
@@ -120,7 +143,7 @@ def injection_section(data: Path, folds: int) -> None:
         )
         detectors.append(InjectionDetector(packs, fold_model))
     print(
-        f"{'set':<34}{'n':>6}{'rules':>9}{'classifier':>12}{'combined':>10}"
+        f"{'set':<38}{'n':>6}{'rules':>9}{'classifier':>12}{'combined':>10}"
         "   (recall for attacks, FPR for benign)"
     )
     totals = {True: [0, 0], False: [0, 0]}
@@ -139,11 +162,11 @@ def injection_section(data: Path, folds: int) -> None:
             classifier_hits += by_classifier
             combined_hits += by_rule or by_classifier
         count = len(cases)
-        if "untrained" not in name:
+        if "untrained" not in name and not name.startswith("disguised"):
             totals[is_attack][0] += combined_hits
             totals[is_attack][1] += count
         print(
-            f"{name:<34}{count:>6}{rule_hits / count:>9.3f}{classifier_hits / count:>12.3f}"
+            f"{name:<38}{count:>6}{rule_hits / count:>9.3f}{classifier_hits / count:>12.3f}"
             f"{combined_hits / count:>10.3f}{'' if is_attack else '   (FPR)'}"
         )
     attacks, benign = totals[True], totals[False]
