@@ -405,24 +405,24 @@ def _guessed_shifts(span: str, offset: int = 0) -> str:
     )
 
 
-_LEET_WORD = re.compile(r"[a-z" + re.escape(_LEET_SIGNS) + r"]+")
-
-
 def _as_letters(span: str) -> str:
     """``span``'s leetspeak read as letters, each word whose signs are ambiguous (``1``, ``|``) as the
-    reading that spells a word of ``_GLUED_WORDS`` where only the other one does."""
-    if not any(sign in span for sign in "1|"):
-        return span.translate(_LEET)
-    return _LEET_WORD.sub(_leet_word, span)
-
-
-def _leet_word(match: re.Match[str]) -> str:
-    word = match.group()
-    read = word.translate(_LEET)
-    if read in _GLUED_VOCABULARY or not any(sign in word for sign in "1|"):
+    reading that spells a word of ``_GLUED_WORDS`` where only the other one does. Both readings are one
+    translation each; they hold their words at the same places, so one split of each pairs them."""
+    read = span.translate(_LEET)
+    if "1" not in span and "|" not in span:
         return read
-    other = word.translate(_LEET_OTHER).translate(_LEET)
-    return other if other in _GLUED_VOCABULARY else read
+    other = span.translate(_LEET_OTHER).translate(_LEET)
+    return "".join(
+        second
+        if first != second and first not in _GLUED_VOCABULARY and second in _GLUED_VOCABULARY
+        else first
+        for first, second in zip(_LEET_GAPS.split(read), _LEET_GAPS.split(other), strict=True)
+    )
+
+
+_LEET_GAPS = re.compile(r"([^a-z0-9]+)")
+"""What stands between words once signs are read as letters: the same in either reading."""
 
 
 def _span(plain: str, spans: list[tuple[int, int]], reach: int) -> str:
@@ -879,10 +879,10 @@ def starts_binary(first: int, second: int) -> bool:
 
 
 def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
-    """What the runs of base64's alphabet and of hex digits and separators decode to, with the signal
-    of each: base64, else base32 (upper case and digits) or base58 (where the text names it); hex, binary
-    octets and morse, whose characters the hex runs' alphabet holds, so that each alphabet costs one
-    pass over the text."""
+    """What the runs of each encoding's alphabet decode to, with the signal of each: base64, else base32
+    (either case, and digits) or base58 (where the text names it); hex; binary digits; decimal codes
+    (where the text names them); morse (its Unicode signs read as ASCII). Each alphabet costs one
+    translation and substring searches over the text, and its regexes run only inside its runs."""
     names_base58: bool | None = None
     names_codes: bool | None = None
     for start, end in _runs(encoded, _BASE64_ALPHABET, _MIN_BASE64):
@@ -908,18 +908,24 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _decode_hex(match.group().decode("ascii"))
             if decoded is not None:
                 yield HEX, decoded
+    # Binary digits and decimal codes each in the stretches of their own characters: the regexes, tried
+    # at every place of a stretch, never see the numbers, addresses and digests of a document.
+    for start, end in _runs(encoded, _BINARY_ALPHABET, _MIN_BINARY):
+        for match in _BINARY_RUN.finditer(encoded, start, end):
+            decoded = _decode_binary(match.group())
+            if decoded is not None:
+                yield BINARY_DIGITS, decoded
+    for start, end in _runs(encoded, _DECIMAL_ALPHABET, _MIN_DECIMAL):
+        # Looked for once a run of codes is found: most texts hold none.
         if names_codes is None:
-            names_codes = _CODES_NAMED.search(text) is not None
-        if names_codes:
-            for match in _DECIMAL_CODES.finditer(encoded, start, end):
-                decoded = _decode_decimal(match.group())
-                if decoded is not None:
-                    yield CHARACTER_CODES, decoded
-        if end - start >= _MIN_BINARY:
-            for match in _BINARY_RUN.finditer(encoded, start, end):
-                decoded = _decode_binary(match.group())
-                if decoded is not None:
-                    yield BINARY_DIGITS, decoded
+            lowered = text.lower()
+            names_codes = any(name in lowered for name in _CODE_NAMES)
+        if not names_codes:
+            break
+        for match in _DECIMAL_CODES.finditer(encoded, start, end):
+            decoded = _decode_decimal(match.group())
+            if decoded is not None:
+                yield CHARACTER_CODES, decoded
     plain_signs = text.isascii() and "_" not in text
     signs = encoded if plain_signs else text.translate(_MORSE_SIGNS).encode("utf-8", "surrogatepass")
     for start, end in _runs(signs, _MORSE_ALPHABET, _MIN_MORSE):
@@ -984,9 +990,15 @@ _NUMERIC_ENTITIES = re.compile(f"{_NUMERIC_ENTITY}(?:{_NUMERIC_ENTITY}){{2,}}")
 """Three numeric character references or more in a row, led by one's literal, which the search skips
 ahead to."""
 _MIN_BINARY = 6 * 7
-_BINARY_RUN = re.compile(rb"(?<![0-9])(?:0b)?[01]+(?:[ ,]{1,2}(?:0b)?[01]+)*(?![0-9])")
-"""Binary digits, in groups a space or a comma apart (each maybe led by ``0b``) or in one run, with no
-choice but where a group ends, so the search backtracks a group at most."""
+_BINARY_ALPHABET = _byte_table("01 ,b")
+_DECIMAL_ALPHABET = _byte_table("0123456789 ,;")
+_MIN_DECIMAL = 6 * 2 + 5
+_BINARY_RUN = re.compile(
+    rb"(?<![0-9])(?:0b)?[01]+(?:[ ,]{1,2}(?:0b)?[01]+){5,}(?![0-9])|(?<![0-9])[01]{42,}(?![0-9])"
+)
+"""Binary digits, in six groups or more a space or a comma apart (each maybe led by ``0b``) or in one
+run of six 7-bit characters or more, with no choice but where a group ends, so the search backtracks a
+group at most; numbers, addresses and versions made of ones and zeros are shorter."""
 _BINARY_GROUP = re.compile(rb"(?:0b)?([01]+)")
 _BASE32_DIGITS = (string.ascii_uppercase + "234567").encode()
 _MORSE_SIGNS = str.maketrans(dict.fromkeys("·•∙⋅●・", ".") | dict.fromkeys("−—–‒―‐‑_", "-"))
@@ -1033,11 +1045,12 @@ def _uu_blocks(text: str) -> Iterator[str]:
 
 _DECIMAL_CODES = re.compile(rb"(?<![0-9.])[0-9]{2,3}(?:[ ,;]{1,2}[0-9]{2,3}){5,}(?![0-9.])")
 """Six or more numbers of two or three digits a space, comma or semicolon apart: characters' decimal
-codes, read where the text names them (``_CODES_NAMED``), as tables of numbers are every report's."""
-_CODES_NAMED = re.compile(
-    r"ascii|decimal|char(?:acter)?[ _-]?codes?|code ?points?|fromcharcode|\bchr\b|\bord\b|unicode values?",
-    re.IGNORECASE,
-)
+codes, read where the text names them (``_CODE_NAMES``), as tables of numbers are every report's."""
+_CODE_NAMES = (
+    "ascii", "decimal", "char code", "charcode", "char_code", "character code", "code point", "codepoint",
+    "chr(", "ord(", "unicode value",
+)  # fmt: skip
+"""What names characters' decimal codes, looked for in the lower-cased text, each by a substring search."""
 _OCTAL_ESCAPES = re.compile(r"(?:\\[0-3][0-7]{2}){6,}")
 """Six or more octal escapes in a row (``\\151\\147``), as C, Python and shells write bytes."""
 
