@@ -926,8 +926,10 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _decode_decimal(match.group())
             if decoded is not None:
                 yield CHARACTER_CODES, decoded
-    plain_signs = text.isascii() and "_" not in text
-    signs = encoded if plain_signs else text.translate(_MORSE_SIGNS).encode("utf-8", "surrogatepass")
+    signs = encoded.translate(_UNDERSCORE_AS_DASH) if "_" in text else encoded
+    if not text.isascii() and _MORSE_DOTS.search(text) and _MORSE_DASHES.search(text):
+        spelt = _MORSE_DASHES.sub("-", _MORSE_DOTS.sub(".", text))
+        signs = spelt.encode("utf-8", "surrogatepass").translate(_UNDERSCORE_AS_DASH)
     for start, end in _runs(signs, _MORSE_ALPHABET, _MIN_MORSE):
         if signs.find(b"-", start, end) >= 0 and signs.find(b".", start, end) >= 0:
             for match in _MORSE_RUN.finditer(signs, start, end):
@@ -1001,9 +1003,12 @@ run of six 7-bit characters or more, with no choice but where a group ends, so t
 group at most; numbers, addresses and versions made of ones and zeros are shorter."""
 _BINARY_GROUP = re.compile(rb"(?:0b)?([01]+)")
 _BASE32_DIGITS = (string.ascii_uppercase + "234567").encode()
-_MORSE_SIGNS = str.maketrans(dict.fromkeys("·•∙⋅●・", ".") | dict.fromkeys("−—–‒―‐‑_", "-"))
-"""The dots and dashes morse is written with past ASCII (middle dots, bullets, minus signs, dashes) and
-the underscore, as ``.`` and ``-``."""
+_MORSE_DOTS = re.compile("[·•∙⋅●・]")
+_MORSE_DASHES = re.compile("[−—–‒―‐‑]")
+"""The dots and dashes morse is written with past ASCII (middle dots, bullets, minus signs, dashes), read
+as ``.`` and ``-`` by two substitutions in C, where a translation table is looked up in Python's
+dictionary a character."""
+_UNDERSCORE_AS_DASH = bytes.maketrans(b"_", b"-")
 _MORSE_ALPHABET = _byte_table(".-/| ")
 _MIN_MORSE = 24
 _MORSE_RUN = re.compile(rb"[.\-/| ]{24,}")
