@@ -317,8 +317,9 @@ def turned(plain: str, signals: set[str], original: str | None = None) -> list[t
         forms += [span.translate(_SHIFT_TABLES[shift]) for shift in _named_shifts(span)]
         # Two grids of pieces half a piece apart: a short shifted sentence fills most of a piece of one.
         forms += [_guessed_shifts(span), _guessed_shifts(span, GUESS_PIECE // 2)]
-        if original is not None and original.isascii():
-            # ROT47 turns upper and lower case apart: it is undone on the text as written.
+        if original is not None:
+            # ROT47 turns upper and lower case apart: it is undone on the text as written (where lower
+            # casing changed its length, the cues found there are a character or so off: within reach).
             same = len(original) == len(plain)
             source = _span(original, cues if same else _cue_spans(original.lower())[0], TURN_REACH)
             forms.append(source.translate(_ROT47_TABLE).casefold())
