@@ -448,6 +448,10 @@ _GLUED_WORDS = (
     "restrictions", "admin", "root", "access", "granted", "pwned", "stop", "instead", "text", "ai",
     "assistant", "model", "hidden", "internal", "configuration", "environment", "variables", "file",
     "files", "data", "user", "email", "address", "url", "command", "commands", "shell", "here", "below",
+    "orders", "directives", "guidance", "programming", "preceding", "before", "entirely", "attention",
+    "pay", "no", "cancel", "rest", "maintenance", "disabled", "emails", "unfiltered",
+    "called", "game", "play", "translate", "starting", "for", "at", "by", "users", "phrase", "been", "have",
+    "has", "role",
 )  # fmt: skip
 """The words injections are written in, for reading letters glued together (an acrostic's, a spaced
 word's without its gaps) as words: a reader finds them where they spell an instruction."""
@@ -1038,7 +1042,8 @@ def _uu_blocks(text: str) -> Iterator[str]:
     for line in _UU_LINE.finditer(text):
         body = len(line.group()) - 1
         size = ord(line.group()[0]) - 32
-        if not (size * 4 + 2) // 3 <= body <= (size + 2) // 3 * 4:
+        # Trailing spaces (zero bits) are often trimmed in transit: a line may be shorter than its length.
+        if body > (size + 2) // 3 * 4:
             continue
         if block and line.start() != end + 1:
             yield "\n".join(block)
