@@ -50,6 +50,11 @@ def _streamed(text: str, size: int) -> str:
     return "".join(text_filter.feed(piece) for piece in pieces) + text_filter.flush()
 
 
+OPENAI_KEY = "sk-proj-" + "AbC3dEf9GhJkLmN0pQrStUvWxYz12345AbC3dEf9GhJkLmN0"
+ANTHROPIC_KEY = (
+    "sk-ant-api03-"
+    + "TOt9aL0Mk6OCVJ3iWHwF2dylxG5C1YLDa2iqN1Zv7SScN1TeqLcC5FJp5jjEMXiE09JQkk6aMnAlo9yYo6MJWjIXOjznMAA"
+)
 DIGITALOCEAN_TOKEN = "dop_v1_" + "9f3c2b7a1e6d4c8b0a5f2e7d3c9b1a4f6e8d2c0b7a5f3e1d9c4b8a2f6e0d7c3b"
 
 
@@ -139,6 +144,56 @@ REWRITTEN = {
         _grouped(AWS_KEY[::-1].lower(), "-")[:9],
     ),
     "a lower-case format upper-cased": (f"DO token {DIGITALOCEAN_TOKEN.upper()}", DIGITALOCEAN_TOKEN.upper()),
+    "a one-case key in mixed case within its groups": (
+        f"id {AWS_KEY[:8]}{AWS_KEY[8:14].lower()}{AWS_KEY[14:]}",
+        AWS_KEY[4:12],
+    ),
+    "a one-case key in alternating case": (
+        "id " + "".join(c.lower() if i % 2 else c for i, c in enumerate(AWS_KEY)) + " ok",
+        "".join(c.lower() if i % 2 else c for i, c in enumerate(AWS_KEY))[4:12],
+    ),
+    **{
+        f"a prefix cut by {name}": (f"use {key[:cut]}{glue}{key[cut:]} now", key[cut + 4 : cut + 14])
+        for name, glue in {
+            "a space": " ",
+            "a line break": "\n",
+            "a line break and indentation": "\n    ",
+            "a tab": "\t",
+            "a zero-width space": "\u200b",
+            "a dash": "-",
+            "a dot": ".",
+        }.items()
+        for key, cut in (
+            (OPENAI_KEY, 4),
+            (GITHUB_TOKEN, 2),
+            (AWS_KEY, 2),
+            (SLACK_TOKEN, 3),
+            (ANTHROPIC_KEY, 7),
+        )
+    },
+    "a prefix joined from two literals": (f'k = "{OPENAI_KEY[:5]}" + "{OPENAI_KEY[5:]}"', OPENAI_KEY[8:18]),
+    "a prefix joined from three literals": (
+        f'k = "{OPENAI_KEY[:3]}" + "{OPENAI_KEY[3:5]}" + "{OPENAI_KEY[5:]}"',
+        OPENAI_KEY[8:18],
+    ),
+    "a prefix in adjacent literals": (f"k = ('{GITHUB_TOKEN[:2]}' '{GITHUB_TOKEN[2:]}')", GITHUB_TOKEN[4:14]),
+    "a named value wrapped over lines": (
+        'AWS_SECRET_ACCESS_KEY="FmQiy3dWARW4\nXqtqZkeE7+pr\n9Qr+HmJnZrF7\n+skz"',
+        "XqtqZkeE7+pr\n9Qr+HmJnZrF7",
+    ),
+    "a named value wrapped over indented lines, a full stop after": (
+        "password = pypi-AgEIcHl\n  waS5vcmcUQSo\n  ZA1SSXjdQfV0\n  sJnh-7yVMJCR.",
+        "ZA1SSXjdQfV0",
+    ),
+}
+
+
+# Read where the whole text is: a stream's watch does not yet hold a cut prefix's key past its first
+# groups (a list's later literals, groups parted by spaces, a key of mixed case after the cut).
+REWRITTEN_IN_REQUESTS = {
+    "a prefix cut and the key in mixed case": (f"AK IA{AWS_KEY[4:10].lower()}{AWS_KEY[10:]}", AWS_KEY[10:18]),
+    "a prefix cut and the key in groups": (f"gh p_{_grouped(GITHUB_TOKEN[4:], ' ')}", GITHUB_TOKEN[4:8]),
+    "a prefix in a list joined": (f'"".join(["{AWS_KEY[:2]}", "{AWS_KEY[2:]}"])', AWS_KEY[4:14]),
 }
 
 
@@ -147,9 +202,9 @@ def _shows(carried: str, out: str) -> bool:
     return any(carried[index : index + 8] in out for index in range(len(carried) - 7))
 
 
-@pytest.mark.parametrize("name", sorted(REWRITTEN))
+@pytest.mark.parametrize("name", sorted({**REWRITTEN, **REWRITTEN_IN_REQUESTS}))
 def test_a_rewritten_key_in_a_request_is_redacted(name: str) -> None:
-    text, carried = REWRITTEN[name]
+    text, carried = {**REWRITTEN, **REWRITTEN_IN_REQUESTS}[name]
     sent, rules = _sent(text)
     assert "[REDACTED:" in sent and not _shows(carried, sent)
     assert rules
@@ -211,6 +266,10 @@ CLEAN = {
         "key-value-store/v2/keys/list, AKIA_KEY_PREFIX_LENGTH = 4, ghp_token_prefix_regex\n"
         "sk-proj-settings.json api-2024-01-15.yaml AKIA.QYLP." + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 2
     ),
+    "words and names around a cut prefix's letters": (
+        "I co-founded it; a Kia in Asia, a sia-based team, AK IAM roles and sk- proj settings.\n"
+        "gh p_values, xox b-side, Ak Ia ButtonGroupsLists, akia_ButtonGroup AKIAButtonGroupsList\n"
+    ),
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
 }
 
@@ -260,3 +319,15 @@ def test_keyed_disguises_of_the_rule_examples_are_found_to_their_figures() -> No
     assert {name: found[name] / totals[name] >= floor for name, floor in RECALL.items()} == dict.fromkeys(
         RECALL, True
     )
+
+
+def test_a_value_that_ends_its_line_takes_no_line_after_it_that_is_not_its_wrapped_rest() -> None:
+    """A word of one case, an assignment or a line longer than the value is the text going on."""
+    text = (
+        "password = hunter2hunter2\nDEBUG\nAPI_KEY=Zq81rT0pLm4vXw7k\nnext_line = 3\n"
+        "secret: 9f3c2b7a1e6d4c8b0a5f\nretries_before_giving_up_entirely_now\n"
+    )
+    sent, rules = _sent(text)
+    assert rules
+    for kept in ("\nDEBUG\n", "\nnext_line = 3\n", "\nretries_before_giving_up_entirely_now\n"):
+        assert kept in sent

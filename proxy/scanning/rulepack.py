@@ -1300,7 +1300,8 @@ def _token_rest(punctuation: str) -> regex.Pattern[str]:
 
 
 def token_end(text: str, start: int, end: int) -> int:
-    """Where the token whose first part is ``text[start:end]`` stops."""
+    """Where the token whose first part is ``text[start:end]`` stops: on the same line, or on the last
+    line it is wrapped over (``_wrapped_end``)."""
     value = text[start:end]
     base64 = len(value) >= _LONG_VALUE or any(char in value for char in _ENDS_NOTHING)
     punctuation = "".join(
@@ -1325,7 +1326,11 @@ def token_end(text: str, start: int, end: int) -> int:
         _last_rests.clear()
     # A mark that needs a letter after it is not taken at the cap's last character: one short is capped too.
     _last_rests[key] = _Rest(first, found, capped=found >= stop - 1 and stop < len(text))
-    return found
+    return (
+        _wrapped_end(text, start, found)
+        if text.startswith("\n", found) or text.startswith("\r\n", found)
+        else found
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -1340,6 +1345,42 @@ class _Rest:
 
 _last_rests: dict[tuple[int, int, str], _Rest] = {}
 _KEPT_RESTS = 16
+
+
+# A line of a wrapped value: its indentation, then token characters alone (a full stop after them ends
+# a sentence).
+_WRAPPED_LINE = regex.compile(r"\r?\n[ \t]*+([A-Za-z0-9_+/=~.-]*[A-Za-z0-9_+/=~-])")
+_LINE_END = regex.compile(r"[ \t]*+(?:\r?\n|\Z)")
+# A short last line that is a word of one case is the next line's text, not a key's end.
+_WORD = regex.compile(r"[a-z_]+|[A-Z_]+")
+_MIN_WRAP = 8
+
+
+def _wrapped_end(text: str, start: int, end: int) -> int:
+    """Where a value matched at ``start``-``end``, ``end`` a line's end, stops when it is wrapped over the
+    lines after it, as a key pasted at a width or base64 as MIME writes it is: each line after it token
+    characters alone and as long as either the value's part on its first line or that whole line (the
+    width it was cut at), the last no longer. Else ``end``: a value that ends its line."""
+    line_start = text.rfind("\n", 0, start) + 1
+    first_line = len(text[line_start:end].lstrip(" \t"))
+    widths = {end - start, first_line}
+    if min(widths) < _MIN_WRAP:
+        widths.discard(min(widths))
+    close, width, position = end, 0, end
+    while (
+        line := _WRAPPED_LINE.match(text, position, min(len(text), position + _MAX_TOKEN_REST))
+    ) is not None:
+        length = len(line.group(1))
+        whole = _LINE_END.match(text, line.end()) is not None
+        if width == 0 and length in widths and whole:
+            width = length  # the width the value was cut at, told by its first full line
+        if length == width and whole:
+            close = position = line.end()
+            continue
+        if length <= (width or max(widths)) and not _WORD.fullmatch(line.group(1)):
+            close = line.end()
+        break
+    return close
 
 
 UNBOUNDED = 1 << 62
@@ -1625,6 +1666,7 @@ class Scanner:
             word: [index for index in prefix_led if word in map(_trigger_view, self.rules[index].keywords)]
             for word in self._prefix_words
         }
+        self._split_prefixes = unmask.SplitPrefixes.of(word for word, led in led_by.items() if led)
         self._longest_keys = {
             word: max((self._widths[index] or UNBOUNDED for index in led), default=UNBOUNDED)
             for word, led in led_by.items()
@@ -2046,7 +2088,8 @@ class Scanner:
             # view not so started join them as they are found.
             ends = [(start, end) for start, end, index in found if index in self._decoded]
             plain = set(found)
-            keyed = [unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None)]
+            split = self._split_prefixes
+            keyed = [unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None, split)]
             turned_read = 0
             for view in itertools.chain(unmask.views(text), itertools.chain.from_iterable(keyed)):
                 if view.kind in unmask.TURNINGS:
@@ -2056,7 +2099,7 @@ class Scanner:
                     break
                 plan = self._plan(view.text, meter, self._regrouped_rules.get(view.kind, self._decoded))
                 if view.kind not in unmask.KEYED:
-                    keyed.append(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view))
+                    keyed.append(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view, split))
                 elif view.kind in unmask.TURNINGS:
                     keyed.append(unmask.grouped_views(view.text, plan.prefixes, view))
                 for start, end, index in self._find(view.text, plan, timed_out, meter):

@@ -36,6 +36,7 @@ import bz2
 import codecs
 import functools
 import html
+import itertools
 import lzma
 import re
 import string
@@ -1183,11 +1184,15 @@ def keyed_views(
     prefixes: Iterable[tuple[int, int]],
     matches: Iterable[tuple[int, int]],
     parent: View | None,
+    split: SplitPrefixes | None = None,
 ) -> Iterator[View]:
     """The views started at a key: a turned key prefix's token turned back (``turned_views``), the
-    string literals after a key's prefix or a match joined (``joined_views``), and the groups after a
-    key's prefix joined or the key in the other case (``grouped_views``)."""
+    string literals after a key's prefix or a match joined (``joined_views``), the groups after a
+    key's prefix joined or the key in the other case (``grouped_views``), and a key whose prefix a cut
+    parts read without it (``split_views``, of ``split``'s prefixes)."""
     yield from turned_views(text, turned, parent)
+    if split is not None and (parent is None or parent.kind != SPLIT):
+        yield from split_views(text, split, parent)
     prefixes = list(prefixes)
     yield from grouped_views(text, prefixes, parent)
     starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
@@ -1234,6 +1239,127 @@ def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: Vie
     return found
 
 
+# -- split prefixes: a key cut inside its own prefix ----------------------------------------------------
+
+SPLIT = "split"
+# What may cut a key's prefix as people, models and code write it: white space (a line break with its
+# indentation), one of the characters keys' groups are parted with, or the end of a string literal joined
+# to the next (``"sk-pr" + "oj-…"``, ``'gh' 'p_…'``, ``["AK", "IA…"]``).
+_PREFIX_CUT = rf"(?:[ \t]{{1,3}}|[ \t]*\r?\n[ \t]*|[-_.:/]|{_QUOTE}{_JOINER}{_QUOTE})"
+_CUT_CHARACTERS = r" \t\r\n\"'+.|&,:/_-"
+_SPLIT_REACH = 2048
+"""How far past a cut prefix its key is read: longer than any token format, joined literals included."""
+_MAX_SPLITS = 256
+"""Cut prefixes read in one text at the most ("I co-founded" is one of ``ico-``): past them the budget
+would go to prose."""
+
+
+Trie = dict[str, "Trie"]
+"""Prefixes by character; the empty string marks a prefix's end."""
+
+
+@dataclass(frozen=True)
+class SplitPrefixes:
+    """The key prefixes of a scanner's rules, each cut anywhere inside by ``_PREFIX_CUT``s: an RE2
+    program that finds where one may start, and the prefixes by character to read it from there."""
+
+    program: Any
+    trie: Trie
+
+    @classmethod
+    def of(cls, words: Iterable[str]) -> SplitPrefixes | None:
+        """From prefixes as keywords are looked for (lower case, each digit a 0)."""
+        words = sorted(set(words))
+        if not words:
+            return None
+        # RE2 reads the prefix up to its first cut, the cut as a run of the characters cuts are made
+        # of, and two characters more: the exact cuts, spelt out for each place of each prefix and read
+        # to its end, outgrow its DFA's memory.
+        runs = f"[{_CUT_CHARACTERS}]"
+        hints = "|".join(
+            sorted(
+                {
+                    f"{_spelt(word[:cut])}{runs}+{f'{runs}*'.join(map(_spelt, word[cut : cut + 2]))}"
+                    for word in words
+                    for cut in range(1, len(word))
+                }
+            )
+        )
+        trie: Trie = {}
+        for word in words:
+            node = trie
+            for char in word:
+                node = node.setdefault(char, {})
+            node[""] = {}
+        return cls(relaxed.re2_program(f"(?i)(?:{hints})".encode()), trie)
+
+
+def _spelt(word: str) -> str:
+    return re.escape(word).replace("0", "[0-9]")
+
+
+_CUT = re.compile(_PREFIX_CUT)
+_MAX_CUTS = 8
+
+
+def _cut_prefix(
+    text: str, at: int, node: Trie, cuts: tuple[tuple[int, int], ...]
+) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+    """The end of the longest prefix of ``node`` read from ``at`` with cuts in it (after ``cuts``),
+    a letter or digit after it, and its cuts; None where none is."""
+    best = None
+    char = text[at : at + 1]
+    if "" in node and cuts and char.isascii() and char.isalnum():
+        best = (at, cuts)
+    key = "0" if char.isdigit() else char.lower()
+    if char.isascii() and key in node:
+        read = _cut_prefix(text, at + 1, node[key], cuts)
+        if read is not None and (best is None or read[0] > best[0]):
+            best = read
+    if (not cuts or cuts[-1][1] < at) and len(cuts) < _MAX_CUTS:
+        cut = _CUT.match(text, at)
+        if cut is not None:
+            read = _cut_prefix(text, cut.end(), node, (*cuts, cut.span()))
+            if read is not None and (best is None or read[0] > best[0]):
+                best = read
+    return best
+
+
+def split_views(text: str, prefixes: SplitPrefixes, parent: View | None) -> list[View]:
+    """Views of each key whose prefix cuts part (``SplitPrefixes``), the cuts left out: ``sk-p roj-…``,
+    ``gh\np_…``, ``"sk-" + "pr" + "oj-…"``. A view runs from the character before the prefix to
+    ``_SPLIT_REACH`` past it and maps character by character, so a match covers the cuts. The prefix
+    stands after no letter or digit, and its letters are of one case, as keys write them ("a Kia" is no
+    ``akia``)."""
+    encoded = text.encode("ascii", "replace")
+    found: list[View] = []
+    position = 0
+    while (
+        len(found) < _MAX_SPLITS and (start := relaxed.first_start(prefixes.program, encoded, position)) >= 0
+    ):
+        position = start + 1
+        if start and text[start - 1].isascii() and text[start - 1].isalnum():
+            continue
+        first = text[start].lower()
+        read = _cut_prefix(text, start + 1, prefixes.trie.get("0" if first.isdigit() else first, {}), ())
+        if read is None:
+            continue
+        end, cuts = read
+        kept = [(start, cuts[0][0]), *((a[1], b[0]) for a, b in itertools.pairwise(cuts)), (cuts[-1][1], end)]
+        letters = "".join(text[low:high] for low, high in kept)
+        if letters not in (letters.upper(), letters.lower()):
+            continue
+        position = end
+        low, high = max(0, start - 1), min(len(text), end + _SPLIT_REACH)
+        spans = [(low, cuts[0][0]), *kept[1:-1], (cuts[-1][1], high)]
+        pieces, length = [], 0
+        for piece_start, piece_end in spans:
+            pieces.append((length, piece_start, piece_end, True))
+            length += piece_end - piece_start
+        found.append(View("".join(text[a:b] for a, b in spans), SPLIT, tuple(pieces), parent))
+    return found
+
+
 # -- grouped keys: a key cut into groups by a separator, or written in the other case ------------------
 
 # What parts the groups of a key as people and models write it out (AKIA-QYLP-..., AKIA QYLP ..., one
@@ -1264,8 +1390,8 @@ def _group(separator: str) -> re.Pattern[str]:
 
 def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View | None) -> Iterator[View]:
     """Views of the key at each prefix (``prefixes``, in order) read on across the groups a separator
-    parts (the same separator all along), with the separators left out; and, where each group (and the
-    prefix) is of one case, the key upper-cased and lower-cased, for formats of one case. A view holds
+    parts (the same separator all along), with the separators left out; and, where each group is of one
+    case or a digit stands in them, the key upper-cased and lower-cased, for formats of one case. A view holds
     the character before the prefix and the one after its last group, so a rule's edges read as in the
     text. Groups parted with white space may run on into the words after the key: each of their ends is
     a view, as long as the groups between the first and the last are of one length and the last no
@@ -1303,9 +1429,12 @@ def _grouped_views(
         yield View(joined, GROUPED, tuple(pieces), parent)
     elif groups[0][1] == end:
         return  # the prefix alone
-    # The prefix is a group of its own: "akiaQYLP..." is of no one case, "akia-QYLP-..." is.
-    cases = [text[start:end], text[end : groups[0][1]], *(text[a:b] for a, b in groups[1:])]
-    if all(part in (part.upper(), part.lower()) for part in cases):
+    # A key of one case written in mixed case, group by group or letter by letter, still holds a digit
+    # past its prefix (sixteen of AKIA's or a hex key's characters without one are one chance in two
+    # hundred); a name of mixed case after a prefix (``akia_ButtonGroup``) holds none.
+    rest = [(end, groups[0][1]), *groups[1:]]
+    parts = [text[a:b] for a, b in rest]
+    if all(part in (part.upper(), part.lower()) for part in parts) or any(map(_DIGIT.search, parts)):
         for kind, case in CASED.items():
             turned = case(joined)
             if turned != joined:
