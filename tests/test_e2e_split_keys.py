@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import pytest
 
 from tests.harness import Proxy
@@ -38,12 +39,23 @@ def shows(key: str, text: str) -> bool:
     return any(key[index : index + 6].lower() in lowered for index in range(4, len(key) - 5))
 
 
+OPENAI_KEY = "sk-proj-" + "AbC3dEf9GhJkLmN0pQrStUvWxYz12345AbC3dEf9GhJkLmN0"
+WRAPPED_SECRET = "FmQiy3dWARW4XqtqZkeE7+pr9Qr+HmJnZrF7+skz"
+CUT = [
+    f"the key is {GITHUB_TOKEN[:2]} {GITHUB_TOKEN[2:]} ok",
+    f"the key is {AWS_KEY[:2]}\n{AWS_KEY[2:]} ok",
+    f'k = "{OPENAI_KEY[:5]}" + "{OPENAI_KEY[5:]}"',
+    f"id {AWS_KEY[:8]}{AWS_KEY[8:14].lower()}{AWS_KEY[14:]} please",
+]
+
+
 @pytest.mark.parametrize(
     "prompt",
     [
         f"rotate {GROUPED} tonight",
         f"id {AWS_KEY.lower()} please",
         f"token in two lines:\n{GITHUB_TOKEN[:20]}\n{GITHUB_TOKEN[20:]}\nthanks",
+        *CUT,
     ],
 )
 def test_a_key_written_out_in_a_prompt_leaves_redacted(
@@ -54,13 +66,51 @@ def test_a_key_written_out_in_a_prompt_leaves_redacted(
     )
     sent = json.loads(upstream.received[-1].body)["messages"][0]["content"]
     assert "[REDACTED:" in sent
-    assert not shows(AWS_KEY, sent) and not shows(GITHUB_TOKEN, sent)
-    assert {rule for rule, enforced in rules(enforce) if enforced} & {"aws-access-key-id", "github-pat"}
+    assert not any(shows(key, sent) for key in (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY))
+    keys = {"aws-access-key-id", "github-pat", "openai-project-key"}
+    assert {rule for rule, enforced in rules(enforce) if enforced} & keys
+    assert not any(shows(key, written(enforce)) for key in (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY))
+
+
+@pytest.mark.parametrize("prompt", CUT[:2])
+def test_a_key_cut_inside_its_prefix_in_an_anthropic_prompt_leaves_redacted(
+    enforce: Proxy, upstream: FakeUpstream, prompt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", enforce.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(enforce.ca_cert))
+    client = anthropic.Anthropic(base_url=upstream.url, api_key="sk-ant-test", max_retries=0)
+    client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": prompt}])
+    sent = json.loads(upstream.received[-1].body)["messages"][0]["content"]
+    assert "[REDACTED:" in sent and not shows(AWS_KEY, sent) and not shows(GITHUB_TOKEN, sent)
     assert not shows(AWS_KEY, written(enforce)) and not shows(GITHUB_TOKEN, written(enforce))
 
 
-def test_a_key_streamed_in_groups_reaches_the_agent_redacted(enforce: Proxy, upstream: FakeUpstream) -> None:
-    upstream.reply = Reply(text=f"Here: {GITHUB_TOKEN[:20]} {GITHUB_TOKEN[20:]} done.")
+def test_a_named_value_wrapped_over_lines_leaves_redacted_on_every_line(
+    enforce: Proxy, upstream: FakeUpstream
+) -> None:
+    lines = [WRAPPED_SECRET[index : index + 12] for index in range(0, len(WRAPPED_SECRET), 12)]
+    prompt = "my config:\nAWS_SECRET_ACCESS_KEY=" + "\n".join(lines) + "\nregion = eu-west-1"
+    enforce.openai_client(upstream.url).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": prompt}]
+    )
+    sent = json.loads(upstream.received[-1].body)["messages"][0]["content"]
+    assert "[REDACTED:" in sent and "region = eu-west-1" in sent
+    assert not any(line in sent for line in lines)
+    assert not any(line in written(enforce) for line in lines)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"Here: {GITHUB_TOKEN[:20]} {GITHUB_TOKEN[20:]} done.",
+        f"Here: {GITHUB_TOKEN[:2]} {GITHUB_TOKEN[2:]} done.",
+        f"Here: {GITHUB_TOKEN[:3]}\n{GITHUB_TOKEN[3:]} done.",
+    ],
+)
+def test_a_key_streamed_in_groups_reaches_the_agent_redacted(
+    enforce: Proxy, upstream: FakeUpstream, answer: str
+) -> None:
+    upstream.reply = Reply(text=answer)
     stream = enforce.openai_client(upstream.url).chat.completions.create(
         model="m", messages=[{"role": "user", "content": "the token?"}], stream=True
     )
