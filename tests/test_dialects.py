@@ -640,10 +640,13 @@ def test_bytes_read_as_utf16_only_by_their_nuls_are_binary_unless_json(body: byt
 
 
 def test_a_tool_calls_arguments_are_read_in_runs_of_fields_next_to_each_other() -> None:
-    """Each run of two to four members of an object or list that may be pieces of a key (no white space),
-    by locator and span; a member of prose or another type ends a run."""
+    """Each run of two to four values in document order, nested objects and lists read through, that may
+    be pieces of a key (no white space), by locator and span; a value of prose or another type ends a
+    run."""
     arguments = {"a": "AKIAQYLP", "b": "MN5H", "note": "two words", "c": "x", "d": ["ghp_R7m", "Qx9", 3]}
     assert sibling_strings(arguments, ("arguments",)) == [
         [("arguments.a", 0, 8), ("arguments.b", 0, 4)],
+        [("arguments.c", 0, 1), ("arguments.d[0]", 0, 7)],
+        [("arguments.c", 0, 1), ("arguments.d[0]", 0, 7), ("arguments.d[1]", 0, 3)],
         [("arguments.d[0]", 0, 7), ("arguments.d[1]", 0, 3)],
     ]

@@ -14,6 +14,9 @@ import pytest
 from bench.disguises import disguised_corpus
 from bench.policies import REDACTING_POLICY
 from proxy.config.policy import parse_policy
+from proxy.dialects.anthropic import Anthropic
+from proxy.dialects.gemini import Gemini
+from proxy.dialects.openai_responses import OpenAIResponses
 from proxy.exchange import Part, RequestView, Source
 from proxy.inspection import Detectors, TurnInspector
 from proxy.model import Threat
@@ -331,3 +334,66 @@ def test_a_value_that_ends_its_line_takes_no_line_after_it_that_is_not_its_wrapp
     assert rules
     for kept in ("\nDEBUG\n", "\nnext_line = 3\n", "\nretries_before_giving_up_entirely_now\n"):
         assert kept in sent
+
+
+def _history_with_call(dialect: str, arguments: dict[str, object]) -> tuple[object, dict[str, object]]:
+    """A request of ``dialect`` whose history holds a call of a tool with ``arguments`` as an object."""
+    if dialect == "anthropic":
+        call = {"type": "tool_use", "id": "t1", "name": "save", "input": arguments}
+        result = {"type": "tool_result", "tool_use_id": "t1", "content": "saved"}
+        return Anthropic(), {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": "save it"},
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [result]},
+            ],
+        }
+    if dialect == "gemini":
+        contents = [
+            {"role": "user", "parts": [{"text": "save it"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "save", "args": arguments}}]},
+        ]
+        return Gemini(), {"contents": contents}
+    item = {"type": "function_call", "call_id": "c1", "name": "save", "arguments": arguments}
+    return OpenAIResponses(), {"model": "m", "input": [item]}
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "gemini", "responses"])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"a": AWS_KEY[:8], "b": AWS_KEY[8:], "note": "weekly"},
+        {"a": AWS_KEY[:2], "b": {"c": AWS_KEY[2:]}},
+        {"parts": [GITHUB_TOKEN[:10], GITHUB_TOKEN[10:24], GITHUB_TOKEN[24:]]},
+    ],
+)
+def test_a_key_in_pieces_over_a_calls_input_in_the_history_is_redacted_piece_by_piece(
+    dialect: str, arguments: dict[str, object]
+) -> None:
+    reader, body = _history_with_call(dialect, arguments)
+    inspector = _inspector()
+    verdict = inspector.inspect_request(reader.parse_request(json.dumps(body).encode()))  # type: ignore[attr-defined]
+    pieces = [text for text in _strings(arguments) if text in AWS_KEY or text in GITHUB_TOKEN]
+    assert sorted(verdict.replacements.values()) == sorted(
+        f"[REDACTED:{'aws-access-key-id' if piece in AWS_KEY else 'github-pat'}]" for piece in pieces
+    )
+    assert {finding.rule for finding in inspector.turn.findings} & {"aws-access-key-id", "github-pat"}
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [text for child in value.values() for text in _strings(child)]
+    if isinstance(value, list):
+        return [text for child in value for text in _strings(child)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("dialect", ["anthropic", "gemini", "responses"])
+def test_a_calls_input_of_ordinary_values_in_the_history_is_left_as_it_is(dialect: str) -> None:
+    arguments = {"path": "src/main.py", "mode": "r", "range": {"from": "2024-01-01", "to": "2024-12-31"}}
+    reader, body = _history_with_call(dialect, arguments)
+    inspector = _inspector()
+    verdict = inspector.inspect_request(reader.parse_request(json.dumps(body).encode()))  # type: ignore[attr-defined]
+    assert verdict.replacements == {} and inspector.turn.findings == []

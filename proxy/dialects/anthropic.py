@@ -25,6 +25,7 @@ from proxy.dialects.base import (
     as_str,
     canonical_arguments,
     json_error,
+    read_call_input,
     reparse_arguments,
     require_object,
 )
@@ -218,6 +219,8 @@ class Anthropic(Dialect):
                 elif block_type in TOOL_USE_TYPES:
                     call = tool_use_call(block, where)
                     view.tool_calls.append(call)
+                    steps = ("messages", position, "content", index, "input")
+                    read_call_input(view, block.get("input"), steps, call)
                     if call.id is not None:
                         names_by_call_id[call.id] = call.name
                 elif block_type is not None and is_server_result(block_type):

@@ -10,10 +10,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
-from proxy.dialects.locator import get_at, set_at
+from proxy.dialects.locator import Step, get_at, set_at, sibling_strings, walk_strings
 from proxy.dialects.readings import read_with_shadowed
 from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json, encode_json
-from proxy.exchange import Completion, RequestView, ToolCall, written
+from proxy.exchange import Completion, Part, RequestView, Source, ToolCall, written
 from proxy.wire import jsontext
 
 ErrorResponse = tuple[int, dict[str, str], bytes]
@@ -152,6 +152,20 @@ def reparse_arguments(text: str) -> str:
         return canonical_arguments(jsontext.loads(text))
     except (ValueError, RecursionError):
         return text
+
+
+def read_call_input(view: RequestView, value: Any, steps: tuple[Step, ...], call: ToolCall) -> list[Part]:
+    """A tool call's input given as JSON (an MCP call's arguments; an Anthropic ``tool_use``'s
+    ``input``, a Gemini ``functionCall``'s ``args`` or a Responses call's ``arguments`` as an object in
+    the history a request sends): each string a part of the call's, and each run of sibling strings
+    read joined (``sibling_strings``), since the tool that reads them may join them (``{"a": "AKIA",
+    "b": "QYLP…"}``). The parts, added to ``view``."""
+    view.repeated_fields += sibling_strings(value, steps)
+    parts = [
+        Part(Source.ASSISTANT, text, where, call.name, call.id) for where, text in walk_strings(value, steps)
+    ]
+    view.parts += parts
+    return parts
 
 
 def is_dropped(call: ToolCall, drop_tool_calls: Collection[str]) -> bool:

@@ -24,6 +24,7 @@ from proxy.dialects.base import (
     entry,
     is_dropped,
     json_error,
+    read_call_input,
     require_object,
 )
 from proxy.dialects.locator import Step, format_locator, parse_locator, walk_strings
@@ -352,13 +353,15 @@ class Gemini(Dialect):
             for index, raw_part in enumerate(as_list(content.get("parts"))):
                 part = as_dict(raw_part)
                 where = f"contents[{position}].parts[{index}]"
-                _, call = field_of(part, "functionCall")
+                call_key, call = field_of(part, "functionCall")
                 response_key, response = field_of(part, "functionResponse")
                 add_file(view, _inline_file(part, where, source))
                 _read_file_uri(view, part, where)
                 if isinstance(call, dict):
                     tool_call = function_call_of(call, where)
                     view.tool_calls.append(tool_call)
+                    args = ("contents", position, "parts", index, call_key, "args")
+                    read_call_input(view, call.get("args"), args, tool_call)
                     names_by_call_id[tool_call.id or tool_call.name] = tool_call.name
                 elif isinstance(part.get("text"), str):
                     view.parts.append(Part(source, part["text"], f"{where}.text"))

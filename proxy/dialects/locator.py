@@ -107,28 +107,34 @@ _MOST_PIECES = 4
 
 
 def sibling_strings(value: Any, steps: tuple[Step, ...] = ()) -> list[list[tuple[str, int, int]]]:
-    """In each object and list of ``value``, every run of two to four members in a row that are strings
-    of what keys are made of (no white space), each as its locator and its whole span. A receiver may
-    join them (a tool given a key in pieces), so each run is read one after another as a repeated form
-    field's values are (``RequestView.repeated_fields``)."""
+    """Of the scalars of ``value`` in document order, nested objects and lists read through, every run
+    of two to four in a row that are strings of what keys are made of (no white space), each as its
+    locator and its whole span: members next to each other of one object or list (``{"a": "AKIA…",
+    "b": "QYLP…"}``), or one closing an object and the next opening another (``{"a": "AKIA…", "b":
+    {"c": "QYLP…"}}``). A receiver may join them (a tool given a key in pieces), so each run is read one
+    after another as a repeated form field's values are (``RequestView.repeated_fields``)."""
+    pieces = [
+        (where, 0, len(text)) if isinstance(text, str) and _PIECE.fullmatch(text) else None
+        for where, text in _scalars(value, steps)
+    ]
     found: list[list[tuple[str, int, int]]] = []
-    if isinstance(value, dict | list):
-        members = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
-        pieces = [
-            (format_locator((*steps, step)), 0, len(child))
-            if isinstance(child, str) and _PIECE.fullmatch(child)
-            else None
-            for step, child in members
-        ]
-        for first in range(len(pieces)):
-            for last in range(first + 1, min(first + _MOST_PIECES, len(pieces))):
-                run = pieces[first : last + 1]
-                if None in run:
-                    break
-                found.append([piece for piece in run if piece is not None])
-        for step, child in members:
-            found += sibling_strings(child, (*steps, step))
+    for first in range(len(pieces)):
+        for last in range(first + 1, min(first + _MOST_PIECES, len(pieces))):
+            run = pieces[first : last + 1]
+            if None in run:
+                break
+            found.append([piece for piece in run if piece is not None])
     return found
+
+
+def _scalars(value: Any, steps: tuple[Step, ...]) -> Iterator[tuple[str, Any]]:
+    """Every value of ``value`` that is no object or list, with its locator, in document order."""
+    if isinstance(value, dict | list):
+        members = value.items() if isinstance(value, dict) else enumerate(value)
+        for step, child in members:
+            yield from _scalars(child, (*steps, step))
+    else:
+        yield format_locator(steps), value
 
 
 def walk_strings(

@@ -21,8 +21,9 @@ from proxy.dialects.base import (
     as_str,
     canonical_arguments,
     json_error,
+    read_call_input,
 )
-from proxy.dialects.locator import Step, format_locator, set_at, sibling_strings, walk_strings
+from proxy.dialects.locator import Step, format_locator, set_at, walk_strings
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import PerEventStreamSession, StreamFilters, StreamSession, rewritten
 from proxy.exchange import Attachment, Completion, Part, RequestView, Source, ToolCall
@@ -251,22 +252,17 @@ class MCP(Dialect):
                     for where, text in walk_strings(message.get("params"), (*prefix, "params"))
                 ]
                 continue
-            name = as_str(params.get("name")) or ""
-            call_id = _request_id(message)
-            view.tool_calls.append(
-                ToolCall(
-                    call_id,
-                    name,
-                    canonical_arguments(params.get("arguments")),
-                    format_locator((*prefix, "params")),
-                )
+            call = ToolCall(
+                _request_id(message),
+                as_str(params.get("name")) or "",
+                canonical_arguments(params.get("arguments")),
+                format_locator((*prefix, "params")),
             )
+            view.tool_calls.append(call)
             arguments = (*prefix, "params", "arguments")
-            view.repeated_fields += sibling_strings(params.get("arguments"), arguments)
-            for where, text in walk_strings(params.get("arguments"), arguments):
-                view.parts.append(Part(Source.ASSISTANT, text, where, name, call_id))
-                if len(text) >= MIN_ENCODED_FILE and (
-                    file := binary_file(text, where, Source.ASSISTANT, None)
+            for part in read_call_input(view, params.get("arguments"), arguments, call):
+                if len(part.text) >= MIN_ENCODED_FILE and (
+                    file := binary_file(part.text, part.where, Source.ASSISTANT, None)
                 ):
                     view.attachments.append(file)
         return view

@@ -16,6 +16,7 @@ from proxy.dialects.base import (
     as_position,
     as_str,
     entry,
+    read_call_input,
     require_object,
 )
 from proxy.dialects.browsing import hosted_tool_browsing, request_browsing
@@ -334,6 +335,8 @@ class OpenAIResponses(Dialect):
                 if call.id is not None:
                     names_by_call_id[call.id] = call.name
                 view.parts.extend(returned_parts(item, base))
+                if isinstance(arguments := item.get("arguments"), dict | list):
+                    read_call_input(view, arguments, ("input", position, "arguments"), call)
             elif item_type == "mcp_list_tools":
                 view.parts.extend(returned_parts(item, base))
             elif item_type in OUTPUT_ITEMS:

@@ -1272,9 +1272,10 @@ class SplitPrefixes:
         words = sorted(set(words))
         if not words:
             return None
-        # RE2 reads the prefix up to its first cut, the cut as a run of the characters cuts are made
-        # of, and two characters more: the exact cuts, spelt out for each place of each prefix and read
-        # to its end, outgrow its DFA's memory.
+        # RE2 reads the prefix from a word's start up to its first cut, the cut as a run of the
+        # characters cuts are made of, and three characters more: the exact cuts, spelt out for each
+        # place of each prefix and read to its end, outgrow its DFA's memory; fewer characters after the
+        # cut stand in prose ("the se…" for esecret_, "a si…" for asia) every few hundred bytes.
         runs = f"[{_CUT_CHARACTERS}]"
         hints = "|".join(
             sorted(
@@ -1291,7 +1292,7 @@ class SplitPrefixes:
             for char in word:
                 node = node.setdefault(char, {})
             node[""] = {}
-        return cls(relaxed.re2_program(f"(?i)(?:{hints})".encode()), trie)
+        return cls(relaxed.re2_program(f"(?i)\\b(?:{hints})".encode()), trie)
 
 
 def _spelt(word: str) -> str:
