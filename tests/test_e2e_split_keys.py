@@ -10,6 +10,8 @@ from typing import Any
 
 import anthropic
 import pytest
+from google import genai
+from google.genai import types
 
 from tests.harness import Proxy
 from tests.upstream import FakeUpstream, Reply
@@ -153,3 +155,55 @@ def test_a_prompt_about_key_prefixes_leaves_as_written(enforce: Proxy, upstream:
         model="m", messages=[{"role": "user", "content": prompt}]
     )
     assert json.loads(upstream.received[-1].body)["messages"][0]["content"] == prompt
+
+
+def _send_history_with_call(api: str, upstream: FakeUpstream, arguments: dict[str, Any]) -> Any:
+    """A request by ``api``'s official SDK (Anthropic's or Gemini's) whose history holds a call of a tool
+    with ``arguments`` as an object; the call's arguments as the upstream received them."""
+    if api == "anthropic":
+        call = {"type": "tool_use", "id": "t1", "name": "save", "input": arguments}
+        result = {"type": "tool_result", "tool_use_id": "t1", "content": "saved"}
+        messages: Any = [
+            {"role": "user", "content": "save it"},
+            {"role": "assistant", "content": [call]},
+            {"role": "user", "content": [result]},
+        ]
+        client = anthropic.Anthropic(base_url=upstream.url, api_key="sk-ant-test", max_retries=0)
+        client.messages.create(model="m", max_tokens=10, messages=messages)
+        return json.loads(upstream.received[-1].body)["messages"][1]["content"][0]["input"]
+    if api == "gemini":
+        gemini = genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url))
+        contents = [
+            types.Content(role="user", parts=[types.Part(text="save it")]),
+            types.Content(role="model", parts=[types.Part.from_function_call(name="save", args=arguments)]),
+            types.Content(
+                role="user",
+                parts=[types.Part.from_function_response(name="save", response={"ok": True})],
+            ),
+        ]
+        gemini.models.generate_content(model="gemini-2.5-flash", contents=contents)
+        return json.loads(upstream.received[-1].body)["contents"][1]["parts"][0]["functionCall"]["args"]
+    raise ValueError(api)
+
+
+@pytest.mark.parametrize("api", ["anthropic", "gemini", "responses"])
+def test_a_key_in_pieces_over_a_calls_input_in_the_history_leaves_redacted(
+    enforce: Proxy, upstream: FakeUpstream, api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", enforce.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(enforce.ca_cert))
+    arguments = {"a": AWS_KEY[:8], "b": {"c": AWS_KEY[8:]}, "note": "weekly"}
+    if api == "responses":
+        item = {"type": "function_call", "call_id": "c1", "name": "save", "arguments": arguments}
+        output = {"type": "function_call_output", "call_id": "c1", "output": "saved"}
+        enforce.openai_client(upstream.url).responses.create(model="m", input=[item, output])  # type: ignore[list-item]
+        sent = json.loads(upstream.received[-1].body)["input"][0]["arguments"]
+    else:
+        sent = _send_history_with_call(api, upstream, arguments)
+    assert sent == {
+        "a": "[REDACTED:aws-access-key-id]",
+        "b": {"c": "[REDACTED:aws-access-key-id]"},
+        "note": "weekly",
+    }
+    assert ("aws-access-key-id", True) in rules(enforce)
+    assert not shows(AWS_KEY, written(enforce))
