@@ -1302,6 +1302,14 @@ def _token_rest(punctuation: str) -> regex.Pattern[str]:
 def token_end(text: str, start: int, end: int) -> int:
     """Where the token whose first part is ``text[start:end]`` stops: on the same line, or on the last
     line it is wrapped over (``_wrapped_end``)."""
+    found = _line_end_of_token(text, start, end)
+    if text.startswith("\n", found) or text.startswith("\r\n", found):
+        return _wrapped_end(text, start, found)
+    return found
+
+
+def _line_end_of_token(text: str, start: int, end: int) -> int:
+    """Where the token whose first part is ``text[start:end]`` stops on its line."""
     value = text[start:end]
     base64 = len(value) >= _LONG_VALUE or any(char in value for char in _ENDS_NOTHING)
     punctuation = "".join(
@@ -1326,11 +1334,7 @@ def token_end(text: str, start: int, end: int) -> int:
         _last_rests.clear()
     # A mark that needs a letter after it is not taken at the cap's last character: one short is capped too.
     _last_rests[key] = _Rest(first, found, capped=found >= stop - 1 and stop < len(text))
-    return (
-        _wrapped_end(text, start, found)
-        if text.startswith("\n", found) or text.startswith("\r\n", found)
-        else found
-    )
+    return found
 
 
 @dataclass(frozen=True, slots=True)
