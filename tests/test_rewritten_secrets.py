@@ -336,6 +336,33 @@ def test_a_value_that_ends_its_line_takes_no_line_after_it_that_is_not_its_wrapp
         assert kept in sent
 
 
+# Text that goes on after a key ending its line: a word, a sentence, a markdown line, a word of the
+# key's width or of letters the key is not written in.
+LINES_AFTER_A_KEY = {
+    "a word and a full stop": "Done.",
+    "a word and a mark": "Thanks!",
+    "a word in capitals": "OK",
+    "a line of prose": "Use it for deploys only.",
+    "a markdown item": "- rotate it after the release",
+    "a markdown heading": "## Next steps",
+    "a word as wide as the key's line": "Acknowledged",
+    "a line in letters the hex key is not written in": "XYZW",
+}
+
+
+@pytest.mark.parametrize(
+    "key", [GITHUB_TOKEN, DIGITALOCEAN_TOKEN, "AWS_SECRET_ACCESS_KEY=FmQiy3dWARW4XqtqZkeE7pr9QrHmJnZrF7skzP"]
+)
+@pytest.mark.parametrize("after", sorted(LINES_AFTER_A_KEY))
+def test_a_line_after_a_key_that_ends_its_line_is_not_taken_as_its_wrapped_rest(key: str, after: str) -> None:
+    line = LINES_AFTER_A_KEY[after]
+    text = f"Here it is:\n{key}\n{line}\nBye"
+    sent, rules = _sent(text)
+    assert rules and sent.endswith(f"]\n{line}\nBye")
+    for size in (1, 5, 64):
+        assert _streamed(text, size).endswith(f"]\n{line}\nBye")
+
+
 def _history_with_call(dialect: str, arguments: dict[str, object]) -> tuple[object, dict[str, object]]:
     """A request of ``dialect`` whose history holds a call of a tool with ``arguments`` as an object."""
     if dialect == "anthropic":

@@ -1351,37 +1351,58 @@ _last_rests: dict[tuple[int, int, str], _Rest] = {}
 _KEPT_RESTS = 16
 
 
-# A line of a wrapped value: its indentation, then token characters alone (a full stop after them ends
-# a sentence).
+# A line of a wrapped value: its indentation, then token characters alone; the last may end a sentence.
 _WRAPPED_LINE = regex.compile(r"\r?\n[ \t]*+([A-Za-z0-9_+/=~.-]*[A-Za-z0-9_+/=~-])")
 _LINE_END = regex.compile(r"[ \t]*+(?:\r?\n|\Z)")
-# A short last line that is a word of one case is the next line's text, not a key's end.
-_WORD = regex.compile(r"[a-z_]+|[A-Z_]+")
+# A word as prose writes it ("Done", "OK", "next_line") is the text going on, not a key's rest.
+_WORD = regex.compile(r"[A-Z]?[a-z_]+|[A-Z_]+")
+_HEX = regex.compile(r"[0-9a-f]+|[0-9A-F]+")
+_BASE64_MARKS = "+/=-_"
 _MIN_WRAP = 8
+
+
+def _alphabet(value: str) -> frozenset[str]:
+    """The characters ``value`` is written in: hex's where it is hex, base64's where it mixes letters of
+    both cases or letters and digits, else the one kind it is written in and its marks."""
+    if _HEX.fullmatch(value):
+        return frozenset(string.hexdigits.lower() if value.lower() == value else string.hexdigits.upper())
+    kinds = (string.ascii_lowercase, string.ascii_uppercase, string.digits)
+    held = {char for char in value if not char.isalnum()}
+    used = [kind for kind in kinds if any(char in kind for char in value)]
+    if len(used) > 1:
+        # A value of more than one kind may be base64 whose first line lacks some of its characters.
+        used, held = list(kinds), held | set(_BASE64_MARKS)
+    held.update(*used)
+    return frozenset(held)
 
 
 def _wrapped_end(text: str, start: int, end: int) -> int:
     """Where a value matched at ``start``-``end``, ``end`` a line's end, stops when it is wrapped over the
-    lines after it, as a key pasted at a width or base64 as MIME writes it is: each line after it token
-    characters alone and as long as either the value's part on its first line or that whole line (the
-    width it was cut at), the last no longer. Else ``end``: a value that ends its line."""
+    lines after it, as a key pasted at a width or base64 as MIME writes it is: each line after it made of
+    the value's alphabet, no word of prose, and as long as either the value's part on its first line or
+    that whole line (the width it was cut at), the last no longer. Else ``end``: a value that ends its
+    line."""
     line_start = text.rfind("\n", 0, start) + 1
     first_line = len(text[line_start:end].lstrip(" \t"))
     widths = {end - start, first_line}
     if min(widths) < _MIN_WRAP:
         widths.discard(min(widths))
+    alphabet = _alphabet(text[start:end])
     close, width, position = end, 0, end
     while (
         line := _WRAPPED_LINE.match(text, position, min(len(text), position + _MAX_TOKEN_REST))
     ) is not None:
-        length = len(line.group(1))
+        rest = line.group(1)
+        if _WORD.fullmatch(rest) or not alphabet.issuperset(rest):
+            break
+        length = len(rest)
         whole = _LINE_END.match(text, line.end()) is not None
         if width == 0 and length in widths and whole:
             width = length  # the width the value was cut at, told by its first full line
         if length == width and whole:
             close = position = line.end()
             continue
-        if length <= (width or max(widths)) and not _WORD.fullmatch(line.group(1)):
+        if length <= (width or max(widths)) and any(char.isalnum() for char in rest):
             close = line.end()
         break
     return close
