@@ -42,7 +42,7 @@ def shows(key: str, text: str) -> bool:
 
 
 OPENAI_KEY = "sk-proj-" + "AbC3dEf9GhJkLmN0pQrStUvWxYz12345AbC3dEf9GhJkLmN0"
-WRAPPED_SECRET = "FmQiy3dWARW4XqtqZkeE7+pr9Qr+HmJnZrF7+skz"
+WRAPPED_SECRET = "FmQiy3dWARW4XqtqZkeE7+pr9Qr+HmJnZrF7+skzQ8vT1cY5nR2wL0pH6gK3mB9xJ4dS7aE+UfZk2Lq8Rw5Tn1Yb3Vc"
 CUT = [
     f"the key is {GITHUB_TOKEN[:2]} {GITHUB_TOKEN[2:]} ok",
     f"the key is {AWS_KEY[:2]}\n{AWS_KEY[2:]} ok",
@@ -90,8 +90,13 @@ def test_a_key_cut_inside_its_prefix_in_an_anthropic_prompt_leaves_redacted(
 def test_a_named_value_wrapped_over_lines_leaves_redacted_on_every_line(
     enforce: Proxy, upstream: FakeUpstream
 ) -> None:
-    lines = [WRAPPED_SECRET[index : index + 12] for index in range(0, len(WRAPPED_SECRET), 12)]
-    prompt = "my config:\nAWS_SECRET_ACCESS_KEY=" + "\n".join(lines) + "\nregion = eu-west-1"
+    # Wrapped at the width of its first line, as a terminal or an editor wraps it.
+    name = "AWS_SECRET_ACCESS_KEY="
+    width = len(name) + 12
+    lines = [WRAPPED_SECRET[:12]] + [
+        WRAPPED_SECRET[index : index + width] for index in range(12, len(WRAPPED_SECRET), width)
+    ]
+    prompt = "my config:\n" + name + "\n".join(lines) + "\nregion = eu-west-1"
     enforce.openai_client(upstream.url).chat.completions.create(
         model="m", messages=[{"role": "user", "content": prompt}]
     )

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import codecs
+import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 
 import pytest
 
@@ -58,6 +60,7 @@ ANTHROPIC_KEY = (
     "sk-ant-api03-"
     + "TOt9aL0Mk6OCVJ3iWHwF2dylxG5C1YLDa2iqN1Zv7SScN1TeqLcC5FJp5jjEMXiE09JQkk6aMnAlo9yYo6MJWjIXOjznMAA"
 )
+WRAPPED = "FmQiy3dWARW4XqtqZkeE7+pr9Qr+HmJnZrF7+skzQ8vT1cY5nR2wL0pH6gK3mB9xJ4dS7aE+UfZk2Lq8Rw5Tn1Yb3Vc"
 DIGITALOCEAN_TOKEN = "dop_v1_" + "9f3c2b7a1e6d4c8b0a5f2e7d3c9b1a4f6e8d2c0b7a5f3e1d9c4b8a2f6e0d7c3b"
 
 
@@ -156,7 +159,10 @@ REWRITTEN = {
         "".join(c.lower() if i % 2 else c for i, c in enumerate(AWS_KEY))[4:12],
     ),
     **{
-        f"a prefix cut by {name}": (f"use {key[:cut]}{glue}{key[cut:]} now", key[cut + 4 : cut + 14])
+        f"{label} with its prefix cut by {name}": (
+            f"use {key[:cut]}{glue}{key[cut:]} now",
+            key[cut + 4 : cut + 14],
+        )
         for name, glue in {
             "a space": " ",
             "a line break": "\n",
@@ -166,12 +172,12 @@ REWRITTEN = {
             "a dash": "-",
             "a dot": ".",
         }.items()
-        for key, cut in (
-            (OPENAI_KEY, 4),
-            (GITHUB_TOKEN, 2),
-            (AWS_KEY, 2),
-            (SLACK_TOKEN, 3),
-            (ANTHROPIC_KEY, 7),
+        for label, key, cut in (
+            ("an OpenAI key", OPENAI_KEY, 4),
+            ("a GitHub token", GITHUB_TOKEN, 2),
+            ("an AWS key id", AWS_KEY, 2),
+            ("a Slack token", SLACK_TOKEN, 3),
+            ("an Anthropic key", ANTHROPIC_KEY, 7),
         )
     },
     "a prefix joined from two literals": (f'k = "{OPENAI_KEY[:5]}" + "{OPENAI_KEY[5:]}"', OPENAI_KEY[8:18]),
@@ -180,13 +186,13 @@ REWRITTEN = {
         OPENAI_KEY[8:18],
     ),
     "a prefix in adjacent literals": (f"k = ('{GITHUB_TOKEN[:2]}' '{GITHUB_TOKEN[2:]}')", GITHUB_TOKEN[4:14]),
-    "a named value wrapped over lines": (
-        'AWS_SECRET_ACCESS_KEY="FmQiy3dWARW4\nXqtqZkeE7+pr\n9Qr+HmJnZrF7\n+skz"',
-        "XqtqZkeE7+pr\n9Qr+HmJnZrF7",
+    "a named value wrapped at its line's width": (
+        f'AWS_SECRET_ACCESS_KEY="{WRAPPED[:12]}\n{WRAPPED[12:47]}\n{WRAPPED[47:82]}\n{WRAPPED[82:]}"',
+        WRAPPED[12:82],
     ),
     "a named value wrapped over indented lines, a full stop after": (
-        "password = pypi-AgEIcHl\n  waS5vcmcUQSo\n  ZA1SSXjdQfV0\n  sJnh-7yVMJCR.",
-        "ZA1SSXjdQfV0",
+        "    password = pypi-AgEIcHl\n    waS5vcmcUQSoZA1SSXjdQfV\n    0sJnh-7yV.",
+        "waS5vcmcUQSoZA1SSXjdQfV",
     ),
 }
 
@@ -347,6 +353,12 @@ LINES_AFTER_A_KEY = {
     "a markdown heading": "## Next steps",
     "a word as wide as the key's line": "Acknowledged",
     "a line in letters the hex key is not written in": "XYZW",
+    "a numbered item": "1. Rotate it",
+    "a number alone": "2024",
+    "a number and a full stop": "1.",
+    "a short SHA": "9fceb02",
+    "a SHA": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+    "a UUID": "3f2b8c1e-7d4a-4e6b-9c0f-1a2b3c4d5e6f",
 }
 
 
@@ -363,7 +375,33 @@ def test_a_line_after_a_key_that_ends_its_line_is_not_taken_as_its_wrapped_rest(
         assert _streamed(text, size).endswith(f"]\n{line}\nBye")
 
 
-def _history_with_call(dialect: str, arguments: dict[str, object]) -> tuple[object, dict[str, object]]:
+SHAS = [hashlib.sha1(str(index).encode()).hexdigest() for index in range(4)]  # noqa: S324 - fixtures
+DIGESTS = [hashlib.sha256(str(index).encode()).hexdigest() for index in range(4)]
+# Lines under a key that ends its line, each a token of its own as wide as the key's line.
+COLUMNS_UNDER_A_KEY = {
+    "SHAs under a token": (GITHUB_TOKEN, SHAS),
+    "short SHAs under a token": (GITHUB_TOKEN, [sha[:7] for sha in SHAS]),
+    "digests under a named token as wide": ("GH_RELEASE_TOKEN_VALUES=" + GITHUB_TOKEN, DIGESTS),
+    "ids of the token's width under it": (
+        GITHUB_TOKEN,
+        ["Zq81rT0pLm4vXw7kYb3VcHn6Ja9DsF2gWe5RtUi0", "Pq4Ws8Ed2Rf6Tg1Yh5Uj9Ik3Ol7Zx0Cv4Bn8Mq2"],
+    ),
+    "a numbered list under a named key": (
+        "OPENAI_API_KEY=" + OPENAI_KEY,
+        ["1. Rotate it", "2. Tell the team"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COLUMNS_UNDER_A_KEY))
+def test_lines_of_tokens_under_a_key_are_not_taken_as_its_wrapped_rest(name: str) -> None:
+    key, lines = COLUMNS_UNDER_A_KEY[name]
+    text = "Here:\n" + "\n".join([key, *lines]) + "\nBye"
+    sent, rules = _sent(text)
+    assert rules and sent.endswith("]\n" + "\n".join(lines) + "\nBye")
+
+
+def _history_with_call(dialect: str, arguments: Mapping[str, object]) -> tuple[object, dict[str, object]]:
     """A request of ``dialect`` whose history holds a call of a tool with ``arguments`` as an object."""
     if dialect == "anthropic":
         call = {"type": "tool_use", "id": "t1", "name": "save", "input": arguments}

@@ -1351,21 +1351,27 @@ _last_rests: dict[tuple[int, int, str], _Rest] = {}
 _KEPT_RESTS = 16
 
 
-# A line of a wrapped value: its indentation, then token characters alone; the last may end a sentence.
-_WRAPPED_LINE = regex.compile(r"\r?\n[ \t]*+([A-Za-z0-9_+/=~.-]*[A-Za-z0-9_+/=~-])")
-_LINE_END = regex.compile(r"[ \t]*+(?:\r?\n|\Z)")
-# A word as prose writes it ("Done", "OK", "next_line") is the text going on, not a key's rest.
-_WORD = regex.compile(r"[A-Z]?[a-z_]+|[A-Z_]+")
-_HEX = regex.compile(r"[0-9a-f]+|[0-9A-F]+")
+# A line a value may be wrapped onto: a little indentation, then the value's characters, perhaps a
+# closing quote or a mark ending a sentence after its last line, and the line's end (``_ends_line``).
+_WRAPPED_LINE = regex.compile(r"\r?\n([ \t]{0,16}+)([A-Za-z0-9_+/=~.-]++)([\"'`]?[.,;]?)[ \t]*+")
+_INDENT = regex.compile(r"[ \t]*+")
+# A word as prose writes it ("Done", "OK", "next_line") or a number ("1", "2024") is the text going on.
+_WORD = regex.compile(r"[A-Z]?[a-z_]+|[A-Z_]+|[0-9]+")
+# Hex of one case, with dashes or not: a SHA, a digest or a UUID stands on its line as a token of its own,
+# as a column of them does under a key of the same width.
+_HEX = regex.compile(r"[0-9a-f-]+|[0-9A-F-]+")
 _BASE64_MARKS = "+/=-_"
-_MIN_WRAP = 8
+_MIN_WRAP = 16
+"""The narrowest line a value is wrapped at (PEM and MIME wrap at 64 and 76, terminals at 80 or so)."""
+_MAX_WRAP = 256
+_MAX_WRAPPED_LINES = 64
+"""Lines a value is read over at the most: a 4 KB key wrapped at 64, so a text of lines costs a bounded
+read per value that ends its line."""
 
 
 def _alphabet(value: str) -> frozenset[str]:
-    """The characters ``value`` is written in: hex's where it is hex, base64's where it mixes letters of
-    both cases or letters and digits, else the one kind it is written in and its marks."""
-    if _HEX.fullmatch(value):
-        return frozenset(string.hexdigits.lower() if value.lower() == value else string.hexdigits.upper())
+    """The characters ``value`` is written in: base64's where it mixes letters of both cases or letters
+    and digits, else the one kind it is written in and its marks."""
     kinds = (string.ascii_lowercase, string.ascii_uppercase, string.digits)
     held = {char for char in value if not char.isalnum()}
     used = [kind for kind in kinds if any(char in kind for char in value)]
@@ -1376,35 +1382,50 @@ def _alphabet(value: str) -> frozenset[str]:
     return frozenset(held)
 
 
+def _ends_line(text: str, at: int) -> bool:
+    return at == len(text) or text.startswith("\n", at) or text.startswith("\r\n", at)
+
+
 def _wrapped_end(text: str, start: int, end: int) -> int:
     """Where a value matched at ``start``-``end``, ``end`` a line's end, stops when it is wrapped over the
-    lines after it, as a key pasted at a width or base64 as MIME writes it is: each line after it made of
-    the value's alphabet, no word of prose, and as long as either the value's part on its first line or
-    that whole line (the width it was cut at), the last no longer. Else ``end``: a value that ends its
-    line."""
-    line_start = text.rfind("\n", 0, start) + 1
-    first_line = len(text[line_start:end].lstrip(" \t"))
-    widths = {end - start, first_line}
-    if min(widths) < _MIN_WRAP:
-        widths.discard(min(widths))
-    alphabet = _alphabet(text[start:end])
-    close, width, position = end, 0, end
-    while (
-        line := _WRAPPED_LINE.match(text, position, min(len(text), position + _MAX_TOKEN_REST))
-    ) is not None:
-        rest = line.group(1)
-        if _WORD.fullmatch(rest) or not alphabet.issuperset(rest):
+    lines after it, as an editor or terminal wraps ``NAME=value`` at a width or MIME writes base64 under
+    its name: each line after it exactly as long as the line before it, the last no longer, and the
+    value's alphabet alone (``=`` only as base64's padding, ``.`` only where the value holds one), a
+    closing quote or a full stop ending the last; no word or number as prose writes them, no hex (a hex
+    value is not read on at all). Else ``end``: a value that ends its line. A value alone on its line is
+    not read on: under it, a line of its width is as likely the next of a column of tokens (keys, SHAs,
+    ids) as its rest. Linear: at most ``_MAX_WRAPPED_LINES`` lines of at most ``_MAX_WRAP`` characters
+    are read."""
+    line_start = text.rfind("\n", 0, end) + 1
+    lead = _INDENT.match(text, line_start, end)
+    width = end - line_start
+    value = text[start:end]
+    alone = line_start <= start <= (lead.end() if lead else line_start)
+    if alone or _HEX.fullmatch(value) or not _MIN_WRAP <= width <= _MAX_WRAP:
+        return end
+    alphabet = _alphabet(value)
+    close = position = end
+    for _ in range(_MAX_WRAPPED_LINES):
+        line = _WRAPPED_LINE.match(text, position, min(len(text), position + width + 8))
+        if line is None or not _ends_line(text, line.end()):
             break
-        length = len(rest)
-        whole = _LINE_END.match(text, line.end()) is not None
-        if width == 0 and length in widths and whole:
-            width = length  # the width the value was cut at, told by its first full line
-        if length == width and whole:
-            close = position = line.end()
-            continue
-        if length <= (width or max(widths)) and any(char.isalnum() for char in rest):
-            close = line.end()
-        break
+        body = line.group(2)
+        closed = bool(line.group(3))
+        if body.endswith(".") and "." not in alphabet:
+            body, closed = body[:-1], True
+        length = len(line.group(1)) + len(body)
+        if (
+            not body
+            or length > width
+            or not alphabet.issuperset(body)
+            or "=" in body.rstrip("=")
+            or _WORD.fullmatch(body)
+            or _HEX.fullmatch(body)
+        ):
+            break
+        close, position = line.start(2) + len(body), line.end()
+        if closed or body.endswith("=") or length < width:
+            break
     return close
 
 
