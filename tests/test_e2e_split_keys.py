@@ -5,6 +5,7 @@ streamed answer it reads, and an MCP ``tools/call``; written nowhere in the log 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,51 @@ def test_a_key_streamed_in_groups_reaches_the_agent_redacted(
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert "[REDACTED:github-pat]" in text and not shows(GITHUB_TOKEN, text)
+
+
+def _streamed_answer(api: str, proxy: Proxy, upstream: FakeUpstream) -> str:
+    """The answer's text as ``api``'s official SDK read it streamed through ``proxy``."""
+    ask: Any = [{"role": "user", "content": "the token?"}]
+    if api == "chat":
+        stream = proxy.openai_client(upstream.url).chat.completions.create(
+            model="m", messages=ask, stream=True
+        )
+        return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    if api == "responses":
+        events = proxy.openai_client(upstream.url).responses.create(model="m", input=ask, stream=True)
+        return "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    client = anthropic.Anthropic(base_url=upstream.url, api_key="sk-ant-test", max_retries=0)
+    with client.messages.stream(model="m", max_tokens=50, messages=ask) as stream:
+        return "".join(stream.text_stream)
+
+
+@pytest.mark.parametrize("piece_size", [2, 7])
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"{AWS_KEY[:2]} {AWS_KEY[2:]}",
+        f"{AWS_KEY[:3]}\n    {AWS_KEY[3:]}",
+        f"{GITHUB_TOKEN[:1]}-{GITHUB_TOKEN[1:]}",
+        f"{OPENAI_KEY[:5]}\n{OPENAI_KEY[5:]}",
+    ],
+    ids=["aws space", "aws line break", "github dash", "openai line break"],
+)
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
+def test_no_piece_of_a_key_cut_inside_its_prefix_reaches_the_agent_streamed(
+    enforce: Proxy,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    api: str,
+    key: str,
+    piece_size: int,
+) -> None:
+    """The prefix's letters before the cut are held with the rest of the key, whichever API streams it."""
+    monkeypatch.setenv("HTTPS_PROXY", enforce.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(enforce.ca_cert))
+    upstream.reply = Reply(text=f"Here: {key} done.", piece_size=piece_size)
+    text = _streamed_answer(api, enforce, upstream)
+    assert re.fullmatch(r"Here: \[REDACTED:[a-z0-9-]+\] done\.", text), text
+    assert not any(shows(whole, written(enforce)) for whole in (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY))
 
 
 def call(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -766,9 +766,10 @@ def _hold_in(pending: str, max_hold: int, scanner: Scanner) -> int:
     hold = len(pending) if word is None else word.start()
     if not _ends_in_a_word(pending, hold):
         hold = _open_run(pending, look_from, hold)
-    grouped = scanner.open_grouped_key(pending, max(look_from, len(pending) - _LONGEST_GROUPED))
-    if grouped is not None:
-        hold = min(hold, grouped)
+    low = max(look_from, len(pending) - _LONGEST_GROUPED)
+    for open_key in (scanner.open_grouped_key(pending, low), scanner.open_split_key(pending, low)):
+        if open_key is not None:
+            hold = min(hold, open_key)
     begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
     if begin is not None and begin.partial:
         hold = min(hold, begin.start())

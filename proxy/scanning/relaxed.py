@@ -232,8 +232,14 @@ def re2_program(source: bytes) -> Any:
 def first_start(program: Any, encoded: bytes, low: int) -> int:
     """Where the leftmost match of an RE2 program (``re2_program``) in ``encoded[low:]`` starts; -1 where
     there is none."""
-    start: int = program.Match(_UNANCHORED, encoded, low, len(encoded))[0][0]
-    return start
+    return first_span(program, encoded, low)[0]
+
+
+def first_span(program: Any, encoded: bytes, low: int) -> tuple[int, int]:
+    """The span of the leftmost match of an RE2 program in ``encoded[low:]``; (-1, -1) where there is
+    none."""
+    start, end = program.Match(_UNANCHORED, encoded, low, len(encoded))[0]
+    return int(start), int(end)
 
 
 def _own_flags(source: str) -> int | None:

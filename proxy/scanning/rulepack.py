@@ -1463,17 +1463,18 @@ class TriggerWatch:
         self._scanner = scanner
         self._view_tail = ""  # the trigger view's last characters, runs of spaces as one
         self._text_tail = ""
+        self._split_tail = ""  # the last characters read for a cut prefix (``SplitPrefixes.read_piece``)
         self._keep = max(1, scanner._keywords.longest) - 1
 
     def feed(self, piece: str) -> Triggered | None:
-        found, self._view_tail, self._text_tail = self._read(piece)
+        found, self._view_tail, self._text_tail, self._split_tail = self._read(piece)
         return found
 
     def look(self, piece: str) -> Triggered | None:
         """What ``feed`` would say of ``piece``, without reading it."""
         return self._read(piece)[0]
 
-    def _read(self, piece: str) -> tuple[Triggered | None, str, str]:
+    def _read(self, piece: str) -> tuple[Triggered | None, str, str, str]:
         scanner = self._scanner
         view = _trigger_view(piece)
         if "  " in view:
@@ -1502,8 +1503,14 @@ class TriggerWatch:
         extent = 0
         if scanner._decoded and unmask.may_unmask(text, len(self._text_tail)):
             extent, reach = unmask.VIEW_OVERHANG, UNBOUNDED
+        split_tail = self._split_tail
+        if scanner._split_prefixes is not None:
+            # A key cut inside its prefix holds no keyword: its view (unmask.split_views) starts here.
+            hinted, split_tail = scanner._split_prefixes.read_piece(split_tail, piece)
+            reach = UNBOUNDED if hinted else reach
         triggered = Triggered(extent, reach) if reach >= 0 else None
-        return triggered, joined[max(0, len(joined) - self._keep) :], text[-unmask.FEATURE_REACH :]
+        tails = joined[max(0, len(joined) - self._keep) :], text[-unmask.FEATURE_REACH :], split_tail
+        return triggered, *tails
 
     def _hit_reach(self, joined: str, start: int, end: int, reach: tuple[int, int]) -> int:
         """The reach of a trigger at ``joined[start:end]`` whose rules reach ``reach``: the widest reach of
@@ -1828,6 +1835,11 @@ class Scanner:
         )
         head = _KEY_HEAD.match(text, found.start())
         return None if head is not None and len(head.group()) >= longest else found.start()
+
+    def open_split_key(self, text: str, low: int) -> int | None:
+        """Where a key whose prefix a cut parts may still be growing at the end of ``text`` starts, from
+        ``low`` on (``unmask.SplitPrefixes.open_key``)."""
+        return None if self._split_prefixes is None else self._split_prefixes.open_key(text, low)
 
     def watch(self) -> TriggerWatch:
         """A reader of a growing text that tells which new piece can make a rule match (TriggerWatch)."""

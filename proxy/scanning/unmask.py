@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import regex
 
 from proxy.scanning import relaxed
 from proxy.scanning.normalize import LOOKALIKES, ROT13_TABLE, decode_tag_run, starts_binary
@@ -1265,6 +1266,12 @@ class SplitPrefixes:
 
     program: Any
     trie: Trie
+    _first_letters: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Where a prefix may start: its first letter (either case; a digit stands for any) at a word's start.
+        letters = "".join("0-9" if char == "0" else re.escape(char) for char in sorted(self.trie))
+        object.__setattr__(self, "_first_letters", re.compile(f"(?i)(?<![A-Za-z0-9])[{letters}]"))
 
     @classmethod
     def of(cls, words: Iterable[str]) -> SplitPrefixes | None:
@@ -1293,6 +1300,59 @@ class SplitPrefixes:
                 node = node.setdefault(char, {})
             node[""] = {}
         return cls(relaxed.re2_program(f"(?i)\\b(?:{hints})".encode()), trie)
+
+    def read_piece(self, tail: str, piece: str) -> tuple[bool, str]:
+        """Whether ``piece``, a stream's newest, brings what may start a cut prefix (its first letters,
+        a cut, two letters more) after ``tail``, the last characters of the text before it as this
+        returned them; and those of the text with ``piece``. White space runs are read as one
+        character, as they stand for one cut (a line break and its indentation) however long."""
+        squeezed = _WHITE_RUN.sub(" ", piece)
+        if tail.endswith(" ") and squeezed.startswith(" "):
+            squeezed = squeezed[1:]
+        joined = tail + squeezed
+        encoded = joined.encode("ascii", "replace")
+        start, end = relaxed.first_span(self.program, encoded, 0)
+        while start >= 0 and end <= len(tail):
+            start, end = relaxed.first_span(self.program, encoded, start + 1)
+        return start >= 0, joined[-_HINT_TAIL:]
+
+    def open_key(self, text: str, low: int) -> int | None:
+        """Where a key whose prefix a cut parts (``split_views``) may still be growing at the end of
+        ``text`` starts, from ``low`` on: a cut prefix whose key runs on to the text's end in its groups
+        (``gh p_R7mQ``, ``AK IA QYLP``), or the text's end inside what may yet be one (``AK``, ``sk-p
+        ro``, ``"sk-" + "``). None where none is: a stream holds back what it returns until the key is
+        whole, so no piece of it leaves before the view that reads it joined."""
+        encoded = text.encode("ascii", "replace")
+        found: list[int] = []
+        position = low
+        while (start := relaxed.first_start(self.program, encoded, position)) >= 0:
+            position = start + 1
+            read = _cut_prefix(text, start + 1, self.trie_after(text, start), ())
+            if _word_starts(text, start) and read is not None and _KEY_GOING_ON.match(text, read[0]):
+                found.append(start)
+                break
+        for first in self._first_letters.finditer(text, low, min(found, default=len(text))):
+            start = first.start()
+            if _ends_inside(text, start + 1, self.trie_after(text, start), 0):
+                return start
+        return min(found, default=None)
+
+    def trie_after(self, text: str, start: int) -> Trie:
+        """The prefixes by character that go on from the first character of a prefix at ``start``."""
+        first = text[start].lower()
+        return self.trie.get("0" if first.isdigit() else first, {}) if first.isascii() else {}
+
+
+_WHITE_RUN = re.compile(r"\s+")
+_HINT_TAIL = 48
+"""Characters before a stream's piece a cut prefix's hint may begin in: longer than any."""
+# What follows a cut prefix while its key may still be growing: the key's characters, in groups one to
+# three spaces or a separator part, to the text's end.
+_KEY_GOING_ON = regex.compile(r"[A-Za-z0-9_+/=-]*+(?:[ \t.:-]{1,3}+[A-Za-z0-9_+/=-]++)*+[ \t.:-]{0,3}+\Z")
+
+
+def _word_starts(text: str, at: int) -> bool:
+    return not (at and text[at - 1].isascii() and text[at - 1].isalnum())
 
 
 def _spelt(word: str) -> str:
@@ -1326,6 +1386,23 @@ def _cut_prefix(
     return best
 
 
+_OPEN_CUT = regex.compile(_PREFIX_CUT)
+
+
+def _ends_inside(text: str, at: int, node: Trie, cuts: int) -> bool:
+    """Whether the text's end comes inside a prefix of ``node`` read from ``at`` with cuts in it (after
+    ``cuts`` of them), before the key's first letter after it."""
+    if at == len(text):
+        return True
+    char = text[at]
+    key = "0" if char.isdigit() else char.lower()
+    if char.isascii() and key in node and _ends_inside(text, at + 1, node[key], cuts):
+        return True
+    if cuts >= _MAX_CUTS or (cut := _OPEN_CUT.match(text, at, partial=True)) is None:
+        return False
+    return cut.partial or (cut.end() > at and _ends_inside(text, cut.end(), node, cuts + 1))
+
+
 def split_views(text: str, prefixes: SplitPrefixes, parent: View | None) -> list[View]:
     """Views of each key whose prefix cuts part (``SplitPrefixes``), the cuts left out: ``sk-p roj-…``,
     ``gh\np_…``, ``"sk-" + "pr" + "oj-…"``. A view runs from the character before the prefix to
@@ -1339,10 +1416,9 @@ def split_views(text: str, prefixes: SplitPrefixes, parent: View | None) -> list
         len(found) < _MAX_SPLITS and (start := relaxed.first_start(prefixes.program, encoded, position)) >= 0
     ):
         position = start + 1
-        if start and text[start - 1].isascii() and text[start - 1].isalnum():
+        if not _word_starts(text, start):
             continue
-        first = text[start].lower()
-        read = _cut_prefix(text, start + 1, prefixes.trie.get("0" if first.isdigit() else first, {}), ())
+        read = _cut_prefix(text, start + 1, prefixes.trie_after(text, start), ())
         if read is None:
             continue
         end, cuts = read
