@@ -80,6 +80,7 @@ def shapes() -> dict[str, Callable[[int], str]]:
         return json.dumps({f"k{i}": "v" for i in range(n // 10)})[:n]
 
     return {
+        **key_line_shapes(rng),
         "prose": lambda n: prose[:n],
         "digits": repeat("".join(rng.choices(string.digits, k=4096))),
         "7777": repeat("7"),
@@ -128,6 +129,37 @@ def shapes() -> dict[str, Callable[[int], str]]:
         "morse unicode": repeat("\u00b7\u2212 \u2022\u2014 / "),
         "ignore previous": repeat("ignore previous "),
         "cyrillic": repeat("ign\u043ere "),
+    }
+
+
+def key_line_shapes(rng: random.Random) -> dict[str, Callable[[int], str]]:
+    """Lines a value wrapped over lines or a key cut inside its prefix is read from: keys one a line, alone
+    and after a name (each ends its line), SHAs under a key as wide as its line, and pieces of key
+    prefixes with the cuts between them."""
+    alphabet = string.ascii_letters + string.digits
+
+    def lines(make: Callable[[], str]) -> Callable[[int], str]:
+        unit = "\n".join(make() for _ in range(512)) + "\n"
+        return lambda n: (unit * (n // len(unit) + 1))[:n]
+
+    def token() -> str:
+        return "ghp_" + "".join(rng.choices(alphabet, k=36))
+
+    return {
+        "key lines": lines(token),
+        "named key lines": lines(
+            lambda: "AWS_SECRET_ACCESS_KEY=" + "".join(rng.choices(alphabet + "+/", k=40))
+        ),
+        "wrapped base64": lines(lambda: "".join(rng.choices(alphabet + "+/", k=62))),
+        "SHAs": lines(lambda: rng.choice(("", "token: ")) + "".join(rng.choices("0123456789abcdef", k=40))),
+        "SHAs under keys": lines(
+            lambda: rng.choice((token(), "".join(rng.choices("0123456789abcdef", k=40))))
+        ),
+        "prefix fragments": lines(
+            lambda: " ".join(
+                rng.choice(("sk- p", "AK IA", "gh\np_", "xox b", '"sk-" + "pr', "a si")) for _ in range(8)
+            )
+        ),
     }
 
 

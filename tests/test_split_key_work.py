@@ -1,0 +1,98 @@
+"""Reading a value on over the lines it is wrapped on and a key whose prefix a cut parts costs work in
+proportion to the text, whatever its lines hold: keys one a line, SHAs under keys, wrapped base64, pieces
+of prefixes with cuts between them (bench/hostile_shapes.py's key line shapes). The work is counted (lines
+looked at, prefix characters read, RE2 searches), not timed, so a loaded machine cannot make it pass."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bench.hostile_shapes import key_line_shapes
+from proxy.model import Threat
+from proxy.scanning import relaxed, rulepack, unmask
+from proxy.scanning.redact import StreamRedactor
+
+SHAPES = key_line_shapes(random.Random(1))  # noqa: S311 - reproducible filler text, not cryptography
+SCANNER = rulepack.Scanner(
+    [pack for pack in rulepack.load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION],
+    timeout_s=60.0,
+)
+KIB = 1024
+# Four times the text may cost a little more than four times the work: a fixed cost spread thinner
+# grows less, and a text cut at a line's middle ends differently.
+SLACK = 1.15
+
+
+class _CountedPattern:
+    """A compiled pattern whose matches are counted."""
+
+    def __init__(self, pattern: Any, counts: Counter[str], name: str) -> None:
+        self._pattern, self._counts, self._name = pattern, counts, name
+
+    def match(self, *args: Any, **kwargs: Any) -> Any:
+        self._counts[self._name] += 1
+        return self._pattern.match(*args, **kwargs)
+
+
+def _counted(function: Callable[..., Any], counts: Counter[str], name: str) -> Callable[..., Any]:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counts[name] += 1
+        return function(*args, **kwargs)
+
+    return counted
+
+
+@pytest.fixture
+def work(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """What reading wrapped lines and cut prefixes does, by kind, as it is done."""
+    counts: Counter[str] = Counter()
+    monkeypatch.setattr(rulepack, "_WRAPPED_LINE", _CountedPattern(rulepack._WRAPPED_LINE, counts, "lines"))
+    monkeypatch.setattr(unmask, "_cut_prefix", _counted(unmask._cut_prefix, counts, "prefix steps"))
+    monkeypatch.setattr(unmask, "_ends_inside", _counted(unmask._ends_inside, counts, "open prefix steps"))
+    monkeypatch.setattr(relaxed, "first_span", _counted(relaxed.first_span, counts, "RE2 searches"))
+    return counts
+
+
+def _scan_work(work: Counter[str], text: str) -> int:
+    work.clear()
+    budget = SCANNER.budget()
+    SCANNER.scan(text, budget)
+    assert not budget.timed_out
+    return sum(work.values())
+
+
+def _stream_work(work: Counter[str], text: str) -> int:
+    work.clear()
+    redactor = StreamRedactor(SCANNER, budget=rulepack.ScanBudget(600.0))
+    for index in range(0, len(text), 12):
+        redactor.feed(text[index : index + 12])
+    redactor.flush()
+    return sum(work.values())
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_reading_wrapped_lines_and_cut_prefixes_grows_linearly_in_a_scan(
+    work: Counter[str], shape: str
+) -> None:
+    small, large = (_scan_work(work, SHAPES[shape](size * KIB)) for size in (64, 256))
+    assert large <= 4 * SLACK * small + 64, (small, large)
+
+
+@pytest.mark.parametrize("shape", ["prefix fragments", "key lines", "SHAs under keys"])
+def test_holding_cut_prefixes_back_grows_linearly_in_a_stream(work: Counter[str], shape: str) -> None:
+    small, large = (_stream_work(work, SHAPES[shape](size * KIB)) for size in (4, 16))
+    assert small and large <= 4 * SLACK * small + 64, (small, large)
+
+
+def test_a_value_is_read_over_no_more_than_its_cap_of_wrapped_lines(work: Counter[str]) -> None:
+    """Base64 of a thousand lines the width of its named first line: the value's lines read stop at the
+    cap, and so does the work."""
+    line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5"
+    text = "SECRET_KEY=" + line[11:] + "\n" + "\n".join([line] * 1000) + "\n"
+    assert rulepack.token_end(text, len("SECRET_KEY="), len(line)) == (len(line) + 1) * 65 - 1
+    assert work["lines"] == rulepack._MAX_WRAPPED_LINES
