@@ -130,16 +130,16 @@ def _streamed_answer(api: str, proxy: Proxy, upstream: FakeUpstream) -> str:
     """The answer's text as ``api``'s official SDK read it streamed through ``proxy``."""
     ask: Any = [{"role": "user", "content": "the token?"}]
     if api == "chat":
-        stream = proxy.openai_client(upstream.url).chat.completions.create(
+        chunks = proxy.openai_client(upstream.url).chat.completions.create(
             model="m", messages=ask, stream=True
         )
-        return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     if api == "responses":
         events = proxy.openai_client(upstream.url).responses.create(model="m", input=ask, stream=True)
         return "".join(event.delta for event in events if event.type == "response.output_text.delta")
     client = anthropic.Anthropic(base_url=upstream.url, api_key="sk-ant-test", max_retries=0)
-    with client.messages.stream(model="m", max_tokens=50, messages=ask) as stream:
-        return "".join(stream.text_stream)
+    with client.messages.stream(model="m", max_tokens=50, messages=ask) as message:
+        return "".join(message.text_stream)
 
 
 @pytest.mark.parametrize("piece_size", [2, 7])
