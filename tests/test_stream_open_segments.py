@@ -89,9 +89,13 @@ def _hold_searching_every_pattern(pending: str, max_hold: int) -> int:
         if found is not None:
             word = redact._OPEN_TOKEN.search(pending, look_from, found.start())
             hold = min(hold, found.start() if word is None else word.start())
-    grouped = SCANNER._open_grouped.search(pending, max(look_from, len(pending) - redact._LONGEST_GROUPED))
+    low = max(look_from, len(pending) - redact._LONGEST_GROUPED)
+    grouped = SCANNER._open_grouped.search(pending, low)
     if grouped is not None:
         hold = min(hold, grouped.start())
+    split = SCANNER.open_split_key(pending, low)
+    if split is not None:
+        hold = min(hold, split)
     begin = redact._KEY_BLOCK_BEGIN.search(
         pending, max(0, len(pending) - redact._LONGEST_BEGIN_MARKER), partial=True
     )
