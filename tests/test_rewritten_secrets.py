@@ -223,7 +223,12 @@ def test_a_rewritten_key_in_a_streamed_answer_is_withheld(name: str, size: int) 
 
 
 # Every place a key's prefix may be cut, by each cut, for keys of one and of mixed case.
-CUT_KEYS = {"openai": (OPENAI_KEY, 8), "github": (GITHUB_TOKEN, 4), "aws": (AWS_KEY, 4), "slack": (SLACK_TOKEN, 5)}
+CUT_KEYS = {
+    "openai": (OPENAI_KEY, 8),
+    "github": (GITHUB_TOKEN, 4),
+    "aws": (AWS_KEY, 4),
+    "slack": (SLACK_TOKEN, 5),
+}
 CUTS = {"space": " ", "line": "\n", "indent": "\n" + " " * 80, "tab": "\t", "dash": "-", "literals": '" + "'}
 
 
