@@ -134,6 +134,10 @@ def test_a_backslash_before_a_quote_is_read_both_ways() -> None:
     [
         ("my_tool", {"command": "rm -rf /"}, "cmd-recursive-delete-broad"),
         ("deploy_helper", {"options": {"script": "sudo rm -rf ~"}}, "cmd-recursive-delete-broad"),
+        # The field's words in order, however written: the same every run, whatever the hash seed.
+        ("my_tool", {"command_line": "rm -rf ~"}, "cmd-recursive-delete-broad"),
+        ("my_tool", {"commandLine": "rm -rf ~"}, "cmd-recursive-delete-broad"),
+        ("my_tool", {"Command-Line": "rm -rf ~"}, "cmd-recursive-delete-broad"),
         ("report", {"query": "DROP TABLE users"}, "cmd-sql-destructive"),
         ("report", {"sql": "UPDATE users SET admin = true"}, "cmd-sql-update-every-row"),
         ("search_docs", {"sql": "TRUNCATE orders"}, "cmd-sql-destructive"),

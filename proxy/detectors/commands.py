@@ -167,7 +167,7 @@ def _fields(arguments: str, names: frozenset[str]) -> list[str]:
         item = stack.pop()
         if isinstance(item, dict):
             for key, field in item.items():
-                if "_".join(_name_words(str(key))) in names:
+                if _field_name(str(key)) in names:
                     found += _strings(json.dumps(field))
                 else:
                     stack.append(field)
@@ -214,6 +214,15 @@ def _windows(text: str) -> Iterator[str]:
 
 def _name_words(name: str) -> set[str]:
     return {word for word in re.split(r"[^a-z0-9]+", name.lower()) if word}
+
+
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _field_name(key: str) -> str:
+    """A field's name as snake case, its words in order: ``commandLine``, ``command-line`` and
+    ``command_line`` alike."""
+    return "_".join(word for word in re.split(r"[^a-z0-9]+", _CAMEL_HUMP.sub("_", key).lower()) if word)
 
 
 def _strings(arguments: str) -> Iterator[str]:
@@ -270,6 +279,9 @@ _STRING_RUNNERS = re.compile(
     r"|cmd(?:\.exe)?|awk|gawk|mawk|nawk|sed|psql|mysql|mariadb|sqlite3?|duckdb|sqlcmd|clickhouse(?:-client)?"
     r"|cqlsh|snowsql|bq|mongo(?:sh)?|redis-cli|vagrant|gcloud|az|kubectl|oc|docker|podman|make|npx|hash|enable"
     r"|shopt|function)(?=[\s;&|)]|$)"
+    # A shell or an interpreter told to run a string, wherever it stands (after nice, chroot, uv run).
+    r"|(?:^|\s)(?:\S*/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|python[\d.]*|perl|ruby|node|php|pwsh|powershell"
+    r"|osascript|cmd(?:\.exe)?)[ \t]+(?:[-/]\w+[ \t]+)*[-/]\w*[cCeE]\w*(?=[\s'\"]|$)"
     # A variable, a substitution's output or a file of the working folder run as the command.
     r"|(?:^|[\n;&|({!])[ \t]*(?:\$|`|\./)"
     # Code calling what runs a command or a statement.
