@@ -1028,28 +1028,35 @@ _MORSE_WORDS = re.compile(r"\s*[/|]\s*|\s{2,}")
 _UUENCODED = re.compile(r"begin [0-7]{3,4} [^\n]*\n((?:[!-`][ -`]*\n){1,2048})")
 """A uuencoded file: its header, then lines each led by its length. Led by the header's literal, which
 the search skips ahead to."""
-_UU_LINE = re.compile(r"^[!-M][ -`]{4,60}$", re.MULTILINE)
+_UU_LINE = re.compile(r"[!-M][ -`]{4,60}(?=\n|\Z)")
 """A line that may be uuencoded: a length (1 to 45 bytes), then the characters of the encoding (no
-lower-case letter, which rules out prose at its first word)."""
+lower-case letter, which rules out prose at its first word). Matched at the text's start and after each
+line break (``_UU_LATER_LINE``): a search for a line start would try every character of the text."""
+_UU_LATER_LINE = re.compile(r"\n([!-M][ -`]{4,60})(?=\n|\Z)")
+"""``_UU_LINE`` after a line break, which the search skips ahead to."""
 
 
 def _uu_blocks(text: str) -> Iterator[str]:
     """Runs of uuencoded lines without a file's header: each line as long as its length says (its
-    trailing spaces possibly trimmed), the lines of a run in a row. Led by a line start, whose search
-    stops at the first lower-case letter of each line of prose."""
+    trailing spaces possibly trimmed), the lines of a run in a row. Each line's reading stops at the first
+    lower-case letter of a line of prose."""
     block: list[str] = []
     end = -1
-    for line in _UU_LINE.finditer(text):
-        body = len(line.group()) - 1
-        size = ord(line.group()[0]) - 32
+    first = _UU_LINE.match(text)
+    lines = ([(first.group(), first.start(), first.end())] if first else []) + [
+        (line.group(1), line.start(1), line.end(1)) for line in _UU_LATER_LINE.finditer(text)
+    ]
+    for written, start, stop in lines:
+        body = len(written) - 1
+        size = ord(written[0]) - 32
         # Trailing spaces (zero bits) are often trimmed in transit: a line may be shorter than its length.
         if body > (size + 2) // 3 * 4:
             continue
-        if block and line.start() != end + 1:
+        if block and start != end + 1:
             yield "\n".join(block)
             block = []
-        block.append(line.group())
-        end = line.end()
+        block.append(written)
+        end = stop
     if block:
         yield "\n".join(block)
 
