@@ -71,6 +71,7 @@ from proxy.dialects.stream import (
     DUPLICATE_KEY_RULE,
     MAX_HELD_BYTES,
     MISPLACED_RULE,
+    SHAPE_ERRORS,
     EventScan,
     encode_json,
 )
@@ -1466,7 +1467,7 @@ class TurnInspector:
                 *live_request(document).parts,
                 *realtime_request(document).parts,
             ]
-        except (ValueError, RecursionError):  # unread by its shapes: all of it is the user's
+        except SHAPE_ERRORS:  # unread by its shapes (a session that is no object): all of it is the user's
             return text
         blanked = False
         for part in parts:
