@@ -151,7 +151,9 @@ SLOW_ON_LOOP_SECONDS = 0.1
 """CPU an inspection on the event loop may take before its agent's bodies go off the loop (``SlowAgents``):
 an 8 KB prompt takes about a millisecond, 8 KB of documentation about two."""
 SLOW_AGENT_SECONDS = 600.0
+"""How long an agent whose body was slow to inspect has its bodies inspected off the event loop."""
 SLOW_AGENTS_KEPT = 10_000
+"""Agents marked slow that are remembered at once (agent names come from the policy; the cap is a bound)."""
 
 
 def observes_only(policy: Policy) -> bool:
@@ -346,8 +348,8 @@ def is_large(message: http.Message | None) -> bool:
 
 
 class SlowAgents:
-    """Agents a body of whose took long to inspect on the event loop: their bodies are inspected in the
-    large bodies' thread for ``SLOW_AGENT_SECONDS`` after. Size and quotes (``inspection_weight``) foretell
+    """Agents a body of whose took long to inspect on the event loop: their bodies are inspected in a
+    thread of their own for ``SLOW_AGENT_SECONDS`` after. Size and quotes (``inspection_weight``) foretell
     most slow bodies; this catches a text slow to read at any size (a page of phone numbers, one key's
     prefix over and over, a shape no one has timed yet) after its first stall, so an agent that keeps
     sending such bodies holds every other agent up once, not at each request."""
@@ -1092,6 +1094,9 @@ class Inspect:
         self._alongside = ThreadPoolExecutor(ALONGSIDE_THREADS, thread_name_prefix="egressguard-inspect")
         self._large = ThreadPoolExecutor(LARGE_THREADS, thread_name_prefix="egressguard-inspect-large")
         self._slow = SlowAgents()
+        self._slow_threads = ThreadPoolExecutor(1, thread_name_prefix="egressguard-inspect-slow")
+        """Where a slow agent's bodies are inspected (``SlowAgents``): one thread, as large bodies have,
+        but apart from them, so its small prompts do not wait behind another agent's megabytes."""
         self._observing: tuple[Policy, bool] | None = None
         """The last policy a request was inspected under and whether it ``observes_only``: a policy does
         not change, and every request asks (walking the threats cost some 3.5 µs a request)."""
@@ -1099,6 +1104,7 @@ class Inspect:
     def done(self) -> None:
         self._alongside.shutdown(wait=True)
         self._large.shutdown(wait=True)
+        self._slow_threads.shutdown(wait=True)
 
     def configure(self, updated: Set[str]) -> None:
         """Load the rule packs and the model now, not on the first request."""
@@ -1202,7 +1208,7 @@ class Inspect:
         agent = turn.context.agent_id if turn is not None else None
         threads = self._threads_for(message)
         if threads is None and agent is not None and self._slow.slow(agent):
-            threads = self._large
+            threads = self._slow_threads
         if threads is None:
             started = time.thread_time()
             inspect(flow)

@@ -544,8 +544,8 @@ def test_an_agent_whose_body_was_slow_to_inspect_on_the_loop_is_inspected_off_it
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Some texts are slow to read at any size: once one of an agent's bodies has held the event loop,
-    that agent's next ones are inspected in the large bodies' thread, and every other agent's stay on
-    the loop."""
+    that agent's next ones are inspected in a thread of their own, and every other agent's stay on the
+    loop."""
     addon = inspect_addon("enforce")
     inspected_in: list[str] = []
     inspect_request = addon.inspect_request
@@ -580,7 +580,7 @@ def test_an_agent_whose_body_was_slow_to_inspect_on_the_loop_is_inspected_off_it
                 asyncio.run(addon.request(flow))
     finally:
         addon.done()
-    assert inspected_in == ["MainThread", "MainThread", "egressguard-inspect-large", "MainThread"]
+    assert inspected_in == ["MainThread", "MainThread", "egressguard-inspect-slow", "MainThread"]
 
 
 def test_an_agent_is_slow_for_a_while_and_the_marks_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
