@@ -114,7 +114,7 @@ from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.wire import jsontext
 from proxy.wire.forms import form_values, repeated
-from proxy.wire.multipart import frame_text
+from proxy.wire.multipart import frame_text, framed_otherwise
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 
 CREDENTIAL_HEADERS = frozenset(
@@ -763,7 +763,24 @@ class TurnInspector:
         names one), part headers and epilogue (``frame_text``), read as one text and
         scanned as a request's header is. The frame is not rewritten: one holding a secret the policy
         redacts in requests refuses the request (``inspection.multipart``, under the secret's threat).
-        Personal data there (an e-mail address in a file's name) is recorded, as a header's is."""
+        Personal data there (an e-mail address in a file's name) is recorded, as a header's is. A body
+        that opens with another boundary than the one named is read as two sets of parts by its readers
+        (``framed_otherwise``): a blocking finding, enforced where data exfiltration is."""
+        if boundary is not None and framed_otherwise(body, boundary):
+            signal = "a multipart body opens with another boundary than its Content-Type names"
+            self._record(
+                [
+                    Finding(
+                        Threat.DATA_EXFILTRATION,
+                        MULTIPART_RULE,
+                        signal,
+                        Severity.HIGH,
+                        Action.BLOCK,
+                        "multipart",
+                        "LLM02",
+                    )
+                ]
+            )
         text = frame_text(body, boundary)
         if text:
             self._scan_unrewritable(

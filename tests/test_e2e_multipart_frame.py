@@ -190,3 +190,26 @@ def test_ordinary_uploads_pass_untouched(start_proxy: Callable[..., Proxy], upst
     assert len(upstream.received) == len(names)
     records = proxy.wait_for_records(len(names))
     assert not [f for record in records for f in record["findings"] if f["rule"] == "inspection.multipart"]
+
+
+def test_a_body_opening_with_another_boundary_than_its_content_type_names_is_refused(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """Parts a decoy boundary frames come first, those of the boundary the Content-Type names after them:
+    the receiver reads the second set (a file whose content holds a key), a reader of the body's first
+    boundary the first, so the upload is refused where data exfiltration is enforced."""
+    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    purpose = b'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch'
+    content = b'{"custom_id": "1", "body": {"messages": [{"content": "' + KEY + b'"}]}}'
+    body = (
+        b"--FAKE\r\n" + purpose + b"\r\n--FAKE--\r\n"
+        b"--REAL\r\n" + purpose + b"\r\n--REAL\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="b.jsonl"\r\n\r\n'
+        + content
+        + b"\r\n--REAL--\r\n"
+    )
+    reply = _post(proxy, upstream, body, "REAL")
+    assert reply.status_code == 403, reply.text
+    assert upstream.received == []
+    (record,) = proxy.wait_for_records(1)
+    assert any(f["rule"] == "inspection.multipart" and f["enforced"] for f in record["findings"])

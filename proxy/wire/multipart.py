@@ -78,6 +78,14 @@ def frame_text(body: bytes, boundary: bytes | None = None) -> str | None:
     return "\n".join(line for line in lines if line)
 
 
+def framed_otherwise(body: bytes, boundary: bytes) -> bool:
+    """Whether a body whose Content-Type names ``boundary`` opens with another boundary line: a receiver
+    frames its parts by the one named, a reader that takes the body's first boundary line by that one,
+    so the two read different parts."""
+    guessed = _first_boundary(body, None)
+    return guessed is not None and guessed.group(1) != boundary
+
+
 def _first_boundary(body: bytes, boundary: bytes | None) -> re.Match[bytes] | None:
     """The line that opens the first part: of ``boundary`` where given; else the first boundary line whose
     closing delimiter follows it (a preamble's own ``--`` line closes nothing), or the first of all."""
