@@ -89,6 +89,11 @@ def framed_otherwise(body: bytes, boundary: bytes) -> bool:
 def _first_boundary(body: bytes, boundary: bytes | None) -> re.Match[bytes] | None:
     """The line that opens the first part: of ``boundary`` where given; else the first boundary line whose
     closing delimiter follows it (a preamble's own ``--`` line closes nothing), or the first of all."""
+    # A line start is no literal a regular expression's search skips ahead to: without this test it
+    # would try each byte of every body, JSON ones too (0.1 ms for 8 KB, at every reading of a body).
+    opening = b"--" + (boundary or b"")
+    if not (body.startswith(opening) or b"\n" + opening in body):
+        return None
     if boundary is not None:
         return re.compile(rb"(?:^|\n)--(" + re.escape(boundary) + rb")[ \t]*\r?\n").search(body)
     first = None
