@@ -102,7 +102,8 @@ ALLOWED = {
 
 
 REFUSED_BY_PARSER = {"absolute-form userinfo"}
-"""mitmproxy answers these 400 itself, before any hook: nothing is forwarded and nothing is decided."""
+"""mitmproxy answers these 400 itself, before any hook: nothing is forwarded, and the turn is recorded as
+the protocol error it is."""
 
 
 def requests_recorded(proxy: Proxy, count: int) -> list[dict[str, Any]]:
@@ -119,16 +120,23 @@ def requests_recorded(proxy: Proxy, count: int) -> list[dict[str, Any]]:
 
 def test_fronted_requests_inside_a_tunnel_are_refused(enforce: Proxy, upstream: FakeUpstream) -> None:
     """Each way of naming another destination inside an allowed tunnel never reaches the upstream: it is
-    refused with 403 and recorded as lateral movement under one rule (or mitmproxy cannot parse it)."""
+    refused with 403 and recorded as lateral movement under one rule (or mitmproxy cannot parse it, and
+    it is recorded as a protocol error, answered 400)."""
     statuses = {
         variant: exchange(enforce, upstream.port, template.format(port=upstream.port))
         for variant, template in FRONTED.items()
     }
     assert upstream.received == []
     assert statuses == {variant: 400 if variant in REFUSED_BY_PARSER else 403 for variant in FRONTED}
-    records = requests_recorded(enforce, len(FRONTED) - len(REFUSED_BY_PARSER))
-    assert len(records) == len(FRONTED) - len(REFUSED_BY_PARSER)
+    records = requests_recorded(enforce, len(FRONTED))
+    assert len(records) == len(FRONTED)
+    unread = [record for record in records if record["decision"] == "protocol_error"]
+    assert [(record["status"], record["forwarded"]) for record in unread] == [(400, False)] * len(
+        REFUSED_BY_PARSER
+    )
     for record in records:
+        if record in unread:
+            continue
         assert record["decision"] == "blocked" and record["status"] == 403
         assert [
             (finding["threat"], finding["rule"], finding["enforced"]) for finding in record["findings"]
