@@ -4,7 +4,7 @@ import hashlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ from tests.webhook_receiver import Receiver
 # example's time says nothing of the code, and the tests assert behaviour only.
 settings.register_profile("egressguard", deadline=None)
 settings.load_profile("egressguard")
+
+PROXY_OUTPUT_SHOWN = 20_000
+"""Characters from the end of a proxy's output shown in a failed test's report."""
 
 ENVIRONMENT_LEAKS = (
     "HTTP_PROXY",
@@ -118,9 +121,30 @@ def upstream(upstream_server: FakeUpstream) -> FakeUpstream:
     return upstream_server
 
 
+STARTED_PROXIES = pytest.StashKey[list[Proxy]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the output of each egressguard it started: what the proxy saw is
+    most of what tells a failure of the product from one of the test's machine."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for proxy in item.stash.get(STARTED_PROXIES, []):
+            report.sections.append(
+                (f"egressguard {proxy.workdir.name} output", proxy.output()[-PROXY_OUTPUT_SHOWN:])
+            )
+    return report
+
+
 @pytest.fixture
-def start_proxy(tmp_path: Path, upstream_pki: UpstreamPKI) -> Iterator[Callable[..., Proxy]]:
+def start_proxy(
+    tmp_path: Path, upstream_pki: UpstreamPKI, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
+    request.node.stash[STARTED_PROXIES] = started
 
     def start(upstream_ca: Path | None = None, **kwargs: Any) -> Proxy:
         workdir = tmp_path / f"proxy{len(started)}"
