@@ -245,9 +245,10 @@ def test_tables_and_training_data_a_job_reads_and_writes_are_addresses_the_api_f
 
 
 def test_distillation_partner_tuning_and_distilled_logs_are_addresses_the_api_fetches() -> None:
-    """A Vertex AI distillation's prompts, datasets and output root, a partner model tuning's datasets,
-    and the invocation logs a Bedrock distillation job reads are buckets the API reaches, as a
-    supervised tuning's are; a field of the same name in another object is not one."""
+    """A Vertex AI distillation's prompts, datasets and output root, a partner model tuning's datasets, an
+    open model tuning's base weights and output, and the invocation logs a Bedrock distillation job reads
+    are buckets the API reaches, as a supervised tuning's are; a field of the same name in another object
+    is not one."""
     vertex = {
         "distillationSpec": {
             "promptDatasetUri": "gs://corp-docs/prompts.jsonl",
@@ -279,6 +280,33 @@ def test_distillation_partner_tuning_and_distilled_logs_are_addresses_the_api_fe
             "tuning data in Cloud Storage",
         ),
     ]
+    open_model = {
+        "baseModel": "meta/llama3_1@llama-3.1-8b",
+        "customBaseModel": "gs://corp-models/weights/",
+        "output_uri": "gs://attacker-drop/tuned/",
+        "supervisedTuningSpec": {"trainingDatasetUri": "gs://corp-docs/train.jsonl"},
+    }
+    assert job_fetches(open_model) == [
+        (
+            "customBaseModel",
+            "https://corp-models.storage.googleapis.com/weights/",
+            "tuning base model in Cloud Storage",
+        ),
+        (
+            "output_uri",
+            "https://attacker-drop.storage.googleapis.com/tuned/",
+            "tuning output in Cloud Storage",
+        ),
+        (
+            "supervisedTuningSpec.trainingDatasetUri",
+            "https://corp-docs.storage.googleapis.com/train.jsonl",
+            "tuning data in Cloud Storage",
+        ),
+    ]
+    # The names alone are common: another API's top-level output URL, or one inside another object, is none.
+    assert (
+        job_fetches({"outputUri": "https://example.com/report", "labels": {"outputUri": "gs://x-y/z"}}) == []
+    )
     bedrock = {
         "customizationType": "DISTILLATION",
         "trainingDataConfig": {

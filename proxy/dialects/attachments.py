@@ -61,7 +61,15 @@ distillation tuning alike, and a distillation's ``promptDatasetUri`` and output
 ``modelDataSource.s3DataSource.s3Uri``."""
 
 
-_LOCATION_FIELDS = frozenset(field for _, field in STORAGE_LOCATIONS)
+JOB_LOCATIONS = {
+    "outputuri": ("gs", "tuning output in Cloud Storage"),
+    "custombasemodel": ("gs", "tuning base model in Cloud Storage"),
+}
+"""Where a Vertex AI tuning job of an open model writes its output (``outputUri``) and reads the weights it
+tunes (``customBaseModel``), named at the top of the job's body: a location only where the value is a
+Cloud Storage URI, the only kind the API takes there (the name alone is too common to stand for one)."""
+
+_LOCATION_FIELDS = frozenset(field for _, field in STORAGE_LOCATIONS) | JOB_LOCATIONS.keys()
 
 
 def decode_attachment(value: str) -> tuple[str, bytes] | str:
@@ -247,11 +255,18 @@ def domain_fetches(domains: object, tool_where: str, domains_key: str, what: str
 
 def storage_location(where: str, value: str) -> Fetch | None:
     """The bucket a string at ``where`` names as where a job the API runs reads or writes
-    (``STORAGE_LOCATIONS``): the address the agent would reach it at itself (``bucket_address``)."""
+    (``STORAGE_LOCATIONS``, ``JOB_LOCATIONS``): the address the agent would reach it at itself
+    (``bucket_address``)."""
     if where.rpartition(".")[2].partition("[")[0].replace("_", "").lower() not in _LOCATION_FIELDS:
         return None  # most locators go unparsed
-    names = [step.replace("_", "").lower() for step in parse_locator(where) if isinstance(step, str)]
-    location = STORAGE_LOCATIONS.get((names[-2], names[-1])) if len(names) >= 2 else None
+    steps = parse_locator(where)
+    names = [step.replace("_", "").lower() for step in steps if isinstance(step, str)]
+    if len(steps) == len(names) == 1 and names[0] in JOB_LOCATIONS:
+        location: tuple[str, str] | None = JOB_LOCATIONS[names[0]]
+        if not _as_parsed(value).lower().startswith("gs://"):
+            return None
+    else:
+        location = STORAGE_LOCATIONS.get((names[-2], names[-1])) if len(names) >= 2 else None
     if location is None:
         return None
     scheme, what = location
