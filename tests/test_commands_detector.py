@@ -6,9 +6,11 @@ fields alone; and the catalogue's, the credential reads' and the approval path's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import regex
 
 from bench.command_eval import DISGUISES, fixture_cases, shell_commands, withheld
 from proxy.detectors import commands
@@ -16,7 +18,7 @@ from proxy.detectors.credentials import credential_reads, credential_scanner
 from proxy.detectors.tools import CatalogueEntry, RoleOverrides, ToolCatalogue, check_tool_calls
 from proxy.exchange import ToolCall
 from proxy.model import Action, Severity, Threat
-from proxy.scanning.rulepack import ScanBudget, load_packaged_packs
+from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs
 
 PACKS = load_packaged_packs()
 SCANNER = commands.command_scanner(PACKS)
@@ -281,6 +283,87 @@ def test_a_destructive_command_needs_approval_whatever_the_role_exempts() -> Non
 def test_a_call_the_budget_has_nothing_left_for_is_withheld() -> None:
     entry = commands.destructive_entry(_call("run", {"cmd": "ls"}), SCANNER, ScanBudget(0.0))
     assert entry is not None and entry.id == "destructive_commands-unread"
+
+
+def test_a_rule_out_of_time_is_withheld_whatever_a_routine_rule_found() -> None:
+    """A checkout reset is only noted, but a rule that ran out of time on the same call may have missed
+    the command that matters: the call is withheld under that rule, at high severity, and the budget
+    names the rule for the record."""
+    pack = next(pack for pack in PACKS if pack.name == commands.PACK)
+    slow = dataclasses.replace(
+        pack.rules[0], id="cmd-slow", pattern=regex.compile(r"(?:x|xx)+(?:x|xx)+[^x\s]"), keywords=("xx",)
+    )
+    scanner = Scanner([dataclasses.replace(pack, rules=(*pack.rules, slow))], timeout_s=0.01)
+    budget = scanner.budget()
+    call = _call("run", {"cmd": "git reset --hard; echo " + "x" * 64})
+    entry = commands.destructive_entry(call, scanner, budget)
+    assert entry is not None and entry.id == "cmd-slow" and entry.severity is Severity.CRITICAL
+    assert "out of time" in entry.description and "cmd-slow" in budget.timed_out
+    routine = dataclasses.replace(slow, severity=Severity.MEDIUM)
+    scanner = Scanner([dataclasses.replace(pack, rules=(*pack.rules, routine))], timeout_s=0.01)
+    entry = commands.destructive_entry(call, scanner, scanner.budget())
+    assert entry is not None and entry.id == "cmd-slow" and entry.severity is Severity.HIGH
+    (finding,) = check_tool_calls([call], None, CATALOGUE, judge=lambda call: entry)
+    assert finding.action is Action.WITHHOLD
+
+
+@pytest.mark.parametrize(
+    ("code", "runs"),
+    [
+        ("subprocess.run(args)", True),
+        ("from subprocess import run\nrun(args)", True),
+        ("os.system(x)", True),
+        ("cursor.execute(q)", True),
+        ("pool.query(q)", True),
+        ("mysqli_query($db, $q)", True),
+        ("spark.sql(q)", True),
+        ("Model.objects.raw(q)", True),
+        ("await sql`${q}`", True),
+        ("exec.Command(name, args...)", True),
+        ("std::process::Command::new(name)", True),
+        ("Runtime.getRuntime().exec(cmd)", True),
+        ("System.Diagnostics.Process.Start(cmd)", True),
+        ("require('child_process')", True),
+        ("new Function(body)()", True),
+        ("getattr(os, name)(x)", True),
+        ("c.run(cmd)", True),
+        ("pattern = re.compile(x)", False),
+        ("app.run(debug=True)", False),
+        ("asyncio.run(main())", False),
+        ("stmt = text(x)", False),
+        ("items.forEach(function(item) { log(item) })", False),
+        ("thread.start()", False),
+        ("getattr(self, name)", False),
+        ("parser.add_command(name)", False),
+        ("session.call(method)", False),
+    ],
+)
+def test_code_runs_strings_only_where_it_calls_a_runner(code: str, runs: bool) -> None:
+    assert commands.runs_strings(code) is runs
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        # SQL is read as SQL: a WHERE after brackets is the statement's.
+        ("UPDATE t SET x = round(x, 2) WHERE id = 1", None),
+        ("UPDATE t SET x = round(x, 2)", "cmd-sql-update-every-row"),
+        ('mysql -e "UPDATE t SET n = coalesce(n, (0)) WHERE id = 3"', None),
+        # MySQL reads -- before a word as no comment.
+        ("SELECT 1 --x; DROP TABLE users", "cmd-sql-destructive"),
+        # The place a command runs in, named before it or in a subshell that ended.
+        ("cd / && rm -rf usr", "cmd-recursive-delete-broad"),
+        ("(cd / && ls); rm -rf usr", None),
+        ("cd ~/work && git clean -fdx", "cmd-git-local-work-discarded"),
+        ("cd ~/src/app; cd .. ; git clean -fdx", "cmd-git-local-work-discarded"),
+        ("cd ~/work; cd ..; git clean -fdx", "cmd-git-clean-broad"),
+        ("GIT_WORK_TREE=/ git status", None),
+        # A switch set to false is no switch.
+        ("docker system prune --all=false -f", None),
+    ],
+)
+def test_a_command_is_read_where_and_as_what_it_runs(command: str, rule: str | None) -> None:
+    assert _rule("bash", {"command": command}) == rule
 
 
 @pytest.mark.parametrize(

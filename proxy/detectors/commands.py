@@ -23,13 +23,13 @@ import binascii
 import json
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
 from typing import Any
 
 from proxy.detectors.tools import CatalogueEntry, name_matches
 from proxy.exchange import ToolCall
-from proxy.model import SEVERITY_ORDER
+from proxy.model import SEVERITY_ORDER, Severity
 from proxy.scanning.rulepack import Match, Rule, RulePack, ScanBudget, Scanner
 
 PACK = "destructive_commands"
@@ -64,6 +64,10 @@ to look for (``search_docs {"query": "DROP TABLE syntax"}``). A phrase elsewhere
 statement (``how do I drop a table``)."""
 DATA_STORE_RULES = ("cmd-sql-", "cmd-datastore-")
 """Id prefixes of the rules that read SQL and other data stores' commands."""
+SQL_RULES = "cmd-sql-"
+"""Id prefix of the rules that read SQL statements, and nothing else."""
+SHELL, SQL = "shell", "sql"
+"""The two readings of a text: its commands one a line, and its SQL statements one a line."""
 
 CLI_TOOLS = ("kubectl", "helm", "terraform", "tofu", "pulumi", "aws", "gcloud", "gsutil", "az", "git",
              "docker", "psql", "mysql", "redis-cli", "systemctl")  # fmt: skip
@@ -97,8 +101,9 @@ def command_scanner(packs: list[RulePack]) -> Scanner:
 def destructive_entry(call: ToolCall, scanner: Scanner, budget: ScanBudget) -> CatalogueEntry | None:
     """The rule a command tool's arguments (another tool's command fields) break, the most severe where
     several do, as a catalogue entry (the call then needs approval as a destructive tool does; a rule
-    below high severity is only noted), or None. A rule out of time on them counts as broken: what it did
-    not read may be the command."""
+    below high severity is only noted), or None. A rule out of time on them counts as broken, and at high
+    severity whatever it looks for, so that no finding of a routine rule stands for it: what it did not
+    read may be the command (the budget names it, for the record)."""
     if not scanner.rules:
         return None
     texts = _judged_texts(call)
@@ -112,26 +117,38 @@ def destructive_entry(call: ToolCall, scanner: Scanner, budget: ScanBudget) -> C
         budget.allow(len(call.arguments))
         found, timed_out = [], ()
         with budget.metered() as meter:
-            for text, data_store_only in texts:
+            for text, reading in texts:
                 budget.allow(len(text))
                 scan = scanner.scan_metered(text, meter, merge=False)
-                found += [match for match in scan.found if not data_store_only or _reads_data_stores(match)]
+                found += [match for match in scan.found if _reads(match.rule, reading)]
                 timed_out += scan.timed_out
-    rule = _most_severe(found) or next((scanner.rules_by_id[rule_id] for rule_id in timed_out), None)
-    if rule is None:
-        return None
+    if timed_out:
+        unread = scanner.rules_by_id[timed_out[0]]
+        return _entry(
+            unread, max(unread.severity, Severity.HIGH, key=SEVERITY_ORDER.__getitem__), unread=True
+        )
+    rule = _most_severe(found)
+    return None if rule is None else _entry(rule, rule.severity)
+
+
+def _entry(rule: Rule, severity: Severity, *, unread: bool = False) -> CatalogueEntry:
     return CatalogueEntry(
         id=rule.id,
-        description=rule.description,
-        severity=rule.severity,
+        description=f"what {rule.description} may be, unread: out of time" if unread else rule.description,
+        severity=severity,
         owasp=rule.owasp,
         globs=(),
         by_arguments=True,
     )
 
 
-def _reads_data_stores(match: Match) -> bool:
-    return match.rule.id.startswith(DATA_STORE_RULES)
+def _reads(rule: Rule, reading: str) -> bool:
+    """Whether a rule judges a reading: the SQL rules read statements alone (a shell's reading splits
+    ``round(x, 2) WHERE`` at its brackets), the other data-store rules statements and commands, every other
+    rule commands alone."""
+    if reading == SQL:
+        return rule.id.startswith(DATA_STORE_RULES)
+    return not rule.id.startswith(SQL_RULES)
 
 
 def _most_severe(found: list[Match]) -> Rule | None:
@@ -139,20 +156,35 @@ def _most_severe(found: list[Match]) -> Rule | None:
     return max(rules, key=lambda rule: SEVERITY_ORDER[rule.severity], default=None)
 
 
-def _judged_texts(call: ToolCall) -> list[tuple[str, bool]]:
-    """The readings of a call's arguments, each with whether only the data-store rules may read it: a
-    command tool's whole arguments; another tool's command fields, and its query fields as SQL."""
+def _judged_texts(call: ToolCall) -> list[tuple[str, str]]:
+    """The readings of a call's arguments, each with what it reads (``SHELL`` or ``SQL``): a command
+    tool's whole arguments; another tool's command fields, and its query fields as SQL."""
     if is_command_tool(call.name):
-        return [(readings(call.name, call.arguments), False)]
+        return _both(readings(call.name, call.arguments))
     searches = bool(_name_words(call.name) & SEARCH_WORDS)
     commands = _fields(call.arguments, COMMAND_FIELDS)
     statements = _fields(call.arguments, SQL_FIELDS if searches else SQL_FIELDS | QUERY_FIELDS)
     texts = []
     if commands:
-        texts.append(("\n".join(text for command in commands for text in _readings_of(command, [])), False))
+        texts += _both(_joined(_readings_of(command, []) for command in commands))
     if statements:
-        texts.append(("\n".join(sql_statements(statement) for statement in statements), True))
+        texts.append(("\n".join(sql_statements(statement) for statement in statements), SQL))
     return texts
+
+
+def _both(read: tuple[list[str], list[str]]) -> list[tuple[str, str]]:
+    texts = (("\n".join(read[0]), SHELL), ("\n".join(read[1]), SQL))
+    return [(text, reading) for text, reading in texts if text]
+
+
+def _joined(reads: Iterable[tuple[list[str], list[str]]]) -> tuple[list[str], list[str]]:
+    """Readings of several texts as one, each line once."""
+    shell: dict[str, None] = {}
+    statements: dict[str, None] = {}
+    for commands, sql in reads:
+        shell.update(dict.fromkeys(commands))
+        statements.update(dict.fromkeys(sql))
+    return list(shell), list(statements)
 
 
 def _fields(arguments: str, names: frozenset[str]) -> list[str]:
@@ -176,23 +208,20 @@ def _fields(arguments: str, names: frozenset[str]) -> list[str]:
     return found
 
 
-def readings(name: str, arguments: str) -> str:
-    """Every reading of a call's arguments, one after another: each string as given, its strings of
-    code joined as an argv, its commands one a line with their disguises undone, and what base64 or hex
-    in it decodes to, read the same way."""
+def readings(name: str, arguments: str) -> tuple[list[str], list[str]]:
+    """Every reading of a call's arguments: each string as given, its strings of code joined as an argv,
+    its commands one a line with their disguises undone, and what base64 or hex in it decodes to, read the
+    same way; apart, its SQL statements."""
     prefixes = [cli for cli in CLI_TOOLS if cli.split("-")[0] in _name_words(name)]
-    out: list[str] = []
-    for text in _strings(arguments):
-        out += _readings_of(text, prefixes)
-    return "\n".join(dict.fromkeys(out))
+    return _joined(_readings_of(text, prefixes) for text in _strings(arguments))
 
 
-def _readings_of(text: str, prefixes: list[str]) -> list[str]:
-    out: list[str] = []
-    for variant in (text, *(f"{cli} {text}" for cli in prefixes if not text.lstrip().startswith(cli))):
-        for window in _windows(variant):
-            out += _read(window, 0)
-    return out
+def _readings_of(text: str, prefixes: list[str]) -> tuple[list[str], list[str]]:
+    return _joined(
+        _read(window, 0)
+        for variant in (text, *(f"{cli} {text}" for cli in prefixes if not text.lstrip().startswith(cli)))
+        for window in _windows(variant)
+    )
 
 
 def _windows(text: str) -> Iterator[str]:
@@ -246,34 +275,53 @@ def _strings(arguments: str) -> Iterator[str]:
             stack.extend(item)
 
 
-def _read(text: str, depth: int) -> list[str]:
-    """``readings`` of one string; a commit message (``-m '...'`` with nothing the shell expands) and a
-    here-document only stored or printed run nothing, and are left out, and so are quoted strings where
-    nothing in the text runs strings (``runs_strings``)."""
+def _read(text: str, depth: int) -> tuple[list[str], list[str]]:
+    """``readings`` of one string, its commands and its SQL statements; a commit message (``-m '...'``
+    with nothing the shell expands) and a here-document only stored or printed run nothing, and are left
+    out, and so are quoted strings where nothing in the text runs strings (``runs_strings``)."""
     text = _MESSAGE.sub(" ", _without_stored_heredocs(text))
     uncommented, masked = _quoting(text) or (text, text)
     runs = runs_strings(uncommented)
     shell = text if runs else masked
-    out = [shell, shell_lines(shell), sql_statements(text)]
+    # The commands are also read split as SQL splits statements, where a shell other than bash may split
+    # them (PowerShell's ``"a\\"; rm -rf /``), ``--`` no comment before a word (``--filter``), as MySQL
+    # reads it; the SQL rules read statements alone.
+    out = [shell, shell_lines(shell), sql_statements(text, as_mysql=True)]
+    statements = [sql_statements(text), *client_statements(shell)]
     if runs:
         joined = _joined_literals(text)
         if joined:
-            out += [joined, shell_lines(joined), sql_statements(joined)]
+            out += [joined, shell_lines(joined), sql_statements(joined, as_mysql=True)]
+            statements += [sql_statements(joined), *client_statements(joined)]
     if depth < _MAX_DEPTH:
-        for decoded in _decodings(text):
-            out += _read(decoded, depth + 1)
-    return out
+        decoded = _joined(_read(decoding, depth + 1) for decoding in _decodings(text))
+        out += decoded[0]
+        statements += decoded[1]
+    return out, statements
 
 
+_WRAPPERS = (
+    # Words that run the command after them, each with the shape of its options.
+    ("sudo|doas", r"(?:[ \t]+-[A-Za-z]*[ugpCDhrtU][ \t]+\S+|[ \t]+--\w[\w-]*(?:=\S+)?|[ \t]+-[A-Za-z]+)*"),
+    ("env", r"(?:[ \t]+-[uCS][ \t]*\S+|[ \t]+-\S+|[ \t]+[A-Za-z_]\w*=\S*)*"),
+    ("nohup|time|exec|command|builtin|eval|then|do|else|if|elif|while|until|busybox|unbuffer", ""),
+    ("nice|ionice|stdbuf|strace|watch|setsid", r"(?:[ \t]+-\S+(?:[ \t]+\d+)?)*"),
+    # xargs and parallel: the command is given what they read or what follows ::: (``_fed_arguments``).
+    ("xargs|parallel", r"(?:[ \t]+(?:-[IdEeLlnPsajNS][ \t]*\S+|--[\w-]+(?:=\S+|[ \t]+\d+)?|-\S+))*"),
+    ("chroot", r"(?:[ \t]+-\S+)*[ \t]+\S+"),
+    ("timeout", r"(?:[ \t]+-\S+)*[ \t]+\d+\w?"),
+)
+_WRAPPING = "|".join(f"(?:{words})(?=[ \\t]){options}" for words, options in _WRAPPERS)
 _COMMAND_START = (
-    r"(?:^|[\n;&|({`!]|\$\(|-exec(?:dir)?[ \t]|-ok[ \t]"
-    r"|\b(?:then|do|else|elif|if|while|until|time|nohup|nice|setsid|stdbuf|command|builtin"
-    r"|timeout[ \t]+\S+)[ \t])"
+    r"(?:^|[\n;&|({`!]|\$\(|-exec(?:dir)?[ \t]|-ok[ \t]|\b(?:" + _WRAPPING + r")[ \t])"
     r"[ \t]*(?:[A-Za-z_]\w*=\S*[ \t]+)*"
 )
+"""Where a command starts: after a separator, a keyword or a wrapper (``_WRAPPERS``), and assignments."""
 _STRING_RUNNERS = re.compile(
     # A shell, interpreter, SQL client or tool that runs a string it is given, as a command.
-    _COMMAND_START + r"(?:\S*/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|busybox|eval|exec|source|\.|xargs|parallel"
+    # ``.`` sources a file named as files are, not a sentence's full stop after code (``\`x\`. The``).
+    _COMMAND_START + r"(?:\S*/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|busybox|eval|exec|source|xargs|parallel"
+    r"|\.(?=[ \t]+(?:\S*/|[$~])|[ \t]+\S*\.(?:sh|bash|zsh|env|rc|profile)\b)"
     r"|watch|ssh|su|runuser|sudo|doas|script|flock|tmux|screen|expect|at|batch|crontab|trap|alias|env"
     r"|python[\d.]*|py|perl|ruby|irb|node(?:js)?|deno|bun|php|lua|rscript|osascript|pwsh|powershell"
     r"|cmd(?:\.exe)?|awk|gawk|mawk|nawk|sed|psql|mysql|mariadb|sqlite3?|duckdb|sqlcmd|clickhouse(?:-client)?"
@@ -284,11 +332,17 @@ _STRING_RUNNERS = re.compile(
     r"|osascript|cmd(?:\.exe)?)[ \t]+(?:[-/]\w+[ \t]+)*[-/]\w*[cCeE]\w*(?=[\s'\"]|$)"
     # A variable, a substitution's output or a file of the working folder run as the command.
     r"|(?:^|[\n;&|({!])[ \t]*(?:\$|`|\./)"
-    # Code calling what runs a command or a statement.
-    r"|\b(?:system|popen\w*|spawn\w*|exec\w*|subprocess|check_output|check_call|getoutput|getstatusoutput|run"
-    r"|call|command|start|shell_exec|passthru|proc_open|eval|execute\w*|query|raw|sql|read_sql\w*|text"
-    r"|processbuilder|runtime|child_process|__import__|getattr|importlib|compile|function)[ \t]*[(`]"
-    r"|\bos\.(?:system|popen|exec\w*|spawn\w*|posix_spawn\w*)|\bpty\b|%x|\bopen3\b|\bkernel\b"
+    # Code calling what runs a command or a statement: by a name that does nothing else, or a module
+    # that runs commands named in the text (``from subprocess import run``), or a runner's receiver.
+    r"|\b(?:system|popen\w*|spawn\w*|exec\w*|check_output|check_call|getoutput|getstatusoutput|shell_exec"
+    r"|passthru|proc_open|eval|read_sql\w*|execa\w*|__import__)[ \t]*[(`]"
+    r"|\b(?:subprocess|child_process|importlib|processbuilder|create_subprocess_\w+|open3|pty)\b"
+    r"|\bos\.(?:system|popen|exec\w*|spawn\w*|posix_spawn\w*)|%x|(?-i:\bKernel\.|\bFunction[ \t]*\()"
+    r"|\b(?:exec|Deno)\.Command\w*[ \t]*\(|\bCommand::new\b|\bProcess\.Start\b|\bStart-Process\b"
+    r"|\bRuntime\.getRuntime\b|\bgetattr[ \t]*\([ \t]*(?:os|subprocess|builtins|__builtins__|pty|shutil)\b"
+    r"|\b(?:c|ctx|conn|connection|context)\.(?:run|sudo)[ \t]*\("
+    r"|(?:\.|->|\b(?:mysqli|pg|sqlsrv|oci|db2|odbc|sqlite)_)(?:query|raw|sql|exec\w*)[ \t]*\("
+    r"|\bsql[ \t]*`"
     # SQL running a string: dynamic SQL, a program.
     r"|\b(?:execute|exec|prepare|sp_executesql|xp_cmdshell|dbms_sql|program)\b"
     # Git and npm told to run a command of their configuration.
@@ -362,17 +416,25 @@ _SQL_TOKEN = re.compile(
     r"|\"(?:\"\"|[^\"])*(?:\"|$)|`[^`]*(?:`|$)|;",
     re.DOTALL,
 )
-_SQL_TOKEN_ESCAPED = re.compile(_SQL_TOKEN.pattern.replace("(?:''|[^'])", "(?:''|\\\\.|[^'\\\\])"), re.DOTALL)
-"""As ``_SQL_TOKEN``, a backslash escaping the quote after it as MySQL reads it: both readings are made."""
+_SQL_TOKEN_MYSQL = re.compile(
+    _SQL_TOKEN.pattern.replace("(?:''|[^'])", "(?:''|\\\\.|[^'\\\\])").replace(
+        "--[^\\n]*", "--(?=\\s|$)[^\\n]*"
+    ),
+    re.DOTALL,
+)
+"""As ``_SQL_TOKEN``, read as MySQL reads SQL: a backslash escaping the quote after it, and ``--`` starting
+a comment only before whitespace (``--hard; DROP TABLE users`` holds a statement). Both readings are made."""
+_MYSQL_SIGNS = re.compile(r"\\'|--\S")
 _SQL_LINE_START = re.compile(r"(?im)^[ \t]*(?:drop|truncate|delete|update|alter|db\.|flush)")
 
 
-def sql_statements(text: str) -> str:
+def sql_statements(text: str, *, as_mysql: bool = False) -> str:
     """The SQL statements of a text one a line, their whitespace runs as one space, comments out (as a
     space, so that ``DROP/**/TABLE`` reads ``DROP TABLE``) and string literals as ``''``: data, not
     statements (``SELECT 'DROP TABLE x'``); a dollar-quoted body (a function's) is code and kept. A
     statement spanning lines is read from each of its lines that starts one too, for what a line of
-    another language puts before it (``psql <<EOF``)."""
+    another language puts before it (``psql <<EOF``). Read as standard SQL and, where it would differ, as
+    MySQL reads it; ``as_mysql``, as MySQL alone."""
 
     def token(match: re.Match[str]) -> str:
         found = match.group(0)
@@ -385,9 +447,9 @@ def sql_statements(text: str) -> str:
         return "''"
 
     statements = []
-    readings = [_SQL_TOKEN.sub(token, text)]
-    if "\\'" in text:
-        readings.append(_SQL_TOKEN_ESCAPED.sub(token, text))
+    readings = [] if as_mysql else [_SQL_TOKEN.sub(token, text)]
+    if as_mysql or _MYSQL_SIGNS.search(text):
+        readings.append(_SQL_TOKEN_MYSQL.sub(token, text))
     for statement in (piece for reading in readings for piece in reading.split("\0")):
         lines = [line for line in statement.split("\n") if line.strip()]
         if not lines:
@@ -510,13 +572,10 @@ _EMPTY_EXPANSION = re.compile(r"\$[@*]|\$\{[@*]\}|(?<=[A-Za-z0-9_./-])\$\{?[A-Za
 _BRACED_NAME = re.compile(r"\$\{([A-Za-z_]\w*)\}")
 _BRACES = re.compile(r"\{([^{}\s,]*(?:,[^{}\s,]*)+)\}")
 _SEPARATOR = re.compile(r"&&|\|\||;|(?<![>&<0-9])&(?![>&])|\n|\$\(|`|[(){}]")
+_SEPARATOR_KEPT = re.compile(f"({_SEPARATOR.pattern})")
 _WRAPPER = re.compile(
-    r"""^\s*(?:(?:sudo|doas)(?:\s+-[A-Za-z]*[ugpCDhrtU]\s+\S+|\s+--\w[\w-]*(?:=\S+)?|\s+-[A-Za-z]+)*\s+"""
-    r"""|env(?:\s+-\S+|\s+[A-Za-z_]\w*=\S*)*\s+|[A-Za-z_]\w*=\S*\s+"""
-    r"""|(?:nohup|time|exec|command|builtin|eval|then|do|else|if|elif|while|until|!|busybox|unbuffer|set\s+--)\s+|!(?=\S)"""
-    r"""|(?:nice|ionice|stdbuf|strace|watch|xargs|setsid|chroot\s+\S+)(?:\s+-\S+(?:\s+\d+)?)*\s+"""
-    r"""|timeout(?:\s+-\S+)*\s+\d+\w?\s+"""
-    r"""|(?:\S*/)?(?:ba|da|z|k|c|tc|a)?sh(?:\s+-[a-bd-z]+)*\s+-c\s+)"""
+    r"^[ \t]*(?:(?:" + _WRAPPING + r")[ \t]+|[A-Za-z_]\w*=\S*[ \t]+|set[ \t]+--[ \t]+|!(?=\S)|![ \t]+"
+    r"|(?:\S*/)?(?:ba|da|z|k|c|tc|a)?sh(?:[ \t]+-[a-bd-z]+)*[ \t]+-c[ \t]+)"
 )
 _COMMAND_PATH = re.compile(r"^(\s*)\S*/(?=[^\s/]+(?:\s|$))")
 
@@ -528,22 +587,173 @@ def shell_lines(text: str) -> str:
     ``xargs``, ``eval``, ``bash -c`` and ``VAR=1``, a command's directory and a glob standing for its
     name), read twice: backslashes dropped as the shell drops them (``r\\m``), and escapes decoded as
     printf and ``echo -e`` decode them. Before the lines, each of the two texts whole, for what spans
-    separators (a fork bomb)."""
-    unquoted = _undisguised(text).replace("'", "").replace('"', "")
+    separators (a fork bomb). What a loop or a substitution feeds a command is read as piped to it
+    (``_fed``), and a command that runs somewhere a ``cd``, ``env -C`` or ``GIT_WORK_TREE`` names is read
+    a second time with that place written into it (``_Places``)."""
     out: list[str] = []
-    for reading in (_BACKSLASH.sub(r"\1", unquoted), _unescaped(unquoted)):
+    for reading in _whole_readings(text):
         out.append(reading)
-        for line in _SEPARATOR.split(reading):
-            if not line.strip():
+        places = _Places()
+        # xargs' and parallel's placeholder for what they are given is a word, not a group of commands.
+        text = _PLACEHOLDER.sub(_GIVEN, "\n".join((reading, *_fed(reading))))
+        for part in _SEPARATOR_KEPT.split(text):
+            if _SEPARATOR.fullmatch(part):
+                places.nest(part)
                 continue
-            commands = [command for piece in line.split("|") if (command := _command(piece))]
-            if commands:
-                out.append(" | ".join(commands))
-            out += [statements for command in commands for statements in _client_statements(command)]
+            pieces = [(piece, command) for piece in part.split("|") if (command := _command(piece))]
+            if not pieces:
+                continue
+            commands = [command for _, command in pieces]
+            placed = [places.placed(piece, command) for piece, command in pieces]
+            out += [" | ".join(commands), " | ".join(placed)]
     return "\n".join(dict.fromkeys(out))
 
 
+_PLACEHOLDER = re.compile(r"\{\}")
+_GIVEN = "ARGUMENT"
+_REACH = 400
+"""Characters a loop's body, or the command around a substitution, is looked for in: what a command line
+spans, so that the search costs no more than that at each loop or substitution however long the text."""
+_FOR_LOOP = re.compile(
+    r"\bfor[ \t]+([A-Za-z_]\w*)[ \t]+in[ \t]+([^;\n]{0,400}?)[ \t]*[;\n][ \t\n]*do\b(.{0,400}?)\bdone\b",
+    re.DOTALL,
+)
+_READ_LOOP = re.compile(
+    r"\bwhile[ \t]+(?:[A-Za-z_]\w*=\S*[ \t]+)*read\b([^;\n]{0,100})[;\n][ \t\n]*do\b(.{0,400}?)\bdone\b"
+    r"(?:[ \t]*<[ \t]*<\(([^()\n]{0,400})\))?",
+    re.DOTALL,
+)
+_PIPED = re.compile(r"([^\n;&|()]*)\|[ \t]*\Z")
+_SUBSTITUTION = re.compile(r"\$\(([^()`\n]{0,400})\)|`([^`\n]{0,400})`")
+_COMMAND_BEFORE = re.compile(r"[^\n;&|()`]*\Z")
+_COMMAND_AFTER = re.compile(r"[^\n;&|()`]*")
+_BODY_SEPARATOR = re.compile(r"&&|\|\||;|\n")
+
+
+def _fed(reading: str) -> list[str]:
+    """Commands given what a listing prints, as ``LISTING | COMMAND`` (what ``xargs`` makes of it): the
+    body of a ``while read`` loop the listing is piped or fed to, of a ``for`` loop over a substitution,
+    and a command given a substitution as its arguments (``rm -rf $(ls /)``); a ``for`` loop's body over
+    words with its variable filled in (``for f in /*; do rm -rf $f; done`` is ``rm -rf /*``)."""
+    fed: list[str] = []
+    for loop in _READ_LOOP.finditer(reading):
+        piped = _PIPED.search(reading, max(0, loop.start() - _REACH), loop.start())
+        listing = (piped.group(1) if piped else "") or loop.group(3) or ""
+        names = [word for word in loop.group(1).split() if re.fullmatch(r"[A-Za-z_]\w*", word)]
+        fed += [f"{listing} | {command}" for command in _using(loop.group(2), names)]
+    for loop in _FOR_LOOP.finditer(reading):
+        name, words, body = loop.groups()
+        listing = _SUBSTITUTION.fullmatch(words.strip())
+        if listing is not None:
+            fed += [f"{listing.group(1) or listing.group(2)} | {command}" for command in _using(body, [name])]
+        else:
+            fed += [_filled(body, name, words)]
+    for substitution in _SUBSTITUTION.finditer(reading):
+        before = _COMMAND_BEFORE.search(reading, max(0, substitution.start() - _REACH), substitution.start())
+        after = _COMMAND_AFTER.match(reading, substitution.end(), substitution.end() + _REACH)
+        command = before.group(0) if before else ""
+        if command.strip() and not command.rstrip().endswith(("=", " in")):
+            listing = substitution.group(1) or substitution.group(2)
+            fed.append(f"{listing} | {command} {after.group(0) if after else ''}")
+    return fed
+
+
+_VARIABLE_USE = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
+
+
+def _using(body: str, names: list[str]) -> list[str]:
+    """The commands of a loop's body that use one of the loop's variables, the variables taken out."""
+    return [
+        _filled(command, name, "")
+        for command in _BODY_SEPARATOR.split(body)
+        for name in names
+        if any(name in use.groups() for use in _VARIABLE_USE.finditer(command))
+    ]
+
+
+def _filled(text: str, name: str, value: str) -> str:
+    """The text with a variable's uses replaced by a value."""
+    return _VARIABLE_USE.sub(lambda use: value if name in use.groups() else use.group(0), text)
+
+
+_CHANGE_DIRECTORY = frozenset({"cd", "pushd", "chdir", "set-location", "sl", "push-location"})
+_WORK_TREE = re.compile(r"(?:^|\s)GIT_WORK_TREE=(\S+)")
+_CHDIR = re.compile(
+    r"(?:^|\s)(?:env|sudo|doas)(?:[ \t]+-\S+)*?[ \t]+(?:-[CD][ \t]*|--chdir(?:=|[ \t]+))(\S+)"
+)
+_GIT_PLACE = re.compile(r"(?<=[ \t])(-C[ \t]+|--work-tree(?:=|[ \t]+))(\S+)")
+_RELATIVE = re.compile(r"(?![-{])[\w.*?@%+,\[\]-][^\s:=$]*")
+
+
+class _Places:
+    """Where the commands of a shell text run, as far as the text says: the folder a ``cd`` moved to and
+    the work tree ``GIT_WORK_TREE`` names, those set in a subshell undone at its end."""
+
+    def __init__(self) -> None:
+        self._nested: list[tuple[str | None, str | None]] = [(None, None)]
+
+    def nest(self, separator: str) -> None:
+        if separator in ("(", "$("):
+            self._nested.append(self._nested[-1])
+        elif separator == ")" and len(self._nested) > 1:
+            self._nested.pop()
+
+    def placed(self, piece: str, command: str) -> str:
+        """The command with where it runs written into it: a work tree or folder given to ``git`` as its
+        ``--work-tree`` or ``-C``, to ``find`` as its path where it names none, and the folder before each
+        relative path (``cd / && rm -rf usr`` is ``rm -rf /usr``). A ``cd`` and an exported
+        ``GIT_WORK_TREE`` move where the commands after it run."""
+        directory, work_tree = self._nested[-1]
+        word, _, rest = command.partition(" ")
+        tree = _WORK_TREE.search(piece)
+        if word.lower() in _CHANGE_DIRECTORY:
+            arguments = [argument for argument in rest.split() if not argument.startswith("-")]
+            self._nested[-1] = (_moved(directory, arguments[0] if arguments else "~"), work_tree)
+            return command
+        if tree is not None and word != "git":
+            self._nested[-1] = (directory, _moved(directory, tree.group(1)))
+            return command
+        chdir = _CHDIR.search(piece)
+        if chdir is not None:
+            directory = _moved(directory, chdir.group(1))
+        if word == "git":
+            tree_named = _moved(directory, tree.group(1)) if tree is not None else work_tree
+            if _GIT_PLACE.search(rest):
+                if directory is None:
+                    return command
+                here = directory
+                return "git " + _GIT_PLACE.sub(
+                    lambda place: place.group(1) + _moved(here, place.group(2)), rest
+                )
+            if tree_named is not None:
+                return f"git --work-tree={tree_named} {rest}"
+            return command if directory is None else f"git -C {directory} {rest}"
+        if directory is None:
+            return command
+        words = [_moved(directory, word) if _RELATIVE.fullmatch(word) else word for word in rest.split()]
+        if word == "find" and (not words or words[0].startswith("-")):
+            words.insert(0, directory)
+        return " ".join((word, *words))
+
+
+def _moved(directory: str | None, path: str) -> str:
+    """Where a path leads from a folder (None: not known), as ``_normal_path`` spells it; an absolute path
+    or one from the home folder leads there from anywhere."""
+    if path.startswith(("/", "~", "$HOME", "${HOME}")) or re.match(r"[A-Za-z]:", path):
+        return _normal_path(path)
+    if directory is None or path == "-":
+        return path
+    return _normal_path(posixpath.join(directory, path))
+
+
 _BACKSLASH = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _whole_readings(text: str) -> tuple[str, str]:
+    """A shell text with its disguises and quotes undone, backslashes dropped as the shell drops them and
+    escapes decoded as printf and ``echo -e`` decode them."""
+    unquoted = _undisguised(text).replace("'", "").replace('"', "")
+    return _BACKSLASH.sub(r"\1", unquoted), _unescaped(unquoted)
 
 
 def _undisguised(text: str) -> str:
@@ -560,19 +770,22 @@ def _undisguised(text: str) -> str:
     return _BRACES.sub(lambda match: match.group(1).replace(",", " "), text)
 
 
-_SQL_CLIENTS = frozenset(
-    {"psql", "mysql", "mariadb", "sqlite3", "sqlite", "duckdb", "sqlcmd", "clickhouse-client", "clickhouse",
-     "cqlsh", "snowsql", "bq", "mongo", "mongosh", "redis-cli", "cockroach", "vsql", "isql", "usql"}
-)  # fmt: skip
+_SQL_CLIENT = re.compile(
+    r"(?i)(?:^|[\s;&|(/])(?:psql|mysql|mariadb|sqlite3?|duckdb|sqlcmd|clickhouse(?:-client)?|cqlsh|snowsql|bq"
+    r"|mongo(?:sh)?|redis-cli|cockroach|vsql|isql|usql)(?=\s)"
+)
 _STATEMENT_WORD = re.compile(r"(?i)(?<=\s)(?:drop|truncate|delete|update|alter|db\.|flush)")
 
 
-def _client_statements(command: str) -> Iterator[str]:
-    """A SQL client's command line (its quotes gone: ``psql -c DROP TABLE users``) read as SQL from each
-    word that may start a statement."""
-    if posixpath.basename(command.partition(" ")[0]).lower() in _SQL_CLIENTS:
-        for word in _STATEMENT_WORD.finditer(command):
-            yield sql_statements(command[word.start() :])
+def client_statements(text: str) -> Iterator[str]:
+    """The SQL a SQL client is given on a line of a shell text, read with its disguises and quotes undone
+    (``psql -c DROP TABLE users``) from each word after the client that may start a statement to the line's
+    end, as SQL: brackets and all (``round(x, 2) WHERE``)."""
+    for line in (line for reading in _whole_readings(text) for line in reading.split("\n")):
+        client = _SQL_CLIENT.search(line)
+        if client is not None:
+            for word in _STATEMENT_WORD.finditer(line, client.end()):
+                yield sql_statements(line[word.start() :])
 
 
 _HEREDOC = re.compile(r"""<<-?[ \t]*(['"]?)([A-Za-z_]\w*)\1([^\n]*)\n""")
@@ -631,17 +844,33 @@ def _substituted(text: str) -> str:
 
 def _command(piece: str) -> str:
     """One command with its wrappers and its directory taken off, a glob for its name read as the
-    dangerous command it matches."""
+    dangerous command it matches, what parallel gives it after ``:::`` in place of its placeholder or
+    after it, and a switch set to true as the switch (``--all=true`` is ``--all``; set to false, nothing)."""
     for _ in range(8):
         stripped = _WRAPPER.sub("", _COMMAND_PATH.sub(r"\1", piece), count=1)
         if stripped == piece:
             break
         piece = stripped
+    command, given, arguments = piece.partition(":::")
+    if given:
+        arguments = " ".join(word for word in arguments.split() if not word.startswith(":::"))
+        piece = command.replace(_GIVEN, arguments) if _GIVEN in command else f"{command} {arguments}"
     piece = piece.strip()
     word, _, rest = piece.partition(" ")
     if any(char in word for char in "?*[") and "/" not in word:
         word = next((candidate for candidate in _DANGEROUS_WORDS if fnmatchcase(candidate, word)), word)
-    return f"{word} {' '.join(_normal_path(argument) for argument in rest.split(' '))}".strip()
+    words = (_switch(argument) for argument in rest.split(" "))
+    return f"{word} {' '.join(_normal_path(argument) for argument in words if argument is not None)}".strip()
+
+
+_SWITCH = re.compile(r"(?i)(--?[a-z][\w-]*)=(?:(true|yes|on|1)|false|no|off|0)")
+
+
+def _switch(argument: str) -> str | None:
+    switch = _SWITCH.fullmatch(argument)
+    if switch is None:
+        return argument
+    return switch.group(1) if switch.group(2) else None
 
 
 _HOME = re.compile(r"^(?:~|\$HOME|\$\{HOME\})(?=/|$)")
