@@ -38,6 +38,19 @@ def ask(client: openai.OpenAI, *, stream: bool = False, **fields: Any) -> list[s
     return [item.name for item in output if item.type == "function_call"]
 
 
+def anthropic_client(proxy: Proxy, upstream: FakeUpstream) -> anthropic.Anthropic:
+    """The official Anthropic client of an agent configured for ``proxy``, its API at ``upstream``."""
+    return anthropic.Anthropic(
+        base_url=upstream.url,
+        api_key="sk-ant-test",
+        max_retries=0,
+        default_headers=CONTEXT,
+        http_client=anthropic.DefaultHttpxClient(
+            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
+        ),
+    )
+
+
 def refusal(client: openai.OpenAI, **fields: Any) -> str:
     with pytest.raises(openai.PermissionDeniedError) as raised:
         ask(client, **fields)
@@ -250,15 +263,7 @@ def test_an_anthropic_container_an_answer_with_a_withheld_call_ran_in_cannot_be_
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     proxy = start_proxy(mode="enforce")
-    client = anthropic.Anthropic(
-        base_url=upstream.url,
-        api_key="sk-ant-test",
-        max_retries=0,
-        default_headers=CONTEXT,
-        http_client=anthropic.DefaultHttpxClient(
-            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
-        ),
-    )
+    client = anthropic_client(proxy, upstream)
     body = json.loads(answer(DELETE_BLOCK))
     upstream.reply = Reply(body=json.dumps({**body, "container": CONTAINER}).encode())
     ask_anthropic: Any = [{"role": "user", "content": "go on"}]
@@ -394,15 +399,7 @@ def test_a_file_an_answers_code_wrote_beside_a_withheld_call_is_not_read_back(
     Files API, the file's content and its metadata are refused (``inspection.withheld_context``, place
     ``file``); deleting it passes, as does reading another file."""
     proxy = start_proxy(mode="enforce")
-    client = anthropic.Anthropic(
-        base_url=upstream.url,
-        api_key="sk-ant-test",
-        max_retries=0,
-        default_headers=CONTEXT,
-        http_client=anthropic.DefaultHttpxClient(
-            proxy=proxy.url(), verify=ssl.create_default_context(cafile=str(proxy.ca_cert))
-        ),
-    )
+    client = anthropic_client(proxy, upstream)
     upstream.reply = Reply(body=answer(WROTE, DELETE_BLOCK))
     ask_anthropic: Any = [{"role": "user", "content": "chart it, then tidy up"}]
     reply = client.messages.create(model="m", max_tokens=10, messages=ask_anthropic)
