@@ -143,6 +143,10 @@ class RequestView:
     the provider hands the model, or a container the code the API runs works in (Anthropic's
     ``container``, a Responses code interpreter's ``tools[0].container``), which keeps what earlier code
     wrote there."""
+    files_read: dict[str, str] = field(default_factory=dict)
+    """The files the provider keeps that this request has it read by reference, by the field naming
+    each (``proxy.dialects.filerefs``): the provider hands their whole content to the model, or to the
+    store, container or job the request fills."""
     repeated_fields: list[list[tuple[str, int, int]]] = field(default_factory=list)
     """For each form field the body names more than once (``a=1&a=2`` in a urlencoded body, parts of one
     name in a multipart one), its values in order, each as the locator of the part holding it and its span

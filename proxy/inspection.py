@@ -613,17 +613,18 @@ class TurnInspector:
         self._record(declared + tools.fetch_findings(view.fetches, self._host_allowed))
 
     def _withheld_continuations(self, view: RequestView) -> list[Finding]:
-        """What the request continues (a stored response, a conversation) in which egressguard withheld
-        something from the agent: the provider hands the model the whole of it, the withheld part too, so
-        the request is refused where that part's threat is enforced."""
+        """What the request continues (a stored response, a conversation, a container) or has the
+        provider read (a file) in which egressguard withheld something from the agent: the provider hands
+        the model the whole of it, the withheld part too, so the request is refused where that part's
+        threat is enforced."""
         findings = []
-        for where, stored in view.continues.items():
+        for where, stored in (view.continues | view.files_read).items():
             threat = self.state.get(_withheld_key(stored))
             if not isinstance(threat, str) or threat not in Threat:
                 continue
             signal = (
-                f"continues what {where} names, in which egressguard withheld {threat} content from the "
-                "agent; the provider would hand it on unread"
+                f"names at {where} what the provider keeps, in which egressguard withheld {threat} "
+                "content from the agent; the provider would hand it on unread"
             )
             findings.append(
                 Finding(

@@ -120,11 +120,12 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
 _KEPT_BY_ROUTE = (
     ("conversation", re.compile(r"/conversations/([^/]+)(?:/items(?:/[^/]+)?)?\Z")),
     ("container", re.compile(r"/containers/([^/]+)(?:/files(?:/[^/]+(?:/content)?)?)?\Z")),
-    ("file", re.compile(r"/files/([^/]+)(?:/content)?\Z")),
+    ("file", re.compile(r"/files/([^/:]+)(?:/content|:download)?\Z")),
 )
 """What a provider keeps and hands back by its id in the route: a conversation and its items, a
 container and the files the code run in it wrote (their list, each one, its content), a file of the
-Files API (its metadata, its content), where Anthropic's code execution keeps what its code wrote."""
+Files API (its metadata, its content; Gemini's ``:download``), where Anthropic's code execution keeps what
+its code wrote, as a reference to it in a body names it (``proxy.dialects.filerefs``)."""
 
 
 def continued_by_route(method: str, path: str) -> dict[str, str]:

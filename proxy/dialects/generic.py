@@ -60,9 +60,8 @@ class Generic(Dialect):
     REMOVES_CALLS = False
 
     def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
-        document, error = json_of(body, parsed)
-        if error is None:
-            return self._request_from(document)
+        if json_of(body, parsed)[1] is None:
+            return super().parse_request(body, parsed)
         lines = ndjson_documents(body)
         if lines is not None:
             return RequestView(

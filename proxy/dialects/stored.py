@@ -28,6 +28,7 @@ from proxy.dialects.base import (
     load_json,
     readable_text,
 )
+from proxy.dialects.filerefs import files_named
 from proxy.dialects.gemini import Gemini
 from proxy.dialects.generic import MULTIPART, Generic
 from proxy.dialects.locator import Step, format_locator, get_at, parse_locator, set_at, walk_strings
@@ -186,6 +187,7 @@ class Stored(Dialect):
                 view.parts.append(Part(Source.USER, line, format_locator((*base, index))))
                 continue
             self.merge(view, document, self._line_requests(document), (*base, index))
+            view.files_read |= files_named(document, (*base, index))
 
     def _line_requests(self, line: Any) -> list[Embedded]:
         """The request a batch input file's line holds: OpenAI's names its route (``url``) and carries its

@@ -1,0 +1,95 @@
+"""The files a body has the provider read by reference: a content block's ``source.file_id`` (Anthropic's
+``document``, ``image``, ``container_upload``), an ``input_file`` or ``input_image`` part's ``file_id``
+(Responses), a Chat ``file`` part's ``file.file_id``, Assistants' ``attachments`` and ``image_file``,
+a vector store's, a container's or a code interpreter's ``file_ids``, a batch's ``input_file_id``, a
+fine-tuning job's ``training_file``, Gemini's ``fileData.fileUri`` and a batch's or a file search
+store's ``fileName``. The provider hands the model (or the store, the container, the job) the whole of
+such a file, unread by whoever sends the reference.
+
+A key is read in any case, with or without ``_`` and ``-`` (``fileUri``, ``file_uri``), at any depth and
+in any API's body, since each names a file by the one id its provider gave it. A reference is the file's
+id, or an address or name holding ``files/{id}`` (Gemini's ``https://.../v1beta/files/abc``,
+``files/abc``), read as that id: the one a route ``/files/{id}`` names
+(``proxy.dialects.continued_by_route``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from proxy.dialects.locator import Step, format_locator
+
+_ID_KEYS = frozenset(
+    {"fileid", "fileids", "inputfileid", "fileuri", "fileuris", "trainingfile", "validationfile"}
+)
+"""Keys (folded: lower case, no ``_`` or ``-``) whose string, or list of strings, names a file by id."""
+_NAME_KEYS = frozenset({"filename", "filenames"})
+"""Keys that name a file by its name where it is ``files/{id}`` (Gemini), and by its title elsewhere."""
+_FILE_ID_TYPE = "file_id"
+"""An object ``{"type": "file_id", "id": ...}`` (an eval run's data source) names a file by its ``id``."""
+NAMED_FILE = re.compile(r"(?:\A|/)files/([^/?#:\s]+)")
+"""``files/{id}`` in a reference or a route: the id up to the next step, query or method (``:download``)."""
+_FOLD = str.maketrans("", "", "_-")
+_NESTED = (dict, list)
+_BY_ID, _BY_NAME = "id", "name"
+
+
+def files_named(document: Any, steps: tuple[Step, ...] = ()) -> dict[str, str]:
+    """Each file ``document`` (found at ``steps``) names by reference, by the locator of the string
+    naming it, as ``stored_file`` reads it."""
+    found: dict[str, str] = {}
+    if isinstance(document, _NESTED):
+        _collect(document, list(steps), found)
+    return found
+
+
+def stored_file(reference: str) -> str:
+    """The id a file reference names: the id in ``files/{id}`` where it holds one (percent-decoded, as
+    the server decodes an address), else the reference without surrounding whitespace."""
+    named = NAMED_FILE.search(unquote(reference))
+    return named.group(1) if named is not None else reference.strip()
+
+
+def _collect(value: Any, steps: list[Step], found: dict[str, str]) -> None:
+    """Walks ``value`` at ``steps`` (a path grown and cut back in place: a locator is only written for a
+    reference found, every body being walked)."""
+    if isinstance(value, list):
+        for index, child in enumerate(value):
+            if isinstance(child, _NESTED):
+                steps.append(index)
+                _collect(child, steps, found)
+                steps.pop()
+        return
+    for key, child in value.items():
+        if isinstance(child, _NESTED):
+            steps.append(key)
+            _collect(child, steps, found)
+            steps.pop()
+        kind = _kind(key)
+        if kind is not None:
+            for where, reference in _references(child, (*steps, key)):
+                if reference.strip() and (kind == _BY_ID or NAMED_FILE.search(unquote(reference))):
+                    found[where] = stored_file(reference)
+        elif key == "id" and value.get("type") == _FILE_ID_TYPE and isinstance(child, str):
+            found[format_locator((*steps, key))] = stored_file(child)
+
+
+@functools.lru_cache(maxsize=4096)
+def _kind(key: str) -> str | None:
+    """How a key names a file (``_BY_ID``, ``_BY_NAME``), None where it names none: asked of every key of
+    every body, of which most are the same few (``type``, ``text``, ``role``)."""
+    folded = key.lower().translate(_FOLD)
+    return _BY_ID if folded in _ID_KEYS else _BY_NAME if folded in _NAME_KEYS else None
+
+
+def _references(value: Any, steps: tuple[Step, ...]) -> list[tuple[str, str]]:
+    """A reference given as a string, or each of a list of them."""
+    if isinstance(value, str):
+        return [(format_locator(steps), value)]
+    if isinstance(value, list):
+        listed = enumerate(value)
+        return [(format_locator((*steps, index)), item) for index, item in listed if isinstance(item, str)]
+    return []

@@ -1,0 +1,301 @@
+"""A file egressguard withheld content of (one an Anthropic answer's code wrote beside a withheld call, one
+whose content a download was refused or cut for) is not handed to the model by reference either: every
+field of every provider API that names a kept file (a content block's ``file_id``, Gemini's
+``fileData.fileUri``, a vector store's, a container's or a batch's file) is read, and a request naming a
+withheld one is refused where the withheld part's threat is enforced, through a real egressguard and the
+official Anthropic, OpenAI and Gemini SDKs."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from proxy.dialects import continued_by_route, detect
+from tests.harness import Proxy
+from tests.test_e2e_stored_requests import batch_line, batch_upload
+from tests.test_e2e_withheld_context import CONTEXT, DELETE_BLOCK, WROTE, anthropic_client
+from tests.test_server_tools import answer
+from tests.upstream import FakeUpstream, Reply
+
+WITHHELD = "inspection.withheld_context"
+CALL_IN_FILE = {"type": "tool_use", "id": "toolu_9", "name": "delete_customer", "input": {"id": 42}}
+"""What a downloaded file holds that reads as a destructive call: withheld from the agent."""
+GEMINI_FILE = "https://generativelanguage.googleapis.com/v1beta/files/chart-7"
+OBJECT = Reply(body=b'{"id": "obj_1", "object": "thing", "created_at": 1}')
+"""What the fake upstream answers a request egressguard lets pass, on routes it has no model for."""
+
+
+def files_read(method: str, path: str, body: Any) -> dict[str, str]:
+    encoded = body if isinstance(body, bytes) else json.dumps(body).encode()
+    content_type = "multipart/form-data" if isinstance(body, bytes) else "application/json"
+    return detect(method, path, content_type, encoded).parse_request(encoded).files_read
+
+
+def test_every_api_s_reference_to_a_kept_file_is_read() -> None:
+    """Each field naming a file, in any case and spelling of its key, at any depth, in any API's body;
+    an address or name holding ``files/{id}`` as that id, as a route names it."""
+    source = {"type": "file", "file_id": "file_011"}
+    messages = {
+        "model": "m",
+        "max_tokens": 9,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": source},
+                    {"type": "image", "source": source},
+                    {"type": "container_upload", "file_id": "file_012"},
+                ],
+            }
+        ],
+    }
+    assert files_read("POST", "/v1/messages", messages) == {
+        "messages[0].content[0].source.file_id": "file_011",
+        "messages[0].content[1].source.file_id": "file_011",
+        "messages[0].content[2].file_id": "file_012",
+    }
+    batch = {"requests": [{"custom_id": "a", "params": messages}]}
+    assert files_read("POST", "/v1/messages/batches", batch)[
+        "requests[0].params.messages[0].content[2].file_id"
+    ]
+    responses = {
+        "model": "m",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_file", "file_id": "file-a"},
+                    {"type": "input_image", "file_id": "file-b", "detail": "auto"},
+                ],
+            }
+        ],
+        "tools": [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file-c"]}}],
+    }
+    assert files_read("POST", "/v1/responses", responses) == {
+        "input[0].content[0].file_id": "file-a",
+        "input[0].content[1].file_id": "file-b",
+        "tools[0].container.file_ids[0]": "file-c",
+    }
+    chat = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}],
+    }
+    assert files_read("POST", "/v1/chat/completions", chat) == {"messages[0].content[0].file.file_id": "f"}
+    gemini = {
+        "contents": [
+            {
+                "parts": [
+                    {"fileData": {"fileUri": GEMINI_FILE}},
+                    {"file_data": {"file_uri": "files/%63hart-8"}},
+                ]
+            }
+        ]
+    }
+    assert files_read("POST", "/v1beta/models/g:generateContent", gemini) == {
+        "contents[0].parts[0].fileData.fileUri": "chart-7",
+        "contents[0].parts[1].file_data.file_uri": "chart-8",
+    }
+    assert files_read(
+        "POST", "/v1beta/models/g:batchGenerateContent", {"batch": {"inputConfig": {"fileName": "files/b"}}}
+    ) == {"batch.inputConfig.fileName": "b"}
+    others = {
+        "/v1/vector_stores": {"file_ids": ["file-d", " file-e "]},
+        "/v1/vector_stores/vs_1/files": {"File-Id": "file-f"},
+        "/v1/vector_stores/vs_1/file_batches": {"files": [{"fileId": "file-g"}]},
+        "/v1/threads/thread_1/messages": {
+            "role": "user",
+            "content": "x",
+            "attachments": [{"file_id": "file-h"}],
+        },
+        "/v1/batches": {"input_file_id": "file-i", "endpoint": "/v1/responses"},
+        "/v1/fine_tuning/jobs": {"model": "m", "training_file": "file-j", "validation_file": "file-k"},
+        "/v1/evals/e/runs": {"data_source": {"source": {"type": "file_id", "id": "file-l"}}},
+        "/v1/containers": {"name": "c", "file_ids": ["file-m"]},
+        "/mcp": {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"arguments": {"file_id": "file-n"}},
+        },
+    }
+    for path, body in others.items():
+        assert sorted(files_read("POST", path, body).values()) == sorted(
+            value.strip() for value in json.dumps(body).replace('"', " ").split() if value.startswith("file-")
+        ), path
+    line = batch_line("r1", "/v1/responses", responses)
+    assert (
+        files_read("POST", "/v1/files", batch_upload(line))[
+            "multipart[1][0].body.input[0].content[0].file_id"
+        ]
+        == "file-a"
+    )
+    # A file's title, an address the provider fetches and prose naming an id name no kept file.
+    unnamed = {"filename": "report.pdf", "file_url": "https://example.com/files/x", "text": "see file_011"}
+    assert files_read("POST", "/v1/responses", {"model": "m", "input": [unnamed]}) == {}
+    assert continued_by_route("GET", "/v1beta/files/chart-7:download?alt=media") == {"file": "chart-7"}
+    assert continued_by_route("GET", "/v1/vector_stores/vs_1/files/file-a/content") == {"file": "file-a"}
+
+
+@pytest.fixture
+def enforcing(start_proxy: Callable[..., Proxy]) -> Proxy:
+    return start_proxy(mode="enforce")
+
+
+def refused(proxy: Proxy, upstream: FakeUpstream, send: Callable[[], object], error: type[Exception]) -> str:
+    """Sends a request that must be refused before it reaches the upstream; the place the refusal's
+    finding names."""
+    sent, recorded = len(upstream.received), len(proxy.wait_for_records(0))
+    with pytest.raises(error) as raised:
+        send()
+    assert WITHHELD in str(raised.value)
+    assert len(upstream.received) == sent
+    record = proxy.wait_for_records(recorded + 1)[-1]
+    found = [finding for finding in record["findings"] if finding["rule"] == WITHHELD]
+    assert found and all(finding["enforced"] for finding in found)
+    return str(found[0]["where"])
+
+
+def test_a_file_an_answers_code_wrote_beside_a_withheld_call_is_not_handed_to_the_model(
+    enforcing: Proxy, upstream: FakeUpstream
+) -> None:
+    """Through the Anthropic SDK: a document, an image and a container upload naming the file, in a
+    message or in a Message Batch, are refused; another file passes."""
+    client = anthropic_client(enforcing, upstream)
+    upstream.reply = Reply(body=answer(WROTE, DELETE_BLOCK))
+    client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "chart it"}])
+    upstream.reply = Reply(body=answer({"type": "text", "text": "read"}))
+
+    def message(block: dict[str, Any]) -> list[Any]:
+        return [{"role": "user", "content": [block, {"type": "text", "text": "summarise it"}]}]
+
+    source = {"type": "file", "file_id": "file_011"}
+    blocks: list[dict[str, Any]] = [
+        {"type": "document", "source": source},
+        {"type": "image", "source": source},
+        {"type": "container_upload", "file_id": "file_011"},
+    ]
+    places = []
+    for block in blocks:
+
+        def send(block: dict[str, Any] = block) -> object:
+            return client.beta.messages.create(
+                model="m", max_tokens=10, messages=message(block), betas=["files-api-2025-04-14"]
+            )
+
+        places.append(refused(enforcing, upstream, send, anthropic.PermissionDeniedError))
+    assert places == [
+        "messages[0].content[0].source.file_id",
+        "messages[0].content[0].source.file_id",
+        "messages[0].content[0].file_id",
+    ]
+    batch: Any = [
+        {"custom_id": "a", "params": {"model": "m", "max_tokens": 9, "messages": message(blocks[0])}}
+    ]
+    assert (
+        refused(
+            enforcing,
+            upstream,
+            lambda: client.messages.batches.create(requests=batch),
+            anthropic.PermissionDeniedError,
+        )
+        == "requests[0].params.messages[0].content[0].source.file_id"
+    )
+    other: Any = message({"type": "document", "source": {"type": "file", "file_id": "file_099"}})
+    client.beta.messages.create(model="m", max_tokens=10, messages=other, betas=["files-api-2025-04-14"])
+    assert json.loads(upstream.received[-1].body)["messages"] == other
+
+
+def test_a_file_whose_download_was_withheld_is_not_handed_to_the_model_by_openai_apis(
+    enforcing: Proxy, upstream: FakeUpstream
+) -> None:
+    """Through the OpenAI SDK: a file whose content egressguard withheld from the agent (it held a
+    destructive call) is refused wherever a request names it: a Responses input file or image, a Chat
+    file, a code interpreter's container, a vector store, an Assistants message's attachment, a batch, a
+    fine-tuning job, a container, and the line of a batch input file; the same requests naming another
+    file pass."""
+    client = enforcing.openai_client(upstream.url, headers=CONTEXT)
+    upstream.reply = Reply(body=json.dumps({"steps": [CALL_IN_FILE]}).encode())
+    with pytest.raises(openai.InternalServerError, match="delete_customer"):
+        client.files.content("file-abc")
+
+    def sends(file: str) -> list[Callable[[], object]]:
+        content: Any = [{"type": "input_file", "file_id": file}, {"type": "input_text", "text": "sum it up"}]
+        image: Any = [{"type": "input_image", "file_id": file, "detail": "auto"}]
+        chat: Any = [{"role": "user", "content": [{"type": "file", "file": {"file_id": file}}]}]
+        container: Any = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [file]}}]
+        line = batch_line(
+            "r1", "/v1/responses", {"model": "m", "input": [{"role": "user", "content": content}]}
+        )
+        return [
+            lambda: client.responses.create(model="m", input=[{"role": "user", "content": content}]),
+            lambda: client.responses.create(model="m", input=[{"role": "user", "content": image}]),
+            lambda: client.chat.completions.create(model="m", messages=chat),
+            lambda: client.responses.create(model="m", input="plot it", tools=container),
+            lambda: client.vector_stores.files.create(vector_store_id="vs_1", file_id=file),
+            lambda: client.vector_stores.create(file_ids=[file]),
+            lambda: client.vector_stores.file_batches.create(vector_store_id="vs_1", file_ids=[file]),
+            lambda: client.beta.threads.messages.create(
+                "thread_1", role="user", content="read it", attachments=[{"file_id": file}]
+            ),
+            lambda: client.batches.create(
+                input_file_id=file, endpoint="/v1/responses", completion_window="24h"
+            ),
+            lambda: client.fine_tuning.jobs.create(model="m", training_file=file),
+            lambda: client.containers.create(name="c", file_ids=[file]),
+            lambda: client.files.create(file=("b.jsonl", io.BytesIO(line.encode())), purpose="batch"),
+        ]
+
+    for send in sends("file-abc"):
+        refused(enforcing, upstream, send, openai.PermissionDeniedError)
+    upstream.reply = OBJECT
+    for send in sends("file-xyz"):
+        sent = len(upstream.received)
+        send()
+        assert len(upstream.received) == sent + 1
+
+
+def test_a_gemini_file_whose_download_was_withheld_is_not_handed_to_the_model(
+    enforcing: Proxy, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the Gemini SDK: a generated file whose download egressguard withheld (it held a
+    destructive call) is refused as a part's ``fileData.fileUri`` and as a batch's input file; another
+    file passes."""
+    monkeypatch.setenv("HTTPS_PROXY", enforcing.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(enforcing.ca_cert))
+    client = genai.Client(
+        api_key="test-key", http_options=types.HttpOptions(base_url=upstream.url, headers=CONTEXT)
+    )
+    call = {"functionCall": {"name": "delete_customer", "args": {"id": 42}}}
+    upstream.reply = Reply(body=json.dumps({"candidates": [{"content": {"parts": [call]}}]}).encode())
+    with pytest.raises(genai_errors.ServerError, match="delete_customer"):
+        client.files.download(file="files/chart-7")
+    assert upstream.received[-1].path.endswith("/files/chart-7:download?alt=media")
+    upstream.reply = Reply()
+
+    def ask(uri: str) -> Callable[[], types.GenerateContentResponse]:
+        part = types.Part.from_uri(file_uri=uri, mime_type="text/csv")
+        return lambda: client.models.generate_content(model="gemini-2.5-flash", contents=[part, "sum it up"])
+
+    # The file's address is on the provider's host, which the agent reaches: no other rule refuses it.
+    for uri in (f"{upstream.url}/v1beta/files/chart-7", "files/chart-7"):
+        where = refused(enforcing, upstream, ask(uri), genai_errors.ClientError)
+        assert where.startswith("contents[0].parts[0].fileData.file")
+    assert (
+        refused(
+            enforcing,
+            upstream,
+            lambda: client.batches.create(model="gemini-2.5-flash", src="files/chart-7"),
+            genai_errors.ClientError,
+        )
+        == "batch.inputConfig.fileName"
+    )
+    assert ask(f"{upstream.url}/v1beta/files/chart-8")().text == "Hello from the upstream model."
