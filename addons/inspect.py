@@ -31,6 +31,7 @@ from addons.wire.fields import drop_fields
 from addons.wire.wsclose import UPSTREAM_CLOSING, LastWords, close_websocket
 from proxy.config.policy import Policy
 from proxy.dialects import (
+    MCP,
     Dialect,
     Generic,
     StreamFilters,
@@ -41,6 +42,7 @@ from proxy.dialects import (
     is_text,
     read_batch_file,
     staged_upload,
+    tool_server_route,
 )
 from proxy.dialects.base import BLOCKED_CODE, ParsedBody, body_text, load_json_with_shadowed, readable_text
 from proxy.dialects.generic import binary_parts
@@ -1302,6 +1304,7 @@ class Inspect:
                     reader = Generic()
                     view = dataclasses.replace(reader.parse_request(body), dialect=dialect.name)
         view.continues |= continued_by_route(flow.request.method, flow.request.path)
+        view.tool_server = isinstance(dialect, MCP) and tool_server_route(flow.request.path)
         turn.request = view
         turn.stream = view.stream
         flow.metadata[DIALECT_KEY] = dialect

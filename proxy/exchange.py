@@ -151,6 +151,10 @@ class RequestView:
     """For each form field the body names more than once (``a=1&a=2`` in a urlencoded body, parts of one
     name in a multipart one), its values in order, each as the locator of the part holding it and its span
     in that part's text: the server reads them one after another (``proxy.wire.forms``)."""
+    tool_server: bool = False
+    """The request is an agent's message to its own MCP server: read as MCP and on a route of MCP's
+    transports (``proxy.dialects.tool_server_route``). In vault mode it gets the vault's values where
+    every other request gets placeholders."""
     kept: bool = False
     """The provider keeps this exchange for a later request to continue (the Responses API's ``store``)."""
 

@@ -543,7 +543,7 @@ class TurnInspector:
         # for injection as the prompt is, since a tool may hand what it is passed to a model of its own.
         mcp_call = view.dialect == MCP.name
         fresh = list(view.parts) if mcp_call else self._fresh_parts(view.parts)
-        vaults = self.vault is not None and not mcp_call
+        vaults = self.vault is not None and not view.tool_server
         joined = self._across_fields(view)
         self._record(finding for finding, _ in joined)
         pieces_at: dict[str, list[Match]] = {}
@@ -988,7 +988,7 @@ class TurnInspector:
         recorded as vaulted (``vault_request`` replaces it). ``parsed``: ``body`` as decoded already;
         ``original``: the body as the agent sent it, when ``body`` is its rewrite."""
         handled = {tuple(parse_locator(part.where)) for part in view.parts}
-        vaulted = self.vault is not None and view.dialect != MCP.name
+        vaulted = self.vault is not None and not view.tool_server
         scan = self.json_scan(
             redacts=self.policy.detection.redact_requests,
             placeholder=self.vault.placeholder if vaulted and self.vault is not None else None,
@@ -1007,12 +1007,13 @@ class TurnInspector:
     def vault_request(self, body: bytes, dialect: Dialect, view: RequestView) -> bytes:
         """The request body as it leaves in vault mode, where the policy enforces it (else ``body``): every
         secret in any string of it (parts, history, fields no dialect reads, JSON inside strings) and
-        every value the scope already holds replaced by its placeholder. An MCP ``tools/call`` goes to the
-        agent's own tool instead: placeholders in its arguments are replaced by their values."""
+        every value the scope already holds replaced by its placeholder. A message to the agent's own MCP
+        server (``RequestView.tool_server``) goes to its tool instead: placeholders in it are replaced by
+        their values."""
         vault = self._enforced_vault()
         if vault is None:
             return body
-        if view.dialect == MCP.name:
+        if view.tool_server:
             replacements = {}
             for part in view.parts:
                 restored = _restored(vault, part.text, part.where)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxy.dialects import detect, jsonrpc_messages
+from proxy.dialects import detect, jsonrpc_messages, tool_server_route
 from proxy.exchange import Source
 
 CALL = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "delete_customer"}}
@@ -226,3 +226,33 @@ def test_a_jsonrpc_answer_on_any_route_is_read_as_mcp() -> None:
     assert read_sources(completion.parts) == [("[0].result.content[0].text", Source.TOOL_RESULT)]
     assert "kept" in [segment.text for segment in completion.text]
     assert generic.parse_response(body(LOOKALIKE)).parts == []
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/mcp", True),
+        ("/mcp/", True),
+        ("/api/mcp/s/abc/mcp", True),
+        ("/v1/mcp", True),
+        ("/v1/mcp/stream", True),
+        ("/%6Dcp", True),
+        ("/sse", True),
+        ("/messages/?session_id=abc", True),
+        ("/message?sessionId=1", True),
+        ("/v1/messages", False),
+        ("/v1/messages?beta=true", False),
+        ("/v1/sse", False),
+        ("/v1/files", False),
+        ("/v1/mcp/files", False),
+        ("/upload/v1beta/files", False),
+        ("/v1beta/models/g:generateContent", False),
+        ("/openai/files?api-version=1", False),
+        ("/rpc", False),
+        ("/gists", False),
+        ("/mcpx", False),
+    ],
+)
+def test_a_tool_server_is_known_by_where_a_request_goes(path: str, expected: bool) -> None:
+    """A route of MCP's transports that is no provider API's, whatever the body."""
+    assert tool_server_route(path) is expected

@@ -305,6 +305,90 @@ def test_mcp_tool_call_gets_the_value_only_for_its_agent(vaulting: Proxy, upstre
         assert upstream.received[-1].json()["params"]["arguments"] == {"env": {"PGPASSWORD": expected}}
 
 
+AWS_KEY = "AKIAQWERTY234567ABCD"
+TOOLS_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "save", "arguments": {}}}
+
+
+def tools_call(value: str, **fields: Any) -> dict[str, Any]:
+    """A JSON-RPC ``tools/call`` whose arguments carry ``value``, with ``fields`` over its own."""
+    return {**TOOLS_CALL, "params": {"name": "save", "arguments": {"note": value}}, **fields}
+
+
+SHAPES: dict[str, Callable[[str], Any]] = {
+    "call": tools_call,
+    "batch": lambda value: [tools_call(value), {**tools_call(value), "id": 2}],
+    "method in capitals": lambda value: tools_call(value, method="TOOLS/CALL"),
+    "method padded": lambda value: tools_call(value, method=" tools/call\n"),
+    "keys in capitals": lambda value: {
+        "JSONRPC": "2.0",
+        "ID": 1,
+        "Method": "tools/call",
+        "PARAMS": {"x": value},
+    },
+    "extra fields": lambda value: tools_call(value, model="m", purpose="batch", messages=[]),
+}
+PROVIDER_ROUTES = [
+    "/v1/files",
+    "/v1/messages",
+    "/v1/messages/batches",
+    "/v1/vector_stores/vs_1/files",
+    "/v1/conversations/conv_1/items",
+    "/v1/threads",
+    "/upload/v1beta/files",
+    "/v1beta/cachedContents",
+    "/v1beta/models/g:batchGenerateContent",
+    "/openai/files?api-version=2024-10-21",
+    "/v1/mcp/files",
+]
+
+
+def test_a_jsonrpc_body_anywhere_but_an_mcp_server_s_route_is_vaulted(
+    vaulting: Proxy, upstream: FakeUpstream
+) -> None:
+    """Whether a request goes to the agent's own MCP server is decided by where it goes, never by what
+    its body looks like: a ``tools/call``, a batch of them, in any case and spelling, with any fields
+    besides, sent to a provider's route (OpenAI's, Anthropic's, Gemini's, Azure OpenAI's) or to a route no
+    MCP transport uses, leaves with the key as a placeholder; the same body to ``/mcp`` is the tool's."""
+    upstream.reply = Reply(body=b'{"id": "file-1", "object": "file"}')
+    context = ssl.create_default_context(cafile=vaulting.ca_cert)
+    with httpx.Client(proxy=vaulting.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+        for shape, body in SHAPES.items():
+            # Keys that differ only in case are refused whatever the route (``inspection.key_case``).
+            refused = shape == "keys in capitals"
+            for route in [*PROVIDER_ROUTES, "/rpc", "/gists"]:
+                before = len(upstream.received)
+                client.post(f"{upstream.url}{route}", json=body(AWS_KEY), headers=HEADERS)
+                sent = [received.body.decode() for received in upstream.received[before:]]
+                assert len(sent) == (0 if refused else 1), (shape, route)
+                assert all(AWS_KEY not in text and PLACEHOLDER.search(text) for text in sent), (shape, route)
+            before = len(upstream.received)
+            client.post(f"{upstream.url}/mcp", json=body(AWS_KEY), headers=HEADERS)
+            sent = [received.body.decode() for received in upstream.received[before:]]
+            assert [AWS_KEY in text for text in sent] == ([] if refused else [True]), shape
+
+
+def test_a_placeholder_in_a_jsonrpc_body_is_restored_only_for_an_mcp_server(
+    vaulting: Proxy, upstream: FakeUpstream
+) -> None:
+    """The vault's value goes to the agent's own tool alone: a placeholder in a ``tools/call`` sent through
+    the OpenAI and Anthropic SDKs to their Files and Messages routes leaves as the placeholder."""
+    Agent("openai", upstream, stream=False).say(PROMPT)
+    found = PLACEHOLDER.search(sent_upstream(upstream))
+    assert found is not None
+    call = tools_call(f"PGPASSWORD={found.group(0)}")
+    upstream.reply = Reply(body=b'{"id": "file-1", "object": "file"}')
+    sdk = openai.OpenAI(
+        base_url=f"{upstream.url}/v1", api_key="sk-test", max_retries=0, default_headers=HEADERS
+    )
+    sdk.post("/files", body=call, cast_to=str)
+    claude = anthropic.Anthropic(
+        base_url=upstream.url, api_key="sk-ant-test", max_retries=0, default_headers=HEADERS
+    )
+    claude.post("/v1/messages", body=call, cast_to=str)
+    for sent in upstream.received[-2:]:
+        assert PASSWORD not in sent.body.decode() and found.group(0) in sent.body.decode()
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
 def test_secret_in_a_field_no_dialect_reads_is_vaulted(

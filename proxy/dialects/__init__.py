@@ -61,6 +61,7 @@ __all__ = [
     "jsonrpc_messages",
     "read_batch_file",
     "staged_upload",
+    "tool_server_route",
 ]
 
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/chat/completions\Z")
@@ -139,6 +140,31 @@ def continued_by_route(method: str, path: str) -> dict[str, str]:
         if found is not None:
             return {kept: found.group(1)}
     return {}
+
+
+_TOOL_SERVER_ROUTE = re.compile(r"(?:\A|/)mcp(?:/|\Z)|/(?:sse|messages?)\Z")
+"""The routes MCP's transports use: a step named ``mcp`` (Streamable HTTP's ``/mcp``, ``/api/mcp/x``) or,
+outside a provider API's prefix, the HTTP+SSE transport's ``/sse`` and message endpoint."""
+
+
+def tool_server_route(path: str) -> bool:
+    """Whether a request to ``path`` may be an agent's call to its own MCP server, which egressguard hands
+    the vault's values instead of its placeholders: on a route of MCP's transports (``_TOOL_SERVER_ROUTE``)
+    and on none of a provider's API (a model's, one storing model input or reading what the provider
+    keeps, an upload's; Anthropic's ``/v1/messages`` among them). Decided by where the request goes, never
+    by what its body looks like: a JSON-RPC body on any other route is data leaving like any other."""
+    route = _route(path)
+    if _TOOL_SERVER_ROUTE.search(route) is None:
+        return False
+    if not _PROVIDER_API.match(route):
+        return True
+    return (
+        "mcp" in route.split("/")
+        and _model_api(route, b"") is None
+        and not is_stored_route(route)
+        and continued_by_route("GET", route) == {}
+        and staged_upload(route) is None
+    )
 
 
 def _route(path: str) -> str:
