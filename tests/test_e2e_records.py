@@ -8,15 +8,18 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
+import h2.events
 import pytest
 
 from addons.wire.heads import MAX_UNPARSED_BYTES
 from proxy.commands.localca import UpstreamPKI
+from tests.h2upstream import H2Upstream
 from tests.harness import AGENT, Proxy
 from tests.test_e2e_bodies import CONTEXT
 from tests.test_e2e_fronting import tunnel
@@ -39,6 +42,13 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, upstream_pki: UpstreamPKI) -
     )
     yield started
     started.stop()
+
+
+@pytest.fixture(scope="module")
+def h2_upstream(upstream_pki: UpstreamPKI) -> Iterator[H2Upstream]:
+    server = H2Upstream(upstream_pki)
+    yield server
+    server.close()
 
 
 def turns(proxy: Proxy) -> int:
@@ -122,7 +132,7 @@ def test_a_request_head_mitmproxy_cannot_read_is_recorded_as_a_protocol_error(
     assert record["agent_id"] == AGENT and record["errors"]
 
 
-def head_of(upstream: FakeUpstream) -> list[tuple[str, str]]:
+def head_of(upstream: FakeUpstream | H2Upstream) -> list[tuple[str, str]]:
     return [
         (":method", "POST"),
         (":scheme", "https"),
@@ -258,3 +268,122 @@ def test_an_agent_gone_right_after_its_request_is_recorded_as_what_happened(
     # Where the request was read before the agent left, its key was taken out, whether it left or not.
     assert record["decision"] in (("redacted",) if upstream.received else ("allowed", "redacted"))
     assert not [received for received in upstream.received if AWS_KEY.encode() in received.body]
+
+
+UPSTREAM_RESET = "upstream: reset the stream before its answer was complete; the request had been forwarded"
+
+
+def http2_exchange(proxy: Proxy, upstream: H2Upstream) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    """An HTTP/2 connection to the HTTP/2 upstream with a whole request sent on stream 1."""
+    tls = tunnel(proxy, upstream.port, alpn="h2")
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    send_request(tls, connection, 1, upstream)
+    return tls, connection
+
+
+def send_request(
+    tls: ssl.SSLSocket, connection: h2.connection.H2Connection, stream_id: int, upstream: H2Upstream
+) -> None:
+    connection.send_headers(stream_id, head_of(upstream))
+    connection.send_data(stream_id, BODY, end_stream=True)
+    tls.sendall(connection.data_to_send())
+
+
+def reset(tls: ssl.SSLSocket, connection: h2.connection.H2Connection, stream_id: int) -> None:
+    connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+    tls.sendall(connection.data_to_send())
+
+
+def wait_until(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def outcome_of(tls: ssl.SSLSocket, connection: h2.connection.H2Connection) -> int | str:
+    """What the agent received on stream 1: the status of an answer, or the name of a reset's code."""
+    tls.settimeout(10)
+    while data := tls.recv(65536):
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 1:
+                return int(dict(event.headers)[b":status"])
+            if isinstance(event, h2.events.StreamReset) and event.stream_id == 1:
+                return h2.errors.ErrorCodes(event.error_code).name
+        tls.sendall(connection.data_to_send())
+    raise AssertionError("the connection closed with stream 1 unanswered")
+
+
+@pytest.mark.parametrize(
+    ("code", "received"),
+    [(h2.errors.ErrorCodes.CANCEL, None), (h2.errors.ErrorCodes.INTERNAL_ERROR, 502)],
+)
+def test_an_http2_upstream_that_resets_the_stream_is_recorded_as_the_upstream_s_reset(
+    proxy: Proxy, h2_upstream: H2Upstream, code: h2.errors.ErrorCodes, received: int | None
+) -> None:
+    """The upstream read the request (its key redacted) and reset the stream: the record says the upstream
+    reset it after the request was forwarded, never that the agent went away, with the status the agent
+    got: the reset passed on for CANCEL, 502 for an error."""
+    h2_upstream.reset_with = code
+    h2_upstream.received.clear()
+    before = turns(proxy)
+    tls, connection = http2_exchange(proxy, h2_upstream)
+    with tls:
+        outcome = outcome_of(tls, connection)
+    assert outcome == (received or "CANCEL")
+    record = new_record(proxy, before)
+    (request,) = h2_upstream.received
+    assert AWS_KEY.encode() not in request.body and request.headers[":path"] == PATH
+    assert (record["decision"], record["forwarded"], record["status"]) == ("redacted", True, received)
+    assert UPSTREAM_RESET in record["errors"]
+    assert f"connection: stream reset by upstream ({code.name})" in record["errors"]
+    assert not [error for error in record["errors"] if error.startswith(GONE) or "by client" in error]
+
+
+def test_an_agent_that_resets_its_http2_stream_while_the_upstream_thinks_is_recorded_as_gone(
+    proxy: Proxy, h2_upstream: H2Upstream
+) -> None:
+    """The agent cancels its stream after the request reached the upstream: the record says the agent went
+    away after its request was forwarded, no status received, and the cancel reached the upstream."""
+    h2_upstream.reset_with = None
+    h2_upstream.received.clear()
+    h2_upstream.resets.clear()
+    before = turns(proxy)
+    tls, connection = http2_exchange(proxy, h2_upstream)
+    with tls:
+        wait_until(lambda: bool(h2_upstream.received))
+        reset(tls, connection, 1)
+        record = new_record(proxy, before)
+    assert len(h2_upstream.received) == 1
+    assert (record["decision"], record["forwarded"], record["status"]) == ("redacted", True, None)
+    assert f"{GONE}had been forwarded" in record["errors"]
+    assert not [error for error in record["errors"] if error.startswith("upstream:")]
+    wait_until(lambda: bool(h2_upstream.resets))
+    assert h2_upstream.resets == [h2.errors.ErrorCodes.CANCEL]
+
+
+def test_a_request_waiting_for_a_free_upstream_stream_is_not_forwarded_when_its_agent_resets_it(
+    proxy: Proxy, upstream_pki: UpstreamPKI
+) -> None:
+    """The upstream takes one stream at a time and holds the first: the second request waits in the proxy,
+    its head not written, and the agent's reset of it is recorded as not forwarded."""
+    one_stream = H2Upstream(upstream_pki, max_streams=1)
+    try:
+        before = turns(proxy)
+        tls, connection = http2_exchange(proxy, one_stream)
+        with tls:
+            wait_until(lambda: bool(one_stream.received))
+            send_request(tls, connection, 3, one_stream)
+            time.sleep(0.5)
+            reset(tls, connection, 3)
+            waiting = new_record(proxy, before)
+            reset(tls, connection, 1)
+            held = new_record(proxy, before + 1)
+    finally:
+        one_stream.close()
+    assert (waiting["forwarded"], waiting["status"]) == (False, None)
+    assert f"{GONE}was not forwarded" in waiting["errors"]
+    assert (held["forwarded"], held["status"]) == (True, None)
+    assert f"{GONE}had been forwarded" in held["errors"]
+    assert len(one_stream.received) == 1

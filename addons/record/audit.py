@@ -28,6 +28,7 @@ from addons.record.metrics import upstream_seconds
 from addons.wire.heads import OVERSIZE_HEAD
 from addons.wire.rawstreams import ORIGIN_KEY
 from addons.wire.sent import was_sent
+from addons.wire.trailers import PEER_RESET, UPSTREAM_RESET
 from proxy.alerts import Alert, AlertRouter, AlertsConfig
 from proxy.audit import AuditLog, AuditUnavailable
 from proxy.audit.events import scrub, turn_event
@@ -48,10 +49,13 @@ AUDIT_UNAVAILABLE_RULE = "audit-unavailable"
 APPROVAL_REQUESTED_RULE = "approval-requested"
 DRILL_RULE = "egressguard-drill"
 UNAVAILABLE_TYPE = "egressguard_audit_unavailable"
-CLIENT_GONE = ("client disconnected", "stream reset")
+CLIENT_GONE = ("client disconnected", PEER_RESET)
 """How mitmproxy's error messages start, read in lower case, when the agent itself went away (its
 HTTP/1 layer says "Client disconnected.", its server "client disconnected", HTTP/2 "stream reset by
-client")."""
+client"; an upstream's reset reads "stream reset by upstream", ``addons.wire.trailers``)."""
+UNANSWERED_RESETS = ("(CANCEL)", "(HTTP_1_1_REQUIRED)")
+"""The upstream's reset codes mitmproxy passes on to the agent as a reset of its own, where it answers any
+other with 502."""
 BODY_CUT = "http/1 protocol error: peer closed connection"
 """How h11's message for a body cut short starts: the agent's when its request was not read whole."""
 UNANSWERED_ERRORS = ("HTTP/1 protocol error", "HTTP/2 protocol error", "HTTP/2 connection closed")
@@ -82,6 +86,8 @@ def received_status(flow: http.HTTPFlow) -> int | None:
     if response is not None and response.stream:
         return response.status_code  # relayed as it arrived: the head went out before the break
     if error.msg == Error.KILLED_MESSAGE or client_went_away(flow):
+        return None
+    if error.msg.startswith(UPSTREAM_RESET) and error.msg.endswith(UNANSWERED_RESETS):
         return None
     if refused_as_malformed(flow):
         # The agent's own request could not be read whole: mitmproxy answers a bad head 400 and a body
@@ -425,9 +431,13 @@ class Audit:
             turn.errors.append(f"connection: {flow.error.msg}")
             if refused_as_malformed(flow) and not left:
                 turn.escalate(Decision.PROTOCOL_ERROR)
+            sent = "had been forwarded" if left else "was not forwarded"
             if client_went_away(flow):
-                sent = "had been forwarded" if left else "was not forwarded"
                 turn.errors.append(f"agent: went away before its answer was complete; its request {sent}")
+            elif flow.error.msg.startswith(UPSTREAM_RESET):
+                turn.errors.append(
+                    f"upstream: reset the stream before its answer was complete; the request {sent}"
+                )
         if self.runtime.state_degraded:
             turn.errors.append(DEGRADED_STATE)
         response = flow.response

@@ -10,7 +10,9 @@ them and they are dropped.
 
 The same connections hand on the body data that one read brought as one piece (``JoinedData``), and so do
 the HTTP/2 connections ``Http2JoinedData`` installs (``JoinedFrames``); and the HTTP/1 client side frames
-an HTTP/2 or HTTP/3 request's body, which may come with no length (``frame_for_http1``).
+an HTTP/2 or HTTP/3 request's body, which may come with no length (``frame_for_http1``). The HTTP/2
+connection to an upstream names the upstream's stream resets as its own (``UPSTREAM_RESET``) and drops a
+request its agent reset while it waited for a free stream.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import h2.errors
+import h2.events
 import h11
 from h11._readers import ChunkedReader
 from mitmproxy import http
@@ -32,9 +35,11 @@ from mitmproxy.proxy.layers.http._events import (
     RequestData,
     RequestEndOfMessage,
     RequestHeaders,
+    RequestProtocolError,
     RequestTrailers,
     ResponseData,
     ResponseEndOfMessage,
+    ResponseProtocolError,
     ResponseTrailers,
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Client, Http1Connection, Http1Server
@@ -43,6 +48,10 @@ from mitmproxy.proxy.layers.http._http2 import Http2Client, Http2Connection, Htt
 from addons.wire.sent import mark_sent
 
 CommandGenerator = Generator[commands.Command, Any, None]
+PEER_RESET = "stream reset by client"
+"""How mitmproxy's HTTP/2 connections name a RST_STREAM from either peer."""
+UPSTREAM_RESET = "stream reset by upstream"
+"""How a flow's error starts when its upstream reset its stream."""
 
 
 def unread_request(context: Context, http_version: bytes) -> http.Request | None:
@@ -167,9 +176,43 @@ class JoinedHttp2Server(JoinedFrames, Http2Server):
 
 class JoinedHttp2Client(JoinedFrames, Http2Client):
     def _handle_event(self, event: events.Event) -> CommandGenerator:
+        if isinstance(event, RequestProtocolError) and event.stream_id in self.stream_queue:
+            # Its agent reset a request still waiting for a stream the upstream has free: mitmproxy would
+            # send it whole once one is, after its record said it was not forwarded.
+            del self.stream_queue[event.stream_id]
+            return
+        yield from super()._handle_event(event)
+
+    def _handle_event2(self, event: events.Event) -> CommandGenerator:
+        # Here and not in ``_handle_event``, which holds a request back while the upstream has no stream
+        # free for it: marked as its head is written, not as it waits.
         if isinstance(event, HttpEvent):
             mark_sent(event)
-        yield from super()._handle_event(event)
+        yield from super()._handle_event2(event)
+
+    def handle_h2_event(self, event: h2.events.Event) -> Generator[commands.Command, Any, bool]:
+        produced = super().handle_h2_event(event)
+        if not isinstance(event, h2.events.StreamReset):
+            return (yield from produced)
+        return (yield from reset_by_upstream(produced))
+
+
+def reset_by_upstream(
+    produced: Generator[commands.Command, Any, bool],
+) -> Generator[commands.Command, Any, bool]:
+    """``produced`` with the stream error an upstream's RST_STREAM hands on named as the upstream's:
+    mitmproxy's HTTP/2 connections name either peer's reset "stream reset by client", and the record would
+    take the upstream's for the agent's leaving."""
+    reply: Any = None
+    while True:
+        try:
+            command = produced.send(reply)
+        except StopIteration as stop:
+            return bool(stop.value)
+        event = command.event if isinstance(command, ReceiveHttp) else None
+        if isinstance(event, ResponseProtocolError) and event.message.startswith(PEER_RESET):
+            event.message = UPSTREAM_RESET + event.message.removeprefix(PEER_RESET)
+        reply = yield command
 
 
 class Http2JoinedData:
