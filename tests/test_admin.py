@@ -4,6 +4,7 @@ tokens, policy reload, freezes and approvals, and the CLI that drives them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -25,7 +26,7 @@ from proxy.admin.api import ROUTES, Route
 from proxy.admin.dashboard import DASHBOARD_ROUTES
 from proxy.admin.tokens import Access
 from proxy.control.metrics import Metrics, merge_expositions
-from tests.harness import CLIENT_TIMEOUT_S, Proxy, free_port
+from tests.harness import AGENT_TOKEN, AGENT_TOKEN_ENV, CLIENT_TIMEOUT_S, Proxy, free_port, policy_yaml
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 from tests.webhook_receiver import Receiver
 
@@ -216,6 +217,30 @@ def test_admin_port_in_use_stops_the_start_with_exit_2(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_token_file_that_cannot_be_read_stops_the_start_with_exit_2(tmp_path: Path, workers: str) -> None:
+    """The admin read-only token's file is a directory: the start names it and why, and exits 2."""
+    data_dir = tmp_path / "data"
+    (data_dir / "admin-read.token").mkdir(parents=True)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml(data_dir, extra=admin_policy(free_port())))
+    listen = ["--listen-port", str(free_port()), "--workers", workers]
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--config", str(policy), *listen],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN},
+    )
+    assert result.returncode == 2, result.stderr
+    expected = (
+        f"the admin token file {data_dir / 'admin-read.token'} cannot be read or created: Is a directory"
+    )
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # -- metrics ------------------------------------------------------------------------------------------
 
 
@@ -300,6 +325,7 @@ def test_settings_that_need_a_restart_are_refused_on_reload(admin: Admin) -> Non
 
 
 ROTATED = "rotated-admin-token-4f1c9a7e2b"
+ROTATED_READ = "rotated-read-token-8d2e6b0c1f"
 
 
 def move(admin: Admin, port: int, extra: str = "") -> None:
@@ -390,6 +416,52 @@ def test_under_workers_a_reload_takes_new_tokens_and_refuses_a_new_address(
     for _ in range(4):  # each worker answers in turn
         assert status(admin.url, admin.full) == 401
         assert status(admin.url, ROTATED) == 200
+
+
+@pytest.mark.parametrize("unreadable", ["not UTF-8", "a directory"])
+def test_a_reload_with_a_token_file_that_cannot_be_read_changes_nothing_until_a_good_one(
+    start_admin: Callable[..., Admin], unreadable: str
+) -> None:
+    """The read-only token's file made unreadable, the full token's rewritten and the port moved: the
+    reload is refused (422, audited) naming the file and why, never a token; the listener stays where it
+    was with the tokens it had, nothing listens at the new port. Once the file is fixed, the next reload
+    moves the listener and takes both new tokens."""
+    admin = start_admin()
+    old_url, old_full, old_read = admin.url, admin.full, admin.read
+    read_file = admin.proxy.data_dir / "admin-read.token"
+    port = free_port()
+    move(admin, port)
+    (admin.proxy.data_dir / "admin.token").write_text(ROTATED)
+    read_file.unlink()
+    if unreadable == "a directory":
+        read_file.mkdir()
+    else:
+        read_file.write_bytes(ROTATED_READ.encode() + b"\xff")
+    refused = admin.post("/api/v1/reload", {"by": "test"}, old_full)
+    assert refused.status_code == 422
+    (problem,) = refused.json()["errors"]
+    assert problem.startswith(f"the admin token file {read_file} cannot be read")
+    assert status(old_url, old_full) == 200 and status(old_url, old_read) == 200
+    assert status(old_url, ROTATED) == 401
+    with pytest.raises(httpx.ConnectError):
+        status(f"http://127.0.0.1:{port}", old_full)
+    (record,) = [r for r in admin.proxy.audit_records() if r["type"] == "policy.reload_refused"]
+    assert record["errors"] == [problem]
+    output = admin.proxy.output()
+    assert str(read_file) in output
+    assert not [token for token in (old_full, old_read, ROTATED, ROTATED_READ) if token in output]
+
+    if read_file.is_dir():
+        read_file.rmdir()
+    read_file.write_text(ROTATED_READ)
+    assert admin.post("/api/v1/reload", {"by": "test"}, old_full).json()["reloaded"] is True
+    new_url = f"http://127.0.0.1:{port}"
+    _wait_for_port(port)
+    assert status(new_url, ROTATED) == 200 and status(new_url, ROTATED_READ) == 200
+    assert status(new_url, old_full) == 401 and status(new_url, old_read) == 401
+    with pytest.raises(httpx.ConnectError):
+        status(old_url, old_full)
+    assert admin.proxy.process.poll() is None
 
 
 # -- freezes ------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,14 @@ import pytest
 
 from proxy.admin.api import Control
 from proxy.admin.http import Request
-from proxy.admin.tokens import FULL_TOKEN_FILE, READ_TOKEN_FILE, Access, AdminTokens, load_tokens
+from proxy.admin.tokens import (
+    FULL_TOKEN_FILE,
+    READ_TOKEN_FILE,
+    Access,
+    AdminTokens,
+    TokenFileError,
+    load_tokens,
+)
 from proxy.config.policy import AdminSettings
 from proxy.control.metrics import Metrics
 from proxy.runtime import Runtime
@@ -75,6 +83,48 @@ def test_each_token_grants_its_access_in_any_scheme_case_and_nothing_near_it() -
         assert tokens.access("Bearer " + near) is None, near
     assert tokens.access("Basic " + "f" * 43) is None
     assert tokens.access("Token " + "f" * 43) is None
+
+
+SECRET_PART = "kept-token-4c1d"
+
+
+def _not_utf8(path: Path) -> None:
+    path.write_bytes(SECRET_PART.encode() + b"\xff\xfe" + SECRET_PART.encode())
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _dangling_link(path: Path) -> None:
+    path.symlink_to(path.with_name("nowhere"))
+
+
+UNREADABLE = {
+    "not UTF-8": (_not_utf8, "not UTF-8 text"),
+    "a directory": (_directory, "Is a directory"),
+    "a link to nowhere": (_dangling_link, "No such file or directory"),
+}
+
+
+@pytest.mark.parametrize("name", [FULL_TOKEN_FILE, READ_TOKEN_FILE])
+@pytest.mark.parametrize("unreadable", UNREADABLE)
+def test_a_token_file_that_cannot_be_read_is_named_with_why_and_nothing_it_holds(
+    tmp_path: Path, name: str, unreadable: str
+) -> None:
+    make, why = UNREADABLE[unreadable]
+    make(tmp_path / name)
+    with pytest.raises(TokenFileError) as raised:
+        load_tokens(AdminSettings(), tmp_path, environ={})
+    assert str(tmp_path / name) in str(raised.value) and why in str(raised.value)
+    assert SECRET_PART not in str(raised.value) and "\\x" not in str(raised.value)
+
+
+def test_a_data_dir_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data dir should be")
+    named = re.escape(f"{tmp_path / 'data' / FULL_TOKEN_FILE} cannot be read or created")
+    with pytest.raises(TokenFileError, match=named):
+        load_tokens(AdminSettings(), tmp_path / "data", environ={})
 
 
 def test_a_token_variable_is_read_without_the_whitespace_around_it(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from mitmproxy import ctx, hooks
 from proxy.admin import http
 from proxy.admin.api import ROUTES, Control
 from proxy.admin.dashboard import DASHBOARD_ROUTES
-from proxy.admin.tokens import load_tokens
+from proxy.admin.tokens import AdminTokens, TokenFileError, load_tokens
 from proxy.commands.workers import WORKER_SOCKET
 from proxy.config.policy import AdminSettings, AdminTLS, Policy, reloaded_policy
 from proxy.config.yamlschema import SchemaError
@@ -54,9 +54,22 @@ class Admin:
 
     async def running(self) -> None:
         try:
-            self.serve(self._settings(self.runtime.policy), self.runtime.policy, await self._listener())
+            tokens = self._tokens(self.runtime.policy)
+            self.serve(self._settings(self.runtime.policy), tokens, await self._listener())
         except ListenerError as error:
             self._fail(str(error))
+
+    def _tokens(self, policy: Policy) -> AdminTokens | None:
+        """The tokens ``policy``'s listener takes, None where it has none; read before any listener is
+        started or closed, so that a token file that cannot be read changes nothing. Raises
+        ListenerError."""
+        settings = self._settings(policy)
+        if settings is None:
+            return None
+        try:
+            return load_tokens(settings, policy.data_dir)
+        except TokenFileError as error:
+            raise ListenerError(str(error)) from None
 
     async def _listener(self, policy: Policy | None = None) -> asyncio.Server | None:
         """A listener started where ``policy``'s admin settings (the running one's by default) say, when
@@ -103,14 +116,15 @@ class Admin:
         assert self.control is not None
         return await self.control.handle(request)
 
-    def serve(self, settings: AdminSettings | None, policy: Policy, started: asyncio.Server | None) -> None:
-        """The admin API as ``settings`` say, with the tokens they and ``policy`` name, answering on
-        ``started`` where it was started for them (``_listener``), the listener it replaces closed; closed
-        where ``settings`` are None. A reload's tokens are the only ones taken from then on."""
-        if settings is None:
+    def serve(
+        self, settings: AdminSettings | None, tokens: AdminTokens | None, started: asyncio.Server | None
+    ) -> None:
+        """The admin API as ``settings`` say, with ``tokens`` (``_tokens``), answering on ``started`` where
+        it was started for them (``_listener``), the listener it replaces closed; closed where
+        ``settings`` are None. A reload's tokens are the only ones taken from then on."""
+        if settings is None or tokens is None:
             self.done()
             return
-        tokens = load_tokens(settings, policy.data_dir)
         if self.control is None:
             self.control = Control(
                 self.runtime, self.runtime.metrics, tokens, self, [*ROUTES, *DASHBOARD_ROUTES]
@@ -160,12 +174,13 @@ class Admin:
                 reloaded_policy, current, Path(config) if config else None, Mode(mode) if mode else None
             )
             detectors = await asyncio.to_thread(build_detectors, policy)
+            tokens = self._tokens(policy)
             started = await self._listener(policy)
         except SchemaError as error:
             return self._refused(by, current, [str(problem) for problem in error.problems])
         except ListenerError as error:
             return self._refused(by, current, [str(error)])
-        self.serve(self._settings(policy), policy, started)
+        self.serve(self._settings(policy), tokens, started)
         self.runtime.install(policy, detectors)
         ctx.master.addons.trigger(hooks.ConfigureHook({POLICY_RELOADED}))
         self.runtime.metrics.reloads.labels(result="loaded").inc()

@@ -4,6 +4,7 @@ policy names or, without one, from a file under the data dir created on first st
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -41,9 +42,14 @@ class AdminTokens:
         return Access.FULL if full else Access.READ if read else None
 
 
+class TokenFileError(Exception):
+    """A token file that cannot be read or made: the message names the file and why, never what it holds."""
+
+
 def load_tokens(
     settings: AdminSettings, data_dir: Path, environ: dict[str, str] | None = None
 ) -> AdminTokens:
+    """Raises TokenFileError."""
     env = os.environ if environ is None else environ
     return AdminTokens(
         full=_token(env.get(settings.token_env or DEFAULT_FULL_ENV), data_dir / FULL_TOKEN_FILE),
@@ -54,20 +60,27 @@ def load_tokens(
 def _token(from_env: str | None, path: Path) -> str:
     if from_env and from_env.strip():
         return from_env.strip()
-    return token_file(path)
+    try:
+        return token_file(path)
+    except UnicodeDecodeError:
+        # Its message would quote the bytes it could not read, which are the token's.
+        raise TokenFileError(f"the admin token file {path} cannot be read: it is not UTF-8 text") from None
+    except OSError as error:
+        raise TokenFileError(
+            f"the admin token file {path} cannot be read or created: {error.strerror or type(error).__name__}"
+        ) from None
 
 
 def token_file(path: Path) -> str:
     """The token kept in ``path``, created (0600) when absent. A file left blank (a crash between creating
     and writing it, or ``touch``) holds no token anyone knows: it gets a fresh one, never an empty one."""
-    if not path.exists():
+    # lexists: a link to nowhere is no absent file, and O_EXCL refuses it (it is read, and fails, below).
+    if not os.path.lexists(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # made by another worker between the two calls
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return token_file(path)
-        with os.fdopen(descriptor, "w") as sink:
-            sink.write(secrets.token_urlsafe(32))
+            with os.fdopen(descriptor, "w") as sink:
+                sink.write(secrets.token_urlsafe(32))
     token = path.read_text().strip()
     if token:
         return token

@@ -90,6 +90,7 @@ def _confdir(policy: Policy, passthrough: dict[str, str]) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from addons.process.server import StartupError, serve, unavailable
+    from proxy.admin.tokens import TokenFileError
 
     passthrough = _option_pairs(args.set)
     if args.admin_listen not in (None, "off"):
@@ -163,10 +164,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if workers > 1:
             from addons.process.server import check_options, serve_worker
 
-            _create_shared_files(policy, confdir, admin=admin_listen is not None)
             try:
+                _create_shared_files(policy, confdir, admin=admin_listen is not None)
                 listeners = check_options(settings, options)
-            except StartupError as error:
+            except (StartupError, TokenFileError) as error:
                 print(f"egressguard: {error}", file=sys.stderr)
                 return 2
             try:
