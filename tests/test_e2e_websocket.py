@@ -50,13 +50,13 @@ class Sender(WebSocketUpstream):
 
 
 def connect(
-    proxy: Proxy, port: int, max_size: int | None = 1 << 20
+    proxy: Proxy, port: int, max_size: int | None = 1 << 20, path: str = "/v1/realtime"
 ) -> websockets.sync.client.ClientConnection:
-    """An agent's WebSocket connection to ``port`` through ``proxy``; a handshake that runs out of time
-    fails the test with the proxy's last log lines."""
+    """An agent's WebSocket connection to ``path`` on ``port`` through ``proxy``; a handshake that runs out
+    of time fails the test with the proxy's last log lines."""
     try:
         return websockets.sync.client.connect(
-            f"wss://localhost:{port}/v1/realtime",
+            f"wss://localhost:{port}{path}",
             proxy=proxy.url(),
             ssl=ssl.create_default_context(cafile=proxy.ca_cert),
             additional_headers=HEADERS,

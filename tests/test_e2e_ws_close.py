@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +22,10 @@ from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
 from tests.test_e2e_live import session
 from tests.test_e2e_shapes import ADDED, CONTEXT, realtime_agent, realtime_call
-from tests.test_e2e_websocket import HEADERS, Realtime
+from tests.test_e2e_websocket import Realtime, connect
 from tests.test_e2e_ws_calls import split_call
 from tests.test_e2e_ws_words import pieces
-from tests.wsupstream import WAIT_S, AgentConnection
+from tests.wsupstream import WAIT_S
 
 TEXT = "The chart is at [the chart](https://collector.example/c.png?d=PELICAN-42)"
 """A reply ending in a link to a host outside the allowlist: a link filter holds it until the text ends
@@ -178,15 +177,7 @@ def test_a_call_withheld_as_a_socket_of_its_own_closes_is_told_by_the_close(
     )
     received: list[str | bytes] = []
     try:
-        with websockets.sync.client.connect(
-            f"wss://localhost:{server.port}/v1/tools",
-            proxy=proxy.url(),
-            ssl=ssl.create_default_context(cafile=proxy.ca_cert),
-            additional_headers=HEADERS,
-            open_timeout=WAIT_S,
-            create_connection=AgentConnection,
-            close_timeout=WAIT_S,
-        ) as connection:
+        with connect(proxy, server.port, path="/v1/tools") as connection:
             connection.send('{"type": "hello"}')
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
                 while True:
