@@ -16,14 +16,16 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.admin import http
 from proxy.admin.dashboard import explain, rule_descriptions, shared_for
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
 from proxy.audit.log import canonical_json, record_hash
 from proxy.audit.query import QueryError, files_since, open_audit, run_sql
-from proxy.audit.verify import AFTER_BREAK, LINK_BROKEN, UNLINKED
-from tests.test_admin import DELETE_42, Admin, admin, chat, start_admin
+from proxy.audit.verify import AFTER_BREAK, LINK_BROKEN, NOT_YET_SIGNED, UNLINKED
+from tests.test_admin import DELETE_42, Admin, _wait_for_port, admin, chat, start_admin
+from tests.test_verified_chains import edit, forge
 
 __all__ = ["admin", "start_admin"]  # the admin listener's fixtures, used here by name
 from tests.upstream import FakeUpstream, Reply
@@ -149,43 +151,112 @@ def edit_audit_line(admin: Admin, event_id: str, *, rehash: bool) -> None:
     """The audit line of ``event_id`` rewritten to say the turn was allowed: as a text edit, or with its
     hash computed again (which only the link of the line after it then betrays)."""
     (path,) = (admin.proxy.data_dir / "audit").glob("audit-*.jsonl")
-    lines = path.read_bytes().splitlines(keepends=True)
-    (index,) = [i for i, line in enumerate(lines) if f'"event_id":"{event_id}"'.encode() in line]
-    record = json.loads(lines[index])
-    record["decision"] = "allowed"
-    if rehash:
-        record["hash"] = record_hash(record)
-    lines[index] = canonical_json(record).encode() + b"\n"
-    path.write_bytes(b"".join(lines))
+    edit(path, event_id, rehash=rehash)
+
+
+def signed_turns(admin: Admin, count: int) -> dict[str, dict[str, Any]]:
+    """The feed's history once its newest ``count`` turns are each covered by a signed checkpoint (the
+    log signs within ``audit.checkpoint_after``, 5 s), by event id."""
+    deadline = time.monotonic() + 15
+    while True:
+        turns = _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]
+        if len(turns) >= count and all(turn["verified"] for turn in turns[:count]):
+            return {turn["event_id"]: turn for turn in turns}
+        assert time.monotonic() < deadline, turns
+        time.sleep(0.25)
 
 
 @pytest.mark.parametrize("rehash", [False, True], ids=["edited", "rehashed"])
 def test_a_turn_whose_line_does_not_verify_in_the_hash_chain_is_marked_so(
     start_admin: Callable[..., Admin], upstream: FakeUpstream, rehash: bool
 ) -> None:
-    """Each turn the dashboard serves says whether its audit line verifies in its writer's hash chain, as
-    ``audit verify`` checks it: every turn as written does; a turn edited in the log (say, a blocked turn
-    made allowed, its hash left or computed again) is marked unverified with why, in the feed's history and
-    in its own record, and so is every turn after it, as the chain breaks there; the turns before it stay
-    verified."""
+    """Each turn the dashboard serves says whether its audit line verifies in its writer's hash chain up to
+    a checkpoint signed with the proxy's key: a turn not yet covered by one says so until the log signs
+    one; a turn edited in the log (a blocked turn made allowed, its hash left or computed again) is marked
+    unverified with why, in the feed's history and in its own record, and so is every turn after it, as
+    the chain breaks there; a turn a checkpoint proved before it stays verified."""
     admin = start_admin(mode="enforce")
-    ids = _traffic(admin, upstream)
-    first = _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]
-    assert len(first) == 3 and all(turn["verified"] and turn["chain_problem"] is None for turn in first)
-    assert _get(admin, f"{DASHBOARD}/turns/{ids['allowed']}")["verified"] is True
-    edit_audit_line(admin, ids["blocked"], rehash=rehash)
+    chat(admin.proxy, upstream, "hello")
+    (allowed,) = admin.proxy.wait_for_records(1)
+    assert _get(admin, f"{DASHBOARD}/turns/{allowed['event_id']}")["chain_problem"] == NOT_YET_SIGNED
+    signed_turns(admin, 1)
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(admin.proxy, upstream, INJECTION, **{"X-User-Id": "mallory"})
+    upstream.reply = SECRET_REPLY
+    chat(admin.proxy, upstream, "what is the key?")
+    _, blocked, redacted = admin.proxy.wait_for_records(3)
+    signed_turns(admin, 3)
+    assert _get(admin, f"{DASHBOARD}/turns/{allowed['event_id']}")["verified"] is True
+    edit_audit_line(admin, blocked["event_id"], rehash=rehash)
     turns = {turn["event_id"]: turn for turn in _get(admin, f"{DASHBOARD}/turns?limit=99")["turns"]}
-    tampered = turns[ids["blocked"]]
+    tampered = turns[blocked["event_id"]]
     assert tampered["decision"] == "allowed" and tampered["verified"] is False
     assert tampered["chain_problem"] == (UNLINKED if rehash else "record does not match its hash (edited)")
-    assert turns[ids["allowed"]]["verified"] is True
-    after = turns[ids["redacted"]]
+    assert turns[allowed["event_id"]]["verified"] is True
+    after = turns[redacted["event_id"]]
     # The break is at the line after the one edited (where its link no longer holds), or before it.
     assert after["verified"] is False
     assert after["chain_problem"] == LINK_BROKEN or after["chain_problem"].startswith(AFTER_BREAK)
-    detail = _get(admin, f"{DASHBOARD}/turns/{ids['blocked']}")
+    detail = _get(admin, f"{DASHBOARD}/turns/{blocked['event_id']}")
     assert (detail["verified"], detail["chain_problem"]) == (False, tampered["chain_problem"])
     assert admin.get(f"{DASHBOARD}/turns?limit=98").status_code == 401
+
+
+def test_a_log_signed_again_with_a_key_written_beside_it_is_not_verified(
+    start_admin: Callable[..., Admin], upstream: FakeUpstream
+) -> None:
+    """Whoever can write the log edits a turn, chains every line after it again, signs the checkpoints
+    with a key of their own and writes its public half where the log's was: the turn, and the ones after
+    it, are unverified, named as signed by another key than the proxy's."""
+    admin = start_admin(mode="enforce")
+    ids = _traffic(admin, upstream)
+    signed_turns(admin, 3)
+    (path,) = (admin.proxy.data_dir / "audit").glob("audit-*.jsonl")
+    forge(path, ids["blocked"], Ed25519PrivateKey.generate())
+    turns = {turn["event_id"]: turn for turn in _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]}
+    assert turns[ids["blocked"]]["decision"] == "allowed"
+    for event_id in (ids["blocked"], ids["redacted"]):
+        assert turns[event_id]["verified"] is False
+        assert "not by the given key" in turns[event_id]["chain_problem"]
+    detail = _get(admin, f"{DASHBOARD}/turns/{ids['blocked']}")
+    assert detail["verified"] is False and "not by the given key" in detail["chain_problem"]
+
+
+def with_configured_key(admin: Admin, tmp_path: Path) -> tuple[Admin, Path]:
+    """The proxy restarted with ``audit.pubkey`` naming a copy of its public key kept outside the log."""
+    pubkey = tmp_path / "kept-elsewhere.pub"
+    pubkey.write_bytes((admin.proxy.data_dir / "audit" / "audit-signing.pub").read_bytes())
+    policy = admin.proxy.policy_path
+    policy.write_text(policy.read_text().replace("/audit}", f"/audit, pubkey: {pubkey}}}"))
+    admin.proxy.restart()
+    _wait_for_port(int(admin.url.rsplit(":", 1)[1]))
+    return admin, pubkey
+
+
+MALFORMED_KEY = b"-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n"
+
+
+def test_a_malformed_key_file_is_named_and_the_dashboard_keeps_serving(
+    start_admin: Callable[..., Admin], upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The key file beside the log is never read: made malformed, every turn still verifies with the
+    configured key. The configured key made malformed: every turn is unverified with why, naming the
+    file, and the feed, a turn's record and the Now view go on answering."""
+    admin, pubkey = with_configured_key(start_admin(), tmp_path)
+    (admin.proxy.data_dir / "audit" / "audit-signing.pub").write_bytes(MALFORMED_KEY)
+    chat(admin.proxy, upstream, "hello")
+    (turn,) = admin.proxy.wait_for_records(1)
+    signed_turns(admin, 1)
+    pubkey.write_bytes(MALFORMED_KEY)
+    named = f"unverified: the public key {pubkey} (audit.pubkey) cannot be read: "
+    turns = _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]
+    assert turns and all(not t["verified"] and t["chain_problem"].startswith(named) for t in turns)
+    detail = _get(admin, f"{DASHBOARD}/turns/{turn['event_id']}")
+    assert detail["verified"] is False and detail["chain_problem"].startswith(named)
+    assert _get(admin, f"{DASHBOARD}/now")["last_hour"]["turns"] >= 1
+    pubkey.unlink()
+    detail = _get(admin, f"{DASHBOARD}/turns/{turn['event_id']}")
+    assert detail["chain_problem"] == f"{named}No such file or directory"
 
 
 def _chained(records: list[dict[str, Any]], previous: str) -> list[bytes]:

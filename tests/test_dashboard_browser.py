@@ -19,7 +19,7 @@ import pytest
 
 from proxy.admin.dashboard import rule_descriptions
 from tests.test_admin import DELETE_42, Admin, chat, start_admin
-from tests.test_dashboard import edit_audit_line
+from tests.test_dashboard import MALFORMED_KEY, edit_audit_line, signed_turns, with_configured_key
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 if TYPE_CHECKING:
@@ -144,9 +144,11 @@ def test_a_turn_whose_audit_line_was_edited_is_shown_with_a_warning(
     page: Page, start_admin: Callable[..., Admin], upstream: FakeUpstream, screenshots: Path
 ) -> None:
     """A blocked turn edited in the audit log to read as allowed is shown in the feed's history with a
-    warning that it does not verify, and its detail says so in an alert; the turn before it shows none."""
+    warning that it does not verify, and its detail says so in an alert; the turn before it, which a
+    signed checkpoint covered, shows none."""
     admin = start_admin(mode="enforce")
     chat(admin.proxy, upstream, "hello")
+    signed_turns(admin, 1)
     with pytest.raises(openai.PermissionDeniedError):
         chat(admin.proxy, upstream, INJECTION, **{"X-User-Id": "mallory"})
     allowed, blocked = admin.proxy.wait_for_records(2)
@@ -160,6 +162,27 @@ def test_a_turn_whose_audit_line_was_edited_is_shown_with_a_warning(
     page.wait_for_selector("#detail .chain-warning")
     assert "does not verify" in page.inner_text("#detail .chain-warning")
     page.screenshot(path=screenshots / "unverified.png")
+
+
+def test_turns_checked_with_a_malformed_configured_key_are_shown_unverified_with_why(
+    page: Page, start_admin: Callable[..., Admin], upstream: FakeUpstream, screenshots: Path, tmp_path: Path
+) -> None:
+    """The key ``audit.pubkey`` names made malformed: the page keeps working, each turn in the feed's
+    history carries the warning, and a turn's detail says in an alert that the key file cannot be read."""
+    admin, pubkey = with_configured_key(start_admin(), tmp_path)
+    chat(admin.proxy, upstream, "hello")
+    (turn,) = admin.proxy.wait_for_records(1)
+    pubkey.write_bytes(MALFORMED_KEY)
+    sign_in(page, admin, admin.read)
+    page.click("#tabs button[data-view=feed]")
+    row = f"#feed tbody tr[data-event='{turn['event_id']}']"
+    page.wait_for_selector(f"{row}.unverified .unverified-mark")
+    page.click(row)
+    page.wait_for_selector("#detail .chain-warning")
+    assert f"the public key {pubkey} (audit.pubkey) cannot be read" in page.inner_text(
+        "#detail .chain-warning"
+    )
+    page.screenshot(path=screenshots / "unverified-key.png")
 
 
 def test_approving_from_the_page_lets_the_retried_call_through(

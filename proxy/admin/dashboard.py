@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from proxy.admin.api import Control, Route
 from proxy.admin.feed import FEED_FIELDS, MAX_SUBSCRIBERS, feed_entry
 from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access
+from proxy.audit.keys import load_public_key
 from proxy.audit.query import QueryResult, files_since, open_audit, plain, run_sql
-from proxy.audit.verify import window_states
+from proxy.audit.verify import VerifiedChains
 from proxy.control import freeze
 from proxy.scanning.rulepack import rules_dir
 
@@ -121,11 +124,45 @@ def shared_for(seconds: float) -> Callable[[Handler], Handler]:
     return wrap
 
 
-async def _chain_problems(control: Control, since: datetime, hashes: set[str]) -> dict[str, str | None]:
-    """Where each record of ``hashes`` from ``since`` on stands in its writer's hash chain
-    (``window_states``): None where the chain verifies through its line, else why not."""
-    directory = control.runtime.policy.audit.path
-    return await asyncio.to_thread(lambda: window_states(files_since(directory, since), hashes))
+VERIFIED = VerifiedChains()
+"""Each audit file's verification, kept between views (``VerifiedChains``)."""
+UNREADABLE_KEY = (
+    OSError,
+    ValueError,
+    TypeError,  # an encrypted private key, read without its password
+    UnsupportedAlgorithm,
+)
+
+
+def trusted_key(control: Control) -> tuple[Ed25519PublicKey | None, str]:
+    """The key checkpoints are checked with: the one the policy names (``audit.pubkey``), else the one the
+    running log signs with; never a key file beside the log, which whoever rewrites the log rewrites too.
+    Without one, why not."""
+    configured = control.runtime.policy.audit.pubkey
+    if configured is not None:
+        try:
+            return load_public_key(configured), ""
+        except UNREADABLE_KEY as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error) or type(error).__name__
+            return None, f"unverified: the public key {configured} (audit.pubkey) cannot be read: {reason}"
+    sink = control.runtime.audit_log
+    if sink is None:
+        return None, "unverified: the audit log is not open, so no signing key is held to check it with"
+    return sink.public_key, ""
+
+
+async def _chain_problems(
+    control: Control, since: datetime, records: list[dict[str, Any]]
+) -> dict[str, str | None]:
+    """Where each of ``records`` (read from the audit files from ``since`` on, each with its ``hash`` and
+    ``filename``) stands in its writer's hash chain (``VerifiedChains``): None where the chain verifies
+    through its line, checkpoints signed by the trusted key, else why not."""
+    key, missing = trusted_key(control)
+    if key is None:
+        return {str(record.get("hash")): missing for record in records}
+    wanted = {str(record.get("hash")): Path(str(record.get("filename"))) for record in records}
+    files = files_since(control.runtime.policy.audit.path, since)
+    return await asyncio.to_thread(VERIFIED.states, files, key, wanted)
 
 
 def _chain_problem(problems: dict[str, str | None], record: dict[str, Any]) -> str | None:
@@ -370,7 +407,7 @@ async def charts(control: Control, request: Request, params: dict[str, str]) -> 
 # -- turns: the feed's history and one turn's record ----------------------------------------------------
 
 
-FEED_COLUMNS = (*FEED_FIELDS, "findings", "hash")
+FEED_COLUMNS = (*FEED_FIELDS, "findings", "hash", "filename")
 NOT_ON_A_LINE = "not found on a line of the audit files (moved or removed since it was read)"
 FEED_FILTERS = {
     "agent": "agent_id = ${name}",
@@ -394,7 +431,7 @@ async def turns(control: Control, request: Request, params: dict[str, str]) -> R
         f"ORDER BY ts DESC, event_id LIMIT {int(limit_text)}"
     )
     rows = await _query(control, since, lambda sql: _rows(sql(statement, since=since, **wanted)))
-    problems = await _chain_problems(control, since, {str(row["hash"]) for row in rows})
+    problems = await _chain_problems(control, since, rows)
     return Response.json(
         200, {"window": name, "turns": [feed_entry(row, _chain_problem(problems, row)) for row in rows]}
     )
@@ -408,8 +445,12 @@ async def turn(control: Control, request: Request, params: dict[str, str]) -> Re
     rows = await _query(control, since, lambda sql: _rows(sql(TURN_SQL, event_id=params["event_id"])))
     if not rows:
         return Response.error(404, f"no turn {params['event_id']} in the last {LOOKUP_WINDOW.days} days")
-    record = {key: value for key, value in rows[0].items() if value is not None and key != "passed"}
-    chain_problem = _chain_problem(await _chain_problems(control, since, {str(record.get("hash"))}), record)
+    chain_problem = _chain_problem(await _chain_problems(control, since, rows), rows[0])
+    record = {
+        key: value
+        for key, value in rows[0].items()
+        if value is not None and key not in ("passed", "filename")
+    }
     descriptions = rule_descriptions()
     rules = sorted({str(f.get("rule")) for f in record.get("findings") or []})
     return Response.json(

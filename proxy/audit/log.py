@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from proxy.audit.keys import PRIVATE_KEY_NAME, key_id, load_or_create_signing_key, sign
 from proxy.audit.spool import CountWitness, Spool
@@ -252,6 +252,11 @@ class AuditLog:
                 target=self._run_timer, args=(tick / 2,), name="audit-checkpoints", daemon=True
             )
             self._timer.start()
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The public half of the key this log signs its checkpoints with."""
+        return self._key.public_key()
 
     @property
     def available(self) -> bool:

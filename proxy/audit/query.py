@@ -188,7 +188,8 @@ def open_audit(
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the ``turns`` and ``findings`` views over the audit files under ``paths``,
     every writer's (the workers' directories inside an audit directory) read as one log; with ``hashed``
-    each turn keeps its record's ``hash``, by which its line's place in the chain is looked up.
+    each turn keeps its record's ``hash`` and each record the ``filename`` it was read from, by which its
+    line's place in the chain is looked up.
 
     A malformed line (one being written this instant, or damage ``audit verify`` reports) fails a query,
     unless ``skip_malformed``: then it is left out, which suits a live view polled again in a moment."""
@@ -200,10 +201,11 @@ def open_audit(
         listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
         source = (
             f"SELECT * FROM read_json([{listing}], format = 'newline_delimited', columns = {{{columns}}}, "  # noqa: S608
-            f"ignore_errors = {str(skip_malformed).lower()})"
+            f"ignore_errors = {str(skip_malformed).lower()}, filename = {str(hashed).lower()})"
         )
     else:
         source = "SELECT " + ", ".join(f'NULL::{kind} AS "{name}"' for name, kind in TURN_COLUMNS.items())
+        source += ", NULL::VARCHAR AS filename" if hashed else ""
         source += " WHERE false"
     connection.execute(f"CREATE VIEW audit_records AS {source}")
     excluded = [name for name in EVENT_ONLY_COLUMNS if not (hashed and name == "hash")]

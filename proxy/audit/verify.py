@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
-from collections.abc import Collection, Sequence
+import threading
+import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,27 +168,32 @@ AFTER_BREAK = "follows a break in its writer's chain"
 UNLINKED = "the record after it does not follow it (it was edited, or a record after it deleted)"
 
 
+UNSIGNED = "no checkpoint signed with the trusted key covers it"
+NOT_YET_SIGNED = f"{UNSIGNED} yet (the log signs one within audit.checkpoint_after)"
+
+
 def chain_states(
     files: Sequence[Path], public_key: Ed25519PublicKey | None, wanted: Collection[str], follows: str | None
 ) -> dict[str, str | None]:
     """For each hash of ``wanted`` on a line of ``files`` (one writer's files, in chain order, from any
     day on): None where the chain verifies through its line as ``audit verify`` checks it (each line in
     the form its hash covers, following the one before it, the first following ``follows`` where it is
-    known, each checkpoint covering the record before it and signed by ``public_key`` where given), else
-    why not: the break at it, the link after it that does not verify, or a break before it."""
+    known, each checkpoint covering the record before it and signed by ``public_key`` where given) up to a
+    checkpoint after it, else why not: the break at it, the link after it that does not verify, a break
+    before it, or a break or the end before any checkpoint after it (a line is proved only by a signature
+    over what follows it: one edited with every line after it chained again breaks at the next
+    checkpoint alone)."""
     states: dict[str, str | None] = {}
     broken: str | None = None
     previous: str | None = follows
+    pending: list[str] = []
+    """Wanted lines since the last checkpoint."""
     for path in files:
         with path.open("rb") as source:
             for line_number, raw in enumerate(source, start=1):
                 claimed = _claimed_hash(raw)
                 if broken is None:
-                    problem, record = line_problem(raw, previous)
-                    if record is not None and problem is None and record.get("type") == CHECKPOINT:
-                        problem = _check_checkpoint(
-                            record, public_key, key_id(public_key) if public_key else None
-                        )
+                    problem, record = chain_problem(raw, previous, public_key)
                     if problem is not None:
                         broken = f"{AFTER_BREAK} at {path.name}:{line_number}: {problem}"
                         linked = previous is None or record is None or record["prev_hash"] == previous
@@ -193,31 +201,185 @@ def chain_states(
                             states[str(previous)] = UNLINKED
                         if claimed is not None and claimed in wanted:
                             states[claimed] = problem
+                        for waiting in pending:
+                            states.setdefault(waiting, f"{UNSIGNED}: {broken}")
+                        pending = []
                         continue
                     previous = claimed
-                if claimed is not None and claimed in wanted:
+                    assert record is not None
+                    if record.get("type") == CHECKPOINT:
+                        states.update(dict.fromkeys(pending))
+                        pending = []
+                    elif claimed in wanted:
+                        pending.append(str(claimed))
+                elif claimed is not None and claimed in wanted:
                     states.setdefault(claimed, broken)
+    for waiting in pending:
+        states.setdefault(waiting, NOT_YET_SIGNED)
     return states
 
 
-def window_states(files: Sequence[Path], wanted: Collection[str]) -> dict[str, str | None]:
-    """``chain_states`` over each writer's files among ``files`` (the daily files of a window), each chain
-    following the last record of its writer's file before them, where there is one; checkpoints' signatures
-    checked with the public key the log keeps beside them, where it does."""
-    states: dict[str, str | None] = {}
-    for directory, chain in writer_chains(files).items():
-        earlier = [path for path in daily_files(directory) if path.name < chain[0].name]
-        key_file = next(
-            (
-                folder / PUBLIC_KEY_NAME
-                for folder in (directory, directory.parent)
-                if (folder / PUBLIC_KEY_NAME).is_file()
-            ),
-            None,
+RACY_NS = 2_000_000_000
+"""A file modified this close to when it was read may change again without its times changing (they tick
+coarsely, by seconds on some file systems): it is checked by its bytes at the next view, not its times."""
+BLOCK = 1 << 20
+
+
+@dataclass(slots=True)
+class _Verified:
+    """How far one daily file's chain verified when it was last read."""
+
+    path: Path
+    stat: tuple[int, int, int, int]
+    """Its inode, size, modification and change times then."""
+    follows: str | None
+    key: str
+    offset: int = 0
+    """The end of its last complete line read."""
+    digest: Any = field(default_factory=hashlib.sha256)
+    """SHA-256 of its bytes up to ``offset``."""
+    end: str | None = None
+    """The hash the line before ``offset`` claims: the one the next line must follow."""
+    broken: bool = False
+    racy: bool = True
+    signed: bool = False
+    """Whether a checkpoint was read: it proves every line before it, in this file and before."""
+    unsigned: set[str] = field(default_factory=set)
+    """The hashes of its lines after its last checkpoint, which a checkpoint after them has to prove."""
+
+
+def _stat(path: Path) -> tuple[int, int, int, int]:
+    found = os.stat(path)
+    return found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns
+
+
+class VerifiedChains:
+    """``chain_states`` for the records of a window whose files are known, without verifying again what
+    was verified: each daily file's verification is kept with its inode, size and times, the hash it
+    followed, the key, and a digest of the bytes it covered. A file whose times and size are unchanged is
+    not read (unless it was modified as it was read); one whose first bytes still hash to the digest (a
+    file appended to) has only its new lines verified; any other is verified whole. Where a file's chain
+    breaks, its writer's files from it on are read as ``chain_states`` reads them, for the records wanted
+    there."""
+
+    def __init__(self) -> None:
+        self.verified_whole = 0
+        """How many times a file was verified from its start: what the cache saves shows here."""
+        self._files: dict[Path, _Verified] = {}
+        self._lock = threading.Lock()
+
+    def states(
+        self, files: Sequence[Path], public_key: Ed25519PublicKey, wanted: Mapping[str, Path]
+    ) -> dict[str, str | None]:
+        """For each hash of ``wanted`` read from a line of the file it maps to, among ``files`` (the daily
+        files of a window, each writer's chain following the last record of its file before them): None
+        where its writer's chain verifies through its line with checkpoints signed by ``public_key``, else
+        why not. A hash in no file of ``files`` is left out."""
+        states: dict[str, str | None] = {}
+        with self._lock:
+            for gone in [path for path in self._files if not path.exists()]:
+                del self._files[gone]
+            for directory, chain in writer_chains(files).items():
+                earlier = [path for path in daily_files(directory) if path.name < chain[0].name]
+                states.update(
+                    self._chain(chain, last_hash(earlier[-1]) if earlier else None, public_key, wanted)
+                )
+        return states
+
+    def _chain(
+        self, chain: list[Path], follows: str | None, public_key: Ed25519PublicKey, wanted: Mapping[str, Path]
+    ) -> dict[str, str | None]:
+        states: dict[str, str | None] = {}
+        pending: list[str] = []
+        """Wanted lines that wait for a checkpoint in a later file."""
+        waiting_since: _Verified | None = None
+        """The first file they are in."""
+        for path in chain:
+            verified = self._verified(path, follows, public_key)
+            if verified.broken:
+                first = waiting_since or verified
+                rest = chain[chain.index(first.path) :]
+                inside = {claimed for claimed, found in wanted.items() if found in rest}
+                states.update(chain_states(rest, public_key, inside, first.follows))
+                return states
+            if verified.signed:
+                states.update(dict.fromkeys(pending))
+                pending, waiting_since = [], None
+            mine = [claimed for claimed, found in wanted.items() if found == path]
+            states.update({claimed: None for claimed in mine if claimed not in verified.unsigned})
+            tail = [claimed for claimed in mine if claimed in verified.unsigned]
+            if tail and waiting_since is None:
+                waiting_since = verified
+            pending.extend(tail)
+            follows = verified.end
+        states.update(dict.fromkeys(pending, NOT_YET_SIGNED))
+        return states
+
+    def _verified(self, path: Path, follows: str | None, public_key: Ed25519PublicKey) -> _Verified:
+        stat, key = _stat(path), key_id(public_key)
+        kept = self._files.get(path)
+        if kept is not None and (kept.follows, kept.key, kept.stat[0]) == (follows, key, stat[0]):
+            if kept.stat == stat and not kept.racy:
+                return kept
+            if (
+                not kept.broken
+                and stat[1] >= kept.offset
+                and _digest(path, kept.offset) == kept.digest.digest()
+            ):
+                return self._read(path, kept, public_key, stat)
+        self.verified_whole += 1
+        self._files[path] = self._read(
+            path, _Verified(path, stat, follows, key, end=follows), public_key, stat
         )
-        public_key = load_public_key(key_file) if key_file is not None else None
-        states.update(chain_states(chain, public_key, wanted, last_hash(earlier[-1]) if earlier else None))
-    return states
+        return self._files[path]
+
+    @staticmethod
+    def _read(
+        path: Path, verified: _Verified, public_key: Ed25519PublicKey, stat: tuple[int, int, int, int]
+    ) -> _Verified:
+        """``verified`` carried on over the complete lines after its offset (a line still being written
+        waits for the next read)."""
+        with path.open("rb") as source:
+            source.seek(verified.offset)
+            for raw in source:
+                if not raw.endswith(b"\n"):
+                    break
+                problem, record = chain_problem(raw, verified.end, public_key)
+                if problem is not None or record is None:
+                    verified.broken = True
+                    break
+                verified.end = record["hash"]
+                verified.offset += len(raw)
+                verified.digest.update(raw)
+                if record.get("type") == CHECKPOINT:
+                    verified.signed = True
+                    verified.unsigned.clear()
+                else:
+                    verified.unsigned.add(record["hash"])
+        verified.stat = stat
+        verified.racy = time.time_ns() - stat[2] < RACY_NS
+        return verified
+
+
+def _digest(path: Path, length: int) -> bytes:
+    """SHA-256 of the first ``length`` bytes of ``path``."""
+    hasher = hashlib.sha256()
+    with path.open("rb") as source:
+        while length > 0 and (block := source.read(min(BLOCK, length))):
+            hasher.update(block)
+            length -= len(block)
+    return hasher.digest()
+
+
+def chain_problem(
+    raw: bytes, follows: str | None, public_key: Ed25519PublicKey | None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """``line_problem``, and for a checkpoint whether it covers the record before it and is signed by
+    ``public_key`` (where given)."""
+    problem, record = line_problem(raw, follows)
+    if record is not None and problem is None and record.get("type") == CHECKPOINT:
+        problem = _check_checkpoint(record, public_key, key_id(public_key) if public_key else None)
+    return problem, record
 
 
 def line_problem(raw: bytes, follows: str | None) -> tuple[str | None, dict[str, Any] | None]:

@@ -229,6 +229,7 @@ SCHEMA = Record(
                 "spool": STRING,
                 "retention_days": POSITIVE_INTEGER,
                 "on_error": OneOf("open", "closed"),
+                "pubkey": STRING,
             }
         ),
         "inspection": Record(
@@ -330,6 +331,9 @@ class AuditSettings:
     """Seconds after which an idle log signs a checkpoint anyway, so a cut tail shows by its time."""
     retention_days: int = 90
     on_error: Literal["open", "closed"] = "open"
+    pubkey: Path | None = None
+    """The public key the dashboard checks checkpoints with (a copy kept away from the log); without one,
+    the key the proxy signs with, never a key file beside the log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +552,8 @@ def parse_policy(text: str, source: str, *, environ: dict[str, str] | None = Non
     audit = _without_line(raw.get("audit") or {})
     audit_path = Path(audit.pop("path")) if audit.get("path") else data_dir / "audit"
     spool_path = Path(audit.pop("spool")) if audit.get("spool") else data_dir / "audit-spool"
+    if audit.get("pubkey"):
+        audit["pubkey"] = Path(audit["pubkey"])
     redaction = raw.get("redaction") or {}
     compliance = raw.get("compliance") or {}
     freeze = raw.get("freeze") or {}
