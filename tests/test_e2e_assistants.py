@@ -125,6 +125,33 @@ def test_a_streamed_runs_required_action_is_gated_and_told(
     assert events[-1].data.required_action.submit_tool_outputs.tool_calls[0].id == "call_2"
 
 
+def test_a_streamed_runs_required_action_withholds_only_its_gated_call(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A streamed run asking for a destructive call beside an everyday one: the agent reads the
+    ``thread.run.requires_action`` with the everyday call alone, then the ``error`` event that makes the
+    SDK raise the destructive call's notice; the record names the call withheld and says the event went
+    without it."""
+    client = openai_client(upstream)
+    created = sse("thread.run.created", {**run(), "status": "queued", "required_action": None})
+    body = created + sse("thread.run.requires_action", run(DELETE, WEATHER)) + sse("done", "[DONE]")
+    upstream.reply = Reply(body=body, content_type="text/event-stream")
+    events: list[Any] = []
+    with (
+        pytest.raises(openai.APIError) as told,
+        client.beta.threads.runs.stream(thread_id="thread_1", assistant_id="asst_1") as events_of_run,
+    ):
+        events.extend(events_of_run)
+    assert "delete_customer" in told.value.message and "get_weather" not in told.value.message
+    assert [event.event for event in events] == ["thread.run.created", "thread.run.requires_action"]
+    asked = events[-1].data.required_action.submit_tool_outputs.tool_calls
+    assert [(call.id, call.function.name) for call in asked] == [("call_2", "get_weather")]
+    record = last_record(enforce)
+    assert gated(record) == [("tool-delete", "[1].required_action.submit_tool_outputs.tool_calls[0]", True)]
+    assert any("delete_customer; sent without it" in error for error in record["errors"])
+
+
 def test_a_threads_messages_are_read_as_the_models_answer(
     enforce: Proxy,  # noqa: F811
     upstream: FakeUpstream,

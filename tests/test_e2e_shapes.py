@@ -14,11 +14,13 @@ import httpx
 import openai
 import pytest
 from openai.resources.realtime.realtime import RealtimeConnection
+from openai.types.chat import ChatCompletionChunk
 
 from proxy.commands.localca import UpstreamPKI
 from tests import test_admin
 from tests.harness import Proxy
 from tests.test_admin import Admin
+from tests.test_e2e_inspect import enforce, last_record, openai_client  # noqa: F401
 from tests.test_e2e_websocket import Realtime
 from tests.test_generic_stream_calls import (
     CREDENTIALS,
@@ -26,6 +28,7 @@ from tests.test_generic_stream_calls import (
     _anthropic,
     _chat_call,
     _chunk,
+    _piece,
     _responses,
     _split,
 )
@@ -502,6 +505,53 @@ def test_an_observed_credential_read_streamed_in_pieces_passes_recorded(
     answer = post(proxy, upstream, STREAM_ROUTE)
     assert answer.status_code == 200 and answer.content == b"".join(upstream_sse(event) for event in events)
     assert call_findings(proxy) == [("credential_theft", where, False)]
+
+
+def sdk_stream(upstream: FakeUpstream, events: list[Any]) -> tuple[list[str], openai.APIError | None]:
+    """The texts of the Chat chunks the OpenAI SDK reads from a stream on a route no dialect knows, and the
+    error it raised, if any, reading on."""
+    upstream.reply = Reply(events=[upstream_sse(event) for event in events])
+    chunks = openai_client(upstream).post(
+        STREAM_ROUTE.removeprefix("/v1"),
+        body=ASK,
+        cast_to=ChatCompletionChunk,
+        stream=True,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
+    texts: list[str] = []
+    try:
+        texts.extend(chunk.choices[0].delta.content or "" for chunk in chunks)
+    except openai.APIError as error:
+        return texts, error
+    return texts, None
+
+
+def test_a_call_piece_no_reading_places_is_told_and_recorded(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A delta at an index clients read as different places (1.0) and naming no call: not sent, the agent
+    told in its place (the SDK raises there, after the text before it), the record naming it."""
+    events = [_chunk(content="Reading."), _chunk(_piece(1.0, CREDENTIALS)), _chunk(content="Done.")]
+    texts, told = sdk_stream(upstream, events)
+    assert texts == ["Reading."] and told is not None and "inspection.ambiguous_place" in told.message
+    record = last_record(enforce)
+    found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"].startswith("inspection.")]
+    assert found == [("inspection.ambiguous_place", True)]
+    assert any("no reading places; not sent" in error for error in record["errors"])
+
+
+def test_the_text_held_with_a_withheld_call_goes_before_the_agent_is_told(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """Text streamed while a call's arguments were held reaches the agent before the ``error`` event
+    telling it of the call withheld, which the SDK raises: nothing after it is read."""
+    events = [_chunk(_piece(0, name="read_file")), _chunk(content="Reading the file.")]
+    events += [_chunk(_piece(0, part)) for part in _split(CREDENTIALS)] + [_chunk(finish="tool_calls")]
+    texts, told = sdk_stream(upstream, events)
+    assert "".join(texts) == "Reading the file." and told is not None and "read_file" in told.message
+    assert ("credential_theft", "[0].choices[0].delta.tool_calls[0]", True) in call_findings(enforce)
 
 
 def _approved_responses_call(streamed: str, done: str) -> list[bytes]:

@@ -24,7 +24,7 @@ from proxy.dialects.base import (
     load_json,
     readable_text,
 )
-from proxy.dialects.locator import ROOT, Step, format_locator, parse_locator, set_at, walk_strings
+from proxy.dialects.locator import ROOT, Step, format_locator, get_at, parse_locator, set_at, walk_strings
 from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
 from proxy.dialects.shapes import (
     Placed,
@@ -37,6 +37,7 @@ from proxy.dialects.shapes import (
     shaped_results,
 )
 from proxy.dialects.stream import (
+    MISPLACED_RULE,
     PerEventStreamSession,
     StreamFilters,
     StreamSession,
@@ -252,6 +253,40 @@ def with_calls(completion: Completion, document: Any) -> None:
     completion.parts.extend(shaped_results(document))  # their texts are among the completion's already
 
 
+UNPLACED_NOTICE = (
+    f"egressguard withheld a piece of a tool call that no reading of the stream places ({MISPLACED_RULE})"
+)
+
+
+def error_event(message: str) -> bytes:
+    """An ``error`` event telling the agent ``message`` (of a call withheld from an Assistants run's
+    ``thread.run.requires_action``, say): the ``{"error": {...}}`` most APIs' streams tell an error by,
+    which OpenAI's SDKs raise. A stream of unknown shape dropped such a call unsaid."""
+    error = {"error": {"message": message, "type": "invalid_request_error", "code": BLOCKED_CODE}}
+    return write_event(encode_json(error).decode("utf-8", "surrogatepass"), "error")
+
+
+def without_items(document: Any, places: list[list[Step]]) -> Any | None:
+    """``document`` without the list items at ``places`` (each a locator's steps), or None where one is
+    no list's item or a list would be left empty: what was around a withheld call then says nothing
+    without it (a ``tool_calls`` of none, its ``finish_reason`` still ``tool_calls``)."""
+    taken: dict[tuple[Step, ...], set[int]] = {}
+    for steps in places:
+        if not steps or not isinstance(steps[-1], int):
+            return None
+        taken.setdefault(tuple(steps[:-1]), set()).add(steps[-1])
+    for parent, indexes in taken.items():
+        items = get_at(document, format_locator(parent))
+        if not isinstance(items, list) or len(indexes) >= len(items):
+            return None
+        document = set_at(
+            document,
+            format_locator(parent),
+            [item for index, item in enumerate(items) if index not in indexes],
+        )
+    return document
+
+
 class GenericStreamSession(PerEventStreamSession):
     """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
     the event. Locators are relative to one event's data.
@@ -316,10 +351,15 @@ class GenericStreamSession(PerEventStreamSession):
             self.notes.append(
                 f"event {event.type!r} carried a piece of a tool call no reading places; not sent"
             )
+            self._ambiguous(MISPLACED_RULE)
             output = []
             for key in placed.keys:
                 self._settle(key, forced="drop")
-        if not placed.keys and not self._held:
+            if not placed.keys:
+                # A piece naming no call (a delta at a place no call opened): what was withheld is told
+                # as a call withheld is, or the agent waits on a call that never comes whole.
+                self._told.append(error_event(UNPLACED_NOTICE))
+        if not placed.keys and not self._held and not self._told:
             return output
         self._held.append((output, placed.keys))
         self._held_bytes += sum(len(piece) for piece in output)
@@ -357,8 +397,12 @@ class GenericStreamSession(PerEventStreamSession):
 
     def _release(self) -> list[bytes]:
         """What the held events let out now: those before the first that carries an undecided call, but
-        for the ones carrying a dropped call."""
-        released, self._told = self._told, []
+        for the ones carrying a dropped call. The events telling of the calls dropped since go in order
+        after the events held until then: an SDK raising the error reads nothing after it."""
+        if self._told:
+            self._held.append((self._told, frozenset()))
+            self._told = []
+        released: list[bytes] = []
         while self._held:
             output, keys = self._held[0]
             decisions = {self._streamed.calls[key].decision for key in keys}
@@ -377,27 +421,31 @@ class GenericStreamSession(PerEventStreamSession):
         return [*self._release(), *super()._end_of_stream()]
 
     def _withheld_event(self, call: ToolCall) -> bytes:
-        """An ``error`` event telling the agent of ``call`` withheld, in place of the events it came in
-        (an Assistants run's ``thread.run.requires_action``): the ``{"error": {...}}`` most APIs' streams
-        tell an error by, which OpenAI's SDKs raise. A stream of unknown shape dropped it unsaid."""
-        message = self._notice(call) or f"egressguard withheld the call to {call.name}"
-        error = {"error": {"message": message, "type": "invalid_request_error", "code": BLOCKED_CODE}}
-        return write_event(encode_json(error).decode("utf-8", "surrogatepass"), "error")
+        """``error_event`` telling the agent of ``call`` withheld, in place of the events it came in."""
+        return error_event(self._notice(call) or f"egressguard withheld the call to {call.name}")
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         return list(walk_strings(payload))
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:
         dropped = [call for call in self._calls if self._decide(call, complete=True) == "drop"]
+        told = [self._withheld_event(call) for call in dropped]
         if dropped:
-            # No place in an event of unknown shape is known to take a call out of exactly: withheld whole.
-            self.notes.append(f"event {event.type!r} carried a withheld call to {dropped[0].name}; not sent")
-            return [self._withheld_event(call) for call in dropped]
-        if self.filters.text_filter is None:
+            kept = without_items(payload, [parse_locator(call.where)[1:] for call in dropped])
+            names = ", ".join(call.name for call in dropped)
+            if kept is None:
+                self.notes.append(f"event {event.type!r} carried a withheld call to {names}; not sent")
+                return told
+            # Each withheld call is an item of a list the event keeps others in (an Assistants run's
+            # ``required_action`` asking for several): taken out, the others go, the agent told after.
+            self.notes.append(f"event {event.type!r} carried a withheld call to {names}; sent without it")
+            payload = kept
+        elif self.filters.text_filter is None:
             return [event.raw]
-        for where, text in self._texts(payload):
-            payload = set_at(payload, where, self._filter_within_event(where, text))
-        return [rewritten(event, payload)]
+        if self.filters.text_filter is not None:
+            for where, text in self._texts(payload):
+                payload = set_at(payload, where, self._filter_within_event(where, text))
+        return [rewritten(event, payload), *told]
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         data = event.data or ""
