@@ -69,6 +69,9 @@ class Reply:
     transfer coding, which only some clients (curl) undo."""
     reason: str | None = None
     """The reason phrase of the status line, when not the status code's own."""
+    informational: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    """Interim answers (``103 Early Hints``, ``102 Processing``) sent before the answer, each a status
+    and its header fields."""
 
 
 @dataclass(frozen=True)
@@ -538,12 +541,21 @@ class FakeUpstream:
                     pass  # trailers
                 return body
 
+            def _send_informational(self, reply: Reply) -> None:
+                for status, headers in reply.informational:
+                    self.send_response_only(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.flush()
+
             def _send(self, status: int, body: bytes) -> None:
                 if upstream.reply.gzip_transfer or upstream.reply.trailers:
                     self._stream(
                         iter([body]), upstream.reply, upstream.reply.content_type or "application/json"
                     )
                     return
+                self._send_informational(upstream.reply)
                 self.send_response(status, upstream.reply.reason)
                 self.send_header("content-type", upstream.reply.content_type or "application/json")
                 if upstream.reply.encoded_body is not None:
@@ -556,6 +568,7 @@ class FakeUpstream:
                 self.wfile.write(body)
 
             def _stream(self, events: Iterator[bytes], reply: Reply, content_type: str | None = None) -> None:
+                self._send_informational(reply)
                 self.send_response(200, reply.reason)
                 self.send_header("content-type", content_type or reply.content_type or "text/event-stream")
                 self.send_header("cache-control", "no-cache")

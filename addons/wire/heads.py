@@ -14,6 +14,10 @@ as it arrives and never waits here. These are subclasses of ``addons.wire.traile
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import MutableMapping
+
+from mitmproxy import connection, http
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
@@ -21,10 +25,12 @@ from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
     RequestHeaders,
     RequestProtocolError,
+    ResponseHeaders,
     ResponseProtocolError,
 )
 from mitmproxy.proxy.layers.http._http1 import Http1Connection, make_error_response
 
+from addons.gate.turns import turn_of
 from addons.wire.trailers import CommandGenerator, TrailerClient, TrailerServer, unread_request
 
 OVERSIZE_HEAD = "request head over"
@@ -90,12 +96,42 @@ class BoundedServer(BoundedBuffer, TrailerServer):
             yield ReceiveHttp(RequestProtocolError(self.stream_id, message, ErrorCode.GENERIC_CLIENT_ERROR))
 
 
+SWITCHING_PROTOCOLS = 101
+INTERIM: MutableMapping[connection.Connection, dict[int, int]] = weakref.WeakKeyDictionary()
+"""By upstream connection, the interim answers it sent before the answer it is sending now: per status,
+how many."""
+
+
 class BoundedClient(BoundedBuffer, TrailerClient):
     def overflowed(self, *, reading_head: bool, in_message: bool) -> CommandGenerator:
         yield commands.CloseConnection(self.conn)
         if self.stream_id is not None:
             message = f"the upstream sent over {MAX_UNPARSED_BYTES} bytes without a line end"
             yield ReceiveHttp(ResponseProtocolError(self.stream_id, message, ErrorCode.GENERIC_SERVER_ERROR))
+
+    def read_headers(self, event: events.ConnectionEvent) -> CommandGenerator:
+        """An interim answer (``103 Early Hints``, ``102 Processing``, a ``100 Continue`` the proxy did not
+        ask for) is not relayed, and the answer after it is read as the request's: mitmproxy took the
+        first head for the answer, its bodiless end for the exchange's, so the agent waited on an answer
+        never sent and the real one was left unread on the connection. Each is noted (``INTERIM``); a
+        ``101`` is the answer it is (an upgrade)."""
+        while True:
+            reading = super().read_headers(event)
+            interim = None
+            for command in reading:
+                if isinstance(command, ReceiveHttp) and isinstance(command.event, ResponseHeaders):
+                    status = command.event.response.status_code
+                    if 100 <= status < 200 and status != SWITCHING_PROTOCOLS:
+                        # Taken before mitmproxy reads a body of it: the next head is read as the answer.
+                        reading.close()
+                        interim = status
+                        break
+                yield command
+            if interim is None:
+                return
+            self.response = None
+            seen = INTERIM.setdefault(self.conn, {})
+            seen[interim] = seen.get(interim, 0) + 1
 
 
 class HeadLimits:
@@ -105,3 +141,13 @@ class HeadLimits:
     def load(self, loader: object) -> None:
         http_layer.Http1Server = BoundedServer  # type: ignore[attr-defined]
         http_layer.Http1Client = BoundedClient  # type: ignore[attr-defined]
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """The turn records the interim answers the upstream sent before this answer, not relayed."""
+        seen = INTERIM.pop(flow.server_conn, None)
+        turn = turn_of(flow)
+        if seen and turn is not None:
+            statuses = ", ".join(
+                f"{status}" if count == 1 else f"{status} ({count} times)" for status, count in seen.items()
+            )
+            turn.errors.append(f"response: the upstream's interim answers {statuses} were not relayed")
