@@ -101,7 +101,8 @@ from proxy.wire.decoding import (
 from proxy.wire.embedded import opened
 from proxy.wire.eventstream import AwsFraming, EventStreamError, is_aws_event_stream
 from proxy.wire.multipart import boundary_of, part_spans
-from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES
+from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES, encode_text
+from proxy.wire.textframes import text_message
 
 log = structlog.get_logger("egressguard")
 
@@ -128,6 +129,7 @@ OVER_CAP_RULE = "inspection.decoded_over_cap"
 BOMB_RULE = "inspection.decompression_bomb"
 UNSUPPORTED_CODING_RULE = "inspection.unsupported_coding"
 INSPECTION_FAILED_RULE = "inspection.failed"
+NOT_UTF8_RULE = "inspection.not_utf8"
 REASON_FIELD = ":reason"
 """The name a response's reason phrase is scanned under with its headers: no header can be named so."""
 UNREADABLE_JSON_RULE = "inspection.unreadable_json"
@@ -265,6 +267,18 @@ def tell_refused(flow: http.HTTPFlow, turn: Turn, finding: Finding, refused: str
     error = realtime_error(block_message(finding, turn.event_id), BLOCKED_CODE, refused)
     Relayed.of(flow).coming.append(error)
     ctx.master.commands.call("inject.websocket", flow, True, error, True)
+
+
+def not_text(inspector: TurnInspector, where: str) -> Finding:
+    """The finding refusing a text message that what the proxy wrote into it (a secret restored from the
+    vault that was not UTF-8) leaves with no UTF-8: no text message can carry it, and altered to fit, it
+    would not be what was inspected."""
+    signal = "a text message rewritten by the proxy is not UTF-8, which a text message carries only"
+    threat = inspection_threat(inspector.policy)
+    finding = body_finding(NOT_UTF8_RULE, signal, where, threat, enforced=True)
+    inspector.turn.add(finding)
+    inspector.turn.escalate(Decision.BLOCKED)
+    return finding
 
 
 def refuse_timed_out(flow: http.HTTPFlow, turn: Turn, policy: Policy, hook: str) -> None:
@@ -1802,7 +1816,12 @@ class Inspect:
             # A call or tool result of unknown layout cannot be taken out of it exactly: withheld whole.
             refuse_message(flow, inspector.turn, withheld, message)
         elif forwarded != text:
-            message.content = forwarded.encode("utf-8", "surrogateescape")
+            # A binary message takes any bytes: what stood for undecodable ones goes back as them.
+            content = text_message(forwarded) if message.is_text else encode_text(forwarded)
+            if content is None:
+                refuse_message(flow, inspector.turn, not_text(inspector, where), message)
+            else:
+                message.content = content
 
     @staticmethod
     def _send_in_place(

@@ -73,6 +73,7 @@ from proxy.dialects.stream import (
     MISPLACED_RULE,
     SHAPE_ERRORS,
     EventScan,
+    dump_json,
     encode_json,
 )
 from proxy.egress import canonical_host, decide, parse_ip_literal
@@ -116,6 +117,7 @@ from proxy.wire import jsontext
 from proxy.wire.forms import form_values, repeated
 from proxy.wire.multipart import frame_text, framed_otherwise
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
+from proxy.wire.textframes import json_message
 
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -1494,7 +1496,7 @@ class TurnInspector:
                 if part.source is not Source.USER and get_at(document, part.where) == part.text:
                     set_at(document, part.where, "")
                     blanked = True
-        return encode_json(document).decode("utf-8", "surrogatepass") if blanked else text
+        return dump_json(document) if blanked else text
 
     def _filter_words(self, text: str, where: str) -> str:
         """An upstream's message with the model's words it carries read as an answer's text is (a leaked
@@ -1510,8 +1512,8 @@ class TurnInspector:
         filtered = self.message_words.filter(document, where)
         self._read_words(filtered.ended)
         self._read_words(Ended(*whole) for whole in filtered.whole)
-        self.words_before = [(encode_json(before), True) for before in filtered.before]
-        return encode_json(filtered.document).decode("utf-8", "surrogatepass") if filtered.changed else text
+        self.words_before = [(json_message(dump_json(before)), True) for before in filtered.before]
+        return dump_json(filtered.document) if filtered.changed else text
 
     def _read_words(self, texts: Iterable[Ended]) -> None:
         """Findings in the model's texts as received, each read once a connection (its events repeat a
@@ -1620,7 +1622,9 @@ class TurnInspector:
             self._settle_message_call(key)
         ended = self.message_words.end()
         self._read_words(ended.ended)
-        sending = self.message_calls.release() + [(encode_json(held), True) for held in ended.before]
+        sending = self.message_calls.release() + [
+            (json_message(dump_json(held)), True) for held in ended.before
+        ]
         if delivering or not sending:
             return sending
         self.turn.errors.append(
@@ -1740,7 +1744,7 @@ class TurnInspector:
         self._record_residual(scan, where)
         if not changed:
             return text
-        sent = filtered if error is not None else encode_json(filtered).decode("utf-8", "surrogatepass")
+        sent = filtered if error is not None else dump_json(filtered)
         self._carry_out_redactions(since, self._left_in([sent]), None)
         return str(sent)
 
@@ -1749,7 +1753,7 @@ class TurnInspector:
         if error is not None:
             return self._vault_text(vault, text)
         document, changed = self._vault_document(vault, document, where)
-        return encode_json(document).decode("utf-8", "surrogatepass") if changed else text
+        return dump_json(document) if changed else text
 
     def _restore_message(self, vault: Vault, text: str, where: str) -> str:
         document, error = self._message_json(text, where)
@@ -1757,9 +1761,7 @@ class TurnInspector:
             restored = restore(text, vault.resolver(where))
         else:
             resolved = restore_strings(document, vault.resolver, kind=where)
-            restored = (
-                text if resolved is document else encode_json(resolved).decode("utf-8", "surrogatepass")
-            )
+            restored = text if resolved is document else dump_json(resolved)
         self.record_vault_uses()
         return restored
 

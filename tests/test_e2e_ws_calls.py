@@ -56,7 +56,7 @@ def relay(
     """What an agent receives through ``proxy`` of ``messages`` an upstream sends, up to the last, but for
     the error events telling it of a call withheld (the path is a Realtime API's), their count, and the
     findings the proxy recorded of the connection."""
-    server = Realtime(upstream_pki, tuple(json.dumps(message) for message in messages))
+    server = Realtime(upstream_pki, tuple(json.dumps(message, ensure_ascii=False) for message in messages))
     try:
         with connect(proxy, server.port) as connection:
             received = [json.loads(next_messages(proxy, connection, 1)[0])]

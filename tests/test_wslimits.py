@@ -150,3 +150,25 @@ def test_a_connection_closed_between_two_messages_of_one_read_relays_none_after(
     assert [type(event) for event in rest] == [wsproto.events.CloseConnection]
     close = rest[0]
     assert isinstance(close, wsproto.events.CloseConnection) and close.code == POLICY_VIOLATION
+
+
+@pytest.mark.parametrize(
+    ("content", "sizes"),
+    [
+        ("a" * 3999 + "é" * 10 + "€𝄞" * 2000, []),  # changed or injected: cut every 4000 bytes
+        ("aé" * 10, [2, 2, 17]),  # cut as it came, the first cut inside "é"
+        ("", []),
+    ],
+)
+def test_a_text_message_is_cut_between_characters_and_sent_as_it_is(content: str, sizes: list[int]) -> None:
+    encoded = content.encode()
+    frames = list(wslimits.WholeCharacters([b"x" * size for size in sizes], True)(encoded))
+    assert "".join(frame.data for frame in frames) == content
+    assert [frame.message_finished for frame in frames] == [False] * (len(frames) - 1) + [True]
+    # A cut moved back to a character's start lengthens the next frame by at most three bytes.
+    assert sizes or all(len(frame.data.encode()) <= 4000 + 3 for frame in frames)
+
+
+def test_a_text_message_that_is_not_utf8_is_never_sent_altered() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        list(wslimits.WholeCharacters([], True)(b"ok \xff"))

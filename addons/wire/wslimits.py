@@ -18,11 +18,13 @@ after what the proxy held of its messages (``UPSTREAM_CLOSING``), relayed as its
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Generator, Iterator, MutableMapping, Set
+from typing import Any
 
 import wsproto.events
 from mitmproxy import connection, http
@@ -116,13 +118,40 @@ class BoundedConnection(websocket.WebsocketConnection):
         if words.sending:
             self.frame_buf = [b""]  # a message the close cut short is not relayed: nothing joins it
         for content, as_text in words.sending:
-            if as_text:
-                yield wsproto.events.TextMessage(content.decode("utf-8", "replace"))
-            else:
-                yield wsproto.events.BytesMessage(content)
+            yield from WholeCharacters([], as_text)(content)
         if words.refusal:
             return wsproto.events.CloseConnection(code=POLICY_VIOLATION, reason=words.refusal)
         return wsproto.events.CloseConnection(code=close.code)
+
+
+class WholeCharacters(websocket.Fragmentizer):
+    """Cuts a message into frames as mitmproxy does (the sizes it came in, or 4000 bytes where the proxy
+    changed it), a text message's cuts moved back to a character's start. mitmproxy cut through a
+    character and decoded each frame with ``errors="replace"``: a changed or injected text message past
+    4000 bytes reached its peer with U+FFFD in place of the letters across a cut, not as inspected. A
+    text message is UTF-8 by then (``proxy.wire.textframes``): one that is not raises, never sent
+    altered."""
+
+    def __call__(self, content: bytes) -> Iterator[wsproto.events.Message[Any]]:
+        if not self.is_text:
+            yield from super().__call__(content)
+            return
+        cuts = list(itertools.accumulate(self.fragment_lengths[:-1]))
+        if sum(self.fragment_lengths) != len(content):
+            cuts = list(range(self.FRAGMENT_SIZE, len(content), self.FRAGMENT_SIZE))
+        starts = sorted({0, *(character_start(content, cut) for cut in cuts)})
+        ends = [*starts[1:], len(content)]
+        for start, end in zip(starts, ends, strict=True):
+            yield wsproto.events.TextMessage(
+                content[start:end].decode("utf-8"), message_finished=end == len(content)
+            )
+
+
+def character_start(content: bytes, cut: int) -> int:
+    """The start of the UTF-8 character ``content[cut]`` is in (a continuation byte is 0b10xxxxxx)."""
+    while cut > 0 and content[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut
 
 
 class WebSocketLimits:
@@ -131,6 +160,7 @@ class WebSocketLimits:
 
     def load(self, loader: object) -> None:
         websocket.WebsocketConnection = BoundedConnection  # type: ignore[misc]  # the layer looks it up here
+        websocket.Fragmentizer = WholeCharacters  # type: ignore[misc]
 
     def configure(self, updated: Set[str]) -> None:
         BoundedConnection.max_message_bytes = self.runtime.policy.max_body_bytes

@@ -13,8 +13,9 @@ import itertools
 from typing import Any
 
 from proxy.dialects.base import as_dict, as_str
-from proxy.dialects.stream import encode_json
+from proxy.dialects.stream import dump_json
 from proxy.wire import jsontext
+from proxy.wire.textframes import json_message
 
 MAX_CLOSE_REASON_BYTES = 123
 """RFC 6455: a close frame's payload is at most 125 bytes, two of them its code."""
@@ -42,7 +43,8 @@ def realtime_error(message: str, code: str, refused: str | None) -> bytes:
         "param": None,
         "event_id": event_id,
     }
-    return encode_json({"type": "error", "event_id": f"event_egressguard_{next(_EVENT_IDS)}", "error": error})
+    event = {"type": "error", "event_id": f"event_egressguard_{next(_EVENT_IDS)}", "error": error}
+    return json_message(dump_json(event))
 
 
 def close_reason(threat: str, rule: str, event_id: str) -> str:
