@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from proxy.admin.tokens import DEFAULT_FULL_ENV, FULL_TOKEN_FILE
+from proxy.commands.logs import escape_controls
 from proxy.config.policy import AdminSettings, Policy, load_policy
 from proxy.config.yamlschema import SchemaError
 
@@ -141,8 +142,10 @@ def _when(timestamp: Any) -> str:
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = [header, *rows]
+    """Agents chose most of what is listed (user ids, session ids, tool calls): none of their control
+    characters reaches the operator's terminal."""
+    lines = [header, *[[escape_controls(str(cell)) for cell in row] for row in rows]]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(*lines, strict=True)]
     return "\n".join(
         "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)) for line in lines
     )
@@ -199,7 +202,8 @@ def approvals_decide(client: AdminClient, args: argparse.Namespace) -> int:
         if args.ttl:
             body["ttl"] = args.ttl
     decided = client.call("POST", f"/api/v1/approvals/{args.id}/{args.action}", body)
-    print(f"{decided['id']}: {decided['status']} by {decided['decided_by']} ({decided['summary']})")
+    decision = f"{decided['id']}: {decided['status']} by {decided['decided_by']} ({decided['summary']})"
+    print(escape_controls(decision))
     return 0
 
 

@@ -24,6 +24,7 @@ import duckdb
 
 from proxy.audit.log import daily_file_name, daily_files
 from proxy.audit.verify import collect_files, default_audit_directory
+from proxy.commands.logs import escape_controls
 from proxy.config.units import parse_duration
 
 FINDING_TYPE = (
@@ -279,12 +280,25 @@ def plain(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
+    """A value as a table or CSV cell shows it: agents chose most of what the log holds (user ids, hosts,
+    tool names), so no control character of theirs reaches the operator's terminal."""
     value = plain(value)
     if value is None:
         return ""
     if isinstance(value, list | dict):
         return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return escape_controls(str(value))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@")
+"""What makes a spreadsheet read a CSV cell as a formula (``=HYPERLINK(...)``, ``+cmd|...``)."""
+
+
+def _csv_cell(value: Any) -> str:
+    """A cell as a spreadsheet opening the CSV takes it as text: a text that would start a formula gets a
+    leading quote, as spreadsheets write one typed as text; numbers stay numbers."""
+    cell = _cell(value)
+    return f"'{cell}" if isinstance(plain(value), str) and cell.startswith(FORMULA_STARTS) else cell
 
 
 def render_table(result: QueryResult) -> str:
@@ -309,7 +323,7 @@ def render_csv(result: QueryResult) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(result.columns)
-    writer.writerows([_cell(value) for value in row] for row in result.rows)
+    writer.writerows([_csv_cell(value) for value in row] for row in result.rows)
     return buffer.getvalue()
 
 

@@ -84,9 +84,14 @@ def safe_log_text(text: str, scanner: Scanner | None, key: bytes, limit: int = M
     as escapes; cut to ``limit`` characters with the count of those dropped."""
     if scanner is not None:
         text = scan_and_redact(scanner, text, RedactionStyle.HASH, key=key).text
-    text = mask_url_tokens(text, key)
-    text = _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
-    return _cut(text, limit)
+    return _cut(escape_controls(mask_url_tokens(text, key)), limit)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character written as its escape: a newline that would forge a line or
+    a table row, a terminal escape (colours, a title, a hyperlink, the clipboard), a bidi override or a
+    zero-width character that makes one text read as another."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _cut(text: str, limit: int) -> str:
