@@ -302,6 +302,46 @@ def test_a_bad_policy_is_refused_and_the_running_one_stays(admin: Admin) -> None
     assert cli.returncode != 0 and "bogus_key" in cli.stderr
 
 
+PASTED_SECRETS = {
+    "token_env": (
+        "ghp_R2d2C3poBB8ThxJ7qLmNvWx4yZa1Bc5De6Fg",
+        "agents:\n  pasted: {{token_env: {secret}, role: support}}\n",
+    ),
+    "url_env": (
+        "https://hooks.slack.com/services/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",
+        "alerts:\n  destinations:\n    pasted: {{type: slack, url_env: '{secret}'}}\n",
+    ),
+    "secret_env": (
+        "whsec_9fK2mQ7xL4pR8tV1nB6cZ3hJ5wY0sD2g",
+        "alerts:\n  destinations:\n    pasted: {{type: webhook, url: 'https://x.io', secret_env: {secret}}}"
+        "\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("key", PASTED_SECRETS)
+def test_a_secret_pasted_where_its_variables_name_belongs_is_never_repeated(admin: Admin, key: str) -> None:
+    """`token_env: ghp_...` (the token where its variable's name belongs) is refused, and the problem that
+    says so, answered to the reload, logged, audited and printed by `check`, never quotes the secret."""
+    secret, section = PASTED_SECRETS[key]
+    policy = admin.proxy.policy_path
+    policy.write_text(policy.read_text() + section.format(secret=secret))
+    refused = admin.post("/api/v1/reload", {"by": "bob"}, admin.full)
+    assert refused.status_code == 422
+    assert any(f"{key} names no environment variable" in error for error in refused.json()["errors"])
+    checked = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", str(policy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN},
+    )
+    assert checked.returncode == 2 and f"{key} names no environment variable" in checked.stderr
+    (record,) = [r for r in admin.proxy.audit_records() if r["type"] == "policy.reload_refused"]
+    written = [refused.text, checked.stdout + checked.stderr, json.dumps(record), admin.proxy.output()]
+    assert not [text for text in written if secret in text]
+
+
 def test_sighup_reloads_the_policy(admin: Admin) -> None:
     """SIGHUP re-reads the policy like POST /reload."""
     policy = admin.proxy.policy_path

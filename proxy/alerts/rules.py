@@ -32,7 +32,7 @@ from croniter import croniter
 
 from proxy.audit.playbook import lookback_days, referenced_query
 from proxy.config.units import parse_duration
-from proxy.config.yamlschema import LineLoader, LocatedMapping
+from proxy.config.yamlschema import LineLoader, LocatedMapping, unset_variable
 from proxy.model import SEVERITY_ORDER, Severity, Threat
 
 BUILTIN_ACTIONS = frozenset({"freeze_user", "revoke_session", "block_agent", "rotate_token"})
@@ -258,7 +258,7 @@ def _from_env(settings: Mapping[str, Any], key: str, problems: _Problems, label:
         return None
     value = os.environ.get(str(env_name))
     if not value:
-        problems.add(settings, f"{label}: environment variable {env_name} is not set", f"{key}_env")
+        problems.add(settings, f"{label}: {unset_variable(f'{key}_env', env_name)}", f"{key}_env")
     return value
 
 
@@ -276,7 +276,7 @@ def _destination(
     if settings.get("secret_env") is not None:
         secret = os.environ.get(str(settings["secret_env"]))
         if not secret:
-            problems.add(settings, f"{label}: environment variable {settings['secret_env']} is not set")
+            problems.add(settings, f"{label}: {unset_variable('secret_env', settings['secret_env'])}")
     if destination_type == "pagerduty":
         url = url or PAGERDUTY_EVENTS_URL
         if routing_key is None:

@@ -37,6 +37,7 @@ from proxy.config.yamlschema import (
     SchemaError,
     Spec,
     check_document,
+    unset_variable,
 )
 from proxy.detectors.credential_channel import (
     DEFAULT_EXPECTED,
@@ -756,9 +757,7 @@ def _agent_token(
         return None
     token = env.get(variable)
     if not token or not token.strip():
-        problems.append(
-            Problem(source, line, f"agent {name!r}: environment variable {variable} is not set or empty")
-        )
+        problems.append(Problem(source, line, f"agent {name!r}: {unset_variable('token_env', variable)}"))
         return None
     return token
 

@@ -6,12 +6,29 @@ Python values) is what lets ``egressguard check`` say ``policy.yaml:12: unknown 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9]{0,12}(?:_[A-Z0-9]{1,12})*_?")
+"""An environment variable's name as people write them: upper-case words joined by ``_``. A random
+secret is mixed case, lower case or longer in a stretch; such a value is never repeated in a problem."""
+
+
+def unset_variable(key: str, variable: object) -> str:
+    """Why ``key`` (a ``*_env`` setting) yields no value. The secret pasted where its variable's name
+    belongs is a common slip, and problems are printed, logged, audited and answered to the admin API:
+    only a value that reads as a variable's name is quoted."""
+    if _VARIABLE_NAME.fullmatch(str(variable)):
+        return f"environment variable {variable} is not set or empty"
+    return (
+        f"{key} names no environment variable that is set; what it holds is not repeated here, as it "
+        "does not read as a variable's name (upper-case words joined by _) and may be the secret itself"
+    )
 
 
 @dataclass(frozen=True, slots=True)
