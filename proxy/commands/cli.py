@@ -16,6 +16,7 @@ import yaml
 
 from proxy import __version__
 from proxy.admin.client import add_commands as add_admin_commands
+from proxy.admin.drill_client import AGENT_TOKEN_FILE
 from proxy.admin.drill_client import add_arguments as add_drill_arguments
 from proxy.admin.drill_client import run as run_drill
 from proxy.alerts.check import check_queries, is_rules_file, load_rules_file
@@ -74,7 +75,7 @@ def _ensure_private_dir(path: Path) -> None:
 def _default_agent_token(data_dir: Path) -> Path:
     """The embedded policy's agent reads its token from the environment; without one, a random token is
     kept (0600) under the data dir so the same agent configuration keeps working across restarts."""
-    token_file = data_dir / "agent.token"
+    token_file = data_dir / AGENT_TOKEN_FILE
     if not token_file.exists():
         _ensure_private_dir(data_dir)
         descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,6 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _ensure_private_dir(policy.data_dir)
     confdir = _confdir(policy, passthrough)
     passthrough.setdefault("confdir", str(confdir))
+    try:
+        _keep_secret_files_private(policy, confdir)
+    except PermissionError as error:
+        print(f"egressguard: {error}", file=sys.stderr)
+        return 2
     settings = {
         "listen_host": args.listen_host,
         "listen_port": args.listen_port,
@@ -210,6 +216,46 @@ def _create_shared_files(policy: Policy, confdir: Path, *, admin: bool) -> None:
     load_or_create_signing_key(policy.audit.path / PRIVATE_KEY_NAME)
     if admin:
         load_tokens(policy.admin or AdminSettings(), policy.data_dir)
+
+
+def _keep_secret_files_private(policy: Policy, confdir: Path) -> None:
+    """Each key and token file found readable by other users (copied in with a loose mode, restored from a
+    backup, written by a provisioning tool) is made the proxy user's alone before anything reads it, with a
+    warning to replace it; one this user does not own cannot be made private: PermissionError. Those
+    created here are 0600 from the start."""
+    from proxy.admin.tokens import FULL_TOKEN_FILE, READ_TOKEN_FILE
+    from proxy.audit.keys import PRIVATE_KEY_NAME
+    from proxy.runtime import FINGERPRINT_KEY_FILE, VAULT_KEY_FILE
+
+    data = policy.data_dir
+    for path in (
+        data / AGENT_TOKEN_FILE,
+        data / FULL_TOKEN_FILE,
+        data / READ_TOKEN_FILE,
+        data / FINGERPRINT_KEY_FILE,
+        data / VAULT_KEY_FILE,
+        policy.audit.path / PRIVATE_KEY_NAME,
+        confdir / "mitmproxy-ca.pem",
+        confdir / "mitmproxy-ca.p12",
+    ):
+        try:
+            found = path.stat()
+        except FileNotFoundError:
+            continue
+        mode = found.st_mode & 0o777
+        if not mode & 0o077:
+            continue
+        if found.st_uid != os.getuid():
+            raise PermissionError(
+                f"{path} is readable by other users (mode {mode:o}) and owned by another user: "
+                f"chmod 600 it as its owner, then replace it (who could read it may hold it)"
+            )
+        path.chmod(0o600)
+        print(
+            f"warning: {path} was readable by other users (mode {mode:o}), now 600: replace it, "
+            f"as whoever could read it may hold it",
+            file=sys.stderr,
+        )
 
 
 def _fill_default_token(config: str | None) -> Path | None:
