@@ -405,7 +405,7 @@ def test_slack_gets_readable_blocks(tmp_path: Path, receiver: Receiver) -> None:
     (message,) = receiver.bodies()
     assert "leak" in message["blocks"][0]["text"]["text"]
     field_texts = [entry["text"] for entry in message["blocks"][2]["fields"]]
-    assert "*Severity*\ncritical" in field_texts and "*Users*\nu1" in field_texts
+    assert "*Severity*\ncritical" in field_texts and "*Users*\n`u1`" in field_texts
 
 
 def test_pagerduty_gets_a_trigger_with_dedup_key(tmp_path: Path, receiver: Receiver) -> None:
@@ -662,4 +662,4 @@ def test_a_slack_message_keeps_within_slack_s_limits_whatever_it_lists(size: int
     for kind, text in texts:
         assert len(text) <= SLACK_LIMITS[kind], (kind, len(text))
     if size == 1:
-        assert ("field", "*Users*\n" + ", ".join(f"v{number}" for number in range(10)) + " …") in texts
+        assert ("field", "*Users*\n`" + ", ".join(f"v{number}" for number in range(10)) + " …`") in texts

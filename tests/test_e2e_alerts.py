@@ -92,6 +92,24 @@ def test_leaked_secret_pages_the_webhook_after_a_failed_first_delivery(
         assert "Odile" not in payload and "77-0192" not in payload and "refund bucket" not in payload
 
 
+def test_a_slack_alert_lists_an_agents_user_id_as_code_never_as_a_link_or_markup(
+    start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user id an agent sends is its own choice: in the security team's channel it must not become a
+    link (a URL), markup (`*`, `~`) or the end of a code span (a backtick)."""
+    user = "https://evil.example/sso-reset?u=*admin*`~x~"
+    proxy = start_proxy(extra=alerts_yaml(receiver).replace("type: webhook", "type: slack"))
+    upstream.reply = Reply(text=f"{REPLY_TEXT} Use the key {SYNTHETIC_AWS_KEY} for the refund bucket.")
+    client = agent_client(proxy, upstream, monkeypatch).with_options(default_headers={"X-User-Id": user})
+    ask(client)
+    delivered = wait_until(lambda: [d for d in receiver.deliveries if d.status == 200])
+    assert delivered, f"no alert delivered; deliveries: {receiver.deliveries}\n{proxy.output()}"
+    message = json.loads(delivered[0].body)
+    fields = [field["text"] for block in message["blocks"] for field in block.get("fields", [])]
+    assert "*Users*\n`https://evil.example/sso-reset?u=*admin*\u02cb~x~`" in fields
+    assert not [text for text in fields if user in text]
+
+
 def test_alert_action_freezes_the_user_for_their_next_request(
     start_proxy: Any, upstream: FakeUpstream, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,9 +57,23 @@ def _slack_escape(text: str, limit: int = SLACK_FIELD_LIMIT) -> str:
     return _CUT_ENTITY.sub("", escaped[: limit - 1]) + "…"
 
 
+CODE_BACKTICK = "\u02cb"
+"""What stands for a backtick inside Slack code, which has no escape for one."""
+
+
+def _slack_code(text: str, limit: int = SLACK_FIELD_LIMIT) -> str:
+    """``text`` as inline code: agents chose much of what an alert lists (user ids, hosts, tool names),
+    and in mrkdwn Slack makes a link of a URL among them (``https://evil.example/sso``) and bold or struck
+    text of ``*``, ``~``; code is shown as it is. A backtick of theirs, which would end the code, is
+    shown as the grave accent letter."""
+    return f"`{_slack_escape(text.replace('`', CODE_BACKTICK), limit - 2)}`"
+
+
 def slack_payload(alert: dict[str, Any]) -> dict[str, Any]:
     def listed(values: list[str], limit: int = SLACK_FIELD_LIMIT - 20) -> str:
-        return _slack_escape(", ".join(values[:10]) + (" …" if len(values) > 10 else ""), limit) or "-"
+        return (
+            _slack_code(", ".join(values[:10]) + (" …" if len(values) > 10 else ""), limit) if values else "-"
+        )
 
     window = f" in {alert['window_seconds'] // 60} min" if alert["window_seconds"] else ""
     fields = [
@@ -88,7 +102,8 @@ def slack_payload(alert: dict[str, Any]) -> dict[str, Any]:
     ]
     if alert["rows"]:
         rows = _slack_escape(
-            "\n".join(json.dumps(row, default=str) for row in alert["rows"][:10]), SLACK_SECTION_LIMIT - 6
+            "\n".join(json.dumps(row, default=str) for row in alert["rows"][:10]).replace("`", CODE_BACKTICK),
+            SLACK_SECTION_LIMIT - 6,
         )
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"```{rows}```"}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
