@@ -100,6 +100,7 @@ from proxy.wire.decoding import (
 )
 from proxy.wire.embedded import opened
 from proxy.wire.eventstream import AwsFraming, EventStreamError, is_aws_event_stream
+from proxy.wire.fieldbreaks import field_break, mend_field_breaks
 from proxy.wire.multipart import boundary_of, part_spans
 from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES, encode_text
 from proxy.wire.textframes import text_message
@@ -670,6 +671,22 @@ def strip_own_namespace(flow: http.HTTPFlow) -> None:
         # Counted, not named: a name is any text the upstream likes, a key included.
         turn.errors.append(
             f"response: {len(names)} header(s) the upstream sent in egressguard's namespace removed"
+        )
+
+
+def mend_response_fields(flow: http.HTTPFlow) -> None:
+    """An upstream's field holding a bare CR, LF or NUL reaches the agent with a space in its place, in
+    every mode: relayed as written, a client that ends a line at a bare CR (requests, urllib3) would read
+    fields no check read, a Content-Type the body was not read under among them. Counted in the turn's
+    errors."""
+    response = flow.response
+    if response is None or field_break(response.headers.fields) is None:
+        return
+    response.headers.fields, changed = mend_field_breaks(response.headers.fields)
+    turn = turn_of(flow)
+    if turn is not None:
+        turn.errors.append(
+            f"response: {changed} header(s) holding a bare CR, LF or NUL read with a space in its place"
         )
 
 
@@ -1483,6 +1500,7 @@ class Inspect:
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         await request_inspected(flow)
         strip_own_namespace(flow)
+        mend_response_fields(flow)
         self.inspect_response_headers(flow)
 
     @fail_open

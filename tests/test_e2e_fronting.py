@@ -87,6 +87,12 @@ FRONTED = {
     "X-Forwarded-Host list": head(PATH, HOST, "X-Forwarded-Host: localhost, evil.example"),
     "Forwarded host": head(PATH, HOST, "Forwarded: for=10.0.0.1;host=evil.example"),
     "Forwarded quoted host": head(PATH, HOST, 'Forwarded: proto=https;host="evil.example:443"'),
+    # Python's http.client and http.server (urllib3, requests) end a header line at a bare CR as well:
+    # a field the proxy reads as one is two there, a Host the proxy never saw among them.
+    "Host after a bare CR in another field": head(PATH, TARGET, "X-Note: a\rHost: evil.example"),
+    "Host after a bare CR in the Host field": head(PATH, "Host: localhost\rHost: evil.example"),
+    "Content-Length after a bare CR": head(PATH, TARGET, "X-Note: a\rContent-Length: 0"),
+    "a NUL in a field": head(PATH, TARGET, "X-Note: a\x00b"),
 }
 
 ALLOWED = {

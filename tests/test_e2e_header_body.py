@@ -10,6 +10,7 @@ from collections.abc import Callable
 import httpx
 import openai
 import pytest
+import requests
 
 from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import FakeUpstream, Reply
@@ -97,3 +98,30 @@ def test_an_upstreams_own_egressguard_headers_never_reach_the_agent(
     (record,) = proxy.wait_for_records(1)
     assert record["decision"] == "allowed"
     assert "response: 2 header(s) the upstream sent in egressguard's namespace removed" in record["errors"]
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+def test_an_upstream_header_with_a_bare_cr_reaches_the_agent_as_the_one_field_inspected(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """requests (urllib3, Python's http.client) ends a header line at a bare CR too: an answer's field
+    ``X-Note: a<CR>Content-Type: ...`` is read there as a second Content-Type, one the proxy never read
+    the body under. The agent gets the field with a space in the CR's place (RFC 9110 5.5), one field,
+    and the record says so."""
+    proxy = start_proxy(mode=mode)
+    upstream.reply = Reply(text="fine", headers={"X-Note": "a\rContent-Type: text/plain; charset=utf-7"})
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(proxy.ca_cert))
+    reply = requests.post(
+        f"{upstream.url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=CLIENT_TIMEOUT_S,
+    )
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "fine"
+    assert reply.headers["x-note"] == "a Content-Type: text/plain; charset=utf-7"
+    assert reply.headers["content-type"] == "application/json"
+    (record,) = proxy.wait_for_records(1)
+    assert (
+        "response: 1 header(s) holding a bare CR, LF or NUL read with a space in its place"
+        in record["errors"]
+    )

@@ -44,6 +44,7 @@ from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.state import StateUnavailable
 from proxy.turn import Turn
+from proxy.wire.fieldbreaks import field_break
 
 REFUSED_CODE = "egressguard_egress_refused"
 ENCRYPTED_CLIENT_HELLO = 0xFE0D
@@ -146,7 +147,7 @@ class Egress:
         request = flow.request
         destination = (request.host, request.port) if tunnel is None else (tunnel.host, tunnel.port)
         named = field_values(request.headers, b"host", b"x-forwarded-host", b"forwarded")
-        fronting = request_fronting(
+        fronting = field_break(request.headers.fields) or request_fronting(
             destination,
             request.authority,
             named[b"host"],
