@@ -94,6 +94,7 @@ def test_every_place_of_a_request_the_model_reads_is_a_part_of_its_source() -> N
         (Source.SYSTEM, "system[0].text"),
         (Source.SYSTEM, "system[1].guardContent.text.text"),
         (Source.USER, "messages[0].content[0].text"),
+        (Source.RETRIEVED_DOCUMENT, "messages[0].content[1].document.name"),
         (Source.RETRIEVED_DOCUMENT, "messages[0].content[1].document.source.bytes"),
         (Source.ASSISTANT, "messages[1].content[0].reasoningContent.reasoningText.text"),
         (Source.TOOL_RESULT, "messages[2].content[0].toolResult.content[0].json.status"),
@@ -106,7 +107,7 @@ def test_every_place_of_a_request_the_model_reads_is_a_part_of_its_source() -> N
         ),
         (Source.USER, "promptVariables.customer.text"),
     ]
-    assert view.parts[3].text == "Order 1234 ships on Monday." and view.parts[3].encoded == ""
+    assert view.parts[4].text == "Order 1234 ships on Monday." and view.parts[4].encoded == ""
     results = [part for part in view.parts if part.source is Source.TOOL_RESULT]
     assert {(part.tool_name, part.tool_call_id) for part in results} == {("lookup_order", call_id)}
     assert [(call.id, call.name, call.arguments) for call in view.tool_calls] == [
@@ -126,8 +127,12 @@ def test_a_document_a_tool_returned_is_its_result() -> None:
     view = BedrockConverse().parse_request(
         request_of({"toolResult": {"toolUseId": "t1", "content": content, "status": "success"}})
     )
-    (text,) = view.parts
-    assert (text.source, text.text, text.tool_call_id) == (Source.TOOL_RESULT, "# Notes\nship it", "t1")
+    assert [(part.source, part.text, part.tool_call_id) for part in view.parts] == [
+        (Source.TOOL_RESULT, "readme", "t1"),
+        (Source.TOOL_RESULT, "# Notes\nship it", "t1"),
+        (Source.TOOL_RESULT, "invoice", "t1"),
+        (Source.TOOL_RESULT, "broken", "t1"),
+    ]
     pdf, broken = view.attachments
     assert isinstance(pdf, Attachment) and pdf.content == PDF and pdf.source is Source.TOOL_RESULT
     assert (
@@ -138,7 +143,7 @@ def test_a_document_a_tool_returned_is_its_result() -> None:
 
 def test_a_document_given_as_text_or_content_blocks_is_read() -> None:
     """A document's text may stand in its source (``text``, ``content`` blocks) and beside it
-    (``context``): each is a retrieved document the model reads."""
+    (``name``, ``context``): each is a retrieved document the model reads."""
     document = {
         "format": "txt",
         "name": "policy",
@@ -147,6 +152,7 @@ def test_a_document_given_as_text_or_content_blocks_is_read() -> None:
     }
     view = BedrockConverse().parse_request(request_of({"document": document}))
     assert [(part.source, part.where, part.text) for part in view.parts] == [
+        (Source.RETRIEVED_DOCUMENT, "messages[0].content[0].document.name", "policy"),
         (Source.RETRIEVED_DOCUMENT, "messages[0].content[0].document.context", "Company policy"),
         (Source.RETRIEVED_DOCUMENT, "messages[0].content[0].document.source.text", "Refunds within 30 days."),
         (

@@ -146,6 +146,36 @@ def test_poisoned_block_inside_a_tool_result_is_quarantined_for_anthropic(
     assert "attacker@evil.example" not in sent and MARKER in sent
 
 
+DESCRIBED = {"type": "text", "media_type": "text/plain", "data": "Quarterly report: revenue grew."}
+
+
+@pytest.mark.parametrize(
+    ("block", "field"),
+    [
+        ({"type": "document", "source": DESCRIBED, "title": ATTACK}, "title"),
+        ({"type": "document", "source": DESCRIBED, "context": ATTACK}, "context"),
+        (
+            {"type": "search_result", "source": "https://docs.example", "title": ATTACK, "content": []},
+            "title",
+        ),
+        ({"type": "search_result", "source": ATTACK, "title": "README", "content": []}, "source"),
+    ],
+    ids=["document title", "document context", "search_result title", "search_result source"],
+)
+def test_an_attack_in_what_describes_a_document_is_quarantined_for_anthropic(
+    enforce: Proxy, upstream: FakeUpstream, block: dict[str, Any], field: str
+) -> None:
+    """Anthropic SDK: the model reads a document's title and context and a search result's title and
+    source with its text, so an attack there is quarantined as in the text, where it went unread."""
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "Summarise this."}, block]}]
+    anthropic_client(upstream).messages.create(model="claude", max_tokens=64, messages=messages)
+    sent = json.loads(upstream.received[0].body)["messages"][0]["content"][1]
+    assert "attacker@evil.example" not in sent[field] and MARKER in sent[field]
+    assert {key: value for key, value in sent.items() if key != field} == {
+        key: value for key, value in block.items() if key != field
+    }
+
+
 def test_benign_readme_as_a_tool_result_raises_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
     """Documentation full of imperatives for a human is not an injection: no finding, nothing rewritten."""
     openai_client(upstream).chat.completions.create(model="m", messages=openai_tool_turn(README))

@@ -345,9 +345,17 @@ def _is_document(block: dict[str, Any]) -> bool:
     return block.get("type") in ("document", "search_result")
 
 
+_DESCRIBING_KEYS = ("title", "context", "source")
+"""What describes a document (its title, its context) or a search result (its title, its source): the
+model reads each with the text, so each is read as the text is."""
+
+
 def _read_document(view: RequestView, block: dict[str, Any], where: str) -> None:
     """A document's or search result's texts: its source given as text, in base64 (a text file read as
-    text, a PDF as binary content) or as content blocks, and its own content blocks."""
+    text, a PDF as binary content) or as content blocks, its own content blocks, and what describes it."""
+    for key in _DESCRIBING_KEYS:
+        if isinstance(described := block.get(key), str):
+            view.parts.append(Part(Source.RETRIEVED_DOCUMENT, described, f"{where}.{key}"))
     source = as_dict(block.get("source"))
     if isinstance(source.get("data"), str) and source.get("type") == "text":
         view.parts.append(Part(Source.RETRIEVED_DOCUMENT, source["data"], f"{where}.source.data"))

@@ -151,8 +151,8 @@ def _read_block(
     call_id: str | None = None,
 ) -> None:
     """Adds to ``view`` what the model reads of one content block at ``steps``: its text, a guardrail's
-    text, reasoning, cited text, a document (given as text, as content blocks or in base64) and, in a
-    tool's result, every string of its JSON."""
+    text, reasoning, cited text, a document (its name and context; its text given as text, as content
+    blocks or in base64) and, in a tool's result, every string of its JSON."""
 
     def add(text: Any, *inner: Step, read_from: Source = source) -> None:
         if isinstance(text, str):
@@ -179,6 +179,8 @@ def _read_block(
         return
     read_from = read_as(source)
     document_source = as_dict(document.get("source"))
+    # AWS warns that a document's name reaches the model too, open to injection as its text is.
+    add(document.get("name"), "document", "name", read_from=read_from)
     add(document.get("context"), "document", "context", read_from=read_from)
     add(document_source.get("text"), "document", "source", "text", read_from=read_from)
     contents = format_locator((*steps, "document", "source", "content"))
