@@ -176,6 +176,33 @@ def test_an_attack_in_what_describes_a_document_is_quarantined_for_anthropic(
     }
 
 
+PDF_DATA = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4 quarterly report").decode()
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_an_attack_in_a_files_name_is_quarantined_for_openai(
+    enforce: Proxy, upstream: FakeUpstream, api: str
+) -> None:
+    """OpenAI SDK: a file's name is chosen by whoever named the file (a page the agent downloaded) and
+    reaches the model with it, so an attack there is quarantined as in the file's text, where it went
+    unread."""
+    client = openai_client(upstream)
+    if api == "chat":
+        part: Any = {"type": "file", "file": {"filename": ATTACK, "file_data": PDF_DATA}}
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": [part]}])
+        sent = json.loads(upstream.received[0].body)["messages"][0]["content"][0]["file"]
+        name, data = sent["filename"], sent["file_data"]
+    else:
+        upstream.reply = Reply(
+            body=json.dumps({"object": "response", "status": "completed", "output": []}).encode()
+        )
+        item: Any = {"type": "input_file", "filename": ATTACK, "file_data": PDF_DATA}
+        client.responses.create(model="m", input=[{"role": "user", "content": [item]}])
+        sent = json.loads(upstream.received[0].body)["input"][0]["content"][0]
+        name, data = sent["filename"], sent["file_data"]
+    assert "attacker@evil.example" not in name and MARKER in name and data == PDF_DATA
+
+
 def test_benign_readme_as_a_tool_result_raises_nothing(enforce: Proxy, upstream: FakeUpstream) -> None:
     """Documentation full of imperatives for a human is not an injection: no finding, nothing rewritten."""
     openai_client(upstream).chat.completions.create(model="m", messages=openai_tool_turn(README))

@@ -118,6 +118,20 @@ def read_as(source: Source) -> Source:
     return source if source is Source.TOOL_RESULT else Source.RETRIEVED_DOCUMENT
 
 
+def read_file_name(
+    view: RequestView,
+    name: object,
+    where: str,
+    source: Source,
+    tool_name: str | None = None,
+    call_id: str | None = None,
+) -> None:
+    """A file's name, which whoever named the file chose (a page's download, a tool's output) and the
+    model reads with the file: read as the file's text is."""
+    if isinstance(name, str):
+        view.parts.append(Part(read_as(source), name, where, tool_name, call_id))
+
+
 def text_file(value: object) -> tuple[str, str] | None:
     """The text of a file given encoded in ``value`` and what stands before its encoding there, where it
     decodes to text (``readable_text``); None where it does not decode, or to binary."""

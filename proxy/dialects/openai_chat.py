@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.dialects.attachments import add_file, read_fetched, read_file
+from proxy.dialects.attachments import add_file, read_fetched, read_file, read_file_name
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -126,6 +126,9 @@ class OpenAIChat(Dialect):
                 content_part = as_dict(raw_part)
                 file = as_dict(content_part.get("file"))
                 where = f"{base}.content[{index}]"
+                read_file_name(
+                    view, file.get("filename"), f"{where}.file.filename", source, tool_name, call_id
+                )
                 file_where = f"{where}.file.file_data"
                 if not read_fetched(view, file.get("file_data"), file_where, "file"):
                     add_file(view, read_file(file.get("file_data"), file_where, source, tool_name, call_id))

@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proxy.dialects.attachments import add_file, domain_fetches, read_fetched, read_file
+from proxy.dialects.attachments import add_file, domain_fetches, read_fetched, read_file, read_file_name
 from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
@@ -201,9 +201,10 @@ def _read_file(
     tool_name: str | None = None,
     call_id: str | None = None,
 ) -> None:
-    """The file an ``input_file`` part carries in ``file_data``, and the file or image an ``input_file``,
-    ``input_image`` or ``computer_screenshot`` part gives by URL, for the API to fetch."""
+    """The file an ``input_file`` part carries in ``file_data`` and its name, and the file or image an
+    ``input_file``, ``input_image`` or ``computer_screenshot`` part gives by URL, for the API to fetch."""
     if part.get("type") == "input_file":
+        read_file_name(view, part.get("filename"), f"{where}.filename", source, tool_name, call_id)
         add_file(view, read_file(part.get("file_data"), f"{where}.file_data", source, tool_name, call_id))
         read_fetched(view, part.get("file_url"), f"{where}.file_url", "file")
     elif part.get("type") in ("input_image", "computer_screenshot"):
