@@ -439,7 +439,7 @@ def scan_request_fields(
     # As sent: ``request.method`` reads it in upper case, which is not what leaves.
     inspector.scan_method(request.data.method.decode("utf-8", "surrogateescape"))
     if body is not None:
-        inspector.scan_multipart_frame(body, boundary_of(request.headers.get("content-type")))
+        inspector.scan_multipart_frame(body, request.headers.get("content-type"))
     scanned = {}
     for name in ("headers", "trailers"):
         fields = getattr(request, name)
@@ -492,7 +492,8 @@ def read_body(message: http.Message, cap: int, turn: Turn, what: str) -> bytes |
     elif problem is not None:
         turn.errors.append(f"{what}: {problem}; the part that decodes is inspected")
     charsets = declared_charsets(message.headers.get("content-type"))
-    if not is_text(content) and part_spans(content) is None and all(map(reads_as_utf8, charsets)):
+    multipart = part_spans(content, boundary_of(message.headers.get("content-type")))
+    if not is_text(content) and multipart is None and all(map(reads_as_utf8, charsets)):
         content_type = message.headers.get("content-type", "unlabelled").split(";")[0]
         turn.errors.append(f"{what}: binary body ({content_type}) read in its printable runs")
         return BinaryBody(content)
@@ -528,7 +529,7 @@ def declared_readings(
     error for such a body (a charset or encoding no codec here undoes: no reading at all). A body
     ``transcoded`` from its declared charset (``as_utf8``) is read in it already."""
     try:
-        readings = part_readings(body) or []
+        readings = part_readings(body, boundary_of(message.headers.get("content-type"))) or []
         rule = PART_ENCODING_RULE if readings else CHARSET_RULE
         declared = [] if transcoded else declared_charsets(message.headers.get("content-type"))
         charsets = [charset for charset in declared if not reads_as_utf8(charset)]
@@ -573,18 +574,19 @@ def _agent_read_as(side: str) -> Source | None:
     return Source.USER if side == "request" else None
 
 
-def read_request(reader: Dialect, body: bytes) -> RequestView:
-    """A request body as ``reader`` reads it, or as text where it cannot."""
+def read_request(reader: Dialect, body: bytes, boundary: bytes | None) -> RequestView:
+    """A request body as ``reader`` reads it, or as any body (the parts of ``boundary``, the one its
+    Content-Type names) where it cannot."""
     view = reader.parse_request(body)
     if view.parse_error and not isinstance(reader, Generic):
-        return dataclasses.replace(Generic().parse_request(body), dialect=reader.name)
+        return dataclasses.replace(Generic(boundary).parse_request(body), dialect=reader.name)
     return view
 
 
-def read_response(dialect: Dialect, body: bytes) -> Completion:
-    """A response body as ``dialect`` reads it, or as text where it cannot."""
+def read_response(dialect: Dialect, body: bytes, boundary: bytes | None) -> Completion:
+    """A response body as ``dialect`` reads it, or as any body (``read_request``) where it cannot."""
     completion = dialect.parse_response(body)
-    return Generic().parse_response(body) if completion.parse_error else completion
+    return Generic(boundary).parse_response(body) if completion.parse_error else completion
 
 
 def read_otherwise(
@@ -1313,9 +1315,8 @@ class Inspect:
             body, encoding = as_utf8(flow.request, body)
             flow.metadata[TEXT_ENCODING_KEY] = encoding
             declared, unreadable = declared_readings(flow.request, body, transcoded=encoding is not None)
-        dialect = detect(
-            flow.request.method, flow.request.path, flow.request.headers.get("content-type"), body or b""
-        )
+        content_type = flow.request.headers.get("content-type")
+        dialect = detect(flow.request.method, flow.request.path, content_type, body or b"")
         parsed = None
         reader = dialect
         misread: str | None = None
@@ -1332,7 +1333,7 @@ class Inspect:
                     misread = view.parse_error
                     # Its upstream may read what this parser cannot (a lenient or deeper-nesting JSON
                     # reader): the body is read, and rewritten, as the text it is.
-                    reader = Generic()
+                    reader = Generic(boundary_of(content_type))
                     view = dataclasses.replace(reader.parse_request(body), dialect=dialect.name)
         view.continues |= continued_by_route(flow.request.method, flow.request.path)
         view.tool_server = isinstance(dialect, MCP) and tool_server_route(flow.request.path)
@@ -1359,7 +1360,7 @@ class Inspect:
             status = 400 if refused.rule == UNREAD_ATTACHMENT_RULE else 403
             self._refuse_request(flow, dialect, inspector, status, refused)
             return None
-        others = [(DECLARED, read_request(reader, other)) for other in declared]
+        others = [(DECLARED, read_request(reader, other, boundary_of(content_type))) for other in declared]
         if body is not None and parsed is not None and parsed[2] is None:
             keys_read_otherwise = self._read_keys_otherwise(
                 turn, inspector, body, parsed, lambda found: reader.parse_request(body, found), dialect
@@ -1568,6 +1569,9 @@ class Inspect:
         if isinstance(flow.response.stream, Substitute) or flow.metadata.pop(RELAYED_UNREAD_KEY, False):
             # Refused, or passed unread, as it arrived, on the record already: no body was held to read.
             return
+        # An answer's parts are those of the boundary its own Content-Type names.
+        boundary = boundary_of(flow.response.headers.get("content-type"))
+        dialect = dialect.framed(boundary)
         inspector.begin_answer()
         try:
             body = read_body(flow.response, policy_of(flow, self.runtime).max_body_bytes, turn, "response")
@@ -1620,7 +1624,7 @@ class Inspect:
                     turn.escalate(Decision.BLOCKED)
                     self._withhold(flow, dialect, inspector, finding)
                     return
-            dialect = Generic()
+            dialect = Generic(boundary)
             completion = dialect.parse_response(body)
         keys_read_otherwise = (
             self._read_keys_otherwise(
@@ -1666,7 +1670,7 @@ class Inspect:
             inspector.inspect_other_readings([(READINGS[FIRST_VALUE], other)])
         inspector.inspect_other_readings([(READINGS[name], other) for name, other in keys_read_otherwise])
         inspector.inspect_other_readings(
-            [(READINGS[DECLARED], read_response(dialect, other)) for other in declared]
+            [(READINGS[DECLARED], read_response(dialect, other, boundary)) for other in declared]
         )
         refused = read_every_way(inspector, "response", every_way) if every_way is not None else None
         if refused is not None:
@@ -1958,7 +1962,9 @@ class Inspect:
             return self._read_binary(
                 flow, inspector, body.content, f"{side} body", side, read_as=_agent_read_as(side)
             )
-        for where, content in binary_parts(body) if body is not None else []:
+        message = flow.request if side == "request" else flow.response
+        boundary = boundary_of(message.headers.get("content-type")) if message is not None else None
+        for where, content in binary_parts(body, boundary) if body is not None else []:
             inspector.turn.errors.append(f"{side}: binary part {where} read in its printable runs")
             refused = self._read_binary(
                 flow, inspector, content, f"{side} body {where}", side, read_as=_agent_read_as(side)

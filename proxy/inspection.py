@@ -115,7 +115,13 @@ from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.wire import jsontext
 from proxy.wire.forms import form_values, repeated
-from proxy.wire.multipart import frame_text, framed_otherwise
+from proxy.wire.multipart import (
+    boundary_of,
+    frame_text,
+    framed_otherwise,
+    framing_doubt,
+    loose_delimiters,
+)
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 from proxy.wire.textframes import json_message
 
@@ -761,29 +767,25 @@ class TurnInspector:
             return
         self._scan_unrewritable(METHOD_FIELD, method, METHOD_RULE, "method", "the request method")
 
-    def scan_multipart_frame(self, body: bytes, boundary: bytes | None = None) -> None:
-        """A multipart body's preamble, boundary (``boundary``, the one its Content-Type names, where it
-        names one), part headers and epilogue (``frame_text``), read as one text and
-        scanned as a request's header is. The frame is not rewritten: one holding a secret the policy
-        redacts in requests refuses the request (``inspection.multipart``, under the secret's threat).
-        Personal data there (an e-mail address in a file's name) is recorded, as a header's is. A body
-        that opens with another boundary than the one named is read as two sets of parts by its readers
-        (``framed_otherwise``): a blocking finding, enforced where data exfiltration is."""
-        if boundary is not None and framed_otherwise(body, boundary):
-            signal = "a multipart body opens with another boundary than its Content-Type names"
-            self._record(
-                [
-                    Finding(
-                        Threat.DATA_EXFILTRATION,
-                        MULTIPART_RULE,
-                        signal,
-                        Severity.HIGH,
-                        Action.BLOCK,
-                        "multipart",
-                        "LLM02",
-                    )
-                ]
-            )
+    def scan_multipart_frame(self, body: bytes, content_type: str | None) -> None:
+        """A multipart body's preamble, boundary (the one its Content-Type, ``content_type``, names), part
+        headers and epilogue (``frame_text``), read as one text and scanned as a request's header is. The
+        frame is not rewritten: one holding a secret the policy redacts in requests refuses the request
+        (``inspection.multipart``, under the secret's threat). Personal data there (an e-mail address in a
+        file's name) is recorded, as a header's is. A body its receivers may read as different parts is a
+        blocking finding, enforced where data exfiltration is: a Content-Type naming no boundary or two
+        (``framing_doubt``), a ``--`` and the boundary some receiver takes for a delimiter and another for
+        content (``loose_delimiters``), a body opening with another boundary's parts
+        (``framed_otherwise``)."""
+        boundary = boundary_of(content_type)
+        doubt = framing_doubt(content_type)
+        if doubt is None and boundary is not None:
+            if loose_delimiters(body, boundary):
+                doubt = "a multipart body holds its boundary where receivers differ on whether a part starts"
+            elif framed_otherwise(body, boundary):
+                doubt = "a multipart body opens with another boundary than its Content-Type names"
+        if doubt is not None:
+            self._refuse_part(Threat.DATA_EXFILTRATION, MULTIPART_RULE, "multipart", doubt)
         text = frame_text(body, boundary)
         if text:
             self._scan_unrewritable(
@@ -813,7 +815,12 @@ class TurnInspector:
         if not (held and self.policy.detection.guards_requests):
             return None
         signal = f"{part} holds what is redacted in requests, and cannot be rewritten"
-        refusal = Finding(held[0].threat, rule, signal, Severity.HIGH, Action.BLOCK, where, "LLM02")
+        return self._refuse_part(held[0].threat, rule, where, signal)
+
+    def _refuse_part(self, threat: Threat, rule: str, where: str, signal: str) -> Finding | None:
+        """A part of the request that cannot be sent as inspected (found at ``where``): a blocking finding
+        under ``rule``, recorded, and returned where it is enforced for the caller to refuse."""
+        refusal = Finding(threat, rule, signal, Severity.HIGH, Action.BLOCK, where, "LLM02")
         self._record([refusal])
         return refusal if self._enforceable(refusal) else None
 

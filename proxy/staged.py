@@ -190,12 +190,13 @@ def named_parts(body: bytes) -> list[str]:
     return parts
 
 
-def form_field(body: bytes, name: str) -> bytes | None:
-    """The content of the form field ``name`` of a ``multipart/form-data`` body; None where it has none,
-    or more than one: servers differ in which of them they keep, so none is known to be the part."""
+def form_field(body: bytes, boundary: bytes | None, name: str) -> bytes | None:
+    """The content of the form field ``name`` of a ``multipart/form-data`` body of ``boundary``; None where
+    it has none, or more than one: servers differ in which of them they keep, so none is known to be the
+    part."""
     found = [
         body[start:end]
-        for headers, start, end in part_headers(body) or ()
+        for headers, start, end in part_headers(body, boundary) or ()
         if (field := _FIELD_NAME.search(headers.get("content-disposition", ""))) is not None
         and field.group(1) == name
     ]

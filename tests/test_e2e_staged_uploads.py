@@ -160,14 +160,14 @@ def test_a_completes_parts_and_a_parts_form_field_are_read() -> None:
         b'--b\r\nContent-Disposition: form-data; name="other"\r\n\r\nno\r\n'
         b'--b\r\nContent-Disposition: form-data; name="data"; filename="d"\r\n\r\nline\nline\r\n--b--\r\n'
     )
-    assert form_field(form, "data") == b"line\nline"
-    assert form_field(form, "missing") is None
-    assert form_field(b"not a form", "data") is None
+    assert form_field(form, b"b", "data") == b"line\nline"
+    assert form_field(form, b"b", "missing") is None
+    assert form_field(b"not a form", b"b", "data") is None
     # Which of two fields of one name a server keeps differs from server to server: neither is the part.
     twice = form.replace(
         b"--b--", b'--b\r\nContent-Disposition: form-data; name="data"\r\n\r\nother\r\n--b--'
     )
-    assert form_field(twice, "data") is None
+    assert form_field(twice, b"b", "data") is None
 
 
 def test_the_joined_file_is_read_as_a_batch_file_is() -> None:

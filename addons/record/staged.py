@@ -11,6 +11,7 @@ from addons.inspect import upload_step
 from proxy.dialects.base import as_dict, as_str, load_json
 from proxy.runtime import Runtime
 from proxy.staged import bytes_taken, form_field
+from proxy.wire.multipart import boundary_of
 
 PART_FIELD = "data"
 """The form field a part's content travels in."""
@@ -46,4 +47,5 @@ class StagedUploads:
         # A part whose answer names no id cannot be named by the complete either: nothing to keep.
         part = as_str(as_dict(load_json(answer.get_content(strict=False) or b"")[0]).get("id"))
         if part is not None:
-            parts.keep(step.upload, part, form_field(sent, PART_FIELD) if sent else None, cap)
+            boundary = boundary_of(flow.request.headers.get("content-type"))
+            parts.keep(step.upload, part, form_field(sent, boundary, PART_FIELD) if sent else None, cap)

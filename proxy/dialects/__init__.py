@@ -33,6 +33,7 @@ from proxy.exchange import RequestView
 from proxy.staged import UploadStep
 from proxy.wire import jsontext
 from proxy.wire.eventstream import EVENTS, NAMED_CHUNKS
+from proxy.wire.multipart import boundary_of
 
 __all__ = [
     "MCP",
@@ -104,9 +105,11 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
 
     A model API's route decides: a body shaped otherwise (a ``jsonrpc`` key) does not make the model's
     answer unread. Elsewhere a body is JSON-RPC when it parses as one to a server (``jsonrpc_messages``),
-    and then read as MCP: a reader that knows less of it would gate no tool call in it."""
+    and then read as MCP: a reader that knows less of it would gate no tool call in it. A multipart
+    body's parts are those of the boundary ``content_type`` names."""
     route = _route(path)
-    model_api = _model_api(route, body)
+    boundary = boundary_of(content_type)
+    model_api = _model_api(route, body, boundary)
     if model_api is not None:
         return model_api
     messages = jsonrpc_messages(body)
@@ -115,7 +118,7 @@ def detect(method: str, path: str, content_type: str | None, body: bytes) -> Dia
     if method.upper() == "GET" and route.endswith("/mcp"):
         # The stream an MCP client opens for server-initiated messages: no body to recognise it by.
         return MCP()
-    return Generic()
+    return Generic(boundary)
 
 
 _KEPT_BY_ROUTE = (
@@ -171,9 +174,10 @@ def _route(path: str) -> str:
     return unquote(path.split("?", 1)[0]).rstrip("/")
 
 
-def _model_api(route: str, body: bytes) -> Dialect | None:
+def _model_api(route: str, body: bytes, boundary: bytes | None = None) -> Dialect | None:
     """The model API a route names, if any (``/messages`` names Anthropic's only for a Messages body); a
-    route that stores model input for the provider to run or read later is read by ``Stored``."""
+    route that stores model input for the provider to run or read later is read by ``Stored``, a form's
+    parts by the ``boundary`` its Content-Type names."""
     if route.endswith("/chat/completions"):
         azure = _AZURE_DEPLOYMENT.search(route)
         return OpenAIChat(model_hint=azure.group(1) if azure else None)
@@ -204,7 +208,7 @@ def _model_api(route: str, body: bytes) -> Dialect | None:
     # Only a provider API's own routes store model input: many other APIs have a path ending in /files
     # or /threads, and a JSON-RPC body is MCP's whatever path its server chose.
     if _PROVIDER_API.match(route) and is_stored_route(route) and jsonrpc_messages(body) is None:
-        return Stored(route, _embedded_route)
+        return Stored(route, _embedded_route, boundary)
     return None
 
 

@@ -201,6 +201,11 @@ class Dialect(ABC):
     def __init__(self, model_hint: str | None = None) -> None:
         self.model_hint = model_hint
 
+    def framed(self, boundary: bytes | None) -> Dialect:
+        """The dialect reading a body whose Content-Type names ``boundary`` (an answer's, where the request
+        named another or none): itself, for an API whose bodies are never multipart."""
+        return self
+
     def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
         """The neutral view of a request body; ``parsed`` is the body as the caller decoded it already
         (``load_json_with_shadowed``), so that it is not decoded twice."""

@@ -60,6 +60,15 @@ class Generic(Dialect):
     READS_ANSWERS = False
     REMOVES_CALLS = False
 
+    def __init__(self, boundary: bytes | None = None) -> None:
+        """``boundary``: the one the Content-Type of the body it reads names (``proxy.wire.multipart.
+        boundary_of``); a multipart body's parts are read by that one alone, as its receiver reads them."""
+        super().__init__()
+        self.boundary = boundary
+
+    def framed(self, boundary: bytes | None) -> Generic:
+        return Generic(boundary)
+
     def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
         if json_of(body, parsed)[1] is None:
             return super().parse_request(body, parsed)
@@ -78,10 +87,10 @@ class Generic(Dialect):
                     for spans in repeated((name, (start, end)) for name, start, end in form_values(text))
                 ],
             )
-        fields = multipart_texts(body)
+        fields = multipart_texts(body, self.boundary)
         if fields is None:
             return RequestView(dialect=self.name, parse_error="not UTF-8 text")
-        names = multipart_names(body)
+        names = multipart_names(body, self.boundary)
         return RequestView(
             dialect=self.name,
             parts=[Part(Source.USER, field, where) for where, field in fields.items()],
@@ -104,12 +113,11 @@ class Generic(Dialect):
             with_calls(completion, document)
         return completion
 
-    @staticmethod
-    def _text_completion(body: bytes) -> Completion:
+    def _text_completion(self, body: bytes) -> Completion:
         text = readable_text(body)
         if text is not None:
             return Completion(text=[TextSegment(text, ROOT)] if text else [])
-        fields = multipart_texts(body)
+        fields = multipart_texts(body, self.boundary)
         if fields is None:
             return Completion(parse_error="not UTF-8 text")
         return Completion(text=[TextSegment(field, where) for where, field in fields.items()])
@@ -130,7 +138,7 @@ class Generic(Dialect):
             if len(steps) != 2 or steps[0] != MULTIPART or not isinstance(steps[1], int):
                 raise ValueError(f"{where} names no part of this body")
             fields[steps[1]] = encode_text(text)
-        return replace_parts(body, fields)
+        return replace_parts(body, self.boundary, fields)
 
     def _rewrite_text_response(self, body: bytes, text_map: Callable[[str], str]) -> bytes:
         lines = ndjson_documents(body)
@@ -144,7 +152,7 @@ class Generic(Dialect):
         text = readable_text(body)
         if text is not None:
             return encode_text(text_map(text))
-        parts = multipart_texts(body) or {}
+        parts = multipart_texts(body, self.boundary) or {}
         replacements = {where: text_map(part) for where, part in parts.items()}
         replacements = {where: part for where, part in replacements.items() if part != parts[where]}
         return self.rewrite_request(body, replacements) if replacements else body
@@ -177,10 +185,10 @@ class Generic(Dialect):
         return AnyStreamSession(filters)
 
 
-def multipart_texts(body: bytes) -> dict[str, str] | None:
-    """The text fields of a multipart body (a file upload is binary as a whole; the form fields beside the
-    file are text) by locator (``multipart[2]``); None when the body is not multipart."""
-    spans = part_spans(body)
+def multipart_texts(body: bytes, boundary: bytes | None) -> dict[str, str] | None:
+    """The text fields of a multipart body of ``boundary`` (a file upload is binary as a whole; the form
+    fields beside the file are text) by locator (``multipart[2]``); None when the body is not multipart."""
+    spans = part_spans(body, boundary)
     if spans is None:
         return None
     fields = {}
@@ -191,21 +199,22 @@ def multipart_texts(body: bytes) -> dict[str, str] | None:
     return fields
 
 
-def multipart_names(body: bytes) -> dict[str, str]:
-    """The form field each part of a multipart body is, by locator (``multipart[2]``), where it names one."""
+def multipart_names(body: bytes, boundary: bytes | None) -> dict[str, str]:
+    """The form field each part of a multipart body of ``boundary`` is, by locator (``multipart[2]``),
+    where it names one."""
     names = {}
-    for index, (headers, _, _) in enumerate(part_headers(body) or []):
+    for index, (headers, _, _) in enumerate(part_headers(body, boundary) or []):
         name = disposition_name(headers)
         if name is not None:
             names[format_locator((MULTIPART, index))] = name
     return names
 
 
-def binary_parts(body: bytes) -> list[tuple[str, bytes]]:
-    """The parts of a multipart body that are not text (a file, an image, an archive), each by locator
-    with its content once its transfer encoding (base64, quoted-printable) is undone: read for what its
-    printable runs and compressed streams hold, as ``multipart_texts`` are read as text."""
-    found = part_headers(body)
+def binary_parts(body: bytes, boundary: bytes | None) -> list[tuple[str, bytes]]:
+    """The parts of a multipart body of ``boundary`` that are not text (a file, an image, an archive), each
+    by locator with its content once its transfer encoding (base64, quoted-printable) is undone: read for
+    what its printable runs and compressed streams hold, as ``multipart_texts`` are read as text."""
+    found = part_headers(body, boundary)
     binaries = []
     for index, (headers, start, end) in enumerate(found or []):
         content = body[start:end]

@@ -148,17 +148,23 @@ class Stored(Dialect):
     READS_ANSWERS = False
     REMOVES_CALLS = False
 
-    def __init__(self, route: str = "", read_route: RouteReader | None = None) -> None:
+    def __init__(
+        self, route: str = "", read_route: RouteReader | None = None, boundary: bytes | None = None
+    ) -> None:
+        """``boundary``: the one the Content-Type of the body it reads names (``Generic``'s)."""
         super().__init__()
         self.route = route
         self.read_route = read_route
-        self.any_body = Generic()
+        self.any_body = Generic(boundary)
+
+    def framed(self, boundary: bytes | None) -> Stored:
+        return Stored(self.route, self.read_route, boundary)
 
     def parse_request(self, body: bytes, parsed: ParsedBody | None = None) -> RequestView:
         if _FILES.search(self.route) is None or json_of(body, parsed)[1] is None:
             return super().parse_request(body, parsed)
         # A file of JSON lines, or a form carrying one: each line is read as the request it names.
-        spans = part_spans(body)
+        spans = part_spans(body, self.any_body.boundary)
         if spans is None and readable_text(body) is None:
             return self.any_body.parse_request(body, parsed)
         view = RequestView(dialect=self.name)
@@ -237,7 +243,7 @@ class Stored(Dialect):
             return body
         if load_json(body)[1] is None:
             return super().rewrite_request(body, replacements)
-        spans = part_spans(body)
+        spans = part_spans(body, self.any_body.boundary)
         if spans is None:
             return _rewrite_lines(body, replacements)
         by_part: dict[int, dict[str, str]] = {}
@@ -250,7 +256,7 @@ class Stored(Dialect):
         for index, inside in by_part.items():
             start, end = spans[index]
             contents[index] = _rewrite_lines(body[start:end], inside)
-        return replace_parts(body, contents)
+        return replace_parts(body, self.any_body.boundary, contents)
 
     def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
         return self.any_body.parse_response(body, parsed)

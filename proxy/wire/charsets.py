@@ -137,12 +137,12 @@ TRANSFER_DECODERS: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def part_readings(body: bytes) -> list[bytes] | None:
-    """For a multipart body with a part in a transfer encoding or a charset other than UTF-8, the body
-    (as UTF-8) with each such part as its receiver decodes it, once per reading; None for a body that is
-    not multipart or whose parts all read as they are. Raises ``UnreadableEncodingError`` for a part
-    encoding or charset no codec here undoes."""
-    found = part_headers(body)
+def part_readings(body: bytes, boundary: bytes | None) -> list[bytes] | None:
+    """For a multipart body of ``boundary`` with a part in a transfer encoding or a charset other than
+    UTF-8, the body (as UTF-8) with each such part as its receiver decodes it, once per reading; None for a
+    body that is not multipart or whose parts all read as they are. Raises ``UnreadableEncodingError`` for
+    a part encoding or charset no codec here undoes."""
+    found = part_headers(body, boundary)
     if found is None:
         return None
     decoded: dict[int, list[bytes]] = {}
@@ -171,7 +171,9 @@ def part_readings(body: bytes) -> list[bytes] | None:
         return None
     widest = max(len(texts) for texts in decoded.values())
     return [
-        replace_parts(body, {index: texts[min(turn, len(texts) - 1)] for index, texts in decoded.items()})
+        replace_parts(
+            body, boundary, {index: texts[min(turn, len(texts) - 1)] for index, texts in decoded.items()}
+        )
         for turn in range(widest)
     ]
 

@@ -1,111 +1,194 @@
 """Where the parts of a ``multipart/*`` body (a file upload beside form fields) sit, read from the body.
 
 A body with a binary part (a file) is binary as a whole, yet its text fields are text that leaves: each
-part is located so that the text ones can be inspected, and rewritten, on their own. The boundary is the
-one the Content-Type names where the caller has it; else the first boundary line whose closing delimiter
-follows it, read from the body. Lines end in CRLF or a bare LF (receivers take either), and whatever comes
-before the first boundary (the preamble, which receivers skip) is part of the frame.
+part is located so that the text ones can be inspected, and rewritten, on their own. The parts are those
+of the boundary the body's Content-Type names (``boundary_of``), as its receiver frames them; a body
+without one is no multipart body to any reader here. Receivers frame alike only the plain delimiters:
+``--B`` at the body's start or after a line break, then the line's end, and each later one as ``CRLF--B``
+and CRLF, or ``--`` to close. Where the first ends in a bare LF (Go's reader takes the body for one whose
+lines end so) every later one is ``LF--B`` and LF, each with padding before its line's end. Any other
+``--B`` (``LF--B`` in a CRLF body, padding, ``--B`` in mid-line as Django splits, another part after the
+closing one) some receiver takes for a delimiter and another for content: it is read as content here, the
+bytes around it too, and the body is one its receivers read apart (``loose_delimiters``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
-_BOUNDARY_LINE = re.compile(rb"(?:^|\n)--([^\r\n]{1,200}?)[ \t]*\r?\n")
-"""A line that opens a part: ``--`` and the boundary, transport padding, then CRLF or LF."""
 _LINE_BREAK = re.compile(rb"\r?\n")
 _HEADERS_END = re.compile(rb"\r?\n\r?\n")
+"""A part's headers end at their first blank line, in CRLF or a bare LF: the content some receiver takes
+is all of what follows it."""
 _NO_HEADERS = re.compile(rb"\r?\n")
+_GUESSED_LINE = re.compile(rb"(?:^|\n)--([^\r\n]{1,200}?)[ \t]*\r?\n")
+"""A line that opens a part of some boundary, as a reader guessing the boundary from the body takes it."""
 MAX_CANDIDATES = 16
-"""Boundary lines tried, when the Content-Type names none, for the one whose closing delimiter follows."""
+"""Boundary lines tried, guessing, for the one whose closing delimiter follows."""
 
 
-def part_spans(body: bytes, boundary: bytes | None = None) -> list[tuple[int, int]] | None:
-    """The (start, end) offsets of each part's content, after its headers; None when the body holds no
-    multipart boundary line."""
-    found = _parts(body, boundary)
-    return None if found is None else [(start, end) for _, start, end in found]
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Reading:
+    first: re.Match[bytes]
+    """The delimiter that opens the first part (its group 1: the boundary)."""
+    parts: list[tuple[int, int, int]]
+    """(start of its headers, start of its content, end) of each part."""
+    delimiters: frozenset[int]
+    """Where each delimiter taken as one has its ``--B``."""
+    epilogue: int | None
+    """Where what follows the closing delimiter starts; None where the body has none."""
 
 
-def part_headers(body: bytes, boundary: bytes | None = None) -> list[tuple[dict[str, str], int, int]] | None:
+def part_spans(body: bytes, boundary: bytes | None) -> list[tuple[int, int]] | None:
+    """The (start, end) offsets of each part's content, after its headers; None when the body is no
+    multipart body of ``boundary`` (the one its Content-Type names; None where it names none)."""
+    found = _read(body, boundary)
+    return None if found is None else [(start, end) for _, start, end in found.parts]
+
+
+def part_headers(body: bytes, boundary: bytes | None) -> list[tuple[dict[str, str], int, int]] | None:
     """Each part's headers (names in lower case; the last of a repeated name) with the offsets of its
-    content; None when the body holds no multipart boundary line."""
-    found = _parts(body, boundary)
+    content; None when the body is no multipart body of ``boundary``."""
+    found = _read(body, boundary)
     if found is None:
         return None
-    return [(_headers(body[head:start]), start, end) for head, start, end in found]
+    return [(_headers(body[head:start]), start, end) for head, start, end in found.parts]
 
 
 def boundary_of(content_type: str | None) -> bytes | None:
     """The boundary a multipart Content-Type names, as its receiver reads the parameter."""
-    if not content_type or not content_type.strip().lower().startswith("multipart/"):
+    boundaries = _boundaries(content_type)
+    return boundaries[0] if boundaries else None
+
+
+def framing_doubt(content_type: str | None) -> str | None:
+    """Why the receivers of a body labelled ``content_type`` may frame its parts otherwise than by
+    ``boundary_of``, or read it as a multipart body where no reader here does: a multipart Content-Type
+    naming no boundary (receivers refuse it, or guess one from the body), or naming two (Python's email
+    reader takes the first, python-multipart the last, Go refuses it). None where they frame it alike."""
+    if content_type is None or not _is_multipart(content_type):
         return None
+    boundaries = set(_boundaries(content_type))
+    if not boundaries:
+        return "a multipart body whose Content-Type names no boundary"
+    if len(boundaries) > 1:
+        return "a multipart body whose Content-Type names more than one boundary"
+    return None
+
+
+def _is_multipart(content_type: str) -> bool:
+    return content_type.strip().lower().startswith("multipart/")
+
+
+def _boundaries(content_type: str | None) -> list[bytes]:
+    """Each ``boundary`` parameter of a multipart Content-Type, in order (RFC 2231 pieces joined)."""
+    if content_type is None or not _is_multipart(content_type):
+        return []
     message = Message()
     try:
         message["content-type"] = content_type
-        boundary = message.get_param("boundary")
+        parameters = message.get_params() or []
     except (ValueError, LookupError):
-        return None
-    if not isinstance(boundary, str | tuple) or not boundary:
-        return None
-    return collapse_rfc2231_value(boundary).encode("utf-8", "surrogateescape")
+        return []
+    return [
+        collapse_rfc2231_value(value).encode("utf-8", "surrogateescape")
+        for name, value in parameters[1:]
+        if name.strip().lower() == "boundary" and value
+    ]
 
 
-def frame_text(body: bytes, boundary: bytes | None = None) -> str | None:
+def frame_text(body: bytes, boundary: bytes | None) -> str | None:
     """What a multipart body sends around its parts' contents, one line of text each, to be scanned
     together: the preamble before the first boundary, the boundary, every line of each part's headers (a
     file's name, a field's name: a receiver keeps them, OpenAI lists an uploaded file by its name), each
     header's parameters as receivers read them (RFC 2231 continuations ``filename*0``, ``filename*1``
-    joined and percent-decoded), and whatever follows the closing boundary. None when the body holds no
-    boundary line."""
-    first = _first_boundary(body, boundary)
-    if first is None:
-        # A receiver that looks for the boundary its Content-Type names reads all of it as the preamble.
-        return _text(body) if boundary is not None else None
-    found = _parts(body, boundary) or []
-    lines = [_text(body[: first.start()]), _text(first.group(1))]
-    for head, start, _ in found:
+    joined and percent-decoded), and whatever follows the closing boundary. A body that never holds a
+    delimiter of ``boundary`` is all preamble; None where ``boundary`` is None."""
+    if boundary is None:
+        return None
+    found = _read(body, boundary)
+    if found is None:
+        return _text(body)
+    lines = [_text(body[: found.first.start()]), _text(found.first.group(1))]
+    for head, start, _ in found.parts:
         for line in _LINE_BREAK.split(body[head:start]):
             if line.strip():
                 lines.append(_text(line))
                 lines += _parameters(_text(line))
-    last_end = found[-1][2] if found else first.end()
-    closing = _closing(first.group(1)).match(body, last_end)
-    if closing is not None:
-        lines.append(_text(body[closing.end() :]))
+    if found.epilogue is not None:
+        lines.append(_text(body[found.epilogue :]))
     return "\n".join(line for line in lines if line)
 
 
+def loose_delimiters(body: bytes, boundary: bytes) -> bool:
+    """Whether the body holds a ``--B`` of ``boundary`` that is no plain delimiter (see above): some
+    receiver starts a part there and another reads it as content, so the two read different parts."""
+    found = _read(body, boundary)
+    taken = found.delimiters if found is not None else frozenset()
+    dashed = b"--" + boundary
+    at = body.find(dashed)
+    while at != -1:
+        if at not in taken:
+            return True
+        at = body.find(dashed, at + 1)
+    return False
+
+
 def framed_otherwise(body: bytes, boundary: bytes) -> bool:
-    """Whether a body whose Content-Type names ``boundary`` opens with another boundary line: a receiver
-    frames its parts by the one named, a reader that takes the body's first boundary line by that one,
-    so the two read different parts."""
-    guessed = _first_boundary(body, None)
-    return guessed is not None and guessed.group(1) != boundary
+    """Whether a body whose Content-Type names ``boundary`` opens with another boundary's parts: a reader
+    guessing the boundary from the body frames them, its receiver the named one's."""
+    return any(line.group(1) != boundary for line in _guessed_lines(body)[:1])
 
 
-def _first_boundary(body: bytes, boundary: bytes | None) -> re.Match[bytes] | None:
-    """The line that opens the first part: of ``boundary`` where given; else the first boundary line whose
-    closing delimiter follows it (a preamble's own ``--`` line closes nothing), or the first of all."""
+def _guessed_lines(body: bytes) -> list[re.Match[bytes]]:
+    """The line a reader guessing the boundary from the body takes for the first delimiter: the first
+    boundary line a closing delimiter of its own follows (a preamble's own ``--`` line closes nothing), or
+    the first of all; none where no line opens with ``--``."""
+    if not (body.startswith(b"--") or b"\n--" in body):
+        return []
+    first = None
+    for _, line in zip(range(MAX_CANDIDATES), _GUESSED_LINE.finditer(body), strict=False):
+        if re.compile(rb"\r?\n--" + re.escape(line.group(1)) + rb"--").search(body, line.end()):
+            return [line]
+        first = first or line
+    return [first] if first is not None else []
+
+
+def _read(body: bytes, boundary: bytes | None) -> _Reading | None:
+    """The parts of ``boundary`` in ``body`` as its receivers frame them (see above); None where the
+    boundary is None or no line of the body opens with its delimiter."""
+    if boundary is None:
+        return None
+    dashed = b"--" + boundary
     # A line start is no literal a regular expression's search skips ahead to: without this test it
     # would try each byte of every body, JSON ones too (0.1 ms for 8 KB, at every reading of a body).
-    opening = b"--" + (boundary or b"")
-    if not (body.startswith(opening) or b"\n" + opening in body):
+    if not (body.startswith(dashed) or b"\n" + dashed in body):
         return None
-    if boundary is not None:
-        return re.compile(rb"(?:^|\n)--(" + re.escape(boundary) + rb")[ \t]*\r?\n").search(body)
-    first = None
-    for _, line in zip(range(MAX_CANDIDATES), _BOUNDARY_LINE.finditer(body), strict=False):
-        if _closing(line.group(1)).search(body, line.end()):
-            return line
-        first = first or line
-    return first
-
-
-def _closing(boundary: bytes) -> re.Pattern[bytes]:
-    return re.compile(rb"\r?\n--" + re.escape(boundary) + rb"--")
+    escaped = re.escape(boundary)
+    first = re.compile(rb"(?:^|\n)--(" + escaped + rb")[ \t]*(\r?\n)").search(body)
+    if first is None:
+        return None
+    if first.group(2) == b"\n":
+        delimiter = re.compile(rb"(?<!\r)\n(--)" + escaped + rb"(?:(--)|[ \t]*\n)")
+    else:
+        delimiter = re.compile(rb"\r\n(--)" + escaped + rb"(?:(--)|\r\n)")
+    parts: list[tuple[int, int, int]] = []
+    taken = [first.start(1) - 2]
+    position = first.end()
+    while True:
+        end = delimiter.search(body, position)
+        limit = end.start() if end is not None else len(body)
+        headers_end = _NO_HEADERS.match(body, position, limit) or _HEADERS_END.search(body, position, limit)
+        parts.append((position, headers_end.end() if headers_end is not None else limit, limit))
+        if end is None:
+            return _Reading(first, parts, frozenset(taken), None)
+        taken.append(end.start(1))
+        if end.group(2):
+            return _Reading(first, parts, frozenset(taken), end.end())
+        position = end.end()
 
 
 def _parameters(line: str) -> list[str]:
@@ -141,32 +224,9 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def _parts(body: bytes, boundary: bytes | None = None) -> list[tuple[int, int, int]] | None:
-    """(start of its headers, start of its content, end) of each part."""
-    first = _first_boundary(body, boundary)
-    if first is None:
-        return None
-    delimiter = re.compile(rb"\r?\n--" + re.escape(first.group(1)) + rb"(--)?[ \t]*(?:\r?\n)?")
-    parts: list[tuple[int, int, int]] = []
-    position = first.end()
-    while True:
-        headers_end = _NO_HEADERS.match(body, position) or _HEADERS_END.search(body, position)
-        if headers_end is None:
-            return parts
-        start = headers_end.end()
-        end = delimiter.search(body, start)
-        if end is None:
-            parts.append((position, start, len(body)))
-            return parts
-        parts.append((position, start, end.start()))
-        if end.group(1):
-            return parts
-        position = end.end()
-
-
-def replace_parts(body: bytes, contents: dict[int, bytes]) -> bytes:
-    """``body`` with the content of each part numbered in ``contents`` replaced."""
-    spans = part_spans(body) or []
+def replace_parts(body: bytes, boundary: bytes | None, contents: dict[int, bytes]) -> bytes:
+    """``body`` with the content of each part of ``boundary`` numbered in ``contents`` replaced."""
+    spans = part_spans(body, boundary) or []
     pieces, position = [], 0
     for index, (start, end) in enumerate(spans):
         if index in contents:
