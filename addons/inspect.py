@@ -1956,8 +1956,9 @@ class Inspect:
     def _read_binaries(
         self, flow: http.HTTPFlow, inspector: TurnInspector, body: bytes | BinaryBody | None, side: str
     ) -> Finding | None:
-        """A binary body, or the binary parts of a multipart one (files, images), each read as binary
-        (``_read_binary``): the finding that refuses the message, if any."""
+        """A binary body, or the binary parts of a multipart one (files, images; the parts of the boundary
+        the message's Content-Type names), each read as binary (``_read_binary``): the finding that
+        refuses the message, if any."""
         if isinstance(body, BinaryBody):
             return self._read_binary(
                 flow, inspector, body.content, f"{side} body", side, read_as=_agent_read_as(side)

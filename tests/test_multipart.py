@@ -190,7 +190,8 @@ def test_a_body_of_no_multipart_content_type_has_neither_boundary_nor_doubt(cont
 
 def sdk_bodies() -> list[tuple[bytes, bytes]]:
     """Bodies as clients build them: httpx (the OpenAI and Anthropic SDKs' transport) with a file and a
-    field, Python's email with a preamble and an epilogue, a browser's and curl's boundaries of hyphens."""
+    field, Python's email with a preamble and an epilogue (in CRLF, and in LF with its own headers before
+    it), a browser's and curl's boundaries of hyphens."""
     request = httpx.Request(
         "POST", "https://x/v1/files", files={"file": ("a.bin", b"\x00--\x01")}, data={"p": "b"}
     )
@@ -206,6 +207,8 @@ def sdk_bodies() -> list[tuple[bytes, bytes]]:
     return [
         (httpx_boundary, request.read()),
         (b"===============1234==", mail.as_bytes(policy=HTTP)),
+        # As Google's API client sends a multipart/related upload: the message flattened, lines ending in LF.
+        (b"===============1234==", mail.as_bytes()),
         *[
             (b, b"--" + b + b"\r\nContent-Disposition: form-data; name=f\r\n\r\n--x--\r\n--" + b + b"--\r\n")
             for b in (browser, curl)
@@ -213,7 +216,9 @@ def sdk_bodies() -> list[tuple[bytes, bytes]]:
     ]
 
 
-@pytest.mark.parametrize(("boundary", "body"), sdk_bodies())
+@pytest.mark.parametrize(
+    ("boundary", "body"), sdk_bodies(), ids=["httpx", "email", "email LF", "browser", "curl"]
+)
 def test_bodies_as_clients_build_them_are_read_alike_by_every_receiver(boundary: bytes, body: bytes) -> None:
     assert contents(body, boundary)
     assert not loose_delimiters(body, boundary)

@@ -8,8 +8,9 @@ without one is no multipart body to any reader here. Receivers frame alike only 
 and CRLF, or ``--`` to close. Where the first ends in a bare LF (Go's reader takes the body for one whose
 lines end so) every later one is ``LF--B`` and LF, each with padding before its line's end. Any other
 ``--B`` (``LF--B`` in a CRLF body, padding, ``--B`` in mid-line as Django splits, another part after the
-closing one) some receiver takes for a delimiter and another for content: it is read as content here, the
-bytes around it too, and the body is one its receivers read apart (``loose_delimiters``).
+closing one) some receiver takes for a delimiter and another for content: in a part it is read as that
+part's content, with the headers some receiver reads after it, and the body is one its receivers read
+apart (``loose_delimiters``).
 """
 
 from __future__ import annotations
@@ -163,23 +164,22 @@ def _read(body: bytes, boundary: bytes | None) -> _Reading | None:
     if boundary is None:
         return None
     dashed = b"--" + boundary
-    # A line start is no literal a regular expression's search skips ahead to: without this test it
-    # would try each byte of every body, JSON ones too (0.1 ms for 8 KB, at every reading of a body).
-    if not (body.startswith(dashed) or b"\n" + dashed in body):
-        return None
     escaped = re.escape(boundary)
-    first = re.compile(rb"(?:^|\n)--(" + escaped + rb")[ \t]*(\r?\n)").search(body)
+    line = rb"--(" + escaped + rb")[ \t]*(\r?\n)"
+    first = re.compile(line).match(body) or _delimiter(
+        body, 0, b"\n" + dashed, re.compile(rb"\n" + line), False
+    )
     if first is None:
         return None
-    if first.group(2) == b"\n":
-        delimiter = re.compile(rb"(?<!\r)\n(--)" + escaped + rb"(?:(--)|[ \t]*\n)")
-    else:
-        delimiter = re.compile(rb"\r\n(--)" + escaped + rb"(?:(--)|\r\n)")
+    lf = first.group(2) == b"\n"
+    line_end = first.group(2)
+    after = rb"(?:(--)|[ \t]*\n)" if lf else rb"(?:(--)|\r\n)"
+    delimiter = re.compile(re.escape(line_end) + rb"(--)" + escaped + after)
     parts: list[tuple[int, int, int]] = []
     taken = [first.start(1) - 2]
     position = first.end()
     while True:
-        end = delimiter.search(body, position)
+        end = _delimiter(body, position, line_end + dashed, delimiter, lf)
         limit = end.start() if end is not None else len(body)
         headers_end = _NO_HEADERS.match(body, position, limit) or _HEADERS_END.search(body, position, limit)
         parts.append((position, headers_end.end() if headers_end is not None else limit, limit))
@@ -222,6 +222,21 @@ def _headers(block: bytes) -> dict[str, str]:
         if colon:
             headers[name.strip().lower()] = value.strip()
     return headers
+
+
+def _delimiter(
+    body: bytes, position: int, opening: bytes, delimiter: re.Pattern[bytes], lf: bool
+) -> re.Match[bytes] | None:
+    """The next ``delimiter`` from ``position``; in an LF body none after a CR (a CRLF delimiter there is
+    one python-multipart takes and Go's LF reading does not). Each is looked for as the bytes it opens
+    with (``opening``), which a byte search finds ten times as fast as a regular expression (2 ms a MB)."""
+    at = body.find(opening, position)
+    while at != -1:
+        found = delimiter.match(body, at)
+        if found is not None and not (lf and body[at - 1 : at] == b"\r"):
+            return found
+        at = body.find(opening, at + 1)
+    return None
 
 
 def replace_parts(body: bytes, boundary: bytes | None, contents: dict[int, bytes]) -> bytes:
