@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from proxy.dialects import Generic
+from proxy.wire.multipart import boundary_of
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, anthropic_client, ask, last_record, openai_client
 from tests.test_streaming import GITHUB_TOKEN, STRIPE_KEY, anthropic_split_secret
@@ -788,10 +789,11 @@ def test_repeated_form_fields_are_read_as_one_field() -> None:
     }
     assert joined == {shape: [AWS_KEY] for shape in SPLIT_FORMS}
     assert Generic().parse_request(b"a=1&b=2&c=3").repeated_fields == []
-    body, _ = multipart_form("note", [AWS_KEY[:8], AWS_KEY[8:]])
-    view = Generic().parse_request(body)
+    body, content_type = multipart_form("note", [AWS_KEY[:8], AWS_KEY[8:]])
+    view = Generic(boundary_of(content_type)).parse_request(body)
     assert view.repeated_fields == [[("multipart[0]", 0, 8), ("multipart[1]", 0, 12)]]
-    assert Generic().parse_request(multipart_form("note", [AWS_KEY])[0]).repeated_fields == []
+    once, content_type = multipart_form("note", [AWS_KEY])
+    assert Generic(boundary_of(content_type)).parse_request(once).repeated_fields == []
 
 
 @REDACTING_OR_OBSERVING

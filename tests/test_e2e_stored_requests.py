@@ -250,7 +250,7 @@ def test_a_batch_input_file_is_read_line_by_line_and_rewritten_in_its_line() -> 
     embeddings = batch_line("r3", "/v1/embeddings", {"model": "e", "input": "plain"})
     gemini = json.dumps({"key": "g1", "request": GEMINI})
     body = batch_upload(responses, chat, embeddings, "not json", gemini)
-    dialect = detect("POST", "/v1/files", "multipart/form-data", body)
+    dialect = detect("POST", "/v1/files", f"multipart/form-data; boundary={BOUNDARY}", body)
     view = dialect.parse_request(body)
     assert checked(view) == (
         ["multipart[1][0].body.tools[0]"],

@@ -17,7 +17,7 @@ import pytest
 
 from proxy.dialects import Anthropic, OpenAIResponses, continued_by_route, detect
 from tests.harness import Proxy
-from tests.test_e2e_stored_requests import batch_line, batch_upload, read
+from tests.test_e2e_stored_requests import BOUNDARY, batch_line, batch_upload, read
 from tests.test_server_tools import CODE_ITEM, RESPONSE, answer
 from tests.test_streaming import ANTHROPIC_MESSAGE, run, sse
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
@@ -289,7 +289,7 @@ def test_a_stored_request_continues_what_the_request_it_carries_names() -> None:
     conversation = read("POST /v1/conversations", {"items": [{"role": "user", "content": "hi"}]})
     assert conversation.continues == {}
     body = batch_upload(batch_line("r1", "/v1/responses", line))
-    view = detect("POST", "/v1/files", "multipart/form-data", body).parse_request(body)
+    view = detect("POST", "/v1/files", f"multipart/form-data; boundary={BOUNDARY}", body).parse_request(body)
     assert view.continues == {
         "multipart[1][0].body.previous_response_id": STORED,
         "multipart[1][0].body.conversation": "conv_7",
