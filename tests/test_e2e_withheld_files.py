@@ -21,7 +21,7 @@ from google.genai import types
 
 from proxy.dialects import continued_by_route, detect
 from tests.harness import Proxy
-from tests.test_e2e_stored_requests import batch_line, batch_upload
+from tests.test_e2e_stored_requests import BOUNDARY, batch_line, batch_upload
 from tests.test_e2e_withheld_context import CONTEXT, DELETE_BLOCK, WROTE, anthropic_client
 from tests.test_server_tools import answer
 from tests.upstream import FakeUpstream, Reply
@@ -36,7 +36,9 @@ OBJECT = Reply(body=b'{"id": "obj_1", "object": "thing", "created_at": 1}')
 
 def files_read(method: str, path: str, body: Any) -> dict[str, str]:
     encoded = body if isinstance(body, bytes) else json.dumps(body).encode()
-    content_type = "multipart/form-data" if isinstance(body, bytes) else "application/json"
+    content_type = (
+        f"multipart/form-data; boundary={BOUNDARY}" if isinstance(body, bytes) else "application/json"
+    )
     return detect(method, path, content_type, encoded).parse_request(encoded).files_read
 
 
