@@ -61,6 +61,8 @@ ANTHROPIC_KEY = (
     "sk-ant-api03-"
     + "TOt9aL0Mk6OCVJ3iWHwF2dylxG5C1YLDa2iqN1Zv7SScN1TeqLcC5FJp5jjEMXiE09JQkk6aMnAlo9yYo6MJWjIXOjznMAA"
 )
+HEX_SECRET = "9f3c2b7a1e6d4c8b0a5f2e7d3c9b1a4f6e8d2c0b7a5f3e1d9c4b8a2f6e0d7c3b"
+GOOGLE_KEY = "AIza" + "SyB3xK9mQ2vT7wLp4nR8cF1hJ6dG0sE5aZ_"
 WRAPPED = "FmQiy3dWARW4XqtqZkeE7+pr9Qr+HmJnZrF7+skzQ8vT1cY5nR2wL0pH6gK3mB9xJ4dS7aE+UfZk2Lq8Rw5Tn1Yb3Vc"
 DIGITALOCEAN_TOKEN = "dop_v1_" + "9f3c2b7a1e6d4c8b0a5f2e7d3c9b1a4f6e8d2c0b7a5f3e1d9c4b8a2f6e0d7c3b"
 
@@ -191,6 +193,19 @@ REWRITTEN = {
         f'AWS_SECRET_ACCESS_KEY="{WRAPPED[:12]}\n{WRAPPED[12:47]}\n{WRAPPED[47:82]}\n{WRAPPED[82:]}"',
         WRAPPED[12:82],
     ),
+    "a hex value wrapped at its line's width": (
+        f"API_SECRET={HEX_SECRET[:29]}\n{HEX_SECRET[29:]}\nthanks",
+        HEX_SECRET[29:],
+    ),
+    "a token ending in hex wrapped over two lines": (
+        f"  DIGITALOCEAN_TOKEN={DIGITALOCEAN_TOKEN[:19]}\n"
+        f"  {DIGITALOCEAN_TOKEN[19:57]}\n  {DIGITALOCEAN_TOKEN[57:]}\n",
+        DIGITALOCEAN_TOKEN[19:57],
+    ),
+    "an upper-case hex value wrapped": (
+        f"api_secret: {HEX_SECRET.upper()[:20]}\n{HEX_SECRET.upper()[20:52]}\n{HEX_SECRET.upper()[52:]}\nok",
+        HEX_SECRET.upper()[20:52],
+    ),
     "a named value wrapped over indented lines, a full stop after": (
         "    password = pypi-AgEIcHl\n    waS5vcmcUQSoZA1SSXjdQfV\n    0sJnh-7yV.",
         "waS5vcmcUQSoZA1SSXjdQfV",
@@ -198,6 +213,73 @@ REWRITTEN = {
     "a prefix cut and the key in mixed case": (f"AK IA{AWS_KEY[4:10].lower()}{AWS_KEY[10:]}", AWS_KEY[10:18]),
     "a prefix cut and the key in groups": (f"gh p_{_grouped(GITHUB_TOKEN[4:], ' ')}", GITHUB_TOKEN[4:8]),
     "a prefix in a list joined": (f'"".join(["{AWS_KEY[:2]}", "{AWS_KEY[2:]}"])', AWS_KEY[4:14]),
+    **{
+        f"{label} with its prefix cut by {name}": (
+            f"use {key[:cut]}{glue}{key[cut:]} now",
+            key[cut + 4 : cut + 14],
+        )
+        for name, glue in {
+            "four spaces": "    ",
+            "forty spaces": " " * 40,
+            "tabs": "\t\t\t\t\t",
+            "two dashes": "--",
+            "a spaced dash": " - ",
+            "a bar": "|",
+            "a backslash": "\\",
+            "a no-break space": "\u00a0",
+            "an em space": "\u2003",
+            "a narrow no-break space": "\u202f",
+            "an ideographic space": "\u3000",
+            "a zero-width space and a space": "\u200b ",
+            "a blank line": "\n\n",
+            "a line break and a no-break indentation": "\n\u00a0\u00a0",
+        }.items()
+        for label, key, cut in (
+            ("an OpenAI key", OPENAI_KEY, 5),
+            ("a GitHub token", GITHUB_TOKEN, 2),
+            ("an AWS key id", AWS_KEY, 3),
+        )
+    },
+    **{
+        f"{label} cut in its prefix in odd case": (
+            f"id {written} then",
+            key[len(written) - 2 : len(written) + 8],
+        )
+        for label, key, written in (
+            ("a GitHub token", GITHUB_TOKEN, "Gh p_" + GITHUB_TOKEN[4:]),
+            ("a GitHub token, upper case", GITHUB_TOKEN, "GH P_" + GITHUB_TOKEN[4:]),
+            ("an AWS key id", AWS_KEY, "aK Ia" + AWS_KEY[4:]),
+            ("an OpenAI key", OPENAI_KEY, "Sk-Pr oj-" + OPENAI_KEY[8:]),
+            ("a Google key of a mixed-case format", GOOGLE_KEY, "AI za" + GOOGLE_KEY[4:]),
+        )
+    },
+    "a prefix out of an f-string's expression": (f"k = f\"{{'gh'}}{GITHUB_TOKEN[2:]}\"", GITHUB_TOKEN[4:14]),
+    "a prefix into an f-string's expression": (
+        f"k = f\"gh{{'p_'}}{GITHUB_TOKEN[4:]}\"",
+        GITHUB_TOKEN[4:14],
+    ),
+    "a prefix of two f-string expressions": (
+        f"k = f\"{{'g'}}{{'h'}}{GITHUB_TOKEN[2:]}\"",
+        GITHUB_TOKEN[4:14],
+    ),
+    "a prefix out of a template literal": (f"const k = `${{'AK'}}{AWS_KEY[2:]}`;", AWS_KEY[4:14]),
+    "a prefix in adjacent shell quotes": (f"export K='gh''{GITHUB_TOKEN[2:]}'", GITHUB_TOKEN[4:14]),
+    "a prefix quoted apart in shell": (f"export K=\"sk-p\"'{OPENAI_KEY[4:]}'", OPENAI_KEY[8:18]),
+    "a prefix out of a quote in shell": (f"curl -H 'x: {AWS_KEY[:2]}'{AWS_KEY[2:]}", AWS_KEY[4:14]),
+    "a prefix of bracketed literals joined": (f'k = ("{AWS_KEY[:2]}")+("{AWS_KEY[2:]}")', AWS_KEY[4:14]),
+    "a key cut right after its keyword by a space": (
+        f"key {ANTHROPIC_KEY[:10]} {ANTHROPIC_KEY[10:]} ok",
+        ANTHROPIC_KEY[16:40],
+    ),
+    "a key cut right after its keyword by a line break": (
+        f"key {ANTHROPIC_KEY[:10]}\n{ANTHROPIC_KEY[10:]}\nok",
+        ANTHROPIC_KEY[16:40],
+    ),
+    "a decoy prefix glued before a cut one": (f"a-si-a-gh-p_{GITHUB_TOKEN[4:]}", GITHUB_TOKEN[4:14]),
+    "a cut key after hundreds of what reads as cut prefixes": (
+        "a si " * 400 + f"{AWS_KEY[:2]} {AWS_KEY[2:]}",
+        AWS_KEY[4:14],
+    ),
 }
 
 
@@ -229,7 +311,20 @@ CUT_KEYS = {
     "aws": (AWS_KEY, 4),
     "slack": (SLACK_TOKEN, 5),
 }
-CUTS = {"space": " ", "line": "\n", "indent": "\n" + " " * 80, "tab": "\t", "dash": "-", "literals": '" + "'}
+CUTS = {
+    "space": " ",
+    "line": "\n",
+    "indent": "\n" + " " * 80,
+    "tab": "\t",
+    "dash": "-",
+    "literals": '" + "',
+    "spaces": "     ",
+    "dashes": "--",
+    "no-break space": "\u00a0",
+    "ideographic space": "\u3000",
+    "zero-width space": "\u200b",
+    "f-string": "'}{'",
+}
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 200])
@@ -298,6 +393,22 @@ CLEAN = {
         "gh p_values, xox b-side, Ak Ia ButtonGroupsLists, akia_ButtonGroup AKIAButtonGroupsList\n"
     ),
     "minified JS": "var r=e.split('').reverse().join('');function t(n){return n.replace(/[a-z]/g,c)}",
+    "prose with runs of spaces and typographic spaces": (
+        "As I always say,  a  si  a team in Asia\u00a0works; Gh\u00a0p and AK    IA roles, sk\u2003proj\n"
+        "As I asked: Is it a\u3000si? A KIA, a  Kia 2024 model, Sk-Pr oj-settings and GH P_values.\n"
+        "| gh | p_value |\n|----|---------|\n| ak | ia      |\nsk -- proj -- notes, a--si--a--si\n"
+    ),
+    "code with f-strings, templates and shell quoting": (
+        "name = f\"{'gh'}p_{suffix}\"; path = f\"{base}/{'sk'}-proj-{user}.json\"\n"
+        "const url = `${'https'}://${host}/api/${'v1'}/items`; msg = '{}p_{}'.format(a, b)\n"
+        "echo 'gh''p_'\"$REST\"; export A='AK''IA'\"$ID\"; x = (\"sk\")+(\"-\")+(name)\n"
+    ),
+    "hashes, UUIDs and base64 in documentation": (
+        "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
+        "commit 3f2b8c1e7d4a4e6b9c0f1a2b3c4d5e6f7a8b9c0d and id 3f2b8c1e-7d4a-4e6b-9c0f-1a2b3c4d5e6f\n"
+        'integrity="sha384-oqVuAfXRKap7fdgcCY5uykM6+R9GqQ8K/uxy9rx7HNQlGYl1kPzQho1wx4JwY8wC"\n'
+        "![logo](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==)\n"
+    ),
 }
 
 
@@ -404,6 +515,10 @@ COLUMNS_UNDER_A_KEY = {
         GITHUB_TOKEN,
         ["Zq81rT0pLm4vXw7kYb3VcHn6Ja9DsF2gWe5RtUi0", "Pq4Ws8Ed2Rf6Tg1Yh5Uj9Ik3Ol7Zx0Cv4Bn8Mq2"],
     ),
+    "SHAs under a hex value": ("API_SECRET=" + HEX_SECRET, SHAS),
+    "SHAs under a hex value as wide as one": ("API_SECRET=" + HEX_SECRET[:40], SHAS),
+    "short SHAs under a hex value": ("API_SECRET=" + HEX_SECRET, [sha[:7] for sha in SHAS]),
+    "digests under a token ending in hex": ("DIGITALOCEAN_TOKEN=" + DIGITALOCEAN_TOKEN, DIGESTS),
     "a numbered list under a named key": (
         "OPENAI_API_KEY=" + OPENAI_KEY,
         ["1. Rotate it", "2. Tell the team"],

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
 import hypothesis
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.model import Severity, Threat
-from proxy.scanning import relaxed, rulepack
+from proxy.scanning import relaxed, rulepack, validators
 from proxy.scanning.residual import JsonScan
 from proxy.scanning.rulepack import (
     _FEW_BLOCKS,
@@ -1295,3 +1295,22 @@ def test_a_text_of_matches_one_after_another_is_read_for_their_ends_once(
     for start in starts[::97]:
         rulepack._last_rests.clear()
         assert ends[start // 4] == rulepack.token_end(text, start, start + 4)
+
+
+def test_a_value_is_validated_once_in_a_scan_however_many_views_hold_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A phone number's check against the numbering plans is made once for a value in a scan, in the text
+    and in every view of it that holds the value again (a percent-encoded copy makes one)."""
+    calls: Counter[str] = Counter()
+
+    def counted(value: str) -> bool:
+        calls[value] += 1
+        return True
+
+    monkeypatch.setitem(cast(dict[str, Any], validators.VALIDATORS), "phone", counted)
+    rule = _rule_yaml("phone", r"\+\d{1,3}(?: \d{2,4}){3}", '["+"]', "validator: phone")
+    header = "pack: test\nthreat: data_exfiltration\ndecode: true\n"
+    scanner = Scanner([load_pack(_write_pack(tmp_path, rule, header))])
+    found = scanner.scan_alone("call +1 415 555 0132, or %2B1 415 555 0132 after six").matches
+    assert len(found) == 2 and calls == {"+1 415 555 0132": 1}

@@ -18,10 +18,8 @@ from proxy.scanning import relaxed, rulepack, unmask
 from proxy.scanning.redact import StreamRedactor
 
 SHAPES = key_line_shapes(random.Random(1))  # noqa: S311 - reproducible filler text, not cryptography
-SCANNER = rulepack.Scanner(
-    [pack for pack in rulepack.load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION],
-    timeout_s=60.0,
-)
+SCANNER_PACKS = [pack for pack in rulepack.load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
+SCANNER = rulepack.Scanner(SCANNER_PACKS, timeout_s=60.0)
 KIB = 1024
 # Four times the text may cost a little more than four times the work: a fixed cost spread thinner
 # grows less, and a text cut at a line's middle ends differently.
@@ -96,3 +94,40 @@ def test_a_value_is_read_over_no_more_than_its_cap_of_wrapped_lines(work: Counte
     text = "SECRET_KEY=" + line[11:] + "\n" + "\n".join([line] * 1000) + "\n"
     assert rulepack.token_end(text, len("SECRET_KEY="), len(line)) == (len(line) + 1) * 65 - 1
     assert work["lines"] == rulepack._MAX_WRAPPED_LINES
+
+
+# Text in which a cut prefix can be read every few characters ("a si a" of ASIA), in each cut.
+PREFIX_LOOKALIKES = [
+    "a si ",
+    "a-si-",
+    "As I a ",
+    "'a' 'si' 'a' ",
+    "a\u00a0si\u00a0",
+    "gh p_ ",
+    "a\u3000Si\u2003",
+]
+
+
+@pytest.mark.parametrize("unit", PREFIX_LOOKALIKES)
+def test_prefixes_cut_close_together_share_one_view(unit: str) -> None:
+    """However many cut prefixes a stretch holds, their views are one, no longer than the text: prose
+    full of them costs one more reading of it, not a reading of a few kilobytes a prefix."""
+    for size in (2 * KIB, 64 * KIB):
+        text = (unit * size)[:size]
+        views = unmask.split_views(text, SCANNER._split_prefixes, None)  # type: ignore[arg-type]
+        assert len(views) == 1 and len(views[0].text) <= size
+
+
+@pytest.mark.parametrize("unit", PREFIX_LOOKALIKES)
+def test_what_reads_as_cut_prefixes_runs_out_of_no_budget(unit: str) -> None:
+    """Scanned whole (64 KB) or streamed (2 KB in 12-character deltas) with the budget and time limit the
+    proxy gives them, such text is read to its end: a text that made a scan run out of time would switch
+    the rules off for what follows it."""
+    scanner = rulepack.Scanner(SCANNER_PACKS)
+    text = (unit * KIB)[: 64 * KIB]
+    budget = scanner.budget()
+    assert scanner.scan(text, budget).matches == [] and not budget.timed_out
+    streamed = text[: 2 * KIB]
+    redactor = StreamRedactor(scanner)
+    out = "".join(redactor.feed(streamed[index : index + 12]) for index in range(0, len(streamed), 12))
+    assert out + redactor.flush() == streamed

@@ -329,8 +329,9 @@ _OPEN_CODES = regex.compile(
     rf"(?r)(?<![0-9])[0-9]{{2,3}}(?:{_CODE_SEPARATOR}{{1,8}}[0-9]{{1,3}})*{_CODE_SEPARATOR}{{0,8}}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
-_LONGEST_GROUPED = 192
-"""How far back a key written out in groups white space parts is held from: its prefix, at the most."""
+_LONGEST_GROUPED = 320
+"""How far back a key written out in groups white space parts is held from: its prefix, at the most (a
+first group as long as a key's rest, ``unmask.OPEN_GROUPED``, after the longest prefix)."""
 # A run is held up to ``max_hold`` characters that a view reads: those it drops (invisible and combining
 # characters) do not count, so a secret padded with them between its characters is not released before it
 # is whole. Held text stays bounded: a run this many caps long of which no more than one cap is read

@@ -723,6 +723,21 @@ def backtracking_paths(source: str, reach: int) -> int | None:
 _ONE_CHARACTER = ("LITERAL", "NOT_LITERAL", "IN", "ANY")
 
 
+def _leading_literal(items: list[tuple[Any, Any]]) -> str:
+    """The characters every match of a parsed pattern starts with, lookarounds before them aside."""
+    constants = _sre_constants
+    literal = ""
+    for op, argument in items:
+        if op in (constants.ASSERT, constants.ASSERT_NOT, constants.AT) and not literal:
+            continue
+        if op is constants.SUBPATTERN and not literal and not argument[1] & re.IGNORECASE:
+            return _leading_literal(list(argument[3]))
+        if op is not constants.LITERAL:
+            break
+        literal += chr(argument)
+    return literal
+
+
 def _paths(items: list[tuple[Any, Any]], reach: int) -> int | None:
     """``backtracking_paths`` of a sequence. A lookaround or atomic group is never re-entered once it
     matched: it costs its own paths once for each way of reaching it, and multiplies nothing after it."""
@@ -1360,6 +1375,9 @@ _WORD = regex.compile(r"[A-Z]?[a-z_]+|[A-Z_]+|[0-9]+")
 # Hex of one case, with dashes or not: a SHA, a digest or a UUID stands on its line as a token of its own,
 # as a column of them does under a key of the same width.
 _HEX = regex.compile(r"[0-9a-f-]+|[0-9A-F-]+")
+# A value ending in this much hex of one case (a hex key, ``dop_v1_`` and 64 hex digits) is wrapped onto lines
+# of that hex.
+_HEX_TAIL = regex.compile(r"(?r)[0-9a-f]{8,}\Z|[0-9A-F]{8,}\Z")
 _BASE64_MARKS = "+/=-_"
 _MIN_WRAP = 16
 """The narrowest line a value is wrapped at (PEM and MIME wrap at 64 and 76, terminals at 80 or so)."""
@@ -1391,19 +1409,23 @@ def _wrapped_end(text: str, start: int, end: int) -> int:
     lines after it, as an editor or terminal wraps ``NAME=value`` at a width or MIME writes base64 under
     its name: each line after it exactly as long as the line before it, the last no longer, and the
     value's alphabet alone (``=`` only as base64's padding, ``.`` only where the value holds one), a
-    closing quote or a full stop ending the last; no word or number as prose writes them, no hex (a hex
-    value is not read on at all). Else ``end``: a value that ends its line. A value alone on its line is
-    not read on: under it, a line of its width is as likely the next of a column of tokens (keys, SHAs,
-    ids) as its rest. Linear: at most ``_MAX_WRAPPED_LINES`` lines of at most ``_MAX_WRAP`` characters
-    are read."""
+    closing quote or a full stop ending the last; no word or number as prose writes them, and hex only
+    after a value that ends in hex of that case (``_HEX_TAIL``), which then takes hex lines alone, and
+    none where the line after its last is hex as long as that one (a column of SHAs under it). Else
+    ``end``: a value that ends its line. A value alone on its line is not read on: under it, a line of
+    its width is as likely the next of a column of tokens (keys, SHAs, ids) as its rest. Linear: at most
+    ``_MAX_WRAPPED_LINES`` lines of at most ``_MAX_WRAP`` characters are read."""
     line_start = text.rfind("\n", 0, end) + 1
     lead = _INDENT.match(text, line_start, end)
     width = end - line_start
     value = text[start:end]
     alone = line_start <= start <= (lead.end() if lead else line_start)
-    if alone or _HEX.fullmatch(value) or not _MIN_WRAP <= width <= _MAX_WRAP:
+    tail = _HEX_TAIL.search(value)
+    if alone or (tail is None and _HEX.fullmatch(value)) or not _MIN_WRAP <= width <= _MAX_WRAP:
         return end
+    hex_line = _HEX_LINES[tail.group().islower() if tail is not None and not tail.group().isdigit() else None]
     alphabet = _alphabet(value)
+    last = 0
     close = position = end
     for _ in range(_MAX_WRAPPED_LINES):
         line = _WRAPPED_LINE.match(text, position, min(len(text), position + width + 8))
@@ -1420,13 +1442,30 @@ def _wrapped_end(text: str, start: int, end: int) -> int:
             or not alphabet.issuperset(body)
             or "=" in body.rstrip("=")
             or _WORD.fullmatch(body)
-            or _HEX.fullmatch(body)
+            or (_HEX.fullmatch(body) is not None) != (tail is not None)
+            or (tail is not None and not hex_line.fullmatch(body))
         ):
             break
-        close, position = line.start(2) + len(body), line.end()
+        close, position, last = line.start(2) + len(body), line.end(), length
         if closed or body.endswith("=") or length < width:
             break
+    if tail is not None and last:
+        after = _WRAPPED_LINE.match(text, position, min(len(text), position + width + 8))
+        if (
+            after is not None
+            and len(after.group(1) + after.group(2)) == last
+            and hex_line.fullmatch(after[2])
+        ):
+            return end  # a column of hex under the value
     return close
+
+
+_HEX_LINES = {
+    True: regex.compile("[0-9a-f]+"),
+    False: regex.compile("[0-9A-F]+"),
+    None: regex.compile("[0-9a-fA-F]+"),
+}
+"""A line of hex after a value ending in hex of lower case, upper case, or digits alone."""
 
 
 UNBOUNDED = 1 << 62
@@ -1719,7 +1758,9 @@ class Scanner:
             word: [index for index in prefix_led if word in map(_trigger_view, self.rules[index].keywords)]
             for word in self._prefix_words
         }
-        self._split_prefixes = unmask.SplitPrefixes.of(word for word, led in led_by.items() if led)
+        self._split_prefixes = unmask.SplitPrefixes.of(
+            {word: self._spelling(word, led) for word, led in led_by.items() if led}
+        )
         self._longest_keys = {
             word: max((self._widths[index] or UNBOUNDED for index in led), default=UNBOUNDED)
             for word, led in led_by.items()
@@ -1798,6 +1839,20 @@ class Scanner:
             return UNBOUNDED
         look_back = _looks_back(list(_sre_parse.parse(rule.pattern.pattern)))
         return UNBOUNDED if look_back is None else width + look_back + _LOOKAHEAD_MARGIN
+
+    def _spelling(self, word: str, led: list[int]) -> str | None:
+        """How the rules ``led`` by the key prefix ``word`` (as keywords are looked for) write its letters:
+        as the literal their patterns start with, or in its one case where that literal is only the
+        prefix's start; None where they do not agree (or do not tell)."""
+        spellings = set()
+        for index in led:
+            literal = _leading_literal(list(_sre_parse.parse(self.rules[index].pattern.pattern)))
+            read = _trigger_view(literal)
+            if read[: len(word)] == word:
+                spellings.add(literal[: len(word)])
+            elif read and word.startswith(read) and literal in (literal.upper(), literal.lower()):
+                spellings.add(word.upper() if literal.isupper() else word.lower())
+        return spellings.pop() if len(spellings) == 1 else None
 
     def _word_reaches(self, rules_of_word: Sequence[tuple[int, ...]]) -> list[tuple[int, int]]:
         """The reach of each keyword's hit (``TriggerWatch._hit_reach``), for one of the automata's lists."""
@@ -2139,7 +2194,11 @@ class Scanner:
         timed_out: dict[str, None] = {}
         disguises: dict[tuple[int, int, int], str] = {}
         plan = self._plan(text, meter)
-        found = self._find(text, plan, timed_out, meter)
+        # A text repeats its values (a contact list, a log of calls), and its views repeat the text's: each
+        # value is checked once in a scan, whichever rules match it and wherever (a phone number's check
+        # against the numbering plans costs about 0.4 ms).
+        checked: dict[tuple[Validator, str], bool] = {}
+        found = self._find(text, plan, timed_out, meter, checked)
         if self._decoded:
             # Views started at a key's prefix (turned, or in a string literal joined to others) or at
             # the end of a match (a value cut into literals) are read after the others; those of a
@@ -2160,7 +2219,7 @@ class Scanner:
                     keyed.append(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view, split))
                 elif view.kind in unmask.TURNINGS:
                     keyed.append(unmask.grouped_views(view.text, plan.prefixes, view))
-                for start, end, index in self._find(view.text, plan, timed_out, meter):
+                for start, end, index in self._find(view.text, plan, timed_out, meter, checked):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:
                         continue  # nothing was undone here: the plain scan has seen it
@@ -2195,16 +2254,19 @@ class Scanner:
         return ScanBudget(self.rescan_s, self.rescan_s / BUDGET_CHARS)
 
     def _find(
-        self, text: str, plan: _Plan, timed_out: dict[str, None], meter: Meter
+        self,
+        text: str,
+        plan: _Plan,
+        timed_out: dict[str, None],
+        meter: Meter,
+        checked: dict[tuple[Validator, str], bool],
     ) -> list[tuple[int, int, int]]:
         """The validated spans of the rules the plan runs, as (start, end, rule index). Each rule runs
         first within its time limit (or what is left of the budget, if less); one that runs out is run
         again alone with what is left of the budget; one that runs out then too, or that the budget has
-        no time left for, is in ``timed_out`` and the budget's."""
+        no time left for, is in ``timed_out`` and the budget's. ``checked`` keeps the validators' verdicts
+        on values for the whole scan."""
         found: list[tuple[int, int, int]] = []
-        # A text repeats its values (a contact list, a log of calls): each is checked once, whichever rules
-        # match it (a phone number's check against the numbering plans costs about 0.4 ms).
-        checked: dict[tuple[Validator, str], bool] = {}
 
         def ran_out(index: int, seconds: float) -> bool:
             if seconds <= 0:

@@ -1243,16 +1243,42 @@ def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: Vie
 # -- split prefixes: a key cut inside its own prefix ----------------------------------------------------
 
 SPLIT = "split"
-# What may cut a key's prefix as people, models and code write it: white space (a line break with its
-# indentation), one of the characters keys' groups are parted with, or the end of a string literal joined
-# to the next (``"sk-pr" + "oj-…"``, ``'gh' 'p_…'``, ``["AK", "IA…"]``).
-_PREFIX_CUT = rf"(?:[ \t]{{1,3}}|[ \t]*\r?\n[ \t]*|[-_.:/]|{_QUOTE}{_JOINER}{_QUOTE})"
-_CUT_CHARACTERS = r" \t\r\n\"'+.|&,:/_-"
+# What may cut a key's prefix as people, models and code write it: a run of marks keys' groups and words are
+# parted with (white space around them); a run of white space of any kind (no-break, typographic and
+# ideographic spaces, zero-width and other invisible characters), over a line break or two with their
+# indentation; or the end of a string literal joined to the next, in each language's way: an operator,
+# white space or nothing between the quotes (``"sk-pr" + "oj-…"``, ``'gh' 'p_…'``, ``"gh""p_…"``,
+# ``("gh")+("p_…")``, ``["AK", "IA…"]``), an expression of an f-string or template literal ending or
+# starting (``f"{'gh'}p_…"``, ``f"gh{'p_'}…"``, `` `${"gh"}p_…` ``), or a quote alone, as a shell joins
+# ``'gh'p_…``. Tag characters are no cut: a view reads them as the ASCII they mirror.
+_CUT_SPACE = f"[{_GAP_CHARS}{_INVISIBLE.replace(chr(0xE0000) + '-' + chr(0xE007F), '')}]"
+_CUT_QUOTE = "[\"'`]"
+_PREFIX_CUT = (
+    rf"(?:{_CUT_SPACE}*[-_.:/|,;\\~*]{{1,3}}{_CUT_SPACE}*"
+    rf"|{_CUT_SPACE}*(?:\r?\n{_CUT_SPACE}*){{1,2}}|{_CUT_SPACE}+"
+    rf"|{_CUT_QUOTE}\)?\}}?{_JOINER}?\(?(?:\$?\{{)?{_CUT_QUOTE}|{_CUT_QUOTE}\}}(?:\$?\{{{_CUT_QUOTE})?"
+    rf"|\$?\{{{_CUT_QUOTE}|{_CUT_QUOTE})"
+)
+_CUT_CHARACTERS = "".join(f"\\x{ord(char):02x}" for char in " \t\r\n\"'`+.|&,:;/_\\~*(){}$-")
+"""Every ASCII character a cut holds, as the inside of a class RE2 reads (what a cut holds past ASCII is
+a space to it: ``_hint_bytes``)."""
 _SPLIT_REACH = 2048
 """How far past a cut prefix its key is read: longer than any token format, joined literals included."""
-_MAX_SPLITS = 256
-"""Cut prefixes read in one text at the most ("I co-founded" is one of ``ico-``): past them the budget
-would go to prose."""
+_CUT_SPACES = np.zeros(0x10000, dtype=bool)
+for _low, _high in re.findall("(.)(?:-(.))?", _CUT_SPACE[1:-1]):
+    if ord(_low) < len(_CUT_SPACES):
+        _CUT_SPACES[ord(_low) : ord(_high or _low) + 1] = True
+"""Whether each code of the first plane is white space or invisible, as a cut holds them."""
+
+
+def _hint_bytes(text: str) -> bytes:
+    """``text`` one byte a character, as the cut prefixes' RE2 program reads it: white space and invisible
+    characters past ASCII a space, every other character past ASCII a "?"."""
+    if text.isascii():
+        return text.encode("ascii")
+    codes = _codes(text)
+    spaced = _CUT_SPACES[np.minimum(codes, len(_CUT_SPACES) - 1)] & (codes < len(_CUT_SPACES))
+    return np.where(spaced, 0x20, np.where(codes < 0x80, codes, 0x3F)).astype(np.uint8).tobytes()
 
 
 Trie = dict[str, "Trie"]
@@ -1262,10 +1288,12 @@ Trie = dict[str, "Trie"]
 @dataclass(frozen=True)
 class SplitPrefixes:
     """The key prefixes of a scanner's rules, each cut anywhere inside by ``_PREFIX_CUT``s: an RE2
-    program that finds where one may start, and the prefixes by character to read it from there."""
+    program that finds where one may start, the prefixes by character to read it from there, and the case
+    each prefix's letters are written in by the rules it leads (where they agree)."""
 
     program: Any
     trie: Trie
+    spellings: dict[str, str] = field(default_factory=dict)
     _first_letters: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -1274,9 +1302,10 @@ class SplitPrefixes:
         object.__setattr__(self, "_first_letters", re.compile(f"(?i)(?<![A-Za-z0-9])[{letters}]"))
 
     @classmethod
-    def of(cls, words: Iterable[str]) -> SplitPrefixes | None:
-        """From prefixes as keywords are looked for (lower case, each digit a 0)."""
-        words = sorted(set(words))
+    def of(cls, spellings: dict[str, str | None]) -> SplitPrefixes | None:
+        """From prefixes as keywords are looked for (lower case, each digit a 0), each with how its rules
+        write it (None where they do not agree)."""
+        words = sorted(spellings)
         if not words:
             return None
         # RE2 reads the prefix from a word's start up to its first cut, the cut as a run of the
@@ -1299,7 +1328,8 @@ class SplitPrefixes:
             for char in word:
                 node = node.setdefault(char, {})
             node[""] = {}
-        return cls(relaxed.re2_program(f"(?i)\\b(?:{hints})".encode()), trie)
+        written = {word: spelling for word, spelling in spellings.items() if spelling is not None}
+        return cls(relaxed.re2_program(f"(?i)\\b(?:{hints})".encode()), trie, written)
 
     def read_piece(self, tail: str, piece: str) -> tuple[bool, str]:
         """Whether ``piece``, a stream's newest, brings what may start a cut prefix (its first letters,
@@ -1310,7 +1340,7 @@ class SplitPrefixes:
         if tail.endswith(" ") and squeezed.startswith(" "):
             squeezed = squeezed[1:]
         joined = tail + squeezed
-        encoded = joined.encode("ascii", "replace")
+        encoded = _hint_bytes(joined)
         start, end = relaxed.first_span(self.program, encoded, 0)
         while start >= 0 and end <= len(tail):
             start, end = relaxed.first_span(self.program, encoded, start + 1)
@@ -1322,7 +1352,7 @@ class SplitPrefixes:
         (``gh p_R7mQ``, ``AK IA QYLP``), or the text's end inside what may yet be one (``AK``, ``sk-p
         ro``, ``"sk-" + "``). None where none is: a stream holds back what it returns until the key is
         whole, so no piece of it leaves before the view that reads it joined."""
-        encoded = text.encode("ascii", "replace")
+        encoded = _hint_bytes(text)
         found: list[int] = []
         position = low
         while (start := relaxed.first_start(self.program, encoded, position)) >= 0:
@@ -1342,6 +1372,15 @@ class SplitPrefixes:
         first = text[start].lower()
         return self.trie.get("0" if first.isdigit() else first, {}) if first.isascii() else {}
 
+    def spelt(self, letters: str) -> str:
+        """A prefix's ``letters`` as read (in any case) in the case its rules write it."""
+        spelling = self.spellings.get("".join("0" if char.isdigit() else char.lower() for char in letters))
+        if spelling is None:
+            return letters
+        return "".join(
+            written if char.isalpha() else char for char, written in zip(letters, spelling, strict=True)
+        )
+
 
 _WHITE_RUN = re.compile(r"\s+")
 _HINT_TAIL = 48
@@ -1360,7 +1399,9 @@ def _spelt(word: str) -> str:
 
 
 _CUT = re.compile(_PREFIX_CUT)
-_MAX_CUTS = 8
+_PREFIX_MARKS = frozenset("-_.:/")
+"""The marks of a cut that key prefixes hold too."""
+_MAX_CUTS = 32
 
 
 def _cut_prefix(
@@ -1379,11 +1420,21 @@ def _cut_prefix(
             best = read
     if (not cuts or cuts[-1][1] < at) and len(cuts) < _MAX_CUTS:
         cut = _CUT.match(text, at)
-        if cut is not None:
-            read = _cut_prefix(text, cut.end(), node, (*cuts, cut.span()))
+        for end in _cut_ends(text, at, cut.end()) if cut is not None else ():
+            read = _cut_prefix(text, end, node, (*cuts, (at, end)))
             if read is not None and (best is None or read[0] > best[0]):
                 best = read
     return best
+
+
+def _cut_ends(text: str, at: int, end: int) -> Iterator[int]:
+    """Where the cut from ``at`` to ``end`` may end: there, and, where it ends in marks that key prefixes
+    hold too ("ghp-_…", "sk -proj"), before each of them, for the prefix to read them."""
+    yield end
+    while end > at + 1 and text[end - 1] in _PREFIX_MARKS:
+        end -= 1
+        if _CUT.fullmatch(text, at, end):
+            yield end
 
 
 _OPEN_CUT = regex.compile(_PREFIX_CUT)
@@ -1400,41 +1451,74 @@ def _ends_inside(text: str, at: int, node: Trie, cuts: int) -> bool:
         return True
     if cuts >= _MAX_CUTS or (cut := _OPEN_CUT.match(text, at, partial=True)) is None:
         return False
-    return cut.partial or (cut.end() > at and _ends_inside(text, cut.end(), node, cuts + 1))
+    return cut.partial or any(
+        _ends_inside(text, end, node, cuts + 1) for end in _cut_ends(text, at, cut.end())
+    )
 
 
 def split_views(text: str, prefixes: SplitPrefixes, parent: View | None) -> list[View]:
-    """Views of each key whose prefix cuts part (``SplitPrefixes``), the cuts left out: ``sk-p roj-…``,
-    ``gh\np_…``, ``"sk-" + "pr" + "oj-…"``. A view runs from the character before the prefix to
-    ``_SPLIT_REACH`` past it and maps character by character, so a match covers the cuts. The prefix
-    stands after no letter or digit, and its letters are of one case, as keys write them ("a Kia" is no
-    ``akia``)."""
-    encoded = text.encode("ascii", "replace")
-    found: list[View] = []
+    """Views of the keys whose prefix cuts part (``SplitPrefixes``), the cuts left out and the prefix's
+    letters in the case its rules write them: ``sk-p roj-…``, ``gh\np_…``, ``Gh p_…``, ``"sk-" + "pr" +
+    "oj-…"``. A key's view runs from the character before its prefix to ``_SPLIT_REACH`` past it and maps
+    character by character, so a match covers the cuts. The prefix stands after no letter or digit.
+    Prefixes whose views would overlap share one view, all their cuts left out (but one after a prefix
+    that another prefix follows, which would glue the two), so the views are no longer than the text and
+    one more reach for each stretch: prose full of what reads as a cut prefix ("a si a" of ``asia``)
+    costs one more reading of it, not one a prefix."""
+    encoded = _hint_bytes(text)
+    readings: list[tuple[int, int, tuple[tuple[int, int], ...]]] = []
     position = 0
-    while (
-        len(found) < _MAX_SPLITS and (start := relaxed.first_start(prefixes.program, encoded, position)) >= 0
-    ):
+    while (start := relaxed.first_start(prefixes.program, encoded, position)) >= 0:
         position = start + 1
         if not _word_starts(text, start):
             continue
         read = _cut_prefix(text, start + 1, prefixes.trie_after(text, start), ())
-        if read is None:
-            continue
-        end, cuts = read
-        kept = [(start, cuts[0][0]), *((a[1], b[0]) for a, b in itertools.pairwise(cuts)), (cuts[-1][1], end)]
-        letters = "".join(text[low:high] for low, high in kept)
-        if letters not in (letters.upper(), letters.lower()):
-            continue
-        position = end
-        low, high = max(0, start - 1), min(len(text), end + _SPLIT_REACH)
-        spans = [(low, cuts[0][0]), *kept[1:-1], (cuts[-1][1], high)]
-        pieces, length = [], 0
-        for piece_start, piece_end in spans:
-            pieces.append((length, piece_start, piece_end, True))
-            length += piece_end - piece_start
-        found.append(View("".join(text[a:b] for a, b in spans), SPLIT, tuple(pieces), parent))
+        if read is not None:
+            position = read[0]
+            readings.append((start, *read))
+    found: list[View] = []
+    first = 0
+    for index in range(1, len(readings) + 1):
+        if index == len(readings) or readings[index][0] - 1 > readings[index - 1][1] + _SPLIT_REACH:
+            found.append(_split_view(text, readings[first:index], prefixes, parent))
+            first = index
     return found
+
+
+def _split_view(
+    text: str,
+    readings: list[tuple[int, int, tuple[tuple[int, int], ...]]],
+    prefixes: SplitPrefixes,
+    parent: View | None,
+) -> View:
+    """One view of the cut prefixes ``readings`` (start, end, cuts; in order, each view's reach
+    overlapping the next's), from the character before the first to ``_SPLIT_REACH`` past the last."""
+    starts = {start for start, _, _ in readings}
+    kept: list[tuple[int, int, str | None]] = []  # spans of the text, a prefix's letters respelt
+    position = max(0, readings[0][0] - 1)
+    for start, end, cuts in readings:
+        # A cut after the prefix's last letter, before its key, is left out too, but where the next
+        # prefix starts right after it: what parts the two stays.
+        trailing = cuts[-1][1] == end
+        letters_end = cuts[-1][0] if trailing else end
+        bounds = [start, *itertools.chain.from_iterable(cuts[:-1] if trailing else cuts), letters_end]
+        letters = [(low, high) for low, high in itertools.batched(bounds, 2) if low < high]
+        spelt = prefixes.spelt("".join(text[low:high] for low, high in letters))
+        kept.append((position, start, None))
+        at = 0
+        for low, high in letters:
+            kept.append((low, high, spelt[at : at + high - low]))
+            at += high - low
+        position = end if trailing and end not in starts else letters_end
+    kept.append((position, min(len(text), readings[-1][1] + _SPLIT_REACH), None))
+    pieces, parts, length = [], [], 0
+    for low, high, written in kept:
+        if high <= low:
+            continue
+        pieces.append((length, low, high, True))
+        parts.append(text[low:high] if written is None else written)
+        length += high - low
+    return View("".join(parts), SPLIT, tuple(pieces), parent)
 
 
 # -- grouped keys: a key cut into groups by a separator, or written in the other case ------------------
@@ -1444,10 +1528,14 @@ def split_views(text: str, prefixes: SplitPrefixes, parent: View | None) -> list
 # indentation.
 _GROUP_SEPARATOR = re.compile(r"[ \t]*\r?\n[ \t]*|[-._/:,;|+*~\\ \t]{1,3}")
 _LONGEST_GROUP = 40
+_LONGEST_REST = 256
+"""The longest first group after a prefix: a key's whole rest, cut from its prefix alone (``sk-ant-api
+03-…``, where the format's own prefix runs on past the rule's keyword)."""
 _MAX_GROUPS = 64
 _SPACE_SEPARATOR = r"(?:[ \t]*\r?\n[ \t]*|[ \t]{1,3})"
 OPEN_GROUPED = (
-    rf"[A-Za-z0-9_-]*(?:{_SPACE_SEPARATOR}[A-Za-z0-9_-]{{1,{_LONGEST_GROUP}}})*"
+    rf"[A-Za-z0-9_-]*(?:{_SPACE_SEPARATOR}[A-Za-z0-9_-]{{1,{_LONGEST_REST}}})?"
+    rf"(?:{_SPACE_SEPARATOR}[A-Za-z0-9_-]{{1,{_LONGEST_GROUP}}})*"
     rf"(?:{_SPACE_SEPARATOR}|[ \t]*\r?)"
 )
 """What follows a key's prefix at the end of a text that may still grow into a ``grouped_views`` view of
@@ -1459,10 +1547,10 @@ _KEY_PUNCTUATION = "_-+/="
 
 
 @functools.cache
-def _group(separator: str) -> re.Pattern[str]:
-    """A group of a key whose groups ``separator`` parts."""
+def _group(separator: str, longest: int) -> re.Pattern[str]:
+    """A group of at most ``longest`` characters of a key whose groups ``separator`` parts."""
     held = re.escape("".join(char for char in _KEY_PUNCTUATION if char not in separator))
-    return re.compile(f"[A-Za-z0-9{held}]{{1,{_LONGEST_GROUP}}}(?![A-Za-z0-9{held}])")
+    return re.compile(f"[A-Za-z0-9{held}]{{1,{longest}}}(?![A-Za-z0-9{held}])")
 
 
 def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View | None) -> Iterator[View]:
@@ -1473,8 +1561,11 @@ def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View |
     text. Groups parted with white space may run on into the words after the key: each of their ends is
     a view, as long as the groups between the first and the last are of one length and the last no
     longer (as keys are written out, in groups of four) and a digit stands in them, so words of prose
-    are not joined."""
+    are not joined. Keys of one group near one another are read in the other case in one view (every
+    such key of a stretch turned, the text between as it is): a text of prefixes costs a reading or two
+    of it, not two views a prefix."""
     after = 0
+    cased: list[tuple[int, int]] = []
     for start, end in prefixes:
         if start < after:
             continue
@@ -1489,12 +1580,20 @@ def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View |
                 break
             if last and spaced and not any(_DIGIT.search(text, *group) for group in groups[1 : last + 1]):
                 continue  # words: a key's groups hold a digit
-            yield from _grouped_views(text, start, end, groups[: last + 1], parent)
+            yield from _grouped_views(text, start, end, groups[: last + 1], parent, cased)
+    yield from _cased_views(text, cased, parent)
 
 
 def _grouped_views(
-    text: str, start: int, end: int, groups: list[tuple[int, int]], parent: View | None
+    text: str,
+    start: int,
+    end: int,
+    groups: list[tuple[int, int]],
+    parent: View | None,
+    cased: list[tuple[int, int]],
 ) -> Iterator[View]:
+    """The view of the key at ``start``-``end`` read on over ``groups`` and its views in the other case;
+    a key of one group is added to ``cased`` instead, to be read in the other case with those near it."""
     low, high = max(0, start - 1), min(len(text), groups[-1][1] + 1)
     pieces, parts, length = [], [], 0
     for piece_start, piece_end in [(low, groups[0][0]), *groups, (groups[-1][1], high)]:
@@ -1511,11 +1610,43 @@ def _grouped_views(
     # hundred); a name of mixed case after a prefix (``akia_ButtonGroup``) holds none.
     rest = [(end, groups[0][1]), *groups[1:]]
     parts = [text[a:b] for a, b in rest]
-    if all(part in (part.upper(), part.lower()) for part in parts) or any(map(_DIGIT.search, parts)):
+    if not (all(part in (part.upper(), part.lower()) for part in parts) or any(map(_DIGIT.search, parts))):
+        return
+    if len(groups) == 1:
+        cased.append((low, high))
+        return
+    for kind, case in CASED.items():
+        turned = case(joined)
+        if turned != joined:
+            yield View(turned, kind, tuple(pieces), parent)
+
+
+_CASED_GAP = 256
+"""Keys of one group closer than this are read in the other case in one view."""
+
+
+def _cased_views(text: str, spans: list[tuple[int, int]], parent: View | None) -> Iterator[View]:
+    """For each stretch of the keys of one group at ``spans`` (each with the character either side), a
+    view of each case the stretch with those keys turned to it (``CASED``): one character for each, so
+    the view maps character by character."""
+    stretches: list[list[tuple[int, int]]] = []
+    for low, high in sorted(spans):
+        if stretches and low <= stretches[-1][-1][1] + _CASED_GAP:
+            stretches[-1].append((low, max(high, stretches[-1][-1][1])))
+        else:
+            stretches.append([(low, high)])
+    for stretch in stretches:
+        first, last = stretch[0][0], stretch[-1][1]
         for kind, case in CASED.items():
-            turned = case(joined)
-            if turned != joined:
-                yield View(turned, kind, tuple(pieces), parent)
+            parts, position = [], first
+            for low, high in stretch:
+                low = max(low, position)
+                piece = case(text[low:high])  # "ß" upper-cased is two letters: such a key is not turned
+                parts += [text[position:low], piece if len(piece) == high - low else text[low:high]]
+                position = max(position, high)
+            turned = "".join(parts)
+            if turned != text[first:last]:
+                yield View(turned, kind, ((0, first, last, True),), parent)
 
 
 def _groups(text: str, start: int, end: int) -> tuple[list[tuple[int, int]], bool] | None:
@@ -1535,7 +1666,7 @@ def _groups(text: str, start: int, end: int) -> tuple[list[tuple[int, int]], boo
             separator = glue
         elif _separator_of(glue) != _separator_of(separator):
             break
-        group = _group(glue).match(text, cut.end())
+        group = _group(glue, _LONGEST_REST if len(groups) == 1 else _LONGEST_GROUP).match(text, cut.end())
         if group is None:
             if text[cut.end() : cut.end() + 1].isalnum() and _separator_of(glue) == _separator_of(separator):
                 return None
