@@ -43,12 +43,22 @@ def shows(key: str, text: str) -> bool:
 
 
 OPENAI_KEY = "sk-proj-" + "AbC3dEf9GhJkLmN0pQrStUvWxYz12345AbC3dEf9GhJkLmN0"
+ANTHROPIC_KEY = (
+    "sk-ant-api03-"
+    + "TOt9aL0Mk6OCVJ3iWHwF2dylxG5C1YLDa2iqN1Zv7SScN1TeqLcC5FJp5jjEMXiE09JQkk6aMnAlo9yYo6MJWjIXOjznMAA"
+)
+KEYS = (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY, ANTHROPIC_KEY)
 WRAPPED_SECRET = "FmQiy3dWARW4XqtqZkeE7+pr9Qr+HmJnZrF7+skzQ8vT1cY5nR2wL0pH6gK3mB9xJ4dS7aE+UfZk2Lq8Rw5Tn1Yb3Vc"
 CUT = [
     f"the key is {GITHUB_TOKEN[:2]} {GITHUB_TOKEN[2:]} ok",
     f"the key is {AWS_KEY[:2]}\n{AWS_KEY[2:]} ok",
     f'k = "{OPENAI_KEY[:5]}" + "{OPENAI_KEY[5:]}"',
     f"id {AWS_KEY[:8]}{AWS_KEY[8:14].lower()}{AWS_KEY[14:]} please",
+    f"the key is {GITHUB_TOKEN[:2]}\u00a0\u00a0\u00a0\u00a0{GITHUB_TOKEN[2:]} ok",
+    f"k = f\"{{'gh'}}{GITHUB_TOKEN[2:]}\"",
+    f"the key is Gh P_{GITHUB_TOKEN[4:]} ok",
+    f"export K='{AWS_KEY[:2]}''{AWS_KEY[2:]}'",
+    f"key {ANTHROPIC_KEY[:10]} {ANTHROPIC_KEY[10:]} ok",
 ]
 
 
@@ -69,10 +79,10 @@ def test_a_key_written_out_in_a_prompt_leaves_redacted(
     )
     sent = json.loads(upstream.received[-1].body)["messages"][0]["content"]
     assert "[REDACTED:" in sent
-    assert not any(shows(key, sent) for key in (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY))
-    keys = {"aws-access-key-id", "github-pat", "openai-project-key"}
+    assert not any(shows(key, sent) for key in KEYS)
+    keys = {"aws-access-key-id", "github-pat", "openai-project-key", "anthropic-api-key"}
     assert {rule for rule, enforced in rules(enforce) if enforced} & keys
-    assert not any(shows(key, written(enforce)) for key in (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY))
+    assert not any(shows(key, written(enforce)) for key in KEYS)
 
 
 @pytest.mark.parametrize("prompt", CUT[:2])
@@ -150,8 +160,21 @@ def _streamed_answer(api: str, proxy: Proxy, upstream: FakeUpstream) -> str:
         f"{AWS_KEY[:3]}\n    {AWS_KEY[3:]}",
         f"{GITHUB_TOKEN[:1]}-{GITHUB_TOKEN[1:]}",
         f"{OPENAI_KEY[:5]}\n{OPENAI_KEY[5:]}",
+        f"{AWS_KEY[:2]}\u3000\u3000{AWS_KEY[2:]}",
+        f"Gh p_{GITHUB_TOKEN[4:]}",
+        f"{OPENAI_KEY[:2]}--{OPENAI_KEY[2:]}",
+        f"{ANTHROPIC_KEY[:10]} {ANTHROPIC_KEY[10:]}",
     ],
-    ids=["aws space", "aws line break", "github dash", "openai line break"],
+    ids=[
+        "aws space",
+        "aws line break",
+        "github dash",
+        "openai line break",
+        "aws ideographic spaces",
+        "github odd case",
+        "openai dashes",
+        "anthropic after its keyword",
+    ],
 )
 @pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
 def test_no_piece_of_a_key_cut_inside_its_prefix_reaches_the_agent_streamed(
@@ -168,7 +191,7 @@ def test_no_piece_of_a_key_cut_inside_its_prefix_reaches_the_agent_streamed(
     upstream.reply = Reply(text=f"Here: {key} done.", piece_size=piece_size)
     text = _streamed_answer(api, enforce, upstream)
     assert re.fullmatch(r"Here: \[REDACTED:[a-z0-9-]+\] done\.", text), text
-    assert not any(shows(whole, written(enforce)) for whole in (AWS_KEY, GITHUB_TOKEN, OPENAI_KEY))
+    assert not any(shows(whole, written(enforce)) for whole in KEYS)
 
 
 def call(arguments: dict[str, Any]) -> dict[str, Any]:

@@ -768,7 +768,8 @@ def _hold_in(pending: str, max_hold: int, scanner: Scanner) -> int:
     if not _ends_in_a_word(pending, hold):
         hold = _open_run(pending, look_from, hold)
     low = max(look_from, len(pending) - _LONGEST_GROUPED)
-    for open_key in (scanner.open_grouped_key(pending, low), scanner.open_split_key(pending, low)):
+    split_low = max(look_from, low - unmask.LONGEST_SPLIT)
+    for open_key in (scanner.open_grouped_key(pending, low), scanner.open_split_key(pending, split_low)):
         if open_key is not None:
             hold = min(hold, open_key)
     begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)

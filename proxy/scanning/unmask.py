@@ -1253,9 +1253,10 @@ SPLIT = "split"
 # ``'gh'p_…``. Tag characters are no cut: a view reads them as the ASCII they mirror.
 _CUT_SPACE = f"[{_GAP_CHARS}{_INVISIBLE.replace(chr(0xE0000) + '-' + chr(0xE007F), '')}]"
 _CUT_QUOTE = "[\"'`]"
+_CUT_SPACES_RUN = f"{_CUT_SPACE}{{0,128}}"
 _PREFIX_CUT = (
-    rf"(?:{_CUT_SPACE}*[-_.:/|,;\\~*]{{1,3}}{_CUT_SPACE}*"
-    rf"|{_CUT_SPACE}*(?:\r?\n{_CUT_SPACE}*){{1,2}}|{_CUT_SPACE}+"
+    rf"(?:{_CUT_SPACES_RUN}[-_.:/|,;\\~*]{{1,3}}{_CUT_SPACES_RUN}"
+    rf"|{_CUT_SPACES_RUN}(?:\r?\n{_CUT_SPACES_RUN}){{1,2}}|{_CUT_SPACE}{{1,128}}"
     rf"|{_CUT_QUOTE}\)?\}}?{_JOINER}?\(?(?:\$?\{{)?{_CUT_QUOTE}|{_CUT_QUOTE}\}}(?:\$?\{{{_CUT_QUOTE})?"
     rf"|\$?\{{{_CUT_QUOTE}|{_CUT_QUOTE})"
 )
@@ -1264,6 +1265,8 @@ _CUT_CHARACTERS = "".join(f"\\x{ord(char):02x}" for char in " \t\r\n\"'`+.|&,:;/
 a space to it: ``_hint_bytes``)."""
 _SPLIT_REACH = 2048
 """How far past a cut prefix its key is read: longer than any token format, joined literals included."""
+LONGEST_SPLIT = 512
+"""The longest a cut prefix is read over, from its first letter to its last: a stream holds so much."""
 _CUT_SPACES = np.zeros(0x10000, dtype=bool)
 for _low, _high in re.findall("(.)(?:-(.))?", _CUT_SPACE[1:-1]):
     if ord(_low) < len(_CUT_SPACES):
@@ -1358,10 +1361,14 @@ class SplitPrefixes:
         while (start := relaxed.first_start(self.program, encoded, position)) >= 0:
             position = start + 1
             read = _cut_prefix(text, start + 1, self.trie_after(text, start), ())
-            if _word_starts(text, start) and read is not None and _KEY_GOING_ON.match(text, read[0]):
+            if _word_starts(text, start) and read is not None and _key_going_on(text, read[0]):
                 found.append(start)
                 break
-        for first in self._first_letters.finditer(text, low, min(found, default=len(text))):
+        # Of a cut prefix, no more than the letters of the longest, its cuts' marks and quotes stand
+        # between white space: the text's end can be inside one starting no further back than that.
+        solid = _SOLID_TAIL.search(text, low)
+        tail = low if solid is None else solid.start()
+        for first in self._first_letters.finditer(text, tail, min(found, default=len(text))):
             start = first.start()
             if _ends_inside(text, start + 1, self.trie_after(text, start), 0):
                 return start
@@ -1383,11 +1390,28 @@ class SplitPrefixes:
 
 
 _WHITE_RUN = re.compile(r"\s+")
+_CUT_WHITE = f"[{_CUT_SPACE[1:-1]}\r\n]"
+_SOLID_TAIL = regex.compile(rf"(?r)(?:{_CUT_WHITE}*+[^{_CUT_SPACE[1:-1]}\r\n]){{0,224}}+{_CUT_WHITE}*+\Z")
+"""The end of a text as far back as 224 characters of it that are no white space: more than a cut
+prefix holds (the letters of the longest, and a few marks or quotes a cut)."""
 _HINT_TAIL = 48
 """Characters before a stream's piece a cut prefix's hint may begin in: longer than any."""
 # What follows a cut prefix while its key may still be growing: the key's characters, in groups one to
 # three spaces or a separator part, to the text's end.
 _KEY_GOING_ON = regex.compile(r"[A-Za-z0-9_+/=-]*+(?:[ \t.:-]{1,3}+[A-Za-z0-9_+/=-]++)*+[ \t.:-]{0,3}+\Z")
+
+
+_KEY_GROUP = re.compile("[A-Za-z0-9_+/=-]+")
+
+
+def _key_going_on(text: str, at: int) -> bool:
+    """Whether a key may still be growing from ``at`` to the text's end (``_KEY_GOING_ON``), its groups
+    after the first of one length but the last, which may yet grow: words of prose differ in length,
+    and a stream holds no sentence from a word that reads as a cut prefix ("As I always say …")."""
+    if _KEY_GOING_ON.match(text, at) is None:
+        return False
+    lengths = [len(group) for group in _KEY_GROUP.findall(text, at)]
+    return len(set(lengths[1:-1])) <= 1
 
 
 def _word_starts(text: str, at: int) -> bool:
@@ -1421,6 +1445,8 @@ def _cut_prefix(
     if (not cuts or cuts[-1][1] < at) and len(cuts) < _MAX_CUTS:
         cut = _CUT.match(text, at)
         for end in _cut_ends(text, at, cut.end()) if cut is not None else ():
+            if cuts and end - cuts[0][0] > LONGEST_SPLIT:
+                continue
             read = _cut_prefix(text, end, node, (*cuts, (at, end)))
             if read is not None and (best is None or read[0] > best[0]):
                 best = read
@@ -1473,9 +1499,15 @@ def split_views(text: str, prefixes: SplitPrefixes, parent: View | None) -> list
         if not _word_starts(text, start):
             continue
         read = _cut_prefix(text, start + 1, prefixes.trie_after(text, start), ())
-        if read is not None:
-            position = read[0]
-            readings.append((start, *read))
+        if read is None:
+            continue
+        # Of two readings that overlap, the one that reads further on is kept: "a si AK IA…" reads "a
+        # si A" of asia, then AKIA, whose key goes on where the first's would start.
+        if readings and start < readings[-1][1]:
+            if read[0] <= readings[-1][1]:
+                continue
+            readings.pop()
+        readings.append((start, *read))
     found: list[View] = []
     first = 0
     for index in range(1, len(readings) + 1):
