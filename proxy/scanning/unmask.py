@@ -1366,7 +1366,7 @@ class SplitPrefixes:
                 break
         # Of a cut prefix, no more than the letters of the longest, its cuts' marks and quotes stand
         # between white space: the text's end can be inside one starting no further back than that.
-        solid = _SOLID_TAIL.search(text, low)
+        solid = _SOLID_TAIL.search(text, low) if len(text) - low > _SOLID_CHARACTERS else None
         tail = low if solid is None else solid.start()
         for first in self._first_letters.finditer(text, tail, min(found, default=len(text))):
             start = first.start()
@@ -1391,9 +1391,12 @@ class SplitPrefixes:
 
 _WHITE_RUN = re.compile(r"\s+")
 _CUT_WHITE = f"[{_CUT_SPACE[1:-1]}\r\n]"
-_SOLID_TAIL = regex.compile(rf"(?r)(?:{_CUT_WHITE}*+[^{_CUT_SPACE[1:-1]}\r\n]){{0,224}}+{_CUT_WHITE}*+\Z")
-"""The end of a text as far back as 224 characters of it that are no white space: more than a cut
-prefix holds (the letters of the longest, and a few marks or quotes a cut)."""
+_SOLID_CHARACTERS = 224
+_SOLID_TAIL = regex.compile(
+    rf"(?r)(?:{_CUT_WHITE}*+[^{_CUT_SPACE[1:-1]}\r\n]){{0,{_SOLID_CHARACTERS}}}+{_CUT_WHITE}*+\Z"
+)
+"""The end of a text as far back as ``_SOLID_CHARACTERS`` characters of it that are no white space: more
+than a cut prefix holds (the letters of the longest, and a few marks or quotes a cut)."""
 _HINT_TAIL = 48
 """Characters before a stream's piece a cut prefix's hint may begin in: longer than any."""
 # What follows a cut prefix while its key may still be growing: the key's characters, in groups one to
@@ -1423,6 +1426,15 @@ def _spelt(word: str) -> str:
 
 
 _CUT = re.compile(_PREFIX_CUT)
+_CUT_FIRSTS = frozenset(" \t\r\n\"'`-_.:/|,;\\~*${})")
+
+
+def _may_cut(char: str) -> bool:
+    """Whether a cut may start with ``char`` (a letter or digit never does: most characters a prefix's
+    reading stops at are told so without the cut's pattern)."""
+    return char in _CUT_FIRSTS or not char.isascii()
+
+
 _PREFIX_MARKS = frozenset("-_.:/")
 """The marks of a cut that key prefixes hold too."""
 _MAX_CUTS = 32
@@ -1442,7 +1454,7 @@ def _cut_prefix(
         read = _cut_prefix(text, at + 1, node[key], cuts)
         if read is not None and (best is None or read[0] > best[0]):
             best = read
-    if (not cuts or cuts[-1][1] < at) and len(cuts) < _MAX_CUTS:
+    if (not cuts or cuts[-1][1] < at) and len(cuts) < _MAX_CUTS and _may_cut(char):
         cut = _CUT.match(text, at)
         for end in _cut_ends(text, at, cut.end()) if cut is not None else ():
             if cuts and end - cuts[0][0] > LONGEST_SPLIT:
@@ -1475,7 +1487,7 @@ def _ends_inside(text: str, at: int, node: Trie, cuts: int) -> bool:
     key = "0" if char.isdigit() else char.lower()
     if char.isascii() and key in node and _ends_inside(text, at + 1, node[key], cuts):
         return True
-    if cuts >= _MAX_CUTS or (cut := _OPEN_CUT.match(text, at, partial=True)) is None:
+    if cuts >= _MAX_CUTS or not _may_cut(char) or (cut := _OPEN_CUT.match(text, at, partial=True)) is None:
         return False
     return cut.partial or any(
         _ends_inside(text, end, node, cuts + 1) for end in _cut_ends(text, at, cut.end())
