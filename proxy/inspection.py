@@ -186,6 +186,28 @@ def _reaching(pieces: list[str], reach: int) -> str:
     return joined
 
 
+def _set_cookie_value(header: str) -> tuple[int, int]:
+    """The span of a ``set-cookie`` header's cookie value as its client reads it (``cookie_values``):
+    after its name's ``=``, up to its attributes, without the spaces and quotes around it."""
+    end = header.find(";")
+    end = len(header) if end < 0 else end
+    start = header.find("=", 0, end) + 1
+    while start < end and header[start] in ' "':
+        start += 1
+    while end > start and header[end - 1] in ' "':
+        end -= 1
+    return start, end
+
+
+def _read_in_credentials(match: Match, *, keys: bool = True) -> bool:
+    """Whether a credential header's value is read for ``match``: personal data, and with ``keys`` a
+    provider's key (``is_provider_key``); not the other secret rules, which tokens and session cookies,
+    random by design, match."""
+    return (match.rule.pack == PII_PACK and match.rule.id not in ADDRESS_RULES) or (
+        keys and is_provider_key(match.rule)
+    )
+
+
 def cookie_values(cookie: str) -> list[str]:
     """The values of a ``Cookie`` header's pairs (a crumb without ``=`` is a value without a name), as the
     server reads them: spaces and the quotes a value may be written in taken off."""
@@ -2179,6 +2201,8 @@ class TurnInspector:
                 header for header, credential in zip(headers, kept, strict=True) if credential
             ]
             self._record(self._split_credentials(host, credential_fields))
+        else:
+            credentials_sent.update(self._cookies_across(headers, kept, credentials_sent))
         if not any(document):
             return self._credentials_rewritten(since, headers, credentials_sent)
         # A scan of their own: a body's scan reads each field on from its text before (in a stream, from
@@ -2221,18 +2245,51 @@ class TurnInspector:
         (one the host does not expect is ``_unexpected_credentials``'); a cookie a server sets holds none of
         a provider's."""
         known = self._known(value)
-        matches = [
-            match
-            for match in (self._sensitive(value, where) if known is None else known)
-            if (match.rule.pack == PII_PACK and match.rule.id not in ADDRESS_RULES)
-            or (keys and is_provider_key(match.rule))
-        ]
+        found = self._sensitive(value, where) if known is None else known
+        matches = [match for match in found if _read_in_credentials(match, keys=keys)]
         self._record(self._sensitive_findings(value, matches, where))
         if matches and redacts and self._redacts(matches):
             return self._redact(
                 value, [match for match in matches if self.policy.enforces(match.rule.threat)]
             )
         return value
+
+    def _cookies_across(
+        self, headers: list[tuple[str, str]], kept: list[bool], sent: dict[int, str]
+    ) -> dict[int, str]:
+        """A provider key or personal data that a response's cookies spell only across their values
+        (``a=AKIA…`` and ``b=…`` in two ``set-cookie`` headers), which whoever reads the cookies can join,
+        as a request's ``cookie`` crumbs are (``_split_credentials``): recorded, and each piece redacted in
+        its header where enforced. Returns the headers so rewritten, by index; those ``sent`` rewrote
+        already are not read again."""
+        spans = {
+            index: (value, *_set_cookie_value(value))
+            for index, (_, value) in enumerate(headers)
+            if kept[index] and index not in sent
+        }
+        if len(spans) < 2:
+            return {}
+        indexes = list(spans)
+        segments = [
+            TextSegment(value[start:end], f'{HEADERS_WHERE} ["{headers[index][0]}"]')
+            for index, (value, start, end) in spans.items()
+        ]
+        across = [(match, pieces) for match, pieces in self._across(segments) if _read_in_credentials(match)]
+        key = self.detectors.fingerprint_key
+        pieces_of: dict[int, list[Match]] = {}
+        for match, pieces in across:
+            joined = "".join(segments[index].text[start:end] for index, start, end in pieces)
+            self._record([self._finding(match.rule, fingerprint(joined, key), segments[pieces[0][0]].where)])
+            if self.detectors.redacting is not None and self.policy.enforces(match.rule.threat):
+                for index, start, end in pieces:
+                    pieces_of.setdefault(index, []).append(Match(match.rule, start, end))
+        rewritten = {}
+        for segment, matches in pieces_of.items():
+            value, start, end = spans[indexes[segment]]
+            rewritten[indexes[segment]] = (
+                value[:start] + self._redact(value[start:end], matches) + value[end:]
+            )
+        return rewritten
 
     def _credentials_rewritten(
         self, since: int, headers: list[tuple[str, str]], sent: dict[int, str]

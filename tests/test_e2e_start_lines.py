@@ -174,6 +174,30 @@ def test_a_key_in_an_answers_headers_does_not_reach_the_agent(
         assert secret not in written
 
 
+SPLIT_COOKIES = {"Set-Cookie": f"a={AWS_KEY[:10]}; Path=/", "set-cookie": f"b={AWS_KEY[10:]}; Secure"}
+
+
+def test_a_key_split_over_two_cookies_an_answer_sets_does_not_reach_the_agent(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
+    """Whoever reads the cookies can join a key a server spells across two of them: each piece reaches the
+    SDK redacted in its own header where enforced, the key recorded by its rule and fingerprint."""
+    upstream.reply.headers = SPLIT_COOKIES
+    sdk = proxy.openai_client(upstream.url, headers=HEADERS)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    cookies = sorted(raw.http_response.headers.get_list("set-cookie"))
+    if enforcing(proxy):
+        assert cookies == ["a=[REDACTED:aws-access-key-id]; Path=/", "b=[REDACTED:aws-access-key-id]; Secure"]
+    else:
+        assert cookies == sorted(SPLIT_COOKIES.values())
+    record = last_record(proxy)
+    found = [f for f in record["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] is enforcing(proxy) and f["fingerprint"] for f in found)
+    assert AWS_KEY not in json.dumps(record)
+
+
 def test_a_session_cookie_an_answer_sets_passes_as_it_came(proxy: Proxy, upstream: FakeUpstream) -> None:
     """A session a server hands its client is random by design, a token or a JWT: it is the client's own
     credential, and reaches the SDK as it was sent, with nothing recorded of it."""

@@ -583,3 +583,30 @@ def test_a_calls_input_of_ordinary_values_in_the_history_is_left_as_it_is(dialec
     inspector = _inspector()
     verdict = inspector.inspect_request(reader.parse_request(json.dumps(body).encode()))  # type: ignore[attr-defined]
     assert verdict.replacements == {} and inspector.turn.findings == []
+
+
+@pytest.mark.parametrize(
+    "cookies",
+    [
+        [f"a={AWS_KEY[:10]}; Path=/", f"b={AWS_KEY[10:]}; Secure"],
+        [f"a={GITHUB_TOKEN[:2]}; Path=/", f'b="{GITHUB_TOKEN[2:20]}"', f"c={GITHUB_TOKEN[20:]}; HttpOnly"],
+    ],
+)
+def test_a_key_spelt_across_the_cookies_an_answer_sets_is_redacted_piece_by_piece(cookies: list[str]) -> None:
+    inspector = _inspector()
+    sent = inspector.scan_headers([("Set-Cookie", cookie) for cookie in cookies])
+    assert sent is not None and all("[REDACTED:" in value for _, value in sent)
+    assert not any(_shows(key, " ".join(value for _, value in sent)) for key in (AWS_KEY, GITHUB_TOKEN[4:]))
+    assert {finding.rule for finding in inspector.turn.findings} & {"aws-access-key-id", "github-pat"}
+
+
+def test_session_cookies_an_answer_sets_are_not_read_across() -> None:
+    cookies = [
+        "sessionid=3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a; Path=/; Secure; HttpOnly",
+        "csrftoken=Zq81rT0pLm4vXw7kYb3VcHn6Ja9DsF2g; Path=/",
+        "sid=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "theme=dark; Max-Age=31536000",
+    ]
+    inspector = _inspector()
+    assert inspector.scan_headers([("Set-Cookie", cookie) for cookie in cookies]) is None
+    assert inspector.turn.findings == []
