@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from proxy.audit.heads import StoredCountWitness
 from proxy.audit.keys import load_or_create_signing_key, load_public_key, sign, signature_valid
 from proxy.audit.log import (
+    CHECKPOINT,
     GENESIS,
     AuditLog,
     AuditUnavailable,
@@ -74,6 +75,24 @@ def test_append_returns_the_chained_record(tmp_path: Path, clock: Clock) -> None
     assert record["hash"] == record_hash(record)
     assert record["ts"] == "2026-03-01T12:00:00.000Z"
     assert records(tmp_path) == [record]
+
+
+@pytest.mark.parametrize("signing", ["checkpoint", "tick"])
+def test_a_record_appended_after_a_checkpoint_is_returned_as_written(
+    tmp_path: Path, clock: Clock, signing: str
+) -> None:
+    """The record handed on (to the alert router, the turn's log line) chains to the checkpoint written
+    before it, as its line does, whether the checkpoint was asked for or came due by time."""
+    audit = AuditLog(tmp_path, clock=clock, checkpoint_seconds=1)
+    audit.append(turn(1))
+    if signing == "checkpoint":
+        audit.checkpoint()
+    else:
+        clock.advance(seconds=2)
+        audit.tick()
+    record = audit.append(turn(2))
+    assert records(tmp_path)[-1] == record
+    assert records(tmp_path)[-2]["type"] == CHECKPOINT
 
 
 def test_chain_continues_across_daily_files(tmp_path: Path, clock: Clock) -> None:

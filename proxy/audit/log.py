@@ -476,6 +476,9 @@ class AuditLog:
         }
         body["signature"] = sign(self._key, checkpoint_message(body))
         record = self._commit(body)
+        if not self._pending:
+            # Nothing waits to be written: the next record appended chains to this checkpoint.
+            self._provisional_hash = self._tail_hash
         self._since_checkpoint = 0
         self._unsigned_since = None
         self._last_checkpoint_at = self.clock()
