@@ -687,18 +687,7 @@ def _literal_led(source: str) -> bool:
         parsed = _sre_parse.parse(source)
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
         return False
-    return not parsed.state.flags & re.IGNORECASE and _starts_with_literal(list(parsed))
-
-
-def _starts_with_literal(items: list[tuple[Any, Any]]) -> bool:
-    for op, argument in items:
-        if op in (_sre_constants.ASSERT, _sre_constants.ASSERT_NOT, _sre_constants.AT):
-            continue
-        if op is _sre_constants.SUBPATTERN:
-            _group, add_flags, _del_flags, inner = argument
-            return not add_flags & re.IGNORECASE and _starts_with_literal(list(inner))
-        return op is _sre_constants.LITERAL
-    return False
+    return not parsed.state.flags & re.IGNORECASE and bool(_leading_literal(list(parsed)))
 
 
 # An anchored rule is tried without the per-call time limit only when a bound on the ways backtracking
@@ -1846,7 +1835,11 @@ class Scanner:
         prefix's start; None where they do not agree (or do not tell)."""
         spellings = set()
         for index in led:
-            literal = _leading_literal(list(_sre_parse.parse(self.rules[index].pattern.pattern)))
+            try:
+                parsed = _sre_parse.parse(self.rules[index].pattern.pattern)
+            except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+                return None  # written in the regex module's own syntax: its spelling is not told
+            literal = _leading_literal(list(parsed))
             read = _trigger_view(literal)
             if read[: len(word)] == word:
                 spellings.add(literal[: len(word)])
