@@ -41,6 +41,7 @@ from proxy.dialects.stream import (
     PerEventStreamSession,
     StreamFilters,
     StreamSession,
+    dump_json,
     encode_json,
     rewritten,
 )
@@ -272,7 +273,7 @@ def error_event(message: str) -> bytes:
     ``thread.run.requires_action``, say): the ``{"error": {...}}`` most APIs' streams tell an error by,
     which OpenAI's SDKs raise. A stream of unknown shape dropped such a call unsaid."""
     error = {"error": {"message": message, "type": "invalid_request_error", "code": BLOCKED_CODE}}
-    return write_event(encode_json(error).decode("utf-8", "surrogatepass"), "error")
+    return write_event(dump_json(error), "error")
 
 
 def without_items(document: Any, places: list[list[Step]]) -> Any | None:
