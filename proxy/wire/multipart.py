@@ -141,21 +141,22 @@ def loose_delimiters(body: bytes, boundary: bytes) -> bool:
 def framed_otherwise(body: bytes, boundary: bytes) -> bool:
     """Whether a body whose Content-Type names ``boundary`` opens with another boundary's parts: a reader
     guessing the boundary from the body frames them, its receiver the named one's."""
-    return any(line.group(1) != boundary for line in _guessed_lines(body)[:1])
+    guessed = _guessed_line(body)
+    return guessed is not None and guessed.group(1) != boundary
 
 
-def _guessed_lines(body: bytes) -> list[re.Match[bytes]]:
+def _guessed_line(body: bytes) -> re.Match[bytes] | None:
     """The line a reader guessing the boundary from the body takes for the first delimiter: the first
     boundary line a closing delimiter of its own follows (a preamble's own ``--`` line closes nothing), or
-    the first of all; none where no line opens with ``--``."""
+    the first of all; None where no line opens with ``--``."""
     if not (body.startswith(b"--") or b"\n--" in body):
-        return []
+        return None
     first = None
     for _, line in zip(range(MAX_CANDIDATES), _GUESSED_LINE.finditer(body), strict=False):
         if re.compile(rb"\r?\n--" + re.escape(line.group(1)) + rb"--").search(body, line.end()):
-            return [line]
+            return line
         first = first or line
-    return [first] if first is not None else []
+    return first
 
 
 def _read(body: bytes, boundary: bytes | None) -> _Reading | None:
@@ -171,8 +172,8 @@ def _read(body: bytes, boundary: bytes | None) -> _Reading | None:
     )
     if first is None:
         return None
-    lf = first.group(2) == b"\n"
     line_end = first.group(2)
+    lf = line_end == b"\n"
     after = rb"(?:(--)|[ \t]*\n)" if lf else rb"(?:(--)|\r\n)"
     delimiter = re.compile(re.escape(line_end) + rb"(--)" + escaped + after)
     parts: list[tuple[int, int, int]] = []
