@@ -186,15 +186,20 @@ def _reaching(pieces: list[str], reach: int) -> str:
     return joined
 
 
+_AROUND_COOKIE_VALUE = ' \t"'
+"""What a cookie's reader takes off around its value: the white space around it and the quotes it may be
+written in."""
+
+
 def _set_cookie_value(header: str) -> tuple[int, int]:
     """The span of a ``set-cookie`` header's cookie value as its client reads it (``cookie_values``):
     after its name's ``=``, up to its attributes, without the spaces and quotes around it."""
     end = header.find(";")
     end = len(header) if end < 0 else end
     start = header.find("=", 0, end) + 1
-    while start < end and header[start] in ' "':
+    while start < end and header[start] in _AROUND_COOKIE_VALUE:
         start += 1
-    while end > start and header[end - 1] in ' "':
+    while end > start and header[end - 1] in _AROUND_COOKIE_VALUE:
         end -= 1
     return start, end
 
@@ -212,7 +217,7 @@ def cookie_values(cookie: str) -> list[str]:
     """The values of a ``Cookie`` header's pairs (a crumb without ``=`` is a value without a name), as the
     server reads them: spaces and the quotes a value may be written in taken off."""
     return [
-        (value if equals else name).strip().strip('"')
+        (value if equals else name).strip(_AROUND_COOKIE_VALUE)
         for name, equals, value in (crumb.partition("=") for crumb in cookie.split(";"))
     ]
 
