@@ -58,9 +58,11 @@ def policy_yaml(
     tools: str = "{}",
     extra: str = "",
     other_agent: str = "",
+    audit: str = "",
 ) -> str:
     """``tools`` is the support role's tools section (flow style); ``extra`` is appended at the top level;
-    ``other_agent`` names a second agent of the same role, whose token is its name reversed."""
+    ``other_agent`` names a second agent of the same role, whose token is its name reversed; ``audit``
+    adds settings to the audit section (flow style, after its path)."""
     indent = "\n" + " " * 10  # the agents' indentation in the template below, before it is dedented
     other = f"{indent}{other_agent}: {{token: {other_agent[::-1]}, role: support}}" if other_agent else ""
     return textwrap.dedent(
@@ -74,7 +76,7 @@ def policy_yaml(
           support:
             egress: {{allow: {allow}}}
             tools: {tools}
-        audit: {{path: {data_dir / "audit"}}}
+        audit: {{path: {data_dir / "audit"}{f", {audit}" if audit else ""}}}
         """
     ) + textwrap.dedent(extra)
 
@@ -211,7 +213,7 @@ class Proxy:
         listen_host: str = "127.0.0.1",
         **policy_options: str,
     ) -> None:
-        """``policy_options`` (mode, allow, tools, extra) shape the generated policy; see ``policy_yaml``.
+        """``policy_options`` (mode, allow, tools, extra, audit) shape the policy; see ``policy_yaml``.
         ``memory_limit`` runs the process in a memory cgroup of that many bytes, which kills it past the
         limit as a container would; where no cgroup can be made, RLIMIT_AS caps its address space at the
         limit plus the ~1 GiB of address space an idle proxy maps. ``hosts`` (name: address) is what the

@@ -23,7 +23,7 @@ from proxy.admin.dashboard import explain, rule_descriptions, shared_for
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
 from proxy.audit.log import canonical_json, record_hash
 from proxy.audit.query import QueryError, files_since, open_audit, run_sql
-from proxy.audit.verify import AFTER_BREAK, LINK_BROKEN, NOT_YET_SIGNED, UNLINKED
+from proxy.audit.verify import AFTER_BREAK, LINK_BROKEN, UNLINKED
 from tests.test_admin import DELETE_42, Admin, _wait_for_port, admin, chat, start_admin
 from tests.test_verified_chains import edit, forge
 
@@ -154,9 +154,14 @@ def edit_audit_line(admin: Admin, event_id: str, *, rehash: bool) -> None:
     edit(path, event_id, rehash=rehash)
 
 
+SIGNED_SOON = "checkpoint_after: 200ms"
+"""The audit settings of a proxy whose tests wait for its turns to be signed (``signed_turns``)."""
+
+
 def signed_turns(admin: Admin, count: int) -> dict[str, dict[str, Any]]:
     """The feed's history once its newest ``count`` turns are each covered by a signed checkpoint (the
-    log signs within ``audit.checkpoint_after``, 5 s), by event id."""
+    log signs within ``audit.checkpoint_after``: 5 s unless the proxy was started with ``SIGNED_SOON``),
+    by event id."""
     deadline = time.monotonic() + 15
     while True:
         turns = _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]
@@ -171,14 +176,13 @@ def test_a_turn_whose_line_does_not_verify_in_the_hash_chain_is_marked_so(
     start_admin: Callable[..., Admin], upstream: FakeUpstream, rehash: bool
 ) -> None:
     """Each turn the dashboard serves says whether its audit line verifies in its writer's hash chain up to
-    a checkpoint signed with the proxy's key: a turn not yet covered by one says so until the log signs
-    one; a turn edited in the log (a blocked turn made allowed, its hash left or computed again) is marked
-    unverified with why, in the feed's history and in its own record, and so is every turn after it, as
-    the chain breaks there; a turn a checkpoint proved before it stays verified."""
-    admin = start_admin(mode="enforce")
+    a checkpoint signed with the proxy's key: a turn edited in the log (a blocked turn made allowed, its
+    hash left or computed again) is marked unverified with why, in the feed's history and in its own
+    record, and so is every turn after it, as the chain breaks there; a turn a checkpoint proved before it
+    stays verified."""
+    admin = start_admin(mode="enforce", audit=SIGNED_SOON)
     chat(admin.proxy, upstream, "hello")
     (allowed,) = admin.proxy.wait_for_records(1)
-    assert _get(admin, f"{DASHBOARD}/turns/{allowed['event_id']}")["chain_problem"] == NOT_YET_SIGNED
     signed_turns(admin, 1)
     with pytest.raises(openai.PermissionDeniedError):
         chat(admin.proxy, upstream, INJECTION, **{"X-User-Id": "mallory"})
@@ -208,7 +212,7 @@ def test_a_log_signed_again_with_a_key_written_beside_it_is_not_verified(
     """Whoever can write the log edits a turn, chains every line after it again, signs the checkpoints
     with a key of their own and writes its public half where the log's was: the turn, and the ones after
     it, are unverified, named as signed by another key than the proxy's."""
-    admin = start_admin(mode="enforce")
+    admin = start_admin(mode="enforce", audit=SIGNED_SOON)
     ids = _traffic(admin, upstream)
     signed_turns(admin, 3)
     (path,) = (admin.proxy.data_dir / "audit").glob("audit-*.jsonl")
@@ -227,7 +231,8 @@ def with_configured_key(admin: Admin, tmp_path: Path) -> tuple[Admin, Path]:
     pubkey = tmp_path / "kept-elsewhere.pub"
     pubkey.write_bytes((admin.proxy.data_dir / "audit" / "audit-signing.pub").read_bytes())
     policy = admin.proxy.policy_path
-    policy.write_text(policy.read_text().replace("/audit}", f"/audit, pubkey: {pubkey}}}"))
+    audit = f"path: {admin.proxy.data_dir / 'audit'}"
+    policy.write_text(policy.read_text().replace(audit, f"{audit}, pubkey: {pubkey}"))
     admin.proxy.restart()
     _wait_for_port(int(admin.url.rsplit(":", 1)[1]))
     return admin, pubkey
@@ -242,7 +247,7 @@ def test_a_malformed_key_file_is_named_and_the_dashboard_keeps_serving(
     """The key file beside the log is never read: made malformed, every turn still verifies with the
     configured key. The configured key made malformed: every turn is unverified with why, naming the
     file, and the feed, a turn's record and the Now view go on answering."""
-    admin, pubkey = with_configured_key(start_admin(), tmp_path)
+    admin, pubkey = with_configured_key(start_admin(audit=SIGNED_SOON), tmp_path)
     (admin.proxy.data_dir / "audit" / "audit-signing.pub").write_bytes(MALFORMED_KEY)
     chat(admin.proxy, upstream, "hello")
     (turn,) = admin.proxy.wait_for_records(1)

@@ -19,7 +19,13 @@ import pytest
 
 from proxy.admin.dashboard import rule_descriptions
 from tests.test_admin import DELETE_42, Admin, chat, start_admin
-from tests.test_dashboard import MALFORMED_KEY, edit_audit_line, signed_turns, with_configured_key
+from tests.test_dashboard import (
+    MALFORMED_KEY,
+    SIGNED_SOON,
+    edit_audit_line,
+    signed_turns,
+    with_configured_key,
+)
 from tests.upstream import FakeUpstream, Reply, ToolCallReply
 
 if TYPE_CHECKING:
@@ -146,7 +152,7 @@ def test_a_turn_whose_audit_line_was_edited_is_shown_with_a_warning(
     """A blocked turn edited in the audit log to read as allowed is shown in the feed's history with a
     warning that it does not verify, and its detail says so in an alert; the turn before it, which a
     signed checkpoint covered, shows none."""
-    admin = start_admin(mode="enforce")
+    admin = start_admin(mode="enforce", audit=SIGNED_SOON)
     chat(admin.proxy, upstream, "hello")
     signed_turns(admin, 1)
     with pytest.raises(openai.PermissionDeniedError):
