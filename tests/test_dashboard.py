@@ -23,7 +23,7 @@ from proxy.admin.dashboard import explain, rule_descriptions, shared_for
 from proxy.admin.feed import MAX_SUBSCRIBERS, AuditFollower, Feed, feed_entry
 from proxy.audit.log import canonical_json, record_hash
 from proxy.audit.query import QueryError, files_since, open_audit, run_sql
-from proxy.audit.verify import AFTER_BREAK, LINK_BROKEN, UNLINKED
+from proxy.audit.verify import AFTER_BREAK, INCOMPLETE, LINK_BROKEN, UNLINKED
 from tests.test_admin import DELETE_42, Admin, _wait_for_port, admin, chat, start_admin
 from tests.test_verified_chains import edit, forge
 
@@ -224,6 +224,39 @@ def test_a_log_signed_again_with_a_key_written_beside_it_is_not_verified(
         assert "not by the given key" in turns[event_id]["chain_problem"]
     detail = _get(admin, f"{DASHBOARD}/turns/{ids['blocked']}")
     assert detail["verified"] is False and "not by the given key" in detail["chain_problem"]
+
+
+def test_a_turn_appended_with_no_line_end_is_not_verified(
+    start_admin: Callable[..., Admin], upstream: FakeUpstream
+) -> None:
+    """Whoever can write the log appends a turn saying it was allowed, with no line end after it, as a
+    line still being written has none: claiming a hash of its own, or the hash of a turn a checkpoint
+    proved. The dashboard serves it (and the turn whose hash it copied) as not verified, never as a
+    record egressguard wrote."""
+    admin = start_admin(mode="enforce", audit=SIGNED_SOON)
+    ids = _traffic(admin, upstream)
+    signed_turns(admin, 3)
+    (path,) = (admin.proxy.data_dir / "audit").glob("audit-*.jsonl")
+    whole = path.read_bytes()
+    (line,) = [line for line in whole.splitlines() if f'"event_id":"{ids["blocked"]}"'.encode() in line]
+    blocked = json.loads(line)
+    for claimed in ("deadbeef", blocked["hash"]):
+        forged = {
+            **blocked,
+            "event_id": "evt_forged",
+            "decision": "allowed",
+            "prev_hash": "x",
+            "hash": claimed,
+        }
+        path.write_bytes(whole + canonical_json(forged).encode())
+        turns = {turn["event_id"]: turn for turn in _get(admin, f"{DASHBOARD}/turns?limit=100")["turns"]}
+        copied = ["evt_forged"] + [ids["blocked"]] * (claimed == blocked["hash"])
+        for event_id in copied:
+            assert (turns[event_id]["verified"], turns[event_id]["chain_problem"]) == (False, INCOMPLETE)
+        assert turns[ids["allowed"]]["verified"] is True
+        detail = _get(admin, f"{DASHBOARD}/turns/evt_forged")
+        assert detail["record"]["decision"] == "allowed" and detail["verified"] is False
+        assert detail["chain_problem"] == INCOMPLETE
 
 
 def with_configured_key(admin: Admin, tmp_path: Path) -> tuple[Admin, Path]:

@@ -8,13 +8,14 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.keys import key_id, public_key_pem, sign
 from proxy.audit.log import CHECKPOINT, AuditLog, canonical_json, checkpoint_message, record_hash
-from proxy.audit.verify import NOT_YET_SIGNED, UNLINKED, VerifiedChains
+from proxy.audit.verify import INCOMPLETE, NOT_ON_A_LINE, NOT_YET_SIGNED, UNLINKED, VerifiedChains
 
 Wanted = dict[str, Path]
 
@@ -176,3 +177,91 @@ def test_a_file_changed_otherwise_is_verified_whole_again(
     states = chains.states(files_of(directory), audit.public_key, wanted_of(directory))
     assert chains.verified_whole > 5
     assert any(state is not None for state in states.values())
+
+
+def appended(path: Path, record: dict[str, Any], end: bytes = b"") -> str:
+    """``record`` written after the last line of ``path`` with ``end`` after it; the hash it claims."""
+    with path.open("ab") as target:
+        target.write(canonical_json(record).encode() + end)
+    return str(record["hash"])
+
+
+def next_turn(path: Path, event_id: str) -> dict[str, Any]:
+    """A turn that follows the last line of ``path`` and matches its hash, as the log writes one."""
+    record: dict[str, Any] = {
+        "type": "agent.turn",
+        "event_id": event_id,
+        "decision": "allowed",
+        "prev_hash": json.loads(path.read_bytes().splitlines()[-1])["hash"],
+    }
+    return {**record, "hash": record_hash(record)}
+
+
+FORGED: dict[str, Any] = {
+    "type": "agent.turn",
+    "event_id": "FORGED",
+    "decision": "allowed",
+    "prev_hash": "x",
+    "hash": "deadbeef",
+}
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["first view", "a view after one"])
+def test_a_line_with_no_end_is_not_verified_whatever_it_claims(audit: AuditLog, warm: bool) -> None:
+    """Whoever can write the log appends a turn with no line end: one claiming any hash, or the hash of a
+    turn a checkpoint proved (so a view that asks by hash cannot tell the two apart), or one that follows
+    the last line as the log's next would. None is verified while its line has no end, and the turn whose
+    hash was copied is not either; the one that follows, once its line ends, waits for a checkpoint."""
+    directory = audit.directory
+    chains = VerifiedChains()
+    if warm:
+        chains.states(files_of(directory), audit.public_key, wanted_of(directory))
+    path = files_of(directory)[-1]
+    copied = hash_of(path, "d4-7")
+    states = chains.states(
+        files_of(directory), audit.public_key, {**wanted_of(directory), appended(path, FORGED): path}
+    )
+    assert states["deadbeef"] == INCOMPLETE
+    path.write_bytes(path.read_bytes().rsplit(b"\n", 1)[0] + b"\n")
+    states = chains.states(
+        files_of(directory),
+        audit.public_key,
+        {**wanted_of(directory), appended(path, {**FORGED, "hash": copied}): path},
+    )
+    assert states[copied] == INCOMPLETE
+    assert all(state is None for claimed, state in states.items() if claimed != copied)
+    path.write_bytes(path.read_bytes().rsplit(b"\n", 1)[0] + b"\n")
+    following = appended(path, next_turn(path, "following"))
+    states = chains.states(files_of(directory), audit.public_key, {**wanted_of(directory), following: path})
+    assert states[following] == INCOMPLETE
+    with path.open("ab") as target:
+        target.write(b"\n")
+    states = chains.states(files_of(directory), audit.public_key, wanted_of(directory))
+    assert states[following] == NOT_YET_SIGNED
+
+
+def test_a_hash_on_no_line_of_its_file_is_not_verified(audit: AuditLog) -> None:
+    """A hash read from no line of the files, and a turn's hash asked of a file it is not in, are named as
+    on no line; every turn of the files still verifies."""
+    directory = audit.directory
+    files = files_of(directory)
+    elsewhere = hash_of(files[0], "d0-3")
+    wanted = {**wanted_of(directory), "nothere": files[1], "0" * 64: files[-1]}
+    states = VerifiedChains().states(files, audit.public_key, {**wanted, elsewhere: files[2]})
+    assert states["nothere"] == states["0" * 64] == states[elsewhere] == NOT_ON_A_LINE
+    assert all(
+        state is None for claimed, state in states.items() if claimed not in ("nothere", "0" * 64, elsewhere)
+    )
+
+
+def test_a_line_copying_a_proved_hash_after_a_break_is_not_verified(audit: AuditLog) -> None:
+    """After a line that breaks the chain, a whole line claiming the hash of a turn a checkpoint proved
+    in an earlier file: whichever file that hash is asked of, it is not verified."""
+    directory = audit.directory
+    files = files_of(directory)
+    copied = hash_of(files[0], "d0-3")
+    appended(files[-1], FORGED, b"\n")
+    appended(files[-1], {**FORGED, "event_id": "COPY", "hash": copied}, b"\n")
+    for mapped in (files[0], files[-1]):
+        states = VerifiedChains().states(files, audit.public_key, {**wanted_of(directory), copied: mapped})
+        assert states[copied] is not None and states[hash_of(files[0], "d0-4")] is None

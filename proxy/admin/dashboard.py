@@ -27,7 +27,7 @@ from proxy.admin.http import BadRequest, Request, Response
 from proxy.admin.tokens import Access
 from proxy.audit.keys import load_public_key
 from proxy.audit.query import QueryResult, files_since, open_audit, plain, run_sql
-from proxy.audit.verify import VerifiedChains
+from proxy.audit.verify import NOT_ON_A_LINE, VerifiedChains
 from proxy.control import freeze
 from proxy.scanning.rulepack import rules_dir
 
@@ -408,7 +408,6 @@ async def charts(control: Control, request: Request, params: dict[str, str]) -> 
 
 
 FEED_COLUMNS = (*FEED_FIELDS, "findings", "hash", "filename")
-NOT_ON_A_LINE = "not found on a line of the audit files (moved or removed since it was read)"
 FEED_FILTERS = {
     "agent": "agent_id = ${name}",
     "decision": "decision = ${name}",

@@ -170,6 +170,8 @@ UNLINKED = "the record after it does not follow it (it was edited, or a record a
 
 UNSIGNED = "no checkpoint signed with the trusted key covers it"
 NOT_YET_SIGNED = f"{UNSIGNED} yet (the log signs one within audit.checkpoint_after)"
+NOT_ON_A_LINE = "not found on a line of its audit file that verifies (moved or removed since it was read)"
+INCOMPLETE = "claimed by a line with no end (still being written, or added to the log): no chain holds it yet"
 
 
 def chain_states(
@@ -212,8 +214,10 @@ def chain_states(
                         pending = []
                     elif claimed in wanted:
                         pending.append(str(claimed))
-                elif claimed is not None and claimed in wanted:
-                    states.setdefault(claimed, broken)
+                elif claimed is not None and claimed in wanted and states.get(claimed) is None:
+                    # A line after the break may copy the hash of one proved before it: asked by hash,
+                    # the two cannot be told apart, so neither is verified.
+                    states[claimed] = broken
     for waiting in pending:
         states.setdefault(waiting, NOT_YET_SIGNED)
     return states
@@ -244,8 +248,12 @@ class _Verified:
     racy: bool = True
     signed: bool = False
     """Whether a checkpoint was read: it proves every line before it, in this file and before."""
+    covered: set[str] = field(default_factory=set)
+    """The hashes of its lines before its last checkpoint, which that checkpoint proves."""
     unsigned: set[str] = field(default_factory=set)
     """The hashes of its lines after its last checkpoint, which a checkpoint after them has to prove."""
+    incomplete: str | None = None
+    """The hash its last line claims where that line has no end yet: no chain holds it."""
 
 
 def _stat(path: Path) -> tuple[int, int, int, int]:
@@ -271,19 +279,23 @@ class VerifiedChains:
     def states(
         self, files: Sequence[Path], public_key: Ed25519PublicKey, wanted: Mapping[str, Path]
     ) -> dict[str, str | None]:
-        """For each hash of ``wanted`` read from a line of the file it maps to, among ``files`` (the daily
+        """For each hash of ``wanted``, read from a line of the file it maps to among ``files`` (the daily
         files of a window, each writer's chain following the last record of its file before them): None
-        where its writer's chain verifies through its line with checkpoints signed by ``public_key``, else
-        why not. A hash in no file of ``files`` is left out."""
+        where its writer's chain verifies through that line with checkpoints signed by ``public_key`` and
+        no line that does not verify claims it too, else why not (``NOT_ON_A_LINE`` where no line of
+        that file that verifies claims it)."""
         states: dict[str, str | None] = {}
         with self._lock:
             for gone in [path for path in self._files if not path.exists()]:
                 del self._files[gone]
             for directory, chain in writer_chains(files).items():
                 earlier = [path for path in daily_files(directory) if path.name < chain[0].name]
-                states.update(
-                    self._chain(chain, last_hash(earlier[-1]) if earlier else None, public_key, wanted)
+                _merge(
+                    states,
+                    self._chain(chain, last_hash(earlier[-1]) if earlier else None, public_key, wanted),
                 )
+        for claimed in wanted:
+            states.setdefault(claimed, NOT_ON_A_LINE)
         return states
 
     def _chain(
@@ -294,25 +306,32 @@ class VerifiedChains:
         """Wanted lines that wait for a checkpoint in a later file."""
         waiting_since: _Verified | None = None
         """The first file they are in."""
+        incomplete: set[str] = set()
+        """What lines with no end claim: whichever file a hash is asked of, a line that is not whole
+        claiming it too leaves it unverified."""
         for path in chain:
             verified = self._verified(path, follows, public_key)
             if verified.broken:
                 first = waiting_since or verified
                 rest = chain[chain.index(first.path) :]
-                inside = {claimed for claimed, found in wanted.items() if found in rest}
-                states.update(chain_states(rest, public_key, inside, first.follows))
-                return states
+                # Every hash wanted: a line of ``rest`` may claim one read from a line before it.
+                _merge(states, chain_states(rest, public_key, wanted, first.follows))
+                break
             if verified.signed:
-                states.update(dict.fromkeys(pending))
+                _merge(states, dict.fromkeys(pending))
                 pending, waiting_since = [], None
+            if verified.incomplete is not None and verified.incomplete in wanted:
+                incomplete.add(verified.incomplete)
             mine = [claimed for claimed, found in wanted.items() if found == path]
-            states.update({claimed: None for claimed in mine if claimed not in verified.unsigned})
+            _merge(states, dict.fromkeys(claimed for claimed in mine if claimed in verified.covered))
             tail = [claimed for claimed in mine if claimed in verified.unsigned]
             if tail and waiting_since is None:
                 waiting_since = verified
             pending.extend(tail)
             follows = verified.end
-        states.update(dict.fromkeys(pending, NOT_YET_SIGNED))
+        else:
+            _merge(states, dict.fromkeys(pending, NOT_YET_SIGNED))
+        _merge(states, dict.fromkeys(incomplete, INCOMPLETE))
         return states
 
     def _verified(self, path: Path, follows: str | None, public_key: Ed25519PublicKey) -> _Verified:
@@ -338,11 +357,13 @@ class VerifiedChains:
         path: Path, verified: _Verified, public_key: Ed25519PublicKey, stat: tuple[int, int, int, int]
     ) -> _Verified:
         """``verified`` carried on over the complete lines after its offset (a line still being written
-        waits for the next read)."""
+        waits for the next read, and verifies nothing meanwhile)."""
+        verified.incomplete = None
         with path.open("rb") as source:
             source.seek(verified.offset)
             for raw in source:
                 if not raw.endswith(b"\n"):
+                    verified.incomplete = _claimed_hash(raw)
                     break
                 problem, record = chain_problem(raw, verified.end, public_key)
                 if problem is not None or record is None:
@@ -353,12 +374,21 @@ class VerifiedChains:
                 verified.digest.update(raw)
                 if record.get("type") == CHECKPOINT:
                     verified.signed = True
+                    verified.covered |= verified.unsigned
                     verified.unsigned.clear()
                 else:
                     verified.unsigned.add(record["hash"])
         verified.stat = stat
         verified.racy = time.time_ns() - stat[2] < RACY_NS
         return verified
+
+
+def _merge(states: dict[str, str | None], found: Mapping[str, str | None]) -> None:
+    """``found`` added to ``states``, where a reason a hash does not verify is never replaced by None: two
+    lines claiming one hash cannot be told apart by it, so it verifies only where every one does."""
+    for claimed, state in found.items():
+        if states.get(claimed) is None:
+            states[claimed] = state
 
 
 def _digest(path: Path, length: int) -> bytes:
