@@ -293,14 +293,16 @@ def test_a_rule_out_of_time_is_withheld_whatever_a_routine_rule_found() -> None:
     slow = dataclasses.replace(
         pack.rules[0], id="cmd-slow", pattern=regex.compile(r"(?:x|xx)+(?:x|xx)+[^x\s]"), keywords=("xx",)
     )
-    scanner = Scanner([dataclasses.replace(pack, rules=(*pack.rules, slow))], timeout_s=0.01)
+    # The time limit is every rule's: only the slow rule beside the one routine rule may run out of it.
+    (checkout,) = (rule for rule in pack.rules if rule.id == "cmd-git-local-work-discarded")
+    scanner = Scanner([dataclasses.replace(pack, rules=(checkout, slow))], timeout_s=0.01)
     budget = scanner.budget()
     call = _call("run", {"cmd": "git reset --hard; echo " + "x" * 64})
     entry = commands.destructive_entry(call, scanner, budget)
     assert entry is not None and entry.id == "cmd-slow" and entry.severity is Severity.CRITICAL
     assert "out of time" in entry.description and "cmd-slow" in budget.timed_out
     routine = dataclasses.replace(slow, severity=Severity.MEDIUM)
-    scanner = Scanner([dataclasses.replace(pack, rules=(*pack.rules, routine))], timeout_s=0.01)
+    scanner = Scanner([dataclasses.replace(pack, rules=(checkout, routine))], timeout_s=0.01)
     entry = commands.destructive_entry(call, scanner, scanner.budget())
     assert entry is not None and entry.id == "cmd-slow" and entry.severity is Severity.HIGH
     (finding,) = check_tool_calls([call], None, CATALOGUE, judge=lambda call: entry)

@@ -152,6 +152,12 @@ def enforcing(start_proxy: Callable[..., Proxy]) -> Proxy:
     return start_proxy(mode="enforce")
 
 
+def settled(proxy: Proxy, upstream: FakeUpstream) -> None:
+    """Waits for the record of every call that reached the upstream (the proxy is the test's own), so that
+    a refusal's record is the one after them."""
+    assert len(proxy.wait_for_records(len(upstream.received))) == len(upstream.received)
+
+
 def refused(proxy: Proxy, upstream: FakeUpstream, send: Callable[[], object], error: type[Exception]) -> str:
     """Sends a request that must be refused before it reaches the upstream; the place the refusal's
     finding names."""
@@ -174,6 +180,7 @@ def test_a_file_an_answers_code_wrote_beside_a_withheld_call_is_not_handed_to_th
     client = anthropic_client(enforcing, upstream)
     upstream.reply = Reply(body=answer(WROTE, DELETE_BLOCK))
     client.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "chart it"}])
+    settled(enforcing, upstream)
     upstream.reply = Reply(body=answer({"type": "text", "text": "read"}))
 
     def message(block: dict[str, Any]) -> list[Any]:
@@ -228,6 +235,7 @@ def test_a_file_whose_download_was_withheld_is_not_handed_to_the_model_by_openai
     upstream.reply = Reply(body=json.dumps({"steps": [CALL_IN_FILE]}).encode())
     with pytest.raises(openai.InternalServerError, match="delete_customer"):
         client.files.content("file-abc")
+    settled(enforcing, upstream)
 
     def sends(file: str) -> list[Callable[[], object]]:
         content: Any = [{"type": "input_file", "file_id": file}, {"type": "input_text", "text": "sum it up"}]
@@ -281,6 +289,7 @@ def test_a_gemini_file_whose_download_was_withheld_is_not_handed_to_the_model(
     with pytest.raises(genai_errors.ServerError, match="delete_customer"):
         client.files.download(file="files/chart-7")
     assert upstream.received[-1].path.endswith("/files/chart-7:download?alt=media")
+    settled(enforcing, upstream)
     upstream.reply = Reply()
 
     def ask(uri: str) -> Callable[[], types.GenerateContentResponse]:
