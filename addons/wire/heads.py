@@ -23,6 +23,7 @@ from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
+    HttpEvent,
     RequestHeaders,
     RequestProtocolError,
     ResponseHeaders,
@@ -99,10 +100,16 @@ class BoundedServer(BoundedBuffer, TrailerServer):
 SWITCHING_PROTOCOLS = 101
 INTERIM: MutableMapping[connection.Connection, dict[int, int]] = weakref.WeakKeyDictionary()
 """By upstream connection, the interim answers it sent before the answer it is sending now: per status,
-how many."""
+how many. Cleared as each request is sent on it, so an exchange that failed after one is not followed
+by a record of interim answers its successor never got."""
 
 
 class BoundedClient(BoundedBuffer, TrailerClient):
+    def send(self, event: HttpEvent) -> CommandGenerator:
+        if isinstance(event, RequestHeaders):
+            INTERIM.pop(self.conn, None)
+        yield from super().send(event)
+
     def overflowed(self, *, reading_head: bool, in_message: bool) -> CommandGenerator:
         yield commands.CloseConnection(self.conn)
         if self.stream_id is not None:
