@@ -627,13 +627,15 @@ _PIPED = re.compile(r"([^\n;&|()]*)\|[ \t]*\Z")
 _SUBSTITUTION = re.compile(r"\$\(([^()`\n]{0,400})\)|`([^`\n]{0,400})`")
 _COMMAND_BEFORE = re.compile(r"[^\n;&|()`]*\Z")
 _COMMAND_AFTER = re.compile(r"[^\n;&|()`]*")
+_FED_IN = re.compile(r"([^\n;&|()`]{0,400}?)[ \t]*<[ \t]*<\(([^()\n]{0,400})\)")
 _BODY_SEPARATOR = re.compile(r"&&|\|\||;|\n")
 
 
 def _fed(reading: str) -> list[str]:
     """Commands given what a listing prints, as ``LISTING | COMMAND`` (what ``xargs`` makes of it): the
     body of a ``while read`` loop the listing is piped or fed to, of a ``for`` loop over a substitution,
-    and a command given a substitution as its arguments (``rm -rf $(ls /)``); a ``for`` loop's body over
+    a command given a substitution as its arguments (``rm -rf $(ls /)``) or as its input
+    (``xargs rm -rf < <(ls /)``); a ``for`` loop's body over
     words with its variable filled in (``for f in /*; do rm -rf $f; done`` is ``rm -rf /*``)."""
     fed: list[str] = []
     for loop in _READ_LOOP.finditer(reading):
@@ -648,6 +650,7 @@ def _fed(reading: str) -> list[str]:
             fed += [f"{listing.group(1) or listing.group(2)} | {command}" for command in _using(body, [name])]
         else:
             fed += [_filled(body, name, words)]
+    fed += [f"{fed_in.group(2)} | {fed_in.group(1)}" for fed_in in _FED_IN.finditer(reading)]
     for substitution in _SUBSTITUTION.finditer(reading):
         before = _COMMAND_BEFORE.search(reading, max(0, substitution.start() - _REACH), substitution.start())
         after = _COMMAND_AFTER.match(reading, substitution.end(), substitution.end() + _REACH)
@@ -681,7 +684,7 @@ _WORK_TREE = re.compile(r"(?:^|\s)GIT_WORK_TREE=(\S+)")
 _CHDIR = re.compile(
     r"(?:^|\s)(?:env|sudo|doas)(?:[ \t]+-\S+)*?[ \t]+(?:-[CD][ \t]*|--chdir(?:=|[ \t]+))(\S+)"
 )
-_GIT_PLACE = re.compile(r"(?<=[ \t])(-C[ \t]+|--work-tree(?:=|[ \t]+))(\S+)")
+_GIT_PLACE = re.compile(r"(?<!\S)(-C[ \t]+|--work-tree(?:=|[ \t]+))(\S+)")
 _RELATIVE = re.compile(r"(?![-{])[\w.*?@%+,\[\]-][^\s:=$]*")
 
 
@@ -719,12 +722,7 @@ class _Places:
         if word == "git":
             tree_named = _moved(directory, tree.group(1)) if tree is not None else work_tree
             if _GIT_PLACE.search(rest):
-                if directory is None:
-                    return command
-                here = directory
-                return "git " + _GIT_PLACE.sub(
-                    lambda place: place.group(1) + _moved(here, place.group(2)), rest
-                )
+                return "git " + _git_placed(directory, rest)
             if tree_named is not None:
                 return f"git --work-tree={tree_named} {rest}"
             return command if directory is None else f"git -C {directory} {rest}"
@@ -734,6 +732,22 @@ class _Places:
         if word == "find" and (not words or words[0].startswith("-")):
             words.insert(0, directory)
         return " ".join((word, *words))
+
+
+def _git_placed(directory: str | None, arguments: str) -> str:
+    """Git's arguments with where it runs written in: each ``-C`` is taken from where the one before it
+    led (``-C /tmp -C ..`` is ``-C /``), so only the last is kept, and a ``--work-tree`` is read from
+    there."""
+    here = directory
+    for place in _GIT_PLACE.finditer(arguments):
+        if place.group(1).startswith("-C"):
+            here = _moved(here, place.group(2))
+
+    def placed(place: re.Match[str]) -> str:
+        return "" if place.group(1).startswith("-C") else place.group(1) + _moved(here, place.group(2))
+
+    rest = " ".join(_GIT_PLACE.sub(placed, arguments).split())
+    return rest if here is None else f"-C {here} {rest}"
 
 
 def _moved(directory: str | None, path: str) -> str:
