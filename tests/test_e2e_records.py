@@ -283,14 +283,10 @@ def http2_exchange(proxy: Proxy, upstream: H2Upstream) -> tuple[ssl.SSLSocket, h
 
 
 def send_request(
-    tls: ssl.SSLSocket,
-    connection: h2.connection.H2Connection,
-    stream_id: int,
-    upstream: H2Upstream,
-    body: bytes = BODY,
+    tls: ssl.SSLSocket, connection: h2.connection.H2Connection, stream_id: int, upstream: H2Upstream
 ) -> None:
     connection.send_headers(stream_id, head_of(upstream))
-    connection.send_data(stream_id, body, end_stream=True)
+    connection.send_data(stream_id, BODY, end_stream=True)
     tls.sendall(connection.data_to_send())
 
 
@@ -371,9 +367,7 @@ def test_a_request_waiting_for_a_free_upstream_stream_is_not_forwarded_when_its_
     proxy: Proxy, upstream_pki: UpstreamPKI
 ) -> None:
     """The upstream takes one stream at a time and holds the first: the second request waits in the proxy,
-    its head not written, and the agent's reset of it is recorded as not forwarded. Once the held stream is
-    reset too, a third request takes the free stream: the queue has drained by the time the upstream holds
-    it, and the reset request never reached the upstream."""
+    its head not written, and the agent's reset of it is recorded as not forwarded."""
     one_stream = H2Upstream(upstream_pki, max_streams=1)
     try:
         before = turns(proxy)
@@ -381,19 +375,15 @@ def test_a_request_waiting_for_a_free_upstream_stream_is_not_forwarded_when_its_
         with tls:
             wait_until(lambda: bool(one_stream.received))
             send_request(tls, connection, 3, one_stream)
-            # Nothing outside the proxy tells that the request has reached its queue. Reset at once, the
-            # proxy at times opens it upstream beside the held stream, past the upstream's limit of one.
             time.sleep(0.5)
             reset(tls, connection, 3)
             waiting = new_record(proxy, before)
             reset(tls, connection, 1)
             held = new_record(proxy, before + 1)
-            send_request(tls, connection, 5, one_stream, BODY.replace(b"hi ", b"after "))
-            wait_until(lambda: len(one_stream.received) >= 2)
     finally:
         one_stream.close()
     assert (waiting["forwarded"], waiting["status"]) == (False, None)
     assert f"{GONE}was not forwarded" in waiting["errors"]
     assert (held["forwarded"], held["status"]) == (True, None)
     assert f"{GONE}had been forwarded" in held["errors"]
-    assert [b"after" in request.body for request in one_stream.received] == [False, True]
+    assert len(one_stream.received) == 1
