@@ -34,6 +34,9 @@ class H2Upstream:
     received: list[H2Request] = field(default_factory=list)
     resets: list[int] = field(default_factory=list)
     """The error codes of the resets the proxy sent."""
+    settings_acknowledged: threading.Event = field(default_factory=threading.Event)
+    """Set once the proxy acknowledged this upstream's settings: only then does it keep to
+    ``max_streams`` (until then a peer may open streams under the protocol's defaults)."""
 
     def __post_init__(self) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -89,6 +92,8 @@ class H2Upstream:
         elif isinstance(event, h2.events.StreamReset):
             with self.lock:
                 self.resets.append(int(event.error_code or 0))
+        elif isinstance(event, h2.events.SettingsAcknowledged):
+            self.settings_acknowledged.set()
 
     def close(self) -> None:
         self.listener.close()

@@ -373,7 +373,7 @@ def test_a_request_waiting_for_a_free_upstream_stream_is_not_forwarded_when_its_
         before = turns(proxy)
         tls, connection = http2_exchange(proxy, one_stream)
         with tls:
-            wait_until(lambda: bool(one_stream.received))
+            wait_until(lambda: bool(one_stream.received) and one_stream.settings_acknowledged.is_set())
             send_request(tls, connection, 3, one_stream)
             time.sleep(0.5)
             reset(tls, connection, 3)
