@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,10 @@ OBJECT = Reply(body=b'{"id": "obj_1", "object": "thing", "created_at": 1}')
 
 
 def files_read(method: str, path: str, body: Any) -> dict[str, str]:
-    encoded = body if isinstance(body, bytes) else json.dumps(body).encode()
+    """The files a request names: ``body`` is a multipart form's bytes, JSON's text or what it encodes."""
+    encoded = (
+        body if isinstance(body, bytes) else (body if isinstance(body, str) else json.dumps(body)).encode()
+    )
     content_type = (
         f"multipart/form-data; boundary={BOUNDARY}" if isinstance(body, bytes) else "application/json"
     )
@@ -145,6 +149,19 @@ def test_every_api_s_reference_to_a_kept_file_is_read() -> None:
     assert files_read("POST", "/v1/responses", {"model": "m", "input": [unnamed]}) == {}
     assert continued_by_route("GET", "/v1beta/files/chart-7:download?alt=media") == {"file": "chart-7"}
     assert continued_by_route("GET", "/v1/vector_stores/vs_1/files/file-a/content") == {"file": "file-a"}
+
+
+def test_a_reference_nested_deeper_than_python_recurses_is_read() -> None:
+    """A body the JSON reader accepts nests deeper than Python's recursion limit: the reference at its
+    bottom is read, in a request as in a stored batch's line, and reading it raises nothing."""
+    depth = sys.getrecursionlimit() + 50
+    nested = "[" * depth + '{"type": "input_file", "file_id": "file-deep"}' + "]" * depth
+    body = '{"model": "m", "input": ' + nested + "}"
+    where = "input" + "[0]" * depth + ".file_id"
+    assert files_read("POST", "/v1/responses", body) == {where: "file-deep"}
+    line = batch_line("r1", "/v1/responses", {}).replace("{}", body)
+    stored = files_read("POST", "/v1/files", batch_upload(line))
+    assert stored == {"multipart[1][0].body." + where: "file-deep"}
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -34,6 +35,7 @@ NAMED_FILE = re.compile(r"(?:\A|/)files/([^/?#:\s]+)")
 """``files/{id}`` in a reference or a route: the id up to the next step, query or method (``:download``)."""
 _FOLD = str.maketrans("", "", "_-")
 _NESTED = (dict, list)
+_Container = dict[str, Any] | list[Any]
 _BY_ID, _BY_NAME = "id", "name"
 
 
@@ -53,28 +55,45 @@ def stored_file(reference: str) -> str:
     return named.group(1) if named is not None else reference.strip()
 
 
-def _collect(value: Any, steps: list[Step], found: dict[str, str]) -> None:
-    """Walks ``value`` at ``steps`` (a path grown and cut back in place: a locator is only written for a
-    reference found, every body being walked)."""
-    if isinstance(value, list):
-        for index, child in enumerate(value):
-            if isinstance(child, _NESTED):
-                steps.append(index)
-                _collect(child, steps, found)
-                steps.pop()
-        return
-    for key, child in value.items():
+def _collect(document: _Container, steps: list[Step], found: dict[str, str]) -> None:
+    """Walks ``document`` at ``steps`` (a path grown and cut back in place: a locator is only written for
+    a reference found, every body being walked), depth first and each object's key after what its value
+    holds. The walk keeps its own stack: a body nests as deep as the JSON reader accepts, deeper than
+    Python's recursion limit."""
+    frames: list[tuple[_Container, Iterator[tuple[Step, Any]]]] = [(document, _entries(document))]
+    while frames:
+        container, entries = frames[-1]
+        entry = next(entries, None)
+        if entry is None:
+            frames.pop()
+            if frames:
+                step = steps.pop()
+                parent = frames[-1][0]
+                if isinstance(parent, dict) and isinstance(step, str):
+                    _check(parent, step, steps, found)
+            continue
+        step, child = entry
         if isinstance(child, _NESTED):
-            steps.append(key)
-            _collect(child, steps, found)
-            steps.pop()
-        kind = _kind(key)
-        if kind is not None:
-            for where, reference in _references(child, (*steps, key)):
-                if reference.strip() and (kind == _BY_ID or NAMED_FILE.search(unquote(reference))):
-                    found[where] = stored_file(reference)
-        elif key == "id" and value.get("type") == _FILE_ID_TYPE and isinstance(child, str):
-            found[format_locator((*steps, key))] = stored_file(child)
+            steps.append(step)
+            frames.append((child, _entries(child)))
+        elif isinstance(container, dict) and isinstance(step, str):
+            _check(container, step, steps, found)
+
+
+def _entries(container: _Container) -> Iterator[tuple[Step, Any]]:
+    return iter(enumerate(container)) if isinstance(container, list) else iter(container.items())
+
+
+def _check(value: dict[str, Any], key: str, steps: list[Step], found: dict[str, str]) -> None:
+    """Records the file ``value[key]`` names, if any, ``value`` being found at ``steps``."""
+    child = value[key]
+    kind = _kind(key)
+    if kind is not None:
+        for where, reference in _references(child, (*steps, key)):
+            if reference.strip() and (kind == _BY_ID or NAMED_FILE.search(unquote(reference))):
+                found[where] = stored_file(reference)
+    elif key == "id" and value.get("type") == _FILE_ID_TYPE and isinstance(child, str):
+        found[format_locator((*steps, key))] = stored_file(child)
 
 
 @functools.lru_cache(maxsize=4096)

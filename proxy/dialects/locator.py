@@ -141,13 +141,22 @@ def walk_strings(
     value: Any, steps: tuple[Step, ...] = (), passed_over: Callable[[dict[str, Any], str], bool] | None = None
 ) -> Iterator[tuple[str, str]]:
     """Every string in ``value`` with its locator, in document order; with ``passed_over``, not those under
-    a key of an object it names (``passed_over(object, key)``)."""
-    if isinstance(value, str):
-        yield format_locator(steps), value
-    elif isinstance(value, dict):
-        for key, child in value.items():
-            if passed_over is None or not passed_over(value, key):
-                yield from walk_strings(child, (*steps, key), passed_over)
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield from walk_strings(child, (*steps, index), passed_over)
+    a key of an object it names (``passed_over(object, key)``). The walk keeps its own stack: a body nests
+    as deep as the JSON reader accepts, deeper than Python's recursion limit."""
+    pending: list[tuple[Any, tuple[Step, ...]]] = [(value, steps)]
+    while pending:
+        value, steps = pending.pop()
+        if isinstance(value, str):
+            yield format_locator(steps), value
+            continue
+        if isinstance(value, dict):
+            children = [
+                (child, (*steps, key))
+                for key, child in value.items()
+                if passed_over is None or not passed_over(value, key)
+            ]
+        elif isinstance(value, list):
+            children = [(child, (*steps, index)) for index, child in enumerate(value)]
+        else:
+            continue
+        pending.extend(reversed(children))
