@@ -316,6 +316,10 @@ PASTED_SECRETS = {
         "alerts:\n  destinations:\n    pasted: {{type: webhook, url: 'https://x.io', secret_env: {secret}}}"
         "\n",
     ),
+    "state.url_env": (
+        "redis://:s3cr3tPassw0rd@redis.internal:6379/0",
+        "state: {{backend: redis, url_env: '{secret}'}}\n",
+    ),
 }
 
 

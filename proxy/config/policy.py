@@ -650,7 +650,7 @@ def _state(spec: dict[str, Any], env: dict[str, str], source: str, problems: lis
         if variable is None:
             return None
         if not env.get(variable):
-            problems.append(Problem(source, line, f"state.{name}: environment variable {variable} is unset"))
+            problems.append(Problem(source, line, unset_variable(f"state.{name}", variable)))
         return env.get(variable)
 
     url = spec.get("url") or from_env("url_env")
