@@ -1336,7 +1336,8 @@ class Inspect:
                     reader = Generic(boundary_of(content_type))
                     view = dataclasses.replace(reader.parse_request(body), dialect=dialect.name)
         view.continues |= continued_by_route(flow.request.method, flow.request.path)
-        view.tool_server = isinstance(dialect, MCP) and tool_server_route(flow.request.path)
+        host = pretty_host(flow.request)
+        view.tool_server = isinstance(dialect, MCP) and tool_server_route(host, flow.request.path)
         turn.request = view
         turn.stream = view.stream
         flow.metadata[DIALECT_KEY] = dialect

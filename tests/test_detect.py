@@ -254,5 +254,23 @@ def test_a_jsonrpc_answer_on_any_route_is_read_as_mcp() -> None:
     ],
 )
 def test_a_tool_server_is_known_by_where_a_request_goes(path: str, expected: bool) -> None:
-    """A route of MCP's transports that is no provider API's, whatever the body."""
-    assert tool_server_route(path) is expected
+    """A route of MCP's transports that is no provider API's, on a host that is no model provider's,
+    whatever the body: a provider's own ``/mcp`` is never the agent's server."""
+    assert tool_server_route("mcp.internal.example", path) is expected
+    for provider in PROVIDER_API_HOSTS:
+        assert tool_server_route(provider, path) is False, provider
+
+
+PROVIDER_API_HOSTS = (
+    "api.openai.com",
+    "API.OpenAI.com.",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "us-central1-aiplatform.googleapis.com",
+    "my-resource.openai.azure.com",
+    "bedrock-runtime.us-east-1.amazonaws.com",
+    "api.mistral.ai",
+    "api.groq.com",
+    "openrouter.ai",
+)
+"""Model providers' API hosts, in the spellings a request may name them."""

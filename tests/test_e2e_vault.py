@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ import websockets.exceptions
 import websockets.sync.server
 from openai.types.chat import ChatCompletionMessageParam
 
-from proxy.commands.localca import UpstreamPKI
+from proxy.commands.localca import UpstreamPKI, make_pki
 from proxy.scanning.rulepack import load_packaged_packs
 from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import (
@@ -387,6 +389,54 @@ def test_a_placeholder_in_a_jsonrpc_body_is_restored_only_for_an_mcp_server(
     claude.post("/v1/messages", body=call, cast_to=str)
     for sent in upstream.received[-2:]:
         assert PASSWORD not in sent.body.decode() and found.group(0) in sent.body.decode()
+
+
+PROVIDER_HOSTS = ("api.openai.com", "api.anthropic.com")
+
+
+@pytest.fixture(scope="module")
+def provider_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UpstreamPKI, FakeUpstream]]:
+    """A fake upstream whose certificate names the providers' real hosts, which the proxy resolves to it."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("giving the proxy an /etc/hosts of its own needs root and unshare")
+    pki = make_pki(tmp_path_factory.mktemp("provider-pki"), hostnames=("localhost", *PROVIDER_HOSTS))
+    server = FakeUpstream(pki)
+    yield pki, server
+    server.close()
+
+
+def test_a_placeholder_in_a_tools_call_to_a_provider_s_mcp_route_leaves_as_the_placeholder(
+    start_proxy: Callable[..., Proxy],
+    provider_upstream: tuple[UpstreamPKI, FakeUpstream],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider's host is never the agent's own MCP server: a ``tools/call`` to OpenAI's or Anthropic's
+    ``/mcp`` (called by their real names) carries the placeholder, where the same call to the agent's
+    own server gets the vault's value."""
+    pki, provider = provider_upstream
+    provider.received.clear()
+    proxy = start_proxy(
+        mode="enforce",
+        extra="redaction: {requests: vault}\n",
+        allow="['api.openai.com:*', 'api.anthropic.com:*', 'localhost:*']",
+        upstream_ca=pki.ca_cert,
+        hosts=dict.fromkeys(PROVIDER_HOSTS, "127.0.0.1"),
+    )
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+    Agent("openai", provider, stream=False).say(PROMPT)
+    found = PLACEHOLDER.search(sent_upstream(provider))
+    assert found is not None
+    call = tools_call(f"PGPASSWORD={found.group(0)}")
+    port = provider.url.rsplit(":", 1)[1]
+    context = ssl.create_default_context(cafile=proxy.ca_cert)
+    with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+        for url in ("https://api.openai.com:{}/v1/mcp", "https://api.anthropic.com:{}/mcp"):
+            client.post(url.format(port), json=call, headers=HEADERS)
+            sent = provider.received[-1].body.decode()
+            assert PASSWORD not in sent and found.group(0) in sent, url
+        client.post(f"{provider.url}/mcp", json=call, headers=HEADERS)
+    assert PASSWORD in provider.received[-1].body.decode()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

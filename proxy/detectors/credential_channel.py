@@ -69,7 +69,7 @@ class Expected:
 
 BEARER = ("authorization",)
 """``Authorization``: a bearer token, or a key in Basic auth (git over HTTPS, registry uploads)."""
-PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+MODEL_PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     # (hosts, secret rule ids, fields): each provider's own keys where its API takes them.
     (
         ("api.openai.com",),
@@ -98,6 +98,27 @@ PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] 
         ("aws-access-key-id", "aws-temporary-access-key-id", "aws-session-token", "aws-bedrock-api-key"),
         ("authorization", "x-amz-security-token", "x-amz-credential"),
     ),
+    (("api.groq.com",), ("groq-api-key",), BEARER),
+    (("api.mistral.ai", "codestral.mistral.ai"), ("mistral-api-key",), BEARER),
+    (("api.cohere.com", "api.cohere.ai"), ("cohere-api-key",), BEARER),
+    (("api.replicate.com",), ("replicate-api-token",), BEARER),
+    (("api.together.xyz", "api.together.ai"), ("together-api-key", "together-legacy-key"), BEARER),
+    (("api.perplexity.ai",), ("perplexity-api-key",), BEARER),
+    (("openrouter.ai",), ("openrouter-api-key",), BEARER),
+    (("api.deepseek.com",), ("deepseek-api-key",), BEARER),
+    (("api.x.ai",), ("xai-api-key",), BEARER),
+    (("api.fireworks.ai",), ("fireworks-api-key",), BEARER),
+    (("api.cerebras.ai",), ("cerebras-api-key",), BEARER),
+    (("api.ai21.com",), ("ai21-api-key",), BEARER),
+    (("api.voyageai.com",), ("voyage-api-key",), BEARER),
+)
+"""The model providers' APIs (an agent's model, its embeddings): each one's hosts, key rules and the
+fields its API takes them in."""
+MODEL_PROVIDER_HOSTS = tuple(
+    HostPattern.parse(host, None) for hosts, _, _ in MODEL_PROVIDERS for host in hosts
+)
+PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    *MODEL_PROVIDERS,
     (
         ("api.github.com", "uploads.github.com", "github.com"),
         (
@@ -148,19 +169,6 @@ PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] 
         BEARER,
     ),
     (("huggingface.co", "*.huggingface.co"), ("huggingface-token", "huggingface-org-token"), BEARER),
-    (("api.groq.com",), ("groq-api-key",), BEARER),
-    (("api.mistral.ai", "codestral.mistral.ai"), ("mistral-api-key",), BEARER),
-    (("api.cohere.com", "api.cohere.ai"), ("cohere-api-key",), BEARER),
-    (("api.replicate.com",), ("replicate-api-token",), BEARER),
-    (("api.together.xyz", "api.together.ai"), ("together-api-key", "together-legacy-key"), BEARER),
-    (("api.perplexity.ai",), ("perplexity-api-key",), BEARER),
-    (("openrouter.ai",), ("openrouter-api-key",), BEARER),
-    (("api.deepseek.com",), ("deepseek-api-key",), BEARER),
-    (("api.x.ai",), ("xai-api-key",), BEARER),
-    (("api.fireworks.ai",), ("fireworks-api-key",), BEARER),
-    (("api.cerebras.ai",), ("cerebras-api-key",), BEARER),
-    (("api.ai21.com",), ("ai21-api-key",), BEARER),
-    (("api.voyageai.com",), ("voyage-api-key",), BEARER),
     (("api.elevenlabs.io",), ("elevenlabs-api-key",), ("xi-api-key",)),
     (("*.pinecone.io",), ("pinecone-api-key",), ("api-key",)),
     (("api.smith.langchain.com",), ("langsmith-api-key",), ("x-api-key",)),
@@ -258,6 +266,12 @@ DEFAULT_EXPECTED: tuple[Expected, ...] = tuple(
     Expected.of(host, rules, fields) for hosts, rules, fields in PROVIDERS for host in hosts
 )
 """What each provider's API takes by default; a policy entry for the same host replaces it."""
+
+
+def is_model_provider(host: str) -> bool:
+    """Whether ``host`` serves a model provider's API (``MODEL_PROVIDERS``)."""
+    named = canonical_host(host)
+    return any(pattern.names(named) for pattern in MODEL_PROVIDER_HOSTS)
 
 
 def expected_rules(table: Sequence[Expected], host: str, field: str) -> frozenset[str]:

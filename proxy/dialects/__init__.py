@@ -10,6 +10,7 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from proxy.detectors.credential_channel import is_model_provider
 from proxy.dialects.anthropic import Anthropic
 from proxy.dialects.base import Dialect, ErrorResponse, as_dict, body_text, is_text
 from proxy.dialects.bedrock_converse import BedrockConverse
@@ -150,14 +151,16 @@ _TOOL_SERVER_ROUTE = re.compile(r"(?:\A|/)mcp(?:/|\Z)|/(?:sse|messages?)\Z")
 outside a provider API's prefix, the HTTP+SSE transport's ``/sse`` and message endpoint."""
 
 
-def tool_server_route(path: str) -> bool:
-    """Whether a request to ``path`` may be an agent's call to its own MCP server, which egressguard hands
-    the vault's values instead of its placeholders: on a route of MCP's transports (``_TOOL_SERVER_ROUTE``)
-    and on none of a provider's API (a model's, one storing model input or reading what the provider
-    keeps, an upload's; Anthropic's ``/v1/messages`` among them). Decided by where the request goes, never
-    by what its body looks like: a JSON-RPC body on any other route is data leaving like any other."""
+def tool_server_route(host: str, path: str) -> bool:
+    """Whether a request to ``path`` on ``host`` may be an agent's call to its own MCP server, which
+    egressguard hands the vault's values instead of its placeholders: on a route of MCP's transports
+    (``_TOOL_SERVER_ROUTE``), on no model provider's host (``is_model_provider``: its ``/v1/mcp`` is the
+    provider's, not the agent's) and on none of a provider's API routes (a model's, one storing model
+    input or reading what the provider keeps, an upload's; Anthropic's ``/v1/messages`` among them).
+    Decided by where the request goes, never by what its body looks like: a JSON-RPC body anywhere else
+    is data leaving like any other."""
     route = _route(path)
-    if _TOOL_SERVER_ROUTE.search(route) is None:
+    if _TOOL_SERVER_ROUTE.search(route) is None or is_model_provider(host):
         return False
     if not _PROVIDER_API.match(route):
         return True
