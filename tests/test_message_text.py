@@ -15,8 +15,12 @@ def delta(text: str, kind: str = "response.output_text.delta") -> dict[str, Any]
     return {"type": kind, "event_id": "event_9", **AT, "delta": text}
 
 
+def docs_only(host: str, port: int = 443) -> bool:
+    return host == "docs.example"
+
+
 def link_filters() -> MessageText:
-    return MessageText(lambda where: links.LinkFilter(lambda host, port=443: host == "docs.example", where))
+    return MessageText(lambda where: links.LinkFilter(docs_only, where))
 
 
 def test_the_model_words_of_each_realtime_and_live_shape_are_read() -> None:
