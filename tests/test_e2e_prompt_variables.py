@@ -55,6 +55,7 @@ def test_prompt_variables_are_read_as_the_parts_they_are() -> None:
         (Source.USER, "go", "input"),
         (Source.USER, "Jane", "prompt.variables.name"),
         (Source.USER, "hello", "prompt.variables.note.text"),
+        (Source.RETRIEVED_DOCUMENT, "notes.md", "prompt.variables.doc.filename"),
         (Source.RETRIEVED_DOCUMENT, "# notes", "prompt.variables.doc.file_data"),
         (Source.USER, "x", 'prompt.variables["odd key"]'),
     ]

@@ -281,7 +281,7 @@ def test_the_views_of_a_text_the_budget_ran_out_on_are_unread_not_decoded() -> N
     that reads them is out of time for the text, whatever the plain text held."""
     scanner = Scanner([load_pack(pack_path("secrets"))])
     encoded = base64.b64encode(f"aws_access_key_id = {AWS_KEY}".encode()).decode()
-    budget = ScanBudget(1e-4)  # spent by the plain text's keyword pass: the rule it triggers is named
+    budget = ScanBudget(1e-4)  # spent within the plain text's passes, wherever a loaded machine is then
     result = scanner.scan("word " * 100_000 + f"{AWS_KEY} {encoded}", budget)
-    assert "aws-access-key-id" in result.timed_out and result.timed_out[-1] == "secrets-unread"
+    assert result.timed_out[-1] == "secrets-unread"
     assert result.found == []
