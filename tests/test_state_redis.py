@@ -242,7 +242,7 @@ def test_policy_opens_redis_with_password_from_env(tmp_path: Path) -> None:
         ("backend: redis\nurl: redis://h\nca_file: ca.pem\n", "need a rediss://"),
         ("backend: redis\nurl: rediss://h\ncert_file: c.pem\n", "go together"),
         ("backend: redis\nurl: redis://h\nurl_env: U\n", "not both"),
-        ("backend: redis\nurl_env: UNSET\n", "UNSET is unset"),
+        ("backend: redis\nurl_env: UNSET\n", "environment variable UNSET is not set or empty"),
         ("url: redis://h\n", "backend: redis only"),
         ("backend: redis\nurl: redis://h\non_error: maybe\n", "on_error"),
     ],
