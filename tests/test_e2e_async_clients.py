@@ -6,7 +6,7 @@ the turn is audited as its dialect."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anthropic
@@ -60,7 +60,7 @@ async def gemini(upstream: FakeUpstream) -> str:
     return "".join([chunk.text or "" async for chunk in stream])
 
 
-CLIENTS: dict[str, tuple[Callable[[FakeUpstream], Awaitable[str]], str]] = {
+CLIENTS: dict[str, tuple[Callable[[FakeUpstream], Coroutine[Any, Any, str]], str]] = {
     "AsyncOpenAI chat": (openai_chat, "openai_chat"),
     "AsyncOpenAI responses": (openai_responses, "openai_responses"),
     "AsyncAnthropic messages": (anthropic_messages, "anthropic"),
