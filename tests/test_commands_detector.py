@@ -131,6 +131,15 @@ def test_a_backslash_before_a_quote_is_read_both_ways() -> None:
     assert "DROP TABLE users" in commands.sql_statements("SELECT 'x\\'; DROP TABLE users; --'").split("\n")
 
 
+def test_a_mysql_executable_comment_is_read_as_the_sql_it_runs() -> None:
+    """MySQL runs what ``/*!`` (and a version's digits) opens; other databases skip it as a comment."""
+    assert commands.sql_statements("DROP /*!50000 TABLE */ users").split("\n") == [
+        "DROP users",
+        "DROP TABLE users",
+    ]
+    assert commands.sql_statements("SELECT 1 /* DROP TABLE users */").split("\n") == ["SELECT 1"]
+
+
 @pytest.mark.parametrize(
     ("tool", "arguments", "rule"),
     [

@@ -422,9 +422,12 @@ _SQL_TOKEN_MYSQL = re.compile(
     ),
     re.DOTALL,
 )
-"""As ``_SQL_TOKEN``, read as MySQL reads SQL: a backslash escaping the quote after it, and ``--`` starting
-a comment only before whitespace (``--hard; DROP TABLE users`` holds a statement). Both readings are made."""
-_MYSQL_SIGNS = re.compile(r"\\'|--\S")
+"""As ``_SQL_TOKEN``, read as MySQL reads SQL: a backslash escaping the quote after it, ``--`` starting
+a comment only before whitespace (``--hard; DROP TABLE users`` holds a statement), and a comment opened
+with ``/*!`` (a version's digits after it) run as SQL (``DROP /*!50000 TABLE */ users``). Both readings are
+made."""
+_MYSQL_SIGNS = re.compile(r"\\'|--\S|/\*!")
+_MYSQL_RUN_COMMENT = re.compile(r"/\*!\d*(.*?)(?:\*/|$)", re.DOTALL)
 _SQL_LINE_START = re.compile(r"(?im)^[ \t]*(?:drop|truncate|delete|update|alter|db\.|flush)")
 
 
@@ -449,7 +452,7 @@ def sql_statements(text: str, *, as_mysql: bool = False) -> str:
     statements = []
     readings = [] if as_mysql else [_SQL_TOKEN.sub(token, text)]
     if as_mysql or _MYSQL_SIGNS.search(text):
-        readings.append(_SQL_TOKEN_MYSQL.sub(token, text))
+        readings.append(_SQL_TOKEN_MYSQL.sub(token, _MYSQL_RUN_COMMENT.sub(r" \1 ", text)))
     for statement in (piece for reading in readings for piece in reading.split("\0")):
         lines = [line for line in statement.split("\n") if line.strip()]
         if not lines:
