@@ -310,6 +310,7 @@ _WRAPPERS = (
     ("xargs|parallel", r"(?:[ \t]+(?:-[IdEeLlnPsajNS][ \t]*\S+|--[\w-]+(?:=\S+|[ \t]+\d+)?|-\S+))*"),
     ("chroot", r"(?:[ \t]+-\S+)*[ \t]+\S+"),
     ("timeout", r"(?:[ \t]+-\S+)*[ \t]+\d+\w?"),
+    ("cmd|cmd\\.exe", r"(?:[ \t]+/[A-Za-z](?::\S*)?)*"),
 )
 _WRAPPING = "|".join(f"(?:{words})(?=[ \\t]){options}" for words, options in _WRAPPERS)
 _COMMAND_START = (
@@ -471,6 +472,8 @@ _LITERAL_RUN = re.compile(
     r"""(?:["'](?:\\.|[^\\\n"']){0,4096}["']\s*(?:,|\|\||\+|\.)\s*)*["'](?:\\.|[^\\\n"']){0,4096}["']"""
 )
 
+_RAW_LITERAL = re.compile(r"""(["'])((?:(?!\1)[^\n]){1,4096})\1""")
+
 
 def _joined_literals(text: str) -> str:
     """The string literals of code, a run separated by commas or joined (``||``, ``+``, ``.``) joined by
@@ -483,6 +486,10 @@ def _joined_literals(text: str) -> str:
         pieces = [match.group(2) for match in _LITERAL.finditer(run.group(0)) if match.group(2).strip()]
         if pieces:
             lines.append(" ".join(_unescaped(piece) for piece in pieces))
+    if "\\" in text:
+        # SQL, cmd and PowerShell's single quotes take a backslash as it stands: ``'rd /s /q C:\'`` ends
+        # at its second quote.
+        lines += [match.group(2) for match in _RAW_LITERAL.finditer(text) if "\\" in match.group(2)]
     return "\n".join(lines)
 
 
