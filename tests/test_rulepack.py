@@ -121,6 +121,15 @@ def test_unknown_validator_is_a_pack_error(tmp_path: Path) -> None:
         load_pack(path)
 
 
+def test_files_a_rule_names_must_be_matched_by_its_regex(tmp_path: Path) -> None:
+    """A rule's ``files`` (what globs are judged against) must be paths its regex finds."""
+    path = _write_pack(tmp_path, _rule_yaml("r", r"\.aws/credentials", extra='files: ["~/.aws/config"]'))
+    with pytest.raises(PackError, match=r"test\.yaml:11: rule 'r': files: '~/.aws/config' is not matched"):
+        load_pack(path)
+    path = _write_pack(tmp_path, _rule_yaml("r", r"\.aws/credentials", extra='files: ["~/.aws/credentials"]'))
+    assert load_pack(path).rules[0].files == ("~/.aws/credentials",)
+
+
 def test_secret_group_must_exist(tmp_path: Path) -> None:
     """secret_group naming a group the regex lacks is rejected."""
     path = _write_pack(tmp_path, _rule_yaml("r", "a(b)c", extra="secret_group: value"))

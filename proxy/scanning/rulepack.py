@@ -90,6 +90,7 @@ _OPTIONAL_RULE_KEYS = (
     "secret_group",
     "threat",
     "enabled",
+    "files",
 )
 _PACK_FLAGS = {"enabled": True, "whole_tokens": False, "decode": False, "skip_examples": False}
 _PACK_KEYS = ("pack", "threat", "description", "version", "rules", *_PACK_FLAGS)
@@ -117,6 +118,8 @@ class Rule:
     whole_token: bool = False
     decoded: bool = False
     skip_examples: bool = False
+    files: tuple[str, ...] = ()
+    """Paths the rule names, spelled out: what a glob in a command (``~/.aws/*``) is judged against."""
 
 
 _NEVER = regex.compile(r"(?!)")
@@ -464,6 +467,14 @@ class _PackReader:
         enabled = raw.get("enabled", True)
         if not isinstance(enabled, bool):
             self.problem(at("enabled"), f"{label}: enabled must be true or false")
+        files = raw.get("files", [])
+        if not isinstance(files, list) or not all(isinstance(path, str) and path for path in files):
+            self.problem(at("files"), f"{label}: files must be a list of non-empty paths")
+            files = []
+        elif pattern is not None:
+            for path in files:
+                if not pattern.search(path):
+                    self.problem(at("files"), f"{label}: files: {path!r} is not matched by the regex")
         match_examples, no_match_examples = self._examples(raw.get("examples"), at("examples"), label)
         if len(self.problems) > before or pattern is None:
             return None
@@ -485,6 +496,7 @@ class _PackReader:
             shapes=tuple(dict.fromkeys(shapes)),
             max_length=max_length,
             anchored=anchored,
+            files=tuple(files),
         )
 
     def _pattern(self, source: Any, line: int, label: str) -> regex.Pattern[str] | None:
