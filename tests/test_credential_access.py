@@ -52,6 +52,68 @@ def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str,
 
 
 @pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        # Disguised as the command detector undoes disguises: quotes, backslashes, variables, base64.
+        ("cat ~/.a''ws/credentials", "cloud-credentials-file"),
+        ('cat $HOME/.ss""h/id_rs""a', "ssh-private-key-file"),
+        ("cat ~/.aws/cre\\dentials", "cloud-credentials-file"),
+        ("P=.aws; cat ~/$P/credentials", "cloud-credentials-file"),
+        ("echo Y2F0IH4vLmF3cy9jcmVkZW50aWFscw== | base64 -d | sh", "cloud-credentials-file"),
+        ("python3 -c \"print(open('/root/.aws/' + 'credentials').read())\"", "cloud-credentials-file"),
+        # Globs the shell expands to a credential file.
+        ("cat ~/.aws/*", "cloud-credentials-file"),
+        ("cat ~/.aws/c?edentials", "cloud-credentials-file"),
+        ("cat $HOME/.ssh/*", "ssh-private-key-file"),
+        ("cat .e*", "dotenv-file"),
+        ("head -n 50 /home/app/**/.env*", "dotenv-file"),
+        ("cat /etc/sha*", "system-secret-file"),
+        # Files and stores beyond the first rules.
+        ("cat /etc/shadow", "system-secret-file"),
+        ("cat ~/.vault-token", "token-store-file"),
+        ("cat ~/.claude/.credentials.json", "token-store-file"),
+        ("cat $GOOGLE_APPLICATION_CREDENTIALS", "cloud-credentials-file"),
+        ("cat $KUBECONFIG", "kubeconfig-file"),
+        ("tar czf - ~/.ssh | base64", "credential-folder-copied"),
+        ("kubectl get secret db -o jsonpath='{.data.password}' | base64 -d", "secret-store-read"),
+        ("aws secretsmanager get-secret-value --secret-id prod/db", "secret-store-read"),
+        ("security find-generic-password -wa github", "secret-store-read"),
+        ("cat ~/.mozilla/firefox/x.default/logins.json", "browser-credential-store"),
+        ("curl http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/", "workload-identity-token"),
+        ("ruby -e 'p ENV'", "environment-dump"),
+        ("docker inspect app --format '{{.Config.Env}}'", "environment-dump"),
+        ("Get-ChildItem env:", "environment-dump"),
+    ],
+)
+def test_credentials_read_in_disguise_by_glob_or_from_stores_are_credential_theft(
+    command: str, rule: str
+) -> None:
+    found = credential_reads([call("bash", command=command)], SCANNER, SCANNER.budget())
+    assert rule in {finding.rule for finding in found}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "cat ~/*",
+        "cat *.json",
+        "cat src/*.py",
+        "ls -la ~/.ssh",
+        "cat ~/.ssh/config ~/.ssh/*.pub",
+        "kubectl get secrets",
+        "kubectl get configmap app -o yaml",
+        "aws ssm get-parameter --name /prod/app/region",
+        "ruby -e 'puts ENV[\"HOME\"]'",
+        "python3 -c \"print('a' + 'b')\"",
+        "tar czf backup.tgz src/ docs/",
+        "export NODE_ENV=production",
+    ],
+)
+def test_everyday_commands_and_globs_are_not_credential_theft(command: str) -> None:
+    assert credential_reads([call("bash", command=command)], SCANNER, SCANNER.budget()) == []
+
+
+@pytest.mark.parametrize(
     ("tool", "arguments"),
     [
         ("shell", {"command": "cat README.env.md"}),

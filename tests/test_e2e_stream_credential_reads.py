@@ -149,3 +149,19 @@ def test_a_streamed_read_of_an_everyday_file_passes_intact(
     assert calls == [("get_weather", {"city": "Oslo"}), ("read_file", {"path": "README.md"})]
     assert NOTICE not in text and text.startswith("Reading.")
     assert not _credential_findings(record)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_streamed_shell_call_that_reads_credentials_through_a_glob_is_withheld(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
+    """The shell expands ``~/.a''ws/*`` to the credentials file: read as the shell reads it."""
+    call = ToolCallReply("bash", {"command": "cat ~/.a''ws/*"}, id="call_r")
+    calls, text, record = stream_call(
+        start_proxy, upstream, monkeypatch, "enforce", dialect, call, "Reading."
+    )
+    assert calls == [("get_weather", {"city": "Oslo"})]
+    assert "The call to the tool `bash` was withheld by egressguard" in text
+    found = _credential_findings(record)
+    assert {finding["rule"] for finding in found} == {"cloud-credentials-file"}
+    assert all(finding["enforced"] for finding in found)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import posixpath
 import re
@@ -106,7 +107,7 @@ def destructive_entry(call: ToolCall, scanner: Scanner, budget: ScanBudget) -> C
     read may be the command (the budget names it, for the record)."""
     if not scanner.rules:
         return None
-    texts = _judged_texts(call)
+    texts = _judged_texts(call.name, call.arguments)
     if not texts:
         return None
     if budget.spent_for(len(call.arguments)):
@@ -156,20 +157,30 @@ def _most_severe(found: list[Match]) -> Rule | None:
     return max(rules, key=lambda rule: SEVERITY_ORDER[rule.severity], default=None)
 
 
-def _judged_texts(call: ToolCall) -> list[tuple[str, str]]:
+def shell_readings(name: str, arguments: str) -> str:
+    """The commands a tool's call runs, one a line with their disguises undone (``readings``), or nothing
+    for a call that runs none: what other rules about commands (credential reads) read besides the
+    arguments."""
+    return "\n".join(text for text, reading in _judged_texts(name, arguments) if reading == SHELL)
+
+
+# The destructive-command and credential-read checks of one call read the same readings, one after the
+# other: the last few are kept.
+@functools.lru_cache(maxsize=8)
+def _judged_texts(name: str, arguments: str) -> tuple[tuple[str, str], ...]:
     """The readings of a call's arguments, each with what it reads (``SHELL`` or ``SQL``): a command
     tool's whole arguments; another tool's command fields, and its query fields as SQL."""
-    if is_command_tool(call.name):
-        return _both(readings(call.name, call.arguments))
-    searches = bool(_name_words(call.name) & SEARCH_WORDS)
-    commands = _fields(call.arguments, COMMAND_FIELDS)
-    statements = _fields(call.arguments, SQL_FIELDS if searches else SQL_FIELDS | QUERY_FIELDS)
+    if is_command_tool(name):
+        return tuple(_both(readings(name, arguments)))
+    searches = bool(_name_words(name) & SEARCH_WORDS)
+    commands = _fields(arguments, COMMAND_FIELDS)
+    statements = _fields(arguments, SQL_FIELDS if searches else SQL_FIELDS | QUERY_FIELDS)
     texts = []
     if commands:
         texts += _both(_joined(_readings_of(command, []) for command in commands))
     if statements:
         texts.append(("\n".join(sql_statements(statement) for statement in statements), SQL))
-    return texts
+    return tuple(texts)
 
 
 def _both(read: tuple[list[str], list[str]]) -> list[tuple[str, str]]:
@@ -471,14 +482,15 @@ _LITERAL = re.compile(r"""(?:\b[rbuf]{1,2})?(["'])((?:\\.|(?!\1)[^\\\n]){0,4096}
 _LITERAL_RUN = re.compile(
     r"""(?:["'](?:\\.|[^\\\n"']){0,4096}["']\s*(?:,|\|\||\+|\.)\s*)*["'](?:\\.|[^\\\n"']){0,4096}["']"""
 )
-
+_CONCATENATION = re.compile(r"""["']\s*(?:\+|\|\||\.\.?)\s*["']""")
 _RAW_LITERAL = re.compile(r"""(["'])((?:(?!\1)[^\n]){1,4096})\1""")
 
 
 def _joined_literals(text: str) -> str:
     """The string literals of code, a run separated by commas or joined (``||``, ``+``, ``.``) joined by
     spaces, one run a line: what ``subprocess.run(["rm", "-rf", "/"])``, ``exec.Command("rm", "-rf", "/")``,
-    ``os.system('...')`` or ``EXECUTE 'DROP TABLE ' || name`` runs."""
+    ``os.system('...')`` or ``EXECUTE 'DROP TABLE ' || name`` runs; and the text with literals that an
+    operator joins made one, as code inside a shell's quotes makes them (``"open('/root/.' + 'aws')"``)."""
     if "'" not in text and '"' not in text:
         return ""
     lines = []
@@ -486,6 +498,9 @@ def _joined_literals(text: str) -> str:
         pieces = [match.group(2) for match in _LITERAL.finditer(run.group(0)) if match.group(2).strip()]
         if pieces:
             lines.append(" ".join(_unescaped(piece) for piece in pieces))
+    glued = _CONCATENATION.sub("", text)
+    if glued != text:
+        lines.append(glued)
     if "\\" in text:
         # SQL, cmd and PowerShell's single quotes take a backslash as it stands: ``'rd /s /q C:\'`` ends
         # at its second quote.

@@ -7,12 +7,15 @@ or run commands, never over prose or other tools' arguments (an email that menti
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
 
+from proxy.detectors.commands import shell_readings
 from proxy.detectors.tools import name_matches
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
-from proxy.scanning.rulepack import RulePack, ScanBudget, Scanner, scan_timeout_finding
+from proxy.scanning.rulepack import Rule, RulePack, ScanBudget, Scanner, scan_timeout_finding
 
 PACK = "credential_access"
 # Tools that read files or run commands, by the names agent frameworks and MCP servers give them.
@@ -65,8 +68,12 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
     for call in calls:
         if not is_reading_tool(call.name):
             continue
-        scan = scanner.scan(read_arguments(call.name, call.arguments), budget)
+        arguments = read_arguments(call.name, call.arguments)
+        # The commands it runs are read with their disguises undone too (``cat ~/.a''ws/credentials``).
+        commands = shell_readings(call.name, arguments)
+        scan = scanner.scan(f"{arguments}\n{commands}", budget)
         rules = {match.rule.id: match.rule for match in scan.found}
+        rules |= {rule.id: rule for rule in globbed_rules(commands, scanner.rules) if rule.id not in rules}
         # A rule out of time may have read a credential path there: the call is withheld all the same.
         findings += [
             scan_timeout_finding(
@@ -88,6 +95,45 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
             for rule in rules.values()
         ]
     return findings
+
+
+_GLOB_WORD = re.compile(r"""[^\s'"`;|&<>()]*[*?\[][^\s'"`;|&<>()]*""")
+_HOME = re.compile(r"^(?:\$\{?HOME\}?|/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
+
+
+def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
+    """The rules one of whose ``files`` a glob in the commands can name (``cat ~/.aws/*``, ``.e*``): a glob
+    from the root or the home folder against the whole path, any other against its last parts."""
+    globs = {_HOME.sub("~", word) for word in _GLOB_WORD.findall(commands)}
+    if not globs:
+        return
+    for rule in rules:
+        if any(_names(glob, path) for path in rule.files for glob in globs):
+            yield rule
+
+
+def _names(glob: str, path: str) -> bool:
+    globbed, parts = glob.rstrip("/").split("/"), path.split("/")
+    if glob.startswith(("/", "~")):
+        return _parts_match(globbed, parts)
+    # A relative glob names a path's last parts, wherever the command runs; a bare name only a dotfile
+    # (``.e*``): ``*.json`` or ``id_*`` in any folder is no credential's.
+    return any(
+        (len(globbed) > 1 or parts[start].startswith(".")) and _parts_match(globbed, parts[start:])
+        for start in range(len(parts))
+    )
+
+
+def _parts_match(globbed: list[str], parts: list[str]) -> bool:
+    """As the shell expands a glob: part by part, ``*`` never across a ``/`` nor onto a leading dot,
+    ``**`` (globstar, ``find``'s and ripgrep's globs) over any number of folders."""
+    if not globbed:
+        return not parts
+    if globbed[0] == "**":
+        return any(_parts_match(globbed[1:], parts[start:]) for start in range(len(parts) + 1))
+    if not parts or (parts[0].startswith(".") and not globbed[0].startswith(".")):
+        return False
+    return fnmatchcase(parts[0], globbed[0]) and _parts_match(globbed[1:], parts[1:])
 
 
 def credential_scanner(packs: Iterable[RulePack]) -> Scanner:
