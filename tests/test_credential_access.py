@@ -97,6 +97,8 @@ def test_credentials_read_in_disguise_by_glob_or_from_stores_are_credential_thef
     [
         "cat ~/*",
         "cat *.json",
+        "curl -H 'Accept: */*' https://api.example.com/v1/items",
+        "node -e '/** Lists the items. */ console.log(1)'",
         "cat src/*.py",
         "ls -la ~/.ssh",
         "cat ~/.ssh/config ~/.ssh/*.pub",

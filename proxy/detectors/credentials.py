@@ -98,13 +98,19 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
 
 
 _GLOB_WORD = re.compile(r"""[^\s'"`;|&<>()]*[*?\[][^\s'"`;|&<>()]*""")
+# What a glob says beyond its wildcards: ``*/*`` (a media type) and ``/**`` (a doc comment) name nothing.
+_WILDCARDS = re.compile(r"\[[^\]]*\]|[*?/~]")
 _HOME = re.compile(r"^(?:\$\{?HOME\}?|/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
 
 
 def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
     """The rules one of whose ``files`` a glob in the commands can name (``cat ~/.aws/*``, ``.e*``): a glob
     from the root or the home folder against the whole path, any other against its last parts."""
-    globs = {_HOME.sub("~", word) for word in _GLOB_WORD.findall(commands)}
+    globs = {
+        glob
+        for glob in (_HOME.sub("~", word) for word in _GLOB_WORD.findall(commands))
+        if len(_WILDCARDS.sub("", glob)) > 1
+    }
     if not globs:
         return
     for rule in rules:
