@@ -88,7 +88,7 @@ from proxy.scanning.redact import (
     redact_text,
     scan_glued,
 )
-from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, canonical_escapes, looks_nested
+from proxy.scanning.residual import Found, JsonScan, Path, UnescapingFilter, arguments_as_read, looks_nested
 from proxy.scanning.rulepack import (
     SCAN_TIMEOUT_RULE,
     Match,
@@ -1423,7 +1423,7 @@ class TurnInspector:
         """Fingerprints still in a completion's texts, in texts read one after another, and in its tool
         calls' arguments as the client decodes them."""
         texts = [segment.text for segment in received.text]
-        texts += [canonical_escapes(call.arguments) for call in received.tool_calls]
+        texts += [arguments_as_read(call.arguments) for call in received.tool_calls]
         return self._left_in(texts) | {
             finding.fingerprint or "" for finding in self._across_findings(received.text)
         }
@@ -1863,7 +1863,7 @@ class TurnInspector:
         self._record(self._across_findings(completion.text))
         for call in completion.tool_calls:
             # Scanned as the client's json.loads will read them, escapes decoded.
-            arguments = canonical_escapes(call.arguments)
+            arguments = arguments_as_read(call.arguments)
             matches = self._sensitive(arguments, call.where)
             self._record(self._sensitive_findings(arguments, matches, call.where))
         quarantined: dict[str, str] = {}
@@ -1922,7 +1922,7 @@ class TurnInspector:
                 found += self._sensitive_findings(segment.text, self._sensitive(segment.text), segment.where)
             found += self._across_findings(completion.text)
             for call in completion.tool_calls:
-                arguments = canonical_escapes(call.arguments)
+                arguments = arguments_as_read(call.arguments)
                 found += self._sensitive_findings(arguments, self._sensitive(arguments), call.where)
             found += tools.check_tool_calls(
                 completion.tool_calls, None, self.detectors.tools, self.overrides, judge=self._command_judge

@@ -384,6 +384,29 @@ def test_poisoned_mcp_tool_description_is_quarantined_in_the_response(
     assert any(f.enforced and f.action == "quarantine" for f in inspector.turn.findings)
 
 
+def test_tool_call_arguments_are_read_with_their_line_breaks(detectors: Detectors, clock: Clock) -> None:
+    """A tool call's arguments are JSON text, where a line break is written ``\\n``: they are read as the
+    client decodes them, so the ``n`` is no part of the word on the next line. A decorator is then no
+    e-mail address (``n@pytest.fixture`` was one), and an address or a key that starts a line is read
+    whole, as a stream's arguments are."""
+    source = (
+        "import pytest\n\n\n@pytest.fixture\ndef app():\n    return create_app()\n\n\n"
+        "@app.errorhandler(404)\ndef missing(error):\n    return ''\n"
+        "# maintainer:\njane.doe@corp-rihvy.co.uk\n"
+        "ghp_FWCnNkCLWNb6VBJGUkHrAEj9p3saO0ln0YoP\n"
+    )
+    arguments = json.dumps({"body": source})
+    call = ToolCall(id="call_0", name="save_note", arguments=arguments, where="tool_calls[0]")
+    inspector = inspector_with(detectors, clock)
+    inspector.inspect_completion(Completion(tool_calls=[call]), rewrite=True)
+    found = [f for f in inspector.turn.findings if f.where == "tool_calls[0]"]
+    assert sorted((f.rule, f.count) for f in found) == [("email-address", 1), ("github-pat", 1)]
+    decoded = inspector_with(detectors, clock)
+    answer = Completion(text=[TextSegment(source, "choices[0].message.content")])
+    decoded.inspect_completion(answer, rewrite=True)
+    assert {f.fingerprint for f in found} == {f.fingerprint for f in decoded.turn.findings}
+
+
 def test_repeated_findings_of_one_rule_in_one_part_are_one_finding(
     detectors: Detectors, clock: Clock
 ) -> None:

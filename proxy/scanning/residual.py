@@ -116,6 +116,14 @@ def _read_whitespace(text: str) -> str:
     return _WHITESPACE_ESCAPE.sub(plain, text) if "\\" in text else text
 
 
+def arguments_as_read(arguments: str) -> str:
+    """A tool call's JSON arguments as the scanner reads them: escapes made plain and whitespace escapes
+    read as whitespace, as the client's ``json.loads`` reads them, so that the ``n`` of a ``\\n`` is not
+    read as part of the word after it (``\\n@pytest.fixture`` as an e-mail address, ``\\nghp_...`` as
+    no token)."""
+    return _read_whitespace(canonical_escapes(arguments))
+
+
 class UnescapingFilter:
     """A text filter over streamed JSON text (a tool call's arguments) that hands the filter behind it
     the text with its escapes made plain (``canonical_escapes``) and its whitespace escapes read as the
@@ -131,11 +139,11 @@ class UnescapingFilter:
         partial = _PARTIAL_ESCAPE.search(text)
         cut = partial.start() if partial and len(text) - partial.start() <= _MAX_PARTIAL_ESCAPE else len(text)
         self._held = text[cut:]
-        return self._written(self._inner.feed(_read_whitespace(canonical_escapes(text[:cut]))))
+        return self._written(self._inner.feed(arguments_as_read(text[:cut])))
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        released = self._written(self._inner.feed(_read_whitespace(canonical_escapes(held))))
+        released = self._written(self._inner.feed(arguments_as_read(held)))
         return released + self._written(self._inner.flush())
 
     @staticmethod
