@@ -7,6 +7,7 @@ judgement calls (placeholders, phone numbering plans).
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections import Counter
@@ -223,6 +224,7 @@ _DOCUMENTED_EXAMPLES = frozenset(
         # jwt.io's sample token
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ"
         ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ==",  # RFC 7617's Basic credentials, Aladdin:open sesame
     }
 )
 # Words that mark a value as an example or a stand-in: AWS's documented keys end in EXAMPLE and
@@ -231,13 +233,19 @@ _EXAMPLE_WORDS = re.compile(
     r"(?i:example|placeholder|your[_-]?(?:api|token|key|secret|pass)|<[^>]{0,40}>|\$\{|\{\{|dummy|redacted"
     r"|changeme|change[_-]me|secret[_-]?pw|fake[_-]?(?:key|token))"
 )
-# The word itself is a stand-in ("password", "your_password"); a value that merely contains it
-# ("Summer-Password-2024!") is a real, if weak, password.
-_PASSWORD_WORD = re.compile(r"(?i)(?:my|your|the|some|new|old)?[_-]?pass(?:word|wd)s?")
+# The word itself is a stand-in ("password", "your_password", "other-password", "mysecretpassword",
+# "password123", as documentation writes them); a value that merely contains it ("Summer-Password-2024!")
+# is a real, if weak, password.
+_PASSWORD_WORD = re.compile(
+    r"(?i)(?:(?:my|your|the|some|new|old|other|another|test|dummy|sample|fake|default|secret|super|db|admin"
+    r"|user|root)[_-]?){0,3}pass(?:word|wd)s?(?:[_-]?(?:1|12|123|1234|12345|123456|!))?"
+)
 # After a provider prefix ("sk-proj-", "hf_", "xoxb-"), a body of one or two characters over and over,
 # or with a run of x, X, *, # or 0, is a stand-in, not a key.
 _PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){0,3}")
 _FILLER_RUN = re.compile(r"([xX*#.0])\1{5,}")
+_BASE64_BASIC = re.compile(r"[A-Za-z0-9+/]{4,340}={0,2}")
+_PLAIN_USER = re.compile(r"[A-Za-z][A-Za-z._@-]{0,31}")
 
 
 VAULT_PLACEHOLDER = regex.compile(r"egv_[0-9a-f]{20}")
@@ -250,9 +258,27 @@ def is_vault_placeholder(value: str) -> bool:
     return VAULT_PLACEHOLDER.fullmatch(value) is not None
 
 
+def _basic_stand_in(value: str) -> bool:
+    """Basic credentials (base64 of ``user:password``) whose password is a stand-in and whose user is a
+    plain name, as documentation shows the header: ``dXNlcm5hbWU6cGFzc3dvcmQ=`` is ``username:password``.
+    A key given as the user (Stripe's ``sk_live_...:``, an empty password) is no stand-in."""
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+    except ValueError:
+        return False
+    user, colon, password = decoded.partition(":")
+    return (
+        bool(colon and password)
+        and _PLAIN_USER.fullmatch(user) is not None
+        and (is_placeholder(password) or is_example_value(password))
+    )
+
+
 def is_example_value(value: str) -> bool:
     """True for published documentation examples and obvious stand-ins shaped like a real token."""
     if value in _DOCUMENTED_EXAMPLES or _EXAMPLE_WORDS.search(value) or _PASSWORD_WORD.fullmatch(value):
+        return True
+    if _BASE64_BASIC.fullmatch(value) and _basic_stand_in(value):
         return True
     body = value[_PREFIX.match(value).end() :] or value  # type: ignore[union-attr]  # always matches
     return len(set(body.lower())) <= 2 or _FILLER_RUN.search(body) is not None
