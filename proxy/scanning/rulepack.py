@@ -1610,7 +1610,13 @@ class _RepeatedHits(dict[int, list[_Stretch]]):
         found = cls()
         for char, words in repeated.items():
             shortest = words[0][0]
-            for run in _repeated_runs(char, shortest).finditer(view):
+            # A plain substring search tells most texts hold no such run for a fraction of the regex
+            # search's cost (which stops at every occurrence of a frequent letter); the regex search
+            # then starts at the first run.
+            first = view.find(char * shortest)
+            if first < 0:
+                continue
+            for run in _repeated_runs(char, shortest).finditer(view, first):
                 low, high = run.span()
                 for length, rules in words:
                     if high - low < length:
@@ -1922,6 +1928,8 @@ class Scanner:
         reach of each attempt, near ones asked about together), and drops a rule left with none: its
         own pattern cannot match elsewhere. Rules whose own search costs less than the question are
         left to run as planned, and so is every rule once the budget is spent."""
+        if not plan.regions and not plan.starts:
+            return
         encoded = text.encode("ascii") if text.isascii() else None
         whole = [(0, len(text))]
         if encoded is not None:
@@ -2021,6 +2029,8 @@ class Scanner:
         hundreds of times: its hits are taken word by word, each word's rules and whether it is a key's
         prefix looked up once, rather than once a hit."""
         words_found, rules_of_word = found
+        if not words_found and not across_runs[0]:
+            return {}, []  # most short strings (ids, names, types) hold no keyword
         hits_by_rule: dict[int, list[tuple[int, int]]] = {}
         prefix_words: set[int] = set()
         merged: set[int] = set()
@@ -2056,8 +2066,10 @@ class Scanner:
         whole = [(0, len(text))]
         plan = _Plan(regions=dict.fromkeys(self._always, whole))
         for index, chars in self._single_chars.items():
-            if any(char in view for char in chars):
-                plan.regions[index] = whole
+            for char in chars:
+                if char in view:
+                    plan.regions[index] = whole
+                    break
         max_anchored_hits = max(_MAX_ANCHORED_HITS, len(text) // _ANCHORED_HIT_SPACING)
         # A keyword inside a run hits at every position of it: such a hit is seen at the run's kept edges
         # (as long as the longest keyword), and its rule then covers the whole run (runs_hit below).
@@ -2272,6 +2284,8 @@ class Scanner:
         no time left for, is in ``timed_out`` and the budget's. ``checked`` keeps the validators' verdicts
         on values for the whole scan."""
         found: list[tuple[int, int, int]] = []
+        if not plan.regions and not plan.starts:
+            return found
 
         def ran_out(index: int, seconds: float) -> bool:
             if seconds <= 0:
