@@ -1191,13 +1191,18 @@ def keyed_views(
     string literals after a key's prefix or a match joined (``joined_views``), the groups after a
     key's prefix joined or the key in the other case (``grouped_views``), and a key whose prefix a cut
     parts read without it (``split_views``, of ``split``'s prefixes)."""
-    yield from turned_views(text, turned, parent)
+    # Most texts hold no key's prefix, turned or not, and no match: only the cut prefixes are looked for.
+    turned = list(turned)
+    if turned:
+        yield from turned_views(text, turned, parent)
     if split is not None and (parent is None or parent.kind != SPLIT):
         yield from split_views(text, split, parent)
     prefixes = list(prefixes)
-    yield from grouped_views(text, prefixes, parent)
+    if prefixes:
+        yield from grouped_views(text, prefixes, parent)
     starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
-    yield from joined_views(text, starts, parent)
+    if starts:
+        yield from joined_views(text, starts, parent)
 
 
 def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: View | None) -> list[View]:
