@@ -183,3 +183,107 @@ def test_a_threads_messages_are_read_as_the_models_answer(
         if f["threat"] == "data_exfiltration"
     ]
     assert found == [("exfil-link-url", "data[0].content[0].text.value", True)]
+
+
+def step_delta(*calls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "step_1",
+        "object": "thread.run.step.delta",
+        "delta": {"step_details": {"type": "tool_calls", "tool_calls": list(calls)}},
+    }
+
+
+WIPE = "import shutil\nshutil.rmtree('/')"
+
+
+def test_a_streamed_run_steps_code_is_gated_on_its_deltas(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A run step's code interpreter call streamed a few characters a ``thread.run.step.delta``, the code
+    wiping the disk: its deltas are withheld and an ``error`` event makes the SDK raise the notice; the
+    record has the call gated on its code joined."""
+    client = openai_client(upstream)
+    step = {
+        "id": "step_1",
+        "object": "thread.run.step",
+        "created_at": 1700000000,
+        "run_id": "run_1",
+        "assistant_id": "asst_1",
+        "thread_id": "thread_1",
+        "type": "tool_calls",
+        "status": "in_progress",
+        "step_details": {"type": "tool_calls", "tool_calls": []},
+    }
+    opened = {
+        "index": 0,
+        "id": "call_1",
+        "type": "code_interpreter",
+        "code_interpreter": {"input": "", "outputs": []},
+    }
+    pieces = [WIPE[start : start + 4] for start in range(0, len(WIPE), 4)]
+    body = (
+        sse("thread.run.step.created", step)
+        + sse("thread.run.step.delta", step_delta(opened))
+        + b"".join(
+            sse(
+                "thread.run.step.delta",
+                step_delta({"index": 0, "type": "code_interpreter", "code_interpreter": {"input": piece}}),
+            )
+            for piece in pieces
+        )
+        + sse("done", "[DONE]")
+    )
+    upstream.reply = Reply(body=body, content_type="text/event-stream")
+    events: list[Any] = []
+    with (
+        pytest.raises(openai.APIError) as told,
+        client.beta.threads.runs.stream(thread_id="thread_1", assistant_id="asst_1") as events_of_run,
+    ):
+        events.extend(events_of_run)
+    inputs = [event for event in events if event.event == "thread.run.step.delta"]
+    assert "code_interpreter" in told.value.message and inputs == []
+    assert gated(last_record(enforce)) == [
+        ("code-recursive-delete-broad", "[1].delta.step_details.tool_calls[0]", True)
+    ]
+
+
+def test_a_listed_run_steps_code_is_gated(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """The run steps listed whole (``runs.steps.list``) hold a code interpreter call wiping the disk: the
+    answer is withheld, the agent told of the call; a step running arithmetic arrives."""
+
+    def page(code: str) -> bytes:
+        call = {
+            "id": "call_1",
+            "type": "code_interpreter",
+            "code_interpreter": {"input": code, "outputs": []},
+        }
+        step = {
+            "id": "step_1",
+            "object": "thread.run.step",
+            "created_at": 1700000000,
+            "run_id": "run_1",
+            "assistant_id": "asst_1",
+            "thread_id": "thread_1",
+            "type": "tool_calls",
+            "status": "completed",
+            "step_details": {"type": "tool_calls", "tool_calls": [call]},
+        }
+        return json.dumps(
+            {"object": "list", "data": [step], "first_id": "step_1", "last_id": "step_1", "has_more": False}
+        ).encode()
+
+    client = openai_client(upstream)
+    upstream.reply = Reply(body=page(WIPE))
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.beta.threads.runs.steps.list("run_1", thread_id="thread_1")
+    assert refused.value.status_code == 502 and "code_interpreter" in refused.value.message
+    assert gated(last_record(enforce)) == [
+        ("code-recursive-delete-broad", "data[0].step_details.tool_calls[0]", True)
+    ]
+    upstream.reply = Reply(body=page("print(6 * 7)"))
+    (listed,) = client.beta.threads.runs.steps.list("run_1", thread_id="thread_1").data
+    assert listed.step_details.tool_calls[0].code_interpreter.input == "print(6 * 7)"  # type: ignore[union-attr]

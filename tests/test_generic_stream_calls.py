@@ -316,3 +316,136 @@ def test_a_delta_naming_another_item_withholds_the_call() -> None:
     events = _responses(list(_split(EVERYDAY)), EVERYDAY)
     events[2] = {**events[2], "item_id": "fc_other"}
     assert [event["type"] for event in _run(_session(), events)] == ["response.completed"]
+
+
+def _step_delta(step_id: str, *calls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "object": "thread.run.step.delta",
+        "delta": {"step_details": {"type": "tool_calls", "tool_calls": list(calls)}},
+    }
+
+
+def _step(step_id: str, status: str, *calls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "object": "thread.run.step",
+        "type": "tool_calls",
+        "status": status,
+        "step_details": {"type": "tool_calls", "tool_calls": list(calls)},
+    }
+
+
+def _step_call(
+    kind: str, text: str = "", name: str | None = None, call_id: str | None = None
+) -> dict[str, Any]:
+    """A piece of an Assistants run step's tool call: a function's arguments (``name`` on the first), the
+    code interpreter's input."""
+    holder: dict[str, Any] = {"arguments": text} if kind == "function" else {"input": text}
+    if name is not None:
+        holder["name"] = name
+    piece: dict[str, Any] = {"index": 0, "type": kind, kind: holder}
+    if call_id is not None:
+        piece["id"] = call_id
+    return piece
+
+
+def _assistants_call(kind: str, text: str, name: str | None = None, step_id: str = "step_1") -> list[Any]:
+    """A run step's call as the Assistants API streams it: the call opened, its text a few characters a
+    ``thread.run.step.delta``, then the step completed with the call whole."""
+    whole = _step_call(kind, text, name, "call_1")
+    return [
+        _step(step_id, "in_progress"),
+        _step_delta(step_id, _step_call(kind, "", name, "call_1")),
+        *(_step_delta(step_id, _step_call(kind, part)) for part in _split(text)),
+        _step(step_id, "completed", {key: value for key, value in whole.items() if key != "index"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "name"),
+    [
+        pytest.param("function", CREDENTIALS, "read_file", id="a function reading credentials"),
+        pytest.param(
+            "code_interpreter", "import shutil; shutil.rmtree('/')", None, id="code wiping the disk"
+        ),
+    ],
+)
+def test_an_assistants_step_call_is_decided_on_its_streamed_arguments(
+    kind: str, text: str, name: str | None
+) -> None:
+    """The call's pieces in ``thread.run.step.delta`` events are joined by step and index as the SDK joins
+    them: none is sent, nor the completed step carrying the call whole; the call is read whole."""
+    session = _session()
+    sent = _run(session, _assistants_call(kind, text, name))
+    assert [(event["object"], event["status"]) for event in sent] == [("thread.run.step", "in_progress")]
+    expected = name or "code_interpreter"
+    assert [call.name for call in session.completion.tool_calls if call.arguments == text] == [expected] * 2
+    assert [dropped for dropped, _ in session.dropped_tool_calls][:1] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "name"),
+    [
+        pytest.param("function", EVERYDAY, "read_file", id="a function reading docs"),
+        pytest.param("code_interpreter", "print(sum(range(10)))", None, id="arithmetic"),
+    ],
+)
+def test_an_everyday_assistants_step_call_streams_through(kind: str, text: str, name: str | None) -> None:
+    events = _assistants_call(kind, text, name)
+    session = _session()
+    assert _run(session, events) == events
+    assert session.dropped_tool_calls == [] and session.notes == []
+
+
+def test_assistants_steps_calling_at_the_same_index_are_each_their_own() -> None:
+    """Two steps each open a call at index 0: each is joined on its own step, the everyday one sent."""
+    first = _assistants_call("function", EVERYDAY, "read_file", "step_1")
+    second = _assistants_call("function", CREDENTIALS, "read_file", "step_2")
+    sent = _run(_session(), [*first, *second])
+    assert sent == [*first, second[0]]
+
+
+def test_a_listed_run_steps_code_interpreter_call_and_its_results_are_read() -> None:
+    """A run step listed whole (``GET .../runs/{id}/steps``): its code interpreter call is a call of the
+    code interpreter on its input, its logs and the file search's texts are what tools returned."""
+    code = {
+        "id": "call_1",
+        "type": "code_interpreter",
+        "code_interpreter": {"input": "import os", "outputs": [{"type": "logs", "logs": "done"}]},
+    }
+    search = {
+        "id": "call_2",
+        "type": "file_search",
+        "file_search": {"results": [{"file_id": "f", "content": [{"type": "text", "text": "found"}]}]},
+    }
+    page = {"object": "list", "data": [_step("step_1", "completed", code, search)]}
+    completion = Generic().parse_response(json.dumps(page).encode())
+    assert [(call.name, call.arguments, call.where, call.ran_upstream) for call in completion.tool_calls] == [
+        ("code_interpreter", "import os", "data[0].step_details.tool_calls[0]", True),
+        ("file_search", "", "data[0].step_details.tool_calls[1]", True),
+    ]
+    assert [(part.source.value, part.text, part.where, part.tool_name) for part in completion.parts] == [
+        (
+            "tool_result",
+            "done",
+            "data[0].step_details.tool_calls[0].code_interpreter.outputs[0].logs",
+            "code_interpreter",
+        ),
+        (
+            "tool_result",
+            "found",
+            "data[0].step_details.tool_calls[1].file_search.results[0].content[0].text",
+            "file_search",
+        ),
+    ]
+
+
+def test_the_notice_of_a_call_held_at_the_streams_end_comes_before_it() -> None:
+    """A call still held when ``[DONE]`` ends the stream is decided there: the ``error`` event telling of
+    it comes before the end, after which a client reads nothing."""
+    session = _session()
+    sent = b"".join(session.feed(_sse(event)) for event in _chat_call(CREDENTIALS))
+    sent += session.feed(b"data: [DONE]\n\n") + session.finish()
+    assert sent.startswith(b"event: error\n") and sent.endswith(b"\n\ndata: [DONE]\n\n")
+    assert session.dropped_tool_calls == [("read_file", "call_0")]

@@ -276,6 +276,12 @@ def error_event(message: str) -> bytes:
     return write_event(dump_json(error), "error")
 
 
+def ends_stream(event: SSEEvent) -> bool:
+    """Whether ``event`` says the stream is over: OpenAI's ``[DONE]`` (which the Assistants API sends as
+    its ``done`` event's data)."""
+    return event.event == "done" or (event.data or "").strip() == "[DONE]"
+
+
 def without_items(document: Any, places: list[list[Step]]) -> Any | None:
     """``document`` without the list items at ``places`` (each a locator's steps), or None where one is
     no list's item or a list would be left empty: what was around a withheld call then says nothing
@@ -371,6 +377,12 @@ class GenericStreamSession(PerEventStreamSession):
                 self._told.append(error_event(UNPLACED_NOTICE))
         if not placed.keys and not self._held and not self._told:
             return output
+        if ends_stream(event):
+            # A client stops reading at the stream's end: the calls still held are decided before it, so
+            # the events telling of those withheld come where it reads them.
+            for key in list(self._streamed.calls):
+                self._settle(key)
+            return [*self._release(), *output]
         self._held.append((output, placed.keys))
         self._held_bytes += sum(len(piece) for piece in output)
         for key in placed.ended:

@@ -72,6 +72,10 @@ def _arguments(value: Any) -> str:
 
 MESSAGE_CALL_KEYS = frozenset({"tool_calls", "function_call"})
 """The keys of a message ``message_calls`` reads its calls from: one holding neither holds none."""
+STEP_TOOLS: dict[str, str | None] = {"code_interpreter": "input", "file_search": None}
+"""The tools an Assistants run step's ``tool_calls`` call that the API runs itself, each named by its
+call's ``type`` and the object of that name, with the field of it holding what the model passes (a file
+search shows nothing it passes)."""
 
 
 def message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
@@ -82,16 +86,38 @@ def message_calls(message: dict[str, Any], base: str) -> list[ToolCall]:
     for index, raw_call in enumerate(as_list(message.get("tool_calls"))):
         call = as_dict(raw_call)
         where = f"{base}.tool_calls[{index}]"
-        if call.get("type") == "custom":
+        kind = as_str(call.get("type")) or ""
+        if kind == "custom":
             custom = as_dict(call.get("custom"))
             name = as_str(custom.get("name")) or ""
             calls.append(ToolCall(as_str(call.get("id")), name, _arguments(custom.get("input", "")), where))
+        elif kind in STEP_TOOLS:
+            calls.append(step_tool_call(call, kind, where))
         else:
             calls.append(_chat_call(as_str(call.get("id")), as_dict(call.get("function")), where))
     legacy = message.get("function_call")
     if isinstance(legacy, dict):
         calls.append(_chat_call(None, legacy, f"{base}.function_call"))
     return calls
+
+
+def step_tool_call(call: dict[str, Any], kind: str, where: str) -> ToolCall:
+    """An Assistants run step's call of a tool the API runs (``STEP_TOOLS``), which ran as it is listed."""
+    field_name = STEP_TOOLS[kind]
+    passed = as_dict(call.get(kind)).get(field_name, "") if field_name is not None else ""
+    return ToolCall(as_str(call.get("id")), kind, _arguments(passed), where, ran_upstream=True)
+
+
+def step_tool_results(call: dict[str, Any], where: str) -> list[Part]:
+    """What the tool an Assistants run step's call (at ``where``) ran returned, read as a tool's result
+    is: the code interpreter's logs, the texts each file search result holds."""
+    kind = as_str(call.get("type")) or ""
+    held = as_dict(call.get(kind)) if kind in STEP_TOOLS else {}
+    base = f"{where}.{kind}"
+    found = list(content_texts(held.get("outputs"), f"{base}.outputs", ("logs",)))
+    for index, result in enumerate(as_list(held.get("results"))):
+        found += content_texts(as_dict(result).get("content"), f"{base}.results[{index}].content")
+    return [Part(Source.TOOL_RESULT, text, at, kind, as_str(call.get("id"))) for at, text in found]
 
 
 def _chat_call(call_id: str | None, function: dict[str, Any], where: str) -> ToolCall:

@@ -16,7 +16,13 @@ from proxy.dialects.base import as_dict, as_list, as_position, as_str
 from proxy.dialects.bedrock_converse import tool_use_call as converse_tool_use_call
 from proxy.dialects.gemini import code_call, code_output, function_call_of, function_response_parts
 from proxy.dialects.locator import Step, format_locator, parse_locator
-from proxy.dialects.openai_chat import CALL_HOLDERS, MESSAGE_CALL_KEYS, message_calls
+from proxy.dialects.openai_chat import (
+    CALL_HOLDERS,
+    MESSAGE_CALL_KEYS,
+    STEP_TOOLS,
+    message_calls,
+    step_tool_results,
+)
 from proxy.dialects.openai_responses import (
     CALL_ITEMS,
     INPUT_DELTAS,
@@ -89,6 +95,12 @@ def _code_outputs(value: Any, steps: tuple[Step, ...]) -> list[Part]:
         # Placed once found: formatting every object's locator on the way down costs its depth each.
         where = format_locator(steps) if steps else ""
         return [dataclasses.replace(output, where=(where + output.where).removeprefix("."))]
+    if as_str(value.get("type")) in STEP_TOOLS:  # an Assistants run step's call: its logs, its search's texts
+        where = format_locator(steps) if steps else ""
+        return [
+            dataclasses.replace(part, where=part.where.removeprefix("."))
+            for part in step_tool_results(value, where)
+        ]
     return [part for key, child in value.items() for part in _code_outputs(child, (*steps, key))]
 
 
@@ -242,6 +254,9 @@ class CallPiece:
     joins: bool = False
     """It may come after a call's first piece: a Chat delta, an argument delta or ``.done`` event."""
     ends: bool = False
+    tool: str = ""
+    """The tool the API runs that the call is of (an Assistants step's code interpreter): it names a call
+    no piece names, and the call ran upstream."""
 
 
 def call_pieces(document: Any) -> list[CallPiece]:
@@ -274,7 +289,7 @@ def _within(key: StreamKey | None, *steps: Hashable) -> StreamKey | None:
 
 
 def _pieces_of(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
-    pieces = _chat_pieces(value, steps, key)
+    pieces = _chat_pieces(value, steps, key) + _step_pieces(value, steps, key)
     kind = as_str(value.get("type"))
     # Anthropic's and the Responses API's events name the block or item they add to by a field of theirs.
     block = _within(key, "block", as_position(value.get("index"))) if "index" in value else None
@@ -334,6 +349,53 @@ def _chat_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey 
     return pieces
 
 
+STEP_HOLDERS = {"function": "arguments", "code_interpreter": "input"}
+"""The objects of an Assistants run step's call whose text streams, and the field of each holding it."""
+RUN_WAITING = frozenset({"queued", "in_progress", "cancelling"})
+"""The statuses of a run (or a run step, ``in_progress``) whose calls may still stream."""
+
+
+def _step_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
+    """An Assistants run step's call deltas (``thread.run.step.delta``), each joined to its call by the
+    step's id and its index as the OpenAI SDK joins it; the end of a step's calls once the step is no longer
+    in progress, and of every step's once the run stops for the agent or ends."""
+    kind = as_str(value.get("object"))
+    step = _within(key, "step")
+    status = as_str(value.get("status"))
+    if kind == "thread.run" and status is not None and status not in RUN_WAITING:
+        return [CallPiece(step, format_locator(steps), ends=True)]
+    if kind == "thread.run.step" and status is not None and status not in RUN_WAITING:
+        return [CallPiece(_within(step, as_str(value.get("id"))), format_locator(steps), ends=True)]
+    if kind != "thread.run.step.delta":
+        return []
+    listed = as_dict(as_dict(value.get("delta")).get("step_details")).get("tool_calls")
+    calls = _within(step, as_str(value.get("id")), "tool_calls")
+    pieces = []
+    for position, raw_call in enumerate(as_list(listed)):
+        if not isinstance(raw_call, dict):
+            continue
+        where = format_locator((*steps, "delta", "step_details", "tool_calls", position))
+        holders = [holder for holder in STEP_HOLDERS if isinstance(raw_call.get(holder), dict)]
+        if len(holders) > 1:
+            # One call holding a function's and the code interpreter's text: clients read either.
+            pieces.append(CallPiece(None, where))
+        for holder in holders[:1]:
+            text = raw_call[holder].get(STEP_HOLDERS[holder], "")
+            pieces.append(
+                CallPiece(
+                    _within(_item_key(calls, raw_call, position), holder),
+                    where,
+                    _ids(as_str(raw_call.get("id"))),
+                    as_str(raw_call[holder].get("name")) or "",
+                    text if isinstance(text, str) else dump_json(text),
+                    tool="" if holder == "function" else holder,
+                    opens=True,
+                    joins=True,
+                )
+            )
+    return pieces
+
+
 def _chat_piece(call_delta: dict[str, Any], key: StreamKey | None, where: str) -> CallPiece:
     custom = call_delta.get("type") == "custom" or ("custom" in call_delta and "function" not in call_delta)
     holder = as_dict(call_delta.get("custom" if custom else "function"))
@@ -361,6 +423,8 @@ class StreamedCall:
     ids: list[str] = dataclasses.field(default_factory=list)
     names: list[str] = dataclasses.field(default_factory=list)
     """The pieces of its name, which the OpenAI SDK joins and other clients take the first of."""
+    tool: str = ""
+    """``CallPiece.tool``, as its pieces gave it."""
     arguments: GrowingText = dataclasses.field(default_factory=GrowingText)
     given: dict[str, None] = dataclasses.field(default_factory=dict)
     """Arguments events gave whole besides, each once."""
@@ -376,6 +440,7 @@ class StreamedCall:
         self.ids += [found for found in piece.ids if found not in self.ids]
         if piece.name:
             self.names.append(piece.name)
+        self.tool = piece.tool or self.tool
         if piece.arguments or piece.joins:
             self.streamed = self.streamed or bool(piece.arguments)
             self.arguments.add(piece.arguments)
@@ -386,7 +451,8 @@ class StreamedCall:
         """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
         (where none streamed, the last given whole)."""
         arguments = self.arguments.text if self.streamed or not self.given else list(self.given)[-1]
-        return ToolCall(self.ids[0] if self.ids else None, "".join(self.names), arguments, self.where)
+        name = "".join(self.names) or self.tool
+        return ToolCall(self.ids[0] if self.ids else None, name, arguments, self.where, bool(self.tool))
 
     def readings(self) -> list[ToolCall]:
         """The call as each client may read it: ``call()`` first, then with its name's first piece alone
