@@ -62,7 +62,7 @@ from proxy.dialects.socket_refusal import close_reason, realtime_error, speaks_r
 from proxy.dialects.stored import carry
 from proxy.dialects.stream import DUPLICATE_KEY_RULE, KEY_CASE_RULE, encode_json, sent_as
 from proxy.exchange import Attachment, Completion, RequestView, Source
-from proxy.inspection import TurnInspector, block_message, inspection_threat, reading_threat
+from proxy.inspection import MULTIPART_RULE, TurnInspector, block_message, inspection_threat, reading_threat
 from proxy.model import Action, Decision, Finding, Severity, Threat
 from proxy.runtime import Runtime
 from proxy.scanning.residual import CONTEXT_CHARS
@@ -101,7 +101,7 @@ from proxy.wire.decoding import (
 from proxy.wire.embedded import opened
 from proxy.wire.eventstream import AwsFraming, EventStreamError, is_aws_event_stream
 from proxy.wire.fieldbreaks import field_break, mend_field_breaks
-from proxy.wire.multipart import boundary_of, part_spans
+from proxy.wire.multipart import body_framing_doubt, boundary_of, part_spans
 from proxy.wire.sse import DEFAULT_MAX_EVENT_BYTES, encode_text
 from proxy.wire.textframes import text_message
 
@@ -1594,6 +1594,15 @@ class Inspect:
             return
         if not isinstance(body, bytes):
             return
+        doubt = body_framing_doubt(body, flow.response.headers.get("content-type"))
+        if doubt is not None:
+            # Its receiver may hand the agent parts no reader here framed, as a request so framed is refused.
+            framing = unread_body_finding(MULTIPART_RULE, f"response: {doubt}", "response", inspector)
+            turn.add(framing)
+            if framing.enforced:
+                turn.escalate(Decision.BLOCKED)
+                self._withhold(flow, dialect, inspector, framing)
+                return
         body, encoding = as_utf8(flow.response, body)
         declared, otherwise = declared_readings(flow.response, body, transcoded=encoding is not None)
         every_way = otherwise if isinstance(otherwise, ReadEveryWay) and inspector.normalises else None

@@ -115,13 +115,7 @@ from proxy.state import StateStore, digest
 from proxy.turn import Turn
 from proxy.wire import jsontext
 from proxy.wire.forms import form_values, repeated
-from proxy.wire.multipart import (
-    boundary_of,
-    frame_text,
-    framed_otherwise,
-    framing_doubt,
-    loose_delimiters,
-)
+from proxy.wire.multipart import body_framing_doubt, boundary_of, frame_text
 from proxy.wire.printable import bridged_runs, printable_runs, text_runs
 from proxy.wire.textframes import json_message
 
@@ -805,12 +799,7 @@ class TurnInspector:
         content (``loose_delimiters``), a body opening with another boundary's parts
         (``framed_otherwise``)."""
         boundary = boundary_of(content_type)
-        doubt = framing_doubt(content_type)
-        if doubt is None and boundary is not None:
-            if loose_delimiters(body, boundary):
-                doubt = "a multipart body holds its boundary where receivers differ on whether a part starts"
-            elif framed_otherwise(body, boundary):
-                doubt = "a multipart body opens with another boundary than its Content-Type names"
+        doubt = body_framing_doubt(body, content_type)
         if doubt is not None:
             self._refuse_part(Threat.DATA_EXFILTRATION, MULTIPART_RULE, "multipart", doubt)
         text = frame_text(body, boundary)

@@ -65,6 +65,22 @@ def boundary_of(content_type: str | None) -> bytes | None:
     return boundaries[0] if boundaries else None
 
 
+def body_framing_doubt(body: bytes, content_type: str | None) -> str | None:
+    """Why the receivers of ``body``, labelled ``content_type``, may read it as other parts than those of
+    ``boundary_of``: ``framing_doubt``, a ``--`` and the boundary some receiver takes for a delimiter and
+    another for content (``loose_delimiters``), a body opening with another boundary's parts
+    (``framed_otherwise``). None where they frame it alike."""
+    doubt = framing_doubt(content_type)
+    boundary = boundary_of(content_type)
+    if doubt is not None or boundary is None:
+        return doubt
+    if loose_delimiters(body, boundary):
+        return "a multipart body holds its boundary where receivers differ on whether a part starts"
+    if framed_otherwise(body, boundary):
+        return "a multipart body opens with another boundary than its Content-Type names"
+    return None
+
+
 def framing_doubt(content_type: str | None) -> str | None:
     """Why the receivers of a body labelled ``content_type`` may frame its parts otherwise than by
     ``boundary_of``, or read it as a multipart body where no reader here does: a multipart Content-Type
