@@ -60,6 +60,7 @@ from proxy.dialects import (
     chain_filters,
 )
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
+from proxy.dialects.filerefs import files_named, may_name_files
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
 from proxy.dialects.message_text import Ended, MessageText, may_hold_words
@@ -629,7 +630,7 @@ class TurnInspector:
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
         self._record_run_upstream(view)
-        self._record(self._withheld_continuations(view))
+        self._record(self._withheld_continuations(view.continues | view.files_read))
         verdict.block = self.request_block()
         return verdict
 
@@ -641,13 +642,13 @@ class TurnInspector:
         )
         self._record(declared + tools.fetch_findings(view.fetches, self._host_allowed))
 
-    def _withheld_continuations(self, view: RequestView) -> list[Finding]:
-        """What the request continues (a stored response, a conversation, a container) or has the
-        provider read (a file) in which egressguard withheld something from the agent: the provider hands
-        the model the whole of it, the withheld part too, so the request is refused where that part's
-        threat is enforced."""
+    def _withheld_continuations(self, named: dict[str, str]) -> list[Finding]:
+        """What a request or an agent's message continues (a stored response, a conversation, a
+        container) or has the provider read (a file), by the locator naming it (``named``), in which
+        egressguard withheld something from the agent: the provider hands the model the whole of it, the
+        withheld part too, so what names it is refused where that part's threat is enforced."""
         findings = []
-        for where, stored in (view.continues | view.files_read).items():
+        for where, stored in named.items():
             threat = self.state.get(_withheld_key(stored))
             if not isinstance(threat, str) or threat not in Threat:
                 continue
@@ -1569,7 +1570,7 @@ class TurnInspector:
         redaction took out."""
         self.message_calls.skip()
         if from_client:
-            reads = _may_carry_shapes(text)
+            reads = _may_carry_shapes(text) or may_name_files(text)
         else:
             reads = self.message_calls.streaming or may_hold_calls(text)
         if reads and where != self._read_as_text_at:
@@ -1715,6 +1716,10 @@ class TurnInspector:
                 dataclasses.replace(fetch, where=_within(where, fetch.where)) for fetch in asked.fetches
             ]
             self._record_run_upstream(asked)
+            named = files_named(document)
+            self._record(
+                self._withheld_continuations({_within(where, at): file for at, file in named.items()})
+            )
             parts += [
                 part for part in (*asked.parts, *configured.parts) if part.source is Source.TOOL_DESCRIPTION
             ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +21,17 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from proxy.commands.localca import UpstreamPKI
 from proxy.dialects import continued_by_route, detect
 from tests.harness import Proxy
+from tests.test_e2e_shapes import realtime_agent
 from tests.test_e2e_stored_requests import BOUNDARY, batch_line, batch_upload
+from tests.test_e2e_websocket import Realtime
 from tests.test_e2e_withheld_context import CONTEXT, DELETE_BLOCK, WROTE, anthropic_client
+from tests.test_e2e_ws_refusals import GREETING
 from tests.test_server_tools import answer
 from tests.upstream import FakeUpstream, Reply
+from tests.wsupstream import WAIT_S
 
 WITHHELD = "inspection.withheld_context"
 CALL_IN_FILE = {"type": "tool_use", "id": "toolu_9", "name": "delete_customer", "input": {"id": 42}}
@@ -189,6 +195,35 @@ def refused(proxy: Proxy, upstream: FakeUpstream, send: Callable[[], object], er
     return str(found[0]["where"])
 
 
+def form_part(name: str, content: str, filename: str | None = None) -> str:
+    named = f'; filename="{filename}"' if filename is not None else ""
+    return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"{named}\r\n\r\n{content}\r\n'
+
+
+def test_a_form_naming_a_kept_file_is_read() -> None:
+    """A urlencoded form's and a multipart form's fields naming a file by the keys a JSON body does, in
+    any case, with an index (``file_ids[]``, percent-encoded or not), as a server reads them; a file's
+    title and an upload's own name name none."""
+    form = "purpose=x&File_Id=file-o&file_ids%5B%5D=file-p&file_ids[1]=+file-q&filename=report.pdf&file_id="
+    read = detect("POST", "/v1/containers/c_1/files", "application/x-www-form-urlencoded", form.encode())
+    assert read.parse_request(form.encode()).files_read == {
+        "form.File_Id": "file-o",
+        'form["file_ids[]"]': "file-p",
+        'form["file_ids[1]"]': "file-q",
+    }
+    upload = (
+        form_part("file", "notes", filename="report.pdf")
+        + form_part("file_id", "file-r")
+        + form_part("fileUri", "files/chart-9")
+        + form_part("filename", "report.pdf")
+        + f"--{BOUNDARY}--\r\n"
+    ).encode()
+    assert files_read("POST", "/v1/containers/c_1/files", upload) == {
+        "multipart[1]": "file-r",
+        "multipart[2]": "chart-9",
+    }
+
+
 def test_a_file_an_answers_code_wrote_beside_a_withheld_call_is_not_handed_to_the_model(
     enforcing: Proxy, upstream: FakeUpstream
 ) -> None:
@@ -246,8 +281,8 @@ def test_a_file_whose_download_was_withheld_is_not_handed_to_the_model_by_openai
     """Through the OpenAI SDK: a file whose content egressguard withheld from the agent (it held a
     destructive call) is refused wherever a request names it: a Responses input file or image, a Chat
     file, a code interpreter's container, a vector store, an Assistants message's attachment, a batch, a
-    fine-tuning job, a container, and the line of a batch input file; the same requests naming another
-    file pass."""
+    fine-tuning job, a container, the line of a batch input file, and a container's file named by a
+    multipart or a urlencoded form's field; the same requests naming another file pass."""
     client = enforcing.openai_client(upstream.url, headers=CONTEXT)
     upstream.reply = Reply(body=json.dumps({"steps": [CALL_IN_FILE]}).encode())
     with pytest.raises(openai.InternalServerError, match="delete_customer"):
@@ -279,6 +314,13 @@ def test_a_file_whose_download_was_withheld_is_not_handed_to_the_model_by_openai
             lambda: client.fine_tuning.jobs.create(model="m", training_file=file),
             lambda: client.containers.create(name="c", file_ids=[file]),
             lambda: client.files.create(file=("b.jsonl", io.BytesIO(line.encode())), purpose="batch"),
+            lambda: client.containers.files.create("cntr_1", file_id=file, file=("a.txt", b"notes")),
+            lambda: client.post(
+                "/containers/cntr_1/files",
+                cast_to=object,
+                content=f"file_id={file}".encode(),
+                options={"headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            ),
         ]
 
     for send in sends("file-abc"):
@@ -327,3 +369,40 @@ def test_a_gemini_file_whose_download_was_withheld_is_not_handed_to_the_model(
         == "batch.inputConfig.fileName"
     )
     assert ask(f"{upstream.url}/v1beta/files/chart-8")().text == "Hello from the upstream model."
+
+
+def test_a_realtime_message_naming_a_withheld_file_is_refused(
+    enforcing: Proxy, upstream: FakeUpstream, upstream_pki: UpstreamPKI
+) -> None:
+    """Through the OpenAI SDK's Realtime client: a ``conversation.item.create`` whose content names a file
+    egressguard withheld content of does not reach the API, the agent told by an ``error`` event naming
+    the client event; the same message naming another file goes on."""
+    client = enforcing.openai_client(upstream.url, headers=CONTEXT)
+    upstream.reply = Reply(body=json.dumps({"steps": [CALL_IN_FILE]}).encode())
+    with pytest.raises(openai.InternalServerError, match="delete_customer"):
+        client.files.content("file-abc")
+    settled(enforcing, upstream)
+
+    def item(file: str) -> Any:
+        content = [{"type": "input_file", "file_id": file}, {"type": "input_text", "text": "sum it up"}]
+        return {"type": "message", "role": "user", "content": content}
+
+    server = Realtime(upstream_pki, (json.dumps(GREETING),))
+    try:
+        with realtime_agent(enforcing, server.port, CONTEXT) as connection:
+            assert connection.recv().type == "session.created"
+            connection.conversation.item.create(item=item("file-abc"), event_id="evt_agent_1")
+            connection.conversation.item.create(item=item("file-xyz"), event_id="evt_agent_2")
+            error: Any = connection.recv()
+            deadline = time.monotonic() + WAIT_S
+            while not server.received and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        server.close()
+    assert error.type == "error" and error.error.event_id == "evt_agent_1"
+    assert WITHHELD in error.error.message
+    assert [json.loads(message)["item"] for message in server.received] == [item("file-xyz")]
+    record = enforcing.wait_for_records(2)[-1]
+    assert [(f["rule"], f["where"], f["enforced"]) for f in record["findings"] if f["rule"] == WITHHELD] == [
+        (WITHHELD, "websocket[1].item.content[0].file_id", True)
+    ]

@@ -3,8 +3,9 @@
 (Responses), a Chat ``file`` part's ``file.file_id``, Assistants' ``attachments`` and ``image_file``,
 a vector store's, a container's or a code interpreter's ``file_ids``, a batch's ``input_file_id``, a
 fine-tuning job's ``training_file``, Gemini's ``fileData.fileUri`` and a batch's or a file search
-store's ``fileName``. The provider hands the model (or the store, the container, the job) the whole of
-such a file, unread by whoever sends the reference.
+store's ``fileName``, and a form's fields so named (urlencoded or multipart). The provider hands the
+model (or the store, the container, the job) the whole of such a file, unread by whoever sends the
+reference.
 
 A key is read in any case, with or without ``_`` and ``-`` (``fileUri``, ``file_uri``), at any depth and
 in any API's body, since each names a file by the one id its provider gave it. A reference is the file's
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
 from proxy.dialects.locator import Step, format_locator
+from proxy.wire.forms import field_key
 
 _ID_KEYS = frozenset(
     {"fileid", "fileids", "inputfileid", "fileuri", "fileuris", "trainingfile", "validationfile"}
@@ -39,6 +41,17 @@ _Container = dict[str, Any] | list[Any]
 _BY_ID, _BY_NAME = "id", "name"
 
 
+_MAY_NAME = re.compile(r"[fF][iI][lL][eE]|\\u")
+"""Text in which some key may name a file: every key that does holds ``file`` in some case, or an escape
+may spell one."""
+
+
+def may_name_files(text: str) -> bool:
+    """Whether ``text`` (JSON) may name a file by reference (``files_named``): false for almost all of it,
+    at the cost of one search."""
+    return _MAY_NAME.search(text) is not None
+
+
 def files_named(document: Any, steps: tuple[Step, ...] = ()) -> dict[str, str]:
     """Each file ``document`` (found at ``steps``) names by reference, by the locator of the string
     naming it, as ``stored_file`` reads it."""
@@ -46,6 +59,26 @@ def files_named(document: Any, steps: tuple[Step, ...] = ()) -> dict[str, str]:
     if isinstance(document, _NESTED):
         _collect(document, list(steps), found)
     return found
+
+
+def form_files(fields: Iterable[tuple[str, str, str]]) -> dict[str, str]:
+    """Each file a form names by reference, by locator: its fields given as (locator, name, value), each
+    named as a server reads a form's names (in any case, with an index: ``file_ids[]``) under the keys a
+    JSON body names a file by."""
+    found = {}
+    for where, name, value in fields:
+        if _names_file(_kind(field_key(name)), value):
+            found[where] = stored_file(value)
+    return found
+
+
+def _names_file(kind: str | None, reference: str) -> bool:
+    """Whether ``reference``, under a key naming a file as ``kind`` says, names a kept file."""
+    return (
+        kind is not None
+        and bool(reference.strip())
+        and (kind == _BY_ID or bool(NAMED_FILE.search(unquote(reference))))
+    )
 
 
 def stored_file(reference: str) -> str:
@@ -90,7 +123,7 @@ def _check(value: dict[str, Any], key: str, steps: list[Step], found: dict[str, 
     kind = _kind(key)
     if kind is not None:
         for where, reference in _references(child, (*steps, key)):
-            if reference.strip() and (kind == _BY_ID or NAMED_FILE.search(unquote(reference))):
+            if _names_file(kind, reference):
                 found[where] = stored_file(reference)
     elif key == "id" and value.get("type") == _FILE_ID_TYPE and isinstance(child, str):
         found[format_locator((*steps, key))] = stored_file(child)

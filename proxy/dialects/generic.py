@@ -11,6 +11,7 @@ import dataclasses
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
+from urllib.parse import unquote_plus
 
 from proxy.dialects.attachments import storage_location
 from proxy.dialects.base import (
@@ -24,6 +25,7 @@ from proxy.dialects.base import (
     load_json,
     readable_text,
 )
+from proxy.dialects.filerefs import form_files
 from proxy.dialects.locator import ROOT, Step, format_locator, get_at, parse_locator, set_at, walk_strings
 from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
 from proxy.dialects.shapes import (
@@ -54,6 +56,8 @@ from proxy.wire.sse import SSEEvent, encode_text, write_event
 
 MULTIPART = "multipart"
 """Locators of a multipart body's text fields: ``multipart[2]`` is its third part."""
+FORM = "form"
+"""Locators of a urlencoded form's fields, by name: ``form.file_id``, read only (the body is one text)."""
 
 
 class Generic(Dialect):
@@ -87,6 +91,7 @@ class Generic(Dialect):
                     [(ROOT, start, end) for start, end in spans]
                     for spans in repeated((name, (start, end)) for name, start, end in form_values(text))
                 ],
+                files_read=form_references(body, self.boundary),
             )
         fields = multipart_texts(body, self.boundary)
         if fields is None:
@@ -98,6 +103,7 @@ class Generic(Dialect):
             repeated_fields=repeated(
                 (names[where], (where, 0, len(field))) for where, field in fields.items() if where in names
             ),
+            files_read=multipart_files(fields, names),
         )
 
     def parse_response(self, body: bytes, parsed: ParsedBody | None = None) -> Completion:
@@ -198,6 +204,27 @@ def multipart_texts(body: bytes, boundary: bytes | None) -> dict[str, str] | Non
         if field:
             fields[format_locator((MULTIPART, index))] = field
     return fields
+
+
+def form_references(body: bytes, boundary: bytes | None) -> dict[str, str]:
+    """The files a form (urlencoded, or multipart of ``boundary``) names by reference, by locator."""
+    fields = multipart_texts(body, boundary)
+    if fields is not None:
+        return multipart_files(fields, multipart_names(body, boundary))
+    text = readable_text(body)
+    return {} if text is None else urlencoded_files(text)
+
+
+def urlencoded_files(form: str) -> dict[str, str]:
+    """The files a urlencoded ``form`` names, each by its field (``form.file_id``), its name and value
+    percent-decoded as a server decodes them."""
+    decoded = [(unquote_plus(name), unquote_plus(form[start:end])) for name, start, end in form_values(form)]
+    return form_files((format_locator((FORM, name)), name, value) for name, value in decoded)
+
+
+def multipart_files(fields: dict[str, str], names: dict[str, str]) -> dict[str, str]:
+    """The files a multipart form's text ``fields`` name, by the field ``names`` give each."""
+    return form_files((where, names[where], field) for where, field in fields.items() if where in names)
 
 
 def multipart_names(body: bytes, boundary: bytes | None) -> dict[str, str]:

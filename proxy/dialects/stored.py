@@ -30,7 +30,7 @@ from proxy.dialects.base import (
 )
 from proxy.dialects.filerefs import files_named
 from proxy.dialects.gemini import Gemini
-from proxy.dialects.generic import MULTIPART, Generic
+from proxy.dialects.generic import MULTIPART, Generic, form_references
 from proxy.dialects.locator import Step, format_locator, get_at, parse_locator, set_at, walk_strings
 from proxy.dialects.openai_chat import OpenAIChat
 from proxy.dialects.openai_responses import OpenAIResponses, output_parts
@@ -176,6 +176,7 @@ class Stored(Dialect):
         except SHAPE_ERRORS as error:
             shape = f"unexpected body shape: {type(error).__name__}"
             return RequestView(dialect=self.name, parse_error=shape)
+        view.files_read |= form_references(body, self.any_body.boundary)
         return view
 
     def _read_lines(self, view: RequestView, content: bytes, base: tuple[Step, ...]) -> None:
