@@ -107,10 +107,14 @@ def is_chunked(message: http.Message | None) -> bool:
     return message is not None and "chunked" in message.headers.get("transfer-encoding", "").lower()
 
 
-def joined_data(commands: CommandGenerator, receive: type[RequestData | ResponseData]) -> CommandGenerator:
+def joined_data(
+    commands: CommandGenerator,
+    receive: type[RequestData | ResponseData],
+    before: Callable[[commands.Command], HttpEvent | None] | None = None,
+) -> CommandGenerator:
     """``commands`` with the body data they hand on for one stream one after another (``receive``
-    events) joined into one piece; anything else passes in its place, in order, and what the layer sends
-    back for a command reaches ``commands``."""
+    events) joined into one piece; anything else passes in its place, in order, after what ``before``
+    hands on ahead of it, and what the layer sends back for a command reaches ``commands``."""
     joined: list[bytes] = []
     stream_id = 0
     reply: Any = None
@@ -130,6 +134,9 @@ def joined_data(commands: CommandGenerator, receive: type[RequestData | Response
             joined.append(data.data)
             stream_id = data.stream_id
             continue
+        ahead = None if before is None else before(command)
+        if ahead is not None:
+            yield ReceiveHttp(ahead)
         reply = yield command
     if joined:
         yield ReceiveHttp(receive(stream_id, b"".join(joined)))
@@ -144,8 +151,14 @@ class JoinedData(Http1Connection):
 
     def read_body(self, event: events.Event) -> CommandGenerator:
         if reads_chunks(self.body_reader):
-            return joined_data(super().read_body(event), self.ReceiveData)
+            return joined_data(super().read_body(event), self.ReceiveData, self.handed_before)
         return super().read_body(event)
+
+    def handed_before(self, command: commands.Command) -> HttpEvent | None:
+        """What to hand on ahead of ``command``, of those a chunked body's reading yields: the joining
+        generator asks, so that a read goes through one generator around mitmproxy's, not one per
+        addition."""
+        return None
 
 
 class JoinedFrames(Http2Connection):
@@ -224,7 +237,7 @@ class Http2JoinedData:
         http_layer.Http2Client = JoinedHttp2Client  # type: ignore[attr-defined]
 
 
-class TrailerFields(Http1Connection):
+class TrailerFields(JoinedData):
     """What reading and writing trailers adds to either end of an HTTP/1 connection."""
 
     ReceiveTrailers: type[RequestTrailers | ResponseTrailers]
@@ -244,22 +257,17 @@ class TrailerFields(Http1Connection):
     def _note_trailers(self, trailers: http.Headers) -> None:
         self.received_trailers = trailers
 
-    def read_body(self, event: events.Event) -> CommandGenerator:
-        if reads_chunks(self.body_reader):
-            return self._read_chunks(event)
-        return super().read_body(event)
-
-    def _read_chunks(self, event: events.Event) -> CommandGenerator:
-        for command in super().read_body(event):
-            if (
-                isinstance(command, ReceiveHttp)
-                and isinstance(command.event, self.ReceiveEndOfMessage)
-                and self.received_trailers is not None
-            ):
-                assert self.stream_id is not None
-                yield ReceiveHttp(self.ReceiveTrailers(self.stream_id, self.received_trailers))
-                self.received_trailers = None
-            yield command
+    def handed_before(self, command: commands.Command) -> HttpEvent | None:
+        """The trailer fields the body ended with, ahead of its end."""
+        if (
+            isinstance(command, ReceiveHttp)
+            and isinstance(command.event, self.ReceiveEndOfMessage)
+            and self.received_trailers is not None
+        ):
+            assert self.stream_id is not None
+            trailers, self.received_trailers = self.received_trailers, None
+            return self.ReceiveTrailers(self.stream_id, trailers)
+        return None
 
     def send(self, event: HttpEvent) -> CommandGenerator:
         if isinstance(event, self.SendTrailers) or (
@@ -286,7 +294,7 @@ class TrailerFields(Http1Connection):
     done_flag: str
 
 
-class TrailerServer(TrailerFields, JoinedData, Http1Server):
+class TrailerServer(TrailerFields, Http1Server):
     ReceiveTrailers = RequestTrailers
     SendTrailers = ResponseTrailers
     SendEndOfMessage = ResponseEndOfMessage
@@ -297,7 +305,7 @@ class TrailerServer(TrailerFields, JoinedData, Http1Server):
         return None if bodyless else self.response
 
 
-class TrailerClient(TrailerFields, JoinedData, Http1Client):
+class TrailerClient(TrailerFields, Http1Client):
     ReceiveTrailers = ResponseTrailers
     SendTrailers = RequestTrailers
     SendEndOfMessage = RequestEndOfMessage
