@@ -609,7 +609,8 @@ class StreamRedactor:
             position = end
         out.append(window[position:cut])
         self._passed += cut - offset
-        self._recorded = {start for start in self._recorded if start >= self._passed - self._context_size}
+        if self._recorded:  # most streams redact nothing
+            self._recorded = {start for start in self._recorded if start >= self._passed - self._context_size}
         self._context = window[max(0, cut - self._context_size) : cut]
         self._pending = window[cut:]
         return "".join(out)
