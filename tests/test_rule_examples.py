@@ -62,6 +62,14 @@ def test_packs_are_found() -> None:
     assert {"secrets", "pii"} <= names
 
 
+@pytest.mark.parametrize("rule", [rule for pack in PACKS for rule in pack.rules], ids=lambda rule: rule.id)
+def test_no_rule_matches_the_empty_string(rule: Rule) -> None:
+    """A pattern with an empty alternative ("a||b") finds an empty match at every place it is run, each
+    one dropped: a scan's work for nothing, and its loosened form can rule no place out."""
+    for text in ("", "plain words", "\n"):
+        assert all(match.end() > match.start() for match in rule.pattern.finditer(text)), rule.id
+
+
 @pytest.mark.parametrize(("rule", "example"), _cases("match"))
 def test_match_example_is_found(rule: Rule, example: str) -> None:
     """Each true-positive example is found by its own rule."""
