@@ -1069,8 +1069,10 @@ _CODE_NAMES = (
     "chr(", "ord(", "unicode value",
 )  # fmt: skip
 """What names characters' decimal codes, looked for in the lower-cased text, each by a substring search."""
-_OCTAL_ESCAPES = re.compile(r"(?:\\[0-3][0-7]{2}){6,}")
-"""Six or more octal escapes in a row (``\\151\\147``), as C, Python and shells write bytes."""
+_OCTAL_ESCAPES = re.compile(r"\\[0-3][0-7]{2}(?:\\[0-3][0-7]{2}){5,}")
+"""Six or more octal escapes in a row (``\\151\\147``), as C, Python and shells write bytes. The first
+written out of the repeat: the search then skips ahead to each backslash, where a pattern led by a
+repeated group is tried at every place of the text."""
 
 
 def _decode_decimal(run: bytes) -> str | None:
