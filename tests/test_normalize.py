@@ -432,7 +432,21 @@ def test_leetspeak_runs_are_found_alike_among_few_signs_and_many(text: str, pros
             for match in _LEET_REFERENCE.finditer(padded)
             if max(padded[match.start()], padded[match.end(1) - 1]) >= "g"
         ]
-        assert normalize_module._leet_runs(padded, padded.encode("ascii")) == expected
+        assert normalize_module._leet_runs(padded) == expected
+
+
+_LEET_PATTERN = re.compile(r"[g-z][013457@$!|]+[a-z]|[a-z][013457@$!|]+[g-z]")
+"""Leetspeak runs as a pattern reads them: apart, each after the last one's end."""
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet="aghz013$!| .é中\ud800", max_size=600), st.integers(min_value=0, max_value=400))
+def test_leetspeak_runs_past_ascii_are_the_patterns_matches(text: str, prose: int) -> None:
+    """In text past ASCII (a character past it neither a letter nor a sign), among few signs and many,
+    the runs are the pattern's matches: apart, where ASCII's may share a letter."""
+    for padded in ("é" + text, "wörd " * prose + text + "中", "é" + text + " 1234567890" * prose):
+        expected = [match.span() for match in _LEET_PATTERN.finditer(padded)]
+        assert normalize_module._leet_runs(padded) == expected
 
 
 def test_leetspeak_is_read_as_letters_in_prose_and_among_numbers() -> None:

@@ -170,9 +170,6 @@ _LEET = str.maketrans(_LEET_SIGNS, "oieastasil")
 _LEET_OTHER = str.maketrans("1|", "li")
 """The other letter each ambiguous sign stands for ("a11" all, "|gnore" ignore): a word takes it where
 only it spells a word of ``_GLUED_WORDS`` (``_leet_word``)."""
-_LEET_RUN = re.compile(r"[g-z][013457@$!|]+[a-z]|[a-z][013457@$!|]+[g-z]")
-"""Digits or signs standing for letters inside a word ("pr3v10us"), which a model reads unasked; a letter
-beside them past ``f``, so that hex digests are no leetspeak."""
 LEET_RUNS = 2
 """A single one is a version string or a name (ipv4, s3, log4j), read as it is."""
 _LEET_SHAPES = bytes(
@@ -324,7 +321,7 @@ def turned(plain: str, signals: set[str], original: str | None = None) -> list[t
             source = _span(original, cues if same else _cue_spans(original.lower())[0], TURN_REACH)
             forms.append(source.translate(_ROT47_TABLE).casefold())
         read += [(TURNED, form) for form in forms if form]
-    runs = _leet_runs(plain, plain.encode("ascii") if plain.isascii() else None)
+    runs = _leet_runs(plain)
     if len(runs) >= LEET_RUNS:
         read.append((LEETSPEAK, _as_letters(_span(plain, runs, LEET_REACH))))
     if LETTER_SPACING in signals:
@@ -615,23 +612,27 @@ def _normalize_into(
         _normalize_into(segment, depth - 1, texts, originals, signals, budget)
 
 
-def _leet_runs(plain: str, ascii_text: bytes | None) -> list[tuple[int, int]]:
-    """Where ``plain`` (its bytes where it is ASCII, else None) has signs standing for letters inside a
-    word (``_LEET_RUN``). In ASCII, each letter a sign follows is found by a bytes search and the run
-    looked at from there: the pattern, which tries two branches at every place, costs far more. Where
-    signs are few (prose), each sign is found instead and the letter before it checked: a search for a
-    sign alone skips through the text, where one for a letter then a sign steps through prose a byte at
-    a time (``"a1"`` in ``"aaaa aaa"``)."""
-    if ascii_text is None:
-        return [match.span() for match in _LEET_RUN.finditer(plain)]
+def _leet_runs(plain: str) -> list[tuple[int, int]]:
+    """Where ``plain`` has digits or signs standing for letters inside a word ("pr3v10us"), which a model
+    reads unasked: a run of ``_LEET_SIGNS`` between two lower-case ASCII letters, one of them past ``f``
+    so that hex digests are no leetspeak. Each letter a sign follows is found by a search over one shape
+    byte a character (one past ASCII, encoded as "?", is neither a letter nor a sign) and the run looked
+    at from there: a pattern, which tries two branches at every place, costs far more. Where signs are
+    few (prose), each sign is found instead and the letter before it checked: a search for a sign alone
+    skips through the text, where one for a letter then a sign steps through prose a byte at a time
+    (``"a1"`` in ``"aaaa aaa"``). In ASCII text a run's last letter may start the next run; in text past
+    ASCII runs are apart, each looked for after the last one's end."""
+    ascii_text = plain.encode("ascii", "replace")
+    apart = not plain.isascii()
     shapes = ascii_text.translate(_LEET_SHAPES)
     signs_first = shapes.count(b"1") * _SIGN_SPACING <= len(shapes)
     sought = b"1" if signs_first else b"a1"
     runs = []
+    resume = 0
     position = shapes.find(sought)
     while position >= 0:
         if signs_first:
-            if position == 0 or shapes[position - 1] != _LETTER_SHAPE:
+            if position <= resume or shapes[position - 1] != _LETTER_SHAPE:
                 position = shapes.find(sought, position + 1)
                 continue
             position -= 1
@@ -640,7 +641,8 @@ def _leet_runs(plain: str, ascii_text: bytes | None) -> list[tuple[int, int]]:
             end += 1
         if shapes[end : end + 1] == b"a" and max(ascii_text[position], ascii_text[end]) >= ord("g"):
             runs.append((position, end + 1))
-        position = shapes.find(sought, end)
+            resume = end + apart
+        position = shapes.find(sought, max(end, resume))
     return runs
 
 
