@@ -910,19 +910,23 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _decode_base58(run[:_MAX_BASE58].decode("ascii"))
             if decoded is not None:
                 yield BASE58, decoded
-    for start, end in _runs(encoded, _HEX_OR_SEPARATOR, 2 * _MIN_HEX_PAIRS):
+    # Hex, binary digits, decimal codes and morse signs are all made of ``_CODED_ALPHABET``'s bytes: where
+    # it has no run as long as the shortest of theirs, none of theirs is looked for (one translation, not
+    # four). Morse spelt past ASCII is read from other bytes, and always looked for.
+    coded = next(_runs(encoded, _CODED_ALPHABET, _MIN_CODED), None) is not None
+    for start, end in _runs(encoded, _HEX_OR_SEPARATOR, 2 * _MIN_HEX_PAIRS) if coded else ():
         for match in _HEX_CANDIDATE.finditer(encoded, start, end):
             decoded = _decode_hex(match.group().decode("ascii"))
             if decoded is not None:
                 yield HEX, decoded
     # Binary digits and decimal codes each in the stretches of their own characters: the regexes, tried
     # at every place of a stretch, never see the numbers, addresses and digests of a document.
-    for start, end in _runs(encoded, _BINARY_ALPHABET, _MIN_BINARY):
+    for start, end in _runs(encoded, _BINARY_ALPHABET, _MIN_BINARY) if coded else ():
         for match in _BINARY_RUN.finditer(encoded, start, end):
             decoded = _decode_binary(match.group())
             if decoded is not None:
                 yield BINARY_DIGITS, decoded
-    for start, end in _runs(encoded, _DECIMAL_ALPHABET, _MIN_DECIMAL):
+    for start, end in _runs(encoded, _DECIMAL_ALPHABET, _MIN_DECIMAL) if coded else ():
         # Looked for once a run of codes is found: most texts hold none.
         if names_codes is None:
             lowered = text.lower()
@@ -937,7 +941,8 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
     if not text.isascii() and _MORSE_DOTS.search(text) and _MORSE_DASHES.search(text):
         spelt = _MORSE_DASHES.sub("-", _MORSE_DOTS.sub(".", text))
         signs = spelt.encode("utf-8", "surrogatepass").translate(_UNDERSCORE_AS_DASH)
-    for start, end in _runs(signs, _MORSE_ALPHABET, _MIN_MORSE):
+        coded = True
+    for start, end in _runs(signs, _MORSE_ALPHABET, _MIN_MORSE) if coded else ():
         if signs.find(b"-", start, end) >= 0 and signs.find(b".", start, end) >= 0:
             for match in _MORSE_RUN.finditer(signs, start, end):
                 decoded = _decode_morse(match.group().decode("ascii"))
@@ -1018,6 +1023,14 @@ dictionary a character."""
 _UNDERSCORE_AS_DASH = bytes.maketrans(b"_", b"-")
 _MORSE_ALPHABET = _byte_table(".-/| ")
 _MIN_MORSE = 24
+_CODED_ALPHABET = bytes(
+    max(tables)
+    for tables in zip(
+        _HEX_OR_SEPARATOR, _BINARY_ALPHABET, _DECIMAL_ALPHABET, _MORSE_ALPHABET, _byte_table("_"), strict=True
+    )
+)
+"""Every byte of hex, binary digits, decimal codes and morse (an underscore is read as a dash there)."""
+_MIN_CODED = min(2 * _MIN_HEX_PAIRS, _MIN_BINARY, _MIN_DECIMAL, _MIN_MORSE)
 _MORSE_RUN = re.compile(rb"[.\-/| ]{24,}")
 _MORSE = {
     ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h",
