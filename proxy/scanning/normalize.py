@@ -642,7 +642,9 @@ def _leet_runs(plain: str) -> list[tuple[int, int]]:
         if shapes[end : end + 1] == b"a" and max(ascii_text[position], ascii_text[end]) >= ord("g"):
             runs.append((position, end + 1))
             resume = end + apart
-        position = shapes.find(sought, max(end, resume))
+            position = shapes.find(sought, resume)
+        else:
+            position = shapes.find(sought, end)
     return runs
 
 
