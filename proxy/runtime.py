@@ -40,6 +40,7 @@ class Runtime:
     audit_log: AuditLog | None = None
     alert_router: AlertRouter | None = None
     _metrics: Metrics | None = field(default=None, repr=False)
+    _staged_parts: tuple[Path, StagedParts] | None = field(default=None, repr=False)
     drills: DrillRuns = field(init=False, repr=False)
     freezes: FreezeMemory = field(default_factory=FreezeMemory, repr=False)
     """The freezes this process has read, for while the shared store is away (``on_error: open``)."""
@@ -72,8 +73,13 @@ class Runtime:
 
     @property
     def staged_parts(self) -> StagedParts:
-        """The parts of uploads kept until their file is read (``proxy.staged``), under ``data_dir``."""
-        return StagedParts(self.policy.data_dir / "staged")
+        """The parts of uploads kept until their file is read (``proxy.staged``), under ``data_dir``: made
+        once per data dir, where every request asked (a path joined anew each time)."""
+        data_dir = self.policy.data_dir
+        kept = self._staged_parts
+        if kept is None or kept[0] is not data_dir:
+            kept = self._staged_parts = (data_dir, StagedParts(data_dir / "staged"))
+        return kept[1]
 
     @property
     def detectors(self) -> Detectors:
