@@ -26,6 +26,7 @@ import hashlib
 import itertools
 import re
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -451,6 +452,19 @@ def block_message(finding: Finding, event_id: str) -> str:
     return message
 
 
+def _known_while(inspector: weakref.ref[TurnInspector]) -> Callable[[str], list[Match] | None]:
+    """``TurnInspector._known`` of ``inspector`` for the scans it makes, which it keeps (``residual``): held
+    weakly, so that the inspector and what it holds are freed with their flow rather than left as a cycle
+    for the garbage collector (some seventy objects a turn, a collection every ten turns). A scan outliving
+    its inspector knows nothing ahead, and scans each text with its document."""
+
+    def known(text: str) -> list[Match] | None:
+        alive = inspector()
+        return None if alive is None else alive._known(text)
+
+    return known
+
+
 class TurnInspector:
     def __init__(
         self,
@@ -514,8 +528,7 @@ class TurnInspector:
         """The calls an upstream streams over several WebSocket messages, each decided once."""
         self.calls_refused: list[Finding] = []
         """Why each call streamed over a WebSocket's messages was withheld since the agent was last told."""
-        self.message_words = MessageText(self._word_filter)
-        """The model's words a WebSocket upstream streams over its messages, filtered as a stream's text."""
+        self._message_words: MessageText | None = None
         self._words_read: set[str] = set()
         """Digests of the model's texts a WebSocket connection's messages repeat whole, read once."""
         self.words_before: Sending = []
@@ -541,6 +554,15 @@ class TurnInspector:
         )
         self._uses_recorded = 0
 
+    @property
+    def message_words(self) -> MessageText:
+        """The model's words a WebSocket upstream streams over its messages, filtered as a stream's text:
+        made at a WebSocket's first message, as it holds this inspector (a cycle, left to the garbage
+        collector, that an HTTP turn does without)."""
+        if self._message_words is None:
+            self._message_words = MessageText(self._word_filter)
+        return self._message_words
+
     def json_scan(self, *, redacts: bool, placeholder: Callable[[str], str] | None = None) -> JsonScan:
         """A scan of every string of a JSON document (``proxy.scanning.residual``) that redacts what the
         policy enforces when ``redacts``, and otherwise only finds; with ``placeholder`` (a request in
@@ -554,7 +576,7 @@ class TurnInspector:
             key=self.detectors.fingerprint_key,
             rewrites=rewrites,
             placeholder=placeholder,
-            known=self._known,
+            known=_known_while(weakref.ref(self)),
             quiet=self.detectors.quiet_reads,
             budget=self.budget,
         )

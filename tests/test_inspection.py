@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import json
 import os
 import textwrap
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from random import Random
@@ -92,6 +94,28 @@ def call(name: str, arguments: object = None, index: int = 0) -> ToolCall:
 
 def rules_of(inspector: TurnInspector) -> list[str]:
     return [finding.rule for finding in inspector.turn.findings]
+
+
+def test_an_inspected_turn_is_freed_without_the_collector(inspector_for: Callable[[], TurnInspector]) -> None:
+    """An HTTP turn's inspector, read through its request, its answer and its residual scans, is freed as
+    soon as its flow lets it go: no cycle is left for the garbage collector to find. Its residual scan
+    still answers a text it read before from what it knows."""
+    text = "Deploy with the key AKIA" + "QYLPMN5HHHFPZAM2, please."
+    body = json.dumps({"messages": [{"role": "user", "content": text}, {"role": "user", "content": text}]})
+    inspector = inspector_for()
+    view = RequestView(dialect="openai_chat", parts=[Part(Source.USER, text, "messages[0].content")])
+    inspector.inspect_request(view)
+    inspector.scan_body(body.encode(), body.encode())
+    answer = Completion(text=[TextSegment("It is mild in Oslo.", "choices[0].message.content")])
+    inspector.inspect_completion(answer, rewrite=True)
+    assert inspector.residual._known(text) == inspector._known(text) != []
+    freed = weakref.ref(inspector)
+    gc.disable()
+    try:
+        del inspector
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def test_history_is_not_inspected_again(inspector_for: Callable[[], TurnInspector]) -> None:
