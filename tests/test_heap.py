@@ -10,7 +10,7 @@ import pytest
 from mitmproxy.test import taddons
 
 from addons.process.admin import POLICY_RELOADED
-from addons.process.heap import LongLivedHeap
+from addons.process.heap import YOUNG_OBJECTS, LongLivedHeap
 
 
 class Node:
@@ -22,9 +22,12 @@ class Node:
 
 @pytest.fixture(autouse=True)
 def thawed() -> Iterator[None]:
-    """What a test freezes is put back, so the rest of the run collects as usual."""
+    """What a test freezes, and the collector's thresholds, are put back, so the rest of the run collects
+    as usual."""
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def cycle_dropped_after_freeze() -> weakref.ref[Node]:
@@ -47,6 +50,14 @@ def test_running_moves_the_heap_out_of_the_collectors_reach() -> None:
     assert reference() is None
     assert gc.get_freeze_count() > 0
     assert not any(candidate is kept for candidate in gc.get_objects())
+
+
+def test_running_collects_the_youngest_objects_less_often() -> None:
+    """Turns in flight hold objects that swing past the collector's default every few requests: the
+    youngest generation is collected every ``YOUNG_OBJECTS``, the older ones as before."""
+    older = gc.get_threshold()[1:]
+    LongLivedHeap().running()
+    assert gc.get_threshold() == (YOUNG_OBJECTS, *older)
 
 
 def test_a_reload_collects_what_was_frozen_and_is_garbage_now() -> None:
