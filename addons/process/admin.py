@@ -37,10 +37,10 @@ class ListenerError(Exception):
     """The admin listener cannot serve as the policy says; the message says where and why."""
 
 
-def _where(settings: AdminSettings | None) -> tuple[str, int, AdminTLS | None]:
-    """What a listener is started with: another address or TLS is another listener."""
+def _where(settings: AdminSettings | None) -> tuple[str, int, AdminTLS | None, tuple[str, ...]]:
+    """What a listener is started with: another address, TLS or names is another listener."""
     assert settings is not None
-    return settings.host, settings.port, settings.tls
+    return settings.host, settings.port, settings.tls, settings.hosts
 
 
 class Admin:
@@ -75,16 +75,16 @@ class Admin:
         """A listener started where ``policy``'s admin settings (the running one's by default) say, when
         none serves there yet: None when one does or none is asked for. One at another address is
         started beside the one serving, which ``serve`` then closes; one at the same address with
-        another TLS takes its place now (the two cannot both listen there), the one serving put back if
-        it cannot. Raises ListenerError."""
+        another TLS or names takes its place now (the two cannot both listen there), the one serving
+        put back if it cannot. Raises ListenerError."""
         settings = self._settings(policy or self.runtime.policy)
         if settings is None or (self.server is not None and _where(settings) == _where(self.listening)):
             return None
         worker_socket = ctx.options.egressguard_admin_listen.removeprefix(WORKER_SOCKET)
         if self.server is not None and ctx.options.egressguard_admin_listen.startswith(WORKER_SOCKET):
             raise ListenerError(
-                "the admin listener's address and TLS are the supervisor's when workers serve: restart to "
-                "apply them"
+                "the admin listener's address, names and TLS are the supervisor's when workers serve: "
+                "restart to apply them"
             )
         if self.server is not None and _where(settings)[:2] == _where(self.listening)[:2]:
             previous = self.listening
@@ -103,7 +103,7 @@ class Admin:
             if worker_socket != ctx.options.egressguard_admin_listen:
                 return await http.start_unix(Path(worker_socket), handle)
             tls = http.server_context(settings.tls) if settings.tls else None
-            return await http.start(settings.host, settings.port, handle, tls)
+            return await http.start(settings.host, settings.port, handle, tls, settings.hosts)
         except http.CertificateError as error:
             raise ListenerError(str(error)) from None
         except OSError as error:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
+import re
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -22,6 +24,9 @@ from proxy.config.policy import AdminTLS
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 DEADLINE_S = 10.0
+MAX_CONNECTIONS = 64
+"""Connections a listener holds open at once (``_connections``)."""
+MAX_HEADERS = 100
 
 log = structlog.get_logger("egressguard.admin")
 
@@ -75,16 +80,18 @@ class BadRequest(Exception):
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def start(host: str, port: int, handler: Handler, tls: ssl.SSLContext | None = None) -> asyncio.Server:
-    """Listen on ``host:port``, with HTTPS where ``tls`` is given (``server_context``); raises OSError
-    when the address cannot be bound."""
+async def start(
+    host: str, port: int, handler: Handler, tls: ssl.SSLContext | None = None, names: Iterable[str] = ()
+) -> asyncio.Server:
+    """Listen on ``host:port``, with HTTPS where ``tls`` is given (``server_context``), answering requests
+    whose Host is an IP address, ``localhost`` or one of ``names`` (``admin.hosts``); raises OSError when
+    the address cannot be bound. TLS is taken up once a connection is counted, so that connections that
+    never finish their handshake are held to the same cap and deadline as those that never send a head."""
     return await asyncio.start_server(
-        _connections(handler),
+        _connections(handler, tls, frozenset(_plain_name(name) for name in names)),
         host,
         port,
         limit=MAX_HEAD_BYTES,
-        ssl=tls,
-        ssl_handshake_timeout=DEADLINE_S if tls else None,
     )
 
 
@@ -111,34 +118,96 @@ def server_context(tls: AdminTLS) -> ssl.SSLContext:
 async def start_unix(path: Path, handler: Handler) -> asyncio.Server:
     """Listen on a Unix socket at ``path`` (a worker's admin API, for the host's admin listener), which
     only the proxy's user may connect to."""
-    server = await asyncio.start_unix_server(_connections(handler), str(path), limit=MAX_HEAD_BYTES)
+    connections = _connections(handler, None, None)
+    server = await asyncio.start_unix_server(connections, str(path), limit=MAX_HEAD_BYTES)
     path.chmod(0o600)
     return server
 
 
-def _connections(handler: Handler) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def _connections(
+    handler: Handler, tls: ssl.SSLContext | None, names: frozenset[str] | None
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """Serve each connection's one request. ``names``: the Host names answered besides IP addresses and
+    localhost; None answers any (a Unix socket, which no browser reaches). At most ``MAX_CONNECTIONS``
+    are open: one more closes the oldest that has not yet sent its whole request (a client opening
+    connections and sending nothing, or a head a byte at a time, loses its own first), or is itself
+    closed when every one is being answered."""
+    open_connections: set[asyncio.StreamWriter] = set()
+    unread: dict[asyncio.StreamWriter, None] = {}
+    """Connections whose request is not read yet, oldest first."""
+
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(open_connections) >= MAX_CONNECTIONS:
+            if not unread:
+                writer.transport.abort()
+                return
+            oldest = next(iter(unread))
+            del unread[oldest]
+            open_connections.discard(oldest)
+            oldest.transport.abort()
+        open_connections.add(writer)
+        unread[writer] = None
         try:
-            response = await asyncio.wait_for(_serve_one(reader, handler), DEADLINE_S)
-        except TimeoutError:
-            response = Response.error(408, "request not received in time")
-        except BadRequest as error:
-            response = Response.error(400, str(error))
-        except Exception as error:  # a handler bug answers 500 and the listener goes on
-            log.error("admin.handler_failed", error=f"{type(error).__name__}: {error}"[:300])
-            response = Response.error(500, "internal error; see the proxy's log")
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            writer.write(_encode(response))
-            await writer.drain()
-            if response.stream is not None:
-                await _relay(response.stream, reader, writer)
-            writer.close()
-            await writer.wait_closed()
+            await _answer(reader, writer, handler, tls, names, lambda: unread.pop(writer, None))
+        finally:
+            open_connections.discard(writer)
+            unread.pop(writer, None)
 
     return connection
 
 
-async def _serve_one(reader: asyncio.StreamReader, handler: Handler) -> Response:
+async def _answer(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    handler: Handler,
+    tls: ssl.SSLContext | None,
+    names: frozenset[str] | None,
+    read: Callable[[], object],
+) -> None:
+    """Read one request within the deadline (``read`` called once it is), answer it and close. A TLS
+    handshake that fails or does not end in time gets no answer: none could be read."""
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    if tls is not None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await writer.start_tls(tls)
+        except (TimeoutError, ssl.SSLError, OSError):
+            writer.transport.abort()
+            return
+
+    async def serve() -> Response:
+        request = await _read_request(reader)
+        read()
+        if names is not None and not _named(request.headers.get("host"), names):
+            return Response.error(421, "this listener is not reached by that name; see admin.hosts")
+        return await handler(request)
+
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await serve()
+    except TimeoutError:
+        response = Response.error(408, "request not received in time")
+    except BadRequest as error:
+        response = Response.error(400, str(error))
+    except Exception as error:  # a handler bug answers 500 and the listener goes on
+        log.error("admin.handler_failed", error=f"{type(error).__name__}: {error}"[:300])
+        response = Response.error(500, "internal error; see the proxy's log")
+    with contextlib.suppress(OSError, asyncio.CancelledError):
+        writer.write(_encode(response))
+        await writer.drain()
+        if response.stream is not None:
+            await _relay(response.stream, reader, writer)
+        writer.close()
+        await writer.wait_closed()
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""RFC 9110's token: no white space in a header's name or before its colon, no line folded on."""
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request:
+    """One request's head and body. A header sent twice (two ``Authorization``, two ``Host``: which
+    counts is a guess), a malformed name or a length that is not plain digits is a BadRequest."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.LimitOverrunError, asyncio.IncompleteReadError, ValueError):
@@ -148,29 +217,50 @@ async def _serve_one(reader: asyncio.StreamReader, handler: Handler) -> Response
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise BadRequest("not an HTTP/1.x request line")
     method, target, _ = parts
+    fields = [line for line in lines[1:] if line]
+    if len(fields) > MAX_HEADERS:
+        raise BadRequest(f"more than {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, separator, value = line.partition(":")
-            if not separator:
-                raise BadRequest("a header line has no colon")
-            headers[name.strip().lower()] = value.strip()
+    for line in fields:
+        name, separator, value = line.partition(":")
+        if not separator or _HEADER_NAME.fullmatch(name) is None:
+            raise BadRequest("a header line is not a name, a colon and a value")
+        if name.lower() in headers:
+            raise BadRequest(f"the {name} header is sent more than once")
+        headers[name.lower()] = value.strip(" \t")
     if "transfer-encoding" in headers:
         raise BadRequest("send a body with content-length")
     length_text = headers.get("content-length", "0")
-    if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
+    if re.fullmatch(r"[0-9]{1,8}", length_text) is None or int(length_text) > MAX_BODY_BYTES:
         raise BadRequest(f"content-length must be a number up to {MAX_BODY_BYTES}")
     body = await reader.readexactly(int(length_text)) if int(length_text) else b""
     split = urlsplit(target)
-    return await handler(
-        Request(
-            method=method.upper(),
-            path=unquote(split.path),
-            query=dict(parse_qsl(split.query)),
-            headers=headers,
-            body=body,
-        )
+    return Request(
+        method=method.upper(),
+        path=unquote(split.path),
+        query=dict(parse_qsl(split.query)),
+        headers=headers,
+        body=body,
     )
+
+
+def _plain_name(name: str) -> str:
+    return name.strip().lower().rstrip(".")
+
+
+def _named(host: str | None, names: frozenset[str]) -> bool:
+    """Whether a request's Host is the listener's: an IP address (which no other site's page can make
+    the browser send for itself), ``localhost``, or one of ``names``. Any other name may be a page's own
+    name made to resolve to the listener's address (DNS rebinding): to the browser, that page and the
+    listener are then one origin."""
+    if host is None:
+        raise BadRequest("a Host header is required")
+    bracketed = re.fullmatch(r"\[([^\]]+)\](?::[0-9]+)?", host)
+    name = bracketed.group(1) if bracketed else re.sub(r":[0-9]+\Z", "", host)
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return bracketed is not None or ":" not in name
+    return bracketed is None and _plain_name(name) in names | {"localhost"}
 
 
 async def _relay(

@@ -338,7 +338,7 @@ async def _watch(workers: Workers, sockets: Path | None, admin: AdminSettings | 
             )
             try:
                 tls = http.server_context(admin.tls) if admin.tls else None
-                server = await http.start(admin.host, admin.port, gateway.handle, tls)
+                server = await http.start(admin.host, admin.port, gateway.handle, tls, admin.hosts)
             except http.CertificateError as error:
                 print(f"egressguard: {error}", file=sys.stderr)
                 return 2

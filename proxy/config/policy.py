@@ -158,6 +158,19 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"(?=.{{1,253}}\.?\Z)(?:{_LABEL}\.)*{_LABEL}\.?")
+
+
+def _dns_name(text: str) -> str:
+    """``admin.hosts``: a whole name, lower-cased without its final dot; no wildcard, port or address
+    (addresses are always answered)."""
+    name = text.strip().lower()
+    if _DNS_NAME.fullmatch(name) is None or name.rstrip(".").replace(".", "").isdigit():
+        raise ValueError(f"{text!r} is not a DNS name (no wildcard, port or scheme)")
+    return name.rstrip(".")
+
+
 class ExpectedCredentials(Spec):
     """``credentials``: by host (``api.example.com``, ``*.example.com``, an address or network; no port),
     the secret rule ids of the credentials it takes and, optionally, the header or query parameter names
@@ -281,6 +294,7 @@ SCHEMA = Record(
                 "token_env": STRING,
                 "read_token_env": STRING,
                 "tls": Record({"cert_file": STRING, "key_file": STRING}, required=("cert_file", "key_file")),
+                "hosts": ListOf(Custom(_dns_name, "a DNS name")),
             }
         ),
         "injection": Record({"indirect": OneOf(*INDIRECT_INJECTION_ACTIONS)}),
@@ -362,6 +376,9 @@ class AdminSettings:
     read_token_env: str | None = None
     tls: AdminTLS | None = None
     """None: plain HTTP, for a loopback listener."""
+    hosts: tuple[str, ...] = ()
+    """The DNS names the listener is reached by, besides its IP addresses and ``localhost``: a request
+    naming another host in its Host header is refused (``proxy.admin.http``)."""
 
     @property
     def url(self) -> str:
@@ -613,6 +630,7 @@ def _admin(section: dict[str, Any] | None) -> AdminSettings | None:
         token_env=section.get("token_env"),
         read_token_env=section.get("read_token_env"),
         tls=AdminTLS(Path(tls["cert_file"]), Path(tls["key_file"])) if tls else None,
+        hosts=tuple(section.get("hosts") or ()),
     )
 
 
