@@ -1337,7 +1337,10 @@ class Inspect:
                     view = dataclasses.replace(reader.parse_request(body), dialect=dialect.name)
         view.continues |= continued_by_route(flow.request.method, flow.request.path)
         host = pretty_host(flow.request)
-        view.tool_server = isinstance(dialect, MCP) and tool_server_route(host, flow.request.path)
+        servers = policy.roles[turn.context.role].mcp_servers
+        view.tool_server = isinstance(dialect, MCP) and tool_server_route(
+            servers, host, flow.request.port, flow.request.path
+        )
         turn.request = view
         turn.stream = view.stream
         flow.metadata[DIALECT_KEY] = dialect

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy.dialects import detect, jsonrpc_messages, tool_server_route
+from proxy.detectors.credential_channel import is_model_provider
+from proxy.dialects import ToolServer, detect, jsonrpc_messages, tool_server_route
 from proxy.exchange import Source
 
 CALL = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "delete_customer"}}
@@ -228,37 +229,30 @@ def test_a_jsonrpc_answer_on_any_route_is_read_as_mcp() -> None:
     assert generic.parse_response(body(LOOKALIKE)).parts == []
 
 
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("/mcp", True),
-        ("/mcp/", True),
-        ("/api/mcp/s/abc/mcp", True),
-        ("/v1/mcp", True),
-        ("/v1/mcp/stream", True),
-        ("/%6Dcp", True),
-        ("/sse", True),
-        ("/messages/?session_id=abc", True),
-        ("/message?sessionId=1", True),
-        ("/v1/messages", False),
-        ("/v1/messages?beta=true", False),
-        ("/v1/sse", False),
-        ("/v1/files", False),
-        ("/v1/mcp/files", False),
-        ("/upload/v1beta/files", False),
-        ("/v1beta/models/g:generateContent", False),
-        ("/openai/files?api-version=1", False),
-        ("/rpc", False),
-        ("/gists", False),
-        ("/mcpx", False),
-    ],
-)
-def test_a_tool_server_is_known_by_where_a_request_goes(path: str, expected: bool) -> None:
-    """A route of MCP's transports that is no provider API's, on a host that is no model provider's,
-    whatever the body: a provider's own ``/mcp`` is never the agent's server."""
-    assert tool_server_route("mcp.internal.example", path) is expected
+@pytest.mark.parametrize("path", ["/mcp", "/mcp/", "/v1/mcp", "/sse", "/messages?sessionId=1", "/rpc"])
+def test_a_tool_server_is_only_one_the_role_names(path: str) -> None:
+    """No route makes a host the agent's MCP server by its shape: only an entry of the role's
+    ``tools.mcp_servers`` does, for its host, ports and route."""
+    assert tool_server_route((), "mcp.internal.example", 443, path) is False
+    named = ToolServer.parse(f"mcp.internal.example{path.split('?')[0]}")
+    assert tool_server_route((named,), "mcp.internal.example", 443, path) is True
+    assert tool_server_route((named,), "other.internal.example", 443, path) is False
+
+
+def test_only_the_model_apis_of_a_cloud_are_model_providers() -> None:
+    """Every spelling of a model provider's API host is one; the rest of Google Cloud's and AWS's hosts
+    (storage, an API gateway serving an MCP server) are not."""
     for provider in PROVIDER_API_HOSTS:
-        assert tool_server_route(provider, path) is False, provider
+        assert is_model_provider(provider), provider
+    for host in (
+        "storage.googleapis.com",
+        "evil-aiplatform.googleapis.com",
+        "aiplatform.googleapis.com.evil.example",
+        "s3.amazonaws.com",
+        "abc123.execute-api.us-east-1.amazonaws.com",
+        "bedrock-runtime.us-east-1.amazonaws.com.evil.example",
+    ):
+        assert not is_model_provider(host), host
 
 
 PROVIDER_API_HOSTS = (
@@ -267,8 +261,12 @@ PROVIDER_API_HOSTS = (
     "api.anthropic.com",
     "generativelanguage.googleapis.com",
     "us-central1-aiplatform.googleapis.com",
+    "aiplatform.googleapis.com",
+    "northamerica-northeast1-aiplatform.googleapis.com",
     "my-resource.openai.azure.com",
     "bedrock-runtime.us-east-1.amazonaws.com",
+    "bedrock-runtime-fips.us-gov-west-1.amazonaws.com",
+    "bedrock-agent-runtime.eu-central-1.amazonaws.com",
     "api.mistral.ai",
     "api.groq.com",
     "openrouter.ai",

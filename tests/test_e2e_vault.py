@@ -47,9 +47,25 @@ HEADERS = {"X-User-Id": "u-1", "X-Purpose": "support", "X-Consent-Id": "c-1"}
 PLACEHOLDER = re.compile(r"egv_[0-9a-f]{20}")
 
 
+VAULT = "redaction: {requests: vault}\n"
+
+
+def mcp_servers(*entries: str) -> str:
+    """The support role's tools section naming ``entries`` as its MCP servers."""
+    return f"{{mcp_servers: [{', '.join(repr(entry) for entry in entries)}]}}"
+
+
 @pytest.fixture
-def vaulting(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
-    proxy = start_proxy(mode="enforce", extra="redaction: {requests: vault}\n", other_agent=INTRUDER)
+def vaulting(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> Proxy:
+    """Vaulting in enforce mode, the fake upstream's ``/mcp`` the role's MCP server."""
+    proxy = start_proxy(
+        mode="enforce",
+        extra="redaction: {requests: vault}\n",
+        other_agent=INTRUDER,
+        tools=mcp_servers(f"{upstream.url.split('//')[1]}/mcp"),
+    )
     monkeypatch.setenv("HTTPS_PROXY", proxy.url())
     monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
     return proxy
@@ -307,6 +323,43 @@ def test_mcp_tool_call_gets_the_value_only_for_its_agent(vaulting: Proxy, upstre
         assert upstream.received[-1].json()["params"]["arguments"] == {"env": {"PGPASSWORD": expected}}
 
 
+def test_only_the_mcp_servers_the_role_names_get_the_value(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role hands the vault's values to the MCP servers it names (host, port and route) and to no other
+    route of MCP's transports on an allowed host: ``/mcp`` there, a route that only starts like the named
+    one, one stepping out of it, or the named route on a role naming none, all get the placeholder."""
+    authority = upstream.url.split("//")[1]
+    proxies = {
+        "named": start_proxy(mode="enforce", extra=VAULT, tools=mcp_servers(f"{authority}/tools/mcp")),
+        "none": start_proxy(mode="enforce", extra=VAULT),
+    }
+    for name, proxy in proxies.items():
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+        monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
+        Agent("openai", upstream, stream=False).say(PROMPT)
+        found = re.search(r"PGPASSWORD=(egv_[0-9a-f]{20})", sent_upstream(upstream))
+        assert found is not None
+        call = tools_call(f"PGPASSWORD={found.group(1)}")
+        context = ssl.create_default_context(cafile=proxy.ca_cert)
+        routes = {
+            "/tools/mcp": name == "named",
+            "/tools/mcp/messages?sessionId=1": name == "named",
+            "/tools/%6dcp": name == "named",
+            "/mcp": False,
+            "/sse": False,
+            "/messages": False,
+            "/tools/mcpx": False,
+            "/tools/mcp/%2e%2e/%2e%2e/mcp": False,
+            "/api/mcp": False,
+        }
+        with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
+            for route, restored in routes.items():
+                client.post(f"{upstream.url}{route}", json=call, headers=HEADERS)
+                sent = upstream.received[-1].body.decode()
+                assert (PASSWORD in sent, found.group(1) in sent) == (restored, not restored), (name, route)
+
+
 AWS_KEY = "AKIAQWERTY234567ABCD"
 TOOLS_CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "save", "arguments": {}}}
 
@@ -419,6 +472,7 @@ def test_a_placeholder_in_a_tools_call_to_a_provider_s_mcp_route_leaves_as_the_p
         mode="enforce",
         extra="redaction: {requests: vault}\n",
         allow="['api.openai.com:*', 'api.anthropic.com:*', 'localhost:*']",
+        tools=mcp_servers(f"{provider.url.split('//')[1]}/mcp"),
         upstream_ca=pki.ca_cert,
         hosts=dict.fromkeys(PROVIDER_HOSTS, "127.0.0.1"),
     )

@@ -302,3 +302,60 @@ def test_default_data_dir_is_per_user_and_absolute(environ: dict[str, str], expe
     assert parse_policy(text + "data_dir: /elsewhere\n", "p.yaml", environ=environ).data_dir == Path(
         "/elsewhere"
     )
+
+
+MCP_SERVERS_POLICY = """\
+agents:
+  bot: {token_env: BOT_TOKEN, role: ops}
+roles:
+  ops:
+    tools:
+      mcp_servers:
+        - tools.internal/mcp
+        - "10.1.2.3:8080/api/mcp"
+        - %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("tools.internal", "is not host/route"),
+        ("/mcp", "is not host/route"),
+        ("'*.corp.example/mcp'", "names more than one host"),
+        ("'*/mcp'", "names more than one host"),
+        ("api.openai.com/v1/mcp", "model provider's host"),
+        ("API.Anthropic.com./mcp", "model provider's host"),
+        ("us-east5-aiplatform.googleapis.com/mcp", "model provider's host"),
+        ("bedrock-runtime.us-east-1.amazonaws.com/mcp", "model provider's host"),
+        ("tools.internal/mcp/../admin", "'.' or '..' step"),
+        ("'tools internal/mcp'", "invalid egress pattern"),
+    ],
+)
+def test_a_bad_mcp_server_is_a_problem_on_its_line(entry: str, why: str) -> None:
+    """``tools.mcp_servers``: each entry names one host and the route its MCP server serves; anything else
+    is reported at its file and line, and the policy does not load."""
+    found = problems(MCP_SERVERS_POLICY % entry)
+    assert len(found) == 1 and found[0].startswith("policy.yaml:9: roles.ops.tools.mcp_servers[2]"), found
+    assert why in found[0]
+
+
+def test_mcp_servers_name_hosts_ports_and_routes() -> None:
+    """An entry serves its route and those under it, on its host and ports (443 and 80 when it names
+    none), never a route that only starts like it or steps out of it."""
+    policy = parse_policy(textwrap.dedent(MCP_SERVERS_POLICY % "'[fd00::1]/'"), "policy.yaml", environ=ENV)
+    named, address, everything = policy.roles["ops"].mcp_servers
+    assert named.serves("TOOLS.internal.", 443, "/mcp") and named.serves("tools.internal", 80, "/mcp/x?y=1")
+    assert named.serves("tools.internal", 443, "/%6dcp/")
+    for host, port, path in [
+        ("tools.internal", 8443, "/mcp"),
+        ("tools.internal", 443, "/mcpx"),
+        ("tools.internal", 443, "/api/mcp"),
+        ("tools.internal", 443, "/mcp/../admin"),
+        ("tools.internal", 443, "/mcp/%2e%2e/admin"),
+        ("evil.tools.internal", 443, "/mcp"),
+        ("tools.internal.evil.example", 443, "/mcp"),
+    ]:
+        assert not named.serves(host, port, path), (host, port, path)
+    assert address.serves("10.1.2.3", 8080, "/api/mcp") and not address.serves("10.1.2.3", 443, "/api/mcp")
+    assert everything.serves("[FD00::1]", 443, "/anything") and not everything.serves("fd00::2", 443, "/")

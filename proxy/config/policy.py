@@ -46,6 +46,7 @@ from proxy.detectors.credential_channel import (
     Expected,
     expectations,
 )
+from proxy.dialects import ToolServer
 from proxy.egress import DEFAULT_ROLE, EgressRules, HostPattern
 from proxy.model import Mode, Threat
 from proxy.scanning.rulepack import pack_path
@@ -217,6 +218,7 @@ ROLE = Record(
                 "destructive": ListOf(STRING),
                 "exempt": ListOf(STRING),
                 "connectors": ListOf(STRING),
+                "mcp_servers": ListOf(Custom(ToolServer.parse, "host/route")),
                 "limits": MapOf(Custom(parse_rate, "a rate like 20/1h")),
             }
         ),
@@ -329,6 +331,8 @@ class Role:
     exempt_tools: tuple[str, ...] = ()
     connectors: tuple[str, ...] = ()
     """Globs of the provider-hosted MCP connectors and tunnels, by id, the API may reach for the role."""
+    mcp_servers: tuple[ToolServer, ...] = ()
+    """The agent's own MCP servers, the only destinations handed the vault's values (``vault_request``)."""
     tool_limits: tuple[tuple[str, int, float], ...] = ()
     """(tool glob, calls, window seconds): more calls than that, per agent or per user, are withheld."""
 
@@ -645,6 +649,7 @@ def _role(name: str, spec: dict[str, Any]) -> Role:
         destructive_tools=tuple(_present(tools.get("destructive"))),
         exempt_tools=tuple(_present(tools.get("exempt"))),
         connectors=tuple(_present(tools.get("connectors"))),
+        mcp_servers=tuple(_present(tools.get("mcp_servers"))),
         tool_limits=tuple(
             (glob, *rate)
             for glob, rate in _without_line(tools.get("limits") or {}).items()

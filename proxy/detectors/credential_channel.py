@@ -12,6 +12,7 @@ the destination, as is a value no rule recognises (a custom tool's opaque key). 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -87,17 +88,7 @@ MODEL_PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
         ("x-goog-api-key", "key"),
     ),
     (("generativelanguage.googleapis.com",), ("google-oauth-access-token",), BEARER),
-    (
-        ("*.googleapis.com",),
-        ("gcp-api-key", "google-oauth-access-token"),
-        ("authorization", "x-goog-api-key", "key"),
-    ),
     (("*.openai.azure.com", "*.cognitiveservices.azure.com"), ("azure-openai-api-key",), ("api-key",)),
-    (
-        ("*.amazonaws.com",),
-        ("aws-access-key-id", "aws-temporary-access-key-id", "aws-session-token", "aws-bedrock-api-key"),
-        ("authorization", "x-amz-security-token", "x-amz-credential"),
-    ),
     (("api.groq.com",), ("groq-api-key",), BEARER),
     (("api.mistral.ai", "codestral.mistral.ai"), ("mistral-api-key",), BEARER),
     (("api.cohere.com", "api.cohere.ai"), ("cohere-api-key",), BEARER),
@@ -113,12 +104,37 @@ MODEL_PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
     (("api.voyageai.com",), ("voyage-api-key",), BEARER),
 )
 """The model providers' APIs (an agent's model, its embeddings): each one's hosts, key rules and the
-fields its API takes them in."""
+fields its API takes them in. Vertex AI and Bedrock are served from their clouds' hosts, whose keys are
+``CLOUD_APIS``' (``MODEL_CLOUD_HOSTS`` names their model hosts)."""
+MODEL_CLOUD_HOSTS = re.compile(
+    r"(?:[a-z]+-[a-z]+[0-9]+-)?aiplatform\.googleapis\.com"
+    r"|bedrock(?:-runtime|-agent-runtime|-agent)?(?:-fips)?\.[a-z]{2}(?:-gov)?-[a-z]+-[0-9]+\.amazonaws\.com"
+)
+"""Vertex AI's global and regional endpoints (``aiplatform.googleapis.com``,
+``us-central1-aiplatform.googleapis.com``) and Bedrock's by region, FIPS ones too (``bedrock-runtime``
+for models, ``bedrock`` for their management, ``bedrock-agent-runtime`` and ``bedrock-agent`` for
+agents): the model hosts among ``*.googleapis.com`` and ``*.amazonaws.com``, where storage, compute and
+every other service of the two clouds is served too."""
 MODEL_PROVIDER_HOSTS = tuple(
     HostPattern.parse(host, None) for hosts, _, _ in MODEL_PROVIDERS for host in hosts
 )
+CLOUD_APIS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        ("*.googleapis.com",),
+        ("gcp-api-key", "google-oauth-access-token"),
+        ("authorization", "x-goog-api-key", "key"),
+    ),
+    (
+        ("*.amazonaws.com",),
+        ("aws-access-key-id", "aws-temporary-access-key-id", "aws-session-token", "aws-bedrock-api-key"),
+        ("authorization", "x-amz-security-token", "x-amz-credential"),
+    ),
+)
+"""Google Cloud's and AWS's APIs, Vertex AI and Bedrock among them: any of their services takes the
+cloud's keys."""
 PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] = (
     *MODEL_PROVIDERS,
+    *CLOUD_APIS,
     (
         ("api.github.com", "uploads.github.com", "github.com"),
         (
@@ -269,9 +285,11 @@ DEFAULT_EXPECTED: tuple[Expected, ...] = tuple(
 
 
 def is_model_provider(host: str) -> bool:
-    """Whether ``host`` serves a model provider's API (``MODEL_PROVIDERS``)."""
+    """Whether ``host`` serves a model provider's API (``MODEL_PROVIDERS``, ``MODEL_CLOUD_HOSTS``)."""
     named = canonical_host(host)
-    return any(pattern.names(named) for pattern in MODEL_PROVIDER_HOSTS)
+    return MODEL_CLOUD_HOSTS.fullmatch(named) is not None or any(
+        pattern.names(named) for pattern in MODEL_PROVIDER_HOSTS
+    )
 
 
 def expected_rules(table: Sequence[Expected], host: str, field: str) -> frozenset[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -30,6 +31,7 @@ from proxy.dialects.stream import (
     ToolGate,
     chain_filters,
 )
+from proxy.egress import HostPattern, PatternKind, canonical_host
 from proxy.exchange import RequestView
 from proxy.staged import UploadStep
 from proxy.wire import jsontext
@@ -54,6 +56,7 @@ __all__ = [
     "TextFilterFactory",
     "ToolDecision",
     "ToolGate",
+    "ToolServer",
     "by_name",
     "chain_filters",
     "continued_by_route",
@@ -146,31 +149,61 @@ def continued_by_route(method: str, path: str) -> dict[str, str]:
     return {}
 
 
-_TOOL_SERVER_ROUTE = re.compile(r"(?:\A|/)mcp(?:/|\Z)|/(?:sse|messages?)\Z")
-"""The routes MCP's transports use: a step named ``mcp`` (Streamable HTTP's ``/mcp``, ``/api/mcp/x``) or,
-outside a provider API's prefix, the HTTP+SSE transport's ``/sse`` and message endpoint."""
+@dataclass(frozen=True, slots=True)
+class ToolServer:
+    """An MCP server of the agent's a role names (``roles.NAME.tools.mcp_servers``): ``host/route``, a
+    host name or address (ports 443 and 80 unless it names one, as egress entries) and the route its
+    transport serves, with every route under it (``tools.internal/mcp`` serves ``/mcp`` and
+    ``/mcp/messages``; ``tools.internal/`` every route of the host)."""
+
+    text: str
+    host: HostPattern
+    route: str
+
+    @classmethod
+    def parse(cls, text: str) -> ToolServer:
+        """Raises ValueError naming what is wrong: no route, a wildcard or network, a model provider's
+        host (its ``/mcp`` is the provider's, which hands what it gets to the model), a dot segment."""
+        authority, slash, path = text.strip().partition("/")
+        if not slash or not authority:
+            raise ValueError(f"{text!r} is not host/route (as in tools.internal/mcp)")
+        host = HostPattern.parse(authority)
+        if (
+            host.kind is PatternKind.SUBDOMAIN
+            or host.kind is PatternKind.ANY_PUBLIC
+            or (host.network is not None and host.network.num_addresses != 1)
+        ):
+            raise ValueError(f"{text!r} names more than one host: name each MCP server")
+        if host.kind is PatternKind.HOST and is_model_provider(host.name):
+            raise ValueError(f"{text!r} is a model provider's host, never the agent's own MCP server")
+        route = _route("/" + path)
+        if _dot_segments(route):
+            raise ValueError(f"{text!r} has a '.' or '..' step")
+        return cls(text.strip(), host, route)
+
+    def serves(self, host: str, port: int, path: str) -> bool:
+        """Whether a request to ``path`` on ``host:port`` goes to this server: its route or one under it,
+        spelled with no dot segment a server would resolve elsewhere."""
+        route = _route(path)
+        return (
+            self.host.port_matches(port)
+            and self.host.names(canonical_host(host))
+            and not _dot_segments(route)
+            and (route == self.route or route.startswith(self.route + "/"))
+        )
 
 
-def tool_server_route(host: str, path: str) -> bool:
-    """Whether a request to ``path`` on ``host`` may be an agent's call to its own MCP server, which
-    egressguard hands the vault's values instead of its placeholders: on a route of MCP's transports
-    (``_TOOL_SERVER_ROUTE``), on no model provider's host (``is_model_provider``: its ``/v1/mcp`` is the
-    provider's, not the agent's) and on none of a provider's API routes (a model's, one storing model
-    input or reading what the provider keeps, an upload's; Anthropic's ``/v1/messages`` among them).
-    Decided by where the request goes, never by what its body looks like: a JSON-RPC body anywhere else
-    is data leaving like any other."""
-    route = _route(path)
-    if _TOOL_SERVER_ROUTE.search(route) is None or is_model_provider(host):
-        return False
-    if not _PROVIDER_API.match(route):
-        return True
-    return (
-        "mcp" in route.split("/")
-        and _model_api(route, b"") is None
-        and not is_stored_route(route)
-        and continued_by_route("GET", route) == {}
-        and staged_upload(route) is None
-    )
+def tool_server_route(servers: Collection[ToolServer], host: str, port: int, path: str) -> bool:
+    """Whether a request to ``path`` on ``host:port`` is an agent's call to its own MCP server, which
+    egressguard hands the vault's values instead of its placeholders: one of the ``servers`` its role
+    names, none other. Decided by where the request goes, never by what its body looks like: a JSON-RPC
+    body anywhere else is data leaving like any other."""
+    return any(server.serves(host, port, path) for server in servers)
+
+
+def _dot_segments(route: str) -> bool:
+    steps = route.split("/")
+    return "." in steps or ".." in steps
 
 
 def _route(path: str) -> str:
