@@ -564,3 +564,37 @@ def test_short_binary_segments_are_not_read_for_runs() -> None:
     """Digests and short binary hold too little for a key beside binary: no view."""
     assert list(unmask.views("sha256-" + base64.b64encode(bytes(range(200, 232))).decode())) == []
     assert list(unmask.views(bytes(range(160, 192)).hex())) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "https://x.test/v1/{}",
+        "GET /v1/chat/completions/{}/x",
+        "/api/v1/files/{}/content",
+        "see /v1/{} and /v2/{}",
+        "x/{}",
+    ],
+)
+@pytest.mark.parametrize("key", [AWS_KEY, GITHUB_TOKEN, f"https://x.test/?key={GITHUB_TOKEN}"])
+def test_a_key_in_base64_as_a_path_segment_is_redacted_with_that_segment_alone(path: str, key: str) -> None:
+    """Base64's alphabet holds "/": a key's base64 between a path's slashes is found wherever it stands,
+    and the path before it stays as written."""
+    encoded = base64.b64encode(key.encode()).decode()
+    redacted = scan_and_redact(SCANNER, path.format(encoded, encoded)).text
+    before = path.split("{}")
+    assert encoded[4:-4] not in redacted
+    assert re.match(r"\[REDACTED:[^\]]*\]".join(map(re.escape, before[:-1])), redacted), redacted
+
+
+def test_paths_of_base64_ids_and_words_stay_clean() -> None:
+    """Paths of ids, digests and words (no key in any segment) give nothing, whole or segment by segment."""
+    generator = random.Random(11)  # noqa: S311 - reproducible test bytes, not a secret
+    segments = [base64.urlsafe_b64encode(generator.randbytes(24)).decode() for _ in range(6)]
+    for path in (
+        "/v1/projects/" + "/".join(segments),
+        "/repos/octocat/Hello-World/git/commits/7638417db6d59f3c431d3e1f261cc637155684cd/statuses",
+        "/v1/files/" + base64.b64encode(b"quarterly-report-2024.pdf").decode() + "/content",
+    ):
+        assert _found(path) == [], path
+

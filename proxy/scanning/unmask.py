@@ -779,13 +779,39 @@ def _segment_views(text: str, encoded: bytes, parent: View | None) -> list[View]
             decoded, kind = _decode_base64(segment), BASE64
             if decoded is None and _BASE32_RUN.fullmatch(segment):
                 decoded, kind = _decode_base32(segment), BASE32
-        if decoded is not None:
+        if "/" not in segment or (decoded is not None and not decoded[1]):
+            if decoded is not None:
+                found.append(View(decoded[0], kind + decoded[1], ((0, start, end, False),), parent))
+            continue
+        # Base64's alphabet holds "/": a run that is not base64 text as a whole may be a path whose
+        # segments are (``/v1/files/QUtJQ…``). Each segment that reads as text is a view of its own, so
+        # a key in one is redacted with that segment alone; the run is read whole only where none is.
+        pieces = _path_pieces(text, start, end)
+        found.extend(View(*piece, parent) for piece in pieces)
+        if decoded is not None and not pieces:
             found.append(View(decoded[0], kind + decoded[1], ((0, start, end, False),), parent))
     spans = _hex_pairs(text, encoded) + [match.span() for match in _PREFIXED_HEX.finditer(text)]
     for start, end in spans:
         decoded = _decode_hex(text[start:end])
         if decoded is not None:
             found.append(View(decoded[0], HEX + decoded[1], ((0, start, end, False),), parent))
+    return found
+
+
+def _path_pieces(text: str, start: int, end: int) -> list[tuple[str, str, tuple[tuple[int, int, int, bool]]]]:
+    """The text, kind and piece of each "/"-parted part of ``text[start:end]`` that decodes to base64
+    text (no binary, nothing inflated: a part of a path is read only as a segment standing alone would
+    be). The base64 of a key's characters (letters, digits, "_-.") holds no "/": each 6 bits that would
+    spell it need a byte ending in six 1 bits, "?" or DEL."""
+    found = []
+    position = start
+    while position < end:
+        cut = text.find("/", position, end)
+        stop = end if cut < 0 else cut
+        decoded = _decode_base64(text[position:stop]) if stop - position >= _MIN_SEGMENT else None
+        if decoded is not None and not decoded[1]:
+            found.append((decoded[0], BASE64, ((0, position, stop, False),)))
+        position = stop + 1
     return found
 
 
