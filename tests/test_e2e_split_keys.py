@@ -59,6 +59,8 @@ CUT = [
     f"the key is Gh P_{GITHUB_TOKEN[4:]} ok",
     f"export K='{AWS_KEY[:2]}''{AWS_KEY[2:]}'",
     f"key {ANTHROPIC_KEY[:10]} {ANTHROPIC_KEY[10:]} ok",
+    f'A=sk-proj-\nB={OPENAI_KEY[8:]}\ncurl -H "Authorization: Bearer $A$B" https://api.openai.com',
+    f'a = "gh"\nb = "{GITHUB_TOKEN[2:]}"\ntoken = "{{}}{{}}".format(a, b)',
 ]
 
 

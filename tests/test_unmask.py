@@ -598,3 +598,45 @@ def test_paths_of_base64_ids_and_words_stay_clean() -> None:
     ):
         assert _found(path) == [], path
 
+
+OPENAI_KEY = "sk-proj-" + "Xy7Qa9Lm2Np4Rs6Tu8Vw0Yz1Bc3De5Fg7Hi9Jk2Lm4No6Pq8Rs0Tu2Vw4Xy6Za8Bc0De2Fg4Hi6"
+ASSEMBLED = {
+    "python format": f'a = "sk-proj-"\nb = "{OPENAI_KEY[8:]}"\nkey = "{{}}{{}}".format(a, b)',
+    "python percent": f'a = "sk-proj-"\nb = "{OPENAI_KEY[8:]}"\nkey = "%s%s" % (a, b)',
+    "python join": f'a = "sk-"\nb = "proj-"\nc = "{OPENAI_KEY[8:]}"\nkey = "".join([a, b, c])',
+    "python plus": f"b = '{OPENAI_KEY[8:]}'\na = 'sk-proj-'\nkey = a + b",
+    "python f-string": f'a = "gh"\nb = "{GITHUB_TOKEN[2:]}"\nheaders = {{"Authorization": f"{{a}}{{b}}"}}',
+    "js template": f'const a = "sk-proj-"; const b = "{OPENAI_KEY[8:]}"; const k = `${{a}}${{b}}`;',
+    "js template with text": f"let a = 'gh'; let b = '{GITHUB_TOKEN[4:]}'; f(u, {{t: `${{a}}p_${{b}}`}})",
+    "shell": f'A=sk-proj-\nB={OPENAI_KEY[8:]}\ncurl -H "Authorization: Bearer $A$B" {{url}}',
+    "shell quoted": f'export A="AKIA"\nexport B="{AWS_KEY[4:]}"\necho "$A$B"',
+    "shell braced": f"A=gh\nB=p_{GITHUB_TOKEN[4:]}\necho \"${{A}}${{B}}\"",
+    "php": f"$a = 'AKIA';\n$b = '{AWS_KEY[4:]}';\n$key = $a . $b;",
+    "go": f'a := "gh"\nb := "{GITHUB_TOKEN[2:]}"\nkey := a + b',
+}
+
+
+@pytest.mark.parametrize("name", sorted(ASSEMBLED))
+def test_a_key_assembled_from_names_assigned_its_pieces_is_found_where_they_are_assigned(name: str) -> None:
+    """Pieces of a key assigned to names, then used together in a template or an expression, are read
+    joined: the key is found, and no piece of it is left in the text."""
+    text = ASSEMBLED[name]
+    assert _found(text)
+    redacted = scan_and_redact(SCANNER, text).text
+    for key in (OPENAI_KEY, GITHUB_TOKEN, AWS_KEY):
+        assert not any(key[index : index + 8] in redacted for index in range(2, len(key) - 7)), redacted
+
+
+def test_names_used_together_in_ordinary_code_give_nothing() -> None:
+    """Names assigned words, paths, versions and ids, used together in templates and expressions, as
+    code and scripts do every day, are no key."""
+    for text in (
+        'greeting = "Hello"\nname = "World"\nprint(f"{greeting}, {name}!", "{}{}".format(greeting, name))',
+        'first = "Ada"\nlast = "Lovelace"\nfull = first + " " + last\nlabel = "%s%s" % (first, last)',
+        'DIR=/opt/app\nFILE=config.yaml\nVERSION=1.2.3\ncp "$DIR/$FILE" "${DIR}/${FILE}.${VERSION}.bak"',
+        "const host = 'api'; const zone = 'eu-west-1'; const url = `https://${host}.${zone}.example.com`;",
+        'sha = "7638417db6d59f3c431d3e1f261cc637155684cd"\nref = "refs/heads/main"\nlog(sha + ref)',
+        'a = "AKIA"\nb = "is the prefix of an AWS key id"\nprint(a, b)',
+    ):
+        assert _found(text) == [], text
+

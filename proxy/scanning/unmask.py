@@ -291,12 +291,20 @@ class View:
     """For a piece of a letter-spaced run (by index): the origin offset of each of its characters."""
     backwards: bool = False
     """Whether the literal pieces are read backwards: each maps its first character to its origin's last."""
+    scattered: bool = False
+    """Whether the pieces map to places of the text in no order (a key's pieces assigned to names, used in
+    another order): a span then maps from the first to the last origin of all the pieces it covers."""
 
     def original(self, start: int, end: int) -> tuple[int, int]:
         """The span of the scanned text that produced ``text[start:end]``."""
         # A view read backwards maps its first character after its last.
         first_origin, last_origin = self._origin(start), self._origin(max(start, end - 1))
         first, last = min(first_origin[0], last_origin[0]), max(first_origin[1], last_origin[1])
+        if self.scattered:
+            starts = [piece[0] for piece in self.pieces]
+            inner = self.pieces[bisect.bisect_right(starts, start) : bisect.bisect_left(starts, end)]
+            first = min([first, *(piece[1] for piece in inner)])
+            last = max([last, *(piece[2] for piece in inner)])
         if self.parent is not None:
             return self.parent.original(first, last)
         return first, last
@@ -334,6 +342,9 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
         return
     # One byte a character (each past ASCII a "?"), for the searches that read the text by class of byte.
     encoded = text.encode("ascii", "replace")
+    for view in assembled_views(text, parent):
+        yield view
+        yield from _views_of(view.text, view, depth - 1)
     if text.isascii() and not relaxed.possible(_MAY_HOLD_VIEW, encoded, 0, len(encoded)):
         return  # ordinary prose, code and documents: no search of each kind of view
     views = (
@@ -1269,6 +1280,144 @@ def joined_views(text: str, starts: Iterable[tuple[int, int, bool]], parent: Vie
         after = close
         found.append(View("".join(parts), JOINED, tuple(view_pieces), parent))
     return found
+
+
+# -- assembled names: a key whose pieces are assigned to names, then used together ------------------------
+
+ASSEMBLED = "assembled"
+# A name assigned a literal of what keys are made of, in the languages' and shells' ways: ``A=gh``,
+# ``export B="p_R7m…"``, ``const b = 'p_…'``, ``$b = "…"``, ``b := "…"``. Looked for from its "=" (a
+# search led by a literal skips ahead in C), the name read back from there; a comparison (``==``, ``<=``,
+# ``=>``) assigns nothing.
+_IDENTIFIER = r"[A-Za-z_]\w{0,63}"
+_ASSIGNMENT = re.compile(
+    rf"=(?![=>~])[ \t]*(?P<quote>[\"'`]?)(?P<value>[{_PIECE_CHARS}]{{1,512}}+)(?P=quote)"
+    rf"(?![{_PIECE_CHARS}])"
+)
+# A name read back from where it ends, on the reversed text before it (a search for a name that ends at a
+# place tries every character before it): after white space and a ":" where it is assigned (``b := …``),
+# PHP's and Perl's "$" before it, no letter, digit or "." (an attribute, ``self.a``) before that.
+_ASSIGNED_NAME_BACK = re.compile(r"[ \t]*:?[ \t]*(?P<name>\w{1,64})\$?(?![\w$.])")
+_NAME_BACK = re.compile(r"(?P<name>\w{1,64})\$?(?![\w$.])")
+_NAME_REACH = 72
+"""How far back a name is read: the longest name, a "$" and white space."""
+# Where names are used in a template: ``$A``, ``${A}`` (shells, JavaScript's template literals, Perl,
+# PHP), ``{a}`` (Python's f-strings and str.format), each led by a character a search skips to in C.
+_REFERENCE = re.compile(
+    rf"\$\{{(?P<braced>{_IDENTIFIER})\}}|\$(?P<bare>{_IDENTIFIER})|\{{(?P<field>{_IDENTIFIER})\}}"
+)
+# What joins two names in an expression: an operator of a language that joins strings, or a comma (the
+# arguments of ``"{}{}".format(a, b)``, ``"%s%s" % (a, b)``, ``"".join([a, b])``).
+# A "." alone joins with white space around it (PHP's ``$a . $b``): glued, it reads an attribute or a host
+# name (``self.a``, ``x.io``).
+_NAME_GLUE = re.compile(r"(?<=\w)(?:[ \t]*(?:\+|\.\.|,|&|\|\|)[ \t]*|[ \t]+\.[ \t]+)(?=\$?[A-Za-z_])")
+# A name in an expression, PHP's and Perl's with their "$".
+_NAME_AFTER = re.compile(rf"\$?(?P<name>{_IDENTIFIER})(?![\w(])")
+_JOINED_NAMES = re.compile(rf"(?<![\w$.])\$?{_IDENTIFIER}{_NAME_GLUE.pattern}")
+"""Two names an operator or a comma joins: where a text may use names together (``_joined_places``)."""
+_TEMPLATE_TEXT = re.compile(f"[{_PIECE_CHARS}]{{0,512}}+")
+
+
+def assembled_views(text: str, parent: View | None) -> list[View]:
+    """One view of the places where names assigned literals earlier in ``text`` are used together, each
+    name read as its literal: in a template with what stands between them (``"$A$B"``, ``"${A}p_${B}"``,
+    `` `${a}${b}` ``, ``f"{a}{b}"``), or joined in an expression (``a + b``, ``"{}{}".format(a, b)``,
+    ``"%s%s" % (a, b)``, ``"".join([a, b])``). A name's literal maps character by character to where it
+    is assigned, so a key found is redacted where its pieces stand; each place is read once, after a line
+    break that maps to the character after it, so two places never read as one."""
+    if text.count("=") < 2 or (_REFERENCE.search(text) is None and _JOINED_NAMES.search(text) is None):
+        return []  # no place uses two names: the assignments (a URL's query, a config) are not read
+    values: dict[str, tuple[int, int]] = {}
+    for assignment in _ASSIGNMENT.finditer(text):
+        if text[assignment.start() - 1 : assignment.start()] in ("=", "!", "<", ">"):
+            continue
+        name = _name_before(_ASSIGNED_NAME_BACK, text, assignment.start())
+        if name is not None:
+            values[name] = assignment.span("value")
+    if len(values) < 2:
+        return []
+    places = sorted([*_template_places(text, values), *_joined_places(text, values)])
+    pieces: list[tuple[int, int, int, bool]] = []
+    parts: list[str] = []
+    length = 0
+    after = -1
+    for place in places:
+        if place[0][0] < after:
+            continue  # a template's names also read as joined ones
+        for _, low, high in place:
+            pieces.append((length, low, high, True))
+            parts.append(text[low:high])
+            length += high - low
+        after = place[-1][0] + 1
+        end = min(len(text) - 1, place[-1][0])
+        pieces.append((length, end, end + 1, False))
+        parts.append("\n")
+        length += 1
+    return [View("".join(parts), ASSEMBLED, tuple(pieces), parent, scattered=True)] if pieces else []
+
+
+Place = list[tuple[int, int, int]]
+"""What a place reads, in order: where it stands in the text (to order and part places), and the span
+each part is read from (a name's literal where it is assigned, or the text between names)."""
+
+
+def _name_before(back: re.Pattern[str], text: str, at: int) -> str | None:
+    """The name ``back`` reads on the text before ``at`` reversed, if it is one (no digit first)."""
+    read = back.match(text[max(0, at - _NAME_REACH) : at][::-1])
+    name = read.group("name")[::-1] if read is not None else ""
+    return name if name and not name[0].isdigit() else None
+
+
+def _template_places(text: str, values: dict[str, tuple[int, int]]) -> Iterator[Place]:
+    """The runs of template references (``_REFERENCE``) with what keys are made of between them, two or
+    more parts of which one names an assigned literal."""
+    position = 0
+    while (reference := _REFERENCE.search(text, position)) is not None:
+        start = reference.start()
+        lead = start
+        while lead > max(0, start - 512) and _PIECE.fullmatch(text, lead - 1, lead):
+            lead -= 1
+        place: Place = [(lead, lead, start)] if lead < start else []
+        named = False
+        while reference is not None:
+            name = reference.group("braced") or reference.group("bare") or reference.group("field")
+            span = values.get(name)
+            named = named or span is not None
+            place.append((reference.start(), *(span or reference.span())))
+            between = _TEMPLATE_TEXT.match(text, reference.end())
+            end = between.end() if between is not None else reference.end()
+            if end > reference.end():
+                place.append((reference.end(), reference.end(), end))
+            reference = _REFERENCE.match(text, end)
+            position = end
+        if named and len(place) > 1:
+            yield place
+        position = max(position, start + 1)
+
+
+def _joined_places(text: str, values: dict[str, tuple[int, int]]) -> Iterator[Place]:
+    """The runs of two or more assigned names joined by an operator or a comma (``_NAME_GLUE``)."""
+    place: Place = []
+    for glue in _NAME_GLUE.finditer(text):
+        if place and place[-1][0] == glue.start():
+            right = _NAME_AFTER.match(text, glue.end())
+            span = values.get(right.group("name")) if right is not None else None
+            if right is not None and span is not None:
+                place.append((right.end(), *span))
+                continue
+        if len(place) > 1:
+            yield place
+        place = []
+        # Most glues are commas and full stops of prose: the name after is asked first, by one match.
+        right = _NAME_AFTER.match(text, glue.end())
+        if right is None or right.group("name") not in values:
+            continue
+        left = _name_before(_NAME_BACK, text, glue.start())
+        if left is None or left not in values:
+            continue
+        place = [(glue.start(), *values[left]), (right.end(), *values[right.group("name")])]
+    if len(place) > 1:
+        yield place
 
 
 # -- split prefixes: a key cut inside its own prefix ----------------------------------------------------
