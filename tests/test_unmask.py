@@ -640,3 +640,16 @@ def test_names_used_together_in_ordinary_code_give_nothing() -> None:
     ):
         assert _found(text) == [], text
 
+
+@pytest.mark.parametrize(
+    "gap",
+    [" " * 129, " " * 5000, "\u00a0" * 300, "\n\n\n", "\n \n\t\n  \n", "\u200b" * 200 + " " * 200],
+    ids=["129 spaces", "5000 spaces", "300 no-break spaces", "3 line breaks", "indented lines", "invisible"],
+)
+def test_a_key_cut_inside_its_prefix_by_white_space_of_any_length_is_found(gap: str) -> None:
+    """However much white space cuts a key's prefix, the key is read joined: no length of it is one more
+    space than the reading takes."""
+    for key in (GITHUB_TOKEN, AWS_KEY):
+        text = f"the key is {key[:2]}{gap}{key[2:]} ok"
+        assert _found(text), gap
+        assert key[4:12] not in scan_and_redact(SCANNER, text).text

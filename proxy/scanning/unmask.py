@@ -1425,18 +1425,18 @@ def _joined_places(text: str, values: dict[str, tuple[int, int]]) -> Iterator[Pl
 SPLIT = "split"
 # What may cut a key's prefix as people, models and code write it: a run of marks keys' groups and words are
 # parted with (white space around them); a run of white space of any kind (no-break, typographic and
-# ideographic spaces, zero-width and other invisible characters), over a line break or two with their
-# indentation; or the end of a string literal joined to the next, in each language's way: an operator,
-# white space or nothing between the quotes (``"sk-pr" + "oj-…"``, ``'gh' 'p_…'``, ``"gh""p_…"``,
-# ``("gh")+("p_…")``, ``["AK", "IA…"]``), an expression of an f-string or template literal ending or
-# starting (``f"{'gh'}p_…"``, ``f"gh{'p_'}…"``, `` `${"gh"}p_…` ``), or a quote alone, as a shell joins
-# ``'gh'p_…``. Tag characters are no cut: a view reads them as the ASCII they mirror.
+# ideographic spaces, zero-width and other invisible characters, line breaks), however long: a reader
+# reads across any white space, and a bound would be one more space to exceed; or the end of a string
+# literal joined to the next, in each language's way: an operator, white space or nothing between the
+# quotes (``"sk-pr" + "oj-…"``, ``'gh' 'p_…'``, ``"gh""p_…"``, ``("gh")+("p_…")``, ``["AK", "IA…"]``), an
+# expression of an f-string or template literal ending or starting (``f"{'gh'}p_…"``, ``f"gh{'p_'}…"``,
+# `` `${"gh"}p_…` ``), or a quote alone, as a shell joins ``'gh'p_…``. Tag characters are no cut: a view
+# reads them as the ASCII they mirror.
 _CUT_SPACE = f"[{_GAP_CHARS}{_INVISIBLE.replace(chr(0xE0000) + '-' + chr(0xE007F), '')}]"
 _CUT_QUOTE = "[\"'`]"
-_CUT_SPACES_RUN = f"{_CUT_SPACE}{{0,128}}"
+_CUT_WHITE = f"[{_CUT_SPACE[1:-1]}\r\n]"
 _PREFIX_CUT = (
-    rf"(?:{_CUT_SPACES_RUN}[-_.:/|,;\\~*]{{1,3}}{_CUT_SPACES_RUN}"
-    rf"|{_CUT_SPACES_RUN}(?:\r?\n{_CUT_SPACES_RUN}){{1,2}}|{_CUT_SPACE}{{1,128}}"
+    rf"(?:{_CUT_SPACE}*+[-_.:/|,;\\~*]{{1,3}}{_CUT_SPACE}*+|{_CUT_WHITE}++"
     rf"|{_CUT_QUOTE}\)?\}}?{_JOINER}?\(?(?:\$?\{{)?{_CUT_QUOTE}|{_CUT_QUOTE}\}}(?:\$?\{{{_CUT_QUOTE})?"
     rf"|\$?\{{{_CUT_QUOTE}|{_CUT_QUOTE})"
 )
@@ -1446,12 +1446,15 @@ a space to it: ``_hint_bytes``)."""
 _SPLIT_REACH = 2048
 """How far past a cut prefix its key is read: longer than any token format, joined literals included."""
 LONGEST_SPLIT = 512
-"""The longest a cut prefix is read over, from its first letter to its last: a stream holds so much."""
+"""The longest a cut prefix is read over, from its first letter to its last, white space left out: a
+stream holds so much."""
 _CUT_SPACES = np.zeros(0x10000, dtype=bool)
 for _low, _high in re.findall("(.)(?:-(.))?", _CUT_SPACE[1:-1]):
     if ord(_low) < len(_CUT_SPACES):
         _CUT_SPACES[ord(_low) : ord(_high or _low) + 1] = True
 """Whether each code of the first plane is white space or invisible, as a cut holds them."""
+_WHITE_LEFT_OUT = dict.fromkeys([*np.flatnonzero(_CUT_SPACES).tolist(), ord("\r"), ord("\n")])
+"""White space a cut holds, to be left out of a text by ``str.translate``."""
 
 
 def _hint_bytes(text: str) -> bytes:
@@ -1570,7 +1573,6 @@ class SplitPrefixes:
 
 
 _WHITE_RUN = re.compile(r"\s+")
-_CUT_WHITE = f"[{_CUT_SPACE[1:-1]}\r\n]"
 _SOLID_CHARACTERS = 224
 _SOLID_TAIL = regex.compile(
     rf"(?r)(?:{_CUT_WHITE}*+[^{_CUT_SPACE[1:-1]}\r\n]){{0,{_SOLID_CHARACTERS}}}+{_CUT_WHITE}*+\Z"
@@ -1637,7 +1639,7 @@ def _cut_prefix(
     if (not cuts or cuts[-1][1] < at) and len(cuts) < _MAX_CUTS and _may_cut(char):
         cut = _CUT.match(text, at)
         for end in _cut_ends(text, at, cut.end()) if cut is not None else ():
-            if cuts and end - cuts[0][0] > LONGEST_SPLIT:
+            if cuts and len(text[cuts[0][0] : end].translate(_WHITE_LEFT_OUT)) > LONGEST_SPLIT:
                 continue
             read = _cut_prefix(text, end, node, (*cuts, (at, end)))
             if read is not None and (best is None or read[0] > best[0]):
