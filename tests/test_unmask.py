@@ -610,7 +610,7 @@ ASSEMBLED = {
     "js template with text": f"let a = 'gh'; let b = '{GITHUB_TOKEN[4:]}'; f(u, {{t: `${{a}}p_${{b}}`}})",
     "shell": f'A=sk-proj-\nB={OPENAI_KEY[8:]}\ncurl -H "Authorization: Bearer $A$B" {{url}}',
     "shell quoted": f'export A="AKIA"\nexport B="{AWS_KEY[4:]}"\necho "$A$B"',
-    "shell braced": f"A=gh\nB=p_{GITHUB_TOKEN[4:]}\necho \"${{A}}${{B}}\"",
+    "shell braced": f'A=gh\nB=p_{GITHUB_TOKEN[4:]}\necho "${{A}}${{B}}"',
     "php": f"$a = 'AKIA';\n$b = '{AWS_KEY[4:]}';\n$key = $a . $b;",
     "go": f'a := "gh"\nb := "{GITHUB_TOKEN[2:]}"\nkey := a + b',
 }
