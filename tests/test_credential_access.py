@@ -7,11 +7,18 @@ import json
 import pytest
 
 from proxy.config.policy import parse_policy
-from proxy.detectors.credentials import credential_reads, credential_scanner, is_reading_tool
+from proxy.detectors.credentials import (
+    credential_reads,
+    credential_scanner,
+    expanded_words,
+    globbed_rules,
+    is_reading_tool,
+)
 from proxy.exchange import ToolCall
 from proxy.inspection import Detectors
 from proxy.model import Severity, Threat
 from proxy.scanning.rulepack import load_packaged_packs
+from tests.cpu_time import least_cpu_seconds
 
 SCANNER = credential_scanner(load_packaged_packs())
 
@@ -68,6 +75,15 @@ def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str,
         ("cat .e*", "dotenv-file"),
         ("head -n 50 /home/app/**/.env*", "dotenv-file"),
         ("cat /etc/sha*", "system-secret-file"),
+        ("cat .*", "dotenv-file"),
+        ("cat ~/.[!.]*/*", "cloud-credentials-file"),
+        ("cat ~ubuntu/.ssh/id_*", "ssh-private-key-file"),
+        # Braces the shell expands, however many.
+        ("cat ~/.{aws,x}/credentials", "cloud-credentials-file"),
+        ("cat ~/.aws/cred{en,}tials", "cloud-credentials-file"),
+        ("cat ~/.a{w..w}s/credentials", "cloud-credentials-file"),
+        ("cat /etc/sh{a,}dow", "system-secret-file"),
+        ("cat ~/.{" + ",".join(f"d{n}" for n in range(100)) + ",aws}/credentials", "cloud-credentials-file"),
         # Files and stores beyond the first rules.
         ("cat /etc/shadow", "system-secret-file"),
         ("cat ~/.vault-token", "token-store-file"),
@@ -113,6 +129,18 @@ def test_credentials_read_in_disguise_by_glob_or_from_stores_are_credential_thef
 )
 def test_everyday_commands_and_globs_are_not_credential_theft(command: str) -> None:
     assert credential_reads([call("bash", command=command)], SCANNER, SCANNER.budget()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["cat " + "**/" * 40 + "xy", "cat " + "a" * 100_000, "cat " + "{a," * 20_000, "cat " + " .*" * 30_000],
+)
+def test_globs_and_braces_cost_no_more_than_their_length(command: str) -> None:
+    """Folders of ``**`` in a row, one long word, braces never closed, many globs: each read in linear
+    time, so none of them holds the proxy."""
+    assert (
+        least_cpu_seconds(lambda: list(globbed_rules(command, SCANNER.rules)) + expanded_words(command)) < 1.0
+    )
 
 
 @pytest.mark.parametrize(

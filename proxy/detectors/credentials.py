@@ -6,6 +6,7 @@ or run commands, never over prose or other tools' arguments (an email that menti
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -69,8 +70,10 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
         if not is_reading_tool(call.name):
             continue
         arguments = read_arguments(call.name, call.arguments)
-        # The commands it runs are read with their disguises undone too (``cat ~/.a''ws/credentials``).
-        commands = shell_readings(call.name, arguments)
+        # The commands it runs are read with their disguises undone and braces expanded too
+        # (``cat ~/.a''ws/credentials``, ``cat ~/.{aws,x}/credentials``), where the budget leaves time.
+        commands = "" if budget.spent_for(len(arguments)) else shell_readings(call.name, arguments)
+        commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
         scan = scanner.scan(f"{arguments}\n{commands}", budget)
         rules = {match.rule.id: match.rule for match in scan.found}
         rules |= {rule.id: rule for rule in globbed_rules(commands, scanner.rules) if rule.id not in rules}
@@ -97,19 +100,61 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
     return findings
 
 
-_GLOB_WORD = re.compile(r"""[^\s'"`;|&<>()]*[*?\[][^\s'"`;|&<>()]*""")
-# What a glob says beyond its wildcards: ``*/*`` (a media type) and ``/**`` (a doc comment) name nothing.
+_WORD = re.compile(r"""[^\s'"`;|&<>()]+""")
+_GLOB = re.compile(r"[*?\[]")
+# A glob of wildcards alone (``*/*`` in a media type, ``/**`` opening a doc comment) names nothing; one
+# letter beside them does (``.*`` holds ``.env``).
 _WILDCARDS = re.compile(r"\[[^\]]*\]|[*?/~]")
-_HOME = re.compile(r"^(?:\$\{?HOME\}?|/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
+_HOME = re.compile(r"^(?:\$\{?HOME\}?|/root|/home/[^/]+|/Users/[^/]+|~[a-z_][\w.-]*)(?=/|$)")
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_MOST_WORDS = 256
+"""Words of a command judged as globs or expanded from braces: past them an argument is read as written."""
+_MOST_EXPANSIONS = 64
+"""Words one word's braces may expand to."""
+_LONGEST_WORD = 512
+
+
+def expanded_words(commands: str) -> list[str]:
+    """The words the shell's brace expansion makes of the commands' words (``~/.{aws,x}/credentials``,
+    ``cred{e,}ntials``, ``{a..c}``), as many as ``_MOST_EXPANSIONS`` a word and the rest as globs: what a
+    rule reads besides the commands as written."""
+    expanded: list[str] = []
+    words = (word for word in _WORD.findall(commands) if "{" in word and len(word) <= _LONGEST_WORD)
+    for word in list(dict.fromkeys(words))[:_MOST_WORDS]:
+        pending: list[str] = [word]
+        done: list[str] = []
+        while pending and len(done) + len(pending) <= _MOST_EXPANSIONS:
+            current = pending.pop()
+            group = next((found for found in _BRACES.finditer(current) if _choices(found[1])), None)
+            if group is None:
+                done.append(current)
+                continue
+            pending += [
+                current[: group.start()] + choice + current[group.end() :] for choice in _choices(group[1])
+            ]
+        # Past the bound, the braces left stand for anything they may hold: read as a glob.
+        done += [_BRACES.sub("*", current) for current in pending]
+        expanded += done if done != [word] else []
+    return expanded
+
+
+def _choices(inside: str) -> list[str]:
+    if "," in inside:
+        return inside.split(",")
+    first, dots, last = inside.partition("..")
+    if dots and len(first) == len(last) == 1 and first.isalnum() and last.isalnum() and first <= last:
+        return [chr(code) for code in range(ord(first), min(ord(last), ord(first) + _MOST_EXPANSIONS) + 1)]
+    return []
 
 
 def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
     """The rules one of whose ``files`` a glob in the commands can name (``cat ~/.aws/*``, ``.e*``): a glob
     from the root or the home folder against the whole path, any other against its last parts."""
+    words = (word for word in _WORD.findall(commands) if _GLOB.search(word) and len(word) <= _LONGEST_WORD)
     globs = {
         glob
-        for glob in (_HOME.sub("~", word) for word in _GLOB_WORD.findall(commands))
-        if len(_WILDCARDS.sub("", glob)) > 1
+        for glob in (_HOME.sub("~", word) for word in list(dict.fromkeys(words))[:_MOST_WORDS])
+        if _WILDCARDS.sub("", glob)
     }
     if not globs:
         return
@@ -119,7 +164,7 @@ def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
 
 
 def _names(glob: str, path: str) -> bool:
-    globbed, parts = glob.rstrip("/").split("/"), path.split("/")
+    globbed, parts = _collapsed(glob.rstrip("/").split("/")), tuple(path.split("/"))
     if glob.startswith(("/", "~")):
         return _parts_match(globbed, parts)
     # A relative glob names a path's last parts, wherever the command runs; a bare name only a dotfile
@@ -130,9 +175,20 @@ def _names(glob: str, path: str) -> bool:
     )
 
 
-def _parts_match(globbed: list[str], parts: list[str]) -> bool:
+def _collapsed(parts: list[str]) -> tuple[str, ...]:
+    """The glob's parts with ``**`` folders in a row as one: they match what one does."""
+    kept: list[str] = []
+    for part in parts:
+        if not (part == "**" and kept and kept[-1] == "**"):
+            kept.append(part)
+    return tuple(kept)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parts_match(globbed: tuple[str, ...], parts: tuple[str, ...]) -> bool:
     """As the shell expands a glob: part by part, ``*`` never across a ``/`` nor onto a leading dot,
-    ``**`` (globstar, ``find``'s and ripgrep's globs) over any number of folders."""
+    ``**`` (globstar, ``find``'s and ripgrep's globs) over any number of folders. Kept: each pair of tails
+    is worked out once, so ``**`` folders cost no more than their count times the path's."""
     if not globbed:
         return not parts
     if globbed[0] == "**":
