@@ -593,7 +593,7 @@ def test_a_streamed_response_ends_when_the_client_goes() -> None:
         server = await http.start("127.0.0.1", 0, handler)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /feed HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /feed HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         received = b""
         while b"first" not in received:
             received += await asyncio.wait_for(reader.read(1024), 5)
