@@ -382,6 +382,11 @@ _OPEN_RUNS: tuple[tuple[regex.Pattern[str], Callable[[str, int], bool]], ...] = 
 """The runs other than encodings ``_open_run`` holds, each with what a text must hold for it to match at
 all (a quote that opens a literal, the digits of a code): most deltas of prose hold neither."""
 _MAX_TRIGGERS = 32
+_PLAIN = re.compile("[A-OQ-Za-z ,.]*")
+"""Plain prose (``StreamRedactor._release_plain``): ASCII letters but P (which begins a key block's
+marker), spaces, commas and full stops."""
+_PLAIN_LONGEST = 256
+"""The longest pending text ``_release_plain`` reads: where ``_hold_in`` looks at all of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +509,10 @@ class StreamRedactor:
             if read < len(text):
                 self._note(self._watch.feed(text[read:]))
             text = ""
+            plain = self._release_plain()
+            if plain is not None:
+                out.append(plain)
+                continue
             begin = _key_block_begins(self._pending, look_from)
             if begin is not None:
                 out.append(self._release(begin.start(), final=True))
@@ -558,6 +567,46 @@ class StreamRedactor:
             out.append(self._close_key_block())
         out.append(self._release(len(self._pending), final=True))
         return "".join(out)
+
+    def _release_plain(self) -> str | None:
+        """What ``_release(self._hold_from(), final=False)`` releases, for pending text of plain prose
+        (``_PLAIN``) while nothing the stream brought may make a scan find anything (no trigger, nothing
+        read ahead, a context of this channel's own that ends in white space): ``_hold_in``'s looks for
+        what prose cannot hold left out, and no scan. None for any other pending text or state.
+
+        Exact: prose holds no key block's marker (each starts with "-" or "P"), its last word is its one
+        run of non-whitespace, a text this short is no padded run nor over the cap, and where no cut
+        prefix can open in it (``Scanner.may_open_split_key``) ``open_split_key`` finds none."""
+        pending = self._pending
+        if (
+            self._triggers
+            or self._ahead is not None
+            or len(pending) > min(_PLAIN_LONGEST, self._max_hold)
+            or _PLAIN.fullmatch(pending) is None
+            or self._passed < len(self._context)
+            or (self._context and not self._context[-1].isspace())
+        ):
+            return None
+        scanner = self._scanner
+        hold = pending.rfind(" ") + 1
+        if not _ends_in_a_word(pending, hold):
+            hold = _open_run(pending, 0, hold)
+        for open_key in (
+            scanner.open_grouped_key(pending, 0),
+            scanner.open_split_key(pending, 0) if scanner.may_open_split_key(pending) else None,
+        ):
+            if open_key is not None:
+                hold = min(hold, open_key)
+        if hold <= 0:
+            return ""
+        window = self._context + pending
+        cut = len(self._context) + hold
+        self._passed += hold
+        if self._recorded:
+            self._recorded = {start for start in self._recorded if start >= self._passed - self._context_size}
+        self._context = window[max(0, cut - self._context_size) : cut]
+        self._pending = pending[hold:]
+        return pending[:hold]
 
     def _hold_from(self) -> int:
         """Where the part of the pending text that may still grow into a match starts."""

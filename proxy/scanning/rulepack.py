@@ -1907,6 +1907,11 @@ class Scanner:
         ``low`` on (``unmask.SplitPrefixes.open_key``)."""
         return None if self._split_prefixes is None else self._split_prefixes.open_key(text, low)
 
+    def may_open_split_key(self, text: str) -> bool:
+        """Whether ``open_split_key`` may find a key in ``text``, of ASCII letters, spaces, commas and
+        full stops alone (``unmask.SplitPrefixes.may_open_in``); False is exact."""
+        return self._split_prefixes is not None and self._split_prefixes.may_open_in(text)
+
     def watch(self) -> TriggerWatch:
         """A reader of a growing text that tells which new piece can make a rule match (TriggerWatch)."""
         return TriggerWatch(self)

@@ -1481,11 +1481,30 @@ class SplitPrefixes:
     trie: Trie
     spellings: dict[str, str] = field(default_factory=dict)
     _first_letters: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _prose_program: Any = field(init=False, repr=False, compare=False)
+    """For ``may_open_in``: an RE2 program over the letters of prose with a mark before each word
+    (``_marked_words``) that finds where the letters from a word's start to the text's end are a start of
+    a prefix's letters (``_prefix_letters``), or begin with all of them."""
 
     def __post_init__(self) -> None:
         # Where a prefix may start: its first letter (either case; a digit stands for any) at a word's start.
         letters = "".join("0-9" if char == "0" else re.escape(char) for char in sorted(self.trie))
         object.__setattr__(self, "_first_letters", re.compile(f"(?i)(?<![A-Za-z0-9])[{letters}]"))
+        words = list(_words_of(self.trie))
+        read = [_prefix_letters(word) for word in words]
+        starts = {letters[:end] for letters, _ in read for end in range(1, len(letters) + 1)}
+        whole = {letters for letters, digitless in read if digitless and letters}
+        opening = f"{_from_a_word(whole)}|{_from_a_word(starts)}\\z"
+        object.__setattr__(self, "_prose_program", relaxed.re2_program(opening.encode()))
+
+    def may_open_in(self, text: str) -> bool:
+        """Whether ``open_key`` may find a cut prefix in ``text``, of ASCII letters, spaces, commas and full
+        stops alone: False is exact.
+        A cut holds no letter and a prefix's digit only a digit, so the letters from a word's start to the
+        text's end (words joined) are read over a prefix from there only as a start of its letters (the
+        text ends inside it), or begin with all of them (a prefix without digits, whose key goes on)."""
+        marked = _marked_words(text)
+        return relaxed.possible(self._prose_program, marked, 0, len(marked))
 
     @classmethod
     def of(cls, spellings: dict[str, str | None]) -> SplitPrefixes | None:
@@ -1573,6 +1592,41 @@ class SplitPrefixes:
 
 
 _WHITE_RUN = re.compile(r"\s+")
+_LETTER_RUN = re.compile("[a-z]+")
+
+
+def _words_of(trie: Trie, start: str = "") -> Iterator[str]:
+    """The prefixes a trie holds."""
+    for char, node in trie.items():
+        if char:
+            yield from _words_of(node, start + char)
+        else:
+            yield start
+
+
+_WORD_MARK = "\x00"
+
+
+def _marked_words(text: str) -> bytes:
+    """The letters of a text of prose (lower case), a mark before each word."""
+    return (_WORD_MARK + _WORD_MARK.join(_LETTER_RUN.findall(text.lower()))).encode("ascii")
+
+
+def _from_a_word(words: Iterable[str]) -> str:
+    """For RE2 over ``_marked_words``: a word's start, then one of ``words`` in letters that may run on
+    over the next words."""
+    spelt = ("\\x00?".join(word) for word in sorted(words) if word.isascii() and word.isalpha())
+    return f"\\x00(?:{'|'.join(spelt)})"
+
+
+def _prefix_letters(word: str) -> tuple[str, bool]:
+    """The letters of a prefix (as the trie holds it) that a reading from its start can match before it
+    needs a digit, and whether it has no digit (all of it can be read from letters and cuts)."""
+    digit = word.find("0")
+    readable = word if digit < 0 else word[:digit]
+    return "".join(char for char in readable if char.isalpha()), digit < 0
+
+
 _SOLID_CHARACTERS = 224
 _SOLID_TAIL = regex.compile(
     rf"(?r)(?:{_CUT_WHITE}*+[^{_CUT_SPACE[1:-1]}\r\n]){{0,{_SOLID_CHARACTERS}}}+{_CUT_WHITE}*+\Z"
