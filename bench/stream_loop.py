@@ -1,9 +1,11 @@
 """CPU per streamed text event of the stream path alone, in one process, against another checkout.
 
-Builds the chat, Responses and Gemini streams that ``bench/latency.py``'s fake upstream sends (171 text
-events of 12 characters) and feeds each, through the filtering session and the read-back the proxy builds
-for an answer in enforce mode with every detector on, one event at a time or eight events a chunk (as
-events arriving together are read). Prints the thread's CPU per text event, best of the rounds. With
+Builds the chat, Responses, Gemini and Anthropic streams that ``bench/latency.py``'s fake upstream sends
+(171 text events of 12 characters) and feeds each, through the filtering session and the read-back the
+proxy builds for an answer in enforce mode with every detector on, one event at a time (back to back, and
+``EVENT_PAUSE`` apart, as the latency bench sends them: what the pause lets other work evict from the
+processor's caches is paid again at every event) or eight events a chunk (as events arriving together are
+read). Prints the thread's CPU per text event, best of the rounds. With
 ``--against DIR`` the same is measured with the code of another checkout, the two taking turns round by
 round in processes of their own, so that both meet the machine's other load at the same moments, and the
 ratio this checkout / that one is printed.
@@ -26,20 +28,34 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 TOGETHER = 8
 """Events a chunk when a stream's events arrive together."""
+ARRIVALS = (
+    ("one at a time", 1, False),
+    ("one at a time, apart", 1, True),
+    ("arriving together", TOGETHER, False),
+)
+"""How a stream's events arrive: events a chunk, and whether each chunk comes ``EVENT_PAUSE`` after the
+last."""
 
 
 def measure(tree: Path, streams: int) -> dict[str, float]:
     """Microseconds of CPU per text event, per stream and arrival, with the code of ``tree``."""
     sys.path.insert(0, str(tree))
     from addons.inspect import ReadBack, stream_session
-    from bench.latency import DELTA_CHARACTERS, REPLY, bench_policy
+    from bench.latency import DELTA_CHARACTERS, EVENT_PAUSE, REPLY, bench_policy
     from proxy.config.policy import parse_policy
-    from proxy.dialects import Gemini, OpenAIChat, OpenAIResponses
+    from proxy.dialects import Anthropic, Gemini, OpenAIChat, OpenAIResponses
     from proxy.inspection import Detectors, TurnInspector
     from proxy.state import SqliteStateStore
     from proxy.turn import Turn, TurnContext
     from tests.harness import AGENT_TOKEN, AGENT_TOKEN_ENV
-    from tests.upstream import Reply, gemini_events, openai_chat_events, pieces, responses_events
+    from tests.upstream import (
+        Reply,
+        anthropic_events,
+        gemini_events,
+        openai_chat_events,
+        pieces,
+        responses_events,
+    )
 
     data_dir = Path(tempfile.mkdtemp(prefix="egressguard-stream-loop-"))
     policy = parse_policy(bench_policy(data_dir), "policy.yaml", environ={AGENT_TOKEN_ENV: AGENT_TOKEN})
@@ -50,12 +66,13 @@ def measure(tree: Path, streams: int) -> dict[str, float]:
         "chat": (OpenAIChat, openai_chat_events),
         "responses": (OpenAIResponses, responses_events),
         "gemini": (lambda: Gemini(model_hint="gemini-2.0-flash"), gemini_events),
+        "anthropic": (Anthropic, anthropic_events),
     }
     text_events = len(pieces(REPLY, DELTA_CHARACTERS))
     results: dict[str, float] = {}
     for api, (make, events_of) in dialects.items():
         events = list(events_of(reply))
-        for arriving, size in (("one at a time", 1), ("arriving together", TOGETHER)):
+        for arriving, size, pause in ARRIVALS:
             chunks = [b"".join(events[at : at + size]) for at in range(0, len(events), size)]
             spent = 0.0
             for _ in range(streams):
@@ -68,9 +85,13 @@ def measure(tree: Path, streams: int) -> dict[str, float]:
                 dialect = make()
                 session = stream_session(dialect, inspector.stream_filters(), policy)
                 read_back = ReadBack(dialect, inspector, session)
-                started = time.thread_time()
                 for chunk in [*chunks, b""]:
+                    if pause:
+                        time.sleep(EVENT_PAUSE)
+                    started = time.thread_time()
                     read_back.feed(session(chunk))
+                    spent += time.thread_time() - started
+                started = time.thread_time()
                 read_back.session.finish()
                 spent += time.thread_time() - started
             results[f"{api}, {arriving}"] = spent / (streams * text_events) * 1e6
