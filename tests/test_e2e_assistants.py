@@ -13,8 +13,11 @@ from typing import Any
 import openai
 import pytest
 
+from proxy.scanning.redact import scan_and_redact
 from tests.harness import Proxy
 from tests.test_e2e_inspect import enforce, last_record, openai_client  # noqa: F401
+from tests.test_stream_joined_deltas import ANSWER, assistants_text_stream
+from tests.test_streaming import SECRETS
 from tests.upstream import FakeUpstream, Reply
 
 DELETE = {
@@ -185,6 +188,21 @@ def test_a_threads_messages_are_read_as_the_models_answer(
     assert found == [("exfil-link-url", "data[0].content[0].text.value", True)]
 
 
+def run_step(status: str, *calls: dict[str, Any]) -> dict[str, Any]:
+    """A run step calling tools, as the API gives one: created in a stream, listed whole."""
+    return {
+        "id": "step_1",
+        "object": "thread.run.step",
+        "created_at": 1700000000,
+        "run_id": "run_1",
+        "assistant_id": "asst_1",
+        "thread_id": "thread_1",
+        "type": "tool_calls",
+        "status": status,
+        "step_details": {"type": "tool_calls", "tool_calls": list(calls)},
+    }
+
+
 def step_delta(*calls: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": "step_1",
@@ -204,17 +222,6 @@ def test_a_streamed_run_steps_code_is_gated_on_its_deltas(
     wiping the disk: its deltas are withheld and an ``error`` event makes the SDK raise the notice; the
     record has the call gated on its code joined."""
     client = openai_client(upstream)
-    step = {
-        "id": "step_1",
-        "object": "thread.run.step",
-        "created_at": 1700000000,
-        "run_id": "run_1",
-        "assistant_id": "asst_1",
-        "thread_id": "thread_1",
-        "type": "tool_calls",
-        "status": "in_progress",
-        "step_details": {"type": "tool_calls", "tool_calls": []},
-    }
     opened = {
         "index": 0,
         "id": "call_1",
@@ -223,7 +230,7 @@ def test_a_streamed_run_steps_code_is_gated_on_its_deltas(
     }
     pieces = [WIPE[start : start + 4] for start in range(0, len(WIPE), 4)]
     body = (
-        sse("thread.run.step.created", step)
+        sse("thread.run.step.created", run_step("in_progress"))
         + sse("thread.run.step.delta", step_delta(opened))
         + b"".join(
             sse(
@@ -261,17 +268,7 @@ def test_a_listed_run_steps_code_is_gated(
             "type": "code_interpreter",
             "code_interpreter": {"input": code, "outputs": []},
         }
-        step = {
-            "id": "step_1",
-            "object": "thread.run.step",
-            "created_at": 1700000000,
-            "run_id": "run_1",
-            "assistant_id": "asst_1",
-            "thread_id": "thread_1",
-            "type": "tool_calls",
-            "status": "completed",
-            "step_details": {"type": "tool_calls", "tool_calls": [call]},
-        }
+        step = run_step("completed", call)
         return json.dumps(
             {"object": "list", "data": [step], "first_id": "step_1", "last_id": "step_1", "has_more": False}
         ).encode()
@@ -287,3 +284,25 @@ def test_a_listed_run_steps_code_is_gated(
     upstream.reply = Reply(body=page("print(6 * 7)"))
     (listed,) = client.beta.threads.runs.steps.list("run_1", thread_id="thread_1").data
     assert listed.step_details.tool_calls[0].code_interpreter.input == "print(6 * 7)"  # type: ignore[union-attr]
+
+
+def test_a_streamed_messages_secret_split_over_its_deltas_reaches_the_sdk_redacted(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A message streamed in ``thread.message.delta`` events carries an AWS key and a GitHub token, the
+    answer cut into two deltas at every place: the text the SDK shows as it streams (its text deltas
+    joined) and the message it holds at the end are the whole text's redaction, and the record names
+    both secrets."""
+    client = openai_client(upstream)
+    whole = scan_and_redact(SECRETS, ANSWER).text
+    for cut in range(1, len(ANSWER)):
+        body = assistants_text_stream([ANSWER[:cut], ANSWER[cut:]])
+        upstream.reply = Reply(body=body, content_type="text/event-stream")
+        with client.beta.threads.runs.stream(thread_id="thread_1", assistant_id="asst_1") as events_of_run:
+            shown = "".join(events_of_run.text_deltas)
+            (message,) = events_of_run.get_final_messages()
+        assert shown == whole, cut
+        assert [content.text.value for content in message.content] == [whole], cut  # type: ignore[union-attr]
+        found = {f["rule"] for f in last_record(enforce)["findings"] if f["threat"] == "data_exfiltration"}
+        assert {"aws-access-key-id", "github-pat"} <= found, cut

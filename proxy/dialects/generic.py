@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -19,6 +19,7 @@ from proxy.dialects.base import (
     Dialect,
     ErrorResponse,
     ParsedBody,
+    as_position,
     body_text,
     json_error,
     json_of,
@@ -309,6 +310,73 @@ def ends_stream(event: SSEEvent) -> bool:
     return event.event == "done" or (event.data or "").strip() == "[DONE]"
 
 
+DELTA = "delta"
+"""The key under which an event carries what a client appends to the text it holds (``joined_strings``)."""
+JOINED = "+"
+"""What a joined place's channel is named by before its locator: no locator of an event's own string
+starts so, which each event's own channels are named by."""
+REPLACED_KEYS = frozenset({"type", "index"})
+"""Keys a client joining deltas replaces, not appends to: a discriminator, a place."""
+
+
+def joined_strings(payload: Any, apart: Collection[tuple[Step, ...]] = ()) -> list[tuple[str, str, str]]:
+    """The strings of one event that a client appends to the text it holds at the same place from the
+    events before: those under a ``delta`` key (OpenAI's SDKs join an Assistants message's, a run step's
+    and a chat chunk's deltas so, a list's item at the place its ``index`` names). Each with its locator in
+    the event, the place it joins (its locator with each such item at its index) and its text; not one
+    a client replaces (``REPLACED_KEYS``), nor one under a place in ``apart`` (a streamed call's pieces,
+    which the tool gate reads). The place is named as a channel (``JOINED`` and its locator)."""
+    found: list[tuple[str, str, str]] = []
+    stack: list[tuple[Any, tuple[Step, ...], tuple[Step, ...], bool]] = [(payload, (), (), False)]
+    while stack:  # not recursive: an event nested as deep as the parser reads stays readable
+        value, steps, place, under = stack.pop()
+        if steps in apart:
+            continue
+        if isinstance(value, str):
+            if under and steps[-1] not in REPLACED_KEYS:
+                found.append((format_locator(steps), JOINED + format_locator(place), value))
+        elif isinstance(value, dict):
+            stack += reversed(
+                [(child, (*steps, key), (*place, key), under or key == DELTA) for key, child in value.items()]
+            )
+        elif isinstance(value, list):
+            stack += reversed(
+                [
+                    (child, (*steps, position), (*place, _joined_at(child, position)), under)
+                    for position, child in enumerate(value)
+                ]
+            )
+    return found
+
+
+def _joined_at(item: Any, position: int) -> int:
+    """The place a client joins a list's item to: the one its ``index`` names, else where it stands."""
+    index = as_position(item.get("index")) if isinstance(item, dict) else None
+    return position if index is None else index
+
+
+def delta_carrying(payload: Any, where: str, text: str) -> Any:
+    """An event that brings ``text`` alone to the place ``where`` names in ``payload`` (an event of
+    ``joined_strings``): the path to it, each object on it with its scalars (outside the delta: the
+    event's kind, its message's id; inside: only those a client replaces), each list with that one item."""
+    steps = parse_locator(where)
+    carried: Any = text
+    for depth in range(len(steps) - 1, -1, -1):
+        parent = get_at(payload, format_locator(steps[:depth]))
+        step = steps[depth]
+        if isinstance(step, int):
+            carried = [carried]
+            continue
+        inside = DELTA in steps[:depth]
+        kept = {
+            key: value
+            for key, value in parent.items()
+            if not isinstance(value, dict | list) and (not inside or key in REPLACED_KEYS)
+        }
+        carried = {**kept, step: carried}
+    return carried
+
+
 def without_items(document: Any, places: list[list[Step]]) -> Any | None:
     """``document`` without the list items at ``places`` (each a locator's steps), or None where one is
     no list's item or a list would be left empty: what was around a withheld call then says nothing
@@ -355,6 +423,14 @@ class GenericStreamSession(PerEventStreamSession):
         self._held_bytes = 0
         self._told: list[bytes] = []
         """Events telling of the calls dropped since the held events last let anything out."""
+        self._call_places: frozenset[tuple[Step, ...]] = frozenset()
+        """The places of the event last read that carry a piece of a streamed call."""
+        self._joined: dict[str, tuple[SSEEvent, Any, str]] = {}
+        """The open channels of delta text (``joined_strings``), by the place they join, each with the
+        last event that fed it, that event's payload and the locator of the text in it: what a channel
+        still holds when a client stops joining is sent in an event of that shape."""
+        self._closed: list[bytes] = []
+        """Those events, made while an event is read, sent before it."""
 
     @property
     def completion(self) -> Completion:
@@ -369,6 +445,7 @@ class GenericStreamSession(PerEventStreamSession):
         marked = may_hold_calls(event.data or "")
         # Once a call has streamed, every event is read for its pieces: Anthropic's hold no marker.
         pieces = call_pieces(payload) if marked or self._streamed.calls else []
+        self._call_places = frozenset(tuple(parse_locator(piece.where)) for piece in pieces if not piece.ends)
         self._placed = (event, self._streamed.place(pieces, self._numbered)) if pieces else None
         if marked:
             streaming = {piece.where for piece in pieces if piece.opens}
@@ -386,10 +463,13 @@ class GenericStreamSession(PerEventStreamSession):
 
     def _event_output(self, event: SSEEvent, payload: Any) -> list[bytes]:
         output = super()._event_output(event, payload)
+        # What the delta text's channels held goes before the event that closed them, on its own: it is
+        # no piece of a call the event carries, and goes out whatever is decided of that call.
+        closed, self._closed = self._closed, []
         placed = self._placed[1] if self._placed is not None and self._placed[0] is event else Placed()
         self._placed = None
         if self.filters.tool_gate is None:
-            return output  # observed: each call is read whole at the end, and nothing is held
+            return [*closed, *output]  # observed: each call is read whole at the end, and nothing is held
         if placed.stray:
             self.notes.append(
                 f"event {event.type!r} carried a piece of a tool call no reading places; not sent"
@@ -403,7 +483,10 @@ class GenericStreamSession(PerEventStreamSession):
                 # as a call withheld is, or the agent waits on a call that never comes whole.
                 self._told.append(error_event(UNPLACED_NOTICE))
         if not placed.keys and not self._held and not self._told:
-            return output
+            return [*closed, *output]
+        if closed:
+            self._held.append((closed, frozenset()))
+            self._held_bytes += sum(len(piece) for piece in closed)
         if ends_stream(event):
             # A client stops reading at the stream's end: the calls still held are decided before it, so
             # the events telling of those withheld come where it reads them.
@@ -467,7 +550,19 @@ class GenericStreamSession(PerEventStreamSession):
         """The stream ended: every call still undecided has all the arguments it will get."""
         for key in list(self._streamed.calls):
             self._settle(key)
-        return [*self._release(), *super()._end_of_stream()]
+        released = self._release()
+        self._close_joined()
+        closed, self._closed = self._closed, []
+        return [*released, *closed, *super()._end_of_stream()]
+
+    def _close_joined(self) -> None:
+        """Closes every channel of delta text: what each held is to be sent (``_closed``) in an event of
+        the shape of the last that fed it, where a client still joins it to the same place."""
+        for channel, (event, payload, where) in self._joined.items():
+            flushed = self._close_channel(channel)
+            if flushed:
+                self._closed.append(rewritten(event, delta_carrying(payload, where, flushed)))
+        self._joined = {}
 
     def _withheld_event(self, call: ToolCall) -> bytes:
         """``error_event`` telling the agent of ``call`` withheld, in place of the events it came in."""
@@ -492,8 +587,19 @@ class GenericStreamSession(PerEventStreamSession):
         elif self.filters.text_filter is None:
             return [event.raw]
         if self.filters.text_filter is not None:
+            # A delta's text is read on from the deltas before it, as a client joins it: a secret split
+            # over them is whole to the filter. Any other event ends the joining.
+            joined = joined_strings(payload, self._call_places)
+            if not joined:
+                self._close_joined()
+            at = {where for where, _, _ in joined}
+            own = self._filter_apart if joined else self._filter_within_event
             for where, text in self._texts(payload):
-                payload = set_at(payload, where, self._filter_within_event(where, text))
+                if where not in at:
+                    payload = set_at(payload, where, own(where, text))
+            for where, channel, text in joined:
+                payload = set_at(payload, where, self._filter_text(channel, text))
+                self._joined[channel] = (event, payload, where)
         return [rewritten(event, payload), *told]
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
@@ -502,6 +608,7 @@ class GenericStreamSession(PerEventStreamSession):
         if self.filters.text_filter is None:
             return [event.raw]
         released = self._filter_within_event(ROOT, data)
+        self._close_joined()
         return [write_event(released, event.event, event.id, event.retry)]
 
 

@@ -1191,6 +1191,13 @@ class PerEventStreamSession(StreamSession):
     def _filter_within_event(self, where: str, text: str) -> str:
         return self._filter_text(where, text) + self._close_channel(where)
 
+    def _filter_apart(self, where: str, text: str) -> str:
+        """A text read on from no other channel: one no client reads with the text around it (the id
+        and kind of an event whose delta carries the text), which a secret held open in that text must
+        not run into."""
+        factory = self.filters.text_filter
+        return text if factory is None else _filter_once(factory(where), text)
+
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
         return {tuple(parse_locator(where)) for where, _ in self._texts(payload)}
 
