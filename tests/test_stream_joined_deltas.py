@@ -199,3 +199,17 @@ def test_what_a_joined_channel_held_goes_in_an_event_that_brings_it_alone() -> N
         "object": "thread.message.delta",
         "delta": {"content": [{"index": 1, "type": "text", "text": {"value": "held"}}]},
     }
+
+
+FILLED = f"{AWS_KEY}{' ' * 140}ghp_{chr(0x200B) * 140} {GITHUB_TOKEN}{chr(9) * 140}"
+"""Keys and a key's prefix, each followed by more filler than 128 characters."""
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_filler_after_a_key_or_its_prefix_leaves_the_stream_as_the_whole_text_reads(name: str) -> None:
+    """A key's prefix held open over filler does not run into the strings around the text (an event's id,
+    its kind, the message given whole at its end): every event still reads as its client reads it, and
+    the text is the whole text's redaction, however the deltas are cut."""
+    whole = scan_and_redact(SECRETS, FILLED).text
+    for cut in range(1, len(FILLED), 29):
+        assert agent_reads(name, [FILLED[:cut], FILLED[cut:]], one_at_a_time=True) == whole, cut

@@ -431,6 +431,8 @@ class GenericStreamSession(PerEventStreamSession):
         still holds when a client stops joining is sent in an event of that shape."""
         self._closed: list[bytes] = []
         """Those events, made while an event is read, sent before it."""
+        self._in_deltas = False
+        """Whether the stream has carried text in deltas."""
 
     @property
     def completion(self) -> Completion:
@@ -592,8 +594,11 @@ class GenericStreamSession(PerEventStreamSession):
             joined = joined_strings(payload, self._call_places)
             if not joined:
                 self._close_joined()
+            # Once text comes in deltas, the other strings (ids, kinds, a message given whole at its end)
+            # are no continuation of it: read on from a key's prefix it held, an id would be redacted.
+            self._in_deltas = self._in_deltas or bool(joined)
             at = {where for where, _, _ in joined}
-            own = self._filter_apart if joined else self._filter_within_event
+            own = self._filter_apart if self._in_deltas else self._filter_within_event
             for where, text in self._texts(payload):
                 if where not in at:
                     payload = set_at(payload, where, own(where, text))
