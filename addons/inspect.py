@@ -1672,6 +1672,8 @@ class Inspect:
                 plan.notice,
                 parsed if rewritten is body else None,
             )
+        if boundary is not None:
+            rewritten = inspector.scan_assembled_parts(rewritten, boundary)
         rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
         refused = inspector.response_refused()
         if refused is not None:

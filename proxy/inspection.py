@@ -53,6 +53,7 @@ from proxy.detectors.credential_channel import (
 from proxy.dialects import (
     MCP,
     Dialect,
+    Generic,
     StreamFilters,
     TextFilter,
     TextFilterFactory,
@@ -63,6 +64,7 @@ from proxy.dialects import (
 from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, readable_text
 from proxy.dialects.filerefs import files_named, may_name_files
 from proxy.dialects.gemini import live_request, may_ask_fetches
+from proxy.dialects.generic import assembled_parts
 from proxy.dialects.locator import get_at, join, parse_locator, set_at
 from proxy.dialects.message_text import Ended, MessageText, may_hold_words
 from proxy.dialects.messages import MessageCalls, Sending
@@ -2139,6 +2141,16 @@ class TurnInspector:
         variance = max(0.0, (squares - count * mean * mean) / (count - 1))
         finding = tools.argument_entropy_finding(call, mean, variance**0.5)
         return [finding] if finding else []
+
+    def scan_assembled_parts(self, body: bytes, boundary: bytes | None) -> bytes:
+        """A multipart answer of ``boundary``, after its texts were read whole and as the body it is, with
+        what its parts' contents hold joined in the order a client assembles them (``assembled_parts``: a
+        byte range's pieces of one file) recorded, and redacted in each part where enforced: a secret
+        split over two ranges is whole to such a client, and to no other reading."""
+        segments = assembled_parts(body, boundary)
+        self._record(self._across_findings(segments))
+        joined = self._redact_across(segments)
+        return Generic(boundary).rewrite_request(body, joined) if joined else body
 
     def scan_body(self, body: bytes, sent_by_upstream: bytes, parsed: ParsedBody | None = None) -> bytes:
         """A JSON response body, after the dialect's rewrite of what the upstream sent, with every string

@@ -91,3 +91,53 @@ def test_an_answer_framed_otherwise_passes_recorded_where_observed(
     assert answer.status_code == 200 and answer.content == body
     found = {finding["rule"]: finding for finding in last_record(proxy)["findings"]}
     assert found["inspection.multipart"]["enforced"] is False
+
+
+TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+FILE = f"The token is {TOKEN} ok.".encode()
+
+
+def _byteranges(cut: int, *, backwards: bool = False) -> bytes:
+    """``FILE`` answered in two byte ranges cut at ``cut``, the second sent first where ``backwards``."""
+    size = len(FILE)
+    ranges = [(f"0-{cut - 1}/{size}", FILE[:cut]), (f"{cut}-{size - 1}/{size}", FILE[cut:])]
+    body = b""
+    for content_range, content in reversed(ranges) if backwards else ranges:
+        head = f"Content-Type: text/plain\r\nContent-Range: bytes {content_range}\r\n\r\n".encode()
+        body += b"--AAA\r\n" + head + content + b"\r\n"
+    return body + b"--AAA--\r\n"
+
+
+def _assembled(body: bytes) -> bytes:
+    """The file a client assembles from a byte ranges answer of boundary AAA: each range at its place."""
+    pieces = []
+    for part in body.split(b"--AAA")[1:-1]:
+        head, _, content = part.partition(b"\r\n\r\n")
+        first = int(head.split(b"bytes ")[1].split(b"-")[0])
+        pieces.append((first, content.removesuffix(b"\r\n")))
+    return b"".join(content for _, content in sorted(pieces))
+
+
+@pytest.mark.parametrize("backwards", [False, True], ids=["in order", "sent backwards"])
+def test_a_secret_split_over_byte_ranges_is_redacted_in_each(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, backwards: bool
+) -> None:
+    """A file answered in two byte ranges (``multipart/byteranges``, 206) cut at every place of a GitHub
+    token: the file the agent assembles holds no piece of it, each range redacted, and the record names
+    the token, enforced."""
+    proxy = start_proxy(mode="enforce")
+    start = FILE.index(TOKEN.encode())
+    for cut in range(start + 1, start + len(TOKEN)):
+        upstream.reply = Reply(
+            status=206,
+            body=_byteranges(cut, backwards=backwards),
+            content_type="multipart/byteranges; boundary=AAA",
+        )
+        answer = _get(proxy, upstream)
+        assembled = _assembled(answer.content)
+        assert answer.status_code == 206 and assembled.startswith(b"The token is [REDACTED:github-pat]"), cut
+        assert not any(TOKEN[at : at + 6].encode() in answer.content for at in range(len(TOKEN) - 5)), cut
+        found = [
+            (f["rule"], f["enforced"]) for f in last_record(proxy)["findings"] if f["rule"] == "github-pat"
+        ]
+        assert found == [("github-pat", True)], cut

@@ -11,6 +11,7 @@ from email.policy import HTTP
 import httpx
 import pytest
 
+from proxy.dialects.generic import assembled_parts
 from proxy.wire.charsets import UnreadableEncodingError, declared_charsets, part_readings, read_in
 from proxy.wire.multipart import (
     boundary_of,
@@ -297,3 +298,29 @@ def test_a_boundary_that_prefixes_another_is_no_delimiter_of_it() -> None:
     body = b"--B\r\nX: 1\r\n\r\none\r\n--Bx\r\nX: 2\r\n\r\ntwo\r\n--B--"
     assert contents(body, b"B") == [b"one\r\n--Bx\r\nX: 2\r\n\r\ntwo"]
     assert loose_delimiters(body, b"B")
+
+
+def _ranges(*parts: tuple[str | None, bytes]) -> bytes:
+    """A ``multipart/byteranges`` body of boundary AAA, each part with its Content-Range where given."""
+    body = b""
+    for content_range, content in parts:
+        head = b"Content-Type: text/plain\r\n"
+        if content_range is not None:
+            head += f"Content-Range: bytes {content_range}\r\n".encode()
+        body += b"--AAA\r\n" + head + b"\r\n" + content + b"\r\n"
+    return body + b"--AAA--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "order"),
+    [
+        pytest.param(_ranges(("0-3/8", b"abcd"), ("4-7/8", b"efgh")), ["abcd", "efgh"], id="in order"),
+        pytest.param(_ranges(("4-7/8", b"efgh"), ("0-3/8", b"abcd")), ["abcd", "efgh"], id="sent backwards"),
+        pytest.param(_ranges(("4-7/8", b"efgh"), (None, b"abcd")), ["efgh", "abcd"], id="one unranged"),
+        pytest.param(_ranges(("4-7/8", b"efgh"), ("0-3/8", b"\xff\xfe")), ["efgh"], id="a binary range"),
+    ],
+)
+def test_a_multiparts_texts_are_assembled_by_their_ranges(body: bytes, order: list[str]) -> None:
+    """Byte ranges are joined by the first byte each names, as a client assembles the file; a body in
+    which a part names none is joined as it stands; a part that is no text is left out."""
+    assert [segment.text for segment in assembled_parts(body, b"AAA")] == order

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
@@ -205,6 +206,26 @@ def multipart_texts(body: bytes, boundary: bytes | None) -> dict[str, str] | Non
         if field:
             fields[format_locator((MULTIPART, index))] = field
     return fields
+
+
+_RANGE_START = re.compile(r"\s*bytes\s+(\d{1,18})-", re.IGNORECASE)
+"""The first byte a part's Content-Range names (``bytes 17-39/40``)."""
+
+
+def assembled_parts(body: bytes, boundary: bytes | None) -> list[TextSegment]:
+    """The text parts of a multipart body of ``boundary``, each at its locator (``multipart[2]``), in the
+    order a client joins them into one text: by the first byte each one's Content-Range names where every
+    part names one (a ``multipart/byteranges`` answer, whose parts are pieces of one file), else as they
+    stand."""
+    found = part_headers(body, boundary) or []
+    texts = multipart_texts(body, boundary) or {}
+    begins = [_RANGE_START.match(headers.get("content-range", "")) for headers, _, _ in found]
+    firsts = [int(begin.group(1)) for begin in begins if begin is not None]
+    order = list(range(len(found)))
+    if found and len(firsts) == len(found):
+        order.sort(key=firsts.__getitem__)
+    located = (format_locator((MULTIPART, index)) for index in order)
+    return [TextSegment(texts[where], where) for where in located if where in texts]
 
 
 def form_references(body: bytes, boundary: bytes | None) -> dict[str, str]:
