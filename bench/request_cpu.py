@@ -148,26 +148,10 @@ def main() -> None:
         ]
         for name, checkout in checkouts.items():
             home = workdir / name.replace(" ", "").replace("-", "")
-            home.mkdir()
-            (home / "policy.yaml").write_text(bench_policy(home / "data"))
-            port = free_port()
-            guard = proxy_commands(home, pki.ca_cert, free_port(), port)[1]
-            env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN, "PYTHONPATH": str(checkout)}
-            guard_process = stack.enter_context(process(guard, port, home, env))
-            client = httpx.Client(
-                proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{port}",
-                timeout=30,
-                verify=str(home / "data" / "ca" / "mitmproxy-ca-cert.pem"),
-                headers=HEADERS,
-            )
-            proxies.append(Proxy(name, proxy_processes(guard_process.pid)[0], stack.enter_context(client)))
+            proxies.append(start_guard(stack, name, home, pki.ca_cert, {"PYTHONPATH": str(checkout)}))
 
         def send(proxy: Proxy, prompt: str, turn: Callable[[str], list[dict[str, Any]]]) -> float:
-            numbered = f"{next(numbers):06d} {prompt}"[: len(prompt)]
-            body = {"model": "gpt-4o-mini", "messages": turn(numbered), "stream": False}
-            start = time.perf_counter()
-            proxy.client.post(url, json=body).raise_for_status()
-            return time.perf_counter() - start
+            return send_turn(proxy, url, f"{next(numbers):06d} {prompt}"[: len(prompt)], turn)
 
         print(f"{args.requests} requests per proxy, case and round, alternating; {len(REPLY)} B reply,")
         print(
@@ -198,6 +182,34 @@ def main() -> None:
                 print(f"  round {round_number}: " + ", ".join(cells) + f"; load {load:.1f}", flush=True)
             report(case, proxies)
     upstream.close()
+
+
+def start_guard(
+    stack: ExitStack, name: str, home: Path, upstream_ca: Path, environment: dict[str, str]
+) -> Proxy:
+    """egressguard with one worker, the bench's policy in ``home`` and ``environment`` on top of this
+    process's (``PYTHONPATH`` names the checkout), and a client whose turns go through it."""
+    home.mkdir()
+    (home / "policy.yaml").write_text(bench_policy(home / "data"))
+    port = free_port()
+    guard = proxy_commands(home, upstream_ca, free_port(), port)[1]
+    env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN, **environment}
+    guard_process = stack.enter_context(process(guard, port, home, env))
+    client = httpx.Client(
+        proxy=f"http://{AGENT}:{AGENT_TOKEN}@127.0.0.1:{port}",
+        timeout=30,
+        verify=str(home / "data" / "ca" / "mitmproxy-ca-cert.pem"),
+        headers=HEADERS,
+    )
+    return Proxy(name, proxy_processes(guard_process.pid)[0], stack.enter_context(client))
+
+
+def send_turn(proxy: Proxy, url: str, prompt: str, turn: Callable[[str], list[dict[str, Any]]]) -> float:
+    """One chat completion of ``turn(prompt)`` through ``proxy``; the seconds it took."""
+    body = {"model": "gpt-4o-mini", "messages": turn(prompt), "stream": False}
+    start = time.perf_counter()
+    proxy.client.post(url, json=body).raise_for_status()
+    return time.perf_counter() - start
 
 
 def report(case: str, proxies: list[Proxy]) -> None:
