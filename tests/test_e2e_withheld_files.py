@@ -20,9 +20,12 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.commands.localca import UpstreamPKI
 from proxy.dialects import continued_by_route, detect
+from proxy.dialects.filerefs import files_named, may_name_files
 from tests.harness import Proxy
 from tests.test_e2e_shapes import realtime_agent
 from tests.test_e2e_stored_requests import BOUNDARY, batch_line, batch_upload
@@ -168,6 +171,34 @@ def test_a_reference_nested_deeper_than_python_recurses_is_read() -> None:
     line = batch_line("r1", "/v1/responses", {}).replace("{}", body)
     stored = files_read("POST", "/v1/files", batch_upload(line))
     assert stored == {"multipart[1][0].body." + where: "file-deep"}
+
+
+ID_KEYS = ("file_id", "file_ids", "input_file_id", "file_uri", "training_file", "validation_file")
+"""Keys whose string names a file by its id alone, whatever it holds (``filerefs``)."""
+
+
+@given(
+    st.sampled_from(ID_KEYS).flatmap(
+        lambda key: st.tuples(*(st.sampled_from([char, char.upper()]) for char in key.replace("_", "")))
+    ),
+    st.lists(st.sampled_from(["", "_", "-", "__", "-_"]), min_size=16, max_size=16),
+    st.sampled_from(["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/vector_stores"]),
+    st.booleans(),
+)
+def test_a_key_naming_a_file_is_read_however_it_is_spelled(
+    letters: tuple[str, ...], separators: list[str], path: str, escaped: bool
+) -> None:
+    """A key a reader folds to one naming a file by id (any case, ``_`` and ``-`` anywhere, an escape) is
+    read in a body where nothing else says "file": a request's walk for file references is left out only
+    where no key can name one (``may_name_files``)."""
+    key = "".join(separator + letter for separator, letter in zip(separators, letters, strict=False))
+    spelled = json.dumps(key).replace("e", "\\u0065", 1) if escaped else json.dumps(key)
+    history = [{"role": "user", "content": f"question {turn}"} for turn in range(8)]
+    body = f'{{"model": "m", "messages": {json.dumps(history)}, "tools": [{{{spelled}: "abc1"}}]}}'
+    assert may_name_files(body) and may_name_files(body.encode())
+    named = files_read("POST", path, body)
+    assert named == files_named(json.loads(body)) and list(named.values()) == ["abc1"]
+    assert files_read("POST", path, body.replace(spelled, '"fil"')) == {}
 
 
 @pytest.fixture

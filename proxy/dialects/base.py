@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
-from proxy.dialects.filerefs import files_named
+from proxy.dialects.filerefs import files_named, may_name_files
 from proxy.dialects.locator import Step, get_at, set_at, sibling_strings, walk_strings
 from proxy.dialects.readings import read_with_shadowed
 from proxy.dialects.stream import SHAPE_ERRORS, StreamFilters, StreamSession, dump_json, encode_json
@@ -216,7 +216,8 @@ class Dialect(ABC):
             view = self._request_from(document)
         except SHAPE_ERRORS as shape_error:
             return RequestView(dialect=self.name, model=self.model_hint, parse_error=_shape(shape_error))
-        view.files_read = files_named(document)
+        # A conversation's history comes back every turn: its walk is left out where no key can name a file.
+        view.files_read = files_named(document) if may_name_files(body) else {}
         if view.model is None:
             view.model = self.model_hint
         return view
