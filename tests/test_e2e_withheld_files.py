@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from proxy.commands.localca import UpstreamPKI
 from proxy.dialects import continued_by_route, detect
+from proxy.dialects.base import CHECKED_PARTS
 from proxy.dialects.filerefs import files_named, may_name_files
 from tests.harness import Proxy
 from tests.test_e2e_shapes import realtime_agent
@@ -193,7 +194,7 @@ def test_a_key_naming_a_file_is_read_however_it_is_spelled(
     where no key can name one (``may_name_files``)."""
     key = "".join(separator + letter for separator, letter in zip(separators, letters, strict=False))
     spelled = json.dumps(key).replace("e", "\\u0065", 1) if escaped else json.dumps(key)
-    history = [{"role": "user", "content": f"question {turn}"} for turn in range(8)]
+    history = [{"role": "user", "content": f"question {turn}"} for turn in range(CHECKED_PARTS)]
     body = f'{{"model": "m", "messages": {json.dumps(history)}, "tools": [{{{spelled}: "abc1"}}]}}'
     assert may_name_files(body) and may_name_files(body.encode())
     named = files_read("POST", path, body)

@@ -173,6 +173,12 @@ def is_dropped(call: ToolCall, drop_tool_calls: Collection[str]) -> bool:
     return (call.id is not None and call.id in drop_tool_calls) or call.where in drop_tool_calls
 
 
+CHECKED_PARTS = 8
+"""Parts from which a request's body is first checked for a key naming a file (``may_name_files``, some
+2 ns a byte) before its values are walked for one (``files_named``, about 1 µs a message): a few parts are
+walked at once, however long their texts."""
+
+
 class Dialect(ABC):
     """One API's request, response and stream formats. ``detect`` may return an instance carrying what
     the path told it (Gemini's model, the JSON-RPC id of an MCP request)."""
@@ -216,8 +222,10 @@ class Dialect(ABC):
             view = self._request_from(document)
         except SHAPE_ERRORS as shape_error:
             return RequestView(dialect=self.name, model=self.model_hint, parse_error=_shape(shape_error))
-        # A conversation's history comes back every turn: its walk is left out where no key can name a file.
-        view.files_read = files_named(document) if may_name_files(body) else {}
+        # The walk reads every value, a history's every message each turn it is sent again: a body of many
+        # parts is walked only where one pass over its bytes finds that some key may name a file.
+        if len(view.parts) < CHECKED_PARTS or may_name_files(body):
+            view.files_read = files_named(document)
         if view.model is None:
             view.model = self.model_hint
         return view
