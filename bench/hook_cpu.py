@@ -18,17 +18,14 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.latency import REPLY, cpu_seconds
-from bench.request_cpu import CASES, WARMUP, Proxy, send_turn, start_guard
-from proxy.commands.localca import make_pki
-from tests.upstream import FakeUpstream, Reply
+from bench.latency import cpu_seconds
+from bench.request_cpu import CASES, WARMUP, Proxy, bench_upstream, send_turn, start_guard
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "bench" / "hook_cpu_site"
@@ -52,11 +49,7 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout, run alongside")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="egressguard-hook-cpu-"))
-    pki = make_pki(workdir / "pki")
-    upstream = FakeUpstream(pki)
-    upstream.reply = Reply(text=REPLY, piece_size=64)
-    url = f"{upstream.url}/v1/chat/completions"
+    workdir, pki, upstream, url = bench_upstream("egressguard-hook-cpu-")
     checkouts = {"this": ROOT} | ({"against": args.against.resolve()} if args.against else {})
     prompt, turn = CASES[args.case]
     numbers = itertools.count()

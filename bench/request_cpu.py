@@ -49,7 +49,7 @@ from bench.latency import (
     proxy_processes,
     read_file,
 )
-from proxy.commands.localca import make_pki
+from proxy.commands.localca import UpstreamPKI, make_pki
 from tests.harness import AGENT, AGENT_TOKEN, AGENT_TOKEN_ENV, free_port
 from tests.upstream import FakeUpstream, Reply
 
@@ -119,11 +119,7 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout whose egressguard runs alongside")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="egressguard-request-cpu-"))
-    pki = make_pki(workdir / "pki")
-    upstream = FakeUpstream(pki)
-    upstream.reply = Reply(text=REPLY, piece_size=64)
-    url = f"{upstream.url}/v1/chat/completions"
+    workdir, pki, upstream, url = bench_upstream("egressguard-request-cpu-")
     checkouts = {"egressguard": ROOT} | (
         {"egressguard --against": args.against.resolve()} if args.against else {}
     )
@@ -182,6 +178,16 @@ def main() -> None:
                 print(f"  round {round_number}: " + ", ".join(cells) + f"; load {load:.1f}", flush=True)
             report(case, proxies)
     upstream.close()
+
+
+def bench_upstream(prefix: str) -> tuple[Path, UpstreamPKI, FakeUpstream, str]:
+    """A new work folder named from ``prefix``, the PKI in it, a fake upstream that answers every request
+    with the bench's reply, and the address of its chat completions."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    pki = make_pki(workdir / "pki")
+    upstream = FakeUpstream(pki)
+    upstream.reply = Reply(text=REPLY, piece_size=64)
+    return workdir, pki, upstream, f"{upstream.url}/v1/chat/completions"
 
 
 def start_guard(
