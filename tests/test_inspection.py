@@ -17,7 +17,7 @@ from random import Random
 import pytest
 
 from proxy.config.policy import Policy, parse_policy
-from proxy.dialects import MCP
+from proxy.dialects import MCP, OpenAIChat
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import (
     ENTROPY_HISTORY,
@@ -116,6 +116,27 @@ def test_an_inspected_turn_is_freed_without_the_collector(inspector_for: Callabl
         assert freed() is None
     finally:
         gc.enable()
+
+
+def test_a_tool_result_with_a_lone_surrogate_is_inspected(inspector_for: Callable[[], TurnInspector]) -> None:
+    """A file holding a lone surrogate's JSON escape (a JSON parser's tests) or a body carrying one is
+    read like any other tool result, and an injection beside it is still quarantined, where reading it
+    for injection raised and the request was refused as uninspectable."""
+    body = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "What does this test check?"},
+                {"role": "tool", "tool_call_id": "c", "content": r'assert json.loads("\ud800") == x'},
+                {"role": "tool", "tool_call_id": "d", "content": "\ud800 " + INJECTION},
+            ]
+        }
+    ).encode()
+    view = OpenAIChat().parse_request(body)
+    inspector = inspector_for()
+    verdict = inspector.inspect_request(view)
+    assert "messages[1].content" not in verdict.replacements
+    assert "egressguard" in verdict.replacements["messages[2].content"]
+    assert INJECTION not in verdict.replacements["messages[2].content"]
 
 
 def test_history_is_not_inspected_again(inspector_for: Callable[[], TurnInspector]) -> None:

@@ -254,6 +254,7 @@ _UNICODE_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
 _STRING_ESCAPE = re.compile(
     r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[nrtbf\"/\\])"
 )
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ONE_LETTER_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "/": "/", "\\": "\\"}
 
 
@@ -283,6 +284,10 @@ def normalize(text: str, *, max_depth: int = MAX_DEPTH) -> Normalized:
     originals: list[str] = []
     signals: set[str] = set()
     budget = [MAX_DECODED_CHARS]
+    if not text.isascii():
+        # A JSON body may carry a lone surrogate ("\ud800"): read as the replacement character a decoder
+        # puts in its place, one for one, since the searches below take only text that encodes.
+        text = _LONE_SURROGATE.sub("\ufffd", text)
     _normalize_into(text, max_depth, texts, originals, signals, budget)
     read = [
         reading
@@ -1180,7 +1185,8 @@ def _unescape(match: re.Match[str]) -> str:
     if len(escape) == 12:  # a surrogate pair
         high, low = int(escape[2:6], 16), int(escape[8:12], 16)
         return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
-    return chr(int(escape[2:], 16))
+    code = int(escape[2:], 16)
+    return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)
 
 
 def _decode_base64(candidate: str) -> str | None:
