@@ -482,7 +482,9 @@ def test_luhn(value: str, expected: bool) -> None:
     ("value", "expected"),
     [
         ("4539578763621486", True),  # Visa
-        ("371449635398431", True),  # American Express, 15 digits
+        ("373982597919073", True),  # American Express, 15 digits
+        ("371449635398431", False),  # a processor's published test number (Amex)
+        ("4000 0566 5566 5556", False),  # Stripe's test debit Visa
         ("5555555555554444", False),  # too few distinct digits to be a real card
         ("9539578763621483", False),  # no brand starts with 9
         ("45395787636214", False),  # Visa never has 14 digits
@@ -550,7 +552,7 @@ def test_entropy() -> None:
     "value",
     ["YOUR_API_KEY", "xxxxxxxxxxxx", "****************", "$API_KEY", "${TOKEN}", "process.env.API_KEY",
      "<your-token>", "os.environ['KEY']", "{{ secrets.TOKEN }}", "changeme", "settings.api_key",
-     "key_password", "SessionClientSecret", "get_password(user)"],
+     "key_password", "SessionClientSecret", "get_password(user)", "postgres", "root", "guest"],
 )  # fmt: skip
 def test_placeholders_are_recognised(value: str) -> None:
     """Common stand-ins for secrets count as placeholders."""

@@ -2356,6 +2356,10 @@ class Scanner:
                 continue
             if rule.whole_token:
                 end = token_end(text, start, end)
+                # A value the rule's length cut (a JWT after "access_token":) is judged whole as well: a
+                # documented example longer than the cut is still one.
+                if rule.skip_examples and end > start + len(value) and is_example_value(text[start:end]):
+                    continue
             found.append((start, end, index))
 
     def _rank(self, index: int) -> tuple[int, int]:

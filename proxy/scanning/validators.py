@@ -64,10 +64,27 @@ _CARD_RANGES: tuple[tuple[int, int, frozenset[int]], ...] = (
 )
 
 
+# Card numbers the payment processors publish for testing (Stripe's, Braintree's, Adyen's and PayPal's
+# sandbox pages): every checkout's test fixtures hold them, and no card was issued with them.
+_TEST_CARDS = frozenset(
+    {
+        "378282246310005", "371449635398431", "378734493671000", "30569309025904", "38520000023237",
+        "36227206271667", "3056930009020004", "6011111111111117", "6011000990139424", "6011000400000000",
+        "6011981111111113", "6555900000604105", "3530111333300000", "3566002020360505", "3566111111111113",
+        "5105105105105100", "5200828282828210", "5431111111111111", "2223003122003222", "2223000048400011",
+        "4012888888881881", "4222222222222", "4000056655665556", "4000002500003155", "4000002760003184",
+        "4000000000000002", "4000000000009995", "4000000000003220", "4000000000000077", "4000000000000069",
+        "4000000000000127", "4000000000000119", "4000000000000341", "4000000000000101", "4917610000000000003",
+        "6200000000000005", "6205500000000000004", "4035501000000008", "4988438843884305",
+    }
+)  # fmt: skip
+
+
 def payment_card_valid(value: str) -> bool:
-    """A card number with a known brand prefix, a length that brand issues, and a valid Luhn digit."""
+    """A card number with a known brand prefix, a length that brand issues, and a valid Luhn digit; not
+    one of the processors' published test numbers."""
     digits = "".join(char for char in value if char.isdigit())
-    if len(set(digits)) < 3:
+    if len(set(digits)) < 3 or digits in _TEST_CARDS:
         return False
     for low, high, lengths in _CARD_RANGES:
         width = len(str(low))
@@ -185,9 +202,14 @@ _PLACEHOLDER_WORDS = (
     "env.",
     "secrets.",
 )
+# The words themselves, and the default passwords the database and queue images document (postgres:postgres,
+# root:root, guest:guest), which CI files and compose files set for a throwaway service.
 _PLACEHOLDER_VALUES = frozenset(
-    {"password", "secret", "token", "null", "none", "true", "false", "undefined", "test", "admin", "pass"}
-)
+    {
+        "password", "secret", "token", "null", "none", "true", "false", "undefined", "test", "admin", "pass",
+        "postgres", "mysql", "root", "guest",
+    }
+)  # fmt: skip
 # Names rather than values: $VAR, %VAR%, MY_SECRET_VAR, key_password, ClientSecret (a type annotation),
 # get_secret(...), settings.api_key
 _REFERENCE = re.compile(
