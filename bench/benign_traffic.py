@@ -1,6 +1,6 @@
 """False positives of the whole inspection on the traffic coding agents carry every day, kind by kind.
 
-    python3 bench/benign_traffic.py [--per-kind 40] [--seed 11] [--optional] [--quiet]
+    python3 bench/benign_traffic.py [--per-kind 40] [--seed 11] [--rev HEAD] [--optional] [--quiet]
 
 Each turn goes through the proxy's own inspection (``proxy.inspection.TurnInspector``) the way the addon
 drives it, as an OpenAI chat request or answer: a tool result or a user prompt in the request (its parts,
@@ -242,8 +242,12 @@ def help_outputs(rng: random.Random, count: int) -> Iterator[Exchange]:
                 return
 
 
+HISTORY = ["HEAD"]
+"""The commit whose history the git kinds sample (``--rev``): one both checkouts compared hold."""
+
+
 def _commits() -> list[str]:
-    return _run(["git", "rev-list", "--no-merges", "HEAD"], cwd=REPOSITORY).split()
+    return _run(["git", "rev-list", "--no-merges", HISTORY[0]], cwd=REPOSITORY).split()
 
 
 def git_log_patches(rng: random.Random, count: int) -> Iterator[Exchange]:
@@ -1232,7 +1236,9 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="*", choices=list(KINDS), help="only these kinds")
     parser.add_argument("--optional", action="store_true", help="also the packs' optional rules")
     parser.add_argument("--quiet", action="store_true", help="the table only, not each finding")
+    parser.add_argument("--rev", default="HEAD", help="the commit whose history the git kinds sample")
     args = parser.parse_args()
+    HISTORY[0] = args.rev
     with tempfile.TemporaryDirectory(prefix="egressguard-benign-") as folder:
         inspection = Inspection(every_detector_policy(Path(folder), optional=args.optional))
         rows = []
