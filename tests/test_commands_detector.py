@@ -19,6 +19,7 @@ from proxy.detectors.tools import CatalogueEntry, RoleOverrides, ToolCatalogue, 
 from proxy.exchange import ToolCall
 from proxy.model import Action, Severity, Threat
 from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs
+from tests.cpu_time import least_cpu_seconds
 
 PACKS = load_packaged_packs()
 SCANNER = commands.command_scanner(PACKS)
@@ -138,6 +139,47 @@ def test_a_mysql_executable_comment_is_read_as_the_sql_it_runs() -> None:
         "DROP TABLE users",
     ]
     assert commands.sql_statements("SELECT 1 /* DROP TABLE users */").split("\n") == ["SELECT 1"]
+
+
+def test_a_mysql_string_left_open_runs_to_the_end_whatever_ends_it() -> None:
+    """MySQL runs nothing after a string left open: read so even where a lone backslash ends the text
+    (it failed the string, and each quote after it was read as another's start); standard SQL still ends
+    ``'\\'`` at its second quote and reads the statement after it."""
+    text = "SELECT '\\'; DROP TABLE users; \\"
+    assert commands.sql_statements(text, as_mysql=True) == "SELECT ''"
+    assert "DROP TABLE users" in commands.sql_statements(text).split("\n")
+
+
+HOSTILE_SHAPES = ["'\\", "[[[", '"\\', "'\\\"", "'a\\'", "< <(", "$(a)", "'+'", "'\\\n"]
+"""Command texts made of a short piece repeated, each read quadratically or worse once (every quote a
+literal's start read to the end, every unclosed bracket of a glob read to the end, a fed command's 400
+characters tried before every place)."""
+
+
+@pytest.mark.parametrize("unit", HOSTILE_SHAPES)
+def test_a_command_of_a_piece_repeated_is_read_in_time_linear_in_it(unit: str) -> None:
+    """40 KB of the piece repeated is read within a second of CPU (the readings of a call are made
+    within its budget, but no other agent's request should wait seconds on one call; the shapes took
+    from 3 to 25 seconds at 40 KB), and a destructive command before it is still found."""
+    padding = (unit * (40 * 1024 // len(unit) + 1))[: 40 * 1024]
+    arguments = json.dumps({"command": padding})
+    assert least_cpu_seconds(lambda: commands.readings("bash", arguments), runs=1) < 1.0
+    for command in ("rm -rf /", 'subprocess.run(["rm", "-rf", "/"])'):
+        assert _rule("bash", {"command": f"{command}\n{padding}"}) == "cmd-recursive-delete-broad"
+
+
+@pytest.mark.parametrize(
+    ("text", "joined"),
+    [
+        # An escaped quote of one kind inside a string of the other opens a literal where that one fails.
+        ("x = \"a\\'rm -rf /' + 'x'", "rm -rf / x"),
+        # A string longer than a literal may be is none, but the escaped quote nearest its end opens one.
+        ("'" + "a" * 4096 + "\\'rm', '-rf', '/'", "rm -rf /"),
+        ("run('rm', '-rf', '/')", "rm -rf /"),
+    ],
+)
+def test_literals_are_joined_as_code_joins_them(text: str, joined: str) -> None:
+    assert joined in commands._joined_literals(text).split("\n")
 
 
 @pytest.mark.parametrize(

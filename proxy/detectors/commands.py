@@ -105,19 +105,20 @@ def destructive_entry(call: ToolCall, scanner: Scanner, budget: ScanBudget) -> C
     below high severity is only noted), or None. A rule out of time on them counts as broken, and at high
     severity whatever it looks for, so that no finding of a routine rule stands for it: what it did not
     read may be the command (the budget names it, for the record)."""
-    if not scanner.rules:
-        return None
-    texts = _judged_texts(call.name, call.arguments)
-    if not texts:
+    if not scanner.rules or not _judges(call.name, call.arguments):
         return None
     if budget.spent_for(len(call.arguments)):
         scan = scanner.scan(call.arguments, budget)  # read by none of the rules: the pack is out of time
         found, timed_out = scan.found, scan.timed_out
     else:
-        # The readings are charged as the scan is: an argument crafted to make them long costs the budget.
+        # The readings are made and charged as the scan is: arguments crafted to make them long or slow to
+        # make cost the budget, and a spent budget makes none.
         budget.allow(len(call.arguments))
         found, timed_out = [], ()
         with budget.metered() as meter:
+            texts = _judged_texts(call.name, call.arguments)
+            if not texts:
+                return None
             for text, reading in texts:
                 budget.allow(len(text))
                 scan = scanner.scan_metered(text, meter, merge=False)
@@ -172,15 +173,28 @@ def _judged_texts(name: str, arguments: str) -> tuple[tuple[str, str], ...]:
     tool's whole arguments; another tool's command fields, and its query fields as SQL."""
     if is_command_tool(name):
         return tuple(_both(readings(name, arguments)))
-    searches = bool(_name_words(name) & SEARCH_WORDS)
-    commands = _fields(arguments, COMMAND_FIELDS)
-    statements = _fields(arguments, SQL_FIELDS if searches else SQL_FIELDS | QUERY_FIELDS)
+    commands, statements = _judged_fields(name, arguments)
     texts = []
     if commands:
         texts += _both(_joined(_readings_of(command, []) for command in commands))
     if statements:
         texts.append(("\n".join(sql_statements(statement) for statement in statements), SQL))
     return tuple(texts)
+
+
+def _judged_fields(name: str, arguments: str) -> tuple[list[str], list[str]]:
+    """Another tool's command fields, and its fields read as SQL."""
+    searches = bool(_name_words(name) & SEARCH_WORDS)
+    return _fields(arguments, COMMAND_FIELDS), _fields(
+        arguments, SQL_FIELDS if searches else SQL_FIELDS | QUERY_FIELDS
+    )
+
+
+def _judges(name: str, arguments: str) -> bool:
+    """Whether a call has anything ``_judged_texts`` reads, found without making its readings."""
+    if is_command_tool(name):
+        return any(_strings(arguments))
+    return any(_judged_fields(name, arguments))
 
 
 def _both(read: tuple[list[str], list[str]]) -> list[tuple[str, str]]:
@@ -429,7 +443,7 @@ _SQL_TOKEN = re.compile(
     re.DOTALL,
 )
 _SQL_TOKEN_MYSQL = re.compile(
-    _SQL_TOKEN.pattern.replace("(?:''|[^'])", "(?:''|\\\\.|[^'\\\\])").replace(
+    _SQL_TOKEN.pattern.replace("(?:''|[^'])*(?:'|$)", "(?:''|\\\\.|[^'\\\\])*(?:'|\\\\?$)").replace(
         "--[^\\n]*", "--(?=\\s|$)[^\\n]*"
     ),
     re.DOTALL,
@@ -437,7 +451,9 @@ _SQL_TOKEN_MYSQL = re.compile(
 """As ``_SQL_TOKEN``, read as MySQL reads SQL: a backslash escaping the quote after it, ``--`` starting
 a comment only before whitespace (``--hard; DROP TABLE users`` holds a statement), and a comment opened
 with ``/*!`` (a version's digits after it) run as SQL (``DROP /*!50000 TABLE */ users``). Both readings are
-made."""
+made. A string left open runs to the end, a backslash ending the text with it: where that backslash
+failed the string, every quote after the first was tried as another's start to the end (``'\\``
+repeated cost seconds)."""
 _MYSQL_SIGNS = re.compile(r"\\'|--\S|/\*!")
 _MYSQL_RUN_COMMENT = re.compile(r"/\*!\d*(.*?)(?:\*/|$)", re.DOTALL)
 _SQL_LINE_START = re.compile(r"(?im)^[ \t]*(?:drop|truncate|delete|update|alter|db\.|flush)")
@@ -478,12 +494,102 @@ def sql_statements(text: str, *, as_mysql: bool = False) -> str:
     return "\n".join(dict.fromkeys(statements))
 
 
-_LITERAL = re.compile(r"""(?:\b[rbuf]{1,2})?(["'])((?:\\.|(?!\1)[^\\\n]){0,4096})\1""")
-_LITERAL_RUN = re.compile(
-    r"""(?:["'](?:\\.|[^\\\n"']){0,4096}["']\s*(?:,|\|\||\+|\.)\s*)*["'](?:\\.|[^\\\n"']){0,4096}["']"""
-)
+_LONGEST_LITERAL = 4096
+"""Characters (an escape counts as one) a string literal is read as one up to: a longer one is none."""
+_QUOTES = "\"'"
+_QUOTE = re.compile(r"[\"']")
+_BODIES = {closers: re.compile(rf"(?:\\[^\n]|[^\\\n{closers}])*+") for closers in (_QUOTES, "'", '"')}
+"""What a literal closed by one of these quotes holds: escapes, and anything else but a line break."""
+_ESCAPE_PAIR = re.compile(r"\\[^\n]")
+_JOINER = re.compile(r"\s*(?:,|\|\||\+|\.)\s*")
 _CONCATENATION = re.compile(r"""["']\s*(?:\+|\|\||\.\.?)\s*["']""")
 _RAW_LITERAL = re.compile(r"""(["'])((?:(?!\1)[^\n]){1,4096})\1""")
+
+
+class _Literals:
+    """The string literals of a stretch of a text, found left to right as a pattern matching each from
+    where the last ended would find them, in time linear in the stretch: where a literal opened at a
+    quote is none (no quote closes it on its line, or it is longer than ``_LONGEST_LITERAL``), every quote
+    it escapes opens none either, or the first of them near enough to the closing quote does, and the
+    search goes on from there rather than from the quote after the failed one (a pattern tries each, and
+    ``'\\`` repeated cost seconds)."""
+
+    def __init__(self, text: str, end: int) -> None:
+        self.text, self.end = text, end
+        self._failed: dict[str, tuple[int, int, int]] = {}
+        """By the quotes that close a literal: the last stretch opened at a quote that none closes, and
+        where in it a literal may open after all (its end where none may)."""
+
+    def closing(self, at: int, closers: str) -> tuple[int, int]:
+        """Where the quote closing a literal opened at ``at`` (a quote) stands, or -1 and where the next
+        literal may open."""
+        start, stop, first = self._failed.get(closers, (-1, -1, -1))
+        if start <= at < stop:
+            return (stop, stop + 1) if at >= first else (-1, first)
+        text = self.text
+        body = _BODIES[closers].match(text, at + 1, self.end)
+        stop = body.end() if body is not None else at + 1
+        if stop == self.end or text[stop] not in closers:
+            self._failed[closers] = (at, stop, stop)
+            return -1, stop
+        if stop - at - 1 <= _LONGEST_LITERAL:
+            return stop, stop + 1
+        escapes = [escape.start() for escape in _ESCAPE_PAIR.finditer(text, at + 1, stop)]
+        if stop - at - 1 - len(escapes) <= _LONGEST_LITERAL:
+            return stop, stop + 1
+        # Too long: an escaped quote in it opens a literal only where what follows it to the closing
+        # quote is short enough.
+        first = stop
+        for number, escape in enumerate(escapes):
+            quote = escape + 1
+            if text[quote] in closers and stop - quote - 1 - (len(escapes) - number - 1) <= _LONGEST_LITERAL:
+                first = quote
+                break
+        self._failed[closers] = (at, stop, first)
+        return -1, first
+
+    def runs(self) -> Iterator[tuple[int, int]]:
+        """The runs of literals a comma or an operator joins (``"rm", "-rf"``, ``'DROP ' || name``; a
+        literal opened by either quote and closed by either), each as its start and end."""
+        at = 0
+        while (quote := _QUOTE.search(self.text, at, self.end)) is not None:
+            close, at = self.closing(quote.start(), _QUOTES)
+            if close < 0:
+                continue
+            end = close + 1
+            while (joiner := _JOINER.match(self.text, end, self.end)) is not None:
+                following = joiner.end()
+                if following == self.end or self.text[following] not in _QUOTES:
+                    break
+                close, _ = self.closing(following, _QUOTES)
+                if close < 0:
+                    break
+                end = close + 1
+            yield quote.start(), end
+            at = end
+
+    def bodies(self, start: int) -> Iterator[str]:
+        """What each literal from ``start`` holds, a literal closed by the quote that opened it. Where one
+        opened by a quote is none, the other quote may still open one inside it: each is looked for from
+        where a literal it opens may stand."""
+        text, end = self.text, self.end
+        at = start
+        after = {quote: start for quote in _QUOTES}
+        """By quote: where the next literal it opens may stand."""
+        found = {quote: text.find(quote, start, end) for quote in _QUOTES}
+        """By quote: where it next stands, at or after ``after`` (-1: nowhere)."""
+        while True:
+            for quote, position in found.items():
+                if 0 <= position < max(at, after[quote]):
+                    found[quote] = text.find(quote, max(at, after[quote]), end)
+            standing = [position for position in found.values() if position >= 0]
+            if not standing:
+                return
+            opened = min(standing)
+            close, after[text[opened]] = self.closing(opened, text[opened])
+            if close >= 0:
+                yield text[opened + 1 : close]
+                at = close + 1
 
 
 def _joined_literals(text: str) -> str:
@@ -494,8 +600,8 @@ def _joined_literals(text: str) -> str:
     if "'" not in text and '"' not in text:
         return ""
     lines = []
-    for run in _LITERAL_RUN.finditer(text):
-        pieces = [match.group(2) for match in _LITERAL.finditer(run.group(0)) if match.group(2).strip()]
+    for start, end in _Literals(text, len(text)).runs():
+        pieces = [piece for piece in _Literals(text, end).bodies(start) if piece.strip()]
         if pieces:
             lines.append(" ".join(_unescaped(piece) for piece in pieces))
     glued = _CONCATENATION.sub("", text)
@@ -648,11 +754,16 @@ _READ_LOOP = re.compile(
     r"(?:[ \t]*<[ \t]*<\(([^()\n]{0,400})\))?",
     re.DOTALL,
 )
-_PIPED = re.compile(r"([^\n;&|()]*)\|[ \t]*\Z")
+_PIPE_ENDS = "\n;&|()"
+"""What ends the command a pipe's ``|`` follows."""
+_COMMAND_ENDS = "\n;&|()`"
+"""What ends the command around a substitution."""
 _SUBSTITUTION = re.compile(r"\$\(([^()`\n]{0,400})\)|`([^`\n]{0,400})`")
-_COMMAND_BEFORE = re.compile(r"[^\n;&|()`]*\Z")
 _COMMAND_AFTER = re.compile(r"[^\n;&|()`]*")
 _FED_IN = re.compile(r"([^\n;&|()`]{0,400}?)[ \t]*<[ \t]*<\(([^()\n]{0,400})\)")
+_FEEDING = re.compile(r"<[ \t]*<\([^()\n]{0,400}\)")
+"""Where ``_FED_IN`` matches end: the search for it starts here, and it is matched from the one place
+before where it may start (from every place, it was tried 400 characters on at each)."""
 _BODY_SEPARATOR = re.compile(r"&&|\|\||;|\n")
 
 
@@ -664,8 +775,7 @@ def _fed(reading: str) -> list[str]:
     words with its variable filled in (``for f in /*; do rm -rf $f; done`` is ``rm -rf /*``)."""
     fed: list[str] = []
     for loop in _READ_LOOP.finditer(reading):
-        piped = _PIPED.search(reading, max(0, loop.start() - _REACH), loop.start())
-        listing = (piped.group(1) if piped else "") or loop.group(3) or ""
+        listing = _piped(reading, max(0, loop.start() - _REACH), loop.start()) or loop.group(3) or ""
         names = [word for word in loop.group(1).split() if re.fullmatch(r"[A-Za-z_]\w*", word)]
         fed += [f"{listing} | {command}" for command in _using(loop.group(2), names)]
     for loop in _FOR_LOOP.finditer(reading):
@@ -675,15 +785,43 @@ def _fed(reading: str) -> list[str]:
             fed += [f"{listing.group(1) or listing.group(2)} | {command}" for command in _using(body, [name])]
         else:
             fed += [_filled(body, name, words)]
-    fed += [f"{fed_in.group(2)} | {fed_in.group(1)}" for fed_in in _FED_IN.finditer(reading)]
+    fed += [f"{fed_in.group(2)} | {fed_in.group(1)}" for fed_in in _fed_in(reading)]
     for substitution in _SUBSTITUTION.finditer(reading):
-        before = _COMMAND_BEFORE.search(reading, max(0, substitution.start() - _REACH), substitution.start())
+        start = substitution.start()
         after = _COMMAND_AFTER.match(reading, substitution.end(), substitution.end() + _REACH)
-        command = before.group(0) if before else ""
+        command = reading[_after_last(reading, _COMMAND_ENDS, max(0, start - _REACH), start) : start]
         if command.strip() and not command.rstrip().endswith(("=", " in")):
             listing = substitution.group(1) or substitution.group(2)
             fed.append(f"{listing} | {command} {after.group(0) if after else ''}")
     return fed
+
+
+def _after_last(text: str, ends: str, start: int, end: int) -> int:
+    """Where the last stretch of ``text[start:end]`` without any of ``ends`` starts: a search of a
+    pattern for it tried each place before that to the next of them."""
+    return max(start, *(text.rfind(char, start, end) + 1 for char in ends))
+
+
+def _piped(text: str, start: int, end: int) -> str | None:
+    """The command of ``text[start:end]`` that a pipe ending it (``ls / |``) follows, or None."""
+    bar = len(text[start:end].rstrip(" \t")) + start - 1
+    if bar < start or text[bar] != "|":
+        return None
+    return text[_after_last(text, _PIPE_ENDS, start, bar) : bar]
+
+
+def _fed_in(text: str) -> Iterator[re.Match[str]]:
+    """The matches of ``_FED_IN`` in the text, left to right: each from the first place before a
+    ``< <(...)`` that it may start at (the one farthest back its command's 400 characters reach)."""
+    at = 0
+    while (feeding := _FEEDING.search(text, at)) is not None:
+        blank = len(text[at : feeding.start()].rstrip(" \t")) + at
+        start = max(_after_last(text, _COMMAND_ENDS, max(at, blank - 400), blank), blank - 400, at)
+        fed_in = _FED_IN.match(text, start)
+        if fed_in is None:  # it matches from there, as its command may be empty
+            return
+        yield fed_in
+        at = fed_in.end()
 
 
 _VARIABLE_USE = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
@@ -896,7 +1034,9 @@ def _command(piece: str) -> str:
         piece = command.replace(_GIVEN, arguments) if _GIVEN in command else f"{command} {arguments}"
     piece = piece.strip()
     word, _, rest = piece.partition(" ")
-    if any(char in word for char in "?*[") and "/" not in word:
+    # A bracket no ``]`` closes stands for itself, and no dangerous word holds one: such a glob names none
+    # (and fnmatch reads every such bracket to the end, ``[[[`` repeated costing seconds).
+    if any(char in word for char in "?*[") and "/" not in word and "[" not in word[word.rfind("]") + 1 :]:
         word = next((candidate for candidate in _DANGEROUS_WORDS if fnmatchcase(candidate, word)), word)
     words = (_switch(argument) for argument in rest.split(" "))
     return f"{word} {' '.join(_normal_path(argument) for argument in words if argument is not None)}".strip()
