@@ -26,6 +26,7 @@ from proxy.model import Threat
 from proxy.scanning import relaxed, unmask
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, redact_text, scan_and_redact
 from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs, one_case
+from tests.cpu_time import least_cpu_seconds
 
 PACKS = [pack for pack in load_packaged_packs() if pack.threat is Threat.DATA_EXFILTRATION]
 SECRETS = [pack for pack in PACKS if pack.name == "secrets"]
@@ -474,6 +475,35 @@ def test_a_keys_groups_are_read_joined_and_in_the_case_of_its_format() -> None:
         unmask.UPPERCASED: " AKIAQYLPMN5HHHFPZAM2,",
         unmask.LOWERCASED: " akiaqylpmn5hhhfpzam2,",
     }
+
+
+def test_groups_read_past_the_longest_key_of_their_prefix_give_no_view() -> None:
+    """Groups of a prefix and a digit repeated (``akia2 akia2 ...``) were read in a view for each of up to
+    64 ends, each as long as the groups before it: views 55 times as long as the text, some 19 ms of scan
+    a KB. An end past the longest key the prefix leads is no view (AKIA's keys are 20 characters)."""
+    text = "akia2 " * 2000
+    prefixes = [(match.start(), match.end()) for match in re.finditer("akia", text)]
+    views = list(unmask.grouped_views(text, prefixes, None, lambda prefix: 20))
+    assert {view.text for view in views} >= {" akia2akia2akia2akia2 ", " AKIA2AKIA2AKIA2AKIA2 "}
+    assert sum(len(view.text) for view in views) < len(text)
+
+
+@pytest.mark.parametrize("word", ["pass", "auth", "password: pass"])
+def test_a_key_in_groups_after_a_word_that_leads_no_key_is_found(word: str) -> None:
+    """A keyword that is no key's prefix (``pass``, some rule's name for a password) starts no groups of
+    its own: the key whose groups follow it is read from its own prefix, where the word's groups took it
+    in and no rule read them."""
+    text = f"{word} " + " ".join(GITHUB_TOKEN[at : at + 4] for at in range(0, len(GITHUB_TOKEN), 4)) + " ok"
+    assert "github-pat" in {match.rule.id for match in SCANNER.scan_alone(text).found}
+
+
+@pytest.mark.parametrize("unit", ["akia2 ", "AKIA2 ", "pass2 ", "ghp_a "])
+def test_a_prefix_repeated_in_groups_is_scanned_in_time(unit: str) -> None:
+    """40 KB of a prefix's groups repeated is scanned within a quarter of a second of CPU: it took from
+    0.5 to 0.8 s (views 55 times the text), and takes some 40 ms; the bound leaves room for a loaded
+    machine."""
+    text = unit * (40 * 1024 // len(unit))
+    assert least_cpu_seconds(lambda: SCANNER.scan_alone(text), runs=2) < 0.25
 
 
 def test_groups_of_no_one_case_or_of_prose_give_no_view() -> None:

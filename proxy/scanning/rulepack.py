@@ -1773,6 +1773,8 @@ class Scanner:
             for word, led in led_by.items()
         }
         """The longest key of the rules each prefix leads: a run from the prefix as long is a key whole."""
+        self._leading = frozenset(word for word, led in led_by.items() if led)
+        """The prefixes that lead a rule's key (others are some rule's keyword alone)."""
         self._regrouped_rules = {
             unmask.GROUPED: frozenset(prefix_led),
             **{
@@ -2228,7 +2230,8 @@ class Scanner:
             ends = [(start, end) for start, end, index in found if index in self._decoded]
             plain = set(found)
             split = self._split_prefixes
-            keyed = [unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None, split)]
+            longest = self._longest_key
+            keyed = [unmask.keyed_views(text, plan.turned, plan.prefixes, ends, None, split, longest)]
             turned_read = 0
             for view in itertools.chain(unmask.views(text), itertools.chain.from_iterable(keyed)):
                 if view.kind in unmask.TURNINGS:
@@ -2238,9 +2241,11 @@ class Scanner:
                     break
                 plan = self._plan(view.text, meter, self._regrouped_rules.get(view.kind, self._decoded))
                 if view.kind not in unmask.KEYED:
-                    keyed.append(unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view, split))
+                    keyed.append(
+                        unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view, split, longest)
+                    )
                 elif view.kind in unmask.TURNINGS:
-                    keyed.append(unmask.grouped_views(view.text, plan.prefixes, view))
+                    keyed.append(unmask.grouped_views(view.text, plan.prefixes, view, longest))
                 for start, end, index in self._find(view.text, plan, timed_out, meter, checked):
                     low, high = view.original(start, end)
                     if view.text[start:end] == text[low:high]:
@@ -2259,6 +2264,12 @@ class Scanner:
             for start, end, index in found
         ]
         return ScanResult(matches, tuple(timed_out))
+
+    def _longest_key(self, prefix: str) -> int:
+        """The longest key the rules a key's prefix (as the text spells it) leads match, 0 where it leads
+        none (``unmask.grouped_views``)."""
+        word = _trigger_view(prefix)
+        return self._longest_keys[word] if word in self._leading else 0
 
     def _unread_scan(self, budget: ScanBudget) -> ScanResult:
         """The scan of a text left unread: every pack out of time for it."""

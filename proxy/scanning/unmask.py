@@ -1223,11 +1223,12 @@ def keyed_views(
     matches: Iterable[tuple[int, int]],
     parent: View | None,
     split: SplitPrefixes | None = None,
+    longest: Callable[[str], int] | None = None,
 ) -> Iterator[View]:
     """The views started at a key: a turned key prefix's token turned back (``turned_views``), the
     string literals after a key's prefix or a match joined (``joined_views``), the groups after a
-    key's prefix joined or the key in the other case (``grouped_views``), and a key whose prefix a cut
-    parts read without it (``split_views``, of ``split``'s prefixes)."""
+    key's prefix joined or the key in the other case (``grouped_views``, no longer than ``longest``), and a
+    key whose prefix a cut parts read without it (``split_views``, of ``split``'s prefixes)."""
     # Most texts hold no key's prefix, turned or not, and no match: only the cut prefixes are looked for.
     turned = list(turned)
     if turned:
@@ -1236,7 +1237,7 @@ def keyed_views(
         yield from split_views(text, split, parent)
     prefixes = list(prefixes)
     if prefixes:
-        yield from grouped_views(text, prefixes, parent)
+        yield from grouped_views(text, prefixes, parent, longest)
     starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
     if starts:
         yield from joined_views(text, starts, parent)
@@ -1833,7 +1834,12 @@ def _group(separator: str, longest: int) -> re.Pattern[str]:
     return re.compile(f"[A-Za-z0-9{held}]{{1,{longest}}}(?![A-Za-z0-9{held}])")
 
 
-def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View | None) -> Iterator[View]:
+def grouped_views(
+    text: str,
+    prefixes: Iterable[tuple[int, int]],
+    parent: View | None,
+    longest: Callable[[str], int] | None = None,
+) -> Iterator[View]:
     """Views of the key at each prefix (``prefixes``, in order) read on across the groups a separator
     parts (the same separator all along), with the separators left out; and, where each group is of one
     case or a digit stands in them, the key upper-cased and lower-cased, for formats of one case. A view holds
@@ -1843,18 +1849,28 @@ def grouped_views(text: str, prefixes: Iterable[tuple[int, int]], parent: View |
     longer (as keys are written out, in groups of four) and a digit stands in them, so words of prose
     are not joined. Keys of one group near one another are read in the other case in one view (every
     such key of a stretch turned, the text between as it is): a text of prefixes costs a reading or two
-    of it, not two views a prefix."""
+    of it, not two views a prefix. An end past ``longest`` (of a prefix: the longest key its rules match,
+    0 where it leads none and is read for none) is no view: no key from the prefix runs to it, and the
+    ends of groups of a prefix and a digit repeated (``akia2 akia2``) were as many views as groups, each
+    as long as the groups before it."""
     after = 0
     cased: list[tuple[int, int]] = []
     for start, end in prefixes:
         if start < after:
             continue
+        reach = None if longest is None else longest(text[start:end])
+        if reach == 0:
+            continue  # a prefix that leads no key: the prefixes after it are read from themselves
         chain = _groups(text, start, end)
         if chain is None:
             continue
         groups, spaced = chain
         after = groups[-1][1]
+        length = 0
         for last in range(len(groups)) if spaced else (len(groups) - 1,):
+            length += groups[last][1] - groups[last][0]
+            if spaced and reach is not None and length > reach:
+                break
             middle = {high - low for low, high in groups[1:last]}
             if len(middle) > 1 or (middle and groups[last][1] - groups[last][0] > min(middle)):
                 break
