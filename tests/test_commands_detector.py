@@ -150,10 +150,26 @@ def test_a_mysql_string_left_open_runs_to_the_end_whatever_ends_it() -> None:
     assert "DROP TABLE users" in commands.sql_statements(text).split("\n")
 
 
-HOSTILE_SHAPES = ["'\\", "[[[", '"\\', "'\\\"", "'a\\'", "< <(", "$(a)", "'+'", "'\\\n"]
-"""Command texts made of a short piece repeated, each read quadratically or worse once (every quote a
+HOSTILE_SHAPES = [
+    "'\\",
+    "[[[",
+    '"\\',
+    "'\\\"",
+    "'a\\'",
+    "< <(",
+    "$(a)",
+    "'+'",
+    "'\\\n",
+    "|",
+    "(",
+    ">a",
+    "|a=",
+    "a|\n",
+]
+"""Command texts made of a short piece repeated, each read quadratically or worse once: every quote a
 literal's start read to the end, every unclosed bracket of a glob read to the end, a fed command's 400
-characters tried before every place)."""
+characters tried before every place, and every separator of a word read to the word's end for a
+command's directory or assignment, every ``>`` to the command's end for a file it writes."""
 
 
 @pytest.mark.parametrize("unit", HOSTILE_SHAPES)

@@ -338,23 +338,40 @@ _WRAPPERS = (
     ("cmd|cmd\\.exe", r"(?:[ \t]+/[A-Za-z](?::\S*)?)*"),
 )
 _WRAPPING = "|".join(f"(?:{words})(?=[ \\t]){options}" for words, options in _WRAPPERS)
-_COMMAND_START = (
-    r"(?:^|[\n;&|({`!]|\$\(|-exec(?:dir)?[ \t]|-ok[ \t]|\b(?:" + _WRAPPING + r")[ \t])"
-    r"[ \t]*(?:[A-Za-z_]\w*=\S*[ \t]+)*"
-)
-"""Where a command starts: after a separator, a keyword or a wrapper (``_WRAPPERS``), and assignments."""
-_STRING_RUNNERS = re.compile(
-    # A shell, interpreter, SQL client or tool that runs a string it is given, as a command.
+_OPENING = r"(?:^|[\n;&|({`!]|\$\(|-exec(?:dir)?[ \t]|-ok[ \t]|\b(?:" + _WRAPPING + r")[ \t])[ \t]*"
+"""Where a command starts: after a separator, a keyword or a wrapper (``_WRAPPERS``)."""
+_PLAIN = r"[^\s;&|({`!]*"
+"""What holds no separator, where a command could start again."""
+_PLAIN_ASSIGNMENTS = rf"(?:[A-Za-z_]\w*={_PLAIN}[ \t]+)*"
+_ASSIGNMENTS = r"(?:[A-Za-z_]\w*=\S*[ \t]+)*"
+_RUNNER = (
+    # A shell, interpreter, SQL client or tool that runs a string it is given, as a command, after the
+    # assignments it is given. A directory before the name holds no separator (one that does is where a
+    # command starts again).
     # ``.`` sources a file named as files are, not a sentence's full stop after code (``\`x\`. The``).
-    _COMMAND_START + r"(?:\S*/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|busybox|eval|exec|source|xargs|parallel"
+    rf"(?:{_PLAIN}/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|busybox|eval|exec|source|xargs"
+    r"|parallel"
     r"|\.(?=[ \t]+(?:\S*/|[$~])|[ \t]+\S*\.(?:sh|bash|zsh|env|rc|profile)\b)"
     r"|watch|ssh|su|runuser|sudo|doas|script|flock|tmux|screen|expect|at|batch|crontab|trap|alias|env"
     r"|python[\d.]*|py|perl|ruby|irb|node(?:js)?|deno|bun|php|lua|rscript|osascript|pwsh|powershell"
     r"|cmd(?:\.exe)?|awk|gawk|mawk|nawk|sed|psql|mysql|mariadb|sqlite3?|duckdb|sqlcmd|clickhouse(?:-client)?"
     r"|cqlsh|snowsql|bq|mongo(?:sh)?|redis-cli|vagrant|gcloud|az|kubectl|oc|docker|podman|make|npx|hash|enable"
     r"|shopt|function)(?=[\s;&|)]|$)"
+)
+_RUNNER_AFTER_ASSIGNMENTS = re.compile(_ASSIGNMENTS + _RUNNER, re.IGNORECASE | re.MULTILINE)
+_SEPARATED_ASSIGNMENT = re.compile(
+    rf"{_OPENING}{_PLAIN_ASSIGNMENTS}[A-Za-z_]\w*={_PLAIN}[;&|({{`!]", re.IGNORECASE | re.MULTILINE
+)
+"""A command's assignment whose value holds a separator (``a=$(x) bash``), up to it."""
+_WORD_END = re.compile(r"\S*[ \t]+|\S*")
+_ASSIGNMENT_RUN = re.compile(r"(?:[A-Za-z_]\w*=\S*[ \t]+)*")
+_STRING_RUNNERS = re.compile(
+    # A command's assignments whose values hold a separator are read by ``_runs_after_assignments``.
+    _OPENING
+    + _PLAIN_ASSIGNMENTS
+    + _RUNNER
     # A shell or an interpreter told to run a string, wherever it stands (after nice, chroot, uv run).
-    r"|(?:^|\s)(?:\S*/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|python[\d.]*|perl|ruby|node|php|pwsh|powershell"
+    + r"|(?:^|\s)(?:\S*/)?(?:(?:ba|da|z|k|mk|c|tc|a|fi|r)?sh|python[\d.]*|perl|ruby|node|php|pwsh|powershell"
     r"|osascript|cmd(?:\.exe)?)[ \t]+(?:[-/]\w+[ \t]+)*[-/]\w*[cCeE]\w*(?=[\s'\"]|$)"
     # A variable, a substitution's output or a file of the working folder run as the command.
     r"|(?:^|[\n;&|({!])[ \t]*(?:\$|`|\./)"
@@ -370,24 +387,76 @@ _STRING_RUNNERS = re.compile(
     r"|(?:\.|->|\b(?:mysqli|pg|sqlsrv|oci|db2|odbc|sqlite)_)(?:query|raw|sql|exec\w*)[ \t]*\("
     r"|\bsql[ \t]*`"
     # SQL running a string: dynamic SQL, a program.
-    r"|\b(?:execute|exec|prepare|sp_executesql|xp_cmdshell|dbms_sql|program)\b"
-    # Git and npm told to run a command of their configuration.
-    r"|\bgit\b[^\n;|&]*[ \t](?:-c[ \t]|config\b)"
-    r"|\b(?:npm|yarn|pnpm)\b[^\n;|&]*[ \t](?:-c|exec|dlx|pkg[ \t]+set)\b"
-    # Written where a shell or a scheduler reads it later, or made executable.
-    r"|(?:>|\btee\b)[^\n;|&]*?(?:\.(?:bash|zsh|ksh)rc|\.profile|_profile|\.zshenv|\.zprofile|\.bash_log(?:in|out)"
-    r"|/etc/|cron|authorized_keys|\.(?:sh|bash|zsh|py|pl|rb|js|ps1|bat|cmd|command|service|desktop|plist|sql)\b)"
-    r"|\bchmod\b[^\n;|&]*(?:\+x|[ \t][0-7]{3,4})\b",
+    r"|\b(?:execute|exec|prepare|sp_executesql|xp_cmdshell|dbms_sql|program)\b",
     re.IGNORECASE | re.MULTILINE,
 )
+_COMMAND_RUNNERS = (
+    # Git and npm told to run a command of their configuration.
+    (r"\bgit\b", r"[ \t](?:-c[ \t]|config\b)"),
+    (r"\b(?:npm|yarn|pnpm)\b", r"[ \t](?:-c|exec|dlx|pkg[ \t]+set)\b"),
+    # Written where a shell or a scheduler reads it later, or made executable.
+    (
+        r">|\btee\b",
+        r"\.(?:bash|zsh|ksh)rc|\.profile|_profile|\.zshenv|\.zprofile|\.bash_log(?:in|out)|/etc/|cron"
+        r"|authorized_keys|\.(?:sh|bash|zsh|py|pl|rb|js|ps1|bat|cmd|command|service|desktop|plist|sql)\b",
+    ),
+    (r"\bchmod\b", r"(?:\+x|[ \t][0-7]{3,4})\b"),
+)
+"""A command (its first pattern) that runs a string where something after it in the same command (its
+second) says so; read from the first of each command, as any later one finds no more."""
+_COMMAND_RUNNER = re.compile(
+    "|".join(f"(?P<r{number}>{first})" for number, (first, _) in enumerate(_COMMAND_RUNNERS)), re.IGNORECASE
+)
+_RUNNER_SIGNS = [re.compile(sign, re.IGNORECASE) for _, sign in _COMMAND_RUNNERS]
+_COMMAND_END = re.compile(r"[\n;|&]|\Z")
+
+
+def _runs_after_assignments(text: str) -> bool:
+    """Whether a command that runs strings follows assignments one of which holds a separator in its
+    value (``a=$(x) bash``): each word such an assignment ends is read once for what follows it, and a run
+    of assignments after it once, where a pattern read the word from each separator in it to its end
+    (``|a=`` repeated: 8 s at 40 KB)."""
+    read_to = -1
+    at = 0
+    while (assignment := _SEPARATED_ASSIGNMENT.search(text, at)) is not None:
+        word = _WORD_END.match(text, assignment.end())
+        at = word.end() if word is not None else len(text)
+        if at == len(text) or text[at - 1] not in " \t" or at <= read_to:
+            continue
+        if _RUNNER_AFTER_ASSIGNMENTS.match(text, at):
+            return True
+        run = _ASSIGNMENT_RUN.match(text, at)
+        read_to = run.end() if run is not None else at
+    return False
+
+
+def _runs_a_command(text: str) -> bool:
+    """Whether a command of ``_COMMAND_RUNNERS`` in the text runs a string: each command read once from the
+    first of them in it to its end, where a pattern read from every one of them to the end of the command
+    (``>a`` repeated: 3 s at 20 KB)."""
+    read_to = [-1] * len(_COMMAND_RUNNERS)
+    """By runner: where the last command read for it ends."""
+    for runner in _COMMAND_RUNNER.finditer(text):
+        number = int(str(runner.lastgroup)[1:])
+        if runner.start() < read_to[number]:
+            continue
+        end = _COMMAND_END.search(text, runner.end())
+        read_to[number] = end.start() if end is not None else len(text)
+        if _RUNNER_SIGNS[number].search(text, runner.end(), read_to[number]):
+            return True
+    return False
 
 
 def runs_strings(text: str) -> bool:
     """Whether anything in the text may run a string as a command or a statement, read with its quotes and
     backslashes taken out (so that ``b''ash`` is ``bash``)."""
-    return any(
-        _STRING_RUNNERS.search(_BACKSLASH.sub(r"\1", reading.replace("'", "").replace('"', "")))
+    readings = (
+        _BACKSLASH.sub(r"\1", reading.replace("'", "").replace('"', ""))
         for reading in (text, _undisguised(text))
+    )
+    return any(
+        _STRING_RUNNERS.search(reading) or _runs_after_assignments(reading) or _runs_a_command(reading)
+        for reading in readings
     )
 
 
