@@ -1,17 +1,19 @@
 """Texts made to be slow to scan, and how each stage's cost grows with their length.
 
     python3 bench/hostile_shapes.py [--sizes 16,64,256] [--only SUBSTRING] [--keywords] [--rounds 3]
-                                    [--stages scan,inject tool,inject user,request] [--over 1.5]
+                                    [--stages scan,commands,inject tool,inject user,request] [--over 1.5]
 
 For each shape (runs of digits, phone numbers, e-mails, URLs, escapes, full-width and combining letters,
-invisible characters, JSON of many short strings, deep nesting, and with ``--keywords`` every keyword of
-every rule pack repeated bare and with each separator) it prints the thread CPU in microseconds per KiB,
-the best of ``--rounds`` runs, of each stage (the secret and PII scan; the injection detector on a tool
-result and on a user's text; a chat request's whole inspection, every detector on, requests redacted)
-at each size, and the growth: the cost per KiB at the largest size over that at the smallest. A stage
-whose cost is linear in the text keeps a growth near 1 (below it where a fixed cost is spread); one near
-the ratio of the sizes is quadratic. ``*`` marks a run whose budget ran out (its work bounded, the text
-left partly unread). On a loaded machine take ``--rounds 3`` before reading a growth of 2 as real.
+invisible characters, JSON of many short strings, deep nesting, a key's prefix in groups, the quotes,
+brackets and separators of commands, and with ``--keywords`` every keyword of every rule pack repeated
+bare and with each separator) it prints the thread CPU in microseconds per KiB, the best of ``--rounds``
+runs, of each stage (the secret and PII scan; a shell tool's call of the text read for destructive
+commands; the injection detector on a tool result and on a user's text; a chat request's whole
+inspection, every detector on, requests redacted) at each size, and the growth: the cost per KiB at the
+largest size over that at the smallest. A stage whose cost is linear in the text keeps a growth near 1
+(below it where a fixed cost is spread); one near the ratio of the sizes is quadratic. ``*`` marks a run
+whose budget ran out (its work bounded, the text left partly unread). On a loaded machine take ``--rounds
+3`` before reading a growth of 2 as real.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.policies import REDACTING_POLICY
 from proxy.config.policy import parse_policy
-from proxy.detectors import injection
-from proxy.exchange import Part, RequestView, Source
+from proxy.detectors import commands, injection
+from proxy.exchange import Part, RequestView, Source, ToolCall
 from proxy.inspection import Detectors, TurnInspector
 from proxy.model import Threat
 from proxy.scanning import rulepack
@@ -129,6 +131,21 @@ def shapes() -> dict[str, Callable[[int], str]]:
         "morse unicode": repeat("\u00b7\u2212 \u2022\u2014 / "),
         "ignore previous": repeat("ignore previous "),
         "cyrillic": repeat("ign\u043ere "),
+        # Each read quadratically once: by the secret scan's views of a key's groups, and by the readings
+        # of a command (literals, globs, fed commands, the directories, assignments and files written of
+        # commands that run strings).
+        "key prefix groups": repeat("akia2 "),
+        "keyword groups": repeat("pass2 "),
+        "escaped quotes": repeat("'\\"),
+        "quote and escape": repeat('"\\'),
+        "open brackets": repeat("[[["),
+        "joined literals": repeat("'+'"),
+        "fed from <(": repeat("< <("),
+        "pipes": repeat("|"),
+        "parentheses": repeat("("),
+        "writes": repeat(">a"),
+        "assignments": repeat("|a="),
+        "substitutions": repeat("$(a)"),
     }
 
 
@@ -189,6 +206,15 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
     def scan(text: str) -> bool:
         return bool(scanner.scan(text, scanner.budget()).timed_out)
 
+    command_scanner = commands.command_scanner(packs)
+
+    def command(text: str) -> bool:
+        # A budget of its own a text: the readings, made and charged before the scan, are what is timed.
+        budget = command_scanner.budget()
+        call = ToolCall(id=None, name="bash", arguments=json.dumps({"command": text}), where="bench")
+        commands.destructive_entry(call, command_scanner, budget)
+        return bool(budget.timed_out)
+
     def detect(source: Source) -> Callable[[str], bool]:
         def run(text: str) -> bool:
             budget = detector._scanner.budget()
@@ -209,6 +235,7 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
 
     return {
         "scan": scan,
+        "commands": command,
         "inject tool": detect(Source.TOOL_RESULT),
         "inject user": detect(Source.USER),
         "request": request,
@@ -222,7 +249,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="16,64,256", help="KiB, smallest first")
     parser.add_argument("--only", help="shapes whose name holds this")
     parser.add_argument("--keywords", action="store_true", help="every pack keyword repeated instead")
-    parser.add_argument("--stages", default="scan,inject tool,inject user,request")
+    parser.add_argument("--stages", default="scan,commands,inject tool,inject user,request")
     parser.add_argument("--rounds", type=int, default=1, help="the best of this many runs of each")
     parser.add_argument("--over", type=float, default=0.0, help="print only rows with a growth above this")
     args = parser.parse_args()
