@@ -102,7 +102,6 @@ from proxy.scanning.rulepack import (
     scan_timeout_finding,
     unread_rule,
 )
-from proxy.scanning.validators import shannon_entropy
 from proxy.scanning.vault import (
     PREFIX,
     RestoringFilter,
@@ -2127,8 +2126,10 @@ class TurnInspector:
         The baseline is three counters (calls, sum and sum of squares in millionths) because a counter
         increment is atomic in every store: workers and replicas sharing one baseline never lose each
         other's calls, as a read-then-write of a mean and variance would."""
-        prefix = f"tool.entropy:{agent}:{digest(call.name)}"
-        value = shannon_entropy(call.arguments)
+        value = tools.argument_entropy(call.arguments)
+        if value is None:
+            return []
+        prefix = f"tool.window-entropy:{agent}:{digest(call.name)}"
         scaled, scaled_square = round(value * ENTROPY_SCALE), round(value * value * ENTROPY_SCALE)
         count = self.state.incr(prefix + ":n", ttl_s=TOOL_BASELINE_S) - 1
         total = (self.state.incr(prefix + ":sum", scaled, ttl_s=TOOL_BASELINE_S) - scaled) / ENTROPY_SCALE
@@ -2139,7 +2140,7 @@ class TurnInspector:
             return []
         mean = total / count
         variance = max(0.0, (squares - count * mean * mean) / (count - 1))
-        finding = tools.argument_entropy_finding(call, mean, variance**0.5)
+        finding = tools.argument_entropy_finding(call, value, mean, variance**0.5)
         return [finding] if finding else []
 
     def scan_assembled_parts(self, body: bytes, boundary: bytes | None) -> bytes:

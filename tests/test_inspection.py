@@ -244,10 +244,17 @@ def test_call_frequency_over_baseline_is_flagged(
     assert not spikes[0] and spikes[-1]
 
 
+def usual_order(index: int) -> dict[str, str]:
+    """Arguments of an order lookup long enough for their entropy to be measured."""
+    return {
+        "order": f"order number {index} for the customer account {index * 7}, shipped to the east warehouse"
+    }
+
+
 def test_argument_entropy_outlier_is_flagged(inspector_for: Callable[[], TurnInspector]) -> None:
     """Arguments far more random than the tool's usual ones are flagged once there is a baseline."""
     for index in range(ENTROPY_HISTORY):
-        inspector_for()._tool_behaviour([call("lookup_order", {"order": f"order number {index}"})])
+        inspector_for()._tool_behaviour([call("lookup_order", usual_order(index))])
     blob = base64.b64encode(os.urandom(300)).decode()
     outlier = inspector_for()._tool_behaviour([call("lookup_order", {"order": blob})])
     assert [f.rule for f in outlier if "entropy" in f.rule]
@@ -256,10 +263,10 @@ def test_argument_entropy_outlier_is_flagged(inspector_for: Callable[[], TurnIns
 def test_usual_arguments_are_not_an_entropy_outlier(inspector_for: Callable[[], TurnInspector]) -> None:
     """Arguments like the tool's usual ones pass, and nothing is judged before the baseline is long enough."""
     early = [
-        inspector_for()._tool_behaviour([call("lookup_order", {"order": f"order number {index}"})])
+        inspector_for()._tool_behaviour([call("lookup_order", usual_order(index))])
         for index in range(ENTROPY_HISTORY)
     ]
-    usual = inspector_for()._tool_behaviour([call("lookup_order", {"order": "order number 977"})])
+    usual = inspector_for()._tool_behaviour([call("lookup_order", usual_order(977))])
     assert not [f for findings in [*early, usual] for f in findings if "entropy" in f.rule]
 
 
@@ -273,7 +280,7 @@ def test_entropy_baseline_is_shared_and_loses_no_call(
         for index in range(first, first + 25):
             turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
             inspector = TurnInspector(detectors, policy, store, turn)
-            inspector._entropy(call("lookup_order", {"order": f"order number {index}"}), "bot")
+            inspector._entropy(call("lookup_order", usual_order(index)), "bot")
 
     threads = [
         threading.Thread(target=calls_through, args=(store, 100 * n)) for n, store in enumerate(stores)
@@ -282,7 +289,7 @@ def test_entropy_baseline_is_shared_and_loses_no_call(
         thread.start()
     for thread in threads:
         thread.join()
-    assert stores[0].counter(f"tool.entropy:bot:{digest('lookup_order')}:n") == 50
+    assert stores[0].counter(f"tool.window-entropy:bot:{digest('lookup_order')}:n") == 50
     turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
     blob = base64.b64encode(os.urandom(300)).decode()
     outlier = TurnInspector(detectors, policy, stores[1], turn)._entropy(
@@ -499,14 +506,19 @@ def test_drill_turns_move_no_baseline(inspector_for: Callable[[], TurnInspector]
         parts = [description, Part(Source.USER, "Mail the customer.", "messages[0].content")]
         inspector.inspect_request(RequestView(dialect="openai_chat", parts=parts))
         refusal = TextSegment("I'm sorry, but I can't help with that request.", "choices[0].message.content")
-        calls = [call("send_email"), call("delete_customer", {"id": 1}, index=1)]
+        mail = {
+            "to": "the customer of order 1842",
+            "subject": "Your order",
+            "body": "Your order has shipped.",
+        }
+        calls = [call("send_email", mail), call("delete_customer", {"id": 1}, index=1)]
         inspector.inspect_completion(Completion(text=[refusal], tool_calls=calls), rewrite=True)
         return inspector
 
     baselines: dict[str, Callable[[], object]] = {
         "tool calls": lambda: state.count(f"tool.calls:bot:{digest('send_email')}", 3600),
         "tool turns": lambda: state.counter("tool.turns:bot"),
-        "tool entropy": lambda: state.counter(f"tool.entropy:bot:{digest('send_email')}:n"),
+        "tool entropy": lambda: state.counter(f"tool.window-entropy:bot:{digest('send_email')}:n"),
         "agent seen since": lambda: state.get("tool.first_seen:bot"),
         "refusal exposure": lambda: state.count("turns:agent:bot", 3600),
         "refusals": lambda: state.count("refusals:agent:bot", 3600),

@@ -1,3 +1,4 @@
+import base64
 import dataclasses
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 from proxy.detectors.tools import (
     APPROVAL_HEADER,
     ARGUMENT_ENTROPY_RULE,
+    ENTROPY_WINDOW,
     MCP_SERVER_EGRESS_RULE,
     NO_OVERRIDES,
     ROLE_ADDED_RULE,
@@ -17,6 +19,7 @@ from proxy.detectors.tools import (
     ToolCatalogue,
     ToolCatalogueError,
     approval_notice,
+    argument_entropy,
     argument_entropy_finding,
     check_tool_calls,
     declared_tool_findings,
@@ -263,17 +266,37 @@ def test_entropy_outlier_only_above() -> None:
 
 def test_entropy_outlier_has_a_deviation_floor() -> None:
     """A zero-deviation baseline does not make every small change an outlier."""
-    assert not entropy_outlier(3.5, mean=3.0, stddev=0.0)
-    assert entropy_outlier(3.8, mean=3.0, stddev=0.0)
+    assert not entropy_outlier(3.4, mean=3.0, stddev=0.0)
+    assert entropy_outlier(3.5, mean=3.0, stddev=0.0)
 
 
 def test_argument_entropy_finding_for_random_payload() -> None:
-    """A base64-looking blob in arguments stands out against plain JSON arguments."""
+    """A base64-looking blob in arguments stands out against the windows of ordinary commands."""
     blob = '{"q": "' + "".join(chr(33 + (i * 37) % 90) for i in range(200)) + '"}'
-    finding = argument_entropy_finding(call("search", blob), mean=3.2, stddev=0.2)
+    entropy = argument_entropy(blob)
+    assert entropy is not None
+    finding = argument_entropy_finding(call("search", blob), entropy, mean=4.5, stddev=0.2)
     assert finding is not None
     assert finding.rule == ARGUMENT_ENTROPY_RULE
-    assert argument_entropy_finding(call("search", '{"q": "weather in paris"}'), mean=3.2, stddev=0.2) is None
+    ordinary = "{\"command\": \"find . -name '*.py' -not -path './node_modules/*' | xargs grep -n def\"}"
+    usual = argument_entropy(ordinary)
+    assert usual is not None
+    assert argument_entropy_finding(call("shell", ordinary), usual, mean=4.5, stddev=0.2) is None
+
+
+def test_argument_entropy_does_not_grow_with_length() -> None:
+    """A long ordinary command measures like a short one, where a string's entropy over its own
+    characters grew with its length; a payload inside ordinary words still raises it, and arguments
+    shorter than a window are not measured."""
+    words = "git log --oneline --graph --decorate --all --since=yesterday -- src tests docs "
+    short, long = argument_entropy(words[:70]), argument_entropy(words * 20)
+    assert short is not None and long is not None
+    assert abs(long - short) < 0.3
+    payload = base64.b64encode(bytes(range(7, 250, 3))).decode()
+    hidden = argument_entropy(words * 10 + payload + words * 10)
+    assert hidden is not None and hidden > long + 0.6
+    assert argument_entropy('{"id": "order-1842"}') is None
+    assert len('{"id": "order-1842"}') < ENTROPY_WINDOW
 
 
 def test_sequence_key_is_order_sensitive_and_collapses_repeats() -> None:

@@ -26,6 +26,8 @@ APPROVAL_HEADER = "X-Approval-Id"
 INVALID_APPROVAL_RULE = "approval-invalid"
 ROLE_ADDED_RULE = "tool-role-destructive"
 ARGUMENT_ENTROPY_RULE = "tool-argument-entropy"
+ENTROPY_WINDOW = 64
+"""Characters of a tool call's arguments whose entropy is measured together."""
 UNSEEN_SEQUENCE_RULE = "tool-sequence-unseen"
 _NAMESPACE_SEPARATORS = ("__", ".", "/", ":")
 
@@ -507,7 +509,7 @@ def approval_notice(name: str, approval_id: str | None = None, header: str = APP
 
 
 def entropy_outlier(
-    value: float, mean: float, stddev: float, *, z: float = 3.0, min_stddev: float = 0.25
+    value: float, mean: float, stddev: float, *, z: float = 3.0, min_stddev: float = 0.15
 ) -> bool:
     """Whether ``value`` lies more than ``z`` standard deviations above the baseline mean.
 
@@ -517,11 +519,27 @@ def entropy_outlier(
     return value > mean + z * max(stddev, min_stddev)
 
 
+def argument_entropy(arguments: str) -> float | None:
+    """The entropy of the most random stretch of ``ENTROPY_WINDOW`` characters of ``arguments`` (windows
+    half a window apart, the last one ending at the end), or None for arguments shorter than a window.
+
+    A string's entropy over its own characters grows with its length, as a longer string holds more of
+    its alphabet: measured whole, a tool's one long ordinary command stood out against its twenty short
+    ones. Windows of one length put every call on one scale, and the most random of them still finds a
+    payload of a window and a half or more inside ordinary arguments. Shorter arguments (an id, a path,
+    a short query) hold too few characters for their entropy to tell random from written."""
+    if len(arguments) < ENTROPY_WINDOW:
+        return None
+    last = len(arguments) - ENTROPY_WINDOW
+    starts = [*range(0, last, ENTROPY_WINDOW // 2), last]
+    return max(shannon_entropy(arguments[start : start + ENTROPY_WINDOW]) for start in starts)
+
+
 def argument_entropy_finding(
-    call: ToolCall, mean: float, stddev: float, *, z: float = 3.0, min_stddev: float = 0.25
+    call: ToolCall, entropy: float, mean: float, stddev: float, *, z: float = 3.0, min_stddev: float = 0.15
 ) -> Finding | None:
-    """A flag when a call's arguments are far more random than this tool's usual arguments."""
-    entropy = shannon_entropy(call.arguments)
+    """A flag when a call's arguments, of ``entropy`` (``argument_entropy``), are far more random than this
+    tool's usual arguments."""
     if not entropy_outlier(entropy, mean, stddev, z=z, min_stddev=min_stddev):
         return None
     return Finding(
