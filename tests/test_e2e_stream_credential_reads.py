@@ -165,3 +165,35 @@ def test_a_streamed_shell_call_that_reads_credentials_through_a_glob_is_withheld
     found = _credential_findings(record)
     assert {finding["rule"] for finding in found} == {"cloud-credentials-file"}
     assert all(finding["enforced"] for finding in found)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_streamed_shell_call_that_dumps_its_own_process_environment_is_withheld(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
+    """``$$`` is the shell's own process: its environ file holds every variable the agent runs with."""
+    call = ToolCallReply("bash", {"command": "cat /proc/$$/environ | tr '\\0' '\\n'"}, id="call_r")
+    calls, text, record = stream_call(
+        start_proxy, upstream, monkeypatch, "enforce", dialect, call, "Reading."
+    )
+    assert calls == [("get_weather", {"city": "Oslo"})]
+    assert "The call to the tool `bash` was withheld by egressguard" in text
+    found = _credential_findings(record)
+    assert {finding["rule"] for finding in found} == {"environment-dump"}
+    assert all(finding["enforced"] for finding in found)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_streamed_shell_call_that_sets_the_modes_of_keys_by_a_glob_passes_intact(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+) -> None:
+    """``chmod`` reaches the files a glob names, never what they hold. (A shell is a destructive tool,
+    held for approval where tool abuse is enforced: observed here, so only what is found is judged.)"""
+    command = {"command": "chmod 600 ~/.ssh/* && ls -la ~/.ssh"}
+    call = ToolCallReply("bash", command, id="call_r")
+    calls, text, record = stream_call(
+        start_proxy, upstream, monkeypatch, "observe", dialect, call, "Reading."
+    )
+    assert calls == [("get_weather", {"city": "Oslo"}), ("bash", command)]
+    assert text.startswith("Reading.")
+    assert not _credential_findings(record)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
 import re
 from collections.abc import Iterable, Iterator
 from fnmatch import fnmatchcase
+from urllib.parse import unquote
 
 from proxy.detectors.commands import shell_readings
 from proxy.detectors.tools import name_matches
@@ -70,13 +72,18 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
         if not is_reading_tool(call.name):
             continue
         arguments = read_arguments(call.name, call.arguments)
-        # The commands it runs are read with their disguises undone and braces expanded too
-        # (``cat ~/.a''ws/credentials``, ``cat ~/.{aws,x}/credentials``), where the budget leaves time.
+        # The commands it runs are read with their disguises undone, their expansions also taken for
+        # nothing, paths as they resolve and braces expanded (``cat ~/.a''ws/credentials``,
+        # ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``, ``cat ~/.{aws,x}/credentials``), where the
+        # budget leaves time.
         commands = "" if budget.spent_for(len(arguments)) else shell_readings(call.name, arguments)
+        commands = "\n".join((commands, emptied(commands), normal_paths(f"{arguments}\n{commands}")))
+        globbing = "\n".join(globbing_commands(commands))
         commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
         scan = scanner.scan(f"{arguments}\n{commands}", budget)
         rules = {match.rule.id: match.rule for match in scan.found}
-        rules |= {rule.id: rule for rule in globbed_rules(commands, scanner.rules) if rule.id not in rules}
+        globbing += "\n" + "\n".join(expanded_words(globbing))
+        rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
         # A rule out of time may have read a credential path there: the call is withheld all the same.
         findings += [
             scan_timeout_finding(
@@ -98,6 +105,40 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
             for rule in rules.values()
         ]
     return findings
+
+
+_SUBSTITUTION = re.compile(r"""\$\([^()\n]*\)|`[^`\n]*`|\$\{[^{}\n]*\}""")
+_LOCALE_QUOTE = re.compile(r'\$(?=")')
+
+
+def emptied(commands: str) -> str:
+    """The commands with every substitution and expansion taken for nothing, as one whose variable is
+    unset or whose command prints nothing makes it (``~/.ss${x}h``, ``id_r$(true)sa``, ``${z:+x}``), and
+    ``$"..."`` as the string it translates: "" where that changes nothing."""
+    text = _SUBSTITUTION.sub("", _LOCALE_QUOTE.sub("", commands)).replace("'", "").replace('"', "")
+    return "" if text == commands else text
+
+
+_RESPELLED = re.compile(r"//|/\.\.?(?:/|$)|%[0-9A-Fa-f]{2}")
+_AUTHORITY = re.compile(r"^(?:[A-Za-z][\w+.-]*:)?//[^/]*")
+
+
+def normal_paths(text: str) -> str:
+    """The paths and URLs of the text spelled otherwise than the path they reach, one a line as they reach
+    it: percent escapes decoded, runs of ``/`` as one, ``.`` and ``..`` folders resolved
+    (``http://169.254.169.254//latest/./meta-data/...``, ``/etc//shadow``), as a server or the kernel
+    reads them."""
+    words = (word for word in _WORD.findall(text) if len(word) <= _LONGEST_WORD and _RESPELLED.search(word))
+    normal = []
+    for word in list(dict.fromkeys(words))[:_MOST_WORDS]:
+        decoded = unquote(word)
+        authority = _AUTHORITY.match(decoded)
+        start = authority.end() if authority else 0
+        path = re.sub("/{2,}", "/", decoded[start:])
+        if path:
+            path = posixpath.normpath(path) + ("/" if path.endswith("/") and path != "/" else "")
+        normal.append(decoded[:start] + path)
+    return "\n".join(normal)
 
 
 _WORD = re.compile(r"""[^\s'"`;|&<>()]+""")
@@ -147,6 +188,43 @@ def _choices(inside: str) -> list[str]:
     return []
 
 
+_LISTING_ONLY = frozenset(
+    {"ls", "dir", "stat", "file", "du", "test", "[", "[[", "chmod", "chown", "chgrp", "chattr", "lsattr",
+     "setfacl", "getfacl", "touch", "mkdir", "rm", "shred", "realpath", "readlink", "basename", "dirname"}
+)  # fmt: skip
+"""Commands that reach files' names and attributes, never what they hold: a glob given to one reads
+no credential (``chmod 600 ~/.ssh/*``, ``ls .e*``), unless what it prints is passed on."""
+# Braces are left in: a word's braces are a list the shell expands (``~/.{aws,x}/cred*``).
+_PIECES = re.compile(r"(&&|\|\||\||;|&|\n|<\(|>\(|\$\(|`|[()])")
+_RUNS_BEFORE = re.compile(
+    r"^\s*(?:(?:sudo|doas|command|builtin|exec|nohup|time|nice|[{!])(?=\s)|-\S*|[A-Za-z_]\w*=\S*)\s*"
+)
+
+
+def globbing_commands(commands: str) -> Iterator[str]:
+    """The pieces of the commands whose globs may read what they name: each command but one of
+    ``_LISTING_ONLY`` whose output goes nowhere (neither piped on nor substituted into another)."""
+    pieces = _PIECES.split(commands)
+    for at in range(0, len(pieces), 2):
+        piece = pieces[at]
+        before = pieces[at - 1] if at else ""
+        after = pieces[at + 1] if at + 1 < len(pieces) else ""
+        word = _command_word(piece)
+        if word not in _LISTING_ONLY or after == "|" or before in ("$(", "`", "<(", ">("):
+            yield piece
+
+
+def _command_word(piece: str) -> str:
+    """The name of the command a piece runs, past wrappers, options and assignments before it, without
+    its folder."""
+    for _ in range(8):
+        rest = _RUNS_BEFORE.sub("", piece, count=1)
+        if rest == piece:
+            break
+        piece = rest
+    return piece.split(maxsplit=1)[0].rsplit("/", 1)[-1] if piece.strip() else ""
+
+
 def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
     """The rules one of whose ``files`` a glob in the commands can name (``cat ~/.aws/*``, ``.e*``): a glob
     from the root or the home folder against the whole path, any other against its last parts."""
@@ -165,6 +243,9 @@ def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
 
 def _names(glob: str, path: str) -> bool:
     globbed, parts = _collapsed(glob.rstrip("/").split("/")), tuple(path.split("/"))
+    if glob.startswith("/") and parts[0] == "~":
+        # A glob from the root names a home folder as its path there: ``/h*/*/.ssh/id_*``.
+        return any(_parts_match(globbed, home + parts[1:]) for home in _HOMES)
     if glob.startswith(("/", "~")):
         return _parts_match(globbed, parts)
     # A relative glob names a path's last parts, wherever the command runs; a bare name only a dotfile
@@ -173,6 +254,11 @@ def _names(glob: str, path: str) -> bool:
         (len(globbed) > 1 or parts[start].startswith(".")) and _parts_match(globbed, parts[start:])
         for start in range(len(parts))
     )
+
+
+_ANY_USER = "\0"
+"""A user's name in a home folder's path, which any glob of one part matches."""
+_HOMES = (("", "root"), ("", "home", _ANY_USER), ("", "Users", _ANY_USER))
 
 
 def _collapsed(parts: list[str]) -> tuple[str, ...]:
