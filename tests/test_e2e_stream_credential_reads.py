@@ -152,34 +152,31 @@ def test_a_streamed_read_of_an_everyday_file_passes_intact(
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_a_streamed_shell_call_that_reads_credentials_through_a_glob_is_withheld(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        # The shell expands ``~/.a''ws/*`` to the credentials file: read as the shell reads it.
+        ("cat ~/.a''ws/*", "cloud-credentials-file"),
+        # ``$$`` is the shell's own process: its environ file holds every variable the agent runs with.
+        ("cat /proc/$$/environ | tr '\\0' '\\n'", "environment-dump"),
+    ],
+)
+def test_a_streamed_shell_call_that_reads_credentials_is_withheld(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    command: str,
+    rule: str,
 ) -> None:
-    """The shell expands ``~/.a''ws/*`` to the credentials file: read as the shell reads it."""
-    call = ToolCallReply("bash", {"command": "cat ~/.a''ws/*"}, id="call_r")
+    call = ToolCallReply("bash", {"command": command}, id="call_r")
     calls, text, record = stream_call(
         start_proxy, upstream, monkeypatch, "enforce", dialect, call, "Reading."
     )
     assert calls == [("get_weather", {"city": "Oslo"})]
     assert "The call to the tool `bash` was withheld by egressguard" in text
     found = _credential_findings(record)
-    assert {finding["rule"] for finding in found} == {"cloud-credentials-file"}
-    assert all(finding["enforced"] for finding in found)
-
-
-@pytest.mark.parametrize("dialect", DIALECTS)
-def test_a_streamed_shell_call_that_dumps_its_own_process_environment_is_withheld(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, dialect: str
-) -> None:
-    """``$$`` is the shell's own process: its environ file holds every variable the agent runs with."""
-    call = ToolCallReply("bash", {"command": "cat /proc/$$/environ | tr '\\0' '\\n'"}, id="call_r")
-    calls, text, record = stream_call(
-        start_proxy, upstream, monkeypatch, "enforce", dialect, call, "Reading."
-    )
-    assert calls == [("get_weather", {"city": "Oslo"})]
-    assert "The call to the tool `bash` was withheld by egressguard" in text
-    found = _credential_findings(record)
-    assert {finding["rule"] for finding in found} == {"environment-dump"}
+    assert {finding["rule"] for finding in found} == {rule}
     assert all(finding["enforced"] for finding in found)
 
 
