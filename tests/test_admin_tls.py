@@ -77,16 +77,8 @@ def test_the_cli_reaches_an_https_admin_api_with_the_policy_alone(
     elsewhere.write_text(f"data_dir: {admin.proxy.workdir / 'other-data'}\n")
 
     def list_freezes(*flags: str, **env: str) -> subprocess.CompletedProcess[str]:
-        # Joined to its flag: a token may start with "-", which argparse takes for a flag of its own.
-        command = [
-            "freezes",
-            "list",
-            "--config",
-            str(elsewhere),
-            "--admin",
-            admin.url,
-            f"--token={admin.read}",
-        ]
+        # The token as an argument of its own: no token starts with "-", which argparse would take for a flag.
+        command = ["freezes", "list", "--config", str(elsewhere), "--admin", admin.url, "--token", admin.read]
         return subprocess.run(
             [sys.executable, "-m", "proxy", *command, *flags],
             capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env},

@@ -4,15 +4,14 @@ policy names or, without one, from a file under the data dir created on first st
 
 from __future__ import annotations
 
-import contextlib
-import hmac
 import os
-import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from proxy.config.policy import AdminSettings
+from proxy.own_tokens import TokenKind, same_token, token_digest, token_file
 
 FULL_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 READ_TOKEN_FILE = "admin-read.token"  # noqa: S105 - a file name
@@ -33,13 +32,22 @@ class AdminTokens:
     def access(self, authorization: str | None) -> Access | None:
         """What a request's ``Authorization: Bearer`` header grants, compared in constant time."""
         scheme, _, presented = (authorization or "").partition(" ")
-        offered = presented.strip().encode()
+        offered = presented.strip()
         if scheme.lower() != "bearer" or not offered:
             return None
-        # An empty token is never one: it would match any blank bearer ("Bearer  ").
-        full = hmac.compare_digest(offered, self.full.encode()) and bool(self.full.strip())
-        read = hmac.compare_digest(offered, self.read.encode()) and bool(self.read.strip())
+        full, read = self._granting(offered)
         return Access.FULL if full else Access.READ if read else None
+
+    def any_in(self, words: Iterable[str]) -> bool:
+        """Whether one of ``words`` is one of the tokens, each compared in constant time."""
+        return any(any(self._granting(word)) for word in words)
+
+    def _granting(self, offered: str) -> tuple[bool, bool]:
+        # Both compared whatever the first says; an empty token is never one: it would match any blank
+        # bearer ("Bearer  ").
+        full = same_token(token_digest(self.full), offered) and bool(self.full.strip())
+        read = same_token(token_digest(self.read), offered) and bool(self.read.strip())
+        return full, read
 
 
 class TokenFileError(Exception):
@@ -52,16 +60,20 @@ def load_tokens(
     """Raises TokenFileError."""
     env = os.environ if environ is None else environ
     return AdminTokens(
-        full=_token(env.get(settings.token_env or DEFAULT_FULL_ENV), data_dir / FULL_TOKEN_FILE),
-        read=_token(env.get(settings.read_token_env or DEFAULT_READ_ENV), data_dir / READ_TOKEN_FILE),
+        full=_token(
+            env.get(settings.token_env or DEFAULT_FULL_ENV), data_dir / FULL_TOKEN_FILE, TokenKind.ADMIN
+        ),
+        read=_token(
+            env.get(settings.read_token_env or DEFAULT_READ_ENV), data_dir / READ_TOKEN_FILE, TokenKind.READ
+        ),
     )
 
 
-def _token(from_env: str | None, path: Path) -> str:
+def _token(from_env: str | None, path: Path, kind: TokenKind) -> str:
     if from_env and from_env.strip():
         return from_env.strip()
     try:
-        return token_file(path)
+        return token_file(path, kind)
     except UnicodeDecodeError:
         # Its message would quote the bytes it could not read, which are the token's.
         raise TokenFileError(f"the admin token file {path} cannot be read: it is not UTF-8 text") from None
@@ -69,23 +81,3 @@ def _token(from_env: str | None, path: Path) -> str:
         raise TokenFileError(
             f"the admin token file {path} cannot be read or created: {error.strerror or type(error).__name__}"
         ) from None
-
-
-def token_file(path: Path) -> str:
-    """The token kept in ``path``, created (0600) when absent. A file left blank (a crash between creating
-    and writing it, or ``touch``) holds no token anyone knows: it gets a fresh one, never an empty one."""
-    # lexists: a link to nowhere is no absent file, and O_EXCL refuses it (it is read, and fails, below).
-    if not os.path.lexists(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # made by another worker between the two calls
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as sink:
-                sink.write(secrets.token_urlsafe(32))
-    token = path.read_text().strip()
-    if token:
-        return token
-    fresh = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with os.fdopen(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as sink:
-        sink.write(secrets.token_urlsafe(32))
-    fresh.replace(path)
-    return path.read_text().strip()

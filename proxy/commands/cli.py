@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from proxy import __version__
+from proxy import __version__, own_tokens
 from proxy.admin.client import add_commands as add_admin_commands
 from proxy.admin.drill_client import AGENT_TOKEN_FILE
 from proxy.admin.drill_client import add_arguments as add_drill_arguments
@@ -75,14 +74,11 @@ def _ensure_private_dir(path: Path) -> None:
 def _default_agent_token(data_dir: Path) -> Path:
     """The embedded policy's agent reads its token from the environment; without one, a random token is
     kept (0600) under the data dir so the same agent configuration keeps working across restarts."""
-    token_file = data_dir / AGENT_TOKEN_FILE
-    if not token_file.exists():
+    path = data_dir / AGENT_TOKEN_FILE
+    if not path.exists():
         _ensure_private_dir(data_dir)
-        descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as sink:
-            sink.write(secrets.token_urlsafe(24))
-    os.environ[DEFAULT_TOKEN_ENV] = token_file.read_text().strip()
-    return token_file
+    os.environ[DEFAULT_TOKEN_ENV] = own_tokens.token_file(path, own_tokens.TokenKind.AGENT)
+    return path
 
 
 def _confdir(policy: Policy, passthrough: dict[str, str]) -> Path:

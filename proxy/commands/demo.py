@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
 import socket
 import ssl
@@ -38,6 +37,7 @@ from proxy.commands.agentenv import (
 from proxy.commands.localca import make_pki
 from proxy.config.policy import default_policy_text
 from proxy.model import Mode
+from proxy.own_tokens import TokenKind, new_token, write_private
 
 AGENT = "agent"
 CA_CERT = Path("data") / "ca" / CA_CERT_NAME
@@ -309,7 +309,7 @@ def running(directory: Path, mode: Mode, proxy_port: int, model_port: int) -> It
     model = ModelEndpoint(directory / "model-ca", model_port)
     policy = directory / "policy.yaml"
     policy.write_text(demo_policy(directory.resolve(), model.port))
-    token = secrets.token_urlsafe(18)
+    token = new_token(TokenKind.AGENT)
     port = proxy_port or free_port()
     log = (directory / "proxy.log").open("ab")
     command = [
@@ -468,8 +468,9 @@ def run_script(demo: Demo, say: Callable[[str], None]) -> list[dict[str, Any]]:
 
 def write_env_file(demo: Demo) -> Path:
     path = demo.directory / "agent.env"
-    path.write_text("".join(f"export {name}={value}\n" for name, value in demo.environment().items()))
-    path.chmod(0o600)
+    write_private(
+        path, "".join(f"export {name}={value}\n" for name, value in demo.environment().items()).encode()
+    )
     return path
 
 

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from proxy.own_tokens import write_private
+
 
 @dataclass(frozen=True)
 class UpstreamPKI:
@@ -78,12 +80,12 @@ def make_pki(
     pki = UpstreamPKI(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    pki.server_key.write_bytes(
+    write_private(
+        pki.server_key,
         server_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    pki.server_key.chmod(0o600)
     return pki

@@ -11,7 +11,6 @@ Pure: the cases, the canned answers and the verdicts; the addon and the CLI do t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.own_tokens import TokenKind, new_token, token_digest
 from proxy.state import StateStore
 
 DRILL_HOST = "drill.egressguard.invalid"
@@ -256,11 +256,11 @@ class DrillRuns:
 
     def start(self) -> DrillRun:
         now = self.clock()
-        token = secrets.token_urlsafe(24)
+        token = new_token(TokenKind.DRILL)
         run = DrillRun(id="drill_" + secrets.token_hex(6), token=token, started=now, expires=now + RUN_TTL_S)
         store = self.store()
         store.put(_RUN_PREFIX + run.id, {"started": run.started, "expires": run.expires}, RUN_TTL_S)
-        store.put(_TOKEN_PREFIX + _token_digest(token), run.id, RUN_TTL_S)
+        store.put(_TOKEN_PREFIX + token_digest(token).hex(), run.id, RUN_TTL_S)
         self.runs[run.id] = run
         return run
 
@@ -269,7 +269,7 @@ class DrillRuns:
         as good as any other string)."""
         if not token:
             return None
-        run_id = self.store().get(_TOKEN_PREFIX + _token_digest(token))
+        run_id = self.store().get(_TOKEN_PREFIX + token_digest(token).hex())
         return self.get(run_id) if isinstance(run_id, str) else None
 
     def get(self, run_id: str) -> DrillRun | None:
@@ -289,10 +289,6 @@ class DrillRuns:
             id=run_id, token="", started=float(started), expires=float(expires)
         )
         return run
-
-
-def _token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def drill_mark(run: DrillRun, case: str) -> str:
