@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy.config.policy import Policy, StateSettings
+from proxy.control import tokens
 from proxy.control.drill import DrillRuns
 from proxy.control.freeze import FreezeMemory
 from proxy.control.metrics import Metrics, Sources
 from proxy.inspection import Detectors
 from proxy.staged import StagedParts
-from proxy.state import SqliteStateStore, StateStore
+from proxy.state import SqliteStateStore, StateStore, StateUnavailable
 from proxy.state.fallback import FallbackStore
 from proxy.state.redis_store import RedisStateStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
@@ -126,7 +128,16 @@ class Runtime:
 
 def open_state_store(settings: StateSettings, data_dir: Path, *, shared: bool = False) -> StateStore:
     """SQLite under the data dir (read and written in place when ``shared`` by several workers), or Redis
-    with this process's in-memory store to fall back on."""
+    with this process's in-memory store to fall back on. Rotated tokens an older version kept whole are
+    rewritten as their digests; a shared store that does not answer keeps them until the next opening
+    (they are read as digests meanwhile)."""
+    store = _state_store(settings, data_dir, shared=shared)
+    with contextlib.suppress(StateUnavailable):
+        tokens.migrate(store)
+    return store
+
+
+def _state_store(settings: StateSettings, data_dir: Path, *, shared: bool) -> StateStore:
     cap = settings.keys_per_kind
     if settings.redis is None:
         directory = data_dir / "state"

@@ -61,7 +61,7 @@ def test_a_tunnel_opened_with_a_token_rotated_away_since_is_refused_and_closed(
 
 
 def send_after_change(
-    proxy: Proxy, realtime: Realtime, change: Callable[[], None]
+    proxy: Proxy, realtime: Realtime, change: Callable[[], object]
 ) -> websockets.exceptions.ConnectionClosed | None:
     """Open a WebSocket, make ``change``, send one message: how the connection then ended, if it did."""
     with connect(proxy, realtime.port) as connection:

@@ -63,9 +63,8 @@ def test_a_rotated_token_replaces_the_policys() -> None:
     policy_agents = {name: Agent(name=name, role="r", token="t0ken") for name in ("bot", "other")}
     validator = AgentTokens(policy_agents, lambda: store)
     assert validator("bot", "t0ken")
-    tokens.rotate(store, "bot", "alert leak (a1)")
-    issued = tokens.rotated_token(store, "bot")
-    assert issued is not None and issued != "t0ken"
+    issued = tokens.rotate(store, "bot", "alert leak (a1)")
+    assert issued.startswith("eg_agt_") and issued != "t0ken"
     assert not validator("bot", "t0ken")
     assert validator("bot", issued)
     assert not validator("other", issued) and validator("other", "t0ken")
@@ -189,11 +188,10 @@ def test_a_rotated_token_stays_rotated_while_the_store_is_down_and_on_error_open
     shared = RedisStateStore(RedisSettings(url=own_redis.url, timeout_s=0.5))
     store = FallbackStore(shared, SqliteStateStore(None), on_error="open")
     agents = {name: Agent(name=name, role="r", token="t0ken") for name in ("bot", "seen", "other")}
-    tokens.rotate(store, "bot", "alert leak (a1)")
-    tokens.rotate(store, "seen", "alert leak (a2)")
+    issued_bot = tokens.rotate(store, "bot", "alert leak (a1)")
+    issued_seen = tokens.rotate(store, "seen", "alert leak (a2)")
     validator = AgentTokens(agents, lambda: store)  # made at start (configure): bot was rotated before
-    issued_bot, issued_seen = tokens.rotated_token(store, "bot"), tokens.rotated_token(store, "seen")
-    assert issued_bot and issued_seen and validator("seen", issued_seen)
+    assert validator("seen", issued_seen)
     own_redis.stop()
     assert not validator("bot", "t0ken") and not validator("seen", "t0ken")
     assert validator("bot", issued_bot) and validator("seen", issued_seen)

@@ -190,7 +190,7 @@ def test_rotate_token_issues_the_agent_a_new_token(
     tmp_path: Path,
 ) -> None:
     """The secret-leak rule with its query selecting the ids its actions act on: the leak pages, the
-    agent's old token is refused (407) from then on, and `egressguard tokens show` prints the new one,
+    agent's old token is refused (407) from then on, and `egressguard tokens issue` prints a new one,
     which works."""
     rules = fixed_copy(tmp_path)
     rules.write_text(
@@ -213,13 +213,17 @@ def test_rotate_token_issues_the_agent_a_new_token(
         b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n" + proxy_authorization() + b"\r\n"
     )
     assert status == 407
-    shown = admin.cli("tokens", "show", AGENT)
-    assert shown.returncode == 0, shown.stderr
-    new_token = shown.stdout.strip()
-    assert new_token and new_token != AGENT_TOKEN
+    issued = admin.cli("tokens", "issue", AGENT)
+    assert issued.returncode == 0, issued.stderr
+    new_token = issued.stdout.strip()
+    assert new_token.startswith("eg_agt_") and new_token != AGENT_TOKEN
     status, _ = admin.proxy.raw(
         b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n"
         + proxy_authorization(AGENT, new_token)
         + b"\r\n"
     )
     assert status == 200
+    # The alert's own token is shown to no one; the one issued is in no page, log, audit record or file.
+    kept = str(pager.bodies()) + admin.proxy.output()
+    kept += "".join(path.read_text("latin-1") for path in admin.proxy.data_dir.rglob("*") if path.is_file())
+    assert new_token not in kept

@@ -10,7 +10,6 @@ open WebSocket: a token rotated away (it leaked) ends the connections opened wit
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
@@ -40,12 +39,13 @@ from proxy.audit.refusals import INVALID_RULE, Reason
 from proxy.config.policy import Agent
 from proxy.control import tokens
 from proxy.model import Action, Decision, Finding, Severity, Threat
+from proxy.own_tokens import same_token, token_digest
 from proxy.runtime import Runtime
 from proxy.state import StateStore, StateUnavailable
 from proxy.state.fallback import serving_locally
 from proxy.turn import Turn, TurnContext
 
-_UNKNOWN_AGENT_TOKEN = b"\x00" * 32
+_UNKNOWN_AGENT_DIGEST = b"\x00" * 32
 REFUSAL_KEY = "egressguard.auth_refused"
 NEXT_CHECK_KEY = "egressguard.identity.next_check"
 
@@ -64,30 +64,32 @@ class AuthRefusal:
 
 class AgentTokens(Validator):
     """Checks ``agent:token`` against the policy, in constant time whether or not the agent exists. A
-    token issued by a rotation (``proxy.control.tokens``, in the state store) replaces the policy's."""
+    token issued by a rotation (``proxy.control.tokens``, in the state store) replaces the policy's. Tokens
+    are compared by their digests, all of one length, which are all the store keeps of rotated ones."""
 
     def __init__(self, agents: Mapping[str, Agent], store: Callable[[], StateStore] | None = None) -> None:
-        self.tokens = {name: agent.token.encode() for name, agent in agents.items()}
+        self.digests = {name: token_digest(agent.token) for name, agent in agents.items()}
         self.store = store
         self.unavailable = False
         """Set by a check that could not read the store (``state.on_error`` closed): whether the agent's
         token was rotated is unknown, so the credential was neither right nor wrong. mitmproxy calls the
         validator and answers inside one hook, on the event loop, so the hook reads this right after."""
-        self.rotated: dict[str, str] = {}
-        """Rotated tokens read from the store, at start and by each check since. While the shared store is
-        away under ``on_error: open`` the store answers from this process's local state, which knows no
-        rotation: the token an alert rotated away (the one that leaked) is not let in again meanwhile."""
+        self.rotated: dict[str, bytes] = {}
+        """Digests of rotated tokens read from the store, at start and by each check since. While the
+        shared store is away under ``on_error: open`` the store answers from this process's local state,
+        which knows no rotation: the token an alert rotated away (the one that leaked) is not let in
+        again meanwhile."""
         if store is not None:
             with contextlib.suppress(StateUnavailable):
-                self.rotated = tokens.rotated_tokens(store())
+                self.rotated = tokens.rotated_digests(store())
 
     def __call__(self, username: str, password: str) -> bool:
         self.unavailable = False
-        expected = self.tokens.get(username)
+        expected = self.digests.get(username)
         if expected is not None and self.store is not None:
             store = self.store()
             try:
-                rotated = tokens.rotated_token(store, username)
+                rotated = tokens.rotated_digest(store, username)
             except StateUnavailable:
                 self.unavailable = True
                 return False
@@ -95,8 +97,8 @@ class AgentTokens(Validator):
                 self.rotated[username] = rotated
             elif serving_locally(store):
                 rotated = self.rotated.get(username)
-            expected = rotated.encode() if rotated is not None else expected
-        matches = hmac.compare_digest(expected or _UNKNOWN_AGENT_TOKEN, password.encode())
+            expected = rotated if rotated is not None else expected
+        matches = same_token(expected if expected is not None else _UNKNOWN_AGENT_DIGEST, password)
         return expected is not None and matches
 
 

@@ -315,13 +315,14 @@ class Audit:
         state store."""
         if action == "rotate_token":
             for agent in alert.agent_ids:
+                # The old token stops working now, and the new one is shown to no one: the agent is let in
+                # again with the one an operator issues it.
                 tokens.rotate(store, agent, f"alert {alert.rule} ({alert.alert_id})")
-                # The old token stops working now; the agent needs the new one from an operator.
                 log.warning(
                     "alerts.token_rotated",
                     agent=agent,
                     rule=alert.rule,
-                    fetch=tokens.HOW_TO_FETCH.format(agent=agent),
+                    issue=tokens.HOW_TO_ISSUE.format(agent=agent),
                 )
             return
         frozen = freeze.apply_alert_action(store, action, alert, self.runtime.policy.detection.freeze_for_s)

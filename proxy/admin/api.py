@@ -233,12 +233,14 @@ async def list_token_rotations(control: Control, request: Request, params: dict[
     return Response.json(200, {"rotations": tokens.rotations(control.runtime.state)})
 
 
-async def show_token(control: Control, request: Request, params: dict[str, str]) -> Response:
-    agent = params["agent"]
-    token = tokens.rotated_token(control.runtime.state, agent)
-    if token is None:
-        return Response.error(404, f"agent {agent!r} has no rotated token (it uses the policy's)")
-    control.operations.record({"type": "admin.token_shown", "agent_id": agent, "by": _operator(request)})
+async def issue_token(control: Control, request: Request, params: dict[str, str]) -> Response:
+    """A new token for a policy's agent, in the answer alone: the store keeps its digest, so it cannot be
+    shown again, and issuing another replaces it."""
+    agent, by = params["agent"], _operator(request)
+    if agent not in control.runtime.policy.agents:
+        return Response.error(404, f"no agent {agent!r} in the policy")
+    token = tokens.rotate(control.runtime.state, agent, f"issued by {by}")
+    control.operations.record({"type": "admin.token_issued", "agent_id": agent, "by": by})
     return Response.json(200, {"agent": agent, "token": token})
 
 
@@ -412,8 +414,15 @@ ROUTES: list[Route] = [
         lift_freeze,
         {"kind": "agent, user or session", "identity": "its id", "by": "who lifts it"},
     ),
-    Route("GET", f"{API}/tokens", Access.READ, "Agents whose token an alert rotated", list_token_rotations),
-    Route("GET", f"{API}/tokens/{{agent}}", Access.FULL, "An agent's rotated token", show_token),
+    Route("GET", f"{API}/tokens", Access.READ, "Agents whose token was rotated", list_token_rotations),
+    Route(
+        "POST",
+        f"{API}/tokens/{{agent}}",
+        Access.FULL,
+        "Issue an agent a new token (shown once)",
+        issue_token,
+        {"by": "who issues it"},
+    ),
     Route("POST", f"{API}/reload", Access.FULL, "Re-read the policy file", reload, {"by": "who reloads"}),
     Route(
         "POST",

@@ -234,8 +234,9 @@ def tokens_list(client: AdminClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def tokens_show(client: AdminClient, args: argparse.Namespace) -> int:
-    print(client.call("GET", f"/api/v1/tokens/{quote(args.agent, safe='')}")["token"])
+def tokens_issue(client: AdminClient, args: argparse.Namespace) -> int:
+    body = {"by": args.by or operator()}
+    print(client.call("POST", f"/api/v1/tokens/{quote(args.agent, safe='')}", body)["token"])
     return 0
 
 
@@ -297,17 +298,19 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_connection_arguments(lift)
     lift.set_defaults(handler=with_client(freezes_lift))
 
-    rotated = commands.add_parser("tokens", help="agent tokens issued by the rotate_token alert action")
+    rotated = commands.add_parser("tokens", help="agent tokens rotated by an alert or issued by an operator")
     actions = rotated.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="agents whose token was rotated, when and why")
     add_connection_arguments(listing)
     listing.set_defaults(handler=with_client(tokens_list))
-    show = actions.add_parser(
-        "show", help="print an agent's new token (give it to the agent as its proxy password)"
+    issue = actions.add_parser(
+        "issue",
+        help="issue an agent a new token and print it, once (give it to the agent as its proxy password)",
     )
-    show.add_argument("agent")
-    add_connection_arguments(show)
-    show.set_defaults(handler=with_client(tokens_show))
+    issue.add_argument("agent")
+    issue.add_argument("--by", help="who issues it (default: your user name)")
+    add_connection_arguments(issue)
+    issue.set_defaults(handler=with_client(tokens_issue))
 
     alerts = commands.add_parser("alerts", help="alert rules: send a test alert, run a query rule now")
     actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")

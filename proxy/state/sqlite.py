@@ -33,6 +33,10 @@ from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, TALLY_WRITE_S, Clock,
 log = structlog.get_logger("egressguard.state")
 
 DATABASE_NAME = "state.sqlite3"
+SECURE_DELETE = "PRAGMA secure_delete=ON"
+"""A value replaced or forgotten is overwritten in the file, not left in its free space (where a copy of
+the file would keep what was rewritten, such as a token an older version stored whole), whatever SQLite's
+build defaults to."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires REAL);
@@ -169,6 +173,7 @@ class SqliteStateStore:
         self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute(SECURE_DELETE)
         self._db.executescript(SCHEMA)
         migrate_hits(self._db)
         self._counters: dict[str, tuple[int, float | None]] = {}

@@ -48,6 +48,7 @@ from proxy.state.sqlite import (
     DATABASE_NAME,
     RECORD_HITS,
     SCHEMA,
+    SECURE_DELETE,
     count_set_members,
     forget_key,
     live,
@@ -124,6 +125,7 @@ class SharedSqliteStateStore:
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         enter_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(SECURE_DELETE)
         self._db.executescript(SCHEMA)
         self._db.create_function("kind", 1, kind, deterministic=True)
         self._db.create_function("capped", 1, capped, deterministic=True)
