@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from proxy import __version__
 from proxy.admin.feed import Feed
@@ -96,6 +97,13 @@ class Control:
         return Approvals(self.runtime.state)
 
     async def handle(self, request: Request) -> Response:
+        if self.tokens.any_in(_url_words(request)):
+            # Whatever is in front of the listener (a reverse proxy, a load balancer) may log its URLs.
+            return Response.error(
+                400,
+                "an admin token was sent in the URL, which proxies and servers in between may log: send it "
+                "as Authorization: Bearer, and replace it",
+            )
         path_known = False
         for route in self.routes:
             params = route.match(request.method, request.path)
@@ -121,6 +129,16 @@ class Control:
         if path_known:
             return Response.error(405, f"{request.method} is not allowed here")
         return Response.error(404, f"no such endpoint: {request.path}")
+
+
+def _url_words(request: Request) -> list[str]:
+    """Each part of a request's URL a token could have been written as: the path's segments and the query's
+    names and values, percent-decoded (a name without a value too), each also split at white space (a
+    ``Bearer TOKEN`` value)."""
+    parts = [*request.path.split("/")]
+    for name, value in parse_qsl(request.query_string, keep_blank_values=True):
+        parts += (name, value)
+    return [word for part in parts for word in (part, *part.split()) if word]
 
 
 def _operator(request: Request) -> str:

@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
 
@@ -110,8 +110,10 @@ class Gateway:
     async def _ask(self, worker: str, request: Request) -> Response:
         transport = httpx.AsyncHTTPTransport(uds=str(self.workers[worker]))
         url = "http://egressguard-admin" + quote(request.path)
-        if request.query:
-            url += "?" + urlencode(request.query)
+        if request.query_string:
+            # As sent: the worker refuses a token written in it, which a parameter without a value would
+            # be, and one read anew would have lost.
+            url += "?" + request.query_string
         headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
         client = httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S, trust_env=False)
         relaying = False

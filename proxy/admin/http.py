@@ -39,6 +39,8 @@ class Request:
     headers: dict[str, str]
     """Names lowercased."""
     body: bytes = b""
+    query_string: str = ""
+    """The query as sent, which ``query`` reads less its parameters without a value."""
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; an empty body is an empty object. Raises BadRequest otherwise."""
@@ -241,6 +243,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request:
         query=dict(parse_qsl(split.query)),
         headers=headers,
         body=body,
+        query_string=split.query,
     )
 
 
