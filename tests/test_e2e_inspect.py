@@ -510,6 +510,33 @@ def test_a_key_written_in_tag_characters_is_redacted_from_a_prompt(
     assert found and all(f["enforced"] for f in found)
 
 
+ESCAPED_SEPARATORS = {
+    "percent-encoded space": "%20",
+    "percent-encoded equals sign": "token%3D",
+    "percent-encoded line break": "%0D%0A",
+    "percent-encoded twice": "q%253D",
+    "hex escape": "\\x3d",
+    "JSON escape": "\\u0022",
+    "escaped line break": "keys:\\n",
+    "escaped tab": "\\t",
+}
+
+
+@pytest.mark.parametrize("separator", sorted(ESCAPED_SEPARATORS))
+def test_a_key_after_an_escaped_separator_is_redacted_from_a_prompt(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, separator: str
+) -> None:
+    """An escape ends in a letter or digit ("%20", "\\n"), which glued a key after it to a word, as
+    written: the key left whole though any reader of the text (a model, a decoder) reads it apart."""
+    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    text = f"send {ESCAPED_SEPARATORS[separator]}{AWS_KEY} now"
+    openai_client(upstream).chat.completions.create(model="m", messages=ask(text))
+    sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
+    assert AWS_KEY not in sent and "REDACTED" in sent
+    found = [f for f in last_record(proxy)["findings"] if f["rule"] == "aws-access-key-id"]
+    assert found and all(f["enforced"] for f in found)
+
+
 PLACED = "[REDACTED:aws-access-key-id]"
 
 

@@ -154,6 +154,28 @@ def test_disguised_secret_is_found_and_its_carrier_redacted(name: str) -> None:
     assert "REDACTED" in redacted
 
 
+ESCAPED_SEPARATORS = ["x%20", "token%3D", "%22", "a%0A", "x%2520", "a\\x20", "a\\u0020", "a&#10;", "a\\n"]
+
+
+@pytest.mark.parametrize("before", [*ESCAPED_SEPARATORS, "a\\t", 'print("\\r\\n'])
+@pytest.mark.parametrize("key", [AWS_KEY, GITHUB_TOKEN])
+def test_a_key_after_an_escaped_separator_is_found_and_redacted(before: str, key: str) -> None:
+    """An escape of a separator ends in a letter or digit, which glues the key after it to a word as
+    written; read as any decoder or model reads the escape, the key stands apart, and it is redacted."""
+    text = f"{before}{key} end"
+    assert _found(text)
+    redacted = scan_and_redact(SCANNER, text).text
+    assert key not in redacted and key[:8] not in redacted
+    assert redacted.startswith(before[:1])
+
+
+@pytest.mark.parametrize("text", [f"abc%41{AWS_KEY[1:]}", f"x\\q{GITHUB_TOKEN}", f"ab\\x41{AWS_KEY[1:]}"])
+def test_a_key_glued_to_an_escaped_letter_stays_glued(text: str) -> None:
+    """An escape of a letter, or a backslash before a letter that escapes nothing, still glues what
+    follows to a word: "abc%41KIA..." reads "abcAKIA...", no key's start."""
+    assert not _found(text)
+
+
 def test_disguised_secret_in_a_json_body_is_redacted_and_the_json_stays_valid() -> None:
     """Inside a JSON document (a tool argument), an escaped secret is redacted and the JSON still parses."""
     body = json.dumps({"cmd": "curl", "args": ["-H", "X: " + base64.b64encode(AWS_KEY.encode()).decode()]})

@@ -2248,8 +2248,14 @@ class Scanner:
                     keyed.append(unmask.grouped_views(view.text, plan.prefixes, view, longest))
                 for start, end, index in self._find(view.text, plan, timed_out, meter, checked):
                     low, high = view.original(start, end)
-                    if view.text[start:end] == text[low:high]:
-                        continue  # nothing was undone here: the plain scan has seen it
+                    if view.text[start:end] == text[low:high] and (
+                        _overlaps_own(plain, low, high, index) or (start == 0 < low)
+                    ):
+                        # The plain scan has seen it, or the view starts inside the text and so
+                        # lacks what stood before the match. A match the plain scan missed is new
+                        # where only its surroundings were undone: a key after "%20", "\x3d" or
+                        # "&#10;" is glued, as written, to the escape's last letter or digit.
+                        continue
                     if view.kind in unmask.REGROUPED and _overlaps_own(plain, low, high, index):
                         continue  # a whole key, and what stands after it is no more of it
                     if self.rules[index].whole_token:

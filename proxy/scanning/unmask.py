@@ -124,8 +124,13 @@ _SPACED_CHAR = "A-Za-z0-9_+/=:.~$!*#@-"
 # "АKIA", a key with one Arabic-Indic digit), so Russian, Greek or Arabic prose is not rewritten.
 _PERCENT_ESCAPE = r"%[0-9A-Fa-f]{2}"
 # Escapes of one character in source code: JSON's and C's "\u0073", "\x73", "\U00000073", C's octal "\163",
-# and the braced "\u{73}" (JavaScript, Rust, Swift, Ruby) and "\x{73}" (Perl, PHP).
-_CODE_ESCAPE = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8}|[0-3][0-7]{2}|[ux]\{[0-9A-Fa-f]{1,6}\})"
+# the braced "\u{73}" (JavaScript, Rust, Swift, Ruby) and "\x{73}" (Perl, PHP), and the white space
+# escapes "\n", "\r", "\t": written out, a line break glues its "n" to the key after it ("\nghp_..."),
+# where any reader of the string (a model, a decoder) reads a key starting a line.
+_CODE_ESCAPE = (
+    r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U[0-9A-Fa-f]{8}|[0-3][0-7]{2}|[ux]\{[0-9A-Fa-f]{1,6}\}|[nrt])"
+)
+_WHITESPACE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
 _ENTITY_ESCAPE = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _PERCENT = re.compile(_PERCENT_ESCAPE)
 _ESCAPE = re.compile(_CODE_ESCAPE)
@@ -765,6 +770,8 @@ def _decode_unit(kind: str | None, raw: str) -> str:
     if kind == "percent":
         return bytes.fromhex(raw.replace("%", "")).decode("utf-8", "replace").translate(_FOLD)
     if kind == "escape":
+        if raw[1] in _WHITESPACE_ESCAPES:
+            return _WHITESPACE_ESCAPES[raw[1]]
         code = int(raw[1:], 8) if raw[1].isdigit() else int(raw[2:].strip("{}"), 16)
         if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
             return "\ufffd"  # half of a surrogate pair (or no character): nothing a token is made of
