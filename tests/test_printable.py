@@ -9,6 +9,7 @@ import zlib
 import pytest
 
 from proxy.wire.printable import MIN_RUN, MIN_TEXT_RUN, bridged_runs, printable_runs, text_runs
+from tests.cpu_time import least_cpu_seconds
 
 TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 
@@ -147,3 +148,19 @@ def test_what_two_junk_bytes_part_or_a_space_ends_is_not_joined() -> None:
 def test_random_bytes_bridge_into_no_long_token() -> None:
     noise = random.Random(8).randbytes(1 << 20)  # noqa: S311 - reproducible test bytes, nothing secret
     assert all(len(run) < 40 for run in bridged_runs(noise))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00" + b"A" * (64 << 10) + b" ",
+        (gzip.compress(b"A" * (4 << 20), 9) * 20)[: 64 << 10],
+        b"\x00" + TOKEN.encode() * 1600 + b"\n",
+    ],
+    ids=["one letter", "a compression bomb's bytes", "a token repeated"],
+)
+def test_a_long_run_of_token_characters_is_read_in_time_linear_in_it(body: bytes) -> None:
+    """A run of token characters that no separator ends is looked at once, not again from each of its
+    characters: 50 KB of one letter in a binary body held the GIL for 34 s, and a megabyte for hours."""
+    small = least_cpu_seconds(lambda: bridged_runs(body[: len(body) // 16]))
+    assert least_cpu_seconds(lambda: bridged_runs(body)) < max(0.5, 64 * small)

@@ -59,7 +59,10 @@ _SEPARATOR = (
 )
 """One junk byte, or one invisible character in UTF-8 (zero-width space, joiners, word joiner, byte order
 mark, soft hyphen), which the text scan reads across."""
-_BRIDGED = re.compile(_TOKEN + b"+(?:(?:" + _SEPARATOR + b")" + _TOKEN + b"+)+")
+# Led where a run of token characters starts, each run taken whole: tried at every character of a run, a
+# stretch that ends in no separator was looked for again from each of them, and a megabyte of one letter
+# (a file of padding, a compression bomb's bytes) took hours of the GIL.
+_BRIDGED = re.compile(b"(?<!" + _TOKEN + b")" + _TOKEN + b"++(?:(?:" + _SEPARATOR + b")" + _TOKEN + b"++)+")
 _SEPARATORS = re.compile(_SEPARATOR)
 MAX_BRIDGED_PIECES = 4
 """A token read joined across up to this many pieces (three separators)."""
