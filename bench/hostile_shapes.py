@@ -1,19 +1,20 @@
 """Texts made to be slow to scan, and how each stage's cost grows with their length.
 
     python3 bench/hostile_shapes.py [--sizes 16,64,256] [--only SUBSTRING] [--keywords] [--rounds 3]
-                                    [--stages scan,commands,inject tool,inject user,request] [--over 1.5]
+                                    [--stages scan,commands,credentials,inject tool,inject user,request]
+                                    [--over 1.5]
 
 For each shape (runs of digits, phone numbers, e-mails, URLs, escapes, full-width and combining letters,
 invisible characters, JSON of many short strings, deep nesting, a key's prefix in groups, the quotes,
 brackets and separators of commands, and with ``--keywords`` every keyword of every rule pack repeated
 bare and with each separator) it prints the thread CPU in microseconds per KiB, the best of ``--rounds``
 runs, of each stage (the secret and PII scan; a shell tool's call of the text read for destructive
-commands; the injection detector on a tool result and on a user's text; a chat request's whole
-inspection, every detector on, requests redacted) at each size, and the growth: the cost per KiB at the
-largest size over that at the smallest. A stage whose cost is linear in the text keeps a growth near 1
-(below it where a fixed cost is spread); one near the ratio of the sizes is quadratic. ``*`` marks a run
-whose budget ran out (its work bounded, the text left partly unread). On a loaded machine take ``--rounds
-3`` before reading a growth of 2 as real.
+commands, and for credential reads; the injection detector on a tool result and on a user's text; a chat
+request's whole inspection, every detector on, requests redacted) at each size, and the growth: the cost
+per KiB at the largest size over that at the smallest. A stage whose cost is linear in the text keeps a
+growth near 1 (below it where a fixed cost is spread); one near the ratio of the sizes is quadratic. ``*``
+marks a run whose budget ran out (its work bounded, the text left partly unread). On a loaded machine take
+``--rounds 3`` before reading a growth of 2 as real.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.policies import REDACTING_POLICY
 from proxy.config.policy import parse_policy
-from proxy.detectors import commands, injection
+from proxy.detectors import commands, credentials, injection
 from proxy.exchange import Part, RequestView, Source, ToolCall
 from proxy.inspection import Detectors, TurnInspector
 from proxy.model import Threat
@@ -215,6 +216,14 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
         commands.destructive_entry(call, command_scanner, budget)
         return bool(budget.timed_out)
 
+    credential_scanner = credentials.credential_scanner(packs)
+
+    def credential(text: str) -> bool:
+        budget = credential_scanner.budget()
+        call = ToolCall(id=None, name="bash", arguments=json.dumps({"command": text}), where="bench")
+        credentials.credential_reads([call], credential_scanner, budget)
+        return bool(budget.timed_out)
+
     def detect(source: Source) -> Callable[[str], bool]:
         def run(text: str) -> bool:
             budget = detector._scanner.budget()
@@ -236,6 +245,7 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
     return {
         "scan": scan,
         "commands": command,
+        "credentials": credential,
         "inject tool": detect(Source.TOOL_RESULT),
         "inject user": detect(Source.USER),
         "request": request,
@@ -249,7 +259,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="16,64,256", help="KiB, smallest first")
     parser.add_argument("--only", help="shapes whose name holds this")
     parser.add_argument("--keywords", action="store_true", help="every pack keyword repeated instead")
-    parser.add_argument("--stages", default="scan,commands,inject tool,inject user,request")
+    parser.add_argument("--stages", default="scan,commands,credentials,inject tool,inject user,request")
     parser.add_argument("--rounds", type=int, default=1, help="the best of this many runs of each")
     parser.add_argument("--over", type=float, default=0.0, help="print only rows with a growth above this")
     args = parser.parse_args()
