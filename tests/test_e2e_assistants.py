@@ -306,3 +306,42 @@ def test_a_streamed_messages_secret_split_over_its_deltas_reaches_the_sdk_redact
         assert [content.text.value for content in message.content] == [whole], cut  # type: ignore[union-attr]
         found = {f["rule"] for f in last_record(enforce)["findings"] if f["threat"] == "data_exfiltration"}
         assert {"aws-access-key-id", "github-pat"} <= found, cut
+
+
+def test_a_streamed_calls_key_split_over_its_step_deltas_reaches_the_sdk_redacted(
+    enforce: Proxy,  # noqa: F811
+    upstream: FakeUpstream,
+) -> None:
+    """A function call's arguments streamed in ``thread.run.step.delta`` events hold an AWS key, cut into
+    two deltas at every place: the call's arguments the SDK holds at the end (its deltas joined by step
+    and index) are the same redaction whatever the cut, valid JSON without the key, and the record names
+    the key."""
+    client = openai_client(upstream)
+    aws = "AKIA" + "Z7QW3RTY2UIO4PAS"
+    arguments = json.dumps({"key": aws})
+    opened = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "save", "arguments": ""}}
+    seen = set()
+    for cut in range(1, len(arguments)):
+        body = (
+            sse("thread.run.step.created", run_step("in_progress"))
+            + sse("thread.run.step.delta", step_delta(opened))
+            + b"".join(
+                sse(
+                    "thread.run.step.delta",
+                    step_delta({"index": 0, "type": "function", "function": {"arguments": piece}}),
+                )
+                for piece in (arguments[:cut], arguments[cut:])
+            )
+            + sse("done", "[DONE]")
+        )
+        upstream.reply = Reply(body=body, content_type="text/event-stream")
+        with client.beta.threads.runs.stream(thread_id="thread_1", assistant_id="asst_1") as events_of_run:
+            events_of_run.until_done()
+            (step,) = events_of_run.get_final_run_steps()
+        (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+        held = call.function.arguments  # type: ignore[union-attr]
+        assert aws[4:] not in held and json.loads(held).keys() == {"key"}, cut
+        seen.add(held)
+        found = {f["rule"] for f in last_record(enforce)["findings"] if f["threat"] == "data_exfiltration"}
+        assert "aws-access-key-id" in found, cut
+    assert len(seen) == 1

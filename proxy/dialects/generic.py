@@ -419,6 +419,11 @@ def without_items(document: Any, places: list[list[Step]]) -> Any | None:
     return document
 
 
+Fed = tuple[StreamKey, str, str]
+"""A piece of a streamed call's arguments one event fed its filter: the call's key, the locator of the
+piece in the event, and the piece as it came."""
+
+
 class GenericStreamSession(PerEventStreamSession):
     """Any event stream: each event's strings (or its whole data when not JSON) are filtered within
     the event. Locators are relative to one event's data.
@@ -454,6 +459,23 @@ class GenericStreamSession(PerEventStreamSession):
         """Those events, made while an event is read, sent before it."""
         self._in_deltas = False
         """Whether the stream has carried text in deltas."""
+        self._argument_texts: list[tuple[StreamKey, str]] = []
+        """The event last read's pieces of undecided streamed calls' arguments: each call's key, with the
+        locator of its piece's text."""
+        self._call_feeds: dict[StreamKey, tuple[SSEEvent, Any, str]] = {}
+        """The streamed calls whose arguments are read joined and not yet closed, each with the last event
+        that fed them, its payload as sent and the locator of their text in it."""
+        self._flushed: list[tuple[bytes, StreamKey]] = []
+        """Events carrying what a call's arguments held back when they closed, each with the call's key:
+        sent before the event that closed them, and withheld with the call."""
+        self._as_read: dict[int, tuple[bytes, SSEEvent, Any, list[Fed]]] = {}
+        """Held events that fed calls' arguments, by the identity of their bytes as filtered, each with
+        the event, its payload as filtered and what it fed: where a gate holds a call until it is decided,
+        the pieces of one whose filter changed nothing go as they came (``_as_decided``)."""
+        self._flushes: dict[int, StreamKey] = {}
+        """Held events of ``_flushed``, by the identity of their bytes, each with its call."""
+        self._redacted: set[StreamKey] = set()
+        """The decided calls whose arguments their filter changed."""
 
     @property
     def completion(self) -> Completion:
@@ -470,6 +492,12 @@ class GenericStreamSession(PerEventStreamSession):
         pieces = call_pieces(payload) if marked or self._streamed.calls else []
         self._call_places = frozenset(tuple(parse_locator(piece.where)) for piece in pieces if not piece.ends)
         self._placed = (event, self._streamed.place(pieces, self._numbered)) if pieces else None
+        calls = self._streamed.calls
+        self._argument_texts = [
+            (piece.key, piece.text_at)
+            for piece in pieces
+            if piece.key in calls and piece.text_at is not None and calls[piece.key].decision is None
+        ]
         if marked:
             streaming = {piece.where for piece in pieces if piece.opens}
             # Placed by the event's number: the places within events repeat from one event to the next.
@@ -491,8 +519,13 @@ class GenericStreamSession(PerEventStreamSession):
         closed, self._closed = self._closed, []
         placed = self._placed[1] if self._placed is not None and self._placed[0] is event else Placed()
         self._placed = None
+        if ends_stream(event):
+            for key in list(self._call_feeds):
+                self._close_call(key)
         if self.filters.tool_gate is None:
-            return [*closed, *output]  # observed: each call is read whole at the end, and nothing is held
+            # Observed: each call is read whole at the end, and nothing is held.
+            flushed, self._flushed = self._flushed, []
+            return [*closed, *(piece for piece, _ in flushed), *output]
         if placed.stray:
             self.notes.append(
                 f"event {event.type!r} carried a piece of a tool call no reading places; not sent"
@@ -505,11 +538,12 @@ class GenericStreamSession(PerEventStreamSession):
                 # A piece naming no call (a delta at a place no call opened): what was withheld is told
                 # as a call withheld is, or the agent waits on a call that never comes whole.
                 self._told.append(error_event(UNPLACED_NOTICE))
-        if not placed.keys and not self._held and not self._told:
+        if not placed.keys and not self._held and not self._told and not self._flushed:
             return [*closed, *output]
         if closed:
             self._held.append((closed, frozenset()))
             self._held_bytes += sum(len(piece) for piece in closed)
+        self._hold_flushed()
         if ends_stream(event):
             # A client stops reading at the stream's end: the calls still held are decided before it, so
             # the events telling of those withheld come where it reads them.
@@ -532,6 +566,10 @@ class GenericStreamSession(PerEventStreamSession):
         call = self._streamed.calls[key]
         if call.decision is not None:
             return
+        self._close_call(key, keep=forced is None)
+        released = self.released_arguments.get(call.where, "")
+        if released != call.arguments.text:
+            self._redacted.add(key)
         first, *others = call.readings()
         if forced == "drop":
             call.decision = "drop"
@@ -550,6 +588,29 @@ class GenericStreamSession(PerEventStreamSession):
             self.notes.append(f"a streamed call to {first.name!r} was withheld; its events not sent")
             self._told.append(self._withheld_event(first))
 
+    def _close_call(self, key: StreamKey, *, keep: bool = True) -> None:
+        """Closes the joined reading of the arguments of the call at ``key``: what its filter held back is
+        to be sent (``_flushed``, unless not ``keep``) in an event of the shape of the last that fed it."""
+        feed = self._call_feeds.pop(key, None)
+        if feed is None:
+            return
+        event, payload, where = feed
+        flushed = self._close_arguments(self._streamed.calls[key].where)
+        if flushed and keep:
+            self._flushed.append((rewritten(event, delta_carrying(payload, where, flushed)), key))
+
+    def _hold_flushed(self) -> None:
+        """Holds the events of ``_flushed`` each with its call, so that a call withheld takes its own."""
+        for piece, key in self._flushed:
+            self._flushes[id(piece)] = key
+            self._held.append(([piece], frozenset({key})))
+            self._held_bytes += len(piece)
+        self._flushed = []
+
+    def _ended_here(self, event: SSEEvent) -> frozenset[StreamKey]:
+        """The streamed calls whose arguments ``event``, the event last read, ends."""
+        return self._placed[1].ended if self._placed is not None and self._placed[0] is event else frozenset()
+
     def _release(self) -> list[bytes]:
         """What the held events let out now: those before the first that carries an undecided call, but
         for the ones carrying a dropped call. The events telling of the calls dropped since go in order
@@ -565,14 +626,34 @@ class GenericStreamSession(PerEventStreamSession):
                 break
             self._held.popleft()
             self._held_bytes -= sum(len(piece) for piece in output)
+            sent = [self._as_decided(piece) for piece in output]
             if "drop" not in decisions:
-                released += output
+                released += [piece for piece in sent if piece is not None]
         return released
+
+    def _as_decided(self, piece: bytes) -> bytes | None:
+        """A held event as sent once its calls are decided: the pieces of a call whose filter changed
+        nothing as they came (its filter held back the end of a piece that may begin a secret), of one it
+        changed as filtered; what a filter held back of a call it changed nothing of is not sent again."""
+        flushed = self._flushes.pop(id(piece), None)
+        if flushed is not None:
+            return piece if flushed in self._redacted else None
+        read = self._as_read.pop(id(piece), None)
+        if read is None or read[0] is not piece:
+            return piece
+        _, event, payload, fed = read
+        kept = [(where, text) for key, where, text in fed if key not in self._redacted]
+        if not kept:
+            return piece
+        for where, text in kept:
+            payload = set_at(payload, where, text)
+        return rewritten(event, payload)
 
     def _end_of_stream(self) -> list[bytes]:
         """The stream ended: every call still undecided has all the arguments it will get."""
         for key in list(self._streamed.calls):
             self._settle(key)
+        self._hold_flushed()
         released = self._release()
         self._close_joined()
         closed, self._closed = self._closed, []
@@ -607,8 +688,9 @@ class GenericStreamSession(PerEventStreamSession):
             # ``required_action`` asking for several): taken out, the others go, the agent told after.
             self.notes.append(f"event {event.type!r} carried a withheld call to {names}; sent without it")
             payload = kept
-        elif self.filters.text_filter is None:
+        elif self.filters.text_filter is None and self.filters.argument_filter is None:
             return [event.raw]
+        payload, fed = self._filter_call_texts(event, payload)
         if self.filters.text_filter is not None:
             # A delta's text is read on from the deltas before it, as a client joins it: a secret split
             # over them is whole to the filter. Any other event ends the joining.
@@ -621,12 +703,43 @@ class GenericStreamSession(PerEventStreamSession):
             at = {where for where, _, _ in joined}
             own = self._filter_apart if self._in_deltas else self._filter_within_event
             for where, text in self._texts(payload):
-                if where not in at:
+                if where not in at and where not in {at_piece for _, at_piece, _ in fed}:
                     payload = set_at(payload, where, own(where, text))
             for where, channel, text in joined:
                 payload = set_at(payload, where, self._filter_text(channel, text))
                 self._joined[channel] = (event, payload, where)
-        return [rewritten(event, payload), *told]
+        for key, where, _ in fed:
+            if key not in self._ended_here(event):
+                self._call_feeds[key] = (event, payload, where)
+        sent = rewritten(event, payload)
+        if fed and self.filters.tool_gate is not None:
+            self._as_read[id(sent)] = (sent, event, payload, fed)
+        return [sent, *told]
+
+    def _filter_call_texts(self, event: SSEEvent, payload: Any) -> tuple[Any, list[Fed]]:
+        """``payload`` with the pieces of streamed calls' arguments it carries each read on from the
+        pieces before it, as a client joins them to its call (an Assistants step's by its id and the
+        call's index): a secret split over them is whole to the filter. A call whose arguments this
+        event ends gets what its filter held back in its last piece here, or else in an event of its
+        own (``_close_call``). Returns the payload and each piece it fed, in order."""
+        fed: list[Fed] = []
+        if self.filters.argument_filter is None:
+            return payload, fed
+        calls = self._streamed.calls
+        for key, where in self._argument_texts:
+            text = get_at(payload, where)
+            if isinstance(text, str) and calls[key].decision is None:
+                payload = set_at(payload, where, self._filter_arguments(calls[key].where, text))
+                fed.append((key, where, text))
+        last = {key: where for key, where, _ in fed}
+        for key in self._ended_here(event):
+            if key not in last:
+                self._close_call(key)
+                continue
+            self._call_feeds.pop(key, None)
+            flushed = self._close_arguments(calls[key].where)
+            payload = set_at(payload, last[key], get_at(payload, last[key]) + flushed)
+        return payload, fed
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
         data = event.data or ""

@@ -257,6 +257,8 @@ class CallPiece:
     tool: str = ""
     """The tool the API runs that the call is of (an Assistants step's code interpreter): it names a call
     no piece names, and the call ran upstream."""
+    text_at: str | None = None
+    """The locator in the event of the string ``arguments`` is, where a client appends it to the call's."""
 
 
 def call_pieces(document: Any) -> list[CallPiece]:
@@ -302,7 +304,13 @@ def _pieces_of(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | 
     delta = as_dict(value.get("delta"))
     if as_str(delta.get("type")) == "input_json_delta":
         partial = as_str(delta.get("partial_json")) or ""
-        pieces.append(CallPiece(block, format_locator((*steps, "delta")), arguments=partial, joins=True))
+        streams = isinstance(delta.get("partial_json"), str)
+        text_at = format_locator((*steps, "delta", "partial_json")) if streams else None
+        pieces.append(
+            CallPiece(
+                block, format_locator((*steps, "delta")), arguments=partial, joins=True, text_at=text_at
+            )
+        )
     if kind == "content_block_stop":
         pieces.append(CallPiece(block, format_locator(steps), ends=True))
     added = as_dict(value.get("item"))
@@ -314,10 +322,10 @@ def _pieces_of(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | 
         pieces.append(CallPiece(item, format_locator(steps), ends=True))
     ids = _ids(as_str(value.get("item_id")), as_str(value.get("call_id")))
     if kind in INPUT_DELTAS:
-        delta_text = as_str(value.get("delta")) or ""
-        pieces.append(
-            CallPiece(item, format_locator((*steps, "delta")), ids, arguments=delta_text, joins=True)
-        )
+        delta_text = as_str(value.get("delta"))
+        where = format_locator((*steps, "delta"))
+        text_at = None if delta_text is None else where
+        pieces.append(CallPiece(item, where, ids, arguments=delta_text or "", joins=True, text_at=text_at))
     if kind in INPUT_DONES:
         field = INPUT_DONES[kind]
         given = as_str(value.get(field))
@@ -343,7 +351,7 @@ def _chat_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey 
     legacy = delta.get("function_call")
     if isinstance(legacy, dict):
         where = format_locator((*steps, "delta", "function_call"))
-        pieces.append(_chat_piece({"function": legacy}, _within(key, "delta", "function_call"), where))
+        pieces.append(_chat_piece({"function": legacy}, _within(key, "delta", "function_call"), where, ()))
     if as_str(value.get("finish_reason")):
         pieces.append(CallPiece(key, format_locator(steps), ends=True))
     return pieces
@@ -380,7 +388,9 @@ def _step_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey 
             # One call holding a function's and the code interpreter's text: clients read either.
             pieces.append(CallPiece(None, where))
         for holder in holders[:1]:
-            text = raw_call[holder].get(STEP_HOLDERS[holder], "")
+            field = STEP_HOLDERS[holder]
+            text = raw_call[holder].get(field, "")
+            streams = isinstance(raw_call[holder].get(field), str)
             pieces.append(
                 CallPiece(
                     _within(_item_key(calls, raw_call, position), holder),
@@ -391,15 +401,22 @@ def _step_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey 
                     tool="" if holder == "function" else holder,
                     opens=True,
                     joins=True,
+                    text_at=format_locator((*parse_locator(where), holder, field)) if streams else None,
                 )
             )
     return pieces
 
 
-def _chat_piece(call_delta: dict[str, Any], key: StreamKey | None, where: str) -> CallPiece:
+def _chat_piece(
+    call_delta: dict[str, Any], key: StreamKey | None, where: str, holder_at: tuple[str, ...] | None = None
+) -> CallPiece:
+    """``holder_at``: the steps from ``where`` to the object holding the call's text (a legacy
+    ``function_call`` is that object itself); by default, the call's own ``function`` or ``custom``."""
     custom = call_delta.get("type") == "custom" or ("custom" in call_delta and "function" not in call_delta)
-    holder = as_dict(call_delta.get("custom" if custom else "function"))
-    arguments = holder.get(CALL_HOLDERS["custom" if custom else "function"], "")
+    kind = "custom" if custom else "function"
+    holder = as_dict(call_delta.get(kind))
+    arguments = holder.get(CALL_HOLDERS[kind], "")
+    at = (*parse_locator(where), *((kind,) if holder_at is None else holder_at), CALL_HOLDERS[kind])
     return CallPiece(
         key,
         where,
@@ -408,6 +425,7 @@ def _chat_piece(call_delta: dict[str, Any], key: StreamKey | None, where: str) -
         arguments if isinstance(arguments, str) else dump_json(arguments),
         opens=True,
         joins=True,
+        text_at=format_locator(at) if isinstance(holder.get(CALL_HOLDERS[kind]), str) else None,
     )
 
 
