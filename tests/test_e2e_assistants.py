@@ -211,6 +211,19 @@ def step_delta(*calls: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def step_call_stream(opened: dict[str, Any], field: str, pieces: list[str]) -> bytes:
+    """A run's stream creating a step, opening the call ``opened`` in a delta and streaming its text (the
+    ``field`` of the object its ``type`` names) in ``pieces``, a delta each."""
+    kind = opened["type"]
+    deltas = [step_delta({"index": 0, "type": kind, kind: {field: piece}}) for piece in pieces]
+    return (
+        sse("thread.run.step.created", run_step("in_progress"))
+        + sse("thread.run.step.delta", step_delta(opened))
+        + b"".join(sse("thread.run.step.delta", delta) for delta in deltas)
+        + sse("done", "[DONE]")
+    )
+
+
 WIPE = "import shutil\nshutil.rmtree('/')"
 
 
@@ -229,18 +242,7 @@ def test_a_streamed_run_steps_code_is_gated_on_its_deltas(
         "code_interpreter": {"input": "", "outputs": []},
     }
     pieces = [WIPE[start : start + 4] for start in range(0, len(WIPE), 4)]
-    body = (
-        sse("thread.run.step.created", run_step("in_progress"))
-        + sse("thread.run.step.delta", step_delta(opened))
-        + b"".join(
-            sse(
-                "thread.run.step.delta",
-                step_delta({"index": 0, "type": "code_interpreter", "code_interpreter": {"input": piece}}),
-            )
-            for piece in pieces
-        )
-        + sse("done", "[DONE]")
-    )
+    body = step_call_stream(opened, "input", pieces)
     upstream.reply = Reply(body=body, content_type="text/event-stream")
     events: list[Any] = []
     with (
@@ -322,18 +324,7 @@ def test_a_streamed_calls_key_split_over_its_step_deltas_reaches_the_sdk_redacte
     opened = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "save", "arguments": ""}}
     seen = set()
     for cut in range(1, len(arguments)):
-        body = (
-            sse("thread.run.step.created", run_step("in_progress"))
-            + sse("thread.run.step.delta", step_delta(opened))
-            + b"".join(
-                sse(
-                    "thread.run.step.delta",
-                    step_delta({"index": 0, "type": "function", "function": {"arguments": piece}}),
-                )
-                for piece in (arguments[:cut], arguments[cut:])
-            )
-            + sse("done", "[DONE]")
-        )
+        body = step_call_stream(opened, "arguments", [arguments[:cut], arguments[cut:]])
         upstream.reply = Reply(body=body, content_type="text/event-stream")
         with client.beta.threads.runs.stream(thread_id="thread_1", assistant_id="asst_1") as events_of_run:
             events_of_run.until_done()

@@ -16,7 +16,7 @@ from proxy.dialects import Generic, StreamFilters
 from proxy.dialects.stream import ToolDecision
 from proxy.exchange import ToolCall
 from proxy.scanning.redact import StreamRedactor
-from tests.test_e2e_assistants import run_step, sse, step_delta
+from tests.test_e2e_assistants import sse, step_call_stream
 from tests.test_streaming import SECRETS
 
 AWS = "AKIA" + "Z7QW3RTY2UIO4PAS"
@@ -25,13 +25,7 @@ ARGUMENTS = json.dumps({"key": AWS})
 
 def _step_stream(pieces: list[str]) -> bytes:
     opened = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "save", "arguments": ""}}
-    body = sse("thread.run.step.created", run_step("in_progress")) + sse(
-        "thread.run.step.delta", step_delta(opened)
-    )
-    for piece in pieces:
-        call = {"index": 0, "type": "function", "function": {"arguments": piece}}
-        body += sse("thread.run.step.delta", step_delta(call))
-    return body + sse("done", "[DONE]")
+    return step_call_stream(opened, "arguments", pieces)
 
 
 def _chunk(call: dict[str, Any] | None, finish: str | None = None) -> bytes:
