@@ -531,6 +531,8 @@ class GenericStreamSession(PerEventStreamSession):
                 f"event {event.type!r} carried a piece of a tool call no reading places; not sent"
             )
             self._ambiguous(MISPLACED_RULE)
+            for piece in output:
+                self._as_read.pop(id(piece), None)
             output = []
             for key in placed.keys:
                 self._settle(key, forced="drop")
