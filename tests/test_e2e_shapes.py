@@ -492,8 +492,19 @@ def test_an_everyday_read_streamed_in_pieces_on_an_unknown_route_passes_whole(
     upstream.reply = Reply(events=[upstream_sse(event) for event in events])
     answer = post(proxy, upstream, STREAM_ROUTE)
     sent = [json.loads(line.removeprefix("data: ")) for line in answer.text.splitlines() if line]
-    assert sent == events
+    # The text may be cut between deltas elsewhere (a word's end is held until the next event shows it
+    # starts no secret): what a client joins of it, and every other event, pass as they came.
+    assert streamed_content(sent) == streamed_content(events) == "Reading it."
+    assert without_content(sent) == without_content(events)
     assert call_findings(proxy) == []
+
+
+def streamed_content(events: list[Any]) -> str:
+    return "".join(event["choices"][0]["delta"].get("content", "") for event in events)
+
+
+def without_content(events: list[Any]) -> list[Any]:
+    return [event for event in events if "content" not in event["choices"][0]["delta"]]
 
 
 def test_an_observed_credential_read_streamed_in_pieces_passes_recorded(
@@ -534,7 +545,7 @@ def test_a_call_piece_no_reading_places_is_told_and_recorded(
     told in its place (the SDK raises there, after the text before it), the record naming it."""
     events = [_chunk(content="Reading."), _chunk(_piece(1.0, CREDENTIALS)), _chunk(content="Done.")]
     texts, told = sdk_stream(upstream, events)
-    assert texts == ["Reading."] and told is not None and "inspection.ambiguous_place" in told.message
+    assert "".join(texts) == "Reading." and told is not None and "inspection.ambiguous_place" in told.message
     record = last_record(enforce)
     found = [(f["rule"], f["enforced"]) for f in record["findings"] if f["rule"].startswith("inspection.")]
     assert found == [("inspection.ambiguous_place", True)]
