@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from urllib.parse import unquote
 
 from proxy.detectors.commands import shell_readings
+from proxy.detectors.credential_use import NAME_ONLY, command_pieces, commands_certain, unread_names
 from proxy.detectors.tools import name_matches
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
@@ -72,24 +73,21 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
         if not is_reading_tool(call.name):
             continue
         arguments = read_arguments(call.name, call.arguments)
-        # The commands it runs are read with their disguises undone, their expansions also taken for
-        # nothing, paths as they resolve and braces expanded (``cat ~/.a''ws/credentials``,
-        # ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``, ``cat ~/.{aws,x}/credentials``), where the
-        # budget leaves time.
-        commands = "" if budget.spent_for(len(arguments)) else shell_readings(call.name, arguments)
-        commands = "\n".join((commands, emptied(commands), normal_paths(f"{arguments}\n{commands}")))
-        globbing = "\n".join(globbing_commands(commands))
-        commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
-        scan = scanner.scan(f"{arguments}\n{commands}", budget)
-        rules = {match.rule.id: match.rule for match in scan.found}
-        globbing += "\n" + "\n".join(expanded_words(globbing))
-        rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
+        rules, timed_out = _rules_read(call.name, arguments, scanner, budget, blank=False)
+        blanked = unread_arguments(arguments) if rules and not timed_out else arguments
+        if rules and not timed_out and not budget.spent_for(len(blanked)):
+            # A credential file the call only uses (``ssh -i``, ``ssh-add``, ``chmod 600``) is no read:
+            # its word is blanked out of the arguments, and out of each reading (a key a variable names,
+            # ``K=~/.ssh/k; ssh -i $K``, is used where the reading puts it). Read again only where the
+            # words as written name one, so a call that names none costs what it did; where the budget
+            # leaves no time to read it again, what was found stands.
+            rules, timed_out = _rules_read(call.name, blanked, scanner, budget, blank=True)
         # A rule out of time may have read a credential path there: the call is withheld all the same.
         findings += [
             scan_timeout_finding(
                 scanner.rules_by_id[rule_id], call.where, action=Action.WITHHOLD, tool=call.name
             )
-            for rule_id in scan.timed_out
+            for rule_id in timed_out
         ]
         findings += [
             Finding(
@@ -105,6 +103,49 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
             for rule in rules.values()
         ]
     return findings
+
+
+def _rules_read(
+    name: str, arguments: str, scanner: Scanner, budget: ScanBudget, *, blank: bool
+) -> tuple[dict[str, Rule], tuple[str, ...]]:
+    """The credential rules a call's arguments match, and those out of time on them. The commands it runs
+    are read with their disguises undone, their expansions also taken for nothing, paths as they resolve
+    and braces expanded (``cat ~/.a''ws/credentials``, ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``,
+    ``cat ~/.{aws,x}/credentials``), where the budget leaves time; with ``blank``, the words of the files
+    they only use blanked out of those readings."""
+    commands = "" if budget.spent_for(len(arguments)) else shell_readings(name, arguments)
+    commands = unread_names(commands) if blank else commands
+    commands = "\n".join((commands, emptied(commands), normal_paths(f"{arguments}\n{commands}")))
+    globbing = "\n".join(globbing_commands(commands))
+    commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
+    scan = scanner.scan(f"{arguments}\n{commands}", budget)
+    rules = {match.rule.id: match.rule for match in scan.found}
+    globbing += "\n" + "\n".join(expanded_words(globbing))
+    rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
+    return rules, tuple(scan.timed_out)
+
+
+def unread_arguments(arguments: str) -> str:
+    """The arguments with the words of credential files their commands only use blanked out of each
+    string (``unread_names``), or of the whole text where it is no JSON."""
+    if not commands_certain(arguments):
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):
+        return unread_names(arguments)
+    blanked = _unread_strings(value)
+    return arguments if blanked == value else json.dumps(blanked, ensure_ascii=False)
+
+
+def _unread_strings(value: object) -> object:
+    if isinstance(value, str):
+        return unread_names(value)
+    if isinstance(value, dict):
+        return {key: _unread_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unread_strings(item) for item in value]
+    return value
 
 
 _SUBSTITUTION = re.compile(r"""\$\([^()\n]*\)|`[^`\n]*`|\$\{[^{}\n]*\}""")
@@ -188,30 +229,18 @@ def _choices(inside: str) -> list[str]:
     return []
 
 
-_LISTING_ONLY = frozenset(
-    {"ls", "dir", "stat", "file", "du", "test", "[", "[[", "chmod", "chown", "chgrp", "chattr", "lsattr",
-     "setfacl", "getfacl", "touch", "mkdir", "rm", "shred", "realpath", "readlink", "basename", "dirname"}
-)  # fmt: skip
-"""Commands that reach files' names and attributes, never what they hold: a glob given to one reads
-no credential (``chmod 600 ~/.ssh/*``, ``ls .e*``), unless what it prints is passed on."""
-# Braces are left in: a word's braces are a list the shell expands (``~/.{aws,x}/cred*``).
-_PIECES = re.compile(r"(&&|\|\||\||;|&|\n|<\(|>\(|\$\(|`|[()])")
+def globbing_commands(commands: str) -> Iterator[str]:
+    """The pieces of the commands whose globs may read what they name: each command but one of
+    ``NAME_ONLY`` whose output goes nowhere (neither piped on nor substituted into another)."""
+    certain = commands_certain(commands)
+    for piece, _, passed_on in command_pieces(commands):
+        if not certain or passed_on or _command_word(piece) not in NAME_ONLY:
+            yield piece
+
+
 _RUNS_BEFORE = re.compile(
     r"^\s*(?:(?:sudo|doas|command|builtin|exec|nohup|time|nice|[{!])(?=\s)|-\S*|[A-Za-z_]\w*=\S*)\s*"
 )
-
-
-def globbing_commands(commands: str) -> Iterator[str]:
-    """The pieces of the commands whose globs may read what they name: each command but one of
-    ``_LISTING_ONLY`` whose output goes nowhere (neither piped on nor substituted into another)."""
-    pieces = _PIECES.split(commands)
-    for at in range(0, len(pieces), 2):
-        piece = pieces[at]
-        before = pieces[at - 1] if at else ""
-        after = pieces[at + 1] if at + 1 < len(pieces) else ""
-        word = _command_word(piece)
-        if word not in _LISTING_ONLY or after == "|" or before in ("$(", "`", "<(", ">("):
-            yield piece
 
 
 def _command_word(piece: str) -> str:
