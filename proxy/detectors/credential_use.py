@@ -29,16 +29,24 @@ a file's lines as names or ACL entries and print them back in their errors: none
 # strings have them; which of the latter name a key the command only signs or loads with. Left out of
 # ssh-keygen's, so that a command with one is read as written: ``-i`` (prints the private key it imports)
 # and the modes whose ``-f`` is no key but a file it prints lines of (``-F``, ``-R``, ``-H`` known hosts,
-# ``-M`` moduli, ``-Y`` signers).
+# ``-M`` moduli, ``-Y`` signers). Left out of each, the options naming a program, library or file of
+# commands it runs (``scp -S``, ``sftp -D``/``-b``, ``ssh -F``/``-I``, a PKCS#11 or security key
+# provider): what it runs can read the key's name out of its arguments (``/proc/$PPID/cmdline``).
 _KEY_USERS = {
-    "ssh": ("46AaCfGgKkMNnqsTtVvXxYy", "BbcDEeFIiJLlmOoPpQRSWw", "i"),
-    "scp": ("12346ABCTdfOpqRrstv", "DFJPScilXo", "i"),
-    "sftp": ("1246AafhNpqrvC", "cDilosSbBFJPRX", "i"),
-    "ssh-keygen": ("ABKLQUXceghklopquvy", "CDEINOPVZabfmnrstwz", "fs"),
-    "ssh-add": ("cCDdKkLlqvXx", "EeHhSsTt", ""),
+    "ssh": ("46AaCfGgKkMNnqsTtVvXxYy", "BbcDEeiJLlmOoPpQRSWw", "i"),
+    "scp": ("12346ABCTdfOpqRrstv", "JPcilXo", "i"),
+    "sftp": ("1246AafhNpqrvC", "cilosBJPRX", "i"),
+    "ssh-keygen": ("ABKLQUXceghklopquvy", "CEINOPVZabfmnrstz", "fs"),
+    "ssh-add": ("cCDdKkLlqvXx", "EHhTt", ""),
 }
+# ``-o`` settings that run a command or load code, or read more settings that may.
+_RUNNING_OPTION = re.compile(
+    r"(?i)^\s*(?:proxycommand|localcommand|permitlocalcommand|knownhostscommand|pkcs11provider"
+    r"|securitykeyprovider|match|include|proxyjump|controlmaster|controlpath)(?![a-z])"
+)
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
-_SHELL_C = re.compile(r"-[eilxuv]*c[eilxuv]*")
+# An interactive or login shell (``-i``, ``-l``) first runs rc files that may rebind any command.
+_SHELL_C = re.compile(r"-[exuv]*c[exuv]*")
 # Words that run the command after them unchanged, and shell keywords that open one.
 _PREFIXES = frozenset(
     {"sudo", "doas", "env", "command", "builtin", "exec", "nohup", "time", "nice", "if", "then", "elif",
@@ -53,7 +61,16 @@ _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 # hand what it was given to another command.
 _REBINDING = re.compile(
     r"(?i)\b(?:alias|unalias|function|def|sub|proc|define_method|hash|enable|BASH_ENV|PATH)\b|\w\s*\(\s*\)"
-    r"|/dev/(?:tcp|udp)/|\bexec\s*\d*\s*[<>]|\b(?:coproc|trap|history|fc)\b"
+    r"|/dev/(?:tcp|udp)/|\bexec\s*\d*\s*[<>]|\b(?:coproc|trap|history|fc|eval|source|shopt)\b"
+    # A file of the shell's own run (``. ./env.sh``), or a variable named by an expansion
+    # (``export PA${x}TH=...``).
+    r"|(?:^|[;&|({\n]|\b(?:then|do|else|exec|command|builtin)\s)\s*\.\s"
+    r"|\b(?:export|declare|typeset|local|readonly|read|readarray|mapfile|getopts|let|printf)\b[^;&|\n]*\$"
+    # An ssh command's setting read back (``cat ${GIT_SSH_COMMAND#ssh -i }``, ``printenv``).
+    r"|\$\{?(?:GIT_SSH_COMMAND|RSYNC_RSH)\b|\$\{!|\b(?:printenv|compgen)\b"
+    r"|\b(?:declare|typeset|export|readonly)\s+-\w*p|\b(?:env|set)\s*(?:$|[;&|>)\n])"
+    # Commands that run alongside one another: one may read another's arguments from the process table.
+    r"|(?<![<>&])&(?![&>])|[<>]\("
     # What a command was given, taken up by the next one: ``ls k; cat $_``, ``[[ k =~ (.*) ]]``.
     r"|\$\{?_\b|\bBASH_(?:REMATCH|COMMAND|ARGV)\b"
     r"|/(?:"
@@ -66,6 +83,9 @@ _GROUP_END = re.compile(r"\s*(?:}|done|fi|esac)(?![^\s;&|<>])")
 PIECES = re.compile(r"(&&|\|\||\|&?|;|(?<![<>])&(?!>)|\n|<\(|>\(|\$\(|`|[()])")
 """Where one command of a shell text ends and the next starts: separators, pipes, substitutions and
 parentheses (``2>&1`` and ``&>`` are redirections, not separators)."""
+# The one ``eval`` an everyday command runs: the settings ssh-agent prints.
+_AGENT_EVAL = re.compile(r"""\beval\s+(["']?)(?:\$\(|`)\s*ssh-agent(?:\s+-[sc])?\s*[)`]\1""")
+_HIDING = re.compile(r"""[\\'"]|\$\{[^{}]*\}|\$\w+""")
 _SUBSTITUTED = frozenset({"$(", "`", "<(", ">("})
 _BLANK = "_"
 _DEEPEST = 3
@@ -87,15 +107,29 @@ def unread_names(text: str) -> str:
 def commands_certain(text: str) -> bool:
     """Whether each command of the text is the one its name says and its output goes where its piece
     says: no function, alias or ``PATH`` of the text's own, nothing sent to the network as a whole, no
-    group, loop or condition whose output is piped on."""
-    if _REBINDING.search(text):
+    group, loop or condition whose output is piped on or written to a file, no command run alongside
+    another."""
+    # Quotes, backslashes and expansions hide a name from a reading but not from the shell
+    # (``al''ias``, ``PA\\TH=``, ``PA${x}TH=``).
+    text = _AGENT_EVAL.sub("", text)
+    if _REBINDING.search(text) or _REBINDING.search(_HIDING.sub("", text)):
         return False
     pieces = PIECES.split(text)
-    for at in range(0, len(pieces) - 1, 2):
+    for at in range(0, len(pieces), 2):
+        after = pieces[at + 1] if at + 1 < len(pieces) else ""
         group_end = (at and pieces[at - 1] == ")") or _GROUP_END.match(pieces[at])
-        if group_end and pieces[at + 1].startswith("|") and pieces[at + 1] != "||":
+        if group_end and ((after.startswith("|") and after != "||") or _redirected_out(pieces[at])):
             return False
     return True
+
+
+def _redirected_out(piece: str) -> bool:
+    """Whether a group's output is written where a later command may read the names it printed."""
+    words = _words(piece)
+    if words is None:
+        return True
+    redirections = _split_redirections(words)[1]
+    return redirections is None or bool(redirections)
 
 
 def command_pieces(text: str) -> Iterator[tuple[str, str, bool]]:
@@ -105,7 +139,9 @@ def command_pieces(text: str) -> Iterator[tuple[str, str, bool]]:
     for at in range(0, len(pieces), 2):
         before = pieces[at - 1] if at else ""
         after = pieces[at + 1] if at + 1 < len(pieces) else ""
-        passed_on = (after.startswith("|") and after != "||") or after == ">(" or before in _SUBSTITUTED
+        # A pipeline's commands run side by side: what one is given, another may read.
+        piped = (after.startswith("|") and after != "||") or (before.startswith("|") and before != "||")
+        passed_on = piped or after == ">(" or before in _SUBSTITUTED
         yield pieces[at], after, passed_on
 
 
@@ -272,6 +308,8 @@ def _key_options(name: str, arguments: list[_Word]) -> Iterator[tuple[int, int, 
                 word = arguments[index]
             else:
                 word = arguments[index]
+            if letter == "o" and _RUNNING_OPTION.match(rest):
+                return
             if letter in keys or (letter == "o" and _IDENTITY_OPTION.match(rest)):
                 found.append((word.start, word.end, _BLANK))
             elif letter == "o" and rest.lower() == "identityfile" and index + 1 < len(arguments):
