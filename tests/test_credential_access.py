@@ -284,6 +284,10 @@ def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str,
         ("{ ls ~/.ssh/id_rsa; } > /tmp/l; xargs cat < /tmp/l", "ssh-private-key-file"),
         ("(ls ~/.ssh/id_rsa) > /tmp/l", "ssh-private-key-file"),
         ("for f in 1; do ls ~/.ssh/id_rsa; done > /tmp/l", "ssh-private-key-file"),
+        ("bash -xc 'ls ~/.ssh/id_rsa' 2>/tmp/trace", "ssh-private-key-file"),
+        ("sh -c 'ls ~/.ssh/id_rsa' > /tmp/l", "ssh-private-key-file"),
+        ("nohup ls ~/.ssh/id_rsa; cat nohup.out", "ssh-private-key-file"),
+        ("ENV=/tmp/f sh -c 'ls ~/.ssh/id_rsa'", "ssh-private-key-file"),
     ],
 )
 def test_credentials_read_in_disguise_by_glob_or_from_stores_are_credential_theft(

@@ -47,9 +47,10 @@ _RUNNING_OPTION = re.compile(
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
 # An interactive or login shell (``-i``, ``-l``) first runs rc files that may rebind any command.
 _SHELL_C = re.compile(r"-[exuv]*c[exuv]*")
-# Words that run the command after them unchanged, and shell keywords that open one.
+# Words that run the command after them unchanged, and shell keywords that open one (not ``nohup``,
+# which may write what it prints to nohup.out).
 _PREFIXES = frozenset(
-    {"sudo", "doas", "env", "command", "builtin", "exec", "nohup", "time", "nice", "if", "then", "elif",
+    {"sudo", "doas", "env", "command", "builtin", "exec", "time", "nice", "if", "then", "elif",
      "else", "while", "until", "do", "!", "{", "export"}
 )  # fmt: skip
 # Variables and git settings whose value is an ssh command git or rsync runs.
@@ -60,7 +61,7 @@ _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 # file written under the name of one of these commands), send its output to the network as a whole, or
 # hand what it was given to another command.
 _REBINDING = re.compile(
-    r"(?i)\b(?:alias|unalias|function|def|sub|proc|define_method|hash|enable|BASH_ENV|PATH)\b|\w\s*\(\s*\)"
+    r"(?i)\b(?:alias|unalias|function|def|sub|proc|define_method|hash|enable|BASH_ENV|PATH)\b|(?-i:\bENV=)|\w\s*\(\s*\)"
     r"|/dev/(?:tcp|udp)/|\bexec\s*\d*\s*[<>]|\b(?:coproc|trap|history|fc|eval|source|shopt)\b"
     # A file of the shell's own run (``. ./env.sh``), or a variable named by an expansion
     # (``export PA${x}TH=...``).
@@ -252,7 +253,7 @@ def _unread(piece: str, words: list[_Word], depth: int) -> Iterator[tuple[int, i
             yield from ((word.start, word.end, _BLANK) for word in arguments)
     elif name in _KEY_USERS:
         yield from _key_options(name, arguments)
-    elif name in _SHELLS and arguments and _SHELL_C.fullmatch(arguments[0].value):
+    elif name in _SHELLS and not redirections and arguments and _SHELL_C.fullmatch(arguments[0].value):
         yield from _inner_command(piece, arguments[1:], depth)
     elif name == "git":
         yield from _git_settings(piece, arguments, depth)
