@@ -261,6 +261,10 @@ def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str,
         # A rebinding spelled past a reading: built by eval or printf, sourced, from rc files, escaped.
         ("eval \"$(printf 'ls%s { cat \"$@\"; }' '()')\"; ls ~/.ssh/id_rsa", "ssh-private-key-file"),
         ("printf 'ls%s{ cat \"$@\"; }' '()' > /tmp/f; . /tmp/f; ls ~/.ssh/id_rsa", "ssh-private-key-file"),
+        (
+            "eval \"$(ssh-agent -s)\" \"$(printf 'ls%s{ cat $1;}' '()')\"; ls ~/.ssh/id_rsa",
+            "ssh-private-key-file",
+        ),
         ("source /tmp/f; stat ~/.ssh/id_rsa", "ssh-private-key-file"),
         ("bash -ic 'ls ~/.ssh/id_rsa'", "ssh-private-key-file"),
         ("bash -lc 'ls ~/.ssh/id_rsa'", "ssh-private-key-file"),
@@ -370,6 +374,7 @@ def test_credentials_read_in_disguise_by_glob_or_from_stores_are_credential_thef
         'git -c core.sshCommand="ssh -i ~/.ssh/id_rsa" fetch',
         "bash -c 'ssh -i ~/.ssh/id_rsa h uptime'",
         "eval $(ssh-agent) && ssh-add ~/.ssh/id_ed25519",
+        'eval "$(ssh-agent -s)" && ssh-add ~/.ssh/id_ed25519',
         "chmod 600 ~/.ssh/id_rsa && ssh -i ~/.ssh/id_rsa host",
         "chown me ~/.ssh/id_rsa",
         "stat ~/.ssh/id_rsa",

@@ -85,7 +85,9 @@ PIECES = re.compile(r"(&&|\|\||\|&?|;|(?<![<>])&(?!>)|\n|<\(|>\(|\$\(|`|[()])")
 """Where one command of a shell text ends and the next starts: separators, pipes, substitutions and
 parentheses (``2>&1`` and ``&>`` are redirections, not separators)."""
 # The one ``eval`` an everyday command runs: the settings ssh-agent prints.
-_AGENT_EVAL = re.compile(r"""\beval\s+(["']?)(?:\$\(|`)\s*ssh-agent(?:\s+-[sc])?\s*[)`]\1""")
+_AGENT_EVAL = re.compile(
+    r"""\beval\s+(\\?["']?)(?:\$\(|`)\s*ssh-agent(?:\s+-[sc])?\s*[)`]\1(?=\s*(?:$|[;&|\n]))"""
+)
 _HIDING = re.compile(r"""[\\'"]|\$\{[^{}]*\}|\$\w+""")
 _SUBSTITUTED = frozenset({"$(", "`", "<(", ">("})
 _BLANK = "_"
