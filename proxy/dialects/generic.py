@@ -702,10 +702,10 @@ class GenericStreamSession(PerEventStreamSession):
             # Once text comes in deltas, the other strings (ids, kinds, a message given whole at its end)
             # are no continuation of it: read on from a key's prefix it held, an id would be redacted.
             self._in_deltas = self._in_deltas or bool(joined)
-            at = {where for where, _, _ in joined}
+            read_on = {where for where, _, _ in joined} | {where for _, where, _ in fed}
             own = self._filter_apart if self._in_deltas else self._filter_within_event
             for where, text in self._texts(payload):
-                if where not in at and where not in {at_piece for _, at_piece, _ in fed}:
+                if where not in read_on:
                     payload = set_at(payload, where, own(where, text))
             for where, channel, text in joined:
                 payload = set_at(payload, where, self._filter_text(channel, text))
