@@ -171,6 +171,10 @@ def _squeezed[Codes: (np.uint8, np.uint32)](codes: npt.NDArray[Codes]) -> npt.ND
     for back in range(1, MAX_RUN):
         long_run = long_run & repeats[MAX_RUN - 1 - back : len(repeats) - back]
     dropped[MAX_RUN - 1 :] |= long_run
+    if not dropped.any():
+        # A text with no blank run and no long run (much typed prose) is kept whole: picking the kept
+        # codes out is most of the squeeze's time.
+        return codes
     kept = np.empty(len(codes), dtype=bool)
     kept[0] = True
     np.logical_not(dropped, out=kept[1:])
@@ -270,7 +274,8 @@ class FeatureSpec:
         if self.word_ngrams:
             # The word n-gram of size n at word k ends where word k + n - 1 does.
             end_prefix = np.zeros(count + self.word_ngrams[-1], dtype=np.uint64)
-            np.take(prefix, edges[1::2], out=end_prefix[:count])
+            # Word ends are places of the block, all in range: "raise" would copy through a buffer.
+            np.take(prefix, edges[1::2], out=end_prefix[:count], mode="clip")
             word_ends = _rows(end_prefix, self.word_ngrams[0] - 1, len(self.word_ngrams), count)
             np.subtract(word_ends, prefix.take(word_starts), out=words)
         words *= _MIXED_INVERSE_POWERS.take(word_starts)
@@ -496,9 +501,11 @@ class InjectionClassifier:
         left out."""
         grams = self.spec.grams(codes)
         # The tallies go to a scratch array kept for the thread, grown to the largest block seen: no
-        # array of the block's size is allocated again. A bucket out of range is an error, never clipped.
+        # array of the block's size is allocated again. Every bucket is in range by construction (the top
+        # ``bits`` bits of a hash, or ``dim``), so "clip" changes none: "raise" would have numpy write the
+        # tallies to a buffer of its own and copy them over, a third of the lookup's time.
         tallies = self._scratch_for(grams.every.size)
-        np.take(self._tallies, grams.every, out=tallies, mode="raise")
+        np.take(self._tallies, grams.every, out=tallies, mode="clip")
         char_columns = grams.chars.size
         chars = tallies[:char_columns].reshape(grams.chars.shape)
         words = tallies[char_columns:].reshape(grams.words.shape)
