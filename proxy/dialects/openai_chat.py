@@ -145,8 +145,12 @@ class OpenAIChat(Dialect):
             if role in ("tool", "function"):
                 tool_name = names_by_call_id.get(call_id or "") or as_str(message.get("name"))
             source = ROLE_SOURCES.get(role, Source.USER)
+            # A history sends every message again each turn: what a message does not hold is not asked for.
             for key in TEXT_KEYS:
-                for where, text in content_texts(message.get(key), f"{base}.{key}", ("text", "refusal")):
+                texts = message.get(key)
+                if texts is None:
+                    continue
+                for where, text in content_texts(texts, f"{base}.{key}", ("text", "refusal")):
                     view.parts.append(Part(source, text, where, tool_name, call_id))
             for index, raw_part in enumerate(as_list(message.get("content"))):
                 content_part = as_dict(raw_part)
@@ -160,6 +164,8 @@ class OpenAIChat(Dialect):
                     add_file(view, read_file(file.get("file_data"), file_where, source, tool_name, call_id))
                 image = as_dict(content_part.get("image_url"))
                 read_fetched(view, image.get("url"), f"{where}.image_url.url", "image")
+            if "tool_calls" not in message and "function_call" not in message:
+                continue
             for tool_call in message_calls(message, base):
                 view.tool_calls.append(tool_call)
                 if tool_call.id is not None:
