@@ -65,7 +65,7 @@ from proxy.dialects.base import ParsedBody, load_json, load_json_with_shadowed, 
 from proxy.dialects.filerefs import files_named, may_name_files
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.generic import assembled_parts
-from proxy.dialects.locator import get_at, join, parse_locator, set_at
+from proxy.dialects.locator import get_at, join, locator_steps, parse_locator, set_at
 from proxy.dialects.message_text import Ended, MessageText, may_hold_words
 from proxy.dialects.messages import MessageCalls, Sending
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
@@ -1036,7 +1036,7 @@ class TurnInspector:
         What it finds is recorded, and redacted where the policy redacts requests; in vault mode it is
         recorded as vaulted (``vault_request`` replaces it). ``parsed``: ``body`` as decoded already;
         ``original``: the body as the agent sent it, when ``body`` is its rewrite."""
-        handled = {tuple(parse_locator(part.where)) for part in view.parts}
+        handled = {locator_steps(part.where) for part in view.parts}
         vaulted = self.vault is not None and not view.tool_server
         scan = self.json_scan(
             redacts=self.policy.detection.redact_requests,
@@ -1184,7 +1184,7 @@ class TurnInspector:
         places = calls + texts if self._restores_text() else calls
         for where in places:
             document = set_at(document, where, _restored(vault, get_at(document, where), where))
-        skip = {tuple(parse_locator(where)) for where in [*calls, *texts]}
+        skip = {locator_steps(where) for where in [*calls, *texts]}
         document = restore_strings(document, vault.resolver, skip)
         resolved_before = sum(use.value_fingerprint is not None for use in vault.uses[: self._uses_recorded])
         self.record_vault_uses()

@@ -32,7 +32,7 @@ from proxy.dialects import (
     is_event_stream,
 )
 from proxy.dialects.base import load_json_with_shadowed, readable_text
-from proxy.dialects.locator import format_locator, get_at, parse_locator, sibling_strings
+from proxy.dialects.locator import format_locator, get_at, locator_steps, parse_locator, sibling_strings
 from proxy.exchange import Source
 from tests.dialect_fixtures import fixture, request_fixture, response_fixture
 
@@ -492,6 +492,13 @@ def test_mcp_error_is_a_jsonrpc_error_for_the_request() -> None:
 def test_locator_round_trips(steps: list[str | int]) -> None:
     """Every path of keys and indexes has one spelling that parses back to it."""
     assert parse_locator(format_locator(steps)) == steps
+
+
+@given(st.lists(st.one_of(st.integers(min_value=0, max_value=10**6), st.text(max_size=60)), max_size=8))
+def test_locator_steps_are_the_parsed_path(steps: list[str | int]) -> None:
+    """``locator_steps`` reads a locator as ``parse_locator`` does, short (remembered) or long alike."""
+    locator = format_locator(steps)
+    assert locator_steps(locator) == tuple(steps) == tuple(parse_locator(locator))
 
 
 @pytest.mark.parametrize(

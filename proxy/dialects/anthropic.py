@@ -30,7 +30,7 @@ from proxy.dialects.base import (
     require_object,
 )
 from proxy.dialects.browsing import hosted_tool_browsing, request_browsing
-from proxy.dialects.locator import Step, format_locator, parse_locator, set_at, walk_strings
+from proxy.dialects.locator import Step, format_locator, locator_steps, parse_locator, set_at, walk_strings
 from proxy.dialects.schema import content_texts, schema_descriptions
 from proxy.dialects.stream import (
     BlockCallSession,
@@ -636,7 +636,7 @@ class AnthropicStreamSession(BlockCallSession):
                 return {("content_block", BLOCK_TEXT_KEYS[block_type])}
             if block_type in TOOL_USE_TYPES:
                 return {("content_block", "input")}
-            return {tuple(parse_locator(part.where)) for part in self._returned(block, 0, "content_block")}
+            return {locator_steps(part.where) for part in self._returned(block, 0, "content_block")}
         return ()
 
     def _returned(self, block: dict[str, Any], index: int, where: str | None = None) -> list[Part]:

@@ -28,7 +28,16 @@ from proxy.dialects.base import (
     readable_text,
 )
 from proxy.dialects.filerefs import form_files
-from proxy.dialects.locator import ROOT, Step, format_locator, get_at, parse_locator, set_at, walk_strings
+from proxy.dialects.locator import (
+    ROOT,
+    Step,
+    format_locator,
+    get_at,
+    locator_steps,
+    parse_locator,
+    set_at,
+    walk_strings,
+)
 from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
 from proxy.dialects.shapes import (
     Placed,
@@ -301,7 +310,7 @@ def by_field(documents: list[Any]) -> list[tuple[str, str]]:
     split across lines is whole there."""
     fields: dict[tuple[Step, ...], list[tuple[str, str]]] = {}
     for where, text in walk_strings(documents):
-        fields.setdefault(tuple(parse_locator(where)[1:]), []).append((where, text))
+        fields.setdefault(locator_steps(where)[1:], []).append((where, text))
     return [item for pieces in fields.values() for item in pieces]
 
 
@@ -490,7 +499,7 @@ class GenericStreamSession(PerEventStreamSession):
         marked = may_hold_calls(event.data or "")
         # Once a call has streamed, every event is read for its pieces: Anthropic's hold no marker.
         pieces = call_pieces(payload) if marked or self._streamed.calls else []
-        self._call_places = frozenset(tuple(parse_locator(piece.where)) for piece in pieces if not piece.ends)
+        self._call_places = frozenset(locator_steps(piece.where) for piece in pieces if not piece.ends)
         self._placed = (event, self._streamed.place(pieces, self._numbered)) if pieces else None
         calls = self._streamed.calls
         self._argument_texts = [

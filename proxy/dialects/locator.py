@@ -42,10 +42,15 @@ def join(base: str, *steps: Step) -> str:
 
 
 def parse_locator(locator: str) -> list[Step]:
+    return list(locator_steps(locator))
+
+
+def locator_steps(locator: str) -> tuple[Step, ...]:
+    """``parse_locator`` as a tuple: a path to compare or hash, not copied into a list and back."""
     if len(locator) <= _REMEMBERED_LENGTH:
         # A conversation's history gives the same hundred locators (``messages[12].content``) every turn.
-        return list(_remembered_steps(locator))
-    return _steps(locator)
+        return _remembered_steps(locator)
+    return tuple(_steps(locator))
 
 
 @functools.lru_cache(maxsize=_REMEMBERED)

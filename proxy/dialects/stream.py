@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn, Protocol, runtime_checkable
 
 from proxy.dialects import readings
-from proxy.dialects.locator import parse_locator
+from proxy.dialects.locator import locator_steps
 from proxy.exchange import Attachment, Completion, Part, ToolCall
 from proxy.wire import jsontext
 from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, write_event
@@ -1199,7 +1199,7 @@ class PerEventStreamSession(StreamSession):
         return text if factory is None else _filter_once(factory(where), text)
 
     def _handled(self, event: SSEEvent, payload: Any) -> Collection[Path]:
-        return {tuple(parse_locator(where)) for where, _ in self._texts(payload)}
+        return {locator_steps(where) for where, _ in self._texts(payload)}
 
     def _texts(self, payload: Any) -> list[tuple[str, str]]:
         """(locator, text) of the strings of one event that this session filters."""
