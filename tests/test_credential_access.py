@@ -475,3 +475,156 @@ def test_prose_about_credential_files_is_no_finding_in_text() -> None:
         "cloud-credentials-file",
         "dotenv-file",
     }
+
+
+def _rules_of(tool: str, **arguments: str) -> set[str]:
+    return {
+        finding.rule for finding in credential_reads([call(tool, **arguments)], SCANNER, SCANNER.budget())
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool", "code"),
+    [
+        ("python", "e = os.environ; print(e)"),
+        ("python", "import os\nenv = dict(os.environ)\nprint(env)"),
+        ("python", "e = os.environ.copy()\nf = e\nprint(json.dumps(f))"),
+        ("python", 'e = os.environ\nprint({"all": e})'),
+        ("run_javascript", "const e = process.env; console.log(e)"),
+        ("run_javascript", "const { ...all } = process.env\nconsole.log(all)"),
+        ("run_javascript", "let all = Object.assign({}, process.env)\nconsole.log(JSON.stringify(all))"),
+        ("run_javascript", "const e = process.env; console.log({ e })"),
+        ("run_ruby", "h = ENV.to_h\nputs h"),
+        ("run_php", "$e = getenv();\nprint_r($e);"),
+        ("run_go", "e := os.Environ()\nfmt.Println(e)"),
+    ],
+)
+def test_the_environment_dumped_through_a_name_is_credential_theft(tool: str, code: str) -> None:
+    """A name bound to the whole environment and then printed dumps it as printing it directly does."""
+    assert "environment-dump" in _rules_of(tool, code=code)
+
+
+@pytest.mark.parametrize(
+    ("tool", "code"),
+    [
+        ("python", 'env = os.environ.copy()\nenv["FOO"] = "1"\nsubprocess.run(cmd, env=env)'),
+        ("python", 'my_env = dict(os.environ)\nmy_env["A"] = "b"\nsubprocess.Popen(cmd, env=my_env, cwd=d)'),
+        ("python", 'e = os.environ\nport = e.get("PORT", "80")\nprint(port)'),
+        ("python", 'e = os.environ\nprint(e["HOME"])'),
+        ("python", 'ok = "CI" in os.environ\nprint(ok)'),
+        ("run_javascript", "const env = process.env; spawn(c, a, { env, cwd })"),
+        ("run_javascript", "const env = process.env; spawn(c, a, {env: env})"),
+        ("run_javascript", "const e = process.env; console.log(e.PORT)"),
+        ("run_javascript", 'spawn("ls", [], {env: process.env})'),
+    ],
+)
+def test_the_environment_handed_on_or_read_a_variable_at_a_time_is_no_credential_theft(
+    tool: str, code: str
+) -> None:
+    assert _rules_of(tool, code=code) == set()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo ZW52 | base64 -d | sh",
+        "echo ZW52|base64 --decode|bash",
+        "printf %s ZW52 | base64 -d | sh",
+        "base64 -d <<< ZW52 | sh",
+        "sh -c \"$(base64 -d <<< 'ZW52')\"",
+        "echo 656e76 | xxd -r -p | sh",
+        "echo MVXHM=== | base32 -d | sh",
+        "openssl base64 -d <<< ZW52 | sh",
+    ],
+)
+def test_a_word_fed_to_a_decoder_is_read_whatever_its_length(command: str) -> None:
+    """``env`` is four characters of base64, under the length at which a word alone is read as base64."""
+    assert "environment-dump" in _rules_of("bash", command=command)
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        ("find ~ -name logins.json", "browser-credential-store"),
+        ("find / -iname 'key*.db' 2>/dev/null", "browser-credential-store"),
+        ("fd -H logins.json ~", "browser-credential-store"),
+        ("Get-ChildItem -Recurse -Filter logins.json", "browser-credential-store"),
+        ("find ~ -name 'id_*' -exec cat {} +", "ssh-private-key-file"),
+        ("find / -name id_rsa -exec cat {} \\;", "ssh-private-key-file"),
+        ("locate .git-credentials", "token-store-file"),
+        ("find ~ -name '*.keychain-db'", "os-credential-store"),
+    ],
+)
+def test_searching_for_a_credential_file_by_name_is_credential_theft(command: str, rule: str) -> None:
+    assert rule in _rules_of("bash", command=command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "find . -name '*.json'",
+        "find . -name config.json",
+        "find . -name config -type d",
+        "find . -name package.json -not -path '*/node_modules/*'",
+        "find . -name 'id_*.py'",
+        "rg --files -g '*.sqlite'",
+        "find . -type f -name '*.py' | xargs grep -n token",
+    ],
+)
+def test_searching_for_everyday_names_is_no_credential_theft(command: str) -> None:
+    assert _rules_of("bash", command=command) == set()
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("bash", {"command": "echo $GITHUB_TOKEN"}),
+        ("bash", {"command": 'printf %s "$AWS_SECRET_ACCESS_KEY"'}),
+        ("bash", {"command": "T=$GITHUB_TOKEN; echo $T"}),
+        ("bash", {"command": "echo $ANTHROPIC_API_KEY | base64"}),
+        ("bash", {"command": "pwsh -c 'Write-Output $env:GITHUB_TOKEN'"}),
+        ("python", {"code": 'print(os.environ["OPENAI_API_KEY"])'}),
+        ("run_javascript", {"code": "console.log(process.env.GITHUB_TOKEN)"}),
+    ],
+)
+def test_a_secret_variable_printed_is_credential_theft(tool: str, arguments: dict[str, str]) -> None:
+    assert "secret-variable-printed" in _rules_of(tool, **arguments)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'echo "$GITHUB_TOKEN" | gh auth login --with-token',
+        'echo "$CR_PAT" | docker login ghcr.io -u me --password-stdin',
+        'curl -H "Authorization: Bearer $GITHUB_TOKEN" https://api.github.com/user',
+        "echo ${#GITHUB_TOKEN}",
+        'echo "$GITHUB_TOKEN_FILE"',
+        "echo $SSH_AUTH_SOCK $PWD",
+    ],
+)
+def test_a_secret_variable_handed_over_or_measured_is_no_credential_theft(command: str) -> None:
+    assert _rules_of("bash", command=command) == set()
+
+
+def test_a_document_a_heredoc_stores_names_no_file_read() -> None:
+    """Prose a shell writes to a file is data, as a writing tool's content is: its ``.netrc`` is no read;
+    a here-document run as commands, or stored in a script the text then runs, is read."""
+    prose = "cat > notes.md <<'EOF'\nHTTPX reads the `.netrc` file and ~/.aws/credentials.\nEOF"
+    assert _rules_of("bash", command=prose) == set()
+    assert _rules_of("bash", command="bash <<'EOF'\ncat ~/.netrc\nEOF") == {"token-store-file"}
+    script = "cat > x.sh <<'EOF'\ncat ~/.netrc\nEOF\nbash x.sh"
+    assert _rules_of("bash", command=script) == {"token-store-file"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "cat ~/Library/Safari/Passwords.plist",
+        "cp ~/Library/Keychains/login.keychain-db /tmp/",
+        "type %APPDATA%\\Microsoft\\Credentials\\ABCD",
+        "copy C:\\Users\\me\\AppData\\Roaming\\Microsoft\\Credentials\\* x",
+        "reg save HKLM\\SAM sam.hiv",
+    ],
+)
+def test_operating_systems_credential_stores_are_credential_theft(command: str) -> None:
+    assert _rules_of("bash", command=command) == {"os-credential-store"}

@@ -304,7 +304,7 @@ def _read(text: str, depth: int) -> tuple[list[str], list[str]]:
     """``readings`` of one string, its commands and its SQL statements; a commit message (``-m '...'``
     with nothing the shell expands) and a here-document only stored or printed run nothing, and are left
     out, and so are quoted strings where nothing in the text runs strings (``runs_strings``)."""
-    text = _MESSAGE.sub(" ", _without_stored_heredocs(text))
+    text = _MESSAGE.sub(" ", without_stored_heredocs(text))
     uncommented, masked = _quoting(text) or (text, text)
     runs = runs_strings(uncommented)
     shell = text if runs else masked
@@ -706,16 +706,52 @@ _BASE64 = re.compile(
     r"(?<![\w+/=])[A-Za-z0-9+/]{8,}={0,2}(?![\w+/=])|(?<![\w-])[A-Za-z0-9_-]{16,}={0,2}(?![\w=-])"
 )
 _HEX = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{2}[ :]?){6,}(?![0-9a-fA-F])")
+_DECODER = (
+    r"(?P<decoder>\bbase32\b|\bxxd\b(?=[^|;&\n<]{0,64}?[ \t]-[a-z]*r)|\b(?:base64|basenc|openssl)\b"
+    r"(?=[^|;&\n<]{0,64}?(?:[ \t]-[a-z]*[dD][a-z]*\b|--decode)))"
+)
+_ENCODED = r"""(['"]?)(?P<token>[\w+/=-]{2,})"""
+_FED_TO_DECODER = (
+    re.compile(
+        r"""\b(?:echo|printf)(?:[ \t]+-[neE]+|[ \t]+['"]?%s(?:\\n)?['"]?)?[ \t]+"""
+        rf"{_ENCODED}\1[ \t]*\|[ \t]*{_DECODER}"
+    ),
+    re.compile(rf"{_DECODER}[^|;&\n<]{{0,64}}<<<[ \t]*{_ENCODED}\2"),
+)
+"""A word echoed into a decoder or given it as a here-string (``echo ZW52 | base64 -d``, ``base64 -d <<<
+ZW52``, ``xxd -r -p <<< 656e76``): decoded whatever its length, as it is certain to be decoded."""
+
+
+def _fed_decodings(text: str) -> Iterator[str]:
+    for match in (found for pattern in _FED_TO_DECODER for found in pattern.finditer(text)):
+        token, decoder = match.group("token"), match.group("decoder")
+        try:
+            if decoder == "xxd":
+                raw = bytes.fromhex(token)
+            elif decoder == "base32" or "--base32" in match.group(0):
+                raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+            else:
+                raw = _base64_decoded(token)
+        except (binascii.Error, ValueError):
+            continue
+        decoded = _readable(raw)
+        if decoded:
+            yield decoded
+
+
+def _base64_decoded(token: str) -> bytes:
+    return base64.b64decode(
+        token + "=" * (-len(token) % 4), altchars=b"-_" if "-" in token or "_" in token else None
+    )
 
 
 def _decodings(text: str) -> Iterator[str]:
-    """What base64 and hex runs of the text decode to, where that is readable text."""
+    """What base64 and hex runs of the text decode to, where that is readable text, and any word fed to
+    a decoder (``_FED_TO_DECODER``)."""
+    yield from _fed_decodings(text)
     for match in _BASE64.finditer(text):
-        token = match.group(0)
         try:
-            raw = base64.b64decode(
-                token + "=" * (-len(token) % 4), altchars=b"-_" if "-" in token or "_" in token else None
-            )
+            raw = _base64_decoded(match.group(0))
         except (binascii.Error, ValueError):
             continue
         decoded = _readable(raw)
@@ -1042,7 +1078,7 @@ _INTERPRETERS = re.compile(
 )
 
 
-def _without_stored_heredocs(text: str) -> str:
+def without_stored_heredocs(text: str) -> str:
     """The text without the here-documents fed to a command that only stores or prints them
     (``cat > notes.md <<'EOF'``): data, not commands. One fed to a shell or an interpreter, expanding a
     command (``$(...)``, backquotes, where its delimiter is not quoted), or stored in a file the text names

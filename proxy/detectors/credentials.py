@@ -10,11 +10,11 @@ import functools
 import json
 import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fnmatch import fnmatchcase
 from urllib.parse import unquote
 
-from proxy.detectors.commands import shell_readings
+from proxy.detectors.commands import is_command_tool, shell_readings, without_stored_heredocs
 from proxy.detectors.credential_use import NAME_ONLY, command_pieces, commands_certain, unread_names
 from proxy.detectors.tools import name_matches
 from proxy.exchange import ToolCall
@@ -113,15 +113,22 @@ def _rules_read(
     and braces expanded (``cat ~/.a''ws/credentials``, ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``,
     ``cat ~/.{aws,x}/credentials``), where the budget leaves time; with ``blank``, the words of the files
     they only use blanked out of those readings."""
+    if is_command_tool(name):
+        # What a here-document only stores or prints (``cat > notes.md <<'EOF'``) is data the command
+        # writes, as a writing tool's content is: it names no file the command reads.
+        arguments = _mapped_json_strings(arguments, without_stored_heredocs)
     commands = "" if budget.spent_for(len(arguments)) else shell_readings(name, arguments)
     commands = unread_names(commands) if blank else commands
-    commands = "\n".join((commands, emptied(commands), normal_paths(f"{arguments}\n{commands}")))
+    commands = "\n".join(
+        (commands, emptied(commands), normal_paths(f"{arguments}\n{commands}"), environment_aliases(commands))
+    )
     globbing = "\n".join(globbing_commands(commands))
     commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
     scan = scanner.scan(f"{arguments}\n{commands}", budget)
     rules = {match.rule.id: match.rule for match in scan.found}
     globbing += "\n" + "\n".join(expanded_words(globbing))
     rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
+    rules |= {rule.id: rule for rule in searched_rules(globbing, scanner.rules) if rule.id not in rules}
     return rules, tuple(scan.timed_out)
 
 
@@ -130,21 +137,27 @@ def unread_arguments(arguments: str) -> str:
     string (``unread_names``), or of the whole text where it is no JSON."""
     if not commands_certain(arguments):
         return arguments
+    return _mapped_json_strings(arguments, unread_names)
+
+
+def _mapped_json_strings(arguments: str, change: Callable[[str], str]) -> str:
+    """The arguments with each string of their JSON changed, or the whole text where it is no JSON; as
+    given where nothing changed."""
     try:
         value = json.loads(arguments)
     except (ValueError, RecursionError):
-        return unread_names(arguments)
-    blanked = _unread_strings(value)
-    return arguments if blanked == value else json.dumps(blanked, ensure_ascii=False)
+        return change(arguments)
+    changed = _mapped_strings(value, change)
+    return arguments if changed == value else json.dumps(changed, ensure_ascii=False)
 
 
-def _unread_strings(value: object) -> object:
+def _mapped_strings(value: object, change: Callable[[str], str]) -> object:
     if isinstance(value, str):
-        return unread_names(value)
+        return change(value)
     if isinstance(value, dict):
-        return {key: _unread_strings(item) for key, item in value.items()}
+        return {key: _mapped_strings(item, change) for key, item in value.items()}
     if isinstance(value, list):
-        return [_unread_strings(item) for item in value]
+        return [_mapped_strings(item, change) for item in value]
     return value
 
 
@@ -158,6 +171,67 @@ def emptied(commands: str) -> str:
     ``$"..."`` as the string it translates: "" where that changes nothing."""
     text = _SUBSTITUTION.sub("", _LOCALE_QUOTE.sub("", commands)).replace("'", "").replace('"', "")
     return "" if text == commands else text
+
+
+_WHOLE_ENVIRONMENT = re.compile(
+    r"(?:\bos\.environb?|\b(?:process|Bun)\.env|\bDeno\.env\.toObject\(\)|(?<![\w$.])ENV|\$_ENV|%ENV"
+    r"|\bSystem\.getenv\(\s*\)|\bos\.Environ\(\)|\bgetenv\(\s*\)|\benv::vars(?:_os)?\(\))"
+    # Not one variable of it (``os.environ["HOME"]``, ``process.env.PORT``, ``ENV.fetch``): the whole.
+    r"(?![\w\[{]|\s*\[|\.(?!(?:copy|items|keys|values|to_h|to_hash|dup|clone)\b))"
+)
+_ENVIRONMENT_ALIAS = re.compile(
+    r"(?m)(?:^|(?<=[;{]))[ \t]*(?:(?:const|let|var|my|local|our)[ \t]+)?"
+    r"(?:(?P<name>\$?[A-Za-z_]\w*)|\{[ \t]*\.\.\.[ \t]*(?P<rest>[A-Za-z_$][\w$]*)[ \t]*\})"
+    r"[ \t]*:?=(?![=~])[ \t]*"
+    rf"(?P<value>[^;\n]{{0,200}}?{_WHOLE_ENVIRONMENT.pattern}[^;\n]{{0,200}}?)[ \t]*(?=[;\n]|$)"
+)
+_MOST_ALIASES = 8
+
+
+def environment_aliases(code: str) -> str:
+    """The code with each name it binds to the whole environment (``e = os.environ``, ``env =
+    dict(os.environ)``, ``const e = process.env``, ``const {...all} = process.env``) written as what it
+    binds wherever the code uses it after (``print(e)`` read as ``print(os.environ)``), so the rule that
+    judges what dumps the environment judges what dumps it through a name; "" where the code binds none. A
+    name standing for a property of its own (``spawn(cmd, {env})``) is written ``env: value``, as an
+    environment handed to a child is no dump. Names bound from names bound before are followed
+    ``_MOST_ALIASES`` deep."""
+    if not _WHOLE_ENVIRONMENT.search(code):
+        return ""
+    written = code
+    for _ in range(_MOST_ALIASES):
+        binding = next(
+            (found for found in _ENVIRONMENT_ALIAS.finditer(written) if _uses(written, found)), None
+        )
+        if binding is None:
+            break
+        name = binding.group("name") or binding.group("rest")
+        value = binding.group("value")
+        if binding.group("rest"):
+            value = "{..." + value + "}"
+        after = _use_of(name).sub(functools.partial(_written_as, value), written[binding.end() :])
+        # The binding itself is left out, so that the next turn finds the next one.
+        written = written[: binding.start()] + after
+    return "" if written == code else written
+
+
+def _written_as(value: str, use: re.Match[str]) -> str:
+    return f"{use[0]}: {value}" if use["own"] is not None else value
+
+
+@functools.lru_cache(maxsize=64)
+def _use_of(name: str) -> re.Pattern[str]:
+    """Where a name is used as the whole mapping: not a part of another word, an attribute, a key, one
+    variable of it (``e["HOME"]``) or a name bound again."""
+    word = re.escape(name)
+    return re.compile(
+        rf"(?P<own>[{{,][ \t]*){word}(?=[ \t]*[,}}])|(?<![\w$.]){word}(?![\w$]|[ \t]*(?:\[|:?=(?!=)|:(?!:)))"
+    )
+
+
+def _uses(code: str, binding: re.Match[str]) -> bool:
+    name = binding.group("name") or binding.group("rest")
+    return _use_of(name).search(code, binding.end()) is not None
 
 
 _RESPELLED = re.compile(r"//|/\.\.?(?:/|$)|%[0-9A-Fa-f]{2}")
@@ -267,6 +341,44 @@ def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
         return
     for rule in rules:
         if any(_names(glob, path) for path in rule.files for glob in globs):
+            yield rule
+
+
+_SEARCHED_NAME = re.compile(
+    r"""(?i)(?:(?<!\S)(?:-i?name|-filter|-include|--?i?glob|-g)|\b(?:[pm]?locate|fd|fdfind)(?:[ \t]+-\S*)*)"""
+    r"""[ \t=]+["']?(?P<name>[^\s"';&|<>()]{1,256})"""
+)
+"""A file's name searched for wherever it is: ``find -name``/``-iname``, ``mdfind -name``, a glob of
+``rg``/``fd`` (``-g``), PowerShell's ``-Filter``/``-Include``, the name ``locate`` or ``fd`` looks for."""
+_SHARED_NAMES = frozenset(
+    {"config", "config.json", "credentials", "hosts.yml", "hosts.json", "apps.json", "auth.json", "token",
+     "cookies", "login data", "web data", "local state", "admin.conf"}
+)  # fmt: skip
+"""Credential files' names that as many other files bear: only their folder tells them apart."""
+_EVERYDAY_NAMES = ("package.json", "index.js", "readme.md", "main.py", "data.db", "config.yaml", "makefile",
+                   "notes.txt", "app.log", "test.sqlite", "schema.sql", "styles.css", "key.txt")  # fmt: skip
+"""Files in any tree: a searched glob that names one of them is too wide to be a credential's (``*.json``)."""
+
+
+def searched_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
+    """The rules one of whose ``files`` a search by name in the commands finds wherever it is (``find ~
+    -name logins.json``, ``find / -iname 'key*.db'``, ``locate .git-credentials``): by its last part,
+    where that part is the credential's own (not ``config.json``) and a glob searched for names no
+    everyday file."""
+    searched = set()
+    for match in list(_SEARCHED_NAME.finditer(commands))[:_MOST_WORDS]:
+        # Compared without case: a search that minds it (``-name``) finds fewer, never other files.
+        name = match["name"].lower()
+        wide = _GLOB.search(name) is not None and any(
+            fnmatchcase(everyday, name) for everyday in _EVERYDAY_NAMES
+        )
+        if _WILDCARDS.sub("", name) and not wide:
+            searched.add(name)
+    if not searched:
+        return
+    for rule in rules:
+        lasts = {path.rsplit("/", 1)[-1].lower() for path in rule.files} - _SHARED_NAMES
+        if any(fnmatchcase(last, name) for last in lasts for name in searched):
             yield rule
 
 
