@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import pytest
 from addons.wire.heads import MAX_UNPARSED_BYTES
 from proxy.commands.localca import UpstreamPKI
 from tests.h2upstream import H2Upstream
-from tests.harness import AGENT, Proxy
+from tests.harness import AGENT, Proxy, proxy_authorization
 from tests.test_e2e_bodies import CONTEXT
 from tests.test_e2e_fronting import tunnel
 from tests.upstream import FakeUpstream
@@ -387,3 +388,29 @@ def test_a_request_waiting_for_a_free_upstream_stream_is_not_forwarded_when_its_
     assert (held["forwarded"], held["status"]) == (True, None)
     assert f"{GONE}had been forwarded" in held["errors"]
     assert len(one_stream.received) == 1
+
+
+def test_a_plain_request_to_a_tls_upstream_is_recorded_as_the_upstream_s_failure(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
+    """Plain HTTP sent to a port that speaks TLS never reaches the upstream's HTTP: the agent gets 502, and
+    the record says the upstream failed before answering and that the (redacted) request had been
+    written to it, as the key redacted out of it is what egressguard did."""
+    before = turns(proxy)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as plain:
+        plain.sendall(
+            b"POST http://localhost:%d%s HTTP/1.1\r\nHost: localhost:%d\r\n%s%s"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (upstream.port, PATH.encode(), upstream.port, proxy_authorization(), HEAD, len(BODY), BODY)
+        )
+        plain.settimeout(10)
+        answer = plain.recv(65536)
+    record = new_record(proxy, before)
+    assert answer.startswith(b"HTTP/1.1 502 ")
+    assert upstream.received == []
+    assert (record["status"], record["forwarded"]) == (502, True)
+    assert (
+        "upstream: failed before its answer was complete; the request had been forwarded" in record["errors"]
+    )
+    assert not any(error.startswith(GONE) for error in record["errors"])
+    assert AWS_KEY not in json.dumps(record)

@@ -439,6 +439,10 @@ class Audit:
                 turn.errors.append(
                     f"upstream: reset the stream before its answer was complete; the request {sent}"
                 )
+            elif received_status(flow) == 502:
+                # The upstream never answered (refused, closed, spoke no HTTP: plain HTTP to a TLS port):
+                # what egressguard did to the request stands, and the record says it got no answer.
+                turn.errors.append(f"upstream: failed before its answer was complete; the request {sent}")
         if self.runtime.state_degraded:
             turn.errors.append(DEGRADED_STATE)
         response = flow.response
