@@ -23,6 +23,12 @@ def url_forms(token: str) -> list[str]:
         f"/{token}",
         f"/api/v1/tokens/{quote(token)}",
         "/api/v1/status/" + "".join(f"%{byte:02X}" for byte in token.encode()),
+        # Glued inside a longer value, as a server's log keeps it all the same.
+        f"/api/v1/status?x=foo:{token}",
+        f"/api/v1/status?x={token},y",
+        f"/api/v1/status?x=zz{token}zz",
+        f"/api/v1/status?x=%2522{quote(token)}%2522",
+        f"/api/v1/status;{token}",
     ]
 
 

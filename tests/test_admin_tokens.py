@@ -23,6 +23,7 @@ from proxy.admin.tokens import (
 )
 from proxy.config.policy import AdminSettings
 from proxy.control.metrics import Metrics
+from proxy.own_tokens import TokenKind, new_token
 from proxy.runtime import Runtime
 
 EMPTY_PRESENTATIONS = [
@@ -172,3 +173,21 @@ def test_readiness_without_a_token_names_the_failing_check_and_nothing_of_why(
     assert b"10.20.30.40" not in answer.body and b"ops" not in answer.body
     detailed = asyncio.run(control.handle(Request("GET", "/readyz", {}, {"authorization": "Bearer read-1"})))
     assert json.loads(detailed.body)["checks"]["state"].startswith("redis: AuthenticationError")
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["{token}", "x=foo:{token}", "{token},y", "zz{token}zz", "a b\t{token}-", "/api/{token}/x"],
+)
+def test_a_token_is_found_written_alone_or_glued_inside_a_longer_value(written: str) -> None:
+    full, read = new_token(TokenKind.ADMIN), new_token(TokenKind.READ)
+    tokens = AdminTokens(full=full, read=read)
+    for token in (full, read):
+        assert tokens.written_in(["/api/v1/status", written.format(token=token)])
+
+
+def test_a_text_holding_part_of_a_token_or_none_is_no_token_written() -> None:
+    full = new_token(TokenKind.ADMIN)
+    tokens = AdminTokens(full=full, read=new_token(TokenKind.READ))
+    assert not tokens.written_in([full[:-1], full[1:], f"{full[:20]}:{full[20:]}", "a" * 16_000, ""])
+    assert not AdminTokens(full="", read=" ").written_in(["", " ", "x"])

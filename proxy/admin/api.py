@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import unquote, unquote_plus
 
 from proxy import __version__
 from proxy.admin.feed import Feed
@@ -97,7 +97,7 @@ class Control:
         return Approvals(self.runtime.state)
 
     async def handle(self, request: Request) -> Response:
-        if self.tokens.any_in(_url_words(request)):
+        if self.tokens.written_in(_url_texts(request)):
             # Whatever is in front of the listener (a reverse proxy, a load balancer) may log its URLs.
             return Response.error(
                 400,
@@ -131,14 +131,10 @@ class Control:
         return Response.error(404, f"no such endpoint: {request.path}")
 
 
-def _url_words(request: Request) -> list[str]:
-    """Each part of a request's URL a token could have been written as: the path's segments and the query's
-    names and values, percent-decoded (a name without a value too), each also split at white space (a
-    ``Bearer TOKEN`` value)."""
-    parts = [*request.path.split("/")]
-    for name, value in parse_qsl(request.query_string, keep_blank_values=True):
-        parts += (name, value)
-    return [word for part in parts for word in (part, *part.split()) if word]
+def _url_texts(request: Request) -> list[str]:
+    """A request's URL as a token could have been written in it: its path and query as sent, and each
+    percent-decoded (``+`` as a space in the query, as forms write it)."""
+    return [request.path, unquote(request.path), request.query_string, unquote_plus(request.query_string)]
 
 
 def _operator(request: Request) -> str:

@@ -4,7 +4,9 @@ policy names or, without one, from a file under the data dir created on first st
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,6 +19,11 @@ FULL_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 READ_TOKEN_FILE = "admin-read.token"  # noqa: S105 - a file name
 DEFAULT_FULL_ENV = "EGRESSGUARD_ADMIN_TOKEN"
 DEFAULT_READ_ENV = "EGRESSGUARD_ADMIN_READ_TOKEN"
+
+
+_TOKEN_RUN = re.compile(rb"[A-Za-z0-9_-]+")
+"""A run of the characters of URL-safe base64, which every token is written in (a token set by hand may hold
+others: it is then found only where the URL holds it alone)."""
 
 
 class Access(StrEnum):
@@ -38,9 +45,19 @@ class AdminTokens:
         full, read = self._granting(offered)
         return Access.FULL if full else Access.READ if read else None
 
-    def any_in(self, words: Iterable[str]) -> bool:
-        """Whether one of ``words`` is one of the tokens, each compared in constant time."""
-        return any(any(self._granting(word)) for word in words)
+    def written_in(self, texts: Iterable[str]) -> bool:
+        """Whether one of the tokens is written anywhere in one of ``texts``, alone or glued inside a
+        longer value (``x=foo:TOKEN``, ``TOKEN,y``): every stretch of a token's length within a run of the
+        characters tokens are made of is compared with it in constant time, so how long the search takes
+        tells nothing of how much of a token a text holds."""
+        tokens = [token.encode() for token in (self.full, self.read) if token.strip()]
+        for text in dict.fromkeys(texts):
+            for run in _TOKEN_RUN.findall(text.encode("utf-8", "surrogatepass")):
+                for token in tokens:
+                    windows = (run[start : start + len(token)] for start in range(len(run) - len(token) + 1))
+                    if any(hmac.compare_digest(window, token) for window in windows):
+                        return True
+        return False
 
     def _granting(self, offered: str) -> tuple[bool, bool]:
         # Both compared whatever the first says; an empty token is never one: it would match any blank
