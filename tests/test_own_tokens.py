@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,6 +99,25 @@ def test_a_token_leaked_into_a_prompt_does_not_reach_the_provider(
     assert "egressguard-token" in rules(record)
     recorded = json.dumps(record) + proxy.output()
     assert admin not in recorded and agent not in recorded
+
+
+@pytest.mark.parametrize("size", [18, 24, 32])
+def test_tokens_of_the_old_form_are_redacted_where_their_name_says_what_they_are(
+    scanner: Scanner, size: int
+) -> None:
+    """Earlier versions made bare URL-safe base64 tokens (24, 32 or 43 characters): such a token in the
+    variable, header or proxy URL that carries it is found (``egressguard-token-unprefixed``)."""
+    for _ in range(300):
+        token = secrets.token_urlsafe(size)
+        for text in (
+            f"my config: EGRESSGUARD_ADMIN_TOKEN={token}\n",
+            f"export EGRESSGUARD_AGENT_TOKEN='{token}'",
+            f'{{"env": {{"HTTPS_PROXY": "http://agent:{token}@127.0.0.1:8080"}}}}',
+            f"X-Egressguard-Drill: {token}\r\n",
+        ):
+            redacted = scan_and_redact(scanner, text)
+            assert token not in redacted.text, text
+            assert "[REDACTED:egressguard-token-unprefixed]" in redacted.text, redacted.text
 
 
 def test_text_about_tokens_is_not_taken_for_one(scanner: Scanner) -> None:
