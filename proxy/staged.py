@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.own_tokens import write_private
 from proxy.wire import jsontext
 from proxy.wire.decoding import OverCapError
 from proxy.wire.multipart import part_headers
@@ -67,7 +68,8 @@ class StagedParts:
         """Keeps ``part`` of ``upload``; ``content`` None for a part whose content was not read. Past
         ``cap`` bytes for the upload, its parts are dropped and the upload marked as over the cap."""
         folder = self._folder(upload)
-        folder.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
         self._forget_old(keep=folder)
         if content is None:
             _write(folder / UNREAD_MARK, b"")
@@ -164,9 +166,9 @@ def _digest(name: str) -> str:
 
 
 def _write(path: Path, content: bytes) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.part")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
+    """Written whole (renamed into place) and the owner's alone from its creation: an upload's part may
+    hold what an agent sent, secrets included, whatever the umask."""
+    write_private(path, content)
     os.utime(path.parent)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -110,6 +111,24 @@ def test_chunks_are_joined_by_offset_without_gap_or_overlap(tmp_path: Path) -> N
             parts.assemble_chunks("g", end, 100)
     with pytest.raises(OverCapError):
         parts.assemble_chunks("g", 5, 4)
+
+
+def test_staged_parts_are_the_owner_s_alone_from_their_creation(tmp_path: Path) -> None:
+    """A part may hold what an agent uploaded, secrets included: under a umask that opens files to anyone,
+    its folders are 0700 and its files 0600, rewritten or not, marks too."""
+    previous = os.umask(0)
+    try:
+        parts = StagedParts(tmp_path / "staged")
+        parts.keep("u", "p1", b"AKIA", 100)
+        parts.keep("u", "p1", b"AKIA again", 100)
+        parts.keep("u", "p2", None, 100)
+    finally:
+        os.umask(previous)
+    folders = [path for path in (tmp_path / "staged").rglob("*") if path.is_dir()]
+    files = [path for path in (tmp_path / "staged").rglob("*") if path.is_file()]
+    assert len(files) == 2 and folders
+    assert {path.stat().st_mode & 0o777 for path in files} == {0o600}
+    assert {path.stat().st_mode & 0o777 for path in [tmp_path / "staged", *folders]} == {0o700}
 
 
 def test_parts_are_joined_in_the_order_complete_names(tmp_path: Path) -> None:

@@ -895,3 +895,49 @@ def test_workers_opening_a_new_shared_store_together_all_open_it(tmp_path: Path)
             worker.join(60)
         outcomes += [opened.get(timeout=5) for _ in workers]
     assert set(outcomes) == {"opened"}
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """A umask that lets every file be read by anyone, as a careless service manager sets."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("store_class", [SqliteStateStore, SharedSqliteStateStore])
+def test_the_state_database_its_wal_and_shared_memory_are_private_from_creation(
+    tmp_path: Path, open_umask: None, store_class: type[SqliteStateStore] | type[SharedSqliteStateStore]
+) -> None:
+    """The store keeps approvals, vault entries and baselines: its files are the owner's alone whatever
+    the umask, and the WAL and shared-memory files SQLite makes beside the database are too."""
+    directory = tmp_path / "state"
+    store = store_class(directory)
+    try:
+        store.put("approval:1", {"agent": "a"})
+        store.incr("count:a", 1)
+        database = directory / DATABASE_NAME
+        files = [
+            database,
+            database.with_name(f"{DATABASE_NAME}-wal"),
+            database.with_name(f"{DATABASE_NAME}-shm"),
+        ]
+        assert all(path.exists() for path in files)
+        assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o600)}
+        assert directory.stat().st_mode & 0o777 == 0o700
+    finally:
+        store.close()
+
+
+def test_a_state_database_an_earlier_version_left_readable_is_taken_back(tmp_path: Path) -> None:
+    first = SqliteStateStore(tmp_path)
+    first.put("k", "v")
+    first.close()
+    database = tmp_path / DATABASE_NAME
+    database.chmod(0o644)
+    reopened = SqliteStateStore(tmp_path)
+    try:
+        assert reopened.get("k") == "v"
+        assert database.stat().st_mode & 0o777 == 0o600
+    finally:
+        reopened.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -138,6 +139,25 @@ def live(expires: float | None, now: float) -> bool:
     return expires is None or expires > now
 
 
+def private_database(directory: Path) -> Path:
+    """The database file under ``directory``, made the owner's alone before SQLite opens it: created
+    0600 (and its folder 0700) whatever the umask, as SQLite gives the WAL and shared-memory files it
+    makes the database file's mode; one an earlier version left open to others, and its WAL and
+    shared-memory files, taken back to 0600. What the store keeps (approvals, vault entries, baselines)
+    is no one else's to read."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    database = directory / DATABASE_NAME
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (
+        database,
+        database.with_name(f"{DATABASE_NAME}-wal"),
+        database.with_name(f"{DATABASE_NAME}-shm"),
+    ):
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    return database
+
+
 class SqliteStateStore:
     """A ``StateStore`` kept in memory and persisted to ``<directory>/state.sqlite3``.
 
@@ -165,11 +185,7 @@ class SqliteStateStore:
         """Retentions of windows tallies opened or widened, not written yet."""
         self._tallies_due = threading.Condition(self._lock)
         self._writer: threading.Thread | None = None
-        if directory is None:
-            target = ":memory:"
-        else:
-            directory.mkdir(parents=True, exist_ok=True)
-            target = str(directory / DATABASE_NAME)
+        target = ":memory:" if directory is None else str(private_database(directory))
         self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")

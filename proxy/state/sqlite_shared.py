@@ -45,7 +45,6 @@ import structlog
 from proxy.state.buckets import bucket_start, bucket_width, counted
 from proxy.state.keys import capped, kind
 from proxy.state.sqlite import (
-    DATABASE_NAME,
     RECORD_HITS,
     SCHEMA,
     SECURE_DELETE,
@@ -53,6 +52,7 @@ from proxy.state.sqlite import (
     forget_key,
     live,
     migrate_hits,
+    private_database,
     sweep_database,
 )
 from proxy.state.store import KEYS_PER_KIND, SET_CAPACITY, TALLY_WRITE_S, Clock, JSONValue
@@ -106,7 +106,7 @@ class SharedSqliteStateStore:
         sweep_interval_s: float = 300.0,
         keys_per_kind: int = KEYS_PER_KIND,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        database = private_database(directory)
         self._clock = clock
         self._keys_per_kind = keys_per_kind
         self._forgotten = 0
@@ -120,7 +120,6 @@ class SharedSqliteStateStore:
         self._version: int | None = None
         self._version_header = b""
         """The WAL index's header when ``_version`` was read (empty: ask again at the next read)."""
-        database = directory / DATABASE_NAME
         self._db = sqlite3.connect(str(database), isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         enter_wal(self._db)
