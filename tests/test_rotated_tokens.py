@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -14,7 +15,7 @@ from addons.gate.identity import AgentTokens
 from proxy.config.policy import Agent, StateSettings
 from proxy.control import tokens
 from proxy.runtime import open_state_store
-from proxy.state import StateStore
+from proxy.state import JSONValue, StateStore
 from proxy.state.redis_store import RedisSettings
 from proxy.state.sqlite import SqliteStateStore
 from proxy.state.sqlite_shared import SharedSqliteStateStore
@@ -140,3 +141,52 @@ def test_a_digest_that_cannot_be_read_lets_no_token_in(tmp_path: Path) -> None:
     assert not authenticates(store, "bot", "policy-token-of-bot")
     assert not authenticates(store, "other", "policy-token-of-other")
     assert authenticates(store, "old", "policy-token-of-old")
+
+
+class RotatedWhileMigrating:
+    """A store whose listing is followed, before anything is rewritten, by another process rotating the
+    agent it lists: the interleaving a migration meets when another worker or replica rotates the token
+    of an agent the migration has just read."""
+
+    def __init__(self, store: StateStore, other: StateStore) -> None:
+        self.store, self.other, self.issued = store, other, ""
+
+    def items(self, prefix: str) -> dict[str, JSONValue]:
+        found = self.store.items(prefix)
+        self.issued = tokens.rotate(self.other, "old", "alert c")
+        return found
+
+    def replace(self, key: str, expected: JSONValue, value: JSONValue) -> bool:
+        return self.store.replace(key, expected, value)
+
+
+def _migration_keeps_a_rotation_made_meanwhile(store: StateStore, other: StateStore) -> None:
+    legacy_rotation(store, "old", LEGACY)
+    racing = RotatedWhileMigrating(store, other)
+    assert tokens.migrate(cast(StateStore, racing)) == 0
+    assert authenticates(store, "old", racing.issued) and not authenticates(store, "old", LEGACY)
+    # With nothing racing it, the same migration rewrites what it read.
+    legacy_rotation(store, "old", LEGACY)
+    assert tokens.migrate(store) == 1
+    assert authenticates(other, "old", LEGACY)
+
+
+@pytest.mark.parametrize("make", SQLITE_STORES.values(), ids=SQLITE_STORES.keys())
+def test_a_migration_never_undoes_a_rotation_made_meanwhile_in_sqlite(
+    tmp_path: Path, make: Callable[[Path], StateStore]
+) -> None:
+    """Read then written, the migration would put the leaked token's digest back over the new one."""
+    store = make(tmp_path)
+    other = SharedSqliteStateStore(tmp_path / "state") if isinstance(store, SharedSqliteStateStore) else store
+    _migration_keeps_a_rotation_made_meanwhile(store, other)
+    for each in {id(store): store, id(other): other}.values():
+        each.close()
+
+
+def test_a_migration_never_undoes_a_rotation_made_meanwhile_in_redis(redis_server: RedisServer) -> None:
+    store = open_state_store(redis_settings(redis_server), Path("/nonexistent"))
+    replica = open_state_store(redis_settings(redis_server), Path("/nonexistent"))
+    _migration_keeps_a_rotation_made_meanwhile(store, replica)
+    assert not store.replace("agent.token:none", {"agent": "none"}, {"agent": "x"})
+    store.close()
+    replica.close()

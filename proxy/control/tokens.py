@@ -59,14 +59,15 @@ def rotations(store: StateStore) -> list[dict[str, JSONValue]]:
 
 def migrate(store: StateStore) -> int:
     """Rewrite every entry holding a token itself (as an older version stored it) as its digest; how many
-    were rewritten."""
+    were rewritten. Each is rewritten only where it still holds what was read (``StateStore.replace``):
+    a rotation another worker or replica made meanwhile is never undone by the old token's digest."""
     rewritten = 0
     for key, entry in store.items(_KEY_PREFIX).items():
         legacy = entry.get("token") if isinstance(entry, dict) else None
         if isinstance(entry, dict) and isinstance(legacy, str):
             kept = {name: value for name, value in entry.items() if name != "token"}
-            store.put(key, {**kept, "sha256": token_digest(legacy).hex()})
-            rewritten += 1
+            if store.replace(key, entry, {**kept, "sha256": token_digest(legacy).hex()}):
+                rewritten += 1
     return rewritten
 
 

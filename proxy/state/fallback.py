@@ -118,6 +118,9 @@ class FallbackStore:
     def delete(self, key: str) -> None:
         self._call(lambda store: store.delete(key))
 
+    def replace(self, key: str, expected: JSONValue, value: JSONValue) -> bool:
+        return self._call(lambda store: store.replace(key, expected, value))
+
     def merge(
         self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
     ) -> dict[str, JSONValue]:

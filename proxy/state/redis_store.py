@@ -395,6 +395,27 @@ class RedisStateStore:
     def delete(self, key: str) -> None:
         self._run(lambda: self._client.delete(self._key("v", key)))
 
+    def replace(self, key: str, expected: JSONValue, value: JSONValue) -> bool:
+        name = self._key("v", key)
+        text = "\n" + json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+        def watched() -> bool:
+            # WATCH, then MULTI/EXEC: the write is dropped (WatchError) where another client wrote the
+            # key after it was read, and the value it holds then is not the one expected.
+            with self._client.pipeline() as pipe:
+                try:
+                    pipe.watch(name)  # type: ignore[no-untyped-call]  # redis-py leaves watch unannotated
+                    if _live_value(pipe.get(name), self._clock()) != expected:
+                        return False
+                    pipe.multi()
+                    pipe.set(name, text)
+                    pipe.execute()
+                except redis.WatchError:
+                    return False
+                return True
+
+        return self._run(watched)
+
     def merge(
         self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
     ) -> dict[str, JSONValue]:

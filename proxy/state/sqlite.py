@@ -379,6 +379,17 @@ class SqliteStateStore:
             if expires is not None:
                 self._keep(key, expires)
 
+    def replace(self, key: str, expected: JSONValue, value: JSONValue) -> bool:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            now = self._begin()
+            stored = self._values.get(key)
+            if stored is None or not live(stored[1], now) or json.loads(stored[0]) != expected:
+                return False
+            self._values[key] = (text, None)
+            self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, NULL)", (key, text))
+            return True
+
     def get(self, key: str) -> JSONValue | None:
         with self._lock:
             now = self._begin()

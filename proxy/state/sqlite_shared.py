@@ -368,6 +368,16 @@ class SharedSqliteStateStore:
             if ttl_s is not None:
                 self._keep(db, key, now + ttl_s)
 
+    def replace(self, key: str, expected: JSONValue, value: JSONValue) -> bool:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        now = self._now()
+        with self._transaction() as db:
+            row = db.execute("SELECT value, expires FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or not live(row[1], now) or json.loads(row[0]) != expected:
+                return False
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, NULL)", (key, text))
+            return True
+
     def get(self, key: str) -> JSONValue | None:
         now = self._now()
         row = self._read(

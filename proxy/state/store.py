@@ -98,6 +98,12 @@ class StateStore(Protocol):
         """Forget a stored value (absent is fine)."""
         ...
 
+    def replace(self, key: str, expected: JSONValue, value: JSONValue) -> bool:
+        """Store ``value`` at ``key`` (with no expiry) only where it still holds ``expected``, and say
+        whether it did. Atomic: no other process writes ``key`` between the reading and the writing, so a
+        value rewritten from what was read never undoes a write made meanwhile."""
+        ...
+
     def merge(
         self, key: str, fields: dict[str, JSONValue], ttl_s: float, *, capacity: int | None = None
     ) -> dict[str, JSONValue]:
