@@ -135,3 +135,103 @@ def test_a_withheld_calls_held_back_arguments_are_never_sent(shape: str, parts: 
         sent = _sent(shape, pieces, "drop")
         assert _joined_arguments(sent) == ""
         assert AWS[:4].encode() + AWS[4:6].encode() not in sent and AWS[-4:].encode() not in sent
+
+
+def _two_pieces_in_one_event(pieces: list[str]) -> bytes:
+    """Chat chunks whose last carries the last two pieces of the call's arguments, each an entry of its
+    ``tool_calls`` at the call's index (which the SDK joins in order), and finishes the choice."""
+    opened = {"id": "call_1", "type": "function", "function": {"name": "save", "arguments": ""}}
+    body = _chunk(opened) + b"".join(_chunk({"function": {"arguments": piece}}) for piece in pieces[:-2])
+    calls = [{"index": 0, "function": {"arguments": piece}} for piece in pieces[-2:]]
+    last = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": "tool_calls"}],
+    }
+    return body + b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_an_event_carrying_two_pieces_of_one_call_gets_what_was_held_in_the_last(parts: int) -> None:
+    """What a call's arguments held back goes in the last of the pieces the event ending them carries:
+    joined in order, as the SDK joins them, the key is redacted and the arguments whole."""
+    for pieces in _splits(parts):
+        session = Generic().stream_session(
+            StreamFilters(
+                text_filter=lambda where: StreamRedactor(SECRETS),
+                argument_filter=lambda where: StreamRedactor(SECRETS),
+                tool_gate=lambda call, complete: "release",
+            )
+        )
+        sent = session.feed(_two_pieces_in_one_event(pieces)) + session.finish()
+        joined = _joined_arguments(sent)
+        assert AWS[4:12].encode() not in sent and AWS[-8:].encode() not in sent, pieces
+        assert json.loads(joined) == {"key": "[REDACTED:aws-access-key-id]"}, pieces
+
+
+OTHER = json.dumps({"path": "notes/today.md"})
+
+
+def _two_calls_stream(pieces: list[str], others: list[str]) -> bytes:
+    """Chat chunks streaming two calls at once: each chunk a piece of the first call's arguments (``pieces``)
+    and one of the second's (``others``)."""
+    opened = [
+        {
+            "index": index,
+            "id": f"call_{index}",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        for index, name in enumerate(("save", "read"))
+    ]
+    chunks = [opened] + [
+        [{"index": index, "function": {"arguments": piece}} for index, piece in enumerate((first, second))]
+        for first, second in zip(pieces, others, strict=True)
+    ]
+    body = b"".join(
+        b"data: "
+        + json.dumps(
+            {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": calls}}]}
+        ).encode()
+        + b"\n\n"
+        for calls in chunks
+    )
+    return body + _chunk(None, "tool_calls") + b"data: [DONE]\n\n"
+
+
+def _arguments_by_call(sent: bytes) -> dict[int, str]:
+    joined: dict[int, str] = {}
+    for block in filter(None, sent.split(b"\n\n")):
+        data = block.partition(b"data: ")[2]
+        if data.startswith(b"{"):
+            for call in json.loads(data)["choices"][0]["delta"].get("tool_calls", []):
+                joined[call["index"]] = joined.get(call["index"], "") + call["function"].get("arguments", "")
+    return joined
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("decision", ["release", "hold"])
+def test_two_calls_streamed_in_the_same_events_are_each_redacted_on_their_own(
+    parts: int, decision: ToolDecision
+) -> None:
+    """Two calls whose pieces share each event, the key in the first's: the first's arguments reach the
+    client redacted, the second's exactly as they came, wherever the key is cut (and whether the gate
+    released the calls at once or once their arguments ended)."""
+    others = [OTHER[: len(OTHER) // 3], OTHER[len(OTHER) // 3 : len(OTHER) // 2], OTHER[len(OTHER) // 2 :]]
+    for pieces in _splits(parts):
+        shared = [*others[: parts - 1], "".join(others[parts - 1 :])]
+
+        def gate(call: ToolCall, complete: bool) -> ToolDecision:
+            return "release" if complete else decision
+
+        session = Generic().stream_session(
+            StreamFilters(
+                text_filter=lambda where: StreamRedactor(SECRETS),
+                argument_filter=lambda where: StreamRedactor(SECRETS),
+                tool_gate=gate,
+            )
+        )
+        sent = session.feed(_two_calls_stream(pieces, shared)) + session.finish()
+        joined = _arguments_by_call(sent)
+        assert AWS[4:12].encode() not in sent and AWS[-8:].encode() not in sent, pieces
+        assert json.loads(joined[0]) == {"key": "[REDACTED:aws-access-key-id]"}, pieces
+        assert joined[1] == OTHER, pieces

@@ -602,13 +602,18 @@ class GenericStreamSession(PerEventStreamSession):
     def _close_call(self, key: StreamKey, *, keep: bool = True) -> None:
         """Closes the joined reading of the arguments of the call at ``key``: what its filter held back is
         to be sent (``_flushed``, unless not ``keep``) in an event of the shape of the last that fed it."""
-        feed = self._call_feeds.pop(key, None)
+        feed = self._call_feeds.get(key)
         if feed is None:
             return
         event, payload, where = feed
-        flushed = self._close_arguments(self._streamed.calls[key].where)
+        flushed = self._end_arguments(key)
         if flushed and keep:
             self._flushed.append((rewritten(event, delta_carrying(payload, where, flushed)), key))
+
+    def _end_arguments(self, key: StreamKey) -> str:
+        """Ends the joined reading of the arguments of the call at ``key``: what its filter held back."""
+        self._call_feeds.pop(key, None)
+        return self._close_arguments(self._streamed.calls[key].where)
 
     def _hold_flushed(self) -> None:
         """Holds the events of ``_flushed`` each with its call, so that a call withheld takes its own."""
@@ -747,9 +752,7 @@ class GenericStreamSession(PerEventStreamSession):
             if key not in last:
                 self._close_call(key)
                 continue
-            self._call_feeds.pop(key, None)
-            flushed = self._close_arguments(calls[key].where)
-            payload = set_at(payload, last[key], get_at(payload, last[key]) + flushed)
+            payload = set_at(payload, last[key], get_at(payload, last[key]) + self._end_arguments(key))
         return payload, fed
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
