@@ -600,3 +600,25 @@ def test_an_approval_for_a_streamed_calls_arguments_does_not_release_another_rea
     assert told and not any("999" in message for message in told)
     found = {(f["rule"], f["enforced"]) for f in admin.proxy.wait_for_records(2)[1]["findings"]}
     assert ("approval-invalid", True) in found
+
+
+PLAIN_ANSWER = "Use AKIAZ7QW3RTY2UIO4PAS for the bucket."
+
+
+def test_a_key_split_over_plain_text_events_on_an_unknown_route_leaves_redacted(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """A server streaming its answer as events whose data is the text itself, a key cut over two of them
+    (in its prefix, in its body, at its last character): the events a client joins carry it redacted,
+    and the text around it as it came."""
+    proxy = start_proxy(mode="enforce")
+    for cut in (5, 6, 12, 23):
+        pieces = [PLAIN_ANSWER[:cut], PLAIN_ANSWER[cut:]]
+        upstream.reply = Reply(
+            events=[upstream_sse(piece, "token") for piece in pieces] + [b"data: [DONE]\n\n"]
+        )
+        answer = post(proxy, upstream, STREAM_ROUTE)
+        blocks = [block.splitlines() for block in answer.text.split("\n\n") if block]
+        tokens = [lines[1].removeprefix("data: ") for lines in blocks if lines[0] == "event: token"]
+        assert "".join(tokens) == "Use [REDACTED:aws-access-key-id] for the bucket.", cut
+        assert "Z7QW" not in answer.text and blocks[-1] == ["data: [DONE]"], cut

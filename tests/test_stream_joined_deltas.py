@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from proxy.dialects import BedrockConverse, Dialect, Generic, StreamFilters, TextFilter
 from proxy.dialects.generic import delta_carrying, joined_strings
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
-from proxy.wire.sse import SSEParser
+from proxy.wire.sse import SSEParser, write_event
 from tests.test_streaming import (
     SECRETS,
     TEXT_STREAMS,
@@ -122,11 +122,25 @@ def converse_view(stream: bytes) -> tuple[str, list[str]]:
     return "".join(texts), []
 
 
+def plain_text_stream(pieces: list[str]) -> bytes:
+    """Events whose data is the text itself, a piece each, named as a server streaming tokens names them,
+    then OpenAI's end of stream."""
+    return b"".join(write_event(piece, "token") for piece in pieces) + b"data: [DONE]\n\n"
+
+
+def plain_text_view(stream: bytes) -> tuple[str, list[str]]:
+    """The events' data joined, as a client printing each token as it comes shows it."""
+    parser = SSEParser()
+    events = parser.feed(stream) + parser.finish()[0]
+    return "".join(event.data or "" for event in events if event.event == "token"), []
+
+
 STREAMS: dict[str, tuple[Dialect, Callable[[list[str]], bytes], Callable[[bytes], tuple[str, list[str]]]]] = {
     **TEXT_STREAMS,
     "bedrock_converse": (BedrockConverse(), converse_text_stream, converse_view),
     "assistants": (Generic(), assistants_text_stream, assistants_sdk_view),
     "chat_chunks_elsewhere": (Generic(), chat_chunks_text_stream, chunks_view),
+    "plain_text_events": (Generic(), plain_text_stream, plain_text_view),
 }
 """Every dialect that streams text: the dialect, a text stream of given deltas, the client's view."""
 

@@ -460,10 +460,11 @@ class GenericStreamSession(PerEventStreamSession):
         """Events telling of the calls dropped since the held events last let anything out."""
         self._call_places: frozenset[tuple[Step, ...]] = frozenset()
         """The places of the event last read that carry a piece of a streamed call."""
-        self._joined: dict[str, tuple[SSEEvent, Any, str]] = {}
-        """The open channels of delta text (``joined_strings``), by the place they join, each with the
-        last event that fed it, that event's payload and the locator of the text in it: what a channel
-        still holds when a client stops joining is sent in an event of that shape."""
+        self._joined: dict[str, tuple[SSEEvent, Any, str | None]] = {}
+        """The open channels of delta text (``joined_strings``, and the data of events that are not JSON),
+        by the place they join, each with the last event that fed it, that event's payload and the
+        locator of the text in it (None: its data): what a channel still holds when a client stops
+        joining is sent in an event of that shape."""
         self._closed: list[bytes] = []
         """Those events, made while an event is read, sent before it."""
         self._in_deltas = False
@@ -675,14 +676,19 @@ class GenericStreamSession(PerEventStreamSession):
         closed, self._closed = self._closed, []
         return [*released, *closed, *super()._end_of_stream()]
 
-    def _close_joined(self) -> None:
-        """Closes every channel of delta text: what each held is to be sent (``_closed``) in an event of
-        the shape of the last that fed it, where a client still joins it to the same place."""
+    def _close_joined(self, kept: str = "") -> None:
+        """Closes every channel of delta text but ``kept``: what each held is to be sent (``_closed``) in
+        an event of the shape of the last that fed it, where a client still joins it to the same place."""
+        open_still = self._joined.pop(kept, None)
         for channel, (event, payload, where) in self._joined.items():
             flushed = self._close_channel(channel)
             if flushed:
-                self._closed.append(rewritten(event, delta_carrying(payload, where, flushed)))
-        self._joined = {}
+                self._closed.append(
+                    write_event(flushed, event.event, event.id, event.retry)
+                    if where is None
+                    else rewritten(event, delta_carrying(payload, where, flushed))
+                )
+        self._joined = {} if open_still is None else {kept: open_still}
 
     def _withheld_event(self, call: ToolCall) -> bytes:
         """``error_event`` telling the agent of ``call`` withheld, in place of the events it came in."""
@@ -756,12 +762,23 @@ class GenericStreamSession(PerEventStreamSession):
         return payload, fed
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
+        """An event whose data is the text itself: read on from the data of the events of its name
+        before it, as a client printing each as it comes joins them (a secret split over them is whole to
+        the filter). What the other joined channels held goes before it; the stream's end (``[DONE]``)
+        ends every joining without being text of any."""
         data = event.data or ""
         self._completion.text.append(TextSegment(data, ROOT))
         if self.filters.text_filter is None:
             return [event.raw]
-        released = self._filter_within_event(ROOT, data)
-        self._close_joined()
+        if ends_stream(event):
+            released = self._filter_within_event(ROOT, data)
+            self._close_joined()
+        else:
+            channel = f"{JOINED}{ROOT}{event.type}"
+            self._close_joined(kept=channel)
+            self._in_deltas = True
+            self._joined[channel] = (event, None, None)
+            released = self._filter_text(channel, data)
         return [write_event(released, event.event, event.id, event.retry)]
 
 
