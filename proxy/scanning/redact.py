@@ -457,6 +457,7 @@ class StreamRedactor:
         self._read_ahead = 0  # characters announced by ``expect`` that the watch has read and not come yet
         self._triggers: list[_Trigger] = []  # those that may still make a scan find something
         self._padded = False  # withholding the rest of an overlong padded run
+        self._spread: frozenset[int] = frozenset()  # rules whose value may span words, triggered, still open
         self.redactions: list[Redaction] = []
 
     def expect(self, text: str) -> None:
@@ -486,7 +487,7 @@ class StreamRedactor:
         matches: tuple[Match, ...] = ()
         if scanned is not None:
             matches = tuple(match for match in self._scan(window) if match.end > offset)
-        hold = self._passed + _hold_in(known, self._max_hold, self._scanner)
+        hold = self._passed + _hold_in(known, self._max_hold, self._scanner, self._open_value(known))
         self._ahead = _Ahead(self._passed - offset, window, matches, hold)
 
     def feed(self, delta: str) -> str:
@@ -580,6 +581,7 @@ class StreamRedactor:
         pending = self._pending
         if (
             self._triggers
+            or self._spread
             or self._ahead is not None
             or len(pending) > min(_PLAIN_LONGEST, self._max_hold)
             or _PLAIN.fullmatch(pending) is None
@@ -612,8 +614,18 @@ class StreamRedactor:
         """Where the part of the pending text that may still grow into a match starts."""
         ahead = self._known_ahead()
         if ahead is None:
-            return _hold_in(self._pending, self._max_hold, self._scanner)
+            return _hold_in(self._pending, self._max_hold, self._scanner, self._open_value(self._pending))
         return max(0, min(len(self._pending), ahead.hold - self._passed))
+
+    def _open_value(self, pending: str) -> int:
+        """Where in ``pending`` the value of a match it ends inside of starts, of a rule whose value may
+        span words that the stream triggered (``Scanner.open_value``): held whole, its first words are not
+        released before it is complete. ``len(pending)`` where none is open; the rules no match is open
+        of any more are no longer looked at."""
+        if not self._spread:
+            return len(pending)
+        opened, self._spread = self._scanner.open_value(self._context + pending, 0, self._spread)
+        return len(pending) if opened is None else max(0, opened - len(self._context))
 
     def _known_ahead(self) -> _Ahead | None:
         """What ``expect`` read, while the text known still ends where it did then."""
@@ -694,6 +706,8 @@ class StreamRedactor:
         end by default)."""
         if triggered is None:
             return
+        if triggered.spread:
+            self._spread |= triggered.spread
         end = self._passed + len(self._pending) if end is None else end
         self._triggers.append(_Trigger(end + triggered.extent, end + triggered.reach, triggered.reach == 0))
         if len(self._triggers) > _MAX_TRIGGERS:
@@ -808,8 +822,9 @@ def _key_block_begins(text: str, start: int, *, partial: bool = False) -> regex.
     return _KEY_BLOCK_BEGIN.search(text, start, partial=partial)
 
 
-def _hold_in(pending: str, max_hold: int, scanner: Scanner) -> int:
-    """Where the part of ``pending`` that may still grow into a match starts."""
+def _hold_in(pending: str, max_hold: int, scanner: Scanner, value: int | None = None) -> int:
+    """Where the part of ``pending`` that may still grow into a match starts; ``value``: where a value of
+    several words that may still grow starts (``StreamRedactor._open_value``), at the latest."""
     # A run longer than max_hold is cut below anyway, so only the last max_hold + 1 characters need a
     # look: searched whole, a long letter-spaced run ("a a a ...") costs time quadratic in its length.
     look_from = max(0, len(pending) - max_hold - 1)
@@ -825,6 +840,8 @@ def _hold_in(pending: str, max_hold: int, scanner: Scanner) -> int:
     begin = _key_block_begins(pending, max(0, len(pending) - _LONGEST_BEGIN_MARKER), partial=True)
     if begin is not None and begin.partial:
         hold = min(hold, begin.start())
+    if value is not None:
+        hold = min(hold, value)
     if len(pending) - hold > max_hold and _read_length(pending, hold) > max_hold:
         # Over the cap: release down to half of it, so a long run costs one scan per half cap.
         hold = len(pending) - max_hold // 2

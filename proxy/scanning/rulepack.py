@@ -46,7 +46,7 @@ import operator
 import re
 import string
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
@@ -797,6 +797,9 @@ _WHITESPACE_IN_CATEGORY = {
         ("CATEGORY_NOT_WORD", r"\W"),
     )
 }
+_BREAKS_TOKENS = _WHITESPACE_IN_CATEGORY["CATEGORY_SPACE"]
+r"""The whitespace that ends a run of non-whitespace as a stream's redactor reads runs (the regex
+module's ``\s``): a value that holds none of it lies in one run, which the redactor holds whole."""
 
 
 def holds_whitespace(source: str) -> bool:
@@ -857,25 +860,63 @@ def _looks_back(items: list[tuple[Any, Any]]) -> int | None:
     return furthest
 
 
-def _holds_whitespace(items: list[tuple[Any, Any]]) -> bool:
+def _value_spreads(rule: Rule) -> bool:
+    """Whether the value a match of ``rule`` holds (its secret group, or all of it) may hold whitespace.
+    True for a pattern the standard parser does not read, or whose group it cannot find."""
+    group = rule.secret_group
+    number = rule.pattern.groupindex.get(group) if isinstance(group, str) else group
+    try:
+        items = list(_sre_parse.parse(rule.pattern.pattern))
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return True
+    value = items if number == 0 else _group_items(items, number)
+    return value is None or _holds_whitespace(value, _BREAKS_TOKENS)
+
+
+def _group_items(items: list[tuple[Any, Any]], number: int | None) -> list[tuple[Any, Any]] | None:
+    """The parsed items of the capturing group ``number`` among ``items``, None where it is not found."""
+    constants = _sre_constants
+    for op, argument in items:
+        if op is constants.SUBPATTERN and argument[0] == number:
+            return list(argument[3])
+        inner: list[list[tuple[Any, Any]]] = []
+        if op is constants.SUBPATTERN:
+            inner = [list(argument[3])]
+        elif op is constants.BRANCH:
+            inner = [list(branch) for branch in argument[1]]
+        elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+            inner = [list(argument[2])]
+        elif op is constants.ATOMIC_GROUP:
+            inner = [list(argument)]
+        elif op in (constants.ASSERT, constants.ASSERT_NOT):
+            inner = [list(argument[1])]
+        for part in inner:
+            found = _group_items(part, number)
+            if found is not None:
+                return found
+    return None
+
+
+def _holds_whitespace(items: list[tuple[Any, Any]], spaces: frozenset[str] = _WHITESPACE) -> bool:
+    """Whether a match of ``items`` may hold one of ``spaces``."""
     constants = _sre_constants
     for op, argument in items:
         if op is constants.AT or (op in (constants.ASSERT, constants.ASSERT_NOT) and argument[0] > 0):
             continue
         if op in (constants.ASSERT, constants.ASSERT_NOT):
-            found = _holds_whitespace(list(argument[1]))
+            found = _holds_whitespace(list(argument[1]), spaces)
         elif op is constants.LITERAL:
-            found = chr(argument) in _WHITESPACE
+            found = chr(argument) in spaces
         elif op is constants.IN:
-            found = any(_in_class(argument, char) for char in _WHITESPACE)
+            found = any(_in_class(argument, char) for char in spaces)
         elif op is constants.BRANCH:
-            found = any(_holds_whitespace(list(branch)) for branch in argument[1])
+            found = any(_holds_whitespace(list(branch), spaces) for branch in argument[1])
         elif op is constants.SUBPATTERN:
-            found = _holds_whitespace(list(argument[3]))
+            found = _holds_whitespace(list(argument[3]), spaces)
         elif op is constants.ATOMIC_GROUP:
-            found = _holds_whitespace(list(argument))
+            found = _holds_whitespace(list(argument), spaces)
         elif op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
-            found = argument[1] > 0 and _holds_whitespace(list(argument[2]))
+            found = argument[1] > 0 and _holds_whitespace(list(argument[2]), spaces)
         else:
             found = True  # any character, one but a literal, a backreference: it may
         if found:
@@ -1479,10 +1520,12 @@ class Triggered:
     """What a piece of a growing text brought (``TriggerWatch``), in characters past the end of the piece:
     the trigger lies before ``extent``, and a match holding it ends before ``reach``; or, when ``reach`` is
     0, it lies within the run of non-whitespace that holds the trigger, decided by that run and the
-    ``RUN_LOOKBEHIND`` characters before it (``confined_to_runs``)."""
+    ``RUN_LOOKBEHIND`` characters before it (``confined_to_runs``). ``spread``: the rules it triggers whose
+    value may span words (``Scanner.open_value``)."""
 
     extent: int
     reach: int
+    spread: frozenset[int] = frozenset()
 
 
 _SPACE_RUN = re.compile(" {2,}")
@@ -1524,6 +1567,7 @@ class TriggerWatch:
         joined = self._view_tail + view
         text = self._text_tail + piece
         reach = -1 if scanner._watchable else UNBOUNDED
+        spread = scanner._spread_always
         since = len(self._view_tail)
         found, rules = scanner._keywords.find(joined)
         if found:
@@ -1531,6 +1575,8 @@ class TriggerWatch:
             for word, start, end in found:
                 if end > since:
                     reach = max(reach, self._hit_reach(joined, start, end, reaches[word]))
+                    if scanner._spread:
+                        spread = spread.union(scanner._spread.intersection(rules[word]))
                     if joined[start:end] in scanner._key_prefixes:
                         # A key's prefix in a string literal starts a view of the literals joined to it,
                         # past the run that holds it (unmask.joined_views).
@@ -1548,7 +1594,7 @@ class TriggerWatch:
             # A key cut inside its prefix holds no keyword: its view (unmask.split_views) starts here.
             hinted, split_tail = scanner._split_prefixes.read_piece(split_tail, piece)
             reach = UNBOUNDED if hinted else reach
-        triggered = Triggered(extent, reach) if reach >= 0 else None
+        triggered = Triggered(extent, reach, spread) if reach >= 0 else None
         tails = joined[max(0, len(joined) - self._keep) :], text[-unmask.FEATURE_REACH :], split_tail
         return triggered, *tails
 
@@ -1830,6 +1876,13 @@ class Scanner:
             for rule, reach in zip(self.rules, self._reaches, strict=True)
         ]
         self._reaches_by_list: dict[int, list[tuple[int, int]]] = {}
+        self._spread = frozenset(
+            index for index, rule in enumerate(self.rules) if self._reaches[index] and _value_spreads(rule)
+        )
+        """The rules whose value (the span redacted) may hold whitespace: one may still be growing after the
+        word a stream holds back (``open_value``)."""
+        self._spread_always = self._spread.intersection(self._always)
+        self._spread_widths = {index: _max_width(self.rules[index].pattern.pattern) for index in self._spread}
         self._single_reaches = {
             char: self._reach_of(index for index, chars in self._single_chars.items() if char in chars)
             for char in {char for chars in self._single_chars.values() for char in chars}
@@ -1903,6 +1956,30 @@ class Scanner:
         )
         head = _KEY_HEAD.match(text, found.start())
         return None if head is not None and len(head.group()) >= longest else found.start()
+
+    def open_value(self, text: str, low: int, rules: Iterable[int]) -> tuple[int | None, frozenset[int]]:
+        """Where, from ``low`` on, a match of one of ``rules`` (of those whose value may span words) starts
+        that ``text`` ends inside of, so that its value may still be growing there; with the rules ``text``
+        ends inside a match of. A rule that runs out of time is taken to be inside one from ``low``."""
+        opened: int | None = None
+        still: set[int] = set()
+        for index in rules:
+            # A match the text ends inside of starts no further back than the rule's widest match.
+            width = self._spread_widths[index]
+            start = low if width is None else max(low, len(text) - width)
+            try:
+                hits = self.rules[index].pattern.finditer(text, start, partial=True, timeout=self.timeout_s)
+                last = next(iter(deque(hits, maxlen=1)), None)
+            except TimeoutError:
+                still.add(index)
+                opened = start if opened is None else min(opened, start)
+                continue
+            if last is None or not last.partial or last.start() == len(text):
+                continue  # none, or the empty one any text ends in: a match may start after it
+            # A partial match tells no group's span: the value is held from where the match starts.
+            still.add(index)
+            opened = last.start() if opened is None else min(opened, last.start())
+        return opened, frozenset(still)
 
     def open_split_key(self, text: str, low: int) -> int | None:
         """Where a key whose prefix a cut parts may still be growing at the end of ``text`` starts, from
