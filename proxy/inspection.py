@@ -66,7 +66,7 @@ from proxy.dialects.filerefs import files_named, may_name_files
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.generic import assembled_parts
 from proxy.dialects.locator import get_at, join, locator_steps, parse_locator, set_at
-from proxy.dialects.message_text import Ended, MessageText, may_hold_words
+from proxy.dialects.message_text import Ended, MessageText, delta_places, may_hold_words
 from proxy.dialects.messages import MessageCalls, Sending
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stored import may_configure_realtime, realtime_request
@@ -1321,17 +1321,8 @@ class TurnInspector:
     def stream_filters(self) -> StreamFilters:
         """Filters that rewrite a stream as it passes, for the threats the policy enforces; the residual
         scan also records, in observe mode, what it would redact."""
-        factories: list[TextFilterFactory] = []
-        redactor: TextFilterFactory | None = None
-        redacting = self.detectors.redacting
-        if redacting is not None:
-            style, key = RedactionStyle(self.policy.detection.redaction_style), self.detectors.fingerprint_key
-
-            def make_redactor(where: str) -> TextFilter:
-                return StreamRedactor(redacting, style, key=key, budget=self.budget)
-
-            redactor = make_redactor
-            factories.append(redactor)
+        redactor = self._stream_redactor()
+        factories: list[TextFilterFactory] = [redactor] if redactor is not None else []
         factories += self._answer_filters()
         text_restorer = self._restoring(json_text=False)
         if text_restorer is not None and self._restores_text():
@@ -1350,6 +1341,19 @@ class TurnInspector:
             content_filter=self._stream_quarantine if self._quarantines() else None,
         )
 
+    def _stream_redactor(self) -> TextFilterFactory | None:
+        """A redactor of a stream's text, one a channel, of the secrets the policy enforces (none where it
+        enforces none), charged to the budget of what is being read."""
+        redacting = self.detectors.redacting
+        if redacting is None:
+            return None
+        style, key = RedactionStyle(self.policy.detection.redaction_style), self.detectors.fingerprint_key
+
+        def make_redactor(where: str) -> TextFilter:
+            return StreamRedactor(redacting, style, key=key, budget=self.budget)
+
+        return make_redactor
+
     def _answer_filters(self) -> list[TextFilterFactory]:
         """The filters of a model's words the policy enforces beside secrets: a leaked system prompt
         redacted, links to hosts outside the allowlist neutralised."""
@@ -1363,8 +1367,16 @@ class TurnInspector:
 
     def _word_filter(self, where: str) -> TextFilter:
         """A filter of one channel of a WebSocket upstream's model words, made when the channel starts:
-        the system prompts the session set by then are those a leak is read against."""
-        return chain_filters(*self._answer_filters())(where)
+        the system prompts the session set by then are those a leak is read against. Its secrets are
+        redacted read joined, as a stream's (``_words_redacted``)."""
+        redactor = self._stream_redactor() if self._words_redacted() else None
+        return chain_filters(*([redactor] if redactor else []), *self._answer_filters())(where)
+
+    def _words_redacted(self) -> bool:
+        """Whether the secrets of the model's words a WebSocket upstream streams are redacted by their
+        channels' filters, read joined: where the policy redacts some, and restores no placeholder in
+        them (a restored secret is the agent's own, and restoring comes before those filters)."""
+        return self.detectors.redacting is not None and self._enforced_vault() is None
 
     def _restoring_residual(self) -> EventScan:
         """The residual scan of a stream's events, restoring placeholders after it in vault mode."""
@@ -1580,7 +1592,25 @@ class TurnInspector:
             self._read_bounded(segment, LINKS_UNREAD, self._link_findings)
             sent = Completion(text=[TextSegment(text.sent, text.where)])
             found_again = self._found_again(sent) if text.sent != text.received else None
-            self._carry_out_redactions(since, set(), found_again)
+            # A secret split over deltas is read here, where they are joined (one whole in a delta was read
+            # with its message), and recorded once a turn, as the residual scan records its findings.
+            seen = {(finding.rule, finding.fingerprint) for finding in self.turn.findings}
+            split = [
+                finding
+                for finding in self._sensitive_findings(
+                    text.received,
+                    [
+                        match
+                        for match in self._sensitive(text.received, text.where)
+                        if any(match.start < cut < match.end for cut in text.cuts)
+                    ],
+                    text.where,
+                )
+                if (finding.rule, finding.fingerprint) not in seen
+            ]
+            self._record(split)
+            left = self._left_in([text.sent]) if split else set()
+            self._carry_out_redactions(since, left, found_again)
 
     def gate_message(self, text: str, *, from_client: bool, where: str) -> Finding | None:
         """A WebSocket message ``inspect_message`` has read, read on for what a realtime API carries in it
@@ -1791,7 +1821,13 @@ class TurnInspector:
             scan = self._message_scans[from_client] = self.json_scan(redacts=redacts)
         document, error = self._message_json(text, where)
         since = len(self.turn.findings)
-        filtered, changed = scan.filter("websocket", text if error is not None else document, ())
+        # The deltas of the model's words are read joined by their channels' filters, which redact them.
+        handled = (
+            delta_places(document)
+            if error is None and not from_client and self._words_redacted() and may_hold_words(text)
+            else ()
+        )
+        filtered, changed = scan.filter("websocket", text if error is not None else document, handled)
         self._record_residual(scan, where)
         if not changed:
             return text

@@ -6,10 +6,12 @@ pair goes back as the escape it came as."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 
 import pytest
+import websockets.exceptions
 
 from proxy.commands.localca import UpstreamPKI
 from tests.harness import Proxy
@@ -52,20 +54,25 @@ def test_half_a_surrogate_pair_escaped_in_json_goes_back_as_its_escape(
     escape: str, start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
     """JSON's escape of a lone surrogate in a message the proxy rewrites as JSON (a key split across two
-    deltas, its part in the second redacted): the agent reads the same value, escaped as it came, in a
-    message that is UTF-8; nothing failed to be inspected."""
+    deltas, redacted as they join, what was held sent before the upstream's close): the agent reads the
+    same value, escaped as it came, in messages that are UTF-8; nothing failed to be inspected."""
     proxy = start_proxy(mode="enforce")
     first = json.dumps({"type": "response.text.delta", "delta": "The key is AKIAQWERTY"})
     second = f'{{"type": "response.text.delta", "delta": "234567ABCD {escape} now"}}'
     server = Sender(upstream_pki, (first, second))
     try:
         with connect(proxy, server.port) as connection:
-            received = next_messages(proxy, connection, 2)[1]
+            received = next_messages(proxy, connection, 2)
             connection.send("bye")
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                received += list(connection)
     finally:
         server.close()
-    assert isinstance(received, str) and escape in received and "234567ABCD" not in received
-    assert json.loads(received)["delta"].endswith(" " + json.loads(f'"{escape}"') + " now")
+    assert all(isinstance(message, str) for message in received)
+    assert any(escape in str(message) for message in received)
+    assert not any("AKIAQWERTY" in str(message) or "234567ABCD" in str(message) for message in received)
+    deltas = "".join(json.loads(message)["delta"] for message in received)
+    assert deltas == f"The key is {REDACTED} " + json.loads(f'"{escape}"') + " now"
     (record,) = proxy.wait_for_records(1)
     assert [f["rule"] for f in record["findings"] if f["threat"] == "data_exfiltration"] == [
         "aws-access-key-id"

@@ -126,13 +126,18 @@ def test_realtime_words_with_nothing_to_take_out_arrive_as_sent(
     start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
 ) -> None:
     """A reply quoting a few words of the instructions and linking to an allowed host, in enforce mode:
-    every delta arrives as sent, none added, and nothing is recorded."""
+    the deltas join to the text as sent (a word held until the next delta shows it begins no secret, the
+    last in a delta of its own before the ``.done``), every other event arrives as sent, and nothing is
+    recorded."""
     proxy = start_proxy(mode="enforce")
     text = "I am Wren, and the rates are at [the docs](https://api.openai.com/docs/pricing)."
-    events = realtime_reply(text, "I am the billing assistant. How can I help?")
+    transcript = "I am the billing assistant. How can I help?"
+    events = realtime_reply(text, transcript)
     received = realtime_words(proxy, upstream_pki, events)
-    assert [event.type for event in received] == [event["type"] for event in events]
+    others = [event.type for event in received if not event.type.endswith(".delta")]
+    assert others == [event["type"] for event in events if not event["type"].endswith(".delta")]
     assert joined(received, "response.output_text.delta") == text
+    assert joined(received, "response.output_audio_transcript.delta") == transcript
     assert words_findings(proxy) == []
 
 
@@ -177,3 +182,35 @@ def test_a_leak_and_a_link_split_over_live_messages_are_taken_out_where_enforced
         assert (text, transcript) == (TEXT, TRANSCRIPT)
     found = {(rule, enforced) for rule, _, enforced in words_findings(proxy)}
     assert found == {("exfil-image-url", enforcing), ("system-prompt-leak", enforcing)}
+
+
+KEY_TEXT = "Use AKIAZ7QW3RTY2UIO4PAS for the bucket."
+
+
+def test_a_key_split_over_realtime_deltas_reaches_the_sdk_redacted(
+    start_proxy: Callable[..., Proxy], upstream_pki: UpstreamPKI
+) -> None:
+    """A key cut over two text deltas (in its prefix, in its body, before its last character): the text the
+    OpenAI SDK's Realtime client joins carries it redacted, as the ``.done`` and the response repeat it,
+    and each connection's record has it enforced."""
+    proxy = start_proxy(mode="enforce")
+    cuts = (5, 12, 23)
+    for cut in cuts:
+        events = realtime_reply(KEY_TEXT, "Done.")
+        text_deltas = [event for event in events if event["type"] == "response.output_text.delta"]
+        first, rest = text_deltas[0], text_deltas[1:]
+        events = [
+            {**first, "delta": KEY_TEXT[:cut]},
+            {**first, "delta": KEY_TEXT[cut:]},
+            *(event for event in events if event not in (first, *rest)),
+        ]
+        received = realtime_words(proxy, upstream_pki, events)
+        text = joined(received, "response.output_text.delta")
+        assert text == "Use [REDACTED:aws-access-key-id] for the bucket.", cut
+        (done,) = [event.text for event in received if event.type == "response.output_text.done"]
+        assert done == text, cut
+    records = proxy.wait_for_records(len(cuts))
+    assert all(
+        ("aws-access-key-id", True) in [(f["rule"], f["enforced"]) for f in record["findings"]]
+        for record in records
+    )

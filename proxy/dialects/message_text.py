@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from proxy.dialects.base import as_dict, as_list, as_str
@@ -160,6 +161,11 @@ def _live(reading: Reading, content: dict[str, Any], steps: tuple[Step, ...]) ->
         reading.ends.append(("live",))
 
 
+def delta_places(document: Any) -> set[tuple[Step, ...]]:
+    """Where the server message ``document`` holds deltas of the model's words (``read_message``)."""
+    return {piece.steps for piece in read_message(document).pieces if piece.channel is not None}
+
+
 def _delta_message(key: Channel, document: Any) -> Callable[[str], Any]:
     """A message carrying nothing but a delta of the channel ``key`` whose first delta ``document`` held:
     the Realtime event itself with another delta, a Live message of one text part or transcription."""
@@ -178,6 +184,8 @@ class Ended:
     where: str
     received: str
     sent: str
+    cuts: tuple[int, ...] = ()
+    """Where in ``received`` one delta ends and the next begins."""
 
 
 @dataclass(slots=True)
@@ -200,7 +208,8 @@ class _Open:
     def end(self) -> tuple[str, Ended]:
         held = self.filter.flush()
         self.sent.append(held)
-        return held, Ended(self.where, "".join(self.received), "".join(self.sent))
+        cuts = list(accumulate(len(piece) for piece in self.received[:-1]))
+        return held, Ended(self.where, "".join(self.received), "".join(self.sent), tuple(cuts))
 
 
 @dataclass(slots=True)
