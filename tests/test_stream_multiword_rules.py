@@ -12,6 +12,7 @@ import pytest
 
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
 from proxy.scanning.rulepack import Scanner, load_pack, pack_path
+from tests.test_stream_prose_path import CountingPlain
 
 WORDY_RULES = """pack: wordy
 threat: data_exfiltration
@@ -72,18 +73,9 @@ def test_a_value_of_several_words_is_held_whole_wherever_it_is_cut(
 def test_prose_after_a_value_of_no_known_width_goes_by_the_prose_path(scanner: Scanner) -> None:
     """Once the match of a rule of no known width is complete, and its text lies behind what is scanned,
     plain prose takes the prose path again: no rule is looked at as still open."""
-    taken = 0
-
-    class Counting(StreamRedactor):
-        def _release_plain(self) -> str | None:
-            nonlocal taken
-            released = super()._release_plain()
-            taken += released is not None
-            return released
-
     text = KEY_BLOCK + " The customer reports that the invoice total does not match the order." * 8
-    redactor = Counting(scanner)
+    redactor = CountingPlain(scanner)
     deltas = [text[at : at + 12] for at in range(0, len(text), 12)]
     out = "".join(redactor.feed(delta) for delta in deltas) + redactor.flush()
     assert out == scan_and_redact(scanner, text).text
-    assert taken > len(deltas) // 3
+    assert redactor.taken > len(deltas) // 3
