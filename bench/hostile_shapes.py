@@ -1,7 +1,8 @@
 """Texts made to be slow to scan, and how each stage's cost grows with their length.
 
-    python3 bench/hostile_shapes.py [--sizes 16,64,256] [--only SUBSTRING] [--keywords] [--rounds 3]
-                                    [--stages scan,commands,credentials,inject tool,inject user,request]
+    python3 bench/hostile_shapes.py [--sizes 10,40] [--only SUBSTRING] [--keywords] [--rounds 3]
+                                    [--stages scan,commands,credentials,inject tool,inject user,request,
+                                              response]
                                     [--over 1.5]
 
 For each shape (runs of digits, phone numbers, e-mails, URLs, escapes, full-width and combining letters,
@@ -10,8 +11,9 @@ brackets and separators of commands, and with ``--keywords`` every keyword of ev
 bare and with each separator) it prints the thread CPU in microseconds per KiB, the best of ``--rounds``
 runs, of each stage (the secret and PII scan; a shell tool's call of the text read for destructive
 commands, and for credential reads; the injection detector on a tool result and on a user's text; a chat
-request's whole inspection, every detector on, requests redacted) at each size, and the growth: the cost
-per KiB at the largest size over that at the smallest. A stage whose cost is linear in the text keeps a
+request's whole inspection, every detector on, requests redacted; a chat answer's whole inspection, its
+body's residual scan included) at each size, and the growth: the cost per KiB at the largest size over
+that at the smallest. A stage whose cost is linear in the text keeps a
 growth near 1 (below it where a fixed cost is spread); one near the ratio of the sizes is quadratic. ``*``
 marks a run whose budget ran out (its work bounded, the text left partly unread). On a loaded machine take
 ``--rounds 3`` before reading a growth of 2 as real.
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.policies import REDACTING_POLICY
 from proxy.config.policy import parse_policy
 from proxy.detectors import commands, credentials, injection
+from proxy.dialects import OpenAIChat
 from proxy.exchange import Part, RequestView, Source, ToolCall
 from proxy.inspection import Detectors, TurnInspector
 from proxy.model import Threat
@@ -111,6 +114,10 @@ def shapes() -> dict[str, Callable[[int], str]]:
         "rtl": repeat("\u202ea"),
         "zero-width": repeat("a\u200b"),
         "tag chars": repeat("a\U000e0041"),
+        "tag prose": lambda n: "".join(chr(0xE0000 + ord(char)) for char in prose[:n]),
+        "tag block": repeat("".join(chr(0xE0000 + code) for code in range(0x80))),
+        "rtl override": repeat("\u202e"),
+        "zero-width space": repeat("\u200b"),
         "password=x": repeat("password=x "),
         "key: value": repeat("api_key: x\n"),
         "quotes": repeat("\"'"),
@@ -210,7 +217,9 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
     command_scanner = commands.command_scanner(packs)
 
     def command(text: str) -> bool:
-        # A budget of its own a text: the readings, made and charged before the scan, are what is timed.
+        # A budget of its own a text: the readings, made and charged before the scan, are what is timed,
+        # made afresh each round (a call's readings are kept for the next check of the same call).
+        commands._judged_texts.cache_clear()
         budget = command_scanner.budget()
         call = ToolCall(id=None, name="bash", arguments=json.dumps({"command": text}), where="bench")
         commands.destructive_entry(call, command_scanner, budget)
@@ -219,6 +228,7 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
     credential_scanner = credentials.credential_scanner(packs)
 
     def credential(text: str) -> bool:
+        commands._judged_texts.cache_clear()
         budget = credential_scanner.budget()
         call = ToolCall(id=None, name="bash", arguments=json.dumps({"command": text}), where="bench")
         credentials.credential_reads([call], credential_scanner, budget)
@@ -235,12 +245,28 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
     policy = parse_policy(REDACTING_POLICY, "policy.yaml", environ={})
     detectors = Detectors(policy, b"k" * 32)
 
+    def ran_out(turn: Turn) -> bool:
+        return any(finding.rule.endswith("timeout") or "unread" in finding.rule for finding in turn.findings)
+
     def request(text: str) -> bool:
         turn = Turn(TurnContext(agent_id="bot", role="ops"))
         inspector = TurnInspector(detectors, policy, SqliteStateStore(None), turn)
         parts = [Part(Source.USER, text, "messages[0].content")]
         inspector.inspect_request(RequestView(dialect="openai_chat", parts=parts))
-        return any(finding.rule.endswith("timeout") or "unread" in finding.rule for finding in turn.findings)
+        return ran_out(turn)
+
+    def response(text: str) -> bool:
+        turn = Turn(TurnContext(agent_id="bot", role="ops"))
+        inspector = TurnInspector(detectors, policy, SqliteStateStore(None), turn)
+        message = {"role": "assistant", "content": text}
+        body = json.dumps(
+            {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+        ).encode()
+        inspector.begin_response()
+        inspector.begin_answer()
+        inspector.inspect_completion(OpenAIChat().parse_response(body), rewrite=True)
+        inspector.scan_body(body, body)
+        return ran_out(turn)
 
     return {
         "scan": scan,
@@ -249,6 +275,7 @@ def stages(packs: list[rulepack.RulePack]) -> dict[str, Callable[[str], bool]]:
         "inject tool": detect(Source.TOOL_RESULT),
         "inject user": detect(Source.USER),
         "request": request,
+        "response": response,
     }
 
 
@@ -256,10 +283,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="16,64,256", help="KiB, smallest first")
+    parser.add_argument("--sizes", default="10,40", help="KiB, smallest first")
     parser.add_argument("--only", help="shapes whose name holds this")
     parser.add_argument("--keywords", action="store_true", help="every pack keyword repeated instead")
-    parser.add_argument("--stages", default="scan,commands,credentials,inject tool,inject user,request")
+    parser.add_argument(
+        "--stages", default="scan,commands,credentials,inject tool,inject user,request,response"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="the best of this many runs of each")
     parser.add_argument("--over", type=float, default=0.0, help="print only rows with a growth above this")
     args = parser.parse_args()

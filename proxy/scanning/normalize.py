@@ -665,10 +665,19 @@ def _windows(spans: list[tuple[int, int]], length: int, reach: int) -> list[tupl
     return merged
 
 
+_SHORT_TAG_RUN = 64
+
+
 def decode_tag_run(run: str) -> str:
     """Unicode tag characters mirror ASCII (U+E0041 is a tagged "A"): text written in them is invisible
-    on screen but read by models."""
-    return "".join(chr(ord(char) - 0xE0000) for char in run if 0xE0020 <= ord(char) <= 0xE007E)
+    on screen but read by models. A long run is read as an array of code points (it may be a megabyte
+    long); a short one, which stands between two letters as often as a disguise puts one there, costs
+    less read character by character."""
+    if len(run) < _SHORT_TAG_RUN:
+        return "".join(chr(ord(char) - 0xE0000) for char in run if 0xE0020 <= ord(char) <= 0xE007E)
+    codes = np.frombuffer(run.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    printable = codes[(codes >= 0xE0020) & (codes <= 0xE007E)] - 0xE0000
+    return printable.astype(np.uint8).tobytes().decode("ascii")
 
 
 def fold_homoglyphs(text: str) -> str:

@@ -345,8 +345,7 @@ def views(text: str, *, max_depth: int = MAX_DEPTH) -> Iterator[View]:
 def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
     if depth <= 0:
         return
-    # One byte a character (each past ASCII a "?"), for the searches that read the text by class of byte.
-    encoded = text.encode("ascii", "replace")
+    encoded = _class_bytes(text)
     for view in assembled_views(text, parent):
         yield view
         yield from _views_of(view.text, view, depth - 1)
@@ -759,6 +758,16 @@ def _undisguise(
     if position < high:
         add(_folded(text[position:high]), position, high, True)
     return View("".join(parts), DISGUISE, tuple(pieces), parent, letters)
+
+
+def _class_bytes(text: str) -> bytes:
+    """``text`` one byte a character, each past ASCII a NUL, for the searches that read the text by class
+    of byte. No view is made of characters past ASCII: a NUL stands outside every alphabet a view's hint
+    reads, where a "?" (base85's, a listed character) would have each of a run of them tried as a start."""
+    if text.isascii():
+        return text.encode("ascii")
+    codes = _codes(text)
+    return np.where(codes < 0x80, codes, 0).astype(np.uint8).tobytes()
 
 
 def _codes(text: str) -> npt.NDArray[np.uint32]:
