@@ -25,12 +25,12 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
-from fnmatch import fnmatchcase
 from typing import Any
 
-from proxy.detectors.tools import CatalogueEntry, name_matches
+from proxy.detectors.tools import CatalogueEntry, glob_matches, name_matches
 from proxy.exchange import ToolCall
 from proxy.model import SEVERITY_ORDER, Severity
+from proxy.scanning import relaxed
 from proxy.scanning.rulepack import Match, Rule, RulePack, ScanBudget, Scanner
 
 PACK = "destructive_commands"
@@ -409,6 +409,59 @@ _COMMAND_RUNNER = re.compile(
 )
 _RUNNER_SIGNS = [re.compile(sign, re.IGNORECASE) for _, sign in _COMMAND_RUNNERS]
 _COMMAND_END = re.compile(r"[\n;|&]|\Z")
+_RE_ONLY_CASES = str.maketrans({"\u0131": "i", "\u0130": "I"})
+"""Letters Python's ``re`` reads as an ASCII one's other case where the loosened forms' table does not."""
+
+
+class _Loosened:
+    """A pattern's search made of RE2's and ``re``'s: its loosened form (``relaxed``, a line's start kept)
+    finds, in time linear in the text, each place a match may start, and the pattern is tried there
+    alone. ``re`` tries a pattern led by an alternation of dozens of words at every place of the text,
+    the whole alternation at each (``_STRING_RUNNERS`` took some 1.2 ms a KB of prose, where its loosened
+    form starts nowhere). RE2 reads on to where each loosened match ends (to a word's end for
+    ``exec\\w*``: the whole text for ``exec`` repeated), so past ``_TRIED_PLACES`` places that start no
+    match, ``re`` searches the rest of the text itself."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        inline = "".join(letter for flag, letter in _INLINE_FLAGS if pattern.flags & flag)
+        loosened = relaxed.relaxed_source(f"(?{inline})" + pattern.pattern, line_starts=True)
+        program = None if loosened is None else relaxed.re2_program(loosened.encode("utf-8"))
+        if program is None or not program.ok():
+            raise ValueError(f"no loosened form: {pattern.pattern}")
+        self._program = program
+
+    def search(self, text: str) -> re.Match[str] | None:
+        """``self.pattern.search(text)``: every match of the pattern starts where its loosened form's
+        does, so the first place that starts one is the first match's."""
+        if text.isascii():
+            encoded = text.encode("ascii")
+        else:
+            try:
+                encoded = text.translate(_RE_ONLY_CASES).encode("utf-8")
+            except UnicodeEncodeError:
+                return self.pattern.search(text)  # a lone surrogate: RE2 reads UTF-8 alone
+        # Where each place RE2 gives is in the text: counted on from the last, a character's length in
+        # UTF-8 told by its first byte.
+        position = at = read_to = 0
+        for _ in range(_TRIED_PLACES):
+            start = relaxed.first_start(self._program, encoded, position)
+            if start < 0:
+                return None
+            at += start - read_to if encoded.isascii() else len(encoded[read_to:start].decode("utf-8"))
+            match = self.pattern.match(text, at)
+            if match is not None:
+                return match
+            read_to = start
+            position = start + _UTF8_LENGTH[encoded[start]]
+        return self.pattern.search(text, at + 1)
+
+
+_TRIED_PLACES = 16
+_UTF8_LENGTH = bytes(
+    1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4 for byte in range(256)
+)
+_INLINE_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
 
 
 def _runs_after_assignments(text: str) -> bool:
@@ -417,7 +470,10 @@ def _runs_after_assignments(text: str) -> bool:
     of assignments after it once, where a pattern read the word from each separator in it to its end
     (``|a=`` repeated: 8 s at 40 KB)."""
     read_to = -1
-    at = 0
+    first = _FIRST_SEPARATED_ASSIGNMENT.search(text)
+    if first is None:
+        return False
+    at = first.start()
     while (assignment := _SEPARATED_ASSIGNMENT.search(text, at)) is not None:
         word = _WORD_END.match(text, assignment.end())
         at = word.end() if word is not None else len(text)
@@ -436,7 +492,10 @@ def _runs_a_command(text: str) -> bool:
     (``>a`` repeated: 3 s at 20 KB)."""
     read_to = [-1] * len(_COMMAND_RUNNERS)
     """By runner: where the last command read for it ends."""
-    for runner in _COMMAND_RUNNER.finditer(text):
+    first = _FIRST_COMMAND_RUNNER.search(text)
+    if first is None:
+        return False
+    for runner in _COMMAND_RUNNER.finditer(text, first.start()):
         number = int(str(runner.lastgroup)[1:])
         if runner.start() < read_to[number]:
             continue
@@ -455,9 +514,18 @@ def runs_strings(text: str) -> bool:
         for reading in (text, _undisguised(text))
     )
     return any(
-        _STRING_RUNNERS.search(reading) or _runs_after_assignments(reading) or _runs_a_command(reading)
+        _runs_a_string(reading) or _runs_after_assignments(reading) or _runs_a_command(reading)
         for reading in readings
     )
+
+
+def _runs_a_string(text: str) -> bool:
+    return _FIRST_STRING_RUNNER.search(text) is not None
+
+
+_FIRST_STRING_RUNNER = _Loosened(_STRING_RUNNERS)
+_FIRST_SEPARATED_ASSIGNMENT = _Loosened(_SEPARATED_ASSIGNMENT)
+_FIRST_COMMAND_RUNNER = _Loosened(_COMMAND_RUNNER)
 
 
 def _quoting(text: str) -> tuple[str, str] | None:
@@ -1031,6 +1099,9 @@ def _moved(directory: str | None, path: str) -> str:
 _BACKSLASH = re.compile(r"\\(.)", re.DOTALL)
 
 
+# The commands of a text and its SQL clients' statements are read from the same readings, one after the
+# other.
+@functools.lru_cache(maxsize=2)
 def _whole_readings(text: str) -> tuple[str, str]:
     """A shell text with its disguises and quotes undone, backslashes dropped as the shell drops them and
     escapes decoded as printf and ``echo -e`` decode them."""
@@ -1142,7 +1213,7 @@ def _command(piece: str) -> str:
     # A bracket no ``]`` closes stands for itself, and no dangerous word holds one: such a glob names none
     # (and fnmatch reads every such bracket to the end, ``[[[`` repeated costing seconds).
     if any(char in word for char in "?*[") and "/" not in word and "[" not in word[word.rfind("]") + 1 :]:
-        word = next((candidate for candidate in _DANGEROUS_WORDS if fnmatchcase(candidate, word)), word)
+        word = next((candidate for candidate in _DANGEROUS_WORDS if glob_matches(candidate, word)), word)
     words = (_switch(argument) for argument in rest.split(" "))
     return f"{word} {' '.join(_normal_path(argument) for argument in words if argument is not None)}".strip()
 

@@ -11,12 +11,11 @@ import json
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator
-from fnmatch import fnmatchcase
 from urllib.parse import unquote
 
 from proxy.detectors.commands import is_command_tool, shell_readings, without_stored_heredocs
 from proxy.detectors.credential_use import NAME_ONLY, command_pieces, commands_certain, unread_names
-from proxy.detectors.tools import name_matches
+from proxy.detectors.tools import glob_matches, name_matches
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
 from proxy.scanning.rulepack import Rule, RulePack, ScanBudget, Scanner, scan_timeout_finding
@@ -370,7 +369,7 @@ def searched_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
         # Compared without case: a search that minds it (``-name``) finds fewer, never other files.
         name = match["name"].lower()
         wide = _GLOB.search(name) is not None and any(
-            fnmatchcase(everyday, name) for everyday in _EVERYDAY_NAMES
+            glob_matches(everyday, name) for everyday in _EVERYDAY_NAMES
         )
         if _WILDCARDS.sub("", name) and not wide:
             searched.add(name)
@@ -378,7 +377,7 @@ def searched_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
         return
     for rule in rules:
         lasts = {path.rsplit("/", 1)[-1].lower() for path in rule.files} - _SHARED_NAMES
-        if any(fnmatchcase(last, name) for last in lasts for name in searched):
+        if any(glob_matches(last, name) for last in lasts for name in searched):
             yield rule
 
 
@@ -422,7 +421,7 @@ def _parts_match(globbed: tuple[str, ...], parts: tuple[str, ...]) -> bool:
         return any(_parts_match(globbed[1:], parts[start:]) for start in range(len(parts) + 1))
     if not parts or (parts[0].startswith(".") and not globbed[0].startswith(".")):
         return False
-    return fnmatchcase(parts[0], globbed[0]) and _parts_match(globbed[1:], parts[1:])
+    return glob_matches(parts[0], globbed[0]) and _parts_match(globbed[1:], parts[1:])
 
 
 def credential_scanner(packs: Iterable[RulePack]) -> Scanner:

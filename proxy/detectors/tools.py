@@ -6,13 +6,14 @@ Everything here is pure: the counts and the set of known sequences live in the s
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import hashlib
 import importlib.resources
 import re
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,29 @@ _ASKING_WORDS = frozenset(
 )  # fmt: skip
 
 
+def glob_matches(name: str, glob: str) -> bool:
+    """``fnmatch.fnmatchcase`` for a glob a sender wrote (in a command): fnmatch keeps the compiled form
+    of up to 32,768 globs for the process's life, and a command's word may be 16 KB long. Only globs up
+    to ``_KEPT_GLOB`` characters are kept here, ``_KEPT_GLOBS`` of them; a longer one is compiled again
+    each time (and kept, if at all, by ``re``'s own cache of a few hundred patterns)."""
+    compiled = _compiled_glob(glob) if len(glob) <= _KEPT_GLOB else _glob_pattern(glob)
+    return compiled.match(name) is not None
+
+
+_KEPT_GLOB = 256
+_KEPT_GLOBS = 1024
+
+
+def _glob_pattern(glob: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(glob))
+
+
+_compiled_glob = functools.lru_cache(maxsize=_KEPT_GLOBS)(_glob_pattern)
+
+
 def _matches_any(names: Iterable[str], globs: Iterable[str]) -> bool:
     patterns = [glob.lower() for glob in globs]
-    return any(fnmatchcase(name, pattern) for name in names for pattern in patterns)
+    return any(fnmatch.fnmatchcase(name, pattern) for name in names for pattern in patterns)
 
 
 def name_matches(name: str, globs: Iterable[str]) -> bool:

@@ -65,9 +65,12 @@ class _Unrelaxable(Exception):
     """The pattern holds something a loosened RE2 form cannot stand for."""
 
 
-def relaxed_source(source: str) -> str | None:
+def relaxed_source(source: str, *, line_starts: bool = False) -> str | None:
     """An RE2 pattern (UTF-8 mode, case-sensitive) that matches every string ``source`` matches under
-    the ``regex`` module, or None when no such form is built."""
+    the ``regex`` module, or None when no such form is built. With ``line_starts``, ``^`` is kept as the
+    start of a line (of the text as a whole, where a search starts at a place of it, as ``re``'s search
+    from a place reads it): a pattern that may start at any line's start or after a separator would
+    otherwise start anywhere."""
     if _REGEX_ONLY.search(source) or (_VERBOSE.search(source) and _NUMERIC_ESCAPE.search(source)):
         return None
     try:
@@ -82,7 +85,7 @@ def relaxed_source(source: str) -> str | None:
     if flags & re.LOCALE or not _read_alike(source, parsed.state):
         return None
     try:
-        return _sequence(list(parsed), bool(flags & re.IGNORECASE))
+        return _sequence(list(parsed), bool(flags & re.IGNORECASE), line_starts)
     except (_Unrelaxable, RecursionError):
         return None
 
@@ -103,11 +106,11 @@ def _read_alike(source: str, state: Any) -> bool:
     )
 
 
-def _sequence(items: list[tuple[Any, Any]], folded: bool) -> str:
-    return "".join(_item(op, argument, folded) for op, argument in items)
+def _sequence(items: list[tuple[Any, Any]], folded: bool, line_starts: bool) -> str:
+    return "".join(_item(op, argument, folded, line_starts) for op, argument in items)
 
 
-def _item(op: Any, argument: Any, folded: bool) -> str:
+def _item(op: Any, argument: Any, folded: bool, line_starts: bool) -> str:
     constants = _sre_constants
     if op is constants.LITERAL:
         return _char_class([_cases(argument, folded)], negated=False)
@@ -118,16 +121,18 @@ def _item(op: Any, argument: Any, folded: bool) -> str:
     if op is constants.IN:
         return _in(argument, folded)
     if op is constants.BRANCH:
-        return "(?:" + "|".join(_sequence(list(branch), folded) for branch in argument[1]) + ")"
+        return "(?:" + "|".join(_sequence(list(branch), folded, line_starts) for branch in argument[1]) + ")"
     if op is constants.SUBPATTERN:
         _group, add_flags, del_flags, inner = argument
         inner_folded = (folded or bool(add_flags & re.IGNORECASE)) and not del_flags & re.IGNORECASE
-        return "(?:" + _sequence(list(inner), inner_folded) + ")"
+        return "(?:" + _sequence(list(inner), inner_folded, line_starts) + ")"
     if op is constants.ATOMIC_GROUP:
-        return "(?:" + _sequence(list(argument), folded) + ")"
+        return "(?:" + _sequence(list(argument), folded, line_starts) + ")"
     if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
         low, high, body = argument
-        return "(?:" + _sequence(list(body), folded) + ")" + _count(low, high)
+        return "(?:" + _sequence(list(body), folded, line_starts) + ")" + _count(low, high)
+    if op is constants.AT and argument is constants.AT_BEGINNING and line_starts:
+        return "(?m:^)"  # a line's start or the text's, with or without MULTILINE
     if op in (constants.AT, constants.ASSERT, constants.ASSERT_NOT):
         return ""
     raise _Unrelaxable(str(op))
