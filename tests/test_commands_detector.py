@@ -7,13 +7,14 @@ fields alone; and the catalogue's, the credential reads' and the approval path's
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 
 import pytest
 import regex
 
 from bench.command_eval import DISGUISES, fixture_cases, shell_commands, withheld
-from proxy.detectors import commands
+from proxy.detectors import commands, tools
 from proxy.detectors.credentials import credential_reads, credential_scanner
 from proxy.detectors.tools import CatalogueEntry, RoleOverrides, ToolCatalogue, check_tool_calls
 from proxy.exchange import ToolCall
@@ -513,3 +514,17 @@ def test_prose_and_words_that_run_strings_glued_are_read_in_time_linear_in_them(
     assert least_cpu_seconds(lambda: commands.readings("bash", arguments), runs=1) < 6 * max(
         least_cpu_seconds(lambda: commands.readings("bash", quarter), runs=1), 0.01
     )
+
+
+def test_globs_a_sender_writes_are_kept_within_bounds() -> None:
+    """A glob standing as a command's name still names the command it matches, however long, but fnmatch
+    keeps none of them (it kept up to 32,768 of up to 16 KB each for the process's life), and of the
+    globs kept here none is longer than 256 characters, nor more than 1,024 of them."""
+    _rule("bash", {"command": "r* -rf /tmp/x"})  # the command tools' names, globs of the project's own
+    kept_by_fnmatch = fnmatch._compile_pattern.cache_info().currsize  # type: ignore[attr-defined]
+    long_glob = "[" + "qwertyuiop" * 400 + "]m"
+    assert _rule("bash", {"command": f"/bin/{long_glob} -rf /"}) == "cmd-recursive-delete-broad"
+    for number in range(1500):
+        commands.readings("bash", json.dumps({"command": f"r{number}* -rf /tmp/x"}))
+    assert tools._compiled_glob.cache_info().currsize <= 1024
+    assert fnmatch._compile_pattern.cache_info().currsize == kept_by_fnmatch  # type: ignore[attr-defined]
