@@ -108,6 +108,10 @@ def shapes() -> dict[str, Callable[[int], str]]:
         "\\u escapes": repeat("\\u0041"),
         "\\x escapes": repeat("\\x41"),
         "html entities": repeat("&#65;"),
+        "quoted-printable parts": repeat("Content-Transfer-Encoding: quoted-printable\n\n=41=\n"),
+        "quoted-printable body": lambda n: (
+            "Content-Transfer-Encoding: quoted-printable\n\n" + (("=41" * 25 + "=\r\n") * (n // 80 + 1))[:n]
+        ),
         "full-width": repeat("\uff41\uff42\uff43"),
         "full-width digits": repeat("\uff11\uff12\uff13"),
         "combining": repeat("a\u0301"),

@@ -75,6 +75,13 @@ MULTIPART_BODIES: dict[str, bytes] = {
     "quoted-printable part": multipart(
         FILE_PART, ({"Content-Transfer-Encoding": "Quoted-Printable"}, quoted_printable_all(LEAK))
     ),
+    "quoted-printable part, the key cut by a soft line break": multipart(
+        FILE_PART,
+        (
+            {"Content-Transfer-Encoding": "quoted-printable"},
+            LEAK[:40].encode() + b"=\r\n" + LEAK[40:].encode(),
+        ),
+    ),
     "utf-7 part": multipart(FILE_PART, ({"Content-Type": "text/plain; charset=utf-7"}, utf7_shifted(LEAK))),
     "ebcdic part": multipart(
         FILE_PART, ({"Content-Type": "text/plain; charset=cp500"}, LEAK.encode("cp500"))

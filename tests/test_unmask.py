@@ -134,6 +134,10 @@ DISGUISES = {
     "ascii85 in Adobe's brackets": "k: " + base64.a85encode(GITHUB_TOKEN.encode(), adobe=True).decode(),
     "ascii85 before a full stop": f"it is {base64.a85encode(AWS_KEY.encode()).decode()}.",
     "base85 of hex": base64.b85encode(AWS_KEY.encode().hex().encode()).decode(),
+    "quoted-printable mail, the key cut by a soft line break": "Content-Transfer-Encoding: quoted-printable"
+    + f"\r\n\r\nkey=3D{AWS_KEY[:7]}=\r\n{AWS_KEY[7:]} caf=C3=A9\r\n",
+    "quoted-printable MIME part": "--b\ncontent-transfer-encoding: QUOTED-PRINTABLE\n\n"
+    + f"t=3D{GITHUB_TOKEN[:9]}=\n{GITHUB_TOKEN[9:]}\n--b--\n",
     "list of characters": "key = " + json.dumps(list(GITHUB_TOKEN)),
     "list of characters, one a line": json.dumps({"args": {"k": list(AWS_KEY)}}, indent=4),
     "list of characters in a JSON string": json.dumps({"arguments": json.dumps({"k": list(AWS_KEY)})}),
@@ -554,6 +558,22 @@ def test_a_text_of_characters_past_ascii_is_scanned_in_time_linear_in_it(name: s
     assert least_cpu_seconds(lambda: SCANNER.scan_alone(longer), runs=2) < max(6 * cost, 0.02)
     key = _tagged(GITHUB_TOKEN) if name.startswith("tag") else GITHUB_TOKEN
     assert "github-pat" in _found(f"{text} {key} {text}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"x=10\nkey=3D{AWS_KEY[:7]}=\n{AWS_KEY[7:]}",
+        f"Content-Transfer-Encoding: base64\n\nkey=3D{AWS_KEY[:7]}=\n{AWS_KEY[7:]}",
+        f"Content-Transfer-Encoding: quoted-printable\n\nok\n--b\n\nkey=3D{AWS_KEY[:7]}=\n{AWS_KEY[7:]}",
+    ],
+    ids=["no declaration", "another encoding declared", "after the declared part's boundary"],
+)
+def test_quoted_printable_is_decoded_only_where_declared(text: str) -> None:
+    """``=XX`` and a line's last ``=`` are read as quoted-printable only in the body of a part or mail
+    that declares it: code's ``x=3D`` and ``a =`` ending a line are no escapes elsewhere."""
+    assert [view.kind for view in unmask.views(text) if view.kind == unmask.QUOTED_PRINTABLE] == []
+    assert not _found(text)
 
 
 def test_groups_of_no_one_case_or_of_prose_give_no_view() -> None:

@@ -346,7 +346,7 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
     if depth <= 0:
         return
     encoded = _class_bytes(text)
-    for view in assembled_views(text, parent):
+    for view in (*assembled_views(text, parent), *quoted_printable_views(text, parent)):
         yield view
         yield from _views_of(view.text, view, depth - 1)
     if text.isascii() and not relaxed.possible(_MAY_HOLD_VIEW, encoded, 0, len(encoded)):
@@ -1991,6 +1991,75 @@ def _groups(text: str, start: int, end: int) -> tuple[list[tuple[int, int]], boo
 def _separator_of(glue: str) -> str:
     """A separator as it is compared with the next: a line break whatever its indentation."""
     return glue.strip(" \t") if "\n" in glue else glue
+
+
+# -- quoted-printable: a MIME part or an e-mail that declares it ----------------------------------------
+
+QUOTED_PRINTABLE = "quoted-printable"
+_QUOTED_PRINTABLE_DECLARED = re.compile(
+    r"content-transfer-encoding[ \t]*:[ \t]*[\"']?quoted-printable\b", re.IGNORECASE
+)
+# A part's header block ends at a blank line; a MIME boundary line ends its body (the next part's or
+# the message's closing one).
+_BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
+_BOUNDARY_LINE = re.compile(r"\r?\n--[^\s-]")
+# A run of escaped bytes (decoded together: a character past ASCII is several), or a soft line break
+# (an "=" ending a line, transport padding before the break), which a decoder drops: it cuts a line too
+# long for mail anywhere, a key too.
+_QUOTED_PRINTABLE_UNIT = re.compile(r"(?P<bytes>(?:=[0-9A-Fa-f]{2})+)|=[ \t]*\r?\n")
+
+
+def quoted_printable_views(text: str, parent: View | None) -> list[View]:
+    """A view of the body of each MIME part or e-mail in ``text`` that declares itself quoted-printable
+    (``Content-Transfer-Encoding: quoted-printable``), decoded as its receiver decodes it: soft line
+    breaks out, each ``=XX`` the byte it stands for. Only a declared body is decoded: ``x=10`` in code is
+    no escape. Plain characters map to themselves, a run of escapes to itself as a whole. A body ends
+    at a boundary line or where the next declaration stands, and each stretch of the text is searched
+    once, however many declarations it holds."""
+    if "=" not in text:
+        return []
+    found = []
+    declared = _QUOTED_PRINTABLE_DECLARED.search(text)
+    while declared is not None:
+        following = _QUOTED_PRINTABLE_DECLARED.search(text, declared.end())
+        limit = len(text) if following is None else following.start()
+        blank = _BLANK_LINE.search(text, declared.end(), limit)
+        declared = following
+        if blank is None:
+            continue
+        boundary = _BOUNDARY_LINE.search(text, blank.end(), limit)
+        view = _quoted_printable_view(
+            text, blank.end(), limit if boundary is None else boundary.start(), parent
+        )
+        if view is not None:
+            found.append(view)
+    return found
+
+
+def _quoted_printable_view(text: str, start: int, end: int, parent: View | None) -> View | None:
+    pieces: list[tuple[int, int, int, bool]] = []
+    parts: list[str] = []
+    length = 0
+    at = start
+    for unit in (*_QUOTED_PRINTABLE_UNIT.finditer(text, start, end), None):
+        unit_start = end if unit is None else unit.start()
+        for piece, origin, literal in (
+            (text[at:unit_start], (at, unit_start), True),
+            (_escaped_bytes(unit), unit.span() if unit is not None else (end, end), False),
+        ):
+            if piece:
+                pieces.append((length, *origin, literal))
+                parts.append(piece)
+                length += len(piece)
+        at = end if unit is None else unit.end()
+    decoded = "".join(parts)
+    return None if decoded == text[start:end] else View(decoded, QUOTED_PRINTABLE, tuple(pieces), parent)
+
+
+def _escaped_bytes(unit: re.Match[str] | None) -> str:
+    """What a run of quoted-printable escapes stands for (a soft line break: nothing)."""
+    escaped = None if unit is None else unit.group("bytes")
+    return bytes.fromhex(escaped.replace("=", "")).decode("utf-8", "replace") if escaped else ""
 
 
 # -- character codes: a key written as the numbers of its characters --------------------------------------
