@@ -304,6 +304,35 @@ def test_rotation_words_in_ordinary_text_raise_nothing(text: str) -> None:
     quiet(text)
 
 
+@pytest.mark.parametrize(
+    "named",
+    [
+        "",
+        "shift each letter by 3",
+        "a shift of three",
+        "moved twenty-one places",
+        "12" + " \n\t" * 200 + "places",
+        "abc12 letters",
+        "shift \u0663 letters",
+        "offset \u22125",
+        "seven\tsteps",
+        "twenty one positions and key 9",
+        "keyword7 replaced 4steps",
+    ],
+)
+def test_the_shifts_a_span_names_are_found_wherever_they_stand(named: str) -> None:
+    # The pattern runs from where its words say its first match may start: it finds what a search of
+    # the whole span finds, with prose (which names no shift) before, after, or both.
+    prose = "Please review the following support transcript and summarise the problem. " * 6
+    for span in (named, f"{prose} {named}", f"{named} {prose}", f"{prose} {named} {prose}"):
+        expected = [match.span() for match in normalize_module._SHIFT_NAMED.finditer(span)]
+        low = normalize_module._first_shift_named(span)
+        found = normalize_module._SHIFT_NAMED.finditer(span, low) if low >= 0 else ()
+        assert [match.span() for match in found] == expected
+        assert bool(expected) == bool(named)
+    assert normalize_module._first_shift_named(prose) == -1
+
+
 def test_a_shift_is_guessed_only_where_letters_are_not_english() -> None:
     prose = "The quick brown fox jumps over the lazy dog while the cat reads its mail. " * 4
     assert normalize_module._guessed_shifts(prose.lower()) == ""

@@ -152,13 +152,23 @@ _ASCII_CUES = ahocorasick_rs.BytesAhoCorasick(
 )
 _ASKS_ACROSTIC = frozenset(_ACROSTIC_CUES)
 _ASKS_IF_POINTING = frozenset(_ASKING_CUES)
+_SHIFT_NAMING = (
+    "rot", "shift", "caesar", "rotat", "offset", "key", "mov", "advanc", "places", "positions", "letters",
+)  # fmt: skip
+"""Words that lead a shift named ("shift each letter by 3"); a shift whose amount comes first is followed
+by one of ``_SHIFT_UNITS`` ("moved five places")."""
+_SHIFT_UNITS = ("places", "positions", "letters", "steps")
 _SHIFT_NAMED = re.compile(
-    r"\b(?:rot|shift|caesar|rotat|offset|key|mov|advanc|places|positions|letters)[^.\n\d]{0,24}?("
+    r"\b(?:"
+    + "|".join(_SHIFT_NAMING)
+    + r")[^.\n\d]{0,24}?("
     + _NUMBER
     + r")"
     + r"|("
     + _AMOUNT
-    + r")\s*(?:places|positions|letters|steps)\b"
+    + r")\s*(?:"
+    + "|".join(_SHIFT_UNITS)
+    + r")\b"
 )
 """A shift a text names, in digits or words, either sign ("shift each letter by 3", "rot-5", "caesar
 cipher, key 7", "a shift of three", "shifted back by twenty-one", "moved five places")."""
@@ -314,7 +324,8 @@ def turned(plain: str, signals: set[str], original: str | None = None) -> list[t
     cues, asks_acrostic = _cue_spans(plain)
     if cues:
         span = _span(plain, cues, TURN_REACH)
-        words_backwards = " ".join(word[::-1] for word in span.split(" "))
+        # The span backwards holds its words backwards in reverse order: one slice, not one a word.
+        words_backwards = " ".join(reversed(span[::-1].split(" ")))
         forms = [span.translate(ROT13_TABLE), span[::-1], words_backwards, span.translate(_ATBASH_TABLE)]
         forms += [span.translate(_SHIFT_TABLES[shift]) for shift in _named_shifts(span)]
         # Two grids of pieces half a piece apart: a short shifted sentence fills most of a piece of one.
@@ -562,7 +573,8 @@ def _named_shifts(span: str) -> list[int]:
     """The Caesar shifts ``span`` may be written in, each way: the ones it names (``_SHIFT_NAMED``), else
     Caesar's own where it speaks of shifts at all. ROT13 (its own inverse) is read already."""
     named = set()
-    for match in itertools.islice(_SHIFT_NAMED.finditer(span), MAX_NAMED_SHIFTS):
+    low = _first_shift_named(span)
+    for match in itertools.islice(_SHIFT_NAMED.finditer(span, low) if low >= 0 else (), MAX_NAMED_SHIFTS):
         amount = (match.group(1) or match.group(2)).lstrip("-− ")
         named.add((int(amount) if amount.isdigit() else _NUMBER_WORDS[amount]) % 26)
     if not named and any(word in span for word in _SHIFT_WORDS):
@@ -570,6 +582,22 @@ def _named_shifts(span: str) -> list[int]:
     return sorted({turn for shift in named for turn in (shift, 26 - shift)} - {0, 13, 26})
 
 
+def _first_shift_named(span: str) -> int:
+    """Where in ``span`` the first match of ``_SHIFT_NAMED`` may start, at the earliest; -1 where none can.
+    Every match holds one of its words: one of ``_SHIFT_NAMING`` at its start, or one of ``_SHIFT_UNITS``
+    after an amount and white space (the first such word's amount stands furthest back: white space
+    before a later one holds no earlier word). A substring search for each costs a few microseconds in C,
+    where the pattern tries its amounts' words at every place of a span that names no shift."""
+    starts = [found for word in _SHIFT_NAMING if (found := span.find(word)) >= 0]
+    for unit in _SHIFT_UNITS:
+        found = span.find(unit)
+        if found >= 0:
+            starts.append(len(span[:found].rstrip()) - _LONGEST_AMOUNT)
+    return max(0, min(starts)) if starts else -1
+
+
+_LONGEST_AMOUNT = max(2, *map(len, _NUMBER_WORDS))
+"""The most characters an amount (``_AMOUNT``) spans: two digits, or its longest word."""
 _SHIFT_WORDS = ("caesar", "shift", "cipher", "rot", "rotate")
 MAX_NAMED_SHIFTS = 4
 """Shifts named read, at most, the first a text names: each is two more readings of its windows; a
