@@ -119,6 +119,12 @@ def code_call(part: dict[str, Any], where: str) -> ToolCall | None:
     return ToolCall(id=None, name=CODE_EXECUTION, arguments=arguments, where=where, ran_upstream=True)
 
 
+_CALL_FIELDS = frozenset(
+    spelling for camel in ("functionCall", "executableCode") for spelling in (camel, snake_case(camel))
+)
+"""The fields ``_part_call`` reads a call from, in either spelling: a part with none of them is no call."""
+
+
 def _part_call(part: dict[str, Any], where: str) -> ToolCall | None:
     """The call a part of the model's answer is: a function's the agent runs, or code the API ran."""
     _, call = field_of(part, "functionCall")
@@ -524,24 +530,40 @@ class _MergedResponse:
 
     def add(self, chunk: dict[str, Any]) -> dict[tuple[int, int], int]:
         """Folds one chunk in; returns where each (candidate, part position) of the chunk landed."""
+        # Read twice for every chunk (the stream and its read-back): types are checked in place, where a
+        # helper's call for each field cost as much again.
         landed: dict[tuple[int, int], int] = {}
-        self.model = as_str(field_of(chunk, "modelVersion")[1]) or self.model
+        model = field_of(chunk, "modelVersion")[1]
+        if model and isinstance(model, str):
+            self.model = model
         if isinstance(field_of(chunk, "usageMetadata")[1], dict):
             self.usage = _usage(chunk)
-        for position, raw_candidate in enumerate(as_list(chunk.get("candidates"))):
-            candidate = as_dict(raw_candidate)
+        candidates = chunk.get("candidates")
+        for position, raw_candidate in enumerate(candidates if isinstance(candidates, list) else ()):
+            candidate = raw_candidate if isinstance(raw_candidate, dict) else {}
             index = candidate_index(candidate, position)
             merged = entry(self.candidates, index, _MergedCandidate)
-            for part_position, raw_part in enumerate(as_list(as_dict(candidate.get("content")).get("parts"))):
-                landed[(index, part_position)] = self._add_part(index, merged, as_dict(raw_part))
-            merged.finish_reason = as_str(field_of(candidate, "finishReason")[1]) or merged.finish_reason
+            content = candidate.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part_position, raw_part in enumerate(parts if isinstance(parts, list) else ()):
+                part = raw_part if isinstance(raw_part, dict) else {}
+                landed[(index, part_position)] = self._add_part(index, merged, part)
+            finish_reason = field_of(candidate, "finishReason")[1]
+            if finish_reason and isinstance(finish_reason, str):
+                merged.finish_reason = finish_reason
         return landed
 
     @staticmethod
     def _add_part(index: int, merged: _MergedCandidate, part: dict[str, Any]) -> int:
         text = as_str(part.get("text"))
         thought = part.get("thought") is True
-        call = _part_call(part, f"candidates[{index}].content.parts[{len(merged.parts)}]")
+        # A part that names no call (a text, for every chunk of an answer) has none: its place is not
+        # written out for it.
+        call = (
+            None
+            if _CALL_FIELDS.isdisjoint(part)
+            else _part_call(part, f"candidates[{index}].content.parts[{len(merged.parts)}]")
+        )
         last = merged.parts[-1] if merged.parts else None
         if call is not None:
             merged.parts.append(_MergedPart(call=call))

@@ -315,17 +315,24 @@ class ChatStreamSession(StreamSession):
         return completion
 
     def _observe(self, event: SSEEvent, payload: Any) -> None:
+        # Read twice for every chunk (the stream and its read-back): its types are checked in place, where
+        # a helper's call for each field cost as much again.
         chunk = as_dict(payload)
         if "error" in chunk:
             self.notes.append("upstream sent an error event")
-        self._model = as_str(chunk.get("model")) or self._model
+        model = chunk.get("model")
+        if model and isinstance(model, str):
+            self._model = model
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = Usage(as_int(usage.get("prompt_tokens")), as_int(usage.get("completion_tokens")))
-        for position, raw_choice in enumerate(as_list(chunk.get("choices"))):
-            choice = as_dict(raw_choice)
+        choices = chunk.get("choices")
+        for position, raw_choice in enumerate(choices if isinstance(choices, list) else ()):
+            choice = raw_choice if isinstance(raw_choice, dict) else {}
             state = entry(self._choices, _index(choice, position), _ChoiceState)
-            delta = as_dict(choice.get("delta"))
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
             for key in TEXT_KEYS:
                 if key not in delta:
                     continue
@@ -334,14 +341,15 @@ class ChatStreamSession(StreamSession):
                     text = "".join(str(holder[name]) for holder, name in _text_slots(delta, key))
                 if text:
                     entry(state.texts, key, GrowingText).add(text)
-            for call_position, raw_call in enumerate(as_list(delta.get("tool_calls"))):
+            calls = delta.get("tool_calls")
+            for call_position, raw_call in enumerate(calls if isinstance(calls, list) else ()):
                 call_delta = as_dict(raw_call)
                 _accumulate(entry(state.calls, _index(call_delta, call_position), _CallState), call_delta)
             legacy = delta.get("function_call")
             if isinstance(legacy, dict):
                 _accumulate(entry(state.calls, LEGACY_CALL, _CallState), {"function": legacy})
-            finish_reason = as_str(choice.get("finish_reason"))
-            if finish_reason:
+            finish_reason = choice.get("finish_reason")
+            if finish_reason and isinstance(finish_reason, str):
                 state.finish_reason = finish_reason
 
     def _transform(self, event: SSEEvent, payload: Any) -> list[bytes]:

@@ -15,7 +15,6 @@ from proxy.dialects.base import (
     as_list,
     as_position,
     as_str,
-    entry,
     read_call_input,
     require_object,
 )
@@ -502,12 +501,18 @@ class ResponsesStreamSession(StreamSession):
         if event_type in ("response.output_item.added", "response.output_item.done"):
             self._record_item(output_index, as_dict(body.get("item")))
             return
-        item = entry(self._items, output_index, lambda: _Item("message"))
+        # Read twice for every delta (the stream and its read-back): no closure is made for each.
+        item = self._items.get(output_index)
+        if item is None:
+            item = self._items[output_index] = _Item("message")
         delta = as_str(body.get("delta")) or ""
         channel = DELTA_CHANNELS.get(event_type)
         if channel is not None:
             where = channel.where(output_index, body)
-            entry(item.texts, where, lambda: (GrowingText(), channel.reasoning))[0].add(delta)
+            text = item.texts.get(where)
+            if text is None:
+                text = item.texts[where] = (GrowingText(), channel.reasoning)
+            text[0].add(delta)
         elif event_type in INPUT_DELTAS and item.call is not None:
             if item.arguments is None:
                 item.arguments = GrowingText(item.call.arguments)

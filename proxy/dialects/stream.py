@@ -998,9 +998,10 @@ class StreamSession(ABC):
         data = event.data
         if data is None or event.oversized:
             return None
+        kind = event.type
         for shape in self._shapes:
-            if event.type == shape.event_type and shape.matches(data):
-                self._fruitless[event.type] = 0
+            if kind == shape.event_type and shape.matches(data):
+                self._fruitless[kind] = 0
                 return shape
         return None
 
