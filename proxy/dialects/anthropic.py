@@ -530,6 +530,8 @@ class AnthropicStreamSession(BlockCallSession):
                 if released == text and not renumbered:
                     return [self._as_sent(event, body)]
                 delta[key] = released
+                if not renumbered and isinstance(text, str):
+                    return [self._text_written(event, body, text, released)]
             elif delta.get("type") == "input_json_delta" and self.filters.argument_filter is not None:
                 released = self._filter_arguments(
                     f"content[{index}]", as_str(delta.get("partial_json")) or ""
