@@ -414,11 +414,12 @@ class _PerEvent[Value]:
         return len(self._entries)
 
     def get(self, event: SSEEvent) -> Value | None:
-        entry = self._entries.get(id(event))
+        # Most are empty: each is asked about every event, in the stream and in its read-back.
+        entry = self._entries.get(id(event)) if self._entries else None
         return None if entry is None else entry[1]
 
     def pop(self, event: SSEEvent) -> Value | None:
-        entry = self._entries.pop(id(event), None)
+        entry = self._entries.pop(id(event), None) if self._entries else None
         return None if entry is None else entry[1]
 
     def clear(self) -> None:
