@@ -487,6 +487,9 @@ class TurnInspector:
         )
         self.egress = role.egress
         self.system_prompts: list[str] = []
+        self._leak_built: tuple[tuple[str, ...], leak.LeakDetector | None] | None = None
+        """The leak detector of ``system_prompts`` as they were when it was built: a response reads its
+        text and then rewrites it against the same prompts, and building one shingles every prompt."""
         self._request_from = 0
         self._response_from = 0
         """Where the request's and the response's findings start in ``turn.findings``."""
@@ -2699,8 +2702,12 @@ class TurnInspector:
     def _leak_detector(self, *, enforced_only: bool = True) -> leak.LeakDetector | None:
         if enforced_only and not self.policy.enforces(Threat.PROMPT_INJECTION):
             return None
-        detector = leak.LeakDetector(self.system_prompts)
-        return detector if detector.active else None
+        prompts = tuple(self.system_prompts)
+        built = self._leak_built
+        if built is None or built[0] != prompts:
+            detector = leak.LeakDetector(prompts)
+            built = self._leak_built = (prompts, detector if detector.active else None)
+        return built[1]
 
     def _host_allowed(self, host: str, port: int = 443) -> bool:
         agent, role = self.turn.context.agent_id, self.turn.context.role
