@@ -2521,18 +2521,25 @@ class TurnInspector:
 
     def _refusal_windows(self, scope: str, *, refused: bool) -> tuple[Window, Window]:
         turns_key, refusals_key = f"turns:{scope}", f"refusals:{scope}"
-        self.state.tally(turns_key, REFUSAL_BASELINE_S)
-        if refused:
-            self.state.tally(refusals_key, REFUSAL_BASELINE_S)
-        recent = Window(
-            events=self.state.count(refusals_key, REFUSAL_WINDOW_S),
-            exposure=self.state.count(turns_key, REFUSAL_WINDOW_S),
+        tallies = [
+            (turns_key, REFUSAL_BASELINE_S),
+            *([(refusals_key, REFUSAL_BASELINE_S)] if refused else []),
+        ]
+        # One call: the four counts come from one store at one moment, so the week holds the hour (a
+        # shared store that went away between separate reads answered the later ones from the local
+        # store, whose week can hold fewer); the floor keeps any store that disagrees from failing a turn.
+        recent_refusals, recent_turns, week_refusals, week_turns = self.state.tally_and_count(
+            tallies,
+            [
+                (refusals_key, REFUSAL_WINDOW_S),
+                (turns_key, REFUSAL_WINDOW_S),
+                (refusals_key, REFUSAL_BASELINE_S),
+                (turns_key, REFUSAL_BASELINE_S),
+            ],
         )
-        # The four counts are four reads: a shared store that goes away between them (state.on_error
-        # open) answers the later ones from the local store, whose longer window can hold fewer.
+        recent = Window(events=recent_refusals, exposure=recent_turns)
         baseline = Window(
-            events=max(0, self.state.count(refusals_key, REFUSAL_BASELINE_S) - recent.events),
-            exposure=max(0, self.state.count(turns_key, REFUSAL_BASELINE_S) - recent.exposure),
+            events=max(0, week_refusals - recent_refusals), exposure=max(0, week_turns - recent_turns)
         )
         return recent, baseline
 

@@ -10,7 +10,7 @@ import os
 import textwrap
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from random import Random
 
@@ -1257,32 +1257,31 @@ def test_a_secret_in_the_request_headers_does_not_hide_it_in_the_request_body(
 
 
 class _GoesAwayMidTurn(SqliteStateStore):
-    """A shared store that answers a turn's first ``answered`` counts, then is unreachable, as a Redis
-    stopped between two of a turn's reads."""
+    """A shared store that is unreachable once ``gone``, as a Redis stopped during a turn."""
 
-    def __init__(self, clock: Clock, answered: int) -> None:
+    def __init__(self, clock: Clock) -> None:
         super().__init__(None, clock=clock)
-        self.answered = answered
+        self.gone = False
 
-    def count(self, key: str, window_s: float, now: float | None = None) -> int:
-        if self.answered <= 0:
+    def tally_and_count(
+        self, tallies: Sequence[tuple[str, float]], counts: Sequence[tuple[str, float]]
+    ) -> list[int]:
+        if self.gone:
             raise StateUnavailable("redis: ConnectionError: Connection closed by server.")
-        self.answered -= 1
-        return super().count(key, window_s, now)
+        return super().tally_and_count(tallies, counts)
 
 
-@pytest.mark.parametrize("answered", range(4))
-def test_a_shared_store_going_away_between_a_turns_reads_leaves_its_refusal_baseline_whole(
-    detectors: Detectors, policy: Policy, clock: Clock, answered: int
+def test_a_shared_store_gone_at_a_turns_refusal_windows_leaves_its_refusal_baseline_whole(
+    detectors: Detectors, policy: Policy, clock: Clock
 ) -> None:
-    """Under state.on_error open, reads after the shared store went away come from the local store: the
-    refusal baseline (a week's count less the last hour's, read apart) never goes below nothing, and
-    the answer is inspected, where the turn failed with a negative window and was refused."""
-    shared = _GoesAwayMidTurn(clock, answered=4)
+    """Under state.on_error open, the refusal windows of a shared store that went away come wholly from the
+    local store: the baseline (a week's count less the last hour's) never goes below nothing, and the
+    answer is inspected, where the turn failed with a negative window and was refused."""
+    shared = _GoesAwayMidTurn(clock)
     for _ in range(5):
         shared.tally("turns:agent:bot", REFUSAL_BASELINE_S)
         shared.tally("refusals:agent:bot", REFUSAL_BASELINE_S)
-    shared.answered = answered
+    shared.gone = True
     state = FallbackStore(shared, SqliteStateStore(None, clock=clock), on_error="open")
     turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
     inspector = TurnInspector(detectors, policy, state, turn, clock=clock)

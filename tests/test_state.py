@@ -475,6 +475,23 @@ def test_a_tally_counts_at_once_like_a_hit(store: StateStore, clock: FakeClock) 
     assert store.count("turns:agent:a", 600) == 1
 
 
+def test_tally_and_count_answers_as_its_tallies_then_counts_would(
+    store: StateStore, clock: FakeClock
+) -> None:
+    """One call tallies and then counts, the counts seeing its own tallies, each window read as ``count``
+    reads it; and a second store on the same data counts the same."""
+    for _ in range(3):
+        store.tally("turns:agent:a", 3600)
+    clock.advance(1200)
+    counts = [("turns:agent:a", 600), ("refusals:agent:a", 600), ("turns:agent:a", 3600), ("never", 60)]
+    tallies = [("turns:agent:a", 3600), ("refusals:agent:a", 3600)]
+    assert store.tally_and_count(tallies, counts) == [1, 1, 4, 0]
+    assert [store.count(key, window) for key, window in counts] == [1, 1, 4, 0]
+    assert store.tally_and_count([], counts) == [1, 1, 4, 0]
+    assert store.tally_and_count(tallies, []) == []
+    assert store.count("turns:agent:a", 3600) == 5
+
+
 def test_close_writes_every_tally(open_store: Opener) -> None:
     """A store closed right after tallies (a clean stop) loses none of them."""
     store = open_store()

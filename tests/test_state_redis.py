@@ -197,6 +197,23 @@ def test_open_serves_locally_during_an_outage_and_returns(own_redis: RedisServer
     store.close()
 
 
+def test_a_batch_of_tallies_and_counts_is_served_whole_by_one_store(own_redis: RedisServer) -> None:
+    """on_error open: a tally_and_count is answered by the shared store while it answers and wholly by the
+    local one once it is gone, never partly by each."""
+    store = FallbackStore(
+        RedisStateStore(RedisSettings(url=own_redis.url)), SqliteStateStore(None), on_error="open"
+    )
+    counts = [("turns:agent:a", 60), ("turns:agent:a", 3600)]
+    for _ in range(3):
+        store.tally("turns:agent:a", 3600)
+    assert store.tally_and_count([("turns:agent:a", 3600)], counts) == [4, 4]
+    assert own_redis.client().exists("egressguard:b:turns:agent:a") == 1
+    own_redis.stop()
+    assert store.tally_and_count([("turns:agent:a", 3600)], counts) == [1, 1]
+    assert store.degraded and store.fallbacks == 1
+    store.close()
+
+
 def test_closed_refuses_during_an_outage(own_redis: RedisServer) -> None:
     """on_error closed: every operation raises StateUnavailable while the server is gone."""
     store = FallbackStore(

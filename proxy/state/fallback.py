@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import structlog
@@ -105,6 +105,11 @@ class FallbackStore:
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         return self._call(lambda store: store.count(key, window_s, now))
+
+    def tally_and_count(
+        self, tallies: Sequence[tuple[str, float]], counts: Sequence[tuple[str, float]]
+    ) -> list[int]:
+        return self._call(lambda store: store.tally_and_count(tallies, counts))
 
     def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
         return self._call(lambda store: store.add_if_new(set_name, member, ttl_s, now))

@@ -20,7 +20,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -351,11 +351,33 @@ class RedisStateStore:
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         return self._count(key, window_s, self._clock() if now is None else now, "")
 
+    def tally_and_count(
+        self, tallies: Sequence[tuple[str, float]], counts: Sequence[tuple[str, float]]
+    ) -> list[int]:
+        at = self._clock()
+
+        def send() -> list[Any]:
+            # MULTI/EXEC: no other client's command runs between the scripts, and two round trips (redis-py
+            # asks SCRIPT EXISTS first) where each script took one.
+            with self._client.pipeline(transaction=True) as pipe:
+                for key, window_s in tallies:
+                    self._window(*self._window_call(key, window_s, at, "1"), client=pipe)
+                for key, window_s in counts:
+                    self._window(*self._window_call(key, window_s, at, ""), client=pipe)
+                return pipe.execute()
+
+        replies = [int(self._tracked(reply)) for reply in self._run(send)]
+        return replies[len(tallies) :]
+
     def _count(self, key: str, window_s: float, at: float, record: str) -> int:
+        keys, args = self._window_call(key, window_s, at, record)
+        return int(self._tracked(self._run(lambda: self._window(keys=keys, args=args))))
+
+    def _window_call(self, key: str, window_s: float, at: float, record: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the window script for one hit (``record`` "1") or count ("")."""
         account, tracking = self._account(key)
         keys = [self._key("b", key), self._key("wr", key), *account]
-        args = [_time(at), _time(window_s), record, *tracking, *WIDTHS, BUCKETS_PER_RETENTION]
-        return int(self._tracked(self._run(lambda: self._window(keys=keys, args=args))))
+        return keys, [_time(at), _time(window_s), record, *tracking, *WIDTHS, BUCKETS_PER_RETENTION]
 
     # --- expiring sets ----------------------------------------------------------------------------------
 

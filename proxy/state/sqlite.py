@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -269,14 +270,28 @@ class SqliteStateStore:
 
     def tally(self, key: str, window_s: float) -> None:
         with self._lock:
+            self._hold_tallies([(key, window_s)], self._begin())
+
+    def tally_and_count(
+        self, tallies: Sequence[tuple[str, float]], counts: Sequence[tuple[str, float]]
+    ) -> list[int]:
+        with self._lock:
             at = self._begin()
-            waiting = bool(self._tallied or self._tallied_windows)
+            self._hold_tallies(tallies, at)
+            return [self._count(key, window_s, at) for key, window_s in counts]
+
+    def _hold_tallies(self, tallies: Sequence[tuple[str, float]], at: float) -> None:
+        """Count the tallies now and leave them to the writing thread (the caller holds the lock)."""
+        if not tallies:
+            return
+        waiting = bool(self._tallied or self._tallied_windows)
+        for key, window_s in tallies:
             self._record_hit(key, window_s, at, tallied=True)
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="state-tallies", daemon=True)
-                self._writer.start()
-            elif not waiting:
-                self._tallies_due.notify()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="state-tallies", daemon=True)
+            self._writer.start()
+        elif not waiting:
+            self._tallies_due.notify()
 
     def _record_hit(self, key: str, window_s: float, at: float, *, tallied: bool) -> _Window:
         """One event of ``key`` at ``at``, in memory, and on disk now or with the next tallies."""
@@ -343,9 +358,11 @@ class SqliteStateStore:
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         with self._lock:
-            at = self._begin() if now is None else self._begin(now)
-            window = self._windows.get(key)
-            return 0 if window is None else window.count(window_s, at)
+            return self._count(key, window_s, self._begin() if now is None else self._begin(now))
+
+    def _count(self, key: str, window_s: float, at: float) -> int:
+        window = self._windows.get(key)
+        return 0 if window is None else window.count(window_s, at)
 
     # --- expiring sets ----------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,15 +258,33 @@ class SharedSqliteStateStore:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the state store is closed")
-            waiting = bool(self._tallied)
+            self._hold_tallies([(key, window_s)], second)
+
+    def tally_and_count(
+        self, tallies: Sequence[tuple[str, float]], counts: Sequence[tuple[str, float]]
+    ) -> list[int]:
+        at = self._now()
+
+        def query(db: sqlite3.Connection) -> list[int]:
+            self._hold_tallies(tallies, math.floor(at))
+            return [self._counted(db, key, window_s, at) for key, window_s in counts]
+
+        return self._read(query)
+
+    def _hold_tallies(self, tallies: Sequence[tuple[str, float]], second: int) -> None:
+        """Keep the tallies in memory for the writing thread (the caller holds the lock)."""
+        if not tallies:
+            return
+        waiting = bool(self._tallied)
+        for key, window_s in tallies:
             pending = self._tallied.setdefault(key, _Tallies(window_s))
             pending.window_s = max(pending.window_s, window_s)
             pending.events[second] = pending.events.get(second, 0) + 1
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="state-tallies", daemon=True)
-                self._writer.start()
-            elif not waiting:
-                self._tallies_due.notify()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="state-tallies", daemon=True)
+            self._writer.start()
+        elif not waiting:
+            self._tallies_due.notify()
 
     def _write_loop(self) -> None:
         """Write the tallies of each second together, ``TALLY_WRITE_S`` after the first of them."""
@@ -290,32 +308,32 @@ class SharedSqliteStateStore:
 
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         at = self._now(now)
+        return self._read(lambda db: self._counted(db, key, window_s, at))
 
-        def query(db: sqlite3.Connection) -> int:
-            row = self._answer(
-                ("retention", key),
-                lambda: db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone(),
-            )
-            pending = self._tallied.get(key)
-            if row is None and pending is None:
-                return 0
-            # The tallies not written yet count as the buckets they will be written to.
-            retention = max(row[0] if row is not None else 0.0, pending.window_s if pending else 0.0)
-            width = bucket_width(retention)
-            oldest = at - min(window_s, retention)
-            unwritten = sum(
-                events
-                for second, events in (pending.events.items() if pending else ())
-                if counted(bucket_start(second, width), width, oldest, at)
-            )
-            if row is None:
-                return unwritten
-            # Buckets start and end on whole seconds, so the same ones overlap every window whose ends
-            # fall in the same two seconds: one answer serves a second's turns.
-            bounds = ("events", key, math.floor(oldest), math.floor(at))
-            return unwritten + self._answer(bounds, lambda: _count(db, key, window_s, retention, at))
-
-        return self._read(query)
+    def _counted(self, db: sqlite3.Connection, key: str, window_s: float, at: float) -> int:
+        """``count`` in a read (the caller holds the lock)."""
+        row = self._answer(
+            ("retention", key),
+            lambda: db.execute("SELECT retention FROM windows WHERE key = ?", (key,)).fetchone(),
+        )
+        pending = self._tallied.get(key)
+        if row is None and pending is None:
+            return 0
+        # The tallies not written yet count as the buckets they will be written to.
+        retention = max(row[0] if row is not None else 0.0, pending.window_s if pending else 0.0)
+        width = bucket_width(retention)
+        oldest = at - min(window_s, retention)
+        unwritten = sum(
+            events
+            for second, events in (pending.events.items() if pending else ())
+            if counted(bucket_start(second, width), width, oldest, at)
+        )
+        if row is None:
+            return unwritten
+        # Buckets start and end on whole seconds, so the same ones overlap every window whose ends
+        # fall in the same two seconds: one answer serves a second's turns.
+        bounds = ("events", key, math.floor(oldest), math.floor(at))
+        return unwritten + self._answer(bounds, lambda: _count(db, key, window_s, retention, at))
 
     # --- expiring sets ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ are persisted and must mean the same thing after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 type Clock = Callable[[], float]
@@ -74,6 +74,14 @@ class StateStore(Protocol):
     def count(self, key: str, window_s: float, now: float | None = None) -> int:
         """How many events of ``key`` fell within the ``window_s`` seconds up to ``now`` (bucketed as
         ``hit`` says)."""
+        ...
+
+    def tally_and_count(
+        self, tallies: Sequence[tuple[str, float]], counts: Sequence[tuple[str, float]]
+    ) -> list[int]:
+        """``tally`` each (key, window_s) of ``tallies``, then ``count`` each of ``counts``, all at one
+        moment and in one call (one lock; on Redis one transaction): the counts of a rate and its baseline
+        read together, whatever other processes write meanwhile."""
         ...
 
     def add_if_new(self, set_name: str, member: str, ttl_s: float, now: float | None = None) -> bool:
