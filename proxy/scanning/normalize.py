@@ -264,6 +264,9 @@ _UNICODE_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
 _STRING_ESCAPE = re.compile(
     r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[nrtbf\"/\\])"
 )
+# A one-letter escape written out against a word (`\nIgnore all previous...`) hides the word's start from a
+# rule's word boundary: such a text is read unescaped, as one with a `\u` escape is.
+_GLUED_ESCAPE = re.compile(r"\\[nrtbf](?=[^\W\d_])")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _ONE_LETTER_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "/": "/", "\\": "\\"}
 
@@ -1008,6 +1011,9 @@ def _decoded_segments(text: str, signals: set[str]) -> list[str]:
     if _UNICODE_ESCAPE.search(text):
         signals.add(ESCAPES)
         segments.append(_STRING_ESCAPE.sub(_unescape, text))
+    elif glued := _glued_escape_lines(text):
+        signals.add(ESCAPES)
+        segments.append(_STRING_ESCAPE.sub(_unescape, glued))
     for name, decoded in _spelt_segments(text, encoded):
         signals.add(name)
         segments.append(decoded)
@@ -1213,6 +1219,23 @@ def _decode_base58(run: str) -> str | None:
         number = number * 58 + _BASE58_VALUES[char]
     leading = len(run) - len(run.lstrip("1"))
     return _as_text(b"\0" * leading + number.to_bytes((number.bit_length() + 7) // 8, "big"))
+
+
+def _glued_escape_lines(text: str) -> str:
+    """The lines of ``text`` where a one-letter escape is written against a word, each with the line after
+    it (a phrase it starts may go on past a line break): code writes such escapes in a few of its lines, and
+    only those need reading again."""
+    if _GLUED_ESCAPE.search(text) is None:
+        return ""
+    lines = text.split("\n")
+    kept = {
+        number + step
+        for number, line in enumerate(lines)
+        if _GLUED_ESCAPE.search(line)
+        for step in (0, 1)
+        if number + step < len(lines)
+    }
+    return "\n".join(lines[number] for number in sorted(kept))
 
 
 def _unescape(match: re.Match[str]) -> str:
