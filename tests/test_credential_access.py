@@ -628,3 +628,46 @@ def test_a_document_a_heredoc_stores_names_no_file_read() -> None:
 )
 def test_operating_systems_credential_stores_are_credential_theft(command: str) -> None:
     assert _rules_of("bash", command=command) == {"os-credential-store"}
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        ("type $env:USERPROFILE\\.aws\\credentials", "cloud-credentials-file"),
+        ("type %USERPROFILE%\\.aws\\sso\\cache\\x.json", "cloud-credentials-file"),
+        ("Get-Content ~\\.azure\\accessTokens.json", "cloud-credentials-file"),
+        ("type C:\\Users\\me\\.config\\gcloud\\application_default_credentials.json", "cloud-credentials-file"),
+        ("copy C:\\Users\\me\\.config\\rclone\\rclone.conf x", "cloud-credentials-file"),
+        ("cat ~/.SSH/ID_RSA", "ssh-private-key-file"),
+        ("type C:\\Users\\me\\.ssh\\Id_Ed25519", "ssh-private-key-file"),
+    ],
+)
+def test_credential_files_spelled_as_windows_and_macos_reach_them_are_credential_theft(
+    command: str, rule: str
+) -> None:
+    """Windows separates folders with backslashes, and macOS's and Windows' file systems ignore case: the
+    file so named is the same file."""
+    assert rule in _rules_of("bash", command=command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo $MAX_TOKENS",
+        'echo "max tokens: $MAX_NEW_TOKENS"',
+        "echo $NUM_TOKENS $TOKEN_COUNT",
+        "echo $TOKEN_LIMIT",
+        'echo "$CI_JOB_TOKEN_PRESENT"',
+        "echo $API_KEY_MAX",
+        "echo $TOKENIZERS_PARALLELISM $KEY_COUNT $PASSWORD_MIN_LENGTH",
+        "cat ~/.ssh/ID_RSA.PUB",
+    ],
+)
+def test_counts_and_limits_named_after_secrets_are_no_credential_theft(command: str) -> None:
+    """A count of tokens, a limit or a flag that one is present prints no secret."""
+    assert _rules_of("bash", command=command) == set()
+
+
+@pytest.mark.parametrize("command", ["echo $DB_PASSWORDS", "echo $API_KEYS", "echo $GITHUB_TOKEN_VALUE"])
+def test_secret_variables_in_the_plural_or_with_a_suffix_are_still_printed(command: str) -> None:
+    assert "secret-variable-printed" in _rules_of("bash", command=command)
