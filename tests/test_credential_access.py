@@ -636,7 +636,7 @@ def test_operating_systems_credential_stores_are_credential_theft(command: str) 
         ("type $env:USERPROFILE\\.aws\\credentials", "cloud-credentials-file"),
         ("type %USERPROFILE%\\.aws\\sso\\cache\\x.json", "cloud-credentials-file"),
         ("Get-Content ~\\.azure\\accessTokens.json", "cloud-credentials-file"),
-        ("type C:\\Users\\me\\.config\\gcloud\\application_default_credentials.json", "cloud-credentials-file"),
+        ("type C:\\Users\\me\\.config\\gcloud\\access_tokens.db", "cloud-credentials-file"),
         ("copy C:\\Users\\me\\.config\\rclone\\rclone.conf x", "cloud-credentials-file"),
         ("cat ~/.SSH/ID_RSA", "ssh-private-key-file"),
         ("type C:\\Users\\me\\.ssh\\Id_Ed25519", "ssh-private-key-file"),
