@@ -466,6 +466,10 @@ def _known_while(inspector: weakref.ref[TurnInspector]) -> Callable[[str], list[
     return known
 
 
+_CONVERSATION_SOURCES = frozenset({Source.USER, Source.ASSISTANT, Source.TOOL_RESULT})
+"""Parts of a request that carry a conversation: one holding none continues one kept elsewhere."""
+
+
 class TurnInspector:
     def __init__(
         self,
@@ -530,6 +534,9 @@ class TurnInspector:
         keeping the tail of every field's text across messages."""
         self.message_calls = MessageCalls()
         """The calls an upstream streams over several WebSocket messages, each decided once."""
+        self._calls_judged: list[ToolCall] = []
+        """The calls read for credential reads so far, in order: what ran before a later call of the turn
+        (or of the connection), in a shell that may live on between them."""
         self.calls_refused: list[Finding] = []
         """Why each call streamed over a WebSocket's messages was withheld since the agent was last told."""
         self._message_words: MessageText | None = None
@@ -1004,9 +1011,24 @@ class TurnInspector:
         return self.response_refused() if self.budget.timed_out else None
 
     def _credential_reads(self, calls: list[ToolCall]) -> list[Finding]:
-        return tools.ran_upstream(
-            credentials.credential_reads(calls, self.detectors.credential_reads, self.budget), calls
+        """``credentials.credential_reads`` of the calls, after the conversation's earlier calls: those
+        the request's history holds, then those read before in this turn; not known where the request
+        carries no conversation of its own (an MCP ``tools/call``, a stored response or conversation
+        continued, an Assistants run, a WebSocket's session)."""
+        request = self.turn.request
+        judging = {(call.name, call.arguments) for call in calls}
+        judged = [call for call in self._calls_judged if (call.name, call.arguments) not in judging]
+        earlier = (
+            [*request.tool_calls, *judged]
+            if request is not None
+            and request.dialect != MCP.name
+            and not {"previous_response_id", "conversation"} & set(request.continues)
+            and any(part.source in _CONVERSATION_SOURCES for part in request.parts)
+            else None
         )
+        found = credentials.credential_reads(calls, self.detectors.credential_reads, self.budget, earlier)
+        self._calls_judged += [call for call in calls if call not in self._calls_judged]
+        return tools.ran_upstream(found, calls)
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: nothing of it left, so each of its findings

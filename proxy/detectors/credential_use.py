@@ -33,12 +33,19 @@ a file's lines as names or ACL entries and print them back in their errors: none
 # commands it runs (``scp -S``, ``sftp -D``/``-b``, ``ssh -F``/``-I``, a PKCS#11 or security key
 # provider): what it runs can read the key's name out of its arguments (``/proc/$PPID/cmdline``).
 _KEY_USERS = {
-    "ssh": ("46AaCfGgKkMNnqsTtVvXxYy", "BbcDEeiJLlmOoPpQRSWw", "i"),
-    "scp": ("12346ABCTdfOpqRrstv", "JPcilXo", "i"),
-    "sftp": ("1246AafhNpqrvC", "cilosBJPRX", "i"),
+    "ssh": ("46AaCfGgKkMNnqsTtVvXxYy", "BbcDEeFiJLlmOoPpQRSWw", "i"),
+    "scp": ("12346ABCTdfOpqRrstv", "FJPcilXo", "i"),
+    "sftp": ("1246AafhNpqrvC", "FcilosBJPRX", "i"),
     "ssh-keygen": ("ABKLQUXceghklopquvy", "CEINOPVZabfmnrstz", "fs"),
     "ssh-add": ("cCDdKkLlqvXx", "EHhTt", ""),
 }
+# The one ``-F`` a key's user is given that reads no settings but those it reads anyway (or none): where
+# the user's own config was written by an earlier call, that call is what is judged.
+# As written: a ``~`` the shell expands only where it starts a word, and a word quoted otherwise than
+# here may name another file (``'~/.ssh/config'`` is a folder ``~`` where the command runs).
+_OWN_CONFIG = re.compile(
+    r"/dev/null|(?:~|\$HOME|\$\{HOME\}|\"\$HOME|\"\$\{HOME\}|/root|/home/[\w.-]+|/Users/[\w.-]+)/\.ssh/config\"?"
+)
 # ``-o`` settings that run a command or load code, or read more settings that may.
 _RUNNING_OPTION = re.compile(
     r"(?i)^\s*(?:proxycommand|localcommand|permitlocalcommand|knownhostscommand|pkcs11provider"
@@ -47,22 +54,58 @@ _RUNNING_OPTION = re.compile(
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
 # An interactive or login shell (``-i``, ``-l``) first runs rc files that may rebind any command.
 _SHELL_C = re.compile(r"-[exuv]*c[exuv]*")
-# Words that run the command after them unchanged, and shell keywords that open one (not ``nohup``,
-# which may write what it prints to nohup.out).
-_PREFIXES = frozenset(
-    {"sudo", "doas", "env", "command", "builtin", "exec", "time", "nice", "if", "then", "elif",
-     "else", "while", "until", "do", "!", "{", "export"}
-)  # fmt: skip
+_WRAPPERS = {
+    "sudo": ("EHnSk", "ug"),
+    "doas": ("n", "u"),
+    "env": ("", ""),
+    "command": ("", ""),
+    "builtin": ("", ""),
+    "exec": ("", ""),
+    "time": ("p", ""),
+    "nice": ("", "n"),
+}
+"""Words that run the command after them unchanged, with the letters of their options that change
+nothing of what it runs, without a value and with one: any other option (``exec -a``, ``env -S``,
+``command -p``, ``sudo -i``) leaves the command unknown. Not ``nohup``, which may write what the command
+prints to nohup.out."""
+# Shell keywords that open a command, and ``export``, whose words are settings.
+_OPENERS = frozenset({"if", "then", "elif", "else", "while", "until", "do", "!", "{", "export"})
+# Folders whose programs only an administrator replaces: a command named by its path there is the one
+# the shell would find.
+_SYSTEM_PATH = re.compile(r"^(?:/usr)?/s?bin/([\w.+-]+)$")
 # Variables and git settings whose value is an ssh command git or rsync runs.
 _SSH_COMMAND = re.compile(r"(?i)^(?:GIT_SSH_COMMAND|RSYNC_RSH|core\.sshCommand)=")
 _IDENTITY_OPTION = re.compile(r"(?i)^identityfile(?:[ \t]*=[ \t]*|[ \t]+)\S+$")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
+_COMMAND_FILE = (
+    r"/(?:"
+    + "|".join(sorted(re.escape(name) for name in {*NAME_ONLY, *_KEY_USERS, *_SHELLS, "git", "rsync"}))
+    + r")(?![\w./-])"
+)
+# Where a command starts: a separator, a substitution, or a keyword or wrapper before it.
+_AT_COMMAND = (
+    r"(?:^|(?<![<>])[;&|({\n`]|\b(?:then|do|else|exec|command|builtin|sudo|doas|env|time|nice|nohup)\s)\s*"
+)
 # A text that could make a command's name run something else (a function, alias or PATH of its own, a
 # file written under the name of one of these commands), send its output to the network as a whole, or
 # hand what it was given to another command.
 _REBINDING = re.compile(
-    r"(?i)\b(?:alias|unalias|function|def|sub|proc|define_method|hash|enable|BASH_ENV|PATH)\b|(?-i:\bENV=)|\w\s*\(\s*\)"
+    r"(?i)\b(?:alias|unalias|alias_method|define_method|function|enable|PATH)\b|\w\s*\(\s*\)"
+    # A routine defined in a script's language (``def ls``, Perl's ``sub ls {`` and ``*ls = ...``, Tcl's
+    # ``proc ls {``), and ``hash`` run as a command (``hash -p /bin/cat ls``): the words alone are not.
+    r"|\bdef\s+[\w.?!]+\s*(?:[(=;\n]|$|\s+[\w*&]+(?:\s*,\s*[\w*&]+)*\s*(?:[;\n]|$))"
+    r"|\bsub\s*(?:[A-Za-z_][\w:']*\s*)?[{(;]|\bproc\s+\S+\s+\{|(?<![\w*])\*[A-Za-z_][\w:]*\s*=(?!=)"
+    r"|(?m:" + _AT_COMMAND + r"hash\b)"
+    # Settings a command, the loader or a shell it starts reads for what to load or run, or where to send
+    # what it is given (``LD_PRELOAD``, ``SSH_AUTH_SOCK``, ``SSH_ASKPASS``, ``BASH_ENV``, ``PS4``); git's
+    # and rsync's but the ssh command they run, read as one.
+    r"|(?-i:\b(?:(?:LD|DYLD|SSH|SUDO|BASH|ZSH)_\w+|GIT_(?!SSH_COMMAND\b)\w+|RSYNC_(?!RSH\b)\w+|ENV|GCONV_PATH"
+    r"|LOCPATH|NLSPATH|GETCONF_DIR|SHELLOPTS|BASHOPTS|PS4|IFS|ZDOTDIR|POSIXLY_CORRECT)\b)"
     r"|/dev/(?:tcp|udp)/|\bexec\s*\d*\s*[<>]|\b(?:coproc|trap|history|fc|eval|source|shopt)\b"
+    # Programs git runs (its hooks, a file system monitor), each with the ssh command's setting in its
+    # environment; PowerShell's aliases and evaluation.
+    r"|hookspath|fsmonitor|\.git/(?:hooks|config)\b|\bhooks/|\bgit\s+config\b|--template\b"
+    r"|\b(?:sal|nal|ipal|iex|invoke-expression|icm|invoke-command)\b"
     # A file of the shell's own run (``. ./env.sh``), or a variable named by an expansion
     # (``export PA${x}TH=...``).
     r"|(?:^|[;&|({\n]|\b(?:then|do|else|exec|command|builtin)\s)\s*\.\s"
@@ -74,10 +117,27 @@ _REBINDING = re.compile(
     r"|(?<![<>&])&(?![&>])|[<>]\("
     # What a command was given, taken up by the next one: ``ls k; cat $_``, ``[[ k =~ (.*) ]]``.
     r"|\$\{?_\b|\bBASH_(?:REMATCH|COMMAND|ARGV)\b"
-    r"|/(?:"
-    + "|".join(sorted(re.escape(name) for name in {*NAME_ONLY, *_KEY_USERS, *_SHELLS, "git", "rsync"}))
-    + r")(?![\w./-])"
+    # A file written under the name of one of these commands (``cp /bin/cat ~/bin/ls``).
+    r"|" + _COMMAND_FILE
 )
+# A command named by its path in a system folder where a command starts (or a script's first line says
+# what runs it), as the shell would find it.
+_SYSTEM_COMMAND = re.compile(r"(?m)(" + _AT_COMMAND + r"(?:#!\s*)?)(?:/usr)?/s?bin/(?=[\w.+-]+(?:[ \t]|$))")
+COMMAND_FILE = re.compile(_COMMAND_FILE)
+"""A path naming a file as one of the commands whose words are read here."""
+_IDENTITY_LINE = re.compile(r"(?im)^([ \t]*identityfile(?:[ \t]*=[ \t]*|[ \t]+))[^\s#]+(?=[ \t]*$)")
+LEFT_BEHIND = re.compile(
+    r"(?i)(?m:" + _AT_COMMAND + r"(?:export|declare|typeset|readonly|set|shopt|setsid|disown|screen|tmux"
+    r"|systemd-run|at|batch|crontab|daemonize|start-stop-daemon|ln|install)\b)|\bnohup\b"
+    r"|\.ssh/(?:config|rc|environment)|ssh_config|/etc/ssh/|ld\.so\.preload|\$profile\b|profile\.ps1"
+    r"|/etc/(?:profile|bash\.bashrc|environment|zsh|sudoers)"
+    r"|(?<![\w.])\.(?:bashrc|bash_profile|bash_login|bash_logout|profile|zshenv|zshrc|zprofile|zlogin"
+    r"|kshrc|mkshrc|inputrc|config/fish)\b"
+)
+"""What a call can leave behind for a later one, in a shell that lives on or in a file it wrote: settings
+a shell keeps (exports, options), a process that lives on (``nohup``, ``setsid``, ``screen``, ``at``), a
+program put in place (``ln``, ``install``), or a file that configures what the key's users and shells run
+(ssh's config and rc, git's hooks and config, the shells' rc files, the loader's preload list)."""
 # Words that close a group, a loop or a condition: where its output is piped on, what each command in it
 # prints goes with it.
 _GROUP_END = re.compile(r"\s*(?:}|done|fi|esac)(?![^\s;&|<>])")
@@ -104,7 +164,81 @@ class _Word(NamedTuple):
 def unread_names(text: str) -> str:
     """The text with each word that names a file its command only uses (an identity, a key to load, a
     name to test, list or change the mode of) blanked out: what the credential rules read of a command."""
-    return _blanked(text) if text and commands_certain(text) else text
+    return _blanked(_inlined(text)) if text and commands_certain(text) else text
+
+
+# A variable set alone to a plain word (``K=~/.ssh/id_rsa;``), and settings exported as they are made.
+_SET_ALONE = re.compile(
+    r"(?m)(?:^|(?<=[;\n]))[ \t]*([A-Za-z_]\w*)=([^\s;&|<>()$`'\"\\{}]+)[ \t]*(?=$|;|&&|\n)"
+)
+_ALL_EXPORTED = re.compile(r"\bset\b[^;&|\n]*(?:\s[-+]\w*a|allexport)")
+
+
+# What the shell keeps of the commands it ran: the last word of the last one, what ``[[ =~ ]]`` matched,
+# its history.
+_KEPT = re.compile(r"\$\{?_\b|\bBASH_REMATCH\b|!(?:!|\$|\*|-?\d)|\b(?:history|fc)\b")
+# Ways to reach a variable by a name computed when the command runs, or to list them all.
+_INDIRECT = re.compile(
+    r"\$\{!|\beval\b|\b(?:declare|typeset|local)\s+-\w*n|\b(?:compgen|printenv)\b"
+    r"|\b(?:declare|typeset|export|readonly)\s+-\w*p|\b(?:env|set)\s*(?:$|[;&|>)\n])"
+)
+
+
+def carried_over(text: str, earlier: list[str]) -> str:
+    """What of the commands a shell ran before (``earlier``) a text's commands may read when it lives on
+    between them: all of them where it reads what the shell kept of them (``$_``, ``BASH_REMATCH``, its
+    history); else the settings of variables ``_inlined`` reads (``K=~/.ssh/id_rsa``) that it expands,
+    or all of those where it may reach one by a computed name (``${!v}``, ``eval``). Read before the
+    text, so that what it does with them is judged with it."""
+    if not earlier:
+        return ""
+    plain = _HIDING.sub("", text)
+    if _KEPT.search(text) or _KEPT.search(plain):
+        return "\n".join(earlier)
+    settings = [setting for command in earlier for setting in _SET_ALONE.finditer(command)]
+    if not settings:
+        return ""
+    every = bool(_INDIRECT.search(text) or _INDIRECT.search(plain))
+    expanded = set(re.findall(r"\$\{?([A-Za-z_]\w*)", text))
+    return "\n".join(setting[0].strip() for setting in settings if every or setting[1] in expanded)
+
+
+_KNOWN = frozenset({*NAME_ONLY, *_KEY_USERS, "git", "rsync"})
+
+
+def _runs_known(piece: str) -> bool:
+    """Whether a piece only sets variables, or runs one of the commands whose words are read here: none
+    of which reads a variable the text sets from its environment (a program that may, given one already
+    exported, could read the key's name there)."""
+    words = _words(piece)
+    if words is None:
+        return False
+    values = [word.value for word in _split_redirections(words)[0]]
+    first = command_start(values)
+    if first is None:
+        return False
+    name = known_name(values[first]) if first < len(values) else ""
+    return name is not None and (not name or bool(_GROUP_END.fullmatch(name)) or name in _KNOWN)
+
+
+def _inlined(text: str) -> str:
+    """The text with each variable set once alone to a plain word, and named nowhere else than where it
+    is expanded whole (``$K``, ``${K}``), written as its value there and its setting blanked: what a
+    command it is given uses is read as that command's word (``K=~/.ssh/id_rsa; ssh -i $K h``). Not where
+    settings are exported (``set -a``), as a program run may read them from its environment."""
+    if "=" not in text or _ALL_EXPORTED.search(text) or not all(map(_runs_known, PIECES.split(text)[::2])):
+        return text
+    for setting in reversed(list(_SET_ALONE.finditer(text))):
+        name, value = setting[1], setting[2]
+        uses = list(re.finditer(rf"\$(?:{name}|\{{{name}\}})(?!\w)", text))
+        named = re.findall(rf"(?<!\w){name}(?!\w)", text)
+        if not uses or len(named) != len(uses) + 1:
+            continue
+        for use in reversed(uses):
+            if use.start() > setting.end():
+                text = text[: use.start()] + value + text[use.end() :]
+        text = text[: setting.start(2)] + _BLANK + text[setting.end(2) :]
+    return text
 
 
 def commands_certain(text: str) -> bool:
@@ -114,7 +248,8 @@ def commands_certain(text: str) -> bool:
     another."""
     # Quotes, backslashes and expansions hide a name from a reading but not from the shell
     # (``al''ias``, ``PA\\TH=``, ``PA${x}TH=``).
-    text = _AGENT_EVAL.sub("", text)
+    # A line the shell continues (``cp x \\<newline>/usr/bin/ls``) is one command with the next.
+    text = _SYSTEM_COMMAND.sub(r"\1", _AGENT_EVAL.sub("", text.replace("\\\n", "")))
     if _REBINDING.search(text) or _REBINDING.search(_HIDING.sub("", text)):
         return False
     pieces = PIECES.split(text)
@@ -124,6 +259,23 @@ def commands_certain(text: str) -> bool:
         if group_end and ((after.startswith("|") and after != "||") or _redirected_out(pieces[at])):
             return False
     return True
+
+
+def rebinds(text: str) -> bool:
+    """Whether a shell text may change what a later command's name runs or where what it is given goes:
+    one that is not ``commands_certain``, or that leaves settings, a process or a file behind
+    (``LEFT_BEHIND``), however quoted."""
+    return not commands_certain(text) or bool(
+        LEFT_BEHIND.search(text) or LEFT_BEHIND.search(_HIDING.sub("", text))
+    )
+
+
+def unread_settings(text: str) -> str:
+    """An ssh config's text with the key each ``IdentityFile`` names blanked out, where none of its lines
+    runs a command or reads more settings (``_RUNNING_OPTION``): as it stands it only names them."""
+    if any(_RUNNING_OPTION.match(line) for line in text.splitlines()):
+        return text
+    return _IDENTITY_LINE.sub(r"\1" + _BLANK, text)
 
 
 def _redirected_out(piece: str) -> bool:
@@ -238,29 +390,84 @@ def _unread(piece: str, words: list[_Word], depth: int) -> Iterator[tuple[int, i
     operands, redirections = _split_redirections(words)
     if redirections is None:
         return
-    first = 0
-    while first < len(operands) and (
-        operands[first].value in _PREFIXES or _ASSIGNMENT.match(operands[first].value)
-    ):
-        word = operands[first]
-        yield from _command_value(piece, word, _SSH_COMMAND.match(word.value), depth)
-        first += 1
-    # A command named by a path may be any program (``./ls``): only one the shell looks up is known.
-    if first == len(operands) or "/" in operands[first].value:
+    first = command_start([word.value for word in operands])
+    if first is None:
         return
-    name = operands[first].value
+    for word in operands[:first]:
+        yield from _command_value(piece, word, _SSH_COMMAND.match(word.value), depth)
+    name = known_name(operands[first].value) if first < len(operands) else None
+    # A command named by a path may be any program (``./ls``): only one the shell looks up is known.
+    if name is None:
+        return
     arguments = operands[first + 1 :]
     if name in NAME_ONLY:
-        if not redirections:
+        # ``[[ k =~ (.*) ]]`` keeps what it matched in BASH_REMATCH, for a later command to read.
+        if not redirections and not any(word.value == "=~" for word in arguments):
             yield from ((word.start, word.end, _BLANK) for word in arguments)
     elif name in _KEY_USERS:
-        yield from _key_options(name, arguments)
+        yield from _key_options(piece, name, arguments)
     elif name in _SHELLS and not redirections and arguments and _SHELL_C.fullmatch(arguments[0].value):
         yield from _inner_command(piece, arguments[1:], depth)
     elif name == "git":
         yield from _git_settings(piece, arguments, depth)
     elif name == "rsync":
         yield from _rsync_shell(piece, arguments, depth)
+
+
+def command_start(values: list[str]) -> int | None:
+    """Where the command of a piece's words (without its redirections) is named, past the keywords,
+    settings and ``_WRAPPERS`` before it (the words' count where none is): None where a wrapper's option
+    may change what it runs."""
+    at = 0
+    while at < len(values):
+        value = values[at]
+        if value in _OPENERS or _ASSIGNMENT.match(value):
+            at += 1
+        elif value in _WRAPPERS:
+            past = _past_options(values, at + 1, *_WRAPPERS[value])
+            if past is None:
+                return None
+            at = past
+        else:
+            return at
+    return at
+
+
+def _past_options(values: list[str], at: int, flags: str, valued: str) -> int | None:
+    while at < len(values) and values[at].startswith("-") and values[at] != "-":
+        if values[at] == "--":
+            return at + 1
+        for offset, letter in enumerate(values[at][1:], start=1):
+            if letter in valued:
+                at += 0 if values[at][offset + 1 :] else 1
+                break
+            if letter not in flags:
+                return None
+        at += 1
+    return at
+
+
+def known_name(word: str) -> str | None:
+    """The name of the command a word runs where the shell looks it up, or finds it in a system folder
+    (``/usr/bin/ssh``): None for any other path (``./ls``, ``~/bin/ls``)."""
+    if "/" not in word:
+        return word
+    system = _SYSTEM_PATH.match(word)
+    return system[1] if system else None
+
+
+def command_name(piece: str) -> str:
+    """The name of the command a piece runs where it is known (``command_start``, ``known_name``) and its
+    output goes nowhere but the standard streams: "" elsewhere."""
+    words = _words(piece)
+    if words is None:
+        return ""
+    operands, redirections = _split_redirections(words)
+    values = [word.value for word in operands]
+    first = command_start(values)
+    if redirections is None or redirections or first is None or first == len(values):
+        return ""
+    return known_name(values[first]) or ""
 
 
 def _split_redirections(words: list[_Word]) -> tuple[list[_Word], list[str] | None]:
@@ -286,32 +493,44 @@ def _split_redirections(words: list[_Word]) -> tuple[list[_Word], list[str] | No
     return operands, targets
 
 
-def _key_options(name: str, arguments: list[_Word]) -> Iterator[tuple[int, int, str]]:
+def _key_options(piece: str, name: str, arguments: list[_Word]) -> Iterator[tuple[int, int, str]]:
     """The values of the options naming a key the command uses, up to its first operand: none where an
     option is not one it takes."""
     flags, valued, keys = _KEY_USERS[name]
     found: list[tuple[int, int, str]] = []
     index = 0
+    destination = name != "ssh"
     while index < len(arguments):
         value = arguments[index].value
-        if value == "--" or not value.startswith("-") or value == "-":
+        if value == "--":
             break
+        if not value.startswith("-") or value == "-":
+            if destination:
+                break
+            # ssh reads options after its destination too, up to the command it runs there.
+            destination = True
+            index += 1
+            continue
         for offset, letter in enumerate(value[1:], start=1):
             if letter in flags:
                 continue
             if letter not in valued:
                 return
             rest = value[offset + 1 :]
+            word = arguments[index]
+            raw = piece[word.start : word.end]
             if not rest:
                 index += 1
                 if index == len(arguments):
                     # A value left out is an error: the command runs nothing.
                     break
-                rest = arguments[index].value
                 word = arguments[index]
-            else:
-                word = arguments[index]
-            if letter == "o" and _RUNNING_OPTION.match(rest):
+                rest, raw = word.value, piece[word.start : word.end]
+            elif raw.startswith(value[: offset + 1]):
+                raw = raw[offset + 1 :].replace("~", "\0")
+            if (letter == "o" and _RUNNING_OPTION.match(rest)) or (
+                letter == "F" and not _OWN_CONFIG.fullmatch(raw)
+            ):
                 return
             if letter in keys or (letter == "o" and _IDENTITY_OPTION.match(rest)):
                 found.append((word.start, word.end, _BLANK))

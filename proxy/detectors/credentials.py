@@ -7,14 +7,27 @@ or run commands, never over prose or other tools' arguments (an email that menti
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Iterator
+import shlex
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote
 
 from proxy.detectors.commands import is_command_tool, shell_readings, without_stored_heredocs
-from proxy.detectors.credential_use import NAME_ONLY, command_pieces, commands_certain, unread_names
+from proxy.detectors.credential_use import (
+    COMMAND_FILE,
+    LEFT_BEHIND,
+    NAME_ONLY,
+    carried_over,
+    command_name,
+    command_pieces,
+    commands_certain,
+    rebinds,
+    unread_names,
+    unread_settings,
+)
 from proxy.detectors.tools import glob_matches, name_matches
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
@@ -46,41 +59,160 @@ WRITTEN_KEYS = frozenset(
 
 
 def is_reading_tool(name: str) -> bool:
-    return name_matches(name, READING_TOOLS)
+    """A tool that reads files, or runs commands (``commands.is_command_tool``: ``pwsh``, ``zsh``, a
+    sandbox or a notebook), whatever else its name says."""
+    return name_matches(name, READING_TOOLS) or is_command_tool(name)
+
+
+_REPLACED_KEYS = frozenset({"old_str", "old_string", "old_text", "oldtext"})
+"""Arguments of an edit that carry what it replaces: never written."""
+_PATH_KEY = re.compile(r"(?i)(?:path|file|file_?name|target|dest|destination|uri)$")
+_PATCHED_PATH = re.compile(r"(?m)^(?:\*\*\* (?:Add|Update) File: |\+\+\+ (?:b/)?)(\S[^\n]*?)\s*$")
+_SSH_CONFIG = re.compile(r"(?:^|/)(?:\.ssh/config|ssh_config)(?:\.d/[^/]*)?$|/\.ssh/config\.d/")
+_SCRIPT = re.compile(
+    r"(?i)(?:\.(?:sh|bash|zsh|ksh|fish|command|mk)|(?:^|/)(?:gnumakefile|makefile|justfile|\.envrc"
+    r"|taskfile\.ya?ml|package\.json)|/hooks/[^/]+)$"
+)
+_SHELL_SHEBANG = re.compile(r"\A#!\s*\S*/(?:env\s+)?(?:ba|z|k|da|fi|mk)?sh\b")
+_CODE = re.compile(
+    r"(?i)\.(?:py|pyw|ipynb|js|mjs|cjs|ts|tsx|jsx|rb|pl|pm|php|lua|go|rs|java|kt|kts|scala|swift|c|cc|cpp|h"
+    r"|hpp|cs|r|jl|ex|exs|erl|clj|groovy|dart|ps1|psm1|tcl)$"
+)
+"""Files of a language other than a shell's: where a call runs one, its text is read as written, never as
+commands (a regular expression's ``.*`` is no glob)."""
+_WRITTEN_SCRIPT = "script"
+"""The command field (``commands.COMMAND_FIELDS``) what a call runs of the conversation is read under."""
 
 
 def read_arguments(name: str, arguments: str) -> str:
-    """The arguments of a call as far as they name what it reads: a writing tool's content left out (code
-    it writes may name a token's path without reading it), its path and a viewing command kept."""
+    """The arguments of a call as far as they name what it reads: a writing tool's content where it writes
+    what a later command runs without naming it (a shell script, a Makefile, a git hook, ``package.json``,
+    an ssh config, whose ``IdentityFile`` lines only name keys it uses), read as commands; what it writes
+    elsewhere (code, documents, data) is read where a later call names the file (``ran_files``), and what
+    an edit replaces is not written at all."""
     if not name_matches(name, WRITING_TOOLS):
         return arguments
+    value = _json_object(arguments)
+    if value is None:
+        return arguments
+    kept = {key: item for key, item in value.items() if key.lower() not in WRITTEN_KEYS}
+    written = "\n".join(_written_strings(value))
+    paths = written_paths(value, written)
+    if written and _runs_unnamed(paths, written):
+        ssh_config = any(_SSH_CONFIG.search(path) for path in paths)
+        kept[_WRITTEN_SCRIPT] = unread_settings(written) if ssh_config else written
+    return json.dumps(kept)
+
+
+def _runs_unnamed(paths: list[str], written: str) -> bool:
+    return bool(_SHELL_SHEBANG.match(written)) or any(
+        _SCRIPT.search(path) or _SSH_CONFIG.search(path) for path in paths
+    )
+
+
+def _json_object(arguments: str) -> dict[str, object] | None:
     try:
         value = json.loads(arguments)
     except (ValueError, RecursionError):
-        return arguments
-    if not isinstance(value, dict):
-        return arguments
-    return json.dumps({key: item for key, item in value.items() if key.lower() not in WRITTEN_KEYS})
+        return None
+    return value if isinstance(value, dict) else None
 
 
-def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBudget) -> list[Finding]:
+def _written_strings(value: object, inside: bool = False) -> Iterator[str]:
+    """The strings a writing tool's arguments write: under a key of ``WRITTEN_KEYS``, at any depth (the
+    ``newText`` of an MCP edit), never under one of ``_REPLACED_KEYS``."""
+    if isinstance(value, str) and inside:
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            lowered = str(key).lower()
+            if lowered not in _REPLACED_KEYS:
+                yield from _written_strings(item, inside or lowered in WRITTEN_KEYS)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _written_strings(item, inside)
+
+
+def written_paths(value: dict[str, object], written: str) -> list[str]:
+    """The paths a writing tool's call writes: its path arguments (``path``, ``file_path``, ``filePath``,
+    ``notebook_path``, ``target_file``, ``uri``) and the files a patch adds or changes."""
+    paths = [item for key, item in value.items() if _PATH_KEY.search(key) and isinstance(item, str)]
+    return paths + _PATCHED_PATH.findall(written)
+
+
+def written_files(calls: Iterable[ToolCall]) -> list[tuple[str, str]]:
+    """Each file the writing tools' calls write, by its path, with what they write in it."""
+    files = []
+    for call in calls:
+        value = _json_object(call.arguments) if name_matches(call.name, WRITING_TOOLS) else None
+        if value is not None:
+            written = "\n".join(_written_strings(value))
+            files += [(path, written) for path in written_paths(value, written) if written]
+    return files
+
+
+def ran_files(arguments: str, written: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The files written earlier that a call's arguments name by their file's name (``sh
+    /tmp/notes.txt``, ``python3 run.py``): what it may run."""
+    return [
+        (path, content)
+        for path, content in dict.fromkeys(written)
+        if (base := posixpath.basename(path.rstrip("/")))
+        and re.search(rf"(?<![\w.-]){re.escape(base)}(?![\w.-])", arguments)
+    ]
+
+
+def credential_reads(
+    calls: Iterable[ToolCall],
+    scanner: Scanner,
+    budget: ScanBudget,
+    earlier: Sequence[ToolCall] | None = (),
+) -> list[Finding]:
     """One finding per credential rule matched in a reading tool's arguments (or out of time on them:
     ``SCAN_TIMEOUT_RULE``); where the policy enforces ``credential_theft`` the call is withheld (an MCP
-    ``tools/call`` refused), elsewhere recorded. The scans are charged to ``budget``."""
+    ``tools/call`` refused), elsewhere recorded. The scans are charged to ``budget``.
+
+    ``earlier`` are the calls of the conversation before these (its history): with the other calls of the
+    list, they are what a shell that lives on between calls has run, and the files a call may run. Where
+    one of them may have changed what a command's name runs (``left_behind``), no file a call names is
+    taken for one it only uses (``ssh -i``, ``chmod 600 ~/.ssh/*``): every word naming one is a read.
+    None: what ran before is not known (the provider keeps the conversation, an MCP server its shell),
+    and may have."""
+    calls = list(calls)
     findings = []
-    for call in calls:
+    unknown = earlier is None
+    earlier = earlier or ()
+    conversation = [*earlier, *calls]
+    commands = [_command_text(other) for other in conversation]
+    files = [written_files([other]) for other in conversation]
+    for index, call in enumerate(calls):
         if not is_reading_tool(call.name):
             continue
-        arguments = read_arguments(call.name, call.arguments)
-        rules, timed_out = _rules_read(call.name, arguments, scanner, budget, blank=False)
-        blanked = unread_arguments(arguments) if rules and not timed_out else arguments
-        if rules and not timed_out and not budget.spent_for(len(blanked)):
+        at = len(earlier) + index
+        others = conversation[:at] + conversation[at + 1 :]
+        written = [file for files_of in files[:at] + files[at + 1 :] for file in files_of]
+        ran = ran_files(call.arguments, written)
+        arguments = _with_conversation(
+            read_arguments(call.name, call.arguments), commands[:at] + commands[at + 1 :], ran
+        )
+        rebound: Callable[[], bool] = _Rebound(others, budget, call.arguments, written, unknown=unknown)
+
+        rules, timed_out = _rules_read(call.name, arguments, scanner, budget, blank=False, rebound=rebound)
+        blanked = (
+            unread_arguments(arguments, call.name) if rules and not timed_out and not rebound() else arguments
+        )
+        if blanked is not arguments and not budget.spent_for(len(blanked)):
             # A credential file the call only uses (``ssh -i``, ``ssh-add``, ``chmod 600``) is no read:
             # its word is blanked out of the arguments, and out of each reading (a key a variable names,
             # ``K=~/.ssh/k; ssh -i $K``, is used where the reading puts it). Read again only where the
             # words as written name one, so a call that names none costs what it did; where the budget
             # leaves no time to read it again, what was found stands.
-            rules, timed_out = _rules_read(call.name, blanked, scanner, budget, blank=True)
+            rules, timed_out = _rules_read(call.name, blanked, scanner, budget, blank=True, rebound=rebound)
+        code = "\n".join(content for path, content in ran if _CODE.search(path))
+        if code:
+            scan = scanner.scan(code, budget)
+            rules |= {match.rule.id: match.rule for match in scan.found}
+            timed_out += tuple(scan.timed_out)
         # A rule out of time may have read a credential path there: the call is withheld all the same.
         findings += [
             scan_timeout_finding(
@@ -104,14 +236,141 @@ def credential_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBu
     return findings
 
 
+def _with_conversation(arguments: str, commands: list[str], ran: list[tuple[str, str]]) -> str:
+    """A call's arguments as they are read with what the conversation gives them: what the earlier
+    ``commands`` set that it reads in a shell that lives on (``carried_over``), read before its own
+    strings, and what the files it runs that other calls wrote hold, but code (``_CODE``, read as written
+    apart)."""
+    own = "\n".join(_strings(_json_value(arguments)))
+    carried = carried_over(own, commands)
+    scripts = "\n".join(content for path, content in ran if not _CODE.search(path))
+    if not carried and not scripts:
+        return arguments
+    script = "\n".join(text for text in (carried, own if carried else "", scripts) if text)
+    return json.dumps({"call": _json_value(arguments), _WRITTEN_SCRIPT: script})
+
+
+def _command_text(call: ToolCall) -> str:
+    """The strings of a call that runs commands, one a line: "" for one that writes files."""
+    if name_matches(call.name, WRITING_TOOLS) or not is_reading_tool(call.name):
+        return ""
+    return "\n".join(_strings(_json_value(call.arguments)))
+
+
+def _json_value(arguments: str) -> object:
+    try:
+        return json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+class _Rebound:
+    """``left_behind`` of a call's conversation, worked out when first asked (a call that names no
+    credential file never asks) and once: True where what ran before it is not known."""
+
+    def __init__(
+        self,
+        calls: list[ToolCall],
+        budget: ScanBudget,
+        running: str,
+        written: list[tuple[str, str]],
+        *,
+        unknown: bool,
+    ) -> None:
+        self._ask = (calls, budget, running, written)
+        self._found: bool | None = True if unknown else None
+
+    def __call__(self) -> bool:
+        if self._found is None:
+            self._found = left_behind(*self._ask)
+        return self._found
+
+
+def left_behind(
+    calls: Sequence[ToolCall],
+    budget: ScanBudget,
+    running: str = "",
+    written: list[tuple[str, str]] | None = None,
+) -> bool:
+    """Whether any of the calls may have left behind what changes what a later command's name runs or
+    where what it is given goes (``credential_use.rebinds``): a command tool's commands that do, a file
+    written where the key's users, the loader or a shell read settings or look a command up, a script
+    written that does, or a file written that one of the calls (or ``running``, the arguments of the call
+    judged) then runs: code always, as what it does is not read here. Where the budget leaves no time to
+    read them, they may have. ``written``: the calls' ``written_files``, where known already."""
+    if not calls:
+        return False
+    if budget.spent_for(sum(len(call.arguments) for call in calls)):
+        return True
+    with budget.metered():
+        if any(_leaves(call.name, call.arguments) for call in calls):
+            return True
+        texts = "\n".join(
+            (running, *(call.arguments for call in calls if not name_matches(call.name, WRITING_TOOLS)))
+        )
+        files = written_files(calls) if written is None else written
+        return any(_CODE.search(path) or rebinds(content) for path, content in ran_files(texts, files))
+
+
+_LEAVES_KEPT = 1024
+_left: dict[tuple[str, bytes], bool] = {}
+"""``_leaves`` of the calls last read, by name and the digest of the arguments: a conversation's history
+comes back with each of its requests, and its calls (a file written whole among them) are kept no longer
+than they are sent."""
+
+
+def _leaves(name: str, arguments: str) -> bool:
+    """``left_behind`` of one call."""
+    key = (name, hashlib.sha256(arguments.encode("utf-8", "surrogatepass")).digest())
+    found = _left.pop(key, None)
+    if found is None:
+        found = _call_leaves(name, arguments)
+        while len(_left) >= _LEAVES_KEPT:
+            del _left[next(iter(_left))]
+    _left[key] = found
+    return found
+
+
+def _call_leaves(name: str, arguments: str) -> bool:
+    if name_matches(name, WRITING_TOOLS):
+        value = _json_object(arguments)
+        if value is None:
+            return rebinds(arguments)
+        written = "\n".join(_written_strings(value))
+        paths = written_paths(value, written)
+        if any(COMMAND_FILE.search(path) or LEFT_BEHIND.search(path) for path in paths):
+            return True
+        return bool(written) and _runs_unnamed(paths, written) and rebinds(written)
+    commands = shell_readings(name, arguments)
+    return bool(commands) and rebinds(f"{arguments}\n{commands}")
+
+
 def _rules_read(
-    name: str, arguments: str, scanner: Scanner, budget: ScanBudget, *, blank: bool
+    name: str,
+    arguments: str,
+    scanner: Scanner,
+    budget: ScanBudget,
+    *,
+    blank: bool,
+    rebound: Callable[[], bool],
 ) -> tuple[dict[str, Rule], tuple[str, ...]]:
     """The credential rules a call's arguments match, and those out of time on them. The commands it runs
     are read with their disguises undone, their expansions also taken for nothing, paths as they resolve
     and braces expanded (``cat ~/.a''ws/credentials``, ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``,
     ``cat ~/.{aws,x}/credentials``), where the budget leaves time; with ``blank``, the words of the files
-    they only use blanked out of those readings."""
+    they only use blanked out of those readings. A glob is no read where a command only lists or changes
+    the mode of what it names, unless ``rebound`` says that command may be another."""
     if is_command_tool(name):
         # What a here-document only stores or prints (``cat > notes.md <<'EOF'``) is data the command
         # writes, as a writing tool's content is: it names no file the command reads.
@@ -121,7 +380,7 @@ def _rules_read(
     commands = "\n".join(
         (commands, emptied(commands), normal_paths(f"{arguments}\n{commands}"), environment_aliases(commands))
     )
-    globbing = "\n".join(globbing_commands(commands))
+    globbing = "\n".join(globbing_commands(commands, rebound))
     commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
     scan = scanner.scan(f"{arguments}\n{commands}", budget)
     rules = {match.rule.id: match.rule for match in scan.found}
@@ -131,32 +390,61 @@ def _rules_read(
     return rules, tuple(scan.timed_out)
 
 
-def unread_arguments(arguments: str) -> str:
+# Words of a tool's name that say its text is code of a language other than a POSIX shell's, and fields
+# that hold such code: a shell's reading of it says nothing of what it runs (Lua's ``ls '/k'`` calls a
+# function ``ls``, PowerShell's ``sal ls gc`` makes ``ls`` print a file).
+_LANGUAGES = frozenset(
+    {"python", "python3", "py", "ipython", "node", "nodejs", "js", "javascript", "ts", "typescript", "deno",
+     "bun", "ruby", "rb", "perl", "pl", "php", "lua", "tcl", "r", "julia", "powershell", "pwsh", "ps",
+     "ps1", "cmd", "bat", "code", "interpreter", "repl", "jupyter", "notebook", "kernel", "sql",
+     "applescript", "osascript", "groovy", "java", "go", "rust", "swift", "elixir", "clojure", "lisp",
+     "scheme", "wsl"}
+)  # fmt: skip
+_CODE_FIELDS = frozenset({"code", "source", "program"})
+
+
+def unread_arguments(arguments: str, name: str = "") -> str:
     """The arguments with the words of credential files their commands only use blanked out of each
-    string (``unread_names``), or of the whole text where it is no JSON."""
-    if not commands_certain(arguments):
+    string (``unread_names``; a list of strings as the command line it is run as), or of the whole text
+    where it is no JSON. Nothing where any of the strings may change what a command runs, or where the
+    tool's name says it runs another language (``_LANGUAGES``); nothing of a field of code."""
+    if set(re.split(r"[^a-z0-9]+", name.lower())) & _LANGUAGES:
         return arguments
-    return _mapped_json_strings(arguments, unread_names)
+    if not commands_certain("\n".join(_strings(_json_value(arguments)))):
+        return arguments
+    return _mapped_json_strings(arguments, unread_names, kept=_CODE_FIELDS, argv=True)
 
 
-def _mapped_json_strings(arguments: str, change: Callable[[str], str]) -> str:
-    """The arguments with each string of their JSON changed, or the whole text where it is no JSON; as
-    given where nothing changed."""
+def _mapped_json_strings(
+    arguments: str, change: Callable[[str], str], *, kept: frozenset[str] = frozenset(), argv: bool = False
+) -> str:
+    """The arguments with each string of their JSON changed (``_mapped_strings``), or the whole text where
+    it is no JSON; as given where nothing changed."""
     try:
         value = json.loads(arguments)
     except (ValueError, RecursionError):
         return change(arguments)
-    changed = _mapped_strings(value, change)
+    changed = _mapped_strings(value, change, kept=kept, argv=argv)
     return arguments if changed == value else json.dumps(changed, ensure_ascii=False)
 
 
-def _mapped_strings(value: object, change: Callable[[str], str]) -> object:
+def _mapped_strings(
+    value: object, change: Callable[[str], str], *, kept: frozenset[str] = frozenset(), argv: bool = False
+) -> object:
+    """The value with each of its strings changed, but those under a key of ``kept``; with ``argv``, a list
+    of strings changed as the one command line it runs."""
     if isinstance(value, str):
         return change(value)
     if isinstance(value, dict):
-        return {key: _mapped_strings(item, change) for key, item in value.items()}
+        return {
+            key: item if str(key).lower() in kept else _mapped_strings(item, change, kept=kept, argv=argv)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [_mapped_strings(item, change) for item in value]
+        if argv and value and all(isinstance(item, str) for item in value):
+            # An argv: its code (``["lua", "-e", ...]``) is no command of its own.
+            return change(shlex.join(value))
+        return [_mapped_strings(item, change, kept=kept, argv=argv) for item in value]
     return value
 
 
@@ -302,29 +590,14 @@ def _choices(inside: str) -> list[str]:
     return []
 
 
-def globbing_commands(commands: str) -> Iterator[str]:
+def globbing_commands(commands: str, rebound: Callable[[], bool] = lambda: False) -> Iterator[str]:
     """The pieces of the commands whose globs may read what they name: each command but one of
-    ``NAME_ONLY`` whose output goes nowhere (neither piped on nor substituted into another)."""
+    ``NAME_ONLY`` whose output goes nowhere (neither piped on nor substituted into another), and every one
+    where ``rebound`` says an earlier call may have made its name run something else."""
     certain = commands_certain(commands)
     for piece, _, passed_on in command_pieces(commands):
-        if not certain or passed_on or _command_word(piece) not in NAME_ONLY:
+        if not certain or passed_on or command_name(piece) not in NAME_ONLY or rebound():
             yield piece
-
-
-_RUNS_BEFORE = re.compile(
-    r"^\s*(?:(?:sudo|doas|command|builtin|exec|nohup|time|nice|[{!])(?=\s)|-\S*|[A-Za-z_]\w*=\S*)\s*"
-)
-
-
-def _command_word(piece: str) -> str:
-    """The name of the command a piece runs, past wrappers, options and assignments before it, without
-    its folder."""
-    for _ in range(8):
-        rest = _RUNS_BEFORE.sub("", piece, count=1)
-        if rest == piece:
-            break
-        piece = rest
-    return piece.split(maxsplit=1)[0].rsplit("/", 1)[-1] if piece.strip() else ""
 
 
 def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
