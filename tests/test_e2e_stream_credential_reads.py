@@ -5,10 +5,11 @@ a read of an everyday file streams through whole. Each streamed dialect, through
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, anthropic_client, ask, last_record, openai_client
@@ -20,7 +21,13 @@ Calls = Sequence[tuple[str | None, Any]]
 
 
 def _chat(upstream: FakeUpstream) -> tuple[Calls, str]:
-    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    return chat_stream_calls(
+        openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    )
+
+
+def chat_stream_calls(stream: Iterable[ChatCompletionChunk]) -> tuple[Calls, str]:
+    """The calls and the text a chat completion's stream makes, joined as the SDK's callers join them."""
     names: dict[int, str] = {}
     arguments: dict[int, str] = {}
     text = ""
@@ -92,14 +99,20 @@ def stream_call(
     deltas) next to a call of another tool, and the turn's record."""
     proxy = _agent(start_proxy(mode=mode), monkeypatch)
     model, receive = DIALECTS[dialect]
+    answer_beside_another(upstream, model, call, text)
+    calls, said = receive(upstream)
+    return calls, said, last_record(proxy)
+
+
+def answer_beside_another(upstream: FakeUpstream, model: str, call: ToolCallReply, text: str) -> None:
+    """The upstream's next answer: ``text``, and ``call`` (arguments in 5-character deltas where streamed)
+    next to a call of another tool."""
     upstream.reply = Reply(
         text=text,
         tool_calls=[ToolCallReply("get_weather", {"city": "Oslo"}, id="call_w"), call],
         model=model,
         piece_size=5,
     )
-    calls, said = receive(upstream)
-    return calls, said, last_record(proxy)
 
 
 def _read(

@@ -1,0 +1,144 @@
+"""End to end: a key's use (``ls ~/.ssh/id_rsa``, ``ssh -i``) is judged after the calls the conversation
+made before it, as the agent's request carries them: where an earlier call defined a function of the
+command's name in a shell that lives on, or wrote a script the call runs, the use is a read and the call
+is withheld for its notice; after calls that change nothing it runs, it passes whole. Each dialect's
+history through its official SDK, answered whole and streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_inspect import _agent, anthropic_client, last_record, openai_client
+from tests.test_e2e_stream_credential_reads import Calls, answer_beside_another, chat_stream_calls
+from tests.upstream import FakeUpstream, ToolCallReply
+
+USE = {"command": "ls -l ~/.ssh/id_rsa"}
+REBINDING = {"command": 'ls() { cat "$@"; }'}
+EVERYDAY = {"command": "git status --short"}
+NOTICE = "The call to the tool `bash` was withheld by egressguard"
+
+
+def _chat(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tuple[Calls, str]:
+    messages: list[Any] = [
+        {"role": "user", "content": "Check the key's mode."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_e",
+                    "type": "function",
+                    "function": {"name": "bash", "arguments": json.dumps(earlier)},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_e", "content": ""},
+    ]
+    client = openai_client(upstream)
+    if stream:
+        return chat_stream_calls(client.chat.completions.create(model="m", messages=messages, stream=True))
+    message = client.chat.completions.create(model="m", messages=messages).choices[0].message
+    calls = [
+        (call.function.name, json.loads(call.function.arguments))
+        for call in message.tool_calls or []
+        if call.type == "function"
+    ]
+    return calls, message.content or ""
+
+
+def _anthropic(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tuple[Calls, str]:
+    messages: list[Any] = [
+        {"role": "user", "content": "Check the key's mode."},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_e", "name": "bash", "input": earlier}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_e", "content": ""}]},
+    ]
+    client = anthropic_client(upstream)
+    if stream:
+        with client.messages.stream(model="claude-test-model", max_tokens=64, messages=messages) as events:
+            content: list[Any] = list(events.get_final_message().content)
+    else:
+        content = list(
+            client.messages.create(model="claude-test-model", max_tokens=64, messages=messages).content
+        )
+    calls = [(block.name, block.input) for block in content if block.type == "tool_use"]
+    return calls, "".join(block.text for block in content if block.type == "text")
+
+
+def _responses(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tuple[Calls, str]:
+    items: list[Any] = [
+        {"role": "user", "content": "Check the key's mode."},
+        {"type": "function_call", "call_id": "call_e", "name": "bash", "arguments": json.dumps(earlier)},
+        {"type": "function_call_output", "call_id": "call_e", "output": ""},
+    ]
+    client = openai_client(upstream)
+    if stream:
+        events = list(client.responses.create(model="m", input=items, stream=True))
+        (completed,) = [event for event in events if event.type == "response.completed"]
+        response = completed.response
+    else:
+        response = client.responses.create(model="m", input=items)
+    calls = [
+        (item.name, json.loads(item.arguments)) for item in response.output if item.type == "function_call"
+    ]
+    return calls, response.output_text
+
+
+DIALECTS: dict[str, tuple[str, Callable[[FakeUpstream, dict[str, str], bool], tuple[Calls, str]]]] = {
+    "openai_chat": ("m", _chat),
+    "anthropic": ("claude-test-model", _anthropic),
+    "openai_responses": ("m", _responses),
+}
+
+
+def _use_after(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    earlier: dict[str, str],
+    stream: bool,
+) -> tuple[Calls, str, list[dict[str, Any]]]:
+    # A shell is a destructive tool held for approval where tool abuse is enforced: credential reads alone
+    # are here.
+    proxy = _agent(start_proxy(mode="observe", extra="threats: {credential_theft: enforce}\n"), monkeypatch)
+    model, converse = DIALECTS[dialect]
+    answer_beside_another(upstream, model, ToolCallReply("bash", USE, id="call_u"), "Checking.")
+    calls, text = converse(upstream, earlier, stream)
+    record = last_record(proxy)
+    return calls, text, [finding for finding in record["findings"] if finding["threat"] == "credential_theft"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize(
+    ("earlier", "withheld"), [(REBINDING, True), (EVERYDAY, False)], ids=["rebound", "everyday"]
+)
+def test_a_use_is_judged_after_the_calls_the_conversation_made_before_it(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    stream: bool,
+    earlier: dict[str, str],
+    withheld: bool,
+) -> None:
+    """After a call that defined a function ``ls`` the use is a read, withheld for its notice; after one
+    that changes nothing it runs, it passes whole."""
+    calls, text, found = _use_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
+    if withheld:
+        assert calls == [("get_weather", {"city": "Oslo"})]
+        assert NOTICE in text and "ssh-private-key-file" in text
+        assert {finding["rule"] for finding in found} == {"ssh-private-key-file"}
+        assert all(finding["enforced"] for finding in found)
+    else:
+        assert calls == [("get_weather", {"city": "Oslo"}), ("bash", USE)]
+        assert NOTICE not in text and text.startswith("Checking.")
+        assert found == []
