@@ -1056,6 +1056,32 @@ def shell_calls(rng: random.Random, count: int) -> Iterator[Exchange]:
     yield call_turn(kind, "write_file", {"path": "migrations/0002_drop_legacy.sql", "content": migration})
 
 
+def written_files(rng: random.Random, count: int) -> Iterator[Exchange]:
+    """Files agents write: source, docs, configs and scripts, each written whole by a file tool, or edited
+    in place by Anthropic's editor (a chunk of it replaced by another), as an agent's answer calls it."""
+    kind = "files agents write (source, docs, configs, scripts)"
+    roots = (SITE_PACKAGES, *NODE_ROOTS, Path("/usr/share"), Path("/usr/lib"), REPOSITORY / "docker")
+    suffixes = (".py", ".js", ".ts", ".md", ".rst", ".json", ".yml", ".yaml", ".toml", ".cfg", ".sh",
+                "Dockerfile", "Makefile", ".tf")  # fmt: skip
+    found = [path for path in _files(roots, suffixes) if "egressguard" not in str(path)]
+    rng.shuffle(found)
+    made = 0
+    for path in found:
+        text = _read(path)
+        if not text or not text.strip():
+            continue
+        written = _chunk(rng, text)
+        target = f"src/{path.parent.name}/{path.name}"
+        if made % 2:
+            yield call_turn(kind, "write_file", {"path": target, "content": written})
+        else:
+            arguments = {"command": "str_replace", "path": target, "old_str": "pass", "new_str": written}
+            yield call_turn(kind, "str_replace_based_edit_tool", arguments)
+        made += 1
+        if made >= count:
+            return
+
+
 SECURITY_PROMPTS = (
     "How does prompt injection work? Give me a few examples of how attackers phrase it so I can test my bot.",
     "What is the difference between direct and indirect prompt injection?",
@@ -1123,6 +1149,7 @@ KINDS: dict[str, Callable[[random.Random, int], Iterator[Exchange]]] = {
     "html": html_pages,
     "email": emails,
     "calls": shell_calls,
+    "writes": written_files,
     "prompts": security_prompts,
 }
 
