@@ -13,6 +13,7 @@ network path or an inherited descriptor.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from itertools import pairwise
 from typing import NamedTuple
@@ -46,10 +47,12 @@ _KEY_USERS = {
 _OWN_CONFIG = re.compile(
     r"/dev/null|(?:~|\$HOME|\$\{HOME\}|\"\$HOME|\"\$\{HOME\}|/root|/home/[\w.-]+|/Users/[\w.-]+)/\.ssh/config\"?"
 )
-# ``-o`` settings that run a command or load code, or read more settings that may.
+# ``-o`` settings that run a command or load code, read more settings that may, or hand the key to an
+# agent at a socket they name (``AddKeysToAgent`` with ``IdentityAgent``).
 _RUNNING_OPTION = re.compile(
     r"(?i)^\s*(?:proxycommand|localcommand|permitlocalcommand|knownhostscommand|pkcs11provider"
-    r"|securitykeyprovider|match|include|proxyjump|controlmaster|controlpath)(?![a-z])"
+    r"|securitykeyprovider|match|include|proxyjump|controlmaster|controlpath|identityagent|addkeystoagent)"
+    r"(?![a-z])"
 )
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
 # An interactive or login shell (``-i``, ``-l``) first runs rc files that may rebind any command.
@@ -100,7 +103,7 @@ _REBINDING = re.compile(
     # what it is given (``LD_PRELOAD``, ``SSH_AUTH_SOCK``, ``SSH_ASKPASS``, ``BASH_ENV``, ``PS4``); git's
     # and rsync's but the ssh command they run, read as one.
     r"|(?-i:\b(?:(?:LD|DYLD|SSH|SUDO|BASH|ZSH)_\w+|GIT_(?!SSH_COMMAND\b)\w+|RSYNC_(?!RSH\b)\w+|ENV|GCONV_PATH"
-    r"|LOCPATH|NLSPATH|GETCONF_DIR|SHELLOPTS|BASHOPTS|PS4|IFS|ZDOTDIR|POSIXLY_CORRECT)\b)"
+    r"|LOCPATH|NLSPATH|GETCONF_DIR|SHELLOPTS|BASHOPTS|PS[0-4]|PROMPT_COMMAND|IFS|ZDOTDIR|POSIXLY_CORRECT)\b)"
     r"|/dev/(?:tcp|udp)/|\bexec\s*\d*\s*[<>]|\b(?:coproc|trap|history|fc|eval|source|shopt)\b"
     # Programs git runs (its hooks, a file system monitor), each with the ssh command's setting in its
     # environment; PowerShell's aliases and evaluation.
@@ -130,6 +133,7 @@ LEFT_BEHIND = re.compile(
     r"(?i)(?m:" + _AT_COMMAND + r"(?:export|declare|typeset|readonly|set|shopt|setsid|disown|screen|tmux"
     r"|systemd-run|at|batch|crontab|daemonize|start-stop-daemon|ln|install)\b)|\bnohup\b"
     r"|\.ssh/(?:config|rc|environment)|ssh_config|/etc/ssh/|ld\.so\.preload|\$profile\b|profile\.ps1"
+    r"|gitconfig|\.config/git/"
     r"|/etc/(?:profile|bash\.bashrc|environment|zsh|sudoers)"
     r"|(?<![\w.])\.(?:bashrc|bash_profile|bash_login|bash_logout|profile|zshenv|zshrc|zprofile|zlogin"
     r"|kshrc|mkshrc|inputrc|config/fish)\b"
@@ -137,7 +141,7 @@ LEFT_BEHIND = re.compile(
 """What a call can leave behind for a later one, in a shell that lives on or in a file it wrote: settings
 a shell keeps (exports, options), a process that lives on (``nohup``, ``setsid``, ``screen``, ``at``), a
 program put in place (``ln``, ``install``), or a file that configures what the key's users and shells run
-(ssh's config and rc, git's hooks and config, the shells' rc files, the loader's preload list)."""
+(ssh's config and rc, git's config, the shells' rc files, the loader's preload list)."""
 # Words that close a group, a loop or a condition: where its output is piped on, what each command in it
 # prints goes with it.
 _GROUP_END = re.compile(r"\s*(?:}|done|fi|esac)(?![^\s;&|<>])")
@@ -172,6 +176,8 @@ _SET_ALONE = re.compile(
     r"(?m)(?:^|(?<=[;\n]))[ \t]*([A-Za-z_]\w*)=([^\s;&|<>()$`'\"\\{}]+)[ \t]*(?=$|;|&&|\n)"
 )
 _ALL_EXPORTED = re.compile(r"\bset\b[^;&|\n]*(?:\s[-+]\w*a|allexport)")
+_EXPANSION = re.compile(r"\$(?:([A-Za-z_]\w*)|\{([A-Za-z_]\w*)\})(?!\w)")
+_NAME = re.compile(r"(?<!\w)[A-Za-z_]\w*(?!\w)")
 
 
 # What the shell keeps of the commands it ran: the last word of the last one, what ``[[ =~ ]]`` matched,
@@ -226,19 +232,30 @@ def _inlined(text: str) -> str:
     is expanded whole (``$K``, ``${K}``), written as its value there and its setting blanked: what a
     command it is given uses is read as that command's word (``K=~/.ssh/id_rsa; ssh -i $K h``). Not where
     settings are exported (``set -a``), as a program run may read them from its environment."""
-    if "=" not in text or _ALL_EXPORTED.search(text) or not all(map(_runs_known, PIECES.split(text)[::2])):
+    if "=" not in text or "$" not in text or _ALL_EXPORTED.search(text):
         return text
-    for setting in reversed(list(_SET_ALONE.finditer(text))):
-        name, value = setting[1], setting[2]
-        uses = list(re.finditer(rf"\$(?:{name}|\{{{name}\}})(?!\w)", text))
-        named = re.findall(rf"(?<!\w){name}(?!\w)", text)
-        if not uses or len(named) != len(uses) + 1:
-            continue
-        for use in reversed(uses):
-            if use.start() > setting.end():
-                text = text[: use.start()] + value + text[use.end() :]
-        text = text[: setting.start(2)] + _BLANK + text[setting.end(2) :]
-    return text
+    settings: dict[str, re.Match[str] | None] = {}
+    for found in _SET_ALONE.finditer(text):
+        settings[found[1]] = None if found[1] in settings else found
+    uses: dict[str, list[re.Match[str]]] = {}
+    for use in _EXPANSION.finditer(text):
+        uses.setdefault(use[1] or use[2], []).append(use)
+    named = Counter(_NAME.findall(text))
+    edits: list[tuple[int, int, str]] = []
+    for name, setting in settings.items():
+        if setting is not None and name in uses and named[name] == len(uses[name]) + 1:
+            edits.append((setting.start(2), setting.end(2), _BLANK))
+            edits += [
+                (use.start(), use.end(), setting[2]) for use in uses[name] if use.start() > setting.end()
+            ]
+    if not edits or not all(map(_runs_known, PIECES.split(text)[::2])):
+        return text
+    out: list[str] = []
+    kept = 0
+    for start, end, value in sorted(edits):
+        out += (text[kept:start], value)
+        kept = end
+    return "".join(out) + text[kept:]
 
 
 def commands_certain(text: str) -> bool:

@@ -154,12 +154,17 @@ def written_files(calls: Iterable[ToolCall]) -> list[tuple[str, str]]:
 def ran_files(arguments: str, written: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The files written earlier that a call's arguments name by their file's name (``sh
     /tmp/notes.txt``, ``python3 run.py``): what it may run."""
+    if not written:
+        return []
+    named = set(_FILE_NAME.findall(arguments))
     return [
         (path, content)
         for path, content in dict.fromkeys(written)
-        if (base := posixpath.basename(path.rstrip("/")))
-        and re.search(rf"(?<![\w.-]){re.escape(base)}(?![\w.-])", arguments)
+        if posixpath.basename(path.rstrip("/")) in named
     ]
+
+
+_FILE_NAME = re.compile(r"[\w.+-]+")
 
 
 def credential_reads(
