@@ -475,7 +475,7 @@ def _corpus_texts() -> list[str]:
         string
         for name in ("destructive.txt", "variants.txt", "noted.txt", "benign.txt")
         for _, arguments in fixture_cases(name)
-        for string in commands._strings(arguments)
+        for string in commands.command_strings(arguments)
     ]
     texts += [
         disguise(command) for disguise in DISGUISES.values() for command in shell_commands("destructive.txt")

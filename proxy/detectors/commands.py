@@ -25,6 +25,7 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.detectors.tools import CatalogueEntry, glob_matches, name_matches
@@ -193,7 +194,7 @@ def _judged_fields(name: str, arguments: str) -> tuple[list[str], list[str]]:
 def _judges(name: str, arguments: str) -> bool:
     """Whether a call has anything ``_judged_texts`` reads, found without making its readings."""
     if is_command_tool(name):
-        return any(_strings(arguments))
+        return any(command_strings(arguments))
     return any(_judged_fields(name, arguments))
 
 
@@ -225,7 +226,7 @@ def _fields(arguments: str, names: frozenset[str]) -> list[str]:
         if isinstance(item, dict):
             for key, field in item.items():
                 if _field_name(str(key)) in names:
-                    found += _strings(json.dumps(field))
+                    found += command_strings(json.dumps(field))
                 else:
                     stack.append(field)
         elif isinstance(item, list):
@@ -238,7 +239,7 @@ def readings(name: str, arguments: str) -> tuple[list[str], list[str]]:
     its commands one a line with their disguises undone, and what base64 or hex in it decodes to, read the
     same way; apart, its SQL statements."""
     prefixes = [cli for cli in CLI_TOOLS if cli.split("-")[0] in _name_words(name)]
-    return _joined(_readings_of(text, prefixes) for text in _strings(arguments))
+    return _joined(_readings_of(text, prefixes) for text in command_strings(arguments))
 
 
 def _readings_of(text: str, prefixes: list[str]) -> tuple[list[str], list[str]]:
@@ -279,7 +280,7 @@ def _field_name(key: str) -> str:
     return "_".join(word for word in re.split(r"[^a-z0-9]+", _CAMEL_HUMP.sub("_", key).lower()) if word)
 
 
-def _strings(arguments: str) -> Iterator[str]:
+def command_strings(arguments: str) -> Iterator[str]:
     """The strings of JSON arguments (a list of strings also as one command line, as an argv is run), or
     the arguments themselves where they are no JSON (a custom tool's free-form input)."""
     try:
@@ -1156,6 +1157,29 @@ def without_stored_heredocs(text: str) -> str:
     again (``cat > x.sh <<EOF ... EOF; bash x.sh``), is kept and read as commands."""
     kept: list[str] = []
     at = 0
+    for heredoc in _stored_heredocs(text):
+        kept.append(text[at : heredoc.start] + heredoc.rest + "\n")
+        at = heredoc.end
+    return "".join(kept) + text[at:]
+
+
+def stored_heredocs(text: str) -> list[tuple[str, str]]:
+    """The files the here-documents ``without_stored_heredocs`` leaves out are stored in, each with what
+    is stored: a later command that runs one by its name (``bash x.sh``) runs what was left unread."""
+    return [(heredoc.path, heredoc.body) for heredoc in _stored_heredocs(text) if heredoc.path]
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredHeredoc:
+    start: int
+    end: int
+    rest: str
+    path: str
+    body: str
+
+
+def _stored_heredocs(text: str) -> Iterator[_StoredHeredoc]:
+    at = 0
     for count, opening in enumerate(_HEREDOC.finditer(text)):
         if count == _MAX_HEREDOCS or opening.start() < at:
             break
@@ -1172,9 +1196,8 @@ def without_stored_heredocs(text: str) -> str:
             posixpath.basename(written.group(1)) in text[:line_start] + text[end.end() :]
         )
         if not expands and not named_again and not _INTERPRETERS.search(command):
-            kept.append(text[at : opening.start()] + rest + "\n")
+            yield _StoredHeredoc(opening.start(), end.end(), rest, written.group(1) if written else "", body)
             at = end.end()
-    return "".join(kept) + text[at:]
 
 
 _WRITTEN = re.compile(r"(?:>>?|\btee(?:[ \t]+-\S+)*)[ \t]*([^\s;&|<>]+)")

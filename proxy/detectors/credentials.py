@@ -15,7 +15,13 @@ import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote
 
-from proxy.detectors.commands import is_command_tool, shell_readings, without_stored_heredocs
+from proxy.detectors.commands import (
+    command_strings,
+    is_command_tool,
+    shell_readings,
+    stored_heredocs,
+    without_stored_heredocs,
+)
 from proxy.detectors.credential_use import (
     COMMAND_FILE,
     LEFT_BEHIND,
@@ -141,9 +147,12 @@ def written_paths(value: dict[str, object], written: str) -> list[str]:
 
 
 def written_files(calls: Iterable[ToolCall]) -> list[tuple[str, str]]:
-    """Each file the writing tools' calls write, by its path, with what they write in it."""
+    """Each file the writing tools' calls write, by its path, with what they write in it, and each a
+    command tool's here-document stores (``cat > x.sh <<'EOF'``), which its own call leaves unread."""
     files = []
     for call in calls:
+        if is_command_tool(call.name):
+            files += [file for text in command_strings(call.arguments) for file in stored_heredocs(text)]
         value = _json_object(call.arguments) if name_matches(call.name, WRITING_TOOLS) else None
         if value is not None:
             written = "\n".join(_written_strings(value))
