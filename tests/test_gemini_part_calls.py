@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from proxy.dialects.gemini import _CALL_FIELDS, _part_call
 
-PART_KEYS = [*sorted(_CALL_FIELDS), "text", "thought", "codeExecutionResult", "inlineData", "fileData"]
+PART_KEYS = [
+    *sorted(_CALL_FIELDS),
+    "functionCall",
+    "FunctionCall",
+    "executableCode",
+    "text",
+    "thought",
+    "codeExecutionResult",
+    "inlineData",
+    "fileData",
+]
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
@@ -25,4 +35,4 @@ VALUES = st.one_of(
 @given(st.dictionaries(st.sampled_from(PART_KEYS), VALUES, max_size=4))
 def test_a_gemini_part_naming_no_call_field_is_no_call(part: dict[str, Any]) -> None:
     call = _part_call(part, "candidates[0].content.parts[0]")
-    assert call is None or not _CALL_FIELDS.isdisjoint(part)
+    assert call is None or not _CALL_FIELDS.isdisjoint(key.lower() for key in part)

@@ -120,9 +120,12 @@ def code_call(part: dict[str, Any], where: str) -> ToolCall | None:
 
 
 _CALL_FIELDS = frozenset(
-    spelling for camel in ("functionCall", "executableCode") for spelling in (camel, snake_case(camel))
+    spelling.lower()
+    for camel in ("functionCall", "executableCode")
+    for spelling in (camel, snake_case(camel))
 )
-"""The fields ``_part_call`` reads a call from, in either spelling: a part with none of them is no call."""
+"""The fields ``_part_call`` reads a call from, in either spelling and any case (Go's decoder matches a
+field's name in any case): a part with none of them is no call."""
 
 
 def _part_call(part: dict[str, Any], where: str) -> ToolCall | None:
@@ -561,7 +564,7 @@ class _MergedResponse:
         # written out for it.
         call = (
             None
-            if _CALL_FIELDS.isdisjoint(part)
+            if _CALL_FIELDS.isdisjoint(str(key).lower() for key in part)
             else _part_call(part, f"candidates[{index}].content.parts[{len(merged.parts)}]")
         )
         last = merged.parts[-1] if merged.parts else None
