@@ -9,7 +9,7 @@ import shutil
 import stat
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from proxy.audit.log import (
     AuditUnavailable,
     canonical_json,
     checkpoint_message,
+    daily_file_name,
     hashed_line,
     record_hash,
 )
@@ -620,6 +621,33 @@ def test_a_new_day_writes_to_its_own_file(tmp_path: Path, clock: Clock) -> None:
     assert len(files) == 2
     assert [json.loads(line).get("event_id") for line in files[1].read_text().splitlines()][:1] == ["e2"]
     assert intact(tmp_path)
+
+
+@given(
+    start=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+    ),
+    steps=st.lists(st.integers(min_value=-200_000, max_value=200_000), max_size=12),
+    offset=st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_the_day_of_each_line_is_the_clock_s_utc_day(
+    tmp_path_factory: pytest.TempPathFactory, start: datetime, steps: list[int], offset: int
+) -> None:
+    """The day kept from line to line is the one the clock reads, whichever way and however far it moves,
+    and in whatever zone it reads: each line goes to the file of its UTC day."""
+    clock = Clock()
+    zone = timezone(timedelta(minutes=offset))
+    clock.now = start.astimezone(zone)
+    directory = tmp_path_factory.mktemp("days")
+    audit = AuditLog(directory, clock=clock, retention_days=None)
+    for number, seconds in enumerate([0, *steps]):
+        clock.advance(seconds=seconds)
+        audit.append(turn(number))
+        day = clock.now.astimezone(UTC).date()
+        assert audit._today() == day
+        last = (directory / daily_file_name(day)).read_text().splitlines()[-1]
+        assert json.loads(last)["event_id"] == f"e{number}"
+    audit.close()
 
 
 def test_a_short_write_is_taken_back(tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:

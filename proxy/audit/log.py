@@ -205,8 +205,12 @@ class AuditLog:
         does not hash or encode it again."""
         self._file: tuple[date, Path] | None = None
         """Today's file, made once a day rather than for every line."""
-        self._held: tuple[Path, int, tuple[int, int]] | None = None
-        """The file lines are appended to, its descriptor and its identity (device, inode)."""
+        self._held: tuple[Path, str, int, tuple[int, int]] | None = None
+        """The file lines are appended to, its path as text, its descriptor and its identity (device,
+        inode)."""
+        self._day_span: tuple[datetime, datetime, date] | None = None
+        """The UTC day the clock last read in, from its start to the next one's: a reading within it is
+        that day without working the date out."""
         self._dropped = 0
         self._unavailable: str | None = None
         self._since_checkpoint = 0
@@ -522,27 +526,30 @@ class AuditLog:
         is in the operating system's hands when ``os.write`` returns either way, so a crash loses none."""
         held = self._held
         if held is not None:
-            held_path, descriptor, identity = held
-            if held_path == path:
+            held_path, text, descriptor, identity = held
+            # The day's path is one object all day (``_todays_file``): told apart without comparing, and
+            # looked up by its text, which a ``Path`` would work out again for each line.
+            if held_path is path or held_path == path:
                 try:
-                    status = os.stat(path)
+                    status = os.stat(text)
                 except OSError:
                     status = None
                 if status is not None and (status.st_dev, status.st_ino) == identity:
                     return descriptor
             self._release_descriptor()
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        text = os.fspath(path)
+        descriptor = os.open(text, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             status = os.fstat(descriptor)
         except OSError:
             os.close(descriptor)
             raise
-        self._held = (path, descriptor, (status.st_dev, status.st_ino))
+        self._held = (path, text, descriptor, (status.st_dev, status.st_ino))
         return descriptor
 
     def _release_descriptor(self) -> None:
         if self._held is not None:
-            descriptor, self._held = self._held[1], None
+            descriptor, self._held = self._held[2], None
             os.close(descriptor)
 
     def _sync(self) -> None:
@@ -572,7 +579,14 @@ class AuditLog:
                 self.on_unavailable(reason)
 
     def _today(self) -> date:
-        return self.clock().astimezone(UTC).date()
+        """The clock's UTC day, read for every line written (retention, the day's file)."""
+        now = self.clock()
+        span = self._day_span
+        if span is None or not span[0] <= now < span[1]:
+            day = now.astimezone(UTC).date()
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            span = self._day_span = (start, start + timedelta(days=1), day)
+        return span[2]
 
     def _todays_file(self) -> Path:
         today = self._today()
