@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy.test import taddons
 
 from addons.process.logscrub import ScrubbedLogs
@@ -171,12 +173,22 @@ class _Described:
         return "described"
 
 
+def _rendered_by_default(event: dict[str, Any]) -> str:
+    """``event`` with every text cut, rendered by ``JSONRenderer(sort_keys=True)``."""
+    cut = {
+        name: _cut(value, MAX_LOG_TEXT) if isinstance(value, str) else value for name, value in event.items()
+    }
+    rendered = structlog.processors.JSONRenderer(sort_keys=True)(None, "info", cut)
+    assert isinstance(rendered, str)
+    return rendered
+
+
 def test_a_line_is_rendered_as_structlog_renders_it_by_default() -> None:
-    """The configured chain's last two steps (cutting texts, rendering JSON with an encoder built once)
-    write each event byte for byte as cutting every text and ``JSONRenderer(sort_keys=True)`` did."""
+    """The configured chain's last step (cutting texts, rendering JSON with an encoder built once) writes
+    each event byte for byte as cutting every text and ``JSONRenderer(sort_keys=True)`` did, the lines
+    longer than ``MAX_LOG_TEXT`` with no text to cut too."""
     configure_logging()
-    *_, bound, render = structlog.get_config()["processors"]
-    default = structlog.processors.JSONRenderer(sort_keys=True)
+    render = structlog.get_config()["processors"][-1]
     events: list[dict[str, Any]] = [
         {"event": "agent.turn", "agent": "bot", "status": 200, "latency_ms": 1.5, "findings": ["a", "b"]},
         {"event": "x", "error": "y" * (MAX_LOG_TEXT + 1), "exact": "z" * MAX_LOG_TEXT, "none": None},
@@ -187,12 +199,28 @@ def test_a_line_is_rendered_as_structlog_renders_it_by_default() -> None:
             "nested": {"b": 1, "a": [2.0]},
         },
         {"event": "kind", "decision": Decision.BLOCKED, "long": Decision.BLOCKED * 1000},
+        {"event": "many", **{f"field{number}": "w" * 100 for number in range(40)}},
+        {"event": "nested", "texts": ["v" * (MAX_LOG_TEXT + 10)], "escaped": "\n" * (MAX_LOG_TEXT // 2 + 1)},
+        {"event": "edge", "error": "e" * (MAX_LOG_TEXT - 20)},
     ]
     for event in events:
-        cut = {
-            name: _cut(value, MAX_LOG_TEXT) if isinstance(value, str) else value
-            for name, value in event.items()
-        }
-        expected = default(None, "info", cut)
+        expected = _rendered_by_default(event)
         for _ in range(2):
-            assert render(None, "info", bound(None, "info", dict(event))) == expected
+            assert render(None, "info", dict(event)) == expected
+
+
+_LOG_VALUES = st.one_of(
+    st.text(max_size=MAX_LOG_TEXT + 40),
+    st.integers(min_value=0, max_value=MAX_LOG_TEXT + 40).map(lambda size: "x" * size),
+    st.none(),
+    st.integers(),
+    st.lists(st.text(max_size=50), max_size=3),
+)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=20), _LOG_VALUES, max_size=6))
+def test_any_line_is_rendered_as_cutting_every_text_did(event: dict[str, Any]) -> None:
+    """Texts are looked through only in lines longer than ``MAX_LOG_TEXT``: never a line that differs."""
+    configure_logging()
+    render = structlog.get_config()["processors"][-1]
+    assert render(None, "info", dict(event)) == _rendered_by_default(event)

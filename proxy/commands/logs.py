@@ -27,7 +27,6 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
-            _bounded_texts,
             structlog.processors.JSONRenderer(serializer=_LineEncoder(), sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -49,24 +48,26 @@ class _CurrentStderr:
 
 
 class _LineEncoder:
-    """``json.dumps`` for the renderer, which passes the same options with every line: the encoder for them
-    is built once, where ``json.dumps`` builds one a line."""
+    """``json.dumps`` for the renderer, with every text of a line cut to ``MAX_LOG_TEXT``: an exception's
+    message or a peer's words quoted in a field cannot make one line of any length.
+
+    The renderer passes the same options with every line: the encoder for them is built once, where
+    ``json.dumps`` builds one a line. A text is never shorter encoded than it is, so a line no longer than
+    ``MAX_LOG_TEXT`` holds no text to cut: only a longer one is looked through, and encoded again."""
 
     def __init__(self) -> None:
         self._built: tuple[dict[str, Any], json.JSONEncoder] | None = None
 
-    def __call__(self, value: Any, **options: Any) -> str:
+    def __call__(self, event: MutableMapping[str, Any], **options: Any) -> str:
         built = self._built
         if built is None or built[0] != options:
             built = self._built = (options, json.JSONEncoder(**options))
-        return built[1].encode(value)
+        line = built[1].encode(event)
+        return line if len(line) <= MAX_LOG_TEXT else built[1].encode(_bounded_texts(event))
 
 
-def _bounded_texts(
-    _logger: object, _method: str, event: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
-    """Every text of a line cut to ``MAX_LOG_TEXT``: an exception's message or a peer's words quoted in
-    a field cannot make one line of any length."""
+def _bounded_texts(event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``event`` with each of its texts longer than ``MAX_LOG_TEXT`` cut to it."""
     for name, value in event.items():
         if isinstance(value, str) and len(value) > MAX_LOG_TEXT:
             event[name] = _cut(value, MAX_LOG_TEXT)
