@@ -136,13 +136,28 @@ def name_matches(name: str, globs: Iterable[str]) -> bool:
     """Whether a tool name, read as any of the names it may act as (``_acting_names``), matches any of the
     globs: for what makes a call riskier (destructive, reading files, rate-limited), where matching too
     widely costs a question and too narrowly lets a call through."""
+    if len(name) <= _KEPT_NAME:
+        return _kept_match(name, tuple(globs), acting=True)
     return _matches_any(_acting_names(name), globs)
 
 
 def name_is(name: str, globs: Iterable[str]) -> bool:
     """Whether the tool name itself, its namespace's last segment or its words in snake case match any
     of the globs: for an exemption, which must not reach a name that only ends like an exempt one."""
+    if len(name) <= _KEPT_NAME:
+        return _kept_match(name, tuple(globs), acting=False)
     return _matches_any(_candidate_names(name), globs)
+
+
+_KEPT_NAME = 256
+"""A history's calls come back with every request, each name asked about by several detectors against
+the same globs: the answers for names up to this long are kept (a longer name, which an agent's tools
+do not have, is matched anew)."""
+
+
+@functools.lru_cache(maxsize=8192)
+def _kept_match(name: str, globs: tuple[str, ...], *, acting: bool) -> bool:
+    return _matches_any(_acting_names(name) if acting else _candidate_names(name), globs)
 
 
 def _examples(raw: Any, label: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
