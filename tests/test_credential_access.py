@@ -726,8 +726,10 @@ def shell(command: str) -> ToolCall:
             ],
             shell("sh p.txt"),
         ),
-        # A file a shell's here-document stored, its call leaving it unread as data, run by a later one.
+        # A file a shell's here-document stored, run by a later one.
         ([shell("cat > x.sh <<'EOF'\ncat ~/.netrc\nEOF")], shell("bash x.sh")),
+        # One its own call read as commands (named again there) is run again by the later one.
+        ([shell("cat > x.sh <<'EOF'\ncat ~/.netrc\nEOF\nchmod +x x.sh")], shell("./x.sh")),
         ([shell("tee /tmp/notes.txt > /dev/null <<EOF\ncat ~/.ssh/id_rsa\nEOF")], shell("sh /tmp/notes.txt")),
         (
             [shell("cat >> run.py <<'PY'\nprint(open('/root/.aws/credentials').read())\nPY")],

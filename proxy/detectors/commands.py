@@ -106,7 +106,7 @@ def destructive_entry(call: ToolCall, scanner: Scanner, budget: ScanBudget) -> C
     below high severity is only noted), or None. A rule out of time on them counts as broken, and at high
     severity whatever it looks for, so that no finding of a routine rule stands for it: what it did not
     read may be the command (the budget names it, for the record)."""
-    if not scanner.rules or not _judges(call.name, call.arguments):
+    if not scanner.rules or not judges(call.name, call.arguments):
         return None
     if budget.spent_for(len(call.arguments)):
         scan = scanner.scan(call.arguments, budget)  # read by none of the rules: the pack is out of time
@@ -191,7 +191,7 @@ def _judged_fields(name: str, arguments: str) -> tuple[list[str], list[str]]:
     )
 
 
-def _judges(name: str, arguments: str) -> bool:
+def judges(name: str, arguments: str) -> bool:
     """Whether a call has anything ``_judged_texts`` reads, found without making its readings."""
     if is_command_tool(name):
         return any(command_strings(arguments))
@@ -1157,28 +1157,33 @@ def without_stored_heredocs(text: str) -> str:
     again (``cat > x.sh <<EOF ... EOF; bash x.sh``), is kept and read as commands."""
     kept: list[str] = []
     at = 0
-    for heredoc in _stored_heredocs(text):
-        kept.append(text[at : heredoc.start] + heredoc.rest + "\n")
-        at = heredoc.end
+    for heredoc in _heredocs(text):
+        if heredoc.stored:
+            kept.append(text[at : heredoc.start] + heredoc.rest + "\n")
+            at = heredoc.end
     return "".join(kept) + text[at:]
 
 
-def stored_heredocs(text: str) -> list[tuple[str, str]]:
-    """The files the here-documents ``without_stored_heredocs`` leaves out are stored in, each with what
-    is stored: a later command that runs one by its name (``bash x.sh``) runs what was left unread."""
-    return [(heredoc.path, heredoc.body) for heredoc in _stored_heredocs(text) if heredoc.path]
+def heredoc_files(text: str) -> list[tuple[str, str]]:
+    """The files the text's here-documents are written to (``cat > x.sh <<'EOF'``), each with what is
+    written, whether the text reads it as commands or leaves it unread as data: a later command that runs
+    one by its name (``bash x.sh``) runs what it holds."""
+    return [(heredoc.path, heredoc.body) for heredoc in _heredocs(text) if heredoc.path]
 
 
 @dataclass(frozen=True, slots=True)
-class _StoredHeredoc:
+class _Heredoc:
     start: int
     end: int
     rest: str
     path: str
     body: str
+    stored: bool
+    """Only stored or printed: ``without_stored_heredocs`` leaves it out."""
 
 
-def _stored_heredocs(text: str) -> Iterator[_StoredHeredoc]:
+def _heredocs(text: str) -> Iterator[_Heredoc]:
+    """Each ended here-document of the text, but those inside the body of one only stored (data)."""
     at = 0
     for count, opening in enumerate(_HEREDOC.finditer(text)):
         if count == _MAX_HEREDOCS or opening.start() < at:
@@ -1195,8 +1200,9 @@ def _stored_heredocs(text: str) -> Iterator[_StoredHeredoc]:
         named_again = written is not None and (
             posixpath.basename(written.group(1)) in text[:line_start] + text[end.end() :]
         )
-        if not expands and not named_again and not _INTERPRETERS.search(command):
-            yield _StoredHeredoc(opening.start(), end.end(), rest, written.group(1) if written else "", body)
+        stored = not expands and not named_again and not _INTERPRETERS.search(command)
+        yield _Heredoc(opening.start(), end.end(), rest, written.group(1) if written else "", body, stored)
+        if stored:
             at = end.end()
 
 
