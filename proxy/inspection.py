@@ -1015,20 +1015,27 @@ class TurnInspector:
         the request's history holds, then those read before in this turn; not known where the request
         carries no conversation of its own (an MCP ``tools/call``, a stored response or conversation
         continued, an Assistants run, a WebSocket's session)."""
+        earlier = self._earlier_calls(calls)
+        found = credentials.credential_reads(calls, self.detectors.credential_reads, self.budget, earlier)
+        return tools.ran_upstream(found, calls)
+
+    def _earlier_calls(self, calls: list[ToolCall]) -> list[ToolCall] | None:
+        """The calls of the conversation before ``calls``: those the request's history holds, then those
+        judged before in this turn (which ``calls`` join); None where the request carries no conversation
+        of its own (an MCP ``tools/call``, a stored response or conversation continued, an Assistants run,
+        a WebSocket's session)."""
         request = self.turn.request
         judging = {(call.name, call.arguments) for call in calls}
         judged = [call for call in self._calls_judged if (call.name, call.arguments) not in judging]
-        earlier = (
-            [*request.tool_calls, *judged]
-            if request is not None
-            and request.dialect != MCP.name
-            and not {"previous_response_id", "conversation"} & set(request.continues)
-            and any(part.source in _CONVERSATION_SOURCES for part in request.parts)
-            else None
-        )
-        found = credentials.credential_reads(calls, self.detectors.credential_reads, self.budget, earlier)
         self._calls_judged += [call for call in calls if call not in self._calls_judged]
-        return tools.ran_upstream(found, calls)
+        if (
+            request is None
+            or request.dialect == MCP.name
+            or {"previous_response_id", "conversation"} & set(request.continues)
+            or not any(part.source in _CONVERSATION_SOURCES for part in request.parts)
+        ):
+            return None
+        return [*request.tool_calls, *judged]
 
     def request_blocked(self) -> None:
         """The request was answered with the block response: nothing of it left, so each of its findings
@@ -2003,7 +2010,11 @@ class TurnInspector:
                 arguments = arguments_as_read(call.arguments)
                 found += self._sensitive_findings(arguments, self._sensitive(arguments), call.where)
             found += tools.check_tool_calls(
-                completion.tool_calls, None, self.detectors.tools, self.overrides, judge=self._command_judge
+                completion.tool_calls,
+                None,
+                self.detectors.tools,
+                self.overrides,
+                judge=self._command_judge(completion.tool_calls),
             )
             found += self._credential_reads(completion.tool_calls)
             for part in completion.parts:
@@ -2026,7 +2037,11 @@ class TurnInspector:
             found += self._sensitive_findings(part.text, self._sensitive(part.text), part.where)
         if other.dialect == MCP.name:
             found += tools.check_tool_calls(
-                other.tool_calls, None, self.detectors.tools, self.overrides, judge=self._command_judge
+                other.tool_calls,
+                None,
+                self.detectors.tools,
+                self.overrides,
+                judge=self._command_judge(other.tool_calls),
             )
             found += self._credential_reads(other.tool_calls)
         self._record_read_as(found, reading)
@@ -2629,6 +2644,7 @@ class TurnInspector:
         in enforce mode each withheld call names its pending approval, and ``approval_requested`` marks
         the finding of the turn that opened it, the one whose alert asks an operator."""
         keys = _decision_keys(calls, by_id=repeated)
+        judge = self._command_judge(calls)
         findings = []
         for call, key in zip(calls, keys, strict=True):
             if key not in self._decided:
@@ -2638,7 +2654,7 @@ class TurnInspector:
                     self.detectors.tools,
                     self.overrides,
                     self._approve,
-                    self._command_judge,
+                    judge,
                 )
                 for finding in tools.ran_upstream(checked, [call]):
                     self._decided[key] = self._with_pending_approval(finding, call)
@@ -2675,8 +2691,24 @@ class TurnInspector:
             ]
         return findings
 
-    def _command_judge(self, call: ToolCall) -> tools.CatalogueEntry | None:
-        return commands.destructive_entry(call, self.detectors.commands, self.budget)
+    def _command_judge(self, calls: list[ToolCall]) -> tools.CallJudge:
+        """``commands.destructive_entry`` of each of the calls, read with what the files it names hold
+        that the conversation's other calls wrote (``bash cleanup.sh`` after a call stored ``rm -rf ~``
+        in it)."""
+        conversation = [*(self._earlier_calls(calls) or ()), *calls]
+        written = functools.cache(
+            lambda: [(other, credentials.written_files([other])) for other in conversation]
+        )
+
+        def judge(call: ToolCall) -> tools.CatalogueEntry | None:
+            if commands.judges(call.name, call.arguments):
+                files = [file for other, files in written() if other is not call for file in files]
+                ran = credentials.ran_files(call.arguments, files)
+                if ran:
+                    call = dataclasses.replace(call, arguments=credentials.with_ran(call.arguments, ran))
+            return commands.destructive_entry(call, self.detectors.commands, self.budget)
+
+        return judge
 
     def _with_pending_approval(self, finding: Finding, call: ToolCall) -> Finding:
         if (

@@ -23,7 +23,11 @@ EVERYDAY = {"command": "git status --short"}
 NOTICE = "The call to the tool `bash` was withheld by egressguard"
 
 
-def _chat(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tuple[Calls, str]:
+Earlier = tuple[str, dict[str, str]]
+"""The conversation's earlier call: its tool's name and arguments."""
+
+
+def _chat(upstream: FakeUpstream, earlier: Earlier, stream: bool) -> tuple[Calls, str]:
     messages: list[Any] = [
         {"role": "user", "content": "Check the key's mode."},
         {
@@ -33,7 +37,7 @@ def _chat(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tupl
                 {
                     "id": "call_e",
                     "type": "function",
-                    "function": {"name": "bash", "arguments": json.dumps(earlier)},
+                    "function": {"name": earlier[0], "arguments": json.dumps(earlier[1])},
                 }
             ],
         },
@@ -51,12 +55,12 @@ def _chat(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tupl
     return calls, message.content or ""
 
 
-def _anthropic(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tuple[Calls, str]:
+def _anthropic(upstream: FakeUpstream, earlier: Earlier, stream: bool) -> tuple[Calls, str]:
     messages: list[Any] = [
         {"role": "user", "content": "Check the key's mode."},
         {
             "role": "assistant",
-            "content": [{"type": "tool_use", "id": "toolu_e", "name": "bash", "input": earlier}],
+            "content": [{"type": "tool_use", "id": "toolu_e", "name": earlier[0], "input": earlier[1]}],
         },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_e", "content": ""}]},
     ]
@@ -72,10 +76,15 @@ def _anthropic(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) ->
     return calls, "".join(block.text for block in content if block.type == "text")
 
 
-def _responses(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) -> tuple[Calls, str]:
+def _responses(upstream: FakeUpstream, earlier: Earlier, stream: bool) -> tuple[Calls, str]:
     items: list[Any] = [
         {"role": "user", "content": "Check the key's mode."},
-        {"type": "function_call", "call_id": "call_e", "name": "bash", "arguments": json.dumps(earlier)},
+        {
+            "type": "function_call",
+            "call_id": "call_e",
+            "name": earlier[0],
+            "arguments": json.dumps(earlier[1]),
+        },
         {"type": "function_call_output", "call_id": "call_e", "output": ""},
     ]
     client = openai_client(upstream)
@@ -91,7 +100,7 @@ def _responses(upstream: FakeUpstream, earlier: dict[str, str], stream: bool) ->
     return calls, response.output_text
 
 
-DIALECTS: dict[str, tuple[str, Callable[[FakeUpstream, dict[str, str], bool], tuple[Calls, str]]]] = {
+DIALECTS: dict[str, tuple[str, Callable[[FakeUpstream, Earlier, bool], tuple[Calls, str]]]] = {
     "openai_chat": ("m", _chat),
     "anthropic": ("claude-test-model", _anthropic),
     "openai_responses": ("m", _responses),
@@ -111,7 +120,7 @@ def _use_after(
     proxy = _agent(start_proxy(mode="observe", extra="threats: {credential_theft: enforce}\n"), monkeypatch)
     model, converse = DIALECTS[dialect]
     answer_beside_another(upstream, model, ToolCallReply("bash", USE, id="call_u"), "Checking.")
-    calls, text = converse(upstream, earlier, stream)
+    calls, text = converse(upstream, ("bash", earlier), stream)
     record = last_record(proxy)
     return calls, text, [finding for finding in record["findings"] if finding["threat"] == "credential_theft"]
 

@@ -176,6 +176,13 @@ def ran_files(arguments: str, written: list[tuple[str, str]]) -> list[tuple[str,
 _FILE_NAME = re.compile(r"[\w.+-]+")
 
 
+def with_ran(arguments: str, ran: list[tuple[str, str]]) -> str:
+    """A call's arguments with what the ``ran`` files hold, read as a command field of its."""
+    return json.dumps(
+        {"call": _json_value(arguments), _WRITTEN_SCRIPT: "\n".join(content for _, content in ran)}
+    )
+
+
 def credential_reads(
     calls: Iterable[ToolCall],
     scanner: Scanner,

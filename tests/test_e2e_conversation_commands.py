@@ -1,0 +1,76 @@
+"""End to end: a command tool's call that runs a file an earlier call of the conversation wrote (a writing
+tool's file, a here-document's) is judged by what that file holds: `sh /tmp/cleanup.sh` after `rm -rf ~`
+was stored in it is withheld for the approval notice where ``tool_abuse`` is enforced, as `rm -rf ~` asked
+for directly is; after an everyday script, or where the call names no file written before, it passes whole.
+Each dialect's history through its official SDK, answered whole and streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_conversation_credential_reads import DIALECTS, Earlier
+from tests.test_e2e_inspect import _agent, last_record
+from tests.test_e2e_stream_credential_reads import Calls, answer_beside_another
+from tests.upstream import FakeUpstream, ToolCallReply
+
+RUN = {"cmd": "sh /tmp/cleanup.sh"}
+NOTICE = "The call to the tool `run` was withheld by egressguard: it is a destructive action"
+WRITTEN: Earlier = ("write_file", {"path": "/tmp/cleanup.sh", "content": "#!/bin/sh\ncd /tmp && rm -rf ~\n"})
+STORED: Earlier = ("run", {"cmd": "cat > /tmp/cleanup.sh <<'EOF'\nrm -rf ~\nEOF\nchmod +x /tmp/cleanup.sh"})
+EVERYDAY: Earlier = ("write_file", {"path": "/tmp/cleanup.sh", "content": "rm -rf ./build\nnpm run build\n"})
+ELSEWHERE: Earlier = ("write_file", {"path": "/tmp/notes.md", "content": "Never run rm -rf ~ here.\n"})
+
+
+def _run_after(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    earlier: Earlier,
+    stream: bool,
+) -> tuple[Calls, str, list[dict[str, Any]]]:
+    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    model, converse = DIALECTS[dialect]
+    answer_beside_another(upstream, model, ToolCallReply("run", RUN, id="call_u"), "Cleaning.")
+    calls, text = converse(upstream, earlier, stream)
+    record = last_record(proxy)
+    return calls, text, [finding for finding in record["findings"] if finding["threat"] == "tool_abuse"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("earlier", [WRITTEN, STORED], ids=["written", "here-document"])
+def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    stream: bool,
+    earlier: Earlier,
+) -> None:
+    calls, text, found = _run_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
+    assert calls == [("get_weather", {"city": "Oslo"})]
+    assert NOTICE in text
+    assert [finding["rule"] for finding in found] == ["cmd-recursive-delete-broad"]
+    assert all(finding["enforced"] for finding in found)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("earlier", [EVERYDAY, ELSEWHERE], ids=["everyday", "another-file"])
+def test_a_script_that_holds_nothing_destructive_runs(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    dialect: str,
+    stream: bool,
+    earlier: Earlier,
+) -> None:
+    calls, text, found = _run_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
+    assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
+    assert NOTICE not in text and text.startswith("Cleaning.")
+    assert found == []
