@@ -729,6 +729,10 @@ def shell(command: str) -> ToolCall:
         # A file a shell's here-document stored, run by a later one.
         ([shell("cat > x.sh <<'EOF'\ncat ~/.netrc\nEOF")], shell("bash x.sh")),
         # One its own call read as commands (named again there) is run again by the later one.
+        # What echo or printf printed into a file.
+        ([shell("echo 'cat ~/.ssh/id_rsa' > x.sh")], shell("sh x.sh")),
+        ([shell('printf "cat ~/.netrc\\n" >> run.sh')], shell("bash run.sh")),
+        ([shell('echo "cat ~/.aws/credentials" | tee t.sh')], shell(". ./t.sh")),
         ([shell("cat > x.sh <<'EOF'\ncat ~/.netrc\nEOF\nchmod +x x.sh")], shell("./x.sh")),
         ([shell("tee /tmp/notes.txt > /dev/null <<EOF\ncat ~/.ssh/id_rsa\nEOF")], shell("sh /tmp/notes.txt")),
         (

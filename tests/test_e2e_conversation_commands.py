@@ -1,8 +1,8 @@
-"""End to end: a command tool's call that runs a file an earlier call of the conversation wrote (a writing
-tool's file, a here-document's) is judged by what that file holds: `sh /tmp/cleanup.sh` after `rm -rf ~`
-was stored in it is withheld for the approval notice where ``tool_abuse`` is enforced, as `rm -rf ~` asked
-for directly is; after an everyday script, or where the call names no file written before, it passes whole.
-Each dialect's history through its official SDK, answered whole and streamed."""
+"""End to end: a command tool's call that runs a file an earlier call of the conversation wrote is judged
+by what that file holds: `sh bin/clean.sh` after `rm -rf ~` was stored in it (by a writing tool, a
+here-document, `echo`) is withheld for the approval notice where ``tool_abuse`` is enforced, as `rm -rf ~`
+asked for directly is; after an everyday script, or where the call names no file written before, it
+passes whole. Each dialect's history through its official SDK, answered whole and streamed."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from tests.test_e2e_inspect import _agent, last_record
 from tests.test_e2e_stream_credential_reads import Calls, answer_beside_another
 from tests.upstream import FakeUpstream, ToolCallReply
 
-RUN = {"cmd": "sh /tmp/cleanup.sh"}
+RUN = {"cmd": "sh bin/clean.sh"}
 NOTICE = "The call to the tool `run` was withheld by egressguard: it is a destructive action"
-WRITTEN: Earlier = ("write_file", {"path": "/tmp/cleanup.sh", "content": "#!/bin/sh\ncd /tmp && rm -rf ~\n"})
-STORED: Earlier = ("run", {"cmd": "cat > /tmp/cleanup.sh <<'EOF'\nrm -rf ~\nEOF\nchmod +x /tmp/cleanup.sh"})
-EVERYDAY: Earlier = ("write_file", {"path": "/tmp/cleanup.sh", "content": "rm -rf ./build\nnpm run build\n"})
-ELSEWHERE: Earlier = ("write_file", {"path": "/tmp/notes.md", "content": "Never run rm -rf ~ here.\n"})
+WRITTEN: Earlier = ("write_file", {"path": "bin/clean.sh", "content": "#!/bin/sh\ncd ~ && rm -rf ~\n"})
+STORED: Earlier = ("run", {"cmd": "cat > bin/clean.sh <<'EOF'\nrm -rf ~\nEOF\nchmod +x bin/clean.sh"})
+PRINTED: Earlier = ("run", {"cmd": "echo 'cd ~ && rm -rf ~' > bin/clean.sh"})
+EVERYDAY: Earlier = ("write_file", {"path": "bin/clean.sh", "content": "rm -rf ./build\nnpm run build\n"})
+ELSEWHERE: Earlier = ("write_file", {"path": "notes.md", "content": "Never run rm -rf ~ here.\n"})
 
 
 def _run_after(
@@ -43,7 +44,7 @@ def _run_after(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("dialect", DIALECTS)
-@pytest.mark.parametrize("earlier", [WRITTEN, STORED], ids=["written", "here-document"])
+@pytest.mark.parametrize("earlier", [WRITTEN, STORED, PRINTED], ids=["written", "here-document", "echoed"])
 def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     start_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,

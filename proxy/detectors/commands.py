@@ -24,6 +24,7 @@ import functools
 import json
 import posixpath
 import re
+import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -1164,11 +1165,29 @@ def without_stored_heredocs(text: str) -> str:
     return "".join(kept) + text[at:]
 
 
-def heredoc_files(text: str) -> list[tuple[str, str]]:
-    """The files the text's here-documents are written to (``cat > x.sh <<'EOF'``), each with what is
-    written, whether the text reads it as commands or leaves it unread as data: a later command that runs
-    one by its name (``bash x.sh``) runs what it holds."""
-    return [(heredoc.path, heredoc.body) for heredoc in _heredocs(text) if heredoc.path]
+def written_by_commands(text: str) -> list[tuple[str, str]]:
+    """The files the text's commands write what it spells out in, each with what is written: a
+    here-document's (``cat > x.sh <<'EOF'``), whether the text reads it as commands or leaves it unread as
+    data, and what ``echo`` or ``printf`` prints into one (``echo 'rm -rf ~' > x.sh``, ``| tee x.sh``):
+    a later command that runs one by its name (``bash x.sh``) runs what it holds."""
+    files = [(heredoc.path, heredoc.body) for heredoc in _heredocs(text) if heredoc.path]
+    return files + [(match.group(2), _printed(match.group(1))) for match in _PRINTED_INTO.finditer(text)]
+
+
+_PRINTED_INTO = re.compile(
+    r"""(?:^|[;&|(\n])[ \t]*(?:echo|printf)(?:[ \t]+-[neE]+)*[ \t]+"""
+    r"""((?:'[^'\n]*'|"(?:[^"\\\n]|\\.)*"|[^\n;&|<>'"])*?)"""
+    r"""[ \t]*(?:>>?|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-\S+)*)[ \t]*([^\s;&|<>'"]+)"""
+)
+
+
+def _printed(words: str) -> str:
+    """What ``echo`` prints of its words: their quotes taken off (the words as they stand where they do
+    not split as the shell splits them)."""
+    try:
+        return " ".join(shlex.split(words))
+    except ValueError:
+        return words
 
 
 @dataclass(frozen=True, slots=True)

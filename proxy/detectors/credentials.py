@@ -17,10 +17,10 @@ from urllib.parse import unquote
 
 from proxy.detectors.commands import (
     command_strings,
-    heredoc_files,
     is_command_tool,
     shell_readings,
     without_stored_heredocs,
+    written_by_commands,
 )
 from proxy.detectors.credential_use import (
     COMMAND_FILE,
@@ -152,7 +152,7 @@ def written_files(calls: Iterable[ToolCall]) -> list[tuple[str, str]]:
     files = []
     for call in calls:
         if is_command_tool(call.name):
-            files += [file for text in command_strings(call.arguments) for file in heredoc_files(text)]
+            files += [file for text in command_strings(call.arguments) for file in written_by_commands(text)]
         value = _json_object(call.arguments) if name_matches(call.name, WRITING_TOOLS) else None
         if value is not None:
             written = "\n".join(_written_strings(value))
