@@ -340,6 +340,34 @@ def test_the_percent_search_finds_what_its_plain_form_finds(text: str) -> None:
     assert (found and found.span()) == (plain and plain.span())
 
 
+_SEARCHES_NEEDING_A_CHARACTER = [
+    (normalize_module._URL_ENCODED, "%", "%41%42%43"),
+    (normalize_module._UNICODE_ESCAPE, "\\", "\\u0041"),
+    (normalize_module._GLUED_ESCAPE, "\\", "\\nIgnore"),
+    (normalize_module._UUENCODED, "\n", "begin 644 f\n#0V%T\n"),
+    (normalize_module._UU_LATER_LINE, "\n", "\n#0V%T\n"),
+]
+
+
+@given(
+    st.sampled_from(_SEARCHES_NEEDING_A_CHARACTER),
+    st.text(alphabet="ab Z0%\\\nu#-=_é", max_size=40),
+    st.text(alphabet="ab Z0%\\\nu#-=_é", max_size=40),
+    st.sampled_from(["", " ", "a", "0", "%", "\\", "\n"]),
+)
+@settings(max_examples=400, deadline=None)
+def test_a_search_left_out_where_its_character_is_missing_could_match_nothing_there(
+    searched: tuple[re.Pattern[str], str, str], before: str, after: str, stand_in: str
+) -> None:
+    """The decoders skip a search (or count) where one character it needs is absent, told by a
+    one-character search that skips ahead: each search matches its example in any surroundings, and
+    matches nothing once that character is gone."""
+    pattern, character, example = searched
+    assert pattern.search(before + example + after)
+    if stand_in != character:
+        assert pattern.search((before + example + after).replace(character, stand_in)) is None
+
+
 @given(
     st.text(max_size=60),
     st.sampled_from(_ENCODINGS),

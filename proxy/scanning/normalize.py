@@ -984,11 +984,15 @@ def _segments_of_runs(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _decode_decimal(match.group())
             if decoded is not None:
                 yield CHARACTER_CODES, decoded
-    signs = encoded.translate(_UNDERSCORE_AS_DASH) if "_" in text else encoded
+    signs = encoded
     if not text.isascii() and _MORSE_DOTS.search(text) and _MORSE_DASHES.search(text):
         spelt = _MORSE_DASHES.sub("-", _MORSE_DOTS.sub(".", text))
         signs = spelt.encode("utf-8", "surrogatepass").translate(_UNDERSCORE_AS_DASH)
         coded = True
+    elif coded and "_" in text:
+        # Translated only where morse is looked for: code and docs are full of underscores, and of no run
+        # of signs.
+        signs = encoded.translate(_UNDERSCORE_AS_DASH)
     for start, end in _runs(signs, _MORSE_ALPHABET, _MIN_MORSE) if coded else ():
         if signs.find(b"-", start, end) >= 0 and signs.find(b".", start, end) >= 0:
             for match in _MORSE_RUN.finditer(signs, start, end):
@@ -1003,17 +1007,20 @@ def _decoded_segments(text: str, signals: set[str]) -> list[str]:
     for name, decoded in _segments_of_runs(text, encoded):
         signals.add(name)
         segments.append(decoded)
-    if text.count("%") >= 3 and _URL_ENCODED.search(text):
+    # A one-character search is a memchr, where a count or a pattern's search steps through the text a
+    # character at a time: most texts hold no "%" and no backslash, and are told so first.
+    if "%" in text and text.count("%") >= 3 and _URL_ENCODED.search(text):
         decoded_url = urllib.parse.unquote(text)
         if decoded_url != text:
             signals.add(URL_ENCODING)
             segments.append(decoded_url)
-    if _UNICODE_ESCAPE.search(text):
-        signals.add(ESCAPES)
-        segments.append(_STRING_ESCAPE.sub(_unescape, text))
-    elif glued := _glued_escape_lines(text):
-        signals.add(ESCAPES)
-        segments.append(_STRING_ESCAPE.sub(_unescape, glued))
+    if "\\" in text:
+        if _UNICODE_ESCAPE.search(text):
+            signals.add(ESCAPES)
+            segments.append(_STRING_ESCAPE.sub(_unescape, text))
+        elif glued := _glued_escape_lines(text):
+            signals.add(ESCAPES)
+            segments.append(_STRING_ESCAPE.sub(_unescape, glued))
     for name, decoded in _spelt_segments(text, encoded):
         signals.add(name)
         segments.append(decoded)
@@ -1037,7 +1044,8 @@ def _spelt_segments(text: str, encoded: bytes) -> Iterator[tuple[str, str]]:
             decoded = _as_text(bytes(int(code, 8) for code in run.group().split("\\")[1:]))
             if decoded is not None:
                 yield CHARACTER_CODES, decoded
-    for block in _UUENCODED.finditer(text):
+    # A uuencoded file's header ends its line: a text of one line holds none.
+    for block in _UUENCODED.finditer(text) if "\n" in text else ():
         decoded = _decode_uu(block.group(1))
         if decoded is not None:
             yield UUENCODE, decoded
@@ -1108,8 +1116,10 @@ def _uu_blocks(text: str) -> Iterator[str]:
     block: list[str] = []
     end = -1
     first = _UU_LINE.match(text)
+    # A text of one line (most prompts) is not searched for a later one.
+    later = _UU_LATER_LINE.finditer(text) if "\n" in text else ()
     lines = ([(first.group(), first.start(), first.end())] if first else []) + [
-        (line.group(1), line.start(1), line.end(1)) for line in _UU_LATER_LINE.finditer(text)
+        (line.group(1), line.start(1), line.end(1)) for line in later
     ]
     for written, start, stop in lines:
         body = len(written) - 1
