@@ -1325,3 +1325,58 @@ def test_a_value_is_validated_once_in_a_scan_however_many_views_hold_it(
     scanner = Scanner([load_pack(_write_pack(tmp_path, rule, header))])
     found = scanner.scan_alone("call +1 415 555 0132, or %2B1 415 555 0132 after six").matches
     assert len(found) == 2 and calls == {"+1 415 555 0132": 1}
+
+
+@functools.cache
+def _packaged_scanner() -> Scanner:
+    return Scanner(load_packaged_packs(), timeout_s=5.0)
+
+
+class _NoHitsYet(rulepack._RepeatedHits):
+    """No repeated keyword's hits, yet read as some: the plan of a text that triggers nothing is worked out
+    the whole way, as before that case answered early."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+# Keys whole, cut, encoded and disguised; near-keys; invisible characters and homoglyphs; what a view
+# starts at and what joins literals.
+_SCAN_PIECES = [
+    *("the", "key", " ", "  ", "\n", "\t", "\r\n", ".", ",", "'", '"', "+", "|", "/", "_", "-", "=", "=="),
+    *("%", "%2F", "\\x41", "\\u0041", "&#65;", "0x41", "QUJDREVGR0hJSktM", "103,104,112,95", '"g", "h", "p"'),
+    *("ghp_", "gh p_", "sk-", "sk-p roj-", "AKIA", "AK IA", "xoxb-", "glpat-", "AIza", "eyJhbGciOi"),
+    *("R7mQ2xVt9LkP4sZa8NwE3yHc6JfB1uDg0TiO", "QYLPMN5HHHFPZAM2", "00000000", "-----BEGIN"),
+    *("a = 'gh'", "b = 'p_R7mQ2xVt9LkP4sZa8NwE3yHc6JfB1uDg0TiO'", "a + b", "${A}${B}", "A=gh", "B=p_R7mQ"),
+    *("john@example.com", "+1 415 555 0100", "4111 1111 1111 1111", "123-45-6789"),
+    *("\u200b", "\u00ad", "\U000e0041", "\u0430", "\uff41", "\u0130", "\u017fk-", "\u00e9", "\u03a9"),
+]
+
+
+@settings(max_examples=250, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_SCAN_PIECES), max_size=30).map("".join))
+def test_a_text_that_triggers_no_keyword_is_scanned_as_when_planned_the_whole_way(text: str) -> None:
+    """A text with no keyword's hit has its plan answered early (the rules that need no keyword, and
+    those of the single characters it holds), and no keyed view or merge is worked on: the findings,
+    the disguises they were found under and what is out of time are those of the plan worked out whole."""
+    scanner = _packaged_scanner()
+    found = scanner.scan_alone(text, merge=False)
+    merged = scanner.scan_alone(text)
+    with mock.patch.object(rulepack._RepeatedHits, "of", classmethod(_planned_whole_way)):
+        whole = scanner.scan_alone(text, merge=False)
+        whole_merged = scanner.scan_alone(text)
+    for mine, theirs in ((found, whole), (merged, whole_merged)):
+        assert [(m.rule.id, m.start, m.end, m.disguise) for m in mine.matches] == [
+            (m.rule.id, m.start, m.end, m.disguise) for m in theirs.matches
+        ]
+        assert mine.timed_out == theirs.timed_out
+
+
+_REPEATED_OF = rulepack._RepeatedHits.of.__func__  # type: ignore[attr-defined]
+
+
+def _planned_whole_way(
+    cls: type[rulepack._RepeatedHits], repeated: dict[str, list[tuple[int, tuple[int, ...]]]], view: str
+) -> rulepack._RepeatedHits:
+    found = _REPEATED_OF(cls, repeated, view)
+    return found or _NoHitsYet()

@@ -1691,7 +1691,7 @@ def _repeated_runs(char: str, length: int) -> re.Pattern[str]:
     return re.compile(f"{re.escape(char * length)}{re.escape(char)}*")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Plan:
     """Where to run each triggered rule: regions to search, or positions to try (anchored rules)."""
 
@@ -2163,6 +2163,8 @@ class Scanner:
         words_found, rules_of_word = self._unrepeated.find(searched)
         repeated = _RepeatedHits.of(self._repeated, searched)
         across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
+        if not words_found and not repeated and not across_runs:
+            return plan  # most texts: no keyword, so nothing but the rules that need none to run
         # A turned prefix triggers no rule but a view (read only while the budget lasts, ``scan``).
         plan.turned = [
             (start, end, self._turned[searched[start:end]])
@@ -2339,6 +2341,8 @@ class Scanner:
                         high = token_end(text, low, high)
                     found.append((low, high, index))
                     disguises.setdefault((low, high, index), view.kinds)
+        if not found:
+            return ScanResult([], tuple(timed_out))  # most texts
         found = sorted(set(found))
         if merge:
             found = self._merge(found)

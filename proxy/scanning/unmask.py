@@ -1254,8 +1254,11 @@ def keyed_views(
     prefixes = list(prefixes)
     if prefixes:
         yield from grouped_views(text, prefixes, parent, longest)
-    starts = sorted([*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)])
-    if starts:
+    matches = list(matches)
+    if prefixes or matches:
+        starts = sorted(
+            [*((start, end, True) for start, end in prefixes), *((s, e, False) for s, e in matches)]
+        )
         yield from joined_views(text, starts, parent)
 
 
