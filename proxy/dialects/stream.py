@@ -710,9 +710,16 @@ class StreamSession(ABC):
     def feed(self, chunk: bytes) -> bytes:
         if self._finished:
             return b""
-        output: list[bytes] = []
         self.bytes += len(chunk)
         events = self._parser.feed(chunk)
+        if len(events) == 1 and not self._text._expected:
+            # One event a read (a model writing slower than the proxy sends): nothing to anticipate.
+            self.events += 1
+            event = events[0]
+            sent = self._on_block(event, self._read_payload(event))
+            self._note_oversized()
+            return b"".join(self._keep(sent))
+        output: list[bytes] = []
         payloads = [self._read_payload(event) for event in events]
         anticipates = len(events) > 1 and self.filters.text_filter is not None
         run_end = 0
@@ -747,6 +754,8 @@ class StreamSession(ABC):
         return max(end, start + 1)
 
     def _check_expected(self) -> None:
+        if not self._text._expected:
+            return
         unmet = self._text.unmet()
         if unmet:
             raise UnexpectedText(f"{', '.join(unmet)} did not get all the text it was told to expect")
@@ -789,7 +798,8 @@ class StreamSession(ABC):
             self.notes.append(f"an event longer than {limit} bytes was {fate}")
 
     def _on_block(self, event: SSEEvent, payload: Any) -> list[bytes]:
-        return self._through_boundaries(self._event_output(event, payload))
+        output = self._event_output(event, payload)
+        return self._through_boundaries(output) if self._boundaries else output
 
     def _through_boundaries(self, output: list[bytes]) -> list[bytes]:
         """The output to send now: all of it while no channel boundary is pending; else it joins the
