@@ -66,7 +66,7 @@ from proxy.dialects.filerefs import files_named, may_name_files
 from proxy.dialects.gemini import live_request, may_ask_fetches
 from proxy.dialects.generic import assembled_parts
 from proxy.dialects.locator import get_at, join, locator_steps, parse_locator, set_at
-from proxy.dialects.message_text import Ended, MessageText, delta_places, may_hold_words
+from proxy.dialects.message_text import Channel, Ended, MessageText, delta_places, may_hold_words
 from proxy.dialects.messages import MessageCalls, Sending
 from proxy.dialects.shapes import may_hold_calls, may_hold_results, sent_results, shaped_calls, shaped_results
 from proxy.dialects.stored import may_configure_realtime, realtime_request
@@ -542,9 +542,9 @@ class TurnInspector:
         self._message_words: MessageText | None = None
         self._words_read: set[str] = set()
         """Digests of the model's texts a WebSocket connection's messages repeat whole, read once."""
-        self.words_before: Sending = []
-        """The messages to send before the upstream's message last read: the held words of the channels it
-        ends."""
+        self.words_before: list[tuple[bytes, Channel | None]] = []
+        """The messages to send before the upstream's message last read: the held text of the channels it
+        ends, each with the place of the call whose arguments it is (None for the model's words)."""
         self._read_as_text_at = ""
         """The place of the WebSocket message last read as text alone, its JSON nested too deep to walk."""
         self._sent_before: set[str] = set()
@@ -571,7 +571,7 @@ class TurnInspector:
         made at a WebSocket's first message, as it holds this inspector (a cycle, left to the garbage
         collector, that an HTTP turn does without)."""
         if self._message_words is None:
-            self._message_words = MessageText(self._word_filter)
+            self._message_words = MessageText(self._word_filter, self._argument_filter)
         return self._message_words
 
     def json_scan(self, *, redacts: bool, placeholder: Callable[[str], str] | None = None) -> JsonScan:
@@ -1404,6 +1404,12 @@ class TurnInspector:
         redactor = self._stream_redactor() if self._words_redacted() else None
         return chain_filters(*([redactor] if redactor else []), *self._answer_filters())(where)
 
+    def _argument_filter(self, where: str) -> TextFilter:
+        """A filter of the arguments of one call a WebSocket upstream streams a delta a message, JSON text:
+        its secrets redacted read joined, as a stream's calls' arguments are (``stream_filters``)."""
+        redactor = self._stream_redactor()
+        return UnescapingFilter(chain_filters(*([redactor] if redactor else []))(where))
+
     def _words_redacted(self) -> bool:
         """Whether the secrets of the model's words a WebSocket upstream streams are redacted by their
         channels' filters, read joined: where the policy redacts some, and restores no placeholder in
@@ -1593,18 +1599,25 @@ class TurnInspector:
         """An upstream's message with the model's words it carries read as an answer's text is (a leaked
         system prompt, links to hosts outside the allowlist), each run of deltas as a stream
         (``MessageText``): rewritten where enforced, the held words of the channels it ends to go before
-        it (``words_before``)."""
+        it (``words_before``). The arguments of calls it streams are read joined so too, where their
+        secrets are redacted so (``_joins_arguments``)."""
         self.words_before = []
-        if not may_hold_words(text):
+        arguments = self._joins_arguments(text)
+        if not arguments and not may_hold_words(text):
             return text
         document, error = self._message_json(text, where)
         if error is not None:
             return text
-        filtered = self.message_words.filter(document, where)
+        filtered = self.message_words.filter(document, where, arguments=arguments)
         self._read_words(filtered.ended)
         self._read_words(Ended(*whole) for whole in filtered.whole)
-        self.words_before = [(json_message(dump_json(before)), True) for before in filtered.before]
+        self.words_before = [(json_message(dump_json(before)), call) for before, call in filtered.before]
         return dump_json(filtered.document) if filtered.changed else text
+
+    def _joins_arguments(self, text: str) -> bool:
+        """Whether the upstream's message ``text`` is read for pieces of calls' arguments, joined: where
+        the words' secrets are redacted joined, and it may hold one or end one streaming."""
+        return self._words_redacted() and (may_hold_calls(text) or self.message_words.streams_arguments)
 
     def _read_words(self, texts: Iterable[Ended]) -> None:
         """Findings in the model's texts as received, each read once a connection (its events repeat a
@@ -1619,9 +1632,11 @@ class TurnInspector:
             since = len(self.turn.findings)
             segment = TextSegment(text.received, text.where)
             leak_detector = self._leak_detector(enforced_only=False)
-            if leak_detector is not None:
+            # A call's arguments are read as a call's, when it is decided: only a secret split over them here.
+            if leak_detector is not None and text.call is None:
                 self._read_bounded(segment, LEAK_UNREAD, leak_detector.findings)
-            self._read_bounded(segment, LINKS_UNREAD, self._link_findings)
+            if text.call is None:
+                self._read_bounded(segment, LINKS_UNREAD, self._link_findings)
             sent = Completion(text=[TextSegment(text.sent, text.where)])
             found_again = self._found_again(sent) if text.sent != text.received else None
             # A secret split over deltas is read here, where they are joined (one whole in a delta was read
@@ -1687,11 +1702,15 @@ class TurnInspector:
             calls.forget_decided()
             if not before:
                 return None
-            return before + ([(content, is_text)] if content is not None else [])
+            sent: Sending = [(words, True) for words, _ in before]
+            return sent + ([(content, is_text)] if content is not None else [])
         going: Sending = []
-        for words, as_text in before:
-            released = calls.hold(words, is_text=as_text, keys=frozenset())
-            going += [(words, as_text)] if released is None else released
+        for words, call in before:
+            # The held arguments of a call go with it, withheld where it is (or where no call is there).
+            if call is not None and call not in calls.streamed.calls:
+                continue
+            released = calls.hold(words, is_text=True, keys=frozenset(() if call is None else (call,)))
+            going += [(words, True)] if released is None else released
         if placed.stray:
             # The message is withheld and the calls it names dropped: the agent is told once, of both.
             self.calls_refused += self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
@@ -1731,8 +1750,11 @@ class TurnInspector:
             self._settle_message_call(key)
         ended = self.message_words.end()
         self._read_words(ended.ended)
+        streamed = self.message_calls.streamed.calls
         sending = self.message_calls.release() + [
-            (json_message(dump_json(held)), True) for held in ended.before
+            (json_message(dump_json(held)), True)
+            for held, call in ended.before
+            if call is None or (call in streamed and streamed[call].decision != "drop")
         ]
         if delivering or not sending:
             return sending
@@ -1853,11 +1875,12 @@ class TurnInspector:
             scan = self._message_scans[from_client] = self.json_scan(redacts=redacts)
         document, error = self._message_json(text, where)
         since = len(self.turn.findings)
-        # The deltas of the model's words are read joined by their channels' filters, which redact them.
+        # The deltas of the model's words and calls' arguments are read joined by their channels' filters,
+        # which redact them.
+        arguments = not from_client and self._joins_arguments(text)
+        words = not from_client and self._words_redacted() and may_hold_words(text)
         handled = (
-            delta_places(document)
-            if error is None and not from_client and self._words_redacted() and may_hold_words(text)
-            else ()
+            delta_places(document, arguments=arguments) if error is None and (arguments or words) else ()
         )
         filtered, changed = scan.filter("websocket", text if error is not None else document, handled)
         self._record_residual(scan, where)

@@ -20,7 +20,10 @@ def docs_only(host: str, port: int = 443) -> bool:
 
 
 def link_filters() -> MessageText:
-    return MessageText(lambda where: links.LinkFilter(docs_only, where))
+    def make(where: str) -> links.LinkFilter:
+        return links.LinkFilter(docs_only, where)
+
+    return MessageText(make, make)
 
 
 def test_the_model_words_of_each_realtime_and_live_shape_are_read() -> None:
@@ -76,7 +79,7 @@ def test_a_link_split_over_deltas_is_held_and_its_rest_sent_before_the_done() ->
     ]
     assert [result.document["delta"] for result in sent] == ["See ", " n", "ow, see "]
     done = words.filter({"type": "response.output_text.done", **AT, "text": "ignored here"}, "websocket[3]")
-    assert done.before == [{k: v for k, v in delta("[docs").items() if k != "event_id"}]
+    assert done.before == [({k: v for k, v in delta("[docs").items() if k != "event_id"}, None)]
     (ended,) = done.ended
     assert (ended.where, ended.received) == (
         "websocket[0].delta",

@@ -7,6 +7,11 @@ sends a model turn's text parts and its output transcription a chunk a message u
 Each run of deltas is one channel, read through text filters (``TextFilter``) as an event stream's text
 is: what could still become a match is held and sent with the next delta or, when the channel ends, in a
 delta of its own sent before the message that ends it. Whole texts are filtered whole.
+
+The arguments of a tool call streamed a delta a message (``call_pieces``: the Realtime API's
+``response.function_call_arguments.delta``, a server of its own sending Chat's or Anthropic's deltas) are
+a channel each too, joined by the call's place as the SDK joins them, through filters of their own, and
+ended by what ends the call's arguments (its ``.done`` event, its block's stop, its choice's end).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from typing import Any
 
 from proxy.dialects.base import as_dict, as_list, as_str
 from proxy.dialects.gemini import field_of
-from proxy.dialects.locator import Step, format_locator
+from proxy.dialects.generic import delta_carrying
+from proxy.dialects.locator import Step, format_locator, parse_locator
+from proxy.dialects.messages import in_responses
+from proxy.dialects.shapes import call_pieces
 from proxy.dialects.stream import TextFilter
 
 LIVE_FIELDS_IN_SNAKE_CASE = ("server_content", "model_turn", "output_transcription")
@@ -56,6 +64,8 @@ LIVE_TURN_ENDS = ("turnComplete", "generationComplete", "interrupted")
 """What ends a Live model turn, and with it the turn's text and transcription."""
 MARKERS = ("text", "transcript", "response.done", *LIVE_TURN_ENDS, "turn_complete", "generation_complete")
 """Words a message holding or ending the model's words holds (a Live turn's end in either spelling)."""
+ARGUMENTS = "arguments"
+"""What a channel of a call's arguments is keyed by before the call's place (``read_arguments``)."""
 MAX_CHANNELS = 64
 """Channels open at once on a connection; past it the oldest is ended (its held text sent)."""
 MAX_KEPT_CHARS = 1 << 20
@@ -96,6 +106,22 @@ def read_message(document: Any) -> Reading:
     content_key, content = field_of(event, "serverContent")
     if isinstance(content, dict):
         _live(reading, content, (content_key,))
+    return reading
+
+
+def read_arguments(document: Any) -> Reading:
+    """Where the server message ``document`` holds pieces of the arguments of calls that stream, each a
+    delta of the channel of its call's place, and the channels whose arguments it ends: the place's, or
+    every call's under it (a response's end, a choice's)."""
+    reading = Reading()
+    for piece in in_responses(call_pieces(document), document):
+        if piece.key is None:
+            continue  # a place clients read otherwise: the message is withheld (``MessageCalls``)
+        channel = (ARGUMENTS, *piece.key)
+        if piece.text_at is not None:
+            reading.pieces.append(Piece(tuple(parse_locator(piece.text_at)), piece.arguments, channel))
+        if piece.ends or piece.given is not None:
+            reading.ends.append(channel)
     return reading
 
 
@@ -161,14 +187,24 @@ def _live(reading: Reading, content: dict[str, Any], steps: tuple[Step, ...]) ->
         reading.ends.append(("live",))
 
 
-def delta_places(document: Any) -> set[tuple[Step, ...]]:
-    """Where the server message ``document`` holds deltas of the model's words (``read_message``)."""
-    return {piece.steps for piece in read_message(document).pieces if piece.channel is not None}
+def delta_places(document: Any, *, arguments: bool) -> set[tuple[Step, ...]]:
+    """Where the server message ``document`` holds deltas of the model's words (``read_message``), and
+    with ``arguments`` of calls' arguments (``read_arguments``)."""
+    pieces = read_message(document).pieces + (read_arguments(document).pieces if arguments else [])
+    return {piece.steps for piece in pieces if piece.channel is not None}
 
 
-def _delta_message(key: Channel, document: Any) -> Callable[[str], Any]:
-    """A message carrying nothing but a delta of the channel ``key`` whose first delta ``document`` held:
-    the Realtime event itself with another delta, a Live message of one text part or transcription."""
+def _delta_message(key: Channel, document: Any, steps: tuple[Step, ...]) -> Callable[[str], Any]:
+    """A message carrying nothing but a delta of the channel ``key`` whose first delta ``document`` held
+    at ``steps``: the Realtime event itself with another delta, a Live message of one text part or
+    transcription, the path to a call's arguments with the scalars a client reads on its way."""
+    if key[0] == ARGUMENTS:
+        where = format_locator(steps)
+        return lambda text: {
+            name: value
+            for name, value in as_dict(delta_carrying(document, where, text)).items()
+            if name != "event_id"
+        }
     if key[0] != "live":
         event = {name: value for name, value in as_dict(document).items() if name != "event_id"}
         return lambda text: {**event, "delta": text}
@@ -186,6 +222,8 @@ class Ended:
     sent: str
     cuts: tuple[int, ...] = ()
     """Where in ``received`` one delta ends and the next begins."""
+    call: Channel | None = None
+    """The place of the call whose arguments it is (``read_arguments``); None for the model's words."""
 
 
 @dataclass(slots=True)
@@ -193,6 +231,7 @@ class _Open:
     filter: TextFilter
     where: str
     template: Callable[[str], Any]
+    call: Channel | None
     received: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     kept: int = 0
@@ -209,7 +248,8 @@ class _Open:
         held = self.filter.flush()
         self.sent.append(held)
         cuts = list(accumulate(len(piece) for piece in self.received[:-1]))
-        return held, Ended(self.where, "".join(self.received), "".join(self.sent), tuple(cuts))
+        ended = Ended(self.where, "".join(self.received), "".join(self.sent), tuple(cuts), self.call)
+        return held, ended
 
 
 @dataclass(slots=True)
@@ -218,24 +258,39 @@ class Filtered:
 
     document: Any
     changed: bool = False
-    before: list[Any] = field(default_factory=list)
-    """Messages to send before it: the held text of the channels it ends."""
+    before: list[tuple[Any, Channel | None]] = field(default_factory=list)
+    """Messages to send before it: the held text of the channels it ends, each with the place of the call
+    whose arguments it is (None for the model's words)."""
     ended: list[Ended] = field(default_factory=list)
     whole: list[tuple[str, str, str]] = field(default_factory=list)
     """The whole texts it holds: where, as received and as sent."""
 
 
 class MessageText:
-    """The channels of the model's words on one WebSocket connection, each filtered as a stream."""
+    """The channels of the model's words and of calls' arguments on one WebSocket connection, each
+    filtered as a stream, by a filter from ``filters`` or ``argument_filters``."""
 
-    def __init__(self, filters: Callable[[str], TextFilter]) -> None:
+    def __init__(
+        self, filters: Callable[[str], TextFilter], argument_filters: Callable[[str], TextFilter]
+    ) -> None:
         self._filters = filters
+        self._argument_filters = argument_filters
         self._open: dict[Channel, _Open] = {}
 
-    def filter(self, document: Any, where: str) -> Filtered:
-        """``document`` (a server message at ``where``) with its model words filtered; it may be
-        rewritten in place."""
+    @property
+    def streams_arguments(self) -> bool:
+        """Whether a call's arguments are streaming: every message is then read for their end (an
+        Anthropic block's stop holds no word that marks a call)."""
+        return any(key[0] == ARGUMENTS for key in self._open)
+
+    def filter(self, document: Any, where: str, *, arguments: bool = False) -> Filtered:
+        """``document`` (a server message at ``where``) with its model words filtered, and with
+        ``arguments`` the pieces of calls' arguments it holds; it may be rewritten in place."""
         reading = read_message(document)
+        if arguments:
+            read = read_arguments(document)
+            reading.pieces += read.pieces
+            reading.ends += read.ends
         result = Filtered(document)
         fed: dict[Channel, tuple[tuple[Step, ...], str]] = {}
         for piece in reading.pieces:
@@ -271,7 +326,7 @@ class MessageText:
         held, ended = channel.end()
         result.ended.append(ended)
         if held:
-            result.before.append(channel.template(held))
+            result.before.append((channel.template(held), channel.call))
 
     def end(self) -> Filtered:
         """The connection closes: every channel ends, its held text in a delta of its own (``before``),
@@ -286,7 +341,9 @@ class MessageText:
     ) -> _Open:
         if len(self._open) >= MAX_CHANNELS:
             self._end(next(iter(self._open)), result)
-        channel = self._open[key] = _Open(self._filters(place), place, _delta_message(key, document))
+        call = key[1:] if key[0] == ARGUMENTS else None
+        made = self._filters if call is None else self._argument_filters
+        channel = self._open[key] = _Open(made(place), place, _delta_message(key, document, steps), call)
         return channel
 
     @staticmethod

@@ -64,7 +64,7 @@ class MessageCalls:
         the calls it opens, decided when their arguments end rather than on the part this one carries."""
         pieces = [
             piece
-            for piece in _in_responses(call_pieces(document), document)
+            for piece in in_responses(call_pieces(document), document)
             # Arguments given whole for no call streaming (a ``.done`` event alone) are a call whole,
             # gated in their message as such.
             if piece.given is None or piece.opens or piece.key in self.streamed.calls
@@ -138,7 +138,7 @@ class MessageCalls:
         return released
 
 
-def _in_responses(pieces: list[CallPiece], document: Any) -> list[CallPiece]:
+def in_responses(pieces: list[CallPiece], document: Any) -> list[CallPiece]:
     """The pieces of a Realtime event each placed within its response (an item's ``output_index`` counts
     from 0 in each response, and out-of-band responses run side by side); a ``response.done`` ends every
     call of its response."""
