@@ -545,6 +545,9 @@ class TurnInspector:
         self.words_before: list[tuple[bytes, Channel | None]] = []
         """The messages to send before the upstream's message last read: the held text of the channels it
         ends, each with the place of the call whose arguments it is (None for the model's words)."""
+        self.arguments_as_came: str | None = None
+        """The upstream's message last read as it came, where only the arguments of calls in it were
+        filtered: sent so where their filters changed nothing of them (``MessageCalls.unchanged``)."""
         self._read_as_text_at = ""
         """The place of the WebSocket message last read as text alone, its JSON nested too deep to walk."""
         self._sent_before: set[str] = set()
@@ -1602,6 +1605,7 @@ class TurnInspector:
         it (``words_before``). The arguments of calls it streams are read joined so too, where their
         secrets are redacted so (``_joins_arguments``)."""
         self.words_before = []
+        self.arguments_as_came = None
         arguments = self._joins_arguments(text)
         if not arguments and not may_hold_words(text):
             return text
@@ -1609,10 +1613,20 @@ class TurnInspector:
         if error is not None:
             return text
         filtered = self.message_words.filter(document, where, arguments=arguments)
+        self._note_unchanged(filtered.ended)
+        if filtered.changed and not filtered.reworded:
+            self.arguments_as_came = text
         self._read_words(filtered.ended)
         self._read_words(Ended(*whole) for whole in filtered.whole)
         self.words_before = [(json_message(dump_json(before)), call) for before, call in filtered.before]
         return dump_json(filtered.document) if filtered.changed else text
+
+    def _note_unchanged(self, ended: list[Ended]) -> None:
+        """Notes the calls whose arguments ended as they came: where the gate held their messages, those
+        go as they came (``MessageCalls.unchanged``)."""
+        self.message_calls.unchanged.update(
+            text.call for text in ended if text.call is not None and text.sent == text.received
+        )
 
     def _joins_arguments(self, text: str) -> bool:
         """Whether the upstream's message ``text`` is read for pieces of calls' arguments, joined: where
@@ -1698,6 +1712,7 @@ class TurnInspector:
         calls = self.message_calls
         placed = calls.take_placed()
         before, self.words_before = self.words_before, []
+        as_came, self.arguments_as_came = self.arguments_as_came, None
         if self._tool_gate() is None:
             calls.forget_decided()
             if not before:
@@ -1709,14 +1724,16 @@ class TurnInspector:
             # The held arguments of a call go with it, withheld where it is (or where no call is there).
             if call is not None and call not in calls.streamed.calls:
                 continue
-            released = calls.hold(words, is_text=True, keys=frozenset(() if call is None else (call,)))
+            keys = frozenset(() if call is None else (call,))
+            released = calls.hold(words, is_text=True, keys=keys, held_of=call)
             going += [(words, True)] if released is None else released
         if placed.stray:
             # The message is withheld and the calls it names dropped: the agent is told once, of both.
             self.calls_refused += self.record_ambiguities({MISPLACED_RULE: 1}, where, normalised=True)
             content = None
             self._drop_message_calls(placed.keys)
-        held = calls.hold(content, is_text=is_text, keys=placed.keys)
+        came = json_message(as_came) if as_came is not None and is_text and content is not None else None
+        held = calls.hold(content, is_text=is_text, keys=placed.keys, as_came=came)
         sending: Sending | None = going + held if held is not None else None
         if held is None and before and content is not None:
             sending = [*going, (content, is_text)]
@@ -1749,12 +1766,19 @@ class TurnInspector:
         for key, _ in list(self.message_calls.undecided()):
             self._settle_message_call(key)
         ended = self.message_words.end()
+        self._note_unchanged(ended.ended)
         self._read_words(ended.ended)
-        streamed = self.message_calls.streamed.calls
-        sending = self.message_calls.release() + [
-            (json_message(dump_json(held)), True)
-            for held, call in ended.before
-            if call is None or (call in streamed and streamed[call].decision != "drop")
+        calls, gated = self.message_calls, self._tool_gate() is not None
+
+        def goes(call: Channel | None) -> bool:
+            # Where the gate held a call's messages, what its arguments held goes as they went.
+            if call is None or not gated:
+                return True
+            known = calls.streamed.calls.get(call)
+            return known is not None and known.decision != "drop" and call not in calls.unchanged
+
+        sending = calls.release() + [
+            (json_message(dump_json(held)), True) for held, call in ended.before if goes(call)
         ]
         if delivering or not sending:
             return sending

@@ -123,12 +123,25 @@ def test_a_key_split_over_argument_deltas_reaches_the_agent_redacted(dialect: st
 
 
 @pytest.mark.parametrize("dialect", sorted(TURNS))
-def test_arguments_without_a_key_arrive_as_they_came(dialect: str) -> None:
-    """Held back while a piece may begin a key, the arguments still reach the agent whole and unchanged."""
-    gate = _inspector("enforce")
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_arguments_without_a_key_arrive_as_they_came(dialect: str, mode: str) -> None:
+    """A piece that may begin a key is held back, yet the arguments reach the agent whole and unchanged:
+    where the gate holds the call's messages, each as it came, and observed, as they came."""
+    gate = _inspector(mode)
     arguments = json.dumps({"bucket": "logs", "key": "AKIA-is-a-prefix"})
-    messages = TURNS[dialect]([arguments[:20], arguments[20:]])
+    messages = TURNS[dialect]([arguments[:28], arguments[28:]])
     received = relay(gate, messages)
     joined, whole = joined_arguments(received)
+    assert received == messages
     assert joined == arguments and all(one == arguments for one in whole)
     assert [f for f in gate.turn.findings if f.rule == "aws-access-key-id"] == []
+
+
+@pytest.mark.parametrize("dialect", sorted(TURNS))
+def test_a_key_split_over_argument_deltas_is_recorded_unenforced_when_observed(dialect: str) -> None:
+    gate = _inspector("observe")
+    cut = CUTS[1]
+    messages = TURNS[dialect]([ARGUMENTS[:cut], ARGUMENTS[cut:]])
+    assert relay(gate, messages) == messages
+    found = {found.enforced for found in gate.turn.findings if found.rule == "aws-access-key-id"}
+    assert found == {False}

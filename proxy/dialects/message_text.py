@@ -258,6 +258,8 @@ class Filtered:
 
     document: Any
     changed: bool = False
+    reworded: bool = False
+    """Whether it changed the model's words, not calls' arguments alone."""
     before: list[tuple[Any, Channel | None]] = field(default_factory=list)
     """Messages to send before it: the held text of the channels it ends, each with the place of the call
     whose arguments it is (None for the model's words)."""
@@ -299,7 +301,7 @@ class MessageText:
                 whole = self._filters(place)
                 sent = whole.feed(piece.text) + whole.flush()
                 result.whole.append((place, piece.text, sent))
-                self._put(result, piece.steps, piece.text, sent)
+                result.reworded |= self._put(result, piece.steps, piece.text, sent)
                 continue
             channel = self._open.get(piece.channel)
             if channel is None:
@@ -307,7 +309,8 @@ class MessageText:
             sent = channel.filter.feed(piece.text)
             channel.keep(piece.text, sent)
             fed[piece.channel] = (piece.steps, sent)
-            self._put(result, piece.steps, piece.text, sent)
+            put = self._put(result, piece.steps, piece.text, sent)
+            result.reworded |= put and piece.channel[0] != ARGUMENTS
         for prefix in reading.ends:
             for key in [key for key in self._open if key[: len(prefix)] == prefix]:
                 if key in fed:
@@ -315,7 +318,8 @@ class MessageText:
                     held, ended = self._open.pop(key).end()
                     result.ended.append(ended)
                     steps, sent = fed[key]
-                    self._put(result, steps, sent, sent + held)
+                    put = self._put(result, steps, sent, sent + held)
+                    result.reworded |= put and key[0] != ARGUMENTS
                 else:
                     self._end(key, result)
         return result
@@ -347,11 +351,13 @@ class MessageText:
         return channel
 
     @staticmethod
-    def _put(result: Filtered, steps: tuple[Step, ...], received: str, sent: str) -> None:
+    def _put(result: Filtered, steps: tuple[Step, ...], received: str, sent: str) -> bool:
+        """Whether it changed the document."""
         if sent == received:
-            return
+            return False
         parent = result.document
         for step in steps[:-1]:
             parent = parent[step]
         parent[steps[-1]] = sent
         result.changed = True
+        return True

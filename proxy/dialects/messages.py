@@ -41,6 +41,12 @@ class HeldMessage:
     """What goes out once its calls are released; None for a message withheld on its own findings."""
     is_text: bool
     keys: frozenset[Any]
+    as_came: bytes | None = None
+    """What goes out instead where the filters of the arguments it carries pieces of changed nothing of
+    them (``MessageCalls.unchanged``): the pieces as they came."""
+    held_of: Any = None
+    """The call whose arguments' held text alone it carries: not sent where their filter changed nothing
+    of them, the pieces having gone as they came."""
 
 
 class MessageCalls:
@@ -52,6 +58,8 @@ class MessageCalls:
         """What the message last read brought to the calls."""
         self._held: deque[HeldMessage] = deque()
         self._held_bytes = 0
+        self.unchanged: set[Any] = set()
+        """The calls whose arguments, read joined, their filter let through as they came."""
 
     @property
     def streaming(self) -> bool:
@@ -92,15 +100,23 @@ class MessageCalls:
     def undecided(self) -> Iterator[tuple[Any, StreamedCall]]:
         return ((key, call) for key, call in self.streamed.calls.items() if call.decision is None)
 
-    def hold(self, content: bytes | None, *, is_text: bool, keys: frozenset[Any]) -> Sending | None:
+    def hold(
+        self,
+        content: bytes | None,
+        *,
+        is_text: bool,
+        keys: frozenset[Any],
+        as_came: bytes | None = None,
+        held_of: Any = None,
+    ) -> Sending | None:
         """A message (``content``, None where withheld) carrying pieces of the calls at ``keys``, where
         calls are gated: None where it goes now as it stands, else the messages to send now in its place,
         in order (none where it is withheld or held behind a call still undecided; the messages held
-        before it, and it, once their calls are decided)."""
+        before it, and it, once their calls are decided). ``as_came`` and ``held_of``: ``HeldMessage``."""
         decisions = {self.streamed.calls[key].decision for key in keys}
         if not self._held and None not in decisions:
             return [] if content is None or "drop" in decisions else None
-        self._held.append(HeldMessage(content, is_text, keys))
+        self._held.append(HeldMessage(content, is_text, keys, as_came, held_of))
         self._held_bytes += len(content or b"")
         return self.release()
 
@@ -117,6 +133,7 @@ class MessageCalls:
             if self.streamed.calls[key].ended or surplus > 0:
                 surplus -= 1
                 self.streamed.forget(key)
+                self.unchanged.discard(key)
 
     def over_cap(self) -> bool:
         """Whether the held messages grew past ``MAX_HELD_BYTES``: their calls must be decided now."""
@@ -133,9 +150,21 @@ class MessageCalls:
                 break
             self._held.popleft()
             self._held_bytes -= len(message.content or b"")
-            if message.content is not None and "drop" not in decisions:
-                released.append((message.content, message.is_text))
+            content = self._as_decided(message)
+            if content is not None and "drop" not in decisions:
+                released.append((content, message.is_text))
         return released
+
+    def _as_decided(self, message: HeldMessage) -> bytes | None:
+        """A held message as it goes once its calls are decided: the pieces of calls whose arguments their
+        filter changed nothing of as they came, and what that filter held back of them not again."""
+        if message.content is None:
+            return None
+        if message.held_of is not None:
+            return None if message.held_of in self.unchanged else message.content
+        if message.as_came is not None and message.keys <= self.unchanged:
+            return message.as_came
+        return message.content
 
 
 def in_responses(pieces: list[CallPiece], document: Any) -> list[CallPiece]:
