@@ -59,8 +59,8 @@ class BudgetWatch:
                 watch._step(budget, UNREAD, "")
             return spent
 
-        def left(meter: rulepack.Meter) -> float:
-            seconds = original_left(meter)
+        def left(meter: rulepack.Meter, *exact_below: float) -> float:
+            seconds = original_left(meter, *exact_below)
             watch._looked(meter.budget, seconds)
             return seconds
 

@@ -42,6 +42,7 @@ import bisect
 import functools
 import importlib.resources
 import itertools
+import math
 import operator
 import re
 import string
@@ -241,15 +242,17 @@ class ScanBudget:
 
 
 _EXACT_EVERY = 0.002
-"""Wall seconds after which a meter reads the CPU clock again: in between it counts the time that passed,
-an upper bound of the CPU time, so a meter is never ahead of the truth by more than this."""
+"""Wall seconds after which a meter reads the CPU clock again where the answer depends on it: in between it
+counts the time that passed, an upper bound of the CPU time, so a meter is never ahead of the truth by
+more than this where it tells that the budget (or a run's limit) is spent."""
 
 
 class Meter:
     """What one piece of work charged to a ``ScanBudget`` has spent so far in the thread's CPU time. A
     thread's CPU time grows no faster than the wall clock, so between readings of the CPU clock (a system
     call of one to three microseconds on a virtual machine) the wall clock (a vDSO call) bounds it from
-    above, and the CPU clock is read only at the start, at the end and every ``_EXACT_EVERY`` between."""
+    above, and the CPU clock is read at the start, at the end, and between only where the wall clock's bound
+    comes within reach of a limit and was last checked ``_EXACT_EVERY`` ago or more."""
 
     def __init__(self, budget: ScanBudget) -> None:
         self.budget = budget
@@ -267,9 +270,17 @@ class Meter:
             return self._spent
         return self._spent + now - self._wall
 
-    def left(self) -> float:
-        """What is left of the budget (``spent`` taken from it)."""
-        return self.budget.left - self.spent()
+    def left(self, exact_below: float = 0.0) -> float:
+        """What is left of the budget: never more than the truth, and at most ``_EXACT_EVERY`` less where
+        that is ``exact_below`` or less (a rule's run limit, which the budget cuts short only there).
+        Under load the wall clock runs far ahead of the thread's CPU time; the CPU clock is read only
+        where the wall clock's bound leaves the budget spent, or below ``exact_below``."""
+        now = time.monotonic()
+        left = self.budget.left - self._spent - (now - self._wall)
+        if left > exact_below or now - self._wall < _EXACT_EVERY:
+            return left
+        self._read_cpu(now)
+        return self.budget.left - self._spent
 
     def __enter__(self) -> Meter:
         return self
@@ -2405,10 +2416,10 @@ class Scanner:
         again = [
             index
             for index in sorted({*plan.regions, *plan.starts})
-            if ran_out(index, min(self.timeout_s, meter.left()))
+            if ran_out(index, min(self.timeout_s, meter.left(self.timeout_s)))
         ]
         for index in again:
-            if ran_out(index, meter.left()):
+            if ran_out(index, meter.left(math.inf)):
                 rule = self.rules[index]
                 timed_out[rule.id] = None
                 meter.budget.timed_out.setdefault(rule.id, rule)
