@@ -815,10 +815,20 @@ def _base64_decoded(token: str) -> bytes:
     )
 
 
+_REVERSED = re.compile(
+    r"""\b(?:echo|printf)(?:[ \t]+-[neE]+)?[ \t]+(['"]?)([^\n'"|;&]{1,400})\1[ \t]*\|[ \t]*rev\b"""
+    r"""|\brev\b[^|;&\n<]{0,64}<<<[ \t]*(['"]?)([^\n'"|;&]{1,400})\3"""
+)
+"""Text echoed into ``rev`` or given it as a here-string (``echo vne | rev | sh``): what it prints is the
+text backwards."""
+
+
 def _decodings(text: str) -> Iterator[str]:
-    """What base64 and hex runs of the text decode to, where that is readable text, and any word fed to
-    a decoder (``_FED_TO_DECODER``)."""
+    """What base64 and hex runs of the text decode to, where that is readable text, any word fed to a
+    decoder (``_FED_TO_DECODER``) and text fed to ``rev`` (``_REVERSED``)."""
     yield from _fed_decodings(text)
+    for match in _REVERSED.finditer(text):
+        yield (match.group(2) or match.group(4))[::-1]
     for match in _BASE64.finditer(text):
         try:
             raw = _base64_decoded(match.group(0))
@@ -878,7 +888,6 @@ _EMPTY_EXPANSION = re.compile(r"\$[@*]|\$\{[@*]\}|(?<=[A-Za-z0-9_./-])\$\{?[A-Za
 _BRACED_NAME = re.compile(r"\$\{([A-Za-z_]\w*)\}")
 _BRACES = re.compile(r"\{([^{}\s,]*(?:,[^{}\s,]*)+)\}")
 _SEPARATOR = re.compile(r"&&|\|\||;|(?<![>&<0-9])&(?![>&])|\n|\$\(|`|[(){}]")
-_SEPARATOR_KEPT = re.compile(f"({_SEPARATOR.pattern})")
 _WRAPPER = re.compile(
     r"^[ \t]*(?:(?:" + _WRAPPING + r")[ \t]+|[A-Za-z_]\w*=\S*[ \t]+|set[ \t]+--[ \t]+|!(?=\S)|![ \t]+"
     r"|(?:\S*/)?(?:ba|da|z|k|c|tc|a)?sh(?:[ \t]+-[a-bd-z]+)*[ \t]+-c[ \t]+)"
@@ -897,12 +906,13 @@ def shell_lines(text: str) -> str:
     (``_fed``), and a command that runs somewhere a ``cd``, ``env -C`` or ``GIT_WORK_TREE`` names is read
     a second time with that place written into it (``_Places``)."""
     out: list[str] = []
+    calls = frozenset(f"{callee}({argument}" for callee, argument in _NAME_CALL.findall(text))
     for reading in _whole_readings(text):
         out.append(reading)
         places = _Places()
         # xargs' and parallel's placeholder for what they are given is a word, not a group of commands.
         text = _PLACEHOLDER.sub(_GIVEN, "\n".join((reading, *_fed(reading))))
-        for part in _SEPARATOR_KEPT.split(text):
+        for part in _separated(text, calls):
             if _SEPARATOR.fullmatch(part):
                 places.nest(part)
                 continue
@@ -913,6 +923,29 @@ def shell_lines(text: str) -> str:
             placed = [places.placed(piece, command) for piece, command in pieces]
             out += [" | ".join(commands), " | ".join(placed)]
     return "\n".join(dict.fromkeys(out))
+
+
+_NAME_CALL = re.compile(r"([\w.]{1,64})\([ \t]*([A-Za-z_][\w.]{0,64})[ \t]*[,)]")
+"""A call of code given a name as it is written (``print(env)``, ``len(x, y)``): no group of commands."""
+_CALLEE = re.compile(r"[\w.]{1,64}$")
+_ARGUMENT = re.compile(r"[ \t]*([A-Za-z_][\w.]{0,64})[ \t]*[,)]")
+
+
+def _separated(text: str, calls: frozenset[str]) -> Iterator[str]:
+    """The text split at its separators, each kept as a part of its own, but at the ``(`` of a call that
+    the text as written (before its quotes are undone) gives a name, not a string: ``print(env)`` calls
+    ``print`` with a variable, where ``os.system("env")`` runs ``env``."""
+    at = 0
+    for separator in _SEPARATOR.finditer(text):
+        if separator[0] == "(" and calls:
+            callee = _CALLEE.search(text, max(0, separator.start() - 64), separator.start())
+            argument = _ARGUMENT.match(text, separator.end())
+            if callee and argument and f"{callee[0]}({argument[1]}" in calls:
+                continue
+        yield text[at : separator.start()]
+        yield separator[0]
+        at = separator.end()
+    yield text[at:]
 
 
 _PLACEHOLDER = re.compile(r"\{\}")
