@@ -55,8 +55,11 @@ _RUNNING_OPTION = re.compile(
     r"(?![a-z])"
 )
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
-# An interactive or login shell (``-i``, ``-l``) first runs rc files that may rebind any command.
-_SHELL_C = re.compile(r"-[exuv]*c[exuv]*")
+# An interactive shell (``-i``) first runs rc files that may rebind any command, and expands aliases. A
+# login shell (``-l``, as coding agents run each command: ``bash -lc``) runs the profile files the agent's
+# own shell runs: no command they rebind is one this call's shell would not run, and a profile an earlier
+# call wrote is judged with that call (``LEFT_BEHIND``).
+_SHELL_C = re.compile(r"-[exuvl]*c[exuvl]*")
 _WRAPPERS = {
     "sudo": ("EHnSk", "ug"),
     "doas": ("n", "u"),

@@ -398,8 +398,19 @@ def _rules_read(
         arguments = _mapped_json_strings(arguments, without_stored_heredocs)
     commands = "" if budget.spent_for(len(arguments)) else shell_readings(name, arguments)
     commands = unread_names(commands) if blank else commands
+    # Code is respelled as written, its quotes kept: a reading with them undone makes a literal key a
+    # name (``e["X"]`` as ``e[X]``).
+    written = "\n".join(_strings(_json_value(arguments)))
+    code = respellings(written)
+    respelled = "\n".join(text for text in (code, respellings(commands)) if text)
     commands = "\n".join(
-        (commands, emptied(commands), normal_paths(f"{arguments}\n{commands}"), environment_aliases(commands))
+        (
+            commands,
+            respelled,
+            emptied(commands),
+            normal_paths(f"{arguments}\n{commands}\n{respelled}"),
+            environment_aliases(f"{written}\n{code}"),
+        )
     )
     globbing = "\n".join(globbing_commands(commands, rebound))
     commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
@@ -407,7 +418,8 @@ def _rules_read(
     rules = {match.rule.id: match.rule for match in scan.found}
     globbing += "\n" + "\n".join(expanded_words(globbing))
     rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
-    rules |= {rule.id: rule for rule in searched_rules(globbing, scanner.rules) if rule.id not in rules}
+    searched = searched_rules(globbing, scanner.rules, listings=commands)
+    rules |= {rule.id: rule for rule in searched if rule.id not in rules}
     return rules, tuple(scan.timed_out)
 
 
@@ -487,24 +499,34 @@ _WHOLE_ENVIRONMENT = re.compile(
     # Not one variable of it (``os.environ["HOME"]``, ``process.env.PORT``, ``ENV.fetch``): the whole.
     r"(?![\w\[{]|\s*\[|\.(?!(?:copy|items|keys|values|to_h|to_hash|dup|clone)\b))"
 )
+_ONE_VARIABLE = re.compile(
+    r"""(?:\bos\.environb?(?:\[[ \t]*|\.get\([ \t]*)|\b(?:os\.)?getenv\([ \t]*"""
+    r"""|\bENV(?:\[[ \t]*|\.fetch\([ \t]*)"""
+    r"""|\bGetEnvironmentVariable\([ \t]*)["'][A-Za-z_]\w*["']|\b(?:process|Bun)\.env\.[A-Za-z_]\w*"""
+    r"""|\b(?:process|Bun)\.env\[[ \t]*["'`][A-Za-z_]\w*["'`]|\$\{?env:[A-Za-z_]\w*"""
+)
+"""One variable of the environment read by its name: a name bound to it holds its value."""
 _ENVIRONMENT_ALIAS = re.compile(
     r"(?m)(?:^|(?<=[;{]))[ \t]*(?:(?:const|let|var|my|local|our)[ \t]+)?"
     r"(?:(?P<name>\$?[A-Za-z_]\w*)|\{[ \t]*\.\.\.[ \t]*(?P<rest>[A-Za-z_$][\w$]*)[ \t]*\})"
     r"[ \t]*:?=(?![=~])[ \t]*"
-    rf"(?P<value>[^;\n]{{0,200}}?{_WHOLE_ENVIRONMENT.pattern}[^;\n]{{0,200}}?)[ \t]*(?=[;\n]|$)"
+    rf"(?P<value>[^;\n]{{0,200}}?(?:{_WHOLE_ENVIRONMENT.pattern}|{_ONE_VARIABLE.pattern})[^;\n]{{0,200}}?)"
+    r"[ \t]*(?=[;\n]|$)"
 )
 _MOST_ALIASES = 8
 
 
 def environment_aliases(code: str) -> str:
     """The code with each name it binds to the whole environment (``e = os.environ``, ``env =
-    dict(os.environ)``, ``const e = process.env``, ``const {...all} = process.env``) written as what it
-    binds wherever the code uses it after (``print(e)`` read as ``print(os.environ)``), so the rule that
-    judges what dumps the environment judges what dumps it through a name; "" where the code binds none. A
+    dict(os.environ)``, ``const e = process.env``, ``const {...all} = process.env``) or to one variable of
+    it (``t = os.environ["GITHUB_TOKEN"]``, ``const t = process.env.GITHUB_TOKEN``) written as what it
+    binds wherever the code uses it after (``print(e)`` read as ``print(os.environ)``), so the rules that
+    judge what dumps the environment or prints a secret judge what does it through a name; "" where the
+    code binds none. A
     name standing for a property of its own (``spawn(cmd, {env})``) is written ``env: value``, as an
     environment handed to a child is no dump. Names bound from names bound before are followed
     ``_MOST_ALIASES`` deep."""
-    if not _WHOLE_ENVIRONMENT.search(code):
+    if not _WHOLE_ENVIRONMENT.search(code) and not _ONE_VARIABLE.search(code):
         return ""
     written = code
     for _ in range(_MOST_ALIASES):
@@ -529,17 +551,122 @@ def _written_as(value: str, use: re.Match[str]) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _use_of(name: str) -> re.Pattern[str]:
-    """Where a name is used as the whole mapping: not a part of another word, an attribute, a key, one
-    variable of it (``e["HOME"]``) or a name bound again."""
+    """Where a name is used as what it is bound to: not a part of another word, an attribute, a key, one
+    variable of it by its name (``e["HOME"]``) or a name bound again; a loop over it (``for k in e:``)
+    and its variables by a name that is no literal (``e[k]``) are."""
     word = re.escape(name)
     return re.compile(
-        rf"(?P<own>[{{,][ \t]*){word}(?=[ \t]*[,}}])|(?<![\w$.]){word}(?![\w$]|[ \t]*(?:\[|:?=(?!=)|:(?!:)))"
+        rf"(?P<own>[{{,][ \t]*){word}(?=[ \t]*[,}}])|(?<=\bin ){word}(?=[ \t]*:)"
+        rf"|(?<![\w$.]){word}(?![\w$]|[ \t]*(?:\[[ \t]*[\"'`]|:?=(?!=)|:(?!:)))"
     )
 
 
 def _uses(code: str, binding: re.Match[str]) -> bool:
     name = binding.group("name") or binding.group("rest")
     return _use_of(name).search(code, binding.end()) is not None
+
+
+_OS_MODULE = re.compile(
+    r"""\b__import__\([ \t]*["'](?:os|posix|nt)["'][ \t]*\)"""
+    r"""|\bimportlib\.import_module\([ \t]*["'](?:os|posix|nt)["'][ \t]*\)"""
+    r"""|\bsys\.modules\[[ \t]*["'](?:os|posix|nt)["'][ \t]*\]|(?<![\w.])(?:posix|nt)(?=\.environ)"""
+)
+"""The ``os`` module by another spelling: imported by its name as a string, or as the module beneath it."""
+_MODULE_ALIAS = re.compile(
+    r"(?m)\bimport[ \t]+(?:[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*,[ \t]*)*os[ \t]+as[ \t]+(\w+)"
+)
+_FROM_OS = re.compile(r"(?m)^[ \t]*from[ \t]+(?:os|posix|nt)[ \t]+import[ \t]+\(?([^)\n;]*)\)?")
+_IMPORTED = re.compile(r"\b(environb?|getenv)(?:[ \t]+as[ \t]+(\w+))?")
+_ATTRIBUTE = re.compile(
+    r"""\bgetattr\([ \t]*os[ \t]*,[ \t]*["'](\w+)["'][ \t]*\)|\b(?:os\.__dict__|vars\([ \t]*os[ \t]*\))"""
+    r"""\[[ \t]*["'](\w+)["'][ \t]*\]"""
+)
+
+
+def module_names(code: str) -> str:
+    """The code with the ``os`` module and its environment spelled as ``os.environ`` wherever it is spelled
+    otherwise: through an alias (``import os as o``), a name imported from it (``from os import environ``,
+    ``*``), the module by its name as a string (``__import__("os")``) or beneath it (``posix``), and an
+    attribute by its name (``getattr(os, "environ")``); "" where it spells none so."""
+    written = _OS_MODULE.sub("os", code)
+    for alias in dict.fromkeys(_MODULE_ALIAS.findall(written)):
+        if alias != "os":
+            written = re.sub(rf"(?<![\w.]){re.escape(alias)}(?=\.)", "os", written)
+    for imported in list(_FROM_OS.finditer(written))[::-1]:
+        names = (
+            {found[2] or found[1]: found[1] for found in _IMPORTED.finditer(imported[1])}
+            if imported[1].strip() != "*"
+            else {"environ": "environ", "environb": "environb", "getenv": "getenv"}
+        )
+        # The import itself is left out: the names it binds are what is read.
+        after = written[imported.end() :]
+        for name, original in names.items():
+            after = re.sub(rf"(?<![\w.]){re.escape(name)}(?!\w)", f"os.{original}", after)
+        written = written[: imported.start()] + after
+    written = _ATTRIBUTE.sub(lambda found: f"os.{found[1] or found[2]}", written)
+    return "" if written == code else written
+
+
+_INDIRECT_NAME = re.compile(r"(?:^|(?<=[\s;&|(]))([A-Za-z_]\w*)=[\"']?([A-Za-z_]\w*)[\"']?(?=[\s;&|)]|$)")
+_FOR_NAMES = re.compile(r"\bfor[ \t]+([A-Za-z_]\w*)[ \t]+in[ \t]+([\w \t\"']{1,400}?)[ \t]*[;\n]")
+
+
+def indirections(commands: str) -> str:
+    """The commands with each ``${!n}`` written as the variable whose name ``n`` holds, once for each name a
+    word of the text sets it to (``n=GITHUB_TOKEN``, ``for n in GITHUB_TOKEN NPM_TOKEN``): the value the
+    shell puts there; "" where there is none."""
+    if "${!" not in commands:
+        return ""
+    held: dict[str, list[str]] = {}
+    for name, value in _INDIRECT_NAME.findall(commands):
+        held.setdefault(name, []).append(value)
+    for name, values in _FOR_NAMES.findall(commands):
+        held.setdefault(name, []).extend(word.strip("\"'") for word in values.split())
+    written = [
+        re.sub(rf"\$\{{!{re.escape(name)}\}}", f"${{{value}}}", commands)
+        for name, values in held.items()
+        for value in dict.fromkeys(values)
+        if f"${{!{name}}}" in commands
+    ]
+    return "\n".join(written[:_MOST_WORDS])
+
+
+_BARE_OUTPUT = re.compile(
+    r"""(?im)(?:^|(?<=[;{]))[ \t]*((?:\$\{?env:[A-Za-z_]\w*\}?|\[(?:system\.)?environment\]::"""
+    r"""getenvironmentvariable\([ \t]*["'][A-Za-z_]\w*["'][^)\n]{0,64}\)))[ \t]*(?=[;}\n]|$)"""
+)
+"""A PowerShell statement of one variable alone, whose value it writes to the output."""
+
+
+def bare_outputs(code: str) -> str:
+    """Each PowerShell statement that is a variable alone, written as ``Write-Output`` of it, one a line:
+    what a statement's value is, it prints."""
+    # ``${env:X}`` is ``$env:X`` braced, as a name with spaces needs it.
+    return "\n".join(
+        f"Write-Output {re.sub(r'^\$\{(env:\w+)\}$', r'$\1', found[1])}"
+        for found in _BARE_OUTPUT.finditer(code)
+    )
+
+
+_ESCAPING_BACKTICK = re.compile(r"(?<=[^\s`])`(?=[^`\s])|`(?= )")
+"""A backtick inside a word or before a space, as PowerShell escapes a character (``id`_rsa``,
+``Application` Support``): a shell's substitution opens and closes around words."""
+
+
+def powershell_unescaped(code: str) -> str:
+    """The code with PowerShell's escaping backticks dropped; "" where it has none."""
+    written = _ESCAPING_BACKTICK.sub("", code)
+    return "" if written == code else written
+
+
+def respellings(code: str) -> str:
+    """The code as it reads once spelled as the rules read it (``module_names``, ``indirections``,
+    ``bare_outputs``, ``powershell_unescaped``), one reading a line; "" where none spells it otherwise."""
+    return "\n".join(
+        text
+        for text in (module_names(code), indirections(code), bare_outputs(code), powershell_unescaped(code))
+        if text
+    )
 
 
 _RESPELLED = re.compile(r"//|/\.\.?(?:/|$)|%[0-9A-Fa-f]{2}")
@@ -643,6 +770,11 @@ _SEARCHED_NAME = re.compile(
 )
 """A file's name searched for wherever it is: ``find -name``/``-iname``, ``mdfind -name``, a glob of
 ``rg``/``fd`` (``-g``), PowerShell's ``-Filter``/``-Include``, the name ``locate`` or ``fd`` looks for."""
+_GREPPED_LISTING = re.compile(
+    r"""(?i)\b(?:ls|find|tree|dir|gci|get-childitem|fd|fdfind|[pm]?locate|du)\b[^\n;&|]{0,256}\|[ \t]*"""
+    r"""(?:[ef]?grep|rg|findstr|select-string|sls)(?:[ \t]+-\S*)*[ \t]+["']?(?P<name>[\w.-]{1,256})"""
+)
+"""A listing of files' names piped into a search for one by a part of it: ``ls -R ~ | grep logins.json``."""
 _SHARED_NAMES = frozenset(
     {"config", "config.json", "credentials", "hosts.yml", "hosts.json", "apps.json", "auth.json", "token",
      "cookies", "login data", "web data", "local state", "admin.conf"}
@@ -653,17 +785,40 @@ _EVERYDAY_NAMES = ("package.json", "index.js", "readme.md", "main.py", "data.db"
 """Files in any tree: a searched glob that names one of them is too wide to be a credential's (``*.json``)."""
 
 
-def searched_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
+_BARE_WORD = re.compile(r"\*?[a-z0-9]+\*?")
+"""A glob of one word and wildcards (``*keychain*``): as many source files bear the word (``Keychain.swift``)
+as credential stores, so it is a search for one only where it searches the home folder or the root."""
+_EVERYWHERE = re.compile(
+    r"""(?i)(?:^|[\s"'=])(?:~|/|\$\{?HOME\}?|%USERPROFILE%|\$env:USERPROFILE|[a-z]:\\)|\b[pm]?locate\b"""
+)
+
+
+def _searched_everywhere(commands: str, match: re.Match[str]) -> bool:
+    """Whether the command of a search by name looks from the home folder or the root, or in every
+    file's name the machine knows (``locate``)."""
+    start = max(
+        0, match.start() - _LONGEST_WORD, *(commands.rfind(end, 0, match.start()) + 1 for end in "\n;&|")
+    )
+    return _EVERYWHERE.search(commands, start, match.end()) is not None
+
+
+def searched_rules(commands: str, rules: Iterable[Rule], listings: str = "") -> Iterator[Rule]:
     """The rules one of whose ``files`` a search by name in the commands finds wherever it is (``find ~
-    -name logins.json``, ``find / -iname 'key*.db'``, ``locate .git-credentials``): by its last part,
-    where that part is the credential's own (not ``config.json``) and a glob searched for names no
-    everyday file."""
+    -name logins.json``, ``find / -iname 'key*.db'``, ``locate .git-credentials``), or in ``listings``, a
+    listing of names piped into grep (``ls -R ~ | grep logins.json``): by its last part, where that part
+    is the credential's own (not ``config.json``) and a glob searched for names no everyday file."""
     searched = set()
-    for match in list(_SEARCHED_NAME.finditer(commands))[:_MOST_WORDS]:
+    matches = [(match, commands) for match in _SEARCHED_NAME.finditer(commands)] + [
+        (match, listings) for match in _GREPPED_LISTING.finditer(listings)
+    ]
+    for match, text in matches[:_MOST_WORDS]:
         # Compared without case: a search that minds it (``-name``) finds fewer, never other files.
         name = match["name"].lower()
-        wide = _GLOB.search(name) is not None and any(
-            glob_matches(everyday, name) for everyday in _EVERYDAY_NAMES
+        # grep finds its pattern anywhere in a name.
+        name = f"*{name}*" if match.re is _GREPPED_LISTING else name
+        wide = _GLOB.search(name) is not None and (
+            any(glob_matches(everyday, name) for everyday in _EVERYDAY_NAMES)
+            or (_BARE_WORD.fullmatch(name) is not None and not _searched_everywhere(text, match))
         )
         if _WILDCARDS.sub("", name) and not wide:
             searched.add(name)
