@@ -504,8 +504,10 @@ _ONE_VARIABLE = re.compile(
     r"""|\bENV(?:\[[ \t]*|\.fetch\([ \t]*)"""
     r"""|\bGetEnvironmentVariable\([ \t]*)["'][A-Za-z_]\w*["']|\b(?:process|Bun)\.env\.[A-Za-z_]\w*"""
     r"""|\b(?:process|Bun)\.env\[[ \t]*["'`][A-Za-z_]\w*["'`]|\$\{?env:[A-Za-z_]\w*"""
+    r"""|(?:(?<==)|(?<==["']))\$\{?[A-Za-z_]\w*\}?(?=["']?[ \t]*(?:[;\n]|$))"""
 )
-"""One variable of the environment read by its name: a name bound to it holds its value."""
+"""One variable of the environment read by its name, or a shell variable alone (``T="$GITHUB_TOKEN"``): a
+name bound to it holds its value."""
 _ENVIRONMENT_ALIAS = re.compile(
     r"(?m)(?:^|(?<=[;{]))[ \t]*(?:(?:const|let|var|my|local|our)[ \t]+)?"
     r"(?:(?P<name>\$?[A-Za-z_]\w*)|\{[ \t]*\.\.\.[ \t]*(?P<rest>[A-Za-z_$][\w$]*)[ \t]*\})"
@@ -546,6 +548,8 @@ def environment_aliases(code: str) -> str:
 
 
 def _written_as(value: str, use: re.Match[str]) -> str:
+    if use["shell"] is not None:
+        return value.strip("\"'")
     return f"{use[0]}: {value}" if use["own"] is not None else value
 
 
@@ -558,6 +562,8 @@ def _use_of(name: str) -> re.Pattern[str]:
     return re.compile(
         rf"(?P<own>[{{,][ \t]*){word}(?=[ \t]*[,}}])|(?<=\bin ){word}(?=[ \t]*:)"
         rf"|(?<![\w$.]){word}(?![\w$]|[ \t]*(?:\[[ \t]*[\"'`]|:?=(?!=)|:(?!:)))"
+        # A shell's variable, expanded where it is used: its value written there unquoted.
+        rf"|(?P<shell>\${word}(?!\w)|\$\{{{word}\}})"
     )
 
 
