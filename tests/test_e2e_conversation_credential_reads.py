@@ -143,13 +143,20 @@ def test_a_use_is_judged_after_the_calls_the_conversation_made_before_it(
     """After a call that defined a function ``ls`` the use is a read, withheld for its notice; after one
     that changes nothing it runs, it passes whole."""
     calls, text, found = _use_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
-    if withheld:
+    _assert_judged(calls, text, found, USE, "ssh-private-key-file" if withheld else None)
+
+
+def _assert_judged(
+    calls: Calls, text: str, found: list[dict[str, Any]], use: dict[str, Any], rule: str | None
+) -> None:
+    """The call withheld for its notice where ``rule`` finds it, beside the other call; else sent whole."""
+    if rule is not None:
         assert calls == [("get_weather", {"city": "Oslo"})]
-        assert NOTICE in text and "ssh-private-key-file" in text
-        assert {finding["rule"] for finding in found} == {"ssh-private-key-file"}
+        assert NOTICE in text and rule in text
+        assert {finding["rule"] for finding in found} == {rule}
         assert all(finding["enforced"] for finding in found)
     else:
-        assert calls == [("get_weather", {"city": "Oslo"}), ("bash", USE)]
+        assert calls == [("get_weather", {"city": "Oslo"}), ("bash", use)]
         assert NOTICE not in text and text.startswith("Checking.")
         assert found == []
 
@@ -191,12 +198,4 @@ def test_a_secret_reached_through_the_shell_is_judged_as_the_agent_runs_it(
     ``curl -d`` leaves: both are withheld for their notice. Without such a name, and for a key a login
     shell's ``ssh -i`` uses (a coding agent's ``["bash", "-lc", ...]``), the call passes whole."""
     calls, text, found = _use_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream, use)
-    if rule is not None:
-        assert calls == [("get_weather", {"city": "Oslo"})]
-        assert NOTICE in text and rule in text
-        assert {finding["rule"] for finding in found} == {rule}
-        assert all(finding["enforced"] for finding in found)
-    else:
-        assert calls == [("get_weather", {"city": "Oslo"}), ("bash", use)]
-        assert NOTICE not in text and text.startswith("Checking.")
-        assert found == []
+    _assert_judged(calls, text, found, use, rule)
