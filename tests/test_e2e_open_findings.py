@@ -22,11 +22,11 @@ def sent_upstream(upstream: FakeUpstream) -> str:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a key's rule requires a word boundary on both sides, and only names are read unglued "
-    "(proxy/scanning/redact.py glued_readings): one character glued on either side hides it",
+    reason="a key's rule requires a word boundary after it, and only names are read unglued "
+    "(proxy/scanning/redact.py glued_readings): one character glued after it hides it",
 )
-@pytest.mark.parametrize("text", [f"note_{AWS_KEY}", f"x{GITHUB_TOKEN}", f"{GITHUB_TOKEN}x", f"1{AWS_KEY}"])
-def test_a_key_glued_to_a_word_on_one_side_is_redacted(
+@pytest.mark.parametrize("text", [f"{GITHUB_TOKEN}x", f"{AWS_KEY}7"])
+def test_a_key_glued_to_a_word_after_it_is_redacted(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, text: str
 ) -> None:
     proxy = start_proxy(mode="enforce", extra="redaction: {requests: true}\ncompliance: {required: []}\n")

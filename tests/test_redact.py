@@ -442,6 +442,34 @@ def test_a_key_glued_into_a_name_is_redacted_in_its_glued_readings(
     assert redact_json(name, scanner, glued=True)[0] == shown
 
 
+def _glued_keys() -> list[pytest.ParameterSet]:
+    cases = []
+    for rule in load_pack(pack_path("secrets")).rules:
+        keys = [found.group(0) for found in map(rule.pattern.search, rule.match_examples) if found]
+        if rule.glued and rule.enabled and keys:
+            cases += [pytest.param(rule.id, keys[0], glue, id=f"{rule.id}:{glue}") for glue in "x9"]
+    return cases
+
+
+GLUED_KEYS = _glued_keys()
+
+
+def test_most_prefixed_keys_read_glued() -> None:
+    """The rules whose keys open with a distinctive prefix are most of the secrets pack's."""
+    assert len(GLUED_KEYS) > 2 * 100
+
+
+@pytest.mark.parametrize(("rule_id", "key", "glue"), GLUED_KEYS)
+def test_a_prefixed_key_glued_after_a_letter_or_digit_is_redacted(
+    scanner: Scanner, rule_id: str, key: str, glue: str
+) -> None:
+    """A reader drops the one character written before the key (``?q=aghp_...``): it leaves no part."""
+    redacted = scan_and_redact(scanner, f"here {glue}{key} end").text
+    assert f"[REDACTED:{rule_id}]" in redacted
+    assert key not in redacted
+    assert not any(part in redacted for part in re.findall(r"[A-Za-z0-9]{12,}", key))
+
+
 @pytest.mark.parametrize(
     "name",
     [

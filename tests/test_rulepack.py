@@ -253,6 +253,42 @@ def test_anchored_must_be_true_or_false(tmp_path: Path) -> None:
         load_pack(path)
 
 
+@pytest.mark.parametrize(
+    ("regex", "extra", "found"),
+    [
+        (r"(?<![A-Za-z0-9_])ab_c[0-9]{4}(?![A-Za-z0-9_])", "", ["ab_c1234", "ab_c5678"]),
+        (r"(?<![A-Za-z0-9_])ab_c[0-9]{4}(?![A-Za-z0-9_])", "glued: false", ["ab_c1234"]),
+        (r"(?<![A-Za-z0-9_])ab_[0-9]{4}(?![A-Za-z0-9_])", "", ["ab_1234"]),
+        (r"(?<![A-Za-z0-9_])ab_[0-9]{4}(?![A-Za-z0-9_])", "glued: true", ["ab_1234", "ab_5678"]),
+        (r"(?<![A-Za-z0-9_])a[bx]_c[0-9]{4}(?![A-Za-z0-9_])", "", ["ab_c1234", "ab_c5678"]),
+    ],
+)
+def test_a_distinctive_prefix_reads_glued_after_a_word_character(
+    tmp_path: Path, regex: str, extra: str, found: list[str]
+) -> None:
+    """A fixed prefix of four characters (a class counting as one) drops the word boundary before it; a
+    rule says otherwise with ``glued``."""
+    scanner = _scanner(tmp_path, _rule_yaml("r", regex, keywords="[ab_]", extra=extra))
+    text = "ab_c1234 xab_c5678 ab_1234 9ab_5678"
+    matches = [text[match.start : match.end] for match in scanner.scan_alone(text).matches]
+    assert sorted(matches) == sorted(found)
+
+
+@pytest.mark.parametrize(
+    ("regex", "glued", "problem"),
+    [
+        (r"(?<![A-Za-z0-9_])ab_[0-9]{4}", "maybe", "glued must be true or false"),
+        (r"\bab_[0-9]{4}", "true", r"glued is for a regex that opens with \(\?<!"),
+    ],
+)
+def test_glued_is_a_choice_for_a_regex_with_a_word_start(
+    tmp_path: Path, regex: str, glued: str, problem: str
+) -> None:
+    path = _write_pack(tmp_path, _rule_yaml("r", regex, extra=f"glued: {glued}"))
+    with pytest.raises(PackError, match=problem):
+        load_pack(path)
+
+
 def test_keyword_with_a_space_is_found_across_any_whitespace(tmp_path: Path) -> None:
     """A keyword of two words is found when a line break or a tab separates them."""
     rule = _rule_yaml("r", r"do\s+not\s+tell", keywords='["do not"]', extra="max_length: 30")

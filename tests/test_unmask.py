@@ -37,6 +37,8 @@ raise (``ScanResult.matches``) or redact a text whole, whatever the machine's ot
 AWS_KEY = "AKIAQWERTY234567ABCD"
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 GITLAB_TOKEN = "glpat-" + "k3sz7uS3iHWEhszk0RhJ"
+# A key whose prefix is an everyday word (``monkey-``): its rule keeps the word boundary before it.
+MAILGUN_KEY = "key-" + "18cdff63c18ed6628896c3787308dc32"
 PLACEHOLDER = re.compile(r"\[REDACTED:[^\]]*\]")
 DEV_DATA = carriers.default_data()
 
@@ -162,7 +164,7 @@ ESCAPED_SEPARATORS = ["x%20", "token%3D", "%22", "a%0A", "x%2520", "a\\x20", "a\
 
 
 @pytest.mark.parametrize("before", [*ESCAPED_SEPARATORS, "a\\t", 'print("\\r\\n'])
-@pytest.mark.parametrize("key", [AWS_KEY, GITHUB_TOKEN])
+@pytest.mark.parametrize("key", [AWS_KEY, GITHUB_TOKEN, MAILGUN_KEY])
 def test_a_key_after_an_escaped_separator_is_found_and_redacted(before: str, key: str) -> None:
     """An escape of a separator ends in a letter or digit, which glues the key after it to a word as
     written; read as any decoder or model reads the escape, the key stands apart, and it is redacted."""
@@ -173,11 +175,20 @@ def test_a_key_after_an_escaped_separator_is_found_and_redacted(before: str, key
     assert redacted.startswith(before[:1])
 
 
-@pytest.mark.parametrize("text", [f"abc%41{AWS_KEY[1:]}", f"x\\q{GITHUB_TOKEN}", f"ab\\x41{AWS_KEY[1:]}"])
+@pytest.mark.parametrize(
+    "text", [f"abc%6B{MAILGUN_KEY[1:]}", f"x\\q{MAILGUN_KEY}", f"ab\\x6B{MAILGUN_KEY[1:]}"]
+)
 def test_a_key_glued_to_an_escaped_letter_stays_glued(text: str) -> None:
     """An escape of a letter, or a backslash before a letter that escapes nothing, still glues what
-    follows to a word: "abc%41KIA..." reads "abcAKIA...", no key's start."""
+    follows to a word: "abc%6Bey-..." reads "abckey-...", no key's start for a rule that keeps its
+    word boundary."""
     assert not _found(text)
+
+
+@pytest.mark.parametrize("text", [f"abc%41{AWS_KEY[1:]}", f"x\\q{GITHUB_TOKEN}", f"ab\\x41{AWS_KEY[1:]}"])
+def test_a_distinctive_key_glued_to_an_escaped_letter_is_found(text: str) -> None:
+    """A key whose prefix is distinctive is one with a letter glued before it, escaped or not."""
+    assert _found(text)
 
 
 def test_disguised_secret_in_a_json_body_is_redacted_and_the_json_stays_valid() -> None:

@@ -24,7 +24,15 @@ A pack file looks like::
         # whole_tokens pack a token running past it is still covered to its end),
         # anchored (true when every match starts with one of the keywords or shapes: the regex is then
         # only tried at each hit, never across a window, so even a common word is a cheap keyword),
+        # glued (whether a word character written right before the key still lets it match; see below),
         # threat, enabled
+
+A regex that opens with the left word boundary ``(?<![A-Za-z0-9_])`` and then a fixed prefix of at
+least ``GLUED_PREFIX`` characters (``ghp_``, ``xox[bp]-``, ``AKIA``) runs without that boundary: a key
+so marked stays a key with a character glued before it (``?q=aghp_...``), which a reader drops as
+easily as a space. A rule says ``glued: false`` where its prefix is an everyday word or common in
+encoded data (``key-``, ``EAAA``), and ``glued: true`` where a shorter prefix is as distinctive
+(``hf_``).
 
 A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
 its keywords or shapes: a hit only makes the rule run in a window around it. Keywords are looked for
@@ -86,6 +94,7 @@ _OPTIONAL_RULE_KEYS = (
     "shapes",
     "max_length",
     "anchored",
+    "glued",
     "entropy",
     "validator",
     "secret_group",
@@ -95,6 +104,11 @@ _OPTIONAL_RULE_KEYS = (
 )
 _PACK_FLAGS = {"enabled": True, "whole_tokens": False, "decode": False, "skip_examples": False}
 _PACK_KEYS = ("pack", "threat", "description", "version", "rules", *_PACK_FLAGS)
+
+WORD_START = "(?<![A-Za-z0-9_])"
+"""The left word boundary a rule's regex opens with, which a rule with a distinctive prefix runs without."""
+GLUED_PREFIX = 4
+"""The fewest characters of fixed prefix that still read as a key with a word character glued before."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,8 @@ class Rule:
     shapes: tuple[str, ...] = ()
     max_length: int | None = None
     anchored: bool = False
+    glued: bool = False
+    """Whether the regex runs without the left word boundary it was written with (``WORD_START``)."""
     whole_token: bool = False
     decoded: bool = False
     skip_examples: bool = False
@@ -432,7 +448,9 @@ class _PackReader:
         description = raw.get("description", "")
         if not isinstance(description, str):
             self.problem(at("description"), f"{label}: description must be text")
-        pattern = self._pattern(raw.get("regex"), at("regex"), label)
+        glued = self._glued(raw, at("glued"), label)
+        source = raw["regex"][len(WORD_START) :] if glued else raw.get("regex")
+        pattern = self._pattern(source, at("regex"), label)
         keywords = raw.get("keywords", [])
         if not isinstance(keywords, list) or not all(isinstance(word, str) and word for word in keywords):
             self.problem(at("keywords"), f"{label}: keywords must be a list of non-empty strings")
@@ -507,8 +525,21 @@ class _PackReader:
             shapes=tuple(dict.fromkeys(shapes)),
             max_length=max_length,
             anchored=anchored,
+            glued=glued,
             files=tuple(files),
         )
+
+    def _glued(self, raw: dict[str, Any], line: int, label: str) -> bool:
+        """Whether the rule's regex runs without the ``WORD_START`` it opens with (the module says when)."""
+        glued, source = raw.get("glued"), raw.get("regex")
+        if glued is not None and not isinstance(glued, bool):
+            self.problem(line, f"{label}: glued must be true or false")
+            return False
+        if not isinstance(source, str) or not source.startswith(WORD_START):
+            if glued is not None:
+                self.problem(line, f"{label}: glued is for a regex that opens with {WORD_START}")
+            return False
+        return _fixed_prefix_length(source) >= GLUED_PREFIX if glued is None else glued
 
     def _pattern(self, source: Any, line: int, label: str) -> regex.Pattern[str] | None:
         if not isinstance(source, str) or not source:
@@ -542,6 +573,24 @@ def _child(node: yaml.Node, key: str) -> yaml.Node | None:
             if key_node.value == key:
                 return value_node  # type: ignore[no-any-return]
     return None
+
+
+def _fixed_prefix_length(source: str) -> int:
+    """How many characters every match of ``source`` starts with that are each one literal or one class
+    (``xox[bp]-`` is 5), after its opening lookarounds; 0 for a pattern the standard parser cannot read."""
+    try:
+        items = list(_sre_parse.parse(source))
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return 0
+    constants = _sre_constants
+    length = 0
+    for op, _ in items:
+        if op in (constants.ASSERT, constants.ASSERT_NOT) and not length:
+            continue
+        if op not in (constants.LITERAL, constants.IN):
+            break
+        length += 1
+    return length
 
 
 def _group_exists(pattern: regex.Pattern[str], group: Any) -> bool:
