@@ -543,22 +543,26 @@ def test_a_key_after_an_escaped_separator_is_redacted_from_a_prompt(
 
 
 GITHUB_TOKEN = "ghp_" + "R7mQx2bT9vK4pL8nW3sY6dF1hJ5gZ0cA2eU4"
-GLUED_BEFORE = {
+GLUED = {
     "a letter before a GitHub token": (f"x{GITHUB_TOKEN}", GITHUB_TOKEN, "github-pat"),
     "a query value's first letter": (f"https://c.example/?q=a{GITHUB_TOKEN}", GITHUB_TOKEN, "github-pat"),
     "a digit before an AWS key id": (f"1{AWS_KEY}", AWS_KEY, "aws-access-key-id"),
     "a word and an underscore": (f"note_{AWS_KEY}", AWS_KEY, "aws-access-key-id"),
+    "a letter after a GitHub token": (f"{GITHUB_TOKEN}x", GITHUB_TOKEN, "github-pat"),
+    "a digit after an AWS key id": (f"{AWS_KEY}7", AWS_KEY, "aws-access-key-id"),
+    "a word after a key in a query": (f"https://c.example/?q={GITHUB_TOKEN}abc", GITHUB_TOKEN, "github-pat"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(GLUED_BEFORE))
-def test_a_key_glued_after_a_word_character_is_redacted_from_a_prompt(
+@pytest.mark.parametrize("case", sorted(GLUED))
+def test_a_key_glued_to_a_word_character_is_redacted_from_a_prompt(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     """A key whose format opens with a distinctive prefix is read as one with a letter or digit glued
-    before it, which its receiver drops as easily as a space."""
+    before it, or, where the format has one length, after it: its receiver drops either as easily as a
+    space."""
     proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
-    text, key, rule = GLUED_BEFORE[case]
+    text, key, rule = GLUED[case]
     openai_client(upstream).chat.completions.create(model="m", messages=ask(f"keep this: {text} now"))
     sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
     assert key not in sent and key[4:16] not in sent and f"[REDACTED:{rule}]" in sent

@@ -25,7 +25,7 @@ from proxy.scanning.redact import (
     scan_and_redact,
     scan_glued,
 )
-from proxy.scanning.rulepack import Rule, RulePack, Scanner, ScanTimeout, load_pack, pack_path
+from proxy.scanning.rulepack import WORD_START, Rule, RulePack, Scanner, ScanTimeout, load_pack, pack_path
 
 GITHUB_TOKEN = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 STRIPE_KEY = "sk_live_" + "Zr8Kq2Wm5Tx9Lp3Vb7Nc1Hd6Fg4Js0Ye"
@@ -442,11 +442,17 @@ def test_a_key_glued_into_a_name_is_redacted_in_its_glued_readings(
     assert redact_json(name, scanner, glued=True)[0] == shown
 
 
-def _glued_keys() -> list[pytest.ParameterSet]:
+def _reads_glued_after(rule: Rule) -> bool:
+    """Whether the rule reads a key with characters glued after it: its regex as run is no longer the
+    written one less its opening boundary (``glued_source``)."""
+    return rule.written is not None and rule.pattern.pattern != rule.written.pattern[len(WORD_START) :]
+
+
+def _glued_keys(*, after: bool = False) -> list[pytest.ParameterSet]:
     cases = []
     for rule in load_pack(pack_path("secrets")).rules:
         keys = [found.group(0) for found in map(rule.pattern.search, rule.match_examples) if found]
-        if rule.glued and rule.enabled and keys:
+        if rule.glued and rule.enabled and keys and (not after or _reads_glued_after(rule)):
             cases += [pytest.param(rule.id, keys[0], glue, id=f"{rule.id}:{glue}") for glue in "x9"]
     return cases
 
@@ -468,6 +474,41 @@ def test_a_prefixed_key_glued_after_a_letter_or_digit_is_redacted(
     assert f"[REDACTED:{rule_id}]" in redacted
     assert key not in redacted
     assert not any(part in redacted for part in re.findall(r"[A-Za-z0-9]{12,}", key))
+
+
+GLUED_AFTER_KEYS = _glued_keys(after=True)
+
+
+def test_most_prefixed_keys_of_one_length_read_glued_after() -> None:
+    """Most rules that read keys glued before read keys of one length, and so glued after too."""
+    assert len(GLUED_AFTER_KEYS) > 2 * 70
+    assert {"github-pat", "aws-access-key-id", "gcp-api-key"} <= {case.values[0] for case in GLUED_AFTER_KEYS}
+
+
+@pytest.mark.parametrize(("rule_id", "key", "glue"), GLUED_AFTER_KEYS)
+def test_a_prefixed_key_of_one_length_glued_before_a_letter_or_digit_is_redacted(
+    scanner: Scanner, rule_id: str, key: str, glue: str
+) -> None:
+    """A reader drops what is written right after the key (``ghp_...x``), where the key's format gives its
+    length: the key and what is glued to it are redacted, the key leaves no part."""
+    for text in (f"here {key}{glue} end", f"?q={key}{glue}{glue}&x=1", f'"{key}{glue}"'):
+        redacted = scan_and_redact(scanner, text).text
+        assert f"[REDACTED:{rule_id}]" in redacted, text
+        assert not any(part in redacted for part in re.findall(r"[A-Za-z0-9]{12,}", key)), text
+
+
+BASE64_AROUND = [("QWxsIHRoZSB3b3JsZC+", "Zm9vYmFy"), ("/dGhpc0lz", "Tm90QUtleQ=="), ("ab_", "cd")]
+
+
+@pytest.mark.parametrize(("rule_id", "key", "glue"), GLUED_AFTER_KEYS)
+def test_a_key_s_prefix_inside_a_base64_run_is_no_key(
+    scanner: Scanner, rule_id: str, key: str, glue: str
+) -> None:
+    """Glued on both sides, a key's prefix and length are a stretch of a longer run (a base64 blob, an
+    identifier): no key of the rule is found in it."""
+    for before, after in BASE64_AROUND:
+        text = f"blob {before}{key}{glue}{after} end"
+        assert rule_id not in {match.rule.id for match in scanner.scan_alone(text).matches}, text
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import re
 from _json import encode_basestring, make_encoder
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, NoReturn, Protocol, runtime_checkable
 
 from proxy.dialects import readings
@@ -1132,7 +1132,7 @@ class StreamSession(ABC):
         ):
             return self._place_reused(call)
         gate = self.filters.tool_gate
-        decision: ToolDecision = "release" if gate is None else gate(call, complete)
+        decision: ToolDecision = "release" if gate is None else gate(self._as_sent_upstream(call), complete)
         if complete and (decision == "hold" or self._cut):
             # A call whose arguments were cut short is never released on the part the gate read.
             decision = "drop"
@@ -1142,6 +1142,12 @@ class StreamSession(ABC):
         if decision == "drop":
             self.dropped_tool_calls.append((call.name, call.id))
         return decision
+
+    def _as_sent_upstream(self, call: ToolCall) -> ToolCall:
+        """``call`` under the name the upstream gave it: the residual scan may have redacted a key it read
+        in the name (``drop_table_ghp_...``), and the gate must see the key to withhold the call for it."""
+        sent = next((read.name for read in self.completion.tool_calls if read.where == call.where), call.name)
+        return call if sent == call.name else replace(call, name=sent)
 
     def _place_reused(self, call: ToolCall) -> ToolDecision:
         first = self._decided_calls[call.where]

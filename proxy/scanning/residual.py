@@ -396,8 +396,9 @@ class JsonScan:
             return []
         local: dict[int, list[Match]] = {}
         reaching: dict[int, list[tuple[Rule, int]]] = {}
-        found: dict[int, list[Found]] = {}
-        """By the piece a match begins in: recorded in the order of the pieces, then of the matches."""
+        found: dict[int, list[tuple[_Place, Found]]] = {}
+        """By the piece a match begins in: recorded in the order of the pieces, then of the matches, each
+        with its place (``_place``)."""
         batched = [index for index, piece in enumerate(pieces) if piece.known is None]
         regions: list[int] = []
         starts: list[int] = []
@@ -438,15 +439,30 @@ class JsonScan:
                 first_piece = pieces[batched[first]]
                 value = joined[match.start : match.end]
                 found.setdefault(batched[first], []).append(
-                    self._found(kind, first_piece, match, value, sent_before)
+                    (
+                        _place(first_piece, match.rule, match.start - starts[first], len(value)),
+                        self._found(kind, first_piece, match, value, sent_before),
+                    )
                 )
         for index, piece in enumerate(pieces):
             for match in piece.known or ():
                 if self._redacts(match.rule):
                     local.setdefault(index, []).append(Match(match.rule, match.start, match.end))
                 value = piece.text[match.start : match.end]
-                found.setdefault(index, []).append(self._found(kind, piece, match, value))
-        self.found.extend(item for index in sorted(found) for item in found[index])
+                found.setdefault(index, []).append(
+                    (
+                        _place(piece, match.rule, match.start, len(value)),
+                        self._found(kind, piece, match, value),
+                    )
+                )
+        # A value read both alone and on from its field's earlier text finds a key that starts in it in
+        # each reading: it is one key, recorded once.
+        recorded: set[_Place] = set()
+        for index in sorted(found):
+            for where, item in found[index]:
+                if where not in recorded:
+                    recorded.add(where)
+                    self.found.append(item)
         return [
             (local.get(index, []), reaching.get(index, []), index in found) for index in range(len(pieces))
         ]
@@ -455,6 +471,15 @@ class JsonScan:
         where = f"{kind} {format_locator(piece.path)}".strip()
         placeholder = self._placeholder(value) if self._placeholder is not None else None
         return Found(where, match.rule, fingerprint(value, self._key), sent_before, placeholder)
+
+
+_Place = tuple[Path, bool, str, int, int]
+
+
+def _place(piece: _Piece, rule: Rule, start: int, length: int) -> _Place:
+    """Where a match of ``rule`` lies: its value, whether read with escapes made plain, and its span from
+    the start of the value's text (before it where it began in the context)."""
+    return piece.path, piece.decoded, rule.id, start, length
 
 
 def _within_reach(values: list[tuple[Path, str]]) -> tuple[tuple[Path, str], ...]:

@@ -32,7 +32,12 @@ least ``GLUED_PREFIX`` characters (``ghp_``, ``xox[bp]-``, ``AKIA``) runs withou
 so marked stays a key with a character glued before it (``?q=aghp_...``), which a reader drops as
 easily as a space. A rule says ``glued: false`` where its prefix is an everyday word or common in
 encoded data (``key-``, ``EAAA``), and ``glued: true`` where a shorter prefix is as distinctive
-(``hf_``).
+(``hf_``). Where such a regex closes with a word boundary (``(?![A-Za-z0-9_])``) after a key of one
+length (``ghp_`` and 36 characters, ``AKIA`` and 16), the key is also found with characters glued after
+it (``ghp_...x``), as long as nothing base64 could hold stands right before its prefix: a key glued on
+one side, not a stretch of an encoded blob. Readings that put a key together from pieces (split,
+joined, regrouped) or turn it run the regex as written: their joins make runs that are no key glued to
+anything.
 
 A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
 its keywords or shapes: a hit only makes the rule run in a window around it. Keywords are looked for
@@ -132,6 +137,9 @@ class Rule:
     anchored: bool = False
     glued: bool = False
     """Whether the regex runs without the left word boundary it was written with (``WORD_START``)."""
+    written: regex.Pattern[str] | None = None
+    """The regex as the pack writes it, where ``pattern`` reads keys glued (``glued``): what a disguised
+    reading of a text runs."""
     whole_token: bool = False
     decoded: bool = False
     skip_examples: bool = False
@@ -449,8 +457,10 @@ class _PackReader:
         if not isinstance(description, str):
             self.problem(at("description"), f"{label}: description must be text")
         glued = self._glued(raw, at("glued"), label)
-        source = raw["regex"][len(WORD_START) :] if glued else raw.get("regex")
-        pattern = self._pattern(source, at("regex"), label)
+        pattern = self._pattern(raw.get("regex"), at("regex"), label)
+        written = None
+        if glued and pattern is not None:
+            written, pattern = pattern, self._pattern(glued_source(raw["regex"]), at("regex"), label)
         keywords = raw.get("keywords", [])
         if not isinstance(keywords, list) or not all(isinstance(word, str) and word for word in keywords):
             self.problem(at("keywords"), f"{label}: keywords must be a list of non-empty strings")
@@ -526,6 +536,7 @@ class _PackReader:
             max_length=max_length,
             anchored=anchored,
             glued=glued,
+            written=written,
             files=tuple(files),
         )
 
@@ -573,6 +584,31 @@ def _child(node: yaml.Node, key: str) -> yaml.Node | None:
             if key_node.value == key:
                 return value_node  # type: ignore[no-any-return]
     return None
+
+
+_WORD_END = regex.compile(r"\(\?!\[[^\]]*\]\)\Z")
+"""The closing word boundary of a key's regex (``(?![A-Za-z0-9_])``, ``(?![A-Za-z0-9_-])``)."""
+_WORD_CHARACTER = regex.compile("[A-Za-z0-9_]")
+_BASE64_BEFORE = "(?<![A-Za-z0-9+/_-])"
+"""Where a key glued after may start: right after no character of base64 or base64url."""
+
+
+def glued_source(source: str) -> str:
+    """``source`` (opening with ``WORD_START``) as a glued rule runs it (the module says how): without
+    its left boundary, and where it closes with a word boundary after a key of one length, with that
+    boundary or, instead, a start after no base64 character."""
+    core = source[len(WORD_START) :]
+    closing = _WORD_END.search(core)
+    if closing is None:
+        return core
+    key = core[: closing.start()]
+    try:
+        low, high = _sre_parse.parse(key).getwidth()
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError):
+        return core
+    if low != high or not low:
+        return core
+    return f"{key}(?:{closing.group(0)}|(?<={_BASE64_BEFORE}[\\s\\S]{{{low}}}))"
 
 
 def _fixed_prefix_length(source: str) -> int:
@@ -1761,6 +1797,9 @@ class _Plan:
     """Where a key's prefix stands turned (``unmask.turned_views``), with the turnings that give it."""
     prefixes: list[tuple[int, int]] = field(default_factory=list)
     """Where a key's prefix stands (``unmask.joined_views``)."""
+    written: bool = False
+    """The text is a view put together from pieces (``unmask.PIECED``): rules run their regexes as
+    written (``Rule.written``)."""
 
 
 def _unread_rule_of(pack: RulePack) -> Rule:
@@ -2282,11 +2321,12 @@ class Scanner:
     ) -> Iterator[tuple[int, int]]:
         """The spans of rule ``index``'s regex matches where the plan says to look (anchored: one match
         attempt per hit, reaching as far as the rule's longest match can), within ``seconds`` of the
-        meter's."""
+        meter's; in a view put together from pieces (``_Plan.written``), of its regex as written."""
         # The regex module counts a timeout in the CPU time of the whole process: a run it stops while
         # this thread has time left was cut short by other threads' work. An anchored attempt is made
         # again; a search goes on from its last match.
-        pattern = self.rules[index].pattern
+        rule = self.rules[index]
+        pattern = (rule.written if plan.written else None) or rule.pattern
         deadline = meter.spent() + seconds
         if index in plan.starts:
             width = self._widths[index]
@@ -2379,6 +2419,7 @@ class Scanner:
                     _unread(self._views_unread, timed_out, meter.budget)
                     break
                 plan = self._plan(view.text, meter, self._regrouped_rules.get(view.kind, self._decoded))
+                plan.written = not unmask.PIECED.isdisjoint(view.kinds.split("+"))
                 if view.kind not in unmask.KEYED:
                     keyed.append(
                         unmask.keyed_views(view.text, plan.turned, plan.prefixes, [], view, split, longest)
@@ -2512,7 +2553,8 @@ class Scanner:
                 continue
             if is_vault_placeholder(value):
                 continue
-            if rule.whole_token:
+            if rule.whole_token and not (rule.glued and _WORD_CHARACTER.match(text, end)):
+                # A key glued before a word (``ghp_...x``) is its length: what is glued to it stays.
                 end = token_end(text, start, end)
                 # A value the rule's length cut (a JWT after "access_token":) is judged whole as well: a
                 # documented example longer than the cut is still one.

@@ -1443,6 +1443,9 @@ def _joined_places(text: str, values: dict[str, tuple[int, int]]) -> Iterator[Pl
 # -- split prefixes: a key cut inside its own prefix ----------------------------------------------------
 
 SPLIT = "split"
+PIECED = frozenset({SPLIT, JOINED, ASSEMBLED, *REGROUPED, *TURNINGS})
+"""Kinds of view that put a key together from pieces, or turn it: their joins glue what stood apart, so
+the rules read them as written, with the word boundaries a glued key's reading drops (``Rule.written``)."""
 # What may cut a key's prefix as people, models and code write it: a run of marks keys' groups and words are
 # parted with (white space around them); a run of white space of any kind (no-break, typographic and
 # ideographic spaces, zero-width and other invisible characters, line breaks), however long: a reader
