@@ -1145,7 +1145,8 @@ class StreamSession(ABC):
 
     def _as_sent_upstream(self, call: ToolCall) -> ToolCall:
         """``call`` under the name the upstream gave it: the residual scan may have redacted a key it read
-        in the name (``drop_table_ghp_...``), and the gate must see the key to withhold the call for it."""
+        in the name (``drop_table_ghp_...``), and the gate must see the key to withhold the call for it
+        (and its notice be found under the name it was decided on)."""
         sent = next((read.name for read in self.completion.tool_calls if read.where == call.where), call.name)
         return call if sent == call.name else replace(call, name=sent)
 
@@ -1191,7 +1192,7 @@ class StreamSession(ABC):
 
     def _notice(self, call: ToolCall) -> str | None:
         make_notice = self.filters.drop_notice
-        return None if make_notice is None else make_notice(call)
+        return None if make_notice is None else make_notice(self._as_sent_upstream(call))
 
 
 class PerEventStreamSession(StreamSession):
