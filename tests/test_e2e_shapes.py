@@ -56,10 +56,10 @@ def chat_answer(name: str, arguments: str) -> bytes:
     return json.dumps({"object": "chat.completion", "model": "m", "choices": [choice]}).encode()
 
 
-def post(proxy: Proxy, upstream: FakeUpstream, path: str) -> httpx.Response:
+def post(proxy: Proxy, upstream: FakeUpstream, path: str, ask: dict[str, Any] = ASK) -> httpx.Response:
     context = ssl.create_default_context(cafile=proxy.ca_cert)
     with httpx.Client(proxy=proxy.url(), verify=context, timeout=30) as client:
-        return client.post(upstream.url + path, json=ASK, headers=CONTEXT)
+        return client.post(upstream.url + path, json=ask, headers=CONTEXT)
 
 
 def call_findings(proxy: Proxy) -> list[tuple[str, str, bool]]:
@@ -625,3 +625,34 @@ def test_a_key_split_over_plain_text_events_on_an_unknown_route_leaves_redacted(
         tokens = [lines[1].removeprefix("data: ") for lines in blocks if lines[0] == "event: token"]
         assert "".join(tokens) == "Use [REDACTED:aws-access-key-id] for the bucket.", cut
         assert "Z7QW" not in answer.text and blocks[-1] == ["data: [DONE]"], cut
+
+
+@pytest.mark.parametrize(
+    ("route", "dialect"),
+    [
+        ("/v1/chat/completions", "openai_chat"),
+        ("/v1/responses", "openai_responses"),
+        ("/v1/messages", "anthropic"),
+        ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "gemini"),
+    ],
+)
+def test_a_key_split_over_plain_text_events_on_a_known_route_leaves_redacted_and_enforced(
+    route: str, dialect: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The same on an API whose events are JSON: the data of its events that are not is joined as a
+    client printing each joins it, and the record says the key was kept from the agent."""
+    proxy = start_proxy(mode="enforce")
+    for count, cut in enumerate((6, 12), start=1):
+        pieces = [PLAIN_ANSWER[:cut], PLAIN_ANSWER[cut:]]
+        upstream.reply = Reply(
+            events=[upstream_sse(piece, "token") for piece in pieces] + [b"data: [DONE]\n\n"]
+        )
+        answer = post(proxy, upstream, route, {**ASK, "max_tokens": 64})
+        blocks = [block.splitlines() for block in answer.text.split("\n\n") if block]
+        tokens = [lines[1].removeprefix("data: ") for lines in blocks if lines[0] == "event: token"]
+        assert "".join(tokens) == "Use [REDACTED:aws-access-key-id] for the bucket.", cut
+        assert "Z7QW" not in answer.text and blocks[-1] == ["data: [DONE]"], cut
+        record = proxy.wait_for_records(count)[-1]
+        assert record["dialect"] == dialect
+        found = {f["enforced"] for f in record["findings"] if f["rule"] == "aws-access-key-id"}
+        assert found == {True}, cut

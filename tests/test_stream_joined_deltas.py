@@ -141,6 +141,10 @@ STREAMS: dict[str, tuple[Dialect, Callable[[list[str]], bytes], Callable[[bytes]
     "assistants": (Generic(), assistants_text_stream, assistants_sdk_view),
     "chat_chunks_elsewhere": (Generic(), chat_chunks_text_stream, chunks_view),
     "plain_text_events": (Generic(), plain_text_stream, plain_text_view),
+    **{
+        f"plain_text_events_on_{name}": (dialect, plain_text_stream, plain_text_view)
+        for name, (dialect, _, _) in TEXT_STREAMS.items()
+    },
 }
 """Every dialect that streams text: the dialect, a text stream of given deltas, the client's view."""
 

@@ -50,6 +50,7 @@ from proxy.dialects.shapes import (
     shaped_results,
 )
 from proxy.dialects.stream import (
+    JOINED,
     MISPLACED_RULE,
     PerEventStreamSession,
     StreamFilters,
@@ -342,9 +343,6 @@ def ends_stream(event: SSEEvent) -> bool:
 
 DELTA = "delta"
 """The key under which an event carries what a client appends to the text it holds (``joined_strings``)."""
-JOINED = "+"
-"""What a joined place's channel is named by before its locator: no locator of an event's own string
-starts so, which each event's own channels are named by."""
 REPLACED_KEYS = frozenset({"type", "index"})
 """Keys a client joining deltas replaces, not appends to: a discriminator, a place."""
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal, NoReturn, Protocol, runtime_checkable
 
 from proxy.dialects import readings
-from proxy.dialects.locator import locator_steps
+from proxy.dialects.locator import ROOT, locator_steps
 from proxy.exchange import Attachment, Completion, Part, ToolCall
 from proxy.wire import jsontext
 from proxy.wire.sse import Serialised, SSEEvent, SSEParser, encode_text, is_serialised, write_event
@@ -475,6 +475,9 @@ class StreamSession(ABC):
         """Events and bytes read, for the proxy's metrics."""
         self._boundaries: list[_Boundary] = []
         self._queued: list[bytes] = []
+        self._not_json: tuple[str, SSEEvent, list[str]] | None = None
+        """The open channel of the data of events that are not JSON, with the last event that fed it and
+        the data of each that did."""
         self._skeletons: dict[str, Any] = {}
         self._decisions: dict[str, ToolDecision] = {}
         self._decided_calls: dict[str, ToolCall] = {}
@@ -776,6 +779,8 @@ class StreamSession(ABC):
         output = [
             piece for event in last_events for piece in self._on_block(event, self._read_payload(event))
         ]
+        if self._not_json is not None:
+            output.extend(self._close_not_json())
         if self.filters.active:
             output.extend(self._through_boundaries(self._end_of_stream()))
         for boundary in self._boundaries:
@@ -830,6 +835,12 @@ class StreamSession(ABC):
 
     def _event_output(self, event: SSEEvent, payload: Any) -> list[bytes]:
         """What to send for one event; ``payload`` is its data read as JSON, or ``_NOT_JSON``."""
+        if self._not_json is not None and not (
+            payload is _NOT_JSON and event.type == self._not_json[1].type and not _ends(event)
+        ):
+            closed = self._close_not_json()
+            if closed:
+                return [*closed, *self._event_output(event, payload)]
         if event.oversized:
             # Its text cannot be filtered without holding all of it: with filters, none of it is sent.
             return [] if self.filters.active else [event.raw]
@@ -926,13 +937,24 @@ class StreamSession(ABC):
         leniently (a prefix, a byte order mark, a raw tab) may still find text in it, so its data is
         scanned whole as one string, and written anew where that redacts. Where it looks like JSON in an
         API whose events are JSON, such a client may also find a tool call in it: with filters, it is not
-        sent (``[DONE]``, which ends OpenAI's streams and those that copy them, is not JSON to anyone)."""
+        sent (``[DONE]``, which ends OpenAI's streams and those that copy them, is not JSON to anyone).
+        Where text is filtered, its data is read on from that of the events of its name before it, as a
+        client printing each as it comes joins them (a secret split over them is whole to the filter),
+        until an event of another kind comes."""
         text = event.data or ""
-        if self.JSON_EVENTS and text.strip() != "[DONE]" and jsontext.opens_json(text):
+        if self.JSON_EVENTS and not _ends(event) and jsontext.opens_json(text):
             self.unreadable_json_events += 1
             if self.filters.active:
                 self.notes.append(f"event {event.type!r} looks like JSON but cannot be read; dropped unread")
                 return []
+        if self.filters.text_filter is not None and not _ends(event):
+            channel = f"{JOINED}{ROOT}{event.type}"
+            texts = [] if self._not_json is None else self._not_json[2]
+            if not texts:
+                self.notes.append(f"event {event.type!r} is not JSON; read as text with those after it")
+            texts.append(text)
+            self._not_json = (channel, event, texts)
+            return [write_event(self._filter_text(channel, text), event.event, event.id, event.retry)]
         residual = self.filters.residual
         data, changed = (
             (event.data, False) if residual is None else residual.filter(event.type, event.data, ())
@@ -942,6 +964,19 @@ class StreamSession(ABC):
             return [event.raw]
         self.notes.append(f"event {event.type!r} is not JSON; its text redacted")
         return [write_event(data, event.event, event.id, event.retry)]
+
+    def _close_not_json(self) -> list[bytes]:
+        """Closes the channel of events that are not JSON: what its filter held goes in an event named as
+        the last that fed it. The residual scan records what the joined text carries, read whole: read a
+        piece at a time, a secret split over them would be one whose first part was sent, where the
+        filter sent none of it (what was sent is read back once the stream ends)."""
+        assert self._not_json is not None
+        channel, last, texts = self._not_json
+        self._not_json = None
+        if self.filters.residual is not None:
+            self.filters.residual.filter(last.type, "".join(texts), ())
+        flushed = self._text.close(channel)
+        return [write_event(flushed, last.event, last.id, last.retry)] if flushed else []
 
     def _as_sent(self, event: SSEEvent, payload: Any) -> bytes:
         """An event whose payload the filters left as it came: its own bytes where they are framed as
@@ -1268,6 +1303,15 @@ class BlockCallSession(StreamSession):
 
 
 _NOT_JSON = object()
+JOINED = "+"
+"""What a joined place's channel is named by before its locator: no locator of an event's own string
+starts so, which each event's own channels are named by."""
+
+
+def _ends(event: SSEEvent) -> bool:
+    """Whether the event is OpenAI's ``[DONE]``, which ends its streams and those that copy them: no
+    JSON to anyone, and no text either."""
+    return (event.data or "").strip() == "[DONE]"
 
 
 @dataclass(slots=True)
