@@ -14,7 +14,7 @@ from openai.lib.streaming._deltas import accumulate_delta
 from openai.types.beta import AssistantStreamEvent
 from pydantic import TypeAdapter
 
-from proxy.dialects import BedrockConverse, Dialect, Generic, StreamFilters, TextFilter
+from proxy.dialects import BedrockConverse, Dialect, Generic, StreamFilters, TextFilter, stream
 from proxy.dialects.generic import delta_carrying, joined_strings
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
 from proxy.wire.sse import SSEParser, write_event
@@ -231,3 +231,34 @@ def test_filler_after_a_key_or_its_prefix_leaves_the_stream_as_the_whole_text_re
     whole = scan_and_redact(SECRETS, FILLED).text
     for cut in range(1, len(FILLED), 29):
         assert agent_reads(name, [FILLED[:cut], FILLED[cut:]], one_at_a_time=True) == whole, cut
+
+
+class _Recorded:
+    """An ``EventScan`` that only keeps what it is given to record, for the tests."""
+
+    rewrites = False
+    generation = 0
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def filter(self, kind: str, document: Any, handled: Any, *, alike: Any = None) -> tuple[Any, bool]:
+        self.texts.append(document)
+        return document, False
+
+
+def test_a_run_of_plain_text_events_longer_than_is_kept_is_recorded_in_bounded_parts_and_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run of events that are not JSON as long as the stream is recorded read joined a bounded part
+    at a time: nothing of it is kept past the bound, and every character of it is recorded once."""
+    monkeypatch.setattr(stream, "_NOT_JSON_KEPT", 100)
+    dialect = TEXT_STREAMS["openai_chat"][0]
+    recorded = _Recorded()
+    session = dialect.stream_session(StreamFilters(text_filter=redacting, residual=recorded))
+    pieces = [f"token {index:03} " for index in range(200)]
+    for event in SSEParser().feed(plain_text_stream(pieces)):
+        session.feed(event.raw)
+    session.finish()
+    assert "".join(recorded.texts) == "".join(pieces)
+    assert len(recorded.texts) > 1 and all(len(text) <= 100 for text in recorded.texts)

@@ -475,9 +475,9 @@ class StreamSession(ABC):
         """Events and bytes read, for the proxy's metrics."""
         self._boundaries: list[_Boundary] = []
         self._queued: list[bytes] = []
-        self._not_json: tuple[str, SSEEvent, list[str]] | None = None
-        """The open channel of the data of events that are not JSON, with the last event that fed it and
-        the data of each that did."""
+        self._not_json: tuple[str, SSEEvent, list[str], int] | None = None
+        """The open channel of the data of events that are not JSON, with the last event that fed it, the
+        data of each that did (at most ``_NOT_JSON_KEPT`` characters of it) and its length."""
         self._skeletons: dict[str, Any] = {}
         self._decisions: dict[str, ToolDecision] = {}
         self._decided_calls: dict[str, ToolCall] = {}
@@ -949,11 +949,16 @@ class StreamSession(ABC):
                 return []
         if self.filters.text_filter is not None and not _ends(event):
             channel = f"{JOINED}{ROOT}{event.type}"
-            texts = [] if self._not_json is None else self._not_json[2]
-            if not texts:
+            if self._not_json is None:
                 self.notes.append(f"event {event.type!r} is not JSON; read as text with those after it")
+            texts, kept = ([], 0) if self._not_json is None else self._not_json[2:]
+            if texts and kept + len(text) > _NOT_JSON_KEPT:
+                # A run as long as the stream is not kept whole to be recorded: what is held is recorded
+                # now (a secret cut exactly there is recorded as two; the filter redacts it all the same).
+                self._record_not_json(event.type, texts)
+                texts, kept = [], 0
             texts.append(text)
-            self._not_json = (channel, event, texts)
+            self._not_json = (channel, event, texts, kept + len(text))
             return [write_event(self._filter_text(channel, text), event.event, event.id, event.retry)]
         residual = self.filters.residual
         data, changed = (
@@ -971,12 +976,15 @@ class StreamSession(ABC):
         piece at a time, a secret split over them would be one whose first part was sent, where the
         filter sent none of it (what was sent is read back once the stream ends)."""
         assert self._not_json is not None
-        channel, last, texts = self._not_json
+        channel, last, texts, _ = self._not_json
         self._not_json = None
-        if self.filters.residual is not None:
-            self.filters.residual.filter(last.type, "".join(texts), ())
+        self._record_not_json(last.type, texts)
         flushed = self._text.close(channel)
         return [write_event(flushed, last.event, last.id, last.retry)] if flushed else []
+
+    def _record_not_json(self, event_type: str, texts: list[str]) -> None:
+        if self.filters.residual is not None:
+            self.filters.residual.filter(event_type, "".join(texts), ())
 
     def _as_sent(self, event: SSEEvent, payload: Any) -> bytes:
         """An event whose payload the filters left as it came: its own bytes where they are framed as
@@ -1303,6 +1311,8 @@ class BlockCallSession(StreamSession):
 
 
 _NOT_JSON = object()
+_NOT_JSON_KEPT = 1 << 20
+"""Characters of a run of events that are not JSON kept to be recorded read joined (``_close_not_json``)."""
 JOINED = "+"
 """What a joined place's channel is named by before its locator: no locator of an event's own string
 starts so, which each event's own channels are named by."""
