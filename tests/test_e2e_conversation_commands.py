@@ -44,7 +44,11 @@ def _run_after(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("dialect", DIALECTS)
-@pytest.mark.parametrize("earlier", [WRITTEN, STORED, PRINTED], ids=["written", "here-document", "echoed"])
+@pytest.mark.parametrize(
+    ("earlier", "withheld"),
+    [(WRITTEN, True), (STORED, True), (PRINTED, True), (EVERYDAY, False), (ELSEWHERE, False)],
+    ids=["written", "here-document", "echoed", "everyday", "another-file"],
+)
 def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     start_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
@@ -52,26 +56,15 @@ def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     dialect: str,
     stream: bool,
     earlier: Earlier,
+    withheld: bool,
 ) -> None:
     calls, text, found = _run_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
-    assert calls == [("get_weather", {"city": "Oslo"})]
-    assert NOTICE in text
-    assert [finding["rule"] for finding in found] == ["cmd-recursive-delete-broad"]
-    assert all(finding["enforced"] for finding in found)
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-@pytest.mark.parametrize("dialect", DIALECTS)
-@pytest.mark.parametrize("earlier", [EVERYDAY, ELSEWHERE], ids=["everyday", "another-file"])
-def test_a_script_that_holds_nothing_destructive_runs(
-    start_proxy: Callable[..., Proxy],
-    upstream: FakeUpstream,
-    monkeypatch: pytest.MonkeyPatch,
-    dialect: str,
-    stream: bool,
-    earlier: Earlier,
-) -> None:
-    calls, text, found = _run_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
-    assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
-    assert NOTICE not in text and text.startswith("Cleaning.")
-    assert found == []
+    if withheld:
+        assert calls == [("get_weather", {"city": "Oslo"})]
+        assert NOTICE in text
+        assert [finding["rule"] for finding in found] == ["cmd-recursive-delete-broad"]
+        assert all(finding["enforced"] for finding in found)
+    else:
+        assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
+        assert NOTICE not in text and text.startswith("Cleaning.")
+        assert found == []
