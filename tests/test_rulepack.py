@@ -101,6 +101,22 @@ def test_load_pack_reads_rules() -> None:
     assert len(pack.rules) >= 150
 
 
+def test_a_pack_is_read_again_when_its_file_changes_and_kept_while_it_does_not(tmp_path: Path) -> None:
+    """A reload that changed no pack takes the packs as read; one whose file changed reads the new rules,
+    and a file made bad is refused though its earlier text was read."""
+    path = _write_pack(tmp_path, _rule_yaml("first", "abc"))
+    first = load_pack(path)
+    assert load_pack(path) is first
+    _write_pack(tmp_path, _rule_yaml("second", "xyz"))
+    assert [rule.id for rule in load_pack(path).rules] == ["second"]
+    _write_pack(tmp_path, _rule_yaml("third", "(unclosed"))
+    with pytest.raises(PackError, match="does not compile"):
+        load_pack(path)
+    path.unlink()
+    with pytest.raises(PackError, match="cannot read pack"):
+        load_pack(path)
+
+
 def test_pack_errors_list_every_problem_with_its_line(tmp_path: Path) -> None:
     """Every problem of a pack is reported, each as path:line: message."""
     rules = _rule_yaml("ok-rule", "abc") + _rule_yaml("Bad Id", "(unclosed") + "  - id: no-fields\n"

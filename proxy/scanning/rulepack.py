@@ -114,6 +114,11 @@ WORD_START = "(?<![A-Za-z0-9_])"
 """The left word boundary a rule's regex opens with, which a rule with a distinctive prefix runs without."""
 GLUED_PREFIX = 4
 """The fewest characters of fixed prefix that still read as a key with a word character glued before."""
+PACKS_KEPT = 128
+"""Packs kept read, by file and text: a reload, and each scanner a policy builds, reads the same packs."""
+PATTERN_FACTS_KEPT = 8192
+"""What the scanner works out of each rule's pattern (its widths, lookbehind, whitespace, start), kept by
+the pattern's text: every scanner built from the same packs asks the same questions."""
 
 
 @dataclass(frozen=True)
@@ -355,11 +360,7 @@ class _PackReader:
     def problem(self, line: int, message: str) -> None:
         self.problems.append(PackError(self.path, line, message))
 
-    def read(self) -> RulePack:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise PackError(self.path, 0, f"cannot read pack: {error}") from None
+    def read(self, text: str) -> RulePack:
         try:
             loader = _Loader(text)
             try:
@@ -666,7 +667,17 @@ def _merged_windows(places: Iterable[tuple[int, int]], length: int) -> list[tupl
 
 def load_pack(path: Path) -> RulePack:
     """Load and validate one pack file; raises PackError listing every problem with its line."""
-    return _PackReader(Path(path)).read()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PackError(path, 0, f"cannot read pack: {error}") from None
+    return _pack_of(path, text)
+
+
+@functools.lru_cache(maxsize=PACKS_KEPT)
+def _pack_of(path: Path, text: str) -> RulePack:
+    return _PackReader(path).read(text)
 
 
 def rules_dir() -> Path:
@@ -684,8 +695,16 @@ def pack_path(name: str) -> Path:
 def is_text_pack(path: Path) -> bool:
     """A YAML file with a top-level ``pack:`` whose rules carry a ``regex`` (not a tool or alert list)."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a safe loader
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return _holds_text_rules(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+@functools.lru_cache(maxsize=PACKS_KEPT)
+def _holds_text_rules(text: str) -> bool:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
         return False
     if not isinstance(data, dict) or "pack" not in data:
         return False
@@ -786,6 +805,7 @@ letters is a word ("token", "secret"), not a prefix."""
 _TOKEN_PREFIX = re.compile(f"[a-z0-9][a-z0-9_.-]{{{_MIN_TURNED - 1},}}")
 
 
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def _literal_led(source: str) -> bool:
     """Whether every match starts with one case-sensitive literal (lookarounds before it aside): the
     regex engine then skips through a text to that literal, so one search over the whole text costs less
@@ -874,6 +894,7 @@ def _paths(items: list[tuple[Any, Any]], reach: int) -> int | None:
     return total + atomic_cost
 
 
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def _untimed(source: str, reach: int) -> bool:
     paths = backtracking_paths(source, reach)
     return paths is not None and paths <= _UNTIMED_PATHS
@@ -898,6 +919,7 @@ r"""The whitespace that ends a run of non-whitespace as a stream's redactor read
 module's ``\s``): a value that holds none of it lies in one run, which the redactor holds whole."""
 
 
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def holds_whitespace(source: str) -> bool:
     """Whether a match of the pattern, or what a lookbehind of it reads (where a rule's keyword may
     stand, before the match), can hold a whitespace character. True too for a pattern the standard
@@ -916,14 +938,26 @@ RUN_LOOKBEHIND = 8
 """How far before itself a match confined to a run of non-whitespace (``confined_to_runs``) may look."""
 
 
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def confined_to_runs(source: str) -> bool:
     """Whether every match of the pattern lies within one run of non-whitespace characters, and what
     decides it within that run and the ``RUN_LOOKBEHIND`` characters before it (and the lookahead
     margin after it, as for every rule)."""
     if holds_whitespace(source):
         return False
-    look_back = _looks_back(list(_sre_parse.parse(source)))
+    look_back = _lookbehind(source)
     return look_back is not None and look_back <= RUN_LOOKBEHIND
+
+
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
+def _lookbehind(source: str) -> int | None:
+    return _looks_back(list(_sre_parse.parse(source)))
+
+
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
+def _min_width(source: str) -> int:
+    width: int = _sre_parse.parse(source).getwidth()[0]
+    return width
 
 
 def _looks_back(items: list[tuple[Any, Any]]) -> int | None:
@@ -961,8 +995,13 @@ def _value_spreads(rule: Rule) -> bool:
     True for a pattern the standard parser does not read, or whose group it cannot find."""
     group = rule.secret_group
     number = rule.pattern.groupindex.get(group) if isinstance(group, str) else group
+    return _spreads(rule.pattern.pattern, number)
+
+
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
+def _spreads(source: str, number: int | None) -> bool:
     try:
-        items = list(_sre_parse.parse(rule.pattern.pattern))
+        items = list(_sre_parse.parse(source))
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
         return True
     value = items if number == 0 else _group_items(items, number)
@@ -1020,6 +1059,7 @@ def _holds_whitespace(items: list[tuple[Any, Any]], spaces: frozenset[str] = _WH
     return False
 
 
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def one_case(source: str) -> str | None:
     """The case of every letter a match of ``source`` holds (lookarounds aside), ``upper`` or ``lower``,
     where it is one; None where a match may mix them or the pattern cannot be told apart."""
@@ -1081,6 +1121,7 @@ def _in_class(items: list[tuple[Any, Any]], char: str) -> bool:
     return held != negated
 
 
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def _max_width(source: str) -> int | None:
     """The longest match a pattern can make, or None if unbounded, very long or not measurable."""
     try:
@@ -1971,7 +2012,7 @@ class Scanner:
             self._reach(rule, width) for rule, width in zip(self.rules, self._widths, strict=True)
         ]
         self._shortest = [
-            _sre_parse.parse(rule.pattern.pattern).getwidth()[0] if reach == 0 else -1
+            _min_width(rule.pattern.pattern) if reach == 0 else -1
             for rule, reach in zip(self.rules, self._reaches, strict=True)
         ]
         self._reaches_by_list: dict[int, list[tuple[int, int]]] = {}
@@ -1998,7 +2039,7 @@ class Scanner:
             return 0
         if rule.max_length is not None or width is None:
             return UNBOUNDED
-        look_back = _looks_back(list(_sre_parse.parse(rule.pattern.pattern)))
+        look_back = _lookbehind(rule.pattern.pattern)
         return UNBOUNDED if look_back is None else width + look_back + _LOOKAHEAD_MARGIN
 
     def _spelling(self, word: str, led: list[int]) -> str | None:
