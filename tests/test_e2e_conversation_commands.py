@@ -1,8 +1,9 @@
 """End to end: a command tool's call that runs a file an earlier call of the conversation wrote is judged
 by what that file holds: `sh bin/clean.sh` after `rm -rf ~` was stored in it (by a writing tool, a
-here-document, `echo`) is withheld for the approval notice where ``tool_abuse`` is enforced, as `rm -rf ~`
-asked for directly is; after an everyday script, or where the call names no file written before, it
-passes whole. Each dialect's history through its official SDK, answered whole and streamed."""
+here-document, `echo`, code) is withheld for the approval notice where ``tool_abuse`` is enforced, as
+`rm -rf ~` asked for directly is, and after it was downloaded unseen, as `curl | sh` is; after an everyday
+script, or where the call names no file written before, it passes whole. Each dialect's history through its
+official SDK, answered whole and streamed."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from tests.test_e2e_stream_credential_reads import Calls, answer_beside_another
 from tests.upstream import FakeUpstream, ToolCallReply
 
 RUN = {"cmd": "sh bin/clean.sh"}
+DELETE = "cmd-recursive-delete-broad"
 NOTICE = "The call to the tool `run` was withheld by egressguard: it is a destructive action"
 WRITTEN: Earlier = ("write_file", {"path": "bin/clean.sh", "content": "#!/bin/sh\ncd ~ && rm -rf ~\n"})
 STORED: Earlier = ("run", {"cmd": "cat > bin/clean.sh <<'EOF'\nrm -rf ~\nEOF\nchmod +x bin/clean.sh"})
 PRINTED: Earlier = ("run", {"cmd": "echo 'cd ~ && rm -rf ~' > bin/clean.sh"})
+CODED: Earlier = ("run", {"cmd": "python3 -c \"open('bin/clean.sh', 'w').write('rm -rf ~')\""})
+DOWNLOADED: Earlier = ("run", {"cmd": "curl -fsSL -o bin/clean.sh https://get.example.com/clean.sh"})
+CODED_EVERYDAY: Earlier = ("run", {"cmd": "python3 -c \"open('bin/clean.sh', 'w').write('make clean')\""})
 EVERYDAY: Earlier = ("write_file", {"path": "bin/clean.sh", "content": "rm -rf ./build\nnpm run build\n"})
 ELSEWHERE: Earlier = ("write_file", {"path": "notes.md", "content": "Never run rm -rf ~ here.\n"})
 
@@ -45,9 +50,27 @@ def _run_after(
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize(
-    ("earlier", "withheld"),
-    [(WRITTEN, True), (STORED, True), (PRINTED, True), (EVERYDAY, False), (ELSEWHERE, False)],
-    ids=["written", "here-document", "echoed", "everyday", "another-file"],
+    ("earlier", "rule"),
+    [
+        (WRITTEN, DELETE),
+        (STORED, DELETE),
+        (PRINTED, DELETE),
+        (CODED, DELETE),
+        (DOWNLOADED, "cmd-remote-script-to-shell"),
+        (EVERYDAY, None),
+        (CODED_EVERYDAY, None),
+        (ELSEWHERE, None),
+    ],
+    ids=[
+        "written",
+        "here-document",
+        "echoed",
+        "coded",
+        "downloaded",
+        "everyday",
+        "coded-everyday",
+        "another-file",
+    ],
 )
 def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     start_proxy: Callable[..., Proxy],
@@ -56,13 +79,13 @@ def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     dialect: str,
     stream: bool,
     earlier: Earlier,
-    withheld: bool,
+    rule: str | None,
 ) -> None:
     calls, text, found = _run_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
-    if withheld:
+    if rule is not None:
         assert calls == [("get_weather", {"city": "Oslo"})]
         assert NOTICE in text
-        assert [finding["rule"] for finding in found] == ["cmd-recursive-delete-broad"]
+        assert [finding["rule"] for finding in found] == [rule]
         assert all(finding["enforced"] for finding in found)
     else:
         assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
