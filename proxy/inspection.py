@@ -37,7 +37,7 @@ from proxy.audit.events import recorded_name, recorded_text
 from proxy.config.policy import Policy
 from proxy.control import freeze
 from proxy.control.approvals import Approvals, canonical_arguments
-from proxy.detectors import commands, compliance, credentials, injection, leak, links, refusal, tools
+from proxy.detectors import commands, compliance, credentials, injection, leak, links, refusal, scripts, tools
 from proxy.detectors.baseline import (
     DropThresholds,
     SpikeThresholds,
@@ -2739,20 +2739,17 @@ class TurnInspector:
         return findings
 
     def _command_judge(self, calls: list[ToolCall]) -> tools.CallJudge:
-        """``commands.destructive_entry`` of each of the calls, read with what the files it names hold
-        that the conversation's other calls wrote (``bash cleanup.sh`` after a call stored ``rm -rf ~``
-        in it)."""
+        """``commands.destructive_entry`` of each of the calls, read with what it runs that the
+        conversation's other calls left (``scripts.run_arguments``: ``bash cleanup.sh`` after a call stored
+        ``rm -rf ~`` in it, ``rm -rf $T`` after ``export T=~``, a downloaded file run as ``curl | sh``)."""
         conversation = [*(self._earlier_calls(calls) or ()), *calls]
-        written = functools.cache(
-            lambda: [(other, credentials.written_files([other])) for other in conversation]
-        )
+        left = functools.cache(lambda: scripts.left_by(conversation))
 
         def judge(call: ToolCall) -> tools.CatalogueEntry | None:
             if commands.judges(call.name, call.arguments):
-                files = [file for other, files in written() if other is not call for file in files]
-                ran = credentials.ran_files(call.arguments, files)
-                if ran:
-                    call = dataclasses.replace(call, arguments=credentials.with_ran(call.arguments, ran))
+                arguments = scripts.run_arguments(call, conversation, left())
+                if arguments != call.arguments:
+                    call = dataclasses.replace(call, arguments=arguments)
             return commands.destructive_entry(call, self.detectors.commands, self.budget)
 
         return judge

@@ -1201,10 +1201,68 @@ def without_stored_heredocs(text: str) -> str:
 def written_by_commands(text: str) -> list[tuple[str, str]]:
     """The files the text's commands write what it spells out in, each with what is written: a
     here-document's (``cat > x.sh <<'EOF'``), whether the text reads it as commands or leaves it unread as
-    data, and what ``echo`` or ``printf`` prints into one (``echo 'rm -rf ~' > x.sh``, ``| tee x.sh``):
-    a later command that runs one by its name (``bash x.sh``) runs what it holds."""
+    data; what ``echo`` or ``printf`` prints into one (``echo 'rm -rf ~' > x.sh``, ``| tee x.sh``); the
+    commands whose output another command's redirect or ``tee`` or ``dd of=`` stores (``echo cm0= | base64
+    -d > x.sh``: the output is theirs, read as they are); and the string literals of code that opens a file
+    to write (``open('x.sh', 'w').write('rm -rf ~')``, ``fs.writeFileSync``, ``File.write``,
+    ``Set-Content``), at two depths for code inside a shell's quotes. A later command that runs one by its
+    name (``bash x.sh``) runs what it holds."""
     files = [(heredoc.path, heredoc.body) for heredoc in _heredocs(text) if heredoc.path]
-    return files + [(match.group(2), _printed(match.group(1))) for match in _PRINTED_INTO.finditer(text)]
+    files += [(match.group(2), _printed(match.group(1))) for match in _PRINTED_INTO.finditer(text)]
+    files += redirected_by_commands(text)
+    paths = [next(path for path in match.groups() if path) for match in _WRITTEN_BY_CODE.finditer(text)]
+    if paths:
+        written = "\n".join(
+            line
+            for code in [text, *_shell_words(text)]
+            for line in (_joined_literals(code), *map(_unescaped, _Literals(code, len(code)).bodies(0)))
+        )
+        files += [(path, written) for path in dict.fromkeys(paths)]
+    return files
+
+
+def _shell_words(text: str) -> list[str]:
+    """The words of a shell text with the shell's quotes taken off (the code ``python3 -c "..."`` runs), or
+    none where its quotes do not pair."""
+    try:
+        return shlex.split(text, comments=False, posix=True)
+    except ValueError:
+        return []
+
+
+def redirected_by_commands(text: str) -> list[tuple[str, str]]:
+    """The files a redirect, ``tee`` or ``dd of=`` stores a pipeline's output in (not a device, not
+    another descriptor), each with the pipeline's commands."""
+    return [
+        (match.group("path"), match.group("pipeline").strip())
+        for match in _REDIRECTED.finditer(text)
+        if not match.group("path").startswith("/dev/")
+    ]
+
+
+_REDIRECTED = re.compile(
+    r"(?m)(?P<pipeline>[^\n;&<>()`]*?)"
+    r"(?:(?<![<>&=-])\d?>>?[ \t]*(?![&=])|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-\S+)*[ \t]+"
+    r"|\bdd\b[^\n;&|]*?[ \t]of=)"
+    r"""(?P<path>[^\s;&|<>()'"`]+)"""
+)
+_CODE_PATH = r"""[ \t]*['"]([^'"\n]{1,256})['"]"""
+_WRITTEN_BY_CODE = re.compile(
+    # Python, Ruby, PHP, Lua, C: open('x.sh', 'w'), File.open, fopen, io.open.
+    r"(?i)open[ \t]*\(" + _CODE_PATH + r"""[ \t]*,[ \t]*(?:mode[ \t]*=[ \t]*)?['"][rbt+]*[wax]"""
+    # Perl: open(my $f, '>', 'x.sh'), open(F, ">x.sh").
+    r"""|\bopen[ \t]*\(?[ \t]*(?:my[ \t]+)?\$?\w+[ \t]*,[ \t]*['"]\+?>>?(?:['"][ \t]*,[ \t]*['"])?"""
+    r"""[ \t]*([^'"\n]{1,256})['"]"""
+    r"|\bPath[ \t]*\(" + _CODE_PATH + r"[ \t]*\)[ \t]*\.[ \t]*write_(?:text|bytes)\b"
+    # Node, Deno, Ruby, PHP, .NET.
+    r"|\b(?:write_?file(?:sync)?|append_?file(?:sync)?|output_?file(?:sync)?|createwritestream"
+    r"|writetextfile(?:sync)?|file_put_contents|binwrite|writeall(?:text|bytes|lines)|appendall(?:text|lines)"
+    r"|(?:file|io)\.write)[ \t]*\("
+    + _CODE_PATH
+    # PowerShell.
+    + r"|\b(?:set-content|add-content|out-file)(?:[ \t]+-(?:path|filepath|literalpath))?"
+    r"""[ \t]+['"]?([^\s'"|;&)]+)"""
+)
 
 
 _PRINTED_INTO = re.compile(
