@@ -214,6 +214,8 @@ CASES: list[tuple[str, list[Call], str | None]] = [
     ("aliased whole", [shell("alias tidy='rm -rf ~'"), shell("tidy")], DELETE),
     ("function", [shell('scrub() { rm -rf "$1"; }'), shell("scrub ~")], DELETE),
     ("function keyword", [shell("function scrub { rm -rf $@; }"), shell("scrub /")], DELETE),
+    ("variable of a variable", [shell("A=/"), shell("B=$A"), shell("rm -rf $B")], DELETE),
+    ("command in a variable", [shell("C='rm -rf ~'"), shell("eval $C")], DELETE),
     ("build dir variable", [shell("export OUT=./build"), shell("rm -rf $OUT")], None),
     ("aliased build clean", [shell("alias del='rm -rf'"), shell("del ./build")], None),
     ("function on a build dir", [shell('scrub() { rm -rf "$1"; }'), shell("scrub ./dist")], None),
