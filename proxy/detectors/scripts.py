@@ -89,14 +89,10 @@ def run_arguments(call: ToolCall, conversation: Sequence[ToolCall], left: Sequen
         for path, url in dict.fromkeys(downloads)
         if _runs("\n".join(texts), readings, _name(path))
     ]
-    used_variables = {first or second for first, second in _VARIABLE_USE.findall(call.arguments)}
     used_commands = {match.group(1) for text in texts for match in _COMMAND_START.finditer(text)}
     before = left[:at]
-    variables = dict.fromkeys(
-        f"{name}={value}"
-        for other in before
-        for name, value in other.defined.variables
-        if name in used_variables
+    variables = _assignments(
+        call.arguments, [variable for other in before for variable in other.defined.variables]
     )
     used = [
         ("", _used(text, name, body, takes_arguments))
@@ -108,6 +104,20 @@ def run_arguments(call: ToolCall, conversation: Sequence[ToolCall], left: Sequen
     defined = [("", "\n".join([*variables, *texts]))] if variables else []
     everything = [*ran, *fetched, *defined, *used]
     return with_ran(call.arguments, everything) if everything else call.arguments
+
+
+def _assignments(arguments: str, variables: list[tuple[str, str]]) -> list[str]:
+    """The assignments of the variables the arguments use, and of those their values use in turn (``B=$A``),
+    in the order the calls made them, each value quoted as one word."""
+    used = {first or second for first, second in _VARIABLE_USE.findall(arguments)}
+    for _ in range(2):
+        used |= {
+            first or second
+            for name, value in variables
+            if name in used
+            for first, second in _VARIABLE_USE.findall(value)
+        }
+    return list(dict.fromkeys(f"{name}={shlex.quote(value)}" for name, value in variables if name in used))
 
 
 _FILE_NAME = re.compile(r"[\w.+-]+")
