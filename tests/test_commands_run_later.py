@@ -144,6 +144,11 @@ CASES: list[tuple[str, list[Call], str | None]] = [
     ),
     ("catted", [shell("echo 'rm -rf ~' > x.sh"), shell("cat x.sh > y"), shell("sh y")], DELETE),
     (
+        "a command's log read",
+        [shell("terraform destroy -auto-approve > tf.log"), shell("tail -n 20 tf.log")],
+        None,
+    ),
+    (
         "copied twice",
         [shell("echo 'rm -rf ~' > x.sh"), shell("cp x.sh y"), shell("mv y z"), shell("sh z")],
         DELETE,
