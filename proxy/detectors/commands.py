@@ -1202,14 +1202,17 @@ def written_by_commands(text: str) -> list[tuple[str, str]]:
     """The files the text's commands write what it spells out in, each with what is written: a
     here-document's (``cat > x.sh <<'EOF'``), whether the text reads it as commands or leaves it unread as
     data; what ``echo`` or ``printf`` prints into one (``echo 'rm -rf ~' > x.sh``, ``| tee x.sh``); the
-    commands whose output another command's redirect or ``tee`` or ``dd of=`` stores (``echo cm0= | base64
-    -d > x.sh``: the output is theirs, read as they are); and the string literals of code that opens a file
+    pipelines whose output a redirect or ``tee`` or ``dd of=`` stores (``echo cm0= | base64 -d > x.sh``:
+    the output is theirs, read as they are); and the string literals of code that opens a file
     to write (``open('x.sh', 'w').write('rm -rf ~')``, ``fs.writeFileSync``, ``File.write``,
     ``Set-Content``), at two depths for code inside a shell's quotes. A later command that runs one by its
     name (``bash x.sh``) runs what it holds."""
     files = [(heredoc.path, heredoc.body) for heredoc in _heredocs(text) if heredoc.path]
     files += [(match.group(2), _printed(match.group(1))) for match in _PRINTED_INTO.finditer(text)]
-    files += redirected_by_commands(text)
+    # A pipeline's output is read as what it prints only where a command of it is fed another's (``echo
+    # cm0= | base64 -d``): a command's own output stored in a log (``terraform destroy > tf.log``) is no
+    # command, nor a copy of one run when the log is read.
+    files += [(path, pipeline) for path, pipeline in redirected_by_commands(text) if "|" in pipeline]
     paths = [next(path for path in match.groups() if path) for match in _WRITTEN_BY_CODE.finditer(text)]
     if paths:
         written = "\n".join(
