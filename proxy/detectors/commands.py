@@ -823,12 +823,71 @@ _REVERSED = re.compile(
 text backwards."""
 
 
+_TR_SET = r"""(?:'[^'\n]{1,64}'|"[^"\n]{1,64}"|[^\s'"|;&<>]{1,64})"""
+_TRANSLATED = re.compile(
+    r"""\b(?:echo|printf)(?:[ \t]+-[neE]+)?[ \t]+(?P<quote>['"]?)(?P<text>[^\n'"|;&]{1,400})(?P=quote)"""
+    rf"""[ \t]*\|[ \t]*tr(?P<options>(?:[ \t]+-[cdsCt]+)*)[ \t]+(?P<first>{_TR_SET})"""
+    rf"""(?:[ \t]+(?P<second>{_TR_SET}))?"""
+    r"""(?=[ \t]*(?:$|[|;&\n)]))"""
+)
+"""Text echoed into ``tr`` (``echo 'png ~/.njf/perqragvnyf' | tr a-z n-za-m | sh``, ``tr -d X``): what it
+prints is the text with its characters mapped or deleted."""
+_TR_CLASSES = {
+    "[:lower:]": "abcdefghijklmnopqrstuvwxyz",
+    "[:upper:]": "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "[:digit:]": "0123456789",
+    "[:space:]": " \t\n\r\v\f",
+    "[:blank:]": " \t",
+}
+
+
+_TR_LONGEST = 256
+
+
+def _tr_characters(spec: str) -> str:
+    """The characters a ``tr`` set names, its ranges (``a-z``) and classes (``[:upper:]``) spelled out, as
+    many as ``_TR_LONGEST``: tr maps bytes."""
+    spec = _unescaped(spec[1:-1] if spec[:1] in "'\"" else spec)
+    for name, members in _TR_CLASSES.items():
+        spec = spec.replace(name, members)
+    characters: list[str] = []
+    at = 0
+    while at < len(spec) and len(characters) < _TR_LONGEST:
+        if at + 2 < len(spec) and spec[at + 1] == "-" and spec[at] <= spec[at + 2]:
+            last = min(ord(spec[at + 2]), ord(spec[at]) + _TR_LONGEST)
+            characters += [chr(code) for code in range(ord(spec[at]), last + 1)]
+            at += 3
+        else:
+            characters.append(spec[at])
+            at += 1
+    return "".join(characters[:_TR_LONGEST])
+
+
+def _translated(match: re.Match[str]) -> str | None:
+    """What ``tr`` prints of the text echoed into it; None for options whose output is not worked out
+    here (``-c``, ``-s`` alone)."""
+    options = set(match.group("options").replace("-", "").replace(" ", "").replace("\t", ""))
+    first, second = _tr_characters(match.group("first")), match.group("second")
+    if options == {"d"} and second is None:
+        return match.group("text").translate({ord(character): None for character in first})
+    if options - {"t"} or second is None:
+        return None
+    into = _tr_characters(second)
+    if not into:
+        return None
+    if "t" in options:
+        first = first[: len(into)]
+    into = into[: len(first)].ljust(len(first), into[-1])
+    return match.group("text").translate(str.maketrans(first, into))
+
+
 def _decodings(text: str) -> Iterator[str]:
     """What base64 and hex runs of the text decode to, where that is readable text, any word fed to a
-    decoder (``_FED_TO_DECODER``) and text fed to ``rev`` (``_REVERSED``)."""
+    decoder (``_FED_TO_DECODER``) text fed to ``rev`` (``_REVERSED``) and to ``tr`` (``_TRANSLATED``)."""
     yield from _fed_decodings(text)
     for match in _REVERSED.finditer(text):
         yield (match.group(2) or match.group(4))[::-1]
+    yield from filter(None, map(_translated, _TRANSLATED.finditer(text)))
     for match in _BASE64.finditer(text):
         try:
             raw = _base64_decoded(match.group(0))
@@ -1057,6 +1116,9 @@ _CHDIR = re.compile(
 )
 _GIT_PLACE = re.compile(r"(?<!\S)(-C[ \t]+|--work-tree(?:=|[ \t]+))(\S+)")
 _RELATIVE = re.compile(r"(?![-{])[\w.*?@%+,\[\]-][^\s:=$]*")
+_FIND_PATTERNS = frozenset({"-name", "-iname", "-regex", "-iregex", "-path", "-ipath", "-wholename",
+                            "-iwholename", "-lname", "-ilname"})  # fmt: skip
+"""``find``'s tests whose word is a pattern of names, never a path from where it runs."""
 
 
 class _Places:
@@ -1099,7 +1161,13 @@ class _Places:
             return command if directory is None else f"git -C {directory} {rest}"
         if directory is None:
             return command
-        words = [_moved(directory, word) if _RELATIVE.fullmatch(word) else word for word in rest.split()]
+        given = rest.split()
+        words = [
+            _moved(directory, word)
+            if _RELATIVE.fullmatch(word) and not (at and given[at - 1].lower() in _FIND_PATTERNS)
+            else word
+            for at, word in enumerate(given)
+        ]
         if word == "find" and (not words or words[0].startswith("-")):
             words.insert(0, directory)
         return " ".join((word, *words))
