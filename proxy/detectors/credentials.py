@@ -793,9 +793,11 @@ _EVERYDAY_NAMES = ("package.json", "index.js", "readme.md", "main.py", "data.db"
 
 _BARE_WORD = re.compile(r"\*?[a-z0-9]+\*?")
 """A glob of one word and wildcards (``*keychain*``): as many source files bear the word (``Keychain.swift``)
-as credential stores, so it is a search for one only where it searches the home folder or the root."""
+as credential stores, so it is a search for one only where it searches the home folder or the root
+themselves, not a tree under them (``find ~/src/app``)."""
 _EVERYWHERE = re.compile(
-    r"""(?i)(?:^|[\s"'=])(?:~|/|\$\{?HOME\}?|%USERPROFILE%|\$env:USERPROFILE|[a-z]:\\)|\b[pm]?locate\b"""
+    r"""(?i)(?:^|[\s"'=])(?:~|/|/root|/(?:home|Users)/[^/\s"']+|\$\{?HOME\}?|%USERPROFILE%|\$env:USERPROFILE|[a-z]:\\)[/\\]?(?=$|[\s"';&|)])"""
+    r"""|\b[pm]?locate\b"""
 )
 
 
