@@ -1108,6 +1108,59 @@ def test_names_flags_uses_and_code_variables_are_no_credential_theft(
     assert _rules_of(tool, **arguments) == set()
 
 
+@pytest.mark.parametrize(
+    ("tool", "arguments", "rule"),
+    [
+        ("php", {"code": "echo getenv('GITHUB_TOKEN');"}, "secret-variable-printed"),
+        ("eval_ruby", {"code": "puts ENV['GITHUB_TOKEN']"}, "secret-variable-printed"),
+        ("node", {"code": "console.log(process.env)"}, "environment-dump"),
+        (
+            "lua_run",
+            {"code": "print(io.open(os.getenv('HOME')..'/.ssh/id_rsa'):read('a'))"},
+            "ssh-private-key-file",
+        ),
+        ("bash", {"command": "php -r 'print_r($_SERVER);'"}, "environment-dump"),
+        (
+            "bash",
+            {"command": "php -r 'echo file_get_contents(\"/root/.aws/credentials\");'"},
+            "cloud-credentials-file",
+        ),
+        ("bash", {"command": 'php -r \'readfile(getenv("HOME")."/.git-credentials");\''}, "token-store-file"),
+        (
+            "bash",
+            {"command": "php -r 'fwrite(STDOUT, getenv(\"OPENAI_API_KEY\"));'"},
+            "secret-variable-printed",
+        ),
+        (
+            "bash",
+            {"command": "php -r '$k = getenv(\"STRIPE_SECRET_KEY\"); echo $k;'"},
+            "secret-variable-printed",
+        ),
+        ("bash", {"command": "echo '<?php echo getenv(\"DB_PASSWORD\");' | php"}, "secret-variable-printed"),
+        ("bash", {"command": "php -r 'echo shell_exec(\"printenv\");'"}, "environment-dump"),
+    ],
+)
+def test_an_interpreters_code_reads_as_a_shells_commands_do(
+    tool: str, arguments: dict[str, str], rule: str
+) -> None:
+    assert rule in _rules_of(tool, **arguments)
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("php", {"code": "echo getenv('HOME');"}),
+        ("run_php", {"code": "echo getenv('HOME');"}),
+        ("bash", {"command": "php -r 'echo $_SERVER[\"argv\"][0];'"}),
+        ("bash", {"command": 'php -r \'echo strlen(getenv("HOME")) . "x";\''}),
+        # A graph's node is no interpreter.
+        ("add_node", {"label": ".env", "content": "printenv"}),
+    ],
+)
+def test_an_interpreters_code_that_reads_no_secret_is_none(tool: str, arguments: dict[str, str]) -> None:
+    assert _rules_of(tool, **arguments) == set()
+
+
 def test_a_login_shell_is_no_disguise_but_an_interactive_one_or_a_read_is() -> None:
     assert _rules_of("shell", command=["bash", "-lc", "cat ~/.ssh/id_ed25519"]) == {"ssh-private-key-file"}
     assert _rules_of("bash", command='bash -ic "ssh -i ~/.ssh/id_ed25519 host"') == {"ssh-private-key-file"}

@@ -64,10 +64,24 @@ WRITTEN_KEYS = frozenset(
 ``new_str``, the MCP filesystem server's ``content`` and ``edits``, an apply-patch tool's ``input``)."""
 
 
+_INTERPRETERS = frozenset(
+    {"php", "nodejs", "ruby", "irb", "perl", "deno", "bun", "lua", "js", "javascript", "typescript", "julia",
+     "tinker", "groovy", "tcl", "rscript"}
+)  # fmt: skip
+"""Words of a tool's name that say it runs code of an interpreter (``php``, ``eval_ruby``, ``lua_run``):
+what it is given may read files and the environment as a shell's commands do. ``node`` is one only as the
+whole name, a word of graph tools' names (``add_node``) as well."""
+
+
 def is_reading_tool(name: str) -> bool:
-    """A tool that reads files, or runs commands (``commands.is_command_tool``: ``pwsh``, ``zsh``, a
-    sandbox or a notebook), whatever else its name says."""
-    return name_matches(name, READING_TOOLS) or is_command_tool(name)
+    """A tool that reads files, runs commands (``commands.is_command_tool``: ``pwsh``, ``zsh``, a sandbox
+    or a notebook) or an interpreter's code (``_INTERPRETERS``), whatever else its name says."""
+    return (
+        name_matches(name, READING_TOOLS)
+        or is_command_tool(name)
+        or name.lower() == "node"
+        or bool(set(re.split(r"[^a-z0-9]+", name.lower())) & _INTERPRETERS)
+    )
 
 
 _REPLACED_KEYS = frozenset({"old_str", "old_string", "old_text", "oldtext"})
@@ -483,13 +497,17 @@ def _mapped_strings(
 
 _SUBSTITUTION = re.compile(r"""\$\([^()\n]*\)|`[^`\n]*`|\$\{[^{}\n]*\}""")
 _LOCALE_QUOTE = re.compile(r'\$(?=")')
+_EMPTY_ARGUMENT = re.compile(r"""(?<=\()[ \t]*(?:''|"")[ \t]*(?=\))""")
+"""An empty string a call is given (``getenv('')``, where a reading blanked what the quotes held): an
+argument all the same, never the call of none (``getenv()``, the whole environment)."""
 
 
 def emptied(commands: str) -> str:
     """The commands with every substitution and expansion taken for nothing, as one whose variable is
     unset or whose command prints nothing makes it (``~/.ss${x}h``, ``id_r$(true)sa``, ``${z:+x}``), and
     ``$"..."`` as the string it translates: "" where that changes nothing."""
-    text = _SUBSTITUTION.sub("", _LOCALE_QUOTE.sub("", commands)).replace("'", "").replace('"', "")
+    text = _SUBSTITUTION.sub("", _LOCALE_QUOTE.sub("", _EMPTY_ARGUMENT.sub("_", commands)))
+    text = text.replace("'", "").replace('"', "")
     return "" if text == commands else text
 
 
@@ -509,7 +527,9 @@ _ONE_VARIABLE = re.compile(
 """One variable of the environment read by its name, or a shell variable alone (``T="$GITHUB_TOKEN"``): a
 name bound to it holds its value."""
 _ENVIRONMENT_ALIAS = re.compile(
-    r"(?m)(?:^|(?<=[;{]))[ \t]*(?:(?:const|let|var|my|local|our)[ \t]+)?"
+    # A statement opens a line, follows ; or {, opens the code an interpreter's flag gives it (php -r '$k =
+    # ...', node -e '...') or PHP's opening tag.
+    r"(?m)(?:^|(?<=[;{])|(?<=\s-[a-z]\s['\"])|(?<=<\?php\s))[ \t]*(?:(?:const|let|var|my|local|our)[ \t]+)?"
     r"(?:(?P<name>\$?[A-Za-z_]\w*)|\{[ \t]*\.\.\.[ \t]*(?P<rest>[A-Za-z_$][\w$]*)[ \t]*\})"
     r"[ \t]*:?=(?![=~])[ \t]*"
     rf"(?P<value>[^;\n]{{0,200}}?(?:{_WHOLE_ENVIRONMENT.pattern}|{_ONE_VARIABLE.pattern})[^;\n]{{0,200}}?)"
