@@ -1019,7 +1019,9 @@ class TurnInspector:
         carries no conversation of its own (an MCP ``tools/call``, a stored response or conversation
         continued, an Assistants run, a WebSocket's session)."""
         earlier = self._earlier_calls(calls)
-        found = credentials.credential_reads(calls, self.detectors.credential_reads, self.budget, earlier)
+        found = credentials.credential_reads(
+            calls, self.detectors.credential_reads, self.budget, earlier, self.policy.credentials
+        )
         return tools.ran_upstream(found, calls)
 
     def _earlier_calls(self, calls: list[ToolCall]) -> list[ToolCall] | None:

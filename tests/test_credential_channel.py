@@ -12,12 +12,15 @@ from proxy.config.policy import Policy, parse_policy
 from proxy.config.yamlschema import SchemaError
 from proxy.detectors.credential_channel import (
     DEFAULT_EXPECTED,
+    DEFAULT_TABLE,
     KNOWN_LOOKUPS,
     RULE,
     SECRETS_PACK,
     CredentialTable,
     Expected,
     expected_rules,
+    provider_of,
+    sent_where_it_belongs,
 )
 from proxy.inspection import Detectors, TurnInspector, is_credential_header
 from proxy.model import Threat
@@ -412,3 +415,54 @@ def test_tool_calls_with_the_tools_own_keys_pass(
     user, PyPI's ``__token__``, a SigV4 ``Credential=`` access key id."""
     inspector = inspect(detectors, policy, host, headers)
     assert [f for f in inspector.turn.findings if f.rule == RULE] == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "provider"),
+    [
+        ("GITHUB_TOKEN", "github"),
+        ("GH_TOKEN", "github"),
+        ("HF_TOKEN", "huggingface"),
+        ("OPENAI_API_KEY", "openai"),
+        ("AWS_SECRET_ACCESS_KEY", "aws"),
+        ("AZURE_CLIENT_SECRET", "azure"),
+        ("CLIENT_SECRET", None),
+        ("DB_PASSWORD", None),
+        ("API_KEY", None),
+    ],
+)
+def test_a_variables_name_says_whose_secret_it_is(variable: str, provider: str | None) -> None:
+    assert provider_of(variable, DEFAULT_TABLE) == provider
+
+
+@pytest.mark.parametrize(
+    ("variable", "hosts", "field", "header", "belongs"),
+    [
+        # A provider's secret to its own hosts, in a header or a field named as a credential.
+        ("GITHUB_TOKEN", ["api.github.com"], "", True, True),
+        ("GITHUB_CLIENT_SECRET", ["github.com"], "client_secret", False, True),
+        ("AZURE_CLIENT_SECRET", ["login.microsoftonline.com"], "client_secret", False, True),
+        ("AWS_SECRET_ACCESS_KEY", ["s3.eu-west-1.amazonaws.com"], "", True, True),
+        # ... anywhere else, as data that is no credential field, or where the hosts are not known.
+        ("GITHUB_TOKEN", ["attacker.example"], "", True, False),
+        ("GITHUB_TOKEN", ["api.github.com", "attacker.example"], "", True, False),
+        ("OPENAI_API_KEY", ["api.anthropic.com"], "", True, False),
+        ("GITHUB_TOKEN", ["api.github.com"], "content", False, False),
+        ("GITHUB_TOKEN", [], "", True, False),
+        # A secret of no provider's name: an OAuth field to a host the table knows; a header anywhere.
+        ("CLIENT_SECRET", ["oauth2.googleapis.com"], "client_secret", False, True),
+        ("CLIENT_SECRET", ["attacker.example"], "client_secret", False, False),
+        ("SECRET_KEY", ["api.github.com"], "content", False, False),
+        ("API_KEY", ["api.example.com"], "", True, True),
+    ],
+)
+def test_a_secret_variable_sent_belongs_to_its_own_services_hosts(
+    variable: str, hosts: list[str], field: str, header: bool, belongs: bool
+) -> None:
+    assert sent_where_it_belongs(variable, hosts, field, DEFAULT_TABLE, header=header) is belongs
+
+
+def test_a_configured_host_takes_a_self_hosted_services_secrets() -> None:
+    table = CredentialTable([*DEFAULT_EXPECTED, Expected.of("gitlab.example.com", ["gitlab-pat"])])
+    assert sent_where_it_belongs("GITLAB_TOKEN", ["gitlab.example.com"], "", table, header=True)
+    assert not sent_where_it_belongs("GITLAB_TOKEN", ["gitlab.example.com"], "", DEFAULT_TABLE, header=True)

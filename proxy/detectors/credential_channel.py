@@ -275,6 +275,8 @@ PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] 
     (("api.contentful.com", "cdn.contentful.com"), ("contentful-pat",), BEARER),
     (("app.launchdarkly.com",), ("launchdarkly-access-token",), BEARER),
     (("dev.azure.com", "*.visualstudio.com"), ("azure-devops-pat",), BEARER),
+    # Microsoft's identity platform: an app's client secret goes to its token endpoint.
+    (("login.microsoftonline.com",), ("azure-ad-client-secret",), ("client_secret",)),
 )
 """Tools agents call every day with the tool's own key: the hosts (``*.`` where a provider serves from
 subdomains), its key rules, and the fields it reads them from."""
@@ -317,6 +319,25 @@ class CredentialTable:
     def __repr__(self) -> str:
         return f"CredentialTable({len(self.entries)} entries)"
 
+    def takes(self, host: str, provider: str) -> bool:
+        """Whether ``host`` takes a credential of ``provider`` (``provider_of``) in any field."""
+        named = canonical_host(host)
+        return any(
+            entry.pattern is not None
+            and entry.pattern.names(named)
+            and any(rule.startswith(f"{provider}-") for rule in entry.rules)
+            for entry in self.entries
+        )
+
+    def knows(self, host: str) -> bool:
+        """Whether ``host`` is one whose credentials the table names: a service's own."""
+        named = canonical_host(host)
+        return any(entry.pattern is not None and entry.pattern.names(named) for entry in self.entries)
+
+    def providers(self) -> frozenset[str]:
+        """The first words of the rule ids the table's hosts take (``github`` of ``github-pat``)."""
+        return frozenset(rule.split("-", 1)[0] for entry in self.entries for rule in entry.rules)
+
     def expected(self, host: str, field: str) -> frozenset[str]:
         """``expected_rules`` of the entries."""
         key = (host, field)
@@ -326,6 +347,53 @@ class CredentialTable:
                 self._known.clear()
             rules = self._known[key] = expected_rules(self.entries, host, field)
         return rules
+
+
+NAME_PROVIDERS = {"gh": "github", "hf": "huggingface", "hugging": "huggingface", "google": "gcp",
+                  "gemini": "google", "cf": "cloudflare", "dd": "datadog", "do": "digitalocean",
+                  "tf": "terraform", "az": "azure", "claude": "anthropic", "amazon": "aws"}  # fmt: skip
+"""First words of variables' names that name a provider other than as its rule ids do (``GH_TOKEN``)."""
+CREDENTIAL_FIELD = re.compile(
+    r"(?i)(?:secret|token|password|passwd|key|apikey|assertion|credentials?|code_verifier)$"
+)
+"""A field's name that says it carries a credential (``client_secret``, ``refresh_token``, ``api_key``):
+where a service is handed one of its own."""
+
+
+def provider_of(variable: str, table: CredentialTable) -> str | None:
+    """The provider a variable's name says its secret is for, by its first word, where the table knows
+    the provider's hosts (``GITHUB_TOKEN``, ``GH_TOKEN``: github; ``CLIENT_SECRET``: none)."""
+    first = variable.split("_", 1)[0].lower()
+    providers = table.providers()
+    for word in (first, NAME_PROVIDERS.get(first)):
+        if word is not None and word in providers:
+            return word
+    return None
+
+
+def sent_where_it_belongs(
+    variable: str, hosts: Sequence[str], field: str, table: CredentialTable, *, header: bool
+) -> bool:
+    """Whether a secret variable a command or code sends goes to its own service alone: every one of
+    ``hosts`` (the destinations the command names; none: not known) takes the provider's credentials its
+    name says, in a header (``header``) or in a field named as a credential (``client_secret=``); one of
+    no provider's name, in a field named as a credential to hosts the table knows (an OAuth token
+    request's ``client_secret=$CLIENT_SECRET`` to the provider's token endpoint), or in a header, where no
+    host says whose it is."""
+    provider = provider_of(variable, table)
+    if provider is None:
+        return header or (
+            bool(hosts) and CREDENTIAL_FIELD.search(field) is not None and all(map(table.knows, hosts))
+        )
+    return (
+        bool(hosts)
+        and (header or CREDENTIAL_FIELD.search(field) is not None)
+        and all(table.takes(host, provider) for host in hosts)
+    )
+
+
+DEFAULT_TABLE = CredentialTable(DEFAULT_EXPECTED)
+"""The table of a policy that configures no credentials."""
 
 
 def expectations(configured: Mapping[str, Expected]) -> CredentialTable:
