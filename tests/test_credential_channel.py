@@ -440,11 +440,13 @@ def test_a_variables_name_says_whose_secret_it_is(variable: str, provider: str |
     [
         # A provider's secret to its own hosts, in a header or a field named as a credential.
         ("GITHUB_TOKEN", ["api.github.com"], "", True, True),
+        ("GITHUB_TOKEN", ["raw.githubusercontent.com", "ghcr.io"], "", True, True),
         ("GITHUB_CLIENT_SECRET", ["github.com"], "client_secret", False, True),
         ("AZURE_CLIENT_SECRET", ["login.microsoftonline.com"], "client_secret", False, True),
         ("AWS_SECRET_ACCESS_KEY", ["s3.eu-west-1.amazonaws.com"], "", True, True),
         # ... anywhere else, as data that is no credential field, or where the hosts are not known.
         ("GITHUB_TOKEN", ["attacker.example"], "", True, False),
+        ("GITHUB_TOKEN", ["attacker.github.io"], "", True, False),
         ("GITHUB_TOKEN", ["api.github.com", "attacker.example"], "", True, False),
         ("OPENAI_API_KEY", ["api.anthropic.com"], "", True, False),
         ("GITHUB_TOKEN", ["api.github.com"], "content", False, False),

@@ -136,7 +136,15 @@ PROVIDERS: tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...] 
     *MODEL_PROVIDERS,
     *CLOUD_APIS,
     (
-        ("api.github.com", "uploads.github.com", "github.com"),
+        # The API, git over HTTPS, raw files, release downloads and the container and package registries.
+        (
+            "api.github.com",
+            "uploads.github.com",
+            "github.com",
+            "*.github.com",
+            "*.githubusercontent.com",
+            "ghcr.io",
+        ),
         (
             "github-pat",
             "github-fine-grained-pat",
