@@ -312,11 +312,13 @@ class CredentialTable:
     agent sends the same credential fields to the same few hosts turn after turn, and matching a host
     against every one of the table's hundred-odd patterns cost more than the rest of a header's check."""
 
-    __slots__ = ("_known", "entries")
+    __slots__ = ("_known", "entries", "providers")
 
     def __init__(self, entries: Iterable[Expected]) -> None:
         self.entries = tuple(entries)
         self._known: dict[tuple[str, str], frozenset[str]] = {}
+        self.providers = frozenset(rule.split("-", 1)[0] for entry in self.entries for rule in entry.rules)
+        """The first words of the rule ids the table's hosts take (``github`` of ``github-pat``)."""
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CredentialTable) and self.entries == other.entries
@@ -341,10 +343,6 @@ class CredentialTable:
         """Whether ``host`` is one whose credentials the table names: a service's own."""
         named = canonical_host(host)
         return any(entry.pattern is not None and entry.pattern.names(named) for entry in self.entries)
-
-    def providers(self) -> frozenset[str]:
-        """The first words of the rule ids the table's hosts take (``github`` of ``github-pat``)."""
-        return frozenset(rule.split("-", 1)[0] for entry in self.entries for rule in entry.rules)
 
     def expected(self, host: str, field: str) -> frozenset[str]:
         """``expected_rules`` of the entries."""
@@ -372,9 +370,8 @@ def provider_of(variable: str, table: CredentialTable) -> str | None:
     """The provider a variable's name says its secret is for, by its first word, where the table knows
     the provider's hosts (``GITHUB_TOKEN``, ``GH_TOKEN``: github; ``CLIENT_SECRET``: none)."""
     first = variable.split("_", 1)[0].lower()
-    providers = table.providers()
     for word in (first, NAME_PROVIDERS.get(first)):
-        if word is not None and word in providers:
+        if word is not None and word in table.providers:
             return word
     return None
 
