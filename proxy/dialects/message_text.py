@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
 
-from proxy.dialects.base import as_dict, as_list, as_str
+from proxy.dialects.anthropic import DELTA_TEXT_KEYS
+from proxy.dialects.base import as_dict, as_list, as_position, as_str
 from proxy.dialects.gemini import field_of
 from proxy.dialects.generic import delta_carrying
 from proxy.dialects.locator import Step, format_locator, parse_locator
 from proxy.dialects.messages import in_responses
+from proxy.dialects.openai_chat import TEXT_KEYS
 from proxy.dialects.shapes import call_pieces
 from proxy.dialects.stream import TextFilter
 
@@ -62,8 +64,25 @@ ITEM_EVENTS = (
 PART_EVENTS = ("response.content_part.added", "response.content_part.done")
 LIVE_TURN_ENDS = ("turnComplete", "generationComplete", "interrupted")
 """What ends a Live model turn, and with it the turn's text and transcription."""
-MARKERS = ("text", "transcript", "response.done", *LIVE_TURN_ENDS, "turn_complete", "generation_complete")
-"""Words a message holding or ending the model's words holds (a Live turn's end in either spelling)."""
+CHAT = "chat"
+"""What a channel of a Chat chunk's delta text is keyed by before its choice's index and field."""
+ANTHROPIC = "anthropic"
+"""What a channel of an Anthropic block's delta text is keyed by before the block's index and field."""
+ANTHROPIC_ENDS = ("message_delta", "message_stop")
+"""Anthropic events ending every block of a message."""
+MARKERS = (
+    "text",
+    "transcript",
+    "response.done",
+    *LIVE_TURN_ENDS,
+    "turn_complete",
+    "generation_complete",
+    "choices",
+    "content_block",
+    *ANTHROPIC_ENDS,
+)
+"""Words a message holding or ending the model's words holds (a Live turn's end in either spelling, a
+Chat chunk's choices, an Anthropic block's delta or stop and a message's end)."""
 ARGUMENTS = "arguments"
 """What a channel of a call's arguments is keyed by before the call's place (``read_arguments``)."""
 MAX_CHANNELS = 64
@@ -101,8 +120,15 @@ def read_message(document: Any) -> Reading:
     event = as_dict(document)
     kind = as_str(event.get("type"))
     if kind is not None:
-        return _realtime(event, kind)
+        return (
+            _anthropic(event, kind)
+            if kind.startswith(("content_block_", "message_"))
+            else _realtime(event, kind)
+        )
     reading = Reading()
+    choices = event.get("choices")
+    if isinstance(choices, list):
+        _chat(reading, choices)
     content_key, content = field_of(event, "serverContent")
     if isinstance(content, dict):
         _live(reading, content, (content_key,))
@@ -145,6 +171,42 @@ def _realtime(event: dict[str, Any], kind: str) -> Reading:
         reading.ends.append((as_str(body.get("id")) or response,))
         for index, item in enumerate(as_list(body.get("output"))):
             reading.pieces += _item_texts(item, ("response", "output", index))
+    return reading
+
+
+def _chat(reading: Reading, choices: list[Any]) -> None:
+    """A Chat chunk's delta texts, a channel each by its choice's index and the field, as the OpenAI SDK
+    joins them; a choice's ``finish_reason`` ends its channels."""
+    for position, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            continue
+        index = as_position(choice.get("index"))
+        place = position if index is None else index
+        delta = as_dict(choice.get("delta"))
+        for key in TEXT_KEYS:
+            if isinstance(delta.get(key), str):
+                reading.pieces.append(
+                    Piece(("choices", position, "delta", key), delta[key], (CHAT, place, key))
+                )
+        if as_str(choice.get("finish_reason")):
+            reading.ends.append((CHAT, place))
+
+
+def _anthropic(event: dict[str, Any], kind: str) -> Reading:
+    """An Anthropic event's delta text (a block's ``text_delta`` or ``thinking_delta``), a channel each by
+    its block's index and the field, as the SDK joins them; a block's stop ends its channels, a message's
+    end every block's."""
+    reading = Reading()
+    index = as_position(event.get("index"))
+    if kind == "content_block_delta":
+        delta = as_dict(event.get("delta"))
+        key = DELTA_TEXT_KEYS.get(as_str(delta.get("type")) or "")
+        if key is not None and isinstance(delta.get(key), str):
+            reading.pieces.append(Piece(("delta", key), delta[key], (ANTHROPIC, index, key)))
+    elif kind == "content_block_stop":
+        reading.ends.append((ANTHROPIC, index))
+    elif kind in ANTHROPIC_ENDS:
+        reading.ends.append((ANTHROPIC,))
     return reading
 
 
@@ -197,8 +259,9 @@ def delta_places(document: Any, *, arguments: bool) -> set[tuple[Step, ...]]:
 def _delta_message(key: Channel, document: Any, steps: tuple[Step, ...]) -> Callable[[str], Any]:
     """A message carrying nothing but a delta of the channel ``key`` whose first delta ``document`` held
     at ``steps``: the Realtime event itself with another delta, a Live message of one text part or
-    transcription, the path to a call's arguments with the scalars a client reads on its way."""
-    if key[0] == ARGUMENTS:
+    transcription, the path to a call's arguments or a Chat or Anthropic delta's text with the scalars a
+    client reads on its way."""
+    if key[0] in (ARGUMENTS, CHAT, ANTHROPIC):
         where = format_locator(steps)
         return lambda text: {
             name: value
