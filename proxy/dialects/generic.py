@@ -587,13 +587,8 @@ class GenericStreamSession(PerEventStreamSession):
             self._told.append(self._withheld_event(first))
             return
         self._cut = forced == "cut"
-        call.decision = self._decide(first, complete=True)
-        gate = self.filters.tool_gate
-        if call.decision == "release" and gate is not None:
-            call.denied = next((other for other in others if gate(other, True) != "release"), None)
-            if call.denied is not None:
-                call.decision = "drop"
-                self._drop_at(first)
+        call.decision = self._decide(first, complete=True, readings=others)
+        call.denied = self._denied.get(first.where)
         if call.decision == "drop":
             self.notes.append(f"a streamed call to {first.name!r} was withheld; its events not sent")
             self._told.append(self._withheld_event(first))

@@ -482,6 +482,9 @@ class StreamSession(ABC):
         self._decisions: dict[str, ToolDecision] = {}
         self._decided_calls: dict[str, ToolCall] = {}
         """The call each decision was made on, by its place."""
+        self._denied: dict[str, ToolCall] = {}
+        """The reading of a call the gate did not release where it released the call as asked, by its
+        place: what the call is recorded as."""
         self._replaying = False
         self._cut = False
         """A held call grew past ``MAX_HELD_BYTES``: the decision next asked for is on arguments cut short."""
@@ -1160,13 +1163,16 @@ class StreamSession(ABC):
         self._arguments.released[where] = GrowingText(dump_json(result))
         return result
 
-    def _decide(self, call: ToolCall, *, complete: bool = False) -> ToolDecision:
+    def _decide(
+        self, call: ToolCall, *, complete: bool = False, readings: Sequence[ToolCall] = ()
+    ) -> ToolDecision:
         """The gate's decision for the call at ``call.where``, asked once its name is known and, for a
         call it held, once more with ``complete`` arguments; a held call whose name grew (the rest of it
         came in later deltas, which clients append) is asked again on its whole name before anything of
         it is sent. A place is decided once: another call asked about at a place already decided (a
         reused index, a call renamed while held) is dropped as ambiguous, where it would have had the
-        decision of the call before it."""
+        decision of the call before it. A complete call released is asked again as each of the other
+        ``readings`` clients may make of it (``StreamedCall.readings``), dropped where one is not."""
         decided = self._decisions.get(call.where)
         if decided is not None and self._replaying:
             return decided
@@ -1179,6 +1185,11 @@ class StreamSession(ABC):
         if complete and (decision == "hold" or self._cut):
             # A call whose arguments were cut short is never released on the part the gate read.
             decision = "drop"
+        if complete and decision == "release" and gate is not None:
+            denied = next((other for other in readings if gate(other, True) != "release"), None)
+            if denied is not None:
+                self._denied[call.where] = denied
+                decision = "drop"
         self._cut = False
         self._decisions[call.where] = decision
         self._decided_calls[call.where] = call
