@@ -59,7 +59,8 @@ def relay(gate: TurnInspector, messages: list[dict[str, Any]]) -> list[Any]:
         text, where = json.dumps(message), f"websocket[{index}]"
         read = gate.inspect_message(text, from_client=False, where=where)
         assert read is not None
-        refused = gate.gate_message(read, from_client=False, where=where) is not None
+        # The addon gates the message as it came, as the model made its calls.
+        refused = gate.gate_message(text, from_client=False, where=where) is not None
         content = None if refused else read.encode()
         sending = gate.hold_message(content, is_text=True, where=where)
         sent = [content] if sending is None and content is not None else [sent for sent, _ in sending or []]

@@ -98,6 +98,8 @@ class Piece:
     steps: tuple[Step, ...]
     text: str
     channel: Channel | None
+    call: Channel | None = None
+    """The place of the call whose arguments the channel is of (``read_arguments``)."""
 
 
 @dataclass(slots=True)
@@ -145,7 +147,14 @@ def read_arguments(document: Any) -> Reading:
             continue  # a place clients read otherwise: the message is withheld (``MessageCalls``)
         channel = (ARGUMENTS, *piece.key)
         if piece.text_at is not None:
-            reading.pieces.append(Piece(tuple(parse_locator(piece.text_at)), piece.arguments, channel))
+            reading.pieces.append(
+                Piece(tuple(parse_locator(piece.text_at)), piece.arguments, channel, piece.key)
+            )
+        # A fragment of the arguments' object: each of its strings is appended to the one at its place.
+        reading.pieces += [
+            Piece(tuple(parse_locator(at)), text, (*channel, place), piece.key)
+            for at, text, place in piece.leaves
+        ]
         if piece.ends or piece.given is not None:
             reading.ends.append(channel)
     return reading
@@ -368,7 +377,7 @@ class MessageText:
                 continue
             channel = self._open.get(piece.channel)
             if channel is None:
-                channel = self._start(piece.channel, document, piece.steps, place, result)
+                channel = self._start(piece.channel, piece, document, place, result)
             sent = channel.filter.feed(piece.text)
             channel.keep(piece.text, sent)
             fed[piece.channel] = (piece.steps, sent)
@@ -403,14 +412,13 @@ class MessageText:
             self._end(key, result)
         return result
 
-    def _start(
-        self, key: Channel, document: Any, steps: tuple[Step, ...], place: str, result: Filtered
-    ) -> _Open:
+    def _start(self, key: Channel, piece: Piece, document: Any, place: str, result: Filtered) -> _Open:
+        """Opens the channel ``key`` at its first delta, ``piece`` of ``document``."""
         if len(self._open) >= MAX_CHANNELS:
             self._end(next(iter(self._open)), result)
-        call = key[1:] if key[0] == ARGUMENTS else None
-        made = self._filters if call is None else self._argument_filters
-        channel = self._open[key] = _Open(made(place), place, _delta_message(key, document, steps), call)
+        made = self._filters if piece.call is None else self._argument_filters
+        template = _delta_message(key, document, piece.steps)
+        channel = self._open[key] = _Open(made(place), place, template, piece.call)
         return channel
 
     @staticmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
 from proxy.dialects.base import as_dict, as_list, as_position, as_str
 from proxy.dialects.bedrock_converse import tool_use_call as converse_tool_use_call
 from proxy.dialects.gemini import code_call, code_output, function_call_of, function_response_parts
-from proxy.dialects.locator import Step, format_locator, parse_locator
+from proxy.dialects.locator import Step, format_locator, locator_steps, parse_locator, walk_strings
 from proxy.dialects.openai_chat import (
     CALL_HOLDERS,
     MESSAGE_CALL_KEYS,
@@ -259,6 +260,13 @@ class CallPiece:
     no piece names, and the call ran upstream."""
     text_at: str | None = None
     """The locator in the event of the string ``arguments`` is, where a client appends it to the call's."""
+    merges: dict[str, Any] | None = None
+    """Arguments given as a fragment of their JSON object, which a client merges into the call's (a
+    string appended to the one at its place, an object merged in): a Chat delta's object ``arguments``,
+    a Gemini Live call's ``partialArgs``."""
+    leaves: tuple[tuple[str, str, str], ...] = ()
+    """The strings of ``merges``, each with its locator in the event and the place in the arguments it
+    is appended to."""
 
 
 def call_pieces(document: Any) -> list[CallPiece]:
@@ -291,7 +299,9 @@ def _within(key: StreamKey | None, *steps: Hashable) -> StreamKey | None:
 
 
 def _pieces_of(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
-    pieces = _chat_pieces(value, steps, key) + _step_pieces(value, steps, key)
+    pieces = (
+        _chat_pieces(value, steps, key) + _step_pieces(value, steps, key) + _live_pieces(value, steps, key)
+    )
     kind = as_str(value.get("type"))
     # Anthropic's and the Responses API's events name the block or item they add to by a field of theirs.
     block = _within(key, "block", as_position(value.get("index"))) if "index" in value else None
@@ -417,16 +427,124 @@ def _chat_piece(
     holder = as_dict(call_delta.get(kind))
     arguments = holder.get(CALL_HOLDERS[kind], "")
     at = (*parse_locator(where), *((kind,) if holder_at is None else holder_at), CALL_HOLDERS[kind])
+    merges = arguments if isinstance(arguments, dict) else None
     return CallPiece(
         key,
         where,
         _ids(as_str(call_delta.get("id"))),
         as_str(holder.get("name")) or "",
-        arguments if isinstance(arguments, str) else dump_json(arguments),
+        arguments if isinstance(arguments, str) else "" if merges is not None else dump_json(arguments),
         opens=True,
         joins=True,
-        text_at=format_locator(at) if isinstance(holder.get(CALL_HOLDERS[kind]), str) else None,
+        text_at=format_locator(at) if isinstance(arguments, str) else None,
+        merges=merges,
+        leaves=tuple(
+            (format_locator((*at, *locator_steps(inside))), text, inside)
+            for inside, text in walk_strings(merges or {})
+        ),
     )
+
+
+LIVE_CALL_LISTS = ("functionCalls", "function_calls")
+"""The keys of a Gemini Live ``toolCall`` listing its calls, in either spelling."""
+
+
+def _live_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
+    """The pieces of a Gemini Live call whose arguments stream (``partialArgs``, each a value at its JSON
+    path, a string continued by the next piece at the same path), joined to their call by its id, and its
+    end where a piece says no other follows (``willContinue`` not true)."""
+    pieces = []
+    for list_key in LIVE_CALL_LISTS:
+        for position, item in enumerate(as_list(value.get(list_key))):
+            if not isinstance(item, dict) or not {"partialArgs", "willContinue"} & item.keys():
+                continue
+            where = (*steps, list_key, position)
+            call = _within(key, list_key, as_str(item.get("id")) or position)
+            name = as_str(item.get("name")) or ""
+            merges, leaves = _partial_arguments(item.get("partialArgs"), where)
+            given = dump_json(item["args"]) if isinstance(item.get("args"), dict) else None
+            located = format_locator(where)
+            if merges is None:
+                pieces.append(CallPiece(None, located))
+                continue
+            ids = _ids(as_str(item.get("id")))
+            pieces.append(
+                CallPiece(
+                    call,
+                    located,
+                    ids,
+                    name,
+                    given=given,
+                    opens=bool(name),
+                    joins=True,
+                    merges=merges,
+                    leaves=leaves,
+                )
+            )
+            if item.get("willContinue") is not True:
+                pieces.append(CallPiece(call, located, ends=True))
+    return pieces
+
+
+def _partial_arguments(
+    partials: Any, where: tuple[Step, ...]
+) -> tuple[dict[str, Any] | None, tuple[tuple[str, str, str], ...]]:
+    """The fragment of a call's arguments a Live call's ``partialArgs`` give, and its strings; None where
+    one names its place otherwise than by the names of objects (``$.a.b``, ``$['a']``), which clients may
+    read apart from how it is read here."""
+    fragment: dict[str, Any] = {}
+    leaves = []
+    for index, partial in enumerate(as_list(partials)):
+        names = _json_path_names(as_str(as_dict(partial).get("jsonPath")) or "")
+        if names is None:
+            return None, ()
+        value: Any = None
+        for field in ("stringValue", "numberValue", "boolValue"):
+            if field in partial:
+                value = partial[field]
+        if isinstance(value, str):
+            leaves.append(
+                (format_locator((*where, "partialArgs", index, "stringValue")), value, ".".join(names))
+            )
+        for name in reversed(names[1:]):
+            value = {name: value}
+        fragment = merged_arguments(fragment, {names[0]: value})
+    return fragment, tuple(leaves)
+
+
+_PATH_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^'\\]*)'\]")
+
+
+def _json_path_names(path: str) -> list[str] | None:
+    """The object names a JSON path (RFC 9535) of names alone steps through, or None."""
+    if not path.startswith("$"):
+        return None
+    names, at = [], 1
+    while at < len(path):
+        step = _PATH_STEP.match(path, at)
+        if step is None:
+            return None
+        names.append(step.group(1) if step.group(1) is not None else step.group(2))
+        at = step.end()
+    return names or None
+
+
+def merged_arguments(held: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """``held`` with ``fragment`` merged in as the OpenAI SDK merges deltas: a string appended to the one
+    at its place, an object merged in, a list's items added after; any other value (or one of another
+    kind) replaces what was there."""
+    merged = dict(held)
+    for name, value in fragment.items():
+        before = merged.get(name)
+        if isinstance(before, str) and isinstance(value, str):
+            merged[name] = before + value
+        elif isinstance(before, dict) and isinstance(value, dict):
+            merged[name] = merged_arguments(before, value)
+        elif isinstance(before, list) and isinstance(value, list):
+            merged[name] = before + value
+        else:
+            merged[name] = value
+    return merged
 
 
 def _ids(*ids: str | None) -> tuple[str, ...]:
@@ -446,6 +564,8 @@ class StreamedCall:
     arguments: GrowingText = dataclasses.field(default_factory=GrowingText)
     given: dict[str, None] = dataclasses.field(default_factory=dict)
     """Arguments events gave whole besides, each once."""
+    merged: dict[str, Any] | None = None
+    """The fragments of its arguments' object pieces gave (``CallPiece.merges``), merged."""
     streamed: bool = False
     ended: bool = False
     decision: ToolDecision | None = None
@@ -464,11 +584,16 @@ class StreamedCall:
             self.arguments.add(piece.arguments)
         if piece.given is not None:
             self.given[piece.given] = None
+        if piece.merges is not None:
+            self.merged = merged_arguments(self.merged or {}, piece.merges)
 
     def call(self) -> ToolCall:
         """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
-        (where none streamed, the last given whole)."""
-        arguments = self.arguments.text if self.streamed or not self.given else list(self.given)[-1]
+        (where none streamed, those merged from fragments, else the last given whole)."""
+        if self.streamed or (self.merged is None and not self.given):
+            arguments = self.arguments.text
+        else:
+            arguments = dump_json(self.merged) if self.merged is not None else list(self.given)[-1]
         name = "".join(self.names) or self.tool
         return ToolCall(self.ids[0] if self.ids else None, name, arguments, self.where, bool(self.tool))
 
@@ -477,7 +602,8 @@ class StreamedCall:
         and with each of its arguments given whole."""
         first = self.call()
         names = dict.fromkeys([first.name, *self.names[:1]])
-        arguments = dict.fromkeys([first.arguments, self.arguments.text, *self.given])
+        merged = [] if self.merged is None else [dump_json(self.merged)]
+        arguments = dict.fromkeys([first.arguments, self.arguments.text, *merged, *self.given])
         return [first] + [
             dataclasses.replace(first, name=name, arguments=text)
             for name in names

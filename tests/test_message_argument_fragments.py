@@ -1,0 +1,117 @@
+"""A tool call whose arguments a WebSocket upstream streams as fragments of their JSON object, a message
+each: a Gemini Live ``toolCall``'s ``partialArgs`` (a value at its JSON path, a string continued by the
+next piece at the same path) and a Chat delta whose ``arguments`` is an object (which the OpenAI SDK
+merges into the call's). The fragments are joined as a client joins them, and the call decided on what
+they make: a credential read cut over two fragments is withheld where enforced, recorded unenforced
+where observed, and a key cut over two reaches the agent redacted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from proxy.dialects.shapes import call_pieces, merged_arguments
+from tests.test_message_calls import relay
+from tests.test_stream_tool_gate import _inspector
+
+AWS_KEY = "AKIA" + "Z7QW3RTY2UIO4PAS"
+CREDENTIALS = ["/home/u/.a", "ws/credentials"]
+KEY = [f"upload {AWS_KEY[:6]}", f"{AWS_KEY[6:]} now"]
+
+Turn = Callable[[str, str, list[str]], list[dict[str, Any]]]
+
+
+def live_turn(name: str, field: str, pieces: list[str]) -> list[dict[str, Any]]:
+    """A Live call streamed a ``partialArgs`` piece a message, its name in the first."""
+    messages = []
+    for index, piece in enumerate(pieces):
+        last = index == len(pieces) - 1
+        partial = {"jsonPath": f"$.{field}", "stringValue": piece, "willContinue": not last}
+        call = {"id": "fc_1", "partialArgs": [partial], "willContinue": not last}
+        messages.append({"toolCall": {"functionCalls": [{"name": name, **call} if index == 0 else call]}})
+    return messages
+
+
+def chat_turn(name: str, field: str, pieces: list[str]) -> list[dict[str, Any]]:
+    """A Chat call whose ``arguments`` stream as objects, a chunk each, its name in the first."""
+    first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": {}}}
+    calls = [first, *({"index": 0, "function": {"arguments": {field: piece}}} for piece in pieces)]
+    return [
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+        for call in calls
+    ] + [
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+        }
+    ]
+
+
+TURNS: dict[str, Turn] = {"live": live_turn, "chat": chat_turn}
+
+
+def carried(received: list[dict[str, Any]]) -> str:
+    return json.dumps(received)
+
+
+@pytest.mark.parametrize("dialect", sorted(TURNS))
+def test_a_credential_read_cut_over_fragments_is_withheld(dialect: str) -> None:
+    gate = _inspector("enforce")
+    received = relay(gate, TURNS[dialect]("read_file", "path", CREDENTIALS))
+    assert "credentials" not in carried(received)
+    found = [f.enforced for f in gate.turn.findings if f.threat == "credential_theft"]
+    assert found and all(found)
+
+
+@pytest.mark.parametrize("dialect", sorted(TURNS))
+def test_a_credential_read_cut_over_fragments_is_recorded_unenforced_when_observed(dialect: str) -> None:
+    messages = TURNS[dialect]("read_file", "path", CREDENTIALS)
+    gate = _inspector("observe")
+    assert relay(gate, messages) == messages
+    found = [f.enforced for f in gate.turn.findings if f.threat == "credential_theft"]
+    assert found and not any(found)
+
+
+@pytest.mark.parametrize("dialect", sorted(TURNS))
+def test_an_everyday_call_in_fragments_arrives_as_it_came(dialect: str) -> None:
+    messages = TURNS[dialect]("read_file", "path", ["docs/READ", "ME.md"])
+    gate = _inspector("enforce")
+    assert relay(gate, messages) == messages
+    assert [f for f in gate.turn.findings if f.threat in ("credential_theft", "tool_abuse")] == []
+
+
+@pytest.mark.parametrize("dialect", sorted(TURNS))
+def test_a_key_cut_over_fragments_reaches_the_agent_redacted(dialect: str) -> None:
+    gate = _inspector("enforce")
+    received = relay(gate, TURNS[dialect]("send_note", "text", KEY))
+    assert AWS_KEY[6:] not in carried(received) and AWS_KEY[:6] not in carried(received)
+    assert {f.enforced for f in gate.turn.findings if f.rule == "aws-access-key-id"} == {True}
+
+
+def test_fragments_merge_as_the_sdk_merges_them() -> None:
+    held = merged_arguments({}, {"command": "rm -", "options": {"force": True}})
+    held = merged_arguments(held, {"command": "rf /", "options": {"depth": 2}, "paths": ["a"]})
+    assert merged_arguments(held, {"paths": ["b"]}) == {
+        "command": "rm -rf /",
+        "options": {"force": True, "depth": 2},
+        "paths": ["a", "b"],
+    }
+
+
+@pytest.mark.parametrize("path", ["$.paths[0]", "$..command", "$.*", "command"])
+def test_a_live_piece_at_a_path_not_of_names_alone_is_placed_nowhere(path: str) -> None:
+    """A path read otherwise by one client than another names no one place: its message is withheld."""
+    partial = {"jsonPath": path, "stringValue": "x", "willContinue": True}
+    message = {"toolCall": {"functionCalls": [{"id": "fc_1", "name": "f", "partialArgs": [partial]}]}}
+    assert [piece.key for piece in call_pieces(message)] == [None]
+
+
+@pytest.mark.parametrize("path", ["$.command", "$['command']", "$.options.force"])
+def test_a_live_piece_at_a_path_of_names_is_placed(path: str) -> None:
+    partial = {"jsonPath": path, "stringValue": "x", "willContinue": True}
+    call = {"id": "fc_1", "name": "f", "partialArgs": [partial], "willContinue": True}
+    (piece,) = call_pieces({"toolCall": {"functionCalls": [call]}})
+    assert piece.key is not None and piece.opens and piece.leaves
