@@ -456,3 +456,22 @@ def test_the_notice_of_a_call_held_at_the_streams_end_comes_before_it() -> None:
     sent += session.feed(b"data: [DONE]\n\n") + session.finish()
     assert sent.startswith(b"event: error\n") and sent.endswith(b"\n\ndata: [DONE]\n\n")
     assert session.dropped_tool_calls == [("read_file", "call_0")]
+
+
+@pytest.mark.parametrize(
+    ("path", "withheld"), [("/home/u/.aws/credentials", True), ("docs/README.md", False)]
+)
+def test_a_chat_calls_object_arguments_are_merged_before_they_are_read(path: str, withheld: bool) -> None:
+    """Arguments streamed as objects, which the OpenAI SDK merges (a string appended to the one at its
+    place): the path they make is read, not each object's JSON on its own."""
+    session = _session()
+    pieces = [_piece(0, name="read_file")] + [
+        {"index": 0, "function": {"arguments": {"path": part}}} for part in _split(path)
+    ]
+    events = [_chunk(piece) for piece in pieces] + [_chunk(finish="tool_calls")]
+    sent = _run(session, events)
+    carried = [event for event in sent if event["choices"][0]["delta"].get("tool_calls")]
+    assert (carried == []) is withheld
+    (call,) = session.completion.tool_calls
+    assert json.loads(call.arguments) == {"path": path}
+    assert session.dropped_tool_calls == ([("read_file", "call_0")] if withheld else [])
