@@ -50,7 +50,24 @@ def chat_turn(name: str, field: str, pieces: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-TURNS: dict[str, Turn] = {"live": live_turn, "chat": chat_turn}
+def live_snake_case_turn(name: str, field: str, pieces: list[str]) -> list[dict[str, Any]]:
+    """The Live call's fields spelled in snake_case, which a server reading protocol buffers' JSON takes
+    as it takes camelCase."""
+    spelled = json.dumps(live_turn(name, field, pieces))
+    for camel, snake in SNAKE_CASE.items():
+        spelled = spelled.replace(f'"{camel}"', f'"{snake}"')
+    return list(json.loads(spelled))
+
+
+SNAKE_CASE = {
+    "partialArgs": "partial_args",
+    "willContinue": "will_continue",
+    "jsonPath": "json_path",
+    "stringValue": "string_value",
+    "functionCalls": "function_calls",
+    "toolCall": "tool_call",
+}
+TURNS: dict[str, Turn] = {"live": live_turn, "live, snake_case": live_snake_case_turn, "chat": chat_turn}
 
 
 def carried(received: list[dict[str, Any]]) -> str:
@@ -107,6 +124,37 @@ def test_a_live_piece_at_a_path_not_of_names_alone_is_placed_nowhere(path: str) 
     partial = {"jsonPath": path, "stringValue": "x", "willContinue": True}
     message = {"toolCall": {"functionCalls": [{"id": "fc_1", "name": "f", "partialArgs": [partial]}]}}
     assert [piece.key for piece in call_pieces(message)] == [None]
+
+
+@pytest.mark.parametrize("field", ["partialArgs", "willContinue"])
+def test_a_live_call_field_given_both_ways_is_placed_nowhere(field: str) -> None:
+    """Readers part on which of a field's two spellings wins: the message naming both is withheld."""
+    partial = {"jsonPath": "$.command", "stringValue": "x"}
+    call = {"id": "fc_1", "name": "f", "partialArgs": [partial], "willContinue": True}
+    call[SNAKE_CASE[field]] = call[field]
+    assert [piece.key for piece in call_pieces({"toolCall": {"functionCalls": [call]}})] == [None]
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        {"jsonPath": "$.command", "json_path": "$.other", "stringValue": "x"},
+        {"jsonPath": "$.command", "stringValue": "x", "numberValue": "rm -rf /"},
+        {"jsonPath": "$.command", "stringValue": "x", "bool_value": True},
+    ],
+    ids=["a path both ways", "a string and a number", "a string and a truth value"],
+)
+def test_a_live_piece_read_two_ways_is_placed_nowhere(partial: dict[str, Any]) -> None:
+    call = {"id": "fc_1", "name": "f", "partialArgs": [partial], "willContinue": True}
+    assert [piece.key for piece in call_pieces({"toolCall": {"functionCalls": [call]}})] == [None]
+
+
+def test_a_live_piece_whose_number_is_written_as_a_string_is_read_where_it_stands() -> None:
+    """Protocol buffers' JSON takes a number written as a string: that string is read at its own place."""
+    partial = {"jsonPath": "$.command", "numberValue": "12"}
+    call = {"id": "fc_1", "name": "f", "partialArgs": [partial], "willContinue": True}
+    (piece,) = call_pieces({"toolCall": {"functionCalls": [call]}})
+    assert [leaf[0] for leaf in piece.leaves] == ["toolCall.functionCalls[0].partialArgs[0].numberValue"]
 
 
 @pytest.mark.parametrize("path", ["$.command", "$['command']", "$.options.force"])

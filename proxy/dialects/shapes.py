@@ -447,6 +447,33 @@ def _chat_piece(
 
 LIVE_CALL_LISTS = ("functionCalls", "function_calls")
 """The keys of a Gemini Live ``toolCall`` listing its calls, in either spelling."""
+_LIVE_SNAKE_CASE = {
+    "partial_args": "partialArgs",
+    "will_continue": "willContinue",
+    "json_path": "jsonPath",
+    "string_value": "stringValue",
+    "number_value": "numberValue",
+    "bool_value": "boolValue",
+}
+"""The streamed arguments' fields of a Live call in snake_case, by their camelCase names."""
+_SNAKE_CASE_OF = {camel: snake for snake, camel in _LIVE_SNAKE_CASE.items()}
+_LIVE_VALUES = ("stringValue", "numberValue", "boolValue")
+"""A Live piece's value, one of them (a protocol buffers oneof)."""
+_STREAMED_CALL_FIELDS = frozenset({"partialArgs", "willContinue", "partial_args", "will_continue"})
+"""A Live call holding one of these streams its arguments."""
+
+
+def _camel_cased(item: dict[str, Any]) -> dict[str, Any] | None:
+    """``item`` with the Live call's snake_case fields under their camelCase names, as a server reading
+    protocol buffers' JSON takes either; None where a field is given both ways (readers part on which
+    one wins)."""
+    renamed = dict(item)
+    for snake, camel in _LIVE_SNAKE_CASE.items():
+        if snake in renamed:
+            if camel in renamed:
+                return None
+            renamed[camel] = renamed.pop(snake)
+    return renamed
 
 
 def _live_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
@@ -455,15 +482,20 @@ def _live_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey 
     end where a piece says no other follows (``willContinue`` not true)."""
     pieces = []
     for list_key in LIVE_CALL_LISTS:
-        for position, item in enumerate(as_list(value.get(list_key))):
-            if not isinstance(item, dict) or not {"partialArgs", "willContinue"} & item.keys():
+        for position, listed in enumerate(as_list(value.get(list_key))):
+            if not isinstance(listed, dict) or not _STREAMED_CALL_FIELDS & listed.keys():
                 continue
             where = (*steps, list_key, position)
+            located = format_locator(where)
+            item = _camel_cased(listed)
+            if item is None:
+                pieces.append(CallPiece(None, located))
+                continue
             call = _within(key, list_key, as_str(item.get("id")) or position)
             name = as_str(item.get("name")) or ""
-            merges, leaves = _partial_arguments(item.get("partialArgs"), where)
+            spelled = "partialArgs" if "partialArgs" in listed else "partial_args"
+            merges, leaves = _partial_arguments(item.get("partialArgs"), (*where, spelled))
             given = dump_json(item["args"]) if isinstance(item.get("args"), dict) else None
-            located = format_locator(where)
             if merges is None:
                 pieces.append(CallPiece(None, located))
                 continue
@@ -489,23 +521,23 @@ def _live_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey 
 def _partial_arguments(
     partials: Any, where: tuple[Step, ...]
 ) -> tuple[dict[str, Any] | None, tuple[tuple[str, str, str], ...]]:
-    """The fragment of a call's arguments a Live call's ``partialArgs`` give, and its strings; None where
-    one names its place otherwise than by the names of objects (``$.a.b``, ``$['a']``), which clients may
-    read apart from how it is read here."""
+    """The fragment of a call's arguments a Live call's ``partialArgs`` (at ``where``) give, and its
+    strings; None where one names its place otherwise than by the names of objects (``$.a.b``,
+    ``$['a']``), which clients may read apart from how it is read here, or gives more than one value."""
     fragment: dict[str, Any] = {}
     leaves = []
-    for index, partial in enumerate(as_list(partials)):
-        names = _json_path_names(as_str(as_dict(partial).get("jsonPath")) or "")
-        if names is None:
+    for index, given in enumerate(as_list(partials)):
+        partial = _camel_cased(as_dict(given))
+        names = _json_path_names(as_str(partial.get("jsonPath")) or "") if partial is not None else None
+        if partial is None or names is None:
             return None, ()
-        value: Any = None
-        for field in ("stringValue", "numberValue", "boolValue"):
-            if field in partial:
-                value = partial[field]
+        values = [field for field in _LIVE_VALUES if field in partial]
+        if len(values) > 1:
+            return None, ()
+        value: Any = partial[values[0]] if values else None
         if isinstance(value, str):
-            leaves.append(
-                (format_locator((*where, "partialArgs", index, "stringValue")), value, ".".join(names))
-            )
+            spelled = values[0] if values[0] in as_dict(given) else _SNAKE_CASE_OF[values[0]]
+            leaves.append((format_locator((*where, index, spelled)), value, ".".join(names)))
         for name in reversed(names[1:]):
             value = {name: value}
         fragment = merged_arguments(fragment, {names[0]: value})
