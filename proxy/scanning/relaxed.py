@@ -95,7 +95,7 @@ def _read_alike(source: str, state: Any) -> bool:
     the standard parser read (``state``): where the two part on its parentheses or flags, they part on
     what it matches."""
     try:
-        own = regex.compile(source)
+        own = regex_of(source)
     except (regex.error, ValueError, TypeError, OverflowError, RecursionError):
         return False
     return (
@@ -198,6 +198,14 @@ _AT_START = _ENGINE.RE2.Anchor.ANCHOR_START
 _NO_MATCH = (-1, -1)
 
 
+@functools.lru_cache(maxsize=8192)
+def regex_of(source: str) -> regex.Pattern[str]:
+    """``source`` compiled by the regex module, kept by its text: a rule's pattern is compiled when its
+    pack is read and again by each question of its loosened form, and the module's own cache keeps 500
+    patterns, fewer than the packs hold."""
+    return regex.compile(source)
+
+
 @functools.cache
 def compiled(source: str, flags: int | None = None) -> Any:
     """The loosened form of ``source`` compiled by RE2, or None when there is none. ``flags`` are those
@@ -251,7 +259,7 @@ def _own_flags(source: str) -> int | None:
     """The flags the regex module compiles ``source`` with by itself; None when it cannot compile it
     alone (a pattern valid only under a flag passed to ``regex.compile``, VERSION1's set operations)."""
     try:
-        return regex.compile(source).flags
+        return regex_of(source).flags
     except (regex.error, ValueError, TypeError, OverflowError, RecursionError):
         return None
 

@@ -558,7 +558,7 @@ class _PackReader:
             self.problem(line, f"{label}: regex must be a non-empty string")
             return None
         try:
-            return regex.compile(source)
+            return relaxed.regex_of(source)
         except regex.error as error:
             self.problem(line, f"{label}: regex does not compile: {error}")
             return None
