@@ -503,13 +503,14 @@ def test_a_search_led_by_the_loosened_form_finds_what_the_pattern_finds(loosened
 
 @pytest.mark.parametrize("unit", ["the quick brown fox reads its mail ", "exec", "\u00e9 exec ", "popen"])
 def test_prose_and_words_that_run_strings_glued_are_read_in_time_linear_in_them(unit: str) -> None:
-    """40 KB of prose is read within 90 ms of CPU (some 120 ms before, two thirds of it the search for what
-    runs strings at every place; some 45 ms now), and a word that runs strings repeated with no word
-    boundary (each a place where the loosened form starts and reads to the word's end) costs no more and
-    grows linearly."""
+    """40 KB of prose is read within 150 ms of CPU (some 120 ms before the search for what runs strings
+    was led by its loosened form, two thirds of it that search; some 45 ms after; 80 to 90 ms with the
+    readings added since, "exec" repeated the dearest), and a word that runs strings repeated with no
+    word boundary (each a place where the loosened form starts and reads to the word's end) costs no more
+    and grows linearly."""
     padding = (unit * (40 * 1024 // len(unit) + 1))[: 40 * 1024]
     arguments = json.dumps({"command": padding})
-    assert least_cpu_seconds(lambda: commands.readings("bash", arguments), runs=2) < 0.09
+    assert least_cpu_seconds(lambda: commands.readings("bash", arguments), runs=2) < 0.15
     quarter = json.dumps({"command": padding[: 10 * 1024]})
     assert least_cpu_seconds(lambda: commands.readings("bash", arguments), runs=1) < 6 * max(
         least_cpu_seconds(lambda: commands.readings("bash", quarter), runs=1), 0.01
