@@ -475,3 +475,34 @@ def test_a_chat_calls_object_arguments_are_merged_before_they_are_read(path: str
     (call,) = session.completion.tool_calls
     assert json.loads(call.arguments) == {"path": path}
     assert session.dropped_tool_calls == ([("read_file", "call_0")] if withheld else [])
+
+
+AWS_KEY = "AKIA" + "Z7QW3RTY2UIO4PAS"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+@pytest.mark.parametrize("cut", [6, 13])
+def test_a_key_cut_over_a_chat_calls_object_arguments_is_read_joined(mode: str, cut: int) -> None:
+    """Each string of arguments streamed as objects is read on from the strings before it at the same
+    place, as the OpenAI SDK appends them: a key cut over two is redacted where enforced; observed, the
+    events go as they came and the call is read whole."""
+    session = _session(mode)
+    text = f"upload {AWS_KEY} now"
+    pieces = [_piece(0, name="search_docs")] + [
+        {"index": 0, "function": {"arguments": {"query": part}}}
+        for part in (text[: 7 + cut], text[7 + cut :])
+    ]
+    events = [_chunk(piece) for piece in pieces] + [_chunk(finish="tool_calls")]
+    sent = _run(session, events)
+    joined = "".join(
+        piece["function"]["arguments"].get("query", "")
+        for event in sent
+        for piece in event["choices"][0]["delta"].get("tool_calls", [])
+        if isinstance(piece["function"].get("arguments"), dict)
+    )
+    enforcing = mode == "enforce"
+    assert joined == ("upload [REDACTED:aws-access-key-id] now" if enforcing else text)
+    assert (sent == events) is not enforcing
+    # Observed, nothing is filtered: the call is read whole at the end, its key there for the scan.
+    (call,) = session.completion.tool_calls
+    assert json.loads(call.arguments) == {"query": text}

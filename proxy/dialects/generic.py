@@ -40,6 +40,7 @@ from proxy.dialects.locator import (
 )
 from proxy.dialects.mcp import MCP, MCPStreamSession, holds_jsonrpc
 from proxy.dialects.shapes import (
+    CallPiece,
     Placed,
     StreamedCalls,
     StreamKey,
@@ -52,6 +53,7 @@ from proxy.dialects.shapes import (
 from proxy.dialects.stream import (
     JOINED,
     MISPLACED_RULE,
+    GrowingText,
     PerEventStreamSession,
     StreamFilters,
     StreamSession,
@@ -426,9 +428,19 @@ def without_items(document: Any, places: list[list[Step]]) -> Any | None:
     return document
 
 
-Fed = tuple[StreamKey, str, str]
-"""A piece of a streamed call's arguments one event fed its filter: the call's key, the locator of the
-piece in the event, and the piece as it came."""
+Fed = tuple[StreamKey, str, str, str]
+"""A piece of a streamed call's arguments one event fed its filter: the call's key, the channel it fed
+(``argument_channels``), the locator of the piece in the event, and the piece as it came."""
+
+
+def argument_channels(call: str, piece: CallPiece) -> list[tuple[str, str]]:
+    """The channels of the arguments of the call at ``call`` that ``piece`` feeds, each with the locator
+    of its text in the event: the call's own for a string a client appends to its arguments (``call``),
+    and one for each string of a fragment of their object, at the place in the arguments it is appended
+    to, as a client merges it."""
+    channels = [] if piece.text_at is None else [(call, piece.text_at)]
+    steps = parse_locator(call)
+    return channels + [(format_locator((*steps, *locator_steps(place))), at) for at, _, place in piece.leaves]
 
 
 class GenericStreamSession(PerEventStreamSession):
@@ -467,12 +479,15 @@ class GenericStreamSession(PerEventStreamSession):
         """Those events, made while an event is read, sent before it."""
         self._in_deltas = False
         """Whether the stream has carried text in deltas."""
-        self._argument_texts: list[tuple[StreamKey, str]] = []
+        self._argument_texts: list[tuple[StreamKey, str, str]] = []
         """The event last read's pieces of undecided streamed calls' arguments: each call's key, with the
-        locator of its piece's text."""
-        self._call_feeds: dict[StreamKey, tuple[SSEEvent, Any, str]] = {}
-        """The streamed calls whose arguments are read joined and not yet closed, each with the last event
-        that fed them, its payload as sent and the locator of their text in it."""
+        channel its piece feeds and the locator of the piece's text."""
+        self._call_feeds: dict[StreamKey, dict[str, tuple[SSEEvent, Any, str]]] = {}
+        """The streamed calls whose arguments are read joined and not yet closed, each with its channels
+        open, each with the last event that fed it, its payload as sent and the locator of its text in it."""
+        self._fragment_texts: dict[StreamKey, dict[str, GrowingText]] = {}
+        """The strings of the fragments of undecided calls' arguments' objects, as they came, by call and
+        channel: what each channel's filter is held to at the decision."""
         self._flushed: list[tuple[bytes, StreamKey]] = []
         """Events carrying what a call's arguments held back when they closed, each with the call's key:
         sent before the event that closed them, and withheld with the call."""
@@ -502,9 +517,10 @@ class GenericStreamSession(PerEventStreamSession):
         self._placed = (event, self._streamed.place(pieces, self._numbered)) if pieces else None
         calls = self._streamed.calls
         self._argument_texts = [
-            (piece.key, piece.text_at)
+            (piece.key, channel, at)
             for piece in pieces
-            if piece.key in calls and piece.text_at is not None and calls[piece.key].decision is None
+            if piece.key in calls and calls[piece.key].decision is None
+            for channel, at in argument_channels(calls[piece.key].where, piece)
         ]
         if marked:
             streaming = {piece.where for piece in pieces if piece.opens}
@@ -578,7 +594,10 @@ class GenericStreamSession(PerEventStreamSession):
             return
         self._close_call(key, keep=forced is None)
         released = self.released_arguments.get(call.where, "")
-        if released != call.arguments.text:
+        fragments = self._fragment_texts.pop(key, {})
+        if released != call.arguments.text or any(
+            self.released_arguments.get(channel, "") != text.text for channel, text in fragments.items()
+        ):
             self._redacted.add(key)
         first, *others = call.readings()
         if forced == "drop":
@@ -594,20 +613,13 @@ class GenericStreamSession(PerEventStreamSession):
             self._told.append(self._withheld_event(first))
 
     def _close_call(self, key: StreamKey, *, keep: bool = True) -> None:
-        """Closes the joined reading of the arguments of the call at ``key``: what its filter held back is
-        to be sent (``_flushed``, unless not ``keep``) in an event of the shape of the last that fed it."""
-        feed = self._call_feeds.get(key)
-        if feed is None:
-            return
-        event, payload, where = feed
-        flushed = self._end_arguments(key)
-        if flushed and keep:
-            self._flushed.append((rewritten(event, delta_carrying(payload, where, flushed)), key))
-
-    def _end_arguments(self, key: StreamKey) -> str:
-        """Ends the joined reading of the arguments of the call at ``key``: what its filter held back."""
-        self._call_feeds.pop(key, None)
-        return self._close_arguments(self._streamed.calls[key].where)
+        """Closes the joined reading of the arguments of the call at ``key``: what each channel's filter
+        held back is to be sent (``_flushed``, unless not ``keep``) in an event of the shape of the last
+        that fed it."""
+        for channel, (event, payload, where) in self._call_feeds.pop(key, {}).items():
+            flushed = self._close_arguments(channel)
+            if flushed and keep:
+                self._flushed.append((rewritten(event, delta_carrying(payload, where, flushed)), key))
 
     def _hold_flushed(self) -> None:
         """Holds the events of ``_flushed`` each with its call, so that a call withheld takes its own."""
@@ -652,7 +664,7 @@ class GenericStreamSession(PerEventStreamSession):
         if read is None or read[0] is not piece:
             return piece
         _, event, payload, fed = read
-        kept = [(where, text) for key, where, text in fed if key not in self._redacted]
+        kept = [(where, text) for key, _, where, text in fed if key not in self._redacted]
         if not kept:
             return piece
         for where, text in kept:
@@ -715,7 +727,7 @@ class GenericStreamSession(PerEventStreamSession):
             # Once text comes in deltas, the other strings (ids, kinds, a message given whole at its end)
             # are no continuation of it: read on from a key's prefix it held, an id would be redacted.
             self._in_deltas = self._in_deltas or bool(joined)
-            read_on = {where for where, _, _ in joined} | {where for _, where, _ in fed}
+            read_on = {where for where, _, _ in joined} | {where for _, _, where, _ in fed}
             own = self._filter_apart if self._in_deltas else self._filter_within_event
             for where, text in self._texts(payload):
                 if where not in read_on:
@@ -723,9 +735,9 @@ class GenericStreamSession(PerEventStreamSession):
             for where, channel, text in joined:
                 payload = set_at(payload, where, self._filter_text(channel, text))
                 self._joined[channel] = (event, payload, where)
-        for key, where, _ in fed:
+        for key, channel, where, _ in fed:
             if key not in self._ended_here(event):
-                self._call_feeds[key] = (event, payload, where)
+                self._call_feeds.setdefault(key, {})[channel] = (event, payload, where)
         sent = rewritten(event, payload)
         if fed and self.filters.tool_gate is not None:
             self._as_read[id(sent)] = (sent, event, payload, fed)
@@ -741,17 +753,22 @@ class GenericStreamSession(PerEventStreamSession):
         if self.filters.argument_filter is None:
             return payload, fed
         calls = self._streamed.calls
-        for key, where in self._argument_texts:
+        for key, channel, where in self._argument_texts:
             text = get_at(payload, where)
             if isinstance(text, str) and calls[key].decision is None:
-                payload = set_at(payload, where, self._filter_arguments(calls[key].where, text))
-                fed.append((key, where, text))
-        last = {key: where for key, where, _ in fed}
+                payload = set_at(payload, where, self._filter_arguments(channel, text))
+                fed.append((key, channel, where, text))
+                if channel != calls[key].where:
+                    self._fragment_texts.setdefault(key, {}).setdefault(channel, GrowingText()).add(text)
+        last = {(key, channel): where for key, channel, where, _ in fed}
         for key in self._ended_here(event):
-            if key not in last:
-                self._close_call(key)
-                continue
-            payload = set_at(payload, last[key], get_at(payload, last[key]) + self._end_arguments(key))
+            feeds = self._call_feeds.get(key, {})
+            for (ended, channel), where in last.items():
+                if ended == key:
+                    feeds.pop(channel, None)
+                    held = self._close_arguments(channel)
+                    payload = set_at(payload, where, get_at(payload, where) + held)
+            self._close_call(key)
         return payload, fed
 
     def _on_text_event(self, event: SSEEvent) -> list[bytes]:
