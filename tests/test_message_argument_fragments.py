@@ -103,8 +103,9 @@ def test_an_everyday_call_in_fragments_arrives_as_it_came(dialect: str) -> None:
 @pytest.mark.parametrize("dialect", sorted(TURNS))
 def test_a_key_cut_over_fragments_reaches_the_agent_redacted(dialect: str) -> None:
     gate = _inspector("enforce")
-    received = relay(gate, TURNS[dialect]("send_note", "text", KEY))
+    received = relay(gate, TURNS[dialect]("search_docs", "text", KEY))
     assert AWS_KEY[6:] not in carried(received) and AWS_KEY[:6] not in carried(received)
+    assert "[REDACTED:aws-access-key-id]" in carried(received)
     assert {f.enforced for f in gate.turn.findings if f.rule == "aws-access-key-id"} == {True}
 
 
