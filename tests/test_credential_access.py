@@ -1135,6 +1135,42 @@ def test_names_flags_uses_and_code_variables_are_no_credential_theft(
 
 
 @pytest.mark.parametrize(
+    ("tool", "code"),
+    [
+        ("python", 'client = OpenAI(api_key=os.environ["OPENAI_API_KEY"]); print(client.models.list())'),
+        (
+            "run_javascript",
+            'res = await fetch("https://api.github.com/user",'
+            " {headers: {Authorization: process.env.GITHUB_TOKEN}});"
+            " console.log(res.status)",
+        ),
+        (
+            "python",
+            's = boto3.Session(aws_secret_access_key=os.getenv("AWS_SECRET_ACCESS_KEY"));'
+            " print(s.region_name)",
+        ),
+        ("run_javascript", "const c = new Client({ token: process.env.SLACK_TOKEN }); console.log(c.id)"),
+    ],
+)
+def test_an_object_built_with_a_secret_printed_is_no_credential_theft(tool: str, code: str) -> None:
+    assert _rules_of(tool, code=code) == set()
+
+
+@pytest.mark.parametrize(
+    ("tool", "code"),
+    [
+        ("python", 'k = os.environ["OPENAI_API_KEY"]; client = OpenAI(api_key=k); print(k)'),
+        ("python", "k = f'Bearer {os.environ[\"OPENAI_API_KEY\"]}'; print(k)"),
+        ("python", 'k = "Bearer " + os.getenv("OPENAI_API_KEY"); print(k)'),
+        ("python", 'k = str(os.environ["GITHUB_TOKEN"]); print(k)'),
+        ("run_javascript", "const t = String(process.env.GITHUB_TOKEN); console.log(t)"),
+    ],
+)
+def test_a_secret_bound_or_built_into_a_string_printed_is_credential_theft(tool: str, code: str) -> None:
+    assert "secret-variable-printed" in _rules_of(tool, code=code)
+
+
+@pytest.mark.parametrize(
     ("tool", "arguments", "rule"),
     [
         ("php", {"code": "echo getenv('GITHUB_TOKEN');"}, "secret-variable-printed"),

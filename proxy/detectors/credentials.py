@@ -676,7 +676,12 @@ def environment_aliases(code: str) -> str:
     written = code
     for _ in range(_MOST_ALIASES):
         binding = next(
-            (found for found in _ENVIRONMENT_ALIAS.finditer(written) if _uses(written, found)), None
+            (
+                found
+                for found in _ENVIRONMENT_ALIAS.finditer(written)
+                if _uses(written, found) and not _built_with(found["value"])
+            ),
+            None,
         )
         if binding is None:
             break
@@ -688,6 +693,26 @@ def environment_aliases(code: str) -> str:
         # The binding itself is left out, so that the next turn finds the next one.
         written = written[: binding.start()] + after
     return "" if written == code else written
+
+
+_CALLED = re.compile(r"[ \t]*(?P<made>(?:await|new)[ \t]+)?(?P<callee>[A-Za-z_$][\w$.]*)[ \t]*\(")
+_KEEPING_VALUE = frozenset({"String", "Buffer", "Object", "JSON", "Array"})
+"""Capitalised names of calls whose result holds the value they are given (``String(process.env.X)``)."""
+
+
+def _built_with(value: str) -> bool:
+    """Whether a bound value is an object a constructor or a request makes with the environment's
+    variable, not the variable: ``OpenAI(api_key=os.environ[...])``, ``boto3.Session(...)``, ``await
+    fetch(url, {headers: ...})``, ``new Client(...)``, whose printing prints their own. A call that turns
+    the value into another form (``str(...)``, ``json.dumps(...)``, ``Object.assign({}, process.env)``)
+    still holds it."""
+    called = _CALLED.match(value)
+    if called is None:
+        return False
+    last = called["callee"].rsplit(".", 1)[-1]
+    return last not in _KEEPING_VALUE and (
+        called["made"] is not None or last[:1].isupper() or _SENDING.match(called["callee"]) is not None
+    )
 
 
 def _written_as(value: str, use: re.Match[str]) -> str:
