@@ -652,10 +652,32 @@ def test_a_word_fed_to_a_decoder_is_read_whatever_its_length(command: str) -> No
         ("find / -name id_rsa -exec cat {} \\;", "ssh-private-key-file"),
         ("locate .git-credentials", "token-store-file"),
         ("find ~ -name '*.keychain-db'", "os-credential-store"),
+        ("locate *.kdbx", "password-manager-file"),
+        ("rg --files ~ | grep -i kdbx", "password-manager-file"),
+        ("fd -H id_rsa ~", "ssh-private-key-file"),
+        ("cat ~/.password-store/github.gpg", "password-manager-file"),
     ],
 )
 def test_searching_for_a_credential_file_by_name_is_credential_theft(command: str, rule: str) -> None:
     assert rule in _rules_of("bash", command=command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "gcloud auth print-access-token",
+        "gcloud auth application-default print-access-token",
+        "az account get-access-token --resource https://vault.azure.net",
+        "aws configure export-credentials --format env",
+    ],
+)
+def test_an_access_token_a_cloud_cli_prints_is_credential_theft(command: str) -> None:
+    assert "secret-store-read" in _rules_of("bash", command=command)
+
+
+@pytest.mark.parametrize("command", ["gcloud auth list", "az account show", "aws configure list"])
+def test_a_cloud_cli_s_account_shown_is_no_credential_theft(command: str) -> None:
+    assert _rules_of("bash", command=command) == set()
 
 
 @pytest.mark.parametrize(
@@ -668,6 +690,9 @@ def test_searching_for_a_credential_file_by_name_is_credential_theft(command: st
         "find . -name 'id_*.py'",
         "rg --files -g '*.sqlite'",
         "find . -type f -name '*.py' | xargs grep -n token",
+        "rg --files src | grep -i test",
+        "pip install pykeepass",
+        "tree -a src",
     ],
 )
 def test_searching_for_everyday_names_is_no_credential_theft(command: str) -> None:

@@ -945,7 +945,8 @@ _SEARCHED_NAME = re.compile(
 """A file's name searched for wherever it is: ``find -name``/``-iname``, ``mdfind -name``, a glob of
 ``rg``/``fd`` (``-g``), PowerShell's ``-Filter``/``-Include``, the name ``locate`` or ``fd`` looks for."""
 _GREPPED_LISTING = re.compile(
-    r"""(?i)\b(?:ls|find|tree|dir|gci|get-childitem|fd|fdfind|[pm]?locate|du)\b[^\n;&|]{0,256}\|[ \t]*"""
+    r"""(?i)\b(?:ls|find|tree|dir|gci|get-childitem|fd|fdfind|[pm]?locate|du|rg[ \t]+--files)\b"""
+    r"""[^\n;&|]{0,256}\|[ \t]*"""
     r"""(?:[ef]?grep|rg|findstr|select-string|sls)(?:[ \t]+-\S*)*[ \t]+["']?(?P<name>[\w.-]{1,256})"""
 )
 """A listing of files' names piped into a search for one by a part of it: ``ls -R ~ | grep logins.json``."""
