@@ -538,12 +538,17 @@ def _sent_elsewhere(read: str, credentials: CredentialTable, meter: Meter) -> bo
     the hosts it names are known: a header hands a secret over as well as data does. Each command or call
     that sends and reaches the variable is read, a URL's among them (``https://x.example/?u=https://...``),
     each once. Raises ``_OutOfTime`` where the meter's budget is spent before the answer."""
+    if _SENDING.search(read) is None:
+        return False
     requests: dict[int, tuple[int, list[str]]] = {}
+    named: dict[str, bool] = {}
     for variable in _SECRET_VARIABLE.finditer(read):
         if meter.left() <= 0:
             raise _OutOfTime
         name = next(group for group in variable.groups() if group)
-        if not _SECRET_NAME.search(name) or provider_of(name, credentials) is None:
+        if name not in named:
+            named[name] = bool(_SECRET_NAME.search(name)) and provider_of(name, credentials) is not None
+        if not named[name]:
             continue
         window = max(0, variable.start() - _LONGEST_REQUEST)
         for sending in _SENDING.finditer(read, window, variable.start()):
