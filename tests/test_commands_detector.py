@@ -12,6 +12,8 @@ import json
 
 import pytest
 import regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.command_eval import DISGUISES, fixture_cases, shell_commands, withheld
 from proxy.detectors import commands, tools
@@ -529,3 +531,36 @@ def test_globs_a_sender_writes_are_kept_within_bounds() -> None:
         commands.readings("bash", json.dumps({"command": f"r{number}* -rf /tmp/x"}))
     assert tools._compiled_glob.cache_info().currsize <= 1024
     assert fnmatch._compile_pattern.cache_info().currsize == kept_by_fnmatch  # type: ignore[attr-defined]
+
+
+# The search of what a store takes its output from as it was written first: from each place, a pipeline
+# ending in a store. Right, and quadratic in a line's length.
+_STORED_FROM_EACH_PLACE = regex.compile(
+    r"(?m)(?P<pipeline>[^\n;&<>()`]*?)"
+    r"(?:(?<![<>&=-])\d?>>?[ \t]*(?![&=])|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-\S+)*[ \t]+"
+    r"|\bdd\b[^\n;&|]*?[ \t]of=)"
+    r"""(?P<path>[^\s;&|<>()'"`]+)"""
+)
+_STORE_PIECES = st.sampled_from(
+    ["echo x", " ", "|", "| tee ", "| sudo tee -a ", ">", ">>", "2>", "2>&1", "&", ";", "\n", "(", ")", "`",
+     "<", "dd if=a", " of=", "out.sh", "/dev/null", "=", "-", "cat y", "'q'"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_STORE_PIECES, max_size=14).map("".join))
+def test_what_a_store_takes_its_output_from_is_what_a_search_from_each_place_finds(text: str) -> None:
+    expected = [
+        (match.group("path"), match.group("pipeline").strip())
+        for match in _STORED_FROM_EACH_PLACE.finditer(text)
+        if not match.group("path").startswith("/dev/")
+    ]
+    assert commands.redirected_by_commands(text) == expected
+
+
+@pytest.mark.parametrize("unit", ["abc def ", "dd ", "| ", "echo x | "])
+def test_a_long_line_of_no_store_is_read_in_time_linear_in_it(unit: str) -> None:
+    """A line of 400,000 characters with no store costs one pass, and ``dd`` at most 160 characters a word
+    (a search from each place for a pipeline ending in a store took 10 s on 20,000)."""
+    line = unit * (400_000 // len(unit))
+    assert least_cpu_seconds(lambda: commands.redirected_by_commands(line), runs=1) < 1.0

@@ -1303,20 +1303,30 @@ def _shell_words(text: str) -> list[str]:
 
 def redirected_by_commands(text: str) -> list[tuple[str, str]]:
     """The files a redirect, ``tee`` or ``dd of=`` stores a pipeline's output in (not a device, not
-    another descriptor), each with the pipeline's commands."""
-    return [
-        (match.group("path"), match.group("pipeline").strip())
-        for match in _REDIRECTED.finditer(text)
-        if not match.group("path").startswith("/dev/")
-    ]
+    another descriptor), each with the pipeline's commands: what runs before it since the last command
+    separator or the last such store."""
+    stored = []
+    pipeline_start = 0
+    for match in _STORED_TO.finditer(text):
+        before = text[pipeline_start : match.start()]
+        start = pipeline_start + 1 + max(before.rfind(separator) for separator in _PIPELINE_ENDS)
+        pipeline_start = match.end()
+        if not match.group("path").startswith("/dev/"):
+            stored.append((match.group("path"), text[start : match.start()].strip()))
+    return stored
 
 
-_REDIRECTED = re.compile(
-    r"(?m)(?P<pipeline>[^\n;&<>()`]*?)"
+_PIPELINE_ENDS = ("\n", ";", "&", "<", ">", "(", ")", "`")
+"""What ends a pipeline a store takes its output from, looking back from the store."""
+_STORED_TO = re.compile(
     r"(?:(?<![<>&=-])\d?>>?[ \t]*(?![&=])|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-\S+)*[ \t]+"
-    r"|\bdd\b[^\n;&|]*?[ \t]of=)"
+    r"|\bdd\b[^\n;&|]{0,160}?[ \t]of=)"
     r"""(?P<path>[^\s;&|<>()'"`]+)"""
 )
+"""A redirect, ``tee`` or ``dd of=`` and the file it stores in; found alone and the pipeline looked back
+for, as a search from each place for a pipeline that ends in a store would read a line once a place (a
+20 KB line of words: 10 s). ``dd``'s ``of=`` is looked for within 160 characters of it, so that a line of
+``dd`` alone costs that much a word, not the line's length."""
 _CODE_PATH = r"""[ \t]*['"]([^'"\n]{1,256})['"]"""
 _WRITTEN_BY_CODE = re.compile(
     # Python, Ruby, PHP, Lua, C: open('x.sh', 'w'), File.open, fopen, io.open.
