@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
 from proxy.config.policy import parse_policy
+from proxy.detectors import scripts
 from proxy.exchange import ToolCall
 from proxy.inspection import Detectors, TurnInspector
 from proxy.state import SqliteStateStore
 from proxy.turn import Turn, TurnContext
+from tests.cpu_time import least_cpu_seconds
 
 POLICY = textwrap.dedent("""\
     mode: enforce
@@ -240,3 +243,40 @@ def test_what_a_later_call_defines_changes_nothing_of_an_earlier_one() -> None:
     assert judged([shell("rm -rf $T"), shell("export T=~"), shell("rm -rf $T")]) == DELETE
     assert judged([shell("rm -rf $T"), shell("export T=~")], at=0) is None
     assert judged([shell("del ~/x"), shell("alias del='rm -rf'")], at=0) is None
+
+
+def command_field(command: str) -> str:
+    return json.dumps({"command": command})
+
+
+ALIASED = ToolCall(
+    id="a", name="bash", arguments=command_field("alias d='" + "echo hi " * 500 + "'"), where=""
+)
+OWN = scripts._own.__wrapped__
+"""What a call leaves, read afresh each time (not from the cache)."""
+
+
+@pytest.mark.parametrize(
+    ("reading", "text"),
+    [
+        ("a function's name", lambda n: OWN("bash", command_field("echo " + "a." * (n // 2)))),
+        ("function bodies", lambda n: OWN("bash", command_field("f(){" * (n // 4)))),
+        ("a path after separators", lambda n: scripts._runs(";" * n + " x", "", "x")),
+        ("a file named again and again", lambda n: scripts._runs("", "x " * (n // 2), "x")),
+        ("runners with no file", lambda n: scripts._runs("", "sh " * (n // 3), "x")),
+    ],
+)
+def test_what_earlier_calls_left_is_read_in_time_linear_in_a_call(
+    reading: str, text: Callable[[int], object]
+) -> None:
+    """40,000 characters crafted for each reading cost about four times 10,000, not sixteen."""
+    small = max(least_cpu_seconds(lambda: text(10_000), runs=2), 0.005)
+    assert least_cpu_seconds(lambda: text(40_000), runs=2) < 10 * small, reading
+
+
+def test_an_alias_used_again_and_again_is_read_at_its_first_uses() -> None:
+    """A 4 KB alias used 4,000 times adds its value a few times to what is judged, not 4,000 times."""
+    use = ToolCall(id="u", name="bash", arguments=command_field("d;" * 4000), where="")
+    conversation = [ALIASED, use]
+    judged = scripts.run_arguments(use, conversation, scripts.left_by(conversation))
+    assert "echo hi" in judged and len(judged) < 64 * 1024

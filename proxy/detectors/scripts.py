@@ -11,6 +11,7 @@ is no run of it.
 from __future__ import annotations
 
 import functools
+import itertools
 import posixpath
 import re
 import shlex
@@ -24,6 +25,9 @@ from proxy.exchange import ToolCall
 _MOST_PER_CALL = 32
 """Copies, downloads and definitions read of one call at most: a call's share of the walk stays bounded."""
 _LONGEST_VALUE = 4096
+_MOST_USES = 8
+"""Uses of one alias or function in a text read as what they run: the definition is read at the first
+ones, and a call repeating a use need not be read once more for each."""
 """Characters of a definition's value kept: the reading of its use stays bounded."""
 
 
@@ -94,11 +98,16 @@ def run_arguments(call: ToolCall, conversation: Sequence[ToolCall], left: Sequen
     variables = _assignments(
         call.arguments, [variable for other in before for variable in other.defined.variables]
     )
-    used = [
-        ("", _used(text, name, body, takes_arguments))
+    # The latest definition of a name is the one in force, as in a shell.
+    definitions = {
+        name: (body, takes_arguments)
         for other in before
         for name, body, takes_arguments in other.defined.commands
         if name in used_commands
+    }
+    used = [
+        ("", _used(text, name, body, takes_arguments))
+        for name, (body, takes_arguments) in definitions.items()
         for text in texts
     ]
     defined = [("", "\n".join([*variables, *texts]))] if variables else []
@@ -145,13 +154,18 @@ def _own(
     if not is_command_tool(name):
         return written, (), (), _Defined((), ())
     texts = list(command_strings(arguments))
-    downloads = tuple(download for text in texts for download in _downloads(text))[:_MOST_PER_CALL]
-    copies = tuple(copy for text in texts for copy in _copies(text))[:_MOST_PER_CALL]
-    variables = tuple(
+    downloads = _first(download for text in texts for download in _downloads(text))
+    copies = _first(copy for text in texts for copy in _copies(text))
+    variables = _first(
         (match.group(1), _value(match.group(2))) for text in texts for match in _VARIABLE.finditer(text)
-    )[:_MOST_PER_CALL]
-    commands = tuple(definition for text in texts for definition in _definitions(text))[:_MOST_PER_CALL]
+    )
+    commands = _first(definition for text in texts for definition in _definitions(text))
     return written, downloads, copies, _Defined(variables, commands)
+
+
+def _first[T](found: Iterator[T]) -> tuple[T, ...]:
+    """The first ``_MOST_PER_CALL`` of what a call's reading finds, the rest not looked for."""
+    return tuple(itertools.islice(found, _MOST_PER_CALL))
 
 
 _SEGMENT = re.compile(r"&&|\|\||[;\n|&(){}`]|\$\(")
@@ -266,20 +280,30 @@ _RUNNER = (
 )
 
 
+_PATH_PART = r"[^\s;&|()`<>]*"
+"""A path's directories: no run of them reaches past a command's separator, so that a search from each
+separator reads no further than the next."""
+_LOOK = 1024
+"""How far along a line a file given to a pipe or read into ``sh -c`` is looked for from it: each place
+of a crafted line is read at most this far, not to its end."""
+
+
 def _runs(texts: str, readings: str, name: str) -> bool:
     """Whether a call's commands run the file of this name: by its path (``./x.sh``, ``exec ~/bin/x``), given
     to a shell or an interpreter as its script or its input, piped to one, or read into ``sh -c`` or
     ``eval``; the commands as written, and one a line in their readings."""
-    file = rf"(?<![\w.-])(?:\S*/)?{re.escape(name)}"
+    file = rf"(?<![\w.-])(?:{_PATH_PART}/)?{re.escape(name)}"
     by_path = (
-        rf"(?:^|[;&|(`\n]|\$\()[ \t]*(?:(?:sudo|exec|nohup|time)[ \t]+)*\S*/{re.escape(name)}(?=[\s;&|)`]|$)"
+        rf"(?:^|[;&|(`\n]|\$\()[ \t]*(?:(?:sudo|exec|nohup|time)[ \t]+)*{_PATH_PART}/{re.escape(name)}"
+        r"(?=[\s;&|)`]|$)"
     )
     return bool(
         re.search(by_path, texts)
         or re.search(
-            rf"(?m)^[ \t]*(?:\S*/)?{_RUNNER}(?:[ \t]+-\S+)*[ \t]+<?[ \t]*{file}(?=\s|$)"
-            rf"|{file}\b[^\n|]*\|[ \t]*(?:sudo[ \t]+)?(?:\S*/)?{_RUNNER}(?=\s|$)"
-            rf"|(?:{_RUNNER}|eval)\b[^\n]*(?:\$\(|`)[ \t]*(?:cat[ \t]+|<[ \t]*){file}[ \t]*(?:\)|`)",
+            rf"(?m)^[ \t]*(?:{_PATH_PART}/)?{_RUNNER}(?:[ \t]+-\S+)*[ \t]+<?[ \t]*{file}(?=\s|$)"
+            rf"|{file}\b[^\n|]{{0,{_LOOK}}}\|[ \t]*(?:sudo[ \t]+)?(?:{_PATH_PART}/)?{_RUNNER}(?=\s|$)"
+            rf"|(?:{_RUNNER}|eval)\b[^\n]{{0,{_LOOK}}}(?:\$\(|`)[ \t]*(?:cat[ \t]+|<[ \t]*){file}"
+            r"[ \t]*(?:\)|`)",
             readings,
         )
     )
@@ -291,7 +315,7 @@ _VARIABLE = re.compile(
 )
 _ALIAS = re.compile(r"""\balias[ \t]+([\w.:+-]+)=('[^'\n]*'|"[^"\n]*"|[^\s;&|]+)""")
 _FUNCTION = re.compile(
-    r"(?:\bfunction[ \t]+([\w.:+-]+)[ \t]*(?:\([ \t]*\))?|\b([\w.:+-]+)[ \t]*\([ \t]*\))[ \t]*\{"
+    r"(?:\bfunction[ \t]+([\w.:+-]+)[ \t]*(?:\([ \t]*\))?|(?<![\w.:+-])([\w.:+-]+)[ \t]*\([ \t]*\))[ \t]*\{"
 )
 
 
@@ -328,7 +352,7 @@ def _used(text: str, name: str, body: str, takes_arguments: bool) -> str:
     """Each use of an alias or a function in the text as what it runs: the alias's value before the use's
     arguments, the function's body with them in place of its positional parameters."""
     uses = []
-    for match in _command_word(name).finditer(text):
+    for match in itertools.islice(_command_word(name).finditer(text), _MOST_USES):
         rest = match.group("rest").strip()
         uses.append(_called(body, rest) if takes_arguments else f"{body} {rest}")
     return "\n".join(uses)
