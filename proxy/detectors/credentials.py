@@ -514,7 +514,48 @@ class _OutOfTime(Exception):
 
 
 def _hosts(request: str) -> list[str]:
-    return [host.strip("[]").lower() for host in _URL_HOST.findall(request)]
+    """The hosts of the URLs a request names, and an empty name (no host's) where it may go elsewhere
+    too (``_goes_elsewhere_too``)."""
+    hosts = [host.strip("[]").lower() for host in _URL_HOST.findall(request)]
+    return [*hosts, ""] if hosts and _goes_elsewhere_too(request) else hosts
+
+
+def _goes_elsewhere_too(request: str) -> bool:
+    """Whether a request may go elsewhere than the URLs it names: an option that sends it through another
+    host or reads more of it from elsewhere, a proxy set, or a host or a variable given as a destination
+    of its own (a word no option takes as its value)."""
+    words = _URL.sub(" ", request).split()
+    for before, word in zip(["", *words], words, strict=False):
+        bare = word.strip("'\"")
+        if _REROUTED.fullmatch(bare.split("=", 1)[0]) or "_proxy=" in bare.lower():
+            return True
+        if before.strip("'\"") in _VALUED_OPTIONS:
+            continue
+        variable = _WORD_VARIABLE.fullmatch(bare)
+        if _BARE_HOST.fullmatch(bare) or (variable and not _SECRET_NAME.search(variable[1])):
+            return True
+    return False
+
+
+_URL = re.compile(r"""(?i)\b(?:https?|wss?)://[^\s"'`]*""")
+_REROUTED = re.compile(
+    r"--resolve|--connect-to|-x|--proxy|--preproxy|--socks\w*|--next|-:|-K|--config|--url|-e|--execute"
+)
+"""curl's and wget's options that connect through another host, add requests or read options (and
+URLs) from elsewhere."""
+_VALUED_OPTIONS = frozenset(
+    {"-o", "-O", "--output", "-T", "--upload-file", "-w", "--write-out", "-d", "--data", "--data-raw",
+     "--data-binary", "--data-urlencode", "--json", "-F", "--form", "-H", "--header", "-u", "--user", "-A",
+     "--user-agent", "--referer", "-b", "--cookie", "-c", "--cookie-jar", "--cacert", "--cert", "--key",
+     "-X", "--request", "-m", "--max-time", "--retry", "-r", "--range", "-D", "--dump-header",
+     "--output-document", "--post-data", "--post-file", "--body-data", "--method", "-P"}
+)  # fmt: skip
+"""Options whose next word is their value, not a destination."""
+_BARE_HOST = re.compile(
+    r"(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?:/\S*)?|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}\.?(?::\d+)?(?:/\S*)?"
+)
+"""A host written without a scheme, which curl takes as a URL of its own."""
+_WORD_VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
 
 
 def _goes_where_it_belongs(read: str, match: Match, credentials: CredentialTable) -> bool:
