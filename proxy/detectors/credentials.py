@@ -447,7 +447,11 @@ def _rules_read(
     rules = {match.rule.id: match.rule for match in scan.found if match.rule.id != SENT_RULE}
     sent_rule = scanner.rules_by_id.get(SENT_RULE)
     timed_out = tuple(scan.timed_out)
-    if sent_rule is not None and SENT_RULE not in timed_out:
+    if sent_rule is not None and SENT_RULE not in timed_out and budget.left <= 0:
+        # A spent budget reads no further: where a send goes is not known, and the call is withheld.
+        if sent or _SENDING.search(read):
+            timed_out += (SENT_RULE,)
+    elif sent_rule is not None and SENT_RULE not in timed_out:
         # Where its requests go is read on the budget as the scan was: out of time, the rule is, and the
         # call is withheld all the same.
         with budget.metered() as meter:
