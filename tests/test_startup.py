@@ -1,4 +1,5 @@
-"""`egressguard run` reports configuration errors before its banner, always with exit code 2."""
+"""`egressguard run` reports configuration errors before its banner, always with exit code 2; a stop is
+quiet."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness import free_port
+from tests.harness import Proxy, free_port, proxy_authorization
 
 BANNER = "Set in each agent's environment"
 
@@ -80,3 +82,23 @@ def test_an_admin_port_in_use_exits_2_before_the_banner(tmp_path: Path) -> None:
     assert (
         f"admin listener cannot listen on 127.0.0.1:{port}" in result.stderr and BANNER not in result.stdout
     )
+
+
+def test_a_stop_with_connections_open_exits_0_and_quietly(start_proxy: Callable[..., Proxy]) -> None:
+    """SIGTERM while agents hold connections (one idle, one inside a tunnel): each connection's task is
+    cancelled, which the stream server on Python 3.12.1 reported as a traceback a connection."""
+    proxy = start_proxy()
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port)),
+        socket.create_connection(("127.0.0.1", proxy.port)) as tunnelled,
+    ):
+        tunnelled.sendall(
+            b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n"
+            + proxy_authorization()
+            + b"\r\n"
+        )
+        assert tunnelled.recv(1024).startswith(b"HTTP/1.1 200")
+        proxy.process.terminate()
+        assert proxy.process.wait(timeout=20) == 0
+    output = proxy.output()
+    assert "Traceback" not in output and "CancelledError" not in output

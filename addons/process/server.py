@@ -233,12 +233,22 @@ async def _serve(
     _apply(opts, settings, passthrough)
     announce()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_about_cancelled)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, proxy.shutdown)
     loop.add_signal_handler(signal.SIGHUP, proxy.addons.trigger, HangupHook())
     await proxy.run()
     if runtime.startup_error is not None:
         raise StartupError(runtime.startup_error)
+
+
+def _quiet_about_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's report of an error in a callback, but for a task's cancellation: at a stop every open
+    connection's task is cancelled, and the stream server's own callback on Python 3.12.1 asks each for
+    its exception, which raises the cancellation (a traceback a connection, all of it noise)."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
 
 
 def check_options(settings: dict[str, Any], passthrough: Sequence[str] = ()) -> list[Listener]:
