@@ -2743,16 +2743,23 @@ class TurnInspector:
     def _command_judge(self, calls: list[ToolCall]) -> tools.CallJudge:
         """``commands.destructive_entry`` of each of the calls, read with what it runs that the
         conversation's other calls left (``scripts.run_arguments``: ``bash cleanup.sh`` after a call stored
-        ``rm -rf ~`` in it, ``rm -rf $T`` after ``export T=~``, a downloaded file run as ``curl | sh``)."""
+        ``rm -rf ~`` in it, ``rm -rf $T`` after ``export T=~``, a downloaded file run as ``curl | sh``), its
+        reading charged to the budget and its scan's share sized from what the agent sent; out of time
+        where what it runs is not known in time."""
         conversation = [*(self._earlier_calls(calls) or ()), *calls]
         left = functools.cache(lambda: scripts.left_by(conversation))
 
         def judge(call: ToolCall) -> tools.CatalogueEntry | None:
-            if commands.judges(call.name, call.arguments):
-                arguments = scripts.run_arguments(call, conversation, left())
-                if arguments != call.arguments:
-                    call = dataclasses.replace(call, arguments=arguments)
-            return commands.destructive_entry(call, self.detectors.commands, self.budget)
+            if not commands.judges(call.name, call.arguments):
+                return None
+            with self.budget.metered():
+                run = scripts.run_arguments(call, conversation, left())
+            if run is None:
+                return commands.unread_entry(self.detectors.commands, self.budget)
+            arguments, sent = run
+            return commands.destructive_entry(
+                dataclasses.replace(call, arguments=arguments), self.detectors.commands, self.budget, sent
+            )
 
         return judge
 

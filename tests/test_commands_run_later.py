@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -252,7 +253,7 @@ def command_field(command: str) -> str:
 ALIASED = ToolCall(
     id="a", name="bash", arguments=command_field("alias d='" + "echo hi " * 500 + "'"), where=""
 )
-OWN = scripts._own.__wrapped__
+OWN = scripts._read_own
 """What a call leaves, read afresh each time (not from the cache)."""
 
 
@@ -264,6 +265,16 @@ OWN = scripts._own.__wrapped__
         ("a path after separators", lambda n: scripts._runs(";" * n + " x", "", "x")),
         ("a file named again and again", lambda n: scripts._runs("", "x " * (n // 2), "x")),
         ("runners with no file", lambda n: scripts._runs("", "sh " * (n // 3), "x")),
+        ("a long path before a file", lambda n: scripts._runs("", "a/" * (n // 2) + " x.sh", "x.sh")),
+        ("quoted paths before a file", lambda n: scripts._runs("", "'/" * (n // 2) + " x.sh", "x.sh")),
+        (
+            "different uses",
+            lambda n: scripts._uses([";".join(f"d {k}" for k in range(n // 6))], {"d": ("rm -rf", False)}),
+        ),
+        (
+            "uses of a function of its arguments",
+            lambda n: scripts._uses(["f " + "a" * n], {"f": (" ".join(["$@"] * 1300), True)}),
+        ),
     ],
 )
 def test_what_earlier_calls_left_is_read_in_time_linear_in_a_call(
@@ -274,9 +285,119 @@ def test_what_earlier_calls_left_is_read_in_time_linear_in_a_call(
     assert least_cpu_seconds(lambda: text(40_000), runs=2) < 10 * small, reading
 
 
-def test_an_alias_used_again_and_again_is_read_at_its_first_uses() -> None:
-    """A 4 KB alias used 4,000 times adds its value a few times to what is judged, not 4,000 times."""
+def test_an_alias_used_again_and_again_is_read_once_for_each_different_use() -> None:
+    """A 4 KB alias used 4,000 times the same way adds its value once to what is judged, not 4,000 times."""
     use = ToolCall(id="u", name="bash", arguments=command_field("d;" * 4000), where="")
     conversation = [ALIASED, use]
-    judged = scripts.run_arguments(use, conversation, scripts.left_by(conversation))
-    assert "echo hi" in judged and len(judged) < 64 * 1024
+    run = scripts.run_arguments(use, conversation, scripts.left_by(conversation))
+    assert run is not None
+    judged, sent = run
+    assert judged.count("echo hi") == 500 and sent < len(use.arguments) + 4 * 1024
+
+
+REPEATED_ARGUMENTS = shell("f() { " + " ".join(["$@"] * 1300) + " }")
+"""A function whose body repeats its arguments 1,300 times: each use of it would be read as 1,300 copies."""
+
+
+def test_uses_that_would_be_read_as_many_times_their_length_are_out_of_time() -> None:
+    """Eight uses of 2,400 characters each (19 KB sent) would be read as 25 MB: the call is out of time,
+    withheld where enforced, and what it cost is a fraction of a second, not 45 s."""
+    use = shell("; ".join(f"f {'a' * 2400}" for _ in range(8)))
+    assert least_cpu_seconds(lambda: judged([REPEATED_ARGUMENTS, use]), runs=1) < 1.0
+    assert judged([REPEATED_ARGUMENTS, use]) == "destructive_commands-unread"
+    assert judged([REPEATED_ARGUMENTS, shell("f build; f dist")]) is None
+
+
+def test_what_a_use_repeats_of_a_definition_gives_the_budget_no_time() -> None:
+    """The scan's allowance is sized from what the agent sent (the call and each definition once): what
+    the uses repeat of a 4 KB alias is read on it."""
+    use = ToolCall(
+        id="u", name="bash", arguments=command_field("; ".join(f"d {n}" for n in range(15))), where=""
+    )
+    run = scripts.run_arguments(use, [ALIASED, use], scripts.left_by([ALIASED, use]))
+    assert run is not None
+    judged, sent = run
+    assert len(judged) > 15 * 4000 and sent < len(use.arguments) + 2 * 4096
+
+
+def padded(pad: Callable[[int], str], last: str) -> str:
+    """Forty of what ``pad`` makes, and ``last`` after them."""
+    return "; ".join([*(pad(n) for n in range(40)), last])
+
+
+@pytest.mark.parametrize(
+    ("calls", "rule"),
+    [
+        ([shell(padded(lambda n: f"A{n}=1", "export T=~")), shell("rm -rf $T")], DELETE),
+        ([shell(padded(lambda n: f"alias a{n}=ls", "alias del='rm -rf'")), shell("del ~")], DELETE),
+        ([shell(padded(lambda n: f"f{n}() {{ :; }}", 'del() { rm -rf "$1"; }')), shell("del ~")], DELETE),
+        (
+            [
+                shell(padded(lambda n: f"curl -o d{n} https://a.example/{n}", f"curl -o x.sh {URL}")),
+                shell("bash x.sh"),
+            ],
+            FETCHED,
+        ),
+        ([shell('del() { rm -rf "$1"; }'), shell(padded(lambda n: f"del d{n}", "del ~"))], DELETE),
+        ([shell("export T=~; export T=./build"), shell("rm -rf $T")], None),
+        ([shell(padded(lambda n: f"A{n}=./build", "")), shell("rm -rf $A39")], None),
+    ],
+)
+def test_no_count_of_definitions_downloads_or_uses_leaves_the_one_that_matters_unread(
+    calls: list[Call], rule: str | None
+) -> None:
+    """Each name at its latest definition, and each use, however many a call makes."""
+    assert judged(calls) == rule
+
+
+SCRUB = 'scrub() { rm -rf "$1"; }'
+
+
+@pytest.mark.parametrize("defined", ["alias scrub='rm -rf'", SCRUB])
+@pytest.mark.parametrize(
+    "used",
+    ["if scrub ~; then :; fi", "{ scrub ~; }", "! scrub ~", "while scrub ~; do break; done", "time scrub ~",
+     "x=1 scrub ~", "true && scrub ~", "until false; do scrub ~; done", "'scrub' ~",
+     "if false; then :; elif scrub ~; then :; fi"],
+)  # fmt: skip
+def test_an_alias_or_function_is_read_wherever_its_name_stands(defined: str, used: str) -> None:
+    assert judged([shell(defined), shell(used)]) == DELETE
+
+
+@pytest.mark.parametrize("defined", ["alias scrub='rm -rf'", SCRUB])
+@pytest.mark.parametrize(
+    "used", ["if scrub ./build; then :; fi", "x=1 scrub dist", "echo scrub", "ls ~ | grep scrub"]
+)
+def test_an_alias_or_function_named_in_everyday_work_passes(defined: str, used: str) -> None:
+    assert judged([shell(defined), shell(used)]) is None
+
+
+@pytest.mark.parametrize(
+    "defined",
+    ['scrub() ( rm -rf "$1" )', 'scrub() if true; then rm -rf "$1"; fi', 'scrub()\n{\n rm -rf "$1"\n}',
+     'scrub() for d in "$@"; do rm -rf "$d"; done', "alias scrub=rm\\ -rf", "alias -- scrub='rm -rf'",
+     "alias a=ls scrub='rm -rf' b=pwd", "alias scrub=\"rm -rf\""],
+)  # fmt: skip
+def test_each_form_of_a_definition_is_read(defined: str) -> None:
+    assert judged([shell(defined), shell("scrub ~")]) == DELETE
+    assert judged([shell(defined), shell("scrub ./build")]) is None
+
+
+def test_what_a_call_assigns_as_it_uses_a_function_is_what_the_function_reads() -> None:
+    assert judged([shell("scrub() { rm -rf $X; }"), shell("X=~ scrub")]) == DELETE
+    assert judged([shell("scrub() { rm -rf $X; }"), shell("X=./build scrub")]) is None
+
+
+def test_what_a_call_leaves_is_held_in_memory_for_short_calls_alone() -> None:
+    """100 calls writing 1 MB each are read, not kept: the readings kept are bounded by their count and the
+    length of a short call, not by the length of the calls."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(40):
+            content = f"# {n}\n" + "echo hello world; ls -la\n" * 40_000
+            scripts._own("write_file", json.dumps({"path": f"f{n}.sh", "content": content}))
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 8 * 1024 * 1024

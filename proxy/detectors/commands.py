@@ -101,38 +101,55 @@ def command_scanner(packs: list[RulePack]) -> Scanner:
     return Scanner([pack for pack in packs if pack.name == PACK])
 
 
-def destructive_entry(call: ToolCall, scanner: Scanner, budget: ScanBudget) -> CatalogueEntry | None:
+def destructive_entry(
+    call: ToolCall, scanner: Scanner, budget: ScanBudget, sent: int | None = None
+) -> CatalogueEntry | None:
     """The rule a command tool's arguments (another tool's command fields) break, the most severe where
     several do, as a catalogue entry (the call then needs approval as a destructive tool does; a rule
     below high severity is only noted), or None. A rule out of time on them counts as broken, and at high
     severity whatever it looks for, so that no finding of a routine rule stands for it: what it did not
-    read may be the command (the budget names it, for the record)."""
+    read may be the command (the budget names it, for the record). ``sent``: the characters of the
+    arguments the agent sent, where they hold more (what the conversation's other calls left, repeated
+    where the call uses it again and again): the budget grows by their share alone."""
     if not scanner.rules or not judges(call.name, call.arguments):
         return None
-    if budget.spent_for(len(call.arguments)):
+    share = 1.0 if sent is None else min(1.0, sent / len(call.arguments))
+    if budget.spent_for(round(len(call.arguments) * share)):
         scan = scanner.scan(call.arguments, budget)  # read by none of the rules: the pack is out of time
         found, timed_out = scan.found, scan.timed_out
     else:
         # The readings are made and charged as the scan is: arguments crafted to make them long or slow to
         # make cost the budget, and a spent budget makes none.
-        budget.allow(len(call.arguments))
+        budget.allow(round(len(call.arguments) * share))
         found, timed_out = [], ()
         with budget.metered() as meter:
             texts = _judged_texts(call.name, call.arguments)
             if not texts:
                 return None
             for text, reading in texts:
-                budget.allow(len(text))
+                budget.allow(round(len(text) * share))
                 scan = scanner.scan_metered(text, meter, merge=False)
                 found += [match for match in scan.found if _reads(match.rule, reading)]
                 timed_out += scan.timed_out
     if timed_out:
-        unread = scanner.rules_by_id[timed_out[0]]
-        return _entry(
-            unread, max(unread.severity, Severity.HIGH, key=SEVERITY_ORDER.__getitem__), unread=True
-        )
+        return _unread_entry(scanner.rules_by_id[timed_out[0]])
     rule = _most_severe(found)
     return None if rule is None else _entry(rule, rule.severity)
+
+
+def unread_entry(scanner: Scanner, budget: ScanBudget) -> CatalogueEntry | None:
+    """The entry of a command tool's call whose commands are not known in time (what the conversation's
+    other calls left it to run, ``scripts.run_arguments``): its pack out of time on it, in the budget too,
+    as though the rules had no budget left to read it."""
+    unread = scanner.unread.get(PACK)
+    if not scanner.rules or unread is None:
+        return None
+    budget.timed_out.setdefault(unread.id, unread)
+    return _unread_entry(unread)
+
+
+def _unread_entry(rule: Rule) -> CatalogueEntry:
+    return _entry(rule, max(rule.severity, Severity.HIGH, key=SEVERITY_ORDER.__getitem__), unread=True)
 
 
 def _entry(rule: Rule, severity: Severity, *, unread: bool = False) -> CatalogueEntry:

@@ -15,7 +15,7 @@ import itertools
 import posixpath
 import re
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from proxy.detectors.commands import command_strings, is_command_tool, redirected_by_commands, shell_readings
@@ -23,12 +23,12 @@ from proxy.detectors.credentials import ran_files, with_ran, written_files
 from proxy.exchange import ToolCall
 
 _MOST_PER_CALL = 32
-"""Copies, downloads and definitions read of one call at most: a call's share of the walk stays bounded."""
+"""Copies read of one call at most: a call's share of the walk stays bounded."""
 _LONGEST_VALUE = 4096
-_MOST_USES = 8
-"""Uses of one alias or function in a text read as what they run: the definition is read at the first
-ones, and a call repeating a use need not be read once more for each."""
 """Characters of a definition's value kept: the reading of its use stays bounded."""
+_MOST_EXPANDED = 64 * 1024
+"""Characters the uses of aliases and functions in one call may add to what it is judged as: past them
+what it runs is not known in time, and it is judged out of time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +72,16 @@ def left_by(conversation: Sequence[ToolCall]) -> list[Left]:
     return left
 
 
-def run_arguments(call: ToolCall, conversation: Sequence[ToolCall], left: Sequence[Left]) -> str:
+def run_arguments(
+    call: ToolCall, conversation: Sequence[ToolCall], left: Sequence[Left]
+) -> tuple[str, int] | None:
     """A command call's arguments with what it runs of what the conversation's other calls left (files the
     others wrote that it names, a file downloaded before it or by it that it runs, the variables, aliases
     and functions of the calls before it that it uses), read as a command field of its; as they are where
-    it runs none."""
+    it runs none. With them, the characters of them the agent sent: its own, and each thing another call
+    left once (what the uses of an alias or a function repeat of it is no more sent, so gives the scan
+    budget no more time). None where the uses would add more than ``_MOST_EXPANDED``: what the call runs
+    is not known in time."""
     at = next((index for index, other in enumerate(conversation) if other is call), len(conversation))
     files = [file for index, other in enumerate(left) if index != at for file in other.files]
     ran = ran_files(call.arguments, files)
@@ -93,26 +98,32 @@ def run_arguments(call: ToolCall, conversation: Sequence[ToolCall], left: Sequen
         for path, url in dict.fromkeys(downloads)
         if _runs("\n".join(texts), readings, _name(path))
     ]
-    used_commands = {match.group(1) for text in texts for match in _COMMAND_START.finditer(text)}
-    before = left[:at]
-    variables = _assignments(
-        call.arguments, [variable for other in before for variable in other.defined.variables]
-    )
+    words = set(_NAME.findall("\n".join(texts)))
     # The latest definition of a name is the one in force, as in a shell.
     definitions = {
         name: (body, takes_arguments)
-        for other in before
+        for other in left[:at]
         for name, body, takes_arguments in other.defined.commands
-        if name in used_commands
+        if name in words
     }
-    used = [
-        ("", _used(text, name, body, takes_arguments))
-        for name, (body, takes_arguments) in definitions.items()
-        for text in texts
-    ]
-    defined = [("", "\n".join([*variables, *texts]))] if variables else []
-    everything = [*ran, *fetched, *defined, *used]
-    return with_ran(call.arguments, everything) if everything else call.arguments
+    uses = _uses(texts, definitions)
+    if uses is None:
+        return None
+    variables = _assignments(
+        "\n".join([call.arguments, *uses]),
+        [variable for other in left[:at] for variable in other.defined.variables],
+    )
+    # The call's own commands are read with what its uses run, so that what it assigns as it calls a
+    # function (``X=~ scrub``) is what the function's body reads.
+    defined = [("", "\n".join([*variables, *texts, *uses]))] if variables or uses else []
+    everything = [*ran, *fetched, *defined]
+    if not everything:
+        return call.arguments, len(call.arguments)
+    sent = sum(
+        len(text) for text in [call.arguments, *variables, *(body for body, _ in definitions.values())]
+    )
+    sent += sum(len(content) for _, content in [*ran, *fetched])
+    return with_ran(call.arguments, everything), sent
 
 
 def _assignments(arguments: str, variables: list[tuple[str, str]]) -> list[str]:
@@ -131,7 +142,7 @@ def _assignments(arguments: str, variables: list[tuple[str, str]]) -> list[str]:
 
 _FILE_NAME = re.compile(r"[\w.+-]+")
 _VARIABLE_USE = re.compile(r"\$\{([A-Za-z_]\w*)|\$([A-Za-z_]\w*)")
-_COMMAND_START = re.compile(r"(?:^|[;&|(`\n]|\$\()[ \t]*(?:sudo[ \t]+)?([\w.:+-]+)")
+_NAME = re.compile(r"[\w.:+-]+")
 
 
 def _name(path: str) -> str:
@@ -143,28 +154,58 @@ def _plain(url: str) -> str:
     return re.sub(r"[\s|;&]", "", url)[:256]
 
 
-@functools.lru_cache(maxsize=1024)
-def _own(
-    name: str, arguments: str
-) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], _Defined]:
-    """What one call writes, downloads, copies (each source with its target) and defines: the same call in
-    each turn's history is read once."""
+_Own = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], _Defined]
+_CACHED_LONGEST = 8 * 1024
+"""Characters of the longest arguments whose reading is kept for the next turns: what the cache holds
+stays some 16 MB however long the calls are, and a longer call is read again each turn, in its time."""
+
+
+def _own(name: str, arguments: str) -> _Own:
+    """What one call writes, downloads, copies (each source with its target) and defines: the same short
+    call in each turn's history is read once."""
+    return _kept_own(name, arguments) if len(arguments) <= _CACHED_LONGEST else _read_own(name, arguments)
+
+
+def _read_own(name: str, arguments: str) -> _Own:
     call = ToolCall(id="", name=name, arguments=arguments, where="")
     written = tuple(written_files([call]))
     if not is_command_tool(name):
         return written, (), (), _Defined((), ())
     texts = list(command_strings(arguments))
-    downloads = _first(download for text in texts for download in _downloads(text))
+    downloads = _latest(download for text in texts for download in _downloads(text))
     copies = _first(copy for text in texts for copy in _copies(text))
-    variables = _first(
+    variables = _latest(
         (match.group(1), _value(match.group(2))) for text in texts for match in _VARIABLE.finditer(text)
     )
-    commands = _first(definition for text in texts for definition in _definitions(text))
+    commands = tuple(
+        (name, *definition)
+        for name, definition in _latest(
+            (name, (body, takes_arguments))
+            for text in texts
+            for name, body, takes_arguments in _definitions(text)
+        )
+    )
     return written, downloads, copies, _Defined(variables, commands)
 
 
+def _latest[T](found: Iterable[tuple[str, T]]) -> tuple[tuple[str, T], ...]:
+    """What a call's reading finds, each name (a variable's, a definition's, a download's path) at its
+    latest: what the shell has at the call's end, however many names the call gives, in the order last
+    given."""
+    latest: dict[str, T] = {}
+    for name, value in found:
+        latest.pop(name, None)
+        latest[name] = value
+    return tuple(latest.items())
+
+
+_kept_own = functools.lru_cache(maxsize=1024)(_read_own)
+
+
 def _first[T](found: Iterator[T]) -> tuple[T, ...]:
-    """The first ``_MOST_PER_CALL`` of what a call's reading finds, the rest not looked for."""
+    """The first ``_MOST_PER_CALL`` copies a call's reading finds, the rest not looked for: a copy's target
+    takes each content its source was given, and so many copies of a file written many times would
+    make their product."""
     return tuple(itertools.islice(found, _MOST_PER_CALL))
 
 
@@ -209,10 +250,7 @@ def _operands(words: list[str]) -> list[str]:
 
 
 def _words(segment: str) -> list[str]:
-    try:
-        words = shlex.split(segment, comments=True)
-    except ValueError:
-        words = segment.split()
+    words = _words_of(segment)
     while words and (words[0] in ("sudo", "env", "command", "exec", "nohup") or "=" in words[0]):
         words = words[1:]
     return words
@@ -283,6 +321,9 @@ _RUNNER = (
 _PATH_PART = r"[^\s;&|()`<>]*"
 """A path's directories: no run of them reaches past a command's separator, so that a search from each
 separator reads no further than the next."""
+_WORD_PART = r"[^\s;&|()`<>'\"=]*"
+"""A path's directories within a word, which a file's name is looked for from the start of: each word, or
+each quoted part of one, is read once, not once from each of its characters."""
 _LOOK = 1024
 """How far along a line a file given to a pipe or read into ``sh -c`` is looked for from it: each place
 of a crafted line is read at most this far, not to its end."""
@@ -292,7 +333,7 @@ def _runs(texts: str, readings: str, name: str) -> bool:
     """Whether a call's commands run the file of this name: by its path (``./x.sh``, ``exec ~/bin/x``), given
     to a shell or an interpreter as its script or its input, piped to one, or read into ``sh -c`` or
     ``eval``; the commands as written, and one a line in their readings."""
-    file = rf"(?<![\w.-])(?:{_PATH_PART}/)?{re.escape(name)}"
+    file = rf"(?<![^\s;&|()`<>'\"=])(?:{_WORD_PART}/)?{re.escape(name)}"
     by_path = (
         rf"(?:^|[;&|(`\n]|\$\()[ \t]*(?:(?:sudo|exec|nohup|time)[ \t]+)*{_PATH_PART}/{re.escape(name)}"
         r"(?=[\s;&|)`]|$)"
@@ -313,10 +354,16 @@ _VARIABLE = re.compile(
     r"""(?:^|(?<=[\s;&|(]))(?:export[ \t]+|declare[ \t]+(?:-\w+[ \t]+)*|typeset[ \t]+|readonly[ \t]+)?"""
     r"""([A-Za-z_]\w*)=('[^'\n]*'|"[^"\n]*"|[^\s;&|'"`]*)"""
 )
-_ALIAS = re.compile(r"""\balias[ \t]+([\w.:+-]+)=('[^'\n]*'|"[^"\n]*"|[^\s;&|]+)""")
+_ALIAS = re.compile(r"""\balias((?:[ \t]+(?:'[^'\n]*'|"(?:\\.|[^"\\\n])*"|\\.|[^\s;&|'"\\])+)+)""")
+"""An ``alias`` command's words: each ``name=value`` of them defines one (``alias -- a=ls b='rm -rf'``)."""
 _FUNCTION = re.compile(
-    r"(?:\bfunction[ \t]+([\w.:+-]+)[ \t]*(?:\([ \t]*\))?|(?<![\w.:+-])([\w.:+-]+)[ \t]*\([ \t]*\))[ \t]*\{"
+    r"(?:\bfunction[ \t]+([\w.:+-]+)[ \t]*(?:\([ \t]*\))?|(?<![\w.:+-])([\w.:+-]+)[ \t]*\([ \t]*\))"
+    r"(?:\s*([{])|[ \t]*([(])|[ \t]*(?=(?:if|for|while|until|case|select)\b|\[\[))"
 )
+"""A function's definition up to its body, a compound command: braces (from the next line on, too), a
+subshell, or ``if``, a loop, ``case``, ``[[``."""
+_CLOSING = {"{": "}", "(": ")"}
+_KEYWORD = re.compile(r"\b(?:(if|for|while|until|case|select)|(fi|done|esac))\b|(\[\[)|(\]\])")
 
 
 def _value(value: str) -> str:
@@ -325,37 +372,79 @@ def _value(value: str) -> str:
 
 def _definitions(text: str) -> Iterator[tuple[str, str, bool]]:
     for match in _ALIAS.finditer(text):
-        yield match.group(1), _value(match.group(2))[:_LONGEST_VALUE], False
+        for word in _words_of(match.group(1)):
+            name, equals, value = word.partition("=")
+            if equals and _NAME.fullmatch(name):
+                yield name, value[:_LONGEST_VALUE], False
     for match in _FUNCTION.finditer(text):
-        yield match.group(1) or match.group(2), _body(text, match.end()), True
+        opening = match.group(3) or match.group(4)
+        body = _body(text, match.end(), opening) if opening else _compound(text, match.end())
+        yield match.group(1) or match.group(2), body, True
 
 
-def _body(text: str, start: int) -> str:
-    """What a function's braces hold, from after its ``{`` to the ``}`` that closes it (or as far as the
-    text, or ``_LONGEST_VALUE``, goes)."""
+def _words_of(text: str) -> list[str]:
+    """A command's words as the shell gives them, its quotes and backslashes taken out."""
+    try:
+        return shlex.split(text, comments=True)
+    except ValueError:
+        return text.split()
+
+
+def _body(text: str, start: int, opening: str) -> str:
+    """What a function's braces or brackets hold, from after the opening one to the one that closes it (or
+    as far as the text, or ``_LONGEST_VALUE``, goes)."""
     depth = 1
+    steps = {opening: 1, _CLOSING[opening]: -1}
     for at in range(start, min(len(text), start + _LONGEST_VALUE)):
-        depth += {"{": 1, "}": -1}.get(text[at], 0)
+        depth += steps.get(text[at], 0)
         if depth == 0:
             return text[start:at]
     return text[start : start + _LONGEST_VALUE]
 
 
+def _compound(text: str, start: int) -> str:
+    """A function's body that is an ``if``, a loop, a ``case`` or a ``[[``: up to the ``fi``, ``done``,
+    ``esac`` or ``]]`` that closes it (or as far as the text, or ``_LONGEST_VALUE``, goes)."""
+    window = text[start : start + _LONGEST_VALUE]
+    depth = 0
+    for keyword in _KEYWORD.finditer(window):
+        depth += 1 if keyword.group(1) or keyword.group(3) else -1
+        if depth <= 0:
+            return window[: keyword.end()]
+    return window
+
+
 @functools.lru_cache(maxsize=256)
 def _command_word(name: str) -> re.Pattern[str]:
+    """Each word that is the name, wherever it stands (after ``if``, ``!``, ``{``, ``time``, ``x=1``,
+    ``command``, ``xargs``, quoted or not), with the rest of its command: where a shell would run it as a
+    command is not worked out, every word of the name is read as one."""
     return re.compile(
-        rf"(?:^|[;&|(`\n]|\$\()[ \t]*(?:sudo[ \t]+)?{re.escape(name)}(?=[ \t;&|)`]|$)(?P<rest>[^\n;&|)`]*)"
+        rf"(?<![^\s;&|(){{}}`!'\"\\]){re.escape(name)}['\"]?(?=[\s;&|)`}}'\"]|$)(?P<rest>[^\n;&|)`]*)"
     )
 
 
-def _used(text: str, name: str, body: str, takes_arguments: bool) -> str:
-    """Each use of an alias or a function in the text as what it runs: the alias's value before the use's
-    arguments, the function's body with them in place of its positional parameters."""
-    uses = []
-    for match in itertools.islice(_command_word(name).finditer(text), _MOST_USES):
-        rest = match.group("rest").strip()
-        uses.append(_called(body, rest) if takes_arguments else f"{body} {rest}")
-    return "\n".join(uses)
+def _uses(texts: list[str], definitions: dict[str, tuple[str, bool]]) -> list[str] | None:
+    """Each use of an alias or a function in the texts as what it runs, each different use once: the alias's
+    value before the use's arguments, the function's body with them in place of its positional
+    parameters. None where they would add more than ``_MOST_EXPANDED`` characters: a use repeats its
+    definition, and a crafted call's uses could make many times its length."""
+    room = _MOST_EXPANDED
+    uses: dict[tuple[str, str], str] = {}
+    for name, (body, takes_arguments) in definitions.items():
+        positional = (
+            len(_POSITIONAL.findall(body)) + len(_ALL_POSITIONAL.findall(body)) if takes_arguments else 0
+        )
+        for text in texts:
+            for match in _command_word(name).finditer(text):
+                rest = match.group("rest").strip()
+                if (name, rest) in uses:
+                    continue
+                room -= len(body) + len(rest) * (positional if takes_arguments else 1)
+                if room < 0:
+                    return None
+                uses[name, rest] = _called(body, rest) if takes_arguments else f"{body} {rest}"
+    return list(uses.values())
 
 
 def _called(body: str, rest: str) -> str:
