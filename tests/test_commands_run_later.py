@@ -401,3 +401,89 @@ def test_what_a_call_leaves_is_held_in_memory_for_short_calls_alone() -> None:
     finally:
         tracemalloc.stop()
     assert kept < 8 * 1024 * 1024
+
+
+WRITTEN: Call = ("write_file", {"path": "x.sh", "content": "rm -rf ~"})
+DOWNLOADED = shell(f"curl -o x.sh {URL}")
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["bash x.s?", "bash ./*.sh", "bash x''.sh", "bash x\\.sh", "bash {x,}.sh", "bash -o pipefail x.sh",
+     "$(which bash) x.sh", "for f in *.sh; do sh $f; done", "ls x.s? | xargs bash", "bash 'x.sh'"],
+)  # fmt: skip
+def test_a_left_file_is_run_however_its_name_is_spelled(command: str) -> None:
+    """A glob, a variable or a brace list that could be its name, or quotes or backslashes in it, name it."""
+    assert judged([WRITTEN, shell(command)]) == DELETE
+    assert judged([DOWNLOADED, shell(command)]) == FETCHED
+
+
+def test_a_name_built_of_a_variable_set_earlier_may_be_the_file() -> None:
+    assert judged([WRITTEN, shell("export F=x"), shell("bash $F.sh")]) == DELETE
+    assert judged([WRITTEN, shell("export F=x"), shell("echo $F.sh")]) is None
+
+
+SCRUB_CODE = "import shutil, os\nshutil.rmtree(os.path.expanduser('~'))\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "command"),
+    [
+        (("write_file", {"path": "x.py", "content": SCRUB_CODE}), "python3 -m x"),
+        (("write_file", {"path": "x.py", "content": SCRUB_CODE}), "python3 -c 'import x'"),
+        (("write_file", {"path": "conftest.py", "content": SCRUB_CODE}), "pytest -q"),
+        (("write_file", {"path": "Makefile", "content": "all:\n\trm -rf ~\n"}), "make"),
+        (("write_file", {"path": "package.json", "content": '{"scripts": {"x": "rm -rf ~"}}'}), "npm run x"),
+        (shell("echo 'rm -rf ~' >> ~/.bashrc"), "bash -i -c true"),
+    ],
+)
+def test_a_left_file_run_without_its_name_is_read(written: Call, command: str) -> None:
+    """A module run by its name, the files a build or test command runs by theirs, a shell's startup file."""
+    assert judged([written, shell(command)]) is not None
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["cp x.sh y.sh", "cat < x.sh > y.sh", "tee y.sh < x.sh > /dev/null", "dd if=x.sh of=y.sh",
+     "git mv x.sh y.sh", "busybox cp x.sh y.sh"],
+)  # fmt: skip
+def test_a_copy_is_followed_to_its_target(command: str) -> None:
+    assert judged([WRITTEN, shell(command), shell("bash y.sh")]) == DELETE
+
+
+DOCUMENT: Call = ("write_file", {"path": "docs/SECURITY.md", "content": "Never run `rm -rf ~`.\n"})
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["cat docs/SECURITY.md", "wc -l docs/SECURITY.md", "grep -n never docs/SECURITY.md",
+     "git add docs/SECURITY.md && git commit -m docs", "pandoc docs/SECURITY.md -o security.html",
+     "cp docs/SECURITY.md /tmp/", "for f in docs/*.md; do wc -l $f; done", "bash -c 'echo $HOME'",
+     "python3 -c \"print(open('docs/SECURITY.md').read())\"", "sha256sum x.sh"],
+)  # fmt: skip
+def test_reading_a_left_file_is_no_run_of_it(command: str) -> None:
+    """What a document says is not what a call that reads, lists, hashes, copies or stages it does."""
+    assert judged([DOCUMENT, WRITTEN, shell(command)]) is None
+
+
+@pytest.mark.parametrize(
+    "command", ["bash docs/SECURITY.md", 'sh -c "$(cat docs/SECURITY.md)"', "for f in docs/*; do . $f; done"]
+)
+def test_running_a_left_document_reads_it(command: str) -> None:
+    assert judged([DOCUMENT, shell(command)]) == DELETE
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        lambda n: scripts._spellings(["bash " + "x.s? " * (n // 5)]),
+        lambda n: scripts._spellings(["'" * n + " x.sh"]),
+        lambda n: scripts._spellings(["bash " + "a;" * (n // 2)]),
+        lambda n: scripts._spellings(["bash " + "*a" * (n // 2)]).runs("a" * 200 + "b"),
+    ],
+)
+def test_how_a_call_spells_what_it_runs_is_read_in_time_linear_in_it(
+    spelled: Callable[[int], object],
+) -> None:
+    small = max(least_cpu_seconds(lambda: spelled(10_000), runs=2), 0.005)
+    assert least_cpu_seconds(lambda: spelled(40_000), runs=2) < 10 * small

@@ -10,6 +10,7 @@ is no run of it.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import itertools
 import posixpath
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from proxy.detectors.commands import command_strings, is_command_tool, redirected_by_commands, shell_readings
-from proxy.detectors.credentials import ran_files, with_ran, written_files
+from proxy.detectors.credentials import with_ran, written_files
 from proxy.exchange import ToolCall
 
 _MOST_PER_CALL = 32
@@ -83,12 +84,20 @@ def run_arguments(
     budget no more time). None where the uses would add more than ``_MOST_EXPANDED``: what the call runs
     is not known in time."""
     at = next((index for index, other in enumerate(conversation) if other is call), len(conversation))
-    files = [file for index, other in enumerate(left) if index != at for file in other.files]
-    ran = ran_files(call.arguments, files)
     texts = list(command_strings(call.arguments))
+    spelled = _spellings(texts)
+    files = [file for index, other in enumerate(left) if index != at for file in other.files]
+    ran = [
+        (path, _commands_of(path, content))
+        for path, content in dict.fromkeys(files)
+        if spelled.runs(_name(path))
+    ]
     named = set(_FILE_NAME.findall(call.arguments))
     downloads = [
-        (path, url) for other in left[: at + 1] for path, url in other.downloads if _name(path) in named
+        (path, url)
+        for other in left[: at + 1]
+        for path, url in other.downloads
+        if _name(path) in named or spelled.runs(_name(path))
     ]
     # The readings are made only for a call that names a downloaded file; destructive_entry reads them
     # again, from the cache, and charges them to the budget.
@@ -96,7 +105,7 @@ def run_arguments(
     fetched = [
         (path, f"curl {_plain(url)} | sh")
         for path, url in dict.fromkeys(downloads)
-        if _runs("\n".join(texts), readings, _name(path))
+        if spelled.runs(_name(path)) or _runs("\n".join(texts), readings, _name(path))
     ]
     words = set(_NAME.findall("\n".join(texts)))
     # The latest definition of a name is the one in force, as in a shell.
@@ -124,6 +133,12 @@ def run_arguments(
     )
     sent += sum(len(content) for _, content in [*ran, *fetched])
     return with_ran(call.arguments, everything), sent
+
+
+def _commands_of(path: str, content: str) -> str:
+    """What a file a call runs holds as commands: a JSON file's strings one a line (``package.json``'s
+    scripts, which ``npm run`` runs), any other file as written."""
+    return "\n".join(command_strings(content)) if path.endswith(".json") else content
 
 
 def _assignments(arguments: str, variables: list[tuple[str, str]]) -> list[str]:
@@ -219,20 +234,35 @@ _CODE_COPY = re.compile(
 
 
 def _copies(text: str) -> Iterator[tuple[str, str]]:
-    """Each file a copy, move or link makes from another (``cp x.sh y.sh``, ``ln -s x y``, ``cat x > y``,
-    ``shutil.copy('x', 'y')``), as its source and its target (a folder's target named for its source)."""
+    """Each file a copy, move or link makes from another (``cp x.sh y.sh``, ``git mv x y``, ``ln -s x y``,
+    ``cat x > y``, ``cat < x > y``, ``tee y < x``, ``dd if=x of=y``, ``shutil.copy('x', 'y')``), as its source
+    and its target (a folder's target named for its source)."""
     for segment in _SEGMENT.split(text):
         words = _words(segment)
+        if words[:1] in (["git"], ["busybox"]):
+            words = words[1:]
         if len(words) >= 3 and _COPIER.match(posixpath.basename(words[0])):
             named = _operands(words[1:])
             *sources, target = named if len(named) >= 2 else ["", ""]
             for source in filter(None, sources):
                 yield source, target + _name(source) if target.endswith("/") else target
+        if words[:1] == ["dd"]:
+            given = dict(word.partition("=")[::2] for word in words[1:])
+            if given.get("if") and given.get("of"):
+                yield given["if"], given["of"]
+        if words[:1] == ["tee"]:
+            for source in _INPUT.findall(segment):
+                for target in _operands(words[1:]):
+                    yield source, target
     for path, pipeline in redirected_by_commands(text):
-        for word in _words(pipeline)[1:]:
+        for word in _words(pipeline):
             yield word, path
     for match in _CODE_COPY.finditer(text):
         yield match.group(1), match.group(2)
+
+
+_INPUT = re.compile(r"(?<![<\d])<(?![<(&])[ \t]*([^\s;&|<>()]+)")
+"""A file a command reads as its input (``tee y < x``)."""
 
 
 def _operands(words: list[str]) -> list[str]:
@@ -348,6 +378,140 @@ def _runs(texts: str, readings: str, name: str) -> bool:
             readings,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Spelled:
+    """The files a call's commands may run, by how they spell them: what only reads, lists, hashes, copies or
+    stages a file (``cat``, ``grep``, ``wc``, ``git add``) runs none of it."""
+
+    running: frozenset[str]
+    """Names run as commands (``./x.sh``), given to a pipeline that runs what it is given (a shell,
+    ``source``, ``exec``, ``eval``, ``xargs``, ``find -exec``, a command spelled by a variable: ``$(which
+    bash)``) or to an interpreter as its script, or given where a substitution may take what they hold;
+    with their quotes and backslashes taken out (``bash x''.sh``), and a module's files for a name an
+    interpreter is given (``python3 -m x``, ``import x``, ``node x``)."""
+    patterns: tuple[re.Pattern[str], ...] | None
+    """Globs given to a pipeline that runs what it is given, a variable or a brace list standing for any
+    text in them (``bash x.s?``, ``bash $F.sh``, ``bash {x,}.sh``), and the files a build or test command
+    runs by their conventional names (``make``, ``npm run``, ``pytest``); None where there are more than
+    ``_MOST_PATTERNS``: every name may be one of them."""
+
+    def runs(self, name: str) -> bool:
+        """Whether the commands may run the file of this name."""
+        if name in self.running:
+            return True
+        return self.patterns is None or any(pattern.fullmatch(name) for pattern in self.patterns)
+
+
+_MOST_PATTERNS = 64
+_PIPELINE = re.compile(r"&&|\|\||(?<![<>])&(?!>)|[;\n]")
+_SHELL_WORD = re.compile(r"[^\s;&|()<>]+")
+_STAGE_KEYWORDS = frozenset(
+    {"if", "then", "else", "elif", "while", "until", "do", "!", "{", "time", "sudo", "env", "nohup", "nice",
+     "command", "builtin", "timeout", "exec", "-"}
+)  # fmt: skip
+"""Words before a command's name that run it: what follows them is the command."""
+_SHELLS = r"(?:ba|da|z|k|fi|c|tc|a)?sh|pwsh|powershell"
+_RUNS_GIVEN = re.compile(rf"(?:{_SHELLS}|source|\.|eval|exec|xargs|parallel|watch|[$`].*)")
+"""Commands that run the files or the text they are given, as a shell does, or whose name is not known
+(``$(which bash)``, ``$SHELL``)."""
+_RUNNING_WORD = re.compile(rf"(?:{_SHELLS}|-exec(?:dir)?|-ok(?:dir)?)")
+"""Words that make a stage run what it names wherever they stand (``find -exec``, ``ssh host bash``)."""
+_INTERPRETER = re.compile(r"(?:python[\d.]*|perl|ruby|node|deno|bun|php|lua)")
+_MODULE_FILES = (".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl", ".pm", ".php", ".lua", "/__main__.py")
+_CONVENTIONAL = {
+    "make": ("Makefile", "makefile", "GNUmakefile", "*.mk"),
+    "gmake": ("Makefile", "makefile", "GNUmakefile", "*.mk"),
+    "npm": ("package.json",),
+    "npx": ("package.json",),
+    "yarn": ("package.json",),
+    "pnpm": ("package.json",),
+    "bun": ("package.json",),
+    "pytest": ("conftest.py", "test_*.py", "*_test.py"),
+    "py.test": ("conftest.py", "test_*.py", "*_test.py"),
+    "tox": ("tox.ini", "conftest.py", "test_*.py"),
+    "just": ("justfile", "Justfile", ".justfile"),
+    "rake": ("Rakefile", "rakefile"),
+    "task": ("Taskfile.yml", "Taskfile.yaml"),
+    "git": ("pre-commit", "commit-msg", "prepare-commit-msg", "post-commit", "pre-push", "post-checkout",
+            "post-merge"),
+}  # fmt: skip
+"""The files a build, test or version-control command runs without naming them."""
+
+
+def _spellings(texts: list[str]) -> _Spelled:
+    """How a call's commands name the files they may run (``_Spelled``), pipeline by pipeline: each word read
+    once, so in time linear in the call."""
+    running: set[str] = set(_STARTUP_FILES)
+    patterns: dict[str, None] = {}
+    for text in texts:
+        for pipeline in _PIPELINE.split(text):
+            commands = [_command_of(stage) for stage in pipeline.split("|")]
+            words = [_unquoted(word) for word in _SHELL_WORD.findall(pipeline)]
+            names = {
+                posixpath.basename(part.rstrip("/"))
+                for word in words
+                for part in (word, word.rpartition("=")[2])
+            }
+            running.update(commands)
+            patterns.update(
+                dict.fromkeys(glob for command in commands for glob in _CONVENTIONAL.get(command, ()))
+            )
+            interpreted = any(_INTERPRETER.fullmatch(command) for command in commands)
+            if (
+                any(_RUNS_GIVEN.fullmatch(command) for command in commands)
+                or any(_RUNNING_WORD.fullmatch(word) for word in words)
+                or _SUBSTITUTION.search(pipeline)
+                or (interpreted and not _INLINE_CODE.intersection(words))
+            ):
+                running |= {name for name in names if not _GLOB.search(name)}
+                patterns.update(
+                    dict.fromkeys(
+                        name for name in names if _GLOB.search(name) and name not in _SHELL_VARIABLES
+                    )
+                )
+            if interpreted:
+                running |= {
+                    module + ending
+                    for name in names
+                    for module in (name, name.rpartition(".")[2])
+                    for ending in _MODULE_FILES
+                }
+    if len(patterns) > _MOST_PATTERNS:
+        return _Spelled(frozenset(running), None)
+    compiled = tuple(re.compile(fnmatch.translate(_VARIABLE_PART.sub("*", pattern))) for pattern in patterns)
+    return _Spelled(frozenset(running), compiled)
+
+
+_STARTUP_FILES = (".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshenv", ".zprofile", ".zshrc")
+"""Files a shell runs as it starts, which a command tool's shell may: each call may run them."""
+_INLINE_CODE = frozenset({"-c", "-e", "--eval", "-E", "-p", "--print", "-r"})
+"""An interpreter's options that give it its code inline: the files the code names are its data."""
+_SHELL_VARIABLES = frozenset(
+    {f"${name}" for name in ("HOME", "PATH", "PWD", "OLDPWD", "USER", "SHELL", "TMPDIR", "LANG", "TERM")}
+)
+"""Variables the shell itself sets, which name no file a call left."""
+_GLOB = re.compile(r"[*?\[$`{]")
+_VARIABLE_PART = re.compile(r"\$\{[^}]*\}?|\$\w*|`[^`]*`?|\{[^}]*\}?")
+"""What in a word stands for text not known here: a variable, a substitution, a brace list."""
+_SUBSTITUTION = re.compile(r"\$\(|`|<\(")
+"""A substitution in a pipeline: what it reads of a file may be what the pipeline runs."""
+
+
+def _command_of(stage: str) -> str:
+    """The name of a stage's command, past the words that run it (``if``, ``sudo``, ``time``, ``x=1``)."""
+    for word in _SHELL_WORD.findall(stage):
+        if word not in _STAGE_KEYWORDS and not _ASSIGNMENT.match(word):
+            return posixpath.basename(_unquoted(word))
+    return ""
+
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\+?=")
+
+
+def _unquoted(word: str) -> str:
+    return word.replace("\\", "").replace("'", "").replace('"', "")
 
 
 _VARIABLE = re.compile(
