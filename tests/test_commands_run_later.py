@@ -487,3 +487,51 @@ def test_how_a_call_spells_what_it_runs_is_read_in_time_linear_in_it(
 ) -> None:
     small = max(least_cpu_seconds(lambda: spelled(10_000), runs=2), 0.005)
     assert least_cpu_seconds(lambda: spelled(40_000), runs=2) < 10 * small
+
+
+@pytest.mark.parametrize(
+    ("setting", "use"),
+    [("read T <<< '{}'", "rm -rf $T"), ("printf -v T '%s' {}", "rm -rf $T"), ("T=$(echo {})", "rm -rf $T"),
+     ("T=`echo {}`", "rm -rf $T"), ("T=(x {})", "rm -rf ${{T[@]}}"),
+     ("declare -a T=({})", "rm -rf ${{T[0]}}"), ("mapfile -t T <<< {}", "rm -rf $T"),
+     ("for T in x {}; do :; done", "rm -rf $T"),
+     ("set -- -rf {}", 'rm "$@"'), ("export T={}; N=T", "rm -rf ${{!N}}"), ("T='{} '", "rm -rf $T")],
+)  # fmt: skip
+def test_a_variable_set_in_any_form_is_read_where_a_later_call_uses_it(setting: str, use: str) -> None:
+    """Its value, each word of it where it holds several, stands in its place; the same with a build
+    folder passes."""
+    assert judged([shell(setting.format("~")), shell(use.format())]) == DELETE
+    assert judged([shell(setting.format("./build")), shell(use.format())]) is None
+
+
+def test_a_value_added_to_is_read_whole() -> None:
+    assert judged([shell("T=/ho; T+=me"), shell("rm -rf $T")]) == DELETE
+    assert judged([shell("T=./bu; T+=ild"), shell("rm -rf $T")]) is None
+
+
+def test_a_temporary_folder_made_earlier_is_removed_freely() -> None:
+    assert judged([shell("T=$(mktemp -d)"), shell("rm -rf $T")]) is None
+    assert judged([shell('for f in "$@"; do echo "$f"; done'), shell("rm -rf ./$f")]) is None
+
+
+def test_a_system_command_linked_under_another_name_is_that_command() -> None:
+    """``ls`` run from a folder put first on PATH where ``rm`` was linked as ``ls`` is ``rm``."""
+    link = "mkdir -p b && ln -s /bin/rm b/ls && export PATH=$PWD/b:$PATH"
+    assert judged([shell(link), shell("ls -rf ~")]) == DELETE
+    assert (
+        judged([shell("mkdir -p b && ln -s /usr/bin/python3 b/python"), shell("python -V && ls ~")]) is None
+    )
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        lambda n: scripts._settings("for T in " + "a " * (n // 2)),
+        lambda n: scripts._settings("read " + "a " * (n // 2)),
+        lambda n: scripts._word_uses(["rm $T " * (n // 6)], {"T": "a b c d"}),
+        lambda n: scripts._word_uses(['rm "$@" ' * (n // 8)], {"@": "a b"}),
+    ],
+)
+def test_variables_are_read_in_time_linear_in_a_call(reading: Callable[[int], object]) -> None:
+    small = max(least_cpu_seconds(lambda: reading(10_000), runs=2), 0.005)
+    assert least_cpu_seconds(lambda: reading(40_000), runs=2) < 10 * small

@@ -118,10 +118,12 @@ def run_arguments(
     uses = _uses(texts, definitions)
     if uses is None:
         return None
-    variables = _assignments(
-        "\n".join([call.arguments, *uses]),
-        [variable for other in left[:at] for variable in other.defined.variables],
-    )
+    given = [variable for other in left[:at] for variable in other.defined.variables]
+    word_uses = _word_uses([*texts, *uses], dict(given))
+    if word_uses is None:
+        return None
+    uses += word_uses
+    variables = _assignments("\n".join([call.arguments, *uses]), given)
     # The call's own commands are read with what its uses run, so that what it assigns as it calls a
     # function (``X=~ scrub``) is what the function's body reads.
     defined = [("", "\n".join([*variables, *texts, *uses]))] if variables or uses else []
@@ -141,10 +143,57 @@ def _commands_of(path: str, content: str) -> str:
     return "\n".join(command_strings(content)) if path.endswith(".json") else content
 
 
+def _word_uses(texts: list[str], values: dict[str, str]) -> list[str] | None:
+    """The texts read once for each word of a variable's value where it holds several (an array, ``read T
+    <<< '/ ~'``, ``for T in / ~``): each use in its place as that word alone; ``${!N}`` as a use of the
+    variable N names, ``"$@"`` and ``$1`` as what ``set --`` gave. None past ``_MOST_EXPANDED``
+    characters."""
+    room = _MOST_EXPANDED
+    read: list[str] = []
+    for original in texts:
+        text = _INDIRECT.sub(lambda use: "${" + _named(values.get(use.group(1), "")) + "}", original)
+        if text != original:
+            read.append(text)
+        several = {
+            name: values[name].split()
+            for name in _used_names(text)
+            if name in values and (values[name].split() != [values[name]] or f"${{{name}[" in text)
+        }
+        if "@" in values and (_POSITIONAL.search(text) or _ALL_POSITIONAL.search(text)):
+            several["@"] = [values["@"]]
+        for name, words in several.items():
+            use = _ALL_POSITIONAL if name == "@" else _variable_use(name)
+            count = len(use.findall(text)) + (len(_POSITIONAL.findall(text)) if name == "@" else 0)
+            for word in words:
+                room -= len(text) + count * len(word)
+                if room < 0:
+                    return None
+                read.append(_called(text, word) if name == "@" else use.sub(word.replace("\\", r"\\"), text))
+    return read
+
+
+_INDIRECT = re.compile(r"\$\{!([A-Za-z_]\w*)\}")
+
+
+def _named(value: str) -> str:
+    """The variable a value names, for ``${!N}``: itself where it is a name, else nothing known."""
+    return value if _VARIABLE_NAME.fullmatch(value) else "_"
+
+
+def _used_names(text: str) -> set[str]:
+    return {first or second for first, second in _VARIABLE_USE.findall(text)}
+
+
+@functools.lru_cache(maxsize=256)
+def _variable_use(name: str) -> re.Pattern[str]:
+    """A use of the variable: ``$T``, ``${T}``, ``${T[@]}``, ``${T[0]}``, quoted or not."""
+    return re.compile(rf'"?\$(?:\{{{name}(?:\[[^]\n]*\])?\}}|{name}\b)"?')
+
+
 def _assignments(arguments: str, variables: list[tuple[str, str]]) -> list[str]:
     """The assignments of the variables the arguments use, and of those their values use in turn (``B=$A``),
     in the order the calls made them, each value quoted as one word."""
-    used = {first or second for first, second in _VARIABLE_USE.findall(arguments)}
+    used = _used_names(arguments)
     for _ in range(2):
         used |= {
             first or second
@@ -189,18 +238,31 @@ def _read_own(name: str, arguments: str) -> _Own:
     texts = list(command_strings(arguments))
     downloads = _latest(download for text in texts for download in _downloads(text))
     copies = _first(copy for text in texts for copy in _copies(text))
-    variables = _latest(
-        (match.group(1), _value(match.group(2))) for text in texts for match in _VARIABLE.finditer(text)
-    )
+    variables = _latest(setting for text in texts for setting in _settings(text))
+    # A system command linked or copied under another name (``ln -s /bin/rm b/ls``) is that command where
+    # the folder comes first on PATH: read as an alias of it wherever it is.
+    linked = [
+        (_name(target), (_name(source), False))
+        for source, target in copies
+        if _SYSTEM_COMMAND.fullmatch(source)
+    ]
     commands = tuple(
         (name, *definition)
         for name, definition in _latest(
-            (name, (body, takes_arguments))
-            for text in texts
-            for name, body, takes_arguments in _definitions(text)
+            [
+                *(
+                    (name, (body, takes_arguments))
+                    for text in texts
+                    for name, body, takes_arguments in _definitions(text)
+                ),
+                *linked,
+            ]
         )
     )
     return written, downloads, copies, _Defined(variables, commands)
+
+
+_SYSTEM_COMMAND = re.compile(r"(?:/usr)?(?:/local)?/s?bin/[\w.+-]+")
 
 
 def _latest[T](found: Iterable[tuple[str, T]]) -> tuple[tuple[str, T], ...]:
@@ -516,8 +578,15 @@ def _unquoted(word: str) -> str:
 
 _VARIABLE = re.compile(
     r"""(?:^|(?<=[\s;&|(]))(?:export[ \t]+|declare[ \t]+(?:-\w+[ \t]+)*|typeset[ \t]+|readonly[ \t]+)?"""
-    r"""([A-Za-z_]\w*)=('[^'\n]*'|"[^"\n]*"|[^\s;&|'"`]*)"""
+    r"""([A-Za-z_]\w*)(\+?)=(\([^)\n]*\)|\$\([^)\n]*\)|`[^`\n]*`|'[^'\n]*'|"[^"\n]*"|[^\s;&|'"`(]*)"""
 )
+"""An assignment: ``T=x``, ``T+=x``, ``T=(x y)``, ``T=$(x)``, after ``export``, ``declare -a`` and so on."""
+_SETTER = re.compile(
+    r"(?:^|(?<=[\s;&|(!{]))(?:(read|mapfile|readarray|for|select|getopts)|printf[ \t]+-v|(set)[ \t]+--?)"
+    r"(?=[ \t])([^\n;&|)]*)"
+)
+"""A command that sets variables otherwise than by assigning them: ``read T``, ``mapfile -t T``, ``for T in
+x``, ``printf -v T``, ``getopts o T``, and ``set -- x``, which sets the positional parameters."""
 _ALIAS = re.compile(r"""\balias((?:[ \t]+(?:'[^'\n]*'|"(?:\\.|[^"\\\n])*"|\\.|[^\s;&|'"\\])+)+)""")
 """An ``alias`` command's words: each ``name=value`` of them defines one (``alias -- a=ls b='rm -rf'``)."""
 _FUNCTION = re.compile(
@@ -532,6 +601,44 @@ _KEYWORD = re.compile(r"\b(?:(if|for|while|until|case|select)|(fi|done|esac))\b|
 
 def _value(value: str) -> str:
     return value[1:-1] if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1 else value
+
+
+def _settings(text: str) -> list[tuple[str, str]]:
+    """Each variable the text sets with its value: an array's, or what a command that sets it otherwise is
+    given (``read T <<< /``, ``for T in / ~``), as its words one after another, for each of which a use is
+    read (``_word_uses``); ``+=`` adds to the value the text gave before. ``set --`` sets ``@``."""
+    given: dict[str, str] = {}
+    settings = []
+    for match in _VARIABLE.finditer(text):
+        name, adds, value = match.group(1), match.group(2), match.group(3)
+        value = value[1:-1] if value[:1] == "(" else _value(value)
+        value = given.get(name, f"${{{name}}}") + value if adds else value
+        given[name] = value
+        settings.append((name, value))
+    for match in _SETTER.finditer(text):
+        words = _words_of(match.group(3))
+        if match.group(2):
+            settings.append(("@", " ".join(words)))
+            continue
+        operands = [word for word in words if word[:1] != "-" and word not in ("in", "<<<", "<")]
+        leading = list(itertools.takewhile(_VARIABLE_NAME.fullmatch, operands))
+        # ``read A B`` sets each name it is given; the others set one: getopts its second word, the rest
+        # their first.
+        names = (
+            leading
+            if match.group(1) == "read"
+            else operands[1:2]
+            if match.group(1) == "getopts"
+            else operands[:1]
+        )
+        values = " ".join(word for word in operands if word not in names)
+        # A loop over a function's arguments (``for d in "$@"``) takes its values where it is called.
+        if not _ALL_POSITIONAL.search(values):
+            settings += [(name, values) for name in names]
+    return settings
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
 def _definitions(text: str) -> Iterator[tuple[str, str, bool]]:
