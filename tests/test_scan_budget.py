@@ -7,13 +7,14 @@ what a later text triggers is named out of time instead of passing unread."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from proxy.detectors import injection, refusal
+from proxy.detectors import commands, injection, refusal, scripts
 from proxy.detectors.credentials import credential_reads, credential_scanner
 from proxy.detectors.injection import load_default
 from proxy.detectors.refusal import RefusalDetector
@@ -285,3 +286,27 @@ def test_the_views_of_a_text_the_budget_ran_out_on_are_unread_not_decoded() -> N
     result = scanner.scan("word " * 100_000 + f"{AWS_KEY} {encoded}", budget)
     assert result.timed_out[-1] == "secrets-unread"
     assert result.found == []
+
+
+def test_what_a_call_runs_of_earlier_calls_adds_to_the_budget_only_what_the_agent_sent() -> None:
+    """A call read with 15 uses of a 4 KB alias is judged as some 60 KB, of which the agent sent some 4 KB:
+    the budget grows by the share of those alone."""
+    scanner = commands.command_scanner(load_packaged_packs())
+    alias = "alias d='" + "echo hi " * 500 + "'"
+    use = ToolCall(
+        id="u",
+        name="bash",
+        arguments=json.dumps({"command": "; ".join(f"d {n}" for n in range(15))}),
+        where="",
+    )
+    conversation = [ToolCall(id="a", name="bash", arguments=json.dumps({"command": alias}), where=""), use]
+    run = scripts.run_arguments(use, conversation, scripts.left_by(conversation))
+    assert run is not None
+    arguments, sent = run
+    judged = dataclasses.replace(use, arguments=arguments)
+    grown = []
+    for given in (None, sent):
+        budget = ScanBudget(0.0, 1.0)
+        commands.destructive_entry(judged, scanner, budget, given)
+        grown.append(budget.left)
+    assert grown[1] < grown[0] / 8
