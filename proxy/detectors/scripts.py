@@ -236,7 +236,12 @@ def _read_own(name: str, arguments: str) -> _Own:
     if not is_command_tool(name):
         return written, (), (), _Defined((), ())
     texts = list(command_strings(arguments))
-    downloads = _latest(download for text in texts for download in _downloads(text))
+    downloads = _latest(
+        [
+            *(download for text in texts for download in _downloads(text)),
+            *((path, url.group()) for path, content in written if (url := _fetched_by_code(content))),
+        ]
+    )
     copies = _first(copy for text in texts for copy in _copies(text))
     variables = _latest(setting for text in texts for setting in _settings(text))
     # A system command linked or copied under another name (``ln -s /bin/rm b/ls``) is that command where
@@ -381,6 +386,17 @@ def _downloads(text: str) -> Iterator[tuple[str, str]]:
         yield match.group(2), match.group(1)
 
 
+def _fetched_by_code(content: str) -> re.Match[str] | None:
+    """The URL a file a command's code writes was fetched from, where the code fetches one (``urlopen``,
+    ``fetch``, ``open('x.sh', 'w').write(requests.get(URL).text)``): what it holds is unseen."""
+    return _URL_IN_CODE.search(content) if _FETCH_IN_CODE.search(content) else None
+
+
+_FETCH_IN_CODE = re.compile(
+    r"(?i)\b(?:urlopen|requests\.(?:get|post|request)|httpx\.\w+|fetch|axios(?:\.\w+)?|net::http\.\w+"
+    r"|uri\.open|invoke-webrequest|download(?:string|file))[ \t]*\("
+)
+_URL_IN_CODE = re.compile(r"(?i)\b(?:https?|ftp)://[^\s'\"`)<>]+")
 _RETRIEVED = re.compile(
     r"""(?i)\b(?:urlretrieve|download_?file|downloadfile)[ \t]*\([ \t]*['"]([^'"\n]{1,512})['"][ \t]*,"""
     r"""[ \t]*['"]([^'"\n]{1,256})['"]"""
