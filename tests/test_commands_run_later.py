@@ -486,7 +486,8 @@ DOCUMENT: Call = ("write_file", {"path": "docs/SECURITY.md", "content": "Never r
     ["cat docs/SECURITY.md", "wc -l docs/SECURITY.md", "grep -n never docs/SECURITY.md",
      "git add docs/SECURITY.md && git commit -m docs", "pandoc docs/SECURITY.md -o security.html",
      "cp docs/SECURITY.md /tmp/", "for f in docs/*.md; do wc -l $f; done", "bash -c 'echo $HOME'",
-     "python3 -c \"print(open('docs/SECURITY.md').read())\"", "sha256sum x.sh"],
+     "python3 -c \"print(open('docs/SECURITY.md').read())\"", "sha256sum x.sh", 'sh -c "cd $DIR && make"',
+     'bash -c "echo $X"'],
 )  # fmt: skip
 def test_reading_a_left_file_is_no_run_of_it(command: str) -> None:
     """What a document says is not what a call that reads, lists, hashes, copies or stages it does."""
@@ -494,9 +495,17 @@ def test_reading_a_left_file_is_no_run_of_it(command: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["bash docs/SECURITY.md", 'sh -c "$(cat docs/SECURITY.md)"', "for f in docs/*; do . $f; done"]
+    "command",
+    [
+        "bash docs/SECURITY.md",
+        'sh -c "$(cat docs/SECURITY.md)"',
+        "for f in docs/*; do . $f; done",
+        "bash $F",
+        "$SCRIPT --force",
+    ],
 )
 def test_running_a_left_document_reads_it(command: str) -> None:
+    """A variable alone given to a shell as its script, or run as the command, may be any file."""
     assert judged([DOCUMENT, shell(command)]) == DELETE
 
 

@@ -525,7 +525,8 @@ def _spellings(texts: list[str]) -> _Spelled:
     patterns: dict[str, None] = {}
     for text in texts:
         for pipeline in _PIPELINE.split(text):
-            commands = [_command_of(stage) for stage in pipeline.split("|")]
+            stages = [_command_of(stage) for stage in pipeline.split("|")]
+            commands = [command for command, _ in stages]
             words = [_unquoted(word) for word in _SHELL_WORD.findall(pipeline)]
             names = {
                 posixpath.basename(part.rstrip("/"))
@@ -544,11 +545,11 @@ def _spellings(texts: list[str]) -> _Spelled:
                 or (interpreted and not _INLINE_CODE.intersection(words))
             ):
                 running |= {name for name in names if not _GLOB.search(name)}
-                patterns.update(
-                    dict.fromkeys(
-                        name for name in names if _GLOB.search(name) and name not in _SHELL_VARIABLES
-                    )
-                )
+                # A variable alone may be any file: only where it is the command or what it is given first,
+                # its script (``bash $F``), not in its code (``sh -c "cd $DIR && make"``).
+                spelled = [name for name in names if not _WHOLE_VARIABLE.fullmatch(name)]
+                spelled += [word for stage in stages for word in stage if word not in _SHELL_VARIABLES]
+                patterns.update(dict.fromkeys(word for word in spelled if _GLOB.search(word)))
             if interpreted:
                 running |= {
                     module + ending
@@ -571,18 +572,24 @@ _SHELL_VARIABLES = frozenset(
 )
 """Variables the shell itself sets, which name no file a call left."""
 _GLOB = re.compile(r"[*?\[$`{]")
+_WHOLE_VARIABLE = re.compile(r"\$\{[^}]*\}?|\$\w*|`[^`]*`?")
 _VARIABLE_PART = re.compile(r"\$\{[^}]*\}?|\$\w*|`[^`]*`?|\{[^}]*\}?")
 """What in a word stands for text not known here: a variable, a substitution, a brace list."""
 _SUBSTITUTION = re.compile(r"\$\(|`|<\(")
 """A substitution in a pipeline: what it reads of a file may be what the pipeline runs."""
 
 
-def _command_of(stage: str) -> str:
-    """The name of a stage's command, past the words that run it (``if``, ``sudo``, ``time``, ``x=1``)."""
-    for word in _SHELL_WORD.findall(stage):
-        if word not in _STAGE_KEYWORDS and not _ASSIGNMENT.match(word):
-            return posixpath.basename(_unquoted(word))
-    return ""
+def _command_of(stage: str) -> tuple[str, str]:
+    """The name of a stage's command, past the words that run it (``if``, ``sudo``, ``time``, ``x=1``), and
+    the first word it is given that is no option (a shell's or an interpreter's script)."""
+    words = [
+        posixpath.basename(_unquoted(word).rstrip("/"))
+        for word in itertools.dropwhile(
+            lambda word: word in _STAGE_KEYWORDS or _ASSIGNMENT.match(word), _SHELL_WORD.findall(stage)
+        )
+    ]
+    operand = next((word for word in words[1:] if word[:1] != "-"), "")
+    return (words[0], operand) if words else ("", "")
 
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\+?=")
