@@ -289,6 +289,9 @@ OWN = scripts._read_own
     [
         ("a function's name", lambda n: OWN("bash", command_field("echo " + "a." * (n // 2)))),
         ("function bodies", lambda n: OWN("bash", command_field("f(){" * (n // 4)))),
+        ("bodies in brackets", lambda n: OWN("bash", command_field("f() (" * (n // 5)))),
+        ("bodies of if", lambda n: OWN("bash", command_field("f() if " * (n // 7)))),
+        ("aliases", lambda n: OWN("bash", command_field("alias " + "a=b " * (n // 4)))),
         ("a path after separators", lambda n: scripts._runs(";" * n + " x", "", "x")),
         ("a file named again and again", lambda n: scripts._runs("", "x " * (n // 2), "x")),
         ("runners with no file", lambda n: scripts._runs("", "sh " * (n // 3), "x")),
@@ -408,6 +411,15 @@ def test_an_alias_or_function_named_in_everyday_work_passes(defined: str, used: 
 def test_each_form_of_a_definition_is_read(defined: str) -> None:
     assert judged([shell(defined), shell("scrub ~")]) == DELETE
     assert judged([shell(defined), shell("scrub ./build")]) is None
+
+
+def test_a_function_whose_body_was_not_read_in_time_is_out_of_time_where_used() -> None:
+    """Nested openings read over again for each: past the text's length the bodies are not read, and a
+    use of one is out of time, not a use of nothing."""
+    defined = shell("a(){ " * 4000 + 'scrub() { rm -rf "$1"; }')
+    assert judged([defined, shell("scrub ./build")]) == "destructive_commands-unread"
+    assert judged([defined, shell("ls ./build")]) is None
+    assert judged([shell('a() { :; }; b() { :; }; scrub() { rm -rf "$1"; }'), shell("scrub ./build")]) is None
 
 
 def test_what_a_call_assigns_as_it_uses_a_function_is_what_the_function_reads() -> None:

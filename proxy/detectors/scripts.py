@@ -36,9 +36,10 @@ what it runs is not known in time, and it is judged out of time."""
 class _Defined:
     variables: tuple[tuple[str, str], ...]
     """``NAME=value`` assignments, as written."""
-    commands: tuple[tuple[str, str, bool], ...]
-    """Aliases and functions: their name, what they run, and whether that takes the use's arguments in
-    place of ``$1``, ``$@`` (a function) or after it (an alias)."""
+    commands: tuple[tuple[str, str | None, bool], ...]
+    """Aliases and functions: their name, what they run (None where that was not read in time: a use of it
+    is out of time), and whether that takes the use's arguments in place of ``$1``, ``$@`` (a function) or
+    after it (an alias)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +131,9 @@ def run_arguments(
     everything = [*ran, *fetched, *defined]
     if not everything:
         return call.arguments, len(call.arguments)
-    sent = sum(
-        len(text) for text in [call.arguments, *variables, *(body for body, _ in definitions.values())]
-    )
+    # Each definition a use runs was read (``_uses`` gives None for one that was not).
+    bodies = [body or "" for body, _ in definitions.values()]
+    sent = sum(len(text) for text in [call.arguments, *variables, *bodies])
     sent += sum(len(content) for _, content in [*ran, *fetched])
     return with_ran(call.arguments, everything), sent
 
@@ -220,8 +221,9 @@ def _plain(url: str) -> str:
 
 _Own = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], _Defined]
 _CACHED_LONGEST = 8 * 1024
-"""Characters of the longest arguments whose reading is kept for the next turns: what the cache holds
-stays some 16 MB however long the calls are, and a longer call is read again each turn, in its time."""
+"""Characters of the longest arguments whose reading is kept for the next turns (at most some four times
+as much: its files, values and bodies): what the cache holds stays some 20 MB however long the calls are,
+and a longer call is read again each turn, in its time."""
 
 
 def _own(name: str, arguments: str) -> _Own:
@@ -281,7 +283,7 @@ def _latest[T](found: Iterable[tuple[str, T]]) -> tuple[tuple[str, T], ...]:
     return tuple(latest.items())
 
 
-_kept_own = functools.lru_cache(maxsize=1024)(_read_own)
+_kept_own = functools.lru_cache(maxsize=512)(_read_own)
 
 
 def _first[T](found: Iterator[T]) -> tuple[T, ...]:
@@ -664,16 +666,25 @@ def _settings(text: str) -> list[tuple[str, str]]:
 _VARIABLE_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
-def _definitions(text: str) -> Iterator[tuple[str, str, bool]]:
+def _definitions(text: str) -> Iterator[tuple[str, str | None, bool]]:
+    """Each alias and function the text defines. Bodies nested in one another, or left open, are read over
+    again for each: past as many characters as the text has and one body more, what the next ones hold is
+    not read (None), so that a crafted text of nested openings costs its length, not its length times
+    ``_LONGEST_VALUE``, and its functions' uses are out of time."""
     for match in _ALIAS.finditer(text):
         for word in _words_of(match.group(1)):
             name, equals, value = word.partition("=")
             if equals and _NAME.fullmatch(name):
                 yield name, value[:_LONGEST_VALUE], False
+    room = len(text) + _LONGEST_VALUE
     for match in _FUNCTION.finditer(text):
-        opening = match.group(3) or match.group(4)
+        name, opening = match.group(1) or match.group(2), match.group(3) or match.group(4)
+        if room <= 0:
+            yield name, None, True
+            continue
         body = _body(text, match.end(), opening) if opening else _compound(text, match.end())
-        yield match.group(1) or match.group(2), body, True
+        room -= len(body)
+        yield name, body, True
 
 
 def _words_of(text: str) -> list[str]:
@@ -718,14 +729,17 @@ def _command_word(name: str) -> re.Pattern[str]:
     )
 
 
-def _uses(texts: list[str], definitions: dict[str, tuple[str, bool]]) -> list[str] | None:
+def _uses(texts: list[str], definitions: dict[str, tuple[str | None, bool]]) -> list[str] | None:
     """Each use of an alias or a function in the texts as what it runs, each different use once: the alias's
     value before the use's arguments, the function's body with them in place of its positional
-    parameters. None where they would add more than ``_MOST_EXPANDED`` characters: a use repeats its
-    definition, and a crafted call's uses could make many times its length."""
+    parameters. None where they would add more than ``_MOST_EXPANDED`` characters (a use repeats its
+    definition, and a crafted call's uses could make many times its length), or where what one runs was
+    not read."""
     room = _MOST_EXPANDED
     uses: dict[tuple[str, str], str] = {}
     for name, (body, takes_arguments) in definitions.items():
+        if body is None:
+            return None
         positional = (
             len(_POSITIONAL.findall(body)) + len(_ALL_POSITIONAL.findall(body)) if takes_arguments else 0
         )
