@@ -292,6 +292,13 @@ OWN = scripts._read_own
         ("bodies in brackets", lambda n: OWN("bash", command_field("f() (" * (n // 5)))),
         ("bodies of if", lambda n: OWN("bash", command_field("f() if " * (n // 7)))),
         ("aliases", lambda n: OWN("bash", command_field("alias " + "a=b " * (n // 4)))),
+        ("arrays left open", lambda n: OWN("bash", command_field("x=(" * (n // 3)))),
+        ("values added to", lambda n: OWN("bash", command_field("T+=a; " * (n // 6)))),
+        ("assignments before a command", lambda n: OWN("bash", command_field("a=b " * (n // 4) + "cp x y"))),
+        (
+            "names read",
+            lambda n: OWN("bash", command_field("read " + " ".join(f"a{k}" for k in range(n // 7)))),
+        ),
         ("a path after separators", lambda n: scripts._runs(";" * n + " x", "", "x")),
         ("a file named again and again", lambda n: scripts._runs("", "x " * (n // 2), "x")),
         ("runners with no file", lambda n: scripts._runs("", "sh " * (n // 3), "x")),

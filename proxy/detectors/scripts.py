@@ -295,6 +295,10 @@ def _first[T](found: Iterator[T]) -> tuple[T, ...]:
 
 _SEGMENT = re.compile(r"&&|\|\||[;\n|&(){}`]|\$\(")
 _COPIER = re.compile(r"(?i)(?:cp|mv|install|ln|link|rsync|copy-item|move-item|copy|move|cpi|mi)$")
+_COPIER_WORD = re.compile(
+    r"(?i)(?<![\w-])(?:cp|mv|install|ln|link|rsync|copy-item|move-item|copy|move|cpi|mi|dd|tee)(?![\w-])"
+)
+"""A word that may name a copier: a segment without one is not split into words."""
 _VALUED = frozenset({"-m", "--mode", "-o", "--owner", "-g", "--group", "-S", "--suffix", "-e"})
 _CODE_COPY = re.compile(
     r"""(?i)\b(?:copy\w*|move\w*|rename\w*|replace|symlink\w*|link\w*|cp|mv|ln_s)[ \t]*\([ \t]*"""
@@ -307,6 +311,8 @@ def _copies(text: str) -> Iterator[tuple[str, str]]:
     ``cat x > y``, ``cat < x > y``, ``tee y < x``, ``dd if=x of=y``, ``shutil.copy('x', 'y')``), as its source
     and its target (a folder's target named for its source)."""
     for segment in _SEGMENT.split(text):
+        if not _COPIER_WORD.search(segment):
+            continue
         words = _words(segment)
         if words[:1] in (["git"], ["busybox"]):
             words = words[1:]
@@ -349,13 +355,18 @@ def _operands(words: list[str]) -> list[str]:
 
 
 def _words(segment: str) -> list[str]:
+    """A command's words from its name on, past ``sudo``, ``env`` and assignments before it."""
     words = _words_of(segment)
-    while words and (words[0] in ("sudo", "env", "command", "exec", "nohup") or "=" in words[0]):
-        words = words[1:]
-    return words
+    return list(
+        itertools.dropwhile(
+            lambda word: word in ("sudo", "env", "command", "exec", "nohup") or "=" in word, words
+        )
+    )
 
 
 _FETCHER = re.compile(r"(?i)(?:curl|wget2?|fetch|aria2c|iwr|invoke-webrequest)$")
+_FETCHER_WORD = re.compile(r"(?i)(?<![\w-])(?:curl|wget2?|fetch|aria2c|iwr|invoke-webrequest)(?![\w-])")
+"""A word that may name a download command: a segment without one is not split into words."""
 _NAMED_BY_URL = re.compile(r"(?i)(?:wget2?|fetch|aria2c)$")
 """Download commands that store what they fetch under the URL's last name unless told otherwise."""
 _URL = re.compile(r"(?i)^(?:[a-z][\w+.-]*://|www\.)\S+")
@@ -367,6 +378,8 @@ def _downloads(text: str) -> Iterator[tuple[str, str]]:
     """Each file a download command stores (``curl -o x.sh URL``, ``curl -O URL``, ``wget URL``, ``wget -O x
     URL``, ``curl URL > x``, ``iwr URL -OutFile x``, ``urlretrieve(URL, 'x')``), with the URL."""
     for segment in _SEGMENT.split(text):
+        if not _FETCHER_WORD.search(segment):
+            continue
         words = _words(segment)
         if not words or not _FETCHER.match(posixpath.basename(words[0])):
             continue
@@ -603,7 +616,7 @@ def _unquoted(word: str) -> str:
 
 _VARIABLE = re.compile(
     r"""(?:^|(?<=[\s;&|(]))(?:export[ \t]+|declare[ \t]+(?:-\w+[ \t]+)*|typeset[ \t]+|readonly[ \t]+)?"""
-    r"""([A-Za-z_]\w*)(\+?)=(\([^)\n]*\)|\$\([^)\n]*\)|`[^`\n]*`|'[^'\n]*'|"[^"\n]*"|[^\s;&|'"`(]*)"""
+    r"""([A-Za-z_]\w*)(\+?)=(\([^()\n]*\)|\$\([^()\n]*\)|`[^`\n]*`|'[^'\n]*'|"[^"\n]*"|[^\s;&|'"`(]*)"""
 )
 """An assignment: ``T=x``, ``T+=x``, ``T=(x y)``, ``T=$(x)``, after ``export``, ``declare -a`` and so on."""
 _SETTER = re.compile(
@@ -629,27 +642,30 @@ def _value(value: str) -> str:
 
 
 def _settings(text: str) -> list[tuple[str, str]]:
-    """Each variable the text sets with its value: an array's, or what a command that sets it otherwise is
-    given (``read T <<< /``, ``for T in / ~``), as its words one after another, for each of which a use is
-    read (``_word_uses``); ``+=`` adds to the value the text gave before. ``set --`` sets ``@``."""
+    """Each variable the text sets with its latest value: an array's, or what a command that sets it
+    otherwise is given (``read T <<< /``, ``for T in / ~``), as its words one after another, for each of
+    which a use is read (``_word_uses``); ``+=`` adds to the value the text gave before (up to
+    ``_LONGEST_VALUE``). ``set --`` sets ``@``."""
     given: dict[str, str] = {}
-    settings = []
+
+    def give(name: str, value: str) -> None:
+        given.pop(name, None)
+        given[name] = value
+
     for match in _VARIABLE.finditer(text):
         name, adds, value = match.group(1), match.group(2), match.group(3)
         value = value[1:-1] if value[:1] == "(" else _value(value)
-        value = given.get(name, f"${{{name}}}") + value if adds else value
-        given[name] = value
-        settings.append((name, value))
+        give(name, (given.get(name, f"${{{name}}}") + value)[:_LONGEST_VALUE] if adds else value)
     for match in _SETTER.finditer(text):
         words = _words_of(match.group(3))
         if match.group(2):
-            settings.append(("@", " ".join(words)))
+            give("@", " ".join(words))
             continue
         operands = [word for word in words if word[:1] != "-" and word not in ("in", "<<<", "<")]
         leading = list(itertools.takewhile(_VARIABLE_NAME.fullmatch, operands))
         # ``read A B`` sets each name it is given; the others set one: getopts its second word, the rest
         # their first.
-        names = (
+        names = set(
             leading
             if match.group(1) == "read"
             else operands[1:2]
@@ -659,8 +675,9 @@ def _settings(text: str) -> list[tuple[str, str]]:
         values = " ".join(word for word in operands if word not in names)
         # A loop over a function's arguments (``for d in "$@"``) takes its values where it is called.
         if not _ALL_POSITIONAL.search(values):
-            settings += [(name, values) for name in names]
-    return settings
+            for name in names:
+                give(name, values)
+    return list(given.items())
 
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_]\w*")
