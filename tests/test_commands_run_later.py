@@ -535,6 +535,8 @@ def test_running_a_left_document_reads_it(command: str) -> None:
         lambda n: scripts._spellings(["'" * n + " x.sh"]),
         lambda n: scripts._spellings(["bash " + "a;" * (n // 2)]),
         lambda n: scripts._spellings(["bash " + "*a" * (n // 2)]).runs("a" * 200 + "b"),
+        lambda n: scripts._spellings([";".join(f"d{k}" for k in range(n // 7))]),
+        lambda n: scripts._spellings(["a|" * (n // 2)]),
     ],
 )
 def test_how_a_call_spells_what_it_runs_is_read_in_time_linear_in_it(

@@ -488,7 +488,7 @@ class _Spelled:
     """Globs given to a pipeline that runs what it is given, a variable or a brace list standing for any
     text in them (``bash x.s?``, ``bash $F.sh``, ``bash {x,}.sh``), and the files a build or test command
     runs by their conventional names (``make``, ``npm run``, ``pytest``); None where there are more than
-    ``_MOST_PATTERNS``: every name may be one of them."""
+    ``_MOST_PATTERNS`` or one longer than ``_LONGEST_NAME``: every name may be one of them."""
 
     def runs(self, name: str) -> bool:
         """Whether the commands may run the file of this name."""
@@ -498,6 +498,9 @@ class _Spelled:
 
 
 _MOST_PATTERNS = 64
+_LONGEST_NAME = 255
+"""The longest file name a file system takes: a longer glob is read as one that may be any name, not
+matched."""
 _PIPELINE = re.compile(r"&&|\|\||(?<![<>])&(?!>)|[;\n]")
 _SHELL_WORD = re.compile(r"[^\s;&|()<>]+")
 _STAGE_KEYWORDS = frozenset(
@@ -539,15 +542,16 @@ def _spellings(texts: list[str]) -> _Spelled:
     running: set[str] = set(_STARTUP_FILES)
     patterns: dict[str, None] = {}
     for text in texts:
-        for pipeline in _PIPELINE.split(text):
-            stages = [_command_of(stage) for stage in pipeline.split("|")]
+        # A pipeline given again is read once; its words with their quotes and backslashes taken out.
+        for pipeline in dict.fromkeys(_PIPELINE.split(text.translate(_UNQUOTED))):
+            words = _SHELL_WORD.findall(pipeline)
+            stages = (
+                [_command_of(_SHELL_WORD.findall(stage)) for stage in pipeline.split("|")]
+                if "|" in pipeline
+                else [_command_of(words)]
+            )
             commands = [command for command, _ in stages]
-            words = [_unquoted(word) for word in _SHELL_WORD.findall(pipeline)]
-            names = {
-                posixpath.basename(part.rstrip("/"))
-                for word in words
-                for part in (word, word.rpartition("=")[2])
-            }
+            names = {_base(part) for word in words for part in (word, word.rpartition("=")[2])}
             running.update(commands)
             patterns.update(
                 dict.fromkeys(glob for command in commands for glob in _CONVENTIONAL.get(command, ()))
@@ -572,7 +576,7 @@ def _spellings(texts: list[str]) -> _Spelled:
                     for module in (name, name.rpartition(".")[2])
                     for ending in _MODULE_FILES
                 }
-    if len(patterns) > _MOST_PATTERNS:
+    if len(patterns) > _MOST_PATTERNS or any(len(pattern) > _LONGEST_NAME for pattern in patterns):
         return _Spelled(frozenset(running), None)
     compiled = tuple(re.compile(fnmatch.translate(_VARIABLE_PART.sub("*", pattern))) for pattern in patterns)
     return _Spelled(frozenset(running), compiled)
@@ -594,24 +598,29 @@ _SUBSTITUTION = re.compile(r"\$\(|`|<\(")
 """A substitution in a pipeline: what it reads of a file may be what the pipeline runs."""
 
 
-def _command_of(stage: str) -> tuple[str, str]:
+def _command_of(words: list[str]) -> tuple[str, str]:
     """The name of a stage's command, past the words that run it (``if``, ``sudo``, ``time``, ``x=1``), and
     the first word it is given that is no option (a shell's or an interpreter's script)."""
-    words = [
-        posixpath.basename(_unquoted(word).rstrip("/"))
+    given = [
+        _base(word)
         for word in itertools.dropwhile(
-            lambda word: word in _STAGE_KEYWORDS or _ASSIGNMENT.match(word), _SHELL_WORD.findall(stage)
+            lambda word: word in _STAGE_KEYWORDS or _ASSIGNMENT.match(word), words
         )
     ]
-    operand = next((word for word in words[1:] if word[:1] != "-"), "")
-    return (words[0], operand) if words else ("", "")
+    operand = next((word for word in given[1:] if word[:1] != "-"), "")
+    return (given[0], operand) if given else ("", "")
+
+
+def _base(word: str) -> str:
+    """A word's last name, as a path's: what it names of a file."""
+    return word.rstrip("/").rpartition("/")[2]
 
 
 _ASSIGNMENT = re.compile(r"[A-Za-z_]\w*\+?=")
 
 
-def _unquoted(word: str) -> str:
-    return word.replace("\\", "").replace("'", "").replace('"', "")
+_UNQUOTED = str.maketrans("", "", "\\'\"")
+"""Quotes and backslashes, which a word's spelling takes out."""
 
 
 _VARIABLE = re.compile(
