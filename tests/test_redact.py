@@ -500,12 +500,18 @@ def test_a_prefixed_key_of_one_length_glued_before_a_letter_or_digit_is_redacted
 BASE64_AROUND = [("QWxsIHRoZSB3b3JsZC+", "Zm9vYmFy"), ("/dGhpc0lz", "Tm90QUtleQ=="), ("ab_", "cd")]
 
 
-@pytest.mark.parametrize(("rule_id", "key", "glue"), GLUED_AFTER_KEYS)
+# A key whose form holds a marker at a fixed place is a key inside any run (tests/test_rulepack_inside.py).
+MARKED = {rule.id for rule in load_pack(pack_path("secrets")).rules if rule.inside and not rule.proof}
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "key", "glue"), [case for case in GLUED_AFTER_KEYS if case.values[0] not in MARKED]
+)
 def test_a_key_s_prefix_inside_a_base64_run_is_no_key(
     scanner: Scanner, rule_id: str, key: str, glue: str
 ) -> None:
     """Glued on both sides, a key's prefix and length are a stretch of a longer run (a base64 blob, an
-    identifier): no key of the rule is found in it."""
+    identifier): no key of the rule is found in it, nor a checksummed family's key whose checksum fails."""
     for before, after in BASE64_AROUND:
         text = f"blob {before}{key}{glue}{after} end"
         assert rule_id not in {match.rule.id for match in scanner.scan_alone(text).matches}, text

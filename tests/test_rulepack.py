@@ -1280,17 +1280,17 @@ def test_a_search_stopped_after_an_empty_match_goes_on_past_it(monkeypatch: pyte
     """A search that goes on from its last match finds an empty one there again first: it is not taken
     twice."""
     scanner = _keyed_scanner(_CutOnce(regex.compile(r"(?=key=\d)")), anchored=False)
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, bool]] = []
     spans_of = Scanner._spans
 
-    def recorded(self: Scanner, *arguments: Any) -> Iterator[tuple[int, int]]:
+    def recorded(self: Scanner, *arguments: Any) -> Iterator[tuple[int, int, bool]]:
         for span in spans_of(self, *arguments):
             spans.append(span)
             yield span
 
     monkeypatch.setattr(Scanner, "_spans", recorded)
     scanner.scan_alone("key=1 and key=2")
-    assert spans == [(0, 0), (10, 10)]
+    assert spans == [(0, 0, False), (10, 10, False)]
 
 
 def test_a_partial_reading_is_not_taken_for_a_whole_one_without_saying_so(tmp_path: Path) -> None:

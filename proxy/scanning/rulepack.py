@@ -25,7 +25,8 @@ A pack file looks like::
         # anchored (true when every match starts with one of the keywords or shapes: the regex is then
         # only tried at each hit, never across a window, so even a common word is a cheap keyword),
         # glued (whether a word character written right before the key still lets it match; see below),
-        # threat, enabled
+        # inside and proof (the key's own structure and a validator proving it, found glued on both
+        # sides; see below), threat, enabled
 
 A regex that opens with the left word boundary ``(?<![A-Za-z0-9_])`` and then a fixed prefix of at
 least ``GLUED_PREFIX`` characters (``ghp_``, ``xox[bp]-``, ``AKIA``) runs without that boundary: a key
@@ -38,6 +39,17 @@ it (``ghp_...x``), as long as nothing base64 could hold stands right before its 
 one side, not a stretch of an encoded blob. Readings that put a key together from pieces (split,
 joined, regrouped) or turn it run the regex as written: their joins make runs that are no key glued to
 anything.
+
+A key whose format proves it wherever it stands is found glued on both sides (``xghp_...y``) by its
+rule's ``inside`` form: a regex of the key alone, no boundary at either end and of bounded length (no
+longer than the rule's own matches, so it is searched where the rule is), with few enough ways to
+backtrack (``INSIDE_PATHS``) to be searched without a time limit. A match of it is a key where
+``proof`` names a validator it passes (``base62_crc32``: GitHub's and npm's checksum), or, with no
+proof, where the form itself holds a marker at a fixed place (OpenAI's ``T3BlbkFJ``, Anthropic's ``AA``
+after 93 characters) that a run of base64 or a word holds by chance too rarely to matter. It counts
+where the regex found no match starting at the same place, and covers the key alone: what is glued
+to it stays. A match that fails its proof is searched on from its end, so a form with a proof is one
+in which no match can start inside another (the body of ``ghp_...`` holds no ``_``).
 
 A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
 its keywords or shapes: a hit only makes the rule run in a window around it. Keywords are looked for
@@ -61,7 +73,7 @@ import re
 import string
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from pathlib import Path
@@ -100,6 +112,8 @@ _OPTIONAL_RULE_KEYS = (
     "max_length",
     "anchored",
     "glued",
+    "inside",
+    "proof",
     "entropy",
     "validator",
     "secret_group",
@@ -145,6 +159,10 @@ class Rule:
     written: regex.Pattern[str] | None = None
     """The regex as the pack writes it, where ``pattern`` reads keys glued (``glued``): what a disguised
     reading of a text runs."""
+    inside: regex.Pattern[str] | None = None
+    """The key's own structure, found with anything glued to either side (the module says when)."""
+    proof: str | None = None
+    """The validator a match of ``inside`` must pass (a checksum); None where the structure is the proof."""
     whole_token: bool = False
     decoded: bool = False
     skip_examples: bool = False
@@ -462,6 +480,7 @@ class _PackReader:
         written = None
         if glued and pattern is not None:
             written, pattern = pattern, self._pattern(glued_source(raw["regex"]), at("regex"), label)
+        inside, proof = self._inside(raw, pattern, raw.get("max_length"), at, label)
         keywords = raw.get("keywords", [])
         if not isinstance(keywords, list) or not all(isinstance(word, str) and word for word in keywords):
             self.problem(at("keywords"), f"{label}: keywords must be a list of non-empty strings")
@@ -538,8 +557,42 @@ class _PackReader:
             anchored=anchored,
             glued=glued,
             written=written,
+            inside=inside,
+            proof=proof,
             files=tuple(files),
         )
+
+    def _inside(
+        self,
+        raw: dict[str, Any],
+        pattern: regex.Pattern[str] | None,
+        max_length: Any,
+        at: Callable[[str], int],
+        label: str,
+    ) -> tuple[regex.Pattern[str] | None, str | None]:
+        """The rule's ``inside`` form and its ``proof`` (the module says what they are). The form's matches
+        must be no longer than the rule's own, whose windows it is searched in, and so few ways to split
+        among its parts that a search of it takes time linear in the text (``INSIDE_PATHS``): it runs
+        without the regex module's time limit, whose setup costs several times the search of a window."""
+        source, proof = raw.get("inside"), raw.get("proof")
+        if proof is not None and (source is None or proof not in VALIDATORS):
+            self.problem(at("proof"), f"{label}: proof is a validator's name, for a rule with inside")
+            proof = None
+        if source is None:
+            return None, None
+        inside = self._pattern(source, at("inside"), label)
+        if inside is None or pattern is None:
+            return None, None
+        width = _max_width(inside.pattern)
+        longest = max_length if isinstance(max_length, int) else _max_width(pattern.pattern)
+        if width is None or (longest is not None and width > longest):
+            self.problem(at("inside"), f"{label}: inside must be of bounded length, no longer than the regex")
+            return None, None
+        paths = backtracking_paths(inside.pattern, width)
+        if paths is None or paths > INSIDE_PATHS:
+            self.problem(at("inside"), f"{label}: inside may backtrack {INSIDE_PATHS} ways at most")
+            return None, None
+        return inside, proof
 
     def _glued(self, raw: dict[str, Any], line: int, label: str) -> bool:
         """Whether the rule's regex runs without the ``WORD_START`` it opens with (the module says when)."""
@@ -628,6 +681,14 @@ def _fixed_prefix_length(source: str) -> int:
             break
         length += 1
     return length
+
+
+def _passes(check: Validator, value: str, checked: dict[tuple[Validator, str], bool]) -> bool:
+    """``check``'s verdict on ``value``, asked once a scan (``checked`` keeps them)."""
+    verdict = checked.get((check, value))
+    if verdict is None:
+        verdict = checked[check, value] = check(value)
+    return verdict
 
 
 def _group_exists(pattern: regex.Pattern[str], group: Any) -> bool:
@@ -821,6 +882,8 @@ def _literal_led(source: str) -> bool:
 # An anchored rule is tried without the per-call time limit only when a bound on the ways backtracking
 # can split a span among its parts stays under this (a few milliseconds of matching at worst).
 _UNTIMED_PATHS = 10_000_000
+INSIDE_PATHS = 64
+"""The most ways a rule's ``inside`` form may split a match among its parts (``backtracking_paths``)."""
 
 
 def backtracking_paths(source: str, reach: int) -> int | None:
@@ -2359,20 +2422,47 @@ class Scanner:
 
     def _spans(
         self, index: int, text: str, plan: _Plan, seconds: float, meter: Meter
-    ) -> Iterator[tuple[int, int]]:
+    ) -> Iterator[tuple[int, int, bool]]:
         """The spans of rule ``index``'s regex matches where the plan says to look (anchored: one match
         attempt per hit, reaching as far as the rule's longest match can), within ``seconds`` of the
-        meter's; in a view put together from pieces (``_Plan.written``), of its regex as written."""
-        # The regex module counts a timeout in the CPU time of the whole process: a run it stops while
-        # this thread has time left was cut short by other threads' work. An anchored attempt is made
-        # again; a search goes on from its last match.
+        meter's; in a view put together from pieces (``_Plan.written``), of its regex as written. Then,
+        for a rule with an ``inside`` form, that form's matches where none of the regex's starts, each
+        marked True (its proof, if any, still to pass)."""
         rule = self.rules[index]
         pattern = (rule.written if plan.written else None) or rule.pattern
         deadline = meter.spent() + seconds
+        untimed = self._untimed_attempts[index]
+        starts: set[int] = set()
+        for start, end in self._matches(
+            index, pattern, rule.secret_group, (untimed, False), text, plan, deadline, meter
+        ):
+            starts.add(start)
+            yield start, end, False
+        if rule.inside is not None:
+            for start, end in self._matches(index, rule.inside, 0, (True, True), text, plan, deadline, meter):
+                if start not in starts:
+                    yield start, end, True
+
+    def _matches(
+        self,
+        index: int,
+        pattern: regex.Pattern[str],
+        group: int | str,
+        untimed: tuple[bool, bool],
+        text: str,
+        plan: _Plan,
+        deadline: float,
+        meter: Meter,
+    ) -> Iterator[tuple[int, int]]:
+        """The spans of ``group`` in ``pattern``'s matches where the plan says to look for rule ``index``,
+        until the meter reaches ``deadline`` (``_spans``); ``untimed``: whether its anchored attempts, and its
+        searches, need no time limit of their own."""
+        # The regex module counts a timeout in the CPU time of the whole process: a run it stops while
+        # this thread has time left was cut short by other threads' work. An anchored attempt is made
+        # again; a search goes on from its last match.
         if index in plan.starts:
             width = self._widths[index]
             reach = len(text) if width is None else width + _LOOKAHEAD_MARGIN
-            untimed = self._untimed_attempts[index]
             for start in plan.starts[index]:
                 end = min(len(text), start + reach)
                 while True:
@@ -2382,14 +2472,14 @@ class Scanner:
                     try:
                         hit = (
                             pattern.match(text, start, end)
-                            if untimed
+                            if untimed[0]
                             else pattern.match(text, start, end, timeout=remaining)
                         )
                     except TimeoutError:
                         continue
                     break
                 if hit is not None:
-                    yield hit.span(self.rules[index].secret_group)
+                    yield hit.span(group)
             return
         for low, high in plan.regions[index]:
             resume = low
@@ -2400,10 +2490,15 @@ class Scanner:
                 if remaining <= 0:
                     raise TimeoutError
                 try:
-                    for hit in pattern.finditer(text, resume, high, timeout=remaining):
+                    hits = (
+                        pattern.finditer(text, resume, high)
+                        if untimed[1]
+                        else pattern.finditer(text, resume, high, timeout=remaining)
+                    )
+                    for hit in hits:
                         if hit.start() == hit.end() == empty_at:
                             continue
-                        yield hit.span(self.rules[index].secret_group)
+                        yield hit.span(group)
                         resume = hit.end()
                         empty_at = resume if hit.start() == resume else -1
                 except TimeoutError:
@@ -2570,7 +2665,8 @@ class Scanner:
         ``checked``; raises TimeoutError past ``seconds`` of the meter's."""
         rule = self.rules[index]
         check = VALIDATORS[rule.validator] if rule.validator else None
-        for start, end in self._spans(index, text, plan, seconds, meter):
+        proof = VALIDATORS[rule.proof] if rule.proof else None
+        for start, end, inside in self._spans(index, text, plan, seconds, meter):
             if start < 0 or start == end:
                 continue
             value = text[start:end]
@@ -2584,18 +2680,16 @@ class Scanner:
                     continue
             if rule.entropy is not None and shannon_entropy(value) < rule.entropy:
                 continue
-            if check is not None:
-                verdict = checked.get((check, value))
-                if verdict is None:
-                    verdict = checked[check, value] = check(value)
-                if not verdict:
-                    continue
+            judges = (check, proof) if inside else (check,)
+            if not all(_passes(judge, value, checked) for judge in judges if judge is not None):
+                continue
             if rule.skip_examples and is_example_value(value):
                 continue
             if is_vault_placeholder(value):
                 continue
-            if rule.whole_token and not (rule.glued and _WORD_CHARACTER.match(text, end)):
-                # A key glued before a word (``ghp_...x``) is its length: what is glued to it stays.
+            if rule.whole_token and not inside and not (rule.glued and _WORD_CHARACTER.match(text, end)):
+                # A key glued before a word (``ghp_...x``), or found by its own structure, is its length:
+                # what is glued to it stays.
                 end = token_end(text, start, end)
                 # A value the rule's length cut (a JWT after "access_token":) is judged whole as well: a
                 # documented example longer than the cut is still one.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import math
 import re
+import string
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 
@@ -25,6 +27,27 @@ def shannon_entropy(value: str) -> float:
         return 0.0
     length = len(value)
     return -sum(count / length * math.log2(count / length) for count in Counter(value).values())
+
+
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_CHECKSUM_CHARS = 6
+_CHECKSUMMED_BODY = 30
+
+
+def base62_crc32_valid(token: str) -> bool:
+    """A token whose last six characters are the CRC32 of the 30 before them, written in base62 (digits,
+    then upper, then lower case letters) with leading zeros: GitHub's ``ghp_`` family and npm's ``npm_``
+    tokens. A string of 36 random base62 characters passes with a chance of one in 62**6 (about 1.8e-11)."""
+    body = token[-_CHECKSUM_CHARS - _CHECKSUMMED_BODY : -_CHECKSUM_CHARS]
+    if len(body) != _CHECKSUMMED_BODY or not body.isascii():
+        return False
+    written = 0
+    for char in token[-_CHECKSUM_CHARS:]:
+        digit = _BASE62.find(char)
+        if digit < 0:
+            return False
+        written = written * len(_BASE62) + digit
+    return written == zlib.crc32(body.encode("ascii"))
 
 
 def luhn_valid(digits: str) -> bool:
@@ -316,4 +339,5 @@ VALIDATORS: Mapping[str, Validator] = {
     "spanish_dni": spanish_dni_valid,
     "dutch_bsn": dutch_bsn_valid,
     "not_placeholder": not_placeholder,
+    "base62_crc32": base62_crc32_valid,
 }
