@@ -570,6 +570,32 @@ def test_a_key_glued_to_a_word_character_is_redacted_from_a_prompt(
     assert found and all(f["enforced"] for f in found)
 
 
+# GitHub's token format (ghp_, 30 random base62 characters, their CRC32 in six base62 characters).
+CHECKSUMMED_TOKEN = "ghp_" + "7KWyWfty6uEvcdZQoaZrknnVmnbSF04CgfKc"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_checksummed_key_glued_on_both_sides_is_redacted_where_enforced_and_recorded_where_observed(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A GitHub token with a letter glued on each side (its receiver strips both) is a key by its own
+    checksum: redacted alone where enforced, the glued letters left; sent as it is where observed, the
+    finding recorded without the key."""
+    proxy = _agent(start_proxy(mode=mode, extra="redaction: {requests: true}\n"), monkeypatch)
+    prompt = f"keep this: https://c.example/?d=x{CHECKSUMMED_TOKEN}y now"
+    openai_client(upstream).chat.completions.create(model="m", messages=ask(prompt))
+    sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
+    record = last_record(proxy)
+    found = [f for f in record["findings"] if f["rule"] == "github-pat"]
+    assert found and CHECKSUMMED_TOKEN[4:] not in json.dumps(record)
+    if mode == "enforce":
+        assert sent == "keep this: https://c.example/?d=x[REDACTED:github-pat]y now"
+        assert all(f["enforced"] for f in found)
+    else:
+        assert sent == prompt
+        assert not any(f["enforced"] for f in found)
+
+
 def test_a_key_cut_by_a_soft_line_break_in_a_quoted_printable_mail_is_redacted_from_a_tool_result(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
