@@ -86,12 +86,19 @@ def rss_mib(pid: int) -> float:
 
 
 def proxy_processes(pid: int) -> list[int]:
-    """The processes that serve traffic: a supervisor's workers, or the process itself."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    """The processes that serve traffic: a supervisor's workers (the children of the process they are
+    forked from, a child of the supervisor), or the process itself."""
     workers = [
-        int(child) for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        int(worker)
+        for child in _children(pid)
+        if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()
+        for worker in _children(child)
     ]
     return workers or [pid]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import os
 import selectors
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,20 +30,11 @@ ENTRY = Path(sys.modules["proxy"].__file__ or "proxy").parent / "__main__.py"
 
 
 def warm_up() -> None:
-    """Import what ``run`` imports and build the detectors of an observing and an enforcing policy, so the
-    caches a forked process inherits hold the rule packs' compiled patterns and analyses."""
-    import addons.process.server  # noqa: F401 - imported for the forked processes
-    from proxy.config.policy import load_policy
-    from proxy.inspection import Detectors
+    """Import what ``run`` imports and build the detectors of an observing and an enforcing policy, as the
+    process several workers are forked from does (its import is the warm-up), so the caches a forked
+    process inherits hold the rule packs' compiled patterns and analyses, out of the collector's reach."""
+    import proxy.commands.worker_preload  # noqa: F401 - imported for the forked processes
 
-    with tempfile.TemporaryDirectory() as directory:
-        for mode in ("observe", "enforce"):
-            policy = Path(directory) / f"{mode}.yaml"
-            policy.write_text(
-                f"version: 1\nmode: {mode}\ndata_dir: {directory}/data\n"
-                "agents: {bot: {token: warm-up-token, role: r}}\nroles: {r: {egress: {allow: [localhost]}}}\n"
-            )
-            Detectors(load_policy(policy), bytes(32))
     if threading.active_count() != 1:
         raise RuntimeError("the fork server must stay single-threaded to fork safely")
 

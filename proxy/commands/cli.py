@@ -148,7 +148,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"users (mode {key_mode:o}): chmod 600 it",
                     file=sys.stderr,
                 )
-    from proxy.commands.workers import AlreadyServed, bind_listeners, bound_port, sole_server, supervise
+    from proxy.commands.workers import (
+        AlreadyServed,
+        bind_listeners,
+        bound_port,
+        sole_server,
+        start_worker_template,
+        supervise,
+    )
 
     with contextlib.ExitStack() as holding:
         try:
@@ -164,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 2
         options = [f"{name}={value}" for name, value in passthrough.items()]
         if workers > 1:
+            start_worker_template()
             from addons.process.server import check_options, serve_worker
 
             try:

@@ -3,6 +3,7 @@
 mitmproxy runs every addon hook on one event loop, and the detectors are CPU-bound Python, so one
 process is one core. ``run`` with ``workers: N`` starts N complete proxy processes, each serving a
 socket of its own on the same port (``SO_REUSEPORT``); the kernel spreads agents' connections over them.
+They are forked from one process that imported egressguard and built the detectors once (``worker_context``).
 Each worker is a separate audit writer (``<audit.path>/w<i>/``, one hash chain each, one signing key),
 and all of them share one state store (the SQLite file opened by every worker, or Redis), so limits,
 freezes, first-seen sets and alert windows see every worker's traffic and an alert is routed once.
@@ -36,7 +37,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from multiprocessing import reduction
+from multiprocessing import forkserver, reduction
+from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -47,6 +49,8 @@ from proxy.admin.gateway import Gateway
 from proxy.config.policy import AdminSettings
 
 WORKER_OPTION = "egressguard_writer"
+WORKER_PRELOAD = "proxy.commands.worker_preload"
+"""What the process the workers are forked from imports first: it builds the detectors they inherit."""
 WORKER_SOCKET = "unix:"
 """How the supervisor gives a worker the Unix socket its admin API listens on, in place of host:port."""
 
@@ -167,6 +171,23 @@ def _bind_all(addresses: Sequence[tuple[Any, ...]], workers: int) -> list[list[s
     return bound
 
 
+def worker_context() -> ForkServerContext:
+    """Workers are forked from one process (multiprocessing's fork server) that has imported what a worker
+    runs and built the detectors first (``proxy.commands.worker_preload``): each starts with them, where
+    each was a fresh interpreter that imported and built everything again (some 4 s of CPU a worker). A
+    worker still gets only its own sockets and the data dir's lock, and watches its supervisor."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([WORKER_PRELOAD])
+    return context
+
+
+def start_worker_template() -> None:
+    """Start the process the workers are forked from now, so that it imports and builds while the
+    supervisor checks the options and makes the CA and keys, rather than after."""
+    worker_context()
+    forkserver.ensure_running()
+
+
 def supervise(
     listening: list[Sockets],
     target: Callable[..., None],
@@ -238,7 +259,7 @@ class Workers:
         self.target = target
         self.passthrough = passthrough
         self.serving = serving
-        self.context = multiprocessing.get_context("spawn")
+        self.context = worker_context()
         self.workers: dict[str, Worker] = {}
 
     def add(self, worker: Worker) -> None:
