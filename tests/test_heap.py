@@ -52,6 +52,17 @@ def test_running_moves_the_heap_out_of_the_collectors_reach() -> None:
     assert not any(candidate is kept for candidate in gc.get_objects())
 
 
+def test_running_leaves_frozen_what_was_frozen_before_it() -> None:
+    """A worker is forked from a process that froze its heap once built: starting walks none of that
+    (thawed and collected, every object of it was written to, and its pages were no longer shared), even
+    a cycle in it that is garbage by then; what was made since is frozen with it."""
+    reference = cycle_dropped_after_freeze()
+    made_since = Node()
+    LongLivedHeap().running()
+    assert reference() is not None
+    assert not any(candidate is made_since for candidate in gc.get_objects())
+
+
 def test_running_collects_the_youngest_objects_less_often() -> None:
     """Turns in flight hold objects that swing past the collector's default every few requests: the
     youngest generation is collected every ``YOUNG_OBJECTS``, the older ones as before."""

@@ -23,10 +23,12 @@ YOUNG_OBJECTS = 7000
 """Objects made and not freed since the last collection that start the next one (Python's default: 700)."""
 
 
-def settle_heap() -> None:
-    """Collect what is garbage now, then exempt everything left from later collections. What was exempted
-    before is put back first: a reload's previous detectors, garbage now, are collected with the rest."""
-    gc.unfreeze()
+def settle_heap(*, thaw: bool) -> None:
+    """Collect what is garbage now, then exempt everything left from later collections. With ``thaw``, what
+    was exempted before is put back first: a reload's previous detectors, garbage now, are collected with
+    the rest."""
+    if thaw:
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_OBJECTS, *gc.get_threshold()[1:])
@@ -36,8 +38,11 @@ class LongLivedHeap:
     """Last in the chain: its ``running`` comes after every other addon has built what it keeps."""
 
     def running(self) -> None:
-        settle_heap()
+        # What is frozen before the proxy runs is what a worker was forked with (the rule packs' caches,
+        # ``proxy.commands.worker_preload``): thawed, the collection walked all of it at every start (a
+        # tenth of a second of CPU) and wrote to each of its objects, so none of their pages stayed shared.
+        settle_heap(thaw=False)
 
     def configure(self, updated: Set[str]) -> None:
         if POLICY_RELOADED in updated:
-            settle_heap()
+            settle_heap(thaw=True)
