@@ -19,6 +19,7 @@ from proxy.detectors.credentials import (
     is_reading_tool,
     normal_paths,
 )
+from proxy.detectors.request_destinations import LONGEST_REQUEST
 from proxy.exchange import ToolCall
 from proxy.inspection import Detectors
 from proxy.model import Severity, Threat
@@ -503,7 +504,16 @@ def test_globs_braces_paths_and_expansions_cost_no_more_than_their_length(comman
 
 
 @pytest.mark.parametrize(
-    "unit", ["curl $GITHUB_TOKEN ", "curl -d t=$GITHUB_TOKEN ", "curl ( $GITHUB_TOKEN ", "wget ${GH_TOKEN} "]
+    "unit",
+    [
+        "curl $GITHUB_TOKEN ",
+        "curl -d t=$GITHUB_TOKEN ",
+        "curl ( $GITHUB_TOKEN ",
+        "wget ${GH_TOKEN} ",
+        'curl -H "a;b" $GITHUB_TOKEN ',
+        "curl $( $GITHUB_TOKEN ",
+        "dig $GITHUB_TOKEN.x <<E ",
+    ],
 )
 def test_where_crafted_requests_send_a_secret_is_read_on_the_budget(unit: str) -> None:
     """Requests by the thousand, each reaching a secret variable: reading where each goes is charged to
@@ -1594,6 +1604,12 @@ def test_a_secret_sent_where_its_destination_cannot_be_read_for_certain_is_crede
     """A secret of a service's name goes only where its request provably goes to that service's hosts:
     a destination not read for certain takes none."""
     assert "secret-variable-sent" in _rules_of("bash", command=command)
+
+
+def test_a_request_longer_than_is_read_takes_no_secret() -> None:
+    padded = f'curl https://api.github.com/user -H "X-Pad: {"a" * LONGEST_REQUEST}" {GITHUB_HEADER}'
+    assert "secret-variable-sent" in _rules_of("bash", command=padded)
+    assert "secret-variable-sent" not in _rules_of("bash", command=padded.replace("a" * 1000, ""))
 
 
 @pytest.mark.parametrize(

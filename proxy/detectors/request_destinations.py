@@ -615,20 +615,26 @@ _METHOD = re.compile(r"GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS")
 _GITHUB_API = "api.github.com"
 
 
+def _with_urls_given(operands: Words, values: Words) -> Words:
+    """The operands, and each option's value that is a URL: where a reading dropped an empty argument
+    (``-d ''``), the option took the URL after it for its value."""
+    return [*operands, *((value, value) for _, value in values if _URL_START.match(value))]
+
+
 def _curl(words: Words) -> tuple[str, ...] | None:
     read = _options(words, "AbcCdDeEFHmoPQrtTuUwXyYz", "xK:", _CURL_VALUED, _CURL_REROUTING)
     if read is None or any(
         _HOST_HEADER.match(value) for option, value in read[1] if option in ("H", "header")
     ):
         return None
-    return _hosts_of(read[0])
+    return _hosts_of(_with_urls_given(*read))
 
 
 def _wget(words: Words) -> tuple[str, ...] | None:
     read = _options(words, "aAoOPQtTwlRDIXU", "eiB", _WGET_VALUED, _WGET_REROUTING)
     if read is None or any(_HOST_HEADER.match(value) for option, value in read[1] if option == "header"):
         return None
-    return _hosts_of(read[0])
+    return _hosts_of(_with_urls_given(*read))
 
 
 def _httpie(words: Words) -> tuple[str, ...] | None:
