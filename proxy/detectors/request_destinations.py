@@ -597,14 +597,14 @@ _WGET_VALUED = frozenset(
 )  # fmt: skip
 _WGET_REROUTING = re.compile(
     r"execute|input-file|base|config|input-metalink|proxy-\w+|bind-address|bind-dns-address|dns-servers"
-    r"|use-askpass|e|i|B"
+    r"|use-askpass"
 )
 _HTTPIE_VALUED = frozenset(
     {"auth", "auth-type", "output", "session", "session-read-only", "cert", "cert-key", "verify", "timeout",
      "max-redirects", "pretty", "style", "print", "format-options", "response-charset", "response-mime",
-     "ssl", "ciphers", "default-scheme", "bearer", "body"}
+     "ssl", "ciphers", "default-scheme", "bearer", "body", "raw"}
 )  # fmt: skip
-_HTTPIE_REROUTING = re.compile(r"proxy|resolve|unix-socket|interface|follow|all|raw")
+_HTTPIE_REROUTING = re.compile(r"proxy|resolve|unix-socket|interface|follow")
 _GH_VALUED = frozenset(
     {"header", "field", "raw-field", "method", "input", "jq", "template", "cache", "preview", "repo", "body",
      "title", "base", "head", "json", "limit", "state", "label", "assignee", "author", "branch", "workflow",
