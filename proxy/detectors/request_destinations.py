@@ -72,6 +72,8 @@ _CODE_SENDS = re.compile(
     r"|\b(?:urlopen|fetch|Request|file_get_contents|curl_init"
     r"|curl_setopt|create_connection|gethostbyname|getaddrinfo|WebSocket|HttpClient|WebClient)\s*\("
     r"|\bNet::HTTP\b|\bHTTP::Tiny\b|\bLWP::|\bsocket\.socket\b|\bdns\.(?:resolve|lookup)"
+    r"|\b(?:axios|superagent|needle|undici|node-fetch)\b"
+    r"|\brequire\(\s*[\"'](?:https?|got|ky)[\"']"
     r"|\b(?:invoke-webrequest|invoke-restmethod|iwr|irm|resolve-dnsname)\b"
 )
 """Code that sends a request or looks a name up: where it goes is read off the URLs it writes."""
