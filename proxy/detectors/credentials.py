@@ -546,12 +546,13 @@ _LOGIN_VALUED = frozenset({"-u", "--username", "--authfile", "--config", "--cert
 CLI_HOSTS = {
     "gcloud": ("*.googleapis.com", "gcr.io", "*.gcr.io", "*.pkg.dev"),
     "az": (
-        "management.azure.com", "*.management.azure.com", "graph.microsoft.com", "*.vault.azure.net",
-        "*.azurecr.io", "*.core.windows.net", "*.azure.com",
+        "management.azure.com", "graph.microsoft.com", "*.vault.azure.net", "*.azurecr.io",
+        "*.core.windows.net", "dev.azure.com",
     ),
     "gh": ("api.github.com", "github.com", "*.github.com", "*.githubusercontent.com", "ghcr.io"),
 }  # fmt: skip
-"""The hosts of the service whose token each CLI prints: where the token goes as it is used."""
+"""The hosts of the service whose token each CLI prints: where the token goes as it is used (never a
+host a customer names, ``*.run.app`` or ``*.cloudapp.azure.com``)."""
 _CLI_PATTERNS = {
     cli: tuple(HostPattern.parse(host, None) for host in hosts) for cli, hosts in CLI_HOSTS.items()
 }
