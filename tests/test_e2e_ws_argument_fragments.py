@@ -1,6 +1,7 @@
 """End to end: a call the Gemini Live API (``BidiGenerateContent``) streams as ``partialArgs``, a string
 continued over two messages at its JSON path, through a real egressguard, to the google-genai SDK's Live
-client: decided on the arguments the pieces make merged, a destructive command or a credential read
+client: decided on the arguments the pieces make merged (a list's item, named by its index, in the list a
+client grows), a destructive command or a credential read
 withheld where enforced (the session closed, naming why), reaching the agent as sent where observed,
 recorded either way."""
 
@@ -19,6 +20,7 @@ from tests.test_message_argument_fragments import CREDENTIALS, live_turn
 CALLS: dict[str, tuple[str, str, list[str], str]] = {
     "a destructive command": ("run_shell_command", "command", ["rm -r", "f ~"], "tool_abuse"),
     "a credential read": ("read_file", "path", CREDENTIALS, "credential_theft"),
+    "a credential read of a list's item": ("read_many_files", "paths[0]", CREDENTIALS, "credential_theft"),
 }
 
 

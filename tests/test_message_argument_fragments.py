@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from proxy.dialects.shapes import call_pieces, merged_arguments
+from proxy.dialects.shapes import StreamedCalls, call_pieces
+from proxy.dialects.stream import merged_arguments
 from tests.test_message_calls import relay
 from tests.test_stream_tool_gate import _inspector
 
@@ -111,16 +112,51 @@ def test_a_key_cut_over_fragments_reaches_the_agent_redacted(dialect: str) -> No
 
 def test_fragments_merge_as_the_sdk_merges_them() -> None:
     held = merged_arguments({}, {"command": "rm -", "options": {"force": True}})
-    held = merged_arguments(held, {"command": "rf /", "options": {"depth": 2}, "paths": ["a"]})
-    assert merged_arguments(held, {"paths": ["b"]}) == {
+    assert held is not None
+    held = merged_arguments(held, {"command": "rf /", "options": {"depth": 2}, "paths": ["a"], "x": None})
+    assert held is not None
+    assert merged_arguments(held, {"paths": ["b"], "x": None}) == {
         "command": "rm -rf /",
         "options": {"force": True, "depth": 2},
         "paths": ["a", "b"],
+        "x": None,
     }
 
 
-@pytest.mark.parametrize("path", ["$.paths[0]", "$..command", "$.*", "command"])
-def test_a_live_piece_at_a_path_not_of_names_alone_is_placed_nowhere(path: str) -> None:
+@pytest.mark.parametrize(
+    "fragment",
+    [{"depth": 3}, {"command": {"run": "x"}}, {"options": "x"}, {"paths": {"0": "x"}}, {"force": False}],
+    ids=[
+        "a number again",
+        "an object at a string",
+        "a string at an object",
+        "an object at a list",
+        "truth again",
+    ],
+)
+def test_fragments_clients_merge_apart_contradict(fragment: dict[str, Any]) -> None:
+    """The SDK adds numbers and keeps the first of two kinds; a reader placing each piece keeps the last."""
+    held = {"command": "rm", "options": {"a": 1}, "paths": ["a"], "depth": 2, "force": True}
+    assert merged_arguments(held, fragment) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "$..command",
+        "$.*",
+        "command",
+        "$.paths[*]",
+        "$.paths[-1]",
+        "$.paths[01]",
+        "$.paths[ 0 ]",
+        "$.paths[1000000]",
+        "$.paths[17]",
+        "$[0]",
+        "$.paths[0",
+    ],
+)
+def test_a_live_piece_at_a_path_not_of_names_and_indexes_is_placed_nowhere(path: str) -> None:
     """A path read otherwise by one client than another names no one place: its message is withheld."""
     partial = {"jsonPath": path, "stringValue": "x", "willContinue": True}
     message = {"toolCall": {"functionCalls": [{"id": "fc_1", "name": "f", "partialArgs": [partial]}]}}
@@ -158,9 +194,94 @@ def test_a_live_piece_whose_number_is_written_as_a_string_is_read_where_it_stand
     assert [leaf[0] for leaf in piece.leaves] == ["toolCall.functionCalls[0].partialArgs[0].numberValue"]
 
 
-@pytest.mark.parametrize("path", ["$.command", "$['command']", "$.options.force"])
-def test_a_live_piece_at_a_path_of_names_is_placed(path: str) -> None:
+@pytest.mark.parametrize(
+    "path", ["$.command", "$['command']", "$.options.force", "$.paths[0]", "$.a.b[2].c", "$['a'][0][1]"]
+)
+def test_a_live_piece_at_a_path_of_names_and_indexes_is_placed(path: str) -> None:
     partial = {"jsonPath": path, "stringValue": "x", "willContinue": True}
     call = {"id": "fc_1", "name": "f", "partialArgs": [partial], "willContinue": True}
     (piece,) = call_pieces({"toolCall": {"functionCalls": [call]}})
     assert piece.key is not None and piece.opens and piece.leaves
+
+
+def _live_call(*partials: dict[str, Any], name: str = "f") -> dict[str, Any]:
+    call = {"id": "fc_1", "partialArgs": list(partials), "willContinue": True}
+    return {"toolCall": {"functionCalls": [{"name": name, **call} if name else call]}}
+
+
+def _string_at(path: str, text: str) -> dict[str, Any]:
+    return {"jsonPath": path, "stringValue": text, "willContinue": True}
+
+
+@pytest.mark.parametrize(
+    ("partials", "merged"),
+    [
+        (
+            [("$.paths[0]", "/home/u/.a"), ("$.paths[0]", "ws/credentials")],
+            {"paths": ["/home/u/.aws/credentials"]},
+        ),
+        ([("$.paths[0]", "a"), ("$.paths[1]", "b")], {"paths": ["a", "b"]}),
+        ([("$.paths[1]", "b"), ("$.paths[0]", "a")], {"paths": ["a", "b"]}),
+        ([("$.a.b[2].c", "x")], {"a": {"b": [None, None, {"c": "x"}]}}),
+        ([("$.a[0].b", "x"), ("$.a[0].c", "y")], {"a": [{"b": "x", "c": "y"}]}),
+        ([("$['a'][0][1]", "x")], {"a": [[None, "x"]]}),
+        ([("$.paths[16]", "x")], {"paths": [None] * 16 + ["x"]}),
+    ],
+    ids=[
+        "a string continued",
+        "two items",
+        "two items, the later first",
+        "deep",
+        "an item's fields",
+        "a list in a list",
+        "as far past the end as a list may grow",
+    ],
+)
+def test_live_pieces_at_indexes_merge_into_lists_as_a_client_grows_them(
+    partials: list[tuple[str, str]], merged: dict[str, Any]
+) -> None:
+    calls = StreamedCalls()
+    for index, (path, text) in enumerate(partials):
+        placed = calls.place(
+            call_pieces(_live_call(_string_at(path, text), name="f" if index == 0 else "")), str
+        )
+        assert not placed.stray
+    (call,) = calls.calls.values()
+    assert json.loads(call.call().arguments) == merged
+
+
+@pytest.mark.parametrize(
+    "partials",
+    [
+        [_string_at("$.paths", "x"), _string_at("$.paths[0]", "y")],
+        [_string_at("$.paths[0]", "x"), _string_at("$.paths.name", "y")],
+        [{"jsonPath": "$.depth", "numberValue": 1}, {"jsonPath": "$.depth", "numberValue": 2}],
+        [{"jsonPath": "$.force", "boolValue": True}, _string_at("$.force", "x")],
+        [_string_at("$.paths[0]", "x"), _string_at("$.paths[18]", "y")],
+    ],
+    ids=[
+        "a string, then a list at its place",
+        "a list, then an object at its place",
+        "two numbers at one place",
+        "a truth value, then a string",
+        "past how far a list may grow",
+    ],
+)
+def test_live_pieces_that_contradict_each_other_are_placed_nowhere(partials: list[dict[str, Any]]) -> None:
+    """Readers part on such a call (the SDK adds numbers, a reader placing each piece keeps the last): the
+    message is withheld, in one message or over two."""
+    assert [piece.key for piece in call_pieces(_live_call(*partials))] == [None]
+    calls = StreamedCalls()
+    assert not calls.place(call_pieces(_live_call(partials[0])), str).stray
+    assert calls.place(call_pieces(_live_call(*partials[1:], name="")), str).stray
+
+
+def test_an_index_far_past_a_list_s_end_grows_nothing() -> None:
+    """An index is read where it stands, never as the list a client would grow to it: a short path cannot
+    make the reading of a call grow."""
+    calls = StreamedCalls()
+    calls.place(call_pieces(_live_call(_string_at("$.paths[0]", "x"))), str)
+    far = _live_call(_string_at("$.paths[999999]", "y"), name="")
+    assert calls.place(call_pieces(far), str).stray
+    (call,) = calls.calls.values()
+    assert json.loads(call.call().arguments) == {"paths": ["x"]}

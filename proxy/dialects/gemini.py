@@ -7,6 +7,7 @@ a streamed completion point into that merged response.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,7 +31,16 @@ from proxy.dialects.base import (
 from proxy.dialects.locator import Step, format_locator, parse_locator, walk_strings
 from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
-from proxy.dialects.stream import GrowingText, Path, StreamFilters, StreamSession, rewritten, synthesised
+from proxy.dialects.stream import (
+    GrowingText,
+    IndexedItems,
+    Path,
+    StreamFilters,
+    StreamSession,
+    merged_arguments,
+    rewritten,
+    synthesised,
+)
 from proxy.exchange import (
     Attachment,
     Completion,
@@ -156,6 +166,126 @@ def function_call_of(call: dict[str, Any], where: str) -> ToolCall:
         arguments=canonical_arguments(call.get("args")),
         where=where,
     )
+
+
+_STREAMED_SNAKE_CASE = {
+    "partial_args": "partialArgs",
+    "will_continue": "willContinue",
+    "json_path": "jsonPath",
+    "string_value": "stringValue",
+    "number_value": "numberValue",
+    "bool_value": "boolValue",
+}
+"""The fields of a call whose arguments stream (Vertex AI's ``streamFunctionCallArguments``, the Live
+API's), in snake_case, by their camelCase names."""
+_SNAKE_CASE_OF = {camel: snake for snake, camel in _STREAMED_SNAKE_CASE.items()}
+_PARTIAL_VALUES = ("stringValue", "numberValue", "boolValue")
+"""A piece's value, one of them (a protocol buffers oneof)."""
+_STREAMED_CALL_FIELDS = frozenset({"partialArgs", "willContinue", "partial_args", "will_continue"})
+
+
+def streams_arguments(call: dict[str, Any]) -> bool:
+    """Whether a ``functionCall`` (a part's, a Live ``toolCall``'s) is a piece of a call whose arguments
+    stream: it holds ``partialArgs`` or ``willContinue``."""
+    return not _STREAMED_CALL_FIELDS.isdisjoint(call)
+
+
+@dataclass(frozen=True, slots=True)
+class PartialCall:
+    """What one piece of a call whose arguments stream gives (``partial_call``)."""
+
+    id: str | None
+    name: str
+    merges: dict[str, Any]
+    """The fragment of the arguments its ``partialArgs`` give (``partial_arguments``)."""
+    leaves: tuple[tuple[str, str, str], ...]
+    """The fragment's strings, each with its locator and its place in the arguments."""
+    given: str | None
+    """Arguments it gives whole (``args``), which a client may take in place of those streamed."""
+    continues: bool
+    """Whether it says another piece of its call follows (``willContinue``)."""
+
+
+def partial_call(call: dict[str, Any], where: tuple[Step, ...]) -> PartialCall | None:
+    """The piece of a call whose arguments stream that the ``functionCall`` at ``where`` is, each of its
+    ``partialArgs`` a value at its JSON path, a string continued by the next piece at the same path, the
+    call ending at the piece whose ``willContinue`` is not true; None where clients may read it apart
+    (a field given both ways, a piece placed nowhere: ``partial_arguments``)."""
+    item = camel_cased(call)
+    if item is None:
+        return None
+    spelled = "partialArgs" if "partialArgs" in call else "partial_args"
+    merges, leaves = partial_arguments(item.get("partialArgs"), (*where, spelled))
+    if merges is None:
+        return None
+    given = canonical_arguments(item["args"]) if isinstance(item.get("args"), dict) else None
+    name = as_str(item.get("name")) or ""
+    return PartialCall(as_str(item.get("id")), name, merges, leaves, given, item.get("willContinue") is True)
+
+
+def camel_cased(call: dict[str, Any]) -> dict[str, Any] | None:
+    """``call`` (a ``functionCall``, or one of its ``partialArgs``) with its snake_case fields under their
+    camelCase names, as a server reading protocol buffers' JSON takes either; None where a field is given
+    both ways (readers part on which one wins)."""
+    renamed = dict(call)
+    for snake, camel in _STREAMED_SNAKE_CASE.items():
+        if snake in renamed:
+            if camel in renamed:
+                return None
+            renamed[camel] = renamed.pop(snake)
+    return renamed
+
+
+def partial_arguments(
+    partials: Any, where: tuple[Step, ...]
+) -> tuple[dict[str, Any] | None, tuple[tuple[str, str, str], ...]]:
+    """The fragment of a call's arguments its ``partialArgs`` (at ``where``) give, and its strings, each
+    with its locator and its place in the arguments. None where a piece names its place otherwise than
+    by names of objects and indexes of lists (``$.a.b``, ``$['a']``, ``$.items[0]``), which clients may
+    read apart from how it is read here, gives more than one value, or gives a place a value its other
+    pieces contradict (``merged_arguments``)."""
+    fragment: dict[str, Any] | None = {}
+    leaves = []
+    for index, given in enumerate(as_list(partials)):
+        partial = camel_cased(as_dict(given))
+        steps = _json_path_steps(as_str(partial.get("jsonPath")) or "") if partial is not None else None
+        if partial is None or steps is None:
+            return None, ()
+        values = [field for field in _PARTIAL_VALUES if field in partial]
+        if len(values) > 1:
+            return None, ()
+        value: Any = partial[values[0]] if values else None
+        if isinstance(value, str):
+            spelled = values[0] if values[0] in as_dict(given) else _SNAKE_CASE_OF[values[0]]
+            leaves.append((format_locator((*where, index, spelled)), value, format_locator(steps)))
+        for step in reversed(steps[1:]):
+            value = IndexedItems({step: value}) if isinstance(step, int) else {step: value}
+        fragment = merged_arguments(fragment or {}, {str(steps[0]): value})
+        if fragment is None:
+            return None, ()
+    return fragment, tuple(leaves)
+
+
+_PATH_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^'\\]*)'\]|\[(0|[1-9][0-9]{0,5})\]")
+"""A step of a JSON path (RFC 9535) through an object's name or a list's index, as every reader reads
+it: no negative index (from the end of a list still growing), no blank space, no leading zero."""
+
+
+def _json_path_steps(path: str) -> list[str | int] | None:
+    """The steps a JSON path of names and indexes takes from the arguments' object (its first a name),
+    or None."""
+    if not path.startswith("$"):
+        return None
+    steps: list[str | int] = []
+    at = 1
+    while at < len(path):
+        step = _PATH_STEP.match(path, at)
+        if step is None:
+            return None
+        name, quoted, index = step.groups()
+        steps.append(int(index) if index is not None else name if name is not None else quoted)
+        at = step.end()
+    return steps if steps and isinstance(steps[0], str) else None
 
 
 def read_tools(view: RequestView, tools: object, steps: tuple[Step, ...]) -> None:
@@ -293,6 +423,11 @@ GEMINI_CASED_KEYS = frozenset(
         "videoMetadata",
         "partMetadata",
         "willContinue",
+        "partialArgs",
+        "jsonPath",
+        "stringValue",
+        "numberValue",
+        "boolValue",
         # Responses
         "finishReason",
         "finishMessage",

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from proxy.dialects.anthropic import TOOL_USE_TYPES, tool_use_call
 from proxy.dialects.base import as_dict, as_list, as_position, as_str
 from proxy.dialects.bedrock_converse import tool_use_call as converse_tool_use_call
-from proxy.dialects.gemini import code_call, code_output, function_call_of, function_response_parts
+from proxy.dialects.gemini import (
+    code_call,
+    code_output,
+    function_call_of,
+    function_response_parts,
+    partial_call,
+    streams_arguments,
+)
 from proxy.dialects.locator import Step, format_locator, locator_steps, parse_locator, walk_strings
 from proxy.dialects.openai_chat import (
     CALL_HOLDERS,
@@ -33,7 +39,7 @@ from proxy.dialects.openai_responses import (
     output_parts,
     returned_parts,
 )
-from proxy.dialects.stream import GrowingText, ToolDecision, dump_json
+from proxy.dialects.stream import GrowingText, ToolDecision, dump_json, grown, merged_arguments
 from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
@@ -447,136 +453,39 @@ def _chat_piece(
 
 LIVE_CALL_LISTS = ("functionCalls", "function_calls")
 """The keys of a Gemini Live ``toolCall`` listing its calls, in either spelling."""
-_LIVE_SNAKE_CASE = {
-    "partial_args": "partialArgs",
-    "will_continue": "willContinue",
-    "json_path": "jsonPath",
-    "string_value": "stringValue",
-    "number_value": "numberValue",
-    "bool_value": "boolValue",
-}
-"""The streamed arguments' fields of a Live call in snake_case, by their camelCase names."""
-_SNAKE_CASE_OF = {camel: snake for snake, camel in _LIVE_SNAKE_CASE.items()}
-_LIVE_VALUES = ("stringValue", "numberValue", "boolValue")
-"""A Live piece's value, one of them (a protocol buffers oneof)."""
-_STREAMED_CALL_FIELDS = frozenset({"partialArgs", "willContinue", "partial_args", "will_continue"})
-"""A Live call holding one of these streams its arguments."""
-
-
-def _camel_cased(item: dict[str, Any]) -> dict[str, Any] | None:
-    """``item`` with the Live call's snake_case fields under their camelCase names, as a server reading
-    protocol buffers' JSON takes either; None where a field is given both ways (readers part on which
-    one wins)."""
-    renamed = dict(item)
-    for snake, camel in _LIVE_SNAKE_CASE.items():
-        if snake in renamed:
-            if camel in renamed:
-                return None
-            renamed[camel] = renamed.pop(snake)
-    return renamed
 
 
 def _live_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
-    """The pieces of a Gemini Live call whose arguments stream (``partialArgs``, each a value at its JSON
-    path, a string continued by the next piece at the same path), joined to their call by its id, and its
-    end where a piece says no other follows (``willContinue`` not true)."""
+    """The pieces of a Gemini Live call whose arguments stream (``partial_call``), joined to their call by
+    its id, and its end where a piece says no other follows."""
     pieces = []
     for list_key in LIVE_CALL_LISTS:
         for position, listed in enumerate(as_list(value.get(list_key))):
-            if not isinstance(listed, dict) or not _STREAMED_CALL_FIELDS & listed.keys():
+            if not isinstance(listed, dict) or not streams_arguments(listed):
                 continue
             where = (*steps, list_key, position)
             located = format_locator(where)
-            item = _camel_cased(listed)
-            if item is None:
+            piece = partial_call(listed, where)
+            if piece is None:
                 pieces.append(CallPiece(None, located))
                 continue
-            call = _within(key, list_key, as_str(item.get("id")) or position)
-            name = as_str(item.get("name")) or ""
-            spelled = "partialArgs" if "partialArgs" in listed else "partial_args"
-            merges, leaves = _partial_arguments(item.get("partialArgs"), (*where, spelled))
-            given = dump_json(item["args"]) if isinstance(item.get("args"), dict) else None
-            if merges is None:
-                pieces.append(CallPiece(None, located))
-                continue
-            ids = _ids(as_str(item.get("id")))
+            call = _within(key, list_key, piece.id or position)
             pieces.append(
                 CallPiece(
                     call,
                     located,
-                    ids,
-                    name,
-                    given=given,
-                    opens=bool(name),
+                    _ids(piece.id),
+                    piece.name,
+                    given=piece.given,
+                    opens=bool(piece.name),
                     joins=True,
-                    merges=merges,
-                    leaves=leaves,
+                    merges=piece.merges,
+                    leaves=piece.leaves,
                 )
             )
-            if item.get("willContinue") is not True:
+            if not piece.continues:
                 pieces.append(CallPiece(call, located, ends=True))
     return pieces
-
-
-def _partial_arguments(
-    partials: Any, where: tuple[Step, ...]
-) -> tuple[dict[str, Any] | None, tuple[tuple[str, str, str], ...]]:
-    """The fragment of a call's arguments a Live call's ``partialArgs`` (at ``where``) give, and its
-    strings; None where one names its place otherwise than by the names of objects (``$.a.b``,
-    ``$['a']``), which clients may read apart from how it is read here, or gives more than one value."""
-    fragment: dict[str, Any] = {}
-    leaves = []
-    for index, given in enumerate(as_list(partials)):
-        partial = _camel_cased(as_dict(given))
-        names = _json_path_names(as_str(partial.get("jsonPath")) or "") if partial is not None else None
-        if partial is None or names is None:
-            return None, ()
-        values = [field for field in _LIVE_VALUES if field in partial]
-        if len(values) > 1:
-            return None, ()
-        value: Any = partial[values[0]] if values else None
-        if isinstance(value, str):
-            spelled = values[0] if values[0] in as_dict(given) else _SNAKE_CASE_OF[values[0]]
-            leaves.append((format_locator((*where, index, spelled)), value, ".".join(names)))
-        for name in reversed(names[1:]):
-            value = {name: value}
-        fragment = merged_arguments(fragment, {names[0]: value})
-    return fragment, tuple(leaves)
-
-
-_PATH_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^'\\]*)'\]")
-
-
-def _json_path_names(path: str) -> list[str] | None:
-    """The object names a JSON path (RFC 9535) of names alone steps through, or None."""
-    if not path.startswith("$"):
-        return None
-    names, at = [], 1
-    while at < len(path):
-        step = _PATH_STEP.match(path, at)
-        if step is None:
-            return None
-        names.append(step.group(1) if step.group(1) is not None else step.group(2))
-        at = step.end()
-    return names or None
-
-
-def merged_arguments(held: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
-    """``held`` with ``fragment`` merged in as the OpenAI SDK merges deltas: a string appended to the one
-    at its place, an object merged in, a list's items added after; any other value (or one of another
-    kind) replaces what was there."""
-    merged = dict(held)
-    for name, value in fragment.items():
-        before = merged.get(name)
-        if isinstance(before, str) and isinstance(value, str):
-            merged[name] = before + value
-        elif isinstance(before, dict) and isinstance(value, dict):
-            merged[name] = merged_arguments(before, value)
-        elif isinstance(before, list) and isinstance(value, list):
-            merged[name] = before + value
-        else:
-            merged[name] = value
-    return merged
 
 
 def _ids(*ids: str | None) -> tuple[str, ...]:
@@ -606,7 +515,12 @@ class StreamedCall:
     refused: bool = False
     """Whether a message carrying a piece of it was refused: it cannot go whole, and the agent was told."""
 
-    def add(self, piece: CallPiece) -> None:
+    def add(self, piece: CallPiece) -> bool:
+        """Joins ``piece`` to the call; False, adding nothing, where its fragment contradicts the
+        arguments merged so far (``merged_arguments``)."""
+        merged = None if piece.merges is None else merged_arguments(self.merged or {}, piece.merges)
+        if piece.merges is not None and merged is None:
+            return False
         self.ids += [found for found in piece.ids if found not in self.ids]
         if piece.name:
             self.names.append(piece.name)
@@ -616,8 +530,9 @@ class StreamedCall:
             self.arguments.add(piece.arguments)
         if piece.given is not None:
             self.given[piece.given] = None
-        if piece.merges is not None:
-            self.merged = merged_arguments(self.merged or {}, piece.merges)
+        if merged is not None:
+            self.merged = merged
+        return True
 
     def call(self) -> ToolCall:
         """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
@@ -625,7 +540,7 @@ class StreamedCall:
         if self.streamed or (self.merged is None and not self.given):
             arguments = self.arguments.text
         else:
-            arguments = dump_json(self.merged) if self.merged is not None else list(self.given)[-1]
+            arguments = dump_json(grown(self.merged)) if self.merged is not None else list(self.given)[-1]
         name = "".join(self.names) or self.tool
         return ToolCall(self.ids[0] if self.ids else None, name, arguments, self.where, bool(self.tool))
 
@@ -634,7 +549,7 @@ class StreamedCall:
         and with each of its arguments given whole."""
         first = self.call()
         names = dict.fromkeys([first.name, *self.names[:1]])
-        merged = [] if self.merged is None else [dump_json(self.merged)]
+        merged = [] if self.merged is None else [dump_json(grown(self.merged))]
         arguments = dict.fromkeys([first.arguments, self.arguments.text, *merged, *self.given])
         return [first] + [
             dataclasses.replace(first, name=name, arguments=text)
@@ -648,8 +563,8 @@ class StreamedCall:
 class Placed:
     """What one event brought to the calls whose arguments stream: the calls it carries a piece of, those
     whose arguments it ends, and whether it carries a piece no one reading of the stream places (at an
-    index clients read otherwise, naming another call's id, continuing no call or one already decided, or
-    starting a second call where one is)."""
+    index clients read otherwise, naming another call's id, continuing no call or one already decided,
+    starting a second call where one is, or giving its arguments a value those before contradict)."""
 
     keys: frozenset[StreamKey] = frozenset()
     ended: frozenset[StreamKey] = frozenset()
@@ -711,9 +626,9 @@ class StreamedCalls:
                 if not piece.opens or self._decided_before(piece):
                     stray = True
                     continue
-                self.calls[key] = StreamedCall(locate(piece.where))
-                self.calls[key].add(piece)
+                call = self.calls[key] = StreamedCall(locate(piece.where))
                 keys.add(key)
+                stray = not call.add(piece) or stray
             else:
                 call = self.calls[key]
                 keys.add(key)
@@ -721,7 +636,7 @@ class StreamedCalls:
                 if not piece.joins or foreign or call.decision is not None:
                     stray = True
                     continue
-                call.add(piece)
+                stray = not call.add(piece) or stray
         ended = {key for key in ended if not self.calls[key].ended}
         for key in ended:
             self.calls[key].ended = True

@@ -231,6 +231,88 @@ def encode_json(value: Any) -> bytes:
     return encode_text(dump_json(value))
 
 
+MAX_ITEMS_SKIPPED = 16
+"""How many places past a list's last item an index (``IndexedItems``) may name, each grown as ``null``:
+one further contradicts the list, so that a short path cannot make the arguments a client builds (and
+their reading here) grow without bound."""
+
+
+class IndexedItems(dict[int, Any]):
+    """A list's items as JSON paths name them (``$.paths[2]``), by index: merged by index, read as the
+    list a client grows to hold them (``grown``)."""
+
+    __slots__ = ()
+
+
+def merged_arguments(held: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any] | None:
+    """``held`` with ``fragment`` merged in as the OpenAI SDK merges deltas: a string appended to the one
+    at its place, an object merged in (and items given by index at their index), a list's items added
+    after. None where the two give one place values clients join apart (two values that are not
+    strings, as the SDK adds numbers and a reader placing each piece keeps the last, or values of
+    two kinds, as the SDK keeps the first and a reader by place the last), or an index further past a
+    list's last item than ``MAX_ITEMS_SKIPPED``."""
+    merged = dict(held)
+    for name, value in fragment.items():
+        joined = _joined(merged.get(name), value)
+        if joined is _CONTRADICTED:
+            return None
+        merged[name] = joined
+    return merged
+
+
+_CONTRADICTED = object()
+
+
+def _joined(before: Any, value: Any) -> Any:
+    if value is None:  # a piece that gives no value, as the SDK reads a delta's null
+        return before
+    if before is None and not isinstance(value, dict):
+        return value
+    if before is None:
+        # Merged into nothing, so that the places of items within it are held to their limit too.
+        before = IndexedItems() if isinstance(value, IndexedItems) else {}
+    if type(before) is not type(value):
+        return _CONTRADICTED
+    if isinstance(before, str):
+        return before + value
+    if isinstance(before, IndexedItems):
+        items = IndexedItems(before)
+        for index, item in sorted(value.items()):
+            joined = _joined(items.get(index), item)
+            if joined is _CONTRADICTED or index > max(items, default=-1) + 1 + MAX_ITEMS_SKIPPED:
+                return _CONTRADICTED
+            items[index] = joined
+        return items
+    if isinstance(before, dict):
+        merged = merged_arguments(before, value)
+        return _CONTRADICTED if merged is None else merged
+    if isinstance(before, list):
+        return before + value
+    return _CONTRADICTED
+
+
+def grown(value: Any) -> Any:
+    """``value`` with every ``IndexedItems`` made the list a client grows to hold them, each place no
+    item was given ``null``."""
+    if isinstance(value, IndexedItems):
+        items = [None] * (max(value, default=-1) + 1)
+        for index, item in value.items():
+            items[index] = grown(item)
+        return items
+    if isinstance(value, dict):
+        return {name: grown(item) for name, item in value.items()}
+    return value
+
+
+def arguments_text(value: Any) -> str:
+    """What a tool call's arguments given as ``value`` pass, as text: a string as it is, any other JSON
+    value as its JSON text (a server may send an object where the API sends its text, and a client take
+    it as the arguments), nothing for none."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else dump_json(value)
+
+
 class GrowingText:
     """Text a stream brings piece by piece. A str extended piece by piece copies all it holds each time
     (quadratic in the length of a reply): the pieces are kept and joined when the text is read, and kept
