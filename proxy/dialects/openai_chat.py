@@ -28,7 +28,9 @@ from proxy.dialects.stream import (
     StreamFilters,
     StreamSession,
     ToolDecision,
+    arguments_text,
     dump_json,
+    merged_arguments,
     rewritten,
     synthesised,
 )
@@ -258,10 +260,31 @@ class _CallState:
     call_id: str | None = None
     name: GrowingText = field(default_factory=GrowingText)
     arguments: GrowingText = field(default_factory=GrowingText)
+    """What its deltas passed, joined: each string as it came, any other value as its JSON text."""
+    merged: dict[str, Any] | None = None
+    """Where every delta that passed anything passed an object: those objects merged as the OpenAI SDK
+    merges them (``merged_arguments``), which is then what the call passes."""
+    unmerged: bool = False
+    """A delta passed something other than an object, or an object the others contradict."""
     custom: bool = False
 
+    def add_arguments(self, value: Any) -> None:
+        """Adds what one delta passes (its ``arguments``, or a custom tool's ``input``). A server may
+        send an object (or any JSON value) where the API sends its text, and clients take it: the OpenAI
+        SDK's stream helper merges objects, others take their JSON text. A string after an object, or an
+        object after a string, is read as their texts joined."""
+        text = arguments_text(value)
+        self.arguments.add(text)
+        if isinstance(value, dict) and not self.unmerged:
+            self.merged = merged_arguments(self.merged or {}, value)
+            self.unmerged = self.merged is None
+        elif text:
+            self.unmerged = True
+
     def call(self, where: str) -> ToolCall:
-        return ToolCall(self.call_id, self.name.text, self.arguments.text, where)
+        merged = self.merged is not None and not self.unmerged
+        arguments = dump_json(self.merged) if merged else self.arguments.text
+        return ToolCall(self.call_id, self.name.text, arguments, where)
 
 
 @dataclass(slots=True)
@@ -516,10 +539,11 @@ class ChatStreamSession(StreamSession):
         flushed = self._close_arguments(_call_where(choice_index, call_index))
         if not flushed:
             return []
-        if call_index in passed:
-            function = passed[call_index].setdefault("function", {})
-            function["arguments"] = (as_str(function.get("arguments")) or "") + flushed
+        function = passed[call_index].setdefault("function", {}) if call_index in passed else None
+        if function is not None and isinstance(function.get("arguments", ""), str):
+            function["arguments"] = function.get("arguments", "") + flushed
             return []
+        # Before the delta passing an object, which no text joins: the text goes on its own ahead of it.
         return [self._arguments_chunk(choice_index, call_index, flushed)]
 
     def _gate_one(
@@ -726,7 +750,7 @@ def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
     name = as_str(part.get("name")) or ""
     if name != state.name.text:
         state.name.add(name)
-    state.arguments.add(as_str(part.get(CALL_HOLDERS[holder])) or "")
+    state.add_arguments(part.get(CALL_HOLDERS[holder]))
 
 
 def _renames(call_delta: dict[str, Any], state: _CallState) -> bool:

@@ -28,6 +28,7 @@ from proxy.dialects.stream import (
     Path,
     StreamFilters,
     StreamSession,
+    arguments_text,
     dump_json,
     rewritten,
     synthesised,
@@ -418,6 +419,9 @@ class _Item:
     call: ToolCall | None = None
     arguments: GrowingText | None = None
     """The call's arguments as their deltas brought them, until they are done."""
+    streamed: str | None = None
+    """Once an event gave the arguments whole: what their deltas brought, which a client joining the
+    deltas runs (and the answer's item is held to, ``_released_arguments_of``) where the two differ."""
     returned: list[Part] = field(default_factory=list)
     """What the tool the API ran returned (``returned_parts``), as the item's last event gave it."""
 
@@ -474,7 +478,8 @@ class ResponsesStreamSession(StreamSession):
             item = self._items[position]
             call = item.tool_call()
             if call is not None:
-                completion.tool_calls.append(call)
+                # Recorded as the reading the gate withheld it for, where it was one of several.
+                completion.tool_calls.append(self._denied.get(call.where, call))
             completion.text.extend(item.segments())
             completion.add_read_content(item.returned)
         return completion
@@ -516,10 +521,11 @@ class ResponsesStreamSession(StreamSession):
         elif event_type in INPUT_DELTAS and item.call is not None:
             if item.arguments is None:
                 item.arguments = GrowingText(item.call.arguments)
-            item.arguments.add(delta)
+            item.arguments.add(arguments_text(body.get("delta")))
         elif event_type in INPUT_DONES and item.call is not None:
-            done = as_str(body.get(INPUT_DONES[event_type]))
+            done = arguments_text(body.get(INPUT_DONES[event_type]))
             if done:
+                item.streamed = None if item.arguments is None else item.arguments.text
                 item.call.arguments, item.arguments = done, None
 
     def _record_item(self, position: int, item: dict[str, Any]) -> None:
@@ -591,7 +597,8 @@ class ResponsesStreamSession(StreamSession):
                 before.append(self._text_delta(channel, body, flushed))
             body[channel.key] = self.released_text.get(where, "")
         elif event_type == "response.function_call_arguments.delta":
-            released = self._filter_arguments(f"output[{position}]", as_str(body.get("delta")) or "")
+            # An object a server sends for the text goes on as the JSON text it was read and decided as.
+            released = self._filter_arguments(f"output[{position}]", arguments_text(body.get("delta")))
             if not released:
                 return []
             body["delta"] = released
@@ -685,8 +692,10 @@ class ResponsesStreamSession(StreamSession):
         first_body = held[0][1]
         if call is None:
             call = item_call(as_dict(first_body.get("item")), f"output[{position}]")
-        if self._decide(call, complete=True) == "drop":
-            return self._drop_call(first_body, position, call)
+        streamed = item.streamed if item is not None else None
+        readings = [] if streamed in (None, call.arguments) else [replace(call, arguments=streamed)]
+        if self._decide(call, complete=True, readings=readings) == "drop":
+            return self._drop_call(first_body, position, self._denied.get(call.where, call))
         self._sealed.add(position)
         return self._replay(held)
 
