@@ -59,16 +59,21 @@ def _anthropic(upstream: FakeUpstream) -> tuple[Calls, str]:
     return calls, "".join(block.text for block in message.content if block.type == "text")
 
 
-def _gemini(upstream: FakeUpstream) -> tuple[Calls, str]:
+def gemini_client(upstream: FakeUpstream) -> Any:
+    """The google-genai SDK's client of the Gemini API, its base URL the upstream's."""
     from google import genai
     from google.genai import types
 
-    client = genai.Client(
+    return genai.Client(
         api_key="test-key",
         http_options=types.HttpOptions(base_url=upstream.url, headers={"X-User-Id": "u-1"}),
     )
+
+
+def _gemini(upstream: FakeUpstream) -> tuple[Calls, str]:
     calls: list[tuple[str | None, Any]] = []
     text = ""
+    client = gemini_client(upstream)
     for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hello"):
         content = chunk.candidates[0].content if chunk.candidates else None
         for part in (content.parts if content else None) or []:

@@ -7,6 +7,7 @@ a streamed completion point into that merged response.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
@@ -28,15 +29,31 @@ from proxy.dialects.base import (
     read_call_input,
     require_object,
 )
-from proxy.dialects.locator import Step, format_locator, parse_locator, walk_strings
+from proxy.dialects.locator import (
+    Step,
+    format_locator,
+    get_at,
+    locator_steps,
+    parse_locator,
+    set_at,
+    walk_strings,
+)
 from proxy.dialects.readings import snake_case
 from proxy.dialects.schema import schema_descriptions
 from proxy.dialects.stream import (
+    MISPLACED_RULE,
+    CallPiece,
     GrowingText,
     IndexedItems,
     Path,
+    Placed,
+    StreamedCall,
+    StreamedCalls,
     StreamFilters,
+    StreamKey,
     StreamSession,
+    ToolDecision,
+    dump_json,
     merged_arguments,
     rewritten,
     synthesised,
@@ -204,6 +221,32 @@ class PartialCall:
     """Arguments it gives whole (``args``), which a client may take in place of those streamed."""
     continues: bool
     """Whether it says another piece of its call follows (``willContinue``)."""
+
+
+def streamed_call_pieces(
+    call: dict[str, Any], where: tuple[Step, ...], place: Callable[[str | None], StreamKey | None]
+) -> list[CallPiece]:
+    """What the ``functionCall`` at ``where``, a piece of a call whose arguments stream (``partial_call``),
+    brings to its call, at the place ``place`` gives for the call's id (the Live API's by its id, a
+    stream's by its candidate), and its end where it says no other piece follows. One clients may read
+    apart is placed nowhere."""
+    located = format_locator(where)
+    piece = partial_call(call, where)
+    if piece is None:
+        return [CallPiece(None, located)]
+    key = place(piece.id)
+    joined = CallPiece(
+        key,
+        located,
+        (piece.id,) if piece.id else (),
+        piece.name,
+        given=piece.given,
+        opens=bool(piece.name),
+        joins=True,
+        merges=piece.merges,
+        leaves=piece.leaves,
+    )
+    return [joined] if piece.continues else [joined, CallPiece(key, located, ends=True)]
 
 
 def partial_call(call: dict[str, Any], where: tuple[Step, ...]) -> PartialCall | None:
@@ -615,6 +658,10 @@ class Gemini(Dialect):
         return GeminiStreamSession(self.model_hint, filters)
 
 
+Leaves = tuple[tuple[str, str, str], ...]
+"""The strings of a fragment of a call's arguments, each with its locator and its place in them."""
+
+
 def _calls(part: dict[str, Any]) -> bool:
     """Whether a part names a function call, in either spelling."""
     return "functionCall" in part or "function_call" in part
@@ -641,6 +688,9 @@ class _MergedPart:
     text: GrowingText | None = None
     thought: bool = False
     call: ToolCall | None = None
+    streamed: StreamedCall | None = None
+    """A call whose arguments stream over parts of several chunks (Vertex AI's
+    ``streamFunctionCallArguments``), its pieces joined as the Live API's are (``streamed_call_pieces``)."""
     returned: Part | Attachment | None = None
     """What the part returned (``_returned``): code's output, or a file."""
 
@@ -665,12 +715,21 @@ class _MergedResponse:
         self.model = model_hint
         self.usage = Usage()
         self.candidates: dict[int, _MergedCandidate] = {}
+        self.streamed = StreamedCalls()
+        """The calls whose arguments are streaming, one a candidate, each at the candidate's index."""
+        self._streaming: dict[int, int] = {}
+        """Per candidate, the place of its call whose arguments are streaming."""
+        self.pieces: dict[tuple[int, int], tuple[Placed, Leaves]] = {}
+        """What each (candidate, part position) of the chunk last added that is a piece of a streamed
+        call brought to it, and its strings (``CallPiece.leaves``, each located in its part)."""
 
     def add(self, chunk: dict[str, Any]) -> dict[tuple[int, int], int]:
         """Folds one chunk in; returns where each (candidate, part position) of the chunk landed."""
         # Read twice for every chunk (the stream and its read-back): types are checked in place, where a
         # helper's call for each field cost as much again.
         landed: dict[tuple[int, int], int] = {}
+        if self.pieces:
+            self.pieces = {}
         model = field_of(chunk, "modelVersion")[1]
         if model and isinstance(model, str):
             self.model = model
@@ -685,11 +744,53 @@ class _MergedResponse:
             parts = content.get("parts") if isinstance(content, dict) else None
             for part_position, raw_part in enumerate(parts if isinstance(parts, list) else ()):
                 part = raw_part if isinstance(raw_part, dict) else {}
-                landed[(index, part_position)] = self._add_part(index, merged, part)
+                call_key, function_call = field_of(part, "functionCall") if _calls(part) else ("", None)
+                # While a call streams, any call of its candidate is a piece of it (its last may hold none
+                # of the streamed fields), or names another tool.
+                if isinstance(function_call, dict) and (
+                    streams_arguments(function_call) or index in self._streaming
+                ):
+                    landed[(index, part_position)] = self._add_piece(
+                        index, merged, (call_key, function_call), part_position
+                    )
+                else:
+                    landed[(index, part_position)] = self._add_part(index, merged, part)
             finish_reason = field_of(candidate, "finishReason")[1]
             if finish_reason and isinstance(finish_reason, str):
                 merged.finish_reason = finish_reason
         return landed
+
+    def _add_piece(
+        self,
+        index: int,
+        merged: _MergedCandidate,
+        keyed_call: tuple[str, dict[str, Any]],
+        part_position: int,
+    ) -> int:
+        """Joins a piece of a streamed call to the candidate's call whose arguments are streaming, or
+        starts one where it names its tool. A piece that names a tool while a call streams is placed
+        nowhere: clients part on whether it starts a call of its own or renames the one streaming."""
+        key = (index,)
+        streaming = self._streaming.get(index)
+        position = len(merged.parts) if streaming is None else streaming
+        call_key, function_call = keyed_call
+        pieces = streamed_call_pieces(function_call, (call_key,), lambda _: key)
+        named = "".join(self.streamed.calls[key].names) if streaming is not None else None
+        # Its name said again is no new name: only another is.
+        renames = named is not None and any(piece.name not in ("", named) for piece in pieces)
+        pieces = [replace(piece, name="") if piece.name == named else piece for piece in pieces]
+        located = f"candidates[{index}].content.parts[{position}]"
+        placed = Placed(stray=True) if renames else self.streamed.place(pieces, lambda _: located)
+        self.pieces[(index, part_position)] = (placed, pieces[0].leaves)
+        if streaming is None:
+            opened = self.streamed.calls.get(key) if key in placed.keys else None
+            merged.parts.append(_MergedPart(streamed=opened))
+            if opened is not None:
+                self._streaming[index] = position
+        for ended in placed.ended:
+            self.streamed.forget(ended)
+            del self._streaming[index]
+        return position
 
     @staticmethod
     def _add_part(index: int, merged: _MergedCandidate, part: dict[str, Any]) -> int:
@@ -724,11 +825,32 @@ class _MergedResponse:
                     completion.text.append(TextSegment(part.text.text, where, part.thought))
                 elif part.call is not None:
                     completion.tool_calls.append(part.call)
+                elif part.streamed is not None:
+                    completion.tool_calls.append(part.streamed.denied or part.streamed.call())
                 else:
                     _add_returned(completion, part.returned)
         if self.candidates:
             completion.stop_reason = self.candidates[min(self.candidates)].finish_reason
         return completion
+
+
+@dataclass(slots=True)
+class _HeldPieces:
+    """A streamed call whose arguments have not ended, as the session sends it."""
+
+    decision: ToolDecision | None = None
+    """What the gate decided once its tool was named (None: no gate)."""
+    parts: list[Any] = field(default_factory=list)
+    """Its pieces the gate holds, as their filters released them."""
+    originals: list[Any] = field(default_factory=list)
+    """Those pieces as they came: what is sent where the filters changed nothing of what they read."""
+    fed: dict[str, GrowingText] = field(default_factory=dict)
+    """What each channel of its arguments' strings was fed."""
+    size: int = 0
+    feeds: dict[str, tuple[Any, str, dict[str, Any]]] = field(default_factory=dict)
+    """Per channel of its arguments' strings (a place in them), the last piece that fed it, the locator
+    of the string in it and its ``partialArgs`` entry but its ``willContinue``: where that piece has
+    left, what the filter holds back at the end goes in such an entry."""
 
 
 class GeminiStreamSession(StreamSession):
@@ -748,6 +870,9 @@ class GeminiStreamSession(StreamSession):
         self._withheld: dict[tuple[int, int], str] = {}
         """Parts of the merged response whose file refuses them (``StreamFilters.file_reader``), by
         candidate and position, with what the agent reads instead."""
+        self._pieces: dict[tuple[int, int], _HeldPieces] = {}
+        """The streamed calls whose arguments have not ended, by candidate and position in the merged
+        response."""
 
     @property
     def completion(self) -> Completion:
@@ -782,12 +907,19 @@ class GeminiStreamSession(StreamSession):
             for part_position, raw_part in enumerate(as_list(content.get("parts"))):
                 part = as_dict(raw_part)
                 text = part.get("text")
-                sent = self._transform_part(index, self._landed.get((index, part_position), 0), raw_part)
+                merged_position = self._landed.get((index, part_position), 0)
+                piece = self._merged.pieces.get((index, part_position))
+                sent = (
+                    self._transform_part(index, merged_position, raw_part)
+                    if piece is None
+                    else self._gate_piece(index, merged_position, raw_part, piece)
+                )
                 as_came = as_came and len(sent) == 1 and sent[0] is raw_part and not _calls(part)
                 if isinstance(text, str) and part.get("text") != text:
                     changed.append((text, part["text"]))
                 parts.extend(sent)
             if field_of(candidate, "finishReason")[1]:
+                parts.extend(self._settle_pieces(index))
                 closed = self._close_text(index)
                 as_came = as_came and not closed
                 parts.extend(closed)
@@ -890,6 +1022,109 @@ class GeminiStreamSession(StreamSession):
             call["args"] = self._filter_argument_value(where, call["args"])
         return [*before, raw_part]
 
+    def _gate_piece(
+        self, index: int, merged_position: int, raw_part: Any, read: tuple[Placed, Leaves]
+    ) -> list[Any]:
+        """A part that is a piece of a streamed call (``_MergedResponse._add_piece``). The gate is asked
+        once its tool is named: a call it releases streams on, one it holds is held until its arguments
+        end, then decided on all of them and its pieces sent as they came, or dropped for its notice. Each
+        string of a piece is read joined with those before it at its place (``_filter_piece``). A piece
+        no reading places is not sent, nor is the call streaming in its candidate."""
+        placed, leaves = read
+        before = self._close_text(index)
+        call = (index, merged_position)
+        streamed = self._merged.candidates[index].parts[merged_position].streamed
+        if placed.stray or streamed is None:
+            self.notes.append("a piece of a streamed call that no reading places; not sent")
+            self._ambiguous(MISPLACED_RULE)
+            if call not in self._pieces:
+                return before
+            return [*before, *self._settle_piece(call, forced=True)]
+        pieces = self._pieces.get(call)
+        if pieces is None:
+            # The piece naming its tool: asked about once, as any call is once its name is known.
+            pieces = self._pieces[call] = _HeldPieces()
+            if self.filters.tool_gate is not None:
+                pieces.decision = self._decide(streamed.call())
+        if pieces.decision == "drop":
+            return before if not placed.ended else [*before, *self._settle_piece(call)]
+        if pieces.decision == "hold":
+            pieces.originals.append(copy.deepcopy(raw_part))
+        self._filter_piece(pieces, streamed, raw_part, leaves)
+        if pieces.decision == "hold":
+            pieces.parts.append(raw_part)
+            pieces.size += len(dump_json(raw_part))
+            if placed.ended or self._held_too_long(pieces.size):
+                return [*before, *self._settle_piece(call)]
+            return before
+        if placed.ended:
+            return [*before, *self._settle_piece(call, raw_part), raw_part]
+        return [*before, raw_part]
+
+    def _filter_piece(
+        self, pieces: _HeldPieces, streamed: StreamedCall, raw_part: dict[str, Any], leaves: Leaves
+    ) -> None:
+        """Feeds each string of a piece to the argument filter of its place in the call's arguments,
+        joined with those before it there, and leaves in the piece what it released."""
+        if self.filters.argument_filter is None:
+            return
+        for at, text, place in leaves:
+            channel = format_locator((*parse_locator(streamed.where), *locator_steps(place)))
+            released = self._filter_arguments(channel, text)
+            entry(pieces.fed, channel, GrowingText).add(text)
+            if released != text:
+                set_at(raw_part, at, released)
+            steps = parse_locator(at)
+            given = {
+                name: value
+                for name, value in as_dict(get_at(raw_part, format_locator(steps[:-1]))).items()
+                if name not in ("willContinue", "will_continue")
+            }
+            pieces.feeds[channel] = (raw_part, at, given)
+
+    def _settle_piece(self, call: tuple[int, int], last: Any = None, *, forced: bool = False) -> list[Any]:
+        """The streamed call at ``call`` (its candidate and place) ended (at the piece ``last``, being
+        read, which goes after what this returns): a call the gate held is decided on its arguments as
+        they stand, as every client may read them (``StreamedCall.readings``), and its pieces are sent,
+        or its notice (also where ``forced``, a piece of it placed nowhere, and where the gate dropped it
+        from its name). What a filter held back at a place goes at the end of the last string there, or in
+        a piece of its own where that string was sent."""
+        index, position = call
+        streamed = self._merged.candidates[index].parts[position].streamed
+        assert streamed is not None  # a call's pieces are kept only once it streams
+        pieces = self._pieces.pop(call)
+        first, *others = streamed.readings()
+        decision = pieces.decision
+        if forced and decision != "drop":
+            decision = "drop"
+            self._drop_at(first)
+        elif decision == "hold":
+            decision = self._decide(first, complete=True, readings=others)
+            streamed.denied = self._denied.get(first.where)
+        streamed.decision = decision or "release"
+        unsent = {id(part) for part in (*pieces.parts, last)}
+        flushed = []
+        for channel, (part, at, given) in pieces.feeds.items():
+            rest = self._close_arguments(channel)
+            if rest and id(part) in unsent:
+                set_at(part, at, get_at(part, at) + rest)
+            elif rest:
+                entry = {**given, str(parse_locator(at)[-1]): rest}
+                flushed.append({"functionCall": {"partialArgs": [entry], "willContinue": True}})
+        if decision == "drop":
+            notice = self._notice(streamed.denied or first)
+            return [{"text": notice}] if notice else []
+        if pieces.decision == "hold" and all(
+            self.released_arguments.get(channel) == fed.text for channel, fed in pieces.fed.items()
+        ):
+            return pieces.originals
+        return [*pieces.parts, *flushed]
+
+    def _settle_pieces(self, index: int) -> list[Any]:
+        """The candidate ended: its streamed calls still open have all the arguments they will get."""
+        open_calls = [call for call in self._pieces if call[0] == index]
+        return [part for call in open_calls for part in self._settle_piece(call)]
+
     def _close_text(self, index: int) -> list[Any]:
         open_text = self._open_text.pop(index, None)
         if open_text is None:
@@ -932,6 +1167,11 @@ class GeminiStreamSession(StreamSession):
 
     def _end_of_stream(self) -> list[bytes]:
         output: list[bytes] = []
+        for index in sorted({candidate for candidate, _ in self._pieces}):
+            settled = self._settle_pieces(index)
+            if settled:
+                candidate = {"content": {"role": "model", "parts": settled}, "index": index}
+                output.append(synthesised({"candidates": [candidate]}))
         for index in list(self._open_text):
             flushed = self._close_text(index)
             if flushed:

@@ -19,7 +19,7 @@ from proxy.dialects.gemini import (
     code_output,
     function_call_of,
     function_response_parts,
-    partial_call,
+    streamed_call_pieces,
     streams_arguments,
 )
 from proxy.dialects.locator import Step, format_locator, locator_steps, parse_locator, walk_strings
@@ -39,7 +39,13 @@ from proxy.dialects.openai_responses import (
     output_parts,
     returned_parts,
 )
-from proxy.dialects.stream import GrowingText, ToolDecision, dump_json, grown, merged_arguments
+from proxy.dialects.stream import DECIDED_REMEMBERED as DECIDED_REMEMBERED
+from proxy.dialects.stream import CallPiece as CallPiece
+from proxy.dialects.stream import Placed as Placed
+from proxy.dialects.stream import StreamedCall as StreamedCall
+from proxy.dialects.stream import StreamedCalls as StreamedCalls
+from proxy.dialects.stream import StreamKey as StreamKey
+from proxy.dialects.stream import dump_json
 from proxy.exchange import Part, ToolCall
 
 REALTIME_CALL_DONE = "response.function_call_arguments.done"
@@ -231,48 +237,8 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
     return calls
 
 
-StreamKey = tuple[Hashable, ...]
-"""A call whose arguments stream, as a client finds it again in a later event: the places on its way, each
-list's item by the index a client reads it at."""
 STREAMED_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call", "code_interpreter_call"})
 """The Responses and Realtime call items whose arguments stream in delta events (``INPUT_DELTAS``)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CallPiece:
-    """What one event brings to a tool call whose arguments stream over several events (a Chat delta, an
-    Anthropic ``tool_use`` block and its ``input_json_delta``, a Responses call item and its argument
-    deltas), or that it ends (``ends``: every call whose key starts with ``key``, as a Chat choice's
-    ``finish_reason`` ends all its calls). ``key`` is None where clients may read the place otherwise (an
-    index of 1.0, "1", true or -1): no one reading of the stream can follow such a call."""
-
-    key: StreamKey | None
-    where: str
-    ids: tuple[str, ...] = ()
-    """The ids the event gives the call, the call's own first (a Responses item's call id, then its id)."""
-    name: str = ""
-    arguments: str = ""
-    given: str | None = None
-    """Arguments the event gives whole (an Anthropic block's input, a Responses ``.done`` event's), which
-    a client may take in place of those streamed."""
-    opens: bool = False
-    """It may be a call's first piece: a Chat delta (any of a call's may come first), an Anthropic block's
-    start, a Responses item's addition."""
-    joins: bool = False
-    """It may come after a call's first piece: a Chat delta, an argument delta or ``.done`` event."""
-    ends: bool = False
-    tool: str = ""
-    """The tool the API runs that the call is of (an Assistants step's code interpreter): it names a call
-    no piece names, and the call ran upstream."""
-    text_at: str | None = None
-    """The locator in the event of the string ``arguments`` is, where a client appends it to the call's."""
-    merges: dict[str, Any] | None = None
-    """Arguments given as a fragment of their JSON object, which a client merges into the call's (a
-    string appended to the one at its place, an object merged in): a Chat delta's object ``arguments``,
-    a Gemini Live call's ``partialArgs``."""
-    leaves: tuple[tuple[str, str, str], ...] = ()
-    """The strings of ``merges``, each with its locator in the event and the place in the arguments it
-    is appended to."""
 
 
 def call_pieces(document: Any) -> list[CallPiece]:
@@ -456,188 +422,23 @@ LIVE_CALL_LISTS = ("functionCalls", "function_calls")
 
 
 def _live_pieces(value: dict[str, Any], steps: tuple[Step, ...], key: StreamKey | None) -> list[CallPiece]:
-    """The pieces of a Gemini Live call whose arguments stream (``partial_call``), joined to their call by
-    its id, and its end where a piece says no other follows."""
+    """The pieces of a Gemini Live call whose arguments stream (``streamed_call_pieces``), joined to their
+    call by its id."""
     pieces = []
     for list_key in LIVE_CALL_LISTS:
         for position, listed in enumerate(as_list(value.get(list_key))):
-            if not isinstance(listed, dict) or not streams_arguments(listed):
-                continue
-            where = (*steps, list_key, position)
-            located = format_locator(where)
-            piece = partial_call(listed, where)
-            if piece is None:
-                pieces.append(CallPiece(None, located))
-                continue
-            call = _within(key, list_key, piece.id or position)
-            pieces.append(
-                CallPiece(
-                    call,
-                    located,
-                    _ids(piece.id),
-                    piece.name,
-                    given=piece.given,
-                    opens=bool(piece.name),
-                    joins=True,
-                    merges=piece.merges,
-                    leaves=piece.leaves,
-                )
-            )
-            if not piece.continues:
-                pieces.append(CallPiece(call, located, ends=True))
+            if isinstance(listed, dict) and streams_arguments(listed):
+                where = (*steps, list_key, position)
+                pieces += streamed_call_pieces(listed, where, _live_place(key, list_key, position))
     return pieces
+
+
+def _live_place(
+    key: StreamKey | None, list_key: str, position: int
+) -> Callable[[str | None], StreamKey | None]:
+    """Where a Live call is found again: by its id, else by its place in its message's list."""
+    return lambda call_id: _within(key, list_key, call_id or position)
 
 
 def _ids(*ids: str | None) -> tuple[str, ...]:
     return tuple(found for found in ids if found)
-
-
-@dataclasses.dataclass(slots=True)
-class StreamedCall:
-    """A call whose arguments stream over several events, as the events read so far give it."""
-
-    where: str
-    ids: list[str] = dataclasses.field(default_factory=list)
-    names: list[str] = dataclasses.field(default_factory=list)
-    """The pieces of its name, which the OpenAI SDK joins and other clients take the first of."""
-    tool: str = ""
-    """``CallPiece.tool``, as its pieces gave it."""
-    arguments: GrowingText = dataclasses.field(default_factory=GrowingText)
-    given: dict[str, None] = dataclasses.field(default_factory=dict)
-    """Arguments events gave whole besides, each once."""
-    merged: dict[str, Any] | None = None
-    """The fragments of its arguments' object pieces gave (``CallPiece.merges``), merged."""
-    streamed: bool = False
-    ended: bool = False
-    decision: ToolDecision | None = None
-    denied: ToolCall | None = None
-    """The reading the gate did not release, where it was not ``call()``: what the call is recorded as."""
-    refused: bool = False
-    """Whether a message carrying a piece of it was refused: it cannot go whole, and the agent was told."""
-
-    def add(self, piece: CallPiece) -> bool:
-        """Joins ``piece`` to the call; False, adding nothing, where its fragment contradicts the
-        arguments merged so far (``merged_arguments``)."""
-        merged = None if piece.merges is None else merged_arguments(self.merged or {}, piece.merges)
-        if piece.merges is not None and merged is None:
-            return False
-        self.ids += [found for found in piece.ids if found not in self.ids]
-        if piece.name:
-            self.names.append(piece.name)
-        self.tool = piece.tool or self.tool
-        if piece.arguments or piece.joins:
-            self.streamed = self.streamed or bool(piece.arguments)
-            self.arguments.add(piece.arguments)
-        if piece.given is not None:
-            self.given[piece.given] = None
-        if merged is not None:
-            self.merged = merged
-        return True
-
-    def call(self) -> ToolCall:
-        """The call as the OpenAI and Anthropic SDKs read it: its name joined, its arguments streamed
-        (where none streamed, those merged from fragments, else the last given whole)."""
-        if self.streamed or (self.merged is None and not self.given):
-            arguments = self.arguments.text
-        else:
-            arguments = dump_json(grown(self.merged)) if self.merged is not None else list(self.given)[-1]
-        name = "".join(self.names) or self.tool
-        return ToolCall(self.ids[0] if self.ids else None, name, arguments, self.where, bool(self.tool))
-
-    def readings(self) -> list[ToolCall]:
-        """The call as each client may read it: ``call()`` first, then with its name's first piece alone
-        and with each of its arguments given whole."""
-        first = self.call()
-        names = dict.fromkeys([first.name, *self.names[:1]])
-        merged = [] if self.merged is None else [dump_json(grown(self.merged))]
-        arguments = dict.fromkeys([first.arguments, self.arguments.text, *merged, *self.given])
-        return [first] + [
-            dataclasses.replace(first, name=name, arguments=text)
-            for name in names
-            for text in arguments
-            if (name, text) != (first.name, first.arguments)
-        ]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Placed:
-    """What one event brought to the calls whose arguments stream: the calls it carries a piece of, those
-    whose arguments it ends, and whether it carries a piece no one reading of the stream places (at an
-    index clients read otherwise, naming another call's id, continuing no call or one already decided,
-    starting a second call where one is, or giving its arguments a value those before contradict)."""
-
-    keys: frozenset[StreamKey] = frozenset()
-    ended: frozenset[StreamKey] = frozenset()
-    stray: bool = False
-
-
-DECIDED_REMEMBERED = 1024
-"""How many calls forgotten once decided a reader still knows, by their key and ids, as decided."""
-
-
-class StreamedCalls:
-    """The calls whose arguments stream over several events (or WebSocket messages), by their key, as
-    the events read so far give them.
-
-    A reader of a stream without end (a WebSocket connection) forgets a call once it is decided and sent
-    (``forget``), so that the next turn may call at the same place; the last ``DECIDED_REMEMBERED`` it
-    forgot stay known as decided: a late piece of one (its id again, or a place's piece naming no call)
-    fits no call, as a piece of a decided call does not."""
-
-    def __init__(self) -> None:
-        self.calls: dict[StreamKey, StreamedCall] = {}
-        self.decided_places: dict[Hashable, None] = {}
-        self.decided_ids: dict[Hashable, None] = {}
-
-    def forget(self, key: StreamKey) -> None:
-        """Forgets the decided call at ``key``, remembering its place and ids as decided."""
-        call = self.calls.pop(key)
-        places: list[Hashable] = [key]
-        for remembered, found in ((self.decided_places, places), (self.decided_ids, list(call.ids))):
-            for entry in found:
-                remembered.pop(entry, None)
-                remembered[entry] = None
-            while len(remembered) > DECIDED_REMEMBERED:
-                del remembered[next(iter(remembered))]
-
-    def _decided_before(self, piece: CallPiece) -> bool:
-        """Whether ``piece``, at no call's place, is of a call decided and forgotten: naming its id, or at
-        its place naming neither an id nor a tool. One naming a tool and no id starts a call of its own,
-        as one naming a new id does: a server that gives its calls no id calls again at the same place."""
-        if piece.ids:
-            return any(found in self.decided_ids for found in piece.ids)
-        return not piece.name and piece.key in self.decided_places
-
-    def place(self, pieces: list[CallPiece], locate: Callable[[str], str]) -> Placed:
-        """Joins the pieces one event brings to their calls; ``locate`` places a piece's locator within
-        the event in the stream (a new call is found at its first piece's place)."""
-        keys: set[StreamKey] = set()
-        ended: set[StreamKey] = set()
-        stray = False
-        for piece in pieces:
-            key = piece.key
-            if key is None:
-                stray = True
-            elif piece.ends:
-                ended.update(known for known in self.calls if known[: len(key)] == key)
-                if key in self.calls:
-                    keys.add(key)  # a block's stop, an item's done event: of the call, withheld with it
-            elif key not in self.calls:
-                if not piece.opens or self._decided_before(piece):
-                    stray = True
-                    continue
-                call = self.calls[key] = StreamedCall(locate(piece.where))
-                keys.add(key)
-                stray = not call.add(piece) or stray
-            else:
-                call = self.calls[key]
-                keys.add(key)
-                foreign = call.ids and not set(piece.ids) <= set(call.ids)
-                if not piece.joins or foreign or call.decision is not None:
-                    stray = True
-                    continue
-                stray = not call.add(piece) or stray
-        ended = {key for key in ended if not self.calls[key].ended}
-        for key in ended:
-            self.calls[key].ended = True
-        return Placed(frozenset(keys), frozenset(ended), stray)
