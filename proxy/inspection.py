@@ -2747,13 +2747,12 @@ class TurnInspector:
         reading charged to the budget and its scan's share sized from what the agent sent; out of time
         where what it runs is not known in time."""
         conversation = [*(self._earlier_calls(calls) or ()), *calls]
-        left = functools.cache(lambda: scripts.left_by(conversation))
+        left = functools.cache(lambda: scripts.left_by(conversation, self.budget))
 
         def judge(call: ToolCall) -> tools.CatalogueEntry | None:
             if not commands.judges(call.name, call.arguments):
                 return None
-            with self.budget.metered():
-                run = scripts.run_arguments(call, conversation, left())
+            run = scripts.run_arguments(call, left(), self.budget)
             if run is None:
                 return commands.unread_entry(self.detectors.commands, self.budget)
             arguments, sent = run

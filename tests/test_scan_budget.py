@@ -300,7 +300,8 @@ def test_what_a_call_runs_of_earlier_calls_adds_to_the_budget_only_what_the_agen
         where="",
     )
     conversation = [ToolCall(id="a", name="bash", arguments=json.dumps({"command": alias}), where=""), use]
-    run = scripts.run_arguments(use, conversation, scripts.left_by(conversation))
+    reading = ScanBudget(1.0)
+    run = scripts.run_arguments(use, scripts.left_by(conversation, reading), reading)
     assert run is not None
     arguments, sent = run
     judged = dataclasses.replace(use, arguments=arguments)

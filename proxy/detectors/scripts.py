@@ -4,24 +4,33 @@ another name, files downloaded whose content the proxy never saw, and variables,
 defined. A call is judged as the commands it runs with what the others left (``run_arguments``): ``bash
 y.sh`` after ``cp x.sh y.sh`` after ``rm -rf ~`` was stored in ``x.sh``, ``rm -rf $T`` after ``export T=~``,
 ``del ~`` after ``alias del='rm -rf'``. Running a downloaded file is read as the download piped to a shell
-(``curl URL | sh``), which is what it is: the downloaded file's name alone, hashed, listed or unpacked,
-is no run of it.
+(``curl URL | sh``), which is what it is, whether by its path, by its name alone where its folder is on
+the shell's PATH, or through a pipe or a substitution however far along its line: the downloaded file's
+name alone, hashed, listed or unpacked, is no run of it.
+
+What the calls left is gathered once for the conversation and looked up by the names a call uses, so
+reading a conversation costs its length and judging a call its own and what it finds; both are charged
+to the scan budget, and a call whose reading runs out of time runs what is not known (``run_arguments``
+gives None).
 """
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import functools
 import itertools
 import posixpath
 import re
 import shlex
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.detectors.commands import command_strings, is_command_tool, redirected_by_commands, shell_readings
 from proxy.detectors.credentials import with_ran, written_files
 from proxy.exchange import ToolCall
+from proxy.scanning.rulepack import ScanBudget
 
 _MOST_PER_CALL = 32
 """Copies read of one call at most: a call's share of the walk stays bounded."""
@@ -42,89 +51,152 @@ class _Defined:
     after it (an alias)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Left:
-    """What one call of the conversation left: files by their path with what they hold, downloaded files
-    by their path with where from, and what it defined."""
+class Leftovers:
+    """What the calls of a conversation left, by name: files by the name of their path with what they hold
+    and which calls wrote them (the first two, which tell whether any but a given one did), downloaded
+    files with where from and the first call that stored them, and each variable's values and each
+    alias's or function's definitions with the calls that made them, in the conversation's order.
+    ``complete`` is False where the budget ran out before every call was read."""
 
-    files: tuple[tuple[str, str], ...]
-    downloads: tuple[tuple[str, str], ...]
-    defined: _Defined
+    def __init__(self, conversation: Sequence[ToolCall]) -> None:
+        self._conversation = conversation  # keeps the calls, whose identity tells their place
+        self.place = {id(call): index for index, call in enumerate(conversation)}
+        self.files: dict[str, dict[tuple[str, str], list[int]]] = {}
+        self.downloads: dict[str, dict[tuple[str, str], int]] = {}
+        self.variables: dict[str, list[tuple[int, int, str]]] = {}
+        """By name: where it was made among all assignments, by which call, and the value."""
+        self.commands: dict[str, list[tuple[int, str | None, bool]]] = {}
+        self.complete = True
+        self._assigned = 0
 
-
-def left_by(conversation: Sequence[ToolCall]) -> list[Left]:
-    """What each call of the conversation left, in its order: a file copied, moved or linked from one an
-    earlier call (or the same) wrote or downloaded holds what that one holds."""
-    left: list[Left] = []
-    files: dict[str, list[str]] = {}
-    downloads: dict[str, list[str]] = {}
-    for call in conversation:
+    def read(self, index: int, call: ToolCall) -> None:
+        """What one call leaves, added: a file copied, moved or linked from one an earlier call (or this
+        one) wrote or downloaded holds what that one holds."""
         written, fetched, copies, defined = _own(call.name, call.arguments)
         for path, content in written:
-            files.setdefault(_name(path), []).append(content)
+            self._wrote(path, content, index)
         for path, url in fetched:
-            downloads.setdefault(_name(path), []).append(url)
-        copied = [(target, content) for source, target in copies for content in files.get(_name(source), ())]
-        moved = [(target, url) for source, target in copies for url in downloads.get(_name(source), ())]
+            self.downloads.setdefault(_name(path), {}).setdefault((path, url), index)
+        copied = [
+            (target, content) for source, target in copies for _, content in self.files.get(_name(source), {})
+        ]
+        moved = [
+            (target, url) for source, target in copies for _, url in self.downloads.get(_name(source), {})
+        ]
         for target, content in copied:
-            files.setdefault(_name(target), []).append(content)
+            self._wrote(target, content, index)
         for target, url in moved:
-            downloads.setdefault(_name(target), []).append(url)
-        left.append(Left((*written, *copied), (*fetched, *moved), defined))
+            self.downloads.setdefault(_name(target), {}).setdefault((target, url), index)
+        for name, value in defined.variables:
+            made = self.variables.setdefault(name, [])
+            # A value given again (``export PATH=~/bin:$PATH`` before each command) is the one in force
+            # since it was first given: kept once, so that each use reads it once.
+            if not made or made[-1][2] != value:
+                made.append((self._assigned, index, value))
+                self._assigned += 1
+        for name, body, takes_arguments in defined.commands:
+            self.commands.setdefault(name, []).append((index, body, takes_arguments))
+
+    def _wrote(self, path: str, content: str, index: int) -> None:
+        writers = self.files.setdefault(_name(path), {}).setdefault((path, content), [])
+        if len(writers) < 2 and index not in writers:
+            writers.append(index)
+
+    def values_before(self, name: str, end: int) -> list[tuple[int, int, str]]:
+        """The values the calls before the call ``end`` gave a variable, with where each was made."""
+        made = self.variables.get(name, [])
+        return made[: bisect.bisect_left(made, end, key=lambda assignment: assignment[1])]
+
+    def value_before(self, name: str, end: int) -> str | None:
+        """The value of a variable in force at the call ``end``: the latest one a call before it gave."""
+        made = self.values_before(name, end)
+        return made[-1][2] if made else None
+
+    def definition_before(self, name: str, at: int) -> tuple[str | None, bool] | None:
+        """The latest definition of an alias or function before the call ``at``: the one in force, as in a
+        shell."""
+        made = self.commands.get(name, [])
+        before = bisect.bisect_left(made, at, key=lambda definition: definition[0])
+        return made[before - 1][1:] if before else None
+
+
+def left_by(conversation: Sequence[ToolCall], budget: ScanBudget) -> Leftovers:
+    """What the calls of the conversation left, read in its order on the budget with their characters'
+    allowance: where it leaves no time to read them all, the leftovers are not ``complete``."""
+    left = Leftovers(conversation)
+    if budget.spent_for(sum(len(call.arguments) for call in conversation)):
+        left.complete = False
+        return left
+    with budget.metered() as meter:
+        for index, call in enumerate(conversation):
+            if meter.left() <= 0:
+                left.complete = False
+                break
+            left.read(index, call)
     return left
 
 
-def run_arguments(
-    call: ToolCall, conversation: Sequence[ToolCall], left: Sequence[Left]
-) -> tuple[str, int] | None:
+def run_arguments(call: ToolCall, left: Leftovers, budget: ScanBudget) -> tuple[str, int] | None:
     """A command call's arguments with what it runs of what the conversation's other calls left (files the
-    others wrote that it names, a file downloaded before it or by it that it runs, the variables, aliases
+    others wrote that it runs, a file downloaded before it or by it that it runs, the variables, aliases
     and functions of the calls before it that it uses), read as a command field of its; as they are where
     it runs none. With them, the characters of them the agent sent: its own, and each thing another call
     left once (what the uses of an alias or a function repeat of it is no more sent, so gives the scan
-    budget no more time). None where the uses would add more than ``_MOST_EXPANDED``: what the call runs
-    is not known in time."""
-    at = next((index for index, other in enumerate(conversation) if other is call), len(conversation))
+    budget no more time). None where that is not known in time: the leftovers are not complete, the
+    budget ran out reading them, or the uses would add more than ``_MOST_EXPANDED``."""
+    if not left.complete or budget.spent:
+        return None
+    with budget.metered() as meter:
+        run = _what_runs(call, left)
+        if meter.left() <= 0:
+            return None
+    return run
+
+
+def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
+    at = left.place.get(id(call), len(left.place))
     texts = list(command_strings(call.arguments))
     spelled = _spellings(texts)
-    files = [file for index, other in enumerate(left) if index != at for file in other.files]
     ran = [
         (path, _commands_of(path, content))
-        for path, content in dict.fromkeys(files)
-        if spelled.runs(_name(path))
+        for name in spelled.named(left.files)
+        for (path, content), writers in left.files[name].items()
+        if writers != [at]
     ]
-    named = set(_FILE_NAME.findall(call.arguments))
     downloads = [
         (path, url)
-        for other in left[: at + 1]
-        for path, url in other.downloads
-        if _name(path) in named or spelled.runs(_name(path))
+        for name in dict.fromkeys([*_FILE_NAME.findall(call.arguments), *spelled.named(left.downloads)])
+        for (path, url), first in left.downloads.get(name, {}).items()
+        if first <= at
     ]
-    # The readings are made only for a call that names a downloaded file; destructive_entry reads them
-    # again, from the cache, and charges them to the budget.
-    readings = shell_readings(call.name, call.arguments) if downloads else ""
-    fetched = [
-        (path, f"curl {_plain(url)} | sh")
-        for path, url in dict.fromkeys(downloads)
-        if spelled.runs(_name(path)) or _runs("\n".join(texts), readings, _name(path))
-    ]
+    fetched = []
+    if downloads:
+        # The readings are made only for a call that names a downloaded file; destructive_entry reads them
+        # again, from the cache, and charges them to the budget.
+        runs = _runs(shell_readings(call.name, call.arguments))
+        searched = _path_folders(left, at)
+        fetched = [
+            (path, f"curl {_plain(url)} | sh")
+            for path, url in downloads
+            if spelled.runs_file(_name(path))
+            or _name(path) in runs.files
+            or (
+                (_name(path) in spelled.commands or _name(path) in runs.commands)
+                and _on_path(_folder(path), searched)
+            )
+        ]
     words = set(_NAME.findall("\n".join(texts)))
-    # The latest definition of a name is the one in force, as in a shell.
     definitions = {
-        name: (body, takes_arguments)
-        for other in left[:at]
-        for name, body, takes_arguments in other.defined.commands
-        if name in words
+        name: definition for name in words if (definition := left.definition_before(name, at)) is not None
     }
     uses = _uses(texts, definitions)
     if uses is None:
         return None
-    given = [variable for other in left[:at] for variable in other.defined.variables]
-    word_uses = _word_uses([*texts, *uses], dict(given))
+    word_uses = _word_uses([*texts, *uses], lambda name: left.value_before(name, at))
     if word_uses is None:
         return None
     uses += word_uses
-    variables = _assignments("\n".join([call.arguments, *uses]), given)
+    variables = _assignments("\n".join([call.arguments, *uses]), left, at)
     # The call's own commands are read with what its uses run, so that what it assigns as it calls a
     # function (``X=~ scrub``) is what the function's body reads.
     defined = [("", "\n".join([*variables, *texts, *uses]))] if variables or uses else []
@@ -144,24 +216,25 @@ def _commands_of(path: str, content: str) -> str:
     return "\n".join(command_strings(content)) if path.endswith(".json") else content
 
 
-def _word_uses(texts: list[str], values: dict[str, str]) -> list[str] | None:
+def _word_uses(texts: list[str], value: Callable[[str], str | None]) -> list[str] | None:
     """The texts read once for each word of a variable's value where it holds several (an array, ``read T
     <<< '/ ~'``, ``for T in / ~``): each use in its place as that word alone; ``${!N}`` as a use of the
-    variable N names, ``"$@"`` and ``$1`` as what ``set --`` gave. None past ``_MOST_EXPANDED``
-    characters."""
+    variable N names, ``"$@"`` and ``$1`` as what ``set --`` gave. ``value`` gives a variable's value in
+    force, None where none was given. None past ``_MOST_EXPANDED`` characters."""
     room = _MOST_EXPANDED
     read: list[str] = []
     for original in texts:
-        text = _INDIRECT.sub(lambda use: "${" + _named(values.get(use.group(1), "")) + "}", original)
+        text = _INDIRECT.sub(lambda use: "${" + _named(value(use.group(1)) or "") + "}", original)
         if text != original:
             read.append(text)
         several = {
-            name: values[name].split()
+            name: given.split()
             for name in _used_names(text)
-            if name in values and (values[name].split() != [values[name]] or f"${{{name}[" in text)
+            if (given := value(name)) is not None and (given.split() != [given] or f"${{{name}[" in text)
         }
-        if "@" in values and (_POSITIONAL.search(text) or _ALL_POSITIONAL.search(text)):
-            several["@"] = [values["@"]]
+        positional = value("@")
+        if positional is not None and (_POSITIONAL.search(text) or _ALL_POSITIONAL.search(text)):
+            several["@"] = [positional]
         for name, words in several.items():
             use = _ALL_POSITIONAL if name == "@" else _variable_use(name)
             count = len(use.findall(text)) + (len(_POSITIONAL.findall(text)) if name == "@" else 0)
@@ -191,18 +264,63 @@ def _variable_use(name: str) -> re.Pattern[str]:
     return re.compile(rf'"?\$(?:\{{{name}(?:\[[^]\n]*\])?\}}|{name}\b)"?')
 
 
-def _assignments(arguments: str, variables: list[tuple[str, str]]) -> list[str]:
+def _assignments(arguments: str, left: Leftovers, at: int) -> list[str]:
     """The assignments of the variables the arguments use, and of those their values use in turn (``B=$A``),
-    in the order the calls made them, each value quoted as one word."""
-    used = _used_names(arguments)
+    that the calls before ``at`` made, in the order they made them, each value quoted as one word."""
+    made = {name: left.values_before(name, at) for name in _used_names(arguments)}
     for _ in range(2):
-        used |= {
+        more = {
             first or second
-            for name, value in variables
-            if name in used
+            for assignments in made.values()
+            for _, _, value in assignments
             for first, second in _VARIABLE_USE.findall(value)
         }
-    return list(dict.fromkeys(f"{name}={shlex.quote(value)}" for name, value in variables if name in used))
+        made |= {name: left.values_before(name, at) for name in more - made.keys()}
+    ordered = sorted(
+        (made_at, name, value) for name, assignments in made.items() for made_at, _, value in assignments
+    )
+    return list(dict.fromkeys(f"{name}={shlex.quote(value)}" for _, name, value in ordered))
+
+
+_PATH_FOLDERS = frozenset(
+    {"~/.local/bin", "~/bin", "~/go/bin", "~/.cargo/bin", "/usr/local/bin", "/usr/local/sbin", "/usr/bin",
+     "/usr/sbin", "/bin", "/sbin", "/opt/homebrew/bin", "/snap/bin"}
+)  # fmt: skip
+"""Folders a shell's PATH holds as it starts, on the systems agents run on."""
+_UNKNOWN_FOLDER = "$"
+"""A PATH entry whose folder is not known (``$(go env GOPATH)/bin``): it may be any."""
+_HOME_FOLDER = re.compile(r"^(?:\$\{?HOME\}?|/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
+_HERE = re.compile(r"^(?:\$\{?PWD\}?|\.)(?:/|$)")
+
+
+def _folder(path: str) -> str:
+    """A path's folder, spelled as PATH entries are compared: the home folder as ``~``, the folder the
+    shell is in as the empty string."""
+    folder = _HERE.sub("", _HOME_FOLDER.sub("~", posixpath.dirname(path.rstrip("/"))))
+    return folder.rstrip("/") if folder not in ("/", "") else folder
+
+
+def _path_folders(left: Leftovers, at: int) -> frozenset[str]:
+    """The folders a shell looks a command up in at the call ``at``: those it starts with, and each one
+    that call or one before it put on PATH (``export PATH=~/.local/bin:$PATH``)."""
+    return _PATH_FOLDERS | {
+        _entry_folder(entry)
+        for _, _, value in left.values_before("PATH", at + 1)
+        for entry in value.split(":")
+        if entry not in ("$PATH", "${PATH}")
+    }
+
+
+def _entry_folder(entry: str) -> str:
+    folder = _folder(f"{entry}/x")
+    return _UNKNOWN_FOLDER if _UNRESOLVED.search(folder) else folder
+
+
+_UNRESOLVED = re.compile(r"[$`]")
+
+
+def _on_path(folder: str, searched: frozenset[str]) -> bool:
+    return folder in searched or _UNKNOWN_FOLDER in searched
 
 
 _FILE_NAME = re.compile(r"[\w.+-]+")
@@ -444,33 +562,49 @@ _RUNNER = (
 _PATH_PART = r"[^\s;&|()`<>]*"
 """A path's directories: no run of them reaches past a command's separator, so that a search from each
 separator reads no further than the next."""
-_WORD_PART = r"[^\s;&|()`<>'\"=]*"
-"""A path's directories within a word, which a file's name is looked for from the start of: each word, or
-each quoted part of one, is read once, not once from each of its characters."""
-_LOOK = 1024
-"""How far along a line a file given to a pipe or read into ``sh -c`` is looked for from it: each place
-of a crafted line is read at most this far, not to its end."""
+_WORD = r"[^\s;&|()`<>]+"
+_RUNNER_START = re.compile(
+    rf"[ \t]*(?:sudo[ \t]+)?(?:{_PATH_PART}/)?{_RUNNER}(?=\s|$)(?:(?:[ \t]+-\S+)*[ \t]+<?[ \t]*({_WORD}))?"
+)
+_RUNNER_OR_EVAL = re.compile(rf"(?:{_RUNNER}|eval)\b")
+_READ_IN = re.compile(rf"(?:\$\(|`)[ \t]*(?:cat[ \t]+|<[ \t]*)({_WORD})[ \t]*(?:\)|`)")
+_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
+_FIRST_WORD = re.compile(r"[ \t]*(?:sudo[ \t]+)?([^\s;&|()`<>/]+)(?=\s|$)")
 
 
-def _runs(texts: str, readings: str, name: str) -> bool:
-    """Whether a call's commands run the file of this name: by its path (``./x.sh``, ``exec ~/bin/x``), given
-    to a shell or an interpreter as its script or its input, piped to one, or read into ``sh -c`` or
-    ``eval``; the commands as written, and one a line in their readings."""
-    file = rf"(?<![^\s;&|()`<>'\"=])(?:{_WORD_PART}/)?{re.escape(name)}"
-    by_path = (
-        rf"(?:^|[;&|(`\n]|\$\()[ \t]*(?:(?:sudo|exec|nohup|time)[ \t]+)*{_PATH_PART}/{re.escape(name)}"
-        r"(?=[\s;&|)`]|$)"
-    )
-    return bool(
-        re.search(by_path, texts)
-        or re.search(
-            rf"(?m)^[ \t]*(?:{_PATH_PART}/)?{_RUNNER}(?:[ \t]+-\S+)*[ \t]+<?[ \t]*{file}(?=\s|$)"
-            rf"|{file}\b[^\n|]{{0,{_LOOK}}}\|[ \t]*(?:sudo[ \t]+)?(?:{_PATH_PART}/)?{_RUNNER}(?=\s|$)"
-            rf"|(?:{_RUNNER}|eval)\b[^\n]{{0,{_LOOK}}}(?:\$\(|`)[ \t]*(?:cat[ \t]+|<[ \t]*){file}"
-            r"[ \t]*(?:\)|`)",
-            readings,
-        )
-    )
+@dataclass(frozen=True, slots=True)
+class _Runs:
+    files: frozenset[str]
+    """Names of the files the commands give to a shell or an interpreter."""
+    commands: frozenset[str]
+    """Names the commands run as commands, which the shell looks up in the folders of its PATH."""
+
+
+def _runs(readings: str) -> _Runs:
+    """What a call's commands run, read one a line in their readings (``commands.shell_readings``): a file
+    given to a shell or an interpreter as its script or its input, piped to one from anywhere before it
+    in its pipeline, or read into ``sh -c`` or ``eval`` anywhere after them on their line. Each part of
+    the text is read once, so the cost is its length and no file stands too far from what runs it to be
+    seen."""
+    files: set[str] = set()
+    commands: set[str] = set()
+    for line in readings.splitlines():
+        fed: list[str] = []  # what the pipeline gave since its last runner: those before it are in files
+        for segment in _PIPE.split(line):
+            runner = _RUNNER_START.match(segment)
+            if runner is not None:
+                files.update(fed)
+                fed = []
+                if runner.group(1):
+                    files.add(_name(runner.group(1)))
+            first = _FIRST_WORD.match(segment)
+            if first is not None:
+                commands.add(first.group(1))
+            fed += [_name(word) for word in re.findall(_WORD, segment)]
+        runner_or_eval = _RUNNER_OR_EVAL.search(line)
+        if runner_or_eval is not None:
+            files.update(_name(match.group(1)) for match in _READ_IN.finditer(line, runner_or_eval.end()))
+    return _Runs(frozenset(files), frozenset(commands))
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,11 +613,14 @@ class _Spelled:
     stages a file (``cat``, ``grep``, ``wc``, ``git add``) runs none of it."""
 
     running: frozenset[str]
-    """Names run as commands (``./x.sh``), given to a pipeline that runs what it is given (a shell,
+    """Names run by their path (``./x.sh``), given to a pipeline that runs what it is given (a shell,
     ``source``, ``exec``, ``eval``, ``xargs``, ``find -exec``, a command spelled by a variable: ``$(which
     bash)``) or to an interpreter as its script, or given where a substitution may take what they hold;
     with their quotes and backslashes taken out (``bash x''.sh``), and a module's files for a name an
     interpreter is given (``python3 -m x``, ``import x``, ``node x``)."""
+    commands: frozenset[str]
+    """Names run as commands by their name alone (``x``), which the shell looks up in the folders of its
+    PATH."""
     patterns: tuple[re.Pattern[str], ...] | None
     """Globs given to a pipeline that runs what it is given, a variable or a brace list standing for any
     text in them (``bash x.s?``, ``bash $F.sh``, ``bash {x,}.sh``), and the files a build or test command
@@ -491,10 +628,27 @@ class _Spelled:
     ``_MOST_PATTERNS`` or one longer than ``_LONGEST_NAME``: every name may be one of them."""
 
     def runs(self, name: str) -> bool:
-        """Whether the commands may run the file of this name."""
+        """Whether the commands may run the file of this name, as a command of that name too."""
+        return name in self.commands or self.runs_file(name)
+
+    def runs_file(self, name: str) -> bool:
+        """Whether the commands may run the file of this name otherwise than as a command looked up on
+        PATH."""
         if name in self.running:
             return True
         return self.patterns is None or any(pattern.fullmatch(name) for pattern in self.patterns)
+
+    def named[T](self, left: dict[str, T]) -> list[str]:
+        """The names of ``left`` (what the conversation's calls left, by name) the commands may run: those
+        they spell, looked up, and each name where they give a glob (every one where they give too many)."""
+        if self.patterns is None:
+            return list(left)
+        found = dict.fromkeys(name for name in (*self.running, *self.commands) if name in left)
+        if self.patterns:
+            found |= dict.fromkeys(
+                name for name in left if any(pattern.fullmatch(name) for pattern in self.patterns)
+            )
+        return list(found)
 
 
 _MOST_PATTERNS = 64
@@ -540,6 +694,7 @@ def _spellings(texts: list[str]) -> _Spelled:
     """How a call's commands name the files they may run (``_Spelled``), pipeline by pipeline: each word read
     once, so in time linear in the call."""
     running: set[str] = set(_STARTUP_FILES)
+    commands_alone: set[str] = set()
     patterns: dict[str, None] = {}
     for text in texts:
         # A pipeline given again is read once; its words with their quotes and backslashes taken out.
@@ -550,9 +705,10 @@ def _spellings(texts: list[str]) -> _Spelled:
                 if "|" in pipeline
                 else [_command_of(words)]
             )
-            commands = [command for command, _ in stages]
+            commands = [stage.command for stage in stages]
             names = {_base(part) for word in words for part in (word, word.rpartition("=")[2])}
-            running.update(commands)
+            running.update(stage.command for stage in stages if stage.by_path)
+            commands_alone.update(stage.command for stage in stages if not stage.by_path)
             patterns.update(
                 dict.fromkeys(glob for command in commands for glob in _CONVENTIONAL.get(command, ()))
             )
@@ -567,7 +723,12 @@ def _spellings(texts: list[str]) -> _Spelled:
                 # A variable alone may be any file: only where it is the command or what it is given first,
                 # its script (``bash $F``), not in its code (``sh -c "cd $DIR && make"``).
                 spelled = [name for name in names if not _WHOLE_VARIABLE.fullmatch(name)]
-                spelled += [word for stage in stages for word in stage if word not in _SHELL_VARIABLES]
+                spelled += [
+                    word
+                    for stage in stages
+                    for word in (stage.command, stage.operand)
+                    if word not in _SHELL_VARIABLES
+                ]
                 patterns.update(dict.fromkeys(word for word in spelled if _GLOB.search(word)))
             if interpreted:
                 running |= {
@@ -577,9 +738,9 @@ def _spellings(texts: list[str]) -> _Spelled:
                     for ending in _MODULE_FILES
                 }
     if len(patterns) > _MOST_PATTERNS or any(len(pattern) > _LONGEST_NAME for pattern in patterns):
-        return _Spelled(frozenset(running), None)
+        return _Spelled(frozenset(running), frozenset(commands_alone), None)
     compiled = tuple(re.compile(fnmatch.translate(_VARIABLE_PART.sub("*", pattern))) for pattern in patterns)
-    return _Spelled(frozenset(running), compiled)
+    return _Spelled(frozenset(running), frozenset(commands_alone), compiled)
 
 
 _STARTUP_FILES = (".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshenv", ".zprofile", ".zshrc")
@@ -598,17 +759,21 @@ _SUBSTITUTION = re.compile(r"\$\(|`|<\(")
 """A substitution in a pipeline: what it reads of a file may be what the pipeline runs."""
 
 
-def _command_of(words: list[str]) -> tuple[str, str]:
-    """The name of a stage's command, past the words that run it (``if``, ``sudo``, ``time``, ``x=1``), and
-    the first word it is given that is no option (a shell's or an interpreter's script)."""
-    given = [
-        _base(word)
-        for word in itertools.dropwhile(
-            lambda word: word in _STAGE_KEYWORDS or _ASSIGNMENT.match(word), words
-        )
-    ]
-    operand = next((word for word in given[1:] if word[:1] != "-"), "")
-    return (given[0], operand) if given else ("", "")
+class _Stage(NamedTuple):
+    command: str
+    """The name of the stage's command, past the words that run it (``if``, ``sudo``, ``time``, ``x=1``)."""
+    operand: str
+    """The first word it is given that is no option (a shell's or an interpreter's script)."""
+    by_path: bool
+    """Whether the command is run by its path (``./x.sh``), not looked up on PATH by its name."""
+
+
+def _command_of(words: list[str]) -> _Stage:
+    given = list(itertools.dropwhile(lambda word: word in _STAGE_KEYWORDS or _ASSIGNMENT.match(word), words))
+    if not given:
+        return _Stage("", "", False)
+    operand = next((_base(word) for word in given[1:] if word[:1] != "-"), "")
+    return _Stage(_base(given[0]), operand, "/" in given[0])
 
 
 def _base(word: str) -> str:
