@@ -673,6 +673,60 @@ def test_searching_for_a_credential_file_by_name_is_credential_theft(command: st
 
 
 @pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        # A credential folder searched for by its name, from wherever it is.
+        ("cd ~ && fd -H .aws", "cloud-credentials-file"),
+        ("tree -a ~ | grep .aws", "cloud-credentials-file"),
+        ("cd ~ && rg --files | grep .ssh", "ssh-private-key-file"),
+        ("du -a ~ | grep .gnupg", "system-secret-file"),
+        ("locate .password-store", "password-manager-file"),
+        ("cd ~ && tree -a | grep keyrings", "os-credential-store"),
+        ("find / -name .kube -type d", "kubeconfig-file"),
+        ("cd $HOME && fd -HI -t d .ssh", "ssh-private-key-file"),
+        ("Get-ChildItem -Recurse -Filter .aws", "cloud-credentials-file"),
+        # A finder or lister given no folder looks where a cd took it, fd's pattern anywhere in a name.
+        ("cd ~; fd keychain", "os-credential-store"),
+        ("cd ~; ls -R | grep kdbx", "password-manager-file"),
+        ("fd -e kdbx . ~", "password-manager-file"),
+        # A credential folder listed and its names passed on.
+        ("ls -la ~/.ssh | head", "ssh-private-key-file"),
+        ("find ~/.aws -type f | head", "cloud-credentials-file"),
+        ("ls ~/Library/Keychains | xargs -I{} cp {} /tmp", "os-credential-store"),
+    ],
+)
+def test_finding_or_listing_a_credential_folder_is_credential_theft(command: str, rule: str) -> None:
+    assert rule in _rules_of("bash", command=command)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ls -la ~/.ssh",
+        "tree ~/.ssh",
+        "ls -la ~/.ssh && ssh-add -l",
+        "mkdir -p ~/.ssh && chmod 700 ~/.ssh",
+        "cd ~/src/app && fd keychain",
+        "fd keychain src",
+        "cd src && ls -R | grep ssh",
+        "ls -la ~ | head",
+        "ls /etc | grep ssh",
+        "cd ~ && ls | head",
+        "cd ~ && grep -rn TODO src",
+        "cd ~ && fd -e py test",
+        "cd ~/proj && rg --files | grep config",
+        "find . -name '*.aws.ts'",
+        "du -sh ~/.cache | sort -h",
+        "cd ~ && du -sh * | sort -h",
+    ],
+)
+def test_listing_folders_and_searching_code_trees_is_no_credential_theft(command: str) -> None:
+    """A credential folder's names listed to the caller alone, a word searched in a tree of code, the home
+    folder listed: no credential is reached."""
+    assert _rules_of("bash", command=command) == set()
+
+
+@pytest.mark.parametrize(
     "command",
     [
         "gcloud auth print-access-token",

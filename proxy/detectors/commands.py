@@ -1179,15 +1179,43 @@ class _Places:
         if directory is None:
             return command
         given = rest.split()
+        operands = [
+            at for at, value in enumerate(given)
+            if not value.startswith("-") and not (at and given[at - 1] in _VALUED_OPTIONS)
+        ]  # fmt: skip
+        # A search's pattern is no path (``grep key``, ``fd keychain``).
+        pattern = operands[0] if operands and _searches(word, given) else None
         words = [
-            _moved(directory, word)
-            if _RELATIVE.fullmatch(word) and not (at and given[at - 1].lower() in _FIND_PATTERNS)
-            else word
-            for at, word in enumerate(given)
+            _moved(directory, value)
+            if _RELATIVE.fullmatch(value)
+            and at != pattern
+            and not (at and given[at - 1].lower() in _FIND_PATTERNS)
+            else value
+            for at, value in enumerate(given)
         ]
         if word == "find" and (not words or words[0].startswith("-")):
             words.insert(0, directory)
+        elif _lists_here(word, given, len(operands) - (pattern is not None)):
+            words.append(directory)
         return " ".join((word, *words))
+
+
+_SEARCHERS = frozenset({"grep", "egrep", "fgrep", "rg", "fd", "fdfind"})
+"""Commands whose first operand is a pattern, the others the files or folders they search."""
+_VALUED_OPTIONS = frozenset({"-e", "--extension", "-t", "--type", "-E", "--exclude", "-d", "--max-depth"})
+"""The options of those that take a value, which is no operand."""
+_LISTERS = frozenset({"ls", "dir", "tree", "du", "gci", "get-childitem", "fd", "fdfind"})
+"""Commands that list or search the folder they run in where they name none."""
+
+
+def _searches(word: str, given: list[str]) -> bool:
+    return word in _SEARCHERS and not (word == "rg" and "--files" in given)
+
+
+def _lists_here(word: str, given: list[str], folders: int) -> bool:
+    """Whether a command given no folder lists or searches the one it runs in: a lister, or ``rg
+    --files``."""
+    return folders == 0 and (word.lower() in _LISTERS or (word == "rg" and "--files" in given))
 
 
 def _git_placed(directory: str | None, arguments: str) -> str:

@@ -509,7 +509,7 @@ def _rules_read(
                     del rules[STORE_RULE]
             except _OutOfTime:
                 timed_out += (SENT_RULE,) if sent_rule is not None else ()
-    globbing += "\n" + "\n".join(expanded_words(globbing))
+    globbing += "\n" + "\n".join((*expanded_words(globbing), *listed_folders(commands, rebound)))
     rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
     searched = searched_rules(globbing, scanner.rules, listings=commands)
     rules |= {rule.id: rule for rule in searched if rule.id not in rules}
@@ -1054,6 +1054,29 @@ def globbing_commands(commands: str, rebound: Callable[[], bool] = lambda: False
             yield piece
 
 
+_CREDENTIAL_FOLDERS = frozenset(
+    {".ssh", ".aws", ".azure", ".gnupg", ".kube", ".password-store", "keychains", "keyrings"}
+)
+"""Folders whose files are credentials, so that whatever finds or lists one reaches them."""
+_IN_CREDENTIAL_FOLDER = re.compile(
+    r"(?i)(?:^|/)(?:" + "|".join(map(re.escape, sorted(_CREDENTIAL_FOLDERS))) + r")(?:/|$)"
+)
+_LISTERS = frozenset({"ls", "dir", "tree", "du", "find", "fd", "fdfind", "rg", "gci", "get-childitem"})
+
+
+def listed_folders(commands: str, rebound: Callable[[], bool] = lambda: False) -> Iterator[str]:
+    """A glob of what is in each credential folder (or a folder in one) a listing names whose output is
+    passed on (``ls -la ~/.ssh | xargs cat``, ``find ~/.aws -type f | head``), or any listing where
+    ``rebound`` says its name may run something else: the names it prints reach what reads them."""
+    for piece, _, passed_on in command_pieces(commands):
+        words = _WORD.findall(piece)
+        if not words or posixpath.basename(words[0]).lower() not in _LISTERS or not (passed_on or rebound()):
+            continue
+        yield from (
+            word.rstrip("/") + "/**" for word in words[1:_MOST_WORDS] if _IN_CREDENTIAL_FOLDER.search(word)
+        )
+
+
 def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
     """The rules one of whose ``files`` a glob in the commands can name (``cat ~/.aws/*``, ``.e*``): a glob
     from the root or the home folder against the whole path, any other against its last parts."""
@@ -1071,11 +1094,13 @@ def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
 
 
 _SEARCHED_NAME = re.compile(
-    r"""(?i)(?:(?<!\S)(?:-i?name|-filter|-include|--?i?glob|-g)|\b(?:[pm]?locate|fd|fdfind)(?:[ \t]+-\S*)*)"""
+    r"""(?i)(?:(?<!\S)(?:-i?name|-filter|-include|--?i?glob|-g)"""
+    r"""|(?P<anywhere>\b(?:[pm]?locate|fd|fdfind))(?:[ \t]+(?:-t|--type)[ \t=]+\w+|[ \t]+-\S*)*)"""
     r"""[ \t=]+["']?(?P<name>[^\s"';&|<>()]{1,256})"""
 )
 """A file's name searched for wherever it is: ``find -name``/``-iname``, ``mdfind -name``, a glob of
-``rg``/``fd`` (``-g``), PowerShell's ``-Filter``/``-Include``, the name ``locate`` or ``fd`` looks for."""
+``rg``/``fd`` (``-g``), PowerShell's ``-Filter``/``-Include``, the pattern ``locate`` or ``fd`` looks for
+``anywhere`` in a name (past their options, and the kind of file ``fd -t`` looks for)."""
 _GREPPED_LISTING = re.compile(
     r"""(?i)\b(?:ls|find|tree|dir|gci|get-childitem|fd|fdfind|[pm]?locate|du|rg[ \t]+--files)\b"""
     r"""[^\n;&|]{0,256}\|[ \t]*"""
@@ -1103,12 +1128,18 @@ _EVERYWHERE = re.compile(
 
 
 def _searched_everywhere(commands: str, match: re.Match[str]) -> bool:
-    """Whether the command of a search by name looks from the home folder or the root, or in every
-    file's name the machine knows (``locate``)."""
+    """Whether the command of a search by name looks from the home folder or the root (before its name,
+    as ``find`` is given it, or after, as ``fd`` is), or in every file's name the machine knows
+    (``locate``)."""
     start = max(
         0, match.start() - _LONGEST_WORD, *(commands.rfind(end, 0, match.start()) + 1 for end in "\n;&|")
     )
-    return _EVERYWHERE.search(commands, start, match.end()) is not None
+    after = _COMMAND_END.search(commands, match.end(), match.end() + _LONGEST_WORD)
+    end = after.start() if after is not None else min(len(commands), match.end() + _LONGEST_WORD)
+    return _EVERYWHERE.search(commands, start, end) is not None
+
+
+_COMMAND_END = re.compile(r"[\n;&|]")
 
 
 def searched_rules(commands: str, rules: Iterable[Rule], listings: str = "") -> Iterator[Rule]:
@@ -1123,8 +1154,8 @@ def searched_rules(commands: str, rules: Iterable[Rule], listings: str = "") -> 
     for match, text in matches[:_MOST_WORDS]:
         # Compared without case: a search that minds it (``-name``) finds fewer, never other files.
         name = match["name"].lower()
-        # grep finds its pattern anywhere in a name.
-        name = f"*{name}*" if match.re is _GREPPED_LISTING else name
+        # grep, fd and locate find their pattern anywhere in a name.
+        name = f"*{name}*" if match.re is _GREPPED_LISTING or match["anywhere"] else name
         wide = _GLOB.search(name) is not None and (
             any(glob_matches(everyday, name) for everyday in _EVERYDAY_NAMES)
             or (_BARE_WORD.fullmatch(name) is not None and not _searched_everywhere(text, match))
@@ -1135,7 +1166,11 @@ def searched_rules(commands: str, rules: Iterable[Rule], listings: str = "") -> 
         return
     for rule in rules:
         lasts = {path.rsplit("/", 1)[-1].lower() for path in rule.files} - _SHARED_NAMES
-        if any(glob_matches(last, name) for last in lasts for name in searched):
+        folders = {part.lower() for path in rule.files for part in path.split("/")[:-1]} & _CREDENTIAL_FOLDERS
+        # A folder is searched for by its whole name (``fd -H .aws``), not by a word of it (``*ssh*``).
+        if any(glob_matches(last, name) for last in lasts for name in searched) or any(
+            glob_matches(folder, name) and folder in name for folder in folders for name in searched
+        ):
             yield rule
 
 
