@@ -124,9 +124,12 @@ def left_by(conversation: Sequence[ToolCall], budget: ScanBudget) -> Leftovers:
     """What the calls of the conversation left, read in its order on the budget with their characters'
     allowance: where it leaves no time to read them all, the leftovers are not ``complete``."""
     left = Leftovers(conversation)
-    if budget.spent_for(sum(len(call.arguments) for call in conversation)):
+    chars = sum(len(call.arguments) for call in conversation)
+    if budget.spent_for(chars):
         left.complete = False
         return left
+    # Read as a scan reads a text, on its characters' share of the budget.
+    budget.allow(chars)
     with budget.metered() as meter:
         for index, call in enumerate(conversation):
             if meter.left() <= 0:
