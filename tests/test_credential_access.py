@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -670,6 +671,41 @@ def test_a_word_fed_to_a_decoder_is_read_whatever_its_length(command: str) -> No
 )
 def test_searching_for_a_credential_file_by_name_is_credential_theft(command: str, rule: str) -> None:
     assert rule in _rules_of("bash", command=command)
+
+
+def conversation_of(count: int) -> list[ToolCall]:
+    """Notes saved and then counted, a variable set with each count: each count judged among all the
+    others."""
+    return [
+        call("bash", command=f"X{n}=1 wc -l f{n - 1}.txt")
+        if n % 2
+        else call("save_note", path=f"f{n}.txt", content="x" * 2_000)
+        for n in range(count)
+    ]
+
+
+def test_a_long_conversation_is_read_in_time_linear_in_its_length() -> None:
+    """What the first of 2,000 calls set still decides how the last is read, and the whole costs about
+    four times 500 calls (a call looks up the files it names and the variables it expands, where each read
+    every other call's files and commands again); a generous bound, as each call's own reading dominates."""
+    calls = [
+        call("bash", command="P=~/.aws"),
+        *conversation_of(2_000),
+        call("bash", command="cat $P/credentials"),
+    ]
+    calls = [dataclasses.replace(each, where=f"tool_calls[{n}]") for n, each in enumerate(calls)]
+    found = credential_reads(calls, SCANNER, SCANNER.budget())
+    assert {(finding.rule, finding.where) for finding in found} == {
+        ("cloud-credentials-file", calls[-1].where)
+    }
+    small = max(
+        least_cpu_seconds(lambda: credential_reads(conversation_of(500), SCANNER, SCANNER.budget()), runs=2),
+        0.005,
+    )
+    assert (
+        least_cpu_seconds(lambda: credential_reads(conversation_of(2_000), SCANNER, SCANNER.budget()), runs=2)
+        < 8 * small
+    )
 
 
 @pytest.mark.parametrize(

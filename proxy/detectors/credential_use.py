@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -193,23 +193,38 @@ _INDIRECT = re.compile(
 )
 
 
-def carried_over(text: str, earlier: list[str]) -> str:
-    """What of the commands a shell ran before (``earlier``) a text's commands may read when it lives on
-    between them: all of them where it reads what the shell kept of them (``$_``, ``BASH_REMATCH``, its
-    history); else the settings of variables ``_inlined`` reads (``K=~/.ssh/id_rsa``) that it expands,
-    or all of those where it may reach one by a computed name (``${!v}``, ``eval``). Read before the
-    text, so that what it does with them is judged with it."""
-    if not earlier:
+class ShellHistory:
+    """The commands a conversation's calls ran, in its order, each with the variables it set alone: read
+    once, so that what a call carries over of the others (``carried_over``) costs its own length and the
+    settings, not each command read again."""
+
+    def __init__(self, commands: Sequence[str]) -> None:
+        self.commands = commands
+        self.settings = [
+            (index, setting[0].strip(), setting[1])
+            for index, command in enumerate(commands)
+            for setting in _SET_ALONE.finditer(command)
+        ]
+
+
+def carried_over(text: str, history: ShellHistory, at: int) -> str:
+    """What of the commands a shell ran in the conversation's other calls than ``at`` a text's commands may
+    read when it lives on between them: all of them where it reads what the shell kept of them (``$_``,
+    ``BASH_REMATCH``, its history); else the settings of variables ``_inlined`` reads (``K=~/.ssh/id_rsa``)
+    that it expands, or all of those where it may reach one by a computed name (``${!v}``, ``eval``). Read
+    before the text, so that what it does with them is judged with it."""
+    own = 1 if 0 <= at < len(history.commands) else 0
+    if len(history.commands) == own:
         return ""
     plain = HIDING.sub("", text)
     if _KEPT.search(text) or _KEPT.search(plain):
-        return "\n".join(earlier)
-    settings = [setting for command in earlier for setting in _SET_ALONE.finditer(command)]
+        return "\n".join(command for index, command in enumerate(history.commands) if index != at)
+    settings = [(setting, name) for index, setting, name in history.settings if index != at]
     if not settings:
         return ""
     every = bool(_INDIRECT.search(text) or _INDIRECT.search(plain))
     expanded = set(re.findall(r"\$\{?([A-Za-z_]\w*)", text))
-    return "\n".join(setting[0].strip() for setting in settings if every or setting[1] in expanded)
+    return "\n".join(setting for setting, name in settings if every or name in expanded)
 
 
 _KNOWN = frozenset({*NAME_ONLY, *_KEY_USERS, "git", "rsync"})

@@ -34,6 +34,7 @@ from proxy.detectors.credential_use import (
     HIDING,
     LEFT_BEHIND,
     NAME_ONLY,
+    ShellHistory,
     carried_over,
     command_name,
     command_pieces,
@@ -236,22 +237,26 @@ def credential_reads(
     unknown = earlier is None
     earlier = earlier or ()
     conversation = [*earlier, *calls]
-    commands = [_command_text(other) for other in conversation]
+    history = ShellHistory([_command_text(other) for other in conversation])
     files = [written_files([other]) for other in conversation]
+    # Each file by its name, with the call that wrote it: a call's reading looks up the names it uses.
+    by_name: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+    for index, files_of in enumerate(files):
+        for file in files_of:
+            by_name.setdefault(posixpath.basename(file[0].rstrip("/")), []).append((index, file))
     for index, call in enumerate(calls):
         if not is_reading_tool(call.name):
             continue
         at = len(earlier) + index
         others = conversation[:at] + conversation[at + 1 :]
-        written = [file for files_of in files[:at] + files[at + 1 :] for file in files_of]
-        ran = ran_files(call.arguments, written)
-        arguments = _with_conversation(
-            read_arguments(call.name, call.arguments), commands[:at] + commands[at + 1 :], ran
-        )
+        named = dict.fromkeys(_FILE_NAME.findall(call.arguments))
+        found = sorted(found for name in named for found in by_name.get(name, ()) if found[0] != at)
+        ran = list(dict.fromkeys(file for _, file in found))
+        arguments = _with_conversation(read_arguments(call.name, call.arguments), history, at, ran)
         # What ran before is read where first asked (a call that names no credential file or sends no
         # secret never asks) and once.
         rebound = functools.cache(
-            functools.partial(_left_before, unknown, others, budget, call.arguments, written)
+            functools.partial(_left_before, unknown, others, budget, call.arguments, files, at)
         )
         before = functools.cache(functools.partial(_routes_before, unknown, conversation[:at], budget))
         reading = functools.partial(
@@ -297,13 +302,13 @@ def credential_reads(
     return findings
 
 
-def _with_conversation(arguments: str, commands: list[str], ran: list[tuple[str, str]]) -> str:
-    """A call's arguments as they are read with what the conversation gives them: what the earlier
-    ``commands`` set that it reads in a shell that lives on (``carried_over``), read before its own
-    strings, and what the files it runs that other calls wrote hold, but code (``_CODE``, read as written
-    apart)."""
+def _with_conversation(arguments: str, history: ShellHistory, at: int, ran: list[tuple[str, str]]) -> str:
+    """A call's arguments as they are read with what the conversation gives them: what the commands of its
+    other calls than ``at`` set that it reads in a shell that lives on (``carried_over``), read before its
+    own strings, and what the files it runs that other calls wrote hold, but code (``_CODE``, read as
+    written apart)."""
     own = "\n".join(_strings(_json_value(arguments)))
-    carried = carried_over(own, commands)
+    carried = carried_over(own, history, at)
     scripts = "\n".join(content for path, content in ran if not _CODE.search(path))
     if not carried and not scripts:
         return arguments
@@ -337,10 +342,19 @@ def _strings(value: object) -> Iterator[str]:
 
 
 def _left_before(
-    unknown: bool, calls: list[ToolCall], budget: ScanBudget, running: str, written: list[tuple[str, str]]
+    unknown: bool,
+    calls: list[ToolCall],
+    budget: ScanBudget,
+    running: str,
+    files: list[list[tuple[str, str]]],
+    at: int,
 ) -> bool:
-    """``left_behind`` of a call's conversation: True where what ran before it is not known."""
-    return unknown or left_behind(calls, budget, running, written)
+    """``left_behind`` of a call's conversation (``files``: what each of its calls wrote, the call ``at``
+    among them): True where what ran before it is not known."""
+    if unknown:
+        return True
+    written = [file for index, files_of in enumerate(files) if index != at for file in files_of]
+    return left_behind(calls, budget, running, written)
 
 
 class _Routes(NamedTuple):
