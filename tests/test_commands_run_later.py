@@ -693,6 +693,26 @@ def test_a_long_conversation_is_judged_in_time_linear_in_its_length() -> None:
     assert least_cpu_seconds(lambda: judge_all(leaving_calls(2_000)), runs=2) < 8 * small
 
 
+def written(path: str, content: str) -> Call:
+    return ("write_file", {"path": path, "content": content})
+
+
+def globbing_calls(count: int) -> list[Call]:
+    """A module written, then the tests, the build and the scripts run by their globs and conventional
+    names, again and again."""
+    run: Call = shell("pytest -q && bash ./*.sh && make")
+    return [call for n in range(count) for call in (written(f"src/m{n}.py", f"x = {n}\n"), run)]
+
+
+def test_the_globs_of_a_long_conversation_are_matched_once() -> None:
+    """Each glob a call runs (its own, or a build or test command's conventional names) is matched against
+    the names the conversation left once for the conversation, not again for each call giving it: 2,000
+    calls cost about four times 500, and a script left at the start is still run by the last."""
+    assert judge_all([WRITTEN, *globbing_calls(1_000), shell("bash ./x*.sh")])[-1] == DELETE
+    small = max(least_cpu_seconds(lambda: judge_all(globbing_calls(250)), runs=2), 0.005)
+    assert least_cpu_seconds(lambda: judge_all(globbing_calls(1_000)), runs=2) < 8 * small
+
+
 def test_a_call_whose_leftovers_are_not_read_in_time_is_out_of_time() -> None:
     """A budget spent before what the conversation left is read, or before a call's share of it is, leaves
     what the call runs unknown: its command pack is out of time on it, and the budget says so."""

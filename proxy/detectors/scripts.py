@@ -23,7 +23,7 @@ import itertools
 import posixpath
 import re
 import shlex
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -68,6 +68,7 @@ class Leftovers:
         self.commands: dict[str, list[tuple[int, str | None, bool]]] = {}
         self.complete = True
         self._assigned = 0
+        self._globbed: dict[tuple[int, str], list[str]] = {}
 
     def read(self, index: int, call: ToolCall) -> None:
         """What one call leaves, added: a file copied, moved or linked from one an earlier call (or this
@@ -101,6 +102,20 @@ class Leftovers:
         writers = self.files.setdefault(_name(path), {}).setdefault((path, content), [])
         if len(writers) < 2 and index not in writers:
             writers.append(index)
+
+    def run_by(self, spelled: _Spelled, left: Mapping[str, object]) -> list[str]:
+        """The names of ``left`` (the files or the downloads) the commands so spelled may run: those they
+        spell, looked up, and those each of their globs matches, matched once for the conversation (every
+        name where they give too many globs)."""
+        if spelled.patterns is None:
+            return list(left)
+        found = dict.fromkeys(name for name in (*spelled.running, *spelled.commands) if name in left)
+        for pattern in spelled.patterns:
+            key = (id(left), pattern.pattern)
+            if key not in self._globbed:
+                self._globbed[key] = [name for name in left if pattern.fullmatch(name)]
+            found |= dict.fromkeys(self._globbed[key])
+        return list(found)
 
     def values_before(self, name: str, end: int) -> list[tuple[int, int, str]]:
         """The values the calls before the call ``end`` gave a variable, with where each was made."""
@@ -162,13 +177,14 @@ def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
     spelled = _spellings(texts)
     ran = [
         (path, _commands_of(path, content))
-        for name in spelled.named(left.files)
+        for name in left.run_by(spelled, left.files)
         for (path, content), writers in left.files[name].items()
         if writers != [at]
     ]
+    downloads_named = [*_FILE_NAME.findall(call.arguments), *left.run_by(spelled, left.downloads)]
     downloads = [
         (path, url)
-        for name in dict.fromkeys([*_FILE_NAME.findall(call.arguments), *spelled.named(left.downloads)])
+        for name in dict.fromkeys(downloads_named)
         for (path, url), first in left.downloads.get(name, {}).items()
         if first <= at
     ]
@@ -640,18 +656,6 @@ class _Spelled:
         if name in self.running:
             return True
         return self.patterns is None or any(pattern.fullmatch(name) for pattern in self.patterns)
-
-    def named[T](self, left: dict[str, T]) -> list[str]:
-        """The names of ``left`` (what the conversation's calls left, by name) the commands may run: those
-        they spell, looked up, and each name where they give a glob (every one where they give too many)."""
-        if self.patterns is None:
-            return list(left)
-        found = dict.fromkeys(name for name in (*self.running, *self.commands) if name in left)
-        if self.patterns:
-            found |= dict.fromkeys(
-                name for name in left if any(pattern.fullmatch(name) for pattern in self.patterns)
-            )
-        return list(found)
 
 
 _MOST_PATTERNS = 64
