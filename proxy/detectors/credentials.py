@@ -6,6 +6,7 @@ or run commands, never over prose or other tools' arguments (an email that menti
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -244,6 +245,7 @@ def credential_reads(
     for index, files_of in enumerate(files):
         for file in files_of:
             by_name.setdefault(posixpath.basename(file[0].rstrip("/")), []).append((index, file))
+    routes_before = _RoutesBefore(conversation, budget, unknown=unknown)
     for index, call in enumerate(calls):
         if not is_reading_tool(call.name):
             continue
@@ -258,7 +260,7 @@ def credential_reads(
         rebound = functools.cache(
             functools.partial(_left_before, unknown, others, budget, call.arguments, files, at)
         )
-        before = functools.cache(functools.partial(_routes_before, unknown, conversation[:at], budget))
+        before = functools.cache(functools.partial(routes_before, at))
         reading = functools.partial(
             _rules_read, call.name, scanner=scanner, budget=budget, rebound=rebound, before=before,
             credentials=credentials,
@@ -367,16 +369,35 @@ class _Routes(NamedTuple):
     """The variables they set to a CLI's token (``_BOUND_TOKEN``), each with the CLI."""
 
 
-def _routes_before(unknown: bool, calls: Sequence[ToolCall], budget: ScanBudget) -> _Routes:
-    """``_Routes`` of the calls before one: rerouted where what ran before is not known, or where the
-    budget leaves no time to read it."""
-    if unknown or budget.spent_for(sum(len(call.arguments) for call in calls)):
-        return _Routes(unknown or bool(calls))
-    with budget.metered():
-        each = [_memoized(_routes, call.name, call.arguments, _call_routes) for call in calls]
-    return _Routes(
-        any(routes.rerouted for routes in each), tuple(bound for routes in each for bound in routes.bound)
-    )
+class _RoutesBefore:
+    """``_Routes`` of the calls of a conversation before each of its calls, read in its order as far as
+    first asked and once: a call asking reads only those the calls asking before it did not, so a
+    conversation costs its length, not its length times its calls. Rerouted where what ran before is not
+    known, or where the budget leaves no time to read what is not read yet."""
+
+    def __init__(self, conversation: Sequence[ToolCall], budget: ScanBudget, *, unknown: bool) -> None:
+        self._conversation = conversation
+        self._budget = budget
+        self._unknown = unknown
+        self._read = 0
+        self._rerouted_at: int | None = None
+        self._bound: list[tuple[int, tuple[str, str]]] = []
+
+    def __call__(self, at: int) -> _Routes:
+        unread = self._conversation[self._read : at]
+        if self._unknown or (unread and self._budget.spent_for(sum(len(call.arguments) for call in unread))):
+            return _Routes(self._unknown or at > 0)
+        with self._budget.metered():
+            for index, call in enumerate(unread, self._read):
+                routes = _memoized(_routes, call.name, call.arguments, _call_routes)
+                if routes.rerouted and self._rerouted_at is None:
+                    self._rerouted_at = index
+                self._bound += [(index, bound) for bound in routes.bound]
+        self._read = max(self._read, at)
+        bound = self._bound[: bisect.bisect_left(self._bound, at, key=lambda made: made[0])]
+        return _Routes(
+            self._rerouted_at is not None and self._rerouted_at < at, tuple(token for _, token in bound)
+        )
 
 
 def _call_routes(name: str, arguments: str) -> _Routes:
