@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -682,11 +683,20 @@ def test_documentation_examples_and_stand_ins_are_recognised(value: str) -> None
         "Summer-Password-2024!",
         "MyPassw0rdIsLong#17",
         "db_passwd_Xk9v2LmQ",
+        "OEaXAkQyB-BepqOOZBalo_9s",
+        "Qx-zz",
     ],
 )
 def test_real_looking_tokens_are_not_stand_ins(value: str) -> None:
     """Random token bodies, whatever their prefix, are not stand-ins."""
     assert not is_example_value(value)
+
+
+def test_random_url_safe_tokens_are_never_stand_ins() -> None:
+    """Dashes and underscores split a random token into word-like pieces; none of them is taken for a
+    provider prefix before a stand-in body."""
+    drawn = [secrets.token_urlsafe(size) for size in (18, 24, 32) for _ in range(20_000)]
+    assert [token for token in drawn if is_example_value(token)] == []
 
 
 def test_a_value_ends_at_a_nul_that_joins_texts_scanned_together(tmp_path: Path) -> None:

@@ -289,6 +289,7 @@ _PASSWORD_WORD = re.compile(
 # or with a run of x, X, *, # or 0, is a stand-in, not a key.
 _PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){0,3}")
 _FILLER_RUN = re.compile(r"([xX*#.0])\1{5,}")
+_LEAST_BODY = 8
 _BASE64_BASIC = re.compile(r"[A-Za-z0-9+/]{4,340}={0,2}")
 _PLAIN_USER = re.compile(r"[A-Za-z][A-Za-z._@-]{0,31}")
 
@@ -325,7 +326,11 @@ def is_example_value(value: str) -> bool:
         return True
     if _BASE64_BASIC.fullmatch(value) and _basic_stand_in(value):
         return True
-    body = value[_PREFIX.match(value).end() :] or value  # type: ignore[union-attr]  # always matches
+    body = value[_PREFIX.match(value).end() :]  # type: ignore[union-attr]  # always matches
+    if len(body) < _LEAST_BODY:
+        # Random URL-safe tokens have dashes and underscores too: "OEaXAkQyB-BepqOOZBalo_9s" is no
+        # prefix before a two-letter stand-in.
+        body = value
     return len(set(body.lower())) <= 2 or _FILLER_RUN.search(body) is not None
 
 
