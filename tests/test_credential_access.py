@@ -491,7 +491,9 @@ def test_everyday_commands_and_globs_are_not_credential_theft(command: str) -> N
 )
 def test_globs_braces_paths_and_expansions_cost_no_more_than_their_length(command: str) -> None:
     """Folders of ``**`` in a row, one long word, braces never closed, many globs, paths to resolve,
-    expansions never closed, many commands: each read in linear time, so none of them holds the proxy."""
+    expansions never closed, many commands: each read in linear time, so none of them holds the proxy (the
+    dearest, 180 KB of an ssh command's setting, takes some 0.9 s; read in quadratic time it would take
+    minutes)."""
 
     def read() -> None:
         list(globbed_rules(command, SCANNER.rules))
@@ -501,7 +503,7 @@ def test_globs_braces_paths_and_expansions_cost_no_more_than_their_length(comman
         list(globbing_commands(command))
         unread_names(command)
 
-    assert least_cpu_seconds(read) < 1.0
+    assert least_cpu_seconds(read) < 2.0
 
 
 @pytest.mark.parametrize(
@@ -518,14 +520,17 @@ def test_globs_braces_paths_and_expansions_cost_no_more_than_their_length(comman
 )
 def test_where_crafted_requests_send_a_secret_is_read_on_the_budget(unit: str) -> None:
     """Requests by the thousand, each reaching a secret variable: reading where each goes is charged to
-    the budget as the scan is, so the call costs what its budget allows, and one out of time is withheld."""
+    the budget as the scan is, so the call costs what its budget allows beyond what reading it with no
+    budget left costs (some 0.25 s; 0.2 to 0.3 s more with 0.2 s of budget, where reading them all
+    would take 1.2 to 1.6 s more), and one out of time is withheld."""
     crafted = call("read_file", path=unit * (400_000 // len(unit)))
     findings: list[object] = []
 
-    def read() -> None:
-        findings[:] = credential_reads([crafted], SCANNER, ScanBudget(0.2))
+    def read(budget: float) -> None:
+        findings[:] = credential_reads([crafted], SCANNER, ScanBudget(budget))
 
-    assert least_cpu_seconds(read, runs=1) < 0.8
+    none_left = least_cpu_seconds(lambda: read(0.0), runs=1)
+    assert least_cpu_seconds(lambda: read(0.2), runs=1) < none_left + 0.6
     assert findings
 
 
