@@ -350,6 +350,12 @@ OWN = scripts._read_own
             "names read",
             lambda n: OWN("bash", command_field("read " + " ".join(f"a{k}" for k in range(n // 7)))),
         ),
+        ("traps", lambda n: OWN("bash", command_field("trap 'x' EXIT; " * (n // 16)))),
+        ("traps left open", lambda n: OWN("bash", command_field("trap \"a 'b " * (n // 10)))),
+        ("trap words", lambda n: OWN("bash", command_field("trap x" + " INT" * (n // 4)))),
+        ("names hashed", lambda n: OWN("bash", command_field("hash -p /tmp/x" + " a" * (n // 2)))),
+        ("zsh hooks added", lambda n: OWN("bash", command_field("add-zsh-hook precmd f; " * (n // 23)))),
+        ("elements set", lambda n: OWN("bash", command_field("P[1]=x; " * (n // 8)))),
         ("a path after separators", lambda n: scripts._spellings([";" * n + " x"])),
         ("a file named again and again", lambda n: scripts._runs("x " * (n // 2))),
         ("runners with no file", lambda n: scripts._runs("sh " * (n // 3))),
@@ -635,15 +641,140 @@ def test_a_system_command_linked_under_another_name_is_that_command() -> None:
     )
 
 
+SET_HOME = shell("export T=~")
+"""What makes a hook's body destructive, set after the hook: the hook runs it with what is in force then."""
+BUILD = shell("export T=./build")
+
+HOOKS: list[tuple[str, list[Call]]] = [
+    ("trap EXIT", [shell("trap 'rm -rf $T' EXIT")]),
+    ("trap --", [shell('trap -- "rm -rf \\$T" EXIT')]),
+    ("trap 0", [shell("trap 'rm -rf $T' 0")]),
+    ("trap SIGINT", [shell("trap 'rm -rf $T' SIGINT")]),
+    ("trap DEBUG", [shell("trap 'rm -rf $T' DEBUG")]),
+    ("trap ERR", [shell("set -e; trap 'rm -rf $T' ERR")]),
+    ("trap RETURN", [shell("trap $'rm -rf $T' RETURN")]),
+    ("builtin trap", [shell("builtin trap 'rm -rf $T' EXIT")]),
+    ("command trap", [shell("command trap 'rm -rf $T' EXIT")]),
+    ("quoted trap", [shell("'trap' 'rm -rf $T' EXIT")]),
+    ("trap over lines", [shell("trap '\n  echo bye\n  rm -rf $T\n' EXIT")]),
+    ("trap in a function", [shell("setup() { trap 'rm -rf $T' EXIT; }"), shell("setup")]),
+    ("trap of a function", [shell("trap 'scrub $T' EXIT"), shell('scrub() { rm -rf "$1"; }')]),
+    ("trap of an alias", [shell("alias scrub='rm -rf'"), shell("trap 'scrub $T' EXIT")]),
+    ("PROMPT_COMMAND", [shell("PROMPT_COMMAND='rm -rf $T'")]),
+    ("PROMPT_COMMAND exported", [shell('export PROMPT_COMMAND="history -a; rm -rf \\$T"')]),
+    (
+        "PROMPT_COMMAND added to",
+        [shell("PROMPT_COMMAND='history -a'"), shell("PROMPT_COMMAND+='; rm -rf $T'")],
+    ),
+    ("PROMPT_COMMAND array", [shell("PROMPT_COMMAND=('history -a' 'rm -rf $T')")]),
+    ("PROMPT_COMMAND element", [shell("PROMPT_COMMAND[1]='rm -rf $T'")]),
+    ("PROMPT_COMMAND declared", [shell("declare -a PROMPT_COMMAND=('rm -rf $T')")]),
+    ("prompt substitution", [shell("PS1='$(rm -rf $T) $ '")]),
+    ("BASH_ENV", [shell("export BASH_ENV=/tmp/env.sh"), shell("echo 'rm -rf $T' > /tmp/env.sh")]),
+    ("ENV", [shell("printf 'rm -rf $T\\n' > /tmp/env"), shell("ENV=/tmp/env")]),
+    ("zsh precmd", [shell('precmd() { rm -rf "$T"; }')]),
+    ("zsh preexec", [shell('function preexec { rm -rf "$T"; }')]),
+    ("zsh precmd_functions", [shell('tidy() { rm -rf "$T"; }'), shell("precmd_functions+=(tidy)")]),
+    ("add-zsh-hook", [shell('tidy() { rm -rf "$T"; }; autoload -Uz add-zsh-hook; add-zsh-hook precmd tidy')]),
+    ("zsh TRAPEXIT", [shell('TRAPEXIT() { rm -rf "$T"; }')]),
+    ("command not found", [shell('command_not_found_handle() { rm -rf "$T"; }')]),
+]
+
+
+@pytest.mark.parametrize("hooked", [case[1] for case in HOOKS], ids=[case[0] for case in HOOKS])
+def test_a_hook_an_earlier_call_set_runs_in_every_later_call(hooked: list[Call]) -> None:
+    """A trap, a prompt's or a starting shell's variable, a zsh hook or a name hashed to a file runs of
+    itself in the calls after it, with what is in force then: any later command runs the destructive
+    body, while the same hook over a build folder passes."""
+    assert judged([*hooked, SET_HOME, shell("ls -la")]) == DELETE
+    assert judged([*hooked, SET_HOME, shell("git status"), shell("make test")]) == DELETE
+    assert judged([*hooked, BUILD, shell("ls -la")]) is None
+    assert judged([shell("ls -la"), *hooked, SET_HOME], at=0) is None
+
+
 @pytest.mark.parametrize(
-    "reading",
+    "calls",
     [
-        lambda n: scripts._settings("for T in " + "a " * (n // 2)),
-        lambda n: scripts._settings("read " + "a " * (n // 2)),
-        lambda n: scripts._word_uses(["rm $T " * (n // 6)], {"T": "a b c d"}.get),
-        lambda n: scripts._word_uses(['rm "$@" ' * (n // 8)], {"@": "a b"}.get),
+        [SET_HOME, shell("trap 'rm -rf $T' EXIT; make")],
+        [SET_HOME, shell("trap 'rm -rf $T' DEBUG")],
+        [SET_HOME, shell("PROMPT_COMMAND='rm -rf $T'")],
     ],
 )
+def test_a_hook_runs_in_the_call_that_sets_it(calls: list[Call]) -> None:
+    """An ``EXIT`` or ``DEBUG`` trap fires in the call that sets it, with what earlier calls left."""
+    assert judged(calls) == DELETE
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        [shell("tmpfile=$(mktemp)"), shell("trap 'rm -f \"$tmpfile\"' EXIT"), SET_HOME, shell("ls")],
+        [shell("work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT"), SET_HOME, shell("ls")],
+        [shell("trap 'rm -rf $T' EXIT"), shell("trap - EXIT"), SET_HOME, shell("ls")],
+        [shell("trap 'rm -rf $T' 0"), shell("trap EXIT"), SET_HOME, shell("ls")],
+        [shell("trap 'rm -rf $T' INT"), shell("trap '' SIGINT"), SET_HOME, shell("ls")],
+        [shell("trap '' INT TERM"), SET_HOME, shell("ls")],
+        [shell("trap -p; trap -l"), SET_HOME, shell("ls")],
+        [shell("trap 'echo done' EXIT"), SET_HOME, shell("rm -rf ./build")],
+        [shell("PROMPT_COMMAND='history -a'"), SET_HOME, shell("ls")],
+        [shell("PROMPT_COMMAND=(history\\ -a 'echo $T')"), SET_HOME, shell("ls")],
+        [shell("PS1='\\u@\\h:\\w$(git branch --show-current) \\$ '"), SET_HOME, shell("ls")],
+        [
+            shell("export BASH_ENV=~/.bash_env"),
+            shell("echo 'set -o pipefail' > ~/.bash_env"),
+            SET_HOME,
+            shell("ls"),
+        ],
+        [shell("precmd() { history -a; }"), SET_HOME, shell("ls")],
+        [shell("add-zsh-hook chpwd load_nvmrc"), SET_HOME, shell("cd src")],
+        [shell("hash -p /usr/bin/python3 python"), SET_HOME, shell("python -V")],
+        [shell("hash -p /bin/rm ls"), SET_HOME, shell("ls -la")],
+    ],
+)
+def test_an_everyday_hook_passes(calls: list[Call]) -> None:
+    """Cleaning a temporary file or folder of one's own, a trap reset or ignored, a prompt, history kept."""
+    assert judged(calls) is None
+
+
+def test_a_name_hashed_to_a_file_runs_the_file() -> None:
+    """``hash -p /tmp/x ls`` makes each later ``ls`` run ``/tmp/x``, whatever a call stores in it later."""
+    hashed = [shell("hash -p /tmp/tidy ls"), shell("echo 'rm -rf $T' > /tmp/tidy")]
+    assert judged([*hashed, SET_HOME, shell("ls -la")]) == DELETE
+    assert judged([*hashed, SET_HOME, shell("make test")]) is None
+    assert judged([*hashed, BUILD, shell("ls -la")]) is None
+    assert judged([shell("hash -p /bin/rm ls"), shell("ls -rf ~")]) == DELETE
+    assert judged([shell(f"curl -o /tmp/tidy {URL}"), shell("hash -p /tmp/tidy ls"), shell("ls")]) == FETCHED
+
+
+def test_a_hook_too_long_to_read_leaves_every_later_call_out_of_time() -> None:
+    """What a hook runs, added to again and again past 16 KB, is not known in time: each later call is out
+    of time, withheld where enforced; a conversation without it passes."""
+    added = [shell(f"PROMPT_COMMAND+='; echo {'x' * 1000} {n}'") for n in range(20)]
+    assert judged([*added, shell("ls")]) == "destructive_commands-unread"
+    assert judged([*added[:5], shell("ls")]) is None
+
+
+def hooking_calls(count: int) -> list[Call]:
+    """Everyday work that sets a trap, a prompt's command and a hashed name again every few calls."""
+    steps: list[Callable[[int], Call]] = [
+        lambda n: shell(
+            f"d{n}=$(mktemp -d); trap 'rm -rf \"$d{n}\"' EXIT; PROMPT_COMMAND='history -a; echo {n}'"
+        ),
+        lambda n: shell(f"hash -p /usr/bin/python3 py{n}; echo {n} > f{n}.txt"),
+        *[lambda n: shell(f"ls src/{n} && make -C pkg{n} test")] * 8,
+    ]
+    return [steps[n % len(steps)](n) for n in range(count)]
+
+
+def test_the_hooks_of_a_long_conversation_are_read_in_time_linear_in_its_length() -> None:
+    """Each call looks up the hooks in force by their bounded keys: 1,000 calls, each judged among the
+    others, cost about four times 250, and a trap set at the start of 2,000 still fires in the last call."""
+    long = [shell("trap 'rm -rf $T' USR1"), *hooking_calls(2_000), SET_HOME, shell("ls")]
+    assert judged(long) == DELETE
+    small = max(least_cpu_seconds(lambda: judge_all(hooking_calls(250)), runs=2), 0.005)
+    assert least_cpu_seconds(lambda: judge_all(hooking_calls(1_000)), runs=2) < 8 * small
+
+
 def test_variables_are_read_in_time_linear_in_a_call(reading: Callable[[int], object]) -> None:
     small = max(least_cpu_seconds(lambda: reading(10_000), runs=2), 0.005)
     assert least_cpu_seconds(lambda: reading(40_000), runs=2) < 10 * small

@@ -6,7 +6,9 @@ y.sh`` after ``cp x.sh y.sh`` after ``rm -rf ~`` was stored in ``x.sh``, ``rm -r
 ``del ~`` after ``alias del='rm -rf'``. Running a downloaded file is read as the download piped to a shell
 (``curl URL | sh``), which is what it is, whether by its path, by its name alone where its folder is on
 the shell's PATH, or through a pipe or a substitution however far along its line: the downloaded file's
-name alone, hashed, listed or unpacked, is no run of it.
+name alone, hashed, listed or unpacked, is no run of it. What the shell runs of itself once a call set it
+(a ``trap``, ``PROMPT_COMMAND``, the file ``BASH_ENV`` names, zsh's ``precmd``) is run by every later call,
+and a name ``hash -p`` binds to a file runs the file.
 
 What the calls left is gathered once for the conversation and looked up by the names a call uses, so
 reading a conversation costs its length and judging a call its own and what it finds; both are charged
@@ -49,6 +51,10 @@ class _Defined:
     """Aliases and functions: their name, what they run (None where that was not read in time: a use of it
     is out of time), and whether that takes the use's arguments in place of ``$1``, ``$@`` (a function) or
     after it (an alias)."""
+    hooks: tuple[tuple[str, str | None, bool], ...]
+    """What the shell runs of itself in later calls (``_hooks``): the hook's key (``trap EXIT``), what it
+    runs ("" for a hook reset, None where that is too long to read), and whether it adds to what the hook
+    ran before (``add-zsh-hook``) rather than replacing it."""
 
 
 class Leftovers:
@@ -66,6 +72,9 @@ class Leftovers:
         self.variables: dict[str, list[tuple[int, int, str]]] = {}
         """By name: where it was made among all assignments, by which call, and the value."""
         self.commands: dict[str, list[tuple[int, str | None, bool]]] = {}
+        self.hooks: dict[str, list[tuple[int, str | None]]] = {}
+        """By key (``_Defined.hooks``, a hook variable's name, ``function precmd``): which call set it and
+        what it runs from then on, "" for nothing."""
         self.complete = True
         self._assigned = 0
         self._globbed: dict[tuple[int, str], list[str]] = {}
@@ -95,8 +104,40 @@ class Leftovers:
             if not made or made[-1][2] != value:
                 made.append((self._assigned, index, value))
                 self._assigned += 1
+            reading = _HOOK_VARIABLES.get(name)
+            if reading is not None:
+                # ``PROMPT_COMMAND+='; x'`` keeps what it ran before: its value names the variable itself.
+                run = reading(value) if len(value) <= _LONGEST_HOOK else None
+                self._hooked(name, run, index, adds=bool(_variable_use(name).search(value)))
         for name, body, takes_arguments in defined.commands:
             self.commands.setdefault(name, []).append((index, body, takes_arguments))
+            if name in _HOOK_FUNCTIONS:
+                self._hooked(f"function {name}", name, index, adds=False)
+        for key, text, adds in defined.hooks:
+            self._hooked(key, text, index, adds=adds)
+
+    def _hooked(self, key: str, text: str | None, index: int, *, adds: bool) -> None:
+        made = self.hooks.setdefault(key, [])
+        before = made[-1][1] if adds and made else ""
+        text = _joined_hook([before, text] if before != "" else [text])
+        if not made or made[-1][1] != text:
+            made.append((index, text))
+
+    def hooks_through(self, at: int) -> list[str] | None:
+        """What the hooks in force at the end of the call ``at`` run (those it set itself among them: an
+        ``EXIT`` or ``DEBUG`` trap fires in it), each hook's latest setting; None where one is too long to
+        read. The hooks' keys are bounded (``_SIGNALS``, ``_HOOK_VARIABLES``, ``_HOOK_FUNCTIONS``), so a
+        call looks up a bounded number of them."""
+        run = []
+        for made in self.hooks.values():
+            before = bisect.bisect_right(made, at, key=lambda setting: setting[0])
+            if before:
+                text = made[before - 1][1]
+                if text is None:
+                    return None
+                if text:
+                    run.append(text)
+        return run
 
     def _wrote(self, path: str, content: str, index: int) -> None:
         writers = self.files.setdefault(_name(path), {}).setdefault((path, content), [])
@@ -174,14 +215,31 @@ def run_arguments(call: ToolCall, left: Leftovers, budget: ScanBudget) -> tuple[
 def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
     at = left.place.get(id(call), len(left.place))
     texts = list(command_strings(call.arguments))
-    spelled = _spellings(texts)
+    hooks = left.hooks_through(at)
+    if hooks is None:
+        return None
+    # What the shell's hooks run, the call runs too: its commands and theirs are read as one.
+    run = [*texts, *hooks]
+    words = set(_NAME.findall("\n".join(run)))
+    definitions = {
+        name: definition for name in words if (definition := left.definition_before(name, at)) is not None
+    }
+    uses = _uses(run, definitions)
+    if uses is None:
+        return None
+    # A file is run by what the aliases and functions used run too (``hash -p /tmp/x ls``, then ``ls``).
+    spelled = _spellings([*run, *uses])
     ran = [
         (path, _commands_of(path, content))
         for name in left.run_by(spelled, left.files)
         for (path, content), writers in left.files[name].items()
         if writers != [at]
     ]
-    downloads_named = [*_FILE_NAME.findall(call.arguments), *left.run_by(spelled, left.downloads)]
+    downloads_named = [
+        *_FILE_NAME.findall(call.arguments),
+        *(name for text in [*hooks, *uses] for name in _FILE_NAME.findall(text)),
+        *left.run_by(spelled, left.downloads),
+    ]
     downloads = [
         (path, url)
         for name in dict.fromkeys(downloads_named)
@@ -204,27 +262,22 @@ def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
                 and _on_path(_folder(path), searched)
             )
         ]
-    words = set(_NAME.findall("\n".join(texts)))
-    definitions = {
-        name: definition for name in words if (definition := left.definition_before(name, at)) is not None
-    }
-    uses = _uses(texts, definitions)
-    if uses is None:
-        return None
-    word_uses = _word_uses([*texts, *uses], lambda name: left.value_before(name, at))
+    word_uses = _word_uses([*run, *uses], lambda name: left.value_before(name, at))
     if word_uses is None:
         return None
     uses += word_uses
-    variables = _assignments("\n".join([call.arguments, *uses]), left, at)
+    # What the files it runs use of the variables is read too (``BASH_ENV`` naming one of ``rm -rf $T``).
+    used = [call.arguments, *hooks, *uses, *(content for _, content in ran)]
+    variables = _assignments("\n".join(used), left, at)
     # The call's own commands are read with what its uses run, so that what it assigns as it calls a
-    # function (``X=~ scrub``) is what the function's body reads.
-    defined = [("", "\n".join([*variables, *texts, *uses]))] if variables or uses else []
-    everything = [*ran, *fetched, *defined]
+    # function (``X=~ scrub``) is what the function's body reads; the assignments before all of it.
+    defined = [("", "\n".join([*variables, *run, *uses]))] if variables or hooks or uses else []
+    everything = [*defined, *ran, *fetched]
     if not everything:
         return call.arguments, len(call.arguments)
     # Each definition a use runs was read (``_uses`` gives None for one that was not).
     bodies = [body or "" for body, _ in definitions.values()]
-    sent = sum(len(text) for text in [call.arguments, *variables, *bodies])
+    sent = sum(len(text) for text in [call.arguments, *variables, *hooks, *bodies])
     sent += sum(len(content) for _, content in [*ran, *fetched])
     return with_ran(call.arguments, everything), sent
 
@@ -373,7 +426,7 @@ def _read_own(name: str, arguments: str) -> _Own:
     call = ToolCall(id="", name=name, arguments=arguments, where="")
     written = tuple(written_files([call]))
     if not is_command_tool(name):
-        return written, (), (), _Defined((), ())
+        return written, (), (), _Defined((), (), ())
     texts = list(command_strings(arguments))
     downloads = _latest(
         [
@@ -400,13 +453,149 @@ def _read_own(name: str, arguments: str) -> _Own:
                     for name, body, takes_arguments in _definitions(text)
                 ),
                 *linked,
+                *(hashed for text in texts for hashed in _hashed(text)),
             ]
         )
     )
-    return written, downloads, copies, _Defined(variables, commands)
+    return written, downloads, copies, _Defined(variables, commands, _hooks(texts))
 
 
 _SYSTEM_COMMAND = re.compile(r"(?:/usr)?(?:/local)?/s?bin/[\w.+-]+")
+
+_LONGEST_HOOK = 4 * _LONGEST_VALUE
+"""Characters of what a hook runs kept, added to again and again (``PROMPT_COMMAND+=``): past them what
+it runs is not known in time, and each later call is out of time."""
+_SIGNALS = frozenset(
+    {"EXIT", "DEBUG", "ERR", "ZERR", "RETURN", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS",
+     "EMT", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CLD", "CONT",
+     "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "POLL", "PWR",
+     "INFO", "LOST", "SYS", "RTMIN", "RTMAX"}
+)  # fmt: skip
+"""The conditions a trap is set on, by name: any may fire in a later call (a signal the call sends itself,
+``kill -USR1 $$``), so the trap of each is read as run by every later call."""
+_REALTIME = re.compile(r"RTM(?:IN\+|AX-)(?:[1-9]|[12]\d|3[01])")
+_UNKNOWN_SIGNAL = "?"
+"""A trap's condition given by a variable or a substitution (``trap x $S``): it may be any."""
+_TRAP = re.compile(
+    r"""(?<![\w.-])['"\\]*t['"\\]*r['"\\]*a['"\\]*p['"]*"""
+    r"""((?:[ \t]+(?:'[^']*'|"(?:[^"\\]|\\.)*+"|\\.|[^\s;&|'"\\)])+)+)"""
+)
+"""A ``trap`` command's words, however its name is quoted (``builtin trap``, ``'trap'``, ``t\\rap``): a
+quoted body may hold separators and lines, and is read to the quote that closes it however far that is
+(an opening quote with none after it reads to the text's end once: the next opening would close it)."""
+_TRAP_LISTING = frozenset({"-l", "-p", "-P"})
+_ZSH_HOOKS = frozenset({"chpwd", "periodic", "precmd", "preexec", "zshaddhistory", "zshexit"})
+_ADD_ZSH_HOOK = re.compile(r"(?<![\w.-])add-zsh-hook((?:[ \t]+[^\s;&|)]+)+)")
+_HASH = re.compile(r"(?<![\w.-])hash((?:[ \t]+[^\s;&|)]+)+)")
+_HASH_PATH = re.compile(r"-[a-zA-Z]*p[a-zA-Z]*")
+
+
+def _signal(word: str) -> str | None:
+    """A trap's condition as one key for each spelling (``0``, ``EXIT``, ``SIGexit``), or None where it is
+    none, which the shell refuses."""
+    if _UNRESOLVED.search(word):
+        return _UNKNOWN_SIGNAL
+    name = word.upper().removeprefix("SIG")
+    if name.isascii() and name.isdigit():
+        number = int(name)
+        return "EXIT" if number == 0 else str(number) if number <= 64 else None
+    return name if name in _SIGNALS or _REALTIME.fullmatch(name) else None
+
+
+def _traps(text: str) -> Iterator[tuple[str, str]]:
+    """Each condition a ``trap`` sets (``trap -- 'x' EXIT ERR``), with what it then runs: "" where it is
+    reset (``trap - EXIT``, ``trap EXIT``) or ignored (``trap '' INT``)."""
+    for match in _TRAP.finditer(text):
+        # An ANSI-C quoted body (``$'rm -rf ~'``) read as a quoted one.
+        words = _words_of(match.group(1).replace("$'", "'"))
+        if words[:1] == ["--"]:
+            words = words[1:]
+        if not words or words[0] in _TRAP_LISTING:
+            continue
+        body, conditions = ("", words[1:]) if words[0] == "-" or len(words) == 1 else (words[0], words[1:])
+        if len(words) == 1:
+            conditions = words
+        for condition in conditions:
+            key = _signal(condition)
+            if key is not None:
+                yield f"trap {key}", body
+
+
+def _hooks(texts: list[str]) -> tuple[tuple[str, str | None, bool], ...]:
+    """What a call sets the shell to run of itself later (``_Defined.hooks``): each trap at its latest,
+    and the functions ``add-zsh-hook`` adds to a zsh hook, all of them."""
+    traps: dict[str, str] = {}
+    added: dict[str, list[str | None]] = {}
+    for text in texts:
+        for key, body in _traps(text):
+            traps.pop(key, None)
+            traps[key] = body
+        for match in _ADD_ZSH_HOOK.finditer(text):
+            words = _words_of(match.group(1))
+            operands = [word for word in words if word[:1] != "-"]
+            if len(operands) >= 2 and operands[0] in _ZSH_HOOKS and "-d" not in words and "-D" not in words:
+                added.setdefault(f"{operands[0]}_functions", []).append(operands[1])
+    return (
+        *((key, body, False) for key, body in traps.items()),
+        *((key, _joined_hook(names), True) for key, names in added.items()),
+    )
+
+
+def _joined_hook(texts: list[str | None]) -> str | None:
+    """What a hook runs, of several: None where one is not known or all are past ``_LONGEST_HOOK``."""
+    if None in texts or sum(len(text or "") for text in texts) > _LONGEST_HOOK:
+        return None
+    return "\n".join(text or "" for text in texts)
+
+
+def _hashed(text: str) -> Iterator[tuple[str, tuple[str | None, bool]]]:
+    """Each name ``hash -p`` binds to a file (``hash -p /tmp/x ls``: ``ls`` runs ``/tmp/x``), as an alias of
+    the file's path, or of a system command's name (``hash -p /bin/rm ls``)."""
+    for match in _HASH.finditer(text):
+        words = _words_of(match.group(1))
+        for position, word in enumerate(words[:-1]):
+            if _HASH_PATH.fullmatch(word):
+                path = words[position + 1]
+                body = _name(path) if _SYSTEM_COMMAND.fullmatch(path) else path
+                yield from ((name, (body, False)) for name in words[position + 2 :] if _NAME.fullmatch(name))
+                break
+
+
+def _run_whole_and_by_word(value: str) -> str:
+    """What a hook variable of commands runs: its value as a command line, and each word of it as one (an
+    array's elements: ``PROMPT_COMMAND=(a 'rm -rf ~')``, ``precmd_functions=(f g)``)."""
+    return "\n".join([value, *_words_of(value)]) if value else ""
+
+
+def _prompted(value: str) -> str:
+    """What a prompt runs as it is shown: the substitutions in it (``PS1='$(x)'``)."""
+    return f"echo {value}" if value else ""
+
+
+def _sourced(value: str) -> str:
+    """What a shell runs of a file a variable names as it starts (``BASH_ENV``, ``ENV``)."""
+    return f". {value}" if value else ""
+
+
+_HOOK_VARIABLES: dict[str, Callable[[str], str]] = {
+    "PROMPT_COMMAND": _run_whole_and_by_word,
+    **{f"{hook}_functions": _run_whole_and_by_word for hook in _ZSH_HOOKS},
+    **{prompt: _prompted for prompt in ("PS0", "PS1", "PS2", "PS3", "PS4")},
+    "BASH_ENV": _sourced,
+    "ENV": _sourced,
+}
+"""Variables whose value the shell runs of itself, as what it runs: before each prompt, as it shows a
+prompt, as a shell it starts starts."""
+_HOOK_FUNCTIONS = frozenset(
+    {
+        *_ZSH_HOOKS,
+        "command_not_found_handle",
+        "command_not_found_handler",
+        *(f"TRAP{name}" for name in _SIGNALS),
+    }
+)
+"""Functions the shell calls of itself by their name: zsh's hooks and ``TRAPEXIT``-like traps, and what
+runs in place of a command not found."""
 
 
 def _latest[T](found: Iterable[tuple[str, T]]) -> tuple[tuple[str, T], ...]:
@@ -797,9 +986,11 @@ _UNQUOTED = str.maketrans("", "", "\\'\"")
 
 _VARIABLE = re.compile(
     r"""(?:^|(?<=[\s;&|(]))(?:export[ \t]+|declare[ \t]+(?:-\w+[ \t]+)*|typeset[ \t]+|readonly[ \t]+)?"""
-    r"""([A-Za-z_]\w*)(\+?)=(\([^()\n]*\)|\$\([^()\n]*\)|`[^`\n]*`|'[^'\n]*'|"[^"\n]*"|[^\s;&|'"`(]*)"""
+    r"""([A-Za-z_]\w*)(\[[^]\s]{0,64}\])?(\+?)="""
+    r"""(\([^()\n]*\)|\$\([^()\n]*\)|`[^`\n]*`|'[^']*'|"[^"]*"|[^\s;&|'"`(]*)"""
 )
-"""An assignment: ``T=x``, ``T+=x``, ``T=(x y)``, ``T=$(x)``, after ``export``, ``declare -a`` and so on."""
+"""An assignment: ``T=x``, ``T+=x``, ``T=(x y)``, ``T[1]=x``, ``T=$(x)``, after ``export``, ``declare -a`` and
+so on; a quoted value over several lines too."""
 _SETTER = re.compile(
     r"(?:^|(?<=[\s;&|(!{]))(?:(read|mapfile|readarray|for|select|getopts)|printf[ \t]+-v|(set)[ \t]+--?)"
     r"(?=[ \t])([^\n;&|)]*)"
@@ -834,9 +1025,16 @@ def _settings(text: str) -> list[tuple[str, str]]:
         given[name] = value
 
     for match in _VARIABLE.finditer(text):
-        name, adds, value = match.group(1), match.group(2), match.group(3)
-        value = value[1:-1] if value[:1] == "(" else _value(value)
-        give(name, (given.get(name, f"${{{name}}}") + value)[:_LONGEST_VALUE] if adds else value)
+        name, element, adds, value = match.groups()
+        listed = value[:1] == "("
+        value = value[1:-1] if listed else _value(value)
+        if element:
+            # An element set is read as one added, a word of its own, whole (``PROMPT_COMMAND[1]='x y'``).
+            value = shlex.quote(value) if any(char.isspace() for char in value) else value
+        if adds or element:
+            joint = " " if listed or element else ""
+            value = (given.get(name, f"${{{name}}}") + joint + value)[:_LONGEST_VALUE]
+        give(name, value)
     for match in _SETTER.finditer(text):
         words = _words_of(match.group(3))
         if match.group(2):
