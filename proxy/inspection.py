@@ -537,6 +537,9 @@ class TurnInspector:
         self._calls_judged: list[ToolCall] = []
         """The calls read for credential reads so far, in order: what ran before a later call of the turn
         (or of the connection), in a shell that may live on between them."""
+        self._judged_fields: set[tuple[object, ...]] = set()
+        """The fields of each call of ``_calls_judged``, which tell a call equal to one of them in time
+        independent of how many there are."""
         self.calls_refused: list[Finding] = []
         """Why each call streamed over a WebSocket's messages was withheld since the agent was last told."""
         self._message_words: MessageText | None = None
@@ -1032,7 +1035,9 @@ class TurnInspector:
         request = self.turn.request
         judging = {(call.name, call.arguments) for call in calls}
         judged = [call for call in self._calls_judged if (call.name, call.arguments) not in judging]
-        self._calls_judged += [call for call in calls if call not in self._calls_judged]
+        new = [call for call in calls if dataclasses.astuple(call) not in self._judged_fields]
+        self._calls_judged += new
+        self._judged_fields.update(dataclasses.astuple(call) for call in new)
         if (
             request is None
             or request.dialect == MCP.name

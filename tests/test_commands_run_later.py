@@ -775,6 +775,33 @@ def test_the_hooks_of_a_long_conversation_are_read_in_time_linear_in_its_length(
     assert least_cpu_seconds(lambda: judge_all(hooking_calls(1_000)), runs=2) < 8 * small
 
 
+def test_the_calls_judged_before_are_looked_up_in_time_linear_in_their_count() -> None:
+    """The calls a turn judged before are told from new ones by a lookup, not by comparing each new call
+    with each: 4,000 calls after 4,000 cost about four times 1,000 after 1,000."""
+
+    def judged_after(count: int) -> list[ToolCall] | None:
+        turn = Turn(TurnContext(agent_id="bot", role="ops", user_id="u-1", purpose="p", consent_id="c"))
+        inspector = TurnInspector(DETECTORS, PARSED, SqliteStateStore(None), turn)
+        made = [
+            ToolCall(id=f"c{n}", name="bash", arguments=command_field(f"ls {n}"), where=f"tool_calls[{n}]")
+            for n in range(2 * count)
+        ]
+        inspector._earlier_calls(made[:count])
+        return inspector._earlier_calls(made[count:])
+
+    small = max(least_cpu_seconds(lambda: judged_after(1_000), runs=2), 0.005)
+    assert least_cpu_seconds(lambda: judged_after(4_000), runs=2) < 8 * small
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        lambda n: scripts._settings("for T in " + "a " * (n // 2)),
+        lambda n: scripts._settings("read " + "a " * (n // 2)),
+        lambda n: scripts._word_uses(["rm $T " * (n // 6)], {"T": "a b c d"}.get),
+        lambda n: scripts._word_uses(['rm "$@" ' * (n // 8)], {"@": "a b"}.get),
+    ],
+)
 def test_variables_are_read_in_time_linear_in_a_call(reading: Callable[[int], object]) -> None:
     small = max(least_cpu_seconds(lambda: reading(10_000), runs=2), 0.005)
     assert least_cpu_seconds(lambda: reading(40_000), runs=2) < 10 * small
