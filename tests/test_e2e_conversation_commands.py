@@ -3,7 +3,8 @@ by what that file holds: `sh bin/clean.sh` after `rm -rf ~` was stored in it (by
 here-document, `echo`, code) is withheld for the approval notice where ``tool_abuse`` is enforced, as
 `rm -rf ~` asked for directly is, and after it was downloaded unseen, as `curl | sh` is; after an everyday
 script, or where the call names no file written before, it passes whole. Each dialect's history through its
-official SDK, answered whole and streamed."""
+official SDK, answered whole and streamed. A trap an earlier call set fires in the call: withheld where
+enforced, recorded where observed."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ EVERYDAY: Earlier = ("write_file", {"path": "bin/clean.sh", "content": "rm -rf .
 ELSEWHERE: Earlier = ("write_file", {"path": "notes.md", "content": "Never run rm -rf ~ here.\n"})
 
 
+TRAPPED: Earlier = ("run", {"cmd": "trap 'cd ~ && rm -rf ~' EXIT"})
+
+
 def _run_after(
     start_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
@@ -38,8 +42,9 @@ def _run_after(
     dialect: str,
     earlier: Earlier,
     stream: bool,
+    mode: str = "enforce",
 ) -> tuple[Calls, str, list[dict[str, Any]]]:
-    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
     model, converse = DIALECTS[dialect]
     answer_beside_another(upstream, model, ToolCallReply("run", RUN, id="call_u"), "Cleaning.")
     calls, text = converse(upstream, earlier, stream)
@@ -91,3 +96,21 @@ def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
         assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
         assert NOTICE not in text and text.startswith("Cleaning.")
         assert found == []
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_trap_an_earlier_call_set_fires_in_the_next_call(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """`sh bin/clean.sh` after a call set `trap 'cd ~ && rm -rf ~' EXIT` runs the trap as the shell
+    exits: withheld where enforced, recorded as it passes where observed."""
+    calls, text, found = _run_after(start_proxy, upstream, monkeypatch, "openai_chat", TRAPPED, False, mode)
+    assert [finding["rule"] for finding in found] == [DELETE]
+    if mode == "enforce":
+        assert calls == [("get_weather", {"city": "Oslo"})]
+        assert NOTICE in text
+        assert found[0]["enforced"]
+    else:
+        assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
+        assert NOTICE not in text
+        assert not found[0]["enforced"]
