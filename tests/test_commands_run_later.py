@@ -368,6 +368,12 @@ OWN = scripts._read_own
             lambda n: scripts._uses([";".join(f"d {k}" for k in range(n // 6))], {"d": ("rm -rf", False)}),
         ),
         (
+            "uses of a function that shifts",
+            lambda n: scripts._uses(
+                [";".join(f"f {k} x" for k in range(n // 8))], {"f": ("shift; " * 12 + 'rm "$1"', True)}
+            ),
+        ),
+        (
             "uses of a function of its arguments",
             lambda n: scripts._uses(["f " + "a" * n], {"f": (" ".join(["$@"] * 1300), True)}),
         ),
@@ -620,6 +626,25 @@ def test_a_variable_set_in_any_form_is_read_where_a_later_call_uses_it(setting: 
     folder passes."""
     assert judged([shell(setting.format("~")), shell(use.format())]) == DELETE
     assert judged([shell(setting.format("./build")), shell(use.format())]) is None
+
+
+@pytest.mark.parametrize(
+    ("defined", "used"),
+    [
+        ('scrub() { shift; rm -rf "$1"; }', "scrub x TARGET"),
+        ('scrub() { shift 2; rm -rf "$1"; }', "scrub x y TARGET"),
+        ('scrub() { local a=$1; shift; rm -rf "$@"; }', "scrub x TARGET"),
+        ("set -- x TARGET", 'shift; rm -rf "$1"'),
+    ],
+)
+def test_the_parameters_a_shift_moves_are_read_where_they_move(defined: str, used: str) -> None:
+    """A function's body, or a call after ``set --``, that shifts its positional parameters reads the ones
+    after: each shift is read as one more reading, where in the body it stands not worked out."""
+    assert judged([shell(defined.replace("TARGET", "~")), shell(used.replace("TARGET", "~"))]) == DELETE
+    assert (
+        judged([shell(defined.replace("TARGET", "./build")), shell(used.replace("TARGET", "./build"))])
+        is None
+    )
 
 
 def test_a_value_added_to_is_read_whole() -> None:

@@ -310,8 +310,9 @@ def _word_uses(texts: list[str], value: Callable[[str], str | None]) -> list[str
         for name, words in several.items():
             use = _ALL_POSITIONAL if name == "@" else _variable_use(name)
             count = len(use.findall(text)) + (len(_POSITIONAL.findall(text)) if name == "@" else 0)
+            readings = 1 + _shifts(text) if name == "@" else 1
             for word in words:
-                room -= len(text) + count * len(word)
+                room -= (len(text) + count * len(word)) * readings
                 if room < 0:
                     return None
                 read.append(_called(text, word) if name == "@" else use.sub(word.replace("\\", r"\\"), text))
@@ -1139,12 +1140,13 @@ def _uses(texts: list[str], definitions: dict[str, tuple[str | None, bool]]) -> 
         positional = (
             len(_POSITIONAL.findall(body)) + len(_ALL_POSITIONAL.findall(body)) if takes_arguments else 0
         )
+        readings = 1 + _shifts(body) if takes_arguments else 1
         for text in texts:
             for match in _command_word(name).finditer(text):
                 rest = match.group("rest").strip()
                 if (name, rest) in uses:
                     continue
-                room -= len(body) + len(rest) * (positional if takes_arguments else 1)
+                room -= (len(body) + len(rest) * (positional if takes_arguments else 1)) * readings
                 if room < 0:
                     return None
                 uses[name, rest] = _called(body, rest) if takes_arguments else f"{body} {rest}"
@@ -1152,11 +1154,31 @@ def _uses(texts: list[str], definitions: dict[str, tuple[str | None, bool]]) -> 
 
 
 def _called(body: str, rest: str) -> str:
-    """A function's body with a call's arguments in place of its positional parameters."""
-    given = ["", *rest.split()[:9]] + [""] * 9
+    """A function's body with a call's arguments in place of its positional parameters: read as given, and
+    again after each ``shift`` it makes (``shift; rm -rf "$1"``), where in the body it stands not worked
+    out."""
+    words = rest.split()
+    return "\n".join(_filled(body, words, rest, shifted) for shifted in range(_shifts(body) + 1))
+
+
+def _filled(body: str, words: list[str], rest: str, shifted: int) -> str:
+    given = ["", *words[shifted : shifted + 9]] + [""] * 9
     filled = _POSITIONAL.sub(lambda number: given[int(number.group(1))], body)
-    return _ALL_POSITIONAL.sub(lambda _: rest, filled)
+    return _ALL_POSITIONAL.sub(lambda _: " ".join(words[shifted:]) if shifted else rest, filled)
 
 
+def _shifts(body: str) -> int:
+    """How far the ``shift`` commands of a body move its positional parameters, up to ``_MOST_SHIFTED``."""
+    total = 0
+    for match in _SHIFT.finditer(body):
+        total += int(match.group(1) or 1)
+        if total >= _MOST_SHIFTED:
+            return _MOST_SHIFTED
+    return total
+
+
+_SHIFT = re.compile(r"(?<![\w.-])shift(?:[ \t]+([1-9]))?(?![\w.-])")
+_MOST_SHIFTED = 9
+"""Shifts read at most: each is one more reading of the body."""
 _POSITIONAL = re.compile(r'"?\$\{?([1-9])\}?"?')
 _ALL_POSITIONAL = re.compile(r'"?\$\{?[@*]\}?"?')
