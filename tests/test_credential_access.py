@@ -23,7 +23,7 @@ from proxy.detectors.credentials import (
 from proxy.detectors.request_destinations import LONGEST_REQUEST
 from proxy.exchange import ToolCall
 from proxy.inspection import Detectors
-from proxy.model import Severity, Threat
+from proxy.model import Finding, Severity, Threat
 from proxy.scanning.rulepack import ScanBudget, load_packaged_packs
 from tests.cpu_time import least_cpu_seconds
 
@@ -699,7 +699,12 @@ def test_a_long_conversation_is_read_in_time_linear_in_its_length() -> None:
         call("bash", command="cat $P/credentials"),
     ]
     calls = [dataclasses.replace(each, where=f"tool_calls[{n}]") for n, each in enumerate(calls)]
-    found = credential_reads(calls, SCANNER, SCANNER.budget())
+    found: list[Finding] = []
+    # The one reading that is checked is the one timed: at 5 ms a call, each more reading of 2,000 calls
+    # costs the suite 10 s and proves nothing more.
+    whole = least_cpu_seconds(
+        lambda: found.extend(credential_reads(calls, SCANNER, SCANNER.budget())), runs=1
+    )
     assert {(finding.rule, finding.where) for finding in found} == {
         ("cloud-credentials-file", calls[-1].where)
     }
@@ -707,10 +712,7 @@ def test_a_long_conversation_is_read_in_time_linear_in_its_length() -> None:
         least_cpu_seconds(lambda: credential_reads(conversation_of(500), SCANNER, SCANNER.budget()), runs=2),
         0.005,
     )
-    assert (
-        least_cpu_seconds(lambda: credential_reads(conversation_of(2_000), SCANNER, SCANNER.budget()), runs=2)
-        < 8 * small
-    )
+    assert whole < 8 * small
 
 
 @pytest.mark.parametrize(
