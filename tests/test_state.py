@@ -899,8 +899,11 @@ def _open_shared_store(directory: Path, start: Any, opened: Any) -> None:
 def test_workers_opening_a_new_shared_store_together_all_open_it(tmp_path: Path) -> None:
     """Workers start at once: each of four processes opens the same new store, rounds on end."""
     context = multiprocessing.get_context("forkserver")
+    # The process the workers fork from imports this module once (as egressguard's does its own), where
+    # each worker imported it, and with it pytest and egressguard, again (some 0.6 s a worker).
+    context.set_forkserver_preload([__name__])
     outcomes = []
-    for round_ in range(20):
+    for round_ in range(60):
         start, opened = context.Barrier(4), context.Queue()
         workers = [
             context.Process(target=_open_shared_store, args=(tmp_path / str(round_), start, opened))
