@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -442,6 +443,17 @@ ROUTES = {
 }
 
 
+class _ServerNamedByItsAddress(ThreadingHTTPServer):
+    """HTTPServer looks the name of the address it binds up, which where no name server answers (a
+    network namespace with no way to one) waits out the resolver, 10 s; the server answers the same
+    without it."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+
 class FakeUpstream:
     """Over TLS with ``pki``'s server certificate; over plain HTTP when ``pki`` is None."""
 
@@ -605,7 +617,7 @@ class FakeUpstream:
                 self.wfile.write(b"0\r\n" + trailers.encode() + b"\r\n")
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = _ServerNamedByItsAddress((host, 0), Handler)
         self.server.daemon_threads = True
         self.scheme = "http"
         if pki is not None:
