@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import openai
@@ -126,13 +126,21 @@ def model(namespaces: dict[str, str], model_pki: UpstreamPKI) -> Iterator[FakeUp
     server.close()
 
 
-@pytest.fixture
-def guard(namespaces: dict[str, str], model_pki: UpstreamPKI, start_proxy: Callable[..., Proxy]) -> Proxy:
-    """egressguard in its own namespace, listening on the internal network, the model on its allowlist."""
+@pytest.fixture(scope="module")
+def guard(
+    namespaces: dict[str, str], model_pki: UpstreamPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    """egressguard in its own namespace, listening on the internal network, the model on its allowlist:
+    one for the module, as a proxy in a namespace starts in a fresh interpreter (most of a test's time)."""
     with inside(namespaces["guard"]):
-        return start_proxy(
-            upstream_ca=model_pki.ca_cert, listen_host=GUARD_INTERNAL, allow=f"['{MODEL_ADDRESS}:*']"
+        started = Proxy(
+            tmp_path_factory.mktemp("guard"),
+            model_pki.ca_cert,
+            listen_host=GUARD_INTERNAL,
+            allow=f"['{MODEL_ADDRESS}:*']",
         )
+    yield started
+    started.stop()
 
 
 @pytest.fixture
@@ -158,9 +166,10 @@ def test_through_the_proxy_the_agent_gets_its_answer_and_the_turn_is_audited(
     """The banner's proxy address is the guard's internal one, and the official SDK reaches the model
     through it."""
     assert agent_environment["HTTPS_PROXY"].endswith(f"@{GUARD_INTERNAL}:{guard.port}")
+    before = len(guard.wait_for_records(0))
     with inside(namespaces["agent"]):
         assert chat(model) == ANSWER
-    [record] = guard.wait_for_records(1)
+    [record] = guard.wait_for_records(before + 1)[before:]
     assert (record["egress_host"], record["status"], record["dialect"]) == (MODEL_ADDRESS, 200, "openai_chat")
     assert len(model.received) == 1
 
@@ -176,13 +185,14 @@ def test_an_agent_ignoring_the_proxy_cannot_reach_the_model(
     'network unreachable', and nothing reaches the model."""
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.delenv(name)
+    before = len(guard.wait_for_records(0))
     with inside(namespaces["agent"]):
         with pytest.raises(openai.APIConnectionError):
             chat(model)
         with pytest.raises(OSError, match="unreachable"):
             socket.create_connection((MODEL_ADDRESS, model.port), timeout=2).close()
     assert model.received == []
-    assert guard.wait_for_records(1, timeout=1) == []
+    assert guard.wait_for_records(before + 1, timeout=1)[before:] == []
 
 
 def test_a_route_through_the_guard_does_not_forward(
