@@ -365,17 +365,31 @@ OWN = scripts._read_own
         ("files read in after a runner", lambda n: scripts._runs("sh " + "$(cat x) " * (n // 9))),
         (
             "different uses",
-            lambda n: scripts._uses([";".join(f"d {k}" for k in range(n // 6))], {"d": ("rm -rf", False)}),
+            lambda n: scripts._uses(
+                [";".join(f"d {k}" for k in range(n // 6))], {"d": ("rm -rf", False)}, {}
+            ),
         ),
         (
             "uses of a function that shifts",
             lambda n: scripts._uses(
-                [";".join(f"f {k} x" for k in range(n // 8))], {"f": ("shift; " * 12 + 'rm "$1"', True)}
+                [";".join(f"f {k} x" for k in range(n // 8))], {"f": ("shift; " * 12 + 'rm "$1"', True)}, {}
+            ),
+        ),
+        (
+            "functions defined and used in one call",
+            lambda n: scripts._what_runs(
+                ToolCall(
+                    id="",
+                    name="bash",
+                    arguments=command_field("".join(f"f{k}() {{ :; }}; f{k}; " for k in range(n // 20))),
+                    where="",
+                ),
+                scripts.Leftovers([]),
             ),
         ),
         (
             "uses of a function of its arguments",
-            lambda n: scripts._uses(["f " + "a" * n], {"f": (" ".join(["$@"] * 1300), True)}),
+            lambda n: scripts._uses(["f " + "a" * n], {"f": (" ".join(["$@"] * 1300), True)}, {}),
         ),
     ],
 )
@@ -494,6 +508,35 @@ def test_a_function_whose_body_was_not_read_in_time_is_out_of_time_where_used() 
     assert judged([defined, shell("scrub ./build")]) == "destructive_commands-unread"
     assert judged([defined, shell("ls ./build")]) is None
     assert judged([shell('a() { :; }; b() { :; }; scrub() { rm -rf "$1"; }'), shell("scrub ./build")]) is None
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        ("f(){ rm -rf $1; }; f /", DELETE),
+        ('scrub() { rm -rf "$1"; }; scrub ~', DELETE),
+        ('scrub() { rm -rf "$1"; }\nscrub ~', DELETE),
+        ('function g { rm -rf "$@"; }; g ~', DELETE),
+        ('scrub() (\n  rm -rf "$1"\n)\nif true; then scrub ~; fi', DELETE),
+        ('a() { "$@"; }; b() { rm -rf "$1"; }; a b ~', DELETE),
+        ("f() { echo $1; }; f ~; f() { rm -rf $1; }; f ~", DELETE),
+        ("trap 'scrub ~' EXIT; scrub() { rm -rf \"$1\"; }", DELETE),
+        ("f ~; f() { rm -rf $1; }", None),
+        ("f() { rm -rf $1; }; f() { echo $1; }; f ~", None),
+        ('TMPDIR_OWN=$(mktemp -d)\ncleanup() { rm -rf "$TMPDIR_OWN"; }\ntrap cleanup EXIT\ncleanup', None),
+        ("build() { make -C ./src; }; build", None),
+        ("f() { rm -rf ./dist; }; f", None),
+        ('scrub() { rm -rf "$1"; }; scrub ./build', None),
+    ],
+)
+def test_a_function_a_call_defines_is_read_where_the_call_uses_it_after(
+    command: str, rule: str | None
+) -> None:
+    """A use after the definition in the same call runs its body, with the use's arguments; a use before it
+    runs nothing of it, and a redefinition replaces it from where it stands. A trap fires as the call ends,
+    with every function the call defined."""
+    assert judged([shell(command)]) == rule
+    assert judged([shell("scrub() { rm -rf ./dist; }"), shell(command)]) == rule
 
 
 def test_what_a_call_assigns_as_it_uses_a_function_is_what_the_function_reads() -> None:

@@ -224,7 +224,7 @@ def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
     definitions = {
         name: definition for name in words if (definition := left.definition_before(name, at)) is not None
     }
-    uses = _uses(run, definitions)
+    uses = _uses(run, definitions, _defined_in(texts))
     if uses is None:
         return None
     # A file is run by what the aliases and functions used run too (``hash -p /tmp/x ls``, then ``ls``).
@@ -451,7 +451,7 @@ def _read_own(name: str, arguments: str) -> _Own:
                 *(
                     (name, (body, takes_arguments))
                     for text in texts
-                    for name, body, takes_arguments in _definitions(text)
+                    for name, body, takes_arguments, _ in _definitions(text)
                 ),
                 *linked,
                 *(hashed for text in texts for hashed in _hashed(text)),
@@ -1063,25 +1063,45 @@ def _settings(text: str) -> list[tuple[str, str]]:
 _VARIABLE_NAME = re.compile(r"[A-Za-z_]\w*")
 
 
-def _definitions(text: str) -> Iterator[tuple[str, str | None, bool]]:
-    """Each alias and function the text defines. Bodies nested in one another, or left open, are read over
-    again for each: past as many characters as the text has and one body more, what the next ones hold is
-    not read (None), so that a crafted text of nested openings costs its length, not its length times
-    ``_LONGEST_VALUE``, and its functions' uses are out of time."""
+def _definitions(text: str) -> Iterator[tuple[str, str | None, bool, int]]:
+    """Each alias and function the text defines, with where its definition ends. Bodies nested in one
+    another, or left open, are read over again for each: past as many characters as the text has and one
+    body more, what the next ones hold is not read (None), so that a crafted text of nested openings costs
+    its length, not its length times ``_LONGEST_VALUE``, and its functions' uses are out of time."""
     for match in _ALIAS.finditer(text):
         for word in _words_of(match.group(1)):
             name, equals, value = word.partition("=")
             if equals and _NAME.fullmatch(name):
-                yield name, value[:_LONGEST_VALUE], False
+                yield name, value[:_LONGEST_VALUE], False, match.end()
     room = len(text) + _LONGEST_VALUE
     for match in _FUNCTION.finditer(text):
         name, opening = match.group(1) or match.group(2), match.group(3) or match.group(4)
         if room <= 0:
-            yield name, None, True
+            yield name, None, True, match.end()
             continue
         body = _body(text, match.end(), opening) if opening else _compound(text, match.end())
         room -= len(body)
-        yield name, body, True
+        yield name, body, True, match.end() + len(body)
+
+
+_Definition = tuple[str | None, bool]
+"""What an alias or a function runs (None where that was not read in time), and whether it takes a use's
+arguments in place of its positional parameters (a function)."""
+_DefinedIn = dict[str, list[tuple[tuple[int, int], _Definition]]]
+"""A call's own definitions by name, each with where it ends (which of the call's texts, and where in
+it), in that order."""
+
+
+def _defined_in(texts: list[str]) -> _DefinedIn:
+    """The aliases and functions the texts define, each in force from where its definition ends. One
+    defined in a subshell or a function's body is read as defined there, for all that follows."""
+    defined: _DefinedIn = {}
+    for index, text in enumerate(texts):
+        for name, body, takes_arguments, end in _definitions(text):
+            defined.setdefault(name, []).append(((index, end), (body, takes_arguments)))
+    for made in defined.values():
+        made.sort(key=lambda definition: definition[0])
+    return defined
 
 
 def _words_of(text: str) -> list[str]:
@@ -1126,30 +1146,52 @@ def _command_word(name: str) -> re.Pattern[str]:
     )
 
 
-def _uses(texts: list[str], definitions: dict[str, tuple[str | None, bool]]) -> list[str] | None:
+def _uses(texts: list[str], earlier: Mapping[str, _Definition], own: _DefinedIn) -> list[str] | None:
     """Each use of an alias or a function in the texts as what it runs, each different use once: the alias's
     value before the use's arguments, the function's body with them in place of its positional
-    parameters. None where they would add more than ``_MOST_EXPANDED`` characters (a use repeats its
-    definition, and a crafted call's uses could make many times its length), or where what one runs was
-    not read."""
+    parameters. What runs is the definition in force where the use stands: the latest of the call's own
+    (``own``, a text after the call's commands, a hook, after all of them), else the one an earlier call
+    made (``earlier``). None where they would add more than ``_MOST_EXPANDED`` characters (a use repeats
+    its definition, and a crafted call's uses could make many times its length), or where what one runs
+    was not read. The words of each text are looked up once, so the reading is linear in its length
+    however many names are defined."""
     room = _MOST_EXPANDED
-    uses: dict[tuple[str, str], str] = {}
-    for name, (body, takes_arguments) in definitions.items():
-        if body is None:
-            return None
-        positional = (
-            len(_POSITIONAL.findall(body)) + len(_ALL_POSITIONAL.findall(body)) if takes_arguments else 0
-        )
-        readings = 1 + _shifts(body) if takes_arguments else 1
-        for text in texts:
-            for match in _command_word(name).finditer(text):
-                rest = match.group("rest").strip()
-                if (name, rest) in uses:
+    uses: dict[tuple[str, str, str], str] = {}
+    names = earlier.keys() | own.keys()
+    for index, text in enumerate(texts):
+        places: dict[str, list[int]] = {}
+        for word in _NAME.finditer(text):
+            if word.group() in names:
+                places.setdefault(word.group(), []).append(word.start())
+        for name, starts in places.items():
+            made = own.get(name, [])
+            end = 0
+            for start in starts:
+                match = _command_word(name).match(text, start) if start >= end else None
+                if match is None:
                     continue
-                room -= (len(body) + len(rest) * (positional if takes_arguments else 1)) * readings
+                # A use's arguments hold no other use of the same name (``d d d``): read with the first.
+                end = match.end()
+                before = bisect.bisect_right(made, (index, start), key=lambda definition: definition[0])
+                definition = made[before - 1][1] if before else earlier.get(name)
+                if definition is None:
+                    continue
+                body, takes_arguments = definition
+                if body is None:
+                    return None
+                rest = match.group("rest").strip()
+                if (name, body, rest) in uses:
+                    continue
+                positional = (
+                    len(_POSITIONAL.findall(body)) + len(_ALL_POSITIONAL.findall(body))
+                    if takes_arguments
+                    else 1
+                )
+                readings = 1 + _shifts(body) if takes_arguments else 1
+                room -= (len(body) + len(rest) * positional) * readings
                 if room < 0:
                     return None
-                uses[name, rest] = _called(body, rest) if takes_arguments else f"{body} {rest}"
+                uses[name, body, rest] = _called(body, rest) if takes_arguments else f"{body} {rest}"
     return list(uses.values())
 
 
