@@ -4,7 +4,7 @@ here-document, `echo`, code) is withheld for the approval notice where ``tool_ab
 `rm -rf ~` asked for directly is, and after it was downloaded unseen, as `curl | sh` is; after an everyday
 script, or where the call names no file written before, it passes whole. Each dialect's history through its
 official SDK, answered whole and streamed. A trap an earlier call set fires in the call: withheld where
-enforced, recorded where observed."""
+enforced, recorded where observed; so does a function the call defines and uses itself."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ ELSEWHERE: Earlier = ("write_file", {"path": "notes.md", "content": "Never run r
 
 
 TRAPPED: Earlier = ("run", {"cmd": "trap 'cd ~ && rm -rf ~' EXIT"})
+DEFINED_AND_USED = {"cmd": 'scrub() { rm -rf "$1"; }; scrub ~'}
 
 
 def _run_after(
@@ -43,10 +44,11 @@ def _run_after(
     earlier: Earlier,
     stream: bool,
     mode: str = "enforce",
+    run: dict[str, str] = RUN,
 ) -> tuple[Calls, str, list[dict[str, Any]]]:
     proxy = _agent(start_proxy(mode=mode), monkeypatch)
     model, converse = DIALECTS[dialect]
-    answer_beside_another(upstream, model, ToolCallReply("run", RUN, id="call_u"), "Cleaning.")
+    answer_beside_another(upstream, model, ToolCallReply("run", run, id="call_u"), "Cleaning.")
     calls, text = converse(upstream, earlier, stream)
     record = last_record(proxy)
     return calls, text, [finding for finding in record["findings"] if finding["threat"] == "tool_abuse"]
@@ -99,18 +101,29 @@ def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
-def test_a_trap_an_earlier_call_set_fires_in_the_next_call(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+@pytest.mark.parametrize(
+    ("earlier", "run"), [(TRAPPED, RUN), (ELSEWHERE, DEFINED_AND_USED)], ids=["earlier-trap", "own-function"]
+)
+def test_what_a_trap_or_a_function_runs_is_judged_in_the_call_it_runs_in(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    earlier: Earlier,
+    run: dict[str, str],
 ) -> None:
     """`sh bin/clean.sh` after a call set `trap 'cd ~ && rm -rf ~' EXIT` runs the trap as the shell
-    exits: withheld where enforced, recorded as it passes where observed."""
-    calls, text, found = _run_after(start_proxy, upstream, monkeypatch, "openai_chat", TRAPPED, False, mode)
+    exits, and `scrub() { rm -rf "$1"; }; scrub ~` in one call runs `rm -rf ~`: withheld where enforced,
+    recorded as it passes where observed."""
+    calls, text, found = _run_after(
+        start_proxy, upstream, monkeypatch, "openai_chat", earlier, False, mode, run
+    )
     assert [finding["rule"] for finding in found] == [DELETE]
     if mode == "enforce":
         assert calls == [("get_weather", {"city": "Oslo"})]
         assert NOTICE in text
         assert found[0]["enforced"]
     else:
-        assert calls == [("get_weather", {"city": "Oslo"}), ("run", RUN)]
+        assert calls == [("get_weather", {"city": "Oslo"}), ("run", run)]
         assert NOTICE not in text
         assert not found[0]["enforced"]
