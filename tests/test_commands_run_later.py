@@ -299,6 +299,11 @@ CASES: list[tuple[str, list[Call], str | None]] = [
     ("aliased whole", [shell("alias tidy='rm -rf ~'"), shell("tidy")], DELETE),
     ("function", [shell('scrub() { rm -rf "$1"; }'), shell("scrub ~")], DELETE),
     ("function keyword", [shell("function scrub { rm -rf $@; }"), shell("scrub /")], DELETE),
+    (
+        "function of a function",
+        [shell('scrub() { rm -rf "$1"; }'), shell('b() { scrub "$1"; }'), shell("b ~")],
+        DELETE,
+    ),
     ("variable of a variable", [shell("A=/"), shell("B=$A"), shell("rm -rf $B")], DELETE),
     ("command in a variable", [shell("C='rm -rf ~'"), shell("eval $C")], DELETE),
     ("build dir variable", [shell("export OUT=./build"), shell("rm -rf $OUT")], None),
@@ -366,13 +371,15 @@ OWN = scripts._read_own
         (
             "different uses",
             lambda n: scripts._uses(
-                [";".join(f"d {k}" for k in range(n // 6))], {"d": ("rm -rf", False)}, {}
+                [";".join(f"d {k}" for k in range(n // 6))], {"d": ("rm -rf", False)}.get, {}
             ),
         ),
         (
             "uses of a function that shifts",
             lambda n: scripts._uses(
-                [";".join(f"f {k} x" for k in range(n // 8))], {"f": ("shift; " * 12 + 'rm "$1"', True)}, {}
+                [";".join(f"f {k} x" for k in range(n // 8))],
+                {"f": ("shift; " * 12 + 'rm "$1"', True)}.get,
+                {},
             ),
         ),
         (
@@ -388,8 +395,22 @@ OWN = scripts._read_own
             ),
         ),
         (
+            "functions calling the next twice",
+            lambda n: scripts._what_runs(
+                ToolCall(
+                    id="",
+                    name="bash",
+                    arguments=command_field(
+                        "".join(f"f{k}() {{ f{k + 1} $1 $1; }}; " for k in range(n // 25)) + "f0 x"
+                    ),
+                    where="",
+                ),
+                scripts.Leftovers([]),
+            ),
+        ),
+        (
             "uses of a function of its arguments",
-            lambda n: scripts._uses(["f " + "a" * n], {"f": (" ".join(["$@"] * 1300), True)}, {}),
+            lambda n: scripts._uses(["f " + "a" * n], {"f": (" ".join(["$@"] * 1300), True)}.get, {}),
         ),
     ],
 )
@@ -521,7 +542,11 @@ def test_a_function_whose_body_was_not_read_in_time_is_out_of_time_where_used() 
         ('a() { "$@"; }; b() { rm -rf "$1"; }; a b ~', DELETE),
         ("f() { echo $1; }; f ~; f() { rm -rf $1; }; f ~", DELETE),
         ("trap 'scrub ~' EXIT; scrub() { rm -rf \"$1\"; }", DELETE),
+        ('scrub() { rm -rf "$1"; }; b() { scrub "$1"; }; b ~', DELETE),
         ("f ~; f() { rm -rf $1; }", None),
+        ('scrub() { rm -rf "$1"; }; b() { scrub "$1"; }; b ./build', None),
+        ('walk() { for d in "$1"/*; do walk "$d"; done; }; walk .', None),
+        ("count() { [ $1 -le 1 ] && echo 1 || count $(( $1 - 1 )); }; count 5", None),
         ("f() { rm -rf $1; }; f() { echo $1; }; f ~", None),
         ('TMPDIR_OWN=$(mktemp -d)\ncleanup() { rm -rf "$TMPDIR_OWN"; }\ntrap cleanup EXIT\ncleanup', None),
         ("build() { make -C ./src; }; build", None),
@@ -532,9 +557,10 @@ def test_a_function_whose_body_was_not_read_in_time_is_out_of_time_where_used() 
 def test_a_function_a_call_defines_is_read_where_the_call_uses_it_after(
     command: str, rule: str | None
 ) -> None:
-    """A use after the definition in the same call runs its body, with the use's arguments; a use before it
-    runs nothing of it, and a redefinition replaces it from where it stands. A trap fires as the call ends,
-    with every function the call defined."""
+    """A use after the definition in the same call runs its body, with the use's arguments, and the uses
+    that body makes in turn; a use before it runs nothing of it, and a redefinition replaces it from where
+    it stands. A trap fires as the call ends, with every function the call defined. A function that calls
+    itself is read once."""
     assert judged([shell(command)]) == rule
     assert judged([shell("scrub() { rm -rf ./dist; }"), shell(command)]) == rule
 

@@ -220,11 +220,14 @@ def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
         return None
     # What the shell's hooks run, the call runs too: its commands and theirs are read as one.
     run = [*texts, *hooks]
-    words = set(_NAME.findall("\n".join(run)))
-    definitions = {
-        name: definition for name in words if (definition := left.definition_before(name, at)) is not None
-    }
-    uses = _uses(run, definitions, _defined_in(texts))
+    definitions: dict[str, _Definition | None] = {}
+
+    def defined_before(name: str) -> _Definition | None:
+        if name not in definitions:
+            definitions[name] = left.definition_before(name, at)
+        return definitions[name]
+
+    uses = _uses(run, defined_before, _defined_in(texts))
     if uses is None:
         return None
     # A file is run by what the aliases and functions used run too (``hash -p /tmp/x ls``, then ``ls``).
@@ -276,7 +279,7 @@ def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
     if not everything:
         return call.arguments, len(call.arguments)
     # Each definition a use runs was read (``_uses`` gives None for one that was not).
-    bodies = [body or "" for body, _ in definitions.values()]
+    bodies = [definition[0] or "" for definition in definitions.values() if definition is not None]
     sent = sum(len(text) for text in [call.arguments, *variables, *hooks, *bodies])
     sent += sum(len(content) for _, content in [*ran, *fetched])
     return with_ran(call.arguments, everything), sent
@@ -1136,44 +1139,46 @@ def _compound(text: str, start: int) -> str:
     return window
 
 
-@functools.lru_cache(maxsize=256)
-def _command_word(name: str) -> re.Pattern[str]:
-    """Each word that is the name, wherever it stands (after ``if``, ``!``, ``{``, ``time``, ``x=1``,
-    ``command``, ``xargs``, quoted or not), with the rest of its command: where a shell would run it as a
-    command is not worked out, every word of the name is read as one."""
-    return re.compile(
-        rf"(?<![^\s;&|(){{}}`!'\"\\]){re.escape(name)}['\"]?(?=[\s;&|)`}}'\"]|$)(?P<rest>[^\n;&|)`]*)"
-    )
+_COMMAND_WORD = re.compile(r"(?<![^\s;&|(){}`!'\"\\])[\w.:+-]+['\"]?(?=[\s;&|)`}'\"]|$)(?P<rest>[^\n;&|)`]*)")
+"""A word where it may be a command's name, wherever it stands (after ``if``, ``!``, ``{``, ``time``,
+``x=1``, ``command``, ``xargs``, quoted or not), with the rest of its command: matched where a word of
+``_NAME`` starts, it is that word whole. Where a shell would run it as a command is not worked out, every
+such word of a name is read as a use."""
 
 
-def _uses(texts: list[str], earlier: Mapping[str, _Definition], own: _DefinedIn) -> list[str] | None:
+def _uses(
+    texts: list[str], earlier: Callable[[str], _Definition | None], own: _DefinedIn
+) -> list[str] | None:
     """Each use of an alias or a function in the texts as what it runs, each different use once: the alias's
     value before the use's arguments, the function's body with them in place of its positional
     parameters. What runs is the definition in force where the use stands: the latest of the call's own
     (``own``, a text after the call's commands, a hook, after all of them), else the one an earlier call
     made (``earlier``). None where they would add more than ``_MOST_EXPANDED`` characters (a use repeats
     its definition, and a crafted call's uses could make many times its length), or where what one runs
-    was not read. The words of each text are looked up once, so the reading is linear in its length
-    however many names are defined."""
+    was not read. What a use runs is read for uses in turn (a function whose body calls another), with
+    every definition of the call in force; a function's uses of itself are its body again, read once. The
+    words of each text are looked up once, so the reading is linear in its length however many names are
+    defined."""
     room = _MOST_EXPANDED
     uses: dict[tuple[str, str, str], str] = {}
-    names = earlier.keys() | own.keys()
-    for index, text in enumerate(texts):
+    read = [(text, "") for text in texts]
+    for index, (text, running) in enumerate(read):
         places: dict[str, list[int]] = {}
         for word in _NAME.finditer(text):
-            if word.group() in names:
-                places.setdefault(word.group(), []).append(word.start())
+            name = word.group()
+            if name != running and (name in own or earlier(name) is not None):
+                places.setdefault(name, []).append(word.start())
         for name, starts in places.items():
             made = own.get(name, [])
             end = 0
             for start in starts:
-                match = _command_word(name).match(text, start) if start >= end else None
+                match = _COMMAND_WORD.match(text, start) if start >= end else None
                 if match is None:
                     continue
                 # A use's arguments hold no other use of the same name (``d d d``): read with the first.
                 end = match.end()
                 before = bisect.bisect_right(made, (index, start), key=lambda definition: definition[0])
-                definition = made[before - 1][1] if before else earlier.get(name)
+                definition = made[before - 1][1] if before else earlier(name)
                 if definition is None:
                     continue
                 body, takes_arguments = definition
@@ -1192,6 +1197,7 @@ def _uses(texts: list[str], earlier: Mapping[str, _Definition], own: _DefinedIn)
                 if room < 0:
                     return None
                 uses[name, body, rest] = _called(body, rest) if takes_arguments else f"{body} {rest}"
+                read.append((uses[name, body, rest], name))
     return list(uses.values())
 
 
