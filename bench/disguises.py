@@ -3,10 +3,12 @@
 ``disguised_corpus`` writes each secrets-pack match example in every way a model can be led to hide it:
 the whole example base64-, base64url- or hex-encoded (no credential name left in sight), and the secret
 value inside it percent-encoded, as JSON ``\\u`` escapes, as HTML entities (decimal, hex, named),
-letter-spaced, split by zero-width characters, with a look-alike first letter, in full-width forms, and
-combinations of these. ``hard_negatives`` generates what agents read every day and must stay clean:
-git SHAs, digests, SRI strings, base64 images, UUIDs, minified JS, percent-encoded URLs, HTML, JSON
-with ``\\u`` escapes of other languages, letter-spaced headings, prose in other scripts.
+letter-spaced or with a separator between its characters (an ASCII one, a bullet, an arrow, an emoji),
+split by zero-width characters, with a look-alike first letter, in full-width forms, as decimal or binary
+character codes, shifted along the alphabet (Caesar, ROT13, ROT47), and combinations of these.
+``hard_negatives`` generates what agents read every day and must stay clean: git SHAs, digests, SRI
+strings, base64 images, UUIDs, minified JS, percent-encoded URLs, HTML, JSON with ``\\u`` escapes of
+other languages, letter-spaced headings, prose in other scripts, binary dumps of words, bullet lists.
 
 Used by ``bench/scan.py`` (recall and false positives next to MB/s) and ``tests/test_unmask.py``. Run
 alone, it prints recall and redaction per disguise, and per kind of benign traffic (documentation, code,
@@ -49,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.carriers import benign_carriers, default_data
 from proxy.model import Threat
-from proxy.scanning.normalize import LOOKALIKES
+from proxy.scanning.normalize import LOOKALIKES, ROT47_TABLE, caesar_table
 from proxy.scanning.redact import scan_and_redact
 from proxy.scanning.rulepack import Rule, RulePack, Scanner, load_packaged_packs
 
@@ -157,6 +159,14 @@ def _groups_of(value: str, size: int = 4) -> list[str]:
 def _grouped(value: str, separator: str) -> str:
     """The value in groups of four, as keys are read out: AKIA-QYLP-..."""
     return separator.join(_groups_of(value))
+
+
+def _binary(width: int, separator: str) -> Callable[[str], str]:
+    return lambda value: separator.join(f"{ord(char):0{width}b}" for char in value)
+
+
+def _caesar(letters: int, digits: int = 0) -> Callable[[str], str]:
+    return lambda value: value.translate(caesar_table(letters, digits))
 
 
 def _rot13(value: str) -> str:
@@ -271,6 +281,18 @@ ENCODERS: dict[str, Encoder] = {
     "grouped-lines": _value(lambda value: "\n".join(_groups_of(value, 12))),
     "grouped-reversed": _value(lambda value: _grouped(value[::-1], "-")),
     "other-case": _value(str.swapcase),
+    "binary-codes": _value(_binary(8, " ")),
+    "binary-codes-unspaced": _value(_binary(8, "")),
+    "binary-codes-7-bit": _value(_binary(7, " ")),
+    "bullet-separated": _value("\u2022".join),
+    "arrow-separated": _value("\u2192".join),
+    "middot-separated": _value("\u00b7".join),
+    "emoji-separated": _value("\U0001f642".join),
+    "caesar-1": _value(_caesar(1)),
+    "caesar-3": _value(_caesar(3)),
+    "caesar-25": _value(_caesar(25)),
+    "caesar-7-digits-too": _value(_caesar(7, 7)),
+    "rot47": _value(lambda value: value.translate(ROT47_TABLE)),
 }
 
 
@@ -278,10 +300,13 @@ KEYED = {"reversed", "rot13", "reversed+rot13", "concatenated", "adjacent-litera
 KEYED |= {"json-split", "char-codes", "char-codes-unspaced", "char-codes-zero-padded", "chr-joined"}
 KEYED |= {"character-list", "character-list-indented", "character-list-reversed"}
 KEYED |= {"grouped-dash", "grouped-space", "grouped-lines", "grouped-reversed", "other-case"}
+KEYED |= {"binary-codes", "binary-codes-unspaced", "binary-codes-7-bit"}
+KEYED |= {"caesar-1", "caesar-3", "caesar-25", "caesar-7-digits-too", "rot47"}
 """Disguises of the value alone that are read only where the key's own prefix starts it (or, for joined
 literals, a rule's match of the first piece): a value known by its name alone ("password = …") is not."""
 _SPACINGS = {"letter-spaced", "tab-spaced", "nbsp-spaced", "dash-separated", "dot-separated"}
-_SPACINGS |= {"comma-separated", "one-a-line"}
+_SPACINGS |= {"comma-separated", "one-a-line", "bullet-separated", "arrow-separated", "middot-separated"}
+_SPACINGS |= {"emoji-separated"}
 
 
 @dataclass(frozen=True)
@@ -504,6 +529,46 @@ def _turned_lookalikes(rng: random.Random) -> str:
     )
 
 
+def _shifted_lookalikes(rng: random.Random) -> str:
+    """Identifiers, words and ciphertext of exercises that start with a key prefix shifted along the
+    alphabet or in ROT47, none of them a key shifted."""
+    shift = rng.randint(1, 25)
+    word = " ".join(rng.sample(_WORDS, 3)).translate(caesar_table(shift))
+    return (
+        f"Caesar({shift}) of the words: {word}. ijr_test = 1; DNLD_REGION='eu'; bljb-mirror\n"
+        f"jks_{rng.choice(_WORDS)} = load(); arae-{rng.randint(100, 999)} ok; 89A0 89A0 t0blbkfj\n"
+        f"ROT47 of 'hello world' is '{'hello world'.translate(ROT47_TABLE)}'; "
+        f"hiq_{rng.randbytes(8).hex()} ZJHZ{rng.randbytes(4).hex().upper()}"
+    )
+
+
+def _binary_dumps(rng: random.Random) -> str:
+    """Ordinary words written as binary character codes, spaced, in a row and in 7-bit groups, and bit
+    masks and registers."""
+    words = " ".join(rng.sample(_WORDS, 4))
+    mask = " ".join(f"{rng.getrandbits(8):08b}" for _ in range(12))
+    return (
+        f"{' '.join(f'{ord(char):08b}' for char in words)}\n"
+        f"{''.join(f'{ord(char):08b}' for char in 'Hello, world')}\n"
+        f"{' '.join(f'{ord(char):07b}' for char in words[::-1])}\n"
+        f"mask = {mask}\nREG 0x1F = 0b{rng.getrandbits(16):016b}; flags 10110010 01001101"
+    )
+
+
+def _typographic_separators(rng: random.Random) -> str:
+    """Bullet lists, arrows in prose and flows, middle dots in addresses and menus, emoji between words and
+    single letters."""
+    words = rng.sample(_WORDS, 8)
+    letters = rng.sample(string.ascii_uppercase, 9)
+    return (
+        f"\u2022 {words[0]} \u2022 {words[1]} \u2022 {words[2]}\n"
+        f"build \u2192 test \u2192 {words[3]} \u2192 deploy; states {'\u2192'.join(letters)}\n"
+        f"12 Rue de la Paix \u00b7 75002 Paris \u00b7 France \u00b7 +33 1 23 45 67 89\n"
+        f"Home \u00b7 Docs \u00b7 {words[4].title()} \u00b7 Blog; grades {'\u00b7'.join(letters)}\n"
+        f"{words[5]} \U0001f680 {words[6]} \U0001f680 {words[7]}; {'\u2022'.join('12345678')}"
+    )
+
+
 def _numbers(rng: random.Random) -> str:
     """Arrays, tables, times and addresses of numbers, some of them printable character codes."""
     pixels = ", ".join(str(rng.randint(0, 255)) for _ in range(48))
@@ -594,6 +659,9 @@ HARD_NEGATIVE_KINDS: dict[str, Callable[[random.Random], str]] = {
     "joined string literals": _joined_literals,
     "lists of short strings": _short_strings,
     "numbers": _numbers,
+    "shifted look-alikes": _shifted_lookalikes,
+    "binary dumps of words": _binary_dumps,
+    "bullets, arrows and middle dots": _typographic_separators,
 }
 
 

@@ -35,12 +35,19 @@ ESCAPES: dict[str, tuple[str, Callable[[str], str]]] = {
 }
 
 
-def _characters(pattern: str) -> list[str]:
-    """The characters of a character class's inside, its ranges expanded."""
-    return [chr(code) for code in range(0x110000) if re.fullmatch(f"[{pattern}]", chr(code))]
+def _spacing() -> list[str]:
+    """The ASCII and white space characters a spaced or separated run puts between its characters, and
+    some of those past ASCII it may (any that is no letter, digit or space): a bullet, an arrow, an
+    emoji."""
+    spaced = [chr(code) for code in range(0x110000) if chr(code).isascii() or chr(code).isspace()]
+    return [char for char in spaced if re.fullmatch(unmask.SPACING, char)] + [
+        "\u2022",
+        "\u2192",
+        "\U0001f642",
+    ]
 
 
-SEPARATORS = [*sorted(set(_characters(unmask.SPACING[1:-1])) - {"\r"}), ", ", "\r\n", "  "]
+SEPARATORS = [*sorted(set(_spacing()) - {"\r"}), ", ", "\r\n", "  "]
 
 
 def _streamed(text: str, cuts: list[int]) -> str:

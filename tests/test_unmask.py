@@ -15,6 +15,7 @@ import re
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from bench import carriers
 from bench.disguises import ENCODERS, HARD_NEGATIVE_KINDS, KEYED, disguised_corpus, hard_negatives
 from proxy.model import Threat
 from proxy.scanning import relaxed, unmask
+from proxy.scanning.normalize import ROT47_TABLE, caesar_table
 from proxy.scanning.redact import RedactionStyle, StreamRedactor, redact_text, scan_and_redact
 from proxy.scanning.rulepack import ScanBudget, Scanner, load_packaged_packs, one_case
 from tests.cpu_time import least_cpu_seconds
@@ -764,3 +766,154 @@ def test_a_key_cut_inside_its_prefix_by_white_space_of_any_length_is_found(gap: 
         text = f"the key is {key[:2]}{gap}{key[2:]} ok"
         assert _found(text), gap
         assert key[4:12] not in scan_and_redact(SCANNER, text).text
+
+
+# -- binary codes, separators past ASCII, Caesar shifts and ROT47 ------------------------------------------
+
+OPENAI_KEY = "sk-proj-" + "AbC3dEf9GhJkLmN0pQrStUvWxYz12345AbC3dEf9GhJkLmN0"
+ANTHROPIC_KEY = (
+    "sk-ant-api03-"
+    + "TOt9aL0Mk6OCVJ3iWHwF2dylxG5C1YLDa2iqN1Zv7SScN1TeqLcC5FJp5jjEMXiE09JQkk6aMnAlo9yYo6MJWjIXOjznMAA"
+)
+SLACK_TOKEN = "xoxb-" + "2231847539-8843201927364-Kq4ZtVm8PwRy2NsB7cLdXe3H"
+KEYS = {
+    "github-pat": GITHUB_TOKEN,
+    "aws-access-key-id": AWS_KEY,
+    "openai-project-key": OPENAI_KEY,
+    "anthropic-api-key": ANTHROPIC_KEY,
+    "slack-bot-token": SLACK_TOKEN,
+}
+
+
+def _bits(width: int, separator: str) -> Callable[[str], str]:
+    return lambda key: separator.join(f"{ord(char):0{width}b}" for char in key)
+
+
+def _shifted(letters: int, digits: int = 0) -> Callable[[str], str]:
+    return lambda key: key.translate(caesar_table(letters, digits))
+
+
+WRITTEN_APART = {
+    "8-bit binary codes": _bits(8, " "),
+    "8-bit binary codes in a row": _bits(8, ""),
+    "8-bit binary codes one a line": _bits(8, "\n"),
+    "7-bit binary codes after commas": _bits(7, ", "),
+    "7-bit binary codes in a row": _bits(7, ""),
+    "an emoji between its characters": "\U0001f642".join,
+    "a bullet between its characters": "\u2022".join,
+    "an arrow between its characters": "\u2192".join,
+    "a middle dot between its characters": "\u00b7".join,
+    "a bullet and spaces between its characters": " \u2022 ".join,
+    "letters moved one on": _shifted(1),
+    "letters moved three on": _shifted(3),
+    "letters moved twenty-five on": _shifted(25),
+    "letters moved seven on, digits too": _shifted(7, 7),
+    "letters moved twelve on, digits two": _shifted(12, 12),
+    "rot47": lambda key: key.translate(ROT47_TABLE),
+}
+"""A key written as the binary codes of its characters, with a separator past ASCII between its characters,
+or shifted along the alphabet (its digits left or moved as far along theirs) or along printable ASCII."""
+
+
+@pytest.mark.parametrize("rule", sorted(KEYS))
+@pytest.mark.parametrize("name", sorted(WRITTEN_APART))
+def test_a_key_in_binary_codes_separated_past_ascii_or_shifted_is_found_and_redacted(
+    name: str, rule: str
+) -> None:
+    written = WRITTEN_APART[name](KEYS[rule])
+    text = f"here: {written} end"
+    matches = [match for match in SCANNER.scan_alone(text).matches if match.rule.pack == "secrets"]
+    assert rule in {match.rule.id for match in matches}
+    assert all(match.disguise for match in matches)
+    redacted = scan_and_redact(SCANNER, text).text
+    assert redacted.startswith("here: [REDACTED:") and redacted.endswith("] end"), redacted
+    assert not _leftovers(written, redacted)
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN_APART))
+def test_a_key_in_binary_codes_separated_past_ascii_or_shifted_never_shows_in_a_stream(name: str) -> None:
+    """Streamed a character or seven at a time, such a key is held until it is read whole."""
+    text = f"the key: {WRITTEN_APART[name](GITHUB_TOKEN)} done"
+    for size in (1, 7):
+        redactor = StreamRedactor(SCANNER)
+        pieces = [text[index : index + size] for index in range(0, len(text), size)]
+        out = "".join(redactor.feed(piece) for piece in pieces) + redactor.flush()
+        assert out == scan_and_redact(SCANNER, text).text
+        assert "[REDACTED:" in out
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        (_bits(8, " ")("Hi there"), "Hi there"),
+        (_bits(8, "")("Hello, world"), "Hello, world"),
+        (_bits(7, "\n")("password"), "password"),
+        (_bits(7, "")("12345678"), "12345678"),
+    ],
+)
+def test_binary_codes_are_read_as_the_characters_they_spell(written: str, meant: str) -> None:
+    """Octets or 7-bit groups, apart or in a row (cut where every group is printable ASCII), each
+    character mapped to where its group starts."""
+    (view,) = [view for view in unmask.views(written) if view.kind == unmask.CODES]
+    assert view.text == meant
+    step = -(-len(written) // len(meant))  # a group and what follows it
+    assert view.original(1, 2) == (step, step + 1)
+
+
+def test_a_binary_run_of_no_printable_characters_is_no_view() -> None:
+    """Bits that are no printable ASCII in octets nor in 7-bit groups (a mask, a register) spell nothing."""
+    text = "mask " + "00000001" * 9 + " regs " + " ".join(["11111111"] * 8)
+    assert [view for view in unmask.views(text) if view.kind == unmask.CODES] == []
+
+
+BENIGN_LOOK_ALIKES = {
+    "binary dumps of words": (
+        " ".join(f"{ord(char):08b}" for char in "deploy the release on friday")
+        + "\n"
+        + "".join(f"{ord(char):08b}" for char in "Hello, world")
+        + "\n"
+        + " ".join(f"{ord(char):07b}" for char in "shipping refund vendor")
+        + "\nflags 10110010 01001101 11100001 00011110 10101010 01010101 11110000 00001111"
+    ),
+    "bullet lists": "\u2022 agent \u2022 report \u2022 summary\n" + " \u2022 ".join("\u2022abcdefg"),
+    "arrows in prose and state machines": (
+        "build \u2192 test \u2192 deploy \u2192 monitor; states " + "\u2192".join("ABCDEFGHI")
+    ),
+    "middle dots in addresses and menus": (
+        "12 Rue de la Paix \u00b7 75002 Paris \u00b7 France\nHome \u00b7 Docs \u00b7 Blog; grades "
+        + "\u00b7".join("PIRHGZXTU")
+        + ", "
+        + "\u00b7".join("12345678")
+    ),
+    "emoji between words and letters": "ship \U0001f680 it \U0001f680 now; " + "\U0001f642".join("abcdefgh"),
+    "identifiers that start as a shifted prefix": (
+        "a low-level API; hit_count = hit_count_total + 1; DNLD_REGION = 'eu'; jks_review = load()\n"
+        "`12-jdk17-al2023-amazoncorretto`, bljb-mirror, 89A0 89A0, Caesar(3) of attack is dwwdfn"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENIGN_LOOK_ALIKES))
+def test_text_that_looks_written_apart_or_shifted_stays_clean(name: str) -> None:
+    text = BENIGN_LOOK_ALIKES[name]
+    assert _found(text) == []
+    assert scan_and_redact(SCANNER, text).text == text
+    redactor = StreamRedactor(SCANNER)
+    assert "".join(redactor.feed(char) for char in text) + redactor.flush() == text
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "89a0{}",  # ROT47 of "ghp_" is "89A0": with a small "a" it turns back to no prefix
+        " hit_{}",  # "ghs_" moved one on, before a word of small letters
+        "DNLD_region_name_{}",  # "AKIA" moved three on, before no key's rest
+    ],
+)
+def test_many_tokens_that_only_look_shifted_are_read_in_time(token: str) -> None:
+    """Hundreds of tokens that start as a shifted prefix, none of them a key, make no view each: a log
+    of hex digests or code full of such identifiers is read, not out of time."""
+    text = " ".join(token.format(f"{index:08x}" if "a0" in token else "value") for index in range(600))
+    result = SCANNER.scan_alone(text)
+    assert result.timed_out == ()
+    assert result.found == []

@@ -66,13 +66,27 @@ MAX_DECODED_CHARS = 64_000
 
 MAX_SEGMENTS = 32
 
-ROT13_TABLE = str.maketrans(
-    string.ascii_lowercase + string.ascii_uppercase,
-    string.ascii_lowercase[13:]
-    + string.ascii_lowercase[:13]
-    + string.ascii_uppercase[13:]
-    + string.ascii_uppercase[:13],
-)
+
+def caesar_table(letters: int, digits: int = 0) -> dict[int, int]:
+    """The translation that moves each ASCII letter ``letters`` places along the alphabet, in its case,
+    and each digit ``digits`` places along the digits, both wrapping around (a negative count moves
+    back)."""
+    lower, upper, numerals = string.ascii_lowercase, string.ascii_uppercase, string.digits
+    letters, digits = letters % 26, digits % 10
+    return str.maketrans(
+        lower + upper + numerals,
+        lower[letters:]
+        + lower[:letters]
+        + upper[letters:]
+        + upper[:letters]
+        + numerals[digits:]
+        + numerals[:digits],
+    )
+
+
+ROT13_TABLE = caesar_table(13)
+ROT47_TABLE = str.maketrans({code: 33 + (code - 33 + 47) % 94 for code in range(33, 127)})
+"""ROT47: each printable ASCII character but the space moved 47 places along them (its own inverse)."""
 _TURN_CUES = (
     "rot13", "rot-13", "rot 13", "rot_13", "caesar", "cipher", "backwards", "backward", "right to left",
     "right-to-left", "in reverse", "reverse this", "reverse it", "reverse the text", "reverse each",
@@ -338,7 +352,7 @@ def turned(plain: str, signals: set[str], original: str | None = None) -> list[t
             # casing changed its length, the cues found there are a character or so off: within reach).
             same = len(original) == len(plain)
             source = _span(original, cues if same else _cue_spans(original.lower())[0], TURN_REACH)
-            forms.append(source.translate(_ROT47_TABLE).casefold())
+            forms.append(source.translate(ROT47_TABLE).casefold())
         read += [(TURNED, form) for form in forms if form]
     runs = _leet_runs(plain)
     if len(runs) >= LEET_RUNS:
@@ -372,11 +386,7 @@ def _cue_spans(plain: str) -> tuple[list[tuple[int, int]], bool]:
     return cues, any(words[index] in _ASKS_ACROSTIC for index, _, _ in found)
 
 
-_ROT47_TABLE = str.maketrans({code: 33 + (code - 33 + 47) % 94 for code in range(33, 127)})
-_SHIFT_TABLES = [
-    str.maketrans(string.ascii_lowercase, string.ascii_lowercase[-shift:] + string.ascii_lowercase[:-shift])
-    for shift in range(26)
-]
+_SHIFT_TABLES = [caesar_table(-shift) for shift in range(26)]
 """Each shift's table: a letter moved that many places back in the alphabet, so that a text written
 shifted forward by it reads plain."""
 _ENGLISH_LETTERS = np.log(

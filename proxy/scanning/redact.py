@@ -321,12 +321,13 @@ _OPEN_SPACED = regex.compile(
 # into them is read joined (scanning/unmask.py) only once its last piece has come.
 _OPEN_JOINED = regex.compile(f"(?r){unmask.OPEN_JOINED}\\Z")
 # ... or a trailing run of numbers with up to eight other characters between each two, which may be a key
-# written as the codes of its characters (scanning/unmask.py). No two small letters and a space stand
-# between them (no separator of codes holds them), so a run never ends past a word ``_ends_in_a_word``
-# stops at.
+# written as the codes of its characters (scanning/unmask.py), decimal or binary (seven or eight ones and
+# zeros; binary digits in a row are a token). No two small letters and a space stand between them (no
+# separator of codes holds them), so a run never ends past a word ``_ends_in_a_word`` stops at.
 _CODE_SEPARATOR = r"(?:(?![a-z][a-z] )[^0-9])"
 _OPEN_CODES = regex.compile(
-    rf"(?r)(?<![0-9])[0-9]{{2,3}}(?:{_CODE_SEPARATOR}{{1,8}}[0-9]{{1,3}})*{_CODE_SEPARATOR}{{0,8}}\Z"
+    rf"(?r)(?<![0-9])(?:[0-9]{{2,3}}|[01]{{7,8}})(?:{_CODE_SEPARATOR}{{1,8}}(?:[0-9]{{1,3}}|[01]{{4,8}}))*"
+    rf"{_CODE_SEPARATOR}{{0,8}}\Z"
 )
 _LONGEST_BEGIN_MARKER = 64
 _LONGEST_GROUPED = 320

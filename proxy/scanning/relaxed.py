@@ -235,10 +235,14 @@ def compiled_any(sources: tuple[tuple[str, int], ...]) -> Any:
     return program if program.ok() else None
 
 
-def re2_program(source: bytes) -> Any:
-    """``source`` compiled by RE2, capturing nothing: for ``possible`` and ``first_start``."""
+def re2_program(source: bytes, *, max_mem: int | None = None) -> Any:
+    """``source`` compiled by RE2, capturing nothing: for ``possible`` and ``first_start``. ``max_mem``
+    bounds the memory of its automata in bytes, past RE2's 8 MB: a search whose automaton outgrows its
+    bound runs many times slower."""
     options = re2.Options()
     options.never_capture = True
+    if max_mem is not None:
+        options.max_mem = max_mem
     return _ENGINE.RE2(source, options)
 
 

@@ -860,23 +860,45 @@ MAX_TURNED_VIEWS = 256
 time (``Scanner.unread``), as when the budget is spent. A text holds so many turned prefixes where a key
 can start only when crafted to."""
 _MIN_TURNED = 4
+_SHIFTED_MEMORY = 64 << 20
+"""What the automaton that finds shifted prefixes (some 4,000 of them) may take, so that it is built
+whole and not given up for a search many times slower."""
+_WORD_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "_")
+"""What RE2's word boundary counts as a word's (of a trigger view: no capitals)."""
 """The shortest token prefix looked for turned (``unmask.turned_keywords``); a longer one made only of
 letters is a word ("token", "secret"), not a prefix."""
 # A keyword that can start a token: a letter or digit, then what keys are made of (not "--token", "<secret>").
 _TOKEN_PREFIX = re.compile(f"[a-z0-9][a-z0-9_.-]{{{_MIN_TURNED - 1},}}")
 
 
-@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
 def _literal_led(source: str) -> bool:
     """Whether every match starts with one case-sensitive literal (lookarounds before it aside): the
     regex engine then skips through a text to that literal, so one search over the whole text costs less
     than searching many windows of it. Alternations and case-insensitive starts are searched position by
     position, and patterns the standard parser cannot read count as not literal-led."""
+    return bool(_leading_literal_of(source))
+
+
+@functools.lru_cache(maxsize=PATTERN_FACTS_KEPT)
+def _leading_literal_of(source: str) -> str:
+    """The case-sensitive literal every match of ``source`` starts with (``_leading_literal``); empty
+    where there is none, the pattern's start is case-insensitive, or the standard parser cannot read it."""
     try:
         parsed = _sre_parse.parse(source)
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
-        return False
-    return not parsed.state.flags & re.IGNORECASE and bool(_leading_literal(list(parsed)))
+        return ""
+    return "" if parsed.state.flags & re.IGNORECASE else _leading_literal(list(parsed))
+
+
+def _as_written(rule: Rule, word: str) -> str | None:
+    """``word``, a keyword of a rule whose matches start with a literal, spelt with the capitals of that
+    literal where it starts with the word, else of the first of the rule's match examples whose match
+    does; None where neither does."""
+    starts = (
+        _leading_literal_of(rule.pattern.pattern),
+        *(found.group() for example in rule.match_examples if (found := rule.pattern.search(example))),
+    )
+    return next((start[: len(word)] for start in starts if _trigger_view(start).startswith(word)), None)
 
 
 # An anchored rule is tried without the per-call time limit only when a bound on the ways backtracking
@@ -901,6 +923,21 @@ def backtracking_paths(source: str, reach: int) -> int | None:
 
 
 _ONE_CHARACTER = ("LITERAL", "NOT_LITERAL", "IN", "ANY")
+
+
+def _token_starts_program(words: list[str]) -> Any:
+    """An RE2 program that finds ``words`` (of a trigger view, the longest first) where a token starts:
+    after no letter, digit or "_", which RE2 tells by a word boundary before a word's letter, digit or
+    "_", and by none before its other characters."""
+    program = relaxed.re2_program(
+        "|".join(
+            ("\\b" if word[0] in _WORD_CHARACTERS else "\\B") + re.escape(word) for word in words
+        ).encode(),
+        max_mem=_SHIFTED_MEMORY,
+    )
+    if not program.ok():  # a program RE2 refused would find nothing
+        raise RuntimeError(f"RE2 refuses the shifted prefixes: {program.error()}")
+    return program
 
 
 def _leading_literal(items: list[tuple[Any, Any]]) -> str:
@@ -1984,16 +2021,23 @@ class Scanner:
                 self._single_chars[index] = singles
             for word in sorted(rule_words - set(singles)):
                 rules_by_word.setdefault(word, []).append(index)
-        # A decoded rule's token prefix written backwards or rotated is looked for in the same pass, and
-        # triggers no rule: its token is read turned back.
-        self._key_prefixes = frozenset(
-            word
+        # A decoded rule's token prefix written backwards, rotated or shifted is looked for in the same
+        # pass, and triggers no rule: its token is read turned back. It is turned as keys write it (ROT47
+        # turns capitals apart from small letters), and looked for as keywords are.
+        written = {
+            (word, _as_written(self.rules[index], word))
             for index in sorted(self._decoded)
             if self._literal_led[index]
             for word in map(_trigger_view, self.rules[index].keywords)
             if _TOKEN_PREFIX.fullmatch(word) and not (word.isalpha() and len(word) > _MIN_TURNED)
-        )
-        self._turned = unmask.turned_keywords(self._key_prefixes)
+        }
+        self._key_prefixes = frozenset(word for word, _ in written)
+        self._turned: dict[str, tuple[str, ...]] = {}
+        spellings = [spelling for _, spelling in written if spelling is not None]
+        unspelt = [word for word, spelling in written if spelling is None]
+        for turned_word, kinds in unmask.turned_keywords(spellings, unspelt).items():
+            seen = _trigger_view(turned_word)
+            self._turned[seen] = tuple(dict.fromkeys((*self._turned.get(seen, ()), *kinds)))
         # A key's groups joined, or the key in another case, are read only by the rules of keys that
         # start with a prefix (and, in another case, of keys of one case): what starts elsewhere or is
         # told by its name is no key written out.
@@ -2034,8 +2078,18 @@ class Scanner:
             },
         }
         self._turned = {word: kinds for word, kinds in self._turned.items() if word not in rules_by_word}
-        words = [*rules_by_word, *self._turned]
-        rules_of_word = [tuple(indices) for indices in rules_by_word.values()] + [()] * len(self._turned)
+        # Prefixes shifted along the alphabet or in ROT47 are many (each prefix moved every way) and stand
+        # inside words often ("der_" in "header_"): they are looked for apart, where a token starts, in one
+        # RE2 pass, so the keyword pass reports no more hits inside words than it did.
+        shifted = sorted(
+            (word for word, kinds in self._turned.items() if unmask.SHIFTED.issuperset(kinds)),
+            key=lambda word: (-len(word), word),
+        )
+        self._shifted = frozenset(shifted)
+        self._shifted_starts = _token_starts_program(shifted) if shifted else None
+        turned_words = [word for word in self._turned if word not in self._shifted]
+        words = [*rules_by_word, *turned_words]
+        rules_of_word = [tuple(indices) for indices in rules_by_word.values()] + [()] * len(turned_words)
         self._keywords = _Keywords(words, rules_of_word)
         # A keyword of one character repeated hits at every place of a run of it (digits all read 0: a
         # list of numbers is one run): its hits in a run are counted and covered as one stretch
@@ -2348,6 +2402,37 @@ class Scanner:
         )
         return hits_by_rule, prefixes
 
+    def _turnings_of(self, hit: str, seen: str) -> tuple[str, ...]:
+        """The turnings that give ``hit``, a turned prefix as the text writes it (``seen`` as keywords are
+        looked for: small letters, digits 0), that turn it back into a key's prefix. Every turning but
+        ROT47 does whatever the case and digits; ROT47 turns a capital and its small letter, or two
+        digits, apart ("00a0" as looked for is ROT47's "89A0", "ghp_", and "12a4" of a hex digest)."""
+        kinds = self._turned[seen]
+        if (
+            unmask.ROT47 not in kinds
+            or _trigger_view(unmask.TURNINGS[unmask.ROT47](hit)) in self._key_prefixes
+        ):
+            return kinds
+        return tuple(kind for kind in kinds if kind != unmask.ROT47)
+
+    def _shifted_hits(self, text: str, searched: str) -> list[tuple[int, int, tuple[str, ...]]]:
+        """Where a prefix shifted along the alphabet or in ROT47 starts a token of ``searched`` (the text's
+        trigger view), each with the turnings that turn it back (``_turnings_of``); every such prefix
+        starting at one place, the longest found by the search and those it starts with."""
+        if self._shifted_starts is None:
+            return []
+        encoded = searched.encode("ascii", "replace")
+        hits: list[tuple[int, int, tuple[str, ...]]] = []
+        position = 0
+        while (span := relaxed.first_span(self._shifted_starts, encoded, position))[0] >= 0:
+            start, end = span
+            for cut in range(end, start + _MIN_TURNED - 1, -1):
+                seen = searched[start:cut]
+                if seen in self._shifted and (kinds := self._turnings_of(text[start:cut], seen)):
+                    hits.append((start, cut, kinds))
+            position = start + 1
+        return hits
+
     def _plan_all(self, text: str, meter: Meter) -> _Plan:
         view = _trigger_view(text)
         whole = [(0, len(text))]
@@ -2366,14 +2451,17 @@ class Scanner:
         words_found, rules_of_word = self._unrepeated.find(searched)
         repeated = _RepeatedHits.of(self._repeated, searched)
         across_runs, rules_of_spaced_word = _hits_across_space_runs(self._spaced_keywords, view)
-        if not words_found and not repeated and not across_runs:
+        shifted = self._shifted_hits(text, searched)
+        if not words_found and not repeated and not across_runs and not shifted:
             return plan  # most texts: no keyword, so nothing but the rules that need none to run
         # A turned prefix triggers no rule but a view (read only while the budget lasts, ``scan``).
-        plan.turned = [
-            (start, end, self._turned[searched[start:end]])
+        turned = [
+            (start, end, kinds)
             for word_index, start, end in words_found
             if not rules_of_word[word_index]
+            and (kinds := self._turnings_of(text[start:end], searched[start:end]))
         ]
+        plan.turned = sorted(turned + shifted) if shifted else turned
         if meter.left() <= 0:
             # The budget is spent: the rules the text triggers are out of time, and where they would run
             # matters no more.

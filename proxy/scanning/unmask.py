@@ -51,7 +51,14 @@ import numpy.typing as npt
 import regex
 
 from proxy.scanning import relaxed
-from proxy.scanning.normalize import LOOKALIKES, ROT13_TABLE, decode_tag_run, starts_binary
+from proxy.scanning.normalize import (
+    LOOKALIKES,
+    ROT13_TABLE,
+    ROT47_TABLE,
+    caesar_table,
+    decode_tag_run,
+    starts_binary,
+)
 from proxy.wire.printable import bridged_runs, printable_runs
 
 MAX_DEPTH = 4
@@ -159,8 +166,11 @@ _SPACED = re.compile(
 # three characters of which one is not a space: "s-k---p-r-o-j" (the key's own "-" stands between two
 # separators), "s.k.-.p", "s, k, -, p", one character a line. Every (1 + separator)th character is the
 # text. Looked for where letters and digits that stand alone (no letter or digit either side) lie close
-# together, six or more: one vectorised pass over a copy of the text with each letter or digit a 1.
+# together, six or more: one vectorised pass over a copy of the text with each letter or digit a 1. A
+# separator may also be any character past ASCII that is no letter, digit or space: a bullet, an arrow, a
+# middle dot, an emoji ("g•h•p•_", "g🙂h🙂p").
 _SEPARATOR_CHARS = "-._|,/:;*~+\r\n "
+_SEPARATOR_CLASS = f"(?:[{re.escape(_SEPARATOR_CHARS)}]|[^\\x00-\\x7f\\w\\s])"
 _ALNUM_BYTES = bytes(int(chr(code).isascii() and chr(code).isalnum()) for code in range(256))
 _ALONE_GAP = 8
 """The farthest apart two letters or digits of a separated run stand (a three-character separator, a
@@ -168,17 +178,15 @@ separator of the key's own between them, another separator)."""
 _ALONE_RUN = 6
 # A separated run's first four characters, each with its separator: where it starts (a key's first
 # characters may be punctuation).
-_SEPARATED_HINT = f"[!-~](?P<separator>[{re.escape(_SEPARATOR_CHARS)}]{{1,3}})(?:[!-~](?P=separator)){{3}}"
-_SEPARATED = re.compile(
-    f"[!-~](?P<separator>[{re.escape(_SEPARATOR_CHARS)}]{{1,3}})(?:[!-~](?P=separator)){{6,}}[!-~]"
-)
+_SEPARATED_HINT = f"[!-~](?P<separator>{_SEPARATOR_CLASS}{{1,3}})(?:[!-~](?P=separator)){{3}}"
+_SEPARATED = re.compile(f"[!-~](?P<separator>{_SEPARATOR_CLASS}{{1,3}})(?:[!-~](?P=separator)){{6,}}[!-~]")
 ESCAPED_CHARACTER = f"{_PERCENT_ESCAPE}|{_CODE_ESCAPE}|{_ENTITY_ESCAPE}"
 """One character written as any escape a disguise view decodes (a pattern, to be grouped)."""
 LONGEST_ESCAPE = 34
 """The longest match of ``ESCAPED_CHARACTER``: a named entity, "&", 32 letters or digits, ";"."""
 DROPPED = f"[{_INVISIBLE}]"
 """One character a disguise view drops (invisible and combining characters), as a pattern."""
-SPACING = f"[{_GAP_CHARS}{re.escape(_SEPARATOR_CHARS)}]"
+SPACING = f"(?:[{_GAP_CHARS}]|{_SEPARATOR_CLASS})"
 """One character of what a letter-spaced or separated run puts between its characters (a pattern)."""
 # The rewrite itself: the units a view replaces, each kind led by a character of its own that no unit of
 # another kind holds (and each letter-spaced run found for the features, read once). Each kind is looked
@@ -362,17 +370,31 @@ def _views_of(text: str, parent: View | None, depth: int) -> Iterator[View]:
 
 
 # Printable ASCII written as numbers: decimal codes 32 to 126, four of them apart by one to eight other
-# characters (the hint of ``_code_views``; one RE2 pass finds where it may start). A code below 100 may
-# be padded to three digits ("095"): read as the decimal number a decoder's int() gives, not as octal. The
-# hint spells every number ``_CODES`` reads that ``_code_views`` keeps, so a stream's trigger
-# (``may_unmask``) is told of every run the whole text's views read.
+# characters, or binary ones of seven or eight digits so apart, or 56 binary digits in a row (the hint of
+# ``_code_views``; one RE2 pass finds where it may start). A code below 100 may be padded to three digits
+# ("095"): read as the decimal number a decoder's int() gives, not as octal. The hint spells every number
+# ``_CODES`` reads that ``_code_views`` keeps, so a stream's trigger (``may_unmask``) is told of every run
+# the whole text's views read.
 _CODE = "(?:0?(?:3[2-9]|[4-9][0-9])|1[01][0-9]|12[0-6])"
-_CODES_HINT = f"{_CODE}(?:[^0-9]{{1,8}}{_CODE}){{3}}"
+_BIT_CODE = "[01]{7,8}"
+_BIT_RUN = 56
+"""The fewest binary digits in a row read as codes: eight characters of seven bits, seven of eight."""
+_FOUR_CODES = "|".join(f"{code}(?:[^0-9]{{1,8}}{code}){{3}}" for code in (_CODE, _BIT_CODE))
+_CODES_HINT = f"(?:{_FOUR_CODES}|[01]{{{_BIT_RUN}}})"
 _MAY_HOLD_CODES = relaxed.re2_program(_CODES_HINT.encode("ascii"))
-# Eight or more numbers with one separator between each two, the same all along: "103,104", "103, 104",
-# "chr(103)+chr(104)", "CHAR(103)||CHAR(104)", one a line.
+
+
+def _codes_run(number: str, glue: str) -> str:
+    """Eight or more ``number``s with one separator between each two, the same all along (a pattern whose
+    separator is the group ``glue``)."""
+    return f"(?<![0-9]){number}(?P<{glue}>[^0-9]{{1,8}})(?:{number}(?P={glue})){{6,}}{number}(?![0-9])"
+
+
+# Such runs: "103,104", "103, 104", "chr(103)+chr(104)", "CHAR(103)||CHAR(104)", one a line; "01100111
+# 01101000", one octet a line; and binary digits in a row, cut in octets or in 7-bit groups.
 _CODES = re.compile(
-    r"(?<![0-9])[0-9]{2,3}(?P<glue>[^0-9]{1,8})(?:[0-9]{2,3}(?P=glue)){6,}[0-9]{2,3}(?![0-9])"
+    f"{_codes_run('[0-9]{2,3}', 'glue')}|{_codes_run(_BIT_CODE, 'bit_glue')}"
+    f"|(?<![0-9])(?P<bits>[01]{{{_BIT_RUN},}})(?![0-9])"
 )
 _NUMBER = re.compile("[0-9]+")
 CODES = "codes"
@@ -1076,30 +1098,71 @@ def _as_text(raw: bytes) -> str | None:
 REVERSED = "reversed"
 ROT13 = "rot13"
 REVERSED_ROT13 = "reversed+rot13"
-TURNINGS: dict[str, Callable[[str], str]] = {
-    REVERSED: lambda text: text[::-1],
-    ROT13: lambda text: text.translate(ROT13_TABLE),
-    REVERSED_ROT13: lambda text: text[::-1].translate(ROT13_TABLE),
+ROT47 = "rot47"
+
+
+def _translation(table: dict[int, int]) -> Callable[[str], str]:
+    return lambda text: text.translate(table)
+
+
+def _shifted(letters: int, digits: int) -> str:
+    """The kind of view of a token with its letters moved ``letters`` places along the alphabet (and its
+    digits ``digits`` places along theirs): ``caesar3``, ``caesar3-digits``."""
+    return f"caesar{letters}" + ("-digits" if digits else "")
+
+
+_SHIFTS = {(letters, digits) for letters in range(1, 26) if letters != 13 for digits in {0, letters % 10}}
+"""Each Caesar shift but ROT13 (a turning of its own), its digits left as they are or moved as far along
+theirs."""
+_TURNS: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    REVERSED: (lambda text: text[::-1],) * 2,
+    ROT13: (_translation(ROT13_TABLE),) * 2,
+    REVERSED_ROT13: (lambda text: text[::-1].translate(ROT13_TABLE),) * 2,
+    ROT47: (_translation(ROT47_TABLE),) * 2,
+    **{
+        _shifted(letters, digits): (
+            _translation(caesar_table(letters, digits)),
+            _translation(caesar_table(-letters, -digits)),
+        )
+        for letters, digits in sorted(_SHIFTS)
+    },
 }
-"""Ways a model rewrites a token that undo themselves: each applied twice gives the token back, so the
-view of a turned token is the same turning of it."""
+"""Ways a model rewrites a token, each as how a key is turned and how the view of a turned token turns
+it back."""
+TURNINGS: dict[str, Callable[[str], str]] = {kind: undo for kind, (_, undo) in _TURNS.items()}
+"""How the view of each kind of turned token reads it: turned back."""
+_BACKWARDS = frozenset({REVERSED, REVERSED_ROT13})
+"""The turnings that write a key backwards, its prefix last."""
+SHIFTED = frozenset({ROT47, *(_shifted(letters, digits) for letters, digits in _SHIFTS)})
+"""The turnings whose turned prefixes are syllables of words and names too (" low-level" is "xai-"
+moved 14 letters on, " hit_count" "ghs_" moved one): a token holding one is read turned back only where
+what follows the prefix reads as a key's rest (``_key_may_follow``)."""
+_KEY_REST = re.compile("[A-Za-z0-9_+/=.-]{12,40}")
+_KEY_MARK = re.compile("[0-9A-Z]")
+_KEY_PROBE = 40
 _TURN_REACH = 1024
 """How far a turned keyword's token is read the way its key runs: farther than any key."""
 _TURN_EDGE = 16
 """How far it is read the other way: enough for what a rule looks behind a key for."""
 
 
-def turned_keywords(keywords: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """Each turning of ``keywords`` that is no keyword itself, with the turnings that give it: a token
-    holding one may be a key turned, and is read turned back (``turned_views``)."""
-    plain = set(keywords)
+def turned_keywords(spelt: Iterable[str], unspelt: Iterable[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Each turning of the keywords that is no keyword itself, with the turnings that give it: a token
+    holding one may be a key turned, and is read turned back (``turned_views``). The keywords are
+    ``spelt`` as keys write them, or ``unspelt`` (their capitals unknown), which are not turned in ROT47:
+    it turns a capital and its small letter apart."""
+    spelt, unspelt = set(spelt), set(unspelt)
+    plain = spelt | unspelt
     turned: dict[str, list[str]] = {}
     for keyword in sorted(plain):
-        for kind, turn in TURNINGS.items():
+        for kind, (turn, _) in _TURNS.items():
+            if kind == ROT47 and keyword not in spelt:
+                continue
             word = turn(keyword)
-            if word not in plain:
-                turned.setdefault(word, []).append(kind)
-    return {word: tuple(kinds) for word, kinds in turned.items()}
+            kinds = turned.setdefault(word, [])
+            if word not in plain and kind not in kinds:
+                kinds.append(kind)
+    return {word: tuple(kinds) for word, kinds in turned.items() if kinds}
 
 
 def turned_views(
@@ -1110,17 +1173,20 @@ def turned_views(
     where it stands, so a match covers only what carried it. The hits of one turning whose stretches of
     a token overlap share one view, and each stretch of the text is searched for whitespace once, so the
     work and the views' length grow with the text, not with the hits in it; views are made as they are
-    read."""
+    read. What stands before a prefix turned forwards is read as written: turned, a name or "=" before a
+    key (ROT47 turns it into letters) would no longer be what its rule looks behind the key for."""
     spaces = _Spaces(text)
-    pending: dict[str, tuple[int, int]] = {}
+    pending: dict[str, tuple[int, int, int]] = {}
     for start, end, kinds in sorted(hits):
         for kind in kinds:
-            backwards = kind != ROT13
+            backwards = kind in _BACKWARDS
             # A key starts where no letter, digit or "_" stands before it (what its rule looks behind
             # for): reversed, after its turned prefix. Elsewhere (inside base64, a hash, a word) a turned
             # prefix starts nothing.
             edge = text[end : end + 1] if backwards else text[start - 1 : start]
             if edge and (edge.isalnum() or edge == "_"):
+                continue
+            if kind in SHIFTED and not _key_may_follow(TURNINGS[kind](text[end : end + _KEY_PROBE])):
                 continue
             # The token is read ``_TURN_REACH`` characters the way its key runs (back from a reversed
             # prefix) and a few the other way.
@@ -1128,19 +1194,33 @@ def turned_views(
             low = max(start - before, spaces.token_start(start))
             high = min(end + after, spaces.token_end(end))
             held = pending.get(kind)
-            if held is not None and low <= held[1]:
-                pending[kind] = (held[0], max(held[1], high))
+            if held is not None and low <= held[2]:
+                pending[kind] = (held[0], held[1], max(held[2], high))
                 continue
             if held is not None:
                 yield _turned_view(text, *held, kind, parent)
-            pending[kind] = (low, high)
-    for kind, (low, high) in pending.items():
-        yield _turned_view(text, low, high, kind, parent)
+            pending[kind] = (low, low if backwards else start, high)
+    for kind, (low, turned, high) in pending.items():
+        yield _turned_view(text, low, turned, high, kind, parent)
 
 
-def _turned_view(text: str, low: int, high: int, kind: str, parent: View | None) -> View:
+def _key_may_follow(rest: str) -> bool:
+    """Whether ``rest``, what follows a shifted prefix turned back, starts as a key's rest does: a dozen
+    characters or more of what keys are made of, a digit or a capital among them (a key of random
+    characters holds both, an identifier or a word of small letters neither)."""
+    run = _KEY_REST.match(rest)
+    return run is not None and _KEY_MARK.search(run.group()) is not None
+
+
+def _turned_view(text: str, low: int, turned: int, high: int, kind: str, parent: View | None) -> View:
+    """The view of ``text[low:high]`` turned back from ``turned`` on, as written before it."""
+    pieces = ((0, low, turned, True),) if turned > low else ()
     return View(
-        TURNINGS[kind](text[low:high]), kind, ((0, low, high, True),), parent, backwards=kind != ROT13
+        text[low:turned] + TURNINGS[kind](text[turned:high]),
+        kind,
+        (*pieces, (turned - low, turned, high, True)),
+        parent,
+        backwards=kind in _BACKWARDS,
     )
 
 
@@ -2074,7 +2154,8 @@ def _escaped_bytes(unit: re.Match[str] | None) -> str:
 def _code_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
     """Views of the runs of eight or more character codes (``_CODES``), each the text they stand for,
     each character mapped to its number: ``[103, 104, 112, 95, …]``, ``String.fromCharCode(103,
-    104, …)``, ``chr(103)+chr(104)+…``. A run with a number past printable ASCII stands for no text."""
+    104, …)``, ``chr(103)+chr(104)+…``, ``01100111 01101000 …``. A run with a number past printable
+    ASCII stands for no text."""
     found: list[View] = []
     position = 0
     while (hint := relaxed.first_start(_MAY_HOLD_CODES, encoded, position)) >= 0:
@@ -2087,13 +2168,34 @@ def _code_views(text: str, encoded: bytes, parent: View | None) -> list[View]:
         if run is None:
             break
         position = run.end()
-        numbers = list(_NUMBER.finditer(text, run.start(), run.end()))
-        codes = [int(number.group()) for number in numbers]
-        if all(32 <= code <= 126 for code in codes):
-            letters = np.array([number.start() for number in numbers], dtype=np.intp)
-            decoded = "".join(map(chr, codes))
+        numbers = _numbers_of(run)
+        if numbers is not None:
+            letters = np.array([at for at, _ in numbers], dtype=np.intp)
+            decoded = "".join(chr(code) for _, code in numbers)
             found.append(View(decoded, CODES, ((0, run.start(), run.end(), True),), parent, {0: letters}))
     return found
+
+
+def _numbers_of(run: re.Match[str]) -> list[tuple[int, int]] | None:
+    """Where each number of a run of ``_CODES`` stands and the code it is, or None where one is past
+    printable ASCII. Binary digits in a row are cut in octets, else in 7-bit groups, whichever all read
+    as printable ASCII."""
+    bits = run.group("bits")
+    if bits is None:
+        base = 2 if run.group("bit_glue") is not None else 10
+        numbers = [(number.start(), int(number.group(), base)) for number in _NUMBER.finditer(run.group())]
+        return [(run.start() + at, code) for at, code in numbers] if _printable(numbers) else None
+    for width in (8, 7):
+        if len(bits) % width:
+            continue
+        numbers = [(run.start() + at, int(bits[at : at + width], 2)) for at in range(0, len(bits), width)]
+        if _printable(numbers):
+            return numbers
+    return None
+
+
+def _printable(numbers: list[tuple[int, int]]) -> bool:
+    return all(32 <= code <= 126 for _, code in numbers)
 
 
 # -- listed characters: a key written as a list of its characters ----------------------------------------
