@@ -425,6 +425,14 @@ RECALL = {
     "grouped-lines": 0.6,
     "grouped-reversed": 0.6,
     "other-case": 0.6,
+    "binary-codes": 0.5,
+    "binary-codes-unspaced": 0.5,
+    "binary-codes-7-bit": 0.5,
+    "caesar-1": 0.8,
+    "caesar-3": 0.8,
+    "caesar-25": 0.8,
+    "caesar-7-digits-too": 0.8,
+    "rot47": 0.5,
 }
 
 

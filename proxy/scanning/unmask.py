@@ -1156,13 +1156,13 @@ def turned_keywords(spelt: Iterable[str], unspelt: Iterable[str] = ()) -> dict[s
     turned: dict[str, list[str]] = {}
     for keyword in sorted(plain):
         for kind, (turn, _) in _TURNS.items():
-            if kind == ROT47 and keyword not in spelt:
-                continue
             word = turn(keyword)
+            if word in plain or (kind == ROT47 and keyword not in spelt):
+                continue
             kinds = turned.setdefault(word, [])
-            if word not in plain and kind not in kinds:
+            if kind not in kinds:
                 kinds.append(kind)
-    return {word: tuple(kinds) for word, kinds in turned.items() if kinds}
+    return {word: tuple(kinds) for word, kinds in turned.items()}
 
 
 def turned_views(
