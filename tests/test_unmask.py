@@ -902,18 +902,23 @@ def test_text_that_looks_written_apart_or_shifted_stays_clean(name: str) -> None
     assert "".join(redactor.feed(char) for char in text) + redactor.flush() == text
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        "89a0{}",  # ROT47 of "ghp_" is "89A0": with a small "a" it turns back to no prefix
-        " hit_{}",  # "ghs_" moved one on, before a word of small letters
-        "DNLD_region_name_{}",  # "AKIA" moved three on, before no key's rest
-    ],
-)
-def test_many_tokens_that_only_look_shifted_are_read_in_time(token: str) -> None:
+LOOKING_SHIFTED: dict[str, Callable[[int], str]] = {
+    # ROT47 of "ghp_" is "89A0": with a small "a" it turns back to no prefix.
+    "hex digests": lambda index: f"89a0{index:036x}",
+    # "ghs_" moved one on, before a word of small letters.
+    "identifiers": lambda index: f" hit_count_{index}",
+    # "AKIA" moved three on, before no key's rest (no digit, no capital).
+    "constants": lambda index: "DNLD_region_name_value",
+    # "DO00" moved back two, in small letters: base64 of text that starts with "not".
+    "base64 of notes": lambda index: base64.b64encode(f"note number {index} of many".encode()).decode(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOKING_SHIFTED))
+def test_many_tokens_that_only_look_shifted_are_read_in_time(name: str) -> None:
     """Hundreds of tokens that start as a shifted prefix, none of them a key, make no view each: a log
-    of hex digests or code full of such identifiers is read, not out of time."""
-    text = " ".join(token.format(f"{index:08x}" if "a0" in token else "value") for index in range(600))
+    of hex digests, code full of such identifiers or base64 of notes is read, not out of time."""
+    text = " ".join(LOOKING_SHIFTED[name](index) for index in range(600))
     result = SCANNER.scan_alone(text)
     assert result.timed_out == ()
     assert result.found == []

@@ -863,6 +863,7 @@ _MIN_TURNED = 4
 _SHIFTED_MEMORY = 64 << 20
 """What the automaton that finds shifted prefixes (some 4,000 of them) may take, so that it is built
 whole and not given up for a search many times slower."""
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 _WORD_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "_")
 """What RE2's word boundary counts as a word's (of a trigger view: no capitals)."""
 """The shortest token prefix looked for turned (``unmask.turned_keywords``); a longer one made only of
@@ -2035,6 +2036,10 @@ class Scanner:
         self._turned: dict[str, tuple[str, ...]] = {}
         spellings = [spelling for _, spelling in written if spelling is not None]
         unspelt = [word for word, spelling in written if spelling is None]
+        self._spellings = frozenset(spelling.translate(_DIGITS_AS_ZERO) for spelling in spellings)
+        """The key prefixes as keys write them, digits 0: what a shifted prefix turns back into."""
+        self._unspelt = frozenset(unspelt)
+        """The key prefixes whose capitals are unknown, as keywords are looked for."""
         for turned_word, kinds in unmask.turned_keywords(spellings, unspelt).items():
             seen = _trigger_view(turned_word)
             self._turned[seen] = tuple(dict.fromkeys((*self._turned.get(seen, ()), *kinds)))
@@ -2404,16 +2409,22 @@ class Scanner:
 
     def _turnings_of(self, hit: str, seen: str) -> tuple[str, ...]:
         """The turnings that give ``hit``, a turned prefix as the text writes it (``seen`` as keywords are
-        looked for: small letters, digits 0), that turn it back into a key's prefix. Every turning but
-        ROT47 does whatever the case and digits; ROT47 turns a capital and its small letter, or two
-        digits, apart ("00a0" as looked for is ROT47's "89A0", "ghp_", and "12a4" of a hex digest)."""
+        looked for: small letters, digits 0), that turn it back into a key's prefix. A shifted or ROT47
+        prefix turns back into one as keys write it, capitals apart (ROT47 turns a capital and its small
+        letter, or two digits, apart: "00a0" as looked for is ROT47's "89A0" of "ghp_", and "12a4" of a
+        hex digest; "bm90" of base64 is "DO00" moved back two, but in small letters)."""
         kinds = self._turned[seen]
-        if (
-            unmask.ROT47 not in kinds
-            or _trigger_view(unmask.TURNINGS[unmask.ROT47](hit)) in self._key_prefixes
-        ):
+        if unmask.SHIFTED.isdisjoint(kinds):
             return kinds
-        return tuple(kind for kind in kinds if kind != unmask.ROT47)
+        return tuple(
+            kind for kind in kinds if kind not in unmask.SHIFTED or self._spelt(unmask.TURNINGS[kind](hit))
+        )
+
+    def _spelt(self, prefix: str) -> bool:
+        """Whether ``prefix`` is a key's prefix as keys write it (a prefix whose capitals are unknown in
+        either case)."""
+        folded = prefix.translate(_DIGITS_AS_ZERO)
+        return folded in self._spellings or (bool(self._unspelt) and _trigger_view(prefix) in self._unspelt)
 
     def _shifted_hits(self, text: str, searched: str) -> list[tuple[int, int, tuple[str, ...]]]:
         """Where a prefix shifted along the alphabet or in ROT47 starts a token of ``searched`` (the text's
