@@ -12,9 +12,10 @@ network path or an inherited descriptor.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -83,49 +84,100 @@ _SYSTEM_PATH = re.compile(r"^(?:/usr)?/s?bin/([\w.+-]+)$")
 _SSH_COMMAND = re.compile(r"(?i)^(?:GIT_SSH_COMMAND|RSYNC_RSH|core\.sshCommand)=")
 _IDENTITY_OPTION = re.compile(r"(?i)^identityfile(?:[ \t]*=[ \t]*|[ \t]+)\S+$")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
-_COMMAND_FILE = (
-    r"/(?:"
-    + "|".join(sorted(re.escape(name) for name in {*NAME_ONLY, *_KEY_USERS, *_SHELLS, "git", "rsync"}))
-    + r")(?![\w./-])"
-)
+_COMMAND_NAMES = sorted({*NAME_ONLY, *_KEY_USERS, *_SHELLS, "git", "rsync"})
+_COMMAND_FILE = r"/(?:" + "|".join(map(re.escape, _COMMAND_NAMES)) + r")(?![\w./-])"
 # Where a command starts: a separator, a substitution, or a keyword or wrapper before it.
 _AT_COMMAND = (
     r"(?:^|(?<![<>])[;&|({\n`]|\b(?:then|do|else|exec|command|builtin|sudo|doas|env|time|nice|nohup)\s)\s*"
 )
+_SETTINGS_WORDS = (
+    "ld_", "ssh_", "sudo_", "bash_", "zsh_", "git_", "rsync_", "env", "gconv_path", "locpath", "nlspath",
+    "getconf_dir", "shellopts", "bashopts", "ps0", "ps1", "ps2", "ps3", "ps4", "prompt_command", "ifs",
+    "zdotdir", "posixly_correct",
+)  # fmt: skip
 # A text that could make a command's name run something else (a function, alias or PATH of its own, a
 # file written under the name of one of these commands), send its output to the network as a whole, or
-# hand what it was given to another command.
-_REBINDING = re.compile(
-    r"(?i)\b(?:alias|unalias|alias_method|define_method|function|enable|PATH)\b|\w\s*\(\s*\)"
+# hand what it was given to another command: any of these patterns, read without case but where one says
+# otherwise, each with words one of which a text it matches holds (without case): a pattern runs only
+# over a text that holds one, a few scans of a plain string, where one pattern of them all tried each
+# alternative at each character (some 0.25 s a search of 400 KB).
+REBINDINGS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        r"\b(?:alias|unalias|alias_method|define_method|function|enable|PATH)\b",
+        ("alias", "define_method", "function", "enable", "path"),
+    ),
+    (r"\w\s*\(\s*\)", (")",)),
     # A routine defined in a script's language (``def ls``, Perl's ``sub ls {`` and ``*ls = ...``, Tcl's
     # ``proc ls {``), and ``hash`` run as a command (``hash -p /bin/cat ls``): the words alone are not.
-    r"|\bdef\s+[\w.?!]+\s*(?:[(=;\n]|$|\s+[\w*&]+(?:\s*,\s*[\w*&]+)*\s*(?:[;\n]|$))"
-    r"|\bsub\s*(?:[A-Za-z_][\w:']*\s*)?[{(;]|\bproc\s+\S+\s+\{|(?<![\w*])\*[A-Za-z_][\w:]*\s*=(?!=)"
-    r"|(?m:" + _AT_COMMAND + r"hash\b)"
+    (r"\bdef\s+[\w.?!]+\s*(?:[(=;\n]|$|\s+[\w*&]+(?:\s*,\s*[\w*&]+)*\s*(?:[;\n]|$))", ("def",)),
+    (r"\bsub\s*(?:[A-Za-z_][\w:']*\s*)?[{(;]", ("sub",)),
+    (r"\bproc\s+\S+\s+\{", ("proc",)),
+    (r"(?<![\w*])\*[A-Za-z_][\w:]*\s*=(?!=)", ("*",)),
+    (r"(?m:" + _AT_COMMAND + r"hash\b)", ("hash",)),
     # Settings a command, the loader or a shell it starts reads for what to load or run, or where to send
     # what it is given (``LD_PRELOAD``, ``SSH_AUTH_SOCK``, ``SSH_ASKPASS``, ``BASH_ENV``, ``PS4``); git's
     # and rsync's but the ssh command they run, read as one.
-    r"|(?-i:\b(?:(?:LD|DYLD|SSH|SUDO|BASH|ZSH)_\w+|GIT_(?!SSH_COMMAND\b)\w+|RSYNC_(?!RSH\b)\w+|ENV|GCONV_PATH"
-    r"|LOCPATH|NLSPATH|GETCONF_DIR|SHELLOPTS|BASHOPTS|PS[0-4]|PROMPT_COMMAND|IFS|ZDOTDIR|POSIXLY_CORRECT)\b)"
-    r"|/dev/(?:tcp|udp)/|\bexec\s*\d*\s*[<>]|\b(?:coproc|trap|history|fc|eval|source|shopt)\b"
+    (
+        r"(?-i:\b(?:(?:LD|DYLD|SSH|SUDO|BASH|ZSH)_\w+|GIT_(?!SSH_COMMAND\b)\w+|RSYNC_(?!RSH\b)\w+|ENV|GCONV_PATH"
+        r"|LOCPATH|NLSPATH|GETCONF_DIR|SHELLOPTS|BASHOPTS|PS[0-4]|PROMPT_COMMAND|IFS|ZDOTDIR|POSIXLY_CORRECT)\b)",
+        _SETTINGS_WORDS,
+    ),
+    (r"/dev/(?:tcp|udp)/", ("/dev/",)),
+    (r"\bexec\s*\d*\s*[<>]", ("exec",)),
+    (
+        r"\b(?:coproc|trap|history|fc|eval|source|shopt)\b",
+        ("coproc", "trap", "history", "fc", "eval", "source", "shopt"),
+    ),
     # Programs git runs (its hooks, a file system monitor), each with the ssh command's setting in its
     # environment; PowerShell's aliases and evaluation.
-    r"|hookspath|fsmonitor|\.git/(?:hooks|config)\b|\bhooks/|\bgit\s+config\b|--template\b"
-    r"|\b(?:sal|nal|ipal|iex|invoke-expression|icm|invoke-command)\b"
+    (r"hookspath", ("hookspath",)),
+    (r"fsmonitor", ("fsmonitor",)),
+    (r"\.git/(?:hooks|config)\b", (".git/",)),
+    (r"\bhooks/", ("hooks/",)),
+    (r"\bgit\s+config\b", ("config",)),
+    (r"--template\b", ("--template",)),
+    (
+        r"\b(?:sal|nal|ipal|iex|invoke-expression|icm|invoke-command)\b",
+        ("sal", "nal", "ipal", "iex", "invoke-", "icm"),
+    ),
     # A file of the shell's own run (``. ./env.sh``), or a variable named by an expansion
     # (``export PA${x}TH=...``).
-    r"|(?:^|[;&|({\n]|\b(?:then|do|else|exec|command|builtin)\s)\s*\.\s"
-    r"|\b(?:export|declare|typeset|local|readonly|read|readarray|mapfile|getopts|let|printf)\b[^;&|\n]*\$"
+    (r"(?:^|[;&|({\n]|\b(?:then|do|else|exec|command|builtin)\s)\s*\.\s", (".",)),
+    (
+        r"\b(?:export|declare|typeset|local|readonly|read|readarray|mapfile|getopts|let|printf)\b[^;&|\n]*\$",
+        ("export", "declare", "typeset", "local", "read", "mapfile", "getopts", "let", "printf"),
+    ),
     # An ssh command's setting read back (``cat ${GIT_SSH_COMMAND#ssh -i }``, ``printenv``).
-    r"|\$\{?(?:GIT_SSH_COMMAND|RSYNC_RSH)\b|\$\{!|\b(?:printenv|compgen)\b"
-    r"|\b(?:declare|typeset|export|readonly)\s+-\w*p|\b(?:env|set)\s*(?:$|[;&|>)\n])"
+    (r"\$\{?(?:GIT_SSH_COMMAND|RSYNC_RSH)\b", ("git_ssh_command", "rsync_rsh")),
+    (r"\$\{!", ("${!",)),
+    (r"\b(?:printenv|compgen)\b", ("printenv", "compgen")),
+    (r"\b(?:declare|typeset|export|readonly)\s+-\w*p", ("declare", "typeset", "export", "readonly")),
+    (r"\b(?:env|set)\s*(?:$|[;&|>)\n])", ("env", "set")),
     # Commands that run alongside one another: one may read another's arguments from the process table.
-    r"|(?<![<>&])&(?![&>])|[<>]\("
+    (r"(?<![<>&])&(?![&>])", ("&",)),
+    (r"[<>]\(", ("<(", ">(")),
     # What a command was given, taken up by the next one: ``ls k; cat $_``, ``[[ k =~ (.*) ]]``.
-    r"|\$\{?_\b|\bBASH_(?:REMATCH|COMMAND|ARGV)\b"
+    (r"\$\{?_\b", ("$_", "${_")),
+    (r"\bBASH_(?:REMATCH|COMMAND|ARGV)\b", ("bash_",)),
     # A file written under the name of one of these commands (``cp /bin/cat ~/bin/ls``).
-    r"|" + _COMMAND_FILE
+    (_COMMAND_FILE, tuple(f"/{name}" for name in _COMMAND_NAMES)),
 )
+_REBINDING_SEARCHES = tuple((re.compile("(?i)" + pattern).search, words) for pattern, words in REBINDINGS)
+# The letters beyond ASCII that a pattern read without case takes for one of ASCII's (the long s for s,
+# the Kelvin sign for k, Turkish dotted and dotless i for i).
+_ASCII_CASES = str.maketrans({"\u017f": "s", "\u212a": "k", "\u0130": "i", "\u0131": "i"})
+
+
+def may_rebind(text: str) -> bool:
+    """Whether any of ``REBINDINGS`` matches in the text: as the patterns joined as one would, each run
+    only where the text holds one of its words."""
+    words = text.lower() if text.isascii() else text.translate(_ASCII_CASES).lower()
+    return any(
+        any(word in words for word in required) and search(text) is not None
+        for search, required in _REBINDING_SEARCHES
+    )
+
+
 # A command named by its path in a system folder where a command starts (or a script's first line says
 # what runs it), as the shell would find it.
 _SYSTEM_COMMAND = re.compile(r"(?m)(" + _AT_COMMAND + r"(?:#!\s*)?)(?:/usr)?/s?bin/(?=[\w.+-]+(?:[ \t]|$))")
@@ -168,10 +220,11 @@ class _Word(NamedTuple):
     redirection: bool = False
 
 
-def unread_names(text: str) -> str:
+def unread_names(text: str, tick: Callable[[], None] = lambda: None) -> str:
     """The text with each word that names a file its command only uses (an identity, a key to load, a
-    name to test, list or change the mode of) blanked out: what the credential rules read of a command."""
-    return _blanked(_inlined(text)) if text and commands_certain(text) else text
+    name to test, list or change the mode of) blanked out: what the credential rules read of a command.
+    ``tick`` is called once for each of its commands read: the caller's budget, which it may stop."""
+    return _blanked(_inlined(text, tick), tick) if text and commands_certain(text) else text
 
 
 # A variable set alone to a plain word (``K=~/.ssh/id_rsa;``), and settings exported as they are made.
@@ -230,10 +283,11 @@ def carried_over(text: str, history: ShellHistory, at: int) -> str:
 _KNOWN = frozenset({*NAME_ONLY, *_KEY_USERS, "git", "rsync"})
 
 
-def _runs_known(piece: str) -> bool:
+def _runs_known(piece: str, tick: Callable[[], None]) -> bool:
     """Whether a piece only sets variables, or runs one of the commands whose words are read here: none
     of which reads a variable the text sets from its environment (a program that may, given one already
     exported, could read the key's name there)."""
+    tick()
     words = _words(piece)
     if words is None:
         return False
@@ -245,7 +299,7 @@ def _runs_known(piece: str) -> bool:
     return name is not None and (not name or bool(_GROUP_END.fullmatch(name)) or name in _KNOWN)
 
 
-def _inlined(text: str) -> str:
+def _inlined(text: str, tick: Callable[[], None]) -> str:
     """The text with each variable set once alone to a plain word, and named nowhere else than where it
     is expanded whole (``$K``, ``${K}``), written as its value there and its setting blanked: what a
     command it is given uses is read as that command's word (``K=~/.ssh/id_rsa; ssh -i $K h``). Not where
@@ -266,7 +320,7 @@ def _inlined(text: str) -> str:
             edits += [
                 (use.start(), use.end(), setting[2]) for use in uses[name] if use.start() > setting.end()
             ]
-    if not edits or not all(map(_runs_known, PIECES.split(text)[::2])):
+    if not edits or not all(_runs_known(piece, tick) for piece in PIECES.split(text)[::2]):
         return text
     out: list[str] = []
     kept = 0
@@ -276,6 +330,8 @@ def _inlined(text: str) -> str:
     return "".join(out) + text[kept:]
 
 
+# A call's strings are asked about by its blanking and by each of its readings, one after the other.
+@functools.lru_cache(maxsize=4)
 def commands_certain(text: str) -> bool:
     """Whether each command of the text is the one its name says and its output goes where its piece
     says: no function, alias or ``PATH`` of the text's own, nothing sent to the network as a whole, no
@@ -285,7 +341,7 @@ def commands_certain(text: str) -> bool:
     # (``al''ias``, ``PA\\TH=``, ``PA${x}TH=``).
     # A line the shell continues (``cp x \\<newline>/usr/bin/ls``) is one command with the next.
     text = _SYSTEM_COMMAND.sub(r"\1", _AGENT_EVAL.sub("", text.replace("\\\n", "")))
-    if _REBINDING.search(text) or _REBINDING.search(HIDING.sub("", text)):
+    if may_rebind(text) or may_rebind(HIDING.sub("", text)):
         return False
     pieces = PIECES.split(text)
     for at in range(0, len(pieces), 2):
@@ -335,7 +391,7 @@ def command_pieces(text: str) -> Iterator[tuple[str, str, bool]]:
         yield pieces[at], after, passed_on
 
 
-def _blanked(text: str, depth: int = 0) -> str:
+def _blanked(text: str, tick: Callable[[], None], depth: int = 0) -> str:
     """The text with the words its commands only use blanked; a command's command (``sh -c``, an ssh
     command git runs) is read ``_DEEPEST`` deep, past that as written."""
     if depth > _DEEPEST:
@@ -343,8 +399,9 @@ def _blanked(text: str, depth: int = 0) -> str:
     out: list[str] = []
     quoted = ""
     for piece, after, passed_on in command_pieces(text):
+        tick()
         words = None if quoted or passed_on else _words(piece)
-        spans = sorted(_unread(piece, words, depth + 1)) if words is not None else []
+        spans = sorted(_unread(piece, words, tick, depth + 1)) if words is not None else []
         kept = 0
         for start, end, inner in spans:
             if start >= kept:
@@ -420,7 +477,9 @@ def _closing(piece: str, at: int) -> int:
     return -1
 
 
-def _unread(piece: str, words: list[_Word], depth: int) -> Iterator[tuple[int, int, str]]:
+def _unread(
+    piece: str, words: list[_Word], tick: Callable[[], None], depth: int
+) -> Iterator[tuple[int, int, str]]:
     """Spans of the piece to replace, each with what stands for it."""
     operands, redirections = _split_redirections(words)
     if redirections is None:
@@ -429,7 +488,7 @@ def _unread(piece: str, words: list[_Word], depth: int) -> Iterator[tuple[int, i
     if first is None:
         return
     for word in operands[:first]:
-        yield from _command_value(piece, word, _SSH_COMMAND.match(word.value), depth)
+        yield from _command_value(piece, word, _SSH_COMMAND.match(word.value), tick, depth)
     name = known_name(operands[first].value) if first < len(operands) else None
     # A command named by a path may be any program (``./ls``): only one the shell looks up is known.
     if name is None:
@@ -442,11 +501,11 @@ def _unread(piece: str, words: list[_Word], depth: int) -> Iterator[tuple[int, i
     elif name in _KEY_USERS:
         yield from _key_options(piece, name, arguments)
     elif name in _SHELLS and not redirections and arguments and _SHELL_C.fullmatch(arguments[0].value):
-        yield from _inner_command(piece, arguments[1:], depth)
+        yield from _inner_command(piece, arguments[1:], tick, depth)
     elif name == "git":
-        yield from _git_settings(piece, arguments, depth)
+        yield from _git_settings(piece, arguments, tick, depth)
     elif name == "rsync":
-        yield from _rsync_shell(piece, arguments, depth)
+        yield from _rsync_shell(piece, arguments, tick, depth)
 
 
 def command_start(values: list[str]) -> int | None:
@@ -582,7 +641,7 @@ def _key_options(piece: str, name: str, arguments: list[_Word]) -> Iterator[tupl
 
 
 def _command_value(
-    piece: str, word: _Word, prefix: re.Match[str] | None, depth: int
+    piece: str, word: _Word, prefix: re.Match[str] | None, tick: Callable[[], None], depth: int
 ) -> Iterator[tuple[int, int, str]]:
     """A setting's value that is an ssh command (``GIT_SSH_COMMAND='ssh -i ~/.ssh/k'``), read as one."""
     if prefix is None:
@@ -591,13 +650,15 @@ def _command_value(
     head = raw[: raw.index("=") + 1]
     body = raw[len(head) :]
     if len(body) >= 2 and body[0] == body[-1] and body[0] in "'\"":
-        inner = _blanked(body[1:-1], depth)
+        inner = _blanked(body[1:-1], tick, depth)
         yield word.start, word.end, f"{head}{body[0]}{inner}{body[0]}"
     elif body and not any(char in body for char in "'\"\\"):
-        yield word.start, word.end, head + _blanked(body, depth)
+        yield word.start, word.end, head + _blanked(body, tick, depth)
 
 
-def _inner_command(piece: str, arguments: list[_Word], depth: int) -> Iterator[tuple[int, int, str]]:
+def _inner_command(
+    piece: str, arguments: list[_Word], tick: Callable[[], None], depth: int
+) -> Iterator[tuple[int, int, str]]:
     """What ``sh -c`` runs: its quoted string read as a command, or, where the quotes were taken away, the
     words that follow (only the first of which the shell runs)."""
     if not arguments:
@@ -605,24 +666,28 @@ def _inner_command(piece: str, arguments: list[_Word], depth: int) -> Iterator[t
     first = arguments[0]
     raw = piece[first.start : first.end]
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" and len(arguments) == 1:
-        yield first.start, first.end, raw[0] + _blanked(raw[1:-1], depth) + raw[0]
+        yield first.start, first.end, raw[0] + _blanked(raw[1:-1], tick, depth) + raw[0]
     elif not any(char in raw for char in "'\"\\"):
         start, end = first.start, arguments[-1].end
-        yield start, end, _blanked(piece[start:end], depth)
+        yield start, end, _blanked(piece[start:end], tick, depth)
 
 
-def _git_settings(piece: str, arguments: list[_Word], depth: int) -> Iterator[tuple[int, int, str]]:
+def _git_settings(
+    piece: str, arguments: list[_Word], tick: Callable[[], None], depth: int
+) -> Iterator[tuple[int, int, str]]:
     """``git -c core.sshCommand=...``: the setting's value, read as the ssh command it is."""
     for option, setting in pairwise(arguments):
         if option.value == "-c":
-            yield from _command_value(piece, setting, _SSH_COMMAND.match(setting.value), depth)
+            yield from _command_value(piece, setting, _SSH_COMMAND.match(setting.value), tick, depth)
 
 
-def _rsync_shell(piece: str, arguments: list[_Word], depth: int) -> Iterator[tuple[int, int, str]]:
+def _rsync_shell(
+    piece: str, arguments: list[_Word], tick: Callable[[], None], depth: int
+) -> Iterator[tuple[int, int, str]]:
     """``rsync -e "ssh -i ..."`` (``--rsh``): the remote shell it runs, read as a command."""
     for option, value in pairwise(arguments):
         if option.value in ("-e", "--rsh"):
-            yield from _inner_command(piece, [value], depth)
+            yield from _inner_command(piece, [value], tick, depth)
     for option in arguments:
         if option.value.startswith("--rsh="):
-            yield from _command_value(piece, option, re.match(r"--rsh=", option.value), depth)
+            yield from _command_value(piece, option, re.match(r"--rsh=", option.value), tick, depth)

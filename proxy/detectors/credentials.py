@@ -55,7 +55,7 @@ from proxy.detectors.tools import glob_matches, name_matches
 from proxy.egress import HostPattern, canonical_host
 from proxy.exchange import ToolCall
 from proxy.model import Action, Finding
-from proxy.scanning.rulepack import Match, Meter, Rule, RulePack, ScanBudget, Scanner, scan_timeout_finding
+from proxy.scanning.rulepack import Match, Rule, RulePack, ScanBudget, Scanner, scan_timeout_finding
 
 PACK = "credential_access"
 # Tools that read files or run commands, by the names agent frameworks and MCP servers give them.
@@ -266,16 +266,22 @@ def credential_reads(
             credentials=credentials,
         )  # fmt: skip
         rules, timed_out = reading(arguments, blank=False)
+        # A secret sent is no file the call only uses: where it is all that was found, nothing is read
+        # again, and where more was, where it goes is not.
         blanked = (
-            unread_arguments(arguments, call.name) if rules and not timed_out and not rebound() else arguments
+            _blanked_on(budget, arguments, call.name)
+            if rules.keys() - {SENT_RULE} and not timed_out and not rebound()
+            else arguments
         )
         if blanked is not arguments and not budget.spent_for(len(blanked)):
             # A credential file the call only uses (``ssh -i``, ``ssh-add``, ``chmod 600``) is no read:
             # its word is blanked out of the arguments, and out of each reading (a key a variable names,
             # ``K=~/.ssh/k; ssh -i $K``, is used where the reading puts it). Read again only where the
             # words as written name one, so a call that names none costs what it did; where the budget
-            # leaves no time to read it again, what was found stands.
-            rules, timed_out = reading(blanked, blank=True)
+            # leaves no time to blank or read them again, what was found stands.
+            sent = {SENT_RULE: rules[SENT_RULE]} if SENT_RULE in rules else {}
+            rules, timed_out = reading(blanked, blank=True, sent_known=bool(sent))
+            rules |= sent
         code = "\n".join(content for path, content in ran if _CODE.search(path))
         if code:
             scan = scanner.scan(code, budget)
@@ -302,6 +308,17 @@ def credential_reads(
             for rule in rules.values()
         ]
     return findings
+
+
+def _blanked_on(budget: ScanBudget, arguments: str, name: str) -> str:
+    """``unread_arguments`` charged to the budget, with the arguments' share: the arguments as they are
+    where it is spent first."""
+    budget.allow(len(arguments))
+    with _Charged(budget) as charged:
+        try:
+            return unread_arguments(arguments, name, charged.tick)
+        except _OutOfTime:
+            return arguments
 
 
 def _with_conversation(arguments: str, history: ShellHistory, at: int, ran: list[tuple[str, str]]) -> str:
@@ -481,50 +498,90 @@ def _rules_read(
     rebound: Callable[[], bool],
     before: Callable[[], _Routes],
     credentials: CredentialTable,
+    sent_known: bool = False,
 ) -> tuple[dict[str, Rule], tuple[str, ...]]:
     """The credential rules a call's arguments match, and those out of time on them. The commands it runs
     are read with their disguises undone, their expansions also taken for nothing, paths as they resolve
     and braces expanded (``cat ~/.a''ws/credentials``, ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``,
-    ``cat ~/.{aws,x}/credentials``), where the budget leaves time; with ``blank``, the words of the files
-    they only use blanked out of those readings. A glob is no read where a command only lists or changes
-    the mode of what it names, unless ``rebound`` says that command may be another."""
+    ``cat ~/.{aws,x}/credentials``); with ``blank``, the words of the files they only use blanked out of
+    those readings. A glob is no read where a command only lists or changes the mode of what it names,
+    unless ``rebound`` says that command may be another. With ``sent_known``, where the call sends a
+    secret is not read again.
+
+    All of it is charged to the budget as the scan is, and stops where the budget is spent: what was found
+    stands, and every pack is out of time for the call."""
+    if budget.spent_for(len(arguments)):
+        return {}, scanner.scan(arguments, budget).timed_out
+    # Reading the arguments as commands, code and paths is work of its own beside the scan: it adds the
+    # arguments' share of the budget as a text scanned does (``ScanBudget.allow``).
+    budget.allow(len(arguments))
+    rules: dict[str, Rule] = {}
+    with _Charged(budget) as charged:
+        try:
+            return _charged_rules(
+                name, arguments, scanner, charged, rules, blank=blank, rebound=rebound, before=before,
+                credentials=credentials, sent_known=sent_known,
+            )  # fmt: skip
+        except _OutOfTime:
+            return rules, scanner.scan_metered(arguments, charged.meter).timed_out
+
+
+def _charged_rules(
+    name: str,
+    arguments: str,
+    scanner: Scanner,
+    charged: _Charged,
+    rules: dict[str, Rule],
+    *,
+    blank: bool,
+    rebound: Callable[[], bool],
+    before: Callable[[], _Routes],
+    credentials: CredentialTable,
+    sent_known: bool,
+) -> tuple[dict[str, Rule], tuple[str, ...]]:
+    """``_rules_read``, its rules found put in ``rules`` as they are; ``_OutOfTime`` where the budget is
+    spent before the end."""
+    tick = charged.tick
     if is_command_tool(name):
         # What a here-document only stores or prints (``cat > notes.md <<'EOF'``) is data the command
         # writes, as a writing tool's content is: it names no file the command reads.
         arguments = _mapped_json_strings(arguments, without_stored_heredocs)
-    commands = "" if budget.spent_for(len(arguments)) else shell_readings(name, arguments)
+    tick()
+    commands = shell_readings(name, arguments)
+    tick()
     # Where the readings hold the arguments' strings, a request in their JSON is read there: the quotes
     # JSON escapes around a header hide it from the rule, which reads it as data sent.
     unescaped = len(arguments) if commands and _json_object(arguments) is not None else 0
-    commands = unread_names(commands) if blank else commands
+    commands = unread_names(commands, tick) if blank else commands
     # Code is respelled as written, its quotes kept: a reading with them undone makes a literal key a
     # name (``e["X"]`` as ``e[X]``).
     written = "\n".join(_strings(_json_value(arguments)))
     code = respellings(written)
+    tick()
     respelled = "\n".join(text for text in (code, respellings(commands)) if text)
-    commands = "\n".join(
-        (
-            commands,
-            respelled,
-            emptied(commands),
-            normal_paths(f"{arguments}\n{commands}\n{respelled}"),
-            environment_aliases(f"{written}\n{code}"),
-        )
-    )
-    globbing = "\n".join(globbing_commands(commands, rebound))
+    tick()
+    readings = [commands, respelled, emptied(commands)]
+    tick()
+    readings.append(normal_paths(f"{arguments}\n{commands}\n{respelled}"))
+    tick()
+    readings.append(environment_aliases(f"{written}\n{code}", tick))
+    commands = "\n".join(readings)
+    tick()
     commands += "\n" + "\n".join(expanded_words(f"{arguments}\n{commands}"))
     read = f"{arguments}\n{commands}"
-    scan = scanner.scan(read, budget)
+    tick()
+    charged.budget.allow(len(read))
+    scan = scanner.scan_metered(read, charged.meter)
     sent = [match for match in scan.found if match.rule.id == SENT_RULE and match.start >= unescaped]
-    rules = {match.rule.id: match.rule for match in scan.found if match.rule.id != SENT_RULE}
-    sent_rule = scanner.rules_by_id.get(SENT_RULE)
+    rules |= {match.rule.id: match.rule for match in scan.found if match.rule.id != SENT_RULE}
+    sent_rule = None if sent_known else scanner.rules_by_id.get(SENT_RULE)
     timed_out = tuple(scan.timed_out)
     handing = STORE_RULE in rules and all(
         _TOKEN_WORDS.search(read[match.start : match.end])
         for match in scan.found
         if match.rule.id == STORE_RULE
     )
-    if sent_rule is not None and SENT_RULE not in timed_out and budget.left <= 0:
+    if sent_rule is not None and SENT_RULE not in timed_out and charged.meter.left() <= 0:
         # A spent budget reads no further: where a send goes is not known, and the call is withheld.
         if sent or _SENDING.search(read):
             timed_out += (SENT_RULE,)
@@ -532,23 +589,58 @@ def _rules_read(
         # Where its requests go is read on the budget as the scan was: out of time, the rule is, and the
         # call is withheld all the same.
         texts = [*_strings(_json_value(arguments)), *([code] if code else [])]
-        with budget.metered() as meter:
-            try:
-                sends = _Sends(name, texts, commands, meter, credentials, before())
-                if sent_rule is not None and (
-                    any(not sends.goes_where_it_belongs(read, match) for match in sent) or sends.elsewhere()
-                ):
-                    rules[SENT_RULE] = sent_rule
-                if handing and sends.handed_tokens(texts):
-                    # A token a CLI prints, handed straight to its own service, is no read of it.
-                    del rules[STORE_RULE]
-            except _OutOfTime:
-                timed_out += (SENT_RULE,) if sent_rule is not None else ()
-    globbing += "\n" + "\n".join((*expanded_words(globbing), *listed_folders(commands, rebound)))
+        routes = charged.apart(before)
+        try:
+            sends = _Sends(name, texts, commands, tick, credentials, routes)
+            if sent_rule is not None and (
+                any(not sends.goes_where_it_belongs(read, match) for match in sent) or sends.elsewhere()
+            ):
+                rules[SENT_RULE] = sent_rule
+            if handing and sends.handed_tokens(texts):
+                # A token a CLI prints, handed straight to its own service, is no read of it.
+                del rules[STORE_RULE]
+        except _OutOfTime:
+            timed_out += (SENT_RULE,) if sent_rule is not None else ()
+    tick()
+
+    def rebound_apart() -> bool:
+        return charged.apart(rebound)
+
+    globbing = "\n".join(globbing_commands(commands, rebound_apart, tick))
+    globbing += "\n" + "\n".join((*expanded_words(globbing), *listed_folders(commands, rebound_apart, tick)))
+    tick()
     rules |= {rule.id: rule for rule in globbed_rules(globbing, scanner.rules) if rule.id not in rules}
+    tick()
     searched = searched_rules(globbing, scanner.rules, listings=commands)
     rules |= {rule.id: rule for rule in searched if rule.id not in rules}
     return rules, timed_out
+
+
+class _Charged:
+    """Work charged to a budget as it goes, out of time (``_OutOfTime``) at the ``tick`` after the budget
+    is spent. Work that charges the budget itself (what the calls before left, read once for the
+    conversation and kept) runs ``apart``, between two meters, so that none of it is charged twice."""
+
+    def __init__(self, budget: ScanBudget) -> None:
+        self.budget = budget
+        self.meter = budget.metered()
+
+    def __enter__(self) -> _Charged:
+        return self
+
+    def __exit__(self, *raised: object) -> None:
+        self.budget.left -= self.meter.settle()
+
+    def tick(self) -> None:
+        if self.meter.left() <= 0:
+            raise _OutOfTime
+
+    def apart[T](self, work: Callable[[], T]) -> T:
+        self.budget.left -= self.meter.settle()
+        try:
+            return work()
+        finally:
+            self.meter = self.budget.metered()
 
 
 SENT_RULE = "secret-variable-sent"
@@ -598,23 +690,26 @@ class _OutOfTime(Exception):
 
 
 class _Sends:
-    """The requests of a call's texts (``request_destinations.requests_in``), read on a meter: where
-    the call, or one before it in the conversation, may send requests elsewhere (``rerouted``), none of
-    their destinations is known."""
+    """The requests of a call's texts (``request_destinations.requests_in``), read on a budget's
+    ``tick`` (``_Charged``): where the call, or one before it in the conversation, may send requests
+    elsewhere (``rerouted``), none of their destinations is known."""
 
     def __init__(
         self,
         name: str,
         texts: list[str],
         readings: str,
-        meter: Meter,
+        tick: Callable[[], None],
         credentials: CredentialTable,
         before: _Routes,
     ) -> None:
-        self._meter = meter
+        self._tick = tick
         self.credentials = credentials
         code = bool(set(re.split(r"[^a-z0-9]+", name.lower())) & _LANGUAGES)
-        rerouted = before.rerouted or any(ROUTE_SETTING.search(text) for text in (*texts, readings))
+        rerouted = before.rerouted
+        for text in (*texts, readings):
+            tick()
+            rerouted = rerouted or ROUTE_SETTING.search(text) is not None
         self.bound = dict(before.bound) | {
             found[1]: found[2].lower() for text in (*texts, readings) for found in _BOUND_TOKEN.finditer(text)
         }
@@ -630,10 +725,6 @@ class _Sends:
             request.unknown() if rerouted else request
             for request in requests_in(readings, self._tick, lines=True)
         ]
-
-    def _tick(self) -> None:
-        if self._meter.left() <= 0:
-            raise _OutOfTime
 
     def belongs(self, name: str, hosts: tuple[str, ...] | None, field: str, *, header: bool) -> bool:
         """Whether a variable (or a CLI's token, ``$(gcloud)``) sent to ``hosts`` goes to its service
@@ -740,16 +831,18 @@ _LANGUAGES = frozenset(
 _CODE_FIELDS = frozenset({"code", "source", "program"})
 
 
-def unread_arguments(arguments: str, name: str = "") -> str:
+def unread_arguments(arguments: str, name: str, tick: Callable[[], None]) -> str:
     """The arguments with the words of credential files their commands only use blanked out of each
     string (``unread_names``; a list of strings as the command line it is run as), or of the whole text
     where it is no JSON. Nothing where any of the strings may change what a command runs, or where the
-    tool's name says it runs another language (``_LANGUAGES``); nothing of a field of code."""
+    tool's name says it runs another language (``_LANGUAGES``); nothing of a field of code. ``tick`` is
+    called once for each command read."""
     if set(re.split(r"[^a-z0-9]+", name.lower())) & _LANGUAGES:
         return arguments
     if not commands_certain("\n".join(_strings(_json_value(arguments)))):
         return arguments
-    return _mapped_json_strings(arguments, unread_names, kept=_CODE_FIELDS, argv=True)
+    blank = functools.partial(unread_names, tick=tick)
+    return _mapped_json_strings(arguments, blank, kept=_CODE_FIELDS, argv=True)
 
 
 def _mapped_json_strings(
@@ -828,7 +921,7 @@ _ENVIRONMENT_ALIAS = re.compile(
 _MOST_ALIASES = 8
 
 
-def environment_aliases(code: str) -> str:
+def environment_aliases(code: str, tick: Callable[[], None]) -> str:
     """The code with each name it binds to the whole environment (``e = os.environ``, ``env =
     dict(os.environ)``, ``const e = process.env``, ``const {...all} = process.env``) or to one variable of
     it (``t = os.environ["GITHUB_TOKEN"]``, ``const t = process.env.GITHUB_TOKEN``) written as what it
@@ -837,7 +930,8 @@ def environment_aliases(code: str) -> str:
     code binds none. A
     name standing for a property of its own (``spawn(cmd, {env})``) is written ``env: value``, as an
     environment handed to a child is no dump. Names bound from names bound before are followed
-    ``_MOST_ALIASES`` deep."""
+    ``_MOST_ALIASES`` deep. ``tick`` is called once for each binding read: the caller's budget, which it may
+    stop."""
     if not _WHOLE_ENVIRONMENT.search(code) and not _ONE_VARIABLE.search(code):
         return ""
     written = code
@@ -846,7 +940,7 @@ def environment_aliases(code: str) -> str:
             (
                 found
                 for found in _ENVIRONMENT_ALIAS.finditer(written)
-                if _uses(written, found) and not _built_with(found["value"])
+                if _uses(written, found, tick) and not _built_with(found["value"])
             ),
             None,
         )
@@ -902,7 +996,8 @@ def _use_of(name: str) -> re.Pattern[str]:
     )
 
 
-def _uses(code: str, binding: re.Match[str]) -> bool:
+def _uses(code: str, binding: re.Match[str], tick: Callable[[], None]) -> bool:
+    tick()
     name = binding.group("name") or binding.group("rest")
     return _use_of(name).search(code, binding.end()) is not None
 
@@ -1079,12 +1174,16 @@ def _choices(inside: str) -> list[str]:
     return []
 
 
-def globbing_commands(commands: str, rebound: Callable[[], bool] = lambda: False) -> Iterator[str]:
+def globbing_commands(
+    commands: str, rebound: Callable[[], bool] = lambda: False, tick: Callable[[], None] = lambda: None
+) -> Iterator[str]:
     """The pieces of the commands whose globs may read what they name: each command but one of
     ``NAME_ONLY`` whose output goes nowhere (neither piped on nor substituted into another), and every one
-    where ``rebound`` says an earlier call may have made its name run something else."""
+    where ``rebound`` says an earlier call may have made its name run something else. ``tick`` is called
+    once for each command read."""
     certain = commands_certain(commands)
     for piece, _, passed_on in command_pieces(commands):
+        tick()
         if not certain or passed_on or command_name(piece) not in NAME_ONLY or rebound():
             yield piece
 
@@ -1099,11 +1198,13 @@ _IN_CREDENTIAL_FOLDER = re.compile(
 _LISTERS = frozenset({"ls", "dir", "tree", "du", "find", "fd", "fdfind", "rg", "gci", "get-childitem"})
 
 
-def listed_folders(commands: str, rebound: Callable[[], bool] = lambda: False) -> Iterator[str]:
+def listed_folders(commands: str, rebound: Callable[[], bool], tick: Callable[[], None]) -> Iterator[str]:
     """A glob of what is in each credential folder (or a folder in one) a listing names whose output is
     passed on (``ls -la ~/.ssh | xargs cat``, ``find ~/.aws -type f | head``), or any listing where
-    ``rebound`` says its name may run something else: the names it prints reach what reads them."""
+    ``rebound`` says its name may run something else: the names it prints reach what reads them.
+    ``tick`` is called once for each command read."""
     for piece, _, passed_on in command_pieces(commands):
+        tick()
         words = _WORD.findall(piece)
         if not words or posixpath.basename(words[0]).lower() not in _LISTERS or not (passed_on or rebound()):
             continue
