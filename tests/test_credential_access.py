@@ -243,6 +243,11 @@ def test_reading_credentials_is_credential_theft(tool: str, arguments: dict[str,
         ('grep "x; ssh -i" ~/.ssh/id_rsa', "ssh-private-key-file"),
         ("ruby -e 'def ls(p) File.read(p) end; puts(ls \"/root/.ssh/id_rsa\")'", "ssh-private-key-file"),
         ("du --files0-from ~/.aws/*", "cloud-credentials-file"),
+        # A separator escaped is a letter of a word: what follows is the same command's (cat's).
+        ("cat x\\;ls ~/.ssh/id_rsa", "ssh-private-key-file"),
+        ("cat x\\(ls ~/.ssh/id_rsa", "ssh-private-key-file"),
+        ("cat x \\\nls ~/.ssh/id_rsa", "ssh-private-key-file"),
+        ("cat x\\;ls ~/.aws/*", "cloud-credentials-file"),
         ("file -f ~/.aws/credentials", "cloud-credentials-file"),
         # A program, library or batch of commands the key's user runs, which can read the key's name out
         # of its arguments (/proc/$PPID/cmdline).
@@ -378,6 +383,8 @@ def test_credentials_read_in_disguise_by_glob_or_from_stores_are_credential_thef
         "node -e '/** Lists the items. */ console.log(1)'",
         "cat src/*.py",
         "ls -la ~/.ssh",
+        # A backslash escaped, and the separator after it a separator.
+        "echo x\\\\; ls ~/.ssh/id_rsa",
         "cat ~/.ssh/config ~/.ssh/*.pub",
         "kubectl get secrets",
         "kubectl get configmap app -o yaml",

@@ -381,7 +381,7 @@ def _redirected_out(piece: str) -> bool:
 def command_pieces(text: str) -> Iterator[tuple[str, str, bool]]:
     """Each command of a shell text with the separator after it, and whether what it prints goes on to
     another command (piped on, or substituted into one)."""
-    pieces = PIECES.split(text)
+    pieces = _unescaped(PIECES.split(text))
     for at in range(0, len(pieces), 2):
         before = pieces[at - 1] if at else ""
         after = pieces[at + 1] if at + 1 < len(pieces) else ""
@@ -389,6 +389,21 @@ def command_pieces(text: str) -> Iterator[tuple[str, str, bool]]:
         piped = (after.startswith("|") and after != "||") or (before.startswith("|") and before != "||")
         passed_on = piped or after == ">(" or before in _SUBSTITUTED
         yield pieces[at], after, passed_on
+
+
+def _unescaped(pieces: list[str]) -> list[str]:
+    """The pieces of a text (``PIECES``) with each separator a backslash escapes joined to the pieces on
+    both sides: the shell reads it as a letter of a word (``cat x\\;ls ~/.ssh/id_rsa`` gives ``cat`` a
+    word ``x;ls``, and the key)."""
+    joined: list[str] = []
+    command = pieces[:1]
+    for separator, piece in zip(pieces[1::2], pieces[2::2], strict=True):
+        if (len(command[-1]) - len(command[-1].rstrip("\\"))) % 2:
+            command += (separator, piece)
+        else:
+            joined += ("".join(command), separator)
+            command = [piece]
+    return [*joined, "".join(command)]
 
 
 def _blanked(text: str, tick: Callable[[], None], depth: int = 0) -> str:
