@@ -479,8 +479,9 @@ class ChatStreamSession(StreamSession):
                             handled.update((*base, key, index, name) for _, name in _text_slots(part, None))
                 elif key == "tool_calls":
                     for call_position, raw_call in enumerate(as_list(value)):
-                        if isinstance(as_dict(as_dict(raw_call).get("function")).get("arguments"), str):
-                            handled.add((*base, "tool_calls", call_position, "function", "arguments"))
+                        holder = _passing(as_dict(raw_call))
+                        if holder is not None:
+                            handled.add((*base, "tool_calls", call_position, holder, CALL_HOLDERS[holder]))
                 elif key == "function_call" and isinstance(as_dict(value).get("arguments"), str):
                     handled.add((*base, "function_call", "arguments"))
         return handled
@@ -526,11 +527,16 @@ class ChatStreamSession(StreamSession):
         return before
 
     def _release_arguments(self, choice_index: int, call_index: int, call_delta: dict[str, Any]) -> None:
-        function = call_delta.get("function")
-        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            where = _call_where(choice_index, call_index)
-            function["arguments"] = self._filter_arguments(where, function["arguments"])
+        holder = _passing(call_delta)
+        if holder is not None:
+            part, where = call_delta[holder], _call_where(choice_index, call_index)
+            part[CALL_HOLDERS[holder]] = self._filter_arguments(where, part[CALL_HOLDERS[holder]])
         self._open_arguments[choice_index] = call_index
+
+    def _holder_of(self, choice_index: int, call_index: int) -> str:
+        """The object of the call's deltas a client joins what it passes in: a custom tool's or a
+        function's, as the call's deltas said it is."""
+        return "custom" if self._choices[choice_index].calls[call_index].custom else "function"
 
     def _end_arguments(
         self, choice_index: int, call_index: int, passed: dict[int, dict[str, Any]]
@@ -539,9 +545,10 @@ class ChatStreamSession(StreamSession):
         flushed = self._close_arguments(_call_where(choice_index, call_index))
         if not flushed:
             return []
-        function = passed[call_index].setdefault("function", {}) if call_index in passed else None
-        if function is not None and isinstance(function.get("arguments", ""), str):
-            function["arguments"] = function.get("arguments", "") + flushed
+        holder = self._holder_of(choice_index, call_index)
+        part = passed[call_index].setdefault(holder, {}) if call_index in passed else None
+        if part is not None and isinstance(part.get(CALL_HOLDERS[holder], ""), str):
+            part[CALL_HOLDERS[holder]] = part.get(CALL_HOLDERS[holder], "") + flushed
             return []
         # Before the delta passing an object, which no text joins: the text goes on its own ahead of it.
         return [self._arguments_chunk(choice_index, call_index, flushed)]
@@ -663,7 +670,8 @@ class ChatStreamSession(StreamSession):
         return output
 
     def _arguments_chunk(self, choice_index: int, call_index: int, arguments: str) -> bytes:
-        call_delta: dict[str, Any] = {"function": {"arguments": arguments}}
+        holder = self._holder_of(choice_index, call_index)
+        call_delta: dict[str, Any] = {holder: {CALL_HOLDERS[holder]: arguments}}
         if call_index != LEGACY_CALL:
             call_delta = {"index": self._gated[(choice_index, call_index)].out_index, **call_delta}
         return self._call_chunk(choice_index, call_index, call_delta)
@@ -741,7 +749,7 @@ def _accumulate(state: _CallState, call_delta: dict[str, Any]) -> None:
         state.call_id = as_str(call_delta.get("id"))
     # A custom tool's call streams its name and free-form input as a function's does, its type (or its
     # ``custom`` object alone) in the first delta saying which the call is, as a client reads it.
-    if call_delta.get("type") == "custom" or ("custom" in call_delta and "function" not in call_delta):
+    if _says_custom(call_delta):
         state.custom = True
     holder = "custom" if state.custom else "function"
     part = as_dict(call_delta.get(holder))
@@ -778,14 +786,33 @@ def _call_where(choice_index: int, call_index: int) -> str:
     return f"{base}.function_call" if call_index == LEGACY_CALL else f"{base}.tool_calls[{call_index}]"
 
 
+def _says_custom(call_delta: dict[str, Any]) -> bool:
+    """Whether a call's delta says the call is a custom tool's: its type, or its ``custom`` object alone."""
+    return call_delta.get("type") == "custom" or ("custom" in call_delta and "function" not in call_delta)
+
+
+def _passing(call_delta: dict[str, Any]) -> str | None:
+    """The object of a call's delta whose field (``CALL_HOLDERS``) carries text the call passes, where
+    it does: a custom tool's ``input`` where the delta says so (``_says_custom``), else a function's
+    ``arguments``. Read from the delta alone, as a shape keeps it (``_handled``): the text so found is
+    what the call's argument filter joins, and the residual scan reads every other string of the delta."""
+    holder = "custom" if _says_custom(call_delta) else "function"
+    return holder if isinstance(as_dict(call_delta.get(holder)).get(CALL_HOLDERS[holder]), str) else None
+
+
 def _carries_nothing(call_delta: dict[str, Any]) -> bool:
-    """A continuation delta whose argument text a filter held back entirely."""
-    function = call_delta.get("function")
+    """A continuation delta whose argument text (a function's or a custom tool's) a filter held back
+    entirely."""
+    carried = set(call_delta) - {"index"}
+    if len(carried) != 1:
+        return False
+    (holder,) = carried
+    part = call_delta[holder]
     return (
-        set(call_delta) <= {"index", "function"}
-        and isinstance(function, dict)
-        and set(function) <= {"arguments"}
-        and not function.get("arguments")
+        holder in CALL_HOLDERS
+        and isinstance(part, dict)
+        and set(part) <= {CALL_HOLDERS[holder]}
+        and not part.get(CALL_HOLDERS[holder])
     )
 
 

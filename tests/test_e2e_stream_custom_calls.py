@@ -1,0 +1,102 @@
+"""End to end: a custom tool's call (``type: custom``, free-form input) streamed in Chat Completions
+deltas, through a real egressguard, to the official OpenAI SDK, each call's ``custom.input`` deltas
+joined into the input the agent runs: a key or a command cut over two deltas is read
+whole, redacted or withheld where enforced and reaching the agent as sent where observed, recorded
+either way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness import Proxy
+from tests.test_e2e_inspect import _agent, ask, last_record, openai_client
+from tests.upstream import FakeUpstream, Reply, sse
+
+ENVELOPE = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+GITHUB_TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+NOTE = f"the release runner authenticates with {GITHUB_TOKEN} from now on"
+COMMAND = "rm -rf /home/u/project"
+
+
+def _events(name: str, text: str, cut: int) -> list[bytes]:
+    """A call of the custom tool ``name`` whose input is ``text``, cut in two deltas at ``cut``."""
+    start = {"index": 0, "id": "call_1", "type": "custom", "custom": {"name": name, "input": ""}}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse({**ENVELOPE, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    return [
+        chunk({"role": "assistant", "content": "On it."}),
+        chunk({"tool_calls": [start]}),
+        chunk({"tool_calls": [{"index": 0, "custom": {"input": text[:cut]}}]}),
+        chunk({"tool_calls": [{"index": 0, "custom": {"input": text[cut:]}}]}),
+        chunk({}, "tool_calls"),
+        b"data: [DONE]\n\n",
+    ]
+
+
+def _receive(upstream: FakeUpstream) -> tuple[list[tuple[str, str]], str]:
+    """The custom calls the SDK's chunks give, each name and input joined across its deltas as a client
+    running custom tools joins them (the SDK's stream helper does not run them), and the answer's text."""
+    stream = openai_client(upstream).chat.completions.create(model="m", messages=ask(), stream=True)
+    names: dict[int, str] = {}
+    inputs: dict[int, str] = {}
+    text = ""
+    for chunk in stream:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        text += (delta.content if delta is not None else None) or ""
+        for call in (delta.tool_calls if delta is not None else None) or []:
+            assert call.function is None, call
+            custom = (call.model_extra or {}).get("custom") or {}
+            names[call.index] = names.get(call.index, "") + custom.get("name", "")
+            inputs[call.index] = inputs.get(call.index, "") + custom.get("input", "")
+    return [(names[index], inputs[index]) for index in sorted(names)], text
+
+
+def _run(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    events: list[bytes],
+) -> tuple[list[tuple[str, str]], str, list[dict[str, Any]]]:
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    upstream.reply = Reply(events=events, content_type="text/event-stream", pause_between_events=0.01)
+    calls, text = _receive(upstream)
+    return calls, text, last_record(proxy)["findings"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_key_cut_over_two_input_deltas_is_redacted_or_recorded(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    events = _events("save_note", NOTE, NOTE.index(GITHUB_TOKEN) + 20)
+    calls, _, findings = _run(start_proxy, upstream, monkeypatch, mode, events)
+    if mode == "enforce":
+        assert calls == [("save_note", NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]"))]
+    else:
+        assert calls == [("save_note", NOTE)]
+    found = [finding for finding in findings if finding["rule"] == "github-pat"]
+    assert [(finding["where"], finding["enforced"]) for finding in found] == [
+        ("choices[0].message.tool_calls[0]", mode == "enforce")
+    ]
+    assert GITHUB_TOKEN not in str(findings)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_command_cut_over_two_input_deltas_is_withheld_or_recorded(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    events = _events("bash", COMMAND, COMMAND.index("/home") + 3)
+    calls, text, findings = _run(start_proxy, upstream, monkeypatch, mode, events)
+    if mode == "enforce":
+        assert calls == [] and "The call to the tool `bash` was withheld by egressguard" in text
+        assert "/home/u" not in text
+    else:
+        assert calls == [("bash", COMMAND)] and "withheld" not in text
+    found = [finding for finding in findings if finding["threat"] == "tool_abuse"]
+    assert found and {finding["enforced"] for finding in found} == {mode == "enforce"}
+    assert {finding["where"] for finding in found} == {"choices[0].message.tool_calls[0]"}

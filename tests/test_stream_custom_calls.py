@@ -1,0 +1,141 @@
+"""A custom tool's call in a Chat Completions stream (``type: custom``, its free-form text in each delta's
+``custom.input`` where a function's call has ``function.arguments``): its input is joined across its
+deltas as a function's arguments are, so a key or a command cut over two deltas is read whole, redacted
+or withheld where enforced, recorded whole where observed; what a filter held flushes into the input a
+client joins. A custom call in a JSON answer and in a request's history passes its input as arguments."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from proxy.dialects import OpenAIChat, StreamFilters
+from proxy.dialects.openai_chat import ChatStreamSession
+from proxy.wire.sse import SSEParser
+from tests.test_stream_tool_gate import _inspector
+from tests.test_streaming import PLACEHOLDER, TrailingRedactor, payloads, run, split, sse
+
+ENVELOPE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+GITHUB_TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+NOTE = f"export GH_TOKEN={GITHUB_TOKEN}\ngh release list\n"
+WHERE = "choices[0].message.tool_calls[0]"
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return sse({**ENVELOPE, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def _custom_stream(name: str, *pieces: str) -> bytes:
+    """A custom tool's call of ``name`` whose deltas pass each of ``pieces`` as its input, the first
+    naming it."""
+    first = {"index": 0, "id": "call_1", "type": "custom", "custom": {"name": name, "input": pieces[0]}}
+    deltas = [first, *({"index": 0, "custom": {"input": piece}} for piece in pieces[1:])]
+    return (
+        _chunk({"role": "assistant", "content": None})
+        + b"".join(_chunk({"tool_calls": [delta]}) for delta in deltas)
+        + _chunk({}, "tool_calls")
+        + b"data: [DONE]\n\n"
+    )
+
+
+def _cut(text: str, inside: str) -> tuple[str, str]:
+    """``text`` cut in two halfway through ``inside``."""
+    middle = text.index(inside) + len(inside) // 2
+    return text[:middle], text[middle:]
+
+
+def _sent_inputs(output: bytes) -> dict[int, str]:
+    """What a client joins of each custom call's deltas, by index; every call delta sent is checked to
+    carry its text where a custom call's is read, never in a function's arguments."""
+    inputs: dict[int, str] = {}
+    for _, payload in payloads(output):
+        for choice in payload["choices"]:
+            for call in choice["delta"].get("tool_calls", []):
+                assert "function" not in call, call
+                piece = call.get("custom", {}).get("input", "")
+                inputs[call["index"]] = inputs.get(call["index"], "") + piece
+    return inputs
+
+
+def _sent_text(output: bytes) -> str:
+    choices = [choice for _, payload in payloads(output) for choice in payload["choices"]]
+    return "".join(choice["delta"].get("content") or "" for choice in choices)
+
+
+def test_a_key_cut_over_two_input_deltas_is_redacted_whole_where_enforced() -> None:
+    session = OpenAIChat().stream_session(_inspector("enforce").stream_filters())
+    output = run(session, _custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN)))
+    assert GITHUB_TOKEN[:12].encode() not in output and GITHUB_TOKEN[-12:].encode() not in output
+    assert _sent_inputs(output) == {0: NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]")}
+    assert session.released_arguments[WHERE] == _sent_inputs(output)[0]
+    (call,) = session.completion.tool_calls
+    assert (call.name, call.arguments) == ("save_note", NOTE)
+
+
+def test_a_key_cut_over_two_input_deltas_is_recorded_whole_and_passes_where_observed() -> None:
+    stream = _custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN))
+    session = OpenAIChat().stream_session()
+    assert run(session, stream) == stream
+    (call,) = session.completion.tool_calls
+    assert (call.name, call.where, call.arguments) == ("save_note", WHERE, NOTE)
+
+
+@pytest.mark.parametrize("sizes", [[1], [2, 5], [7, 3, 1]])
+def test_the_input_a_filter_held_flushes_into_the_custom_input_however_it_was_cut(sizes: list[int]) -> None:
+    """Cut into deltas of 1 to 7 characters, the input reaches the client joined and redacted, what the
+    filter held at the call's end sent as more of its input."""
+    pieces = split("deploy with sk-proj-AbCdEf0123 now", sizes)
+    filters = StreamFilters(argument_filter=lambda where: TrailingRedactor())
+    output = run(OpenAIChat().stream_session(filters), _custom_stream("notify", *pieces))
+    assert b"AbCdEf" not in output
+    assert _sent_inputs(output) == {0: f"deploy with {PLACEHOLDER} now"}
+
+
+def test_a_key_filling_one_input_delta_is_redacted_once() -> None:
+    """The argument filter reads the input; the scan of the event's other strings does not read it again."""
+    session = OpenAIChat().stream_session(_inspector("enforce").stream_filters())
+    output = run(session, _custom_stream("save_note", "token: ", GITHUB_TOKEN, " ok"))
+    assert _sent_inputs(output) == {0: "token: [REDACTED:github-pat] ok"}
+
+
+def test_a_function_call_s_custom_object_is_not_taken_for_its_arguments() -> None:
+    """A function's delta that also carries a ``custom`` object: its arguments are what the filter
+    joins, and the custom object's text is read with the event's other strings."""
+    start = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "notify", "arguments": ""}}
+    both = {"index": 0, "function": {"arguments": '{"to": "ops"}'}, "custom": {"input": GITHUB_TOKEN}}
+    stream = _chunk({"tool_calls": [start]}) + _chunk({"tool_calls": [both]}) + b"data: [DONE]\n\n"
+    (_, event, _) = SSEParser().feed(stream)
+    handled = ChatStreamSession()._handled(event, json.loads(event.data or ""))
+    assert set(handled) == {("choices", 0, "delta", "tool_calls", 0, "function", "arguments")}
+    output = run(OpenAIChat().stream_session(_inspector("enforce").stream_filters()), stream)
+    assert GITHUB_TOKEN.encode() not in output
+    joined = "".join(
+        call.get("function", {}).get("arguments", "")
+        for _, payload in payloads(output)
+        for call in payload["choices"][0]["delta"].get("tool_calls", [])
+    )
+    assert joined == '{"to": "ops"}'
+
+
+@pytest.mark.parametrize("command", ["rm -rf /home/u/project", "cat /home/u/.aws/credentials"])
+def test_a_command_cut_over_two_input_deltas_is_withheld_whole_where_enforced(command: str) -> None:
+    session = OpenAIChat().stream_session(_inspector("enforce").stream_filters())
+    output = run(session, _custom_stream("bash", *_cut(command, command.split()[-1])))
+    assert b"/home/u" not in output and _sent_inputs(output) == {}
+    assert "`bash` was withheld" in _sent_text(output)
+    assert session.dropped_tool_calls == [("bash", "call_1")]
+    (call,) = session.completion.tool_calls
+    assert call.arguments == command
+
+
+def test_a_custom_call_in_a_json_answer_and_in_a_request_passes_its_input_as_arguments() -> None:
+    call = {"id": "call_1", "type": "custom", "custom": {"name": "save_note", "input": NOTE}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    answer = {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+    (answered,) = OpenAIChat().parse_response(json.dumps(answer).encode()).tool_calls
+    assert (answered.name, answered.arguments, answered.where) == ("save_note", NOTE, WHERE)
+    request = {"model": "m", "messages": [{"role": "user", "content": "hi"}, message]}
+    (asked,) = OpenAIChat().parse_request(json.dumps(request).encode()).tool_calls
+    assert (asked.name, asked.arguments, asked.where) == ("save_note", NOTE, "messages[1].tool_calls[0]")
