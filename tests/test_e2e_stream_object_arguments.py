@@ -59,28 +59,27 @@ def _joined(passed: list[Any]) -> Any:
     return json.loads("".join(passed))
 
 
-def _responses_events(arguments: dict[str, Any]) -> list[bytes]:
+def _responses_events(arguments: Any, whole: str | None = None) -> list[bytes]:
+    """A call of ``bash`` whose one delta passes ``arguments``, and whose item's last event (and a
+    ``.done`` event, where ``whole`` is given) give them whole: as their JSON text, or as ``whole``."""
     item = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "bash", "arguments": ""}
-    done = {**item, "status": "completed", "arguments": json.dumps(arguments)}
+    text = json.dumps(arguments) if whole is None else whole
+    done = {**item, "status": "completed", "arguments": text}
     response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
+    located = {"output_index": 0, "item_id": "fc_1"}
     events: list[dict[str, Any]] = [
-        {"type": "response.created", "sequence_number": 0, "response": response},
-        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": item},
-        {
-            "type": "response.function_call_arguments.delta",
-            "sequence_number": 2,
-            "output_index": 0,
-            "item_id": "fc_1",
-            "delta": arguments,
-        },
-        {"type": "response.output_item.done", "sequence_number": 3, "output_index": 0, "item": done},
-        {
-            "type": "response.completed",
-            "sequence_number": 4,
-            "response": {**response, "status": "completed", "output": [done]},
-        },
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.function_call_arguments.delta", **located, "delta": arguments},
+        *(
+            [{"type": "response.function_call_arguments.done", **located, "arguments": whole}]
+            if whole
+            else []
+        ),
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
+        {"type": "response.completed", "response": {**response, "status": "completed", "output": [done]}},
     ]
-    return [sse(event, event["type"]) for event in events]
+    return [sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)]
 
 
 def _responses(upstream: FakeUpstream) -> tuple[list[tuple[str, Any]], str]:
@@ -150,3 +149,24 @@ def test_an_everyday_command_passed_as_an_object_reaches_the_agent(
     calls, text = receive(upstream)
     assert calls == [("bash", command)] and "withheld" not in text
     assert not [f for f in last_record(proxy)["findings"] if f["threat"] == "credential_theft"]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_responses_call_whose_done_event_differs_from_its_deltas_is_recorded_as_both(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The deltas read credentials, the ``.done`` event and the item an everyday folder: a client joining
+    the deltas runs the read, so it is withheld where enforced, and recorded either way beside the
+    reading of the whole text."""
+    read, everyday = json.dumps({"command": f"cat {CREDENTIALS}"}), json.dumps({"command": "ls docs"})
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    upstream.reply = Reply(events=_responses_events(read, everyday), content_type="text/event-stream")
+    calls, text = _responses(upstream)
+    if mode == "enforce":
+        assert calls == [] and "The call to the tool `bash` was withheld by egressguard" in text
+    else:
+        assert calls == [("bash", json.loads(read))] and "withheld" not in text
+    findings = last_record(proxy)["findings"]
+    found = [finding for finding in findings if finding["threat"] == "credential_theft"]
+    assert found and {finding["enforced"] for finding in found} == {mode == "enforce"}
+    assert {finding["where"] for finding in found} == {"output[0]"}

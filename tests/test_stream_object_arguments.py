@@ -14,7 +14,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
 from proxy.dialects.openai_chat import OpenAIChat
-from proxy.dialects.openai_responses import OpenAIResponses
+from proxy.dialects.openai_responses import OTHER_ARGUMENTS, OpenAIResponses
 from proxy.dialects.stream import StreamFilters, StreamSession
 from tests.test_stream_tool_gate import _inspector
 from tests.test_streaming import payloads, run
@@ -172,22 +172,24 @@ def test_a_chat_answer_s_object_arguments_are_read_as_their_text() -> None:
     assert (sent.name, json.loads(sent.arguments)) == ("bash", {"command": "ls"})
 
 
-def _responses_stream(delta: Any, done: Any) -> bytes:
-    item = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "read_file", "arguments": ""}
+def _responses_stream(delta: Any, done: Any, *, custom: bool = False, item_done: bool = False) -> bytes:
+    """A call of ``read_file`` whose one delta passes ``delta`` and whose ``.done`` event (its item's
+    last event where ``item_done``) passes ``done``: a function's call, or a custom tool's."""
+    kind, field, prefix = (
+        ("custom_tool_call", "input", "response.custom_tool_call_input")
+        if custom
+        else ("function_call", "arguments", "response.function_call_arguments")
+    )
+    item = {"type": kind, "id": "fc_1", "call_id": "call_1", "name": "read_file", field: ""}
+    ending = (
+        {"type": "response.output_item.done", "output_index": 0, "item": {**item, field: done}}
+        if item_done
+        else {"type": f"{prefix}.done", "output_index": 0, "item_id": "fc_1", field: done}
+    )
     events = [
         {"type": "response.output_item.added", "output_index": 0, "item": item},
-        {
-            "type": "response.function_call_arguments.delta",
-            "output_index": 0,
-            "item_id": "fc_1",
-            "delta": delta,
-        },
-        {
-            "type": "response.function_call_arguments.done",
-            "output_index": 0,
-            "item_id": "fc_1",
-            "arguments": done,
-        },
+        {"type": f"{prefix}.delta", "output_index": 0, "item_id": "fc_1", "delta": delta},
+        ending,
     ]
     return b"".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events)
 
@@ -244,6 +246,65 @@ def test_a_responses_call_whose_done_event_differs_from_its_deltas_is_decided_on
     assert "/home/u" not in output and "credential material" in output
     (call,) = session.completion.tool_calls
     assert json.loads(call.arguments) == {"path": CREDENTIALS}
+
+
+DIFFERING = pytest.mark.parametrize(
+    ("delta", "done"),
+    [
+        (json.dumps({"path": CREDENTIALS}), '{"path":"README.md"}'),
+        ('{"path":"README.md"}', json.dumps({"path": CREDENTIALS})),
+    ],
+    ids=["the deltas read credentials", "the whole text reads credentials"],
+)
+ENDINGS = pytest.mark.parametrize(
+    ("custom", "item_done"),
+    [(False, False), (False, True), (True, False), (True, True)],
+    ids=[
+        "a function's done event",
+        "a function's item",
+        "a custom tool's done event",
+        "a custom tool's item",
+    ],
+)
+
+
+@DIFFERING
+@ENDINGS
+def test_a_responses_call_given_whole_otherwise_than_its_deltas_is_recorded_as_both_where_observed(
+    delta: str, done: str, custom: bool, item_done: bool
+) -> None:
+    """The completion holds the whole text, the other reading the deltas joined: both are inspected."""
+    stream = _responses_stream(delta, done, custom=custom, item_done=item_done)
+    session = OpenAIResponses().stream_session()
+    assert run(session, stream) == stream
+    (call,) = session.completion.tool_calls
+    assert call.arguments == done
+    other = dict(session.other_readings())[OTHER_ARGUMENTS]
+    assert [(read.name, read.where, read.arguments) for read in other.tool_calls] == [
+        ("read_file", "output[0]", delta)
+    ]
+
+
+@DIFFERING
+@ENDINGS
+def test_a_responses_call_given_whole_otherwise_than_its_deltas_is_decided_on_both_however_it_ends(
+    delta: str, done: str, custom: bool, item_done: bool
+) -> None:
+    """Withheld where either reading reads credentials, recorded as that reading, the other beside it."""
+    session = OpenAIResponses().stream_session(_enforced())
+    output = run(session, _responses_stream(delta, done, custom=custom, item_done=item_done)).decode()
+    assert "/home/u" not in output and "credential material" in output
+    (call,) = session.completion.tool_calls
+    other = dict(session.other_readings())[OTHER_ARGUMENTS]
+    assert json.loads(call.arguments) == {"path": CREDENTIALS}
+    assert [json.loads(read.arguments) for read in other.tool_calls] == [{"path": "README.md"}]
+
+
+def test_a_responses_call_given_whole_as_its_deltas_joined_has_no_other_reading() -> None:
+    stream = _responses_stream('{"path": "REA', '{"path": "REA', item_done=True)
+    session = OpenAIResponses().stream_session()
+    run(session, stream)
+    assert OTHER_ARGUMENTS not in dict(session.other_readings())
 
 
 def test_a_responses_call_whose_done_event_repeats_its_deltas_goes_on() -> None:

@@ -121,6 +121,7 @@ INPUT_DONES = {
     "response.code_interpreter_call_code.done": "code",
 }
 """The events that stream what a call passes, and the field of the event ending it that holds it whole."""
+OTHER_ARGUMENTS = "a call's arguments read as the other of its deltas joined and the event giving them whole"
 CALL_IDENTITY = ("type", "name", "call_id")
 """What in a call item says which tool it calls and which call an answer goes to."""
 OUTPUT_ITEMS = (
@@ -420,8 +421,9 @@ class _Item:
     arguments: GrowingText | None = None
     """The call's arguments as their deltas brought them, until they are done."""
     streamed: str | None = None
-    """Once an event gave the arguments whole: what their deltas brought, which a client joining the
-    deltas runs (and the answer's item is held to, ``_released_arguments_of``) where the two differ."""
+    """Once an event gave the arguments whole (their ``.done``, the item given again): what their deltas
+    brought, which a client joining the deltas runs (and the answer's item is held to,
+    ``_released_arguments_of``) where the two differ."""
     returned: list[Part] = field(default_factory=list)
     """What the tool the API ran returned (``returned_parts``), as the item's last event gave it."""
 
@@ -429,6 +431,18 @@ class _Item:
         if self.call is None or self.arguments is None:
             return self.call
         return replace(self.call, arguments=self.arguments.text)
+
+    def joined(self) -> str | None:
+        """What the call's deltas brought, joined, where any came."""
+        return self.streamed if self.arguments is None else self.arguments.text
+
+    def other_reading(self, recorded: ToolCall) -> ToolCall | None:
+        """Where an event gave the call's arguments whole otherwise than its deltas joined them, the one
+        of those two readings other than the one the answer is ``recorded`` as."""
+        call = self.tool_call()
+        if call is None or self.streamed in (None, call.arguments):
+            return None
+        return call if recorded.arguments == self.streamed else replace(call, arguments=self.streamed)
 
     def segments(self) -> list[TextSegment]:
         return [
@@ -484,6 +498,20 @@ class ResponsesStreamSession(StreamSession):
             completion.add_read_content(item.returned)
         return completion
 
+    def other_readings(self) -> list[tuple[str, Completion]]:
+        """Beside the readings of ``StreamSession``: each call whose deltas joined give other arguments
+        than the event giving them whole (its ``.done``, its item's last event, the final response), read
+        as the one of the two its completion does not hold. A client joining the deltas (the SDK's
+        stream helper) runs what they say, one reading the whole event what that says."""
+        others: list[ToolCall] = []
+        for item in self._items.values():
+            call = item.tool_call()
+            other = None if call is None else item.other_reading(self._denied.get(call.where, call))
+            if other is not None:
+                others.append(other)
+        readings = super().other_readings()
+        return [*readings, (OTHER_ARGUMENTS, Completion(tool_calls=others))] if others else readings
+
     def _observe(self, event: SSEEvent, payload: Any) -> None:
         body = as_dict(payload)
         event_type = as_str(body.get("type")) or event.type
@@ -525,7 +553,7 @@ class ResponsesStreamSession(StreamSession):
         elif event_type in INPUT_DONES and item.call is not None:
             done = arguments_text(body.get(INPUT_DONES[event_type]))
             if done:
-                item.streamed = None if item.arguments is None else item.arguments.text
+                item.streamed = item.joined()
                 item.call.arguments, item.arguments = done, None
 
     def _record_item(self, position: int, item: dict[str, Any]) -> None:
@@ -533,7 +561,11 @@ class ResponsesStreamSession(StreamSession):
         self._containers.update(dict.fromkeys(_container_of(item)))
         where = f"output[{position}]"
         if item_type in CALL_ITEMS:
+            before = self._items.get(position)
             self._items[position] = _Item(item_type, call=item_call(item, where))
+            if before is not None and before.call is not None:
+                # Given again whole, the call is still what its deltas brought to a client joining them.
+                self._items[position].streamed = before.joined()
         if item_type in CALL_ITEMS or item_type == "mcp_list_tools":
             self._items.setdefault(position, _Item(item_type)).returned = returned_parts(item, where)
         if item_type in ITEM_TEXTS:
