@@ -1,8 +1,8 @@
-"""End to end: a custom tool's call (``type: custom``, free-form input) streamed in Chat Completions
-deltas, through a real egressguard, to the official OpenAI SDK, each call's ``custom.input`` deltas
-joined into the input the agent runs: a key or a command cut over two deltas is read
-whole, redacted or withheld where enforced and reaching the agent as sent where observed, recorded
-either way."""
+"""End to end: a custom tool's call (free-form input) streamed through a real egressguard to the official
+OpenAI SDK, in Chat Completions deltas (``type: custom``, each call's ``custom.input`` deltas joined into
+the input the agent runs) and in the Responses API's ``custom_tool_call_input`` deltas: a key or a
+command cut over two deltas is read whole, redacted or withheld where enforced and reaching the agent as
+sent where observed, recorded either way."""
 
 from __future__ import annotations
 
@@ -100,3 +100,49 @@ def test_a_command_cut_over_two_input_deltas_is_withheld_or_recorded(
     found = [finding for finding in findings if finding["threat"] == "tool_abuse"]
     assert found and {finding["enforced"] for finding in found} == {mode == "enforce"}
     assert {finding["where"] for finding in found} == {"choices[0].message.tool_calls[0]"}
+
+
+def _responses_events(name: str, text: str, cut: int) -> list[bytes]:
+    """A Responses custom tool's call of ``name`` whose input is ``text``, its deltas cut at ``cut``,
+    then given whole by its ``.done`` event, its item's last event and the final response."""
+    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": name, "input": ""}
+    whole = {**item, "status": "completed", "input": text}
+    response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
+    located = {"output_index": 0, "item_id": "ctc_1"}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.custom_tool_call_input.delta", **located, "delta": text[:cut]},
+        {"type": "response.custom_tool_call_input.delta", **located, "delta": text[cut:]},
+        {"type": "response.custom_tool_call_input.done", **located, "input": text},
+        {"type": "response.output_item.done", "output_index": 0, "item": whole},
+        {"type": "response.completed", "response": {**response, "status": "completed", "output": [whole]}},
+    ]
+    return [sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)]
+
+
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_a_key_cut_over_two_responses_input_deltas_is_redacted_or_recorded(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The SDK's events: the input deltas joined, and the input the ``.done`` event and the final
+    response give whole."""
+    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    events = _responses_events("save_note", NOTE, NOTE.index(GITHUB_TOKEN) + 20)
+    upstream.reply = Reply(events=events, content_type="text/event-stream", pause_between_events=0.01)
+    joined, whole = "", []
+    for event in openai_client(upstream).responses.create(model="m", input="hi", stream=True):
+        if event.type == "response.custom_tool_call_input.delta":
+            joined += event.delta
+        elif event.type == "response.custom_tool_call_input.done":
+            whole.append(event.input)
+        elif event.type == "response.completed":
+            whole += [item.input for item in event.response.output if item.type == "custom_tool_call"]
+    sent = NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]") if mode == "enforce" else NOTE
+    assert (joined, whole) == (sent, [sent, sent])
+    findings = last_record(proxy)["findings"]
+    found = [finding for finding in findings if finding["rule"] == "github-pat"]
+    assert [(finding["where"], finding["enforced"]) for finding in found] == [
+        ("output[0]", mode == "enforce")
+    ]
+    assert GITHUB_TOKEN not in str(findings)

@@ -1,8 +1,10 @@
-"""A custom tool's call in a Chat Completions stream (``type: custom``, its free-form text in each delta's
-``custom.input`` where a function's call has ``function.arguments``): its input is joined across its
-deltas as a function's arguments are, so a key or a command cut over two deltas is read whole, redacted
-or withheld where enforced, recorded whole where observed; what a filter held flushes into the input a
-client joins. A custom call in a JSON answer and in a request's history passes its input as arguments."""
+"""A custom tool's call in a stream: in Chat Completions deltas (``type: custom``, its free-form text in
+each delta's ``custom.input`` where a function's call has ``function.arguments``) and in the Responses
+API's ``custom_tool_call_input`` deltas. Its input is joined across its deltas as a function's arguments
+are, so a key or a command cut over two deltas is read whole, redacted or withheld where enforced,
+recorded whole where observed; what a filter held flushes into the input a client joins, and the events
+giving the input whole carry what the deltas went out as. A custom call in a Chat JSON answer and in a
+request's history passes its input as arguments."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from proxy.dialects import OpenAIChat, StreamFilters
+from proxy.dialects import OpenAIChat, OpenAIResponses, StreamFilters
 from proxy.dialects.openai_chat import ChatStreamSession
 from proxy.wire.sse import SSEParser
 from tests.test_stream_tool_gate import _inspector
@@ -139,3 +141,57 @@ def test_a_custom_call_in_a_json_answer_and_in_a_request_passes_its_input_as_arg
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}, message]}
     (asked,) = OpenAIChat().parse_request(json.dumps(request).encode()).tool_calls
     assert (asked.name, asked.arguments, asked.where) == ("save_note", NOTE, "messages[1].tool_calls[0]")
+
+
+def _responses_custom_stream(name: str, *pieces: str) -> bytes:
+    """A Responses custom tool's call of ``name`` whose input deltas pass each of ``pieces``, given
+    whole by its ``.done`` event, its item's last event and the final response."""
+    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": name, "input": ""}
+    whole = {**item, "status": "completed", "input": "".join(pieces)}
+    response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
+    located = {"output_index": 0, "item_id": "ctc_1"}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        *({"type": "response.custom_tool_call_input.delta", **located, "delta": piece} for piece in pieces),
+        {"type": "response.custom_tool_call_input.done", **located, "input": whole["input"]},
+        {"type": "response.output_item.done", "output_index": 0, "item": whole},
+        {"type": "response.completed", "response": {**response, "status": "completed", "output": [whole]}},
+    ]
+    return b"".join(
+        sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)
+    )
+
+
+def _responses_inputs(output: bytes) -> tuple[str, list[str]]:
+    """What a client joins of the custom call's input deltas, and the input each event giving it whole
+    gives."""
+    joined, whole = "", []
+    for _, event in payloads(output):
+        if event["type"] == "response.custom_tool_call_input.delta":
+            joined += event["delta"]
+        elif event["type"] == "response.custom_tool_call_input.done":
+            whole.append(event["input"])
+        elif event["type"] == "response.output_item.done":
+            whole.append(event["item"]["input"])
+        elif event["type"] == "response.completed":
+            whole += [item["input"] for item in event["response"]["output"]]
+    return joined, whole
+
+
+def test_a_key_cut_over_two_responses_input_deltas_is_redacted_whole_where_enforced() -> None:
+    session = OpenAIResponses().stream_session(_inspector("enforce").stream_filters())
+    output = run(session, _responses_custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN)))
+    redacted = NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
+    assert GITHUB_TOKEN[:12].encode() not in output and GITHUB_TOKEN[-12:].encode() not in output
+    assert _responses_inputs(output) == (redacted, [redacted] * 3)
+    (call,) = session.completion.tool_calls
+    assert (call.name, call.arguments) == ("save_note", NOTE)
+
+
+def test_a_key_cut_over_two_responses_input_deltas_passes_and_is_recorded_whole_where_observed() -> None:
+    stream = _responses_custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN))
+    session = OpenAIResponses().stream_session()
+    assert run(session, stream) == stream
+    (call,) = session.completion.tool_calls
+    assert (call.name, call.where, call.arguments) == ("save_note", "output[0]", NOTE)

@@ -121,6 +121,15 @@ INPUT_DONES = {
     "response.code_interpreter_call_code.done": "code",
 }
 """The events that stream what a call passes, and the field of the event ending it that holds it whole."""
+ARGUMENT_EVENTS = {
+    "function_call": "response.function_call_arguments",
+    "custom_tool_call": "response.custom_tool_call_input",
+}
+"""The call items whose arguments the argument filter reads as they stream (a function's, and a custom
+tool's free-form input), each with the name its events streaming them (``.delta``) and giving them whole
+(``.done``) begin with; the item's field holding them is its ``CALL_ITEMS`` field."""
+ARGUMENT_DELTAS = frozenset(f"{events}.delta" for events in ARGUMENT_EVENTS.values())
+ARGUMENT_DONES = frozenset(f"{events}.done" for events in ARGUMENT_EVENTS.values())
 OTHER_ARGUMENTS = "a call's arguments read as the other of its deltas joined and the event giving them whole"
 CALL_IDENTITY = ("type", "name", "call_id")
 """What in a call item says which tool it calls and which call an answer goes to."""
@@ -471,6 +480,9 @@ class ResponsesStreamSession(StreamSession):
         self._dropped: set[int] = set()
         self._next_out_index = 0
         self._call_item_ids: dict[int, str | None] = {}
+        self._delta_types: dict[int, str] = {}
+        """By position, the type of the events streaming the call's arguments there: what its filter held
+        goes out in one of them."""
         self._channel_of: dict[str, _Channel] = {}
         self._held: dict[int, list[tuple[SSEEvent, dict[str, Any]]]] = {}
         """Events of the function calls the gate holds until their arguments are done, by position."""
@@ -628,16 +640,18 @@ class ResponsesStreamSession(StreamSession):
             if flushed:
                 before.append(self._text_delta(channel, body, flushed))
             body[channel.key] = self.released_text.get(where, "")
-        elif event_type == "response.function_call_arguments.delta":
+        elif event_type in ARGUMENT_DELTAS:
+            self._delta_types.setdefault(position, event_type)
             # An object a server sends for the text goes on as the JSON text it was read and decided as.
             released = self._filter_arguments(f"output[{position}]", arguments_text(body.get("delta")))
             if not released:
                 return []
             body["delta"] = released
-        elif event_type == "response.function_call_arguments.done":
+        elif event_type in ARGUMENT_DONES:
             before.extend(self._end_arguments(position, body))
             if self.filters.argument_filter is not None or position in self._sealed:
-                body["arguments"] = self._released_arguments_of(position, body.get("arguments"))
+                field_name = INPUT_DONES[event_type]
+                body[field_name] = self._released_arguments_of(position, body.get(field_name))
         elif event_type == "response.content_part.done":
             self._rewrite_part(
                 as_dict(body.get("part")),
@@ -652,7 +666,7 @@ class ResponsesStreamSession(StreamSession):
             item = as_dict(body.get("item"))
             if _item_type(item) in CALL_ITEMS and position not in self._released_calls:
                 return self._unplaced(event_type)
-            if _item_type(item) == "function_call":
+            if _item_type(item) in ARGUMENT_EVENTS:
                 before.extend(self._end_arguments(position, body))
             self._rewrite_item(item, position)
         return [*before, rewritten(event, body)]
@@ -690,15 +704,18 @@ class ResponsesStreamSession(StreamSession):
             self._released_calls[position] = {key: item[key] for key in CALL_IDENTITY if key in item}
         else:
             self._released_calls.pop(position, None)
-        if _item_type(item) == "function_call":
+        item_type = _item_type(item)
+        if item_type in ARGUMENT_EVENTS:
             self._call_item_ids[position] = as_str(item.get("id")) or as_str(body.get("item_id"))
-            arguments = item.get("arguments")
+            self._delta_types[position] = f"{ARGUMENT_EVENTS[item_type]}.delta"
+            field_name = CALL_ITEMS[item_type][0]
+            arguments = item.get(field_name)
             # Opens the call's argument channel, so what it holds is flushed however the call ends.
             released = self._filter_arguments(
                 f"output[{position}]", arguments if isinstance(arguments, str) else ""
             )
             if self.filters.argument_filter is not None and isinstance(arguments, str):
-                item["arguments"] = released
+                item[field_name] = released
                 return [rewritten(event, {**body, "output_index": self._out_index[position]})]
         if self._out_index[position] == position:
             return [event.raw]
@@ -769,15 +786,16 @@ class ResponsesStreamSession(StreamSession):
         event_type = as_str(body.get("type")) or event.type
         if as_position(body.get("output_index")) is None:
             return ()
-        if event_type in DELTA_CHANNELS or event_type == "response.function_call_arguments.delta":
+        if event_type in DELTA_CHANNELS or event_type in ARGUMENT_DELTAS:
             return {("delta",)}
-        if event_type == "response.function_call_arguments.done":
-            return {("arguments",)}
+        if event_type in ARGUMENT_DONES:
+            return {(INPUT_DONES[event_type],)}
         if event_type in ("response.output_item.added", "response.output_item.done"):
             item = as_dict(body.get("item"))
+            item_type = _item_type(item)
             handled = {("item", *parse_locator(part.where)[2:]) for part in returned_parts(item, "output[0]")}
-            if _item_type(item) == "function_call" and isinstance(item.get("arguments"), str):
-                handled.add(("item", "arguments"))
+            if item_type in ARGUMENT_EVENTS and isinstance(item.get(CALL_ITEMS[item_type][0]), str):
+                handled.add(("item", CALL_ITEMS[item_type][0]))
             return handled
         return ()
 
@@ -787,7 +805,7 @@ class ResponsesStreamSession(StreamSession):
         flushed = self._close_arguments(f"output[{position}]")
         if not flushed:
             return []
-        event_type = "response.function_call_arguments.delta"
+        event_type = self._delta_types[position]
         payload = {
             "type": event_type,
             "sequence_number": body.get("sequence_number"),
@@ -825,10 +843,12 @@ class ResponsesStreamSession(StreamSession):
     def _rewrite_item(self, item: dict[str, Any], position: int) -> None:
         if _item_type(item) in CALL_ITEMS:
             self._pin_call(item, position)
-        if _item_type(item) == "function_call" and (
+        item_type = _item_type(item)
+        if item_type in ARGUMENT_EVENTS and (
             self.filters.argument_filter is not None or position in self._sealed
         ):
-            item["arguments"] = self._released_arguments_of(position, item.get("arguments"))
+            field_name = CALL_ITEMS[item_type][0]
+            item[field_name] = self._released_arguments_of(position, item.get(field_name))
         else:
             self._rewrite_message(item, position)
         for part in returned_parts(item, f"output[{position}]"):
