@@ -13,29 +13,11 @@ import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, ask, last_record, openai_client
-from tests.upstream import FakeUpstream, Reply, sse
+from tests.test_stream_custom_calls import GITHUB_TOKEN, chat_custom_events, responses_custom_events
+from tests.upstream import FakeUpstream, Reply
 
-ENVELOPE = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-GITHUB_TOKEN = "ghp_Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
 NOTE = f"the release runner authenticates with {GITHUB_TOKEN} from now on"
 COMMAND = "rm -rf /home/u/project"
-
-
-def _events(name: str, text: str, cut: int) -> list[bytes]:
-    """A call of the custom tool ``name`` whose input is ``text``, cut in two deltas at ``cut``."""
-    start = {"index": 0, "id": "call_1", "type": "custom", "custom": {"name": name, "input": ""}}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse({**ENVELOPE, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-
-    return [
-        chunk({"role": "assistant", "content": "On it."}),
-        chunk({"tool_calls": [start]}),
-        chunk({"tool_calls": [{"index": 0, "custom": {"input": text[:cut]}}]}),
-        chunk({"tool_calls": [{"index": 0, "custom": {"input": text[cut:]}}]}),
-        chunk({}, "tool_calls"),
-        b"data: [DONE]\n\n",
-    ]
 
 
 def _receive(upstream: FakeUpstream) -> tuple[list[tuple[str, str]], str]:
@@ -73,7 +55,8 @@ def _run(
 def test_a_key_cut_over_two_input_deltas_is_redacted_or_recorded(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    events = _events("save_note", NOTE, NOTE.index(GITHUB_TOKEN) + 20)
+    cut = NOTE.index(GITHUB_TOKEN) + 20
+    events = chat_custom_events("save_note", "", NOTE[:cut], NOTE[cut:])
     calls, _, findings = _run(start_proxy, upstream, monkeypatch, mode, events)
     if mode == "enforce":
         assert calls == [("save_note", NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]"))]
@@ -90,7 +73,8 @@ def test_a_key_cut_over_two_input_deltas_is_redacted_or_recorded(
 def test_a_command_cut_over_two_input_deltas_is_withheld_or_recorded(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    events = _events("bash", COMMAND, COMMAND.index("/home") + 3)
+    cut = COMMAND.index("/home") + 3
+    events = chat_custom_events("bash", "", COMMAND[:cut], COMMAND[cut:])
     calls, text, findings = _run(start_proxy, upstream, monkeypatch, mode, events)
     if mode == "enforce":
         assert calls == [] and "The call to the tool `bash` was withheld by egressguard" in text
@@ -102,25 +86,6 @@ def test_a_command_cut_over_two_input_deltas_is_withheld_or_recorded(
     assert {finding["where"] for finding in found} == {"choices[0].message.tool_calls[0]"}
 
 
-def _responses_events(name: str, text: str, cut: int) -> list[bytes]:
-    """A Responses custom tool's call of ``name`` whose input is ``text``, its deltas cut at ``cut``,
-    then given whole by its ``.done`` event, its item's last event and the final response."""
-    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": name, "input": ""}
-    whole = {**item, "status": "completed", "input": text}
-    response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
-    located = {"output_index": 0, "item_id": "ctc_1"}
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": response},
-        {"type": "response.output_item.added", "output_index": 0, "item": item},
-        {"type": "response.custom_tool_call_input.delta", **located, "delta": text[:cut]},
-        {"type": "response.custom_tool_call_input.delta", **located, "delta": text[cut:]},
-        {"type": "response.custom_tool_call_input.done", **located, "input": text},
-        {"type": "response.output_item.done", "output_index": 0, "item": whole},
-        {"type": "response.completed", "response": {**response, "status": "completed", "output": [whole]}},
-    ]
-    return [sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)]
-
-
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_key_cut_over_two_responses_input_deltas_is_redacted_or_recorded(
     start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
@@ -128,7 +93,8 @@ def test_a_key_cut_over_two_responses_input_deltas_is_redacted_or_recorded(
     """The SDK's events: the input deltas joined, and the input the ``.done`` event and the final
     response give whole."""
     proxy = _agent(start_proxy(mode=mode), monkeypatch)
-    events = _responses_events("save_note", NOTE, NOTE.index(GITHUB_TOKEN) + 20)
+    cut = NOTE.index(GITHUB_TOKEN) + 20
+    events = responses_custom_events("save_note", NOTE[:cut], NOTE[cut:])
     upstream.reply = Reply(events=events, content_type="text/event-stream", pause_between_events=0.01)
     joined, whole = "", []
     for event in openai_client(upstream).responses.create(model="m", input="hi", stream=True):

@@ -9,11 +9,12 @@ request's history passes its input as arguments."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from proxy.dialects import OpenAIChat, OpenAIResponses, StreamFilters
+from proxy.dialects import Dialect, OpenAIChat, OpenAIResponses, StreamFilters
 from proxy.dialects.openai_chat import ChatStreamSession
 from proxy.wire.sse import SSEParser
 from tests.test_stream_tool_gate import _inspector
@@ -29,17 +30,21 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     return sse({**ENVELOPE, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
 
-def _custom_stream(name: str, *pieces: str) -> bytes:
-    """A custom tool's call of ``name`` whose deltas pass each of ``pieces`` as its input, the first
-    naming it."""
+def chat_custom_events(name: str, *pieces: str) -> list[bytes]:
+    """The events of a Chat answer calling the custom tool ``name``, whose deltas pass each of ``pieces``
+    as its input, the first naming it."""
     first = {"index": 0, "id": "call_1", "type": "custom", "custom": {"name": name, "input": pieces[0]}}
     deltas = [first, *({"index": 0, "custom": {"input": piece}} for piece in pieces[1:])]
-    return (
-        _chunk({"role": "assistant", "content": None})
-        + b"".join(_chunk({"tool_calls": [delta]}) for delta in deltas)
-        + _chunk({}, "tool_calls")
-        + b"data: [DONE]\n\n"
-    )
+    return [
+        _chunk({"role": "assistant", "content": "On it."}),
+        *(_chunk({"tool_calls": [delta]}) for delta in deltas),
+        _chunk({}, "tool_calls"),
+        b"data: [DONE]\n\n",
+    ]
+
+
+def _custom_stream(name: str, *pieces: str) -> bytes:
+    return b"".join(chat_custom_events(name, *pieces))
 
 
 def _cut(text: str, inside: str) -> tuple[str, str]:
@@ -66,22 +71,73 @@ def _sent_text(output: bytes) -> str:
     return "".join(choice["delta"].get("content") or "" for choice in choices)
 
 
-def test_a_key_cut_over_two_input_deltas_is_redacted_whole_where_enforced() -> None:
-    session = OpenAIChat().stream_session(_inspector("enforce").stream_filters())
-    output = run(session, _custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN)))
+def responses_custom_events(name: str, *pieces: str) -> list[bytes]:
+    """The events of a Responses answer calling the custom tool ``name``, whose input deltas pass each of
+    ``pieces``, given whole by its ``.done`` event, its item's last event and the final response."""
+    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": name, "input": ""}
+    whole = {**item, "status": "completed", "input": "".join(pieces)}
+    response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
+    located = {"output_index": 0, "item_id": "ctc_1"}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        *({"type": "response.custom_tool_call_input.delta", **located, "delta": piece} for piece in pieces),
+        {"type": "response.custom_tool_call_input.done", **located, "input": whole["input"]},
+        {"type": "response.output_item.done", "output_index": 0, "item": whole},
+        {"type": "response.completed", "response": {**response, "status": "completed", "output": [whole]}},
+    ]
+    return [sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)]
+
+
+def _responses_inputs(output: bytes) -> list[str]:
+    """What a client joins of the custom call's input deltas, then the input each event giving it whole
+    gives."""
+    joined, whole = "", []
+    for _, event in payloads(output):
+        if event["type"] == "response.custom_tool_call_input.delta":
+            joined += event["delta"]
+        elif event["type"] == "response.custom_tool_call_input.done":
+            whole.append(event["input"])
+        elif event["type"] == "response.output_item.done":
+            whole.append(event["item"]["input"])
+        elif event["type"] == "response.completed":
+            whole += [item["input"] for item in event["response"]["output"]]
+    return [joined, *whole]
+
+
+def _chat_inputs(output: bytes) -> list[str]:
+    return list(_sent_inputs(output).values())
+
+
+DIALECTS: dict[str, tuple[Dialect, Callable[..., list[bytes]], Callable[[bytes], list[str]], str]] = {
+    "openai_chat": (OpenAIChat(), chat_custom_events, _chat_inputs, WHERE),
+    "openai_responses": (OpenAIResponses(), responses_custom_events, _responses_inputs, "output[0]"),
+}
+"""Each dialect streaming custom calls: its events of one, what a client reads of the input in what was
+sent, and where the call is."""
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_a_key_cut_over_two_input_deltas_is_redacted_whole_where_enforced(name: str) -> None:
+    """In the input the deltas join and in every event giving it whole."""
+    dialect, events, sent_inputs, where = DIALECTS[name]
+    session = dialect.stream_session(_inspector("enforce").stream_filters())
+    output = run(session, b"".join(events("save_note", *_cut(NOTE, GITHUB_TOKEN))))
     assert GITHUB_TOKEN[:12].encode() not in output and GITHUB_TOKEN[-12:].encode() not in output
-    assert _sent_inputs(output) == {0: NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]")}
-    assert session.released_arguments[WHERE] == _sent_inputs(output)[0]
+    redacted = NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
+    assert set(sent_inputs(output)) == {redacted} and session.released_arguments[where] == redacted
     (call,) = session.completion.tool_calls
-    assert (call.name, call.arguments) == ("save_note", NOTE)
+    assert (call.name, call.where, call.arguments) == ("save_note", where, NOTE)
 
 
-def test_a_key_cut_over_two_input_deltas_is_recorded_whole_and_passes_where_observed() -> None:
-    stream = _custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN))
-    session = OpenAIChat().stream_session()
+@pytest.mark.parametrize("name", DIALECTS)
+def test_a_key_cut_over_two_input_deltas_is_recorded_whole_and_passes_where_observed(name: str) -> None:
+    dialect, events, _, where = DIALECTS[name]
+    stream = b"".join(events("save_note", *_cut(NOTE, GITHUB_TOKEN)))
+    session = dialect.stream_session()
     assert run(session, stream) == stream
     (call,) = session.completion.tool_calls
-    assert (call.name, call.where, call.arguments) == ("save_note", WHERE, NOTE)
+    assert (call.name, call.where, call.arguments) == ("save_note", where, NOTE)
 
 
 @pytest.mark.parametrize("sizes", [[1], [2, 5], [7, 3, 1]])
@@ -141,57 +197,3 @@ def test_a_custom_call_in_a_json_answer_and_in_a_request_passes_its_input_as_arg
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}, message]}
     (asked,) = OpenAIChat().parse_request(json.dumps(request).encode()).tool_calls
     assert (asked.name, asked.arguments, asked.where) == ("save_note", NOTE, "messages[1].tool_calls[0]")
-
-
-def _responses_custom_stream(name: str, *pieces: str) -> bytes:
-    """A Responses custom tool's call of ``name`` whose input deltas pass each of ``pieces``, given
-    whole by its ``.done`` event, its item's last event and the final response."""
-    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": name, "input": ""}
-    whole = {**item, "status": "completed", "input": "".join(pieces)}
-    response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
-    located = {"output_index": 0, "item_id": "ctc_1"}
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": response},
-        {"type": "response.output_item.added", "output_index": 0, "item": item},
-        *({"type": "response.custom_tool_call_input.delta", **located, "delta": piece} for piece in pieces),
-        {"type": "response.custom_tool_call_input.done", **located, "input": whole["input"]},
-        {"type": "response.output_item.done", "output_index": 0, "item": whole},
-        {"type": "response.completed", "response": {**response, "status": "completed", "output": [whole]}},
-    ]
-    return b"".join(
-        sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)
-    )
-
-
-def _responses_inputs(output: bytes) -> tuple[str, list[str]]:
-    """What a client joins of the custom call's input deltas, and the input each event giving it whole
-    gives."""
-    joined, whole = "", []
-    for _, event in payloads(output):
-        if event["type"] == "response.custom_tool_call_input.delta":
-            joined += event["delta"]
-        elif event["type"] == "response.custom_tool_call_input.done":
-            whole.append(event["input"])
-        elif event["type"] == "response.output_item.done":
-            whole.append(event["item"]["input"])
-        elif event["type"] == "response.completed":
-            whole += [item["input"] for item in event["response"]["output"]]
-    return joined, whole
-
-
-def test_a_key_cut_over_two_responses_input_deltas_is_redacted_whole_where_enforced() -> None:
-    session = OpenAIResponses().stream_session(_inspector("enforce").stream_filters())
-    output = run(session, _responses_custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN)))
-    redacted = NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]")
-    assert GITHUB_TOKEN[:12].encode() not in output and GITHUB_TOKEN[-12:].encode() not in output
-    assert _responses_inputs(output) == (redacted, [redacted] * 3)
-    (call,) = session.completion.tool_calls
-    assert (call.name, call.arguments) == ("save_note", NOTE)
-
-
-def test_a_key_cut_over_two_responses_input_deltas_passes_and_is_recorded_whole_where_observed() -> None:
-    stream = _responses_custom_stream("save_note", *_cut(NOTE, GITHUB_TOKEN))
-    session = OpenAIResponses().stream_session()
-    assert run(session, stream) == stream
-    (call,) = session.completion.tool_calls
-    assert (call.name, call.where, call.arguments) == ("save_note", "output[0]", NOTE)
