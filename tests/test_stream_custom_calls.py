@@ -197,3 +197,27 @@ def test_a_custom_call_in_a_json_answer_and_in_a_request_passes_its_input_as_arg
     request = {"model": "m", "messages": [{"role": "user", "content": "hi"}, message]}
     (asked,) = OpenAIChat().parse_request(json.dumps(request).encode()).tool_calls
     assert (asked.name, asked.arguments, asked.where) == ("save_note", NOTE, "messages[1].tool_calls[0]")
+
+
+@pytest.mark.parametrize(
+    ("released", "came_as"),
+    [("custom_tool_call", "function_call"), ("function_call", "custom_tool_call")],
+    ids=["a custom call's item given as a function's", "a function's item given as a custom call's"],
+)
+def test_a_responses_call_s_item_given_again_as_the_other_kind_carries_what_was_released(
+    released: str, came_as: str
+) -> None:
+    """The item is held to the kind it was released as, and the field of the kind it came as carries the
+    arguments as they went out too: neither leaves as the upstream wrote it."""
+    fields = {"function_call": "arguments", "custom_tool_call": "input"}
+    item = {"type": released, "id": "it_1", "call_id": "call_1", "name": "save_note", fields[released]: ""}
+    again = {"type": came_as, "id": "it_1", "call_id": "call_1", "name": "save_note", fields[came_as]: NOTE}
+    events: list[dict[str, Any]] = [
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.output_item.done", "output_index": 0, "item": again},
+    ]
+    stream = b"".join(sse(event, event["type"]) for event in events)
+    output = run(OpenAIResponses().stream_session(_inspector("enforce").stream_filters()), stream)
+    assert GITHUB_TOKEN[:12].encode() not in output and GITHUB_TOKEN[-12:].encode() not in output
+    (_, done) = payloads(output)
+    assert done[1]["item"]["type"] == released

@@ -841,14 +841,16 @@ class ResponsesStreamSession(StreamSession):
             self._ambiguous(MISPLACED_RULE)
 
     def _rewrite_item(self, item: dict[str, Any], position: int) -> None:
-        if _item_type(item) in CALL_ITEMS:
+        came_as = _item_type(item)
+        if came_as in CALL_ITEMS:
             self._pin_call(item, position)
-        item_type = _item_type(item)
-        if item_type in ARGUMENT_EVENTS and (
-            self.filters.argument_filter is not None or position in self._sealed
-        ):
-            field_name = CALL_ITEMS[item_type][0]
-            item[field_name] = self._released_arguments_of(position, item.get(field_name))
+        # The field of the kind the call was released as, and that of the kind the item came as, which the
+        # residual scan leaves to this (``_handled``): each carries the arguments as they went out.
+        kinds = sorted({came_as, _item_type(item)} & ARGUMENT_EVENTS.keys())
+        if kinds and (self.filters.argument_filter is not None or position in self._sealed):
+            for kind in kinds:
+                field_name = CALL_ITEMS[kind][0]
+                item[field_name] = self._released_arguments_of(position, item.get(field_name))
         else:
             self._rewrite_message(item, position)
         for part in returned_parts(item, f"output[{position}]"):
