@@ -938,7 +938,7 @@ _ASSIGNMENT = re.compile(
 _USE = re.compile(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)")
 _IFS = re.compile(r"\$\{IFS[^}]*\}|\$IFS(?:\$\d|\$\{\d\})?")
 _ANSI_C = re.compile(r"\$'((?:\\.|[^'\\])*)'")
-_DEFAULTED = re.compile(r"\$\{[A-Za-z_]\w*:?[-=+]([^}]*)\}")
+_DEFAULTED = re.compile(r"\$\{(?:[A-Za-z_]\w*|[0-9]+|[@*]):?[-=+]([^}]*)\}")
 _ECHOED = re.compile(
     r"""\$\(\s*(?:echo|printf)\s+(?:-[neE]+\s+)?([^()`]*)\)|`\s*(?:echo|printf)\s+(?:-[neE]+\s+)?([^`()]*)`"""
 )
