@@ -267,6 +267,8 @@ def test_the_most_severe_rule_of_a_call_names_it() -> None:
         'r"m" -rf ~',
         "rm${IFS}-rf${IFS}~",
         "a=r; b=m; $a$b -rf /",
+        'IFS=,; x="rm,-rf,/"; $x',
+        "IFS=:; x=rm:-rf:~; $x",
         "r${unset}m -rf /",
         "${x:-rm} -rf /",
         'rm -rf "${1:-/}"',

@@ -1448,11 +1448,13 @@ _WRITTEN = re.compile(r"(?:>>?|\btee(?:[ \t]+-\S+)*)[ \t]*([^\s;&|<>]+)")
 def _substituted(text: str) -> str:
     """Variables a text assigns (``a=rm; $a -rf /``) filled in where it uses them, twice over for a
     variable built from others."""
-    values = {
-        match.group(1): next(group for group in match.groups()[1:] if group is not None)
+    assigned = [
+        (match.group(1), next(group for group in match.groups()[1:] if group is not None))
         for match in _ASSIGNMENT.finditer(text)
-        if match.group(1) != "IFS"
-    }
+    ]
+    # A variable expanded where IFS was set is split at its characters (IFS=,; x=rm,-rf,/; $x).
+    splits = {ord(character): " " for name, value in assigned if name == "IFS" for character in value}
+    values = {name: value.translate(splits) for name, value in assigned if name != "IFS"}
     if not values:
         return text
     for _ in range(2):
