@@ -1,11 +1,13 @@
 """End to end: a custom tool's call (free-form input) streamed through a real egressguard to the official
 OpenAI SDK, in Chat Completions deltas (``type: custom``, each call's ``custom.input`` deltas joined into
-the input the agent runs) and in the Responses API's ``custom_tool_call_input`` deltas: a key or a
-command cut over two deltas is read whole, redacted or withheld where enforced and reaching the agent as
-sent where observed, recorded either way."""
+the input the agent runs) and in the Responses API's ``custom_tool_call_input`` deltas, and a remote
+MCP tool's call the API ran, in its ``mcp_call_arguments`` deltas: a key or a command cut over two
+deltas is read whole, redacted or withheld where enforced and reaching the agent as sent where
+observed, recorded either way."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,12 @@ import pytest
 
 from tests.harness import Proxy
 from tests.test_e2e_inspect import _agent, ask, last_record, openai_client
-from tests.test_stream_custom_calls import GITHUB_TOKEN, chat_custom_events, responses_custom_events
+from tests.test_stream_custom_calls import (
+    GITHUB_TOKEN,
+    RESPONSES_CALLS,
+    chat_custom_events,
+    responses_call_events,
+)
 from tests.upstream import FakeUpstream, Reply
 
 NOTE = f"the release runner authenticates with {GITHUB_TOKEN} from now on"
@@ -86,25 +93,34 @@ def test_a_command_cut_over_two_input_deltas_is_withheld_or_recorded(
     assert {finding["where"] for finding in found} == {"choices[0].message.tool_calls[0]"}
 
 
+@pytest.mark.parametrize("kind", ["custom_tool_call", "mcp_call"])
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
-def test_a_key_cut_over_two_responses_input_deltas_is_redacted_or_recorded(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+def test_a_key_cut_over_two_responses_call_deltas_is_redacted_or_recorded(
+    start_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    kind: str,
 ) -> None:
-    """The SDK's events: the input deltas joined, and the input the ``.done`` event and the final
-    response give whole."""
+    """A custom tool's input, and a remote MCP tool's arguments the API ran: the SDK's events give the
+    deltas joined, and the text the ``.done`` event and the final response give whole."""
     proxy = _agent(start_proxy(mode=mode), monkeypatch)
-    cut = NOTE.index(GITHUB_TOKEN) + 20
-    events = responses_custom_events("save_note", NOTE[:cut], NOTE[cut:])
+    field, events_named = RESPONSES_CALLS[kind]
+    text = NOTE if kind == "custom_tool_call" else json.dumps({"note": NOTE})
+    cut = text.index(GITHUB_TOKEN) + 20
+    events = responses_call_events(kind, "save_note", text[:cut], text[cut:])
     upstream.reply = Reply(events=events, content_type="text/event-stream", pause_between_events=0.01)
     joined, whole = "", []
     for event in openai_client(upstream).responses.create(model="m", input="hi", stream=True):
-        if event.type == "response.custom_tool_call_input.delta":
-            joined += event.delta
-        elif event.type == "response.custom_tool_call_input.done":
-            whole.append(event.input)
+        # The SDK's model of each kind's event, read by the field that kind gives its text in.
+        given = event.model_dump()
+        if event.type == f"{events_named}.delta":
+            joined += given["delta"]
+        elif event.type == f"{events_named}.done":
+            whole.append(given[field])
         elif event.type == "response.completed":
-            whole += [item.input for item in event.response.output if item.type == "custom_tool_call"]
-    sent = NOTE.replace(GITHUB_TOKEN, "[REDACTED:github-pat]") if mode == "enforce" else NOTE
+            whole += [item.model_dump()[field] for item in event.response.output if item.type == kind]
+    sent = text.replace(GITHUB_TOKEN, "[REDACTED:github-pat]") if mode == "enforce" else text
     assert (joined, whole) == (sent, [sent, sent])
     findings = last_record(proxy)["findings"]
     found = [finding for finding in findings if finding["rule"] == "github-pat"]

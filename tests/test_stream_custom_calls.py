@@ -3,13 +3,16 @@ each delta's ``custom.input`` where a function's call has ``function.arguments``
 API's ``custom_tool_call_input`` deltas. Its input is joined across its deltas as a function's arguments
 are, so a key or a command cut over two deltas is read whole, redacted or withheld where enforced,
 recorded whole where observed; what a filter held flushes into the input a client joins, and the events
-giving the input whole carry what the deltas went out as. A custom call in a Chat JSON answer and in a
-request's history passes its input as arguments."""
+giving the input whole carry what the deltas went out as. So too the Responses calls the API runs itself:
+a remote MCP tool's arguments (``mcp_call_arguments``) and the code interpreter's code
+(``code_interpreter_call_code``). A custom call in a Chat JSON answer and in a request's history passes
+its input as arguments."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -71,37 +74,54 @@ def _sent_text(output: bytes) -> str:
     return "".join(choice["delta"].get("content") or "" for choice in choices)
 
 
-def responses_custom_events(name: str, *pieces: str) -> list[bytes]:
-    """The events of a Responses answer calling the custom tool ``name``, whose input deltas pass each of
+RESPONSES_CALLS = {
+    "function_call": ("arguments", "response.function_call_arguments"),
+    "custom_tool_call": ("input", "response.custom_tool_call_input"),
+    "mcp_call": ("arguments", "response.mcp_call_arguments"),
+    "code_interpreter_call": ("code", "response.code_interpreter_call_code"),
+}
+"""The Responses call items whose arguments stream, each with the field holding them (in the item and in
+the ``.done`` event) and the name its events begin with."""
+
+
+def responses_call_events(kind: str, name: str, *pieces: str) -> list[bytes]:
+    """The events of a Responses answer making a call of ``kind`` to ``name``, whose deltas pass each of
     ``pieces``, given whole by its ``.done`` event, its item's last event and the final response."""
-    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": name, "input": ""}
-    whole = {**item, "status": "completed", "input": "".join(pieces)}
+    field, events_named = RESPONSES_CALLS[kind]
+    item: dict[str, Any] = {"type": kind, "id": "it_1", field: ""}
+    if kind == "code_interpreter_call":
+        item |= {"container_id": "cntr_1", "outputs": None}
+    elif kind == "mcp_call":
+        item |= {"server_label": "notes", "name": name, "output": None}
+    else:
+        item |= {"call_id": "call_1", "name": name}
+    whole = {**item, "status": "completed", field: "".join(pieces)}
     response = {"id": "resp_1", "object": "response", "model": "m", "status": "in_progress", "output": []}
-    located = {"output_index": 0, "item_id": "ctc_1"}
+    located = {"output_index": 0, "item_id": "it_1"}
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": response},
         {"type": "response.output_item.added", "output_index": 0, "item": item},
-        *({"type": "response.custom_tool_call_input.delta", **located, "delta": piece} for piece in pieces),
-        {"type": "response.custom_tool_call_input.done", **located, "input": whole["input"]},
+        *({"type": f"{events_named}.delta", **located, "delta": piece} for piece in pieces),
+        {"type": f"{events_named}.done", **located, field: whole[field]},
         {"type": "response.output_item.done", "output_index": 0, "item": whole},
         {"type": "response.completed", "response": {**response, "status": "completed", "output": [whole]}},
     ]
     return [sse({**event, "sequence_number": number}, event["type"]) for number, event in enumerate(events)]
 
 
-def _responses_inputs(output: bytes) -> list[str]:
-    """What a client joins of the custom call's input deltas, then the input each event giving it whole
-    gives."""
+def responses_sent(kind: str, output: bytes) -> list[str]:
+    """What a client joins of the call's deltas, then what each event giving the call's text whole gives."""
+    field, events_named = RESPONSES_CALLS[kind]
     joined, whole = "", []
     for _, event in payloads(output):
-        if event["type"] == "response.custom_tool_call_input.delta":
+        if event["type"] == f"{events_named}.delta":
             joined += event["delta"]
-        elif event["type"] == "response.custom_tool_call_input.done":
-            whole.append(event["input"])
+        elif event["type"] == f"{events_named}.done":
+            whole.append(event[field])
         elif event["type"] == "response.output_item.done":
-            whole.append(event["item"]["input"])
+            whole.append(event["item"][field])
         elif event["type"] == "response.completed":
-            whole += [item["input"] for item in event["response"]["output"]]
+            whole += [item[field] for item in event["response"]["output"]]
     return [joined, *whole]
 
 
@@ -111,7 +131,12 @@ def _chat_inputs(output: bytes) -> list[str]:
 
 DIALECTS: dict[str, tuple[Dialect, Callable[..., list[bytes]], Callable[[bytes], list[str]], str]] = {
     "openai_chat": (OpenAIChat(), chat_custom_events, _chat_inputs, WHERE),
-    "openai_responses": (OpenAIResponses(), responses_custom_events, _responses_inputs, "output[0]"),
+    "openai_responses": (
+        OpenAIResponses(),
+        partial(responses_call_events, "custom_tool_call"),
+        partial(responses_sent, "custom_tool_call"),
+        "output[0]",
+    ),
 }
 """Each dialect streaming custom calls: its events of one, what a client reads of the input in what was
 sent, and where the call is."""
@@ -221,3 +246,58 @@ def test_a_responses_call_s_item_given_again_as_the_other_kind_carries_what_was_
     assert GITHUB_TOKEN[:12].encode() not in output and GITHUB_TOKEN[-12:].encode() not in output
     (_, done) = payloads(output)
     assert done[1]["item"]["type"] == released
+
+
+AWS_KEY_ID = "AKIAQWERTY234567ABCD"
+SERVER_RUN_CALLS = ("mcp_call", "code_interpreter_call")
+
+
+def _call_text(kind: str, key: str) -> str:
+    """A call's text carrying ``key``: code for the code interpreter, JSON arguments for the others."""
+    if kind == "code_interpreter_call":
+        return f'client = connect(key="{key}")\nprint(client.status())\n'
+    return json.dumps({"note": f"deploy with {key} today"})
+
+
+@pytest.mark.parametrize(("key", "rule"), [(GITHUB_TOKEN, "github-pat"), (AWS_KEY_ID, "aws-access-key-id")])
+@pytest.mark.parametrize("kind", RESPONSES_CALLS)
+def test_a_key_cut_anywhere_over_two_responses_call_deltas_never_goes_out_where_enforced(
+    kind: str, key: str, rule: str
+) -> None:
+    """Each kind of call whose text streams, the agent's and those the API runs (a remote MCP tool's
+    arguments, the code interpreter's code): cut at every place in the key, none of it goes out, its
+    deltas joined and every event giving the text whole carrying it redacted, recorded whole."""
+    text = _call_text(kind, key)
+    start = text.index(key)
+    for cut in range(start + 1, start + len(key)):
+        session = OpenAIResponses().stream_session(_inspector("enforce").stream_filters())
+        output = run(session, b"".join(responses_call_events(kind, "save_note", text[:cut], text[cut:])))
+        assert not [key[at : at + 6] for at in range(len(key) - 5) if key[at : at + 6].encode() in output]
+        assert responses_sent(kind, output) == [text.replace(key, f"[REDACTED:{rule}]")] * 4, cut
+        (call,) = session.completion.tool_calls
+        assert (call.where, call.arguments) == ("output[0]", text)
+
+
+@pytest.mark.parametrize("kind", SERVER_RUN_CALLS)
+def test_a_key_cut_over_two_server_run_call_deltas_is_recorded_whole_and_passes_where_observed(
+    kind: str,
+) -> None:
+    text = _call_text(kind, GITHUB_TOKEN)
+    stream = b"".join(responses_call_events(kind, "save_note", *_cut(text, GITHUB_TOKEN)))
+    session = OpenAIResponses().stream_session()
+    assert run(session, stream) == stream
+    (call,) = session.completion.tool_calls
+    assert (call.arguments, call.ran_upstream) == (text, True)
+
+
+def test_a_destructive_mcp_call_cut_over_two_argument_deltas_is_withheld_whole_where_enforced() -> None:
+    """As in a JSON answer, a remote MCP tool's call the API ran is withheld from the agent, with what it
+    returned, for what its arguments say joined."""
+    arguments = json.dumps({"command": "rm -rf /home/u/project"})
+    events = responses_call_events("mcp_call", "run_shell", *_cut(arguments, "/home/u/project"))
+    session = OpenAIResponses().stream_session(_inspector("enforce").stream_filters())
+    output = run(session, b"".join(events))
+    assert b"/home/u" not in output
+    assert b"the API ran this tool itself" in output
+    (call,) = session.completion.tool_calls
+    assert (call.name, call.arguments, call.ran_upstream) == ("run_shell", arguments, True)

@@ -108,28 +108,19 @@ approval; a ``computer_call`` is the agent's to run)."""
 SERVER_TOOL_TYPES = ("web_search", "file_search", "code_interpreter", "image_generation")
 """Prefixes of the tool types the API runs itself (``web_search_preview``), named as their calls are;
 ``local_shell``, ``shell`` and ``computer_use*`` are the agent's to run, their calls gated in the answer."""
-INPUT_DELTAS = (
-    "response.function_call_arguments.delta",
-    "response.custom_tool_call_input.delta",
-    "response.mcp_call_arguments.delta",
-    "response.code_interpreter_call_code.delta",
-)
-INPUT_DONES = {
-    "response.function_call_arguments.done": "arguments",
-    "response.custom_tool_call_input.done": "input",
-    "response.mcp_call_arguments.done": "arguments",
-    "response.code_interpreter_call_code.done": "code",
-}
-"""The events that stream what a call passes, and the field of the event ending it that holds it whole."""
 ARGUMENT_EVENTS = {
     "function_call": "response.function_call_arguments",
     "custom_tool_call": "response.custom_tool_call_input",
+    "mcp_call": "response.mcp_call_arguments",
+    "code_interpreter_call": "response.code_interpreter_call_code",
 }
-"""The call items whose arguments the argument filter reads as they stream (a function's, and a custom
-tool's free-form input), each with the name its events streaming them (``.delta``) and giving them whole
-(``.done``) begin with; the item's field holding them is its ``CALL_ITEMS`` field."""
-ARGUMENT_DELTAS = frozenset(f"{events}.delta" for events in ARGUMENT_EVENTS.values())
-ARGUMENT_DONES = frozenset(f"{events}.done" for events in ARGUMENT_EVENTS.values())
+"""The call items whose arguments stream, which the argument filter joins as they come (a function's, a
+custom tool's free-form input, and what the API runs: a remote MCP tool's arguments, the code
+interpreter's code), each with the name its events streaming them (``.delta``) and giving them whole
+(``.done``) begin with; the item's field holding them, and the ``.done`` event's, is its ``CALL_ITEMS``
+field."""
+INPUT_DELTAS = frozenset(f"{events}.delta" for events in ARGUMENT_EVENTS.values())
+INPUT_DONES = {f"{events}.done": CALL_ITEMS[item_type][0] for item_type, events in ARGUMENT_EVENTS.items()}
 OTHER_ARGUMENTS = "a call's arguments read as the other of its deltas joined and the event giving them whole"
 CALL_IDENTITY = ("type", "name", "call_id")
 """What in a call item says which tool it calls and which call an answer goes to."""
@@ -640,14 +631,14 @@ class ResponsesStreamSession(StreamSession):
             if flushed:
                 before.append(self._text_delta(channel, body, flushed))
             body[channel.key] = self.released_text.get(where, "")
-        elif event_type in ARGUMENT_DELTAS:
+        elif event_type in INPUT_DELTAS:
             self._delta_types.setdefault(position, event_type)
             # An object a server sends for the text goes on as the JSON text it was read and decided as.
             released = self._filter_arguments(f"output[{position}]", arguments_text(body.get("delta")))
             if not released:
                 return []
             body["delta"] = released
-        elif event_type in ARGUMENT_DONES:
+        elif event_type in INPUT_DONES:
             before.extend(self._end_arguments(position, body))
             if self.filters.argument_filter is not None or position in self._sealed:
                 field_name = INPUT_DONES[event_type]
@@ -786,9 +777,9 @@ class ResponsesStreamSession(StreamSession):
         event_type = as_str(body.get("type")) or event.type
         if as_position(body.get("output_index")) is None:
             return ()
-        if event_type in DELTA_CHANNELS or event_type in ARGUMENT_DELTAS:
+        if event_type in DELTA_CHANNELS or event_type in INPUT_DELTAS:
             return {("delta",)}
-        if event_type in ARGUMENT_DONES:
+        if event_type in INPUT_DONES:
             return {(INPUT_DONES[event_type],)}
         if event_type in ("response.output_item.added", "response.output_item.done"):
             item = as_dict(body.get("item"))

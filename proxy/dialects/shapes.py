@@ -31,6 +31,7 @@ from proxy.dialects.openai_chat import (
     step_tool_results,
 )
 from proxy.dialects.openai_responses import (
+    ARGUMENT_EVENTS,
     CALL_ITEMS,
     INPUT_DELTAS,
     INPUT_DONES,
@@ -237,7 +238,7 @@ def _held_calls(value: dict[str, Any], steps: tuple[Step, ...]) -> list[ToolCall
     return calls
 
 
-STREAMED_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call", "code_interpreter_call"})
+STREAMED_ITEMS = frozenset(ARGUMENT_EVENTS)
 """The Responses and Realtime call items whose arguments stream in delta events (``INPUT_DELTAS``)."""
 
 
