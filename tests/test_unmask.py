@@ -922,3 +922,17 @@ def test_many_tokens_that_only_look_shifted_are_read_in_time(name: str) -> None:
     result = SCANNER.scan_alone(text)
     assert result.timed_out == ()
     assert result.found == []
+
+
+@pytest.mark.parametrize("separator", ["\u0301", "\u2022", "-"])
+def test_a_separated_run_reaches_back_only_over_ascii(separator: str) -> None:
+    """Text written with combining accents (each letter followed by U+0301, as decomposed text is) reads
+    as letters with a separator past ASCII between them; a run reaching back over a letter that is not
+    ASCII would be no view's to keep: such text is read, and a key separated after one is found."""
+    decomposed = (
+        "use \u0179\u00e9 \u0301m\u0301i\u0301r\u0301 \u0301u\u0301\u00fc\u0301n\u0301g\u0301e\u0301n\u0301"
+    )
+    assert scan_and_redact(SCANNER, decomposed).text == decomposed
+    key = "ghp_" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nMq5W"
+    text = "\u00fc" + separator + separator.join(key) + " end"
+    assert scan_and_redact(SCANNER, text).text == "\u00fc" + separator + "[REDACTED:github-pat] end"

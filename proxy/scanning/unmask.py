@@ -599,7 +599,12 @@ def _separated_run(text: str, run: re.Match[str]) -> tuple[int, int, int]:
     separator = run.group("separator")
     step = 1 + len(separator)
     start, end = run.span()
-    while start >= step and text.startswith(separator, start - len(separator)) and text[start - step] > " ":
+    # Only as far as an ASCII character: the view keeps every step-th character as ASCII.
+    while (
+        start >= step
+        and text.startswith(separator, start - len(separator))
+        and "!" <= text[start - step] <= "~"
+    ):
         start -= step
     if start > 0 and text[start - 1].isalnum():
         start += step
