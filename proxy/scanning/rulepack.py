@@ -860,14 +860,14 @@ MAX_TURNED_VIEWS = 256
 time (``Scanner.unread``), as when the budget is spent. A text holds so many turned prefixes where a key
 can start only when crafted to."""
 _MIN_TURNED = 4
+"""The shortest token prefix looked for turned (``unmask.turned_keywords``); a longer one made only of
+letters is a word ("token", "secret"), not a prefix."""
 _SHIFTED_MEMORY = 64 << 20
 """What the automaton that finds shifted prefixes (some 4,000 of them) may take, so that it is built
 whole and not given up for a search many times slower."""
 _DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 _WORD_CHARACTERS = frozenset(string.ascii_lowercase + string.digits + "_")
 """What RE2's word boundary counts as a word's (of a trigger view: no capitals)."""
-"""The shortest token prefix looked for turned (``unmask.turned_keywords``); a longer one made only of
-letters is a word ("token", "secret"), not a prefix."""
 # A keyword that can start a token: a letter or digit, then what keys are made of (not "--token", "<secret>").
 _TOKEN_PREFIX = re.compile(f"[a-z0-9][a-z0-9_.-]{{{_MIN_TURNED - 1},}}")
 
