@@ -37,7 +37,18 @@ from proxy.audit.events import recorded_name, recorded_text
 from proxy.config.policy import Policy
 from proxy.control import freeze
 from proxy.control.approvals import Approvals, canonical_arguments
-from proxy.detectors import commands, compliance, credentials, injection, leak, links, refusal, scripts, tools
+from proxy.detectors import (
+    commands,
+    compliance,
+    credentials,
+    fetched_urls,
+    injection,
+    leak,
+    links,
+    refusal,
+    scripts,
+    tools,
+)
 from proxy.detectors.baseline import (
     DropThresholds,
     SpikeThresholds,
@@ -1025,6 +1036,7 @@ class TurnInspector:
         found = credentials.credential_reads(
             calls, self.detectors.credential_reads, self.budget, earlier, self.policy.credentials
         )
+        found += fetched_urls.url_reads(calls, self.detectors.credential_reads, self.budget)
         return tools.ran_upstream(found, calls)
 
     def _earlier_calls(self, calls: list[ToolCall]) -> list[ToolCall] | None:

@@ -287,26 +287,29 @@ def credential_reads(
             scan = scanner.scan(code, budget)
             rules |= {match.rule.id: match.rule for match in scan.found}
             timed_out += tuple(scan.timed_out)
-        # A rule out of time may have read a credential path there: the call is withheld all the same.
-        findings += [
-            scan_timeout_finding(
-                scanner.rules_by_id[rule_id], call.where, action=Action.WITHHOLD, tool=call.name
-            )
-            for rule_id in timed_out
-        ]
-        findings += [
-            Finding(
-                threat=rule.threat,
-                rule=rule.id,
-                signal=f"{call.name}: {rule.description}",
-                severity=rule.severity,
-                action=Action.WITHHOLD,
-                where=call.where,
-                owasp=rule.owasp,
-                extra={"tool": call.name},
-            )
-            for rule in rules.values()
-        ]
+        findings += read_findings(call, rules.values(), [scanner.rules_by_id[rule] for rule in timed_out])
+    return findings
+
+
+def read_findings(call: ToolCall, broken: Iterable[Rule], timed_out: Iterable[Rule]) -> list[Finding]:
+    """The findings of a call that reads what ``broken`` look for, or may (``timed_out``): a rule out of
+    time may have read a credential path there, and the call is withheld all the same."""
+    findings = [
+        scan_timeout_finding(rule, call.where, action=Action.WITHHOLD, tool=call.name) for rule in timed_out
+    ]
+    findings += [
+        Finding(
+            threat=rule.threat,
+            rule=rule.id,
+            signal=f"{call.name}: {rule.description}",
+            severity=rule.severity,
+            action=Action.WITHHOLD,
+            where=call.where,
+            owasp=rule.owasp,
+            extra={"tool": call.name},
+        )
+        for rule in broken
+    ]
     return findings
 
 
@@ -340,6 +343,12 @@ def _command_text(call: ToolCall) -> str:
     if name_matches(call.name, WRITING_TOOLS) or not is_reading_tool(call.name):
         return ""
     return "\n".join(_strings(_json_value(call.arguments)))
+
+
+def argument_strings(arguments: str) -> Iterator[str]:
+    """The strings of a call's JSON arguments, or the arguments themselves where they are no JSON (a
+    custom tool's input)."""
+    return _strings(_json_value(arguments))
 
 
 def _json_value(arguments: str) -> object:
