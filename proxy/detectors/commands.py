@@ -547,6 +547,13 @@ _FIRST_SEPARATED_ASSIGNMENT = _Loosened(_SEPARATED_ASSIGNMENT)
 _FIRST_COMMAND_RUNNER = _Loosened(_COMMAND_RUNNER)
 
 
+def masked_quotes(text: str) -> str | None:
+    """The shell text without its comments, each quoted string holding whitespace put as ``'_'`` (one word
+    of data), or None where its quotes cannot be read as the shell reads them (``_quoting``)."""
+    quoting = _quoting(text)
+    return None if quoting is None else quoting[1]
+
+
 def _quoting(text: str) -> tuple[str, str] | None:
     """The text without its comments, and that text with each quoted string holding whitespace put as
     ``'_'``: one word of data to the shell (``grep 'rm -rf /'``, or a command named ``rm -rf /`` that is

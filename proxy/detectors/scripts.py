@@ -27,9 +27,16 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
-from proxy.detectors.commands import command_strings, is_command_tool, redirected_by_commands, shell_readings
+from proxy.detectors.commands import (
+    command_strings,
+    is_command_tool,
+    masked_quotes,
+    redirected_by_commands,
+    shell_readings,
+)
 from proxy.detectors.credentials import with_ran, written_files
 from proxy.exchange import ToolCall
 from proxy.scanning.rulepack import ScanBudget
@@ -47,14 +54,17 @@ what it runs is not known in time, and it is judged out of time."""
 class _Defined:
     variables: tuple[tuple[str, str], ...]
     """``NAME=value`` assignments, as written."""
-    commands: tuple[tuple[str, str | None, bool], ...]
+    commands: tuple[tuple[str, str | None, bool, _Kind], ...]
     """Aliases and functions: their name, what they run (None where that was not read in time: a use of it
-    is out of time), and whether that takes the use's arguments in place of ``$1``, ``$@`` (a function) or
-    after it (an alias)."""
+    is out of time), whether that takes the use's arguments in place of ``$1``, ``$@`` (a function) or
+    after it (an alias), and what made it (``_Kind``), which tells what removes it."""
     hooks: tuple[tuple[str, str | None, bool], ...]
     """What the shell runs of itself in later calls (``_hooks``): the hook's key (``trap EXIT``), what it
     runs ("" for a hook reset, None where that is too long to read), and whether it adds to what the hook
     ran before (``add-zsh-hook``) rather than replacing it."""
+    removed: tuple[tuple[_Kind, str], ...]
+    """What the call removes of what the calls before it made (``_removals``): each kind of thing with its
+    name, ``*`` for every one of that kind."""
 
 
 class Leftovers:
@@ -71,7 +81,9 @@ class Leftovers:
         self.downloads: dict[str, dict[tuple[str, str], int]] = {}
         self.variables: dict[str, list[tuple[int, int, str]]] = {}
         """By name: where it was made among all assignments, by which call, and the value."""
-        self.commands: dict[str, list[tuple[int, str | None, bool]]] = {}
+        self.commands: dict[str, list[tuple[int, str | None, bool, _Kind]]] = {}
+        """By name: which call defined it, what it runs, whether it takes arguments and what made it
+        (``_Kind.REMOVED`` where a call removed it)."""
         self.hooks: dict[str, list[tuple[int, str | None]]] = {}
         """By key (``_Defined.hooks``, a hook variable's name, ``function precmd``): which call set it and
         what it runs from then on, "" for nothing."""
@@ -97,6 +109,9 @@ class Leftovers:
             self._wrote(target, content, index)
         for target, url in moved:
             self.downloads.setdefault(_name(target), {}).setdefault((target, url), index)
+        # What the call removes goes before what it defines: a name it both removes and defines stays.
+        for kind, name in defined.removed:
+            self._removed(kind, name, index)
         for name, value in defined.variables:
             made = self.variables.setdefault(name, [])
             # A value given again (``export PATH=~/bin:$PATH`` before each command) is the one in force
@@ -109,12 +124,35 @@ class Leftovers:
                 # ``PROMPT_COMMAND+='; x'`` keeps what it ran before: its value names the variable itself.
                 run = reading(value) if len(value) <= _LONGEST_HOOK else None
                 self._hooked(name, run, index, adds=bool(_variable_use(name).search(value)))
-        for name, body, takes_arguments in defined.commands:
-            self.commands.setdefault(name, []).append((index, body, takes_arguments))
+        for name, body, takes_arguments, made_by in defined.commands:
+            self.commands.setdefault(name, []).append((index, body, takes_arguments, made_by))
             if name in _HOOK_FUNCTIONS:
                 self._hooked(f"function {name}", name, index, adds=False)
         for key, text, adds in defined.hooks:
             self._hooked(key, text, index, adds=adds)
+
+    def _removed(self, kind: _Kind, name: str, index: int) -> None:
+        """A variable, function, alias or name ``hash`` keeps removed by the call ``index``, and the hook it
+        made with it: a variable from then on is empty (``rm -rf "$T"/`` after ``unset T`` is ``rm -rf
+        /``), the others run nothing. ``unset`` alone removes the function of the name where no variable
+        of it was ever set, as bash does."""
+        if kind in (_Kind.VARIABLE, _Kind.UNSET):
+            was_set = bool(self.variables.get(name))
+            made = self.variables.setdefault(name, [])
+            if not made or made[-1][2] != "":
+                made.append((self._assigned, index, ""))
+                self._assigned += 1
+            if name in _HOOK_VARIABLES:
+                self._hooked(name, "", index, adds=False)
+            if kind == _Kind.VARIABLE or was_set:
+                return
+            kind = _Kind.FUNCTION
+        for removed in list(self.commands) if name == "*" else [name]:
+            made_by = self.commands.get(removed, [])
+            if made_by and made_by[-1][3] == kind:
+                made_by.append((index, None, False, _Kind.REMOVED))
+                if kind == _Kind.FUNCTION and removed in _HOOK_FUNCTIONS:
+                    self._hooked(f"function {removed}", "", index, adds=False)
 
     def _hooked(self, key: str, text: str | None, index: int, *, adds: bool) -> None:
         made = self.hooks.setdefault(key, [])
@@ -173,7 +211,9 @@ class Leftovers:
         shell."""
         made = self.commands.get(name, [])
         before = bisect.bisect_left(made, at, key=lambda definition: definition[0])
-        return made[before - 1][1:] if before else None
+        if not before or made[before - 1][3] == _Kind.REMOVED:
+            return None
+        return made[before - 1][1], made[before - 1][2]
 
 
 def left_by(conversation: Sequence[ToolCall], budget: ScanBudget) -> Leftovers:
@@ -430,7 +470,7 @@ def _read_own(name: str, arguments: str) -> _Own:
     call = ToolCall(id="", name=name, arguments=arguments, where="")
     written = tuple(written_files([call]))
     if not is_command_tool(name):
-        return written, (), (), _Defined((), (), ())
+        return written, (), (), _Defined((), (), (), ())
     texts = list(command_strings(arguments))
     downloads = _latest(
         [
@@ -443,7 +483,7 @@ def _read_own(name: str, arguments: str) -> _Own:
     # A system command linked or copied under another name (``ln -s /bin/rm b/ls``) is that command where
     # the folder comes first on PATH: read as an alias of it wherever it is.
     linked = [
-        (_name(target), (_name(source), False))
+        (_name(target), (_name(source), False, _Kind.LINKED))
         for source, target in copies
         if _SYSTEM_COMMAND.fullmatch(source)
     ]
@@ -452,16 +492,60 @@ def _read_own(name: str, arguments: str) -> _Own:
         for name, definition in _latest(
             [
                 *(
-                    (name, (body, takes_arguments))
+                    (name, (body, takes_arguments, _Kind.FUNCTION if takes_arguments else _Kind.ALIAS))
                     for text in texts
                     for name, body, takes_arguments, _ in _definitions(text)
                 ),
                 *linked,
-                *(hashed for text in texts for hashed in _hashed(text)),
+                *((name, (*bound, _Kind.HASHED)) for text in texts for name, bound in _hashed(text)),
             ]
         )
     )
-    return written, downloads, copies, _Defined(variables, commands, _hooks(texts))
+    return written, downloads, copies, _Defined(variables, commands, _hooks(texts), _removals(texts))
+
+
+class _Kind(StrEnum):
+    """What made a name, or what a removal takes away (``UNSET``: ``unset`` alone, a variable, else a
+    function)."""
+
+    VARIABLE = "variable"
+    UNSET = "unset"
+    FUNCTION = "function"
+    ALIAS = "alias"
+    HASHED = "hashed"
+    LINKED = "linked"
+    REMOVED = "removed"
+
+
+_REMOVER = re.compile(
+    r"(?:^|[\n;&|(){}!]|\b(?:then|do|else|builtin|command)(?=[ \t]))[ \t]*"
+    r"(unset|unfunction|unalias|hash)((?:[ \t]+[^\s;&|(){}]+)+)"
+)
+
+
+def _removals(texts: list[str]) -> tuple[tuple[_Kind, str], ...]:
+    """What the texts' commands remove of what the shell holds, each kind with a name or ``*`` for all of
+    it: a variable (``unset``, ``unset -v``), a function (``unset -f``, ``unfunction``), an alias
+    (``unalias``, ``unalias -a``), a name ``hash -p`` bound (``hash -d``, ``hash -r``). Read only where
+    the command starts a command outside quotes (``echo 'x; unset -f f'`` removes nothing), and not at all
+    in a text whose quotes cannot be read: a removal not read keeps what may still run."""
+    removed: list[tuple[_Kind, str]] = []
+    for text in texts:
+        masked = masked_quotes(text)
+        for match in _REMOVER.finditer(masked or ""):
+            command, words = match.group(1), _words_of(match.group(2))
+            options = "".join(word[1:] for word in words if word[:1] == "-")
+            names = [word for word in words if word[:1] != "-" and _NAME.fullmatch(word)]
+            if command == "hash":
+                kinds = [(_Kind.HASHED, "*")] if "r" in options else []
+                removed += kinds + ([(_Kind.HASHED, name) for name in names] if "d" in options else [])
+            elif command == "unalias":
+                removed += [(_Kind.ALIAS, "*")] if "a" in options else [(_Kind.ALIAS, name) for name in names]
+            else:
+                kind = _Kind.FUNCTION if command == "unfunction" or "f" in options else _Kind.UNSET
+                kind = _Kind.VARIABLE if kind == _Kind.UNSET and ("v" in options or "n" in options) else kind
+                removed += [(kind, name) for name in names]
+    return tuple(removed)
 
 
 _SYSTEM_COMMAND = re.compile(r"(?:/usr)?(?:/local)?/s?bin/[\w.+-]+")
