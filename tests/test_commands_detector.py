@@ -168,6 +168,7 @@ HOSTILE_SHAPES = [
     ">a",
     "|a=",
     "a|\n",
+    "unset a; $a ",
 ]
 """Command texts made of a short piece repeated, each read quadratically or worse once: every quote a
 literal's start read to the end, every unclosed bracket of a glob read to the end, a fed command's 400
@@ -435,6 +436,13 @@ def test_code_runs_strings_only_where_it_calls_a_runner(code: str, runs: bool) -
         ("cd ~/src/app; cd .. ; git clean -fdx", "cmd-git-local-work-discarded"),
         ("cd ~/work; cd ..; git clean -fdx", "cmd-git-clean-broad"),
         ("GIT_WORK_TREE=/ git status", None),
+        # A variable the text unsets and never assigns is empty after the unset, and only there.
+        ('unset X; rm -rf "$X"/', "cmd-recursive-delete-broad"),
+        ('unset -v X Y && rm -rf "/${Y}"', "cmd-recursive-delete-broad"),
+        ('rm -rf "$X"/; unset X', None),
+        ('X=./build; unset X; rm -rf "$X"/', None),
+        ('unset -f X; rm -rf "$X"/', None),
+        ('rm -rf "$BUILD_DIR"/', None),
         # A switch set to false is no switch.
         ("docker system prune --all=false -f", None),
     ],

@@ -1462,11 +1462,36 @@ def _substituted(text: str) -> str:
     # A variable expanded where IFS was set is split at its characters (IFS=,; x=rm,-rf,/; $x).
     splits = {ord(character): " " for name, value in assigned if name == "IFS" for character in value}
     values = {name: value.translate(splits) for name, value in assigned if name != "IFS"}
+    text = _emptied_after_unset(text, values.keys())
     if not values:
         return text
     for _ in range(2):
         text = _USE.sub(lambda match: values.get(match.group(1) or match.group(2), match.group(0)), text)
     return text
+
+
+_UNSET = re.compile(r"(?:^|(?<=[\s;&|(]))unset((?:[ \t]+-[vn]+)?(?:[ \t]+[A-Za-z_]\w*)+)")
+
+
+def _emptied_after_unset(text: str, assigned: Iterable[str]) -> str:
+    """The text with each use of a variable it unsets and never assigns emptied after the first ``unset``
+    (``unset X; rm -rf "$X"/`` is ``rm -rf /``); a use before it may be the environment's value, and one
+    the text assigns is filled in (``_substituted``). One pass, however many names are unset."""
+    unset_at: dict[str, int] = {}
+    for unset in _UNSET.finditer(text):
+        for name in unset.group(1).split():
+            if name[0] != "-":
+                unset_at.setdefault(name, unset.end())
+    for name in assigned:
+        unset_at.pop(name, None)
+    if not unset_at:
+        return text
+
+    def used(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return "" if match.start() >= unset_at.get(name, len(text) + 1) else match.group(0)
+
+    return _USE.sub(used, text)
 
 
 def _command(piece: str) -> str:
