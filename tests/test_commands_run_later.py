@@ -859,9 +859,10 @@ REMOVED: list[tuple[list[Call], str]] = [
 @pytest.mark.parametrize(("made", "removal"), REMOVED, ids=[removal for _, removal in REMOVED])
 def test_a_hook_or_a_name_removed_runs_in_no_later_call(made: list[Call], removal: str) -> None:
     """A hook variable unset, a hook or any function unset, an alias unaliased, a hashed name forgotten:
-    a later call runs none of it, while the calls before the removal still do."""
+    a later call runs none of it, nor the removal (which names it), while the calls before it still do."""
     removed = [*made, SET_HOME, shell("ls -la"), shell(removal), shell("ls -la")]
     assert judged(removed) is None
+    assert judged(removed, at=-2) is None
     assert judged(removed, at=-3) == DELETE
 
 
@@ -888,6 +889,12 @@ def test_a_removal_of_something_else_leaves_what_runs(calls: list[Call]) -> None
     where the shell runs it."""
     ls = shell("ls -rf ~") if any("/bin/rm" in str(arguments) for _, arguments in calls) else shell("ls")
     assert judged([*calls, SET_HOME, ls]) == DELETE
+
+
+@pytest.mark.parametrize("removal", ["unset x`scrub ~`", 'unset "$(scrub ~)"', "unset -f x; scrub ~"])
+def test_what_a_removal_s_words_run_is_read(removal: str) -> None:
+    """Only a name given to a removal is no use: a substitution in its words, or a use after it, runs."""
+    assert judged([shell(SCRUB), shell(removal)]) == DELETE
 
 
 @pytest.mark.parametrize(

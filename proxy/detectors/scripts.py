@@ -267,7 +267,7 @@ def _what_runs(call: ToolCall, left: Leftovers) -> tuple[str, int] | None:
             definitions[name] = left.definition_before(name, at)
         return definitions[name]
 
-    uses = _uses(run, defined_before, _defined_in(texts))
+    uses = _uses([_without_removed_names(text) for text in run], defined_before, _defined_in(texts))
     if uses is None:
         return None
     # A file is run by what the aliases and functions used run too (``hash -p /tmp/x ls``, then ``ls``).
@@ -521,6 +521,21 @@ _REMOVER = re.compile(
     r"(?:^|[\n;&|(){}!]|\b(?:then|do|else|builtin|command)(?=[ \t]))[ \t]*"
     r"(unset|unfunction|unalias|hash)((?:[ \t]+[^\s;&|(){}]+)+)"
 )
+
+
+def _without_removed_names(text: str) -> str:
+    """The text without the names a removal is given (``unset -f precmd``, ``unalias ls``, ``hash -d
+    ls``): a name removed is no use of it. ``hash -p`` binds the names it is given and is kept, and so is
+    any word but a name (``unset x`del```: what it expands runs)."""
+
+    def removal(match: re.Match[str]) -> str:
+        words = match.group(2).split()
+        if match.group(1) == "hash" and any(_HASH_PATH.fullmatch(word) for word in words):
+            return match.group(0)
+        kept = [word for word in words if word[:1] == "-" or not _NAME.fullmatch(word)]
+        return match.group(0)[: match.start(2) - match.start()] + "".join(f" {word}" for word in kept)
+
+    return _REMOVER.sub(removal, text)
 
 
 def _removals(texts: list[str]) -> tuple[tuple[_Kind, str], ...]:
