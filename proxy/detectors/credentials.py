@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import itertools
 import json
 import posixpath
 import re
@@ -30,6 +31,7 @@ from proxy.detectors.credential_channel import (
     provider_of,
     sent_where_it_belongs,
 )
+from proxy.detectors.credential_reach import mounted_readings, reached_folders
 from proxy.detectors.credential_use import (
     COMMAND_FILE,
     HIDING,
@@ -569,7 +571,7 @@ def _charged_rules(
     tick()
     respelled = "\n".join(text for text in (code, respellings(commands)) if text)
     tick()
-    readings = [commands, respelled, emptied(commands)]
+    readings = [commands, respelled, emptied(commands), mounted_readings(commands, tick)]
     tick()
     readings.append(normal_paths(f"{arguments}\n{commands}\n{respelled}"))
     tick()
@@ -622,6 +624,8 @@ def _charged_rules(
     tick()
     searched = searched_rules(globbing, scanner.rules, listings=commands)
     rules |= {rule.id: rule for rule in searched if rule.id not in rules}
+    reached = reached_folders([*_strings(_json_value(arguments)), *commands.splitlines()], tick)
+    rules |= {rule.id: rule for rule in folder_rules(reached, scanner.rules) if rule.id not in rules}
     return rules, timed_out
 
 
@@ -1209,17 +1213,51 @@ _LISTERS = frozenset({"ls", "dir", "tree", "du", "find", "fd", "fdfind", "rg", "
 
 def listed_folders(commands: str, rebound: Callable[[], bool], tick: Callable[[], None]) -> Iterator[str]:
     """A glob of what is in each credential folder (or a folder in one) a listing names whose output is
-    passed on (``ls -la ~/.ssh | xargs cat``, ``find ~/.aws -type f | head``), or any listing where
-    ``rebound`` says its name may run something else: the names it prints reach what reads them.
+    passed on (``ls -la ~/.ssh | xargs cat``, ``find ~/.aws -type f | head``) or that runs a reader on
+    what it finds (``find ~/.aws -exec cat {} +``), or any listing where ``rebound`` says its name may
+    run something else: the names it finds reach what reads them.
     ``tick`` is called once for each command read."""
     for piece, _, passed_on in command_pieces(commands):
         tick()
         words = _WORD.findall(piece)
-        if not words or posixpath.basename(words[0]).lower() not in _LISTERS or not (passed_on or rebound()):
+        if not words or posixpath.basename(words[0]).lower() not in _LISTERS:
+            continue
+        if not (passed_on or _runs_on_found(words) or rebound()):
             continue
         yield from (
             word.rstrip("/") + "/**" for word in words[1:_MOST_WORDS] if _IN_CREDENTIAL_FOLDER.search(word)
         )
+
+
+def folder_rules(folders: Iterable[str], rules: Iterable[Rule]) -> Iterator[Rule]:
+    """The rules one of whose ``files`` is in one of the folders (or is one of them) that a command
+    reaches whole (``credential_reach.reached_folders``): a folder from the root or the home folder
+    reaches what is under it (``~`` every credential of the user's), any other only where it is a
+    credential folder (``.ssh``, ``keyrings``), as a project's own ``kubernetes/`` holds none."""
+    globs = {
+        _HOME.sub("~", folder).rstrip("/") + "/**"
+        for folder in list(dict.fromkeys(folders))[:_MOST_WORDS]
+        if len(folder) <= _LONGEST_WORD
+        and (folder.startswith(("/", "~", "$HOME", "${HOME}")) or _IN_CREDENTIAL_FOLDER.search(folder))
+    }
+    if not globs:
+        return
+    for rule in rules:
+        if any(_names(glob, path) for path in rule.files for glob in globs):
+            yield rule
+
+
+_RUNS_ON_FOUND = frozenset({"-exec", "-execdir", "-ok", "-okdir", "-x", "--exec", "-X", "--exec-batch"})
+"""``find``'s and ``fd``'s options that run a command on each file found."""
+
+
+def _runs_on_found(words: list[str]) -> bool:
+    """Whether a search runs a command on the files it finds that reads more than their names
+    (``find ~/.aws -type f -exec cat {} +``, where ``-exec chmod 600 {} +`` does not)."""
+    return any(
+        option in _RUNS_ON_FOUND and posixpath.basename(command) not in NAME_ONLY
+        for option, command in itertools.pairwise(words)
+    )
 
 
 def globbed_rules(commands: str, rules: Iterable[Rule]) -> Iterator[Rule]:
