@@ -1001,6 +1001,25 @@ def test_a_search_that_runs_no_reader_or_searches_no_credential_folder_is_no_cre
 
 
 @pytest.mark.parametrize(
+    ("command", "read"),
+    [
+        # An escaped separator is a letter of a word: the key is given to chmod or ssh-add alone, and the
+        # parenthesis echo prints closes no group whose output is piped on.
+        ("K=~/.ssh/id_rsa; chmod 600 $K \\; cat $K", False),
+        ("K=~/.ssh/id_rsa; ssh-add $K \\| cat $K", False),
+        ("echo \\) | cat; ssh -i ~/.ssh/id_rsa host uptime", False),
+        ("K=~/.ssh/id_rsa; chmod 600 $K; cat $K", True),
+        ("K=~/.ssh/id_rsa; ssh-add $K | cat $K", True),
+        ("echo \\); ssh -i ~/.ssh/id_rsa host uptime | cat ~/.ssh/id_rsa", True),
+    ],
+)
+def test_a_separator_escaped_ends_no_command_of_a_key_s_use(command: str, read: bool) -> None:
+    """Whether the commands are the ones their names say, and a variable's uses are written as its value,
+    is read at the separators the shell splits at: a key only used stays unread past an escaped one."""
+    assert ("ssh-private-key-file" in _rules_of("bash", command=command)) is read
+
+
+@pytest.mark.parametrize(
     "command",
     [
         "gcloud auth print-access-token",

@@ -320,7 +320,7 @@ def _inlined(text: str, tick: Callable[[], None]) -> str:
             edits += [
                 (use.start(), use.end(), setting[2]) for use in uses[name] if use.start() > setting.end()
             ]
-    if not edits or not all(_runs_known(piece, tick) for piece in PIECES.split(text)[::2]):
+    if not edits or not all(_runs_known(piece, tick) for piece in _unescaped(PIECES.split(text))[::2]):
         return text
     out: list[str] = []
     kept = 0
@@ -343,7 +343,7 @@ def commands_certain(text: str) -> bool:
     text = _SYSTEM_COMMAND.sub(r"\1", _AGENT_EVAL.sub("", text.replace("\\\n", "")))
     if may_rebind(text) or may_rebind(HIDING.sub("", text)):
         return False
-    pieces = PIECES.split(text)
+    pieces = _unescaped(PIECES.split(text))
     for at in range(0, len(pieces), 2):
         after = pieces[at + 1] if at + 1 < len(pieces) else ""
         group_end = (at and pieces[at - 1] == ")") or _GROUP_END.match(pieces[at])
