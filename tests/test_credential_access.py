@@ -881,6 +881,8 @@ def test_listing_folders_and_searching_code_trees_is_no_credential_theft(command
          "cloud-credentials-file"),
         ("docker run -it -v ~/.ssh:/k alpine cat /k/*", "ssh-private-key-file"),
         ("docker run -v ~/.ssh:/k alpine tar c /k", "credential-folder-copied"),
+        ("docker run -v ~/.aws:/x -w /x alpine cat credentials", "cloud-credentials-file"),
+        ("docker run --rm -v ~/.kube:/k --workdir=/k alpine cat config", "kubeconfig-file"),
         ("nerdctl run -v ~/.aws:/x alpine base64 /x/credentials", "cloud-credentials-file"),
         ("apptainer exec --bind ~/.aws:/x img.sif cat /x/credentials", "cloud-credentials-file"),
         ("bwrap --ro-bind ~/.aws /x cat /x/credentials", "cloud-credentials-file"),
@@ -941,6 +943,7 @@ def test_a_credential_folder_reached_under_another_name_or_served_is_credential_
         "docker run --mount type=volume,source=cache,target=/root/.cache alpine ls /root/.cache",
         "docker run -v ~/.ssh:/root/.ssh:ro alpine git clone git@github.com:acme/app.git",
         "docker run -v ~/.ssh:/k alpine ls /k",
+        "docker run --rm -v $PWD:/src -w /src node:20 cat package.json",
         "docker run -p 80:80 -v ./site:/usr/share/nginx/html:ro nginx",
         "docker cp ./app c:/app",
         "kubectl cp ./dump.sql db-0:/tmp/dump.sql",
@@ -969,6 +972,30 @@ def test_everyday_mounts_servers_and_copies_are_no_credential_theft(command: str
     """A project folder mounted, served, archived or sent; a named volume; a key folder mounted for what
     runs inside to use, its names listed: no credential is read or handed over."""
     assert _rules_of("bash", command=command) == set()
+
+
+@pytest.mark.parametrize(
+    ("started", "read", "rules"),
+    [
+        ("docker run -d --name c -v ~/.aws:/x alpine sleep infinity", "docker exec c cat /x/credentials",
+         {"cloud-credentials-file"}),
+        ("sudo mount --bind ~/.kube /mnt/k", "cat /mnt/k/config", {"kubeconfig-file"}),
+        ("docker run -d --name c -v $PWD:/src alpine sleep infinity", "docker exec c cat /src/README.md",
+         set()),
+        ("docker run -d --name c -v ~/.aws:/x alpine sleep infinity", "docker exec c ls /x", set()),
+    ],
+)  # fmt: skip
+def test_a_mount_an_earlier_call_made_is_read_by_the_calls_after_it(
+    started: str, read: str, rules: set[str]
+) -> None:
+    """A container an earlier call started, or a bind it made, stays: the later call that reads under its
+    target reads the host's file, and is the one the finding is of."""
+    earlier = [ToolCall(id="c0", name="bash", arguments=json.dumps({"command": started}), where="m0")]
+    found = credential_reads([call("bash", command=read)], SCANNER, SCANNER.budget(), earlier=earlier)
+    assert {finding.rule for finding in found} == rules
+    assert all(finding.where == "tool_calls[0]" for finding in found)
+    # Alone, the later call names no host path.
+    assert _rules_of("bash", command=read) == set()
 
 
 @pytest.mark.parametrize(

@@ -106,32 +106,48 @@ def _mount_pair(value: str) -> tuple[str, str]:
     return (source, target) if fields.get("type", "bind") == "bind" else ("", "")
 
 
-def mounted_readings(commands: str, tick: Callable[[], None] = lambda: None) -> str:
-    """The lines of the commands that name a path under a mount's target (``docker run -v ~/.aws:/x alpine
-    cat /x/credentials``), written with the host's path it reaches (``cat ~/.aws/credentials``); "" where
-    none does. Every mount of the commands is read over all of their lines: a container started by one
-    command is read by the next (``docker exec``). ``tick`` is called once for each command read."""
-    mounts: dict[str, str] = {}
-    inside: list[str] = []
+def mounts_in(commands: str, tick: Callable[[], None] = lambda: None) -> list[tuple[str, str]]:
+    """Each host path the commands bind (``container_mounts``), with the path it is reached by there.
+    ``tick`` is called once for each command read."""
+    if not _BINDING.search(commands):
+        return []
+    mounts = []
     for piece, _, _ in command_pieces(commands):
         tick()
-        words = _command_words(piece)
-        if _MOUNTING.search(piece):
-            mounts.update((target, source) for source, target in container_mounts(words))
-        inside.append(container_command(words))
+        if _BINDING.search(piece):
+            mounts += container_mounts(_command_words(piece))
+    return mounts
+
+
+def mounted_readings(
+    commands: str, tick: Callable[[], None] = lambda: None, earlier: Iterable[tuple[str, str]] = ()
+) -> str:
+    """The lines of the commands that name a path under a mount's target (``docker run -v ~/.aws:/x alpine
+    cat /x/credentials``), and the command each container CLI runs inside (``container_command``) that
+    does, written with the host's path it reaches (``cat ~/.aws/credentials``); "" where none does.
+    Every mount of the commands is read over all of their lines, and the mounts ``earlier`` calls made
+    as well: a container started by one command is read by the next (``docker exec``), and a bind
+    stays. ``tick`` is called once for each command read."""
+    mounts = {target: source for source, target in (*earlier, *mounts_in(commands, tick))}
     if not mounts:
         return ""
+    inside = []
+    if _CONTAINER_TOOL.search(commands):
+        for piece, _, _ in command_pieces(commands):
+            tick()
+            inside.append(container_command(_command_words(piece)))
     # The longest target first: a mount inside another (``-v ~:/h -v ~/.aws:/h/a``) is its own.
     targets = sorted(mounts, key=len, reverse=True)
-    under = re.compile(r"(?<![\w.~$/-])(?:" + "|".join(map(re.escape, targets)) + r")(?=/|$|[\s'\";&|)<>`])")
+    named = "|".join(map(re.escape, targets))
+    under = re.compile(rf"""(?<![\w.~$/-])(?:{named})(?=/|$|[\s'";&|)<>`])""")
 
     def host(found: re.Match[str]) -> str:
         source = mounts[found[0]].rstrip("/")
-        return source or "/"
+        # The root mounted: what follows the target is its path from the root.
+        return source or ("" if found.string.startswith("/", found.end()) else "/")
 
     lines = [line for line in (*commands.splitlines(), *inside)[:_MAPPED_LINES] if under.search(line)]
-    written = [under.sub(host, line).replace("//", "/") for line in lines]
-    return "\n".join(written)
+    return "\n".join(under.sub(host, line) for line in lines)
 
 
 _CONTAINER_FLAGS = frozenset({"--rm", "--privileged", "--init", "--read-only", "--detach", "--interactive",
@@ -142,7 +158,8 @@ _CONTAINER_FLAGS = frozenset({"--rm", "--privileged", "--init", "--read-only", "
 
 def container_command(words: list[str]) -> str:
     """The command a container CLI's ``run``, ``create`` or ``exec`` runs inside it (what follows the
-    image or the container), as a command of its own: "" for any other."""
+    image or the container), as a command of its own, its relative words read from the folder ``-w``
+    names (``-w /x alpine cat credentials`` reads ``/x/credentials``): "" for any other."""
     if len(words) < 3 or words[0] not in _CONTAINER_TOOLS:
         return ""
     if words[1] == "container":
@@ -153,10 +170,22 @@ def container_command(words: list[str]) -> str:
     while at < len(words) and words[at].startswith("-"):
         flag = words[at] in _CONTAINER_FLAGS or "=" in words[at] or re.fullmatch(r"-[ditPq]+", words[at])
         at += 1 if flag else 2
-    return " ".join(words[at + 1 :])
+    command = words[at + 1 :]
+    workdir = next(_option_values(words[:at], {"-w", "--workdir"}), None)
+    if workdir is not None and workdir.startswith("/"):
+        command = command[:1] + [
+            posixpath.join(workdir, word) if _RELATIVE_WORD.match(word) else word for word in command[1:]
+        ]
+    return " ".join(command)
 
 
-_MOUNTING = re.compile(r"(?:-v|--volume|--mount|--bind|-B|-b|bind)")
+_RELATIVE_WORD = re.compile(r"^(?![-/~$])[\w.]")
+
+
+_BINDING = re.compile(
+    r"\b(?:docker|podman|nerdctl|finch|buildah|apptainer|singularity|proot|systemd-nspawn|bwrap|mount|bindfs)\b"
+)
+_CONTAINER_TOOL = re.compile(r"\b(?:docker|podman|nerdctl|finch|buildah)\b")
 
 
 _FILE_SERVER_MODULES = frozenset(

@@ -31,7 +31,7 @@ from proxy.detectors.credential_channel import (
     provider_of,
     sent_where_it_belongs,
 )
-from proxy.detectors.credential_reach import mounted_readings, reached_folders
+from proxy.detectors.credential_reach import mounted_readings, mounts_in, reached_folders
 from proxy.detectors.credential_use import (
     COMMAND_FILE,
     HIDING,
@@ -248,6 +248,8 @@ def credential_reads(
         for file in files_of:
             by_name.setdefault(posixpath.basename(file[0].rstrip("/")), []).append((index, file))
     routes_before = _RoutesBefore(conversation, budget, unknown=unknown)
+    # What each call mounted stays for the calls after it: a container it started, a bind.
+    mounts = [mounts_in(command) for command in history.commands]
     for index, call in enumerate(calls):
         if not is_reading_tool(call.name):
             continue
@@ -265,7 +267,7 @@ def credential_reads(
         before = functools.cache(functools.partial(routes_before, at))
         reading = functools.partial(
             _rules_read, call.name, scanner=scanner, budget=budget, rebound=rebound, before=before,
-            credentials=credentials,
+            credentials=credentials, mounted=[mount for made in mounts[:at] for mount in made],
         )  # fmt: skip
         rules, timed_out = reading(arguments, blank=False)
         # A secret sent is no file the call only uses: where it is all that was found, nothing is read
@@ -509,6 +511,7 @@ def _rules_read(
     rebound: Callable[[], bool],
     before: Callable[[], _Routes],
     credentials: CredentialTable,
+    mounted: Sequence[tuple[str, str]] = (),
     sent_known: bool = False,
 ) -> tuple[dict[str, Rule], tuple[str, ...]]:
     """The credential rules a call's arguments match, and those out of time on them. The commands it runs
@@ -516,8 +519,9 @@ def _rules_read(
     and braces expanded (``cat ~/.a''ws/credentials``, ``cat ~/.ss$(true)h/id_rsa``, ``/etc//shadow``,
     ``cat ~/.{aws,x}/credentials``); with ``blank``, the words of the files they only use blanked out of
     those readings. A glob is no read where a command only lists or changes the mode of what it names,
-    unless ``rebound`` says that command may be another. With ``sent_known``, where the call sends a
-    secret is not read again.
+    unless ``rebound`` says that command may be another. A path under a mount's target, the call's own or
+    one of those ``mounted`` before it, is read as the host's path it reaches. With ``sent_known``,
+    where the call sends a secret is not read again.
 
     All of it is charged to the budget as the scan is, and stops where the budget is spent: what was found
     stands, and every pack is out of time for the call."""
@@ -531,7 +535,7 @@ def _rules_read(
         try:
             return _charged_rules(
                 name, arguments, scanner, charged, rules, blank=blank, rebound=rebound, before=before,
-                credentials=credentials, sent_known=sent_known,
+                credentials=credentials, mounted=mounted, sent_known=sent_known,
             )  # fmt: skip
         except _OutOfTime:
             return rules, scanner.scan_metered(arguments, charged.meter).timed_out
@@ -548,6 +552,7 @@ def _charged_rules(
     rebound: Callable[[], bool],
     before: Callable[[], _Routes],
     credentials: CredentialTable,
+    mounted: Sequence[tuple[str, str]],
     sent_known: bool,
 ) -> tuple[dict[str, Rule], tuple[str, ...]]:
     """``_rules_read``, its rules found put in ``rules`` as they are; ``_OutOfTime`` where the budget is
@@ -571,7 +576,7 @@ def _charged_rules(
     tick()
     respelled = "\n".join(text for text in (code, respellings(commands)) if text)
     tick()
-    readings = [commands, respelled, emptied(commands), mounted_readings(commands, tick)]
+    readings = [commands, respelled, emptied(commands), mounted_readings(commands, tick, mounted)]
     tick()
     readings.append(normal_paths(f"{arguments}\n{commands}\n{respelled}"))
     tick()
