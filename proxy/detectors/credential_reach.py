@@ -5,7 +5,8 @@ The credential rules name files by their paths (``.aws/credentials``); a command
 ``/x`` and reads ``/x/credentials`` reads the same file by a path no rule names, and one that serves
 ``~/.ssh`` over HTTP hands over each file in it without naming one. ``mounted_readings`` writes the paths
 under a mount's target as the host's paths they reach; ``reached_folders`` names the folders a command
-serves, sends, links or binds whole, for the rules to judge what is in them.
+serves, sends, links or binds whole, and the home folder or the root it archives or copies, for the rules
+to judge what is in them.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def container_mounts(words: list[str]) -> list[tuple[str, str]]:
 
 
 def _volume_pair(value: str) -> tuple[str, str]:
-    """``SRC:DST[:options]`` as its two paths ("" where there is one)."""
+    """``SRC:DST[:options]`` as its two paths; one path alone (an anonymous volume) as both."""
     source, _, rest = value.partition(":")
     return source, rest.partition(":")[0] if rest else source
 
@@ -234,15 +235,21 @@ _COPIES_OFF = frozenset({"docker", "podman", "nerdctl", "kubectl", "oc"})
 """CLIs whose ``cp`` copies between the machine and a container or pod."""
 _RELINKING = frozenset({"ln", "mv", "ditto"})
 """Commands that make what they are given (all but their last operand) reachable by another name."""
-HERE = "."
+_HERE = "."
+_COPIERS = frozenset({"tar", "bsdtar", "zip", "7z", "7za", "cp", "scp", "rsync"})
+"""Archivers and copiers: what they take of the home folder or the root (``_copied``) goes whole."""
+_HOME_OR_ROOT = re.compile(r"(?:~|\$\{?HOME\}?|/|/root|/home(?:/[^/\s]+)?|/Users(?:/[^/\s]+)?)/?")
+"""The home folder or the root: archived or copied whole, every credential of the user's goes with it
+(a credential folder named is ``credential-folder-copied``'s)."""
 
 
 def reached_folders(texts: Iterable[str], tick: Callable[[], None] = lambda: None) -> Iterator[str]:
     """The folders and files the commands serve over HTTP (``python3 -m http.server --directory ~/.ssh``,
     ``php -S 0:8000 -t ~/.aws``, ``busybox httpd -h``, ``npx http-server ~/.ssh``, ``ruby -run -e
     httpd``, ``caddy file-server``), send off whole (``croc send``, ``rclone copy``, ``gsutil cp``, ``aws
-    s3 sync``, ``docker cp``, ``kubectl cp``), or link, move or bind under another name (``ln -s``,
-    ``mv``, ``mount --bind``): each where its text says it (a server given no folder serves the one a
+    s3 sync``, ``docker cp``, ``kubectl cp``), link, move or bind under another name (``ln -s``,
+    ``mv``, ``mount --bind``), and the home folder or the root they archive or copy whole (``tar czf
+    h.tgz ~``): each where its text says it (a server given no folder serves the one a
     ``cd`` before it in the same text moved to). ``tick`` is called once for each command read."""
     for text in dict.fromkeys(texts):
         if not _REACHING.search(text):
@@ -254,7 +261,7 @@ def reached_folders(texts: Iterable[str], tick: Callable[[], None] = lambda: Non
             if words and words[0] in ("cd", "pushd") and len(words) > 1:
                 here[-1] = _joined(here[-1], words[1])
             for folder in _reached(words):
-                joined = here[-1] if folder == HERE else _joined(here[-1], folder)
+                joined = here[-1] if folder == _HERE else _joined(here[-1], folder)
                 if joined is not None:
                     yield joined
             if after in ("(", "$("):
@@ -266,7 +273,7 @@ def reached_folders(texts: Iterable[str], tick: Callable[[], None] = lambda: Non
 _REACHING = re.compile(
     r"\b(?:python[\d.]*|py|php|httpd|http-server|serve|live-server|miniserve|darkhttpd|updog|jwebserver|goshs"
     r"|static-web-server|webfsd|caddy|twistd|ruby|croc|wormhole|magic-wormhole|ffsend|rclone|azcopy|gsutil|aws"
-    r"|gcloud|docker|podman|nerdctl|finch|buildah|kubectl|oc|ln|mv|ditto|mount|bindfs)\b"
+    r"|gcloud|docker|podman|nerdctl|finch|buildah|kubectl|oc|ln|mv|ditto|mount|bindfs|b?s?dtar|tar|zip|7za?|cp|scp|rsync)\b"
 )
 """A word of a command ``_reached`` reads: a text without one reaches no folder."""
 
@@ -278,7 +285,7 @@ def _joined(here: str | None, path: str) -> str | None:
 
 
 def _reached(words: list[str]) -> Iterator[str]:
-    """What one command serves, sends or relinks whole: ``HERE`` for the folder it runs in."""
+    """What one command serves, sends or relinks whole: ``_HERE`` for the folder it runs in."""
     if len(words) < 2:
         return
     name = words[0]
@@ -289,15 +296,15 @@ def _reached(words: list[str]) -> Iterator[str]:
     if re.fullmatch(r"python[\d.]*|py", name):
         module = next(_option_values(words, {"-m"}), "")
         if module in _FILE_SERVER_MODULES:
-            yield next(_option_values(words, {"-d", "--directory"}), HERE)
+            yield next(_option_values(words, {"-d", "--directory"}), _HERE)
     elif name == "php" and any(word.startswith("-S") for word in words):
-        yield next(_option_values(words, {"-t"}), HERE)
+        yield next(_option_values(words, {"-t"}), _HERE)
     elif (name == "busybox" and words[1] == "httpd") or (name == "httpd" and "-h" in words):
-        yield next(_option_values(words, {"-h"}), HERE)
+        yield next(_option_values(words, {"-h"}), _HERE)
     elif name == "ruby" and any(word in ("-run", "-rrun") for word in words):
         at = next((at for at, word in enumerate(words) if word in ("-ehttpd", "httpd")), None)
         if at is not None:
-            yield next((word for word in words[at + 1 :] if not word.startswith("-")), HERE)
+            yield next((word for word in words[at + 1 :] if not word.startswith("-")), _HERE)
     elif name in _FOLDER_OPTIONS:
         yield from _served(name, words)
     elif (name, _operands(words[1:])[0] if _operands(words[1:]) else "") in _SENDERS:
@@ -315,12 +322,49 @@ def _reached(words: list[str]) -> Iterator[str]:
         yield from operands[:-1] if len(operands) > 1 else operands
     elif name in ("mount", "bindfs"):
         yield from (source for source, _ in container_mounts(words))
+    elif name in _COPIERS:
+        yield from (word for word in _copied(name, words) if _HOME_OR_ROOT.fullmatch(word))
     if name in _CONTAINER_TOOLS:
         yield from (
             source
             for source, target in container_mounts(words)
             if any(target == root or target.startswith(root + "/") for root in _DOCUMENT_ROOTS)
         )
+
+
+def _copied(name: str, words: list[str]) -> list[str]:
+    """What an archiver creating an archive, or a copier, takes: never the archive, nor where a copy goes."""
+    operands = [
+        word
+        for before, word in zip(["", *words[1:]], words[1:], strict=False)
+        if not word.startswith("-") and before not in _COPIER_VALUED
+    ]
+    if name in ("tar", "bsdtar"):
+        mode = words[1]
+        creating = "--create" in words or "-c" in words or (not mode.startswith("--") and "c" in mode)
+        # Where the archive goes is the value of the f in a bundle of letters (``czf x.tgz``).
+        archive = next((at for at, word in enumerate(words) if re.fullmatch(r"-?[a-zA-Z]*f", word)), None)
+        named = words[archive + 1] if archive is not None and archive + 1 < len(words) else None
+        # What tar takes from the folder -C moved it to (``-C ~ .``) is that folder's.
+        moved = next(_option_values(words, {"-C", "--directory"}), None)
+        taken = [moved if moved and word in (".", "./") else word for word in operands]
+        return [word for word in taken if word not in (named, mode)] if creating else []
+    if name in ("zip", "7z", "7za"):
+        return operands[1:] if name == "zip" else operands[2:] if operands[:1] == ["a"] else []
+    targeted = any(
+        word in ("-t", "--target-directory") or word.startswith("--target-directory=") for word in words
+    )
+    return operands if targeted else operands[:-1]
+
+
+_COPIER_VALUED = frozenset(
+    {"-C", "--directory", "-f", "--file", "-T", "--files-from", "-X", "--exclude-from", "--exclude",
+     "-I", "--use-compress-program", "-t", "--target-directory", "-S", "--suffix", "-e", "--rsh",
+     "--include", "--filter", "--include-from", "--temp-dir", "--port", "--log-file", "--backup-dir",
+     "--compare-dest", "--link-dest", "--copy-dest", "--partial-dir", "-i", "-P", "-o", "-F", "-c",
+     "-l", "-J", "-x", "-b", "-n"}
+)  # fmt: skip
+"""Options of tar, cp, rsync, scp and zip that take a value, which is no file they take."""
 
 
 def _served(name: str, words: list[str]) -> Iterator[str]:
@@ -332,7 +376,7 @@ def _served(name: str, words: list[str]) -> Iterator[str]:
         return
     if name == "twistd" and "web" not in words:
         return
-    yield from named or ([HERE] if serves_here else [])
+    yield from named or ([_HERE] if serves_here else [])
 
 
 def _operands(words: list[str]) -> list[str]:
