@@ -906,6 +906,8 @@ def test_listing_folders_and_searching_code_trees_is_no_credential_theft(command
         ("ruby -run -ehttpd ~/.ssh -p8000", "ssh-private-key-file"),
         ("caddy file-server --listen :8000 --root ~/.aws", "cloud-credentials-file"),
         ("miniserve ~/.password-store", "password-manager-file"),
+        ("cd -- ~/.ssh && python3 -m http.server", "ssh-private-key-file"),
+        ("ngrok http file:///root/.aws", "cloud-credentials-file"),
         # Sent off, or given another name, whole.
         ("docker cp ~/.ssh c:/tmp/", "ssh-private-key-file"),
         ("kubectl cp ~/.aws prod/pod:/tmp/a", "cloud-credentials-file"),
@@ -963,6 +965,8 @@ def test_a_credential_folder_reached_under_another_name_or_served_is_credential_
         "php -S localhost:8000 -t public",
         "npx http-server -p 8080 dist",
         "npx serve -s build",
+        "ngrok http file://$PWD/public",
+        "cd ~/.ssh && cd - && python3 -m http.server",
         "busybox httpd -f -p 8080 -h /var/www",
         "tar czf dist.tgz build/",
         "tar czf x.tgz ~/projects",

@@ -258,8 +258,8 @@ def reached_folders(texts: Iterable[str], tick: Callable[[], None] = lambda: Non
         for piece, after, _ in command_pieces(text):
             tick()
             words = _command_words(piece)
-            if words and words[0] in ("cd", "pushd") and len(words) > 1:
-                here[-1] = _joined(here[-1], words[1])
+            if words and words[0] in ("cd", "pushd"):
+                here[-1] = _moved_to(here[-1], words[1:])
             for folder in _reached(words):
                 joined = here[-1] if folder == _HERE else _joined(here[-1], folder)
                 if joined is not None:
@@ -273,9 +273,16 @@ def reached_folders(texts: Iterable[str], tick: Callable[[], None] = lambda: Non
 _REACHING = re.compile(
     r"\b(?:python[\d.]*|py|php|httpd|http-server|serve|live-server|miniserve|darkhttpd|updog|jwebserver|goshs"
     r"|static-web-server|webfsd|caddy|twistd|ruby|croc|wormhole|magic-wormhole|ffsend|rclone|azcopy|gsutil|aws"
-    r"|gcloud|docker|podman|nerdctl|finch|buildah|kubectl|oc|ln|mv|ditto|mount|bindfs|b?s?dtar|tar|zip|7za?|cp|scp|rsync)\b"
+    r"|gcloud|ngrok|docker|podman|nerdctl|finch|buildah|kubectl|oc|ln|mv|ditto|mount|bindfs|b?s?dtar|tar|zip|7za?|cp|scp|rsync)\b"
 )
 """A word of a command ``_reached`` reads: a text without one reaches no folder."""
+
+
+def _moved_to(here: str | None, given: list[str]) -> str | None:
+    """Where a ``cd`` given these words moves: home where it names no folder, not known for ``cd -``."""
+    if "-" in given:
+        return None
+    return _joined(here, next((word for word in given if not word.startswith("-")), "~"))
 
 
 def _joined(here: str | None, path: str) -> str | None:
@@ -310,6 +317,9 @@ def _reached(words: list[str]) -> Iterator[str]:
     elif (name, _operands(words[1:])[0] if _operands(words[1:]) else "") in _SENDERS:
         subcommand, *operands = _operands(words[1:])
         yield from operands if _SENDERS[name, subcommand] == "all" else operands[:-1]
+    elif name == "ngrok":
+        # ngrok serves a folder given as a file: URL.
+        yield from (word.removeprefix("file://") for word in words[1:] if word.startswith("file://"))
     elif name == "aws" and words[1:3] in (["s3", "cp"], ["s3", "sync"], ["s3", "mv"]):
         yield from _operands(words[3:])[:1]
     elif name == "gcloud" and words[1:3] in (["storage", "cp"], ["storage", "rsync"]):
