@@ -44,7 +44,14 @@ from proxy.dialects import (
     staged_upload,
     tool_server_route,
 )
-from proxy.dialects.base import BLOCKED_CODE, ParsedBody, body_text, load_json_with_shadowed, readable_text
+from proxy.dialects.base import (
+    BLOCKED_CODE,
+    ParsedBody,
+    body_text,
+    load_json,
+    load_json_with_shadowed,
+    readable_text,
+)
 from proxy.dialects.generic import binary_parts
 from proxy.dialects.locator import parse_locator
 from proxy.dialects.messages import Sending
@@ -1483,7 +1490,7 @@ class Inspect:
         if body is not None:
             if verdict.replacements and verdict.block is None:
                 rewritten = reader.rewrite_request(body, verdict.replacements)
-                sent = inspector.scan_request(rewritten, view, original=body)
+                sent = inspector.scan_request(rewritten, view, original=body, original_parsed=parsed)
             else:
                 sent = inspector.scan_request(body, view, parsed)
         # The URL, header and residual scans may refuse it too (a rule that ran out of time there).
@@ -1500,7 +1507,10 @@ class Inspect:
             Inspect._refuse_request(flow, dialect, inspector, 403, block)
         elif sent is not None and sent != body:
             set_text(flow.request, sent, flow.metadata.get(TEXT_ENCODING_KEY))
-            inspector.request_sent(reader.parse_request(sent), sent)
+            # Decoded once: read back by the dialect and scanned whole (a body this proxy encoded repeats
+            # no key, so it shadows no value).
+            document, error = load_json(sent)
+            inspector.request_sent(reader.parse_request(sent, (document, [], error)), document)
 
     async def responseheaders(self, flow: http.HTTPFlow) -> None:
         await request_inspected(flow)
@@ -1674,7 +1684,7 @@ class Inspect:
             )
         if boundary is not None:
             rewritten = inspector.scan_assembled_parts(rewritten, boundary)
-        rewritten = inspector.scan_body(rewritten, body, parsed if rewritten is body else None)
+        rewritten = inspector.scan_body(rewritten, body, parsed)
         refused = inspector.response_refused()
         if refused is not None:
             self._withhold(flow, dialect, inspector, refused)

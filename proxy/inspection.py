@@ -1082,26 +1082,33 @@ class TurnInspector:
         self.turn.escalate(Decision.BLOCKED)
 
     def scan_request(
-        self, body: bytes, view: RequestView, parsed: ParsedBody | None = None, original: bytes | None = None
+        self,
+        body: bytes,
+        view: RequestView,
+        parsed: ParsedBody | None = None,
+        original: bytes | None = None,
+        original_parsed: ParsedBody | None = None,
     ) -> bytes:
         """A request body (after the parts' rewrite) with every string no part of ``view`` covers scanned:
         fields no dialect models (``metadata``, ``user``, ``prediction``, tool definitions' other fields,
         unknown keys), tool calls in the history, object keys, JSON inside strings, escapes decoded.
         What it finds is recorded, and redacted where the policy redacts requests; in vault mode it is
         recorded as vaulted (``vault_request`` replaces it). ``parsed``: ``body`` as decoded already;
-        ``original``: the body as the agent sent it, when ``body`` is its rewrite."""
+        ``original``: the body as the agent sent it, when ``body`` is its rewrite, and ``original_parsed``
+        that body as decoded already."""
         handled = {locator_steps(part.where) for part in view.parts}
         vaulted = self.vault is not None and not view.tool_server
         scan = self.json_scan(
             redacts=self.policy.detection.redact_requests,
             placeholder=self.vault.placeholder if vaulted and self.vault is not None else None,
         )
-        return self._scan_document(body, scan, handled, original, parsed)
+        return self._scan_document(body, scan, handled, original, parsed, original_parsed)
 
-    def request_sent(self, sent: RequestView, body: bytes) -> None:
-        """The request left rewritten as ``body`` (``sent`` is its parse): a redaction is enforced when
-        its secret is nowhere in it (scanned again whole), a quarantine when its part carries the notice."""
-        left = self._left_in([part.text for part in sent.parts], load_json(body)[0]) | {
+    def request_sent(self, sent: RequestView, document: Any) -> None:
+        """The request left rewritten as the body ``document`` was decoded from (None where it is not JSON;
+        ``sent`` is its parse): a redaction is enforced when its secret is nowhere in it (scanned again
+        whole), a quarantine when its part carries the notice."""
+        left = self._left_in([part.text for part in sent.parts], document) | {
             finding.fingerprint or "" for finding, _ in self._across_fields(sent)
         }
         self._carry_out_redactions(self._request_from, left, None)
@@ -2295,12 +2302,16 @@ class TurnInspector:
         joined = self._redact_across(segments)
         return Generic(boundary).rewrite_request(body, joined) if joined else body
 
-    def scan_body(self, body: bytes, sent_by_upstream: bytes, parsed: ParsedBody | None = None) -> bytes:
+    def scan_body(
+        self, body: bytes, sent_by_upstream: bytes, upstream_parsed: ParsedBody | None = None
+    ) -> bytes:
         """A JSON response body, after the dialect's rewrite of what the upstream sent, with every string
         the dialect does not read as text (unknown fields, keys, JSON inside strings, tool arguments as
         decoded) scanned, and redacted where enforced. Its findings are recorded; a body that is not JSON
-        is returned as is. ``parsed``: ``body`` as decoded already."""
-        return self._scan_document(body, self.residual, (), sent_by_upstream, parsed)
+        is returned as is. ``upstream_parsed``: ``sent_by_upstream`` as decoded already (its document the
+        scan's to change where ``body`` is that body)."""
+        parsed = upstream_parsed if body is sent_by_upstream else None
+        return self._scan_document(body, self.residual, (), sent_by_upstream, parsed, upstream_parsed)
 
     def _scan_document(
         self,
@@ -2309,17 +2320,19 @@ class TurnInspector:
         handled: Collection[Path],
         original: bytes | None = None,
         parsed: ParsedBody | None = None,
+        original_parsed: ParsedBody | None = None,
     ) -> bytes:
         """``body`` with what ``scan`` redacts outside ``handled`` redacted, its findings recorded. The
         values a repeated key shadows in it (or in the ``original`` it was rewritten from) are scanned
         too, and where the scan rewrites, the body is sent without them: a reader that keeps a repeated
         key's first value must read what was inspected. ``parsed`` is ``body`` decoded (its document is
-        the scan's to change)."""
+        the scan's to change), ``original_parsed`` the ``original`` decoded (its shadowed values read)."""
         document, shadowed, error = parsed if parsed is not None else load_json_with_shadowed(body)
         if error is not None:
             return body
         if original is not None and original != body:
-            shadowed = shadowed + load_json_with_shadowed(original)[1]
+            before = original_parsed if original_parsed is not None else load_json_with_shadowed(original)
+            shadowed = shadowed + before[1]
         filtered, changed = scan.filter("", document, handled)
         if shadowed:
             scan.filter("shadowed by a repeated key", shadowed, ())

@@ -18,6 +18,7 @@ import pytest
 
 from proxy.config.policy import Policy, parse_policy
 from proxy.dialects import MCP, OpenAIChat
+from proxy.dialects.base import load_json
 from proxy.exchange import Completion, Part, RequestView, Source, TextSegment, ToolCall
 from proxy.inspection import (
     ENTROPY_HISTORY,
@@ -357,7 +358,7 @@ def test_poisoned_tool_result_is_quarantined_and_the_rest_passes(detectors: Dete
     assert README_TEXT.strip() in sent and sent.endswith("## License\nMIT\n")
     injection = [f for f in inspector.turn.findings if f.threat == "prompt_injection"]
     assert injection and all(f.action == "quarantine" and not f.enforced for f in injection)
-    inspector.request_sent(sent_view(poisoned_view(), verdict.replacements), b"")
+    inspector.request_sent(sent_view(poisoned_view(), verdict.replacements), None)
     injection = [f for f in inspector.turn.findings if f.threat == "prompt_injection"]
     assert all(f.enforced for f in injection)
     assert all(f.origin == "content" for f in injection)
@@ -1370,7 +1371,7 @@ def test_a_resent_history_is_scanned_once_and_read_as_when_fresh(
         inspector = TurnInspector(detectors, policy, SqliteStateStore(None, clock=clock), turn, clock=clock)
         inspector.inspect_request(view)
         inspector.scan_request(body, view)
-        inspector.request_sent(view, body)
+        inspector.request_sent(view, load_json(body)[0])
         return sorted((finding.rule, finding.where, finding.enforced) for finding in turn.findings)
 
     seen = Detectors(policy, b"k" * 32)
