@@ -286,6 +286,28 @@ def test_a_request_header_named_as_a_credential_is_the_agents_own_and_left_alone
 GOOGLE_KEY = "AIzaSyD3mQ7v9XkLp2Rw8TnB4cYhJ6sUe1fGa0Z"
 
 
+def test_a_key_a_repeated_key_shadows_in_a_redacted_request_is_found_and_never_leaves() -> None:
+    """A prompt's key is redacted, so what leaves is the body rewritten: a key in a value a repeated key
+    shadows in the body as it came (which a reader keeping first values reads) is found too, and the
+    request leaves with the one value inspected."""
+    addon = inspect_addon("enforce", "redaction: {requests: true}")
+    flow = chat_flow({"model": "gpt-4o", "messages": [{"role": "user", "content": f"Deploy with {AWS_KEY}"}]})
+    assert flow.request.content is not None
+    flow.request.content = flow.request.content.replace(
+        b'"model"', f'"user": "key {GOOGLE_KEY}", "user": "u-1", "model"'.encode()
+    )
+    flow.metadata[METADATA_KEY] = Turn(TurnContext(agent_id="bot", role="r"))
+    with taddons.context(addon):
+        asyncio.run(addon.request(flow))
+    turn = flow.metadata[METADATA_KEY]
+    found = {finding.rule: finding for finding in turn.findings}
+    assert found["aws-access-key-id"].enforced and found["gcp-api-key"].enforced
+    assert found["gcp-api-key"].where.startswith("shadowed by a repeated key")
+    sent = flow.request.text
+    assert sent is not None and AWS_KEY not in sent and GOOGLE_KEY not in sent
+    assert json.loads(sent)["user"] == "u-1" and sent.count('"user":') == 1
+
+
 def request_to(host: str, path: str, redaction: str = "") -> tuple[http.HTTPFlow, Turn]:
     """A request to ``host`` and ``path`` through the addon in enforce mode (``redaction``: that section's
     settings): the flow and its turn."""
