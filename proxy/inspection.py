@@ -41,7 +41,7 @@ from proxy.detectors import (
     commands,
     compliance,
     credentials,
-    fetched_urls,
+    handed_files,
     injection,
     leak,
     links,
@@ -1036,7 +1036,7 @@ class TurnInspector:
         found = credentials.credential_reads(
             calls, self.detectors.credential_reads, self.budget, earlier, self.policy.credentials
         )
-        found += fetched_urls.url_reads(calls, self.detectors.credential_reads, self.budget)
+        found += handed_files.handed_reads(calls, self.detectors.credential_reads, self.budget)
         return tools.ran_upstream(found, calls)
 
     def _earlier_calls(self, calls: list[ToolCall]) -> list[ToolCall] | None:

