@@ -11,7 +11,7 @@ import pytest
 
 from proxy.scanning import relaxed
 from proxy.scanning.redact import StreamRedactor, scan_and_redact
-from proxy.scanning.rulepack import PackError, Rule, Scanner, load_pack, pack_path
+from proxy.scanning.rulepack import PackError, Rule, Scanner, load_pack, longest_run, pack_path
 from proxy.scanning.validators import base62_crc32_valid
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -177,3 +177,93 @@ def test_an_inside_match_counts_only_where_its_proof_holds(tmp_path: Path) -> No
         text = f"x{key}y x{wrong}y"
         spans = [text[match.start : match.end] for match in scanner.scan_alone(text).matches]
         assert spans == found
+
+
+KEYED_RULES = [rule for rule in INSIDE_RULES if rule.inside_runs]
+
+
+def _key_of(rule: Rule) -> str:
+    assert rule.inside is not None
+    return next(hit.group() for example in rule.match_examples for hit in rule.inside.finditer(example))
+
+
+def test_every_glued_key_of_one_length_is_read_by_its_prefix_and_length_or_its_proof() -> None:
+    """The glued rules with a key of one length and no form written in the pack (AWS's AKIA, Google's
+    AIza, Shopify's shpat_ ...) all read a key glued on both sides."""
+    assert len(KEYED_RULES) > 60
+    assert {"aws-access-key-id", "gcp-api-key", "shopify-access-token"} <= {rule.id for rule in KEYED_RULES}
+    assert not any(rule.inside_runs for rule in INSIDE_RULES if rule.proof)
+
+
+@pytest.mark.parametrize("rule", KEYED_RULES, ids=lambda rule: rule.id)
+@pytest.mark.parametrize(("before", "after"), [*GLUES, ("x-", "-y"), ("a.b", "c.d")])
+def test_a_key_of_a_prefix_and_a_length_glued_on_both_sides_is_redacted_alone(
+    scanner: Scanner, rule: Rule, before: str, after: str
+) -> None:
+    """Letters, digits, ``_``, ``-``, ``.`` or a run of base64 glued before stay, and glued after, but where
+    the key stands with nothing glued to it but a ``-`` or ``.`` and so its token is redacted to its end."""
+    key = _key_of(rule)
+    redacted = scan_and_redact(scanner, f"d={before}{key}{after} end").text
+    assert redacted.startswith(f"d={before}[REDACTED:{rule.id}]"), redacted
+    assert redacted.endswith(f"]{after} end") or redacted.endswith("] end"), redacted
+    assert key not in redacted
+
+
+def _longest_run_around(rule: Rule) -> int:
+    """The longest run of base62 (and the key's own characters) the rule's first example key may stand in."""
+    return longest_run(rule.inside_runs, frozenset(BASE62 + _key_of(rule)))
+
+
+@pytest.mark.parametrize(
+    "rule", [rule for rule in KEYED_RULES if _longest_run_around(rule) < 100_000], ids=lambda rule: rule.id
+)
+def test_a_key_of_a_prefix_and_a_length_in_a_longer_run_than_its_chance_allows_is_no_key(
+    scanner: Scanner, rule: Rule
+) -> None:
+    """A random run that long holds such a key by chance often enough (an image, a JWT, an id): in it the
+    prefix and the length are no key; in a run one character shorter on each side they are."""
+    key = _key_of(rule)
+    rng = random.Random(rule.id)  # noqa: S311 - reproducible runs, not cryptography
+    side = (_longest_run_around(rule) - len(key)) // 2 + 1
+    # Letters and digits: a "+" or "/" right after the key ends it as a word (the regex as run finds it).
+    before, after = "".join(rng.choices(BASE62, k=side)), "".join(rng.choices(BASE62, k=side))
+    ids = [match.rule.id for match in scanner.scan_alone(f"blob {before}{key}{after} end").matches]
+    assert rule.id not in ids
+    shorter = f"blob {before[2:]}{key}{after[2:]} end"
+    assert rule.id in [match.rule.id for match in scanner.scan_alone(shorter).matches]
+
+
+@pytest.mark.parametrize("rule_id", ["aws-access-key-id", "gcp-api-key", "shopify-access-token"])
+def test_a_key_of_a_prefix_and_a_length_glued_on_both_sides_streamed_is_redacted_as_whole_text_is(
+    scanner: Scanner, rule_id: str
+) -> None:
+    rule = next(rule for rule in KEYED_RULES if rule.id == rule_id)
+    text = f"see x{_key_of(rule)}y and more"
+    redactor = StreamRedactor(scanner)
+    chunks = [redactor.feed(char) for char in text] + [redactor.flush()]
+    assert "".join(chunks) == f"see x[REDACTED:{rule_id}]y and more"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("XAKIABWQEEQK4UOQQRXIVX", True),
+        ("QQQQQQQQQQAKIABWQEEQK4UOQQRXIVQ", False),
+        ("qqqqqqqqqqAKIABWQEEQK4UOQQRXIVQ", True),
+        ("0123456789ACCAFEDCBA234567ABCD" + "0123456789ABCDEF" * 3, True),
+        ("0123456789ACCAFEDCBA234567ABCD" + "0123456789ABCDEF" * 5, False),
+    ],
+)
+def test_a_run_is_judged_by_the_narrowest_alphabet_its_characters_may_be_drawn_from(
+    scanner: Scanner, text: str, found: bool
+) -> None:
+    """AKIA and 16 capitals and digits 2-7 are themselves base32: a run of nothing else (base32 text) holds
+    one by chance once in about a million places, and so only a short one reads as a key; a run with a
+    character no base32 holds is read as base64. ACCA is hex, and a run of upper-case hex holds ACCA keys."""
+    assert bool(scanner.scan_alone(f"v {text} end").matches) is found
+
+
+def test_a_prefix_and_a_length_are_no_key_in_a_turned_or_regrouped_reading(scanner: Scanner) -> None:
+    """Read uppercased, a base64 run holds AKIA and 16 capitals and digits far more often than as written:
+    the prefix and the length are read in the text as it stands and decoded, not in such readings."""
+    assert scanner.scan_alone("iVBORw0KGgoAKIABWQEEQK4UOQQRXIaAAAASUhEUgAA").matches == []

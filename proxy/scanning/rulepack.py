@@ -51,6 +51,16 @@ where the regex found no match starting at the same place, and covers the key al
 to it stays. A match that fails its proof is searched on from its end, so a form with a proof is one
 in which no match can start inside another (the body of ``ghp_...`` holds no ``_``).
 
+A glued rule of a key of one length with no ``inside`` form written has one of its prefix and length
+alone, its regex less the boundaries (``prefix_length_inside``: ``xAKIA...y``, ``foo_AIza..._bar``). How
+often a run of random characters holds a match is read from the regex, for each alphabet of the random
+runs agents read (base64, base64url, base62, hex, base32, ``_RUN_ALPHABETS``); a match counts in a run of
+base64 characters no longer than one holding such a key by chance ``GLUED_RUN_CHANCE`` of the time, in
+the narrowest alphabet the run's characters may be drawn from (``longest_run``): AKIA and 16 characters
+in any run but one of base32, which the key itself is; AIza and 35 in no more than about 550 characters of
+base64 (an image is longer). It is read in the text as it stands and decoded, not in the readings that put
+a key together or turn it (their joins and turnings make the runs).
+
 A rule with neither keywords nor shapes runs on every text. Every match of a rule must contain one of
 its keywords or shapes: a hit only makes the rule run in a window around it. Keywords are looked for
 with any whitespace character read as a space, so "do not" also finds "do\tnot" (not "do  not").
@@ -71,6 +81,7 @@ import math
 import operator
 import re
 import string
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -161,6 +172,9 @@ class Rule:
     reading of a text runs."""
     inside: regex.Pattern[str] | None = None
     """The key's own structure, found with anything glued to either side (the module says when)."""
+    inside_runs: tuple[tuple[frozenset[str], int], ...] = ()
+    """For an ``inside`` form of a prefix and a length alone (``prefix_length_inside``), the longest run of
+    each alphabet a match of it may stand in (``longest_run``); none for a form written in the pack."""
     proof: str | None = None
     """The validator a match of ``inside`` must pass (a checksum); None where the structure is the proof."""
     whole_token: bool = False
@@ -480,7 +494,7 @@ class _PackReader:
         written = None
         if glued and pattern is not None:
             written, pattern = pattern, self._pattern(glued_source(raw["regex"]), at("regex"), label)
-        inside, proof = self._inside(raw, pattern, raw.get("max_length"), at, label)
+        inside, proof, inside_runs = self._inside(raw, pattern, glued, raw.get("max_length"), at, label)
         keywords = raw.get("keywords", [])
         if not isinstance(keywords, list) or not all(isinstance(word, str) and word for word in keywords):
             self.problem(at("keywords"), f"{label}: keywords must be a list of non-empty strings")
@@ -558,6 +572,7 @@ class _PackReader:
             glued=glued,
             written=written,
             inside=inside,
+            inside_runs=inside_runs,
             proof=proof,
             files=tuple(files),
         )
@@ -566,33 +581,39 @@ class _PackReader:
         self,
         raw: dict[str, Any],
         pattern: regex.Pattern[str] | None,
+        glued: bool,
         max_length: Any,
         at: Callable[[str], int],
         label: str,
-    ) -> tuple[regex.Pattern[str] | None, str | None]:
-        """The rule's ``inside`` form and its ``proof`` (the module says what they are). The form's matches
-        must be no longer than the rule's own, whose windows it is searched in, and so few ways to split
-        among its parts that a search of it takes time linear in the text (``INSIDE_PATHS``): it runs
-        without the regex module's time limit, whose setup costs several times the search of a window."""
+    ) -> tuple[regex.Pattern[str] | None, str | None, tuple[tuple[frozenset[str], int], ...]]:
+        """The rule's ``inside`` form, its ``proof`` and the longest runs a match of it may stand in (the
+        module says what they are; a glued rule with none written has the one ``prefix_length_inside``
+        gives). The form's matches must be no longer than the rule's own, whose windows it is searched in,
+        and so few ways to split among its parts that a search of it takes time linear in the text
+        (``INSIDE_PATHS``): it runs without the regex module's time limit, whose setup costs several times
+        the search of a window."""
         source, proof = raw.get("inside"), raw.get("proof")
+        runs: tuple[tuple[frozenset[str], int], ...] = ()
         if proof is not None and (source is None or proof not in VALIDATORS):
             self.problem(at("proof"), f"{label}: proof is a validator's name, for a rule with inside")
             proof = None
+        if source is None and glued:
+            source, runs = prefix_length_inside(raw["regex"]) or (None, ())
         if source is None:
-            return None, None
+            return None, None, ()
         inside = self._pattern(source, at("inside"), label)
         if inside is None or pattern is None:
-            return None, None
+            return None, None, ()
         width = _max_width(inside.pattern)
         longest = max_length if isinstance(max_length, int) else _max_width(pattern.pattern)
         if width is None or (longest is not None and width > longest):
             self.problem(at("inside"), f"{label}: inside must be of bounded length, no longer than the regex")
-            return None, None
+            return None, None, ()
         paths = backtracking_paths(inside.pattern, width)
         if paths is None or paths > INSIDE_PATHS:
             self.problem(at("inside"), f"{label}: inside may backtrack {INSIDE_PATHS} ways at most")
-            return None, None
-        return inside, proof
+            return None, None, ()
+        return inside, proof, runs
 
     def _glued(self, raw: dict[str, Any], line: int, label: str) -> bool:
         """Whether the rule's regex runs without the ``WORD_START`` it opens with (the module says when)."""
@@ -647,22 +668,137 @@ _BASE64_BEFORE = "(?<![A-Za-z0-9+/_-])"
 """Where a key glued after may start: right after no character of base64 or base64url."""
 
 
-def glued_source(source: str) -> str:
-    """``source`` (opening with ``WORD_START``) as a glued rule runs it (the module says how): without
-    its left boundary, and where it closes with a word boundary after a key of one length, with that
-    boundary or, instead, a start after no base64 character."""
+def _key_of_one_length(source: str) -> tuple[str, str, int] | None:
+    """The key of ``source`` (opening with ``WORD_START``, closing with a word boundary after a key of one
+    length), that closing boundary and the key's length; None for a regex of another shape."""
     core = source[len(WORD_START) :]
     closing = _WORD_END.search(core)
     if closing is None:
-        return core
+        return None
     key = core[: closing.start()]
     try:
         low, high = _sre_parse.parse(key).getwidth()
     except (re.error, ValueError, TypeError, OverflowError, RecursionError):
-        return core
+        return None
     if low != high or not low:
-        return core
-    return f"{key}(?:{closing.group(0)}|(?<={_BASE64_BEFORE}[\\s\\S]{{{low}}}))"
+        return None
+    return key, closing.group(0), low
+
+
+def glued_source(source: str) -> str:
+    """``source`` (opening with ``WORD_START``) as a glued rule runs it (the module says how): without
+    its left boundary, and where it closes with a word boundary after a key of one length, with that
+    boundary or, instead, a start after no base64 character."""
+    one_length = _key_of_one_length(source)
+    if one_length is None:
+        return source[len(WORD_START) :]
+    key, closing, length = one_length
+    return f"{key}(?:{closing}|(?<={_BASE64_BEFORE}[\\s\\S]{{{length}}}))"
+
+
+GLUED_RUN_CHANCE = 1e-5
+"""How often a run of random characters of one alphabet, as long as a key's ``longest_run`` in it, may hold a
+key of its prefix and length by chance."""
+_RUN_ALPHABETS = tuple(
+    frozenset(alphabet)
+    for alphabet in (
+        string.ascii_letters + string.digits + "+/",
+        string.ascii_letters + string.digits + "-_",
+        string.ascii_letters + string.digits,
+        string.digits + "abcdef",
+        string.digits + "ABCDEF",
+        string.ascii_uppercase + "234567",
+        string.ascii_lowercase + "234567",
+    )
+)
+"""The alphabets of the random runs agents read every day: base64 (images), base64url (JWTs), base62 (ids and
+tokens), hex (hashes) and base32 (RFC 4648), each case."""
+_BASE64_RUN = regex.compile("[A-Za-z0-9+/_-]*")
+_BASE64_RUN_BEFORE = regex.compile("(?r)[A-Za-z0-9+/_-]*")
+
+
+def prefix_length_inside(source: str) -> tuple[str, tuple[tuple[frozenset[str], int], ...]] | None:
+    """The ``inside`` form of a glued rule's key of one length, its prefix and length alone (``source``
+    less its boundaries), and for each alphabet of random runs the longest run of it a match may stand in:
+    one that long holds such a key at one of its places by chance at most ``GLUED_RUN_CHANCE`` of the time
+    (``sys.maxsize`` where none can). None where a key of the form is that likely in a run of every
+    alphabet no longer than itself and a character either side, or its likelihood is not read from the
+    regex."""
+    one_length = _key_of_one_length(source)
+    if one_length is None:
+        return None
+    key, _, length = one_length
+    runs = []
+    for alphabet in _RUN_ALPHABETS:
+        chance = _chance(list(_sre_parse.parse(key)), alphabet)
+        if chance is None:
+            return None
+        # A run holds a key at each place but the last ``length - 1``.
+        runs.append((alphabet, length - 1 + int(GLUED_RUN_CHANCE / chance) if chance else sys.maxsize))
+    return (key, tuple(runs)) if max(longest for _, longest in runs) >= length + 2 else None
+
+
+def longest_run(runs: tuple[tuple[frozenset[str], int], ...], characters: frozenset[str]) -> int:
+    """The longest run of ``characters`` a key of a prefix and a length (``Rule.inside_runs``) may stand in:
+    that of the narrowest alphabet those characters may have been drawn from at random."""
+    return min((longest for alphabet, longest in runs if characters <= alphabet), default=sys.maxsize)
+
+
+def _chance(items: list[tuple[Any, Any]], alphabet: frozenset[str]) -> float | None:
+    """How likely a run of characters drawn at random from ``alphabet`` matches the parsed regex ``items``
+    at a given place; None for a construct other than literals, classes, groups, alternatives and
+    repeats of one count."""
+    constants = _sre_constants
+    chance = 1.0
+    for op, value in items:
+        if op in (constants.LITERAL, constants.IN):
+            characters = _class_characters([(op, value)] if op == constants.LITERAL else value)
+            if characters is None:
+                return None
+            chance *= len(characters & alphabet) / len(alphabet)
+        elif op == constants.MAX_REPEAT and value[0] == value[1]:
+            part = _chance(list(value[2]), alphabet)
+            if part is None:
+                return None
+            chance *= part ** value[0]
+        elif op == constants.SUBPATTERN and not value[1] and not value[2]:
+            part = _chance(list(value[3]), alphabet)
+            if part is None:
+                return None
+            chance *= part
+        elif op == constants.BRANCH:
+            parts = [_chance(list(branch), alphabet) for branch in value[1]]
+            if any(part is None for part in parts):
+                return None
+            chance *= min(1.0, sum(part for part in parts if part is not None))
+        else:
+            return None
+    return chance
+
+
+def _class_characters(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
+    """The characters a parsed character class (or literal) ``items`` holds; None for one negated or with a
+    category other than digits."""
+    constants = _sre_constants
+    characters: set[str] = set()
+    for op, value in items:
+        if op == constants.LITERAL:
+            characters.add(chr(value))
+        elif op == constants.RANGE:
+            characters.update(map(chr, range(value[0], value[1] + 1)))
+        elif op == constants.CATEGORY and value == constants.CATEGORY_DIGIT:
+            characters.update(string.digits)
+        else:
+            return None
+    return frozenset(characters)
+
+
+def _base64_run(text: str, start: int, end: int) -> tuple[int, int, frozenset[str]]:
+    """The run of base64 and base64url characters around ``text[start:end]``, and its characters."""
+    before = _BASE64_RUN_BEFORE.match(text, 0, start)
+    after = _BASE64_RUN.match(text, end)
+    low, high = (before.start() if before else start), (after.end() if after else end)
+    return low, high, frozenset(text[low:high])
 
 
 def _fixed_prefix_length(source: str) -> int:
@@ -2537,7 +2673,8 @@ class Scanner:
         ):
             starts.add(start)
             yield start, end, False
-        if rule.inside is not None:
+        # A prefix and a length are no key in a view whose joins or turning made the run they stand in.
+        if rule.inside is not None and not (plan.written and rule.inside_runs):
             for start, end in self._matches(index, rule.inside, 0, (True, True), text, plan, deadline, meter):
                 if start not in starts:
                     yield start, end, True
@@ -2765,9 +2902,16 @@ class Scanner:
         rule = self.rules[index]
         check = VALIDATORS[rule.validator] if rule.validator else None
         proof = VALIDATORS[rule.proof] if rule.proof else None
+        # The run of base64 the last match of a prefix and a length stood in: each run is read once.
+        run: tuple[int, int, frozenset[str]] = (0, -1, frozenset())
         for start, end, inside in self._spans(index, text, plan, seconds, meter):
             if start < 0 or start == end:
                 continue
+            if inside and rule.inside_runs:
+                if not run[0] <= start <= end <= run[1]:
+                    run = _base64_run(text, start, end)
+                if run[1] - run[0] > longest_run(rule.inside_runs, run[2]):
+                    continue
             value = text[start:end]
             if "\x00" in value:
                 # A NUL ends every text scanned together with others (and is no credential's
