@@ -497,6 +497,38 @@ def test_a_prefixed_key_of_one_length_glued_before_a_letter_or_digit_is_redacted
         assert not any(part in redacted for part in re.findall(r"[A-Za-z0-9]{12,}", key)), text
 
 
+def _ended_by_an_underscore() -> list[pytest.ParameterSet]:
+    """The glued rules whose key's end holds no ``_`` and whose regex so closes, with their first key."""
+    cases = []
+    for rule in load_pack(pack_path("secrets")).rules:
+        if rule.glued and rule.written is not None and rule.written.pattern.endswith("(?![A-Za-z0-9])"):
+            key = next(found.group(0) for found in map(rule.written.search, rule.match_examples) if found)
+            cases.append(pytest.param(rule.id, key, id=rule.id))
+    return cases
+
+
+ENDED_BY_AN_UNDERSCORE = _ended_by_an_underscore()
+
+
+def test_keys_whose_end_holds_no_underscore_are_ended_by_one() -> None:
+    ids = {case.values[0] for case in ENDED_BY_AN_UNDERSCORE}
+    assert {"stripe-live-secret-key", "slack-refresh-token", "doppler-personal-token", "tailscale-key"} <= ids
+
+
+@pytest.mark.parametrize(("rule_id", "key"), ENDED_BY_AN_UNDERSCORE)
+def test_a_key_whose_end_holds_no_underscore_followed_by_one_is_redacted(
+    scanner: Scanner, rule_id: str, key: str
+) -> None:
+    """A ``_`` glued after such a key, with a word after it (``xsk_live_..._old``), is no more of it: glued
+    before as well, the key is redacted and what is glued to it stays."""
+    for before in ("", "x", "9", "_"):
+        redacted = scan_and_redact(scanner, f"here {before}{key}_old end").text
+        assert redacted.startswith(f"here {before}[REDACTED:{rule_id}]"), redacted
+        assert key not in redacted
+        if before:
+            assert redacted == f"here {before}[REDACTED:{rule_id}]_old end"
+
+
 BASE64_AROUND = [("QWxsIHRoZSB3b3JsZC+", "Zm9vYmFy"), ("/dGhpc0lz", "Tm90QUtleQ=="), ("ab_", "cd")]
 
 
