@@ -165,15 +165,26 @@ def _code_request(text: str) -> Request | None:
     names = _names(text)
     if not names:
         return None
+    return Request(names, code_hosts(text), text)
+
+
+def code_sends(text: str) -> bool:
+    """Whether code sends a request or looks a name up."""
+    return _CODE_SENDS.search(text) is not None
+
+
+def code_hosts(text: str) -> tuple[str, ...] | None:
+    """The hosts of every URL code writes: None where one has no literal host, it writes none, or the code
+    sets a proxy."""
     if _CODE_REROUTES.search(text):
-        return Request(names, None, text)
+        return None
     hosts = []
     for start in _URL_START.finditer(text):
         host = _CODE_HOST.match(text, start.end())
         if host is None:
-            return Request(names, None, text)
+            return None
         hosts.append(host[1].strip("[]").rstrip(".").lower())
-    return Request(names, tuple(hosts) or None, text)
+    return tuple(hosts) or None
 
 
 def _stage_requests(
@@ -218,6 +229,63 @@ def _stage_requests(
     request = _code_request(stage)
     if request is not None:
         yield request
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """A command of a pipeline: the one it runs (``name``, None where that is not known for certain: a
+    setting before it that may send it elsewhere, a name an expansion, quotes or a folder of the user's own
+    gives) and its words after the name; the text of it and of its pipeline (with its here-documents); and
+    the text of the stage before it that feeds it (``fed_by``; None for a pipeline's first)."""
+
+    name: str | None
+    arguments: Words
+    text: str
+    pipeline: str
+    fed_by: str | None
+
+
+def stages_in(
+    text: str, tick: Callable[[], None], *, fed_by: str | None = None, depth: int = 0
+) -> Iterator[Stage]:
+    """The commands of a shell text as it runs them, those of a subshell, a group and ``sh -c`` within
+    them too (up to ``_DEEPEST``), a group fed by what feeds it. ``tick`` is called once for each."""
+    for pipeline in _pipelines(text, tick, lines=False):
+        tick()
+        if len(pipeline) > LONGEST_REQUEST:
+            yield Stage(None, [], pipeline, pipeline, fed_by)
+            continue
+        feeding = fed_by
+        for stage in _stages(pipeline):
+            command = stage.strip()
+            yield from _stage_commands(command, pipeline, feeding, tick, depth)
+            feeding = command
+
+
+def _stage_commands(
+    stage: str, pipeline: str, fed_by: str | None, tick: Callable[[], None], depth: int
+) -> Iterator[Stage]:
+    if stage[:1] in "({" and stage[-1:] in ")}" and depth < _DEEPEST:
+        yield from stages_in(stage[1:-1], tick, fed_by=fed_by, depth=depth + 1)
+        return
+    words = words_of(stage)
+    at = _command_at(words)
+    if at is None:
+        yield Stage(None, words, stage, pipeline, fed_by)
+        return
+    if at == len(words):
+        return
+    raw, value = words[at]
+    arguments = words[at + 1 :]
+    name = posixpath.basename(value)
+    if name in _SHELLS and depth < _DEEPEST:
+        inner = _shell_string(arguments)
+        if inner is not None:
+            yield from stages_in(inner, tick, fed_by=fed_by, depth=depth + 1)
+            return
+    system = "/" not in value or _SYSTEM_FOLDER.fullmatch(value)
+    known = raw == value and system and not _EXPANSION.search(value)
+    yield Stage(name if known else None, arguments, stage, pipeline, fed_by)
 
 
 def _names_a_host(words: list[tuple[str, str]]) -> bool:
@@ -470,10 +538,12 @@ def _pipe_places(pipeline: str) -> list[int]:
 
 
 Words = list[tuple[str, str]]
+Read = tuple[Words, Words]
+"""A command's operands and its options' values (each as option, value)."""
 _NOT_A_DESTINATION = ""
 
 
-def _operand_host(raw: str, value: str, *, bare: bool = True) -> str | None:
+def operand_host(raw: str, value: str, *, bare: bool = True) -> str | None:
     """The host a command's operand sends to: ``_NOT_A_DESTINATION`` for a word that names none (a word
     of no dot, a secret's own variable, a header a reading took out of its quotes), None where it is not
     known for certain (a host without a scheme, with ``bare``; a substitution, a glob, a variable)."""
@@ -521,7 +591,7 @@ def _options(
     short_rerouting: str,
     long_valued: frozenset[str],
     long_rerouting: re.Pattern[str],
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]] | None:
+) -> Read | None:
     """The operands of a command's words and its options' values (each as option, value); None where an
     option sends its requests elsewhere or reads more of them from elsewhere."""
     operands: list[tuple[str, str]] = []
@@ -565,7 +635,7 @@ def _options(
 def _hosts_of(operands: list[tuple[str, str]], *, bare: bool = True) -> tuple[str, ...] | None:
     hosts = []
     for raw, value in operands:
-        host = _operand_host(raw, value, bare=bare)
+        host = operand_host(raw, value, bare=bare)
         if host is None:
             return None
         if host:
@@ -624,7 +694,7 @@ def _with_urls_given(operands: Words, values: Words) -> Words:
 
 
 def _curl(words: Words) -> tuple[str, ...] | None:
-    read = _options(words, "AbcCdDeEFHmoPQrtTuUwXyYz", "xK:", _CURL_VALUED, _CURL_REROUTING)
+    read = read_curl(words)
     if read is None or any(
         _HOST_HEADER.match(value) for option, value in read[1] if option in ("H", "header")
     ):
@@ -633,24 +703,49 @@ def _curl(words: Words) -> tuple[str, ...] | None:
 
 
 def _wget(words: Words) -> tuple[str, ...] | None:
-    read = _options(words, "aAoOPQtTwlRDIXU", "eiB", _WGET_VALUED, _WGET_REROUTING)
+    read = read_wget(words)
     if read is None or any(_HOST_HEADER.match(value) for option, value in read[1] if option == "header"):
         return None
     return _hosts_of(_with_urls_given(*read))
 
 
+def read_curl(words: Words) -> Read | None:
+    """curl's operands and options' values: None where an option sends its requests elsewhere or reads
+    more of them from elsewhere."""
+    return _options(words, "AbcCdDeEFHmoPQrtTuUwXyYz", "xK:", _CURL_VALUED, _CURL_REROUTING)
+
+
+def read_wget(words: Words) -> Read | None:
+    """wget's operands and options' values, as ``read_curl``."""
+    return _options(words, "aAoOPQtTwlRDIXU", "eiB", _WGET_VALUED, _WGET_REROUTING)
+
+
+def read_httpie(words: Words) -> Read | None:
+    """HTTPie's and xh's operands and options' values, as ``read_curl``."""
+    return _options(words, "aAopsv", "x", _HTTPIE_VALUED, _HTTPIE_REROUTING)
+
+
+def httpie_request(operands: Words) -> Words:
+    """HTTPie's and xh's ``[METHOD] URL [ITEMS]``: the URL and the items, past a method."""
+    return operands[1:] if operands and _METHOD.fullmatch(operands[0][1]) else operands
+
+
 def _httpie(words: Words) -> tuple[str, ...] | None:
-    """HTTPie and xh: ``[METHOD] URL [ITEMS]``: the URL is the first operand but a method; the items
+    """HTTPie and xh: the URL is the first operand but a method (``:PORT`` the local host's); the items
     after it are headers and data, a ``Host:`` header among them sending the request elsewhere."""
-    read = _options(words, "aAopsv", "x", _HTTPIE_VALUED, _HTTPIE_REROUTING)
+    read = read_httpie(words)
     if read is None:
         return None
-    operands = read[0]
-    if operands and _METHOD.fullmatch(operands[0][1]):
-        operands = operands[1:]
+    operands = httpie_request(read[0])
     if not operands or any(_HOST_HEADER.match(value) for _, value in operands[1:]):
         return None
+    if _LOCAL_SHORTHAND.fullmatch(operands[0][1]):
+        return ("localhost",)
     return _hosts_of(operands[:1])
+
+
+_LOCAL_SHORTHAND = re.compile(r":\d*(?:/.*)?", re.S)
+"""HTTPie's URL of the local host (``:3000/items``)."""
 
 
 def _gh(words: Words) -> tuple[str, ...] | None:
@@ -703,3 +798,9 @@ _DESTINATIONS: dict[str, Callable[[Words], tuple[str, ...] | None]] = {
     "gh": _gh,
     "git": _git,
 }
+
+
+def destinations(name: str, words: Words) -> tuple[str, ...] | None:
+    """The hosts a network command (``NETWORK_COMMANDS``) of these words sends to, None where they are not
+    known for certain."""
+    return _DESTINATIONS[name](words)
