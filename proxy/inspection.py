@@ -48,6 +48,7 @@ from proxy.detectors import (
     refusal,
     scripts,
     tools,
+    uploads,
 )
 from proxy.detectors.baseline import (
     DropThresholds,
@@ -481,6 +482,12 @@ _CONVERSATION_SOURCES = frozenset({Source.USER, Source.ASSISTANT, Source.TOOL_RE
 """Parts of a request that carry a conversation: one holding none continues one kept elsewhere."""
 
 
+def _reading_notice(name: str, withholding: list[Finding]) -> str:
+    """Why a call that reads credentials, or uploads local data outside the allowlist, cannot run."""
+    read = [finding.rule for finding in withholding if finding.rule != uploads.UPLOAD_RULE]
+    return credentials.withheld_notice(name, read) if read else uploads.withheld_notice(name)
+
+
 class TurnInspector:
     def __init__(
         self,
@@ -676,7 +683,7 @@ class TurnInspector:
         if mcp_call:
             # An MCP tools/call is the agent calling the tool itself: withholding it means refusing it.
             self._record(self._destructive_calls(view.tool_calls))
-            self._record(self._credential_reads(view.tool_calls) + self._name_secrets(view.tool_calls))
+            self._record(self._reads_and_uploads(view.tool_calls) + self._name_secrets(view.tool_calls))
             for call in view.tool_calls:
                 self._record(self._rate_limits(call, self.turn.context.agent_id, self.turn.context.user_id))
         self._record_run_upstream(view)
@@ -1027,16 +1034,19 @@ class TurnInspector:
         rule has run out of time on it."""
         return self.response_refused() if self.budget.timed_out else None
 
-    def _credential_reads(self, calls: list[ToolCall]) -> list[Finding]:
+    def _reads_and_uploads(self, calls: list[ToolCall]) -> list[Finding]:
         """``credentials.credential_reads`` of the calls, after the conversation's earlier calls: those
         the request's history holds, then those read before in this turn; not known where the request
         carries no conversation of its own (an MCP ``tools/call``, a stored response or conversation
-        continued, an Assistants run, a WebSocket's session)."""
+        continued, an Assistants run, a WebSocket's session). And the local data their commands upload
+        outside the role's egress allowlist (``uploads.outside_allowlist``), which the proxy does not see
+        where the commands go straight out."""
         earlier = self._earlier_calls(calls)
         found = credentials.credential_reads(
             calls, self.detectors.credential_reads, self.budget, earlier, self.policy.credentials
         )
         found += handed_files.handed_reads(calls, self.detectors.credential_reads, self.budget)
+        found += uploads.outside_allowlist(calls, self._host_allowed, self.budget)
         return tools.ran_upstream(found, calls)
 
     def _earlier_calls(self, calls: list[ToolCall]) -> list[ToolCall] | None:
@@ -1835,7 +1845,7 @@ class TurnInspector:
         for reading in (first, *others):
             found = (
                 self._destructive_calls([reading], repeated=True)
-                + self._credential_reads([reading])
+                + self._reads_and_uploads([reading])
                 + self._name_secrets([reading])
             )
             if reading is first:
@@ -1889,7 +1899,7 @@ class TurnInspector:
             ]
             self._record(
                 self._destructive_calls(calls, repeated=True)
-                + self._credential_reads(calls)
+                + self._reads_and_uploads(calls)
                 + self._name_secrets(calls)
             )
             self._record(self._repeated_behaviour(calls))
@@ -2038,7 +2048,7 @@ class TurnInspector:
             completion.tool_calls
         )
         self._record(tool_findings)
-        credential_findings = self._credential_reads(completion.tool_calls) + self._name_secrets(
+        credential_findings = self._reads_and_uploads(completion.tool_calls) + self._name_secrets(
             completion.tool_calls
         )
         self._record(credential_findings)
@@ -2089,7 +2099,7 @@ class TurnInspector:
                 self.overrides,
                 judge=self._command_judge(completion.tool_calls),
             )
-            found += self._credential_reads(completion.tool_calls)
+            found += self._reads_and_uploads(completion.tool_calls)
             for part in completion.parts:
                 if part.source in CONTEXT_SOURCES:
                     found += self._injection_findings(part)
@@ -2116,7 +2126,7 @@ class TurnInspector:
                 self.overrides,
                 judge=self._command_judge(other.tool_calls),
             )
-            found += self._credential_reads(other.tool_calls)
+            found += self._reads_and_uploads(other.tool_calls)
         self._record_read_as(found, reading)
 
     def _record_read_as(self, found: list[Finding], reading: str) -> None:
@@ -2190,19 +2200,20 @@ class TurnInspector:
 
     def _withheld_notice(self, call: ToolCall, withholding: list[Finding]) -> str:
         """A call withheld for a secret in its name says so; a destructive call's notice says how to get it
-        approved; a credential read's, why it cannot run."""
+        approved; a credential read's or an upload's, why it cannot run."""
         name = self._shown_name(call.name)
         if call.ran_upstream:
             return tools.ran_upstream_notice(name)
         own = [finding for finding in withholding if finding.where == call.where]
         # A secret in the name withholds the call whatever else does: no approval would let it run.
-        if any(finding.threat is Threat.DATA_EXFILTRATION for finding in own):
+        named = [finding for finding in own if finding.rule != uploads.UPLOAD_RULE]
+        if any(finding.threat is Threat.DATA_EXFILTRATION for finding in named):
             return tools.secret_name_notice(name)
         destructive = [finding for finding in own if finding.threat is Threat.TOOL_ABUSE]
         if destructive:
             pending = destructive[0].extra.get("pending_approval")
             return tools.approval_notice(name, str(pending) if pending is not None else None)
-        return credentials.withheld_notice(name, [finding.rule for finding in own])
+        return _reading_notice(name, own)
 
     def _tool_behaviour(self, calls: list[ToolCall]) -> list[Finding]:
         """Per-tool rate limits, call frequency against the agent's baseline, argument entropy against the
@@ -2684,17 +2695,16 @@ class TurnInspector:
                 or commands.is_command_tool(call.name)
             )
             if not complete:
-                held = judged or (guards_credentials and credentials.is_reading_tool(call.name))
+                reading = guards_credentials or guards_names
+                held = judged or (reading and credentials.is_reading_tool(call.name))
                 return "hold" if held else "release"
             reads = [
                 finding
-                for finding in self._credential_reads([call])
+                for finding in self._reads_and_uploads([call])
                 if finding.action is Action.WITHHOLD and self.policy.enforces(finding.threat)
             ]
             if reads:
-                self.stream_notices[call_identity(call)] = credentials.withheld_notice(
-                    self._shown_name(call.name), [finding.rule for finding in reads]
-                )
+                self.stream_notices[call_identity(call)] = _reading_notice(self._shown_name(call.name), reads)
                 return "drop"
             destructive = self._destructive_calls([call]) if judged else []
             if not destructive or destructive[0].action is not Action.WITHHOLD:
