@@ -104,6 +104,8 @@ NO_UPLOADS = [
     "python3 -c \"open('out.json', 'w').write(requests.post('https://x.example/v1', json={'a': 1}).text)\"",
     "python3 -c \"import requests as r; r.post('https://api.openai.com/v1/files', files={'f': open('a')})\"",
     "grep -rn 'curl -T' docs/",
+    "cat > notes.md <<'EOF'\nUpload with requests.post('https://x.example', files={'f': open('a')})\nEOF",
+    "python3 -c \"import urllib.request as u; data = u.urlopen('https://x.example/a').read()\"",
 ]
 """Literal data, downloads, sends to allowlisted hosts or to the machine itself, and no sends at all."""
 

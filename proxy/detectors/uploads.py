@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from proxy.detectors.commands import without_stored_heredocs
 from proxy.detectors.credentials import WRITING_TOOLS, argument_strings, is_reading_tool
 from proxy.detectors.request_destinations import (
     Read,
@@ -54,9 +55,10 @@ class Upload:
 
 
 def uploads_in(text: str, tick: Callable[[], None]) -> Iterator[Upload]:
-    """The uploads of a shell text, and of the text read as code. ``tick`` is called for each command."""
+    """The uploads of a shell text, and of the text read as code; a here-document it only stores or prints
+    (``cat > notes.md <<'EOF'``) is data, not commands. ``tick`` is called for each command."""
     tick()
-    code = _code_upload(text)
+    code = _code_upload(without_stored_heredocs(text))
     if code is not None:
         yield code
     for stage in stages_in(text, tick):
@@ -243,7 +245,13 @@ def _stage_upload(stage: Stage) -> Upload | None:
     if redirected is not None and not (name in _LITERAL_PRINTERS and not _SUBSTITUTION.search(stage.text)):
         host = operand_host(redirected[1], f"tcp://{redirected[1]}")
         return Upload("/dev/tcp", (host,) if host else None, int(redirected[2]))
-    return _code_upload(stage.text) if name not in _LITERAL_PRINTERS else None
+    return _code_upload(stage.text) if _INTERPRETER.fullmatch(name) else None
+
+
+_INTERPRETER = re.compile(
+    r"python[\d.]*|pypy3?|ipython|node(?:js)?|deno|bun|ruby|perl|php|pwsh|powershell|uv|poetry|pipenv"
+)
+"""Commands that run the code their words hold."""
 
 
 _DEVICE_REDIRECTION = re.compile(r">\s*/dev/(?:tcp|udp)/([^/\s]+)/(\d{1,5})")
@@ -461,22 +469,25 @@ _TRANSFERS: dict[str, Callable[[Stage], Upload | None]] = {
     "socat": _socat_upload,
 }
 
-_CODE_UPLOADS = re.compile(
-    r"(?i)\bfiles\s*=|\.(?:post|put|patch|sendall|sendfile|send)\s*\(|\bdata\s*=|\bcontent\s*=|\bbody\s*[:=]"
-    r"|\bmethod\s*[=:]\s*[\"'](?:post|put|patch)[\"']|-InFile\b|\bupload"
+_CODE_FILE_SENT = re.compile(
+    r"(?i)(?:\b(?:data|content|json)=(?!=)|\bbody\s*:)[^\n]{0,160}?(?:\bopen\s*\(|\.read_(?:bytes|text)\s*\("
+    r"|\breadFileSync\b|\bcreateReadStream\b|\bBun\.file\b|\bDeno\.readFile)|-InFile\b|\bsendfile\s*\("
+    r"|\.sendall\s*\([^\n]{0,160}?\bopen\s*\("
 )
-"""Code that sends data with its request."""
+"""A request of code whose data is a file it reads as it sends (a keyword argument ``data=open(...)``,
+``body: fs.readFileSync(...)``): an assignment (``data = r.read()``) is none."""
+_FILES_FIELD = re.compile(r"\bfiles\s*=\s*[\[{(]")
+"""A request's files (requests', httpx's ``files={...}``): sent where the code reads one."""
 _CODE_READS = re.compile(
     r"""(?i)\bopen\s*\((?![^\n]{0,160}?,\s*(?:mode\s*=\s*)?["'][wax])|\.read_(?:bytes|text)\s*\("""
-    r"""|\bread_?file(?:sync)?\s*\(|\bcreateReadStream\b|\bBun\.file\s*\(|\bGet-Content\b|-InFile\b"""
-    r"""|\bfile_get_contents\s*\(\s*["'](?![a-z]+://)|\bFile\.(?:read|open)\b|\bIO\.read\b"""
-    r"""|\b(?:tarfile|zipfile|shutil\.make_archive)\b|\bos\.(?:walk|listdir)\b|\bglob\.glob\b"""
 )
-"""Code that reads local files."""
+"""Code that opens a file to read it."""
 
 
 def _code_upload(text: str) -> Upload | None:
-    """Code that reads a file and sends data with a request: to the hosts of the URLs it writes."""
-    if not code_sends(text) or not _CODE_UPLOADS.search(text) or not _CODE_READS.search(text):
+    """Code whose request sends a file it reads: to the hosts of the URLs it writes."""
+    if not code_sends(text):
+        return None
+    if not _CODE_FILE_SENT.search(text) and not (_FILES_FIELD.search(text) and _CODE_READS.search(text)):
         return None
     return Upload("code", code_hosts(text))
