@@ -212,7 +212,7 @@ def _stage_requests(
         else:
             yield Request(names, _DESTINATIONS[name](words[at + 1 :]), pipeline)
         return
-    if _EXPANSION.search(value.split(":", 1)[0]) and _names_a_host(words[at + 1 :]):
+    if _EXPANSION.search(value.split(":", 1)[0]) and names_a_host(words[at + 1 :]):
         # A command named by an expansion may be any of them.
         yield Request(names, None, pipeline)
         return
@@ -246,11 +246,18 @@ class Stage:
 
 
 def stages_in(
-    text: str, tick: Callable[[], None], *, fed_by: str | None = None, depth: int = 0
+    text: str,
+    tick: Callable[[], None],
+    *,
+    lines: bool = False,
+    fed_by: str | None = None,
+    depth: int = 0,
 ) -> Iterator[Stage]:
     """The commands of a shell text as it runs them, those of a subshell, a group and ``sh -c`` within
-    them too (up to ``_DEEPEST``), a group fed by what feeds it. ``tick`` is called once for each."""
-    for pipeline in _pipelines(text, tick, lines=False):
+    them too (up to ``_DEEPEST``), a group fed by what feeds it, a stage after a ``cat`` of no file by
+    what feeds the ``cat``; with ``lines``, no quote or bracket open
+    past its line (as ``requests_in``). ``tick`` is called once for each."""
+    for pipeline in _pipelines(text, tick, lines=lines):
         tick()
         if len(pipeline) > LONGEST_REQUEST:
             yield Stage(None, [], pipeline, pipeline, fed_by)
@@ -259,7 +266,8 @@ def stages_in(
         for stage in _stages(pipeline):
             command = stage.strip()
             yield from _stage_commands(command, pipeline, feeding, tick, depth)
-            feeding = command
+            # A cat of no file passes on what feeds it.
+            feeding = feeding if command == "cat" and feeding is not None else command
 
 
 def _stage_commands(
@@ -288,7 +296,7 @@ def _stage_commands(
     yield Stage(name if known else None, arguments, stage, pipeline, fed_by)
 
 
-def _names_a_host(words: list[tuple[str, str]]) -> bool:
+def names_a_host(words: list[tuple[str, str]]) -> bool:
     """Whether a word names a host, with a scheme or without."""
     return any(_URL_START.match(value) or _BARE_HOST.fullmatch(value) for _, value in words)
 

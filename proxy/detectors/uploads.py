@@ -13,11 +13,12 @@ uploads. Pure: no I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from proxy.detectors.commands import without_stored_heredocs
+from proxy.detectors.commands import shell_readings, without_stored_heredocs
 from proxy.detectors.credentials import WRITING_TOOLS, argument_strings, is_reading_tool
 from proxy.detectors.request_destinations import (
     Read,
@@ -27,6 +28,7 @@ from proxy.detectors.request_destinations import (
     code_sends,
     destinations,
     httpie_request,
+    names_a_host,
     operand_host,
     read_curl,
     read_httpie,
@@ -54,14 +56,15 @@ class Upload:
     port: int = 443
 
 
-def uploads_in(text: str, tick: Callable[[], None]) -> Iterator[Upload]:
+def uploads_in(text: str, tick: Callable[[], None], *, lines: bool = False) -> Iterator[Upload]:
     """The uploads of a shell text, and of the text read as code; a here-document it only stores or prints
-    (``cat > notes.md <<'EOF'``) is data, not commands. ``tick`` is called for each command."""
+    (``cat > notes.md <<'EOF'``) is data, not commands. With ``lines``, a text of readings one a line
+    (``stages_in``). ``tick`` is called for each command."""
     tick()
     code = _code_upload(without_stored_heredocs(text))
     if code is not None:
         yield code
-    for stage in stages_in(text, tick):
+    for stage in stages_in(text, tick, lines=lines):
         tick()
         upload = _stage_upload(stage)
         if upload is not None:
@@ -69,16 +72,17 @@ def uploads_in(text: str, tick: Callable[[], None]) -> Iterator[Upload]:
 
 
 def outside_allowlist(calls: Iterable[ToolCall], allowed: HostAllowed, budget: ScanBudget) -> list[Finding]:
-    """One finding for each call of a tool that runs commands or code that uploads local data to a host
-    the role may not reach, or to one not known for certain; withheld where ``data_exfiltration`` is
-    enforced. Charged to ``budget``: a call that may send and is not read in time is found too."""
+    """One finding for each call that uploads local data to a host the role may not reach, or to one not
+    known for certain: the strings of a tool's that runs commands or code, and the commands any call runs
+    with their disguises undone (``commands.shell_readings``: another tool's command fields too); withheld
+    where ``data_exfiltration`` is enforced. Charged to ``budget``: a call that may send and is not read in
+    time is found too."""
     findings = []
     for call in calls:
-        if not is_reading_tool(call.name) or name_matches(call.name, WRITING_TOOLS):
-            continue
-        texts = list(argument_strings(call.arguments))
+        runs = is_reading_tool(call.name) and not name_matches(call.name, WRITING_TOOLS)
+        texts = list(argument_strings(call.arguments)) if runs else []
         try:
-            outside = _outside(texts, allowed, budget)
+            outside = _outside(call, texts, allowed, budget)
         except _OutOfTime:
             if not any(_MAY_SEND.search(text) for text in texts):
                 continue
@@ -112,17 +116,21 @@ class _OutOfTime(Exception):
     """The budget the reading is charged to is spent."""
 
 
-def _outside(texts: list[str], allowed: HostAllowed, budget: ScanBudget) -> str | None:
-    """What the first upload of the texts that goes outside the allowlist goes to, as its signal says it."""
-    budget.allow(sum(map(len, texts)))
+def _outside(call: ToolCall, texts: list[str], allowed: HostAllowed, budget: ScanBudget) -> str | None:
+    """What the first upload of the call that goes outside the allowlist goes to, as its signal says it:
+    of its ``texts``, then of the commands it runs."""
+    budget.allow(len(call.arguments))
     with budget.metered() as meter:
 
         def tick() -> None:
             if meter.left() <= 0:
                 raise _OutOfTime
 
-        for text in texts:
-            for upload in uploads_in(text, tick):
+        tick()
+        readings = shell_readings(call.name, call.arguments)
+        read = [(text, False) for text in texts] + ([(readings, True)] if readings else [])
+        for text, lines in read:
+            for upload in uploads_in(text, tick, lines=lines):
                 if upload.hosts is None:
                     return f"a destination not known for certain ({upload.command})"
                 for host in upload.hosts:
@@ -165,13 +173,14 @@ def _feeds_local_data(stage: Stage) -> bool:
 
 def _prints_literal(feeding: str, pipeline: str) -> bool:
     """Whether a stage prints only what it writes: an ``echo`` or ``printf`` of no expansion, a
-    ``cat`` of a here-document or here-string that no substitution fills."""
+    ``cat`` of a here-document or here-string that no substitution fills, or of nothing (where a
+    reading dropped the here-document; one fed passes its feed on, ``stages_in``)."""
     words = feeding.split()
     if not words or _SUBSTITUTION.search(pipeline):
         return False
     if words[0] in _LITERAL_PRINTERS:
         return "$" not in feeding
-    return words[0] == "cat" and len(words) > 1 and all(word.startswith("<<") for word in words[1:2])
+    return words[0] == "cat" and all(word.startswith("<<") for word in words[1:2])
 
 
 _STDIN = frozenset({"-", ".", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
@@ -225,22 +234,42 @@ _READERS: dict[str, tuple[Callable[[Words], Read | None], Callable[[Read, Stage]
     "xhs": (read_httpie, _httpie_sends),
 }
 """Each HTTP client's reading of its words, and the files its reading sends."""
-_UPLOAD_WORD = re.compile(r"-T|--upload-file|--post-file|--body-file|@.+|[^=\s]*=[@<].+|[^=\s]+@[^.]+")
-"""A word of an unknown command that names what an HTTP client uploads."""
+_UPLOAD_OPTION = re.compile(r"-T|(?:--upload-file|--post-file|--body-file)(?:=.+)?")
+_DATA_OPTION = re.compile(r"-[dF]|--data(?:-binary|-ascii|-urlencode)?|--json|--form")
+_DATA_FILE = re.compile(r"(?:-[dF]|--data(?:-binary|-ascii|-urlencode)?=|--json=|--form=)?[^=\s@]*=?[@<].+")
+
+
+def _unread_upload(stage: Stage, command: str) -> Upload | None:
+    """A stage whose words cannot be read as its client's: an upload to a destination not known where an
+    option of a client's uploads (``-T``, ``--post-file``, ``-d @file``, ``-F f=@file``) and a word
+    names a host or a URL."""
+    words = [value for _, value in stage.arguments]
+    uploads = any(
+        _UPLOAD_OPTION.fullmatch(word)
+        or (word[:2] in ("-d", "-F") and _DATA_FILE.fullmatch(word))
+        or (_DATA_OPTION.fullmatch(word) and at + 1 < len(words) and _DATA_FILE.fullmatch(words[at + 1]))
+        for at, word in enumerate(words)
+    )
+    return Upload(command, None) if uploads and names_a_host(stage.arguments) else None
 
 
 def _stage_upload(stage: Stage) -> Upload | None:
     name = stage.name
     if name is None:
         # A command that may be any client: an upload's words make it one, to a destination not known.
-        words = [value for _, value in stage.arguments]
-        return Upload("?", None) if any(_UPLOAD_WORD.fullmatch(word) for word in words) else None
+        return _unread_upload(stage, "a command not known for certain")
     reader = _READERS.get(name)
     if reader is not None:
         return _client_upload(name, stage, *reader)
     transfer = _TRANSFERS.get(name)
     if transfer is not None:
         return transfer(stage)
+    if name in _RUNNERS:
+        # What it runs with arguments of its own (``xargs curl -T {}``, ``find -exec scp {} h:``).
+        words = stage.arguments
+        run = next((at for at, (_, value) in enumerate(words) if value in _READERS | _TRANSFERS), None)
+        if run is not None:
+            return _stage_upload(dataclasses.replace(stage, name=words[run][1], arguments=words[run + 1 :]))
     redirected = _DEVICE_REDIRECTION.search(stage.text)
     if redirected is not None and not (name in _LITERAL_PRINTERS and not _SUBSTITUTION.search(stage.text)):
         host = operand_host(redirected[1], f"tcp://{redirected[1]}")
@@ -254,6 +283,8 @@ _INTERPRETER = re.compile(
 """Commands that run the code their words hold."""
 
 
+_RUNNERS = frozenset({"xargs", "find", "watch", "parallel", "flock", "chronic", "unbuffer"})
+"""Commands that run the command their arguments name."""
 _DEVICE_REDIRECTION = re.compile(r">\s*/dev/(?:tcp|udp)/([^/\s]+)/(\d{1,5})")
 
 
@@ -266,8 +297,7 @@ def _client_upload(
     read = read_words(stage.arguments)
     if read is None:
         # An option sends the request elsewhere, or reads more of it from elsewhere.
-        words = [value for _, value in stage.arguments]
-        return Upload(name, None) if any(_UPLOAD_WORD.fullmatch(word) for word in words) else None
+        return _unread_upload(stage, name)
     sent = sends(read, stage)
     fed = _feeds_local_data(stage)
     if not any(fed or file not in _STDIN for file in sent):
