@@ -593,7 +593,7 @@ _BARE_HOST = re.compile(r"[\w.-]+\.[\w-]+(?::\d+)?(?:/.*)?|[\w.-]+:\d+(?:/.*)?|\
 """A host written without a scheme (an address, a name, a port), which curl takes as a URL of its own."""
 
 
-def _options(
+def read_options(
     words: Words,
     short_valued: str,
     short_rerouting: str,
@@ -720,17 +720,17 @@ def _wget(words: Words) -> tuple[str, ...] | None:
 def read_curl(words: Words) -> Read | None:
     """curl's operands and options' values: None where an option sends its requests elsewhere or reads
     more of them from elsewhere."""
-    return _options(words, "AbcCdDeEFHmoPQrtTuUwXyYz", "xK:", _CURL_VALUED, _CURL_REROUTING)
+    return read_options(words, "AbcCdDeEFHmoPQrtTuUwXyYz", "xK:", _CURL_VALUED, _CURL_REROUTING)
 
 
 def read_wget(words: Words) -> Read | None:
     """wget's operands and options' values, as ``read_curl``."""
-    return _options(words, "aAoOPQtTwlRDIXU", "eiB", _WGET_VALUED, _WGET_REROUTING)
+    return read_options(words, "aAoOPQtTwlRDIXU", "eiB", _WGET_VALUED, _WGET_REROUTING)
 
 
 def read_httpie(words: Words) -> Read | None:
     """HTTPie's and xh's operands and options' values, as ``read_curl``."""
-    return _options(words, "aAopsv", "x", _HTTPIE_VALUED, _HTTPIE_REROUTING)
+    return read_options(words, "aAopsv", "x", _HTTPIE_VALUED, _HTTPIE_REROUTING)
 
 
 def httpie_request(operands: Words) -> Words:
@@ -758,7 +758,7 @@ _LOCAL_SHORTHAND = re.compile(r":\d*(?:/.*)?", re.S)
 
 def _gh(words: Words) -> tuple[str, ...] | None:
     """gh sends to GitHub's API, or to the host a ``--hostname`` or a full URL names."""
-    read = _options(words, "HfFXqtpRbBLsj", "", _GH_VALUED | {"hostname"}, re.compile("(?!)"))
+    read = read_options(words, "HfFXqtpRbBLsj", "", _GH_VALUED | {"hostname"}, re.compile("(?!)"))
     if read is None:
         return None
     operands, values = read

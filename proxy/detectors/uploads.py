@@ -18,8 +18,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from proxy.detectors.commands import shell_readings, without_stored_heredocs
-from proxy.detectors.credentials import WRITING_TOOLS, argument_strings, is_reading_tool
+from proxy.detectors.commands import command_strings, shell_readings, without_stored_heredocs
+from proxy.detectors.credentials import WRITING_TOOLS, is_reading_tool
 from proxy.detectors.request_destinations import (
     Read,
     Stage,
@@ -32,6 +32,7 @@ from proxy.detectors.request_destinations import (
     operand_host,
     read_curl,
     read_httpie,
+    read_options,
     read_wget,
     stages_in,
 )
@@ -80,7 +81,7 @@ def outside_allowlist(calls: Iterable[ToolCall], allowed: HostAllowed, budget: S
     findings = []
     for call in calls:
         runs = is_reading_tool(call.name) and not name_matches(call.name, WRITING_TOOLS)
-        texts = list(argument_strings(call.arguments)) if runs else []
+        texts = list(command_strings(call.arguments)) if runs else []
         try:
             outside = _outside(call, texts, allowed, budget)
         except _OutOfTime:
@@ -344,44 +345,23 @@ def _remote_host(raw: str, value: str) -> str | None:
 
 def _ssh_options(words: Words, valued: str) -> tuple[Words, int, bool]:
     """A transfer's operands, the port an option names (22 else) and whether an option may send it through
-    another host (a proxy, a jump host, another configuration)."""
-    operands: Words = []
+    another host (a proxy, a jump host, another configuration, another program for ssh)."""
+    operands, values = read_options(words, valued, "", _SSH_LONG_VALUED, _NO_OPTION) or ([], [])
     port, rerouted = 22, False
-    at = 0
-    while at < len(words):
-        raw, value = words[at]
-        at += 1
-        if value == "--":
-            operands += words[at:]
-            break
-        if value.startswith("--"):
-            option, _, given = value[2:].partition("=")
-            rerouted |= option in ("rsh", "rsync-path") and bool(
-                _SSH_REROUTING.search(given) or "-J" in given
-            )
-            if option == "port" and given.isdigit():
-                port = int(given)
-            continue
-        if value.startswith("-") and len(value) > 1:
-            for offset, letter in enumerate(value[1:], start=1):
-                if letter not in valued:
-                    continue
-                given = value[offset + 1 :]
-                if not given and at < len(words):
-                    given = words[at][1]
-                    at += 1
-                if letter in "JSF" or (letter == "o" and _SSH_REROUTING.match(given)):
-                    rerouted = True
-                elif letter == "e":
-                    rerouted |= _ssh_rerouted(given)
-                    port_given = re.search(r"-p\s*(\d{1,5})", given)
-                    port = int(port_given[1]) if port_given else port
-                elif letter in "Pp" and given.isdigit():
-                    port = int(given)
-                break
-            continue
-        operands.append((raw, value))
+    for option, given in values:
+        if option in ("J", "S", "F") or (option == "o" and _SSH_REROUTING.match(given)):
+            rerouted = True
+        elif option in ("e", "rsh", "rsync-path"):
+            rerouted |= _ssh_rerouted(given)
+            port_given = re.search(r"-p\s*(\d{1,5})", given)
+            port = int(port_given[1]) if port_given else port
+        elif option in ("P", "port") and given.isdigit():
+            port = int(given)
     return operands, port, rerouted
+
+
+_SSH_LONG_VALUED = frozenset({"rsh", "rsync-path", "port"})
+_NO_OPTION = re.compile("(?!)")
 
 
 def _ssh_rerouted(command: str) -> bool:
@@ -392,7 +372,7 @@ def _ssh_rerouted(command: str) -> bool:
 def _copy_upload(stage: Stage) -> Upload | None:
     """scp and rsync: the last operand is where the others go; a remote one, with a local one before it,
     is an upload."""
-    valued = _SSH_VALUED if stage.name == "scp" else "efBMTp"
+    valued = _SSH_VALUED if stage.name == "scp" else "efBMT"
     operands, port, rerouted = _ssh_options(stage.arguments, valued)
     if len(operands) < 2:
         return None
