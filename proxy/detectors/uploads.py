@@ -119,7 +119,9 @@ class _OutOfTime(Exception):
 
 def _outside(call: ToolCall, texts: list[str], allowed: HostAllowed, budget: ScanBudget) -> str | None:
     """What the first upload of the call that goes outside the allowlist goes to, as its signal says it:
-    of its ``texts``, then of the commands it runs."""
+    of its ``texts`` as written; where they hold none, of the commands it runs with their disguises undone,
+    to a host they name (a reading blanks quoted words out, a URL or an ssh command's port among them: a
+    destination it leaves unknown or a port it drops says nothing of the command)."""
     budget.allow(len(call.arguments))
     with budget.metered() as meter:
 
@@ -127,16 +129,16 @@ def _outside(call: ToolCall, texts: list[str], allowed: HostAllowed, budget: Sca
             if meter.left() <= 0:
                 raise _OutOfTime
 
-        tick()
-        readings = shell_readings(call.name, call.arguments)
-        read = [(text, False) for text in texts] + ([(readings, True)] if readings else [])
-        for text, lines in read:
-            for upload in uploads_in(text, tick, lines=lines):
-                if upload.hosts is None:
-                    return f"a destination not known for certain ({upload.command})"
-                for host in upload.hosts:
-                    if not _on_this_machine(host) and not allowed(host, upload.port):
-                        return f"{host} ({upload.command})"
+        found = [upload for text in texts for upload in uploads_in(text, tick)]
+        if not found:
+            readings = shell_readings(call.name, call.arguments)
+            found = [upload for upload in uploads_in(readings, tick, lines=True) if upload.hosts is not None]
+        for upload in found:
+            if upload.hosts is None:
+                return f"a destination not known for certain ({upload.command})"
+            for host in upload.hosts:
+                if not _on_this_machine(host) and not allowed(host, upload.port):
+                    return f"{host} ({upload.command})"
     return None
 
 
