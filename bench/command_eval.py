@@ -3,13 +3,15 @@
     python3 bench/command_eval.py [--data DIR]
     (DIR: the development data, by default $EGRESSGUARD_DEV_DATA, else the nearest ../shared/data)
 
-Attacks: tests/fixtures/commands/destructive.txt, each shell command also in every disguise of
+Attacks: tests/fixtures/commands/destructive.txt and remote_access.txt (a reverse shell, a key added to
+authorized_keys, a tunnel), each shell command also in every disguise of
 ``DISGUISES`` (quotes or backslashes inside its name, ``$IFS``, variables, ``eval``, ``bash -c``, base64
 or hex piped to a shell, ANSI-C escapes, a directory or glob for its name, code calling it), and
 variants.txt, what an attacker writes by hand (xargs, find, rsync, mv, a written script, SQL comments,
 command fields of other tools); each must be withheld. Noted: noted.txt, routine calls (a scratch table
-dropped, a checkout reset) that a rule of medium severity records and lets pass. Benign:
-tests/fixtures/commands/benign.txt, and from the dev data every command line of the documentation's code
+dropped, a checkout reset) and remote_access_noted.txt (a web preview published by a tunnel service)
+that a rule of medium severity records and lets pass. Benign: tests/fixtures/commands/benign.txt and
+remote_access_benign.txt, and from the dev data every command line of the documentation's code
 blocks run by a shell tool, every Python source chunk run by a code tool, and every documentation chunk
 written to a file by a shell heredoc (prose that mentions destructive commands, as agents write it). A
 false positive is a call withheld; a benign call only noted is counted apart.
@@ -37,6 +39,9 @@ from proxy.scanning.rulepack import Scanner, load_pack, pack_path
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "commands"
 Case = tuple[str, str]
 """A tool's name and its arguments as JSON text."""
+ATTACKS = ("destructive.txt", "remote_access.txt")
+NOTED = ("noted.txt", "remote_access_noted.txt")
+BENIGN = ("benign.txt", "remote_access_benign.txt")
 
 
 def fixture_cases(name: str) -> list[Case]:
@@ -165,23 +170,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data")
     args = parser.parse_args()
-    scanner = Scanner([load_pack(pack_path(commands.PACK))])
-    print("Recall: withheld (destructive.txt and its disguises, variants.txt)")
-    _recall(scanner, "as written", fixture_cases("destructive.txt"))
-    for name, disguise in DISGUISES.items():
-        cases = [
-            ("bash", json.dumps({"command": disguise(command)}))
-            for command in shell_commands("destructive.txt")
-        ]
-        _recall(scanner, name, cases)
+    scanner = Scanner([load_pack(pack_path(name)) for name in commands.PACKS])
+    for attacks in ATTACKS:
+        print(f"Recall: withheld ({attacks} and its disguises)")
+        _recall(scanner, "as written", fixture_cases(attacks))
+        for name, disguise in DISGUISES.items():
+            cases = [
+                ("bash", json.dumps({"command": disguise(command)})) for command in shell_commands(attacks)
+            ]
+            _recall(scanner, name, cases)
     _recall(scanner, "variants.txt", fixture_cases("variants.txt"))
-    noted = fixture_cases("noted.txt")
-    wrong = [(case, entry) for case in noted if (entry := judged(scanner, case)) is None or withheld(entry)]
-    print(f"Noted and passed (noted.txt): {len(noted) - len(wrong)}/{len(noted)}")
-    for (tool, arguments), entry in wrong:
-        print(f"    {entry.id if entry else 'not found'}: {tool} {arguments[:160]}")
+    for fixture in NOTED:
+        noted = fixture_cases(fixture)
+        wrong = [
+            (case, entry) for case in noted if (entry := judged(scanner, case)) is None or withheld(entry)
+        ]
+        print(f"Noted and passed ({fixture}): {len(noted) - len(wrong)}/{len(noted)}")
+        for (tool, arguments), entry in wrong:
+            print(f"    {entry.id if entry else 'not found'}: {tool} {arguments[:160]}")
     print("False positives: withheld (and only noted)")
-    groups: dict[str, list[Case]] = {"benign.txt": fixture_cases("benign.txt")}
+    groups: dict[str, list[Case]] = {fixture: fixture_cases(fixture) for fixture in BENIGN}
     data = _dev_data(args.data)
     if data is not None:
         for group, case in dev_cases(data):

@@ -1,12 +1,13 @@
 """Destructive commands: what the arguments of a command-running tool would do, not only its name.
 
 A shell, a code interpreter, a SQL console or a CLI wrapper is asked to run whatever its arguments say, so
-``run {"cmd": "rm -rf ~"}`` is read for the command: the `destructive_commands` rule pack runs over the
-arguments' strings and over readings that undo what hides a command from a plain search (quotes inside
-words, backslashes, ``$IFS``, variables, ``eval`` and ``sh -c``, ANSI-C, hex and octal escapes, base64,
-argv lists, ``/bin/rm``, ``/???/r?``). Only those tools' arguments are read, and another tool's fields
-that name a command (``command``, ``cmd``, ``script``; ``sql`` and ``query`` for the data-store rules alone),
-never prose or a tool's result, so documentation that mentions ``rm -rf`` is nothing here.
+``run {"cmd": "rm -rf ~"}`` is read for the command: the `destructive_commands` rule pack (and
+`remote_access`, ``PACKS``) runs over the arguments' strings and over readings that undo what hides a
+command from a plain search (quotes inside words, backslashes, ``$IFS``, variables, ``eval`` and ``sh -c``,
+ANSI-C, hex and octal escapes, base64, argv lists, ``/bin/rm``, ``/???/r?``). Only those tools' arguments
+are read, and another tool's fields that name a command (``command``, ``cmd``, ``script``; ``sql`` and
+``query`` for the data-store rules alone), never prose or a tool's result, so documentation that mentions
+``rm -rf`` is nothing here.
 
 A quoted string holding a space is one word to the shell and a string to code: data, not a command
 (``grep -rn 'rm -rf /'``, ``print('rm -rf /')``), unless something in the same text runs strings (a shell
@@ -36,6 +37,9 @@ from proxy.scanning import relaxed
 from proxy.scanning.rulepack import Match, Rule, RulePack, ScanBudget, Scanner
 
 PACK = "destructive_commands"
+PACKS = (PACK, "remote_access")
+"""The packs read over a command tool's arguments: what destroys, and what hands the host to someone else
+or keeps a way into it (a reverse shell, a key added to ``authorized_keys``, a tunnel)."""
 COMMAND_TOOLS = (
     "*shell*", "*bash*", "sh", "zsh", "*_sh", "*terminal*", "*console*", "*exec*", "*command*", "*cmd*",
     "run", "run_*", "*_run", "*runner*", "*python*", "*interpreter*", "*repl*", "*jupyter*", "*notebook*",
@@ -98,7 +102,7 @@ def is_command_tool(name: str) -> bool:
 
 
 def command_scanner(packs: list[RulePack]) -> Scanner:
-    return Scanner([pack for pack in packs if pack.name == PACK])
+    return Scanner([pack for pack in packs if pack.name in PACKS])
 
 
 def destructive_entry(
@@ -139,13 +143,14 @@ def destructive_entry(
 
 def unread_entry(scanner: Scanner, budget: ScanBudget) -> CatalogueEntry | None:
     """The entry of a command tool's call whose commands are not known in time (what the conversation's
-    other calls left it to run, ``scripts.run_arguments``): its pack out of time on it, in the budget too,
-    as though the rules had no budget left to read it."""
-    unread = scanner.unread.get(PACK)
-    if not scanner.rules or unread is None:
+    other calls left it to run, ``scripts.run_arguments``): its packs out of time on it, in the budget too,
+    as though the rules had no budget left to read it; the entry is the first pack's."""
+    unread = [scanner.unread[name] for name in PACKS if name in scanner.unread]
+    if not scanner.rules or not unread:
         return None
-    budget.timed_out.setdefault(unread.id, unread)
-    return _unread_entry(unread)
+    for rule in unread:
+        budget.timed_out.setdefault(rule.id, rule)
+    return _unread_entry(unread[0])
 
 
 def _unread_entry(rule: Rule) -> CatalogueEntry:
