@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import socket
 import threading
@@ -144,18 +145,76 @@ def start_proxy(
     tmp_path: Path, upstream_pki: UpstreamPKI, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
-    request.node.stash[STARTED_PROXIES] = started
 
     def start(upstream_ca: Path | None = None, **kwargs: Any) -> Proxy:
         workdir = tmp_path / f"proxy{len(started)}"
         workdir.mkdir()
         proxy = Proxy(workdir, upstream_ca or upstream_pki.ca_cert, **kwargs)
         started.append(proxy)
+        request.node.stash.setdefault(STARTED_PROXIES, []).append(proxy)
         return proxy
 
     yield start
     for proxy in started:
         proxy.stop()
+
+
+SHARED_POOL = 200
+"""Agents each proxy a module shares declares: one for each test that takes it, with room to spare."""
+
+
+class SharedProxies:
+    """The proxies a module's tests share, one for each set of policy options, started when a test first
+    asks for it: starting and stopping one costs a test more than most of what it checks."""
+
+    def __init__(self, root: Path, upstream_ca: Path) -> None:
+        self.root = root
+        self.upstream_ca = upstream_ca
+        self.started: dict[str, Proxy] = {}
+
+    def take(self, **options: Any) -> Proxy:
+        """The proxy of ``options``, speaking as an agent of its pool no earlier test spoke as, its records
+        those written from now on."""
+        key = json.dumps(options, sort_keys=True)
+        proxy = self.started.get(key)
+        if proxy is None:
+            workdir = self.root / f"proxy{len(self.started)}"
+            workdir.mkdir()
+            proxy = self.started[key] = Proxy(workdir, self.upstream_ca, pool=SHARED_POOL, **options)
+        elif proxy.process.poll() is not None:
+            code = proxy.process.returncode
+            raise RuntimeError(f"the proxy of {key} exited ({code}) after an earlier test:\n{proxy.output()}")
+        proxy.take_pool_agent()
+        proxy.forget_records()
+        return proxy
+
+    def stop(self) -> None:
+        for proxy in self.started.values():
+            proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def module_proxies(
+    tmp_path_factory: pytest.TempPathFactory, upstream_pki: UpstreamPKI
+) -> Iterator[SharedProxies]:
+    proxies = SharedProxies(tmp_path_factory.mktemp("shared-proxies"), upstream_pki.ca_cert)
+    yield proxies
+    proxies.stop()
+
+
+@pytest.fixture
+def shared_proxy(module_proxies: SharedProxies, request: pytest.FixtureRequest) -> Callable[..., Proxy]:
+    """``start_proxy`` for tests that leave nothing behind another test could read: the module's proxy of
+    these policy options, this test an agent of its own on it that has sent nothing yet, and the audit
+    records it reads those of its own requests. A test that changes what every agent meets (a reload, a
+    restart, a freeze of no agent) or reads the proxy's output or data dir whole starts its own."""
+
+    def take(**options: Any) -> Proxy:
+        proxy = module_proxies.take(**options)
+        request.node.stash.setdefault(STARTED_PROXIES, []).append(proxy)
+        return proxy
+
+    return take
 
 
 @pytest.fixture

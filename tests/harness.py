@@ -59,12 +59,18 @@ def policy_yaml(
     extra: str = "",
     other_agent: str = "",
     audit: str = "",
+    pool: int = 0,
 ) -> str:
     """``tools`` is the support role's tools section (flow style); ``extra`` is appended at the top level;
     ``other_agent`` names a second agent of the same role, whose token is its name reversed; ``audit``
-    adds settings to the audit section (flow style, after its path)."""
+    adds settings to the audit section (flow style, after its path); ``pool`` adds that many agents of the
+    same role (``pool_agent``)."""
     indent = "\n" + " " * 10  # the agents' indentation in the template below, before it is dedented
     other = f"{indent}{other_agent}: {{token: {other_agent[::-1]}, role: support}}" if other_agent else ""
+    other += "".join(
+        f"{indent}{pool_agent(number)}: {{token_env: {pool_token_env(number)}, role: support}}"
+        for number in range(pool)
+    )
     return textwrap.dedent(
         f"""\
         version: 1
@@ -79,6 +85,18 @@ def policy_yaml(
         audit: {{path: {data_dir / "audit"}{f", {audit}" if audit else ""}}}
         """
     ) + textwrap.dedent(extra)
+
+
+def pool_agent(number: int) -> str:
+    return f"{AGENT}-{number}"
+
+
+def pool_token_env(number: int) -> str:
+    return f"{AGENT_TOKEN_ENV}_{number}"
+
+
+def pool_token(number: int) -> str:
+    return f"{AGENT_TOKEN}-{number}"
 
 
 class ForkedProcess:
@@ -211,9 +229,11 @@ class Proxy:
         memory_limit: int | None = None,
         hosts: dict[str, str] | None = None,
         listen_host: str = "127.0.0.1",
+        pool: int = 0,
         **policy_options: str,
     ) -> None:
         """``policy_options`` (mode, allow, tools, extra, audit) shape the policy; see ``policy_yaml``.
+        ``pool`` declares that many more agents, which ``take_pool_agent`` hands out one at a time.
         ``memory_limit`` runs the process in a memory cgroup of that many bytes, which kills it past the
         limit as a container would; where no cgroup can be made, RLIMIT_AS caps its address space at the
         limit plus the ~1 GiB of address space an idle proxy maps. ``hosts`` (name: address) is what the
@@ -222,7 +242,13 @@ class Proxy:
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.policy_path = workdir / "policy.yaml"
-        self.policy_path.write_text(policy_yaml(self.data_dir, **policy_options))
+        self.policy_path.write_text(policy_yaml(self.data_dir, pool=pool, **policy_options))
+        self.pool = pool
+        self.agent = AGENT
+        """The agent ``url`` and the clients made here speak as."""
+        self.agent_token = AGENT_TOKEN
+        self._pool_taken = 0
+        self._records_forgotten = 0
         self.upstream_ca = upstream_ca
         self.args = args
         self.memory_limit = memory_limit
@@ -237,7 +263,11 @@ class Proxy:
         self.port = free_port()
         self._log.flush()
         self._output_before_start = self.log_path.stat().st_size
-        env = {**os.environ, AGENT_TOKEN_ENV: AGENT_TOKEN}
+        env = {
+            **os.environ,
+            AGENT_TOKEN_ENV: AGENT_TOKEN,
+            **{pool_token_env(number): pool_token(number) for number in range(self.pool)},
+        }
         arguments = [
             "run",
             "--config",
@@ -351,11 +381,26 @@ class Proxy:
     def ca_cert(self) -> Path:
         return self.data_dir / "ca" / "mitmproxy-ca-cert.pem"
 
-    def url(self, agent: str = AGENT, token: str = AGENT_TOKEN) -> str:
+    def url(self, agent: str | None = None, token: str | None = None) -> str:
+        """The proxy URL of ``agent`` (default: ``self.agent``) with ``token`` (default: that agent's
+        token for ``self.agent``, ``AGENT_TOKEN`` for any other)."""
+        agent = self.agent if agent is None else agent
+        if token is None:
+            token = self.agent_token if agent == self.agent else AGENT_TOKEN
         return f"http://{agent}:{token}@{self.listen_host}:{self.port}"
 
+    def take_pool_agent(self) -> None:
+        """Speak from now on as the next agent of the pool, which has sent nothing yet: the counts, windows,
+        freezes, first-seen sets and prompts seen that the proxy keeps per agent start empty for it, as
+        they do in a proxy just started."""
+        if self._pool_taken == self.pool:
+            raise RuntimeError(f"all {self.pool} agents of the pool were taken")
+        self.agent, self.agent_token = pool_agent(self._pool_taken), pool_token(self._pool_taken)
+        self._pool_taken += 1
+
     def http_client(self) -> httpx.Client:
-        """An agent's own HTTP client configured for this proxy (as ``AGENT``), the proxy's CA trusted."""
+        """An agent's own HTTP client configured for this proxy (as ``self.agent``), the proxy's CA
+        trusted."""
         context = ssl.create_default_context(cafile=str(self.ca_cert))
         return httpx.Client(proxy=self.url(), verify=context, timeout=CLIENT_TIMEOUT_S)
 
@@ -365,11 +410,12 @@ class Proxy:
         *,
         headers: Mapping[str, str] | None = None,
         api_key: str = "sk-test",
-        agent: str = AGENT,
-        token: str = AGENT_TOKEN,
+        agent: str | None = None,
+        token: str | None = None,
     ) -> openai.OpenAI:
-        """The official OpenAI client of an agent configured for this proxy: the proxy (as ``agent``) in its
-        own HTTP client, the proxy's CA trusted, no retries; its API at ``upstream_url``'s ``/v1``."""
+        """The official OpenAI client of an agent configured for this proxy: the proxy (as ``agent``,
+        default ``self.agent``) in its own HTTP client, the proxy's CA trusted, no retries; its API at
+        ``upstream_url``'s ``/v1``."""
         transport = openai.DefaultHttpxClient(
             proxy=self.url(agent, token),
             verify=ssl.create_default_context(cafile=str(self.ca_cert)),
@@ -416,6 +462,23 @@ class Proxy:
         return self.log_path.read_text(errors="replace")
 
     def audit_records(self) -> list[dict[str, Any]]:
+        """The records written since ``forget_records`` (or the start)."""
+        return self._every_record()[self._records_forgotten :]
+
+    def forget_records(self) -> None:
+        """Leave the records written so far out of ``audit_records`` (and so of ``wait_for_records``), so
+        that a test sharing this proxy with earlier ones reads the records of its own requests alone. The
+        mark is set once no record has been written for a moment: a flow of an earlier test that ended as
+        the test did may write its record a little after."""
+        count = len(self._every_record())
+        while True:
+            time.sleep(0.05)
+            settled, count = count, len(self._every_record())
+            if count == settled:
+                break
+        self._records_forgotten = count
+
+    def _every_record(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         # Several workers each write their own directory inside the audit directory.
         for path in sorted((self.data_dir / "audit").rglob("*.jsonl")):

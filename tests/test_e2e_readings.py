@@ -34,10 +34,10 @@ def sdk_text(upstream: FakeUpstream) -> str:
 
 @pytest.fixture
 def mode_proxy(
-    request: pytest.FixtureRequest, start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch
 ) -> Proxy:
     mode, extra = request.param if isinstance(request.param, tuple) else (request.param, "")
-    return _agent(start_proxy(mode=mode, extra=extra), monkeypatch)
+    return _agent(shared_proxy(mode=mode, extra=extra), monkeypatch)
 
 
 @pytest.mark.parametrize("mode_proxy", ["observe"], indirect=True)
