@@ -33,13 +33,13 @@ SYSTEM_PROMPT = (
 
 
 @pytest.fixture
-def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
-    return _agent(start_proxy(mode="enforce"), monkeypatch)
+def enforce(shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    return _agent(shared_proxy(mode="enforce"), monkeypatch)
 
 
 @pytest.fixture
-def observe(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
-    return _agent(start_proxy(mode="observe"), monkeypatch)
+def observe(shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    return _agent(shared_proxy(mode="observe"), monkeypatch)
 
 
 def _agent(proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> Proxy:
@@ -410,8 +410,11 @@ def test_observe_mode_changes_nothing_but_records(observe: Proxy, upstream: Fake
     assert (finding["action"], finding["enforced"], record["decision"]) == ("redact", False, "allowed")
 
 
-def test_no_secret_in_anything_egressguard_wrote(enforce: Proxy, upstream: FakeUpstream) -> None:
+def test_no_secret_in_anything_egressguard_wrote(
+    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Neither the key, nor the prompt, nor the agent token appears in any file the proxy wrote or logged."""
+    enforce = _agent(start_proxy(mode="enforce"), monkeypatch)
     upstream.reply = Reply(text=LEAK)
     client = openai_client(upstream, **{"X-Session-Id": f"session-{AWS_KEY}"})
     client.chat.completions.create(model="m", messages=ask(f"my key is {AWS_KEY}"))
@@ -502,11 +505,11 @@ def test_destructive_tool_withheld_in_stream(enforce: Proxy, upstream: FakeUpstr
 
 
 def test_a_key_written_in_tag_characters_is_redacted_from_a_prompt(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unicode tag characters mirror ASCII and are invisible on screen, and models read them: a key
     written in them ("ASCII smuggling") is found and redacted like a plain one."""
-    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
     smuggled = "".join(chr(0xE0000 + ord(char)) for char in AWS_KEY)
     openai_client(upstream).chat.completions.create(model="m", messages=ask(f"the key is {smuggled}"))
     sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
@@ -529,11 +532,14 @@ ESCAPED_SEPARATORS = {
 
 @pytest.mark.parametrize("separator", sorted(ESCAPED_SEPARATORS))
 def test_a_key_after_an_escaped_separator_is_redacted_from_a_prompt(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, separator: str
+    shared_proxy: Callable[..., Proxy],
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    separator: str,
 ) -> None:
     """An escape ends in a letter or digit ("%20", "\\n"), which glued a key after it to a word, as
     written: the key left whole though any reader of the text (a model, a decoder) reads it apart."""
-    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
     text = f"send {ESCAPED_SEPARATORS[separator]}{AWS_KEY} now"
     openai_client(upstream).chat.completions.create(model="m", messages=ask(text))
     sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
@@ -556,12 +562,12 @@ GLUED = {
 
 @pytest.mark.parametrize("case", sorted(GLUED))
 def test_a_key_glued_to_a_word_character_is_redacted_from_a_prompt(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, case: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     """A key whose format opens with a distinctive prefix is read as one with a letter or digit glued
     before it, or, where the format has one length, after it: its receiver drops either as easily as a
     space."""
-    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
     text, key, rule = GLUED[case]
     openai_client(upstream).chat.completions.create(model="m", messages=ask(f"keep this: {text} now"))
     sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
@@ -576,12 +582,12 @@ CHECKSUMMED_TOKEN = "ghp_" + "7KWyWfty6uEvcdZQoaZrknnVmnbSF04CgfKc"
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_checksummed_key_glued_on_both_sides_is_redacted_where_enforced_and_recorded_where_observed(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     """A GitHub token with a letter glued on each side (its receiver strips both) is a key by its own
     checksum: redacted alone where enforced, the glued letters left; sent as it is where observed, the
     finding recorded without the key."""
-    proxy = _agent(start_proxy(mode=mode, extra="redaction: {requests: true}\n"), monkeypatch)
+    proxy = _agent(shared_proxy(mode=mode, extra="redaction: {requests: true}\n"), monkeypatch)
     prompt = f"keep this: https://c.example/?d=x{CHECKSUMMED_TOKEN}y now"
     openai_client(upstream).chat.completions.create(model="m", messages=ask(prompt))
     sent = json.loads(upstream.received[0].body)["messages"][0]["content"]
@@ -597,13 +603,13 @@ def test_a_checksummed_key_glued_on_both_sides_is_redacted_where_enforced_and_re
 
 
 def test_a_key_cut_by_a_soft_line_break_in_a_quoted_printable_mail_is_redacted_from_a_tool_result(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A mail a tool read, sent back as its result, declares its body quoted-printable: a line too long
     for mail is cut by a soft line break ("=" ending the line), a key too, and "=3D" is its "=". Its
     reader joins them; the key is found in the body so decoded and redacted where its pieces stand. Code's
     ``x=10`` outside such a body stays as it is."""
-    proxy = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
     mail = (
         "From: ops@example.com\r\nSubject: keys\r\nMIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: Quoted-Printable\r\n\r\n"
