@@ -207,7 +207,9 @@ def shared_proxy(module_proxies: SharedProxies, request: pytest.FixtureRequest) 
     """``start_proxy`` for tests that leave nothing behind another test could read: the module's proxy of
     these policy options, this test an agent of its own on it that has sent nothing yet, and the audit
     records it reads those of its own requests. A test that changes what every agent meets (a reload, a
-    restart, a freeze of no agent) or reads the proxy's output or data dir whole starts its own."""
+    restart, a freeze of no agent), or looks in the proxy's output or data dir for what it made the proxy
+    write there, starts its own; one that finds there nothing that must never be written reads earlier
+    tests' writing too, which asks more of the proxy."""
 
     def take(**options: Any) -> Proxy:
         proxy = module_proxies.take(**options)

@@ -23,11 +23,12 @@ GROUPED = "-".join(AWS_KEY[index : index + 4] for index in range(0, len(AWS_KEY)
 
 
 @pytest.fixture
-def enforce(start_proxy: Callable[..., Proxy]) -> Proxy:
-    return start_proxy(mode="enforce", extra="redaction: {requests: true}\n")
+def enforce(shared_proxy: Callable[..., Proxy]) -> Proxy:
+    return shared_proxy(mode="enforce", extra="redaction: {requests: true}\n")
 
 
 def written(proxy: Proxy) -> str:
+    """Everything the proxy logged and recorded, an earlier test's on a shared proxy too."""
     return proxy.output() + "".join(path.read_text() for path in (proxy.data_dir / "audit").rglob("*.jsonl"))
 
 
