@@ -63,9 +63,9 @@ def _secret_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("padding", sorted(PADDED))
 def test_a_secret_in_a_binary_request_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, padding: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, padding: str
 ) -> None:
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     reply = _post(proxy, upstream, PADDED[padding])
     assert reply.status_code == 403 and "egressguard blocked this request" in reply.text
     assert upstream.received == []
@@ -76,9 +76,9 @@ def test_a_secret_in_a_binary_request_is_refused_where_enforced(
 
 @pytest.mark.parametrize("padding", sorted(PADDED))
 def test_a_secret_in_a_binary_request_is_recorded_where_observed(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, padding: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, padding: str
 ) -> None:
-    proxy = start_proxy(mode="observe")
+    proxy = shared_proxy(mode="observe")
     upstream.reply = UPLOADED
     reply = _post(proxy, upstream, PADDED[padding])
     assert reply.status_code == 200 and upstream.received[-1].body == PADDED[padding]
@@ -89,10 +89,10 @@ def test_a_secret_in_a_binary_request_is_recorded_where_observed(
 
 
 def test_binary_bodies_without_a_secret_pass_untouched(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """Random bytes under real formats' headers (and gzip'd) raise nothing: a few MB of them in all."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = UPLOADED
     bodies = [header + NOISE.randbytes(1 << 20) for header in HEADERS.values()]
     bodies.append(gzip.compress(NOISE.randbytes(1 << 19), compresslevel=1))
@@ -108,9 +108,9 @@ def test_binary_bodies_without_a_secret_pass_untouched(
 
 
 def test_a_secret_in_a_binary_response_is_withheld_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = Reply(body=PADDED["nul"], content_type="application/octet-stream")
     reply = _post(proxy, upstream, b'{"purpose": "download"}')
     assert reply.status_code == 502 and TOKEN not in reply.text
@@ -118,9 +118,9 @@ def test_a_secret_in_a_binary_response_is_withheld_where_enforced(
 
 
 def test_a_secret_in_a_binary_response_is_recorded_where_observed(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    proxy = start_proxy(mode="observe")
+    proxy = shared_proxy(mode="observe")
     upstream.reply = Reply(body=PADDED["junk"], content_type="application/octet-stream")
     reply = _post(proxy, upstream, b'{"purpose": "download"}')
     assert reply.status_code == 200 and reply.content == PADDED["junk"]
@@ -174,11 +174,11 @@ FILES = {
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_a_secret_in_an_uploaded_binary_file_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str
 ) -> None:
     """The file part of an SDK upload is read in its printable runs and what it decompresses to: a key
     there refuses the upload in enforce mode, nothing leaves."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     with pytest.raises(openai.PermissionDeniedError, match="egressguard blocked this request"):
         _upload(proxy, upstream, *FILES[name])
     assert upstream.received == []
@@ -191,9 +191,9 @@ def test_a_secret_in_an_uploaded_binary_file_is_refused_where_enforced(
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_a_secret_in_an_uploaded_binary_file_is_recorded_where_observed(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str
 ) -> None:
-    proxy = start_proxy(mode="observe")
+    proxy = shared_proxy(mode="observe")
     upstream.reply = UPLOADED
     _upload(proxy, upstream, *FILES[name])
     assert FILES[name][1] in upstream.received[-1].body
@@ -202,10 +202,10 @@ def test_a_secret_in_an_uploaded_binary_file_is_recorded_where_observed(
 
 
 def test_uploads_without_a_secret_pass_untouched(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """Random images, archives and compressed noise uploaded through the SDK raise nothing."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = UPLOADED
     files = [
         (f"f.{kind}", header + NOISE.randbytes(1 << 18), "application/octet-stream")
@@ -222,11 +222,11 @@ def test_uploads_without_a_secret_pass_untouched(
 
 
 def test_a_gzip_bomb_in_an_upload_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A compressed part that decodes past the bomb ratio is not read to its end: refused in enforce
     mode as a bomb in the body's own coding is."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     with pytest.raises(openai.APIStatusError):
         _upload(proxy, upstream, "zeros.gz", gzip.compress(bytes(4 << 20)), "application/gzip")
     assert upstream.received == []
@@ -243,10 +243,10 @@ def _multipart_answer(*parts: tuple[str, bytes]) -> bytes:
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_secret_in_a_binary_part_of_an_answer_is_withheld_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
 ) -> None:
     """A multipart answer (a batch response, a download with its metadata) with a gzip'd file part."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     answer = _multipart_answer(
         ("application/json", b'{"ok": true}'), ("application/gzip", gzip.compress(ENV_FILE))
     )
@@ -261,10 +261,10 @@ def test_a_secret_in_a_binary_part_of_an_answer_is_withheld_where_enforced(
 
 
 def test_a_secret_in_a_text_part_of_an_answer_is_redacted_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """The text parts beside a binary one are read and redacted as text, the binary part left whole."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     picture = HEADERS["png"] + NOISE.randbytes(2048)
     answer = _multipart_answer(("text/plain", f"key {AWS_KEY}".encode()), ("image/png", picture))
     upstream.reply = Reply(body=answer, content_type="multipart/mixed; boundary=mixed")
@@ -295,12 +295,12 @@ def _injection_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("name", sorted(INJECTED_FILES))
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_an_injection_in_an_uploaded_binary_file_is_read_as_its_text_would_be(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str, mode: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, name: str, mode: str
 ) -> None:
     """The text inside a binary file the agent uploads (UTF-16, among binary bytes, compressed) is read for
     injection as a text file is: refused in enforce mode (binary cannot be quarantined), recorded in
     observe mode."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     upstream.reply = UPLOADED
     if mode == "enforce":
         with pytest.raises(openai.PermissionDeniedError, match="prompt_injection"):
@@ -316,10 +316,10 @@ def test_an_injection_in_an_uploaded_binary_file_is_read_as_its_text_would_be(
 
 
 def test_ordinary_text_in_uploaded_binary_files_raises_nothing(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """Documentation, code and data inside archives and binary files pass untouched in enforce mode."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = UPLOADED
     readme = (
         b"# tool\n\nInstall it with pip, then run `tool --help` to see the options.\n"
@@ -340,11 +340,11 @@ def test_ordinary_text_in_uploaded_binary_files_raises_nothing(
 
 
 def test_a_link_in_a_binary_answer_is_flagged_and_passes(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """An image URL to a host outside the allowlist inside a binary answer is recorded as a flag: a file
     is not rendered by the agent's client, and the answer passes whole in enforce mode."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     answer = b"\x00\x01" + b"Status: ![s](https://collector.example.net/p.png?d=notes) ok\n" + b"\xff\x00"
     upstream.reply = Reply(body=answer, content_type="application/octet-stream")
     reply = _post(proxy, upstream, b'{"purpose": "download"}')
