@@ -113,9 +113,9 @@ PLAIN_BODIES: dict[str, tuple[str, bytes]] = {
 
 @pytest.fixture(params=["observe", "enforce"])
 def guard(
-    request: pytest.FixtureRequest, start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch
 ) -> Proxy:
-    return _agent(start_proxy(mode=request.param), monkeypatch)
+    return _agent(shared_proxy(mode=request.param), monkeypatch)
 
 
 def enforcing(proxy: Proxy) -> bool:
@@ -297,11 +297,11 @@ def test_legitimate_text_in_its_declared_charset_passes_in_every_mode(
 
 @pytest.mark.parametrize("name", sorted(LEGIBLE))
 def test_a_redacted_answer_goes_back_in_its_charset(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """An answer in a declared charset with a key among letters outside ASCII is redacted and written back
     in the charset it came in, its Content-Type unchanged and true."""
-    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="enforce"), monkeypatch)
     content_type, _ = LEGIBLE[name]
     charset = content_type.rpartition("charset=")[2]
     upstream.reply = Reply(body=f"{LATIN_TEXT} {LEAK}".encode(charset), content_type=content_type)
@@ -313,11 +313,11 @@ def test_a_redacted_answer_goes_back_in_its_charset(
 
 
 def test_a_utf16_json_answer_is_redacted_in_utf16_for_the_sdk(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chat completion answered in UTF-16 JSON (which JSON readers detect from its first bytes, and the
     OpenAI SDK reads): the key is redacted, the answer stays UTF-16 under the label it came with."""
-    proxy = _agent(start_proxy(mode="enforce"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="enforce"), monkeypatch)
     completion = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -355,12 +355,12 @@ READ_EVERY_WAY = {
 
 @pytest.mark.parametrize("name", sorted(READ_EVERY_WAY))
 def test_text_read_otherwise_in_its_charset_passes_where_no_reading_finds_anything(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """A body whose declared charset reads otherwise than UTF-8 is read every way in enforce mode: clean
     text leaves as sent (its charset finding not enforced); the same with a key in it is refused (415),
     whichever reading shows the key."""
-    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    guard = _agent(shared_proxy(mode="enforce"), monkeypatch)
     upstream.reply = Reply(body=b'{"ok": true}')
     content_type, body = READ_EVERY_WAY[name]
     turns = Turns(guard)
@@ -377,10 +377,10 @@ def test_text_read_otherwise_in_its_charset_passes_where_no_reading_finds_anythi
 
 
 def test_utf7_is_refused_where_enforced_however_clean(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """UTF-7's decoders read it differently from one another: no reading is sound, so it stays refused."""
-    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    guard = _agent(shared_proxy(mode="enforce"), monkeypatch)
     headers = {"content-type": "text/plain; charset=utf-7"}
     response = post(guard, upstream, b"Gr+APw-", path="/upload", headers=headers)
     assert response.status_code == 415 and upstream.received == []
@@ -390,9 +390,9 @@ def test_utf7_is_refused_where_enforced_however_clean(
 
 @pytest.mark.parametrize("name", sorted(READ_EVERY_WAY))
 def test_an_answer_read_otherwise_in_its_charset_passes_where_no_reading_finds_anything(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    guard = _agent(shared_proxy(mode="enforce"), monkeypatch)
     content_type, body = READ_EVERY_WAY[name]
     upstream.reply = Reply(body=body, content_type=content_type)
     turns = Turns(guard)
@@ -415,11 +415,11 @@ def _wire_charset(content_type: str) -> str:
 
 
 def test_an_answer_read_as_an_event_stream_is_still_read_in_its_charset(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer that reads as an event stream in UTF-8 but declares UTF-16 (without a byte order mark),
     in which it reads otherwise, is not passed on unread in its charset: refused where enforced."""
-    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    guard = _agent(shared_proxy(mode="enforce"), monkeypatch)
     body = b"data: hello\n\n" + LEAK.encode("utf-16-le")
     upstream.reply = Reply(body=body, content_type="text/plain; charset=utf-16")
     response = post(guard, upstream, json.dumps({"note": "hello"}).encode(), path="/download")
@@ -436,12 +436,12 @@ MISLABELLED_JSON = {
 
 @pytest.mark.parametrize("name", sorted(MISLABELLED_JSON))
 def test_json_in_utf16_under_another_label_carries_no_key_out(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """A JSON reader handed the bytes (the upstream's ``json.loads``, Starlette's ``request.json()``)
     detects UTF-16 and UTF-32 itself and ignores a Latin-1 label: the key it would read there never
     leaves, and the record names it."""
-    guard = _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+    guard = _agent(shared_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
     content_type, codec = MISLABELLED_JSON[name]
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": LEAK}]}).encode(codec)
     post(guard, upstream, body, headers={"content-type": content_type})
@@ -451,11 +451,11 @@ def test_json_in_utf16_under_another_label_carries_no_key_out(
 
 @pytest.mark.parametrize("name", sorted(MISLABELLED_JSON))
 def test_a_tool_call_in_utf16_json_under_another_label_does_not_reach_the_sdk(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """The OpenAI SDK reads a completion's JSON from its bytes, UTF-16 whatever the label says: a
     destructive call in it is withheld as in any completion (or the answer refused), never delivered."""
-    guard = _agent(start_proxy(mode="enforce"), monkeypatch)
+    guard = _agent(shared_proxy(mode="enforce"), monkeypatch)
     content_type, codec = MISLABELLED_JSON[name]
     drop = Reply(tool_calls=[ToolCallReply("drop_table", {"table": "users"})])
     upstream.reply = Reply(body=json.dumps(openai_chat_json(drop)).encode(codec), content_type=content_type)
