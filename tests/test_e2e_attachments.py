@@ -49,8 +49,8 @@ def pdf_of(text: str) -> bytes:
 
 
 @pytest.fixture
-def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
-    return _agent(start_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
+def enforce(shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    return _agent(shared_proxy(mode="enforce", extra="redaction: {requests: true}\n"), monkeypatch)
 
 
 def reading(record: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -153,9 +153,9 @@ def test_a_pdf_attachment_is_read_as_binary_content(enforce: Proxy, upstream: Fa
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_file_whose_base64_does_not_decode_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream, mode: str
+    shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream, mode: str
 ) -> None:
-    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    proxy = _agent(shared_proxy(mode=mode), monkeypatch)
     file = {"filename": "a.txt", "file_data": "data:text/plain;base64,SGVsbG8*!!"}
     messages: Any = [{"role": "user", "content": [{"type": "file", "file": file}]}]
     if mode == "enforce":
