@@ -37,7 +37,7 @@ DEFINED_AND_USED = {"cmd": 'scrub() { rm -rf "$1"; }; scrub ~'}
 
 
 def _run_after(
-    start_proxy: Callable[..., Proxy],
+    shared_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
     dialect: str,
@@ -46,7 +46,7 @@ def _run_after(
     mode: str = "enforce",
     run: dict[str, str] = RUN,
 ) -> tuple[Calls, str, list[dict[str, Any]]]:
-    proxy = _agent(start_proxy(mode=mode), monkeypatch)
+    proxy = _agent(shared_proxy(mode=mode), monkeypatch)
     model, converse = DIALECTS[dialect]
     answer_beside_another(upstream, model, ToolCallReply("run", run, id="call_u"), "Cleaning.")
     calls, text = converse(upstream, earlier, stream)
@@ -80,7 +80,7 @@ def _run_after(
     ],
 )
 def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
-    start_proxy: Callable[..., Proxy],
+    shared_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
     dialect: str,
@@ -88,7 +88,7 @@ def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     earlier: Earlier,
     rule: str | None,
 ) -> None:
-    calls, text, found = _run_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
+    calls, text, found = _run_after(shared_proxy, upstream, monkeypatch, dialect, earlier, stream)
     if rule is not None:
         assert calls == [("get_weather", {"city": "Oslo"})]
         assert NOTICE in text
@@ -105,7 +105,7 @@ def test_a_script_written_earlier_is_judged_by_what_it_holds_when_run(
     ("earlier", "run"), [(TRAPPED, RUN), (ELSEWHERE, DEFINED_AND_USED)], ids=["earlier-trap", "own-function"]
 )
 def test_what_a_trap_or_a_function_runs_is_judged_in_the_call_it_runs_in(
-    start_proxy: Callable[..., Proxy],
+    shared_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
     mode: str,
@@ -116,7 +116,7 @@ def test_what_a_trap_or_a_function_runs_is_judged_in_the_call_it_runs_in(
     exits, and `scrub() { rm -rf "$1"; }; scrub ~` in one call runs `rm -rf ~`: withheld where enforced,
     recorded as it passes where observed."""
     calls, text, found = _run_after(
-        start_proxy, upstream, monkeypatch, "openai_chat", earlier, False, mode, run
+        shared_proxy, upstream, monkeypatch, "openai_chat", earlier, False, mode, run
     )
     assert [finding["rule"] for finding in found] == [DELETE]
     if mode == "enforce":
