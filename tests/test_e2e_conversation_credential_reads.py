@@ -108,7 +108,7 @@ DIALECTS: dict[str, tuple[str, Callable[[FakeUpstream, Earlier, bool], tuple[Cal
 
 
 def _use_after(
-    start_proxy: Callable[..., Proxy],
+    shared_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
     dialect: str,
@@ -118,7 +118,7 @@ def _use_after(
 ) -> tuple[Calls, str, list[dict[str, Any]]]:
     # A shell is a destructive tool held for approval where tool abuse is enforced: credential reads alone
     # are here.
-    proxy = _agent(start_proxy(mode="observe", extra="threats: {credential_theft: enforce}\n"), monkeypatch)
+    proxy = _agent(shared_proxy(mode="observe", extra="threats: {credential_theft: enforce}\n"), monkeypatch)
     model, converse = DIALECTS[dialect]
     answer_beside_another(upstream, model, ToolCallReply("bash", use, id="call_u"), "Checking.")
     calls, text = converse(upstream, ("bash", earlier), stream)
@@ -132,7 +132,7 @@ def _use_after(
     ("earlier", "withheld"), [(REBINDING, True), (EVERYDAY, False)], ids=["rebound", "everyday"]
 )
 def test_a_use_is_judged_after_the_calls_the_conversation_made_before_it(
-    start_proxy: Callable[..., Proxy],
+    shared_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
     dialect: str,
@@ -142,7 +142,7 @@ def test_a_use_is_judged_after_the_calls_the_conversation_made_before_it(
 ) -> None:
     """After a call that defined a function ``ls`` the use is a read, withheld for its notice; after one
     that changes nothing it runs, it passes whole."""
-    calls, text, found = _use_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream)
+    calls, text, found = _use_after(shared_proxy, upstream, monkeypatch, dialect, earlier, stream)
     _assert_judged(calls, text, found, USE, "ssh-private-key-file" if withheld else None)
 
 
@@ -204,7 +204,7 @@ DOCS_SERVED = {"command": "cd docs/_build/html && python3 -m http.server 8000"}
     ],
 )
 def test_a_secret_reached_through_the_shell_is_judged_as_the_agent_runs_it(
-    start_proxy: Callable[..., Proxy],
+    shared_proxy: Callable[..., Proxy],
     upstream: FakeUpstream,
     monkeypatch: pytest.MonkeyPatch,
     dialect: str,
@@ -220,5 +220,5 @@ def test_a_secret_reached_through_the_shell_is_judged_as_the_agent_runs_it(
     earlier call started with ``~/.aws`` mounted is the host's credentials file, and ``~/.ssh`` served over
     HTTP hands over its keys: both are withheld; the same read where the project was mounted, and a docs
     folder served, pass whole."""
-    calls, text, found = _use_after(start_proxy, upstream, monkeypatch, dialect, earlier, stream, use)
+    calls, text, found = _use_after(shared_proxy, upstream, monkeypatch, dialect, earlier, stream, use)
     _assert_judged(calls, text, found, use, rule)
