@@ -72,9 +72,9 @@ def _post(proxy: Proxy, upstream: FakeUpstream, body: bytes, boundary: str) -> h
 
 @pytest.mark.parametrize("place", sorted(FRAMES))
 def test_a_key_in_a_multipart_frame_refuses_the_upload_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, place: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, place: str
 ) -> None:
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     body = FRAMES[place]
     boundary = body[2 : body.index(b"\r\n")].decode()
     record = _refused(proxy, upstream, _post(proxy, upstream, body, boundary))
@@ -131,12 +131,12 @@ FRAMED_OTHERWISE = {
 
 @pytest.mark.parametrize("framing", sorted(FRAMED_OTHERWISE))
 def test_a_key_in_a_multipart_frame_framed_otherwise_refuses_the_upload_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, framing: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, framing: str
 ) -> None:
     """LF line ends, transport padding, a preamble (with a decoy boundary line of its own) and a
     Content-Type boundary other than the first line's are framed as receivers frame them: a key in the
     file's name or the preamble refuses the upload."""
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     boundary, body = FRAMED_OTHERWISE[framing]
     reply = _post(proxy, upstream, body, boundary.decode())
     assert reply.status_code == 403, reply.text
@@ -147,9 +147,9 @@ def test_a_key_in_a_multipart_frame_framed_otherwise_refuses_the_upload_where_en
 
 
 def test_an_lf_only_upload_without_a_key_passes(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     upstream.reply = UPLOADED
     body = (
         b'--AAA\nContent-Disposition: form-data; name="file"; filename="notes.txt"\n\n'
@@ -161,16 +161,16 @@ def test_an_lf_only_upload_without_a_key_passes(
 
 
 def test_an_sdk_upload_named_with_a_key_is_refused_and_recorded_where_observed(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """The official SDK sends the file's name in the part's Content-Disposition: where requests are
     redacted the upload is refused; where the proxy only observes it leaves and is recorded."""
     name = f"export-{AWS_KEY}.csv"
-    enforcing = start_proxy(mode="enforce", extra=REDACTING)
+    enforcing = shared_proxy(mode="enforce", extra=REDACTING)
     with pytest.raises(openai.PermissionDeniedError, match="egressguard blocked this request"):
         enforcing.openai_client(upstream.url).files.create(file=(name, b"a,b\n1,2\n"), purpose="assistants")
     assert upstream.received == []
-    observing = start_proxy(mode="observe", extra=REDACTING)
+    observing = shared_proxy(mode="observe", extra=REDACTING)
     upstream.reply = UPLOADED
     observing.openai_client(upstream.url).files.create(file=(name, b"a,b\n1,2\n"), purpose="assistants")
     assert name.encode() in upstream.received[-1].body
@@ -179,9 +179,9 @@ def test_an_sdk_upload_named_with_a_key_is_refused_and_recorded_where_observed(
     assert not refusal["enforced"] and AWS_KEY not in str(record)
 
 
-def test_ordinary_uploads_pass_untouched(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
+def test_ordinary_uploads_pass_untouched(shared_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
     """File names, field names and part headers of every day raise nothing."""
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     upstream.reply = UPLOADED
     client = proxy.openai_client(upstream.url)
     names = (
@@ -199,12 +199,12 @@ def test_ordinary_uploads_pass_untouched(start_proxy: Callable[..., Proxy], upst
 
 
 def test_a_body_opening_with_another_boundary_than_its_content_type_names_is_refused(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """Parts a decoy boundary frames come first, those of the boundary the Content-Type names after them:
     the receiver reads the second set (a file whose content holds a key), a reader of the body's first
     boundary the first, so the upload is refused where data exfiltration is enforced."""
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     purpose = b'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch'
     content = b'{"custom_id": "1", "body": {"messages": [{"content": "' + KEY + b'"}]}}'
     body = (
@@ -326,22 +326,22 @@ def _send(proxy: Proxy, upstream: FakeUpstream, shape: str, text: str) -> httpx.
 
 @pytest.mark.parametrize("shape", sorted([*SMUGGLED, *RAW]))
 def test_a_body_its_receivers_read_as_other_parts_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, shape: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, shape: str
 ) -> None:
     """An address hidden in a part only some receivers read (read by the others as the file's content,
     or framed by another boundary) does not leave: the upload is refused where data exfiltration is
     enforced, whatever the part holds."""
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     _refused(proxy, upstream, _send(proxy, upstream, shape, PII))
 
 
 @pytest.mark.parametrize("shape", sorted(SMUGGLED))
 def test_a_part_smuggled_in_a_files_text_is_read_as_its_content(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, shape: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, shape: str
 ) -> None:
     """Where the proxy only observes, the upload leaves as sent, and an injection in the smuggled part is
     found where Go and python-multipart read it, in the file's content, not only as a part's frame."""
-    proxy = start_proxy(mode="observe", extra=REDACTING)
+    proxy = shared_proxy(mode="observe", extra=REDACTING)
     upstream.reply = UPLOADED
     assert _send(proxy, upstream, shape, INJECTION).status_code == 200
     assert INJECTION.encode() in upstream.received[-1].body
@@ -353,10 +353,10 @@ def test_a_part_smuggled_in_a_files_text_is_read_as_its_content(
 
 
 def test_a_key_in_a_last_part_left_unclosed_is_redacted(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A body without its closing delimiter is read to its end: a key in the last part is content."""
-    proxy = start_proxy(mode="enforce", extra=REDACTING)
+    proxy = shared_proxy(mode="enforce", extra=REDACTING)
     upstream.reply = UPLOADED
     body = DASHED + b"\r\n" + _purpose() + b"\r\n" + DASHED + b"\r\n" + _hidden("key " + AWS_KEY)
     assert _post(proxy, upstream, body, BOUNDARY).status_code == 200
