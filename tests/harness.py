@@ -389,6 +389,10 @@ class Proxy:
             token = self.agent_token if agent == self.agent else AGENT_TOKEN
         return f"http://{agent}:{token}@{self.listen_host}:{self.port}"
 
+    def authorization(self) -> bytes:
+        """``proxy_authorization`` of ``self.agent``."""
+        return proxy_authorization(self.agent, self.agent_token)
+
     def take_pool_agent(self) -> None:
         """Speak from now on as the next agent of the pool, which has sent nothing yet: the counts, windows,
         freezes, first-seen sets and prompts seen that the proxy keeps per agent start empty for it, as

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from proxy.commands.localca import UpstreamPKI
-from tests.harness import CLIENT_TIMEOUT_S, Proxy, proxy_authorization
+from tests.harness import CLIENT_TIMEOUT_S, Proxy
 from tests.upstream import FakeUpstream
 
 
@@ -26,7 +26,7 @@ def connect(proxy: Proxy, target: str) -> tuple[int, bytes]:
     context.check_hostname = False
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
         raw.sendall(
-            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy_authorization() + b"\r\n"
+            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy.authorization() + b"\r\n"
         )
         assert b" 200 " in raw.recv(4096)
         with context.wrap_socket(raw, server_hostname=host if not _is_ip(host) else None) as tls:
@@ -60,10 +60,10 @@ def use_proxy(monkeypatch: pytest.MonkeyPatch, proxy: Proxy) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(proxy.ca_cert))
 
 
-def test_enforce_refuses_host_outside_allowlist_over_https(start_proxy: Callable[..., Proxy]) -> None:
+def test_enforce_refuses_host_outside_allowlist_over_https(shared_proxy: Callable[..., Proxy]) -> None:
     """In enforce mode a tunnel to a host outside the role's allowlist answers its first request 403 with
     the reason and the CONNECT's event id; the CONNECT is the one recorded turn."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     status, answer = connect(proxy, "93.184.216.34:443")
     assert status == 403
     assert b"not allowlisted" in answer.lower() or b"allow" in answer.lower()
@@ -74,11 +74,11 @@ def test_enforce_refuses_host_outside_allowlist_over_https(start_proxy: Callable
     assert record["findings"][0]["enforced"] is True
 
 
-def test_enforce_refuses_host_outside_allowlist_over_http(start_proxy: Callable[..., Proxy]) -> None:
+def test_enforce_refuses_host_outside_allowlist_over_http(shared_proxy: Callable[..., Proxy]) -> None:
     """Plain-HTTP proxying to a host outside the allowlist gets 403 too."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     status, _ = proxy.raw(
-        b"GET http://93.184.216.34/ HTTP/1.1\r\nHost: 93.184.216.34\r\n" + proxy_authorization() + b"\r\n"
+        b"GET http://93.184.216.34/ HTTP/1.1\r\nHost: 93.184.216.34\r\n" + proxy.authorization() + b"\r\n"
     )
     assert status == 403
 
@@ -100,20 +100,20 @@ def test_enforce_refuses_host_outside_allowlist_over_http(start_proxy: Callable[
     ],
 )
 def test_wildcard_allow_never_opens_internal_addresses(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, target: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, target: str
 ) -> None:
     """With allow: ["*"], metadata and loopback in every spelling still get 403, and nothing connects."""
-    proxy = start_proxy(mode="enforce", allow='["*"]')
+    proxy = shared_proxy(mode="enforce", allow='["*"]')
     status, _ = connect(proxy, target.format(port=upstream.port))
     assert status == 403
     assert upstream.received == []
 
 
 def test_observe_mode_records_but_does_not_block(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Observe mode lets an internal destination through and records what enforce would have done."""
-    proxy = start_proxy(mode="observe")
+    proxy = shared_proxy(mode="observe")
     use_proxy(monkeypatch, proxy)
     assert chat(f"https://127.0.0.1:{upstream.port}") == "Hello from the upstream model."
     (record,) = proxy.wait_for_records(1)
@@ -126,7 +126,7 @@ def get_through(proxy: Proxy, host: str, port: int, plain_upstream: list[dict[st
     """Sends a plain GET for `host:port` through the proxy and checks it reached the upstream."""
     status, _ = proxy.raw(
         f"GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
-        + proxy_authorization()
+        + proxy.authorization()
         + b"\r\n"
     )
     assert status == 200 and len(plain_upstream) == 1
@@ -150,12 +150,12 @@ def test_observe_mode_connects_a_name_outside_the_allowlist_to_the_address_it_re
 
 @pytest.mark.parametrize("spelling", ["2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0x7f.1"])
 def test_observe_mode_connects_an_address_in_any_spelling_to_the_address_it_recorded(
-    start_proxy: Callable[..., Proxy], plain_upstream: list[dict[str, Any]], spelling: str
+    shared_proxy: Callable[..., Proxy], plain_upstream: list[dict[str, Any]], spelling: str
 ) -> None:
     """Where lateral movement is only observed, an address spelled as inet_aton reads it reaches the
     address the record names, and the record says which address that spelling means."""
     port = plain_upstream.pop()["port"]
-    proxy = start_proxy(mode="observe", allow="[api.openai.com]")
+    proxy = shared_proxy(mode="observe", allow="[api.openai.com]")
     get_through(proxy, spelling, port, plain_upstream)
     (record,) = proxy.wait_for_records(1)
     (refusal,) = [finding for finding in record["findings"] if finding["action"] == "block"]
@@ -164,22 +164,22 @@ def test_observe_mode_connects_an_address_in_any_spelling_to_the_address_it_reco
 
 
 def test_allowlisted_host_passes_in_enforce_mode(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An explicitly allowed internal name (localhost) works in enforce mode."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     use_proxy(monkeypatch, proxy)
     assert chat(upstream.url) == "Hello from the upstream model."
 
 
-def test_domain_fronting_refused(start_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
+def test_domain_fronting_refused(shared_proxy: Callable[..., Proxy], upstream: FakeUpstream) -> None:
     """A Host header that differs from the CONNECT target is refused as domain fronting."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     context = ssl.create_default_context(cafile=str(proxy.ca_cert))
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
         raw.sendall(
             f"CONNECT localhost:{upstream.port} HTTP/1.1\r\nHost: localhost\r\n".encode()
-            + proxy_authorization()
+            + proxy.authorization()
             + b"\r\n"
         )
         assert b" 200 " in raw.recv(4096)
@@ -211,11 +211,11 @@ def test_first_seen_once_per_host_and_survives_restart(
 
 
 def test_inspect_false_destination_is_relayed_without_interception(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
 ) -> None:
     """An allow entry with `inspect: false` is tunnelled untouched: the client sees the upstream's own
     certificate, and the CONNECT is recorded."""
-    proxy = start_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
+    proxy = shared_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
     context = ssl.create_default_context(cafile=upstream_pki.ca_cert)
     with httpx.Client(proxy=proxy.url(), verify=context, timeout=CLIENT_TIMEOUT_S) as client:
         reply = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
@@ -230,19 +230,19 @@ def test_inspect_false_destination_is_relayed_without_interception(
 
 
 def test_inspect_false_tunnel_without_a_server_name_is_intercepted(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, upstream_pki: UpstreamPKI
 ) -> None:
     """A hello without a server name lets the server pick its site by the Host header inside the TLS: such
     a tunnel to an `inspect: false` host is intercepted, so a Host naming another host is seen and
     refused, never relayed unread to a server that may route it there."""
-    proxy = start_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
+    proxy = shared_proxy(mode="enforce", allow="[{host: 'localhost:*', inspect: false}]")
     context = ssl.create_default_context(cafile=upstream_pki.ca_cert)
     context.load_verify_locations(cafile=proxy.ca_cert)
     context.check_hostname = False
     target = f"localhost:{upstream.port}"
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
         raw.sendall(
-            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy_authorization() + b"\r\n"
+            f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode() + proxy.authorization() + b"\r\n"
         )
         assert b" 200 " in raw.recv(4096)
         with context.wrap_socket(raw, server_hostname=None) as tls:
@@ -261,11 +261,11 @@ def test_inspect_false_tunnel_without_a_server_name_is_intercepted(
 
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
 def test_sdks_raise_a_readable_error_for_a_refused_host(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, sdk: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch, sdk: str
 ) -> None:
     """The official SDKs get a 403 in their API's own error shape, naming the reason and the audit event,
     instead of a bare connection error; nothing reaches the refused host."""
-    proxy = start_proxy(mode="enforce", allow="[api.openai.com]")
+    proxy = shared_proxy(mode="enforce", allow="[api.openai.com]")
     use_proxy(monkeypatch, proxy)
     if sdk == "openai":
         with pytest.raises(openai.PermissionDeniedError) as raised:
@@ -289,7 +289,7 @@ def absolute_form(proxy: Proxy, url: str) -> tuple[int, bytes]:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
         raw.sendall(
             f"GET {url} HTTP/1.1\r\nHost: {authority}\r\n".encode()
-            + proxy_authorization()
+            + proxy.authorization()
             + b"Connection: close\r\n\r\n"
         )
         answer = b""
