@@ -18,7 +18,7 @@ from proxy.commands.localca import UpstreamPKI, make_pki
 from proxy.config.paths import DATA_DIR_ENV
 from tests.harness import Proxy
 from tests.redis_server import RedisServer
-from tests.upstream import FakeUpstream, Reply
+from tests.upstream import SHUTDOWN_POLL_S, FakeUpstream, Reply
 from tests.webhook_receiver import Receiver
 
 # A Hypothesis deadline is a timing assertion: on a machine that runs the suite beside other work an
@@ -282,7 +282,9 @@ def plain_upstream() -> Iterator[list[dict[str, Any]]]:
             self.wfile.write(b"ok")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+    ).start()
     seen.append({"port": server.server_address[1]})
     yield seen
     server.shutdown()

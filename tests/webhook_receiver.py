@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.upstream import SHUTDOWN_POLL_S
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -41,7 +43,9 @@ class Receiver:
                 """Quiet: the tests read ``deliveries``."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+        )
         self.thread.start()
 
     @property
