@@ -97,6 +97,20 @@ def admin(start_admin: Callable[..., Admin]) -> Admin:
     return start_admin()
 
 
+@pytest.fixture(scope="module")
+def shared_admin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def read_admin(shared_proxy: Callable[..., Proxy], shared_admin_port: int) -> Admin:
+    """The admin API of the proxy the module's tests share, for a test that changes nothing every agent
+    meets (no reload, freeze or approval)."""
+    proxy = shared_proxy(extra=admin_policy(shared_admin_port))
+    _wait_for_port(shared_admin_port)
+    return Admin(proxy, shared_admin_port)
+
+
 def _wait_for_port(port: int, timeout: float = 15.0, tls: ssl.SSLContext | None = None) -> None:
     """Until the admin listener on ``port`` answers, over HTTPS where ``tls`` trusts it."""
     deadline = time.monotonic() + timeout
@@ -118,10 +132,10 @@ def chat(proxy: Proxy, upstream: FakeUpstream, content: str = "hello", **headers
 # -- listener and tokens ----------------------------------------------------------------------------------
 
 
-def test_health_and_readiness_answer_without_a_token(admin: Admin) -> None:
+def test_health_and_readiness_answer_without_a_token(read_admin: Admin) -> None:
     """/healthz says alive and /readyz lists each dependency as ok: what a load balancer probes."""
-    assert admin.get("/healthz").json()["status"] == "alive"
-    ready = admin.get("/readyz")
+    assert read_admin.get("/healthz").json()["status"] == "alive"
+    ready = read_admin.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {
         "ready": True,
@@ -133,7 +147,7 @@ def _concrete(route: Route) -> str:
     return re.sub(r"\{\w+\}", "x", route.pattern)
 
 
-def test_every_endpoint_but_health_needs_a_token(admin: Admin) -> None:
+def test_every_endpoint_but_health_needs_a_token(read_admin: Admin) -> None:
     """Every route the listener serves (so every one added later too): without a token, or with a wrong
     one, it answers 401; the read-only token reads, and is refused every operation with 403; the full
     token reads too. Only health, readiness and the dashboard's page and assets answer without one."""
@@ -148,47 +162,47 @@ def test_every_endpoint_but_health_needs_a_token(admin: Admin) -> None:
         def status(token: str | None, route: Route = route) -> int:
             """The status alone: a live feed's body never ends."""
             with httpx.stream(
-                route.method, admin.url + _concrete(route), headers=_bearer(token), trust_env=False
+                route.method, read_admin.url + _concrete(route), headers=_bearer(token), trust_env=False
             ) as answer:
                 return answer.status_code
 
         assert status(None) == 401, where
         assert status("not-the-token") == 401, where
-        with_read = status(admin.read)
+        with_read = status(read_admin.read)
         if route.access is Access.FULL:
             assert with_read == 403, where
         else:
             assert with_read not in (401, 403), where
-            assert status(admin.full) == with_read, where
-    refused = admin.post("/api/v1/reload", {}, admin.read)
+            assert status(read_admin.full) == with_read, where
+    refused = read_admin.post("/api/v1/reload", {}, read_admin.read)
     assert "full admin token" in refused.json()["error"]["message"]
 
 
-def test_tokens_are_private_files(admin: Admin) -> None:
+def test_tokens_are_private_files(read_admin: Admin) -> None:
     """Both tokens are created under the data dir readable by the owner alone."""
     for name in ("admin.token", "admin-read.token"):
-        assert (admin.proxy.data_dir / name).stat().st_mode & 0o777 == 0o600
+        assert (read_admin.proxy.data_dir / name).stat().st_mode & 0o777 == 0o600
 
 
-def test_unknown_paths_methods_and_bodies_get_clear_errors(admin: Admin) -> None:
+def test_unknown_paths_methods_and_bodies_get_clear_errors(read_admin: Admin) -> None:
     """404 for an unknown path, 405 for a wrong method, 400 for a body that is not a JSON object."""
-    assert admin.get("/nothing", admin.full).status_code == 404
-    assert admin.get("/api/v1/reload", admin.full).status_code == 405
+    assert read_admin.get("/nothing", read_admin.full).status_code == 404
+    assert read_admin.get("/api/v1/reload", read_admin.full).status_code == 405
     raw = httpx.post(
-        admin.url + "/api/v1/reload", content=b"[1,", headers=_bearer(admin.full), trust_env=False
+        read_admin.url + "/api/v1/reload", content=b"[1,", headers=_bearer(read_admin.full), trust_env=False
     )
     assert raw.status_code == 400
 
 
-def test_the_admin_api_is_not_reachable_through_the_proxy_port(admin: Admin) -> None:
+def test_the_admin_api_is_not_reachable_through_the_proxy_port(read_admin: Admin) -> None:
     """Asking the proxy port for /healthz is an unauthenticated proxy request: 407, never the admin API."""
-    status, _ = admin.proxy.raw(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status, _ = read_admin.proxy.raw(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status in (400, 407)
 
 
-def test_openapi_describes_every_route_with_its_access(admin: Admin) -> None:
+def test_openapi_describes_every_route_with_its_access(read_admin: Admin) -> None:
     """The OpenAPI description lists the operations and which token each needs."""
-    document = admin.get("/api/v1/openapi.json", admin.read).json()
+    document = read_admin.get("/api/v1/openapi.json", read_admin.read).json()
     assert document["openapi"].startswith("3.")
     assert document["paths"]["/api/v1/reload"]["post"]["x-access"] == "full"
     assert document["paths"]["/api/v1/approvals"]["get"]["x-access"] == "read"
