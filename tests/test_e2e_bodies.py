@@ -399,11 +399,11 @@ def read_as_curl(tls: ssl.SSLSocket) -> tuple[bytes, bytes]:
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_transfer_coding_does_not_switch_inspection_off(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
 ) -> None:
     """An answer sent with ``Transfer-Encoding: gzip, chunked`` is decoded and inspected like a content
     coding: in enforce mode the client that undoes the transfer coding reads it redacted."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     upstream.reply = Reply(text=f"the key is {AWS_KEY} ok", gzip_transfer=True, piece_size=100)
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     with tunnel(proxy, upstream.port) as tls:
@@ -441,12 +441,12 @@ def raw_exchange(proxy: Proxy, port: int, head: str, body: bytes) -> tuple[bytes
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_response_trailers_reach_the_agent_scanned(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
 ) -> None:
     """A chunked answer that ends with trailer fields arrives whole (it used to hang the agent until its
     timeout: "incomplete chunked read"), its trailers after the last chunk, a secret in one redacted
     where enforced."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     upstream.reply = Reply(text="fine", trailers={"x-debug-token": f"k={AWS_KEY}", "x-cost": "3"})
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream})
     head, received = raw_exchange(
@@ -470,10 +470,10 @@ def test_response_trailers_reach_the_agent_scanned(
 
 
 def test_a_chunked_request_with_trailers_is_relayed(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A request body that ends with trailer fields is forwarded whole with them, not dropped mid-way."""
-    proxy = start_proxy()
+    proxy = shared_proxy()
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
     chunked = b"%x\r\n%s\r\n0\r\nx-checksum: abc\r\n\r\n" % (len(body), body)
     head, received = raw_exchange(
@@ -497,11 +497,11 @@ def unsupported_coding_findings(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_request_in_an_undecodable_coding_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str
 ) -> None:
     """Every spelling of a coding that cannot be undone: refused 415 in the API's shape where enforced,
     nothing reaching the upstream; relayed as sent where observed; recorded as uninspected either way."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"key {AWS_KEY}"}]}).encode()
     with client_for(proxy) as client:
         for encoding in UNDECODABLE:
@@ -523,11 +523,11 @@ def test_a_request_in_an_undecodable_coding_is_refused_where_enforced(
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "event-stream"])
 def test_a_response_in_an_undecodable_coding_is_refused_where_enforced(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream, mode: str, stream: bool
 ) -> None:
     """A completion, JSON or event stream, in a coding that cannot be undone: the agent gets a 502 in
     its API's shape where enforced, the upstream's bytes as sent where observed; recorded either way."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     sent = b"\x1f\x9d\x90" + AWS_KEY.encode()
     with client_for(proxy) as client:
         for encoding in UNDECODABLE:
