@@ -74,6 +74,12 @@ def limited(start_proxy: Callable[..., Proxy], request: pytest.FixtureRequest) -
     return start_proxy(mode=mode, memory_limit=MEMORY_LIMIT)
 
 
+@pytest.fixture
+def enforcing_limited(shared_proxy: Callable[..., Proxy]) -> Proxy:
+    """The enforcing proxy under the memory limit that the tests of bodies which are no bombs share."""
+    return shared_proxy(mode="enforce", memory_limit=MEMORY_LIMIT)
+
+
 def client_for(proxy: Proxy) -> httpx.Client:
     return httpx.Client(
         proxy=proxy.url(),
@@ -231,9 +237,8 @@ DECODERS: dict[str, Callable[[bytes], bytes]] = {
 
 
 @pytest.mark.parametrize("encoding", sorted(MULTI_MEMBER))
-@pytest.mark.parametrize("limited", ["enforce"], indirect=True)
 def test_every_member_of_a_compressed_body_is_inspected(
-    limited: Proxy, upstream: FakeUpstream, encoding: str
+    enforcing_limited: Proxy, upstream: FakeUpstream, encoding: str
 ) -> None:
     """A secret in the second gzip member or zstd frame is found in a prompt and redacted in a JSON
     completion and in a stream: the part an SDK decodes is the part inspected."""
@@ -241,7 +246,7 @@ def test_every_member_of_a_compressed_body_is_inspected(
     completion = json.dumps(openai_chat_json(Reply(text=f"{'padding ' * 40} key {AWS_KEY}"))).encode()
     upstream.reply = Reply(encoded_body=(encoding, _members(compress, completion)))
     with (
-        client_for(limited) as client,
+        client_for(enforcing_limited) as client,
         client.stream(
             "POST", f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []}
         ) as answer,
@@ -256,7 +261,7 @@ def test_every_member_of_a_compressed_body_is_inspected(
         for piece in ["padding " * 40, "key ", AWS_KEY[:10], AWS_KEY[10:], " done"]
     )
     upstream.reply = Reply(encoded_body=(encoding, _members(compress, events + b"data: [DONE]\n\n")))
-    stream = sdk(limited, upstream).chat.completions.create(
+    stream = sdk(enforcing_limited, upstream).chat.completions.create(
         model="m", messages=[{"role": "user", "content": "hi"}], stream=True
     )
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
@@ -264,13 +269,13 @@ def test_every_member_of_a_compressed_body_is_inspected(
 
     prompt = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"{'pad ' * 50} {AWS_KEY}"}]})
     upstream.reply = Reply()
-    with client_for(limited) as client:
+    with client_for(enforcing_limited) as client:
         client.post(
             f"{upstream.url}/v1/chat/completions",
             content=_members(compress, prompt.encode()),
             headers={"content-type": "application/json", "content-encoding": encoding},
         )
-    record = limited.wait_for_records(3)[2]
+    record = enforcing_limited.wait_for_records(3)[2]
     assert "aws-access-key-id" in {finding["rule"] for finding in record["findings"]}
 
 
@@ -327,15 +332,14 @@ def test_small_request_is_answered_while_a_large_prompt_is_inspected(
 
 
 @pytest.mark.parametrize("tail", [b"trailing garbage", b"\x1f\x8b\x08broken second member"])
-@pytest.mark.parametrize("limited", ["enforce"], indirect=True)
 def test_a_member_followed_by_garbage_is_still_inspected(
-    limited: Proxy, upstream: FakeUpstream, tail: bytes
+    enforcing_limited: Proxy, upstream: FakeUpstream, tail: bytes
 ) -> None:
     """httpx hands on a gzip member and drops what follows it; the member is what the proxy inspects, so
     garbage after it does not make the body an uninspectable binary one."""
     completion = openai_chat_json(Reply(text=f"key {AWS_KEY}"))
     upstream.reply = Reply(encoded_body=("gzip", gzip.compress(json.dumps(completion).encode()) + tail))
-    with client_for(limited) as client:
+    with client_for(enforcing_limited) as client:
         answer = client.post(f"{upstream.url}/v1/chat/completions", json={"model": "m", "messages": []})
     assert answer.json()["choices"][0]["message"]["content"] == "key [REDACTED:aws-access-key-id]"
 
