@@ -46,8 +46,8 @@ ASK: list[MessageParam] = [{"role": "user", "content": QUESTION}]
 
 
 @pytest.fixture
-def enforce(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
-    return _agent(start_proxy(mode="enforce"), monkeypatch)
+def enforce(shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+    return _agent(shared_proxy(mode="enforce"), monkeypatch)
 
 
 def fetched(page: str) -> dict[str, Any]:
@@ -338,9 +338,9 @@ def test_a_fetched_document_whose_base64_does_not_decode_is_withheld(
 
 
 def test_a_fetched_document_whose_base64_does_not_decode_is_recorded_in_observe_mode(
-    start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
 ) -> None:
-    observe = _agent(start_proxy(mode="observe"), monkeypatch)
+    observe = _agent(shared_proxy(mode="observe"), monkeypatch)
     document = undecodable_fetch(fetched_file(pdf_of(README[:200])))
     message = fetch_answer(upstream, document, streamed=True)
     assert message.model_dump(exclude_none=True)["content"][1] == document
@@ -416,9 +416,9 @@ def test_an_injection_in_the_output_of_code_gemini_ran_sent_back_in_the_history_
 
 
 @pytest.fixture
-def code_guarded(start_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
+def code_guarded(shared_proxy: Callable[..., Proxy], monkeypatch: pytest.MonkeyPatch) -> Proxy:
     """Enforce mode, with a role that counts the code the Gemini API runs as a destructive tool."""
-    return _agent(start_proxy(mode="enforce", tools="{destructive: [code_execution]}"), monkeypatch)
+    return _agent(shared_proxy(mode="enforce", tools="{destructive: [code_execution]}"), monkeypatch)
 
 
 @STREAMED
