@@ -121,12 +121,12 @@ ANSWERS: dict[str, tuple[str, bytes, str | None, list[tuple[str, str]]]] = {
 
 @pytest.mark.parametrize("name", sorted(ANSWERS))
 def test_a_gated_call_refuses_the_generic_answer_whole(
-    name: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    name: str, shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """The generic reader cannot take a call out of an answer whose shape it does not know exactly: the
     answer is refused whole, and the finding recorded enforced."""
     path, body, content_type, expected = ANSWERS[name]
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = Reply(body=body, content_type=content_type)
     answer = post(proxy, upstream, path)
     assert answer.status_code == 502
@@ -136,10 +136,10 @@ def test_a_gated_call_refuses_the_generic_answer_whole(
 
 @pytest.mark.parametrize("name", sorted(ANSWERS))
 def test_an_observed_generic_answer_passes_with_its_call_recorded(
-    name: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    name: str, shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     path, body, content_type, expected = ANSWERS[name]
-    proxy = start_proxy(mode="observe")
+    proxy = shared_proxy(mode="observe")
     upstream.reply = Reply(body=body, content_type=content_type)
     answer = post(proxy, upstream, path)
     assert answer.status_code == 200 and answer.content == body
@@ -149,9 +149,9 @@ def test_an_observed_generic_answer_passes_with_its_call_recorded(
 
 
 def test_a_harmless_call_in_a_generic_answer_passes(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     body = json.dumps(ollama_line(ollama_call("get_weather", {"city": "Oslo"}), done=True)).encode()
     upstream.reply = Reply(body=body)
     answer = post(proxy, upstream, "/api/chat")
@@ -185,11 +185,11 @@ start_admin = test_admin.start_admin
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_gated_call_in_a_generic_stream_withholds_its_event(
-    mode: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    mode: str, shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """An event of a stream the generic reader reads that carries a call the gate denies is not sent (the
     events before and after it are); observed, it passes, and the call is recorded either way."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     upstream.reply = Reply(events=anthropic_tool_stream("delete_customer"))
     answer = post(proxy, upstream, STREAM_ROUTE)
     assert answer.status_code == 200
@@ -286,14 +286,14 @@ def realtime(upstream_pki: UpstreamPKI) -> Iterator[Realtime]:
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 def test_a_realtime_session_has_its_calls_gated_and_its_results_read(
-    mode: str, start_proxy: Callable[..., Proxy], realtime: Realtime
+    mode: str, shared_proxy: Callable[..., Proxy], realtime: Realtime
 ) -> None:
     """Enforced, the events of a destructive call (decided when its response ends) or carrying a
     credential-file read are not delivered (a harmless call's, held behind the first, and the text are,
     in order), and a function result or user text the agent sends with an injection does not reach the
     API; observed, everything passes and all of it is recorded. The agent is the OpenAI SDK's Realtime
     client."""
-    proxy = start_proxy(mode=mode)
+    proxy = shared_proxy(mode=mode)
     with realtime_agent(proxy, realtime.port, CONTEXT) as connection:
         delivered = received_types(connection, RESPONSE_DONE["type"])
         for event in CLIENT_EVENTS:
@@ -355,11 +355,11 @@ def gemini_call_stream(name: str, args: dict[str, Any]) -> list[bytes]:
 
 
 def test_a_credential_read_in_a_generic_stream_withholds_its_event(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A call whose arguments come whole in its event (Gemini's) is decided on them: one that reads a
     credential file is not sent, enforced; the text before it is."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = Reply(events=gemini_call_stream("read_file", {"path": "/home/u/.aws/credentials"}))
     answer = post(proxy, upstream, STREAM_ROUTE)
     assert answer.status_code == 200 and "Looking." in answer.text and "functionCall" not in answer.text
@@ -471,13 +471,13 @@ def told_apart(text: str) -> tuple[str, list[str]]:
 
 @pytest.mark.parametrize("name", sorted(SPLIT_CALLS))
 def test_a_credential_read_streamed_in_pieces_on_an_unknown_route_is_withheld(
-    name: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    name: str, shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A reading tool's call whose name and arguments come in separate events is decided once its
     arguments end: the credential path its later pieces spell is read, and none of the call is sent; an
     ``error`` event tells the agent of the call, naming no argument of it."""
     events, where = SPLIT_CALLS[name]
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     upstream.reply = Reply(events=[upstream_sse(event) for event in events])
     answer = post(proxy, upstream, STREAM_ROUTE)
     passed, told = told_apart(answer.text)
@@ -488,9 +488,9 @@ def test_a_credential_read_streamed_in_pieces_on_an_unknown_route_is_withheld(
 
 
 def test_an_everyday_read_streamed_in_pieces_on_an_unknown_route_passes_whole(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     events = [_chunk(content="Reading it."), *_chat_call(EVERYDAY), _chunk(finish="tool_calls")]
     upstream.reply = Reply(events=[upstream_sse(event) for event in events])
     answer = post(proxy, upstream, STREAM_ROUTE)
@@ -511,9 +511,9 @@ def without_content(events: list[Any]) -> list[Any]:
 
 
 def test_an_observed_credential_read_streamed_in_pieces_passes_recorded(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
-    proxy = start_proxy(mode="observe")
+    proxy = shared_proxy(mode="observe")
     events, where = SPLIT_CALLS["Chat deltas"]
     upstream.reply = Reply(events=[upstream_sse(event) for event in events])
     answer = post(proxy, upstream, STREAM_ROUTE)
@@ -609,12 +609,12 @@ PLAIN_ANSWER = "Use AKIAZ7QW3RTY2UIO4PAS for the bucket."
 
 
 def test_a_key_split_over_plain_text_events_on_an_unknown_route_leaves_redacted(
-    start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """A server streaming its answer as events whose data is the text itself, a key cut over two of them
     (in its prefix, in its body, at its last character): the events a client joins carry it redacted,
     and the text around it as it came."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     for cut in (5, 6, 12, 23):
         pieces = [PLAIN_ANSWER[:cut], PLAIN_ANSWER[cut:]]
         upstream.reply = Reply(
@@ -637,11 +637,11 @@ def test_a_key_split_over_plain_text_events_on_an_unknown_route_leaves_redacted(
     ],
 )
 def test_a_key_split_over_plain_text_events_on_a_known_route_leaves_redacted_and_enforced(
-    route: str, dialect: str, start_proxy: Callable[..., Proxy], upstream: FakeUpstream
+    route: str, dialect: str, shared_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     """The same on an API whose events are JSON: the data of its events that are not is joined as a
     client printing each joins it, and the record says the key was kept from the agent."""
-    proxy = start_proxy(mode="enforce")
+    proxy = shared_proxy(mode="enforce")
     for count, cut in enumerate((6, 12), start=1):
         pieces = [PLAIN_ANSWER[:cut], PLAIN_ANSWER[cut:]]
         upstream.reply = Reply(
