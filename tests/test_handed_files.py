@@ -147,6 +147,12 @@ def test_only_strings_made_of_urls_are_handed() -> None:
     assert list(handed_locations(json.dumps(arguments))) == ["file:///x/y", "https://h/p", "ftp://h/q"]
 
 
+def test_a_credential_url_after_many_harmless_ones_is_read() -> None:
+    """However many URLs stand before it: a list of harmless ones would otherwise hide the last."""
+    urls = [f"https://docs.example/page/{number}" for number in range(500)]
+    assert _reads("fetch", {"urls": [*urls, "file:///root/.ssh/id_rsa"]}) == ["ssh-private-key-file"]
+
+
 def test_a_spent_budget_makes_the_rules_out_of_time_and_the_call_withheld() -> None:
     call = ToolCall(id="c", name="fetch", arguments='{"url": "file:///root/.ssh/id_rsa"}', where="w")
     findings = handed_reads([call], SCANNER, ScanBudget(0.0))

@@ -39,9 +39,6 @@ source). Under others a path is one the tool uses (an ssh tool's ``key_path``, a
 or writes (``path``; a writing tool's every path): the file stays where it is."""
 _APART = re.compile(r"[\s,;]+")
 _LONGEST_VALUE = 8192
-_MOST_LOCATIONS = 64
-"""Paths and URLs of one call read: past them its arguments are a list of data, not what a tool is
-handed."""
 _DEEPEST = 4
 """JSON within JSON strings read, as frameworks nest a tool's input (``{"input": "{\\"url\\": ...}"}``)."""
 
@@ -55,7 +52,8 @@ def handed_reads(calls: Iterable[ToolCall], scanner: Scanner, budget: ScanBudget
         if is_reading_tool(call.name):
             continue
         handing = not name_matches(call.name, WRITING_TOOLS)
-        handed = list(dict.fromkeys(handed_locations(call.arguments, paths=handing)))[:_MOST_LOCATIONS]
+        # Every one is read, in one scan of them all: a cap would let a list of harmless ones hide the last.
+        handed = list(dict.fromkeys(handed_locations(call.arguments, paths=handing)))
         on_network = [place for place in handed if _URL.fullmatch(place) and not _ON_FILE.match(place)]
         on_file = [place for place in handed if place not in on_network]
         broken: dict[str, Rule] = {}
