@@ -994,6 +994,14 @@ def test_everyday_mounts_servers_and_copies_are_no_credential_theft(command: str
     assert _rules_of("bash", command=command) == set()
 
 
+@pytest.mark.parametrize("separator", ["\n", "; "])
+def test_a_read_under_a_mount_after_many_commands_is_read(separator: str) -> None:
+    """However many commands stand before it: a number of lines read would let harmless ones hide it."""
+    script = separator.join(["true"] * 2000 + ["cat /x/credentials"])
+    command = f"docker run -v ~/.aws:/x alpine sh -c '{script}'"
+    assert _rules_of("bash", command=command) == {"cloud-credentials-file"}
+
+
 @pytest.mark.parametrize(
     ("started", "read", "rules"),
     [

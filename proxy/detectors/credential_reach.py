@@ -30,8 +30,6 @@ _BIND_OPTIONS = {
 }
 _MOUNT_BINDS = frozenset({"--bind", "-B", "--rbind", "-R"})
 _HOST_PATH = re.compile(r"^(?:/|~|\$\{?(?:HOME|PWD)\}?|\.)")
-_MAPPED_LINES = 256
-"""Lines of the commands a mount's targets are written over in: past them the rest is read as written."""
 
 
 def _command_words(piece: str) -> list[str]:
@@ -128,7 +126,8 @@ def mounted_readings(
     does, written with the host's path it reaches (``cat ~/.aws/credentials``); "" where none does.
     Every mount of the commands is read over all of their lines, and the mounts ``earlier`` calls made
     as well: a container started by one command is read by the next (``docker exec``), and a bind
-    stays. ``tick`` is called once for each command read."""
+    stays. ``tick`` is called once for each command and each line read: every line is, on the budget, so
+    that no number of lines before a read hides it."""
     mounts = {target: source for source, target in (*earlier, *mounts_in(commands, tick))}
     if not mounts:
         return ""
@@ -147,7 +146,11 @@ def mounted_readings(
         # The root mounted: what follows the target is its path from the root.
         return source or ("" if found.string.startswith("/", found.end()) else "/")
 
-    lines = [line for line in (*commands.splitlines(), *inside)[:_MAPPED_LINES] if under.search(line)]
+    lines = []
+    for line in (*commands.splitlines(), *inside):
+        tick()
+        if under.search(line):
+            lines.append(line)
     return "\n".join(under.sub(host, line) for line in lines)
 
 
