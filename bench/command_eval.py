@@ -78,6 +78,16 @@ def _single_quoted(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def _double_quoted(text: str) -> str:
+    escaped = "".join("\\" + char if char in '\\"$`' else char for char in text)
+    return f'"{escaped}"'
+
+
+def _nested_shells(command: str) -> str:
+    """The command three shells deep, each quoting the next as a shell quotes a string it is given."""
+    return f"bash -c {_double_quoted(f'sh -c {_double_quoted(f"bash -c {_single_quoted(command)}")}')}"
+
+
 def _variables(command: str) -> str:
     word, _, rest = command.partition(" ")
     return f"a={word}; $a {rest}"
@@ -95,6 +105,7 @@ DISGUISES: dict[str, Callable[[str], str]] = {
     "variable": _variables,
     "eval": lambda command: f"eval {_single_quoted(command)}",
     "bash -c": lambda command: f"bash -c {_single_quoted(command)}",
+    "shells nested in shells": _nested_shells,
     "sudo and env": lambda command: f"sudo -u root env LANG=C {command}",
     "base64 to sh": lambda command: f"echo {base64.b64encode(command.encode()).decode()} | base64 -d | sh",
     "base64 in eval": lambda command: (

@@ -533,10 +533,7 @@ def _runs_a_command(text: str) -> bool:
 def runs_strings(text: str) -> bool:
     """Whether anything in the text may run a string as a command or a statement, read with its quotes and
     backslashes taken out (so that ``b''ash`` is ``bash``)."""
-    readings = (
-        _BACKSLASH.sub(r"\1", reading.replace("'", "").replace('"', ""))
-        for reading in (text, _undisguised(text))
-    )
+    readings = (_bare(reading) for reading in (text, _undisguised(text)))
     return any(
         _runs_a_string(reading) or _runs_after_assignments(reading) or _runs_a_command(reading)
         for reading in readings
@@ -1256,7 +1253,12 @@ def _moved(directory: str | None, path: str) -> str:
     return _normal_path(posixpath.join(directory, path))
 
 
-_BACKSLASH = re.compile(r"\\(.)", re.DOTALL)
+_BACKSLASHES = re.compile(r"\\+(.)", re.DOTALL)
+"""A run of backslashes and what it escapes: each shell a text is nested in (``bash -c "bash -c
+'rm\\\\ -rf ~'"``) drops one, and a text read with all of them undone drops the run."""
+_ESCAPED_QUOTE = re.compile(r"""(?<!\\)\\*['"]""")
+"""A quote with the backslashes that escape it at each nesting (``\\"`` inside ``"..."``), matched from a
+run's first backslash alone, so that a long run is read once."""
 
 
 # The commands of a text and its SQL clients' statements are read from the same readings, one after the
@@ -1265,8 +1267,13 @@ _BACKSLASH = re.compile(r"\\(.)", re.DOTALL)
 def _whole_readings(text: str) -> tuple[str, str]:
     """A shell text with its disguises and quotes undone, backslashes dropped as the shell drops them and
     escapes decoded as printf and ``echo -e`` decode them."""
-    unquoted = _undisguised(text).replace("'", "").replace('"', "")
-    return _BACKSLASH.sub(r"\1", unquoted), _unescaped(unquoted)
+    undisguised = _undisguised(text)
+    return _bare(undisguised), _unescaped(_ESCAPED_QUOTE.sub("", undisguised))
+
+
+def _bare(text: str) -> str:
+    """The text with its quotes and backslashes taken out, however deep the shells it is nested in."""
+    return _BACKSLASHES.sub(r"\1", _ESCAPED_QUOTE.sub("", text))
 
 
 def _undisguised(text: str) -> str:
