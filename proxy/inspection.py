@@ -1038,9 +1038,10 @@ class TurnInspector:
         """``credentials.credential_reads`` of the calls, after the conversation's earlier calls: those
         the request's history holds, then those read before in this turn; not known where the request
         carries no conversation of its own (an MCP ``tools/call``, a stored response or conversation
-        continued, an Assistants run, a WebSocket's session). And the local data their commands upload
-        outside the role's egress allowlist (``uploads.outside_allowlist``), which the proxy does not see
-        where the commands go straight out."""
+        continued, an Assistants run, a WebSocket's session). The credential files and metadata URLs
+        handed to tools that read no paths (``handed_files.handed_reads``), and the local data the calls'
+        commands upload outside the role's egress allowlist (``uploads.outside_allowlist``), which the
+        proxy does not see where the commands go straight out."""
         earlier = self._earlier_calls(calls)
         found = credentials.credential_reads(
             calls, self.detectors.credential_reads, self.budget, earlier, self.policy.credentials
